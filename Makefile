@@ -1,0 +1,50 @@
+# Two commands: `make demo` and `make test`. Everything they need is set up here.
+SHELL := /bin/bash
+# Debian's interpreter: unlike a pyenv one under /root, another uid can run it, which the
+# unprivileged test path needs.
+PYTHON ?= $(shell if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then echo /usr/bin/python3; else echo python3; fi)
+VENV ?= .venv
+BIN := $(VENV)/bin
+SYSTEM_PACKAGES := bubblewrap gnome-keyring libsecret-tools strace iproute2 curl dbus util-linux python3-venv
+STAMP := $(VENV)/.installed
+
+.PHONY: all test lint typecheck pytest demo system-deps venv clean bench
+
+all: test
+
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check nonod nonoctl tests bench
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv system-deps
+	@# pytest exits 5 when it collected no test: that must fail, never pass silently.
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc = 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+test: system-deps venv lint typecheck pytest
+
+demo: system-deps venv
+	$(BIN)/python -m nonoctl.demo
+
+bench: system-deps venv
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python bench/launch.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

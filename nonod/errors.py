@@ -1,0 +1,105 @@
+"""The one error hierarchy of nono.
+
+Every error that reaches a user carries a stable dotted ``code`` (what kind of failure, for
+scripts and exit statuses), a ``message`` (what happened and why, for people) and an optional
+``hint`` (what to do about it). Messages never contain secrets or upstream bodies.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class NonoError(Exception):
+    """Base of every error nono raises on purpose."""
+
+    code: ClassVar[str] = "nono.error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def diagnostics(self) -> str:
+        """The message and hint, as shown to a person."""
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class ProfileError(NonoError):
+    """A profile could not be found, parsed or resolved.
+
+    ``source`` names the file (or built-in profile) and ``path`` the JSON path (``$.network``)
+    of the offending value, when known.
+    """
+
+    code = "profile.invalid"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        path: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = ""
+        if source:
+            where = f"{source}: "
+        if path:
+            where += f"{path}: "
+        super().__init__(where + message, hint=hint)
+        self.source = source
+        self.path = path
+
+
+class ProfileNotFound(ProfileError):
+    code = "profile.not_found"
+
+
+class UnknownKey(ProfileError):
+    code = "profile.unknown_key"
+
+
+class ExtendsError(ProfileError):
+    """`extends` names a missing profile, forms a cycle, or nests too deep."""
+
+    code = "profile.extends"
+
+
+class PolicyError(NonoError):
+    """A profile is valid JSON but cannot become an enforceable policy (missing required path...)."""
+
+    code = "policy.invalid"
+
+
+class LaunchError(NonoError):
+    """A launch was refused or failed before the program could run.
+
+    ``step`` names the launcher step (``landlock``, ``mount``, ``seccomp``...), ``errno`` the
+    error number the kernel returned, ``detail`` the path or value involved. The program never
+    ran when this is raised.
+    """
+
+    code = "launch.failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str = "",
+        errno: int = 0,
+        detail: str = "",
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.step = step
+        self.errno = errno
+        self.detail = detail
+
+
+class EnforcementUnavailable(LaunchError):
+    """A layer the policy requires cannot be applied on this machine."""
+
+    code = "launch.enforcement"

@@ -1,0 +1,138 @@
+"""The resolved policy: what a session is allowed, after profiles, groups and overrides.
+
+A profile (``nonod.profiles``) is what a person writes; a :class:`ResolvedPolicy` is what the
+sandbox enforces. Only a ResolvedPolicy reaches the launcher. Every path in it is absolute and
+canonical (symlinks resolved, no ``..``), every group is expanded, and everything that was left
+out on the way (a macOS-only path, an optional path that does not exist) is listed in ``notes``
+so that ``profile show --resolved`` and ``inspect`` can say so.
+
+This module imports nothing but msgspec so that ``nonoctl`` can use it without the daemon.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class Access(enum.StrEnum):
+    """nono's access modes. ``read`` = read files, list dirs, execute; ``write`` = create,
+    remove, rename, truncate, write (no read); ``readwrite`` = both."""
+
+    READ = "read"
+    WRITE = "write"
+    READWRITE = "readwrite"
+
+    @property
+    def reads(self) -> bool:
+        return self in (Access.READ, Access.READWRITE)
+
+    @property
+    def writes(self) -> bool:
+        return self in (Access.WRITE, Access.READWRITE)
+
+
+class Grant(msgspec.Struct, frozen=True, kw_only=True):
+    """Access to one existing path. ``is_file`` grants file rights only (``*_file`` keys)."""
+
+    path: str
+    access: Access
+    is_file: bool = False
+    source: str = "profile"  # "profile", "group:<name>", "workdir", "cli", "base"
+
+
+class Denial(msgspec.Struct, frozen=True, kw_only=True):
+    """A path the session must not see, even under an allowed parent (masked by a mount).
+
+    The path may not exist yet; it is masked all the same. ``is_file`` tells the launcher what to
+    put in its place when it has to create a placeholder.
+    """
+
+    path: str
+    is_file: bool = False
+    source: str = "profile"
+
+
+class Note(msgspec.Struct, frozen=True, kw_only=True):
+    """Something resolution left out or changed, for people to read.
+
+    ``kind`` is one of ``macos_only``, ``missing``, ``deprecated_key``, ``bypass``, ``info``.
+    """
+
+    kind: str
+    message: str
+    path: str = ""
+
+
+class EnvPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """Which variables the program gets. Nothing is inherited unless listed in ``allow_vars``
+    (exact names or ``PREFIX_*``); ``set_vars`` are set as given; ``deny_vars`` always win."""
+
+    allow_vars: tuple[str, ...] = ()
+    deny_vars: tuple[str, ...] = ()
+    set_vars: tuple[tuple[str, str], ...] = ()
+
+
+class CustomCredential(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``network.custom_credentials`` entry, carried for the credential proxy."""
+
+    upstream: str
+    credential_key: str
+    inject_mode: str = "header"
+    inject_header: str = "Authorization"
+    credential_format: str = "Bearer {}"
+    env_var: str | None = None
+    path_pattern: str | None = None
+    path_replacement: str | None = None
+    query_param_name: str | None = None
+    endpoint_rules: tuple[tuple[str, str], ...] = ()  # (method, path glob)
+    tls_ca: str | None = None
+
+
+class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """The network part of a policy.
+
+    ``restricted`` is False only when the profile has no network section at all (nono's
+    default: unrestricted). ``block`` forbids all network. Otherwise the session gets a private
+    network namespace and reaches ``allow_domain`` through the daemon's proxy.
+    """
+
+    restricted: bool = False
+    block: bool = False
+    allow_domain: tuple[str, ...] = ()
+    network_profile: str | None = None
+    listen_ports: tuple[int, ...] = ()
+    open_ports: tuple[int, ...] = ()
+    credentials: tuple[str, ...] = ()
+    custom_credentials: tuple[tuple[str, CustomCredential], ...] = ()
+    env_credentials: tuple[tuple[str, str], ...] = ()  # (credential reference, env var)
+
+
+class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """What the launcher enforces. Build one with ``nonod.profiles.resolve``."""
+
+    name: str
+    grants: tuple[Grant, ...]
+    denials: tuple[Denial, ...]
+    workdir: str | None = None
+    workdir_access: Access | None = None
+    env: EnvPolicy = EnvPolicy()
+    signal_mode: str = "isolated"  # isolated | allow_same_sandbox | allow_all
+    ipc_mode: str = "shared_memory_only"  # shared_memory_only | full
+    network: NetworkPolicy = NetworkPolicy()
+    # Layers the profile lets us run without ("accept partial enforcement"); empty = all required.
+    allow_degraded: tuple[str, ...] = ()
+    # Files under writable grants that stay writable although they could run code later.
+    writable_persistence: tuple[str, ...] = ()
+    binary: str | None = None
+    command_args: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
+    groups: tuple[str, ...] = ()
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON encoding: names this exact policy in audit records."""
+        import hashlib
+
+        data = msgspec.json.encode(self, order="sorted")
+        return hashlib.sha256(data).hexdigest()

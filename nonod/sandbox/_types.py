@@ -1,0 +1,59 @@
+"""Values that cross the sandbox package's public face: requests, reports, exit statuses."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class LayerReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What one enforcement layer did: ``applied``, ``partial`` or ``unavailable`` (and why)."""
+
+    name: str
+    state: str  # applied | partial | unavailable
+    reason: str = ""
+    detail: str = ""
+
+
+class EnforcementReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Every layer of one launch. ``fully_enforced`` is True when no layer is missing."""
+
+    layers: tuple[LayerReport, ...]
+    landlock_abi: int = 0
+
+    @property
+    def fully_enforced(self) -> bool:
+        return all(layer.state == "applied" for layer in self.layers)
+
+    def summary(self) -> str:
+        if self.fully_enforced:
+            return "fully enforced"
+        weak = [f"{lay.name}: {lay.state} ({lay.reason})" for lay in self.layers
+                if lay.state != "applied"]
+        return "partially enforced: " + "; ".join(weak)
+
+
+class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What to run and as whom. ``env`` is the caller's environment, filtered by the policy's
+    environment rules; ``extra_env`` is set afterwards as is (proxy variables, phantom tokens).
+    ``uid``/``gid`` default to the launching process's own; another uid needs root."""
+
+    argv: tuple[str, ...]
+    cwd: str
+    env: tuple[tuple[str, str], ...] = ()
+    extra_env: tuple[tuple[str, str], ...] = ()
+    uid: int | None = None
+    gid: int | None = None
+
+
+class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """How a sandboxed program ended: an exit ``code`` or the ``signal`` that killed it."""
+
+    code: int | None = None
+    signal: int | None = None
+
+    @property
+    def shell_code(self) -> int:
+        """The status a shell would report: the code, or 128 + signal number."""
+        if self.signal is not None:
+            return 128 + self.signal
+        return self.code if self.code is not None else 255
