@@ -2,33 +2,99 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import final
 
+import msgspec
+import trio
+
+from ..errors import LaunchError
 from ..policy import ResolvedPolicy
+from ._launcher import REC_ERROR, REC_EXIT, REC_PID, RECORD, STEPS
+from ._plan import build_plan
 from ._types import EnforcementReport, ExitStatus, LaunchRequest
+
+LAUNCH_TIMEOUT = 30.0
+_HINTS = {
+    "unshare": "unprivileged user namespaces may be disabled (sysctl "
+               "kernel.unprivileged_userns_clone, AppArmor's userns restriction, a container's "
+               "seccomp profile); `nonoctl doctor` checks",
+    "idmap": "the kernel refused the uid/gid map of the session's user namespace",
+    "mounts": "a path in the policy could not be mounted in the session's view",
+    "exec": "the program could not be started inside the session",
+}
+
+
+async def _read_records(stream: trio.lowlevel.FdStream) -> list[tuple[int, int, int, bytes]]:
+    """Read records until EOF."""
+    buf = b""
+    while True:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            break
+        buf += chunk
+    out = []
+    while len(buf) >= RECORD.size:
+        kind, a, b, n = RECORD.unpack_from(buf)
+        detail = buf[RECORD.size:RECORD.size + n]
+        buf = buf[RECORD.size + n:]
+        out.append((kind, a, b, detail))
+    return out
 
 
 @final
 class Sandboxed:
     """A running confined program. ``pid`` is its pid in the daemon's pid namespace."""
 
-    pid: int
-    enforcement: EnforcementReport
+    def __init__(self, pid: int, pidfd: int, enforcement: EnforcementReport,
+                 exit_stream: trio.lowlevel.FdStream) -> None:
+        self.pid = pid
+        self.enforcement = enforcement
+        self._pidfd = pidfd
+        self._exit_stream = exit_stream
+        self._status: ExitStatus | None = None
+        self._done = trio.Event()
+        self._waiting = False
 
     async def wait_exited(self) -> ExitStatus:
-        raise NotImplementedError
+        if self._waiting:
+            await self._done.wait()
+            if self._status is None:
+                raise RuntimeError("exit status missing after the exit event")
+            return self._status
+        self._waiting = True
+        try:
+            records = await _read_records(self._exit_stream)
+        finally:
+            await self._exit_stream.aclose()
+        status = ExitStatus(signal=signal.SIGKILL)  # the launcher was killed: so was the program
+        for kind, a, b, _ in records:
+            if kind == REC_EXIT:
+                status = ExitStatus(signal=b) if a < 0 else ExitStatus(code=a)
+        self._status = status
+        os.close(self._pidfd)
+        self._pidfd = -1
+        self._done.set()
+        return status
 
     @property
     def exit_status(self) -> ExitStatus | None:
-        """The status once the program has ended, else None."""
-        raise NotImplementedError
+        return self._status
 
     def send_signal(self, sig: int) -> None:
         """Signal the program (a no-op once it has exited)."""
-        raise NotImplementedError
+        if self._pidfd < 0:
+            return
+        try:
+            signal.pidfd_send_signal(self._pidfd, sig)
+        except ProcessLookupError:
+            pass
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -37,6 +103,12 @@ class Sandboxed:
 @final
 class Launcher:
     """Handle on the fork server: a single-threaded helper that forks launchers."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: trio.socket.SocketType) -> None:
+        self._proc = proc
+        self._sock = sock
+        self._send_lock = trio.Lock()
+        self._encoder = msgspec.msgpack.Encoder()
 
     async def launch(
         self,
@@ -47,17 +119,96 @@ class Launcher:
         controlling_tty: bool = False,
     ) -> Sandboxed:
         """Start ``request.argv`` confined by ``policy``; raise LaunchError if it cannot be."""
-        raise NotImplementedError
+        plan, report = build_plan(policy, request, controlling_tty=controlling_tty)
+        launch_r, launch_w = os.pipe2(os.O_CLOEXEC)
+        exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
+        launch_stream = trio.lowlevel.FdStream(launch_r)
+        exit_stream = trio.lowlevel.FdStream(exit_r)
+        try:
+            try:
+                async with self._send_lock:
+                    await self._sock.sendmsg(
+                        [self._encoder.encode(plan)],
+                        [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                          _fd_array(*stdio, launch_w, exit_w))],
+                    )
+            finally:
+                os.close(launch_w)
+                os.close(exit_w)
+            with trio.fail_after(LAUNCH_TIMEOUT):
+                records = await _read_records(launch_stream)
+        except BaseException:
+            await exit_stream.aclose()
+            raise
+        finally:
+            await launch_stream.aclose()
+        pid = 0
+        for kind, a, b, detail in records:
+            if kind == REC_PID:
+                pid = a
+            elif kind == REC_ERROR:
+                await exit_stream.aclose()
+                raise _launch_error(a, b, detail.decode("utf-8", "replace"))
+        if not pid:
+            await exit_stream.aclose()
+            raise LaunchError("the launcher died before reporting", step="fork")
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:
+            await exit_stream.aclose()
+            raise LaunchError("the program vanished right after exec", step="exec",
+                              errno=exc.errno or 0) from exc
+        return Sandboxed(pid, pidfd, report, exit_stream)
 
     async def aclose(self) -> None:
-        raise NotImplementedError
+        self._sock.close()
+        with trio.move_on_after(5):
+            while self._proc.poll() is None:
+                await trio.sleep(0.01)
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _fd_array(*fds: int) -> bytes:
+    import array
+
+    return array.array("i", fds).tobytes()
+
+
+def _launch_error(step_index: int, err: int, detail: str) -> LaunchError:
+    step = STEPS[step_index] if 0 <= step_index < len(STEPS) else f"step {step_index}"
+    reason = os.strerror(err) if err else "failed"
+    where = f" ({detail})" if detail else ""
+    return LaunchError(f"launch refused at step '{step}': {reason}{where}; the program did not run",
+                       step=step, errno=err, detail=detail, hint=_HINTS.get(step))
 
 
 @asynccontextmanager
 async def open_launcher() -> AsyncIterator[Launcher]:
-    """Start the fork server; stop it (and every session it started) on exit."""
-    raise NotImplementedError
-    yield Launcher()  # pragma: no cover
+    """Start the fork server; stop it (and every session it started) on exit.
+
+    Started from this (the main) thread on purpose: PR_SET_PDEATHSIG ties the server's life to
+    the thread that forked it, and trio's own ``open_process`` forks from a worker thread.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-m", "nonod.sandbox._forkserver", str(theirs.fileno()),
+             str(os.getpid())],
+            pass_fds=(theirs.fileno(),),
+            env={"PATH": os.defpath},  # nothing of ours for sessions to find in /proc
+            stdin=subprocess.DEVNULL,
+            close_fds=True,
+        )
+    finally:
+        theirs.close()
+    launcher = Launcher(proc, trio.socket.from_stdlib_socket(ours))
+    try:
+        yield launcher
+    finally:
+        with trio.CancelScope(shield=True):
+            await launcher.aclose()
 
 
 async def launch_and_wait(
@@ -66,6 +217,10 @@ async def launch_and_wait(
     *,
     stdio: tuple[int, int, int] = (0, 1, 2),
 ) -> tuple[ExitStatus, EnforcementReport]:
+    """Launch one program and wait for it: for tests, scripts and ``learn``."""
     async with open_launcher() as launcher:
         proc = await launcher.launch(policy, request, stdio=stdio)
         return await proc.wait_exited(), proc.enforcement
+
+
+__all__ = ["Launcher", "Sandboxed", "launch_and_wait", "open_launcher"]

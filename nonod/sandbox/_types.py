@@ -9,27 +9,31 @@ class LayerReport(msgspec.Struct, frozen=True, kw_only=True):
     """What one enforcement layer did: ``applied``, ``partial`` or ``unavailable`` (and why)."""
 
     name: str
-    state: str  # applied | partial | unavailable
+    state: str  # applied | partial | unavailable | off
     reason: str = ""
     detail: str = ""
 
 
 class EnforcementReport(msgspec.Struct, frozen=True, kw_only=True):
-    """Every layer of one launch. ``fully_enforced`` is True when no layer is missing."""
+    """Every layer of one launch. ``fully_enforced`` is True when no layer is missing.
+
+    A layer's state is ``applied``, ``partial`` (something missing, ``reason`` says what),
+    ``unavailable`` (could not be applied) or ``off`` (the policy does not ask for it, such as
+    an unrestricted network).
+    """
 
     layers: tuple[LayerReport, ...]
     landlock_abi: int = 0
 
     @property
     def fully_enforced(self) -> bool:
-        return all(layer.state == "applied" for layer in self.layers)
+        return all(layer.state in ("applied", "off") for layer in self.layers)
 
     def summary(self) -> str:
-        if self.fully_enforced:
-            return "fully enforced"
         weak = [f"{lay.name}: {lay.state} ({lay.reason})" for lay in self.layers
                 if lay.state != "applied"]
-        return "partially enforced: " + "; ".join(weak)
+        head = "fully enforced" if self.fully_enforced else "partially enforced"
+        return head + (": " + "; ".join(weak) if weak else "")
 
 
 class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):

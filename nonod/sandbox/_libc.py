@@ -1,0 +1,175 @@
+"""Thin ctypes wrappers for the system calls the launcher makes that ``os`` lacks.
+
+Imports only ctypes, os and errno (the launcher's budget). Each wrapper raises ``OSError`` with
+the kernel's errno; nothing here retries or falls back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+# Numbers that differ between the two architectures we support.
+_NR = {
+    "x86_64": {"pivot_root": 155, "keyctl": 250, "capget": 125, "capset": 126, "prctl": 157},
+    "aarch64": {"pivot_root": 41, "keyctl": 219, "capget": 90, "capset": 91, "prctl": 167},
+}[platform.machine()]
+NR_CLOSE_RANGE = 436
+NR_MOUNT_SETATTR = 442
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+AT_RECURSIVE = 0x8000
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def _check(result: int, what: str = "") -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), what) if what else OSError(err, os.strerror(err))
+    return result
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)))
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int,
+          data: str | None = None) -> None:
+    _check(_libc.mount(
+        source.encode() if source is not None else None,
+        target.encode(),
+        fstype.encode() if fstype is not None else None,
+        ctypes.c_ulong(flags),
+        data.encode() if data is not None else None,
+    ), target)
+
+
+def umount2(target: str, flags: int) -> None:
+    _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_syscall(_NR["pivot_root"], new_root.encode(), put_old.encode()), new_root)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(path: str, attr_set: int, *, recursive: bool) -> None:
+    """Set mount attributes (read-only, nosuid...) without touching the locked ones."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    flags = AT_RECURSIVE if recursive else 0
+    _check(_syscall(NR_MOUNT_SETATTR, ctypes.c_int(-100), path.encode(), ctypes.c_uint(flags),
+                    ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))), path)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_syscall(_NR["prctl"], ctypes.c_int(option), ctypes.c_ulong(arg2),
+                           ctypes.c_ulong(arg3), ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)))
+
+
+def close_range(first: int, last: int) -> None:
+    _check(_syscall(NR_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(0)))
+
+
+def join_new_session_keyring() -> None:
+    _check(_syscall(_NR["keyctl"], ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING), None))
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_SECBITS_LOCKED_NOROOT = 0x3F  # NOROOT, NO_SETUID_FIXUP, KEEP_CAPS each with its lock bit
+_SECBIT_NO_CAP_AMBIENT_RAISE_AND_LOCK = 0xC0
+
+
+def drop_all_capabilities() -> None:
+    """Empty every capability set and lock root out of regaining them at execve.
+
+    Needed even for a non-root uid: inside its user namespace the launcher holds every
+    capability until here, and a session allowed to run as uid 0 would regain them at exec
+    without the securebits.
+    """
+    cap_last = 40
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+            cap_last = int(f.read())
+    except OSError:
+        pass
+    for cap in range(cap_last + 1):
+        try:
+            prctl(PR_CAPBSET_DROP, cap)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    prctl(PR_SET_SECUREBITS, _SECBITS_LOCKED_NOROOT | _SECBIT_NO_CAP_AMBIENT_RAISE_AND_LOCK)
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_syscall(_NR["capset"], ctypes.byref(header), ctypes.byref(data)))
+
+
+def set_loopback_up() -> None:
+    """Bring ``lo`` up in the current network namespace (SIOCSIFFLAGS, no netlink needed)."""
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = bytearray(struct.pack("16sH22x", b"lo", 0))
+        buf = (ctypes.c_char * len(req)).from_buffer(req)
+        _check(_libc.ioctl(ctypes.c_int(s.fileno()), ctypes.c_ulong(siocgifflags), buf), "lo")
+        flags = struct.unpack_from("16sH", req)[1] | iff_up
+        struct.pack_into("16sH", req, 0, b"lo", flags)
+        _check(_libc.ioctl(ctypes.c_int(s.fileno()), ctypes.c_ulong(siocsifflags), buf), "lo")
+
+
+def set_controlling_tty(fd: int) -> None:
+    tiocsctty = 0x540E
+    _check(_libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(tiocsctty), ctypes.c_int(0)), "tty")

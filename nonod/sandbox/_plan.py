@@ -1,0 +1,190 @@
+"""Turn (ResolvedPolicy, LaunchRequest) into a LaunchPlan, in the parent, before any fork.
+
+Everything that can be decided without the child is decided here: which namespaces, which
+mounts, the Landlock ruleset, the seccomp program, the environment, the executable's path.
+What cannot be enforced is either refused here (``EnforcementUnavailable``) or reported as a
+weaker layer when the policy accepts it (``allow_degraded``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import pwd
+from collections.abc import Iterable
+
+from ..errors import EnforcementUnavailable, LaunchError
+from ..policy import EnvPolicy, Grant, ResolvedPolicy
+from . import _landlock, _libc, _seccomp
+from ._launcher import LaunchPlan
+from ._mounts import BIND_DIR, BIND_FILE, PRIVATE_TMP, TMPFS, base_grants, compile_mounts
+from ._report import applied, partial
+from ._types import EnforcementReport, LaunchRequest, LayerReport
+
+# Passed through when present, unless the profile denies them: what a program needs to behave.
+BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TERM", "COLORTERM",
+            "TZ", "NO_COLOR", "COLUMNS", "LINES")
+# Never passed from the caller's environment: they point at host services that the session
+# cannot reach (and must not), or they change what code the program loads.
+NEVER_PASS = ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "GPG_AGENT_INFO", "DBUS_SESSION_BUS_ADDRESS",
+              "DBUS_SYSTEM_BUS_ADDRESS", "XDG_RUNTIME_DIR", "DISPLAY", "WAYLAND_DISPLAY",
+              "XAUTHORITY", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+              "CREDENTIALS_DIRECTORY", "INVOCATION_ID", "JOURNAL_STREAM", "DOCKER_HOST",
+              "KRB5CCNAME", "NONO_*")
+# Loaded-code injection: passed only when the profile names them exactly (no wildcard).
+INJECTION = ("LD_*", "PYTHONSTARTUP", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE",
+             "PYTHONINSPECT", "PYTHONBREAKPOINT", "BASH_ENV", "ENV", "NODE_OPTIONS", "NODE_PATH",
+             "PERL5OPT", "PERL5LIB", "RUBYOPT", "RUBYLIB", "GIT_SSH_COMMAND", "GIT_EXEC_PATH",
+             "GIT_CONFIG_*", "PROMPT_COMMAND", "GCONV_PATH", "MALLOC_*", "GLIBC_TUNABLES")
+
+NS_FLAGS = (_libc.CLONE_NEWUSER | _libc.CLONE_NEWNS | _libc.CLONE_NEWPID | _libc.CLONE_NEWIPC
+            | _libc.CLONE_NEWUTS | _libc.CLONE_NEWCGROUP)
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def sanitize_env(rules: EnvPolicy, env: Iterable[tuple[str, str]],
+                 extra: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """The program's environment: base names and ``allow_vars``, minus ``deny_vars``, the
+    never-pass list and injection variables not named exactly; then ``set_vars`` and
+    ``extra`` (proxy variables, phantom tokens)."""
+    allow = (*BASE_ENV, *rules.allow_vars)
+    out: dict[str, str] = {}
+    for key, value in env:
+        if not _matches(key, allow) or _matches(key, rules.deny_vars):
+            continue
+        if _matches(key, NEVER_PASS):
+            continue
+        if _matches(key, INJECTION) and key not in rules.allow_vars:
+            continue
+        out[key] = value
+    for key, value in (*rules.set_vars, *extra):
+        out[key] = value
+    out.setdefault("PATH", DEFAULT_PATH)
+    return tuple(f"{k}={v}" for k, v in out.items())
+
+
+def find_executable(name: str, env: tuple[str, ...], cwd: str) -> str:
+    if "/" in name:
+        path = name if os.path.isabs(name) else os.path.join(cwd, name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return os.path.normpath(path)
+        raise LaunchError(f"{name}: no such executable", step="exec", errno=2, detail=name)
+    search = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
+    for directory in search.split(":"):
+        path = os.path.join(directory or ".", name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    raise LaunchError(f"{name}: not found in the session's PATH ({search})", step="exec",
+                      errno=2, detail=name)
+
+
+def _home_of(uid: int, env: tuple[tuple[str, str], ...]) -> str:
+    for key, value in env:
+        if key == "HOME" and os.path.isabs(value):
+            return value
+    try:
+        return pwd.getpwuid(uid).pw_dir
+    except KeyError:
+        return "/"
+
+
+def _degraded(policy: ResolvedPolicy, layer: str, report: LayerReport) -> LayerReport:
+    """A missing layer is refused unless the profile accepts it."""
+    if report.state != "applied" and layer not in policy.allow_degraded:
+        raise EnforcementUnavailable(
+            f"{layer} cannot be enforced on this machine: {report.reason}",
+            step=layer,
+            hint=f'accept it explicitly with "nonod": {{"allow_degraded": ["{layer}"]}} '
+                 "in the profile, or fix the host (see `nonoctl doctor`)",
+        )
+    return report
+
+
+def build_plan(
+    policy: ResolvedPolicy,
+    request: LaunchRequest,
+    *,
+    controlling_tty: bool = False,
+    landlock_abi: int | None = None,
+) -> tuple[LaunchPlan, EnforcementReport]:
+    if not request.argv:
+        raise LaunchError("no command to run", step="exec")
+    me = os.getuid()
+    uid = me if request.uid is None else request.uid
+    gid = os.getgid() if request.gid is None else request.gid
+    if uid != me and me != 0:
+        raise LaunchError("only root can launch a session as another user", step="user",
+                          errno=1)
+    env = sanitize_env(policy.env, request.env, request.extra_env)
+    home = _home_of(uid, request.env)
+    mounts = compile_mounts(policy, home=home)
+
+    bound = {op.target for op in mounts.ops if op.kind in (BIND_DIR, BIND_FILE, TMPFS)}
+    grants: list[Grant] = list(base_grants())
+    for grant in policy.grants:
+        visible = grant.path in bound and grant.path not in mounts.masked
+        if visible or grant.path in PRIVATE_TMP:
+            grants.append(grant)
+
+    abi = _landlock.probe_abi() if landlock_abi is None else landlock_abi
+    isolated_signals = policy.signal_mode != "allow_all"
+    required = frozenset({"landlock", "landlock_refer", "landlock_truncate",
+                          "landlock_scopes"} - set(policy.allow_degraded))
+    landlock = _landlock.compile_plan(
+        grants, abi=abi, scope_signals=isolated_signals, scope_abstract_unix=True,
+        required=required,
+    )
+
+    net = policy.network
+    private_net = net.restricted or net.block
+    ns_flags = NS_FLAGS | (_libc.CLONE_NEWNET if private_net else 0)
+    seccomp = _seccomp.build_filter(_seccomp.SeccompOptions(
+        landlock_net_fallback=False, allow_netlink_route=private_net))
+
+    executable = find_executable(request.argv[0], env, request.cwd)
+    real = os.path.realpath(executable)
+    if not any(real == g.path or real.startswith(g.path.rstrip("/") + "/")
+               for g in grants if g.access.reads):
+        raise LaunchError(
+            f"{executable} is not readable in the session: grant it (or its directory) in the "
+            "profile", step="exec", errno=13, detail=executable)
+
+    plan = LaunchPlan(
+        executable=executable,
+        argv=request.argv,
+        env=env,
+        cwd=request.cwd,
+        uid=uid,
+        gid=gid,
+        switch_user=uid != me,
+        ns_flags=ns_flags,
+        mounts=mounts.ops,
+        landlock=landlock,
+        seccomp=seccomp,
+        controlling_tty=controlling_tty,
+        loopback=private_net,
+    )
+    layers = [
+        applied("namespaces", detail="user, mount, pid, ipc, uts, cgroup"
+                + (", net" if private_net else "")),
+        applied("filesystem_view", detail=f"{len(bound)} paths bound, {len(mounts.masked)} "
+                f"denied paths masked, {len(mounts.protected)} persistence files read-only"),
+        _degraded(policy, "landlock", landlock.report),
+        applied("seccomp"),
+        applied("no_new_privs"),
+        applied("capabilities", detail="all dropped, securebits locked"),
+    ]
+    if net.block:
+        layers.append(applied("network", detail="blocked: private network namespace, no proxy"))
+    elif net.restricted:
+        layers.append(partial("network", "the filtering proxy is not implemented yet: "
+                              "the private network namespace has no way out"))
+    else:
+        layers.append(LayerReport(
+            name="network", state="off",
+            reason="UNRESTRICTED: the profile has no network section (nono's default)"))
+    return plan, EnforcementReport(layers=tuple(layers), landlock_abi=abi)

@@ -1,0 +1,451 @@
+"""The seccomp layer: a classic-BPF syscall filter, built before fork and installed last.
+
+We write the BPF program ourselves instead of using libseccomp. The launcher path must stay
+dependency-free (it imports only the standard library, STYLE item 9), the program is small and
+fixed, and spelling it out instruction by instruction keeps visible the details that a generic
+rule compiler would hide from review: the architecture check comes first, integer arguments are
+compared on their low 32 bits only (the kernel truncates ``int`` and ``unsigned int`` arguments,
+so high bits must not let a value slip past), and every jump is range-checked.
+
+Two halves, on either side of ``fork``:
+
+- :func:`build_filter` runs in the parent and returns the packed ``struct sock_filter[]``.
+- :func:`install_filter` runs in the child between fork and ``execve``, after
+  ``PR_SET_NO_NEW_PRIVS``; it uses only ``ctypes``, ``os``, ``struct`` and ``errno``.
+
+What the filter does, in order (default allow: programs must run normally, so this is a list of
+refusals, each answered with an errno the program can handle):
+
+1. A syscall from a foreign ABI kills the process: an ``arch`` other than the native one (i386
+   ``int 0x80`` on x86_64, AArch32 on aarch64) or, on x86_64, an x32 syscall number. Syscall
+   numbers mean something else there, so no errno answer could be trusted to cover them.
+2. ``clone3`` fails with ``ENOSYS`` (its flags sit behind a pointer a filter cannot read; libc
+   then falls back to ``clone``). ``clone`` with a ``CLONE_NEW*`` flag fails with ``EPERM``.
+3. Syscalls that reach into other processes, the kernel or the mount table fail with ``EPERM``
+   (see ``_DENIED``); ``personality`` is allowed only as a query or to set ``PER_LINUX``.
+4. ``ioctl`` ``TIOCSTI`` and ``TIOCLINUX`` fail with ``EPERM``.
+5. ``socket`` allows ``AF_UNIX``, ``AF_INET`` and ``AF_INET6`` (and ``AF_NETLINK`` with
+   ``NETLINK_ROUTE`` when asked); other families fail with ``EAFNOSUPPORT``. See
+   :class:`SeccompOptions` for the inet socket types and the Landlock-only network fallback.
+
+``docs/seccomp.md`` explains each refusal and errno; :func:`describe_filter` lists them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+from dataclasses import dataclass
+from typing import Final, final
+
+from ._syscalls import Arch, arch_for_machine, native_arch
+
+# -- classic BPF and seccomp ABI (linux/bpf_common.h, linux/filter.h, linux/seccomp.h) ----------
+
+_INSN: Final = struct.Struct("=HBBI")  # struct sock_filter { u16 code; u8 jt; u8 jf; u32 k; }
+BPF_MAXINSNS: Final = 4096
+_MAX_JUMP: Final = 0xFF
+_U32: Final = 0xFFFFFFFF
+
+_LD_W_ABS: Final = 0x20
+_ALU_AND_K: Final = 0x54
+_JEQ_K: Final = 0x15
+_JGE_K: Final = 0x35
+_JSET_K: Final = 0x45
+_RET_K: Final = 0x06
+
+SECCOMP_RET_KILL_PROCESS: Final = 0x80000000
+SECCOMP_RET_ERRNO: Final = 0x00050000
+SECCOMP_RET_ALLOW: Final = 0x7FFF0000
+SECCOMP_SET_MODE_FILTER: Final = 1
+
+# struct seccomp_data { int nr; u32 arch; u64 instruction_pointer; u64 args[6]; }
+_NR_OFFSET: Final = 0
+_ARCH_OFFSET: Final = 4
+
+
+def _arg_low(index: int) -> int:
+    """Offset of the low 32 bits of ``args[index]`` (every supported ABI is little-endian)."""
+    return 16 + 8 * index
+
+
+# -- values the filter compares against ----------------------------------------------------------
+
+CLONE_NEWTIME: Final = 0x00000080  # inside CSIGNAL for clone(2): only clone3/unshare take it
+CLONE_NEWNS: Final = 0x00020000
+CLONE_NEWCGROUP: Final = 0x02000000
+CLONE_NEWUTS: Final = 0x04000000
+CLONE_NEWIPC: Final = 0x08000000
+CLONE_NEWUSER: Final = 0x10000000
+CLONE_NEWPID: Final = 0x20000000
+CLONE_NEWNET: Final = 0x40000000
+_CLONE_NAMESPACES: Final = (
+    CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    | CLONE_NEWCGROUP | CLONE_NEWTIME
+)
+
+PERSONALITY_QUERY: Final = 0xFFFFFFFF
+PER_LINUX: Final = 0
+
+TIOCSTI: Final = 0x5412
+TIOCLINUX: Final = 0x541C
+
+AF_UNIX: Final = 1
+AF_INET: Final = 2
+AF_INET6: Final = 10
+AF_NETLINK: Final = 16
+NETLINK_ROUTE: Final = 0
+
+_SOCK_TYPE_MASK: Final = 0xF  # the low bits of socket(2)'s type; the rest are SOCK_* flags
+SOCK_STREAM: Final = 1
+SOCK_DGRAM: Final = 2
+SOCK_RAW: Final = 3
+SOCK_SEQPACKET: Final = 5
+SOCK_PACKET: Final = 10  # socket(AF_INET, SOCK_PACKET) is turned into an AF_PACKET socket
+
+IPPROTO_IP: Final = 0
+IPPROTO_TCP: Final = 6
+IPPROTO_MPTCP: Final = 262
+TCP_FASTOPEN: Final = 23
+TCP_FASTOPEN_CONNECT: Final = 30
+MSG_FASTOPEN: Final = 0x20000000
+
+# Refused outright with EPERM, grouped by why. Names missing from an architecture's table
+# (uselib on aarch64) are left out of its filter.
+_DENIED: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
+    ("reach into other processes (memory, descriptors, tracing)",
+     ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd")),
+    ("kernel keyrings, including the session keyring inherited from the host",
+     ("keyctl", "add_key", "request_key")),
+    ("kernel interfaces that exploits lean on",
+     ("bpf", "perf_event_open", "userfaultfd")),
+    ("io_uring, whose operations seccomp never sees",
+     ("io_uring_setup", "io_uring_enter", "io_uring_register")),
+    ("change the mount table, which is fixed before exec",
+     ("mount", "umount2", "pivot_root", "open_tree", "open_tree_attr", "move_mount", "fsopen",
+      "fsconfig", "fsmount", "fspick", "mount_setattr")),
+    ("enter or create namespaces after setup", ("setns", "unshare")),
+    ("open a file by handle, skipping path-based checks", ("open_by_handle_at",)),
+    ("administer the host",
+     ("kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+      "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "syslog", "vhangup")),
+    ("obsolete", ("uselib", "lookup_dcookie", "nfsservctl")),
+)
+
+# sendto(fd, buf, len, flags, ...), sendmsg(fd, msg, flags), sendmmsg(fd, vec, vlen, flags)
+_SEND_FLAGS_ARG: Final = (("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3))
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeccompOptions:
+    """What varies between sessions' filters.
+
+    ``landlock_net_fallback``: the session has no private network namespace and relies on
+    Landlock's TCP rules, which see nothing but TCP. Then inet sockets must be plain TCP:
+    other types (UDP, raw) fail with ``EPERM``, other stream protocols (MPTCP, SCTP, SMC) with
+    ``EPROTONOSUPPORT``, and TCP fast open (``TCP_FASTOPEN``/``TCP_FASTOPEN_CONNECT`` options,
+    ``MSG_FASTOPEN`` sends, which connect without a connect call) with ``EOPNOTSUPP``.
+    Without it, inet sockets of type stream, datagram and seqpacket are allowed (the network
+    namespace contains them) and raw and packet ones fail with ``EPERM``.
+
+    ``allow_netlink_route``: ``AF_NETLINK`` sockets with protocol ``NETLINK_ROUTE`` are allowed
+    (other netlink protocols fail with ``EPROTONOSUPPORT``); otherwise the whole family fails
+    with ``EAFNOSUPPORT``.
+    """
+
+    landlock_net_fallback: bool = False
+    allow_netlink_route: bool = False
+
+
+def _errno(value: int) -> int:
+    return SECCOMP_RET_ERRNO | value
+
+
+@final
+class Assembler:
+    """A classic-BPF assembler with forward labels, for seccomp programs.
+
+    Conditional jumps name their targets (``None`` means the next instruction). Classic BPF
+    jumps only forward, by at most 255 instructions; :meth:`assemble` checks every jump and
+    raises ``ValueError`` for one it cannot encode, rather than letting an offset wrap around.
+    """
+
+    def __init__(self) -> None:
+        self._insns: list[tuple[int, str | None, str | None, int]] = []
+        self._labels: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._insns)
+
+    def label(self, name: str) -> None:
+        """Mark the next instruction as ``name``."""
+        if name in self._labels:
+            raise ValueError(f"label {name!r} is defined twice")
+        self._labels[name] = len(self._insns)
+
+    def load(self, offset: int) -> None:
+        """A = the 32-bit word at ``offset`` in ``seccomp_data``."""
+        self._emit(_LD_W_ABS, None, None, offset)
+
+    def and_(self, mask: int) -> None:
+        """A &= ``mask``."""
+        self._emit(_ALU_AND_K, None, None, mask)
+
+    def jeq(self, k: int, *, jt: str | None = None, jf: str | None = None) -> None:
+        """Go to ``jt`` if A == k, else to ``jf``."""
+        self._emit(_JEQ_K, jt, jf, k)
+
+    def jge(self, k: int, *, jt: str | None = None, jf: str | None = None) -> None:
+        """Go to ``jt`` if A >= k (unsigned), else to ``jf``."""
+        self._emit(_JGE_K, jt, jf, k)
+
+    def jset(self, k: int, *, jt: str | None = None, jf: str | None = None) -> None:
+        """Go to ``jt`` if A & k is not zero, else to ``jf``."""
+        self._emit(_JSET_K, jt, jf, k)
+
+    def ret(self, value: int) -> None:
+        """Return ``value`` (a ``SECCOMP_RET_*`` action) for this syscall."""
+        self._emit(_RET_K, None, None, value)
+
+    def assemble(self) -> bytes:
+        """The program as packed ``struct sock_filter`` instructions, native byte order."""
+        if not self._insns:
+            raise ValueError("empty BPF program")
+        if len(self._insns) > BPF_MAXINSNS:
+            raise ValueError(
+                f"BPF program has {len(self._insns)} instructions; the kernel takes at most "
+                f"{BPF_MAXINSNS}"
+            )
+        if self._insns[-1][0] != _RET_K:
+            raise ValueError("BPF program must end with a return")
+        out = bytearray()
+        for index, (code, jt, jf, k) in enumerate(self._insns):
+            out += _INSN.pack(code, self._offset(index, jt), self._offset(index, jf), k)
+        return bytes(out)
+
+    def _emit(self, code: int, jt: str | None, jf: str | None, k: int) -> None:
+        if not 0 <= k <= _U32:
+            raise ValueError(f"BPF operand {k:#x} does not fit in 32 bits")
+        self._insns.append((code, jt, jf, k))
+
+    def _offset(self, index: int, target: str | None) -> int:
+        if target is None:
+            return 0
+        position = self._labels.get(target)
+        if position is None:
+            raise ValueError(f"jump to undefined label {target!r}")
+        if position >= len(self._insns):
+            raise ValueError(f"label {target!r} marks no instruction")
+        offset = position - index - 1
+        if offset < 0:
+            raise ValueError(
+                f"jump from instruction {index} back to {target!r}: BPF jumps only forward"
+            )
+        if offset > _MAX_JUMP:
+            raise ValueError(
+                f"jump from instruction {index} to {target!r} skips {offset} instructions; "
+                f"classic BPF allows at most {_MAX_JUMP}"
+            )
+        return offset
+
+
+def _nr(arch: Arch, name: str) -> int:
+    number = arch.nr(name)
+    if number is None:
+        raise ValueError(f"no syscall {name!r} in the {arch.name} table")
+    return number
+
+
+def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
+    """Build the session's seccomp program (runs in the parent, before fork).
+
+    ``arch`` defaults to the running machine's (:func:`native_arch`, which raises
+    ``EnforcementUnavailable`` on an unsupported machine); passing one builds for another
+    architecture, as the tests do. Returns the bytes :func:`install_filter` takes.
+    """
+    arch = arch if arch is not None else native_arch()
+    fallback = options.landlock_net_fallback
+    a = Assembler()
+
+    # 1. The ABI, before anything reads a syscall number.
+    a.load(_ARCH_OFFSET)
+    a.jeq(arch.audit_arch, jt="native_arch")
+    a.ret(SECCOMP_RET_KILL_PROCESS)
+    a.label("native_arch")
+    a.load(_NR_OFFSET)
+    if arch.x32_bit:
+        a.jge(arch.x32_bit, jf="dispatch")
+        a.ret(SECCOMP_RET_KILL_PROCESS)
+    a.label("dispatch")
+
+    # Syscalls whose arguments decide, then the flat denylist. A holds the syscall number.
+    a.jeq(_nr(arch, "clone3"), jt="enosys")
+    a.jeq(_nr(arch, "clone"), jt="clone")
+    a.jeq(_nr(arch, "ioctl"), jt="ioctl")
+    a.jeq(_nr(arch, "socket"), jt="socket")
+    a.jeq(_nr(arch, "socketpair"), jt="socketpair")
+    a.jeq(_nr(arch, "personality"), jt="personality")
+    if fallback:
+        a.jeq(_nr(arch, "setsockopt"), jt="setsockopt")
+        for name, _ in _SEND_FLAGS_ARG:
+            a.jeq(_nr(arch, name), jt=name)
+    for _, names in _DENIED:
+        for name in names:
+            number = arch.nr(name)
+            if number is not None:
+                a.jeq(number, jt="eperm")
+    a.ret(SECCOMP_RET_ALLOW)
+
+    # 2. clone(flags, ...): flags is arg0 on both ABIs; the kernel reads its low 32 bits.
+    a.label("clone")
+    a.load(_arg_low(0))
+    a.jset(_CLONE_NAMESPACES, jt="eperm", jf="allow")
+
+    # 3. personality(unsigned int persona).
+    a.label("personality")
+    a.load(_arg_low(0))
+    a.jeq(PERSONALITY_QUERY, jt="allow")
+    a.jeq(PER_LINUX, jt="allow", jf="eperm")
+
+    # 4. ioctl(fd, unsigned int cmd, arg): req | 1 << 32 is the same request to the kernel.
+    a.label("ioctl")
+    a.load(_arg_low(1))
+    a.jeq(TIOCSTI, jt="eperm")
+    a.jeq(TIOCLINUX, jt="eperm", jf="allow")
+
+    # 5. socket(int family, int type, int protocol) and socketpair(family, ...).
+    a.label("socket")
+    a.load(_arg_low(0))
+    a.jeq(AF_UNIX, jt="allow")
+    a.jeq(AF_INET, jt="socket_inet")
+    a.jeq(AF_INET6, jt="socket_inet")
+    if options.allow_netlink_route:
+        a.jeq(AF_NETLINK, jf="eafnosupport")
+        a.load(_arg_low(2))
+        a.jeq(NETLINK_ROUTE, jt="allow", jf="eprotonosupport")
+    else:
+        a.ret(_errno(errno.EAFNOSUPPORT))
+    a.label("socket_inet")
+    a.load(_arg_low(1))
+    a.and_(_SOCK_TYPE_MASK)
+    if fallback:
+        a.jeq(SOCK_STREAM, jf="eperm")
+        a.load(_arg_low(2))
+        a.jeq(IPPROTO_IP, jt="allow")
+        a.jeq(IPPROTO_TCP, jt="allow", jf="eprotonosupport")
+    else:
+        a.jeq(SOCK_STREAM, jt="allow")
+        a.jeq(SOCK_DGRAM, jt="allow")
+        a.jeq(SOCK_SEQPACKET, jt="allow", jf="eperm")
+
+    a.label("socketpair")
+    a.load(_arg_low(0))
+    a.jeq(AF_UNIX, jt="allow", jf="eafnosupport")
+
+    if fallback:
+        # setsockopt(fd, int level, int optname, ...)
+        a.label("setsockopt")
+        a.load(_arg_low(1))
+        a.jeq(IPPROTO_TCP, jf="allow")
+        a.load(_arg_low(2))
+        a.jeq(TCP_FASTOPEN, jt="eopnotsupp")
+        a.jeq(TCP_FASTOPEN_CONNECT, jt="eopnotsupp", jf="allow")
+        for name, flags_arg in _SEND_FLAGS_ARG:
+            a.label(name)
+            a.load(_arg_low(flags_arg))
+            a.jset(MSG_FASTOPEN, jt="eopnotsupp", jf="allow")
+
+    a.label("allow")
+    a.ret(SECCOMP_RET_ALLOW)
+    a.label("eperm")
+    a.ret(_errno(errno.EPERM))
+    a.label("enosys")
+    a.ret(_errno(errno.ENOSYS))
+    a.label("eafnosupport")
+    a.ret(_errno(errno.EAFNOSUPPORT))
+    a.label("eprotonosupport")
+    a.ret(_errno(errno.EPROTONOSUPPORT))
+    a.label("eopnotsupp")
+    a.ret(_errno(errno.EOPNOTSUPP))
+    return a.assemble()
+
+
+def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> list[str]:
+    """What the filter refuses, one line per rule, for ``inspect`` and the docs."""
+    arch = arch if arch is not None else native_arch()
+    foreign = f"a syscall from an ABI other than {arch.name}"
+    if arch.x32_bit:
+        foreign += " (i386 int 0x80, x32)"
+    lines = [
+        f"{foreign}: process killed (SIGSYS)",
+        "clone3: ENOSYS (libc falls back to clone, whose flags the filter can check)",
+        "clone with CLONE_NEWUSER, NEWNS, NEWPID, NEWNET, NEWIPC, NEWUTS, NEWCGROUP or NEWTIME:"
+        " EPERM",
+    ]
+    for why, names in _DENIED:
+        present = [name for name in names if arch.nr(name) is not None]
+        if present:
+            lines.append(f"{', '.join(present)}: EPERM ({why})")
+    lines += [
+        "personality, except a query (0xffffffff) or PER_LINUX: EPERM",
+        "ioctl TIOCSTI, TIOCLINUX (request compared on its low 32 bits): EPERM",
+    ]
+    if options.allow_netlink_route:
+        lines += [
+            "socket families other than AF_UNIX, AF_INET, AF_INET6, AF_NETLINK: EAFNOSUPPORT",
+            "AF_NETLINK sockets with a protocol other than NETLINK_ROUTE: EPROTONOSUPPORT",
+        ]
+    else:
+        lines.append("socket families other than AF_UNIX, AF_INET, AF_INET6: EAFNOSUPPORT")
+    if options.landlock_net_fallback:
+        lines += [
+            "AF_INET/AF_INET6 sockets other than SOCK_STREAM (UDP, raw, packet): EPERM",
+            "AF_INET/AF_INET6 stream sockets with a protocol other than TCP (MPTCP, SCTP):"
+            " EPROTONOSUPPORT",
+            "setsockopt IPPROTO_TCP TCP_FASTOPEN, TCP_FASTOPEN_CONNECT: EOPNOTSUPP",
+            "sendto, sendmsg, sendmmsg with MSG_FASTOPEN: EOPNOTSUPP",
+        ]
+    else:
+        lines.append("AF_INET/AF_INET6 sockets of type SOCK_RAW, SOCK_PACKET: EPERM")
+    lines.append("socketpair families other than AF_UNIX: EAFNOSUPPORT")
+    return lines
+
+
+class _SockFprog(ctypes.Structure):
+    """struct sock_fprog { unsigned short len; struct sock_filter *filter; }"""
+
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def install_filter(program: bytes) -> None:
+    """Install ``program`` (from :func:`build_filter`) as this process's seccomp filter.
+
+    Runs in the child between fork and ``execve``, as the launcher's last step before exec.
+    The caller has already set ``PR_SET_NO_NEW_PRIVS``, without which the kernel refuses a
+    filter from an unprivileged process. Flags are 0: the launcher is single-threaded, so
+    there are no other threads to synchronise. Raises ``OSError`` with the kernel's errno.
+    """
+    count, partial = divmod(len(program), _INSN.size)
+    if partial or not 0 < count <= BPF_MAXINSNS:
+        raise OSError(errno.EINVAL, "seccomp filter program is malformed")
+    arch = arch_for_machine(os.uname().machine)
+    if arch is None:
+        raise OSError(errno.ENOSYS, "seccomp: no syscall table for this machine")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    # fprog holds only the address of insns: both must stay referenced until the call returns.
+    insns = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(count, ctypes.addressof(insns))
+    result = libc.syscall(
+        ctypes.c_long(_nr(arch, "seccomp")),
+        ctypes.c_long(SECCOMP_SET_MODE_FILTER),
+        ctypes.c_long(0),
+        ctypes.byref(fprog),
+    )
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    del fprog, insns

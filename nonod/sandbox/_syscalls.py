@@ -1,0 +1,198 @@
+"""Syscall numbers and audit architectures for the seccomp filter, on the machines we support.
+
+Only the syscalls the filter names are listed, per architecture, from the kernel's own tables
+(``arch/x86/entry/syscalls/syscall_64.tbl`` and ``scripts/syscall.tbl`` as of Linux 6.18).
+A number missing from a table means the syscall does not exist on that architecture (``uselib``
+on aarch64), and the filter leaves it out.
+
+This module imports only the standard library and ``nonod.errors`` (itself standard library
+only), so that the launcher path stays free of third-party code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import final
+
+from ..errors import EnforcementUnavailable
+
+# AUDIT_ARCH_* from include/uapi/linux/audit.h: the ELF machine number, plus flags for a 64-bit
+# ABI (0x80000000) and little-endian byte order (0x40000000).
+AUDIT_ARCH_X86_64 = 0xC000003E
+AUDIT_ARCH_I386 = 0x40000003
+AUDIT_ARCH_AARCH64 = 0xC00000B7
+AUDIT_ARCH_ARM = 0x40000028
+
+# x32 syscalls enter through the x86_64 ABI, with this bit set in the syscall number.
+X32_SYSCALL_BIT = 0x40000000
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Arch:
+    """One syscall ABI: its name, its ``AUDIT_ARCH_*`` value and the numbers the filter uses.
+
+    ``x32_bit`` is the bit that marks x32 calls arriving through this ABI (0 where there is
+    none). Every supported architecture is little-endian, so the low 32 bits of a syscall
+    argument come first in ``seccomp_data.args``.
+    """
+
+    name: str
+    audit_arch: int
+    syscalls: Mapping[str, int]
+    x32_bit: int = 0
+
+    def nr(self, name: str) -> int | None:
+        """The syscall's number on this architecture, or None where it does not exist."""
+        return self.syscalls.get(name)
+
+
+X86_64 = Arch(
+    name="x86_64",
+    audit_arch=AUDIT_ARCH_X86_64,
+    x32_bit=X32_SYSCALL_BIT,
+    syscalls=MappingProxyType({
+        "ioctl": 16,
+        "socket": 41,
+        "sendto": 44,
+        "sendmsg": 46,
+        "socketpair": 53,
+        "setsockopt": 54,
+        "clone": 56,
+        "ptrace": 101,
+        "syslog": 103,
+        "uselib": 134,
+        "personality": 135,
+        "vhangup": 153,
+        "pivot_root": 155,
+        "acct": 163,
+        "mount": 165,
+        "umount2": 166,
+        "swapon": 167,
+        "swapoff": 168,
+        "reboot": 169,
+        "init_module": 175,
+        "delete_module": 176,
+        "quotactl": 179,
+        "nfsservctl": 180,
+        "lookup_dcookie": 212,
+        "kexec_load": 246,
+        "add_key": 248,
+        "request_key": 249,
+        "keyctl": 250,
+        "unshare": 272,
+        "perf_event_open": 298,
+        "open_by_handle_at": 304,
+        "sendmmsg": 307,
+        "setns": 308,
+        "process_vm_readv": 310,
+        "process_vm_writev": 311,
+        "finit_module": 313,
+        "seccomp": 317,
+        "kexec_file_load": 320,
+        "bpf": 321,
+        "userfaultfd": 323,
+        "io_uring_setup": 425,
+        "io_uring_enter": 426,
+        "io_uring_register": 427,
+        "open_tree": 428,
+        "move_mount": 429,
+        "fsopen": 430,
+        "fsconfig": 431,
+        "fsmount": 432,
+        "fspick": 433,
+        "clone3": 435,
+        "pidfd_getfd": 438,
+        "mount_setattr": 442,
+        "quotactl_fd": 443,
+        "open_tree_attr": 467,
+    }),
+)
+
+AARCH64 = Arch(
+    name="aarch64",
+    audit_arch=AUDIT_ARCH_AARCH64,
+    syscalls=MappingProxyType({
+        "lookup_dcookie": 18,
+        "ioctl": 29,
+        "umount2": 39,
+        "mount": 40,
+        "pivot_root": 41,
+        "nfsservctl": 42,
+        "vhangup": 58,
+        "quotactl": 60,
+        "acct": 89,
+        "personality": 92,
+        "unshare": 97,
+        "kexec_load": 104,
+        "init_module": 105,
+        "delete_module": 106,
+        "syslog": 116,
+        "ptrace": 117,
+        "reboot": 142,
+        "socket": 198,
+        "socketpair": 199,
+        "sendto": 206,
+        "setsockopt": 208,
+        "sendmsg": 211,
+        "add_key": 217,
+        "request_key": 218,
+        "keyctl": 219,
+        "clone": 220,
+        "swapon": 224,
+        "swapoff": 225,
+        "perf_event_open": 241,
+        "open_by_handle_at": 265,
+        "setns": 268,
+        "sendmmsg": 269,
+        "process_vm_readv": 270,
+        "process_vm_writev": 271,
+        "finit_module": 273,
+        "seccomp": 277,
+        "bpf": 280,
+        "userfaultfd": 282,
+        "kexec_file_load": 294,
+        "io_uring_setup": 425,
+        "io_uring_enter": 426,
+        "io_uring_register": 427,
+        "open_tree": 428,
+        "move_mount": 429,
+        "fsopen": 430,
+        "fsconfig": 431,
+        "fsmount": 432,
+        "fspick": 433,
+        "clone3": 435,
+        "pidfd_getfd": 438,
+        "mount_setattr": 442,
+        "quotactl_fd": 443,
+        "open_tree_attr": 467,
+    }),
+)
+
+_BY_MACHINE: Mapping[str, Arch] = MappingProxyType({"x86_64": X86_64, "aarch64": AARCH64})
+
+
+def arch_for_machine(machine: str) -> Arch | None:
+    """The ABI for ``os.uname().machine``, or None where we have no syscall table."""
+    return _BY_MACHINE.get(machine)
+
+
+def native_arch() -> Arch:
+    """The syscall ABI of the running kernel's native programs.
+
+    Raises :class:`EnforcementUnavailable` on a machine we have no syscall table for, because a
+    filter built from the wrong numbers would refuse the wrong syscalls.
+    """
+    machine = os.uname().machine
+    arch = arch_for_machine(machine)
+    if arch is None:
+        raise EnforcementUnavailable(
+            f"seccomp: no syscall table for machine {machine!r}",
+            step="seccomp",
+            detail=machine,
+            hint="supported machines: " + ", ".join(sorted(_BY_MACHINE)),
+        )
+    return arch
