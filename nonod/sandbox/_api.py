@@ -193,9 +193,11 @@ async def open_launcher() -> AsyncIterator[Launcher]:
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
+        # -I: no environment variables or user site steer the server; our own sys.path does.
+        boot = (f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
+                "from nonod.sandbox._forkserver import main; main()")
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-m", "nonod.sandbox._forkserver", str(theirs.fileno()),
-             str(os.getpid())],
+            [sys.executable, "-I", "-c", boot, str(theirs.fileno()), str(os.getpid())],
             pass_fds=(theirs.fileno(),),
             env={"PATH": os.defpath},  # nothing of ours for sessions to find in /proc
             stdin=subprocess.DEVNULL,

@@ -75,7 +75,7 @@ def serve(sock: socket.socket) -> None:
 
 
 def main() -> None:
-    fd, parent = int(sys.argv[1]), int(sys.argv[2])
+    fd, parent = int(sys.argv[-2]), int(sys.argv[-1])
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         sys.exit(1)  # the daemon died before we could tie our life to it

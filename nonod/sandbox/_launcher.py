@@ -9,10 +9,10 @@ The steps, in order (``STEPS`` names them in error records):
     2. user         as root for another user: drop groups, gid and uid
     3. unshare      new user, mount, pid, ipc, uts, cgroup and (if restricted) net namespaces
     4. idmap        map the uid and gid to themselves, setgroups deny
-    5. fork_init    fork the program's process: pid 1 of the new pid namespace
-  program process
-    6. setsid       new session; the terminal becomes controlling only if asked
-    7. mounts       the new root (see ``_mounts``)
+    5. fork_init    fork the session's init: pid 1 of the new pid namespace
+  init (pid 1), which confines itself and then forks the program
+    6. setsid       leave the caller's session
+    7. mounts       the new root (see ``_mounts``); then non-dumpable
     8. loopback     ``lo`` up in the private network namespace
     9. keyring      a fresh session keyring (the inherited one stays out of reach)
    10. chdir        the working directory, as seen inside
@@ -23,11 +23,17 @@ The steps, in order (``STEPS`` names them in error records):
    15. landlock     filesystem (and fallback network) rules, scopes
    16. caps         every capability dropped, securebits locked
    17. seccomp      the syscall filter, last so nothing above needs to pass it
-   18. exec         execve
+  program (inherits every restriction above)
+   18. setsid, then the controlling terminal if asked; exec
+
+The init stays: a program that is itself pid 1 would ignore default-action signals and leave
+zombies. Init forwards SIGTERM, SIGINT, SIGHUP... to the program, reaps orphans, and reports
+the program's exit status on the exit pipe; when it exits, the kernel kills whatever is left
+in the namespace, so nothing outlives the session.
 
 Any failure writes a record ``(step, errno, detail)`` to the CLOEXEC launch pipe and exits
-with status 126: the program never runs unconfined. The outer process reports the program's
-pid first, and its exit status on a second pipe when it ends.
+with status 126: the program never runs unconfined. The outer process reports the init's
+pid first; the init reports the program's exit status on a second pipe.
 """
 
 from __future__ import annotations
@@ -163,34 +169,28 @@ def run_outer(plan: LaunchPlan, fds: tuple[int, int, int, int, int]) -> None:
         raise  # unreachable: _fail exits
     if pid == 0:
         os.close(alive_w)
-        os.close(exit_w)
         try:
-            run_program(plan, (stdin, stdout, stderr, launch_w), alive_r)
+            run_init(plan, (stdin, stdout, stderr, launch_w, exit_w), alive_r)
         except StepFailed as exc:
             _fail(launch_w, exc)
         os._exit(EXIT_LAUNCH_FAILED)
     os.close(alive_r)
     _write_all(launch_w, record(REC_PID, pid, 0))
-    for fd in (stdin, stdout, stderr, launch_w):
-        if fd > 2:
-            os.close(fd)
-    for fd in (0, 1, 2):
+    for fd in {stdin, stdout, stderr, launch_w, exit_w, 0, 1, 2}:
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
+    _wait_for(pid)
+    os._exit(0)
+
+
+def _wait_for(pid: int) -> int:
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
-            break
+            return os.waitpid(pid, 0)[1]
         except ChildProcessError:
-            status = 0xFF00
-            break
+            return 0xFF00
         except InterruptedError:
             continue
-    if os.WIFSIGNALED(status):
-        _write_all(exit_w, record(REC_EXIT, -1, os.WTERMSIG(status)))
-    else:
-        _write_all(exit_w, record(REC_EXIT, os.WEXITSTATUS(status), 0))
-    os._exit(0)
 
 
 def _close_except(keep: tuple[int, ...]) -> None:
@@ -221,38 +221,45 @@ def _rlimits() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _stdio(stdin: int, stdout: int, stderr: int, launch_w: int) -> int:
-    """Put the caller's descriptors on 0, 1, 2 and the launch pipe on 3 (close-on-exec)."""
-    moved = os.dup(launch_w) if launch_w < 3 else launch_w
-    # dup everything above 2 first so that a target on 0..2 is never overwritten early
-    src = [os.dup(fd) for fd in (stdin, stdout, stderr)]
+def _stdio(stdin: int, stdout: int, stderr: int, launch_w: int,
+           exit_w: int) -> tuple[int, int]:
+    """Put the caller's descriptors on 0, 1, 2, the launch pipe on 3 and the exit pipe on 4
+    (both close-on-exec)."""
+    # dup everything first so that a target on 0..4 is never overwritten early
+    src = [os.dup(fd) for fd in (stdin, stdout, stderr, launch_w, exit_w)]
     for target, fd in enumerate(src):
-        os.dup2(fd, target, inheritable=True)
-    os.dup2(moved, 3, inheritable=False)
-    return 3
+        os.dup2(fd, target, inheritable=target < 3)
+    return 3, 4
 
 
 def _no_new_privs() -> None:
     _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
 
 
-def run_program(plan: LaunchPlan, fds: tuple[int, int, int, int], alive_r: int) -> None:
-    """Pid 1 of the session: confine itself step by step, then exec. Never returns."""
-    stdin, stdout, stderr, launch_w = fds
+FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
+
+
+def run_init(plan: LaunchPlan, fds: tuple[int, int, int, int, int], alive_r: int) -> None:
+    """Pid 1 of the session: confine itself step by step, fork the program, then stay as the
+    namespace's init: forward signals to the program, reap orphans, report the program's exit
+    status on the exit pipe and exit (which ends every process left in the namespace)."""
+    stdin, stdout, stderr, launch_w, exit_w = fds
     _step("pdeathsig", _pdeathsig)
     _step("pdeathsig", _check_parent_alive, alive_r)
-    _step("setsid", _setsid, plan, stdin)
+    _step("setsid", os.setsid)
     _step("mounts", apply_mounts, plan.mounts)
+    _libc.prctl(_libc.PR_SET_DUMPABLE, 0)  # the program (same uid) must not read our memory
     if plan.loopback:
         _step("loopback", _libc.set_loopback_up)
     _step("keyring", _libc.join_new_session_keyring)
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits)
     try:
-        launch_w = _stdio(stdin, stdout, stderr, launch_w)
+        launch_w, exit_w = _stdio(stdin, stdout, stderr, launch_w, exit_w)
     except OSError as exc:
         raise StepFailed("stdio", exc.errno or 0, "dup2") from None
-    _step("close_fds", _libc.close_range, 4, 0xFFFFFFFF)
+    _step("close_fds", _libc.close_range, 5, 0xFFFFFFFF)
     _step("no_new_privs", _no_new_privs)
     if plan.landlock is not None and plan.landlock.abi:
         _step("landlock", apply_plan, plan.landlock)
@@ -260,9 +267,55 @@ def run_program(plan: LaunchPlan, fds: tuple[int, int, int, int], alive_r: int) 
     if plan.seccomp:
         _step("seccomp", install_filter, plan.seccomp)
     try:
-        os.execve(plan.executable, list(plan.argv), _env_dict(plan.env))
+        pid = os.fork()
     except OSError as exc:
-        raise StepFailed("exec", exc.errno or 0, plan.executable) from None
+        raise StepFailed("exec", exc.errno or 0, "fork") from None
+    if pid == 0:
+        try:
+            os.close(exit_w)
+            _step("setsid", _program_session, plan)
+            os.execve(plan.executable, list(plan.argv), _env_dict(plan.env))
+        except OSError as exc:
+            _fail(launch_w, StepFailed("exec", exc.errno or 0, plan.executable))
+        except StepFailed as exc:
+            _fail(launch_w, exc)
+        os._exit(EXIT_LAUNCH_FAILED)
+    os.close(launch_w)
+    for fd in (0, 1, 2):
+        os.close(fd)  # the terminal belongs to the program now
+    _serve_as_init(pid, exit_w)
+
+
+def _program_session(plan: LaunchPlan) -> None:
+    os.setsid()
+    if plan.controlling_tty:
+        _libc.set_controlling_tty(0)
+
+
+def _serve_as_init(program: int, exit_w: int) -> None:
+    def forward(sig: int, _frame: object) -> None:
+        try:
+            os.kill(program, sig)
+        except ProcessLookupError:
+            pass
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            status = 0xFF00
+            break
+        except InterruptedError:
+            continue
+        if pid == program:
+            break
+    if os.WIFSIGNALED(status):
+        _write_all(exit_w, record(REC_EXIT, -1, os.WTERMSIG(status)))
+    else:
+        _write_all(exit_w, record(REC_EXIT, os.WEXITSTATUS(status), 0))
+    os._exit(0)
 
 
 def _env_dict(env: tuple[str, ...]) -> dict[str, str]:

@@ -1,0 +1,160 @@
+"""``nonod.toml``: the daemon's configuration, parsed strictly.
+
+The file is TOML (read with :mod:`tomllib`) and maps onto the frozen Structs below. Every
+section and key is optional; a missing file at the default location means "all defaults".
+Unknown sections, unknown keys and bad values are errors that name the key
+(``daemon.max_connections: Expected int >= 1``): a typo in a security tool's configuration must
+not be silently ignored.
+
+Sections: ``[daemon]`` and ``[sessions]``. Later areas add their own sections here
+(``[network]``, ``[credentials]``, ``[audit]``) as fields of :class:`Config`, each a Struct with
+defaults, so that existing files keep loading. Every key is documented in
+``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from .errors import NonoError
+
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
+
+
+class ConfigError(NonoError):
+    """``nonod.toml`` could not be read, parsed or validated."""
+
+    code = "config.invalid"
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Strict, immutable, with defaults for every key, so that sections can grow."""
+
+
+def _check_abs(key: str, value: str | None) -> None:
+    if value is not None and not value.startswith("/"):
+        raise ValueError(f"{key} must be an absolute path, got {value!r}")
+
+
+class DaemonSection(_Section):
+    #: Control socket path; ``--socket`` overrides it.
+    socket: str | None = None
+    #: System daemon only: a group whose members may connect (directory 0750, socket 0660).
+    socket_group: str | None = None
+    #: Where session records and output logs live.
+    state_dir: str | None = None
+    #: Directory of named user profiles (``NAME.json``).
+    profile_dir: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    #: Concurrent control connections; more are closed at once.
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 256
+    #: Largest control message, in bytes.
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=4 * KiB, le=64 * MiB)] = 1 * MiB
+    #: Seconds a new connection has to finish the WebSocket and hello handshakes.
+    handshake_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+
+    def __post_init__(self) -> None:
+        _check_abs("socket", self.socket)
+        _check_abs("state_dir", self.state_dir)
+        _check_abs("profile_dir", self.profile_dir)
+
+
+class SessionsSection(_Section):
+    #: Sessions starting or running at once (all users together).
+    max_live: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
+    #: Seconds between SIGTERM and SIGKILL for ``stop`` (``--timeout`` overrides it).
+    stop_grace: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    #: Seconds between SIGTERM and SIGKILL when the daemon itself stops.
+    shutdown_grace: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
+    #: System daemon: may a root caller launch a session as root? The profile must allow it too.
+    allow_root: bool = False
+    #: Output kept in memory per session (for ``attach`` and ``logs``).
+    output_buffer_bytes: Annotated[int, msgspec.Meta(ge=4 * KiB, le=64 * MiB)] = 256 * KiB
+    #: Largest ``output.log`` per session; later output is kept only in memory.
+    log_max_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 40)] = 64 * MiB
+
+
+class Config(_Section):
+    daemon: DaemonSection = DaemonSection()
+    sessions: SessionsSection = SessionsSection()
+
+
+class LoadedConfig(msgspec.Struct, frozen=True, kw_only=True):
+    config: Config
+    #: The file it came from, or None when defaults were used (no file at the default path).
+    path: str | None
+
+
+def default_config_path(*, system: bool) -> Path:
+    if system:
+        return Path("/etc/nono/nonod.toml")
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
+    return Path(base) / "nono" / "nonod.toml"
+
+
+def default_state_dir(*, system: bool) -> Path:
+    if system:
+        return Path("/var/lib/nono")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    return Path(base) / "nono"
+
+
+def default_profile_dir(*, system: bool) -> Path:
+    if system:
+        return Path("/etc/nono/profiles")
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
+    return Path(base) / "nono" / "profiles"
+
+
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`(?: - at `\$(?P<at>.*)`)?$")
+_AT = re.compile(r"^(?P<msg>.*) - at `\$(?P<at>.*)`$")
+
+
+def _describe(error: msgspec.ValidationError) -> str:
+    """msgspec's message with the JSON path turned into a TOML key (``daemon.socket``)."""
+    text = str(error)
+    if match := _UNKNOWN.match(text):
+        at = (match.group("at") or "").lstrip(".")
+        key = f"{at}.{match.group('field')}" if at else match.group("field")
+        return f"unknown key `{key}`"
+    if match := _AT.match(text):
+        key = match.group("at").lstrip(".") or "(top level)"
+        return f"`{key}`: {match.group('msg')}"
+    return text
+
+
+def parse_config(text: str, *, source: str) -> Config:
+    """Parse the text of a ``nonod.toml``; raise ConfigError naming the key at fault."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        return msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(
+            f"{source}: {_describe(exc)}", hint="every key is listed in docs/configuration.md"
+        ) from exc
+
+
+def load_config(path: str | os.PathLike[str] | None, *, system: bool) -> LoadedConfig:
+    """Read the configuration. ``path=None`` means the default location, which may be absent."""
+    explicit = path is not None
+    where = Path(path) if path is not None else default_config_path(system=system)
+    try:
+        text = where.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        if explicit:
+            raise ConfigError(f"{where}: no such file") from exc
+        return LoadedConfig(config=Config(), path=None)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read: {exc}") from exc
+    return LoadedConfig(config=parse_config(text, source=str(where)), path=str(where))

@@ -1,0 +1,514 @@
+"""The control protocol: every message nonoctl and nonod exchange, defined once.
+
+Transport: a WebSocket connection (resource ``/nonod``, subprotocol ``nono.v1``) over the
+daemon's Unix socket. Each WebSocket *text* frame carries exactly one JSON-encoded message.
+Binary frames are not used. The daemon closes the connection with code 1009 when a message is
+larger than its limit (``MAX_MESSAGE_BYTES`` unless configured otherwise).
+
+Conversation::
+
+    client                                   daemon
+    Hello(protocol=1)                  ->
+                                       <-    Welcome(...)        or ErrorReply(protocol.version)
+    <request>                          ->
+                                       <-    <reply>             or ErrorReply(code, message, ...)
+    ...
+
+Requests are answered in order, one reply each, except the *streaming* requests, which turn
+the connection into a stream until it ends:
+
+- ``Launch`` with ``detach=False``: ``Launched``, then ``Exited`` when the program ends. While
+  it runs the client may send ``SendSignal``. Closing the connection stops the session.
+- ``Attach``: ``Attached``, then ``Output`` chunks; the client sends ``Input``, ``Resize``,
+  ``SendSignal`` and finally ``Detach`` (answered by ``Detached``). Ends with ``Exited`` if
+  the program ends first.
+- ``Logs``: ``Output`` chunks, then ``EndOfOutput`` (with ``follow``: when the session ends).
+- ``Wait``: a single ``Exited`` once the session has ended.
+- ``Subscribe``: ``SessionEvent`` messages until the connection closes.
+
+File descriptors (attached launches): a ``Launch`` with ``stdio="passed"`` must arrive with
+exactly three file descriptors (stdin, stdout, stderr) attached, as ``SCM_RIGHTS`` ancillary
+data, to the bytes of the very WebSocket frame that carries the ``Launch`` message. The daemon
+reads its socket with ``recvmsg`` only, so descriptors always arrive with (or before) the end
+of their frame. Descriptors attached to any other message are closed and refused.
+
+Compatibility: ``PROTOCOL_VERSION`` changes only for incompatible changes. New fields always
+get defaults. The daemon refuses unknown fields in requests (a typo is an error, not a silent
+ignore); clients ignore unknown fields in replies (a newer daemon can add detail).
+
+This module imports only msgspec and the standard library: ``nonoctl`` imports it on its hot
+path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+PROTOCOL_VERSION: Final = 1
+WS_RESOURCE: Final = "/nonod"
+WS_SUBPROTOCOL: Final = "nono.v1"
+#: Default upper bound on one message, in bytes (the daemon config can lower or raise it).
+MAX_MESSAGE_BYTES: Final = 1 << 20
+#: A ``Launch`` with ``stdio="passed"`` carries exactly this many descriptors.
+PASSED_FDS: Final = 3
+#: Largest ``Input`` chunk a client may send.
+MAX_INPUT_BYTES: Final = 64 * 1024
+
+SessionState = Literal["starting", "running", "exited"]
+#: Why a session ended: ``exited`` (on its own), ``stopped`` (a ``Stop`` request),
+#: ``client_gone`` (the attached client disconnected), ``daemon_shutdown``, ``daemon_lost``
+#: (the daemon died while it ran; recorded at the next start), ``error`` (the daemon failed
+#: while supervising it; see the daemon log).
+EndReason = Literal[
+    "", "exited", "stopped", "client_gone", "daemon_shutdown", "daemon_lost", "error"
+]
+Stdio = Literal["passed", "pty", "null"]
+
+SessionRef = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+SessionName = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Rows = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+Signum = Annotated[int, msgspec.Meta(ge=1, le=64)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=86_400)]
+ShortText = Annotated[str, msgspec.Meta(max_length=4096)]
+PathText = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+def _check_text(where: str, value: str) -> None:
+    if "\x00" in value:
+        raise ValueError(f"{where} contains a NUL character")
+
+
+def _check_abs(where: str, value: str) -> None:
+    _check_text(where, value)
+    if not value.startswith("/"):
+        raise ValueError(f"{where} must be an absolute path, got {value!r}")
+
+
+class _Value(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Nested values of requests: strict, like the requests themselves."""
+
+
+class _Info(msgspec.Struct, frozen=True, kw_only=True):
+    """Nested values of replies: tolerant of fields a newer daemon adds."""
+
+
+# --------------------------------------------------------------------------------- values
+
+
+class TermSize(_Value):
+    rows: Rows
+    cols: Rows
+
+
+class LaunchOptions(_Value):
+    """nono's ``run`` flags, as the client parsed them. Paths are absolute: the client resolves
+    them against its own working directory before sending."""
+
+    allow_cwd: bool = False
+    allow: tuple[PathText, ...] = ()
+    read: tuple[PathText, ...] = ()
+    write: tuple[PathText, ...] = ()
+    allow_file: tuple[PathText, ...] = ()
+    read_file: tuple[PathText, ...] = ()
+    write_file: tuple[PathText, ...] = ()
+    workdir: PathText | None = None
+    block_net: bool = False
+    allow_domain: tuple[ShortText, ...] = ()
+    listen_ports: tuple[Port, ...] = ()
+    #: ``--credential`` / ``--proxy-credential`` names (routes such as ``github``).
+    credentials: tuple[ShortText, ...] = ()
+    #: ``--env-credential-map`` entries, as given (``REFERENCE=ENV_VAR``).
+    env_credential_map: tuple[ShortText, ...] = ()
+
+    def __post_init__(self) -> None:
+        for key in ("allow", "read", "write", "allow_file", "read_file", "write_file"):
+            for path in getattr(self, key):
+                _check_abs(key, path)
+        if self.workdir is not None:
+            _check_abs("workdir", self.workdir)
+        for item in self.env_credential_map:
+            if "=" not in item:
+                raise ValueError(f"env_credential_map entry {item!r} is not REFERENCE=ENV_VAR")
+
+
+class Layer(_Info):
+    """One enforcement layer: ``applied``, ``partial`` or ``unavailable`` (and why)."""
+
+    name: str
+    state: str
+    reason: str = ""
+    detail: str = ""
+
+
+class Enforcement(_Info):
+    fully_enforced: bool
+    summary: str
+    landlock_abi: int = 0
+    layers: tuple[Layer, ...] = ()
+
+
+class SessionInfo(_Info):
+    """One session, as ``ps --json`` prints it."""
+
+    id: str
+    name: str
+    state: SessionState
+    pid: int | None = None
+    profile: str | None = None
+    argv: tuple[str, ...] = ()
+    started_at: _dt.datetime
+    ended_at: _dt.datetime | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    enforcement: Enforcement | None = None
+
+
+class SessionDetail(SessionInfo):
+    """One session with everything ``inspect`` shows."""
+
+    uid: int
+    gid: int
+    cwd: str
+    detached: bool = False
+    tty: bool = False
+    attached: bool = False
+    reason: EndReason = ""
+    policy_digest: str = ""
+    log_path: str | None = None
+    output_bytes: int = 0
+
+
+class ProfileEntry(_Info):
+    name: str
+    source: str
+    description: str = ""
+
+
+# ------------------------------------------------------------------------------- requests
+
+
+class Request(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbid_unknown_fields=True
+):
+    """Base of every client -> daemon message."""
+
+
+class Hello(Request, tag="hello"):
+    protocol: int
+    client: ShortText = ""
+
+
+class Launch(Request, tag="launch"):
+    """Start a session. ``argv`` may be empty when the profile names a command."""
+
+    argv: tuple[ShortText, ...] = ()
+    profile: ShortText | None = None
+    cwd: PathText
+    #: The caller's environment; the daemon keeps only what the policy lets through.
+    env: dict[ShortText, ShortText] = msgspec.field(default_factory=dict)
+    options: LaunchOptions = LaunchOptions()
+    name: SessionName | None = None
+    #: True: the session outlives this connection. False: closing the connection stops it.
+    detach: bool = False
+    #: ``passed``: three descriptors ride with this frame; ``pty``: the daemon owns a terminal
+    #: (attach, logs); ``null``: /dev/null.
+    stdio: Stdio = "pty"
+    term: TermSize | None = None
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        _check_abs("cwd", self.cwd)
+        if len(self.argv) > 4096:
+            raise ValueError("argv has more than 4096 items")
+        for arg in self.argv:
+            _check_text("argv", arg)
+        if self.argv and not self.argv[0]:
+            raise ValueError("argv[0] is empty")
+        for key, value in self.env.items():
+            _check_text("env", key)
+            _check_text("env", value)
+            if not key or "=" in key:
+                raise ValueError(f"env name {key!r} is not a variable name")
+        if self.profile is not None:
+            _check_text("profile", self.profile)
+
+
+class ListSessions(Request, tag="list"):
+    all: bool = False
+
+
+class Inspect(Request, tag="inspect"):
+    session: SessionRef
+
+
+class Stop(Request, tag="stop"):
+    session: SessionRef
+    #: Seconds between SIGTERM and SIGKILL; None = the daemon's ``sessions.stop_grace``.
+    timeout: Seconds | None = None
+    force: bool = False
+
+
+class Wait(Request, tag="wait"):
+    session: SessionRef
+
+
+class SendSignal(Request, tag="signal"):
+    session: SessionRef
+    signal: Signum
+
+
+class Logs(Request, tag="logs"):
+    session: SessionRef
+    follow: bool = False
+    tail: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class Attach(Request, tag="attach"):
+    session: SessionRef
+    term: TermSize | None = None
+
+
+class Input(Request, tag="input"):
+    data: Annotated[bytes, msgspec.Meta(max_length=MAX_INPUT_BYTES)]
+
+
+class Resize(Request, tag="resize"):
+    term: TermSize
+
+
+class Detach(Request, tag="detach"):
+    pass
+
+
+class Prune(Request, tag="prune"):
+    pass
+
+
+class Status(Request, tag="status"):
+    pass
+
+
+class Shutdown(Request, tag="shutdown"):
+    pass
+
+
+class Subscribe(Request, tag="subscribe"):
+    """Session lifecycle events (all visible sessions, or one)."""
+
+    session: SessionRef | None = None
+
+
+class ProfileList(Request, tag="profile_list"):
+    pass
+
+
+class ProfileShow(Request, tag="profile_show"):
+    profile: ShortText
+    resolved: bool = False
+    cwd: PathText = "/"
+    options: LaunchOptions = LaunchOptions()
+
+    def __post_init__(self) -> None:
+        _check_abs("cwd", self.cwd)
+        _check_text("profile", self.profile)
+
+
+class ProfileValidate(Request, tag="profile_validate"):
+    profile: ShortText
+
+    def __post_init__(self) -> None:
+        _check_text("profile", self.profile)
+
+
+AnyRequest = (
+    Hello
+    | Launch
+    | ListSessions
+    | Inspect
+    | Stop
+    | Wait
+    | SendSignal
+    | Logs
+    | Attach
+    | Input
+    | Resize
+    | Detach
+    | Prune
+    | Status
+    | Shutdown
+    | Subscribe
+    | ProfileList
+    | ProfileShow
+    | ProfileValidate
+)
+
+
+# -------------------------------------------------------------------------------- replies
+
+
+class Reply(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every daemon -> client message."""
+
+
+class Welcome(Reply, tag="welcome"):
+    protocol: int
+    daemon: str
+    pid: int
+    uid: int
+    system: bool = False
+
+
+class ErrorReply(Reply, tag="error"):
+    """A refused or failed request. ``code`` is stable and dotted (``session.not_found``);
+    ``message`` says what and why; ``hint`` what to do; ``details`` carries extra fields
+    (``step``, ``errno``, ``path``...) for scripts."""
+
+    code: str
+    message: str
+    hint: str | None = None
+    details: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Ok(Reply, tag="ok"):
+    pass
+
+
+class Launched(Reply, tag="launched"):
+    session: SessionDetail
+
+
+class DryRun(Reply, tag="dry_run"):
+    """What a launch would run, without running it. ``policy`` is the resolved policy's JSON."""
+
+    argv: tuple[str, ...]
+    cwd: str
+    uid: int
+    gid: int
+    policy: msgspec.Raw
+
+
+class SessionList(Reply, tag="sessions"):
+    sessions: tuple[SessionInfo, ...]
+
+
+class SessionReply(Reply, tag="session"):
+    session: SessionDetail
+
+
+class Exited(Reply, tag="exited"):
+    session: str
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: EndReason = "exited"
+
+
+class Output(Reply, tag="output"):
+    data: bytes
+    #: Offset of ``data`` in the session's output since it started.
+    offset: int = 0
+
+
+class EndOfOutput(Reply, tag="end"):
+    #: ``complete``: all output sent; ``exited``: the session ended while following;
+    #: ``lagged``: the client read too slowly and output was dropped.
+    reason: str = "complete"
+
+
+class Attached(Reply, tag="attached"):
+    session: str
+
+
+class Detached(Reply, tag="detached"):
+    pass
+
+
+class Pruned(Reply, tag="pruned"):
+    sessions: tuple[str, ...]
+
+
+class DaemonStatus(Reply, tag="daemon_status"):
+    pid: int
+    version: str
+    protocol: int
+    uid: int
+    system: bool
+    socket: str
+    started_at: _dt.datetime
+    state_dir: str
+    config: str | None = None
+    sessions_live: int = 0
+    sessions_total: int = 0
+    launcher: str = "not started"
+
+
+class SessionEvent(Reply, tag="event"):
+    """``kind`` is ``started`` or ``exited``."""
+
+    kind: str
+    session: SessionInfo
+
+
+class Profiles(Reply, tag="profiles"):
+    profiles: tuple[ProfileEntry, ...]
+
+
+class ProfileDocument(Reply, tag="profile"):
+    name: str
+    source: str
+    resolved: bool
+    document: msgspec.Raw
+
+
+class ProfileValid(Reply, tag="profile_valid"):
+    name: str
+    source: str
+    notes: tuple[str, ...] = ()
+
+
+AnyReply = (
+    Welcome
+    | ErrorReply
+    | Ok
+    | Launched
+    | DryRun
+    | SessionList
+    | SessionReply
+    | Exited
+    | Output
+    | EndOfOutput
+    | Attached
+    | Detached
+    | Pruned
+    | DaemonStatus
+    | SessionEvent
+    | Profiles
+    | ProfileDocument
+    | ProfileValid
+)
+
+# One decoder per direction, built once; one encoder for both.
+request_decoder: Final = msgspec.json.Decoder(AnyRequest)
+reply_decoder: Final = msgspec.json.Decoder(AnyReply)
+_encoder: Final = msgspec.json.Encoder()
+
+
+def encode(message: Request | Reply) -> bytes:
+    """The JSON bytes of one message (one WebSocket text frame)."""
+    return _encoder.encode(message)
+
+
+def decode_request(data: bytes | str) -> AnyRequest:
+    """Decode one client message; raises ``msgspec.ValidationError``/``DecodeError``."""
+    return request_decoder.decode(data)
+
+
+def decode_reply(data: bytes | str) -> AnyReply:
+    """Decode one daemon message; raises ``msgspec.ValidationError``/``DecodeError``."""
+    return reply_decoder.decode(data)
+

@@ -1,0 +1,691 @@
+"""The nono profile format as msgspec Structs, and the checks msgspec cannot express.
+
+The Structs mirror the JSON exactly, legacy spellings included (``security.groups``,
+``policy.*``, ``network.allow_hosts``...): a parsed :class:`Profile` is what the file says.
+Legacy keys are folded into their canonical ones when the profile is resolved, which is also
+where the deprecation notes come from.
+
+Scalars default to ``None`` (or ``UNSET`` where ``null`` has its own meaning) so that merging
+can tell "absent, inherit the base" from "set". Every Struct refuses unknown keys; msgspec
+reports type errors with their JSON path, and :func:`check_profile` adds the semantic checks
+(known variables, absolute paths, known group names, features nonod refuses) with theirs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Final, Literal, final
+
+import msgspec
+from msgspec import UNSET, Meta, Raw, UnsetType
+
+from ..errors import ProfileError
+from . import _expand
+from ._groups import GroupCatalog, NetworkCatalog, valid_host
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every profile Struct: immutable, keyword-only, strict about unknown keys."""
+
+
+When = str | tuple[str, ...]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+LocalPort = Annotated[int, Meta(ge=0, le=65535)]
+
+
+@final
+class ConditionalPath(_Section, frozen=True, kw_only=True):
+    """``{"path": ..., "when": "linux"}``: a path that applies on some platforms only."""
+
+    path: str
+    when: When | None = None
+
+
+@final
+class ConditionalName(_Section, frozen=True, kw_only=True):
+    name: str
+    when: When | None = None
+
+
+@final
+class ConditionalOrigin(_Section, frozen=True, kw_only=True):
+    origin: str
+    when: When | None = None
+
+
+PathEntry = str | ConditionalPath
+NameEntry = str | ConditionalName
+SignalMode = Literal["isolated", "allow_same_sandbox", "allow_all"]
+WorkdirAccess = Literal["none", "read", "write", "readwrite"]
+InjectMode = Literal["header", "url_path", "query_param", "basic_auth"]
+
+
+@final
+class ProfileMeta(_Section, frozen=True, kw_only=True):
+    name: str | None = None
+    version: str | None = None
+    description: str | None = None
+    author: str | None = None
+
+
+@final
+class SecurityConfig(_Section, frozen=True, kw_only=True):
+    signal_mode: SignalMode | None = None
+    process_info_mode: SignalMode | None = None
+    ipc_mode: Literal["shared_memory_only", "full"] | None = None
+    capability_elevation: bool | None = None
+    wsl2_proxy_policy: Literal["error", "insecure_proxy"] | None = None
+    groups: tuple[str, ...] = ()  # legacy: groups.include
+    allowed_commands: tuple[str, ...] = ()  # legacy: commands.allow
+
+
+@final
+class GroupsConfig(_Section, frozen=True, kw_only=True):
+    include: tuple[NameEntry, ...] = ()
+    exclude: tuple[NameEntry, ...] = ()
+
+
+@final
+class CommandsConfig(_Section, frozen=True, kw_only=True):
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
+@final
+class FilesystemConfig(_Section, frozen=True, kw_only=True):
+    allow: tuple[PathEntry, ...] = ()
+    read: tuple[PathEntry, ...] = ()
+    write: tuple[PathEntry, ...] = ()
+    allow_file: tuple[PathEntry, ...] = ()
+    read_file: tuple[PathEntry, ...] = ()
+    write_file: tuple[PathEntry, ...] = ()
+    deny: tuple[PathEntry, ...] = ()
+    bypass_protection: tuple[PathEntry, ...] = ()
+    suppress_save_prompt: tuple[PathEntry, ...] = ()
+    ignore: tuple[PathEntry, ...] = ()
+    unix_socket: tuple[PathEntry, ...] = ()
+    unix_socket_bind: tuple[PathEntry, ...] = ()
+    unix_socket_dir: tuple[PathEntry, ...] = ()
+    unix_socket_dir_bind: tuple[PathEntry, ...] = ()
+
+
+@final
+class LegacyPolicy(_Section, frozen=True, kw_only=True):
+    """The old top-level ``policy`` section; each key has a canonical home elsewhere."""
+
+    exclude_groups: tuple[str, ...] = ()
+    add_allow_read: tuple[str, ...] = ()
+    add_allow_write: tuple[str, ...] = ()
+    add_allow_readwrite: tuple[str, ...] = ()
+    add_deny_access: tuple[str, ...] = ()
+    add_deny_commands: tuple[str, ...] = ()
+    override_deny: tuple[str, ...] = ()
+
+
+@final
+class EndpointRule(_Section, frozen=True, kw_only=True):
+    method: str
+    path: str
+
+
+@final
+class DomainRule(_Section, frozen=True, kw_only=True):
+    domain: str
+    endpoints: tuple[EndpointRule, ...]
+
+
+@final
+class TlsInterceptConfig(_Section, frozen=True, kw_only=True):
+    ca_lifecycle: Literal["session", "trusted"] | None = None
+    ca_validity: str | None = None
+    leaf_validity: str | None = None
+
+
+@final
+class CustomCredentialDef(_Section, frozen=True, kw_only=True):
+    upstream: str
+    credential_key: str | None = None
+    auth: Raw = Raw()
+    aws_auth: Raw = Raw()
+    inject_mode: InjectMode = "header"
+    inject_header: str = "Authorization"
+    credential_format: str | None = None
+    path_pattern: str | None = None
+    path_replacement: str | None = None
+    query_param_name: str | None = None
+    proxy: Raw = Raw()
+    env_var: str | None = None
+    endpoint_rules: tuple[EndpointRule, ...] = ()
+    tls_ca: str | None = None
+    tls_client_cert: str | None = None
+    tls_client_key: str | None = None
+
+
+@final
+class NetworkConfig(_Section, frozen=True, kw_only=True):
+    block: bool | UnsetType = UNSET
+    # UNSET inherits the base profile's value; an explicit null clears it.
+    network_profile: str | None | UnsetType = UNSET
+    allow_domain: tuple[str | DomainRule, ...] = ()
+    proxy_allow: tuple[str, ...] = ()  # legacy: allow_domain
+    allow_proxy: tuple[str, ...] = ()  # legacy: allow_domain
+    allow_hosts: tuple[str, ...] = ()  # legacy: allow_domain
+    # None inherits; an explicit [] drops every inherited credential route.
+    credentials: tuple[str, ...] | None = None
+    proxy_credentials: tuple[str, ...] | None = None  # legacy: credentials
+    open_port: tuple[LocalPort, ...] = ()
+    port_allow: tuple[LocalPort, ...] = ()  # legacy: open_port
+    allow_port: tuple[LocalPort, ...] = ()  # legacy: open_port
+    listen_port: tuple[Port, ...] = ()
+    connect_port: tuple[Port, ...] = ()
+    custom_credentials: dict[str, CustomCredentialDef] = msgspec.field(default_factory=dict)
+    tls_intercept: TlsInterceptConfig | None = None
+    upstream_proxy: str | None = None
+    external_proxy: str | None = None  # legacy: upstream_proxy
+    upstream_bypass: tuple[str, ...] = ()
+    external_proxy_bypass: tuple[str, ...] = ()  # legacy: upstream_bypass
+
+
+@final
+class EnvCredentialEntry(_Section, frozen=True, kw_only=True):
+    env_var: str
+    when: When | None = None
+
+
+@final
+class EnvironmentConfig(_Section, frozen=True, kw_only=True):
+    allow_vars: tuple[str, ...] = ()
+    deny_vars: tuple[str, ...] = ()
+    set_vars: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+@final
+class WorkdirConfig(_Section, frozen=True, kw_only=True):
+    access: WorkdirAccess | None = None
+
+
+@final
+class LinuxConfig(_Section, frozen=True, kw_only=True):
+    af_unix_mediation: Literal["off", "pathname"] | None = None
+
+
+@final
+class HookConfig(_Section, frozen=True, kw_only=True):
+    event: str
+    matcher: str
+    script: str
+
+
+@final
+class RollbackConfig(_Section, frozen=True, kw_only=True):
+    exclude_patterns: tuple[str, ...] = ()
+    exclude_globs: tuple[str, ...] = ()
+
+
+@final
+class OpenUrlConfig(_Section, frozen=True, kw_only=True):
+    allow_origins: tuple[str | ConditionalOrigin, ...] = ()
+    allow_localhost: bool | None = None
+
+
+@final
+class DiagnosticsConfig(_Section, frozen=True, kw_only=True):
+    suppress_system_services: tuple[str, ...] = ()
+
+
+@final
+class NonodConfig(_Section, frozen=True, kw_only=True):
+    """Settings only nonod reads, under a key nono does not use.
+
+    ``allow_degraded`` names enforcement layers the session may run without (empty: every
+    layer is required); ``writable_persistence`` names files under writable grants that stay
+    writable although they can run code later (``.git/hooks``...); ``binary`` is the program to
+    run when the launch request names none.
+    """
+
+    allow_degraded: tuple[str, ...] = ()
+    writable_persistence: tuple[str, ...] = ()
+    binary: str | None = None
+
+
+@final
+class Profile(_Section, frozen=True, kw_only=True):
+    """One nono profile, as written. Build it with ``parse_profile`` or ``load_profile``."""
+
+    schema_uri: str | None = msgspec.field(default=None, name="$schema")
+    extends: str | tuple[str, ...] | None = None
+    meta: ProfileMeta = ProfileMeta()
+    security: SecurityConfig = SecurityConfig()
+    groups: GroupsConfig = GroupsConfig()
+    commands: CommandsConfig = CommandsConfig()
+    filesystem: FilesystemConfig = FilesystemConfig()
+    policy: LegacyPolicy = LegacyPolicy()
+    network: NetworkConfig = NetworkConfig()
+    env_credentials: dict[str, str | EnvCredentialEntry] = msgspec.field(default_factory=dict)
+    secrets: dict[str, str | EnvCredentialEntry] = msgspec.field(default_factory=dict)
+    environment: EnvironmentConfig | None = None
+    workdir: WorkdirConfig = WorkdirConfig()
+    linux: LinuxConfig = LinuxConfig()
+    command_args: tuple[str, ...] = ()
+    brokered_commands: tuple[str, ...] = ()  # legacy: command_args
+    nonod: NonodConfig = NonodConfig()
+    # Accepted but not acted on (see docs/profiles.md): they change no enforcement.
+    hooks: dict[str, HookConfig] = msgspec.field(default_factory=dict)
+    rollback: RollbackConfig = RollbackConfig()
+    undo: RollbackConfig = RollbackConfig()
+    open_urls: OpenUrlConfig | None = None
+    allow_launch_services: bool | None = None
+    allow_gpu: bool | None = None
+    allow_parent_of_protected: bool | None = None
+    interactive: bool | None = None
+    skipdirs: tuple[str, ...] = ()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+    unsafe_macos_seatbelt_rules: tuple[str, ...] = ()
+    # Refused when non-empty: nonod cannot provide what they promise.
+    packs: tuple[str, ...] = ()
+    session_hooks: Raw = Raw()
+    credential_capture: Raw = Raw()
+    command_policies: Raw = Raw()
+
+    def bases(self) -> tuple[str, ...]:
+        """The ``extends`` names, as a tuple (empty when the profile extends nothing)."""
+        if self.extends is None:
+            return ()
+        if isinstance(self.extends, str):
+            return (self.extends,)
+        return self.extends
+
+
+# --- semantic checks ------------------------------------------------------------------------
+
+PROFILE_NAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?")
+_ROUTE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_PATTERN = re.compile(r"[^*]+\*?|\*")
+_LAYER_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_KEY_NAME = re.compile(r"[A-Za-z0-9_]+")
+_KEY_SCHEMES: Final = ("op://", "bw://", "apple-password://", "file://", "env://", "keyring://")
+_WHEN = re.compile(r"!?(linux|macos)")
+_LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "[::1]")
+_PROXY_VARS: Final = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"})
+_RESERVED_ENV_PREFIXES: Final = ("NONO_", "LD_")
+
+
+def reserved_env_name(name: str) -> bool:
+    """Names a profile may not set: the daemon owns PATH, the proxy variables and NONO_*."""
+    upper = name.upper()
+    return (
+        upper == "PATH" or upper in _PROXY_VARS or upper.startswith(_RESERVED_ENV_PREFIXES)
+    )
+
+
+def raw_is_empty(raw: Raw) -> bool:
+    """True for an absent value, ``null``, ``{}`` or ``[]``."""
+    compact = bytes(raw).translate(None, b" \t\r\n")
+    return compact in (b"", b"null", b"{}", b"[]")
+
+
+def _key_path(path: str, key: str) -> str:
+    if re.fullmatch(r"[A-Za-z_$][A-Za-z0-9_$-]*", key):
+        return f"{path}.{key}"
+    return f"{path}[{msgspec.json.encode(key).decode()}]"
+
+
+@final
+class _Checker:
+    """Walks a decoded profile; the first problem raises ProfileError with its JSON path."""
+
+    def __init__(self, source: str, groups: GroupCatalog, network: NetworkCatalog) -> None:
+        self.source = source
+        self.groups = groups
+        self.network = network
+
+    def fail(self, path: str, message: str, *, hint: str | None = None) -> ProfileError:
+        return ProfileError(message, source=self.source, path=path, hint=hint)
+
+    def unsupported(self, path: str, what: str, why: str) -> ProfileError:
+        return self.fail(path, f"{what} is not supported by nonod: {why}")
+
+    def run(self, profile: Profile) -> None:
+        for index, base in enumerate(profile.bases()):
+            where = "$.extends" if isinstance(profile.extends, str) else f"$.extends[{index}]"
+            if not PROFILE_NAME.fullmatch(base):
+                raise self.fail(where, f"`{base}` is not a profile name (letters, digits, - _)")
+        self.filesystem(profile)
+        self.group_names(profile)
+        self.commands(profile)
+        self.network_section(profile.network)
+        for key in ("env_credentials", "secrets"):
+            self.env_credentials(f"$.{key}", getattr(profile, key))
+        if profile.environment is not None:
+            self.environment(profile.environment)
+        for index, arg in enumerate(profile.command_args):
+            self.variables(f"$.command_args[{index}]", arg)
+        for index, arg in enumerate(profile.brokered_commands):
+            self.variables(f"$.brokered_commands[{index}]", arg)
+        self.nonod(profile.nonod)
+        self.refused(profile)
+
+    # variables and paths
+
+    def variables(self, path: str, text: str) -> None:
+        try:
+            _expand.references(text)
+        except _expand.ExpansionError as exc:
+            raise self.fail(path, str(exc)) from None
+
+    def path_value(self, path: str, text: str) -> None:
+        try:
+            _expand.check_path(text)
+        except _expand.ExpansionError as exc:
+            raise self.fail(path, str(exc)) from None
+
+    def when(self, path: str, when: When | None) -> None:
+        if when is None:
+            return
+        items = (when,) if isinstance(when, str) else when
+        if not items:
+            raise self.fail(path, "`when` must name at least one platform")
+        for item in items:
+            if not _WHEN.fullmatch(item):
+                raise self.fail(
+                    path,
+                    f"`when` predicate `{item}` is not supported by nonod: only `linux`, "
+                    "`macos` and their negations (`!linux`) are",
+                )
+
+    def path_entries(self, path: str, entries: Sequence[PathEntry]) -> None:
+        for index, entry in enumerate(entries):
+            where = f"{path}[{index}]"
+            if isinstance(entry, ConditionalPath):
+                self.when(f"{where}.when", entry.when)
+                self.path_value(f"{where}.path", entry.path)
+            else:
+                self.path_value(where, entry)
+
+    def filesystem(self, profile: Profile) -> None:
+        for field in FilesystemConfig.__struct_fields__:
+            self.path_entries(f"$.filesystem.{field}", getattr(profile.filesystem, field))
+        for field in ("add_allow_read", "add_allow_write", "add_allow_readwrite",
+                      "add_deny_access", "override_deny"):
+            self.path_entries(f"$.policy.{field}", getattr(profile.policy, field))
+
+    # groups
+
+    def group_names(self, profile: Profile) -> None:
+        includes = [
+            *self.names("$.groups.include", profile.groups.include),
+            *((f"$.security.groups[{i}]", n) for i, n in enumerate(profile.security.groups)),
+        ]
+        excludes = [
+            *self.names("$.groups.exclude", profile.groups.exclude),
+            *((f"$.policy.exclude_groups[{i}]", n)
+              for i, n in enumerate(profile.policy.exclude_groups)),
+        ]
+        for where, name in includes + excludes:
+            if name not in self.groups.groups:
+                raise self.fail(where, f"unknown group `{name}`", hint=self.group_hint(name))
+        for where, name in includes:
+            reason = self.groups.groups[name].unsupported
+            if reason is not None:
+                raise self.unsupported(where, f"group `{name}`", reason)
+        for where, name in excludes:
+            if self.groups.groups[name].required:
+                raise self.fail(
+                    where,
+                    f"group `{name}` is required and cannot be excluded",
+                    hint="to reach one path it denies, grant the path and list it in "
+                    "filesystem.bypass_protection",
+                )
+
+    def names(self, path: str, entries: Sequence[NameEntry]) -> Iterator[tuple[str, str]]:
+        for index, entry in enumerate(entries):
+            if isinstance(entry, ConditionalName):
+                self.when(f"{path}[{index}].when", entry.when)
+                yield f"{path}[{index}].name", entry.name
+            else:
+                yield f"{path}[{index}]", entry
+
+    def group_hint(self, name: str) -> str:
+        close = difflib.get_close_matches(name, list(self.groups.groups), n=3)
+        if close:
+            return "did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
+        return "`nonoctl profile groups` lists the built-in groups"
+
+    # commands
+
+    def commands(self, profile: Profile) -> None:
+        why = (
+            "command blocklists only ever checked the first program, not what it runs; "
+            "use filesystem.deny and narrower grants"
+        )
+        if profile.commands.deny:
+            raise self.unsupported("$.commands.deny", "`commands.deny`", why)
+        if profile.policy.add_deny_commands:
+            raise self.unsupported("$.policy.add_deny_commands", "`add_deny_commands`", why)
+
+    # network
+
+    def host(self, path: str, host: str) -> None:
+        if not valid_host(host.lower()):
+            raise self.fail(path, f"`{host}` is not a host name (`api.example.com` or "
+                                  "`*.example.com`, without scheme or port)")
+
+    def network_section(self, net: NetworkConfig) -> None:
+        for index, entry in enumerate(net.allow_domain):
+            where = f"$.network.allow_domain[{index}]"
+            if isinstance(entry, DomainRule):
+                self.host(f"{where}.domain", entry.domain)
+                if entry.endpoints:
+                    raise self.unsupported(
+                        f"{where}.endpoints",
+                        "per-endpoint rules on `allow_domain`",
+                        "they need TLS interception and nonod relays CONNECT tunnels "
+                        "without decrypting them; use a credential route with "
+                        "endpoint_rules instead",
+                    )
+            else:
+                self.host(where, entry)
+        for key in ("proxy_allow", "allow_proxy", "allow_hosts", "upstream_bypass",
+                    "external_proxy_bypass"):
+            for index, host in enumerate(getattr(net, key)):
+                self.host(f"$.network.{key}[{index}]", host)
+        if isinstance(net.network_profile, str) and (
+            net.network_profile not in self.network.profiles
+        ):
+            raise self.fail(
+                "$.network.network_profile",
+                f"unknown network profile `{net.network_profile}`",
+                hint="known: " + ", ".join(sorted(self.network.profiles)),
+            )
+        for key in ("credentials", "proxy_credentials"):
+            for index, name in enumerate(getattr(net, key) or ()):
+                if not _ROUTE_NAME.fullmatch(name):
+                    raise self.fail(f"$.network.{key}[{index}]",
+                                    f"`{name}` is not a credential name")
+        for name, cred in net.custom_credentials.items():
+            self.custom_credential(_key_path("$.network.custom_credentials", name), name, cred)
+        if net.block is True and (
+            net.allow_domain or net.proxy_allow or net.allow_proxy or net.allow_hosts
+            or net.credentials or net.proxy_credentials or isinstance(net.network_profile, str)
+        ):
+            raise self.fail(
+                "$.network.block",
+                "`block: true` cannot be combined with allowed domains, a network profile or "
+                "credential routes",
+            )
+
+    def custom_credential(self, path: str, name: str, cred: CustomCredentialDef) -> None:
+        if not _ROUTE_NAME.fullmatch(name):
+            raise self.fail(path, f"`{name}` is not a credential name (letters, digits, - _)")
+        for key, what in (("auth", "OAuth2 token exchange (`auth`)"),
+                          ("aws_auth", "AWS SigV4 signing (`aws_auth`)"),
+                          ("proxy", "proxy-side overrides (`proxy`)")):
+            if not raw_is_empty(getattr(cred, key)):
+                raise self.unsupported(f"{path}.{key}", what,
+                                       "use `credential_key` with a header, url_path, "
+                                       "query_param or basic_auth injection")
+        self.upstream(f"{path}.upstream", cred.upstream)
+        key = cred.credential_key
+        if key is None:
+            raise self.fail(path, "a custom credential needs `credential_key`")
+        if not key:
+            raise self.fail(f"{path}.credential_key", "`credential_key` is empty")
+        uri = key.startswith(_KEY_SCHEMES)
+        if not uri and not _KEY_NAME.fullmatch(key):
+            raise self.fail(
+                f"{path}.credential_key",
+                f"`{key}` is neither a keychain account name (letters, digits, _) nor a "
+                "credential URI (" + ", ".join(_KEY_SCHEMES) + ")",
+            )
+        if uri and not key.startswith("env://") and cred.env_var is None:
+            raise self.fail(path, "`env_var` is required when `credential_key` is a URI")
+        if cred.env_var is not None:
+            self.env_var(f"{path}.env_var", cred.env_var)
+        for field in ("inject_header", "credential_format", "path_pattern", "path_replacement",
+                      "query_param_name"):
+            value = getattr(cred, field)
+            if value is not None and ("\r" in value or "\n" in value):
+                raise self.fail(f"{path}.{field}", "must not contain CR or LF")
+        if cred.inject_mode in ("header", "basic_auth") and not _HTTP_TOKEN.fullmatch(
+            cred.inject_header
+        ):
+            raise self.fail(f"{path}.inject_header",
+                            f"`{cred.inject_header}` is not an HTTP header name")
+        if cred.inject_mode == "url_path":
+            if cred.path_pattern is None or "{}" not in cred.path_pattern:
+                raise self.fail(path, "inject_mode `url_path` needs `path_pattern` with `{}`")
+            if cred.path_replacement is not None and "{}" not in cred.path_replacement:
+                raise self.fail(f"{path}.path_replacement", "must contain `{}`")
+        if cred.inject_mode == "query_param" and not (
+            cred.query_param_name and re.fullmatch(r"[A-Za-z0-9_-]+", cred.query_param_name)
+        ):
+            raise self.fail(path, "inject_mode `query_param` needs `query_param_name` "
+                                  "(letters, digits, - _)")
+        for index, rule in enumerate(cred.endpoint_rules):
+            where = f"{path}.endpoint_rules[{index}]"
+            if rule.method != "*" and not _HTTP_TOKEN.fullmatch(rule.method):
+                raise self.fail(f"{where}.method", f"`{rule.method}` is not an HTTP method")
+            if not rule.path.startswith("/"):
+                raise self.fail(f"{where}.path", "must start with `/`")
+        for field in ("tls_ca", "tls_client_cert", "tls_client_key"):
+            value = getattr(cred, field)
+            if value is not None:
+                self.variables(f"{path}.{field}", value)
+        if (cred.tls_client_cert is None) != (cred.tls_client_key is None):
+            raise self.fail(path, "`tls_client_cert` and `tls_client_key` go together")
+
+    def upstream(self, path: str, url: str) -> None:
+        match = re.fullmatch(r"(https?)://([^/?#@\s]+)([/?#]\S*)?", url)
+        if match is None:
+            raise self.fail(path, f"`{url}` is not an http(s) URL")
+        scheme, authority = match.group(1), match.group(2)
+        host = re.sub(r":\d+$", "", authority).lower()
+        if scheme == "http" and host not in _LOOPBACK_HOSTS and not host.startswith("127."):
+            raise self.fail(path, "upstreams must use https (plain http only on loopback)")
+
+    # environment
+
+    def env_var(self, path: str, name: str) -> None:
+        if not _ENV_NAME.fullmatch(name):
+            raise self.fail(path, f"`{name}` is not an environment variable name")
+        if reserved_env_name(name):
+            raise self.fail(path, f"`{name}` is reserved: nonod sets it itself")
+
+    def env_credentials(self, path: str, mapping: dict[str, str | EnvCredentialEntry]) -> None:
+        for key, value in mapping.items():
+            where = _key_path(path, key)
+            if not key:
+                raise self.fail(where, "empty credential reference")
+            if isinstance(value, EnvCredentialEntry):
+                self.when(f"{where}.when", value.when)
+                self.env_var(f"{where}.env_var", value.env_var)
+            else:
+                self.env_var(where, value)
+
+    def environment(self, env: EnvironmentConfig) -> None:
+        for key in ("allow_vars", "deny_vars"):
+            for index, pattern in enumerate(getattr(env, key)):
+                if not _ENV_PATTERN.fullmatch(pattern):
+                    raise self.fail(f"$.environment.{key}[{index}]",
+                                    f"`{pattern}`: `*` is only allowed at the end")
+        for key, value in env.set_vars.items():
+            where = _key_path("$.environment.set_vars", key)
+            self.env_var(where, key)
+            self.variables(where, value)
+
+    # ours, and what we refuse
+
+    def nonod(self, cfg: NonodConfig) -> None:
+        for index, layer in enumerate(cfg.allow_degraded):
+            if not _LAYER_NAME.fullmatch(layer):
+                raise self.fail(f"$.nonod.allow_degraded[{index}]",
+                                f"`{layer}` is not a layer name")
+        self.path_entries("$.nonod.writable_persistence", cfg.writable_persistence)
+        if cfg.binary is not None:
+            self.path_value("$.nonod.binary", cfg.binary)
+
+    def refused(self, profile: Profile) -> None:
+        if profile.packs:
+            raise self.unsupported("$.packs", "`packs`",
+                                   "nonod has no pack store to verify them against")
+        if not raw_is_empty(profile.session_hooks):
+            raise self.unsupported("$.session_hooks", "`session_hooks`",
+                                   "nonod never runs profile scripts outside the sandbox")
+        if not raw_is_empty(profile.credential_capture):
+            raise self.unsupported("$.credential_capture", "`credential_capture`",
+                                   "nonod never runs profile commands to fetch credentials; "
+                                   "store them with `nonoctl secret set`")
+        if not raw_is_empty(profile.command_policies):
+            raise self.unsupported("$.command_policies", "`command_policies`",
+                                   "per-command child sandboxes are not implemented")
+
+
+def check_profile(
+    profile: Profile, source: str, groups: GroupCatalog, network: NetworkCatalog
+) -> None:
+    """Raise ProfileError (naming ``source`` and the JSON path) for the first problem found."""
+    _Checker(source, groups, network).run(profile)
+
+
+def known_keys(path: str) -> tuple[str, ...]:
+    """The keys allowed in the object at JSON ``path`` (as msgspec reports it), if known."""
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(Profile)
+    for segment in re.findall(r"\.([^.\[]+)|\[[^\]]*\]", path):
+        info = _unwrap(info)
+        if segment == "":  # an index or a dict value
+            if isinstance(info, msgspec.inspect.DictType):
+                info = info.value_type
+            elif isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.VarTupleType)):
+                info = info.item_type
+            else:
+                return ()
+        elif isinstance(info, msgspec.inspect.StructType):
+            match = [f for f in info.fields if f.encode_name == segment]
+            if not match:
+                return ()
+            info = match[0].type
+        else:
+            return ()
+    info = _unwrap(info)
+    if isinstance(info, msgspec.inspect.StructType):
+        return tuple(f.encode_name for f in info.fields)
+    return ()
+
+
+def _unwrap(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    """The one object-like member of a union (``X | None``, ``str | Struct``), else ``info``."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        objects = [t for t in info.types if isinstance(t, msgspec.inspect.StructType)]
+        if len(objects) == 1:
+            return objects[0]
+        collections = [
+            t for t in info.types
+            if isinstance(t, (msgspec.inspect.VarTupleType, msgspec.inspect.ListType))
+        ]
+        if len(collections) == 1:
+            return collections[0]
+    return info

@@ -1,0 +1,114 @@
+"""Shared fixtures: who runs the sandbox (root or an unprivileged uid) and how."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from nonod.policy import ResolvedPolicy
+from nonod.sandbox import LaunchRequest
+
+REPO = Path(__file__).resolve().parent.parent
+RUNNER = Path(__file__).resolve().parent / "sandbox_runner.py"
+NOBODY = 65534
+
+
+def _python_reachable_by(uid: int) -> list[str] | None:
+    """argv prefix that runs our interpreter (with nonod importable) as ``uid``, or None."""
+    probe = [sys.executable, "-c", "import nonod.sandbox, trio"]
+    cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *probe]
+    ok = subprocess.run(cmd, capture_output=True, cwd="/", check=False).returncode == 0
+    return [sys.executable] if ok else None
+
+
+@pytest.fixture(scope="session")
+def staged_python() -> Iterator[tuple[list[str], dict[str, str]]]:
+    """An interpreter and PYTHONPATH another uid can use (the checkout may be under /root)."""
+    direct = _python_reachable_by(NOBODY)
+    if direct is not None:
+        yield direct, {}
+        return
+    base = Path(tempfile.mkdtemp(prefix="nono-unpriv-", dir="/tmp"))
+    base.chmod(0o755)
+    site = base / "site"
+    shutil.copytree(REPO / "nonod", site / "nonod")
+    for mod in ("trio", "msgspec", "structlog", "sniffio", "outcome", "attr", "attrs",
+                "sortedcontainers", "idna"):
+        spec_dir = next((Path(p) / mod for p in sys.path if (Path(p) / mod).is_dir()), None)
+        if spec_dir is not None:
+            shutil.copytree(spec_dir, site / mod)
+    shutil.copy(RUNNER, base / RUNNER.name)
+    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    interp = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    yield [interp], {"PYTHONPATH": str(site)}
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class SandboxUser:
+    """Runs programs in a sandbox as ``uid`` (0 = root's own path)."""
+
+    name: str
+    uid: int
+    python: list[str]
+    env: dict[str, str]
+
+    def chown(self, *paths: Path) -> None:
+        for path in paths:
+            os.chown(path, self.uid, self.uid)
+
+    def run(self, policy: ResolvedPolicy, argv: Sequence[str], *, cwd: str,
+            env: Sequence[tuple[str, str]] = (), stdin: bytes = b"",
+            timeout: float = 60) -> Result:
+        request = LaunchRequest(argv=tuple(argv), cwd=cwd, env=tuple(env))
+        line = json.dumps({"policy": msgspec.to_builtins(policy),
+                           "request": msgspec.to_builtins(request)}).encode() + b"\n"
+        runner = str(RUNNER)
+        if self.env.get("PYTHONPATH"):
+            runner = str(Path(self.env["PYTHONPATH"]).parent / RUNNER.name)
+        cmd = [*self.python, runner]
+        if self.uid != 0:
+            cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
+                   *cmd]
+        proc_env = {"PATH": "/usr/bin:/bin", **self.env}
+        proc = subprocess.run(cmd, input=line + stdin, capture_output=True, timeout=timeout,
+                              env=proc_env, cwd="/", check=False)
+        return Result(proc.returncode, proc.stdout.decode(errors="replace"),
+                      proc.stderr.decode(errors="replace"))
+
+
+@pytest.fixture(params=["root", "unprivileged"])
+def sandbox_user(request: pytest.FixtureRequest,
+                 staged_python: tuple[list[str], dict[str, str]]) -> SandboxUser:
+    if os.getuid() != 0:
+        return SandboxUser("self", os.getuid(), [sys.executable], {})
+    if request.param == "root":
+        return SandboxUser("root", 0, [sys.executable], {})
+    python, env = staged_python
+    return SandboxUser("unprivileged", NOBODY, python, env)
+
+
+@pytest.fixture
+def world_tmp() -> Iterator[Path]:
+    """A temp dir any uid can enter (pytest's tmp_path is 0700 under /tmp/pytest-of-root)."""
+    path = Path(tempfile.mkdtemp(prefix="nono-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

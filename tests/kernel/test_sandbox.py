@@ -1,0 +1,309 @@
+"""The engine against the real kernel: every test launches a real sandboxed program and
+asserts what the kernel answered (errno, missing marker file, exit status)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nonod.errors import EnforcementUnavailable
+from nonod.policy import Access, Denial, Grant, ResolvedPolicy
+from nonod.sandbox import LaunchRequest
+from nonod.sandbox._plan import build_plan
+
+from ..conftest import SandboxUser
+
+PY = "/usr/bin/python3"
+
+
+def policy(*grants: tuple[str | Path, Access], denials: tuple[str | Path, ...] = (),
+           **kw: object) -> ResolvedPolicy:
+    base = [Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ)]
+    return ResolvedPolicy(
+        name="test",
+        grants=(*base, *(Grant(path=str(p), access=a) for p, a in grants)),
+        denials=(Denial(path="/etc/shadow", is_file=True),
+                 *(Denial(path=str(d)) for d in denials)),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def home(world_tmp: Path, sandbox_user: SandboxUser) -> Path:
+    home = world_tmp / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("PRIVATE-KEY-CANARY\n")
+    (home / "notes.txt").write_text("hello\n")
+    work = home / "work"
+    work.mkdir()
+    for p in (home, home / ".ssh", home / ".ssh" / "id_rsa", home / "notes.txt", work):
+        sandbox_user.chown(p)
+    return home
+
+
+def probe(code: str) -> list[str]:
+    """A python one-liner that prints OK or the errno name of its first failing call."""
+    prog = (
+        "import errno, os, sys\n"
+        "def t(f):\n"
+        "    try:\n"
+        "        r = f()\n"
+        "        print('OK', r if isinstance(r, (int, str)) else '')\n"
+        "    except OSError as e:\n"
+        "        print(errno.errorcode.get(e.errno, e.errno))\n"
+        + code
+    )
+    return [PY, "-S", "-c", prog]
+
+
+def test_ssh_masked_under_allowed_home(sandbox_user: SandboxUser, home: Path) -> None:
+    pol = policy((home, Access.READ), denials=(home / ".ssh",))
+    r = sandbox_user.run(pol, probe(
+        f"t(lambda: open('{home}/.ssh/id_rsa').read())\n"
+        f"t(lambda: open('{home}/notes.txt').read().strip())\n"
+        f"t(lambda: open('{home}/./.ssh/id_rsa').read())\n"
+        f"t(lambda: open('/proc/self/root{home}/.ssh/id_rsa').read())\n"
+    ), cwd=str(home))
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:4] == ["EACCES", "OK hello", "EACCES", "EACCES"]
+    assert "PRIVATE-KEY-CANARY" not in r.stdout
+
+
+def test_ssh_masked_under_readwrite_home(sandbox_user: SandboxUser, home: Path) -> None:
+    pol = policy((home, Access.READWRITE), denials=(home / ".ssh",))
+    r = sandbox_user.run(pol, probe(
+        f"t(lambda: open('{home}/.ssh/id_rsa').read())\n"
+        f"t(lambda: open('{home}/.ssh/new', 'w'))\n"
+        f"t(lambda: os.rename('{home}/notes.txt', '{home}/.ssh/notes'))\n"
+        f"t(lambda: os.chmod('{home}/.ssh', 0o777))\n"
+        f"t(lambda: open('{home}/work/out', 'w').write('x'))\n"
+    ), cwd=str(home / "work"))
+    assert r.code == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "EACCES"
+    assert lines[1] in ("EACCES", "EROFS")
+    assert lines[2] in ("EACCES", "EROFS", "EXDEV")
+    assert lines[3] in ("EPERM", "EROFS")
+    assert lines[4] == "OK 1"
+    assert (home / ".ssh" / "id_rsa").read_text() == "PRIVATE-KEY-CANARY\n"
+    assert oct((home / ".ssh").stat().st_mode & 0o777) != oct(0o777)
+
+
+def test_denied_path_created_after_launch_stays_hidden(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    aws = home / ".aws"
+    pol = policy((home, Access.READWRITE), denials=(aws,))
+    # The program waits for a line on stdin; the host creates the secret before sending it.
+    prog = probe(
+        "sys.stdin.readline()\n"
+        f"t(lambda: open('{aws}/credentials').read())\n"
+        f"t(lambda: os.listdir('{aws}'))\n"
+        f"t(lambda: os.mkdir('{aws}/x'))\n"
+    )
+    import subprocess
+    import threading
+
+    def create_later() -> None:
+        for _ in range(200):
+            if aws.exists():
+                break
+            threading.Event().wait(0.05)
+        aws.mkdir(exist_ok=True)
+        (aws / "credentials").write_text("AWS-CANARY")
+
+    t = threading.Thread(target=create_later)
+    t.start()
+    try:
+        r = sandbox_user.run(pol, prog, cwd=str(home), stdin=b"go\n")
+    finally:
+        t.join()
+    _ = subprocess
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:3] == ["EACCES", "EACCES", "EACCES"] or \
+        r.stdout.split("\n")[:3] == ["EACCES", "EACCES", "EROFS"]
+    assert "AWS-CANARY" not in r.stdout
+
+
+def test_writes_outside_grants_fail(sandbox_user: SandboxUser, home: Path,
+                                    world_tmp: Path) -> None:
+    outside = world_tmp / "outside"
+    outside.mkdir()
+    sandbox_user.chown(outside)
+    pol = policy((home / "work", Access.READWRITE), (home, Access.READ))
+    r = sandbox_user.run(pol, probe(
+        f"t(lambda: open('{home}/new', 'w'))\n"
+        f"t(lambda: open('{outside}/new', 'w'))\n"
+        "t(lambda: open('/usr/new', 'w'))\n"
+        f"t(lambda: open('{home}/work/../escape', 'w'))\n"
+        f"t(lambda: open('{home}/work/ok', 'w').write('y'))\n"
+    ), cwd=str(home / "work"))
+    assert r.code == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] in ("EACCES", "EROFS")
+    assert lines[1] == "ENOENT"  # not granted: not even visible
+    assert lines[2] in ("EACCES", "EROFS")
+    assert lines[3] in ("EACCES", "EROFS")
+    assert lines[4] == "OK 1"
+    assert not (outside / "new").exists()
+    assert not (home / "escape").exists()
+
+
+def test_symlink_and_dotdot_escapes(sandbox_user: SandboxUser, home: Path,
+                                    world_tmp: Path) -> None:
+    secret = world_tmp / "secret.txt"
+    secret.write_text("OUTSIDE-CANARY")
+    work = home / "work"
+    (work / "link").symlink_to(secret)
+    (work / "sshlink").symlink_to(home / ".ssh" / "id_rsa")
+    pol = policy((work, Access.READWRITE), denials=(home / ".ssh",))
+    r = sandbox_user.run(pol, probe(
+        f"t(lambda: open('{work}/link').read())\n"
+        f"t(lambda: open('{work}/sshlink').read())\n"
+        f"t(lambda: open('{work}/../../secret.txt').read())\n"
+        f"t(lambda: os.symlink('{secret}', '{work}/new-link'))\n"
+        f"t(lambda: open('{work}/new-link').read())\n"
+    ), cwd=str(work))
+    assert r.code == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "ENOENT"
+    assert lines[1] == "ENOENT"
+    assert lines[2] == "ENOENT"
+    assert lines[4] == "ENOENT"
+    assert "CANARY" not in r.stdout
+
+
+def test_rename_and_link_across_boundary(sandbox_user: SandboxUser, home: Path) -> None:
+    work = home / "work"
+    (work / "f").write_text("data")
+    sandbox_user.chown(work / "f")
+    pol = policy((work, Access.READWRITE), (home, Access.READ), denials=(home / ".ssh",))
+    r = sandbox_user.run(pol, probe(
+        f"t(lambda: os.rename('{work}/f', '{home}/f'))\n"
+        f"t(lambda: os.link('{work}/f', '{home}/f2'))\n"
+        f"t(lambda: os.link('{home}/notes.txt', '{work}/n'))\n"
+        f"t(lambda: os.link('{home}/.ssh/id_rsa', '{work}/k'))\n"
+    ), cwd=str(work))
+    assert r.code == 0, r.stderr
+    lines = r.stdout.split("\n")
+    for line in lines[:4]:
+        assert line in ("EXDEV", "EACCES", "EROFS", "EPERM"), lines
+    assert (work / "f").exists() and not (home / "f").exists()
+
+
+def test_seccomp_refuses_kernel_surface(sandbox_user: SandboxUser, home: Path) -> None:
+    pol = policy((home / "work", Access.READWRITE))
+    r = sandbox_user.run(pol, probe(
+        "import ctypes, socket, fcntl, termios, pty\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "def sc(*a):\n"
+        "    r = libc.syscall(*a)\n"
+        "    if r < 0: raise OSError(ctypes.get_errno(), '')\n"
+        "    return r\n"
+        "m, s = pty.openpty()\n"
+        "t(lambda: fcntl.ioctl(s, termios.TIOCSTI, b' '))\n"
+        "t(lambda: sc(101, 0, 0, 0, 0))\n"  # ptrace(PTRACE_TRACEME)
+        "t(lambda: socket.socket(38, socket.SOCK_SEQPACKET, 0))\n"  # AF_ALG
+        "t(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, 1))\n"
+        "t(lambda: sc(272, 0x10000000))\n"  # unshare(CLONE_NEWUSER)
+        "t(lambda: sc(250, 0, -3, 0))\n"  # keyctl
+        "t(lambda: socket.socket(socket.AF_UNIX).close())\n"
+    ), cwd=str(home / "work"))
+    assert r.code == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "EPERM"
+    assert lines[1] == "EPERM"
+    assert lines[2] in ("EAFNOSUPPORT", "EPERM")
+    assert lines[3] in ("EPERM", "EACCES")
+    assert lines[4] == "EPERM"
+    assert lines[5] == "EPERM"
+    assert lines[6] == "OK "
+
+
+def test_fds_closed_and_environment_clean(sandbox_user: SandboxUser, home: Path) -> None:
+    pol = policy((home / "work", Access.READWRITE))
+    os.environ["NONO_TEST_DAEMON_VAR"] = "daemon-only"
+    try:
+        r = sandbox_user.run(pol, probe(
+            "print(sorted(int(x) for x in os.listdir('/proc/self/fd')))\n"
+            "print(sorted(os.environ))\n"
+        ), cwd=str(home / "work"), env=(
+            ("HOME", str(home)), ("PATH", "/usr/bin:/bin"), ("SSH_AUTH_SOCK", "/run/x"),
+            ("LD_PRELOAD", "/tmp/evil.so"), ("MY_SECRET_TOKEN", "s3cret"), ("LANG", "C.UTF-8"),
+            ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/0/bus")))
+    finally:
+        del os.environ["NONO_TEST_DAEMON_VAR"]
+    assert r.code == 0, r.stderr
+    fds, env = r.stdout.split("\n")[:2]
+    assert fds == "[0, 1, 2, 3]"  # 3 is listdir's own descriptor
+    assert env == "['HOME', 'LANG', 'PATH']"
+
+
+def test_pid_namespace_and_clean_pid1(sandbox_user: SandboxUser, home: Path) -> None:
+    pol = policy((home / "work", Access.READWRITE))
+    r = sandbox_user.run(pol, probe(
+        "print(os.getpid())\n"
+        "print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+        f"t(lambda: os.kill({os.getpid()}, 0))\n"
+        "t(lambda: open('/proc/1/environ', 'rb').read().decode())\n"
+        "t(lambda: open('/proc/1/mem', 'rb'))\n"
+    ), cwd=str(home / "work"), env=(("SECRET_API_KEY", "k"),))
+    assert r.code == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "2"  # pid 1 is the session's init
+    assert lines[1] == "['1', '2']"
+    assert lines[2] in ("ESRCH", "EPERM")
+    assert lines[3] in ("EACCES", "EPERM")  # init is not dumpable
+    assert lines[4] in ("EACCES", "EPERM")
+
+
+def test_failed_step_refuses_launch_and_program_never_runs(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    marker = home / "work" / "marker"
+    elsewhere = home.parent / "elsewhere"
+    elsewhere.mkdir()
+    pol = policy((home / "work", Access.READWRITE))
+    # The working directory is not in the session's view: the chdir step fails.
+    r = sandbox_user.run(pol, ["/bin/sh", "-c", f"touch {marker}"], cwd=str(elsewhere))
+    assert r.code == 125
+    assert "chdir" in r.stderr and "did not run" in r.stderr
+    assert not marker.exists()
+
+
+def test_required_layer_missing_refuses_launch(home: Path) -> None:
+    pol = policy((home / "work", Access.READWRITE))
+    req = LaunchRequest(argv=("/bin/true",), cwd=str(home / "work"))
+    with pytest.raises(EnforcementUnavailable, match="ABI v6"):
+        build_plan(pol, req, landlock_abi=5)
+    weaker = policy((home / "work", Access.READWRITE),
+                    allow_degraded=("landlock", "landlock_scopes"))
+    _, report = build_plan(weaker, req, landlock_abi=5)
+    assert not report.fully_enforced
+    assert "landlock: partial" in report.summary()
+
+
+def test_exit_status_and_signal(sandbox_user: SandboxUser, home: Path) -> None:
+    pol = policy((home / "work", Access.READWRITE))
+    assert sandbox_user.run(pol, ["/bin/sh", "-c", "exit 7"], cwd=str(home / "work")).code == 7
+    killed = sandbox_user.run(pol, ["/bin/sh", "-c", "kill -9 $$"], cwd=str(home / "work"))
+    assert killed.code == 137
+
+
+def test_persistence_files_read_only_in_writable_grant(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    work = home / "work"
+    (work / ".git" / "hooks").mkdir(parents=True)
+    (work / ".git" / "config").write_text("[core]\n")
+    for p in (work / ".git", work / ".git" / "hooks", work / ".git" / "config"):
+        sandbox_user.chown(p)
+    pol = policy((work, Access.READWRITE))
+    r = sandbox_user.run(pol, probe(
+        f"t(lambda: open('{work}/.git/hooks/pre-commit', 'w'))\n"
+        f"t(lambda: open('{work}/.git/config', 'a'))\n"
+        f"t(lambda: open('{work}/.git/config').read().strip())\n"
+        f"t(lambda: open('{work}/src.py', 'w').write('x'))\n"
+    ), cwd=str(work))
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:4] == ["EROFS", "EROFS", "OK [core]", "OK 1"]
+    assert not (work / ".git" / "hooks" / "pre-commit").exists()
