@@ -63,6 +63,7 @@ class Note(msgspec.Struct, frozen=True, kw_only=True):
     kind: str
     message: str
     path: str = ""
+    source: str = ""  # where the noted entry came from, as in Grant.source
 
 
 class EnvPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,14 +89,20 @@ class CustomCredential(msgspec.Struct, frozen=True, kw_only=True):
     query_param_name: str | None = None
     endpoint_rules: tuple[tuple[str, str], ...] = ()  # (method, path glob)
     tls_ca: str | None = None
+    tls_client_cert: str | None = None
+    tls_client_key: str | None = None
 
 
 class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """The network part of a policy.
 
-    ``restricted`` is False only when the profile has no network section at all (nono's
-    default: unrestricted). ``block`` forbids all network. Otherwise the session gets a private
-    network namespace and reaches ``allow_domain`` through the daemon's proxy.
+    ``restricted`` is False when the profile asks for no network restriction: neither
+    ``block`` nor anything that needs the proxy (allowed domains, a network profile,
+    credential routes, an upstream proxy), which is nono's default (unrestricted).
+    ``block`` forbids all network. Otherwise the session gets a private network namespace and
+    reaches ``allow_domain`` through the daemon's proxy; an empty ``allow_domain`` then allows
+    no host. ``upstream_proxy`` (host:port) is where the proxy sends allowed traffic on, except
+    for hosts in ``upstream_bypass``.
     """
 
     restricted: bool = False
@@ -107,6 +114,8 @@ class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True):
     credentials: tuple[str, ...] = ()
     custom_credentials: tuple[tuple[str, CustomCredential], ...] = ()
     env_credentials: tuple[tuple[str, str], ...] = ()  # (credential reference, env var)
+    upstream_proxy: str | None = None
+    upstream_bypass: tuple[str, ...] = ()
 
 
 class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -120,6 +129,8 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     env: EnvPolicy = EnvPolicy()
     signal_mode: str = "isolated"  # isolated | allow_same_sandbox | allow_all
     ipc_mode: str = "shared_memory_only"  # shared_memory_only | full
+    process_info_mode: str = "isolated"  # isolated | allow_same_sandbox | allow_all
+    af_unix_mediation: str = "off"  # off | pathname (nono's linux.af_unix_mediation)
     network: NetworkPolicy = NetworkPolicy()
     # Layers the profile lets us run without ("accept partial enforcement"); empty = all required.
     allow_degraded: tuple[str, ...] = ()

@@ -1,0 +1,149 @@
+"""Operational logging for the daemon: structlog, configured once, in ``main()``.
+
+Importing this module configures nothing. :func:`configure_logging` sets up one pipeline for
+both structlog and the standard library (trio, trio-websocket, keyring...): JSON lines when
+stderr is not a terminal (the journal, a log file), a readable console format when it is.
+
+Every event passes :func:`redact` before it is rendered, and tracebacks never include local
+variables (``ExceptionDictTransformer(show_locals=False)``): a daemon that holds credentials
+must not print them by accident. Modules log through ``structlog.get_logger()`` and bind
+``session``/``conn`` with ``structlog.contextvars.bound_contextvars`` in the spawning task.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Final, Literal, TextIO
+
+import msgspec
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+LogFormat = Literal["auto", "json", "console"]
+REDACTED: Final = "[redacted]"
+
+# Keys whose values are never logged, whatever they hold.
+_SECRET_KEY = re.compile(
+    r"(token|secret|passw|credential|authorization|api[_-]?key|cookie|private|^env$|environ)",
+    re.IGNORECASE,
+)
+# Values that look like well-known credentials, wherever they appear.
+_SECRET_VALUE = re.compile(
+    r"(gh[pousr]_[A-Za-z0-9]{20,}"
+    r"|github_pat_[A-Za-z0-9_]{20,}"
+    r"|sk-[A-Za-z0-9_-]{16,}"
+    r"|AIza[0-9A-Za-z_-]{30,}"
+    r"|xox[abprs]-[A-Za-z0-9-]{10,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----)"
+)
+_STRUCTURAL = frozenset({"event", "level", "timestamp", "logger", "exc_info", "_record",
+                         "_from_structlog"})
+
+
+def _scrub(value: object, depth: int = 0) -> object:
+    if isinstance(value, str):
+        return _SECRET_VALUE.sub(REDACTED, value)
+    if depth > 4:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else _scrub(v, depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v, depth + 1) for v in value)
+    return value
+
+
+def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Replace secret-looking keys and values with ``[redacted]``."""
+    for key in list(event_dict):
+        if key in _STRUCTURAL:
+            if key == "event":
+                event_dict[key] = _scrub(event_dict[key])
+            continue
+        if _SECRET_KEY.search(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+def _json_dumps(obj: Any, **_kw: Any) -> str:
+    # JSONRenderer passes ``default=``, which msgspec does not take: map unknown objects to str.
+    return msgspec.json.encode(obj, enc_hook=str).decode("utf-8")
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def configure_logging(
+    *, level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None
+) -> None:
+    """Route structlog and the standard library through one redacting renderer."""
+    out = stream if stream is not None else sys.stderr
+    console = fmt == "console" or (fmt == "auto" and out.isatty())
+    final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact]
+    if console:
+        final.append(
+            structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        )
+    else:
+        final += [
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
+            structlog.processors.JSONRenderer(serializer=_json_dumps),
+        ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(), processors=final
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    numeric = logging.getLevelName(level.upper())
+    root.setLevel(numeric)
+    # Per-frame chatter of the WebSocket library is noise even at debug level.
+    logging.getLogger("trio-websocket").setLevel(max(numeric, logging.INFO))
+    logging.captureWarnings(True)
+    structlog.configure(
+        processors=[
+            *_shared_processors(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        cache_logger_on_first_use=True,
+    )
+
+
+def set_level(level: str) -> None:
+    """Change the level after a configuration reload."""
+    numeric = logging.getLevelName(level.upper())
+    logging.getLogger().setLevel(numeric)
+    current = structlog.get_config()
+    structlog.configure(
+        processors=current["processors"],
+        logger_factory=current["logger_factory"],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        cache_logger_on_first_use=False,
+    )
+
+
+def as_mapping(value: MutableMapping[str, object]) -> MutableMapping[str, object]:
+    """(typing helper for tests) return ``value`` unchanged."""
+    return value

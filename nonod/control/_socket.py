@@ -1,0 +1,239 @@
+"""Where the control socket lives, and taking it over safely.
+
+Standard library only: ``nonoctl`` uses :func:`default_socket_path` on its hot path, and the
+daemon prepares its socket with plain blocking calls before it serves anything.
+
+Rules:
+
+- A user daemon listens on ``$XDG_RUNTIME_DIR/nono/nonod.sock`` (``/tmp/nono-<uid>/`` when
+  ``XDG_RUNTIME_DIR`` is unset), a system daemon on ``/run/nono/nonod.sock``.
+- The socket's directory is ``0700`` (``0750`` with a ``socket_group`` for the system daemon),
+  owned by the daemon's user, and never a symlink; a directory that fails this is refused, not
+  repaired, unless it is the default location (then its mode is corrected).
+- The socket is ``0600`` (``0660`` with a group). It is created under a restrictive umask, so
+  there is no moment where it is more open than that.
+- ``<socket>.lock`` is held (``flock``) for the daemon's lifetime: a second daemon fails on it
+  with a clear message and never touches the live socket. A socket file left by a dead daemon
+  (nothing accepts on it) is replaced; one that still accepts connections is never stolen.
+- With systemd socket activation (``LISTEN_FDS``), the inherited socket is used as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from ..errors import NonoError
+
+SOCKET_NAME: Final = "nonod.sock"
+SYSTEM_SOCKET: Final = Path("/run/nono") / SOCKET_NAME
+_SD_LISTEN_FDS_START: Final = 3
+
+
+class SocketError(NonoError):
+    """The control socket or its directory cannot be used safely."""
+
+    code = "daemon.socket"
+
+
+class DaemonRunning(SocketError):
+    """Another daemon owns the socket."""
+
+    code = "daemon.running"
+
+
+def default_socket_path(*, system: bool = False, environ: dict[str, str] | None = None) -> Path:
+    """The control socket of the user daemon (or of the system daemon)."""
+    if system:
+        return SYSTEM_SOCKET
+    env = os.environ if environ is None else environ
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and runtime.startswith("/"):
+        return Path(runtime) / "nono" / SOCKET_NAME
+    return Path(f"/tmp/nono-{os.geteuid()}") / SOCKET_NAME  # noqa: S108 - checked like tmux
+
+
+def client_socket_path(*, system: bool = False, environ: dict[str, str] | None = None) -> Path:
+    """The socket a client talks to: ``NONO_SOCKET`` if set, else the default."""
+    env = os.environ if environ is None else environ
+    override = env.get("NONO_SOCKET")
+    if override:
+        return Path(override)
+    return default_socket_path(system=system, environ=dict(env))
+
+
+@dataclass
+class BoundSocket:
+    """A listening control socket and what is needed to give it back cleanly."""
+
+    sock: socket.socket
+    path: Path | None
+    activated: bool = False
+    _identity: tuple[int, int] | None = None
+    _lock_fd: int | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        """Close the socket; remove its file if it is still ours; drop the lock."""
+        self.sock.close()
+        if self.path is not None and not self.activated and self._identity is not None:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(self.path)
+                # Someone may have replaced it (an admin, a newer daemon): leave theirs alone.
+                if (st.st_dev, st.st_ino) == self._identity:
+                    os.unlink(self.path)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def prepare_socket_dir(
+    directory: Path, *, mode: int, gid: int | None = None, fix_mode: bool
+) -> None:
+    """Create ``directory`` with ``mode`` or check that an existing one is safe to use.
+
+    Safe: a real directory (not a symlink), owned by us, writable by nobody else. With
+    ``fix_mode`` (the default location, which is ours by convention) its mode is set to
+    ``mode``; otherwise a stricter mode than ``mode`` is left alone.
+    """
+    os.makedirs(directory.parent, mode=0o755, exist_ok=True)
+    created = False
+    try:
+        os.mkdir(directory, 0o700)
+        created = True
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SocketError(f"cannot create {directory}: {exc.strerror}") from exc
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        raise SocketError(
+            f"{directory} is not a directory (a symlink?); refusing to put the control socket there"
+        )
+    if st.st_uid != os.geteuid():
+        raise SocketError(
+            f"{directory} belongs to uid {st.st_uid}, not to uid {os.geteuid()}; refusing to "
+            "put the control socket there",
+            hint="remove it or choose another path with --socket",
+        )
+    if created or fix_mode:
+        os.chmod(directory, mode)
+        if gid is not None:
+            os.chown(directory, -1, gid)
+    elif st.st_mode & 0o022:
+        raise SocketError(
+            f"{directory} is writable by other users (mode {stat.S_IMODE(st.st_mode):o}); "
+            "someone could replace the control socket",
+            hint=f"chmod go-w {directory}",
+        )
+
+
+def _take_lock(path: Path) -> int:
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise DaemonRunning(
+            f"another nonod is already running on {path}",
+            hint="`nonoctl daemon status` talks to it; `nonoctl daemon stop` stops it",
+        ) from exc
+    return fd
+
+
+def _clear_stale(path: Path) -> None:
+    """Remove a socket file nobody accepts on; refuse anything else."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        os.unlink(path)  # a dead daemon's socket: nothing listens on it
+        return
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SocketError(f"cannot check {path}: {exc.strerror or exc}") from exc
+    finally:
+        probe.close()
+    raise DaemonRunning(
+        f"a daemon is already accepting connections on {path}",
+        hint="`nonoctl daemon stop` stops it; nonod never takes over a live socket",
+    )
+
+
+def bind_control_socket(
+    path: Path, *, mode: int = 0o600, gid: int | None = None, default_location: bool
+) -> BoundSocket:
+    """Prepare the directory, take the lock, clear a stale socket, bind and listen."""
+    dir_mode = 0o750 if gid is not None else 0o700
+    prepare_socket_dir(path.parent, mode=dir_mode, gid=gid, fix_mode=default_location)
+    lock_fd = _take_lock(path)
+    try:
+        _clear_stale(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            old_umask = os.umask(0o777 & ~mode)
+            try:
+                sock.bind(str(path))
+            finally:
+                os.umask(old_umask)
+            os.chmod(path, mode)
+            if gid is not None:
+                os.chown(path, -1, gid)
+            sock.listen(128)
+            st = os.lstat(path)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise DaemonRunning(f"{path} is in use by another process") from exc
+            raise SocketError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    return BoundSocket(
+        sock=sock, path=path, _identity=(st.st_dev, st.st_ino), _lock_fd=lock_fd
+    )
+
+
+def activated_socket(environ: dict[str, str] | None = None) -> BoundSocket | None:
+    """The socket systemd passed us (``LISTEN_FDS``), or None when not socket-activated.
+
+    The variables are removed from the environment so that nothing we start inherits them.
+    """
+    env = os.environ if environ is None else environ
+    pid = env.get("LISTEN_PID")
+    count = env.get("LISTEN_FDS")
+    if pid is None or count is None:
+        return None
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(key, None)
+    if not pid.isdigit() or int(pid) != os.getpid():
+        return None
+    if count != "1":
+        raise SocketError(f"systemd passed {count} sockets; nonod.socket must define exactly one")
+    fd = _SD_LISTEN_FDS_START
+    os.set_inheritable(fd, False)
+    sock = socket.socket(fileno=fd)
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise SocketError("the activated socket is not a Unix stream socket")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise SocketError("the activated socket is not listening")
+    name = sock.getsockname()
+    path = Path(name) if isinstance(name, str) and name.startswith("/") else None
+    return BoundSocket(sock=sock, path=path, activated=True)
