@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
 from typing import Any, Final, Literal, TextIO
 
 import msgspec
@@ -93,16 +92,20 @@ def configure_logging(
     """Route structlog and the standard library through one redacting renderer."""
     out = stream if stream is not None else sys.stderr
     console = fmt == "console" or (fmt == "auto" and out.isatty())
-    final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact]
+    final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    # Tracebacks are rendered to data first, so that redaction sees exception messages too.
     if console:
-        final.append(
-            structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
-        )
+        final += [
+            structlog.processors.format_exc_info,
+            redact,
+            structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+        ]
     else:
         final += [
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
+            redact,
             structlog.processors.JSONRenderer(serializer=_json_dumps),
         ]
     formatter = structlog.stdlib.ProcessorFormatter(
@@ -121,29 +124,17 @@ def configure_logging(
     logging.captureWarnings(True)
     structlog.configure(
         processors=[
+            structlog.stdlib.filter_by_level,
             *_shared_processors(),
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
 
 
 def set_level(level: str) -> None:
-    """Change the level after a configuration reload."""
-    numeric = logging.getLevelName(level.upper())
-    logging.getLogger().setLevel(numeric)
-    current = structlog.get_config()
-    structlog.configure(
-        processors=current["processors"],
-        logger_factory=current["logger_factory"],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        cache_logger_on_first_use=False,
-    )
-
-
-def as_mapping(value: MutableMapping[str, object]) -> MutableMapping[str, object]:
-    """(typing helper for tests) return ``value`` unchanged."""
-    return value
+    """Change the level after a configuration reload (structlog defers to the stdlib level)."""
+    logging.getLogger().setLevel(logging.getLevelName(level.upper()))

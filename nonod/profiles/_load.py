@@ -33,6 +33,7 @@ from ._schema import (
     NetworkConfig,
     Profile,
     WorkdirConfig,
+    allowed_values,
     check_profile,
     known_keys,
 )
@@ -91,6 +92,10 @@ def _from_validation_error(exc: msgspec.ValidationError, source: str) -> Profile
     message, path = (at.group("message"), at.group("path")) if at else (text, "$")
     unknown = _UNKNOWN.fullmatch(message)
     if unknown is None:
+        if message.startswith("Invalid enum value"):
+            values = allowed_values(path)
+            if values:
+                message += " (expected one of: " + ", ".join(values) + ")"
         return ProfileError(message, source=source, path=path)
     key = unknown.group("key")
     hints = []

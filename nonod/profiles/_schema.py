@@ -651,28 +651,44 @@ def check_profile(
     _Checker(source, groups, network).run(profile)
 
 
-def known_keys(path: str) -> tuple[str, ...]:
-    """The keys allowed in the object at JSON ``path`` (as msgspec reports it), if known."""
+def _type_at(path: str) -> msgspec.inspect.Type | None:
+    """The declared type of the value at JSON ``path`` (as msgspec reports paths), if known."""
     info: msgspec.inspect.Type = msgspec.inspect.type_info(Profile)
     for segment in re.findall(r"\.([^.\[]+)|\[[^\]]*\]", path):
         info = _unwrap(info)
-        if segment == "":  # an index or a dict value
+        if segment == "":  # an index, or a dict value (msgspec writes `[...]`)
             if isinstance(info, msgspec.inspect.DictType):
                 info = info.value_type
             elif isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.VarTupleType)):
                 info = info.item_type
             else:
-                return ()
+                return None
         elif isinstance(info, msgspec.inspect.StructType):
             match = [f for f in info.fields if f.encode_name == segment]
             if not match:
-                return ()
+                return None
             info = match[0].type
         else:
-            return ()
-    info = _unwrap(info)
+            return None
+    return info
+
+
+def known_keys(path: str) -> tuple[str, ...]:
+    """The keys allowed in the object at JSON ``path``, if it is one of ours."""
+    info = _type_at(path)
+    info = _unwrap(info) if info is not None else None
     if isinstance(info, msgspec.inspect.StructType):
         return tuple(f.encode_name for f in info.fields)
+    return ()
+
+
+def allowed_values(path: str) -> tuple[str, ...]:
+    """The values a string enum at JSON ``path`` accepts, if it is one."""
+    info = _type_at(path)
+    members = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+    for member in members:
+        if isinstance(member, msgspec.inspect.LiteralType):
+            return tuple(str(v) for v in member.values)
     return ()
 
 

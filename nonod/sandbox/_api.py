@@ -78,8 +78,9 @@ class Sandboxed:
             if kind == REC_EXIT:
                 status = ExitStatus(signal=b) if a < 0 else ExitStatus(code=a)
         self._status = status
-        os.close(self._pidfd)
-        self._pidfd = -1
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
         self._done.set()
         return status
 
@@ -154,10 +155,8 @@ class Launcher:
             raise LaunchError("the launcher died before reporting", step="fork")
         try:
             pidfd = os.pidfd_open(pid)
-        except OSError as exc:
-            await exit_stream.aclose()
-            raise LaunchError("the program vanished right after exec", step="exec",
-                              errno=exc.errno or 0) from exc
+        except ProcessLookupError:
+            pidfd = -1  # already over: its status is waiting on the exit pipe
         return Sandboxed(pid, pidfd, report, exit_stream)
 
     async def aclose(self) -> None:

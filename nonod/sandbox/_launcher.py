@@ -266,6 +266,23 @@ def run_init(plan: LaunchPlan, fds: tuple[int, int, int, int, int], alive_r: int
     _step("caps", _libc.drop_all_capabilities)
     if plan.seccomp:
         _step("seccomp", install_filter, plan.seccomp)
+    if plan.controlling_tty:
+        pid = _fork_program(plan, launch_w, exit_w)
+    else:
+        # vfork-style spawn: no copy of our page tables; an exec failure comes back as OSError
+        try:
+            pid = os.posix_spawn(plan.executable, list(plan.argv), _env_dict(plan.env),
+                                 setsid=True)
+        except OSError as exc:
+            raise StepFailed("exec", exc.errno or 0, plan.executable) from None
+    os.close(launch_w)
+    for fd in (0, 1, 2):
+        os.close(fd)  # the terminal belongs to the program now
+    _serve_as_init(pid, exit_w)
+
+
+def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int) -> int:
+    """Fork the program the slow way: it must make the terminal its controlling one."""
     try:
         pid = os.fork()
     except OSError as exc:
@@ -280,10 +297,7 @@ def run_init(plan: LaunchPlan, fds: tuple[int, int, int, int, int], alive_r: int
         except StepFailed as exc:
             _fail(launch_w, exc)
         os._exit(EXIT_LAUNCH_FAILED)
-    os.close(launch_w)
-    for fd in (0, 1, 2):
-        os.close(fd)  # the terminal belongs to the program now
-    _serve_as_init(pid, exit_w)
+    return pid
 
 
 def _program_session(plan: LaunchPlan) -> None:

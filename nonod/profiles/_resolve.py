@@ -1,0 +1,624 @@
+"""Profile -> ResolvedPolicy: groups expanded, variables substituted, paths made canonical.
+
+Resolution, in order:
+
+1. fold legacy spellings into their canonical keys (one ``deprecated_key`` note each);
+2. pick the groups: the base groups, plus ``groups.include``, minus ``groups.exclude``
+   (required groups cannot be excluded), keeping those for this platform;
+3. turn group entries, profile keys, the working directory and CLI flags into grants and
+   denials, each path expanded and canonicalised (symlinks resolved, ``..`` removed). Grants
+   of missing paths are skipped with a ``missing`` note (an error for the user's own grants
+   under ``strict``); denials are kept even when the path does not exist yet;
+4. lift the group denials named in ``bypass_protection`` (``bypass`` notes);
+5. merge duplicate grants and denials, then the network, environment and process settings.
+
+The only I/O is looking at the filesystem (``realpath``, ``exists``); the environment comes from
+the :class:`ResolveContext`, never from ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from collections.abc import Iterable, Sequence
+from typing import final
+
+import msgspec
+
+from ..errors import ExtendsError, PolicyError, ProfileError
+from ..policy import (
+    Access,
+    CustomCredential,
+    Denial,
+    EnvPolicy,
+    Grant,
+    NetworkPolicy,
+    Note,
+    ResolvedPolicy,
+)
+from . import _expand
+from ._expand import ResolveContext
+from ._groups import GroupCatalog, NetworkCatalog, builtin_groups, builtin_network, valid_host
+from ._schema import (
+    ConditionalName,
+    ConditionalPath,
+    CustomCredentialDef,
+    DomainRule,
+    EnvCredentialEntry,
+    NameEntry,
+    PathEntry,
+    Profile,
+    When,
+    check_profile,
+    reserved_env_name,
+)
+
+
+@final
+class CliOverrides(msgspec.Struct, frozen=True, kw_only=True):
+    """What nono's ``run`` flags add to a profile.
+
+    Paths are taken literally (no ``~`` or ``$VAR``: the shell already expanded them);
+    relative ones are relative to the working directory. ``allow_cwd`` grants the working
+    directory read and write; ``workdir`` replaces the context's working directory.
+    """
+
+    allow: tuple[str, ...] = ()
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    allow_file: tuple[str, ...] = ()
+    read_file: tuple[str, ...] = ()
+    write_file: tuple[str, ...] = ()
+    bypass_protection: tuple[str, ...] = ()
+    allow_cwd: bool = False
+    workdir: str | None = None
+    block_net: bool = False
+    allow_domain: tuple[str, ...] = ()
+    listen_port: tuple[int, ...] = ()
+    credentials: tuple[str, ...] = ()
+    env_credential_map: tuple[tuple[str, str], ...] = ()
+
+
+_LEGACY: tuple[tuple[str, str], ...] = (
+    ("security.groups", "groups.include"),
+    ("security.allowed_commands", "commands.allow"),
+    ("policy.exclude_groups", "groups.exclude"),
+    ("policy.add_allow_read", "filesystem.read"),
+    ("policy.add_allow_write", "filesystem.write"),
+    ("policy.add_allow_readwrite", "filesystem.allow"),
+    ("policy.add_deny_access", "filesystem.deny"),
+    ("policy.override_deny", "filesystem.bypass_protection"),
+    ("network.allow_hosts", "network.allow_domain"),
+    ("network.proxy_allow", "network.allow_domain"),
+    ("network.allow_proxy", "network.allow_domain"),
+    ("network.proxy_credentials", "network.credentials"),
+    ("network.port_allow", "network.open_port"),
+    ("network.allow_port", "network.open_port"),
+    ("network.external_proxy", "network.upstream_proxy"),
+    ("network.external_proxy_bypass", "network.upstream_bypass"),
+    ("brokered_commands", "command_args"),
+)
+
+# (profile key, access, single file)
+_FILESYSTEM_GRANTS: tuple[tuple[str, Access, bool], ...] = (
+    ("allow", Access.READWRITE, False),
+    ("read", Access.READ, False),
+    ("write", Access.WRITE, False),
+    ("allow_file", Access.READWRITE, True),
+    ("read_file", Access.READ, True),
+    ("write_file", Access.WRITE, True),
+)
+_LEGACY_GRANTS: dict[str, str] = {
+    "allow": "add_allow_readwrite",
+    "read": "add_allow_read",
+    "write": "add_allow_write",
+}
+
+
+def resolve(
+    profile: Profile,
+    ctx: ResolveContext,
+    *,
+    overrides: CliOverrides | None = None,
+    strict: bool = False,
+) -> ResolvedPolicy:
+    """The policy a session with ``profile`` gets, for the user and directories in ``ctx``.
+
+    ``profile`` must be flat (from ``load_profile``, or ``parse_profile`` without ``extends``).
+    With ``strict``, a grant the user wrote (profile or CLI) for a path that does not exist is
+    an error instead of a note. Raises ProfileError for problems in the profile and
+    PolicyError for problems with the overrides or the machine.
+    """
+    if profile.bases():
+        raise ExtendsError(
+            "the profile still extends " + ", ".join(f"`{b}`" for b in profile.bases()),
+            source=profile.meta.name,
+            path="$.extends",
+            hint="load it with load_profile(), which merges its bases",
+        )
+    groups = builtin_groups()
+    network = builtin_network()
+    check_profile(profile, profile.meta.name or "profile", groups, network)
+    return _Resolver(profile, ctx, overrides or CliOverrides(), strict, groups, network).run()
+
+
+def _union(a: Access, b: Access) -> Access:
+    reads, writes = a.reads or b.reads, a.writes or b.writes
+    if reads and writes:
+        return Access.READWRITE
+    return Access.READ if reads else Access.WRITE
+
+
+def _dedupe(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+@final
+class _Resolver:
+    def __init__(
+        self,
+        profile: Profile,
+        ctx: ResolveContext,
+        overrides: CliOverrides,
+        strict: bool,
+        groups: GroupCatalog,
+        network: NetworkCatalog,
+    ) -> None:
+        self.profile = profile
+        self.ctx = ctx
+        self.cli = overrides
+        self.strict = strict
+        self.catalog = groups
+        self.network = network
+        self.source = profile.meta.name or "profile"
+        self.notes: list[Note] = []
+        self.grants: list[Grant] = []
+        self.denials: list[Denial] = []
+        self.workdir = self._workdir_path()
+        self.values = ctx.values(self.workdir)
+
+    def note(self, kind: str, message: str, *, path: str = "", source: str = "") -> None:
+        note = Note(kind=kind, message=message, path=path, source=source)
+        if note not in self.notes:
+            self.notes.append(note)
+
+    def fail(self, path: str, message: str, *, hint: str | None = None) -> ProfileError:
+        return ProfileError(message, source=self.source, path=path, hint=hint)
+
+    def run(self) -> ResolvedPolicy:
+        p = self.profile
+        self._legacy_notes()
+        active = self._groups()
+        workdir_access = self._workdir_grant()
+        self._profile_grants()
+        self._cli_grants()
+        self._bypass()
+        self._ignored_settings()
+        grants = self._merged_grants()
+        denials = self._merged_denials()
+        self._masked_grant_notes(grants, denials)
+        return ResolvedPolicy(
+            name=p.meta.name or "unnamed",
+            grants=grants,
+            denials=denials,
+            workdir=self.workdir,
+            workdir_access=workdir_access,
+            env=self._env(),
+            signal_mode=p.security.signal_mode or "isolated",
+            ipc_mode=p.security.ipc_mode or "shared_memory_only",
+            process_info_mode=p.security.process_info_mode or "isolated",
+            af_unix_mediation=p.linux.af_unix_mediation or "off",
+            network=self._network(),
+            allow_degraded=_dedupe(p.nonod.allow_degraded),
+            writable_persistence=self._persistence(),
+            binary=self._binary(),
+            command_args=tuple(
+                _expand.expand(arg, self.values) for arg in p.command_args + p.brokered_commands
+            ),
+            notes=tuple(self.notes),
+            groups=active,
+        )
+
+    # --- legacy keys and conditions ---
+
+    def _legacy_notes(self) -> None:
+        p = self.profile
+        for old, new in _LEGACY:
+            section, _, key = old.rpartition(".")
+            holder: object = getattr(p, section) if section else p
+            if getattr(holder, key):
+                self.note("deprecated_key", f"`{old}` is the old spelling of `{new}`; use `{new}`")
+
+    def _applies(self, when: When | None) -> bool:
+        if when is None:
+            return True
+        for item in (when,) if isinstance(when, str) else when:
+            negated = item.startswith("!")
+            if (item.lstrip("!") == self.ctx.platform) != negated:
+                return True
+        return False
+
+    def _paths(self, entries: Sequence[PathEntry]) -> list[str]:
+        out = []
+        for entry in entries:
+            if isinstance(entry, ConditionalPath):
+                if self._applies(entry.when):
+                    out.append(entry.path)
+            else:
+                out.append(entry)
+        return out
+
+    def _names(self, entries: Sequence[NameEntry]) -> list[str]:
+        out = []
+        for entry in entries:
+            if isinstance(entry, ConditionalName):
+                if self._applies(entry.when):
+                    out.append(entry.name)
+            else:
+                out.append(entry)
+        return out
+
+    # --- groups ---
+
+    def _groups(self) -> tuple[str, ...]:
+        p = self.profile
+        included = self._names(p.groups.include) + list(p.security.groups)
+        excluded = set(self._names(p.groups.exclude)) | set(p.policy.exclude_groups)
+        wanted = _dedupe([*self.catalog.base_groups, *included])
+        active = []
+        for name in wanted:
+            group = self.catalog.groups.get(name)
+            if group is None:
+                raise self.fail("$.groups.include", f"unknown group `{name}`")
+            if name in excluded:
+                if group.required:
+                    raise self.fail("$.groups.exclude",
+                                    f"group `{name}` is required and cannot be excluded")
+                continue
+            if group.unsupported is not None:
+                raise self.fail("$.groups.include",
+                                f"group `{name}` is not supported by nonod: {group.unsupported}")
+            if group.platform is not None and group.platform != self.ctx.platform:
+                if name in included:
+                    kind = "macos_only" if group.platform == "macos" else "info"
+                    self.note(kind, f"group `{name}` applies to {group.platform} only; skipped",
+                              source=f"group:{name}")
+                continue
+            active.append(name)
+            for entry in group.entries:
+                source = f"group:{name}"
+                if entry.access == "deny":
+                    self._deny(entry.path, is_file=entry.file, source=source)
+                else:
+                    self._grant(entry.path, Access(entry.access), is_file=entry.file,
+                                source=source, key=f"group {name}")
+        return tuple(active)
+
+    # --- paths ---
+
+    def _workdir_path(self) -> str:
+        given = self.cli.workdir
+        if given is None:
+            path = self.ctx.workdir
+        else:
+            if "\x00" in given:
+                raise PolicyError("the working directory contains a NUL character")
+            path = posixpath.join(self.ctx.workdir, given)
+        return os.path.realpath(path)
+
+    def _place(self, raw: str, *, source: str, literal: bool = False) -> str | None:
+        """The canonical form of a path, or None (with a note) if it is for macOS only."""
+        if literal:
+            if "\x00" in raw:
+                raise PolicyError(f"path {raw!r} contains a NUL character")
+            expanded = posixpath.join(self.workdir, raw)
+        else:
+            expanded = _expand.expand(raw, self.values)
+        if self.ctx.platform == "linux" and _expand.is_macos_only(expanded, self.values["HOME"]):
+            self.note("macos_only", f"`{raw}` exists on macOS only; left out",
+                      path=expanded, source=source)
+            return None
+        return os.path.realpath(expanded)
+
+    def _grant(
+        self,
+        raw: str,
+        access: Access,
+        *,
+        is_file: bool,
+        source: str,
+        key: str,
+        literal: bool = False,
+    ) -> None:
+        user = not source.startswith("group:")
+        real = self._place(raw, source=source, literal=literal)
+        if real is None:
+            return
+        if not os.path.exists(real):
+            if user and self.strict:
+                raise PolicyError(f"`{raw}` ({key}) does not exist",
+                                  hint="create it first, or resolve without strict")
+            self.note("missing", f"`{raw}` does not exist; not granted", path=real,
+                      source=source)
+            return
+        is_dir = os.path.isdir(real)
+        if is_file and is_dir:
+            if user:
+                raise PolicyError(
+                    f"`{raw}` ({key}) is a directory, but the key grants single files",
+                    hint="use the directory key (allow, read or write) instead",
+                )
+            self.note("info", f"`{raw}` is a directory, expected a file; not granted",
+                      path=real, source=source)
+            return
+        self.grants.append(Grant(path=real, access=access, is_file=is_file or not is_dir,
+                                 source=source))
+
+    def _deny(self, raw: str, *, is_file: bool, source: str) -> None:
+        real = self._place(raw, source=source)
+        if real is None:
+            return
+        if os.path.lexists(real):
+            is_file = not os.path.isdir(real)
+        self.denials.append(Denial(path=real, is_file=is_file, source=source))
+
+    def _workdir_grant(self) -> Access | None:
+        access = self.profile.workdir.access
+        if self.cli.allow_cwd:
+            access = "readwrite"
+        if access is None or access == "none":
+            return None
+        if not os.path.isdir(self.workdir):
+            raise PolicyError(f"the working directory {self.workdir} does not exist")
+        self.grants.append(Grant(path=self.workdir, access=Access(access), source="workdir"))
+        return Access(access)
+
+    def _profile_grants(self) -> None:
+        fs, legacy = self.profile.filesystem, self.profile.policy
+        for key, access, is_file in _FILESYSTEM_GRANTS:
+            entries = list(getattr(fs, key))
+            if key in _LEGACY_GRANTS:
+                entries += getattr(legacy, _LEGACY_GRANTS[key])
+            for raw in self._paths(entries):
+                self._grant(raw, access, is_file=is_file, source="profile",
+                            key=f"filesystem.{key}")
+        for raw in self._paths([*fs.deny, *legacy.add_deny_access]):
+            self._deny(raw, is_file=False, source="profile")
+
+    def _cli_grants(self) -> None:
+        for key, access, is_file in _FILESYSTEM_GRANTS:
+            for raw in getattr(self.cli, key):
+                self._grant(raw, access, is_file=is_file, source="cli", key=f"--{key}",
+                            literal=True)
+
+    def _bypass(self) -> None:
+        fs = self.profile.filesystem
+        requested = [
+            *((raw, False) for raw in self._paths([*fs.bypass_protection,
+                                                   *self.profile.policy.override_deny])),
+            *((raw, True) for raw in self.cli.bypass_protection),
+        ]
+        for raw, literal in requested:
+            real = self._place(raw, source="cli" if literal else "profile", literal=literal)
+            if real is None:
+                continue
+            hits = [d for d in self.denials if d.path == real]
+            if not hits:
+                self.note("bypass", f"`{raw}` matches no denied path; nothing lifted", path=real)
+                continue
+            for denial in hits:
+                if not denial.source.startswith("group:"):
+                    self.note("bypass", f"`{raw}` is denied by the profile itself; "
+                              "bypass_protection only lifts group denials", path=real)
+                    continue
+                group = denial.source.removeprefix("group:")
+                if not self.catalog.groups[group].bypassable:
+                    error = f"`{raw}` is denied by group `{group}`, which cannot be bypassed"
+                    if literal:
+                        raise PolicyError(error)
+                    raise self.fail("$.filesystem.bypass_protection", error)
+                self.denials.remove(denial)
+                self.note("bypass", f"denial from group `{group}` lifted by bypass_protection",
+                          path=real, source=denial.source)
+            if not any(g.path == real or real.startswith(g.path.rstrip("/") + "/")
+                       for g in self.grants):
+                self.note("info", f"`{raw}` is no longer denied, but nothing grants access "
+                          "to it (bypass_protection does not grant)", path=real)
+
+    def _merged_grants(self) -> tuple[Grant, ...]:
+        merged: dict[tuple[str, bool], Grant] = {}
+        for grant in self.grants:
+            key = (grant.path, grant.is_file)
+            known = merged.get(key)
+            if known is None:
+                merged[key] = grant
+            else:
+                merged[key] = msgspec.structs.replace(
+                    known, access=_union(known.access, grant.access)
+                )
+        return tuple(sorted(merged.values(), key=lambda g: (g.path, g.is_file)))
+
+    def _merged_denials(self) -> tuple[Denial, ...]:
+        merged: dict[str, Denial] = {}
+        for denial in self.denials:
+            merged.setdefault(denial.path, denial)
+        return tuple(sorted(merged.values(), key=lambda d: d.path))
+
+    def _masked_grant_notes(self, grants: Sequence[Grant], denials: Sequence[Denial]) -> None:
+        for grant in grants:
+            for denial in denials:
+                if grant.path == denial.path or grant.path.startswith(
+                    denial.path.rstrip("/") + "/"
+                ):
+                    self.note(
+                        "info",
+                        f"granted, but hidden by the denial of {denial.path} ({denial.source})",
+                        path=grant.path,
+                        source=grant.source,
+                    )
+                    break
+
+    # --- everything else ---
+
+    def _ignored_settings(self) -> None:
+        p = self.profile
+        ignored: list[tuple[bool, str]] = [
+            (bool(p.commands.allow or p.security.allowed_commands),
+             "commands.allow: nonod has no startup command blocklist to relax; ignored"),
+            (bool(p.hooks), "hooks: nonod installs no agent hooks; ignored"),
+            (bool(p.rollback.exclude_patterns or p.rollback.exclude_globs
+                  or p.undo.exclude_patterns or p.undo.exclude_globs),
+             "rollback: nonod takes no undo snapshots; ignored"),
+            (p.open_urls is not None and bool(p.open_urls.allow_origins
+                                              or p.open_urls.allow_localhost),
+             "open_urls: nonod does not open URLs for the session; not provided"),
+            (p.allow_gpu is True, "allow_gpu: GPU devices are not provided by nonod"),
+            (p.allow_launch_services is True, "allow_launch_services: macOS only; ignored"),
+            (p.allow_parent_of_protected is True,
+             "allow_parent_of_protected: not needed, nonod masks protected paths itself"),
+            (bool(p.skipdirs), "skipdirs: nonod's trust scan reads only the trust policy; "
+             "ignored"),
+            (p.security.capability_elevation is True,
+             "capability_elevation: sessions are static, no access is granted at run time"),
+            (p.security.wsl2_proxy_policy == "insecure_proxy",
+             "wsl2_proxy_policy: nonod never lets a session bypass its proxy; ignored"),
+            (p.network.tls_intercept is not None,
+             "network.tls_intercept: nonod does not intercept TLS; ignored"),
+            (bool(p.network.connect_port),
+             "network.connect_port: direct outbound connections are not provided; traffic "
+             "goes through the proxy"),
+            (bool(p.filesystem.unix_socket or p.filesystem.unix_socket_bind
+                  or p.filesystem.unix_socket_dir or p.filesystem.unix_socket_dir_bind),
+             "filesystem.unix_socket*: Unix socket grants are not provided by nonod"),
+        ]
+        for present, message in ignored:
+            if present:
+                self.note("info", message)
+        if p.unsafe_macos_seatbelt_rules:
+            if self.ctx.platform == "macos":
+                raise self.fail("$.unsafe_macos_seatbelt_rules",
+                                "raw Seatbelt rules are not supported by nonod")
+            self.note("macos_only", "unsafe_macos_seatbelt_rules: macOS only; ignored")
+
+    def _env(self) -> EnvPolicy:
+        env = self.profile.environment
+        if env is None:
+            return EnvPolicy()
+        return EnvPolicy(
+            allow_vars=_dedupe(env.allow_vars),
+            deny_vars=_dedupe(env.deny_vars),
+            set_vars=tuple((k, _expand.expand(v, self.values)) for k, v in env.set_vars.items()),
+        )
+
+    def _persistence(self) -> tuple[str, ...]:
+        out = []
+        for raw in self._paths(self.profile.nonod.writable_persistence):
+            real = self._place(raw, source="profile")
+            if real is not None:
+                out.append(real)
+        return _dedupe(out)
+
+    def _binary(self) -> str | None:
+        raw = self.profile.nonod.binary
+        if raw is None:
+            return None
+        return posixpath.normpath(_expand.expand(raw, self.values))
+
+    def _network(self) -> NetworkPolicy:
+        net = self.profile.network
+        domains: list[str] = []
+        for entry in net.allow_domain:
+            domains.append(entry.domain if isinstance(entry, DomainRule) else entry)
+        domains += [*net.proxy_allow, *net.allow_proxy, *net.allow_hosts]
+        profile_name = net.network_profile if isinstance(net.network_profile, str) else None
+        if profile_name is not None:
+            domains += self.network.hosts(profile_name)
+        for host in self.cli.allow_domain:
+            if not valid_host(host.lower()):
+                raise PolicyError(f"--allow-domain: `{host}` is not a host name")
+            domains.append(host)
+        credentials = [*(net.credentials or ()), *(net.proxy_credentials or ())]
+        for name in self.cli.credentials:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise PolicyError(f"--credential: `{name}` is not a credential name")
+            credentials.append(name)
+        upstream = net.upstream_proxy or net.external_proxy
+        block = net.block is True or self.cli.block_net
+        wants_proxy = bool(domains or credentials or profile_name or upstream)
+        if block and wants_proxy:
+            if net.block is True:
+                raise self.fail("$.network.block",
+                                "`block: true` cannot be combined with allowed domains, a "
+                                "network profile or credential routes")
+            self.note("info", "--block-net: allowed domains, the network profile and credential "
+                      "routes of the profile are dropped")
+            domains, credentials, profile_name, upstream = [], [], None, None
+        ports = [*net.listen_port, *self.cli.listen_port]
+        for port in ports:
+            if not 1 <= port <= 65535:
+                raise PolicyError(f"listen port {port} is out of range (1-65535)")
+        return NetworkPolicy(
+            restricted=block or wants_proxy,
+            block=block,
+            allow_domain=_dedupe(d.lower() for d in domains),
+            network_profile=profile_name,
+            listen_ports=tuple(sorted(set(ports))),
+            open_ports=tuple(sorted({*net.open_port, *net.port_allow, *net.allow_port})),
+            credentials=_dedupe(credentials),
+            custom_credentials=tuple(
+                (name, self._credential(d)) for name, d in sorted(net.custom_credentials.items())
+            ),
+            env_credentials=self._env_credentials(),
+            upstream_proxy=upstream,
+            upstream_bypass=_dedupe(
+                h.lower() for h in (*net.upstream_bypass, *net.external_proxy_bypass)
+            ),
+        )
+
+    def _credential(self, d: CustomCredentialDef) -> CustomCredential:
+        fmt = d.credential_format
+        if fmt is None:
+            fmt = "Bearer {}" if d.inject_header.lower() == "authorization" else "{}"
+
+        def tls_path(value: str | None) -> str | None:
+            if value is None:
+                return None
+            return posixpath.normpath(
+                posixpath.join(self.workdir, _expand.expand(value, self.values))
+            )
+
+        return CustomCredential(
+            upstream=d.upstream,
+            credential_key=d.credential_key or "",
+            inject_mode=d.inject_mode,
+            inject_header=d.inject_header,
+            credential_format=fmt,
+            env_var=d.env_var,
+            path_pattern=d.path_pattern,
+            path_replacement=d.path_replacement,
+            query_param_name=d.query_param_name,
+            endpoint_rules=tuple((rule.method, rule.path) for rule in d.endpoint_rules),
+            tls_ca=tls_path(d.tls_ca),
+            tls_client_cert=tls_path(d.tls_client_cert),
+            tls_client_key=tls_path(d.tls_client_key),
+        )
+
+    def _env_credentials(self) -> tuple[tuple[str, str], ...]:
+        mapping: dict[str, str] = {}
+        # `secrets` is nono's other name for `env_credentials`; the canonical key wins.
+        for table in (self.profile.secrets, self.profile.env_credentials):
+            for ref, value in table.items():
+                if isinstance(value, EnvCredentialEntry):
+                    if self._applies(value.when):
+                        mapping[ref] = value.env_var
+                else:
+                    mapping[ref] = value
+        for ref, var in self.cli.env_credential_map:
+            if not ref or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+                raise PolicyError(f"--env-credential-map: `{ref}={var}` is not valid")
+            if reserved_env_name(var):
+                raise PolicyError(f"--env-credential-map: `{var}` is reserved")
+            mapping[ref] = var
+        return tuple(mapping.items())
+
