@@ -23,7 +23,10 @@ def attempt(what, fn, expect_ok):
         fn()
         got, ok = "allowed", True
     except OSError as e:
-        got, ok = "refused: " + errno.errorcode.get(e.errno, str(e.errno)), False
+        name = errno.errorcode.get(e.errno, str(e.errno))
+        why = {"ENOENT": " (not in the session's view)", "EACCES": " (masked)",
+               "EROFS": " (read-only)"}.get(name, "")
+        got, ok = "refused: " + name + why, False
     mark = "ok  " if ok == expect_ok else "FAIL"
     print(f"  [{mark}] {what:<52} {got}", flush=True)
     return ok == expect_ok
@@ -50,7 +53,8 @@ results = [
     attempt("read ~/.aws/credentials", read(f"{home}/.aws/credentials"), False),
     attempt("read ~/.bash_history", read(f"{home}/.bash_history"), False),
     attempt("append to ~/.bashrc (persistence)", write(f"{home}/.bashrc"), False),
-    attempt("plant .git/hooks/pre-commit in the project", write(f"{project}/.git/hooks/pre-commit"), False),
+    attempt("plant .git/hooks/pre-commit in the project",
+            write(f"{project}/.git/hooks/pre-commit"), False),
     attempt("read /etc/shadow", read("/etc/shadow"), False),
     attempt("write /usr/bin/evil", write("/usr/bin/evil"), False),
     attempt("connect to 1.1.1.1:443 directly", connect("1.1.1.1", 443), False),
@@ -87,7 +91,9 @@ def main() -> int:
     from nonod.profiles import ResolveContext, load_profile, resolve
     from nonod.sandbox import LaunchRequest, launch_and_wait
 
-    base = Path(tempfile.mkdtemp(prefix="nono-demo-"))
+    # Not under /tmp: the gitbot profile's /tmp grant is a private tmpfs in the session, which
+    # would hide the demo's fake home behind an empty one.
+    base = Path(tempfile.mkdtemp(prefix=".nono-demo-", dir=os.getcwd()))
     try:
         home, project = _make_world(base)
         profile = load_profile("gitbot", user_dir=base / "no-user-profiles")

@@ -43,7 +43,7 @@ def _check_abs(key: str, value: str | None) -> None:
         raise ValueError(f"{key} must be an absolute path, got {value!r}")
 
 
-class DaemonSection(_Section):
+class DaemonSection(_Section, frozen=True, kw_only=True):
     #: Control socket path; ``--socket`` overrides it.
     socket: str | None = None
     #: System daemon only: a group whose members may connect (directory 0750, socket 0660).
@@ -67,7 +67,7 @@ class DaemonSection(_Section):
         _check_abs("profile_dir", self.profile_dir)
 
 
-class SessionsSection(_Section):
+class SessionsSection(_Section, frozen=True, kw_only=True):
     #: Sessions starting or running at once (all users together).
     max_live: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
     #: Seconds between SIGTERM and SIGKILL for ``stop`` (``--timeout`` overrides it).
@@ -82,7 +82,7 @@ class SessionsSection(_Section):
     log_max_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 40)] = 64 * MiB
 
 
-class Config(_Section):
+class Config(_Section, frozen=True, kw_only=True):
     daemon: DaemonSection = DaemonSection()
     sessions: SessionsSection = SessionsSection()
 
@@ -114,7 +114,9 @@ def default_profile_dir(*, system: bool) -> Path:
     return Path(base) / "nono" / "profiles"
 
 
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`(?: - at `\$(?P<at>.*)`)?$")
+_UNKNOWN = re.compile(
+    r"^Object contains unknown field `(?P<field>[^`]*)`(?: - at `\$(?P<at>.*)`)?$"
+)
 _AT = re.compile(r"^(?P<msg>.*) - at `\$(?P<at>.*)`$")
 
 

@@ -69,7 +69,7 @@ class ExtendsError(ProfileError):
 
 
 class PolicyError(NonoError):
-    """A profile is valid JSON but cannot become an enforceable policy (missing required path...)."""
+    """A valid profile that cannot become an enforceable policy (missing required path...)."""
 
     code = "policy.invalid"
 

@@ -57,7 +57,7 @@ def default_socket_path(*, system: bool = False, environ: dict[str, str] | None 
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime and runtime.startswith("/"):
         return Path(runtime) / "nono" / SOCKET_NAME
-    return Path(f"/tmp/nono-{os.geteuid()}") / SOCKET_NAME  # noqa: S108 - checked like tmux
+    return Path(f"/tmp/nono-{os.geteuid()}") / SOCKET_NAME
 
 
 def client_socket_path(*, system: bool = False, environ: dict[str, str] | None = None) -> Path:

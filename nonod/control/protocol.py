@@ -101,12 +101,12 @@ class _Info(msgspec.Struct, frozen=True, kw_only=True):
 # --------------------------------------------------------------------------------- values
 
 
-class TermSize(_Value):
+class TermSize(_Value, frozen=True, kw_only=True):
     rows: Rows
     cols: Rows
 
 
-class LaunchOptions(_Value):
+class LaunchOptions(_Value, frozen=True, kw_only=True):
     """nono's ``run`` flags, as the client parsed them. Paths are absolute: the client resolves
     them against its own working directory before sending."""
 
@@ -137,7 +137,7 @@ class LaunchOptions(_Value):
                 raise ValueError(f"env_credential_map entry {item!r} is not REFERENCE=ENV_VAR")
 
 
-class Layer(_Info):
+class Layer(_Info, frozen=True, kw_only=True):
     """One enforcement layer: ``applied``, ``partial`` or ``unavailable`` (and why)."""
 
     name: str
@@ -146,14 +146,14 @@ class Layer(_Info):
     detail: str = ""
 
 
-class Enforcement(_Info):
+class Enforcement(_Info, frozen=True, kw_only=True):
     fully_enforced: bool
     summary: str
     landlock_abi: int = 0
     layers: tuple[Layer, ...] = ()
 
 
-class SessionInfo(_Info):
+class SessionInfo(_Info, frozen=True, kw_only=True):
     """One session, as ``ps --json`` prints it."""
 
     id: str
@@ -169,7 +169,7 @@ class SessionInfo(_Info):
     enforcement: Enforcement | None = None
 
 
-class SessionDetail(SessionInfo):
+class SessionDetail(SessionInfo, frozen=True, kw_only=True):
     """One session with everything ``inspect`` shows."""
 
     uid: int
@@ -184,7 +184,7 @@ class SessionDetail(SessionInfo):
     output_bytes: int = 0
 
 
-class ProfileEntry(_Info):
+class ProfileEntry(_Info, frozen=True, kw_only=True):
     name: str
     source: str
     description: str = ""
@@ -199,12 +199,12 @@ class Request(
     """Base of every client -> daemon message."""
 
 
-class Hello(Request, tag="hello"):
+class Hello(Request, frozen=True, kw_only=True, tag="hello"):
     protocol: int
     client: ShortText = ""
 
 
-class Launch(Request, tag="launch"):
+class Launch(Request, frozen=True, kw_only=True, tag="launch"):
     """Start a session. ``argv`` may be empty when the profile names a command."""
 
     argv: tuple[ShortText, ...] = ()
@@ -239,76 +239,76 @@ class Launch(Request, tag="launch"):
             _check_text("profile", self.profile)
 
 
-class ListSessions(Request, tag="list"):
+class ListSessions(Request, frozen=True, kw_only=True, tag="list"):
     all: bool = False
 
 
-class Inspect(Request, tag="inspect"):
+class Inspect(Request, frozen=True, kw_only=True, tag="inspect"):
     session: SessionRef
 
 
-class Stop(Request, tag="stop"):
+class Stop(Request, frozen=True, kw_only=True, tag="stop"):
     session: SessionRef
     #: Seconds between SIGTERM and SIGKILL; None = the daemon's ``sessions.stop_grace``.
     timeout: Seconds | None = None
     force: bool = False
 
 
-class Wait(Request, tag="wait"):
+class Wait(Request, frozen=True, kw_only=True, tag="wait"):
     session: SessionRef
 
 
-class SendSignal(Request, tag="signal"):
+class SendSignal(Request, frozen=True, kw_only=True, tag="signal"):
     session: SessionRef
     signal: Signum
 
 
-class Logs(Request, tag="logs"):
+class Logs(Request, frozen=True, kw_only=True, tag="logs"):
     session: SessionRef
     follow: bool = False
     tail: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
-class Attach(Request, tag="attach"):
+class Attach(Request, frozen=True, kw_only=True, tag="attach"):
     session: SessionRef
     term: TermSize | None = None
 
 
-class Input(Request, tag="input"):
+class Input(Request, frozen=True, kw_only=True, tag="input"):
     data: Annotated[bytes, msgspec.Meta(max_length=MAX_INPUT_BYTES)]
 
 
-class Resize(Request, tag="resize"):
+class Resize(Request, frozen=True, kw_only=True, tag="resize"):
     term: TermSize
 
 
-class Detach(Request, tag="detach"):
+class Detach(Request, frozen=True, kw_only=True, tag="detach"):
     pass
 
 
-class Prune(Request, tag="prune"):
+class Prune(Request, frozen=True, kw_only=True, tag="prune"):
     pass
 
 
-class Status(Request, tag="status"):
+class Status(Request, frozen=True, kw_only=True, tag="status"):
     pass
 
 
-class Shutdown(Request, tag="shutdown"):
+class Shutdown(Request, frozen=True, kw_only=True, tag="shutdown"):
     pass
 
 
-class Subscribe(Request, tag="subscribe"):
+class Subscribe(Request, frozen=True, kw_only=True, tag="subscribe"):
     """Session lifecycle events (all visible sessions, or one)."""
 
     session: SessionRef | None = None
 
 
-class ProfileList(Request, tag="profile_list"):
+class ProfileList(Request, frozen=True, kw_only=True, tag="profile_list"):
     pass
 
 
-class ProfileShow(Request, tag="profile_show"):
+class ProfileShow(Request, frozen=True, kw_only=True, tag="profile_show"):
     profile: ShortText
     resolved: bool = False
     cwd: PathText = "/"
@@ -319,7 +319,7 @@ class ProfileShow(Request, tag="profile_show"):
         _check_text("profile", self.profile)
 
 
-class ProfileValidate(Request, tag="profile_validate"):
+class ProfileValidate(Request, frozen=True, kw_only=True, tag="profile_validate"):
     profile: ShortText
 
     def __post_init__(self) -> None:
@@ -356,7 +356,7 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Base of every daemon -> client message."""
 
 
-class Welcome(Reply, tag="welcome"):
+class Welcome(Reply, frozen=True, kw_only=True, tag="welcome"):
     protocol: int
     daemon: str
     pid: int
@@ -364,7 +364,7 @@ class Welcome(Reply, tag="welcome"):
     system: bool = False
 
 
-class ErrorReply(Reply, tag="error"):
+class ErrorReply(Reply, frozen=True, kw_only=True, tag="error"):
     """A refused or failed request. ``code`` is stable and dotted (``session.not_found``);
     ``message`` says what and why; ``hint`` what to do; ``details`` carries extra fields
     (``step``, ``errno``, ``path``...) for scripts."""
@@ -375,15 +375,15 @@ class ErrorReply(Reply, tag="error"):
     details: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class Ok(Reply, tag="ok"):
+class Ok(Reply, frozen=True, kw_only=True, tag="ok"):
     pass
 
 
-class Launched(Reply, tag="launched"):
+class Launched(Reply, frozen=True, kw_only=True, tag="launched"):
     session: SessionDetail
 
 
-class DryRun(Reply, tag="dry_run"):
+class DryRun(Reply, frozen=True, kw_only=True, tag="dry_run"):
     """What a launch would run, without running it. ``policy`` is the resolved policy's JSON."""
 
     argv: tuple[str, ...]
@@ -393,46 +393,46 @@ class DryRun(Reply, tag="dry_run"):
     policy: msgspec.Raw
 
 
-class SessionList(Reply, tag="sessions"):
+class SessionList(Reply, frozen=True, kw_only=True, tag="sessions"):
     sessions: tuple[SessionInfo, ...]
 
 
-class SessionReply(Reply, tag="session"):
+class SessionReply(Reply, frozen=True, kw_only=True, tag="session"):
     session: SessionDetail
 
 
-class Exited(Reply, tag="exited"):
+class Exited(Reply, frozen=True, kw_only=True, tag="exited"):
     session: str
     exit_code: int | None = None
     signal: int | None = None
     reason: EndReason = "exited"
 
 
-class Output(Reply, tag="output"):
+class Output(Reply, frozen=True, kw_only=True, tag="output"):
     data: bytes
     #: Offset of ``data`` in the session's output since it started.
     offset: int = 0
 
 
-class EndOfOutput(Reply, tag="end"):
+class EndOfOutput(Reply, frozen=True, kw_only=True, tag="end"):
     #: ``complete``: all output sent; ``exited``: the session ended while following;
     #: ``lagged``: the client read too slowly and output was dropped.
     reason: str = "complete"
 
 
-class Attached(Reply, tag="attached"):
+class Attached(Reply, frozen=True, kw_only=True, tag="attached"):
     session: str
 
 
-class Detached(Reply, tag="detached"):
+class Detached(Reply, frozen=True, kw_only=True, tag="detached"):
     pass
 
 
-class Pruned(Reply, tag="pruned"):
+class Pruned(Reply, frozen=True, kw_only=True, tag="pruned"):
     sessions: tuple[str, ...]
 
 
-class DaemonStatus(Reply, tag="daemon_status"):
+class DaemonStatus(Reply, frozen=True, kw_only=True, tag="daemon_status"):
     pid: int
     version: str
     protocol: int
@@ -447,25 +447,25 @@ class DaemonStatus(Reply, tag="daemon_status"):
     launcher: str = "not started"
 
 
-class SessionEvent(Reply, tag="event"):
+class SessionEvent(Reply, frozen=True, kw_only=True, tag="event"):
     """``kind`` is ``started`` or ``exited``."""
 
     kind: str
     session: SessionInfo
 
 
-class Profiles(Reply, tag="profiles"):
+class Profiles(Reply, frozen=True, kw_only=True, tag="profiles"):
     profiles: tuple[ProfileEntry, ...]
 
 
-class ProfileDocument(Reply, tag="profile"):
+class ProfileDocument(Reply, frozen=True, kw_only=True, tag="profile"):
     name: str
     source: str
     resolved: bool
     document: msgspec.Raw
 
 
-class ProfileValid(Reply, tag="profile_valid"):
+class ProfileValid(Reply, frozen=True, kw_only=True, tag="profile_valid"):
     name: str
     source: str
     notes: tuple[str, ...] = ()
@@ -493,8 +493,8 @@ AnyReply = (
 )
 
 # One decoder per direction, built once; one encoder for both.
-request_decoder: Final = msgspec.json.Decoder(AnyRequest)
-reply_decoder: Final = msgspec.json.Decoder(AnyReply)
+request_decoder: Final[msgspec.json.Decoder[AnyRequest]] = msgspec.json.Decoder(AnyRequest)
+reply_decoder: Final[msgspec.json.Decoder[AnyReply]] = msgspec.json.Decoder(AnyReply)
 _encoder: Final = msgspec.json.Encoder()
 
 

@@ -30,12 +30,13 @@ VARIABLES: Final = (
 _DIRECTORY_VARIABLES: Final = frozenset(VARIABLES) - {"UID"}
 
 # XDG base directories relative to $HOME when the context does not set them (XDG spec).
-_XDG_DEFAULTS: Final = {
-    "XDG_CONFIG_HOME": ".config",
-    "XDG_DATA_HOME": ".local/share",
-    "XDG_STATE_HOME": ".local/state",
-    "XDG_CACHE_HOME": ".cache",
-}
+_XDG_DEFAULTS: Final = (
+    ("XDG_CONFIG_HOME", ".config"),
+    ("XDG_DATA_HOME", ".local/share"),
+    ("XDG_STATE_HOME", ".local/state"),
+    ("XDG_CACHE_HOME", ".cache"),
+)
+_XDG_KEYS: Final = frozenset({key for key, _ in _XDG_DEFAULTS} | {"XDG_RUNTIME_DIR"})
 
 _REFERENCE = re.compile(r"\$(?:\{(?P<braced>[^}]*)\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -128,7 +129,7 @@ class ResolveContext(msgspec.Struct, frozen=True, kw_only=True):
     home: str
     workdir: str
     uid: int
-    tmpdir: str = "/tmp"  # noqa: S108 - the conventional default, as in nono
+    tmpdir: str = "/tmp"
     xdg: dict[str, str] = msgspec.field(default_factory=dict)
     platform: Literal["linux", "macos"] = "linux"
     env: dict[str, str] = msgspec.field(default_factory=dict)
@@ -140,37 +141,33 @@ class ResolveContext(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"ResolveContext.{name} must be an absolute path, got {value!r}")
         if self.uid < 0:
             raise ValueError("ResolveContext.uid must not be negative")
-        unknown = sorted(set(self.xdg) - (set(_XDG_DEFAULTS) | {"XDG_RUNTIME_DIR"}))
+        unknown = sorted(set(self.xdg) - _XDG_KEYS)
         if unknown:
             raise ValueError(f"ResolveContext.xdg has unknown keys: {', '.join(unknown)}")
 
     @classmethod
-    def from_environ(
+    def for_user(
         cls,
-        environ: Mapping[str, str],
         *,
+        home: str,
         workdir: str,
         uid: int,
+        environ: Mapping[str, str] | None = None,
         platform: Literal["linux", "macos"] = "linux",
     ) -> ResolveContext:
-        """Build a context from a (client's) environment mapping. HOME must be set."""
-        home = environ.get("HOME", "")
-        if not home.startswith("/"):
-            raise ValueError("HOME must be set to an absolute path")
-        xdg = {
-            key: environ[key]
-            for key in (*_XDG_DEFAULTS, "XDG_RUNTIME_DIR")
-            if environ.get(key, "").startswith("/")
-        }
-        tmpdir = environ.get("TMPDIR", "")
+        """A context for one user; ``TMPDIR`` and ``XDG_*`` come from ``environ`` (the client's
+        environment, not the daemon's) when given and absolute, else the defaults apply."""
+        env = dict(environ or {})
+        xdg = {key: env[key] for key in _XDG_KEYS if env.get(key, "").startswith("/")}
+        tmpdir = env.get("TMPDIR", "")
         return cls(
             home=home,
             workdir=workdir,
             uid=uid,
-            tmpdir=tmpdir if tmpdir.startswith("/") else "/tmp",  # noqa: S108
+            tmpdir=tmpdir if tmpdir.startswith("/") else "/tmp",
             xdg=xdg,
             platform=platform,
-            env=dict(environ),
+            env=env,
         )
 
     def values(self, workdir: str | None = None) -> dict[str, str]:
@@ -181,7 +178,7 @@ class ResolveContext(msgspec.Struct, frozen=True, kw_only=True):
             "TMPDIR": self.tmpdir,
             "UID": str(self.uid),
         }
-        for key, rel in _XDG_DEFAULTS.items():
+        for key, rel in _XDG_DEFAULTS:
             given = self.xdg.get(key, "")
             out[key] = given if given.startswith("/") else posixpath.join(out["HOME"], rel)
         runtime = self.xdg.get("XDG_RUNTIME_DIR", "")

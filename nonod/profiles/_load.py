@@ -36,6 +36,7 @@ from ._schema import (
     allowed_values,
     check_profile,
     known_keys,
+    raw_is_empty,
 )
 
 MAX_EXTENDS_DEPTH: Final = 10
@@ -81,6 +82,8 @@ def parse_profile(data: bytes, source: str) -> Profile:
         raise _from_validation_error(exc, source) from exc
     except msgspec.DecodeError as exc:
         raise ProfileError(f"not valid JSON ({exc})", source=source) from exc
+    except RecursionError as exc:
+        raise ProfileError("nested too deeply", source=source) from exc
     _refuse_duplicate_keys(data, source)
     check_profile(profile, source, builtin_groups(), builtin_network())
     return profile
@@ -340,9 +343,8 @@ def _merge_struct(base: S, child: S) -> S:
     merged = msgspec.structs.replace(base, **values)
     if isinstance(child, NetworkConfig) and isinstance(merged, NetworkConfig):
         return _merge_network(child, merged)  # type: ignore[return-value]
-    if isinstance(child, WorkdirConfig) and isinstance(base, WorkdirConfig):
-        if child.access in (None, "none"):
-            return base  # type: ignore[return-value]
+    if isinstance(child, WorkdirConfig) and child.access in (None, "none"):
+        return base  # "none" in a child keeps the base's access, as nono does
     return merged
 
 
@@ -365,7 +367,7 @@ def _merge_value(base: object, child: object) -> object:
     if child is UNSET or child is None:
         return base
     if isinstance(child, Raw):
-        return child if len(child) else base
+        return base if raw_is_empty(child) else child
     if isinstance(child, tuple):
         if not isinstance(base, tuple):
             return child

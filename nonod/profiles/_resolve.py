@@ -22,7 +22,7 @@ import os
 import posixpath
 import re
 from collections.abc import Iterable, Sequence
-from typing import final
+from typing import Final, final
 
 import msgspec
 
@@ -80,7 +80,7 @@ class CliOverrides(msgspec.Struct, frozen=True, kw_only=True):
     env_credential_map: tuple[tuple[str, str], ...] = ()
 
 
-_LEGACY: tuple[tuple[str, str], ...] = (
+_LEGACY: Final[tuple[tuple[str, str], ...]] = (
     ("security.groups", "groups.include"),
     ("security.allowed_commands", "commands.allow"),
     ("policy.exclude_groups", "groups.exclude"),
@@ -100,20 +100,18 @@ _LEGACY: tuple[tuple[str, str], ...] = (
     ("brokered_commands", "command_args"),
 )
 
-# (profile key, access, single file)
-_FILESYSTEM_GRANTS: tuple[tuple[str, Access, bool], ...] = (
-    ("allow", Access.READWRITE, False),
-    ("read", Access.READ, False),
-    ("write", Access.WRITE, False),
-    ("allow_file", Access.READWRITE, True),
-    ("read_file", Access.READ, True),
-    ("write_file", Access.WRITE, True),
+# (key, access, single file, legacy `policy.*` spelling)
+_FILESYSTEM_GRANTS: Final[tuple[tuple[str, Access, bool, str | None], ...]] = (
+    ("allow", Access.READWRITE, False, "add_allow_readwrite"),
+    ("read", Access.READ, False, "add_allow_read"),
+    ("write", Access.WRITE, False, "add_allow_write"),
+    ("allow_file", Access.READWRITE, True, None),
+    ("read_file", Access.READ, True, None),
+    ("write_file", Access.WRITE, True, None),
 )
-_LEGACY_GRANTS: dict[str, str] = {
-    "allow": "add_allow_readwrite",
-    "read": "add_allow_read",
-    "write": "add_allow_write",
-}
+# The launcher gives each session its own empty instance of these, so a grant of one of them
+# does not reach what the host keeps below it.
+_PRIVATE_DIRS: Final = frozenset({"/tmp", "/var/tmp", "/dev/shm"})
 
 
 def resolve(
@@ -376,10 +374,10 @@ class _Resolver:
 
     def _profile_grants(self) -> None:
         fs, legacy = self.profile.filesystem, self.profile.policy
-        for key, access, is_file in _FILESYSTEM_GRANTS:
+        for key, access, is_file, old in _FILESYSTEM_GRANTS:
             entries = list(getattr(fs, key))
-            if key in _LEGACY_GRANTS:
-                entries += getattr(legacy, _LEGACY_GRANTS[key])
+            if old is not None:
+                entries += getattr(legacy, old)
             for raw in self._paths(entries):
                 self._grant(raw, access, is_file=is_file, source="profile",
                             key=f"filesystem.{key}")
@@ -387,7 +385,7 @@ class _Resolver:
             self._deny(raw, is_file=False, source="profile")
 
     def _cli_grants(self) -> None:
-        for key, access, is_file in _FILESYSTEM_GRANTS:
+        for key, access, is_file, _ in _FILESYSTEM_GRANTS:
             for raw in getattr(self.cli, key):
                 self._grant(raw, access, is_file=is_file, source="cli", key=f"--{key}",
                             literal=True)
@@ -421,7 +419,8 @@ class _Resolver:
                 self.denials.remove(denial)
                 self.note("bypass", f"denial from group `{group}` lifted by bypass_protection",
                           path=real, source=denial.source)
-            if not any(g.path == real or real.startswith(g.path.rstrip("/") + "/")
+            if not any(g.path == real or (real.startswith(g.path.rstrip("/") + "/")
+                                          and g.path not in _PRIVATE_DIRS)
                        for g in self.grants):
                 self.note("info", f"`{raw}` is no longer denied, but nothing grants access "
                           "to it (bypass_protection does not grant)", path=real)

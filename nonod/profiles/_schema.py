@@ -26,11 +26,19 @@ from . import _expand
 from ._groups import GroupCatalog, NetworkCatalog, valid_host
 
 
-class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Base of every profile Struct: immutable, keyword-only, strict about unknown keys."""
+class _Section(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """Base of every profile Struct: immutable, keyword-only, strict about unknown keys.
+
+    ``omit_defaults`` makes an encoded profile list only what was set, so it decodes back to
+    the same Profile (``profile show`` relies on that).
+    """
 
 
 When = str | tuple[str, ...]
+# Keys nonod parses only to refuse them hold raw JSON; absent reads as null.
+_NULL: Final = Raw(b"null")
 Port = Annotated[int, Meta(ge=1, le=65535)]
 LocalPort = Annotated[int, Meta(ge=0, le=65535)]
 
@@ -147,15 +155,15 @@ class TlsInterceptConfig(_Section, frozen=True, kw_only=True):
 class CustomCredentialDef(_Section, frozen=True, kw_only=True):
     upstream: str
     credential_key: str | None = None
-    auth: Raw = Raw()
-    aws_auth: Raw = Raw()
+    auth: Raw = _NULL
+    aws_auth: Raw = _NULL
     inject_mode: InjectMode = "header"
     inject_header: str = "Authorization"
     credential_format: str | None = None
     path_pattern: str | None = None
     path_replacement: str | None = None
     query_param_name: str | None = None
-    proxy: Raw = Raw()
+    proxy: Raw = _NULL
     env_var: str | None = None
     endpoint_rules: tuple[EndpointRule, ...] = ()
     tls_ca: str | None = None
@@ -167,7 +175,7 @@ class CustomCredentialDef(_Section, frozen=True, kw_only=True):
 class NetworkConfig(_Section, frozen=True, kw_only=True):
     block: bool | UnsetType = UNSET
     # UNSET inherits the base profile's value; an explicit null clears it.
-    network_profile: str | None | UnsetType = UNSET
+    network_profile: str | UnsetType | None = UNSET
     allow_domain: tuple[str | DomainRule, ...] = ()
     proxy_allow: tuple[str, ...] = ()  # legacy: allow_domain
     allow_proxy: tuple[str, ...] = ()  # legacy: allow_domain
@@ -285,9 +293,9 @@ class Profile(_Section, frozen=True, kw_only=True):
     unsafe_macos_seatbelt_rules: tuple[str, ...] = ()
     # Refused when non-empty: nonod cannot provide what they promise.
     packs: tuple[str, ...] = ()
-    session_hooks: Raw = Raw()
-    credential_capture: Raw = Raw()
-    command_policies: Raw = Raw()
+    session_hooks: Raw = _NULL
+    credential_capture: Raw = _NULL
+    command_policies: Raw = _NULL
 
     def bases(self) -> tuple[str, ...]:
         """The ``extends`` names, as a tuple (empty when the profile extends nothing)."""
@@ -521,11 +529,11 @@ class _Checker:
     def custom_credential(self, path: str, name: str, cred: CustomCredentialDef) -> None:
         if not _ROUTE_NAME.fullmatch(name):
             raise self.fail(path, f"`{name}` is not a credential name (letters, digits, - _)")
-        for key, what in (("auth", "OAuth2 token exchange (`auth`)"),
-                          ("aws_auth", "AWS SigV4 signing (`aws_auth`)"),
-                          ("proxy", "proxy-side overrides (`proxy`)")):
-            if not raw_is_empty(getattr(cred, key)):
-                raise self.unsupported(f"{path}.{key}", what,
+        for field, what in (("auth", "OAuth2 token exchange (`auth`)"),
+                            ("aws_auth", "AWS SigV4 signing (`aws_auth`)"),
+                            ("proxy", "proxy-side overrides (`proxy`)")):
+            if not raw_is_empty(getattr(cred, field)):
+                raise self.unsupported(f"{path}.{field}", what,
                                        "use `credential_key` with a header, url_path, "
                                        "query_param or basic_auth injection")
         self.upstream(f"{path}.upstream", cred.upstream)

@@ -16,12 +16,13 @@ import errno
 import os
 import signal
 import socket
+import struct
 import sys
 
 import msgspec
 
 from . import _libc
-from ._launcher import REC_ERROR, STEPS, LaunchPlan, record, run_outer
+from ._launcher import REC_ERROR, REC_PID, STEPS, LaunchPlan, record, run_outer, run_warm
 
 MAX_PLAN = 1 << 20
 FDS_PER_PLAN = 5
@@ -37,8 +38,58 @@ def _reap() -> None:
             return
 
 
-def serve(sock: socket.socket) -> None:
+MAX_WARM_KEYS = 4
+WarmKey = tuple[int, int, int]
+
+
+class _Warm:
+    """One launcher waiting, namespaces made, for a plan with its uid, gid and namespaces."""
+
+    def __init__(self, key: WarmKey) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            try:
+                run_warm(key[0], key[1], key[2], theirs.detach())
+            finally:
+                os._exit(126)
+        theirs.close()
+        self.sock = ours
+
+    def hand_over(self, msg: bytes, fds: list[int]) -> bool:
+        """Give the plan to the waiting init; False if it is not there any more."""
+        try:
+            data = self.sock.recv(4)
+            if len(data) != 4:
+                return False
+            (init_pid,) = struct.unpack("<i", data)
+            os.write(fds[3], record(REC_PID, init_pid, 0))
+            socket.send_fds(self.sock, [msg], fds)
+            return True
+        except OSError:
+            return False
+        finally:
+            self.sock.close()
+
+
+def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket) -> None:
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.write(fds[3], record(REC_ERROR, STEPS.index("fork"), exc.errno or 0, b"fork"))
+        return
+    if pid == 0:
+        sock.close()
+        try:
+            run_outer(msg_plan, (fds[0], fds[1], fds[2], fds[3], fds[4]))
+        finally:
+            os._exit(126)
+
+
+def serve(sock: socket.socket, *, warm: bool = True) -> None:
     decoder = msgspec.msgpack.Decoder(LaunchPlan)
+    pool: dict[WarmKey, _Warm] = {}
     while True:
         try:
             msg, fds, _, _ = socket.recv_fds(sock, MAX_PLAN, FDS_PER_PLAN)
@@ -59,19 +110,14 @@ def serve(sock: socket.socket) -> None:
             for fd in fds:
                 os.close(fd)
             continue
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            os.write(fds[3], record(REC_ERROR, STEPS.index("fork"), exc.errno or 0, b"fork"))
-            pid = -1
-        if pid == 0:
-            sock.close()
-            try:
-                run_outer(plan, (fds[0], fds[1], fds[2], fds[3], fds[4]))
-            finally:
-                os._exit(126)
+        key = None if plan.switch_user else (plan.uid, plan.gid, plan.ns_flags)
+        ready = pool.pop(key, None) if key is not None else None
+        if ready is None or not ready.hand_over(msg, fds):
+            _cold(plan, fds, sock)
         for fd in fds:
             os.close(fd)
+        if warm and key is not None and (key in pool or len(pool) < MAX_WARM_KEYS):
+            pool[key] = _Warm(key)  # the next launch like this one skips namespace set-up
 
 
 def main() -> None:

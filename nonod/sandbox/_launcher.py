@@ -42,13 +42,14 @@ import os
 import resource
 import select
 import signal
+import socket
 import struct
 
 import msgspec
 
 from . import _libc
 from ._landlock import LandlockPlan, apply_plan
-from ._mounts import MountOp, apply_mounts
+from ._mounts import MountOp, apply_mounts, prepare_root
 from ._seccomp import install_filter
 
 STEPS = (
@@ -100,9 +101,9 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[n:]
 
 
-def _step(name: str, fn: object, *args: object) -> None:
+def _step(name: str, fn: object, *args: object, **kwargs: object) -> None:
     try:
-        fn(*args)  # type: ignore[operator]
+        fn(*args, **kwargs)  # type: ignore[operator]
     except OSError as exc:
         detail = exc.filename if isinstance(exc.filename, str) else (exc.strerror or "")
         raise StepFailed(name, exc.errno or 0, str(detail)) from None
@@ -140,12 +141,16 @@ def _switch_user(plan: LaunchPlan) -> None:
 
 
 def _idmap(plan: LaunchPlan) -> None:
+    _idmap_ids(plan.uid, plan.gid)
+
+
+def _idmap_ids(uid: int, gid: int) -> None:
     with open("/proc/self/setgroups", "w") as f:
         f.write("deny")
     with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{plan.uid} {plan.uid} 1")
+        f.write(f"{uid} {uid} 1")
     with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{plan.gid} {plan.gid} 1")
+        f.write(f"{gid} {gid} 1")
 
 
 def run_outer(plan: LaunchPlan, fds: tuple[int, int, int, int, int]) -> None:
@@ -173,10 +178,61 @@ def run_outer(plan: LaunchPlan, fds: tuple[int, int, int, int, int]) -> None:
             run_init(plan, (stdin, stdout, stderr, launch_w, exit_w), alive_r)
         except StepFailed as exc:
             _fail(launch_w, exc)
+        except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
+            _fail(launch_w, StepFailed("fork_init", 0, f"{type(exc).__name__}: {exc}"))
         os._exit(EXIT_LAUNCH_FAILED)
     os.close(alive_r)
     _write_all(launch_w, record(REC_PID, pid, 0))
     for fd in {stdin, stdout, stderr, launch_w, exit_w, 0, 1, 2}:
+        os.close(fd)
+    _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
+    _wait_for(pid)
+    os._exit(0)
+
+
+def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int) -> None:
+    """A launcher made ahead of time (fork server child): namespaces, init and the empty root
+    are ready before any plan exists, so only plan-specific steps remain at launch.
+
+    The outer process sends the init's host pid on ``sock_fd``; the init then waits on the same
+    socket for (plan, five descriptors). A failure before that makes the init exit, and the
+    fork server falls back to a cold launch. Never returns."""
+    try:
+        _close_except((sock_fd,))
+        _pdeathsig()
+        _reset_signals()
+        _libc.unshare(ns_flags)
+        _idmap_ids(uid, gid)
+        alive_r, alive_w = os.pipe()
+        pid = os.fork()
+    except OSError:
+        os._exit(EXIT_LAUNCH_FAILED)
+    if pid == 0:
+        os.close(alive_w)
+        try:
+            prepare_init(alive_r, loopback=bool(ns_flags & _libc.CLONE_NEWNET))
+            msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=sock_fd), 1 << 20, 5)
+        except (StepFailed, OSError):
+            os._exit(EXIT_LAUNCH_FAILED)
+        if not msg or len(fds) != 5:
+            os._exit(EXIT_LAUNCH_FAILED)
+        launch_w = fds[3]
+        try:
+            plan = msgspec.msgpack.decode(msg, type=LaunchPlan)
+            if (plan.uid, plan.gid, plan.ns_flags) != (uid, gid, ns_flags):
+                raise StepFailed("fork", 22, "plan does not match the warm launcher")
+            confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4]))
+        except StepFailed as exc:
+            _fail(launch_w, exc)
+        except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
+            _fail(launch_w, StepFailed("fork_init", 0, f"{type(exc).__name__}: {exc}"))
+        os._exit(EXIT_LAUNCH_FAILED)
+    os.close(alive_r)
+    try:
+        os.write(sock_fd, struct.pack("<i", pid))
+    finally:
+        os.close(sock_fd)
+    for fd in (0, 1, 2):
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
     _wait_for(pid)
@@ -244,15 +300,25 @@ def run_init(plan: LaunchPlan, fds: tuple[int, int, int, int, int], alive_r: int
     """Pid 1 of the session: confine itself step by step, fork the program, then stay as the
     namespace's init: forward signals to the program, reap orphans, report the program's exit
     status on the exit pipe and exit (which ends every process left in the namespace)."""
-    stdin, stdout, stderr, launch_w, exit_w = fds
+    prepare_init(alive_r, loopback=plan.loopback)
+    confine_and_run(plan, fds)
+
+
+def prepare_init(alive_r: int, *, loopback: bool) -> None:
+    """The plan-independent steps of the init (a warm launcher runs them ahead of time)."""
     _step("pdeathsig", _pdeathsig)
     _step("pdeathsig", _check_parent_alive, alive_r)
     _step("setsid", os.setsid)
-    _step("mounts", apply_mounts, plan.mounts)
+    _step("mounts", prepare_root)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)  # the program (same uid) must not read our memory
-    if plan.loopback:
+    if loopback:
         _step("loopback", _libc.set_loopback_up)
     _step("keyring", _libc.join_new_session_keyring)
+
+
+def confine_and_run(plan: LaunchPlan, fds: tuple[int, int, int, int, int]) -> None:
+    stdin, stdout, stderr, launch_w, exit_w = fds
+    _step("mounts", apply_mounts, plan.mounts, prepared=True)
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits)
     try:

@@ -210,8 +210,9 @@ def _bind(source: str, target: str, *, writable: bool, nodev: bool = True) -> No
     _libc.mount_setattr(target, attrs, recursive=True)
 
 
-def apply_mounts(ops: Sequence[MountOp], *, new_root_base: str = "/tmp") -> None:
-    """Build the session's root. Runs in the launcher child; every failure raises OSError."""
+def prepare_root(new_root_base: str = "/tmp") -> None:
+    """The policy-independent part: a tmpfs root with the host under /oldroot, fresh /proc
+    and a minimal /dev. A warm launcher does this before any plan arrives."""
     _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
     _libc.mount("tmpfs", new_root_base, "tmpfs", _libc.MS_NOSUID | _libc.MS_NODEV, "mode=0755")
     os.chdir(new_root_base)
@@ -219,7 +220,15 @@ def apply_mounts(ops: Sequence[MountOp], *, new_root_base: str = "/tmp") -> None
     _libc.pivot_root(".", "oldroot")
     os.chdir("/")
     _touch(EMPTY_FILE, 0o000)
+    _mkdirs("/proc")
+    _libc.mount("proc", "/proc", "proc", _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC)
+    _setup_dev()
 
+
+def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False) -> None:
+    """Build the session's root. Runs in the launcher child; every failure raises OSError."""
+    if not prepared:
+        prepare_root()
     read_only_tmpfs: list[str] = []
     for op in ops:
         target = op.target
@@ -256,10 +265,6 @@ def apply_mounts(ops: Sequence[MountOp], *, new_root_base: str = "/tmp") -> None
         else:
             raise OSError(22, "unknown mount operation", target)
 
-    _mkdirs("/proc")
-    _libc.mount("proc", "/proc", "proc",
-                _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC)
-    _setup_dev()
     for target in read_only_tmpfs:
         _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY, recursive=False)
     _libc.umount2(OLD, _libc.MNT_DETACH)
@@ -279,9 +284,6 @@ def _setup_dev() -> None:
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, "/dev/" + name)
-    if not os.path.ismount("/dev/shm"):
-        _mkdirs("/dev/shm")
-        _libc.mount("tmpfs", "/dev/shm", "tmpfs", _libc.MS_NOSUID | _libc.MS_NODEV, "mode=1777")
 
 
 def base_grants() -> tuple[Grant, ...]:

@@ -1,0 +1,368 @@
+"""Launch latency: `/bin/true` from start to exit, side by side, in one process run.
+
+Contenders (each measured ``--runs`` times after ``--warmup`` unrecorded runs):
+
+  bare-spawn    os.posix_spawn + waitpid: the floor for starting a program from Python
+  bare-subproc  subprocess.run(close_fds=True): the same floor through subprocess, as bwrap uses
+  bwrap         Debian bubblewrap, a policy close to ours, started with subprocess.run
+  nono-py       nono_py.sandboxed_exec (PyPI nono-py), default enforcement_mode="auto"
+  nono-py+sc    the same with enforcement_mode="seccomp" (adds its seccomp filter)
+  nonod         our engine through the Python API, all layers on, one open_launcher() kept open
+
+By default the contenders run in sequence: all of one contender's runs back to back, then the
+next one, so each contender only pays for itself (its own namespace teardowns included).
+``--interleave`` runs each contender once per round instead, in an order that rotates from round
+to round. On a small VM that inflates everyone: an idle gap or a neighbour's namespace teardown
+before a run costs a few ms (see docs/benchmarks.md), so the sequential figures are the fair ones.
+
+    .venv/bin/python bench/launch.py [--runs 200] [--warmup 20] [--interleave] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy
+from nonod.sandbox import Launcher, LaunchRequest, open_launcher
+from nonod.sandbox._landlock import probe_abi
+
+TRUE = "/bin/true"
+ENV = {"PATH": "/usr/bin:/bin"}
+BWRAP = "/usr/bin/bwrap"
+BWRAP_ARGS = (
+    "--unshare-all", "--die-with-parent", "--new-session",
+    "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc",
+    "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+    "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
+    "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+)
+POLICY = ResolvedPolicy(
+    name="bench",
+    grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ)),
+    denials=(),
+    network=NetworkPolicy(restricted=True, block=True),
+)
+REQUEST = LaunchRequest(argv=(TRUE,), cwd="/", env=tuple(ENV.items()))
+
+Runner = Callable[[], Awaitable[None]]
+
+
+class BenchFailure(Exception):
+    """A contender did not run /bin/true to a clean exit."""
+
+
+@dataclass
+class Contender:
+    name: str
+    what: str
+    run: Runner
+    samples: list[float] = field(default_factory=list)
+    error: str = ""
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+
+def percentile(sorted_ms: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default, 'inclusive')."""
+    if not sorted_ms:
+        return float("nan")
+    pos = (len(sorted_ms) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_ms) - 1)
+    return sorted_ms[lo] + (sorted_ms[hi] - sorted_ms[lo]) * (pos - lo)
+
+
+def summarize(samples: list[float]) -> dict[str, float]:
+    s = sorted(samples)
+    return {
+        "p50": percentile(s, 0.50),
+        "p95": percentile(s, 0.95),
+        "mean": sum(s) / len(s),
+        "min": s[0],
+        "max": s[-1],
+    }
+
+
+# --- contenders ----------------------------------------------------------------------------
+
+
+def _check_exit(name: str, status: int) -> None:
+    if status != 0:
+        raise BenchFailure(f"{name}: /bin/true ended with status {status}")
+
+
+def bare_spawn() -> Runner:
+    async def run() -> None:
+        pid = os.posix_spawn(TRUE, [TRUE], ENV)
+        _, status = os.waitpid(pid, 0)
+        _check_exit("bare-spawn", os.waitstatus_to_exitcode(status))
+    return run
+
+
+def bare_subprocess() -> Runner:
+    async def run() -> None:
+        proc = subprocess.run([TRUE], env=ENV, close_fds=True, check=False)
+        _check_exit("bare-subproc", proc.returncode)
+    return run
+
+
+def bwrap() -> Runner:
+    if not os.access(BWRAP, os.X_OK):
+        raise BenchFailure(f"{BWRAP} not found (apt-get install bubblewrap)")
+    argv = [BWRAP, *BWRAP_ARGS, TRUE]
+    probe = subprocess.run(argv, env=ENV, close_fds=True, capture_output=True, check=False)
+    if probe.returncode != 0:
+        raise BenchFailure(f"bwrap failed (status {probe.returncode}): "
+                           f"{probe.stderr.decode(errors='replace').strip()}")
+
+    async def run() -> None:
+        proc = subprocess.run(argv, env=ENV, close_fds=True, check=False)
+        _check_exit("bwrap", proc.returncode)
+    return run
+
+
+def nono_py(mode: str) -> Runner:
+    try:
+        import nono_py as nono  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        raise BenchFailure(f"nono-py is not installed ({exc}); "
+                           "`.venv/bin/pip install 'nono-py>=0.16,<0.20'`") from None
+    caps = nono.CapabilitySet()
+    caps.allow_path("/usr", nono.AccessMode.READ)
+    caps.allow_path("/etc", nono.AccessMode.READ)
+    caps.block_network()
+    env = list(ENV.items())
+
+    def once() -> None:
+        result = nono.sandboxed_exec(caps, [TRUE], cwd="/", env=env, enforcement_mode=mode)
+        if result.exit_code != 0:
+            raise BenchFailure(f"nono-py ({mode}): exit {result.exit_code}: "
+                               f"{result.stderr.decode(errors='replace').strip()}")
+
+    try:
+        once()
+    except BenchFailure:
+        raise
+    except Exception as exc:  # noqa: BLE001 - report why and go on without it
+        raise BenchFailure(f"nono_py.sandboxed_exec failed: {type(exc).__name__}: {exc}") from None
+
+    async def run() -> None:
+        once()
+    return run
+
+
+def nonod(launcher: Launcher) -> Runner:
+    async def run() -> None:
+        proc = await launcher.launch(POLICY, REQUEST)
+        status = await proc.wait_exited()
+        if status.code != 0:
+            raise BenchFailure(f"nonod: /bin/true ended with {status}")
+    return run
+
+
+# --- machine -------------------------------------------------------------------------------
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "n/a"
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    return lines[0] if lines else "n/a"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "n/a"
+
+
+def machine() -> dict[str, object]:
+    try:
+        import nono_py as nono  # type: ignore[import-not-found, unused-ignore]
+        nono_version = str(getattr(nono, "__version__", "?"))
+    except ImportError:
+        nono_version = "not installed"
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "kernel": platform.release(),
+        "nproc": os.cpu_count() or 0,
+        "nproc_usable": len(os.sched_getaffinity(0)),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "uid": os.getuid(),
+        "landlock_abi": probe_abi(),
+        "bwrap": _first_line([BWRAP, "--version"]) if shutil.which(BWRAP) else "not installed",
+        "nono_py": nono_version,
+    }
+
+
+# --- driver --------------------------------------------------------------------------------
+
+
+async def measure(contenders: list[Contender], runs: int, warmup: int, interleave: bool) -> None:
+    def live() -> list[Contender]:
+        return [c for c in contenders if not c.error]
+
+    async def once(c: Contender, record: bool) -> None:
+        t0 = time.perf_counter()
+        try:
+            await c.run()
+        except BenchFailure as exc:
+            c.error = str(exc)
+            return
+        if record:
+            c.samples.append((time.perf_counter() - t0) * 1000.0)
+
+    gc.collect()
+    gc.disable()  # a collection inside a timed run would land on whichever contender is unlucky
+    try:
+        if not interleave:
+            for c in live():
+                for i in range(warmup + runs):
+                    await once(c, record=i >= warmup)
+                    if c.error:
+                        break
+                gc.collect()
+            return
+        for i in range(warmup + runs):
+            order = live()
+            if not order:
+                return
+            k = i % len(order)
+            for c in order[k:] + order[:k]:
+                await once(c, record=i >= warmup)
+            if i % 20 == 19:
+                gc.collect()
+    finally:
+        gc.enable()
+
+
+def make(name: str, what: str, factory: Callable[[], Runner]) -> Contender:
+    try:
+        return Contender(name, what, factory())
+    except BenchFailure as exc:
+        return Contender(name, what, _never, error=str(exc))
+
+
+async def _never() -> None:
+    raise BenchFailure("not available")
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    async with open_launcher() as launcher:
+        first = await launcher.launch(POLICY, REQUEST)
+        status = await first.wait_exited()
+        if status.code != 0:
+            raise SystemExit(f"nonod cannot run /bin/true here: {status}")
+        enforcement = first.enforcement
+        contenders = [
+            make("bare-spawn", "os.posix_spawn + waitpid", bare_spawn),
+            make("bare-subproc", "subprocess.run(close_fds=True)", bare_subprocess),
+            make("bwrap", "bubblewrap --unshare-all ..., via subprocess.run", bwrap),
+            make("nono-py", 'nono_py.sandboxed_exec, enforcement_mode="auto"',
+                 lambda: nono_py("auto")),
+            make("nono-py+sc", 'nono_py.sandboxed_exec, enforcement_mode="seccomp"',
+                 lambda: nono_py("seccomp")),
+            make("nonod", "our engine: launcher.launch + wait_exited, all layers",
+                 lambda: nonod(launcher)),
+        ]
+        await measure(contenders, args.runs, args.warmup, args.interleave)
+    results: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for c in contenders:
+        if c.error:
+            skipped.append({"name": c.name, "reason": c.error})
+            continue
+        results.append({"name": c.name, "what": c.what, "n": len(c.samples),
+                        **summarize(c.samples), "samples_ms": [round(s, 4) for s in c.samples]})
+    return {
+        "machine": machine(),
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "order": "interleaved" if args.interleave else "sequential",
+        "nonod_enforcement": enforcement.summary(),
+        "nonod_layers": [f"{lay.name}={lay.state}" for lay in enforcement.layers],
+        "results": results,
+        "skipped": skipped,
+    }
+
+
+def _stat(results: list[dict[str, Any]], name: str, key: str) -> float | None:
+    for r in results:
+        if r["name"] == name:
+            return float(r[key])
+    return None
+
+
+def print_table(data: dict[str, Any]) -> None:
+    m = data["machine"]
+    print(f"# launch /bin/true to exit -- {m['date']}")
+    print(f"# kernel {m['kernel']}, nproc {m['nproc']} (usable {m['nproc_usable']}), "
+          f"{m['cpu']}, Python {m['python']}, uid {m['uid']}")
+    print(f"# landlock ABI {m['landlock_abi']}, {m['bwrap']}, nono-py {m['nono_py']}")
+    print(f"# {data['runs']} runs per contender after {data['warmup']} warm-up runs, "
+          f"{data['order']}")
+    print(f"# nonod: {data['nonod_enforcement']} [{', '.join(data['nonod_layers'])}]")
+    results: list[dict[str, Any]] = data["results"]
+    bare = _stat(results, "bare-spawn", "p50")
+    ref = _stat(results, "nono-py", "p50")
+    print()
+    print(f"{'contender':<13} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'min ms':>8} "
+          f"{'max ms':>8} {'p50/bare':>9} {'p50/nono-py':>12}")
+    for r in results:
+        p50 = float(r["p50"])
+        vs_bare = f"{p50 / bare:.2f}x" if bare else "-"
+        vs_ref = f"{p50 / ref:.2f}x" if ref else "-"
+        print(f"{r['name']:<13} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['mean']:>8.2f} "
+              f"{r['min']:>8.2f} {r['max']:>8.2f} {vs_bare:>9} {vs_ref:>12}")
+    for s in data["skipped"]:
+        print(f"{s['name']:<13} SKIPPED: {s['reason']}")
+    print()
+    for r in results:
+        print(f"  {r['name']:<13} {r['what']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=200, help="timed runs per contender")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed runs per contender first")
+    parser.add_argument("--interleave", action="store_true",
+                        help="one run of each contender per round instead of one after another")
+    parser.add_argument("--json", action="store_true", help="print JSON (with every sample)")
+    args = parser.parse_args()
+    if args.runs < 1 or args.warmup < 0:
+        parser.error("--runs must be >= 1 and --warmup >= 0")
+    data = trio.run(bench, args)
+    if args.json:
+        json.dump(data, sys.stdout, indent=1)
+        print()
+    else:
+        print_table(data)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""The daemon's task tree: socket, registry, control server, signals, shutdown.
+
+::
+
+    run_daemon
+    ├── launcher host        (the engine's fork server, started on first launch)
+    └── sessions nursery     (one task tree per session: Registry)
+        └── control server   (accept loop, one task per connection)
+
+Shutdown (SIGTERM/SIGINT, or a ``shutdown`` request), in order: ``STOPPING=1`` to systemd;
+stop accepting and drop connections; stop every session (SIGTERM, ``shutdown_grace``,
+SIGKILL, wait) and flush its record and output; stop the fork server; remove the socket.
+A second SIGTERM/SIGINT during shutdown skips the grace period. SIGHUP re-reads the config.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import grp
+import importlib.metadata
+import os
+import signal
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import final
+
+import structlog
+import trio
+
+from . import _logging
+from ._config import Config, ConfigError, LoadedConfig, default_state_dir
+from ._notify import notify
+from ._sessions import LauncherLike, Registry, SessionLimits
+from .control import (
+    BoundSocket,
+    ControlServer,
+    DaemonInfo,
+    PolicySource,
+    ServerSettings,
+    activated_socket,
+    bind_control_socket,
+    default_socket_path,
+)
+
+log = structlog.get_logger()
+
+LauncherFactory = Callable[[], AbstractAsyncContextManager[LauncherLike]]
+
+
+def daemon_version() -> str:
+    try:
+        return importlib.metadata.version("nono")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@final
+class _LauncherHost:
+    """Keeps the engine's launcher open for the daemon's lifetime, started on first use.
+
+    Starting it lazily means a daemon whose engine cannot start (no user namespaces, say) still
+    serves ``ps``, ``logs`` and ``inspect`` of earlier sessions; the launch that needs it gets
+    the engine's error as its reply, and the next launch tries again.
+    """
+
+    def __init__(self, factory: LauncherFactory, nursery: trio.Nursery) -> None:
+        self._factory = factory
+        self._nursery = nursery
+        self._launcher: LauncherLike | None = None
+        self._lock = trio.Lock()
+        self.state = "not started"
+
+    async def get(self) -> LauncherLike:
+        async with self._lock:
+            if self._launcher is None:
+                self._launcher = await self._nursery.start(self._host)
+            return self._launcher
+
+    async def _host(self, *, task_status: trio.TaskStatus[LauncherLike]) -> None:
+        try:
+            async with self._factory() as launcher:
+                self.state = "ready"
+                task_status.started(launcher)
+                await trio.sleep_forever()
+        finally:
+            self._launcher = None
+            self.state = "stopped"
+
+
+@final
+class _State:
+    """The configuration in force; replaced as a whole on SIGHUP."""
+
+    def __init__(self, loaded: LoadedConfig, reload: Callable[[], LoadedConfig] | None) -> None:
+        self.loaded = loaded
+        self._reload = reload
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+    def limits(self) -> SessionLimits:
+        s = self.config.sessions
+        return SessionLimits(
+            max_live=s.max_live, stop_grace=s.stop_grace, shutdown_grace=s.shutdown_grace,
+            allow_root=s.allow_root, output_buffer_bytes=s.output_buffer_bytes,
+            log_max_bytes=s.log_max_bytes,
+        )
+
+    def settings(self) -> ServerSettings:
+        d = self.config.daemon
+        return ServerSettings(
+            max_connections=d.max_connections, max_message_bytes=d.max_message_bytes,
+            handshake_timeout=d.handshake_timeout, stop_grace=self.config.sessions.stop_grace,
+        )
+
+    def reload(self) -> None:
+        if self._reload is None:
+            log.info("SIGHUP: no configuration file to reload")
+            return
+        try:
+            fresh = self._reload()
+        except ConfigError as exc:
+            log.error("configuration reload failed; keeping the old one", error=exc.message)
+            return
+        old = self.config.daemon
+        new = fresh.config.daemon
+        for key in ("socket", "socket_group", "state_dir", "log_format"):
+            if getattr(old, key) != getattr(new, key):
+                log.warning("setting changes only after a restart", key=f"daemon.{key}")
+        self.loaded = fresh
+        _logging.set_level(new.log_level)
+        log.info("configuration reloaded", path=fresh.path)
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    system: bool = False
+    #: ``--socket``; None: the config's ``daemon.socket`` or the default location.
+    socket: Path | None = None
+    #: Overrides ``daemon.state_dir`` and the default (tests).
+    state_dir: Path | None = None
+
+
+def _group_gid(name: str | None) -> int | None:
+    if name is None:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError as exc:
+        raise ConfigError(f"daemon.socket_group: no group named {name!r}") from exc
+
+
+def _open_socket(state: _State, options: DaemonOptions, gid: int | None) -> BoundSocket:
+    activated = activated_socket()
+    if activated is not None:
+        log.info("using the socket systemd passed", path=str(activated.path))
+        return activated
+    configured = options.socket or (
+        Path(state.config.daemon.socket) if state.config.daemon.socket else None
+    )
+    path = configured or default_socket_path(system=options.system)
+    mode = 0o660 if gid is not None else 0o600
+    return bind_control_socket(path, mode=mode, gid=gid, default_location=configured is None)
+
+
+async def run_daemon(
+    loaded: LoadedConfig,
+    *,
+    options: DaemonOptions,
+    policies: PolicySource,
+    launcher_factory: LauncherFactory,
+    reload: Callable[[], LoadedConfig] | None = None,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[ControlServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until shut down. ``task_status.started`` gets the server once it accepts."""
+    state = _State(loaded, reload)
+    gid = _group_gid(state.config.daemon.socket_group) if options.system else None
+    state_dir = options.state_dir or (
+        Path(state.config.daemon.state_dir) if state.config.daemon.state_dir
+        else default_state_dir(system=options.system)
+    )
+    bound = _open_socket(state, options, gid)
+    shutdown = trio.Event()
+    try:
+        async with trio.open_nursery() as root:
+            host = _LauncherHost(launcher_factory, root)
+            async with trio.open_nursery() as sessions_nursery:
+                registry = Registry(
+                    nursery=sessions_nursery, get_launcher=host.get, state_dir=state_dir,
+                    limits=state.limits, system=options.system,
+                )
+                if handle_signals:
+                    # In the root nursery: a second signal must still reach us while sessions stop.
+                    await root.start(_watch_signals, state, registry, shutdown)
+                try:
+                    await _serve(state, options, bound, registry, policies, host, shutdown,
+                                 gid, state_dir, task_status)
+                finally:
+                    notify("STOPPING=1")
+                    with trio.CancelScope(shield=True):
+                        log.info("stopping sessions", live=len(registry.live_sessions()))
+                        await registry.shutdown()
+                    sessions_nursery.cancel_scope.cancel()
+            root.cancel_scope.cancel()
+    finally:
+        bound.release()
+        log.info("nonod stopped")
+
+
+async def _serve(
+    state: _State,
+    options: DaemonOptions,
+    bound: BoundSocket,
+    registry: Registry,
+    policies: PolicySource,
+    host: _LauncherHost,
+    shutdown: trio.Event,
+    gid: int | None,
+    state_dir: Path,
+    task_status: trio.TaskStatus[ControlServer],
+) -> None:
+    lost = await registry.load()
+    if lost:
+        log.warning("sessions lost with the previous daemon", sessions=lost)
+    server = ControlServer(
+        registry=registry,
+        policies=policies,
+        info=DaemonInfo(
+            version=daemon_version(), pid=os.getpid(), uid=os.geteuid(), system=options.system,
+            socket=str(bound.path) if bound.path else "(socket activation)",
+            state_dir=str(state_dir), config=state.loaded.path,
+            started_at=dt.datetime.now(dt.UTC),
+        ),
+        settings=state.settings,
+        request_shutdown=shutdown.set,
+        group_gid=gid,
+        launcher_state=lambda: host.state,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, bound.sock)
+        log.info("nonod ready", socket=str(bound.path), pid=os.getpid(), system=options.system,
+                 state_dir=str(state_dir))
+        notify(f"READY=1\nMAINPID={os.getpid()}")
+        task_status.started(server)
+        await shutdown.wait()
+        log.info("shutting down")
+        nursery.cancel_scope.cancel()
+
+
+async def _watch_signals(
+    state: _State,
+    registry: Registry,
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                notify("RELOADING=1")
+                state.reload()
+                notify("READY=1")
+            elif not shutdown.is_set():
+                log.info("signal received; shutting down", signal=signal.Signals(signum).name)
+                shutdown.set()
+            else:
+                log.warning("second signal; killing sessions without grace")
+                for session in registry.live_sessions():
+                    session.request_stop(reason="daemon_shutdown", grace=0)
