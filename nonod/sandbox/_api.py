@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -53,11 +54,18 @@ class Sandboxed:
     """A running confined program. ``pid`` is its pid in the daemon's pid namespace."""
 
     def __init__(self, pid: int, pidfd: int, enforcement: EnforcementReport,
-                 exit_stream: trio.lowlevel.FdStream) -> None:
+                 exit_stream: trio.lowlevel.FdStream, control: trio.socket.SocketType,
+                 proxy_listener: socket.socket | None) -> None:
         self.pid = pid
         self.enforcement = enforcement
+        #: The listening socket inside the session's network namespace (127.0.0.1), for the
+        #: daemon's proxy to serve; None when the network is unrestricted or blocked.
+        self.proxy_listener = proxy_listener
+        self.proxy_port = proxy_listener.getsockname()[1] if proxy_listener else 0
         self._pidfd = pidfd
         self._exit_stream = exit_stream
+        self._control = control
+        self._control_lock = trio.Lock()
         self._status: ExitStatus | None = None
         self._done = trio.Event()
         self._waiting = False
@@ -78,6 +86,7 @@ class Sandboxed:
             if kind == REC_EXIT:
                 status = ExitStatus(signal=b) if a < 0 else ExitStatus(code=a)
         self._status = status
+        self._control.close()
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
@@ -99,6 +108,34 @@ class Sandboxed:
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
+
+    async def connect_inside(self, port: int) -> trio.SocketStream:
+        """A TCP connection to 127.0.0.1:``port`` inside the session's network namespace,
+        opened by the session's init (the daemon cannot enter the namespace itself)."""
+        async with self._control_lock:
+            await self._control.send(b"C" + struct.pack("<H", port))
+            msg, ancdata, _, _ = await self._control.recvmsg(16, socket.CMSG_SPACE(4))
+        fds = _fds_from(ancdata)
+        if msg[:1] == b"K" and len(fds) == 1:
+            return trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=fds[0])))
+        for fd in fds:
+            os.close(fd)
+        err = struct.unpack("<i", msg[1:5])[0] if msg[:1] == b"E" and len(msg) >= 5 else 0
+        if not msg:
+            raise ConnectionError("the session has ended")
+        raise OSError(err, os.strerror(err) if err else "connection inside the session failed")
+
+
+def _fds_from(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    import array
+
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            arr = array.array("i")
+            arr.frombytes(data[: len(data) - (len(data) % arr.itemsize)])
+            fds.extend(arr)
+    return fds
 
 
 @final
@@ -123,6 +160,8 @@ class Launcher:
         plan, report = build_plan(policy, request, controlling_tty=controlling_tty)
         launch_r, launch_w = os.pipe2(os.O_CLOEXEC)
         exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        control = trio.socket.from_stdlib_socket(ours)
         launch_stream = trio.lowlevel.FdStream(launch_r)
         exit_stream = trio.lowlevel.FdStream(exit_r)
         try:
@@ -131,15 +170,17 @@ class Launcher:
                     await self._sock.sendmsg(
                         [self._encoder.encode(plan)],
                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                          _fd_array(*stdio, launch_w, exit_w))],
+                          _fd_array(*stdio, launch_w, exit_w, theirs.fileno()))],
                     )
             finally:
                 os.close(launch_w)
                 os.close(exit_w)
+                theirs.close()
             with trio.fail_after(LAUNCH_TIMEOUT):
                 records = await _read_records(launch_stream)
         except BaseException:
             await exit_stream.aclose()
+            control.close()
             raise
         finally:
             await launch_stream.aclose()
@@ -149,15 +190,27 @@ class Launcher:
                 pid = a
             elif kind == REC_ERROR:
                 await exit_stream.aclose()
+                control.close()
                 raise _launch_error(a, b, detail.decode("utf-8", "replace"))
         if not pid:
             await exit_stream.aclose()
+            control.close()
             raise LaunchError("the launcher died before reporting", step="fork")
+        listener = None
+        if plan.proxy_port:
+            # Sent before exec, so it is already queued.
+            msg, ancdata, _, _ = await control.recvmsg(16, socket.CMSG_SPACE(4))
+            fds = _fds_from(ancdata)
+            if msg[:1] != b"L" or len(fds) != 1:
+                await exit_stream.aclose()
+                control.close()
+                raise LaunchError("the session's proxy socket did not arrive", step="loopback")
+            listener = socket.socket(fileno=fds[0])
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             pidfd = -1  # already over: its status is waiting on the exit pipe
-        return Sandboxed(pid, pidfd, report, exit_stream)
+        return Sandboxed(pid, pidfd, report, exit_stream, control, listener)
 
     async def aclose(self) -> None:
         self._sock.close()

@@ -22,10 +22,18 @@ import sys
 import msgspec
 
 from . import _libc
-from ._launcher import REC_ERROR, REC_PID, STEPS, LaunchPlan, record, run_outer, run_warm
+from ._launcher import (
+    FDS_PER_PLAN,
+    REC_ERROR,
+    REC_PID,
+    STEPS,
+    LaunchPlan,
+    record,
+    run_outer,
+    run_warm,
+)
 
 MAX_PLAN = 1 << 20
-FDS_PER_PLAN = 5
 
 
 def _reap() -> None:
@@ -82,7 +90,7 @@ def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket) -> None:
     if pid == 0:
         sock.close()
         try:
-            run_outer(msg_plan, (fds[0], fds[1], fds[2], fds[3], fds[4]))
+            run_outer(msg_plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]))
         finally:
             os._exit(126)
 

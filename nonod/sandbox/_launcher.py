@@ -80,6 +80,12 @@ class LaunchPlan(msgspec.Struct, frozen=True, kw_only=True):
     seccomp: bytes
     controlling_tty: bool = False
     loopback: bool = False
+    proxy_port: int = 0  # non-zero: create the session's proxy socket there, hand it back
+
+
+Fds = tuple[int, int, int, int, int, int]  # stdin, stdout, stderr, launch_w, exit_w, control
+FDS_PER_PLAN = 6
+CONTROL_FD = 5
 
 
 class StepFailed(Exception):
@@ -153,9 +159,9 @@ def _idmap_ids(uid: int, gid: int) -> None:
         f.write(f"{gid} {gid} 1")
 
 
-def run_outer(plan: LaunchPlan, fds: tuple[int, int, int, int, int]) -> None:
+def run_outer(plan: LaunchPlan, fds: Fds) -> None:
     """Body of the fork server's child. Never returns."""
-    stdin, stdout, stderr, launch_w, exit_w = fds
+    launch_w = fds[3]
     try:
         _step("fork", _close_except, fds)
         _step("pdeathsig", _pdeathsig)
@@ -175,7 +181,7 @@ def run_outer(plan: LaunchPlan, fds: tuple[int, int, int, int, int]) -> None:
     if pid == 0:
         os.close(alive_w)
         try:
-            run_init(plan, (stdin, stdout, stderr, launch_w, exit_w), alive_r)
+            run_init(plan, fds, alive_r)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -183,7 +189,7 @@ def run_outer(plan: LaunchPlan, fds: tuple[int, int, int, int, int]) -> None:
         os._exit(EXIT_LAUNCH_FAILED)
     os.close(alive_r)
     _write_all(launch_w, record(REC_PID, pid, 0))
-    for fd in {stdin, stdout, stderr, launch_w, exit_w, 0, 1, 2}:
+    for fd in {*fds, 0, 1, 2}:
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
     _wait_for(pid)
@@ -211,17 +217,18 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int) -> None:
         os.close(alive_w)
         try:
             prepare_init(alive_r, loopback=bool(ns_flags & _libc.CLONE_NEWNET))
-            msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=sock_fd), 1 << 20, 5)
+            msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=sock_fd), 1 << 20,
+                                             FDS_PER_PLAN)
         except (StepFailed, OSError):
             os._exit(EXIT_LAUNCH_FAILED)
-        if not msg or len(fds) != 5:
+        if not msg or len(fds) != FDS_PER_PLAN:
             os._exit(EXIT_LAUNCH_FAILED)
         launch_w = fds[3]
         try:
             plan = msgspec.msgpack.decode(msg, type=LaunchPlan)
             if (plan.uid, plan.gid, plan.ns_flags) != (uid, gid, ns_flags):
                 raise StepFailed("fork", 22, "plan does not match the warm launcher")
-            confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4]))
+            confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]))
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -277,15 +284,24 @@ def _rlimits() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _stdio(stdin: int, stdout: int, stderr: int, launch_w: int,
-           exit_w: int) -> tuple[int, int]:
-    """Put the caller's descriptors on 0, 1, 2, the launch pipe on 3 and the exit pipe on 4
-    (both close-on-exec)."""
-    # dup everything first so that a target on 0..4 is never overwritten early
-    src = [os.dup(fd) for fd in (stdin, stdout, stderr, launch_w, exit_w)]
+def _stdio(fds: Fds) -> tuple[int, int, int]:
+    """Put the caller's descriptors on 0, 1, 2, then the launch pipe, the exit pipe and the
+    control socket on 3, 4, 5 (close-on-exec: the program never gets them)."""
+    # dup everything first so that a target on 0..5 is never overwritten early
+    src = [os.dup(fd) for fd in fds]
     for target, fd in enumerate(src):
         os.dup2(fd, target, inheritable=target < 3)
-    return 3, 4
+    return 3, 4, CONTROL_FD
+
+
+def _hand_over_listener(control: int, port: int) -> None:
+    """Create the proxy's listening socket inside the session's network namespace and give it
+    to the daemon, which serves it: the only way out of the namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.listen(512)
+        socket.send_fds(socket.socket(fileno=os.dup(control)), [b"L" + struct.pack("<H", port)],
+                        [listener.fileno()])
 
 
 def _no_new_privs() -> None:
@@ -296,7 +312,7 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signa
              signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
 
 
-def run_init(plan: LaunchPlan, fds: tuple[int, int, int, int, int], alive_r: int) -> None:
+def run_init(plan: LaunchPlan, fds: Fds, alive_r: int) -> None:
     """Pid 1 of the session: confine itself step by step, fork the program, then stay as the
     namespace's init: forward signals to the program, reap orphans, report the program's exit
     status on the exit pipe and exit (which ends every process left in the namespace)."""
@@ -316,16 +332,17 @@ def prepare_init(alive_r: int, *, loopback: bool) -> None:
     _step("keyring", _libc.join_new_session_keyring)
 
 
-def confine_and_run(plan: LaunchPlan, fds: tuple[int, int, int, int, int]) -> None:
-    stdin, stdout, stderr, launch_w, exit_w = fds
+def confine_and_run(plan: LaunchPlan, fds: Fds) -> None:
     _step("mounts", apply_mounts, plan.mounts, prepared=True)
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits)
     try:
-        launch_w, exit_w = _stdio(stdin, stdout, stderr, launch_w, exit_w)
+        launch_w, exit_w, control = _stdio(fds)
     except OSError as exc:
         raise StepFailed("stdio", exc.errno or 0, "dup2") from None
-    _step("close_fds", _libc.close_range, 5, 0xFFFFFFFF)
+    _step("close_fds", _libc.close_range, CONTROL_FD + 1, 0xFFFFFFFF)
+    if plan.proxy_port:
+        _step("loopback", _hand_over_listener, control, plan.proxy_port)
     _step("no_new_privs", _no_new_privs)
     if plan.landlock is not None and plan.landlock.abi:
         _step("landlock", apply_plan, plan.landlock)
@@ -344,7 +361,7 @@ def confine_and_run(plan: LaunchPlan, fds: tuple[int, int, int, int, int]) -> No
     os.close(launch_w)
     for fd in (0, 1, 2):
         os.close(fd)  # the terminal belongs to the program now
-    _serve_as_init(pid, exit_w)
+    _serve_as_init(pid, exit_w, control)
 
 
 def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int) -> int:
@@ -372,7 +389,11 @@ def _program_session(plan: LaunchPlan) -> None:
         _libc.set_controlling_tty(0)
 
 
-def _serve_as_init(program: int, exit_w: int) -> None:
+def _serve_as_init(program: int, exit_w: int, control: int) -> None:
+    """Forward signals, reap, and answer the daemon's requests on ``control``: ``C<port>``
+    opens a TCP connection to 127.0.0.1:<port> inside the session's network namespace (the
+    daemon cannot enter it) and returns the socket, for ``--listen-port`` forwarding."""
+
     def forward(sig: int, _frame: object) -> None:
         try:
             os.kill(program, sig)
@@ -381,21 +402,68 @@ def _serve_as_init(program: int, exit_w: int) -> None:
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # so that SIGCHLD wakes select
+    signal.set_wakeup_fd(wake_w)
+    chan = socket.socket(fileno=control)
+    watch: list[int] = [wake_r, control]
+    status = 0xFF00
     while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            status = 0xFF00
+        done, status = _reap_until(program, status)
+        if done:
             break
+        try:
+            ready, _, _ = select.select(watch, [], [])
         except InterruptedError:
             continue
-        if pid == program:
-            break
+        if wake_r in ready:
+            try:
+                os.read(wake_r, 512)
+            except BlockingIOError:
+                pass
+        if control in ready and not _answer(chan):
+            watch.remove(control)  # the daemon went away; PDEATHSIG will follow
     if os.WIFSIGNALED(status):
         _write_all(exit_w, record(REC_EXIT, -1, os.WTERMSIG(status)))
     else:
         _write_all(exit_w, record(REC_EXIT, os.WEXITSTATUS(status), 0))
     os._exit(0)
+
+
+def _reap_until(program: int, status: int) -> tuple[bool, int]:
+    while True:
+        try:
+            pid, st = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True, status
+        if pid == 0:
+            return False, status
+        if pid == program:
+            return True, st
+
+
+def _answer(chan: socket.socket) -> bool:
+    try:
+        msg = chan.recv(64)
+    except OSError:
+        return False
+    if not msg:
+        return False
+    if len(msg) == 3 and msg[:1] == b"C":
+        (port,) = struct.unpack("<H", msg[1:])
+        conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            conn.settimeout(5)
+            conn.connect(("127.0.0.1", port))
+            socket.send_fds(chan, [b"K"], [conn.fileno()])
+        except OSError as exc:
+            try:
+                chan.send(b"E" + struct.pack("<i", exc.errno or 0))
+            except OSError:
+                return False
+        finally:
+            conn.close()
+    return True
 
 
 def _env_dict(env: tuple[str, ...]) -> dict[str, str]:

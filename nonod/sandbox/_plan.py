@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import pwd
+import secrets
 from collections.abc import Iterable
 
 from ..errors import EnforcementUnavailable, LaunchError
@@ -141,6 +142,11 @@ def build_plan(
 
     net = policy.network
     private_net = net.restricted or net.block
+    proxy_port = 0
+    if net.restricted and not net.block:
+        # Any port will do: the namespace is the session's own. Random, so that programs do
+        # not come to depend on one number instead of reading HTTP_PROXY.
+        proxy_port = request.proxy_port or 20000 + secrets.randbelow(40000)
     ns_flags = NS_FLAGS | (_libc.CLONE_NEWNET if private_net else 0)
     seccomp = _seccomp.build_filter(_seccomp.SeccompOptions(
         landlock_net_fallback=False, allow_netlink_route=private_net))
@@ -167,6 +173,7 @@ def build_plan(
         seccomp=seccomp,
         controlling_tty=controlling_tty,
         loopback=private_net,
+        proxy_port=proxy_port,
     )
     layers = [
         applied("namespaces", detail="user, mount, pid, ipc, uts, cgroup"

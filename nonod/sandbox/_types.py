@@ -47,6 +47,9 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
     extra_env: tuple[tuple[str, str], ...] = ()
     uid: int | None = None
     gid: int | None = None
+    # The proxy's port inside the session's network namespace (None: the engine picks one);
+    # the caller puts it in ``extra_env`` (HTTP_PROXY...) before launching.
+    proxy_port: int | None = None
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,720 @@
+"""``nonoctl``: the command line of nono's daemon.
+
+The hot path imports only the standard library, msgspec, wsproto, the protocol module and the
+error hierarchy: never trio, structlog or the daemon (``nonoctl ps`` must answer in well under
+100 ms). Everything else (terminal handling, subprocess, doctor probes) is imported inside the
+command that needs it.
+
+Exit statuses (also in ``docs/cli.md``):
+
+====  ===============================================================================
+0     success; for ``launch`` (attached), ``attach`` and ``wait``: the program exited 0
+1-    for those three: the program's own exit status
+128+N the program was killed by signal N
+1     a request failed (no such session, ...)
+2     bad command line (or ``usage.*`` from the daemon)
+3     ``daemon status``/``daemon stop``: no daemon is running
+122   nonod unreachable, refused the connection (``auth.*``) or broke the protocol
+123   launch refused: credentials (``credentials.*``)
+124   launch refused: trust verification failed (``trust.*``)
+125   launch refused: profile, policy, sandbox setup or session limits
+126   launch refused: the command exists but cannot be executed
+127   launch refused: the command was not found
+====  ===============================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from nonod.control import protocol as p
+from nonod.errors import NonoError
+
+from ._output import Output
+from .client import (
+    ClientError,
+    Connection,
+    ConnectionLost,
+    RemoteError,
+    check,
+    connect,
+)
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_NOT_RUNNING: Final = 3
+EXIT_DAEMON: Final = 122
+EXIT_CREDENTIALS: Final = 123
+EXIT_TRUST: Final = 124
+EXIT_REFUSED: Final = 125
+EXIT_CANNOT_EXEC: Final = 126
+EXIT_NOT_FOUND: Final = 127
+EXIT_INTERRUPTED: Final = 130
+
+DETACH_KEY: Final = 0x1D  # Ctrl-]
+_FORWARDED_NAMES: Final = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGWINCH", "SIGUSR1",
+                           "SIGUSR2")
+
+Handler = Callable[[argparse.Namespace, list[str], Output], int]
+
+
+def exit_code_for(error: p.ErrorReply, *, launching: bool) -> int:
+    """The exit status for a daemon error (see the module docstring)."""
+    code = error.code
+    family = code.split(".", 1)[0]
+    if family in ("auth", "protocol", "client", "daemon"):
+        return EXIT_DAEMON
+    if family == "usage":
+        return EXIT_USAGE
+    if not launching:
+        return EXIT_FAILURE
+    if family in ("credentials", "credential"):
+        return EXIT_CREDENTIALS
+    if family == "trust":
+        return EXIT_TRUST
+    if family == "launch" and error.details.get("step") == "exec":
+        err = error.details.get("errno", "")
+        if err == str(errno.ENOENT):
+            return EXIT_NOT_FOUND
+        if err in (str(errno.EACCES), str(errno.ENOEXEC), str(errno.EPERM)):
+            return EXIT_CANNOT_EXEC
+    return EXIT_REFUSED
+
+
+def shell_status(exited: p.Exited) -> int:
+    if exited.signal is not None:
+        return 128 + exited.signal
+    return exited.exit_code if exited.exit_code is not None else EXIT_FAILURE
+
+
+# ------------------------------------------------------------------------------- parsing
+
+
+def _abs(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _profile_arg(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if "/" in value or value.endswith(".json"):
+        return _abs(value)
+    return value
+
+
+def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
+    """nono's ``run`` flags."""
+    fs = parser.add_argument_group("filesystem (as nono)")
+    fs.add_argument("--allow-cwd", action="store_true",
+                    help="grant the current directory read and write")
+    fs.add_argument("-a", "--allow", action="append", default=[], metavar="DIR",
+                    help="grant a directory read and write (repeatable)")
+    fs.add_argument("-r", "--read", action="append", default=[], metavar="DIR",
+                    help="grant a directory read-only")
+    fs.add_argument("-w", "--write", action="append", default=[], metavar="DIR",
+                    help="grant a directory write-only")
+    fs.add_argument("--allow-file", action="append", default=[], metavar="FILE",
+                    help="grant one file read and write")
+    fs.add_argument("--read-file", action="append", default=[], metavar="FILE",
+                    help="grant one file read-only")
+    fs.add_argument("--write-file", action="append", default=[], metavar="FILE",
+                    help="grant one file write-only")
+    fs.add_argument("--workdir", metavar="DIR", help="the session's working directory "
+                    "(what the profile's `workdir` refers to)")
+    net = parser.add_argument_group("network and credentials (as nono)")
+    net.add_argument("--block-net", "--net-block", action="store_true", dest="block_net",
+                     help="no network at all")
+    net.add_argument("--allow-domain", "--allow-host", action="append", default=[],
+                     metavar="HOST", help="reach HOST (or *.suffix) through the proxy")
+    net.add_argument("--listen-port", action="append", default=[], type=int, metavar="PORT",
+                     help="forward host 127.0.0.1:PORT into the session")
+    net.add_argument("--credential", "--proxy-credential", action="append", default=[],
+                     dest="credential", metavar="NAME",
+                     help="a credential route (openai, github, ...) through the proxy")
+    net.add_argument("--env-credential-map", action="append", default=[], metavar="REF=VAR",
+                     help="put credential REF into environment variable VAR")
+
+
+def _options(args: argparse.Namespace) -> p.LaunchOptions:
+    return p.LaunchOptions(
+        allow_cwd=args.allow_cwd,
+        allow=tuple(_abs(x) for x in args.allow),
+        read=tuple(_abs(x) for x in args.read),
+        write=tuple(_abs(x) for x in args.write),
+        allow_file=tuple(_abs(x) for x in args.allow_file),
+        read_file=tuple(_abs(x) for x in args.read_file),
+        write_file=tuple(_abs(x) for x in args.write_file),
+        workdir=_abs(args.workdir) if args.workdir else None,
+        block_net=args.block_net,
+        allow_domain=tuple(args.allow_domain),
+        listen_ports=tuple(args.listen_port),
+        credentials=tuple(args.credential),
+        env_credential_map=tuple(args.env_credential_map),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nonoctl",
+        description="Run programs in kernel-enforced sandboxes, supervised by nonod.",
+        epilog="Exit statuses and every flag: docs/cli.md. `nonoctl COMMAND --help` for more.",
+    )
+    parser.add_argument("--socket", type=Path, metavar="PATH",
+                        help="nonod's control socket (default: $NONO_SOCKET, else the user "
+                        "daemon's)")
+    parser.add_argument("--system", action="store_true", help="talk to the system daemon")
+    parser.add_argument("--no-autostart", action="store_true",
+                        help="do not start a user daemon if none runs (NONO_NO_AUTOSTART=1)")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.set_defaults(func=_cmd_help, parser=parser)
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, func: Handler, help: str, *, aliases: Sequence[str] = (),
+                json: bool = True) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, aliases=list(aliases), help=help, description=help,
+                             parents=[json_flag] if json else [])
+        cmd.set_defaults(func=func, parser=cmd)
+        if not json:
+            cmd.set_defaults(json=False)
+        return cmd
+
+    launch = command("launch", _cmd_launch, "start a sandboxed session (-- CMD ARGS)",
+                     aliases=["run"])
+    launch.add_argument("profile_name", nargs="?", metavar="PROFILE",
+                        help="profile name or file (same as --profile)")
+    launch.add_argument("-p", "--profile", help="profile name or JSON file")
+    launch.add_argument("--name", help="a name for the session (unique among live ones)")
+    launch.add_argument("-d", "--detach", action="store_true",
+                        help="run in the background on a terminal of the daemon's")
+    launch.add_argument("--dry-run", action="store_true",
+                        help="show the resolved policy and command; run nothing")
+    _add_launch_flags(launch)
+
+    ps = command("ps", _cmd_ps, "list sessions")
+    ps.add_argument("-a", "--all", action="store_true", help="include ended sessions")
+    ps.add_argument("-q", "--quiet", action="store_true", help="print ids only")
+
+    inspect = command("inspect", _cmd_inspect, "show one session in detail")
+    inspect.add_argument("session", metavar="ID", help="session id, name or id prefix")
+
+    stop = command("stop", _cmd_stop, "stop a session (SIGTERM, grace, SIGKILL)")
+    stop.add_argument("session", metavar="ID")
+    stop.add_argument("-t", "--timeout", type=float, metavar="S",
+                      help="seconds between SIGTERM and SIGKILL")
+    stop.add_argument("-f", "--force", action="store_true", help="SIGKILL at once")
+
+    wait = command("wait", _cmd_wait, "wait for a session to end; exit with its status")
+    wait.add_argument("session", metavar="ID")
+
+    logs = command("logs", _cmd_logs, "print a detached session's output")
+    logs.add_argument("session", metavar="ID")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    logs.add_argument("-n", "--tail", type=int, metavar="N", help="only the last N lines")
+
+    attach = command("attach", _cmd_attach,
+                     "connect the terminal to a detached session (detach: Ctrl-] d)", json=False)
+    attach.add_argument("session", metavar="ID")
+
+    command("prune", _cmd_prune, "forget ended sessions (records and logs)")
+
+    daemon = command("daemon", _cmd_daemon, "start, stop or query the user daemon")
+    daemon.add_argument("action", choices=("start", "stop", "status"))
+
+    profile = command("profile", _cmd_profile, "list, show or validate profiles")
+    profile.add_argument("action", choices=("list", "show", "validate"))
+    profile.add_argument("target", nargs="?", metavar="PROFILE", help="name or file")
+    profile.add_argument("--resolved", action="store_true",
+                         help="show: the policy the sandbox would enforce here")
+    _add_launch_flags(profile)
+
+    command("doctor", _cmd_doctor, "check what this machine can enforce, and what to fix")
+
+    completion = command("completion", _cmd_completion, "print a shell completion script",
+                         json=False)
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"))
+    return parser
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def _connect(args: argparse.Namespace, *, autostart: bool = True) -> Connection:
+    return connect(
+        args.socket, system=args.system, autostart=autostart and not args.no_autostart
+    )
+
+
+def _expect(reply: p.AnyReply, kind: type[object]) -> None:
+    if not isinstance(reply, kind):
+        raise ConnectionLost(f"unexpected `{type(reply).__name__}` from nonod")
+
+
+def _cmd_help(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    if args.version:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out.line(f"nonoctl {version('nono')} (protocol {p.PROTOCOL_VERSION})")
+        except PackageNotFoundError:
+            out.line(f"nonoctl (protocol {p.PROTOCOL_VERSION})")
+        return EXIT_OK
+    args.parser.print_help()
+    return EXIT_USAGE
+
+
+def _term_size() -> p.TermSize | None:
+    for fd in (1, 0, 2):
+        try:
+            size = os.get_terminal_size(fd)
+        except OSError:
+            continue
+        if size.lines > 0 and size.columns > 0:
+            return p.TermSize(rows=size.lines, cols=size.columns)
+    return None
+
+
+def _stdio_fds() -> tuple[list[int], list[int]]:
+    """Our stdin/stdout/stderr (``/dev/null`` for a closed one), and what we opened."""
+    fds: list[int] = []
+    opened: list[int] = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            fds.append(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            opened.append(null)
+            fds.append(null)
+    return fds, opened
+
+
+def _cmd_launch(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    if args.profile and args.profile_name:
+        out.error("give the profile once: as PROFILE or as --profile")
+        return EXIT_USAGE
+    profile = _profile_arg(args.profile or args.profile_name)
+    detach = args.detach
+    stdio: p.Stdio = "pty" if (detach or args.dry_run) else "passed"
+    try:
+        request = p.Launch(
+            argv=tuple(command), profile=profile, cwd=os.getcwd(), env=dict(os.environ),
+            options=_options(args), name=args.name, detach=detach, stdio=stdio,
+            term=_term_size(), dry_run=args.dry_run,
+        )
+    except ValueError as exc:
+        out.error(f"invalid launch: {exc}")
+        return EXIT_USAGE
+    with _connect(args) as conn:
+        if args.dry_run:
+            reply = conn.request(request)
+            if isinstance(reply, p.DryRun):
+                out.dry_run(reply)
+            return EXIT_OK
+        if detach:
+            reply = conn.request(request)
+            if not isinstance(reply, p.Launched):
+                raise ConnectionLost("unexpected reply to launch")
+            out.launched(reply.session)
+            out.enforcement_warning(reply.session)
+            return EXIT_OK
+        return _run_attached(conn, request, out)
+
+
+class _SignalPipe:
+    """Turns signals into bytes on a pipe, so ``select`` can wait for them and for I/O."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        import signal
+
+        self._signal = signal
+        self.signums = [int(getattr(signal, n)) for n in names if hasattr(signal, n)]
+        self._old: dict[int, object] = {}
+        self.fd = -1
+        self._write = -1
+        self._old_wakeup = -1
+
+    def __enter__(self) -> _SignalPipe:
+        self.fd, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._old_wakeup = self._signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        for signum in self.signums:
+            self._old[signum] = self._signal.signal(signum, _ignore_signal)
+        return self
+
+    def read(self) -> list[int]:
+        try:
+            return list(os.read(self.fd, 512))
+        except BlockingIOError:
+            return []
+
+    def __exit__(self, *_: object) -> None:
+        for signum, old in self._old.items():
+            self._signal.signal(signum, old)  # type: ignore[arg-type]
+        self._signal.set_wakeup_fd(self._old_wakeup)
+        os.close(self.fd)
+        os.close(self._write)
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    del signum, frame  # delivered through the wakeup fd
+
+
+def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
+    """Launch on our own terminal: pass stdio, forward signals, exit with the program."""
+    import select
+
+    fds, opened = _stdio_fds()
+    session_id: str | None = None
+    queued: list[int] = []
+    with _SignalPipe(_FORWARDED_NAMES) as signals:
+        try:
+            conn.send(request, fds=fds)
+        finally:
+            for fd in opened:
+                os.close(fd)
+        while True:
+            if conn.has_buffered():
+                ready: list[object] = [conn]
+            else:
+                ready, _, _ = select.select([conn, signals.fd], [], [])
+            if signals.fd in ready:
+                queued += signals.read()
+            if session_id is not None:
+                for signum in queued:
+                    conn.send(p.SendSignal(session=session_id, signal=signum))
+                queued.clear()
+            if conn not in ready:
+                continue
+            try:
+                replies = conn.receive_available()
+            except ConnectionLost:
+                if session_id is None:
+                    raise
+                out.error(f"lost the connection to nonod; session {session_id} was stopped")
+                return EXIT_DAEMON
+            for reply in replies:
+                match reply:
+                    case p.Launched(session=detail):
+                        session_id = detail.id
+                        out.enforcement_warning(detail)
+                        for signum in queued:
+                            conn.send(p.SendSignal(session=session_id, signal=signum))
+                        queued.clear()
+                    case p.Exited():
+                        return shell_status(reply)
+                    case p.ErrorReply() if session_id is None:
+                        raise RemoteError(reply)
+                    case p.ErrorReply():
+                        out.error(reply.message, reply.hint)
+                    case _:
+                        pass
+
+
+def _cmd_ps(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    with _connect(args) as conn:
+        reply = conn.request(p.ListSessions(all=args.all))
+    if not isinstance(reply, p.SessionList):
+        raise ConnectionLost("unexpected reply to ps")
+    if args.quiet and not out.json_mode:
+        for info in reply.sessions:
+            out.line(info.id)
+        return EXIT_OK
+    out.sessions(reply.sessions)
+    return EXIT_OK
+
+
+def _cmd_inspect(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    with _connect(args) as conn:
+        reply = conn.request(p.Inspect(session=args.session))
+    if isinstance(reply, p.SessionReply):
+        out.session(reply.session)
+    return EXIT_OK
+
+
+def _cmd_stop(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    with _connect(args) as conn:
+        reply = conn.request(p.Stop(session=args.session, timeout=args.timeout, force=args.force))
+    if isinstance(reply, p.Exited):
+        out.exited(reply)
+    return EXIT_OK
+
+
+def _cmd_wait(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    with _connect(args) as conn:
+        reply = conn.request(p.Wait(session=args.session))
+    if not isinstance(reply, p.Exited):
+        raise ConnectionLost("unexpected reply to wait")
+    out.exited(reply)
+    return shell_status(reply)
+
+
+def _cmd_logs(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    if args.tail is not None and args.tail < 0:
+        out.error("--tail takes a number of lines >= 0")
+        return EXIT_USAGE
+    with _connect(args) as conn:
+        conn.send(p.Logs(session=args.session, follow=args.follow, tail=args.tail))
+        while True:
+            reply = check(conn.receive())
+            if isinstance(reply, p.Output):
+                out.output_chunk(args.session, reply)
+            elif isinstance(reply, p.EndOfOutput):
+                if reply.reason == "lagged":
+                    out.error("output came faster than it could be read; some was skipped",
+                              "use --tail to start from recent output")
+                    return EXIT_FAILURE
+                return EXIT_OK
+
+
+def _cmd_attach(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    import select
+
+    with _connect(args) as conn:
+        reply = conn.request(p.Attach(session=args.session, term=_term_size()))
+        if not isinstance(reply, p.Attached):
+            raise ConnectionLost("unexpected reply to attach")
+        stdin_open = True
+        tty_state = _raw_mode(0)
+        out.note(f"[attached to {reply.session}; detach with Ctrl-] d]\r")
+        escape = False
+        try:
+            with _SignalPipe(("SIGWINCH", "SIGTERM", "SIGHUP")) as signals:
+                while True:
+                    watch: list[object] = [conn, signals.fd] + ([0] if stdin_open else [])
+                    ready: list[object] = (
+                        [conn] if conn.has_buffered() else select.select(watch, [], [])[0]
+                    )
+                    if signals.fd in ready:
+                        for signum in signals.read():
+                            if signum == _signum("SIGWINCH"):
+                                term = _term_size()
+                                if term is not None:
+                                    conn.send(p.Resize(term=term))
+                            else:
+                                conn.send(p.Detach())
+                    if 0 in ready:
+                        data = os.read(0, 4096)
+                        if not data:
+                            stdin_open = False
+                            conn.send(p.Detach())
+                        else:
+                            keys, escape, detach = _scan_keys(data, escape)
+                            for start in range(0, len(keys), p.MAX_INPUT_BYTES):
+                                conn.send(p.Input(data=keys[start : start + p.MAX_INPUT_BYTES]))
+                            if detach:
+                                conn.send(p.Detach())
+                    if conn not in ready:
+                        continue
+                    for message in conn.receive_available():
+                        match message:
+                            case p.Output(data=data):
+                                out.raw(data)
+                            case p.Detached():
+                                _restore(tty_state)
+                                out.note(f"[detached from {reply.session}]")
+                                return EXIT_OK
+                            case p.Exited():
+                                _restore(tty_state)
+                                return shell_status(message)
+                            case p.EndOfOutput(reason="lagged"):
+                                _restore(tty_state)
+                                out.error("output came faster than the terminal read it")
+                                return EXIT_FAILURE
+                            case p.ErrorReply():
+                                _restore(tty_state)
+                                out.error(message.message, message.hint)
+                                tty_state = _raw_mode(0)
+                            case _:
+                                pass
+        finally:
+            _restore(tty_state)
+
+
+def _signum(name: str) -> int:
+    import signal
+
+    return int(getattr(signal, name))
+
+
+def _scan_keys(data: bytes, escape: bool) -> tuple[bytes, bool, bool]:
+    """Split typed bytes into what goes to the session and the detach sequence (Ctrl-] d).
+
+    Returns ``(bytes to send, escape pending, detach)``. Ctrl-] followed by anything but ``d``
+    is sent as typed; Ctrl-] Ctrl-] sends one Ctrl-].
+    """
+    keys = bytearray()
+    for index, byte in enumerate(data):
+        if escape:
+            escape = False
+            if byte == ord("d"):
+                return bytes(keys), False, True
+            if byte != DETACH_KEY:
+                keys.append(DETACH_KEY)
+            keys.append(byte)
+            continue
+        if byte == DETACH_KEY:
+            escape = True
+            continue
+        keys.append(byte)
+        del index
+    return bytes(keys), escape, False
+
+
+def _raw_mode(fd: int) -> list[object] | None:
+    if not os.isatty(fd):
+        return None
+    import termios
+    import tty
+
+    saved: list[object] = termios.tcgetattr(fd)
+    tty.setraw(fd, termios.TCSANOW)
+    return saved
+
+
+def _restore(saved: list[object] | None) -> None:
+    if saved is None:
+        return
+    import termios
+
+    termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+
+def _cmd_prune(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    with _connect(args) as conn:
+        reply = conn.request(p.Prune())
+    if isinstance(reply, p.Pruned):
+        if out.json_mode:
+            out.json(reply.sessions)
+        else:
+            out.line(f"removed {len(reply.sessions)} ended session(s)")
+    return EXIT_OK
+
+
+def _cmd_daemon(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    from .client import DaemonUnreachable, start_daemon
+
+    if args.action == "start":
+        try:
+            with _connect(args, autostart=False) as conn:
+                reply = conn.request(p.Status())
+        except DaemonUnreachable:
+            if args.system:
+                out.error("the system daemon is not running", "systemctl start nonod-system")
+                return EXIT_FAILURE
+            start_daemon(args.socket or _env_socket())
+            with _connect(args, autostart=False) as conn:
+                reply = conn.request(p.Status())
+        if isinstance(reply, p.DaemonStatus):
+            out.status(reply)
+        return EXIT_OK
+    try:
+        conn = _connect(args, autostart=False)
+    except DaemonUnreachable as exc:
+        if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED):
+            raise
+        if out.json_mode:
+            out.json({"running": False})
+        else:
+            out.line("nonod is not running")
+        return EXIT_NOT_RUNNING
+    with conn:
+        if args.action == "status":
+            reply = conn.request(p.Status())
+            if isinstance(reply, p.DaemonStatus):
+                out.status(reply)
+            return EXIT_OK
+        conn.request(p.Shutdown())
+        # The daemon closes every connection once it has stopped its sessions.
+        try:
+            while True:
+                conn.receive()
+        except ConnectionLost:
+            pass
+    out.line("nonod stopped")
+    return EXIT_OK
+
+
+def _env_socket() -> Path | None:
+    value = os.environ.get("NONO_SOCKET")
+    return Path(value) if value else None
+
+
+def _cmd_profile(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    if args.action != "list" and not args.target:
+        out.error(f"`profile {args.action}` needs a profile name or file")
+        return EXIT_USAGE
+    with _connect(args) as conn:
+        if args.action == "list":
+            reply = conn.request(p.ProfileList())
+            if isinstance(reply, p.Profiles):
+                out.profiles(reply.profiles)
+            return EXIT_OK
+        target = _profile_arg(args.target) or ""
+        if args.action == "show":
+            reply = conn.request(p.ProfileShow(
+                profile=target, resolved=args.resolved, cwd=os.getcwd(), options=_options(args),
+            ))
+            if isinstance(reply, p.ProfileDocument):
+                out.profile_document(reply)
+            return EXIT_OK
+        reply = conn.request(p.ProfileValidate(profile=target))
+        if isinstance(reply, p.ProfileValid):
+            out.profile_valid(reply)
+        return EXIT_OK
+
+
+def _cmd_doctor(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    from ._doctor import run_doctor
+
+    return run_doctor(out, socket=args.socket, system=args.system)
+
+
+def _cmd_completion(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    from ._completion import script
+
+    out.line(script(args.shell, build_parser()))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in words:
+        cut = words.index("--")
+        words, command = words[:cut], words[cut + 1 :]
+    parser = build_parser()
+    args = parser.parse_args(words)
+    out = Output(json=bool(getattr(args, "json", False)))
+    if command and args.func is not _cmd_launch:
+        out.error("only `launch`/`run` take a command after `--`")
+        return EXIT_USAGE
+    launching = args.func is _cmd_launch
+    try:
+        return int(args.func(args, command, out))
+    except RemoteError as exc:
+        out.error(exc.message, exc.hint)
+        return exit_code_for(exc.reply, launching=launching)
+    except ClientError as exc:
+        out.error(exc.message, exc.hint)
+        return EXIT_DAEMON
+    except NonoError as exc:
+        out.error(exc.message, exc.hint)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Our reader went away (`nonoctl logs x | head`): stop quietly, as a shell tool does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13

@@ -1,0 +1,228 @@
+"""Everything nonoctl writes to the terminal goes through here (and only here).
+
+Human output by default: aligned tables, relative times, one-line errors with a hint. With
+``--json``: machine-readable JSON (an array or object per command, or JSON lines for streams)
+on stdout, errors still on stderr.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, TextIO, final
+
+import msgspec
+
+from nonod.control import protocol as p
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def _age(when: dt.datetime | None, now: dt.datetime) -> str:
+    if when is None:
+        return "-"
+    seconds = int((now - when).total_seconds())
+    if seconds < 0:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _status(info: p.SessionInfo) -> str:
+    if info.state != "exited":
+        return info.state
+    if info.signal is not None:
+        return f"killed ({_signame(info.signal)})"
+    if info.exit_code is not None:
+        return f"exited ({info.exit_code})"
+    return "exited"
+
+
+def _signame(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _command(argv: Sequence[str], width: int = 40) -> str:
+    text = " ".join(argv)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@final
+class Output:
+    def __init__(
+        self, *, json: bool = False, stdout: TextIO | None = None, stderr: TextIO | None = None
+    ) -> None:
+        self.json_mode = json
+        self._out = stdout or sys.stdout
+        self._err = stderr or sys.stderr
+
+    # -- primitives
+    def line(self, text: str = "") -> None:
+        self._out.write(text + "\n")
+
+    def note(self, text: str) -> None:
+        """A human remark on stderr (never mixed into data on stdout)."""
+        self._err.write(text + "\n")
+        self._err.flush()
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        self._err.write(f"nonoctl: {message}\n")
+        if hint:
+            self._err.write(f"  hint: {hint}\n")
+        self._err.flush()
+
+    def json(self, value: Any) -> None:
+        self._out.write(_encoder.encode(value).decode("utf-8") + "\n")
+        self._out.flush()
+
+    def pretty_json(self, raw: bytes) -> None:
+        self._out.write(msgspec.json.format(raw, indent=2).decode("utf-8") + "\n")
+
+    def raw(self, data: bytes) -> None:
+        buffer = self._out.buffer
+        buffer.write(data)
+        buffer.flush()
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def table(self, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+        rows = [list(r) for r in rows]
+        widths = [len(h) for h in headers]
+        for row in rows:
+            for i, cell in enumerate(row):
+                widths[i] = max(widths[i], len(cell))
+        for row in [list(headers), *rows]:
+            cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+            self.line("  ".join([*cells, row[-1]]).rstrip())
+
+    # -- sessions
+    def sessions(self, infos: Sequence[p.SessionInfo]) -> None:
+        if self.json_mode:
+            self.json(infos)
+            return
+        now = dt.datetime.now(dt.UTC)
+        self.table(
+            ("ID", "NAME", "STATE", "PID", "PROFILE", "STARTED", "COMMAND"),
+            (
+                (
+                    i.id, i.name, _status(i), str(i.pid) if i.pid else "-", i.profile or "-",
+                    _age(i.started_at, now), _command(i.argv),
+                )
+                for i in infos
+            ),
+        )
+
+    def session(self, d: p.SessionDetail) -> None:
+        if self.json_mode:
+            self.json(d)
+            return
+        now = dt.datetime.now(dt.UTC)
+        rows = [
+            ("id", d.id), ("name", d.name), ("state", _status(d)),
+            ("pid", str(d.pid) if d.pid else "-"), ("profile", d.profile or "(none)"),
+            ("command", " ".join(d.argv)), ("cwd", d.cwd), ("uid/gid", f"{d.uid}/{d.gid}"),
+            ("started", f"{d.started_at.isoformat()} ({_age(d.started_at, now)})"),
+        ]
+        if d.ended_at is not None:
+            rows.append(("ended", f"{d.ended_at.isoformat()} ({_age(d.ended_at, now)})"))
+            rows.append(("reason", d.reason or "exited"))
+        rows += [
+            ("mode", ("detached" if d.detached else "attached") + (", tty" if d.tty else "")),
+            ("attached client", "yes" if d.attached else "no"),
+            ("policy digest", d.policy_digest or "-"),
+        ]
+        if d.log_path:
+            rows.append(("output log", f"{d.log_path} ({d.output_bytes} bytes this run)"))
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            self.line(f"{key.ljust(width)}  {value}")
+        enforcement = d.enforcement
+        if enforcement is None:
+            return
+        head = "fully enforced" if enforcement.fully_enforced else "PARTIALLY ENFORCED"
+        self.line(f"{'enforcement'.ljust(width)}  {head} (landlock ABI {enforcement.landlock_abi})")
+        for layer in enforcement.layers:
+            extra = f": {layer.reason}" if layer.reason else ""
+            detail = f" [{layer.detail}]" if layer.detail else ""
+            self.line(f"{''.ljust(width)}  - {layer.name}: {layer.state}{extra}{detail}")
+
+    def launched(self, d: p.SessionDetail) -> None:
+        if self.json_mode:
+            self.json(d)
+            return
+        self.line(d.id)
+
+    def enforcement_warning(self, d: p.SessionDetail) -> None:
+        if d.enforcement is not None and not d.enforcement.fully_enforced:
+            self.note(f"nonoctl: warning: session {d.id} is {d.enforcement.summary}")
+
+    def exited(self, e: p.Exited) -> None:
+        if self.json_mode:
+            self.json(e)
+            return
+        if e.signal is not None:
+            self.line(f"{e.session}: killed by {_signame(e.signal)} ({e.reason})")
+        else:
+            self.line(f"{e.session}: exited with {e.exit_code} ({e.reason})")
+
+    def dry_run(self, d: p.DryRun) -> None:
+        if self.json_mode:
+            self.json(d)
+            return
+        self.line(f"command: {' '.join(d.argv)}")
+        self.line(f"cwd:     {d.cwd}")
+        self.line(f"uid/gid: {d.uid}/{d.gid}")
+        self.line("policy:")
+        self.pretty_json(d.policy)
+
+    def status(self, s: p.DaemonStatus) -> None:
+        if self.json_mode:
+            self.json(s)
+            return
+        now = dt.datetime.now(dt.UTC)
+        rows = [
+            ("nonod", f"running (pid {s.pid}, version {s.version}, protocol {s.protocol})"),
+            ("mode", "system" if s.system else f"user (uid {s.uid})"),
+            ("socket", s.socket), ("state", s.state_dir), ("config", s.config or "(defaults)"),
+            ("started", f"{s.started_at.isoformat()} ({_age(s.started_at, now)})"),
+            ("sessions", f"{s.sessions_live} live, {s.sessions_total} known"),
+            ("launcher", s.launcher),
+        ]
+        for key, value in rows:
+            self.line(f"{key.ljust(9)} {value}")
+
+    def profiles(self, entries: Sequence[p.ProfileEntry]) -> None:
+        if self.json_mode:
+            self.json(entries)
+            return
+        self.table(("NAME", "ORIGIN", "PATH"), ((e.name, e.source, e.description) for e in entries))
+
+    def profile_document(self, doc: p.ProfileDocument) -> None:
+        if self.json_mode:
+            self.raw(bytes(doc.document) + b"\n")
+            return
+        self.pretty_json(doc.document)
+
+    def profile_valid(self, valid: p.ProfileValid) -> None:
+        if self.json_mode:
+            self.json(valid)
+            return
+        self.line(f"ok: {valid.source} (profile {valid.name!r})")
+        for note in valid.notes:
+            self.line(f"  note: {note}")
+
+    def output_chunk(self, session: str, chunk: p.Output) -> None:
+        if self.json_mode:
+            self.json({"session": session, "offset": chunk.offset,
+                       "data": chunk.data.decode("utf-8", "replace")})
+            return
+        self.raw(chunk.data)

@@ -1,0 +1,574 @@
+"""Talk to nonod from Python: a blocking client (wsproto) and a trio client (trio-websocket).
+
+Blocking, for scripts and for ``nonoctl`` itself (it must not pay for importing trio)::
+
+    from nonoctl.client import Client
+
+    with Client() as nono:
+        session = nono.launch(["python3", "bot.py"], profile="gitbot", name="bot")
+        print(nono.sessions())
+        for event in nono.events():          # a dedicated connection
+            print(event.kind, event.session.id)
+            break
+        nono.stop(session.id)
+
+Async (trio), for a multi-agent host that already runs an event loop::
+
+    from nonoctl.client import open_async_client
+
+    async with open_async_client() as nono:
+        session = await nono.launch(["sleep", "60"], detach=True)
+        async for event in nono.events():
+            ...
+
+Both connect to ``NONO_SOCKET`` or the user daemon's default socket and start a user daemon
+if none answers (unless ``autostart=False`` or ``NONO_NO_AUTOSTART=1``). A refused request
+raises :class:`RemoteError`, whose ``reply`` is the daemon's ``ErrorReply``.
+
+:class:`Connection` is the low-level blocking conversation (used by ``nonoctl`` for streams:
+attached launches with descriptor passing, ``attach``, ``logs -f``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, TypeVar, final
+
+import wsproto
+import wsproto.events as ws_events
+
+from nonod.control import protocol as p
+from nonod.control._socket import client_socket_path
+from nonod.errors import NonoError
+
+if TYPE_CHECKING:
+    from trio_websocket import WebSocketConnection
+
+_R = TypeVar("_R")
+
+CLIENT_NAME: Final = "nonoctl"
+CONNECT_TIMEOUT: Final = 10.0
+AUTOSTART_TIMEOUT: Final = 30.0
+#: Largest reply the client accepts (the daemon's output chunks are 64 KiB).
+MAX_REPLY_BYTES: Final = 64 * 1024 * 1024
+
+
+class ClientError(NonoError):
+    """The daemon could not be reached or the conversation broke."""
+
+    code = "client.error"
+
+
+class DaemonUnreachable(ClientError):
+    code = "client.unreachable"
+
+    def __init__(self, message: str, *, hint: str | None = None, errno_: int = 0) -> None:
+        super().__init__(message, hint=hint)
+        self.errno = errno_
+
+
+class ConnectionLost(ClientError):
+    code = "client.connection_lost"
+
+
+class UnexpectedReply(ClientError):
+    code = "client.unexpected_reply"
+
+
+class RemoteError(NonoError):
+    """The daemon refused a request. ``reply.code`` is the daemon's error code."""
+
+    code = "client.remote"
+
+    def __init__(self, reply: p.ErrorReply) -> None:
+        super().__init__(reply.message, hint=reply.hint)
+        self.reply = reply
+
+    @property
+    def remote_code(self) -> str:
+        return self.reply.code
+
+
+def check(reply: p.AnyReply) -> p.AnyReply:
+    """``reply``, unless it is an ErrorReply (then RemoteError)."""
+    if isinstance(reply, p.ErrorReply):
+        raise RemoteError(reply)
+    return reply
+
+
+# ------------------------------------------------------------------------------- blocking
+
+
+@final
+class Connection:
+    """One blocking WebSocket conversation with the daemon over its Unix socket."""
+
+    def __init__(self, sock: socket.socket, path: Path) -> None:
+        self.sock = sock
+        self.path = path
+        self._ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        self._replies: deque[p.AnyReply] = deque()
+        self._text: list[str] = []
+        self._size = 0
+        self.closed = False
+        self.welcome: p.Welcome | None = None
+
+    # -- opening
+    @classmethod
+    def open(
+        cls, path: Path, *, timeout: float | None = CONNECT_TIMEOUT, client: str = CLIENT_NAME
+    ) -> Connection:
+        """Connect, handshake and exchange ``hello``; raise DaemonUnreachable/RemoteError."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            sock.close()
+            raise DaemonUnreachable(
+                f"cannot connect to nonod at {path}: {exc.strerror or exc}",
+                hint=_connect_hint(exc),
+                errno_=exc.errno or 0,
+            ) from exc
+        conn = cls(sock, path)
+        try:
+            conn._handshake()
+            reply = conn.request(p.Hello(protocol=p.PROTOCOL_VERSION, client=client))
+        except BaseException:
+            conn.close()
+            raise
+        if not isinstance(reply, p.Welcome):
+            conn.close()
+            raise UnexpectedReply(f"the daemon answered hello with `{_tag(reply)}`")
+        conn.welcome = reply
+        sock.settimeout(None)
+        return conn
+
+    def _handshake(self) -> None:
+        self._send_raw(self._ws.send(ws_events.Request(
+            host="localhost", target=p.WS_RESOURCE, subprotocols=[p.WS_SUBPROTOCOL],
+        )))
+        rejected: ws_events.RejectConnection | None = None
+        body = b""
+        while True:
+            self._receive_raw()
+            for event in self._ws.events():
+                if isinstance(event, ws_events.AcceptConnection):
+                    return
+                if isinstance(event, ws_events.RejectConnection):
+                    rejected = event
+                    if not event.has_body:
+                        raise ConnectionLost(f"nonod refused the connection ({event.status_code})")
+                elif isinstance(event, ws_events.RejectData):
+                    body += event.data
+                    if event.body_finished:
+                        status = rejected.status_code if rejected else 0
+                        text = body.decode("utf-8", "replace").strip()
+                        raise ConnectionLost(f"nonod refused the connection ({status}): {text}")
+
+    # -- raw I/O
+    def _send_raw(self, data: bytes, fds: Sequence[int] = ()) -> None:
+        try:
+            if fds:
+                sent = socket.send_fds(self.sock, [data], list(fds))
+                if sent < len(data):
+                    self.sock.sendall(data[sent:])
+            else:
+                self.sock.sendall(data)
+        except OSError as exc:
+            self.closed = True
+            raise ConnectionLost(f"lost the connection to nonod: {exc.strerror or exc}") from exc
+
+    def _receive_raw(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError as exc:
+            raise ConnectionLost("nonod did not answer in time") from exc
+        except OSError as exc:
+            self.closed = True
+            raise ConnectionLost(f"lost the connection to nonod: {exc.strerror or exc}") from exc
+        if not data:
+            self.closed = True
+            self._ws.receive_data(None)
+            return
+        self._ws.receive_data(data)
+
+    def _drain_events(self) -> None:
+        for event in self._ws.events():
+            if isinstance(event, ws_events.TextMessage):
+                self._text.append(event.data)
+                self._size += len(event.data)
+                if self._size > MAX_REPLY_BYTES:
+                    raise ConnectionLost("nonod sent an oversized message")
+                if event.message_finished:
+                    text = "".join(self._text)
+                    self._text.clear()
+                    self._size = 0
+                    try:
+                        self._replies.append(p.decode_reply(text))
+                    except (ValueError, TypeError) as exc:
+                        raise UnexpectedReply(f"cannot decode a message from nonod: {exc}") from exc
+            elif isinstance(event, ws_events.Ping):
+                self._send_raw(self._ws.send(event.response()))
+            elif isinstance(event, ws_events.CloseConnection):
+                with contextlib.suppress(ConnectionLost, wsproto.utilities.LocalProtocolError):
+                    self._send_raw(self._ws.send(event.response()))
+                self.closed = True
+                self._close_reason = event.reason or ""
+                self._close_code = event.code
+            elif isinstance(event, ws_events.BytesMessage):
+                raise UnexpectedReply("nonod sent a binary frame")
+
+    # -- messages
+    def send(self, message: p.Request, *, fds: Sequence[int] = ()) -> None:
+        """Send one request; ``fds`` ride with its frame (SCM_RIGHTS)."""
+        if self.closed:
+            raise ConnectionLost("the connection to nonod is closed")
+        text = p.encode(message).decode("utf-8")
+        self._send_raw(self._ws.send(ws_events.Message(data=text)), fds)
+
+    def receive(self) -> p.AnyReply:
+        """The next message from the daemon (blocking)."""
+        while not self._replies:
+            if self.closed:
+                code = getattr(self, "_close_code", 0)
+                reason = getattr(self, "_close_reason", "")
+                detail = f" (code {code}{': ' + reason if reason else ''})" if code else ""
+                raise ConnectionLost(f"nonod closed the connection{detail}")
+            self._receive_raw()
+            self._drain_events()
+        return self._replies.popleft()
+
+    def receive_available(self) -> list[p.AnyReply]:
+        """Read once (the socket is readable) and return every complete message."""
+        if not self._replies and not self.closed:
+            self._receive_raw()
+            self._drain_events()
+        out = list(self._replies)
+        self._replies.clear()
+        return out
+
+    def has_buffered(self) -> bool:
+        return bool(self._replies)
+
+    def request(self, message: p.Request, *, fds: Sequence[int] = ()) -> p.AnyReply:
+        """Send a request and return its reply; ErrorReply raises RemoteError."""
+        self.send(message, fds=fds)
+        return check(self.receive())
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(ConnectionLost, wsproto.utilities.LocalProtocolError):
+                self._send_raw(self._ws.send(ws_events.CloseConnection(code=1000)))
+            self.closed = True
+        self.sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _connect_hint(exc: OSError) -> str | None:
+    if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
+        return "is nonod running? `nonoctl daemon start` starts it"
+    if exc.errno == errno.EACCES:
+        return "the socket belongs to another user; each user runs their own nonod"
+    return None
+
+
+def _tag(reply: p.AnyReply) -> str:
+    return str(type(reply).__struct_config__.tag)
+
+
+def start_daemon(path: Path | None = None, *, timeout: float = AUTOSTART_TIMEOUT) -> None:
+    """Start a user daemon and return once it accepts connections (``nonod`` detaches)."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "nonod"]
+    if path is not None:
+        argv += ["--socket", str(path)]
+    try:
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            timeout=timeout, check=False, cwd="/",
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise DaemonUnreachable(f"nonod did not become ready within {timeout:.0f}s") from exc
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip() or f"exit {done.returncode}"
+        raise DaemonUnreachable(f"could not start nonod: {message}")
+
+
+def connect(
+    path: Path | None = None,
+    *,
+    system: bool = False,
+    autostart: bool = True,
+    timeout: float | None = CONNECT_TIMEOUT,
+    client: str = CLIENT_NAME,
+) -> Connection:
+    """Open a conversation, starting a user daemon first if none answers."""
+    explicit = path is not None or bool(os.environ.get("NONO_SOCKET"))
+    target = path or client_socket_path(system=system)
+    try:
+        return Connection.open(target, timeout=timeout, client=client)
+    except DaemonUnreachable as exc:
+        may_start = (
+            autostart and not system and os.environ.get("NONO_NO_AUTOSTART") != "1"
+            and exc.errno in (errno.ENOENT, errno.ECONNREFUSED)
+        )
+        if not may_start:
+            raise
+    start_daemon(target if explicit else None)
+    return Connection.open(target, timeout=timeout, client=client)
+
+
+def launch_request(
+    argv: Sequence[str],
+    *,
+    profile: str | None = None,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    options: p.LaunchOptions | None = None,
+    name: str | None = None,
+    detach: bool = True,
+    stdio: p.Stdio = "pty",
+    term: p.TermSize | None = None,
+    dry_run: bool = False,
+) -> p.Launch:
+    """A ``Launch`` message with the caller's working directory and environment by default."""
+    return p.Launch(
+        argv=tuple(argv), profile=profile, cwd=cwd or os.getcwd(),
+        env=dict(os.environ if env is None else env), options=options or p.LaunchOptions(),
+        name=name, detach=detach, stdio=stdio, term=term, dry_run=dry_run,
+    )
+
+
+@final
+class Client:
+    """Blocking request/response API. Streams use their own connection each."""
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        system: bool = False,
+        autostart: bool = True,
+        timeout: float | None = CONNECT_TIMEOUT,
+    ) -> None:
+        self._path = path
+        self._system = system
+        self._timeout = timeout
+        self._conn = connect(path, system=system, autostart=autostart, timeout=timeout)
+        self.path = self._conn.path
+
+    def _fresh(self) -> Connection:
+        return Connection.open(self.path, timeout=self._timeout)
+
+    def _ask(self, message: p.Request) -> p.AnyReply:
+        return self._conn.request(message)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def status(self) -> p.DaemonStatus:
+        return _expect(self._ask(p.Status()), p.DaemonStatus)
+
+    def sessions(self, *, all: bool = False) -> tuple[p.SessionInfo, ...]:
+        return _expect(self._ask(p.ListSessions(all=all)), p.SessionList).sessions
+
+    def inspect(self, session: str) -> p.SessionDetail:
+        return _expect(self._ask(p.Inspect(session=session)), p.SessionReply).session
+
+    def launch(self, argv: Sequence[str] = (), **kwargs: object) -> p.SessionDetail:
+        """Start a detached session (``launch_request`` takes the keyword arguments)."""
+        kwargs.setdefault("detach", True)
+        if kwargs.get("detach") is not True:
+            raise ValueError("Client.launch starts detached sessions; use Connection for more")
+        request = launch_request(argv, **kwargs)  # type: ignore[arg-type]
+        return _expect(self._ask(request), p.Launched).session
+
+    def stop(self, session: str, *, timeout: float | None = None, force: bool = False) -> p.Exited:
+        return _expect(self._ask(p.Stop(session=session, timeout=timeout, force=force)), p.Exited)
+
+    def signal(self, session: str, signum: int) -> None:
+        _expect(self._ask(p.SendSignal(session=session, signal=signum)), p.Ok)
+
+    def wait(self, session: str) -> p.Exited:
+        with self._fresh() as conn:
+            return _expect(conn.request(p.Wait(session=session)), p.Exited)
+
+    def prune(self) -> tuple[str, ...]:
+        return _expect(self._ask(p.Prune()), p.Pruned).sessions
+
+    def shutdown(self) -> None:
+        _expect(self._ask(p.Shutdown()), p.Ok)
+
+    def logs(
+        self, session: str, *, follow: bool = False, tail: int | None = None
+    ) -> Iterator[bytes]:
+        with self._fresh() as conn:
+            conn.send(p.Logs(session=session, follow=follow, tail=tail))
+            while True:
+                reply = check(conn.receive())
+                if isinstance(reply, p.Output):
+                    yield reply.data
+                elif isinstance(reply, p.EndOfOutput):
+                    return
+                else:
+                    raise UnexpectedReply(f"unexpected `{_tag(reply)}` in a log stream")
+
+    def events(self, session: str | None = None) -> Iterator[p.SessionEvent]:
+        with self._fresh() as conn:
+            conn.send(p.Subscribe(session=session))
+            while True:
+                reply = check(conn.receive())
+                if isinstance(reply, p.SessionEvent):
+                    yield reply
+                elif isinstance(reply, p.EndOfOutput):
+                    return
+                else:
+                    raise UnexpectedReply(f"unexpected `{_tag(reply)}` in an event stream")
+
+
+def _expect(reply: p.AnyReply, kind: type[_R]) -> _R:
+    if not isinstance(reply, kind):
+        raise UnexpectedReply(f"expected `{kind.__name__}`, got `{_tag(reply)}`")
+    return reply
+
+
+# ----------------------------------------------------------------------------------- trio
+
+
+@final
+class AsyncClient:
+    """The same API for trio programs. Create it with :func:`open_async_client`."""
+
+    def __init__(self, ws: WebSocketConnection, path: Path) -> None:
+        import trio
+
+        self._ws = ws
+        self.path = path
+        self._lock = trio.Lock()
+
+    async def _receive(self) -> p.AnyReply:
+        from trio_websocket import ConnectionClosed
+
+        try:
+            data = await self._ws.get_message()
+        except ConnectionClosed as exc:
+            raise ConnectionLost("nonod closed the connection") from exc
+        return p.decode_reply(data)
+
+    async def _send(self, message: p.Request) -> None:
+        from trio_websocket import ConnectionClosed
+
+        try:
+            await self._ws.send_message(p.encode(message).decode("utf-8"))
+        except ConnectionClosed as exc:
+            raise ConnectionLost("nonod closed the connection") from exc
+
+    async def _ask(self, message: p.Request) -> p.AnyReply:
+        async with self._lock:
+            await self._send(message)
+            return check(await self._receive())
+
+    async def _hello(self) -> p.Welcome:
+        return _expect(await self._ask(p.Hello(protocol=p.PROTOCOL_VERSION, client=CLIENT_NAME)),
+                       p.Welcome)
+
+    async def status(self) -> p.DaemonStatus:
+        return _expect(await self._ask(p.Status()), p.DaemonStatus)
+
+    async def sessions(self, *, all: bool = False) -> tuple[p.SessionInfo, ...]:
+        return _expect(await self._ask(p.ListSessions(all=all)), p.SessionList).sessions
+
+    async def inspect(self, session: str) -> p.SessionDetail:
+        return _expect(await self._ask(p.Inspect(session=session)), p.SessionReply).session
+
+    async def launch(self, argv: Sequence[str] = (), **kwargs: object) -> p.SessionDetail:
+        """Start a detached session (``launch_request`` takes the keyword arguments)."""
+        kwargs.setdefault("detach", True)
+        if kwargs.get("detach") is not True or kwargs.get("stdio") == "passed":
+            raise ValueError("AsyncClient.launch starts detached sessions (stdio pty or null)")
+        request = launch_request(argv, **kwargs)  # type: ignore[arg-type]
+        return _expect(await self._ask(request), p.Launched).session
+
+    async def stop(
+        self, session: str, *, timeout: float | None = None, force: bool = False
+    ) -> p.Exited:
+        reply = await self._ask(p.Stop(session=session, timeout=timeout, force=force))
+        return _expect(reply, p.Exited)
+
+    async def signal(self, session: str, signum: int) -> None:
+        _expect(await self._ask(p.SendSignal(session=session, signal=signum)), p.Ok)
+
+    async def wait(self, session: str) -> p.Exited:
+        async with open_async_client(self.path, autostart=False) as other:
+            return _expect(await other._ask(p.Wait(session=session)), p.Exited)
+
+    async def prune(self) -> tuple[str, ...]:
+        return _expect(await self._ask(p.Prune()), p.Pruned).sessions
+
+    async def events(self, session: str | None = None) -> AsyncIterator[p.SessionEvent]:
+        async with open_async_client(self.path, autostart=False) as other:
+            await other._send(p.Subscribe(session=session))
+            while True:
+                reply = check(await other._receive())
+                if isinstance(reply, p.SessionEvent):
+                    yield reply
+                elif isinstance(reply, p.EndOfOutput):
+                    return
+                else:
+                    raise UnexpectedReply(f"unexpected `{_tag(reply)}` in an event stream")
+
+
+@contextlib.asynccontextmanager
+async def open_async_client(
+    path: Path | None = None, *, system: bool = False, autostart: bool = True
+) -> AsyncIterator[AsyncClient]:
+    """Connect (starting a user daemon if allowed and needed) and exchange ``hello``."""
+    import trio
+    from trio_websocket import wrap_client_stream
+
+    target = path or client_socket_path(system=system)
+    try:
+        stream = await trio.open_unix_socket(str(target))
+    except OSError as exc:
+        may_start = (autostart and not system and os.environ.get("NONO_NO_AUTOSTART") != "1"
+                     and exc.errno in (errno.ENOENT, errno.ECONNREFUSED))
+        if not may_start:
+            raise DaemonUnreachable(f"cannot connect to nonod at {target}: {exc.strerror}",
+                                    hint=_connect_hint(exc), errno_=exc.errno or 0) from exc
+        explicit = path is not None or bool(os.environ.get("NONO_SOCKET"))
+        await trio.to_thread.run_sync(start_daemon, target if explicit else None)
+        stream = await trio.open_unix_socket(str(target))
+    async with trio.open_nursery() as nursery:
+        ws = await wrap_client_stream(nursery, stream, "localhost", p.WS_RESOURCE,
+                                      subprotocols=[p.WS_SUBPROTOCOL])
+        client = AsyncClient(ws, target)
+        try:
+            await client._hello()
+            yield client
+        finally:
+            with trio.move_on_after(1, shield=True):
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
