@@ -180,10 +180,17 @@ def _write_wrapper(real: Callable[..., Any]) -> Callable[..., Any]:
     return write_all
 
 
-def _wrap(obj: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+def _wrap_with(obj: Any, name: str,
+               make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
     real = getattr(obj, name, None)
     if real is not None:
         setattr(obj, name, make(real))
+
+
+def _wrap(obj: Any, name: str, label: str) -> None:
+    real = getattr(obj, name, None)
+    if real is not None:
+        setattr(obj, name, _timed(label, real))
 
 
 def install(path: str) -> None:
@@ -197,27 +204,25 @@ def install(path: str) -> None:
 
     from nonod.sandbox import _forkserver, _launcher, _libc, _mounts
 
-    os.fork = _fork_wrapper(os.fork)
-    socket.recv_fds = _recv_wrapper(socket.recv_fds)
-    _wrap(os, "posix_spawn", lambda f: _timed("posix_spawn (exec done)", f))
-    _wrap(os, "waitpid", lambda f: _timed("waitpid", f))
-    _wrap(_forkserver, "run_outer", lambda f: _outer_wrapper(f, "outer"))
-    _wrap(_forkserver, "run_warm", lambda f: _outer_wrapper(f, "warm-outer"))
-    _wrap(_launcher, "_step", _step_wrapper)
-    _wrap(_launcher, "_write_all", _write_wrapper)
+    _wrap_with(os, "fork", _fork_wrapper)
+    _wrap_with(socket, "recv_fds", _recv_wrapper)
+    _wrap(os, "posix_spawn", "posix_spawn (exec done)")
+    _wrap(os, "waitpid", "waitpid")
+    _wrap_with(_forkserver, "run_outer", functools.partial(_outer_wrapper, role="outer"))
+    _wrap_with(_forkserver, "run_warm", functools.partial(_outer_wrapper, role="warm-outer"))
+    _wrap_with(_launcher, "_step", _step_wrapper)
+    _wrap_with(_launcher, "_write_all", _write_wrapper)
     for name in ("_close_except", "_pdeathsig", "_reset_signals", "_idmap", "_idmap_ids",
                  "_stdio", "prepare_init", "confine_and_run"):
-        _wrap(_launcher, name, lambda f, n=name: _timed(n.lstrip("_"), f))
-    _wrap(_forkserver, "_reap", lambda f: _timed("server reap", f))
-    hand_over = getattr(getattr(_forkserver, "_Warm", None), "hand_over", None)
-    if hand_over is not None:
-        _forkserver._Warm.hand_over = _timed("server hand_over", hand_over)  # type: ignore[attr-defined, unused-ignore]
-    _wrap(_libc, "unshare", lambda f: _timed("unshare()", f))
-    _wrap(_libc, "mount", _mount_wrapper)
+        _wrap(_launcher, name, name.lstrip("_"))
+    _wrap(_forkserver, "_reap", "server reap")
+    _wrap(getattr(_forkserver, "_Warm", None), "hand_over", "server hand_over")
+    _wrap(_libc, "unshare", "unshare()")
+    _wrap_with(_libc, "mount", _mount_wrapper)
     for name in ("mount_setattr", "pivot_root", "umount2"):
-        _wrap(_libc, name, lambda f, n=name: _timed(f"{n}()", f))
+        _wrap(_libc, name, f"{name}()")
     for name in ("_setup_dev", "prepare_root"):
-        _wrap(_mounts, name, lambda f, n=name: _timed(n.lstrip("_"), f))
+        _wrap(_mounts, name, name.lstrip("_"))
 
 
 def read_records(path: str) -> list[tuple[int, str, str, int, int]]:

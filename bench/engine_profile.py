@@ -24,63 +24,33 @@ still shows up through ``_step``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import inspect
 import json
 import os
-import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import _probe
 import msgspec
 import trio
+from _common import ENV, POLICY, TRUE, fork_server, machine, median, percentile
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
-sys.path.insert(0, str(BENCH))
+from nonod.sandbox import LaunchRequest, _api, _landlock, _libc, _plan, _seccomp
+from nonod.sandbox._launcher import LaunchPlan
+from nonod.sandbox._plan import build_plan
 
-import _probe  # noqa: E402
-
-from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy  # noqa: E402
-from nonod.sandbox import Launcher, LaunchRequest, _api, _landlock, _libc, _plan, _seccomp  # noqa: E402
-from nonod.sandbox._launcher import LaunchPlan  # noqa: E402
-from nonod.sandbox._plan import build_plan  # noqa: E402
-
-POLICY = ResolvedPolicy(
-    name="bench",
-    grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ)),
-    denials=(),
-    network=NetworkPolicy(restricted=True, block=True),
-)
-ENV = (("PATH", "/usr/bin:/bin"),)
+pct = percentile
+med = median
 
 
 def request(i: int = 0) -> LaunchRequest:
-    argv = ("/bin/true", f"{_probe.TAG.decode()}{i}") if i else ("/bin/true",)
-    return LaunchRequest(argv=argv, cwd="/", env=ENV)
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    pos = (len(s) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def med(values: list[float]) -> float:
-    return pct(values, 0.5)
+    argv = (TRUE, f"{_probe.TAG.decode()}{i}") if i else (TRUE,)
+    return LaunchRequest(argv=argv, cwd="/", env=tuple(ENV.items()))
 
 
 def ms(ns: int) -> float:
@@ -135,49 +105,6 @@ def profile_build_plan(n: int) -> dict[str, Any]:
             "median_ms": {k: med(v) for k, v in acc.items()}}
 
 
-# --- launchers -----------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def fork_server(*, probe_file: str | None = None, cold: bool = False
-                      ) -> AsyncIterator[Launcher]:
-    """open_launcher(), optionally with bench/_probe.py installed in the fork server before it
-    serves, and optionally with its warm launchers turned off."""
-    if probe_file is None and not cold:
-        async with _api.open_launcher() as launcher:
-            yield launcher
-        return
-    boot = f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
-    if probe_file is not None:
-        boot += f"import _probe; _probe.install({probe_file!r}); "
-    boot += "from nonod.sandbox import _forkserver as F; "
-    if cold:
-        boot += ("import functools, inspect; "
-                 "F.serve = functools.partial(F.serve, warm=False) "
-                 "if 'warm' in inspect.signature(F.serve).parameters else F.serve; ")
-    boot += "F.main()"
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", boot, str(theirs.fileno()), str(os.getpid())],
-            pass_fds=(theirs.fileno(),), env={"PATH": os.defpath},
-            stdin=subprocess.DEVNULL, close_fds=True)
-    finally:
-        theirs.close()
-    launcher = Launcher(proc, trio.socket.from_stdlib_socket(ours))
-    try:
-        yield launcher
-    finally:
-        with trio.CancelScope(shield=True):
-            await launcher.aclose()
-
-
-def has_warm_pool() -> bool:
-    from nonod.sandbox import _forkserver
-
-    return "warm" in inspect.signature(_forkserver.serve).parameters
-
-
 # --- 2. ablations --------------------------------------------------------------------------
 
 NO_NET = ~_libc.CLONE_NEWNET
@@ -197,21 +124,30 @@ VARIANTS: list[tuple[str, Callable[[LaunchPlan], LaunchPlan], float]] = [
 ]
 
 
-async def ablations(runs: int, warmup: int, cold: bool) -> list[dict[str, Any]]:
-    real = _api.build_plan
-    out: list[dict[str, Any]] = []
+@contextmanager
+def patched(obj: object, name: str, value: object) -> Iterator[None]:
+    """Replace ``obj.name`` for the duration (the engine looks these up at call time)."""
+    real = getattr(obj, name)
+    setattr(obj, name, value)
     try:
-        async with fork_server(cold=cold) as launcher:
-            for name, change, pause in VARIANTS:
-                def variant(*args: Any, _change: Any = change, **kwargs: Any) -> Any:
-                    plan, report = real(*args, **kwargs)
-                    return _change(plan), report
+        yield
+    finally:
+        setattr(obj, name, real)
 
-                _api.build_plan = variant  # type: ignore[assignment]
-                samples: list[float] = []
-                gc.collect()
-                gc.disable()
-                try:
+
+async def ablations(runs: int, warmup: int, cold: bool) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    async with fork_server(cold=cold) as launcher:
+        for name, change, pause in VARIANTS:
+            def variant(*args: Any, _change: Any = change, **kwargs: Any) -> Any:
+                plan, report = build_plan(*args, **kwargs)
+                return _change(plan), report
+
+            samples: list[float] = []
+            gc.collect()
+            gc.disable()
+            try:
+                with patched(_api, "build_plan", variant):
                     for i in range(warmup + runs):
                         if pause:
                             time.sleep(pause)
@@ -223,12 +159,10 @@ async def ablations(runs: int, warmup: int, cold: bool) -> list[dict[str, Any]]:
                             raise SystemExit(f"{name}: /bin/true ended with {status}")
                         if i >= warmup:
                             samples.append(ms(t1 - t0))
-                finally:
-                    gc.enable()
-                out.append({"variant": name, "p50": med(samples), "p95": pct(samples, 0.95),
-                            "mean": sum(samples) / len(samples)})
-    finally:
-        _api.build_plan = real
+            finally:
+                gc.enable()
+            out.append({"variant": name, "p50": med(samples), "p95": pct(samples, 0.95),
+                        "mean": sum(samples) / len(samples)})
     return out
 
 
@@ -245,7 +179,6 @@ async def instrumented(runs: int, warmup: int, cold: bool
     os.close(fd)
     parent: dict[int, list[Record]] = defaultdict(list)
     totals: list[float] = []
-    real_build = _api.build_plan
     try:
         async with fork_server(probe_file=probe_file, cold=cold) as launcher:
             current: list[int] = [0]
@@ -260,33 +193,32 @@ async def instrumented(runs: int, warmup: int, cold: bool
 
             def timed_build(*args: Any, **kwargs: Any) -> Any:
                 t0 = _probe.now()
-                result = real_build(*args, **kwargs)
+                result = build_plan(*args, **kwargs)
                 parent[current[0]].append(("parent", "build_plan", t0, _probe.now()))
                 return result
 
-            launcher._encoder = TimedEncoder()  # type: ignore[assignment]
-            _api.build_plan = timed_build
             gc.collect()
             gc.disable()
             try:
-                for i in range(1, warmup + runs + 1):
-                    current[0] = i
-                    rec = parent[i]
-                    t0 = _probe.now()
-                    rec.append(("parent", "launch() called", t0, t0))
-                    proc = await launcher.launch(POLICY, request(i))
-                    t1 = _probe.now()
-                    rec.append(("parent", "launch() returned", t1, t1))
-                    status = await proc.wait_exited()
-                    t2 = _probe.now()
-                    rec.append(("parent", "wait_exited() returned", t2, t2))
-                    if status.code != 0:
-                        raise SystemExit(f"instrumented launch {i}: {status}")
-                    if i > warmup:
-                        totals.append(ms(t2 - t0))
+                with (patched(launcher, "_encoder", TimedEncoder()),
+                      patched(_api, "build_plan", timed_build)):
+                    for i in range(1, warmup + runs + 1):
+                        current[0] = i
+                        rec = parent[i]
+                        t0 = _probe.now()
+                        rec.append(("parent", "launch() called", t0, t0))
+                        proc = await launcher.launch(POLICY, request(i))
+                        t1 = _probe.now()
+                        rec.append(("parent", "launch() returned", t1, t1))
+                        status = await proc.wait_exited()
+                        t2 = _probe.now()
+                        rec.append(("parent", "wait_exited() returned", t2, t2))
+                        if status.code != 0:
+                            raise SystemExit(f"instrumented launch {i}: {status}")
+                        if i > warmup:
+                            totals.append(ms(t2 - t0))
             finally:
                 gc.enable()
-                _api.build_plan = real_build
         records = _probe.read_records(probe_file)
     finally:
         os.unlink(probe_file)
@@ -321,11 +253,10 @@ def timeline(by_launch: dict[int, list[Record]]) -> list[dict[str, Any]]:
             ends[key].append(ms(max(e for _, e in spans) - origin))
             durs[key].append(ms(sum(e - s for s, e in spans)))
             counts[key].append(len(spans))
-    rows = [{"role": k[0], "label": k[1], "start": med(starts[k]), "end": med(ends[k]),
+    keys = sorted(starts, key=lambda k: (med(starts[k]), -med(ends[k])))
+    return [{"role": k[0], "label": k[1], "start": med(starts[k]), "end": med(ends[k]),
              "dur": med(durs[k]), "n": round(med([float(c) for c in counts[k]]))}
-            for k in starts]
-    rows.sort(key=lambda r: (r["start"], -r["end"]))
-    return rows
+            for k in keys]
 
 
 # Milestones on the critical path, in order; a bucket is the time from the previous milestone
@@ -342,9 +273,10 @@ MILESTONES: list[tuple[str, str, bool, str]] = [
     ("outer", "idmap:idmap", True, "uid/gid maps"),
     ("init", "fork: child running", True, "fork the init (pid 1 of the new pid ns)"),
     ("init", "plan received", True, "warm init wakes up with the plan"),
-    ("init", "mounts:", True, "init: pdeathsig, setsid, mounts (new root, binds, /proc, /dev)"),
+    ("init", "mounts:", True, "init: pdeathsig, setsid, mounts (new root, binds, /proc, /dev); "
+     "loopback, keyring when the engine does them before the last mount step"),
     ("init", "landlock:apply_plan", False,
-     "init: loopback, keyring, chdir, rlimits, stdio, close_fds, no_new_privs"),
+     "init: chdir, rlimits, stdio, close_fds, no_new_privs (loopback, keyring if not above)"),
     ("init", "landlock:apply_plan", True, "Landlock ruleset"),
     ("init", "seccomp:install_filter", False, "drop capabilities"),
     ("init", "seccomp:install_filter", True, "seccomp filter"),
@@ -402,24 +334,13 @@ def off_path(by_launch: dict[int, list[Record]]) -> list[dict[str, Any]]:
 # --- report --------------------------------------------------------------------------------
 
 
-def header() -> dict[str, Any]:
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "kernel": platform.release(),
-        "nproc": os.cpu_count() or 0,
-        "python": platform.python_version(),
-        "uid": os.getuid(),
-        "warm_pool_in_engine": has_warm_pool(),
-    }
-
-
 def print_report(data: dict[str, Any]) -> None:
     h = data["machine"]
     print(f"# engine profile, /bin/true -- {h['date']}, kernel {h['kernel']}, nproc {h['nproc']}, "
-          f"Python {h['python']}, uid {h['uid']}")
+          f"Python {h['python']}, uid {h['uid']}, load {h['loadavg_1m']:.2f}")
     mode = "cold (warm launchers off)" if data["cold"] else "as the engine ships"
-    print(f"# {data['runs']} runs per measurement after {data['warmup']} warm-up runs; "
-          f"fork server {mode}; engine keeps warm launchers: {h['warm_pool_in_engine']}")
+    print(f"# engine {h['engine']}; {data['runs']} runs per measurement after {data['warmup']} "
+          f"warm-up runs; fork server {mode} (engine has warm launchers: {h['warm_launchers']})")
     bp = data["build_plan"]
     print(f"\n1. build_plan in the parent (median of {bp['calls']} calls; plan "
           f"{bp['plan_bytes']} bytes, {bp['mounts']} mount ops, seccomp {bp['seccomp_bytes']} B)")
@@ -456,7 +377,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     abl = await ablations(args.runs, args.warmup, args.cold)
     by_launch, totals = await instrumented(args.runs, args.warmup, args.cold)
     return {
-        "machine": header(),
+        "machine": machine(),
         "runs": args.runs,
         "warmup": args.warmup,
         "cold": args.cold,

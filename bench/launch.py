@@ -8,6 +8,8 @@ Contenders (each measured ``--runs`` times after ``--warmup`` unrecorded runs):
   nono-py       nono_py.sandboxed_exec (PyPI nono-py), default enforcement_mode="auto"
   nono-py+sc    the same with enforcement_mode="seccomp" (adds its seccomp filter)
   nonod         our engine through the Python API, all layers on, one open_launcher() kept open
+  nonod-cold    the same with the fork server's warm launchers turned off (when it has them):
+                every launch makes its namespaces, init and root on the critical path
 
 By default the contenders run in sequence: all of one contender's runs back to back, then the
 next one, so each contender only pays for itself (its own namespace teardowns included).
@@ -21,30 +23,23 @@ before a run costs a few ms (see docs/benchmarks.md), so the sequential figures 
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import trio
+from _common import ENV, POLICY, TRUE, fork_server, has_warm_launchers, machine, percentile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy
-from nonod.sandbox import Launcher, LaunchRequest, open_launcher
+from nonod.sandbox import Launcher, LaunchRequest
 from nonod.sandbox._landlock import probe_abi
 
-TRUE = "/bin/true"
-ENV = {"PATH": "/usr/bin:/bin"}
 BWRAP = "/usr/bin/bwrap"
 BWRAP_ARGS = (
     "--unshare-all", "--die-with-parent", "--new-session",
@@ -52,12 +47,6 @@ BWRAP_ARGS = (
     "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
     "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
     "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-)
-POLICY = ResolvedPolicy(
-    name="bench",
-    grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ)),
-    denials=(),
-    network=NetworkPolicy(restricted=True, block=True),
 )
 REQUEST = LaunchRequest(argv=(TRUE,), cwd="/", env=tuple(ENV.items()))
 
@@ -78,16 +67,6 @@ class Contender:
 
 
 # --- statistics ----------------------------------------------------------------------------
-
-
-def percentile(sorted_ms: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default, 'inclusive')."""
-    if not sorted_ms:
-        return float("nan")
-    pos = (len(sorted_ms) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_ms) - 1)
-    return sorted_ms[lo] + (sorted_ms[hi] - sorted_ms[lo]) * (pos - lo)
 
 
 def summarize(samples: list[float]) -> dict[str, float]:
@@ -190,30 +169,13 @@ def _first_line(argv: list[str]) -> str:
     return lines[0] if lines else "n/a"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "n/a"
-
-
-def machine() -> dict[str, object]:
+def versions() -> dict[str, object]:
     try:
         import nono_py as nono  # type: ignore[import-not-found, unused-ignore]
         nono_version = str(getattr(nono, "__version__", "?"))
     except ImportError:
         nono_version = "not installed"
     return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "kernel": platform.release(),
-        "nproc": os.cpu_count() or 0,
-        "nproc_usable": len(os.sched_getaffinity(0)),
-        "cpu": _cpu_model(),
-        "python": platform.python_version(),
-        "uid": os.getuid(),
         "landlock_abi": probe_abi(),
         "bwrap": _first_line([BWRAP, "--version"]) if shutil.which(BWRAP) else "not installed",
         "nono_py": nono_version,
@@ -272,8 +234,13 @@ async def _never() -> None:
     raise BenchFailure("not available")
 
 
+def _unavailable(reason: str) -> Runner:
+    raise BenchFailure(reason)
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    async with open_launcher() as launcher:
+    warm = has_warm_launchers()
+    async with fork_server() as launcher, fork_server(cold=True) as cold_launcher:
         first = await launcher.launch(POLICY, REQUEST)
         status = await first.wait_exited()
         if status.code != 0:
@@ -289,6 +256,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                  lambda: nono_py("seccomp")),
             make("nonod", "our engine: launcher.launch + wait_exited, all layers",
                  lambda: nonod(launcher)),
+            make("nonod-cold", "the same, fork server's warm launchers off",
+                 lambda: nonod(cold_launcher) if warm else _unavailable(
+                     "the engine has no warm launchers: nonod is the cold path")),
         ]
         await measure(contenders, args.runs, args.warmup, args.interleave)
     results: list[dict[str, Any]] = []
@@ -300,7 +270,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         results.append({"name": c.name, "what": c.what, "n": len(c.samples),
                         **summarize(c.samples), "samples_ms": [round(s, 4) for s in c.samples]})
     return {
-        "machine": machine(),
+        "machine": {**machine(), **versions()},
         "runs": args.runs,
         "warmup": args.warmup,
         "order": "interleaved" if args.interleave else "sequential",
@@ -322,7 +292,8 @@ def print_table(data: dict[str, Any]) -> None:
     m = data["machine"]
     print(f"# launch /bin/true to exit -- {m['date']}")
     print(f"# kernel {m['kernel']}, nproc {m['nproc']} (usable {m['nproc_usable']}), "
-          f"{m['cpu']}, Python {m['python']}, uid {m['uid']}")
+          f"{m['cpu']}, Python {m['python']}, uid {m['uid']}, load {m['loadavg_1m']:.2f}")
+    print(f"# engine {m['engine']}, warm launchers: {m['warm_launchers']}")
     print(f"# landlock ABI {m['landlock_abi']}, {m['bwrap']}, nono-py {m['nono_py']}")
     print(f"# {data['runs']} runs per contender after {data['warmup']} warm-up runs, "
           f"{data['order']}")

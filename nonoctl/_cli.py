@@ -31,7 +31,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from nonod.control import protocol as p
 from nonod.errors import NonoError
@@ -160,7 +160,21 @@ def _options(args: argparse.Namespace) -> p.LaunchOptions:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_word(words: Sequence[str]) -> str | None:
+    """The subcommand in ``words`` (skipping global options), if any."""
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--socket":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that command's subparser (faster: startup matters)."""
     parser = argparse.ArgumentParser(
         prog="nonoctl",
         description="Run programs in kernel-enforced sandboxes, supervised by nonod.",
@@ -180,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, func: Handler, help: str, *, aliases: Sequence[str] = (),
                 json: bool = True) -> argparse.ArgumentParser:
+        if only is not None and only != name and only not in aliases:
+            return argparse.ArgumentParser(add_help=False)  # not needed for this run
         cmd = sub.add_parser(name, aliases=list(aliases), help=help, description=help,
                              parents=[json_flag] if json else [])
         cmd.set_defaults(func=func, parser=cmd)
@@ -381,17 +397,16 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
             for fd in opened:
                 os.close(fd)
         while True:
-            if conn.has_buffered():
-                ready: list[object] = [conn]
-            else:
-                ready, _, _ = select.select([conn, signals.fd], [], [])
+            sock = conn.fileno()
+            watch = [sock, signals.fd]
+            ready = [sock] if conn.has_buffered() else select.select(watch, [], [])[0]
             if signals.fd in ready:
                 queued += signals.read()
             if session_id is not None:
                 for signum in queued:
                     conn.send(p.SendSignal(session=session_id, signal=signum))
                 queued.clear()
-            if conn not in ready:
+            if sock not in ready:
                 continue
             try:
                 replies = conn.receive_available()
@@ -488,10 +503,9 @@ def _cmd_attach(args: argparse.Namespace, command: list[str], out: Output) -> in
         try:
             with _SignalPipe(("SIGWINCH", "SIGTERM", "SIGHUP")) as signals:
                 while True:
-                    watch: list[object] = [conn, signals.fd] + ([0] if stdin_open else [])
-                    ready: list[object] = (
-                        [conn] if conn.has_buffered() else select.select(watch, [], [])[0]
-                    )
+                    sock = conn.fileno()
+                    watch = [sock, signals.fd] + ([0] if stdin_open else [])
+                    ready = [sock] if conn.has_buffered() else select.select(watch, [], [])[0]
                     if signals.fd in ready:
                         for signum in signals.read():
                             if signum == _signum("SIGWINCH"):
@@ -511,7 +525,7 @@ def _cmd_attach(args: argparse.Namespace, command: list[str], out: Output) -> in
                                 conn.send(p.Input(data=keys[start : start + p.MAX_INPUT_BYTES]))
                             if detach:
                                 conn.send(p.Detach())
-                    if conn not in ready:
+                    if sock not in ready:
                         continue
                     for message in conn.receive_available():
                         match message:
@@ -568,18 +582,18 @@ def _scan_keys(data: bytes, escape: bool) -> tuple[bytes, bool, bool]:
     return bytes(keys), escape, False
 
 
-def _raw_mode(fd: int) -> list[object] | None:
+def _raw_mode(fd: int) -> list[Any] | None:
     if not os.isatty(fd):
         return None
     import termios
     import tty
 
-    saved: list[object] = termios.tcgetattr(fd)
+    saved: list[Any] = termios.tcgetattr(fd)
     tty.setraw(fd, termios.TCSANOW)
     return saved
 
 
-def _restore(saved: list[object] | None) -> None:
+def _restore(saved: list[Any] | None) -> None:
     if saved is None:
         return
     import termios
@@ -686,6 +700,11 @@ def _cmd_completion(args: argparse.Namespace, command: list[str], out: Output) -
 
 # ---------------------------------------------------------------------------------- main
 
+_COMMANDS: Final = frozenset({
+    "launch", "run", "ps", "inspect", "stop", "wait", "logs", "attach", "prune", "daemon",
+    "profile", "doctor", "completion",
+})
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
@@ -693,7 +712,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in words:
         cut = words.index("--")
         words, command = words[:cut], words[cut + 1 :]
-    parser = build_parser()
+    word = _command_word(words)
+    parser = build_parser(word if word in _COMMANDS else None)
     args = parser.parse_args(words)
     out = Output(json=bool(getattr(args, "json", False)))
     if command and args.func is not _cmd_launch:

@@ -134,6 +134,8 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     network: NetworkPolicy = NetworkPolicy()
     # Layers the profile lets us run without ("accept partial enforcement"); empty = all required.
     allow_degraded: tuple[str, ...] = ()
+    # socket(AF_UNIX) allowed (profile "nonod": {"unix_sockets": true}); socketpair always is.
+    allow_unix_sockets: bool = False
     # Files under writable grants that stay writable although they could run code later.
     writable_persistence: tuple[str, ...] = ()
     binary: str | None = None

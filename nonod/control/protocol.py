@@ -43,6 +43,7 @@ path.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -492,10 +493,19 @@ AnyReply = (
     | ProfileValid
 )
 
-# One decoder per direction, built once; one encoder for both.
-request_decoder: Final[msgspec.json.Decoder[AnyRequest]] = msgspec.json.Decoder(AnyRequest)
-reply_decoder: Final[msgspec.json.Decoder[AnyReply]] = msgspec.json.Decoder(AnyReply)
+# One decoder per direction, built once (on first use: nonoctl never decodes requests);
+# one encoder for both.
 _encoder: Final = msgspec.json.Encoder()
+
+
+@functools.cache
+def request_decoder() -> msgspec.json.Decoder[AnyRequest]:
+    return msgspec.json.Decoder(AnyRequest)
+
+
+@functools.cache
+def reply_decoder() -> msgspec.json.Decoder[AnyReply]:
+    return msgspec.json.Decoder(AnyReply)
 
 
 def encode(message: Request | Reply) -> bytes:
@@ -505,10 +515,9 @@ def encode(message: Request | Reply) -> bytes:
 
 def decode_request(data: bytes | str) -> AnyRequest:
     """Decode one client message; raises ``msgspec.ValidationError``/``DecodeError``."""
-    return request_decoder.decode(data)
+    return request_decoder().decode(data)
 
 
 def decode_reply(data: bytes | str) -> AnyReply:
     """Decode one daemon message; raises ``msgspec.ValidationError``/``DecodeError``."""
-    return reply_decoder.decode(data)
-
+    return reply_decoder().decode(data)

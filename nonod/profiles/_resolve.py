@@ -209,6 +209,7 @@ class _Resolver:
             af_unix_mediation=p.linux.af_unix_mediation or "off",
             network=self._network(),
             allow_degraded=_dedupe(p.nonod.allow_degraded),
+            allow_unix_sockets=p.nonod.unix_sockets,
             writable_persistence=self._persistence(),
             binary=self._binary(),
             command_args=tuple(

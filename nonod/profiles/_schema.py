@@ -250,12 +250,15 @@ class NonodConfig(_Section, frozen=True, kw_only=True):
     ``allow_degraded`` names enforcement layers the session may run without (empty: every
     layer is required); ``writable_persistence`` names files under writable grants that stay
     writable although they can run code later (``.git/hooks``...); ``binary`` is the program to
-    run when the launch request names none.
+    run when the launch request names none; ``unix_sockets`` lets the program create AF_UNIX
+    sockets with ``socket()`` (refused by default: a pathname socket anywhere in its view, such
+    as an agent's, would be reachable; ``socketpair`` always works).
     """
 
     allow_degraded: tuple[str, ...] = ()
     writable_persistence: tuple[str, ...] = ()
     binary: str | None = None
+    unix_sockets: bool = False
 
 
 @final

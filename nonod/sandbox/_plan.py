@@ -149,7 +149,8 @@ def build_plan(
         proxy_port = request.proxy_port or 20000 + secrets.randbelow(40000)
     ns_flags = NS_FLAGS | (_libc.CLONE_NEWNET if private_net else 0)
     seccomp = _seccomp.build_filter(_seccomp.SeccompOptions(
-        landlock_net_fallback=False, allow_netlink_route=private_net))
+        landlock_net_fallback=False, allow_netlink_route=private_net,
+        allow_unix_sockets=policy.allow_unix_sockets))
 
     executable = find_executable(request.argv[0], env, request.cwd)
     real = os.path.realpath(executable)
@@ -181,7 +182,8 @@ def build_plan(
         applied("filesystem_view", detail=f"{len(bound)} paths bound, {len(mounts.masked)} "
                 f"denied paths masked, {len(mounts.protected)} persistence files read-only"),
         _degraded(policy, "landlock", landlock.report),
-        applied("seccomp"),
+        applied("seccomp", detail="unix sockets allowed" if policy.allow_unix_sockets
+                else "socket(AF_UNIX) refused"),
         applied("no_new_privs"),
         applied("capabilities", detail="all dropped, securebits locked"),
     ]

@@ -154,10 +154,16 @@ class SeccompOptions:
     ``allow_netlink_route``: ``AF_NETLINK`` sockets with protocol ``NETLINK_ROUTE`` are allowed
     (other netlink protocols fail with ``EPROTONOSUPPORT``); otherwise the whole family fails
     with ``EAFNOSUPPORT``.
+
+    ``allow_unix_sockets``: ``socket(AF_UNIX, ...)`` is allowed. Otherwise it fails with
+    ``EPERM``: Landlock (ABI 7) does not mediate connecting to a pathname socket and a
+    read-only mount does not stop it, so any agent or service socket in the session's view
+    would be reachable. ``socketpair(AF_UNIX)`` is always allowed (it reaches nothing).
     """
 
     landlock_net_fallback: bool = False
     allow_netlink_route: bool = False
+    allow_unix_sockets: bool = False
 
 
 def _errno(value: int) -> int:
@@ -319,7 +325,7 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     # 5. socket(int family, int type, int protocol) and socketpair(family, ...).
     a.label("socket")
     a.load(_arg_low(0))
-    a.jeq(AF_UNIX, jt="allow")
+    a.jeq(AF_UNIX, jt="allow" if options.allow_unix_sockets else "eperm")
     a.jeq(AF_INET, jt="socket_inet")
     a.jeq(AF_INET6, jt="socket_inet")
     if options.allow_netlink_route:
@@ -393,6 +399,8 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
         "personality, except a query (0xffffffff) or PER_LINUX: EPERM",
         "ioctl TIOCSTI, TIOCLINUX (request compared on its low 32 bits): EPERM",
     ]
+    if not options.allow_unix_sockets:
+        lines.append("socket(AF_UNIX): EPERM (pathname sockets are not mediated otherwise)")
     if options.allow_netlink_route:
         lines += [
             "socket families other than AF_UNIX, AF_INET, AF_INET6, AF_NETLINK: EAFNOSUPPORT",

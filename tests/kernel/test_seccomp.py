@@ -49,6 +49,7 @@ _DIED = -1000  # result when the probe raised something other than OSError
 DEFAULT = SeccompOptions()
 NETLINK = SeccompOptions(allow_netlink_route=True)
 FALLBACK = SeccompOptions(landlock_net_fallback=True)
+UNIX = SeccompOptions(allow_unix_sockets=True)
 
 Probe = Callable[[], int]
 
@@ -268,7 +269,9 @@ CASES: dict[str, Case] = {
     "inet_stream": Case(_socket(socket.AF_INET, socket.SOCK_STREAM), DEFAULT, 0),
     "inet6_stream": Case(_socket(socket.AF_INET6, socket.SOCK_STREAM), DEFAULT, 0),
     "inet_udp": Case(_socket(socket.AF_INET, socket.SOCK_DGRAM), DEFAULT, 0),
-    "unix_stream": Case(_socket(socket.AF_UNIX, socket.SOCK_STREAM), DEFAULT, 0),
+    "unix_stream": Case(_socket(socket.AF_UNIX, socket.SOCK_STREAM), DEFAULT, errno.EPERM,
+                        control_differs=True),
+    "unix_stream_allowed": Case(_socket(socket.AF_UNIX, socket.SOCK_STREAM), UNIX, 0),
     "unix_socketpair": Case(_unix_socketpair, DEFAULT, 0),
     "inet_socketpair": Case(lambda: _syscall("socketpair", 2, 1, 0, 0), DEFAULT,
                             errno.EAFNOSUPPORT, control_differs=True),
@@ -308,7 +311,8 @@ CASES: dict[str, Case] = {
     "fallback_tcp_explicit": Case(_socket(socket.AF_INET6, socket.SOCK_STREAM,
                                           socket.IPPROTO_TCP), FALLBACK, 0),
     "fallback_tcp_nodelay": Case(_tcp_nodelay, FALLBACK, 0),
-    "fallback_unix": Case(_socket(socket.AF_UNIX, socket.SOCK_DGRAM), FALLBACK, 0),
+    "fallback_unix": Case(_socket(socket.AF_UNIX, socket.SOCK_DGRAM), FALLBACK, errno.EPERM,
+                          control_differs=True),
     "fallback_udp": Case(_socket(socket.AF_INET, socket.SOCK_DGRAM), FALLBACK, errno.EPERM,
                          control_differs=True),
     "fallback_udp6": Case(_socket(socket.AF_INET6, socket.SOCK_DGRAM), FALLBACK, errno.EPERM,

@@ -61,8 +61,8 @@ def evaluate(program: bytes, nr: int, *args: int, audit_arch: int) -> int:
 
 ARCHES = [X86_64, AARCH64]
 ALL_OPTIONS = [
-    SeccompOptions(landlock_net_fallback=f, allow_netlink_route=n)
-    for f in (False, True) for n in (False, True)
+    SeccompOptions(landlock_net_fallback=f, allow_netlink_route=n, allow_unix_sockets=u)
+    for f in (False, True) for n in (False, True) for u in (False, True)
 ]
 
 
@@ -253,7 +253,9 @@ def test_personality(arch: Arch) -> None:
 @pytest.mark.parametrize("options", ALL_OPTIONS)
 def test_socket_families(arch: Arch, options: SeccompOptions) -> None:
     af_unix, af_inet, af_inet6, af_netlink = 1, 2, 10, 16
-    assert run(arch, options, "socket", af_unix, 1 | 0x80000) == ALLOW
+    unix = ALLOW if options.allow_unix_sockets else err(errno.EPERM)
+    assert run(arch, options, "socket", af_unix, 1 | 0x80000) == unix
+    assert run(arch, options, "socket", af_unix | 1 << 32, 2) == unix
     assert run(arch, options, "socket", af_inet, 1) == ALLOW
     assert run(arch, options, "socket", af_inet6, 1 | 0x800, 6) == ALLOW
     for family in (0, 3, 4, 5, 17, 38, 40, 43, 44, 46, 255, 17 | 1 << 32):
