@@ -5,9 +5,10 @@ network blocked, every layer on), in four parts:
 
 1. ``build_plan`` in the parent, alone, and what it calls (mount compilation, Landlock ABI
    probe and ruleset, seccomp program), plus the msgpack encoding of the plan.
-2. End-to-end p50 through the normal (uninstrumented) fork server, then ablations: the same
+2. End-to-end p50 through the normal (uninstrumented) fork server, and ablations: the same
    launch with one layer taken out of the plan (seccomp, Landlock, the network namespace, and
-   all three), to price each layer including costs no timestamp shows (namespace teardown).
+   all three), to price each layer including costs no timestamp shows (namespace teardown);
+   variants run interleaved, one launch each per round.
 3. The critical path of a launch, from timestamps taken inside an instrumented fork server and
    its children (bench/_probe.py: wraps the engine's ``_step`` runner, fork, mount, unshare,
    posix_spawn...; a record costs a few microseconds, no syscall).
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -136,34 +137,41 @@ def patched(obj: object, name: str, value: object) -> Iterator[None]:
 
 
 async def ablations(runs: int, warmup: int, cold: bool) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    async with fork_server(cold=cold) as launcher:
-        for name, change, pause in VARIANTS:
-            def variant(*args: Any, _change: Any = change, **kwargs: Any) -> Any:
-                plan, report = build_plan(*args, **kwargs)
-                return _change(plan), report
+    """Each variant ``runs`` times, interleaved round by round (rotating order), so that drift
+    on a shared machine lands on every variant alike."""
+    samples: dict[str, list[float]] = {name: [] for name, _, _ in VARIANTS}
 
-            samples: list[float] = []
-            gc.collect()
-            gc.disable()
-            try:
-                with patched(_api, "build_plan", variant):
-                    for i in range(warmup + runs):
-                        if pause:
-                            time.sleep(pause)
+    def planner(change: Callable[[LaunchPlan], LaunchPlan]) -> Callable[..., Any]:
+        def variant(*args: Any, **kwargs: Any) -> Any:
+            plan, report = build_plan(*args, **kwargs)
+            return change(plan), report
+        return variant
+
+    planners = [(name, planner(change), pause) for name, change, pause in VARIANTS]
+    async with fork_server(cold=cold) as launcher:
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(warmup + runs):
+                k = i % len(planners)
+                for name, plan_fn, pause in planners[k:] + planners[:k]:
+                    if pause:
+                        time.sleep(pause)
+                    with patched(_api, "build_plan", plan_fn):
                         t0 = time.perf_counter_ns()
                         proc = await launcher.launch(POLICY, request())
                         status = await proc.wait_exited()
                         t1 = time.perf_counter_ns()
-                        if status.code != 0:
-                            raise SystemExit(f"{name}: /bin/true ended with {status}")
-                        if i >= warmup:
-                            samples.append(ms(t1 - t0))
-            finally:
-                gc.enable()
-            out.append({"variant": name, "p50": med(samples), "p95": pct(samples, 0.95),
-                        "mean": sum(samples) / len(samples)})
-    return out
+                    if status.code != 0:
+                        raise SystemExit(f"{name}: /bin/true ended with {status}")
+                    if i >= warmup:
+                        samples[name].append(ms(t1 - t0))
+                if i % 20 == 19:
+                    gc.collect()
+        finally:
+            gc.enable()
+    return [{"variant": name, "p50": med(v), "p95": pct(v, 0.95), "mean": sum(v) / len(v)}
+            for name, v in samples.items()]
 
 
 # --- 3. instrumented launches --------------------------------------------------------------
@@ -197,13 +205,39 @@ async def instrumented(runs: int, warmup: int, cold: bool
                 parent[current[0]].append(("parent", "build_plan", t0, _probe.now()))
                 return result
 
+            pipes: list[int] = [0]  # _read_records calls in this launch: launch pipe, exit pipe
+            real_read: Callable[[Any], Awaitable[Any]] = _api._read_records
+
+            class StampedStream:
+                """Notes when the first bytes and the EOF of a result pipe reach us."""
+
+                def __init__(self, stream: Any, pipe: str) -> None:
+                    self.stream, self.pipe, self.seen = stream, pipe, False
+
+                async def receive_some(self, max_bytes: int) -> bytes:
+                    chunk: bytes = await self.stream.receive_some(max_bytes)
+                    t = _probe.now()
+                    if chunk and not self.seen:
+                        self.seen = True
+                        parent[current[0]].append(("parent", f"{self.pipe}: first record", t, t))
+                    elif not chunk:
+                        parent[current[0]].append(("parent", f"{self.pipe}: EOF", t, t))
+                    return chunk
+
+            async def stamped_read(stream: Any) -> Any:
+                pipes[0] += 1
+                name = "launch pipe" if pipes[0] == 1 else "exit pipe"
+                return await real_read(StampedStream(stream, name))
+
             gc.collect()
             gc.disable()
             try:
                 with (patched(launcher, "_encoder", TimedEncoder()),
-                      patched(_api, "build_plan", timed_build)):
+                      patched(_api, "build_plan", timed_build),
+                      patched(_api, "_read_records", stamped_read)):
                     for i in range(1, warmup + runs + 1):
                         current[0] = i
+                        pipes[0] = 0
                         rec = parent[i]
                         t0 = _probe.now()
                         rec.append(("parent", "launch() called", t0, t0))
@@ -282,7 +316,10 @@ MILESTONES: list[tuple[str, str, bool, str]] = [
     ("init", "seccomp:install_filter", True, "seccomp filter"),
     ("init", "posix_spawn (exec done)", True, "posix_spawn + execve of /bin/true"),
     ("init", "waitpid", True, "/bin/true runs and exits; init reaps it"),
-    ("parent", "wait_exited() returned", True, "exit record -> parent's wait_exited()"),
+    ("parent", "exit pipe: first record", True, "init writes the exit record, parent reads it"),
+    ("parent", "exit pipe: EOF", True,
+     "parent waits for EOF on the exit pipe (until the init has exited)"),
+    ("parent", "wait_exited() returned", True, "wait_exited() returns"),
 ]
 
 

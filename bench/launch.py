@@ -14,10 +14,15 @@ Contenders (each measured ``--runs`` times after ``--warmup`` unrecorded runs):
 By default the contenders run in sequence: all of one contender's runs back to back, then the
 next one, so each contender only pays for itself (its own namespace teardowns included).
 ``--interleave`` runs each contender once per round instead, in an order that rotates from round
-to round. On a small VM that inflates everyone: an idle gap or a neighbour's namespace teardown
-before a run costs a few ms (see docs/benchmarks.md), so the sequential figures are the fair ones.
+to round. On a small VM that inflates everyone, sandboxes or not (each run then follows another
+program's exit and namespace teardown; see docs/benchmarks.md), so the sequential figures are
+the fair ones.
 
-    .venv/bin/python bench/launch.py [--runs 200] [--warmup 20] [--interleave] [--json]
+``--pause MS`` waits before each run (outside the timing): launches as a daemon sees them, far
+apart, so a warm launcher is always ready; but an idle CPU also wakes up more slowly.
+
+    .venv/bin/python bench/launch.py [--runs 200] [--warmup 20] [--interleave] [--pause MS]
+                                     [--json]
 """
 
 from __future__ import annotations
@@ -185,11 +190,14 @@ def versions() -> dict[str, object]:
 # --- driver --------------------------------------------------------------------------------
 
 
-async def measure(contenders: list[Contender], runs: int, warmup: int, interleave: bool) -> None:
+async def measure(contenders: list[Contender], runs: int, warmup: int, interleave: bool,
+                  pause: float = 0.0) -> None:
     def live() -> list[Contender]:
         return [c for c in contenders if not c.error]
 
     async def once(c: Contender, record: bool) -> None:
+        if pause:
+            await trio.sleep(pause)  # outside the timing
         t0 = time.perf_counter()
         try:
             await c.run()
@@ -260,7 +268,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                  lambda: nonod(cold_launcher) if warm else _unavailable(
                      "the engine has no warm launchers: nonod is the cold path")),
         ]
-        await measure(contenders, args.runs, args.warmup, args.interleave)
+        await measure(contenders, args.runs, args.warmup, args.interleave, args.pause / 1000)
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     for c in contenders:
@@ -269,11 +277,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             continue
         results.append({"name": c.name, "what": c.what, "n": len(c.samples),
                         **summarize(c.samples), "samples_ms": [round(s, 4) for s in c.samples]})
+    for key, ref in (("p50_vs_bare", "bare-spawn"), ("p50_vs_nono_py", "nono-py")):
+        base = _stat(results, ref, "p50")
+        for r in results:
+            r[key] = r["p50"] / base if base else None
     return {
         "machine": {**machine(), **versions()},
         "runs": args.runs,
         "warmup": args.warmup,
         "order": "interleaved" if args.interleave else "sequential",
+        "pause_ms": args.pause,
         "nonod_enforcement": enforcement.summary(),
         "nonod_layers": [f"{lay.name}={lay.state}" for lay in enforcement.layers],
         "results": results,
@@ -295,8 +308,9 @@ def print_table(data: dict[str, Any]) -> None:
           f"{m['cpu']}, Python {m['python']}, uid {m['uid']}, load {m['loadavg_1m']:.2f}")
     print(f"# engine {m['engine']}, warm launchers: {m['warm_launchers']}")
     print(f"# landlock ABI {m['landlock_abi']}, {m['bwrap']}, nono-py {m['nono_py']}")
+    pause = f", {data['pause_ms']:g} ms idle before each run" if data["pause_ms"] else ""
     print(f"# {data['runs']} runs per contender after {data['warmup']} warm-up runs, "
-          f"{data['order']}")
+          f"{data['order']}{pause}")
     print(f"# nonod: {data['nonod_enforcement']} [{', '.join(data['nonod_layers'])}]")
     results: list[dict[str, Any]] = data["results"]
     bare = _stat(results, "bare-spawn", "p50")
@@ -323,10 +337,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed runs per contender first")
     parser.add_argument("--interleave", action="store_true",
                         help="one run of each contender per round instead of one after another")
+    parser.add_argument("--pause", type=float, default=0.0, metavar="MS",
+                        help="idle time before each run, outside the timing (sparse launches, "
+                             "as a daemon sees them; 0: back to back)")
     parser.add_argument("--json", action="store_true", help="print JSON (with every sample)")
     args = parser.parse_args()
-    if args.runs < 1 or args.warmup < 0:
-        parser.error("--runs must be >= 1 and --warmup >= 0")
+    if args.runs < 1 or args.warmup < 0 or args.pause < 0:
+        parser.error("--runs must be >= 1, --warmup >= 0, --pause >= 0")
     data = trio.run(bench, args)
     if args.json:
         json.dump(data, sys.stdout, indent=1)
