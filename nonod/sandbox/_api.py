@@ -32,21 +32,24 @@ _HINTS = {
 }
 
 
-async def _read_records(stream: trio.lowlevel.FdStream) -> list[tuple[int, int, int, bytes]]:
-    """Read records until EOF."""
+async def _read_records(stream: trio.lowlevel.FdStream, *,
+                        until: int = 0) -> list[tuple[int, int, int, bytes]]:
+    """Read records until EOF, or until a record of kind ``until`` has arrived."""
     buf = b""
+    out: list[tuple[int, int, int, bytes]] = []
     while True:
+        while len(buf) >= RECORD.size:
+            kind, a, b, n = RECORD.unpack_from(buf)
+            if len(buf) < RECORD.size + n:
+                break
+            out.append((kind, a, b, buf[RECORD.size:RECORD.size + n]))
+            buf = buf[RECORD.size + n:]
+            if kind == until:
+                return out
         chunk = await stream.receive_some(65536)
         if not chunk:
-            break
+            return out
         buf += chunk
-    out = []
-    while len(buf) >= RECORD.size:
-        kind, a, b, n = RECORD.unpack_from(buf)
-        detail = buf[RECORD.size:RECORD.size + n]
-        buf = buf[RECORD.size + n:]
-        out.append((kind, a, b, detail))
-    return out
 
 
 @final
@@ -78,7 +81,7 @@ class Sandboxed:
             return self._status
         self._waiting = True
         try:
-            records = await _read_records(self._exit_stream)
+            records = await _read_records(self._exit_stream, until=REC_EXIT)
         finally:
             await self._exit_stream.aclose()
         status = ExitStatus(signal=signal.SIGKILL)  # the launcher was killed: so was the program

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import socket
 import struct
@@ -47,6 +48,7 @@ def _reap() -> None:
 
 
 MAX_WARM_KEYS = 4
+REFILL_DELAY_MS = 0  # refill as soon as no launch is waiting to be read
 WarmKey = tuple[int, int, int]
 
 
@@ -98,7 +100,16 @@ def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket) -> None:
 def serve(sock: socket.socket, *, warm: bool = True) -> None:
     decoder = msgspec.msgpack.Decoder(LaunchPlan)
     pool: dict[WarmKey, _Warm] = {}
+    refill: list[WarmKey] = []
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
     while True:
+        if refill and not poller.poll(REFILL_DELAY_MS):
+            # No launch waiting: prepare the next warm launchers now.
+            for key in refill:
+                pool[key] = _Warm(key)
+            refill.clear()
+            continue
         try:
             msg, fds, _, _ = socket.recv_fds(sock, MAX_PLAN, FDS_PER_PLAN)
         except InterruptedError:
@@ -124,8 +135,8 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
             _cold(plan, fds, sock)
         for fd in fds:
             os.close(fd)
-        if warm and key is not None and (key in pool or len(pool) < MAX_WARM_KEYS):
-            pool[key] = _Warm(key)  # the next launch like this one skips namespace set-up
+        if warm and key is not None and key not in refill and len(pool) < MAX_WARM_KEYS:
+            refill.append(key)  # the next launch like this one skips namespace set-up
 
 
 def main() -> None:
