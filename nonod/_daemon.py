@@ -43,6 +43,7 @@ from .control import (
     bind_control_socket,
     default_socket_path,
 )
+from .errors import NonoError
 
 log = structlog.get_logger()
 
@@ -77,6 +78,14 @@ class _LauncherHost:
             if self._launcher is None:
                 self._launcher = await self._nursery.start(self._host)
             return self._launcher
+
+    async def warm_up(self) -> None:
+        """Start the fork server now, so that the first launch does not wait for it."""
+        try:
+            await self.get()
+        except (NonoError, OSError) as exc:
+            log.warning("the sandbox launcher did not start; launches will retry",
+                        error=str(exc))
 
     async def _host(self, *, task_status: trio.TaskStatus[LauncherLike]) -> None:
         try:
@@ -245,6 +254,7 @@ async def _serve(
         log.info("nonod ready", socket=str(bound.path), pid=os.getpid(), system=options.system,
                  state_dir=str(state_dir))
         notify(f"READY=1\nMAINPID={os.getpid()}")
+        nursery.start_soon(host.warm_up)
         task_status.started(server)
         await shutdown.wait()
         log.info("shutting down")

@@ -413,7 +413,8 @@ class Session:
         self.directory = directory
         self.output: SessionOutput | None = None
         self.process: Process | None = None
-        self.attached = False
+        #: The client attached to the terminal (one at a time), or None.
+        self.attached_by: object | None = None
         self._exited = trio.Event()
         self._scope = trio.CancelScope()
         self._stop_reason: p.EndReason = ""
@@ -454,7 +455,8 @@ class Session:
             id=r.id, name=r.name, state=r.state, pid=r.pid, profile=r.profile, argv=r.argv,
             started_at=r.started_at, ended_at=r.ended_at, exit_code=r.exit_code,
             signal=r.signal, enforcement=r.enforcement, uid=r.uid, gid=r.gid, cwd=r.cwd,
-            detached=r.detached, tty=r.tty, attached=self.attached, reason=r.reason,
+            detached=r.detached, tty=r.tty, attached=self.attached_by is not None,
+            reason=r.reason,
             policy_digest=r.policy_digest,
             log_path=str(self.log_path) if r.tty else None,
             output_bytes=self.output.total if self.output is not None else 0,
@@ -803,13 +805,14 @@ class Registry:
 
     async def _supervise(self, session: Session, proc: Process) -> None:
         watch_scope = trio.CancelScope(shield=True)
-        status: list[ExitStatus] = []
 
         async def watch() -> None:
             # Shielded: waiting for the exit must survive the session's own cancellation,
             # or the exit status would be lost. Cleanup cancels it only when giving up.
             with watch_scope:
-                status.append(await proc.wait_exited())
+                status = await proc.wait_exited()
+                session.record.exit_code = status.code
+                session.record.signal = status.signal
             exited.set()
 
         exited = trio.Event()
@@ -840,9 +843,6 @@ class Registry:
                             await pump_done.wait()
                         session.output.end()
                 nursery.cancel_scope.cancel()
-        if status:
-            session.record.exit_code = status[0].code
-            session.record.signal = status[0].signal
 
     async def _terminate(
         self, session: Session, proc: Process, exited: trio.Event, watch_scope: trio.CancelScope

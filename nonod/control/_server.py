@@ -663,7 +663,7 @@ class _Conversation:
     async def _attach(self, request: p.Attach) -> None:
         session = self._registry.find(request.session, self.caller)
         session.require_tty()
-        if session.attached:
+        if session.attached_by is not None:
             raise sessions.SessionBusy(
                 f"another client is attached to session {session.id}",
                 hint="one client at a time; the other detaches with Ctrl-] d",
@@ -671,7 +671,12 @@ class _Conversation:
         output = session.output
         if output is None:
             raise sessions.NoTerminal(f"session {session.id} has no terminal")
-        session.attached = True
+        session.attached_by = self
+
+        def release() -> None:
+            if session.attached_by is self:
+                session.attached_by = None
+
         ring, start, sub = output.subscribe()
         try:
             if request.term is not None:
@@ -695,6 +700,7 @@ class _Conversation:
                     case p.SendSignal():
                         await self._signal(message)
                     case p.Detach():
+                        release()
                         await self.send(p.Detached())
                         return False
                     case _:
@@ -705,7 +711,7 @@ class _Conversation:
 
             await self._until(produce, on_message)
         finally:
-            session.attached = False
+            release()
             sub.close()
 
     async def _subscribe(self, request: p.Subscribe) -> None:

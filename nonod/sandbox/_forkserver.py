@@ -106,8 +106,8 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
     while True:
         if refill and not poller.poll(REFILL_DELAY_MS):
             # No launch waiting: prepare the next warm launchers now.
-            for key in refill:
-                pool[key] = _Warm(key)
+            for wanted in refill:
+                pool[wanted] = _Warm(wanted)
             refill.clear()
             continue
         try:
@@ -129,7 +129,8 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
             for fd in fds:
                 os.close(fd)
             continue
-        key = None if plan.switch_user else (plan.uid, plan.gid, plan.ns_flags)
+        key: WarmKey | None = (None if plan.switch_user
+                               else (plan.uid, plan.gid, plan.ns_flags))
         ready = pool.pop(key, None) if key is not None else None
         if ready is None or not ready.hand_over(msg, fds):
             _cold(plan, fds, sock)
