@@ -9,6 +9,7 @@ weaker layer when the policy accepts it (``allow_degraded``).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import pwd
 import secrets
@@ -105,6 +106,18 @@ def _degraded(policy: ResolvedPolicy, layer: str, report: LayerReport) -> LayerR
     return report
 
 
+@functools.cache
+def _filter_for(options: _seccomp.SeccompOptions) -> bytes:
+    """The BPF program for these options (a pure function of them, so built once)."""
+    return _seccomp.build_filter(options)
+
+
+@functools.cache
+def _host_abi() -> int:
+    """The kernel's Landlock ABI: it cannot change while we run."""
+    return _landlock.probe_abi()
+
+
 def build_plan(
     policy: ResolvedPolicy,
     request: LaunchRequest,
@@ -131,7 +144,7 @@ def build_plan(
         if visible or grant.path in PRIVATE_TMP:
             grants.append(grant)
 
-    abi = _landlock.probe_abi() if landlock_abi is None else landlock_abi
+    abi = _host_abi() if landlock_abi is None else landlock_abi
     isolated_signals = policy.signal_mode != "allow_all"
     required = frozenset({"landlock", "landlock_refer", "landlock_truncate",
                           "landlock_scopes"} - set(policy.allow_degraded))
@@ -148,7 +161,7 @@ def build_plan(
         # not come to depend on one number instead of reading HTTP_PROXY.
         proxy_port = request.proxy_port or 20000 + secrets.randbelow(40000)
     ns_flags = NS_FLAGS | (_libc.CLONE_NEWNET if private_net else 0)
-    seccomp = _seccomp.build_filter(_seccomp.SeccompOptions(
+    seccomp = _filter_for(_seccomp.SeccompOptions(
         landlock_net_fallback=False, allow_netlink_route=private_net,
         allow_unix_sockets=policy.allow_unix_sockets))
 

@@ -1,0 +1,354 @@
+"""nono's bundle format: a Sigstore bundle v0.3 holding a DSSE envelope over an in-toto statement.
+
+A keyed bundle, as nono writes it (and as we write it, key for key)::
+
+    {
+      "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+      "verificationMaterial": {
+        "publicKey": {"hint": "<hex SHA-256 of the signer's DER SPKI>"},
+        "tlogEntries": [],
+        "timestampVerificationData": {}
+      },
+      "dsseEnvelope": {
+        "payloadType": "application/vnd.in-toto+json",
+        "payload": "<standard base64 of the statement JSON>",
+        "signatures": [{"sig": "<base64 of a DER ECDSA P-256/SHA-256 signature>"}]
+      }
+    }
+
+The signature covers ``PAE(payloadType, payload)`` (DSSE v1), never the JSON. The payload is a
+compact in-toto Statement v1 with exactly one subject (the file's base name and SHA-256) and the
+predicate ``{"signer": {"key_id": ..., "kind": "keyed"}, "version": 1}``.
+
+Parsing only establishes that the bytes have this shape; nothing here is trusted until
+``_verify`` has checked the signature. Readers accept standard and URL-safe base64, padded or
+not. Every malformed input raises :class:`BadBundle` with a message naming the field;
+nothing else escapes (the JSON parser's ``RecursionError`` and ``ValueError`` included).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Final, final
+
+import msgspec
+
+from ._errors import BadBundle
+
+BUNDLE_MEDIA_TYPE: Final = "application/vnd.dev.sigstore.bundle.v0.3+json"
+# The other spelling of v0.3 that Sigstore clients accept; read, never written.
+BUNDLE_MEDIA_TYPE_ALT: Final = "application/vnd.dev.sigstore.bundle+json;version=0.3"
+IN_TOTO_PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
+IN_TOTO_STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
+INSTRUCTION_PREDICATE_TYPE: Final = "https://nono.sh/attestation/instruction-file/v1"
+POLICY_PREDICATE_TYPE: Final = "https://nono.sh/attestation/trust-policy/v1"
+
+MAX_BUNDLE_BYTES: Final = 1 << 20
+"""A bundle larger than this is refused before it is parsed (nono's are under 2 KiB)."""
+
+_B64_CHARS = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_MAX_SHOWN = 80
+
+
+def _shown(value: object) -> str:
+    """A value from untrusted input, quoted and cut short for an error message."""
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+def shown_name(name: str) -> str:
+    """A file name or path for a message: as is if printable, else escaped (no terminal
+    control sequences from a hostile file name)."""
+    return name if name.isprintable() else repr(name)[1:-1]
+
+
+def b64decode(text: str) -> bytes:
+    """Decode standard or URL-safe base64, padded or not. Raises ``ValueError`` otherwise.
+
+    Whitespace, stray ``=`` and impossible lengths are refused: a bundle that needs a lenient
+    reader to make sense was not written by a signer.
+    """
+    if not _B64_CHARS.fullmatch(text):
+        raise ValueError("characters outside the base64 alphabets")
+    body = text.rstrip("=")
+    if "=" in text and len(text) % 4:
+        raise ValueError("padding does not complete a 4-character group")
+    if len(body) % 4 == 1:
+        raise ValueError("length is not a possible base64 length")
+    body = body.replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def b64encode(data: bytes) -> str:
+    """Standard base64 with padding: what nono writes."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding: the bytes a signature covers.
+
+    ``DSSEv1 <len(type)> <type> <len(payload)> <payload>``, lengths in bytes, in ASCII decimal.
+    """
+    encoded_type = payload_type.encode("utf-8")
+    header = b"DSSEv1 %d %s %d " % (len(encoded_type), encoded_type, len(payload))
+    return header + payload
+
+
+def check_base_name(name: str) -> str:
+    """Subject names are base names: no path separator (``/`` or ``\\``), not ``.``/``..``.
+
+    Returns ``name``; raises ``ValueError`` saying what is wrong.
+    """
+    if not name:
+        raise ValueError("the name is empty")
+    if "/" in name or "\\" in name:
+        raise ValueError("a file name must not contain a path separator")
+    if name in (".", "..") or "\0" in name:
+        raise ValueError("not a file name")
+    return name
+
+
+def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            # Two parsers can read a duplicated key differently; refuse rather than pick.
+            raise ValueError(f"duplicate key {_shown(key)}")
+        result[key] = value
+    return result
+
+
+def load_json(data: bytes, what: str) -> object:
+    """Strict JSON: UTF-8 only, no duplicate keys. ``ValueError`` names ``what`` was wrong."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} is not UTF-8 text") from None
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicates)
+    except RecursionError:
+        raise ValueError(f"{what} JSON is nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} is not valid JSON (truncated or corrupt): {exc}") from None
+    except ValueError as exc:  # duplicate keys, integers too long to convert
+        raise ValueError(f"{what} JSON is not acceptable: {exc}") from None
+
+
+def _object(value: object, where: str) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise BadBundle(f"{where} must be a JSON object")
+    return value
+
+
+def _string(obj: dict[str, object], key: str, where: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        raise BadBundle(f"{where}.{key} is missing")
+    if not isinstance(value, str):
+        raise BadBundle(f"{where}.{key} must be a string")
+    return value
+
+
+@final
+class DsseSignature(msgspec.Struct, frozen=True, kw_only=True):
+    sig: bytes
+    keyid: str = ""
+
+
+@final
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    """A DSSE envelope with its payload and signature already base64-decoded."""
+
+    payload_type: str
+    payload: bytes
+    signature: DsseSignature
+
+    def pae(self) -> bytes:
+        return pae(self.payload_type, self.payload)
+
+
+@final
+class Bundle(msgspec.Struct, frozen=True, kw_only=True):
+    """A parsed keyed bundle: its media type, the key hint (``None`` when absent) and the
+    envelope. Nothing in it is authenticated yet."""
+
+    media_type: str
+    hint: str | None
+    envelope: Envelope
+
+
+@final
+class Subject(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    sha256: str
+    """Lower-case hex."""
+
+
+@final
+class Statement(msgspec.Struct, frozen=True, kw_only=True):
+    """An in-toto statement from a keyed nono signer: one subject and the signer's key id."""
+
+    subject: Subject
+    predicate_type: str
+    key_id: str
+
+
+def parse_bundle(data: bytes) -> Bundle:
+    """Check the bundle's size, JSON, media type, key hint and DSSE envelope.
+
+    Does not look inside the payload (see :func:`parse_statement`) and checks no signature.
+    """
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BadBundle(f"bundle is {len(data)} bytes; the limit is {MAX_BUNDLE_BYTES} bytes")
+    try:
+        doc = _object(load_json(data, "bundle"), "bundle")
+    except ValueError as exc:
+        raise BadBundle(str(exc)) from None
+
+    media_type = doc.get("mediaType")
+    if not isinstance(media_type, str):
+        raise BadBundle("bundle has no mediaType string")
+    if media_type not in (BUNDLE_MEDIA_TYPE, BUNDLE_MEDIA_TYPE_ALT):
+        raise BadBundle(
+            f"unsupported bundle mediaType {_shown(media_type)} (expected {BUNDLE_MEDIA_TYPE!r})"
+        )
+
+    material = _object(doc.get("verificationMaterial"), "verificationMaterial")
+    if "certificate" in material or "x509CertificateChain" in material:
+        raise BadBundle(
+            "keyless bundles (signed with a Fulcio certificate) are not supported; "
+            "only keyed bundles are"
+        )
+    public_key = _object(material.get("publicKey"), "verificationMaterial.publicKey")
+    hint = public_key.get("hint")
+    if hint is not None and not isinstance(hint, str):
+        raise BadBundle("verificationMaterial.publicKey.hint must be a string")
+
+    if "dsseEnvelope" not in doc:
+        if "messageSignature" in doc:
+            raise BadBundle("bundle carries a message signature, not a DSSE envelope")
+        raise BadBundle("bundle has no dsseEnvelope")
+    envelope = _object(doc["dsseEnvelope"], "dsseEnvelope")
+    payload_type = _string(envelope, "payloadType", "dsseEnvelope")
+    if payload_type != IN_TOTO_PAYLOAD_TYPE:
+        raise BadBundle(
+            f"unexpected DSSE payloadType {_shown(payload_type)} "
+            f"(expected {IN_TOTO_PAYLOAD_TYPE!r})"
+        )
+    payload_b64 = _string(envelope, "payload", "dsseEnvelope")
+    try:
+        payload = b64decode(payload_b64)
+    except ValueError as exc:
+        raise BadBundle(f"DSSE payload is not valid base64: {exc}") from None
+    if not payload:
+        raise BadBundle("DSSE payload is empty")
+
+    signatures = envelope.get("signatures")
+    if not isinstance(signatures, list):
+        raise BadBundle("dsseEnvelope.signatures must be a list")
+    if len(signatures) != 1:
+        raise BadBundle(f"DSSE envelope must carry exactly one signature, found {len(signatures)}")
+    entry = _object(signatures[0], "dsseEnvelope.signatures[0]")
+    sig_b64 = _string(entry, "sig", "dsseEnvelope.signatures[0]")
+    try:
+        sig = b64decode(sig_b64)
+    except ValueError as exc:
+        raise BadBundle(f"DSSE signature is not valid base64: {exc}") from None
+    if not sig:
+        raise BadBundle("DSSE signature is empty")
+    keyid = entry.get("keyid", "")
+    if not isinstance(keyid, str):
+        raise BadBundle("dsseEnvelope.signatures[0].keyid must be a string")
+
+    return Bundle(
+        media_type=media_type,
+        hint=hint,
+        envelope=Envelope(
+            payload_type=payload_type,
+            payload=payload,
+            signature=DsseSignature(sig=sig, keyid=keyid),
+        ),
+    )
+
+
+def parse_statement(payload: bytes) -> Statement:
+    """Read the in-toto statement of a keyed nono bundle (one subject, a keyed signer)."""
+    try:
+        doc = _object(load_json(payload, "statement"), "statement")
+    except ValueError as exc:
+        raise BadBundle(str(exc)) from None
+
+    statement_type = doc.get("_type")
+    if statement_type != IN_TOTO_STATEMENT_TYPE:
+        raise BadBundle(
+            f"unexpected in-toto statement _type {_shown(statement_type)} "
+            f"(expected {IN_TOTO_STATEMENT_TYPE!r})"
+        )
+    predicate_type = _string(doc, "predicateType", "statement")
+
+    subjects = doc.get("subject")
+    if not isinstance(subjects, list):
+        raise BadBundle("statement.subject must be a list")
+    if len(subjects) != 1:
+        raise BadBundle(f"statement must have exactly one subject, found {len(subjects)}")
+    subject = _object(subjects[0], "statement.subject[0]")
+    name = _string(subject, "name", "statement.subject[0]")
+    if not name:
+        raise BadBundle("statement.subject[0].name is empty")
+    digests = _object(subject.get("digest"), "statement.subject[0].digest")
+    sha256 = _string(digests, "sha256", "statement.subject[0].digest")
+    if not _HEX64.fullmatch(sha256):
+        raise BadBundle("statement.subject[0].digest.sha256 is not 64 hex digits")
+
+    predicate = _object(doc.get("predicate"), "statement.predicate")
+    signer = _object(predicate.get("signer"), "statement.predicate.signer")
+    kind = _string(signer, "kind", "statement.predicate.signer")
+    if kind == "keyless":
+        raise BadBundle("keyless signers are not supported; only keyed bundles are")
+    if kind != "keyed":
+        raise BadBundle(f"unknown signer kind {_shown(kind)}")
+    key_id = _string(signer, "key_id", "statement.predicate.signer")
+    if not key_id:
+        raise BadBundle("statement.predicate.signer.key_id is empty")
+
+    return Statement(
+        subject=Subject(name=name, sha256=sha256.lower()),
+        predicate_type=predicate_type,
+        key_id=key_id,
+    )
+
+
+def encode_statement(*, name: str, sha256: str, predicate_type: str, key_id: str) -> bytes:
+    """The statement JSON as nono writes it: compact, fields in nono's order, UTF-8."""
+    statement = {
+        "_type": IN_TOTO_STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": sha256}}],
+        "predicateType": predicate_type,
+        "predicate": {"signer": {"key_id": key_id, "kind": "keyed"}, "version": 1},
+    }
+    return json.dumps(statement, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def encode_bundle(*, hint: str, payload: bytes, signature: bytes) -> bytes:
+    """The bundle JSON as nono writes it (pretty-printed, no trailing newline)."""
+    bundle = {
+        "mediaType": BUNDLE_MEDIA_TYPE,
+        "verificationMaterial": {
+            "publicKey": {"hint": hint},
+            "tlogEntries": [],
+            "timestampVerificationData": {},
+        },
+        "dsseEnvelope": {
+            "payloadType": IN_TOTO_PAYLOAD_TYPE,
+            "payload": b64encode(payload),
+            "signatures": [{"sig": b64encode(signature)}],
+        },
+    }
+    return json.dumps(bundle, indent=2).encode("ascii")

@@ -1,0 +1,374 @@
+"""Scanning a directory: find the files a policy includes, verify each, report every outcome.
+
+Discovery walks the scan root and matches each file's root-relative path against the policy's
+``includes``. It ignores ``.gitignore`` (ignoring a file must not exempt it from verification),
+never matches ``*.bundle`` files, and skips only the directories in :data:`SKIP_DIRS`.
+
+Symlinks are resolved before anything is read. An included path whose real location is outside
+the scan root is refused (it is not the project's file, and a mount over it would pin something
+else), and so is a symlinked directory leading outside the root when an include pattern could
+match beneath it; neither is followed. Included files are then opened from a descriptor of the
+real root, one path component at a time with ``O_NOFOLLOW``, so a symlink swapped in after
+resolution fails the open instead of redirecting it. The bytes read are the bytes verified.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final, Literal, final
+
+from ._bundle import MAX_BUNDLE_BYTES, shown_name
+from ._errors import BadBundle, TrustError, TrustPolicyError
+from ._policy import Enforcement, Glob, TrustPolicy
+from ._verify import VerifiedFile, verify_file
+
+SKIP_DIRS: Final = frozenset({".git", ".venv", "node_modules", "__pycache__", ".tox", "target"})
+"""Directory names the scan never enters (wherever they are in the tree)."""
+MAX_DEPTH: Final = 32
+MAX_FILE_BYTES: Final = 16 << 20
+"""An included file larger than this fails (its verified copy is kept in memory)."""
+
+Status = Literal["verified", "unsigned", "failed"]
+
+_LABELS: Final = MappingProxyType(
+    {
+        "trust.unsigned": "unsigned",
+        "trust.bad_bundle": "bad bundle",
+        "trust.digest_mismatch": "digest mismatch",
+        "trust.untrusted_signer": "untrusted signer",
+        "trust.bad_signature": "bad signature",
+        "trust.blocked": "blocked",
+        "trust.subject_mismatch": "subject mismatch",
+        "trust.policy": "policy",
+        "trust.failed": "refused",
+    }
+)
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileOutcome:
+    """What the scan concluded about one included path.
+
+    ``path`` is relative to the scan root, as the program sees it; ``real_path`` the absolute
+    real path the verified bytes belong over (``None`` when the path was refused before being
+    read). ``code``/``reason`` say why it is not verified; ``blocking`` whether it refuses the
+    launch under the report's enforcement mode.
+    """
+
+    path: str
+    status: Status
+    blocking: bool
+    code: str | None = None
+    reason: str | None = None
+    real_path: str | None = None
+    verified: VerifiedFile | None = None
+
+    @property
+    def label(self) -> str:
+        """A short cause for listings: ``verified``, ``unsigned``, ``digest mismatch``..."""
+        if self.status == "verified":
+            return "verified"
+        return _LABELS.get(self.code or "", "refused")
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrustReport:
+    """Every included file's outcome, and whether they allow a launch.
+
+    In ``deny`` mode any unverified file blocks; in ``warn`` and ``audit`` modes only
+    blocklisted files do (they always do). The daemon reports ``warnings`` (a project policy
+    without a user policy is not authoritative) and turns each entry into an audit event.
+    """
+
+    root: str
+    enforcement: Enforcement
+    authoritative: bool
+    entries: tuple[FileOutcome, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def blocking(self) -> tuple[FileOutcome, ...]:
+        return tuple(entry for entry in self.entries if entry.blocking)
+
+    @property
+    def allowed(self) -> bool:
+        return not self.blocking
+
+    def failures(self) -> tuple[FileOutcome, ...]:
+        return tuple(entry for entry in self.entries if entry.status != "verified")
+
+    def pins(self) -> tuple[tuple[str, VerifiedFile], ...]:
+        """``(real_path, verified)`` for each verified file: what to mount read-only, where."""
+        return tuple(
+            (entry.real_path, entry.verified)
+            for entry in self.entries
+            if entry.verified is not None and entry.real_path is not None
+        )
+
+    def check(self) -> TrustReport:
+        """Return the report if it allows a launch; otherwise raise :class:`TrustError`
+        naming each blocking file and why."""
+        blocking = self.blocking
+        if not blocking:
+            return self
+        lines = "\n".join(f"  {shown_name(entry.path)} ({entry.label})" for entry in blocking)
+        raise TrustError(
+            f"instruction files failed trust verification:\n{lines}",
+            hint="`nonoctl trust list` shows each file's status and reason",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    rel: str
+    directory: str  # real path of the directory the entry was listed in
+    entry_name: str
+    real_rel: str | None  # path of the real file relative to the real root; None if refused
+    refusal: str | None = None
+
+
+class _Matcher:
+    def __init__(self, globs: tuple[Glob, ...]) -> None:
+        self._globs = globs
+
+    def matches(self, rel: str) -> bool:
+        return any(glob.matches(rel) for glob in self._globs)
+
+    def could_match_below(self, reldir: str) -> bool:
+        return any(glob.could_match_below(reldir) for glob in self._globs)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _walk(real_root: str, matcher: _Matcher) -> Iterator[_Found]:
+    root_info = os.stat(real_root)
+    visited = {(root_info.st_dev, root_info.st_ino)}
+    stack: list[tuple[str, str, int]] = [(real_root, "", 0)]
+    while stack:
+        directory, prefix, depth = stack.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            if depth == 0:
+                raise TrustError(f"cannot scan {real_root}: {exc.strerror}") from exc
+            reldir = prefix.rstrip("/")
+            if matcher.could_match_below(reldir):
+                yield _Found(reldir, directory, "", None, f"cannot list directory: {exc.strerror}")
+            continue
+        pushed: list[tuple[str, str, int]] = []
+        for entry in entries:
+            rel = prefix + entry.name
+            if entry.is_symlink():
+                found = _symlink(entry, rel, directory, depth, real_root, matcher, visited)
+                if isinstance(found, _Found):
+                    yield found
+                elif found is not None:
+                    pushed.append(found)
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name in SKIP_DIRS:
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                if (info.st_dev, info.st_ino) in visited:
+                    continue
+                visited.add((info.st_dev, info.st_ino))
+                if depth + 1 > MAX_DEPTH:
+                    if matcher.could_match_below(rel):
+                        yield _Found(rel, directory, entry.name, None, "directory nesting too deep")
+                    continue
+                pushed.append((entry.path, rel + "/", depth + 1))
+                continue
+            if entry.name.endswith(".bundle") or not matcher.matches(rel):
+                continue
+            yield _Found(rel, directory, entry.name, os.path.relpath(entry.path, real_root))
+        stack.extend(reversed(pushed))
+
+
+def _symlink(
+    entry: os.DirEntry[str],
+    rel: str,
+    directory: str,
+    depth: int,
+    real_root: str,
+    matcher: _Matcher,
+    visited: set[tuple[int, int]],
+) -> _Found | tuple[str, str, int] | None:
+    """Resolve one symlink: a refusal, a directory to descend into, a candidate, or nothing."""
+    target = os.path.realpath(entry.path)
+    inside = _inside(target, real_root)
+    try:
+        info = os.stat(target)
+    except OSError:
+        if not entry.name.endswith(".bundle") and matcher.matches(rel):
+            return _Found(rel, directory, entry.name, None, "symlink target does not exist")
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        if entry.name in SKIP_DIRS:
+            return None
+        if not inside:
+            if matcher.could_match_below(rel):
+                return _Found(
+                    rel, directory, entry.name, None, "symlinked directory leaves the scan root"
+                )
+            return None
+        if (info.st_dev, info.st_ino) in visited or depth + 1 > MAX_DEPTH:
+            return None
+        visited.add((info.st_dev, info.st_ino))
+        return (target, rel + "/", depth + 1)
+    if entry.name.endswith(".bundle") or not matcher.matches(rel):
+        return None
+    if not inside:
+        return _Found(rel, directory, entry.name, None, "symlink leaves the scan root")
+    return _Found(rel, directory, entry.name, os.path.relpath(target, real_root))
+
+
+def _open_beneath(root_fd: int, real_rel: str) -> int:
+    """Open ``real_rel`` under ``root_fd`` without following any symlink on the way."""
+    parts = real_rel.split("/")
+    fd = os.dup(root_fd)
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
+            os.close(fd)
+            fd = next_fd
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+        return os.open(parts[-1], flags, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _read_regular(fd: int, limit: int) -> bytes:
+    """Read at most ``limit + 1`` bytes from a regular file (so "too large" is detectable)."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise ValueError("not a regular file")
+    chunks: list[bytes] = []
+    remaining = limit + 1
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_file(root_fd: int, real_rel: str) -> bytes:
+    try:
+        fd = _open_beneath(root_fd, real_rel)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise TrustError("the path changed into a symlink during the scan") from exc
+        raise TrustError(f"cannot read: {exc.strerror}") from exc
+    try:
+        data = _read_regular(fd, MAX_FILE_BYTES)
+    except ValueError as exc:
+        raise TrustError(str(exc)) from None
+    except OSError as exc:
+        raise TrustError(f"cannot read: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise TrustError(f"file is larger than {MAX_FILE_BYTES} bytes")
+    return data
+
+
+def _read_bundle(path: str) -> bytes | None:
+    """The sidecar's bytes (at most the bundle limit + 1), or ``None`` if there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BadBundle(f"{os.path.basename(path)}: cannot read: {exc.strerror}") from exc
+    try:
+        return _read_regular(fd, MAX_BUNDLE_BYTES)
+    except ValueError:
+        raise BadBundle(f"{os.path.basename(path)} is not a regular file") from None
+    except OSError as exc:
+        raise BadBundle(f"{os.path.basename(path)}: cannot read: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+
+
+def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy) -> TrustReport:
+    """Verify every file under ``root`` that ``policy`` includes; report each outcome.
+
+    Never raises for a file's failure: each one is an entry (``verified``, ``unsigned`` or
+    ``failed`` with the error's code and message), blocking according to the enforcement mode.
+    Raises :class:`TrustError` only when the root cannot be scanned, and
+    :class:`TrustPolicyError` when files are included but the policy trusts no keyed publisher.
+    Call :meth:`TrustReport.check` to turn a blocked scan into the launch refusal.
+    """
+    real_root = os.path.realpath(root)
+    if not os.path.isdir(real_root):
+        raise TrustError(f"scan root {os.fspath(root)} is not a directory")
+    matcher = _Matcher(policy.globs())
+    enforcement = policy.enforcement
+    if policy.includes and not policy.keyed_publishers():
+        raise TrustPolicyError(
+            f"{policy.source} includes files but trusts no keyed publisher",
+            hint="add your key with `nonoctl trust init` / `nonoctl trust export-key`",
+        )
+
+    def failed(found: _Found, error: TrustError, real_path: str | None) -> FileOutcome:
+        status: Status = "unsigned" if error.code == "trust.unsigned" else "failed"
+        blocking = enforcement == "deny" or error.code == "trust.blocked"
+        return FileOutcome(
+            path=found.rel,
+            status=status,
+            blocking=blocking,
+            code=error.code,
+            reason=error.message,
+            real_path=real_path,
+        )
+
+    entries: list[FileOutcome] = []
+    root_fd = os.open(real_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for found in _walk(real_root, matcher):
+            if found.real_rel is None:
+                refusal = TrustError(f"{shown_name(found.rel)}: {found.refusal}")
+                entries.append(failed(found, refusal, None))
+                continue
+            real_path = os.path.join(real_root, found.real_rel)
+            try:
+                data = _read_file(root_fd, found.real_rel)
+                bundle = _read_bundle(os.path.join(found.directory, found.entry_name + ".bundle"))
+                verified = verify_file(data, found.entry_name, bundle, policy)
+            except TrustPolicyError:
+                raise
+            except TrustError as exc:
+                if exc.code == "trust.failed":
+                    exc = TrustError(f"{shown_name(found.rel)}: {exc.message}")
+                entries.append(failed(found, exc, real_path))
+                continue
+            entries.append(
+                FileOutcome(
+                    path=found.rel,
+                    status="verified",
+                    blocking=False,
+                    real_path=real_path,
+                    verified=verified,
+                )
+            )
+    finally:
+        os.close(root_fd)
+    return TrustReport(
+        root=real_root,
+        enforcement=enforcement,
+        authoritative=policy.authoritative,
+        entries=tuple(entries),
+        warnings=policy.warnings,
+    )
