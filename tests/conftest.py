@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -78,8 +77,16 @@ class SandboxUser:
             env: Sequence[tuple[str, str]] = (), stdin: bytes = b"",
             timeout: float = 60) -> Result:
         request = LaunchRequest(argv=tuple(argv), cwd=cwd, env=tuple(env))
-        line = json.dumps({"policy": msgspec.to_builtins(policy),
-                           "request": msgspec.to_builtins(request)}).encode() + b"\n"
+        return self.run_request(policy, request, stdin=stdin, timeout=timeout)
+
+    def run_with_pins(self, policy: ResolvedPolicy, argv: Sequence[str], *, cwd: str,
+                      pins: tuple[tuple[str, bytes], ...]) -> Result:
+        request = LaunchRequest(argv=tuple(argv), cwd=cwd, pins=pins)
+        return self.run_request(policy, request)
+
+    def run_request(self, policy: ResolvedPolicy, request: LaunchRequest, *,
+                    stdin: bytes = b"", timeout: float = 60) -> Result:
+        line = msgspec.json.encode({"policy": policy, "request": request}) + b"\n"
         runner = str(RUNNER)
         if self.env.get("PYTHONPATH"):
             runner = str(Path(self.env["PYTHONPATH"]).parent / RUNNER.name)

@@ -7,7 +7,6 @@ program's shell status. Used both as root and, under setpriv, as an unprivileged
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -19,6 +18,11 @@ from nonod.policy import ResolvedPolicy
 from nonod.sandbox import LaunchRequest, launch_and_wait
 
 
+class _Input(msgspec.Struct):
+    policy: ResolvedPolicy
+    request: LaunchRequest
+
+
 def main() -> int:
     line = b""
     while not line.endswith(b"\n"):  # byte by byte: the rest of stdin is the program's
@@ -26,9 +30,8 @@ def main() -> int:
         if not chunk:
             break
         line += chunk
-    data = json.loads(line)
-    policy = msgspec.convert(data["policy"], ResolvedPolicy)
-    request = msgspec.convert(data["request"], LaunchRequest)
+    data = msgspec.json.decode(line, type=_Input)
+    policy, request = data.policy, data.request
     try:
         status, report = trio.run(launch_and_wait, policy, request)
     except NonoError as exc:

@@ -81,6 +81,7 @@ class LaunchPlan(msgspec.Struct, frozen=True, kw_only=True):
     controlling_tty: bool = False
     loopback: bool = False
     proxy_port: int = 0  # non-zero: create the session's proxy socket there, hand it back
+    pinned: tuple[bytes, ...] = ()  # verified file contents for the PIN mount operations
 
 
 Fds = tuple[int, int, int, int, int, int]  # stdin, stdout, stderr, launch_w, exit_w, control
@@ -333,7 +334,7 @@ def prepare_init(alive_r: int, *, loopback: bool) -> None:
 
 
 def confine_and_run(plan: LaunchPlan, fds: Fds) -> None:
-    _step("mounts", apply_mounts, plan.mounts, prepared=True)
+    _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned)
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits)
     try:

@@ -37,8 +37,10 @@ SYMLINK = 4
 READONLY = 5
 MASK_DIR = 6
 MASK_FILE = 7
+PIN = 8  # a verified file's bytes (plan.pinned[int(source)]) mounted read-only over target
 
 OLD = "/oldroot"
+PIN_DIR = "/.nono-pins"
 EMPTY_FILE = "/.nono-empty"
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -225,8 +227,13 @@ def prepare_root(new_root_base: str = "/tmp") -> None:
     _setup_dev()
 
 
-def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False) -> None:
-    """Build the session's root. Runs in the launcher child; every failure raises OSError."""
+def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
+                 pinned: Sequence[bytes] = ()) -> None:
+    """Build the session's root. Runs in the launcher child; every failure raises OSError.
+
+    ``pinned`` holds the bytes the daemon verified for each PIN operation: they are written to
+    a file in the session's (private, soon read-only) root and that copy is mounted over the
+    path, so changing the file on the host after verification changes nothing inside."""
     if not prepared:
         prepare_root()
     read_only_tmpfs: list[str] = []
@@ -256,6 +263,8 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False) -> None:
             _libc.mount("tmpfs", target, "tmpfs",
                         _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC, "mode=000,size=4k")
             _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY, recursive=False)
+        elif op.kind == PIN:
+            _pin(target, pinned[int(op.source)], int(op.source))
         elif op.kind == MASK_FILE:
             if op.create and not os.path.lexists(target):
                 _touch(target, 0o600)
@@ -270,6 +279,23 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False) -> None:
     _libc.umount2(OLD, _libc.MNT_DETACH)
     os.rmdir(OLD)
     _libc.mount_setattr("/", _libc.MOUNT_ATTR_RDONLY, recursive=False)
+
+
+def _pin(target: str, data: bytes, index: int) -> None:
+    if not os.path.isfile(target):
+        raise OSError(2, "verified file is not in the session's view", target)
+    _mkdirs(PIN_DIR)
+    copy = f"{PIN_DIR}/{index}"
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    _libc.mount(copy, target, None, _libc.MS_BIND)
+    _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY | _libc.MOUNT_ATTR_NOSUID
+                        | _libc.MOUNT_ATTR_NODEV, recursive=False)
 
 
 def _setup_dev() -> None:

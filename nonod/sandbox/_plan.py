@@ -19,7 +19,16 @@ from ..errors import EnforcementUnavailable, LaunchError
 from ..policy import EnvPolicy, Grant, ResolvedPolicy
 from . import _landlock, _libc, _seccomp
 from ._launcher import LaunchPlan
-from ._mounts import BIND_DIR, BIND_FILE, PRIVATE_TMP, TMPFS, base_grants, compile_mounts
+from ._mounts import (
+    BIND_DIR,
+    BIND_FILE,
+    PIN,
+    PRIVATE_TMP,
+    TMPFS,
+    MountOp,
+    base_grants,
+    compile_mounts,
+)
 from ._report import applied, partial
 from ._types import EnforcementReport, LaunchRequest, LayerReport
 
@@ -173,6 +182,12 @@ def build_plan(
             f"{executable} is not readable in the session: grant it (or its directory) in the "
             "profile", step="exec", errno=13, detail=executable)
 
+    ops = list(mounts.ops)
+    for index, (path, _) in enumerate(request.pins):
+        if not os.path.isabs(path):
+            raise LaunchError(f"pinned path must be absolute: {path}", step="mounts")
+        ops.append(MountOp(PIN, os.path.realpath(path), str(index)))
+
     plan = LaunchPlan(
         executable=executable,
         argv=request.argv,
@@ -182,7 +197,8 @@ def build_plan(
         gid=gid,
         switch_user=uid != me,
         ns_flags=ns_flags,
-        mounts=mounts.ops,
+        mounts=tuple(ops),
+        pinned=tuple(data for _, data in request.pins),
         landlock=landlock,
         seccomp=seccomp,
         controlling_tty=controlling_tty,

@@ -50,6 +50,9 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
     # The proxy's port inside the session's network namespace (None: the engine picks one);
     # the caller puts it in ``extra_env`` (HTTP_PROXY...) before launching.
     proxy_port: int | None = None
+    # Verified files: (absolute path, the exact bytes verified). The session reads these bytes
+    # at that path, whatever happens to the file on the host afterwards (trust pinning).
+    pins: tuple[tuple[str, bytes], ...] = ()
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -309,3 +309,23 @@ def test_persistence_files_read_only_in_writable_grant(
     assert r.code == 0, r.stderr
     assert r.stdout.split("\n")[:4] == ["EROFS", "EROFS", "OK [core]", "OK 1"]
     assert not (work / ".git" / "hooks" / "pre-commit").exists()
+
+
+def test_pinned_file_survives_replacement_on_host(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """Trust pinning: the session reads the verified bytes, not what the file became."""
+    work = home / "work"
+    gemini = work / "GEMINI.md"
+    gemini.write_text("tampered before launch\n")
+    verified = b"# verified rules\n"
+    pol = policy((work, Access.READWRITE))
+    r = sandbox_user.run_with_pins(pol, probe(
+        f"t(lambda: open('{gemini}').read().strip())\n"
+        f"t(lambda: open('{gemini}', 'a'))\n"
+        f"t(lambda: os.rename('{gemini}', '{work}/moved'))\n"
+    ), cwd=str(work), pins=((str(gemini), verified),))
+    assert r.code == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "OK # verified rules"
+    assert lines[1] in ("EROFS", "EACCES")
+    assert lines[2] in ("EBUSY", "EROFS", "EACCES", "EXDEV")
