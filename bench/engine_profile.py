@@ -224,10 +224,10 @@ async def instrumented(runs: int, warmup: int, cold: bool
                         parent[current[0]].append(("parent", f"{self.pipe}: EOF", t, t))
                     return chunk
 
-            async def stamped_read(stream: Any) -> Any:
+            async def stamped_read(stream: Any, **kwargs: Any) -> Any:
                 pipes[0] += 1
                 name = "launch pipe" if pipes[0] == 1 else "exit pipe"
-                return await real_read(StampedStream(stream, name))
+                return await real_read(StampedStream(stream, name), **kwargs)
 
             gc.collect()
             gc.disable()
