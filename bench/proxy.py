@@ -1,0 +1,334 @@
+"""Proxy benchmarks on loopback: CONNECT tunnel throughput and added latency, in one run.
+
+Contenders, each in its own process so that the client, the proxy and the upstream never share
+an interpreter:
+
+  direct        the client connects to the upstream itself: the floor
+  nonod         our proxy (nonod.proxy.serve_proxy), splice(2) relay
+  nonod-copy    our proxy with splice turned off (userspace copy through trio streams)
+  nono-py       nono_py.start_proxy (PyPI nono-py), when it is installed
+
+Measurements:
+
+  throughput    one transfer of --size bytes (default 1 GiB) from the upstream through a tunnel
+  latency       --requests (default 1000) small requests, each a fresh connection: connect,
+                CONNECT through the proxy (not for direct), send 64 bytes, read the 64-byte echo;
+                p50 and p99 of the whole request
+  roundtrip     the same number of 64-byte round trips over one tunnel that is already open
+  concurrent    --tunnels (default 1000) tunnels opened at once, one round trip each: wall time
+
+    .venv/bin/python bench/proxy.py [--size BYTES] [--requests N] [--tunnels N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+CHUNK = 1 << 20
+MESSAGE = b"m" * 64
+
+
+# Child processes ---------------------------------------------------------------------------
+
+async def _upstream_main(size: int) -> None:
+    """A source (sends ``size`` bytes, then closes) and an echo server; prints both ports."""
+    block = b"\0" * CHUNK
+
+    async def source(stream: trio.SocketStream) -> None:
+        left = size
+        try:
+            while left > 0:
+                n = min(left, CHUNK)
+                await stream.send_all(block[:n])
+                left -= n
+        except trio.BrokenResourceError:
+            pass
+
+    async def echo(stream: trio.SocketStream) -> None:
+        try:
+            async for data in stream:
+                await stream.send_all(data)
+        except trio.BrokenResourceError:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        ports = []
+        for handler in (source, echo):
+            listeners = await nursery.start(functools.partial(
+                trio.serve_tcp, handler, 0, host="127.0.0.1", backlog=4096))
+            ports.append(listeners[0].socket.getsockname()[1])
+        print(json.dumps({"source": ports[0], "echo": ports[1]}), flush=True)
+
+
+async def _nonod_main(source: int, echo: int, zero_copy: bool) -> None:
+    from nonod.proxy import ProxyLimits, ProxyPolicy, Resolver, serve_proxy
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1", backlog=4096)
+    token = secrets.token_hex(32)
+    policy = ProxyPolicy(hosts=frozenset({"source.example", "echo.example"}))
+    resolver = Resolver(pins={"source.example": f"127.0.0.1:{source}",
+                              "echo.example": f"127.0.0.1:{echo}"})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(
+            serve_proxy, listeners[0], policy=policy, resolver=resolver,
+            events=lambda event: None, limits=ProxyLimits(max_connections=4096),
+            proxy_token=token, zero_copy=zero_copy))
+        port = listeners[0].socket.getsockname()[1]
+        print(json.dumps({"port": port, "token": token}), flush=True)
+
+
+def _nono_py_main() -> None:
+    import nono_py
+
+    handle = nono_py.start_proxy(nono_py.ProxyConfig(allowed_hosts=["127.0.0.1"],
+                                                     max_connections=4096))
+    token = dict(handle.env_vars())["NONO_PROXY_TOKEN"]
+    print(json.dumps({"port": handle.port, "token": token}), flush=True)
+    sys.stdin.read()  # until the parent closes our stdin
+    handle.shutdown()
+
+
+def _child(args: list[str]) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    proc = subprocess.Popen([sys.executable, __file__, "--role", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"child {args} did not start")
+    return proc, json.loads(line)
+
+
+# The client --------------------------------------------------------------------------------
+
+@dataclass
+class Route:
+    name: str
+    proxy: int | None = None  # proxy port, None for direct
+    token: str = ""
+    targets: dict[str, str] = field(default_factory=dict)  # source/echo -> host:port
+
+    def head(self, which: str) -> bytes:
+        target = self.targets[which]
+        auth = base64.b64encode(f"nono:{self.token}".encode()).decode()
+        return (f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+                f"Proxy-Authorization: Basic {auth}\r\n\r\n").encode()
+
+
+def _open(route: Route, which: str, direct_port: int) -> tuple[socket.socket, int]:
+    """A connection to the upstream (through the route's proxy), and how many tunnel bytes
+    already arrived with the proxy's response head."""
+    early = 0
+    if route.proxy is None:
+        sock = socket.create_connection(("127.0.0.1", direct_port))
+    else:
+        sock = socket.create_connection(("127.0.0.1", route.proxy))
+        sock.sendall(route.head(which))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = sock.recv(4096)
+            if not data:
+                raise RuntimeError(f"{route.name}: proxy closed the connection")
+            head += data
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"{route.name}: {head.splitlines()[0]!r}")
+        early = len(head.split(b"\r\n\r\n", 1)[1])  # the source sends at once
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock, early
+
+
+def throughput(route: Route, ports: dict[str, int], size: int) -> float:
+    buf = bytearray(CHUNK)
+    start = time.perf_counter()
+    sock, got = _open(route, "source", ports["source"])
+    while True:
+        n = sock.recv_into(buf)
+        if not n:
+            break
+        got += n
+    elapsed = time.perf_counter() - start
+    sock.close()
+    if got != size:
+        raise RuntimeError(f"{route.name}: got {got} of {size} bytes")
+    return size / elapsed
+
+
+def _echo_once(sock: socket.socket) -> None:
+    sock.sendall(MESSAGE)
+    got = 0
+    while got < len(MESSAGE):
+        data = sock.recv(4096)
+        if not data:
+            raise RuntimeError("echo closed early")
+        got += len(data)
+
+
+def latency(route: Route, ports: dict[str, int], n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        sock, _ = _open(route, "echo", ports["echo"])
+        _echo_once(sock)
+        samples.append(time.perf_counter() - start)
+        sock.close()
+    return samples
+
+
+def roundtrips(route: Route, ports: dict[str, int], n: int) -> list[float]:
+    sock, _ = _open(route, "echo", ports["echo"])
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        _echo_once(sock)
+        samples.append(time.perf_counter() - start)
+    sock.close()
+    return samples
+
+
+def concurrent(route: Route, ports: dict[str, int], n: int) -> tuple[float, int]:
+    """Wall time for ``n`` tunnels opened at once, and how many failed."""
+    failed = 0
+
+    async def one() -> None:
+        nonlocal failed
+        try:
+            await exchange()
+        except (OSError, trio.BrokenResourceError, RuntimeError):
+            failed += 1
+
+    async def exchange() -> None:
+        port = route.proxy if route.proxy is not None else ports["echo"]
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            if route.proxy is not None:
+                await stream.send_all(route.head("echo"))
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += await stream.receive_some(4096)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"{route.name}: {head.splitlines()[0]!r}")
+            await stream.send_all(MESSAGE)
+            got = 0
+            while got < len(MESSAGE):
+                got += len(await stream.receive_some(4096))
+
+    async def main() -> float:
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                nursery.start_soon(one)
+        return trio.current_time() - start
+
+    return trio.run(main), failed
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1 << 30)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--tunnels", type=int, default=1000)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        role, *rest = args.role
+        if role == "upstream":
+            trio.run(_upstream_main, int(rest[0]))
+        elif role == "nonod":
+            trio.run(_nonod_main, int(rest[0]), int(rest[1]), rest[2] == "splice")
+        elif role == "nono-py":
+            _nono_py_main()
+        return
+
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    children: list[subprocess.Popen[str]] = []
+    try:
+        proc, ports = _child(["upstream", str(args.size)])
+        children.append(proc)
+        loopback = {"source": f"127.0.0.1:{ports['source']}",
+                    "echo": f"127.0.0.1:{ports['echo']}"}
+        routes = [Route("direct")]
+        for name, mode in (("nonod", "splice"), ("nonod-copy", "copy")):
+            proc, info = _child(["nonod", str(ports["source"]), str(ports["echo"]), mode])
+            children.append(proc)
+            routes.append(Route(name, info["port"], info["token"],
+                                {"source": "source.example:443", "echo": "echo.example:443"}))
+        try:
+            import nono_py  # noqa: F401
+
+            proc, info = _child(["nono-py"])
+            children.append(proc)
+            routes.append(Route("nono-py", info["port"], info["token"], loopback))
+        except ImportError:
+            pass
+        results: dict[str, dict[str, float]] = {}
+        tests: list[tuple[str, Callable[[Route], Any]]] = [
+            ("throughput", lambda r: throughput(r, ports, args.size)),
+            ("latency", lambda r: latency(r, ports, args.requests)),
+            ("roundtrip", lambda r: roundtrips(r, ports, args.requests)),
+            ("concurrent", lambda r: concurrent(r, ports, args.tunnels)),
+        ]
+        for route in routes:
+            row: dict[str, float] = {}
+            for test, run in tests:
+                value = run(route)
+                if test == "throughput":
+                    row["throughput_MiBps"] = value / (1 << 20)
+                elif test == "concurrent":
+                    row["concurrent_s"], row["concurrent_failed"] = value
+                else:
+                    row[f"{test}_p50_ms"] = pct(value, 0.50)
+                    row[f"{test}_p99_ms"] = pct(value, 0.99)
+            results[route.name] = row
+    finally:
+        for proc in children:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.terminate()
+            proc.wait(timeout=10)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"size={args.size} requests={args.requests} tunnels={args.tunnels} "
+          f"cpus={os.cpu_count()}")
+    print("| route | throughput MiB/s | request p50 ms | request p99 ms | round trip p50 ms |"
+          " round trip p99 ms | tunnels at once, s (failed) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, row in results.items():
+        print(f"| {name} | {row['throughput_MiBps']:.0f} | {row['latency_p50_ms']:.3f} | "
+              f"{row['latency_p99_ms']:.3f} | {row['roundtrip_p50_ms']:.3f} | "
+              f"{row['roundtrip_p99_ms']:.3f} | {row['concurrent_s']:.2f} "
+              f"({row['concurrent_failed']:.0f}) |")
+    direct = results["direct"]
+    for name, row in results.items():
+        if name != "direct":
+            print(f"{name}: added request latency p50 "
+                  f"{row['latency_p50_ms'] - direct['latency_p50_ms']:.3f} ms, "
+                  f"throughput {row['throughput_MiBps'] / direct['throughput_MiBps']:.0%} "
+                  "of direct")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""The per-session filtering proxy: CONNECT tunnels and plain-HTTP forwarding to the hosts a
+session's profile allows, and nothing else.
+
+Public face::
+
+    policy = proxy_policy(resolved.network)                  # the allowlist, groups expanded
+    resolver = Resolver(pins={"api.github.com": "127.0.0.1:8443"})
+    server = await nursery.start(functools.partial(
+        serve_proxy, listener, policy=policy, resolver=resolver, events=on_event,
+        proxy_token=token))
+    env = child_environment(port, token)                     # HTTP_PROXY and friends
+
+``decide(ProxyRequest(...), policy)`` is the pure decision on a name, made before any lookup.
+Design, limits and reason codes are described in ``docs/network.md``.
+"""
+
+from ._decide import Decision as Decision
+from ._decide import ProxyRequest as ProxyRequest
+from ._decide import Reason as Reason
+from ._decide import decide as decide
+from ._events import NetworkEvent as NetworkEvent
+from ._events import log_network_event as log_network_event
+from ._http import child_environment as child_environment
+from ._policy import DEFAULT_PORTS as DEFAULT_PORTS
+from ._policy import ProxyPolicy as ProxyPolicy
+from ._policy import proxy_policy as proxy_policy
+from ._resolve import PinError as PinError
+from ._resolve import Resolved as Resolved
+from ._resolve import ResolveError as ResolveError
+from ._resolve import Resolver as Resolver
+from ._server import ProxyLimits as ProxyLimits
+from ._server import ProxyServer as ProxyServer
+from ._server import ProxyStatistics as ProxyStatistics
+from ._server import serve_proxy as serve_proxy

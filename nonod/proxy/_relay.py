@@ -1,0 +1,169 @@
+"""Relaying a tunnel's bytes both ways: ``splice(2)`` through a pipe when both ends are plain
+sockets (the bytes never enter Python), a userspace copy otherwise.
+
+Each direction is one task in a nursery. When a direction reaches end of file it half-closes
+the other side (``shutdown(SHUT_WR)``) and ends; the tunnel ends when both have, when either
+side breaks, or when no byte moved for ``idle_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+from typing import Final, final
+
+import trio
+
+_SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_NONBLOCK", 0) | getattr(os, "SPLICE_F_MOVE", 0)
+_F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ (Linux), missing from older Pythons
+# Pipes start at the kernel's default (64 KiB) and grow to _BULK_PIPE once a direction fills
+# one: pipe buffers count against the user's pipe quota (fs.pipe-user-pages-soft), so idle and
+# interactive tunnels keep small pipes and only bulk transfers pay for big ones.
+_BULK_PIPE: Final = 1 << 18
+_COPY_SIZE: Final = 1 << 16
+# Errors that mean the peer went away: the tunnel just ends.
+_GONE: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT,
+                          errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNABORTED})
+
+
+@final
+class Counter:
+    """Bytes moved in each direction, and the idle deadline they push forward."""
+
+    def __init__(self, scope: trio.CancelScope, idle_timeout: float) -> None:
+        self._scope = scope
+        self._idle = idle_timeout
+        self.to_upstream = 0
+        self.to_client = 0
+
+    def moved(self, n: int, *, upstream: bool) -> None:
+        if upstream:
+            self.to_upstream += n
+        else:
+            self.to_client += n
+        self._scope.deadline = trio.current_time() + self._idle
+
+
+def plain_sockets(
+    a: trio.abc.Stream, b: trio.abc.Stream
+) -> tuple[trio.socket.SocketType, trio.socket.SocketType] | None:
+    """The sockets under ``a`` and ``b`` if both are plain socket streams and this system has
+    splice(2), else None."""
+    if (hasattr(os, "splice") and isinstance(a, trio.SocketStream)
+            and isinstance(b, trio.SocketStream)):
+        return a.socket, b.socket
+    return None
+
+
+async def relay(
+    client: trio.abc.Stream,
+    upstream: trio.abc.Stream,
+    *,
+    idle_timeout: float,
+    zero_copy: bool = True,
+) -> tuple[int, int]:
+    """Move bytes between ``client`` and ``upstream`` until both directions end, either side
+    breaks, or the tunnel is idle for ``idle_timeout`` seconds. Returns ``(bytes to upstream,
+    bytes to client)``. Peer errors end the tunnel quietly; they are not raised."""
+    with trio.CancelScope(deadline=trio.current_time() + idle_timeout) as scope:
+        counter = Counter(scope, idle_timeout)
+        try:
+            async with trio.open_nursery() as nursery:
+                sockets = plain_sockets(client, upstream) if zero_copy else None
+                if sockets is not None:
+                    a, b = sockets
+                    nursery.start_soon(_splice_one_way, a, b, counter, True, scope)
+                    nursery.start_soon(_splice_one_way, b, a, counter, False, scope)
+                else:
+                    nursery.start_soon(_copy_one_way, client, upstream, counter, True, scope)
+                    nursery.start_soon(_copy_one_way, upstream, client, counter, False, scope)
+        finally:
+            totals = (counter.to_upstream, counter.to_client)
+    return totals
+
+
+async def _copy_one_way(
+    source: trio.abc.Stream,
+    sink: trio.abc.Stream,
+    counter: Counter,
+    upstream: bool,
+    tunnel: trio.CancelScope,
+) -> None:
+    try:
+        while True:
+            data = await source.receive_some(_COPY_SIZE)
+            if not data:
+                break
+            await sink.send_all(data)
+            counter.moved(len(data), upstream=upstream)
+        if isinstance(sink, trio.abc.HalfCloseableStream):
+            await sink.send_eof()
+        else:
+            tunnel.cancel()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        tunnel.cancel()
+
+
+async def _splice_one_way(
+    source: trio.socket.SocketType,
+    sink: trio.socket.SocketType,
+    counter: Counter,
+    upstream: bool,
+    tunnel: trio.CancelScope,
+) -> None:
+    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        chunk, grown = _COPY_SIZE, False
+        src, dst = source.fileno(), sink.fileno()
+        while True:
+            await trio.lowlevel.wait_readable(src)
+            try:
+                n = os.splice(src, write_end, chunk, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                    raise
+                # This socket type cannot splice: copy through userspace instead.
+                await _socket_copy(source, sink, counter, upstream)
+                break
+            if n == 0:
+                break
+            if n >= chunk and not grown:
+                grown = True
+                try:
+                    chunk = fcntl.fcntl(write_end, _F_SETPIPE_SZ, _BULK_PIPE)
+                except OSError:
+                    pass  # over the user's pipe quota: keep the pipe we have
+            pending = n
+            while pending:
+                try:
+                    pending -= os.splice(read_end, dst, pending, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(dst)
+            counter.moved(n, upstream=upstream)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        if exc.errno not in _GONE:
+            raise
+        tunnel.cancel()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+async def _socket_copy(
+    source: trio.socket.SocketType, sink: trio.socket.SocketType, counter: Counter,
+    upstream: bool,
+) -> None:
+    while True:
+        data = await source.recv(_COPY_SIZE)
+        if not data:
+            return
+        view = memoryview(data)
+        while view:
+            sent = await sink.send(view)
+            view = view[sent:]
+        counter.moved(len(data), upstream=upstream)

@@ -1,0 +1,517 @@
+"""The per-session proxy server: one listener, one task per connection, h11 for HTTP.
+
+Shape (after trio's ``serve_listeners``): :func:`serve_proxy` accepts connections and starts one
+handler task for each, which owns its stream and closes it in ``finally``. Accept errors that
+mean the system is short of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) are logged and retried
+after a pause; other accept errors propagate. The handler is the only place that catches
+``Exception``: a bug or a surprise on one connection is logged with its traceback, becomes an
+``internal_error`` event and closes that connection, and nothing else.
+
+One connection carries one request:
+
+* ``CONNECT host:port``: authenticate, :func:`decide` on the name, resolve (pins first, then the
+  special-range check), connect to exactly the checked address, answer ``200``, forward what
+  the client sent after the head (h11's ``trailing_data``), then relay bytes both ways.
+* ``METHOD http://host[:port]/path``: the same checks, then the request goes upstream with
+  hop-by-hop and ``Proxy-*`` headers removed and ``Host`` rebuilt, and the response streams back.
+* Anything else gets an error response; nothing the client sent is echoed in it.
+
+Every phase has its own time limit (:class:`ProxyLimits`); request heads are size-bounded.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Callable
+from typing import Final, Literal, NoReturn, final
+
+import h11
+import msgspec
+import structlog
+import trio
+from structlog.contextvars import bound_contextvars
+
+from ._decide import Decision, ProxyRequest, Reason, decide
+from ._events import NetworkEvent
+from ._http import (
+    BadRequest,
+    absolute_target,
+    check_framing,
+    connect_target,
+    downstream_response_headers,
+    error_response,
+    path_for_audit,
+    proxy_authorized,
+    upstream_request_headers,
+)
+from ._policy import ProxyPolicy
+from ._relay import relay
+from ._resolve import ResolveError, Resolver
+
+log = structlog.get_logger()
+
+# accept(2) errors that mean "out of resources, try again later" (as trio.serve_listeners).
+_ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM,
+                                            errno.ENOBUFS})
+_ACCEPT_BACKOFF: Final = 0.1
+_READ_SIZE: Final = 1 << 16
+
+
+class ProxyLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Limits of one session's proxy. Times are seconds.
+
+    ``max_head_bytes``: largest request (or upstream response) head, else 431;
+    ``max_headers``: most header fields in a request, else 431; ``max_connections``: open
+    client connections at once, more get 503 (or are dropped under a flood);
+    ``head_timeout``: time for the whole request head to arrive (slowloris), else 408;
+    ``connect_timeout``: time to connect upstream, else 502; ``idle_timeout``: longest silence
+    on a tunnel or a streamed body; ``response_timeout``: time for an upstream's response head
+    to a plain-HTTP request, else 504; ``send_timeout``: time to write one of our own
+    responses.
+    """
+
+    max_head_bytes: int = 64 * 1024
+    max_headers: int = 100
+    max_connections: int = 256
+    head_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    response_timeout: float = 300.0
+    send_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 1024 <= self.max_head_bytes <= 1 << 20:
+            raise ValueError("max_head_bytes must be between 1 KiB and 1 MiB")
+        if not 1 <= self.max_headers <= 1000:
+            raise ValueError("max_headers must be between 1 and 1000")
+        if not 1 <= self.max_connections <= 100_000:
+            raise ValueError("max_connections must be between 1 and 100000")
+        for name in ("head_timeout", "connect_timeout", "idle_timeout", "response_timeout",
+                     "send_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+
+
+class ProxyStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters of one proxy since it started (for ``inspect``)."""
+
+    active: int
+    accepted: int
+    rejected: int
+    allowed: int
+    denied: int
+
+
+@final
+class ProxyServer:
+    """The running proxy, as handed to ``task_status.started()`` by :func:`serve_proxy`."""
+
+    def __init__(
+        self,
+        *,
+        policy: ProxyPolicy,
+        resolver: Resolver,
+        events: Callable[[NetworkEvent], None],
+        limits: ProxyLimits,
+        proxy_token: str | None,
+        zero_copy: bool,
+    ) -> None:
+        if proxy_token is not None and not proxy_token:
+            raise ValueError("proxy_token must not be empty (use None for no authentication)")
+        self._policy = policy
+        self._resolver = resolver
+        self._events = events
+        self._limits = limits
+        self._token = proxy_token
+        self._zero_copy = zero_copy
+        self._active = 0
+        self._rejecting = 0
+        self._accepted = 0
+        self._rejected = 0
+        self._allowed = 0
+        self._denied = 0
+        self._next_conn = 0
+
+    def statistics(self) -> ProxyStatistics:
+        return ProxyStatistics(active=self._active, accepted=self._accepted,
+                               rejected=self._rejected, allowed=self._allowed,
+                               denied=self._denied)
+
+    # accepting
+
+    async def _serve(self, listener: trio.abc.Listener[trio.abc.Stream],
+                     nursery: trio.Nursery) -> NoReturn:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.error("proxy.accept_backoff", errno=errno.errorcode.get(exc.errno or 0),
+                          error=os.strerror(exc.errno or 0), retry_in=_ACCEPT_BACKOFF)
+                await trio.sleep(_ACCEPT_BACKOFF)
+                continue
+            self._accepted += 1
+            self._next_conn += 1
+            with bound_contextvars(proxy_conn=self._next_conn):
+                if self._active < self._limits.max_connections:
+                    self._active += 1
+                    nursery.start_soon(self._run_handler, stream, False)
+                elif self._rejecting < self._limits.max_connections:
+                    self._rejected += 1
+                    self._rejecting += 1
+                    nursery.start_soon(self._run_handler, stream, True)
+                else:
+                    # A flood: not even a 503 for this one.
+                    self._rejected += 1
+                    await trio.aclose_forcefully(stream)
+
+    async def _run_handler(self, stream: trio.abc.Stream, reject: bool) -> None:
+        """Own one accepted connection: serve it (or refuse it with 503), then close it."""
+        exchange = _Exchange(started=trio.current_time())
+        try:
+            if reject:
+                await self._refuse(stream, h11.Connection(h11.SERVER), exchange, 503,
+                                   Reason.TOO_MANY_CONNECTIONS)
+            else:
+                await self.handle(stream, exchange)
+        except Exception:  # the per-connection boundary (see the module docstring)
+            log.exception("proxy.connection_failed", mode=exchange.mode, host=exchange.host,
+                          port=exchange.port)
+            if not exchange.done:
+                try:
+                    self._emit(exchange, "deny", Reason.INTERNAL_ERROR, status=0)
+                except Exception:
+                    log.exception("proxy.event_failed")
+        finally:
+            if reject:
+                self._rejecting -= 1
+            else:
+                self._active -= 1
+            await trio.aclose_forcefully(stream)
+
+    # one connection
+
+    async def handle(self, stream: trio.abc.Stream, exchange: _Exchange | None = None) -> None:
+        """Serve one client connection (one request) on ``stream``. The caller closes it."""
+        exchange = exchange or _Exchange(started=trio.current_time())
+        limits = self._limits
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
+        try:
+            with trio.fail_after(limits.head_timeout):
+                request = await _next_request(stream, conn)
+        except trio.TooSlowError:
+            await self._refuse(stream, conn, exchange, 408, Reason.REQUEST_TIMEOUT)
+            return
+        except h11.RemoteProtocolError as exc:
+            if exc.error_status_hint == 431:
+                await self._refuse(stream, conn, exchange, 431, Reason.HEAD_TOO_LARGE)
+            else:
+                await self._refuse(stream, conn, exchange, 400, Reason.BAD_REQUEST)
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the client went away before asking anything
+        if request is None:
+            return
+        exchange.method = request.method.decode("ascii", "replace")
+        exchange.mode = "connect" if request.method == b"CONNECT" else "http"
+        try:
+            if len(request.headers) > limits.max_headers:
+                raise BadRequest(431, Reason.HEAD_TOO_LARGE)
+            if self._token is not None and not proxy_authorized(request.headers, self._token):
+                raise BadRequest(407, Reason.AUTH_REQUIRED)
+            check_framing(request.headers)
+            if request.method == b"CONNECT":
+                await self._tunnel(stream, conn, request, exchange)
+            else:
+                await self._forward(stream, conn, request, exchange)
+        except BadRequest as exc:
+            await self._refuse(stream, conn, exchange, exc.status, exc.reason)
+
+    async def _decide_and_connect(
+        self, stream: trio.abc.Stream, conn: h11.Connection, exchange: _Exchange,
+        host: str, port: int,
+    ) -> tuple[trio.SocketStream, Decision] | None:
+        """The decision, the lookup and the upstream connection; None after a refusal."""
+        exchange.host, exchange.port = host, port
+        decision = decide(ProxyRequest(mode=exchange.mode, host=host, port=port), self._policy)
+        exchange.host = decision.host
+        exchange.decision = decision
+        if not decision.allowed:
+            await self._refuse(stream, conn, exchange, 403, decision.reason)
+            return None
+        try:
+            resolved = await self._resolver.resolve(decision.host, port)
+        except ResolveError as exc:
+            if exc.refused:
+                await self._refuse(stream, conn, exchange, 403, exc.reason)
+            else:
+                status = 504 if exc.reason is Reason.RESOLVE_TIMEOUT else 502
+                await self._refuse(stream, conn, exchange, status, exc.reason,
+                                   decision="allow")
+            return None
+        reason = Reason.CONNECT_FAILED
+        with trio.move_on_after(self._limits.connect_timeout) as scope:
+            for address, target_port in resolved.addresses:
+                try:
+                    upstream = await _open_tcp(address, target_port)
+                except OSError:
+                    continue
+                exchange.address = f"{address}:{target_port}" if ":" not in address else (
+                    f"[{address}]:{target_port}")
+                return upstream, decision
+        if scope.cancelled_caught:
+            reason = Reason.CONNECT_TIMEOUT
+        await self._refuse(stream, conn, exchange, 502, reason, decision="allow")
+        return None
+
+    async def _tunnel(self, stream: trio.abc.Stream, conn: h11.Connection,
+                      request: h11.Request, exchange: _Exchange) -> None:
+        host, port = connect_target(request.target)
+        if any(name in (b"content-length", b"transfer-encoding") and value != b"0"
+               for name, value in request.headers):
+            raise BadRequest(400, Reason.BAD_REQUEST)  # a CONNECT carries no body
+        connected = await self._decide_and_connect(stream, conn, exchange, host, port)
+        if connected is None:
+            return
+        upstream, _ = connected
+        async with upstream:
+            event = conn.next_event()
+            if not isinstance(event, h11.EndOfMessage):
+                raise BadRequest(400, Reason.BAD_REQUEST)
+            head = conn.send(h11.Response(status_code=200, headers=[],
+                                          reason=b"Connection established"))
+            try:
+                with trio.fail_after(self._limits.send_timeout):
+                    await stream.send_all(head or b"")
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                self._emit(exchange, "allow", exchange.reason, status=0)
+                return
+            exchange.status = 200
+            self._emit_open(exchange)
+            trailing, _closed = conn.trailing_data
+            try:
+                if trailing:
+                    with trio.fail_after(self._limits.send_timeout):
+                        await upstream.send_all(trailing)
+                    exchange.bytes_out += len(trailing)
+                moved_out, moved_in = await relay(stream, upstream,
+                                                  idle_timeout=self._limits.idle_timeout,
+                                                  zero_copy=self._zero_copy)
+                exchange.bytes_out += moved_out
+                exchange.bytes_in += moved_in
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the upstream stalled or went away before the relay began
+        self._emit(exchange, "allow", exchange.reason, status=200)
+
+    async def _forward(self, stream: trio.abc.Stream, conn: h11.Connection,
+                       request: h11.Request, exchange: _Exchange) -> None:
+        if request.method == b"TRACE":
+            raise BadRequest(405, Reason.METHOD_NOT_ALLOWED)
+        host, port, target = absolute_target(request.target)
+        exchange.path = path_for_audit(target)
+        connected = await self._decide_and_connect(stream, conn, exchange, host, port)
+        if connected is None:
+            return
+        upstream, decision = connected
+        authority = decision.host if port == 80 else f"{decision.host}:{port}"
+        limits = self._limits
+        up = h11.Connection(h11.CLIENT, max_incomplete_event_size=limits.max_head_bytes)
+        async with upstream:
+            try:
+                status = await self._exchange_http(stream, conn, upstream, up, request,
+                                                   target, authority.encode("ascii"),
+                                                   exchange)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                status = exchange.status  # one side went away: nothing more to say
+            except (h11.RemoteProtocolError, trio.TooSlowError) as exc:
+                if exchange.status == 0 and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    timeout = isinstance(exc, trio.TooSlowError)
+                    await self._refuse(stream, conn, exchange, 504 if timeout else 502,
+                                       Reason.UPSTREAM_TIMEOUT if timeout
+                                       else Reason.UPSTREAM_ERROR, decision="allow")
+                    return
+                status = exchange.status
+        self._emit(exchange, "allow", exchange.reason, status=status)
+
+    async def _exchange_http(
+        self, client: trio.abc.Stream, conn: h11.Connection, upstream: trio.SocketStream,
+        up: h11.Connection, request: h11.Request, target: bytes, authority: bytes,
+        exchange: _Exchange,
+    ) -> int:
+        limits = self._limits
+        headers = upstream_request_headers(list(request.headers), authority)
+        await upstream.send_all(up.send(h11.Request(method=request.method, target=target,
+                                                    headers=headers)))
+        # The request body, as it comes.
+        while True:
+            if conn.they_are_waiting_for_100_continue:
+                await client.send_all(conn.send(h11.InformationalResponse(status_code=100,
+                                                                          headers=[])))
+            try:
+                with trio.fail_after(limits.idle_timeout):
+                    event = await _next_event(client, conn)
+            except h11.RemoteProtocolError:
+                raise BadRequest(400, Reason.BAD_REQUEST) from None
+            except trio.TooSlowError:
+                raise BadRequest(408, Reason.REQUEST_TIMEOUT) from None
+            if isinstance(event, h11.Data):
+                await upstream.send_all(up.send(h11.Data(data=event.data)) or b"")
+                exchange.bytes_out += len(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                await upstream.send_all(up.send(h11.EndOfMessage()) or b"")
+                break
+            else:
+                raise BadRequest(400, Reason.BAD_REQUEST)  # the client closed mid-body
+        # The response head, then its body, streamed.
+        with trio.fail_after(limits.response_timeout):
+            while True:
+                event = await _next_event(upstream, up)
+                if isinstance(event, h11.Response):
+                    break
+                if not isinstance(event, h11.InformationalResponse):
+                    raise h11.RemoteProtocolError("upstream closed without a response")
+        response = h11.Response(status_code=event.status_code, reason=event.reason,
+                                headers=downstream_response_headers(list(event.headers)))
+        with trio.fail_after(limits.send_timeout):
+            await client.send_all(conn.send(response) or b"")
+        exchange.status = event.status_code
+        while True:
+            with trio.fail_after(limits.idle_timeout):
+                event = await _next_event(upstream, up)
+            if isinstance(event, h11.Data):
+                with trio.fail_after(limits.idle_timeout):
+                    await client.send_all(conn.send(h11.Data(data=event.data)) or b"")
+                exchange.bytes_in += len(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                await client.send_all(conn.send(h11.EndOfMessage()) or b"")
+                return exchange.status
+            else:
+                raise h11.RemoteProtocolError("upstream closed in the middle of a response")
+
+    # answers and events
+
+    async def _refuse(self, stream: trio.abc.Stream, conn: h11.Connection, exchange: _Exchange,
+                      status: int, reason: Reason,
+                      decision: Literal["allow", "deny"] = "deny") -> None:
+        response, body = error_response(status, reason)
+        sent = 0
+        try:
+            data = conn.send(response) or b""
+            data += conn.send(h11.Data(data=body)) or b""
+            data += conn.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError:
+            data = b""  # h11 cannot answer in this state: the connection is just closed
+        if data:
+            with trio.move_on_after(self._limits.send_timeout):
+                try:
+                    await stream.send_all(data)
+                    sent = status
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the client went away; it gets no answer
+        self._emit(exchange, decision, reason, status=sent)
+
+    def _emit_open(self, exchange: _Exchange) -> None:
+        self._events(exchange.event("allow", exchange.reason, 200, "open"))
+
+    def _emit(self, exchange: _Exchange, decision: Literal["allow", "deny"], reason: Reason,
+              *, status: int) -> None:
+        exchange.done = True
+        if decision == "allow":
+            self._allowed += 1
+        else:
+            self._denied += 1
+        self._events(exchange.event(decision, reason, status, "close"))
+
+
+@final
+class _Exchange:
+    """What is known so far about one connection's request, for its audit event."""
+
+    def __init__(self, *, started: float) -> None:
+        self.started = started
+        self.mode: Literal["connect", "http"] = "http"
+        self.host = ""
+        self.port = 0
+        self.method = ""
+        self.path = ""
+        self.address = ""
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.decision: Decision | None = None
+        self.done = False
+
+    @property
+    def reason(self) -> Reason:
+        return self.decision.reason if self.decision is not None else Reason.INTERNAL_ERROR
+
+    def event(self, decision: Literal["allow", "deny"], reason: Reason, status: int,
+              stage: Literal["open", "close"]) -> NetworkEvent:
+        elapsed = (trio.current_time() - self.started) * 1000
+        return NetworkEvent(
+            mode=self.mode, decision=decision, host=self.host, port=self.port,
+            reason=reason.value, status=status, bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out, duration_ms=round(elapsed, 3), stage=stage,
+            method=self.method if self.mode == "http" else "", path=self.path,
+            address=self.address,
+        )
+
+
+async def _next_event(stream: trio.abc.Stream, conn: h11.Connection) -> object:
+    """The next h11 event, reading from ``stream`` only when h11 needs data."""
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        conn.receive_data(bytes(await stream.receive_some(_READ_SIZE)))
+
+
+async def _next_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:
+    event = await _next_event(stream, conn)
+    if isinstance(event, h11.Request):
+        return event
+    if isinstance(event, h11.ConnectionClosed):
+        return None
+    raise h11.RemoteProtocolError("expected a request")
+
+
+async def _open_tcp(address: str, port: int) -> trio.SocketStream:
+    """A TCP connection to exactly ``address`` (no name lookup)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
+async def serve_proxy(
+    listener: trio.abc.Listener[trio.abc.Stream],
+    *,
+    policy: ProxyPolicy,
+    resolver: Resolver,
+    events: Callable[[NetworkEvent], None],
+    limits: ProxyLimits = ProxyLimits(),  # noqa: B008 - frozen, immutable
+    proxy_token: str | None = None,
+    zero_copy: bool = True,
+    task_status: trio.TaskStatus[ProxyServer] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve one session's proxy on ``listener`` until cancelled; the listener is closed on
+    the way out, and every open connection with it.
+
+    ``events`` is called (synchronously; it must not block) with a NetworkEvent for every
+    decision. With ``proxy_token`` set, every request must carry ``Proxy-Authorization``
+    with it (``Basic base64(nono:<token>)`` or ``Bearer <token>``), else it gets 407.
+    ``zero_copy=False`` turns splice(2) off (for benchmarks). ``task_status.started()``
+    gets the ProxyServer (``statistics()``) once the proxy is accepting.
+    """
+    server = ProxyServer(policy=policy, resolver=resolver, events=events, limits=limits,
+                         proxy_token=proxy_token, zero_copy=zero_copy)
+    async with listener, trio.open_nursery() as nursery:
+        task_status.started(server)
+        await server._serve(listener, nursery)

@@ -1,0 +1,132 @@
+"""relay(): splice(2) between plain sockets, a userspace copy otherwise; half-close, idle
+timeout, peers that break."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import socket
+import struct
+
+import pytest
+import trio
+import trio.testing
+
+from nonod.proxy._relay import plain_sockets, relay
+
+
+def socket_stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    a, b = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return trio.SocketStream(a), trio.SocketStream(b)
+
+
+async def tcp_stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    client = await trio.open_tcp_stream("127.0.0.1", port)
+    server = await listener.accept()
+    await listener.aclose()
+    return client, server
+
+
+async def pump(sender: trio.abc.Stream, payload: bytes) -> None:
+    await sender.send_all(payload)
+    assert isinstance(sender, trio.abc.HalfCloseableStream)
+    await sender.send_eof()
+
+
+async def drain(receiver: trio.abc.Stream, into: list[bytes]) -> None:
+    digest = hashlib.sha256()
+    while data := await receiver.receive_some(1 << 16):
+        digest.update(data)
+    into.append(digest.digest())
+
+
+@pytest.mark.parametrize("zero_copy", [True, False])
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+async def test_both_directions_with_half_close(zero_copy: bool, kind: str) -> None:
+    if kind == "unix":
+        (client, proxy_a), (proxy_b, upstream) = socket_stream_pair(), socket_stream_pair()
+    else:
+        (client, proxy_a), (proxy_b, upstream) = await tcp_stream_pair(), await tcp_stream_pair()
+    assert plain_sockets(proxy_a, proxy_b) is not None
+    up_payload, down_payload = os.urandom(3 << 20), os.urandom(5 << 20)
+    got_up: list[bytes] = []
+    got_down: list[bytes] = []
+    totals: list[tuple[int, int]] = []
+
+    async def run_relay() -> None:
+        totals.append(await relay(proxy_a, proxy_b, idle_timeout=30, zero_copy=zero_copy))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_relay)
+        nursery.start_soon(pump, client, up_payload)
+        nursery.start_soon(pump, upstream, down_payload)
+        nursery.start_soon(drain, upstream, got_up)
+        nursery.start_soon(drain, client, got_down)
+    assert got_up == [hashlib.sha256(up_payload).digest()]
+    assert got_down == [hashlib.sha256(down_payload).digest()]
+    assert totals == [(len(up_payload), len(down_payload))]
+    for stream in (client, proxy_a, proxy_b, upstream):
+        await stream.aclose()
+
+
+async def test_memory_streams_use_the_copy() -> None:
+    client, proxy_a = trio.testing.memory_stream_pair()
+    proxy_b, upstream = trio.testing.memory_stream_pair()
+    assert plain_sockets(proxy_a, proxy_b) is None
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(relay, proxy_a, proxy_b, idle_timeout=30))
+        await client.send_all(b"to upstream")
+        got.append(bytes(await upstream.receive_some(100)))
+        await upstream.send_all(b"to client")
+        got.append(bytes(await client.receive_some(100)))
+        await client.send_eof()
+        await upstream.send_eof()
+    assert got == [b"to upstream", b"to client"]
+
+
+@pytest.mark.parametrize("zero_copy", [True, False])
+async def test_idle_timeout(zero_copy: bool, autojump_clock: trio.abc.Clock) -> None:
+    (client, proxy_a), (proxy_b, upstream) = socket_stream_pair(), socket_stream_pair()
+    start = trio.current_time()
+    moved: list[tuple[int, int]] = []
+
+    async def run_relay() -> None:
+        moved.append(await relay(proxy_a, proxy_b, idle_timeout=60, zero_copy=zero_copy))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_relay)
+        await trio.sleep(50)  # virtual time: activity at t=50 pushes the deadline to t=110
+        await client.send_all(b"x")
+        assert await upstream.receive_some(10) == b"x"
+    assert moved == [(1, 0)]
+    assert trio.current_time() - start == pytest.approx(110, abs=0.5)
+
+
+async def test_a_reset_ends_the_tunnel_quietly() -> None:
+    (client, proxy_a), (proxy_b, upstream) = await tcp_stream_pair(), await tcp_stream_pair()
+
+    async def run_relay_then_close() -> None:  # as the proxy does
+        await relay(proxy_a, proxy_b, idle_timeout=30)
+        await proxy_a.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_relay_then_close)
+        await client.send_all(b"hello")
+        assert await upstream.receive_some(10) == b"hello"
+        # The upstream resets (SO_LINGER 0 then close sends RST).
+        upstream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                   struct.pack("ii", 1, 0))
+        await upstream.aclose()
+        await client.send_all(b"more")
+        with trio.fail_after(5):
+            try:
+                while await client.receive_some(10):
+                    pass
+            except trio.BrokenResourceError:
+                pass  # a reset passed on is as good as an end of file
+    for stream in (client, proxy_a, proxy_b):
+        await stream.aclose()
