@@ -1,0 +1,187 @@
+"""The hash chain and Merkle tree behind every audit file, without any I/O.
+
+A file is a sequence of lines ``{"event", "hash", "prev", "seq", "ts"}`` (keys sorted, no
+whitespace: one ``msgspec.json.Encoder(order="sorted")`` writes them). For line ``n``::
+
+    body_n = the event's canonical bytes, exactly as they appear in the line
+    hash_n = SHA-256( TAG || prev_n || u64be(seq_n) || u16be(len(ts_n)) || ts_n || body_n )
+    prev_1 = SHA-256( "nono/audit/genesis/v1" 0x00 || scope || 0x00 || name )
+    prev_n = hash_(n-1)
+
+``TAG`` is ``"nono/audit/entry/v1" 0x00`` for session files and ``"nono/audit/ledger/v1"
+0x00`` for the ledger, so a line of one can never pass for a line of the other; the genesis
+binds a session file to its session id (scope ``session``) and the ledger to itself (scope
+``ledger``). ``seq`` and ``ts`` are hashed too, so no byte of a line is outside the hash: the
+event through its body, ``prev`` and ``hash`` through the chain, the rest through the
+preimage. Verification also re-encodes each line and requires the same bytes, which rules
+out equivalent spellings (whitespace, escapes, key order).
+
+Merkle tree (RFC 6962, section 2.1), over the event hashes ``hash_1..hash_n`` of a session::
+
+    MTH({})      = SHA-256("")
+    MTH({h})     = SHA-256(0x00 || h)                      leaf
+    MTH(D[0:n])  = SHA-256(0x01 || MTH(D[0:k]) || MTH(D[k:n]))  node, k = largest power of
+                                                                 two smaller than n
+
+:class:`MerkleAccumulator` computes it incrementally with O(log n) memory: a stack of the
+roots of perfect subtrees, merged as they fill, folded from the right for the root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from typing import Annotated, Final, NamedTuple, final
+
+import msgspec
+
+ENTRY_TAG: Final = b"nono/audit/entry/v1\x00"
+LEDGER_TAG: Final = b"nono/audit/ledger/v1\x00"
+GENESIS_TAG: Final = b"nono/audit/genesis/v1\x00"
+LEAF_PREFIX: Final = b"\x00"
+NODE_PREFIX: Final = b"\x01"
+EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
+
+#: ``2025-06-01T12:00:00.123456Z``
+TS_PATTERN: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$"
+MAX_SEQ: Final = 2**63 - 1
+
+_Hex64 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+
+
+class WireLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One stored line as bytes on disk see it: the event kept as the exact bytes written."""
+
+    event: msgspec.Raw
+    hash: _Hex64
+    prev: _Hex64
+    seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
+    ts: Annotated[str, msgspec.Meta(pattern=TS_PATTERN)]
+
+
+def utc_timestamp() -> str:
+    """Now, as audit lines write it (UTC, microseconds, ``Z``)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def genesis(scope: str, name: str) -> bytes:
+    """The ``prev`` of a chain's first line: binds the chain to what it records."""
+    return hashlib.sha256(GENESIS_TAG + scope.encode() + b"\x00" + name.encode()).digest()
+
+
+def session_genesis(session: str) -> bytes:
+    return genesis("session", session)
+
+
+def ledger_genesis() -> bytes:
+    return genesis("ledger", "ledger")
+
+
+def entry_hash(tag: bytes, prev: bytes, seq: int, ts: str, body: bytes) -> bytes:
+    """The hash of one line (see the module docstring)."""
+    stamp = ts.encode("ascii")
+    h = hashlib.sha256(tag)
+    h.update(prev)
+    h.update(seq.to_bytes(8, "big"))
+    h.update(len(stamp).to_bytes(2, "big"))
+    h.update(stamp)
+    h.update(body)
+    return h.digest()
+
+
+def _leaf(entry: bytes) -> bytes:
+    return hashlib.sha256(LEAF_PREFIX + entry).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(NODE_PREFIX + left + right).digest()
+
+
+@final
+class MerkleAccumulator:
+    """The RFC 6962 tree hash of a growing list of entry hashes, in O(log n) memory."""
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, bytes]] = []  # (leaves under it, subtree root)
+        self.size = 0
+
+    def add(self, entry: bytes) -> None:
+        width, node = 1, _leaf(entry)
+        while self._stack and self._stack[-1][0] == width:
+            _, left = self._stack.pop()
+            width, node = width * 2, _node(left, node)
+        self._stack.append((width, node))
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        acc = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            acc = _node(left, acc)
+        return acc
+
+    def copy(self) -> MerkleAccumulator:
+        other = MerkleAccumulator()
+        other._stack = list(self._stack)
+        other.size = self.size
+        return other
+
+
+def merkle_root(entries: Iterable[bytes]) -> bytes:
+    """The RFC 6962 tree hash over ``entries`` (32-byte entry hashes, in order)."""
+    acc = MerkleAccumulator()
+    for entry in entries:
+        acc.add(entry)
+    return acc.root()
+
+
+class Appended(NamedTuple):
+    """What :meth:`Chain.append` produced: the line to write (with its newline) and its parts."""
+
+    seq: int
+    ts: str
+    prev: bytes
+    hash: bytes
+    line: bytes
+
+
+@final
+class Chain:
+    """The state of one chain: the next ``seq``, the head, the Merkle accumulator.
+
+    Sans-IO: :meth:`append` turns an event into the exact bytes of its line and advances the
+    state; writing them is the caller's business. One encoder is built per chain and reused.
+    """
+
+    def __init__(self, tag: bytes, start: bytes, *, seq: int = 0, head: bytes | None = None,
+                 merkle: MerkleAccumulator | None = None) -> None:
+        self.tag = tag
+        self.seq = seq
+        self.head = start if head is None else head
+        self.merkle = merkle if merkle is not None else MerkleAccumulator()
+        self._encoder = msgspec.json.Encoder(order="sorted")
+
+    @classmethod
+    def for_session(cls, session: str) -> Chain:
+        return cls(ENTRY_TAG, session_genesis(session))
+
+    @classmethod
+    def for_ledger(cls) -> Chain:
+        return cls(LEDGER_TAG, ledger_genesis())
+
+    def append(self, event: msgspec.Struct, ts: str) -> Appended:
+        if self.seq >= MAX_SEQ:
+            raise OverflowError("audit chain sequence exhausted")
+        body = self._encoder.encode(event)
+        seq = self.seq + 1
+        prev = self.head
+        digest = entry_hash(self.tag, prev, seq, ts, body)
+        line = self._encoder.encode(
+            WireLine(event=msgspec.Raw(body), hash=digest.hex(), prev=prev.hex(), seq=seq, ts=ts)
+        )
+        self.seq = seq
+        self.head = digest
+        self.merkle.add(digest)
+        return Appended(seq, ts, prev, digest, line + b"\n")

@@ -1,0 +1,408 @@
+"""The audit event model: one frozen, tagged msgspec Struct per kind of thing that happened.
+
+Every event encodes as a JSON object whose ``type`` field names its kind (``session_started``,
+``network``, ...). The kinds form the :data:`Event` union, decoded by one typed decoder. The
+record that closes a session's file (:class:`Seal`) and the ledger's entries
+(:class:`SessionSealed`) are not events: producers never emit them, the writer does.
+
+Rules every kind follows:
+
+- **No secret values, ever.** Credentials appear by name and source kind only. ``argv`` goes
+  through :func:`redact_argv` (and, as a safety net, the ``--token=...`` heuristic runs again
+  when a :class:`SessionStarted` is built). A network event records the request path without
+  its query string, which is where API keys and phantom tokens travel in URLs.
+- **Evolution**: new fields get defaults, and a field never changes type. Defaults are left out
+  of the encoding (``omit_defaults``), so a line only says what is known.
+- **Checked when built**: cross-field rules (a denial says why, a session ends with an exit
+  code *or* a signal) run in ``__post_init__``, on construction and on decoding alike.
+
+This module imports only msgspec and the standard library, so that ``nonoctl`` can decode and
+render events without the daemon.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Annotated, Final, Literal, get_args
+
+import msgspec
+
+if TYPE_CHECKING:
+    from ..proxy import NetworkEvent as ProxyNetworkEvent
+    from ..sandbox import EnforcementReport
+
+#: What a redacted value is replaced with.
+REDACTED: Final = "[REDACTED]"
+
+Hex64 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Millis = Annotated[float, msgspec.Meta(ge=0)]
+
+NetworkMode = Literal["connect", "reverse", "websocket", "inbound", "http"]
+Decision = Literal["allow", "deny"]
+#: How the phantom token check went on a credential route; ``none`` when the request needed none.
+AuthOutcome = Literal["ok", "missing", "invalid", "none"]
+EndReason = Literal["exited", "stopped", "killed", "timeout", "daemon_lost", "error"]
+DaemonAction = Literal["started", "stopping", "reloaded", "recovered"]
+
+
+def _check_choice(field: str, value: str, choices: object) -> None:
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ValueError(f"{field} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------- redaction
+
+# Names that mark a value as a secret: any of these inside the name (``GITHUB_TOKEN``,
+# ``--client-secret``, ``apiKey``) or one of the short words as a whole word (``--key``,
+# ``--pass``). Over-redaction costs a little readability; under-redaction leaks a key.
+_SECRET_PARTS: Final = ("token", "secret", "passw", "passphrase", "apikey", "privatekey",
+                        "accesskey", "credential", "bearer", "cookie", "authorization")
+_SECRET_WORDS: Final = frozenset({"key", "pass", "pwd", "auth", "pat", "pin", "otp"})
+_WORD_SPLIT: Final = re.compile(r"[^a-z0-9]+")
+_USERINFO: Final = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:\s]*:)[^/?#@\s]+@")
+_QUERY_PAIR: Final = re.compile(r"(?P<head>[?&](?P<name>[^=&#\s]+)=)(?P<value>[^&#\s]*)")
+
+
+def _looks_secret(name: str) -> bool:
+    lowered = name.lower()
+    squashed = _WORD_SPLIT.sub("", lowered)
+    if any(part in squashed for part in _SECRET_PARTS):
+        return True
+    return any(word in _SECRET_WORDS for word in _WORD_SPLIT.split(lowered))
+
+
+def _redact_url_parts(arg: str) -> str:
+    arg = _USERINFO.sub(lambda m: m["head"] + REDACTED + "@", arg)
+
+    def query(m: re.Match[str]) -> str:
+        if m["value"] and _looks_secret(m["name"]):
+            return m["head"] + REDACTED
+        return m[0]
+
+    return _QUERY_PAIR.sub(query, arg)
+
+
+def redact_argv(argv: Sequence[str], secrets: Iterable[str] = ()) -> tuple[str, ...]:
+    """``argv`` fit for an audit record: known secret values and secret-looking values removed.
+
+    Every occurrence of a value in ``secrets`` (the session's real credentials and phantom
+    tokens) is replaced by ``[REDACTED]`` wherever it appears. Then a heuristic catches what
+    nobody listed: ``--token=v``, ``--api-key=v``, ``GITHUB_TOKEN=v`` (a name that looks like
+    a secret, ``=``, a value), ``--password v`` (a secret-looking flag and the argument after
+    it), the password in ``scheme://user:password@host`` and secret-looking query parameters
+    (``?key=v``). Redacting twice changes nothing.
+    """
+    values = sorted({s for s in secrets if s}, key=len, reverse=True)
+    out: list[str] = []
+    redact_next = False
+    for original in argv:
+        arg = original
+        for value in values:
+            if value in arg:
+                arg = arg.replace(value, REDACTED)
+        if redact_next:
+            redact_next = False
+            if not arg.startswith("-"):
+                out.append(REDACTED)
+                continue
+        name, sep, value = arg.partition("=")
+        if sep and value and value != REDACTED and "://" not in name and _looks_secret(name):
+            arg = f"{name}={REDACTED}"
+        elif not sep and arg.startswith("-") and _looks_secret(arg):
+            redact_next = True
+        out.append(_redact_url_parts(arg))
+    return tuple(out)
+
+
+def strip_query(path: str) -> str:
+    """A request target without its query string and fragment."""
+    return path.partition("?")[0].partition("#")[0]
+
+
+# -------------------------------------------------------------------------------- events
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
+    """Shared configuration: frozen, keyword-only, tagged in ``type``, defaults omitted."""
+
+
+class SessionStarted(_Event, frozen=True, kw_only=True, tag="session_started"):
+    """The program was launched. Always the first event of a session's file.
+
+    ``argv`` must come from :func:`redact_argv` with the session's secrets; the name-based
+    part of that redaction runs again here, whatever the caller passed.
+    """
+
+    session: str
+    argv: tuple[str, ...]
+    cwd: str
+    uid: int
+    policy_digest: str
+    name: str = ""
+    gid: int | None = None
+    pid: int | None = None
+    profile: str | None = None
+    profile_digest: str | None = None
+
+    def __post_init__(self) -> None:
+        redacted = redact_argv(self.argv)
+        if redacted != self.argv:
+            msgspec.structs.force_setattr(self, "argv", redacted)
+
+
+class Layer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One enforcement layer: ``applied``, ``partial``, ``unavailable`` or ``off``."""
+
+    name: str
+    state: str
+    reason: str = ""
+
+
+class Enforcement(_Event, frozen=True, kw_only=True, tag="enforcement"):
+    """What each enforcement layer did at launch (the sandbox's ``EnforcementReport``)."""
+
+    fully_enforced: bool
+    layers: tuple[Layer, ...]
+    landlock_abi: int = 0
+    #: ``"layer: reason"`` for every layer that is partial or unavailable.
+    missing: tuple[str, ...] = ()
+
+    @classmethod
+    def from_report(cls, report: EnforcementReport) -> Enforcement:
+        layers = tuple(Layer(name=lay.name, state=lay.state, reason=lay.reason)
+                       for lay in report.layers)
+        missing = tuple(f"{lay.name}: {lay.reason or lay.state}" for lay in report.layers
+                        if lay.state not in ("applied", "off"))
+        return cls(fully_enforced=report.fully_enforced, layers=layers,
+                   landlock_abi=report.landlock_abi, missing=missing)
+
+
+class TrustVerified(_Event, frozen=True, kw_only=True, tag="trust_verified"):
+    """A file matched by the trust policy verified; the session sees these exact bytes."""
+
+    path: str
+    sha256: Hex64
+    signer: str
+    policy: str = ""
+
+
+class TrustFailed(_Event, frozen=True, kw_only=True, tag="trust_failed"):
+    """A file matched by the trust policy did not verify; the launch was refused."""
+
+    path: str
+    reason: str
+    code: str = ""
+    sha256: Hex64 | None = None
+
+
+class Network(_Event, frozen=True, kw_only=True, tag="network"):
+    """One proxy decision, and for allowed traffic how it went.
+
+    ``mode``: ``connect`` (a CONNECT tunnel), ``reverse`` (a credential route),
+    ``websocket`` (an upgraded credential route), ``inbound`` (a forwarded listen port),
+    ``http`` (an absolute-URI plain HTTP request). ``path`` never holds a query string: it is
+    cut off when the event is built. A denial always carries a ``reason`` (the proxy's stable
+    codes: ``not_allowed``, ``metadata``, ``connect_timeout``...; allowed requests may carry
+    one too, ``allowed_host``). ``status`` is what the client got, 0 when the connection was
+    dropped without a response. A tunnel gives a ``stage="open"`` event when it is up and a
+    ``close`` event with the totals; everything else one ``close`` event. ``address`` is the
+    address connected to.
+    """
+
+    mode: NetworkMode
+    decision: Decision
+    host: str
+    port: Port
+    method: str | None = None
+    path: str | None = None
+    status: Annotated[int, msgspec.Meta(ge=0, le=999)] | None = None
+    bytes_in: Count = 0
+    bytes_out: Count = 0
+    duration_ms: Millis | None = None
+    route: str | None = None
+    auth: AuthOutcome | None = None
+    reason: str | None = None
+    stage: Literal["open", "close"] = "close"
+    address: str | None = None
+    #: The proxy's connection id, to tie several requests to one connection.
+    conn: str | None = None
+
+    @classmethod
+    def from_proxy(cls, event: ProxyNetworkEvent) -> Network:
+        """The audit record of a ``nonod.proxy.NetworkEvent`` (same meaning, field for field;
+        empty strings become absent fields)."""
+        return cls(mode=event.mode, decision=event.decision, host=event.host,
+                   port=event.port, reason=event.reason or None, status=event.status,
+                   bytes_in=event.bytes_in, bytes_out=event.bytes_out,
+                   duration_ms=event.duration_ms, stage=event.stage,
+                   method=event.method or None, path=event.path or None,
+                   address=event.address or None)
+
+    def __post_init__(self) -> None:
+        _check_choice("mode", self.mode, NetworkMode)
+        _check_choice("decision", self.decision, Decision)
+        if not 0 <= self.port <= 65_535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        if self.decision == "deny" and not self.reason:
+            raise ValueError("a denied request must say why (reason)")
+        if self.stage not in ("open", "close"):
+            raise ValueError(f"stage must be open or close, got {self.stage!r}")
+        if self.path is not None:
+            bare = strip_query(self.path)
+            if bare != self.path:
+                msgspec.structs.force_setattr(self, "path", bare)
+
+
+class CredentialInjected(_Event, frozen=True, kw_only=True, tag="credential_injected"):
+    """The proxy put a real credential into a request. Names only: there is no value field.
+
+    ``source`` is the kind of store the credential came from (``keychain``, ``env``,
+    ``file``, ``op``, ``systemd``), ``into`` where it went (a header or query parameter name).
+    """
+
+    route: str
+    credential: str
+    source: str
+    into: str = ""
+    conn: str | None = None
+
+
+class FsDenied(_Event, frozen=True, kw_only=True, tag="fs_denied"):
+    """The program was refused a filesystem operation.
+
+    ``operation`` is ``read``, ``write``, ``exec``, ``create``, ``remove``, ``rename``,
+    ``truncate``, ``ioctl`` or ``connect`` (a pathname socket); ``mechanism`` says who saw
+    it (``landlock_audit``, ``seccomp_notify``, ...).
+    """
+
+    path: str
+    operation: str
+    pid: int | None = None
+    errno: str | None = None
+    mechanism: str = ""
+
+
+class SignalSent(_Event, frozen=True, kw_only=True, tag="signal"):
+    """A signal was sent to the session's program (``reason``: stop, timeout, user...)."""
+
+    signal: int
+    name: str = ""
+    reason: str = ""
+    sender: str = "daemon"
+
+
+class ResourceUsage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the program (with its children) used, from ``getrusage``/``wait4``."""
+
+    user_cpu_ms: Millis = 0.0
+    system_cpu_ms: Millis = 0.0
+    max_rss_kib: Count = 0
+
+
+class SessionEnded(_Event, frozen=True, kw_only=True, tag="session_ended"):
+    """The session is over: the program exited with ``exit_code``, or died of ``signal``.
+
+    ``reason``: ``exited`` (on its own), ``stopped`` (a stop request), ``killed`` (SIGKILL
+    after the grace period), ``timeout``, ``error`` (the session root failed) or
+    ``daemon_lost`` (the daemon died with the session running; recorded at the next start,
+    with neither code nor signal known).
+    """
+
+    reason: EndReason
+    exit_code: int | None = None
+    signal: int | None = None
+    duration_ms: Millis | None = None
+    usage: ResourceUsage | None = None
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        _check_choice("reason", self.reason, EndReason)
+        if self.exit_code is not None and self.signal is not None:
+            raise ValueError("a session ends with an exit code or a signal, not both")
+
+
+class DaemonEvent(_Event, frozen=True, kw_only=True, tag="daemon"):
+    """Something the daemon did that matters to a session's record (its own lifecycle)."""
+
+    action: DaemonAction
+    pid: int
+    version: str = ""
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        _check_choice("action", self.action, DaemonAction)
+
+
+Event = (SessionStarted | Enforcement | TrustVerified | TrustFailed | Network
+         | CredentialInjected | FsDenied | SignalSent | SessionEnded | DaemonEvent)
+
+
+def _tag_of(cls: type[msgspec.Struct]) -> str:
+    tag = cls.__struct_config__.tag
+    if not isinstance(tag, str):
+        raise TypeError(f"{cls.__name__} is not a tagged audit event")
+    return tag
+
+
+#: Every event kind, by the tag written in its ``type`` field.
+EVENT_KINDS: Final[frozenset[str]] = frozenset(_tag_of(t) for t in get_args(Event))
+
+
+# ------------------------------------------------------------------- written by the writer
+
+
+class Seal(_Event, frozen=True, kw_only=True, tag="seal"):
+    """The last line of a finished session's file.
+
+    ``count`` events came before it, ``head`` is the hash of the last of them (the chain
+    head) and ``merkle_root`` the Merkle tree hash over all their hashes (see ``_chain``).
+    """
+
+    session: str
+    count: Count
+    head: Hex64
+    merkle_root: Hex64
+
+
+class SessionSealed(_Event, frozen=True, kw_only=True, tag="session_sealed"):
+    """A ledger entry: a session's file was sealed. ``file_sha256`` covers all of its bytes."""
+
+    session: str
+    count: Count
+    merkle_root: Hex64
+    seal_hash: Hex64
+    file_sha256: Hex64
+
+
+#: What a session file's line may carry.
+Entry = Event | Seal
+
+SEAL_KIND: Final = "seal"
+
+
+def kind_of(event: Entry | SessionSealed) -> str:
+    """The tag an event is written with (``network``, ``seal``...)."""
+    return _tag_of(type(event))
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One line of a session file, decoded: the event and its place in the chain.
+
+    ``seq`` is 1 for the first line; ``prev`` is the previous line's ``hash`` (the session's
+    genesis value on line 1); ``hash`` covers ``prev``, ``seq``, ``ts`` and the event's exact
+    bytes. ``ts`` is UTC, ISO 8601, microseconds, ``Z``.
+    """
+
+    seq: int
+    ts: str
+    prev: Hex64
+    hash: Hex64
+    event: Entry
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.event)

@@ -1,0 +1,553 @@
+"""Writing audit files: one :class:`AuditWriter` per session, one :class:`Ledger` per daemon.
+
+Layout under the daemon's state directory::
+
+    <state>/ledger.ndjson                      0600  one line per sealed session, chained
+    <state>/sessions/<id>/                     0700
+    <state>/sessions/<id>/audit.ndjson         0600  the session's chained lines, then a seal
+    <state>/sessions/<id>/audit.ndjson.bundle  0600  the seal's signature (with a signer)
+
+A session's life::
+
+    writer = await AuditWriter.create(state_dir, session_id, hub=hub, ledger=ledger)
+    await session_nursery.start(writer.run)      # fsync every `fsync_interval` seconds
+    writer.append(SessionStarted(...))           # written, then published; never waits
+    ...
+    writer.append(SessionEnded(...))
+    await writer.seal()                          # seal line, fsync, ledger, signature
+
+``append`` is synchronous: it writes one line to the file (an ``O_APPEND`` write of a few
+hundred bytes, which lands in the page cache) and only then publishes it to the hub, so a
+subscriber never sees a record that is not in the file. Durability comes from ``fsync``,
+which runs in a worker thread: at most ``fsync_interval`` seconds after the first unsynced
+record, as soon as ``fsync_every`` records are pending, and at the seal. After a crash the
+file verifies up to its last complete line; :func:`append_daemon_lost` then closes it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, final, get_args
+
+import trio
+
+from ._chain import Chain, utc_timestamp
+from ._errors import AuditClosed, AuditError, AuditNotFound, AuditWriteError
+from ._events import Event, Record, Seal, SessionEnded, SessionSealed
+from ._fanout import AuditHub, LiveRecord
+from ._sign import SIDECAR_SUFFIX, Signer, session_statement
+from ._verify import (
+    AUDIT_FILE,
+    LEDGER_FILE,
+    LedgerView,
+    Scan,
+    check_session_id,
+    scan_ledger,
+    scan_session,
+)
+
+DEFAULT_FSYNC_INTERVAL: Final = 1.0
+DEFAULT_FSYNC_EVERY: Final = 1000
+_EVENT_TYPES: Final = get_args(Event)
+_PRIVATE: Final = object()
+
+Clock = Callable[[], str]
+
+
+# ------------------------------------------------------------------- blocking file helpers
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    offset = 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _private_dir(directory: Path) -> None:
+    directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+
+
+def _create_file(path: Path) -> int:
+    _private_dir(path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(path, flags, 0o600)
+    try:
+        _fsync_dir(path.parent)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_existing_file(path: Path, session: str) -> tuple[int, Scan, bytes]:
+    """Open, verify what is there (a broken chain raises), cut a partial last line off."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        data = _read_fd(fd)
+        scan = scan_session(data, str(path), session, allow_incomplete=True)
+        if scan.torn_bytes and scan.seal is None:
+            os.ftruncate(fd, scan.valid_length)
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, scan, data[:scan.valid_length]
+
+
+def _write_private_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 0o600)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _check_fsync_settings(interval: float, every: int) -> None:
+    if not interval >= 0:
+        raise AuditError(f"fsync_interval must be >= 0 seconds, not {interval}")
+    if every < 1:
+        raise AuditError(f"fsync_every must be >= 1 event, not {every}")
+
+
+def session_dir(state_dir: Path, session: str) -> Path:
+    return Path(state_dir) / "sessions" / check_session_id(session)
+
+
+# ---------------------------------------------------------------------------------- ledger
+
+
+@final
+class Ledger:
+    """``<state>/ledger.ndjson``: a chain with one line per sealed session.
+
+    Each line's event is a :class:`SessionSealed` (session id, event count, Merkle root, seal
+    hash, SHA-256 of the whole file), chained like a session file (with its own domain tag),
+    so the ledger pins every finished session and the order they finished in. Open it once per
+    daemon with :meth:`open` (it takes an exclusive ``flock``); appends are serialised.
+    """
+
+    def __init__(self, token: object, *, path: Path, fd: int, view: LedgerView,
+                 clock: Clock) -> None:
+        if token is not _PRIVATE:
+            raise TypeError("use `await Ledger.open(state_dir)`")
+        self.path = path
+        #: Bytes of a partial last line cut off when the ledger was opened (a crash mid-append).
+        self.repaired_bytes = view.torn_bytes
+        self._fd = fd
+        self._chain = Chain.for_ledger()
+        self._chain.seq = view.count
+        self._chain.head = bytes.fromhex(view.head)
+        self._sessions = {sid: line for sid, (line, _) in view.entries.items()}
+        self._clock = clock
+        self._lock = trio.Lock()
+
+    @classmethod
+    async def open(cls, state_dir: Path, *, clock: Clock = utc_timestamp) -> Ledger:
+        """Open (or create) the ledger, verifying every line; a broken one raises
+        ``AuditLedgerError`` naming the line, and the daemon should refuse to continue it."""
+        path = Path(state_dir) / LEDGER_FILE
+
+        def _open() -> tuple[int, LedgerView]:
+            Path(state_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                         | os.O_NOFOLLOW, 0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError as exc:
+                    raise AuditError(f"{path} is in use by another daemon") from exc
+                data = _read_fd(fd)
+                view = scan_ledger(data, str(path), allow_torn=True)
+                if view.torn_bytes:
+                    os.ftruncate(fd, len(data) - view.torn_bytes)
+                    os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd, view
+
+        try:
+            fd, view = await trio.to_thread.run_sync(_open)
+        except OSError as exc:
+            raise AuditError(f"cannot open the ledger {path}: {exc.strerror}") from exc
+        return cls(_PRIVATE, path=path, fd=fd, view=view, clock=clock)
+
+    def __contains__(self, session: object) -> bool:
+        return session in self._sessions
+
+    def line_of(self, session: str) -> int | None:
+        return self._sessions.get(session)
+
+    @property
+    def count(self) -> int:
+        return self._chain.seq
+
+    @property
+    def head(self) -> str:
+        return self._chain.head.hex()
+
+    async def record(self, entry: SessionSealed) -> int:
+        """Append ``entry`` and fsync; return its line number."""
+        async with self._lock:
+            if self._fd < 0:
+                raise AuditClosed("the ledger is closed")
+            if entry.session in self._sessions:
+                raise AuditError(f"session {entry.session} is already in the ledger")
+            appended = self._chain.append(entry, self._clock())
+
+            def _append() -> None:
+                _write_all(self._fd, appended.line)
+                os.fsync(self._fd)
+
+            try:
+                await trio.to_thread.run_sync(_append)
+            except OSError as exc:
+                os.close(self._fd)
+                self._fd = -1
+                raise AuditWriteError(f"cannot append to the ledger: {exc.strerror}") from exc
+            self._sessions[entry.session] = appended.seq
+            return appended.seq
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+# ---------------------------------------------------------------------------------- writer
+
+
+@final
+@dataclass(frozen=True)
+class WriterStatistics:
+    events: int
+    pending: int  # written but not yet fsynced
+    fsyncs: int
+    last_fsync_at: float | None  # trio.current_time() when the last fsync started
+    sealed: bool
+    broken: bool
+
+
+@final
+class AuditWriter:
+    """Appends one session's events to its file, then publishes them. See the module doc."""
+
+    def __init__(self, token: object, *, session: str, path: Path, fd: int, chain: Chain,
+                 digest: hashlib._Hash, hub: AuditHub | None, ledger: Ledger | None,
+                 signer: Signer | None, fsync_interval: float, fsync_every: int,
+                 clock: Clock, discarded_bytes: int = 0) -> None:
+        if token is not _PRIVATE:
+            raise TypeError("use `await AuditWriter.create(...)` or `open_existing(...)`")
+        self.session = session
+        self.path = path
+        #: Bytes of a partial last line cut off by :meth:`open_existing`.
+        self.discarded_bytes = discarded_bytes
+        self._fd = fd
+        self._chain = chain
+        self._digest = digest
+        self._hub = hub
+        self._ledger = ledger
+        self._signer = signer
+        self._interval = fsync_interval
+        self._every = fsync_every
+        self._clock = clock
+        self._pending = 0
+        self._first_pending_at = 0.0
+        self._fsyncs = 0
+        self._last_fsync_at: float | None = None
+        self._closed = False
+        self._sealed = False
+        self._broken = False
+        self._lock = trio.Lock()
+        self._wake = trio.Event()
+
+    # -- opening
+    @classmethod
+    async def create(
+        cls,
+        state_dir: Path,
+        session: str,
+        *,
+        hub: AuditHub | None = None,
+        ledger: Ledger | None = None,
+        signer: Signer | None = None,
+        fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
+        fsync_every: int = DEFAULT_FSYNC_EVERY,
+        clock: Clock = utc_timestamp,
+    ) -> AuditWriter:
+        """Start ``<state>/sessions/<session>/audit.ndjson``; it must not exist yet."""
+        _check_fsync_settings(fsync_interval, fsync_every)
+        path = session_dir(state_dir, session) / AUDIT_FILE
+        try:
+            fd = await trio.to_thread.run_sync(_create_file, path)
+        except FileExistsError as exc:
+            raise AuditError(f"session {session} already has an audit file",
+                             hint="AuditWriter.open_existing continues one") from exc
+        except OSError as exc:
+            raise AuditWriteError(f"cannot create {path}: {exc.strerror}") from exc
+        return cls(_PRIVATE, session=session, path=path, fd=fd,
+                   chain=Chain.for_session(session), digest=hashlib.sha256(), hub=hub,
+                   ledger=ledger, signer=signer, fsync_interval=fsync_interval,
+                   fsync_every=fsync_every, clock=clock)
+
+    @classmethod
+    async def open_existing(
+        cls,
+        state_dir: Path,
+        session: str,
+        *,
+        hub: AuditHub | None = None,
+        ledger: Ledger | None = None,
+        signer: Signer | None = None,
+        fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
+        fsync_every: int = DEFAULT_FSYNC_EVERY,
+        clock: Clock = utc_timestamp,
+    ) -> AuditWriter:
+        """Continue an unsealed file after a daemon restart.
+
+        The existing lines are verified first: a broken chain raises ``AuditVerifyError`` and
+        nothing is appended to it. A partial last line (the daemon died mid-write) is cut off;
+        :attr:`discarded_bytes` says how much. A sealed file raises :class:`AuditClosed`.
+        """
+        _check_fsync_settings(fsync_interval, fsync_every)
+        path = session_dir(state_dir, session) / AUDIT_FILE
+        fd, scan, kept = await _load_existing(path, session)
+        if scan.seal is not None:
+            os.close(fd)
+            raise AuditClosed(f"session {session}'s audit file is already sealed")
+        return cls(_PRIVATE, session=session, path=path, fd=fd, chain=scan.chain(),
+                   digest=hashlib.sha256(kept), hub=hub, ledger=ledger, signer=signer,
+                   fsync_interval=fsync_interval, fsync_every=fsync_every, clock=clock,
+                   discarded_bytes=scan.torn_bytes)
+
+    # -- writing
+    def append(self, event: Event) -> Record:
+        """Write ``event`` as the next line, then publish it. Never waits.
+
+        Raises :class:`AuditClosed` after :meth:`seal` or :meth:`aclose`, and
+        :class:`AuditWriteError` if the line could not be written (then and afterwards: a
+        session that cannot be audited should be stopped).
+        """
+        if not isinstance(event, _EVENT_TYPES):
+            raise TypeError(f"not an audit event: {type(event).__name__}")
+        return self._write(event)
+
+    def _write(self, event: Event | Seal) -> Record:
+        if self._closed:
+            raise AuditClosed(f"session {self.session}'s audit file is closed")
+        if self._broken:
+            raise AuditWriteError(f"an earlier write to {self.path} failed")
+        appended = self._chain.append(event, self._clock())
+        try:
+            _write_all(self._fd, appended.line)
+        except OSError as exc:
+            self._broken = True
+            raise AuditWriteError(f"cannot write to {self.path}: {exc.strerror}") from exc
+        self._digest.update(appended.line)
+        self._pending += 1
+        if self._pending == 1:
+            self._first_pending_at = trio.current_time()
+            self._wake.set()
+        elif self._pending >= self._every:
+            self._wake.set()
+        record = Record(seq=appended.seq, ts=appended.ts, prev=appended.prev.hex(),
+                        hash=appended.hash.hex(), event=event)
+        if self._hub is not None:
+            self._hub.publish(LiveRecord(session=self.session, record=record))
+        return record
+
+    # -- durability
+    async def _wait_wake(self) -> None:
+        self._wake = trio.Event()
+        await self._wake.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Fsync pending records on time. Runs until the writer is sealed or closed (or is
+        cancelled with its session); an fsync failure raises ``AuditWriteError``."""
+        task_status.started()
+        while not self._closed:
+            if self._pending == 0:
+                await self._wait_wake()
+                continue
+            if self._pending < self._every:
+                deadline = self._first_pending_at + self._interval
+                with trio.move_on_at(deadline):
+                    await self._wait_wake()
+                if (not self._closed and self._pending < self._every
+                        and trio.current_time() < deadline):
+                    continue
+            if not self._closed:
+                await self.sync()
+
+    async def sync(self) -> None:
+        """Fsync now (in a worker thread) if anything is pending."""
+        async with self._lock:
+            if self._fd < 0 or self._pending == 0:
+                await trio.lowlevel.checkpoint()
+                return
+            await self._fsync_locked()
+
+    async def _fsync_locked(self) -> None:
+        self._pending = 0
+        self._last_fsync_at = trio.current_time()
+        try:
+            await trio.to_thread.run_sync(os.fsync, self._fd)
+        except OSError as exc:
+            self._broken = True
+            raise AuditWriteError(f"cannot sync {self.path}: {exc.strerror}") from exc
+        self._fsyncs += 1
+
+    # -- closing
+    async def seal(self) -> Seal:
+        """Close the session's record for good.
+
+        In order: (1) write the seal line (count, chain head, Merkle root) and publish it;
+        (2) fsync and close the file; (3) add the session to the ledger (fsynced); (4) with a
+        signer, sign the statement for the sealed file and write ``audit.ndjson.bundle``.
+        Call it from the session's shielded, time-bounded cleanup.
+        """
+        chain = self._chain
+        seal = Seal(session=self.session, count=chain.seq, head=chain.head.hex(),
+                    merkle_root=chain.merkle.root().hex())
+        record = self._write(seal)
+        self._closed = True
+        self._sealed = True
+        self._wake.set()
+        async with self._lock:
+            try:
+                await self._fsync_locked()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+        file_sha256 = self._digest.hexdigest()
+        if self._ledger is not None:
+            await self._ledger.record(SessionSealed(
+                session=self.session, count=seal.count, merkle_root=seal.merkle_root,
+                seal_hash=record.hash, file_sha256=file_sha256))
+        if self._signer is not None:
+            await sign_sealed(self.path, self._signer, seal, record.hash, file_sha256)
+        return seal
+
+    async def aclose(self) -> None:
+        """Fsync and close without sealing (the file stays incomplete). Idempotent."""
+        self._closed = True
+        self._wake.set()
+        async with self._lock:
+            if self._fd < 0:
+                await trio.lowlevel.checkpoint()
+                return
+            try:
+                if not self._broken and self._pending:
+                    await self._fsync_locked()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _release(self) -> None:
+        """Close the descriptor without syncing (a failure path; the file stays unsealed)."""
+        self._closed = True
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def statistics(self) -> WriterStatistics:
+        return WriterStatistics(
+            events=self._chain.seq, pending=self._pending, fsyncs=self._fsyncs,
+            last_fsync_at=self._last_fsync_at, sealed=self._sealed, broken=self._broken,
+        )
+
+
+async def sign_sealed(path: Path, signer: Signer, seal: Seal, seal_hash: str,
+                      file_sha256: str) -> Path:
+    """Sign a sealed file's statement and write the sidecar next to it."""
+    statement = session_statement(seal, seal_hash, file_sha256)
+    sidecar = await trio.to_thread.run_sync(signer.sign_statement, statement)
+    target = path.with_name(path.name + SIDECAR_SUFFIX)
+    try:
+        await trio.to_thread.run_sync(_write_private_atomic, target, sidecar)
+    except OSError as exc:
+        raise AuditWriteError(f"cannot write {target}: {exc.strerror}") from exc
+    return target
+
+
+async def _load_existing(path: Path, session: str) -> tuple[int, Scan, bytes]:
+    try:
+        return await trio.to_thread.run_sync(_open_existing_file, path, session)
+    except FileNotFoundError as exc:
+        raise AuditNotFound(f"no audit file at {path}") from exc
+    except OSError as exc:
+        raise AuditWriteError(f"cannot open {path}: {exc.strerror}") from exc
+
+
+async def append_daemon_lost(
+    state_dir: Path,
+    session: str,
+    *,
+    ledger: Ledger | None = None,
+    hub: AuditHub | None = None,
+    signer: Signer | None = None,
+    clock: Clock = utc_timestamp,
+) -> Seal | None:
+    """Close the file of a session that was running when the daemon died.
+
+    An unsealed file gets a ``session_ended`` with reason ``daemon_lost`` and a seal (and its
+    ledger entry and signature); the seal is returned. A file sealed before the daemon died
+    but missing from the ledger (it died in between) gets its ledger entry; None is returned.
+    A broken chain raises ``AuditVerifyError`` and the file is left as it is, for inspection.
+    """
+    path = session_dir(state_dir, session) / AUDIT_FILE
+    fd, scan, kept = await _load_existing(path, session)
+    if scan.seal is not None:
+        os.close(fd)
+        if ledger is not None and session not in ledger and scan.seal_hash is not None:
+            await ledger.record(SessionSealed(
+                session=session, count=scan.seal.count, merkle_root=scan.seal.merkle_root,
+                seal_hash=scan.seal_hash, file_sha256=scan.file_sha256))
+        return None
+    writer = AuditWriter(_PRIVATE, session=session, path=path, fd=fd, chain=scan.chain(),
+                         digest=hashlib.sha256(kept), hub=hub, ledger=ledger, signer=signer,
+                         fsync_interval=DEFAULT_FSYNC_INTERVAL,
+                         fsync_every=DEFAULT_FSYNC_EVERY, clock=clock,
+                         discarded_bytes=scan.torn_bytes)
+    detail = f"the daemon died while the session ran; recorded by daemon pid {os.getpid()}"
+    if scan.torn_bytes:
+        detail += f"; a partial last line ({scan.torn_bytes} bytes) was discarded"
+    try:
+        writer.append(SessionEnded(reason="daemon_lost", detail=detail))
+        return await writer.seal()
+    finally:
+        writer._release()
