@@ -9,19 +9,26 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
+
+from ._syscalls import native_arch
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
-# Numbers that differ between the two architectures we support.
-_NR = {
-    "x86_64": {"pivot_root": 155, "keyctl": 250, "capget": 125, "capset": 126, "prctl": 157},
-    "aarch64": {"pivot_root": 41, "keyctl": 219, "capget": 90, "capset": 91, "prctl": 167},
-}[platform.machine()]
-NR_CLOSE_RANGE = 436
-NR_MOUNT_SETATTR = 442
+
+def _numbers(*names: str) -> dict[str, int]:
+    arch = native_arch()
+    out = {}
+    for name in names:
+        nr = arch.nr(name)
+        if nr is None:
+            raise OSError(errno.ENOSYS, f"no syscall number for {name} on {arch.name}")
+        out[name] = nr
+    return out
+
+
+_NR = _numbers("pivot_root", "keyctl", "capset", "prctl", "close_range", "mount_setattr")
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -98,7 +105,7 @@ def mount_setattr(path: str, attr_set: int, *, recursive: bool) -> None:
     """Set mount attributes (read-only, nosuid...) without touching the locked ones."""
     attr = _MountAttr(attr_set, 0, 0, 0)
     flags = AT_RECURSIVE if recursive else 0
-    _check(_syscall(NR_MOUNT_SETATTR, ctypes.c_int(-100), path.encode(), ctypes.c_uint(flags),
+    _check(_syscall(_NR["mount_setattr"], ctypes.c_int(-100), path.encode(), ctypes.c_uint(flags),
                     ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))), path)
 
 
@@ -108,7 +115,8 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 
 def close_range(first: int, last: int) -> None:
-    _check(_syscall(NR_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(0)))
+    _check(_syscall(_NR["close_range"], ctypes.c_uint(first), ctypes.c_uint(last),
+                    ctypes.c_uint(0)))
 
 
 def join_new_session_keyring() -> None:

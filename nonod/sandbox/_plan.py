@@ -172,7 +172,7 @@ def build_plan(
     ns_flags = NS_FLAGS | (_libc.CLONE_NEWNET if private_net else 0)
     seccomp = _filter_for(_seccomp.SeccompOptions(
         landlock_net_fallback=False, allow_netlink_route=private_net,
-        allow_unix_sockets=policy.allow_unix_sockets))
+        allow_unix_sockets=policy.allow_unix_sockets, allow_ptrace=request.allow_ptrace))
 
     executable = find_executable(request.argv[0], env, request.cwd)
     real = os.path.realpath(executable)
@@ -211,8 +211,9 @@ def build_plan(
         applied("filesystem_view", detail=f"{len(bound)} paths bound, {len(mounts.masked)} "
                 f"denied paths masked, {len(mounts.protected)} persistence files read-only"),
         _degraded(policy, "landlock", landlock.report),
-        applied("seccomp", detail="unix sockets allowed" if policy.allow_unix_sockets
-                else "socket(AF_UNIX) refused"),
+        applied("seccomp", detail=("unix sockets allowed" if policy.allow_unix_sockets
+                                   else "socket(AF_UNIX) refused")
+                + ("; ptrace allowed (learn)" if request.allow_ptrace else "")),
         applied("no_new_privs"),
         applied("capabilities", detail="all dropped, securebits locked"),
     ]

@@ -134,6 +134,9 @@ _DENIED: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("obsolete", ("uselib", "lookup_dcookie", "nfsservctl")),
 )
 
+# What ``SeccompOptions.allow_ptrace`` takes off the denylist (a tracer reads its tracee).
+_TRACING: Final = frozenset({"ptrace", "process_vm_readv"})
+
 # sendto(fd, buf, len, flags, ...), sendmsg(fd, msg, flags), sendmmsg(fd, vec, vlen, flags)
 _SEND_FLAGS_ARG: Final = (("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3))
 
@@ -159,11 +162,18 @@ class SeccompOptions:
     ``EPERM``: Landlock (ABI 7) does not mediate connecting to a pathname socket and a
     read-only mount does not stop it, so any agent or service socket in the session's view
     would be reachable. ``socketpair(AF_UNIX)`` is always allowed (it reaches nothing).
+
+    ``allow_ptrace``: ``ptrace`` and ``process_vm_readv`` are allowed, for ``nonoctl learn``'s
+    recording sessions only, where strace runs inside the session as the program's parent.
+    Everything else of the first denial group (``process_vm_writev``, ``pidfd_getfd``) stays
+    refused. Which processes can be traced is still bounded by the session: its own pid
+    namespace, the same Landlock domain, and no capabilities. Never set from a profile.
     """
 
     landlock_net_fallback: bool = False
     allow_netlink_route: bool = False
     allow_unix_sockets: bool = False
+    allow_ptrace: bool = False
 
 
 def _errno(value: int) -> int:
@@ -300,6 +310,8 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
             a.jeq(_nr(arch, name), jt=name)
     for _, names in _DENIED:
         for name in names:
+            if options.allow_ptrace and name in _TRACING:
+                continue
             number = arch.nr(name)
             if number is not None:
                 a.jeq(number, jt="eperm")
@@ -392,9 +404,12 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
         " EPERM",
     ]
     for why, names in _DENIED:
-        present = [name for name in names if arch.nr(name) is not None]
+        present = [name for name in names if arch.nr(name) is not None
+                   and not (options.allow_ptrace and name in _TRACING)]
         if present:
             lines.append(f"{', '.join(present)}: EPERM ({why})")
+    if options.allow_ptrace:
+        lines.append("ptrace, process_vm_readv: allowed (a learn session's tracer)")
     lines += [
         "personality, except a query (0xffffffff) or PER_LINUX: EPERM",
         "ioctl TIOCSTI, TIOCLINUX (request compared on its low 32 bits): EPERM",

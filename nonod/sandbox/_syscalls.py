@@ -55,6 +55,10 @@ X86_64 = Arch(
     audit_arch=AUDIT_ARCH_X86_64,
     x32_bit=X32_SYSCALL_BIT,
     syscalls=MappingProxyType({
+        "capget": 125,
+        "capset": 126,
+        "prctl": 157,
+        "close_range": 436,
         "ioctl": 16,
         "socket": 41,
         "sendto": 44,
@@ -116,6 +120,10 @@ AARCH64 = Arch(
     name="aarch64",
     audit_arch=AUDIT_ARCH_AARCH64,
     syscalls=MappingProxyType({
+        "capget": 90,
+        "capset": 91,
+        "prctl": 167,
+        "close_range": 436,
         "lookup_dcookie": 18,
         "ioctl": 29,
         "umount2": 39,

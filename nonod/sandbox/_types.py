@@ -53,6 +53,10 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
     # Verified files: (absolute path, the exact bytes verified). The session reads these bytes
     # at that path, whatever happens to the file on the host afterwards (trust pinning).
     pins: tuple[tuple[str, bytes], ...] = ()
+    # ``nonoctl learn`` only: the session's seccomp filter lets ptrace (and process_vm_readv)
+    # through, so that strace can run inside the session as the program's parent. Set by the
+    # daemon's learn path, never from a profile or a client's launch request.
+    allow_ptrace: bool = False
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):
