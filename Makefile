@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check nonod nonoctl tests bench
+	$(BIN)/ruff check nonod nonoctl tests bench examples
 typecheck: venv
 	$(BIN)/mypy
 

@@ -39,7 +39,7 @@ def _post_json(url: str, body: object, headers: dict[str, str]) -> object:
     data = json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="POST",
                                  headers={"Content-Type": "application/json", **headers})
-    with urllib.request.urlopen(req, timeout=20) as resp:  # noqa: S310 - our own base URLs
+    with urllib.request.urlopen(req, timeout=20) as resp:
         return json.loads(resp.read() or b"null")
 
 
@@ -79,10 +79,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write("gitbot: " + (format % args) + "\n")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/debug/read-ssh":
             try:
                 Path.home().joinpath(".ssh", "id_ed25519").read_bytes()
@@ -97,7 +97,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._reply(404, {"error": "not found"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         payload = self.rfile.read(min(length, 1 << 20))
         secret = _env("WEBHOOK_SECRET").encode()
@@ -117,7 +117,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             decision = triage(issue)
             post_to_github(repo, int(issue["number"]), decision)
-        except Exception as exc:  # noqa: BLE001 - a webhook answers, whatever went wrong
+        except Exception as exc:
             self._reply(502, {"error": type(exc).__name__, "detail": str(exc)[:200]})
             return
         self._reply(200, {"triaged": issue["number"], **decision})
