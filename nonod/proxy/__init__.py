@@ -10,6 +10,11 @@ Public face::
         proxy_token=token))
     env = child_environment(port, token)                     # HTTP_PROXY and friends
 
+Credential routes (the reverse proxy, ``docs/credentials.md``)::
+
+    table = RouteTable(loaded_routes, token=phantom, extra_ca_file=config_ca)
+    await nursery.start(functools.partial(serve_proxy, listener, ..., routes=table))
+
 ``decide(ProxyRequest(...), policy)`` is the pure decision on a name, made before any lookup.
 Design, limits and reason codes are described in ``docs/network.md``.
 """
@@ -18,7 +23,9 @@ from ._decide import Decision as Decision
 from ._decide import ProxyRequest as ProxyRequest
 from ._decide import Reason as Reason
 from ._decide import decide as decide
+from ._events import CredentialInjected as CredentialInjected
 from ._events import NetworkEvent as NetworkEvent
+from ._events import ProxyEvent as ProxyEvent
 from ._events import log_network_event as log_network_event
 from ._http import child_environment as child_environment
 from ._policy import DEFAULT_PORTS as DEFAULT_PORTS
@@ -28,6 +35,8 @@ from ._resolve import PinError as PinError
 from ._resolve import Resolved as Resolved
 from ._resolve import ResolveError as ResolveError
 from ._resolve import Resolver as Resolver
+from ._reverse import RouteConfigError as RouteConfigError
+from ._reverse import RouteTable as RouteTable
 from ._server import ProxyLimits as ProxyLimits
 from ._server import ProxyServer as ProxyServer
 from ._server import ProxyStatistics as ProxyStatistics

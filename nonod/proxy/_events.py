@@ -14,9 +14,10 @@ class NetworkEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type",
                    tag="network"):
     """One decision of a session's proxy, handed to the session's ``events`` callback.
 
-    ``mode`` is ``connect`` (a CONNECT tunnel) or ``http`` (a plain-HTTP absolute-URI
-    request); ``decision`` is ``allow`` or ``deny``; ``host`` is the normalised target (empty
-    when the request could not be parsed that far); ``reason`` is a stable code
+    ``mode`` is ``connect`` (a CONNECT tunnel), ``http`` (a plain-HTTP absolute-URI
+    request), ``reverse`` (a request on a credential route) or ``websocket`` (an upgraded
+    credential route); ``decision`` is ``allow`` or ``deny``; ``host`` is the normalised
+    target (empty when the request could not be parsed that far); ``reason`` is a stable code
     (``allowed_host``, ``not_allowed``, ``loopback``, ``connect_timeout``...); ``status`` is
     the HTTP status the client got (0 if the connection was dropped without one).
 
@@ -25,10 +26,14 @@ class NetworkEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type",
     ``stage="open"`` when the tunnel is up, one with ``stage="close"`` with the totals; every
     other request produces one ``close`` event. ``method`` and ``path`` are set for plain-HTTP
     requests; ``path`` never carries the query string. ``address`` is the address connected
-    to. No field ever holds a header value or a credential.
+    to. On credential routes, ``route`` names the route, ``host``/``port`` are its upstream,
+    ``path`` is the path after the route prefix (a phantom token in it is masked), and
+    ``auth`` is how the phantom token check went (``ok``, ``missing``, ``invalid``, or empty
+    when it was not reached). No field ever holds a header value, a phantom token or a
+    credential.
     """
 
-    mode: Literal["connect", "http"]
+    mode: Literal["connect", "http", "reverse", "websocket"]
     decision: Literal["allow", "deny"]
     host: str
     port: int
@@ -41,13 +46,35 @@ class NetworkEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type",
     method: str = ""
     path: str = ""
     address: str = ""
+    route: str = ""
+    auth: Literal["", "ok", "missing", "invalid"] = ""
 
 
-def log_network_event(event: NetworkEvent) -> None:
+class CredentialInjected(msgspec.Struct, frozen=True, kw_only=True, tag_field="type",
+                         tag="credential_injected"):
+    """The proxy put a real credential into a request on ``route``. Names only: ``credential``
+    is the reference (``gemini``, ``env://GITHUB_TOKEN``), ``source`` the kind of store
+    (``keychain``, ``env``, ``file``, ``op``, ``systemd``), ``into`` where it went (a header
+    name, ``query:<name>`` or ``path``). There is no value field."""
+
+    route: str
+    credential: str
+    source: str
+    into: str = ""
+
+
+#: What a proxy hands to its ``events`` callback.
+ProxyEvent = NetworkEvent | CredentialInjected
+
+
+def log_network_event(event: ProxyEvent) -> None:
     """An ``events`` callback that writes each event to the operational log (structlog).
 
     For use until the session's audit stream takes the events; it never raises.
     """
     fields = msgspec.structs.asdict(event)
     fields.pop("type", None)
-    log.info("proxy.decision", **fields)
+    if isinstance(event, CredentialInjected):
+        log.info("proxy.credential_injected", **fields)
+    else:
+        log.info("proxy.decision", **fields)

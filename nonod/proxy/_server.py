@@ -14,6 +14,9 @@ One connection carries one request:
   the client sent after the head (h11's ``trailing_data``), then relay bytes both ways.
 * ``METHOD http://host[:port]/path``: the same checks, then the request goes upstream with
   hop-by-hop and ``Proxy-*`` headers removed and ``Host`` rebuilt, and the response streams back.
+* ``METHOD /<route>/path`` (origin form), when the session has credential routes: handed
+  to the reverse proxy (:mod:`nonod.proxy._reverse`), which keeps the connection alive for
+  further route requests. Without routes, origin form is refused like anything else.
 * Anything else gets an error response; nothing the client sent is echoed in it.
 
 Every phase has its own time limit (:class:`ProxyLimits`); request heads are size-bounded.
@@ -34,7 +37,7 @@ import trio
 from structlog.contextvars import bound_contextvars
 
 from ._decide import Decision, ProxyRequest, Reason, decide
-from ._events import NetworkEvent
+from ._events import NetworkEvent, ProxyEvent
 from ._http import (
     BadRequest,
     absolute_target,
@@ -49,6 +52,7 @@ from ._http import (
 from ._policy import ProxyPolicy
 from ._relay import relay
 from ._resolve import ResolveError, Resolver
+from ._reverse import ReverseHandler, RouteTable
 
 log = structlog.get_logger()
 
@@ -69,7 +73,9 @@ class ProxyLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     ``connect_timeout``: time to connect upstream, else 502; ``idle_timeout``: longest silence
     on a tunnel or a streamed body; ``response_timeout``: time for an upstream's response head
     to a plain-HTTP request, else 504; ``send_timeout``: time to write one of our own
-    responses.
+    responses. Credential routes only: ``max_body_bytes``: largest request body forwarded,
+    else 413; ``keepalive_timeout``: how long an idle client connection waits for its next
+    request.
     """
 
     max_head_bytes: int = 64 * 1024
@@ -80,6 +86,8 @@ class ProxyLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     idle_timeout: float = 300.0
     response_timeout: float = 300.0
     send_timeout: float = 10.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    keepalive_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if not 1024 <= self.max_head_bytes <= 1 << 20:
@@ -88,8 +96,10 @@ class ProxyLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ValueError("max_headers must be between 1 and 1000")
         if not 1 <= self.max_connections <= 100_000:
             raise ValueError("max_connections must be between 1 and 100000")
+        if not 0 <= self.max_body_bytes <= 1 << 40:
+            raise ValueError("max_body_bytes must be between 0 and 1 TiB")
         for name in ("head_timeout", "connect_timeout", "idle_timeout", "response_timeout",
-                     "send_timeout"):
+                     "send_timeout", "keepalive_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
 
@@ -113,10 +123,11 @@ class ProxyServer:
         *,
         policy: ProxyPolicy,
         resolver: Resolver,
-        events: Callable[[NetworkEvent], None],
+        events: Callable[[ProxyEvent], None],
         limits: ProxyLimits,
         proxy_token: str | None,
         zero_copy: bool,
+        routes: RouteTable | None = None,
     ) -> None:
         if proxy_token is not None and not proxy_token:
             raise ValueError("proxy_token must not be empty (use None for no authentication)")
@@ -133,6 +144,8 @@ class ProxyServer:
         self._allowed = 0
         self._denied = 0
         self._next_conn = 0
+        self._reverse = None if routes is None else ReverseHandler(
+            routes, resolver=resolver, limits=limits, emit=self._emit_route_event)
 
     def statistics(self) -> ProxyStatistics:
         return ProxyStatistics(active=self._active, accepted=self._accepted,
@@ -216,6 +229,11 @@ class ProxyServer:
         if request is None:
             return
         exchange.method = request.method.decode("ascii", "replace")
+        if (self._reverse is not None and request.target.startswith(b"/")
+                and request.method != b"CONNECT"):
+            exchange.done = True  # the reverse proxy reports each of its requests itself
+            await self._reverse.serve(stream, conn, request)
+            return
         exchange.mode = "connect" if request.method == b"CONNECT" else "http"
         try:
             if len(request.headers) > limits.max_headers:
@@ -413,6 +431,14 @@ class ProxyServer:
                     pass  # the client went away; it gets no answer
         self._emit(exchange, decision, reason, status=sent)
 
+    def _emit_route_event(self, event: ProxyEvent) -> None:
+        if isinstance(event, NetworkEvent):
+            if event.decision == "allow":
+                self._allowed += 1
+            else:
+                self._denied += 1
+        self._events(event)
+
     def _emit_open(self, exchange: _Exchange) -> None:
         self._events(exchange.event("allow", exchange.reason, 200, "open"))
 
@@ -495,10 +521,11 @@ async def serve_proxy(
     *,
     policy: ProxyPolicy,
     resolver: Resolver,
-    events: Callable[[NetworkEvent], None],
+    events: Callable[[ProxyEvent], None],
     limits: ProxyLimits = ProxyLimits(),  # noqa: B008 - frozen, immutable
     proxy_token: str | None = None,
     zero_copy: bool = True,
+    routes: RouteTable | None = None,
     task_status: trio.TaskStatus[ProxyServer] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve one session's proxy on ``listener`` until cancelled; the listener is closed on
@@ -507,11 +534,14 @@ async def serve_proxy(
     ``events`` is called (synchronously; it must not block) with a NetworkEvent for every
     decision. With ``proxy_token`` set, every request must carry ``Proxy-Authorization``
     with it (``Basic base64(nono:<token>)`` or ``Bearer <token>``), else it gets 407.
-    ``zero_copy=False`` turns splice(2) off (for benchmarks). ``task_status.started()``
+    ``zero_copy=False`` turns splice(2) off (for benchmarks). ``routes`` is the session's
+    credential route table: origin-form requests (``/<route>/...``) are then served by the
+    reverse proxy, authenticated by the phantom token instead of ``Proxy-Authorization``.
+    ``events`` then also receives CredentialInjected events. ``task_status.started()``
     gets the ProxyServer (``statistics()``) once the proxy is accepting.
     """
     server = ProxyServer(policy=policy, resolver=resolver, events=events, limits=limits,
-                         proxy_token=proxy_token, zero_copy=zero_copy)
+                         proxy_token=proxy_token, zero_copy=zero_copy, routes=routes)
     async with listener, trio.open_nursery() as nursery:
         task_status.started(server)
         await server._serve(listener, nursery)

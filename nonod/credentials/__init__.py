@@ -1,0 +1,57 @@
+"""Credentials: where real secrets come from, and what a session sees instead.
+
+Public face::
+
+    routes = session_routes(policy.network)                   # Route per enabled name
+    loaded = await load_route_secrets(routes, environ=env)     # secrets read in threads
+    token = PhantomToken.new()                                 # one per session
+    env = credential_environment(routes, port=port, token=token)   # *_BASE_URL, phantom vars
+
+    secret = resolve_credential("gemini", environ=env)        # blocking; a redacting Secret
+    Keychain().set("github_token", Secret(value))              # `nonoctl secret set`
+
+``EndpointRules`` is the one matcher for endpoint rules; ``Scrubber`` replaces reflected
+secrets in streamed responses. Errors are ``CredentialError`` subclasses with ``credential.*``
+codes, and no message ever holds a value. The user documentation is ``docs/credentials.md``.
+"""
+
+from ._errors import BadReference as BadReference
+from ._errors import BadValue as BadValue
+from ._errors import CredentialError as CredentialError
+from ._errors import CredentialNotFound as CredentialNotFound
+from ._errors import CredentialUnavailable as CredentialUnavailable
+from ._errors import InsecureSource as InsecureSource
+from ._errors import UnknownRoute as UnknownRoute
+from ._errors import UnsupportedSource as UnsupportedSource
+from ._keychain import Keychain as Keychain
+from ._keychain import SecretInfo as SecretInfo
+from ._keychain import SecretStatus as SecretStatus
+from ._phantom import PhantomToken as PhantomToken
+from ._routes import ROUTE_NAME as ROUTE_NAME
+from ._routes import InjectMode as InjectMode
+from ._routes import LoadedRoute as LoadedRoute
+from ._routes import Route as Route
+from ._routes import builtin_routes as builtin_routes
+from ._routes import check_injectable as check_injectable
+from ._routes import credential_environment as credential_environment
+from ._routes import load_route_secrets as load_route_secrets
+from ._routes import route_from_custom as route_from_custom
+from ._routes import session_routes as session_routes
+from ._rules import EndpointDenied as EndpointDenied
+from ._rules import EndpointRule as EndpointRule
+from ._rules import EndpointRules as EndpointRules
+from ._rules import EndpointVerdict as EndpointVerdict
+from ._rules import NormalisedPath as NormalisedPath
+from ._rules import PathRefused as PathRefused
+from ._rules import normalise_path as normalise_path
+from ._scrub import Scrubber as Scrubber
+from ._scrub import scrub_replacements as scrub_replacements
+from ._secret import Secret as Secret
+from ._sources import KEYRING_SERVICE as KEYRING_SERVICE
+from ._sources import CredentialRef as CredentialRef
+from ._sources import SourceKind as SourceKind
+from ._sources import SourceOptions as SourceOptions
+from ._sources import parse_credential_ref as parse_credential_ref
+from ._sources import resolve_credential as resolve_credential
+from ._sources import resolve_env_credentials as resolve_env_credentials
+from ._sources import source_kind as source_kind

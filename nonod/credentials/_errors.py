@@ -1,0 +1,67 @@
+"""Errors of the credentials area: one base class, a code per kind of failure.
+
+Every message names the credential *reference* (``gemini``, ``env://GITHUB_TOKEN``,
+``file:///run/keys/gh``) and says what went wrong; none ever contains a credential value, and
+none carries the text of a value-bearing exception (``from exc`` keeps the cause for the
+traceback, which the daemon renders without local variables).
+"""
+
+from __future__ import annotations
+
+from ..errors import NonoError
+
+
+class CredentialError(NonoError):
+    """A credential could not be found, read or used. ``reference`` is what was asked for."""
+
+    code = "credential.error"
+
+    def __init__(self, message: str, *, reference: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reference = reference
+
+
+class CredentialNotFound(CredentialError):
+    """The store answered, and it has no such credential (or an empty one)."""
+
+    code = "credential.not_found"
+
+
+class CredentialUnavailable(CredentialError):
+    """The store could not be asked: no keychain service, a locked keychain, no ``op`` binary,
+    ``op`` failed or timed out, no ``$CREDENTIALS_DIRECTORY``."""
+
+    code = "credential.unavailable"
+
+
+class BadReference(CredentialError):
+    """The reference itself is malformed (``keyring://nothing``, ``file://relative``...)."""
+
+    code = "credential.bad_reference"
+
+
+class UnsupportedSource(CredentialError):
+    """A reference nono knows but nonod does not read here (``bw://``,
+    ``apple-password://``)."""
+
+    code = "credential.unsupported"
+
+
+class InsecureSource(CredentialError):
+    """A file that group or others can access, that is not owned by the expected user, that is
+    not a regular file, or that lies outside the configured roots."""
+
+    code = "credential.insecure"
+
+
+class BadValue(CredentialError):
+    """The value cannot be used as asked (not UTF-8, too large, not valid in an HTTP header)."""
+
+    code = "credential.bad_value"
+
+
+class UnknownRoute(CredentialError):
+    """A profile enables a credential route that is neither built in nor defined by the
+    profile's ``custom_credentials``."""
+
+    code = "credential.unknown_route"

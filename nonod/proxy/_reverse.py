@@ -1,0 +1,760 @@
+"""The reverse proxy of credential routes: ``http://127.0.0.1:<port>/<route>/<path>``.
+
+One session's :class:`RouteTable` (its routes, their secrets, its phantom token, a TLS context
+per route) is handed to ``serve_proxy(..., routes=table)``. Origin-form requests on that
+session's listener then come here instead of being refused. Each request, in order:
+
+1. the route is the first path segment, matched whole (``/github.evil/x`` is not ``github``);
+   unknown: 404;
+2. the request must carry the session's phantom token where the route expects it
+   (:func:`check_phantom`); missing or wrong (a token of another session is just wrong): 401;
+3. the path is normalised and checked by the route's :class:`EndpointRules` (the one
+   matcher): a refused path 400, no matching rule 403 with a JSON body naming the rule set;
+4. no secret for the route: 503, and nothing of the request goes anywhere;
+5. a declared body over ``max_body_bytes``: 413 (a chunked body is counted as it streams);
+6. the upstream is resolved through the session's Resolver (operator pins included),
+   connected, TLS-verified (system roots, the daemon's ``extra_ca_file``, the route's
+   ``tls_ca``; SNI is the upstream host), and the request goes out with the phantom token and
+   every proxy artefact removed and the real credential injected;
+7. the response streams back as it arrives (chunked, SSE), never buffered, with every header
+   value and the body scrubbed of the real secret (:class:`Scrubber`); redirects are
+   returned as they are, never followed. ``Upgrade: websocket`` goes to
+   :mod:`nonod.proxy._websocket` instead.
+
+Connections are kept alive on both sides: the client connection serves request after
+request (until either side says ``close``), and each client connection keeps its own
+upstream connection per route (nothing is shared between connections or sessions). Each
+request ends with one :class:`NetworkEvent` (mode ``reverse``); each forwarded request also
+gives a :class:`CredentialInjected` event. No URL after injection, no secret and no phantom
+token ever reaches an event, a log line or an error body.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import ssl
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal, final
+
+import h11
+import trio
+
+from ..credentials import (
+    ROUTE_NAME,
+    EndpointDenied,
+    EndpointRules,
+    LoadedRoute,
+    PathRefused,
+    PhantomToken,
+    Route,
+    Scrubber,
+    Secret,
+    scrub_replacements,
+)
+from ..errors import NonoError
+from ._events import CredentialInjected, NetworkEvent, ProxyEvent
+from ._http import BadRequest, check_framing
+from ._inject import (
+    AuthOutcome,
+    BadTarget,
+    UpstreamHead,
+    check_phantom,
+    content_decoding,
+    downstream_head,
+    event_path,
+    is_websocket,
+    split_target,
+    upstream_head,
+)
+from ._resolve import ResolveError, Resolver
+
+if TYPE_CHECKING:
+    from ._server import ProxyLimits
+
+_READ_SIZE: Final = 1 << 16
+_INFLATE_STEP: Final = 1 << 16
+_PHRASES: Final = {
+    400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
+    405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+class RouteConfigError(NonoError):
+    """A route's TLS material (``tls_ca``, client certificate, ``extra_ca_file``) cannot be
+    loaded."""
+
+    code = "proxy.route_config"
+
+
+@final
+class _Entry:
+    """One route of a table, ready to serve."""
+
+    __slots__ = ("error_code", "route", "rules", "scrubber", "secret", "ssl", "table")
+
+    def __init__(self, loaded: LoadedRoute, token: PhantomToken, ssl_context: ssl.SSLContext | None
+                 ) -> None:
+        self.route: Route = loaded.route
+        self.secret: Secret | None = loaded.secret
+        self.error_code = loaded.error.code if loaded.error is not None else ""
+        self.rules: EndpointRules = loaded.route.rules()
+        self.ssl = ssl_context
+        self.table = (scrub_replacements(loaded.secret, token)
+                      if loaded.secret is not None else None)
+        self.scrubber = Scrubber(self.table) if self.table is not None else None
+
+    def new_scrubber(self) -> Scrubber | None:
+        """A scrubber for one response (or one WebSocket) of this route."""
+        return self.scrubber.fresh() if self.scrubber is not None else None
+
+
+@final
+class RouteTable:
+    """The credential routes of one session, with their secrets and the session's phantom
+    token. Build one per session, after :func:`nonod.credentials.load_route_secrets`.
+
+    ``extra_ca_file`` is the daemon's ``[network] extra_ca_file`` (PEM), trusted for every
+    route in addition to the system roots (``system_roots=False`` leaves those out, for tests
+    that must prove a private CA is what made verification pass). Building loads certificate
+    files (blocking, a few milliseconds); raises RouteConfigError when one cannot be loaded.
+    """
+
+    __slots__ = ("_entries", "_token")
+
+    def __init__(self, routes: Sequence[LoadedRoute], *, token: PhantomToken,
+                 extra_ca_file: str | None = None, system_roots: bool = True) -> None:
+        if not isinstance(token, PhantomToken):
+            raise TypeError("token must be a PhantomToken")
+        self._token = token
+        self._entries: dict[str, _Entry] = {}
+        for loaded in routes:
+            name = loaded.route.name
+            if name in self._entries:
+                raise ValueError(f"route `{name}` is defined twice")
+            context = None
+            if loaded.route.scheme == "https":
+                context = _client_context(loaded.route, extra_ca_file, system_roots)
+            self._entries[name] = _Entry(loaded, token, context)
+
+    @property
+    def token(self) -> PhantomToken:
+        return self._token
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def routes(self) -> tuple[Route, ...]:
+        return tuple(entry.route for entry in self._entries.values())
+
+    def get(self, name: str) -> _Entry | None:
+        return self._entries.get(name)
+
+    def __repr__(self) -> str:
+        return f"RouteTable({', '.join(self._entries)})"
+
+
+def _client_context(route: Route, extra_ca_file: str | None, system_roots: bool
+                    ) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the name
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        if system_roots:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        for cafile in (extra_ca_file, route.tls_ca):
+            if cafile:
+                context.load_verify_locations(cafile=cafile)
+        if route.tls_client_cert is not None and route.tls_client_key is not None:
+            context.load_cert_chain(route.tls_client_cert, route.tls_client_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise RouteConfigError(f"route {route.name}: its TLS files cannot be loaded "
+                               f"({type(exc).__name__})",
+                               hint="check tls_ca / tls_client_cert and [network] "
+                               "extra_ca_file") from exc
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+# failures, by who caused them
+
+
+class _Refusal(Exception):
+    """Answer the program with ``status`` and a JSON body; ``reason`` is the audit code."""
+
+    def __init__(self, status: int, reason: str, message: str, *,
+                 decision: Literal["allow", "deny"] = "deny",
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.decision: Literal["allow", "deny"] = decision
+        self.extra = extra or {}
+
+
+class _UpstreamFailed(Exception):
+    def __init__(self, *, timeout: bool) -> None:
+        super().__init__("upstream timeout" if timeout else "upstream failed")
+        self.timeout = timeout
+
+
+class _ClientGone(Exception):
+    """The program closed or broke its connection, or stalled past a limit."""
+
+
+@final
+class _Upstream:
+    __slots__ = ("address", "conn", "stream")
+
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream] | trio.SocketStream,
+                 address: str, max_head: int) -> None:
+        self.stream = stream
+        self.address = address
+        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head)
+
+    def idle_and_open(self) -> bool:
+        """Whether this kept-alive connection can carry another request: h11 is idle and
+        the socket has nothing to read (an idle HTTP connection that is readable has been
+        closed by the server, or sent something nobody asked for)."""
+        if self.conn.our_state is not h11.IDLE or self.conn.their_state is not h11.IDLE:
+            return False
+        raw = self.stream
+        if isinstance(raw, trio.SSLStream):
+            raw = raw.transport_stream
+        poller = select.poll()
+        poller.register(raw.socket.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
+        return not poller.poll(0)
+
+
+@final
+class _Record:
+    """What is known about one request, for its event."""
+
+    __slots__ = ("address", "auth", "bytes_in", "bytes_out", "done", "host", "method",
+                 "mode", "path", "port", "route", "started", "status")
+
+    def __init__(self, method: bytes) -> None:
+        self.started = trio.current_time()
+        self.method = method.decode("ascii", "replace")
+        self.mode: Literal["reverse", "websocket"] = "reverse"
+        self.route = ""
+        self.host = ""
+        self.port = 0
+        self.path = ""
+        self.auth: Literal["", "ok", "missing", "invalid"] = ""
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.address = ""
+        self.done = False
+
+    def event(self, decision: Literal["allow", "deny"], reason: str, status: int
+              ) -> NetworkEvent:
+        self.done = True
+        elapsed = (trio.current_time() - self.started) * 1000
+        return NetworkEvent(
+            mode=self.mode, decision=decision, host=self.host, port=self.port, reason=reason,
+            status=status, bytes_in=self.bytes_in, bytes_out=self.bytes_out,
+            duration_ms=round(elapsed, 3), method=self.method, path=self.path,
+            address=self.address, route=self.route, auth=self.auth,
+        )
+
+
+@final
+class ReverseHandler:
+    """Serves credential-route requests on client connections of one session's proxy."""
+
+    def __init__(self, table: RouteTable, *, resolver: Resolver, limits: ProxyLimits,
+                 emit: Callable[[ProxyEvent], None]) -> None:
+        self._table = table
+        self._resolver = resolver
+        self._limits = limits
+        self._emit = emit
+
+    async def serve(self, stream: trio.abc.Stream, conn: h11.Connection,
+                    request: h11.Request) -> None:
+        """Serve ``request`` and whatever requests follow on the connection (keep-alive).
+        The caller owns and closes ``stream``."""
+        pool: dict[str, _Upstream] = {}
+        try:
+            while await self._one(stream, conn, request, pool):
+                conn.start_next_cycle()
+                following = await self._next_request(stream, conn)
+                if following is None:
+                    return
+                request = following
+        finally:
+            for upstream in pool.values():
+                await trio.aclose_forcefully(upstream.stream)
+
+    async def _next_request(self, stream: trio.abc.Stream, conn: h11.Connection
+                            ) -> h11.Request | None:
+        try:
+            with trio.fail_after(self._limits.keepalive_timeout):
+                event = await _next_event(stream, conn)
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return None  # an idle keep-alive connection ends quietly
+        except h11.RemoteProtocolError:
+            record = _Record(b"")
+            await self._refuse(stream, conn, record, _Refusal(
+                400, "bad_request", "the proxy could not understand the request"))
+            return None
+        if not isinstance(event, h11.Request):
+            return None
+        if not event.target.startswith(b"/") or event.method == b"CONNECT":
+            record = _Record(event.method)
+            await self._refuse(stream, conn, record, _Refusal(
+                400, "not_a_route_request",
+                "a connection that used a credential route carries only route requests"))
+            return None
+        return event
+
+    async def _one(self, stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request,
+                   pool: dict[str, _Upstream]) -> bool:
+        """One request; True when the connection can carry another."""
+        record = _Record(request.method)
+        try:
+            return await self._route_request(stream, conn, request, pool, record)
+        except _Refusal as refusal:
+            return await self._refuse(stream, conn, record, refusal)
+        except _ClientGone:
+            if not record.done:
+                self._emit(record.event("allow" if record.auth == "ok" else "deny",
+                                        "client_gone", record.status))
+            return False
+        except Exception:
+            if not record.done:
+                self._emit(record.event("deny", "internal_error", record.status))
+            raise
+
+    async def _route_request(self, stream: trio.abc.Stream, conn: h11.Connection,
+                             request: h11.Request, pool: dict[str, _Upstream],
+                             record: _Record) -> bool:
+        limits = self._limits
+        token = self._table.token
+        if len(request.headers) > limits.max_headers:
+            raise _Refusal(431, "head_too_large", "the request head is too large")
+        if request.method in (b"CONNECT", b"TRACE"):
+            raise _Refusal(405, "method_not_allowed", "credential routes do not forward this "
+                           "method")
+        try:
+            target = split_target(request.target)
+        except BadTarget:
+            raise _Refusal(400, "bad_request", "the request target is not /<route>/<path>"
+                           ) from None
+        entry = self._table.get(target.route)
+        if entry is None:
+            if ROUTE_NAME.fullmatch(target.route) and not token.matches(target.route):
+                record.route = target.route
+            raise _Refusal(404, "unknown_route", "this session has no credential route of that "
+                           "name", extra={"routes": list(self._table.names())})
+        route = entry.route
+        record.route, record.host, record.port = route.name, route.host, route.port
+        needles = tuple(entry.table or ())
+        record.path = event_path(target.path, token, needles)
+        try:
+            check_framing(request.headers)
+        except BadRequest:
+            raise _Refusal(400, "bad_request", "the request has conflicting framing headers"
+                           ) from None
+        auth: AuthOutcome = check_phantom(route, token, request.headers, target)
+        record.auth = auth
+        if auth != "ok":
+            raise _Refusal(401, f"token_{auth}",
+                           "the request does not carry this session's token for the route "
+                           f"(expected in {_token_place(route)})")
+        method = request.method.decode("ascii", "replace")
+        try:
+            path = entry.rules.check(method, target.path)
+        except PathRefused as exc:
+            raise _Refusal(400, "bad_path", "the request path is refused before any rule is "
+                           "looked at", extra={"problem": exc.problem}) from None
+        except EndpointDenied as exc:
+            record.path = event_path(exc.path.text, token, needles)
+            raise _Refusal(403, "endpoint_denied", "no endpoint rule of this route allows "
+                           "this method and path",
+                           extra={"rule_set": entry.rules.name,
+                                  "rules": entry.rules.describe()}) from None
+        record.path = event_path(path.text, token, needles)
+        if entry.secret is None:
+            raise _Refusal(503, "secret_missing", "the credential of this route is not "
+                           "available to the daemon", extra={"problem": entry.error_code})
+        declared = _content_length(request.headers)
+        if declared is not None and declared > limits.max_body_bytes:
+            raise _Refusal(413, "body_too_large", "the request body is larger than the proxy "
+                           f"forwards ({limits.max_body_bytes} bytes)")
+        try:
+            head = upstream_head(route, entry.secret, token, request.headers,
+                                 forward_path=path.forward, query=target.query)
+        except BadTarget:
+            raise _Refusal(400, "bad_path", "the path does not hold the route's token pattern"
+                           ) from None
+        if is_websocket(request.headers):
+            return await self._websocket(stream, conn, request, entry, entry.secret, head,
+                                         record)
+        return await self._forward(stream, conn, request, entry, head, pool, record)
+
+    # forwarding
+
+    async def _forward(self, stream: trio.abc.Stream, conn: h11.Connection,
+                       request: h11.Request, entry: _Entry, head: UpstreamHead,
+                       pool: dict[str, _Upstream], record: _Record) -> bool:
+        route = entry.route
+        has_body = _has_body(request.headers)
+        upstream = pool.pop(route.name, None)
+        if upstream is not None and not upstream.idle_and_open():
+            await trio.aclose_forcefully(upstream.stream)
+            upstream = None
+        reused = upstream is not None
+        if upstream is None:
+            upstream = await self._connect(entry, record)
+        self._emit(CredentialInjected(route=route.name, credential=route.credential_key,
+                                      source=route.source, into=head.into))
+        keep = False
+        try:
+            try:
+                response = await self._send_request(stream, conn, request, upstream, head,
+                                                     record, has_body)
+            except _UpstreamFailed as failed:
+                if not (reused and not has_body and not failed.timeout):
+                    raise
+                # A kept-alive connection the server had closed: once more, on a new one.
+                await trio.aclose_forcefully(upstream.stream)
+                upstream = await self._connect(entry, record)
+                response = await self._send_request(stream, conn, request, upstream, head,
+                                                    record, has_body)
+            record.address = upstream.address
+            status = await self._relay_response(stream, conn, request, upstream, response,
+                                                entry, record)
+            keep = (upstream.conn.our_state is h11.DONE
+                    and upstream.conn.their_state is h11.DONE)
+        except _UpstreamFailed as failed:
+            if record.status:
+                self._emit(record.event("allow", "upstream_error", record.status))
+                return False
+            raise _Refusal(504 if failed.timeout else 502,
+                           "upstream_timeout" if failed.timeout else "upstream_error",
+                           "the route's upstream did not answer" if failed.timeout
+                           else "the route's upstream failed", decision="allow") from None
+        finally:
+            if keep:
+                upstream.conn.start_next_cycle()
+                pool[route.name] = upstream
+            else:
+                await trio.aclose_forcefully(upstream.stream)
+        self._emit(record.event("allow", "forwarded", status))
+        return _both_done(conn)
+
+    async def _send_request(self, stream: trio.abc.Stream, conn: h11.Connection,
+                            request: h11.Request, upstream: _Upstream, head: UpstreamHead,
+                            record: _Record, has_body: bool) -> h11.Response:
+        limits = self._limits
+        data = upstream.conn.send(h11.Request(method=request.method, target=head.target,
+                                              headers=head.headers))
+        await _to_upstream(upstream, data or b"", limits.send_timeout)
+        if has_body:
+            await self._send_body(stream, conn, upstream, record)
+        else:
+            if conn.their_state is h11.SEND_BODY:
+                event = await _from_client(stream, conn, limits.idle_timeout)
+                if not isinstance(event, h11.EndOfMessage):
+                    raise _Refusal(400, "bad_request", "unexpected request body")
+            await _to_upstream(upstream, upstream.conn.send(h11.EndOfMessage()) or b"",
+                               limits.send_timeout)
+        while True:
+            event = await _from_upstream(upstream, limits.response_timeout)
+            if isinstance(event, h11.Response):
+                return event
+            if not isinstance(event, h11.InformationalResponse):
+                raise _UpstreamFailed(timeout=False)
+
+    async def _send_body(self, stream: trio.abc.Stream, conn: h11.Connection,
+                         upstream: _Upstream, record: _Record) -> None:
+        limits = self._limits
+        while True:
+            if conn.they_are_waiting_for_100_continue:
+                continue_head = conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                await _to_client(stream, continue_head or b"", limits.send_timeout)
+            event = await _from_client(stream, conn, limits.idle_timeout)
+            if isinstance(event, h11.Data):
+                record.bytes_out += len(event.data)
+                if record.bytes_out > limits.max_body_bytes:
+                    raise _Refusal(413, "body_too_large", "the request body is larger than "
+                                   f"the proxy forwards ({limits.max_body_bytes} bytes)")
+                await _to_upstream(upstream, upstream.conn.send(h11.Data(data=event.data))
+                                   or b"", limits.idle_timeout)
+            elif isinstance(event, h11.EndOfMessage):
+                await _to_upstream(upstream, upstream.conn.send(h11.EndOfMessage()) or b"",
+                                   limits.send_timeout)
+                return
+            else:
+                raise _ClientGone
+
+    async def _relay_response(self, stream: trio.abc.Stream, conn: h11.Connection,
+                              request: h11.Request, upstream: _Upstream, response: h11.Response,
+                              entry: _Entry, record: _Record) -> int:
+        limits = self._limits
+        decoding = content_decoding(response.headers)
+        if decoding == "unsupported":
+            raise _Refusal(502, "upstream_encoding", "the upstream used a content encoding the "
+                           "proxy cannot inspect", decision="allow")
+        has_body = (request.method != b"HEAD" and response.status_code >= 200
+                    and response.status_code not in (204, 304))
+        scrubber = entry.new_scrubber()
+        headers = downstream_head(response.headers, scrubber, has_body=has_body)
+        reason = scrubber.replace_all(response.reason) if scrubber else response.reason
+        data = conn.send(h11.Response(status_code=response.status_code, headers=headers,
+                                      reason=reason))
+        await _to_client(stream, data or b"", limits.send_timeout)
+        record.status = response.status_code
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 32) if (
+            has_body and decoding == "gzip") else None
+        while True:
+            event = await _from_upstream(upstream, limits.idle_timeout)
+            if isinstance(event, h11.Data):
+                for piece in _decoded(inflater, event.data):
+                    out = scrubber.feed(piece) if scrubber else piece
+                    await self._pass_on(stream, conn, out, record)
+            elif isinstance(event, h11.EndOfMessage):
+                tail = b""
+                if inflater is not None:
+                    try:
+                        tail = inflater.flush()
+                    except zlib.error:
+                        raise _UpstreamFailed(timeout=False) from None
+                if scrubber is not None:
+                    tail = scrubber.feed(tail) + scrubber.flush()
+                await self._pass_on(stream, conn, tail, record)
+                await _to_client(stream, conn.send(h11.EndOfMessage()) or b"",
+                                 limits.send_timeout)
+                return response.status_code
+            else:
+                raise _UpstreamFailed(timeout=False)
+
+    async def _pass_on(self, stream: trio.abc.Stream, conn: h11.Connection, data: bytes,
+                       record: _Record) -> None:
+        if not data:
+            return  # an empty chunk would end a chunked body
+        await _to_client(stream, conn.send(h11.Data(data=data)) or b"",
+                         self._limits.idle_timeout)
+        record.bytes_in += len(data)
+
+    async def _connect(self, entry: _Entry, record: _Record) -> _Upstream:
+        route = entry.route
+        limits = self._limits
+        try:
+            resolved = await self._resolver.resolve(route.host, route.port)
+        except ResolveError as exc:
+            timeout = exc.reason.value == "resolve_timeout"
+            raise _Refusal(504 if timeout else 502, exc.reason.value,
+                           "the route's upstream could not be resolved to an address the "
+                           "proxy connects to", decision="allow") from None
+        failure = "connect_failed"
+        with trio.move_on_after(limits.connect_timeout) as scope:
+            for address, port in resolved.addresses:
+                try:
+                    tcp = await _open_tcp(address, port)
+                except OSError:
+                    continue
+                shown = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+                record.address = shown
+                if entry.ssl is None:
+                    return _Upstream(tcp, shown, limits.max_head_bytes)
+                tls = trio.SSLStream(tcp, entry.ssl, server_hostname=route.host,
+                                     https_compatible=True)
+                try:
+                    await tls.do_handshake()
+                except trio.BrokenResourceError:
+                    await trio.aclose_forcefully(tcp)
+                    failure = "upstream_tls"
+                    break
+                except BaseException:
+                    await trio.aclose_forcefully(tcp)
+                    raise
+                return _Upstream(tls, shown, limits.max_head_bytes)
+        if scope.cancelled_caught:
+            raise _Refusal(504, "connect_timeout", "the route's upstream did not accept the "
+                           "connection in time", decision="allow")
+        message = ("the route's upstream failed TLS verification" if failure == "upstream_tls"
+                   else "the route's upstream could not be reached")
+        raise _Refusal(502, failure, message, decision="allow")
+
+    async def _websocket(self, stream: trio.abc.Stream, conn: h11.Connection,
+                         request: h11.Request, entry: _Entry, secret: Secret,
+                         head: UpstreamHead, record: _Record) -> bool:
+        from ._websocket import relay_websocket
+
+        record.mode = "websocket"
+        route = entry.route
+        upstream = await self._connect(entry, record)
+        self._emit(CredentialInjected(route=route.name, credential=route.credential_key,
+                                      source=route.source, into=head.into))
+        scrubber = entry.new_scrubber()
+        try:
+            outcome = await relay_websocket(
+                client=stream, request=request, trailing=conn.trailing_data[0], route=route,
+                secret=secret, token=self._table.token, upstream=upstream.stream,
+                resource=head.target.decode("ascii"), scrubber=scrubber, limits=self._limits)
+        finally:
+            await trio.aclose_forcefully(upstream.stream)
+        record.bytes_in, record.bytes_out = outcome.bytes_in, outcome.bytes_out
+        self._emit(record.event("allow", outcome.reason, outcome.status))
+        return False
+
+    # answers
+
+    async def _refuse(self, stream: trio.abc.Stream, conn: h11.Connection, record: _Record,
+                      refusal: _Refusal) -> bool:
+        """Send our own JSON answer; True when the connection can carry another request."""
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            self._emit(record.event(refusal.decision, refusal.reason, record.status))
+            return False
+        complete = _request_complete(conn)
+        body = json.dumps({"error": refusal.message, "reason": refusal.reason,
+                           "route": record.route, **refusal.extra}).encode() + b"\n"
+        headers = [(b"Content-Type", b"application/json"),
+                   (b"Content-Length", str(len(body)).encode()),
+                   (b"Cache-Control", b"no-store")]
+        if not complete:
+            headers.append((b"Connection", b"close"))
+        sent = 0
+        try:
+            data = conn.send(h11.Response(status_code=refusal.status, headers=headers,
+                                          reason=_PHRASES.get(refusal.status, b"Error")))
+            data = (data or b"") + (conn.send(h11.Data(data=body)) or b"")
+            data += conn.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError:
+            data = b""
+        if data:
+            try:
+                await _to_client(stream, data, self._limits.send_timeout)
+                sent = refusal.status
+            except _ClientGone:
+                complete = False
+        self._emit(record.event(refusal.decision, refusal.reason, sent))
+        return complete and sent != 0 and _both_done(conn)
+
+
+def _both_done(conn: h11.Connection) -> bool:
+    """Whether both sides finished their message, so that the connection can go on."""
+    return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+
+def _token_place(route: Route) -> str:
+    if route.inject_mode == "url_path":
+        return f"the path ({route.path_pattern})"
+    if route.inject_mode == "query_param":
+        return f"the query parameter {route.query_param_name}"
+    return f"the {route.inject_header} header"
+
+
+def _request_complete(conn: h11.Connection) -> bool:
+    """Whether the program's request has been read to its end (so that the connection can
+    carry another). Reads only what h11 already holds."""
+    if conn.their_state is h11.DONE:
+        return True
+    if conn.their_state is not h11.SEND_BODY:
+        return False
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError:
+        return False
+    return isinstance(event, h11.EndOfMessage)
+
+
+def _content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            return int(value)  # h11 has checked it is one decimal number
+    return None
+
+
+def _has_body(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"transfer-encoding" or (lower == b"content-length" and value != b"0"):
+            return True
+    return False
+
+
+def _decoded(inflater: Any, data: bytes) -> Iterator[bytes]:
+    """``data`` as is, or inflated in bounded steps (a small gzip body cannot make one huge
+    allocation)."""
+    if inflater is None:
+        yield data
+        return
+    try:
+        yield inflater.decompress(data, _INFLATE_STEP)
+        while inflater.unconsumed_tail:
+            yield inflater.decompress(inflater.unconsumed_tail, _INFLATE_STEP)
+    except zlib.error:
+        raise _UpstreamFailed(timeout=False) from None
+
+
+# I/O, with failures attributed to the side that caused them
+
+
+async def _next_event(stream: trio.abc.Stream, conn: h11.Connection) -> object:
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        conn.receive_data(bytes(await stream.receive_some(_READ_SIZE)))
+
+
+async def _from_client(stream: trio.abc.Stream, conn: h11.Connection, timeout: float
+                       ) -> object:
+    try:
+        with trio.fail_after(timeout):
+            return await _next_event(stream, conn)
+    except h11.RemoteProtocolError:
+        raise _Refusal(400, "bad_request", "the request body is malformed") from None
+    except trio.TooSlowError:
+        raise _Refusal(408, "request_timeout", "the request body stalled") from None
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        raise _ClientGone from None
+
+
+async def _to_client(stream: trio.abc.Stream, data: bytes, timeout: float) -> None:
+    try:
+        with trio.fail_after(timeout):
+            await stream.send_all(data)
+    except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+        raise _ClientGone from None
+
+
+async def _from_upstream(upstream: _Upstream, timeout: float) -> object:
+    try:
+        with trio.fail_after(timeout):
+            return await _next_event(upstream.stream, upstream.conn)
+    except trio.TooSlowError:
+        raise _UpstreamFailed(timeout=True) from None
+    except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+        raise _UpstreamFailed(timeout=False) from None
+
+
+async def _to_upstream(upstream: _Upstream, data: bytes, timeout: float) -> None:
+    try:
+        with trio.fail_after(timeout):
+            await upstream.stream.send_all(data)
+    except trio.TooSlowError:
+        raise _UpstreamFailed(timeout=True) from None
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        raise _UpstreamFailed(timeout=False) from None
+
+
+async def _open_tcp(address: str, port: int) -> trio.SocketStream:
+    """A TCP connection to exactly ``address`` (no name lookup)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)

@@ -1,0 +1,226 @@
+"""WebSocket on a credential route: ``Upgrade: websocket`` to ``/<route>/<path>``.
+
+The reverse proxy has already checked the route, the phantom token, the endpoint rules and
+the secret, and connected (and TLS-verified) the upstream. Here, with trio-websocket on both
+sides:
+
+1. the program's handshake is answered by a server-side WebSocket over its connection (h11
+   has read the request head already, so the head is replayed, followed by whatever the
+   program sent after it);
+2. the upstream handshake goes out over the verified connection with the program's own
+   end-to-end headers, minus the phantom token and proxy artefacts, plus the real credential
+   (:func:`websocket_headers`), offering the program's subprotocols;
+3. if the upstream refuses, the program gets the same status (without the upstream's body,
+   which could quote the credential); if it accepts, the program is accepted with the
+   subprotocol the upstream chose;
+4. messages are relayed both ways until either side closes (the close code is passed on) or
+   nothing moves for ``idle_timeout``; messages from the upstream are scrubbed of the secret.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final, final
+
+import h11
+import msgspec
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_client_stream,
+    wrap_server_stream,
+)
+
+from ..credentials import PhantomToken, Route, Scrubber, Secret
+from ._inject import websocket_headers
+
+if TYPE_CHECKING:
+    from ._server import ProxyLimits
+
+#: Close codes that describe a connection state and may not be sent in a close frame.
+_UNSENDABLE: Final = frozenset({1005, 1006, 1015})
+_MAX_MESSAGE: Final = 16 * 1024 * 1024
+
+
+class WebSocketOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How a proxied WebSocket went: ``status`` the handshake status the program got (101,
+    or the upstream's refusal), ``reason`` the audit code, bytes of message payload."""
+
+    status: int
+    reason: str
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@final
+class _Replayed(trio.abc.Stream):
+    """The program's connection, with the bytes h11 already read put back in front."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            size = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return bytes(await self._stream.receive_some(max_bytes))
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+@final
+class _Counter:
+    def __init__(self, scope: trio.CancelScope, idle: float) -> None:
+        self.scope = scope
+        self.idle = idle
+        self.to_upstream = 0
+        self.to_client = 0
+
+    def moved(self, n: int, *, upstream: bool) -> None:
+        if upstream:
+            self.to_upstream += n
+        else:
+            self.to_client += n
+        self.scope.deadline = trio.current_time() + self.idle
+
+
+def _replay_head(request: h11.Request) -> bytes:
+    """The request head as bytes again (h11 checked it when it parsed it)."""
+    client = h11.Connection(h11.CLIENT)
+    return client.send(request) or b""
+
+
+async def relay_websocket(
+    *,
+    client: trio.abc.Stream,
+    request: h11.Request,
+    trailing: bytes,
+    route: Route,
+    secret: Secret,
+    token: PhantomToken,
+    upstream: trio.SSLStream[trio.SocketStream] | trio.SocketStream,
+    resource: str,
+    scrubber: Scrubber | None,
+    limits: ProxyLimits,
+) -> WebSocketOutcome:
+    """Run one proxied WebSocket to its end. ``resource`` is the upstream target (it holds
+    the credential in ``url_path``/``query_param`` modes: never log it).
+
+    trio-websocket reports an upstream's refusal from its reader task, so through the
+    nursery that runs it: the upstream side gets a nursery of its own, whose failures become
+    an answer to the program here and never travel further (a refusal carries the upstream's
+    body, which could quote the credential).
+    """
+    extra = websocket_headers(route, secret, token, request.headers)
+    async with trio.open_nursery() as program_side:
+        try:
+            with trio.fail_after(limits.head_timeout):
+                offer = await wrap_server_stream(
+                    program_side, _Replayed(client, _replay_head(request) + trailing),
+                    max_message_size=_MAX_MESSAGE)
+        except (trio.TooSlowError, HandshakeError, ConnectionClosed, trio.BrokenResourceError,
+                trio.ClosedResourceError):
+            program_side.cancel_scope.cancel()
+            return WebSocketOutcome(status=0, reason="bad_request")
+        outcome: WebSocketOutcome | None = None
+        failed: WebSocketOutcome | None = None
+        try:
+            async with trio.open_nursery() as upstream_side:
+                with trio.fail_after(limits.response_timeout):
+                    outward = await wrap_client_stream(
+                        upstream_side, upstream, route.authority, resource,
+                        subprotocols=offer.proposed_subprotocols, extra_headers=extra,
+                        max_message_size=_MAX_MESSAGE)
+                try:
+                    inward = await offer.accept(subprotocol=outward.subprotocol)
+                except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                    outcome = WebSocketOutcome(status=0, reason="client_gone")
+                else:
+                    counter = await _relay(inward, outward, scrubber, limits.idle_timeout)
+                    outcome = WebSocketOutcome(status=101, reason="forwarded",
+                                               bytes_in=counter.to_client,
+                                               bytes_out=counter.to_upstream)
+                upstream_side.cancel_scope.cancel()
+        except* ConnectionRejected as group:
+            status = next((e.status_code for e in _leaves(group)
+                           if isinstance(e, ConnectionRejected)), 502)
+            status = status if 400 <= status <= 599 else 502
+            failed = WebSocketOutcome(status=status, reason="upstream_rejected")
+        except* trio.TooSlowError:
+            failed = WebSocketOutcome(status=504, reason="upstream_timeout")
+        except* (HandshakeError, ConnectionClosed, trio.BrokenResourceError,
+                 trio.ClosedResourceError):
+            failed = failed or WebSocketOutcome(status=502, reason="upstream_error")
+        if failed is not None and outcome is None:
+            await _reject(offer, failed.status)
+            outcome = failed
+        program_side.cancel_scope.cancel()
+    return outcome or WebSocketOutcome(status=0, reason="upstream_error")
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+async def _reject(offer: WebSocketRequest, status: int) -> None:
+    try:
+        await offer.reject(status)
+    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the program went away; it gets no answer
+
+
+async def _relay(inward: WebSocketConnection, outward: WebSocketConnection,
+                 scrubber: Scrubber | None, idle: float) -> _Counter:
+    with trio.CancelScope(deadline=trio.current_time() + idle) as scope:
+        counter = _Counter(scope, idle)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_pump, inward, outward, None, counter, True, scope)
+            nursery.start_soon(_pump, outward, inward, scrubber, counter, False, scope)
+    for side in (inward, outward):
+        with trio.move_on_after(1, shield=True):
+            await side.aclose()
+    return counter
+
+
+async def _pump(source: WebSocketConnection, sink: WebSocketConnection,
+                scrubber: Scrubber | None, counter: _Counter, upstream: bool,
+                scope: trio.CancelScope) -> None:
+    try:
+        while True:
+            message = await source.get_message()
+            if scrubber is not None:
+                if isinstance(message, str):
+                    message = scrubber.replace_all(message.encode("utf-8")).decode("utf-8")
+                else:
+                    message = scrubber.replace_all(bytes(message))
+            await sink.send_message(message)
+            counter.moved(len(message), upstream=upstream)
+    except ConnectionClosed as closed:
+        why = closed.reason
+        code = why.code if why is not None and why.code not in _UNSENDABLE else 1000
+        reason = why.reason if why is not None else None
+        if reason and scrubber is not None:
+            reason = scrubber.replace_all(reason.encode("utf-8")).decode("utf-8", "replace")
+        try:
+            await sink.aclose(code=code, reason=reason)
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # both sides are gone
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # a transport broke under the WebSocket: the relay ends
+    scope.cancel()

@@ -1,0 +1,101 @@
+"""The streaming scrubber: the output of any split of a body equals the output of the whole."""
+
+from __future__ import annotations
+
+import base64
+import re
+from urllib.parse import quote
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nonod.credentials import PhantomToken, Scrubber, Secret, scrub_replacements
+
+SECRET = Secret("ghp_RealSecret/With+Odd=Chars_0123456789")
+TOKEN = PhantomToken("f" * 64)
+
+
+def reference(table: dict[bytes, bytes], data: bytes) -> bytes:
+    """What replacing over the whole body gives: leftmost match, longest needle first."""
+    needles = sorted(table, key=len, reverse=True)
+    pattern = re.compile(b"|".join(re.escape(n) for n in needles))
+    return pattern.sub(lambda m: table[m.group()], data)
+
+
+def stream(scrubber: Scrubber, chunks: list[bytes]) -> bytes:
+    return b"".join(scrubber.feed(c) for c in chunks) + scrubber.flush()
+
+
+def test_the_table_covers_the_secret_and_its_encodings() -> None:
+    table = scrub_replacements(SECRET, TOKEN)
+    real = SECRET.reveal().encode()
+    fake = TOKEN.reveal().encode()
+    assert table[real] == fake
+    assert table[quote(real, safe="").encode()] == fake
+    assert table[base64.b64encode(real)] == base64.b64encode(fake)
+    assert table[base64.urlsafe_b64encode(real).rstrip(b"=")] == (
+        base64.urlsafe_b64encode(fake).rstrip(b"="))
+
+
+def test_every_split_position_of_a_reflected_secret() -> None:
+    table = scrub_replacements(SECRET, TOKEN)
+    real = SECRET.reveal().encode()
+    body = (b'{"echo": "Bearer ' + real + b'", "b64": "' + base64.b64encode(real)
+            + b'", "url": "https://x/?k=' + quote(real, safe="").encode() + b'"}')
+    expected = reference(table, body)
+    assert real not in expected
+    for cut in range(len(body) + 1):
+        assert stream(Scrubber(table), [body[:cut], body[cut:]]) == expected, cut
+    for a in range(0, len(body), 7):
+        for b in range(a, len(body), 11):
+            assert stream(Scrubber(table), [body[:a], body[a:b], body[b:]]) == expected
+
+
+def test_ordinary_text_is_passed_on_at_once() -> None:
+    """Nothing is held back unless it could begin a needle: an SSE event is not delayed."""
+    scrubber = Scrubber(scrub_replacements(SECRET, TOKEN))
+    event = b"data: {\"delta\": \"hello\"}\n\n"
+    assert scrubber.feed(event) == event
+    real = SECRET.reveal().encode()
+    assert scrubber.feed(b"x" + real[:5]) == b"x"  # a possible beginning is held...
+    assert scrubber.feed(b"!") == real[:5] + b"!"  # ...and released when it is not one
+
+
+def test_byte_at_a_time() -> None:
+    table = scrub_replacements(SECRET, TOKEN)
+    body = b"a" + SECRET.reveal().encode() * 3 + b"z"
+    assert stream(Scrubber(table), [bytes([b]) for b in body]) == reference(table, body)
+
+
+def test_replace_all_and_stream_agree() -> None:
+    table = scrub_replacements(SECRET, TOKEN)
+    scrubber = Scrubber(table)
+    data = b"Location: https://evil/?key=" + SECRET.reveal().encode()
+    assert scrubber.replace_all(data) == reference(table, data)
+    assert scrubber.feed(b"") == b""
+
+
+NEEDLE_ALPHABET = b"abc"
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> dict[bytes, bytes]:
+    """Small needle sets over a tiny alphabet, so that overlaps and shared prefixes (the
+    hard cases) are common."""
+    needles = draw(st.lists(st.binary(min_size=1, max_size=6).map(
+        lambda b: bytes(NEEDLE_ALPHABET[x % 3] for x in b)), min_size=1, max_size=4,
+        unique=True))
+    return {n: draw(st.binary(max_size=4)) for n in needles}
+
+
+@settings(max_examples=400, deadline=None)
+@given(tables(), st.binary(max_size=40).map(lambda b: bytes(b"abcx"[x % 4] for x in b)),
+       st.data())
+def test_any_split_equals_the_whole(table: dict[bytes, bytes], body: bytes,
+                                   data: st.DataObject) -> None:
+    expected = reference(table, body)
+    for cut in range(len(body) + 1):
+        assert stream(Scrubber(table), [body[:cut], body[cut:]]) == expected
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=8)))
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    assert stream(Scrubber(table), pieces) == expected
