@@ -1,0 +1,269 @@
+"""What runs around a session's process: trust check and pins, credentials, proxy, inbound ports.
+
+``prepare`` runs before the launch and may refuse it (TrustError, CredentialError,
+PolicyError): it verifies instruction files, loads the route secrets, makes the phantom
+token and returns the launch request with the child's proxy variables, phantom tokens and
+pinned files. ``serve`` runs in the session's nursery once the program is running: the
+filtering and credential proxy on the socket the engine created inside the session's network
+namespace, and one forwarder per ``--listen-port``. Every decision goes to ``events``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, final
+
+import msgspec
+import structlog
+import trio
+
+from .policy import ResolvedPolicy
+from .sandbox import LaunchRequest, Sandboxed
+
+log = structlog.get_logger()
+
+PROXY_PORT_RANGE = (20000, 60000)
+
+
+class NetworkSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[network]`` in nonod.toml.
+
+    ``resolve`` pins host names to ``address:port`` (curl's ``--resolve``): tests point
+    ``api.github.com`` at a local fake this way, and pinned addresses skip the private-range
+    refusal because the operator chose them. ``extra_ca_file`` is trusted for upstream TLS
+    besides the system roots. ``listen_address`` is where ``--listen-port`` listens on the host.
+    """
+
+    resolve: dict[str, str] = msgspec.field(default_factory=dict)
+    allow_private: bool = False
+    extra_ca_file: str | None = None
+    listen_address: str = "127.0.0.1"
+
+
+class InboundEvent(msgspec.Struct, frozen=True, kw_only=True, tag="inbound"):
+    """A connection to a --listen-port forward (host side -> the session)."""
+
+    port: int
+    peer: str
+    decision: str  # allow | deny
+    reason: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+class TrustOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One instruction file's verification, for the audit stream (names, never contents)."""
+
+    path: str
+    outcome: str  # verified | unsigned | failed
+    reason: str = ""
+    sha256: str = ""
+
+
+@final
+class Prepared:
+    """The session's services, ready to serve once the program runs."""
+
+    def __init__(self) -> None:
+        self.request: LaunchRequest | None = None
+        self.trust: list[TrustOutcome] = []
+        self.trust_warnings: list[str] = []
+        self.credentials: list[str] = []  # route names with a loaded secret
+        self._proxy_args: dict[str, Any] | None = None
+        self._listen_ports: tuple[int, ...] = ()
+        self._listen_address = "127.0.0.1"
+
+
+def _pick_port() -> int:
+    low, high = PROXY_PORT_RANGE
+    return low + secrets.randbelow(high - low)
+
+
+def _read_optional(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _load_trust_policy(workdir: str, user_config_dir: Path) -> Any:
+    """The merged trust policy for ``workdir``, or None when neither level has one.
+
+    The user-level policy is the trust anchor: it must be signed by one of the daemon's own
+    keys (the keys its publishers name, looked up in the key store). A project policy must be
+    signed by a key the user-level policy trusts; alone, it is used but not authoritative.
+    """
+    from . import trust
+
+    user_path = user_config_dir / trust.POLICY_FILE_NAME
+    project_path = Path(workdir) / trust.POLICY_FILE_NAME
+    user_data = _read_optional(user_path)
+    project_data = _read_optional(project_path)
+    if user_data is None and project_data is None:
+        return None
+    user = None
+    if user_data is not None:
+        declared = trust.parse_policy(user_data, source=str(user_path))
+        anchors = []
+        for publisher in declared.publishers:
+            if not publisher.key_id:
+                continue
+            try:
+                key = trust.keystore_for(publisher.key_id).load_public_key(publisher.key_id)
+            except trust.TrustError:
+                continue
+            anchors.append(trust.publisher_for_key(key, publisher.key_id))
+        user = trust.load_policy(user_data, _read_optional(Path(f"{user_path}.bundle")),
+                                 trusted=anchors, name=str(user_path))
+    project = None
+    if project_data is not None:
+        bundle = _read_optional(Path(f"{project_path}.bundle"))
+        # Without a user-level anchor the project policy is checked against its own
+        # publishers, which proves only consistency: the merge marks it not authoritative.
+        trusted = user if user is not None else trust.parse_policy(
+            project_data, source=str(project_path)).publishers
+        project = trust.load_policy(project_data, bundle, trusted=trusted,
+                                    name=str(project_path))
+    return trust.merge_policies(user, project)
+
+
+def _verify_instruction_files(workdir: str, user_config_dir: Path,
+                              prepared: Prepared) -> tuple[tuple[str, bytes], ...]:
+    """Blocking: verify the workdir's included files; raise TrustError to refuse the launch."""
+    from . import trust
+
+    policy = _load_trust_policy(workdir, user_config_dir)
+    if policy is None:
+        return ()
+    report = trust.verify_tree(workdir, policy)
+    prepared.trust_warnings.extend(report.warnings)
+    for entry in report.entries:
+        prepared.trust.append(TrustOutcome(
+            path=entry.path, outcome=entry.status, reason=entry.reason or "",
+            sha256=entry.verified.sha256 if entry.verified is not None else ""))
+    report.check()
+    return tuple((path, verified.data) for path, verified in report.pins())
+
+
+async def prepare(
+    policy: ResolvedPolicy,
+    request: LaunchRequest,
+    *,
+    settings: NetworkSettings,
+    environ: dict[str, str],
+    listen_ports: Sequence[int] = (),
+    user_config_dir: Path | None = None,
+    trust_override: bool = False,
+) -> Prepared:
+    """Everything decided before the launch. Raises to refuse it; nothing is left running."""
+    from . import credentials, proxy
+
+    prepared = Prepared()
+    prepared._listen_ports = tuple(listen_ports)
+    prepared._listen_address = settings.listen_address
+    extra: list[tuple[str, str]] = list(request.extra_env)
+    pins: tuple[tuple[str, bytes], ...] = request.pins
+
+    if user_config_dir is not None and not trust_override:
+        pins = pins + await trio.to_thread.run_sync(
+            _verify_instruction_files, request.cwd, user_config_dir, prepared)
+    elif trust_override:
+        prepared.trust_warnings.append("trust verification skipped (--trust-override)")
+
+    net = policy.network
+    port = request.proxy_port
+    if net.restricted and not net.block:
+        port = port or _pick_port()
+        routes = credentials.session_routes(net)
+        token = credentials.PhantomToken.new()
+        loaded = await credentials.load_route_secrets(routes, environ=environ)
+        prepared.credentials = [r.route.name for r in loaded if r.secret is not None]
+        table = None
+        if routes:
+            table = await trio.to_thread.run_sync(functools.partial(
+                proxy.RouteTable, loaded, token=token, extra_ca_file=settings.extra_ca_file))
+        extra += proxy.child_environment(port, token.reveal())
+        extra += credentials.credential_environment(routes, port=port, token=token)
+        prepared._proxy_args = {
+            "policy": proxy.proxy_policy(net),
+            "resolver": proxy.Resolver(pins=settings.resolve or None,
+                                       allow_private=settings.allow_private),
+            "proxy_token": token.reveal(),
+            "routes": table,
+        }
+    if net.env_credentials:
+        pairs = await trio.to_thread.run_sync(functools.partial(
+            credentials.resolve_env_credentials, net.env_credentials, environ=environ))
+        extra += [(name, secret.reveal()) for name, secret in pairs]
+    prepared.request = msgspec.structs.replace(
+        request, extra_env=tuple(extra), proxy_port=port, pins=pins)
+    return prepared
+
+
+async def serve(
+    prepared: Prepared,
+    proc: Sandboxed,
+    events: Callable[[object], None],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the session's proxy and inbound forwards until cancelled."""
+    from . import proxy
+
+    async with trio.open_nursery() as nursery:
+        if prepared._proxy_args is not None and proc.proxy_listener is not None:
+            listener = trio.SocketListener(
+                trio.socket.from_stdlib_socket(proc.proxy_listener))
+            await nursery.start(functools.partial(
+                proxy.serve_proxy, listener, events=events, **prepared._proxy_args))
+        for port in prepared._listen_ports:
+            listeners = await trio.open_tcp_listeners(port, host=prepared._listen_address)
+            for lst in listeners:
+                nursery.start_soon(_forward_inbound, lst, proc, port, events)
+        task_status.started()
+        await trio.sleep_forever()
+
+
+async def _forward_inbound(listener: trio.SocketListener, proc: Sandboxed, port: int,
+                           events: Callable[[object], None]) -> None:
+    async def handle(stream: trio.SocketStream) -> None:
+        peer = "?"
+        try:
+            host, port_ = stream.socket.getpeername()[:2]
+            peer = f"{host}:{port_}"
+        except OSError:
+            pass
+        try:
+            inside = await proc.connect_inside(port)
+        except OSError as exc:
+            events(InboundEvent(port=port, peer=peer, decision="deny",
+                                reason=os.strerror(exc.errno) if exc.errno else str(exc)))
+            await stream.aclose()
+            return
+        counts = [0, 0]
+
+        async def pipe(src: trio.abc.Stream, dst: trio.abc.Stream, i: int) -> None:
+            try:
+                while data := await src.receive_some(65536):
+                    counts[i] += len(data)
+                    await dst.send_all(data)
+                if isinstance(dst, trio.SocketStream):
+                    await dst.send_eof()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pipe, stream, inside, 0)
+                nursery.start_soon(pipe, inside, stream, 1)
+        finally:
+            await stream.aclose()
+            await inside.aclose()
+            events(InboundEvent(port=port, peer=peer, decision="allow",
+                                bytes_in=counts[0], bytes_out=counts[1]))
+
+    await trio.serve_listeners(handle, [listener])
