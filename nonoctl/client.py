@@ -18,8 +18,9 @@ Async (trio), for a multi-agent host that already runs an event loop::
 
     async with open_async_client() as nono:
         session = await nono.launch(["sleep", "60"], detach=True)
-        async for event in nono.events():
-            ...
+        async with nono.events() as events:
+            async for event in events:
+                ...
 
 Both connect to ``NONO_SOCKET`` or the user daemon's default socket and start a user daemon
 if none answers (unless ``autostart=False`` or ``NONO_NO_AUTOSTART=1``). A refused request
@@ -528,17 +529,30 @@ class AsyncClient:
     async def prune(self) -> tuple[str, ...]:
         return _expect(await self._ask(p.Prune()), p.Pruned).sessions
 
-    async def events(self, session: str | None = None) -> AsyncIterator[p.SessionEvent]:
+    @contextlib.asynccontextmanager
+    async def events(
+        self, session: str | None = None
+    ) -> AsyncIterator[AsyncIterator[p.SessionEvent]]:
+        """Session lifecycle events, on a connection of their own::
+
+            async with client.events() as events:
+                async for event in events:
+                    ...
+        """
         async with open_async_client(self.path, autostart=False) as other:
             await other._send(p.Subscribe(session=session))
-            while True:
-                reply = check(await other._receive())
-                if isinstance(reply, p.SessionEvent):
-                    yield reply
-                elif isinstance(reply, p.EndOfOutput):
-                    return
-                else:
-                    raise UnexpectedReply(f"unexpected `{_tag(reply)}` in an event stream")
+
+            async def iterate() -> AsyncIterator[p.SessionEvent]:
+                while True:
+                    reply = check(await other._receive())
+                    if isinstance(reply, p.SessionEvent):
+                        yield reply
+                    elif isinstance(reply, p.EndOfOutput):
+                        return
+                    else:
+                        raise UnexpectedReply(f"unexpected `{_tag(reply)}` in an event stream")
+
+            yield iterate()
 
 
 @contextlib.asynccontextmanager

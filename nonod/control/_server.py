@@ -8,8 +8,8 @@ Each connection, in order:
 
 1. **Who is it?** ``SO_PEERCRED`` gives the peer's pid, uid and gid. A user daemon serves only
    its own uid; a system daemon serves root and members of its ``socket_group``. A peer whose
-   user, mount, network or pid namespace differs from the daemon's (a program inside a
-   session, a container) is refused even with the right uid. ``SO_PEERPIDFD`` pins the peer
+   user, mount, network or pid namespace is neither the daemon's nor the host's (pid 1's): a
+   program inside a session, a container, is refused even with the right uid. ``SO_PEERPIDFD`` pins the peer
    process while its ``/proc`` entries are read, so a recycled pid cannot pass for it.
 2. **WebSocket handshake** (trio-websocket) and ``Hello``/``Welcome`` within
    ``handshake_timeout``. A refused peer still gets a typed ``ErrorReply`` before the close.
@@ -311,7 +311,15 @@ class PeerCheck:
         self._system = system
         self._group_gid = group_gid
         self._uid = os.geteuid()
-        self._ns = _ns_identity("self")
+        # Clients live in the daemon's namespaces, or in the host's (pid 1's) when a service
+        # manager gave the daemon private ones (systemd's ProtectSystem= and friends). Sessions
+        # are never in either: each gets new user/mount/pid namespaces.
+        mine = _ns_identity("self")
+        try:
+            hosts = _ns_identity(1)
+        except OSError:  # pid 1 is not ours to inspect (an unprivileged user daemon)
+            hosts = mine
+        self._allowed = [{a, b} for a, b in zip(mine, hosts, strict=True)]
 
     def identify(self, sock: socket.socket | trio.socket.SocketType) -> sessions.Caller:
         """The peer's credentials, or AuthRefused."""
@@ -367,8 +375,8 @@ class PeerCheck:
             raise ForeignNamespace(
                 "cannot check the namespaces of the connecting process; refusing it"
             ) from exc
-        for name, mine, other in zip(_NAMESPACES, self._ns, theirs, strict=True):
-            if mine != other:
+        for name, allowed, other in zip(_NAMESPACES, self._allowed, theirs, strict=True):
+            if other not in allowed:
                 raise ForeignNamespace(
                     f"the connecting process is in another {name} namespace (inside a sandbox "
                     "session or a container); nonod does not take orders from there"
@@ -522,6 +530,7 @@ class _Conversation:
 
         ``on_message`` returns False to end the stream early. A closed connection ends it too.
         """
+        final: p.AnyReply | None = None
         async with trio.open_nursery() as nursery:
 
             async def read() -> None:
@@ -541,9 +550,11 @@ class _Conversation:
 
             nursery.start_soon(read)
             final = await produce()
-            if final is not None:
-                await self.send(final)
+            # Stop reading *before* the final reply: once the client has it, its next message
+            # is a new request, which must reach the main loop and not this stream's reader.
             nursery.cancel_scope.cancel()
+        if final is not None:
+            await self.send(final)
 
     async def _refuse_in_stream(self, message: p.AnyRequest) -> bool:
         if isinstance(message, p.SendSignal):

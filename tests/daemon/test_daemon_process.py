@@ -1,0 +1,156 @@
+"""The ``nonod`` program itself: detaching, signals, a second daemon, dying with its sessions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nonod.control import protocol as p
+from nonoctl.client import Connection
+
+from .conftest import session_env, wait_pid_gone
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Nonod:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.socket = base / "run" / "nonod.sock"
+        self.env = {**session_env(base), "PYTHONPATH": str(REPO),
+                    "XDG_STATE_HOME": str(base / "state"),
+                    "XDG_CONFIG_HOME": str(base / "config")}
+
+    def start(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        """``nonod`` detaches and returns once it serves (or failed)."""
+        return subprocess.run([sys.executable, "-m", "nonod", "--socket", str(self.socket),
+                               *extra], capture_output=True, text=True, env=self.env,
+                              timeout=60, check=False)
+
+    def connect(self) -> Connection:
+        return Connection.open(self.socket)
+
+    def pid(self) -> int:
+        with self.connect() as conn:
+            status = conn.request(p.Status())
+        assert isinstance(status, p.DaemonStatus)
+        return status.pid
+
+    def launch_sleeper(self) -> p.SessionDetail:
+        with self.connect() as conn:
+            reply = conn.request(p.Launch(argv=("sleep", "600"), cwd=str(self.base),
+                                          env=session_env(self.base), detach=True,
+                                          options=p.LaunchOptions(allow_cwd=True)))
+        assert isinstance(reply, p.Launched) and reply.session.pid
+        return reply.session
+
+    def sessions(self) -> tuple[p.SessionInfo, ...]:
+        with self.connect() as conn:
+            reply = conn.request(p.ListSessions(all=True))
+        assert isinstance(reply, p.SessionList)
+        return reply.sessions
+
+    def reason(self, session_id: str) -> str:
+        with self.connect() as conn:
+            reply = conn.request(p.Inspect(session=session_id))
+        assert isinstance(reply, p.SessionReply)
+        return reply.session.reason
+
+
+@pytest.fixture
+def nonod(short_tmp: Path) -> Nonod:
+    return Nonod(short_tmp)
+
+
+def test_sigterm_stops_sessions_removes_the_socket_and_exits(nonod: Nonod) -> None:
+    assert nonod.start().returncode == 0
+    pid = nonod.pid()
+    session = nonod.launch_sleeper()
+    os.kill(pid, signal.SIGTERM)
+    assert wait_pid_gone(pid)
+    assert session.pid is not None and wait_pid_gone(session.pid, timeout=5)
+    assert not nonod.socket.exists()
+    assert nonod.start().returncode == 0
+    try:
+        ended = {s.id: s for s in nonod.sessions()}[session.id]
+        assert (ended.state, ended.signal) == ("exited", 15)
+        assert nonod.reason(session.id) == "daemon_shutdown"
+    finally:
+        os.kill(nonod.pid(), signal.SIGTERM)
+
+
+def test_a_killed_daemon_takes_its_sessions_along_and_the_next_one_records_them(
+    nonod: Nonod,
+) -> None:
+    assert nonod.start().returncode == 0
+    pid = nonod.pid()
+    session = nonod.launch_sleeper()
+    os.kill(pid, signal.SIGKILL)
+    assert wait_pid_gone(pid)
+    assert session.pid is not None and wait_pid_gone(session.pid, timeout=10)
+    assert nonod.socket.exists()  # stale: the next daemon replaces it
+    assert nonod.start().returncode == 0
+    try:
+        lost = {s.id: s for s in nonod.sessions()}[session.id]
+        assert lost.state == "exited"
+        assert nonod.reason(session.id) == "daemon_lost"
+    finally:
+        os.kill(nonod.pid(), signal.SIGTERM)
+
+
+def test_a_second_daemon_on_the_same_socket_exits_with_a_clear_message(nonod: Nonod) -> None:
+    assert nonod.start().returncode == 0
+    pid = nonod.pid()
+    try:
+        second = nonod.start()
+        assert second.returncode == 1
+        assert "already running" in second.stderr
+        assert nonod.pid() == pid
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        assert wait_pid_gone(pid)
+
+
+def test_a_bad_configuration_is_refused_before_anything_starts(nonod: Nonod) -> None:
+    config = nonod.base / "nonod.toml"
+    config.write_text("[daemon]\nmax_conections = 3\n")
+    done = nonod.start("--config", str(config), "--foreground")
+    assert done.returncode == 2
+    assert "unknown key `daemon.max_conections`" in done.stderr
+    assert not nonod.socket.exists()
+
+
+def test_foreground_daemon_notifies_systemd_and_stops_on_sigint(nonod: Nonod) -> None:
+    import socket as socketlib
+
+    notify = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    notify_path = nonod.base / "notify.sock"
+    notify.bind(str(notify_path))
+    notify.settimeout(60)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nonod", "--foreground", "--socket", str(nonod.socket)],
+        env={**nonod.env, "NOTIFY_SOCKET": str(notify_path)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        ready = notify.recv(4096).decode()
+        assert "READY=1" in ready and f"MAINPID={proc.pid}" in ready
+        assert nonod.pid() == proc.pid
+        proc.send_signal(signal.SIGHUP)  # reload: no file, nothing changes, still serving
+        assert notify.recv(4096) == b"RELOADING=1"
+        assert notify.recv(4096) == b"READY=1"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert notify.recv(4096) == b"STOPPING=1"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        notify.close()
+    assert proc.stderr is not None
+    log = proc.stderr.read().decode()
+    assert '"event":"nonod ready"' in log  # JSON lines: stderr is not a terminal
