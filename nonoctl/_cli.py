@@ -283,7 +283,7 @@ def _cmd_help(args: argparse.Namespace, command: list[str], out: Output) -> int:
         except PackageNotFoundError:
             out.line(f"nonoctl (protocol {p.PROTOCOL_VERSION})")
         return EXIT_OK
-    args.parser.print_help()
+    out.line(args.parser.format_help().rstrip("\n"))
     return EXIT_USAGE
 
 

@@ -7,9 +7,10 @@ Blocking, for scripts and for ``nonoctl`` itself (it must not pay for importing 
     with Client() as nono:
         session = nono.launch(["python3", "bot.py"], profile="gitbot", name="bot")
         print(nono.sessions())
-        for event in nono.events():          # a dedicated connection
-            print(event.kind, event.session.id)
-            break
+        with nono.events() as events:        # a dedicated connection
+            for event in events:
+                print(event.kind, event.session.id)
+                break
         nono.stop(session.id)
 
 Async (trio), for a multi-agent host that already runs an event loop::
@@ -437,17 +438,44 @@ class Client:
                 else:
                     raise UnexpectedReply(f"unexpected `{_tag(reply)}` in a log stream")
 
-    def events(self, session: str | None = None) -> Iterator[p.SessionEvent]:
-        with self._fresh() as conn:
-            conn.send(p.Subscribe(session=session))
-            while True:
-                reply = check(conn.receive())
-                if isinstance(reply, p.SessionEvent):
-                    yield reply
-                elif isinstance(reply, p.EndOfOutput):
-                    return
-                else:
-                    raise UnexpectedReply(f"unexpected `{_tag(reply)}` in an event stream")
+    def events(self, session: str | None = None) -> EventStream:
+        """Lifecycle events from now on, on a connection of their own (close it when done)."""
+        conn = self._fresh()
+        try:
+            _expect(conn.request(p.Subscribe(session=session)), p.Ok)
+        except BaseException:
+            conn.close()
+            raise
+        return EventStream(conn)
+
+
+@final
+class EventStream:
+    """An iterator of ``SessionEvent``; also a context manager that closes its connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> p.SessionEvent:
+        reply = check(self._conn.receive())
+        if isinstance(reply, p.SessionEvent):
+            return reply
+        self.close()
+        if isinstance(reply, p.EndOfOutput):
+            raise StopIteration
+        raise UnexpectedReply(f"unexpected `{_tag(reply)}` in an event stream")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def _expect(reply: p.AnyReply, kind: type[_R]) -> _R:
@@ -540,7 +568,7 @@ class AsyncClient:
                     ...
         """
         async with open_async_client(self.path, autostart=False) as other:
-            await other._send(p.Subscribe(session=session))
+            _expect(await other._ask(p.Subscribe(session=session)), p.Ok)
 
             async def iterate() -> AsyncIterator[p.SessionEvent]:
                 while True:

@@ -728,9 +728,10 @@ class Registry:
             started: Session = await self._nursery.start(self._run_session, session, plan)
         except BaseException:
             del self._sessions[session_id]
-            await trio.to_thread.run_sync(
-                shutil.rmtree, session.directory, True, abandon_on_cancel=False
-            )
+            record.state = "exited"
+            session._exited.set()  # nobody may wait for it (shutdown lists starting sessions)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(shutil.rmtree, session.directory, True)
             raise
         return started
 
@@ -792,6 +793,10 @@ class Registry:
             log.info("session started", name=record.name, pid=proc.pid, argv0=record.argv[:1],
                      profile=record.profile, uid=record.uid,
                      enforcement=record.enforcement.summary)
+            # On disk before anyone hears of it: a daemon killed right after the reply must
+            # still find the record at its next start. Shielded: the program already runs.
+            with trio.CancelScope(shield=True):
+                await self._save(session)
             task_status.started(session)
             try:
                 await self._supervise(session, proc)
@@ -829,7 +834,6 @@ class Registry:
                         pump_done.set()
 
                 nursery.start_soon(pump, session.output)
-            await self._save(session)
             self._emit("started", session)
             try:
                 with session._scope:

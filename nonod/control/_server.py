@@ -8,9 +8,10 @@ Each connection, in order:
 
 1. **Who is it?** ``SO_PEERCRED`` gives the peer's pid, uid and gid. A user daemon serves only
    its own uid; a system daemon serves root and members of its ``socket_group``. A peer whose
-   user, mount, network or pid namespace is neither the daemon's nor the host's (pid 1's): a
-   program inside a session, a container, is refused even with the right uid. ``SO_PEERPIDFD`` pins the peer
-   process while its ``/proc`` entries are read, so a recycled pid cannot pass for it.
+   user, mount, network or pid namespace is neither the daemon's nor the host's (pid 1's):
+   a program inside a session, a container, is refused even with the right uid.
+   ``SO_PEERPIDFD`` pins the peer process while its ``/proc`` entries are read, so a recycled
+   pid cannot pass for it.
 2. **WebSocket handshake** (trio-websocket) and ``Hello``/``Welcome`` within
    ``handshake_timeout``. A refused peer still gets a typed ``ErrorReply`` before the close.
 3. **Requests**, answered in order (see ``protocol`` for the streaming ones). Malformed,
@@ -730,6 +731,7 @@ class _Conversation:
         if request.session is not None:
             session_id = self._registry.find(request.session, self.caller).id
         feed = self._registry.subscribe_events(self.caller, session_id)
+        await self.send(p.Ok())  # subscribed: every later event will be delivered
 
         async def produce() -> p.AnyReply:
             async for event in feed.channel:

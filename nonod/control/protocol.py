@@ -24,7 +24,8 @@ the connection into a stream until it ends:
   the program ends first.
 - ``Logs``: ``Output`` chunks, then ``EndOfOutput`` (with ``follow``: when the session ends).
 - ``Wait``: a single ``Exited`` once the session has ended.
-- ``Subscribe``: ``SessionEvent`` messages until the connection closes.
+- ``Subscribe``: ``Ok`` once subscribed, then ``SessionEvent`` messages until the connection
+  closes (or ``EndOfOutput(reason="lagged")`` if the client fell behind).
 
 File descriptors (attached launches): a ``Launch`` with ``stdio="passed"`` must arrive with
 exactly three file descriptors (stdin, stdout, stderr) attached, as ``SCM_RIGHTS`` ancillary

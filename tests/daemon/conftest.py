@@ -27,12 +27,12 @@ from pathlib import Path
 import pytest
 import trio
 
+from nonoctl.client import Connection
 from nonod._config import Config, LoadedConfig, parse_config
 from nonod._daemon import DaemonOptions, run_daemon
 from nonod._policies import ProfilePolicies
 from nonod.control import ControlServer
 from nonod.sandbox import open_launcher
-from nonoctl.client import Connection
 
 HERE = Path(__file__).resolve().parent
 RAWCLIENT = HERE / "rawclient.py"
@@ -180,8 +180,10 @@ def as_user(uid: int, gid: int | None = None) -> list[str]:
 
 
 def session_env(base: Path) -> dict[str, str]:
-    """A caller environment that keeps sessions independent of the host's ``/run/user``."""
-    return {"PATH": "/usr/bin:/bin", "HOME": str(base), "XDG_RUNTIME_DIR": str(base / "xdg-run")}
+    """A caller environment that keeps sessions independent of the host's ``/run/user`` and
+    ``$HOME`` (a home outside every grant: its denied paths are simply not in the view)."""
+    return {"PATH": "/usr/bin:/bin", "HOME": f"{base}-home",
+            "XDG_RUNTIME_DIR": f"{base}-home/run"}
 
 
 def hello() -> dict[str, object]:

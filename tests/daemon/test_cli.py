@@ -257,3 +257,15 @@ def test_attach_through_a_terminal_and_detach_with_ctrl_bracket_d(run: CLI) -> N
     assert state["state"] == "running" and state["attached"] is False
     assert "ping" in run("logs", session_id).stdout
     run("stop", "--force", session_id)
+
+
+def test_doctor_reports_every_probe(run: CLI) -> None:
+    done = run("doctor", "--json")
+    findings = json.loads(done.stdout)
+    checks = {f["check"] for f in findings}
+    assert {"landlock", "user namespaces", "seccomp", "cgroup v2", "TIOCSTI", "keychain",
+            "daemon"} <= checks
+    assert all(f["status"] in ("ok", "warn", "fail", "info") for f in findings)
+    daemon = next(f for f in findings if f["check"] == "daemon")
+    assert daemon["status"] == "ok"
+    assert done.returncode == (1 if any(f["status"] == "fail" for f in findings) else 0)

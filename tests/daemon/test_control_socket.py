@@ -15,10 +15,10 @@ import trio
 import trio.testing
 import wsproto.events as ws_events
 
+from nonoctl.client import Connection, ConnectionLost, RemoteError, open_async_client
 from nonod._sessions import SessionRecord
 from nonod.control import DaemonRunning, SocketError, bind_control_socket
 from nonod.control import protocol as p
-from nonoctl.client import Connection, ConnectionLost, RemoteError, open_async_client
 
 from .conftest import DaemonHandle, DaemonThread, session_env, start_daemon, wait_pid_gone
 
@@ -319,7 +319,8 @@ def test_a_launch_without_its_descriptors_is_refused(
     daemon_thread: DaemonThread, short_tmp: Path
 ) -> None:
     with daemon_thread.connect() as conn:
-        request = p.Launch(argv=("true",), cwd=str(short_tmp), env=session_env(short_tmp), stdio="passed")
+        request = p.Launch(argv=("true",), cwd=str(short_tmp), env=session_env(short_tmp),
+                           stdio="passed")
         with pytest.raises(RemoteError) as info:
             conn.request(request)
         assert info.value.remote_code == "protocol.fds"
@@ -344,12 +345,13 @@ def test_closing_an_attached_connection_stops_its_session(
 
 
 def test_launch_refusals_are_typed(daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    env = session_env(short_tmp)
     with daemon_thread.connect() as conn:
         cases = [
-            (p.Launch(argv=("true",), cwd=str(short_tmp), env=session_env(short_tmp), profile="no-such-profile",
+            (p.Launch(argv=("true",), cwd=str(short_tmp), env=env, profile="no-such-profile",
                       detach=True), "profile.not_found"),
-            (p.Launch(argv=(), cwd=str(short_tmp), env=session_env(short_tmp), detach=True), "usage.invalid"),
-            (p.Launch(argv=("/no/such/program",), cwd=str(short_tmp), env=session_env(short_tmp), detach=True,
+            (p.Launch(argv=(), cwd=str(short_tmp), env=env, detach=True), "usage.invalid"),
+            (p.Launch(argv=("/no/such/program",), cwd=str(short_tmp), env=env, detach=True,
                       options=p.LaunchOptions(allow_cwd=True)), "launch.failed"),
         ]
         for request, code in cases:
@@ -509,8 +511,6 @@ def test_shutdown_request_stops_the_daemon_and_removes_the_socket(short_tmp: Pat
 async def test_async_client_launch_events_stop(daemon: DaemonHandle, short_tmp: Path) -> None:
     async with open_async_client(daemon.socket, autostart=False) as client:
         async with client.events() as events:
-            # The subscription is registered once the daemon has nothing left to do.
-            await trio.testing.wait_all_tasks_blocked()
             session = await client.launch(["sleep", "600"], cwd=str(short_tmp),
                                           env=session_env(short_tmp),
                                           options=p.LaunchOptions(allow_cwd=True))
@@ -569,3 +569,19 @@ def test_blocking_client_api(daemon_thread: DaemonThread, short_tmp: Path) -> No
         assert [s.id for s in nono.sessions(all=True)] == [session.id]
         assert nono.prune() == (session.id,)
         assert nono.status().sessions_total == 0
+
+
+async def test_a_silent_connection_is_closed_after_the_handshake_timeout(
+    short_tmp: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with trio.open_nursery() as nursery:
+        handle = await start_daemon(nursery, short_tmp, config="[daemon]\nhandshake_timeout = 5\n")
+        silent = trio.socket.socket(socket.AF_UNIX)
+        await silent.connect(str(handle.socket))
+        started = trio.current_time()
+        assert await silent.recv(100) == b""  # closed by the daemon, not by us
+        assert trio.current_time() - started >= 5
+        silent.close()
+        async with open_async_client(handle.socket, autostart=False) as client:
+            assert (await client.status()).sessions_live == 0
+        nursery.cancel_scope.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nonod.control import protocol as p
 from nonoctl.client import Connection
+from nonod.control import protocol as p
 
 from .conftest import session_env, wait_pid_gone
 
@@ -154,3 +155,29 @@ def test_foreground_daemon_notifies_systemd_and_stops_on_sigint(nonod: Nonod) ->
     assert proc.stderr is not None
     log = proc.stderr.read().decode()
     assert '"event":"nonod ready"' in log  # JSON lines: stderr is not a terminal
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
+                    reason="systemd-socket-activate is not installed (Debian: package systemd)")
+def test_socket_activation_uses_the_inherited_socket(nonod: Nonod) -> None:
+    nonod.socket.parent.mkdir(mode=0o700)
+    proc = subprocess.Popen(
+        ["systemd-socket-activate", "-l", str(nonod.socket), "-E", "PYTHONPATH",
+         "-E", "XDG_STATE_HOME", "-E", "XDG_CONFIG_HOME", "-E", "XDG_RUNTIME_DIR",
+         sys.executable, "-m", "nonod", "--foreground"],
+        env=nonod.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        assert b"Listening on" in proc.stderr.readline()  # the socket exists before nonod
+        with nonod.connect() as conn:  # the first connection starts nonod
+            status = conn.request(p.Status())
+        assert isinstance(status, p.DaemonStatus)
+        assert status.socket == str(nonod.socket)
+        assert not (nonod.socket.parent / "nonod.sock.lock").exists()  # systemd owns it
+        os.kill(status.pid, signal.SIGTERM)
+        assert wait_pid_gone(status.pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

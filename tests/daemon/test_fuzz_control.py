@@ -16,12 +16,12 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import wsproto.events as ws_events
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import wsproto.events as ws_events
 
+from nonoctl.client import ConnectionLost
 from nonod.control import protocol as p
-from nonoctl.client import Connection, ConnectionLost
 
 from .conftest import DaemonThread, session_env
 
