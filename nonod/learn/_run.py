@@ -1,0 +1,458 @@
+"""Running a program under observation: the recording session, strace inside it, the
+recording proxy beside it, the time limit, and the fold at the end."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Final, final
+
+import msgspec
+import trio
+
+from ..errors import NonoError
+from ..policy import Access, Denial, EnvPolicy, Grant, NetworkPolicy, ResolvedPolicy
+from ..profiles import Profile, ResolveContext, parse_profile, resolve
+from ..proxy import Resolver, child_environment
+from ..sandbox import ExitStatus, Launcher, LaunchRequest, Sandboxed, open_launcher
+from ._fold import Coverage, fold
+from ._network import NetworkRecorder, forward_listen_port, serve_recording_proxy
+from ._propose import LearnProgress, LearnResult, listening_ports
+from ._trace import Observations, StraceParser, TraceRecorder, Use, strace_argv
+
+#: Where strace is looked for (Debian's package installs /usr/bin/strace).
+STRACE_PATHS: Final = ("/usr/bin/strace", "/bin/strace", "/usr/local/bin/strace")
+#: Seconds between SIGTERM and SIGKILL when the time limit ends a run.
+GRACE: Final = 5.0
+#: Seconds to wait for the session to end after SIGKILL.
+KILL_TIMEOUT: Final = 10.0
+#: How often the trace is read and progress reported.
+PROGRESS_INTERVAL: Final = 0.5
+#: Trees of the operating system the recording session sees read-only; writes there are
+#: refused (and reported), everything else is read-write.
+READ_ONLY_TREES: Final = ("/usr", "/etc", "/boot", "/sys", "/run", "/snap", "/bin", "/sbin",
+                          "/lib", "/lib32", "/lib64", "/libx32", "/nix")
+#: Each session gets its own empty instance of these (see docs/profiles.md).
+_PRIVATE: Final = ("/tmp", "/var/tmp", "/dev/shm")
+#: Provided fresh by the sandbox; never bound from the host.
+_PROVIDED: Final = ("/proc", "/dev")
+_CHUNK: Final = 1 << 20  # bytes of trace read at a time
+_GRANTING: Final = Use.READ | Use.WRITE | Use.EXEC | Use.LIST | Use.CREATE | Use.REMOVE
+
+# The session's program: strace runs as its child. A stop signal from the daemon (forwarded
+# by the session's init) is passed to every process of the session, so the traced program
+# shuts down as it would on its own, and strace (which blocks fatal signals, -I never) records
+# its shutdown. Standard input is handed on explicitly: an asynchronous list would get
+# /dev/null. The shell's own messages ("Terminated") are not the program's and are dropped.
+# The script is a constant; the traced command is passed as arguments.
+SHIM: Final = """\
+trap 'kill -s TERM -- -1 2>/dev/null' TERM
+trap 'kill -s INT -- -1 2>/dev/null' INT
+trap 'kill -s HUP -- -1 2>/dev/null' HUP
+exec 3<&0
+"$@" <&3 3<&- &
+child=$!
+exec 3<&- 2>/dev/null
+while :; do
+  wait "$child"
+  status=$?
+  kill -s 0 "$child" 2>/dev/null || exit "$status"
+done
+"""
+SHELL: Final = "/bin/sh"
+
+
+class LearnError(NonoError):
+    """A learn run could not observe the program."""
+
+    code = "learn.failed"
+
+
+def find_strace() -> str:
+    for path in STRACE_PATHS:
+        if os.access(path, os.X_OK):
+            return path
+    found = shutil.which("strace")
+    if found is None:
+        raise LearnError("strace is not installed: learn traces the program with it",
+                         hint="install it (apt-get install strace)")
+    return found
+
+
+def _under(path: str, parent: str) -> bool:
+    return path == parent or parent == "/" or path.startswith(parent.rstrip("/") + "/")
+
+
+def _whole_tree(root: str = "/") -> list[Grant]:
+    """Grants for everything below ``root`` except what the sandbox provides itself.
+
+    A grant of ``/`` itself cannot be mounted by the engine, so the top-level entries are
+    granted one by one; a directory that holds one of the private temporary directories
+    (``/var`` holds ``/var/tmp``) is granted entry by entry too, so that the private
+    directory is not hidden under a bind of its parent. Symlinks are left to the engine,
+    which recreates those on the way to what it binds.
+    """
+    grants: list[Grant] = []
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return grants
+    for name in names:
+        path = os.path.join(root, name)
+        if path in _PRIVATE or path in _PROVIDED or os.path.islink(path):
+            continue
+        if any(_under(private, path) for private in _PRIVATE):
+            grants.extend(_whole_tree(path))
+            continue
+        read_only = any(_under(path, tree) for tree in READ_ONLY_TREES)
+        access = Access.READ if read_only else Access.READWRITE
+        if os.path.isdir(path):
+            grants.append(Grant(path=path, access=access, source="learn"))
+        elif os.path.isfile(path):
+            grants.append(Grant(path=path, access=Access.READ, is_file=True, source="learn"))
+    return grants
+
+
+def _outermost(denials: Sequence[Denial]) -> tuple[Denial, ...]:
+    """Denials not inside another denial (the outer mask already hides the inner path)."""
+    paths = [d.path for d in denials]
+    out: dict[str, Denial] = {}
+    for denial in denials:
+        if not any(p != denial.path and _under(denial.path, p) for p in paths):
+            out.setdefault(denial.path, denial)
+    return tuple(sorted(out.values(), key=lambda d: d.path))
+
+
+def _profile(data: dict[str, object]) -> Profile:
+    return parse_profile(msgspec.json.encode({"meta": {"name": "learn"}, **data}), "learn")
+
+
+def recording_policy(
+    ctx: ResolveContext,
+    *,
+    trace_dir: str,
+    hide: Sequence[str] = (),
+    env: EnvPolicy = EnvPolicy(),  # noqa: B008 - frozen, immutable
+) -> ResolvedPolicy:
+    """The policy a learn run's program runs under.
+
+    Every path is visible and, outside the operating system's trees, writable, except what
+    no session may ever see: the always-on deny groups (``~/.ssh``, keychains, shell history,
+    nono's own state...) and ``hide`` (the daemon's files). ``/tmp``, ``/var/tmp`` and
+    ``/dev/shm`` are private, as in every session. The network is restricted: the only way
+    out is the session's proxy, which the learn run serves with a recording policy.
+    """
+    base = resolve(_profile({"workdir": {"access": "readwrite"}}), ctx)
+    grants = [g for g in base.grants if not any(_under(g.path, p) for p in _PROVIDED)]
+    grants.extend(_whole_tree())
+    grants.append(Grant(path="/var/tmp", access=Access.READWRITE, source="learn"))
+    grants.append(Grant(path=os.path.realpath(trace_dir), access=Access.READWRITE,
+                        source="learn"))
+    hidden = [Denial(path=os.path.realpath(p), is_file=os.path.isfile(p), source="daemon")
+              for p in hide]
+    return ResolvedPolicy(
+        name="learn",
+        grants=tuple(grants),
+        denials=_outermost([*base.denials, *hidden]),
+        workdir=base.workdir,
+        workdir_access=Access.READWRITE,
+        env=env,
+        network=NetworkPolicy(restricted=True),
+        groups=base.groups,
+        notes=base.notes,
+    )
+
+
+@final
+class _TraceFollower:
+    """Reads the trace file as strace appends to it and feeds the parser (sync: call it in
+    a worker thread)."""
+
+    def __init__(self, path: str, cwd: str) -> None:
+        self._path = path
+        self._offset = 0
+        self._partial = b""
+        self.parser = StraceParser()
+        self.recorder = TraceRecorder(cwd)
+
+    def poll(self) -> None:
+        if not os.path.exists(self._path):
+            return  # strace has not started yet
+        with open(self._path, "rb") as f:
+            f.seek(self._offset)
+            while data := f.read(_CHUNK):
+                self._offset += len(data)
+                lines = (self._partial + data).split(b"\n")
+                self._partial = lines.pop()
+                for line in lines:
+                    self._feed(line)
+
+    def finish(self) -> Observations:
+        self.poll()
+        if self._partial:
+            self._feed(self._partial)
+            self._partial = b""
+        return self.recorder.finish()
+
+    def _feed(self, raw: bytes) -> None:
+        call = self.parser.feed(raw.decode("utf-8", "surrogateescape"))
+        if call is not None:
+            self.recorder.feed(call)
+
+    def path_count(self) -> int:
+        return sum(1 for r in self.recorder.observations.paths.values() if r.ok & _GRANTING)
+
+
+@asynccontextmanager
+async def _engine(launcher: Launcher | None) -> AsyncIterator[Launcher]:
+    if launcher is not None:
+        yield launcher
+        return
+    async with open_launcher() as own:
+        yield own
+
+
+async def _watch(proc: Sandboxed, box: list[ExitStatus], exited: trio.Event) -> None:
+    # Shielded: Sandboxed.wait_exited must not be cancelled halfway (it owns the exit pipe),
+    # and the stop sequence below relies on it to learn that the session is over.
+    with trio.CancelScope(shield=True):
+        box.append(await proc.wait_exited())
+    exited.set()
+
+
+async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+async def _stop(proc: Sandboxed, exited: trio.Event, grace: float) -> None:
+    """SIGTERM (the shim passes it to every process of the session), the grace period,
+    SIGKILL (the session's init, and with it the whole session), then wait, bounded."""
+    proc.send_signal(signal.SIGTERM)
+    with trio.move_on_after(grace):
+        await exited.wait()
+    if not exited.is_set():
+        proc.kill()
+        with trio.move_on_after(KILL_TIMEOUT):
+            await exited.wait()
+
+
+async def learn(
+    argv: Sequence[str],
+    *,
+    cwd: str,
+    env: Mapping[str, str],
+    timeout: float | None,
+    base_profile: Profile | None,
+    listen_ports: Sequence[int] = (),
+    progress: Callable[[LearnProgress], None] | None = None,
+    resolver: Resolver | None = None,
+    launcher: Launcher | None = None,
+    stdio: tuple[int, int, int] = (0, 1, 2),
+    hide: Sequence[str] = (),
+    grace: float = GRACE,
+    strace: str | None = None,
+    stop: trio.Event | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
+) -> LearnResult:
+    """Run ``argv`` in ``cwd`` under observation and propose a profile for it.
+
+    ``env`` is the caller's environment (``HOME``, ``XDG_*`` and ``TMPDIR`` locate the user's
+    directories; the program gets what the base profile's environment rules pass, by default
+    the basic variables only, plus the proxy variables). ``timeout`` ends the run: SIGTERM to
+    every process of the session, ``grace`` seconds, then SIGKILL; the result is returned
+    either way. ``base_profile`` reduces the result to what that profile lacks.
+    ``listen_ports`` are forwarded from the host into the session while it runs, and
+    proposed. ``progress`` is called about twice a second (it must not block). ``resolver``
+    resolves the names the program asks for (tests pin names to local fakes); ``launcher`` is
+    the daemon's fork server (one is started otherwise); ``hide`` are paths the session must
+    not see besides the deny groups (the daemon's state, configuration and socket). Setting
+    ``stop`` ends the run early, as the time limit would (the user is done exercising the
+    program). ``uid``/``gid`` run the program as another user (a system daemon, as root,
+    for the requesting client); the default is the caller's own.
+
+    Raises LearnError when the program could not be traced, and what ``resolve`` and the
+    engine raise for a base profile that does not resolve or a launch that is refused.
+    """
+    if not argv:
+        raise LearnError("no command to learn")
+    if timeout is not None and not timeout > 0:
+        raise LearnError(f"the time limit must be positive, got {timeout}")
+    for port in listen_ports:
+        if not 1 <= port <= 65535:
+            raise LearnError(f"listen port {port} is out of range (1-65535)")
+    strace_path = strace or find_strace()
+    home = env.get("HOME") or os.path.expanduser("~")
+    ctx = ResolveContext.for_user(home=home, workdir=os.path.realpath(cwd),
+                                  uid=os.getuid() if uid is None else uid, environ=env)
+    coverage = await trio.to_thread.run_sync(Coverage.build, ctx)
+    base_policy = resolve(base_profile, ctx) if base_profile is not None else None
+    trace_dir = await trio.to_thread.run_sync(
+        functools.partial(tempfile.mkdtemp, prefix="nono-learn-"))
+    try:
+        if uid is not None:
+            os.chown(trace_dir, uid, -1 if gid is None else gid)
+        return await _learn_in(
+            argv, ctx=ctx, env=env, timeout=timeout, base_policy=base_policy,
+            coverage=coverage, trace_dir=trace_dir, strace_path=strace_path,
+            listen_ports=listen_ports, progress=progress, resolver=resolver or Resolver(),
+            launcher=launcher, stdio=stdio, hide=hide, grace=grace, stop=stop, uid=uid,
+            gid=gid)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(
+                functools.partial(shutil.rmtree, trace_dir, ignore_errors=True))
+
+
+async def _learn_in(
+    argv: Sequence[str],
+    *,
+    ctx: ResolveContext,
+    env: Mapping[str, str],
+    timeout: float | None,
+    base_policy: ResolvedPolicy | None,
+    coverage: Coverage,
+    trace_dir: str,
+    strace_path: str,
+    listen_ports: Sequence[int],
+    progress: Callable[[LearnProgress], None] | None,
+    resolver: Resolver,
+    launcher: Launcher | None,
+    stdio: tuple[int, int, int],
+    hide: Sequence[str],
+    grace: float,
+    stop: trio.Event | None,
+    uid: int | None,
+    gid: int | None,
+) -> LearnResult:
+    trace_path = os.path.join(trace_dir, "trace")
+    policy = recording_policy(ctx, trace_dir=trace_dir, hide=hide,
+                              env=base_policy.env if base_policy is not None else EnvPolicy())
+    real_trace_dir = os.path.realpath(trace_dir)
+    if any(_under(real_trace_dir, d.path) for d in policy.denials):
+        raise LearnError(f"the trace directory {real_trace_dir} lies in a path sessions may "
+                         "not see", hint="point TMPDIR (of the daemon) somewhere else, "
+                         "such as /tmp")
+    token = secrets.token_hex(32)
+    port = 20000 + secrets.randbelow(40000)
+    request = LaunchRequest(
+        argv=(SHELL, "-c", SHIM, "nono-learn", *strace_argv(strace_path, trace_path, argv)),
+        cwd=ctx.workdir,
+        env=tuple(env.items()),
+        extra_env=child_environment(port, token),
+        proxy_port=port,
+        uid=uid,
+        gid=gid,
+        allow_ptrace=True,
+    )
+    recorder = NetworkRecorder()
+    follower = _TraceFollower(trace_path, ctx.workdir)
+    started = trio.current_time()
+    deadline = started + timeout if timeout is not None else math.inf
+    exited = trio.Event()
+    box: list[ExitStatus] = []
+    timed_out = stopped = False
+    failure: LearnError | None = None
+
+    async def report() -> None:
+        while True:
+            await trio.to_thread.run_sync(follower.poll)
+            if progress is not None:
+                now = trio.current_time()
+                progress(LearnProgress(
+                    elapsed=now - started,
+                    remaining=None if math.isinf(deadline) else max(0.0, deadline - now),
+                    paths=follower.path_count(), hosts=recorder.host_count,
+                    listening=len(follower.recorder.observations.listening)))
+            await trio.sleep(PROGRESS_INTERVAL)
+
+    async with _engine(launcher) as engine:
+        proc = await engine.launch(policy, request, stdio=stdio)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch, proc, box, exited)
+            try:
+                if proc.proxy_listener is not None:
+                    listener = trio.SocketListener(
+                        trio.socket.from_stdlib_socket(proc.proxy_listener))
+                    await nursery.start(functools.partial(
+                        serve_recording_proxy, listener, recorder=recorder,
+                        resolver=resolver, proxy_token=token))
+                for listen in listen_ports:
+                    try:
+                        await nursery.start(forward_listen_port, proc, listen)
+                    except OSError as exc:
+                        # Raised after the nursery, so that it is not wrapped in a group.
+                        failure = LearnError(
+                            f"cannot forward port {listen}: 127.0.0.1:{listen} is not free "
+                            f"on this host ({exc.strerror or exc})")
+                        failure.__cause__ = exc
+                        break
+                else:
+                    nursery.start_soon(report)
+                    with trio.move_on_at(deadline) as waiting:
+                        if stop is not None:
+                            nursery.start_soon(_cancel_on, stop, waiting)
+                        await exited.wait()
+                    if not exited.is_set():
+                        stopped = stop is not None and stop.is_set()
+                        timed_out = not stopped
+            finally:
+                if not exited.is_set():
+                    with trio.CancelScope(shield=True):
+                        await _stop(proc, exited, grace)
+                nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    duration = trio.current_time() - started
+    observations = await trio.to_thread.run_sync(follower.finish)
+    if observations.calls == 0:
+        raise LearnError(
+            "strace recorded nothing: the program could not be traced",
+            hint="strace's own message is on the program's standard error; learn needs "
+                 "ptrace inside the session (kernel.yama.ptrace_scope 3 forbids it)")
+    for (address, dport), count in observations.direct.items():
+        recorder.note_direct(address, dport, count)
+    folded = await trio.to_thread.run_sync(functools.partial(
+        fold, observations, coverage, ignore=(trace_dir,),
+        hidden=[d for d in policy.denials if d.source == "daemon"]))
+    status = box[0] if box else ExitStatus(signal=signal.SIGKILL)
+    notes: list[str] = []
+    if follower.parser.skipped:
+        notes.append(f"{follower.parser.skipped} trace lines could not be read")
+    if observations.unresolved:
+        notes.append(f"{observations.unresolved} relative paths had no known base directory")
+    for host, hport, reason in recorder.upstream_failures():
+        notes.append(f"{host}:{hport} could not be reached while learning ({reason}); "
+                     "it is proposed all the same")
+    result = LearnResult(
+        command=tuple(argv),
+        workdir=ctx.workdir,
+        home=os.path.realpath(ctx.home),
+        workdir_access=folded.workdir_access,
+        groups=folded.groups,
+        grants=folded.grants,
+        outbound=recorder.outbound(),
+        listening=listening_ports(observations.listening, listen_ports),
+        covered=folded.covered,
+        denied_touched=folded.denied_touched,
+        skipped=folded.skipped,
+        addresses=recorder.addresses(),
+        refused=recorder.refused(),
+        exit_code=status.code,
+        exit_signal=status.signal,
+        timed_out=timed_out,
+        stopped=stopped,
+        duration=duration,
+        notes=tuple(notes),
+    )
+    if base_policy is not None:
+        result = result.diff_against(base_policy)
+    return result

@@ -1,0 +1,273 @@
+"""Learn against the real engine and kernel: strace inside a recording session, the
+recording proxy, the fold, and the proposal run back under the engine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+import trio
+
+from nonod.learn import LearnError, LearnProgress, LearnResult, learn
+from nonod.policy import Access
+from nonod.profiles import parse_profile
+
+from .conftest import HERE, needs_tools
+from .scenario import HOSTS, LISTEN_PORT, Report, run_scenario
+
+pytestmark = needs_tools()
+REPO = HERE.parent.parent
+NOBODY = 65534
+
+
+def _covers(result: LearnResult, path: Path, access: Access) -> bool:
+    """Whether the proposal grants ``access`` to ``path`` (by a grant, the workdir or a
+    group that it includes)."""
+    text = str(path)
+    for grant in result.grants:
+        inside = text == grant.path or (not grant.is_file and text.startswith(grant.path + "/"))
+        if inside and (not access.reads or grant.access.reads) and (
+                not access.writes or grant.access.writes):
+            return True
+    return False
+
+
+def check_report(report: Report, base: Path) -> None:
+    result = report.result
+    assert result.exit_code == 0, report.learn_output
+    assert not result.timed_out
+    # the program did what it does, while learning and under the proposal
+    for output in (report.learn_output, report.rerun_output):
+        assert "helper read child-config" in output
+        assert "templates ['a.tmpl', 'b.tmpl']" in output
+        for host in HOSTS:
+            assert f"fetched {host} hello from {host}" in output
+        assert "SSH KEY READ" not in output
+        assert "app done" in output
+    # each thing it used is in the proposal
+    assert _covers(result, base / "home/.config/learnapp/config.json", Access.READ)
+    assert _covers(result, base / "var/cache/learnapp/state.json", Access.WRITE)
+    assert any(g.path == str(base / "var/cache") and g.access.writes and not g.is_file
+               for g in result.grants), "creating learnapp/ needs write on var/cache"
+    templates = [g for g in result.grants if g.path == str(base / "data/templates")]
+    assert templates and not templates[0].is_file and templates[0].why == "listed"
+    assert _covers(result, base / "libexec/helper", Access.READ)
+    assert _covers(result, base / "data/child.conf", Access.READ)
+    assert result.workdir_access is Access.READ
+    assert {(h.hostname, h.port) for h in result.outbound} == {(h, 80) for h in HOSTS}
+    assert [p.port for p in result.listening] == [LISTEN_PORT]
+    # ~/.ssh: touched, reported, never proposed
+    ssh = str(base / "home/.ssh")
+    assert not any(g.path.startswith(ssh) for g in result.grants)
+    touched = [d for d in result.denied_touched if d.path.startswith(ssh)]
+    assert touched and touched[0].denied_by == "group:deny_credentials"
+    assert "read" in touched[0].uses
+    assert str(base / "secret") not in "".join(g.path for g in result.grants)
+    # the profile is nono's format and says all that
+    profile = parse_profile(report.profile.encode(), "learned")
+    assert list(profile.network.listen_port) == [LISTEN_PORT]
+    assert sorted(profile.network.allow_domain) == sorted(HOSTS)
+    assert profile.workdir.access == "read"
+    assert "$HOME/.config/learnapp/config.json" in profile.filesystem.read_file
+    nono = msgspec.json.decode(result.to_nono_json())
+    assert str(base / "data/templates") in nono["filesystem"]["read"]
+    assert {o["hostname"] for o in nono["network"]["outbound"]} == set(HOSTS)
+    assert nono["network"]["listening"][0]["port"] == LISTEN_PORT
+    # the proposal works, and only for what was learned
+    assert report.rerun_code == 0, report.rerun_output
+    assert report.extra_code not in (0, None), report.extra_output
+    assert "extra.txt" in report.extra_output
+    assert "not learned" not in report.extra_output
+
+
+async def test_learn_proposes_a_profile_that_runs(scratch: Path) -> None:
+    report = await run_scenario(scratch)
+    check_report(report, scratch)
+    assert sorted(set(report.fetched)) == sorted(HOSTS)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.getuid() != 0, reason="runs the scenario as another uid")
+def test_learn_as_an_unprivileged_user(scratch: Path) -> None:
+    probe = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+         sys.executable, "-c", "import nonod.learn, tests.learn.scenario"],
+        cwd=REPO, capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("this checkout or interpreter is not reachable by an unprivileged uid")
+    os.chown(scratch, NOBODY, NOBODY)
+    proc = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+         sys.executable, "-m", "tests.learn.scenario", str(scratch)],
+        cwd=REPO, capture_output=True, check=False, timeout=180,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(scratch)})
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    report = msgspec.json.decode(proc.stdout, type=Report)
+    check_report(report, scratch)
+
+
+NEVER_EXITS = r"""
+import signal, sys, time
+def stop(signum, frame):
+    open(sys.argv[1] + "/stopped-cleanly", "w").write("yes")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+open(sys.argv[1] + "/started", "w").write("yes")
+while True:
+    time.sleep(0.1)
+"""
+
+IGNORES_TERM = r"""
+import signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+open(sys.argv[1] + "/started", "w").write("yes")
+while True:
+    time.sleep(0.1)
+"""
+
+
+async def test_timeout_stops_the_program_and_still_proposes(scratch: Path) -> None:
+    work = scratch / "work"
+    work.mkdir()
+    (work / "forever.py").write_text(NEVER_EXITS)
+    seen: list[LearnProgress] = []
+    with trio.fail_after(30):
+        result = await learn(["/usr/bin/python3", "-I", "forever.py", str(work)],
+                             cwd=str(work), env={"HOME": str(scratch / "home"),
+                                                 "PATH": "/usr/bin:/bin"},
+                             timeout=2, base_profile=None, progress=seen.append)
+    assert result.timed_out
+    assert 2 <= result.duration < 10
+    # SIGTERM reached the program itself, which shut down on its own terms, traced
+    assert (work / "stopped-cleanly").read_text() == "yes"
+    assert result.exit_code == 0
+    assert result.workdir_access is Access.READWRITE  # it wrote its marker files there
+    assert parse_profile(result.to_profile("forever"), "forever").meta.name == "forever"
+    assert seen and seen[0].remaining is not None and seen[-1].remaining is not None
+    assert seen[-1].remaining < seen[0].remaining
+    assert seen[-1].paths > 0
+    assert "learning:" in seen[-1].line() and "s left" in seen[-1].line()
+
+
+async def test_timeout_kills_a_program_that_ignores_sigterm(scratch: Path) -> None:
+    work = scratch / "work"
+    work.mkdir()
+    (work / "stubborn.py").write_text(IGNORES_TERM)
+    with trio.fail_after(30):
+        result = await learn(["/usr/bin/python3", "-I", "stubborn.py", str(work)],
+                             cwd=str(work), env={"HOME": str(scratch / "home"),
+                                                 "PATH": "/usr/bin:/bin"},
+                             timeout=1, base_profile=None, grace=0.5)
+    assert result.timed_out
+    assert result.exit_code is None and result.exit_signal is not None
+    assert (work / "started").exists()
+    assert result.workdir_access is Access.READWRITE
+
+
+async def test_base_profile_lists_only_what_it_lacks(scratch: Path) -> None:
+    (scratch / "data").mkdir()
+    (scratch / "data" / "known.txt").write_text("k")
+    (scratch / "data" / "new.txt").write_text("n")
+    (scratch / "work").mkdir()
+    (scratch / "work" / "app.py").write_text(
+        "import sys\n"
+        f"open({str(scratch / 'data' / 'known.txt')!r}).read()\n"
+        f"open({str(scratch / 'data' / 'new.txt')!r}).read()\n")
+    base = parse_profile(msgspec.json.encode({
+        "meta": {"name": "base"}, "workdir": {"access": "read"},
+        "filesystem": {"read_file": [str(scratch / "data" / "known.txt")]},
+        "network": {"block": True}}), "base")
+    with trio.fail_after(30):
+        result = await learn(["/usr/bin/python3", "-I", "app.py"], cwd=str(scratch / "work"),
+                             env={"HOME": str(scratch / "home"), "PATH": "/usr/bin:/bin"},
+                             timeout=20, base_profile=base)
+    assert result.base == "base"
+    assert [g.path for g in result.grants] == [str(scratch / "data" / "new.txt")]
+    assert result.workdir_access is None  # the base already reads the workdir
+    assert any("profile `base`" in line for line in result.summary_lines())
+
+
+SERVES_ONCE = r"""
+import socket, sys
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen()
+conn, _ = server.accept()
+conn.sendall(b"pong:" + conn.recv(100))
+conn.close()
+"""
+
+
+async def test_listen_ports_are_forwarded_while_learning(scratch: Path) -> None:
+    work = scratch / "work"
+    work.mkdir()
+    (work / "serve.py").write_text(SERVES_ONCE)
+    port = 28000 + os.getpid() % 1000
+
+    async def exercise() -> bytes:
+        # Like a test webhook sent while learning: retry until the program listens.
+        while True:
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                await trio.sleep(0.05)
+                continue
+            reply = b""
+            async with stream:
+                try:
+                    await stream.send_all(b"ping")
+                    while chunk := await stream.receive_some(100):
+                        reply += chunk
+                except trio.BrokenResourceError:
+                    pass  # nothing listened inside yet: the forwarder dropped us
+            if reply:
+                return reply
+            await trio.sleep(0.05)  # connected before the program listened: try again
+
+    replies: list[bytes] = []
+
+    async def client() -> None:
+        replies.append(await exercise())
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client)
+            result = await learn(["/usr/bin/python3", "-I", "serve.py", str(port)],
+                                 cwd=str(work), env={"HOME": str(scratch / "home"),
+                                                     "PATH": "/usr/bin:/bin"},
+                                 timeout=20, base_profile=None, listen_ports=(port,))
+    assert replies == [b"pong:ping"]
+    assert result.exit_code == 0 and not result.timed_out
+    assert [(p.port, p.source) for p in result.listening] == [(port, "traced")]
+    assert list(parse_profile(result.to_profile("srv"), "srv").network.listen_port) == [port]
+    assert parse_profile(result.to_profile("srv"), "srv").network.block is True
+
+
+async def test_a_busy_listen_port_is_a_learn_error(scratch: Path) -> None:
+    work = scratch / "work"
+    work.mkdir()
+    (work / "serve.py").write_text(SERVES_ONCE)
+    taken = trio.socket.socket()
+    await taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    with taken, pytest.raises(LearnError, match=f"cannot forward port {port}"):
+        await learn(["/usr/bin/python3", "-I", "serve.py", str(port)], cwd=str(work),
+                    env={"HOME": str(scratch / "home"), "PATH": "/usr/bin:/bin"},
+                    timeout=20, base_profile=None, listen_ports=(port,))
+
+
+async def test_arguments_are_checked(scratch: Path) -> None:
+    env = {"HOME": str(scratch), "PATH": "/usr/bin:/bin"}
+    with pytest.raises(LearnError, match="no command"):
+        await learn([], cwd=str(scratch), env=env, timeout=1, base_profile=None)
+    with pytest.raises(LearnError, match="must be positive"):
+        await learn(["true"], cwd=str(scratch), env=env, timeout=0, base_profile=None)
+    with pytest.raises(LearnError, match="out of range"):
+        await learn(["true"], cwd=str(scratch), env=env, timeout=1, base_profile=None,
+                    listen_ports=(70000,))
