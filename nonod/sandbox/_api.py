@@ -82,8 +82,10 @@ class Sandboxed:
         self._waiting = True
         try:
             records = await _read_records(self._exit_stream, until=REC_EXIT)
-        finally:
-            await self._exit_stream.aclose()
+        except BaseException:
+            self._waiting = False  # cancelled: a later call reads on (records are tiny)
+            raise
+        await self._exit_stream.aclose()
         status = ExitStatus(signal=signal.SIGKILL)  # the launcher was killed: so was the program
         for kind, a, b, _ in records:
             if kind == REC_EXIT:

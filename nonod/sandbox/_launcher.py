@@ -145,6 +145,9 @@ def _switch_user(plan: LaunchPlan) -> None:
     os.setgroups([])
     os.setresgid(plan.gid, plan.gid, plan.gid)
     os.setresuid(plan.uid, plan.uid, plan.uid)
+    # Changing uid clears "dumpable", which makes /proc/self/* root's: the id maps written
+    # next would then be refused.
+    _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
 
 
 def _idmap(plan: LaunchPlan) -> None:
@@ -341,6 +344,14 @@ def confine_and_run(plan: LaunchPlan, fds: Fds) -> None:
         launch_w, exit_w, control = _stdio(fds)
     except OSError as exc:
         raise StepFailed("stdio", exc.errno or 0, "dup2") from None
+    try:
+        _confined_tail(plan, launch_w, exit_w, control)
+    except StepFailed as exc:
+        # The caller's descriptor numbers are gone (close_fds): report on ours.
+        _fail(launch_w, exc)
+
+
+def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int) -> None:
     _step("close_fds", _libc.close_range, CONTROL_FD + 1, 0xFFFFFFFF)
     if plan.proxy_port:
         _step("loopback", _hand_over_listener, control, plan.proxy_port)

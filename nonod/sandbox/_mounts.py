@@ -44,6 +44,9 @@ PIN_DIR = "/.nono-pins"
 EMPTY_FILE = "/.nono-empty"
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+# What the sandbox's own /dev provides: grants of these are already satisfied.
+PROVIDED_DEV = frozenset({*(f"/dev/{n}" for n in DEV_NODES), "/dev/pts", "/dev/ptmx",
+                          "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr"})
 # Files that run code outside the sandbox when someone later uses the directory.
 PERSISTENCE_NAMES = (".git/hooks", ".git/config", ".gitmodules", ".envrc", ".vscode", ".idea")
 HOME_RC_FILES = (
@@ -59,6 +62,7 @@ class MountOp(msgspec.Struct, frozen=True, array_like=True):
     source: str = ""
     writable: bool = False
     create: bool = False  # MASK_*: make a placeholder at target first
+    device: bool = False  # BIND_*: device nodes stay usable (no nodev)
 
 
 class MountPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,13 +114,13 @@ def compile_mounts(
     binds: dict[str, MountOp] = {}
     tmp_writable: dict[str, bool] = {p: p == "/dev/shm" for p in PRIVATE_TMP}
     denied = [d.path for d in policy.denials]
-    for grant in policy.grants:
+    for grant in expand_root(policy.grants):
         path = grant.path
         writes = grant.access.writes
         if path in tmp_writable:
             tmp_writable[path] = tmp_writable[path] or writes
             continue
-        if path in ("/proc", "/dev") or _under(path, "/proc"):
+        if path in ("/proc", "/dev") or _under(path, "/proc") or path in PROVIDED_DEV:
             continue  # provided fresh by the sandbox
         if any(_under(path, d) for d in denied):
             continue  # deny wins over a grant inside it
@@ -126,12 +130,14 @@ def compile_mounts(
             continue
         kind = BIND_DIR if stat.S_ISDIR(st.st_mode) else BIND_FILE
         prev = binds.get(path)
-        binds[path] = MountOp(kind, path, path, writes or bool(prev and prev.writable))
+        binds[path] = MountOp(kind, path, path, writes or bool(prev and prev.writable),
+                              device=_under(path, "/dev"))
 
-    ops: list[MountOp] = []
-    for path, writable in tmp_writable.items():
-        ops.append(MountOp(TMPFS, path, "", writable))
-    ops.extend(sorted(binds.values(), key=lambda op: (_depth(op.target), op.target)))
+    # Parents before children, private tmp mounts among them (a /var grant comes before
+    # the private /var/tmp on top of it).
+    tmp_ops = [MountOp(TMPFS, path, "", writable) for path, writable in tmp_writable.items()]
+    ops: list[MountOp] = sorted([*tmp_ops, *binds.values()],
+                                key=lambda op: (_depth(op.target), op.target))
 
     taken = set(binds) | set(PRIVATE_TMP) | {"/proc", "/dev"}
     alias_paths = [a for a, _ in aliases]
@@ -157,6 +163,8 @@ def compile_mounts(
     masked: list[str] = []
     skipped: list[str] = []
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
+        if any(_under(denial.path, m) for m in masked):
+            continue  # inside a path already masked: hidden with it
         op = _mask_op(denial, visible)
         if op is None:
             skipped.append(denial.path)
@@ -165,6 +173,23 @@ def compile_mounts(
             ops.append(op)
     return MountPlan(ops=tuple(ops), masked=tuple(masked), skipped=tuple(skipped),
                      protected=tuple(protected))
+
+
+def expand_root(grants: Sequence[Grant]) -> list[Grant]:
+    """A grant of ``/`` becomes one grant per top-level entry: the session's root itself must
+    stay the sandbox's own (a bind of the host root over it would undo every other mount)."""
+    out: list[Grant] = []
+    for grant in grants:
+        if grant.path != "/":
+            out.append(grant)
+            continue
+        for entry in sorted(os.listdir("/")):
+            path = "/" + entry
+            if path in ("/proc", "/dev") or os.path.islink(path):
+                continue  # fresh in the sandbox; top-level links are recreated
+            out.append(msgspec.structs.replace(grant, path=path,
+                                               is_file=not os.path.isdir(path)))
+    return out
 
 
 def _mask_op(denial: Denial, visible: Sequence[MountOp]) -> MountOp | None:
@@ -241,11 +266,11 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
         target = op.target
         if op.kind == BIND_DIR:
             _mkdirs(target)
-            _bind(OLD + op.source, target, writable=op.writable)
+            _bind(OLD + op.source, target, writable=op.writable, nodev=not op.device)
         elif op.kind == BIND_FILE:
             if not os.path.exists(target):
                 _touch(target)
-            _bind(OLD + op.source, target, writable=op.writable)
+            _bind(OLD + op.source, target, writable=op.writable, nodev=not op.device)
         elif op.kind == TMPFS:
             _mkdirs(target)
             _libc.mount("tmpfs", target, "tmpfs", _libc.MS_NOSUID | _libc.MS_NODEV, "mode=1777")
@@ -258,8 +283,11 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
         elif op.kind == READONLY:
             _bind(target, target, writable=False)
         elif op.kind == MASK_DIR:
-            if op.create and not os.path.lexists(target):
-                os.mkdir(target, 0o700)
+            if op.create:
+                try:
+                    os.mkdir(target, 0o700)
+                except FileExistsError:
+                    pass  # another session's launch made it first
             _libc.mount("tmpfs", target, "tmpfs",
                         _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC, "mode=000,size=4k")
             _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY, recursive=False)

@@ -28,6 +28,7 @@ from ._mounts import (
     MountOp,
     base_grants,
     compile_mounts,
+    expand_root,
 )
 from ._report import applied, partial
 from ._types import EnforcementReport, LaunchRequest, LayerReport
@@ -148,7 +149,10 @@ def build_plan(
 
     bound = {op.target for op in mounts.ops if op.kind in (BIND_DIR, BIND_FILE, TMPFS)}
     grants: list[Grant] = list(base_grants())
-    for grant in policy.grants:
+    # A "/" grant is bound entry by entry, but Landlock takes it whole (masks still hold:
+    # they are mode-000 mounts).
+    grants.extend(g for g in policy.grants if g.path == "/")
+    for grant in expand_root(policy.grants):
         visible = grant.path in bound and grant.path not in mounts.masked
         if visible or grant.path in PRIVATE_TMP:
             grants.append(grant)

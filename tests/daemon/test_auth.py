@@ -137,7 +137,7 @@ def test_system_daemon_runs_sessions_as_their_callers_and_keeps_them_apart(
             assert isinstance(stopped, p.Exited)
         assert wait_pid_gone(int(str(session["pid"])))
 
-        outsider = raw_client(handle.socket, [hello()], prefix=as_user(NOBODY))
+        outsider = raw_client(handle.socket, [hello()], prefix=as_user(2))  # bin, gid 2
         assert outsider == ["CONNECT-ERROR EACCES"]  # not in the group: the directory is 0750
     finally:
         handle.stop()

@@ -329,3 +329,42 @@ def test_pinned_file_survives_replacement_on_host(
     assert lines[0] == "OK # verified rules"
     assert lines[1] in ("EROFS", "EACCES")
     assert lines[2] in ("EBUSY", "EROFS", "EACCES", "EXDEV")
+
+
+def test_root_grant_dev_grants_and_var_grant(sandbox_user: SandboxUser, home: Path) -> None:
+    """A "/" grant keeps the sandbox's own root; group grants of /dev nodes keep them usable;
+    a /var grant does not hide the private /var/tmp."""
+    pol = ResolvedPolicy(
+        name="wide",
+        grants=(Grant(path="/", access=Access.READ),
+                Grant(path="/dev/null", access=Access.READWRITE, is_file=True),
+                Grant(path="/var", access=Access.READ),
+                Grant(path="/var/tmp", access=Access.READWRITE),
+                Grant(path=str(home / "work"), access=Access.READWRITE)),
+        denials=(Denial(path=str(home / ".ssh")), Denial(path="/etc/shadow", is_file=True)),
+    )
+    r = sandbox_user.run(pol, probe(
+        "t(lambda: open('/dev/null', 'w').write('x'))\n"
+        "t(lambda: open('/var/tmp/scratch', 'w').write('y'))\n"
+        f"t(lambda: open('{home}/.ssh/id_rsa').read())\n"
+        "t(lambda: sorted(p for p in os.listdir('/proc') if p.isdigit())[0])\n"
+    ), cwd=str(home / "work"))
+    assert r.code == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "OK 1"
+    assert lines[1] == "OK 1"
+    assert lines[2] in ("EACCES", "ENOENT")  # masked, or under the session's private /tmp
+    assert lines[3] == "OK 1"  # still the session's own /proc
+
+
+def test_exec_failure_after_confinement_is_reported(sandbox_user: SandboxUser,
+                                                    home: Path) -> None:
+    """A step after the descriptors moved (here: exec of a non-executable format) is still
+    reported as a refused launch, never as a program that started and died."""
+    work = home / "work"
+    bad = work / "not-a-program"
+    bad.write_bytes(b"\x00\x01garbage")
+    bad.chmod(0o755)
+    r = sandbox_user.run(policy((work, Access.READWRITE)), [str(bad)], cwd=str(work))
+    assert r.code == 125, r.stderr
+    assert "exec" in r.stderr and "did not run" in r.stderr
