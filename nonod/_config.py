@@ -82,9 +82,33 @@ class SessionsSection(_Section, frozen=True, kw_only=True):
     log_max_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 40)] = 64 * MiB
 
 
+class NetworkSection(_Section, frozen=True, kw_only=True):
+    #: Operator pinning, like curl's --resolve: host name -> "address:port". Pinned addresses
+    #: skip the private-range refusal because the operator chose them.
+    resolve: dict[str, str] = msgspec.field(default_factory=dict)
+    #: Let allowed names resolve to private (RFC 1918, ULA) addresses.
+    allow_private: bool = False
+    #: A PEM bundle trusted for upstream TLS besides the system roots.
+    extra_ca_file: str | None = None
+    #: Where --listen-port listens on the host.
+    listen_address: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        _check_abs("network.extra_ca_file", self.extra_ca_file)
+
+
+class AuditSection(_Section, frozen=True, kw_only=True):
+    #: Write each session's audit.ndjson (hash chain, sealed at the end).
+    enabled: bool = True
+    #: Seconds between fsyncs of a live session's audit file (and at its end).
+    fsync_interval: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0
+
+
 class Config(_Section, frozen=True, kw_only=True):
     daemon: DaemonSection = DaemonSection()
     sessions: SessionsSection = SessionsSection()
+    network: NetworkSection = NetworkSection()
+    audit: AuditSection = AuditSection()
 
 
 class LoadedConfig(msgspec.Struct, frozen=True, kw_only=True):

@@ -32,7 +32,9 @@ import trio
 from . import _logging
 from ._config import Config, ConfigError, LoadedConfig, default_state_dir
 from ._notify import notify
+from ._services import NetworkSettings
 from ._sessions import LauncherLike, Registry, SessionLimits
+from .audit._fanout import AuditHub
 from .control import (
     BoundSocket,
     ControlServer,
@@ -118,6 +120,15 @@ class _State:
             log_max_bytes=s.log_max_bytes,
         )
 
+    def network(self) -> NetworkSettings:
+        n = self.config.network
+        return NetworkSettings(resolve=dict(n.resolve), allow_private=n.allow_private,
+                               extra_ca_file=n.extra_ca_file, listen_address=n.listen_address)
+
+    def audit(self) -> tuple[bool, float]:
+        a = self.config.audit
+        return a.enabled, a.fsync_interval
+
     def settings(self) -> ServerSettings:
         d = self.config.daemon
         return ServerSettings(
@@ -200,7 +211,8 @@ async def run_daemon(
             async with trio.open_nursery() as sessions_nursery:
                 registry = Registry(
                     nursery=sessions_nursery, get_launcher=host.get, state_dir=state_dir,
-                    limits=state.limits, system=options.system,
+                    limits=state.limits, system=options.system, network=state.network,
+                    audit=state.audit, audit_hub=AuditHub(),
                 )
                 if handle_signals:
                     # In the root nursery: a second signal must still reach us while sessions stop.

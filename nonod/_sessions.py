@@ -39,10 +39,18 @@ import structlog
 import trio
 from structlog.contextvars import bound_contextvars
 
+from . import _services
+from .audit import AuditError, SessionEnded, SessionStarted, TrustFailed, TrustVerified, redact_argv
+from .audit import CredentialInjected as AuditCredentialInjected
+from .audit import Enforcement as AuditEnforcement
+from .audit import Event as AuditEvent
+from .audit import Network as AuditNetwork
+from .audit._fanout import AuditHub
+from .audit._writer import AuditWriter
 from .control import protocol as p
 from .errors import NonoError, PolicyError
 from .policy import ResolvedPolicy
-from .sandbox import EnforcementReport, ExitStatus, LaunchRequest
+from .sandbox import EnforcementReport, ExitStatus, LaunchRequest, Sandboxed
 
 log = structlog.get_logger()
 
@@ -421,8 +429,20 @@ class Session:
         self._stop_grace: float | None = None
         self._pty: trio.lowlevel.FdStream | None = None
         self._pty_fd = -1
+        #: Proxy, credentials and inbound forwards around the program (see ``_services``).
+        self.services: _services.Prepared | None = None
+        #: The session's audit stream (None when auditing is off).
+        self.audit: AuditWriter | None = None
         if record.state == "exited":
             self._exited.set()
+
+    def audit_event(self, event: object) -> None:
+        """Record one event (from the proxy, the inbound forwards...) in the audit stream."""
+        if self.audit is None:
+            return
+        converted = _audit_event(event)
+        if converted is not None:
+            self.audit.append(converted)
 
     @property
     def id(self) -> str:
@@ -577,7 +597,13 @@ class Registry:
         state_dir: Path,
         limits: Callable[[], SessionLimits],
         system: bool = False,
+        network: Callable[[], _services.NetworkSettings] | None = None,
+        audit: Callable[[], tuple[bool, float]] | None = None,
+        audit_hub: AuditHub | None = None,
     ) -> None:
+        self._network = network or _services.NetworkSettings
+        self._audit_settings = audit or (lambda: (True, 1.0))
+        self._audit_hub = audit_hub
         self._nursery = nursery
         self._get_launcher = get_launcher
         self._state_dir = state_dir
@@ -762,9 +788,19 @@ class Registry:
                 null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
                 to_close.append(null)
                 stdio = (null, null, null)
-            proc = await launcher.launch(
-                plan.policy, plan.request, stdio=stdio, controlling_tty=plan.stdio == "pty"
+            prepared = await _services.prepare(
+                plan.policy, plan.request, settings=self._network(),
+                environ=dict(plan.request.env),
+                listen_ports=plan.policy.network.listen_ports,
+                user_config_dir=_user_config_dir(plan.request),
             )
+            if prepared.request is None:
+                raise NonoError("session services produced no launch request")
+            proc = await launcher.launch(
+                plan.policy, prepared.request, stdio=stdio,
+                controlling_tty=plan.stdio == "pty",
+            )
+            session.services = prepared
         except BaseException:
             if session._pty is not None:
                 with trio.CancelScope(shield=True):
@@ -823,6 +859,11 @@ class Registry:
         exited = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
+            if session.audit is not None:
+                await nursery.start(session.audit.run)
+            if session.services is not None and isinstance(proc, Sandboxed):
+                await nursery.start(_services.serve, session.services, proc,
+                                    session.audit_event)
             if session.output is not None:
                 nursery.start_soon(session.output.run_writer)
                 pump_done = trio.Event()
@@ -879,11 +920,60 @@ class Registry:
             session._pty = None
         if session.output is not None:
             session.output.end()
+        await self._close_audit(session)
         await self._save(session)
         session._exited.set()
         log.info("session ended", name=record.name, exit_code=record.exit_code,
                  signal=record.signal, reason=record.reason)
         self._emit("exited", session)
+
+    async def _open_audit(self, session: Session, plan: LaunchPlan, proc: Process) -> None:
+        enabled, interval = self._audit_settings()
+        if not enabled:
+            return
+        record = session.record
+        try:
+            writer = await AuditWriter.create(self._state_dir, session.id, hub=self._audit_hub,
+                                              fsync_interval=interval)
+        except AuditError:
+            log.exception("audit stream could not be opened; the session is not audited")
+            return
+        session.audit = writer
+        secrets_seen = [v for _, v in (session.services.request.extra_env
+                                        if session.services and session.services.request
+                                        else ())]
+        writer.append(SessionStarted(
+            session=session.id, argv=redact_argv(record.argv, secrets_seen), cwd=record.cwd,
+            uid=record.uid, gid=record.gid, pid=proc.pid, name=record.name,
+            profile=record.profile, policy_digest=record.policy_digest))
+        writer.append(AuditEnforcement.from_report(proc.enforcement))
+        if session.services is not None:
+            for outcome in session.services.trust:
+                if outcome.outcome == "verified":
+                    writer.append(TrustVerified(path=outcome.path, sha256=outcome.sha256,
+                                                signer=""))
+                else:
+                    writer.append(TrustFailed(path=outcome.path, reason=outcome.reason,
+                                              code=outcome.outcome))
+
+    async def _close_audit(self, session: Session) -> None:
+        writer, session.audit = session.audit, None
+        if writer is None:
+            return
+        record = session.record
+        reason = {"stopped": "stopped", "client_gone": "stopped", "daemon_shutdown": "stopped",
+                  "error": "error"}.get(record.reason, "exited")
+        with trio.move_on_after(AUDIT_CLOSE_TIMEOUT):
+            try:
+                writer.append(SessionEnded(
+                    reason=reason,  # type: ignore[arg-type]
+                    exit_code=None if record.signal is not None else record.exit_code,
+                    signal=record.signal))
+                await writer.seal()
+            except AuditError:
+                log.exception("audit stream could not be sealed")
+            finally:
+                await writer.aclose()
 
     async def _save(self, session: Session) -> None:
         data = _record_encoder.encode(session.record)
@@ -951,6 +1041,34 @@ class Registry:
 
 
 # ---------------------------------------------------------------------------- file system
+
+
+AUDIT_CLOSE_TIMEOUT = 5.0
+
+
+def _user_config_dir(request: LaunchRequest) -> Path | None:
+    """The caller's nono config dir (its user-level trust policy lives there)."""
+    env = dict(request.env)
+    base = env.get("XDG_CONFIG_HOME") or (f"{env['HOME']}/.config" if env.get("HOME") else "")
+    return Path(base) / "nono" if base.startswith("/") else None
+
+
+def _audit_event(event: object) -> AuditEvent | None:
+    """Proxy and forwarder events in the audit model (unknown kinds are not recorded)."""
+    from .proxy import CredentialInjected as ProxyCredentialInjected
+    from .proxy import NetworkEvent
+
+    if isinstance(event, NetworkEvent):
+        return AuditNetwork.from_proxy(event)
+    if isinstance(event, ProxyCredentialInjected):
+        return AuditCredentialInjected(route=event.route, credential=event.credential,
+                                       source=event.source)
+    if isinstance(event, _services.InboundEvent):
+        return AuditNetwork(mode="inbound", decision=event.decision,  # type: ignore[arg-type]
+                            host=event.peer.rsplit(":", 1)[0], port=event.port,
+                            bytes_in=event.bytes_in, bytes_out=event.bytes_out,
+                            reason=event.reason or None)
+    return None
 
 
 def _make_private_dirs(*dirs: Path) -> None:

@@ -46,7 +46,7 @@ def test_a_full_file_parses(tmp_path: Path) -> None:
     [
         ("[daemon]\nsockett = '/x'\n", "unknown key `daemon.sockett`"),
         ("[sessions]\ngrace = 1\n", "unknown key `sessions.grace`"),
-        ("[network]\nblock = true\n", "unknown key `network`"),
+        ("[network]\nblock = true\n", "unknown key `network.block`"),
         ("verbose = true\n", "unknown key `verbose`"),
         ("[daemon]\nmax_connections = 0\n", r"`daemon.max_connections`: Expected `int` >= 1"),
         ("[daemon]\nmax_connections = 'many'\n", r"`daemon.max_connections`: Expected `int`"),
