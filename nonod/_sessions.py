@@ -833,6 +833,7 @@ class Registry:
             # still find the record at its next start. Shielded: the program already runs.
             with trio.CancelScope(shield=True):
                 await self._save(session)
+                await self._open_audit(session, plan, proc)
             task_status.started(session)
             try:
                 await self._supervise(session, proc)
