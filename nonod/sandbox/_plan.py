@@ -30,7 +30,7 @@ from ._mounts import (
     compile_mounts,
     expand_root,
 )
-from ._report import applied, partial
+from ._report import applied
 from ._types import EnforcementReport, LaunchRequest, LayerReport
 
 # Passed through when present, unless the profile denies them: what a program needs to behave.
@@ -224,8 +224,9 @@ def build_plan(
     if net.block:
         layers.append(applied("network", detail="blocked: private network namespace, no proxy"))
     elif net.restricted:
-        layers.append(partial("network", "the filtering proxy is not implemented yet: "
-                              "the private network namespace has no way out"))
+        layers.append(applied(
+            "network", detail=f"private network namespace; the only way out is the proxy "
+            f"socket on 127.0.0.1:{proxy_port}, served by the daemon"))
     else:
         layers.append(LayerReport(
             name="network", state="off",
