@@ -11,8 +11,9 @@ Exit statuses (also in ``docs/cli.md``):
 0     success; for ``launch`` (attached), ``attach`` and ``wait``: the program exited 0
 1-    for those three: the program's own exit status
 128+N the program was killed by signal N
-1     a request failed (no such session, ...)
+1     a request failed (no such session, ...); ``audit verify``: the file was tampered with
 2     bad command line (or ``usage.*`` from the daemon)
+2     ``audit verify``: the audit file is incomplete (no final record)
 3     ``daemon status``/``daemon stop``: no daemon is running
 122   nonod unreachable, refused the connection (``auth.*``) or broke the protocol
 123   launch refused: credentials (``credentials.*``)
@@ -253,6 +254,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _add_launch_flags(profile)
 
     command("doctor", _cmd_doctor, "check what this machine can enforce, and what to fix")
+
+    audit = command("audit", _cmd_audit, "verify, show or list audit files (read locally)")
+    audit.add_argument("action", choices=("verify", "show", "list"))
+    audit.add_argument("session", nargs="?", metavar="ID", help="session id or unique prefix")
+    audit.add_argument("--state-dir", type=Path, metavar="DIR",
+                       help="the daemon's state directory (default: the user daemon's, or "
+                       "the system daemon's with --system)")
+    audit.add_argument("--allow-incomplete", action="store_true",
+                       help="verify: accept a file with no final record (a live session)")
+    audit.add_argument("--no-ledger", action="store_true",
+                       help="verify: do not check the session against the ledger")
 
     completion = command("completion", _cmd_completion, "print a shell completion script",
                          json=False)
@@ -698,11 +710,134 @@ def _cmd_completion(args: argparse.Namespace, command: list[str], out: Output) -
     return EXIT_OK
 
 
+def _audit_state_dir(args: argparse.Namespace) -> Path:
+    if args.state_dir is not None:
+        return Path(_abs(str(args.state_dir)))
+    from nonod._config import default_state_dir
+
+    return default_state_dir(system=args.system)
+
+
+def _audit_session(state: Path, wanted: str, out: Output) -> str | None:
+    """The session whose audit file ``wanted`` names (its id or a unique prefix of it)."""
+    from nonod.audit import AUDIT_FILE
+
+    sessions = state / "sessions"
+    try:
+        names = sorted(n for n in os.listdir(sessions) if (sessions / n / AUDIT_FILE).is_file())
+    except FileNotFoundError:
+        names = []
+    except OSError as exc:
+        out.error(f"cannot list {sessions}: {exc.strerror}")
+        return None
+    if wanted in names:
+        return wanted
+    found = [n for n in names if n.startswith(wanted)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        out.error(f"{wanted!r} matches several sessions: {', '.join(found[:5])}"
+                  + (", ..." if len(found) > 5 else ""), "give more of the id")
+    else:
+        out.error(f"no audit file for session {wanted!r} in {sessions}",
+                  "`nonoctl audit list` shows the sessions there; --state-dir picks another")
+    return None
+
+
+def _cmd_audit(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    state = _audit_state_dir(args)
+    if args.action == "list":
+        return _audit_list(state, out)
+    if not args.session:
+        out.error(f"`audit {args.action}` needs a session id")
+        return EXIT_USAGE
+    session = _audit_session(state, args.session, out)
+    if session is None:
+        return EXIT_FAILURE
+    from nonod.audit import AUDIT_FILE
+
+    path = state / "sessions" / session / AUDIT_FILE
+    if args.action == "verify":
+        return _audit_verify(args, state, session, path, out)
+    return _audit_show(session, path, out)
+
+
+def _audit_verify(args: argparse.Namespace, state: Path, session: str, path: Path,
+                  out: Output) -> int:
+    from nonod.audit import LEDGER_FILE, AuditIncomplete, AuditVerifyError, verify_session_file
+
+    ledger = state / LEDGER_FILE
+    use_ledger = not args.no_ledger and ledger.exists()
+    try:
+        result = verify_session_file(path, session=session, ledger=ledger if use_ledger else None,
+                                     allow_incomplete=args.allow_incomplete)
+    except AuditVerifyError as exc:
+        incomplete = isinstance(exc, AuditIncomplete)
+        if out.json_mode:
+            out.json({"ok": False, "session": session, "code": exc.code, "path": exc.path,
+                      "line": exc.line, "reason": exc.reason})
+        out.error(exc.message, exc.hint)
+        return EXIT_USAGE if incomplete else EXIT_FAILURE
+    if out.json_mode:
+        out.json(result)
+        return EXIT_OK
+    extra = [f"ledger line {result.ledger_line}" if result.ledger_line is not None
+             else "ledger not checked", f"signature {result.signature}"]
+    if result.sealed:
+        head = f"OK {session}: {result.count} events, merkle root {result.merkle_root}"
+    else:
+        torn = f", {result.torn_bytes} bytes of a cut-short line" if result.torn_bytes else ""
+        head = (f"INCOMPLETE (allowed) {session}: {result.count} events verified{torn}, "
+                f"no final record, head {result.head}")
+    out.line(f"{head} ({', '.join(extra)})")
+    return EXIT_OK
+
+
+def _audit_show(session: str, path: Path, out: Output) -> int:
+    from nonod.audit import AuditVerifyError, read_records, render_record, verify_session_file
+
+    try:
+        verify_session_file(path, session=session, allow_incomplete=True)
+    except AuditVerifyError as exc:
+        out.note(f"nonoctl: warning: this record does not verify: {exc.message}")
+    if out.json_mode:
+        data = path.read_bytes()
+        out.raw(data[: data.rfind(b"\n") + 1])  # the stored lines, a cut-short one left out
+        return EXIT_OK
+    color = sys.stdout.isatty()
+    for record in read_records(path):
+        out.line(render_record(session, record, color=color, with_date=True))
+    return EXIT_OK
+
+
+def _audit_list(state: Path, out: Output) -> int:
+    from nonod.audit import LEDGER_FILE, AuditVerifyError, list_sessions, verify_ledger_file
+
+    sessions = list_sessions(state)
+    if out.json_mode:
+        out.json(sessions)
+        return EXIT_OK
+    out.table(
+        ("SESSION", "SEALED", "EVENTS", "STARTED", "ENDED", "SIZE"),
+        ((s.session, "yes" if s.sealed else "no", "-" if s.count is None else str(s.count),
+          s.started or "-", s.ended or "-", str(s.size)) for s in sessions),
+    )
+    ledger = state / LEDGER_FILE
+    if ledger.exists():
+        try:
+            view = verify_ledger_file(ledger)
+        except AuditVerifyError as exc:
+            out.error(exc.message, exc.hint)
+            return EXIT_FAILURE
+        out.line(f"ledger: {view.count} sealed sessions, head {view.head}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------- main
 
 _COMMANDS: Final = frozenset({
     "launch", "run", "ps", "inspect", "stop", "wait", "logs", "attach", "prune", "daemon",
-    "profile", "doctor", "completion",
+    "profile", "doctor", "completion", "audit",
 })
 
 
