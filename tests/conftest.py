@@ -40,12 +40,16 @@ def staged_python() -> Iterator[tuple[list[str], dict[str, str]]]:
     base = Path(tempfile.mkdtemp(prefix="nono-unpriv-", dir="/tmp"))
     base.chmod(0o755)
     site = base / "site"
-    shutil.copytree(REPO / "nonod", site / "nonod")
-    for mod in ("trio", "msgspec", "structlog", "sniffio", "outcome", "attr", "attrs",
-                "sortedcontainers", "idna"):
-        spec_dir = next((Path(p) / mod for p in sys.path if (Path(p) / mod).is_dir()), None)
-        if spec_dir is not None:
-            shutil.copytree(spec_dir, site / mod)
+    import msgspec as _msgspec
+
+    packages = Path(_msgspec.__file__).resolve().parent.parent
+    shutil.copytree(packages, site, symlinks=True, ignore=shutil.ignore_patterns(
+        "mypy", "mypyc", "pip", "ruff", "__pycache__", "__editable__*", "*.pth"))
+    shutil.copytree(REPO / "nonod", site / "nonod", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "tests", site / "tests", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "profiles", base / "profiles")
     shutil.copy(RUNNER, base / RUNNER.name)
     subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
     interp = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable

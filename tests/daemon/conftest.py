@@ -167,11 +167,23 @@ def raw_client(
     """Run rawclient.py (as whoever ``prefix`` makes us) and return its output lines."""
     stdin = "".join(json.dumps(m) + "\n" for m in messages)
     done = subprocess.run(
-        [*prefix, SYSTEM_PYTHON, str(RAWCLIENT), str(socket_path)],
+        [*prefix, SYSTEM_PYTHON, str(_reachable_rawclient()), str(socket_path)],
         input=stdin.encode(), capture_output=True, timeout=timeout, check=False, cwd="/",
     )
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout.decode().splitlines()
+
+
+@functools.cache
+def _reachable_rawclient() -> Path:
+    """A copy of rawclient.py that any uid can read: the checkout may sit under /root (0700),
+    as CI's clone can."""
+    directory = Path(tempfile.mkdtemp(prefix="nono-rawclient-", dir="/tmp"))
+    directory.chmod(0o755)
+    copy = directory / RAWCLIENT.name
+    shutil.copyfile(RAWCLIENT, copy)
+    copy.chmod(0o644)
+    return copy
 
 
 def as_user(uid: int, gid: int | None = None) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import msgspec
@@ -92,19 +91,17 @@ async def test_learn_proposes_a_profile_that_runs(scratch: Path) -> None:
 
 @pytest.mark.root
 @pytest.mark.skipif(os.getuid() != 0, reason="runs the scenario as another uid")
-def test_learn_as_an_unprivileged_user(scratch: Path) -> None:
-    probe = subprocess.run(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-         sys.executable, "-c", "import nonod.learn, tests.learn.scenario"],
-        cwd=REPO, capture_output=True, check=False)
-    if probe.returncode != 0:
-        pytest.skip("this checkout or interpreter is not reachable by an unprivileged uid")
+def test_learn_as_an_unprivileged_user(
+        scratch: Path, staged_python: tuple[list[str], dict[str, str]]) -> None:
+    python, extra_env = staged_python
+    # The staged copy (used when this checkout is not reachable by another uid) or ours.
+    cwd = Path(extra_env["PYTHONPATH"]) if extra_env.get("PYTHONPATH") else REPO
     os.chown(scratch, NOBODY, NOBODY)
     proc = subprocess.run(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-         sys.executable, "-m", "tests.learn.scenario", str(scratch)],
-        cwd=REPO, capture_output=True, check=False, timeout=180,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(scratch)})
+         *python, "-m", "tests.learn.scenario", str(scratch)],
+        cwd=cwd, capture_output=True, check=False, timeout=180,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(scratch), **extra_env})
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
     report = msgspec.json.decode(proc.stdout, type=Report)
     check_report(report, scratch)
