@@ -36,6 +36,7 @@ from trio_websocket import (
 
 from ..credentials import PhantomToken, Route, Scrubber, Secret
 from ._inject import websocket_headers
+from ._relay import Counter
 
 if TYPE_CHECKING:
     from ._server import ProxyLimits
@@ -79,22 +80,6 @@ class _Replayed(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
-
-
-@final
-class _Counter:
-    def __init__(self, scope: trio.CancelScope, idle: float) -> None:
-        self.scope = scope
-        self.idle = idle
-        self.to_upstream = 0
-        self.to_client = 0
-
-    def moved(self, n: int, *, upstream: bool) -> None:
-        if upstream:
-            self.to_upstream += n
-        else:
-            self.to_client += n
-        self.scope.deadline = trio.current_time() + self.idle
 
 
 def _replay_head(request: h11.Request) -> bytes:
@@ -186,9 +171,9 @@ async def _reject(offer: WebSocketRequest, status: int) -> None:
 
 
 async def _relay(inward: WebSocketConnection, outward: WebSocketConnection,
-                 scrubber: Scrubber | None, idle: float) -> _Counter:
+                 scrubber: Scrubber | None, idle: float) -> Counter:
     with trio.CancelScope(deadline=trio.current_time() + idle) as scope:
-        counter = _Counter(scope, idle)
+        counter = Counter(scope, idle)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_pump, inward, outward, None, counter, True, scope)
             nursery.start_soon(_pump, outward, inward, scrubber, counter, False, scope)
@@ -199,7 +184,7 @@ async def _relay(inward: WebSocketConnection, outward: WebSocketConnection,
 
 
 async def _pump(source: WebSocketConnection, sink: WebSocketConnection,
-                scrubber: Scrubber | None, counter: _Counter, upstream: bool,
+                scrubber: Scrubber | None, counter: Counter, upstream: bool,
                 scope: trio.CancelScope) -> None:
     try:
         while True:
