@@ -49,6 +49,7 @@ def _reap() -> None:
 
 MAX_WARM_KEYS = 4
 REFILL_DELAY_MS = 0  # refill as soon as no launch is waiting to be read
+REAP_INTERVAL_MS = 1000  # ended launchers are reaped at least this often
 WarmKey = tuple[int, int, int]
 
 
@@ -104,8 +105,9 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     while True:
-        if refill and not poller.poll(REFILL_DELAY_MS):
-            # No launch waiting: prepare the next warm launchers now.
+        if not poller.poll(REFILL_DELAY_MS if refill else REAP_INTERVAL_MS):
+            # No launch waiting: reap ended launchers, prepare the next warm ones.
+            _reap()
             for wanted in refill:
                 pool[wanted] = _Warm(wanted)
             refill.clear()

@@ -1,0 +1,397 @@
+"""The daemon's cost: launch latency through the client and the CLI, and its memory.
+
+One run starts a real ``nonod --foreground`` as a subprocess in a temporary directory (its own
+socket and state directory; HOME and the XDG directories outside every grant, as
+tests/daemon/conftest.py does), then:
+
+memory (first, on the fresh daemon)
+  fresh         VmRSS and PSS of the daemon and its fork server before any launch
+  idle          the same after one launch (exited, pruned): a warm launcher now waits below
+                the fork server; this is the steady idle state
+  100 sessions  the same with ``--sessions`` detached ``sleep 600`` sessions (stdio null), and
+                every session process; per-session overhead = (total PSS - idle PSS) / sessions.
+                The sessions are then stopped and pruned.
+
+latency of ``/bin/true`` from start to exit (``--runs`` timed after ``--warmup`` untimed runs,
+each contender back to back, as bench/launch.py does by default):
+
+  client        blocking ``Connection``, kept open: ``Launch(detach=False, stdio="null")``,
+                then read replies until ``Exited``
+  client-api    ``Client.launch`` (detached, stdio null) + ``Client.wait`` (a fresh connection
+                per wait, as the API does)
+  nonoctl       ``nonoctl launch --allow-cwd --block-net -- /bin/true`` as a subprocess
+                (interpreter start, imports, connect, hello, launch with stdio passed, exit)
+  nonoctl-ver   ``nonoctl --version``: the CLI's start-up alone, for reference
+  engine        ``open_launcher()`` in this process: ``launch`` + ``wait_exited`` (bench/launch.py)
+  bwrap         ``bwrap --unshare-all ...`` via ``subprocess.run`` (bench/launch.py's argv)
+
+The daemon's launches use the default profile with ``--allow-cwd --block-net`` (the profile
+resolution runs on every launch); the engine and bwrap use bench/_common.py's small policy.
+
+    .venv/bin/python bench/daemon.py [--runs 100] [--warmup 10] [--sessions 100] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+from _common import machine
+from launch import Contender, bwrap, make, measure, nonod, summarize, versions
+
+from nonoctl.client import Client, Connection, DaemonUnreachable
+from nonod.control import protocol as p
+from nonod.sandbox import open_launcher
+
+VENV_BIN = Path(sys.executable).parent
+NONOCTL = str(VENV_BIN / "nonoctl") if (VENV_BIN / "nonoctl").exists() else "nonoctl"
+OPTIONS = p.LaunchOptions(allow_cwd=True, block_net=True)
+
+
+class BenchFailure(Exception):
+    pass
+
+
+# --- the daemon ----------------------------------------------------------------------------
+
+
+class Daemon:
+    """``python -m nonod --foreground`` in a short temporary directory."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="ndb-", dir="/tmp"))
+        self.base.chmod(0o755)
+        self.home = Path(f"{self.base}-home")
+        self.work = self.base / "work"
+        self.socket = self.base / "run" / "nonod.sock"
+        (self.home / "run").mkdir(parents=True, mode=0o700)
+        self.work.mkdir()
+        self.env = {  # the caller's environment: sessions and nonoctl see only this
+            "PATH": "/usr/bin:/bin", "HOME": str(self.home),
+            "XDG_RUNTIME_DIR": str(self.home / "run"),
+            "XDG_STATE_HOME": str(self.home / "state"),
+            "XDG_CONFIG_HOME": str(self.home / "config"),
+        }
+        self.log = (self.base / "nonod.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nonod", "--foreground", "--socket", str(self.socket)],
+            env=self.env, cwd="/", stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                Connection.open(self.socket, timeout=5).close()
+                break
+            except DaemonUnreachable:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise BenchFailure("nonod did not start; see its log") from None
+                time.sleep(0.05)
+
+    def client(self) -> Client:
+        return Client(self.socket, autostart=False, timeout=60)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.base, ignore_errors=True)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@contextmanager
+def running_daemon() -> Iterator[Daemon]:
+    daemon = Daemon()
+    try:
+        yield daemon
+    finally:
+        daemon.close()
+
+
+# --- memory --------------------------------------------------------------------------------
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(entry.name))
+    return kids
+
+
+def _tree(pid: int, kids: dict[int, list[int]]) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        cur = todo.pop()
+        out.append(cur)
+        todo.extend(kids.get(cur, ()))
+    return out
+
+
+def _kib(path: str, key: str) -> int:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def mem(pids: list[int]) -> dict[str, float]:
+    """VmRSS and PSS summed over ``pids``, in MiB (RSS counts shared pages once per process).
+    Zombies are left out (the fork server reaps finished launchers at its next request)."""
+    pids = [pid for pid in pids if not _zombie(pid)]
+    rss = sum(_kib(f"/proc/{pid}/status", "VmRSS") for pid in pids)
+    pss = sum(_kib(f"/proc/{pid}/smaps_rollup", "Pss") for pid in pids)
+    return {"processes": len(pids), "rss_mib": rss / 1024, "pss_mib": pss / 1024}
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except OSError:
+        return True
+
+
+def snapshot(daemon_pid: int) -> dict[str, dict[str, float]]:
+    """The daemon alone; its fork server alone; everything below the fork server (its warm
+    launchers, and every session's init and program); all of it together."""
+    kids = _children()
+    fork_server = [c for c in kids.get(daemon_pid, ())
+                   if b"_forkserver" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    below = _tree(fork_server[0], kids)[1:] if fork_server else []
+    return {
+        "daemon": mem([daemon_pid]),
+        "fork_server": mem(fork_server[:1]),
+        "below": mem(below),
+        "total": mem(_tree(daemon_pid, kids)),
+    }
+
+
+def memory(daemon: Daemon, sessions: int) -> dict[str, Any]:
+    time.sleep(1.0)
+    fresh = snapshot(daemon.proc.pid)  # nothing launched yet: no warm launcher
+    with daemon.client() as nono:
+        first = nono.launch(["/bin/true"], cwd=str(daemon.work), env=daemon.env,
+                            stdio="null", options=OPTIONS)
+        nono.wait(first.id)
+        nono.prune()
+        time.sleep(1.0)  # the warm launcher is ready: the steady idle state
+        idle = snapshot(daemon.proc.pid)
+        ids = [nono.launch(["sleep", "600"], cwd=str(daemon.work), env=daemon.env,
+                           stdio="null", options=OPTIONS).id for _ in range(sessions)]
+        time.sleep(1.0)
+        running = [s for s in nono.sessions() if s.state == "running"]
+        if len(running) != sessions:
+            raise BenchFailure(f"{len(running)} of {sessions} sessions running")
+        loaded = snapshot(daemon.proc.pid)
+        for sid in ids:
+            nono.stop(sid)
+        nono.prune()
+    time.sleep(1.0)
+    after = snapshot(daemon.proc.pid)
+    per = {k: (loaded["total"][k] - idle["total"][k]) / sessions * 1024
+           for k in ("rss_mib", "pss_mib")}
+    return {"sessions": sessions, "fresh": fresh, "idle": idle, "loaded": loaded,
+            "after_stop": after,
+            "per_session_kib": {"rss": per["rss_mib"], "pss": per["pss_mib"]},
+            "session_processes": loaded["below"]["processes"] - idle["below"]["processes"]}
+
+
+# --- latency -------------------------------------------------------------------------------
+
+
+Runner = Callable[[], Any]
+
+
+def client_conn(daemon: Daemon, conn: Connection) -> Runner:
+    request = p.Launch(argv=("/bin/true",), cwd=str(daemon.work), env=daemon.env,
+                       options=OPTIONS, detach=False, stdio="null")
+
+    async def run() -> None:
+        conn.send(request)
+        while True:
+            reply = conn.receive()
+            if isinstance(reply, p.Exited):
+                if reply.exit_code != 0:
+                    raise BenchFailure(f"client: /bin/true ended with {reply}")
+                return
+            if isinstance(reply, p.ErrorReply):
+                raise BenchFailure(f"client: {reply.message}")
+    return run
+
+
+def client_api(daemon: Daemon, nono: Client) -> Runner:
+    async def run() -> None:
+        session = nono.launch(["/bin/true"], cwd=str(daemon.work), env=daemon.env,
+                              stdio="null", options=OPTIONS)
+        exited = nono.wait(session.id)
+        if exited.exit_code != 0:
+            raise BenchFailure(f"client-api: /bin/true ended with {exited}")
+    return run
+
+
+def cli(daemon: Daemon, argv: list[str]) -> Runner:
+    env = {**daemon.env, "NONO_SOCKET": str(daemon.socket), "NONO_NO_AUTOSTART": "1"}
+
+    async def run() -> None:
+        done = subprocess.run(argv, env=env, cwd=daemon.work, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        if done.returncode != 0:
+            raise BenchFailure(f"{argv[1]}: status {done.returncode}: "
+                               f"{done.stderr.decode(errors='replace').strip()}")
+    return run
+
+
+async def latency(daemon: Daemon, runs: int, warmup: int) -> list[Contender]:
+    async with open_launcher() as launcher:
+        with daemon.client() as nono, Connection.open(daemon.socket) as conn:
+            cli_launch = [NONOCTL, "launch", "--allow-cwd", "--block-net", "--", "/bin/true"]
+            contenders = [
+                _adapt(make("client", "Connection: Launch(detach=False, stdio=null) .. Exited",
+                            lambda: client_conn(daemon, conn))),
+                _adapt(make("client-api", "Client.launch(stdio=null) + Client.wait",
+                            lambda: client_api(daemon, nono))),
+                _adapt(make("nonoctl", "subprocess: " + " ".join(cli_launch[1:]),
+                            lambda: cli(daemon, cli_launch))),
+                _adapt(make("nonoctl-ver", "subprocess: nonoctl --version (start-up only)",
+                            lambda: cli(daemon, [NONOCTL, "--version"]))),
+                make("engine", "open_launcher(): launch + wait_exited (bench/launch.py)",
+                     lambda: nonod(launcher)),
+                make("bwrap", "bubblewrap --unshare-all ... via subprocess.run", bwrap),
+            ]
+            for c in contenders:
+                await measure([c], runs, warmup, interleave=False)
+                if c.name.startswith(("client", "nonoctl")):
+                    nono.prune()  # the exited sessions' records, outside the timing
+                gc.collect()
+    return contenders
+
+
+def _adapt(c: Contender) -> Contender:
+    """bench/launch.py's ``measure`` only catches its own BenchFailure: translate ours."""
+    import launch
+
+    inner = c.run
+
+    async def run() -> None:
+        try:
+            await inner()
+        except (BenchFailure, DaemonUnreachable) as exc:
+            raise launch.BenchFailure(str(exc)) from None
+    c.run = run
+    return c
+
+
+# --- driver --------------------------------------------------------------------------------
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    with running_daemon() as daemon:
+        memory_data = memory(daemon, args.sessions)
+        contenders = trio.run(latency, daemon, args.runs, args.warmup)
+        with daemon.client() as nono:
+            status = nono.status()
+        final = snapshot(daemon.proc.pid)
+    results, skipped = [], []
+    for c in contenders:
+        if c.error:
+            skipped.append({"name": c.name, "reason": c.error})
+            continue
+        results.append({"name": c.name, "what": c.what, "n": len(c.samples),
+                        **summarize(c.samples), "samples_ms": [round(s, 4) for s in c.samples]})
+    engine = next((r["p50"] for r in results if r["name"] == "engine"), None)
+    for r in results:
+        r["p50_vs_engine"] = r["p50"] / engine if engine else None
+    return {
+        "machine": {**machine(), **versions()},
+        "daemon_version": getattr(status, "version", "?"),
+        "runs": args.runs, "warmup": args.warmup,
+        "results": results, "skipped": skipped,
+        "memory": memory_data, "after_latency": final,
+    }
+
+
+def _row(name: str, m: dict[str, float]) -> str:
+    return f"{name:<28} {m['processes']:>5} {m['rss_mib']:>9.1f} {m['pss_mib']:>9.1f}"
+
+
+def print_table(data: dict[str, Any]) -> None:
+    m = data["machine"]
+    print(f"# nonod launch latency and memory -- {m['date']}")
+    print(f"# kernel {m['kernel']}, nproc {m['nproc']} (usable {m['nproc_usable']}), "
+          f"{m['cpu']}, Python {m['python']}, uid {m['uid']}, load {m['loadavg_1m']:.2f}")
+    print(f"# engine {m['engine']}, landlock ABI {m['landlock_abi']}, {m['bwrap']}")
+    print(f"# /bin/true to exit, {data['runs']} runs per contender after {data['warmup']} "
+          "warm-up runs, back to back")
+    print()
+    print(f"{'contender':<12} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'min ms':>8} "
+          f"{'max ms':>8} {'p50/engine':>11}")
+    for r in data["results"]:
+        ratio = f"{r['p50_vs_engine']:.2f}x" if r["p50_vs_engine"] else "-"
+        print(f"{r['name']:<12} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['mean']:>8.2f} "
+              f"{r['min']:>8.2f} {r['max']:>8.2f} {ratio:>11}")
+    for s in data["skipped"]:
+        print(f"{s['name']:<12} SKIPPED: {s['reason']}")
+    print()
+    for r in data["results"]:
+        print(f"  {r['name']:<12} {r['what']}")
+    mm = data["memory"]
+    n = mm["sessions"]
+    print()
+    print(f"{'memory':<28} {'procs':>5} {'RSS MiB':>9} {'PSS MiB':>9}")
+    print(_row("fresh (no launch yet): total", mm["fresh"]["total"]))
+    for label, key in (("idle", "idle"), (f"{n} sleeps", "loaded")):
+        print(_row(f"{label}: daemon", mm[key]["daemon"]))
+        print(_row(f"{label}: fork server", mm[key]["fork_server"]))
+        below = "warm launcher" if key == "idle" else "warm + sessions"
+        print(_row(f"{label}: {below}", mm[key]["below"]))
+        print(_row(f"{label}: total", mm[key]["total"]))
+    print(_row("stopped + pruned: total", mm["after_stop"]["total"]))
+    print(_row("after latency runs: daemon", data["after_latency"]["daemon"]))
+    per = mm["per_session_kib"]
+    print(f"per session (total - idle) / {n}: RSS {per['rss']:.0f} KiB, PSS {per['pss']:.0f} KiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=100, help="timed runs per contender")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed runs per contender first")
+    parser.add_argument("--sessions", type=int, default=100, help="idle sessions for memory")
+    parser.add_argument("--json", action="store_true", help="print JSON (with every sample)")
+    args = parser.parse_args()
+    if args.runs < 1 or args.warmup < 0 or args.sessions < 1:
+        parser.error("--runs must be >= 1, --warmup >= 0, --sessions >= 1")
+    data = bench(args)
+    if args.json:
+        json.dump(data, sys.stdout, indent=1)
+        print()
+    else:
+        print_table(data)
+
+
+if __name__ == "__main__":
+    main()
