@@ -86,3 +86,45 @@ async def test_blocked_network_has_no_proxy(world_tmp: Path) -> None:
                                                            cwd=str(world_tmp)))
         assert proc.proxy_listener is None
         assert (await proc.wait_exited()).code == 0
+
+
+CLIENT = r"""
+import socket, sys
+for port in map(int, sys.argv[1:]):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=3).close()
+        print(port, "CONNECTED", flush=True)
+    except OSError as e:
+        print(port, e.errno, flush=True)
+"""
+
+
+async def test_two_sessions_cannot_reach_each_other(world_tmp: Path) -> None:
+    """Each session's proxy and listen ports live in its own namespace: session A reaching
+    127.0.0.1:<B's proxy port> finds nothing there."""
+    (world_tmp / "client.py").write_text(CLIENT)
+    (world_tmp / "srv.py").write_text(SERVER)
+    out = world_tmp / "out.txt"
+    policy = _policy(world_tmp, NetworkPolicy(restricted=True, allow_domain=("example.com",)))
+    py = "/usr/bin/python3"
+    async with open_launcher() as launcher:
+        with open(world_tmp / "b.txt", "wb") as b_sink:
+            b = await launcher.launch(
+                policy, LaunchRequest(argv=(py, "-S", "srv.py", str(PORT)), cwd=str(world_tmp),
+                                      proxy_port=PORT), stdio=(0, b_sink.fileno(), 2))
+        assert b.proxy_listener is not None
+        b_listener = trio.SocketListener(trio.socket.from_stdlib_socket(b.proxy_listener))
+        with open(out, "wb") as sink:
+            a = await launcher.launch(
+                policy, LaunchRequest(argv=(py, "-S", "client.py", str(PORT), "5001"),
+                                      cwd=str(world_tmp), proxy_port=PORT + 1),
+                stdio=(0, sink.fileno(), 2))
+            with trio.fail_after(30):
+                assert (await a.wait_exited()).code == 0
+        b.kill()
+        await b.wait_exited()
+        await b_listener.aclose()
+        if a.proxy_listener is not None:
+            a.proxy_listener.close()
+    lines = out.read_text().split()
+    assert lines == [str(PORT), "111", "5001", "111"]  # ECONNREFUSED: nothing there

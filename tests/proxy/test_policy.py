@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nonod.errors import PolicyError
@@ -112,3 +114,18 @@ def test_invalid_policies_cannot_exist(kwargs: dict[str, object]) -> None:
 def test_upstream_proxy_is_refused_not_ignored() -> None:
     with pytest.raises(PolicyError, match="upstream_proxy"):
         proxy_policy(net(allow_domain=("a.example",), upstream_proxy="squid.corp:3128"))
+
+
+def test_the_seed_gitbot_profile_allows_exactly_its_three_hosts(tmp_path: Path) -> None:
+    from nonod.profiles import ResolveContext, load_profile, resolve
+    from nonod.proxy import ProxyRequest, decide, proxy_policy
+
+    profile = load_profile("gitbot", user_dir=tmp_path / "none")
+    resolved = resolve(profile, ResolveContext.for_user(home=str(tmp_path), workdir=str(tmp_path),
+                                                        uid=0))
+    policy = proxy_policy(resolved.network)
+    for host in ("api.github.com", "generativelanguage.googleapis.com", "smee.io"):
+        assert decide(ProxyRequest(mode="connect", host=host, port=443), policy).allowed, host
+    for host in ("github.com", "evil.com", "api.github.com.evil.com", "gist.github.com",
+                 "googleapis.com", "169.254.169.254", "localhost"):
+        assert not decide(ProxyRequest(mode="connect", host=host, port=443), policy).allowed, host
