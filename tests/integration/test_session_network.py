@@ -4,6 +4,7 @@ injection with a phantom token, against local TLS fake upstreams pinned by the d
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -180,3 +181,58 @@ async def test_session_reaches_only_its_hosts_and_never_sees_the_real_key(
     decisions = {(getattr(e, "host", ""), getattr(e, "decision", "")) for e in events}
     assert ("example.com", "deny") in decisions
     assert ("api.github.com", "allow") in decisions
+
+
+WEBHOOK = r"""
+import socket, sys
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1]))); srv.listen(5)
+print("listening", flush=True)
+conn, _ = srv.accept()
+data = conn.recv(1000)
+conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\nwebhook")
+conn.close()
+"""
+
+
+async def test_listen_port_reaches_the_server_inside(world_tmp: Path) -> None:
+    """--listen-port P: a connection to the host's 127.0.0.1:P reaches the session's
+    127.0.0.1:P (the webhook case), and is recorded as an inbound event."""
+    import socket as _socket
+
+    with _socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (world_tmp / "hook.py").write_text(WEBHOOK)
+    policy = ResolvedPolicy(
+        name="webhook",
+        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
+                Grant(path=str(world_tmp), access=Access.READWRITE)),
+        denials=(),
+        network=NetworkPolicy(restricted=True, allow_domain=("api.github.com",),
+                              listen_ports=(port,)),
+    )
+    events: list[object] = []
+    prepared = await _services.prepare(
+        policy, LaunchRequest(argv=(PY, "-S", "hook.py", str(port)), cwd=str(world_tmp)),
+        settings=_services.NetworkSettings(), environ={}, listen_ports=(port,))
+    assert prepared.request is not None
+    out_r, out_w = os.pipe()
+    async with open_launcher() as launcher, trio.open_nursery() as nursery:
+        proc = await launcher.launch(policy, prepared.request, stdio=(0, out_w, 2))
+        os.close(out_w)
+        await nursery.start(_services.serve, prepared, proc, events.append)
+        ready = trio.lowlevel.FdStream(out_r)
+        with trio.fail_after(20):
+            assert b"listening" in await ready.receive_some(100)
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(b"POST /webhook HTTP/1.0\r\n\r\n")
+            reply = b""
+            while chunk := await stream.receive_some(1000):
+                reply += chunk
+            await stream.aclose()
+            assert (await proc.wait_exited()).code == 0
+        await ready.aclose()
+        nursery.cancel_scope.cancel()
+    assert reply.endswith(b"webhook")
+    assert any(isinstance(e, _services.InboundEvent) and e.port == port for e in events)
