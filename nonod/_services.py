@@ -76,6 +76,8 @@ class Prepared:
         self._proxy_args: dict[str, Any] | None = None
         self._listen_ports: tuple[int, ...] = ()
         self._listen_address = "127.0.0.1"
+        # Landlock network mode: the proxy listens on the host's loopback, made here.
+        self._host_listener: trio.SocketListener | None = None
 
 
 def _pick_port() -> int:
@@ -177,6 +179,13 @@ async def prepare(
     net = policy.network
     port = request.proxy_port
     if net.restricted and not net.block:
+        if policy.network_isolation == "landlock":
+            # No namespace of its own: the session connects to the proxy on the host's
+            # loopback (Landlock lets it reach that port and no other).
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            prepared._host_listener = listeners[0]
+            port = listeners[0].socket.getsockname()[1]
+            prepared._listen_ports = ()  # it binds the host's ports itself (Landlock-limited)
         port = port or _pick_port()
         routes = credentials.session_routes(net)
         token = credentials.PhantomToken.new()
@@ -215,9 +224,11 @@ async def serve(
     from . import proxy
 
     async with trio.open_nursery() as nursery:
-        if prepared._proxy_args is not None and proc.proxy_listener is not None:
+        listener: trio.SocketListener | None = prepared._host_listener
+        if listener is None and proc.proxy_listener is not None:
             listener = trio.SocketListener(
                 trio.socket.from_stdlib_socket(proc.proxy_listener))
+        if prepared._proxy_args is not None and listener is not None:
             await nursery.start(functools.partial(
                 proxy.serve_proxy, listener, events=events, **prepared._proxy_args))
         for port in prepared._listen_ports:

@@ -131,6 +131,10 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     ipc_mode: str = "shared_memory_only"  # shared_memory_only | full
     process_info_mode: str = "isolated"  # isolated | allow_same_sandbox | allow_all
     af_unix_mediation: str = "off"  # off | pathname (nono's linux.af_unix_mediation)
+    # "namespaces": private network namespace (default); "landlock": the host's network with
+    # Landlock TCP rules (connect only to the proxy port, bind only listen ports) and a seccomp
+    # filter refusing everything but TCP: nono's model, weaker, and reported as such.
+    network_isolation: str = "namespaces"
     network: NetworkPolicy = NetworkPolicy()
     # Layers the profile lets us run without ("accept partial enforcement"); empty = all required.
     allow_degraded: tuple[str, ...] = ()

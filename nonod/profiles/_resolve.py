@@ -207,6 +207,7 @@ class _Resolver:
             ipc_mode=p.security.ipc_mode or "shared_memory_only",
             process_info_mode=p.security.process_info_mode or "isolated",
             af_unix_mediation=p.linux.af_unix_mediation or "off",
+            network_isolation=p.linux.sandbox_policy or "namespaces",
             network=self._network(),
             allow_degraded=_dedupe(p.nonod.allow_degraded),
             allow_unix_sockets=p.nonod.unix_sockets,

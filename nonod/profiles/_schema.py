@@ -217,6 +217,9 @@ class WorkdirConfig(_Section, frozen=True, kw_only=True):
 @final
 class LinuxConfig(_Section, frozen=True, kw_only=True):
     af_unix_mediation: Literal["off", "pathname"] | None = None
+    #: "namespaces" (default): a private network namespace; "landlock": nono's model, the
+    #: host's network with Landlock TCP rules to the proxy port only (weaker, reported).
+    sandbox_policy: Literal["namespaces", "landlock"] | None = None
 
 
 @final

@@ -30,7 +30,7 @@ from ._mounts import (
     compile_mounts,
     expand_root,
 )
-from ._report import applied
+from ._report import applied, partial
 from ._types import EnforcementReport, LaunchRequest, LayerReport
 
 # Passed through when present, unless the profile denies them: what a program needs to behave.
@@ -161,21 +161,31 @@ def build_plan(
     isolated_signals = policy.signal_mode != "allow_all"
     required = frozenset({"landlock", "landlock_refer", "landlock_truncate",
                           "landlock_scopes"} - set(policy.allow_degraded))
-    landlock = _landlock.compile_plan(
-        grants, abi=abi, scope_signals=isolated_signals, scope_abstract_unix=True,
-        required=required,
-    )
-
     net = policy.network
-    private_net = net.restricted or net.block
+    # nono's model, when the profile asks for it: the host's network, Landlock TCP rules.
+    landlock_net = (net.restricted or net.block) and policy.network_isolation == "landlock"
+    private_net = (net.restricted or net.block) and not landlock_net
     proxy_port = 0
-    if net.restricted and not net.block:
+    connect_ports: list[int] | None = None
+    bind_ports: list[int] | None = None
+    if landlock_net:
+        if net.restricted and not net.block and not request.proxy_port:
+            raise LaunchError("the Landlock network mode needs the daemon's proxy port on the "
+                              "host's loopback", step="landlock")
+        connect_ports = [] if net.block else [request.proxy_port or 0]
+        bind_ports = list(net.listen_ports)
+        required = required | {"landlock_net"} - set(policy.allow_degraded)
+    elif net.restricted and not net.block:
         # Any port will do: the namespace is the session's own. Random, so that programs do
         # not come to depend on one number instead of reading HTTP_PROXY.
         proxy_port = request.proxy_port or 20000 + secrets.randbelow(40000)
+    landlock = _landlock.compile_plan(
+        grants, abi=abi, scope_signals=isolated_signals, scope_abstract_unix=True,
+        required=required, net_connect_ports=connect_ports, net_bind_ports=bind_ports,
+    )
     ns_flags = NS_FLAGS | (_libc.CLONE_NEWNET if private_net else 0)
     seccomp = _filter_for(_seccomp.SeccompOptions(
-        landlock_net_fallback=False, allow_netlink_route=private_net,
+        landlock_net_fallback=landlock_net, allow_netlink_route=private_net,
         allow_unix_sockets=policy.allow_unix_sockets, allow_ptrace=request.allow_ptrace))
 
     executable = find_executable(request.argv[0], env, request.cwd)
@@ -221,7 +231,15 @@ def build_plan(
         applied("no_new_privs"),
         applied("capabilities", detail="all dropped, securebits locked"),
     ]
-    if net.block:
+    if landlock_net:
+        layers.append(partial(
+            "network", "Landlock fallback (linux.sandbox_policy=landlock): the host's network, "
+            "TCP connect only to " + (f"the proxy on 127.0.0.1:{request.proxy_port}"
+                                      if connect_ports else "nothing")
+            + (f", bind only {bind_ports}" if bind_ports else ", no bind")
+            + "; UDP, raw, MPTCP and TCP fast open refused by seccomp; the program shares "
+            "the host's network namespace"))
+    elif net.block:
         layers.append(applied("network", detail="blocked: private network namespace, no proxy"))
     elif net.restricted:
         layers.append(applied(

@@ -443,3 +443,14 @@ def test_every_builtin_group_resolves(ctx: ResolveContext) -> None:
               if g.unsupported is None and g.platform in (None, "linux")]
     policy = resolved({"groups": {"include": usable}}, ctx)
     assert set(usable) <= set(policy.groups)
+
+
+def test_linux_sandbox_policy_selects_the_landlock_network_mode(tmp_path: Path) -> None:
+    from nonod.profiles import ResolveContext, parse_profile, resolve
+
+    profile = parse_profile(b'{"network": {"allow_domain": ["api.github.com"]},'
+                            b' "linux": {"sandbox_policy": "landlock"}}', "p.json")
+    ctx = ResolveContext.for_user(home=str(tmp_path), workdir=str(tmp_path), uid=0)
+    assert resolve(profile, ctx).network_isolation == "landlock"
+    default = parse_profile(b'{"network": {"block": true}}', "q.json")
+    assert resolve(default, ctx).network_isolation == "namespaces"
