@@ -68,6 +68,12 @@ try:
     out["udp_dns"] = "SENT"
 except OSError as e:
     out["udp_dns"] = e.errno
+try:
+    icmp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+    icmp.sendto(b"\x08\x00\xf7\xff\x00\x00\x00\x00", ("8.8.8.8", 0))
+    out["ping"] = "SENT"
+except OSError as e:
+    out["ping"] = e.errno
 # the credential route: the phantom token goes in, the upstream echoes what it received
 req = urllib.request.Request(os.environ["GITHUB_BASE_URL"] + "/echo",
                              headers={"Authorization": "Bearer " + os.environ["GITHUB_TOKEN"]})
@@ -179,6 +185,7 @@ async def test_session_reaches_only_its_hosts_and_never_sees_the_real_key(
     for target in ("example.com:443", "169.254.169.254:80", "127.0.0.1:443", "[::1]:443",
                    "0x7f000001:443", "2130706433:443", "[::ffff:127.0.0.1]:443"):
         assert out[target] == "403", (target, out[target])
+    assert out["ping"] != "SENT"  # ICMP: no socket (ping_group_range, seccomp) or no route
     for key, errno_value in EXPECTED[isolation].items():
         assert out[key] == errno_value, (key, out[key])
     # The upstream received the real key; the program saw only its phantom token.
