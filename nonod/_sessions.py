@@ -633,7 +633,20 @@ class Registry:
             self._sessions[record.id] = session
             if record.id in lost:
                 await self._save(session)
+                await self._close_lost_audit(record.id)
         return lost
+
+    async def _close_lost_audit(self, session_id: str) -> None:
+        """Append session_ended (daemon_lost) and a seal to a lost session's audit file."""
+        from .audit import AuditNotFound
+        from .audit._writer import append_daemon_lost
+
+        try:
+            await append_daemon_lost(self._state_dir, session_id, hub=self._audit_hub)
+        except AuditNotFound:
+            pass  # auditing was off, or the daemon died before the file existed
+        except AuditError:
+            log.exception("could not close a lost session's audit file", session=session_id)
 
     # -- queries
     def statistics(self) -> tuple[int, int]:

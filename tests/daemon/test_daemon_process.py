@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -100,6 +101,14 @@ def test_a_killed_daemon_takes_its_sessions_along_and_the_next_one_records_them(
         lost = {s.id: s for s in nonod.sessions()}[session.id]
         assert lost.state == "exited"
         assert nonod.reason(session.id) == "daemon_lost"
+        # Its audit file, cut off by the kill, is closed with daemon_lost and verifies.
+        from nonod.audit import verify_session_file
+
+        audit = next(nonod.base.rglob(f"{session.id}/audit.ndjson"))
+        events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
+        assert any(e["type"] == "session_ended" and e["reason"] == "daemon_lost"
+                   for e in events)
+        verify_session_file(audit)
     finally:
         os.kill(nonod.pid(), signal.SIGTERM)
 
