@@ -253,6 +253,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                          help="show: the policy the sandbox would enforce here")
     _add_launch_flags(profile)
 
+    secret = command("secret", _cmd_secret,
+                     "store, list, test or delete secrets in the daemon's keychain")
+    secret.add_argument("action", choices=("set", "list", "test", "delete"))
+    secret.add_argument("name", nargs="?", metavar="NAME",
+                        help="the credential's name (set: the value is read from a no-echo "
+                        "prompt, or from stdin when it is not a terminal; never from argv)")
+
     command("doctor", _cmd_doctor, "check what this machine can enforce, and what to fix")
 
     audit = command("audit", _cmd_audit, "verify, show or list audit files (read locally)")
@@ -697,6 +704,58 @@ def _cmd_profile(args: argparse.Namespace, command: list[str], out: Output) -> i
         return EXIT_OK
 
 
+def _read_secret_value(name: str) -> str:
+    """The value for ``secret set``: a no-echo prompt on a terminal, else all of stdin (one
+    trailing newline removed, as ``echo value |`` adds it)."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"value for {name}: ")
+    value = sys.stdin.read() if sys.stdin is not None else ""
+    if value.endswith("\r\n"):
+        return value[:-2]
+    return value[:-1] if value.endswith("\n") else value
+
+
+def _cmd_secret(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    if args.action == "list":
+        if args.name:
+            out.error("`secret list` takes no name")
+            return EXIT_USAGE
+        with _connect(args) as conn:
+            reply = conn.request(p.SecretList())
+        if isinstance(reply, p.Secrets):
+            out.secrets(reply.secrets)
+        return EXIT_OK
+    if not args.name:
+        out.error(f"`secret {args.action}` needs a NAME")
+        return EXIT_USAGE
+    name: str = args.name
+    if args.action == "set":
+        value = _read_secret_value(name)
+        if not value:
+            out.error("no value given (an empty secret is not stored)",
+                      f"type it at the prompt, or: printf %s VALUE | nonoctl secret set {name}")
+            return EXIT_USAGE
+        with _connect(args) as conn:
+            reply = conn.request(p.SecretSet(name=name, value=value))
+        del value
+        if isinstance(reply, p.SecretStored):
+            out.secret_done("stored", reply)
+        return EXIT_OK
+    with _connect(args) as conn:
+        if args.action == "delete":
+            reply = conn.request(p.SecretDelete(name=name))
+            if isinstance(reply, p.SecretStored):
+                out.secret_done("deleted", reply)
+            return EXIT_OK
+        reply = conn.request(p.SecretTest(name=name))
+    if isinstance(reply, p.SecretState):
+        out.secret_state(reply)
+        return EXIT_OK if reply.found else EXIT_FAILURE
+    return EXIT_OK
+
+
 def _cmd_doctor(args: argparse.Namespace, command: list[str], out: Output) -> int:
     from ._doctor import run_doctor
 
@@ -837,7 +896,7 @@ def _audit_list(state: Path, out: Output) -> int:
 
 _COMMANDS: Final = frozenset({
     "launch", "run", "ps", "inspect", "stop", "wait", "logs", "attach", "prune", "daemon",
-    "profile", "doctor", "completion", "audit",
+    "profile", "doctor", "completion", "audit", "secret",
 })
 
 

@@ -220,6 +220,25 @@ class Output:
         for note in valid.notes:
             self.line(f"  note: {note}")
 
+    def secrets(self, entries: Sequence[p.SecretEntry]) -> None:
+        if self.json_mode:
+            self.json(entries)
+            return
+        self.table(("NAME", "SOURCE"), ((e.name, e.source) for e in entries))
+
+    def secret_done(self, verb: str, reply: p.SecretStored) -> None:
+        if self.json_mode:
+            self.json(reply)
+        else:
+            self.line(f"{verb} {reply.name}" + (f" ({reply.source})" if reply.source else ""))
+
+    def secret_state(self, state: p.SecretState) -> None:
+        if self.json_mode:
+            self.json(state)
+        else:
+            self.line(f"{state.name}: {'found' if state.found else 'not found'}"
+                      + (f" ({state.source})" if state.source else ""))
+
     def output_chunk(self, session: str, chunk: p.Output) -> None:
         if self.json_mode:
             self.json({"session": session, "offset": chunk.offset,

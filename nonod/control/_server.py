@@ -37,7 +37,7 @@ import stat
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Protocol, assert_never, final
+from typing import TYPE_CHECKING, Final, Protocol, assert_never, final
 
 import msgspec
 import structlog
@@ -50,6 +50,9 @@ from ..errors import LaunchError, NonoError, ProfileError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest
 from . import protocol as p
+
+if TYPE_CHECKING:
+    from ..credentials import Keychain
 
 log = structlog.get_logger()
 
@@ -517,6 +520,8 @@ class _Conversation:
                 await self.send(
                     await self._server.policies.validate_profile(request, self.caller)
                 )
+            case p.SecretSet() | p.SecretList() | p.SecretDelete() | p.SecretTest():
+                await self.send(await self._secret(request))
             case _:
                 assert_never(request)
         return True
@@ -567,6 +572,43 @@ class _Conversation:
         )
 
     # -- handlers
+    async def _secret(
+        self, request: p.SecretSet | p.SecretList | p.SecretDelete | p.SecretTest
+    ) -> p.AnyReply:
+        """The daemon's keychain (blocking D-Bus calls, so in a worker thread). No value is
+        ever logged or sent back; errors are ``credential.*``."""
+        if self._server.info.system and not self.caller.is_root:
+            raise Forbidden(
+                "only root may manage the system daemon's secrets",
+                hint="store your own secrets in your user daemon (`nonoctl secret ...` "
+                "without --system)",
+            )
+        from ..credentials import Secret
+
+        keychain = self._server.keychain()
+        match request:
+            case p.SecretSet(name=name):
+                # The protocol refuses an empty value, so Secret() accepts it.
+                await trio.to_thread.run_sync(keychain.set, name, Secret(request.value))
+                log.info("secret stored", name=name, uid=self.caller.uid)
+                return p.SecretStored(name=name, source=await trio.to_thread.run_sync(
+                    keychain.describe))
+            case p.SecretDelete(name=name):
+                await trio.to_thread.run_sync(keychain.delete, name)
+                log.info("secret deleted", name=name, uid=self.caller.uid)
+                return p.SecretStored(name=name, source=await trio.to_thread.run_sync(
+                    keychain.describe))
+            case p.SecretTest(name=name):
+                status = await trio.to_thread.run_sync(keychain.test, name)
+                return p.SecretState(name=status.name, found=status.found, source=status.source)
+            case p.SecretList():
+                infos = await trio.to_thread.run_sync(keychain.list)
+                return p.Secrets(secrets=tuple(
+                    p.SecretEntry(name=i.name, source=i.source, label=i.label) for i in infos
+                ))
+            case _:
+                assert_never(request)
+
     async def _signal(self, request: p.SendSignal) -> None:
         session = self._registry.find(request.session, self.caller)
         session.send_signal(request.signal)
@@ -765,6 +807,7 @@ class ControlServer:
         request_shutdown: Callable[[], None],
         group_gid: int | None = None,
         launcher_state: Callable[[], str] = lambda: "not started",
+        keychain: Callable[[], Keychain] | None = None,
     ) -> None:
         self.registry = registry
         self.policies = policies
@@ -772,6 +815,7 @@ class ControlServer:
         self.settings = settings
         self.request_shutdown = request_shutdown
         self._launcher_state = launcher_state
+        self._keychain = keychain
         self._peers = PeerCheck(system=info.system, group_gid=group_gid)
         self._active = 0
         self._refused_logged_at = -1e9
@@ -786,6 +830,15 @@ class ControlServer:
             state_dir=info.state_dir, config=info.config, sessions_live=live,
             sessions_total=total, launcher=self._launcher_state(),
         )
+
+    def keychain(self) -> Keychain:
+        """The keychain ``nonoctl secret`` manages (by default keyring's choice, read from the
+        daemon's environment: ``DBUS_SESSION_BUS_ADDRESS`` for the Secret Service)."""
+        if self._keychain is not None:
+            return self._keychain()
+        from ..credentials import Keychain
+
+        return Keychain()
 
     def statistics(self) -> dict[str, int]:
         return {"active_connections": self._active}

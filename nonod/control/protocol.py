@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -184,6 +184,14 @@ class SessionDetail(SessionInfo, frozen=True, kw_only=True):
     policy_digest: str = ""
     log_path: str | None = None
     output_bytes: int = 0
+
+
+class SecretEntry(_Info, frozen=True, kw_only=True):
+    """One stored credential: its name and where it lives (never its value)."""
+
+    name: str
+    source: str
+    label: str = ""
 
 
 class ProfileEntry(_Info, frozen=True, kw_only=True):
@@ -328,6 +336,36 @@ class ProfileValidate(Request, frozen=True, kw_only=True, tag="profile_validate"
         _check_text("profile", self.profile)
 
 
+#: A credential name, as the keychain accepts it (the daemon checks it precisely).
+SecretName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class SecretSet(Request, frozen=True, kw_only=True, tag="secret_set"):
+    """Store ``value`` under ``name`` in the daemon's keychain (``nonoctl secret set``).
+    The value is never logged; ``repr`` hides it."""
+
+    name: SecretName
+    value: Annotated[str, msgspec.Meta(min_length=1, max_length=64 * 1024)]
+
+    def __repr__(self) -> str:
+        return f"SecretSet(name={self.name!r}, value=<redacted>)"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return [("name", self.name), ("value", "<redacted>")]
+
+
+class SecretList(Request, frozen=True, kw_only=True, tag="secret_list"):
+    pass
+
+
+class SecretDelete(Request, frozen=True, kw_only=True, tag="secret_delete"):
+    name: SecretName
+
+
+class SecretTest(Request, frozen=True, kw_only=True, tag="secret_test"):
+    name: SecretName
+
+
 AnyRequest = (
     Hello
     | Launch
@@ -348,6 +386,10 @@ AnyRequest = (
     | ProfileList
     | ProfileShow
     | ProfileValidate
+    | SecretSet
+    | SecretList
+    | SecretDelete
+    | SecretTest
 )
 
 
@@ -473,6 +515,27 @@ class ProfileValid(Reply, frozen=True, kw_only=True, tag="profile_valid"):
     notes: tuple[str, ...] = ()
 
 
+class Secrets(Reply, frozen=True, kw_only=True, tag="secrets"):
+    """The answer to ``SecretList``: names and sources, never values."""
+
+    secrets: tuple[SecretEntry, ...]
+
+
+class SecretStored(Reply, frozen=True, kw_only=True, tag="secret_stored"):
+    """The answer to ``SecretSet`` and ``SecretDelete`` (``source``: where the keychain is)."""
+
+    name: str
+    source: str = ""
+
+
+class SecretState(Reply, frozen=True, kw_only=True, tag="secret_state"):
+    """The answer to ``SecretTest``: found or not, never the value."""
+
+    name: str
+    found: bool
+    source: str = ""
+
+
 AnyReply = (
     Welcome
     | ErrorReply
@@ -492,6 +555,9 @@ AnyReply = (
     | Profiles
     | ProfileDocument
     | ProfileValid
+    | Secrets
+    | SecretStored
+    | SecretState
 )
 
 # One decoder per direction, built once (on first use: nonoctl never decodes requests);
