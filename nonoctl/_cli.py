@@ -141,6 +141,10 @@ def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
                      help="a credential route (openai, github, ...) through the proxy")
     net.add_argument("--env-credential-map", action="append", default=[], metavar="REF=VAR",
                      help="put credential REF into environment variable VAR")
+    trust = parser.add_argument_group("trust")
+    trust.add_argument("--trust-override", action="store_true",
+                       help="DANGEROUS: launch without verifying instruction files "
+                       "(recorded in the audit stream)")
 
 
 def _options(args: argparse.Namespace) -> p.LaunchOptions:
@@ -158,6 +162,7 @@ def _options(args: argparse.Namespace) -> p.LaunchOptions:
         listen_ports=tuple(args.listen_port),
         credentials=tuple(args.credential),
         env_credential_map=tuple(args.env_credential_map),
+        trust_override=args.trust_override,
     )
 
 
@@ -348,6 +353,9 @@ def _cmd_launch(args: argparse.Namespace, command: list[str], out: Output) -> in
     except ValueError as exc:
         out.error(f"invalid launch: {exc}")
         return EXIT_USAGE
+    if args.trust_override:
+        out.note("nonoctl: WARNING: --trust-override: instruction files are NOT verified for "
+                 "this session (recorded in its audit stream)")
     with _connect(args) as conn:
         if args.dry_run:
             reply = conn.request(request)

@@ -120,7 +120,7 @@ def _load_trust_policy(workdir: str, user_config_dir: Path) -> Any:
                 continue
             anchors.append(trust.publisher_for_key(key, publisher.key_id))
         user = trust.load_policy(user_data, _read_optional(Path(f"{user_path}.bundle")),
-                                 trusted=anchors, name=str(user_path))
+                                 trusted=anchors)
     project = None
     if project_data is not None:
         bundle = _read_optional(Path(f"{project_path}.bundle"))
@@ -128,8 +128,7 @@ def _load_trust_policy(workdir: str, user_config_dir: Path) -> Any:
         # publishers, which proves only consistency: the merge marks it not authoritative.
         trusted = user if user is not None else trust.parse_policy(
             project_data, source=str(project_path)).publishers
-        project = trust.load_policy(project_data, bundle, trusted=trusted,
-                                    name=str(project_path))
+        project = trust.load_policy(project_data, bundle, trusted=trusted)
     return trust.merge_policies(user, project)
 
 

@@ -167,6 +167,7 @@ class LaunchPlan:
     stdio: p.Stdio
     passed_fds: tuple[int, int, int] | None = None
     term: p.TermSize | None = None
+    trust_override: bool = False
 
 
 @dataclass(frozen=True)
@@ -806,6 +807,7 @@ class Registry:
                 environ=dict(plan.request.env),
                 listen_ports=plan.policy.network.listen_ports,
                 user_config_dir=_user_config_dir(plan.request),
+                trust_override=plan.trust_override,
             )
             if prepared.request is None:
                 raise NonoError("session services produced no launch request")
@@ -962,6 +964,8 @@ class Registry:
             profile=record.profile, policy_digest=record.policy_digest))
         writer.append(AuditEnforcement.from_report(proc.enforcement))
         if session.services is not None:
+            for warning in session.services.trust_warnings:
+                writer.append(TrustFailed(path="", reason=warning, code="warning"))
             for outcome in session.services.trust:
                 if outcome.outcome == "verified":
                     writer.append(TrustVerified(path=outcome.path, sha256=outcome.sha256,

@@ -672,6 +672,7 @@ class _Conversation:
                 stdio=request.stdio,
                 passed_fds=(fds[0], fds[1], fds[2]) if fds is not None else None,
                 term=request.term,
+                trust_override=request.options.trust_override,
             )
             session = await self._registry.launch(plan)
         finally:

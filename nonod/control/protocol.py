@@ -127,6 +127,8 @@ class LaunchOptions(_Value, frozen=True, kw_only=True):
     credentials: tuple[ShortText, ...] = ()
     #: ``--env-credential-map`` entries, as given (``REFERENCE=ENV_VAR``).
     env_credential_map: tuple[ShortText, ...] = ()
+    #: ``--trust-override``: skip instruction-file verification (loudly: warned, audited).
+    trust_override: bool = False
 
     def __post_init__(self) -> None:
         for key in ("allow", "read", "write", "allow_file", "read_file", "write_file"):
