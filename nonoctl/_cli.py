@@ -265,6 +265,28 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="the credential's name (set: the value is read from a no-echo "
                         "prompt, or from stdin when it is not a terminal; never from argv)")
 
+    trust_cmd = command("trust", _cmd_trust,
+                        "keys, signatures and policies for instruction files (keys live in "
+                        "the daemon)")
+    trust_cmd.add_argument("action", choices=_TRUST_ACTIONS)
+    trust_cmd.add_argument("files", nargs="*", metavar="FILE",
+                           help="sign/verify: the files; sign-policy: the policy (default "
+                           "./trust-policy.json)")
+    trust_cmd.add_argument("--key", "--keyref", dest="key", default="default", metavar="NAME",
+                           help="key name in the keychain, or a file:///abs/path key ref "
+                           "(default: default)")
+    trust_cmd.add_argument("--force", action="store_true",
+                           help="keygen: replace an existing key; init: an existing policy")
+    trust_cmd.add_argument("--pem", action="store_true", help="export-key: PEM, not base64")
+    trust_cmd.add_argument("--user", action="store_true",
+                           help="init/sign-policy: the user-level policy "
+                           "($XDG_CONFIG_HOME/nono/trust-policy.json)")
+    trust_cmd.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                           help="init: a glob of files to verify (repeatable)")
+    trust_cmd.add_argument("--policy", type=Path, metavar="FILE",
+                           help="verify: the policy (default: the user-level policy merged "
+                           "with ./trust-policy.json)")
+
     command("doctor", _cmd_doctor, "check what this machine can enforce, and what to fix")
 
     audit = command("audit", _cmd_audit, "verify, show or list audit files (read locally)")
@@ -764,6 +786,171 @@ def _cmd_secret(args: argparse.Namespace, command: list[str], out: Output) -> in
     return EXIT_OK
 
 
+_TRUST_ACTIONS: Final = ("keygen", "export-key", "init", "sign", "sign-policy", "verify")
+_POLICY_FILE: Final = "trust-policy.json"
+
+
+def _user_trust_dir() -> Path:
+    """The caller's nono config dir, as the daemon finds it at launch."""
+    base = os.environ.get("XDG_CONFIG_HOME") or ""
+    if not base.startswith("/"):
+        base = str(Path.home() / ".config")
+    return Path(base) / "nono"
+
+
+def _write_file(path: Path, data: bytes, *, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file renamed into place)."""
+    if not replace and path.exists():
+        raise NonoError(f"{path} already exists", hint="pass --force to replace it")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise NonoError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def _read_for_signing(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > p.MAX_TRUST_SIGN_BYTES:
+            raise NonoError(f"{path} is {size} bytes; the limit for signing is "
+                            f"{p.MAX_TRUST_SIGN_BYTES}")
+        return path.read_bytes()
+    except OSError as exc:
+        raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    action: str = args.action
+    files: list[str] = args.files
+    key: str = args.key
+    takes_files = {"sign": "FILE...", "verify": "FILE...", "sign-policy": "[FILE]"}
+    if action not in takes_files and files:
+        out.error(f"`trust {action}` takes no FILE")
+        return EXIT_USAGE
+    if action in ("sign", "verify") and not files:
+        out.error(f"`trust {action}` needs at least one FILE")
+        return EXIT_USAGE
+    if action == "sign-policy" and (len(files) > 1 or (files and args.user)):
+        out.error("`trust sign-policy` takes one FILE, or --user")
+        return EXIT_USAGE
+    if action == "verify":
+        return _trust_verify(args, files, out)
+    if action in ("keygen", "export-key"):
+        with _connect(args) as conn:
+            if action == "keygen":
+                reply = conn.request(p.TrustKeygen(key=key, force=args.force))
+            else:
+                reply = conn.request(p.TrustExportKey(key=key, pem=args.pem))
+        if not isinstance(reply, p.TrustKey):
+            return EXIT_FAILURE
+        if out.json_mode:
+            out.json(reply)
+        elif action == "keygen":
+            out.line(f"key id:      {reply.key_id}")
+            out.line(f"fingerprint: {reply.fingerprint}")
+            out.line(f"public key:  {reply.public_key}")
+        else:
+            out.line(reply.public_key.rstrip("\n"))
+        return EXIT_OK
+    if action == "init":
+        target_dir = _user_trust_dir() if args.user else Path.cwd()
+        target = target_dir / _POLICY_FILE
+        if target.exists() and not args.force:
+            out.error(f"{target} already exists", "pass --force to replace it")
+            return EXIT_FAILURE
+        with _connect(args) as conn:
+            reply = conn.request(p.TrustInit(key=key, includes=tuple(args.include)))
+        if not isinstance(reply, p.TrustPolicyDocument):
+            return EXIT_FAILURE
+        target_dir.mkdir(parents=True, exist_ok=True)
+        _write_file(target, reply.policy, replace=args.force)
+        out.line(f"wrote {target}")
+        return EXIT_OK
+    # sign, sign-policy
+    if action == "sign-policy":
+        if args.user:
+            paths = [_user_trust_dir() / _POLICY_FILE]
+        else:
+            paths = [Path(files[0]) if files else Path(_POLICY_FILE)]
+    else:
+        paths = [Path(f) for f in files]
+    contents = [(path, _read_for_signing(path)) for path in paths]
+    with _connect(args) as conn:
+        for path, data in contents:
+            reply = conn.request(p.TrustSign(key=key, name=path.name, data=data,
+                                             policy=action == "sign-policy"))
+            if not isinstance(reply, p.TrustSigned):
+                return EXIT_FAILURE
+            bundle = path.with_name(path.name + ".bundle")
+            _write_file(bundle, reply.bundle)
+            if out.json_mode:
+                out.json({"file": str(path), "bundle": str(bundle), "key_id": reply.key_id,
+                          "fingerprint": reply.fingerprint})
+            else:
+                out.line(f"signed {path} -> {bundle}")
+    return EXIT_OK
+
+
+def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> int:
+    """Client-side: each FILE against FILE.bundle and the policy (no keys needed). Each
+    policy must verify against its own bundle; the project policy against the user-level
+    one's publishers. The user-level policy's anchor (the daemon's own key) is checked at
+    launch, not here."""
+    from nonod import trust
+
+    def read(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
+
+    def load(path: Path, trusted: trust.TrustPolicy | None) -> trust.TrustPolicy | None:
+        data = read(path)
+        if data is None:
+            return None
+        anchors = trusted if trusted is not None else trust.parse_policy(
+            data, source=str(path)).publishers
+        return trust.load_policy(data, read(path.with_name(path.name + ".bundle")),
+                                 trusted=anchors, name=path.name)
+
+    if args.policy is not None:
+        policy = load(args.policy, None)
+        if policy is None:
+            out.error(f"{args.policy} not found")
+            return EXIT_USAGE
+    else:
+        user = load(_user_trust_dir() / _POLICY_FILE, None)
+        project = load(Path(_POLICY_FILE), user)
+        if user is None and project is None:
+            out.error("no trust policy found", "run `nonoctl trust init`, or pass --policy")
+            return EXIT_FAILURE
+        policy = trust.merge_policies(user, project)
+    failed = 0
+    for name in files:
+        path = Path(name)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            out.line(f"FAIL {name}: cannot read: {exc.strerror}")
+            failed += 1
+            continue
+        bundle_path = path.with_name(path.name + ".bundle")
+        bundle = bundle_path.read_bytes() if bundle_path.is_file() else None
+        try:
+            trust.verify_file(data, path.name, bundle, policy)
+        except trust.TrustError as exc:
+            out.line(f"FAIL {name}: {exc.message}")
+            failed += 1
+        else:
+            out.line(f"OK   {name}")
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
 def _cmd_doctor(args: argparse.Namespace, command: list[str], out: Output) -> int:
     from ._doctor import run_doctor
 
@@ -904,7 +1091,7 @@ def _audit_list(state: Path, out: Output) -> int:
 
 _COMMANDS: Final = frozenset({
     "launch", "run", "ps", "inspect", "stop", "wait", "logs", "attach", "prune", "daemon",
-    "profile", "doctor", "completion", "audit", "secret",
+    "profile", "doctor", "completion", "audit", "secret", "trust",
 })
 
 

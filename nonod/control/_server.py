@@ -522,6 +522,8 @@ class _Conversation:
                 )
             case p.SecretSet() | p.SecretList() | p.SecretDelete() | p.SecretTest():
                 await self.send(await self._secret(request))
+            case p.TrustKeygen() | p.TrustExportKey() | p.TrustSign() | p.TrustInit():
+                await self.send(await self._trust(request))
             case _:
                 assert_never(request)
         return True
@@ -606,6 +608,66 @@ class _Conversation:
                 return p.Secrets(secrets=tuple(
                     p.SecretEntry(name=i.name, source=i.source, label=i.label) for i in infos
                 ))
+            case _:
+                assert_never(request)
+
+    async def _trust(
+        self, request: p.TrustKeygen | p.TrustExportKey | p.TrustSign | p.TrustInit
+    ) -> p.AnyReply:
+        """Trust keys and signing (``nonoctl trust``). Keys never leave the daemon: the client
+        sends file contents and writes the bundles and policies it gets back. Key store calls
+        block (keychain over D-Bus, files), so they run in a worker thread; errors are
+        ``trust.*``."""
+        if self._server.info.system and not self.caller.is_root:
+            raise Forbidden(
+                "only root may use the system daemon's trust keys",
+                hint="use your own keys in your user daemon (`nonoctl trust ...` without "
+                "--system)",
+            )
+        from .. import trust
+
+        def key_reply(public: trust.PublicKey, key_id: str, pem: bool) -> p.TrustKey:
+            return p.TrustKey(key_id=key_id, fingerprint=public.fingerprint,
+                              public_key=trust.export_public_key(public, pem=pem))
+
+        match request:
+            case p.TrustKeygen(key=name, force=force):
+
+                def keygen() -> trust.PublicKey:
+                    key = trust.generate_key(name)
+                    trust.keystore_for(name).store(key, force=force)
+                    return key.public_key
+
+                public = await trio.to_thread.run_sync(keygen)
+                log.info("trust key generated", key=name, fingerprint=public.fingerprint,
+                         uid=self.caller.uid)
+                return key_reply(public, name, False)
+            case p.TrustExportKey(key=name, pem=pem):
+
+                def export() -> trust.PublicKey:
+                    return trust.keystore_for(name).load_public_key(name)
+
+                return key_reply(await trio.to_thread.run_sync(export), name, pem)
+            case p.TrustSign(key=name):
+
+                def sign() -> tuple[bytes, trust.SigningKey]:
+                    key = trust.keystore_for(name).load_signing_key(name)
+                    if request.policy:
+                        return trust.sign_policy(request.data, key, name=request.name), key
+                    return trust.sign_file(request.data, request.name, key), key
+
+                bundle, key = await trio.to_thread.run_sync(sign)
+                log.info("trust file signed", name=request.name, key=name,
+                         policy=request.policy, uid=self.caller.uid)
+                return p.TrustSigned(name=request.name, bundle=bundle, key_id=key.key_id,
+                                     fingerprint=key.fingerprint)
+            case p.TrustInit(key=name, includes=includes):
+
+                def init() -> bytes:
+                    public = trust.keystore_for(name).load_public_key(name)
+                    return trust.init_policy(includes=includes, key=public, key_id=name)
+
+                return p.TrustPolicyDocument(policy=await trio.to_thread.run_sync(init))
             case _:
                 assert_never(request)
 

@@ -368,6 +368,44 @@ class SecretTest(Request, frozen=True, kw_only=True, tag="secret_test"):
     name: SecretName
 
 
+#: A trust key name, or a ``file:///abs/path`` key ref (the daemon checks it precisely).
+TrustKeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+#: The most file content ``TrustSign`` carries (base64 on the wire must fit one message).
+MAX_TRUST_SIGN_BYTES: Final = 512 * 1024
+
+
+class TrustKeygen(Request, frozen=True, kw_only=True, tag="trust_keygen"):
+    """Generate an ECDSA P-256 signing key in the daemon's key store (``trust keygen``)."""
+
+    key: TrustKeyName = "default"
+    force: bool = False
+
+
+class TrustExportKey(Request, frozen=True, kw_only=True, tag="trust_export_key"):
+    key: TrustKeyName = "default"
+    pem: bool = False
+
+
+class TrustSign(Request, frozen=True, kw_only=True, tag="trust_sign"):
+    """Sign ``data`` as the file ``name`` (a base name); ``policy``: as a trust policy.
+    The daemon returns the bundle; the client writes it."""
+
+    key: TrustKeyName = "default"
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    data: Annotated[bytes, msgspec.Meta(max_length=MAX_TRUST_SIGN_BYTES)]
+    policy: bool = False
+
+
+class TrustInit(Request, frozen=True, kw_only=True, tag="trust_init"):
+    """A new ``trust-policy.json`` whose one publisher is ``key`` (the client writes it)."""
+
+    key: TrustKeyName = "default"
+    includes: Annotated[
+        tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=1024)], ...],
+        msgspec.Meta(max_length=256),
+    ] = ()
+
+
 AnyRequest = (
     Hello
     | Launch
@@ -392,6 +430,10 @@ AnyRequest = (
     | SecretList
     | SecretDelete
     | SecretTest
+    | TrustKeygen
+    | TrustExportKey
+    | TrustSign
+    | TrustInit
 )
 
 
@@ -538,6 +580,26 @@ class SecretState(Reply, frozen=True, kw_only=True, tag="secret_state"):
     source: str = ""
 
 
+class TrustKey(Reply, frozen=True, kw_only=True, tag="trust_key"):
+    """The answer to ``TrustKeygen`` and ``TrustExportKey``: public parts only.
+    ``public_key`` is base64 DER SPKI, or PEM when the request asked for it."""
+
+    key_id: str
+    fingerprint: str
+    public_key: str
+
+
+class TrustSigned(Reply, frozen=True, kw_only=True, tag="trust_signed"):
+    name: str
+    bundle: bytes
+    key_id: str
+    fingerprint: str
+
+
+class TrustPolicyDocument(Reply, frozen=True, kw_only=True, tag="trust_policy"):
+    policy: bytes
+
+
 AnyReply = (
     Welcome
     | ErrorReply
@@ -560,6 +622,9 @@ AnyReply = (
     | Secrets
     | SecretStored
     | SecretState
+    | TrustKey
+    | TrustSigned
+    | TrustPolicyDocument
 )
 
 # One decoder per direction, built once (on first use: nonoctl never decodes requests);
