@@ -300,6 +300,24 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     audit.add_argument("--no-ledger", action="store_true",
                        help="verify: do not check the session against the ledger")
 
+    learn = command("learn", _cmd_learn,
+                    "trace a run of a program and propose its profile (-- CMD ARGS); runs "
+                    "here, not in the daemon")
+    learn.add_argument("--timeout", type=float, metavar="S",
+                       help="end the run after S seconds (SIGTERM, grace, SIGKILL)")
+    learn.add_argument("--all", action="store_true",
+                       help="also list what needed no entry (built-in groups, the sandbox)")
+    learn.add_argument("-p", "--profile", metavar="BASE",
+                       help="propose only what this profile (name or file) lacks")
+    learn_dest = learn.add_mutually_exclusive_group()
+    learn_dest.add_argument("--save", metavar="NAME",
+                            help="write the profile to the user profile dir as NAME")
+    learn_dest.add_argument("--output", "-o", type=Path, metavar="FILE",
+                            help="write the profile to FILE")
+    learn.add_argument("--force", action="store_true", help="--save: replace an existing one")
+    learn.add_argument("--listen-port", action="append", type=int, default=[], metavar="P",
+                       help="forward host 127.0.0.1:P into the run (repeatable)")
+
     completion = command("completion", _cmd_completion, "print a shell completion script",
                          json=False)
     completion.add_argument("shell", choices=("bash", "zsh", "fish"))
@@ -957,6 +975,82 @@ def _cmd_doctor(args: argparse.Namespace, command: list[str], out: Output) -> in
     return run_doctor(out, socket=args.socket, system=args.system)
 
 
+def _cmd_learn(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    """Learn runs in this process: it needs no keys or secrets, so not the daemon's."""
+    if not command:
+        out.error("`learn` needs a command after `--`")
+        return EXIT_USAGE
+    if args.save is not None and (not args.save or "/" in args.save or args.save[0] == "."):
+        out.error(f"bad profile name {args.save!r}", "a plain name, as in `--save myapp`")
+        return EXIT_USAGE
+    import signal
+
+    import trio
+
+    from nonod import learn as learning
+    from nonod import profiles
+
+    env = dict(os.environ)
+    home = env.get("HOME") or os.path.expanduser("~")
+    user_dir = profiles.user_profiles_dir(home, env.get("XDG_CONFIG_HOME"))
+    base = None
+    if args.profile:
+        base = profiles.load_profile(_profile_arg(args.profile) or args.profile,
+                                     user_dir=user_dir)
+    tty = sys.stderr.isatty()
+
+    def show(progress: learning.LearnProgress) -> None:
+        sys.stderr.write("\r" + progress.line() + "\x1b[K")
+        sys.stderr.flush()
+
+    async def run() -> learning.LearnResult:
+        stop = trio.Event()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                async def on_signal() -> None:
+                    async for _ in signals:
+                        stop.set()  # the run ends cleanly; the profile is still made
+
+                nursery.start_soon(on_signal)
+                # With --json the program's stdout goes to stderr: stdout carries the JSON.
+                result = await learning.learn(
+                    command, cwd=os.getcwd(), env=env, timeout=args.timeout,
+                    base_profile=base, listen_ports=tuple(args.listen_port),
+                    progress=show if tty else None, stop=stop,
+                    stdio=(0, 2 if args.json else 1, 2))
+                nursery.cancel_scope.cancel()
+        return result
+
+    try:
+        result = trio.run(run)
+    finally:
+        if tty:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+    if args.json:
+        out.raw(result.to_nono_json(include_covered=args.all) + b"\n")
+    else:
+        for line in result.summary_lines(include_covered=args.all):
+            out.line(line)
+        out.flush()
+    extends = args.profile if args.profile and _profile_arg(args.profile) == args.profile \
+        else None
+    if args.output is not None:
+        path = Path(_abs(str(args.output)))
+        _write_file(path, result.to_profile(path.name.removesuffix(".json") or "learned",
+                                            extends=extends))
+        out.note(f"profile written to {path}")
+    elif args.save is not None:
+        try:
+            user_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NonoError(f"cannot create {user_dir}: {exc.strerror}") from exc
+        path = user_dir / f"{args.save}.json"
+        _write_file(path, result.to_profile(args.save, extends=extends), replace=args.force)
+        out.note(f"profile saved as {args.save} ({path})")
+    return EXIT_OK
+
+
 def _cmd_completion(args: argparse.Namespace, command: list[str], out: Output) -> int:
     from ._completion import script
 
@@ -1091,7 +1185,7 @@ def _audit_list(state: Path, out: Output) -> int:
 
 _COMMANDS: Final = frozenset({
     "launch", "run", "ps", "inspect", "stop", "wait", "logs", "attach", "prune", "daemon",
-    "profile", "doctor", "completion", "audit", "secret", "trust",
+    "profile", "doctor", "completion", "audit", "secret", "trust", "learn",
 })
 
 
@@ -1105,8 +1199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(word if word in _COMMANDS else None)
     args = parser.parse_args(words)
     out = Output(json=bool(getattr(args, "json", False)))
-    if command and args.func is not _cmd_launch:
-        out.error("only `launch`/`run` take a command after `--`")
+    if command and args.func not in (_cmd_launch, _cmd_learn):
+        out.error("only `launch`/`run` and `learn` take a command after `--`")
         return EXIT_USAGE
     launching = args.func is _cmd_launch
     try:
