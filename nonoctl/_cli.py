@@ -32,7 +32,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from nonod.control import protocol as p
 from nonod.errors import NonoError
@@ -46,6 +46,9 @@ from .client import (
     check,
     connect,
 )
+
+if TYPE_CHECKING:
+    from nonod import trust
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -284,8 +287,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     trust_cmd.add_argument("--include", action="append", default=[], metavar="PATTERN",
                            help="init: a glob of files to verify (repeatable)")
     trust_cmd.add_argument("--policy", type=Path, metavar="FILE",
-                           help="verify: the policy (default: the user-level policy merged "
+                           help="verify/list: the policy (default: the user-level policy merged "
                            "with ./trust-policy.json)")
+    trust_cmd.add_argument("--all", action="store_true",
+                           help="sign/verify: every file ./trust-policy.json includes (under "
+                           "the current directory)")
 
     command("doctor", _cmd_doctor, "check what this machine can enforce, and what to fix")
 
@@ -804,7 +810,8 @@ def _cmd_secret(args: argparse.Namespace, command: list[str], out: Output) -> in
     return EXIT_OK
 
 
-_TRUST_ACTIONS: Final = ("keygen", "export-key", "init", "sign", "sign-policy", "verify")
+_TRUST_ACTIONS: Final = ("keygen", "export-key", "init", "sign", "sign-policy", "verify",
+                          "list")
 _POLICY_FILE: Final = "trust-policy.json"
 
 
@@ -848,9 +855,17 @@ def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int
     if action not in takes_files and files:
         out.error(f"`trust {action}` takes no FILE")
         return EXIT_USAGE
-    if action in ("sign", "verify") and not files:
-        out.error(f"`trust {action}` needs at least one FILE")
+    if args.all and action not in ("sign", "verify"):
+        out.error(f"`trust {action}` takes no --all")
         return EXIT_USAGE
+    if args.all and files:
+        out.error(f"`trust {action} --all` takes no FILE")
+        return EXIT_USAGE
+    if action in ("sign", "verify") and not files and not args.all:
+        out.error(f"`trust {action}` needs at least one FILE, or --all")
+        return EXIT_USAGE
+    if action == "list":
+        return _trust_list(args, out)
     if action == "sign-policy" and (len(files) > 1 or (files and args.user)):
         out.error("`trust sign-policy` takes one FILE, or --user")
         return EXIT_USAGE
@@ -893,6 +908,11 @@ def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int
             paths = [_user_trust_dir() / _POLICY_FILE]
         else:
             paths = [Path(files[0]) if files else Path(_POLICY_FILE)]
+    elif args.all:
+        paths = _included_files()
+        if not paths:
+            out.note(f"nonoctl: {_POLICY_FILE} includes no file here")
+            return EXIT_OK
     else:
         paths = [Path(f) for f in files]
     contents = [(path, _read_for_signing(path)) for path in paths]
@@ -912,11 +932,28 @@ def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int
     return EXIT_OK
 
 
-def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> int:
-    """Client-side: each FILE against FILE.bundle and the policy (no keys needed). Each
+def _included_files() -> list[Path]:
+    """The files ./trust-policy.json includes under the current directory, found by the same
+    scan the daemon runs at launch (the policy is parsed, not verified: this only lists)."""
+    from nonod import trust
+
+    path = Path(_POLICY_FILE)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NonoError(f"no {_POLICY_FILE} here", hint="run `nonoctl trust init`") from None
+    except OSError as exc:
+        raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
+    policy = trust.parse_policy(data, source=str(path))
+    report = trust.verify_tree(Path.cwd(), policy)
+    return [Path(entry.path) for entry in report.entries if entry.real_path is not None]
+
+
+def _load_trust_policy(args: argparse.Namespace, out: Output) -> trust.TrustPolicy | None:
+    """``--policy FILE``, or the user-level policy merged with ./trust-policy.json. Each
     policy must verify against its own bundle; the project policy against the user-level
     one's publishers. The user-level policy's anchor (the daemon's own key) is checked at
-    launch, not here."""
+    launch, not here. ``None`` (reported) when there is no policy."""
     from nonod import trust
 
     def read(path: Path) -> bytes | None:
@@ -940,14 +977,31 @@ def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> in
         policy = load(args.policy, None)
         if policy is None:
             out.error(f"{args.policy} not found")
-            return EXIT_USAGE
-    else:
-        user = load(_user_trust_dir() / _POLICY_FILE, None)
-        project = load(Path(_POLICY_FILE), user)
-        if user is None and project is None:
-            out.error("no trust policy found", "run `nonoctl trust init`, or pass --policy")
-            return EXIT_FAILURE
-        policy = trust.merge_policies(user, project)
+        return policy
+    user = load(_user_trust_dir() / _POLICY_FILE, None)
+    project = load(Path(_POLICY_FILE), user)
+    if user is None and project is None:
+        out.error("no trust policy found", "run `nonoctl trust init`, or pass --policy")
+        return None
+    return trust.merge_policies(user, project)
+
+
+def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> int:
+    """Client-side: each FILE (or, with --all, each included file) against FILE.bundle and
+    the policy (no keys needed)."""
+    from nonod import trust
+
+    policy = _load_trust_policy(args, out)
+    if policy is None:
+        return EXIT_USAGE if args.policy is not None else EXIT_FAILURE
+    if args.all:
+        report = trust.verify_tree(Path.cwd(), policy)
+        for entry in report.entries:
+            if entry.status == "verified":
+                out.line(f"OK   {entry.path}")
+            else:
+                out.line(f"FAIL {entry.path}: {entry.reason or entry.label}")
+        return EXIT_FAILURE if report.failures() else EXIT_OK
     failed = 0
     for name in files:
         path = Path(name)
@@ -967,6 +1021,50 @@ def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> in
         else:
             out.line(f"OK   {name}")
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _trust_list(args: argparse.Namespace, out: Output) -> int:
+    """Client-side: the policy's mode and publishers, and each included file's status."""
+    from nonod import trust
+
+    policy = _load_trust_policy(args, out)
+    if policy is None:
+        return EXIT_USAGE if args.policy is not None else EXIT_FAILURE
+    report = trust.verify_tree(Path.cwd(), policy)
+    publishers: list[dict[str, str | None]] = []
+    for pub in policy.publishers:
+        fingerprint = None
+        if pub.public_key is not None:
+            try:
+                fingerprint = pub.key().fingerprint
+            except trust.TrustError:
+                fingerprint = None
+        publishers.append({"name": pub.name, "key_id": pub.key_id or pub.issuer,
+                           "fingerprint": fingerprint})
+    files = [{"path": e.path, "status": e.status, "label": e.label, "reason": e.reason}
+             for e in report.entries]
+    if out.json_mode:
+        out.json({"enforcement": policy.enforcement, "authoritative": policy.authoritative,
+                  "publishers": publishers, "files": files,
+                  "warnings": list(policy.warnings)})
+        return EXIT_OK
+    out.line(f"enforcement: {policy.enforcement}"
+             + ("" if policy.authoritative else " (not authoritative: no user-level policy)"))
+    for warning in policy.warnings:
+        out.note(f"nonoctl: warning: {warning}")
+    out.line("publishers:")
+    for pub_info in publishers:
+        line = f"  {pub_info['name']}  {pub_info['key_id'] or '-'}"
+        if pub_info["fingerprint"]:
+            line += f"  {pub_info['fingerprint']}"
+        out.line(line)
+    out.line("files:" if files else "files: (none included)")
+    for entry in report.entries:
+        if entry.status == "failed":
+            out.line(f"  {entry.path}  failed: {entry.reason or entry.label}")
+        else:
+            out.line(f"  {entry.path}  {entry.status}")
+    return EXIT_OK
 
 
 def _cmd_doctor(args: argparse.Namespace, command: list[str], out: Output) -> int:
