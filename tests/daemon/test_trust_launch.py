@@ -52,3 +52,39 @@ def test_tampered_instruction_file_refuses_the_launch(
     audits = sorted(daemon_thread.state_dir.rglob("audit.ndjson"), key=lambda p: p.stat().st_mtime)
     last = [json.loads(line)["event"] for line in audits[-1].read_text().splitlines()]
     assert any(e["type"] == "trust_failed" and "skipped" in e["reason"] for e in last)
+
+
+def test_the_session_reads_the_verified_bytes_whatever_happens_on_the_host(
+        daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    """TOCTOU: GEMINI.md is rewritten on the host right after the launch is accepted and again
+    while the program runs; the program reads the verified content every time.
+
+    (A rename or unlink over the file on the host is different: the kernel detaches mounts
+    from a dentry removed in another namespace, so the pin goes and the session sees the new
+    file. docs/trust.md states this limit.)"""
+    import subprocess
+    import sys
+
+    work = short_tmp / "proj"
+    work.mkdir()
+    config = short_tmp / "cfg"
+    _project(work, config)
+    env = cli_env(daemon_thread.socket, short_tmp, XDG_CONFIG_HOME=str(config))
+    script = "cat GEMINI.md; read x; cat GEMINI.md; read y; cat GEMINI.md"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nonoctl", "launch", "--allow-cwd", "--", "/bin/sh", "-c",
+         script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env, cwd=work)
+    assert proc.stdin is not None and proc.stdout is not None
+    first = proc.stdout.readline()
+    (work / "GEMINI.md").write_text("# SWAPPED after the launch\n")
+    proc.stdin.write(b"\n")
+    proc.stdin.flush()
+    second = proc.stdout.readline()
+    with open(work / "GEMINI.md", "r+") as f:  # in place, while the program runs
+        f.write("# SWAPPED while the program runs\n")
+    proc.stdin.write(b"\n")
+    proc.stdin.close()
+    third = proc.stdout.readline()
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    assert first == second == third == b"# rules\n"
