@@ -192,3 +192,16 @@ def _parse_pin_target(host: str, target: str) -> tuple[IPAddress, int | None]:
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise PinError(f"resolve.{host}: bad port in `{target}`")
     return address, int(port_text)
+
+
+async def connect_exactly(address: str, port: int) -> trio.SocketStream:
+    """A TCP connection to exactly ``address``, the one that was checked (no name lookup,
+    so no window for DNS rebinding between the check and the connect)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)

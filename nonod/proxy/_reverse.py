@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import select
-import socket
 import ssl
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -69,7 +68,7 @@ from ._inject import (
     split_target,
     upstream_head,
 )
-from ._resolve import ResolveError, Resolver
+from ._resolve import ResolveError, Resolver, connect_exactly
 
 if TYPE_CHECKING:
     from ._server import ProxyLimits
@@ -558,7 +557,7 @@ class ReverseHandler:
         with trio.move_on_after(limits.connect_timeout) as scope:
             for address, port in resolved.addresses:
                 try:
-                    tcp = await _open_tcp(address, port)
+                    tcp = await connect_exactly(address, port)
                 except OSError:
                     continue
                 shown = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
@@ -747,14 +746,3 @@ async def _to_upstream(upstream: _Upstream, data: bytes, timeout: float) -> None
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         raise _UpstreamFailed(timeout=False) from None
 
-
-async def _open_tcp(address: str, port: int) -> trio.SocketStream:
-    """A TCP connection to exactly ``address`` (no name lookup)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
-    try:
-        await sock.connect((address, port))
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)

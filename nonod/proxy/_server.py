@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 from collections.abc import Callable
 from typing import Final, Literal, NoReturn, final
 
@@ -51,7 +50,7 @@ from ._http import (
 )
 from ._policy import ProxyPolicy
 from ._relay import relay
-from ._resolve import ResolveError, Resolver
+from ._resolve import ResolveError, Resolver, connect_exactly
 from ._reverse import ReverseHandler, RouteTable
 
 log = structlog.get_logger()
@@ -274,7 +273,7 @@ class ProxyServer:
         with trio.move_on_after(self._limits.connect_timeout) as scope:
             for address, target_port in resolved.addresses:
                 try:
-                    upstream = await _open_tcp(address, target_port)
+                    upstream = await connect_exactly(address, target_port)
                 except OSError:
                     continue
                 exchange.address = f"{address}:{target_port}" if ":" not in address else (
@@ -503,17 +502,6 @@ async def _next_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Re
         return None
     raise h11.RemoteProtocolError("expected a request")
 
-
-async def _open_tcp(address: str, port: int) -> trio.SocketStream:
-    """A TCP connection to exactly ``address`` (no name lookup)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
-    try:
-        await sock.connect((address, port))
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)
 
 
 async def serve_proxy(
