@@ -51,11 +51,12 @@ from . import _libc
 from ._landlock import LandlockPlan, apply_plan
 from ._mounts import MountOp, apply_mounts, prepare_root
 from ._seccomp import install_filter
+from ._viewguard import GuardLost, ViewGuard, guarded
 
 STEPS = (
     "fork", "pdeathsig", "user", "unshare", "idmap", "fork_init", "setsid", "mounts",
     "loopback", "keyring", "chdir", "rlimits", "stdio", "close_fds", "no_new_privs",
-    "landlock", "caps", "seccomp", "exec",
+    "landlock", "caps", "seccomp", "exec", "guard",
 )
 RECORD = struct.Struct("<BiiI")
 REC_PID = 1
@@ -175,6 +176,7 @@ def run_outer(plan: LaunchPlan, fds: Fds) -> None:
         _step("unshare", _libc.unshare, plan.ns_flags)
         _step("idmap", _idmap, plan)
         alive_r, alive_w = os.pipe()
+        guard_outer, guard_init = socket.socketpair()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -184,19 +186,21 @@ def run_outer(plan: LaunchPlan, fds: Fds) -> None:
         raise  # unreachable: _fail exits
     if pid == 0:
         os.close(alive_w)
+        guard_outer.close()
         try:
-            run_init(plan, fds, alive_r)
+            run_init(plan, fds, alive_r, guard_init)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
             _fail(launch_w, StepFailed("fork_init", 0, f"{type(exc).__name__}: {exc}"))
         os._exit(EXIT_LAUNCH_FAILED)
     os.close(alive_r)
+    guard_init.close()
     _write_all(launch_w, record(REC_PID, pid, 0))
     for fd in {*fds, 0, 1, 2}:
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
-    _wait_for(pid)
+    _guard_and_wait(pid, guard_outer)
     os._exit(0)
 
 
@@ -214,11 +218,13 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int) -> None:
         _libc.unshare(ns_flags)
         _idmap_ids(uid, gid)
         alive_r, alive_w = os.pipe()
+        guard_outer, guard_init = socket.socketpair()
         pid = os.fork()
     except OSError:
         os._exit(EXIT_LAUNCH_FAILED)
     if pid == 0:
         os.close(alive_w)
+        guard_outer.close()
         try:
             prepare_init(alive_r, loopback=bool(ns_flags & _libc.CLONE_NEWNET))
             msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=sock_fd), 1 << 20,
@@ -232,13 +238,15 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int) -> None:
             plan = msgspec.msgpack.decode(msg, type=LaunchPlan)
             if (plan.uid, plan.gid, plan.ns_flags) != (uid, gid, ns_flags):
                 raise StepFailed("fork", 22, "plan does not match the warm launcher")
-            confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]))
+            confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
+                            guard_init)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
             _fail(launch_w, StepFailed("fork_init", 0, f"{type(exc).__name__}: {exc}"))
         os._exit(EXIT_LAUNCH_FAILED)
     os.close(alive_r)
+    guard_init.close()
     try:
         os.write(sock_fd, struct.pack("<i", pid))
     finally:
@@ -246,8 +254,80 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int) -> None:
     for fd in (0, 1, 2):
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
-    _wait_for(pid)
+    _guard_and_wait(pid, guard_outer)
     os._exit(0)
+
+
+_GUARD_LEN = struct.Struct("<I")
+
+
+def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...]) -> None:
+    """Init side: hand the guarded operations to the outer process, which watches them for
+    the whole session (``_viewguard``), and wait until it does. Nothing to guard: just close."""
+    with guard:
+        todo = guarded(ops)
+        if not todo:
+            return
+        data = msgspec.msgpack.encode(todo)
+        guard.sendall(_GUARD_LEN.pack(len(data)) + data)
+        reply = guard.recv(4096)
+    if reply[:1] == b"k":
+        return
+    if reply[:1] == b"E" and len(reply) >= 5:
+        raise OSError(struct.unpack("<i", reply[1:5])[0], reply[5:].decode("utf-8", "replace"))
+    raise OSError(32, "the view guard did not start")  # EPIPE
+
+
+def _receive_guard(guard: socket.socket) -> ViewGuard | None:
+    """Outer side: the operations from the init (None: nothing to guard, or the launch
+    failed first), watched before the init goes on."""
+    data = b""
+    while True:
+        chunk = guard.recv(1 << 20)
+        if not chunk:
+            return None
+        data += chunk
+        if len(data) >= 4 and len(data) >= 4 + _GUARD_LEN.unpack_from(data)[0]:
+            break
+    ops = msgspec.msgpack.decode(data[4:], type=tuple[MountOp, ...])
+    try:
+        view = ViewGuard(ops)
+        view.start()
+    except (OSError, GuardLost) as exc:
+        err = exc.errno or 0 if isinstance(exc, OSError) else 40  # GuardLost: ELOOP
+        detail = f"{exc.filename or ''}" if isinstance(exc, OSError) else f"{exc.target} {exc.why}"
+        guard.sendall(b"E" + struct.pack("<i", err) + detail.encode()[:4000])
+        return None
+    guard.sendall(b"k")
+    return view
+
+
+def _guard_and_wait(init: int, guard: socket.socket) -> None:
+    """The outer process's life after the launch: keep the session's view as built (see
+    ``_viewguard``) until the init exits; a guarded path that cannot be covered again ends
+    the session."""
+    with guard:
+        try:
+            view = _receive_guard(guard)
+        except OSError:
+            view = None
+    if view is None:
+        _wait_for(init)
+        return
+    pidfd = os.pidfd_open(init)
+    while True:
+        try:
+            ready, _, _ = select.select([view.fd, pidfd], [], [])
+        except InterruptedError:
+            continue
+        if pidfd in ready:
+            break
+        try:
+            view.check()
+        except (OSError, GuardLost):
+            os.kill(init, signal.SIGKILL)
+            break
+    _wait_for(init)
 
 
 def _wait_for(pid: int) -> int:
@@ -316,12 +396,12 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signa
              signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
 
 
-def run_init(plan: LaunchPlan, fds: Fds, alive_r: int) -> None:
+def run_init(plan: LaunchPlan, fds: Fds, alive_r: int, guard: socket.socket) -> None:
     """Pid 1 of the session: confine itself step by step, fork the program, then stay as the
     namespace's init: forward signals to the program, reap orphans, report the program's exit
     status on the exit pipe and exit (which ends every process left in the namespace)."""
     prepare_init(alive_r, loopback=plan.loopback)
-    confine_and_run(plan, fds)
+    confine_and_run(plan, fds, guard)
 
 
 def prepare_init(alive_r: int, *, loopback: bool) -> None:
@@ -336,8 +416,9 @@ def prepare_init(alive_r: int, *, loopback: bool) -> None:
     _step("keyring", _libc.join_new_session_keyring)
 
 
-def confine_and_run(plan: LaunchPlan, fds: Fds) -> None:
+def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket) -> None:
     _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned)
+    _step("guard", _start_guard, guard, plan.mounts)
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits)
     try:

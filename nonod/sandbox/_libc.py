@@ -181,3 +181,48 @@ def set_loopback_up() -> None:
 def set_controlling_tty(fd: int) -> None:
     tiocsctty = 0x540E
     _check(_libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(tiocsctty), ctypes.c_int(0)), "tty")
+
+
+IN_CLOEXEC = 0o2000000
+IN_NONBLOCK = 0o4000
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_DELETE_SELF = 0x400
+IN_MOVE_SELF = 0x800
+IN_ONLYDIR = 0x01000000
+
+
+def inotify_init1(flags: int) -> int:
+    return _check(_libc.inotify_init1(ctypes.c_int(flags)), "inotify")
+
+
+def inotify_add_watch(fd: int, path: str, mask: int) -> int:
+    return _check(_libc.inotify_add_watch(ctypes.c_int(fd), path.encode(),
+                                          ctypes.c_uint32(mask)), path)
+
+
+def inotify_rm_watch(fd: int, wd: int) -> None:
+    _libc.inotify_rm_watch(ctypes.c_int(fd), ctypes.c_int(wd))  # a gone watch is not an error
+
+
+_AT_SYMLINK_NOFOLLOW = 0x100
+_STATX_MODE = 0x2
+_STATX_MNT_ID = 0x1000
+_STATX_BUF = 256
+_STATX_MODE_OFFSET = 28
+_STATX_MNT_ID_OFFSET = 144
+
+
+def mount_id(path: str) -> tuple[int, int]:
+    """(mount id, st_mode) of what ``path`` names, without following a final symlink: the
+    id is that of the mount whose root ``path`` is if something is mounted on it, else of the
+    mount containing it."""
+    buf = ctypes.create_string_buffer(_STATX_BUF)
+    _check(_libc.statx(ctypes.c_int(-100), path.encode(), ctypes.c_int(_AT_SYMLINK_NOFOLLOW),
+                       ctypes.c_uint(_STATX_MODE | _STATX_MNT_ID), buf), path)
+    raw = buf.raw
+    mode = int.from_bytes(raw[_STATX_MODE_OFFSET:_STATX_MODE_OFFSET + 2], "little")
+    mnt = int.from_bytes(raw[_STATX_MNT_ID_OFFSET:_STATX_MNT_ID_OFFSET + 8], "little")
+    return mnt, mode

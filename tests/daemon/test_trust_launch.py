@@ -57,11 +57,9 @@ def test_tampered_instruction_file_refuses_the_launch(
 def test_the_session_reads_the_verified_bytes_whatever_happens_on_the_host(
         daemon_thread: DaemonThread, short_tmp: Path) -> None:
     """TOCTOU: GEMINI.md is rewritten on the host right after the launch is accepted and again
-    while the program runs; the program reads the verified content every time.
-
-    (A rename or unlink over the file on the host is different: the kernel detaches mounts
-    from a dentry removed in another namespace, so the pin goes and the session sees the new
-    file. docs/trust.md states this limit.)"""
+    while the program runs, in place and then by rename (which detaches the pin's mount: the
+    view guard puts it back); the program reads the verified content every time."""
+    import os
     import subprocess
     import sys
 
@@ -70,7 +68,7 @@ def test_the_session_reads_the_verified_bytes_whatever_happens_on_the_host(
     config = short_tmp / "cfg"
     _project(work, config)
     env = cli_env(daemon_thread.socket, short_tmp, XDG_CONFIG_HOME=str(config))
-    script = "cat GEMINI.md; read x; cat GEMINI.md; read y; cat GEMINI.md"
+    script = "cat GEMINI.md; read x; cat GEMINI.md; read y; cat GEMINI.md; read z; cat GEMINI.md"
     proc = subprocess.Popen(
         [sys.executable, "-m", "nonoctl", "launch", "--allow-cwd", "--", "/bin/sh", "-c",
          script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -84,7 +82,12 @@ def test_the_session_reads_the_verified_bytes_whatever_happens_on_the_host(
     with open(work / "GEMINI.md", "r+") as f:  # in place, while the program runs
         f.write("# SWAPPED while the program runs\n")
     proc.stdin.write(b"\n")
-    proc.stdin.close()
+    proc.stdin.flush()
     third = proc.stdout.readline()
+    (work / "GEMINI.md.new").write_text("# SWAPPED by rename, as editors save\n")
+    os.replace(work / "GEMINI.md.new", work / "GEMINI.md")
+    proc.stdin.write(b"\n")
+    proc.stdin.close()
+    fourth = proc.stdout.readline()
     assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
-    assert first == second == third == b"# rules\n"
+    assert first == second == third == fourth == b"# rules\n"

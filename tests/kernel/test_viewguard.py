@@ -1,0 +1,120 @@
+"""The view guard: what the launcher mounted stays in place when the host renames or deletes
+the paths under it while the session runs (the kernel detaches a mount whose dentry goes).
+
+Each test starts a program that signals it is running (a ``ready`` file), waits for ``go``,
+then tries the path. Between the two, the host does what git, editors and ``rm -rf`` do.
+Without the guard every one of these reads the host's new file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from nonod.policy import Access
+from nonod.sandbox import LaunchRequest
+
+from ..conftest import SandboxUser
+from .test_sandbox import home as home  # the fixture
+from .test_sandbox import policy, probe
+
+WAIT = (
+    "import time\n"
+    "open('ready', 'w').close()\n"
+    "while not os.path.exists('go'):\n"
+    "    time.sleep(0.01)\n"
+)
+
+
+def _meanwhile(work: Path, change: Callable[[], None]) -> threading.Thread:
+    def run() -> None:
+        deadline = time.monotonic() + 30
+        while not (work / "ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        change()
+        (work / "go").touch()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_mask_survives_the_host_deleting_and_recreating_the_directory(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    ssh = home / ".ssh"
+    work = home / "work"
+
+    def replace_ssh() -> None:
+        shutil.rmtree(ssh)
+        ssh.mkdir()
+        (ssh / "id_rsa").write_text("NEW-KEY-CANARY\n")
+        sandbox_user.chown(ssh)
+        sandbox_user.chown(ssh / "id_rsa")
+
+    thread = _meanwhile(work, replace_ssh)
+    try:
+        r = sandbox_user.run(policy((home, Access.READWRITE), denials=(ssh,)), probe(
+            WAIT + f"t(lambda: open('{ssh}/id_rsa').read())\nt(lambda: os.listdir('{ssh}'))\n"),
+            cwd=str(work))
+    finally:
+        thread.join()
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["EACCES", "EACCES"]
+    assert "CANARY" not in r.stdout
+
+
+def test_git_config_stays_read_only_after_git_rewrites_it_by_rename(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    work = home / "work"
+    git = work / ".git"
+    git.mkdir()
+    (git / "config").write_text("[core]\n")
+    for p in (git, git / "config"):
+        sandbox_user.chown(p)
+
+    def git_config_set() -> None:  # what `git config` does: write config.lock, rename it
+        (git / "config.lock").write_text("[core]\n\tbare = false\n")
+        os.replace(git / "config.lock", git / "config")
+
+    thread = _meanwhile(work, git_config_set)
+    try:
+        r = sandbox_user.run(policy((work, Access.READWRITE)), probe(
+            WAIT + "t(lambda: open('.git/config', 'a').write('[core]\\n\\tfsmonitor = x\\n'))\n"),
+            cwd=str(work))
+    finally:
+        thread.join()
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[0] in ("EROFS", "EACCES")
+    assert "fsmonitor" not in (git / "config").read_text()
+
+
+def test_a_pinned_file_replaced_by_rename_still_reads_the_verified_bytes(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    work = home / "work"
+    rules = work / "GEMINI.md"
+    rules.write_text("# verified rules\n")
+    sandbox_user.chown(rules)
+
+    def swap() -> None:
+        (work / "GEMINI.md.tmp").write_text("# INJECTED by rename\n")
+        os.replace(work / "GEMINI.md.tmp", rules)
+
+    thread = _meanwhile(work, swap)
+    try:
+        request = LaunchRequest(
+            argv=tuple(probe("t(lambda: open('GEMINI.md').read().strip())\n" + WAIT
+                             + "t(lambda: open('GEMINI.md').read().strip())\n"
+                             + "t(lambda: open('GEMINI.md', 'a'))\n")),
+            cwd=str(work), pins=((str(rules), b"# verified rules\n"),))
+        r = sandbox_user.run_request(policy((work, Access.READWRITE)), request)
+    finally:
+        thread.join()
+    assert r.code == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[:2] == ["OK # verified rules", "OK # verified rules"], r.stdout
+    assert lines[2] in ("EROFS", "EACCES")
+    assert rules.read_text() == "# INJECTED by rename\n"  # the host's file is the host's
