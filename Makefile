@@ -39,8 +39,10 @@ pytest: venv system-deps
 
 test: system-deps venv lint typecheck pytest
 
+# The seed's gitbot story end to end (docs/demo.md): needs gnome-keyring, dbus and
+# libsecret-tools (system-deps installs them as root) and trustme (in the venv's dev extra).
 demo: system-deps venv
-	$(BIN)/python -m nonoctl.demo
+	@$(BIN)/python -m nonoctl.demo
 
 bench: system-deps venv
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
