@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from nonod.policy import Access
 from nonod.sandbox import LaunchRequest
 
@@ -118,3 +120,35 @@ def test_a_pinned_file_replaced_by_rename_still_reads_the_verified_bytes(
     assert lines[:2] == ["OK # verified rules", "OK # verified rules"], r.stdout
     assert lines[2] in ("EROFS", "EACCES")
     assert rules.read_text() == "# INJECTED by rename\n"  # the host's file is the host's
+
+
+@pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)
+def test_without_an_inotify_instance_the_launch_is_refused_not_unguarded(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """Fail closed: a user out of inotify instances (``fs.inotify.max_user_instances``) gets
+    no session rather than one whose masks a host rename would undo."""
+    import subprocess
+
+    hog = subprocess.Popen(
+        ["setpriv", f"--reuid={sandbox_user.uid}", f"--regid={sandbox_user.uid}",
+         "--clear-groups", "/usr/bin/python3", "-S", "-c",
+         "import ctypes, sys\n"
+         "libc = ctypes.CDLL(None, use_errno=True)\n"
+         "n = 0\n"
+         "while libc.inotify_init1(0) >= 0:\n"
+         "    n += 1\n"
+         "print(n, ctypes.get_errno(), flush=True)\n"
+         "sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert hog.stdout is not None
+        _, err = map(int, hog.stdout.readline().split())
+        assert err == 24  # EMFILE: every instance this user may have is taken
+        r = sandbox_user.run(policy((home, Access.READWRITE), denials=(home / ".ssh",)),
+                             probe("t(lambda: print('RAN'))\n"), cwd=str(home / "work"))
+    finally:
+        hog.kill()
+        hog.wait()
+    assert r.code != 0
+    assert "RAN" not in r.stdout
+    assert "guard" in r.stderr, r.stderr
