@@ -17,7 +17,7 @@ import trio
 
 from ..errors import LaunchError
 from ..policy import ResolvedPolicy
-from ._launcher import REC_ERROR, REC_EXIT, REC_PID, RECORD, STEPS
+from ._launcher import REC_AUDIT, REC_ERROR, REC_EXIT, REC_PID, RECORD, STEPS
 from ._plan import build_plan
 from ._types import EnforcementReport, ExitStatus, LaunchRequest
 
@@ -58,9 +58,15 @@ class Sandboxed:
 
     def __init__(self, pid: int, pidfd: int, enforcement: EnforcementReport,
                  exit_stream: trio.lowlevel.FdStream, control: trio.socket.SocketType,
-                 proxy_listener: socket.socket | None) -> None:
+                 proxy_listener: socket.socket | None, *, audit_session: int = 0,
+                 audit_session_error: int = 0) -> None:
         self.pid = pid
         self.enforcement = enforcement
+        #: The kernel audit session id of the session's processes (``ses=`` in audit records)
+        #: when the request had an ``audit_tag`` and the kernel took it; else 0, and
+        #: ``audit_session_error`` holds the errno if it was refused.
+        self.audit_session = audit_session
+        self.audit_session_error = audit_session_error
         #: The listening socket inside the session's network namespace (127.0.0.1), for the
         #: daemon's proxy to serve; None when the network is unrestricted or blocked.
         self.proxy_listener = proxy_listener
@@ -190,9 +196,12 @@ class Launcher:
         finally:
             await launch_stream.aclose()
         pid = 0
+        ses = ses_err = 0
         for kind, a, b, detail in records:
             if kind == REC_PID:
                 pid = a
+            elif kind == REC_AUDIT:
+                ses, ses_err = a, b
             elif kind == REC_ERROR:
                 await exit_stream.aclose()
                 control.close()
@@ -215,7 +224,8 @@ class Launcher:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             pidfd = -1  # already over: its status is waiting on the exit pipe
-        return Sandboxed(pid, pidfd, report, exit_stream, control, listener)
+        return Sandboxed(pid, pidfd, report, exit_stream, control, listener,
+                         audit_session=ses, audit_session_error=ses_err)
 
     async def aclose(self) -> None:
         self._sock.close()

@@ -17,7 +17,6 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 
 import msgspec
@@ -25,9 +24,11 @@ import msgspec
 from . import _libc
 from ._launcher import (
     FDS_PER_PLAN,
+    REC_AUDIT,
     REC_ERROR,
     REC_PID,
     STEPS,
+    WARM_HELLO,
     LaunchPlan,
     record,
     run_outer,
@@ -50,11 +51,12 @@ def _reap() -> None:
 MAX_WARM_KEYS = 4
 REFILL_DELAY_MS = 0  # refill as soon as no launch is waiting to be read
 REAP_INTERVAL_MS = 1000  # ended launchers are reaped at least this often
-WarmKey = tuple[int, int, int]
+WarmKey = tuple[int, int, int, int]  # uid, gid, namespaces, audit tag
 
 
 class _Warm:
-    """One launcher waiting, namespaces made, for a plan with its uid, gid and namespaces."""
+    """One launcher waiting, namespaces made, for a plan with its uid, gid, namespaces and
+    audit tag (written before the namespaces were made)."""
 
     def __init__(self, key: WarmKey) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -62,19 +64,22 @@ class _Warm:
         if pid == 0:
             ours.close()
             try:
-                run_warm(key[0], key[1], key[2], theirs.detach())
+                run_warm(key[0], key[1], key[2], theirs.detach(), key[3])
             finally:
                 os._exit(126)
         theirs.close()
         self.sock = ours
+        self.audit_tag = key[3]
 
     def hand_over(self, msg: bytes, fds: list[int]) -> bool:
         """Give the plan to the waiting init; False if it is not there any more."""
         try:
-            data = self.sock.recv(4)
-            if len(data) != 4:
+            data = self.sock.recv(WARM_HELLO.size)
+            if len(data) != WARM_HELLO.size:
                 return False
-            (init_pid,) = struct.unpack("<i", data)
+            init_pid, ses, ses_err = WARM_HELLO.unpack(data)
+            if self.audit_tag:
+                os.write(fds[3], record(REC_AUDIT, ses, ses_err))
             os.write(fds[3], record(REC_PID, init_pid, 0))
             socket.send_fds(self.sock, [msg], fds)
             return True
@@ -132,7 +137,7 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
                 os.close(fd)
             continue
         key: WarmKey | None = (None if plan.switch_user
-                               else (plan.uid, plan.gid, plan.ns_flags))
+                               else (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag))
         ready = pool.pop(key, None) if key is not None else None
         if ready is None or not ready.hand_over(msg, fds):
             _cold(plan, fds, sock)

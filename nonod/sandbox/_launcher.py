@@ -6,6 +6,9 @@ The steps, in order (``STEPS`` names them in error records):
 
   outer process (forked from the fork server, stays outside the session's pid namespace)
     1. pdeathsig    die with the fork server
+       (audit tag     if the plan has one: write it to /proc/self/loginuid, report the audit
+                      session id the kernel assigns; a failure is reported, not fatal: the
+                      tag only lets the daemon observe filesystem denials)
     2. user         as root for another user: drop groups, gid and uid
     3. unshare      new user, mount, pid, ipc, uts, cgroup and (if restricted) net namespaces
     4. idmap        map the uid and gid to themselves, setgroups deny
@@ -62,6 +65,7 @@ RECORD = struct.Struct("<BiiI")
 REC_PID = 1
 REC_ERROR = 2
 REC_EXIT = 3
+REC_AUDIT = 4  # (audit session id or 0, errno)
 EXIT_LAUNCH_FAILED = 126
 
 
@@ -83,10 +87,12 @@ class LaunchPlan(msgspec.Struct, frozen=True, kw_only=True):
     loopback: bool = False
     proxy_port: int = 0  # non-zero: create the session's proxy socket there, hand it back
     pinned: tuple[bytes, ...] = ()  # verified file contents for the PIN mount operations
+    audit_tag: int = 0  # non-zero: the loginuid to set before leaving the initial namespace
 
 
 Fds = tuple[int, int, int, int, int, int]  # stdin, stdout, stderr, launch_w, exit_w, control
 FDS_PER_PLAN = 6
+WARM_HELLO = struct.Struct("<iIi")  # a warm launcher's init pid, audit session id, errno
 CONTROL_FD = 5
 
 
@@ -142,6 +148,21 @@ def _pdeathsig() -> None:
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def audit_session(tag: int) -> tuple[int, int]:
+    """Set our loginuid to ``tag`` (root in the initial user namespace only: the kernel wants
+    CAP_AUDIT_CONTROL there) and return ``(audit session id, 0)``, or ``(0, errno)``."""
+    try:
+        with open("/proc/self/loginuid", "w") as f:
+            f.write(str(tag))
+        with open("/proc/self/sessionid") as f:
+            ses = int(f.read())
+    except OSError as exc:
+        return 0, exc.errno or 0
+    except ValueError:
+        return 0, 22  # EINVAL: an unreadable session id
+    return (ses, 0) if 0 < ses < 0x7FFFFFFF else (0, 75)  # EOVERFLOW: not a record field
+
+
 def _switch_user(plan: LaunchPlan) -> None:
     os.setgroups([])
     os.setresgid(plan.gid, plan.gid, plan.gid)
@@ -171,6 +192,8 @@ def run_outer(plan: LaunchPlan, fds: Fds) -> None:
         _step("fork", _close_except, fds)
         _step("pdeathsig", _pdeathsig)
         _reset_signals()
+        if plan.audit_tag:
+            _write_all(launch_w, record(REC_AUDIT, *audit_session(plan.audit_tag)))
         if plan.switch_user:
             _step("user", _switch_user, plan)
         _step("unshare", _libc.unshare, plan.ns_flags)
@@ -204,17 +227,19 @@ def run_outer(plan: LaunchPlan, fds: Fds) -> None:
     os._exit(0)
 
 
-def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int) -> None:
+def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0) -> None:
     """A launcher made ahead of time (fork server child): namespaces, init and the empty root
     are ready before any plan exists, so only plan-specific steps remain at launch.
 
-    The outer process sends the init's host pid on ``sock_fd``; the init then waits on the same
+    The outer process sends the init's host pid (and its audit session, when ``audit_tag``
+    is set: see ``audit_session``) on ``sock_fd``; the init then waits on the same
     socket for (plan, five descriptors). A failure before that makes the init exit, and the
     fork server falls back to a cold launch. Never returns."""
     try:
         _close_except((sock_fd,))
         _pdeathsig()
         _reset_signals()
+        ses, ses_err = audit_session(audit_tag) if audit_tag else (0, 0)
         _libc.unshare(ns_flags)
         _idmap_ids(uid, gid)
         alive_r, alive_w = os.pipe()
@@ -236,7 +261,8 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int) -> None:
         launch_w = fds[3]
         try:
             plan = msgspec.msgpack.decode(msg, type=LaunchPlan)
-            if (plan.uid, plan.gid, plan.ns_flags) != (uid, gid, ns_flags):
+            if (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag) != (uid, gid, ns_flags,
+                                                                       audit_tag):
                 raise StepFailed("fork", 22, "plan does not match the warm launcher")
             confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
                             guard_init)
@@ -248,7 +274,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int) -> None:
     os.close(alive_r)
     guard_init.close()
     try:
-        os.write(sock_fd, struct.pack("<i", pid))
+        os.write(sock_fd, WARM_HELLO.pack(pid, ses, ses_err))
     finally:
         os.close(sock_fd)
     for fd in (0, 1, 2):

@@ -218,6 +218,7 @@ def build_plan(
         controlling_tty=controlling_tty,
         loopback=private_net,
         proxy_port=proxy_port,
+        audit_tag=request.audit_tag,
     )
     layers = [
         applied("namespaces", detail="user, mount, pid, ipc, uts, cgroup"

@@ -57,6 +57,10 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
     # through, so that strace can run inside the session as the program's parent. Set by the
     # daemon's learn path, never from a profile or a client's launch request.
     allow_ptrace: bool = False
+    # The daemon's kernel-audit tag (see ``nonod.audit._kernel``): the launcher writes it to
+    # its loginuid so that the session's filesystem denials can be told apart. Set by the
+    # daemon only; 0 means none.
+    audit_tag: int = 0
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,377 @@
+"""``fs_denied`` events: what a session was refused on the filesystem, seen by kernel audit.
+
+The parsing, classification and rate limiting are checked on recorded kernel text; the rest
+runs real daemons (root only: the kernel's audit netlink interface needs CAP_AUDIT_CONTROL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nonod.audit import verify_session_file
+from nonod.audit._kernel import (
+    AUDIT_TRUSTED_APP,
+    CWD,
+    EOE,
+    PATH,
+    SYSCALL,
+    SYSCALLS_X86_64,
+    Assembler,
+    Denial,
+    FsDeniedMonitor,
+    KernelAudit,
+    RateLimiter,
+    nonod_rules,
+    parse_record,
+    untangle,
+)
+
+from ..daemon.conftest import DaemonThread
+from ..daemon.conftest import short_tmp as short_tmp
+from ..daemon.test_cli import CLI, cli_env
+
+KEY = "nonod:4242"
+
+
+def _group(serial: int, *, syscall: int, exit_code: int, a1: str = "0", a2: str = "0",
+           cwd: str = "/work", paths: tuple[str, ...] = (), key: str = KEY,
+           ses: int = 7) -> list[tuple[int, str]]:
+    head = f"audit(1795443978.600:{serial}): "
+    records = [(SYSCALL, head + f"arch=c000003e syscall={syscall} success=no exit={exit_code} "
+                f"a0=ffffff9c a1={a1} a2={a2} a3=0 items={len(paths)} ppid=1 pid=99 "
+                f"auid=2147483650 uid=1000 ses={ses} comm=\"cat\" exe=\"/usr/bin/cat\" "
+                f"key=\"{key}\""),
+               (CWD, head + f"cwd=\"{cwd}\"")]
+    records += [(PATH, head + f"item={i} {p}") for i, p in enumerate(paths)]
+    records.append((EOE, head))
+    return records
+
+
+def _feed(assembler: Assembler, records: list[tuple[int, str]]) -> list[Denial]:
+    return [d for kind, text in records if (d := assembler.feed(kind, text)) is not None]
+
+
+def test_parse_record_keeps_quoted_values_whole() -> None:
+    serial, fields = parse_record('audit(1.2:93): cwd="/a b" name=2F746D70 key=(null)')
+    assert serial == 93
+    assert fields == {"cwd": '"/a b"', "name": "2F746D70", "key": "(null)"}
+    assert untangle(fields["name"]) == "/tmp"
+    assert untangle(fields["key"]) is None
+
+
+def test_a_refused_read_becomes_one_denial_with_its_path_joined_to_the_cwd() -> None:
+    assembler = Assembler(KEY, SYSCALLS_X86_64)
+    got = _feed(assembler, _group(94, syscall=257, exit_code=-13, a2="80000",
+                                  paths=('name="secret/key" nametype=NORMAL',)))
+    assert [(d.path, d.operation, d.errno, d.pid, d.ses) for d in got] == [
+        ("/work/secret/key", "read", "EACCES", 99, 7)]
+
+
+@pytest.mark.parametrize(("syscall", "a1", "a2", "paths", "operation", "path"), [
+    (257, "0", "80241", ('name="/ro/f" nametype=PARENT', 'name="/ro/f" nametype=NORMAL'),
+     "write", "/ro/f"),
+    (257, "0", "80041", ('name="/ro/" nametype=PARENT',), "create", "/ro"),
+    (2, "1", "0", ('name="/ro/f" nametype=NORMAL',), "write", "/ro/f"),
+    (59, "0", "0", ('name="/x/tool" nametype=NORMAL',), "exec", "/x/tool"),
+    (263, "0", "0", ('name="/ro/" nametype=PARENT', 'name="f" nametype=DELETE'), "remove",
+     "/work/f"),
+    (83, "0", "0", ('name=2F726F2F61206200 nametype=PARENT',), "create", "/ro/a b\x00"),
+])
+def test_operations_follow_the_syscall_and_its_flags(
+        syscall: int, a1: str, a2: str, paths: tuple[str, ...], operation: str,
+        path: str) -> None:
+    assembler = Assembler(KEY, SYSCALLS_X86_64)
+    [denial] = _feed(assembler, _group(1, syscall=syscall, exit_code=-30, a1=a1, a2=a2,
+                                       paths=paths))
+    assert (denial.operation, denial.path, denial.errno) == (
+        operation, path, "EROFS")
+
+
+def test_missing_paths_and_other_keys_are_not_denials() -> None:
+    assembler = Assembler(KEY, SYSCALLS_X86_64)
+    assert _feed(assembler, _group(1, syscall=257, exit_code=-2,
+                                   paths=('name="/nope" nametype=UNKNOWN',))) == []
+    assert _feed(assembler, _group(2, syscall=257, exit_code=-13, key="nonod:1",
+                                   paths=('name="/x" nametype=NORMAL',))) == []
+    assert _feed(assembler, _group(3, syscall=0, exit_code=-13)) == []  # read(2): not ours
+
+
+def test_unfinished_groups_are_bounded() -> None:
+    assembler = Assembler(KEY, SYSCALLS_X86_64, limit=4)
+    for serial in range(100):  # EOE lost every time
+        for kind, text in _group(serial, syscall=257, exit_code=-13)[:-1]:
+            assembler.feed(kind, text)
+    assert len(assembler._pending) <= 4
+
+
+def test_rate_limit_counts_what_it_drops_and_reports_it_once() -> None:
+    sent: list[tuple[str, int]] = []
+    monitor = FsDeniedMonitor("kernel-audit", 1, syscalls=SYSCALLS_X86_64, per_second=2)
+    watch = monitor.watch(7, lambda e: sent.append((e.path, e.suppressed)))
+    for serial in range(10):
+        for kind, text in _group(serial, syscall=257, exit_code=-13,
+                                 paths=(f'name="/d/{serial}" nametype=NORMAL',),
+                                 key=f"nonod:{os.getpid()}"):
+            monitor.dispatch(kind, text)
+    assert sent == [("/d/0", 0), ("/d/1", 0)]
+    watch.finish()
+    assert sent[2:] == [("/d/9", 8)]
+
+
+def test_a_new_window_reports_what_the_last_one_dropped_first() -> None:
+    now = [0.0]
+    limiter = RateLimiter(per_window=1, window=1.0, clock=lambda: now[0])
+    assembler = Assembler(KEY, SYSCALLS_X86_64)
+    a, b, c = (_feed(assembler, _group(i, syscall=257, exit_code=-13,
+                                       paths=(f'name="/{i}" nametype=NORMAL',)))[0]
+               for i in range(3))
+    assert limiter.admit(a) == (True, 0, None)
+    assert limiter.admit(b) == (False, 0, None)
+    now[0] = 1.5
+    assert limiter.admit(c) == (True, 1, b)
+    assert limiter.take_suppressed() == (0, None)
+
+
+def test_denials_before_the_watch_are_kept_for_it() -> None:
+    monitor = FsDeniedMonitor("kernel-audit", 1, syscalls=SYSCALLS_X86_64)
+    for kind, text in _group(5, syscall=257, exit_code=-13, ses=11,
+                             paths=('name="/early" nametype=NORMAL',),
+                             key=f"nonod:{os.getpid()}"):
+        monitor.dispatch(kind, text)
+    sent: list[str] = []
+    monitor.watch(11, lambda e: sent.append(e.path))
+    assert sent == ["/early"]
+    monitor.dispatch(AUDIT_TRUSTED_APP, "audit(1.2:3): msg='nonod-flush=00'")  # no waiter
+
+
+# ------------------------------------------------------------------ real kernel, as root
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="kernel audit rules need root (CAP_AUDIT_CONTROL)")
+
+PROBE = r"""
+import base64, os, socket, sys
+from urllib.parse import urlsplit
+proxy = urlsplit(os.environ["HTTPS_PROXY"])
+auth = base64.b64encode(f"{proxy.username}:{proxy.password}".encode()).decode()
+def tunnel(host):
+    s = socket.create_connection((proxy.hostname, proxy.port), timeout=5)
+    s.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n"
+              f"Proxy-Authorization: Basic {auth}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    return s, head.split(b" ")[1].decode()
+s, code = tunnel("allowed.test")
+s.sendall(b"ping")
+print("allowed", code, s.recv(4).decode(), flush=True)
+s.close()
+s, code = tunnel("evil.example")
+print("refused", code, flush=True)
+s.close()
+for path, mode in ((sys.argv[1], "r"), (sys.argv[2], "w"), ("missing.txt", "r")):
+    try:
+        open(path, mode).close()
+        print(path, "opened")
+    except OSError as e:
+        print(path, e.errno)
+raise SystemExit(3)
+"""
+
+
+@pytest.fixture
+def echo_port() -> Iterator[int]:
+    """A plain TCP echo server on the host's loopback: the "allowed host"."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    server.close()
+    thread.join(5)
+
+
+def _events(state_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
+    [path] = list(state_dir.rglob("audit.ndjson"))
+    return path, [json.loads(line)["event"] for line in path.read_text().splitlines()]
+
+
+def _setup_world(base: Path) -> tuple[Path, Path, Path]:
+    work = base / "work"
+    (work / "secret").mkdir(parents=True)
+    (work / "secret" / "key").write_text("k")
+    readonly = base / "ro"
+    readonly.mkdir()
+    (readonly / "file.txt").write_text("r")
+    for d in (base, work, readonly):
+        d.chmod(0o755)
+    (work / "probe.py").write_text(PROBE)
+    profile = base / "p.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": "fsdenied"},
+        "workdir": {"access": "readwrite"},
+        "groups": {"include": ["python_runtime"]},
+        "filesystem": {"read": [str(readonly)], "deny": [str(work / "secret")]},
+        "network": {"allow_domain": ["allowed.test"]},
+    }))
+    return work, readonly, profile
+
+
+def _audit_status() -> tuple[int, int, list[str]]:
+    audit = KernelAudit()
+    try:
+        enabled, pid = audit.status()
+        return enabled, pid, [key for key, _ in nonod_rules(audit)]
+    finally:
+        audit.close()
+
+
+@needs_root
+def test_session_events_in_order_and_kernel_state_restored(short_tmp: Path,
+                                                           echo_port: int) -> None:
+    enabled_before, _, rules_before = _audit_status()
+    work, readonly, profile = _setup_world(short_tmp)
+    config = (f'[network]\nresolve = {{"allowed.test" = "127.0.0.1:{echo_port}"}}\n'
+              '[audit]\nfs_denied = "auto"\n')
+    daemon = DaemonThread(short_tmp, config=config).start()
+    try:
+        run = CLI(cli_env(daemon.socket, short_tmp), work)
+        done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
+                   "/usr/bin/python3", "-S", "probe.py", str(work / "secret" / "key"),
+                   str(readonly / "file.txt"))
+        enabled_during, _, rules_during = _audit_status()
+    finally:
+        daemon.stop()
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "allowed 200 ping" in done.stdout
+    assert "refused 403" in done.stdout
+    assert f"{work}/secret/key 13" in done.stdout
+    assert f"{readonly}/file.txt 30" in done.stdout
+    assert "missing.txt 2" in done.stdout
+    path, events = _events(daemon.state_dir)
+    verify_session_file(path)
+    story = [(e["type"], e.get("host") or e.get("path") or e.get("exit_code"),
+              e.get("decision") or e.get("operation"))
+             for e in events if e["type"] in ("network", "fs_denied", "session_ended")
+             and not (e["type"] == "network" and e.get("stage", "close") == "close"
+                      and e["decision"] == "allow")]
+    assert story == [
+        ("network", "allowed.test", "allow"),
+        ("network", "evil.example", "deny"),
+        ("fs_denied", f"{work}/secret/key", "read"),
+        ("fs_denied", f"{readonly}/file.txt", "write"),
+        ("session_ended", 3, None),
+    ]
+    denied = [e for e in events if e["type"] == "fs_denied"]
+    assert [e["errno"] for e in denied] == ["EACCES", "EROFS"]
+    assert all(e["mechanism"].startswith("kernel-audit") for e in denied)
+    assert not any("missing" in str(e.get("path")) for e in denied)  # ENOENT: not reported
+    layers = {lay["name"]: lay for e in events if e["type"] == "enforcement"
+              for lay in e["layers"]}
+    assert layers["fs_denied"]["state"] == "applied"
+    # The daemon's three rules existed while it ran (it runs in this process); afterwards
+    # they are gone, and the audit status is what it was before unless another nonod
+    # instance (a concurrent test run) still holds rules and so keeps auditing on.
+    ours = f"nonod:{os.getpid()}"
+    assert enabled_during == 1 and rules_during.count(ours) == 3
+    assert ours not in rules_before
+    enabled_after, _, rules_after = _audit_status()
+    assert ours not in rules_after
+    if not rules_after and enabled_before == 0:
+        assert enabled_after == 0
+
+
+@needs_root
+def test_a_second_daemon_does_not_receive_the_first_ones_records(short_tmp: Path
+                                                                 ) -> None:
+    work, readonly, profile = _setup_world(short_tmp)
+    (short_tmp / "a").mkdir()
+    (short_tmp / "b").mkdir()
+    first = DaemonThread(short_tmp / "a").start()
+    second = DaemonThread(short_tmp / "b").start()
+    try:
+        run_first = CLI(cli_env(first.socket, short_tmp), work)
+        run_second = CLI(cli_env(second.socket, short_tmp), work)
+        reader = ("import sys\n"
+                  "try: open(sys.argv[1])\n"
+                  "except OSError as e: print(e.errno)\n")
+        done = run_first("launch", "--profile", str(profile), "--allow-cwd", "--",
+                         "/usr/bin/python3", "-S", "-c", reader, str(work / "secret" / "key"))
+        assert done.stdout.strip() == "13", done.stderr
+        done = run_second("launch", "--profile", str(profile), "--allow-cwd", "--",
+                          "/usr/bin/python3", "-S", "-c", reader, str(readonly / "nope"))
+        assert done.stdout.strip() == "2", done.stderr
+    finally:
+        second.stop()
+        first.stop()
+    _, first_events = _events(first.state_dir)
+    _, second_events = _events(second.state_dir)
+    assert [e["path"] for e in first_events if e["type"] == "fs_denied"] == [
+        f"{work}/secret/key"]
+    assert [e for e in second_events if e["type"] == "fs_denied"] == []
+
+
+@needs_root
+def test_off_reports_unavailable_and_touches_nothing(short_tmp: Path) -> None:
+    before = _audit_status()
+    work, _, profile = _setup_world(short_tmp)
+    daemon = DaemonThread(short_tmp, config='[audit]\nfs_denied = "off"\n').start()
+    try:
+        assert _audit_status() == before
+        run = CLI(cli_env(daemon.socket, short_tmp), work)
+        done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
+                   "/usr/bin/python3", "-S", "-c", f"open({str(work / 'secret' / 'key')!r})")
+        assert done.returncode == 1
+    finally:
+        daemon.stop()
+    _, events = _events(daemon.state_dir)
+    assert not [e for e in events if e["type"] == "fs_denied"]
+    layers = {lay["name"]: lay for e in events if e["type"] == "enforcement"
+              for lay in e["layers"]}
+    assert layers["fs_denied"]["state"] == "off"
+    assert layers["fs_denied"]["reason"] == 'unavailable: [audit] fs_denied = "off"'
+
+
+@needs_root
+async def test_the_flush_marker_comes_back_through_the_kernel() -> None:
+    """``release`` waits for its own marker message to come back from the kernel's audit
+    queue (then every denial queued before it has been read); a marker the kernel truncates
+    or drops would make every session end wait for the timeout and maybe lose denials."""
+    from nonod.audit import _kernel
+
+    async with _kernel.open_fs_denied_monitor("auto") as monitor:
+        if not monitor.active:
+            pytest.fail(f"kernel audit should work as root here: {monitor.status}")
+        for ses in (2**31 - 7, 2**31 - 8):
+            watch = monitor.watch(ses, lambda _event: None)
+            assert await monitor.release(watch, timeout=30) is True
+
+
+async def test_not_root_is_reported_unavailable_not_faked(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    from nonod.audit import _kernel
+
+    monkeypatch.setattr(_kernel.os, "geteuid", lambda: 1000)
+    async with _kernel.open_fs_denied_monitor("auto") as monitor:
+        assert not monitor.active and monitor.tag == 0
+        assert monitor.status.startswith("unavailable: the daemon is not root")
