@@ -48,7 +48,7 @@ from .client import (
 )
 
 if TYPE_CHECKING:
-    from nonod import trust
+    from nonod import audit, trust
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -166,6 +166,7 @@ def _options(args: argparse.Namespace) -> p.LaunchOptions:
         credentials=tuple(args.credential),
         env_credential_map=tuple(args.env_credential_map),
         trust_override=args.trust_override,
+        audit_sign_key=getattr(args, "audit_sign_key", None),
     )
 
 
@@ -222,6 +223,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="run in the background on a terminal of the daemon's")
     launch.add_argument("--dry-run", action="store_true",
                         help="show the resolved policy and command; run nothing")
+    launch.add_argument("--audit-sign-key", metavar="NAME",
+                        help="sign the session's sealed audit record with this trust key "
+                        "(keychain name or file:///abs/path ref; overrides [audit] sign_key)")
     _add_launch_flags(launch)
 
     ps = command("ps", _cmd_ps, "list sessions")
@@ -240,10 +244,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     wait = command("wait", _cmd_wait, "wait for a session to end; exit with its status")
     wait.add_argument("session", metavar="ID")
 
-    logs = command("logs", _cmd_logs, "print a detached session's output")
+    logs = command("logs", _cmd_logs,
+                   "print a session's audit events (--output: its program's output)")
     logs.add_argument("session", metavar="ID")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
-    logs.add_argument("-n", "--tail", type=int, metavar="N", help="only the last N lines")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing new events (output) until the session ends")
+    logs.add_argument("--kind", action="append", metavar="K",
+                      help="only events of kind K (network, fs_denied, signal...; repeatable)")
+    logs.add_argument("--output", action="store_true",
+                      help="the detached program's terminal output instead of its events")
+    logs.add_argument("-n", "--tail", type=int, metavar="N",
+                      help="--output: only the last N lines")
+
+    events = command("events", _cmd_events,
+                     "print the audit events of every session you may see, live")
+    events.add_argument("-f", "--follow", action="store_true",
+                        help="follow live (always: there is no history across sessions)")
+    events.add_argument("--session", metavar="ID", help="only this session")
+    events.add_argument("--kind", action="append", metavar="K",
+                        help="only events of kind K (repeatable)")
 
     attach = command("attach", _cmd_attach,
                      "connect the terminal to a detached session (detach: Ctrl-] d)", json=False)
@@ -295,8 +314,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     command("doctor", _cmd_doctor, "check what this machine can enforce, and what to fix")
 
-    audit = command("audit", _cmd_audit, "verify, show or list audit files (read locally)")
-    audit.add_argument("action", choices=("verify", "show", "list"))
+    audit = command("audit", _cmd_audit,
+                    "verify, show, list or prune audit files (read locally)")
+    audit.add_argument("action", choices=("verify", "show", "list", "prune"))
     audit.add_argument("session", nargs="?", metavar="ID", help="session id or unique prefix")
     audit.add_argument("--state-dir", type=Path, metavar="DIR",
                        help="the daemon's state directory (default: the user daemon's, or "
@@ -305,6 +325,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                        help="verify: accept a file with no final record (a live session)")
     audit.add_argument("--no-ledger", action="store_true",
                        help="verify: do not check the session against the ledger")
+    audit.add_argument("--key", type=Path, metavar="PUB",
+                       help="verify: the signature must verify with this public key (PEM, or "
+                       "base64 DER as `trust export-key` prints); default: the publishers of "
+                       "your user-level trust policy")
+    audit.add_argument("--older-than", metavar="AGE",
+                       help="prune: sealed sessions older than AGE (30d, 12h, 90m)")
+    audit.add_argument("--keep", type=int, metavar="N",
+                       help="prune: keep only the N most recently sealed sessions")
+    audit.add_argument("--dry-run", action="store_true",
+                       help="prune: list what would be removed; remove nothing")
 
     learn = command("learn", _cmd_learn,
                     "trace a run of a program and propose its profile (-- CMD ARGS); runs "
@@ -544,7 +574,55 @@ def _cmd_wait(args: argparse.Namespace, command: list[str], out: Output) -> int:
     return shell_status(reply)
 
 
+def _kinds(values: list[str] | None) -> tuple[str, ...] | None:
+    if not values:
+        return None
+    return tuple(k.strip() for v in values for k in v.split(",") if k.strip())
+
+
+def _follow_audit(conn: Connection, request: p.AuditFollow, out: Output, *, as_json: bool,
+                  wrap: bool, announce: str | None = None) -> int:
+    """Print the records of an ``AuditFollow`` stream until it ends."""
+    _expect(conn.request(request), p.Ok)
+    if announce is not None:
+        out.note(announce)
+    while True:
+        reply = check(conn.receive())
+        if isinstance(reply, p.AuditRecord):
+            out.audit_record(reply.session, bytes(reply.record), as_json=as_json, wrap=wrap)
+        elif isinstance(reply, p.AuditDropped):
+            out.audit_dropped(reply)
+        elif isinstance(reply, p.EndOfOutput):
+            return EXIT_FAILURE if reply.reason == "lagged" else EXIT_OK
+        else:
+            raise ConnectionLost(f"unexpected `{type(reply).__name__}` in an audit stream")
+
+
+def _cmd_events(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    try:
+        request = p.AuditFollow(session=args.session, kinds=_kinds(args.kind))
+    except ValueError as exc:
+        out.error(f"invalid request: {exc}")
+        return EXIT_USAGE
+    as_json = out.json_mode or not sys.stdout.isatty()
+    with _connect(args) as conn:
+        return _follow_audit(conn, request, out, as_json=as_json, wrap=True,
+                             announce="nonoctl: following audit events (Ctrl-C stops)")
+
+
 def _cmd_logs(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    if not args.output:
+        if args.tail is not None:
+            out.error("-n/--tail goes with --output (the program's output)")
+            return EXIT_USAGE
+        request = p.AuditFollow(session=args.session, kinds=_kinds(args.kind), from_start=True,
+                                follow=args.follow)
+        as_json = out.json_mode or not sys.stdout.isatty()
+        with _connect(args) as conn:
+            return _follow_audit(conn, request, out, as_json=as_json, wrap=False)
+    if args.kind:
+        out.error("--kind filters audit events; it does not go with --output")
+        return EXIT_USAGE
     if args.tail is not None and args.tail < 0:
         out.error("--tail takes a number of lines >= 0")
         return EXIT_USAGE
@@ -1194,6 +1272,8 @@ def _cmd_audit(args: argparse.Namespace, command: list[str], out: Output) -> int
     state = _audit_state_dir(args)
     if args.action == "list":
         return _audit_list(state, out)
+    if args.action == "prune":
+        return _audit_prune(args, state, out)
     if not args.session:
         out.error(f"`audit {args.action}` needs a session id")
         return EXIT_USAGE
@@ -1208,15 +1288,63 @@ def _cmd_audit(args: argparse.Namespace, command: list[str], out: Output) -> int
     return _audit_show(session, path, out)
 
 
+def _audit_checker(args: argparse.Namespace, path: Path,
+                   out: Output) -> audit.SignatureChecker | None:
+    """``--key PUB``, else the user-level trust policy's publisher whose key signed the
+    bundle beside ``path`` (None: no bundle, or no trusted key for it; the result then says
+    ``absent``/``unchecked``)."""
+    from nonod import audit
+
+    if args.key is not None:
+        try:
+            data = args.key.read_bytes()
+        except OSError as exc:
+            raise NonoError(f"cannot read {args.key}: {exc.strerror}") from exc
+        return audit.EcdsaP256Checker.from_text(data)
+    try:
+        sidecar = path.with_name(path.name + ".bundle").read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise NonoError(f"cannot read the signature beside {path}: {exc.strerror}") from exc
+    hint = audit.bundle_key_hint(sidecar)
+    policy_path = _user_trust_dir() / _POLICY_FILE
+    if hint is None or not policy_path.exists():
+        return None
+    from nonod import trust
+
+    try:
+        data = policy_path.read_bytes()
+        bundle_path = policy_path.with_name(policy_path.name + ".bundle")
+        bundle = bundle_path.read_bytes() if bundle_path.exists() else None
+        policy = trust.load_policy(data, bundle, trusted=trust.parse_policy(
+            data, source=str(policy_path)).publishers, name=policy_path.name)
+    except (OSError, trust.TrustError) as exc:
+        out.note(f"nonoctl: warning: the user-level trust policy is not usable to check the "
+                 f"signature: {getattr(exc, 'message', exc)}")
+        return None
+    for publisher in policy.publishers:
+        if publisher.keyed and publisher.key().fingerprint == hint:
+            return audit.EcdsaP256Checker.from_der(publisher.key().der)
+    out.note("nonoctl: note: the record is signed by a key none of your trust policy's "
+             "publishers hold; pass --key PUB to check it")
+    return None
+
+
 def _audit_verify(args: argparse.Namespace, state: Path, session: str, path: Path,
                   out: Output) -> int:
     from nonod.audit import LEDGER_FILE, AuditIncomplete, AuditVerifyError, verify_session_file
 
     ledger = state / LEDGER_FILE
-    use_ledger = not args.no_ledger and ledger.exists()
+    use_ledger = not args.no_ledger
+    if use_ledger and not ledger.exists():
+        out.error(f"no ledger at {ledger}: the session's seal cannot be checked against it",
+                  "--no-ledger checks the file alone")
+        return EXIT_FAILURE
+    checker = _audit_checker(args, path, out)
     try:
         result = verify_session_file(path, session=session, ledger=ledger if use_ledger else None,
-                                     allow_incomplete=args.allow_incomplete)
+                                     checker=checker, allow_incomplete=args.allow_incomplete)
     except AuditVerifyError as exc:
         incomplete = isinstance(exc, AuditIncomplete)
         if out.json_mode:
@@ -1256,6 +1384,43 @@ def _audit_show(session: str, path: Path, out: Output) -> int:
     return EXIT_OK
 
 
+def _parse_age(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``45s`` or a number of days, in seconds."""
+    units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+    unit = units.get(text[-1:].lower())
+    number = text[:-1] if unit is not None else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise NonoError(f"--older-than {text!r}: expected an age such as 30d, 12h or 90m") \
+            from None
+    if value < 0:
+        raise NonoError("--older-than must not be negative")
+    return value * (unit if unit is not None else 86400.0)
+
+
+def _audit_prune(args: argparse.Namespace, state: Path, out: Output) -> int:
+    import datetime as dt
+
+    from nonod.audit import prune_sessions
+
+    if args.older_than is None and args.keep is None:
+        out.error("`audit prune` needs --older-than AGE and/or --keep N")
+        return EXIT_USAGE
+    max_age = (dt.timedelta(seconds=_parse_age(args.older_than))
+               if args.older_than is not None else None)
+    removed = prune_sessions(state, max_age=max_age, max_count=args.keep,
+                             dry_run=args.dry_run)
+    if out.json_mode:
+        out.json(removed)
+        return EXIT_OK
+    verb = "would remove" if args.dry_run else "removed"
+    for summary in removed:
+        out.line(f"{verb} {summary.session} (sealed {summary.ended}, {summary.count} events)")
+    out.line(f"{verb} {len(removed)} sealed sessions; their ledger lines stay")
+    return EXIT_OK
+
+
 def _audit_list(state: Path, out: Output) -> int:
     from nonod.audit import LEDGER_FILE, AuditVerifyError, list_sessions, verify_ledger_file
 
@@ -1283,7 +1448,7 @@ def _audit_list(state: Path, out: Output) -> int:
 
 _COMMANDS: Final = frozenset({
     "launch", "run", "ps", "inspect", "stop", "wait", "logs", "attach", "prune", "daemon",
-    "profile", "doctor", "completion", "audit", "secret", "trust", "learn",
+    "profile", "doctor", "completion", "audit", "secret", "trust", "learn", "events",
 })
 
 

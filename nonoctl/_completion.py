@@ -18,8 +18,16 @@ def _commands(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
                     str(c) for a in sub._actions
                     if not a.option_strings and a.choices for c in a.choices
                 ]
+                if "--kind" in flags:  # logs, events: the audit event kinds
+                    choices += _audit_kinds()
                 out[name] = flags + choices
     return out
+
+
+def _audit_kinds() -> list[str]:
+    from nonod.audit import EVENT_KINDS
+
+    return sorted({*EVENT_KINDS, "seal"})
 
 
 def _globals(parser: argparse.ArgumentParser) -> list[str]:

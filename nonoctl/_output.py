@@ -8,15 +8,26 @@ on stdout, errors still on stderr.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, TextIO, final
+from typing import TYPE_CHECKING, Any, Final, TextIO, final
 
 import msgspec
 
 from nonod.control import protocol as p
 
+if TYPE_CHECKING:
+    from nonod.audit import Record
+
 _encoder: Final = msgspec.json.Encoder()
+
+
+@functools.cache
+def _record_decoder() -> msgspec.json.Decoder[Record]:
+    from nonod.audit import Record
+
+    return msgspec.json.Decoder(Record)
 
 
 def _age(when: dt.datetime | None, now: dt.datetime) -> str:
@@ -238,6 +249,30 @@ class Output:
         else:
             self.line(f"{state.name}: {'found' if state.found else 'not found'}"
                       + (f" ({state.source})" if state.source else ""))
+
+    # -- audit streams
+    def audit_record(self, session: str, raw: bytes, *, as_json: bool, wrap: bool) -> None:
+        """One audit record: the stored line as it is (``wrap``: inside
+        ``{"record": ..., "session": ...}``), or one rendered line, coloured on a terminal."""
+        if as_json:
+            line = raw.decode("utf-8")
+            if wrap:
+                line = f'{{"record":{line},"session":{_encoder.encode(session).decode()}}}'
+            self._out.write(line + "\n")
+            self._out.flush()
+            return
+        from nonod.audit import render_record
+
+        record = _record_decoder().decode(raw)
+        self.line(render_record(session, record, color=self._out.isatty()))
+        self._out.flush()
+
+    def audit_dropped(self, dropped: p.AuditDropped) -> None:
+        from nonod.audit import render_dropped
+
+        self._err.write(render_dropped(dropped.buffer, dropped.delivered,
+                                       color=self._err.isatty()) + "\n")
+        self._err.flush()
 
     def output_chunk(self, session: str, chunk: p.Output) -> None:
         if self.json_mode:

@@ -438,6 +438,26 @@ class Client:
                 else:
                     raise UnexpectedReply(f"unexpected `{_tag(reply)}` in a log stream")
 
+    def audit(
+        self,
+        session: str | None = None,
+        *,
+        kinds: Sequence[str] | None = None,
+        from_start: bool = False,
+        follow: bool = True,
+    ) -> AuditStream:
+        """Audit records (``AuditFollow``), on a connection of their own: subscribed when this
+        returns, so every record written afterwards will be delivered."""
+        conn = self._fresh()
+        try:
+            _expect(conn.request(p.AuditFollow(
+                session=session, kinds=tuple(kinds) if kinds is not None else None,
+                from_start=from_start, follow=follow)), p.Ok)
+        except BaseException:
+            conn.close()
+            raise
+        return AuditStream(conn)
+
     def events(self, session: str | None = None) -> EventStream:
         """Lifecycle events from now on, on a connection of their own (close it when done)."""
         conn = self._fresh()
@@ -447,6 +467,39 @@ class Client:
             conn.close()
             raise
         return EventStream(conn)
+
+
+@final
+class AuditStream:
+    """An iterator of ``AuditRecord`` (and a last ``AuditDropped`` if the daemon dropped this
+    follower); ends with the stream. Also a context manager that closes its connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        #: Set once the stream has ended: ``complete`` or ``lagged``.
+        self.end_reason: str | None = None
+
+    def __iter__(self) -> AuditStream:
+        return self
+
+    def __next__(self) -> p.AuditRecord | p.AuditDropped:
+        reply = check(self._conn.receive())
+        if isinstance(reply, p.AuditRecord | p.AuditDropped):
+            return reply
+        self.close()
+        if isinstance(reply, p.EndOfOutput):
+            self.end_reason = reply.reason
+            raise StopIteration
+        raise UnexpectedReply(f"unexpected `{_tag(reply)}` in an audit stream")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> AuditStream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 @final

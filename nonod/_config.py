@@ -102,6 +102,26 @@ class AuditSection(_Section, frozen=True, kw_only=True):
     enabled: bool = True
     #: Seconds between fsyncs of a live session's audit file (and at its end).
     fsync_interval: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0
+    #: Trust key (keychain name or ``file:///abs/path`` ref) that signs every sealed session;
+    #: ``launch --audit-sign-key`` overrides it per session. A key that cannot be loaded
+    #: refuses the launch.
+    sign_key: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    #: Remove sealed sessions (their directory: audit file, record, output) older than this
+    #: many days, at daemon start and after each seal. None: keep them.
+    keep_days: Annotated[float, msgspec.Meta(gt=0, le=100_000)] | None = None
+    #: Keep only this many most recently sealed sessions. None: no limit.
+    keep_sessions: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] | None = None
+    #: Records a live subscriber (``logs -f``, ``events -f``) may have unread before it is
+    #: dropped.
+    subscriber_buffer: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 256
+    #: Filesystem denials (``fs_denied`` events) through the kernel's audit subsystem, when
+    #: the daemon is root: ``auto`` enables auditing only if no audit daemon manages it,
+    #: ``kernel`` enables it regardless, ``off`` never touches it. Read at daemon start.
+    fs_denied: Literal["auto", "kernel", "off"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.sign_key is not None and "\x00" in self.sign_key:
+            raise ValueError("audit.sign_key contains a NUL character")
 
 
 class Config(_Section, frozen=True, kw_only=True):

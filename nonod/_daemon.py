@@ -33,8 +33,10 @@ from . import _logging
 from ._config import Config, ConfigError, LoadedConfig, default_state_dir
 from ._notify import notify
 from ._services import NetworkSettings
-from ._sessions import LauncherLike, Registry, SessionLimits
+from ._sessions import AuditSettings, LauncherLike, Registry, SessionLimits
 from .audit._fanout import AuditHub
+from .audit._kernel import open_fs_denied_monitor
+from .audit._writer import Ledger
 from .control import (
     BoundSocket,
     ControlServer,
@@ -125,9 +127,13 @@ class _State:
         return NetworkSettings(resolve=dict(n.resolve), allow_private=n.allow_private,
                                extra_ca_file=n.extra_ca_file, listen_address=n.listen_address)
 
-    def audit(self) -> tuple[bool, float]:
+    def audit(self) -> AuditSettings:
         a = self.config.audit
-        return a.enabled, a.fsync_interval
+        return AuditSettings(
+            enabled=a.enabled, fsync_interval=a.fsync_interval, sign_key=a.sign_key,
+            keep_days=a.keep_days, keep_sessions=a.keep_sessions,
+            subscriber_buffer=a.subscriber_buffer,
+        )
 
     def settings(self) -> ServerSettings:
         d = self.config.daemon
@@ -205,14 +211,23 @@ async def run_daemon(
     )
     bound = _open_socket(state, options, gid)
     shutdown = trio.Event()
+    hub = AuditHub()
+    ledger: Ledger | None = None
     try:
-        async with trio.open_nursery() as root:
+        # One ledger per state directory, locked: every sealed session gets its line.
+        ledger = await Ledger.open(state_dir)
+        if ledger.repaired_bytes:
+            log.warning("the audit ledger's last line was cut short; it was removed",
+                        bytes=ledger.repaired_bytes, path=str(ledger.path))
+        async with open_fs_denied_monitor(state.config.audit.fs_denied) as fs_denied, \
+                trio.open_nursery() as root:
             host = _LauncherHost(launcher_factory, root)
             async with trio.open_nursery() as sessions_nursery:
                 registry = Registry(
                     nursery=sessions_nursery, get_launcher=host.get, state_dir=state_dir,
                     limits=state.limits, system=options.system, network=state.network,
-                    audit=state.audit, audit_hub=AuditHub(),
+                    audit=state.audit, audit_hub=hub, audit_ledger=ledger,
+                    fs_denied=fs_denied,
                 )
                 if handle_signals:
                     # In the root nursery: a second signal must still reach us while sessions stop.
@@ -228,6 +243,10 @@ async def run_daemon(
                     sessions_nursery.cancel_scope.cancel()
             root.cancel_scope.cancel()
     finally:
+        hub.close()
+        if ledger is not None:
+            with trio.CancelScope(shield=True):
+                await ledger.aclose()
         bound.release()
         log.info("nonod stopped")
 
@@ -247,6 +266,7 @@ async def _serve(
     lost = await registry.load()
     if lost:
         log.warning("sessions lost with the previous daemon", sessions=lost)
+    await registry.apply_retention()
     server = ControlServer(
         registry=registry,
         policies=policies,

@@ -40,17 +40,28 @@ import trio
 from structlog.contextvars import bound_contextvars
 
 from . import _services
-from .audit import AuditError, SessionEnded, SessionStarted, TrustFailed, TrustVerified, redact_argv
+from .audit import (
+    AuditError,
+    AuditKeyError,
+    KeySigner,
+    SessionEnded,
+    SessionStarted,
+    TrustFailed,
+    TrustVerified,
+    redact_argv,
+)
 from .audit import CredentialInjected as AuditCredentialInjected
 from .audit import Enforcement as AuditEnforcement
 from .audit import Event as AuditEvent
 from .audit import Network as AuditNetwork
+from .audit import SignalSent as AuditSignalSent
 from .audit._fanout import AuditHub
-from .audit._writer import AuditWriter
+from .audit._kernel import FsDeniedMonitor, Watch
+from .audit._writer import AuditWriter, Ledger
 from .control import protocol as p
 from .errors import NonoError, PolicyError
 from .policy import ResolvedPolicy
-from .sandbox import EnforcementReport, ExitStatus, LaunchRequest, Sandboxed
+from .sandbox import EnforcementReport, ExitStatus, LaunchRequest, LayerReport, Sandboxed
 
 log = structlog.get_logger()
 
@@ -168,6 +179,8 @@ class LaunchPlan:
     passed_fds: tuple[int, int, int] | None = None
     term: p.TermSize | None = None
     trust_override: bool = False
+    #: ``launch --audit-sign-key``: overrides ``[audit] sign_key`` for this session.
+    audit_sign_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +193,18 @@ class SessionLimits:
     allow_root: bool = False
     output_buffer_bytes: int = 256 * 1024
     log_max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The ``[audit]`` settings the registry reads at each use (they reload on SIGHUP)."""
+
+    enabled: bool = True
+    fsync_interval: float = 1.0
+    sign_key: str | None = None
+    keep_days: float | None = None
+    keep_sessions: int | None = None
+    subscriber_buffer: int = 256
 
 
 # -------------------------------------------------------------------------------- records
@@ -210,6 +235,8 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     policy_digest: str = ""
     enforcement: p.Enforcement | None = None
     daemon_pid: int = 0
+    #: The key its audit record is signed with (a daemon_lost seal is signed with it too).
+    audit_sign_key: str | None = None
 
 
 _record_decoder = msgspec.json.Decoder(SessionRecord)
@@ -504,10 +531,21 @@ class Session:
             self._stop_grace = grace
         self._scope.cancel()
 
-    def send_signal(self, sig: int) -> None:
+    def send_signal(self, sig: int, *, reason: str = "user", sender: str = "client") -> None:
         if not self.live or self.process is None:
             raise NotRunning(f"session {self.id} is not running")
         self.process.send_signal(sig)
+        self.audit_signal(sig, reason=reason, sender=sender)
+
+    def audit_signal(self, sig: int, *, reason: str, sender: str = "daemon") -> None:
+        """Record a signal the daemon sent to the program (after sending it)."""
+        if self.audit is None:
+            return
+        try:
+            name = _signal.Signals(sig).name
+        except ValueError:
+            name = ""
+        self.audit.append(AuditSignalSent(signal=sig, name=name, reason=reason, sender=sender))
 
     def require_tty(self) -> None:
         if not self.live:
@@ -599,12 +637,17 @@ class Registry:
         limits: Callable[[], SessionLimits],
         system: bool = False,
         network: Callable[[], _services.NetworkSettings] | None = None,
-        audit: Callable[[], tuple[bool, float]] | None = None,
+        audit: Callable[[], AuditSettings] | None = None,
         audit_hub: AuditHub | None = None,
+        audit_ledger: Ledger | None = None,
+        fs_denied: FsDeniedMonitor | None = None,
     ) -> None:
+        self._fs_denied = fs_denied
+        self._fs_watches: dict[str, Watch] = {}
         self._network = network or _services.NetworkSettings
-        self._audit_settings = audit or (lambda: (True, 1.0))
+        self._audit_settings = audit or AuditSettings
         self._audit_hub = audit_hub
+        self._audit_ledger = audit_ledger
         self._nursery = nursery
         self._get_launcher = get_launcher
         self._state_dir = state_dir
@@ -634,16 +677,24 @@ class Registry:
             self._sessions[record.id] = session
             if record.id in lost:
                 await self._save(session)
-                await self._close_lost_audit(record.id)
+                await self._close_lost_audit(record.id, record.audit_sign_key)
         return lost
 
-    async def _close_lost_audit(self, session_id: str) -> None:
+    async def _close_lost_audit(self, session_id: str, sign_key: str | None = None) -> None:
         """Append session_ended (daemon_lost) and a seal to a lost session's audit file."""
-        from .audit import AuditNotFound
+        from .audit import AuditNotFound, Signer
         from .audit._writer import append_daemon_lost
 
+        signer: Signer | None = None
+        if sign_key is not None:
+            try:
+                signer = await _load_audit_signer(sign_key)
+            except AuditError as exc:
+                log.error("a lost session's audit file is sealed unsigned", session=session_id,
+                          error=exc.message)
         try:
-            await append_daemon_lost(self._state_dir, session_id, hub=self._audit_hub)
+            await append_daemon_lost(self._state_dir, session_id, hub=self._audit_hub,
+                                     ledger=self._audit_ledger, signer=signer)
         except AuditNotFound:
             pass  # auditing was off, or the daemon died before the file existed
         except AuditError:
@@ -661,6 +712,23 @@ class Registry:
             if caller.may_see(s.record.owner_uid) and (include_exited or s.live)
         ]
         return sorted(out, key=lambda s: (s.record.started_at, s.id))
+
+    def may_see_id(self, caller: Caller, session_id: str) -> bool:
+        """May ``caller`` see session ``session_id`` (live or ended)?"""
+        session = self._sessions.get(session_id)
+        return session is not None and caller.may_see(session.record.owner_uid)
+
+    @property
+    def audit_hub(self) -> AuditHub | None:
+        return self._audit_hub
+
+    def audit_settings(self) -> AuditSettings:
+        return self._audit_settings()
+
+    def audit_path(self, session: Session) -> Path:
+        from .audit import AUDIT_FILE
+
+        return session.directory / AUDIT_FILE
 
     def find(self, ref: str, caller: Caller) -> Session:
         """A session by id, name or unique id prefix, among those ``caller`` may see."""
@@ -811,10 +879,14 @@ class Registry:
             )
             if prepared.request is None:
                 raise NonoError("session services produced no launch request")
+            request = prepared.request
+            if self._fs_denied is not None and self._fs_denied.active:
+                request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
             proc = await launcher.launch(
-                plan.policy, prepared.request, stdio=stdio,
+                plan.policy, request, stdio=stdio,
                 controlling_tty=plan.stdio == "pty",
             )
+            self._watch_fs_denied(session, proc)
             session.services = prepared
         except BaseException:
             if session._pty is not None:
@@ -827,6 +899,35 @@ class Registry:
                 os.close(fd)
         return proc
 
+    def _watch_fs_denied(self, session: Session, proc: Process) -> None:
+        """Route the session's filesystem denials to its audit stream; say in its
+        enforcement report whether they are observed (observation never refuses a launch)."""
+        monitor = self._fs_denied
+        if monitor is None:
+            return
+        ses = proc.audit_session if isinstance(proc, Sandboxed) else 0
+        if ses:
+            def sink(event: AuditEvent) -> None:
+                if session.audit is None:
+                    return
+                try:
+                    session.audit.append(event)
+                except AuditError:
+                    log.exception("could not record a filesystem denial")
+
+            self._fs_watches[session.id] = monitor.watch(ses, sink)
+            layer = LayerReport(name="fs_denied", state="applied",
+                                detail=f"{monitor.status}, audit session {ses}")
+        else:
+            why = monitor.status
+            if monitor.active:
+                err = proc.audit_session_error if isinstance(proc, Sandboxed) else 0
+                why = ("unavailable: the kernel refused the session's audit tag ("
+                       + os.strerror(err or errno.EINVAL) + ")")
+            layer = LayerReport(name="fs_denied", state="off", reason=why)
+        proc.enforcement = msgspec.structs.replace(
+            proc.enforcement, layers=(*proc.enforcement.layers, layer))
+
     async def _run_session(
         self,
         session: Session,
@@ -835,7 +936,16 @@ class Registry:
         task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         with bound_contextvars(session=session.id):
-            proc = await self._start_program(session, plan)
+            # Fail closed: no audit record, no program (unless auditing is off).
+            await self._create_audit(session, plan)
+            try:
+                proc = await self._start_program(session, plan)
+            except BaseException:
+                if session.audit is not None:
+                    with trio.CancelScope(shield=True):
+                        await session.audit.aclose()
+                    session.audit = None
+                raise
             session.process = proc
             record = session.record
             record.state = "running"
@@ -848,7 +958,17 @@ class Registry:
             # still find the record at its next start. Shielded: the program already runs.
             with trio.CancelScope(shield=True):
                 await self._save(session)
-                await self._open_audit(session, plan, proc)
+                try:
+                    await self._open_audit(session, plan, proc)
+                except AuditError:
+                    # Its record could not be started (disk full): it does not run unaudited.
+                    proc.kill()
+                    with trio.move_on_after(KILL_TIMEOUT):
+                        await proc.wait_exited()
+                    if session.audit is not None:
+                        await session.audit.aclose()
+                        session.audit = None
+                    raise
             task_status.started(session)
             try:
                 await self._supervise(session, proc)
@@ -913,12 +1033,16 @@ class Registry:
         if grace is None:  # cancelled from outside: the daemon is shutting down
             grace = self._limits().shutdown_grace
             session._stop_reason = session._stop_reason or "daemon_shutdown"
+        why = session._stop_reason or "stopped"
         if grace > 0:
             proc.send_signal(_signal.SIGTERM)
+            self._audit_signal(session, _signal.SIGTERM, why)
             with trio.move_on_after(grace):
                 await exited.wait()
         if not exited.is_set():
             proc.kill()
+            self._audit_signal(session, _signal.SIGKILL,
+                               f"{why}: grace period over" if grace > 0 else why)
             with trio.move_on_after(KILL_TIMEOUT):
                 await exited.wait()
         if not exited.is_set():
@@ -936,25 +1060,86 @@ class Registry:
             session._pty = None
         if session.output is not None:
             session.output.end()
+        watch = self._fs_watches.pop(session.id, None)
+        if watch is not None and self._fs_denied is not None:
+            await self._fs_denied.release(watch)  # bounded: records still queued come first
         await self._close_audit(session)
         await self._save(session)
+        # Before anyone hears the session ended: who then lists the sessions sees the result.
+        with trio.move_on_after(AUDIT_CLOSE_TIMEOUT):
+            await self.apply_retention()
         session._exited.set()
         log.info("session ended", name=record.name, exit_code=record.exit_code,
                  signal=record.signal, reason=record.reason)
         self._emit("exited", session)
 
+    def _audit_signal(self, session: Session, sig: int, reason: str) -> None:
+        try:
+            session.audit_signal(sig, reason=reason)
+        except AuditError:
+            log.exception("could not record a signal in the audit stream", signal=sig)
+
+    async def apply_retention(self) -> list[str]:
+        """Remove sealed sessions beyond ``[audit] keep_days``/``keep_sessions`` (never a live
+        one); returns their ids. Failures are logged: retention never stops the daemon."""
+        from .audit import prune_sessions
+
+        settings = self._audit_settings()
+        if settings.keep_days is None and settings.keep_sessions is None:
+            return []
+        max_age = dt.timedelta(days=settings.keep_days) if settings.keep_days else None
+        keep = [s.id for s in self._sessions.values() if s.live]
+
+        def prune() -> list[str]:
+            removed = prune_sessions(self._state_dir, max_age=max_age,
+                                     max_count=settings.keep_sessions, keep=keep)
+            return [summary.session for summary in removed]
+
+        try:
+            removed = await trio.to_thread.run_sync(prune)
+        except AuditError:
+            log.exception("audit retention failed")
+            return []
+        for session_id in removed:
+            gone = self._sessions.get(session_id)
+            if gone is not None and not gone.live:
+                del self._sessions[session_id]
+        if removed:
+            log.info("audit retention removed sessions", sessions=removed)
+        return removed
+
+    async def _create_audit(self, session: Session, plan: LaunchPlan) -> None:
+        """Create the session's audit file (and load its signing key) before the program
+        starts; either failing refuses the launch. Nothing runs unaudited unless
+        ``[audit] enabled = false``."""
+        settings = self._audit_settings()
+        if not settings.enabled:
+            if plan.audit_sign_key is not None:
+                raise AuditError("--audit-sign-key was given, but auditing is disabled",
+                                 hint="[audit] enabled = false in nonod.toml")
+            return
+        key_name = plan.audit_sign_key or settings.sign_key
+        signer = await _load_audit_signer(key_name) if key_name is not None else None
+        try:
+            writer = await AuditWriter.create(
+                self._state_dir, session.id, hub=self._audit_hub, ledger=self._audit_ledger,
+                signer=signer, fsync_interval=settings.fsync_interval)
+        except AuditError as exc:
+            raise AuditError(
+                f"the session's audit record cannot be created: {exc.message}",
+                hint="nothing runs unaudited: check the daemon's state directory "
+                "(or set [audit] enabled = false)",
+            ) from exc
+        session.audit = writer
+        session.record.audit_sign_key = key_name
+
     async def _open_audit(self, session: Session, plan: LaunchPlan, proc: Process) -> None:
-        enabled, interval = self._audit_settings()
-        if not enabled:
+        """The first records: who started, with which policy and enforcement, what trust
+        verification found."""
+        writer = session.audit
+        if writer is None:
             return
         record = session.record
-        try:
-            writer = await AuditWriter.create(self._state_dir, session.id, hub=self._audit_hub,
-                                              fsync_interval=interval)
-        except AuditError:
-            log.exception("audit stream could not be opened; the session is not audited")
-            return
-        session.audit = writer
         secrets_seen = [v for _, v in (session.services.request.extra_env
                                         if session.services and session.services.request
                                         else ())]
@@ -1062,6 +1247,23 @@ class Registry:
 
 
 AUDIT_CLOSE_TIMEOUT = 5.0
+
+
+async def _load_audit_signer(name: str) -> KeySigner:
+    """The trust key store's key ``name`` as an audit signer, or ``AuditKeyError``."""
+    from . import trust
+
+    def load() -> trust.SigningKey:
+        return trust.keystore_for(name).load_signing_key(name)
+
+    try:
+        key = await trio.to_thread.run_sync(load)
+    except trust.TrustError as exc:
+        raise AuditKeyError(
+            f"cannot load the audit signing key {name[:80]!r}: {exc.message}",
+            hint=exc.hint or "create it with `nonoctl trust keygen --key NAME`",
+        ) from exc
+    return KeySigner(key)
 
 
 def _user_config_dir(request: LaunchRequest) -> Path | None:

@@ -28,6 +28,7 @@ from ._chain import merkle_root as merkle_root
 from ._errors import AuditClosed as AuditClosed
 from ._errors import AuditError as AuditError
 from ._errors import AuditIncomplete as AuditIncomplete
+from ._errors import AuditKeyError as AuditKeyError
 from ._errors import AuditLedgerError as AuditLedgerError
 from ._errors import AuditNotFound as AuditNotFound
 from ._errors import AuditSignatureError as AuditSignatureError
@@ -63,12 +64,15 @@ from ._retention import list_sessions as list_sessions
 from ._retention import prune_sessions as prune_sessions
 from ._sign import EcdsaP256Checker as EcdsaP256Checker
 from ._sign import EcdsaP256Signer as EcdsaP256Signer
+from ._sign import KeySigner as KeySigner
 from ._sign import SignatureChecker as SignatureChecker
 from ._sign import Signer as Signer
+from ._sign import bundle_key_hint as bundle_key_hint
 from ._verify import AUDIT_FILE as AUDIT_FILE
 from ._verify import LEDGER_FILE as LEDGER_FILE
 from ._verify import LedgerView as LedgerView
 from ._verify import VerifyResult as VerifyResult
+from ._verify import read_lines as read_lines
 from ._verify import read_records as read_records
 from ._verify import verify_ledger_file as verify_ledger_file
 from ._verify import verify_session_file as verify_session_file

@@ -31,6 +31,13 @@ class AuditWriteError(AuditError):
     code = "audit.write"
 
 
+class AuditKeyError(AuditError):
+    """The key a session's audit record is to be signed with cannot be loaded: the launch is
+    refused rather than leave an unsigned record where a signed one was asked for."""
+
+    code = "audit.sign_key"
+
+
 class AuditClosed(AuditError):
     """The writer was sealed or closed (by its owner) and takes no more events."""
 

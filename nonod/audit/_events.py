@@ -275,8 +275,12 @@ class FsDenied(_Event, frozen=True, kw_only=True, tag="fs_denied"):
     """The program was refused a filesystem operation.
 
     ``operation`` is ``read``, ``write``, ``exec``, ``create``, ``remove``, ``rename``,
-    ``truncate``, ``ioctl`` or ``connect`` (a pathname socket); ``mechanism`` says who saw
-    it (``landlock_audit``, ``seccomp_notify``, ...).
+    ``truncate``, ``open`` (flags unknown), ``ioctl`` or ``connect`` (a pathname socket);
+    ``mechanism`` says who saw it (``kernel-audit``, ``kernel-audit+landlock`` when Landlock
+    refused it). ``pid`` is the host pid. For a refused creation the kernel names only the
+    directory, so ``path`` is that directory. A non-zero ``suppressed`` makes this a summary:
+    that many denials were not recorded one by one (rate limit); the path and operation are
+    those of the last of them.
     """
 
     path: str
@@ -284,6 +288,7 @@ class FsDenied(_Event, frozen=True, kw_only=True, tag="fs_denied"):
     pid: int | None = None
     errno: str | None = None
     mechanism: str = ""
+    suppressed: int = 0
 
 
 class SignalSent(_Event, frozen=True, kw_only=True, tag="signal"):

@@ -179,17 +179,58 @@ class EcdsaP256Signer:
         from cryptography.hazmat.primitives.asymmetric import ec
 
         signature = self._key.sign(pae(PAYLOAD_TYPE, statement), ec.ECDSA(hashes.SHA256()))
-        bundle = _Bundle(
-            media_type=BUNDLE_MEDIA_TYPE,
-            verification_material=_Material(public_key=_PublicKeyHint(hint=self.key_id)),
-            dsse_envelope=_Envelope(
-                payload=base64.b64encode(statement).decode(),
-                payload_type=PAYLOAD_TYPE,
-                signatures=(_DsseSignature(sig=base64.b64encode(signature).decode(),
-                                           keyid=self.key_id),),
-            ),
-        )
-        return msgspec.json.encode(bundle, order="sorted") + b"\n"
+        return _encode_bundle(statement, signature, self.key_id)
+
+
+def _encode_bundle(statement: bytes, signature: bytes, signer_id: str) -> bytes:
+    bundle = _Bundle(
+        media_type=BUNDLE_MEDIA_TYPE,
+        verification_material=_Material(public_key=_PublicKeyHint(hint=signer_id)),
+        dsse_envelope=_Envelope(
+            payload=base64.b64encode(statement).decode(),
+            payload_type=PAYLOAD_TYPE,
+            signatures=(_DsseSignature(sig=base64.b64encode(signature).decode(),
+                                       keyid=signer_id),),
+        ),
+    )
+    return msgspec.json.encode(bundle, order="sorted") + b"\n"
+
+
+class RawSigningKey(Protocol):
+    """A key that signs raw messages (ECDSA P-256, SHA-256, DER signatures) and names itself
+    by ``fingerprint`` (hex SHA-256 of its DER SPKI): ``nonod.trust.SigningKey``."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+@final
+class KeySigner:
+    """Signs with a key held by the trust key store (keychain or ``file://`` ref), writing the
+    same bundle as :class:`EcdsaP256Signer`; the private key never leaves its holder."""
+
+    def __init__(self, key: RawSigningKey) -> None:
+        self._key = key
+        self.key_id = key.fingerprint
+
+    def __repr__(self) -> str:
+        return f"KeySigner(key_id={self.key_id[:16]}...)"
+
+    def sign_statement(self, statement: bytes) -> bytes:
+        return _encode_bundle(statement, self._key.sign(pae(PAYLOAD_TYPE, statement)),
+                              self.key_id)
+
+
+def bundle_key_hint(sidecar: bytes) -> str | None:
+    """The key id a bundle says it was signed with (unverified: to pick a key to check it
+    with), or None when it is not a bundle."""
+    try:
+        bundle = msgspec.json.decode(sidecar, type=_Bundle)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    return bundle.verification_material.public_key.hint
 
 
 @final
@@ -206,6 +247,30 @@ class EcdsaP256Checker:
         _require_p256(public_key.curve.name)
         self._key = public_key
         self.key_id = key_id(public_key)
+
+    @classmethod
+    def from_der(cls, data: bytes) -> EcdsaP256Checker:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        try:
+            key = serialization.load_der_public_key(data)
+        except (ValueError, TypeError) as exc:
+            raise AuditError("the audit verification key could not be loaded") from exc
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise AuditError("the audit verification key is not an ECDSA key")
+        return cls(key)
+
+    @classmethod
+    def from_text(cls, data: bytes) -> EcdsaP256Checker:
+        """From a PEM public key, or base64 DER SPKI (what ``trust export-key`` prints)."""
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return cls.from_pem(data)
+        try:
+            der = base64.b64decode(b"".join(data.split()), validate=True)
+        except binascii.Error as exc:
+            raise AuditError("the audit verification key is neither PEM nor base64") from exc
+        return cls.from_der(der)
 
     @classmethod
     def from_pem(cls, data: bytes) -> EcdsaP256Checker:

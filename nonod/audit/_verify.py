@@ -360,6 +360,22 @@ def verify_session_file(
     )
 
 
+def read_lines(path: str | os.PathLike[str]) -> list[tuple[Record, bytes]]:
+    """Each complete line of a session file, decoded, with its stored bytes (unverified, as
+    :func:`read_records`). A replay sends the bytes exactly as they were written."""
+    file = Path(path)
+    data = _read(file, "audit file")
+    lines, _ = _split(data)
+    out: list[tuple[Record, bytes]] = []
+    for index, raw in enumerate(lines):
+        try:
+            out.append((_RECORD_DECODER.decode(raw), raw))
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise AuditVerifyError(str(file), index + 1,
+                                   f"not a valid audit line: {_msg(exc)}") from exc
+    return out
+
+
 def read_records(path: str | os.PathLike[str]) -> list[Record]:
     """Decode a session file's lines for display, without verifying the chain.
 

@@ -63,6 +63,8 @@ _SO_PEERPIDFD: Final = getattr(socket, "SO_PEERPIDFD", 77)
 _ANCILLARY_SPACE: Final = socket.CMSG_SPACE(p.PASSED_FDS * array.array("i").itemsize)
 _CLOSE_TIMEOUT: Final = 1.0
 _POLICY_VIOLATION: Final = 1008
+#: Records re-encode to the exact bytes of their stored line (the writer's encoding).
+_RECORD_ENCODER: Final = msgspec.json.Encoder(order="sorted")
 
 
 # --------------------------------------------------------------------------------- errors
@@ -511,6 +513,8 @@ class _Conversation:
                 self._server.request_shutdown()
             case p.Subscribe():
                 await self._subscribe(request)
+            case p.AuditFollow():
+                await self._audit_follow(request)
             case p.ProfileList():
                 profiles = await self._server.policies.list_profiles(self.caller)
                 await self.send(p.Profiles(profiles=profiles))
@@ -673,7 +677,7 @@ class _Conversation:
 
     async def _signal(self, request: p.SendSignal) -> None:
         session = self._registry.find(request.session, self.caller)
-        session.send_signal(request.signal)
+        session.send_signal(request.signal, sender=f"client uid {self.caller.uid}")
         await self.send(p.Ok())
 
     async def _stop(self, request: p.Stop) -> None:
@@ -735,6 +739,7 @@ class _Conversation:
                 passed_fds=(fds[0], fds[1], fds[2]) if fds is not None else None,
                 term=request.term,
                 trust_override=request.options.trust_override,
+                audit_sign_key=request.options.audit_sign_key,
             )
             session = await self._registry.launch(plan)
         finally:
@@ -847,6 +852,72 @@ class _Conversation:
             await self._until(produce, self._refuse_in_stream)
         finally:
             feed.close()
+
+
+    async def _audit_follow(self, request: p.AuditFollow) -> None:
+        """Audit records as they are written (see ``protocol``: ``AuditFollow``).
+
+        Subscribe first, then replay the file: a record written in between is in both, and
+        is sent once (live records of the followed session up to the last replayed ``seq``
+        are skipped). A record written after the subscription is never missed.
+        """
+        from ..audit import AuditNotFound, Dropped, read_lines
+
+        reg = self._registry
+        hub = reg.audit_hub
+        if hub is None:
+            raise sessions.SessionError("this nonod keeps no live audit stream")
+        session = reg.find(request.session, self.caller) if request.session else None
+        caller = self.caller
+        sub = hub.subscribe(
+            session=session.id if session is not None else None, kinds=request.kinds,
+            buffer=reg.audit_settings().subscriber_buffer,
+            visible=lambda sid: reg.may_see_id(caller, sid),
+        )
+        try:
+            await self.send(p.Ok())  # subscribed: every later record will be delivered
+            last_seq = 0
+            ended = False
+            if request.from_start and session is not None:
+                try:
+                    lines = await trio.to_thread.run_sync(read_lines, reg.audit_path(session))
+                except AuditNotFound:
+                    lines = []
+                for record, raw in lines:
+                    last_seq = record.seq
+                    ended = record.kind == "seal"
+                    if sub.kinds is None or record.kind in sub.kinds:
+                        await self.send(p.AuditRecord(session=session.id,
+                                                      record=msgspec.Raw(raw)))
+                # Nothing more can come: sealed, or ended (or never audited) with no writer.
+                ended = ended or not request.follow or (session.audit is None
+                                                        and session.record.state != "starting")
+            if ended:
+                await self.send(p.EndOfOutput(reason="complete"))
+                return
+            followed = session.id if session is not None else None
+
+            async def produce() -> p.AnyReply:
+                while True:
+                    try:
+                        batch = await sub.receive_batch()
+                    except trio.EndOfChannel:
+                        return p.EndOfOutput(reason="complete")
+                    for item in batch:
+                        if isinstance(item, Dropped):
+                            await self.send(p.AuditDropped(reason=item.reason,
+                                                           buffer=item.buffer,
+                                                           delivered=item.delivered))
+                            return p.EndOfOutput(reason="lagged")
+                        if item.session == followed and item.record.seq <= last_seq:
+                            continue
+                        raw = _RECORD_ENCODER.encode(item.record)
+                        await self.send(p.AuditRecord(session=item.session,
+                                                      record=msgspec.Raw(raw)))
+
+            await self._until(produce, self._refuse_in_stream)
+        finally:
+            sub.close()
 
 
 def _tag(message: p.AnyRequest) -> str:

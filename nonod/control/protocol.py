@@ -26,6 +26,11 @@ the connection into a stream until it ends:
 - ``Wait``: a single ``Exited`` once the session has ended.
 - ``Subscribe``: ``Ok`` once subscribed, then ``SessionEvent`` messages until the connection
   closes (or ``EndOfOutput(reason="lagged")`` if the client fell behind).
+- ``AuditFollow``: ``Ok`` once subscribed, then one ``AuditRecord`` per audit record (with
+  ``from_start``: the session's file so far first, then live records, without gap or
+  duplicate). It ends with ``EndOfOutput(reason="complete")`` after the followed session's
+  seal (or at once after the replay without ``follow``), or with ``AuditDropped`` and
+  ``EndOfOutput(reason="lagged")`` when the client read too slowly and was dropped.
 
 File descriptors (attached launches): a ``Launch`` with ``stdio="passed"`` must arrive with
 exactly three file descriptors (stdin, stdout, stderr) attached, as ``SCM_RIGHTS`` ancillary
@@ -129,8 +134,13 @@ class LaunchOptions(_Value, frozen=True, kw_only=True):
     env_credential_map: tuple[ShortText, ...] = ()
     #: ``--trust-override``: skip instruction-file verification (loudly: warned, audited).
     trust_override: bool = False
+    #: ``--audit-sign-key``: the trust key that signs this session's sealed audit record
+    #: (overrides ``[audit] sign_key``); a key that cannot be loaded refuses the launch.
+    audit_sign_key: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
 
     def __post_init__(self) -> None:
+        if self.audit_sign_key is not None:
+            _check_text("audit_sign_key", self.audit_sign_key)
         for key in ("allow", "read", "write", "allow_file", "read_file", "write_file"):
             for path in getattr(self, key):
                 _check_abs(key, path)
@@ -316,6 +326,27 @@ class Subscribe(Request, frozen=True, kw_only=True, tag="subscribe"):
     session: SessionRef | None = None
 
 
+#: An audit event kind (``network``, ``fs_denied``, ``seal``...); the daemon checks the name.
+AuditKind = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class AuditFollow(Request, frozen=True, kw_only=True, tag="audit_follow"):
+    """Audit records, live: of one session (``session``) or of every session the caller may
+    see. ``kinds`` keeps only those kinds. ``from_start`` (one session only) first replays the
+    session's file; ``follow=False`` (with ``from_start``) ends after the replay."""
+
+    session: SessionRef | None = None
+    kinds: Annotated[tuple[AuditKind, ...], msgspec.Meta(max_length=64)] | None = None
+    from_start: bool = False
+    follow: bool = True
+
+    def __post_init__(self) -> None:
+        if self.from_start and self.session is None:
+            raise ValueError("from_start needs a session")
+        if not self.follow and not self.from_start:
+            raise ValueError("follow=false only makes sense with from_start")
+
+
 class ProfileList(Request, frozen=True, kw_only=True, tag="profile_list"):
     pass
 
@@ -423,6 +454,7 @@ AnyRequest = (
     | Status
     | Shutdown
     | Subscribe
+    | AuditFollow
     | ProfileList
     | ProfileShow
     | ProfileValidate
@@ -542,6 +574,23 @@ class SessionEvent(Reply, frozen=True, kw_only=True, tag="event"):
     session: SessionInfo
 
 
+class AuditRecord(Reply, frozen=True, kw_only=True, tag="audit_record"):
+    """One audit record: ``record`` is the line exactly as the session's ``audit.ndjson``
+    holds it (seq, ts, prev, hash, event), ``session`` the session it belongs to."""
+
+    session: str
+    record: msgspec.Raw
+
+
+class AuditDropped(Reply, frozen=True, kw_only=True, tag="audit_dropped"):
+    """The daemon dropped this follower: it fell ``buffer`` records behind after
+    ``delivered``. Later records are in the audit file, not in this stream."""
+
+    reason: str
+    buffer: int
+    delivered: int
+
+
 class Profiles(Reply, frozen=True, kw_only=True, tag="profiles"):
     profiles: tuple[ProfileEntry, ...]
 
@@ -616,6 +665,8 @@ AnyReply = (
     | Pruned
     | DaemonStatus
     | SessionEvent
+    | AuditRecord
+    | AuditDropped
     | Profiles
     | ProfileDocument
     | ProfileValid

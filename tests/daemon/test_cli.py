@@ -18,7 +18,7 @@ from .conftest import DaemonThread, session_env, wait_pid_gone
 REPO = Path(__file__).resolve().parents[2]
 GITBOT = REPO / "profiles" / "gitbot.json"
 COMMANDS = ("launch", "run", "ps", "inspect", "stop", "wait", "logs", "attach", "prune",
-            "daemon", "profile", "doctor", "completion", "secret")
+            "daemon", "profile", "doctor", "completion", "secret", "events")
 
 
 def cli_env(daemon_socket: Path, base: Path, **extra: str) -> dict[str, str]:
@@ -129,7 +129,7 @@ def test_detached_session_commands(run: CLI, short_tmp: Path) -> None:
     assert detail["cwd"] == str(short_tmp)
     assert detail["enforcement"]["layers"]
 
-    follow = run.popen("logs", "-f", "web")
+    follow = run.popen("logs", "--output", "-f", "web")
     assert follow.stdout is not None
     assert follow.stdout.readline() == b"out-line\r\n"
 
@@ -137,9 +137,10 @@ def test_detached_session_commands(run: CLI, short_tmp: Path) -> None:
     assert follow.wait(60) == 0
     waited = run("wait", "web")
     assert waited.returncode == 128 + 15
-    logs = run("logs", "web")
+    logs = run("logs", "--output", "web")
     assert logs.stdout == "out-line\n"  # (text mode turns the terminal's \r\n into \n)
-    assert json.loads(run("logs", "web", "--json").stdout.splitlines()[0])["data"] == "out-line\r\n"
+    first = run("logs", "--output", "web", "--json").stdout.splitlines()[0]
+    assert json.loads(first)["data"] == "out-line\r\n"
     assert run("ps", "--json").stdout.strip() == "[]"
     ended = json.loads(run("ps", "--all", "--json").stdout)
     assert (ended[0]["state"], ended[0]["signal"]) == ("exited", 15)
@@ -206,6 +207,7 @@ def test_completion_scripts(short_tmp: Path) -> None:
         done = nonoctl(["completion", shell], env=env, cwd=short_tmp)
         assert done.returncode == 0
         assert "nonoctl" in done.stdout and "launch" in done.stdout and "allow-cwd" in done.stdout
+        assert "events" in done.stdout and "fs_denied" in done.stdout  # audit event kinds
         binary = shutil.which(shell)
         if binary is not None:
             script = short_tmp / f"completion.{shell}"
@@ -255,7 +257,7 @@ def test_attach_through_a_terminal_and_detach_with_ctrl_bracket_d(run: CLI) -> N
         os.close(master)
     state = json.loads(run("inspect", session_id, "--json").stdout)
     assert state["state"] == "running" and state["attached"] is False
-    assert "ping" in run("logs", session_id).stdout
+    assert "ping" in run("logs", "--output", session_id).stdout
     run("stop", "--force", session_id)
 
 

@@ -87,3 +87,20 @@ def test_audit_does_not_import_trio(short_tmp: Path) -> None:
         text=True, check=False, timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+async def test_prune_removes_sealed_sessions_and_keeps_the_ledger(short_tmp: Path) -> None:
+    state = short_tmp / "state"
+    path = await _sealed(state)
+    dry = _audit(short_tmp, state, "prune", "--keep", "0", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"would remove {SESSION}" in dry.stdout and path.exists()
+    assert _audit(short_tmp, state, "prune").returncode == 2  # needs a limit
+    assert _audit(short_tmp, state, "prune", "--older-than", "soon").returncode == 1
+    kept = _audit(short_tmp, state, "prune", "--older-than", "36500d")  # sealed in 2025
+    assert kept.returncode == 0 and "removed 0 sealed sessions" in kept.stdout
+    done = _audit(short_tmp, state, "prune", "--keep", "0", "--json")
+    assert [r["session"] for r in json.loads(done.stdout)] == [SESSION]
+    assert not path.exists()
+    listed = _audit(short_tmp, state, "list")
+    assert "ledger: 1 sealed sessions" in listed.stdout  # its line outlives the file

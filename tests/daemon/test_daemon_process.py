@@ -108,7 +108,11 @@ def test_a_killed_daemon_takes_its_sessions_along_and_the_next_one_records_them(
         events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
         assert any(e["type"] == "session_ended" and e["reason"] == "daemon_lost"
                    for e in events)
-        verify_session_file(audit)
+        assert events[-2]["type"] == "session_ended" and events[-1]["type"] == "seal"
+        # ...and the next daemon entered its seal in the ledger.
+        ledger = nonod.base / "state" / "nono" / "ledger.ndjson"
+        result = verify_session_file(audit, ledger=ledger)
+        assert result.sealed and result.ledger_line == 1
     finally:
         os.kill(nonod.pid(), signal.SIGTERM)
 

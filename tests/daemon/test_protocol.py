@@ -44,6 +44,9 @@ REQUESTS: list[p.Request] = [
     p.Status(),
     p.Shutdown(),
     p.Subscribe(session=None),
+    p.AuditFollow(session="bot", kinds=("network", "signal"), from_start=True, follow=False),
+    p.AuditFollow(),
+    p.Launch(cwd="/", options=p.LaunchOptions(audit_sign_key="file:///k/audit.key")),
     p.ProfileList(),
     p.ProfileShow(profile="gitbot", resolved=True, cwd="/srv"),
     p.ProfileValidate(profile="/tmp/x.json"),
@@ -66,6 +69,8 @@ REPLIES: list[p.Reply] = [
     p.DaemonStatus(pid=1, version="0", protocol=1, uid=0, system=False, socket="/s",
                    started_at=NOW, state_dir="/st"),
     p.SessionEvent(kind="started", session=INFO),
+    p.AuditRecord(session="abcd1234", record=msgspec.Raw(b'{"seq":1}')),
+    p.AuditDropped(reason="lagged", buffer=256, delivered=1000),
     p.Profiles(profiles=(p.ProfileEntry(name="gitbot", source="builtin"),)),
     p.ProfileDocument(name="g", source="g", resolved=False, document=msgspec.Raw(b"{}")),
     p.ProfileValid(name="g", source="g", notes=("missing: /x",)),
@@ -80,7 +85,7 @@ def test_every_request_round_trips(message: p.Request) -> None:
 @pytest.mark.parametrize("message", REPLIES, ids=lambda m: type(m).__name__)
 def test_every_reply_round_trips(message: p.Reply) -> None:
     decoded = p.decode_reply(p.encode(message))
-    if isinstance(message, p.DryRun | p.ProfileDocument):  # Raw compares by identity
+    if isinstance(message, p.DryRun | p.ProfileDocument | p.AuditRecord):  # Raw: by identity
         assert p.encode(decoded) == p.encode(message)
     else:
         assert decoded == message

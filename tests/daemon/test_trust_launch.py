@@ -62,6 +62,7 @@ def test_the_session_reads_the_verified_bytes_whatever_happens_on_the_host(
     import os
     import subprocess
     import sys
+    import time
 
     work = short_tmp / "proj"
     work.mkdir()
@@ -86,6 +87,7 @@ def test_the_session_reads_the_verified_bytes_whatever_happens_on_the_host(
     third = proc.stdout.readline()
     (work / "GEMINI.md.new").write_text("# SWAPPED by rename, as editors save\n")
     os.replace(work / "GEMINI.md.new", work / "GEMINI.md")
+    time.sleep(0.3)  # the view guard's re-mount (the window before it: docs/trust.md)
     proc.stdin.write(b"\n")
     proc.stdin.close()
     fourth = proc.stdout.readline()
