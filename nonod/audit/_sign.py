@@ -250,16 +250,7 @@ class EcdsaP256Checker:
 
     @classmethod
     def from_der(cls, data: bytes) -> EcdsaP256Checker:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-
-        try:
-            key = serialization.load_der_public_key(data)
-        except (ValueError, TypeError) as exc:
-            raise AuditError("the audit verification key could not be loaded") from exc
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise AuditError("the audit verification key is not an ECDSA key")
-        return cls(key)
+        return cls._load(data, pem=False)
 
     @classmethod
     def from_text(cls, data: bytes) -> EcdsaP256Checker:
@@ -274,11 +265,16 @@ class EcdsaP256Checker:
 
     @classmethod
     def from_pem(cls, data: bytes) -> EcdsaP256Checker:
+        return cls._load(data, pem=True)
+
+    @classmethod
+    def _load(cls, data: bytes, *, pem: bool) -> EcdsaP256Checker:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
 
+        load = serialization.load_pem_public_key if pem else serialization.load_der_public_key
         try:
-            key = serialization.load_pem_public_key(data)
+            key = load(data)
         except (ValueError, TypeError) as exc:
             raise AuditError("the audit verification key could not be loaded") from exc
         if not isinstance(key, ec.EllipticCurvePublicKey):
