@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import functools
 import os
 import re
 import secrets
@@ -48,6 +49,7 @@ from .audit import (
     SessionStarted,
     TrustFailed,
     TrustVerified,
+    ViewGuarded,
     redact_argv,
 )
 from .audit import CredentialInjected as AuditCredentialInjected
@@ -61,7 +63,14 @@ from .audit._writer import AuditWriter, Ledger
 from .control import protocol as p
 from .errors import NonoError, PolicyError
 from .policy import ResolvedPolicy
-from .sandbox import EnforcementReport, ExitStatus, LaunchRequest, LayerReport, Sandboxed
+from .sandbox import (
+    EnforcementReport,
+    ExitStatus,
+    GuardReport,
+    LaunchRequest,
+    LayerReport,
+    Sandboxed,
+)
 
 log = structlog.get_logger()
 
@@ -947,6 +956,8 @@ class Registry:
                     session.audit = None
                 raise
             session.process = proc
+            if isinstance(proc, Sandboxed):
+                proc.on_guard = functools.partial(_record_guard, session)
             record = session.record
             record.state = "running"
             record.pid = proc.pid
@@ -1271,6 +1282,18 @@ def _user_config_dir(request: LaunchRequest) -> Path | None:
     env = dict(request.env)
     base = env.get("XDG_CONFIG_HOME") or (f"{env['HOME']}/.config" if env.get("HOME") else "")
     return Path(base) / "nono" if base.startswith("/") else None
+
+
+def _record_guard(session: Session, report: GuardReport) -> None:
+    """The view guard acted on a path the host replaced: in the log and the audit stream."""
+    log.warning("view guard", action=report.action, path=report.path, what=report.what,
+                detail=report.detail)
+    if session.audit is not None:
+        try:
+            session.audit.append(ViewGuarded(action=report.action, path=report.path,
+                                             what=report.what, detail=report.detail))
+        except AuditError:
+            log.exception("audit: a view guard event could not be recorded")
 
 
 def _audit_event(event: object) -> AuditEvent | None:

@@ -53,6 +53,7 @@ from ._events import SessionStarted as SessionStarted
 from ._events import SignalSent as SignalSent
 from ._events import TrustFailed as TrustFailed
 from ._events import TrustVerified as TrustVerified
+from ._events import ViewGuarded as ViewGuarded
 from ._events import kind_of as kind_of
 from ._events import redact_argv as redact_argv
 from ._render import printable as printable

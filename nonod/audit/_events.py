@@ -291,6 +291,18 @@ class FsDenied(_Event, frozen=True, kw_only=True, tag="fs_denied"):
     suppressed: int = 0
 
 
+class ViewGuarded(_Event, frozen=True, kw_only=True, tag="view_guard"):
+    """Something on the host replaced (renamed over, deleted and recreated) a path the
+    session's view protects, and the launcher's view guard acted: ``restored`` the ``what``
+    (``pin``: a verified file's bytes; ``mask``: a denied path; ``read_only``: a persistence
+    file) over the new entry, or ``lost`` it and ended the session (``detail`` says why)."""
+
+    action: Literal["restored", "lost"]
+    path: str
+    what: str = ""
+    detail: str = ""
+
+
 class SignalSent(_Event, frozen=True, kw_only=True, tag="signal"):
     """A signal was sent to the session's program (``reason``: stop, timeout, user...)."""
 
@@ -343,7 +355,8 @@ class DaemonEvent(_Event, frozen=True, kw_only=True, tag="daemon"):
 
 
 Event = (SessionStarted | Enforcement | TrustVerified | TrustFailed | Network
-         | CredentialInjected | FsDenied | SignalSent | SessionEnded | DaemonEvent)
+         | CredentialInjected | FsDenied | ViewGuarded | SignalSent | SessionEnded
+         | DaemonEvent)
 
 
 def _tag_of(cls: type[msgspec.Struct]) -> str:

@@ -28,6 +28,7 @@ from ._events import (
     SignalSent,
     TrustFailed,
     TrustVerified,
+    ViewGuarded,
     kind_of,
 )
 
@@ -128,6 +129,10 @@ def summarize(event: Entry) -> str:
                                  event.errno or "", event.mechanism) if x]
             return f"{event.operation} {event.path}" + (f" ({', '.join(extra)})"
                                                         if extra else "")
+        case ViewGuarded(action="restored"):
+            return f"{event.what or 'mount'} restored over {event.path} (replaced on the host)"
+        case ViewGuarded():
+            return f"protection of {event.path} lost ({event.detail}): session ended"
         case SignalSent():
             name = event.name or _signame(event.signal)
             why = f" ({event.reason})" if event.reason else ""
@@ -162,7 +167,7 @@ def summarize(event: Entry) -> str:
 
 def _colour(event: Entry) -> str:
     match event:
-        case Network(decision="deny") | TrustFailed() | FsDenied():
+        case Network(decision="deny") | TrustFailed() | FsDenied() | ViewGuarded():
             return _RED
         case Network():
             return _GREEN

@@ -14,6 +14,7 @@ A launch either returns a running, confined process or raises ``LaunchError`` (t
 code never ran). See ``_launcher`` for the steps between fork and execve.
 """
 
+from ._api import GuardReport as GuardReport
 from ._api import Launcher as Launcher
 from ._api import Sandboxed as Sandboxed
 from ._api import launch_and_wait as launch_and_wait

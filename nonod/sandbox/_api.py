@@ -8,16 +8,27 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import final
+from dataclasses import dataclass
+from typing import Literal, final
 
 import msgspec
 import trio
 
 from ..errors import LaunchError
 from ..policy import ResolvedPolicy
-from ._launcher import REC_AUDIT, REC_ERROR, REC_EXIT, REC_PID, RECORD, STEPS
+from ._launcher import (
+    GUARD_LOST,
+    REC_AUDIT,
+    REC_ERROR,
+    REC_EXIT,
+    REC_GUARD,
+    REC_PID,
+    RECORD,
+    STEPS,
+)
+from ._mounts import MASK_DIR, MASK_FILE, PIN, READONLY
 from ._plan import build_plan
 from ._types import EnforcementReport, ExitStatus, LaunchRequest
 
@@ -32,9 +43,33 @@ _HINTS = {
 }
 
 
-async def _read_records(stream: trio.lowlevel.FdStream, *,
-                        until: int = 0) -> list[tuple[int, int, int, bytes]]:
-    """Read records until EOF, or until a record of kind ``until`` has arrived."""
+_GUARDED_KINDS = {PIN: "pin", MASK_DIR: "mask", MASK_FILE: "mask", READONLY: "read_only"}
+
+
+@dataclass(frozen=True)
+class GuardReport:
+    """The view guard (``_viewguard``) acted while the session ran: ``restored`` a pin, mask
+    or read-only bind over ``path`` after the host replaced what was there, or ``lost`` it
+    (the session is being ended; ``detail`` says why)."""
+
+    action: Literal["restored", "lost"]
+    path: str
+    what: str = ""
+    detail: str = ""
+
+
+def _guard_report(a: int, b: int, detail: bytes) -> GuardReport:
+    path, _, why = detail.decode("utf-8", "replace").partition("\0")
+    if b == GUARD_LOST:
+        return GuardReport("lost", path, detail=why)
+    return GuardReport("restored", path, what=_GUARDED_KINDS.get(a, "mount"))
+
+
+async def _read_records(stream: trio.lowlevel.FdStream, *, until: int = 0,
+                        each: Callable[[int, int, int, bytes], None] | None = None,
+                        ) -> list[tuple[int, int, int, bytes]]:
+    """Read records until EOF, or until a record of kind ``until`` has arrived; ``each``
+    sees every record as it arrives."""
     buf = b""
     out: list[tuple[int, int, int, bytes]] = []
     while True:
@@ -43,6 +78,8 @@ async def _read_records(stream: trio.lowlevel.FdStream, *,
             if len(buf) < RECORD.size + n:
                 break
             out.append((kind, a, b, buf[RECORD.size:RECORD.size + n]))
+            if each is not None:
+                each(*out[-1])
             buf = buf[RECORD.size + n:]
             if kind == until:
                 return out
@@ -78,6 +115,12 @@ class Sandboxed:
         self._status: ExitStatus | None = None
         self._done = trio.Event()
         self._waiting = False
+        #: Called with each :class:`GuardReport` while :meth:`wait_exited` runs.
+        self.on_guard: Callable[[GuardReport], None] | None = None
+
+    def _record(self, kind: int, a: int, b: int, detail: bytes) -> None:
+        if kind == REC_GUARD and self.on_guard is not None:
+            self.on_guard(_guard_report(a, b, detail))
 
     async def wait_exited(self) -> ExitStatus:
         if self._waiting:
@@ -87,7 +130,7 @@ class Sandboxed:
             return self._status
         self._waiting = True
         try:
-            records = await _read_records(self._exit_stream, until=REC_EXIT)
+            records = await _read_records(self._exit_stream, until=REC_EXIT, each=self._record)
         except BaseException:
             self._waiting = False  # cancelled: a later call reads on (records are tiny)
             raise
@@ -292,4 +335,4 @@ async def launch_and_wait(
         return await proc.wait_exited(), proc.enforcement
 
 
-__all__ = ["Launcher", "Sandboxed", "launch_and_wait", "open_launcher"]
+__all__ = ["GuardReport", "Launcher", "Sandboxed", "launch_and_wait", "open_launcher"]

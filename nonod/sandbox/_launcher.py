@@ -66,6 +66,9 @@ REC_PID = 1
 REC_ERROR = 2
 REC_EXIT = 3
 REC_AUDIT = 4  # (audit session id or 0, errno)
+REC_GUARD = 5  # (mount operation kind, GUARD_*), detail: the path [NUL why]
+GUARD_RESTORED = 0  # the view guard mounted over a path the host had replaced
+GUARD_LOST = 1  # it could not: the session is being ended
 EXIT_LAUNCH_FAILED = 126
 
 
@@ -287,15 +290,19 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
 _GUARD_LEN = struct.Struct("<I")
 
 
-def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...]) -> None:
+def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...], report: int) -> None:
     """Init side: hand the guarded operations to the outer process, which watches them for
-    the whole session (``_viewguard``), and wait until it does. Nothing to guard: just close."""
+    the whole session (``_viewguard``) and reports what it does on ``report`` (the exit
+    pipe), and wait until it watches. Nothing to guard: just close."""
     with guard:
         todo = guarded(ops)
         if not todo:
             return
-        data = msgspec.msgpack.encode(todo)
-        guard.sendall(_GUARD_LEN.pack(len(data)) + data)
+        payload = msgspec.msgpack.encode(todo)
+        data = _GUARD_LEN.pack(len(payload)) + payload
+        socket.send_fds(guard, [data[:1 << 16]], [report])
+        if len(data) > 1 << 16:
+            guard.sendall(data[1 << 16:])
         reply = guard.recv(4096)
     if reply[:1] == b"k":
         return
@@ -304,18 +311,23 @@ def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...]) -> None:
     raise OSError(32, "the view guard did not start")  # EPIPE
 
 
-def _receive_guard(guard: socket.socket) -> ViewGuard | None:
-    """Outer side: the operations from the init (None: nothing to guard, or the launch
-    failed first), watched before the init goes on."""
-    data = b""
-    while True:
-        chunk = guard.recv(1 << 20)
+def _receive_guard(guard: socket.socket) -> tuple[ViewGuard, int] | None:
+    """Outer side: the operations from the init and where to report (None: nothing to guard,
+    or the launch failed first), watched before the init goes on."""
+    data, fds, _, _ = socket.recv_fds(guard, 1 << 16, 1)
+    if not data or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        return None
+    report = fds[0]
+    while len(data) < _GUARD_LEN.size or len(data) < _GUARD_LEN.size + _GUARD_LEN.unpack_from(
+            data)[0]:
+        chunk = guard.recv(1 << 20)  # the rest of a long list
         if not chunk:
+            os.close(report)
             return None
         data += chunk
-        if len(data) >= 4 and len(data) >= 4 + _GUARD_LEN.unpack_from(data)[0]:
-            break
-    ops = msgspec.msgpack.decode(data[4:], type=tuple[MountOp, ...])
+    ops = msgspec.msgpack.decode(data[_GUARD_LEN.size:], type=tuple[MountOp, ...])
     try:
         view = ViewGuard(ops)
         view.start()
@@ -323,9 +335,10 @@ def _receive_guard(guard: socket.socket) -> ViewGuard | None:
         err = exc.errno or 0 if isinstance(exc, OSError) else 40  # GuardLost: ELOOP
         detail = f"{exc.filename or ''}" if isinstance(exc, OSError) else f"{exc.target} {exc.why}"
         guard.sendall(b"E" + struct.pack("<i", err) + detail.encode()[:4000])
+        os.close(report)
         return None
     guard.sendall(b"k")
-    return view
+    return view, report
 
 
 def _guard_and_wait(init: int, guard: socket.socket) -> None:
@@ -334,12 +347,14 @@ def _guard_and_wait(init: int, guard: socket.socket) -> None:
     the session."""
     with guard:
         try:
-            view = _receive_guard(guard)
+            got = _receive_guard(guard)
         except OSError:
-            view = None
-    if view is None:
+            got = None
+    if got is None:
         _wait_for(init)
         return
+    view, report = got
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a gone daemon: _write_all copes
     pidfd = os.pidfd_open(init)
     while True:
         try:
@@ -349,10 +364,16 @@ def _guard_and_wait(init: int, guard: socket.socket) -> None:
         if pidfd in ready:
             break
         try:
-            view.check()
-        except (OSError, GuardLost):
+            for op in view.check():
+                _write_all(report, record(REC_GUARD, op.kind, GUARD_RESTORED,
+                                          op.target.encode()[:4000]))
+        except (OSError, GuardLost) as exc:
+            why = (f"{exc.target}\0{exc.why}" if isinstance(exc, GuardLost)
+                   else f"{exc.filename or ''}\0{exc.strerror or exc}")
+            _write_all(report, record(REC_GUARD, 0, GUARD_LOST, why.encode()[:4000]))
             os.kill(init, signal.SIGKILL)
             break
+    os.close(report)
     _wait_for(init)
 
 
@@ -444,7 +465,7 @@ def prepare_init(alive_r: int, *, loopback: bool) -> None:
 
 def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket) -> None:
     _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned)
-    _step("guard", _start_guard, guard, plan.mounts)
+    _step("guard", _start_guard, guard, plan.mounts, fds[4])
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits)
     try:

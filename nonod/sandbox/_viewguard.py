@@ -68,6 +68,7 @@ class ViewGuard:
         self.ops = tuple(ops)
         self.fd = _libc.inotify_init1(_libc.IN_CLOEXEC | _libc.IN_NONBLOCK)
         self.repairs = 0
+        self._repaired: list[MountOp] = []
         self._mounts: dict[str, int] = {}  # target -> the id of the mount we put there
         self._watches: set[int] = set()
         self._dirs = sorted({d for op in self.ops for d in _ancestors(op.target)})
@@ -82,9 +83,9 @@ class ViewGuard:
     def close(self) -> None:
         os.close(self.fd)
 
-    def check(self) -> None:
-        """Drain the events, then re-apply every operation whose mount is gone. Raises
-        :class:`GuardLost` for one it cannot re-apply."""
+    def check(self) -> list[MountOp]:
+        """Drain the events, then re-apply every operation whose mount is gone; return
+        those. Raises :class:`GuardLost` for one it cannot re-apply."""
         try:
             while os.read(self.fd, 65536):
                 pass
@@ -93,6 +94,8 @@ class ViewGuard:
         for op in self.ops:
             self._keep(op)
         self._rewatch()
+        repaired, self._repaired = self._repaired, []
+        return repaired
 
     def _keep(self, op: MountOp) -> None:
         """Re-apply ``op`` until its path is covered again (or names nothing). The host may
@@ -113,6 +116,7 @@ class ViewGuard:
             if after != before:  # ours: nobody else can mount in the session
                 self._mounts[op.target] = after
                 self.repairs += 1
+                self._repaired.append(op)
                 return
         raise GuardLost(op.target, "keeps changing faster than it can be covered")
 

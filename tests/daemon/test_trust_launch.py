@@ -93,3 +93,8 @@ def test_the_session_reads_the_verified_bytes_whatever_happens_on_the_host(
     fourth = proc.stdout.readline()
     assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
     assert first == second == third == fourth == b"# rules\n"
+    audits = sorted(daemon_thread.state_dir.rglob("audit.ndjson"), key=lambda p: p.stat().st_mtime)
+    events = [json.loads(line)["event"] for line in audits[-1].read_text().splitlines()]
+    guarded = [e for e in events if e["type"] == "view_guard"]
+    assert guarded == [{"type": "view_guard", "action": "restored",
+                        "path": str(work / "GEMINI.md"), "what": "pin"}], guarded

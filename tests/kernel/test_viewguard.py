@@ -159,3 +159,30 @@ def test_without_an_inotify_instance_the_launch_is_refused_not_unguarded(
     assert r.code != 0
     assert "RAN" not in r.stdout
     assert "guard" in r.stderr, r.stderr
+
+
+def test_a_pinned_file_replaced_by_a_symlink_ends_the_session(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """A pin cannot be mounted over a symbolic link: the guard ends the session rather than
+    let it read whatever the link points at."""
+    work = home / "work"
+    rules = work / "GEMINI.md"
+    rules.write_text("# verified rules\n")
+    (work / "other.md").write_text("# INJECTED through a link\n")
+    for p in (rules, work / "other.md"):
+        sandbox_user.chown(p)
+
+    def link() -> None:
+        os.symlink("other.md", work / "GEMINI.md.link")
+        os.replace(work / "GEMINI.md.link", rules)
+
+    thread = _meanwhile(work, link)
+    try:
+        request = LaunchRequest(
+            argv=tuple(probe(WAIT + "t(lambda: open('GEMINI.md').read().strip())\n")),
+            cwd=str(work), pins=((str(rules), b"# verified rules\n"),))
+        r = sandbox_user.run_request(policy((work, Access.READWRITE)), request)
+    finally:
+        thread.join()
+    assert "INJECTED" not in r.stdout
+    assert r.code == 128 + 9, (r.code, r.stdout, r.stderr)  # SIGKILL from the guard
