@@ -121,9 +121,11 @@ def test_system_daemon_runs_sessions_as_their_callers_and_keeps_them_apart(
             {"type": "stop", "session": session["id"], "force": True},
             {"type": "inspect", "session": "mine"},
             {"type": "signal", "session": session["id"], "signal": 9},
+            {"type": "audit_follow", "session": session["id"], "from_start": True,
+             "follow": False},
         ], prefix=as_user(other_uid, gid)))
         assert theirs[1] == {"type": "sessions", "sessions": []}
-        assert [r["code"] for r in theirs[2:]] == ["session.not_found"] * 3
+        assert [r["code"] for r in theirs[2:]] == ["session.not_found"] * 4
 
         with handle.connect() as conn:  # root sees and controls everyone's sessions
             every = conn.request(p.ListSessions())
