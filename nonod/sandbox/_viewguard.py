@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import struct
 from collections.abc import Sequence
 
 from . import _libc
@@ -33,6 +34,10 @@ from ._mounts import EMPTY_FILE, MASK_DIR, MASK_FILE, PIN, PIN_DIR, READONLY, Mo
 
 GUARDED = frozenset({PIN, MASK_DIR, MASK_FILE, READONLY})
 _ATTEMPTS = 100
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
+_IN_Q_OVERFLOW = 0x4000
+_IN_IGNORED = 0x8000
+_ALWAYS = (_IN_Q_OVERFLOW | _IN_IGNORED | _libc.IN_DELETE_SELF | _libc.IN_MOVE_SELF)
 _DIR_EVENTS = (_libc.IN_CREATE | _libc.IN_MOVED_TO | _libc.IN_MOVED_FROM | _libc.IN_DELETE
                | _libc.IN_DELETE_SELF | _libc.IN_MOVE_SELF | _libc.IN_ONLYDIR)
 
@@ -70,27 +75,34 @@ class ViewGuard:
         self.repairs = 0
         self._repaired: list[MountOp] = []
         self._mounts: dict[str, int] = {}  # target -> the id of the mount we put there
-        self._watches: set[int] = set()
+        self._watches: dict[int, list[str]] = {}  # watch descriptor -> its directories
         self._dirs = sorted({d for op in self.ops for d in _ancestors(op.target)})
+        # A change matters only if it touches a guarded path or a directory on the way to one:
+        # a program writing files next to them (a busy project directory) costs one read.
+        self._on_the_way = frozenset({*self._dirs, *(op.target for op in self.ops)})
 
     def start(self) -> None:
         """Watch first, then take each mount's id, so that no change falls in between."""
         self._rewatch()
         for op in self.ops:
             self._mounts[op.target] = self._current(op.target)[0]
-        self.check()
+        self.check(everything=True)
 
     def close(self) -> None:
         os.close(self.fd)
 
-    def check(self) -> list[MountOp]:
-        """Drain the events, then re-apply every operation whose mount is gone; return
-        those. Raises :class:`GuardLost` for one it cannot re-apply."""
+    def check(self, *, everything: bool = False) -> list[MountOp]:
+        """Drain the events; if one touches a guarded path or a directory on the way to one,
+        re-apply every operation whose mount is gone, and return those. Raises
+        :class:`GuardLost` for one it cannot re-apply."""
+        relevant = everything
         try:
-            while os.read(self.fd, 65536):
-                pass
+            while data := os.read(self.fd, 65536):
+                relevant = self._relevant(data) or relevant
         except BlockingIOError:
             pass
+        if not relevant:
+            return []
         for op in self.ops:
             self._keep(op)
         self._rewatch()
@@ -156,16 +168,32 @@ class ViewGuard:
             _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY | _libc.MOUNT_ATTR_NOEXEC
                                 | _libc.MOUNT_ATTR_NODEV, recursive=False)
 
+    def _relevant(self, data: bytes) -> bool:
+        offset = 0
+        while offset + _EVENT.size <= len(data):
+            wd, mask, _, length = _EVENT.unpack_from(data, offset)
+            name = data[offset + _EVENT.size:offset + _EVENT.size + length].rstrip(b"\0")
+            offset += _EVENT.size + length
+            if mask & _ALWAYS:
+                return True
+            directories = self._watches.get(wd)
+            if directories is None:
+                return True  # a watch we no longer know of: look at everything
+            if any(os.path.join(d, os.fsdecode(name)) in self._on_the_way for d in directories):
+                return True
+        return False
+
     def _rewatch(self) -> None:
         """Watch the directories that the guarded paths go through now (a replaced directory
         is a new inode), and drop watches on directories no longer on any path."""
-        current: set[int] = set()
+        current: dict[int, list[str]] = {}
         for directory in self._dirs:
             try:
-                current.add(_libc.inotify_add_watch(self.fd, directory, _DIR_EVENTS))
+                wd = _libc.inotify_add_watch(self.fd, directory, _DIR_EVENTS)
+                current.setdefault(wd, []).append(directory)
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
                     raise  # ENOSPC: out of watches; the launch must not go on unguarded
-        for wd in self._watches - current:
+        for wd in self._watches.keys() - current.keys():
             _libc.inotify_rm_watch(self.fd, wd)
         self._watches = current

@@ -186,3 +186,36 @@ def test_a_pinned_file_replaced_by_a_symlink_ends_the_session(
         thread.join()
     assert "INJECTED" not in r.stdout
     assert r.code == 128 + 9, (r.code, r.stdout, r.stderr)  # SIGKILL from the guard
+
+
+def test_a_pin_follows_its_path_when_the_host_replaces_a_directory_on_the_way(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """The pinned file's directory is renamed away and a new one with an injected file takes
+    its name: the path the program opens is covered again, and so is a later rename inside
+    the new directory (the guard watches the directory that is on the path now)."""
+    work = home / "work"
+    docs = work / "docs"
+    docs.mkdir()
+    rules = docs / "GEMINI.md"
+    rules.write_text("# verified rules\n")
+    for p in (docs, rules):
+        sandbox_user.chown(p)
+
+    def swap_directory() -> None:
+        os.rename(docs, work / "docs.old")
+        docs.mkdir()
+        (docs / "GEMINI.md").write_text("# INJECTED in a new directory\n")
+        time.sleep(SETTLE)
+        (docs / "GEMINI.md.tmp").write_text("# INJECTED again, by rename\n")
+        os.replace(docs / "GEMINI.md.tmp", docs / "GEMINI.md")
+
+    thread = _meanwhile(work, swap_directory)
+    try:
+        request = LaunchRequest(
+            argv=tuple(probe(WAIT + "t(lambda: open('docs/GEMINI.md').read().strip())\n")),
+            cwd=str(work), pins=((str(rules), b"# verified rules\n"),))
+        r = sandbox_user.run_request(policy((work, Access.READWRITE)), request)
+    finally:
+        thread.join()
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[0] == "OK # verified rules", r.stdout
