@@ -69,6 +69,7 @@ from ._inject import (
     upstream_head,
 )
 from ._resolve import ResolveError, Resolver, connect_exactly
+from ._tls import TlsStream
 
 if TYPE_CHECKING:
     from ._server import ProxyLimits
@@ -210,8 +211,8 @@ class _ClientGone(Exception):
 class _Upstream:
     __slots__ = ("address", "conn", "stream")
 
-    def __init__(self, stream: trio.SSLStream[trio.SocketStream] | trio.SocketStream,
-                 address: str, max_head: int) -> None:
+    def __init__(self, stream: TlsStream | trio.SocketStream, address: str, max_head: int
+                 ) -> None:
         self.stream = stream
         self.address = address
         self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head)
@@ -222,11 +223,11 @@ class _Upstream:
         closed by the server, or sent something nobody asked for)."""
         if self.conn.our_state is not h11.IDLE or self.conn.their_state is not h11.IDLE:
             return False
-        raw = self.stream
-        if isinstance(raw, trio.SSLStream):
-            raw = raw.transport_stream
+        stream = self.stream
+        if isinstance(stream, TlsStream) and stream.socket.pending():
+            return False
         poller = select.poll()
-        poller.register(raw.socket.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
+        poller.register(stream.socket.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
         return not poller.poll(0)
 
 
@@ -564,17 +565,11 @@ class ReverseHandler:
                 record.address = shown
                 if entry.ssl is None:
                     return _Upstream(tcp, shown, limits.max_head_bytes)
-                tls = trio.SSLStream(tcp, entry.ssl, server_hostname=route.host,
-                                     https_compatible=True)
                 try:
-                    await tls.do_handshake()
+                    tls = await TlsStream.connect(tcp, entry.ssl, route.host)
                 except trio.BrokenResourceError:
-                    await trio.aclose_forcefully(tcp)
                     failure = "upstream_tls"
                     break
-                except BaseException:
-                    await trio.aclose_forcefully(tcp)
-                    raise
                 return _Upstream(tls, shown, limits.max_head_bytes)
         if scope.cancelled_caught:
             raise _Refusal(504, "connect_timeout", "the route's upstream did not accept the "

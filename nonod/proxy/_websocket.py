@@ -19,7 +19,7 @@ sides:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, cast, final
 
 import h11
 import msgspec
@@ -96,7 +96,7 @@ async def relay_websocket(
     route: Route,
     secret: Secret,
     token: PhantomToken,
-    upstream: trio.SSLStream[trio.SocketStream] | trio.SocketStream,
+    upstream: trio.abc.Stream,
     resource: str,
     scrubber: Scrubber | None,
     limits: ProxyLimits,
@@ -126,7 +126,9 @@ async def relay_websocket(
             async with trio.open_nursery() as upstream_side:
                 with trio.fail_after(limits.response_timeout):
                     outward = await wrap_client_stream(
-                        upstream_side, upstream, route.authority, resource,
+                        # trio-websocket annotates SocketStream | SSLStream, uses any Stream
+                        upstream_side, cast("trio.SocketStream", upstream), route.authority,
+                        resource,
                         subprotocols=offer.proposed_subprotocols, extra_headers=extra,
                         max_message_size=_MAX_MESSAGE)
                 try:

@@ -364,6 +364,22 @@ async def test_upstream_certificates_are_verified(nursery: trio.Nursery, pki: Pk
     assert (await client.request("GET", "/github/x", [bearer(trusted)])).status == 200
 
 
+async def test_a_trusted_certificate_for_another_name_is_refused(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    """The CA is trusted, but the certificate names another host: the handshake fails on the
+    name check, nothing is sent (the credential never leaves)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    pki.ca.issue_cert("evil.example").configure_cert(context)
+    port, seen = await start_tls_upstream(nursery, context, echo)
+    proxy = await start_route_proxy([(github_route(), REAL)],
+                                    pins={"api.github.com": f"127.0.0.1:{port}"})
+    client = await proxy.client()
+    response = await client.request("GET", "/github/x", [bearer(proxy)])
+    assert response.status == 502
+    assert json.loads(response.body)["reason"] == "upstream_tls"
+    assert seen.requests == []
+
+
 async def test_url_path_and_query_param_modes(nursery: trio.Nursery, pki: Pki,
                                               start_route_proxy: StartProxy) -> None:
     port, seen = await start_tls_upstream(nursery, pki.server, echo)
