@@ -12,6 +12,7 @@ This module imports nothing but msgspec so that ``nonoctl`` can use it without t
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 import msgspec
 
@@ -118,6 +119,10 @@ class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True):
     upstream_bypass: tuple[str, ...] = ()
 
 
+#: A fork bomb in one session must not starve the host or the other sessions.
+DEFAULT_MAX_PROCESSES: Final = 4096
+
+
 class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """What the launcher enforces. Build one with ``nonod.profiles.resolve``."""
 
@@ -142,6 +147,9 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     allow_unix_sockets: bool = False
     # Files under writable grants that stay writable although they could run code later.
     writable_persistence: tuple[str, ...] = ()
+    # Processes and threads the session may have at once (RLIMIT_NPROC, counted in the
+    # session's own user namespace); 0: no cap.
+    max_processes: int = DEFAULT_MAX_PROCESSES
     binary: str | None = None
     command_args: tuple[str, ...] = ()
     notes: tuple[Note, ...] = ()

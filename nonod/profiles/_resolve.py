@@ -28,6 +28,7 @@ import msgspec
 
 from ..errors import ExtendsError, PolicyError, ProfileError
 from ..policy import (
+    DEFAULT_MAX_PROCESSES,
     Access,
     CustomCredential,
     Denial,
@@ -211,6 +212,8 @@ class _Resolver:
             network=self._network(),
             allow_degraded=_dedupe(p.nonod.allow_degraded),
             allow_unix_sockets=p.nonod.unix_sockets,
+            max_processes=(DEFAULT_MAX_PROCESSES if p.nonod.max_processes is None
+                           else p.nonod.max_processes),
             writable_persistence=self._persistence(),
             binary=self._binary(),
             command_args=tuple(

@@ -255,13 +255,15 @@ class NonodConfig(_Section, frozen=True, kw_only=True):
     writable although they can run code later (``.git/hooks``...); ``binary`` is the program to
     run when the launch request names none; ``unix_sockets`` lets the program create AF_UNIX
     sockets with ``socket()`` (refused by default: a pathname socket anywhere in its view, such
-    as an agent's, would be reachable; ``socketpair`` always works).
+    as an agent's, would be reachable; ``socketpair`` always works). ``max_processes`` caps
+    the session's processes and threads (absent: ``DEFAULT_MAX_PROCESSES``; 0: no cap).
     """
 
     allow_degraded: tuple[str, ...] = ()
     writable_persistence: tuple[str, ...] = ()
     binary: str | None = None
     unix_sockets: bool = False
+    max_processes: Annotated[int, msgspec.Meta(ge=0, le=4_194_304)] | None = None
 
 
 @final

@@ -19,7 +19,7 @@ The steps, in order (``STEPS`` names them in error records):
     8. loopback     ``lo`` up in the private network namespace
     9. keyring      a fresh session keyring (the inherited one stays out of reach)
    10. chdir        the working directory, as seen inside
-   11. rlimits      no core dumps
+   11. rlimits      no core dumps; the session's process cap (RLIMIT_NPROC)
    12. stdio        the caller's stdin/stdout/stderr on 0, 1, 2
    13. close_fds    every other descriptor closed (close_range)
    14. no_new_privs PR_SET_NO_NEW_PRIVS
@@ -90,6 +90,7 @@ class LaunchPlan(msgspec.Struct, frozen=True, kw_only=True):
     loopback: bool = False
     proxy_port: int = 0  # non-zero: create the session's proxy socket there, hand it back
     pinned: tuple[bytes, ...] = ()  # verified file contents for the PIN mount operations
+    max_processes: int = 0  # RLIMIT_NPROC for the session's user namespace (0: none)
     audit_tag: int = 0  # non-zero: the loginuid to set before leaving the initial namespace
 
 
@@ -411,8 +412,11 @@ def _setsid(plan: LaunchPlan, stdin: int) -> None:
         _libc.set_controlling_tty(stdin)
 
 
-def _rlimits() -> None:
+def _rlimits(max_processes: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if max_processes:
+        # Counted per user namespace (ucounts): this session's processes, not the user's.
+        resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
 
 
 def _stdio(fds: Fds) -> tuple[int, int, int]:
@@ -467,7 +471,7 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket) -> None:
     _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned)
     _step("guard", _start_guard, guard, plan.mounts, fds[4])
     _step("chdir", os.chdir, plan.cwd)
-    _step("rlimits", _rlimits)
+    _step("rlimits", _rlimits, plan.max_processes)
     try:
         launch_w, exit_w, control = _stdio(fds)
     except OSError as exc:

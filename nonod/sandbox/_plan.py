@@ -105,6 +105,19 @@ def _home_of(uid: int, env: tuple[tuple[str, str], ...]) -> str:
         return "/"
 
 
+def _processes_layer(limit: int, uid: int) -> LayerReport:
+    if not limit:
+        return LayerReport(name="processes", state="off",
+                           reason='no cap ("nonod": {"max_processes": 0})')
+    if uid == 0:
+        return LayerReport(name="processes", state="off",
+                           reason=f"unavailable for uid 0: the kernel exempts root from "
+                           f"RLIMIT_NPROC (cap {limit} not applied)")
+    return LayerReport(name="processes", state="applied",
+                       detail=f"at most {limit} processes and threads (RLIMIT_NPROC, counted "
+                       "in the session's own user namespace)")
+
+
 def _degraded(policy: ResolvedPolicy, layer: str, report: LayerReport) -> LayerReport:
     """A missing layer is refused unless the profile accepts it."""
     if report.state != "applied" and layer not in policy.allow_degraded:
@@ -220,6 +233,8 @@ def build_plan(
         loopback=private_net,
         proxy_port=proxy_port,
         audit_tag=request.audit_tag,
+        # + the outer launcher and the init, which count in the same user namespace
+        max_processes=policy.max_processes + 2 if policy.max_processes else 0,
     )
     layers = [
         applied("namespaces", detail="user, mount, pid, ipc, uts, cgroup"
@@ -232,6 +247,7 @@ def build_plan(
                 + ("; ptrace allowed (learn)" if request.allow_ptrace else "")),
         applied("no_new_privs"),
         applied("capabilities", detail="all dropped, securebits locked"),
+        _processes_layer(policy.max_processes, uid),
     ]
     if landlock_net:
         layers.append(partial(

@@ -368,3 +368,68 @@ def test_exec_failure_after_confinement_is_reported(sandbox_user: SandboxUser,
     r = sandbox_user.run(policy((work, Access.READWRITE)), [str(bad)], cwd=str(work))
     assert r.code == 125, r.stderr
     assert "exec" in r.stderr and "did not run" in r.stderr
+
+
+FORK_UNTIL_REFUSED = (
+    "import os, signal, time\n"
+    "r, w = os.pipe()\n"
+    "kids = []\n"
+    "err = 'none'\n"
+    "for _ in range(200):\n"
+    "    try:\n"
+    "        pid = os.fork()\n"
+    "    except OSError as e:\n"
+    "        err = errno.errorcode.get(e.errno, str(e.errno))\n"
+    "        break\n"
+    "    if pid == 0:\n"
+    "        os.close(w)\n"
+    "        os.read(r, 1)\n"
+    "        os._exit(0)\n"
+    "    kids.append(pid)\n"
+    "os.close(w)\n"
+    "for pid in kids:\n"
+    "    os.waitpid(pid, 0)\n"
+    "print(len(kids), err)\n"
+)
+
+
+def test_a_fork_bomb_stops_at_the_session_process_cap(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """RLIMIT_NPROC in the session's own user namespace: its processes, not the user's."""
+    pol = policy((home, Access.READ), max_processes=20)
+    r = sandbox_user.run(pol, probe(FORK_UNTIL_REFUSED), cwd=str(home))
+    assert r.code == 0, r.stderr
+    forked, err = r.stdout.split()
+    if sandbox_user.uid == 0:
+        assert (forked, err) == ("200", "none")  # the kernel exempts root: reported as off
+        assert "processes: off (unavailable for uid 0" in r.stderr
+    else:
+        assert err == "EAGAIN"
+        assert 15 <= int(forked) < 20  # the program itself and any helper threads count
+
+
+@pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)
+def test_the_cap_is_per_session_not_per_user(sandbox_user: SandboxUser, home: Path) -> None:
+    """Two sessions of one user, each near its cap at once: neither takes from the other
+    (root is exempt from RLIMIT_NPROC, so only a user shows the count)."""
+    import concurrent.futures
+
+    work = home / "work"
+    pol = policy((home, Access.READ), (work, Access.READWRITE), max_processes=20)
+    # Each holds its children until both sessions have theirs (a file each in work/).
+    both = FORK_UNTIL_REFUSED.replace(
+        "os.close(w)\nfor pid", "open(f'up-{os.getpid()}-{time.time()}', 'w').close()\n"
+        "deadline = time.time() + 20\n"
+        "while len([n for n in os.listdir('.') if n.startswith('up-')]) < 2 "
+        "and time.time() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "os.close(w)\nfor pid")
+    assert both != FORK_UNTIL_REFUSED
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: sandbox_user.run(pol, probe(both), cwd=str(work)),
+                             range(2)))
+    assert len([n for n in os.listdir(work) if n.startswith("up-")]) == 2
+    for r in runs:
+        assert r.code == 0, r.stderr
+        forked, err = r.stdout.split()
+        assert err == "EAGAIN" and 15 <= int(forked) < 20

@@ -110,6 +110,8 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ("number out of range", b'{"network": {"listen_port": [1e400]}}', "gitbot.json: "),
     ("bad layer name", _bytes({"nonod": {"allow_degraded": ["Net Work"]}}),
      "$.nonod.allow_degraded[0]: `Net Work` is not a layer name"),
+    ("negative process cap", _bytes({"nonod": {"max_processes": -1}}),
+     "$.nonod.max_processes"),
 ]
 
 UNSUPPORTED: list[tuple[str, bytes, str]] = [
