@@ -1233,10 +1233,13 @@ class Registry:
 
     # -- housekeeping
     async def prune(self, caller: Caller) -> list[str]:
+        """Forget the caller's ended sessions: their records and output go, their audit files
+        stay (only audit retention, ``[audit] keep_*``, removes those: a user must not be able
+        to erase the record of what their sessions did)."""
         gone = [s for s in self.visible(caller, include_exited=True) if not s.live]
         for session in gone:
             del self._sessions[session.id]
-            await trio.to_thread.run_sync(shutil.rmtree, session.directory, True)
+            await trio.to_thread.run_sync(_forget_session, session.directory)
         return [s.id for s in gone]
 
     def live_sessions(self) -> list[Session]:
@@ -1318,6 +1321,27 @@ def _make_private_dirs(*dirs: Path) -> None:
     for directory in dirs:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
+
+
+def _forget_session(directory: Path) -> None:
+    """Remove a session's directory but its audit files (``audit.ndjson*``)."""
+    from .audit import AUDIT_FILE
+
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return
+    kept = False
+    for entry in entries:
+        if entry.name.startswith(AUDIT_FILE) and not entry.name.endswith(".tmp"):
+            kept = True
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if not kept:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def _write_record(directory: Path, data: bytes) -> None:

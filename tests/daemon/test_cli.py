@@ -144,8 +144,12 @@ def test_detached_session_commands(run: CLI, short_tmp: Path) -> None:
     assert run("ps", "--json").stdout.strip() == "[]"
     ended = json.loads(run("ps", "--all", "--json").stdout)
     assert (ended[0]["state"], ended[0]["signal"]) == ("exited", 15)
+    audit_files = list(short_tmp.rglob("audit.ndjson"))
     assert run("prune").returncode == 0
     assert json.loads(run("ps", "-a", "--json").stdout) == []
+    # The audit trail outlives prune (only [audit] keep_* retention removes it).
+    assert audit_files and all(path.exists() for path in audit_files)
+    assert not [p for p in audit_files if (p.parent / "session.json").exists()]
     missing = run("inspect", "web")
     assert missing.returncode == 1
     assert "no session 'web'" in missing.stderr
