@@ -153,6 +153,47 @@ def probe_cgroup() -> Finding:
     return Finding("cgroup v2", "ok", f"controllers: {controllers or '(none delegated)'}")
 
 
+def probe_inotify() -> Finding:
+    """Each session's view guard holds one inotify instance, counted per user."""
+    value = _read("/proc/sys/fs/inotify/max_user_instances")
+    try:
+        limit = int(value) if value is not None else 0
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        return Finding("inotify", "fail", "no inotify instances available",
+                       "every launch (the view guard cannot start: step `guard`)",
+                       "sysctl fs.inotify.max_user_instances=1024")
+    used = _inotify_instances_of(os.getuid())
+    room = limit - used
+    detail = (f"max_user_instances = {limit}, this user holds {used}: room for about "
+              f"{room} sessions at once")
+    if room < 64:
+        return Finding("inotify", "warn", detail,
+                       "sessions past that many are refused at step `guard`",
+                       "sysctl fs.inotify.max_user_instances=1024 (and in /etc/sysctl.d/)")
+    return Finding("inotify", "ok", detail)
+
+
+def _inotify_instances_of(uid: int) -> int:
+    count = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if proc.stat().st_uid != uid:
+                continue
+            for fd in (proc / "fd").iterdir():
+                try:
+                    if os.readlink(fd) == "anon_inode:inotify":
+                        count += 1
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return count
+
+
 def probe_tiocsti() -> Finding:
     value = _read("/proc/sys/dev/tty/legacy_tiocsti")
     if value == "0":
@@ -208,7 +249,8 @@ def probe_daemon(socket: Path | None, system: bool) -> Finding:
 
 def run_doctor(out: Output, *, socket: Path | None, system: bool) -> int:
     findings = [probe_landlock(), *probe_userns(), probe_seccomp(), probe_cgroup(),
-                probe_tiocsti(), probe_keychain(), probe_daemon(socket, system)]
+                probe_inotify(), probe_tiocsti(), probe_keychain(),
+                probe_daemon(socket, system)]
     if out.json_mode:
         out.json([asdict(f) for f in findings])
     else:

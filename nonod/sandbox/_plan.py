@@ -32,6 +32,7 @@ from ._mounts import (
 )
 from ._report import applied, partial
 from ._types import EnforcementReport, LaunchRequest, LayerReport
+from ._viewguard import guarded
 
 # Passed through when present, unless the profile denies them: what a program needs to behave.
 BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TERM", "COLORTERM",
@@ -249,6 +250,11 @@ def build_plan(
         applied("capabilities", detail="all dropped, securebits locked"),
         _processes_layer(policy.max_processes, uid),
     ]
+    kept = len(guarded(plan.mounts))
+    if kept:
+        # The launch fails at step `guard` if the guard cannot start: here it is running.
+        layers.append(applied("view_guard", detail=f"{kept} masks, pins and read-only binds "
+                              "kept when the host renames or deletes their paths (inotify)"))
     if landlock_net:
         layers.append(partial(
             "network", "Landlock fallback (linux.sandbox_policy=landlock): the host's network, "
