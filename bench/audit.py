@@ -5,6 +5,9 @@ Measured in one run, each on a fresh session file under a temporary state direct
   chain-only    Chain.append (encode + hash, no I/O): the ceiling
   writer        AuditWriter.append, no subscribers, the fsync task running (defaults:
                 every 1 s or 1000 events, in a worker thread)
+  proxy-path    what a proxied request pays per record: the proxy's ``NetworkEvent``
+                converted by the session (``_audit_event``), then ``AuditWriter.append``,
+                no subscribers (as ``bench/audit_proxy.py``'s daemon does)
   writer+10sub  the same with 10 subscribers (buffer 256) draining in their own tasks with
                 ``receive_batch``; the producer checkpoints after every event, as a session
                 doing other work between events would
@@ -13,7 +16,7 @@ Measured in one run, each on a fresh session file under a temporary state direct
                 of ``receive_batch`` (each read costs a scheduling round)
   verify        verify_session_file over the sealed writer+10sub file, lines per second
 
-For writer+10sub the per-append latency (the time an audited proxied request spends in
+For the writer runs the per-append latency (the time an audited proxied request spends in
 ``append``: encode, hash, write, publish to 10 subscribers) is reported as p50/p99/max.
 
     .venv/bin/python bench/audit.py [--events 100000] [--json]
@@ -44,6 +47,7 @@ from nonod.audit import (
 from nonod.audit._chain import Chain
 from nonod.audit._fanout import AuditHub, LiveRecord
 from nonod.audit._writer import AuditWriter
+from nonod.proxy import NetworkEvent
 
 SUBSCRIBERS = 10
 
@@ -53,6 +57,14 @@ def _event(i: int) -> Network:
                    method="GET", path=f"/repos/octo/bot/issues/{i}", status=200,
                    bytes_in=4096 + i % 512, bytes_out=312, duration_ms=41.5, route="github",
                    auth="ok", conn=f"c{i % 64}")
+
+
+def _proxy_event(i: int) -> NetworkEvent:
+    """What the proxy hands the session for one CONNECT tunnel: an open, then a close."""
+    return NetworkEvent(mode="connect", decision="allow", host="echo.bench", port=443,
+                        reason="allowed_host", status=200, bytes_in=64 * (i % 2),
+                        bytes_out=64 * (i % 2), duration_ms=0.4 * (i % 2),
+                        stage="close" if i % 2 else "open", address="127.0.0.1:40000")
 
 
 def _started(session: str) -> SessionStarted:
@@ -74,11 +86,14 @@ def bench_chain(n: int) -> dict[str, Any]:
 
 
 async def bench_writer(state: Path, session: str, n: int, subscribers: int,
-                       checkpoint_every: int, *, batch: bool = True) -> dict[str, Any]:
+                       checkpoint_every: int, *, batch: bool = True,
+                       proxy_path: bool = False) -> dict[str, Any]:
+    from nonod._sessions import _audit_event
+
     hub = AuditHub()
     subs = [hub.subscribe(session=session, buffer=256) for _ in range(subscribers)]
     received = [0] * subscribers
-    events = [_event(i) for i in range(n)]
+    events: list[Any] = [_proxy_event(i) if proxy_path else _event(i) for i in range(n)]
     latencies: list[float] = []
 
     async def drain(index: int) -> None:
@@ -104,7 +119,12 @@ async def bench_writer(state: Path, session: str, n: int, subscribers: int,
         start = perf()
         for i, event in enumerate(events):
             t = perf()
-            writer.append(event)
+            if proxy_path:
+                converted = _audit_event(event)
+                assert converted is not None
+                writer.append(converted)
+            else:
+                writer.append(event)
             latencies.append(perf() - t)
             if i % checkpoint_every == 0:
                 await trio.lowlevel.checkpoint()
@@ -113,6 +133,8 @@ async def bench_writer(state: Path, session: str, n: int, subscribers: int,
         await writer.seal()
     stats = writer.statistics()
     name = "writer" if not subscribers else f"writer+{subscribers}sub"
+    if proxy_path:
+        name = "proxy-path"
     if subscribers and checkpoint_every > 1:
         name += f"/{checkpoint_every}"
     if subscribers and not batch:
@@ -143,10 +165,11 @@ async def run(n: int) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="nono-bench-audit-") as tmp:
         state = Path(tmp)
         results.append(await bench_writer(state, "w0", n, 0, 1))
+        results.append(await bench_writer(state, "p0", n, 0, 1, proxy_path=True))
         results.append(await bench_writer(state, "w10", n, SUBSCRIBERS, 1))
         results.append(await bench_writer(state, "w10b", n, SUBSCRIBERS, 64))
         results.append(await bench_writer(state, "w10c", n, SUBSCRIBERS, 1, batch=False))
-        results.append(bench_verify(results[2]["file"]))
+        results.append(bench_verify(results[3]["file"]))
     return results
 
 
@@ -172,7 +195,7 @@ def main() -> None:
             extra = (f" {r['p50_us']:>7.1f} {r['p99_us']:>7.1f} {r['max_us']:>8.0f} "
                      f"{r['fsyncs']:>6} {r['dropped']:>7}")
         print(f"{r['name']:<18} {r['eps']:>11,.0f} {r['seconds']:>8.3f}{extra}")
-    w10 = results[2]
+    w10 = results[3]
     print()
     print(f"# each of the {SUBSCRIBERS} subscribers received {w10['received_min']} of "
           f"{w10['expected']} records (events + start/end + seal)")

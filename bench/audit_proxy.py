@@ -8,11 +8,21 @@ program inside the sandbox times every request itself (``time.perf_counter``), s
 are what the sandboxed program sees. Rounds alternate between the two daemons (--rounds) so
 that drift in the machine's load falls on both; p50/p99 are over all rounds' requests.
 
+Each daemon's CPU time (user and system, from ``/proc/<pid>/stat``, worker threads included)
+over the measured rounds is reported per request too: on a shared machine it moves less than
+the latency percentiles, and the difference between the daemons is what auditing costs the
+daemon (session launches and seals included, ~1 per 1000 requests).
+
 With auditing on, each request writes its ``network`` event(s) to the session's
 ``audit.ndjson`` (an O_APPEND write; fsync in a worker thread at most once a second) and
 publishes them to the live hub (no subscriber here).
 
-    .venv/bin/python bench/audit_proxy.py [--requests N] [--rounds R] [--json]
+With ``--baseline DIR`` (another checkout or export of the repository, e.g.
+``git archive HEAD | tar -x -C DIR`` before a change), a third daemon runs that tree's code with
+auditing on, in the same rounds, so a change to the audit path is measured against its baseline
+under the same load.
+
+    .venv/bin/python bench/audit_proxy.py [--requests N] [--rounds R] [--baseline DIR] [--json]
 """
 
 from __future__ import annotations
@@ -82,19 +92,21 @@ class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
-def _env(base: Path) -> dict[str, str]:
-    return {"PATH": "/usr/bin:/bin", "HOME": f"{base}/home", "PYTHONPATH": str(REPO),
+def _env(base: Path, tree: Path) -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", "HOME": f"{base}/home", "PYTHONPATH": str(tree),
             "XDG_STATE_HOME": f"{base}/state", "XDG_CONFIG_HOME": f"{base}/config",
             "XDG_RUNTIME_DIR": f"{base}/home/run", "NONO_NO_AUTOSTART": "1",
             "NONO_SOCKET": f"{base}/nonod.sock"}
 
 
 class Daemon:
-    def __init__(self, root: Path, name: str, *, audit: bool, port: int) -> None:
+    def __init__(self, root: Path, name: str, *, audit: bool, port: int,
+                 tree: Path = REPO) -> None:
         self.name = name
+        self.tree = tree
         self.base = root / name
         (self.base / "home" / "run").mkdir(parents=True)
-        self.env = _env(self.base)
+        self.env = _env(self.base, tree)
         self.config = self.base / "nonod.toml"
         self.config.write_text(
             f"[audit]\nenabled = {'true' if audit else 'false'}\n"
@@ -108,9 +120,11 @@ class Daemon:
         (self.base / "client.py").write_text(CLIENT)
 
     def start(self) -> None:
+        # cwd: ``-m`` puts it first on sys.path, ahead of PYTHONPATH.
         done = subprocess.run([sys.executable, "-m", "nonod", "--socket",
                                self.env["NONO_SOCKET"], "--config", str(self.config)],
-                              env=self.env, capture_output=True, text=True, timeout=60)
+                              env=self.env, cwd=self.tree, capture_output=True, text=True,
+                              timeout=60)
         if done.returncode != 0:
             raise SystemExit(f"nonod ({self.name}) did not start: {done.stderr}")
 
@@ -124,15 +138,31 @@ class Daemon:
         values: list[float] = json.loads(done.stdout.strip().splitlines()[-1])
         return values
 
+    def pid(self) -> int:
+        done = subprocess.run([sys.executable, "-m", "nonoctl", "daemon", "status", "--json"],
+                              env=self.env, capture_output=True, text=True, timeout=60,
+                              check=True)
+        pid: int = json.loads(done.stdout)["pid"]
+        return pid
+
     def stop(self) -> None:
         subprocess.run([sys.executable, "-m", "nonoctl", "daemon", "stop"], env=self.env,
                        capture_output=True, timeout=60, check=False)
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests per round")
     parser.add_argument("--rounds", type=int, default=4, help="rounds per daemon, alternating")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="also run DIR's code with auditing on (audit-base), same rounds")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -143,16 +173,26 @@ def main() -> None:
     root.chmod(0o755)
     daemons = [Daemon(root, "audit-on", audit=True, port=port),
                Daemon(root, "audit-off", audit=False, port=port)]
+    if args.baseline is not None:
+        daemons.append(Daemon(root, "audit-base", audit=True, port=port,
+                              tree=args.baseline.resolve()))
     results: dict[str, list[float]] = {d.name: [] for d in daemons}
+    cpu: dict[str, tuple[float, float]] = {}
     events = 0
     try:
         for daemon in daemons:
             daemon.start()
         for daemon in daemons:  # a warm-up session each: fork server, imports, caches
             daemon.run(50)
-        for _ in range(args.rounds):
-            for daemon in daemons:
+        pids = {daemon.name: daemon.pid() for daemon in daemons}
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        for i in range(args.rounds):  # alternate the order too: no daemon always goes first
+            for daemon in daemons if i % 2 == 0 else daemons[::-1]:
                 results[daemon.name] += daemon.run(args.requests)
+        for name, pid in pids.items():
+            (u0, s0), (u1, s1) = before[name], cpu_seconds(pid)
+            n = len(results[name])
+            cpu[name] = ((u1 - u0) / n * 1e6, (s1 - s0) / n * 1e6)
         audited = sorted((root / "audit-on" / "state" / "nono" / "sessions").glob(
             "*/audit.ndjson"))
         events = sum(len(f.read_bytes().splitlines()) for f in audited)
@@ -164,24 +204,32 @@ def main() -> None:
 
     summary = {
         name: {"requests": len(v), "p50_us": round(percentile(v, 0.5), 1),
-               "p99_us": round(percentile(v, 0.99), 1)}
+               "p99_us": round(percentile(v, 0.99), 1),
+               "cpu_user_us": round(cpu[name][0], 1), "cpu_sys_us": round(cpu[name][1], 1)}
         for name, v in results.items()
     }
-    on, off = summary["audit-on"], summary["audit-off"]
-    added = {"p50_us": round(on["p50_us"] - off["p50_us"], 1),
-             "p99_us": round(on["p99_us"] - off["p99_us"], 1)}
+    keys = ("p50_us", "p99_us", "cpu_user_us", "cpu_sys_us")
+    off = summary["audit-off"]
+    added = {name: {key: round(row[key] - off[key], 1) for key in keys}
+             for name, row in summary.items() if name != "audit-off"}
     if args.json:
-        print(json.dumps({"machine": machine(), "results": summary, "added": added,
+        print(json.dumps({"machine": machine(), "results": summary,
+                          "added": added["audit-on"], "added_base": added.get("audit-base"),
                           "audit_lines": events}))
         return
     print(" ".join(f"{k}={v}" for k, v in machine().items()))
     print(f"proxied request (connect, CONNECT, 64-byte echo), {args.rounds} x {args.requests} "
           "per daemon, timed inside the sandbox")
-    print(f"{'daemon':<10} {'requests':>8} {'p50 µs':>9} {'p99 µs':>9}")
+    print(f"{'daemon':<10} {'requests':>8} {'p50 µs':>9} {'p99 µs':>9} "
+          f"{'daemon CPU µs/request (user+sys)':>34}")
     for name, row in summary.items():
-        print(f"{name:<10} {row['requests']:>8} {row['p50_us']:>9.1f} {row['p99_us']:>9.1f}")
-    print(f"added by auditing: p50 {added['p50_us']:+.1f} µs, p99 {added['p99_us']:+.1f} µs "
-          f"({events} audit lines written)")
+        print(f"{name:<10} {row['requests']:>8} {row['p50_us']:>9.1f} {row['p99_us']:>9.1f} "
+              f"{row['cpu_user_us']:>14.1f} + {row['cpu_sys_us']:>6.1f}")
+    for name, row in added.items():
+        print(f"added by auditing ({name}): p50 {row['p50_us']:+.1f} µs, "
+              f"p99 {row['p99_us']:+.1f} µs, daemon CPU {row['cpu_user_us']:+.1f} µs user "
+              f"{row['cpu_sys_us']:+.1f} µs sys per request")
+    print(f"({events} audit lines written by audit-on)")
 
 
 if __name__ == "__main__":

@@ -1301,12 +1301,13 @@ def _record_guard(session: Session, report: GuardReport) -> None:
 
 def _audit_event(event: object) -> AuditEvent | None:
     """Proxy and forwarder events in the audit model (unknown kinds are not recorded)."""
-    from .proxy import CredentialInjected as ProxyCredentialInjected
-    from .proxy import NetworkEvent
+    # One import of the package, not a ``from`` import per name: this runs for every proxied
+    # request, and each ``from`` import goes through importlib's Python code.
+    from . import proxy
 
-    if isinstance(event, NetworkEvent):
+    if isinstance(event, proxy.NetworkEvent):
         return AuditNetwork.from_proxy(event)
-    if isinstance(event, ProxyCredentialInjected):
+    if isinstance(event, proxy.CredentialInjected):
         return AuditCredentialInjected(route=event.route, credential=event.credential,
                                        source=event.source)
     if isinstance(event, _services.InboundEvent):

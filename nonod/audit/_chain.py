@@ -1,7 +1,7 @@
 """The hash chain and Merkle tree behind every audit file, without any I/O.
 
 A file is a sequence of lines ``{"event", "hash", "prev", "seq", "ts"}`` (keys sorted, no
-whitespace: one ``msgspec.json.Encoder(order="sorted")`` writes them). For line ``n``::
+whitespace: as one ``msgspec.json.Encoder(order="sorted")`` writes them). For line ``n``::
 
     body_n = the event's canonical bytes, exactly as they appear in the line
     hash_n = SHA-256( TAG || prev_n || u64be(seq_n) || u16be(len(ts_n)) || ts_n || body_n )
@@ -29,8 +29,8 @@ roots of perfect subtrees, merged as they fill, folded from the right for the ro
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
+import time
 from collections.abc import Iterable
 from typing import Annotated, Final, NamedTuple, final
 
@@ -42,6 +42,7 @@ GENESIS_TAG: Final = b"nono/audit/genesis/v1\x00"
 LEAF_PREFIX: Final = b"\x00"
 NODE_PREFIX: Final = b"\x01"
 EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
+_sha256: Final = hashlib.sha256
 
 #: ``2025-06-01T12:00:00.123456Z``
 TS_PATTERN: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$"
@@ -60,9 +61,35 @@ class WireLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ts: Annotated[str, msgspec.Meta(pattern=TS_PATTERN)]
 
 
+def _utc_second(second: int) -> str:
+    t = time.gmtime(second)
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+            f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
+
+
 def utc_timestamp() -> str:
     """Now, as audit lines write it (UTC, microseconds, ``Z``)."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    return f"{_utc_second(second)}.{micros:06d}Z"
+
+
+@final
+class UtcClock:
+    """:func:`utc_timestamp` for one writer, cheaper: the part down to the second is formatted
+    once per second and reused, so a timestamp costs one clock read and one small format."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self) -> str:
+        second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+        if second != self._second:
+            self._prefix = _utc_second(second) + "."
+            self._second = second
+        return f"{self._prefix}{micros:06d}Z"
 
 
 def genesis(scope: str, name: str) -> bytes:
@@ -81,40 +108,51 @@ def ledger_genesis() -> bytes:
 def entry_hash(tag: bytes, prev: bytes, seq: int, ts: str, body: bytes) -> bytes:
     """The hash of one line (see the module docstring)."""
     stamp = ts.encode("ascii")
-    h = hashlib.sha256(tag)
-    h.update(prev)
-    h.update(seq.to_bytes(8, "big"))
-    h.update(len(stamp).to_bytes(2, "big"))
-    h.update(stamp)
-    h.update(body)
-    return h.digest()
-
-
-def _leaf(entry: bytes) -> bytes:
-    return hashlib.sha256(LEAF_PREFIX + entry).digest()
+    return _sha256(b"".join((tag, prev, seq.to_bytes(8, "big"), len(stamp).to_bytes(2, "big"),
+                             stamp, body))).digest()
 
 
 def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(NODE_PREFIX + left + right).digest()
+    return _sha256(NODE_PREFIX + left + right).digest()
+
+
+#: Entries :class:`MerkleAccumulator` queues before it folds them in without being asked.
+FOLD_AT: Final = 1024
 
 
 @final
 class MerkleAccumulator:
-    """The RFC 6962 tree hash of a growing list of entry hashes, in O(log n) memory."""
+    """The RFC 6962 tree hash of a growing list of entry hashes, in O(log n) memory.
+
+    :meth:`add` only queues the entry; :meth:`fold` hashes the queue into the stack. The
+    writer folds when it syncs, off the path of an append; :meth:`root` and :meth:`copy`
+    fold first, and so does :meth:`add` once :data:`FOLD_AT` entries are queued.
+    """
 
     def __init__(self) -> None:
         self._stack: list[tuple[int, bytes]] = []  # (leaves under it, subtree root)
+        self._queued: list[bytes] = []
         self.size = 0
 
     def add(self, entry: bytes) -> None:
-        width, node = 1, _leaf(entry)
-        while self._stack and self._stack[-1][0] == width:
-            _, left = self._stack.pop()
-            width, node = width * 2, _node(left, node)
-        self._stack.append((width, node))
+        queued = self._queued
+        queued.append(entry)
         self.size += 1
+        if len(queued) >= FOLD_AT:
+            self.fold()
+
+    def fold(self) -> None:
+        stack = self._stack
+        for entry in self._queued:
+            width, node = 1, _sha256(LEAF_PREFIX + entry).digest()
+            while stack and stack[-1][0] == width:
+                left = stack.pop()[1]
+                width, node = width * 2, _sha256(NODE_PREFIX + left + node).digest()
+            stack.append((width, node))
+        self._queued.clear()
 
     def root(self) -> bytes:
+        self.fold()
         if not self._stack:
             return EMPTY_ROOT
         acc = self._stack[-1][1]
@@ -123,6 +161,7 @@ class MerkleAccumulator:
         return acc
 
     def copy(self) -> MerkleAccumulator:
+        self.fold()
         other = MerkleAccumulator()
         other._stack = list(self._stack)
         other.size = self.size
@@ -138,13 +177,23 @@ def merkle_root(entries: Iterable[bytes]) -> bytes:
 
 
 class Appended(NamedTuple):
-    """What :meth:`Chain.append` produced: the line to write (with its newline) and its parts."""
+    """What :meth:`Chain.append` produced: the line to write (with its newline) and its parts
+    (``prev_hex`` and ``hash_hex`` as the line spells them)."""
 
     seq: int
     ts: str
     prev: bytes
     hash: bytes
     line: bytes
+    prev_hex: str
+    hash_hex: str
+
+
+# A line as ``Encoder(order="sorted").encode(WireLine(...))`` spells it, keys in sorted order
+# and no whitespace: the event's bytes, the two hex digests, ``seq``, then ``ts`` (a JSON
+# string encoded by the same encoder). Filling it in skips building a WireLine and encoding it
+# again; tests check it against the encoder byte for byte.
+_LINE: Final = b'{"event":%b,"hash":"%b","prev":"%b","seq":%d,"ts":%b}\n'
 
 
 @final
@@ -152,7 +201,8 @@ class Chain:
     """The state of one chain: the next ``seq``, the head, the Merkle accumulator.
 
     Sans-IO: :meth:`append` turns an event into the exact bytes of its line and advances the
-    state; writing them is the caller's business. One encoder is built per chain and reused.
+    state; writing them is the caller's business. One encoder is built per chain and reused;
+    the event is encoded once, and those bytes are both hashed and written.
     """
 
     def __init__(self, tag: bytes, start: bytes, *, seq: int = 0, head: bytes | None = None,
@@ -174,14 +224,14 @@ class Chain:
     def append(self, event: msgspec.Struct, ts: str) -> Appended:
         if self.seq >= MAX_SEQ:
             raise OverflowError("audit chain sequence exhausted")
-        body = self._encoder.encode(event)
+        encode = self._encoder.encode
+        body = encode(event)
         seq = self.seq + 1
         prev = self.head
         digest = entry_hash(self.tag, prev, seq, ts, body)
-        line = self._encoder.encode(
-            WireLine(event=msgspec.Raw(body), hash=digest.hex(), prev=prev.hex(), seq=seq, ts=ts)
-        )
+        prev_hex, hash_hex = prev.hex(), digest.hex()
+        line = _LINE % (body, hash_hex.encode("ascii"), prev_hex.encode("ascii"), seq, encode(ts))
         self.seq = seq
         self.head = digest
         self.merkle.add(digest)
-        return Appended(seq, ts, prev, digest, line + b"\n")
+        return Appended(seq, ts, prev, digest, line, prev_hex, hash_hex)

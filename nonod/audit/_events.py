@@ -48,8 +48,14 @@ EndReason = Literal["exited", "stopped", "killed", "timeout", "daemon_lost", "er
 DaemonAction = Literal["started", "stopping", "reloaded", "recovered"]
 
 
-def _check_choice(field: str, value: str, choices: object) -> None:
-    allowed = get_args(choices)
+# The values of each Literal, read once: ``__post_init__`` runs for every event built.
+_NETWORK_MODES: Final[tuple[str, ...]] = get_args(NetworkMode)
+_DECISIONS: Final[tuple[str, ...]] = get_args(Decision)
+_END_REASONS: Final[tuple[str, ...]] = get_args(EndReason)
+_DAEMON_ACTIONS: Final[tuple[str, ...]] = get_args(DaemonAction)
+
+
+def _check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{field} must be one of {', '.join(allowed)}, got {value!r}")
 
@@ -243,8 +249,8 @@ class Network(_Event, frozen=True, kw_only=True, tag="network"):
                    address=event.address or None)
 
     def __post_init__(self) -> None:
-        _check_choice("mode", self.mode, NetworkMode)
-        _check_choice("decision", self.decision, Decision)
+        _check_choice("mode", self.mode, _NETWORK_MODES)
+        _check_choice("decision", self.decision, _DECISIONS)
         if not 0 <= self.port <= 65_535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
         if self.decision == "deny" and not self.reason:
@@ -337,7 +343,7 @@ class SessionEnded(_Event, frozen=True, kw_only=True, tag="session_ended"):
     detail: str = ""
 
     def __post_init__(self) -> None:
-        _check_choice("reason", self.reason, EndReason)
+        _check_choice("reason", self.reason, _END_REASONS)
         if self.exit_code is not None and self.signal is not None:
             raise ValueError("a session ends with an exit code or a signal, not both")
 
@@ -351,7 +357,7 @@ class DaemonEvent(_Event, frozen=True, kw_only=True, tag="daemon"):
     detail: str = ""
 
     def __post_init__(self) -> None:
-        _check_choice("action", self.action, DaemonAction)
+        _check_choice("action", self.action, _DAEMON_ACTIONS)
 
 
 Event = (SessionStarted | Enforcement | TrustVerified | TrustFailed | Network

@@ -222,6 +222,8 @@ class AuditHub:
         if self._closed:
             return
         self._published += 1
+        if not self._subscribers:
+            return
         kind = item.record.kind
         gone = False
         for subscription in self._subscribers:

@@ -22,6 +22,12 @@ subscriber never sees a record that is not in the file. Durability comes from ``
 which runs in a worker thread: at most ``fsync_interval`` seconds after the first unsynced
 record, as soon as ``fsync_every`` records are pending, and at the seal. After a crash the
 file verifies up to its last complete line; :func:`append_daemon_lost` then closes it.
+
+What an append pays is kept small, since a proxied request waits for it: the event is
+encoded once and those bytes are hashed and written; the line goes out in one ``write``.
+The two hashes only the seal needs (the SHA-256 of the whole file, the Merkle tree over the
+line hashes) are brought up to date in batches when the writer syncs (at most ``FOLD_AT``
+lines behind), off that path.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import Final, final, get_args
 
 import trio
 
-from ._chain import Chain, utc_timestamp
+from ._chain import FOLD_AT, Chain, UtcClock, utc_timestamp
 from ._errors import AuditClosed, AuditError, AuditNotFound, AuditWriteError
 from ._events import Event, Record, Seal, SessionEnded, SessionSealed
 from ._fanout import AuditHub, LiveRecord
@@ -268,7 +274,7 @@ class AuditWriter:
     def __init__(self, token: object, *, session: str, path: Path, fd: int, chain: Chain,
                  digest: hashlib._Hash, hub: AuditHub | None, ledger: Ledger | None,
                  signer: Signer | None, fsync_interval: float, fsync_every: int,
-                 clock: Clock, discarded_bytes: int = 0) -> None:
+                 clock: Clock | None, discarded_bytes: int = 0) -> None:
         if token is not _PRIVATE:
             raise TypeError("use `await AuditWriter.create(...)` or `open_existing(...)`")
         self.session = session
@@ -278,12 +284,14 @@ class AuditWriter:
         self._fd = fd
         self._chain = chain
         self._digest = digest
+        self._unhashed: list[bytes] = []  # written, not yet in ``_digest``
         self._hub = hub
         self._ledger = ledger
         self._signer = signer
         self._interval = fsync_interval
         self._every = fsync_every
-        self._clock = clock
+        #: ``utc_timestamp`` by default, through a per-writer cache of the date and time.
+        self._clock: Clock = UtcClock() if clock is None else clock
         self._pending = 0
         self._first_pending_at = 0.0
         self._fsyncs = 0
@@ -306,7 +314,7 @@ class AuditWriter:
         signer: Signer | None = None,
         fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
         fsync_every: int = DEFAULT_FSYNC_EVERY,
-        clock: Clock = utc_timestamp,
+        clock: Clock | None = None,
     ) -> AuditWriter:
         """Start ``<state>/sessions/<session>/audit.ndjson``; it must not exist yet."""
         _check_fsync_settings(fsync_interval, fsync_every)
@@ -334,7 +342,7 @@ class AuditWriter:
         signer: Signer | None = None,
         fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
         fsync_every: int = DEFAULT_FSYNC_EVERY,
-        clock: Clock = utc_timestamp,
+        clock: Clock | None = None,
     ) -> AuditWriter:
         """Continue an unsealed file after a daemon restart.
 
@@ -371,20 +379,30 @@ class AuditWriter:
         if self._broken:
             raise AuditWriteError(f"an earlier write to {self.path} failed")
         appended = self._chain.append(event, self._clock())
+        line = appended.line
         try:
-            _write_all(self._fd, appended.line)
+            # One write(2) of a few hundred bytes to an O_APPEND file; a short write (a full
+            # disk, a signal) gets the rest written after it.
+            written = os.write(self._fd, line)
+            if written != len(line):
+                _write_all(self._fd, line[written:])
         except OSError as exc:
             self._broken = True
             raise AuditWriteError(f"cannot write to {self.path}: {exc.strerror}") from exc
-        self._digest.update(appended.line)
+        # The file digest and the Merkle tree are brought up to date when the writer syncs
+        # (``_catch_up``), off the path of the append that a proxied request waits for.
+        unhashed = self._unhashed
+        unhashed.append(line)
+        if len(unhashed) >= FOLD_AT:
+            self._catch_up()
         self._pending += 1
         if self._pending == 1:
             self._first_pending_at = trio.current_time()
             self._wake.set()
         elif self._pending >= self._every:
             self._wake.set()
-        record = Record(seq=appended.seq, ts=appended.ts, prev=appended.prev.hex(),
-                        hash=appended.hash.hex(), event=event)
+        record = Record(seq=appended.seq, ts=appended.ts, prev=appended.prev_hex,
+                        hash=appended.hash_hex, event=event)
         if self._hub is not None:
             self._hub.publish(LiveRecord(session=self.session, record=record))
         return record
@@ -421,7 +439,16 @@ class AuditWriter:
                 return
             await self._fsync_locked()
 
+    def _catch_up(self) -> None:
+        """Hash the lines written since the last call into the file digest, and fold the
+        Merkle tree's queue."""
+        if self._unhashed:
+            self._digest.update(b"".join(self._unhashed))
+            self._unhashed.clear()
+        self._chain.merkle.fold()
+
     async def _fsync_locked(self) -> None:
+        self._catch_up()
         self._pending = 0
         self._last_fsync_at = trio.current_time()
         try:
@@ -453,6 +480,7 @@ class AuditWriter:
             finally:
                 os.close(self._fd)
                 self._fd = -1
+        self._catch_up()
         file_sha256 = self._digest.hexdigest()
         if self._ledger is not None:
             await self._ledger.record(SessionSealed(
@@ -520,7 +548,7 @@ async def append_daemon_lost(
     ledger: Ledger | None = None,
     hub: AuditHub | None = None,
     signer: Signer | None = None,
-    clock: Clock = utc_timestamp,
+    clock: Clock | None = None,
 ) -> Seal | None:
     """Close the file of a session that was running when the daemon died.
 

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
+import re
+import time
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nonod.audit import MerkleAccumulator, merkle_root
 from nonod.audit._chain import (
     ENTRY_TAG,
+    FOLD_AT,
     LEDGER_TAG,
+    MAX_SEQ,
+    TS_PATTERN,
     Chain,
+    UtcClock,
     WireLine,
     entry_hash,
     session_genesis,
+    utc_timestamp,
 )
 
 from ._support import session_events
@@ -42,6 +52,24 @@ def test_incremental_merkle_matches_the_rfc_definition(n: int) -> None:
         assert acc.root() == _reference(leaves[: i + 1])
     assert merkle_root(leaves) == _reference(leaves)
     assert acc.size == n
+
+
+def test_queued_entries_fold_to_the_same_root() -> None:
+    """``add`` queues and folds in batches; roots and copies taken at any point, before or
+    after an automatic fold, agree with the RFC's definition."""
+    n = 2 * FOLD_AT + 3
+    leaves = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(n)]
+    acc = MerkleAccumulator()
+    for i, leaf in enumerate(leaves, start=1):
+        acc.add(leaf)
+        if i in (1, 5, FOLD_AT - 1, FOLD_AT, FOLD_AT + 1, n):
+            snapshot = acc.copy()
+            assert snapshot.root() == acc.root() == _reference(leaves[:i])
+            assert snapshot.size == acc.size == i
+    # A copy goes its own way.
+    extra = hashlib.sha256(b"extra").digest()
+    snapshot.add(extra)
+    assert snapshot.root() == _reference([*leaves, extra]) != acc.root()
 
 
 def test_leaf_and_node_hashes_are_domain_separated() -> None:
@@ -79,3 +107,68 @@ def test_chain_links_each_line_to_the_previous() -> None:
         assert after.prev == before.hash
         assert after.seq == before.seq + 1
     assert chain.merkle.root() == merkle_root([a.hash for a in lines])
+
+
+def _encoded_line(appended_event: bytes, digest: bytes, prev: bytes, seq: int, ts: str) -> bytes:
+    """The line as the encoder spells a WireLine: what ``Chain.append`` must produce."""
+    wire = WireLine(event=msgspec.Raw(appended_event), hash=digest.hex(), prev=prev.hex(),
+                    seq=seq, ts=ts)
+    return msgspec.json.Encoder(order="sorted").encode(wire) + b"\n"
+
+
+def test_chain_lines_are_the_encoders_bytes_for_every_kind() -> None:
+    chain = Chain.for_session("s1")
+    for event in session_events("s1"):
+        prev = chain.head
+        appended = chain.append(event, "2025-06-01T12:00:00.000000Z")
+        body = msgspec.json.encode(event, order="sorted")
+        assert appended.line == _encoded_line(body, appended.hash, prev, appended.seq,
+                                              appended.ts)
+        assert (appended.prev_hex, appended.hash_hex) == (prev.hex(), appended.hash.hex())
+
+
+@settings(max_examples=200, deadline=None)
+@given(ts=st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=40),
+       seq=st.integers(min_value=0, max_value=MAX_SEQ - 1))
+def test_chain_lines_match_the_encoder_for_any_ts_and_seq(ts: str, seq: int) -> None:
+    """Even a clock that returns something odd (quotes, backslashes, control characters) gets
+    the encoder's escaping, so the line is the one verification re-encodes."""
+    chain = Chain.for_session("s1")
+    chain.seq = seq
+    event = session_events("s1")[3]
+    appended = chain.append(event, ts)
+    assert appended.line == _encoded_line(msgspec.json.encode(event, order="sorted"),
+                                          appended.hash, session_genesis("s1"), seq + 1, ts)
+
+
+@pytest.mark.parametrize("when", [
+    dt.datetime(2025, 6, 1, 12, 0, 0, 0, tzinfo=dt.UTC),
+    dt.datetime(2025, 6, 1, 12, 0, 0, 999_999, tzinfo=dt.UTC),
+    dt.datetime(2024, 2, 29, 23, 59, 59, 123_456, tzinfo=dt.UTC),
+    dt.datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.UTC),
+    dt.datetime(2027, 1, 1, 0, 0, 0, 1, tzinfo=dt.UTC),
+])
+def test_timestamps_are_utc_microseconds(monkeypatch: pytest.MonkeyPatch,
+                                         when: dt.datetime) -> None:
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    ns = (when - epoch) // dt.timedelta(microseconds=1) * 1000 + 789  # below a microsecond
+    monkeypatch.setattr(time, "time_ns", lambda: ns)
+    expected = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert utc_timestamp() == expected
+    clock = UtcClock()
+    assert clock() == expected
+    assert clock() == expected  # from the cached second
+    assert re.fullmatch(TS_PATTERN, expected)
+
+
+def test_the_cached_clock_moves_on_with_the_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = 1_780_000_000 * 10**9  # a whole second
+    now = [base + 999_999_000]
+    monkeypatch.setattr(time, "time_ns", lambda: now[0])
+    clock = UtcClock()
+    first = clock()
+    now[0] = base + 1_000_000_000
+    second = clock()
+    assert first.endswith(":40.999999Z") and second.endswith(":41.000000Z")
+    assert first[:19] != second[:19]
+    assert second == utc_timestamp()

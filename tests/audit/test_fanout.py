@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from nonod.audit import AuditError, Network, Record, Seal, read_records
-from nonod.audit._fanout import AuditHub, Dropped, LiveRecord, Subscription
+from nonod.audit._fanout import AuditHub, Dropped, HubStatistics, LiveRecord, Subscription
 from nonod.audit._writer import AuditWriter
 
 from ._support import SESSION, session_events
@@ -187,3 +187,14 @@ async def test_receive_batch_drains_a_burst_in_one_wakeup() -> None:
     assert len(batch) == 9 and batch[-1] == Dropped(reason="lagged", buffer=8, delivered=13)
     with pytest.raises(trio.EndOfChannel):
         await sub.receive_batch()
+
+
+def test_publishing_with_no_subscriber_still_counts() -> None:
+    hub = AuditHub()
+    for seq in range(1, 4):
+        hub.publish(LiveRecord(session=SESSION, record=_record(seq)))
+    late = hub.subscribe(buffer=10)
+    hub.publish(LiveRecord(session=SESSION, record=_record(4)))
+    assert hub.statistics() == HubStatistics(subscribers=1, published=4, dropped=0)
+    item = late.receive_nowait()
+    assert isinstance(item, LiveRecord) and item.record.seq == 4

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -27,6 +28,7 @@ from nonod.audit import (
     render_record,
     verify_session_file,
 )
+from nonod.audit._chain import FOLD_AT
 from nonod.audit._fanout import AuditHub, LiveRecord
 from nonod.audit._writer import AuditWriter, Ledger, append_daemon_lost
 
@@ -106,6 +108,43 @@ async def test_written_before_broadcast(state_dir: Path) -> None:
         assert isinstance(item, LiveRecord)
         received.append(item.record)
     assert received == read_records(path)
+
+
+async def test_bytes_written_are_the_bytes_published(state_dir: Path) -> None:
+    """With the default clock: each record a subscriber gets, encoded as the control server
+    encodes it, is the file's line byte for byte, and the file verifies."""
+    hub = AuditHub()
+    subscription = hub.subscribe(session=SESSION, buffer=100)
+    writer = await AuditWriter.create(state_dir, SESSION, hub=hub)
+    for event in session_events():
+        writer.append(event)
+    seal = await writer.seal()
+    encoder = msgspec.json.Encoder(order="sorted")
+    published = []
+    async for item in subscription:
+        assert isinstance(item, LiveRecord)
+        published.append(encoder.encode(item.record) + b"\n")
+    assert b"".join(published) == writer.path.read_bytes()
+    result = verify_session_file(writer.path)
+    assert result.count == len(session_events()) and result.merkle_root == seal.merkle_root
+
+
+async def test_digest_and_merkle_root_over_many_batches(state_dir: Path) -> None:
+    """More lines than one batch of the deferred file digest and Merkle fold, with syncs in
+    between: the ledger's file digest and the seal's root still match the file."""
+    ledger = await Ledger.open(state_dir)
+    writer = await AuditWriter.create(state_dir, SESSION, ledger=ledger)
+    writer.append(session_events()[0])
+    for i in range(2 * FOLD_AT + 10):
+        writer.append(Network(mode="connect", decision="allow", host=f"h{i}.example",
+                              port=443, stage="open" if i % 2 else "close"))
+        if i in (7, FOLD_AT + 1):
+            await writer.sync()
+    seal = await writer.seal()
+    await ledger.aclose()
+    result = verify_session_file(writer.path, ledger=state_dir / "ledger.ndjson")
+    assert result.count == 2 * FOLD_AT + 11 and result.merkle_root == seal.merkle_root
+    assert result.ledger_line == 1
 
 
 async def test_fsync_interval_is_honoured(state_dir: Path, autojump_clock: trio.abc.Clock
