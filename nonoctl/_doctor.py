@@ -154,25 +154,26 @@ def probe_cgroup() -> Finding:
 
 
 def probe_inotify() -> Finding:
-    """Each session's view guard holds one inotify instance, counted per user."""
-    value = _read("/proc/sys/fs/inotify/max_user_instances")
-    try:
-        limit = int(value) if value is not None else 0
-    except ValueError:
-        limit = 0
-    if limit <= 0:
-        return Finding("inotify", "fail", "no inotify instances available",
-                       "every launch (the view guard cannot start: step `guard`)",
-                       "sysctl fs.inotify.max_user_instances=1024")
+    """The daemon's fork server holds one inotify instance for every session's view guard
+    (a few watches per session), counted against the daemon user's limits."""
+    instances = _int(_read("/proc/sys/fs/inotify/max_user_instances"))
+    watches = _int(_read("/proc/sys/fs/inotify/max_user_watches"))
     used = _inotify_instances_of(os.getuid())
-    room = limit - used
-    detail = (f"max_user_instances = {limit}, this user holds {used}: room for about "
-              f"{room} sessions at once")
-    if room < 64:
+    detail = (f"max_user_instances = {instances} (this user holds {used}; the daemon needs "
+              f"one), max_user_watches = {watches} (a few per session)")
+    if instances - used < 1 or watches < 1024:
         return Finding("inotify", "warn", detail,
-                       "sessions past that many are refused at step `guard`",
+                       "a daemon started now could not guard sessions: launches would be "
+                       "refused at step `guard`",
                        "sysctl fs.inotify.max_user_instances=1024 (and in /etc/sysctl.d/)")
     return Finding("inotify", "ok", detail)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
 
 
 def _inotify_instances_of(uid: int) -> int:

@@ -22,6 +22,7 @@ import sys
 import msgspec
 
 from . import _libc
+from ._guardhub import GuardHub
 from ._launcher import (
     FDS_PER_PLAN,
     REC_AUDIT,
@@ -58,16 +59,18 @@ class _Warm:
     """One launcher waiting, namespaces made, for a plan with its uid, gid, namespaces and
     audit tag (written before the namespaces were made)."""
 
-    def __init__(self, key: WarmKey) -> None:
+    def __init__(self, key: WarmKey, hub: GuardHub) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        client = hub.new_client()
         pid = os.fork()
         if pid == 0:
             ours.close()
             try:
-                run_warm(key[0], key[1], key[2], theirs.detach(), key[3])
+                run_warm(key[0], key[1], key[2], theirs.detach(), key[3], client.detach())
             finally:
                 os._exit(126)
         theirs.close()
+        client.close()
         self.sock = ours
         self.audit_tag = key[3]
 
@@ -89,18 +92,22 @@ class _Warm:
             self.sock.close()
 
 
-def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket) -> None:
+def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardHub) -> None:
+    client = hub.new_client()
     try:
         pid = os.fork()
     except OSError as exc:
+        client.close()
         os.write(fds[3], record(REC_ERROR, STEPS.index("fork"), exc.errno or 0, b"fork"))
         return
     if pid == 0:
         sock.close()
         try:
-            run_outer(msg_plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]))
+            run_outer(msg_plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
+                      client.detach())
         finally:
             os._exit(126)
+    client.close()
 
 
 def serve(sock: socket.socket, *, warm: bool = True) -> None:
@@ -109,12 +116,20 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
     refill: list[WarmKey] = []
     poller = select.poll()
     poller.register(sock, select.POLLIN)
+    hub = GuardHub(poller)
     while True:
-        if not poller.poll(REFILL_DELAY_MS if refill else REAP_INTERVAL_MS):
+        events = poller.poll(REFILL_DELAY_MS if refill else REAP_INTERVAL_MS)
+        launch_waiting = False
+        for fd, _ in events:
+            if fd == sock.fileno():
+                launch_waiting = True
+            else:
+                hub.handle(fd)
+        if not launch_waiting:
             # No launch waiting: reap ended launchers, prepare the next warm ones.
             _reap()
             for wanted in refill:
-                pool[wanted] = _Warm(wanted)
+                pool[wanted] = _Warm(wanted, hub)
             refill.clear()
             continue
         try:
@@ -140,7 +155,7 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
                                else (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag))
         ready = pool.pop(key, None) if key is not None else None
         if ready is None or not ready.hand_over(msg, fds):
-            _cold(plan, fds, sock)
+            _cold(plan, fds, sock, hub)
         for fd in fds:
             os.close(fd)
         if warm and key is not None and key not in refill and len(pool) < MAX_WARM_KEYS:

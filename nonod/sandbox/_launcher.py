@@ -41,6 +41,7 @@ pid first; the init reports the program's exit status on a second pipe.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import select
@@ -51,6 +52,7 @@ import struct
 import msgspec
 
 from . import _libc
+from ._guardhub import MAX_FDS
 from ._landlock import LandlockPlan, apply_plan
 from ._mounts import MountOp, apply_mounts, prepare_root
 from ._seccomp import install_filter
@@ -189,11 +191,11 @@ def _idmap_ids(uid: int, gid: int) -> None:
         f.write(f"{gid} {gid} 1")
 
 
-def run_outer(plan: LaunchPlan, fds: Fds) -> None:
+def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
     """Body of the fork server's child. Never returns."""
     launch_w = fds[3]
     try:
-        _step("fork", _close_except, fds)
+        _step("fork", _close_except, (*fds, hub))
         _step("pdeathsig", _pdeathsig)
         _reset_signals()
         if plan.audit_tag:
@@ -214,6 +216,7 @@ def run_outer(plan: LaunchPlan, fds: Fds) -> None:
     if pid == 0:
         os.close(alive_w)
         guard_outer.close()
+        os.close(hub)
         try:
             run_init(plan, fds, alive_r, guard_init)
         except StepFailed as exc:
@@ -227,11 +230,12 @@ def run_outer(plan: LaunchPlan, fds: Fds) -> None:
     for fd in {*fds, 0, 1, 2}:
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
-    _guard_and_wait(pid, guard_outer)
+    _guard_and_wait(pid, guard_outer, hub)
     os._exit(0)
 
 
-def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0) -> None:
+def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0,
+             hub: int = -1) -> None:
     """A launcher made ahead of time (fork server child): namespaces, init and the empty root
     are ready before any plan exists, so only plan-specific steps remain at launch.
 
@@ -240,7 +244,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     socket for (plan, five descriptors). A failure before that makes the init exit, and the
     fork server falls back to a cold launch. Never returns."""
     try:
-        _close_except((sock_fd,))
+        _close_except((sock_fd, hub))
         _pdeathsig()
         _reset_signals()
         ses, ses_err = audit_session(audit_tag) if audit_tag else (0, 0)
@@ -254,6 +258,8 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     if pid == 0:
         os.close(alive_w)
         guard_outer.close()
+        if hub >= 0:
+            os.close(hub)
         try:
             prepare_init(alive_r, loopback=bool(ns_flags & _libc.CLONE_NEWNET))
             msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=sock_fd), 1 << 20,
@@ -284,7 +290,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     for fd in (0, 1, 2):
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
-    _guard_and_wait(pid, guard_outer)
+    _guard_and_wait(pid, guard_outer, hub)
     os._exit(0)
 
 
@@ -312,9 +318,11 @@ def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...], report: int) ->
     raise OSError(32, "the view guard did not start")  # EPIPE
 
 
-def _receive_guard(guard: socket.socket) -> tuple[ViewGuard, int] | None:
+def _receive_guard(guard: socket.socket, hub: socket.socket | None
+                   ) -> tuple[ViewGuard, int] | None:
     """Outer side: the operations from the init and where to report (None: nothing to guard,
-    or the launch failed first), watched before the init goes on."""
+    or the launch failed first), watched (by the fork server's hub) before the init goes
+    on."""
     data, fds, _, _ = socket.recv_fds(guard, 1 << 16, 1)
     if not data or len(fds) != 1:
         for fd in fds:
@@ -331,6 +339,15 @@ def _receive_guard(guard: socket.socket) -> tuple[ViewGuard, int] | None:
     ops = msgspec.msgpack.decode(data[_GUARD_LEN.size:], type=tuple[MountOp, ...])
     try:
         view = ViewGuard(ops)
+        if hub is None:
+            raise OSError(errno.EBADF, "no guard hub in this launcher")
+        hub.sendall(b"O" + msgspec.msgpack.encode(sorted(view.on_the_way)))
+        _hub_watch(hub, view)
+        reply = hub.recv(64)
+        if reply[:1] == b"E" and len(reply) >= 5:
+            raise OSError(struct.unpack("<i", reply[1:5])[0], "the guard hub cannot watch")
+        if reply[:1] != b"k":
+            raise OSError(errno.EPIPE, "the guard hub did not answer")
         view.start()
     except (OSError, GuardLost) as exc:
         err = exc.errno or 0 if isinstance(exc, OSError) else 40  # GuardLost: ELOOP
@@ -342,16 +359,29 @@ def _receive_guard(guard: socket.socket) -> tuple[ViewGuard, int] | None:
     return view, report
 
 
-def _guard_and_wait(init: int, guard: socket.socket) -> None:
+def _hub_watch(hub: socket.socket, view: ViewGuard) -> None:
+    """Have the hub watch ``view``'s directories as this process sees them now."""
+    names, fds = view.open_dirs()
+    try:
+        if len(fds) > MAX_FDS:
+            raise OSError(errno.E2BIG, f"{len(fds)} directories to watch (at most {MAX_FDS})")
+        socket.send_fds(hub, [b"W" + msgspec.msgpack.encode(names)], fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1) -> None:
     """The outer process's life after the launch: keep the session's view as built (see
     ``_viewguard``) until the init exits; a guarded path that cannot be covered again ends
     the session."""
+    hub = socket.socket(fileno=hub_fd) if hub_fd >= 0 else None
     with guard:
         try:
-            got = _receive_guard(guard)
+            got = _receive_guard(guard, hub)
         except OSError:
             got = None
-    if got is None:
+    if got is None or hub is None:
         _wait_for(init)
         return
     view, report = got
@@ -359,15 +389,24 @@ def _guard_and_wait(init: int, guard: socket.socket) -> None:
     pidfd = os.pidfd_open(init)
     while True:
         try:
-            ready, _, _ = select.select([view.fd, pidfd], [], [])
+            ready, _, _ = select.select([hub.fileno(), pidfd], [], [])
         except InterruptedError:
             continue
         if pidfd in ready:
             break
         try:
+            message = hub.recv(64)
+            if not message:  # the fork server is gone, and PDEATHSIG with it
+                break
+            if message[:1] == b"E":
+                raise OSError(struct.unpack("<i", message[1:5])[0] if len(message) >= 5
+                              else errno.EIO, "the guard hub can no longer watch")
+            if message[:1] != b"c":
+                continue  # "k": a rewatch was taken
             for op in view.check():
                 _write_all(report, record(REC_GUARD, op.kind, GUARD_RESTORED,
                                           op.target.encode()[:4000]))
+            _hub_watch(hub, view)  # a replaced directory on the way is a new inode
         except (OSError, GuardLost) as exc:
             why = (f"{exc.target}\0{exc.why}" if isinstance(exc, GuardLost)
                    else f"{exc.filename or ''}\0{exc.strerror or exc}")

@@ -10,9 +10,14 @@ host's new file. This happens in normal use: ``git`` rewrites ``.git/config`` by
 
 The launcher's outer process runs the guard. It stays outside the session's pid namespace (the
 program cannot see or signal it) but inside its user and mount namespaces, with the
-capabilities of the namespace's owner. It watches, with inotify, every directory on the way to
-each guarded path; on any change there it checks each guarded path's mount id (``statx``) and,
-where the mount is gone, applies the operation again to whatever the path names now. A pin or
+capabilities of the namespace's owner. Every directory on the way to each guarded path is
+watched with inotify, by the fork server's one instance for all sessions (``_guardhub``: an
+instance per session would cap a user at ``fs.inotify.max_user_instances`` sessions); the
+outer opens those directories in the session's view and hands the descriptors over, so the
+watches are on the inodes the session sees. On a change there the hub wakes the outer, which
+checks each guarded path's mount id (``statx``) and, where the mount is gone, applies the
+operation again to whatever the path names now, then hands over the directories as they are
+now (a replaced directory is a new inode). A pin or
 read-only bind it cannot re-apply (the path became a symlink, a fifo...) ends the session: it
 must not go on reading unverified bytes or writing where it must not.
 
@@ -26,7 +31,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import struct
 from collections.abc import Sequence
 
 from . import _libc
@@ -34,12 +38,6 @@ from ._mounts import EMPTY_FILE, MASK_DIR, MASK_FILE, PIN, PIN_DIR, READONLY, Mo
 
 GUARDED = frozenset({PIN, MASK_DIR, MASK_FILE, READONLY})
 _ATTEMPTS = 100
-_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
-_IN_Q_OVERFLOW = 0x4000
-_IN_IGNORED = 0x8000
-_ALWAYS = (_IN_Q_OVERFLOW | _IN_IGNORED | _libc.IN_DELETE_SELF | _libc.IN_MOVE_SELF)
-_DIR_EVENTS = (_libc.IN_CREATE | _libc.IN_MOVED_TO | _libc.IN_MOVED_FROM | _libc.IN_DELETE
-               | _libc.IN_DELETE_SELF | _libc.IN_MOVE_SELF | _libc.IN_ONLYDIR)
 
 
 class GuardLost(Exception):
@@ -65,47 +63,50 @@ def _ancestors(path: str) -> list[str]:
 
 
 class ViewGuard:
-    """Watches and re-applies ``ops`` (the launcher's PIN, MASK_* and READONLY operations,
-    already applied). Call :meth:`start` once, then :meth:`check` whenever :attr:`fd` is
-    readable."""
+    """Re-applies ``ops`` (the launcher's PIN, MASK_* and READONLY operations, already
+    applied) when their mounts go. Have :attr:`dirs` watched (:meth:`open_dirs`), then call
+    :meth:`start` once and :meth:`check` whenever a watched directory changes."""
 
     def __init__(self, ops: Sequence[MountOp]) -> None:
         self.ops = tuple(ops)
-        self.fd = _libc.inotify_init1(_libc.IN_CLOEXEC | _libc.IN_NONBLOCK)
         self.repairs = 0
         self._repaired: list[MountOp] = []
         self._mounts: dict[str, int] = {}  # target -> the id of the mount we put there
-        self._watches: dict[int, list[str]] = {}  # watch descriptor -> its directories
-        self._dirs = sorted({d for op in self.ops for d in _ancestors(op.target)})
-        # A change matters only if it touches a guarded path or a directory on the way to one:
-        # a program writing files next to them (a busy project directory) costs one read.
-        self._on_the_way = frozenset({*self._dirs, *(op.target for op in self.ops)})
+        #: The directories to watch: every one on the way to a guarded path.
+        self.dirs = tuple(sorted({d for op in self.ops for d in _ancestors(op.target)}))
+        #: A change matters only if it names one of these in a watched directory: a program
+        #: writing files next to them (a busy project directory) wakes nobody.
+        self.on_the_way = frozenset({*self.dirs, *(op.target for op in self.ops)})
+
+    def open_dirs(self) -> tuple[list[str], list[int]]:
+        """``O_PATH`` descriptors of :attr:`dirs` as this process sees them (those that
+        exist), for a watcher in another mount namespace. The caller closes them."""
+        names: list[str] = []
+        fds: list[int] = []
+        for directory in self.dirs:
+            try:
+                fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+                    continue  # nothing there to watch (a change to it shows in its parent)
+                for opened in fds:
+                    os.close(opened)
+                raise
+            names.append(directory)
+            fds.append(fd)
+        return names, fds
 
     def start(self) -> None:
-        """Watch first, then take each mount's id, so that no change falls in between."""
-        self._rewatch()
+        """Take each mount's id (after the watches are set: no change falls in between)."""
         for op in self.ops:
             self._mounts[op.target] = self._current(op.target)[0]
-        self.check(everything=True)
+        self.check()
 
-    def close(self) -> None:
-        os.close(self.fd)
-
-    def check(self, *, everything: bool = False) -> list[MountOp]:
-        """Drain the events; if one touches a guarded path or a directory on the way to one,
-        re-apply every operation whose mount is gone, and return those. Raises
+    def check(self) -> list[MountOp]:
+        """Re-apply every operation whose mount is gone, and return those. Raises
         :class:`GuardLost` for one it cannot re-apply."""
-        relevant = everything
-        try:
-            while data := os.read(self.fd, 65536):
-                relevant = self._relevant(data) or relevant
-        except BlockingIOError:
-            pass
-        if not relevant:
-            return []
         for op in self.ops:
             self._keep(op)
-        self._rewatch()
         repaired, self._repaired = self._repaired, []
         return repaired
 
@@ -167,33 +168,3 @@ class ViewGuard:
             _libc.mount(EMPTY_FILE, target, None, _libc.MS_BIND)
             _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY | _libc.MOUNT_ATTR_NOEXEC
                                 | _libc.MOUNT_ATTR_NODEV, recursive=False)
-
-    def _relevant(self, data: bytes) -> bool:
-        offset = 0
-        while offset + _EVENT.size <= len(data):
-            wd, mask, _, length = _EVENT.unpack_from(data, offset)
-            name = data[offset + _EVENT.size:offset + _EVENT.size + length].rstrip(b"\0")
-            offset += _EVENT.size + length
-            if mask & _ALWAYS:
-                return True
-            directories = self._watches.get(wd)
-            if directories is None:
-                return True  # a watch we no longer know of: look at everything
-            if any(os.path.join(d, os.fsdecode(name)) in self._on_the_way for d in directories):
-                return True
-        return False
-
-    def _rewatch(self) -> None:
-        """Watch the directories that the guarded paths go through now (a replaced directory
-        is a new inode), and drop watches on directories no longer on any path."""
-        current: dict[int, list[str]] = {}
-        for directory in self._dirs:
-            try:
-                wd = _libc.inotify_add_watch(self.fd, directory, _DIR_EVENTS)
-                current.setdefault(wd, []).append(directory)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
-                    raise  # ENOSPC: out of watches; the launch must not go on unguarded
-        for wd in self._watches.keys() - current.keys():
-            _libc.inotify_rm_watch(self.fd, wd)
-        self._watches = current

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -129,28 +130,35 @@ def test_a_pinned_file_replaced_by_rename_still_reads_the_verified_bytes(
     assert rules.read_text() == "# INJECTED by rename\n"  # the host's file is the host's
 
 
+def _hog_inotify(uid: int, leave: int) -> subprocess.Popen[str]:
+    """A process of ``uid`` holding every inotify instance the user may have but ``leave``."""
+    hog = subprocess.Popen(
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "/usr/bin/python3",
+         "-S", "-c",
+         "import ctypes, os, sys\n"
+         "libc = ctypes.CDLL(None, use_errno=True)\n"
+         "held = []\n"
+         "while (fd := libc.inotify_init1(0)) >= 0:\n"
+         "    held.append(fd)\n"
+         "err = ctypes.get_errno()\n"
+         f"for fd in held[len(held) - {leave}:] if {leave} else []:\n"
+         "    os.close(fd)\n"
+         "print(len(held), err, flush=True)\n"
+         "sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert hog.stdout is not None
+    _, err = map(int, hog.stdout.readline().split())
+    assert err == 24  # EMFILE: the user's limit was reached
+    return hog
+
+
 @pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)
 def test_without_an_inotify_instance_the_launch_is_refused_not_unguarded(
         sandbox_user: SandboxUser, home: Path) -> None:
     """Fail closed: a user out of inotify instances (``fs.inotify.max_user_instances``) gets
     no session rather than one whose masks a host rename would undo."""
-    import subprocess
-
-    hog = subprocess.Popen(
-        ["setpriv", f"--reuid={sandbox_user.uid}", f"--regid={sandbox_user.uid}",
-         "--clear-groups", "/usr/bin/python3", "-S", "-c",
-         "import ctypes, sys\n"
-         "libc = ctypes.CDLL(None, use_errno=True)\n"
-         "n = 0\n"
-         "while libc.inotify_init1(0) >= 0:\n"
-         "    n += 1\n"
-         "print(n, ctypes.get_errno(), flush=True)\n"
-         "sys.stdin.read()\n"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    hog = _hog_inotify(sandbox_user.uid, leave=0)
     try:
-        assert hog.stdout is not None
-        _, err = map(int, hog.stdout.readline().split())
-        assert err == 24  # EMFILE: every instance this user may have is taken
         r = sandbox_user.run(policy((home, Access.READWRITE), denials=(home / ".ssh",)),
                              probe("t(lambda: print('RAN'))\n"), cwd=str(home / "work"))
     finally:
@@ -159,6 +167,48 @@ def test_without_an_inotify_instance_the_launch_is_refused_not_unguarded(
     assert r.code != 0
     assert "RAN" not in r.stdout
     assert "guard" in r.stderr, r.stderr
+
+
+MANY = r"""
+import sys, msgspec, trio
+from nonod.policy import ResolvedPolicy
+from nonod.sandbox import LaunchRequest, open_launcher
+policy = msgspec.json.decode(sys.argv[1], type=ResolvedPolicy)
+async def main():
+    async with open_launcher() as launcher:
+        procs = [await launcher.launch(policy, LaunchRequest(argv=("/bin/sleep", "0.5"),
+                                                             cwd=sys.argv[2]))
+                 for _ in range(int(sys.argv[3]))]
+        print(sorted({layer.name for layer in procs[0].enforcement.layers}))
+        print([(await proc.wait_exited()).code for proc in procs])
+trio.run(main)
+"""
+
+
+@pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)
+def test_one_inotify_instance_guards_every_session_of_a_launcher(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """The user has a single inotify instance left: the fork server's guard hub takes it,
+    and six guarded sessions run at once on it (with an instance per session, the first
+    would take it and the other five would be refused)."""
+    import msgspec
+
+    pol = policy((home, Access.READWRITE), denials=(home / ".ssh",))
+    hog = _hog_inotify(sandbox_user.uid, leave=1)
+    try:
+        done = subprocess.run(
+            ["setpriv", f"--reuid={sandbox_user.uid}", f"--regid={sandbox_user.uid}",
+             "--clear-groups", *sandbox_user.python, "-c", MANY,
+             msgspec.json.encode(pol).decode(), str(home / "work"), "6"],
+            env={"PATH": "/usr/bin:/bin", **sandbox_user.env}, capture_output=True, text=True,
+            timeout=60, check=False, cwd="/")
+    finally:
+        hog.kill()
+        hog.wait()
+    assert done.returncode == 0, done.stderr
+    layers, codes = done.stdout.splitlines()
+    assert "view_guard" in layers
+    assert codes == str([0] * 6)
 
 
 def test_a_pinned_file_replaced_by_a_symlink_ends_the_session(

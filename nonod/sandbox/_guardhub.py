@@ -1,0 +1,209 @@
+"""One inotify instance for every session's view guard, in the fork server.
+
+The kernel counts inotify instances per user (``fs.inotify.max_user_instances``, 128 on
+Debian) across user namespaces, so an instance per session would cap a user at that many
+sessions. The fork server holds one for all of them. Each launcher's outer process (see
+``_viewguard``) is a client on its own SEQPACKET socket:
+
+  outer -> hub   ``O`` + msgpack list: the paths whose change matters (``on_the_way``)
+  outer -> hub   ``W`` + msgpack list of directory names, with their ``O_PATH`` descriptors
+                 (opened in the session's view): watch these, instead of what was watched
+  hub -> outer   ``k`` watched; ``E`` + errno: could not (the launch, or the session, ends)
+  hub -> outer   ``c``: something on the way to a guarded path changed: check now
+
+A watch is added through ``/proc/self/fd/N``, so it is on the inode the session sees, whatever
+the fork server's own view of that path. One inode watched for several sessions is one watch
+descriptor with several clients; a client's socket closing (its session ended) drops its
+watches. An event wakes only the clients for which it names a path on the way to one of their
+guarded paths; a queue overflow wakes every client.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import struct
+from dataclasses import dataclass, field
+
+import msgspec
+
+from . import _libc
+
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
+_IN_Q_OVERFLOW = 0x4000
+_IN_IGNORED = 0x8000
+_WAKE_ALWAYS = _IN_Q_OVERFLOW | _libc.IN_DELETE_SELF | _libc.IN_MOVE_SELF
+DIR_EVENTS = (_libc.IN_CREATE | _libc.IN_MOVED_TO | _libc.IN_MOVED_FROM | _libc.IN_DELETE
+              | _libc.IN_DELETE_SELF | _libc.IN_MOVE_SELF | _libc.IN_ONLYDIR)
+MAX_FDS = 200  # directories per W message (SCM_MAX_FD is 253)
+MAX_MESSAGE = 1 << 20
+
+
+@dataclass
+class _Client:
+    sock: socket.socket
+    on_the_way: frozenset[str] = frozenset()
+    watches: dict[int, list[str]] = field(default_factory=dict)  # wd -> its directories
+
+
+class GuardHub:
+    """The fork server's half. ``poller`` is the fork server's; the hub registers its
+    inotify descriptor and its clients' sockets there, and :meth:`handle` takes their
+    events."""
+
+    def __init__(self, poller: select.poll) -> None:
+        self._poller = poller
+        self._clients: dict[int, _Client] = {}
+        self._by_wd: dict[int, set[int]] = {}  # wd -> client descriptors
+        try:
+            self.fd = _libc.inotify_init1(_libc.IN_CLOEXEC | _libc.IN_NONBLOCK)
+            self.error = 0
+            poller.register(self.fd, select.POLLIN)
+        except OSError as exc:  # every launch with something to guard will be refused
+            self.fd = -1
+            self.error = exc.errno or errno.EMFILE
+
+    def new_client(self) -> socket.socket:
+        """A socket pair for one launcher: the hub keeps one end, the launcher gets the other
+        (which the caller closes after the fork)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        self._clients[ours.fileno()] = _Client(ours)
+        self._poller.register(ours, select.POLLIN)
+        return theirs
+
+    def handle(self, fd: int) -> bool:
+        """Take the event on ``fd``; False if ``fd`` is not the hub's."""
+        if fd == self.fd and fd >= 0:
+            self._events()
+            return True
+        client = self._clients.get(fd)
+        if client is None:
+            return False
+        self._from_client(client)
+        return True
+
+    # ----------------------------------------------------------------------- clients
+
+    def _from_client(self, client: _Client) -> None:
+        try:
+            msg, fds, _, _ = socket.recv_fds(client.sock, MAX_MESSAGE, MAX_FDS)
+        except BlockingIOError:
+            return
+        except OSError:
+            msg, fds = b"", []
+        try:
+            if not msg:
+                self._drop(client)
+            elif msg[:1] == b"O":
+                client.on_the_way = frozenset(msgspec.msgpack.decode(msg[1:], type=list[str]))
+            elif msg[:1] == b"W":
+                names = msgspec.msgpack.decode(msg[1:], type=list[str])
+                self._reply(client, self._watch(client, names, fds))
+            else:
+                self._drop(client)  # not our protocol: that launcher is broken
+        except msgspec.DecodeError:
+            self._drop(client)
+        finally:
+            for descriptor in fds:
+                os.close(descriptor)
+
+    def _watch(self, client: _Client, names: list[str], fds: list[int]) -> int:
+        """Watch ``fds`` (named ``names``) for ``client`` instead of what it had; an errno
+        if that fails (what it had is kept: the outer ends the session on an error)."""
+        if self.fd < 0:
+            return self.error
+        if len(names) != len(fds):
+            return errno.EINVAL
+        watches: dict[int, list[str]] = {}
+        for name, descriptor in zip(names, fds, strict=True):
+            try:
+                wd = _libc.inotify_add_watch(self.fd, f"/proc/self/fd/{descriptor}", DIR_EVENTS)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    continue  # gone since it was opened: its parent's watch covers that
+                for added in watches.keys() - client.watches.keys():
+                    self._release(added, client)
+                return exc.errno or errno.EIO
+            watches.setdefault(wd, []).append(name)
+            self._by_wd.setdefault(wd, set()).add(client.sock.fileno())
+        for old in client.watches.keys() - watches.keys():
+            self._release(old, client)
+        client.watches = watches
+        return 0
+
+    def _release(self, wd: int, client: _Client) -> None:
+        holders = self._by_wd.get(wd)
+        if holders is None:
+            return
+        holders.discard(client.sock.fileno())
+        if not holders:
+            del self._by_wd[wd]
+            _libc.inotify_rm_watch(self.fd, wd)
+
+    def _drop(self, client: _Client) -> None:
+        fd = client.sock.fileno()
+        for wd in list(client.watches):
+            self._release(wd, client)
+        self._clients.pop(fd, None)
+        self._poller.unregister(fd)
+        client.sock.close()
+
+    @staticmethod
+    def _reply(client: _Client, err: int) -> None:
+        try:
+            client.sock.send(b"k" if not err else b"E" + struct.pack("<i", err))
+        except OSError:
+            pass  # its launcher is gone; its socket's end is seen next
+
+    # ----------------------------------------------------------------------- events
+
+    def _events(self) -> None:
+        wake: set[int] = set()
+        try:
+            while data := os.read(self.fd, 65536):
+                self._sort(data, wake)
+        except BlockingIOError:
+            pass
+        for fd in wake:
+            client = self._clients.get(fd)
+            if client is not None:
+                try:
+                    client.sock.send(b"c")
+                except BlockingIOError:
+                    pass  # a wake-up is already waiting to be read: this one adds nothing
+                except OSError:
+                    self._drop(client)
+
+    def _sort(self, data: bytes, wake: set[int]) -> None:
+        offset = 0
+        while offset + _EVENT.size <= len(data):
+            wd, mask, _, length = _EVENT.unpack_from(data, offset)
+            name = os.fsdecode(data[offset + _EVENT.size:offset + _EVENT.size + length]
+                               .rstrip(b"\0"))
+            offset += _EVENT.size + length
+            if mask & _IN_Q_OVERFLOW:
+                wake.update(self._clients)
+                continue
+            holders = self._by_wd.get(wd, set())
+            if mask & _IN_IGNORED:  # the directory is gone; its clients rewatch when woken
+                self._by_wd.pop(wd, None)
+                for fd in holders:
+                    client = self._clients.get(fd)
+                    if client is not None:
+                        client.watches.pop(wd, None)
+                wake.update(holders)
+                continue
+            for fd in holders:
+                client = self._clients.get(fd)
+                if client is None:
+                    continue
+                if mask & _WAKE_ALWAYS or any(
+                        os.path.join(d, name) in client.on_the_way
+                        for d in client.watches.get(wd, ())):
+                    wake.add(fd)
+
+
+__all__ = ["DIR_EVENTS", "MAX_FDS", "GuardHub"]
