@@ -21,7 +21,7 @@ import pytest
 from nonod.policy import Access
 from nonod.sandbox import LaunchRequest
 
-from ..conftest import SandboxUser
+from ..conftest import Result, SandboxUser
 from .test_sandbox import home as home  # the fixture
 from .test_sandbox import policy, probe
 
@@ -51,6 +51,19 @@ def _meanwhile(work: Path, change: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=run)
     thread.start()
     return thread
+
+
+def _run_pinned(sandbox_user: SandboxUser, work: Path, rules: Path,
+                change: Callable[[], None], code: str) -> Result:
+    """Run ``code`` in ``work`` with ``rules`` pinned to ``# verified rules``, while the host
+    does ``change`` once the program is ready."""
+    thread = _meanwhile(work, change)
+    try:
+        request = LaunchRequest(argv=tuple(probe(code)), cwd=str(work),
+                                pins=((str(rules), b"# verified rules\n"),))
+        return sandbox_user.run_request(policy((work, Access.READWRITE)), request)
+    finally:
+        thread.join()
 
 
 def test_a_mask_survives_the_host_deleting_and_recreating_the_directory(
@@ -113,16 +126,10 @@ def test_a_pinned_file_replaced_by_rename_still_reads_the_verified_bytes(
         (work / "GEMINI.md.tmp").write_text("# INJECTED by rename\n")
         os.replace(work / "GEMINI.md.tmp", rules)
 
-    thread = _meanwhile(work, swap)
-    try:
-        request = LaunchRequest(
-            argv=tuple(probe("t(lambda: open('GEMINI.md').read().strip())\n" + WAIT
-                             + "t(lambda: open('GEMINI.md').read().strip())\n"
-                             + "t(lambda: open('GEMINI.md', 'a'))\n")),
-            cwd=str(work), pins=((str(rules), b"# verified rules\n"),))
-        r = sandbox_user.run_request(policy((work, Access.READWRITE)), request)
-    finally:
-        thread.join()
+    r = _run_pinned(sandbox_user, work, rules, swap,
+                    "t(lambda: open('GEMINI.md').read().strip())\n" + WAIT
+                    + "t(lambda: open('GEMINI.md').read().strip())\n"
+                    + "t(lambda: open('GEMINI.md', 'a'))\n")
     assert r.code == 0, r.stderr
     lines = r.stdout.split("\n")
     assert lines[:2] == ["OK # verified rules", "OK # verified rules"], r.stdout
@@ -226,14 +233,8 @@ def test_a_pinned_file_replaced_by_a_symlink_ends_the_session(
         os.symlink("other.md", work / "GEMINI.md.link")
         os.replace(work / "GEMINI.md.link", rules)
 
-    thread = _meanwhile(work, link)
-    try:
-        request = LaunchRequest(
-            argv=tuple(probe(WAIT + "t(lambda: open('GEMINI.md').read().strip())\n")),
-            cwd=str(work), pins=((str(rules), b"# verified rules\n"),))
-        r = sandbox_user.run_request(policy((work, Access.READWRITE)), request)
-    finally:
-        thread.join()
+    r = _run_pinned(sandbox_user, work, rules, link,
+                    WAIT + "t(lambda: open('GEMINI.md').read().strip())\n")
     assert "INJECTED" not in r.stdout
     assert r.code == 128 + 9, (r.code, r.stdout, r.stderr)  # SIGKILL from the guard
 
@@ -259,13 +260,7 @@ def test_a_pin_follows_its_path_when_the_host_replaces_a_directory_on_the_way(
         (docs / "GEMINI.md.tmp").write_text("# INJECTED again, by rename\n")
         os.replace(docs / "GEMINI.md.tmp", docs / "GEMINI.md")
 
-    thread = _meanwhile(work, swap_directory)
-    try:
-        request = LaunchRequest(
-            argv=tuple(probe(WAIT + "t(lambda: open('docs/GEMINI.md').read().strip())\n")),
-            cwd=str(work), pins=((str(rules), b"# verified rules\n"),))
-        r = sandbox_user.run_request(policy((work, Access.READWRITE)), request)
-    finally:
-        thread.join()
+    r = _run_pinned(sandbox_user, work, rules, swap_directory,
+                    WAIT + "t(lambda: open('docs/GEMINI.md').read().strip())\n")
     assert r.code == 0, r.stderr
     assert r.stdout.split("\n")[0] == "OK # verified rules", r.stdout
