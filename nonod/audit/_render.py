@@ -127,8 +127,11 @@ def summarize(event: Entry) -> str:
         case FsDenied():
             extra = [x for x in (f"pid {event.pid}" if event.pid is not None else "",
                                  event.errno or "", event.mechanism) if x]
-            return f"{event.operation} {event.path}" + (f" ({', '.join(extra)})"
+            text = f"{event.operation} {event.path}" + (f" ({', '.join(extra)})"
                                                         if extra else "")
+            if event.suppressed:
+                text += f"; {event.suppressed} more not recorded (rate limit)"
+            return text
         case ViewGuarded(action="restored"):
             return f"{event.what or 'mount'} restored over {event.path} (replaced on the host)"
         case ViewGuarded():

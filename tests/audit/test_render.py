@@ -66,3 +66,10 @@ def test_names_from_the_session_cannot_drive_the_terminal() -> None:
     net = Network(mode="connect", decision="deny", host="a\nb", port=1, reason="x\ry")
     assert "\n" not in render_record(SESSION, _record(net))
     assert printable("plain ascii and ünïcode") == "plain ascii and ünïcode"
+
+
+def test_a_rate_limit_summary_says_how_many_were_not_recorded() -> None:
+    summary = FsDenied(path="/etc/shadow", operation="read", errno="EACCES", suppressed=41)
+    assert summarize(summary) == ("read /etc/shadow (EACCES); 41 more not recorded "
+                                  "(rate limit)")
+    assert "not recorded" not in summarize(FsDenied(path="/x", operation="read"))
