@@ -75,14 +75,23 @@ class GuardHub:
         return theirs
 
     def handle(self, fd: int) -> bool:
-        """Take the event on ``fd``; False if ``fd`` is not the hub's."""
+        """Take the event on ``fd``; False if ``fd`` is not the hub's. Never raises: the
+        fork server carries every session, and one broken client must not end them all
+        (a client that makes the hub fail is dropped; its outer then ends its session)."""
         if fd == self.fd and fd >= 0:
-            self._events()
+            try:
+                self._events()
+            except Exception:  # noqa: BLE001 - wake everyone: each outer checks its own view
+                self._wake(set(self._clients))
             return True
         client = self._clients.get(fd)
         if client is None:
             return False
-        self._from_client(client)
+        try:
+            self._from_client(client)
+        except Exception:  # noqa: BLE001 - see above
+            if fd in self._clients:
+                self._drop(client)
         return True
 
     # ----------------------------------------------------------------------- clients
@@ -167,6 +176,9 @@ class GuardHub:
                 self._sort(data, wake)
         except BlockingIOError:
             pass
+        self._wake(wake)
+
+    def _wake(self, wake: set[int]) -> None:
         for fd in wake:
             client = self._clients.get(fd)
             if client is not None:

@@ -396,8 +396,8 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1) -> None:
             break
         try:
             message = hub.recv(64)
-            if not message:  # the fork server is gone, and PDEATHSIG with it
-                break
+            if not message:  # unwatched from now on: the session must not go on
+                raise OSError(errno.EPIPE, "the guard hub dropped this session")
             if message[:1] == b"E":
                 raise OSError(struct.unpack("<i", message[1:5])[0] if len(message) >= 5
                               else errno.EIO, "the guard hub can no longer watch")
