@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from nonod.audit import verify_session_file
-from nonod.audit._kernel import (
-    AUDIT_TRUSTED_APP,
+from nonod.audit._kaudit_netlink import AUDIT_TRUSTED_APP, KernelAudit, nonod_rules
+from nonod.audit._kaudit_records import (
     CWD,
     EOE,
     PATH,
@@ -26,13 +26,11 @@ from nonod.audit._kernel import (
     SYSCALLS_X86_64,
     Assembler,
     Denial,
-    FsDeniedMonitor,
-    KernelAudit,
     RateLimiter,
-    nonod_rules,
     parse_record,
     untangle,
 )
+from nonod.audit._kernel import FsDeniedMonitor
 
 from ..daemon.conftest import DaemonThread
 from ..daemon.conftest import short_tmp as short_tmp
