@@ -127,12 +127,9 @@ class Connection:
         cls, path: Path, *, timeout: float | None = CONNECT_TIMEOUT, client: str = CLIENT_NAME
     ) -> Connection:
         """Connect, handshake and exchange ``hello``; raise DaemonUnreachable/RemoteError."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.settimeout(timeout)
         try:
-            sock.connect(str(path))
+            sock = _connect_unix(path, timeout)
         except OSError as exc:
-            sock.close()
             raise DaemonUnreachable(
                 f"cannot connect to nonod at {path}: {exc.strerror or exc}",
                 hint=_connect_hint(exc),
@@ -279,6 +276,31 @@ class Connection:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _connect_unix(path: Path, timeout: float | None) -> socket.socket:
+    """Connect to the daemon's socket. A Unix socket whose accept queue is full answers
+    EAGAIN at once instead of waiting (unlike TCP): a daemon busy accepting is retried until
+    ``timeout``, not reported as unreachable."""
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if deadline is not None and time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+        except BaseException:
+            sock.close()
+            raise
 
 
 def _connect_hint(exc: OSError) -> str | None:

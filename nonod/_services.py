@@ -21,6 +21,7 @@ import msgspec
 import structlog
 import trio
 
+from .audit._mask import hidden_strings
 from .policy import ResolvedPolicy
 from .sandbox import LaunchRequest, Sandboxed
 
@@ -73,6 +74,8 @@ class Prepared:
         self.trust: list[TrustOutcome] = []
         self.trust_warnings: list[str] = []
         self.credentials: list[str] = []  # route names with a loaded secret
+        #: What the program holds that its audit record must never show (see audit._mask).
+        self.hidden: dict[str, str] = {}
         self._proxy_args: dict[str, Any] | None = None
         self._listen_ports: tuple[int, ...] = ()
         self._listen_address = "127.0.0.1"
@@ -196,6 +199,7 @@ async def prepare(
                 proxy.RouteTable, loaded, token=token, extra_ca_file=settings.extra_ca_file))
         extra += proxy.child_environment(port, token.reveal())
         extra += credentials.credential_environment(routes, port=port, token=token)
+        prepared.hidden.update(hidden_strings(token.reveal()))
         prepared._proxy_args = {
             "policy": proxy.proxy_policy(net),
             "resolver": proxy.Resolver(pins=settings.resolve or None,
@@ -207,6 +211,7 @@ async def prepare(
         pairs = await trio.to_thread.run_sync(functools.partial(
             credentials.resolve_env_credentials, net.env_credentials, environ=environ))
         extra += [(name, secret.reveal()) for name, secret in pairs]
+        prepared.hidden.update(hidden_strings(None, tuple(s.reveal() for _, s in pairs)))
     prepared.request = msgspec.structs.replace(
         request, extra_env=tuple(extra), proxy_port=port, pins=pins)
     return prepared

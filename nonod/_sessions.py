@@ -59,6 +59,7 @@ from .audit import Network as AuditNetwork
 from .audit import SignalSent as AuditSignalSent
 from .audit._fanout import AuditHub
 from .audit._kernel import FsDeniedMonitor, Watch
+from .audit._mask import masked
 from .audit._writer import AuditWriter, Ledger
 from .control import protocol as p
 from .errors import NonoError, PolicyError
@@ -479,7 +480,15 @@ class Session:
             return
         converted = _audit_event(event)
         if converted is not None:
-            self.audit.append(converted)
+            self.write_event(converted)
+
+    def write_event(self, event: AuditEvent) -> None:
+        """Append ``event`` to the audit stream, with what the program holds masked (a host
+        or path it chose may carry its phantom token: see ``audit._mask``)."""
+        if self.audit is None:
+            return
+        hidden = self.services.hidden if self.services is not None else {}
+        self.audit.append(masked(event, hidden) if hidden else event)
 
     @property
     def id(self) -> str:
@@ -917,10 +926,8 @@ class Registry:
         ses = proc.audit_session if isinstance(proc, Sandboxed) else 0
         if ses:
             def sink(event: AuditEvent) -> None:
-                if session.audit is None:
-                    return
                 try:
-                    session.audit.append(event)
+                    session.write_event(event)
                 except AuditError:
                     log.exception("could not record a filesystem denial")
 
@@ -1293,8 +1300,8 @@ def _record_guard(session: Session, report: GuardReport) -> None:
                 detail=report.detail)
     if session.audit is not None:
         try:
-            session.audit.append(ViewGuarded(action=report.action, path=report.path,
-                                             what=report.what, detail=report.detail))
+            session.write_event(ViewGuarded(action=report.action, path=report.path,
+                                       what=report.what, detail=report.detail))
         except AuditError:
             log.exception("audit: a view guard event could not be recorded")
 

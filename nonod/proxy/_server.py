@@ -190,7 +190,9 @@ class ProxyServer:
             else:
                 await self.handle(stream, exchange)
         except Exception:  # the per-connection boundary (see the module docstring)
-            log.exception("proxy.connection_failed", mode=exchange.mode, host=exchange.host,
+            host = (exchange.host.replace(self._token, "[phantom]") if self._token
+                    else exchange.host)  # the program chose it: it may hold its token
+            log.exception("proxy.connection_failed", mode=exchange.mode, host=host,
                           port=exchange.port)
             if not exchange.done:
                 try:

@@ -385,6 +385,7 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1) -> None:
         _wait_for(init)
         return
     view, report = got
+    parent = os.getppid()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a gone daemon: _write_all copes
     pidfd = os.pidfd_open(init)
     while True:
@@ -396,7 +397,10 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1) -> None:
             break
         try:
             message = hub.recv(64)
-            if not message:  # unwatched from now on: the session must not go on
+            if not message:
+                if _parent_gone(parent):
+                    break  # the fork server is exiting: PDEATHSIG ends us and the session
+                # Unwatched from now on: the session must not go on.
                 raise OSError(errno.EPIPE, "the guard hub dropped this session")
             if message[:1] == b"E":
                 raise OSError(struct.unpack("<i", message[1:5])[0] if len(message) >= 5
@@ -415,6 +419,16 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1) -> None:
             break
     os.close(report)
     _wait_for(init)
+
+
+def _parent_gone(parent: int, patience: float = 0.5) -> bool:
+    """Whether our parent (the fork server) is exiting: its sockets close before the kernel
+    reparents us, so give it ``patience`` seconds to show."""
+    for _ in range(int(patience / 0.01)):
+        if os.getppid() != parent:
+            return True
+        select.select([], [], [], 0.01)
+    return False
 
 
 def _wait_for(pid: int) -> int:
