@@ -17,13 +17,14 @@ outer opens those directories in the session's view and hands the descriptors ov
 watches are on the inodes the session sees. On a change there the hub wakes the outer, which
 checks each guarded path's mount id (``statx``) and, where the mount is gone, applies the
 operation again to whatever the path names now, then hands over the directories as they are
-now (a replaced directory is a new inode). A pin or
-read-only bind it cannot re-apply (the path became a symlink, a fifo...) ends the session: it
-must not go on reading unverified bytes or writing where it must not.
+now (a replaced directory is a new inode). A pin or read-only bind it cannot re-apply (the
+path became a symlink, a fifo...) ends the session: it must not go on reading unverified
+bytes or writing where it must not.
 
-What remains: between the host's rename and the guard's re-mount (an inotify wake-up and one
-mount, tens of microseconds on an idle machine) the session can open the new file. The host
-must already be able to write the directory to do this; docs/security-model.md says so.
+What remains: between the host's rename and the guard's re-mount (the hub's inotify wake-up,
+its message to the outer, and one mount: well under a millisecond on an idle machine) the
+session can open the new file. The host must already be able to write the directory to do
+this; docs/security-model.md says so.
 """
 
 from __future__ import annotations
