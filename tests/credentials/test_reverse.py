@@ -345,16 +345,7 @@ async def test_upstream_certificates_are_verified(nursery: trio.Nursery, pki: Pk
                                                   start_route_proxy: StartProxy,
                                                   tmp_path: Any) -> None:
     stranger = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    stranger.issue_cert("api.github.com").configure_cert(context)
-    port, seen = await start_tls_upstream(nursery, context, echo)
-    proxy = await start_route_proxy([(github_route(), REAL)],
-                                    pins={"api.github.com": f"127.0.0.1:{port}"})
-    client = await proxy.client()
-    response = await client.request("GET", "/github/x", [bearer(proxy)])
-    assert response.status == 502
-    assert json.loads(response.body)["reason"] == "upstream_tls"
-    assert seen.requests == []
+    port = await _refused_upstream(nursery, start_route_proxy, stranger, "api.github.com")
     # The route's own tls_ca makes the same upstream trusted, for that route only.
     ca_file = tmp_path / "stranger.pem"
     stranger.cert_pem.write_to_path(str(ca_file))
@@ -368,8 +359,15 @@ async def test_a_trusted_certificate_for_another_name_is_refused(
         nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
     """The CA is trusted, but the certificate names another host: the handshake fails on the
     name check, nothing is sent (the credential never leaves)."""
+    await _refused_upstream(nursery, start_route_proxy, pki.ca, "evil.example")
+
+
+async def _refused_upstream(nursery: trio.Nursery, start_route_proxy: StartProxy,
+                            ca: trustme.CA, name: str) -> int:
+    """An upstream for api.github.com whose certificate (``name``, from ``ca``) the route
+    must refuse: 502 upstream_tls, and nothing reached it. Returns its port."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    pki.ca.issue_cert("evil.example").configure_cert(context)
+    ca.issue_cert(name).configure_cert(context)
     port, seen = await start_tls_upstream(nursery, context, echo)
     proxy = await start_route_proxy([(github_route(), REAL)],
                                     pins={"api.github.com": f"127.0.0.1:{port}"})
@@ -378,6 +376,7 @@ async def test_a_trusted_certificate_for_another_name_is_refused(
     assert response.status == 502
     assert json.loads(response.body)["reason"] == "upstream_tls"
     assert seen.requests == []
+    return port
 
 
 async def test_url_path_and_query_param_modes(nursery: trio.Nursery, pki: Pki,
