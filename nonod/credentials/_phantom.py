@@ -16,15 +16,16 @@ import re
 import secrets
 from typing import Any, Final, NoReturn, final
 
+from ._opaque import Opaque
+
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
-_SHOWN: Final = "PhantomToken([redacted])"
 
 
 @final
-class PhantomToken:
+class PhantomToken(Opaque):
     """One session's phantom token. Make one with :meth:`new`."""
 
-    __slots__ = ("_value",)
+    __slots__ = ()
 
     def __init__(self, value: str) -> None:
         if not isinstance(value, str) or not _HEX64.fullmatch(value):
@@ -53,33 +54,7 @@ class PhantomToken:
                 return False
         return hmac.compare_digest(candidate, self._value.encode("ascii"))
 
-    def __repr__(self) -> str:
-        return _SHOWN
-
-    def __str__(self) -> str:
-        return _SHOWN
-
-    def __format__(self, spec: str) -> str:
-        return _SHOWN
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PhantomToken):
             return NotImplemented
         return self.matches(other._value)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __copy__(self) -> PhantomToken:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> PhantomToken:
-        return self
-
-    def __reduce_ex__(self, protocol: object) -> NoReturn:
-        raise TypeError("a PhantomToken cannot be pickled")
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("a PhantomToken cannot be pickled")
-
-    def __getstate__(self) -> NoReturn:
-        raise TypeError("a PhantomToken cannot be pickled")

@@ -12,16 +12,16 @@ session that needs it (the session's route table drops it when the session ends)
 from __future__ import annotations
 
 import hmac
-from typing import Any, Final, NoReturn, final
+from typing import Any, NoReturn, final
 
-_SHOWN: Final = "Secret([redacted])"
+from ._opaque import Opaque
 
 
 @final
-class Secret:
+class Secret(Opaque):
     """A non-empty credential value. Equality is constant-time; nothing else looks inside."""
 
-    __slots__ = ("_value",)
+    __slots__ = ()
 
     def __init__(self, value: str) -> None:
         if not isinstance(value, str):
@@ -37,33 +37,7 @@ class Secret:
         """The value. Call this only where the value is put into a request or a store."""
         return self._value
 
-    def __repr__(self) -> str:
-        return _SHOWN
-
-    def __str__(self) -> str:
-        return _SHOWN
-
-    def __format__(self, spec: str) -> str:
-        return _SHOWN
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
         return hmac.compare_digest(self._value.encode(), other._value.encode())
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __copy__(self) -> Secret:
-        return self  # immutable
-
-    def __deepcopy__(self, memo: dict[int, object]) -> Secret:
-        return self
-
-    def __reduce_ex__(self, protocol: object) -> NoReturn:
-        raise TypeError("a Secret cannot be pickled")
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("a Secret cannot be pickled")
-
-    def __getstate__(self) -> NoReturn:
-        raise TypeError("a Secret cannot be pickled")
