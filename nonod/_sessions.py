@@ -1070,7 +1070,8 @@ class Registry:
 
     async def _finish(self, session: Session) -> None:
         record = session.record
-        record.state = "exited"
+        # The state stays "running" until the audit record is final: whoever sees "exited"
+        # (ps, inspect, events, wait) can verify a sealed file at once.
         record.ended_at = _now()
         record.reason = session._stop_reason or "exited"
         if session._pty is not None:
@@ -1082,6 +1083,7 @@ class Registry:
         if watch is not None and self._fs_denied is not None:
             await self._fs_denied.release(watch)  # bounded: records still queued come first
         await self._close_audit(session)
+        record.state = "exited"
         await self._save(session)
         # Before anyone hears the session ended: who then lists the sessions sees the result.
         with trio.move_on_after(AUDIT_CLOSE_TIMEOUT):
