@@ -203,6 +203,7 @@ class SessionLimits:
     allow_root: bool = False
     output_buffer_bytes: int = 256 * 1024
     log_max_bytes: int = 64 * 1024 * 1024
+    oom_score_adj: int = 800
 
 
 @dataclass(frozen=True)
@@ -897,7 +898,8 @@ class Registry:
             )
             if prepared.request is None:
                 raise NonoError("session services produced no launch request")
-            request = prepared.request
+            request = msgspec.structs.replace(prepared.request,
+                                              oom_score_adj=limits.oom_score_adj)
             if self._fs_denied is not None and self._fs_denied.active:
                 request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
             proc = await launcher.launch(
