@@ -32,6 +32,7 @@ import trio
 from . import _logging
 from ._config import Config, ConfigError, LoadedConfig, default_state_dir
 from ._notify import notify
+from ._secretfiles import DaemonSecrets
 from ._services import NetworkSettings
 from ._sessions import AuditSettings, LauncherLike, Registry, SessionLimits
 from .audit._fanout import AuditHub
@@ -228,6 +229,9 @@ async def run_daemon(
                     limits=state.limits, system=options.system, network=state.network,
                     audit=state.audit, audit_hub=hub, audit_ledger=ledger,
                     fs_denied=fs_denied,
+                    daemon_secrets=DaemonSecrets(
+                        config_file=state.loaded.path, state_dir=str(state_dir),
+                        credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY")),
                 )
                 if handle_signals:
                     # In the root nursery: a second signal must still reach us while sessions stop.

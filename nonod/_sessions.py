@@ -41,6 +41,13 @@ import trio
 from structlog.contextvars import bound_contextvars
 
 from . import _services
+from ._secretfiles import (
+    DaemonSecrets,
+    SecretFileLog,
+    launch_secret_paths,
+    secret_denials,
+    with_secrets_hidden,
+)
 from .audit import (
     AuditError,
     AuditKeyError,
@@ -660,7 +667,11 @@ class Registry:
         audit_hub: AuditHub | None = None,
         audit_ledger: Ledger | None = None,
         fs_denied: FsDeniedMonitor | None = None,
+        daemon_secrets: DaemonSecrets | None = None,
     ) -> None:
+        self._daemon_secrets = daemon_secrets or DaemonSecrets(config_file=None,
+                                                               state_dir=str(state_dir))
+        self._secret_log = SecretFileLog(state_dir)
         self._fs_denied = fs_denied
         self._fs_watches: dict[str, Watch] = {}
         self._network = network or _services.NetworkSettings
@@ -902,8 +913,9 @@ class Registry:
                                               oom_score_adj=limits.oom_score_adj)
             if self._fs_denied is not None and self._fs_denied.active:
                 request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
+            policy = await trio.to_thread.run_sync(self._hide_secrets, plan)
             proc = await launcher.launch(
-                plan.policy, request, stdio=stdio,
+                policy, request, stdio=stdio,
                 controlling_tty=plan.stdio == "pty",
             )
             self._watch_fs_denied(session, proc)
@@ -918,6 +930,19 @@ class Registry:
             for fd in to_close:
                 os.close(fd)
         return proc
+
+    def _hide_secrets(self, plan: LaunchPlan) -> ResolvedPolicy:
+        """Blocking: ``plan.policy`` with a mask over every file the daemon reads secrets
+        from (see ``_secretfiles``); SecretFileError if one cannot be kept out."""
+        sign_key = self._audit_settings().sign_key
+        own = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
+        denials = secret_denials([*own, *self._daemon_secrets.paths(audit_sign_key=sign_key)])
+        earlier = secret_denials(self._secret_log.paths(), check_links=False)
+        try:
+            self._secret_log.remember(own)
+        except OSError as exc:
+            log.warning("cannot record the session's secret files", error=str(exc))
+        return with_secrets_hidden(plan.policy, denials + earlier)
 
     def _watch_fs_denied(self, session: Session, proc: Process) -> None:
         """Route the session's filesystem denials to its audit stream; say in its
