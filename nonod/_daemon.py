@@ -291,10 +291,22 @@ async def _serve(
                  state_dir=str(state_dir))
         notify(f"READY=1\nMAINPID={os.getpid()}")
         nursery.start_soon(host.warm_up)
+        nursery.start_soon(_reseal_periodically, registry)
         task_status.started(server)
         await shutdown.wait()
         log.info("shutting down")
         nursery.cancel_scope.cancel()
+
+
+RESEAL_INTERVAL = 30.0
+
+
+async def _reseal_periodically(registry: Registry) -> None:
+    """Audit files whose writes failed (a full disk) are sealed as truncated once writes
+    work again: at daemon start, after each session end, and every ``RESEAL_INTERVAL``."""
+    while True:
+        await registry.reseal_truncated()
+        await trio.sleep(RESEAL_INTERVAL)
 
 
 async def _watch_signals(

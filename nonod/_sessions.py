@@ -51,6 +51,7 @@ from ._secretfiles import (
 from .audit import (
     AuditError,
     AuditKeyError,
+    AuditWriteError,
     KeySigner,
     SessionEnded,
     SessionStarted,
@@ -255,6 +256,8 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     daemon_pid: int = 0
     #: The key its audit record is signed with (a daemon_lost seal is signed with it too).
     audit_sign_key: str | None = None
+    #: An audit write failed (a full disk): the file is sealed as truncated once it can be.
+    audit_truncated: bool = False
 
 
 _record_decoder = msgspec.json.Decoder(SessionRecord)
@@ -488,7 +491,8 @@ class Session:
             return
         converted = _audit_event(event)
         if converted is not None:
-            self.write_event(converted)
+            with contextlib.suppress(AuditWriteError):  # the session is being stopped
+                self.write_event(converted)
 
     def write_event(self, event: AuditEvent) -> None:
         """Append ``event`` to the audit stream, with what the program holds masked (a host
@@ -496,7 +500,13 @@ class Session:
         if self.audit is None:
             return
         hidden = self.services.hidden if self.services is not None else {}
-        self.audit.append(masked(event, hidden) if hidden else event)
+        try:
+            self.audit.append(masked(event, hidden) if hidden else event)
+        except AuditWriteError:
+            # Fail closed: a session whose actions can no longer be recorded does not go on.
+            log.error("audit write failed; stopping the session", session=self.id)
+            self.request_stop(reason="error", grace=0)
+            raise
 
     @property
     def id(self) -> str:
@@ -710,6 +720,36 @@ class Registry:
                 await self._close_lost_audit(record.id, record.audit_sign_key)
         return lost
 
+    async def reseal_truncated(self) -> list[str]:
+        """Seal the audit files whose writes failed (a full disk), now that they may work:
+        ``session_ended`` (``error``, saying records are missing) and a seal, so that
+        ``audit verify`` reports a complete file that says what happened. Returns the ids
+        sealed; failures wait for the next try (each session end, and the daemon's timer)."""
+        from .audit import append_closing
+
+        done: list[str] = []
+        for session in list(self._sessions.values()):
+            record = session.record
+            if not record.audit_truncated or session.live:
+                continue
+            try:
+                await append_closing(
+                    self._state_dir, record.id, reason="error", ledger=self._audit_ledger,
+                    hub=self._audit_hub,
+                    detail="audit file truncated: a write failed while the session ran (full "
+                    "disk?), so the session was stopped and records may be missing before "
+                    "this one; sealed when writes worked again")
+            except AuditError as exc:
+                log.info("a truncated audit file cannot be sealed yet", session=record.id,
+                         error=exc.message)
+                continue
+            record.audit_truncated = False
+            await self._save(session)
+            done.append(record.id)
+        if done:
+            log.warning("sealed truncated audit files", sessions=done)
+        return done
+
     async def _close_lost_audit(self, session_id: str, sign_key: str | None = None) -> None:
         """Append session_ended (daemon_lost) and a seal to a lost session's audit file."""
         from .audit import AuditNotFound, Signer
@@ -914,12 +954,14 @@ class Registry:
             if self._fs_denied is not None and self._fs_denied.active:
                 request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
             policy = await trio.to_thread.run_sync(self._hide_secrets, plan)
+            session.services = prepared
+            # Durable before the program exists: nothing runs before its record is on disk.
+            await self._open_audit(session)
             proc = await launcher.launch(
                 policy, request, stdio=stdio,
                 controlling_tty=plan.stdio == "pty",
             )
             self._watch_fs_denied(session, proc)
-            session.services = prepared
         except BaseException:
             if session._pty is not None:
                 with trio.CancelScope(shield=True):
@@ -1004,7 +1046,9 @@ class Registry:
             with trio.CancelScope(shield=True):
                 await self._save(session)
                 try:
-                    await self._open_audit(session, plan, proc)
+                    if session.audit is not None:
+                        session.audit.append(AuditEnforcement.from_report(proc.enforcement,
+                                                                          pid=proc.pid))
                 except AuditError:
                     # Its record could not be started (disk full): it does not run unaudited.
                     proc.kill()
@@ -1112,6 +1156,7 @@ class Registry:
         await self._close_audit(session)
         record.state = "exited"
         await self._save(session)
+        await self.reseal_truncated()
         # Before anyone hears the session ended: who then lists the sessions sees the result.
         with trio.move_on_after(AUDIT_CLOSE_TIMEOUT):
             await self.apply_retention()
@@ -1180,21 +1225,32 @@ class Registry:
         session.audit = writer
         session.record.audit_sign_key = key_name
 
-    async def _open_audit(self, session: Session, plan: LaunchPlan, proc: Process) -> None:
-        """The first records: who started, with which policy and enforcement, what trust
-        verification found."""
+    async def _open_audit(self, session: Session) -> None:
+        """The first records, fsynced before the launch (AuditError refuses it): who starts
+        what, with which policy, and what trust verification found. The enforcement report
+        (and the pid) follows once the program exists."""
         writer = session.audit
         if writer is None:
             return
+        try:
+            self._first_records(session, writer)
+            await writer.sync()
+        except AuditError as exc:
+            raise AuditError(
+                f"the session's first audit record could not be made durable ({exc.message}); "
+                "the program was not started",
+                hint="nothing runs unaudited: free space in the daemon's state directory",
+            ) from exc
+
+    def _first_records(self, session: Session, writer: AuditWriter) -> None:
         record = session.record
         secrets_seen = [v for _, v in (session.services.request.extra_env
                                         if session.services and session.services.request
                                         else ())]
         writer.append(SessionStarted(
             session=session.id, argv=redact_argv(record.argv, secrets_seen), cwd=record.cwd,
-            uid=record.uid, gid=record.gid, pid=proc.pid, name=record.name,
+            uid=record.uid, gid=record.gid, name=record.name,
             profile=record.profile, policy_digest=record.policy_digest))
-        writer.append(AuditEnforcement.from_report(proc.enforcement))
         if session.services is not None:
             for warning in session.services.trust_warnings:
                 writer.append(TrustFailed(path="", reason=warning, code="warning"))
@@ -1213,6 +1269,8 @@ class Registry:
         record = session.record
         reason = {"stopped": "stopped", "client_gone": "stopped", "daemon_shutdown": "stopped",
                   "error": "error"}.get(record.reason, "exited")
+        if writer.broken:
+            record.audit_truncated = True
         with trio.move_on_after(AUDIT_CLOSE_TIMEOUT):
             try:
                 writer.append(SessionEnded(
@@ -1221,7 +1279,9 @@ class Registry:
                     signal=record.signal))
                 await writer.seal()
             except AuditError:
-                log.exception("audit stream could not be sealed")
+                log.exception("audit stream could not be sealed; sealing it as truncated "
+                              "once writes work again")
+                record.audit_truncated = True
             finally:
                 await writer.aclose()
 
