@@ -891,7 +891,8 @@ class Registry:
             uid=request.uid if request.uid is not None else os.geteuid(),
             gid=request.gid if request.gid is not None else os.getegid(),
             profile=plan.profile,
-            argv=request.argv,
+            # One redaction rule for every file the daemon writes (record, audit, replies).
+            argv=redact_argv(request.argv),
             cwd=request.cwd,
             detached=plan.detach,
             tty=plan.stdio == "pty",
@@ -955,6 +956,9 @@ class Registry:
                 request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
             policy = await trio.to_thread.run_sync(self._hide_secrets, plan)
             session.services = prepared
+            # The values it will hold (phantom tokens, env_credentials) never reach a file.
+            session.record.argv = redact_argv(
+                session.record.argv, [value for _, value in request.extra_env])
             # Durable before the program exists: nothing runs before its record is on disk.
             await self._open_audit(session)
             proc = await launcher.launch(
@@ -1244,11 +1248,8 @@ class Registry:
 
     def _first_records(self, session: Session, writer: AuditWriter) -> None:
         record = session.record
-        secrets_seen = [v for _, v in (session.services.request.extra_env
-                                        if session.services and session.services.request
-                                        else ())]
         writer.append(SessionStarted(
-            session=session.id, argv=redact_argv(record.argv, secrets_seen), cwd=record.cwd,
+            session=session.id, argv=record.argv, cwd=record.cwd,
             uid=record.uid, gid=record.gid, name=record.name,
             profile=record.profile, policy_digest=record.policy_digest))
         if session.services is not None:
