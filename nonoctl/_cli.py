@@ -317,7 +317,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     audit = command("audit", _cmd_audit,
                     "verify, show, list or prune audit files (read locally)")
     audit.add_argument("action", choices=("verify", "show", "list", "prune"))
-    audit.add_argument("session", nargs="?", metavar="ID", help="session id or unique prefix")
+    audit.add_argument("session", nargs="?", metavar="ID",
+                       help="session id, name or unique id prefix")
     audit.add_argument("--state-dir", type=Path, metavar="DIR",
                        help="the daemon's state directory (default: the user daemon's, or "
                        "the system daemon's with --system)")
@@ -1256,6 +1257,9 @@ def _audit_session(state: Path, wanted: str, out: Output) -> str | None:
         return None
     if wanted in names:
         return wanted
+    named = _sessions_named(sessions, names, wanted)
+    if named:
+        return named
     found = [n for n in names if n.startswith(wanted)]
     if len(found) == 1:
         return found[0]
@@ -1266,6 +1270,25 @@ def _audit_session(state: Path, wanted: str, out: Output) -> str | None:
         out.error(f"no audit file for session {wanted!r} in {sessions}",
                   "`nonoctl audit list` shows the sessions there; --state-dir picks another")
     return None
+
+
+def _sessions_named(sessions: Path, ids: list[str], name: str) -> str | None:
+    """The most recent session called ``name`` among ``ids`` (from their session.json), as
+    ``ps``/``stop``/``wait`` resolve a name; None if none has that name."""
+    import json
+
+    latest: tuple[str, str] | None = None
+    for session_id in ids:
+        try:
+            record = json.loads((sessions / session_id / "session.json").read_bytes())
+        except (OSError, ValueError):
+            continue  # pruned (the audit file stays) or unreadable: not findable by name
+        if not isinstance(record, dict) or record.get("name") != name:
+            continue
+        started = str(record.get("started_at", ""))
+        if latest is None or started > latest[0]:
+            latest = (started, session_id)
+    return latest[1] if latest is not None else None
 
 
 def _cmd_audit(args: argparse.Namespace, command: list[str], out: Output) -> int:
