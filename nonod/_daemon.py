@@ -34,7 +34,6 @@ from ._config import Config, ConfigError, LoadedConfig, default_state_dir
 from ._notify import notify
 from ._secretfiles import DaemonSecrets
 from ._services import NetworkSettings
-from ._sessions import AuditSettings, LauncherLike, Registry, SessionLimits
 from .audit._fanout import AuditHub
 from .audit._kernel import open_fs_denied_monitor
 from .audit._writer import Ledger
@@ -49,6 +48,7 @@ from .control import (
     default_socket_path,
 )
 from .errors import NonoError
+from .sessions import AuditSettings, LauncherLike, Registry, SessionLimits
 
 log = structlog.get_logger()
 
