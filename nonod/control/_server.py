@@ -46,6 +46,7 @@ from structlog.contextvars import bound_contextvars
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
 from .. import _sessions as sessions
+from .._dryrun import summarize
 from ..errors import LaunchError, NonoError, ProfileError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest
@@ -725,7 +726,7 @@ class _Conversation:
                     argv=argv, cwd=request.cwd,
                     uid=self.caller.uid if system else os.geteuid(),
                     gid=self.caller.gid if system else os.getegid(),
-                    policy=msgspec.Raw(msgspec.json.encode(policy)),
+                    policy=msgspec.Raw(msgspec.json.encode(policy)), summary=summarize(policy),
                 ))
                 return
             plan = sessions.LaunchPlan(
