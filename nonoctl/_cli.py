@@ -32,7 +32,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from nonod.control import protocol as p
 from nonod.errors import NonoError
@@ -67,6 +67,13 @@ _FORWARDED_NAMES: Final = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGWINCH",
                            "SIGUSR2")
 
 Handler = Callable[[argparse.Namespace, list[str], Output], int]
+
+
+class _Verbs(Protocol):
+    """Adds one verb (its own parser) to a command: name, help, and shared option parsers."""
+
+    def __call__(self, name: str, help: str,
+                 *parents: argparse.ArgumentParser) -> argparse.ArgumentParser: ...
 
 
 def exit_code_for(error: p.ErrorReply, *, launching: bool) -> int:
@@ -218,15 +225,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         return cmd
 
     def actions(group: argparse.ArgumentParser,
-                parents: Sequence[argparse.ArgumentParser] = ()) -> Callable[
-                    [str, str], argparse.ArgumentParser]:
-        """``group``'s verbs, each its own parser (so options go anywhere after it)."""
+                common: Sequence[argparse.ArgumentParser] = ()) -> _Verbs:
+        """``group``'s verbs, each its own parser (so options go anywhere after it), with
+        --json and the ``common`` options, and the options of the ``parents`` it is given."""
         verbs = group.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-        def action(name: str, help: str) -> argparse.ArgumentParser:
+        def action(name: str, help: str,
+                   *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
             return verbs.add_parser(name, help=help, description=help,
-                                    parents=[verb_json, *parents])
+                                    parents=[verb_json, *common, *parents])
         return action
+
+    def option(*names: str, **how: Any) -> argparse.ArgumentParser:
+        """One option, to share between verbs (as an argparse parent)."""
+        parent = argparse.ArgumentParser(add_help=False)
+        parent.add_argument(*names, **how)
+        return parent
 
     launch = command("launch", _cmd_launch, "start a sandboxed session (-- CMD ARGS)",
                      aliases=["run"])
@@ -322,52 +336,32 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                            include=[], policy=None, all=False)
     trust_actions = actions(trust_cmd)
 
-    def key_flag(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--key", "--keyref", dest="key", default="default", metavar="NAME",
-                            help="key name in the keychain, or a file:///abs/path key ref "
-                            "(default: default)")
-
-    def user_flag(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--user", action="store_true",
-                            help="the user-level policy ($XDG_CONFIG_HOME/nono/"
-                            "trust-policy.json)")
-
-    def policy_flag(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--policy", type=Path, metavar="FILE",
-                            help="the policy (default: the user-level policy merged with "
-                            "./trust-policy.json)")
-
-    def all_flag(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--all", action="store_true",
-                            help="every file ./trust-policy.json includes (under the current "
-                            "directory)")
-
-    keygen = trust_actions("keygen", "make a signing key in the daemon's keychain")
-    key_flag(keygen)
-    keygen.add_argument("--force", action="store_true", help="replace an existing key")
-    export = trust_actions("export-key", "print a key's public half")
-    key_flag(export)
-    export.add_argument("--pem", action="store_true", help="PEM, not base64")
-    init = trust_actions("init", "write a trust policy whose publisher is KEY")
-    key_flag(init)
-    user_flag(init)
+    key = option("--key", "--keyref", dest="key", default="default", metavar="NAME",
+                 help="key name in the keychain, or a file:///abs/path key ref (default: "
+                 "default)")
+    user = option("--user", action="store_true",
+                  help="the user-level policy ($XDG_CONFIG_HOME/nono/trust-policy.json)")
+    policy = option("--policy", type=Path, metavar="FILE",
+                    help="the policy (default: the user-level policy merged with "
+                    "./trust-policy.json)")
+    every = option("--all", action="store_true",
+                   help="every file ./trust-policy.json includes (under the current directory)")
+    trust_actions("keygen", "make a signing key in the daemon's keychain", key).add_argument(
+        "--force", action="store_true", help="replace an existing key")
+    trust_actions("export-key", "print a key's public half", key).add_argument(
+        "--pem", action="store_true", help="PEM, not base64")
+    init = trust_actions("init", "write a trust policy whose publisher is KEY", key, user)
     init.add_argument("--force", action="store_true", help="replace an existing policy")
     init.add_argument("--include", action="append", default=[], metavar="PATTERN",
                       help="a glob of files to verify (repeatable)")
-    sign = trust_actions("sign", "sign files (FILE.bundle beside each)")
-    sign.add_argument("files", nargs="*", metavar="FILE", help="the files to sign")
-    key_flag(sign)
-    all_flag(sign)
-    sign_policy = trust_actions("sign-policy", "sign a trust policy")
-    sign_policy.add_argument("files", nargs="*", metavar="FILE",
-                             help="the policy (default ./trust-policy.json)")
-    key_flag(sign_policy)
-    user_flag(sign_policy)
-    verify = trust_actions("verify", "check files against their bundles and the policy")
-    verify.add_argument("files", nargs="*", metavar="FILE", help="the files to check")
-    policy_flag(verify)
-    all_flag(verify)
-    policy_flag(trust_actions("list", "the policy's publishers and each included file"))
+    trust_actions("sign", "sign files (FILE.bundle beside each)", key, every).add_argument(
+        "files", nargs="*", metavar="FILE", help="the files to sign")
+    trust_actions("sign-policy", "sign a trust policy", key, user).add_argument(
+        "files", nargs="*", metavar="FILE", help="the policy (default ./trust-policy.json)")
+    trust_actions("verify", "check files against their bundles and the policy", policy,
+                  every).add_argument("files", nargs="*", metavar="FILE",
+                                      help="the files to check")
+    trust_actions("list", "the policy's publishers and each included file", policy)
 
     command("doctor", _cmd_doctor, "check what this machine can enforce, and what to fix")
 
@@ -375,12 +369,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                     "verify, show, list or prune audit files (read locally)")
     audit.set_defaults(session=None, allow_incomplete=False, no_ledger=False, key=None,
                        older_than=None, keep=None, dry_run=False)
-    state_dir = argparse.ArgumentParser(add_help=False)
-    state_dir.add_argument("--state-dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
-                           help="the daemon's state directory (default: the user daemon's, "
-                           "or the system daemon's with --system)")
+    state_dir = option("--state-dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
+                       help="the daemon's state directory (default: the user daemon's, or the "
+                       "system daemon's with --system)")
     audit.add_argument("--state-dir", type=Path, metavar="DIR", help=argparse.SUPPRESS)
-    audit_actions = actions(audit, parents=[state_dir])
+    audit_actions = actions(audit, [state_dir])
     audit_verify = audit_actions("verify", "check a session's audit file (chain, seal, "
                                  "ledger, signature)")
     audit_verify.add_argument("session", metavar="ID", help="session id or unique prefix")

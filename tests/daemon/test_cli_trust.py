@@ -77,6 +77,11 @@ def test_keygen_creates_a_missing_key_directory_0700(daemon_thread: DaemonThread
     assert (short_tmp / "new" / "dir" / "k").stat().st_mode & 0o777 == 0o600
     public = run("trust", "export-key", "--key", keyref)
     assert public.returncode == 0 and public.stdout.strip() in done.stdout
+    # docs/trust.md's order: options before the files (one parser per verb).
+    (short_tmp / "GEMINI.md").write_text("be helpful\n")
+    signed = run("trust", "sign", "--key", keyref, "GEMINI.md")
+    assert signed.returncode == 0, signed.stderr
+    assert (short_tmp / "GEMINI.md.bundle").is_file()
 
 
 def test_trust_usage_errors(daemon_thread: DaemonThread, short_tmp: Path) -> None:
