@@ -194,7 +194,7 @@ class Output:
             return
         if d.summary is not None:
             self._dry_run_summary(d.summary)
-        self.line(f"command: {' '.join(d.argv)}")
+        self.line(f"command: {' '.join(d.argv) or '(none: give one after `--` to launch)'}")
         self.line(f"cwd:     {d.cwd}")
         self.line(f"uid/gid: {d.uid}/{d.gid}")
         self.line("policy:")

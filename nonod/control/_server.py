@@ -706,7 +706,7 @@ class _Conversation:
                 check_stdio_fds(fds)
             policy, profile = await self._server.policies.resolve_launch(request, self.caller)
             argv = request.argv
-            if not argv:
+            if not argv and not (request.dry_run and not policy.binary):  # a dry run needs none
                 if not policy.binary:
                     raise UsageError(
                         "no command: the profile names none (no `binary`), so give one "

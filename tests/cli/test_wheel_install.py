@@ -124,7 +124,7 @@ def test_an_installed_nonoctl_lists_and_launches_the_builtin_gitbot(
     names = {line.split()[0] for line in listed.stdout.splitlines()[1:] if line.strip()}
     assert set(BUILT_IN) <= names, listed.stdout
 
-    dry = daemon.nonoctl("launch", "gitbot", "--dry-run", "--", "python3", "bot.py")
+    dry = daemon.nonoctl("launch", "gitbot", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "network:     allowlist of 3 hosts" in dry.stdout
 

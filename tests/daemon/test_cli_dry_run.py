@@ -69,3 +69,13 @@ def test_a_blocked_network_says_so(run: CLI) -> None:
     summary = json.loads(run("launch", "--allow-cwd", "--block-net", "--dry-run", "--json",
                              "--", "true").stdout)["summary"]
     assert (summary["network"], summary["credentials"]) == ("blocked", [])
+
+
+def test_a_dry_run_of_a_profile_without_a_command_shows_its_policy(run: CLI) -> None:
+    """`nonoctl launch gitbot --dry-run`: gitbot names no program; the dry run still shows
+    what it would enforce (a real launch needs the command after `--`)."""
+    done = run("launch", str(GITBOT), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "command: (none: give one after `--` to launch)" in done.stdout
+    assert json.loads(run("launch", str(GITBOT), "--dry-run", "--json").stdout)["argv"] == []
+    assert run("launch", str(GITBOT)).returncode == 2
