@@ -50,6 +50,19 @@ def _commands_in(text: str) -> Iterator[str]:
         yield command
 
 
+def _spans(paragraph: list[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """The inline code spans of a paragraph (a span may go on over a line break), each with
+    the line it starts on."""
+    text = ""
+    starts: list[tuple[int, int]] = []  # (offset in text, line number)
+    for number, line in paragraph:
+        starts.append((len(text), number))
+        text += line + " "
+    for match in _INLINE.finditer(text):
+        line = max(number for offset, number in starts if offset <= match.start())
+        yield line, match.group(1).replace("\\|", "|")  # a table cell's escaped pipe
+
+
 def in_markdown(path: Path, root: Path) -> Iterator[Found]:
     """Every command line in a markdown file: code blocks line by line (``\\`` continuations
     joined), and inline code spans elsewhere."""
@@ -57,9 +70,18 @@ def in_markdown(path: Path, root: Path) -> Iterator[Found]:
     fenced = False
     pending = ""
     start = 0
+    paragraph: list[tuple[int, str]] = []
     name = path.relative_to(root)
+
+    def spans() -> Iterator[Found]:
+        for number, span in _spans(paragraph):
+            for command in _commands_in(span):
+                yield Found(f"{name}:{number}", command)
+        paragraph.clear()
+
     for number, line in enumerate(lines, start=1):
         if _FENCE.match(line):
+            yield from spans()
             fenced = not fenced
             pending = ""
             continue
@@ -72,11 +94,14 @@ def in_markdown(path: Path, root: Path) -> Iterator[Found]:
             for command in _commands_in(pending + line):
                 yield Found(f"{name}:{start}", command)
             pending = ""
-            continue
-        for span in _INLINE.findall(line):
-            span = span.replace("\\|", "|")  # a table cell's escaped pipe
-            for command in _commands_in(span):
-                yield Found(f"{name}:{number}", command)
+        elif line.strip() and not line.lstrip().startswith("|"):
+            paragraph.append((number, line.strip()))
+        else:  # a blank line or a table row ends a paragraph; a row is read alone
+            yield from spans()
+            if line.strip():
+                paragraph.append((number, line))
+                yield from spans()
+    yield from spans()
 
 
 def _string_text(node: ast.AST) -> str | None:

@@ -80,12 +80,14 @@ def test_the_check_tells_a_good_line_from_a_bad_one(command: str, ok: bool) -> N
 
 def test_the_extractor_reads_blocks_spans_and_hints(tmp_path: Path) -> None:
     doc = tmp_path / "x.md"
-    doc.write_text("Run `nonoctl ps -a` or `nonod.toml`.\n\n```sh\n$ nonoctl logs -f ID | head\n"
+    doc.write_text("Run `nonoctl ps -a` or `nonod.toml`, or `nonoctl stop\n--force ID`.\n\n"
+                   "```sh\n$ nonoctl logs -f ID | head\n"
                    "nonoctl launch [PROFILE] [--name N]\nFOO=1 nonoctl launch \\\n"
-                   "  --allow-cwd -- ls   # list\n```\n")
+                   "  --allow-cwd -- ls   # list\n```\n| `nonoctl wait ID` | waits |\n")
     assert [(f.where, f.text) for f in in_markdown(doc, tmp_path)] == [
-        ("x.md:1", "nonoctl ps -a"), ("x.md:4", "nonoctl logs -f ID"),
-        ("x.md:6", "nonoctl launch --allow-cwd -- ls")]
+        ("x.md:1", "nonoctl ps -a"), ("x.md:1", "nonoctl stop --force ID"),
+        ("x.md:5", "nonoctl logs -f ID"), ("x.md:7", "nonoctl launch --allow-cwd -- ls"),
+        ("x.md:10", "nonoctl wait ID")]
     source = tmp_path / "m.py"
     source.write_text('name = "x"\nHINT = f"run `nonoctl secret set {name}` first"\n')
     assert [(f.where, f.text) for f in in_python(source, tmp_path)] == [
