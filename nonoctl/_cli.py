@@ -927,7 +927,7 @@ def _cmd_secret(args: argparse.Namespace, command: list[str], out: Output) -> in
         value = _read_secret_value(name)
         if not value:
             out.error("no value given (an empty secret is not stored)",
-                      f"type it at the prompt, or: printf %s VALUE | nonoctl secret set {name}")
+                      f"type it at the prompt, or: `printf %s VALUE | nonoctl secret set {name}`")
             return EXIT_USAGE
         with _connect(args) as conn:
             reply = conn.request(p.SecretSet(name=name, value=value))
