@@ -376,7 +376,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     audit_actions = actions(audit, [state_dir])
     audit_verify = audit_actions("verify", "check a session's audit file (chain, seal, "
                                  "ledger, signature)")
-    audit_verify.add_argument("session", metavar="ID", help="session id or unique prefix")
+    audit_verify.add_argument("session", metavar="ID", help="session id, name or unique id prefix")
     audit_verify.add_argument("--allow-incomplete", action="store_true",
                               help="accept a file with no final record (a live session)")
     audit_verify.add_argument("--no-ledger", action="store_true",
@@ -386,7 +386,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                               "base64 DER as `trust export-key` prints); default: the "
                               "publishers of your user-level trust policy")
     audit_actions("show", "print a session's audit records").add_argument(
-        "session", metavar="ID", help="session id or unique prefix")
+        "session", metavar="ID", help="session id, name or unique id prefix")
     audit_actions("list", "the sessions whose audit files are in the state directory")
     prune = audit_actions("prune", "remove sealed sessions' audit files")
     prune.add_argument("--older-than", metavar="AGE",
@@ -1314,6 +1314,9 @@ def _audit_session(state: Path, wanted: str, out: Output) -> str | None:
         return None
     if wanted in names:
         return wanted
+    named = _sessions_named(sessions, names, wanted)
+    if named:
+        return named
     found = [n for n in names if n.startswith(wanted)]
     if len(found) == 1:
         return found[0]
@@ -1324,6 +1327,25 @@ def _audit_session(state: Path, wanted: str, out: Output) -> str | None:
         out.error(f"no audit file for session {wanted!r} in {sessions}",
                   "`nonoctl audit list` shows the sessions there; --state-dir picks another")
     return None
+
+
+def _sessions_named(sessions: Path, ids: list[str], name: str) -> str | None:
+    """The most recent session called ``name`` among ``ids`` (from their session.json), as
+    ``ps``/``stop``/``wait`` resolve a name; None if none has that name."""
+    import json
+
+    latest: tuple[str, str] | None = None
+    for session_id in ids:
+        try:
+            record = json.loads((sessions / session_id / "session.json").read_bytes())
+        except (OSError, ValueError):
+            continue  # pruned (the audit file stays) or unreadable: not findable by name
+        if not isinstance(record, dict) or record.get("name") != name:
+            continue
+        started = str(record.get("started_at", ""))
+        if latest is None or started > latest[0]:
+            latest = (started, session_id)
+    return latest[1] if latest is not None else None
 
 
 def _cmd_audit(args: argparse.Namespace, command: list[str], out: Output) -> int:

@@ -41,9 +41,17 @@ import trio
 from structlog.contextvars import bound_contextvars
 
 from . import _services
+from ._secretfiles import (
+    DaemonSecrets,
+    SecretFileLog,
+    launch_secret_paths,
+    secret_denials,
+    with_secrets_hidden,
+)
 from .audit import (
     AuditError,
     AuditKeyError,
+    AuditWriteError,
     KeySigner,
     SessionEnded,
     SessionStarted,
@@ -203,6 +211,7 @@ class SessionLimits:
     allow_root: bool = False
     output_buffer_bytes: int = 256 * 1024
     log_max_bytes: int = 64 * 1024 * 1024
+    oom_score_adj: int = 800
 
 
 @dataclass(frozen=True)
@@ -247,6 +256,8 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     daemon_pid: int = 0
     #: The key its audit record is signed with (a daemon_lost seal is signed with it too).
     audit_sign_key: str | None = None
+    #: An audit write failed (a full disk): the file is sealed as truncated once it can be.
+    audit_truncated: bool = False
 
 
 _record_decoder = msgspec.json.Decoder(SessionRecord)
@@ -480,7 +491,8 @@ class Session:
             return
         converted = _audit_event(event)
         if converted is not None:
-            self.write_event(converted)
+            with contextlib.suppress(AuditWriteError):  # the session is being stopped
+                self.write_event(converted)
 
     def write_event(self, event: AuditEvent) -> None:
         """Append ``event`` to the audit stream, with what the program holds masked (a host
@@ -488,7 +500,13 @@ class Session:
         if self.audit is None:
             return
         hidden = self.services.hidden if self.services is not None else {}
-        self.audit.append(masked(event, hidden) if hidden else event)
+        try:
+            self.audit.append(masked(event, hidden) if hidden else event)
+        except AuditWriteError:
+            # Fail closed: a session whose actions can no longer be recorded does not go on.
+            log.error("audit write failed; stopping the session", session=self.id)
+            self.request_stop(reason="error", grace=0)
+            raise
 
     @property
     def id(self) -> str:
@@ -659,7 +677,11 @@ class Registry:
         audit_hub: AuditHub | None = None,
         audit_ledger: Ledger | None = None,
         fs_denied: FsDeniedMonitor | None = None,
+        daemon_secrets: DaemonSecrets | None = None,
     ) -> None:
+        self._daemon_secrets = daemon_secrets or DaemonSecrets(config_file=None,
+                                                               state_dir=str(state_dir))
+        self._secret_log = SecretFileLog(state_dir)
         self._fs_denied = fs_denied
         self._fs_watches: dict[str, Watch] = {}
         self._network = network or _services.NetworkSettings
@@ -697,6 +719,36 @@ class Registry:
                 await self._save(session)
                 await self._close_lost_audit(record.id, record.audit_sign_key)
         return lost
+
+    async def reseal_truncated(self) -> list[str]:
+        """Seal the audit files whose writes failed (a full disk), now that they may work:
+        ``session_ended`` (``error``, saying records are missing) and a seal, so that
+        ``audit verify`` reports a complete file that says what happened. Returns the ids
+        sealed; failures wait for the next try (each session end, and the daemon's timer)."""
+        from .audit import append_closing
+
+        done: list[str] = []
+        for session in list(self._sessions.values()):
+            record = session.record
+            if not record.audit_truncated or session.live:
+                continue
+            try:
+                await append_closing(
+                    self._state_dir, record.id, reason="error", ledger=self._audit_ledger,
+                    hub=self._audit_hub,
+                    detail="audit file truncated: a write failed while the session ran (full "
+                    "disk?), so the session was stopped and records may be missing before "
+                    "this one; sealed when writes worked again")
+            except AuditError as exc:
+                log.info("a truncated audit file cannot be sealed yet", session=record.id,
+                         error=exc.message)
+                continue
+            record.audit_truncated = False
+            await self._save(session)
+            done.append(record.id)
+        if done:
+            log.warning("sealed truncated audit files", sessions=done)
+        return done
 
     async def _close_lost_audit(self, session_id: str, sign_key: str | None = None) -> None:
         """Append session_ended (daemon_lost) and a seal to a lost session's audit file."""
@@ -839,7 +891,8 @@ class Registry:
             uid=request.uid if request.uid is not None else os.geteuid(),
             gid=request.gid if request.gid is not None else os.getegid(),
             profile=plan.profile,
-            argv=request.argv,
+            # One redaction rule for every file the daemon writes (record, audit, replies).
+            argv=redact_argv(request.argv),
             cwd=request.cwd,
             detached=plan.detach,
             tty=plan.stdio == "pty",
@@ -897,15 +950,22 @@ class Registry:
             )
             if prepared.request is None:
                 raise NonoError("session services produced no launch request")
-            request = prepared.request
+            request = msgspec.structs.replace(prepared.request,
+                                              oom_score_adj=limits.oom_score_adj)
             if self._fs_denied is not None and self._fs_denied.active:
                 request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
+            policy = await trio.to_thread.run_sync(self._hide_secrets, plan)
+            session.services = prepared
+            # The values it will hold (phantom tokens, env_credentials) never reach a file.
+            session.record.argv = redact_argv(
+                session.record.argv, [value for _, value in request.extra_env])
+            # Durable before the program exists: nothing runs before its record is on disk.
+            await self._open_audit(session)
             proc = await launcher.launch(
-                plan.policy, request, stdio=stdio,
+                policy, request, stdio=stdio,
                 controlling_tty=plan.stdio == "pty",
             )
             self._watch_fs_denied(session, proc)
-            session.services = prepared
         except BaseException:
             if session._pty is not None:
                 with trio.CancelScope(shield=True):
@@ -916,6 +976,19 @@ class Registry:
             for fd in to_close:
                 os.close(fd)
         return proc
+
+    def _hide_secrets(self, plan: LaunchPlan) -> ResolvedPolicy:
+        """Blocking: ``plan.policy`` with a mask over every file the daemon reads secrets
+        from (see ``_secretfiles``); SecretFileError if one cannot be kept out."""
+        sign_key = self._audit_settings().sign_key
+        own = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
+        denials = secret_denials([*own, *self._daemon_secrets.paths(audit_sign_key=sign_key)])
+        earlier = secret_denials(self._secret_log.paths(), check_links=False)
+        try:
+            self._secret_log.remember(own)
+        except OSError as exc:
+            log.warning("cannot record the session's secret files", error=str(exc))
+        return with_secrets_hidden(plan.policy, denials + earlier)
 
     def _watch_fs_denied(self, session: Session, proc: Process) -> None:
         """Route the session's filesystem denials to its audit stream; say in its
@@ -977,7 +1050,9 @@ class Registry:
             with trio.CancelScope(shield=True):
                 await self._save(session)
                 try:
-                    await self._open_audit(session, plan, proc)
+                    if session.audit is not None:
+                        session.audit.append(AuditEnforcement.from_report(proc.enforcement,
+                                                                          pid=proc.pid))
                 except AuditError:
                     # Its record could not be started (disk full): it does not run unaudited.
                     proc.kill()
@@ -1070,7 +1145,8 @@ class Registry:
 
     async def _finish(self, session: Session) -> None:
         record = session.record
-        record.state = "exited"
+        # The state stays "running" until the audit record is final: whoever sees "exited"
+        # (ps, inspect, events, wait) can verify a sealed file at once.
         record.ended_at = _now()
         record.reason = session._stop_reason or "exited"
         if session._pty is not None:
@@ -1082,7 +1158,9 @@ class Registry:
         if watch is not None and self._fs_denied is not None:
             await self._fs_denied.release(watch)  # bounded: records still queued come first
         await self._close_audit(session)
+        record.state = "exited"
         await self._save(session)
+        await self.reseal_truncated()
         # Before anyone hears the session ended: who then lists the sessions sees the result.
         with trio.move_on_after(AUDIT_CLOSE_TIMEOUT):
             await self.apply_retention()
@@ -1151,21 +1229,29 @@ class Registry:
         session.audit = writer
         session.record.audit_sign_key = key_name
 
-    async def _open_audit(self, session: Session, plan: LaunchPlan, proc: Process) -> None:
-        """The first records: who started, with which policy and enforcement, what trust
-        verification found."""
+    async def _open_audit(self, session: Session) -> None:
+        """The first records, fsynced before the launch (AuditError refuses it): who starts
+        what, with which policy, and what trust verification found. The enforcement report
+        (and the pid) follows once the program exists."""
         writer = session.audit
         if writer is None:
             return
+        try:
+            self._first_records(session, writer)
+            await writer.sync()
+        except AuditError as exc:
+            raise AuditError(
+                f"the session's first audit record could not be made durable ({exc.message}); "
+                "the program was not started",
+                hint="nothing runs unaudited: free space in the daemon's state directory",
+            ) from exc
+
+    def _first_records(self, session: Session, writer: AuditWriter) -> None:
         record = session.record
-        secrets_seen = [v for _, v in (session.services.request.extra_env
-                                        if session.services and session.services.request
-                                        else ())]
         writer.append(SessionStarted(
-            session=session.id, argv=redact_argv(record.argv, secrets_seen), cwd=record.cwd,
-            uid=record.uid, gid=record.gid, pid=proc.pid, name=record.name,
+            session=session.id, argv=record.argv, cwd=record.cwd,
+            uid=record.uid, gid=record.gid, name=record.name,
             profile=record.profile, policy_digest=record.policy_digest))
-        writer.append(AuditEnforcement.from_report(proc.enforcement))
         if session.services is not None:
             for warning in session.services.trust_warnings:
                 writer.append(TrustFailed(path="", reason=warning, code="warning"))
@@ -1184,6 +1270,8 @@ class Registry:
         record = session.record
         reason = {"stopped": "stopped", "client_gone": "stopped", "daemon_shutdown": "stopped",
                   "error": "error"}.get(record.reason, "exited")
+        if writer.broken:
+            record.audit_truncated = True
         with trio.move_on_after(AUDIT_CLOSE_TIMEOUT):
             try:
                 writer.append(SessionEnded(
@@ -1192,7 +1280,9 @@ class Registry:
                     signal=record.signal))
                 await writer.seal()
             except AuditError:
-                log.exception("audit stream could not be sealed")
+                log.exception("audit stream could not be sealed; sealing it as truncated "
+                              "once writes work again")
+                record.audit_truncated = True
             finally:
                 await writer.aclose()
 
