@@ -213,10 +213,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                            help="machine-readable output")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
+    # What the commands not run here fill (their options may clash: the last one wins).
+    unused = argparse.ArgumentParser(add_help=False, conflict_handler="resolve")
+
     def command(name: str, func: Handler, help: str, *, aliases: Sequence[str] = (),
                 json: bool = True) -> argparse.ArgumentParser:
         if only is not None and only != name and only not in aliases:
-            return argparse.ArgumentParser(add_help=False)  # not needed for this run
+            return unused  # not needed for this run
         cmd = sub.add_parser(name, aliases=list(aliases), help=help, description=help,
                              parents=[json_flag] if json else [])
         cmd.set_defaults(func=func, parser=cmd)
@@ -228,6 +231,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                 common: Sequence[argparse.ArgumentParser] = ()) -> _Verbs:
         """``group``'s verbs, each its own parser (so options go anywhere after it), with
         --json and the ``common`` options, and the options of the ``parents`` it is given."""
+        if group is unused:  # building verb parsers costs startup time: only for the command
+            return lambda name, help, *parents: unused
         verbs = group.add_subparsers(dest="action", metavar="ACTION", required=True)
 
         def action(name: str, help: str,
