@@ -46,6 +46,7 @@ from structlog.contextvars import bound_contextvars
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
 from .. import sessions
+from .._dryrun import summarize
 from ..errors import LaunchError, NonoError, ProfileError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest
@@ -705,7 +706,7 @@ class _Conversation:
                 check_stdio_fds(fds)
             policy, profile = await self._server.policies.resolve_launch(request, self.caller)
             argv = request.argv
-            if not argv:
+            if not argv and not (request.dry_run and not policy.binary):  # a dry run needs none
                 if not policy.binary:
                     raise UsageError(
                         "no command: the profile names none (no `binary`), so give one "
@@ -725,7 +726,7 @@ class _Conversation:
                     argv=argv, cwd=request.cwd,
                     uid=self.caller.uid if system else os.geteuid(),
                     gid=self.caller.gid if system else os.getegid(),
-                    policy=msgspec.Raw(msgspec.json.encode(policy)),
+                    policy=msgspec.Raw(msgspec.json.encode(policy)), summary=summarize(policy),
                 ))
                 return
             plan = sessions.SessionPlan(
