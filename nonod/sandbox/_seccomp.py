@@ -19,6 +19,7 @@ refusals, each answered with an errno the program can handle):
 1. A syscall from a foreign ABI kills the process: an ``arch`` other than the native one (i386
    ``int 0x80`` on x86_64, AArch32 on aarch64) or, on x86_64, an x32 syscall number. Syscall
    numbers mean something else there, so no errno answer could be trusted to cover them.
+   A number above the newest the tables know (``Arch.newest``) fails with ``ENOSYS``.
 2. The rows of the deny table (``_seccomp_table.SYSCALLS``) fail with their errno: ``clone3``
    with ``ENOSYS`` (its flags sit behind a pointer a filter cannot read; libc then falls back to
    ``clone``), the rest with ``EPERM``. ``clone`` with a ``CLONE_NEW*`` flag fails with
@@ -284,9 +285,11 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     a.label("native_arch")
     a.load(_NR_OFFSET)
     if arch.x32_bit:
-        a.jge(arch.x32_bit, jf="dispatch")
+        a.jge(arch.x32_bit, jf="known")
         a.ret(SECCOMP_RET_KILL_PROCESS)
-    a.label("dispatch")
+    a.label("known")
+    # Syscalls newer than the table: what a kernel without them answers.
+    a.jge(arch.newest + 1, jt=_label(errno.ENOSYS))
 
     # Syscalls whose arguments decide, then the deny table. A holds the syscall number.
     a.jeq(_nr(arch, "clone"), jt="clone")
@@ -365,7 +368,8 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
 
     a.label("allow")
     a.ret(SECCOMP_RET_ALLOW)
-    answers = {errno.EPERM, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.EOPNOTSUPP}
+    answers = {errno.EPERM, errno.ENOSYS, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT,
+               errno.EOPNOTSUPP}
     answers |= {value for _, value, _, _ in refused} | {ioctl.errno for ioctl in IOCTLS}
     for value in sorted(answers):
         a.label(_label(value))
@@ -379,7 +383,8 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
     foreign = f"a syscall from an ABI other than {arch.name}"
     if arch.x32_bit:
         foreign += " (i386 int 0x80, x32)"
-    lines = [f"{foreign}: process killed (SIGSYS)"]
+    lines = [f"{foreign}: process killed (SIGSYS)",
+             f"syscall numbers above {arch.newest} (newer than Linux 6.18): ENOSYS"]
     # One line per run of rows with the same errno and reason, in table order.
     runs: list[tuple[int, str, list[str]]] = []
     for _, value, name, why in _refused(arch, options):

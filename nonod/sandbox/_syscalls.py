@@ -29,20 +29,28 @@ AUDIT_ARCH_ARM = 0x40000028
 # x32 syscalls enter through the x86_64 ABI, with this bit set in the syscall number.
 X32_SYSCALL_BIT = 0x40000000
 
+# The highest syscall number in Linux 6.18, on both ABIs (file_setattr; numbers from 403 up are
+# shared by every architecture). Raise it, after review, when a newer kernel's syscalls should
+# reach programs.
+NEWEST_6_18 = 469
+
 
 @final
 @dataclass(frozen=True, slots=True)
 class Arch:
     """One syscall ABI: its name, its ``AUDIT_ARCH_*`` value and the numbers the filter uses.
 
-    ``x32_bit`` is the bit that marks x32 calls arriving through this ABI (0 where there is
-    none). Every supported architecture is little-endian, so the low 32 bits of a syscall
-    argument come first in ``seccomp_data.args``.
+    ``newest`` is the highest syscall number of the kernel version the table was written for;
+    the filter answers higher numbers ``ENOSYS``, as a kernel without them would. ``x32_bit``
+    is the bit that marks x32 calls arriving through this ABI (0 where there is none). Every
+    supported architecture is little-endian, so the low 32 bits of a syscall argument come
+    first in ``seccomp_data.args``.
     """
 
     name: str
     audit_arch: int
     syscalls: Mapping[str, int]
+    newest: int
     x32_bit: int = 0
 
     def nr(self, name: str) -> int | None:
@@ -53,6 +61,7 @@ class Arch:
 X86_64 = Arch(
     name="x86_64",
     audit_arch=AUDIT_ARCH_X86_64,
+    newest=NEWEST_6_18,
     x32_bit=X32_SYSCALL_BIT,
     syscalls=MappingProxyType({
         "ioctl": 16,
@@ -150,6 +159,7 @@ X86_64 = Arch(
 AARCH64 = Arch(
     name="aarch64",
     audit_arch=AUDIT_ARCH_AARCH64,
+    newest=NEWEST_6_18,
     syscalls=MappingProxyType({
         "lookup_dcookie": 18,
         "ioctl": 29,

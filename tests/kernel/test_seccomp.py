@@ -353,6 +353,26 @@ def test_filter(name: str) -> None:
         )
 
 
+# -- numbers beyond the table ------------------------------------------------------------------
+
+
+def _syscall_number(number: int) -> Probe:
+    def probe() -> int:
+        result = LIBC.syscall(ctypes.c_long(number), ctypes.c_long(-1), ctypes.c_long(0),
+                              ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
+        return ctypes.get_errno() if result == -1 else 0
+
+    return probe
+
+
+def test_the_newest_known_syscall_reaches_the_kernel() -> None:
+    control = run(_syscall_number(ARCH.newest), None)
+    if control.result == errno.ENOSYS:
+        pytest.skip(f"this kernel has no syscall {ARCH.newest}")
+    assert run(_syscall_number(ARCH.newest), DEFAULT).result == control.result
+    assert run(_syscall_number(ARCH.newest + 1), DEFAULT).result == errno.ENOSYS
+
+
 # -- foreign ABIs ---------------------------------------------------------------------------------
 
 needs_x86_64 = pytest.mark.skipif(platform.machine() != "x86_64", reason="x86_64 machine code")

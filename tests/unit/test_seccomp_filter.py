@@ -182,9 +182,9 @@ def test_x32_is_killed_on_x86_64() -> None:
     for nr in (0x40000000 | 39, 0x40000000 | 16, 0x40000000 | 541, 0xFFFFFFFF):
         assert evaluate(program, nr - (1 << 32 if nr > 0x7FFFFFFF else 0),
                         audit_arch=X86_64.audit_arch) == KILL
-    # aarch64 numbers with that bit mean nothing special: they fall through to allow (ENOSYS).
+    # aarch64 numbers with that bit mean nothing special: beyond the table, so ENOSYS.
     program = build_filter(SeccompOptions(), arch=AARCH64)
-    assert evaluate(program, 0x40000000 | 39, audit_arch=AARCH64.audit_arch) == ALLOW
+    assert evaluate(program, 0x40000000 | 39, audit_arch=AARCH64.audit_arch) == err(errno.ENOSYS)
 
 
 # The refusals the docs promise (docs/seccomp.md), written out independently of the table so
@@ -257,9 +257,18 @@ def test_every_row_is_refused_with_its_errno(arch: Arch, options: SeccompOptions
 def test_unlisted_syscalls_are_allowed(arch: Arch) -> None:
     listed = set(arch.syscalls.values())
     program = build_filter(SeccompOptions(), arch=arch)
-    for nr in range(0, 500):
+    for nr in range(0, arch.newest + 1):
         if nr not in listed:
             assert evaluate(program, nr, 1, 2, 3, audit_arch=arch.audit_arch) == ALLOW, nr
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+def test_syscalls_newer_than_the_table_get_enosys(arch: Arch) -> None:
+    assert arch.newest == 469  # file_setattr, Linux 6.18's last
+    program = build_filter(SeccompOptions(), arch=arch)
+    assert evaluate(program, 469, audit_arch=arch.audit_arch) == ALLOW
+    for nr in (470, 471, 511, 1000, 0x3FFFFFFF):
+        assert evaluate(program, nr, audit_arch=arch.audit_arch) == err(errno.ENOSYS), nr
 
 
 @pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
@@ -361,6 +370,7 @@ def test_describe_filter() -> None:
     lines = describe_filter(SeccompOptions(landlock_net_fallback=True), arch=X86_64)
     text = "\n".join(lines)
     assert lines[0].startswith("a syscall from an ABI other than x86_64 (i386 int 0x80, x32)")
+    assert "syscall numbers above 469 (newer than Linux 6.18): ENOSYS" in text
     assert "clone3: ENOSYS" in text
     assert "ioctl TIOCSTI, TIOCLINUX, TIOCSETD, TIOCCONS" in text
     assert "chroot" in text and "modify_ldt" in text
