@@ -481,7 +481,7 @@ _PROBE_ARGS: dict[str, tuple[Arg, ...]] = {
     "open_tree": (_AT_FDCWD, _MISSING, 0),
     "open_tree_attr": (_AT_FDCWD, _MISSING, 0, 0, 0),
     "move_mount": (_AT_FDCWD, _MISSING, _AT_FDCWD, _MISSING, 0),
-    "fsopen": ("nono-no-such-filesystem", 0),
+    "fsopen": (_BAD_ADDRESS, 0),  # EFAULT before any file system type lookup
     "fsconfig": (-1, 0, 0, 0, 0),
     "fsmount": (-1, 0, 0),
     "fspick": (_AT_FDCWD, _MISSING, 0),
