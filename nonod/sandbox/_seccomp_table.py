@@ -21,7 +21,7 @@ Rows whose syscall does not exist on an architecture (``modify_ldt`` on aarch64)
 that architecture's filter. Syscalls that exist only in a foreign ABI (``vm86``, ``stime``,
 ``umount`` of i386) need no row: the filter kills every foreign-ABI call first.
 
-Arguments-dependent rules (``clone`` namespace flags, ``personality``, socket families and
+Argument-dependent rules (``clone`` namespace flags, ``personality``, socket families and
 types, the fast-open checks) are code in ``_seccomp``; this table holds the unconditional ones.
 """
 
