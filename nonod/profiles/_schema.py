@@ -450,6 +450,14 @@ class _Checker:
         for index, arg in enumerate(profile.brokered_commands):
             self.variables(f"$.brokered_commands[{index}]", arg)
         self.nonod(profile.nonod)
+        if profile.linux.af_unix_mediation == "pathname" and profile.nonod.unix_sockets:
+            raise self.unsupported(
+                "$.nonod.unix_sockets",
+                "`nonod.unix_sockets` with `linux.af_unix_mediation: pathname`",
+                "nonod cannot limit which socket paths a program connects to or binds",
+                hint="drop nonod.unix_sockets: without it no AF_UNIX socket can be created "
+                "at all, which is stricter than pathname mediation",
+            )
         if profile.binary is not None:
             self.path_value("$.binary", profile.binary)
             if profile.nonod.binary is not None:

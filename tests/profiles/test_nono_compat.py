@@ -207,6 +207,16 @@ def test_allow_http2_and_socket_subtrees_are_accepted_with_a_note(tmp_path: Path
     assert "allow_http2" in notes and "unix_socket" in notes
 
 
+def test_pathname_socket_mediation_is_not_silently_dropped() -> None:
+    # Without nonod.unix_sockets no AF_UNIX socket can be made (stricter than nono's pathname
+    # mode); with it, nonod could not keep the promise of pathname mediation.
+    parse_profile(_bytes({"linux": {"af_unix_mediation": "pathname"}}), "p.json")
+    with pytest.raises(UnsupportedFeature) as info:
+        parse_profile(_bytes({"linux": {"af_unix_mediation": "pathname"},
+                              "nonod": {"unix_sockets": True}}), "p.json")
+    assert info.value.path == "$.nonod.unix_sockets"
+
+
 @pytest.mark.parametrize("section", [{}, {"commands": {}}, {"executable_dirs": ["/opt/bin"]}])
 def test_command_policies_without_commands_is_inactive_as_in_nono(section: object) -> None:
     parse_profile(_bytes({"command_policies": section}), "p.json")
