@@ -504,6 +504,12 @@ class _Resolver:
              "linux.sandbox_policy `external`: nonod enforces the network itself (a private "
              "network namespace), whatever firewall the host has"),
         ]
+        if self.ctx.platform == "linux":
+            ignored.append((
+                p.security.process_info_mode not in (None, "isolated"),
+                "security.process_info_mode: a session has its own pid namespace and sees only "
+                "its own processes; not widened on Linux",
+            ))
         for present, message in ignored:
             if present:
                 self.note("info", message)

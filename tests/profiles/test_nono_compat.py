@@ -217,6 +217,12 @@ def test_pathname_socket_mediation_is_not_silently_dropped() -> None:
     assert info.value.path == "$.nonod.unix_sockets"
 
 
+def test_process_info_mode_that_linux_does_not_widen_gets_a_note(tmp_path: Path) -> None:
+    profile = parse_profile(_bytes({"security": {"process_info_mode": "allow_all"}}), "p.json")
+    notes = [n.message for n in resolve(profile, _ctx(tmp_path)).notes]
+    assert any(m.startswith("security.process_info_mode") for m in notes)
+
+
 @pytest.mark.parametrize("section", [{}, {"commands": {}}, {"executable_dirs": ["/opt/bin"]}])
 def test_command_policies_without_commands_is_inactive_as_in_nono(section: object) -> None:
     parse_profile(_bytes({"command_policies": section}), "p.json")
