@@ -72,7 +72,6 @@ class CliOverrides(msgspec.Struct, frozen=True, kw_only=True):
     allow_file: tuple[str, ...] = ()
     read_file: tuple[str, ...] = ()
     write_file: tuple[str, ...] = ()
-    bypass_protection: tuple[str, ...] = ()
     allow_cwd: bool = False
     workdir: str | None = None
     block_net: bool = False
@@ -399,13 +398,8 @@ class _Resolver:
 
     def _bypass(self) -> None:
         fs = self.profile.filesystem
-        requested = [
-            *((raw, False) for raw in self._paths([*fs.bypass_protection,
-                                                   *self.profile.policy.override_deny])),
-            *((raw, True) for raw in self.cli.bypass_protection),
-        ]
-        for raw, literal in requested:
-            real = self._place(raw, source="cli" if literal else "profile", literal=literal)
+        for raw in self._paths([*fs.bypass_protection, *self.profile.policy.override_deny]):
+            real = self._place(raw, source="profile")
             if real is None:
                 continue
             hits = [d for d in self.denials if d.path == real]
@@ -419,10 +413,8 @@ class _Resolver:
                     continue
                 group = denial.source.removeprefix("group:")
                 if not self.catalog.groups[group].bypassable:
-                    error = f"`{raw}` is denied by group `{group}`, which cannot be bypassed"
-                    if literal:
-                        raise PolicyError(error)
-                    raise self.fail("$.filesystem.bypass_protection", error)
+                    raise self.fail("$.filesystem.bypass_protection", f"`{raw}` is denied by "
+                                    f"group `{group}`, which cannot be bypassed")
                 self.denials.remove(denial)
                 self.note("bypass", f"denial from group `{group}` lifted by bypass_protection",
                           path=real, source=denial.source)
