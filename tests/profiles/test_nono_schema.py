@@ -10,7 +10,8 @@ from pathlib import Path
 
 from msgspec import inspect as mi
 
-from nonod.profiles import Profile
+from nonod.profiles import Profile, builtin_groups
+from nonod.profiles._groups import builtin_network
 
 KEYS = json.loads((Path(__file__).parent / "fixtures" / "nono-schema-keys.json").read_text())
 
@@ -96,3 +97,25 @@ def test_keys_nonod_adds_are_few_and_documented() -> None:
         "$.policy.add_deny_access", "$.policy.add_deny_commands", "$.policy.exclude_groups",
         "$.policy.override_deny", "$.security.allowed_commands", "$.security.groups",
     ]
+
+
+NAMES = json.loads((Path(__file__).parent / "fixtures" / "nono-names.json").read_text())
+
+
+def test_every_nono_group_name_is_known() -> None:
+    # A profile naming a group nonod does not know would not load; a group nonod refuses
+    # must say why.
+    groups = builtin_groups().groups
+    assert [name for name in NAMES["groups"] if name not in groups] == []
+    refused = {name: groups[name].unsupported for name in NAMES["groups"]
+               if groups[name].unsupported is not None}
+    assert sorted(refused) == ["dangerous_commands", "dangerous_commands_linux",
+                               "dangerous_commands_macos", "linux_runtime_state",
+                               "unlink_protection"]
+    assert all(refused.values())
+
+
+def test_every_nono_network_group_and_profile_is_known() -> None:
+    network = builtin_network()
+    assert set(NAMES["network_groups"]) <= set(network.groups)
+    assert set(NAMES["network_profiles"]) <= set(network.profiles)
