@@ -10,7 +10,14 @@ from pathlib import Path
 
 from msgspec import inspect as mi
 
-from nonod.profiles import Profile, builtin_groups
+from nonod.profiles import (
+    Profile,
+    ResolveContext,
+    builtin_groups,
+    builtin_profiles_dir,
+    load_profile,
+    resolve,
+)
 from nonod.profiles._groups import builtin_network
 
 KEYS = json.loads((Path(__file__).parent / "fixtures" / "nono-schema-keys.json").read_text())
@@ -119,3 +126,18 @@ def test_every_nono_network_group_and_profile_is_known() -> None:
     network = builtin_network()
     assert set(NAMES["network_groups"]) <= set(network.groups)
     assert set(NAMES["network_profiles"]) <= set(network.profiles)
+
+
+def test_nonos_builtin_profiles_are_builtin_here(tmp_path: Path) -> None:
+    # Not shipped: they include a group nonod refuses (all of /run; deletion-only rules).
+    not_shipped = {"linux-host-compat", "swival"}
+    ctx = ResolveContext(home=str(tmp_path), workdir=str(tmp_path), uid=1000)
+    for name in NAMES["builtin_profiles"]:
+        if name in not_shipped:
+            assert not (builtin_profiles_dir() / f"{name}.json").exists()
+            continue
+        user_dir = tmp_path / name
+        user_dir.mkdir()
+        (user_dir / "mine.json").write_text(json.dumps({"extends": name,
+                                                         "meta": {"name": "mine"}}))
+        assert resolve(load_profile("mine", user_dir=user_dir), ctx).name == "mine"
