@@ -223,6 +223,13 @@ def test_process_info_mode_that_linux_does_not_widen_gets_a_note(tmp_path: Path)
     assert any(m.startswith("security.process_info_mode") for m in notes)
 
 
+@pytest.mark.parametrize("variable", ["$NONO_PACKAGES", "${NONO_CONFIG}", "$PACK_DIR"])
+def test_nonos_store_variables_say_why_they_are_refused(variable: str) -> None:
+    with pytest.raises(ProfileError, match="nonod has no pack store") as info:
+        parse_profile(_bytes({"command_args": [f"--config={variable}/x"]}), "p.json")
+    assert info.value.path == "$.command_args[0]"
+
+
 @pytest.mark.parametrize("section", [{}, {"commands": {}}, {"executable_dirs": ["/opt/bin"]}])
 def test_command_policies_without_commands_is_inactive_as_in_nono(section: object) -> None:
     parse_profile(_bytes({"command_policies": section}), "p.json")
