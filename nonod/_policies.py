@@ -23,7 +23,6 @@ from typing import final
 import msgspec
 import trio
 
-from ._sessions import Caller
 from .control import protocol as p
 from .errors import PolicyError, ProfileError, ProfileNotFound
 from .policy import ResolvedPolicy
@@ -36,6 +35,7 @@ from .profiles import (
     resolve,
     user_profiles_dir,
 )
+from .sessions import Caller
 
 DEFAULT_PROFILE = "default"
 
