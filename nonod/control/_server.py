@@ -712,7 +712,8 @@ class _Conversation:
                         "no command: the profile names none (no `binary`), so give one "
                         "after `--`",
                     )
-                argv = (policy.binary, *policy.command_args)
+                argv = (policy.binary,)
+            argv = (*argv, *policy.command_args)  # nono appends them to any command
             system = self._server.info.system
             launch_request = LaunchRequest(
                 argv=argv,

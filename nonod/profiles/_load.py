@@ -35,8 +35,11 @@ from ._schema import (
     Profile,
     WorkdirConfig,
     allowed_values,
+    check_meta,
     check_profile,
+    is_registry_ref,
     known_keys,
+    pack_hint,
     raw_is_empty,
 )
 
@@ -88,6 +91,7 @@ def parse_profile(data: bytes, source: str) -> Profile:
     except RecursionError as exc:
         raise ProfileError("nested too deeply", source=source) from exc
     _refuse_duplicate_keys(data, source)
+    check_meta(data, source)
     check_profile(profile, source, builtin_groups(), builtin_network())
     return profile
 
@@ -217,6 +221,12 @@ def load_profile(
     the built-in profile of that name, so a user can adjust a built-in without copying it.
     """
     builtin = builtin_dir if builtin_dir is not None else builtin_profiles_dir()
+    if is_registry_ref(name_or_path) and not os.path.lexists(name_or_path):
+        raise ProfileNotFound(
+            f"`{name_or_path}` names a profile from a nono registry pack; nonod has no pack "
+            "store to fetch or verify it from",
+            hint=pack_hint(name_or_path),
+        )
     if _is_path(name_or_path):
         stem = Path(name_or_path).name.removesuffix(".json")
         root = _Found("path", stem, Path(name_or_path))
@@ -281,10 +291,12 @@ class _Linearizer:
             return _find(name, self.user_dir, self.builtin_dir, skip_user=skip_user)
         except ProfileNotFound as exc:
             raise ExtendsError(
-                f"extends `{name}`, which is neither a user nor a built-in profile",
+                f"extends `{name}`, which is neither a user nor a built-in profile (nor "
+                "can it be: nonod does not install profiles from a nono registry pack)",
                 source=child.source,
                 path="$.extends",
-                hint=exc.hint,
+                hint=f"{exc.hint}; a profile from a pack can be copied to "
+                f"{self.user_dir or '~/.config/nono/profiles'}/{name}.json",
             ) from exc
 
 
@@ -331,11 +343,18 @@ S = TypeVar("S", bound=msgspec.Struct)
 def merge(base: Profile, child: Profile) -> Profile:
     """``child`` applied over ``base``; the result keeps ``child``'s ``extends``."""
     merged = _merge_struct(base, child)
-    return msgspec.structs.replace(
+    merged = msgspec.structs.replace(
         merged,
         extends=child.extends,
         open_urls=child.open_urls if child.open_urls is not None else base.open_urls,
     )
+    # `binary` and `nonod.binary` are one setting: the child's, in either spelling, wins.
+    if child.binary is not None:
+        merged = msgspec.structs.replace(
+            merged, nonod=msgspec.structs.replace(merged.nonod, binary=None))
+    elif child.nonod.binary is not None:
+        merged = msgspec.structs.replace(merged, binary=None)
+    return merged
 
 
 def _merge_struct(base: S, child: S) -> S:

@@ -266,14 +266,13 @@ class Registry:
                         hint="choose another --name, or stop that session first",
                     )
         runs_as = plan.request.uid if plan.request.uid is not None else os.geteuid()
-        if self._system and runs_as == 0:
-            profile_allows = bool(getattr(plan.policy, "allow_root", False))
-            if not (limits.allow_root and profile_allows):
-                raise RootRefused(
-                    "the system daemon does not run sessions as root",
-                    hint="run nonoctl as the user the program should run as; root sessions "
-                    "need [sessions] allow_root = true and a profile that allows root",
-                )
+        if self._system and runs_as == 0 and not (limits.allow_root
+                                                  and plan.policy.allow_root):
+            raise RootRefused(
+                "the system daemon does not run sessions as root",
+                hint="run nonoctl as the user the program should run as; root sessions "
+                "need [sessions] allow_root = true and a profile that allows root",
+            )
 
     def _new_id(self) -> str:
         while True:
