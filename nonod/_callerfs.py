@@ -26,6 +26,10 @@ workdir, the workdir itself) goes through this module. The rules:
   name inside ``DIR`` with ``RESOLVE_BENEATH`` as well (for files in a workdir a session may
   have written).
 
+The blocking part (:func:`read_path`, :func:`acting_as`) imports nothing but the standard
+library, so the CLI reads its own files by the same rules; trio is imported by the async
+part only.
+
 Error messages say what was refused and why (the errno, the file type, the size), never
 what a file holds.
 """
@@ -42,11 +46,12 @@ import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Final, Literal, Protocol, TypeVar
-
-import trio
+from typing import TYPE_CHECKING, ClassVar, Final, Literal, Protocol, TypeVar
 
 from .errors import NonoError
+
+if TYPE_CHECKING:
+    import trio
 
 T = TypeVar("T")
 
@@ -222,7 +227,10 @@ def _open(path: str, flags: int, *, symlinks: Literal["follow", "refuse"],
         resolve |= _RESOLVE_NO_SYMLINKS
     if beneath is None:
         return _openat2(-100, path, flags, resolve)  # AT_FDCWD; paths here are absolute
-    root = _openat2(-100, beneath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, resolve)
+    try:
+        root = _openat2(-100, beneath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, resolve)
+    except FileNotFoundError:
+        raise OSError(errno.ENOTDIR, "its directory does not exist", beneath) from None
     try:
         return _openat2(root, path, flags, resolve | _RESOLVE_BENEATH)
     finally:
@@ -322,6 +330,8 @@ _limiters_lock = threading.Lock()
 
 
 def _limiter(uid: int) -> trio.CapacityLimiter:
+    import trio
+
     with _limiters_lock:
         limiter = _limiters.get(uid)
         if limiter is None:
@@ -337,6 +347,8 @@ async def run_as(caller: _HasUid | None, fn: Callable[[], T], *,
     The thread comes from the caller's own limiter. On timeout the thread is abandoned (still
     counted against the caller until it returns) and :class:`FileTimeout` is raised.
     """
+    import trio
+
     uid = caller.uid if caller is not None else os.geteuid()
 
     def body() -> T:
