@@ -242,7 +242,7 @@ def _refusal(path: str, exc: OSError) -> CallerFileError:
     if code == errno.ENOENT:
         return FileMissing(path, "no such file")
     if code in (errno.EACCES, errno.EPERM):
-        return FileDenied(path, "permission denied (as the caller)")
+        return FileDenied(path, "permission denied")
     if code in (errno.ELOOP, errno.EXDEV):
         return FileRefused(path, "a symbolic link (or a path leaving its directory) is "
                                  "not followed here")

@@ -129,7 +129,9 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
             "and no home directory for this uid): only the workdir's policy is checked")
     try:
         files = await _callerfs.run_as(
-            caller, functools.partial(trust.read_policy_files, user_config_dir, workdir),
+            caller, functools.partial(
+                trust.read_policy_files,
+                trust.user_policy_path(user_config_dir) if user_config_dir else None, workdir),
             timeout=_callerfs.DEFAULT_TIMEOUT, what="the trust policies")
         policy = await trio.to_thread.run_sync(functools.partial(
             trust.load_policies, files, user_anchors=_daemon_anchors))

@@ -66,9 +66,14 @@ def _read(path: Path, *, max_bytes: int, beneath: str | None = None) -> bytes | 
         ) from None
 
 
-def read_policy_files(user_dir: Path | None, workdir: str | None) -> PolicyFiles:
-    """Blocking: read both levels (either may be skipped with None), as this thread may."""
-    user_path = user_dir / POLICY_FILE_NAME if user_dir is not None else None
+def user_policy_path(config_dir: Path) -> Path:
+    """The user-level policy in a nono config directory (``nonod._xdg``)."""
+    return config_dir / POLICY_FILE_NAME
+
+
+def read_policy_files(user_path: Path | None, workdir: str | None) -> PolicyFiles:
+    """Blocking: read the user-level policy at ``user_path`` and the project policy at the
+    top of ``workdir`` (either may be skipped with None), as this thread may."""
     project_path = Path(workdir) / POLICY_FILE_NAME if workdir is not None else None
     user = user_bundle = project = project_bundle = None
     if user_path is not None:
