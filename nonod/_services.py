@@ -185,6 +185,10 @@ async def prepare(
     else:
         prepared.trust_warnings.append("trust verification skipped (--trust-override)")
 
+    sources = credentials.SourceOptions()
+    if caller is not None:  # file:// credentials: opened as the caller, and must be its own
+        identity = await trio.to_thread.run_sync(_callerfs.Identity.of, caller)
+        sources = credentials.SourceOptions(file_owner=caller.uid, file_identity=identity)
     net = policy.network
     port = request.proxy_port
     if net.restricted and not net.block:
@@ -198,7 +202,7 @@ async def prepare(
         port = port or _pick_port()
         routes = credentials.session_routes(net)
         token = credentials.PhantomToken.new()
-        loaded = await credentials.load_route_secrets(routes, environ=environ)
+        loaded = await credentials.load_route_secrets(routes, environ=environ, options=sources)
         prepared.credentials = [r.route.name for r in loaded if r.secret is not None]
         table = None
         if routes:
@@ -216,7 +220,8 @@ async def prepare(
         }
     if net.env_credentials:
         pairs = await trio.to_thread.run_sync(functools.partial(
-            credentials.resolve_env_credentials, net.env_credentials, environ=environ))
+            credentials.resolve_env_credentials, net.env_credentials, environ=environ,
+            options=sources))
         extra += [(name, secret.reveal()) for name, secret in pairs]
         prepared.hidden.update(hidden_strings(None, tuple(s.reveal() for _, s in pairs)))
     prepared.request = msgspec.structs.replace(

@@ -202,3 +202,39 @@ def _rawclient() -> Path:
     from .conftest import _reachable_rawclient
 
     return _reachable_rawclient()
+
+
+@needs_root
+def test_file_credentials_are_read_as_the_caller(
+    system_daemon: DaemonThread, users: tuple[LocalUser, LocalUser], short_tmp: Path
+) -> None:
+    """A launch names ``file://`` credentials: root's 0600 file is refused (the daemon used to
+    read it, since it belonged to the daemon's own uid); the caller's own 0600 file is used."""
+    _, attacker = users
+    roots = short_tmp / "root-secret"
+    roots.write_text("ROOT-ONLY-SECRET-91c2")
+    roots.chmod(0o600)
+    own = attacker.home / "token"
+    own.write_text("callers-own-token")
+    _own(own, attacker, 0o600)
+    work = attacker.home / "work"
+    work.mkdir()
+    _own(work, attacker, 0o755)
+
+    def launch(source: Path, name: str) -> dict[str, object]:
+        request = _launch(work, name)
+        request["argv"] = ["/bin/sh", "-c", f'printf %s "$STOLEN" > {work}/{name}.out']
+        request["options"] = {"allow_cwd": True, "env_credential_map": [f"file://{source}=STOLEN"]}
+        return request
+
+    replies = _replies(raw_client(system_daemon.socket,
+                                  [hello(), launch(roots, "theirs"), launch(own, "mine"),
+                                   {"type": "wait", "session": "mine"}],
+                                  prefix=attacker.prefix()))
+    refused = replies[1]
+    assert refused["type"] == "error" and str(refused["code"]).startswith("credential."), refused
+    assert "ROOT-ONLY" not in json.dumps(replies)
+    assert not (work / "theirs.out").exists()
+    assert replies[2]["type"] == "launched", replies[2]
+    assert replies[3]["type"] == "exited", replies[3]
+    assert (work / "mine.out").read_text() == "callers-own-token"
