@@ -169,8 +169,9 @@ def _fs_ids(libc: ctypes.CDLL, fsuid_nr: int, fsgid_nr: int) -> tuple[int, int]:
 def acting_as(identity: Identity | None) -> Iterator[None]:
     """Within the block, this thread opens files with ``identity``'s rights (None: unchanged).
 
-    Only this thread changes. If the daemon's own identity cannot be restored afterwards the
-    process exits: a worker thread left with another user's rights must never run again.
+    Only this thread changes. Nothing in the block may start a thread: a new thread starts
+    with its creator's credentials. If the daemon's own identity cannot be restored afterwards
+    the process exits: a worker thread left with another user's rights must never run again.
     """
     if identity is None or identity.uid == os.geteuid():
         yield
