@@ -273,7 +273,8 @@ def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: in
     """Blocking: open ``path`` once (with this thread's identity), check it, read it.
 
     A file: its bytes (at most ``max_bytes``). A directory: its entry names (at most
-    ``max_bytes`` of them). Raises :class:`CallerFileError` subclasses.
+    ``max_bytes`` of them; 0: opened and checked, not listed). Raises
+    :class:`CallerFileError` subclasses.
     """
     flags = _OPEN_FLAGS | (os.O_DIRECTORY if kind == "dir" else 0)
     try:
@@ -289,10 +290,8 @@ def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: in
             expected = "a directory" if kind == "dir" else "a regular file"
             raise FileRefused(path, f"is {what}, not {expected}")
         if kind == "dir":
-            names = tuple(sorted(os.listdir(fd)))
-            if len(names) > max_bytes:
-                raise FileTooLarge(path, f"has more than {max_bytes} entries")
-            return Opened(data=b"", names=names, uid=info.st_uid, mode=info.st_mode)
+            return Opened(data=b"", names=_names(path, fd, max_bytes), uid=info.st_uid,
+                          mode=info.st_mode)
         if info.st_size > max_bytes:
             raise FileTooLarge(path, f"is larger than {max_bytes} bytes")
         chunks: list[bytes] = []
@@ -311,6 +310,19 @@ def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: in
         raise CallerFileError(path, f"cannot read: {os.strerror(exc.errno or 0)}") from None
     finally:
         os.close(fd)
+
+
+def _names(path: str, fd: int, limit: int) -> tuple[str, ...]:
+    """At most ``limit`` entry names of the directory open on ``fd`` (0: none, not listed)."""
+    if limit == 0:
+        return ()
+    names: list[str] = []
+    with os.scandir(os.dup(fd)) as listing:  # scandir closes the descriptor it is given
+        for entry in listing:
+            if len(names) == limit:
+                raise FileTooLarge(path, f"has more than {limit} entries")
+            names.append(entry.name)
+    return tuple(sorted(names))
 
 
 def read_optional(path: str, *, max_bytes: int,

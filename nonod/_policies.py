@@ -82,6 +82,7 @@ class ProfilePolicies:
     async def resolve_launch(
         self, request: p.Launch, caller: Caller
     ) -> tuple[ResolvedPolicy, str | None]:
+        await self._check_workdir(request.cwd, caller)
         data = await self._read_named(request.profile, caller)
         return await trio.to_thread.run_sync(self._resolve_launch, request, caller, data)
 
@@ -97,6 +98,17 @@ class ProfilePolicies:
     ) -> p.ProfileValid:
         data = await self._read_named(request.profile, caller)
         return await trio.to_thread.run_sync(self._validate, request, caller, data)
+
+    async def _check_workdir(self, cwd: str, caller: Caller) -> None:
+        """The launch's working directory must be a directory the caller itself can open:
+        what the system daemon says about it then tells the caller nothing new."""
+        try:
+            await _callerfs.open_for(caller if self._system else None, cwd, kind="dir",
+                                     max_bytes=0)
+        except _callerfs.FileMissing:
+            raise PolicyError(f"the working directory {cwd} does not exist") from None
+        except _callerfs.CallerFileError as exc:
+            raise PolicyError(f"cannot use the working directory: {exc.message}") from None
 
     async def _read_named(self, name: str | None, caller: Caller) -> bytes | None:
         """A profile *path*'s bytes, read once as the caller; None for a profile name."""

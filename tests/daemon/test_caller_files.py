@@ -238,3 +238,22 @@ def test_file_credentials_are_read_as_the_caller(
     assert replies[2]["type"] == "launched", replies[2]
     assert replies[3]["type"] == "exited", replies[3]
     assert (work / "mine.out").read_text() == "callers-own-token"
+
+
+@needs_root
+def test_a_working_directory_the_caller_cannot_reach_tells_it_nothing(
+    system_daemon: DaemonThread, users: tuple[LocalUser, LocalUser]
+) -> None:
+    """Whether a directory exists in another user's 0700 home: the same refusal either way,
+    the one the caller would get from ``cd``."""
+    victim, attacker = users
+    (victim.home / "projects").mkdir()
+    replies = _replies(raw_client(system_daemon.socket, [
+        hello(), _launch(victim.home / "projects", "a"), _launch(victim.home / "nothing", "b"),
+    ], prefix=attacker.prefix()))
+    there, absent = replies[1:]
+    for reply in (there, absent):
+        assert reply["type"] == "error" and reply["code"] == "policy.invalid", reply
+        assert "permission denied" in str(reply["message"])
+    assert str(there["message"]).replace("projects", "X") == \
+        str(absent["message"]).replace("nothing", "X")
