@@ -894,7 +894,7 @@ _POLICY_FILE: Final = "trust-policy.json"  # nonod.trust.POLICY_FILE_NAME, witho
 
 
 def _user_trust_dir() -> Path:
-    """The caller's nono config dir, by the lookup the daemon uses at launch."""
+    """The caller's nono config dir (trust policy, profiles), by the daemon's lookup."""
     from nonod._xdg import own_config_dir
 
     return own_config_dir()
@@ -1146,8 +1146,7 @@ def _cmd_learn(args: argparse.Namespace, command: list[str], out: Output) -> int
     from nonod import profiles
 
     env = dict(os.environ)
-    home = env.get("HOME") or os.path.expanduser("~")
-    user_dir = profiles.user_profiles_dir(home, env.get("XDG_CONFIG_HOME"))
+    user_dir = _user_trust_dir() / "profiles"  # the daemon's lookup (nonod._xdg)
     base = None
     if args.profile:
         base = profiles.load_profile(_profile_arg(args.profile) or args.profile,
