@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from nonod._callerfs import FileRefused, read_path
 from nonod.trust import (
     SKIP_DIRS,
     SigningKey,
@@ -21,7 +22,6 @@ from nonod.trust import (
     sign_file,
     verify_tree,
 )
-from nonod._callerfs import FileRefused, read_path
 
 from .conftest import GEMINI
 
