@@ -316,11 +316,12 @@ def _tag(reply: p.AnyReply) -> str:
 
 
 def start_daemon(path: Path | None = None, *, timeout: float = AUTOSTART_TIMEOUT) -> None:
-    """Start a user daemon and return once it accepts connections (``nonod`` detaches)."""
+    """Start a user daemon and return once it accepts connections (``nonod --daemonize``
+    detaches once it serves)."""
     import subprocess
     import sys
 
-    argv = [sys.executable, "-m", "nonod"]
+    argv = [sys.executable, "-m", "nonod", "--daemonize"]
     if path is not None:
         argv += ["--socket", str(path)]
     try:

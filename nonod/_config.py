@@ -81,6 +81,9 @@ class SessionsSection(_Section, frozen=True, kw_only=True):
     output_buffer_bytes: Annotated[int, msgspec.Meta(ge=4 * KiB, le=64 * MiB)] = 256 * KiB
     #: Largest ``output.log`` per session; later output is kept only in memory.
     log_max_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 40)] = 64 * MiB
+    #: Every session's ``oom_score_adj``: under memory pressure the kernel kills a session's
+    #: programs before the daemon (which keeps its own, lowered by the service unit).
+    oom_score_adj: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 800
 
 
 class NetworkSection(_Section, frozen=True, kw_only=True):

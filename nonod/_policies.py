@@ -25,7 +25,6 @@ import msgspec
 import trio
 
 from . import _callerfs, _xdg
-from ._sessions import Caller
 from .control import protocol as p
 from .errors import PolicyError, ProfileError, ProfileNotFound
 from .policy import ResolvedPolicy
@@ -39,6 +38,7 @@ from .profiles import (
     resolve,
     user_profiles_dir,
 )
+from .sessions import Caller
 
 DEFAULT_PROFILE = "default"
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Protocol, final
 
 import msgspec
 import structlog
@@ -24,10 +25,10 @@ import trio
 from . import _callerfs
 from .audit._mask import hidden_strings
 from .policy import ResolvedPolicy
-from .sandbox import LaunchRequest, Sandboxed
+from .sandbox import LaunchRequest
 
 if TYPE_CHECKING:
-    from ._sessions import Caller
+    from .sessions import Caller
 
 log = structlog.get_logger()
 
@@ -49,6 +50,15 @@ class NetworkSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     allow_private: bool = False
     extra_ca_file: str | None = None
     listen_address: str = "127.0.0.1"
+
+
+class Served(Protocol):
+    """What serving needs of the running program (``nonod.sandbox.Sandboxed``): the proxy
+    socket the engine made inside its network namespace, and connections into it."""
+
+    proxy_listener: socket.socket | None
+
+    async def connect_inside(self, port: int) -> trio.SocketStream: ...
 
 
 class InboundEvent(msgspec.Struct, frozen=True, kw_only=True, tag="inbound"):
@@ -231,7 +241,7 @@ async def prepare(
 
 async def serve(
     prepared: Prepared,
-    proc: Sandboxed,
+    proc: Served,
     events: Callable[[object], None],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -255,7 +265,7 @@ async def serve(
         await trio.sleep_forever()
 
 
-async def _forward_inbound(listener: trio.SocketListener, proc: Sandboxed, port: int,
+async def _forward_inbound(listener: trio.SocketListener, proc: Served, port: int,
                            events: Callable[[object], None]) -> None:
     async def handle(stream: trio.SocketStream) -> None:
         peer = "?"

@@ -45,7 +45,8 @@ import trio
 from structlog.contextvars import bound_contextvars
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
-from .. import _sessions as sessions
+from .. import sessions
+from .._dryrun import summarize
 from ..errors import LaunchError, NonoError, ProfileError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest
@@ -705,7 +706,7 @@ class _Conversation:
                 check_stdio_fds(fds)
             policy, profile = await self._server.policies.resolve_launch(request, self.caller)
             argv = request.argv
-            if not argv:
+            if not argv and not (request.dry_run and not policy.binary):  # a dry run needs none
                 if not policy.binary:
                     raise UsageError(
                         "no command: the profile names none (no `binary`), so give one "
@@ -725,10 +726,10 @@ class _Conversation:
                     argv=argv, cwd=request.cwd,
                     uid=self.caller.uid if system else os.geteuid(),
                     gid=self.caller.gid if system else os.getegid(),
-                    policy=msgspec.Raw(msgspec.json.encode(policy)),
+                    policy=msgspec.Raw(msgspec.json.encode(policy)), summary=summarize(policy),
                 ))
                 return
-            plan = sessions.LaunchPlan(
+            plan = sessions.SessionPlan(
                 policy=policy,
                 request=launch_request,
                 owner=self.caller,
@@ -760,11 +761,11 @@ class _Conversation:
 
     async def _logs(self, request: p.Logs) -> None:
         session = self._registry.find(request.session, self.caller)
-        sub: sessions.Subscription | None = None
+        sub: sessions.OutputFeed | None = None
         output = session.output
         if request.follow and session.live and output is not None:
             _, _, sub = output.subscribe()
-        history = self._registry.history(session, request.tail)
+        history = sessions.history(session.output, session.log_path, request.tail)
         try:
             async for chunk in history:
                 await self.send(chunk)
@@ -777,7 +778,7 @@ class _Conversation:
             if sub is not None:
                 sub.close()
 
-    async def _forward(self, sub: sessions.Subscription) -> p.AnyReply:
+    async def _forward(self, sub: sessions.OutputFeed) -> p.AnyReply:
         async for offset, data in sub.channel:
             await self.send(p.Output(data=data, offset=offset))
         return p.EndOfOutput(reason="lagged" if sub.lagged else "exited")

@@ -503,14 +503,40 @@ class Launched(Reply, frozen=True, kw_only=True, tag="launched"):
     session: SessionDetail
 
 
+NetworkMode = Literal["blocked", "allowlist", "unrestricted"]
+
+
+class DryRunSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What a dry run shows first: the few facts that decide how exposed the program is.
+
+    ``grants``/``denials`` count every path rule; ``main_paths`` are the grants the profile,
+    the working directory or the command line asked for (not the built-in groups'), as
+    ``(path, access)``. ``network`` is ``blocked`` (no network), ``allowlist`` (only
+    ``hosts``, through the proxy) or ``unrestricted`` (the host's network as it is), and
+    ``network_reason`` says why. ``credentials`` names the credential routes.
+    """
+
+    grants: int
+    denials: int
+    main_paths: tuple[tuple[str, str], ...] = ()
+    group_grants: int = 0
+    network: NetworkMode
+    network_reason: str
+    hosts: tuple[str, ...] = ()
+    listen_ports: tuple[int, ...] = ()
+    credentials: tuple[str, ...] = ()
+
+
 class DryRun(Reply, frozen=True, kw_only=True, tag="dry_run"):
-    """What a launch would run, without running it. ``policy`` is the resolved policy's JSON."""
+    """What a launch would run, without running it. ``policy`` is the resolved policy's JSON;
+    ``summary`` its headline facts (None from a daemon older than the field)."""
 
     argv: tuple[str, ...]
     cwd: str
     uid: int
     gid: int
     policy: msgspec.Raw
+    summary: DryRunSummary | None = None
 
 
 class SessionList(Reply, frozen=True, kw_only=True, tag="sessions"):

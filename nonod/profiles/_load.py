@@ -17,6 +17,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, final
 
@@ -60,8 +61,10 @@ class ProfileInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def builtin_profiles_dir() -> Path:
-    """The built-in profiles: ``profiles/`` beside the ``nonod`` package directory."""
-    return Path(nonod.__file__).resolve().parent.parent / "profiles"
+    """The built-in profiles: package data (``nonod/data/profiles``, in the wheel too; the
+    repository's top-level ``profiles/`` is a link to it). An installed package is files on
+    disk (the loader lists the directory); a zipped one is not supported."""
+    return Path(str(resources.files(nonod).joinpath("data", "profiles")))
 
 
 def user_profiles_dir(home: str, xdg_config_home: str | None = None) -> Path:

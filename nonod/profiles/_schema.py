@@ -470,7 +470,8 @@ class _Checker:
         close = difflib.get_close_matches(name, list(self.groups.groups), n=3)
         if close:
             return "did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
-        return "`nonoctl profile groups` lists the built-in groups"
+        return ("the built-in groups are the names in nonod/data/groups.json "
+                "(docs/profiles.md, *Groups*)")
 
     # commands
 

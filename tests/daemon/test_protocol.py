@@ -162,7 +162,7 @@ def test_the_client_side_imports_neither_trio_nor_the_daemon() -> None:
         "import nonoctl._cli, nonoctl.client, nonod.control.protocol\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('trio', 'structlog', 'trio_websocket') or m in "
-        "('nonod._sessions', 'nonod.sandbox', 'nonod.control._server', 'nonod.profiles'))\n"
+        "('nonod.sessions', 'nonod.sandbox', 'nonod.control._server', 'nonod.profiles'))\n"
         "print(','.join(bad))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)

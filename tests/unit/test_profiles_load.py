@@ -36,9 +36,13 @@ def write(directory: Path, name: str, doc: object) -> Path:
     return path
 
 
-def test_builtin_dir_is_next_to_the_package() -> None:
-    assert builtin_profiles_dir() == Path(nonod.__file__).resolve().parent.parent / "profiles"
+def test_builtin_profiles_are_package_data() -> None:
+    """Shipped inside the package (so a wheel has them); profiles/ at the top of the
+    repository is the same directory."""
+    assert builtin_profiles_dir() == Path(nonod.__file__).parent / "data" / "profiles"
     assert (builtin_profiles_dir() / "gitbot.json").is_file()
+    repo = Path(nonod.__file__).resolve().parent.parent
+    assert (repo / "profiles").resolve() == builtin_profiles_dir().resolve()
 
 
 def test_user_profiles_dir_follows_xdg() -> None:
