@@ -257,3 +257,28 @@ def test_a_working_directory_the_caller_cannot_reach_tells_it_nothing(
         assert "permission denied" in str(reply["message"])
     assert str(there["message"]).replace("projects", "X") == \
         str(absent["message"]).replace("nothing", "X")
+
+
+def test_the_user_daemon_refuses_fifos_and_directories_promptly(
+    daemon_thread: DaemonThread, short_tmp: Path
+) -> None:
+    """A FIFO passed as a profile, and a FIFO or a directory named trust-policy.json in the
+    working directory (a session can plant either in its own writable workdir): each launch
+    is refused at once with the file's type named; none hangs a thread."""
+    from .test_cli import CLI, cli_env
+
+    fifo = short_tmp / "profile.json"
+    os.mkfifo(fifo)
+    env = cli_env(daemon_thread.socket, short_tmp)
+    started = time.monotonic()
+    done = CLI(env, short_tmp)("launch", str(fifo), "--", "/bin/true")
+    assert done.returncode != 0 and "is a FIFO, not a regular file" in done.stderr, done.stderr
+    for plant, kind in ((os.mkfifo, "a FIFO"), (os.mkdir, "a directory")):
+        work = short_tmp / kind.replace(" ", "-")
+        work.mkdir()
+        plant(work / "trust-policy.json")
+        done = CLI(env, work)("launch", "--allow-cwd", "--", "/bin/true")
+        assert done.returncode == 124, done.stderr  # trust.*
+        assert "trust-policy.json" in done.stderr and kind in done.stderr, done.stderr
+    assert time.monotonic() - started < 30
+    assert CLI(env, short_tmp)("ps").returncode == 0  # the daemon still answers
