@@ -338,18 +338,27 @@ def read_optional(path: str, *, max_bytes: int,
 # ------------------------------------------------------------------- bounded threads
 
 
-_limiters: dict[int, trio.CapacityLimiter] = {}
+_limiters: trio.lowlevel.RunVar[dict[int, trio.CapacityLimiter]] | None = None
 _limiters_lock = threading.Lock()
 
 
 def _limiter(uid: int) -> trio.CapacityLimiter:
+    """``uid``'s own limiter in this trio run (one daemon loop; tests run several)."""
+    global _limiters
     import trio
 
     with _limiters_lock:
-        limiter = _limiters.get(uid)
-        if limiter is None:
-            limiter = _limiters[uid] = trio.CapacityLimiter(THREADS_PER_CALLER)
-        return limiter
+        if _limiters is None:
+            _limiters = trio.lowlevel.RunVar("nonod._callerfs.limiters")
+    try:
+        per_uid = _limiters.get()
+    except LookupError:
+        per_uid = {}
+        _limiters.set(per_uid)
+    limiter = per_uid.get(uid)
+    if limiter is None:
+        limiter = per_uid[uid] = trio.CapacityLimiter(THREADS_PER_CALLER)
+    return limiter
 
 
 async def run_as(caller: _HasUid | None, fn: Callable[[], T], *,
