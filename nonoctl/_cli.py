@@ -953,15 +953,14 @@ def _cmd_secret(args: argparse.Namespace, command: list[str], out: Output) -> in
     return EXIT_OK
 
 
-_POLICY_FILE: Final = "trust-policy.json"
+_POLICY_FILE: Final = "trust-policy.json"  # nonod.trust.POLICY_FILE_NAME, without the import
 
 
 def _user_trust_dir() -> Path:
-    """The caller's nono config dir, as the daemon finds it at launch."""
-    base = os.environ.get("XDG_CONFIG_HOME") or ""
-    if not base.startswith("/"):
-        base = str(Path.home() / ".config")
-    return Path(base) / "nono"
+    """The caller's nono config dir (trust policy, profiles), by the daemon's lookup."""
+    from nonod._xdg import own_config_dir
+
+    return own_config_dir()
 
 
 def _write_file(path: Path, data: bytes, *, replace: bool = True) -> None:
@@ -1078,53 +1077,33 @@ def _included_files() -> list[Path]:
     scan the daemon runs at launch (the policy is parsed, not verified: this only lists)."""
     from nonod import trust
 
-    path = Path(_POLICY_FILE)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise NonoError(f"no {_POLICY_FILE} here", hint="run `nonoctl trust init`") from None
-    except OSError as exc:
-        raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
-    policy = trust.parse_policy(data, source=str(path))
+    files = trust.read_policy_files(None, os.getcwd())
+    if files.project is None:
+        raise NonoError(f"no {_POLICY_FILE} here", hint="run `nonoctl trust init`")
+    policy = trust.parse_policy(files.project, source=str(files.project_path))
     report = trust.verify_tree(Path.cwd(), policy)
     return [Path(entry.path) for entry in report.entries if entry.real_path is not None]
 
 
 def _load_trust_policy(args: argparse.Namespace, out: Output) -> trust.TrustPolicy | None:
-    """``--policy FILE``, or the user-level policy merged with ./trust-policy.json. Each
-    policy must verify against its own bundle; the project policy against the user-level
-    one's publishers. The user-level policy's anchor (the daemon's own key) is checked at
-    launch, not here. ``None`` (reported) when there is no policy."""
+    """``--policy FILE``, or the user-level policy merged with ./trust-policy.json, by the
+    daemon's loader (``nonod.trust.load_policies``). Each policy must verify against its own
+    bundle; the project policy against the user-level one's publishers. The user-level
+    policy's anchor (the daemon's own key) is checked at launch, not here. ``None``
+    (reported) when there is no policy."""
     from nonod import trust
 
-    def read(path: Path) -> bytes | None:
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
-
-    def load(path: Path, trusted: trust.TrustPolicy | None) -> trust.TrustPolicy | None:
-        data = read(path)
-        if data is None:
-            return None
-        anchors = trusted if trusted is not None else trust.parse_policy(
-            data, source=str(path)).publishers
-        return trust.load_policy(data, read(path.with_name(path.name + ".bundle")),
-                                 trusted=anchors, name=path.name)
-
     if args.policy is not None:
-        policy = load(args.policy, None)
+        files = trust.read_policy_files(Path(args.policy), None)
+        policy = trust.load_policies(files, user_anchors=trust.self_anchored)
         if policy is None:
             out.error(f"{args.policy} not found")
         return policy
-    user = load(_user_trust_dir() / _POLICY_FILE, None)
-    project = load(Path(_POLICY_FILE), user)
-    if user is None and project is None:
+    files = trust.read_policy_files(trust.user_policy_path(_user_trust_dir()), os.getcwd())
+    policy = trust.load_policies(files, user_anchors=trust.self_anchored)
+    if policy is None:
         out.error("no trust policy found", "run `nonoctl trust init`, or pass --policy")
-        return None
-    return trust.merge_policies(user, project)
+    return policy
 
 
 def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> int:
@@ -1230,8 +1209,7 @@ def _cmd_learn(args: argparse.Namespace, command: list[str], out: Output) -> int
     from nonod import profiles
 
     env = dict(os.environ)
-    home = env.get("HOME") or os.path.expanduser("~")
-    user_dir = profiles.user_profiles_dir(home, env.get("XDG_CONFIG_HOME"))
+    user_dir = _user_trust_dir() / "profiles"  # the daemon's lookup (nonod._xdg)
     base = None
     if args.profile:
         base = profiles.load_profile(_profile_arg(args.profile) or args.profile,
@@ -1393,20 +1371,18 @@ def _audit_checker(args: argparse.Namespace, path: Path,
     except OSError as exc:
         raise NonoError(f"cannot read the signature beside {path}: {exc.strerror}") from exc
     hint = audit.bundle_key_hint(sidecar)
-    policy_path = _user_trust_dir() / _POLICY_FILE
-    if hint is None or not policy_path.exists():
+    if hint is None:
         return None
     from nonod import trust
 
     try:
-        data = policy_path.read_bytes()
-        bundle_path = policy_path.with_name(policy_path.name + ".bundle")
-        bundle = bundle_path.read_bytes() if bundle_path.exists() else None
-        policy = trust.load_policy(data, bundle, trusted=trust.parse_policy(
-            data, source=str(policy_path)).publishers, name=policy_path.name)
-    except (OSError, trust.TrustError) as exc:
+        files = trust.read_policy_files(trust.user_policy_path(_user_trust_dir()), None)
+        policy = trust.load_policies(files, user_anchors=trust.self_anchored)
+    except trust.TrustError as exc:
         out.note(f"nonoctl: warning: the user-level trust policy is not usable to check the "
-                 f"signature: {getattr(exc, 'message', exc)}")
+                 f"signature: {exc.message}")
+        return None
+    if policy is None:
         return None
     for publisher in policy.publishers:
         if publisher.keyed and publisher.key().fingerprint == hint:

@@ -22,6 +22,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from ._xdg import own_config_dir
 from .errors import NonoError
 
 KiB: Final = 1024
@@ -143,8 +144,7 @@ class LoadedConfig(msgspec.Struct, frozen=True, kw_only=True):
 def default_config_path(*, system: bool) -> Path:
     if system:
         return Path("/etc/nono/nonod.toml")
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
-    return Path(base) / "nono" / "nonod.toml"
+    return own_config_dir() / "nonod.toml"
 
 
 def default_state_dir(*, system: bool) -> Path:
@@ -157,8 +157,7 @@ def default_state_dir(*, system: bool) -> Path:
 def default_profile_dir(*, system: bool) -> Path:
     if system:
         return Path("/etc/nono/profiles")
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
-    return Path(base) / "nono" / "profiles"
+    return own_config_dir() / "profiles"
 
 
 _UNKNOWN = re.compile(

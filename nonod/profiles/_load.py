@@ -13,7 +13,6 @@ rule, listed in ``docs/profiles.md``.
 from __future__ import annotations
 
 import difflib
-import errno
 import json
 import os
 import re
@@ -27,6 +26,8 @@ from msgspec import UNSET, Raw
 
 import nonod
 
+from .._callerfs import CallerFileError, FileMissing, FileTooLarge, read_path
+from .._xdg import config_home
 from ..errors import ExtendsError, ProfileError, ProfileNotFound, UnknownKey
 from ._groups import builtin_groups, builtin_network
 from ._schema import (
@@ -71,8 +72,7 @@ def builtin_profiles_dir() -> Path:
 
 def user_profiles_dir(home: str, xdg_config_home: str | None = None) -> Path:
     """``$XDG_CONFIG_HOME/nono/profiles`` (``~/.config`` when unset or relative), as nono."""
-    config = xdg_config_home if xdg_config_home and xdg_config_home.startswith("/") else None
-    return Path(config or os.path.join(home, ".config")) / "nono" / "profiles"
+    return config_home(home, xdg_config_home) / "nono" / "profiles"
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -196,16 +196,15 @@ def _find(name: str, user_dir: Path | None, builtin_dir: Path, *, skip_user: boo
 
 
 def _read(found: _Found) -> bytes:
+    """Opened once, never blocking, regular files only (``nonod._callerfs``)."""
     try:
-        with open(found.path, "rb") as handle:
-            return handle.read(MAX_PROFILE_BYTES + 1)
-    except FileNotFoundError as exc:
-        raise ProfileNotFound("no such profile file", source=found.source) from exc
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        if exc.errno == errno.EISDIR:
-            reason = "is a directory"
-        raise ProfileError(f"cannot read profile: {reason}", source=found.source) from exc
+        return read_path(str(found.path), max_bytes=MAX_PROFILE_BYTES).data
+    except FileMissing:
+        raise ProfileNotFound("no such profile file", source=found.source) from None
+    except FileTooLarge:
+        raise ProfileError(f"larger than {MAX_PROFILE_BYTES} bytes", source=found.source) from None
+    except CallerFileError as exc:
+        raise ProfileError(f"cannot read profile: {exc.reason}", source=found.source) from None
 
 
 def load_profile(
@@ -213,8 +212,12 @@ def load_profile(
     *,
     user_dir: Path | None,
     builtin_dir: Path | None = None,
+    data: bytes | None = None,
 ) -> Profile:
     """Find, parse and flatten a profile: the result has no ``extends`` left.
+
+    ``data``: the bytes of ``name_or_path`` (a path) when the caller has read them already,
+    as the daemon does for a profile file named by its client (read as that client).
 
     ``user_dir`` is the requesting user's profile directory (see :func:`user_profiles_dir`),
     or None to use built-in profiles only. A user profile that extends its own name extends
@@ -232,7 +235,10 @@ def load_profile(
         root = _Found("path", stem, Path(name_or_path))
     else:
         root = _find(name_or_path, user_dir, builtin, skip_user=False)
-    profiles = _Linearizer(user_dir, builtin).run(root)
+    linearizer = _Linearizer(user_dir, builtin)
+    if data is not None and root.origin == "path":
+        linearizer.preloaded[linearizer.key(root)] = data
+    profiles = linearizer.run(root)
     merged = profiles[0]
     for profile in profiles[1:]:
         merged = merge(merged, profile)
@@ -253,6 +259,7 @@ class _Linearizer:
         self.builtin_dir = builtin_dir
         self.order: list[Profile] = []
         self.done: set[tuple[Origin, str]] = set()
+        self.preloaded: dict[tuple[Origin, str], bytes] = {}
 
     def run(self, root: _Found) -> list[Profile]:
         self.visit(root, [])
@@ -271,7 +278,8 @@ class _Linearizer:
                 source=chain[-2].source,
                 path="$.extends",
             )
-        profile = parse_profile(_read(found), found.source)
+        data = self.preloaded.get(self.key(found))
+        profile = parse_profile(_read(found) if data is None else data, found.source)
         for base_name in profile.bases():
             base = self.find_base(found, base_name)
             if any(self.key(base) == self.key(link) for link in chain):

@@ -34,7 +34,7 @@ import structlog
 import trio
 from structlog.contextvars import bound_contextvars
 
-from .. import _services
+from .. import _services, _xdg
 from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
@@ -358,8 +358,9 @@ class Registry:
                 plan.policy, plan.request, settings=self._network(),
                 environ=dict(plan.request.env),
                 listen_ports=plan.policy.network.listen_ports,
-                user_config_dir=_user_config_dir(plan.request),
+                user_config_dir=_user_config_dir(plan.request, plan.owner, system=self._system),
                 trust_override=plan.trust_override,
+                caller=plan.owner if self._system else None,
             )
             if prepared.request is None:
                 raise NonoError("session services produced no launch request")
@@ -664,8 +665,11 @@ class Registry:
             feed._send.close()
 
 
-def _user_config_dir(request: LaunchRequest) -> Path | None:
-    """The caller's nono config dir (its user-level trust policy lives there)."""
-    env = dict(request.env)
-    base = env.get("XDG_CONFIG_HOME") or (f"{env['HOME']}/.config" if env.get("HOME") else "")
-    return Path(base) / "nono" if base.startswith("/") else None
+def _user_config_dir(request: LaunchRequest, owner: Caller, *, system: bool) -> Path | None:
+    """The caller's nono config dir (its user-level trust policy lives there), or None.
+
+    From its uid (``nonod._xdg``): a system daemon's caller's password-database home, a user
+    daemon's own user; an absolute ``XDG_CONFIG_HOME`` in the request is honoured, a relative
+    or empty one means ``$HOME/.config`` (XDG spec)."""
+    uid = owner.uid if system else os.geteuid()
+    return _xdg.nono_config_dir(uid, dict(request.env), env_home=not system)
