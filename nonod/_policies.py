@@ -23,7 +23,7 @@ from typing import final
 import msgspec
 import trio
 
-from .control import protocol as p
+from . import protocol as p
 from .errors import PolicyError, ProfileError, ProfileNotFound
 from .policy import ResolvedPolicy
 from .profiles import (
