@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 from nonod.errors import NonoError
 
 from ._output import Output

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Final, TypeVar, final
 import wsproto
 import wsproto.events as ws_events
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 from nonod.control._socket import client_socket_path
 from nonod.errors import NonoError
 

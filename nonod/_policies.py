@@ -25,7 +25,7 @@ import msgspec
 import trio
 
 from . import _callerfs, _xdg
-from .control import protocol as p
+from . import protocol as p
 from .errors import PolicyError, ProfileError, ProfileNotFound
 from .policy import ResolvedPolicy
 from .profiles import (

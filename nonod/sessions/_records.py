@@ -18,7 +18,7 @@ from typing import Final
 import msgspec
 import structlog
 
-from ..control import protocol as p
+from .. import protocol as p
 from ..sandbox import EnforcementReport
 from ._output import write_all
 

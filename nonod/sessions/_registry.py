@@ -26,6 +26,7 @@ import secrets
 import shutil
 import signal as _signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final
 
@@ -47,7 +48,6 @@ from ..audit import Event as AuditEvent
 from ..audit._fanout import AuditHub
 from ..audit._kernel import FsDeniedMonitor, Watch
 from ..audit._writer import Ledger
-from ..control import protocol as p
 from ..errors import NonoError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest, LayerReport
@@ -79,6 +79,14 @@ EVENT_BACKLOG: Final = 256
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """A session started or exited: ``record`` is a copy taken at that moment."""
+
+    kind: str
+    record: SessionRecord
+
+
 @final
 class EventFeed:
     """Lifecycle events for one subscriber; closed (``lagged``) if it falls behind."""
@@ -86,13 +94,13 @@ class EventFeed:
     def __init__(self, caller: Caller, session_id: str | None) -> None:
         self.caller = caller
         self.session_id = session_id
-        self._send, self.channel = trio.open_memory_channel[p.SessionEvent](EVENT_BACKLOG)
+        self._send, self.channel = trio.open_memory_channel[LifecycleEvent](EVENT_BACKLOG)
         self.lagged = False
 
-    def _offer(self, event: p.SessionEvent, owner_uid: int) -> bool:
-        if not self.caller.may_see(owner_uid):
+    def _offer(self, event: LifecycleEvent) -> bool:
+        if not self.caller.may_see(event.record.owner_uid):
             return True
-        if self.session_id is not None and event.session.id != self.session_id:
+        if self.session_id is not None and event.record.id != self.session_id:
             return True
         try:
             self._send.send_nowait(event)
@@ -246,8 +254,8 @@ class Registry:
         return feed
 
     def _emit(self, kind: str, session: Session) -> None:
-        event = p.SessionEvent(kind=kind, session=session.info())
-        self._feeds = [f for f in self._feeds if f._offer(event, session.record.owner_uid)]
+        event = LifecycleEvent(kind=kind, record=msgspec.structs.replace(session.record))
+        self._feeds = [f for f in self._feeds if f._offer(event)]
 
     # -- launching
     def _check_launch(self, plan: SessionPlan) -> None:

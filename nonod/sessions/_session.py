@@ -19,12 +19,12 @@ from typing import Final, final
 import structlog
 import trio
 
+from .. import protocol as p
 from .._services import InboundEvent, Prepared
 from ..audit import AuditError, AuditWriteError, ViewGuarded
 from ..audit import CredentialInjected as AuditCredentialInjected
 from ..audit import Event as AuditEvent
 from ..audit import Network as AuditNetwork
-from ..control import protocol as p
 from ..sandbox import GuardReport
 from ._audit import SessionAudit
 from ._contracts import Process
@@ -107,37 +107,13 @@ class Session:
     def log_path(self) -> Path:
         return self.directory / "output.log"
 
-    def info(self) -> p.SessionInfo:
-        r = self.record
-        return p.SessionInfo(
-            id=r.id, name=r.name, state=r.state, pid=r.pid, profile=r.profile, argv=r.argv,
-            started_at=r.started_at, ended_at=r.ended_at, exit_code=r.exit_code,
-            signal=r.signal, enforcement=r.enforcement,
-        )
-
-    def statistics(self) -> p.SessionDetail:
-        """Everything ``inspect`` shows."""
-        r = self.record
-        return p.SessionDetail(
-            id=r.id, name=r.name, state=r.state, pid=r.pid, profile=r.profile, argv=r.argv,
-            started_at=r.started_at, ended_at=r.ended_at, exit_code=r.exit_code,
-            signal=r.signal, enforcement=r.enforcement, uid=r.uid, gid=r.gid, cwd=r.cwd,
-            detached=r.detached, tty=r.tty, attached=self.attached_by is not None,
-            reason=r.reason,
-            policy_digest=r.policy_digest,
-            log_path=str(self.log_path) if r.tty else None,
-            output_bytes=self.output.total if self.output is not None else 0,
-        )
-
-    def exited_reply(self) -> p.Exited:
-        r = self.record
-        return p.Exited(session=r.id, exit_code=r.exit_code, signal=r.signal,
-                        reason=r.reason or "exited")
-
-    async def wait_exited(self) -> p.Exited:
+    async def wait_exited(self) -> None:
         """Wait until the session has ended and its record is final."""
         await self._exited.wait()
-        return self.exited_reply()
+
+    @property
+    def attached(self) -> bool:
+        return self.attached_by is not None
 
     def request_stop(self, *, reason: p.EndReason, grace: float) -> None:
         """Stop the session: SIGTERM, ``grace`` seconds, then SIGKILL. Returns at once."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nonoctl.client import Connection
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 from .conftest import session_env, wait_pid_gone
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 from .conftest import DaemonThread
 

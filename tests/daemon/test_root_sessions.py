@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nonoctl.client import RemoteError
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 from .conftest import DaemonThread, session_env, wait_pid_gone
 
