@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,9 +21,9 @@ from nonod.profiles import ResolveContext, load_profile, parse_profile, resolve
 
 from ..conftest import Result, SandboxUser
 from .test_sandbox import policy, probe
+from .test_viewguard import WAIT, _meanwhile
 
 SEED = Path(__file__).parents[2] / "profiles" / "gitbot.json"
-SETTLE = 0.3  # the guard re-mounts well within this; its window is measured in bench/
 
 
 @pytest.fixture
@@ -96,28 +94,6 @@ def test_a_session_that_does_nothing_leaves_the_host_home_as_it_was(
     assert not (fake_home / ".bash_profile").exists()
     # The session sees the host's names, no more (no placeholder in its view either).
     assert r.stdout.split("\n")[0] == str(sorted(os.listdir(fake_home)))
-
-
-def _meanwhile(work: Path, change: Callable[[], None]) -> threading.Thread:
-    """Run ``change`` on the host once the program wrote ``ready``; then, after the guard's
-    window, let it go on (``go``)."""
-    def run() -> None:
-        deadline = time.monotonic() + 30
-        while not (work / "ready").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        change()
-        time.sleep(SETTLE)
-        (work / "go").touch()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
-WAIT = ("import time\n"
-        "open('ready', 'w').close()\n"
-        "while not os.path.exists('go'):\n"
-        "    time.sleep(0.01)\n")
 
 
 def _run_while(sandbox_user: SandboxUser, pol: ResolvedPolicy, work: Path,
