@@ -202,7 +202,7 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
             top = os.path.join(wdir, repo)
             if os.path.isfile(top) and not os.path.islink(top):
                 names.append(repo)
-            if not os.path.isdir(top) or os.path.islink(top):
+            if not os.path.isdir(top):
                 names = [n for n in names if not n.startswith(repo + "/")]
         for name in names:
             path = os.path.normpath(os.path.join(wdir, name))
@@ -254,20 +254,24 @@ class _View:
         if placed is None:
             self.skipped.append(path)
             return
-        self._covered.append(path)
+        self._covered += [path, placed.target]
         if not placed.absent:
-            self.masked.append(path)
+            self.masked.append(placed.target)
 
     def guard(self, path: str, op: MountOp) -> MountOp | None:
         """Place ``op`` for ``path`` and return it as placed (``absent`` if ``path`` does not
-        exist); None if it cannot be guarded from here (out of the view, or a symbolic link on
-        the way: its target is judged on its own)."""
+        exist); None if it cannot be guarded (out of the view, or itself a symbolic link: its
+        target is judged on its own). A symbolic link on the way (``~/.config`` pointing into
+        a dotfiles repository) is followed: the operation goes where the path leads."""
         bind = self._innermost(path)
         if bind is None:
             return None
         walk = _walk(bind.target, path)
         if walk is None:
-            return None
+            real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+            if real == path:
+                return None
+            return self.guard(real, msgspec.structs.replace(op, target=real))
         existing, missing = walk
         if missing is None and op.kind == READONLY and os.path.islink(path):
             return None
@@ -289,11 +293,15 @@ class _View:
 
 def _walk(root: str, path: str) -> tuple[list[str], str | None] | None:
     """The existing paths from ``root`` down to ``path`` and the first one missing (None if
-    ``path`` exists); None if a symbolic link lies on the way before ``path``."""
+    ``path`` exists); None if a symbolic link lies on the way before ``path`` (or the way
+    leaves ``root``)."""
     existing = [root]
     if path == root:
         return existing, None
-    for part in os.path.relpath(path, root).split("/"):
+    rel = os.path.relpath(path, root)
+    if rel.startswith(".."):
+        return None
+    for part in rel.split("/"):
         cur = os.path.join(existing[-1], part)
         if not os.path.lexists(cur):
             return existing, cur

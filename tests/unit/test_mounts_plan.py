@@ -133,3 +133,19 @@ def test_writable_persistence_opts_a_path_out(tmp_path: Path, opt_out: str) -> N
         assert path not in p.creation_refused and path not in p.absent
     assert f"{work}/.github" not in p.anchored
     assert f"{work}/.vscode" in p.creation_refused
+
+
+def test_a_symbolic_link_on_the_way_is_followed(tmp_path: Path) -> None:
+    """``~/.config`` pointing into a dotfiles repository: the mask goes where the path leads
+    (the mount would follow the link anyway), and what is missing there is refused there."""
+    home = tmp_path / "home"
+    (home / "dotfiles" / "config" / "gcloud").mkdir(parents=True)
+    (home / ".config").symlink_to(home / "dotfiles" / "config")
+    (home / "work").mkdir()
+    (home / "repo" / ".git" / "hooks").mkdir(parents=True)
+    (home / "work" / ".git").symlink_to(home / "repo" / ".git")
+    p = plan(tmp_path, (home, Access.READWRITE), (home / "work", Access.READWRITE), home=home,
+             denials=(home / ".config" / "gcloud", home / ".config" / "op"))
+    assert f"{home}/dotfiles/config/gcloud" in p.masked
+    assert f"{home}/dotfiles/config/op" in p.creation_refused
+    assert f"{home}/repo/.git/hooks" in p.protected
