@@ -286,7 +286,9 @@ class _View:
             return op
         later = msgspec.structs.replace(op, absent=True)
         self.later.append(later)
-        if writable and os.path.isdir(existing[-1]) and missing not in self.refused:
+        parent = existing[-1]
+        if writable and os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK) \
+                and missing not in self.refused:
             self.refused.append(missing)
         return later
 
@@ -413,9 +415,9 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
         elif op.kind in (MASK_DIR, MASK_FILE, READONLY, ANCHOR):
             try:
                 mode = os.lstat(target).st_mode
-            except FileNotFoundError:
-                if op.absent:
-                    continue  # the view guard mounts it if the host makes it
+            except OSError as exc:
+                if op.absent and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+                    continue  # the view guard mounts it if the host makes it (and we can see)
                 raise
             try:
                 cover(op, mode)

@@ -89,6 +89,11 @@ class ViewGuard:
         fds: list[int] = []
         watched: list[tuple[int, int]] = []
         for directory in self.dirs:
+            if not os.access(directory, os.X_OK):
+                # Not searchable with the namespace owner's capabilities (``/lost+found``
+                # under a writable "/"): the program cannot reach anything in it either.
+                watched.append((0, 0))
+                continue
             try:
                 fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError as exc:
@@ -125,7 +130,8 @@ class ViewGuard:
             except OSError:
                 out.append((0, 0))
                 continue
-            out.append((st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else (0, 0))
+            searchable = stat.S_ISDIR(st.st_mode) and os.access(directory, os.X_OK)
+            out.append((st.st_dev, st.st_ino) if searchable else (0, 0))
         return out
 
     def check(self) -> list[MountOp]:
@@ -166,9 +172,11 @@ class ViewGuard:
 
     @staticmethod
     def _current(target: str) -> tuple[int, int]:
+        """(mount id, mode) of ``target``; (-1, -1) if it names nothing we can reach (what the
+        guard, with the namespace owner's capabilities, cannot reach, the program cannot)."""
         try:
             return _libc.mount_id(target)
         except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
                 return -1, -1
             raise
