@@ -28,7 +28,7 @@ from ._launcher import (
     RECORD,
     STEPS,
 )
-from ._mounts import MASK_DIR, MASK_FILE, PIN, READONLY
+from ._mounts import ANCHOR, MASK_DIR, MASK_FILE, PIN, READONLY
 from ._plan import build_plan
 from ._types import EnforcementReport, ExitStatus, LaunchRequest
 
@@ -43,7 +43,8 @@ _HINTS = {
 }
 
 
-_GUARDED_KINDS = {PIN: "pin", MASK_DIR: "mask", MASK_FILE: "mask", READONLY: "read_only"}
+_GUARDED_KINDS = {PIN: "pin", MASK_DIR: "mask", MASK_FILE: "mask", READONLY: "read_only",
+                  ANCHOR: "anchor"}
 
 
 @dataclass(frozen=True)

@@ -418,12 +418,15 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1) -> None:
             if message[:1] == b"E":
                 raise OSError(struct.unpack("<i", message[1:5])[0] if len(message) >= 5
                               else errno.EIO, "the guard hub can no longer watch")
-            if message[:1] != b"c":
-                continue  # "k": a rewatch was taken
+            if message[:1] not in (b"c", b"k"):
+                continue
+            # "c": something changed; "k": a rewatch was taken, and what appeared between the
+            # last check and the new watches (a file in a directory just made) shows no event.
             for op in view.check():
                 _write_all(report, record(REC_GUARD, op.kind, GUARD_RESTORED,
                                           op.target.encode()[:4000]))
-            _hub_watch(hub, view)  # a replaced directory on the way is a new inode
+            if message[:1] == b"c" or view.identities() != view.watched:
+                _hub_watch(hub, view)  # a replaced or new directory on the way: a new inode
         except (OSError, GuardLost) as exc:
             why = (f"{exc.target}\0{exc.why}" if isinstance(exc, GuardLost)
                    else f"{exc.filename or ''}\0{exc.strerror or exc}")

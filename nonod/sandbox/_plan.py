@@ -271,7 +271,9 @@ def build_plan(
     if kept:
         # The launch fails at step `guard` if the guard cannot start: here it is running.
         layers.append(applied("view_guard", detail=f"{kept} masks, pins and read-only binds "
-                              "kept when the host renames or deletes their paths (inotify)"))
+                              "kept when the host renames or deletes their paths (inotify), "
+                              f"{len(mounts.absent)} of them applied if the host creates "
+                              "them (absent at launch)"))
     if landlock_net:
         layers.append(partial(
             "network", "Landlock fallback (linux.sandbox_policy=landlock): the host's network, "
