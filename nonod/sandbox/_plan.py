@@ -17,11 +17,13 @@ from collections.abc import Iterable
 
 from ..errors import EnforcementUnavailable, LaunchError
 from ..policy import EnvPolicy, Grant, ResolvedPolicy
-from . import _landlock, _libc, _seccomp
+from . import _createguard, _landlock, _libc, _seccomp
 from ._launcher import LaunchPlan
 from ._mounts import (
     BIND_DIR,
     BIND_FILE,
+    HOME_RC_FILES,
+    PERSISTENCE_NAMES,
     PIN,
     PRIVATE_TMP,
     TMPFS,
@@ -30,9 +32,14 @@ from ._mounts import (
     compile_mounts,
     expand_root,
 )
-from ._report import applied, partial
+from ._report import applied, partial, unavailable
+from ._syscalls import native_arch
 from ._types import EnforcementReport, LaunchRequest, LayerReport
 from ._viewguard import guarded
+
+# Until ``MountPlan.creation_refused`` (the masks work) lands: names refused when absent in
+# a writable directory, besides ``PERSISTENCE_NAMES`` and the $HOME rc files.
+_MORE_PERSISTENCE = (".github", ".pre-commit-config.yaml", ".git/info/attributes")
 
 # Passed through when present, unless the profile denies them: what a program needs to behave.
 BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TERM", "COLORTERM",
@@ -138,6 +145,42 @@ def _filter_for(options: _seccomp.SeccompOptions) -> bytes:
 
 
 @functools.cache
+def _notify_filter() -> bytes:
+    return _createguard.build_notify_filter(native_arch())
+
+
+def creation_refused(writable_dirs: Iterable[str], *, home: str,
+                     writable_persistence: Iterable[str] = ()) -> tuple[str, ...]:
+    """The absent persistence paths that must not be created in ``writable_dirs`` (their
+    first missing component), minus the ones the profile lets the session write. A missing
+    ``.git`` itself is left creatable: ``git init`` must work (what it makes is protected
+    from the next session on, when it exists)."""
+    allowed = set(writable_persistence)
+    dirs = list(writable_dirs)
+    candidates: list[str] = []
+    for wdir in dirs:
+        names = [*PERSISTENCE_NAMES, *_MORE_PERSISTENCE]
+        if home == wdir or home.startswith(wdir.rstrip("/") + "/"):
+            names += [os.path.relpath(os.path.join(home, rc), wdir) for rc in HOME_RC_FILES]
+        candidates += [os.path.normpath(os.path.join(wdir, n)) for n in names]
+    missing = _createguard.first_missing(
+        (c for c in candidates if c not in allowed), dirs)
+    return tuple(m for m in missing if m not in allowed and os.path.basename(m) != ".git")
+
+
+def _creation_layer(policy: ResolvedPolicy, refused: tuple[str, ...], abi: int
+                    ) -> LayerReport | None:
+    if not refused:
+        return None
+    if abi < 2:
+        report = unavailable("creation_guard", f"{len(refused)} absent persistence paths could "
+                             "be created: the guard needs Landlock ABI v2+ (REFER)")
+    else:
+        report = applied("creation_guard", detail=_createguard.describe(refused))
+    return _degraded(policy, "creation_guard", report)
+
+
+@functools.cache
 def _host_abi() -> int:
     """The kernel's Landlock ABI: it cannot change while we run."""
     return _landlock.probe_abi()
@@ -217,6 +260,13 @@ def build_plan(
             raise LaunchError(f"pinned path must be absolute: {path}", step="mounts")
         ops.append(MountOp(PIN, os.path.realpath(path), str(index)))
 
+    writable_dirs = [op.target for op in mounts.ops if op.kind == BIND_DIR and op.writable]
+    refused = creation_refused(writable_dirs, home=home,
+                               writable_persistence=policy.writable_persistence)
+    creation_layer = _creation_layer(policy, refused, landlock.abi)
+    if creation_layer is None or creation_layer.state != "applied":
+        refused = ()
+
     plan = LaunchPlan(
         executable=executable,
         argv=request.argv,
@@ -236,6 +286,8 @@ def build_plan(
         audit_tag=request.audit_tag,
         # + the outer launcher and the init, which count in the same user namespace
         max_processes=policy.max_processes + 2 if policy.max_processes else 0,
+        creation_refused=refused,
+        creation_filter=_notify_filter() if refused else b"",
     )
     layers = [
         applied("namespaces", detail="user, mount, pid, ipc, uts, cgroup"
@@ -250,6 +302,9 @@ def build_plan(
         applied("capabilities", detail="all dropped, securebits locked"),
         _processes_layer(policy.max_processes, uid),
     ]
+    if creation_layer is not None:
+        # The launch fails at step `createguard` if the guard cannot be set up.
+        layers.append(creation_layer)
     kept = len(guarded(plan.mounts))
     if kept:
         # The launch fails at step `guard` if the guard cannot start: here it is running.
