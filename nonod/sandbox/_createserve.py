@@ -172,8 +172,8 @@ class _Call:
             raise Continue
         if slash and not head:
             head = b"/"
-        if head.startswith(b"/"):
-            base = AT_FDCWD
+        if head.startswith(b"/") and not resolve:
+            base = AT_FDCWD  # (openat2's RESOLVE_IN_ROOT takes "/" as the dirfd)
         elif dirfd == AT_FDCWD:
             base = self.open(f"/proc/{self.tid}/cwd", _DIR)
         else:
@@ -213,8 +213,6 @@ class Supervisor:
         self.refused = {ident: frozenset(fold(n) for n in names)
                         for ident, names in guard.guarded.items()}
         self.ruled = guard.ruled
-        self.served = 0
-        self.emulated = 0
 
     def fileno(self) -> int:
         return self.listener
@@ -230,7 +228,6 @@ class Supervisor:
                 return  # the target went away before we received it
             raise
         notif_id, tid, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf.raw)
-        self.served += 1
         call: _Call | None = None
         try:
             call = _Call(self.listener, notif_id, tid)
@@ -413,7 +410,6 @@ class Supervisor:
 
     def _answer(self, call: _Call, result: tuple[str, int, int]) -> None:
         kind, value, extra = result
-        self.emulated += 1
         if kind == "fd":
             try:
                 addfd = ctypes.create_string_buffer(_ADDFD.pack(

@@ -26,6 +26,21 @@ WORK_NAMES = (".envrc", ".vscode", ".github", ".gitmodules", ".pre-commit-config
 HOME_NAMES = (".bashrc", ".ssh", ".profile")
 
 
+# openat2(dirfd, path, {O_CREAT | O_WRONLY, mode 0o666, resolve}): its flags are behind a
+# pointer, so the filter notifies every call.
+OPENAT2 = (
+    "import ctypes\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "def openat2(p, resolve=0, dirfd=-100):\n"
+    "    how = ctypes.create_string_buffer((0o101).to_bytes(8, 'little')"
+    " + (0o666).to_bytes(8, 'little') + resolve.to_bytes(8, 'little'), 24)\n"
+    "    r = libc.syscall(437, dirfd, p.encode(), how, 24)\n"
+    "    if r < 0: raise OSError(ctypes.get_errno(), 'openat2')\n"
+    "    os.close(r)\n"
+    "    return 0\n"
+)
+
+
 def layout_policy(home: Path, work: Path, **kw: object) -> ResolvedPolicy:
     return ResolvedPolicy(
         name="test",
@@ -131,13 +146,7 @@ def test_protected_names_cannot_be_created_by_any_syscall(
         sandbox_user.chown(seed)
     before = _listing(home, work)
     targets = [*(str(work / n) for n in WORK_NAMES), *(str(home / n) for n in HOME_NAMES)]
-    code = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-    code += "def openat2(p):\n"
-    code += ("    how = ctypes.create_string_buffer(bytes([0o101, 0, 0, 0, 0, 0, 0, 0]) "
-             "+ (0o644).to_bytes(8, 'little') + bytes(8), 24)\n"
-             "    r = libc.syscall(437, -100, p.encode(), how, 24)\n"
-             "    if r < 0: raise OSError(ctypes.get_errno(), 'openat2')\n"
-             "    return 0\n")
+    code = OPENAT2
     for t in targets:
         same = os.path.join(os.path.dirname(t), "seed")  # rename and link: same mount
         code += (f"t(lambda: os.open('{t}', os.O_CREAT | os.O_WRONLY, 0o644))\n"
@@ -159,8 +168,7 @@ def test_other_names_are_created_with_the_programs_umask(
         sandbox_user: SandboxUser, layout: tuple[Path, Path]) -> None:
     home, work = layout
     out = run_in(sandbox_user, home, work, (
-        "import ctypes\n"
-        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        OPENAT2 +
         "os.umask(0o027)\n"
         "t(lambda: os.close(os.open('made.txt', os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666)))\n"
         "t(lambda: open('made.txt', 'a').write('more'))\n"
@@ -181,9 +189,13 @@ def test_other_names_are_created_with_the_programs_umask(
         f"t(lambda: open('{home}/.bashrc.bak', 'w').write('ok'))\n"
         f"t(lambda: os.mkdir('{home}/.cache'))\n"
         "t(lambda: open('/dev/shm/scratch', 'w').write('t'))\n"
+        "t(lambda: openat2('o2.txt'))\n"
+        "t(lambda: openat2('/o2b.txt', 0x10, os.open('.', os.O_PATH)))\n"  # RESOLVE_IN_ROOT
+        "t(lambda: openat2('../o2c.txt', 0x08))\n"  # RESOLVE_BENEATH
     ))
     assert out == ["OK ", "OK 4", "OK True", "OK False", "OK ", "OK ", "OK 4", "OK 1", "OK ",
-                   "OK ", "OK ", "OK ", "OK ", "EEXIST", "EEXIST", "OK 2", "OK ", "OK 1"]
+                   "OK ", "OK ", "OK ", "OK ", "EEXIST", "EEXIST", "OK 2", "OK ", "OK 1", "OK 0",
+                   "OK 0", "EXDEV"]
     uid = sandbox_user.uid
 
     def mode(p: Path) -> int:
@@ -201,6 +213,8 @@ def test_other_names_are_created_with_the_programs_umask(
     assert (work / "src" / "moved.txt").read_text() == "deep"
     assert (work / "src" / "kernel.txt").read_text() == "k"
     assert (home / ".bashrc.bak").read_text() == "ok" and (home / ".cache").is_dir()
+    assert mode(work / "o2.txt") == 0o640 and mode(work / "o2b.txt") == 0o640
+    assert not (home / "o2c.txt").exists()
 
 
 def test_existing_subdirectories_keep_creation_in_the_kernel(
