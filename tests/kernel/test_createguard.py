@@ -15,7 +15,7 @@ import pytest
 from nonod.errors import EnforcementUnavailable
 from nonod.policy import Access, Denial, Grant, ResolvedPolicy
 from nonod.sandbox import LaunchRequest
-from nonod.sandbox._createguard import first_missing, guarded_dirs, layer2_dirs
+from nonod.sandbox._createguard import first_missing, guarded_dirs, layer2_dirs, prepare
 from nonod.sandbox._plan import build_plan, creation_refused
 
 from ..conftest import SandboxUser
@@ -133,6 +133,22 @@ def test_the_guard_is_refused_without_refer_unless_degraded(layout: tuple[Path, 
     assert str(home / ".bashrc") in plan.creation_refused
     layer = next(lay for lay in report.layers if lay.name == "creation_guard")
     assert layer.state == "applied" and "names refused" in layer.detail
+
+
+def test_the_guard_fails_closed_when_it_cannot_be_built(tmp_path: Path) -> None:
+    """What the init does at step `createguard`: a guarded directory that is not there, or a
+    Landlock without REFER, is an error (the launch is refused), never a guard left out."""
+    with pytest.raises(FileNotFoundError):
+        prepare([str(tmp_path / "gone" / ".envrc")], [str(tmp_path)], abi=7)
+    with pytest.raises(OSError, match="REFER"):
+        prepare([str(tmp_path / ".envrc")], [str(tmp_path)], abi=1)
+    guard = prepare([str(tmp_path / ".envrc")], [str(tmp_path)], abi=7)
+    try:
+        assert list(guard.guarded.values()) == [frozenset({".envrc"})]
+        assert guard.ruled == frozenset()  # tmp_path is guarded and has no subdirectories
+    finally:
+        for fd in (guard.ruleset, *guard.keep):
+            os.close(fd)
 
 
 # --- in real sessions ----------------------------------------------------------------------------
