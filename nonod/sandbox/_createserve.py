@@ -18,6 +18,11 @@ itself is one allowed name in a directory it opened and checked, under the first
 session's rules) only. A program that changes its path buffer after the read gains nothing:
 the emulation uses the init's copy, and a continued call is checked by the kernel.
 
+The init resolves paths with its own access to ``/proc`` (``/proc/1/cwd`` is its own
+directory): that changes which path leads to a directory, never what may be created there,
+since every directory the init can reach is in the session's view and emulation creates
+only allowed names, under the session's rules.
+
 Emulations that do not fit are continued (the kernel then refuses in a guarded directory):
 a final component that already exists (an open of it creates nothing; a symlink is followed
 by the kernel), device nodes, ``linkat(AT_EMPTY_PATH)``, and any call whose memory the init
@@ -56,7 +61,7 @@ AT_EMPTY_PATH: Final = 0x1000
 RESOLVE_CACHED: Final = 0x20
 PATH_MAX: Final = 4096
 _PAGE: Final = 4096
-_MAX_DEPTH: Final = 256  # ".." steps when looking for a guarded ancestor
+_MAX_DEPTH: Final = PATH_MAX // 2  # ".." steps when looking for a guarded ancestor
 _DIR: Final = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _CREAT_FLAGS: Final = os.O_CREAT | os.O_WRONLY | os.O_TRUNC  # what creat(2) means
 
@@ -229,11 +234,17 @@ class Supervisor:
             raise
         notif_id, tid, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf.raw)
         call: _Call | None = None
+        result: tuple[str, int, int] | None = None
         try:
             call = _Call(self.listener, notif_id, tid)
-            self._answer(call, self._handle(call, self.names.get(nr, ""), args))
-        except (Continue, OSError, ValueError):
-            self._send(notif_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+            result = self._handle(call, self.names.get(nr, ""), args)
+        except Exception:  # noqa: BLE001 - Continue, and any surprise (a pointer past 2**63):
+            result = None  # the kernel decides, which is always safe
+        try:
+            if call is None or result is None:
+                self._send(notif_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+            else:
+                self._answer(call, result)
         finally:
             if call is not None:
                 call.close()

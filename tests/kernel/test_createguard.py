@@ -333,3 +333,25 @@ def test_racing_the_path_buffer_never_creates_a_refused_name(
     ))
     assert out[-1] == "True 0"
     assert not (work / ".envrc").exists()
+
+
+def test_hostile_arguments_do_not_stop_the_supervisor(
+        sandbox_user: SandboxUser, layout: tuple[Path, Path]) -> None:
+    """Pointers the init cannot read (unmapped, past 2**63) are continued into the kernel,
+    which answers EFAULT; the init goes on serving."""
+    home, work = layout
+    openat = {"x86_64": 257, "aarch64": 56}[os.uname().machine]
+    out = run_in(sandbox_user, home, work, (
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "libc.syscall.restype = ctypes.c_long\n"
+        "def raw(addr):\n"
+        f"    r = libc.syscall({openat}, -100, ctypes.c_void_p(addr), 0o101, 0o644)\n"
+        "    if r < 0: raise OSError(ctypes.get_errno(), 'openat')\n"
+        "    return 0\n"
+        "t(lambda: raw(0xFFFFFFFFFFFFFFFF))\n"
+        "t(lambda: raw(0x10))\n"
+        "t(lambda: open('after', 'w').write('x'))\n"
+    ))
+    assert out == ["EFAULT", "EFAULT", "OK 1"]
+    assert (work / "after").read_text() == "x"
