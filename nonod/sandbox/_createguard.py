@@ -217,6 +217,8 @@ class Guard(NamedTuple):
     guarded: dict[Identity, frozenset[str]]  # guarded directory -> names refused in it
     ruled: frozenset[Identity]  # directories that carry their own layer-2 rule
     keep: tuple[int, ...]  # O_PATH descriptors of the guarded directories (pins the inodes)
+    paths: dict[str, frozenset[str]]  # the same by path: a directory made again where a
+    # guarded one was (the host removed it) is refused its names too
 
 
 def _identity(fd: int) -> Identity:
@@ -282,7 +284,7 @@ def prepare(refused: Sequence[str], writable: Sequence[str], abi: int) -> Guard:
         if ruleset >= 0:
             os.close(ruleset)
         raise
-    return Guard(ruleset, guarded, frozenset(ruled), tuple(keep))
+    return Guard(ruleset, guarded, frozenset(ruled), tuple(keep), dirs)
 
 
 def confine_program(guard: Guard, program: bytes, sock: socket.socket) -> None:

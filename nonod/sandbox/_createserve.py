@@ -217,6 +217,8 @@ class Supervisor:
         self.guarded = guard.guarded
         self.refused = {ident: frozenset(fold(n) for n in names)
                         for ident, names in guard.guarded.items()}
+        self.refused_at = {os.fsencode(path): frozenset(fold(n) for n in names)
+                           for path, names in guard.paths.items()}
         self.ruled = guard.ruled
 
     def fileno(self) -> int:
@@ -308,9 +310,18 @@ class Supervisor:
                 os.close(walked)
 
     def _refused(self, fd: int, name: bytes) -> bool:
+        """Whether ``name`` is refused in the directory open on ``fd``: the guarded directory
+        itself, or one at its path (the host removed the original and the mount on it went;
+        the new one has no layer-2 rule, so continuing is refusing)."""
         st = os.fstat(fd)
-        names = self.refused.get((st.st_dev, st.st_ino))
-        return names is not None and fold(os.fsdecode(name)) in names
+        folded = fold(os.fsdecode(name))
+        if folded in self.refused.get((st.st_dev, st.st_ino), ()):
+            return True
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}".encode())
+        except OSError:
+            return True  # cannot tell: the kernel decides
+        return folded in self.refused_at.get(path, ())
 
     def _creatable(self, fd: int, name: bytes) -> None:
         """Continue unless this creation is one the init must do (see the module doc)."""

@@ -8,6 +8,8 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -355,3 +357,41 @@ def test_hostile_arguments_do_not_stop_the_supervisor(
     ))
     assert out == ["EFAULT", "EFAULT", "OK 1"]
     assert (work / "after").read_text() == "x"
+
+
+def test_a_guarded_directory_removed_by_the_host_is_guarded_again_at_its_path(
+        sandbox_user: SandboxUser, layout: tuple[Path, Path]) -> None:
+    """The host removes W/.git/info while the session runs (its mount in the session goes
+    with it); the session makes the directory again: .git/info/attributes stays refused."""
+    home, work = layout
+    git = work / ".git"
+    for d in (git, git / "hooks", git / "info"):
+        d.mkdir()
+        sandbox_user.chown(d)
+    (git / "config").write_text("[core]\n")
+    sandbox_user.chown(git / "config")
+
+    def remove_info() -> None:
+        deadline = time.monotonic() + 30
+        while not (work / "ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        shutil.rmtree(git / "info")
+        (work / "go").touch()
+
+    thread = threading.Thread(target=remove_info)
+    thread.start()
+    try:
+        out = run_in(sandbox_user, home, work, (
+            "import time\n"
+            "open('ready', 'w').close()\n"
+            "while not os.path.exists('go'):\n"
+            "    time.sleep(0.01)\n"
+            "t(lambda: os.mkdir('.git/info'))\n"
+            "t(lambda: open('.git/info/exclude', 'w').write('x'))\n"
+            "t(lambda: open('.git/info/attributes', 'w'))\n"
+            "t(lambda: os.symlink('x', '.git/info/attributes'))\n"
+        ))
+    finally:
+        thread.join()
+    assert out == ["OK ", "OK 1", "EACCES", "EACCES"]
+    assert not (git / "info" / "attributes").exists()
