@@ -40,6 +40,9 @@ _HINTS = {
     "idmap": "the kernel refused the uid/gid map of the session's user namespace",
     "mounts": "a path in the policy could not be mounted in the session's view",
     "exec": "the program could not be started inside the session",
+    "createguard": "the guard that keeps absent persistence files from being created could "
+                   "not be set up (docs/sandbox.md, \"The creation guard\"); a profile can "
+                   "opt a path out with \"nonod\": {\"writable_persistence\": [...]}",
 }
 
 

@@ -204,20 +204,21 @@ def test_a_repository_the_session_makes_is_its_own(
     assert "DONE" in r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="needs createguard (MountPlan.creation_refused)")
 def test_absent_persistence_and_denied_names_cannot_be_created(
         sandbox_user: SandboxUser, fake_home: Path) -> None:
     home, work = fake_home, fake_home / "proj"
-    pol = policy((home, Access.READWRITE), denials=(home / ".ssh",))
+    # As a profile with a writable $HOME and workdir grants them: persistence names are
+    # protected at the top of each writable grant (and the rc files at the top of $HOME).
+    pol = policy((home, Access.READWRITE), (work, Access.READWRITE), denials=(home / ".ssh",))
     r = sandbox_user.run(pol, probe(
         "t(lambda: open('.envrc', 'w'))\n"
         "t(lambda: os.mkdir('.vscode'))\n"
         f"t(lambda: os.mkdir('{home}/.ssh'))\n"
         f"t(lambda: open('{home}/.bash_profile', 'w'))\n"
         "t(lambda: open('.git/info/attributes', 'w'))\n"
-    ), cwd=str(work))
+    ), cwd=str(work), env=(("HOME", str(home)),))
     assert r.code == 0, r.stderr
-    assert set(r.stdout.split("\n")[:5]) <= {"EACCES", "EPERM"}
+    assert set(r.stdout.split("\n")[:5]) <= {"EACCES", "EPERM"}, r.stdout
     for name in ("proj/.envrc", "proj/.vscode", ".ssh", ".bash_profile",
                  "proj/.git/info/attributes"):
         assert not (home / name).exists()
