@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, final
 
@@ -158,7 +158,7 @@ async def prepare(
     request: LaunchRequest,
     *,
     settings: NetworkSettings,
-    environ: dict[str, str],
+    environ: Mapping[str, str],
     listen_ports: Sequence[int] = (),
     user_config_dir: Path | None = None,
     trust_override: bool = False,
@@ -181,6 +181,9 @@ async def prepare(
     net = policy.network
     port = request.proxy_port
     if net.restricted and not net.block:
+        routes = credentials.session_routes(net)
+        loaded = await credentials.load_route_secrets(routes, environ=environ)
+        credentials.require_route_secrets(loaded)  # before anything is opened
         if policy.network_isolation == "landlock":
             # No namespace of its own: the session connects to the proxy on the host's
             # loopback (Landlock lets it reach that port and no other).
@@ -189,9 +192,7 @@ async def prepare(
             port = listeners[0].socket.getsockname()[1]
             prepared._listen_ports = ()  # it binds the host's ports itself (Landlock-limited)
         port = port or _pick_port()
-        routes = credentials.session_routes(net)
         token = credentials.PhantomToken.new()
-        loaded = await credentials.load_route_secrets(routes, environ=environ)
         prepared.credentials = [r.route.name for r in loaded if r.secret is not None]
         table = None
         if routes:

@@ -5,7 +5,7 @@ A reference is one of:
 ==================================  ======================================================
 ``NAME``                            the keychain: keyring service ``nono``, account ``NAME``
 ``keyring://SERVICE/ACCOUNT``       the keychain, any service
-``env://VAR``                       a variable of the environment the caller passes in
+``env://VAR``                       a variable of the daemon's own environment
 ``file:///abs/path``                a file owned by the expected user, mode ``0600``/``0400``
 ``op://vault/item/field``           1Password, through ``op read`` (the CLI must be signed in)
 ``systemd-creds://NAME``            ``$CREDENTIALS_DIRECTORY/NAME`` (systemd ``LoadCredential=``)
@@ -165,8 +165,8 @@ def resolve_credential(
 ) -> Secret:
     """The value ``ref`` names. Blocking; run it in a worker thread.
 
-    ``environ`` is the environment ``env://`` reads (the daemon's, or a client's when the
-    daemon is configured to accept it). ``keyring_backend`` defaults to
+    ``environ`` is the environment ``env://`` reads: the daemon passes its own
+    (``os.environ``), never a client's. ``keyring_backend`` defaults to
     ``keyring.get_keyring()``. Raises a CredentialError subclass: CredentialNotFound,
     CredentialUnavailable, BadReference, UnsupportedSource, InsecureSource or BadValue.
     """
@@ -177,8 +177,11 @@ def resolve_credential(
         found = environ.get(parsed.variable)
         if not found:
             raise CredentialNotFound(
-                f"`{parsed.text}`: the variable {parsed.variable} is not set (or empty)",
-                reference=parsed.text)
+                f"`{parsed.text}`: the variable {parsed.variable} is not set (or empty) in the "
+                "daemon's environment", reference=parsed.text,
+                hint=f"set {parsed.variable} in nonod's environment (Environment= or "
+                "EnvironmentFile= of its unit), or store the value with `nonoctl secret set` "
+                "and name the keychain entry instead; a client's environment is never read")
         value = found
     elif parsed.kind == "file":
         value = _from_file(parsed, options)

@@ -12,8 +12,10 @@ import asyncio
 import json
 import os
 import ssl
+import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,12 @@ base = os.environ["WSAPI_BASE_URL"].replace("http://", "ws://", 1)
 token = os.environ["WSAPI_KEY"]
 headers = {"x-api-key": token}
 out = {"token": token}
+if sys.argv[3:] == ["echo"]:
+    with connect(base + "/echo", additional_headers=headers, open_timeout=20) as ws:
+        ws.send("hello")
+        out["text"] = ws.recv(timeout=20)
+    print(json.dumps(out))
+    sys.exit(0)
 with connect(base + "/echo?room=1", additional_headers=headers,
              subprotocols=["chat.v1"], max_size=None, open_timeout=20) as ws:
     out["subprotocol"] = ws.subprotocol
@@ -158,15 +166,16 @@ def ws_upstream(tmp_path: Path) -> Iterator[Upstream]:
     thread.join(30)
 
 
-def test_websocket_route_end_to_end_through_the_daemon(
-        ws_upstream: Upstream, short_tmp: Path) -> None:
-    secret = short_tmp / "wsapi.key"
-    secret.write_text(REAL + "\n")
-    secret.chmod(0o600)
-    work = short_tmp / "work"
-    work.mkdir(mode=0o755)
+def launch(upstream: Upstream, base: Path, credential_key: str, *program: str,
+           client_env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str],
+                                                                  DaemonThread]:
+    """``nonoctl launch`` of ``program`` (in ``base/work``, holding inside.py) with one route,
+    ``wsapi``, to the fake upstream, through a daemon pinned to it; the daemon is stopped
+    before this returns."""
+    work = base / "work"
+    work.mkdir(mode=0o755, exist_ok=True)
     (work / "inside.py").write_text(INSIDE)
-    profile = short_tmp / "ws.json"
+    profile = base / "ws.json"
     profile.write_text(json.dumps({
         "meta": {"name": "ws-e2e"},
         "filesystem": {"read": ["/usr", "/etc", "/lib", "/lib64", str(SITE)]},
@@ -174,20 +183,29 @@ def test_websocket_route_end_to_end_through_the_daemon(
             "allow_hosts": [HOST],
             "credentials": ["wsapi"],
             "custom_credentials": {"wsapi": {
-                "upstream": f"https://{HOST}", "credential_key": f"file://{secret}",
+                "upstream": f"https://{HOST}", "credential_key": credential_key,
                 "env_var": "WSAPI_KEY", "inject_header": "x-api-key",
                 "credential_format": "{}"}},
         },
     }))
-    config = (f'[network]\nresolve = {{"{HOST}" = "127.0.0.1:{ws_upstream.port}"}}\n'
-              f'extra_ca_file = "{ws_upstream.ca_file}"\n')
-    daemon = DaemonThread(short_tmp, config=config).start()
+    config = (f'[network]\nresolve = {{"{HOST}" = "127.0.0.1:{upstream.port}"}}\n'
+              f'extra_ca_file = "{upstream.ca_file}"\n')
+    daemon = DaemonThread(base, config=config).start()
     try:
-        run = CLI(cli_env(daemon.socket, short_tmp), work)
-        done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
-                   PY, "-S", "inside.py", str(SITE), str(BIG))
+        run = CLI({**cli_env(daemon.socket, base), **(client_env or {})}, work)
+        done = run("launch", "--profile", str(profile), "--allow-cwd", "--", *program)
     finally:
         daemon.stop()
+    return done, daemon
+
+
+def test_websocket_route_end_to_end_through_the_daemon(
+        ws_upstream: Upstream, short_tmp: Path) -> None:
+    secret = short_tmp / "wsapi.key"
+    secret.write_text(REAL + "\n")
+    secret.chmod(0o600)
+    done, daemon = launch(ws_upstream, short_tmp, f"file://{secret}",
+                          PY, "-S", "inside.py", str(SITE), str(BIG))
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     token = out["token"]
@@ -217,3 +235,38 @@ def test_websocket_route_end_to_end_through_the_daemon(
         if path.is_file():
             assert REAL.encode() not in path.read_bytes(), path
     assert os.environ.get("WSAPI_KEY") is None
+
+
+def test_env_sources_read_the_daemons_environment_never_the_clients(
+        ws_upstream: Upstream, short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    variable = f"NONO_E2E_KEY_{uuid.uuid4().hex[:8].upper()}"
+    monkeypatch.setenv(variable, REAL)  # the daemon runs on a thread of this process
+    done, _ = launch(ws_upstream, short_tmp, f"env://{variable}",
+                     PY, "-S", "inside.py", str(SITE), "0", "echo",
+                     client_env={variable: "the-clients-value-not-the-key"})
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["text"] == "hello"
+    assert [head["x-api-key"] for head in ws_upstream.handshakes] == [REAL]
+
+
+@pytest.mark.parametrize("source", ["env", "keychain"])
+def test_a_route_whose_secret_is_missing_refuses_the_launch(
+        ws_upstream: Upstream, short_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+        source: str) -> None:
+    variable = f"NONO_E2E_ABSENT_{uuid.uuid4().hex[:8].upper()}"
+    monkeypatch.delenv(variable, raising=False)
+    # The daemon (on this thread's process) reaches no keychain: no session bus.
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    key = f"env://{variable}" if source == "env" else f"nono_e2e_absent_{uuid.uuid4().hex[:8]}"
+    client_value = "client-side-value-" + uuid.uuid4().hex
+    done, _ = launch(ws_upstream, short_tmp, key, "/bin/true",
+                     client_env={variable: client_value})
+    assert done.returncode == 123, (done.returncode, done.stdout, done.stderr)  # credentials
+    assert "route `wsapi`" in done.stderr
+    if source == "env":
+        assert variable in done.stderr and "daemon's environment" in done.stderr
+    else:
+        assert key in done.stderr
+    assert client_value not in done.stdout + done.stderr
+    assert ws_upstream.handshakes == []
