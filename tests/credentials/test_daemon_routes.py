@@ -241,13 +241,20 @@ def test_env_sources_read_the_daemons_environment_never_the_clients(
         ws_upstream: Upstream, short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     variable = f"NONO_E2E_KEY_{uuid.uuid4().hex[:8].upper()}"
     monkeypatch.setenv(variable, REAL)  # the daemon runs on a thread of this process
-    done, _ = launch(ws_upstream, short_tmp, f"env://{variable}",
-                     PY, "-S", "inside.py", str(SITE), "0", "echo",
-                     client_env={variable: "the-clients-value-not-the-key"})
+    done, daemon = launch(ws_upstream, short_tmp, f"env://{variable}",
+                          PY, "-S", "inside.py", str(SITE), "0", "echo",
+                          client_env={variable: "the-clients-value-not-the-key"})
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["text"] == "hello"
     assert [head["x-api-key"] for head in ws_upstream.handshakes] == [REAL]
+    # The session's audit record says where the credential went (docs/audit.md: `into`).
+    records = [json.loads(line)["event"] for path in daemon.state_dir.rglob("audit.ndjson")
+               for line in path.read_text().splitlines() if line.strip()]
+    injected = [r for r in records if r.get("type") == "credential_injected"]
+    assert injected, sorted({str(r.get("type")) for r in records})
+    assert [(r["route"], r["credential"], r["source"], r["into"]) for r in injected] == [
+        ("wsapi", f"env://{variable}", "env", "x-api-key")]
 
 
 @pytest.mark.parametrize("source", ["env", "keychain"])
