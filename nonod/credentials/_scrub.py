@@ -137,7 +137,8 @@ class Scrubber:
         self._needles = sorted(self._table, key=len, reverse=True)
         self._pattern = re.compile(b"|".join(re.escape(n) for n in self._needles))
         self._longest = len(self._needles[0])
-        self._firsts = frozenset(n[0] for n in self._needles)
+        self._firsts = re.compile(b"[" + b"".join(
+            re.escape(bytes([b])) for b in sorted({n[0] for n in self._needles})) + b"]")
         self._held = b""
 
     def fresh(self) -> Scrubber:
@@ -156,7 +157,7 @@ class Scrubber:
         return self._pattern.sub(self._replace, data)
 
     def feed(self, data: bytes) -> bytes:
-        buffer = self._held + bytes(data)
+        buffer = self._held + data if self._held else bytes(data)
         out: list[bytes] = []
         pos = 0
         found: dict[bytes, int] = {}
@@ -170,8 +171,10 @@ class Scrubber:
                 out.append(self._table[needle])
                 pos = start + len(needle)
                 continue
-            out.append(buffer[pos:hold])
             self._held = buffer[hold:]
+            if pos == 0 and hold == len(buffer):
+                return buffer  # nothing replaced, nothing held: no copy
+            out.append(buffer[pos:hold])
             return b"".join(out)
 
     def _search(self, buffer: bytes, pos: int, found: dict[bytes, int]
@@ -201,11 +204,25 @@ class Scrubber:
 
     def _hold_from(self, buffer: bytes, pos: int) -> int:
         """The first position at or after ``pos`` where a needle could begin but does not fit
-        in ``buffer`` yet (the rest could complete it), or ``len(buffer)``."""
+        in ``buffer`` yet (the rest could complete it), or ``len(buffer)``. Per needle, only
+        the places where its first two bytes occur in the last ``len(needle) - 1`` bytes are
+        looked at (and the very last byte for its first byte), with ``bytes.find``: the tail
+        of a text body is full of bytes that begin some needle."""
         end = len(buffer)
-        for i in range(max(pos, end - self._longest + 1), end):
-            if buffer[i] in self._firsts:
-                tail = buffer[i:]
-                if any(len(n) > len(tail) and n.startswith(tail) for n in self._needles):
-                    return i
-        return end
+        best = end
+        if self._firsts.search(buffer, max(pos, end - self._longest + 1)) is None:
+            return end  # no byte of the tail begins any needle
+        for needle in self._needles:
+            start = max(pos, end - len(needle) + 1)
+            if start >= best:
+                continue
+            head = needle[:2]
+            at = buffer.find(head, start, best + 1)
+            while 0 <= at < best:
+                if needle.startswith(buffer[at:]):
+                    best = at
+                    break
+                at = buffer.find(head, at + 1, best + 1)
+            if start <= end - 1 < best and buffer[end - 1] == needle[0]:
+                best = end - 1
+        return best
