@@ -198,7 +198,8 @@ async def prepare(
     sources = credentials.SourceOptions()
     if caller is not None:  # file:// credentials: opened as the caller, and must be its own
         identity = await trio.to_thread.run_sync(_callerfs.Identity.of, caller)
-        sources = credentials.SourceOptions(file_owner=caller.uid, file_identity=identity)
+        sources = credentials.SourceOptions(file_owner=caller.uid, file_identity=identity,
+                                            daemon_stores=caller.uid == 0)
     net = policy.network
     port = request.proxy_port
     if net.restricted and not net.block:

