@@ -1,0 +1,165 @@
+"""Which isolation the engine builds sessions with: namespaces, or Landlock only.
+
+``namespaces`` (the default where the kernel lets us): every session gets its own user, mount,
+pid, ipc, uts and cgroup namespaces (and a network namespace when the network is restricted),
+its own filesystem view, plus Landlock and seccomp.
+
+``landlock-only``: for hosts that refuse ``unshare(CLONE_NEWUSER)`` (Docker's default seccomp
+profile, Ubuntu 24.04's AppArmor restriction, many CI runners). No namespace at all: Landlock
+limits the host's tree to the grants, the network is Landlock's (TCP connect only to the
+daemon's proxy on the host's loopback), seccomp as always. What a mount namespace alone can
+give (a denied path inside a granted one, read-only persistence files, trust pins, the
+creation guard's anchors) is refused unless the profile accepts each missing layer by name
+(``_plan``); what a pid namespace gives is lost and reported (``docs/sandbox.md``).
+
+``auto`` picks ``namespaces`` when a probe child may create them, ``landlock-only`` otherwise.
+The probe runs once per process: the answer does not change while the daemon runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Final, Literal, get_args
+
+from ..errors import EnforcementUnavailable
+from ..policy import Grant, ResolvedPolicy
+from ._mounts import MASK_DIR, MASK_FILE, PRIVATE_TMP, READONLY, MountPlan, base_grants
+from ._report import partial
+from ._types import LayerReport
+
+ModeSetting = Literal["auto", "namespaces", "landlock-only"]
+Mode = Literal["namespaces", "landlock-only"]
+MODE_SETTINGS: Final = get_args(ModeSetting)
+NAMESPACES: Final = "namespaces"
+LANDLOCK_ONLY: Final = "landlock-only"
+
+# The same flags the launcher unshares (``_plan.NS_FLAGS``), tried in a throwaway interpreter:
+# unshare() must run in a single-threaded process, and the daemon has threads.
+_PROBE = ("import ctypes, os\n"
+          "libc = ctypes.CDLL(None, use_errno=True)\n"
+          "os._exit(0 if libc.unshare({flags}) == 0 else min(ctypes.get_errno(), 125) or 125)\n")
+
+
+@functools.cache
+def probe_namespaces(flags: int) -> int:
+    """0 when a child may unshare ``flags``, else the errno the kernel answered with."""
+    try:
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", _PROBE.format(flags=flags)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return 1  # EPERM: whatever stopped the probe would stop a launch
+    return done.returncode if done.returncode > 0 else (0 if done.returncode == 0 else 1)
+
+
+def resolve_mode(setting: str, flags: int) -> Mode:
+    """The mode for ``setting`` on this host (``auto``: probe once)."""
+    if setting not in MODE_SETTINGS:
+        raise ValueError(f"unknown sandbox mode {setting!r}")
+    if setting == NAMESPACES:
+        return NAMESPACES
+    if setting == LANDLOCK_ONLY:
+        return LANDLOCK_ONLY
+    return NAMESPACES if probe_namespaces(flags) == 0 else LANDLOCK_ONLY
+
+
+def adapt_policy(policy: ResolvedPolicy, mode: str) -> ResolvedPolicy:
+    """The policy as this mode enforces it: without namespaces, a restricted network can only
+    be Landlock's (``linux.sandbox_policy=landlock``), whatever the profile chose."""
+    if mode == LANDLOCK_ONLY and policy.network_isolation != "landlock":
+        import msgspec
+
+        return msgspec.structs.replace(policy, network_isolation="landlock")
+    return policy
+
+
+def refuse(missing: dict[str, str]) -> EnforcementUnavailable:
+    """The error for a profile that needs layers this mode cannot give (name: why)."""
+    names = sorted(missing)
+    why = "; ".join(f"{name}: {missing[name]}" for name in names)
+    quoted = ", ".join(f'"{name}"' for name in names)
+    return EnforcementUnavailable(
+        f"no namespaces on this host (landlock-only mode): the profile needs {why}",
+        step="mode",
+        hint=f'accept the weaker mode explicitly with "nonod": {{"allow_degraded": [{quoted}]}} '
+             "in the profile, or run where user namespaces are allowed (see `nonoctl doctor` "
+             "and docs/sandbox.md, \"Without user namespaces\")",
+    )
+
+
+# Base grants that would be the host's own without a mount namespace (the sandbox's /dev has
+# its own): another terminal of the same user under /dev/pts, shared memory of host processes
+# in /dev/shm. Granted only when the profile names them.
+_HOST_SHARED: Final = ("/dev/pts", "/dev/shm")
+# Mount-namespace features (what ``compile_mounts`` planned) and the layer names a profile uses
+# to accept running without them.
+_MASKS: Final = "masks"
+_PERSISTENCE: Final = "persistence"
+_PINS: Final = "trust_pins"
+_CREATION: Final = "creation_guard"
+
+
+def view_needs(plan: MountPlan, pins: int) -> dict[str, str]:
+    """What the filesystem view of ``plan`` does that Landlock alone cannot: layer name ->
+    what would go unenforced."""
+    masks = sorted({op.target for op in plan.ops if op.kind in (MASK_DIR, MASK_FILE)})
+    persistence = sorted({op.target for op in plan.ops if op.kind == READONLY})
+    needs: dict[str, str] = {}
+    if masks:
+        needs[_MASKS] = (f"{len(masks)} denied paths inside granted ones would be accessible "
+                         f"({_sample(masks)})")
+    if persistence:
+        needs[_PERSISTENCE] = (f"{len(persistence)} persistence files under writable grants "
+                               f"would stay writable ({_sample(persistence)})")
+    if pins:
+        needs[_PINS] = (f"{pins} verified instruction files would be read from the host as "
+                        "they are then, not as verified")
+    if plan.creation_refused or plan.anchored:
+        needs[_CREATION] = (f"{len(plan.creation_refused)} absent guarded paths could be "
+                            f"created ({_sample(plan.creation_refused)}); guarded directories "
+                            "could be moved aside")
+    return needs
+
+
+def _sample(paths: Sequence[str], n: int = 3) -> str:
+    return ", ".join(paths[:n]) + (f" and {len(paths) - n} more" if len(paths) > n else "")
+
+
+def landlock_only_view(policy: ResolvedPolicy, plan: MountPlan, pins: int
+                       ) -> tuple[list[Grant], LayerReport]:
+    """The Landlock grants of a session without a mount namespace, and its filesystem layer.
+
+    Refuses (``refuse``) when the profile needs what only the view can give and has not
+    accepted each missing layer in ``allow_degraded``."""
+    needs = view_needs(plan, pins)
+    missing = {name: why for name, why in needs.items() if name not in policy.allow_degraded}
+    if missing:
+        raise refuse(missing)
+    granted = {g.path for g in policy.grants}
+    grants = [g for g in base_grants() if g.path not in _HOST_SHARED]
+    grants.extend(policy.grants)
+    shared = sorted(p for p in granted if p in PRIVATE_TMP or p in _HOST_SHARED)
+    reason = ("no mount namespace: the host's tree with Landlock rules, not a view of the "
+              "grants; paths outside them still exist (stat, chmod, chown, utimes and xattrs "
+              "are not checked by Landlock), /proc is the host's")
+    if shared:
+        reason += "; " + ", ".join(shared) + " shared with the host"
+    if needs:
+        reason += "; accepted by the profile: " + "; ".join(
+            f"{name} ({why})" for name, why in sorted(needs.items()))
+    return grants, partial("filesystem_view", reason)
+
+
+def namespaces_layer() -> LayerReport:
+    return partial(
+        "namespaces", "none (landlock-only mode): the program shares the host's pid, ipc, "
+        "uts, mount and network namespaces; it sees host processes in /proc, signals to them "
+        "are stopped only by Landlock's signal scope (ABI 6), ptrace and /proc/<pid>/mem, "
+        "environ, fd only by Landlock's domain check and seccomp; SysV IPC objects of the "
+        "host are reachable under the usual permission checks")
+
+
+EMPTY_VIEW: Final = MountPlan(ops=(), masked=(), skipped=(), protected=())
