@@ -1,0 +1,179 @@
+"""Sessions where the kernel refuses new namespaces (Docker's default seccomp profile, Ubuntu's
+AppArmor restriction): the engine runs them Landlock-only, says so, and refuses profiles that
+need what only a mount namespace gives unless they accept it by name.
+
+Every launch here runs under ``tests/nouserns.py``, a seccomp filter that refuses ``unshare``,
+``setns`` and ``clone`` with namespace flags the way the container runtime's profile does.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nonod.policy import Access, Denial, Grant, NetworkPolicy, ResolvedPolicy
+from nonod.sandbox import LaunchRequest
+from tests.conftest import Result, SandboxUser
+
+ACCEPTED = ("persistence", "creation_guard")  # a writable directory always has these
+OPEN = NetworkPolicy()
+
+
+def _policy(work: Path, *, grants: tuple[Grant, ...] = (), denials: tuple[Denial, ...] = (),
+            accept: tuple[str, ...] = ACCEPTED,
+            network: NetworkPolicy = OPEN) -> ResolvedPolicy:
+    return ResolvedPolicy(
+        name="nouserns",
+        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
+                Grant(path=str(work), access=Access.READWRITE), *grants),
+        denials=denials,
+        allow_degraded=accept,
+        network=network,
+    )
+
+
+def _run(user: SandboxUser, policy: ResolvedPolicy, code: str, cwd: Path,
+         proxy_port: int | None = None) -> Result:
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    request = LaunchRequest(argv=(python, "-S", "-c", code), cwd=str(cwd),
+                            proxy_port=proxy_port)
+    return user.run_request(policy, request, nouserns=True)
+
+
+def _layers(result: Result) -> str:
+    line = next((x for x in result.stderr.splitlines() if x.startswith("ENFORCEMENT ")), "")
+    assert line, result.stderr
+    return line
+
+
+@pytest.fixture
+def listeners() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """Two TCP listeners on the host's loopback: the 'proxy', and any other local service."""
+    proxy, other = socket.create_server(("127.0.0.1", 0)), socket.create_server(("127.0.0.1", 0))
+    yield proxy, other
+    proxy.close()
+    other.close()
+
+
+PROBE = r"""
+import errno, os, socket, sys
+def attempt(name, fn):
+    try:
+        fn()
+        print(name, "OK")
+    except OSError as e:
+        print(name, errno.errorcode.get(e.errno, e.errno))
+attempt("read_outside", lambda: open(sys.argv[1]).read())
+attempt("write_outside", lambda: open(sys.argv[2], "w").write("x"))
+attempt("write_inside", lambda: open("inside.txt", "w").write("x"))
+def connect(port):
+    s = socket.socket(); s.settimeout(3); s.connect(("127.0.0.1", port)); s.close()
+attempt("connect_proxy", lambda: connect(int(sys.argv[3])))
+attempt("connect_other", lambda: connect(int(sys.argv[4])))
+attempt("udp", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+print("ppid_is_host", os.getppid() != 1)
+"""
+
+
+def test_profile_without_denials_runs_confined_by_landlock(
+        sandbox_user: SandboxUser, world_tmp: Path,
+        listeners: tuple[socket.socket, socket.socket]) -> None:
+    work = world_tmp / "work"
+    work.mkdir()
+    outside = world_tmp / "outside.txt"
+    outside.write_text("host secret")
+    sandbox_user.chown(work, outside)
+    proxy, other = listeners
+    proxy_port, other_port = proxy.getsockname()[1], other.getsockname()[1]
+    policy = _policy(work, network=NetworkPolicy(restricted=True, allow_domain=("example.com",)))
+    code = (PROBE.replace("sys.argv[1]", repr(str(outside)))
+            .replace("sys.argv[2]", repr(str(world_tmp / "new.txt")))
+            .replace("sys.argv[3]", str(proxy_port)).replace("sys.argv[4]", str(other_port)))
+
+    result = _run(sandbox_user, policy, code, work, proxy_port=proxy_port)
+
+    assert result.code == 0, result.stderr
+    lines = set(result.stdout.splitlines())
+    assert {"read_outside EACCES", "write_outside EACCES", "write_inside OK",
+            "connect_proxy OK", "connect_other EACCES", "ppid_is_host True"} <= lines, lines
+    assert any(x.startswith("udp E") for x in lines), lines  # refused by seccomp
+    assert (work / "inside.txt").exists() and not (world_tmp / "new.txt").exists()
+    report = _layers(result)
+    assert report.startswith("ENFORCEMENT partially enforced")
+    for layer in ("namespaces: partial (none (landlock-only mode)", "filesystem_view: partial",
+                  "network: partial (Landlock fallback"):
+        assert layer in report, report
+
+
+def test_writable_directory_needs_persistence_and_creation_guard_accepted(
+        sandbox_user: SandboxUser, world_tmp: Path) -> None:
+    work = world_tmp / "work"
+    work.mkdir()
+    sandbox_user.chown(work)
+
+    result = _run(sandbox_user, _policy(work, accept=()), "print('ran')", work)
+
+    assert result.code == 125 and "ran" not in result.stdout
+    assert "launch.enforcement" in result.stderr and "landlock-only" in result.stderr
+    assert "creation_guard:" in result.stderr and "persistence:" in result.stderr
+
+
+def test_denial_inside_a_granted_home_refused_unless_accepted(
+        sandbox_user: SandboxUser, world_tmp: Path) -> None:
+    home, work = world_tmp / "home", world_tmp / "work"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY")
+    work.mkdir()
+    sandbox_user.chown(home, home / ".ssh", home / ".ssh" / "id_ed25519", work)
+    read_key = f"print(open({str(home / '.ssh' / 'id_ed25519')!r}).read())"
+    grants = (Grant(path=str(home), access=Access.READ),)
+    denials = (Denial(path=str(home / ".ssh")),)
+
+    refused = _run(sandbox_user, _policy(work, grants=grants, denials=denials), read_key, work)
+
+    assert refused.code == 125, refused.stdout
+    assert "masks: 1 denied paths inside granted ones" in refused.stderr
+    assert '"allow_degraded": ["masks"]' in refused.stderr
+    assert "PRIVATE KEY" not in refused.stdout
+
+    # Accepted: the session runs, and the report says what the profile gave up. The key is
+    # then readable: Landlock cannot deny a path inside one it allows.
+    accepted = _run(sandbox_user, _policy(work, grants=grants, denials=denials,
+                                          accept=(*ACCEPTED, "masks")), read_key, work)
+    assert accepted.code == 0, accepted.stderr
+    assert "PRIVATE KEY" in accepted.stdout
+    assert "accepted by the profile: " in _layers(accepted)
+    assert f"masks (1 denied paths inside granted ones would be accessible ({home}/.ssh))" \
+        in _layers(accepted)
+
+
+DAEMONIZE = r"""
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        open("orphan.pid", "w").write(str(os.getpid()))
+        time.sleep(300)
+    os._exit(0)
+while not os.path.exists("orphan.pid") or not open("orphan.pid").read():
+    time.sleep(0.01)
+"""
+
+
+def test_processes_left_behind_end_with_the_session(
+        sandbox_user: SandboxUser, world_tmp: Path) -> None:
+    work = world_tmp / "work"
+    work.mkdir()
+    sandbox_user.chown(work)
+
+    result = _run(sandbox_user, _policy(work), DAEMONIZE, work)
+
+    assert result.code == 0, result.stderr
+    orphan = int((work / "orphan.pid").read_text())
+    # Killed and reaped by the session's init before it reported the exit status.
+    assert not os.path.exists(f"/proc/{orphan}"), "a daemonized process outlived the session"
