@@ -100,11 +100,13 @@ _MASKS: Final = "masks"
 _PERSISTENCE: Final = "persistence"
 _PINS: Final = "trust_pins"
 _CREATION: Final = "creation_guard"
+_TMP: Final = "private_tmp"
 
 
-def view_needs(plan: MountPlan, pins: int) -> dict[str, str]:
+def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, str]:
     """What the filesystem view of ``plan`` does that Landlock alone cannot: layer name ->
     what would go unenforced."""
+    shared = sorted({g.path for g in policy.grants if g.path in (*PRIVATE_TMP, *_HOST_SHARED)})
     masks = sorted({op.target for op in plan.ops if op.kind in (MASK_DIR, MASK_FILE)})
     persistence = sorted({op.target for op in plan.ops if op.kind == READONLY})
     needs: dict[str, str] = {}
@@ -121,6 +123,9 @@ def view_needs(plan: MountPlan, pins: int) -> dict[str, str]:
         needs[_CREATION] = (f"{len(plan.creation_refused)} absent guarded paths could be "
                             f"created ({_sample(plan.creation_refused)}); guarded directories "
                             "could be moved aside")
+    if shared:
+        needs[_TMP] = (f"{', '.join(shared)} would be the host's, shared with its other "
+                       "processes and sessions, not the session's own")
     return needs
 
 
@@ -134,19 +139,15 @@ def landlock_only_view(policy: ResolvedPolicy, plan: MountPlan, pins: int
 
     Refuses (``refuse``) when the profile needs what only the view can give and has not
     accepted each missing layer in ``allow_degraded``."""
-    needs = view_needs(plan, pins)
+    needs = view_needs(policy, plan, pins)
     missing = {name: why for name, why in needs.items() if name not in policy.allow_degraded}
     if missing:
         raise refuse(missing)
-    granted = {g.path for g in policy.grants}
     grants = [g for g in base_grants() if g.path not in _HOST_SHARED]
     grants.extend(policy.grants)
-    shared = sorted(p for p in granted if p in PRIVATE_TMP or p in _HOST_SHARED)
     reason = ("no mount namespace: the host's tree with Landlock rules, not a view of the "
               "grants; paths outside them still exist (stat, chmod, chown, utimes and xattrs "
               "are not checked by Landlock), /proc is the host's")
-    if shared:
-        reason += "; " + ", ".join(shared) + " shared with the host"
     if needs:
         reason += "; accepted by the profile: " + "; ".join(
             f"{name} ({why})" for name, why in sorted(needs.items()))

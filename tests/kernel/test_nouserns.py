@@ -110,17 +110,22 @@ def test_profile_without_denials_runs_confined_by_landlock(
         assert layer in report, report
 
 
-def test_writable_directory_needs_persistence_and_creation_guard_accepted(
+def test_writable_directory_and_host_tmp_need_accepting(
         sandbox_user: SandboxUser, world_tmp: Path) -> None:
     work = world_tmp / "work"
     work.mkdir()
     sandbox_user.chown(work)
 
-    result = _run(sandbox_user, _policy(work, accept=()), "print('ran')", work)
+    tmp = (Grant(path="/tmp", access=Access.READWRITE),)
+
+    result = _run(sandbox_user, _policy(work, grants=tmp, accept=()), "print('ran')", work)
 
     assert result.code == 125 and "ran" not in result.stdout
     assert "launch.enforcement" in result.stderr and "landlock-only" in result.stderr
-    assert "creation_guard:" in result.stderr and "persistence:" in result.stderr
+    for layer in ("creation_guard", "persistence", "private_tmp"):
+        assert f"{layer}:" in result.stderr, result.stderr
+    assert ('"allow_degraded": ["creation_guard", "persistence", "private_tmp"]'
+            in result.stderr)
 
 
 def test_denial_inside_a_granted_home_refused_unless_accepted(
