@@ -19,14 +19,17 @@ The probe runs once per process: the answer does not change while the daemon run
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Final, Literal, get_args
 
+import msgspec
+
 from ..errors import EnforcementUnavailable
 from ..policy import Grant, ResolvedPolicy
-from ._mounts import MASK_DIR, MASK_FILE, PRIVATE_TMP, READONLY, MountPlan, base_grants
+from ._mounts import PRIVATE_TMP, READONLY, MountPlan, base_grants
 from ._report import partial
 from ._types import LayerReport
 
@@ -70,8 +73,6 @@ def adapt_policy(policy: ResolvedPolicy, mode: str) -> ResolvedPolicy:
     """The policy as this mode enforces it: without namespaces, a restricted network can only
     be Landlock's (``linux.sandbox_policy=landlock``), whatever the profile chose."""
     if mode == LANDLOCK_ONLY and policy.network_isolation != "landlock":
-        import msgspec
-
         return msgspec.structs.replace(policy, network_isolation="landlock")
     return policy
 
@@ -90,13 +91,13 @@ def refuse(missing: dict[str, str]) -> EnforcementUnavailable:
     )
 
 
-# Base grants that would be the host's own without a mount namespace (the sandbox's /dev has
-# its own): another terminal of the same user under /dev/pts, shared memory of host processes
-# in /dev/shm. Granted only when the profile names them.
-_HOST_SHARED: Final = ("/dev/pts", "/dev/shm")
+# Without a mount namespace these are the host's: the terminals of the user's other programs
+# under /dev/pts (never granted: the session keeps the terminal it was given, and /dev/tty),
+# shared memory of host processes in /dev/shm and the host's temporary directories (granted
+# only when the profile accepts ``private_tmp``).
+_NEVER: Final = ("/dev/pts",)
 # Mount-namespace features (what ``compile_mounts`` planned) and the layer names a profile uses
 # to accept running without them.
-_MASKS: Final = "masks"
 _PERSISTENCE: Final = "persistence"
 _PINS: Final = "trust_pins"
 _CREATION: Final = "creation_guard"
@@ -106,13 +107,9 @@ _TMP: Final = "private_tmp"
 def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, str]:
     """What the filesystem view of ``plan`` does that Landlock alone cannot: layer name ->
     what would go unenforced."""
-    shared = sorted({g.path for g in policy.grants if g.path in (*PRIVATE_TMP, *_HOST_SHARED)})
-    masks = sorted({op.target for op in plan.ops if op.kind in (MASK_DIR, MASK_FILE)})
+    shared = sorted({g.path for g in policy.grants if g.path in PRIVATE_TMP})
     persistence = sorted({op.target for op in plan.ops if op.kind == READONLY})
     needs: dict[str, str] = {}
-    if masks:
-        needs[_MASKS] = (f"{len(masks)} denied paths inside granted ones would be accessible "
-                         f"({_sample(masks)})")
     if persistence:
         needs[_PERSISTENCE] = (f"{len(persistence)} persistence files under writable grants "
                                f"would stay writable ({_sample(persistence)})")
@@ -143,15 +140,65 @@ def landlock_only_view(policy: ResolvedPolicy, plan: MountPlan, pins: int
     missing = {name: why for name, why in needs.items() if name not in policy.allow_degraded}
     if missing:
         raise refuse(missing)
-    grants = [g for g in base_grants() if g.path not in _HOST_SHARED]
-    grants.extend(policy.grants)
+    wanted = [g for g in (*base_grants(), *policy.grants)
+              if g.path not in _NEVER and (g.path != "/dev/shm" or g.source != "base")]
+    denied = {d.path for d in policy.denials} | {os.path.realpath(d.path) for d in policy.denials}
+    grants, split = split_around(wanted, sorted(denied))
     reason = ("no mount namespace: the host's tree with Landlock rules, not a view of the "
               "grants; paths outside them still exist (stat, chmod, chown, utimes and xattrs "
-              "are not checked by Landlock), /proc is the host's")
+              "are not checked by Landlock), /proc is the host's, /dev/pts is not granted")
+    if split:
+        reason += (f"; denied paths kept out by granting the entries around them: "
+                   f"{len(split)} granted directories ({_sample(split)}) cannot be listed, "
+                   "and nothing can be created, renamed or removed directly in them; "
+                   "entries the host adds to them later are not granted")
     if needs:
         reason += "; accepted by the profile: " + "; ".join(
             f"{name} ({why})" for name, why in sorted(needs.items()))
     return grants, partial("filesystem_view", reason)
+
+
+def split_around(grants: Sequence[Grant], denied: Sequence[str]
+                 ) -> tuple[list[Grant], list[str]]:
+    """Deny-inside-allow with Landlock alone: a directory grant with denied paths below it
+    becomes one grant per entry of it (at launch) but the denied ones, recursively along the
+    way to each denied path; a grant inside a denied path is dropped. Symbolic links are not
+    granted (Landlock judges what they lead to). Returns the grants and the directories that
+    were split (not granted themselves)."""
+    out: list[Grant] = []
+    split: list[str] = []
+    for grant in grants:
+        if any(_under(grant.path, d) for d in denied):
+            continue
+        inner = [d for d in denied if d != grant.path and _under(d, grant.path)]
+        if grant.is_file or not inner:
+            out.append(grant)
+        else:
+            _split(grant, grant.path, inner, out, split)
+    return out, split
+
+
+def _split(grant: Grant, path: str, denied: list[str], out: list[Grant],
+           split: list[str]) -> None:
+    split.append(path)
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError:
+        return  # nothing under it is granted then
+    for entry in entries:
+        child = os.path.join(path, entry.name)
+        if child in denied or entry.is_symlink():
+            continue
+        below = [d for d in denied if _under(d, child)]
+        is_dir = entry.is_dir(follow_symlinks=False)
+        if below and is_dir:
+            _split(grant, child, below, out, split)
+        else:
+            out.append(msgspec.structs.replace(grant, path=child, is_file=not is_dir))
+
+
+def _under(path: str, parent: str) -> bool:
+    return path == parent or parent == "/" or path.startswith(parent.rstrip("/") + "/")
 
 
 def namespaces_layer() -> LayerReport:

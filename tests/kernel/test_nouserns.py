@@ -128,33 +128,47 @@ def test_writable_directory_and_host_tmp_need_accepting(
             in result.stderr)
 
 
-def test_denial_inside_a_granted_home_refused_unless_accepted(
+def test_denial_inside_a_granted_home_kept_out_by_splitting_the_grant(
         sandbox_user: SandboxUser, world_tmp: Path) -> None:
     home, work = world_tmp / "home", world_tmp / "work"
     (home / ".ssh").mkdir(parents=True)
     (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY")
+    (home / ".config").mkdir()
+    (home / ".config" / "tool.toml").write_text("setting = 1")
     work.mkdir()
-    sandbox_user.chown(home, home / ".ssh", home / ".ssh" / "id_ed25519", work)
-    read_key = f"print(open({str(home / '.ssh' / 'id_ed25519')!r}).read())"
-    grants = (Grant(path=str(home), access=Access.READ),)
-    denials = (Denial(path=str(home / ".ssh")),)
+    sandbox_user.chown(home, home / ".ssh", home / ".ssh" / "id_ed25519", home / ".config",
+                       home / ".config" / "tool.toml", work)
+    code = PROBE_HOME.replace("HOME", repr(str(home)))
+    policy = _policy(work, grants=(Grant(path=str(home), access=Access.READWRITE),),
+                     denials=(Denial(path=str(home / ".ssh")),))
 
-    refused = _run(sandbox_user, _policy(work, grants=grants, denials=denials), read_key, work)
+    result = _run(sandbox_user, policy, code, work)
 
-    assert refused.code == 125, refused.stdout
-    assert "masks: 1 denied paths inside granted ones" in refused.stderr
-    assert '"allow_degraded": ["masks"]' in refused.stderr
-    assert "PRIVATE KEY" not in refused.stdout
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "key EACCES", "new_key EACCES", "config OK", "config_write OK", "list_home EACCES",
+        "new_in_home EACCES"], result.stdout
+    assert "PRIVATE KEY" not in result.stdout
+    assert not (home / ".ssh" / "new").exists() and not (home / "new").exists()
+    assert f"1 granted directories ({home})" in _layers(result)
 
-    # Accepted: the session runs, and the report says what the profile gave up. The key is
-    # then readable: Landlock cannot deny a path inside one it allows.
-    accepted = _run(sandbox_user, _policy(work, grants=grants, denials=denials,
-                                          accept=(*ACCEPTED, "masks")), read_key, work)
-    assert accepted.code == 0, accepted.stderr
-    assert "PRIVATE KEY" in accepted.stdout
-    assert "accepted by the profile: " in _layers(accepted)
-    assert f"masks (1 denied paths inside granted ones would be accessible ({home}/.ssh))" \
-        in _layers(accepted)
+
+PROBE_HOME = r"""
+import errno, os
+home = HOME
+def attempt(name, fn):
+    try:
+        fn()
+        print(name, "OK")
+    except OSError as e:
+        print(name, errno.errorcode.get(e.errno, e.errno))
+attempt("key", lambda: open(home + "/.ssh/id_ed25519").read())
+attempt("new_key", lambda: open(home + "/.ssh/new", "w"))
+attempt("config", lambda: open(home + "/.config/tool.toml").read())
+attempt("config_write", lambda: open(home + "/.config/tool.toml", "a").write("# ok"))
+attempt("list_home", lambda: os.listdir(home))
+attempt("new_in_home", lambda: open(home + "/new", "w"))
+"""
 
 
 DAEMONIZE = r"""
