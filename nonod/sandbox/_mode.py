@@ -206,8 +206,8 @@ def namespaces_layer() -> LayerReport:
         "namespaces", "none (landlock-only mode): the program shares the host's pid, ipc, "
         "uts, mount and network namespaces; it sees host processes in /proc, signals to them "
         "are stopped only by Landlock's signal scope (ABI 6), ptrace and /proc/<pid>/mem, "
-        "environ, fd only by Landlock's domain check and seccomp; SysV IPC objects of the "
-        "host are reachable under the usual permission checks")
+        "environ, fd only by Landlock's domain check and seccomp; the host's System V IPC "
+        "and POSIX message queues are refused by seccomp instead")
 
 
 EMPTY_VIEW: Final = MountPlan(ops=(), masked=(), skipped=(), protected=())

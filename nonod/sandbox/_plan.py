@@ -263,7 +263,8 @@ def build_plan(
     ns_flags = 0 if landlock_only else NS_FLAGS | (_libc.CLONE_NEWNET if private_net else 0)
     seccomp = _filter_for(_seccomp.SeccompOptions(
         landlock_net_fallback=landlock_net, allow_netlink_route=private_net,
-        allow_unix_sockets=policy.allow_unix_sockets, allow_ptrace=request.allow_ptrace))
+        allow_unix_sockets=policy.allow_unix_sockets, allow_ptrace=request.allow_ptrace,
+        refuse_host_ipc=landlock_only))
 
     executable = find_executable(request.argv[0], env, request.cwd)
     real = os.path.realpath(executable)
@@ -317,7 +318,9 @@ def build_plan(
         _degraded(policy, "landlock", landlock.report),
         applied("seccomp", detail=("unix sockets allowed" if policy.allow_unix_sockets
                                    else "socket(AF_UNIX) refused")
-                + ("; ptrace allowed (learn)" if request.allow_ptrace else "")),
+                + ("; ptrace allowed (learn)" if request.allow_ptrace else "")
+                + ("; System V IPC and POSIX message queues refused (the host's)"
+                   if landlock_only else "")),
         applied("no_new_privs"),
         applied("capabilities", detail="all dropped, securebits locked"),
         _processes_layer(policy.max_processes, uid, landlock_only),

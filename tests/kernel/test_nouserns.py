@@ -196,3 +196,29 @@ def test_processes_left_behind_end_with_the_session(
     orphan = int((work / "orphan.pid").read_text())
     # Killed and reaped by the session's init before it reported the exit status.
     assert not os.path.exists(f"/proc/{orphan}"), "a daemonized process outlived the session"
+
+
+IPC = r"""
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+print("shmget", errno.errorcode.get(ctypes.get_errno(), 0)
+      if libc.shmget(0, 4096, 0o1600) == -1 else "OK")
+print("msgget", errno.errorcode.get(ctypes.get_errno(), 0)
+      if libc.msgget(0, 0o1600) == -1 else "OK")
+print("mq_open", errno.errorcode.get(ctypes.get_errno(), 0)
+      if libc.mq_open(b"/nono-test", 0o100 | 2, 0o600, None) == -1 else "OK")
+"""
+
+
+def test_host_ipc_refused(sandbox_user: SandboxUser, world_tmp: Path) -> None:
+    """No IPC namespace of its own: the host's System V IPC and message queues, named by keys
+    Landlock never sees, are refused by seccomp."""
+    work = world_tmp / "work"
+    work.mkdir()
+    sandbox_user.chown(work)
+
+    result = _run(sandbox_user, _policy(work), IPC, work)
+
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == ["shmget EPERM", "msgget EPERM", "mq_open EPERM"]
+    assert "POSIX message queues are refused by seccomp instead" in _layers(result)
