@@ -222,3 +222,35 @@ def test_host_ipc_refused(sandbox_user: SandboxUser, world_tmp: Path) -> None:
     assert result.code == 0, result.stderr
     assert result.stdout.splitlines() == ["shmget EPERM", "msgget EPERM", "mq_open EPERM"]
     assert "POSIX message queues are refused by seccomp instead" in _layers(result)
+
+
+async def test_explicit_mode_and_warm_launchers(world_tmp: Path) -> None:
+    """``landlock-only`` asked for explicitly (this host allows namespaces): every launch of
+    one launcher (the first cold, the next normally through warm launchers) runs without
+    namespaces and confined."""
+    import trio
+
+    from nonod.sandbox import open_launcher
+
+    work = world_tmp / "work"
+    work.mkdir()
+    outside = world_tmp / "outside.txt"
+    outside.write_text("host secret")
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    code = (f"import os\ntry: open({str(outside)!r}).read(); print('READ')\n"
+            "except OSError as e: print(e.errno)\n"
+            "print(os.readlink('/proc/self/ns/pid'))")
+    async with open_launcher("landlock-only") as launcher:
+        assert launcher.mode == "landlock-only"
+        for n in range(3):
+            out = work / f"out{n}.txt"
+            with open(out, "wb") as sink:
+                proc = await launcher.launch(
+                    _policy(work), LaunchRequest(argv=(python, "-S", "-c", code), cwd=str(work)),
+                    stdio=(0, sink.fileno(), sink.fileno()))
+                with trio.fail_after(30):
+                    status = await proc.wait_exited()
+            assert status.code == 0, out.read_text()
+            host_pidns = os.readlink("/proc/self/ns/pid")
+            assert out.read_text().splitlines() == ["13", host_pidns], (n, out.read_text())
+            assert not proc.enforcement.fully_enforced
