@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,3 +112,28 @@ def test_profile_needing_a_mount_namespace_is_refused_with_the_layers_to_accept(
     assert "landlock-only" in done.stderr
     assert ('"allow_degraded": ["creation_guard", "persistence", "private_tmp"]'
             in done.stderr)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_stop_ends_every_process_of_the_session(daemon: Daemon, force: bool) -> None:
+    """No pid namespace: the launcher's subreapers end what the program started, whether the
+    init forwards SIGTERM or is killed outright."""
+    profile = daemon.profile("container", ("persistence", "creation_guard", "private_tmp"))
+    started = daemon.ctl("launch", "--detach", "--profile", str(profile), "--workdir",
+                         str(daemon.work), "--name", "bg", "--", "/bin/sh", "-c",
+                         "(trap '' TERM; exec sleep 300) & echo $! > child; "
+                         "setsid sleep 300 & echo $! > orphan; wait")
+    assert started.returncode == 0, started.stderr
+    pids = []
+    deadline = time.monotonic() + 10
+    for name in ("child", "orphan"):
+        path = daemon.work / name
+        while not path.exists() or not path.read_text().strip():  # written at once
+            assert time.monotonic() < deadline, f"{name} was not written"
+        pids.append(int(path.read_text()))
+    assert all(os.path.exists(f"/proc/{pid}") for pid in pids)
+
+    stopped = daemon.ctl("stop", *(["--force"] if force else []), "bg")
+
+    assert stopped.returncode == 0, stopped.stderr
+    assert all(wait_pid_gone(pid, timeout=10) for pid in pids)
