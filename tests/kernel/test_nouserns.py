@@ -60,7 +60,8 @@ def listeners() -> Iterator[tuple[socket.socket, socket.socket]]:
     other.close()
 
 
-PROBE = r"""
+# Each attempt prints its name and OK or the errno's name.
+ATTEMPT = r"""
 import errno, os, socket, sys
 def attempt(name, fn):
     try:
@@ -68,6 +69,9 @@ def attempt(name, fn):
         print(name, "OK")
     except OSError as e:
         print(name, errno.errorcode.get(e.errno, e.errno))
+"""
+
+PROBE = ATTEMPT + r"""
 attempt("read_outside", lambda: open(sys.argv[1]).read())
 attempt("write_outside", lambda: open(sys.argv[2], "w").write("x"))
 attempt("write_inside", lambda: open("inside.txt", "w").write("x"))
@@ -153,15 +157,8 @@ def test_denial_inside_a_granted_home_kept_out_by_splitting_the_grant(
     assert f"1 granted directories ({home})" in _layers(result)
 
 
-PROBE_HOME = r"""
-import errno, os
+PROBE_HOME = ATTEMPT + r"""
 home = HOME
-def attempt(name, fn):
-    try:
-        fn()
-        print(name, "OK")
-    except OSError as e:
-        print(name, errno.errorcode.get(e.errno, e.errno))
 attempt("key", lambda: open(home + "/.ssh/id_ed25519").read())
 attempt("new_key", lambda: open(home + "/.ssh/new", "w"))
 attempt("config", lambda: open(home + "/.config/tool.toml").read())
