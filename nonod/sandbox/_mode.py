@@ -40,8 +40,13 @@ NAMESPACES: Final = "namespaces"
 LANDLOCK_ONLY: Final = "landlock-only"
 
 # The same flags the launcher unshares (``_plan.NS_FLAGS``), tried in a throwaway interpreter:
-# unshare() must run in a single-threaded process, and the daemon has threads.
+# unshare() must run in a single-threaded process, and the daemon has threads. A root daemon
+# tries as uid 65534: its launchers unshare after switching to the session's user, and
+# Ubuntu's AppArmor restriction (for one) lets root create namespaces but not other users.
 _PROBE = ("import ctypes, os\n"
+          "if os.geteuid() == 0:\n"
+          "    os.setgroups([]); os.setresgid(65534, 65534, 65534)\n"
+          "    os.setresuid(65534, 65534, 65534)\n"
           "libc = ctypes.CDLL(None, use_errno=True)\n"
           "os._exit(0 if libc.unshare({flags}) == 0 else min(ctypes.get_errno(), 125) or 125)\n")
 
