@@ -251,3 +251,23 @@ async def test_explicit_mode_and_warm_launchers(world_tmp: Path) -> None:
             host_pidns = os.readlink("/proc/self/ns/pid")
             assert out.read_text().splitlines() == ["13", host_pidns], (n, out.read_text())
             assert not proc.enforcement.fully_enforced
+
+
+def test_trust_pins_refused_unless_accepted(sandbox_user: SandboxUser, world_tmp: Path) -> None:
+    """A verified instruction file is pinned by a mount: without one, the session would read
+    the host's file as it is then, so the launch is refused unless the profile accepts it."""
+    work = world_tmp / "work"
+    work.mkdir()
+    (work / "AGENTS.md").write_text("verified\n")
+    sandbox_user.chown(work, work / "AGENTS.md")
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    request = LaunchRequest(argv=(python, "-S", "-c", "print(open('AGENTS.md').read())"),
+                            cwd=str(work), pins=((str(work / "AGENTS.md"), b"verified\n"),))
+
+    refused = sandbox_user.run_request(_policy(work), request, nouserns=True)
+    accepted = sandbox_user.run_request(_policy(work, accept=(*ACCEPTED, "trust_pins")),
+                                        request, nouserns=True)
+
+    assert refused.code == 125 and "trust_pins: 1 verified instruction files" in refused.stderr
+    assert accepted.code == 0 and accepted.stdout == "verified\n\n", accepted.stderr
+    assert "trust_pins (1 verified instruction files" in _layers(accepted)
