@@ -229,6 +229,7 @@ def _idmap_ids(uid: int, gid: int) -> None:
 def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
     """Body of the fork server's child. Never returns."""
     launch_w = fds[3]
+    server = os.getppid()
     try:
         _step("fork", _close_except, (*fds, hub))
         _step("pdeathsig", _pdeathsig)
@@ -269,10 +270,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
     for fd in {*fds, 0, 1, 2}:
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
-    _guard_and_wait(pid, guard_outer, hub)
-    if not plan.ns_flags:
-        _end_descendants()
-    os._exit(0)
+    _outer_life(pid, guard_outer, hub, plan.ns_flags, server)
 
 
 def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0,
@@ -284,6 +282,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     is set: see ``audit_session``) on ``sock_fd``; the init then waits on the same
     socket for (plan, five descriptors). A failure before that makes the init exit, and the
     fork server falls back to a cold launch. Never returns."""
+    server = os.getppid()
     try:
         _close_except((sock_fd, hub))
         _pdeathsig()
@@ -335,10 +334,36 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     for fd in (0, 1, 2):
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
-    _guard_and_wait(pid, guard_outer, hub)
+    _outer_life(pid, guard_outer, hub, ns_flags, server)
+
+
+def _outer_life(init: int, guard: socket.socket, hub: int, ns_flags: int, server: int
+                ) -> None:
+    """The outer process after the launch: guard the view and wait for the init; without
+    namespaces, also end the session when the fork server dies, and end what is left of it
+    when the init is gone (a pid namespace's end would). Never returns."""
+    if not ns_flags:
+        _end_with_parent(init, server)
+    _guard_and_wait(init, guard, hub)
     if not ns_flags:
         _end_descendants()
     os._exit(0)
+
+
+def _end_with_parent(init: int, server: int) -> None:
+    """Hear of the fork server's death (SIGHUP instead of SIGKILL as the parent-death
+    signal) and kill the init then: the waits return, and ``_end_descendants`` kills what the
+    program left, which the kernel would not do without a pid namespace."""
+    def kill_init(_sig: int, _frame: object) -> None:
+        try:
+            os.kill(init, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGHUP, kill_init)
+    _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGHUP)
+    if os.getppid() != server:  # it died before the prctl took effect
+        kill_init(signal.SIGHUP, None)
 
 
 _GUARD_LEN = struct.Struct("<I")

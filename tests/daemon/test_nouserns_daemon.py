@@ -114,10 +114,9 @@ def test_profile_needing_a_mount_namespace_is_refused_with_the_layers_to_accept(
             in done.stderr)
 
 
-@pytest.mark.parametrize("force", [False, True])
-def test_stop_ends_every_process_of_the_session(daemon: Daemon, force: bool) -> None:
-    """No pid namespace: the launcher's subreapers end what the program started, whether the
-    init forwards SIGTERM or is killed outright."""
+def _start_background(daemon: Daemon) -> list[int]:
+    """A detached session that leaves two processes behind (one ignoring SIGTERM, one in a
+    session of its own): their pids."""
     profile = daemon.profile("container", ("persistence", "creation_guard", "private_tmp"))
     started = daemon.ctl("launch", "--detach", "--profile", str(profile), "--workdir",
                          str(daemon.work), "--name", "bg", "--", "/bin/sh", "-c",
@@ -132,8 +131,28 @@ def test_stop_ends_every_process_of_the_session(daemon: Daemon, force: bool) -> 
             assert time.monotonic() < deadline, f"{name} was not written"
         pids.append(int(path.read_text()))
     assert all(os.path.exists(f"/proc/{pid}") for pid in pids)
+    return pids
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_stop_ends_every_process_of_the_session(daemon: Daemon, force: bool) -> None:
+    """No pid namespace: the launcher's subreapers end what the program started, whether the
+    init forwards SIGTERM or is killed outright."""
+    pids = _start_background(daemon)
 
     stopped = daemon.ctl("stop", *(["--force"] if force else []), "bg")
 
     assert stopped.returncode == 0, stopped.stderr
+    assert all(wait_pid_gone(pid, timeout=10) for pid in pids)
+
+
+def test_daemon_killed_ends_every_process_of_its_sessions(daemon: Daemon) -> None:
+    """The daemon killed with SIGKILL: its fork server dies with it, the outer launcher hears
+    of that and ends the session, as the end of a pid namespace would have."""
+    pids = _start_background(daemon)
+    daemon_pid = json.loads(daemon.ctl("daemon", "status", "--json").stdout)["pid"]
+
+    os.kill(daemon_pid, signal.SIGKILL)
+
+    assert wait_pid_gone(daemon_pid)
     assert all(wait_pid_gone(pid, timeout=10) for pid in pids)
