@@ -38,8 +38,9 @@ Without namespaces (``ns_flags`` 0, landlock-only mode: see ``_mode``), steps 3,
 new root) and 8 are skipped, and the init is not pid 1 of anything: the outer process and the
 init are child subreapers instead, so that whatever the program leaves behind is reparented to
 them, and each kills what is left of its descendants before it exits (``_end_descendants``).
-The kernel's guarantee that nothing outlives the pid namespace then becomes theirs: a
-descendant can only escape it if both are killed with SIGKILL.
+The kernel's guarantee that nothing outlives the pid namespace then becomes theirs: the outer
+process's parent-death signal is SIGHUP, on which it kills the init and ends the rest, and a
+descendant outlives the session only if the outer process itself is killed with SIGKILL.
 
 The init stays: a program that is itself pid 1 would ignore default-action signals and leave
 zombies. Init forwards SIGTERM, SIGINT, SIGHUP... to the program, reaps orphans, and reports
