@@ -49,6 +49,7 @@ from .control import (
 )
 from .errors import NonoError
 from .sessions import AuditSettings, LauncherLike, Registry, SessionLimits
+from .sessions._records import HEARTBEAT_INTERVAL
 
 log = structlog.get_logger()
 
@@ -292,6 +293,7 @@ async def _serve(
         notify(f"READY=1\nMAINPID={os.getpid()}")
         nursery.start_soon(host.warm_up)
         nursery.start_soon(_reseal_periodically, registry)
+        nursery.start_soon(_heartbeat, registry)
         task_status.started(server)
         await shutdown.wait()
         log.info("shutting down")
@@ -299,6 +301,13 @@ async def _serve(
 
 
 RESEAL_INTERVAL = 30.0
+
+
+async def _heartbeat(registry: Registry) -> None:
+    """Touch the state directory's heartbeat file (see ``sessions._records.last_alive``)."""
+    while True:
+        await registry.heartbeat()
+        await trio.sleep(HEARTBEAT_INTERVAL)
 
 
 async def _reseal_periodically(registry: Registry) -> None:

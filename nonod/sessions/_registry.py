@@ -59,10 +59,12 @@ from ._records import (
     SessionRecord,
     enforcement_of,
     forget_session,
+    last_alive,
     make_private_dirs,
     now,
     read_records,
     record_encoder,
+    touch_heartbeat,
     write_record,
 )
 from ._session import Session
@@ -166,7 +168,8 @@ class Registry:
                 record.reason = "daemon_lost"
                 record.signal = _signal.SIGKILL
                 record.exit_code = None
-                record.ended_at = now()
+                record.ended_at = await trio.to_thread.run_sync(
+                    last_alive, self._state_dir, record, self._sessions_dir / record.id)
                 lost.append(record.id)
                 log.warning("session was running when the daemon died; it died with it",
                             session=record.id, name=record.name, pid=record.pid)
@@ -177,6 +180,14 @@ class Registry:
                 await close_lost(self._state_dir, record.id, sign_key=record.audit_sign_key,
                                  hub=self._audit_hub, ledger=self._audit_ledger)
         return lost
+
+    async def heartbeat(self) -> None:
+        """Say that this daemon (and so its sessions) is alive now: a daemon_lost session's end
+        is its last heartbeat, not the next daemon's start (``_records.last_alive``)."""
+        try:
+            await trio.to_thread.run_sync(touch_heartbeat, self._state_dir)
+        except OSError as exc:
+            log.warning("cannot touch the heartbeat file", error=exc.strerror or str(exc))
 
     async def reseal_truncated(self) -> list[str]:
         """Seal the audit files whose writes failed (a full disk) as truncated, now that
