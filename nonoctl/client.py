@@ -37,6 +37,7 @@ import contextlib
 import errno
 import os
 import socket
+import struct
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -47,6 +48,7 @@ import wsproto.events as ws_events
 
 from nonod.control import protocol as p
 from nonod.control._socket import client_socket_path
+from nonod.control._socketdir import UnsafeSocketPath, trusted_socket_dir
 from nonod.errors import NonoError
 
 if TYPE_CHECKING:
@@ -73,6 +75,12 @@ class DaemonUnreachable(ClientError):
     def __init__(self, message: str, *, hint: str | None = None, errno_: int = 0) -> None:
         super().__init__(message, hint=hint)
         self.errno = errno_
+
+
+class UntrustedDaemon(ClientError):
+    """What listens at the socket path is not provably our daemon: nothing was sent to it."""
+
+    code = "client.untrusted_daemon"
 
 
 class ConnectionLost(ClientError):
@@ -127,14 +135,7 @@ class Connection:
         cls, path: Path, *, timeout: float | None = CONNECT_TIMEOUT, client: str = CLIENT_NAME
     ) -> Connection:
         """Connect, handshake and exchange ``hello``; raise DaemonUnreachable/RemoteError."""
-        try:
-            sock = _connect_unix(path, timeout)
-        except OSError as exc:
-            raise DaemonUnreachable(
-                f"cannot connect to nonod at {path}: {exc.strerror or exc}",
-                hint=_connect_hint(exc),
-                errno_=exc.errno or 0,
-            ) from exc
+        sock = connect_trusted(path, timeout)
         conn = cls(sock, path)
         try:
             conn._handshake()
@@ -276,6 +277,40 @@ class Connection:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def connect_trusted(path: Path, timeout: float | None) -> socket.socket:
+    """A socket connected to the daemon at ``path``, authenticated before a byte is sent.
+
+    Every directory on the path must belong to us or root and be writable by nobody else
+    (``nonod.control._socketdir``), and the listening process must run as us or as root
+    (``SO_PEERCRED``). Anything else is refused with UntrustedDaemon: a fake server planted
+    by another user would otherwise get our secrets, environment and terminal.
+    """
+    owners = {os.geteuid(), 0}
+    try:
+        real = trusted_socket_dir(path.parent, owners=owners) / path.name
+        sock = _connect_unix(real, timeout)
+    except UnsafeSocketPath as exc:
+        raise UntrustedDaemon(exc.message, hint=exc.hint) from exc
+    except OSError as exc:
+        raise DaemonUnreachable(
+            f"cannot connect to nonod at {path}: {exc.strerror or exc}",
+            hint=_connect_hint(exc),
+            errno_=exc.errno or 0,
+        ) from exc
+    _, uid, _ = struct.unpack(
+        "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    )
+    if uid not in owners:
+        sock.close()
+        raise UntrustedDaemon(
+            f"the process listening on {path} runs as uid {uid}, not as you (uid "
+            f"{os.geteuid()}) or root: it is not your nonod; nothing was sent to it",
+            hint="another user may have planted it; remove the socket's directory or use "
+            "another path (NONO_SOCKET, --socket)",
+        )
+    return sock
 
 
 def _connect_unix(path: Path, timeout: float | None) -> socket.socket:
@@ -667,17 +702,22 @@ async def open_async_client(
     from trio_websocket import wrap_client_stream
 
     target = path or client_socket_path(system=system)
+
+    async def open_stream() -> trio.SocketStream:
+        sock = await trio.to_thread.run_sync(connect_trusted, target, CONNECT_TIMEOUT)
+        sock.settimeout(None)
+        return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+
     try:
-        stream = await trio.open_unix_socket(str(target))
-    except OSError as exc:
+        stream = await open_stream()
+    except DaemonUnreachable as exc:
         may_start = (autostart and not system and os.environ.get("NONO_NO_AUTOSTART") != "1"
                      and exc.errno in (errno.ENOENT, errno.ECONNREFUSED))
         if not may_start:
-            raise DaemonUnreachable(f"cannot connect to nonod at {target}: {exc.strerror}",
-                                    hint=_connect_hint(exc), errno_=exc.errno or 0) from exc
+            raise
         explicit = path is not None or bool(os.environ.get("NONO_SOCKET"))
         await trio.to_thread.run_sync(start_daemon, target if explicit else None)
-        stream = await trio.open_unix_socket(str(target))
+        stream = await open_stream()
     async with trio.open_nursery() as nursery:
         ws = await wrap_client_stream(nursery, stream, "localhost", p.WS_RESOURCE,
                                       subprotocols=[p.WS_SUBPROTOCOL])

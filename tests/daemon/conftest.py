@@ -35,7 +35,6 @@ from nonod.control import ControlServer
 from nonod.sandbox import open_launcher
 
 HERE = Path(__file__).resolve().parent
-RAWCLIENT = HERE / "rawclient.py"
 SYSTEM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 NOBODY = 65534
 
@@ -167,7 +166,7 @@ def raw_client(
     """Run rawclient.py (as whoever ``prefix`` makes us) and return its output lines."""
     stdin = "".join(json.dumps(m) + "\n" for m in messages)
     done = subprocess.run(
-        [*prefix, SYSTEM_PYTHON, str(_reachable_rawclient()), str(socket_path)],
+        [*prefix, SYSTEM_PYTHON, str(reachable_script("rawclient.py")), str(socket_path)],
         input=stdin.encode(), capture_output=True, timeout=timeout, check=False, cwd="/",
     )
     assert done.returncode == 0, done.stderr.decode()
@@ -175,13 +174,13 @@ def raw_client(
 
 
 @functools.cache
-def _reachable_rawclient() -> Path:
-    """A copy of rawclient.py that any uid can read: the checkout may sit under /root (0700),
-    as CI's clone can."""
-    directory = Path(tempfile.mkdtemp(prefix="nono-rawclient-", dir="/tmp"))
+def reachable_script(name: str) -> Path:
+    """A copy of a helper script of this directory (rawclient.py, fakeserver.py) that any uid
+    can read: the checkout may sit under /root (0700), as CI's clone can."""
+    directory = Path(tempfile.mkdtemp(prefix="nono-script-", dir="/tmp"))
     directory.chmod(0o755)
-    copy = directory / RAWCLIENT.name
-    shutil.copyfile(RAWCLIENT, copy)
+    copy = directory / name
+    shutil.copyfile(HERE / name, copy)
     copy.chmod(0o644)
     return copy
 
