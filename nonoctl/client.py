@@ -257,6 +257,17 @@ class Connection:
     def has_buffered(self) -> bool:
         return bool(self._replies)
 
+    def closed_while_idle(self) -> bool:
+        """True if the daemon closed this connection while no request was outstanding (its
+        ``idle_timeout``); reads what is already there without waiting."""
+        import select
+
+        if not self.closed and not self._replies and select.select([self.sock], [], [], 0)[0]:
+            with contextlib.suppress(ClientError):
+                self._receive_raw()
+                self._drain_events()
+        return self.closed and not self._replies
+
     def request(self, message: p.Request, *, fds: Sequence[int] = ()) -> p.AnyReply:
         """Send a request and return its reply; ErrorReply raises RemoteError."""
         self.send(message, fds=fds)
@@ -437,6 +448,9 @@ class Client:
         return Connection.open(self.path, timeout=self._timeout)
 
     def _ask(self, message: p.Request) -> p.AnyReply:
+        if self._conn.closed_while_idle():  # the daemon's idle_timeout: nothing was lost
+            self._conn.close()
+            self._conn = self._fresh()
         return self._conn.request(message)
 
     def close(self) -> None:
