@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -482,6 +483,12 @@ class _SignalPipe:
         os.close(self._write)
 
 
+#: Signals that end ``nonoctl launch`` itself while there is no session to forward them to.
+_STOPPING: Final = frozenset(
+    int(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+)
+
+
 def _ignore_signal(signum: int, frame: object) -> None:
     del signum, frame  # delivered through the wakeup fd
 
@@ -505,6 +512,11 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
             ready = [sock] if conn.has_buffered() else select.select(watch, [], [])[0]
             if signals.fd in ready:
                 queued += signals.read()
+            if session_id is None and _STOPPING.intersection(queued):
+                # Nothing to forward them to yet: nonoctl itself was interrupted. Closing the
+                # connection stops the session should the daemon still create it.
+                out.error("interrupted before the session started")
+                return EXIT_INTERRUPTED
             if session_id is not None:
                 for signum in queued:
                     conn.send(p.SendSignal(session=session_id, signal=signum))
@@ -513,10 +525,11 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
                 continue
             try:
                 replies = conn.receive_available()
-            except ConnectionLost:
+            except ConnectionLost as exc:
                 if session_id is None:
                     raise
-                out.error(f"lost the connection to nonod; session {session_id} was stopped")
+                out.error(f"{exc.message}: session {session_id} ends with its attached client "
+                          "(or went down with the daemon)")
                 return EXIT_DAEMON
             for reply in replies:
                 match reply:

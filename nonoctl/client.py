@@ -236,20 +236,28 @@ class Connection:
     def receive(self) -> p.AnyReply:
         """The next message from the daemon (blocking)."""
         while not self._replies:
-            if self.closed:
-                code = getattr(self, "_close_code", 0)
-                reason = getattr(self, "_close_reason", "")
-                detail = f" (code {code}{': ' + reason if reason else ''})" if code else ""
-                raise ConnectionLost(f"nonod closed the connection{detail}")
+            self._raise_if_closed()
             self._receive_raw()
             self._drain_events()
         return self._replies.popleft()
 
+    def _raise_if_closed(self) -> None:
+        if self.closed:
+            code = getattr(self, "_close_code", 0)
+            reason = getattr(self, "_close_reason", "")
+            detail = f" (code {code}{': ' + reason if reason else ''})" if code else ""
+            raise ConnectionLost(f"nonod closed the connection{detail}")
+
     def receive_available(self) -> list[p.AnyReply]:
-        """Read once (the socket is readable) and return every complete message."""
-        if not self._replies and not self.closed:
+        """Read once (the socket is readable) and return every complete message; once the
+        connection is closed and nothing is left, ConnectionLost (never an empty list, which
+        would have a select loop spin on the closed socket)."""
+        if not self._replies:
+            self._raise_if_closed()
             self._receive_raw()
             self._drain_events()
+            if not self._replies:
+                self._raise_if_closed()
         out = list(self._replies)
         self._replies.clear()
         return out
