@@ -154,6 +154,13 @@ def _pdeathsig() -> None:
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _dumpable_until_mapped() -> None:
+    """The fork server is not dumpable, and we inherit that; but until the id maps are
+    written /proc/self/* must be our own, not root's. Dumpable again (no core dump: the fork
+    server's RLIMIT_CORE of 0 is inherited) until we drop it before waiting."""
+    _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
+
+
 def audit_session(tag: int) -> tuple[int, int]:
     """Set our loginuid to ``tag`` (root in the initial user namespace only: the kernel wants
     CAP_AUDIT_CONTROL there) and return ``(audit session id, 0)``, or ``(0, errno)``."""
@@ -197,6 +204,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
     try:
         _step("fork", _close_except, (*fds, hub))
         _step("pdeathsig", _pdeathsig)
+        _step("pdeathsig", _dumpable_until_mapped)
         _reset_signals()
         if plan.audit_tag:
             _write_all(launch_w, record(REC_AUDIT, *audit_session(plan.audit_tag)))
@@ -246,6 +254,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     try:
         _close_except((sock_fd, hub))
         _pdeathsig()
+        _dumpable_until_mapped()
         _reset_signals()
         ses, ses_err = audit_session(audit_tag) if audit_tag else (0, 0)
         _libc.unshare(ns_flags)
