@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-
 from .conftest import NOBODY, as_user, wait_pid_gone
 
 REPO = Path(__file__).resolve().parents[2]
