@@ -46,6 +46,8 @@ from .client import (
     RemoteError,
     check,
     connect,
+    launch_environment,
+    working_directory,
 )
 
 if TYPE_CHECKING:
@@ -421,9 +423,13 @@ def _cmd_launch(args: argparse.Namespace, command: list[str], out: Output) -> in
     profile = _profile_arg(args.profile or args.profile_name)
     detach = args.detach
     stdio: p.Stdio = "pty" if (detach or args.dry_run) else "passed"
+    env, dropped = launch_environment()
+    for name in dropped:
+        out.note(f"nonoctl: warning: environment variable {name} left out: longer than a "
+                 f"program can be given ({p.MAX_ARG_STRLEN} bytes with its name)")
     try:
         request = p.Launch(
-            argv=tuple(command), profile=profile, cwd=os.getcwd(), env=dict(os.environ),
+            argv=tuple(command), profile=profile, cwd=working_directory(), env=env,
             options=_options(args), name=args.name, detach=detach, stdio=stdio,
             term=_term_size(), dry_run=args.dry_run,
         )
@@ -838,7 +844,8 @@ def _cmd_profile(args: argparse.Namespace, command: list[str], out: Output) -> i
         target = _profile_arg(args.target) or ""
         if args.action == "show":
             reply = conn.request(p.ProfileShow(
-                profile=target, resolved=args.resolved, cwd=os.getcwd(), options=_options(args),
+                profile=target, resolved=args.resolved, cwd=working_directory(),
+                options=_options(args),
             ))
             if isinstance(reply, p.ProfileDocument):
                 out.profile_document(reply)
@@ -1203,7 +1210,7 @@ def _cmd_learn(args: argparse.Namespace, command: list[str], out: Output) -> int
                 nursery.start_soon(on_signal)
                 # With --json the program's stdout goes to stderr: stdout carries the JSON.
                 result = await learning.learn(
-                    command, cwd=os.getcwd(), env=env, timeout=args.timeout,
+                    command, cwd=working_directory(), env=env, timeout=args.timeout,
                     base_profile=base, listen_ports=tuple(args.listen_port),
                     progress=show if tty else None, stop=stop,
                     stdio=(0, 2 if args.json else 1, 2))

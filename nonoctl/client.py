@@ -91,6 +91,12 @@ class UnexpectedReply(ClientError):
     code = "client.unexpected_reply"
 
 
+class NoWorkingDirectory(NonoError):
+    """The caller's current directory cannot be named (deleted, or above it unsearchable)."""
+
+    code = "client.cwd"
+
+
 class RemoteError(NonoError):
     """The daemon refused a request. ``reply.code`` is the daemon's error code."""
 
@@ -413,6 +419,38 @@ def connect(
     return Connection.open(target, timeout=timeout, client=client)
 
 
+def working_directory() -> str:
+    """``os.getcwd()``, or NoWorkingDirectory saying why there is none."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError as exc:
+        raise NoWorkingDirectory(
+            "the current directory no longer exists (it was deleted)",
+            hint="cd to an existing directory and run the command again",
+        ) from exc
+    except OSError as exc:
+        raise NoWorkingDirectory(
+            f"cannot tell the current directory: {exc.strerror or exc}",
+            hint="cd to a directory you can reach and run the command again",
+        ) from exc
+
+
+def launch_environment(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The environment a launch carries, and the names of the variables left out: those
+    whose ``NAME=value`` is longer than ``execve`` takes (``p.MAX_ARG_STRLEN``; the program
+    could not be started with them) or whose name is over the protocol's 4096 characters."""
+    kept: dict[str, str] = {}
+    dropped: list[str] = []
+    for name, value in (os.environ if environ is None else environ).items():
+        if len(name) <= 4096 and p.env_entry_fits(name, value):
+            kept[name] = value
+        else:
+            dropped.append(name[:64])
+    return kept, tuple(dropped)
+
+
 def launch_request(
     argv: Sequence[str],
     *,
@@ -426,10 +464,11 @@ def launch_request(
     term: p.TermSize | None = None,
     dry_run: bool = False,
 ) -> p.Launch:
-    """A ``Launch`` message with the caller's working directory and environment by default."""
+    """A ``Launch`` message with the caller's working directory and environment by default
+    (less what ``launch_environment`` leaves out)."""
     return p.Launch(
-        argv=tuple(argv), profile=profile, cwd=cwd or os.getcwd(),
-        env=dict(os.environ if env is None else env), options=options or p.LaunchOptions(),
+        argv=tuple(argv), profile=profile, cwd=cwd or working_directory(),
+        env=launch_environment(env)[0], options=options or p.LaunchOptions(),
         name=name, detach=detach, stdio=stdio, term=term, dry_run=dry_run,
     )
 

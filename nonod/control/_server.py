@@ -122,6 +122,18 @@ class HelloTimeout(ProtocolError):
     code = "protocol.hello_timeout"
 
 
+class FileProblem(NonoError):
+    """A file the request needed could not be used (a directory where a file was expected,
+    no permission...). Only its name and the system's reason are told, never its content."""
+
+    code = "file.error"
+
+    @classmethod
+    def of(cls, exc: OSError) -> FileProblem:
+        name = f"{exc.filename}: " if exc.filename else ""
+        return cls(f"{name}{exc.strerror or exc}")
+
+
 def error_reply(exc: NonoError) -> p.ErrorReply:
     """The wire form of an error: code, message, hint, and the structured fields it has."""
     details: dict[str, str] = {}
@@ -511,6 +523,12 @@ class _Conversation:
                         return
                 except NonoError as exc:
                     await self.send_error(exc)
+                except OSError as exc:
+                    # A caller's bad file (a directory named trust-policy.json, an unreadable
+                    # one) is that request's failure, not the connection's.
+                    log.warning("request failed on a file", error=str(exc),
+                                request=_tag(request))
+                    await self.send_error(FileProblem.of(exc))
 
     async def dispatch(self, request: p.AnyRequest) -> bool:
         """Handle one request; False ends the conversation."""
