@@ -8,7 +8,10 @@ caller's profile directory and any profile path the caller names. A system daemo
 and must not read files for a caller that the caller could not read itself: it takes named
 profiles from its own ``profile_dir`` and the built-ins only, and accepts a profile *path* only
 when the file belongs to the caller (or is root's and world-readable). The caller's home
-directory comes from the password database there, not from the caller's environment.
+directory comes from the password database there, not from the caller's environment. A
+profile is *resolved* (grant paths looked up, symlinks followed) with the caller's filesystem
+identity (``_ascaller``), so a dry run tells a caller nothing about paths it could not reach
+itself.
 """
 
 from __future__ import annotations
@@ -149,8 +152,18 @@ class ProfilePolicies:
     ) -> tuple[ResolvedPolicy, str | None]:
         profile = self._load(request.profile, caller, request.env)
         ctx = self._context(caller, request.env, request.cwd)
-        policy = resolve(profile, ctx, overrides=overrides_from(request.options))
+        policy = self._resolve(profile, ctx, caller, overrides_from(request.options))
         return policy, request.profile
+
+    def _resolve(self, profile: Profile, ctx: ResolveContext, caller: Caller,
+                 overrides: CliOverrides | None = None) -> ResolvedPolicy:
+        """``resolve``, looking at the filesystem as the caller (system daemon)."""
+        if not self._system or caller.is_root:
+            return resolve(profile, ctx, overrides=overrides)
+        from ._ascaller import caller_identity
+
+        with caller_identity(caller.uid, caller.gid):
+            return resolve(profile, ctx, overrides=overrides)
 
     def _list(self, caller: Caller) -> tuple[p.ProfileEntry, ...]:
         found = list_profiles(self._user_dir(caller, {}))
@@ -167,7 +180,7 @@ class ProfilePolicies:
         profile = self._load(request.profile, caller, {})
         if request.resolved:
             ctx = self._context(caller, {}, request.cwd)
-            policy = resolve(profile, ctx, overrides=overrides_from(request.options))
+            policy = self._resolve(profile, ctx, caller, overrides_from(request.options))
             document = msgspec.json.encode(policy)
         else:
             document = msgspec.json.encode(profile)
@@ -181,7 +194,7 @@ class ProfilePolicies:
     def _validate(self, request: p.ProfileValidate, caller: Caller) -> p.ProfileValid:
         profile = self._load(request.profile, caller, {})
         ctx = self._context(caller, {}, "/")
-        policy = resolve(profile, ctx)
+        policy = self._resolve(profile, ctx, caller)
         return p.ProfileValid(
             name=profile.meta.name or request.profile,
             source=request.profile,

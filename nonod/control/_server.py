@@ -559,7 +559,7 @@ class _Conversation:
             case p.Prune():
                 await self.send(p.Pruned(sessions=tuple(await reg.prune(self.caller))))
             case p.Status():
-                await self.send(self._server.status())
+                await self.send(self._server.status(self.caller))
             case p.Shutdown():
                 if self._server.info.system and not self.caller.is_root:
                     raise Forbidden("only root may stop the system daemon")
@@ -1020,8 +1020,9 @@ class ControlServer:
         self._refused_logged_at = -1e9
         self._refused_quiet = 0
 
-    def status(self) -> p.DaemonStatus:
-        live, total = self.registry.statistics()
+    def status(self, caller: sessions.Caller | None = None) -> p.DaemonStatus:
+        """The daemon's status; session counts are ``caller``'s own (root's: all)."""
+        live, total = self.registry.statistics(caller)
         info = self.info
         return p.DaemonStatus(
             pid=info.pid, version=info.version, protocol=p.PROTOCOL_VERSION, uid=info.uid,
