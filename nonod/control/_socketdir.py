@@ -17,6 +17,7 @@ nothing; changing a checked directory takes one of the trusted uids.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Collection
@@ -43,8 +44,9 @@ def _who(uid: int) -> str:
 def trusted_socket_dir(directory: Path, *, owners: Collection[int]) -> Path:
     """``directory`` resolved, once every directory on it is checked (see the module doc).
 
-    Raises FileNotFoundError when a component does not exist (nothing listens there yet) and
-    UnsafeSocketPath when one could be controlled by a uid outside ``owners``.
+    Raises FileNotFoundError (NotADirectoryError) when a component does not exist (is not a
+    directory): nothing listens there; UnsafeSocketPath when one could be controlled by a uid
+    outside ``owners``.
     """
     real = Path(os.path.realpath(directory))
     current = Path("/")
@@ -54,10 +56,12 @@ def trusted_socket_dir(directory: Path, *, owners: Collection[int]) -> Path:
             current = current / parts[index - 1]
         st = os.lstat(current)  # FileNotFoundError: nothing there yet
         last = index == len(parts)
-        if not stat.S_ISDIR(st.st_mode):
+        if stat.S_ISLNK(st.st_mode):  # resolved a moment ago: someone is swapping it
             raise UnsafeSocketPath(
                 f"{current} changed while the socket path {directory} was being checked"
             )
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(current))
         if st.st_uid not in owners:
             raise UnsafeSocketPath(
                 f"{current} belongs to {_who(st.st_uid)}, who could put a fake nonod at "
