@@ -887,10 +887,30 @@ class _Conversation:
                         )
                 return True
 
-            await self._until(produce, on_message)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keepalive)
+                await self._until(produce, on_message)
+                nursery.cancel_scope.cancel()
         finally:
             release()
             sub.close()
+
+    async def _keepalive(self) -> None:
+        """Drop an attached client that stopped reading even when there is nothing to send
+        (a suspended ``nonoctl attach``), so that it does not hold the session forever: a
+        ping every ``send_timeout``, to be answered within ``send_timeout``."""
+        interval = self._settings.send_timeout
+        while True:
+            await trio.sleep(interval)
+            answered = False
+            with trio.move_on_after(interval), contextlib.suppress(ConnectionClosed):
+                await self._ws.ping()
+                answered = True
+            if not answered:
+                log.warning("attached client does not answer pings; dropping it",
+                            send_timeout=interval)
+                self.scope.cancel()
+                return
 
     async def _subscribe(self, request: p.Subscribe) -> None:
         session_id = None

@@ -166,3 +166,24 @@ def test_an_attached_client_that_stops_reading_is_dropped_and_frees_the_session(
             assert isinstance(stopped, p.Exited)
     finally:
         handle.stop()
+
+
+def test_a_suspended_attach_with_nothing_to_read_is_dropped_too(short_tmp: Path) -> None:
+    """No output, so no send ever blocks: the daemon's pings go unanswered instead."""
+    handle = DaemonThread(short_tmp, config="[daemon]\nsend_timeout = 0.5\n").start()
+    try:
+        with handle.connect() as conn:
+            launched = conn.request(p.Launch(
+                argv=("cat",), cwd=str(short_tmp), env=session_env(short_tmp),
+                options=p.LaunchOptions(allow_cwd=True), detach=True,
+                term=p.TermSize(rows=24, cols=80)))
+            assert isinstance(launched, p.Launched)
+            session = launched.session.id
+            with handle.connect() as stuck:
+                assert stuck.request(p.Attach(session=session)) == p.Attached(session=session)
+                assert _dropped(stuck)  # it reads nothing from here on, pings included
+            with handle.connect() as again:
+                assert again.request(p.Attach(session=session)) == p.Attached(session=session)
+            assert isinstance(conn.request(p.Stop(session=session, force=True)), p.Exited)
+    finally:
+        handle.stop()
