@@ -4,6 +4,7 @@ working directory. Through a real daemon and the real ``nonoctl``."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import wsproto.events as ws_events
 from nonoctl.client import RemoteError, launch_environment, launch_request
 from nonod.control import protocol as p
 
-from .conftest import DaemonThread, session_env
+from .conftest import DaemonThread, UserDaemon, session_env
 from .test_cli import CLI, cli_env
 
 
@@ -94,3 +95,21 @@ def test_a_directory_named_trust_policy_json_is_a_typed_error(
         assert info.value.remote_code.startswith("file."), info.value.reply
         assert "trust-policy.json" in info.value.message
         assert isinstance(conn.request(p.Status()), p.DaemonStatus)  # still usable
+
+
+@pytest.mark.root
+def test_an_unreadable_trust_policy_or_cwd_is_a_typed_error(user_daemon: UserDaemon) -> None:
+    """The daemon runs as an unprivileged user, so "unreadable" is real."""
+    locked = user_daemon.directory("locked-policy")
+    (locked / "trust-policy.json").write_text("{}")
+    (locked / "trust-policy.json").chmod(0)  # root's, mode 0: the user cannot read it
+    unlisted = user_daemon.directory("unlisted")
+    (unlisted / "trust-policy.json").write_text("{}")
+    os.chown(unlisted / "trust-policy.json", user_daemon.uid, user_daemon.uid)
+    unlisted.chmod(0o300)  # the user may enter it but not list it
+    refused = user_daemon.nonoctl("launch", "--allow-cwd", "--", "true", cwd=locked)
+    assert refused.returncode == 125, refused.stderr  # a launch refused, with the reason
+    assert "trust-policy.json" in refused.stderr and "Traceback" not in refused.stderr
+    done = user_daemon.nonoctl("launch", "--allow-cwd", "--", "true", cwd=unlisted)
+    assert "Traceback" not in done.stderr and "closed the connection" not in done.stderr
+    assert user_daemon.nonoctl("ps").returncode == 0  # the daemon is fine
