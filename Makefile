@@ -32,6 +32,8 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# The suite includes tests/cli/test_wheel_install.py: the wheel built from this tree, installed
+# with its dependencies into a fresh venv, must list the built-in profiles and launch gitbot.
 pytest: venv system-deps
 	@# pytest exits 5 when it collected no test: that must fail, never pass silently.
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \

@@ -88,7 +88,7 @@ def bench_chain(n: int) -> dict[str, Any]:
 async def bench_writer(state: Path, session: str, n: int, subscribers: int,
                        checkpoint_every: int, *, batch: bool = True,
                        proxy_path: bool = False) -> dict[str, Any]:
-    from nonod._sessions import _audit_event
+    from nonod.sessions._session import _audit_event
 
     hub = AuditHub()
     subs = [hub.subscribe(session=session, buffer=256) for _ in range(subscribers)]

@@ -1,6 +1,6 @@
 """The daemon's cost: launch latency through the client and the CLI, and its memory.
 
-One run starts a real ``nonod --foreground`` as a subprocess in a temporary directory (its own
+One run starts a real ``nonod`` (foreground) as a subprocess in a temporary directory (its own
 socket and state directory; HOME and the XDG directories outside every grant, as
 tests/daemon/conftest.py does), then:
 
@@ -52,7 +52,7 @@ from _common import machine
 from launch import Contender, bwrap, make, measure, nonod, summarize, versions
 
 from nonoctl.client import Client, Connection, DaemonUnreachable
-from nonod.control import protocol as p
+from nonod import protocol as p
 from nonod.sandbox import open_launcher
 
 VENV_BIN = Path(sys.executable).parent
@@ -68,7 +68,7 @@ class BenchFailure(Exception):
 
 
 class Daemon:
-    """``python -m nonod --foreground`` in a short temporary directory."""
+    """``python -m nonod`` (foreground) in a short temporary directory."""
 
     def __init__(self) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="ndb-", dir="/tmp"))
@@ -86,7 +86,7 @@ class Daemon:
         }
         self.log = (self.base / "nonod.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nonod", "--foreground", "--socket", str(self.socket)],
+            [sys.executable, "-m", "nonod", "--socket", str(self.socket)],
             env=self.env, cwd="/", stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
         while True:

@@ -33,9 +33,9 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 from nonod.errors import NonoError
 
 from ._output import Output
@@ -70,6 +70,13 @@ _FORWARDED_NAMES: Final = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGWINCH",
                            "SIGUSR2")
 
 Handler = Callable[[argparse.Namespace, list[str], Output], int]
+
+
+class _Verbs(Protocol):
+    """Adds one verb (its own parser) to a command: name, help, and shared option parsers."""
+
+    def __call__(self, name: str, help: str,
+                 *parents: argparse.ArgumentParser) -> argparse.ArgumentParser: ...
 
 
 def exit_code_for(error: p.ErrorReply, *, launching: bool) -> int:
@@ -203,18 +210,45 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.set_defaults(func=_cmd_help, parser=parser)
     json_flag = argparse.ArgumentParser(add_help=False)
     json_flag.add_argument("--json", action="store_true", help="machine-readable output")
+    # A verb's --json must not reset a --json given before the verb (`daemon --json status`).
+    verb_json = argparse.ArgumentParser(add_help=False)
+    verb_json.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                           help="machine-readable output")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    # What the commands not run here fill (their options may clash: the last one wins).
+    unused = argparse.ArgumentParser(add_help=False, conflict_handler="resolve")
 
     def command(name: str, func: Handler, help: str, *, aliases: Sequence[str] = (),
                 json: bool = True) -> argparse.ArgumentParser:
         if only is not None and only != name and only not in aliases:
-            return argparse.ArgumentParser(add_help=False)  # not needed for this run
+            return unused  # not needed for this run
         cmd = sub.add_parser(name, aliases=list(aliases), help=help, description=help,
                              parents=[json_flag] if json else [])
         cmd.set_defaults(func=func, parser=cmd)
         if not json:
             cmd.set_defaults(json=False)
         return cmd
+
+    def actions(group: argparse.ArgumentParser,
+                common: Sequence[argparse.ArgumentParser] = ()) -> _Verbs:
+        """``group``'s verbs, each its own parser (so options go anywhere after it), with
+        --json and the ``common`` options, and the options of the ``parents`` it is given."""
+        if group is unused:  # building verb parsers costs startup time: only for the command
+            return lambda name, help, *parents: unused
+        verbs = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+        def action(name: str, help: str,
+                   *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+            return verbs.add_parser(name, help=help, description=help,
+                                    parents=[verb_json, *common, *parents])
+        return action
+
+    def option(*names: str, **how: Any) -> argparse.ArgumentParser:
+        """One option, to share between verbs (as an argparse parent)."""
+        parent = argparse.ArgumentParser(add_help=False)
+        parent.add_argument(*names, **how)
+        return parent
 
     launch = command("launch", _cmd_launch, "start a sandboxed session (-- CMD ARGS)",
                      aliases=["run"])
@@ -274,70 +308,101 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     command("prune", _cmd_prune, "forget ended sessions (records and logs)")
 
     daemon = command("daemon", _cmd_daemon, "start, stop or query the user daemon")
-    daemon.add_argument("action", choices=("start", "stop", "status"))
+    daemon_actions = actions(daemon)
+    daemon_actions("start", "start the user daemon (nonod --daemonize) unless one runs")
+    daemon_actions("stop", "stop the daemon and its sessions")
+    daemon_actions("status", "the daemon's pid, version, socket and sessions")
 
     profile = command("profile", _cmd_profile, "list, show or validate profiles")
-    profile.add_argument("action", choices=("list", "show", "validate"))
-    profile.add_argument("target", nargs="?", metavar="PROFILE", help="name or file")
-    profile.add_argument("--resolved", action="store_true",
-                         help="show: the policy the sandbox would enforce here")
-    _add_launch_flags(profile)
+    profile.set_defaults(target=None, resolved=False)
+    profile_actions = actions(profile)
+    profile_actions("list", "the profiles the daemon finds (user, then built-in)")
+    show = profile_actions("show", "a profile as written, or (--resolved) as enforced here")
+    show.add_argument("target", metavar="PROFILE", help="name or file")
+    show.add_argument("--resolved", action="store_true",
+                      help="the policy the sandbox would enforce here")
+    _add_launch_flags(show)
+    validate = profile_actions("validate", "check a profile; print its problems")
+    validate.add_argument("target", metavar="PROFILE", help="name or file")
 
     secret = command("secret", _cmd_secret,
                      "store, list, test or delete secrets in the daemon's keychain")
-    secret.add_argument("action", choices=("set", "list", "test", "delete"))
-    secret.add_argument("name", nargs="?", metavar="NAME",
-                        help="the credential's name (set: the value is read from a no-echo "
-                        "prompt, or from stdin when it is not a terminal; never from argv)")
+    secret.set_defaults(name=None)
+    secret_actions = actions(secret)
+    for action, text in (("set", "store a secret: the value is read from a no-echo prompt, "
+                          "or from stdin when it is not a terminal; never from argv"),
+                         ("test", "whether the daemon's keychain holds NAME"),
+                         ("delete", "remove NAME from the daemon's keychain")):
+        secret_actions(action, text).add_argument(
+            "name", nargs="?", metavar="NAME", help="the credential's name")
+    secret_actions("list", "the names (never the values) in the daemon's keychain")
 
     trust_cmd = command("trust", _cmd_trust,
                         "keys, signatures and policies for instruction files (keys live in "
                         "the daemon)")
-    trust_cmd.add_argument("action", choices=_TRUST_ACTIONS)
-    trust_cmd.add_argument("files", nargs="*", metavar="FILE",
-                           help="sign/verify: the files; sign-policy: the policy (default "
-                           "./trust-policy.json)")
-    trust_cmd.add_argument("--key", "--keyref", dest="key", default="default", metavar="NAME",
-                           help="key name in the keychain, or a file:///abs/path key ref "
-                           "(default: default)")
-    trust_cmd.add_argument("--force", action="store_true",
-                           help="keygen: replace an existing key; init: an existing policy")
-    trust_cmd.add_argument("--pem", action="store_true", help="export-key: PEM, not base64")
-    trust_cmd.add_argument("--user", action="store_true",
-                           help="init/sign-policy: the user-level policy "
-                           "($XDG_CONFIG_HOME/nono/trust-policy.json)")
-    trust_cmd.add_argument("--include", action="append", default=[], metavar="PATTERN",
-                           help="init: a glob of files to verify (repeatable)")
-    trust_cmd.add_argument("--policy", type=Path, metavar="FILE",
-                           help="verify/list: the policy (default: the user-level policy merged "
-                           "with ./trust-policy.json)")
-    trust_cmd.add_argument("--all", action="store_true",
-                           help="sign/verify: every file ./trust-policy.json includes (under "
-                           "the current directory)")
+    trust_cmd.set_defaults(files=[], key="default", force=False, pem=False, user=False,
+                           include=[], policy=None, all=False)
+    trust_actions = actions(trust_cmd)
+
+    key = option("--key", "--keyref", dest="key", default="default", metavar="NAME",
+                 help="key name in the keychain, or a file:///abs/path key ref (default: "
+                 "default)")
+    user = option("--user", action="store_true",
+                  help="the user-level policy ($XDG_CONFIG_HOME/nono/trust-policy.json)")
+    policy = option("--policy", type=Path, metavar="FILE",
+                    help="the policy (default: the user-level policy merged with "
+                    "./trust-policy.json)")
+    every = option("--all", action="store_true",
+                   help="every file ./trust-policy.json includes (under the current directory)")
+    trust_actions("keygen", "make a signing key in the daemon's keychain", key).add_argument(
+        "--force", action="store_true", help="replace an existing key")
+    trust_actions("export-key", "print a key's public half", key).add_argument(
+        "--pem", action="store_true", help="PEM, not base64")
+    init = trust_actions("init", "write a trust policy whose publisher is KEY", key, user)
+    init.add_argument("--force", action="store_true", help="replace an existing policy")
+    init.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                      help="a glob of files to verify (repeatable)")
+    trust_actions("sign", "sign files (FILE.bundle beside each)", key, every).add_argument(
+        "files", nargs="*", metavar="FILE", help="the files to sign")
+    trust_actions("sign-policy", "sign a trust policy", key, user).add_argument(
+        "files", nargs="*", metavar="FILE", help="the policy (default ./trust-policy.json)")
+    trust_actions("verify", "check files against their bundles and the policy", policy,
+                  every).add_argument("files", nargs="*", metavar="FILE",
+                                      help="the files to check")
+    trust_actions("list", "the policy's publishers and each included file", policy)
 
     command("doctor", _cmd_doctor, "check what this machine can enforce, and what to fix")
 
     audit = command("audit", _cmd_audit,
                     "verify, show, list or prune audit files (read locally)")
-    audit.add_argument("action", choices=("verify", "show", "list", "prune"))
-    audit.add_argument("session", nargs="?", metavar="ID", help="session id or unique prefix")
-    audit.add_argument("--state-dir", type=Path, metavar="DIR",
-                       help="the daemon's state directory (default: the user daemon's, or "
-                       "the system daemon's with --system)")
-    audit.add_argument("--allow-incomplete", action="store_true",
-                       help="verify: accept a file with no final record (a live session)")
-    audit.add_argument("--no-ledger", action="store_true",
-                       help="verify: do not check the session against the ledger")
-    audit.add_argument("--key", type=Path, metavar="PUB",
-                       help="verify: the signature must verify with this public key (PEM, or "
-                       "base64 DER as `trust export-key` prints); default: the publishers of "
-                       "your user-level trust policy")
-    audit.add_argument("--older-than", metavar="AGE",
-                       help="prune: sealed sessions older than AGE (30d, 12h, 90m)")
-    audit.add_argument("--keep", type=int, metavar="N",
-                       help="prune: keep only the N most recently sealed sessions")
-    audit.add_argument("--dry-run", action="store_true",
-                       help="prune: list what would be removed; remove nothing")
+    audit.set_defaults(session=None, allow_incomplete=False, no_ledger=False, key=None,
+                       older_than=None, keep=None, dry_run=False)
+    state_dir = option("--state-dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
+                       help="the daemon's state directory (default: the user daemon's, or the "
+                       "system daemon's with --system)")
+    audit.add_argument("--state-dir", type=Path, metavar="DIR", help=argparse.SUPPRESS)
+    audit_actions = actions(audit, [state_dir])
+    audit_verify = audit_actions("verify", "check a session's audit file (chain, seal, "
+                                 "ledger, signature)")
+    audit_verify.add_argument("session", metavar="ID", help="session id, name or unique id prefix")
+    audit_verify.add_argument("--allow-incomplete", action="store_true",
+                              help="accept a file with no final record (a live session)")
+    audit_verify.add_argument("--no-ledger", action="store_true",
+                              help="do not check the session against the ledger")
+    audit_verify.add_argument("--key", type=Path, metavar="PUB",
+                              help="the signature must verify with this public key (PEM, or "
+                              "base64 DER as `trust export-key` prints); default: the "
+                              "publishers of your user-level trust policy")
+    audit_actions("show", "print a session's audit records").add_argument(
+        "session", metavar="ID", help="session id, name or unique id prefix")
+    audit_actions("list", "the sessions whose audit files are in the state directory")
+    prune = audit_actions("prune", "remove sealed sessions' audit files")
+    prune.add_argument("--older-than", metavar="AGE",
+                       help="sealed sessions older than AGE (30d, 12h, 90m)")
+    prune.add_argument("--keep", type=int, metavar="N",
+                       help="keep only the N most recently sealed sessions")
+    prune.add_argument("--dry-run", action="store_true",
+                       help="list what would be removed; remove nothing")
 
     learn = command("learn", _cmd_learn,
                     "trace a run of a program and propose its profile (-- CMD ARGS); runs "
@@ -887,7 +952,7 @@ def _cmd_secret(args: argparse.Namespace, command: list[str], out: Output) -> in
         value = _read_secret_value(name)
         if not value:
             out.error("no value given (an empty secret is not stored)",
-                      f"type it at the prompt, or: printf %s VALUE | nonoctl secret set {name}")
+                      f"type it at the prompt, or: `printf %s VALUE | nonoctl secret set {name}`")
             return EXIT_USAGE
         with _connect(args) as conn:
             reply = conn.request(p.SecretSet(name=name, value=value))
@@ -908,17 +973,14 @@ def _cmd_secret(args: argparse.Namespace, command: list[str], out: Output) -> in
     return EXIT_OK
 
 
-_TRUST_ACTIONS: Final = ("keygen", "export-key", "init", "sign", "sign-policy", "verify",
-                          "list")
-_POLICY_FILE: Final = "trust-policy.json"
+_POLICY_FILE: Final = "trust-policy.json"  # nonod.trust.POLICY_FILE_NAME, without the import
 
 
 def _user_trust_dir() -> Path:
-    """The caller's nono config dir, as the daemon finds it at launch."""
-    base = os.environ.get("XDG_CONFIG_HOME") or ""
-    if not base.startswith("/"):
-        base = str(Path.home() / ".config")
-    return Path(base) / "nono"
+    """The caller's nono config dir (trust policy, profiles), by the daemon's lookup."""
+    from nonod._xdg import own_config_dir
+
+    return own_config_dir()
 
 
 def _write_file(path: Path, data: bytes, *, replace: bool = True) -> None:
@@ -1035,53 +1097,33 @@ def _included_files() -> list[Path]:
     scan the daemon runs at launch (the policy is parsed, not verified: this only lists)."""
     from nonod import trust
 
-    path = Path(_POLICY_FILE)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise NonoError(f"no {_POLICY_FILE} here", hint="run `nonoctl trust init`") from None
-    except OSError as exc:
-        raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
-    policy = trust.parse_policy(data, source=str(path))
+    files = trust.read_policy_files(None, os.getcwd())
+    if files.project is None:
+        raise NonoError(f"no {_POLICY_FILE} here", hint="run `nonoctl trust init`")
+    policy = trust.parse_policy(files.project, source=str(files.project_path))
     report = trust.verify_tree(Path.cwd(), policy)
     return [Path(entry.path) for entry in report.entries if entry.real_path is not None]
 
 
 def _load_trust_policy(args: argparse.Namespace, out: Output) -> trust.TrustPolicy | None:
-    """``--policy FILE``, or the user-level policy merged with ./trust-policy.json. Each
-    policy must verify against its own bundle; the project policy against the user-level
-    one's publishers. The user-level policy's anchor (the daemon's own key) is checked at
-    launch, not here. ``None`` (reported) when there is no policy."""
+    """``--policy FILE``, or the user-level policy merged with ./trust-policy.json, by the
+    daemon's loader (``nonod.trust.load_policies``). Each policy must verify against its own
+    bundle; the project policy against the user-level one's publishers. The user-level
+    policy's anchor (the daemon's own key) is checked at launch, not here. ``None``
+    (reported) when there is no policy."""
     from nonod import trust
 
-    def read(path: Path) -> bytes | None:
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
-
-    def load(path: Path, trusted: trust.TrustPolicy | None) -> trust.TrustPolicy | None:
-        data = read(path)
-        if data is None:
-            return None
-        anchors = trusted if trusted is not None else trust.parse_policy(
-            data, source=str(path)).publishers
-        return trust.load_policy(data, read(path.with_name(path.name + ".bundle")),
-                                 trusted=anchors, name=path.name)
-
     if args.policy is not None:
-        policy = load(args.policy, None)
+        files = trust.read_policy_files(Path(args.policy), None)
+        policy = trust.load_policies(files, user_anchors=trust.self_anchored)
         if policy is None:
             out.error(f"{args.policy} not found")
         return policy
-    user = load(_user_trust_dir() / _POLICY_FILE, None)
-    project = load(Path(_POLICY_FILE), user)
-    if user is None and project is None:
+    files = trust.read_policy_files(trust.user_policy_path(_user_trust_dir()), os.getcwd())
+    policy = trust.load_policies(files, user_anchors=trust.self_anchored)
+    if policy is None:
         out.error("no trust policy found", "run `nonoctl trust init`, or pass --policy")
-        return None
-    return trust.merge_policies(user, project)
+    return policy
 
 
 def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> int:
@@ -1187,8 +1229,7 @@ def _cmd_learn(args: argparse.Namespace, command: list[str], out: Output) -> int
     from nonod import profiles
 
     env = dict(os.environ)
-    home = env.get("HOME") or os.path.expanduser("~")
-    user_dir = profiles.user_profiles_dir(home, env.get("XDG_CONFIG_HOME"))
+    user_dir = _user_trust_dir() / "profiles"  # the daemon's lookup (nonod._xdg)
     base = None
     if args.profile:
         base = profiles.load_profile(_profile_arg(args.profile) or args.profile,
@@ -1276,6 +1317,9 @@ def _audit_session(state: Path, wanted: str, out: Output) -> str | None:
         return None
     if wanted in names:
         return wanted
+    named = _sessions_named(sessions, names, wanted)
+    if named:
+        return named
     found = [n for n in names if n.startswith(wanted)]
     if len(found) == 1:
         return found[0]
@@ -1286,6 +1330,25 @@ def _audit_session(state: Path, wanted: str, out: Output) -> str | None:
         out.error(f"no audit file for session {wanted!r} in {sessions}",
                   "`nonoctl audit list` shows the sessions there; --state-dir picks another")
     return None
+
+
+def _sessions_named(sessions: Path, ids: list[str], name: str) -> str | None:
+    """The most recent session called ``name`` among ``ids`` (from their session.json), as
+    ``ps``/``stop``/``wait`` resolve a name; None if none has that name."""
+    import json
+
+    latest: tuple[str, str] | None = None
+    for session_id in ids:
+        try:
+            record = json.loads((sessions / session_id / "session.json").read_bytes())
+        except (OSError, ValueError):
+            continue  # pruned (the audit file stays) or unreadable: not findable by name
+        if not isinstance(record, dict) or record.get("name") != name:
+            continue
+        started = str(record.get("started_at", ""))
+        if latest is None or started > latest[0]:
+            latest = (started, session_id)
+    return latest[1] if latest is not None else None
 
 
 def _cmd_audit(args: argparse.Namespace, command: list[str], out: Output) -> int:
@@ -1328,20 +1391,18 @@ def _audit_checker(args: argparse.Namespace, path: Path,
     except OSError as exc:
         raise NonoError(f"cannot read the signature beside {path}: {exc.strerror}") from exc
     hint = audit.bundle_key_hint(sidecar)
-    policy_path = _user_trust_dir() / _POLICY_FILE
-    if hint is None or not policy_path.exists():
+    if hint is None:
         return None
     from nonod import trust
 
     try:
-        data = policy_path.read_bytes()
-        bundle_path = policy_path.with_name(policy_path.name + ".bundle")
-        bundle = bundle_path.read_bytes() if bundle_path.exists() else None
-        policy = trust.load_policy(data, bundle, trusted=trust.parse_policy(
-            data, source=str(policy_path)).publishers, name=policy_path.name)
-    except (OSError, trust.TrustError) as exc:
+        files = trust.read_policy_files(trust.user_policy_path(_user_trust_dir()), None)
+        policy = trust.load_policies(files, user_anchors=trust.self_anchored)
+    except trust.TrustError as exc:
         out.note(f"nonoctl: warning: the user-level trust policy is not usable to check the "
-                 f"signature: {getattr(exc, 'message', exc)}")
+                 f"signature: {exc.message}")
+        return None
+    if policy is None:
         return None
     for publisher in policy.publishers:
         if publisher.keyed and publisher.key().fingerprint == hint:

@@ -11,9 +11,7 @@ def _commands(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
-                flags = sorted(
-                    opt for a in sub._actions for opt in a.option_strings if opt.startswith("-")
-                )
+                flags = sorted(set(_flags(sub)))
                 choices = [
                     str(c) for a in sub._actions
                     if not a.option_strings and a.choices for c in a.choices
@@ -21,6 +19,17 @@ def _commands(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
                 if "--kind" in flags:  # logs, events: the audit event kinds
                     choices += _audit_kinds()
                 out[name] = flags + choices
+    return out
+
+
+def _flags(parser: argparse.ArgumentParser) -> list[str]:
+    """``parser``'s options and those of its verbs (``trust sign --key``...)."""
+    out: list[str] = []
+    for action in parser._actions:
+        out += [opt for opt in action.option_strings if opt.startswith("-")]
+        if isinstance(action, argparse._SubParsersAction):
+            for verb in action.choices.values():
+                out += _flags(verb)
     return out
 
 

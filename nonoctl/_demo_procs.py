@@ -49,7 +49,7 @@ def python_module(module: str, *args: str) -> list[str]:
 
 @final
 class Daemon:
-    """A ``nonod --foreground`` that said READY=1."""
+    """A ``nonod`` (in the foreground, its default) that said READY=1."""
 
     def __init__(self, process: trio.Process) -> None:
         self._process = process
@@ -70,7 +70,7 @@ class Daemon:
 @asynccontextmanager
 async def open_daemon(argv: Sequence[str], *, env: dict[str, str], notify_path: Path,
                       log: Path, ready_timeout: float = 30) -> AsyncIterator[Daemon]:
-    """Start ``argv`` (a ``nonod --foreground``), wait for READY=1, stop it on exit."""
+    """Start ``argv`` (a ``nonod``, in the foreground), wait for READY=1, stop it on exit."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as raw:
         raw.bind(str(notify_path))
         notify = trio.socket.from_stdlib_socket(raw.dup())

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO, final
 
 import msgspec
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 if TYPE_CHECKING:
     from nonod.audit import Record
@@ -186,14 +186,40 @@ class Output:
             self.line(f"{e.session}: exited with {e.exit_code} ({e.reason})")
 
     def dry_run(self, d: p.DryRun) -> None:
+        if d.summary is not None and d.summary.network == "unrestricted":
+            self.note("nonoctl: warning: the network is UNRESTRICTED for this launch: "
+                      "the program can reach any host")
         if self.json_mode:
             self.json(d)
             return
-        self.line(f"command: {' '.join(d.argv)}")
+        if d.summary is not None:
+            self._dry_run_summary(d.summary)
+        self.line(f"command: {' '.join(d.argv) or '(none: give one after `--` to launch)'}")
         self.line(f"cwd:     {d.cwd}")
         self.line(f"uid/gid: {d.uid}/{d.gid}")
         self.line("policy:")
         self.pretty_json(d.policy)
+
+    def _dry_run_summary(self, s: p.DryRunSummary, most: int = 8) -> None:
+        """The headline facts, first: the paths asked for, the network, the credentials."""
+        self.line("dry run: nothing was started")
+        self.line(f"filesystem:  {s.grants} grants ({len(s.main_paths)} asked for, "
+                  f"{s.group_grants} from policy groups), {s.denials} denied paths")
+        for path, access in s.main_paths[:most]:
+            self.line(f"             {access:<9}  {path}")
+        if len(s.main_paths) > most:
+            self.line(f"             ... and {len(s.main_paths) - most} more (policy below)")
+        hosts = len(s.hosts)
+        mode = {"blocked": "blocked",
+                "allowlist": f"allowlist of {hosts} host{'s' if hosts != 1 else ''}",
+                "unrestricted": "UNRESTRICTED"}[s.network]
+        self.line(f"network:     {mode}: {s.network_reason}")
+        if s.hosts:
+            self.line(f"             {', '.join(s.hosts)}")
+        if s.listen_ports:
+            self.line(f"listening:   {', '.join(str(port) for port in s.listen_ports)}")
+        self.line(f"credentials: {', '.join(s.credentials) or 'none'}")
+        self.line()
 
     def status(self, s: p.DaemonStatus) -> None:
         if self.json_mode:

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Final, TypeVar, final
 import wsproto
 import wsproto.events as ws_events
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 from nonod.control._socket import client_socket_path
 from nonod.control._socketdir import UnsafeSocketPath, trusted_socket_dir
 from nonod.errors import NonoError
@@ -376,11 +376,12 @@ def _tag(reply: p.AnyReply) -> str:
 
 
 def start_daemon(path: Path | None = None, *, timeout: float = AUTOSTART_TIMEOUT) -> None:
-    """Start a user daemon and return once it accepts connections (``nonod`` detaches)."""
+    """Start a user daemon and return once it accepts connections (``nonod --daemonize``
+    detaches once it serves)."""
     import subprocess
     import sys
 
-    argv = [sys.executable, "-m", "nonod"]
+    argv = [sys.executable, "-m", "nonod", "--daemonize"]
     if path is not None:
         argv += ["--socket", str(path)]
     try:

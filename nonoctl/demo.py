@@ -138,7 +138,7 @@ async def step_daemon(scene: Scene, stack: AsyncExitStack, service: _keyring.Sec
     config = _world.write_config(world, upstreams.pins())
     story.say(f"{world.config}:")
     story.output(config)
-    argv = ["nonod", "--foreground", "--config", str(world.config)]
+    argv = ["nonod", "--config", str(world.config)]
     story.command([f"DBUS_SESSION_BUS_ADDRESS={service.address}", *argv])
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(world.home),
            "LANG": "C.UTF-8", "DBUS_SESSION_BUS_ADDRESS": service.address}

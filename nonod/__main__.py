@@ -2,11 +2,14 @@
 
 ::
 
-    nonod [--foreground] [--system] [--socket PATH] [--config FILE]
+    nonod [--daemonize] [--system] [--socket PATH] [--config FILE]
 
-Without ``--foreground`` it detaches (double fork, new session, stdio to its log file) and
-returns once the socket accepts connections, exiting 0, or 1 with the reason on stderr. Under
-systemd (``Type=notify``), launchd or a test harness, run it with ``--foreground``.
+It runs in the foreground, as a new-style daemon does (systemd's daemon(7)): ``nonod &``, a
+supervisor, systemd (``Type=notify``) or launchd each hold the daemon's own pid. With
+``--daemonize`` (what ``nonoctl daemon start`` and autostart use) it detaches (double fork, new
+session, stdio to its log file) and returns once the socket accepts connections, exiting 0, or
+1 with the reason on stderr. ``--foreground`` is accepted and does nothing (the default), so
+unit files written for older versions keep working.
 
 Exit statuses: 0 after a clean shutdown; 1 when the daemon could not start or failed; 2 for a
 bad command line or configuration.
@@ -46,8 +49,12 @@ def _parser() -> argparse.ArgumentParser:
                         "or /etc/nono/nonod.toml with --system)")
     parser.add_argument("--system", action="store_true",
                         help="run as the system daemon (root): sessions run as their callers")
-    parser.add_argument("--foreground", action="store_true",
-                        help="stay attached to the terminal (systemd, launchd, debugging)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--daemonize", action="store_true",
+                      help="detach into the background; exit 0 once the socket serves "
+                      "(what `nonoctl daemon start` runs)")
+    mode.add_argument("--foreground", action="store_true",
+                      help="the default; accepted so older unit files keep working")
     parser.add_argument("--version", action="version", version=f"nonod {daemon_version()}")
     return parser
 
@@ -115,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     config = loaded.config
     ready_fd: int | None = None
-    if not args.foreground:
+    if args.daemonize:
         state_dir = Path(config.daemon.state_dir or default_state_dir(system=args.system))
         ready_fd = _daemonize(state_dir / "nonod.log")
     _logging.configure_logging(level=config.daemon.log_level, fmt=config.daemon.log_format)

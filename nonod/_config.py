@@ -22,6 +22,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from ._xdg import own_config_dir
 from .errors import NonoError
 
 KiB: Final = 1024
@@ -86,6 +87,9 @@ class SessionsSection(_Section, frozen=True, kw_only=True):
     output_buffer_bytes: Annotated[int, msgspec.Meta(ge=4 * KiB, le=64 * MiB)] = 256 * KiB
     #: Largest ``output.log`` per session; later output is kept only in memory.
     log_max_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 40)] = 64 * MiB
+    #: Every session's ``oom_score_adj``: under memory pressure the kernel kills a session's
+    #: programs before the daemon (which keeps its own, lowered by the service unit).
+    oom_score_adj: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 800
 
 
 class NetworkSection(_Section, frozen=True, kw_only=True):
@@ -146,8 +150,7 @@ class LoadedConfig(msgspec.Struct, frozen=True, kw_only=True):
 def default_config_path(*, system: bool) -> Path:
     if system:
         return Path("/etc/nono/nonod.toml")
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
-    return Path(base) / "nono" / "nonod.toml"
+    return own_config_dir() / "nonod.toml"
 
 
 def default_state_dir(*, system: bool) -> Path:
@@ -160,8 +163,7 @@ def default_state_dir(*, system: bool) -> Path:
 def default_profile_dir(*, system: bool) -> Path:
     if system:
         return Path("/etc/nono/profiles")
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
-    return Path(base) / "nono" / "profiles"
+    return own_config_dir() / "profiles"
 
 
 _UNKNOWN = re.compile(

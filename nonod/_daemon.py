@@ -32,8 +32,8 @@ import trio
 from . import _logging
 from ._config import Config, ConfigError, LoadedConfig, default_state_dir
 from ._notify import notify
+from ._secretfiles import DaemonSecrets
 from ._services import NetworkSettings
-from ._sessions import AuditSettings, LauncherLike, Registry, SessionLimits
 from .audit._fanout import AuditHub
 from .audit._kernel import open_fs_denied_monitor
 from .audit._writer import Ledger
@@ -48,6 +48,7 @@ from .control import (
     default_socket_path,
 )
 from .errors import NonoError
+from .sessions import AuditSettings, LauncherLike, Registry, SessionLimits
 
 log = structlog.get_logger()
 
@@ -119,7 +120,7 @@ class _State:
         return SessionLimits(
             max_live=s.max_live, stop_grace=s.stop_grace, shutdown_grace=s.shutdown_grace,
             allow_root=s.allow_root, output_buffer_bytes=s.output_buffer_bytes,
-            log_max_bytes=s.log_max_bytes,
+            log_max_bytes=s.log_max_bytes, oom_score_adj=s.oom_score_adj,
         )
 
     def network(self) -> NetworkSettings:
@@ -231,6 +232,9 @@ async def run_daemon(
                     limits=state.limits, system=options.system, network=state.network,
                     audit=state.audit, audit_hub=hub, audit_ledger=ledger,
                     fs_denied=fs_denied,
+                    daemon_secrets=DaemonSecrets(
+                        config_file=state.loaded.path, state_dir=str(state_dir),
+                        credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY")),
                 )
                 if handle_signals:
                     # In the root nursery: a second signal must still reach us while sessions stop.
@@ -290,10 +294,22 @@ async def _serve(
                  state_dir=str(state_dir))
         notify(f"READY=1\nMAINPID={os.getpid()}")
         nursery.start_soon(host.warm_up)
+        nursery.start_soon(_reseal_periodically, registry)
         task_status.started(server)
         await shutdown.wait()
         log.info("shutting down")
         nursery.cancel_scope.cancel()
+
+
+RESEAL_INTERVAL = 30.0
+
+
+async def _reseal_periodically(registry: Registry) -> None:
+    """Audit files whose writes failed (a full disk) are sealed as truncated once writes
+    work again: at daemon start, after each session end, and every ``RESEAL_INTERVAL``."""
+    while True:
+        await registry.reseal_truncated()
+        await trio.sleep(RESEAL_INTERVAL)
 
 
 async def _watch_signals(

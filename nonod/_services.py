@@ -13,21 +13,28 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, Protocol, final
 
 import msgspec
 import structlog
 import trio
 
+from . import _callerfs
 from .audit._mask import hidden_strings
 from .policy import ResolvedPolicy
-from .sandbox import LaunchRequest, Sandboxed
+from .sandbox import LaunchRequest
+
+if TYPE_CHECKING:
+    from .sessions import Caller
 
 log = structlog.get_logger()
 
 PROXY_PORT_RANGE = (20000, 60000)
+#: Bound, in seconds, of the trust scan of a workdir (read as the caller, in its own thread).
+SCAN_TIMEOUT = 60.0
 
 
 class NetworkSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +50,15 @@ class NetworkSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     allow_private: bool = False
     extra_ca_file: str | None = None
     listen_address: str = "127.0.0.1"
+
+
+class Served(Protocol):
+    """What serving needs of the running program (``nonod.sandbox.Sandboxed``): the proxy
+    socket the engine made inside its network namespace, and connections into it."""
+
+    proxy_listener: socket.socket | None
+
+    async def connect_inside(self, port: int) -> trio.SocketStream: ...
 
 
 class InboundEvent(msgspec.Struct, frozen=True, kw_only=True, tag="inbound"):
@@ -88,62 +104,57 @@ def _pick_port() -> int:
     return low + secrets.randbelow(high - low)
 
 
-def _read_optional(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
+def _daemon_anchors(declared: Any) -> list[Any]:
+    """The user-level policy's anchors: its publishers' keys, found in the daemon's key store
+    (runs with the daemon's own identity: the caller cannot read those keys)."""
+    from . import trust
+
+    anchors = []
+    for publisher in declared.publishers:
+        if not publisher.key_id:
+            continue
+        try:
+            key = trust.keystore_for(publisher.key_id).load_public_key(publisher.key_id)
+        except trust.TrustError:
+            continue
+        anchors.append(trust.publisher_for_key(key, publisher.key_id))
+    return anchors
 
 
-def _load_trust_policy(workdir: str, user_config_dir: Path) -> Any:
-    """The merged trust policy for ``workdir``, or None when neither level has one.
+async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
+                                    caller: Caller | None,
+                                    prepared: Prepared) -> tuple[tuple[str, bytes], ...]:
+    """Verify the workdir's included files; raise TrustError to refuse the launch.
 
-    The user-level policy is the trust anchor: it must be signed by one of the daemon's own
-    keys (the keys its publishers name, looked up in the key store). A project policy must be
-    signed by a key the user-level policy trusts; alone, it is used but not authoritative.
+    The policies and the instruction files are read as ``caller`` (``nonod._callerfs``: the
+    system daemon never lends its rights, nothing blocks); the user-level policy is anchored
+    to the daemon's keys with the daemon's own identity. Every outcome lands in ``prepared``
+    for the audit record, "no policy, nothing verified" included.
     """
     from . import trust
 
-    user_path = user_config_dir / trust.POLICY_FILE_NAME
-    project_path = Path(workdir) / trust.POLICY_FILE_NAME
-    user_data = _read_optional(user_path)
-    project_data = _read_optional(project_path)
-    if user_data is None and project_data is None:
-        return None
-    user = None
-    if user_data is not None:
-        declared = trust.parse_policy(user_data, source=str(user_path))
-        anchors = []
-        for publisher in declared.publishers:
-            if not publisher.key_id:
-                continue
-            try:
-                key = trust.keystore_for(publisher.key_id).load_public_key(publisher.key_id)
-            except trust.TrustError:
-                continue
-            anchors.append(trust.publisher_for_key(key, publisher.key_id))
-        user = trust.load_policy(user_data, _read_optional(Path(f"{user_path}.bundle")),
-                                 trusted=anchors)
-    project = None
-    if project_data is not None:
-        bundle = _read_optional(Path(f"{project_path}.bundle"))
-        # Without a user-level anchor the project policy is checked against its own
-        # publishers, which proves only consistency: the merge marks it not authoritative.
-        trusted = user if user is not None else trust.parse_policy(
-            project_data, source=str(project_path)).publishers
-        project = trust.load_policy(project_data, bundle, trusted=trusted)
-    return trust.merge_policies(user, project)
-
-
-def _verify_instruction_files(workdir: str, user_config_dir: Path,
-                              prepared: Prepared) -> tuple[tuple[str, bytes], ...]:
-    """Blocking: verify the workdir's included files; raise TrustError to refuse the launch."""
-    from . import trust
-
-    policy = _load_trust_policy(workdir, user_config_dir)
-    if policy is None:
-        return ()
-    report = trust.verify_tree(workdir, policy)
+    if user_config_dir is None:
+        prepared.trust_warnings.append(
+            "the user-level trust policy could not be located (no absolute XDG_CONFIG_HOME "
+            "and no home directory for this uid): only the workdir's policy is checked")
+    try:
+        files = await _callerfs.run_as(
+            caller, functools.partial(
+                trust.read_policy_files,
+                trust.user_policy_path(user_config_dir) if user_config_dir else None, workdir),
+            timeout=_callerfs.DEFAULT_TIMEOUT, what="the trust policies")
+        policy = await trio.to_thread.run_sync(functools.partial(
+            trust.load_policies, files, user_anchors=_daemon_anchors))
+        if policy is None:
+            prepared.trust_warnings.append(
+                f"no trust policy found (looked in {files.looked_in()}): nothing verified")
+            return ()
+        report = await _callerfs.run_as(
+            caller, functools.partial(trust.verify_tree, workdir, policy),
+            timeout=SCAN_TIMEOUT, what=f"the trust scan of {workdir}")
+    except _callerfs.CallerFileError as exc:
+        raise trust.TrustPolicyError(f"cannot verify instruction files: {exc.message}",
+                                     hint=exc.hint) from None
     prepared.trust_warnings.extend(report.warnings)
     for entry in report.entries:
         prepared.trust.append(TrustOutcome(
@@ -162,8 +173,14 @@ async def prepare(
     listen_ports: Sequence[int] = (),
     user_config_dir: Path | None = None,
     trust_override: bool = False,
+    caller: Caller | None = None,
 ) -> Prepared:
-    """Everything decided before the launch. Raises to refuse it; nothing is left running."""
+    """Everything decided before the launch. Raises to refuse it; nothing is left running.
+
+    ``user_config_dir`` is where the caller's user-level trust policy lives (None: it could
+    not be located, which is recorded); ``caller`` is whose identity reads the caller's files
+    (None: the daemon's own, as a user daemon's caller).
+    """
     from . import credentials, proxy
 
     prepared = Prepared()
@@ -172,12 +189,16 @@ async def prepare(
     extra: list[tuple[str, str]] = list(request.extra_env)
     pins: tuple[tuple[str, bytes], ...] = request.pins
 
-    if user_config_dir is not None and not trust_override:
-        pins = pins + await trio.to_thread.run_sync(
-            _verify_instruction_files, request.cwd, user_config_dir, prepared)
-    elif trust_override:
+    if not trust_override:
+        pins = pins + await _verify_instruction_files(
+            request.cwd, user_config_dir, caller, prepared)
+    else:
         prepared.trust_warnings.append("trust verification skipped (--trust-override)")
 
+    sources = credentials.SourceOptions()
+    if caller is not None:  # file:// credentials: opened as the caller, and must be its own
+        identity = await trio.to_thread.run_sync(_callerfs.Identity.of, caller)
+        sources = credentials.SourceOptions(file_owner=caller.uid, file_identity=identity)
     net = policy.network
     port = request.proxy_port
     if net.restricted and not net.block:
@@ -191,7 +212,7 @@ async def prepare(
         port = port or _pick_port()
         routes = credentials.session_routes(net)
         token = credentials.PhantomToken.new()
-        loaded = await credentials.load_route_secrets(routes, environ=environ)
+        loaded = await credentials.load_route_secrets(routes, environ=environ, options=sources)
         prepared.credentials = [r.route.name for r in loaded if r.secret is not None]
         table = None
         if routes:
@@ -209,7 +230,8 @@ async def prepare(
         }
     if net.env_credentials:
         pairs = await trio.to_thread.run_sync(functools.partial(
-            credentials.resolve_env_credentials, net.env_credentials, environ=environ))
+            credentials.resolve_env_credentials, net.env_credentials, environ=environ,
+            options=sources))
         extra += [(name, secret.reveal()) for name, secret in pairs]
         prepared.hidden.update(hidden_strings(None, tuple(s.reveal() for _, s in pairs)))
     prepared.request = msgspec.structs.replace(
@@ -219,7 +241,7 @@ async def prepare(
 
 async def serve(
     prepared: Prepared,
-    proc: Sandboxed,
+    proc: Served,
     events: Callable[[object], None],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -243,7 +265,7 @@ async def serve(
         await trio.sleep_forever()
 
 
-async def _forward_inbound(listener: trio.SocketListener, proc: Sandboxed, port: int,
+async def _forward_inbound(listener: trio.SocketListener, proc: Served, port: int,
                            events: Callable[[object], None]) -> None:
     async def handle(stream: trio.SocketStream) -> None:
         peer = "?"

@@ -145,6 +145,9 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     allow_degraded: tuple[str, ...] = ()
     # socket(AF_UNIX) allowed (profile "nonod": {"unix_sockets": true}); socketpair always is.
     allow_unix_sockets: bool = False
+    # A root caller of the system daemon may run this as root (profile "nonod":
+    # {"allow_root": true}); the daemon's [sessions] allow_root must agree.
+    allow_root: bool = False
     # Files under writable grants that stay writable although they could run code later.
     writable_persistence: tuple[str, ...] = ()
     # Processes and threads the session may have at once (RLIMIT_NPROC, counted in the

@@ -86,13 +86,14 @@ if TYPE_CHECKING:
     from ._writer import AuditWriter as AuditWriter
     from ._writer import Ledger as Ledger
     from ._writer import WriterStatistics as WriterStatistics
+    from ._writer import append_closing as append_closing
     from ._writer import append_daemon_lost as append_daemon_lost
 
 # The names that need trio, and the module that holds each.
 _LAZY = {
     "AuditHub": "_fanout", "Dropped": "_fanout", "LiveRecord": "_fanout",
     "Subscription": "_fanout", "AuditWriter": "_writer", "Ledger": "_writer",
-    "WriterStatistics": "_writer", "append_daemon_lost": "_writer",
+    "WriterStatistics": "_writer", "append_daemon_lost": "_writer", "append_closing": "_writer",
 }
 
 

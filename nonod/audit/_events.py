@@ -176,15 +176,18 @@ class Enforcement(_Event, frozen=True, kw_only=True, tag="enforcement"):
     landlock_abi: int = 0
     #: ``"layer: reason"`` for every layer that is partial or unavailable.
     missing: tuple[str, ...] = ()
+    #: The session's process as the daemon sees it (``session_started`` is written, and
+    #: fsynced, before the program exists, so it cannot carry the pid).
+    pid: int | None = None
 
     @classmethod
-    def from_report(cls, report: EnforcementReport) -> Enforcement:
+    def from_report(cls, report: EnforcementReport, *, pid: int | None = None) -> Enforcement:
         layers = tuple(Layer(name=lay.name, state=lay.state, reason=lay.reason)
                        for lay in report.layers)
         missing = tuple(f"{lay.name}: {lay.reason or lay.state}" for lay in report.layers
                         if lay.state not in ("applied", "off"))
         return cls(fully_enforced=report.fully_enforced, layers=layers,
-                   landlock_abi=report.landlock_abi, missing=missing)
+                   landlock_abi=report.landlock_abi, missing=missing, pid=pid)
 
 
 class TrustVerified(_Event, frozen=True, kw_only=True, tag="trust_verified"):

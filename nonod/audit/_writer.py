@@ -44,7 +44,7 @@ import trio
 
 from ._chain import FOLD_AT, Chain, UtcClock, utc_timestamp
 from ._errors import AuditClosed, AuditError, AuditNotFound, AuditWriteError
-from ._events import Event, Record, Seal, SessionEnded, SessionSealed
+from ._events import EndReason, Event, Record, Seal, SessionEnded, SessionSealed
 from ._fanout import AuditHub, LiveRecord
 from ._sign import SIDECAR_SUFFIX, Signer, session_statement
 from ._verify import (
@@ -361,6 +361,11 @@ class AuditWriter:
                    fsync_interval=fsync_interval, fsync_every=fsync_every, clock=clock,
                    discarded_bytes=scan.torn_bytes)
 
+    @property
+    def broken(self) -> bool:
+        """A write or fsync failed: the file misses records (see ``append_closing``)."""
+        return self._broken
+
     # -- writing
     def append(self, event: Event) -> Record:
         """Write ``event`` as the next line, then publish it. Never waits.
@@ -557,6 +562,25 @@ async def append_daemon_lost(
     but missing from the ledger (it died in between) gets its ledger entry; None is returned.
     A broken chain raises ``AuditVerifyError`` and the file is left as it is, for inspection.
     """
+    detail = f"the daemon died while the session ran; recorded by daemon pid {os.getpid()}"
+    return await append_closing(state_dir, session, reason="daemon_lost", detail=detail,
+                                ledger=ledger, hub=hub, signer=signer, clock=clock)
+
+
+async def append_closing(
+    state_dir: Path,
+    session: str,
+    *,
+    reason: EndReason,
+    detail: str,
+    ledger: Ledger | None = None,
+    hub: AuditHub | None = None,
+    signer: Signer | None = None,
+    clock: Clock | None = None,
+) -> Seal | None:
+    """Seal the unsealed file of a session that is over, after the fact: a ``session_ended``
+    (``reason``, ``detail``) and a seal, as :func:`append_daemon_lost` describes. Also how a
+    file whose writes failed (a full disk) is sealed as truncated once they work again."""
     path = session_dir(state_dir, session) / AUDIT_FILE
     fd, scan, kept = await _load_existing(path, session)
     if scan.seal is not None:
@@ -571,11 +595,10 @@ async def append_daemon_lost(
                          fsync_interval=DEFAULT_FSYNC_INTERVAL,
                          fsync_every=DEFAULT_FSYNC_EVERY, clock=clock,
                          discarded_bytes=scan.torn_bytes)
-    detail = f"the daemon died while the session ran; recorded by daemon pid {os.getpid()}"
     if scan.torn_bytes:
         detail += f"; a partial last line ({scan.torn_bytes} bytes) was discarded"
     try:
-        writer.append(SessionEnded(reason="daemon_lost", detail=detail))
+        writer.append(SessionEnded(reason=reason, detail=detail))
         return await writer.seal()
     finally:
         writer._release()

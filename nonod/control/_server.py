@@ -33,6 +33,7 @@ import array
 import contextlib
 import datetime as dt
 import errno
+import functools
 import itertools
 import os
 import signal
@@ -49,11 +50,13 @@ import trio
 from structlog.contextvars import bound_contextvars
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
-from .. import _sessions as sessions
+from .. import protocol as p
+from .. import sessions
+from .._dryrun import summarize
 from ..errors import LaunchError, NonoError, ProfileError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest
-from . import protocol as p
+from ._convert import exited_after, lifecycle, session_detail, session_info
 from ._limits import REFUSAL_SLOTS, REFUSAL_TIMEOUT, ConnectionCounter, TooManyConnections
 
 if TYPE_CHECKING:
@@ -540,14 +543,15 @@ class _Conversation:
                 await self._launch(request)
             case p.ListSessions(all=include_exited):
                 found = reg.visible(self.caller, include_exited=include_exited)
-                await self.send(p.SessionList(sessions=tuple(s.info() for s in found)))
+                infos = tuple(session_info(s.record) for s in found)
+                await self.send(p.SessionList(sessions=infos))
             case p.Inspect(session=ref):
-                await self.send(p.SessionReply(session=reg.find(ref, self.caller).statistics()))
+                await self.send(p.SessionReply(session=session_detail(reg.find(ref, self.caller))))
             case p.Stop():
                 await self._stop(request)
             case p.Wait(session=ref):
                 session = reg.find(ref, self.caller)
-                await self._until(session.wait_exited, self._refuse_in_stream)
+                await self._until(functools.partial(exited_after, session), self._refuse_in_stream)
             case p.SendSignal():
                 await self._signal(request)
             case p.Logs():
@@ -745,7 +749,7 @@ class _Conversation:
         else:
             grace = self._server.settings().stop_grace
         session.request_stop(reason="stopped", grace=grace)
-        await self._until(session.wait_exited, self._refuse_in_stream)
+        await self._until(functools.partial(exited_after, session), self._refuse_in_stream)
 
     async def _launch(self, request: p.Launch) -> None:
         fds: tuple[int, ...] | None = None
@@ -761,13 +765,14 @@ class _Conversation:
                 check_stdio_fds(fds)
             policy, profile = await self._server.policies.resolve_launch(request, self.caller)
             argv = request.argv
-            if not argv:
+            if not argv and not (request.dry_run and not policy.binary):  # a dry run needs none
                 if not policy.binary:
                     raise UsageError(
                         "no command: the profile names none (no `binary`), so give one "
                         "after `--`",
                     )
-                argv = (policy.binary, *policy.command_args)
+                argv = (policy.binary,)
+            argv = (*argv, *policy.command_args)  # nono appends them to any command
             system = self._server.info.system
             launch_request = LaunchRequest(
                 argv=argv,
@@ -781,10 +786,10 @@ class _Conversation:
                     argv=argv, cwd=request.cwd,
                     uid=self.caller.uid if system else os.geteuid(),
                     gid=self.caller.gid if system else os.getegid(),
-                    policy=msgspec.Raw(msgspec.json.encode(policy)),
+                    policy=msgspec.Raw(msgspec.json.encode(policy)), summary=summarize(policy),
                 ))
                 return
-            plan = sessions.LaunchPlan(
+            plan = sessions.SessionPlan(
                 policy=policy,
                 request=launch_request,
                 owner=self.caller,
@@ -804,11 +809,11 @@ class _Conversation:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         if request.detach:
-            await self.send(p.Launched(session=session.statistics()))
+            await self.send(p.Launched(session=session_detail(session)))
             return
         try:
-            await self.send(p.Launched(session=session.statistics()))
-            await self._until(session.wait_exited, self._refuse_in_stream)
+            await self.send(p.Launched(session=session_detail(session)))
+            await self._until(functools.partial(exited_after, session), self._refuse_in_stream)
         finally:
             if session.live:
                 log.info("attached client went away; stopping its session", session=session.id)
@@ -816,14 +821,14 @@ class _Conversation:
 
     async def _logs(self, request: p.Logs) -> None:
         session = self._registry.find(request.session, self.caller)
-        sub: sessions.Subscription | None = None
+        sub: sessions.OutputFeed | None = None
         output = session.output
         if request.follow and session.live and output is not None:
             _, _, sub = output.subscribe()
-        history = self._registry.history(session, request.tail)
+        history = sessions.history(session.output, session.log_path, request.tail)
         try:
-            async for chunk in history:
-                await self.send(chunk)
+            async for offset, chunk in history:
+                await self.send(p.Output(data=chunk, offset=offset))
             if sub is None:
                 await self.send(p.EndOfOutput(reason="complete"))
                 return
@@ -833,7 +838,7 @@ class _Conversation:
             if sub is not None:
                 sub.close()
 
-    async def _forward(self, sub: sessions.Subscription) -> p.AnyReply:
+    async def _forward(self, sub: sessions.OutputFeed) -> p.AnyReply:
         async for offset, data in sub.channel:
             await self.send(p.Output(data=data, offset=offset))
         return p.EndOfOutput(reason="lagged" if sub.lagged else "exited")
@@ -867,7 +872,7 @@ class _Conversation:
                 reply = await self._forward(sub)
                 if sub.lagged:
                     return reply
-                return await session.wait_exited()
+                return await exited_after(session)
 
             async def on_message(message: p.AnyRequest) -> bool:
                 match message:
@@ -921,7 +926,7 @@ class _Conversation:
 
         async def produce() -> p.AnyReply:
             async for event in feed.channel:
-                await self.send(event)
+                await self.send(lifecycle(event))
             return p.EndOfOutput(reason="lagged" if feed.lagged else "complete")
 
         try:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import msgspec
 
+from .._callerfs import Identity, acting_as
 from ._errors import (
     BadReference,
     BadValue,
@@ -86,7 +87,9 @@ class SourceOptions(msgspec.Struct, frozen=True, kw_only=True):
     ``file_owner``: the uid a ``file://`` credential must belong to (None: the daemon's
     effective uid). ``file_roots``: directories ``file://`` credentials must lie under (after
     resolving symlinks); None means anywhere the owner rule allows. A system daemon should set
-    both, since a profile chooses the path.
+    both, since a profile chooses the path. ``file_identity``: whose rights open a ``file://``
+    credential (``nonod._callerfs``; None: the daemon's own). The system daemon sets it, and
+    ``file_owner``, to its caller's, so a profile cannot name a file only root may read.
     """
 
     op_command: str = "op"
@@ -94,6 +97,7 @@ class SourceOptions(msgspec.Struct, frozen=True, kw_only=True):
     credentials_directory: str | None = None
     file_owner: int | None = None
     file_roots: tuple[str, ...] | None = None
+    file_identity: Identity | None = None
 
     def __post_init__(self) -> None:
         if not self.op_timeout > 0:
@@ -275,6 +279,11 @@ def _from_keychain(ref: CredentialRef, backend: KeyringBackend | None) -> str:
 
 
 def _from_file(ref: CredentialRef, options: SourceOptions) -> str:
+    with acting_as(options.file_identity):  # this worker thread only, restored on return
+        return _from_file_as_is(ref, options)
+
+
+def _from_file_as_is(ref: CredentialRef, options: SourceOptions) -> str:
     path = ref.path
     if options.file_roots is not None:
         real = os.path.realpath(path)

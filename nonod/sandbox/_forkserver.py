@@ -55,7 +55,7 @@ MAX_WARM_KEYS = 4
 WARM_DEPTH = 2
 REFILL_DELAY_MS = 0  # refill as soon as no launch is waiting to be read
 REAP_INTERVAL_MS = 1000  # ended launchers are reaped at least this often
-WarmKey = tuple[int, int, int, int]  # uid, gid, namespaces, audit tag
+WarmKey = tuple[int, int, int, int, int]  # uid, gid, namespaces, audit tag, oom_score_adj
 
 
 class _Warm:
@@ -69,7 +69,8 @@ class _Warm:
         if pid == 0:
             ours.close()
             try:
-                run_warm(key[0], key[1], key[2], theirs.detach(), key[3], client.detach())
+                run_warm(key[0], key[1], key[2], theirs.detach(), key[3], client.detach(),
+                         key[4])
             finally:
                 os._exit(126)
         theirs.close()
@@ -157,7 +158,8 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
                 os.close(fd)
             continue
         key: WarmKey | None = (None if plan.switch_user
-                               else (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag))
+                               else (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag,
+                                     plan.oom_score_adj))
         waiting = pool.get(key, []) if key is not None else []
         ready = waiting.pop(0) if waiting else None  # the oldest: the likeliest to be done
         if ready is None or not ready.hand_over(msg, fds):

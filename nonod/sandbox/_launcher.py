@@ -61,7 +61,7 @@ from ._viewguard import GuardLost, ViewGuard, guarded
 STEPS = (
     "fork", "pdeathsig", "user", "unshare", "idmap", "fork_init", "setsid", "mounts",
     "loopback", "keyring", "chdir", "rlimits", "stdio", "close_fds", "no_new_privs",
-    "landlock", "caps", "seccomp", "exec", "guard",
+    "landlock", "caps", "seccomp", "exec", "guard", "oom",
 )
 RECORD = struct.Struct("<BiiI")
 REC_PID = 1
@@ -94,6 +94,7 @@ class LaunchPlan(msgspec.Struct, frozen=True, kw_only=True):
     pinned: tuple[bytes, ...] = ()  # verified file contents for the PIN mount operations
     max_processes: int = 0  # RLIMIT_NPROC for the session's user namespace (0: none)
     audit_tag: int = 0  # non-zero: the loginuid to set before leaving the initial namespace
+    oom_score_adj: int = -1  # 0..1000: written before leaving the daemon's user namespace
 
 
 Fds = tuple[int, int, int, int, int, int]  # stdin, stdout, stderr, launch_w, exit_w, control
@@ -155,10 +156,21 @@ def _pdeathsig() -> None:
 
 
 def _dumpable_until_mapped() -> None:
-    """The fork server is not dumpable, and we inherit that; but until the id maps are
-    written /proc/self/* must be our own, not root's. Dumpable again (no core dump: the fork
-    server's RLIMIT_CORE of 0 is inherited) until we drop it before waiting."""
+    """The fork server is not dumpable, and we inherit that; but until the id maps (and
+    ``oom_score_adj``) are written /proc/self/* must be our own, not root's. Dumpable again
+    (no core dump: the fork server's RLIMIT_CORE of 0 is inherited) until we drop it before
+    waiting."""
     _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
+
+
+def set_oom_score_adj(value: int) -> None:
+    """The session's ``oom_score_adj``, written while still in the daemon's user namespace: a
+    root daemon holds CAP_SYS_RESOURCE there, which also makes it the floor the program cannot
+    lower it below (and Landlock keeps ``/proc`` read-only for the program in any case)."""
+    if value < 0:
+        return
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write(str(value))
 
 
 def audit_session(tag: int) -> tuple[int, int]:
@@ -205,6 +217,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
         _step("fork", _close_except, (*fds, hub))
         _step("pdeathsig", _pdeathsig)
         _step("pdeathsig", _dumpable_until_mapped)
+        _step("oom", set_oom_score_adj, plan.oom_score_adj)
         _reset_signals()
         if plan.audit_tag:
             _write_all(launch_w, record(REC_AUDIT, *audit_session(plan.audit_tag)))
@@ -243,7 +256,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
 
 
 def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0,
-             hub: int = -1) -> None:
+             hub: int = -1, oom_score_adj: int = -1) -> None:
     """A launcher made ahead of time (fork server child): namespaces, init and the empty root
     are ready before any plan exists, so only plan-specific steps remain at launch.
 
@@ -255,6 +268,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         _close_except((sock_fd, hub))
         _pdeathsig()
         _dumpable_until_mapped()
+        set_oom_score_adj(oom_score_adj)
         _reset_signals()
         ses, ses_err = audit_session(audit_tag) if audit_tag else (0, 0)
         _libc.unshare(ns_flags)
@@ -280,8 +294,8 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         launch_w = fds[3]
         try:
             plan = msgspec.msgpack.decode(msg, type=LaunchPlan)
-            if (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag) != (uid, gid, ns_flags,
-                                                                       audit_tag):
+            if (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag, plan.oom_score_adj) != (
+                    uid, gid, ns_flags, audit_tag, oom_score_adj):
                 raise StepFailed("fork", 22, "plan does not match the warm launcher")
             confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
                             guard_init)

@@ -8,6 +8,7 @@ weaker layer when the policy accepts it (``allow_degraded``).
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import functools
 import os
@@ -81,19 +82,34 @@ def sanitize_env(rules: EnvPolicy, env: Iterable[tuple[str, str]],
     return tuple(f"{k}={v}" for k, v in out.items())
 
 
+def _not_executable(name: str) -> LaunchError:
+    """A command that exists but cannot run (a directory, or no execute permission): EACCES,
+    which ``nonoctl`` turns into status 126, as a shell does."""
+    return LaunchError(f"{name}: exists but is not an executable file", step="exec",
+                       errno=errno.EACCES, detail=name,
+                       hint="check its execute permission (chmod +x) and that it is a file")
+
+
 def find_executable(name: str, env: tuple[str, ...], cwd: str) -> str:
     if "/" in name:
         path = name if os.path.isabs(name) else os.path.join(cwd, name)
         if os.access(path, os.X_OK) and not os.path.isdir(path):
             return os.path.normpath(path)
-        raise LaunchError(f"{name}: no such executable", step="exec", errno=2, detail=name)
+        if os.path.exists(path):
+            raise _not_executable(name)
+        raise LaunchError(f"{name}: no such executable", step="exec", errno=errno.ENOENT,
+                          detail=name)
     search = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
+    found_unusable = False
     for directory in search.split(":"):
         path = os.path.join(directory or ".", name)
         if os.access(path, os.X_OK) and not os.path.isdir(path):
             return path
+        found_unusable = found_unusable or os.path.isfile(path)
+    if found_unusable:  # as a shell: only a non-executable file in PATH, no executable one
+        raise _not_executable(name)
     raise LaunchError(f"{name}: not found in the session's PATH ({search})", step="exec",
-                      errno=2, detail=name)
+                      errno=errno.ENOENT, detail=name)
 
 
 def _home_of(uid: int, env: tuple[tuple[str, str], ...]) -> str:
@@ -234,6 +250,7 @@ def build_plan(
         loopback=private_net,
         proxy_port=proxy_port,
         audit_tag=request.audit_tag,
+        oom_score_adj=-1 if request.oom_score_adj is None else request.oom_score_adj,
         # + the outer launcher and the init, which count in the same user namespace
         max_processes=policy.max_processes + 2 if policy.max_processes else 0,
     )

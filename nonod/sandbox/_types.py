@@ -61,6 +61,10 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
     # its loginuid so that the session's filesystem denials can be told apart. Set by the
     # daemon only; 0 means none.
     audit_tag: int = 0
+    # The session's oom_score_adj (0..1000), written before the launcher leaves the daemon's
+    # user namespace (so that, for a root daemon, the program cannot lower it again); None
+    # leaves the fork server's own.
+    oom_score_adj: int | None = None
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):

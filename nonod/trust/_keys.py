@@ -246,6 +246,25 @@ class KeyStore(Protocol):
 # --- files ------------------------------------------------------------------------------------
 
 
+def _make_private_dirs(directory: str) -> None:
+    """Create ``directory`` and each missing parent 0700 (``os.makedirs`` gives the parents
+    the umask's mode); existing ones are left as they are."""
+    missing: list[str] = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise
+        os.chmod(path, 0o700)  # the umask may have taken bits off, never added
+
+
 def _write_new(path: str, text: str, *, replace: bool) -> None:
     """Write ``text`` to ``path`` (0600), atomically; without ``replace``, fail if it exists."""
     directory = os.path.dirname(path)
@@ -317,6 +336,7 @@ class FileKeyStore:
             raise TrustKeyError(f"a key already exists at {path}", hint="pass force to replace it")
         secret = b64encode(key.export_pkcs8_der())
         try:
+            _make_private_dirs(os.path.dirname(path))
             _write_new(path, secret, replace=force)
             _write_new(path + ".pub", key.public_key.b64, replace=force)
         except FileExistsError:

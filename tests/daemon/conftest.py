@@ -229,7 +229,8 @@ def user_daemon(short_tmp: Path) -> Iterator[UserDaemon]:
     os.chown(home, NOBODY, NOBODY)
     handle = UserDaemon(NOBODY, home)
     started = subprocess.run(
-        [*as_user(NOBODY), sys.executable, "-m", "nonod", "--socket", str(handle.socket)],
+        [*as_user(NOBODY), sys.executable, "-m", "nonod", "--daemonize", "--socket",
+         str(handle.socket)],
         env=handle.env, capture_output=True, text=True, timeout=60, check=False, cwd="/")
     assert started.returncode == 0, started.stderr
     status = handle.nonoctl("daemon", "status", "--json")

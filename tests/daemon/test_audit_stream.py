@@ -13,8 +13,8 @@ import pytest
 
 from nonoctl._output import Output
 from nonoctl.client import Client, Connection
+from nonod import protocol as p
 from nonod.audit import AuditWriteError
-from nonod.control import protocol as p
 
 from .conftest import DaemonThread, session_env
 from .test_cli import CLI, cli_env
@@ -183,7 +183,7 @@ def test_events_follow_filters_by_kind(daemon_thread: DaemonThread, short_tmp: P
 
 def test_a_launch_whose_audit_file_cannot_be_created_is_refused(
         daemon_thread: DaemonThread, short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nonod._sessions import AuditWriter
+    from nonod.audit._writer import AuditWriter
 
     async def refuse(*args: object, **kwargs: object) -> AuditWriter:
         raise AuditWriteError("cannot create audit.ndjson: No space left on device")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nonoctl.client import RemoteError
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 from .conftest import NOBODY, DaemonThread, as_user, hello, raw_client, session_env, wait_pid_gone
 

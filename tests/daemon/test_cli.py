@@ -81,6 +81,22 @@ def test_attached_launch_exits_like_the_program(run: CLI, command: list[str], st
     assert done.returncode == status, done.stderr
 
 
+@pytest.mark.parametrize("how", ["path", "in-PATH", "directory"])
+def test_a_command_that_exists_but_cannot_run_exits_126(run: CLI, how: str) -> None:
+    """As a shell: 126 for a file without execute permission (or a directory), 127 only for
+    a command that is not there (docs/cli.md)."""
+    bin_dir = run.cwd / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "tool"
+    script.write_text("#!/bin/sh\necho ran\n")
+    script.chmod(0o644)
+    env = {**run.env, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    target = {"path": str(script), "in-PATH": "tool", "directory": str(bin_dir)}[how]
+    done = nonoctl(["launch", "--allow-cwd", "--", target], env=env, cwd=run.cwd)
+    assert done.returncode == 126, done.stderr
+    assert "not an executable file" in done.stderr and "ran" not in done.stdout
+
+
 def test_attached_launch_reads_the_callers_stdin_and_writes_its_stdout(run: CLI) -> None:
     done = run("run", "--allow-cwd", "--", "/usr/bin/python3", "-c",
                "import sys; print('got', input()); print('to stderr', file=sys.stderr)",

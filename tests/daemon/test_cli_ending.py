@@ -20,7 +20,7 @@ import pytest
 import wsproto
 import wsproto.events as ws_events
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 from .conftest import wait_pid_gone
 from .test_cli import cli_env

@@ -1,7 +1,7 @@
 """``nonoctl secret``: the daemon owns the keychain (a real Secret Service: gnome-keyring on a
 private D-Bus session bus, as in ``tests/credentials``), the CLI never sees a value again.
 
-The daemon runs as its own process (``nonod --foreground``, debug logs on stderr) with the
+The daemon runs as its own process (``nonod``, debug logs on stderr) with the
 keyring's bus address in its environment, so that everything it logged can be searched for the
 value.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 from tests.credentials.conftest import SecretService
 from tests.credentials.conftest import secret_service as secret_service  # the fixture
 
@@ -41,7 +41,7 @@ def keyring_daemon(secret_service: SecretService, short_tmp: Path
            "DBUS_SESSION_BUS_ADDRESS": secret_service.env["DBUS_SESSION_BUS_ADDRESS"]}
     with log_path.open("wb") as log:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "nonod", "--foreground", "--socket", str(socket),
+            [sys.executable, "-m", "nonod", "--socket", str(socket),
              "--config", str(config)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=short_tmp)
     try:

@@ -65,6 +65,25 @@ def test_trust_walkthrough(daemon_thread: DaemonThread, short_tmp: Path) -> None
     assert "INJECTED" in ok("launch", "--allow-cwd", "--", "cat", "GEMINI.md")
 
 
+def test_keygen_creates_a_missing_key_directory_0700(daemon_thread: DaemonThread,
+                                                     short_tmp: Path) -> None:
+    """docs/trust.md: `trust keygen --keyref file:///new/dir/k` makes new/dir (0700)."""
+    run = CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
+    keyref = f"file://{short_tmp}/new/dir/k"
+    done = run("trust", "keygen", "--keyref", keyref)
+    assert done.returncode == 0, done.stderr
+    for directory in (short_tmp / "new", short_tmp / "new" / "dir"):
+        assert directory.stat().st_mode & 0o777 == 0o700
+    assert (short_tmp / "new" / "dir" / "k").stat().st_mode & 0o777 == 0o600
+    public = run("trust", "export-key", "--key", keyref)
+    assert public.returncode == 0 and public.stdout.strip() in done.stdout
+    # docs/trust.md's order: options before the files (one parser per verb).
+    (short_tmp / "GEMINI.md").write_text("be helpful\n")
+    signed = run("trust", "sign", "--key", keyref, "GEMINI.md")
+    assert signed.returncode == 0, signed.stderr
+    assert (short_tmp / "GEMINI.md.bundle").is_file()
+
+
 def test_trust_usage_errors(daemon_thread: DaemonThread, short_tmp: Path) -> None:
     env = cli_env(daemon_thread.socket, short_tmp)
     run = CLI(env, short_tmp)

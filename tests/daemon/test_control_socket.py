@@ -16,9 +16,9 @@ import trio.testing
 import wsproto.events as ws_events
 
 from nonoctl.client import Connection, ConnectionLost, RemoteError, open_async_client
-from nonod._sessions import SessionRecord
+from nonod import protocol as p
 from nonod.control import DaemonRunning, SocketError, bind_control_socket
-from nonod.control import protocol as p
+from nonod.sessions import SessionRecord
 
 from .conftest import DaemonHandle, DaemonThread, session_env, start_daemon, wait_pid_gone
 

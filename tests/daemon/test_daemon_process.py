@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nonoctl.client import Connection
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 from .conftest import session_env, wait_pid_gone
 
@@ -29,8 +29,9 @@ class Nonod:
                     "XDG_CONFIG_HOME": str(base / "config")}
 
     def start(self, *extra: str) -> subprocess.CompletedProcess[str]:
-        """``nonod`` detaches and returns once it serves (or failed)."""
-        return subprocess.run([sys.executable, "-m", "nonod", "--socket", str(self.socket),
+        """``nonod --daemonize`` detaches and returns once it serves (or failed)."""
+        return subprocess.run([sys.executable, "-m", "nonod", "--daemonize",
+                               "--socket", str(self.socket),
                                *extra], capture_output=True, text=True, env=self.env,
                               timeout=60, check=False)
 
@@ -133,13 +134,18 @@ def test_a_second_daemon_on_the_same_socket_exits_with_a_clear_message(nonod: No
 def test_a_bad_configuration_is_refused_before_anything_starts(nonod: Nonod) -> None:
     config = nonod.base / "nonod.toml"
     config.write_text("[daemon]\nmax_conections = 3\n")
-    done = nonod.start("--config", str(config), "--foreground")
+    done = nonod.start("--config", str(config))
     assert done.returncode == 2
     assert "unknown key `daemon.max_conections`" in done.stderr
     assert not nonod.socket.exists()
 
 
-def test_foreground_daemon_notifies_systemd_and_stops_on_sigint(nonod: Nonod) -> None:
+@pytest.mark.parametrize("flags", [(), ("--foreground",)], ids=["default", "old-flag"])
+def test_nonod_stays_in_the_foreground_notifies_systemd_and_stops_on_sigint(
+    nonod: Nonod, flags: tuple[str, ...],
+) -> None:
+    """Plain ``nonod`` is the daemon itself (its pid serves), as ``nonod &`` and supervisors
+    expect; ``--foreground`` is a no-op kept for older unit files."""
     import socket as socketlib
 
     notify = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
@@ -147,7 +153,7 @@ def test_foreground_daemon_notifies_systemd_and_stops_on_sigint(nonod: Nonod) ->
     notify.bind(str(notify_path))
     notify.settimeout(60)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nonod", "--foreground", "--socket", str(nonod.socket)],
+        [sys.executable, "-m", "nonod", *flags, "--socket", str(nonod.socket)],
         env={**nonod.env, "NOTIFY_SOCKET": str(notify_path)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
@@ -177,7 +183,7 @@ def test_socket_activation_uses_the_inherited_socket(nonod: Nonod) -> None:
     proc = subprocess.Popen(
         ["systemd-socket-activate", "-l", str(nonod.socket), "-E", "PYTHONPATH",
          "-E", "XDG_STATE_HOME", "-E", "XDG_CONFIG_HOME", "-E", "XDG_RUNTIME_DIR",
-         sys.executable, "-m", "nonod", "--foreground"],
+         sys.executable, "-m", "nonod"],
         env=nonod.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:

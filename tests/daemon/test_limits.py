@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 from nonoctl.client import Client, Connection, RemoteError
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 from .conftest import NOBODY, DaemonThread, as_user, hello, raw_client, session_env, start_daemon
 

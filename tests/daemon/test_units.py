@@ -49,7 +49,10 @@ def test_units_keep_what_the_daemon_relies_on() -> None:
         assert "KillMode=mixed" in text
         assert "\nRestrictNamespaces=" not in text and "\nPrivateUsers=" not in text
         assert "\nProtectHome=" not in text and "\nPrivateNetwork=" not in text
-    assert "--system --foreground" in system
+    # nonod stays in the foreground by default: Type=notify needs the daemon's own pid.
+    assert "ExecStart=/usr/local/bin/nonod --system\n" in system
+    assert "ExecStart=%h/.local/bin/nonod\n" in user
+    assert "--daemonize" not in user + system
     assert "ListenStream=%t/nono/nonod.sock" in (REPO / "systemd" / "nonod.socket").read_text()
 
 
@@ -57,5 +60,5 @@ def test_launchd_plist_parses() -> None:
     with open(REPO / "launchd" / "sh.nono.nonod.plist", "rb") as f:
         plist = plistlib.load(f)
     assert plist["Label"] == "sh.nono.nonod"
-    assert plist["ProgramArguments"][-1] == "--foreground"
+    assert plist["ProgramArguments"] == ["/usr/local/bin/nonod"]  # foreground by default
     assert plist["KeepAlive"] == {"SuccessfulExit": False}

@@ -36,9 +36,13 @@ def write(directory: Path, name: str, doc: object) -> Path:
     return path
 
 
-def test_builtin_dir_is_next_to_the_package() -> None:
-    assert builtin_profiles_dir() == Path(nonod.__file__).resolve().parent.parent / "profiles"
+def test_builtin_profiles_are_package_data() -> None:
+    """Shipped inside the package (so a wheel has them); profiles/ at the top of the
+    repository is the same directory."""
+    assert builtin_profiles_dir() == Path(nonod.__file__).parent / "data" / "profiles"
     assert (builtin_profiles_dir() / "gitbot.json").is_file()
+    repo = Path(nonod.__file__).resolve().parent.parent
+    assert (repo / "profiles").resolve() == builtin_profiles_dir().resolve()
 
 
 def test_user_profiles_dir_follows_xdg() -> None:
@@ -191,6 +195,17 @@ def test_scalars_override_and_absence_inherits(user_dir: Path) -> None:
     assert profile.network.block is True
     write(user_dir, "open", {"extends": "base", "network": {"block": False}})
     assert load_profile("open", user_dir=user_dir).network.block is False
+
+
+@pytest.mark.parametrize("key", ["unix_sockets", "allow_root"])
+def test_nonod_switches_are_inherited_unless_the_child_sets_them(user_dir: Path,
+                                                                 key: str) -> None:
+    # A boolean defaulting to false would read "absent" as "false" and reset the base's value.
+    write(user_dir, "base", {"nonod": {key: True}})
+    write(user_dir, "child", {"extends": "base", "nonod": {"max_processes": 64}})
+    write(user_dir, "off", {"extends": "base", "nonod": {key: False}})
+    assert getattr(load_profile("child", user_dir=user_dir).nonod, key) is True
+    assert getattr(load_profile("off", user_dir=user_dir).nonod, key) is False
 
 
 def test_network_profile_null_clears_and_empty_credentials_drop_routes(user_dir: Path) -> None:

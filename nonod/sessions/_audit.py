@@ -1,0 +1,237 @@
+"""A session's audit record for its whole life: :class:`SessionAudit`.
+
+In order: the file is created (and its signing key loaded) before anything else, so that a
+launch that cannot be audited is refused; the first records (``session_started``, trust
+decisions) are written and fsynced before the program exists; while it runs, every event is
+masked (what the program holds never reaches the file) and appended, and a write that fails
+stops the session; at the end come ``session_ended`` and the seal. A file whose writes failed
+is sealed *as truncated* later, once writes work again (:func:`seal_truncated`); a file left
+open by a daemon that died gets its ``daemon_lost`` ending at the next start
+(:func:`close_lost`).
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, final
+
+import structlog
+import trio
+
+from ..audit import (
+    AuditError,
+    AuditKeyError,
+    AuditWriteError,
+    KeySigner,
+    SessionEnded,
+    SessionStarted,
+    Signer,
+    TrustFailed,
+    TrustVerified,
+)
+from ..audit import Enforcement as AuditEnforcement
+from ..audit import Event as AuditEvent
+from ..audit import SignalSent as AuditSignalSent
+from ..audit._fanout import AuditHub
+from ..audit._mask import masked
+from ..audit._writer import AuditWriter, Ledger
+from ..sandbox import EnforcementReport
+from ._settings import AuditSettings
+
+if TYPE_CHECKING:
+    from .._services import Prepared
+    from ._records import SessionRecord
+
+log = structlog.get_logger()
+
+#: How long the end of a session may spend on its final records.
+CLOSE_TIMEOUT: Final = 5.0
+_END_REASONS: Final = {"stopped": "stopped", "client_gone": "stopped",
+                       "daemon_shutdown": "stopped", "error": "error"}
+
+
+@final
+class SessionAudit:
+    """The audit file of one session. Create it with :meth:`create`."""
+
+    def __init__(self, writer: AuditWriter, *, sign_key: str | None,
+                 on_broken: Callable[[], None]) -> None:
+        self._writer = writer
+        self.sign_key = sign_key
+        self._on_broken = on_broken
+        #: What the program holds, never to be written (see ``audit._mask``).
+        self.hidden: dict[str, str] = {}
+
+    @classmethod
+    async def create(cls, state_dir: Path, session_id: str, *, settings: AuditSettings,
+                     sign_key: str | None, hub: AuditHub | None, ledger: Ledger | None,
+                     on_broken: Callable[[], None]) -> SessionAudit | None:
+        """The session's new audit file (None when ``[audit] enabled = false``). Raises
+        AuditError (the launch is refused) if the file or the signing key is unavailable."""
+        if not settings.enabled:
+            if sign_key is not None:
+                raise AuditError("--audit-sign-key was given, but auditing is disabled",
+                                 hint="[audit] enabled = false in nonod.toml")
+            return None
+        key_name = sign_key or settings.sign_key
+        signer = await load_signer(key_name) if key_name is not None else None
+        try:
+            writer = await AuditWriter.create(
+                state_dir, session_id, hub=hub, ledger=ledger, signer=signer,
+                fsync_interval=settings.fsync_interval)
+        except AuditError as exc:
+            raise AuditError(
+                f"the session's audit record cannot be created: {exc.message}",
+                hint="nothing runs unaudited: check the daemon's state directory "
+                "(or set [audit] enabled = false)",
+            ) from exc
+        return cls(writer, sign_key=key_name, on_broken=on_broken)
+
+    # -- while the session lives
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Fsync on time until the file is closed (an fsync failure raises AuditWriteError,
+        which ends the session)."""
+        await self._writer.run(task_status=task_status)
+
+    def write(self, event: AuditEvent) -> None:
+        """Append ``event``, masked. A failed write stops the session (fail closed) and
+        raises AuditWriteError."""
+        try:
+            self._writer.append(masked(event, self.hidden) if self.hidden else event)
+        except AuditWriteError:
+            log.error("audit write failed; stopping the session")
+            self._on_broken()
+            raise
+
+    async def open(self, record: SessionRecord, services: Prepared | None) -> None:
+        """The first records, fsynced before the launch (AuditError refuses it): who starts
+        what, with which policy, and what trust verification found. The enforcement report
+        (and the pid) follows once the program exists (:meth:`started`)."""
+        try:
+            self._first_records(record, services)
+            await self._writer.sync()
+        except AuditError as exc:
+            raise AuditError(
+                f"the session's first audit record could not be made durable ({exc.message}); "
+                "the program was not started",
+                hint="nothing runs unaudited: free space in the daemon's state directory",
+            ) from exc
+
+    def _first_records(self, record: SessionRecord, services: Prepared | None) -> None:
+        writer = self._writer
+        writer.append(SessionStarted(
+            session=record.id, argv=record.argv, cwd=record.cwd, uid=record.uid,
+            gid=record.gid, name=record.name, profile=record.profile,
+            policy_digest=record.policy_digest))
+        if services is None:
+            return
+        for warning in services.trust_warnings:
+            writer.append(TrustFailed(path="", reason=warning, code="warning"))
+        for outcome in services.trust:
+            if outcome.outcome == "verified":
+                writer.append(TrustVerified(path=outcome.path, sha256=outcome.sha256,
+                                            signer=""))
+            else:
+                writer.append(TrustFailed(path=outcome.path, reason=outcome.reason,
+                                          code=outcome.outcome))
+
+    def started(self, report: EnforcementReport, pid: int) -> None:
+        """The program exists: what each enforcement layer did, and its pid."""
+        self._writer.append(AuditEnforcement.from_report(report, pid=pid))
+
+    def signal(self, sig: int, *, reason: str, sender: str = "daemon") -> None:
+        """A signal the daemon sent to the program (after sending it)."""
+        try:
+            name = _signal.Signals(sig).name
+        except ValueError:
+            name = ""
+        self._writer.append(AuditSignalSent(signal=sig, name=name, reason=reason,
+                                            sender=sender))
+
+    # -- the end
+    async def close(self, record: SessionRecord) -> bool:
+        """``session_ended`` and the seal, bounded in time. Returns False when the file could
+        not be sealed because writes failed (then :func:`seal_truncated` seals it later)."""
+        writer = self._writer
+        sealed = not writer.broken
+        reason = _END_REASONS.get(record.reason, "exited")
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            try:
+                writer.append(SessionEnded(
+                    reason=reason,  # type: ignore[arg-type]
+                    exit_code=None if record.signal is not None else record.exit_code,
+                    signal=record.signal))
+                await writer.seal()
+            except AuditError:
+                log.exception("audit stream could not be sealed; sealing it as truncated "
+                              "once writes work again")
+                sealed = False
+            finally:
+                await writer.aclose()
+        return sealed
+
+    async def aclose(self) -> None:
+        """Close without sealing (a launch that failed)."""
+        await self._writer.aclose()
+
+
+async def load_signer(name: str) -> KeySigner:
+    """The trust key store's key ``name`` as an audit signer, or ``AuditKeyError``."""
+    from .. import trust
+
+    def load() -> trust.SigningKey:
+        return trust.keystore_for(name).load_signing_key(name)
+
+    try:
+        key = await trio.to_thread.run_sync(load)
+    except trust.TrustError as exc:
+        raise AuditKeyError(
+            f"cannot load the audit signing key {name[:80]!r}: {exc.message}",
+            hint=exc.hint or "create it with `nonoctl trust keygen --key NAME`",
+        ) from exc
+    return KeySigner(key)
+
+
+async def close_lost(state_dir: Path, session_id: str, *, sign_key: str | None,
+                     hub: AuditHub | None, ledger: Ledger | None) -> None:
+    """Append session_ended (``daemon_lost``) and a seal to the file of a session that was
+    running when the previous daemon died. Failures are logged."""
+    from ..audit import AuditNotFound
+    from ..audit._writer import append_daemon_lost
+
+    signer: Signer | None = None
+    if sign_key is not None:
+        try:
+            signer = await load_signer(sign_key)
+        except AuditError as exc:
+            log.error("a lost session's audit file is sealed unsigned", session=session_id,
+                      error=exc.message)
+    try:
+        await append_daemon_lost(state_dir, session_id, hub=hub, ledger=ledger, signer=signer)
+    except AuditNotFound:
+        pass  # auditing was off, or the daemon died before the file existed
+    except AuditError:
+        log.exception("could not close a lost session's audit file", session=session_id)
+
+
+async def seal_truncated(state_dir: Path, session_id: str, *, hub: AuditHub | None,
+                         ledger: Ledger | None) -> bool:
+    """Seal the file of a session whose audit writes failed (a full disk): ``session_ended``
+    (``error``, saying records may be missing) and a seal, so that ``audit verify`` reports a
+    complete file that says what happened. False if writes still fail."""
+    from ..audit import append_closing
+
+    try:
+        await append_closing(
+            state_dir, session_id, reason="error", ledger=ledger, hub=hub,
+            detail="audit file truncated: a write failed while the session ran (full "
+            "disk?), so the session was stopped and records may be missing before "
+            "this one; sealed when writes worked again")
+    except AuditError as exc:
+        log.info("a truncated audit file cannot be sealed yet", session=session_id,
+                 error=exc.message)
+        return False
+    return True

@@ -1,0 +1,92 @@
+"""What the sessions need of others (the engine, the program) and the values a launch carries.
+
+``Process`` and ``LauncherLike`` are what ``nonod.sandbox`` provides; a fake launcher that
+satisfies them is enough to drive a :class:`~nonod.sessions.Registry` in tests. ``Caller`` is
+a peer of the control socket; ``SessionPlan`` is one launch, decided by the control server.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from .. import protocol as p
+from ..policy import ResolvedPolicy
+from ..sandbox import EnforcementReport, ExitStatus, GuardReport, LaunchRequest
+
+
+class Process(Protocol):
+    """What the registry needs of a launched program (``nonod.sandbox.Sandboxed``): its exit,
+    signals, the proxy socket made inside its network namespace, connections into it (for
+    ``--listen-port``), its kernel audit session and the view guard's reports."""
+
+    pid: int
+    enforcement: EnforcementReport
+    proxy_listener: socket.socket | None
+    #: The kernel audit session of the session's processes (0: none; see ``audit._kernel``)
+    #: and, when 0, why the kernel refused the tag.
+    audit_session: int
+    audit_session_error: int
+    on_guard: Callable[[GuardReport], None] | None
+
+    async def wait_exited(self) -> ExitStatus: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+    async def connect_inside(self, port: int) -> trio.SocketStream: ...
+
+
+class LauncherLike(Protocol):
+    """What the registry needs of the engine (``nonod.sandbox.Launcher``)."""
+
+    async def launch(
+        self,
+        policy: ResolvedPolicy,
+        request: LaunchRequest,
+        *,
+        stdio: tuple[int, int, int] = ...,
+        controlling_tty: bool = ...,
+    ) -> Process: ...
+
+
+GetLauncher = Callable[[], Awaitable[LauncherLike]]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A peer of the control socket, from ``SO_PEERCRED``."""
+
+    uid: int
+    gid: int
+    pid: int
+
+    @property
+    def is_root(self) -> bool:
+        return self.uid == 0
+
+    def may_see(self, owner_uid: int) -> bool:
+        return self.is_root or self.uid == owner_uid
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """Everything needed to start one session, decided by the connection handler."""
+
+    policy: ResolvedPolicy
+    request: LaunchRequest
+    owner: Caller
+    profile: str | None
+    name: str | None
+    detach: bool
+    stdio: p.Stdio
+    passed_fds: tuple[int, int, int] | None = None
+    term: p.TermSize | None = None
+    trust_override: bool = False
+    #: ``launch --audit-sign-key``: overrides ``[audit] sign_key`` for this session.
+    audit_sign_key: str | None = None

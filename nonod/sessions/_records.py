@@ -1,0 +1,143 @@
+"""Session records: what ``session.json`` holds, and the session directories on disk.
+
+Records persist as ``<state_dir>/sessions/<id>/session.json`` (directories ``0700``, files
+``0600``, written atomically), beside the session's ``output.log`` and audit file. A record
+never holds the environment (it may carry secrets), and its ``argv`` is redacted by the audit
+rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import structlog
+
+from .. import protocol as p
+from ..sandbox import EnforcementReport
+from ._output import write_all
+
+log = structlog.get_logger()
+
+RECORD_VERSION: Final = 1
+
+
+class SessionRecord(msgspec.Struct, kw_only=True):
+    """What ``session.json`` holds. Never the environment: it may carry secrets."""
+
+    version: int = RECORD_VERSION
+    id: str
+    name: str
+    owner_uid: int
+    owner_gid: int
+    uid: int
+    gid: int
+    profile: str | None = None
+    argv: tuple[str, ...] = ()
+    cwd: str = "/"
+    state: p.SessionState = "starting"
+    pid: int | None = None
+    detached: bool = False
+    tty: bool = False
+    started_at: dt.datetime
+    ended_at: dt.datetime | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: p.EndReason = ""
+    policy_digest: str = ""
+    enforcement: p.Enforcement | None = None
+    daemon_pid: int = 0
+    #: The key its audit record is signed with (a daemon_lost seal is signed with it too).
+    audit_sign_key: str | None = None
+    #: An audit write failed (a full disk): the file is sealed as truncated once it can be.
+    audit_truncated: bool = False
+
+
+record_decoder = msgspec.json.Decoder(SessionRecord)
+record_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def enforcement_of(report: EnforcementReport) -> p.Enforcement:
+    return p.Enforcement(
+        fully_enforced=report.fully_enforced,
+        summary=report.summary(),
+        landlock_abi=report.landlock_abi,
+        layers=tuple(
+            p.Layer(name=lay.name, state=lay.state, reason=lay.reason, detail=lay.detail)
+            for lay in report.layers
+        ),
+    )
+
+
+def make_private_dirs(*dirs: Path) -> None:
+    for directory in dirs:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+
+
+def forget_session(directory: Path) -> None:
+    """Remove a session's directory but its audit files (``audit.ndjson*``)."""
+    from ..audit import AUDIT_FILE
+
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return
+    kept = False
+    for entry in entries:
+        if entry.name.startswith(AUDIT_FILE) and not entry.name.endswith(".tmp"):
+            kept = True
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if not kept:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+def write_record(directory: Path, data: bytes) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = directory / "session.json.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        write_all(fd, data + b"\n")
+    finally:
+        os.close(fd)
+    os.replace(tmp, directory / "session.json")
+
+
+def read_records(sessions_dir: Path) -> list[SessionRecord]:
+    out: list[SessionRecord] = []
+    try:
+        entries = sorted(sessions_dir.iterdir())
+    except FileNotFoundError:
+        return out
+    for entry in entries:
+        path = entry / "session.json"
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            log.warning("cannot read session record", path=str(path), error=str(exc))
+            continue
+        try:
+            record = record_decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            log.warning("ignoring a damaged session record", path=str(path), error=str(exc))
+            continue
+        if record.id != entry.name:
+            log.warning("ignoring a session record filed under another id", path=str(path))
+            continue
+        out.append(record)
+    return out

@@ -1,0 +1,685 @@
+"""The session registry: every sandboxed program the daemon runs, live or ended.
+
+Each session is one task tree. :meth:`Registry.launch` calls ``nursery.start(_run_session)``:
+the launch happens before ``started()``, so a refused launch comes out of ``launch()`` as a
+``NonoError`` in the requesting connection, and the registry never hears of it. After
+``started()`` the session root owns everything: a watcher waiting for the program's exit, the
+proxy and forwards, the PTY pump, the output-log writer and the audit writer. It is the only
+place (with the per-connection handler) that catches ``Exception``: a failure there ends that
+session, never the daemon.
+
+Stopping is cancellation: :meth:`Session.request_stop` cancels the session's scope and the
+root's cleanup runs shielded and bounded: SIGTERM, the grace period, SIGKILL, wait, record.
+
+A record still marked running when the daemon starts belongs to a program that died with the
+previous daemon (the engine ties every session to the daemon's life with
+``PR_SET_PDEATHSIG``): it is recorded as ended, reason ``daemon_lost``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import os
+import re
+import secrets
+import shutil
+import signal as _signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, final
+
+import msgspec
+import structlog
+import trio
+from structlog.contextvars import bound_contextvars
+
+from .. import _services, _xdg
+from .._secretfiles import (
+    DaemonSecrets,
+    SecretFileLog,
+    launch_secret_paths,
+    secret_denials,
+    with_secrets_hidden,
+)
+from ..audit import AuditError, redact_argv
+from ..audit import Event as AuditEvent
+from ..audit._fanout import AuditHub
+from ..audit._kernel import FsDeniedMonitor, Watch
+from ..audit._writer import Ledger
+from ..errors import NonoError
+from ..policy import ResolvedPolicy
+from ..sandbox import LaunchRequest, LayerReport
+from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
+from ._contracts import Caller, GetLauncher, Process, SessionPlan
+from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
+from ._output import SessionOutput
+from ._records import (
+    SessionRecord,
+    enforcement_of,
+    forget_session,
+    make_private_dirs,
+    now,
+    read_records,
+    record_encoder,
+    write_record,
+)
+from ._session import Session
+from ._settings import AuditSettings, SessionLimits
+
+log = structlog.get_logger()
+
+#: How long the PTY pump may keep reading after the program exited (grandchildren may hold it).
+DRAIN_TIMEOUT: Final = 2.0
+#: How long to wait for a process after SIGKILL before giving up on it (and saying so).
+KILL_TIMEOUT: Final = 10.0
+EVENT_BACKLOG: Final = 256
+
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """A session started or exited: ``record`` is a copy taken at that moment."""
+
+    kind: str
+    record: SessionRecord
+
+
+@final
+class EventFeed:
+    """Lifecycle events for one subscriber; closed (``lagged``) if it falls behind."""
+
+    def __init__(self, caller: Caller, session_id: str | None) -> None:
+        self.caller = caller
+        self.session_id = session_id
+        self._send, self.channel = trio.open_memory_channel[LifecycleEvent](EVENT_BACKLOG)
+        self.lagged = False
+
+    def _offer(self, event: LifecycleEvent) -> bool:
+        if not self.caller.may_see(event.record.owner_uid):
+            return True
+        if self.session_id is not None and event.record.id != self.session_id:
+            return True
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self.lagged = True
+            self._send.close()
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    def close(self) -> None:
+        self.channel.close()
+        self._send.close()
+
+
+@final
+class Registry:
+    """All sessions of this daemon. Create with :meth:`open` inside the daemon's nursery."""
+
+    def __init__(
+        self,
+        *,
+        nursery: trio.Nursery,
+        get_launcher: GetLauncher,
+        state_dir: Path,
+        limits: Callable[[], SessionLimits],
+        system: bool = False,
+        network: Callable[[], _services.NetworkSettings] | None = None,
+        audit: Callable[[], AuditSettings] | None = None,
+        audit_hub: AuditHub | None = None,
+        audit_ledger: Ledger | None = None,
+        fs_denied: FsDeniedMonitor | None = None,
+        daemon_secrets: DaemonSecrets | None = None,
+    ) -> None:
+        self._daemon_secrets = daemon_secrets or DaemonSecrets(config_file=None,
+                                                               state_dir=str(state_dir))
+        self._secret_log = SecretFileLog(state_dir)
+        self._fs_denied = fs_denied
+        self._fs_watches: dict[str, Watch] = {}
+        self._network = network or _services.NetworkSettings
+        self._audit_settings = audit or AuditSettings
+        self._audit_hub = audit_hub
+        self._audit_ledger = audit_ledger
+        self._nursery = nursery
+        self._get_launcher = get_launcher
+        self._state_dir = state_dir
+        self._sessions_dir = state_dir / "sessions"
+        self._limits = limits
+        self._system = system
+        self._sessions: dict[str, Session] = {}
+        self._feeds: list[EventFeed] = []
+
+    # -- startup
+    async def load(self) -> list[str]:
+        """Create the state directory and read earlier records; returns ids marked lost."""
+        await trio.to_thread.run_sync(make_private_dirs, self._state_dir, self._sessions_dir)
+        records = await trio.to_thread.run_sync(read_records, self._sessions_dir)
+        lost: list[str] = []
+        for record in records:
+            if record.state != "exited":
+                record.state = "exited"
+                record.reason = "daemon_lost"
+                record.signal = _signal.SIGKILL
+                record.exit_code = None
+                record.ended_at = now()
+                lost.append(record.id)
+                log.warning("session was running when the daemon died; it died with it",
+                            session=record.id, name=record.name, pid=record.pid)
+            session = Session(record, directory=self._sessions_dir / record.id)
+            self._sessions[record.id] = session
+            if record.id in lost:
+                await self._save(session)
+                await close_lost(self._state_dir, record.id, sign_key=record.audit_sign_key,
+                                 hub=self._audit_hub, ledger=self._audit_ledger)
+        return lost
+
+    async def reseal_truncated(self) -> list[str]:
+        """Seal the audit files whose writes failed (a full disk) as truncated, now that
+        writes may work (see ``_audit.seal_truncated``). Returns the ids sealed; the others
+        wait for the next try (each session end, and the daemon's timer)."""
+        done: list[str] = []
+        for session in list(self._sessions.values()):
+            record = session.record
+            if not record.audit_truncated or session.live:
+                continue
+            if await seal_truncated(self._state_dir, record.id, hub=self._audit_hub,
+                                    ledger=self._audit_ledger):
+                record.audit_truncated = False
+                await self._save(session)
+                done.append(record.id)
+        if done:
+            log.warning("sealed truncated audit files", sessions=done)
+        return done
+
+    # -- queries
+    def statistics(self, caller: Caller | None = None) -> tuple[int, int]:
+        """``(live sessions, known sessions)``: all of them, or those ``caller`` may see (a
+        system daemon's user learns nothing of other users' sessions, not even how many)."""
+        seen = [s for s in self._sessions.values()
+                if caller is None or caller.may_see(s.record.owner_uid)]
+        return sum(1 for s in seen if s.live), len(seen)
+
+    def visible(self, caller: Caller, *, include_exited: bool) -> list[Session]:
+        out = [
+            s for s in self._sessions.values()
+            if caller.may_see(s.record.owner_uid) and (include_exited or s.live)
+        ]
+        return sorted(out, key=lambda s: (s.record.started_at, s.id))
+
+    def may_see_id(self, caller: Caller, session_id: str) -> bool:
+        """May ``caller`` see session ``session_id`` (live or ended)?"""
+        session = self._sessions.get(session_id)
+        return session is not None and caller.may_see(session.record.owner_uid)
+
+    @property
+    def audit_hub(self) -> AuditHub | None:
+        return self._audit_hub
+
+    def audit_settings(self) -> AuditSettings:
+        return self._audit_settings()
+
+    def audit_path(self, session: Session) -> Path:
+        from ..audit import AUDIT_FILE
+
+        return session.directory / AUDIT_FILE
+
+    def find(self, ref: str, caller: Caller) -> Session:
+        """A session by id, name or unique id prefix, among those ``caller`` may see."""
+        mine = self.visible(caller, include_exited=True)
+        for session in mine:
+            if session.id == ref:
+                return session
+        named = [s for s in mine if s.name == ref]
+        if named:
+            live = [s for s in named if s.live]
+            return live[-1] if live else named[-1]
+        if len(ref) >= 2:
+            prefixed = [s for s in mine if s.id.startswith(ref)]
+            if len(prefixed) == 1:
+                return prefixed[0]
+            if len(prefixed) > 1:
+                raise SessionAmbiguous(
+                    f"{ref!r} matches {len(prefixed)} sessions",
+                    hint="give more of the id, or the session's name",
+                )
+        raise SessionNotFound(f"no session {ref!r}", hint="`nonoctl ps --all` lists them")
+
+    # -- events
+    def subscribe_events(self, caller: Caller, session_id: str | None) -> EventFeed:
+        feed = EventFeed(caller, session_id)
+        self._feeds.append(feed)
+        return feed
+
+    def _emit(self, kind: str, session: Session) -> None:
+        event = LifecycleEvent(kind=kind, record=msgspec.structs.replace(session.record))
+        self._feeds = [f for f in self._feeds if f._offer(event)]
+
+    # -- launching
+    def _check_launch(self, plan: SessionPlan) -> None:
+        limits = self._limits()
+        live = [s for s in self._sessions.values() if s.live]
+        if len(live) >= limits.max_live:
+            raise SessionLimit(
+                f"{len(live)} sessions are live, the limit is {limits.max_live}",
+                hint="raise [sessions] max_live in nonod.toml, or stop sessions",
+            )
+        if plan.name is not None:
+            for s in live:
+                if s.name == plan.name and s.record.owner_uid == plan.owner.uid:
+                    raise NameTaken(
+                        f"a live session is already named {plan.name!r} ({s.id})",
+                        hint="choose another --name, or stop that session first",
+                    )
+        runs_as = plan.request.uid if plan.request.uid is not None else os.geteuid()
+        if self._system and runs_as == 0 and not (limits.allow_root
+                                                  and plan.policy.allow_root):
+            raise RootRefused(
+                "the system daemon does not run sessions as root",
+                hint="run nonoctl as the user the program should run as; root sessions "
+                "need [sessions] allow_root = true and a profile that allows root",
+            )
+
+    def _new_id(self) -> str:
+        while True:
+            candidate = secrets.token_hex(4)
+            if candidate not in self._sessions and not (self._sessions_dir / candidate).exists():
+                return candidate
+
+    def _new_name(self, plan: SessionPlan) -> str:
+        if plan.name is not None:
+            return plan.name
+        base = plan.profile or (Path(plan.request.argv[0]).name if plan.request.argv else "")
+        base = _NAME_CHARS.sub("-", Path(base).name.removesuffix(".json")).strip("-.")[:40]
+        base = base or "session"
+        if not base[0].isalnum():
+            base = "s" + base
+        taken = {s.name for s in self._sessions.values()
+                 if s.live and s.record.owner_uid == plan.owner.uid}
+        while True:
+            candidate = f"{base}-{secrets.token_hex(2)}"
+            if candidate not in taken:
+                return candidate
+
+    async def launch(self, plan: SessionPlan) -> Session:
+        """Start a session; raise ``NonoError`` (nothing is recorded) if it cannot start."""
+        self._check_launch(plan)
+        session_id = self._new_id()
+        request = plan.request
+        record = SessionRecord(
+            id=session_id,
+            name=self._new_name(plan),
+            owner_uid=plan.owner.uid,
+            owner_gid=plan.owner.gid,
+            uid=request.uid if request.uid is not None else os.geteuid(),
+            gid=request.gid if request.gid is not None else os.getegid(),
+            profile=plan.profile,
+            # One redaction rule for every file the daemon writes (record, audit, replies).
+            argv=redact_argv(request.argv),
+            cwd=request.cwd,
+            detached=plan.detach,
+            tty=plan.stdio == "pty",
+            started_at=now(),
+            policy_digest=plan.policy.digest(),
+            daemon_pid=os.getpid(),
+        )
+        session = Session(record, directory=self._sessions_dir / session_id)
+        # Registered while starting, so the name is reserved and `ps` shows it.
+        self._sessions[session_id] = session
+        try:
+            started: Session = await self._nursery.start(self._run_session, session, plan)
+        except BaseException:
+            del self._sessions[session_id]
+            record.state = "exited"
+            session.set_exited()  # nobody may wait for it (shutdown lists starting sessions)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(shutil.rmtree, session.directory, True)
+            raise
+        return started
+
+    async def _start_program(self, session: Session, plan: SessionPlan) -> Process:
+        limits = self._limits()
+        await trio.to_thread.run_sync(make_private_dirs, session.directory)
+        launcher = await self._get_launcher()
+        to_close: list[int] = []
+        try:
+            if plan.stdio == "passed":
+                if plan.passed_fds is None:
+                    raise NonoError("an attached launch needs three file descriptors")
+                stdio = plan.passed_fds
+            elif plan.stdio == "pty":
+                master, slave = os.openpty()
+                to_close.append(slave)
+                session.open_terminal(master, term=plan.term, output=SessionOutput(
+                    capacity=limits.output_buffer_bytes,
+                    log_path=session.log_path,
+                    log_max=limits.log_max_bytes,
+                ))
+                stdio = (slave, slave, slave)
+            else:
+                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                to_close.append(null)
+                stdio = (null, null, null)
+            prepared = await _services.prepare(
+                plan.policy, plan.request, settings=self._network(),
+                environ=dict(plan.request.env),
+                listen_ports=plan.policy.network.listen_ports,
+                user_config_dir=_user_config_dir(plan.request, plan.owner, system=self._system),
+                trust_override=plan.trust_override,
+                caller=plan.owner if self._system else None,
+            )
+            if prepared.request is None:
+                raise NonoError("session services produced no launch request")
+            request = msgspec.structs.replace(prepared.request,
+                                              oom_score_adj=limits.oom_score_adj)
+            if self._fs_denied is not None and self._fs_denied.active:
+                request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
+            policy = await trio.to_thread.run_sync(self._hide_secrets, plan)
+            session.services = prepared
+            if session.audit is not None:
+                session.audit.hidden = prepared.hidden
+            # The values it will hold (phantom tokens, env_credentials) never reach a file.
+            session.record.argv = redact_argv(
+                session.record.argv, [value for _, value in request.extra_env])
+            # Durable before the program exists: nothing runs before its record is on disk.
+            if session.audit is not None:
+                await session.audit.open(session.record, prepared)
+            proc = await launcher.launch(
+                policy, request, stdio=stdio,
+                controlling_tty=plan.stdio == "pty",
+            )
+            self._watch_fs_denied(session, proc)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await session.close_terminal()
+            raise
+        finally:
+            for fd in to_close:
+                os.close(fd)
+        return proc
+
+    def _hide_secrets(self, plan: SessionPlan) -> ResolvedPolicy:
+        """Blocking: ``plan.policy`` with a mask over every file the daemon reads secrets
+        from (see ``_secretfiles``); SecretFileError if one cannot be kept out."""
+        sign_key = self._audit_settings().sign_key
+        own = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
+        denials = secret_denials([*own, *self._daemon_secrets.paths(audit_sign_key=sign_key)])
+        earlier = secret_denials(self._secret_log.paths(), check_links=False)
+        try:
+            self._secret_log.remember(own)
+        except OSError as exc:
+            log.warning("cannot record the session's secret files", error=str(exc))
+        return with_secrets_hidden(plan.policy, denials + earlier)
+
+    def _watch_fs_denied(self, session: Session, proc: Process) -> None:
+        """Route the session's filesystem denials to its audit stream; say in its
+        enforcement report whether they are observed (observation never refuses a launch)."""
+        monitor = self._fs_denied
+        if monitor is None:
+            return
+        ses = proc.audit_session
+        if ses:
+            def sink(event: AuditEvent) -> None:
+                try:
+                    session.write_event(event)
+                except AuditError:
+                    log.exception("could not record a filesystem denial")
+
+            self._fs_watches[session.id] = monitor.watch(ses, sink)
+            layer = LayerReport(name="fs_denied", state="applied",
+                                detail=f"{monitor.status}, audit session {ses}")
+        else:
+            why = monitor.status
+            if monitor.active:
+                err = proc.audit_session_error
+                why = ("unavailable: the kernel refused the session's audit tag ("
+                       + os.strerror(err or errno.EINVAL) + ")")
+            layer = LayerReport(name="fs_denied", state="off", reason=why)
+        proc.enforcement = msgspec.structs.replace(
+            proc.enforcement, layers=(*proc.enforcement.layers, layer))
+
+    async def _run_session(
+        self,
+        session: Session,
+        plan: SessionPlan,
+        *,
+        task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with bound_contextvars(session=session.id):
+            # Fail closed: no audit record, no program (unless auditing is off).
+            await self._create_audit(session, plan)
+            try:
+                proc = await self._start_program(session, plan)
+            except BaseException:
+                if session.audit is not None:
+                    with trio.CancelScope(shield=True):
+                        await session.audit.aclose()
+                    session.audit = None
+                raise
+            session.process = proc
+            proc.on_guard = session.record_guard
+            record = session.record
+            record.state = "running"
+            record.pid = proc.pid
+            record.enforcement = enforcement_of(proc.enforcement)
+            log.info("session started", name=record.name, pid=proc.pid, argv0=record.argv[:1],
+                     profile=record.profile, uid=record.uid,
+                     enforcement=record.enforcement.summary)
+            # On disk before anyone hears of it: a daemon killed right after the reply must
+            # still find the record at its next start. Shielded: the program already runs.
+            with trio.CancelScope(shield=True):
+                await self._save(session)
+                try:
+                    if session.audit is not None:
+                        session.audit.started(proc.enforcement, proc.pid)
+                except AuditError:
+                    # Its record could not be started (disk full): it does not run unaudited.
+                    proc.kill()
+                    with trio.move_on_after(KILL_TIMEOUT):
+                        await proc.wait_exited()
+                    if session.audit is not None:
+                        await session.audit.aclose()
+                        session.audit = None
+                    raise
+            task_status.started(session)
+            try:
+                await self._supervise(session, proc)
+            except Exception:
+                # The session root: whatever went wrong here ends this session only.
+                log.exception("session supervision failed; the program was killed")
+                session.end_with("error")
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._finish(session)
+
+    async def _supervise(self, session: Session, proc: Process) -> None:
+        watch_scope = trio.CancelScope(shield=True)
+
+        async def watch() -> None:
+            # Shielded: waiting for the exit must survive the session's own cancellation,
+            # or the exit status would be lost. Cleanup cancels it only when giving up.
+            with watch_scope:
+                status = await proc.wait_exited()
+                session.record.exit_code = status.code
+                session.record.signal = status.signal
+            exited.set()
+
+        exited = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            if session.audit is not None:
+                await nursery.start(session.audit.run)
+            if session.services is not None:
+                await nursery.start(_services.serve, session.services, proc,
+                                    session.audit_event)
+            if session.output is not None:
+                nursery.start_soon(session.output.run_writer)
+                pump_done = trio.Event()
+
+                async def pump(output: SessionOutput) -> None:
+                    try:
+                        await session.pump_terminal(output)
+                    finally:
+                        pump_done.set()
+
+                nursery.start_soon(pump, session.output)
+            self._emit("started", session)
+            try:
+                with session.stop_scope:
+                    await exited.wait()
+            finally:
+                with trio.CancelScope(shield=True):
+                    if not exited.is_set():
+                        await self._terminate(session, proc, exited, watch_scope)
+                    if session.output is not None:
+                        with trio.move_on_after(DRAIN_TIMEOUT):
+                            await pump_done.wait()
+                        session.output.end()
+                nursery.cancel_scope.cancel()
+
+    async def _terminate(
+        self, session: Session, proc: Process, exited: trio.Event, watch_scope: trio.CancelScope
+    ) -> None:
+        """SIGTERM, the grace period, SIGKILL, a bounded wait: the ``_run_process`` shape."""
+        grace = session.stop_grace
+        if grace is None:  # cancelled from outside: the daemon is shutting down
+            grace = self._limits().shutdown_grace
+            session.end_with("daemon_shutdown")
+        why = session.stop_reason or "stopped"
+        if grace > 0:
+            proc.send_signal(_signal.SIGTERM)
+            self._audit_signal(session, _signal.SIGTERM, why)
+            with trio.move_on_after(grace):
+                await exited.wait()
+        if not exited.is_set():
+            proc.kill()
+            self._audit_signal(session, _signal.SIGKILL,
+                               f"{why}: grace period over" if grace > 0 else why)
+            with trio.move_on_after(KILL_TIMEOUT):
+                await exited.wait()
+        if not exited.is_set():
+            log.error("program did not exit after SIGKILL; no longer waiting for it",
+                      pid=proc.pid)
+            watch_scope.cancel()
+
+    async def _finish(self, session: Session) -> None:
+        record = session.record
+        # The state stays "running" until the audit record is final: whoever sees "exited"
+        # (ps, inspect, events, wait) can verify a sealed file at once.
+        record.ended_at = now()
+        record.reason = session.stop_reason or "exited"
+        await session.close_terminal()
+        if session.output is not None:
+            session.output.end()
+        watch = self._fs_watches.pop(session.id, None)
+        if watch is not None and self._fs_denied is not None:
+            await self._fs_denied.release(watch)  # bounded: records still queued come first
+        await self._close_audit(session)
+        record.state = "exited"
+        await self._save(session)
+        await self.reseal_truncated()
+        # Before anyone hears the session ended: who then lists the sessions sees the result.
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await self.apply_retention()
+        session.set_exited()
+        log.info("session ended", name=record.name, exit_code=record.exit_code,
+                 signal=record.signal, reason=record.reason)
+        self._emit("exited", session)
+
+    def _audit_signal(self, session: Session, sig: int, reason: str) -> None:
+        try:
+            session.audit_signal(sig, reason=reason)
+        except AuditError:
+            log.exception("could not record a signal in the audit stream", signal=sig)
+
+    async def apply_retention(self) -> list[str]:
+        """Remove sealed sessions beyond ``[audit] keep_days``/``keep_sessions`` (never a live
+        one); returns their ids. Failures are logged: retention never stops the daemon."""
+        from ..audit import prune_sessions
+
+        settings = self._audit_settings()
+        if settings.keep_days is None and settings.keep_sessions is None:
+            return []
+        max_age = dt.timedelta(days=settings.keep_days) if settings.keep_days else None
+        keep = [s.id for s in self._sessions.values() if s.live]
+
+        def prune() -> list[str]:
+            removed = prune_sessions(self._state_dir, max_age=max_age,
+                                     max_count=settings.keep_sessions, keep=keep)
+            return [summary.session for summary in removed]
+
+        try:
+            removed = await trio.to_thread.run_sync(prune)
+        except AuditError:
+            log.exception("audit retention failed")
+            return []
+        for session_id in removed:
+            gone = self._sessions.get(session_id)
+            if gone is not None and not gone.live:
+                del self._sessions[session_id]
+        if removed:
+            log.info("audit retention removed sessions", sessions=removed)
+        return removed
+
+    async def _create_audit(self, session: Session, plan: SessionPlan) -> None:
+        """The session's audit record, before anything else: failing refuses the launch.
+        Nothing runs unaudited unless ``[audit] enabled = false``."""
+        audit = await SessionAudit.create(
+            self._state_dir, session.id, settings=self._audit_settings(),
+            sign_key=plan.audit_sign_key, hub=self._audit_hub, ledger=self._audit_ledger,
+            on_broken=lambda: session.request_stop(reason="error", grace=0))
+        session.audit = audit
+        if audit is not None:
+            session.record.audit_sign_key = audit.sign_key
+
+    async def _close_audit(self, session: Session) -> None:
+        audit, session.audit = session.audit, None
+        if audit is not None and not await audit.close(session.record):
+            session.record.audit_truncated = True
+
+    async def _save(self, session: Session) -> None:
+        data = record_encoder.encode(session.record)
+        try:
+            await trio.to_thread.run_sync(write_record, session.directory, data)
+        except OSError as exc:
+            log.error("cannot persist session record", path=str(session.directory),
+                      error=exc.strerror or str(exc))
+
+    # -- housekeeping
+    async def prune(self, caller: Caller) -> list[str]:
+        """Forget the caller's ended sessions: their records and output go, their audit files
+        stay (only audit retention, ``[audit] keep_*``, removes those: a user must not be able
+        to erase the record of what their sessions did)."""
+        gone = [s for s in self.visible(caller, include_exited=True) if not s.live]
+        for session in gone:
+            del self._sessions[session.id]
+            await trio.to_thread.run_sync(forget_session, session.directory)
+        return [s.id for s in gone]
+
+    def live_sessions(self) -> list[Session]:
+        return [s for s in self._sessions.values() if s.live]
+
+    async def shutdown(self) -> None:
+        """Stop every live session (SIGTERM, grace, SIGKILL) and wait until all have ended."""
+        grace = self._limits().shutdown_grace
+        live = self.live_sessions()
+        for session in live:
+            session.request_stop(reason="daemon_shutdown", grace=grace)
+        for session in live:
+            await session.wait_exited()
+        for feed in self._feeds:
+            feed._send.close()
+
+
+def _user_config_dir(request: LaunchRequest, owner: Caller, *, system: bool) -> Path | None:
+    """The caller's nono config dir (its user-level trust policy lives there), or None.
+
+    From its uid (``nonod._xdg``): a system daemon's caller's password-database home, a user
+    daemon's own user; an absolute ``XDG_CONFIG_HOME`` in the request is honoured, a relative
+    or empty one means ``$HOME/.config`` (XDG spec)."""
+    uid = owner.uid if system else os.geteuid()
+    return _xdg.nono_config_dir(uid, dict(request.env), env_home=not system)
