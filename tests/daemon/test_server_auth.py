@@ -12,13 +12,12 @@ import pwd
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from nonoctl.client import UntrustedDaemon, connect_trusted
-from nonod.control import SocketError, bind_control_socket
 
 from .conftest import NOBODY, SYSTEM_PYTHON, as_user, reachable_script
 
@@ -83,22 +82,31 @@ def _nonoctl_as(
     )
 
 
+def _secret_and_launch(
+    fake: FakeServer, uid: int, base: Path, before: Callable[[], None] = lambda: None
+) -> tuple[str, list[subprocess.CompletedProcess[str]]]:
+    """``nonoctl secret set`` and ``launch`` as ``uid``; what the fake server received."""
+    try:
+        before()
+        done = [_nonoctl_as(uid, base, "secret", "set", "api", stdin="hunter2\n"),
+                _nonoctl_as(uid, base, "launch", "--", "true")]
+    finally:
+        report = fake.report()
+        fake.kill()
+    return report, done
+
+
 def test_a_directory_planted_by_another_user_gets_nothing(short_tmp: Path, user_a: int) -> None:
     planted = Path(f"/tmp/nono-{user_a}")
     planted.mkdir(mode=0o755)
     os.chown(planted, NOBODY, NOBODY)  # as if user B had made it first
     fake = FakeServer(planted / "nonod.sock", NOBODY)
-    try:
-        secret = _nonoctl_as(user_a, short_tmp, "secret", "set", "api", stdin="hunter2\n")
-        launch = _nonoctl_as(user_a, short_tmp, "launch", "--", "true")
-    finally:
-        report = fake.report()
-        fake.kill()
+    report, done = _secret_and_launch(fake, user_a, short_tmp)
     assert report == "CONNECTIONS 0 BYTES 0"
-    for done in (secret, launch):
-        assert done.returncode == 122, done.stderr
-        assert f"/tmp/nono-{user_a} belongs to uid {NOBODY}" in done.stderr
-        assert "Traceback" not in done.stderr
+    for run in done:
+        assert run.returncode == 122, run.stderr
+        assert f"/tmp/nono-{user_a} belongs to uid {NOBODY}" in run.stderr
+        assert "Traceback" not in run.stderr
 
 
 def test_a_server_running_as_another_user_gets_nothing(short_tmp: Path, user_a: int) -> None:
@@ -111,17 +119,13 @@ def test_a_server_running_as_another_user_gets_nothing(short_tmp: Path, user_a: 
     staging.mkdir(mode=0o700)
     os.chown(staging, NOBODY, NOBODY)
     fake = FakeServer(staging / "nonod.sock", NOBODY)
-    try:
-        os.rename(staging / "nonod.sock", own / "nonod.sock")
-        secret = _nonoctl_as(user_a, short_tmp, "secret", "set", "api", stdin="hunter2\n")
-        launch = _nonoctl_as(user_a, short_tmp, "launch", "--", "true")
-    finally:
-        report = fake.report()
-        fake.kill()
+    report, done = _secret_and_launch(
+        fake, user_a, short_tmp,
+        before=lambda: os.rename(staging / "nonod.sock", own / "nonod.sock"))
     assert report == "CONNECTIONS 2 BYTES 0"
-    for done in (secret, launch):
-        assert done.returncode == 122, done.stderr
-        assert f"runs as uid {NOBODY}, not as you (uid {user_a})" in done.stderr
+    for run in done:
+        assert run.returncode == 122, run.stderr
+        assert f"runs as uid {NOBODY}, not as you (uid {user_a})" in run.stderr
 
 
 def test_a_socket_directly_in_a_sticky_directory_is_refused(short_tmp: Path) -> None:
@@ -145,16 +149,3 @@ def test_a_symlink_to_another_users_directory_is_followed_and_refused(short_tmp:
     link.symlink_to(theirs)
     with pytest.raises(UntrustedDaemon, match=f"{theirs} belongs to uid {NOBODY}"):
         connect_trusted(link / "nonod.sock", 5)
-
-
-def test_the_daemon_refuses_an_open_socket_directory_or_parent(short_tmp: Path) -> None:
-    readable = short_tmp / "readable"
-    readable.mkdir()
-    readable.chmod(0o755)
-    with pytest.raises(SocketError, match="open to other users"):
-        bind_control_socket(readable / "nonod.sock", default_location=False)
-    open_parent = short_tmp / "open"
-    open_parent.mkdir()
-    open_parent.chmod(0o777)
-    with pytest.raises(SocketError, match=f"{open_parent} is writable by other users"):
-        bind_control_socket(open_parent / "run" / "nonod.sock", default_location=False)
