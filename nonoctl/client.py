@@ -39,7 +39,7 @@ import os
 import socket
 import struct
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar, final
 
@@ -663,12 +663,18 @@ def _expect(reply: p.AnyReply, kind: type[_R]) -> _R:
 class AsyncClient:
     """The same API for trio programs. Create it with :func:`open_async_client`."""
 
-    def __init__(self, ws: WebSocketConnection, path: Path) -> None:
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        path: Path,
+        reopen: Callable[[], Awaitable[WebSocketConnection]] | None = None,
+    ) -> None:
         import trio
 
         self._ws = ws
         self.path = path
         self._lock = trio.Lock()
+        self._reopen = reopen
 
     async def _receive(self) -> p.AnyReply:
         from trio_websocket import ConnectionClosed
@@ -689,6 +695,12 @@ class AsyncClient:
 
     async def _ask(self, message: p.Request) -> p.AnyReply:
         async with self._lock:
+            if self._ws.closed is not None and self._reopen is not None:
+                # Closed while no request was outstanding (the daemon's idle_timeout):
+                # nothing was lost, so a new connection carries on.
+                self._ws = await self._reopen()
+                await self._send(p.Hello(protocol=p.PROTOCOL_VERSION, client=CLIENT_NAME))
+                _expect(check(await self._receive()), p.Welcome)
             await self._send(message)
             return check(await self._receive())
 
@@ -781,13 +793,18 @@ async def open_async_client(
         await trio.to_thread.run_sync(start_daemon, target if explicit else None)
         stream = await open_stream()
     async with trio.open_nursery() as nursery:
+
+        async def reopen() -> WebSocketConnection:
+            return await wrap_client_stream(nursery, await open_stream(), "localhost",
+                                            p.WS_RESOURCE, subprotocols=[p.WS_SUBPROTOCOL])
+
         ws = await wrap_client_stream(nursery, stream, "localhost", p.WS_RESOURCE,
                                       subprotocols=[p.WS_SUBPROTOCOL])
-        client = AsyncClient(ws, target)
+        client = AsyncClient(ws, target, reopen)
         try:
             await client._hello()
             yield client
         finally:
             with trio.move_on_after(1, shield=True):
-                await ws.aclose()
+                await client._ws.aclose()
             nursery.cancel_scope.cancel()

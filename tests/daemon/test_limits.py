@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from trio_websocket import ConnectionClosed
 
-from nonoctl.client import Client, Connection, RemoteError
+from nonoctl.client import Client, Connection, RemoteError, open_async_client
 from nonod import protocol as p
 
 from .conftest import NOBODY, DaemonThread, as_user, hello, raw_client, session_env, start_daemon
@@ -95,6 +96,19 @@ def test_the_blocking_client_reconnects_after_an_idle_close(short_tmp: Path) -> 
             assert nono._conn is not first
     finally:
         handle.stop()
+
+
+async def test_the_async_client_reconnects_after_an_idle_close(
+    short_tmp: Path, nursery: trio.Nursery
+) -> None:
+    handle = await start_daemon(nursery, short_tmp, config="[daemon]\nidle_timeout = 0.2\n")
+    async with open_async_client(handle.socket, autostart=False) as nono:
+        assert (await nono.status()).sessions_live == 0
+        first = nono._ws
+        with pytest.raises(ConnectionClosed):
+            await first.get_message()  # the daemon closes it: nothing else would end this
+        assert (await nono.status()).sessions_live == 0
+        assert nono._ws is not first
 
 
 def test_over_the_global_cap_the_client_is_told_too_many_connections(short_tmp: Path) -> None:
