@@ -1254,7 +1254,8 @@ def _cmd_learn(args: argparse.Namespace, command: list[str], out: Output) -> int
                     command, cwd=working_directory(), env=env, timeout=args.timeout,
                     base_profile=base, listen_ports=tuple(args.listen_port),
                     progress=show if tty else None, stop=stop,
-                    stdio=(0, 2 if args.json else 1, 2))
+                    stdio=(0, 2 if args.json else 1, 2),
+                    resolver=learning.operator_resolver())  # the daemon's [network] pins
                 nursery.cancel_scope.cancel()
         return result
 

@@ -14,7 +14,7 @@ import functools
 import os
 import secrets
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, final
 
@@ -169,7 +169,7 @@ async def prepare(
     request: LaunchRequest,
     *,
     settings: NetworkSettings,
-    environ: dict[str, str],
+    environ: Mapping[str, str],
     listen_ports: Sequence[int] = (),
     user_config_dir: Path | None = None,
     trust_override: bool = False,
@@ -198,10 +198,14 @@ async def prepare(
     sources = credentials.SourceOptions()
     if caller is not None:  # file:// credentials: opened as the caller, and must be its own
         identity = await trio.to_thread.run_sync(_callerfs.Identity.of, caller)
-        sources = credentials.SourceOptions(file_owner=caller.uid, file_identity=identity)
+        sources = credentials.SourceOptions(file_owner=caller.uid, file_identity=identity,
+                                            daemon_stores=caller.uid == 0)
     net = policy.network
     port = request.proxy_port
     if net.restricted and not net.block:
+        routes = credentials.session_routes(net)
+        loaded = await credentials.load_route_secrets(routes, environ=environ, options=sources)
+        credentials.require_route_secrets(loaded)  # before anything is opened
         if policy.network_isolation == "landlock":
             # No namespace of its own: the session connects to the proxy on the host's
             # loopback (Landlock lets it reach that port and no other).
@@ -210,9 +214,7 @@ async def prepare(
             port = listeners[0].socket.getsockname()[1]
             prepared._listen_ports = ()  # it binds the host's ports itself (Landlock-limited)
         port = port or _pick_port()
-        routes = credentials.session_routes(net)
         token = credentials.PhantomToken.new()
-        loaded = await credentials.load_route_secrets(routes, environ=environ, options=sources)
         prepared.credentials = [r.route.name for r in loaded if r.secret is not None]
         table = None
         if routes:

@@ -46,8 +46,8 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True):
 class Denial(msgspec.Struct, frozen=True, kw_only=True):
     """A path the session must not see, even under an allowed parent (masked by a mount).
 
-    The path may not exist yet; it is masked all the same. ``is_file`` tells the launcher what to
-    put in its place when it has to create a placeholder.
+    The path may not exist yet; it is masked all the same, when it appears (nothing is created on
+    the host for it). ``is_file`` says what kind of entry it names when it does not exist.
     """
 
     path: str

@@ -432,13 +432,15 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
 
-def install_filter(program: bytes) -> None:
+def install_filter(program: bytes, flags: int = 0) -> int:
     """Install ``program`` (from :func:`build_filter`) as this process's seccomp filter.
 
     Runs in the child between fork and ``execve``, as the launcher's last step before exec.
     The caller has already set ``PR_SET_NO_NEW_PRIVS``, without which the kernel refuses a
-    filter from an unprivileged process. Flags are 0: the launcher is single-threaded, so
-    there are no other threads to synchronise. Raises ``OSError`` with the kernel's errno.
+    filter from an unprivileged process. ``flags`` is 0 for the session's filter (the
+    launcher is single-threaded: no other threads to synchronise); the creation guard passes
+    ``SECCOMP_FILTER_FLAG_NEW_LISTENER`` and gets the listener's descriptor back. Raises
+    ``OSError`` with the kernel's errno.
     """
     count, partial = divmod(len(program), _INSN.size)
     if partial or not 0 < count <= BPF_MAXINSNS:
@@ -454,10 +456,11 @@ def install_filter(program: bytes) -> None:
     result = libc.syscall(
         ctypes.c_long(_nr(arch, "seccomp")),
         ctypes.c_long(SECCOMP_SET_MODE_FILTER),
-        ctypes.c_long(0),
+        ctypes.c_long(flags),
         ctypes.byref(fprog),
     )
-    if result != 0:
+    if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     del fprog, insns
+    return int(result)

@@ -366,7 +366,7 @@ class Registry:
                 stdio = (null, null, null)
             prepared = await _services.prepare(
                 plan.policy, plan.request, settings=self._network(),
-                environ=dict(plan.request.env),
+                environ=dict(os.environ),  # env:// reads the daemon's environment
                 listen_ports=plan.policy.network.listen_ports,
                 user_config_dir=_user_config_dir(plan.request, plan.owner, system=self._system),
                 trust_override=plan.trust_override,

@@ -226,7 +226,7 @@ def _audit_event(event: object) -> AuditEvent | None:
         return AuditNetwork.from_proxy(event)
     if isinstance(event, proxy.CredentialInjected):
         return AuditCredentialInjected(route=event.route, credential=event.credential,
-                                       source=event.source)
+                                       source=event.source, into=event.into)
     if isinstance(event, InboundEvent):
         return AuditNetwork(mode="inbound", decision=event.decision,  # type: ignore[arg-type]
                             host=event.peer.rsplit(":", 1)[0], port=event.port,
