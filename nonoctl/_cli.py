@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,6 +46,8 @@ from .client import (
     RemoteError,
     check,
     connect,
+    launch_environment,
+    working_directory,
 )
 
 if TYPE_CHECKING:
@@ -485,9 +488,13 @@ def _cmd_launch(args: argparse.Namespace, command: list[str], out: Output) -> in
     profile = _profile_arg(args.profile or args.profile_name)
     detach = args.detach
     stdio: p.Stdio = "pty" if (detach or args.dry_run) else "passed"
+    env, dropped = launch_environment()
+    for name in dropped:
+        out.note(f"nonoctl: warning: environment variable {name} left out: longer than a "
+                 f"program can be given ({p.MAX_ARG_STRLEN} bytes with its name)")
     try:
         request = p.Launch(
-            argv=tuple(command), profile=profile, cwd=os.getcwd(), env=dict(os.environ),
+            argv=tuple(command), profile=profile, cwd=working_directory(), env=env,
             options=_options(args), name=args.name, detach=detach, stdio=stdio,
             term=_term_size(), dry_run=args.dry_run,
         )
@@ -547,6 +554,12 @@ class _SignalPipe:
         os.close(self._write)
 
 
+#: Signals that end ``nonoctl launch`` itself while there is no session to forward them to.
+_STOPPING: Final = frozenset(
+    int(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+)
+
+
 def _ignore_signal(signum: int, frame: object) -> None:
     del signum, frame  # delivered through the wakeup fd
 
@@ -570,6 +583,11 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
             ready = [sock] if conn.has_buffered() else select.select(watch, [], [])[0]
             if signals.fd in ready:
                 queued += signals.read()
+            if session_id is None and _STOPPING.intersection(queued):
+                # Nothing to forward them to yet: nonoctl itself was interrupted. Closing the
+                # connection stops the session should the daemon still create it.
+                out.error("interrupted before the session started")
+                return EXIT_INTERRUPTED
             if session_id is not None:
                 for signum in queued:
                     conn.send(p.SendSignal(session=session_id, signal=signum))
@@ -578,10 +596,11 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
                 continue
             try:
                 replies = conn.receive_available()
-            except ConnectionLost:
+            except ConnectionLost as exc:
                 if session_id is None:
                     raise
-                out.error(f"lost the connection to nonod; session {session_id} was stopped")
+                out.error(f"{exc.message}: session {session_id} ends with its attached client "
+                          "(or went down with the daemon)")
                 return EXIT_DAEMON
             for reply in replies:
                 match reply:
@@ -890,7 +909,8 @@ def _cmd_profile(args: argparse.Namespace, command: list[str], out: Output) -> i
         target = _profile_arg(args.target) or ""
         if args.action == "show":
             reply = conn.request(p.ProfileShow(
-                profile=target, resolved=args.resolved, cwd=os.getcwd(), options=_options(args),
+                profile=target, resolved=args.resolved, cwd=working_directory(),
+                options=_options(args),
             ))
             if isinstance(reply, p.ProfileDocument):
                 out.profile_document(reply)
@@ -1231,7 +1251,7 @@ def _cmd_learn(args: argparse.Namespace, command: list[str], out: Output) -> int
                 nursery.start_soon(on_signal)
                 # With --json the program's stdout goes to stderr: stdout carries the JSON.
                 result = await learning.learn(
-                    command, cwd=os.getcwd(), env=env, timeout=args.timeout,
+                    command, cwd=working_directory(), env=env, timeout=args.timeout,
                     base_profile=base, listen_ports=tuple(args.listen_port),
                     progress=show if tty else None, stop=stop,
                     stdio=(0, 2 if args.json else 1, 2),

@@ -55,12 +55,18 @@ class DaemonSection(_Section, frozen=True, kw_only=True):
     profile_dir: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
-    #: Concurrent control connections; more are closed at once.
+    #: Concurrent control connections; more are refused at once.
     max_connections: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 256
+    #: Concurrent control connections of one uid (so one user cannot take every slot).
+    max_connections_per_uid: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 128
     #: Largest control message, in bytes.
     max_message_bytes: Annotated[int, msgspec.Meta(ge=4 * KiB, le=64 * MiB)] = 1 * MiB
     #: Seconds a new connection has to finish the WebSocket and hello handshakes.
     handshake_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+    #: Seconds a connection may wait between requests before it is closed.
+    idle_timeout: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 600.0
+    #: Seconds a client has to take one message; one that stops reading is dropped.
+    send_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
 
     def __post_init__(self) -> None:
         _check_abs("socket", self.socket)

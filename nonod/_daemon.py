@@ -140,8 +140,11 @@ class _State:
     def settings(self) -> ServerSettings:
         d = self.config.daemon
         return ServerSettings(
-            max_connections=d.max_connections, max_message_bytes=d.max_message_bytes,
-            handshake_timeout=d.handshake_timeout, stop_grace=self.config.sessions.stop_grace,
+            max_connections=d.max_connections,
+            max_connections_per_uid=d.max_connections_per_uid,
+            max_message_bytes=d.max_message_bytes, handshake_timeout=d.handshake_timeout,
+            idle_timeout=d.idle_timeout, send_timeout=d.send_timeout,
+            stop_grace=self.config.sessions.stop_grace,
         )
 
     def reload(self) -> None:

@@ -208,10 +208,12 @@ class Registry:
         return done
 
     # -- queries
-    def statistics(self) -> tuple[int, int]:
-        """``(live sessions, known sessions)``."""
-        live = sum(1 for s in self._sessions.values() if s.live)
-        return live, len(self._sessions)
+    def statistics(self, caller: Caller | None = None) -> tuple[int, int]:
+        """``(live sessions, known sessions)``: all of them, or those ``caller`` may see (a
+        system daemon's user learns nothing of other users' sessions, not even how many)."""
+        seen = [s for s in self._sessions.values()
+                if caller is None or caller.may_see(s.record.owner_uid)]
+        return sum(1 for s in seen if s.live), len(seen)
 
     def visible(self, caller: Caller, *, include_exited: bool) -> list[Session]:
         out = [
