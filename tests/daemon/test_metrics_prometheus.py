@@ -1,0 +1,148 @@
+"""A real Prometheus server scrapes a real daemon's metrics, and PromQL reads them back.
+
+The daemon serves ``[metrics]`` on a loopback port; three things happen (a launch refused by
+the registry, a session that runs and exits, a proxied request that its profile denies);
+Debian's ``prometheus`` scrapes every second into a temporary store, and queries over its
+HTTP API must return the expected values within a bounded time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import DaemonThread
+from .test_cli import CLI, cli_env
+
+PROMETHEUS = shutil.which("prometheus")
+#: How long Prometheus has to start, scrape and answer every query.
+DEADLINE = 90.0
+
+PROBE = r"""
+import base64, os, socket
+from urllib.parse import urlsplit
+proxy = urlsplit(os.environ["HTTPS_PROXY"])
+auth = base64.b64encode(f"{proxy.username}:{proxy.password}".encode()).decode()
+s = socket.create_connection((proxy.hostname, proxy.port), timeout=5)
+s.sendall(f"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n"
+          f"Proxy-Authorization: Basic {auth}\r\n\r\n".encode())
+print("proxy answered", s.recv(12).decode().split(" ")[1])
+"""
+
+#: PromQL -> the value it must return once the scrapes have seen everything.
+EXPECTED = {
+    'up{job="nonod"}': 1.0,
+    "nono_launches_total": 1.0,
+    'nono_launch_refusals_total{reason="audit.sign_key"}': 1.0,
+    "nono_launch_duration_seconds_count": 1.0,
+    'nono_sessions{state="exited"}': 1.0,
+    'nono_sessions{state="running"}': 0.0,
+    'nono_sessions_ended_total{reason="exited"}': 1.0,
+    'nono_network_decisions_total{mode="connect",decision="deny",reason="not_allowed"}': 1.0,
+    'sum(nono_network_decisions_total{decision="allow"}) or vector(0)': 0.0,
+    "nono_audit_append_duration_seconds_count >= bool 1": 1.0,
+    "nono_audit_backlog_records": 0.0,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def metrics_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture
+def daemon_with_metrics(short_tmp: Path, metrics_port: int) -> Iterator[DaemonThread]:
+    config = f'[metrics]\nenabled = true\nlisten = "127.0.0.1:{metrics_port}"\n'
+    handle = DaemonThread(short_tmp, config=config).start()
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def prometheus(short_tmp: Path, metrics_port: int) -> Iterator[str]:
+    """A Prometheus server scraping the daemon every second; yields its API's base URL."""
+    if PROMETHEUS is None:
+        pytest.skip("the prometheus binary is missing (Debian's `prometheus` package; "
+                    "`make test` installs it as root)")
+    home = short_tmp / "prometheus"
+    home.mkdir()
+    (home / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+        "scrape_configs:\n  - job_name: nonod\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{metrics_port}']\n")
+    web = f"127.0.0.1:{_free_port()}"
+    log = (home / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={home / 'prometheus.yml'}",
+         f"--storage.tsdb.path={home / 'data'}", f"--web.listen-address={web}"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=home)
+    try:
+        yield f"http://{web}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _query(base: str, promql: str) -> float | None:
+    """The single value ``promql`` returns now, or None (no answer yet, or no series)."""
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 (loopback URL)
+            answer = json.loads(reply.read())
+    except OSError:
+        return None
+    result = answer["data"]["result"]
+    if answer["status"] != "success" or len(result) != 1:
+        return None
+    return float(result[0]["value"][1])
+
+
+@pytest.mark.slow
+def test_prometheus_scrapes_the_daemon_and_promql_reads_the_values(
+        daemon_with_metrics: DaemonThread, prometheus: str, short_tmp: Path) -> None:
+    run = CLI(cli_env(daemon_with_metrics.socket, short_tmp), short_tmp)
+    refused = run("launch", "--audit-sign-key", f"file://{short_tmp}/no-such-key", "--",
+                  "/bin/true")
+    assert refused.returncode != 0 and "key" in refused.stderr, refused.stderr
+    (short_tmp / "probe.py").write_text(PROBE)
+    profile = short_tmp / "p.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": "metered"},
+        "workdir": {"access": "readwrite"},
+        "groups": {"include": ["python_runtime"]},
+        "network": {"allow_domain": ["api.github.com"]},
+    }))
+    done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
+               "/usr/bin/python3", "-S", "probe.py")
+    assert done.returncode == 0, done.stderr
+    assert "proxy answered 403" in done.stdout
+
+    deadline = time.monotonic() + DEADLINE
+    got: dict[str, float | None] = {}
+    while time.monotonic() < deadline:
+        got = {promql: _query(prometheus, promql) for promql in EXPECTED}
+        if got == EXPECTED:
+            break
+        time.sleep(0.5)  # the next poll of the API, not a wait for an event we could see
+    log = (short_tmp / "prometheus" / "prometheus.log").read_text(errors="replace")
+    assert got == EXPECTED, log[-3000:]
