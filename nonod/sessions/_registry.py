@@ -329,10 +329,16 @@ class Registry:
         try:
             session = await self._launch(plan)
         except Exception as exc:
-            self._metrics.launch_refused(exc.code if isinstance(exc, NonoError) else "internal")
+            self.launch_refused(exc)
             raise
         self._metrics.launch_started(time.perf_counter() - began)
         return session
+
+    def launch_refused(self, exc: Exception) -> None:
+        """Count a refused launch by its error code (also those refused before the registry
+        saw them, e.g. a profile that does not resolve)."""
+        if self._metrics is not None:
+            self._metrics.launch_refused(exc.code if isinstance(exc, NonoError) else "internal")
 
     async def _launch(self, plan: SessionPlan) -> Session:
         self._check_launch(plan)

@@ -1,7 +1,8 @@
 """A real Prometheus server scrapes a real daemon's metrics, and PromQL reads them back.
 
-The daemon serves ``[metrics]`` on a loopback port; three things happen (a launch refused by
-the registry, a session that runs and exits, a proxied request that its profile denies);
+The daemon serves ``[metrics]`` on a loopback port; four things happen (a launch refused by
+the registry, one refused for its profile, a session that runs and exits, a proxied request
+that its profile denies);
 Debian's ``prometheus`` scrapes every second into a temporary store, and queries over its
 HTTP API must return the expected values within a bounded time.
 """
@@ -43,6 +44,7 @@ EXPECTED = {
     'up{job="nonod"}': 1.0,
     "nono_launches_total": 1.0,
     'nono_launch_refusals_total{reason="audit.sign_key"}': 1.0,
+    'nono_launch_refusals_total{reason="profile.not_found"}': 1.0,
     "nono_launch_duration_seconds_count": 1.0,
     'nono_sessions{state="exited"}': 1.0,
     'nono_sessions{state="running"}': 0.0,
@@ -124,6 +126,8 @@ def test_prometheus_scrapes_the_daemon_and_promql_reads_the_values(
     refused = run("launch", "--audit-sign-key", f"file://{short_tmp}/no-such-key", "--",
                   "/bin/true")
     assert refused.returncode != 0 and "key" in refused.stderr, refused.stderr
+    unknown = run("launch", "--profile", "no-such-profile", "--", "/bin/true")
+    assert unknown.returncode != 0 and "no-such-profile" in unknown.stderr, unknown.stderr
     (short_tmp / "probe.py").write_text(PROBE)
     profile = short_tmp / "p.json"
     profile.write_text(json.dumps({

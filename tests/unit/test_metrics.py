@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -160,3 +162,10 @@ async def test_an_address_in_use_is_a_clear_error() -> None:
             await serve_metrics(Metrics(), f"127.0.0.1:{port}")
     finally:
         await listeners[0].aclose()
+
+
+def test_the_daemon_does_not_load_prometheus_client_unless_metrics_are_on() -> None:
+    """Importing it costs tens of milliseconds of every daemon start; off by default."""
+    code = ("import sys, nonod._daemon, nonod.sessions, nonod.control; "
+            "sys.exit('prometheus_client' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
