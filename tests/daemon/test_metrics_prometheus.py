@@ -10,6 +10,7 @@ HTTP API must return the expected values within a bounded time.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -25,6 +26,9 @@ from .conftest import DaemonThread
 from .test_cli import CLI, cli_env
 
 PROMETHEUS = shutil.which("prometheus")
+#: The configurations come from the docs' "Metrics" section, with a free port for 9464.
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+DOCUMENTED_PORT = "9464"
 #: How long Prometheus has to start, scrape and answer every query.
 DEADLINE = 90.0
 
@@ -62,6 +66,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _documented(language: str, port: int) -> str:
+    """The first ``language`` block of the "Metrics" section of docs/operations.md."""
+    section = DOCS.read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(rf"```{language}\n(.*?)```", section, re.DOTALL)
+    assert block is not None, f"no {language} block in the Metrics section of {DOCS}"
+    assert DOCUMENTED_PORT in block.group(1)
+    return block.group(1).replace(DOCUMENTED_PORT, str(port))
+
+
 @pytest.fixture
 def metrics_port() -> int:
     return _free_port()
@@ -69,8 +82,7 @@ def metrics_port() -> int:
 
 @pytest.fixture
 def daemon_with_metrics(short_tmp: Path, metrics_port: int) -> Iterator[DaemonThread]:
-    config = f'[metrics]\nenabled = true\nlisten = "127.0.0.1:{metrics_port}"\n'
-    handle = DaemonThread(short_tmp, config=config).start()
+    handle = DaemonThread(short_tmp, config=_documented("toml", metrics_port)).start()
     yield handle
     handle.stop()
 
@@ -83,10 +95,7 @@ def prometheus(short_tmp: Path, metrics_port: int) -> Iterator[str]:
                     "`make test` installs it as root)")
     home = short_tmp / "prometheus"
     home.mkdir()
-    (home / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-        "scrape_configs:\n  - job_name: nonod\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{metrics_port}']\n")
+    (home / "prometheus.yml").write_text(_documented("yaml", metrics_port))
     web = f"127.0.0.1:{_free_port()}"
     log = (home / "prometheus.log").open("wb")
     proc = subprocess.Popen(
