@@ -3,8 +3,9 @@
 It listens where ``[metrics] listen`` says: a TCP port (loopback unless ``allow_remote``; the
 configuration refuses anything else) or a Unix socket (mode 0600, prepared like the control
 socket). One request per connection, a bounded head, a deadline per connection and a cap on
-concurrent connections: a scraper that misbehaves costs the daemon little. Nothing but
-``/metrics`` is served, and error pages never carry exception text.
+concurrent connections: a scraper that misbehaves costs the daemon little, and a request that
+fails ends its own connection, never the daemon. Nothing but ``/metrics`` is served, and error
+pages never carry exception text.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class _Endpoint:
                 await self._exchange(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
             pass  # the scraper went away, or broke the exchange: nothing to answer
+        except Exception:
+            # Boundary, like the control server's: a failed scrape ends its connection only,
+            # never the daemon.
+            log.exception("metrics request failed")
         finally:
             self._active -= 1
             await trio.aclose_forcefully(stream)

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 import trio
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from nonod._config import ConfigError, parse_config
 from nonod._metrics import LABEL_CAP, Metrics
@@ -152,6 +154,31 @@ async def test_the_endpoint_serves_metrics_on_a_unix_socket(tmp_path: Path) -> N
         assert head_only.startswith(b"HTTP/1.1 200 ") and head_only.endswith(b"\r\n\r\n")
         nursery.cancel_scope.cancel()
     assert not path.exists()
+
+
+class _Failing(Collector):
+    def __init__(self) -> None:
+        self.failing = False
+
+    def collect(self) -> Iterator[Metric]:
+        if self.failing:
+            raise RuntimeError("a collector failed")
+        return iter(())
+
+
+async def test_a_failed_scrape_ends_its_connection_only(tmp_path: Path) -> None:
+    metrics = Metrics()
+    failing = _Failing()
+    metrics.registry.register(failing)
+    failing.failing = True
+    path = tmp_path / "metrics.sock"
+    get = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_metrics, metrics, f"unix:{path}")
+        assert await _ask(path, get) == b""
+        failing.failing = False
+        assert (await _ask(path, get)).startswith(b"HTTP/1.1 200 ")
+        nursery.cancel_scope.cancel()
 
 
 async def test_an_address_in_use_is_a_clear_error() -> None:
