@@ -24,6 +24,7 @@ import pytest
 
 from .conftest import DaemonThread
 from .test_cli import CLI, cli_env
+from .test_session_audit import launch_probe
 
 PROMETHEUS = shutil.which("prometheus")
 #: The configurations come from the docs' "Metrics" section, with a free port for 9464.
@@ -31,17 +32,6 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 DOCUMENTED_PORT = "9464"
 #: How long Prometheus has to start, scrape and answer every query.
 DEADLINE = 90.0
-
-PROBE = r"""
-import base64, os, socket
-from urllib.parse import urlsplit
-proxy = urlsplit(os.environ["HTTPS_PROXY"])
-auth = base64.b64encode(f"{proxy.username}:{proxy.password}".encode()).decode()
-s = socket.create_connection((proxy.hostname, proxy.port), timeout=5)
-s.sendall(f"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n"
-          f"Proxy-Authorization: Basic {auth}\r\n\r\n".encode())
-print("proxy answered", s.recv(12).decode().split(" ")[1])
-"""
 
 #: PromQL -> the value it must return once the scrapes have seen everything.
 EXPECTED = {
@@ -137,17 +127,8 @@ def test_prometheus_scrapes_the_daemon_and_promql_reads_the_values(
     assert refused.returncode != 0 and "key" in refused.stderr, refused.stderr
     unknown = run("launch", "--profile", "no-such-profile", "--", "/bin/true")
     assert unknown.returncode != 0 and "no-such-profile" in unknown.stderr, unknown.stderr
-    (short_tmp / "probe.py").write_text(PROBE)
-    profile = short_tmp / "p.json"
-    profile.write_text(json.dumps({
-        "meta": {"name": "metered"},
-        "workdir": {"access": "readwrite"},
-        "groups": {"include": ["python_runtime"]},
-        "network": {"allow_domain": ["api.github.com"]},
-    }))
-    done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
-               "/usr/bin/python3", "-S", "probe.py")
-    assert done.returncode == 0, done.stderr
+    done = launch_probe(run, short_tmp)
+    assert done.returncode == 3, done.stderr
     assert "proxy answered 403" in done.stdout
 
     deadline = time.monotonic() + DEADLINE
