@@ -220,7 +220,7 @@ async def run_daemon(
     shutdown = trio.Event()
     hub = AuditHub()
     ledger: Ledger | None = None
-    metrics = _metrics(state.config)
+    metrics = _build_metrics(state.config)
     try:
         # One ledger per state directory, locked: every sealed session gets its line.
         ledger = await Ledger.open(state_dir)
@@ -267,7 +267,7 @@ async def run_daemon(
         log.info("nonod stopped")
 
 
-def _metrics(config: Config) -> Metrics | None:
+def _build_metrics(config: Config) -> Metrics | None:
     """The metrics, when ``[metrics] enabled`` (prometheus_client is imported only then)."""
     if not config.metrics.enabled:
         return None
