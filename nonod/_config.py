@@ -7,13 +7,14 @@ Unknown sections, unknown keys and bad values are errors that name the key
 not be silently ignored.
 
 Sections: ``[daemon]`` and ``[sessions]``. Later areas add their own sections here
-(``[network]``, ``[credentials]``, ``[audit]``) as fields of :class:`Config`, each a Struct with
-defaults, so that existing files keep loading. Every key is documented in
+(``[network]``, ``[credentials]``, ``[audit]``, ``[metrics]``) as fields of :class:`Config`,
+each a Struct with defaults, so that existing files keep loading. Every key is documented in
 ``docs/configuration.md``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -134,11 +135,47 @@ class AuditSection(_Section, frozen=True, kw_only=True):
             raise ValueError("audit.sign_key contains a NUL character")
 
 
+class MetricsSection(_Section, frozen=True, kw_only=True):
+    #: Serve Prometheus metrics (``GET /metrics``) on ``listen``.
+    enabled: bool = False
+    #: ``ADDRESS:PORT`` (an IP literal; ``[::1]:9464`` for IPv6) or ``unix:/abs/path``.
+    listen: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] = "127.0.0.1:9464"
+    #: Allow a ``listen`` address that is not loopback (the endpoint has no authentication).
+    allow_remote: bool = False
+
+    def __post_init__(self) -> None:
+        endpoint = metrics_endpoint(self.listen)
+        if (isinstance(endpoint, tuple) and not self.allow_remote
+                and not ipaddress.ip_address(endpoint[0]).is_loopback):
+            raise ValueError(f"metrics.listen {self.listen!r} is not a loopback address "
+                             "(set metrics.allow_remote = true to serve it anyway)")
+
+
+def metrics_endpoint(listen: str) -> str | tuple[str, int]:
+    """``[metrics] listen`` parsed: a Unix socket path, or ``(ip, port)``; ValueError if it
+    is neither ``unix:/abs/path`` nor ``IP:PORT``."""
+    if listen.startswith("unix:"):
+        path = listen.removeprefix("unix:")
+        _check_abs("metrics.listen", path)
+        return path
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        address, number = None, -1
+    if not sep or address is None or not 0 < number < 65_536:
+        raise ValueError(f"metrics.listen must be IP:PORT or unix:/abs/path, got {listen!r}")
+    return str(address), number
+
+
 class Config(_Section, frozen=True, kw_only=True):
     daemon: DaemonSection = DaemonSection()
     sessions: SessionsSection = SessionsSection()
     network: NetworkSection = NetworkSection()
     audit: AuditSection = AuditSection()
+    metrics: MetricsSection = MetricsSection()
 
 
 class LoadedConfig(msgspec.Struct, frozen=True, kw_only=True):

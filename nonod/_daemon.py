@@ -4,6 +4,7 @@
 
     run_daemon
     ├── launcher host        (the engine's fork server, started on first launch)
+    ├── metrics endpoint     (``[metrics] enabled``: GET /metrics, see _metrics_server)
     └── sessions nursery     (one task tree per session: Registry)
         └── control server   (accept loop, one task per connection)
 
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import structlog
 import trio
@@ -50,6 +51,9 @@ from .control import (
 from .errors import NonoError
 from .sessions import AuditSettings, LauncherLike, Registry, SessionLimits
 from .sessions._records import HEARTBEAT_INTERVAL
+
+if TYPE_CHECKING:
+    from ._metrics import Metrics
 
 log = structlog.get_logger()
 
@@ -161,6 +165,8 @@ class _State:
         for key in ("socket", "socket_group", "state_dir", "log_format"):
             if getattr(old, key) != getattr(new, key):
                 log.warning("setting changes only after a restart", key=f"daemon.{key}")
+        if self.config.metrics != fresh.config.metrics:
+            log.warning("setting changes only after a restart", key="metrics")
         self.loaded = fresh
         _logging.set_level(new.log_level)
         log.info("configuration reloaded", path=fresh.path)
@@ -218,6 +224,7 @@ async def run_daemon(
     shutdown = trio.Event()
     hub = AuditHub()
     ledger: Ledger | None = None
+    metrics = _build_metrics(state.config)
     try:
         # One ledger per state directory, locked: every sealed session gets its line.
         ledger = await Ledger.open(state_dir)
@@ -232,7 +239,7 @@ async def run_daemon(
                     nursery=sessions_nursery, get_launcher=host.get, state_dir=state_dir,
                     limits=state.limits, system=options.system, network=state.network,
                     audit=state.audit, audit_hub=hub, audit_ledger=ledger,
-                    fs_denied=fs_denied,
+                    fs_denied=fs_denied, metrics=metrics,
                     daemon_secrets=DaemonSecrets(
                         config_file=state.loaded.path, state_dir=str(state_dir),
                         credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY")),
@@ -240,6 +247,11 @@ async def run_daemon(
                 if handle_signals:
                     # In the root nursery: a second signal must still reach us while sessions stop.
                     await root.start(_watch_signals, state, registry, shutdown)
+                if metrics is not None:
+                    from ._metrics_server import serve_metrics
+
+                    metrics.observe(registry)
+                    await root.start(serve_metrics, metrics, state.config.metrics.listen)
                 try:
                     await _serve(state, options, bound, registry, policies, host, shutdown,
                                  gid, state_dir, task_status)
@@ -257,6 +269,15 @@ async def run_daemon(
                 await ledger.aclose()
         bound.release()
         log.info("nonod stopped")
+
+
+def _build_metrics(config: Config) -> Metrics | None:
+    """The metrics, when ``[metrics] enabled`` (prometheus_client is imported only then)."""
+    if not config.metrics.enabled:
+        return None
+    from ._metrics import Metrics
+
+    return Metrics()
 
 
 async def _serve(
