@@ -1,0 +1,27 @@
+"""The shipping area's errors: ``export.*`` codes.
+
+``SinkError`` is a delivery that did not happen (connection refused, a non-2xx status, a
+timeout): the exporter keeps its cursor and retries after a backoff. ``ExportError`` is a
+fault of the exporter's own state (a cursor file it cannot read or write, a session file
+whose chain does not verify): it is logged and that sink, or that session, waits.
+"""
+
+from __future__ import annotations
+
+from ..errors import NonoError
+
+
+class ExportError(NonoError):
+    code = "export.error"
+
+
+class SinkError(ExportError):
+    """A sink did not accept a batch; nothing was marked delivered."""
+
+    code = "export.sink"
+
+
+class CursorError(ExportError):
+    """A sink's cursor file cannot be read or written."""
+
+    code = "export.cursor"
