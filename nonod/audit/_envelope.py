@@ -70,6 +70,14 @@ def build_envelope(session: str, lines: list[bytes], signer: Signer, *,
     return msgspec.json.encode(envelope, order="sorted")
 
 
+def envelope_signature(data: bytes) -> bytes | None:
+    """The signature bundle an envelope carries (unverified: to choose a key), or None."""
+    try:
+        return bytes(msgspec.json.decode(data, type=Envelope).signature)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+
+
 def verify_envelope(data: bytes, *, checker: SignatureChecker | None,
                     where: str = "envelope") -> VerifyResult:
     """Check an envelope: its records form a sealed session chain (every check of

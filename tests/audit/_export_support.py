@@ -6,12 +6,14 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import h11
 import pytest
 import trio
 
@@ -124,3 +126,64 @@ def kill(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         os.kill(process.pid, 9)
         process.wait()
+
+
+@dataclass
+class Received:
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class HttpReceiver:
+    """A small HTTP(S) server (h11, trio) that keeps every request it answered 2xx to.
+    ``status`` is what it answers next (set it to 503 to refuse)."""
+
+    port: int = 0
+    status: int = 200
+    requests: list[Received] | None = None
+
+    async def serve(self, ssl_context: ssl.SSLContext | None = None, *,
+                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        self.requests = [] if self.requests is None else self.requests
+        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+        if ssl_context is not None:
+            listeners = [trio.SSLListener(listener, ssl_context) for listener in listeners]
+        self.port = listeners[0].transport_listener.socket.getsockname()[1] \
+            if ssl_context is not None else listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+            task_status.started(self.port)
+
+    async def _handle(self, stream: trio.abc.Stream) -> None:
+        conn = h11.Connection(our_role=h11.SERVER)
+        request: h11.Request | None = None
+        body = bytearray()
+        try:
+            async with stream:
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(bytes(await stream.receive_some(65536)))
+                    elif isinstance(event, h11.Request):
+                        request = event
+                    elif isinstance(event, h11.Data):
+                        body += event.data
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    else:
+                        return
+                assert request is not None and self.requests is not None
+                status = self.status
+                if 200 <= status < 300:
+                    self.requests.append(Received(
+                        target=request.target.decode(),
+                        headers={k.decode().lower(): v.decode() for k, v in request.headers},
+                        body=bytes(body)))
+                await stream.send_all(conn.send(h11.Response(
+                    status_code=status, headers=[("Content-Length", "0"),
+                                                 ("Connection", "close")]))
+                    + conn.send(h11.EndOfMessage()))
+        except (trio.BrokenResourceError, h11.ProtocolError, OSError):
+            return
