@@ -25,3 +25,14 @@ class CursorError(ExportError):
     """A sink's cursor file cannot be read or written."""
 
     code = "export.cursor"
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, for a log line: trio's stream errors often carry it in their cause
+    (a TLS verification failure is a ``BrokenResourceError`` from an ``SSLError``)."""
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    inner = str(cause) if cause is not None else ""
+    if inner and inner not in text:
+        text = f"{text}: {inner}" if text else inner
+    return text or type(exc).__name__

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
-from ._errors import ExportError, SinkError
+from ._errors import ExportError, SinkError, describe
 
 MAX_RESPONSE: Final = 64 * 1024
 
@@ -43,7 +43,7 @@ async def post(url: str, body: bytes, *, content_type: str,
         raise SinkError(f"{url}: no answer within {timeout:g} s") from exc
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
             h11.ProtocolError) as exc:
-        raise SinkError(f"{url}: {exc}") from exc
+        raise SinkError(f"{url}: {describe(exc)}") from exc
 
 
 async def _exchange(scheme: str, host: str, port: int, target: str, body: bytes,

@@ -27,7 +27,7 @@ from typing import Final, final
 
 import trio
 
-from ._errors import SinkError
+from ._errors import SinkError, describe
 from ._source import ShipRecord
 
 FACILITIES: Final = {
@@ -97,7 +97,7 @@ class SyslogSink:
         except trio.TooSlowError as exc:
             raise SinkError(f"{self!r}: no answer within {self.timeout:g} s") from exc
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise SinkError(f"{self!r}: {exc}") from exc
+            raise SinkError(f"{self!r}: {describe(exc)}") from exc
 
     async def _send(self, payload: bytes) -> None:
         tcp = await trio.open_tcp_stream(self.host, self.port)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import trio
+import trustme
 
 from nonod.audit import Network, SessionEnded, verify_session_file
 from nonod.audit._writer import AuditWriter
@@ -116,3 +118,50 @@ async def test_a_sink_that_is_down_builds_a_backlog_then_gets_everything(
         nursery.cancel_scope.cancel()
     assert changes[1].full is False and changes[1].pending_bytes == 0
     assert [parse_syslog(line)["msg"] for line in rs.lines()] == audit_lines(path)
+
+
+async def test_syslog_over_tls(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    path = await write_session(state, session="gggg0001")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_file, cert_file, key_file = (tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem"))
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    with rsyslogd(tmp_path, tls=(ca_file, cert_file, key_file)) as rs:
+        sink = SyslogSink("siem", "127.0.0.1", rs.port, ssl_context=client, timeout=5)
+        exporter = Exporter(state, [(sink, FAST)])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exporter.run)
+            await wait_until(lambda: not exporter.undelivered(["gggg0001"]), what="delivery")
+            nursery.cancel_scope.cancel()
+        await wait_until(lambda: len(rs.lines()) == len(audit_lines(path)), what="the file")
+    assert [parse_syslog(line)["msg"] for line in rs.lines()] == audit_lines(path)
+    assert exporter.statistics()["siem"].failures == 0
+
+
+async def test_syslog_tls_refuses_an_untrusted_receiver(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    await write_session(state, session="gggg0002")
+    ca, stranger = trustme.CA(), trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    files = tuple(tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem"))
+    ca.cert_pem.write_to_path(str(files[0]))
+    cert.cert_chain_pems[0].write_to_path(str(files[1]))
+    cert.private_key_pem.write_to_path(str(files[2]))
+    client = ssl.create_default_context()
+    stranger.configure_trust(client)
+    with rsyslogd(tmp_path, tls=files) as rs:  # type: ignore[arg-type]
+        sink = SyslogSink("siem", "127.0.0.1", rs.port, ssl_context=client, timeout=5)
+        exporter = Exporter(state, [(sink, FAST)])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(exporter.run)
+            await wait_until(lambda: exporter.statistics()["siem"].failures >= 2,
+                             what="refused handshakes")
+            nursery.cancel_scope.cancel()
+    stats = exporter.statistics()["siem"]
+    assert stats.delivered_records == 0 and "CERTIFICATE_VERIFY_FAILED" in str(stats.last_error)
+    assert rs.lines() == []
