@@ -111,12 +111,15 @@ class SyslogSink:
         async with tls:
             await tls.do_handshake()
             await tls.send_all(payload)
-            # unwrap() sends close_notify and waits for the receiver's; a receiver that just
-            # closes the connection after our close_notify has read everything too.
+            # unwrap() sends close_notify and waits for the receiver's (rsyslog answers
+            # one). A receiver that closes the connection cleanly after our close_notify,
+            # without one of its own, has read everything too; a reset means it may not have.
             try:
                 raw, _ = await tls.unwrap()
-            except trio.BrokenResourceError:
-                return
+            except trio.BrokenResourceError as exc:
+                if isinstance(exc.__cause__, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+                    return
+                raise
             await _until_closed(raw)
 
 
