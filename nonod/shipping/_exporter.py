@@ -118,8 +118,11 @@ class Exporter:
     def statistics(self) -> dict[str, LaneStatistics]:
         return {lane.sink.name: lane.stats for lane in self._lanes}
 
-    def undelivered(self, sessions: Sequence[str]) -> set[str]:
-        """Those of ``sessions`` that some sink has not fully acknowledged."""
+    def undelivered(self, sessions: Sequence[str] | None = None) -> set[str]:
+        """Those of ``sessions`` (default: every session file, a directory listing) that some
+        sink has not fully acknowledged. Retention keeps them."""
+        if sessions is None:
+            sessions = self._lanes[0].reader.sessions() if self._lanes else []
         return {s for s in sessions for lane in self._lanes if not lane.cursor.done(s)}
 
     def wake(self) -> None:
