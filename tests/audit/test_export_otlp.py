@@ -76,3 +76,36 @@ async def test_records_arrive_as_otlp_log_records_in_order(tmp_path: Path) -> No
 def test_timestamps_convert_to_unix_nanoseconds() -> None:
     assert unix_nanos("1970-01-01T00:00:01.000002Z") == 1_000_002_000
     assert unix_nanos("2025-06-01T12:00:00.005000Z") == 1_748_779_200_005_000_000
+
+
+async def test_a_batch_whose_cursor_was_not_saved_is_sent_again(tmp_path: Path) -> None:
+    """At least once: the receiver had the batch, the cursor did not move (its file cannot
+    be replaced here), so the batch comes again; deduplicating by id gives the file."""
+    state = tmp_path / "state"
+    path = await write_session(state, session="ffff0002")
+    collector = HttpReceiver()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(collector.serve, None)
+        sink = OtlpSink("otel", f"http://127.0.0.1:{port}/v1/logs")
+        exporter = Exporter(state, [(sink, FAST)])  # reads its (absent) cursor
+        blocker = state / "export" / "otel.json"
+        (blocker / "in-the-way").mkdir(parents=True)  # os.replace onto it fails
+        await nursery.start(exporter.run)
+        await wait_until(lambda: exporter.statistics()["otel"].failures >= 2, what="retries")
+        assert "cannot write the export cursor" in str(exporter.statistics()["otel"].last_error)
+        (blocker / "in-the-way").rmdir()
+        blocker.rmdir()
+        await wait_until(lambda: not exporter.undelivered(["ffff0002"]), what="delivery")
+        nursery.cancel_scope.cancel()
+    assert collector.requests is not None
+    ids: list[str] = []
+    first: dict[str, bytes] = {}
+    for request in collector.requests:
+        message = logs_service.ExportLogsServiceRequest.FromString(request.body)
+        for log in message.resource_logs[0].scope_logs[0].log_records:
+            record_id = _attributes(log.attributes)["nono.record.id"]
+            assert isinstance(record_id, str)
+            ids.append(record_id)
+            first.setdefault(record_id, log.body.string_value.encode())
+    assert len(ids) > len(first)  # copies arrived...
+    assert list(first.values()) == audit_lines(path)  # ...and dedupe leaves the file, in order
