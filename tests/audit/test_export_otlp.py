@@ -78,24 +78,32 @@ def test_timestamps_convert_to_unix_nanoseconds() -> None:
     assert unix_nanos("2025-06-01T12:00:00.005000Z") == 1_748_779_200_005_000_000
 
 
-async def test_a_batch_whose_cursor_was_not_saved_is_sent_again(tmp_path: Path) -> None:
-    """At least once: the receiver had the batch, the cursor did not move (its file cannot
-    be replaced here), so the batch comes again; deduplicating by id gives the file."""
+async def test_records_whose_cursor_was_not_saved_are_sent_again(tmp_path: Path) -> None:
+    """At least once: the receiver had the records but the cursor file was never replaced
+    (here a directory is in its way), so the next exporter (a restarted daemon) sends them
+    again; deduplicating by id gives the file, in order."""
     state = tmp_path / "state"
     path = await write_session(state, session="ffff0002")
     collector = HttpReceiver()
     async with trio.open_nursery() as nursery:
         port = await nursery.start(collector.serve, None)
         sink = OtlpSink("otel", f"http://127.0.0.1:{port}/v1/logs")
-        exporter = Exporter(state, [(sink, FAST)])  # reads its (absent) cursor
+        first_run = Exporter(state, [(sink, FAST)])  # reads its (absent) cursor
         blocker = state / "export" / "otel.json"
         (blocker / "in-the-way").mkdir(parents=True)  # os.replace onto it fails
-        await nursery.start(exporter.run)
-        await wait_until(lambda: exporter.statistics()["otel"].failures >= 2, what="retries")
-        assert "cannot write the export cursor" in str(exporter.statistics()["otel"].last_error)
+        async with trio.open_nursery() as lane:
+            await lane.start(first_run.run)
+            await wait_until(lambda: first_run.statistics()["otel"].failures >= 2,
+                             what="failed cursor writes")
+            lane.cancel_scope.cancel()
+        assert "cannot write the export cursor" in str(
+            first_run.statistics()["otel"].last_error)
+        assert collector.requests  # the receiver has some records already
         (blocker / "in-the-way").rmdir()
         blocker.rmdir()
-        await wait_until(lambda: not exporter.undelivered(["ffff0002"]), what="delivery")
+        second_run = Exporter(state, [(sink, FAST)])
+        await nursery.start(second_run.run)
+        await wait_until(lambda: not second_run.undelivered(["ffff0002"]), what="delivery")
         nursery.cancel_scope.cancel()
     assert collector.requests is not None
     ids: list[str] = []
