@@ -115,6 +115,9 @@ class Exporter:
             for sink, settings in sinks
         ]
 
+    def sinks(self) -> list[Sink]:
+        return [lane.sink for lane in self._lanes]
+
     def statistics(self) -> dict[str, LaneStatistics]:
         return {lane.sink.name: lane.stats for lane in self._lanes}
 
