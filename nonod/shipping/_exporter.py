@@ -92,6 +92,8 @@ class _Lane:
     backoff: Backoff
     stats: LaneStatistics = field(default_factory=LaneStatistics)
     wake: trio.Event = field(default_factory=trio.Event)
+    #: Sessions whose file does not verify (or cannot be read): skipped, logged once.
+    broken: dict[str, str] = field(default_factory=dict)
 
 
 @final
@@ -167,7 +169,8 @@ class Exporter:
                 await trio.sleep(delay)
                 continue
             lane.backoff.reset()
-            lane.stats.last_error = None
+            if not lane.broken:
+                lane.stats.last_error = None
             await self._check_backlog(lane)
             with trio.move_on_after(lane.settings.poll_interval):
                 await lane.wake.wait()
@@ -182,22 +185,33 @@ class Exporter:
                 reader.forget(session)
             await trio.to_thread.run_sync(cursor.forget, gone)
         for session in sessions:
-            if cursor.done(session):
-                continue
+            if not cursor.done(session):
+                await self._ship_session(lane, session)
+
+    async def _ship_session(self, lane: _Lane, session: str) -> None:
+        reader, cursor = lane.reader, lane.cursor
+        while True:
             if lane.sink.sealed_only:
-                if await trio.to_thread.run_sync(reader.sealed, session):
-                    records = await trio.to_thread.run_sync(reader.read, session, 0, None)
-                    await self._deliver(lane, session, records)
-                continue
-            while True:
-                after = cursor.position(session).seq
-                records = await trio.to_thread.run_sync(reader.read, session, after,
-                                                        lane.settings.batch)
-                if not records:
-                    break
-                await self._deliver(lane, session, records)
-                if records[-1].kind == SEAL_KIND:
-                    break
+                if not await trio.to_thread.run_sync(reader.sealed, session):
+                    return
+                after, limit = 0, None
+            else:
+                after, limit = cursor.position(session).seq, lane.settings.batch
+            try:
+                records = await trio.to_thread.run_sync(reader.read, session, after, limit)
+            except ExportError as exc:
+                # One bad file must not hold back every other session: skip it, say so once.
+                if lane.broken.get(session) != exc.message:
+                    log.error("audit export skips a session whose file does not verify",
+                              sink=lane.sink.name, session=session, error=exc.message)
+                lane.broken[session] = lane.stats.last_error = exc.message
+                return
+            lane.broken.pop(session, None)
+            if not records:
+                return
+            await self._deliver(lane, session, records)
+            if records[-1].kind == SEAL_KIND or lane.sink.sealed_only:
+                return
 
     async def _deliver(self, lane: _Lane, session: str, records: list[ShipRecord]) -> None:
         if not records:

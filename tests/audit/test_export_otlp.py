@@ -117,3 +117,32 @@ async def test_records_whose_cursor_was_not_saved_are_sent_again(tmp_path: Path)
             first.setdefault(record_id, log.body.string_value.encode())
     assert len(ids) > len(first)  # copies arrived...
     assert list(first.values()) == audit_lines(path)  # ...and dedupe leaves the file, in order
+
+
+async def test_a_file_that_does_not_verify_is_skipped_and_the_others_ship(
+        tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    bad = await write_session(state, session="ffff0003")
+    good = await write_session(state, session="ffff0004")
+    lines = audit_lines(bad)
+    lines[2] = lines[2].replace(b"GEMINI", b"GEMINX")  # edited on the host after the fact
+    bad.write_bytes(b"".join(line + b"\n" for line in lines))
+    collector = HttpReceiver()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(collector.serve, None)
+        exporter = Exporter(state, [(OtlpSink("otel", f"http://127.0.0.1:{port}/v1/logs"),
+                                     FAST)])
+        await nursery.start(exporter.run)
+        await wait_until(lambda: "ffff0004" not in exporter.undelivered(), what="delivery")
+        nursery.cancel_scope.cancel()
+    assert exporter.undelivered() == {"ffff0003"}
+    assert "does not verify" in str(exporter.statistics()["otel"].last_error)
+    assert collector.requests is not None
+    shipped = [log.body.string_value.encode()
+               for request in collector.requests
+               for log in logs_service.ExportLogsServiceRequest.FromString(
+                   request.body).resource_logs[0].scope_logs[0].log_records]
+    # The good file entirely; of the edited one, at most the verified lines before the edit.
+    assert [line for line in shipped if line in audit_lines(good)] == audit_lines(good)
+    from_bad = [line for line in shipped if line not in audit_lines(good)]
+    assert from_bad == lines[:len(from_bad)] and len(from_bad) <= 2
