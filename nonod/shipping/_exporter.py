@@ -56,6 +56,9 @@ class LaneSettings:
     retry_min: float = 0.5
     retry_max: float = 60.0
     poll_interval: float = 5.0
+    #: Seconds to let records gather after a wake-up before the next pass: a busy session
+    #: then costs one read, fsync and delivery per linger, not one per record.
+    linger: float = 0.2
 
 
 @final
@@ -174,6 +177,7 @@ class Exporter:
             await self._check_backlog(lane)
             with trio.move_on_after(lane.settings.poll_interval):
                 await lane.wake.wait()
+                await trio.sleep(lane.settings.linger)
 
     async def _pass(self, lane: _Lane) -> None:
         """Send everything that is there now; raises on the first failure."""

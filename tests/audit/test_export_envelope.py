@@ -33,7 +33,7 @@ from ..conftest import REPO
 from ._export_support import HttpReceiver, audit_lines, wait_until
 from ._support import write_session
 
-FAST = LaneSettings(retry_min=0.01, retry_max=0.05, poll_interval=0.05)
+FAST = LaneSettings(retry_min=0.01, retry_max=0.05, poll_interval=0.05, linger=0)
 
 
 def _pem(key: ec.EllipticCurvePrivateKey, where: Path) -> Path:

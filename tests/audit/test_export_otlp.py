@@ -16,7 +16,7 @@ from ._support import write_session
 
 logs_service = pytest.importorskip("opentelemetry.proto.collector.logs.v1.logs_service_pb2")
 
-FAST = LaneSettings(batch=3, retry_min=0.01, retry_max=0.05, poll_interval=0.05)
+FAST = LaneSettings(batch=3, retry_min=0.01, retry_max=0.05, poll_interval=0.05, linger=0)
 
 
 def _attributes(kvs: object) -> dict[str, object]:

@@ -15,7 +15,7 @@ from nonod.shipping._otlp import OtlpSink
 from ._export_support import HttpReceiver, free_port, wait_until
 from ._support import write_session
 
-FAST = LaneSettings(retry_min=0.01, retry_max=0.05, poll_interval=0.05)
+FAST = LaneSettings(retry_min=0.01, retry_max=0.05, poll_interval=0.05, linger=0)
 
 
 async def test_unshipped_sessions_are_kept_then_pruned_and_forgotten(tmp_path: Path) -> None:

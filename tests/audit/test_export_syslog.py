@@ -15,7 +15,7 @@ from nonod.shipping import BacklogChanged, Exporter, LaneSettings, SyslogSink
 from ._export_support import audit_lines, free_port, parse_syslog, rsyslogd, wait_until
 from ._support import fixed_clock, write_session
 
-FAST = LaneSettings(batch=4, retry_min=0.01, retry_max=0.05, poll_interval=0.05)
+FAST = LaneSettings(batch=4, retry_min=0.01, retry_max=0.05, poll_interval=0.05, linger=0)
 
 
 def _sink(port: int) -> SyslogSink:
@@ -99,7 +99,7 @@ async def test_a_sink_that_is_down_builds_a_backlog_then_gets_everything(
     path = await write_session(state, session="cccc0001")
     port = free_port()  # nothing listens there yet
     changes: list[BacklogChanged] = []
-    settings = LaneSettings(batch=4, retry_min=0.01, retry_max=0.05, poll_interval=0.05,
+    settings = LaneSettings(batch=4, retry_min=0.01, retry_max=0.05, poll_interval=0.05, linger=0,
                             max_backlog_bytes=100)
     exporter = Exporter(state, [(_sink(port), settings)], on_backlog=changes.append)
     async with trio.open_nursery() as nursery:
