@@ -5,7 +5,9 @@ verifies.
 A real ``nonod`` ships to two receivers in this test (OTLP/HTTP and the envelope sink).
 The schedule is random but seeded: each round starts the daemon, launches sessions (some
 still running when it dies), waits a random moment, maybe kills or revives a receiver, then
-SIGKILLs the daemon. A last daemon runs until both cursors cover every session file.
+SIGKILLs the daemon. The sessions make refused connections through the proxy (a ``network``
+record each), so records are written while the daemon and the receivers die. A last
+daemon runs until both cursors cover every session file.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from nonod.audit import EcdsaP256Checker, verify_envelope, verify_session_file
 
 from ..conftest import REPO
 from ..daemon.conftest import session_env, wait_pid_gone
+from ..daemon.test_audit_stream import _profile as refused_connections_profile
 from ._export_support import HttpReceiver, audit_lines, free_port, wait_until
 
 logs_service = pytest.importorskip("opentelemetry.proto.collector.logs.v1.logs_service_pb2")
@@ -110,11 +113,12 @@ class Daemon:
         assert isinstance(status, p.DaemonStatus)
         self.pid = status.pid
 
-    def launch(self, argv: tuple[str, ...]) -> None:
+    def launch(self, argv: tuple[str, ...], profile: Path | None = None) -> None:
         with Connection.open(self.socket) as conn:
             reply = conn.request(p.Launch(argv=argv, cwd=str(self.base),
+                                          profile=str(profile) if profile else None,
                                           env=session_env(self.base), detach=True,
-                                          options=p.LaunchOptions(allow_cwd=True)))
+                                          stdio="null", options=p.LaunchOptions(allow_cwd=True)))
         assert isinstance(reply, p.Launched), reply
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -142,6 +146,7 @@ async def test_records_survive_killed_sinks_and_a_killed_daemon(base: Path) -> N
     async with trio.open_nursery() as nursery:
         otel, plane = Killable(nursery), Killable(nursery)
         key_ref = f"file://{base}/config/nono/audit.key"
+        profile = refused_connections_profile(base)
         daemon = Daemon(base, "")  # keygen goes through a daemon: one without export first
         await trio.to_thread.run_sync(daemon.start)
         daemon.nonoctl("trust", "keygen", "--keyref", key_ref)
@@ -160,8 +165,9 @@ async def test_records_survive_killed_sinks_and_a_killed_daemon(base: Path) -> N
             for receiver in (otel, plane):
                 await (receiver.start() if rng.random() < 0.6 else trio.lowlevel.checkpoint())
             await trio.to_thread.run_sync(daemon.start)
-            for _ in range(rng.randint(1, 3)):
-                await trio.to_thread.run_sync(daemon.launch, ("sh", "-c", "echo hi"))
+            for _ in range(rng.randint(1, 2)):  # one record per refused connection
+                argv = ("/usr/bin/python3", "-S", "refused.py", str(rng.randint(20, 400)))
+                await trio.to_thread.run_sync(daemon.launch, argv, profile)
             if rng.random() < 0.5:  # left running: the next daemon seals it (daemon_lost)
                 await trio.to_thread.run_sync(daemon.launch, ("sleep", "600"))
             await trio.sleep(rng.uniform(0, 0.4))  # a random moment, not a synchronisation
@@ -181,6 +187,9 @@ async def test_records_survive_killed_sinks_and_a_killed_daemon(base: Path) -> N
 
     sessions = daemon.sessions()
     assert len(sessions) >= ROUNDS
+    lost = [s for s in sessions if b'"reason":"daemon_lost"' in
+            (daemon.state / "sessions" / s / "audit.ndjson").read_bytes()]
+    assert lost  # the kills did land while sessions were writing
     # OTLP: dedupe by id, keep the first copy; per session the first copies are the file.
     first: dict[str, dict[int, bytes]] = {}
     order: dict[str, list[int]] = {}
@@ -220,5 +229,6 @@ async def test_records_survive_killed_sinks_and_a_killed_daemon(base: Path) -> N
         assert result.signature == "verified"
         assert [r.encode() for r in json.loads(body)["records"]] == audit_lines(
             daemon.state / "sessions" / session / "audit.ndjson")
-    print(f"{len(sessions)} sessions, {sum(len(v) for v in first.values())} records, "
+    print(f"{len(sessions)} sessions ({len(lost)} daemon_lost), "
+          f"{sum(len(v) for v in first.values())} records, "
           f"{copies} OTLP copies received, {len(plane.receiver.requests)} envelope posts")
