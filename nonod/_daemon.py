@@ -160,6 +160,8 @@ class _State:
         for key in ("socket", "socket_group", "state_dir", "log_format"):
             if getattr(old, key) != getattr(new, key):
                 log.warning("setting changes only after a restart", key=f"daemon.{key}")
+        if self.config.export != fresh.config.export:
+            log.warning("setting changes only after a restart", key="export")
         self.loaded = fresh
         _logging.set_level(new.log_level)
         log.info("configuration reloaded", path=fresh.path)
