@@ -55,6 +55,9 @@ from .sessions._records import HEARTBEAT_INTERVAL
 if TYPE_CHECKING:
     from ._metrics import Metrics
 
+if TYPE_CHECKING:
+    from .shipping import Exporter
+
 log = structlog.get_logger()
 
 LauncherFactory = Callable[[], AbstractAsyncContextManager[LauncherLike]]
@@ -167,6 +170,8 @@ class _State:
                 log.warning("setting changes only after a restart", key=f"daemon.{key}")
         if self.config.metrics != fresh.config.metrics:
             log.warning("setting changes only after a restart", key="metrics")
+        if self.config.export != fresh.config.export:
+            log.warning("setting changes only after a restart", key="export")
         self.loaded = fresh
         _logging.set_level(new.log_level)
         log.info("configuration reloaded", path=fresh.path)
@@ -231,8 +236,11 @@ async def run_daemon(
         if ledger.repaired_bytes:
             log.warning("the audit ledger's last line was cut short; it was removed",
                         bytes=ledger.repaired_bytes, path=str(ledger.path))
+        exporter = await _exporter(state, state_dir, hub)
         async with open_fs_denied_monitor(state.config.audit.fs_denied) as fs_denied, \
                 trio.open_nursery() as root:
+            if exporter is not None:
+                await root.start(exporter.run)
             host = _LauncherHost(launcher_factory, root)
             async with trio.open_nursery() as sessions_nursery:
                 registry = Registry(
@@ -240,6 +248,7 @@ async def run_daemon(
                     limits=state.limits, system=options.system, network=state.network,
                     audit=state.audit, audit_hub=hub, audit_ledger=ledger,
                     fs_denied=fs_denied, metrics=metrics,
+                    retain=exporter.undelivered if exporter is not None else None,
                     daemon_secrets=DaemonSecrets(
                         config_file=state.loaded.path, state_dir=str(state_dir),
                         credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY")),
@@ -278,6 +287,23 @@ def _build_metrics(config: Config) -> Metrics | None:
     from ._metrics import Metrics
 
     return Metrics()
+
+
+async def _exporter(state: _State, state_dir: Path, hub: AuditHub) -> Exporter | None:
+    """The ``[[export]]`` sinks' exporter (read at start), or None without any. A sink that
+    cannot be built (its CA file, the signing key, a damaged cursor) stops the start."""
+    sections = state.config.export
+    if not sections:
+        return None
+    from ._export import build_exporter
+    from .sessions._audit import load_signer
+
+    sign_key = state.config.audit.sign_key
+    wants_key = any(s.type == "envelope" for s in sections)
+    signer = await load_signer(sign_key) if wants_key and sign_key is not None else None
+    exporter = build_exporter(state_dir, sections, signer=signer, hub=hub)
+    log.info("shipping audit", sinks=[f"{s.name} ({s.type})" for s in sections])
+    return exporter
 
 
 async def _serve(

@@ -26,7 +26,7 @@ import secrets
 import shutil
 import signal as _signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
@@ -142,8 +142,11 @@ class Registry:
         fs_denied: FsDeniedMonitor | None = None,
         daemon_secrets: DaemonSecrets | None = None,
         metrics: Metrics | None = None,
+        retain: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self._metrics = metrics
+        #: Sessions retention must keep besides the live ones (not yet shipped: the exporter).
+        self._retain = retain
         self._daemon_secrets = daemon_secrets or DaemonSecrets(config_file=None,
                                                                state_dir=str(state_dir))
         self._secret_log = SecretFileLog(state_dir)
@@ -658,10 +661,12 @@ class Registry:
             return []
         max_age = dt.timedelta(days=settings.keep_days) if settings.keep_days else None
         keep = [s.id for s in self._sessions.values() if s.live]
+        retain = self._retain
 
         def prune() -> list[str]:
+            keep_all = {*keep, *(retain() if retain is not None else ())}
             removed = prune_sessions(self._state_dir, max_age=max_age,
-                                     max_count=settings.keep_sessions, keep=keep)
+                                     max_count=settings.keep_sessions, keep=keep_all)
             return [summary.session for summary in removed]
 
         try:
