@@ -558,6 +558,8 @@ class _SignalPipe:
         os.close(self._write)
 
 
+#: How long a stopping signal that came before the ``launched`` reply waits for it.
+_LAUNCHED_GRACE: Final = 1.0
 #: Signals that end ``nonoctl launch`` itself while there is no session to forward them to.
 _STOPPING: Final = frozenset(
     int(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SIGHUP")
@@ -571,10 +573,12 @@ def _ignore_signal(signum: int, frame: object) -> None:
 def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
     """Launch on our own terminal: pass stdio, forward signals, exit with the program."""
     import select
+    import time
 
     fds, opened = _stdio_fds()
     session_id: str | None = None
     queued: list[int] = []
+    stop_deadline: float | None = None
     with _SignalPipe(_FORWARDED_NAMES) as signals:
         try:
             conn.send(request, fds=fds)
@@ -584,14 +588,21 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
         while True:
             sock = conn.fileno()
             watch = [sock, signals.fd]
-            ready = [sock] if conn.has_buffered() else select.select(watch, [], [])[0]
+            timeout = (None if stop_deadline is None
+                       else max(0.0, stop_deadline - time.monotonic()))
+            ready = [sock] if conn.has_buffered() else select.select(watch, [], [], timeout)[0]
             if signals.fd in ready:
                 queued += signals.read()
             if session_id is None and _STOPPING.intersection(queued):
-                # Nothing to forward them to yet: nonoctl itself was interrupted. Closing the
-                # connection stops the session should the daemon still create it.
-                out.error("interrupted before the session started")
-                return EXIT_INTERRUPTED
+                # The program may already run, its `launched` reply on the way: give the
+                # daemon a moment to say so (the signal is then forwarded). Otherwise nonoctl
+                # itself was interrupted; closing the connection stops the session should
+                # the daemon still create it.
+                if stop_deadline is None:
+                    stop_deadline = time.monotonic() + _LAUNCHED_GRACE
+                elif sock not in ready and time.monotonic() >= stop_deadline:
+                    out.error("interrupted before the session started")
+                    return EXIT_INTERRUPTED
             if session_id is not None:
                 for signum in queued:
                     conn.send(p.SendSignal(session=session_id, signal=signum))
@@ -610,6 +621,7 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
                 match reply:
                     case p.Launched(session=detail):
                         session_id = detail.id
+                        stop_deadline = None
                         out.enforcement_warning(detail)
                         for signum in queued:
                             conn.send(p.SendSignal(session=session_id, signal=signum))
