@@ -241,6 +241,8 @@ async def run_daemon(
                 trio.open_nursery() as root:
             if exporter is not None:
                 await root.start(exporter.run)
+                if metrics is not None:
+                    metrics.observe_export(exporter)
             host = _LauncherHost(launcher_factory, root)
             async with trio.open_nursery() as sessions_nursery:
                 registry = Registry(
