@@ -235,7 +235,9 @@ def build_plan(
         view_layer = applied(
             "filesystem_view", detail=f"{bound} paths bound, {len(mounts.masked)} "
             f"denied paths masked, {len(mounts.protected)} persistence files read-only")
-    isolated_signals = policy.signal_mode != "allow_all"
+    # "allow_all" reaches only the session's own processes in its pid namespace; without one,
+    # the scope keeps it to them (and every process of the uid on the host out of reach).
+    isolated_signals = policy.signal_mode != "allow_all" or landlock_only
     required = frozenset({"landlock", "landlock_refer", "landlock_truncate",
                           "landlock_scopes"} - set(policy.allow_degraded))
     net = policy.network

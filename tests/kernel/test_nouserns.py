@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
+import trio
 
 from nonod.policy import Access, Denial, Grant, NetworkPolicy, ResolvedPolicy
-from nonod.sandbox import LaunchRequest
+from nonod.sandbox import LaunchRequest, open_launcher
 from tests.conftest import Result, SandboxUser
 
 ACCEPTED = ("persistence", "creation_guard")  # a writable directory always has these
@@ -225,10 +228,6 @@ async def test_explicit_mode_and_warm_launchers(world_tmp: Path) -> None:
     """``landlock-only`` asked for explicitly (this host allows namespaces): every launch of
     one launcher (the first cold, the next normally through warm launchers) runs without
     namespaces and confined."""
-    import trio
-
-    from nonod.sandbox import open_launcher
-
     work = world_tmp / "work"
     work.mkdir()
     outside = world_tmp / "outside.txt"
@@ -271,3 +270,37 @@ def test_trust_pins_refused_unless_accepted(sandbox_user: SandboxUser, world_tmp
     assert refused.code == 125 and "trust_pins: 1 verified instruction files" in refused.stderr
     assert accepted.code == 0 and accepted.stdout == "verified\n\n", accepted.stderr
     assert "trust_pins (1 verified instruction files" in _layers(accepted)
+
+
+SIGNAL = r"""
+import os, sys
+try:
+    os.kill(int(sys.argv[1]), 0)
+    print("signal OK")
+except OSError as e:
+    print("signal", e.errno)
+"""
+
+
+def test_signals_to_host_processes_refused_even_with_allow_all(
+        sandbox_user: SandboxUser, world_tmp: Path) -> None:
+    """``signal_mode = allow_all`` means the session's own processes (all a pid namespace
+    shows); without one, Landlock's signal scope keeps it to them."""
+    work = world_tmp / "work"
+    work.mkdir()
+    sandbox_user.chown(work)
+    # A host process of the session's own uid, so that only the sandbox can refuse.
+    target = subprocess.Popen(["setpriv", f"--reuid={sandbox_user.uid}",
+                               f"--regid={sandbox_user.uid}", "--clear-groups", "sleep", "60"])
+    try:
+        policy = msgspec.structs.replace(_policy(work), signal_mode="allow_all")
+        python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+        request = LaunchRequest(argv=(python, "-S", "-c", SIGNAL, str(target.pid)),
+                                cwd=str(work))
+        result = sandbox_user.run_request(policy, request, nouserns=True)
+    finally:
+        target.kill()
+        target.wait()
+
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == ["signal 1"]  # EPERM
