@@ -7,10 +7,12 @@ its own filesystem view, plus Landlock and seccomp.
 ``landlock-only``: for hosts that refuse ``unshare(CLONE_NEWUSER)`` (Docker's default seccomp
 profile, Ubuntu 24.04's AppArmor restriction, many CI runners). No namespace at all: Landlock
 limits the host's tree to the grants, the network is Landlock's (TCP connect only to the
-daemon's proxy on the host's loopback), seccomp as always. What a mount namespace alone can
-give (a denied path inside a granted one, read-only persistence files, trust pins, the
-creation guard's anchors) is refused unless the profile accepts each missing layer by name
-(``_plan``); what a pid namespace gives is lost and reported (``docs/sandbox.md``).
+daemon's proxy on the host's loopback), seccomp as always, plus System V IPC and message
+queues refused. A denied path inside a granted directory is kept out by granting the
+entries around it instead (``split_around``). What only a mount namespace can give
+(read-only persistence files, the creation guard, trust pins, a private /tmp) is refused
+unless the profile accepts each missing layer by name (``view_needs``); what a pid namespace
+gives is taken over by the launcher's subreapers or lost, and reported (``docs/sandbox.md``).
 
 ``auto`` picks ``namespaces`` when a probe child may create them, ``landlock-only`` otherwise.
 The probe runs once per process: the answer does not change while the daemon runs.
