@@ -51,7 +51,7 @@ from ..audit._kernel import FsDeniedMonitor, Watch
 from ..audit._writer import Ledger
 from ..errors import NonoError
 from ..policy import ResolvedPolicy
-from ..sandbox import LaunchRequest, LayerReport
+from ..sandbox import LaunchRequest, LayerReport, adapt_policy
 from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
 from ._contracts import Caller, GetLauncher, Process, SessionPlan
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
@@ -416,7 +416,7 @@ class Registry:
                 to_close.append(null)
                 stdio = (null, null, null)
             prepared = await _services.prepare(
-                plan.policy, plan.request, settings=self._network(),
+                adapt_policy(plan.policy, launcher.mode), plan.request, settings=self._network(),
                 environ=dict(os.environ),  # env:// reads the daemon's environment
                 listen_ports=plan.policy.network.listen_ports,
                 user_config_dir=_user_config_dir(plan.request, plan.owner, system=self._system),
