@@ -128,11 +128,17 @@ class AuditSection(_Section, frozen=True, kw_only=True):
             raise ValueError("audit.sign_key contains a NUL character")
 
 
+class ApprovalsSection(_Section, frozen=True, kw_only=True):
+    #: Seconds a held request waits for an approval before it is denied (docs/approvals.md).
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+
+
 class Config(_Section, frozen=True, kw_only=True):
     daemon: DaemonSection = DaemonSection()
     sessions: SessionsSection = SessionsSection()
     network: NetworkSection = NetworkSection()
     audit: AuditSection = AuditSection()
+    approvals: ApprovalsSection = ApprovalsSection()
 
 
 class LoadedConfig(msgspec.Struct, frozen=True, kw_only=True):

@@ -246,9 +246,11 @@ async def serve(
     proc: Served,
     events: Callable[[object], None],
     *,
+    asker: Any = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the session's proxy and inbound forwards until cancelled."""
+    """Serve the session's proxy and inbound forwards until cancelled. ``asker``
+    (``nonod.proxy.Asker``) decides unlisted hosts when the profile says ``ask``."""
     from . import proxy
 
     async with trio.open_nursery() as nursery:
@@ -258,7 +260,8 @@ async def serve(
                 trio.socket.from_stdlib_socket(proc.proxy_listener))
         if prepared._proxy_args is not None and listener is not None:
             await nursery.start(functools.partial(
-                proxy.serve_proxy, listener, events=events, **prepared._proxy_args))
+                proxy.serve_proxy, listener, events=events, asker=asker,
+                **prepared._proxy_args))
         for port in prepared._listen_ports:
             listeners = await trio.open_tcp_listeners(port, host=prepared._listen_address)
             for lst in listeners:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import functools
 import os
 import re
 import secrets
@@ -43,6 +44,7 @@ from .._secretfiles import (
     secret_denials,
     with_secrets_hidden,
 )
+from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts
 from ..audit import AuditError, redact_argv
 from ..audit import Event as AuditEvent
 from ..audit._fanout import AuditHub
@@ -87,6 +89,17 @@ class LifecycleEvent:
     record: SessionRecord
 
 
+@dataclass(frozen=True)
+class ApprovalNotice:
+    """An approval was opened (``approval_pending``) or closed (``approval_closed``)."""
+
+    kind: str
+    approval: Pending
+
+
+FeedEvent = LifecycleEvent | ApprovalNotice
+
+
 @final
 class EventFeed:
     """Lifecycle events for one subscriber; closed (``lagged``) if it falls behind."""
@@ -94,13 +107,17 @@ class EventFeed:
     def __init__(self, caller: Caller, session_id: str | None) -> None:
         self.caller = caller
         self.session_id = session_id
-        self._send, self.channel = trio.open_memory_channel[LifecycleEvent](EVENT_BACKLOG)
+        self._send, self.channel = trio.open_memory_channel[FeedEvent](EVENT_BACKLOG)
         self.lagged = False
 
-    def _offer(self, event: LifecycleEvent) -> bool:
-        if not self.caller.may_see(event.record.owner_uid):
+    def _offer(self, event: FeedEvent) -> bool:
+        if isinstance(event, ApprovalNotice):
+            owner, session_id = event.approval.owner_uid, event.approval.session_id
+        else:
+            owner, session_id = event.record.owner_uid, event.record.id
+        if not self.caller.may_see(owner):
             return True
-        if self.session_id is not None and event.record.id != self.session_id:
+        if self.session_id is not None and session_id != self.session_id:
             return True
         try:
             self._send.send_nowait(event)
@@ -153,6 +170,8 @@ class Registry:
         self._system = system
         self._sessions: dict[str, Session] = {}
         self._feeds: list[EventFeed] = []
+        #: Every session's pending approvals (``nonoctl approvals``).
+        self.approvals = ApprovalQueue(notify=self._emit_approval)
 
     # -- startup
     async def load(self) -> list[str]:
@@ -257,6 +276,23 @@ class Registry:
         event = LifecycleEvent(kind=kind, record=msgspec.structs.replace(session.record))
         self._feeds = [f for f in self._feeds if f._offer(event)]
 
+    def _emit_approval(self, pending: Pending, kind: str) -> None:
+        notice = ApprovalNotice(kind=kind, approval=pending)
+        self._feeds = [f for f in self._feeds if f._offer(notice)]
+
+    def _asker(self, session: Session, proc: Process) -> SessionAsker | None:
+        """The session's approval asker, when its profile asks about unlisted hosts."""
+        approval = session.policy_approval
+        if approval is None:
+            return None
+        record = session.record
+        return SessionAsker(
+            queue=self.approvals, policy=approval, timeout=self._limits().approval_timeout,
+            facts=SessionFacts(session_id=record.id, name=record.name,
+                               owner_uid=record.owner_uid, pid=proc.pid, command=record.argv,
+                               profile=record.profile),
+            record=session.write_event)
+
     # -- launching
     def _check_launch(self, plan: SessionPlan) -> None:
         limits = self._limits()
@@ -326,6 +362,7 @@ class Registry:
             daemon_pid=os.getpid(),
         )
         session = Session(record, directory=self._sessions_dir / session_id)
+        session.policy_approval = plan.policy.network.approval
         # Registered while starting, so the name is reserved and `ps` shows it.
         self._sessions[session_id] = session
         try:
@@ -512,8 +549,9 @@ class Registry:
             if session.audit is not None:
                 await nursery.start(session.audit.run)
             if session.services is not None:
-                await nursery.start(_services.serve, session.services, proc,
-                                    session.audit_event)
+                await nursery.start(functools.partial(
+                    _services.serve, session.services, proc, session.audit_event,
+                    asker=self._asker(session, proc)))
             if session.output is not None:
                 nursery.start_soon(session.output.run_writer)
                 pump_done = trio.Event()

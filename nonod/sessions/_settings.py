@@ -17,6 +17,9 @@ class SessionLimits:
     output_buffer_bytes: int = 256 * 1024
     log_max_bytes: int = 64 * 1024 * 1024
     oom_score_adj: int = 800
+    #: ``[approvals] timeout``: how long a held request waits for an answer (profiles may
+    #: say less or more with ``network.approval_defaults.timeout_secs``).
+    approval_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
