@@ -1,0 +1,145 @@
+"""Fixtures of the approvals tests: a pinned fake HTTPS host and a daemon pinned to it."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from nonod import protocol as p
+from nonoctl.client import Client, EventStream
+from tests.daemon.conftest import DaemonThread
+from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
+from tests.daemon.test_cli import CLI, cli_env
+
+HOST = "api.example.test"
+PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+
+#: The program in the session: fetch each URL through the proxy, one line per answer.
+INSIDE = r'''
+import os, ssl, sys, urllib.request
+context = ssl.create_default_context(cafile=sys.argv[1])
+opener = urllib.request.build_opener(
+    urllib.request.ProxyHandler({"https": os.environ["HTTPS_PROXY"]}),
+    urllib.request.HTTPSHandler(context=context))
+for url in sys.argv[2:]:
+    try:
+        with opener.open(url, timeout=120) as response:
+            print(response.status, response.read().decode(), flush=True)
+    except OSError as exc:
+        print("refused", exc, flush=True)
+'''
+
+
+@dataclass
+class FakeHost:
+    """``api.example.test`` over TLS (a private CA), on a thread; it records each path."""
+
+    port: int = 0
+    ca_file: Path = Path()
+    paths: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def fake_host(short_tmp: Path) -> Iterator[FakeHost]:
+    ca = trustme.CA()
+    fake = FakeHost(ca_file=short_tmp / "ca.pem")
+    ca.cert_pem.write_to_path(str(fake.ca_file))
+    fake.ca_file.chmod(0o644)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(HOST).configure_cert(context)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            fake.paths.append(self.path)
+            body = f"hello {self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    fake.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class Setup:
+    """A running daemon pinned to the fake host, and how to launch the fetching program."""
+
+    base: Path
+    daemon: DaemonThread
+    fake: FakeHost
+    cli: CLI
+
+    def profile(self, network: dict[str, Any], name: str = "ask") -> Path:
+        path = self.base / f"{name}.json"
+        path.write_text(json.dumps({
+            "meta": {"name": name},
+            "filesystem": {"read": ["/usr", "/etc", "/lib", "/lib64", str(self.base)]},
+            "network": network,
+        }))
+        path.chmod(0o644)
+        return path
+
+    def launch(self, profile: Path, *paths: str) -> subprocess.Popen[bytes]:
+        """``nonoctl launch`` (attached) of the fetching program, for each path in turn."""
+        urls = [f"https://{HOST}{path}" for path in paths]
+        return self.cli.popen("launch", "--profile", str(profile), "--", PY, "-S",
+                              str(self.base / "inside.py"), str(self.fake.ca_file), *urls)
+
+    def client(self) -> Client:
+        return Client(self.daemon.socket, autostart=False)
+
+    def audit(self) -> list[dict[str, Any]]:
+        return [json.loads(line)["event"] for path in self.daemon.state_dir.rglob("audit.ndjson")
+                for line in path.read_text().splitlines() if line.strip()]
+
+
+def next_pending(events: EventStream) -> p.ApprovalInfo:
+    """The next approval that is held (the subscription delivers it as it opens)."""
+    for event in events:
+        if isinstance(event, p.ApprovalEvent) and event.kind == "approval_pending":
+            return event.approval
+    raise AssertionError("the event stream ended without a pending approval")
+
+
+def finish(proc: subprocess.Popen[bytes]) -> list[str]:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    return out.decode().splitlines()
+
+
+def daemon_setup(base: Path, fake: FakeHost, extra_config: str = "") -> Setup:
+    (base / "inside.py").write_text(INSIDE)
+    config = (f'[network]\nresolve = {{"{HOST}" = "127.0.0.1:{fake.port}"}}\n'
+              f'extra_ca_file = "{fake.ca_file}"\n' + extra_config)
+    daemon = DaemonThread(base, config=config).start()
+    return Setup(base=base, daemon=daemon, fake=fake, cli=CLI(cli_env(daemon.socket, base), base))
+
+
+@pytest.fixture
+def setup(short_tmp: Path, fake_host: FakeHost) -> Iterator[Setup]:
+    ready = daemon_setup(short_tmp, fake_host)
+    try:
+        yield ready
+    finally:
+        ready.daemon.stop()
