@@ -19,10 +19,12 @@ import trustme
 from nonod import protocol as p
 from nonoctl.client import Client, EventStream
 from tests.daemon.conftest import DaemonThread
+from tests.daemon.localusers import socket_group
 from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
 from tests.daemon.test_cli import CLI, cli_env
 
 HOST = "api.example.test"
+EVENT_TIMEOUT = 90.0
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 
 #: The program in the session: fetch each URL through the proxy, one line per answer.
@@ -90,12 +92,13 @@ class Setup:
     fake: FakeHost
     cli: CLI
 
-    def profile(self, network: dict[str, Any], name: str = "ask") -> Path:
+    def profile(self, network: dict[str, Any], name: str = "ask", **more: Any) -> Path:
         path = self.base / f"{name}.json"
         path.write_text(json.dumps({
             "meta": {"name": name},
             "filesystem": {"read": ["/usr", "/etc", "/lib", "/lib64", str(self.base)]},
             "network": network,
+            **more,
         }))
         path.chmod(0o644)
         return path
@@ -108,6 +111,13 @@ class Setup:
 
     def client(self) -> Client:
         return Client(self.daemon.socket, autostart=False)
+
+    def events(self, client: Client) -> EventStream:
+        """The client's event stream, bounded: a launch that fails fails the test instead
+        of leaving it waiting for an approval that never comes."""
+        stream = client.events()
+        stream._conn.sock.settimeout(EVENT_TIMEOUT)
+        return stream
 
     def audit(self) -> list[dict[str, Any]]:
         return [json.loads(line)["event"] for path in self.daemon.state_dir.rglob("audit.ndjson")
@@ -128,11 +138,17 @@ def finish(proc: subprocess.Popen[bytes]) -> list[str]:
     return out.decode().splitlines()
 
 
-def daemon_setup(base: Path, fake: FakeHost, extra_config: str = "") -> Setup:
+def daemon_setup(base: Path, fake: FakeHost, extra_config: str = "", *,
+                 system: bool = False) -> Setup:
+    """A daemon pinned to ``fake`` (``system``: a system daemon, its socket in
+    ``socket_group()``), with the fetching program in ``base``."""
     (base / "inside.py").write_text(INSIDE)
     config = (f'[network]\nresolve = {{"{HOST}" = "127.0.0.1:{fake.port}"}}\n'
               f'extra_ca_file = "{fake.ca_file}"\n' + extra_config)
-    daemon = DaemonThread(base, config=config).start()
+    if system:  # root's own sessions run as root: the daemon must allow it
+        config = (f'[daemon]\nsocket_group = "{socket_group()}"\n'
+                  '[sessions]\nallow_root = true\n' + config)
+    daemon = DaemonThread(base, config=config, system=system).start()
     return Setup(base=base, daemon=daemon, fake=fake, cli=CLI(cli_env(daemon.socket, base), base))
 
 

@@ -4,10 +4,22 @@ pinned by ``[network] resolve``, and ``nonoctl approvals``/``approve``/``deny``.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from tests.approvals.conftest import HOST, Setup, finish, next_pending
+from tests.approvals.conftest import (
+    HOST,
+    FakeHost,
+    Setup,
+    daemon_setup,
+    finish,
+    next_pending,
+)
+from tests.approvals.conftest import fake_host as fake_host  # the fixture
+from tests.approvals.conftest import short_tmp as short_tmp  # the fixture
+from tests.daemon.conftest import hello, raw_client
+from tests.daemon.localusers import local_users
 
 pytestmark = [pytest.mark.root, pytest.mark.userns]
 
@@ -17,7 +29,7 @@ ASK = {"approval_defaults": {"backend": "queue", "timeout_secs": 60}}
 def test_a_held_request_goes_through_once_approved_and_the_next_without_asking(
         setup: Setup) -> None:
     profile = setup.profile(ASK)
-    with setup.client() as client, client.events() as events:
+    with setup.client() as client, setup.events(client) as events:
         proc = setup.launch(profile, "/one", "/two")
         pending = next_pending(events)
         assert (pending.host, pending.port, pending.mode) == (HOST, 443, "connect")
@@ -48,7 +60,7 @@ def test_a_held_request_goes_through_once_approved_and_the_next_without_asking(
 
 def test_deny_and_timeout_refuse_the_request(setup: Setup) -> None:
     profile = setup.profile({"approval_defaults": {"backend": "queue", "timeout_secs": 1}})
-    with setup.client() as client, client.events() as events:
+    with setup.client() as client, setup.events(client) as events:
         proc = setup.launch(profile, "/denied", "/unanswered")
         first = next_pending(events)
         assert setup.cli("deny", first.id).returncode == 0
@@ -67,7 +79,7 @@ def test_deny_and_timeout_refuse_the_request(setup: Setup) -> None:
 
 def test_an_approval_for_one_session_never_applies_to_another(setup: Setup) -> None:
     profile = setup.profile(ASK)
-    with setup.client() as client, client.events() as events:
+    with setup.client() as client, setup.events(client) as events:
         proc_a = setup.launch(profile, "/a1", "/a2")
         pending_a = next_pending(events)
         proc_b = setup.launch(profile, "/b1")
@@ -89,3 +101,37 @@ def test_a_profile_without_ask_refuses_at_once(setup: Setup) -> None:
     lines = finish(setup.launch(profile, "/x"))
     assert len(lines) == 1 and "403" in lines[0]
     assert not [e for e in setup.audit() if e["type"] == "approval"]
+
+
+def test_another_user_can_neither_see_nor_answer_an_approval(
+        short_tmp: Path, fake_host: FakeHost) -> None:
+    setup = daemon_setup(short_tmp, fake_host, system=True)
+    try:
+        profile = setup.profile(ASK, nonod={"allow_root": True})
+        with local_users(short_tmp, 1) as (other,), setup.client() as client, \
+                setup.events(client) as events:
+            proc = setup.launch(profile, "/mine")
+            pending = next_pending(events)
+            replies = [json.loads(line) for line in raw_client(setup.daemon.socket, [
+                hello(),
+                {"type": "approval_list"},
+                {"type": "approval_inspect", "id": pending.id},
+                {"type": "approval_answer", "id": pending.id, "answer": "session"},
+                {"type": "approval_answer", "id": "ap-" + "0" * 32, "answer": "deny"},
+            ], prefix=other.prefix()) if line.startswith("{")]
+            listed, inspected, answered, unknown = replies[1:]
+            assert listed == {"type": "approvals", "approvals": []}
+            # Someone else's approval reads exactly like one that does not exist.
+            for reply in (inspected, answered):
+                assert reply["code"] == "approval.not_found", reply
+                assert reply["message"].replace(pending.id, "X") == unknown["message"].replace(
+                    "ap-" + "0" * 32, "X")
+                assert HOST not in json.dumps(reply)
+            # Still held: the owner (root here) answers it.
+            assert [a.id for a in client.approvals()] == [pending.id]
+            assert setup.cli("deny", pending.id).returncode == 0
+            lines = finish(proc)
+        assert len(lines) == 1 and "403" in lines[0]
+        assert setup.fake.paths == []
+    finally:
+        setup.daemon.stop()
