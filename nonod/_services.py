@@ -92,6 +92,8 @@ class Prepared:
         self.credentials: list[str] = []  # route names with a loaded secret
         #: What the program holds that its audit record must never show (see audit._mask).
         self.hidden: dict[str, str] = {}
+        #: Each webhook approval backend's signing key, by backend name (never the program's).
+        self.approval_keys: dict[str, bytes] = {}
         self._proxy_args: dict[str, Any] | None = None
         self._listen_ports: tuple[int, ...] = ()
         self._listen_address = "127.0.0.1"
@@ -230,6 +232,13 @@ async def prepare(
             "proxy_token": token.reveal(),
             "routes": table,
         }
+    if net.approval is not None:  # a missing webhook key refuses the launch, as a route's
+        for backend in net.approval.backends:
+            if backend.type == "webhook" and backend.key:
+                key = await trio.to_thread.run_sync(functools.partial(
+                    credentials.resolve_credential, backend.key, environ=environ,
+                    options=sources))
+                prepared.approval_keys[backend.name] = key.reveal().encode()
     if net.env_credentials:
         pairs = await trio.to_thread.run_sync(functools.partial(
             credentials.resolve_env_credentials, net.env_credentials, environ=environ,

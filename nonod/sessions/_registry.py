@@ -44,7 +44,7 @@ from .._secretfiles import (
     secret_denials,
     with_secrets_hidden,
 )
-from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts
+from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts, WebhookCaller
 from ..audit import AuditError, redact_argv
 from ..audit import Event as AuditEvent
 from ..audit._fanout import AuditHub
@@ -286,12 +286,16 @@ class Registry:
         if approval is None:
             return None
         record = session.record
+        keys = session.services.approval_keys if session.services is not None else {}
+        network = self._network()
+        webhook = WebhookCaller(keys=keys, extra_ca_file=network.extra_ca_file,
+                                pins=network.resolve) if keys else None
         return SessionAsker(
             queue=self.approvals, policy=approval, timeout=self._limits().approval_timeout,
             facts=SessionFacts(session_id=record.id, name=record.name,
                                owner_uid=record.owner_uid, pid=proc.pid, command=record.argv,
                                profile=record.profile),
-            record=session.write_event)
+            record=session.write_event, webhook=webhook)
 
     # -- launching
     def _check_launch(self, plan: SessionPlan) -> None:

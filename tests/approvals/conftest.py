@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import trustme
 
-from nonod import protocol as p
 from nonoctl.client import Client, EventStream
+from nonod import protocol as p
 from tests.daemon.conftest import DaemonThread
-from tests.daemon.localusers import socket_group
 from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
+from tests.daemon.localusers import socket_group
 from tests.daemon.test_cli import CLI, cli_env
 
 HOST = "api.example.test"
@@ -50,19 +50,20 @@ class FakeHost:
     port: int = 0
     ca_file: Path = Path()
     paths: list[str] = field(default_factory=list)
+    ca: trustme.CA | None = None
 
 
 @pytest.fixture
 def fake_host(short_tmp: Path) -> Iterator[FakeHost]:
     ca = trustme.CA()
-    fake = FakeHost(ca_file=short_tmp / "ca.pem")
+    fake = FakeHost(ca_file=short_tmp / "ca.pem", ca=ca)
     ca.cert_pem.write_to_path(str(fake.ca_file))
     fake.ca_file.chmod(0o644)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert(HOST).configure_cert(context)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             fake.paths.append(self.path)
             body = f"hello {self.path}".encode()
             self.send_response(200)
@@ -138,13 +139,14 @@ def finish(proc: subprocess.Popen[bytes]) -> list[str]:
     return out.decode().splitlines()
 
 
-def daemon_setup(base: Path, fake: FakeHost, extra_config: str = "", *,
+def daemon_setup(base: Path, fake: FakeHost, pins: dict[str, str] | None = None, *,
                  system: bool = False) -> Setup:
-    """A daemon pinned to ``fake`` (``system``: a system daemon, its socket in
-    ``socket_group()``), with the fetching program in ``base``."""
+    """A daemon pinned to ``fake`` (and to ``pins``; ``system``: a system daemon, its socket
+    in ``socket_group()``), with the fetching program in ``base``."""
     (base / "inside.py").write_text(INSIDE)
-    config = (f'[network]\nresolve = {{"{HOST}" = "127.0.0.1:{fake.port}"}}\n'
-              f'extra_ca_file = "{fake.ca_file}"\n' + extra_config)
+    resolve = ", ".join(f'"{name}" = "{to}"' for name, to in
+                        {HOST: f"127.0.0.1:{fake.port}", **(pins or {})}.items())
+    config = f'[network]\nresolve = {{{resolve}}}\nextra_ca_file = "{fake.ca_file}"\n'
     if system:  # root's own sessions run as root: the daemon must allow it
         config = (f'[daemon]\nsocket_group = "{socket_group()}"\n'
                   '[sessions]\nallow_root = true\n' + config)
