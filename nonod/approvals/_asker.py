@@ -17,7 +17,6 @@ import structlog
 import trio
 
 from ..audit import Approval
-from ..errors import NonoError
 from ..policy import ApprovalBackend, ApprovalPolicy
 from ..proxy import ApprovalAsk, Verdict
 from ._queue import ApprovalQueue, Pending
@@ -28,8 +27,6 @@ log = structlog.get_logger()
 Said = tuple[Verdict, str]
 #: How a webhook backend is asked (``_webhook.WebhookCaller``); None: no webhooks here.
 AskWebhook = Callable[[ApprovalBackend, Pending, float], Awaitable[Said]]
-#: What ``--save-to-profile`` runs after a ``session`` answer: the file written, or raises.
-SaveHost = Callable[[Pending], Awaitable[str]]
 
 
 @final
@@ -52,14 +49,13 @@ class SessionAsker:
 
     def __init__(self, *, queue: ApprovalQueue, policy: ApprovalPolicy, timeout: float,
                  facts: SessionFacts, record: Callable[[Approval], None],
-                 webhook: AskWebhook | None = None, save: SaveHost | None = None) -> None:
+                 webhook: AskWebhook | None = None) -> None:
         self._queue = queue
         self._policy = policy
         self._timeout = policy.timeout_secs or timeout
         self._facts = facts
         self._record = record
         self._webhook = webhook
-        self._save = save
 
     async def __call__(self, ask: ApprovalAsk) -> Verdict:
         facts = self._facts
@@ -81,16 +77,9 @@ class SessionAsker:
             except Exception:  # a failing backend denies; it never lets the request through
                 log.exception("approval backend failed", backend=backend.name)
                 verdict, decider = "deny", f"error:{backend.name}"
-        saved_to = ""
-        if pending.save and verdict == "session" and self._save is not None:
-            try:
-                saved_to = await self._save(pending)
-            except (NonoError, OSError) as exc:  # the approval stands; the file is unchanged
-                log.warning("approval: the profile was not saved", error=str(exc))
-                saved_to = f"(not saved: {exc})"
         elapsed = (trio.current_time() - started) * 1000
         self._record(self._event(pending, "decided", decision=verdict, decider=decider,
-                                 latency_ms=round(elapsed, 3), saved_to=saved_to))
+                                 latency_ms=round(elapsed, 3), saved_to=pending.saved_to))
         return verdict
 
     def _event(self, pending: Pending, stage: str, **decided: object) -> Approval:

@@ -57,7 +57,8 @@ class Pending:
     profile: str | None = None
     answer: Answer | None = None
     decider: str = ""
-    save: bool = False
+    #: The profile file ``--save-to-profile`` wrote the host into.
+    saved_to: str = ""
     answered: trio.Event = field(default_factory=trio.Event)
 
 
@@ -98,13 +99,13 @@ class ApprovalQueue:
         return pending
 
     def answer(self, approval_id: str, viewer: Viewer, answer: Answer, *,
-               save: bool = False) -> Pending:
+               saved_to: str = "") -> Pending:
         """Release one held request; the first answer wins (a late one finds nothing)."""
         pending = self.find(approval_id, viewer)
         if pending.answered.is_set():
             raise ApprovalNotFound(f"approval {approval_id!r} was already answered")
         pending.answer = answer
         pending.decider = f"uid:{viewer.uid}"
-        pending.save = save and answer != "deny"
+        pending.saved_to = saved_to
         pending.answered.set()
         return pending

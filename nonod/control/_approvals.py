@@ -7,7 +7,7 @@ Each handler sees only the caller's own pending approvals (root sees all); anyth
 from __future__ import annotations
 
 from .. import protocol as p
-from ..approvals import ApprovalQueue, Pending, SaveRefused
+from ..approvals import ApprovalQueue, Pending, SaveRefused, save_host
 from ..sessions import ApprovalNotice, Caller, LifecycleEvent
 from ._convert import lifecycle
 
@@ -29,8 +29,8 @@ def feed_reply(event: LifecycleEvent | ApprovalNotice) -> p.SessionEvent | p.App
     return lifecycle(event)
 
 
-def handle_approval(queue: ApprovalQueue, caller: Caller, request: ApprovalRequest
-                    ) -> p.AnyReply:
+async def handle_approval(queue: ApprovalQueue, caller: Caller, request: ApprovalRequest, *,
+                          system: bool) -> p.AnyReply:
     match request:
         case p.ApprovalList(session=session):
             return p.Approvals(approvals=tuple(
@@ -39,10 +39,14 @@ def handle_approval(queue: ApprovalQueue, caller: Caller, request: ApprovalReque
         case p.ApprovalInspect(id=approval_id):
             return p.ApprovalReply(approval=approval_info(queue.find(approval_id, caller)))
         case p.ApprovalAnswer(id=approval_id, answer=answer):
+            saved_to = diff = ""
             if request.save_to_profile:
-                queue.find(approval_id, caller)  # not_found first: nothing is disclosed
-                raise SaveRefused("--save-to-profile is not available in this nonod",
-                                  hint="approve with --session, then add the host to the "
-                                  "profile's network.allow_domain")
-            pending = queue.answer(approval_id, caller, answer)
-            return p.ApprovalReply(approval=approval_info(pending), answer=answer)
+                held = queue.find(approval_id, caller)  # not_found first: nothing disclosed
+                if held.profile is None:
+                    raise SaveRefused("the session was launched without a profile file")
+                diff = await save_host(caller if system else None, held.profile, held.host,
+                                       caller.uid)
+                saved_to = held.profile
+            pending = queue.answer(approval_id, caller, answer, saved_to=saved_to)
+            return p.ApprovalReply(approval=approval_info(pending), answer=answer,
+                                   saved_to=saved_to, diff=diff)

@@ -534,7 +534,8 @@ class _Conversation:
             case p.TrustKeygen() | p.TrustExportKey() | p.TrustSign() | p.TrustInit():
                 await self.send(await self._trust(request))
             case p.ApprovalList() | p.ApprovalInspect() | p.ApprovalAnswer():
-                await self.send(handle_approval(reg.approvals, self.caller, request))
+                await self.send(await handle_approval(reg.approvals, self.caller, request,
+                                                      system=self._server.info.system))
             case _:
                 assert_never(request)
         return True

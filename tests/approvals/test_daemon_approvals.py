@@ -4,6 +4,7 @@ pinned by ``[network] resolve``, and ``nonoctl approvals``/``approve``/``deny``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from tests.approvals.conftest import (
 )
 from tests.approvals.conftest import fake_host as fake_host  # the fixture
 from tests.approvals.conftest import short_tmp as short_tmp  # the fixture
-from tests.daemon.conftest import hello, raw_client
+from tests.daemon.conftest import NOBODY, hello, raw_client
 from tests.daemon.localusers import local_users
 
 pytestmark = [pytest.mark.root, pytest.mark.userns]
@@ -135,3 +136,41 @@ def test_another_user_can_neither_see_nor_answer_an_approval(
         assert setup.fake.paths == []
     finally:
         setup.daemon.stop()
+
+
+def test_save_to_profile_writes_the_host_into_the_callers_profile_file(setup: Setup) -> None:
+    profile = setup.profile(ASK)
+    before = json.loads(profile.read_text())
+    with setup.client() as client, setup.events(client) as events:
+        proc = setup.launch(profile, "/saved", "/again")
+        pending = next_pending(events)
+        done = setup.cli("approve", pending.id, "--save-to-profile")
+        assert done.returncode == 0, done.stderr
+        lines = finish(proc)
+    assert lines == ["200 hello /saved", "200 hello /again"]
+    assert f"saved to {profile}" in done.stdout
+    assert f'+      "{HOST}"' in done.stdout  # the unified diff
+    after = json.loads(profile.read_text())
+    assert after["network"]["allow_domain"] == [HOST]
+    assert {k: v for k, v in after["network"].items() if k != "allow_domain"} == before["network"]
+    assert oct(profile.stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in profile.parent.iterdir() if p.name.startswith(".")] == []
+    decided = [e for e in setup.audit() if e["type"] == "approval" and e["stage"] == "decided"]
+    assert [(e["decision"], e["saved_to"]) for e in decided] == [("session", str(profile))]
+
+
+def test_save_to_profile_is_refused_for_a_file_the_caller_does_not_own(setup: Setup) -> None:
+    profile = setup.profile(ASK, name="theirs")
+    os.chown(profile, NOBODY, NOBODY)
+    text = profile.read_text()
+    with setup.client() as client, setup.events(client) as events:
+        proc = setup.launch(profile, "/x")
+        pending = next_pending(events)
+        refused = setup.cli("approve", pending.id, "--save-to-profile")
+        assert refused.returncode != 0 and "not a regular file of yours" in refused.stderr
+        # Nothing was decided: the request is still held, until denied.
+        assert [a.id for a in client.approvals()] == [pending.id]
+        assert setup.cli("deny", pending.id).returncode == 0
+        lines = finish(proc)
+    assert "403" in lines[0]
+    assert profile.read_text() == text
