@@ -1593,6 +1593,7 @@ def _audit_list(state: Path, out: Output) -> int:
 _COMMANDS: Final = frozenset({
     "launch", "run", "ps", "inspect", "stop", "wait", "logs", "attach", "prune", "daemon",
     "profile", "doctor", "completion", "audit", "secret", "trust", "learn", "events",
+    "approvals", "approve", "deny",
 })
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.approvals.conftest import (
     HOST,
+    PY,
     FakeHost,
     Setup,
     daemon_setup,
@@ -95,6 +96,21 @@ def test_an_approval_for_one_session_never_applies_to_another(setup: Setup) -> N
     assert lines_a == ["200 hello /a1", "200 hello /a2"]
     assert len(lines_b) == 1 and lines_b[0].startswith("refused") and "403" in lines_b[0]
     assert sorted(setup.fake.paths) == ["/a1", "/a2"]
+
+
+def test_special_targets_and_closed_ports_are_refused_without_asking(setup: Setup) -> None:
+    """Only a name (or public address) that is merely unlisted is asked about: metadata and
+    special-range targets, and ports the profile does not open, are refused at once."""
+    profile = setup.profile(ASK)
+    proc = setup.cli.popen("launch", "--profile", str(profile), "--", PY, "-S",
+                           str(setup.base / "inside.py"), str(setup.fake.ca_file),
+                           "https://169.254.169.254/", "https://100.64.0.1/",
+                           "https://10.1.2.3/", f"https://{HOST}:8443/")
+    lines = finish(proc)
+    assert len(lines) == 4 and all("403" in line for line in lines), lines
+    assert not [e for e in setup.audit() if e["type"] == "approval"]
+    reasons = [e["reason"] for e in setup.audit() if e["type"] == "network"]
+    assert reasons == ["link_local", "cgnat", "private", "port_not_allowed"]
 
 
 def test_a_profile_without_ask_refuses_at_once(setup: Setup) -> None:
