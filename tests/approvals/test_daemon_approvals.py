@@ -110,7 +110,7 @@ def test_special_targets_and_closed_ports_are_refused_without_asking(setup: Setu
     assert len(lines) == 4 and all("403" in line for line in lines), lines
     assert not [e for e in setup.audit() if e["type"] == "approval"]
     reasons = [e["reason"] for e in setup.audit() if e["type"] == "network"]
-    assert reasons == ["link_local", "cgnat", "private", "port_not_allowed"]
+    assert reasons == ["link_local", "cgnat", "private", "not_allowed"]
 
 
 def test_a_profile_without_ask_refuses_at_once(setup: Setup) -> None:
