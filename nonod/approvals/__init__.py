@@ -21,6 +21,5 @@ from ._errors import SaveRefused as SaveRefused
 from ._queue import ApprovalQueue as ApprovalQueue
 from ._queue import Pending as Pending
 from ._save import save_host as save_host
-from ._webhook import WebhookBody as WebhookBody
 from ._webhook import WebhookCaller as WebhookCaller
 from ._webhook import sign as sign

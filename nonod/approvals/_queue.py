@@ -13,7 +13,7 @@ import datetime as dt
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol, final
+from typing import Any, Final, Literal, Protocol, final
 
 import trio
 
@@ -60,6 +60,14 @@ class Pending:
     #: The profile file ``--save-to-profile`` wrote the host into.
     saved_to: str = ""
     answered: trio.Event = field(default_factory=trio.Event)
+
+    def public(self) -> dict[str, Any]:
+        """What a viewer, a subscriber or a webhook is told about it (no answer yet)."""
+        return {"id": self.id, "session": self.session_id, "session_name": self.session_name,
+                "mode": self.mode, "host": self.host, "port": self.port,
+                "method": self.method, "path": self.path, "pid": self.pid,
+                "command": self.command, "backend": self.backend, "profile": self.profile,
+                "created": self.created, "expires": self.expires}
 
 
 @final

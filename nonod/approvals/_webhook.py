@@ -1,7 +1,8 @@
 """The webhook backend: an HTTPS POST of a signed JSON body; the response decides.
 
-The body says what is held (approval id, session, host, port, method and path, the session's
-program, times). Two headers sign it: ``X-Nono-Timestamp`` (Unix seconds) and
+The body says what is held: ``version`` (1) and the fields ``nonoctl approvals inspect``
+shows (``Pending.public``: approval id, session, host, port, method and path, the session's
+program, backend, profile, times). Two headers sign it: ``X-Nono-Timestamp`` (Unix seconds) and
 ``X-Nono-Signature: sha256=<hex>``, the HMAC-SHA256 under the backend's key (a credential
 reference resolved at launch) of ``<timestamp>.<body>``, so a receiver can check both origin
 and freshness. The answer must be ``200`` with a JSON object whose ``decision`` is ``once``,
@@ -31,24 +32,6 @@ from ._queue import Pending
 
 #: The largest answer read from a webhook.
 MAX_RESPONSE_BYTES: Final = 64 * 1024
-
-
-class WebhookBody(msgspec.Struct, frozen=True, kw_only=True):
-    """What a webhook receives (``docs/approvals.md``)."""
-
-    version: int = 1
-    id: str
-    session: str
-    session_name: str
-    mode: str
-    host: str
-    port: int
-    method: str
-    path: str
-    pid: int
-    command: tuple[str, ...]
-    created: str
-    expires: str
 
 
 class WebhookAnswer(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,11 +64,7 @@ class WebhookCaller:
         url = urllib.parse.urlsplit(backend.url or "")
         if key is None or url.scheme != "https" or not url.hostname:
             return "deny", f"{who}:misconfigured"
-        body = msgspec.json.encode(WebhookBody(
-            id=pending.id, session=pending.session_id, session_name=pending.session_name,
-            mode=pending.mode, host=pending.host, port=pending.port, method=pending.method,
-            path=pending.path, pid=pending.pid, command=pending.command,
-            created=pending.created.isoformat(), expires=pending.expires.isoformat()))
+        body = msgspec.json.encode({"version": 1, **pending.public()})
         stamp = str(int(time.time()))
         headers = [("Host", url.netloc), ("Content-Type", "application/json"),
                    ("Content-Length", str(len(body))), ("Connection", "close"),

@@ -15,11 +15,7 @@ ApprovalRequest = p.ApprovalList | p.ApprovalInspect | p.ApprovalAnswer
 
 
 def approval_info(pending: Pending) -> p.ApprovalInfo:
-    a = pending
-    return p.ApprovalInfo(
-        id=a.id, session=a.session_id, session_name=a.session_name, mode=a.mode, host=a.host,
-        port=a.port, method=a.method, path=a.path, pid=a.pid, command=a.command,
-        backend=a.backend, profile=a.profile, created=a.created, expires=a.expires)
+    return p.ApprovalInfo(**pending.public())
 
 
 def feed_reply(event: LifecycleEvent | ApprovalNotice) -> p.SessionEvent | p.ApprovalEvent:

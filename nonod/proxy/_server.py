@@ -89,7 +89,9 @@ class ProxyLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     send_timeout: float = 10.0
     max_body_bytes: int = 32 * 1024 * 1024
     keepalive_timeout: float = 60.0
-    approval_timeout: float = 900.0
+    #: Longer than any approval deadline (at most 3600 s): the asker's own timeout decides
+    #: and is recorded; this bound only stops a hung asker.
+    approval_timeout: float = 3660.0
 
     def __post_init__(self) -> None:
         if not 1024 <= self.max_head_bytes <= 1 << 20:

@@ -7,12 +7,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,10 @@ import pytest
 from tests.approvals.conftest import (
     HOST,
     FakeHost,
+    QuietHandler,
     daemon_setup,
     finish,
+    https_server,
     next_pending,
 )
 from tests.approvals.conftest import fake_host as fake_host  # the fixture
@@ -48,11 +48,9 @@ class Receiver:
 @pytest.fixture
 def receiver(fake_host: FakeHost) -> Iterator[Receiver]:
     assert fake_host.ca is not None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    fake_host.ca.issue_cert(HOOK).configure_cert(context)
     hook = Receiver()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             stamp = self.headers["X-Nono-Timestamp"]
@@ -64,24 +62,14 @@ def receiver(fake_host: FakeHost) -> Iterator[Receiver]:
             if hook.answer is None:
                 hook.release.wait(30)
                 return
-            out = json.dumps({"decision": hook.answer}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
+            self.reply(200, json.dumps({"decision": hook.answer}).encode())
 
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    hook.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield hook
-    hook.release.set()
-    server.shutdown()
-    server.server_close()
+    with https_server(fake_host.ca, HOOK, Handler) as port:
+        hook.port = port
+        try:
+            yield hook
+        finally:
+            hook.release.set()
 
 
 def _run(base: Path, fake: FakeHost, hook: Receiver, network: dict[str, Any],
