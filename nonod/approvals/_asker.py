@@ -9,6 +9,7 @@ deadline, is a denial.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from typing import final
@@ -16,7 +17,7 @@ from typing import final
 import structlog
 import trio
 
-from ..audit import Approval
+from ..audit import Approval, AuditError
 from ..policy import ApprovalBackend, ApprovalPolicy
 from ..proxy import ApprovalAsk, Verdict
 from ._queue import ApprovalQueue, Pending
@@ -71,16 +72,26 @@ class SessionAsker:
         self._record(self._event(pending, "requested"))
         verdict: Verdict = "timeout"
         decider = "timeout"
-        with trio.move_on_at(started + self._timeout):
-            try:
-                verdict, decider = await self._ask(backend, pending, started + self._timeout)
-            except Exception:  # a failing backend denies; it never lets the request through
-                log.exception("approval backend failed", backend=backend.name)
-                verdict, decider = "deny", f"error:{backend.name}"
+        try:
+            with trio.move_on_at(started + self._timeout):
+                try:
+                    verdict, decider = await self._ask(backend, pending,
+                                                       started + self._timeout)
+                except Exception:  # a failing backend denies; it never lets a request through
+                    log.exception("approval backend failed", backend=backend.name)
+                    verdict, decider = "deny", f"error:{backend.name}"
+        except trio.Cancelled:  # the session is ending (or the proxy gave up): on record too
+            with contextlib.suppress(AuditError):
+                self._decided(pending, started, "deny", "cancelled")
+            raise
+        self._decided(pending, started, verdict, decider)
+        return verdict
+
+    def _decided(self, pending: Pending, started: float, verdict: Verdict,
+                 decider: str) -> None:
         elapsed = (trio.current_time() - started) * 1000
         self._record(self._event(pending, "decided", decision=verdict, decider=decider,
                                  latency_ms=round(elapsed, 3), saved_to=pending.saved_to))
-        return verdict
 
     def _event(self, pending: Pending, stage: str, **decided: object) -> Approval:
         return Approval(

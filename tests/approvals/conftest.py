@@ -33,7 +33,8 @@ INSIDE = r'''
 import os, ssl, sys, urllib.request
 context = ssl.create_default_context(cafile=sys.argv[1])
 opener = urllib.request.build_opener(
-    urllib.request.ProxyHandler({"https": os.environ["HTTPS_PROXY"]}),
+    urllib.request.ProxyHandler({"https": os.environ["HTTPS_PROXY"],
+                                 "http": os.environ["HTTP_PROXY"]}),
     urllib.request.HTTPSHandler(context=context))
 for url in sys.argv[2:]:
     try:

@@ -79,6 +79,36 @@ def test_deny_and_timeout_refuse_the_request(setup: Setup) -> None:
     assert reasons == ["approval_denied", "approval_timeout"]
 
 
+def test_plain_http_is_asked_about_with_its_method_and_path(setup: Setup) -> None:
+    profile = setup.profile(ASK)
+    with setup.client() as client, setup.events(client) as events:
+        proc = setup.cli.popen("launch", "--profile", str(profile), "--", PY, "-S",
+                               str(setup.base / "inside.py"), str(setup.fake.ca_file),
+                               f"http://{HOST}/plain/page?token=s3cret")
+        pending = next_pending(events)
+        assert (pending.mode, pending.method, pending.path, pending.port) == (
+            "http", "GET", "/plain/page", 80)
+        assert setup.cli("deny", pending.id).returncode == 0
+        lines = finish(proc)
+    assert len(lines) == 1 and "403" in lines[0]
+    assert "s3cret" not in json.dumps(setup.audit())
+
+
+def test_a_session_stopped_while_held_records_the_approval_as_cancelled(
+        setup: Setup) -> None:
+    profile = setup.profile(ASK)
+    with setup.client() as client, setup.events(client) as events:
+        proc = setup.launch(profile, "/never")
+        pending = next_pending(events)
+        assert setup.cli("stop", pending.session, "--force").returncode == 0
+        proc.communicate(timeout=120)
+        assert client.approvals() == ()
+    decided = [e for e in setup.audit() if e["type"] == "approval" and e["stage"] == "decided"]
+    assert [(e["id"], e["decision"], e["decider"]) for e in decided] == [
+        (pending.id, "deny", "cancelled")]
+    assert setup.fake.paths == []
+
+
 def test_an_approval_for_one_session_never_applies_to_another(setup: Setup) -> None:
     profile = setup.profile(ASK)
     with setup.client() as client, setup.events(client) as events:
@@ -87,7 +117,7 @@ def test_an_approval_for_one_session_never_applies_to_another(setup: Setup) -> N
         proc_b = setup.launch(profile, "/b1")
         pending_b = next_pending(events)
         assert pending_a.session != pending_b.session
-        assert setup.cli("approve", pending_a.id, "--session").returncode == 0
+        client.answer(pending_a.id, "session")  # a program on the client API answers
         # B is still held: A's approval (and its widened allowlist) is A's alone.
         assert [a.id for a in client.approvals()] == [pending_b.id]
         assert [a.id for a in client.approvals(pending_a.session)] == []
