@@ -17,9 +17,10 @@ from typing import final
 import structlog
 import trio
 
-from ..audit import Approval, AuditError
+from ..audit import Approval, AuditError, redact_argv
 from ..policy import ApprovalBackend, ApprovalPolicy
 from ..proxy import ApprovalAsk, Verdict
+from ._peer import find_client
 from ._queue import ApprovalQueue, Pending
 
 log = structlog.get_logger()
@@ -35,13 +36,16 @@ class SessionFacts:
     """What an approval says about the session that asked."""
 
     def __init__(self, *, session_id: str, name: str, owner_uid: int, pid: int,
-                 command: Sequence[str], profile: str | None) -> None:
+                 command: Sequence[str], profile: str | None,
+                 hidden: Sequence[str] = ()) -> None:
         self.session_id = session_id
         self.name = name
         self.owner_uid = owner_uid
         self.pid = pid
         self.command = tuple(command)
         self.profile = profile
+        #: Values the session holds that no command line on record may show (its tokens).
+        self.hidden = tuple(hidden)
 
 
 @final
@@ -60,12 +64,17 @@ class SessionAsker:
 
     async def __call__(self, ask: ApprovalAsk) -> Verdict:
         facts = self._facts
+        pid, command = facts.pid, facts.command
+        found = await trio.to_thread.run_sync(find_client, facts.pid, ask.client_port,
+                                              abandon_on_cancel=True)
+        if found is not None:  # the very process that asked, if it can be told
+            pid, command = found[0], redact_argv(found[1], facts.hidden)
         now = dt.datetime.now(dt.UTC)
         backend = self._policy.named(self._policy.backend)
         pending = Pending(
             id=self._queue.new_id(), session_id=facts.session_id, session_name=facts.name,
             owner_uid=facts.owner_uid, mode=ask.mode, host=ask.host, port=ask.port,
-            method=ask.method, path=ask.path, pid=facts.pid, command=facts.command,
+            method=ask.method, path=ask.path, pid=pid, command=command,
             backend=backend.name, created=now,
             expires=now + dt.timedelta(seconds=self._timeout), profile=facts.profile)
         started = trio.current_time()

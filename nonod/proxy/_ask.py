@@ -25,7 +25,9 @@ Verdict = Literal["once", "session", "deny", "timeout"]
 class ApprovalAsk(msgspec.Struct, frozen=True, kw_only=True):
     """What the proxy knows of a held request: the normalised ``host`` (an A-label name, or
     an address with IPv6 in brackets), ``address`` when the target was an IP literal, the
-    port, and for plain HTTP the method and the path without its query string."""
+    port, for plain HTTP the method and the path without its query string, and
+    ``client_port``, the client's own TCP port (0: unknown), by which the asker may find
+    the process that asked."""
 
     mode: Literal["connect", "http"]
     host: str
@@ -33,6 +35,7 @@ class ApprovalAsk(msgspec.Struct, frozen=True, kw_only=True):
     address: str | None = None
     method: str = ""
     path: str = ""
+    client_port: int = 0
 
 
 #: The callback a proxy with ``ask`` in its policy awaits for each unlisted target.

@@ -24,6 +24,7 @@ Every phase has its own time limit (:class:`ProxyLimits`); request heads are siz
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Callable
@@ -218,6 +219,9 @@ class ProxyServer:
     async def handle(self, stream: trio.abc.Stream, exchange: _Exchange | None = None) -> None:
         """Serve one client connection (one request) on ``stream``. The caller closes it."""
         exchange = exchange or _Exchange(started=trio.current_time())
+        if isinstance(stream, trio.SocketStream):
+            with contextlib.suppress(OSError):
+                exchange.client_port = int(stream.socket.getpeername()[1])
         limits = self._limits
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
         try:
@@ -301,7 +305,8 @@ class ProxyServer:
         ``approval_timeout``); a ``session`` verdict widens this proxy's allowlist."""
         ask = ApprovalAsk(mode=exchange.mode, host=refused.host, port=refused.port,
                           address=refused.address, method=exchange.method if
-                          exchange.mode == "http" else "", path=exchange.path)
+                          exchange.mode == "http" else "", path=exchange.path,
+                          client_port=exchange.client_port)
         verdict: Verdict = "timeout"
         with trio.move_on_after(self._limits.approval_timeout):
             try:
@@ -504,6 +509,8 @@ class _Exchange:
         self.bytes_out = 0
         self.decision: Decision | None = None
         self.done = False
+        #: The client's own TCP port (it names the client's socket; for approvals).
+        self.client_port = 0
 
     @property
     def reason(self) -> Reason:

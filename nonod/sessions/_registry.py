@@ -294,7 +294,9 @@ class Registry:
             queue=self.approvals, policy=approval, timeout=self._limits().approval_timeout,
             facts=SessionFacts(session_id=record.id, name=record.name,
                                owner_uid=record.owner_uid, pid=proc.pid, command=record.argv,
-                               profile=record.profile),
+                               profile=record.profile,
+                               hidden=tuple(session.services.hidden)
+                               if session.services is not None else ()),
             record=session.write_event, webhook=webhook)
 
     # -- launching

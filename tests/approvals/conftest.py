@@ -36,7 +36,7 @@ opener = urllib.request.build_opener(
     urllib.request.ProxyHandler({"https": os.environ["HTTPS_PROXY"],
                                  "http": os.environ["HTTP_PROXY"]}),
     urllib.request.HTTPSHandler(context=context))
-for url in sys.argv[2:]:
+for url in [arg for arg in sys.argv[2:] if not arg.startswith("--")]:
     try:
         with opener.open(url, timeout=120) as response:
             print(response.status, response.read().decode(), flush=True)

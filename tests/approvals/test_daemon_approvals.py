@@ -94,6 +94,28 @@ def test_plain_http_is_asked_about_with_its_method_and_path(setup: Setup) -> Non
     assert "s3cret" not in json.dumps(setup.audit())
 
 
+def test_the_approval_names_the_process_that_asked(setup: Setup) -> None:
+    """A shell runs the fetch as its child: the approval names the child (its pid and its
+    command line, secret-looking arguments redacted), not the session's first program."""
+    profile = setup.profile(ASK)
+    fetch = (f"{PY} -S {setup.base / 'inside.py'} {setup.fake.ca_file} "
+             f"https://{HOST}/child --api-key=hunter2-secret-value; echo done")
+    with setup.client() as client, setup.events(client) as events:
+        proc = setup.cli.popen("launch", "--profile", str(profile), "--", "/bin/sh", "-c",
+                               fetch)
+        pending = next_pending(events)
+        session = client.inspect(pending.session)
+        assert session.pid is not None and pending.pid not in (0, session.pid)
+        assert pending.command[:2] == (PY, "-S")
+        assert f"https://{HOST}/child" in pending.command
+        assert "hunter2-secret-value" not in json.dumps(pending.command)
+        client.answer(pending.id, "once")
+        lines = finish(proc)
+    assert lines[0] == "200 hello /child" and lines[-1] == "done"
+    requested = [e for e in setup.audit() if e["type"] == "approval"][0]
+    assert requested["pid"] == pending.pid and requested["command"] == list(pending.command)
+
+
 def test_a_session_stopped_while_held_records_the_approval_as_cancelled(
         setup: Setup) -> None:
     profile = setup.profile(ASK)
