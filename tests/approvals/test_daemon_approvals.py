@@ -112,7 +112,7 @@ def test_the_approval_names_the_process_that_asked(setup: Setup) -> None:
         client.answer(pending.id, "once")
         lines = finish(proc)
     assert lines[0] == "200 hello /child" and lines[-1] == "done"
-    requested = [e for e in setup.audit() if e["type"] == "approval"][0]
+    requested = next(e for e in setup.audit() if e["type"] == "approval")
     assert requested["pid"] == pending.pid and requested["command"] == list(pending.command)
 
 
