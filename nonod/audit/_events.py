@@ -325,8 +325,9 @@ class Approval(_Event, frozen=True, kw_only=True, tag="approval"):
     where it went), ``decided`` when it was released: ``decision`` ``once``/``session``
     (allowed), ``deny`` or ``timeout`` (refused), ``decider`` who or what decided
     (``uid:1000``, ``webhook:<name>``, ``timeout``...), ``latency_ms`` how long the program
-    waited. ``pid`` and ``command`` are the session's program (the proxy cannot tell which of
-    its processes asked). ``path`` never carries a query string."""
+    waited. ``pid`` and ``command`` are the process that held the client socket when it could
+    be found (``nonod.approvals._peer``), else the session's program; ``command`` is
+    redacted. ``path`` never carries a query string."""
 
     id: str
     stage: ApprovalStage
