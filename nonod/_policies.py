@@ -10,7 +10,9 @@ profiles from its own ``profile_dir`` and the built-ins only, and reads a profil
 with the caller's own identity (``nonod._callerfs``), then accepts it only when the descriptor
 it read belongs to the caller (or is root's and world-readable). No check by name comes before
 that open, so a symlink flipped in between gains nothing. The caller's home directory comes
-from the password database there, not from the caller's environment.
+from the password database there, not from the caller's environment. A profile is *resolved*
+(grant paths looked up, symlinks followed) with the caller's identity too, so a dry run tells a
+caller nothing about paths it could not reach itself.
 """
 
 from __future__ import annotations
@@ -169,8 +171,15 @@ class ProfilePolicies:
     ) -> tuple[ResolvedPolicy, str | None]:
         profile = self._load(request.profile, caller, request.env, data)
         ctx = self._context(caller, request.env, request.cwd)
-        policy = resolve(profile, ctx, overrides=overrides_from(request.options))
+        policy = self._resolve(profile, ctx, caller, overrides_from(request.options))
         return policy, request.profile
+
+    def _resolve(self, profile: Profile, ctx: ResolveContext, caller: Caller,
+                 overrides: CliOverrides | None = None) -> ResolvedPolicy:
+        """``resolve``, looking at the filesystem as the caller (system daemon)."""
+        identity = _callerfs.Identity.of(caller) if self._system else None
+        with _callerfs.acting_as(identity):
+            return resolve(profile, ctx, overrides=overrides)
 
     def _list(self, caller: Caller) -> tuple[p.ProfileEntry, ...]:
         found = list_profiles(self._user_dir(caller, {}))
@@ -188,7 +197,7 @@ class ProfilePolicies:
         profile = self._load(request.profile, caller, {}, data)
         if request.resolved:
             ctx = self._context(caller, {}, request.cwd)
-            policy = resolve(profile, ctx, overrides=overrides_from(request.options))
+            policy = self._resolve(profile, ctx, caller, overrides_from(request.options))
             document = msgspec.json.encode(policy)
         else:
             document = msgspec.json.encode(profile)
@@ -203,7 +212,7 @@ class ProfilePolicies:
                   data: bytes | None) -> p.ProfileValid:
         profile = self._load(request.profile, caller, {}, data)
         ctx = self._context(caller, {}, "/")
-        policy = resolve(profile, ctx)
+        policy = self._resolve(profile, ctx, caller)
         return p.ProfileValid(
             name=profile.meta.name or request.profile,
             source=request.profile,

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -83,12 +83,23 @@ Rows = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 Signum = Annotated[int, msgspec.Meta(ge=1, le=64)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=86_400)]
 ShortText = Annotated[str, msgspec.Meta(max_length=4096)]
+#: The kernel's limit for one argument or ``NAME=value`` string, its NUL included
+#: (``MAX_ARG_STRLEN``, 32 pages): ``execve`` fails with E2BIG above it.
+MAX_ARG_STRLEN: Final = 131072
+#: An argument or an environment value: as long as ``execve`` takes (counted in bytes below).
+ArgText = Annotated[str, msgspec.Meta(max_length=MAX_ARG_STRLEN - 1)]
 PathText = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 
 
 def _check_text(where: str, value: str) -> None:
     if "\x00" in value:
         raise ValueError(f"{where} contains a NUL character")
+
+
+def env_entry_fits(name: str, value: str) -> bool:
+    """Whether ``NAME=value`` is short enough for ``execve`` (``MAX_ARG_STRLEN``)."""
+    return len(name.encode("utf-8", "surrogateescape")) + len(
+        value.encode("utf-8", "surrogateescape")) + 2 <= MAX_ARG_STRLEN
 
 
 def _check_abs(where: str, value: str) -> None:
@@ -229,11 +240,12 @@ class Hello(Request, frozen=True, kw_only=True, tag="hello"):
 class Launch(Request, frozen=True, kw_only=True, tag="launch"):
     """Start a session. ``argv`` may be empty when the profile names a command."""
 
-    argv: tuple[ShortText, ...] = ()
+    argv: tuple[ArgText, ...] = ()
     profile: ShortText | None = None
     cwd: PathText
-    #: The caller's environment; the daemon keeps only what the policy lets through.
-    env: dict[ShortText, ShortText] = msgspec.field(default_factory=dict)
+    #: The caller's environment; the daemon keeps only what the policy lets through. Each
+    #: ``NAME=value`` must fit ``MAX_ARG_STRLEN`` (clients drop, and name, those that do not).
+    env: dict[ShortText, ArgText] = msgspec.field(default_factory=dict)
     options: LaunchOptions = LaunchOptions()
     name: SessionName | None = None
     #: True: the session outlives this connection. False: closing the connection stops it.
@@ -250,6 +262,9 @@ class Launch(Request, frozen=True, kw_only=True, tag="launch"):
             raise ValueError("argv has more than 4096 items")
         for arg in self.argv:
             _check_text("argv", arg)
+            if len(arg.encode("utf-8", "surrogateescape")) >= MAX_ARG_STRLEN:
+                raise ValueError(f"an argument is longer than the kernel takes "
+                                 f"({MAX_ARG_STRLEN} bytes)")
         if self.argv and not self.argv[0]:
             raise ValueError("argv[0] is empty")
         for key, value in self.env.items():
@@ -257,6 +272,9 @@ class Launch(Request, frozen=True, kw_only=True, tag="launch"):
             _check_text("env", value)
             if not key or "=" in key:
                 raise ValueError(f"env name {key!r} is not a variable name")
+            if not env_entry_fits(key, value):
+                raise ValueError(f"env {key} is longer than the kernel takes ({MAX_ARG_STRLEN} "
+                                 "bytes with its name)")
         if self.profile is not None:
             _check_text("profile", self.profile)
 
@@ -802,9 +820,21 @@ def encode(message: Request | Reply) -> bytes:
 
 def decode_request(data: bytes | str) -> AnyRequest:
     """Decode one client message; raises ``msgspec.ValidationError``/``DecodeError``."""
-    return request_decoder().decode(data)
+    return _decode(request_decoder(), data)
 
 
 def decode_reply(data: bytes | str) -> AnyReply:
     """Decode one daemon message; raises ``msgspec.ValidationError``/``DecodeError``."""
-    return reply_decoder().decode(data)
+    return _decode(reply_decoder(), data)
+
+
+_M = TypeVar("_M")
+
+
+def _decode(decoder: msgspec.json.Decoder[_M], data: bytes | str) -> _M:
+    try:
+        return decoder.decode(data)
+    except RecursionError:
+        # A value met before the ``type`` tag is parsed untyped, and deep nesting exhausts
+        # the interpreter's recursion limit: a bad message like any other.
+        raise msgspec.DecodeError("JSON nested too deeply") from None

@@ -172,6 +172,14 @@ def _pdeathsig() -> None:
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _dumpable_until_mapped() -> None:
+    """The fork server is not dumpable, and we inherit that; but until the id maps (and
+    ``oom_score_adj``) are written /proc/self/* must be our own, not root's. Dumpable again
+    (no core dump: the fork server's RLIMIT_CORE of 0 is inherited) until we drop it before
+    waiting."""
+    _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
+
+
 def set_oom_score_adj(value: int) -> None:
     """The session's ``oom_score_adj``, written while still in the daemon's user namespace: a
     root daemon holds CAP_SYS_RESOURCE there, which also makes it the floor the program cannot
@@ -225,6 +233,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
     try:
         _step("fork", _close_except, (*fds, hub))
         _step("pdeathsig", _pdeathsig)
+        _step("pdeathsig", _dumpable_until_mapped)
         _step("oom", set_oom_score_adj, plan.oom_score_adj)
         _reset_signals()
         if plan.audit_tag:
@@ -275,6 +284,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     try:
         _close_except((sock_fd, hub))
         _pdeathsig()
+        _dumpable_until_mapped()
         set_oom_score_adj(oom_score_adj)
         _reset_signals()
         ses, ses_err = audit_session(audit_tag) if audit_tag else (0, 0)

@@ -90,19 +90,22 @@ async def test_nobody_answering_before_the_deadline_is_a_timeout() -> None:
 
 
 async def test_the_queue_is_answered_by_its_owner_only(nursery: trio.Nursery) -> None:
-    queue = ApprovalQueue()
+    opened, closed = trio.Event(), trio.Event()
+    queue = ApprovalQueue(notify=lambda _, kind: (
+        opened if kind == "approval_pending" else closed).set())
     result: list[Verdict] = []
 
     async def held() -> None:
         result.append((await ask(ApprovalPolicy(), {}, queue))[0])
 
     nursery.start_soon(held)
-    await trio.testing.wait_all_tasks_blocked()
+    await opened.wait()
     [pending] = queue.visible(Viewer(1000))
     assert queue.visible(Viewer(1001)) == []
     assert queue.visible(Viewer(0)) == [pending]
     with pytest.raises(ApprovalNotFound):
         queue.answer(pending.id, Viewer(1001), "session")
     queue.answer(pending.id, Viewer(1000), "session")
+    await closed.wait()
     await trio.testing.wait_all_tasks_blocked()
     assert result == ["session"] and queue.visible(Viewer(0)) == []

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SYSTEM_PYTHON, DaemonThread, hello, raw_client, session_env
+from .conftest import (
+    SYSTEM_PYTHON,
+    DaemonThread,
+    hello,
+    raw_client,
+    reachable_script,
+    session_env,
+)
 from .localusers import LocalUser, local_users, socket_group
 
 pytestmark = pytest.mark.root
@@ -166,7 +173,8 @@ def test_fifos_named_trust_policy_json_refuse_launches_and_stall_no_one_else(
             fifos.append(fifo)
             stdin = "".join(json.dumps(m) + "\n" for m in (hello(), _launch(work, f"f{i}")))
             client = subprocess.Popen(
-                [*attacker.prefix(), SYSTEM_PYTHON, str(_rawclient()), str(system_daemon.socket)],
+                [*attacker.prefix(), SYSTEM_PYTHON, str(reachable_script("rawclient.py")),
+                 str(system_daemon.socket)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
             assert client.stdin is not None
             client.stdin.write(stdin.encode())
@@ -197,11 +205,6 @@ def test_fifos_named_trust_policy_json_refuse_launches_and_stall_no_one_else(
                 client.kill()
                 client.wait()
 
-
-def _rawclient() -> Path:
-    from .conftest import _reachable_rawclient
-
-    return _reachable_rawclient()
 
 
 @needs_root
