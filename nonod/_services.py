@@ -24,7 +24,7 @@ import trio
 
 from . import _callerfs
 from .audit._mask import hidden_strings
-from .policy import ResolvedPolicy
+from .policy import DAEMON_BACKEND_PREFIX, ResolvedPolicy
 from .sandbox import LaunchRequest
 
 if TYPE_CHECKING:
@@ -235,9 +235,11 @@ async def prepare(
     if net.approval is not None:  # a missing webhook key refuses the launch, as a route's
         for backend in net.approval.backends:
             if backend.type == "webhook" and backend.key:
+                # The operator's backends ([approvals.backends]) read with the daemon's rights.
+                own = backend.name.startswith(DAEMON_BACKEND_PREFIX)
                 key = await trio.to_thread.run_sync(functools.partial(
                     credentials.resolve_credential, backend.key, environ=environ,
-                    options=sources))
+                    options=credentials.SourceOptions() if own else sources))
                 prepared.approval_keys[backend.name] = key.reveal().encode()
     if net.env_credentials:
         pairs = await trio.to_thread.run_sync(functools.partial(

@@ -111,6 +111,8 @@ class ApprovalBackend(msgspec.Struct, frozen=True, kw_only=True):
 
 #: The built-in backend every profile may name: the daemon's own queue.
 QUEUE_BACKEND: Final = "queue"
+#: How a profile names a backend of the daemon's ``[approvals.backends]`` (``daemon:ops``).
+DAEMON_BACKEND_PREFIX: Final = "daemon:"
 
 
 class ApprovalPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -127,7 +129,22 @@ class ApprovalPolicy(msgspec.Struct, frozen=True, kw_only=True):
         for backend in self.backends:
             if backend.name == name:
                 return backend
+        if name != QUEUE_BACKEND:
+            raise KeyError(name)  # with_daemon_backends checked every name at launch
         return ApprovalBackend(name=QUEUE_BACKEND, type="queue")
+
+    def with_daemon_backends(self, offered: tuple[ApprovalBackend, ...]) -> ApprovalPolicy:
+        """This policy with the daemon's backends it names (``daemon:<name>``) added.
+
+        Raises KeyError naming the first backend neither the profile nor the daemon has."""
+        known = {b.name: b for b in (*self.backends, *offered)}
+        wanted = [self.backend, *(m for b in self.backends for m in b.members)]
+        for name in wanted:
+            if name != QUEUE_BACKEND and name not in known:
+                raise KeyError(name)
+        used = tuple(known[n] for n in dict.fromkeys(wanted) if n.startswith(
+            DAEMON_BACKEND_PREFIX) and n not in {b.name for b in self.backends})
+        return msgspec.structs.replace(self, backends=(*self.backends, *used))
 
 
 class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True):

@@ -223,6 +223,8 @@ class CustomCredentialDef(_Section, frozen=True, kw_only=True):
 
 
 ApprovalSeconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
+#: A backend of the daemon's ``[approvals.backends]`` (checked when the session is launched).
+_DAEMON_BACKEND: Final = re.compile(r"daemon:[A-Za-z0-9_-]{1,64}")
 
 
 @final
@@ -676,12 +678,14 @@ class _Checker:
                     raise self.fail(path, "a chain needs `mode` (all or any) and `backends`")
                 for member in members:
                     target = net.approval_backends.get(member)
-                    if member != "queue" and (target is None or target.type == "chain"):
+                    if member != "queue" and not _DAEMON_BACKEND.fullmatch(member) and (
+                            target is None or target.type == "chain"):
                         raise self.fail(path + ".backends", f"`{member}` is not a queue or "
                                         "webhook backend of this profile")
         defaults = net.approval_defaults
         if defaults is not None and defaults.backend is not None and (
-                defaults.backend != "queue" and defaults.backend not in net.approval_backends):
+                defaults.backend != "queue" and defaults.backend not in net.approval_backends
+                and not _DAEMON_BACKEND.fullmatch(defaults.backend)):
             raise self.fail("$.network.approval_defaults.backend",
                             f"unknown approval backend `{defaults.backend}`")
 

@@ -51,7 +51,7 @@ from ..audit import Event as AuditEvent
 from ..audit._fanout import AuditHub
 from ..audit._kernel import FsDeniedMonitor, Watch
 from ..audit._writer import Ledger
-from ..errors import NonoError
+from ..errors import NonoError, PolicyError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest, LayerReport
 from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
@@ -314,6 +314,24 @@ class Registry:
         notice = ApprovalNotice(kind=kind, approval=pending)
         self._feeds = [f for f in self._feeds if f._offer(notice)]
 
+    def _with_daemon_backends(self, session: Session, policy: ResolvedPolicy
+                              ) -> ResolvedPolicy:
+        """``policy`` with the daemon's approval backends it names; PolicyError (the launch
+        is refused) for a name neither the profile nor ``[approvals.backends]`` has."""
+        approval = policy.network.approval
+        if approval is None:
+            return policy
+        try:
+            approval = approval.with_daemon_backends(self._limits().approval_backends)
+        except KeyError as exc:
+            raise PolicyError(
+                f"unknown approval backend `{exc.args[0]}`",
+                hint="daemon backends are [approvals.backends.NAME] in nonod.toml, named "
+                "`daemon:NAME` in profiles") from None
+        session.policy_approval = approval
+        return msgspec.structs.replace(policy, network=msgspec.structs.replace(
+            policy.network, approval=approval))
+
     def _asker(self, session: Session, proc: Process) -> SessionAsker | None:
         """The session's approval asker, when its profile asks about unlisted hosts."""
         approval = session.policy_approval
@@ -458,8 +476,9 @@ class Registry:
                 null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
                 to_close.append(null)
                 stdio = (null, null, null)
+            services_policy = self._with_daemon_backends(session, plan.policy)
             prepared = await _services.prepare(
-                plan.policy, plan.request, settings=self._network(),
+                services_policy, plan.request, settings=self._network(),
                 environ=dict(os.environ),  # env:// reads the daemon's environment
                 listen_ports=plan.policy.network.listen_ports,
                 user_config_dir=_user_config_dir(plan.request, plan.owner, system=self._system),

@@ -157,13 +157,14 @@ def finish(proc: subprocess.Popen[bytes]) -> list[str]:
 
 
 def daemon_setup(base: Path, fake: FakeHost, pins: dict[str, str] | None = None, *,
-                 system: bool = False) -> Setup:
+                 system: bool = False, extra_config: str = "") -> Setup:
     """A daemon pinned to ``fake`` (and to ``pins``; ``system``: a system daemon, its socket
     in ``socket_group()``), with the fetching program in ``base``."""
     (base / "inside.py").write_text(INSIDE)
     resolve = ", ".join(f'"{name}" = "{to}"' for name, to in
                         {HOST: f"127.0.0.1:{fake.port}", **(pins or {})}.items())
-    config = f'[network]\nresolve = {{{resolve}}}\nextra_ca_file = "{fake.ca_file}"\n'
+    config = (f'[network]\nresolve = {{{resolve}}}\nextra_ca_file = "{fake.ca_file}"\n'
+              + extra_config)
     if system:  # root's own sessions run as root: the daemon must allow it
         config = (f'[daemon]\nsocket_group = "{socket_group()}"\n'
                   '[sessions]\nallow_root = true\n' + config)

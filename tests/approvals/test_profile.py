@@ -53,6 +53,22 @@ def test_backends_resolve_with_their_fields() -> None:
     assert net.approval.named("queue").type == "queue"
 
 
+def test_daemon_backends_are_named_by_prefix_and_added_at_launch() -> None:
+    net = network({"approval_backends": {"both": {
+        "type": "chain", "mode": "any", "backends": ["daemon:ops", "queue"]}},
+        "approval_defaults": {"backend": "both"}})
+    assert net.approval is not None
+    ops = ApprovalBackend(name="daemon:ops", type="webhook", url="https://o.example", key="k")
+    spare = ApprovalBackend(name="daemon:spare", type="webhook", url="https://s.example",
+                            key="k")
+    merged = net.approval.with_daemon_backends((ops, spare))
+    assert merged.named("daemon:ops") == ops
+    with pytest.raises(KeyError):
+        merged.named("daemon:spare")  # only what the profile names
+    with pytest.raises(KeyError, match="daemon:ops"):
+        net.approval.with_daemon_backends((spare,))
+
+
 def test_block_net_drops_approvals() -> None:
     net = network({"approval_defaults": {"backend": "queue"}},
                   cli=CliOverrides(block_net=True))

@@ -139,3 +139,29 @@ def test_a_chain_of_any_lets_the_queue_allow_what_the_webhook_denied(
     assert receiver.valid == [True]
     decided = [e for e in audit if e["type"] == "approval" and e["stage"] == "decided"]
     assert [(e["decision"], e["decider"]) for e in decided] == [("once", "chain:either:uid:0")]
+
+
+def test_a_profile_may_use_the_operators_webhook(
+        short_tmp: Path, fake_host: FakeHost, receiver: Receiver) -> None:
+    """``[approvals.backends.ops]`` in nonod.toml, named ``daemon:ops`` by the profile; its
+    key is read with the daemon's rights."""
+    key = short_tmp / "ops.key"
+    key.write_text(KEY)
+    key.chmod(0o600)
+    operator = (f'[approvals.backends.ops]\ntype = "webhook"\n'
+                f'url = "https://{HOOK}/ops"\nkey = "file://{key}"\n')
+    setup = daemon_setup(short_tmp, fake_host, {HOOK: f"127.0.0.1:{receiver.port}"},
+                         extra_config=operator)
+    try:
+        ops = setup.profile({"approval_defaults": {"backend": "daemon:ops"}})
+        lines = finish(setup.launch(ops, "/ops"))
+        unknown = setup.cli("launch", "--profile", str(setup.profile(
+            {"approval_defaults": {"backend": "daemon:nope"}}, name="nope")), "--", "true")
+        audit = setup.audit()
+    finally:
+        setup.daemon.stop()
+    assert lines == ["200 hello /ops"]
+    assert receiver.valid == [True] and receiver.bodies[0]["backend"] == "daemon:ops"
+    decided = [e for e in audit if e["type"] == "approval" and e["stage"] == "decided"]
+    assert [(e["decision"], e["decider"]) for e in decided] == [("session", "webhook:daemon:ops")]
+    assert unknown.returncode != 0 and "unknown approval backend `daemon:nope`" in unknown.stderr
