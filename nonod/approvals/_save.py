@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import secrets
 import stat
 from pathlib import Path
 from typing import Any, Final
@@ -57,7 +58,7 @@ def add_host(path: str, host: str, uid: int) -> str:
     domains.append(entry)
     new = (json.dumps(profile, indent=2, ensure_ascii=False) + "\n").encode()
     target = Path(path)
-    temporary = target.with_name(f".{target.name}.nonod-{os.getpid()}")
+    temporary = target.with_name(f".{target.name}.nonod-{secrets.token_hex(6)}")
     out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                   | os.O_CLOEXEC, stat.S_IMODE(info.st_mode))
     try:
