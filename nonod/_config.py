@@ -153,6 +153,14 @@ class ApprovalsSection(_Section, frozen=True, kw_only=True):
                    ApprovalBackendSection] = msgspec.field(default_factory=dict)
 
 
+class SandboxSection(_Section, frozen=True, kw_only=True):
+    #: ``auto``: namespaces where the kernel lets the daemon create them, else
+    #: ``landlock-only`` (no namespaces: Landlock, seccomp, the Landlock network; profiles
+    #: that need a mount namespace are refused unless they accept the weaker mode). Read when
+    #: the launcher starts (a reload does not change a running launcher's mode).
+    mode: Literal["auto", "namespaces", "landlock-only"] = "auto"
+
+
 class MetricsSection(_Section, frozen=True, kw_only=True):
     #: Serve Prometheus metrics (``GET /metrics``) on ``listen``.
     enabled: bool = False
@@ -237,6 +245,7 @@ class ExportSection(_Section, frozen=True, kw_only=True):
 
 class Config(_Section, frozen=True, kw_only=True):
     daemon: DaemonSection = DaemonSection()
+    sandbox: SandboxSection = SandboxSection()
     sessions: SessionsSection = SessionsSection()
     network: NetworkSection = NetworkSection()
     audit: AuditSection = AuditSection()

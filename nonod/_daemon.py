@@ -104,7 +104,12 @@ class _LauncherHost:
     async def _host(self, *, task_status: trio.TaskStatus[LauncherLike]) -> None:
         try:
             async with self._factory() as launcher:
-                self.state = "ready"
+                self.state = "ready" if launcher.mode == "namespaces" else "ready (landlock-only)"
+                if launcher.mode != "namespaces":
+                    log.warning("sandbox mode landlock-only: the kernel refuses the session "
+                                "namespaces; sessions are partially enforced and profiles that "
+                                "need a mount namespace are refused unless they accept it",
+                                mode=launcher.mode)
                 task_status.started(launcher)
                 await trio.sleep_forever()
         finally:

@@ -53,7 +53,7 @@ from ..audit._kernel import FsDeniedMonitor, Watch
 from ..audit._writer import Ledger
 from ..errors import NonoError, PolicyError
 from ..policy import ResolvedPolicy
-from ..sandbox import LaunchRequest, LayerReport
+from ..sandbox import LaunchRequest, LayerReport, adapt_policy
 from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
 from ._contracts import Caller, GetLauncher, Process, SessionPlan
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
@@ -478,7 +478,8 @@ class Registry:
                 stdio = (null, null, null)
             services_policy = self._with_daemon_backends(session, plan.policy)
             prepared = await _services.prepare(
-                services_policy, plan.request, settings=self._network(),
+                adapt_policy(services_policy, launcher.mode), plan.request,
+                settings=self._network(),
                 environ=dict(os.environ),  # env:// reads the daemon's environment
                 listen_ports=plan.policy.network.listen_ports,
                 user_config_dir=_user_config_dir(plan.request, plan.owner, system=self._system),
