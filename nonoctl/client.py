@@ -41,7 +41,7 @@ import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeVar, final
+from typing import TYPE_CHECKING, Final, Literal, TypeVar, final
 
 import wsproto
 import wsproto.events as ws_events
@@ -516,6 +516,18 @@ class Client:
     def sessions(self, *, all: bool = False) -> tuple[p.SessionInfo, ...]:
         return _expect(self._ask(p.ListSessions(all=all)), p.SessionList).sessions
 
+    def approvals(self, session: str | None = None) -> tuple[p.ApprovalInfo, ...]:
+        return _expect(self._ask(p.ApprovalList(session=session)), p.Approvals).approvals
+
+    def approval(self, approval_id: str) -> p.ApprovalReply:
+        return _expect(self._ask(p.ApprovalInspect(id=approval_id)), p.ApprovalReply)
+
+    def answer(self, approval_id: str, answer: Literal["once", "session", "deny"], *,
+               save_to_profile: bool = False) -> p.ApprovalReply:
+        return _expect(self._ask(p.ApprovalAnswer(id=approval_id, answer=answer,
+                                                     save_to_profile=save_to_profile)),
+                       p.ApprovalReply)
+
     def inspect(self, session: str) -> p.SessionDetail:
         return _expect(self._ask(p.Inspect(session=session)), p.SessionReply).session
 
@@ -623,7 +635,8 @@ class AuditStream:
 
 @final
 class EventStream:
-    """An iterator of ``SessionEvent``; also a context manager that closes its connection."""
+    """An iterator of ``SessionEvent`` and ``ApprovalEvent``; also a context manager that
+    closes its connection."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -631,9 +644,9 @@ class EventStream:
     def __iter__(self) -> EventStream:
         return self
 
-    def __next__(self) -> p.SessionEvent:
+    def __next__(self) -> p.SessionEvent | p.ApprovalEvent:
         reply = check(self._conn.receive())
-        if isinstance(reply, p.SessionEvent):
+        if isinstance(reply, p.SessionEvent | p.ApprovalEvent):
             return reply
         self.close()
         if isinstance(reply, p.EndOfOutput):
@@ -714,6 +727,11 @@ class AsyncClient:
     async def sessions(self, *, all: bool = False) -> tuple[p.SessionInfo, ...]:
         return _expect(await self._ask(p.ListSessions(all=all)), p.SessionList).sessions
 
+    async def answer(self, approval_id: str, answer: Literal["once", "session", "deny"]
+                     ) -> p.ApprovalReply:
+        return _expect(await self._ask(p.ApprovalAnswer(id=approval_id, answer=answer)),
+                       p.ApprovalReply)
+
     async def inspect(self, session: str) -> p.SessionDetail:
         return _expect(await self._ask(p.Inspect(session=session)), p.SessionReply).session
 
@@ -744,8 +762,8 @@ class AsyncClient:
     @contextlib.asynccontextmanager
     async def events(
         self, session: str | None = None
-    ) -> AsyncIterator[AsyncIterator[p.SessionEvent]]:
-        """Session lifecycle events, on a connection of their own::
+    ) -> AsyncIterator[AsyncIterator[p.SessionEvent | p.ApprovalEvent]]:
+        """Session lifecycle and approval events, on a connection of their own::
 
             async with client.events() as events:
                 async for event in events:
@@ -754,10 +772,10 @@ class AsyncClient:
         async with open_async_client(self.path, autostart=False) as other:
             _expect(await other._ask(p.Subscribe(session=session)), p.Ok)
 
-            async def iterate() -> AsyncIterator[p.SessionEvent]:
+            async def iterate() -> AsyncIterator[p.SessionEvent | p.ApprovalEvent]:
                 while True:
                     reply = check(await other._receive())
-                    if isinstance(reply, p.SessionEvent):
+                    if isinstance(reply, p.SessionEvent | p.ApprovalEvent):
                         yield reply
                     elif isinstance(reply, p.EndOfOutput):
                         return

@@ -49,6 +49,7 @@ from .control import (
     default_socket_path,
 )
 from .errors import NonoError
+from .policy import DAEMON_BACKEND_PREFIX, ApprovalBackend
 from .sessions import AuditSettings, LauncherLike, Registry, SessionLimits
 from .sessions._records import HEARTBEAT_INTERVAL
 
@@ -134,6 +135,11 @@ class _State:
             max_live=s.max_live, stop_grace=s.stop_grace, shutdown_grace=s.shutdown_grace,
             allow_root=s.allow_root, output_buffer_bytes=s.output_buffer_bytes,
             log_max_bytes=s.log_max_bytes, oom_score_adj=s.oom_score_adj,
+            approval_timeout=self.config.approvals.timeout,
+            approval_backends=tuple(
+                ApprovalBackend(name=DAEMON_BACKEND_PREFIX + name, type=b.type, url=b.url,
+                                key=b.key, timeout_secs=b.timeout_secs)
+                for name, b in sorted(self.config.approvals.backends.items())),
         )
 
     def network(self) -> NetworkSettings:

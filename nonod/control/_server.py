@@ -56,7 +56,8 @@ from .._dryrun import summarize
 from ..errors import LaunchError, NonoError, ProfileError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest
-from ._convert import exited_after, lifecycle, session_detail, session_info
+from ._approvals import feed_reply, handle_approval
+from ._convert import exited_after, session_detail, session_info
 from ._limits import REFUSAL_SLOTS, REFUSAL_TIMEOUT, ConnectionCounter, TooManyConnections
 
 if TYPE_CHECKING:
@@ -588,6 +589,9 @@ class _Conversation:
                 await self.send(await self._secret(request))
             case p.TrustKeygen() | p.TrustExportKey() | p.TrustSign() | p.TrustInit():
                 await self.send(await self._trust(request))
+            case p.ApprovalList() | p.ApprovalInspect() | p.ApprovalAnswer():
+                await self.send(await handle_approval(reg.approvals, self.caller, request,
+                                                      system=self._server.info.system))
             case _:
                 assert_never(request)
         return True
@@ -931,7 +935,7 @@ class _Conversation:
 
         async def produce() -> p.AnyReply:
             async for event in feed.channel:
-                await self.send(lifecycle(event))
+                await self.send(feed_reply(event))
             return p.EndOfOutput(reason="lagged" if feed.lagged else "complete")
 
         try:

@@ -29,7 +29,10 @@ import msgspec
 from ..errors import ExtendsError, PolicyError, ProfileError
 from ..policy import (
     DEFAULT_MAX_PROCESSES,
+    QUEUE_BACKEND,
     Access,
+    ApprovalBackend,
+    ApprovalPolicy,
     CustomCredential,
     Denial,
     EnvPolicy,
@@ -42,6 +45,7 @@ from . import _expand
 from ._expand import ResolveContext
 from ._groups import GroupCatalog, NetworkCatalog, builtin_groups, builtin_network, valid_host
 from ._schema import (
+    ApprovalDefaults,
     ConditionalName,
     ConditionalPath,
     CustomCredentialDef,
@@ -555,7 +559,8 @@ class _Resolver:
             credentials.append(name)
         upstream = net.upstream_proxy or net.external_proxy
         block = net.block is True or self.cli.block_net
-        wants_proxy = bool(domains or credentials or profile_name or upstream)
+        approval = None if block else self._approval()
+        wants_proxy = bool(domains or credentials or profile_name or upstream or approval)
         if block and wants_proxy:
             if net.block is True:
                 raise self.fail("$.network.block",
@@ -564,6 +569,7 @@ class _Resolver:
             self.note("info", "--block-net: allowed domains, the network profile and credential "
                       "routes of the profile are dropped")
             domains, credentials, profile_name, upstream = [], [], None, None
+            approval = None
         ports = [*net.listen_port, *self.cli.listen_port]
         for port in ports:
             if not 1 <= port <= 65535:
@@ -584,6 +590,24 @@ class _Resolver:
             upstream_bypass=_dedupe(
                 h.lower() for h in (*net.upstream_bypass, *net.external_proxy_bypass)
             ),
+            approval=approval,
+        )
+
+    def _approval(self) -> ApprovalPolicy | None:
+        """``ask`` (``nonod.network_unlisted``, or a default approval backend) → the
+        approval policy; ``deny`` or nothing said → None."""
+        net, unlisted = self.profile.network, self.profile.nonod.network_unlisted
+        defaults = net.approval_defaults or ApprovalDefaults()
+        if unlisted == "deny" or (unlisted is None and defaults.backend is None):
+            return None
+        return ApprovalPolicy(
+            backend=defaults.backend or QUEUE_BACKEND,
+            timeout_secs=defaults.timeout_secs,
+            backends=tuple(
+                ApprovalBackend(name=name, type=b.type, url=b.url, key=b.key,
+                                timeout_secs=b.timeout_secs, mode=b.mode or "any",
+                                members=b.backends)
+                for name, b in sorted(net.approval_backends.items())),
         )
 
     def _credential(self, d: CustomCredentialDef) -> CustomCredential:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import functools
 import os
 import re
 import secrets
@@ -44,12 +45,13 @@ from .._secretfiles import (
     secret_denials,
     with_secrets_hidden,
 )
+from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts, WebhookCaller
 from ..audit import AuditError, redact_argv
 from ..audit import Event as AuditEvent
 from ..audit._fanout import AuditHub
 from ..audit._kernel import FsDeniedMonitor, Watch
 from ..audit._writer import Ledger
-from ..errors import NonoError
+from ..errors import NonoError, PolicyError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest, LayerReport, adapt_policy
 from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
@@ -93,6 +95,17 @@ class LifecycleEvent:
     record: SessionRecord
 
 
+@dataclass(frozen=True)
+class ApprovalNotice:
+    """An approval was opened (``approval_pending``) or closed (``approval_closed``)."""
+
+    kind: str
+    approval: Pending
+
+
+FeedEvent = LifecycleEvent | ApprovalNotice
+
+
 @final
 class EventFeed:
     """Lifecycle events for one subscriber; closed (``lagged``) if it falls behind."""
@@ -100,13 +113,17 @@ class EventFeed:
     def __init__(self, caller: Caller, session_id: str | None) -> None:
         self.caller = caller
         self.session_id = session_id
-        self._send, self.channel = trio.open_memory_channel[LifecycleEvent](EVENT_BACKLOG)
+        self._send, self.channel = trio.open_memory_channel[FeedEvent](EVENT_BACKLOG)
         self.lagged = False
 
-    def _offer(self, event: LifecycleEvent) -> bool:
-        if not self.caller.may_see(event.record.owner_uid):
+    def _offer(self, event: FeedEvent) -> bool:
+        if isinstance(event, ApprovalNotice):
+            owner, session_id = event.approval.owner_uid, event.approval.session_id
+        else:
+            owner, session_id = event.record.owner_uid, event.record.id
+        if not self.caller.may_see(owner):
             return True
-        if self.session_id is not None and event.record.id != self.session_id:
+        if self.session_id is not None and session_id != self.session_id:
             return True
         try:
             self._send.send_nowait(event)
@@ -164,6 +181,8 @@ class Registry:
         self._system = system
         self._sessions: dict[str, Session] = {}
         self._feeds: list[EventFeed] = []
+        #: Every session's pending approvals (``nonoctl approvals``).
+        self.approvals = ApprovalQueue(notify=self._emit_approval)
 
     # -- startup
     async def load(self) -> list[str]:
@@ -291,6 +310,47 @@ class Registry:
         event = LifecycleEvent(kind=kind, record=msgspec.structs.replace(session.record))
         self._feeds = [f for f in self._feeds if f._offer(event)]
 
+    def _emit_approval(self, pending: Pending, kind: str) -> None:
+        notice = ApprovalNotice(kind=kind, approval=pending)
+        self._feeds = [f for f in self._feeds if f._offer(notice)]
+
+    def _with_daemon_backends(self, session: Session, policy: ResolvedPolicy
+                              ) -> ResolvedPolicy:
+        """``policy`` with the daemon's approval backends it names; PolicyError (the launch
+        is refused) for a name neither the profile nor ``[approvals.backends]`` has."""
+        approval = policy.network.approval
+        if approval is None:
+            return policy
+        try:
+            approval = approval.with_daemon_backends(self._limits().approval_backends)
+        except KeyError as exc:
+            raise PolicyError(
+                f"unknown approval backend `{exc.args[0]}`",
+                hint="daemon backends are [approvals.backends.NAME] in nonod.toml, named "
+                "`daemon:NAME` in profiles") from None
+        session.policy_approval = approval
+        return msgspec.structs.replace(policy, network=msgspec.structs.replace(
+            policy.network, approval=approval))
+
+    def _asker(self, session: Session, proc: Process) -> SessionAsker | None:
+        """The session's approval asker, when its profile asks about unlisted hosts."""
+        approval = session.policy_approval
+        if approval is None:
+            return None
+        record = session.record
+        keys = session.services.approval_keys if session.services is not None else {}
+        network = self._network()
+        webhook = WebhookCaller(keys=keys, extra_ca_file=network.extra_ca_file,
+                                pins=network.resolve) if keys else None
+        return SessionAsker(
+            queue=self.approvals, policy=approval, timeout=self._limits().approval_timeout,
+            facts=SessionFacts(session_id=record.id, name=record.name,
+                               owner_uid=record.owner_uid, pid=proc.pid, command=record.argv,
+                               profile=record.profile,
+                               hidden=tuple(session.services.hidden)
+                               if session.services is not None else ()),
+            record=session.write_event, webhook=webhook)
+
     # -- launching
     def _check_launch(self, plan: SessionPlan) -> None:
         limits = self._limits()
@@ -379,6 +439,7 @@ class Registry:
         )
         session = Session(record, directory=self._sessions_dir / session_id,
                           metrics=self._metrics)
+        session.policy_approval = plan.policy.network.approval
         # Registered while starting, so the name is reserved and `ps` shows it.
         self._sessions[session_id] = session
         try:
@@ -415,8 +476,10 @@ class Registry:
                 null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
                 to_close.append(null)
                 stdio = (null, null, null)
+            services_policy = self._with_daemon_backends(session, plan.policy)
             prepared = await _services.prepare(
-                adapt_policy(plan.policy, launcher.mode), plan.request, settings=self._network(),
+                adapt_policy(services_policy, launcher.mode), plan.request,
+                settings=self._network(),
                 environ=dict(os.environ),  # env:// reads the daemon's environment
                 listen_ports=plan.policy.network.listen_ports,
                 user_config_dir=_user_config_dir(plan.request, plan.owner, system=self._system),
@@ -567,8 +630,9 @@ class Registry:
             if session.audit is not None:
                 await nursery.start(session.audit.run)
             if session.services is not None:
-                await nursery.start(_services.serve, session.services, proc,
-                                    session.audit_event)
+                await nursery.start(functools.partial(
+                    _services.serve, session.services, proc, session.audit_event,
+                    asker=self._asker(session, proc)))
             if session.output is not None:
                 nursery.start_soon(session.output.run_writer)
                 pump_done = trio.Event()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..policy import ApprovalBackend
+
 
 @dataclass(frozen=True)
 class SessionLimits:
@@ -17,6 +19,11 @@ class SessionLimits:
     output_buffer_bytes: int = 256 * 1024
     log_max_bytes: int = 64 * 1024 * 1024
     oom_score_adj: int = 800
+    #: ``[approvals] timeout``: how long a held request waits for an answer (profiles may
+    #: say less or more with ``network.approval_defaults.timeout_secs``).
+    approval_timeout: float = 60.0
+    #: ``[approvals.backends.*]``: the operator's webhooks, named ``daemon:<name>``.
+    approval_backends: tuple[ApprovalBackend, ...] = ()
 
 
 @dataclass(frozen=True)
