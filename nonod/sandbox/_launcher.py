@@ -673,6 +673,10 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int) -
     if plan.seccomp:
         _step("seccomp", install_filter, plan.seccomp)
     supervisor: Supervisor | None = None
+    # Until the init forwards them (``_serve_as_init``), the signals it forwards wait here:
+    # pid 1 of a namespace drops a signal it has no handler for, so a stop that came between
+    # the program's start and the handlers would be lost. The program starts unblocked.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     if plan.creation_refused:
         pid, supervisor = _fork_guarded(plan, launch_w, exit_w)
     elif plan.controlling_tty:
@@ -681,7 +685,7 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int) -
         # vfork-style spawn: no copy of our page tables; an exec failure comes back as OSError
         try:
             pid = os.posix_spawn(plan.executable, list(plan.argv), _env_dict(plan.env),
-                                 setsid=True)
+                                 setsid=True, setsigmask=())
         except OSError as exc:
             raise StepFailed("exec", exc.errno or 0, plan.executable) from None
     os.close(launch_w)
@@ -733,6 +737,7 @@ def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int,
             if guarded is not None:
                 _step("createguard", confine_program, guarded[0], plan.creation_filter,
                       guarded[1])
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
             os.execve(plan.executable, list(plan.argv), _env_dict(plan.env))
         except OSError as exc:
             _fail(launch_w, StepFailed("exec", exc.errno or 0, plan.executable))
@@ -766,6 +771,7 @@ def _serve_as_init(program: int, exit_w: int, control: int,
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # so that SIGCHLD wakes select
     signal.set_wakeup_fd(wake_w)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # a stop that came early: now
     chan = socket.socket(fileno=control)
     watch: list[int] = [wake_r, control]
     if supervisor is not None:

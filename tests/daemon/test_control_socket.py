@@ -594,3 +594,17 @@ async def test_a_silent_connection_is_closed_after_the_handshake_timeout(
         async with open_async_client(handle.socket, autostart=False) as client:
             assert (await client.status()).sessions_live == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_a_stop_right_after_the_launch_is_a_sigterm_the_program_gets(
+        daemon: DaemonHandle, short_tmp: Path) -> None:
+    # The session's init forwards SIGTERM to the program; one that arrives before the init's
+    # handlers exist must wait for them, not vanish (pid 1 drops unhandled signals), or the
+    # stop turns into a SIGKILL after the grace period.
+    async with open_async_client(daemon.socket, autostart=False) as client:
+        for _ in range(10):
+            session = await client.launch(["sleep", "600"], cwd=str(short_tmp),
+                                          env=session_env(short_tmp),
+                                          options=p.LaunchOptions(allow_cwd=True))
+            exited = await client.stop(session.id, timeout=10)
+            assert exited.signal == 15
