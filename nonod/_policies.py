@@ -11,12 +11,22 @@ with the caller's own identity (``nonod._callerfs``), then accepts it only when 
 it read belongs to the caller (or is root's and world-readable). No check by name comes before
 that open, so a symlink flipped in between gains nothing. The caller's home directory comes
 from the password database there, not from the caller's environment.
+
+Resolving a launch's profile canonicalises about a hundred paths; the result is cached
+(:class:`ResolutionCache`) under everything it was computed from: the caller (uid, gid), the
+bytes of the profile as loaded (so a changed profile file misses; profiles are still loaded
+on every launch, as the caller), the resolution context (home, working directory, the
+caller's environment) and the options. An entry is served only while the filesystem still
+answers every question its resolution asked (:class:`nonod.profiles.FsLook`): a path created,
+removed, replaced or re-pointed since makes the launch resolve again.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import final
@@ -31,6 +41,7 @@ from .policy import ResolvedPolicy
 from .profiles import (
     MAX_PROFILE_BYTES,
     CliOverrides,
+    FsLook,
     Profile,
     ResolveContext,
     list_profiles,
@@ -41,6 +52,41 @@ from .profiles import (
 from .sessions import Caller
 
 DEFAULT_PROFILE = "default"
+#: Resolutions kept (a key is a caller, a profile, a directory and options).
+CACHE_ENTRIES = 64
+
+
+@final
+class ResolutionCache:
+    """Resolved policies by what they were computed from, each with the filesystem looks
+    that must still hold; least recently used out first. Used from worker threads."""
+
+    def __init__(self, size: int = CACHE_ENTRIES) -> None:
+        self._size = size
+        self._entries: OrderedDict[bytes, tuple[ResolvedPolicy, FsLook]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: bytes) -> ResolvedPolicy | None:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and entry[1].unchanged():
+            with self._lock:
+                self._entries.move_to_end(key)
+                self.hits += 1
+            return entry[0]
+        with self._lock:
+            self._entries.pop(key, None)
+            self.misses += 1
+        return None
+
+    def put(self, key: bytes, policy: ResolvedPolicy, look: FsLook) -> None:
+        with self._lock:
+            self._entries[key] = (policy, look)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
 
 
 def _is_path(value: str) -> bool:
@@ -77,6 +123,7 @@ class ProfilePolicies:
     def __init__(self, *, system: bool, profile_dir: Callable[[], Path | None]) -> None:
         self._system = system
         self._profile_dir = profile_dir
+        self.cache = ResolutionCache()
 
     # -- PolicySource
     async def resolve_launch(
@@ -169,7 +216,14 @@ class ProfilePolicies:
     ) -> tuple[ResolvedPolicy, str | None]:
         profile = self._load(request.profile, caller, request.env, data)
         ctx = self._context(caller, request.env, request.cwd)
-        policy = resolve(profile, ctx, overrides=overrides_from(request.options))
+        overrides = overrides_from(request.options)
+        # everything the resolution depends on, besides the filesystem (checked by the look)
+        key = msgspec.msgpack.encode((caller.uid, caller.gid, profile, ctx, overrides))
+        policy = self.cache.get(key)
+        if policy is None:
+            look = FsLook()
+            policy = resolve(profile, ctx, overrides=overrides, look=look)
+            self.cache.put(key, policy, look)
         return policy, request.profile
 
     def _list(self, caller: Caller) -> tuple[p.ProfileEntry, ...]:
