@@ -1,4 +1,5 @@
-"""Talk to nonod from Python: a blocking client (wsproto) and a trio client (trio-websocket).
+"""Talk to nonod from Python: a blocking client (``nonoctl._ws``: the standard library only)
+and a trio client (trio-websocket).
 
 Blocking, for scripts and for ``nonoctl`` itself (it must not pay for importing trio)::
 
@@ -42,12 +43,11 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar, final
 
-import wsproto
-import wsproto.events as ws_events
-
 from nonod import protocol as p
 from nonod.control._socket import client_socket_path
 from nonod.errors import NonoError
+
+from . import _ws
 
 if TYPE_CHECKING:
     from trio_websocket import WebSocketConnection
@@ -114,10 +114,8 @@ class Connection:
     def __init__(self, sock: socket.socket, path: Path) -> None:
         self.sock = sock
         self.path = path
-        self._ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        self._ws = _ws.ClientCodec(max_message=MAX_REPLY_BYTES)
         self._replies: deque[p.AnyReply] = deque()
-        self._text: list[str] = []
-        self._size = 0
         self.closed = False
         self.welcome: p.Welcome | None = None
 
@@ -150,26 +148,20 @@ class Connection:
         return conn
 
     def _handshake(self) -> None:
-        self._send_raw(self._ws.send(ws_events.Request(
-            host="localhost", target=p.WS_RESOURCE, subprotocols=[p.WS_SUBPROTOCOL],
-        )))
-        rejected: ws_events.RejectConnection | None = None
-        body = b""
+        self._send_raw(self._ws.request("localhost", p.WS_RESOURCE, p.WS_SUBPROTOCOL))
         while True:
             self._receive_raw()
-            for event in self._ws.events():
-                if isinstance(event, ws_events.AcceptConnection):
-                    return
-                if isinstance(event, ws_events.RejectConnection):
-                    rejected = event
-                    if not event.has_body:
-                        raise ConnectionLost(f"nonod refused the connection ({event.status_code})")
-                elif isinstance(event, ws_events.RejectData):
-                    body += event.data
-                    if event.body_finished:
-                        status = rejected.status_code if rejected else 0
-                        text = body.decode("utf-8", "replace").strip()
-                        raise ConnectionLost(f"nonod refused the connection ({status}): {text}")
+            try:
+                if self._ws.read_upgrade():
+                    return  # frames that came with it wait in the codec for receive()
+            except _ws.Rejected as exc:
+                text = exc.body.decode("utf-8", "replace").strip()
+                raise ConnectionLost(f"nonod refused the connection ({exc.status})"
+                                     + (f": {text}" if text else "")) from None
+            except _ws.ProtocolError as exc:
+                raise ConnectionLost(f"nonod broke the WebSocket protocol: {exc}") from None
+            if self.closed:
+                raise ConnectionLost("nonod closed the connection during the handshake")
 
     # -- raw I/O
     def _send_raw(self, data: bytes, fds: Sequence[int] = ()) -> None:
@@ -194,35 +186,35 @@ class Connection:
             raise ConnectionLost(f"lost the connection to nonod: {exc.strerror or exc}") from exc
         if not data:
             self.closed = True
-            self._ws.receive_data(None)
             return
         self._ws.receive_data(data)
 
+    @staticmethod
+    def _decode(event: _ws.Text) -> p.AnyReply:
+        try:
+            return p.decode_reply(event.data)
+        except (ValueError, TypeError) as exc:
+            raise UnexpectedReply(f"cannot decode a message from nonod: {exc}") from exc
+
     def _drain_events(self) -> None:
-        for event in self._ws.events():
-            if isinstance(event, ws_events.TextMessage):
-                self._text.append(event.data)
-                self._size += len(event.data)
-                if self._size > MAX_REPLY_BYTES:
-                    raise ConnectionLost("nonod sent an oversized message")
-                if event.message_finished:
-                    text = "".join(self._text)
-                    self._text.clear()
-                    self._size = 0
-                    try:
-                        self._replies.append(p.decode_reply(text))
-                    except (ValueError, TypeError) as exc:
-                        raise UnexpectedReply(f"cannot decode a message from nonod: {exc}") from exc
-            elif isinstance(event, ws_events.Ping):
-                self._send_raw(self._ws.send(event.response()))
-            elif isinstance(event, ws_events.CloseConnection):
-                with contextlib.suppress(ConnectionLost, wsproto.utilities.LocalProtocolError):
-                    self._send_raw(self._ws.send(event.response()))
-                self.closed = True
-                self._close_reason = event.reason or ""
-                self._close_code = event.code
-            elif isinstance(event, ws_events.BytesMessage):
-                raise UnexpectedReply("nonod sent a binary frame")
+        try:
+            for event in self._ws.events():
+                if isinstance(event, _ws.Text):
+                    self._replies.append(self._decode(event))
+                elif isinstance(event, _ws.Ping):
+                    self._send_raw(self._ws.pong(event.payload))
+                elif isinstance(event, _ws.Close):
+                    with contextlib.suppress(ConnectionLost):
+                        self._send_raw(self._ws.close(event.code if event.code != 1005 else 1000))
+                    self.closed = True
+                    self._close_reason = event.reason
+                    self._close_code = event.code
+                    return
+                else:
+                    raise UnexpectedReply("nonod sent a binary frame")
+        except _ws.ProtocolError as exc:
+            self.closed = True
+            raise ConnectionLost(f"nonod broke the WebSocket protocol: {exc}") from None
 
     # -- messages
     def send(self, message: p.Request, *, fds: Sequence[int] = ()) -> None:
@@ -230,7 +222,7 @@ class Connection:
         if self.closed:
             raise ConnectionLost("the connection to nonod is closed")
         text = p.encode(message).decode("utf-8")
-        self._send_raw(self._ws.send(ws_events.Message(data=text)), fds)
+        self._send_raw(self._ws.text(text), fds)
 
     def receive(self) -> p.AnyReply:
         """The next message from the daemon (blocking)."""
@@ -266,8 +258,8 @@ class Connection:
 
     def close(self) -> None:
         if not self.closed:
-            with contextlib.suppress(ConnectionLost, wsproto.utilities.LocalProtocolError):
-                self._send_raw(self._ws.send(ws_events.CloseConnection(code=1000)))
+            with contextlib.suppress(ConnectionLost):
+                self._send_raw(self._ws.close(1000))
             self.closed = True
         self.sock.close()
 

@@ -13,7 +13,6 @@ import msgspec
 import pytest
 import trio
 import trio.testing
-import wsproto.events as ws_events
 
 from nonoctl.client import Connection, ConnectionLost, RemoteError, open_async_client
 from nonod import protocol as p
@@ -24,11 +23,11 @@ from .conftest import DaemonHandle, DaemonThread, session_env, start_daemon, wai
 
 
 def send_text(conn: Connection, text: str) -> None:
-    conn._send_raw(conn._ws.send(ws_events.TextMessage(data=text)))
+    conn._send_raw(conn._ws.text(text))
 
 
 def send_bytes(conn: Connection, data: bytes) -> None:
-    conn._send_raw(conn._ws.send(ws_events.BytesMessage(data=data)))
+    conn._send_raw(conn._ws.binary(data))
 
 
 def launch(conn: Connection, argv: list[str], cwd: Path, **kwargs: object) -> p.SessionDetail:
