@@ -1,6 +1,6 @@
 """``nonoctl``: the command line of nono's daemon.
 
-The hot path imports only the standard library, msgspec, wsproto, the protocol module and the
+The hot path imports only the standard library, msgspec, the protocol module and the
 error hierarchy: never trio, structlog or the daemon (``nonoctl ps`` must answer in well under
 100 ms). Everything else (terminal handling, subprocess, doctor probes) is imported inside the
 command that needs it.

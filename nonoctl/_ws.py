@@ -1,11 +1,12 @@
 """The client side of RFC 6455 WebSocket, as much as talking to nonod over its Unix socket needs.
 
 ``nonoctl``'s blocking client used wsproto (and through it h11): about 20 ms of every
-command's start-up, more than the rest of the CLI's imports together. This module is the
-standard library only. It speaks to one peer, nonod's trio-websocket server: no extensions
-are offered (so none can be agreed), every frame it sends is masked, every frame it receives
-must not be, and a message that is not valid UTF-8 or a frame that breaks the protocol ends
-the conversation (:class:`ProtocolError`).
+command's start-up, more than the rest of the CLI's imports together. This module needs the
+standard library and msgspec (for its event types), which the CLI imports anyway. It speaks
+to one peer, nonod's trio-websocket server: no extensions are offered (so none can be
+agreed), every frame it sends is masked, every frame it receives must not be, and a message
+that is not valid UTF-8 or a frame that breaks the protocol ends the conversation
+(:class:`ProtocolError`).
 
     ws = ClientCodec(max_message=...)
     sock.sendall(ws.request(host, resource, subprotocol))
@@ -19,8 +20,9 @@ from __future__ import annotations
 import binascii
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Final, final
+
+import msgspec
 
 try:  # the builtin module: hashlib would load OpenSSL (2-3 ms) for one SHA-1
     from _sha1 import sha1  # type: ignore[import-not-found, unused-ignore]
@@ -51,27 +53,23 @@ class Rejected(Exception):
         self.body = body
 
 
-@dataclass(frozen=True, slots=True)
-class Text:
+class Text(msgspec.Struct, frozen=True):
     """A complete text message."""
 
     data: str
 
 
-@dataclass(frozen=True, slots=True)
-class Binary:
+class Binary(msgspec.Struct, frozen=True):
     """A complete binary message (nonod never sends one)."""
 
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Ping:
+class Ping(msgspec.Struct, frozen=True):
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
+class Close(msgspec.Struct, frozen=True):
     """The server's close frame (``code`` 1005 when it gave none)."""
 
     code: int
