@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import msgspec
 
@@ -76,6 +76,18 @@ def _under(path: str, parent: str) -> bool:
     return path == parent or parent == "/" or path.startswith(parent.rstrip("/") + "/")
 
 
+def _anchors(parents: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """``parents`` prepared for :func:`_under_any` (one C-level ``startswith`` per path
+    instead of a Python call per parent: compile_mounts asks this thousands of times)."""
+    parents = list(parents)
+    return frozenset(parents), tuple(p.rstrip("/") + "/" for p in parents)
+
+
+def _under_any(path: str, anchors: tuple[frozenset[str], tuple[str, ...]]) -> bool:
+    """``any(_under(path, p) for p in parents)``."""
+    return path in anchors[0] or path.startswith(anchors[1])
+
+
 def _depth(path: str) -> int:
     return 0 if path == "/" else path.count("/")
 
@@ -113,7 +125,7 @@ def compile_mounts(
     """
     binds: dict[str, MountOp] = {}
     tmp_writable: dict[str, bool] = {p: p == "/dev/shm" for p in PRIVATE_TMP}
-    denied = [d.path for d in policy.denials]
+    denied = _anchors(d.path for d in policy.denials)
     for grant in expand_root(policy.grants):
         path = grant.path
         writes = grant.access.writes
@@ -122,7 +134,7 @@ def compile_mounts(
             continue
         if path in ("/proc", "/dev") or _under(path, "/proc") or path in PROVIDED_DEV:
             continue  # provided fresh by the sandbox
-        if any(_under(path, d) for d in denied):
+        if _under_any(path, denied):
             continue  # deny wins over a grant inside it
         try:
             st = os.stat(path)
@@ -159,11 +171,12 @@ def compile_mounts(
             protected.append(path)
             ops.append(MountOp(READONLY, path, path))
 
-    visible = sorted(binds.values(), key=lambda op: _depth(op.target))
+    visible = [(op.target.rstrip("/") + "/", op)
+               for op in sorted(binds.values(), key=lambda op: _depth(op.target))]
     masked: list[str] = []
     skipped: list[str] = []
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
-        if any(_under(denial.path, m) for m in masked):
+        if masked and _under_any(denial.path, _anchors(masked)):
             continue  # inside a path already masked: hidden with it
         op = _mask_op(denial, visible)
         if op is None:
@@ -192,9 +205,10 @@ def expand_root(grants: Sequence[Grant]) -> list[Grant]:
     return out
 
 
-def _mask_op(denial: Denial, visible: Sequence[MountOp]) -> MountOp | None:
+def _mask_op(denial: Denial, visible: Sequence[tuple[str, MountOp]]) -> MountOp | None:
+    """``visible``: the binds, each with its target as a prefix (``/a/``)."""
     path = denial.path
-    parents = [op for op in visible if _under(path, op.target)]
+    parents = [op for prefix, op in visible if path == op.target or path.startswith(prefix)]
     if not parents:
         return None  # not in the session's view at all
     if os.path.lexists(path):
