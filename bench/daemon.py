@@ -27,6 +27,8 @@ each contender back to back, as bench/launch.py does by default):
   nonoctl-ver   ``nonoctl --version``: the CLI's start-up alone, for reference
   python        ``python -c pass`` of the same venv: the interpreter's floor
   engine        ``open_launcher()`` in this process: ``launch`` + ``wait_exited`` (bench/launch.py)
+  engine-prof   the same with the policy the daemon resolves for ``client`` (the default
+                profile: ~30 grants, ~65 denials): what ``client`` pays besides the daemon
   bwrap         ``bwrap --unshare-all ...`` via ``subprocess.run`` (bench/launch.py's argv)
 
 fleet (``--fleet N``, off by default)
@@ -65,7 +67,10 @@ from launch import Contender, bwrap, make, measure, nonod, summarize, versions
 
 from nonoctl.client import Client, Connection, DaemonUnreachable, RemoteError
 from nonod import protocol as p
-from nonod.sandbox import open_launcher
+from nonod._policies import ProfilePolicies
+from nonod.policy import ResolvedPolicy
+from nonod.sandbox import LaunchRequest, open_launcher
+from nonod.sessions import Caller
 
 VENV_BIN = Path(sys.executable).parent
 OPTIONS = p.LaunchOptions(allow_cwd=True, block_net=True)
@@ -302,6 +307,8 @@ async def latency(daemon: Daemon, runs: int, warmup: int, bin_dir: Path) -> list
                             lambda: cli(daemon, [str(bin_dir / "python"), "-c", "pass"]))),
                 make("engine", "open_launcher(): launch + wait_exited (bench/launch.py)",
                      lambda: nonod(launcher)),
+                make("engine-prof", "the same with the policy the daemon resolves for client",
+                     lambda: nonod(launcher, *daemon_policy(daemon))),
                 make("bwrap", "bubblewrap --unshare-all ... via subprocess.run", bwrap),
             ]
             for c in contenders:
@@ -310,6 +317,19 @@ async def latency(daemon: Daemon, runs: int, warmup: int, bin_dir: Path) -> list
                     nono.prune()  # the exited sessions' records, outside the timing
                 gc.collect()
     return contenders
+
+
+def daemon_policy(daemon: Daemon) -> tuple[ResolvedPolicy, LaunchRequest]:
+    """What the daemon gives the engine for the ``client`` contender's launch: the default
+    profile with --allow-cwd --block-net, resolved as the daemon does, in its working
+    directory and environment. The engine with it is the fair floor for ``client``."""
+    launch = p.Launch(argv=("/bin/true",), cwd=str(daemon.work), env=daemon.env,
+                      options=OPTIONS, detach=False, stdio="null")
+    policies = ProfilePolicies(system=False, profile_dir=lambda: None)
+    policy, _ = policies._resolve_launch(launch, Caller(uid=os.getuid(), gid=os.getgid(),
+                                                        pid=os.getpid()), None)
+    return policy, LaunchRequest(argv=launch.argv, cwd=launch.cwd,
+                                 env=tuple(launch.env.items()))
 
 
 def _adapt(c: Contender) -> Contender:
@@ -404,7 +424,7 @@ def _bench(args: argparse.Namespace, bin_dir: Path) -> dict[str, Any]:
             continue
         results.append({"name": c.name, "what": c.what, "n": len(c.samples),
                         **summarize(c.samples), "samples_ms": [round(s, 4) for s in c.samples]})
-    engine = next((r["p50"] for r in results if r["name"] == "engine"), None)
+    engine = next((r["p50"] for r in results if r["name"] == "engine-prof"), None)
     for r in results:
         r["p50_vs_engine"] = r["p50"] / engine if engine else None
     return {
@@ -433,11 +453,11 @@ def print_table(data: dict[str, Any]) -> None:
           "warm-up runs, back to back")
     print()
     print(f"{'contender':<12} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'min ms':>8} "
-          f"{'max ms':>8} {'p50/engine':>11}")
+          f"{'max ms':>8} {'p50/engine-prof':>16}")
     for r in data["results"]:
         ratio = f"{r['p50_vs_engine']:.2f}x" if r["p50_vs_engine"] else "-"
         print(f"{r['name']:<12} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['mean']:>8.2f} "
-              f"{r['min']:>8.2f} {r['max']:>8.2f} {ratio:>11}")
+              f"{r['min']:>8.2f} {r['max']:>8.2f} {ratio:>16}")
     for s in data["skipped"]:
         print(f"{s['name']:<12} SKIPPED: {s['reason']}")
     print()
