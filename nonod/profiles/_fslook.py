@@ -8,8 +8,12 @@ path once per resolution and keeps what it saw, so that:
 - one resolution makes one ``lstat``/``stat``/``readlink`` per distinct path;
 - :meth:`FsLook.unchanged` can tell, with one system call per recorded path, whether the
   filesystem still answers every question the resolution asked. A cached resolution is reused
-  only then (``nonod._policies``): a path created, removed, replaced or turned into a symlink
-  since (a new inode, or a new ``ctime`` for the same one) makes it resolve again.
+  only then (``nonod._policies``): a path created or removed, one whose type changed (a
+  directory turned symlink, ...) or a symlink pointing elsewhere makes it resolve again.
+
+Resolution's output is a function of exactly these answers (is there something at this path,
+of which type, and where does this link point): the same answers give the same policy, so
+reuse is exact, not a heuristic on timestamps.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import posixpath
 import stat
 from typing import Final, final
 
-#: What one look at a path returns: the inode's identity and type, or None when it is missing.
-Signature = tuple[int, int, int, int] | None
+#: What one look at a path returns: the file type (``stat.S_IFMT``), or None when missing.
+Signature = int | None
 
 _MAX_LINKS: Final = 40  # as the kernel's own limit on symlinks followed in one lookup
 
@@ -30,7 +34,7 @@ def _signature(path: str, *, follow: bool) -> Signature:
         st = os.stat(path) if follow else os.lstat(path)
     except (OSError, ValueError):
         return None
-    return (st.st_dev, st.st_ino, st.st_mode, st.st_ctime_ns)
+    return stat.S_IFMT(st.st_mode)
 
 
 def _readlink(path: str) -> str | None:
@@ -76,7 +80,7 @@ class FsLook:
 
     def isdir(self, path: str) -> bool:
         sig = self.stat(path)
-        return sig is not None and stat.S_ISDIR(sig[2])
+        return sig is not None and stat.S_ISDIR(sig)
 
     def realpath(self, path: str) -> str:
         """``os.path.realpath(path)`` for an absolute path: symlinks followed, ``..`` and
@@ -101,7 +105,7 @@ class FsLook:
                 continue
             candidate = posixpath.join(base, name)
             sig = self.lstat(candidate)
-            if sig is None or not stat.S_ISLNK(sig[2]):
+            if sig is None or not stat.S_ISLNK(sig):
                 base = candidate
                 continue
             if candidate in seen:

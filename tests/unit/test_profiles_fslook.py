@@ -55,16 +55,16 @@ def test_each_path_is_looked_at_once(tree: Path) -> None:
 def test_unchanged_sees_every_change_to_what_was_looked_at(tree: Path, change: str) -> None:
     look = FsLook()
     look.realpath(str(tree / "a" / "lx" / "new"))
-    look.exists(str(tree / "a" / "b" / "c"))
+    look.exists(look.realpath(str(tree / "a" / "b" / "c")))  # as the resolver asks
     look.isdir(str(tree / "x"))
     assert look.unchanged()
     if change == "create":
         (tree / "x" / "new").mkdir()
     elif change == "remove":
         (tree / "a" / "b" / "c").rmdir()
-    elif change == "replace":  # a new directory under the same name
+    elif change == "replace":  # a file where the directory was
         (tree / "x").rename(tree / "x-old")
-        (tree / "x").mkdir()
+        (tree / "x").write_text("")
     elif change == "repoint":  # the same link name, another target
         (tree / "a" / "lx").unlink()
         (tree / "a" / "lx").symlink_to("b")
@@ -72,6 +72,19 @@ def test_unchanged_sees_every_change_to_what_was_looked_at(tree: Path, change: s
         (tree / "a" / "b" / "c").rmdir()
         (tree / "a" / "b" / "c").symlink_to(tree / "x")
     assert not look.unchanged()
+
+
+def test_what_resolution_cannot_see_is_no_change(tree: Path) -> None:
+    """Resolution reads types and link targets only: a directory's content, its mode or a
+    new directory of the same name give the same policy, so the look still holds."""
+    look = FsLook()
+    look.realpath(str(tree / "a" / "lx" / "new"))
+    look.isdir(str(tree / "a" / "b"))
+    (tree / "a" / "b" / "file").write_text("x")
+    (tree / "a" / "b").chmod(0o700)
+    (tree / "x").rename(tree / "x-old")
+    (tree / "x").mkdir()
+    assert look.unchanged()
 
 
 def test_a_loop_is_answered_but_never_reused(tree: Path) -> None:
