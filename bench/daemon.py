@@ -17,8 +17,8 @@ each contender back to back, as bench/launch.py does by default):
 
   client        blocking ``Connection``, kept open: ``Launch(detach=False, stdio="null")``,
                 then read replies until ``Exited``
-  client-api    ``Client.launch`` (detached, stdio null) + ``Client.wait`` (a fresh connection
-                per wait, as the API does)
+  client-api    ``Client.launch`` (detached, stdio null) + ``Client.wait``, both on the
+                client's kept connection (before 2026-12-05, wait opened a fresh one)
   nonoctl       ``nonoctl launch --allow-cwd --block-net -- /bin/true`` as a subprocess
                 (interpreter start, imports, connect, hello, launch with stdio passed, exit),
                 from a regular install: a wheel of this tree in a temporary venv

@@ -375,7 +375,8 @@ def launch_request(
 
 @final
 class Client:
-    """Blocking request/response API. Streams use their own connection each."""
+    """Blocking request/response API on one kept connection (``wait`` included); the
+    streams (``events``, ``logs``, ...) use their own connection each."""
 
     def __init__(
         self,
@@ -389,13 +390,26 @@ class Client:
         self._system = system
         self._timeout = timeout
         self._conn = connect(path, system=system, autostart=autostart, timeout=timeout)
+        self._dropped = False
         self.path = self._conn.path
 
     def _fresh(self) -> Connection:
         return Connection.open(self.path, timeout=self._timeout)
 
     def _ask(self, message: p.Request) -> p.AnyReply:
-        return self._conn.request(message)
+        if self._conn.closed and self._dropped:
+            self._conn = self._fresh()  # the last one was left in mid-conversation (wait)
+            self._dropped = False
+        try:
+            return self._conn.request(message)
+        except RemoteError:
+            raise  # a complete answer: the conversation is where it should be
+        except BaseException:
+            # Interrupted (Ctrl-C in a wait) or broken: the daemon may still answer this
+            # request later, so this connection cannot carry the next one.
+            self._conn.close()
+            self._dropped = True
+            raise
 
     def close(self) -> None:
         self._conn.close()
@@ -430,8 +444,10 @@ class Client:
         _expect(self._ask(p.SendSignal(session=session, signal=signum)), p.Ok)
 
     def wait(self, session: str) -> p.Exited:
-        with self._fresh() as conn:
-            return _expect(conn.request(p.Wait(session=session)), p.Exited)
+        """Until the session has exited, on the kept connection (no new connection and
+        handshake per wait). Interrupted, it leaves that connection behind: the next request
+        opens a fresh one."""
+        return _expect(self._ask(p.Wait(session=session)), p.Exited)
 
     def prune(self) -> tuple[str, ...]:
         return _expect(self._ask(p.Prune()), p.Pruned).sessions
