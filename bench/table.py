@@ -96,7 +96,7 @@ def rows(launch: dict[str, Any], daemon: dict[str, Any], reverse: dict[str, Any]
               and fl["ps_p50_ms"] <= 50 and fl["launched"] >= 1000)
         row(f"{fl['requested']} sessions, netns + proxy, one client",
             f"{fl['launch_s']:.1f} s, {fl['total']['pss_mib']:.0f} MiB PSS, {fl['failed']} failed",
-            f"nonoctl ps {fl['ps_p50_ms']:.0f} ms", "-",
+            f"ps p50 {fl['ps_p50_ms']:.0f} ms (nonoctl, wheel)", "-",
             "1000 in <= 10 s, <= 1.2 GiB, 0 failed, ps <= 50 ms", ok)
     rr = reverse["results"]
     ours_s = rr.get("nonod", {}).get("stream_MBps")

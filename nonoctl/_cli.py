@@ -441,12 +441,9 @@ def _expect(reply: p.AnyReply, kind: type[object]) -> None:
 
 def _cmd_help(args: argparse.Namespace, command: list[str], out: Output) -> int:
     if args.version:
-        from importlib.metadata import PackageNotFoundError, version
+        from nonod import __version__
 
-        try:
-            out.line(f"nonoctl {version('nono')} (protocol {p.PROTOCOL_VERSION})")
-        except PackageNotFoundError:
-            out.line(f"nonoctl (protocol {p.PROTOCOL_VERSION})")
+        out.line(f"nonoctl {__version__} (protocol {p.PROTOCOL_VERSION})")
         return EXIT_OK
     out.line(args.parser.format_help().rstrip("\n"))
     return EXIT_USAGE
