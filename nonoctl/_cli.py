@@ -1,6 +1,6 @@
 """``nonoctl``: the command line of nono's daemon.
 
-The hot path imports only the standard library, msgspec, wsproto, the protocol module and the
+The hot path imports only the standard library, msgspec, the protocol module and the
 error hierarchy: never trio, structlog or the daemon (``nonoctl ps`` must answer in well under
 100 ms). Everything else (terminal handling, subprocess, doctor probes) is imported inside the
 command that needs it.
@@ -473,12 +473,9 @@ def _expect(reply: p.AnyReply, kind: type[_R]) -> _R:
 
 def _cmd_help(args: argparse.Namespace, command: list[str], out: Output) -> int:
     if args.version:
-        from importlib.metadata import PackageNotFoundError, version
+        from nonod import __version__
 
-        try:
-            out.line(f"nonoctl {version('nono')} (protocol {p.PROTOCOL_VERSION})")
-        except PackageNotFoundError:
-            out.line(f"nonoctl (protocol {p.PROTOCOL_VERSION})")
+        out.line(f"nonoctl {__version__} (protocol {p.PROTOCOL_VERSION})")
         return EXIT_OK
     out.line(args.parser.format_help().rstrip("\n"))
     return EXIT_USAGE

@@ -1,4 +1,5 @@
-"""Talk to nonod from Python: a blocking client (wsproto) and a trio client (trio-websocket).
+"""Talk to nonod from Python: a blocking client (``nonoctl._ws``: the standard library only)
+and a trio client (trio-websocket).
 
 Blocking, for scripts and for ``nonoctl`` itself (it must not pay for importing trio)::
 
@@ -43,13 +44,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, TypeVar, final
 
-import wsproto
-import wsproto.events as ws_events
-
 from nonod import protocol as p
 from nonod.control._socket import client_socket_path
 from nonod.control._socketdir import UnsafeSocketPath, trusted_socket_dir
 from nonod.errors import NonoError
+
+from . import _ws
 
 if TYPE_CHECKING:
     from trio_websocket import WebSocketConnection
@@ -128,10 +128,8 @@ class Connection:
     def __init__(self, sock: socket.socket, path: Path) -> None:
         self.sock = sock
         self.path = path
-        self._ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        self._ws = _ws.ClientCodec(max_message=MAX_REPLY_BYTES)
         self._replies: deque[p.AnyReply] = deque()
-        self._text: list[str] = []
-        self._size = 0
         self.closed = False
         self.welcome: p.Welcome | None = None
 
@@ -157,26 +155,20 @@ class Connection:
         return conn
 
     def _handshake(self) -> None:
-        self._send_raw(self._ws.send(ws_events.Request(
-            host="localhost", target=p.WS_RESOURCE, subprotocols=[p.WS_SUBPROTOCOL],
-        )))
-        rejected: ws_events.RejectConnection | None = None
-        body = b""
+        self._send_raw(self._ws.request("localhost", p.WS_RESOURCE, p.WS_SUBPROTOCOL))
         while True:
             self._receive_raw()
-            for event in self._ws.events():
-                if isinstance(event, ws_events.AcceptConnection):
-                    return
-                if isinstance(event, ws_events.RejectConnection):
-                    rejected = event
-                    if not event.has_body:
-                        raise ConnectionLost(f"nonod refused the connection ({event.status_code})")
-                elif isinstance(event, ws_events.RejectData):
-                    body += event.data
-                    if event.body_finished:
-                        status = rejected.status_code if rejected else 0
-                        text = body.decode("utf-8", "replace").strip()
-                        raise ConnectionLost(f"nonod refused the connection ({status}): {text}")
+            try:
+                if self._ws.read_upgrade():
+                    return  # frames that came with it wait in the codec for receive()
+            except _ws.Rejected as exc:
+                text = exc.body.decode("utf-8", "replace").strip()
+                raise ConnectionLost(f"nonod refused the connection ({exc.status})"
+                                     + (f": {text}" if text else "")) from None
+            except _ws.ProtocolError as exc:
+                raise ConnectionLost(f"nonod broke the WebSocket protocol: {exc}") from None
+            if self.closed:
+                raise ConnectionLost("nonod closed the connection during the handshake")
 
     # -- raw I/O
     def _send_raw(self, data: bytes, fds: Sequence[int] = ()) -> None:
@@ -201,35 +193,35 @@ class Connection:
             raise ConnectionLost(f"lost the connection to nonod: {exc.strerror or exc}") from exc
         if not data:
             self.closed = True
-            self._ws.receive_data(None)
             return
         self._ws.receive_data(data)
 
+    @staticmethod
+    def _decode(event: _ws.Text) -> p.AnyReply:
+        try:
+            return p.decode_reply(event.data)
+        except (ValueError, TypeError) as exc:
+            raise UnexpectedReply(f"cannot decode a message from nonod: {exc}") from exc
+
     def _drain_events(self) -> None:
-        for event in self._ws.events():
-            if isinstance(event, ws_events.TextMessage):
-                self._text.append(event.data)
-                self._size += len(event.data)
-                if self._size > MAX_REPLY_BYTES:
-                    raise ConnectionLost("nonod sent an oversized message")
-                if event.message_finished:
-                    text = "".join(self._text)
-                    self._text.clear()
-                    self._size = 0
-                    try:
-                        self._replies.append(p.decode_reply(text))
-                    except (ValueError, TypeError) as exc:
-                        raise UnexpectedReply(f"cannot decode a message from nonod: {exc}") from exc
-            elif isinstance(event, ws_events.Ping):
-                self._send_raw(self._ws.send(event.response()))
-            elif isinstance(event, ws_events.CloseConnection):
-                with contextlib.suppress(ConnectionLost, wsproto.utilities.LocalProtocolError):
-                    self._send_raw(self._ws.send(event.response()))
-                self.closed = True
-                self._close_reason = event.reason or ""
-                self._close_code = event.code
-            elif isinstance(event, ws_events.BytesMessage):
-                raise UnexpectedReply("nonod sent a binary frame")
+        try:
+            for event in self._ws.events():
+                if isinstance(event, _ws.Text):
+                    self._replies.append(self._decode(event))
+                elif isinstance(event, _ws.Ping):
+                    self._send_raw(self._ws.pong(event.payload))
+                elif isinstance(event, _ws.Close):
+                    with contextlib.suppress(ConnectionLost):
+                        self._send_raw(self._ws.close(event.code if event.code != 1005 else 1000))
+                    self.closed = True
+                    self._close_reason = event.reason
+                    self._close_code = event.code
+                    return
+                else:
+                    raise UnexpectedReply("nonod sent a binary frame")
+        except _ws.ProtocolError as exc:
+            self.closed = True
+            raise ConnectionLost(f"nonod broke the WebSocket protocol: {exc}") from None
 
     # -- messages
     def send(self, message: p.Request, *, fds: Sequence[int] = ()) -> None:
@@ -237,7 +229,7 @@ class Connection:
         if self.closed:
             raise ConnectionLost("the connection to nonod is closed")
         text = p.encode(message).decode("utf-8")
-        self._send_raw(self._ws.send(ws_events.Message(data=text)), fds)
+        self._send_raw(self._ws.text(text), fds)
 
     def receive(self) -> p.AnyReply:
         """The next message from the daemon (blocking)."""
@@ -292,8 +284,8 @@ class Connection:
 
     def close(self) -> None:
         if not self.closed:
-            with contextlib.suppress(ConnectionLost, wsproto.utilities.LocalProtocolError):
-                self._send_raw(self._ws.send(ws_events.CloseConnection(code=1000)))
+            with contextlib.suppress(ConnectionLost):
+                self._send_raw(self._ws.close(1000))
             self.closed = True
         self.sock.close()
 
@@ -476,7 +468,8 @@ def launch_request(
 
 @final
 class Client:
-    """Blocking request/response API. Streams use their own connection each."""
+    """Blocking request/response API on one kept connection (``wait`` included); the
+    streams (``events``, ``logs``, ...) use their own connection each."""
 
     def __init__(
         self,
@@ -490,6 +483,7 @@ class Client:
         self._system = system
         self._timeout = timeout
         self._conn = connect(path, system=system, autostart=autostart, timeout=timeout)
+        self._dropped = False
         self.path = self._conn.path
 
     def _fresh(self) -> Connection:
@@ -499,7 +493,19 @@ class Client:
         if self._conn.closed_while_idle():  # the daemon's idle_timeout: nothing was lost
             self._conn.close()
             self._conn = self._fresh()
-        return self._conn.request(message)
+        elif self._conn.closed and self._dropped:
+            self._conn = self._fresh()  # the last one was left in mid-conversation (wait)
+            self._dropped = False
+        try:
+            return self._conn.request(message)
+        except RemoteError:
+            raise  # a complete answer: the conversation is where it should be
+        except BaseException:
+            # Interrupted (Ctrl-C in a wait) or broken: the daemon may still answer this
+            # request later, so this connection cannot carry the next one.
+            self._conn.close()
+            self._dropped = True
+            raise
 
     def close(self) -> None:
         self._conn.close()
@@ -546,8 +552,10 @@ class Client:
         _expect(self._ask(p.SendSignal(session=session, signal=signum)), p.Ok)
 
     def wait(self, session: str) -> p.Exited:
-        with self._fresh() as conn:
-            return _expect(conn.request(p.Wait(session=session)), p.Exited)
+        """Until the session has exited, on the kept connection (no new connection and
+        handshake per wait). Interrupted, it leaves that connection behind: the next request
+        opens a fresh one."""
+        return _expect(self._ask(p.Wait(session=session)), p.Exited)
 
     def prune(self) -> tuple[str, ...]:
         return _expect(self._ask(p.Prune()), p.Pruned).sessions

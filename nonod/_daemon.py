@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import grp
-import importlib.metadata
 import os
 import signal
 from collections.abc import Callable
@@ -65,10 +64,9 @@ LauncherFactory = Callable[[], AbstractAsyncContextManager[LauncherLike]]
 
 
 def daemon_version() -> str:
-    try:
-        return importlib.metadata.version("nono")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
+    from . import __version__
+
+    return __version__
 
 
 @final

@@ -12,13 +12,13 @@ Resolution, in order:
 4. lift the group denials named in ``bypass_protection`` (``bypass`` notes);
 5. merge duplicate grants and denials, then the network, environment and process settings.
 
-The only I/O is looking at the filesystem (``realpath``, ``exists``); the environment comes from
-the :class:`ResolveContext`, never from ``os.environ``.
+The only I/O is looking at the filesystem (``realpath``, ``exists``), through an
+:class:`~._fslook.FsLook` that looks at each path once and records what it saw; the environment
+comes from the :class:`ResolveContext`, never from ``os.environ``.
 """
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from collections.abc import Iterable, Sequence
@@ -43,6 +43,7 @@ from ..policy import (
 )
 from . import _expand
 from ._expand import ResolveContext
+from ._fslook import FsLook
 from ._groups import GroupCatalog, NetworkCatalog, builtin_groups, builtin_network, valid_host
 from ._schema import (
     ApprovalDefaults,
@@ -125,13 +126,15 @@ def resolve(
     *,
     overrides: CliOverrides | None = None,
     strict: bool = False,
+    look: FsLook | None = None,
 ) -> ResolvedPolicy:
     """The policy a session with ``profile`` gets, for the user and directories in ``ctx``.
 
     ``profile`` must be flat (from ``load_profile``, or ``parse_profile`` without ``extends``).
     With ``strict``, a grant the user wrote (profile or CLI) for a path that does not exist is
-    an error instead of a note. Raises ProfileError for problems in the profile and
-    PolicyError for problems with the overrides or the machine.
+    an error instead of a note. ``look`` (a fresh one by default) records what resolution saw
+    of the filesystem, for a caller that caches the result. Raises ProfileError for problems
+    in the profile and PolicyError for problems with the overrides or the machine.
     """
     if profile.bases():
         raise ExtendsError(
@@ -143,7 +146,8 @@ def resolve(
     groups = builtin_groups()
     network = builtin_network()
     check_profile(profile, profile.meta.name or "profile", groups, network)
-    return _Resolver(profile, ctx, overrides or CliOverrides(), strict, groups, network).run()
+    return _Resolver(profile, ctx, overrides or CliOverrides(), strict, groups, network,
+                     look or FsLook()).run()
 
 
 def _union(a: Access, b: Access) -> Access:
@@ -167,7 +171,9 @@ class _Resolver:
         strict: bool,
         groups: GroupCatalog,
         network: NetworkCatalog,
+        look: FsLook,
     ) -> None:
+        self.fs = look
         self.profile = profile
         self.ctx = ctx
         self.cli = overrides
@@ -313,7 +319,7 @@ class _Resolver:
             if "\x00" in given:
                 raise PolicyError("the working directory contains a NUL character")
             path = posixpath.join(self.ctx.workdir, given)
-        return os.path.realpath(path)
+        return self.fs.realpath(path)
 
     def _place(self, raw: str, *, source: str, literal: bool = False) -> str | None:
         """The canonical form of a path, or None (with a note) if it is for macOS only."""
@@ -327,7 +333,7 @@ class _Resolver:
             self.note("macos_only", f"`{raw}` exists on macOS only; left out",
                       path=expanded, source=source)
             return None
-        return os.path.realpath(expanded)
+        return self.fs.realpath(expanded)
 
     def _grant(
         self,
@@ -343,14 +349,14 @@ class _Resolver:
         real = self._place(raw, source=source, literal=literal)
         if real is None:
             return
-        if not os.path.exists(real):
+        if not self.fs.exists(real):
             if user and self.strict:
                 raise PolicyError(f"`{raw}` ({key}) does not exist",
                                   hint="create it first, or resolve without strict")
             self.note("missing", f"`{raw}` does not exist; not granted", path=real,
                       source=source)
             return
-        is_dir = os.path.isdir(real)
+        is_dir = self.fs.isdir(real)
         if is_file and is_dir:
             if user:
                 raise PolicyError(
@@ -367,8 +373,8 @@ class _Resolver:
         real = self._place(raw, source=source)
         if real is None:
             return
-        if os.path.lexists(real):
-            is_file = not os.path.isdir(real)
+        if self.fs.lexists(real):
+            is_file = not self.fs.isdir(real)
         self.denials.append(Denial(path=real, is_file=is_file, source=source))
 
     def _workdir_grant(self) -> Access | None:
@@ -377,7 +383,7 @@ class _Resolver:
             access = "readwrite"
         if access is None or access == "none":
             return None
-        if not os.path.isdir(self.workdir):
+        if not self.fs.isdir(self.workdir):
             raise PolicyError(f"the working directory {self.workdir} does not exist")
         self.grants.append(Grant(path=self.workdir, access=Access(access), source="workdir"))
         return Access(access)
