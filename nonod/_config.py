@@ -127,11 +127,47 @@ class AuditSection(_Section, frozen=True, kw_only=True):
             raise ValueError("audit.sign_key contains a NUL character")
 
 
+Size = str | Annotated[int, msgspec.Meta(ge=1 << 20)]
+Duration = str | Annotated[float, msgspec.Meta(gt=0)]
+Cpus = Annotated[float, msgspec.Meta(gt=0, le=4096)]
+Weight = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+Processes = Annotated[int, msgspec.Meta(ge=1, le=4_194_304)]
+
+
+class LimitsSection(_Section, frozen=True, kw_only=True):
+    """``[limits]``: defaults for sessions that ask for none, and ceilings no caller may go
+    above (a session that asks for nothing gets the ceiling). Sizes as ``512M``, durations as
+    ``1h``."""
+
+    memory: Size | None = None
+    cpus: Cpus | None = None
+    cpu_weight: Weight | None = None
+    io_weight: Weight | None = None
+    wall_clock: Duration | None = None
+    max_memory: Size | None = None
+    max_processes: Processes | None = None
+    max_cpus: Cpus | None = None
+    max_cpu_weight: Weight | None = None
+    max_io_weight: Weight | None = None
+    max_wall_clock: Duration | None = None
+
+    def __post_init__(self) -> None:
+        from ._units import parse_duration, parse_size
+
+        for key in ("memory", "max_memory"):
+            if getattr(self, key) is not None:
+                parse_size(getattr(self, key))
+        for key in ("wall_clock", "max_wall_clock"):
+            if getattr(self, key) is not None:
+                parse_duration(getattr(self, key))
+
+
 class Config(_Section, frozen=True, kw_only=True):
     daemon: DaemonSection = DaemonSection()
     sessions: SessionsSection = SessionsSection()
     network: NetworkSection = NetworkSection()
     audit: AuditSection = AuditSection()
+    limits: LimitsSection = LimitsSection()
 
 
 class LoadedConfig(msgspec.Struct, frozen=True, kw_only=True):

@@ -31,6 +31,7 @@ import trio
 
 from . import _logging
 from ._config import Config, ConfigError, LoadedConfig, default_state_dir
+from ._limits import settings_from as limit_settings
 from ._notify import notify
 from ._secretfiles import DaemonSecrets
 from ._services import NetworkSettings
@@ -141,6 +142,7 @@ class _State:
         return ServerSettings(
             max_connections=d.max_connections, max_message_bytes=d.max_message_bytes,
             handshake_timeout=d.handshake_timeout, stop_grace=self.config.sessions.stop_grace,
+            limits=limit_settings(self.config.limits),
         )
 
     def reload(self) -> None:

@@ -36,7 +36,7 @@ import socket
 import stat
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol, assert_never, final
 
 import msgspec
@@ -47,6 +47,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_st
 
 from .. import sessions
 from .._dryrun import summarize
+from .._limits import LimitSettings
+from .._limits import effective as effective_limits
 from ..errors import LaunchError, NonoError, ProfileError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest
@@ -163,6 +165,8 @@ class ServerSettings:
     max_message_bytes: int = p.MAX_MESSAGE_BYTES
     handshake_timeout: float = 5.0
     stop_grace: float = 10.0
+    #: ``[limits]``: defaults and ceilings applied to every launch (``nonod._limits``).
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
 
 @dataclass(frozen=True)
@@ -705,6 +709,7 @@ class _Conversation:
                     )
                 check_stdio_fds(fds)
             policy, profile = await self._server.policies.resolve_launch(request, self.caller)
+            policy = effective_limits(policy, request.options, self._server.settings().limits)
             argv = request.argv
             if not argv and not (request.dry_run and not policy.binary):  # a dry run needs none
                 if not policy.binary:

@@ -26,6 +26,7 @@ from typing import Final, final
 
 import msgspec
 
+from .._units import parse_duration, parse_size
 from ..errors import ExtendsError, PolicyError, ProfileError
 from ..policy import (
     DEFAULT_MAX_PROCESSES,
@@ -34,6 +35,7 @@ from ..policy import (
     Denial,
     EnvPolicy,
     Grant,
+    Limits,
     NetworkPolicy,
     Note,
     ResolvedPolicy,
@@ -47,6 +49,7 @@ from ._schema import (
     CustomCredentialDef,
     DomainRule,
     EnvCredentialEntry,
+    LimitsConfig,
     NameEntry,
     PathEntry,
     Profile,
@@ -214,6 +217,7 @@ class _Resolver:
             allow_unix_sockets=p.nonod.unix_sockets,
             max_processes=(DEFAULT_MAX_PROCESSES if p.nonod.max_processes is None
                            else p.nonod.max_processes),
+            limits=_limits(p.nonod.limits, p.nonod.max_processes),
             writable_persistence=self._persistence(),
             binary=self._binary(),
             command_args=tuple(
@@ -626,3 +630,14 @@ class _Resolver:
             mapping[ref] = var
         return tuple(mapping.items())
 
+
+def _limits(cfg: LimitsConfig, max_processes: int | None) -> Limits:
+    """The profile's resource limits (validated by the schema: they parse)."""
+    return Limits(
+        memory=None if cfg.memory is None else parse_size(cfg.memory),
+        max_processes=max_processes or None,
+        cpus=cfg.cpus,
+        cpu_weight=cfg.cpu_weight,
+        io_weight=cfg.io_weight,
+        wall_clock=None if cfg.wall_clock is None else parse_duration(cfg.wall_clock),
+    )

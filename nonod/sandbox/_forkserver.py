@@ -31,6 +31,7 @@ from ._launcher import (
     STEPS,
     WARM_HELLO,
     LaunchPlan,
+    join_cgroups,
     record,
     run_outer,
     run_warm,
@@ -75,16 +76,27 @@ class _Warm:
                 os._exit(126)
         theirs.close()
         client.close()
+        self.pid = pid
         self.sock = ours
         self.audit_tag = key[3]
 
-    def hand_over(self, msg: bytes, fds: list[int]) -> bool:
-        """Give the plan to the waiting init; False if it is not there any more."""
+    def hand_over(self, msg: bytes, fds: list[int], cgroup_procs: tuple[str, ...]) -> bool:
+        """Give the plan to the waiting init; False if it is not there any more. The outer
+        process and the init move into the session's cgroups first (the init forks the
+        program afterwards, which is born there); if they cannot, the launch fails at step
+        ``cgroup`` and this launcher ends."""
         try:
             data = self.sock.recv(WARM_HELLO.size)
             if len(data) != WARM_HELLO.size:
                 return False
             init_pid, ses, ses_err = WARM_HELLO.unpack(data)
+            try:
+                join_cgroups(cgroup_procs, self.pid)
+                join_cgroups(cgroup_procs, init_pid)
+            except OSError as exc:
+                os.write(fds[3], record(REC_ERROR, STEPS.index("cgroup"), exc.errno or 0,
+                                        str(exc.filename or "").encode()[:500]))
+                return True
             if self.audit_tag:
                 os.write(fds[3], record(REC_AUDIT, ses, ses_err))
             os.write(fds[3], record(REC_PID, init_pid, 0))
@@ -162,7 +174,7 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
                                      plan.oom_score_adj))
         waiting = pool.get(key, []) if key is not None else []
         ready = waiting.pop(0) if waiting else None  # the oldest: the likeliest to be done
-        if ready is None or not ready.hand_over(msg, fds):
+        if ready is None or not ready.hand_over(msg, fds, plan.cgroup_procs):
             _cold(plan, fds, sock, hub)
         for fd in fds:
             os.close(fd)

@@ -5,6 +5,8 @@ the fork, and imports only the standard modules the design allows plus our ctype
 The steps, in order (``STEPS`` names them in error records):
 
   outer process (forked from the fork server, stays outside the session's pid namespace)
+       (cgroup        join the session's cgroups, if the plan has them; a warm launcher is
+                      moved there by the fork server before it gets the plan)
     1. pdeathsig    die with the fork server
        (audit tag     if the plan has one: write it to /proc/self/loginuid, report the audit
                       session id the kernel assigns; a failure is reported, not fatal: the
@@ -61,7 +63,7 @@ from ._viewguard import GuardLost, ViewGuard, guarded
 STEPS = (
     "fork", "pdeathsig", "user", "unshare", "idmap", "fork_init", "setsid", "mounts",
     "loopback", "keyring", "chdir", "rlimits", "stdio", "close_fds", "no_new_privs",
-    "landlock", "caps", "seccomp", "exec", "guard", "oom",
+    "landlock", "caps", "seccomp", "exec", "guard", "oom", "cgroup",
 )
 RECORD = struct.Struct("<BiiI")
 REC_PID = 1
@@ -95,6 +97,7 @@ class LaunchPlan(msgspec.Struct, frozen=True, kw_only=True):
     max_processes: int = 0  # RLIMIT_NPROC for the session's user namespace (0: none)
     audit_tag: int = 0  # non-zero: the loginuid to set before leaving the initial namespace
     oom_score_adj: int = -1  # 0..1000: written before leaving the daemon's user namespace
+    cgroup_procs: tuple[str, ...] = ()  # the session's cgroup.procs files, joined first
 
 
 Fds = tuple[int, int, int, int, int, int]  # stdin, stdout, stderr, launch_w, exit_w, control
@@ -202,11 +205,23 @@ def _idmap_ids(uid: int, gid: int) -> None:
         f.write(f"{gid} {gid} 1")
 
 
+def join_cgroups(procs: tuple[str, ...], pid: int = 0) -> None:
+    """Move ``pid`` (0: this process) into the session's cgroups: everything it forks later
+    is born there, so no process of the session ever runs outside its limits."""
+    for path in procs:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(pid).encode())
+        finally:
+            os.close(fd)
+
+
 def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
     """Body of the fork server's child. Never returns."""
     launch_w = fds[3]
     try:
         _step("fork", _close_except, (*fds, hub))
+        _step("cgroup", join_cgroups, plan.cgroup_procs)
         _step("pdeathsig", _pdeathsig)
         _step("oom", set_oom_score_adj, plan.oom_score_adj)
         _reset_signals()

@@ -65,6 +65,9 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
     # user namespace (so that, for a root daemon, the program cannot lower it again); None
     # leaves the fork server's own.
     oom_score_adj: int | None = None
+    # The session's ``cgroup.procs`` files (``nonod.cgroups``): the launcher joins them before
+    # anything else, so the program is born inside its limits. Set by the daemon only.
+    cgroup_procs: tuple[str, ...] = ()
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):

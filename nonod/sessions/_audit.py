@@ -25,6 +25,7 @@ from ..audit import (
     AuditKeyError,
     AuditWriteError,
     KeySigner,
+    ResourceUsage,
     SessionEnded,
     SessionStarted,
     Signer,
@@ -37,6 +38,7 @@ from ..audit import SignalSent as AuditSignalSent
 from ..audit._fanout import AuditHub
 from ..audit._mask import masked
 from ..audit._writer import AuditWriter, Ledger
+from ..control import protocol as p
 from ..sandbox import EnforcementReport
 from ._settings import AuditSettings
 
@@ -49,7 +51,8 @@ log = structlog.get_logger()
 #: How long the end of a session may spend on its final records.
 CLOSE_TIMEOUT: Final = 5.0
 _END_REASONS: Final = {"stopped": "stopped", "client_gone": "stopped",
-                       "daemon_shutdown": "stopped", "error": "error"}
+                       "daemon_shutdown": "stopped", "error": "error", "oom": "oom",
+                       "pids_limit": "pids_limit", "wall_clock": "wall_clock"}
 
 
 @final
@@ -163,7 +166,7 @@ class SessionAudit:
                 writer.append(SessionEnded(
                     reason=reason,  # type: ignore[arg-type]
                     exit_code=None if record.signal is not None else record.exit_code,
-                    signal=record.signal))
+                    signal=record.signal, usage=_usage(record.usage)))
                 await writer.seal()
             except AuditError:
                 log.exception("audit stream could not be sealed; sealing it as truncated "
@@ -176,6 +179,18 @@ class SessionAudit:
     async def aclose(self) -> None:
         """Close without sealing (a launch that failed)."""
         await self._writer.aclose()
+
+
+def _usage(usage: p.Usage | None) -> ResourceUsage | None:
+    """The cgroup's totals, as the audit event carries them."""
+    if usage is None:
+        return None
+    return ResourceUsage(
+        user_cpu_ms=usage.cpu_user_ns / 1e6, system_cpu_ms=usage.cpu_system_ns / 1e6,
+        cpu_ms=usage.cpu_ns / 1e6,
+        memory_peak_bytes=usage.memory_peak_bytes, pids_peak=usage.pids_peak,
+        io_read_bytes=usage.io_read_bytes, io_write_bytes=usage.io_write_bytes,
+        oom_kills=usage.oom_kills, pids_limit_hits=usage.pids_limit_hits)
 
 
 async def load_signer(name: str) -> KeySigner:

@@ -54,6 +54,7 @@ from ..sandbox import LaunchRequest, LayerReport
 from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
 from ._contracts import Caller, GetLauncher, Process, SessionPlan
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
+from ._limits import SessionCgroups, end_reason, remove_group, watch_oom
 from ._output import SessionOutput
 from ._records import (
     SessionRecord,
@@ -145,12 +146,14 @@ class Registry:
         self._system = system
         self._sessions: dict[str, Session] = {}
         self._feeds: list[EventFeed] = []
+        self._cgroups = SessionCgroups(None, "the daemon has not looked for cgroups yet")
 
     # -- startup
     async def load(self) -> list[str]:
         """Create the state directory and read earlier records; returns ids marked lost."""
         await trio.to_thread.run_sync(make_private_dirs, self._state_dir, self._sessions_dir)
         records = await trio.to_thread.run_sync(read_records, self._sessions_dir)
+        self._cgroups = await trio.to_thread.run_sync(SessionCgroups.open, self._state_dir)
         lost: list[str] = []
         for record in records:
             if record.state != "exited":
@@ -378,14 +381,23 @@ class Registry:
             # Durable before the program exists: nothing runs before its record is on disk.
             if session.audit is not None:
                 await session.audit.open(session.record, prepared)
+            session.record.limits = policy.limits
+            session.cgroup, limits_layer = self._cgroups.create(session.id, policy)
+            if session.cgroup is not None:
+                request = msgspec.structs.replace(request, cgroup_procs=session.cgroup.procs)
             proc = await launcher.launch(
                 policy, request, stdio=stdio,
                 controlling_tty=plan.stdio == "pty",
             )
+            proc.enforcement = msgspec.structs.replace(
+                proc.enforcement, layers=(*proc.enforcement.layers, limits_layer))
             self._watch_fs_denied(session, proc)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await session.close_terminal()
+                if session.cgroup is not None:
+                    await remove_group(session.cgroup)
+                    session.cgroup = None
             raise
         finally:
             for fd in to_close:
@@ -501,6 +513,7 @@ class Registry:
         exited = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
+            nursery.start_soon(self._enforce_limits, session)
             if session.audit is not None:
                 await nursery.start(session.audit.run)
             if session.services is not None:
@@ -530,6 +543,20 @@ class Registry:
                             await pump_done.wait()
                         session.output.end()
                 nursery.cancel_scope.cancel()
+
+    async def _enforce_limits(self, session: Session) -> None:
+        """End the session at its first OOM kill (cgroup v1 kills one process only) or when
+        its wall-clock limit is up."""
+        oom = trio.Event()
+        async with trio.open_nursery() as nursery:
+            if session.cgroup is not None:
+                nursery.start_soon(watch_oom, session.cgroup, oom)
+            wall_clock = session.record.limits.wall_clock if session.record.limits else None
+            with trio.move_on_after(wall_clock if wall_clock else float("inf")):
+                await oom.wait()
+                session.request_stop(reason="oom", grace=0)
+                return
+            session.request_stop(reason="wall_clock", grace=self._limits().stop_grace)
 
     async def _terminate(
         self, session: Session, proc: Process, exited: trio.Event, watch_scope: trio.CancelScope
@@ -561,7 +588,10 @@ class Registry:
         # The state stays "running" until the audit record is final: whoever sees "exited"
         # (ps, inspect, events, wait) can verify a sealed file at once.
         record.ended_at = now()
-        record.reason = session.stop_reason or "exited"
+        if session.cgroup is not None:
+            record.usage = await remove_group(session.cgroup)
+            session.cgroup = None
+        record.reason = end_reason(session.stop_reason, record.usage, record.exit_code)
         await session.close_terminal()
         if session.output is not None:
             session.output.end()
@@ -663,6 +693,7 @@ class Registry:
             await session.wait_exited()
         for feed in self._feeds:
             feed._send.close()
+        self._cgroups.close()
 
 
 def _user_config_dir(request: LaunchRequest) -> Path | None:

@@ -24,6 +24,7 @@ from ..audit import AuditError, AuditWriteError, ViewGuarded
 from ..audit import CredentialInjected as AuditCredentialInjected
 from ..audit import Event as AuditEvent
 from ..audit import Network as AuditNetwork
+from ..cgroups import SessionGroup
 from ..control import protocol as p
 from ..sandbox import GuardReport
 from ._audit import SessionAudit
@@ -50,6 +51,8 @@ class Session:
         self.directory = directory
         self.output: SessionOutput | None = None
         self.process: Process | None = None
+        #: Its cgroup, from just before the launch until the session has ended.
+        self.cgroup: SessionGroup | None = None
         #: The client attached to the terminal (one at a time), or None.
         self.attached_by: object | None = None
         self._exited = trio.Event()
@@ -112,8 +115,14 @@ class Session:
         return p.SessionInfo(
             id=r.id, name=r.name, state=r.state, pid=r.pid, profile=r.profile, argv=r.argv,
             started_at=r.started_at, ended_at=r.ended_at, exit_code=r.exit_code,
-            signal=r.signal, enforcement=r.enforcement,
+            signal=r.signal, enforcement=r.enforcement, usage=self.usage(),
         )
+
+    def usage(self) -> p.Usage | None:
+        """From the session's cgroup while it runs; the totals once it ended."""
+        if self.cgroup is not None:
+            return self.cgroup.usage()
+        return self.record.usage
 
     def statistics(self) -> p.SessionDetail:
         """Everything ``inspect`` shows."""
@@ -127,6 +136,7 @@ class Session:
             policy_digest=r.policy_digest,
             log_path=str(self.log_path) if r.tty else None,
             output_bytes=self.output.total if self.output is not None else 0,
+            usage=self.usage(), limits=r.limits,
         )
 
     def exited_reply(self) -> p.Exited:

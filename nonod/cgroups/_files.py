@@ -1,0 +1,79 @@
+"""Reading and writing cgroup control files: small, one value or a few ``key value`` lines."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterable
+
+
+def write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def read(path: str) -> str:
+    with open(path, encoding="ascii") as f:
+        return f.read()
+
+
+def read_int(path: str) -> int:
+    """An integer file, 0 if absent or not a number ("max")."""
+    try:
+        return int(read(path).split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def read_keyed(path: str) -> dict[str, int]:
+    """``key value`` lines (memory.oom_control, pids.events, cpu.stat)."""
+    out: dict[str, int] = {}
+    try:
+        text = read(path)
+    except OSError:
+        return out
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def pids_in(directory: str) -> list[int]:
+    try:
+        return [int(x) for x in read(os.path.join(directory, "cgroup.procs")).split()]
+    except (OSError, ValueError):
+        return []
+
+
+def kill_all(directories: Iterable[str]) -> None:
+    """SIGKILL every process in these groups (and their children groups), a few rounds: a
+    process forking while we read is caught by the next round (the pid cap bounds them)."""
+    dirs = [d for d in directories if os.path.isdir(d)]
+    for _ in range(20):
+        found = False
+        for directory in dirs:
+            for root, _, _ in os.walk(directory, topdown=False):
+                for pid in pids_in(root):
+                    found = True
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+        if not found:
+            return
+
+
+def remove_tree(directory: str) -> bool:
+    """rmdir a group and its children (bottom up); False if one is still busy."""
+    ok = True
+    for root, _, _ in os.walk(directory, topdown=False):
+        try:
+            os.rmdir(root)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            ok = False
+    return ok
