@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterable
 
 
@@ -64,6 +65,19 @@ def kill_all(directories: Iterable[str]) -> None:
                         os.kill(pid, signal.SIGKILL)
         if not found:
             return
+
+
+def remove_when_empty(directory: str, timeout: float = 2.0) -> bool:
+    """Kill what is in a group, then remove it once the kernel has let its processes go
+    (blocking, bounded: a killed process leaves its group only when it has exited)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        kill_all([directory])
+        if remove_tree(directory):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
 
 
 def remove_tree(directory: str) -> bool:

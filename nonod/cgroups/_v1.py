@@ -211,7 +211,8 @@ class V1Backend:
 
     def remove_stale(self) -> list[str]:
         """Remove every session group left in our subtrees (their daemon is gone: only one
-        daemon runs per state directory); returns the session names removed."""
+        daemon runs per state directory), killing what still runs there; returns the session
+        names removed (blocking, bounded)."""
         names: set[str] = set()
         for sub in self.subtrees():
             try:
@@ -219,8 +220,6 @@ class V1Backend:
             except FileNotFoundError:
                 continue
             for entry in entries:
-                path = os.path.join(sub, entry)
-                _files.kill_all([path])
-                _files.remove_tree(path)
-                names.add(entry)
+                if _files.remove_when_empty(os.path.join(sub, entry)):
+                    names.add(entry)
         return sorted(names)

@@ -179,7 +179,11 @@ class V2Backend:
             entries = [e for e in os.listdir(sub) if os.path.isdir(os.path.join(sub, e))]
         except FileNotFoundError:
             return []
+        removed = []
         for entry in entries:
-            group = V2Group(os.path.join(sub, entry), self.controllers, ())
-            group.remove()
-        return sorted(entries)
+            path = os.path.join(sub, entry)
+            with contextlib.suppress(OSError):
+                _files.write(os.path.join(path, "cgroup.kill"), "1")
+            if _files.remove_when_empty(path):
+                removed.append(entry)
+        return sorted(removed)

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Final, final
 
+import msgspec
 import structlog
 import trio
 
@@ -22,8 +23,8 @@ from .._units import format_size
 from ..cgroups import CgroupBackend, CgroupLimits, SessionGroup, Usage, open_backend
 from ..control import protocol as p
 from ..errors import EnforcementUnavailable
-from ..policy import ResolvedPolicy
-from ..sandbox import LayerReport
+from ..policy import Denial, ResolvedPolicy
+from ..sandbox import EnforcementReport, LayerReport
 
 log = structlog.get_logger()
 
@@ -42,6 +43,21 @@ def cgroup_limits(policy: ResolvedPolicy) -> tuple[CgroupLimits, tuple[str, ...]
     required = tuple(k for k in wanted.requested()
                      if k != "pids" or lim.max_processes is not None)
     return wanted, required
+
+
+CGROUP_TREE: Final = "/sys/fs/cgroup"
+
+
+def hide_cgroup_tree(policy: ResolvedPolicy) -> ResolvedPolicy:
+    """``policy`` with ``/sys/fs/cgroup`` masked where a grant would show it (``/sys`` is in
+    nono's default system group): the host's tree names every session's group and shows its
+    figures. The session's own view of its group is its cgroup namespace."""
+    shown = any(g.path == CGROUP_TREE or CGROUP_TREE.startswith(g.path.rstrip("/") + "/")
+                for g in policy.grants)
+    if not shown or any(d.path == CGROUP_TREE for d in policy.denials):
+        return policy
+    return msgspec.structs.replace(
+        policy, denials=(*policy.denials, Denial(path=CGROUP_TREE, source="limits")))
 
 
 def _describe(limits: CgroupLimits) -> str:
@@ -93,29 +109,35 @@ class SessionCgroups:
         return cls(backend, why)
 
     def create(self, session_id: str, policy: ResolvedPolicy
-               ) -> tuple[SessionGroup | None, LayerReport]:
+               ) -> tuple[SessionGroup | None, tuple[LayerReport, ...]]:
         """The session's group and its ``limits`` layer; EnforcementUnavailable when a limit
         it asked for cannot be applied and the profile does not accept that."""
         wanted, required = cgroup_limits(policy)
         if self.backend is None:
             if required:
-                return None, _refuse_or(policy, LayerReport(
-                    name="limits", state="unavailable", reason=self.why))
-            return None, LayerReport(name="limits", state="off",
-                                     reason=f"{self.why}; no accounting, processes capped by "
-                                     "RLIMIT_NPROC only")
+                return None, (_refuse_or(policy, LayerReport(
+                    name="limits", state="unavailable", reason=self.why)),)
+            return None, (LayerReport(name="limits", state="off",
+                                      reason=f"{self.why}; no accounting, processes capped by "
+                                      "RLIMIT_NPROC only"),)
         group = self.backend.create(session_id, wanted)
         gaps = [m for m in group.missing if m.limit in required]
         detail = f"{_describe(wanted)}; {self.backend.describe()} {group.path}"
+        layers: tuple[LayerReport, ...] = ()
+        if wanted.pids is not None and all(m.limit != "pids" for m in group.missing):
+            # The cap holds for root too, unlike RLIMIT_NPROC: say so in its own layer.
+            layers = (LayerReport(
+                name="processes", state="applied",
+                detail=f"at most {policy.max_processes} processes and threads (pids cgroup)"),)
         if gaps:
             reason = "; ".join(f"{m.limit}: {m.reason}" for m in gaps)
             try:
-                return group, _refuse_or(policy, LayerReport(
-                    name="limits", state="partial", reason=reason, detail=detail))
+                return group, (_refuse_or(policy, LayerReport(
+                    name="limits", state="partial", reason=reason, detail=detail)), *layers)
             except EnforcementUnavailable:
                 group.remove()
                 raise
-        return group, LayerReport(name="limits", state="applied", detail=detail)
+        return group, (LayerReport(name="limits", state="applied", detail=detail), *layers)
 
     def close(self) -> None:
         """Remove the (empty) subtrees at daemon exit."""
@@ -126,6 +148,14 @@ class SessionCgroups:
                 os.rmdir(sub)
             except OSError:
                 pass
+
+
+def with_layers(report: EnforcementReport, layers: tuple[LayerReport, ...]
+                ) -> EnforcementReport:
+    """``report`` with ``layers`` in place of the ones of the same name (or added)."""
+    names = {layer.name for layer in layers}
+    kept = tuple(layer for layer in report.layers if layer.name not in names)
+    return msgspec.structs.replace(report, layers=(*kept, *layers))
 
 
 def end_reason(stopped: p.EndReason, usage: Usage | None, exit_code: int | None

@@ -54,7 +54,14 @@ from ..sandbox import LaunchRequest, LayerReport
 from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
 from ._contracts import Caller, GetLauncher, Process, SessionPlan
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
-from ._limits import SessionCgroups, end_reason, remove_group, watch_oom
+from ._limits import (
+    SessionCgroups,
+    end_reason,
+    hide_cgroup_tree,
+    remove_group,
+    watch_oom,
+    with_layers,
+)
 from ._output import SessionOutput
 from ._records import (
     SessionRecord,
@@ -371,7 +378,7 @@ class Registry:
                                               oom_score_adj=limits.oom_score_adj)
             if self._fs_denied is not None and self._fs_denied.active:
                 request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
-            policy = await trio.to_thread.run_sync(self._hide_secrets, plan)
+            policy = hide_cgroup_tree(await trio.to_thread.run_sync(self._hide_secrets, plan))
             session.services = prepared
             if session.audit is not None:
                 session.audit.hidden = prepared.hidden
@@ -382,15 +389,14 @@ class Registry:
             if session.audit is not None:
                 await session.audit.open(session.record, prepared)
             session.record.limits = policy.limits
-            session.cgroup, limits_layer = self._cgroups.create(session.id, policy)
+            session.cgroup, limit_layers = self._cgroups.create(session.id, policy)
             if session.cgroup is not None:
                 request = msgspec.structs.replace(request, cgroup_procs=session.cgroup.procs)
             proc = await launcher.launch(
                 policy, request, stdio=stdio,
                 controlling_tty=plan.stdio == "pty",
             )
-            proc.enforcement = msgspec.structs.replace(
-                proc.enforcement, layers=(*proc.enforcement.layers, limits_layer))
+            proc.enforcement = with_layers(proc.enforcement, limit_layers)
             self._watch_fs_denied(session, proc)
         except BaseException:
             with trio.CancelScope(shield=True):

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from nonoctl.client import Client
-from nonod.cgroups import open_backend
+from nonoctl.client import Client, RemoteError
+from nonod.cgroups import CgroupLimits, open_backend
 from nonod.control import protocol as p
 
-from .conftest import DaemonThread
+from .conftest import DaemonThread, wait_pid_gone
 
 PY = "/usr/bin/python3"
 
@@ -125,3 +126,176 @@ def test_every_process_of_a_session_is_born_in_its_cgroup_cold_or_warm(
             assert path.endswith(f"/{session.id}"), (controller, path)
         assert client.inspect(session.id).usage.pids >= 3  # type: ignore[union-attr]
         client.stop(session.id, force=True)
+
+
+def _host_processes() -> int:
+    return sum(1 for name in os.listdir("/proc") if name.isdigit())
+
+
+def _usage(client: Client, session: str) -> p.Usage:
+    usage = client.inspect(session).usage
+    assert usage is not None
+    return usage
+
+
+BOMB = """
+import os, time
+while True:  # every process forks forever; refused forks are retried
+    try:
+        os.fork()
+    except OSError:
+        time.sleep(0.01)
+"""
+
+
+def test_a_fork_bomb_stops_at_its_pid_cap_and_the_session_still_stops_cleanly(
+        client: Client, profile: Path, short_tmp: Path) -> None:
+    (short_tmp / "bomb.py").write_text(BOMB)
+    before = _host_processes()
+    bomb = launch(client, profile, short_tmp, [PY, "-S", "bomb.py"], max_processes=32)
+    deadline = time.monotonic() + 20
+    while _usage(client, bomb.id).pids_limit_hits < 5:  # bounded: the cap is hit at once
+        assert time.monotonic() < deadline, "the bomb never reached its cap"
+        time.sleep(0.05)
+    usage = _usage(client, bomb.id)
+    assert usage.pids <= 34 and usage.pids_peak <= 34
+    # Other work on the host comes and goes; an uncapped bomb adds thousands.
+    assert _host_processes() - before < 200
+    started = time.monotonic()
+    exited = client.stop(bomb.id, timeout=1)
+    assert time.monotonic() - started < 15
+    assert exited.reason == "stopped"
+    ended = client.inspect(bomb.id)
+    assert ended.state == "exited" and ended.usage is not None
+    assert ended.usage.pids_limit_hits >= 5
+
+
+BUSY = """
+import os, sys, time
+os.sched_setaffinity(0, {0})  # both sessions on one CPU: weights decide who gets it
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    pass
+"""
+
+
+def _cpu_over(client: Client, sessions: list[str], seconds: float) -> list[float]:
+    first = [_usage(client, s).cpu_ns for s in sessions]
+    started = time.monotonic()
+    time.sleep(seconds)  # the measurement window, not a synchronisation
+    wall = time.monotonic() - started
+    return [(_usage(client, s).cpu_ns - a) / 1e9 / wall
+            for s, a in zip(sessions, first, strict=True)]
+
+
+def test_cpu_weights_share_one_cpu_in_their_ratio(
+        client: Client, profile: Path, short_tmp: Path) -> None:
+    (short_tmp / "busy.py").write_text(BUSY)
+    light = launch(client, profile, short_tmp, [PY, "-S", "busy.py"], cpu_weight=100)
+    heavy = launch(client, profile, short_tmp, [PY, "-S", "busy.py"], cpu_weight=300)
+    try:
+        light_share, heavy_share = _cpu_over(client, [light.id, heavy.id], 2.0)
+        # Documented: CPU time in proportion to the weights (1:3) when they compete.
+        ratio = heavy_share / max(light_share, 1e-3)
+        assert 2.0 <= ratio <= 4.5, (light_share, heavy_share)
+    finally:
+        client.stop(light.id, force=True)
+        client.stop(heavy.id, force=True)
+
+
+def test_a_cpu_quota_caps_cpu_time_per_wall_second(
+        client: Client, profile: Path, short_tmp: Path) -> None:
+    (short_tmp / "busy.py").write_text(BUSY)
+    capped = launch(client, profile, short_tmp, [PY, "-S", "busy.py"], cpus=0.2)
+    try:
+        (share,) = _cpu_over(client, [capped.id], 2.0)
+        assert 0.02 < share <= 0.25, share
+    finally:
+        client.stop(capped.id, force=True)
+
+
+def test_a_wall_clock_limit_stops_the_session_with_reason_wall_clock(
+        client: Client, profile: Path, short_tmp: Path) -> None:
+    session = launch(client, profile, short_tmp, ["/bin/sleep", "60"], timeout=0.5)
+    ended = wait_ended(client, session.id)
+    assert ended.reason == "wall_clock"
+    assert ended.limits is not None and ended.limits.wall_clock == 0.5
+
+
+ESCAPE = """
+import os, sys
+def attempt(what, f):
+    try:
+        f()
+        print(what, "OK")
+    except OSError as exc:
+        print(what, exc.errno)
+attempt("list", lambda: os.listdir("/sys/fs/cgroup"))
+for subtree in sys.argv[1:]:
+    attempt("list", lambda: os.listdir(subtree))
+    for name in ("pids.max", "memory.limit_in_bytes", "cgroup.procs"):
+        attempt("write", lambda: open(os.path.join(subtree, name), "w").write("0"))
+print("cgroup", open("/proc/self/cgroup").read().split())
+"""
+
+
+def test_a_session_cannot_see_or_write_the_cgroup_tree(
+        client: Client, profile: Path, short_tmp: Path) -> None:
+    (short_tmp / "escape.py").write_text(ESCAPE)
+    backend, _ = open_backend(str(short_tmp / "state"))
+    assert backend is not None
+    subtrees = backend.subtrees()  # the daemon's: every session's group is below them
+    probe = client.launch([PY, "-S", "escape.py", *subtrees], profile=str(profile),
+                          cwd=str(short_tmp), stdio="pty",
+                          options=p.LaunchOptions(memory=64 << 20, max_processes=64))
+    wait_ended(client, probe.id)
+    out = b"".join(client.logs(probe.id)).decode()
+    # /sys is in nono's default system group (read-only), but /sys/fs/cgroup is masked.
+    assert "OK" not in out, out
+    assert out.count("list 13") == 1 + len(subtrees), out  # EACCES: the mask
+    assert out.count("write 13") == 3 * len(subtrees), out
+    # Its cgroup namespace is rooted at its own group: no path of the host's tree shows.
+    assert "cgroup ['" in out and "nono-" not in out, out
+
+
+def test_a_caller_over_a_ceiling_is_refused_naming_the_limit(
+        short_tmp: Path, profile: Path) -> None:
+    config = '[limits]\nmax_memory = "64M"\nmax_processes = 100\ncpu_weight = 50\n'
+    daemon = DaemonThread(short_tmp, config=config).start()
+    try:
+        with Client(daemon.socket, autostart=False) as client:
+            argv = [PY, "-S", "-c", "pass"]
+            with pytest.raises(RemoteError) as refused:
+                launch(client, profile, short_tmp, argv, memory=128 << 20)
+            assert refused.value.remote_code == "limits.exceeded"
+            assert "memory 128M is above this daemon's ceiling 64M" in refused.value.message
+            with pytest.raises(RemoteError, match="max_processes 500 is above"):
+                launch(client, profile, short_tmp, argv, max_processes=500)
+            # Asking for nothing gets the ceilings, and the defaults.
+            session = launch(client, profile, short_tmp, argv)
+            assert session.limits == p.Limits(memory=64 << 20, max_processes=100, cpu_weight=50)
+            wait_ended(client, session.id)
+    finally:
+        daemon.stop()
+
+
+def test_groups_left_by_a_dead_daemon_are_removed_at_the_next_start(
+        short_tmp: Path) -> None:
+    state = short_tmp / "state"
+    backend, _ = open_backend(str(state))
+    assert backend is not None
+    # What a daemon killed with its sessions' groups still populated leaves behind.
+    group = backend.create("0badc0de", CgroupLimits(pids=8))
+    # An orphan, as the sessions of a dead daemon are (pid 1 reaps it).
+    leftover = int(subprocess.run(["/bin/sh", "-c", "/bin/sleep 300 >/dev/null 2>&1 & echo $!"],
+                                  capture_output=True, text=True, check=True).stdout)
+    for procs in group.procs:
+        Path(procs).write_text(str(leftover))
+    daemon = DaemonThread(short_tmp).start()
+    try:
+        assert wait_pid_gone(leftover, timeout=10)
+        assert not any(Path(sub, "0badc0de").exists() for sub in backend.subtrees())
+    finally:
+        daemon.stop()
+    # A daemon that stops cleanly leaves nothing either.
+    assert not any(Path(sub).exists() for sub in backend.subtrees())
