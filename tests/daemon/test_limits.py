@@ -90,6 +90,14 @@ def test_a_session_past_its_memory_limit_is_killed_with_reason_oom(
     assert ended.usage is not None and ended.usage.oom_kills >= 1
     assert ended.usage.memory_peak_bytes <= 32 << 20
     assert ended.limits is not None and ended.limits.memory == 32 << 20
+    # The audit record says so, with the figures.
+    audit = short_tmp / "state" / "sessions" / hog.id / "audit.ndjson"
+    last = [json.loads(line) for line in audit.read_text().splitlines()
+            if '"session_ended"' in line][-1]
+    ended_event = last["event"]
+    assert ended_event["reason"] == "oom" and ended_event["signal"] == 9
+    usage = ended_event["usage"]
+    assert usage["oom_kills"] >= 1 and usage["memory_peak_bytes"] > 16 << 20
     # The neighbour and the daemon are untouched, and answer at once.
     started = time.monotonic()
     live = {s.id: s for s in client.sessions()}
