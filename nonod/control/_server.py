@@ -524,7 +524,14 @@ class _Conversation:
                 profiles = await self._server.policies.list_profiles(self.caller)
                 await self.send(p.Profiles(profiles=profiles))
             case p.ProfileShow():
-                await self.send(await self._server.policies.show_profile(request, self.caller))
+                shown = await self._server.policies.show_profile(request, self.caller)
+                if request.resolved:  # the limits a launch would get here: flags, [limits]
+                    policy = effective_limits(
+                        msgspec.json.decode(shown.document, type=ResolvedPolicy),
+                        request.options, self._server.settings().limits)
+                    shown = msgspec.structs.replace(
+                        shown, document=msgspec.Raw(msgspec.json.encode(policy)))
+                await self.send(shown)
             case p.ProfileValidate():
                 await self.send(
                     await self._server.policies.validate_profile(request, self.caller)

@@ -17,6 +17,7 @@ from nonod.cgroups import CgroupLimits, open_backend
 from nonod.control import protocol as p
 
 from .conftest import DaemonThread, wait_pid_gone
+from .test_cli import CLI, cli_env
 
 PY = "/usr/bin/python3"
 
@@ -307,3 +308,38 @@ def test_groups_left_by_a_dead_daemon_are_removed_at_the_next_start(
         daemon.stop()
     # A daemon that stops cleanly leaves nothing either.
     assert not any(Path(sub).exists() for sub in backend.subtrees())
+
+
+def test_cli_flags_inspect_ps_top_and_profile_show(
+        daemon_thread: DaemonThread, client: Client, profile: Path, short_tmp: Path) -> None:
+    run = CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
+    (short_tmp / "busy.py").write_text(BUSY)
+    done = run("launch", "--profile", str(profile), "-d", "--memory", "48M", "--max-processes",
+               "20", "--cpus", "0.5", "--cpu-weight", "200", "--timeout", "5m", "--",
+               PY, "-S", "busy.py")
+    assert done.returncode == 0, done.stderr
+    session = done.stdout.strip()
+    try:
+        shown = run("inspect", session)
+        assert "memory 48.0M, 20 processes, 0.5 CPUs, CPU weight 200, wall clock 300s" \
+            in shown.stdout, shown.stdout
+        assert "limits: applied" in shown.stdout and "pids" in shown.stdout
+        listed = json.loads(run("ps", "--json").stdout)
+        mine = next(s for s in listed if s["id"] == session)
+        assert mine["usage"]["pids"] >= 3 and mine["usage"]["memory_bytes"] > 0
+        top = run("top", "--once", "--interval", "0.5")
+        assert top.returncode == 0, top.stderr
+        header, *rows = top.stdout.splitlines()
+        assert header.split()[:4] == ["ID", "NAME", "CPU%", "CPU"]
+        row = next(r.split() for r in rows if r.startswith(session))
+        assert 10 <= float(row[2]) <= 60, row  # busy, capped at half a CPU
+    finally:
+        client.stop(session, force=True)
+    resolved = run("profile", "show", str(profile), "--resolved", "--memory", "1G",
+                   "--timeout", "90s")
+    assert resolved.returncode == 0, resolved.stderr
+    policy = json.loads(resolved.stdout)
+    policy = policy.get("document", policy)
+    assert policy["limits"] == {"memory": 1 << 30, "wall_clock": 90.0}, policy
+    bad = run("launch", "--memory", "lots", "--", "true")
+    assert bad.returncode == 2 and "not a size" in bad.stderr
