@@ -20,6 +20,7 @@ from ._backend import choose as choose
 from ._backend import open_backend as open_backend
 from ._backend import subtree_tag as subtree_tag
 from ._detect import Hierarchy as Hierarchy
+from ._detect import current_hierarchies as current_hierarchies
 from ._detect import hierarchies as hierarchies
 from ._errors import CgroupError as CgroupError
 from ._types import DEFAULT_WEIGHT as DEFAULT_WEIGHT

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Protocol
 
-from ._detect import Hierarchy, current
+from ._detect import Hierarchy, current_hierarchies
 from ._types import CgroupLimits, Missing, Usage
 from ._v1 import V1Backend
 from ._v2 import V2Backend
@@ -67,7 +67,7 @@ def choose(found: list[Hierarchy], tag: str) -> tuple[CgroupBackend | None, str]
 
 
 def open_backend(state_dir: str) -> tuple[CgroupBackend | None, str]:
-    return choose(current(), subtree_tag(state_dir))
+    return choose(current_hierarchies(), subtree_tag(state_dir))
 
 
 __all__ = ["CgroupBackend", "SessionGroup", "choose", "open_backend", "subtree_tag"]

@@ -73,7 +73,7 @@ def hierarchies(mountinfo: str, proc_cgroup: str) -> list[Hierarchy]:
     return out
 
 
-def current() -> list[Hierarchy]:
+def current_hierarchies() -> list[Hierarchy]:
     try:
         with open("/proc/self/mountinfo") as f:
             mountinfo = f.read()

@@ -343,3 +343,44 @@ def test_cli_flags_inspect_ps_top_and_profile_show(
     assert policy["limits"] == {"memory": 1 << 30, "wall_clock": 90.0}, policy
     bad = run("launch", "--memory", "lots", "--", "true")
     assert bad.returncode == 2 and "not a size" in bad.stderr
+
+
+def test_a_limit_the_host_cannot_apply_refuses_the_launch_unless_the_profile_accepts_it(
+        client: Client, profile: Path, short_tmp: Path) -> None:
+    backend, _ = open_backend(str(short_tmp / "state"))
+    probe = backend.create("probe", CgroupLimits(io_weight=200)) if backend else None
+    if probe is None or not probe.missing:
+        pytest.skip("this host can apply an I/O weight: no limit to be missing")
+    probe.remove()
+    argv = [PY, "-S", "-c", "pass"]
+    with pytest.raises(RemoteError) as refused:
+        launch(client, profile, short_tmp, argv, io_weight=200)
+    assert refused.value.remote_code == "launch.enforcement"
+    assert "io_weight" in refused.value.message and "allow_degraded" in (refused.value.hint or "")
+    lenient = short_tmp / "lenient.json"
+    lenient.write_text(json.dumps({**json.loads(profile.read_text()),
+                                   "nonod": {"allow_degraded": ["limits"]}}))
+    session = launch(client, lenient, short_tmp, argv, io_weight=200, memory=64 << 20)
+    layers = {lay.name: lay for lay in session.enforcement.layers}  # type: ignore[union-attr]
+    assert layers["limits"].state == "partial" and "io_weight" in layers["limits"].reason
+    assert "memory 64M" in layers["limits"].detail
+    wait_ended(client, session.id)
+
+
+OOM_CHILD = """
+import os, time
+if os.fork() == 0:
+    chunks = [bytearray(1 << 20) for _ in range(400)]
+    os._exit(0)
+time.sleep(60)  # the parent survives the OOM kill of its child
+"""
+
+
+def test_an_oom_kill_of_any_process_ends_the_whole_session(
+        client: Client, profile: Path, short_tmp: Path) -> None:
+    (short_tmp / "oom_child.py").write_text(OOM_CHILD)
+    session = launch(client, profile, short_tmp, [PY, "-S", "oom_child.py"], memory=32 << 20)
+    started = time.monotonic()
+    ended = wait_ended(client, session.id)
+    assert time.monotonic() - started < 20  # not the parent's 60 s
+    assert ended.reason == "oom" and ended.signal == 9
