@@ -139,6 +139,9 @@ class LimitsSection(_Section, frozen=True, kw_only=True):
     above (a session that asks for nothing gets the ceiling). Sizes as ``512M``, durations as
     ``1h``."""
 
+    #: Give each session its own cgroup (limits and accounting). Off: no accounting, and a
+    #: launch that asks for a limit is refused unless its profile accepts degraded limits.
+    cgroups: bool = True
     memory: Size | None = None
     cpus: Cpus | None = None
     cpu_weight: Weight | None = None

@@ -122,6 +122,7 @@ class _State:
             max_live=s.max_live, stop_grace=s.stop_grace, shutdown_grace=s.shutdown_grace,
             allow_root=s.allow_root, output_buffer_bytes=s.output_buffer_bytes,
             log_max_bytes=s.log_max_bytes, oom_score_adj=s.oom_score_adj,
+            cgroups=self.config.limits.cgroups,
         )
 
     def network(self) -> NetworkSettings:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import final
 
 
 def write(path: str, value: str) -> None:
@@ -22,7 +24,44 @@ def read(path: str) -> str:
         return f.read()
 
 
-def read_int(path: str) -> int:
+Read = Callable[[str], str]
+
+
+def _fd_budget() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft // 2 if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+@final
+class ControlFiles:
+    """A group's control files, kept open: reading one again is a single ``pread`` (opening a
+    cgroup file costs about ten times more, and ``ps`` reads every live session's). Only
+    descriptors below half the descriptor limit are kept, so that the daemon never runs out
+    for its clients; the others are opened at each read."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+        self._budget = _fd_budget()
+
+    def read(self, path: str) -> str:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            if fd >= self._budget:
+                try:
+                    return os.read(fd, 65536).decode("ascii")
+                finally:
+                    os.close(fd)
+            self._fds[path] = fd
+        return os.pread(fd, 65536, 0).decode("ascii")
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def read_int(path: str, read: Read = read) -> int:
     """An integer file, 0 if absent or not a number ("max")."""
     try:
         return int(read(path).split()[0])
@@ -30,7 +69,7 @@ def read_int(path: str) -> int:
         return 0
 
 
-def read_keyed(path: str) -> dict[str, int]:
+def read_keyed(path: str, read: Read = read) -> dict[str, int]:
     """``key value`` lines (memory.oom_control, pids.events, cpu.stat)."""
     out: dict[str, int] = {}
     try:

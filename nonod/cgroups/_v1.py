@@ -1,9 +1,10 @@
 """cgroup v1: one hierarchy per controller (or per mounted set of them).
 
-Each session gets ``<our group>/nono-<tag>/<session id>`` in every hierarchy we use: memory,
-pids, cpu, cpuacct (accounting; a separate hierarchy on some hosts) and blkio. v1 has no
-``cgroup.kill`` and no group-wide OOM kill: the daemon kills what remains itself, and is told
-of OOM kills by an eventfd registered on ``memory.oom_control``.
+Each session gets ``<our group>/nono-<tag>/<session id>`` in the hierarchies it needs: memory,
+pids and cpuacct (CPU time; a separate hierarchy on some hosts) always, cpu and blkio only
+when it has a CPU or I/O limit (each hierarchy joined costs the launch an RCU grace period).
+v1 has no ``cgroup.kill`` and no group-wide OOM kill: the daemon kills what remains itself,
+and is told of OOM kills by an eventfd registered on ``memory.oom_control``.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ def blkio_weight_for(weight: int) -> int:
     return max(10, min(1000, weight * 5))
 
 
-def _io_bytes(path: str) -> tuple[int, int]:
+def _io_bytes(path: str, read_file: _files.Read) -> tuple[int, int]:
     read = written = 0
     try:
-        text = _files.read(path)
+        text = read_file(path)
     except OSError:
         return 0, 0
     for line in text.splitlines():
@@ -57,6 +58,7 @@ class V1Group:
         self.missing = missing
         self.procs = tuple(sorted({os.path.join(d, "cgroup.procs") for d in dirs.values()}))
         self.path = dirs.get("memory") or dirs.get("pids") or next(iter(dirs.values()), "")
+        self._files = _files.ControlFiles()
 
     def _dir(self, controller: str) -> str | None:
         return self._dirs.get(controller)
@@ -64,17 +66,19 @@ class V1Group:
     def usage(self) -> Usage:
         def number(controller: str, name: str) -> int:
             directory = self._dir(controller)
-            return _files.read_int(os.path.join(directory, name)) if directory else 0
+            return _files.read_int(os.path.join(directory, name), self._files.read) \
+                if directory else 0
 
         def keyed(controller: str, name: str, key: str) -> int:
             directory = self._dir(controller)
             if directory is None:
                 return 0
-            return _files.read_keyed(os.path.join(directory, name)).get(key, 0)
+            return _files.read_keyed(os.path.join(directory, name), self._files.read).get(key, 0)
 
         blkio = self._dir("blkio")
         read, written = _io_bytes(os.path.join(
-            blkio, "blkio.throttle.io_service_bytes_recursive")) if blkio else (0, 0)
+            blkio, "blkio.throttle.io_service_bytes_recursive"), self._files.read) \
+            if blkio else (0, 0)
         return Usage(
             cpu_ns=number("cpuacct", "cpuacct.usage"),
             cpu_user_ns=number("cpuacct", "cpuacct.usage_user"),
@@ -111,6 +115,7 @@ class V1Group:
         _files.kill_all(self._dirs.values())
 
     def remove(self) -> bool:
+        self._files.close()
         self.kill()
         return all(_files.remove_tree(d) for d in set(self._dirs.values()))
 
@@ -160,8 +165,17 @@ class V1Backend:
         missing = self._missing(limits)
         dirs: dict[str, str] = {}
         made: dict[str, str] = {}
+        # Moving a process into a v1 group waits for an RCU grace period per hierarchy
+        # (milliseconds): join only those that limit or account something for this session.
+        used = {"memory", "pids", "cpuacct"}
+        if limits.cpus is not None or limits.cpu_weight is not None:
+            used.add("cpu")
+        if limits.io_weight is not None:
+            used.add("blkio")
         try:
             for controller, own in self._own.items():
+                if controller not in used and own not in made:
+                    continue
                 path = made.get(own)
                 if path is None:
                     sub = os.path.join(own, f"nono-{self._tag}")

@@ -24,10 +24,10 @@ _NEEDS = {"memory": "memory", "pids": "pids", "cpus": "cpu", "cpu_weight": "cpu"
           "io_weight": "io"}
 
 
-def _io_bytes(path: str) -> tuple[int, int]:
+def _io_bytes(path: str, read_file: _files.Read) -> tuple[int, int]:
     read = written = 0
     try:
-        text = _files.read(path)
+        text = read_file(path)
     except OSError:
         return 0, 0
     for line in text.splitlines():
@@ -50,25 +50,34 @@ class V2Group:
         self.procs: tuple[str, ...] = (os.path.join(path, "cgroup.procs"),)
         self.missing = missing
         self._controllers = controllers
+        self._files = _files.ControlFiles()
 
     def _f(self, name: str) -> str:
         return os.path.join(self.path, name)
 
     def usage(self) -> Usage:
-        cpu = _files.read_keyed(self._f("cpu.stat"))
-        read, written = _io_bytes(self._f("io.stat"))
+        reader = self._files.read
+
+        def number(name: str) -> int:
+            return _files.read_int(self._f(name), reader)
+
+        def keyed(name: str) -> dict[str, int]:
+            return _files.read_keyed(self._f(name), reader)
+
+        cpu = keyed("cpu.stat")
+        read, written = _io_bytes(self._f("io.stat"), reader)
         return Usage(
             cpu_ns=cpu.get("usage_usec", 0) * 1000,
             cpu_user_ns=cpu.get("user_usec", 0) * 1000,
             cpu_system_ns=cpu.get("system_usec", 0) * 1000,
-            memory_bytes=_files.read_int(self._f("memory.current")),
-            memory_peak_bytes=_files.read_int(self._f("memory.peak")),
-            pids=_files.read_int(self._f("pids.current")),
-            pids_peak=_files.read_int(self._f("pids.peak")),
+            memory_bytes=number("memory.current"),
+            memory_peak_bytes=number("memory.peak"),
+            pids=number("pids.current"),
+            pids_peak=number("pids.peak"),
             io_read_bytes=read,
             io_write_bytes=written,
-            oom_kills=_files.read_keyed(self._f("memory.events")).get("oom_kill", 0),
-            pids_limit_hits=_files.read_keyed(self._f("pids.events")).get("max", 0),
+            oom_kills=keyed("memory.events").get("oom_kill", 0),
+            pids_limit_hits=keyed("pids.events").get("max", 0),
         )
 
     def oom_eventfd(self) -> int | None:
@@ -81,6 +90,7 @@ class V2Group:
             _files.kill_all([self.path])
 
     def remove(self) -> bool:
+        self._files.close()
         self.kill()
         return _files.remove_tree(self.path)
 

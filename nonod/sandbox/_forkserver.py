@@ -76,22 +76,20 @@ class _Warm:
                 os._exit(126)
         theirs.close()
         client.close()
-        self.pid = pid
         self.sock = ours
         self.audit_tag = key[3]
 
     def hand_over(self, msg: bytes, fds: list[int], cgroup_procs: tuple[str, ...]) -> bool:
-        """Give the plan to the waiting init; False if it is not there any more. The outer
-        process and the init move into the session's cgroups first (the init forks the
-        program afterwards, which is born there); if they cannot, the launch fails at step
-        ``cgroup`` and this launcher ends."""
+        """Give the plan to the waiting init; False if it is not there any more. The init
+        moves into the session's cgroups first (it forks the program afterwards, which is
+        born there; the outer process, the daemon's view guard, stays out of the session's
+        reach); if it cannot, the launch fails at step ``cgroup`` and this launcher ends."""
         try:
             data = self.sock.recv(WARM_HELLO.size)
             if len(data) != WARM_HELLO.size:
                 return False
             init_pid, ses, ses_err = WARM_HELLO.unpack(data)
             try:
-                join_cgroups(cgroup_procs, self.pid)
                 join_cgroups(cgroup_procs, init_pid)
             except OSError as exc:
                 os.write(fds[3], record(REC_ERROR, STEPS.index("cgroup"), exc.errno or 0,

@@ -31,6 +31,7 @@ log = structlog.get_logger()
 #: The outer launcher and the session's init count in its pid cap too.
 LAUNCHER_PIDS: Final = 2
 REMOVE_TIMEOUT: Final = 5.0
+OOM_SETTLE: Final = 1.0
 
 
 def cgroup_limits(policy: ResolvedPolicy) -> tuple[CgroupLimits, tuple[str, ...]]:
@@ -191,14 +192,18 @@ async def watch_oom(group: SessionGroup, on_oom: trio.Event) -> None:
     if efd is None:
         return
     try:
-        while True:
+        # An OOM kill before the eventfd was registered is in the counter already.
+        while not group.usage().oom_kills:
             await trio.lowlevel.wait_readable(efd)
             try:
                 os.eventfd_read(efd)
             except BlockingIOError:
                 continue
-            if group.usage().oom_kills:
-                on_oom.set()
-                return
+            # The kernel signals when the OOM starts, before its killer has chosen and
+            # counted: give it a moment to show (bounded; a removed group signals too).
+            with trio.move_on_after(OOM_SETTLE):
+                while not group.usage().oom_kills:
+                    await trio.sleep(0.005)
+        on_oom.set()
     finally:
         os.close(efd)

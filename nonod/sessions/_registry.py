@@ -160,7 +160,11 @@ class Registry:
         """Create the state directory and read earlier records; returns ids marked lost."""
         await trio.to_thread.run_sync(make_private_dirs, self._state_dir, self._sessions_dir)
         records = await trio.to_thread.run_sync(read_records, self._sessions_dir)
-        self._cgroups = await trio.to_thread.run_sync(SessionCgroups.open, self._state_dir)
+        if self._limits().cgroups:
+            self._cgroups = await trio.to_thread.run_sync(SessionCgroups.open, self._state_dir)
+        else:
+            self._cgroups = SessionCgroups(None, "cgroups are turned off ([limits] cgroups = "
+                                           "false in nonod.toml)")
         lost: list[str] = []
         for record in records:
             if record.state != "exited":

@@ -17,6 +17,8 @@ class SessionLimits:
     output_buffer_bytes: int = 256 * 1024
     log_max_bytes: int = 64 * 1024 * 1024
     oom_score_adj: int = 800
+    #: ``[limits] cgroups``: a cgroup per session (read once, when the daemon starts).
+    cgroups: bool = True
 
 
 @dataclass(frozen=True)
