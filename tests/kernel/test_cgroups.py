@@ -78,8 +78,9 @@ def test_v1_writes_each_limit_and_reads_the_usage(v1: V1Backend) -> None:
         usage = group.usage()
         assert usage.pids == 1 and usage.memory_bytes >= 0
     finally:
-        assert group.remove()  # kills what is left first
-        proc.wait(timeout=10)
+        group.kill()  # what is left in the group
+        assert proc.wait(timeout=10) == -9
+    assert group.remove()  # once its processes have exited (zombies hold a v1 group)
     assert not any(Path(p).exists() for p in group.procs)
 
 
