@@ -69,20 +69,9 @@ def _bytes(n: int) -> str:
 
 
 def _limits(limits: p.Limits) -> str:
-    parts = []
-    if limits.memory is not None:
-        parts.append(f"memory {_bytes(limits.memory)}")
-    if limits.max_processes is not None:
-        parts.append(f"{limits.max_processes} processes")
-    if limits.cpus is not None:
-        parts.append(f"{limits.cpus:g} CPUs")
-    if limits.cpu_weight is not None:
-        parts.append(f"CPU weight {limits.cpu_weight}")
-    if limits.io_weight is not None:
-        parts.append(f"I/O weight {limits.io_weight}")
-    if limits.wall_clock is not None:
-        parts.append(f"wall clock {limits.wall_clock:g}s")
-    return ", ".join(parts) or "none asked for"
+    from nonod._units import describe_limits
+
+    return describe_limits(**msgspec.structs.asdict(limits)) or "none asked for"
 
 
 def _usage(u: p.Usage) -> str:

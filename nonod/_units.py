@@ -47,3 +47,18 @@ def format_size(n: int) -> str:
     if n >= 1 << 20:
         return f"{n / (1 << 20):.1f}M"
     return str(n)
+
+
+def describe_limits(*, memory: int | None = None, max_processes: int | None = None,
+                    cpus: float | None = None, cpu_weight: int | None = None,
+                    io_weight: int | None = None, wall_clock: float | None = None) -> str:
+    """Limits as people read them (``memory 512M, 256 processes, 0.5 CPUs``); "" for none."""
+    parts: tuple[tuple[float | None, str], ...] = (
+        (memory, f"memory {format_size(int(memory))}" if memory is not None else ""),
+        (max_processes, f"{max_processes} processes"),
+        (cpus, f"{cpus:g} CPUs" if cpus is not None else ""),
+        (cpu_weight, f"CPU weight {cpu_weight}"),
+        (io_weight, f"I/O weight {io_weight}"),
+        (wall_clock, f"wall clock {wall_clock:g}s" if wall_clock is not None else ""),
+    )
+    return ", ".join(text for value, text in parts if value is not None)

@@ -61,6 +61,14 @@ class ControlFiles:
         self._fds.clear()
 
 
+def read_or_empty(path: str, read: Read = read) -> str:
+    """The file's text, or "" if it cannot be read (absent on this kernel, group gone)."""
+    try:
+        return read(path)
+    except OSError:
+        return ""
+
+
 def read_int(path: str, read: Read = read) -> int:
     """An integer file, 0 if absent or not a number ("max")."""
     try:
@@ -72,11 +80,7 @@ def read_int(path: str, read: Read = read) -> int:
 def read_keyed(path: str, read: Read = read) -> dict[str, int]:
     """``key value`` lines (memory.oom_control, pids.events, cpu.stat)."""
     out: dict[str, int] = {}
-    try:
-        text = read(path)
-    except OSError:
-        return out
-    for line in text.splitlines():
+    for line in read_or_empty(path, read).splitlines():
         key, _, value = line.partition(" ")
         with contextlib.suppress(ValueError):
             out[key] = int(value.split()[0])

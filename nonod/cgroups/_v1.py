@@ -34,11 +34,7 @@ def blkio_weight_for(weight: int) -> int:
 
 def _io_bytes(path: str, read_file: _files.Read) -> tuple[int, int]:
     read = written = 0
-    try:
-        text = read_file(path)
-    except OSError:
-        return 0, 0
-    for line in text.splitlines():
+    for line in _files.read_or_empty(path, read_file).splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[1] == "Read":
             read += int(parts[2])

@@ -26,11 +26,7 @@ _NEEDS = {"memory": "memory", "pids": "pids", "cpus": "cpu", "cpu_weight": "cpu"
 
 def _io_bytes(path: str, read_file: _files.Read) -> tuple[int, int]:
     read = written = 0
-    try:
-        text = read_file(path)
-    except OSError:
-        return 0, 0
-    for line in text.splitlines():
+    for line in _files.read_or_empty(path, read_file).splitlines():
         for item in line.split()[1:]:
             key, _, value = item.partition("=")
             if key == "rbytes":

@@ -19,7 +19,7 @@ import msgspec
 import structlog
 import trio
 
-from .._units import format_size
+from .._units import describe_limits
 from ..cgroups import CgroupBackend, CgroupLimits, SessionGroup, Usage, open_backend
 from ..control import protocol as p
 from ..errors import EnforcementUnavailable
@@ -62,18 +62,11 @@ def hide_cgroup_tree(policy: ResolvedPolicy) -> ResolvedPolicy:
 
 
 def _describe(limits: CgroupLimits) -> str:
-    parts = []
-    if limits.memory is not None:
-        parts.append(f"memory {format_size(limits.memory)} (no swap)")
-    if limits.pids is not None:
-        parts.append(f"{limits.pids - LAUNCHER_PIDS} processes")
-    if limits.cpus is not None:
-        parts.append(f"{limits.cpus:g} CPUs")
-    if limits.cpu_weight is not None:
-        parts.append(f"CPU weight {limits.cpu_weight}")
-    if limits.io_weight is not None:
-        parts.append(f"I/O weight {limits.io_weight}")
-    return ", ".join(parts) or "accounting only"
+    text = describe_limits(
+        memory=limits.memory, cpus=limits.cpus, cpu_weight=limits.cpu_weight,
+        io_weight=limits.io_weight,
+        max_processes=None if limits.pids is None else limits.pids - LAUNCHER_PIDS)
+    return (text + " (no swap)" if limits.memory is not None else text) or "accounting only"
 
 
 def _refuse_or(policy: ResolvedPolicy, report: LayerReport) -> LayerReport:

@@ -321,7 +321,7 @@ def test_cli_flags_inspect_ps_top_and_profile_show(
     session = done.stdout.strip()
     try:
         shown = run("inspect", session)
-        assert "memory 48.0M, 20 processes, 0.5 CPUs, CPU weight 200, wall clock 300s" \
+        assert "memory 48M, 20 processes, 0.5 CPUs, CPU weight 200, wall clock 300s" \
             in shown.stdout, shown.stdout
         assert "limits: applied" in shown.stdout and "pids" in shown.stdout
         listed = json.loads(run("ps", "--json").stdout)

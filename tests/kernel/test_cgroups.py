@@ -29,11 +29,10 @@ def _tag() -> str:
     return "test-" + uuid.uuid4().hex[:8]
 
 
-@pytest.fixture
-def v1() -> Iterator[V1Backend]:
-    backend = V1Backend.probe(current_hierarchies(), _tag())
+def _opened(backend: V1Backend | V2Backend | None, why: str
+            ) -> Iterator[V1Backend | V2Backend]:
     if backend is None:
-        pytest.skip("no writable cgroup v1 memory or pids hierarchy")
+        pytest.skip(why)
     yield backend
     backend.remove_stale()
     for sub in backend.subtrees():
@@ -42,15 +41,15 @@ def v1() -> Iterator[V1Backend]:
 
 
 @pytest.fixture
-def v2() -> Iterator[V2Backend]:
-    backend = V2Backend.probe(current_hierarchies(), _tag())
-    if backend is None:
-        pytest.skip("no writable cgroup2 hierarchy")
-    yield backend
-    backend.remove_stale()
-    for sub in backend.subtrees():
-        if os.path.isdir(sub):
-            os.rmdir(sub)
+def v1() -> Iterator[V1Backend | V2Backend]:
+    yield from _opened(V1Backend.probe(current_hierarchies(), _tag()),
+                       "no writable cgroup v1 memory or pids hierarchy")
+
+
+@pytest.fixture
+def v2() -> Iterator[V1Backend | V2Backend]:
+    yield from _opened(V2Backend.probe(current_hierarchies(), _tag()),
+                       "no writable cgroup2 hierarchy")
 
 
 def _in_group(procs: tuple[str, ...]) -> subprocess.Popen[bytes]:
