@@ -343,6 +343,10 @@ def test_cli_flags_inspect_ps_top_and_profile_show(
     assert policy["limits"] == {"memory": 1 << 30, "wall_clock": 90.0}, policy
     bad = run("launch", "--memory", "lots", "--", "true")
     assert bad.returncode == 2 and "not a size" in bad.stderr
+    doctor = json.loads(run("doctor", "--json").stdout)
+    findings = doctor.get("findings", doctor) if isinstance(doctor, dict) else doctor
+    cgroups = next(f for f in findings if f["check"] == "cgroups")
+    assert cgroups["status"] == "ok" and "cgroup v" in cgroups["detail"]
 
 
 def test_a_limit_the_host_cannot_apply_refuses_the_launch_unless_the_profile_accepts_it(
