@@ -96,7 +96,7 @@ def _env(base: Path, tree: Path) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HOME": f"{base}/home", "PYTHONPATH": str(tree),
             "XDG_STATE_HOME": f"{base}/state", "XDG_CONFIG_HOME": f"{base}/config",
             "XDG_RUNTIME_DIR": f"{base}/home/run", "NONO_NO_AUTOSTART": "1",
-            "NONO_SOCKET": f"{base}/nonod.sock"}
+            "NONO_SOCKET": f"{base}/run/nonod.sock"}  # nonod makes run/ 0700
 
 
 class Daemon:

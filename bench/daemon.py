@@ -52,7 +52,7 @@ from _common import machine
 from launch import Contender, bwrap, make, measure, nonod, summarize, versions
 
 from nonoctl.client import Client, Connection, DaemonUnreachable
-from nonod.control import protocol as p
+from nonod import protocol as p
 from nonod.sandbox import open_launcher
 
 VENV_BIN = Path(sys.executable).parent

@@ -24,7 +24,7 @@ from typing import Any
 from _common import POLICY, machine, percentile
 from daemon import Daemon
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 from nonod.policy import Limits
 from nonod.sessions._limits import SessionCgroups
 

@@ -29,12 +29,13 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 from nonod.errors import NonoError
 
 from ._output import Output
@@ -45,6 +46,8 @@ from .client import (
     RemoteError,
     check,
     connect,
+    launch_environment,
+    working_directory,
 )
 
 if TYPE_CHECKING:
@@ -413,7 +416,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     audit = command("audit", _cmd_audit,
                     "verify, show, list or prune audit files (read locally)")
     audit.set_defaults(session=None, allow_incomplete=False, no_ledger=False, key=None,
-                       older_than=None, keep=None, dry_run=False)
+                       older_than=None, keep=None, dry_run=False, envelope=None)
     state_dir = option("--state-dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                        help="the daemon's state directory (default: the user daemon's, or the "
                        "system daemon's with --system)")
@@ -421,7 +424,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     audit_actions = actions(audit, [state_dir])
     audit_verify = audit_actions("verify", "check a session's audit file (chain, seal, "
                                  "ledger, signature)")
-    audit_verify.add_argument("session", metavar="ID", help="session id, name or unique id prefix")
+    audit_verify.add_argument("session", metavar="ID", nargs="?",
+                              help="session id, name or unique id prefix")
+    audit_verify.add_argument("--envelope", type=Path, metavar="FILE",
+                              help="check a shipped envelope (records, chain, seal, signature) "
+                              "instead of a session in the state directory")
     audit_verify.add_argument("--allow-incomplete", action="store_true",
                               help="accept a file with no final record (a live session)")
     audit_verify.add_argument("--no-ledger", action="store_true",
@@ -525,9 +532,13 @@ def _cmd_launch(args: argparse.Namespace, command: list[str], out: Output) -> in
     profile = _profile_arg(args.profile or args.profile_name)
     detach = args.detach
     stdio: p.Stdio = "pty" if (detach or args.dry_run) else "passed"
+    env, dropped = launch_environment()
+    for name in dropped:
+        out.note(f"nonoctl: warning: environment variable {name} left out: longer than a "
+                 f"program can be given ({p.MAX_ARG_STRLEN} bytes with its name)")
     try:
         request = p.Launch(
-            argv=tuple(command), profile=profile, cwd=os.getcwd(), env=dict(os.environ),
+            argv=tuple(command), profile=profile, cwd=working_directory(), env=env,
             options=_options(args), name=args.name, detach=detach, stdio=stdio,
             term=_term_size(), dry_run=args.dry_run,
         )
@@ -587,6 +598,14 @@ class _SignalPipe:
         os.close(self._write)
 
 
+#: How long a stopping signal that came before the ``launched`` reply waits for it.
+_LAUNCHED_GRACE: Final = 1.0
+#: Signals that end ``nonoctl launch`` itself while there is no session to forward them to.
+_STOPPING: Final = frozenset(
+    int(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+)
+
+
 def _ignore_signal(signum: int, frame: object) -> None:
     del signum, frame  # delivered through the wakeup fd
 
@@ -594,10 +613,12 @@ def _ignore_signal(signum: int, frame: object) -> None:
 def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
     """Launch on our own terminal: pass stdio, forward signals, exit with the program."""
     import select
+    import time
 
     fds, opened = _stdio_fds()
     session_id: str | None = None
     queued: list[int] = []
+    stop_deadline: float | None = None
     with _SignalPipe(_FORWARDED_NAMES) as signals:
         try:
             conn.send(request, fds=fds)
@@ -607,9 +628,21 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
         while True:
             sock = conn.fileno()
             watch = [sock, signals.fd]
-            ready = [sock] if conn.has_buffered() else select.select(watch, [], [])[0]
+            timeout = (None if stop_deadline is None
+                       else max(0.0, stop_deadline - time.monotonic()))
+            ready = [sock] if conn.has_buffered() else select.select(watch, [], [], timeout)[0]
             if signals.fd in ready:
                 queued += signals.read()
+            if session_id is None and _STOPPING.intersection(queued):
+                # The program may already run, its `launched` reply on the way: give the
+                # daemon a moment to say so (the signal is then forwarded). Otherwise nonoctl
+                # itself was interrupted; closing the connection stops the session should
+                # the daemon still create it.
+                if stop_deadline is None:
+                    stop_deadline = time.monotonic() + _LAUNCHED_GRACE
+                elif sock not in ready and time.monotonic() >= stop_deadline:
+                    out.error("interrupted before the session started")
+                    return EXIT_INTERRUPTED
             if session_id is not None:
                 for signum in queued:
                     conn.send(p.SendSignal(session=session_id, signal=signum))
@@ -618,15 +651,17 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
                 continue
             try:
                 replies = conn.receive_available()
-            except ConnectionLost:
+            except ConnectionLost as exc:
                 if session_id is None:
                     raise
-                out.error(f"lost the connection to nonod; session {session_id} was stopped")
+                out.error(f"{exc.message}: session {session_id} ends with its attached client "
+                          "(or went down with the daemon)")
                 return EXIT_DAEMON
             for reply in replies:
                 match reply:
                     case p.Launched(session=detail):
                         session_id = detail.id
+                        stop_deadline = None
                         out.enforcement_warning(detail)
                         for signum in queued:
                             conn.send(p.SendSignal(session=session_id, signal=signum))
@@ -964,7 +999,8 @@ def _cmd_profile(args: argparse.Namespace, command: list[str], out: Output) -> i
         target = _profile_arg(args.target) or ""
         if args.action == "show":
             reply = conn.request(p.ProfileShow(
-                profile=target, resolved=args.resolved, cwd=os.getcwd(), options=_options(args),
+                profile=target, resolved=args.resolved, cwd=working_directory(),
+                options=_options(args),
             ))
             if isinstance(reply, p.ProfileDocument):
                 out.profile_document(reply)
@@ -1027,15 +1063,14 @@ def _cmd_secret(args: argparse.Namespace, command: list[str], out: Output) -> in
     return EXIT_OK
 
 
-_POLICY_FILE: Final = "trust-policy.json"
+_POLICY_FILE: Final = "trust-policy.json"  # nonod.trust.POLICY_FILE_NAME, without the import
 
 
 def _user_trust_dir() -> Path:
-    """The caller's nono config dir, as the daemon finds it at launch."""
-    base = os.environ.get("XDG_CONFIG_HOME") or ""
-    if not base.startswith("/"):
-        base = str(Path.home() / ".config")
-    return Path(base) / "nono"
+    """The caller's nono config dir (trust policy, profiles), by the daemon's lookup."""
+    from nonod._xdg import own_config_dir
+
+    return own_config_dir()
 
 
 def _write_file(path: Path, data: bytes, *, replace: bool = True) -> None:
@@ -1152,53 +1187,33 @@ def _included_files() -> list[Path]:
     scan the daemon runs at launch (the policy is parsed, not verified: this only lists)."""
     from nonod import trust
 
-    path = Path(_POLICY_FILE)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise NonoError(f"no {_POLICY_FILE} here", hint="run `nonoctl trust init`") from None
-    except OSError as exc:
-        raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
-    policy = trust.parse_policy(data, source=str(path))
+    files = trust.read_policy_files(None, os.getcwd())
+    if files.project is None:
+        raise NonoError(f"no {_POLICY_FILE} here", hint="run `nonoctl trust init`")
+    policy = trust.parse_policy(files.project, source=str(files.project_path))
     report = trust.verify_tree(Path.cwd(), policy)
     return [Path(entry.path) for entry in report.entries if entry.real_path is not None]
 
 
 def _load_trust_policy(args: argparse.Namespace, out: Output) -> trust.TrustPolicy | None:
-    """``--policy FILE``, or the user-level policy merged with ./trust-policy.json. Each
-    policy must verify against its own bundle; the project policy against the user-level
-    one's publishers. The user-level policy's anchor (the daemon's own key) is checked at
-    launch, not here. ``None`` (reported) when there is no policy."""
+    """``--policy FILE``, or the user-level policy merged with ./trust-policy.json, by the
+    daemon's loader (``nonod.trust.load_policies``). Each policy must verify against its own
+    bundle; the project policy against the user-level one's publishers. The user-level
+    policy's anchor (the daemon's own key) is checked at launch, not here. ``None``
+    (reported) when there is no policy."""
     from nonod import trust
 
-    def read(path: Path) -> bytes | None:
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
-
-    def load(path: Path, trusted: trust.TrustPolicy | None) -> trust.TrustPolicy | None:
-        data = read(path)
-        if data is None:
-            return None
-        anchors = trusted if trusted is not None else trust.parse_policy(
-            data, source=str(path)).publishers
-        return trust.load_policy(data, read(path.with_name(path.name + ".bundle")),
-                                 trusted=anchors, name=path.name)
-
     if args.policy is not None:
-        policy = load(args.policy, None)
+        files = trust.read_policy_files(Path(args.policy), None)
+        policy = trust.load_policies(files, user_anchors=trust.self_anchored)
         if policy is None:
             out.error(f"{args.policy} not found")
         return policy
-    user = load(_user_trust_dir() / _POLICY_FILE, None)
-    project = load(Path(_POLICY_FILE), user)
-    if user is None and project is None:
+    files = trust.read_policy_files(trust.user_policy_path(_user_trust_dir()), os.getcwd())
+    policy = trust.load_policies(files, user_anchors=trust.self_anchored)
+    if policy is None:
         out.error("no trust policy found", "run `nonoctl trust init`, or pass --policy")
-        return None
-    return trust.merge_policies(user, project)
+    return policy
 
 
 def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> int:
@@ -1304,8 +1319,7 @@ def _cmd_learn(args: argparse.Namespace, command: list[str], out: Output) -> int
     from nonod import profiles
 
     env = dict(os.environ)
-    home = env.get("HOME") or os.path.expanduser("~")
-    user_dir = profiles.user_profiles_dir(home, env.get("XDG_CONFIG_HOME"))
+    user_dir = _user_trust_dir() / "profiles"  # the daemon's lookup (nonod._xdg)
     base = None
     if args.profile:
         base = profiles.load_profile(_profile_arg(args.profile) or args.profile,
@@ -1327,10 +1341,11 @@ def _cmd_learn(args: argparse.Namespace, command: list[str], out: Output) -> int
                 nursery.start_soon(on_signal)
                 # With --json the program's stdout goes to stderr: stdout carries the JSON.
                 result = await learning.learn(
-                    command, cwd=os.getcwd(), env=env, timeout=args.timeout,
+                    command, cwd=working_directory(), env=env, timeout=args.timeout,
                     base_profile=base, listen_ports=tuple(args.listen_port),
                     progress=show if tty else None, stop=stop,
-                    stdio=(0, 2 if args.json else 1, 2))
+                    stdio=(0, 2 if args.json else 1, 2),
+                    resolver=learning.operator_resolver())  # the daemon's [network] pins
                 nursery.cancel_scope.cancel()
         return result
 
@@ -1428,6 +1443,8 @@ def _sessions_named(sessions: Path, ids: list[str], name: str) -> str | None:
 
 
 def _cmd_audit(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    if args.action == "verify" and args.envelope is not None:
+        return _audit_verify_envelope(args, out)
     state = _audit_state_dir(args)
     if args.action == "list":
         return _audit_list(state, out)
@@ -1452,35 +1469,44 @@ def _audit_checker(args: argparse.Namespace, path: Path,
     """``--key PUB``, else the user-level trust policy's publisher whose key signed the
     bundle beside ``path`` (None: no bundle, or no trusted key for it; the result then says
     ``absent``/``unchecked``)."""
-    from nonod import audit
-
     if args.key is not None:
-        try:
-            data = args.key.read_bytes()
-        except OSError as exc:
-            raise NonoError(f"cannot read {args.key}: {exc.strerror}") from exc
-        return audit.EcdsaP256Checker.from_text(data)
+        return _audit_key(args.key)
     try:
         sidecar = path.with_name(path.name + ".bundle").read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise NonoError(f"cannot read the signature beside {path}: {exc.strerror}") from exc
+    return _audit_trusted_checker(sidecar, out)
+
+
+def _audit_key(path: Path) -> audit.SignatureChecker:
+    from nonod import audit
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
+    return audit.EcdsaP256Checker.from_text(data)
+
+
+def _audit_trusted_checker(sidecar: bytes, out: Output) -> audit.SignatureChecker | None:
+    """The user-level trust policy's publisher whose key signed ``sidecar`` (a bundle)."""
+    from nonod import audit
+
     hint = audit.bundle_key_hint(sidecar)
-    policy_path = _user_trust_dir() / _POLICY_FILE
-    if hint is None or not policy_path.exists():
+    if hint is None:
         return None
     from nonod import trust
 
     try:
-        data = policy_path.read_bytes()
-        bundle_path = policy_path.with_name(policy_path.name + ".bundle")
-        bundle = bundle_path.read_bytes() if bundle_path.exists() else None
-        policy = trust.load_policy(data, bundle, trusted=trust.parse_policy(
-            data, source=str(policy_path)).publishers, name=policy_path.name)
-    except (OSError, trust.TrustError) as exc:
+        files = trust.read_policy_files(trust.user_policy_path(_user_trust_dir()), None)
+        policy = trust.load_policies(files, user_anchors=trust.self_anchored)
+    except trust.TrustError as exc:
         out.note(f"nonoctl: warning: the user-level trust policy is not usable to check the "
-                 f"signature: {getattr(exc, 'message', exc)}")
+                 f"signature: {exc.message}")
+        return None
+    if policy is None:
         return None
     for publisher in policy.publishers:
         if publisher.keyed and publisher.key().fingerprint == hint:
@@ -1488,6 +1514,36 @@ def _audit_checker(args: argparse.Namespace, path: Path,
     out.note("nonoctl: note: the record is signed by a key none of your trust policy's "
              "publishers hold; pass --key PUB to check it")
     return None
+
+
+def _audit_verify_envelope(args: argparse.Namespace, out: Output) -> int:
+    """``audit verify --envelope FILE``: what a control plane runs on what it received."""
+    from nonod.audit import AuditVerifyError, envelope_signature, verify_envelope
+
+    path: Path = args.envelope
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
+    checker: audit.SignatureChecker | None = None
+    if args.key is not None:
+        checker = _audit_key(args.key)
+    else:
+        sidecar = envelope_signature(data)
+        checker = _audit_trusted_checker(sidecar, out) if sidecar is not None else None
+    try:
+        result = verify_envelope(data, checker=checker, where=str(path))
+    except AuditVerifyError as exc:
+        if out.json_mode:
+            out.json({"ok": False, "envelope": str(path), "code": exc.code, "reason": exc.reason})
+        out.error(exc.message, exc.hint)
+        return EXIT_FAILURE
+    if out.json_mode:
+        out.json(result)
+        return EXIT_OK
+    out.line(f"OK envelope {result.session}: {result.count} events, merkle root "
+             f"{result.merkle_root} (signature {result.signature})")
+    return EXIT_OK
 
 
 def _audit_verify(args: argparse.Namespace, state: Path, session: str, path: Path,

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 from ._output import Output
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO, final
 
 import msgspec
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 if TYPE_CHECKING:
     from nonod.audit import Record

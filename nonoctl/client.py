@@ -37,16 +37,18 @@ import contextlib
 import errno
 import os
 import socket
+import struct
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar, final
 
 import wsproto
 import wsproto.events as ws_events
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 from nonod.control._socket import client_socket_path
+from nonod.control._socketdir import UnsafeSocketPath, trusted_socket_dir
 from nonod.errors import NonoError
 
 if TYPE_CHECKING:
@@ -75,12 +77,24 @@ class DaemonUnreachable(ClientError):
         self.errno = errno_
 
 
+class UntrustedDaemon(ClientError):
+    """What listens at the socket path is not provably our daemon: nothing was sent to it."""
+
+    code = "client.untrusted_daemon"
+
+
 class ConnectionLost(ClientError):
     code = "client.connection_lost"
 
 
 class UnexpectedReply(ClientError):
     code = "client.unexpected_reply"
+
+
+class NoWorkingDirectory(NonoError):
+    """The caller's current directory cannot be named (deleted, or above it unsearchable)."""
+
+    code = "client.cwd"
 
 
 class RemoteError(NonoError):
@@ -127,14 +141,7 @@ class Connection:
         cls, path: Path, *, timeout: float | None = CONNECT_TIMEOUT, client: str = CLIENT_NAME
     ) -> Connection:
         """Connect, handshake and exchange ``hello``; raise DaemonUnreachable/RemoteError."""
-        try:
-            sock = _connect_unix(path, timeout)
-        except OSError as exc:
-            raise DaemonUnreachable(
-                f"cannot connect to nonod at {path}: {exc.strerror or exc}",
-                hint=_connect_hint(exc),
-                errno_=exc.errno or 0,
-            ) from exc
+        sock = connect_trusted(path, timeout)
         conn = cls(sock, path)
         try:
             conn._handshake()
@@ -235,26 +242,45 @@ class Connection:
     def receive(self) -> p.AnyReply:
         """The next message from the daemon (blocking)."""
         while not self._replies:
-            if self.closed:
-                code = getattr(self, "_close_code", 0)
-                reason = getattr(self, "_close_reason", "")
-                detail = f" (code {code}{': ' + reason if reason else ''})" if code else ""
-                raise ConnectionLost(f"nonod closed the connection{detail}")
+            self._raise_if_closed()
             self._receive_raw()
             self._drain_events()
         return self._replies.popleft()
 
+    def _raise_if_closed(self) -> None:
+        if self.closed:
+            code = getattr(self, "_close_code", 0)
+            reason = getattr(self, "_close_reason", "")
+            detail = f" (code {code}{': ' + reason if reason else ''})" if code else ""
+            raise ConnectionLost(f"nonod closed the connection{detail}")
+
     def receive_available(self) -> list[p.AnyReply]:
-        """Read once (the socket is readable) and return every complete message."""
-        if not self._replies and not self.closed:
+        """Read once (the socket is readable) and return every complete message; once the
+        connection is closed and nothing is left, ConnectionLost (never an empty list, which
+        would have a select loop spin on the closed socket)."""
+        if not self._replies:
+            self._raise_if_closed()
             self._receive_raw()
             self._drain_events()
+            if not self._replies:
+                self._raise_if_closed()
         out = list(self._replies)
         self._replies.clear()
         return out
 
     def has_buffered(self) -> bool:
         return bool(self._replies)
+
+    def closed_while_idle(self) -> bool:
+        """True if the daemon closed this connection while no request was outstanding (its
+        ``idle_timeout``); reads what is already there without waiting."""
+        import select
+
+        if not self.closed and not self._replies and select.select([self.sock], [], [], 0)[0]:
+            with contextlib.suppress(ClientError):
+                self._receive_raw()
+                self._drain_events()
+        return self.closed and not self._replies
 
     def request(self, message: p.Request, *, fds: Sequence[int] = ()) -> p.AnyReply:
         """Send a request and return its reply; ErrorReply raises RemoteError."""
@@ -276,6 +302,40 @@ class Connection:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def connect_trusted(path: Path, timeout: float | None) -> socket.socket:
+    """A socket connected to the daemon at ``path``, authenticated before a byte is sent.
+
+    Every directory on the path must belong to us or root and be writable by nobody else
+    (``nonod.control._socketdir``), and the listening process must run as us or as root
+    (``SO_PEERCRED``). Anything else is refused with UntrustedDaemon: a fake server planted
+    by another user would otherwise get our secrets, environment and terminal.
+    """
+    owners = {os.geteuid(), 0}
+    try:
+        real = trusted_socket_dir(path.parent, owners=owners) / path.name
+        sock = _connect_unix(real, timeout)
+    except UnsafeSocketPath as exc:
+        raise UntrustedDaemon(exc.message, hint=exc.hint) from exc
+    except OSError as exc:
+        raise DaemonUnreachable(
+            f"cannot connect to nonod at {path}: {exc.strerror or exc}",
+            hint=_connect_hint(exc),
+            errno_=exc.errno or 0,
+        ) from exc
+    _, uid, _ = struct.unpack(
+        "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    )
+    if uid not in owners:
+        sock.close()
+        raise UntrustedDaemon(
+            f"the process listening on {path} runs as uid {uid}, not as you (uid "
+            f"{os.geteuid()}) or root: it is not your nonod; nothing was sent to it",
+            hint="another user may have planted it; remove the socket's directory or use "
+            "another path (NONO_SOCKET, --socket)",
+        )
+    return sock
 
 
 def _connect_unix(path: Path, timeout: float | None) -> socket.socket:
@@ -360,6 +420,38 @@ def connect(
     return Connection.open(target, timeout=timeout, client=client)
 
 
+def working_directory() -> str:
+    """``os.getcwd()``, or NoWorkingDirectory saying why there is none."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError as exc:
+        raise NoWorkingDirectory(
+            "the current directory no longer exists (it was deleted)",
+            hint="cd to an existing directory and run the command again",
+        ) from exc
+    except OSError as exc:
+        raise NoWorkingDirectory(
+            f"cannot tell the current directory: {exc.strerror or exc}",
+            hint="cd to a directory you can reach and run the command again",
+        ) from exc
+
+
+def launch_environment(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The environment a launch carries, and the names of the variables left out: those
+    whose ``NAME=value`` is longer than ``execve`` takes (``p.MAX_ARG_STRLEN``; the program
+    could not be started with them) or whose name is over the protocol's 4096 characters."""
+    kept: dict[str, str] = {}
+    dropped: list[str] = []
+    for name, value in (os.environ if environ is None else environ).items():
+        if len(name) <= 4096 and p.env_entry_fits(name, value):
+            kept[name] = value
+        else:
+            dropped.append(name[:64])
+    return kept, tuple(dropped)
+
+
 def launch_request(
     argv: Sequence[str],
     *,
@@ -373,10 +465,11 @@ def launch_request(
     term: p.TermSize | None = None,
     dry_run: bool = False,
 ) -> p.Launch:
-    """A ``Launch`` message with the caller's working directory and environment by default."""
+    """A ``Launch`` message with the caller's working directory and environment by default
+    (less what ``launch_environment`` leaves out)."""
     return p.Launch(
-        argv=tuple(argv), profile=profile, cwd=cwd or os.getcwd(),
-        env=dict(os.environ if env is None else env), options=options or p.LaunchOptions(),
+        argv=tuple(argv), profile=profile, cwd=cwd or working_directory(),
+        env=launch_environment(env)[0], options=options or p.LaunchOptions(),
         name=name, detach=detach, stdio=stdio, term=term, dry_run=dry_run,
     )
 
@@ -403,6 +496,9 @@ class Client:
         return Connection.open(self.path, timeout=self._timeout)
 
     def _ask(self, message: p.Request) -> p.AnyReply:
+        if self._conn.closed_while_idle():  # the daemon's idle_timeout: nothing was lost
+            self._conn.close()
+            self._conn = self._fresh()
         return self._conn.request(message)
 
     def close(self) -> None:
@@ -567,12 +663,18 @@ def _expect(reply: p.AnyReply, kind: type[_R]) -> _R:
 class AsyncClient:
     """The same API for trio programs. Create it with :func:`open_async_client`."""
 
-    def __init__(self, ws: WebSocketConnection, path: Path) -> None:
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        path: Path,
+        reopen: Callable[[], Awaitable[WebSocketConnection]] | None = None,
+    ) -> None:
         import trio
 
         self._ws = ws
         self.path = path
         self._lock = trio.Lock()
+        self._reopen = reopen
 
     async def _receive(self) -> p.AnyReply:
         from trio_websocket import ConnectionClosed
@@ -593,6 +695,12 @@ class AsyncClient:
 
     async def _ask(self, message: p.Request) -> p.AnyReply:
         async with self._lock:
+            if self._ws.closed is not None and self._reopen is not None:
+                # Closed while no request was outstanding (the daemon's idle_timeout):
+                # nothing was lost, so a new connection carries on.
+                self._ws = await self._reopen()
+                await self._send(p.Hello(protocol=p.PROTOCOL_VERSION, client=CLIENT_NAME))
+                _expect(check(await self._receive()), p.Welcome)
             await self._send(message)
             return check(await self._receive())
 
@@ -668,25 +776,35 @@ async def open_async_client(
     from trio_websocket import wrap_client_stream
 
     target = path or client_socket_path(system=system)
+
+    async def open_stream() -> trio.SocketStream:
+        sock = await trio.to_thread.run_sync(connect_trusted, target, CONNECT_TIMEOUT)
+        sock.settimeout(None)
+        return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+
     try:
-        stream = await trio.open_unix_socket(str(target))
-    except OSError as exc:
+        stream = await open_stream()
+    except DaemonUnreachable as exc:
         may_start = (autostart and not system and os.environ.get("NONO_NO_AUTOSTART") != "1"
                      and exc.errno in (errno.ENOENT, errno.ECONNREFUSED))
         if not may_start:
-            raise DaemonUnreachable(f"cannot connect to nonod at {target}: {exc.strerror}",
-                                    hint=_connect_hint(exc), errno_=exc.errno or 0) from exc
+            raise
         explicit = path is not None or bool(os.environ.get("NONO_SOCKET"))
         await trio.to_thread.run_sync(start_daemon, target if explicit else None)
-        stream = await trio.open_unix_socket(str(target))
+        stream = await open_stream()
     async with trio.open_nursery() as nursery:
+
+        async def reopen() -> WebSocketConnection:
+            return await wrap_client_stream(nursery, await open_stream(), "localhost",
+                                            p.WS_RESOURCE, subprotocols=[p.WS_SUBPROTOCOL])
+
         ws = await wrap_client_stream(nursery, stream, "localhost", p.WS_RESOURCE,
                                       subprotocols=[p.WS_SUBPROTOCOL])
-        client = AsyncClient(ws, target)
+        client = AsyncClient(ws, target, reopen)
         try:
             await client._hello()
             yield client
         finally:
             with trio.move_on_after(1, shield=True):
-                await ws.aclose()
+                await client._ws.aclose()
             nursery.cancel_scope.cancel()

@@ -106,6 +106,9 @@ def _tell(ready_fd: int | None, message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .sandbox._libc import forbid_core_dumps
+
+    forbid_core_dumps()  # before a single secret is read
     args = _parser().parse_args(argv)
     log = structlog.get_logger()
     if args.system and os.geteuid() != 0:

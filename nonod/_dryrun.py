@@ -3,8 +3,8 @@ network mode and why, credential routes. Computed from the resolved policy, in t
 
 from __future__ import annotations
 
-from .control.protocol import DryRunSummary, NetworkMode
 from .policy import NetworkPolicy, ResolvedPolicy
+from .protocol import DryRunSummary, NetworkMode
 
 _UNRESTRICTED_REASON = (
     "the program reaches any host directly: neither the profile nor the command line sets "

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import msgspec
 
+from . import protocol as p
 from ._config import LimitsSection
 from ._units import format_size, parse_duration, parse_size
-from .control import protocol as p
 from .errors import NonoError
 from .policy import Limits, ResolvedPolicy
 

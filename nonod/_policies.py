@@ -6,15 +6,18 @@ each call runs in a worker thread.
 Whose files? A user daemon runs as its caller, so it reads what the caller could read: the
 caller's profile directory and any profile path the caller names. A system daemon runs as root
 and must not read files for a caller that the caller could not read itself: it takes named
-profiles from its own ``profile_dir`` and the built-ins only, and accepts a profile *path* only
-when the file belongs to the caller (or is root's and world-readable). The caller's home
-directory comes from the password database there, not from the caller's environment.
+profiles from its own ``profile_dir`` and the built-ins only, and reads a profile *path* once,
+with the caller's own identity (``nonod._callerfs``), then accepts it only when the descriptor
+it read belongs to the caller (or is root's and world-readable). No check by name comes before
+that open, so a symlink flipped in between gains nothing. The caller's home directory comes
+from the password database there, not from the caller's environment. A profile is *resolved*
+(grant paths looked up, symlinks followed) with the caller's identity too, so a dry run tells a
+caller nothing about paths it could not reach itself.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +26,12 @@ from typing import final
 import msgspec
 import trio
 
-from .control import protocol as p
+from . import _callerfs, _xdg
+from . import protocol as p
 from .errors import PolicyError, ProfileError, ProfileNotFound
 from .policy import ResolvedPolicy
 from .profiles import (
+    MAX_PROFILE_BYTES,
     CliOverrides,
     Profile,
     ResolveContext,
@@ -79,18 +84,57 @@ class ProfilePolicies:
     async def resolve_launch(
         self, request: p.Launch, caller: Caller
     ) -> tuple[ResolvedPolicy, str | None]:
-        return await trio.to_thread.run_sync(self._resolve_launch, request, caller)
+        await self._check_workdir(request.cwd, caller)
+        data = await self._read_named(request.profile, caller)
+        return await trio.to_thread.run_sync(self._resolve_launch, request, caller, data)
 
     async def list_profiles(self, caller: Caller) -> tuple[p.ProfileEntry, ...]:
         return await trio.to_thread.run_sync(self._list, caller)
 
     async def show_profile(self, request: p.ProfileShow, caller: Caller) -> p.ProfileDocument:
-        return await trio.to_thread.run_sync(self._show, request, caller)
+        data = await self._read_named(request.profile, caller)
+        return await trio.to_thread.run_sync(self._show, request, caller, data)
 
     async def validate_profile(
         self, request: p.ProfileValidate, caller: Caller
     ) -> p.ProfileValid:
-        return await trio.to_thread.run_sync(self._validate, request, caller)
+        data = await self._read_named(request.profile, caller)
+        return await trio.to_thread.run_sync(self._validate, request, caller, data)
+
+    async def _check_workdir(self, cwd: str, caller: Caller) -> None:
+        """The launch's working directory must be a directory the caller itself can open:
+        what the system daemon says about it then tells the caller nothing new."""
+        try:
+            await _callerfs.open_for(caller if self._system else None, cwd, kind="dir",
+                                     max_bytes=0)
+        except _callerfs.FileMissing:
+            raise PolicyError(f"the working directory {cwd} does not exist") from None
+        except _callerfs.CallerFileError as exc:
+            raise PolicyError(f"cannot use the working directory: {exc.message}") from None
+
+    async def _read_named(self, name: str | None, caller: Caller) -> bytes | None:
+        """A profile *path*'s bytes, read once as the caller; None for a profile name."""
+        if name is None or not _is_path(name):
+            return None
+        if not name.startswith("/"):
+            raise ProfileError("a profile path must be absolute", source=name)
+        try:
+            opened = await _callerfs.open_for(caller if self._system else None, name,
+                                              max_bytes=MAX_PROFILE_BYTES)
+        except _callerfs.FileMissing:
+            raise ProfileNotFound("no such profile file", source=name) from None
+        except _callerfs.CallerFileError as exc:
+            raise ProfileError(f"cannot read profile: {exc.reason}", source=name) from None
+        if self._system and not caller.is_root:
+            mine = opened.uid == caller.uid
+            public = opened.uid == 0 and opened.mode & stat.S_IROTH
+            if not (mine or public):
+                raise ProfileError(
+                    "the system daemon reads a profile file only if it belongs to you "
+                    "(or to root and is world-readable)",
+                    source=name,
+                )
+        return opened.data
 
     # -- in a worker thread
     def _user_dir(self, caller: Caller, env: dict[str, str]) -> Path | None:
@@ -102,14 +146,11 @@ class ProfilePolicies:
         return user_profiles_dir(self._home(caller, env), env.get("XDG_CONFIG_HOME"))
 
     def _home(self, caller: Caller, env: dict[str, str]) -> str:
-        if not self._system:
-            home = env.get("HOME") or os.environ.get("HOME", "")
-            if home.startswith("/"):
-                return home
-        try:
-            return pwd.getpwuid(caller.uid).pw_dir
-        except KeyError as exc:
-            raise PolicyError(f"uid {caller.uid} has no home directory entry") from exc
+        uid = caller.uid if self._system else os.geteuid()
+        home = _xdg.home_dir(uid, None if self._system else env)
+        if home is None:
+            raise PolicyError(f"uid {uid} has no home directory entry")
+        return home
 
     def _context(self, caller: Caller, env: dict[str, str], workdir: str) -> ResolveContext:
         uid = caller.uid if self._system else os.geteuid()
@@ -120,37 +161,25 @@ class ProfilePolicies:
         except ValueError as exc:
             raise PolicyError(f"cannot resolve the profile for this caller: {exc}") from exc
 
-    def _check_path(self, path: str, caller: Caller) -> None:
-        if not path.startswith("/"):
-            raise ProfileError("a profile path must be absolute", source=path)
-        if not self._system:
-            return
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise ProfileNotFound("no such profile file", source=path) from exc
-        mine = st.st_uid == caller.uid
-        public = st.st_uid == 0 and st.st_mode & stat.S_IROTH
-        if not stat.S_ISREG(st.st_mode) or not (mine or public or caller.is_root):
-            raise ProfileError(
-                "the system daemon reads a profile file only if it belongs to you "
-                "(or to root and is world-readable)",
-                source=path,
-            )
-
-    def _load(self, name: str | None, caller: Caller, env: dict[str, str]) -> Profile:
-        target = name or DEFAULT_PROFILE
-        if _is_path(target):
-            self._check_path(target, caller)
-        return load_profile(target, user_dir=self._user_dir(caller, env))
+    def _load(self, name: str | None, caller: Caller, env: dict[str, str],
+              data: bytes | None) -> Profile:
+        return load_profile(name or DEFAULT_PROFILE, user_dir=self._user_dir(caller, env),
+                            data=data)
 
     def _resolve_launch(
-        self, request: p.Launch, caller: Caller
+        self, request: p.Launch, caller: Caller, data: bytes | None
     ) -> tuple[ResolvedPolicy, str | None]:
-        profile = self._load(request.profile, caller, request.env)
+        profile = self._load(request.profile, caller, request.env, data)
         ctx = self._context(caller, request.env, request.cwd)
-        policy = resolve(profile, ctx, overrides=overrides_from(request.options))
+        policy = self._resolve(profile, ctx, caller, overrides_from(request.options))
         return policy, request.profile
+
+    def _resolve(self, profile: Profile, ctx: ResolveContext, caller: Caller,
+                 overrides: CliOverrides | None = None) -> ResolvedPolicy:
+        """``resolve``, looking at the filesystem as the caller (system daemon)."""
+        identity = _callerfs.Identity.of(caller) if self._system else None
+        with _callerfs.acting_as(identity):
+            return resolve(profile, ctx, overrides=overrides)
 
     def _list(self, caller: Caller) -> tuple[p.ProfileEntry, ...]:
         found = list_profiles(self._user_dir(caller, {}))
@@ -163,11 +192,12 @@ class ProfilePolicies:
             for info in found
         )
 
-    def _show(self, request: p.ProfileShow, caller: Caller) -> p.ProfileDocument:
-        profile = self._load(request.profile, caller, {})
+    def _show(self, request: p.ProfileShow, caller: Caller,
+              data: bytes | None) -> p.ProfileDocument:
+        profile = self._load(request.profile, caller, {}, data)
         if request.resolved:
             ctx = self._context(caller, {}, request.cwd)
-            policy = resolve(profile, ctx, overrides=overrides_from(request.options))
+            policy = self._resolve(profile, ctx, caller, overrides_from(request.options))
             document = msgspec.json.encode(policy)
         else:
             document = msgspec.json.encode(profile)
@@ -178,10 +208,11 @@ class ProfilePolicies:
             document=msgspec.Raw(document),
         )
 
-    def _validate(self, request: p.ProfileValidate, caller: Caller) -> p.ProfileValid:
-        profile = self._load(request.profile, caller, {})
+    def _validate(self, request: p.ProfileValidate, caller: Caller,
+                  data: bytes | None) -> p.ProfileValid:
+        profile = self._load(request.profile, caller, {}, data)
         ctx = self._context(caller, {}, "/")
-        policy = resolve(profile, ctx)
+        policy = self._resolve(profile, ctx, caller)
         return p.ProfileValid(
             name=profile.meta.name or request.profile,
             source=request.profile,

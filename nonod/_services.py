@@ -14,21 +14,27 @@ import functools
 import os
 import secrets
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, final
+from typing import TYPE_CHECKING, Any, Protocol, final
 
 import msgspec
 import structlog
 import trio
 
+from . import _callerfs
 from .audit._mask import hidden_strings
 from .policy import ResolvedPolicy
 from .sandbox import LaunchRequest
 
+if TYPE_CHECKING:
+    from .sessions import Caller
+
 log = structlog.get_logger()
 
 PROXY_PORT_RANGE = (20000, 60000)
+#: Bound, in seconds, of the trust scan of a workdir (read as the caller, in its own thread).
+SCAN_TIMEOUT = 60.0
 
 
 class NetworkSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -98,62 +104,57 @@ def _pick_port() -> int:
     return low + secrets.randbelow(high - low)
 
 
-def _read_optional(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
+def _daemon_anchors(declared: Any) -> list[Any]:
+    """The user-level policy's anchors: its publishers' keys, found in the daemon's key store
+    (runs with the daemon's own identity: the caller cannot read those keys)."""
+    from . import trust
+
+    anchors = []
+    for publisher in declared.publishers:
+        if not publisher.key_id:
+            continue
+        try:
+            key = trust.keystore_for(publisher.key_id).load_public_key(publisher.key_id)
+        except trust.TrustError:
+            continue
+        anchors.append(trust.publisher_for_key(key, publisher.key_id))
+    return anchors
 
 
-def _load_trust_policy(workdir: str, user_config_dir: Path) -> Any:
-    """The merged trust policy for ``workdir``, or None when neither level has one.
+async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
+                                    caller: Caller | None,
+                                    prepared: Prepared) -> tuple[tuple[str, bytes], ...]:
+    """Verify the workdir's included files; raise TrustError to refuse the launch.
 
-    The user-level policy is the trust anchor: it must be signed by one of the daemon's own
-    keys (the keys its publishers name, looked up in the key store). A project policy must be
-    signed by a key the user-level policy trusts; alone, it is used but not authoritative.
+    The policies and the instruction files are read as ``caller`` (``nonod._callerfs``: the
+    system daemon never lends its rights, nothing blocks); the user-level policy is anchored
+    to the daemon's keys with the daemon's own identity. Every outcome lands in ``prepared``
+    for the audit record, "no policy, nothing verified" included.
     """
     from . import trust
 
-    user_path = user_config_dir / trust.POLICY_FILE_NAME
-    project_path = Path(workdir) / trust.POLICY_FILE_NAME
-    user_data = _read_optional(user_path)
-    project_data = _read_optional(project_path)
-    if user_data is None and project_data is None:
-        return None
-    user = None
-    if user_data is not None:
-        declared = trust.parse_policy(user_data, source=str(user_path))
-        anchors = []
-        for publisher in declared.publishers:
-            if not publisher.key_id:
-                continue
-            try:
-                key = trust.keystore_for(publisher.key_id).load_public_key(publisher.key_id)
-            except trust.TrustError:
-                continue
-            anchors.append(trust.publisher_for_key(key, publisher.key_id))
-        user = trust.load_policy(user_data, _read_optional(Path(f"{user_path}.bundle")),
-                                 trusted=anchors)
-    project = None
-    if project_data is not None:
-        bundle = _read_optional(Path(f"{project_path}.bundle"))
-        # Without a user-level anchor the project policy is checked against its own
-        # publishers, which proves only consistency: the merge marks it not authoritative.
-        trusted = user if user is not None else trust.parse_policy(
-            project_data, source=str(project_path)).publishers
-        project = trust.load_policy(project_data, bundle, trusted=trusted)
-    return trust.merge_policies(user, project)
-
-
-def _verify_instruction_files(workdir: str, user_config_dir: Path,
-                              prepared: Prepared) -> tuple[tuple[str, bytes], ...]:
-    """Blocking: verify the workdir's included files; raise TrustError to refuse the launch."""
-    from . import trust
-
-    policy = _load_trust_policy(workdir, user_config_dir)
-    if policy is None:
-        return ()
-    report = trust.verify_tree(workdir, policy)
+    if user_config_dir is None:
+        prepared.trust_warnings.append(
+            "the user-level trust policy could not be located (no absolute XDG_CONFIG_HOME "
+            "and no home directory for this uid): only the workdir's policy is checked")
+    try:
+        files = await _callerfs.run_as(
+            caller, functools.partial(
+                trust.read_policy_files,
+                trust.user_policy_path(user_config_dir) if user_config_dir else None, workdir),
+            timeout=_callerfs.DEFAULT_TIMEOUT, what="the trust policies")
+        policy = await trio.to_thread.run_sync(functools.partial(
+            trust.load_policies, files, user_anchors=_daemon_anchors))
+        if policy is None:
+            prepared.trust_warnings.append(
+                f"no trust policy found (looked in {files.looked_in()}): nothing verified")
+            return ()
+        report = await _callerfs.run_as(
+            caller, functools.partial(trust.verify_tree, workdir, policy),
+            timeout=SCAN_TIMEOUT, what=f"the trust scan of {workdir}")
+    except _callerfs.CallerFileError as exc:
+        raise trust.TrustPolicyError(f"cannot verify instruction files: {exc.message}",
+                                     hint=exc.hint) from None
     prepared.trust_warnings.extend(report.warnings)
     for entry in report.entries:
         prepared.trust.append(TrustOutcome(
@@ -168,12 +169,18 @@ async def prepare(
     request: LaunchRequest,
     *,
     settings: NetworkSettings,
-    environ: dict[str, str],
+    environ: Mapping[str, str],
     listen_ports: Sequence[int] = (),
     user_config_dir: Path | None = None,
     trust_override: bool = False,
+    caller: Caller | None = None,
 ) -> Prepared:
-    """Everything decided before the launch. Raises to refuse it; nothing is left running."""
+    """Everything decided before the launch. Raises to refuse it; nothing is left running.
+
+    ``user_config_dir`` is where the caller's user-level trust policy lives (None: it could
+    not be located, which is recorded); ``caller`` is whose identity reads the caller's files
+    (None: the daemon's own, as a user daemon's caller).
+    """
     from . import credentials, proxy
 
     prepared = Prepared()
@@ -182,15 +189,23 @@ async def prepare(
     extra: list[tuple[str, str]] = list(request.extra_env)
     pins: tuple[tuple[str, bytes], ...] = request.pins
 
-    if user_config_dir is not None and not trust_override:
-        pins = pins + await trio.to_thread.run_sync(
-            _verify_instruction_files, request.cwd, user_config_dir, prepared)
-    elif trust_override:
+    if not trust_override:
+        pins = pins + await _verify_instruction_files(
+            request.cwd, user_config_dir, caller, prepared)
+    else:
         prepared.trust_warnings.append("trust verification skipped (--trust-override)")
 
+    sources = credentials.SourceOptions()
+    if caller is not None:  # file:// credentials: opened as the caller, and must be its own
+        identity = await trio.to_thread.run_sync(_callerfs.Identity.of, caller)
+        sources = credentials.SourceOptions(file_owner=caller.uid, file_identity=identity,
+                                            daemon_stores=caller.uid == 0)
     net = policy.network
     port = request.proxy_port
     if net.restricted and not net.block:
+        routes = credentials.session_routes(net)
+        loaded = await credentials.load_route_secrets(routes, environ=environ, options=sources)
+        credentials.require_route_secrets(loaded)  # before anything is opened
         if policy.network_isolation == "landlock":
             # No namespace of its own: the session connects to the proxy on the host's
             # loopback (Landlock lets it reach that port and no other).
@@ -199,9 +214,7 @@ async def prepare(
             port = listeners[0].socket.getsockname()[1]
             prepared._listen_ports = ()  # it binds the host's ports itself (Landlock-limited)
         port = port or _pick_port()
-        routes = credentials.session_routes(net)
         token = credentials.PhantomToken.new()
-        loaded = await credentials.load_route_secrets(routes, environ=environ)
         prepared.credentials = [r.route.name for r in loaded if r.secret is not None]
         table = None
         if routes:
@@ -219,7 +232,8 @@ async def prepare(
         }
     if net.env_credentials:
         pairs = await trio.to_thread.run_sync(functools.partial(
-            credentials.resolve_env_credentials, net.env_credentials, environ=environ))
+            credentials.resolve_env_credentials, net.env_credentials, environ=environ,
+            options=sources))
         extra += [(name, secret.reveal()) for name, secret in pairs]
         prepared.hidden.update(hidden_strings(None, tuple(s.reveal() for _, s in pairs)))
     prepared.request = msgspec.structs.replace(

@@ -62,6 +62,13 @@ class UnknownKey(ProfileError):
     code = "profile.unknown_key"
 
 
+class UnsupportedFeature(ProfileError):
+    """The profile asks for a nono feature nonod does not provide: refused, never ignored.
+    The hint says what to write instead."""
+
+    code = "profile.unsupported"
+
+
 class ExtendsError(ProfileError):
     """`extends` names a missing profile, forms a cycle, or nests too deep."""
 

@@ -16,7 +16,7 @@ from typing import Final
 
 import msgspec
 
-from .control.protocol import Limits as Limits
+from .protocol import Limits as Limits
 
 
 class Access(enum.StrEnum):
@@ -48,8 +48,8 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True):
 class Denial(msgspec.Struct, frozen=True, kw_only=True):
     """A path the session must not see, even under an allowed parent (masked by a mount).
 
-    The path may not exist yet; it is masked all the same. ``is_file`` tells the launcher what to
-    put in its place when it has to create a placeholder.
+    The path may not exist yet; it is masked all the same, when it appears (nothing is created on
+    the host for it). ``is_file`` says what kind of entry it names when it does not exist.
     """
 
     path: str
@@ -147,6 +147,9 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     allow_degraded: tuple[str, ...] = ()
     # socket(AF_UNIX) allowed (profile "nonod": {"unix_sockets": true}); socketpair always is.
     allow_unix_sockets: bool = False
+    # A root caller of the system daemon may run this as root (profile "nonod":
+    # {"allow_root": true}); the daemon's [sessions] allow_root must agree.
+    allow_root: bool = False
     # Files under writable grants that stay writable although they could run code later.
     writable_persistence: tuple[str, ...] = ()
     # Processes and threads the session may have at once (RLIMIT_NPROC, counted in the

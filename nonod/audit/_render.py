@@ -170,6 +170,8 @@ def summarize(event: Entry) -> str:
 
 def _colour(event: Entry) -> str:
     match event:
+        case TrustFailed(code="warning"):  # a decision noted (no policy, skipped), no refusal
+            return _YELLOW
         case Network(decision="deny") | TrustFailed() | FsDenied() | ViewGuarded():
             return _RED
         case Network():

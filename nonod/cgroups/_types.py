@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ..control.protocol import Usage as Usage
+from ..protocol import Usage as Usage
 
 #: cgroup v2's scale for weights: 1..10000, 100 is a default group's share.
 DEFAULT_WEIGHT = 100

@@ -1,6 +1,6 @@
 """The control plane: the protocol nonoctl speaks, the socket it connects to, the server.
 
-``nonoctl`` imports :mod:`nonod.control.protocol` and :func:`client_socket_path` on its hot
+``nonoctl`` imports :func:`client_socket_path` (and the leaf :mod:`nonod.protocol`) on its hot
 path, so importing this package must stay cheap: the server (and with it trio) is loaded only
 when one of its names is first used.
 """

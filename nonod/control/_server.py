@@ -14,9 +14,13 @@ Each connection, in order:
    pid cannot pass for it.
 2. **WebSocket handshake** (trio-websocket) and ``Hello``/``Welcome`` within
    ``handshake_timeout``. A refused peer still gets a typed ``ErrorReply`` before the close.
+   So does one over ``max_connections`` or ``max_connections_per_uid`` (``_limits``).
 3. **Requests**, answered in order (see ``protocol`` for the streaming ones). Malformed,
    unknown or ill-typed messages get an ``ErrorReply`` and the connection stays usable; a
-   message over ``max_message_bytes`` closes it with code 1009.
+   message over ``max_message_bytes`` closes it with code 1009. A connection with no request
+   for ``idle_timeout`` is closed (code 1001), and one that does not take a message within
+   ``send_timeout`` is dropped: a client that stops reading holds at most the socket's buffer
+   and one message, and releases what it holds (an attached session) with its connection.
 
 The per-connection handler is one of the two places in the daemon that catch ``Exception``:
 a bug triggered by one client ends that client's connection (with an ``internal`` error reply)
@@ -29,6 +33,7 @@ import array
 import contextlib
 import datetime as dt
 import errno
+import functools
 import itertools
 import os
 import signal
@@ -45,6 +50,7 @@ import trio
 from structlog.contextvars import bound_contextvars
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
+from .. import protocol as p
 from .. import sessions
 from .._dryrun import summarize
 from .._limits import LimitSettings
@@ -52,7 +58,8 @@ from .._limits import effective as effective_limits
 from ..errors import LaunchError, NonoError, ProfileError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest
-from . import protocol as p
+from ._convert import exited_after, lifecycle, session_detail, session_info
+from ._limits import REFUSAL_SLOTS, REFUSAL_TIMEOUT, ConnectionCounter, TooManyConnections
 
 if TYPE_CHECKING:
     from ..credentials import Keychain
@@ -66,6 +73,7 @@ _SO_PEERPIDFD: Final = getattr(socket, "SO_PEERPIDFD", 77)
 _ANCILLARY_SPACE: Final = socket.CMSG_SPACE(p.PASSED_FDS * array.array("i").itemsize)
 _CLOSE_TIMEOUT: Final = 1.0
 _POLICY_VIOLATION: Final = 1008
+_GOING_AWAY: Final = 1001
 #: Records re-encode to the exact bytes of their stored line (the writer's encoding).
 _RECORD_ENCODER: Final = msgspec.json.Encoder(order="sorted")
 
@@ -115,6 +123,22 @@ class UsageError(NonoError):
     code = "usage.invalid"
 
 
+class HelloTimeout(ProtocolError):
+    code = "protocol.hello_timeout"
+
+
+class FileProblem(NonoError):
+    """A file the request needed could not be used (a directory where a file was expected,
+    no permission...). Only its name and the system's reason are told, never its content."""
+
+    code = "file.error"
+
+    @classmethod
+    def of(cls, exc: OSError) -> FileProblem:
+        name = f"{exc.filename}: " if exc.filename else ""
+        return cls(f"{name}{exc.strerror or exc}")
+
+
 def error_reply(exc: NonoError) -> p.ErrorReply:
     """The wire form of an error: code, message, hint, and the structured fields it has."""
     details: dict[str, str] = {}
@@ -162,8 +186,11 @@ class ServerSettings:
     """The ``[daemon]`` settings the server reads for each new connection."""
 
     max_connections: int = 256
+    max_connections_per_uid: int = 128
     max_message_bytes: int = p.MAX_MESSAGE_BYTES
     handshake_timeout: float = 5.0
+    idle_timeout: float = 600.0
+    send_timeout: float = 30.0
     stop_grace: float = 10.0
     #: ``[limits]``: defaults and ceilings applied to every launch (``nonod._limits``).
     limits: LimitSettings = field(default_factory=LimitSettings)
@@ -410,6 +437,8 @@ class _Conversation:
         ws: WebSocketConnection,
         stream: UnixConnection,
         caller: sessions.Caller,
+        settings: ServerSettings,
+        hello_deadline: float,
     ) -> None:
         self._server = server
         self._registry = server.registry
@@ -417,15 +446,24 @@ class _Conversation:
         self._stream = stream
         self.caller = caller
         self.scope = trio.CancelScope()
+        self._settings = settings
+        self._hello_deadline = hello_deadline
 
     # -- I/O
     async def send(self, reply: p.AnyReply) -> None:
-        """Send one message. A vanished client cancels the whole conversation."""
-        try:
-            await self._ws.send_message(p.encode(reply).decode("utf-8"))
-        except ConnectionClosed:
-            self.scope.cancel()
-            await trio.lowlevel.checkpoint()
+        """Send one message. A vanished client cancels the whole conversation, and so does
+        one that does not take the message within ``send_timeout`` (it stopped reading)."""
+        with trio.move_on_after(self._settings.send_timeout) as sending:
+            try:
+                await self._ws.send_message(p.encode(reply).decode("utf-8"))
+                return
+            except ConnectionClosed:
+                pass
+        if sending.cancelled_caught:
+            log.warning("client stopped reading; dropping its connection",
+                        send_timeout=self._settings.send_timeout)
+        self.scope.cancel()
+        await trio.lowlevel.checkpoint()
 
     async def send_error(self, exc: NonoError) -> None:
         await self.send(error_reply(exc))
@@ -452,7 +490,14 @@ class _Conversation:
     # -- the conversation
     async def run(self) -> None:
         with self.scope:
-            hello = await self.receive()
+            with trio.move_on_at(self._hello_deadline) as waiting:
+                hello = await self.receive()
+            if waiting.cancelled_caught:
+                await self.send_error(HelloTimeout(
+                    f"no `hello` within {self._settings.handshake_timeout:g}s of connecting",
+                    hint="a client sends `hello` right after the WebSocket handshake",
+                ))
+                return
             if hello is None:
                 return
             if not isinstance(hello, p.Hello):
@@ -470,7 +515,14 @@ class _Conversation:
             await self.send(p.Welcome(protocol=p.PROTOCOL_VERSION, daemon=info.version,
                                       pid=info.pid, uid=info.uid, system=info.system))
             while True:
-                request = await self.receive()
+                with trio.move_on_after(self._settings.idle_timeout) as idle:
+                    request = await self.receive()
+                if idle.cancelled_caught:
+                    log.info("closing an idle control connection",
+                             idle_timeout=self._settings.idle_timeout)
+                    with trio.move_on_after(_CLOSE_TIMEOUT):
+                        await self._ws.aclose(code=_GOING_AWAY, reason="idle timeout")
+                    return
                 if request is None:
                     return
                 try:
@@ -478,6 +530,12 @@ class _Conversation:
                         return
                 except NonoError as exc:
                     await self.send_error(exc)
+                except OSError as exc:
+                    # A caller's bad file (a directory named trust-policy.json, an unreadable
+                    # one) is that request's failure, not the connection's.
+                    log.warning("request failed on a file", error=str(exc),
+                                request=_tag(request))
+                    await self.send_error(FileProblem.of(exc))
 
     async def dispatch(self, request: p.AnyRequest) -> bool:
         """Handle one request; False ends the conversation."""
@@ -489,14 +547,15 @@ class _Conversation:
                 await self._launch(request)
             case p.ListSessions(all=include_exited):
                 found = reg.visible(self.caller, include_exited=include_exited)
-                await self.send(p.SessionList(sessions=tuple(s.info() for s in found)))
+                infos = tuple(session_info(s.record, s.usage()) for s in found)
+                await self.send(p.SessionList(sessions=infos))
             case p.Inspect(session=ref):
-                await self.send(p.SessionReply(session=reg.find(ref, self.caller).statistics()))
+                await self.send(p.SessionReply(session=session_detail(reg.find(ref, self.caller))))
             case p.Stop():
                 await self._stop(request)
             case p.Wait(session=ref):
                 session = reg.find(ref, self.caller)
-                await self._until(session.wait_exited, self._refuse_in_stream)
+                await self._until(functools.partial(exited_after, session), self._refuse_in_stream)
             case p.SendSignal():
                 await self._signal(request)
             case p.Logs():
@@ -508,7 +567,7 @@ class _Conversation:
             case p.Prune():
                 await self.send(p.Pruned(sessions=tuple(await reg.prune(self.caller))))
             case p.Status():
-                await self.send(self._server.status())
+                await self.send(self._server.status(self.caller))
             case p.Shutdown():
                 if self._server.info.system and not self.caller.is_root:
                     raise Forbidden("only root may stop the system daemon")
@@ -701,7 +760,7 @@ class _Conversation:
         else:
             grace = self._server.settings().stop_grace
         session.request_stop(reason="stopped", grace=grace)
-        await self._until(session.wait_exited, self._refuse_in_stream)
+        await self._until(functools.partial(exited_after, session), self._refuse_in_stream)
 
     async def _launch(self, request: p.Launch) -> None:
         fds: tuple[int, ...] | None = None
@@ -715,8 +774,14 @@ class _Conversation:
                         "with its frame"
                     )
                 check_stdio_fds(fds)
-            policy, profile = await self._server.policies.resolve_launch(request, self.caller)
-            policy = effective_limits(policy, request.options, self._server.settings().limits)
+            try:
+                policy, profile = await self._server.policies.resolve_launch(request,
+                                                                             self.caller)
+                policy = effective_limits(policy, request.options,
+                                          self._server.settings().limits)
+            except NonoError as exc:
+                self._registry.launch_refused(exc)  # counted like the registry's refusals
+                raise
             argv = request.argv
             if not argv and not (request.dry_run and not policy.binary):  # a dry run needs none
                 if not policy.binary:
@@ -724,7 +789,8 @@ class _Conversation:
                         "no command: the profile names none (no `binary`), so give one "
                         "after `--`",
                     )
-                argv = (policy.binary, *policy.command_args)
+                argv = (policy.binary,)
+            argv = (*argv, *policy.command_args)  # nono appends them to any command
             system = self._server.info.system
             launch_request = LaunchRequest(
                 argv=argv,
@@ -761,11 +827,11 @@ class _Conversation:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         if request.detach:
-            await self.send(p.Launched(session=session.statistics()))
+            await self.send(p.Launched(session=session_detail(session)))
             return
         try:
-            await self.send(p.Launched(session=session.statistics()))
-            await self._until(session.wait_exited, self._refuse_in_stream)
+            await self.send(p.Launched(session=session_detail(session)))
+            await self._until(functools.partial(exited_after, session), self._refuse_in_stream)
         finally:
             if session.live:
                 log.info("attached client went away; stopping its session", session=session.id)
@@ -779,8 +845,8 @@ class _Conversation:
             _, _, sub = output.subscribe()
         history = sessions.history(session.output, session.log_path, request.tail)
         try:
-            async for chunk in history:
-                await self.send(chunk)
+            async for offset, chunk in history:
+                await self.send(p.Output(data=chunk, offset=offset))
             if sub is None:
                 await self.send(p.EndOfOutput(reason="complete"))
                 return
@@ -824,7 +890,7 @@ class _Conversation:
                 reply = await self._forward(sub)
                 if sub.lagged:
                     return reply
-                return await session.wait_exited()
+                return await exited_after(session)
 
             async def on_message(message: p.AnyRequest) -> bool:
                 match message:
@@ -844,10 +910,30 @@ class _Conversation:
                         )
                 return True
 
-            await self._until(produce, on_message)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keepalive)
+                await self._until(produce, on_message)
+                nursery.cancel_scope.cancel()
         finally:
             release()
             sub.close()
+
+    async def _keepalive(self) -> None:
+        """Drop an attached client that stopped reading even when there is nothing to send
+        (a suspended ``nonoctl attach``), so that it does not hold the session forever: a
+        ping every ``send_timeout``, to be answered within ``send_timeout``."""
+        interval = self._settings.send_timeout
+        while True:
+            await trio.sleep(interval)
+            answered = False
+            with trio.move_on_after(interval), contextlib.suppress(ConnectionClosed):
+                await self._ws.ping()
+                answered = True
+            if not answered:
+                log.warning("attached client does not answer pings; dropping it",
+                            send_timeout=interval)
+                self.scope.cancel()
+                return
 
     async def _subscribe(self, request: p.Subscribe) -> None:
         session_id = None
@@ -858,7 +944,7 @@ class _Conversation:
 
         async def produce() -> p.AnyReply:
             async for event in feed.channel:
-                await self.send(event)
+                await self.send(lifecycle(event))
             return p.EndOfOutput(reason="lagged" if feed.lagged else "complete")
 
         try:
@@ -933,6 +1019,15 @@ class _Conversation:
             sub.close()
 
 
+def _peer_uid(sock: trio.socket.SocketType) -> int:
+    """The connecting uid (``SO_PEERCRED``); -1 if the kernel will not say (refused later)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return -1
+    return int(struct.unpack("3i", raw)[1])
+
+
 def _tag(message: p.AnyRequest) -> str:
     return str(type(message).__struct_config__.tag)
 
@@ -964,12 +1059,13 @@ class ControlServer:
         self._launcher_state = launcher_state
         self._keychain = keychain
         self._peers = PeerCheck(system=info.system, group_gid=group_gid)
-        self._active = 0
+        self._counter = ConnectionCounter()
         self._refused_logged_at = -1e9
         self._refused_quiet = 0
 
-    def status(self) -> p.DaemonStatus:
-        live, total = self.registry.statistics()
+    def status(self, caller: sessions.Caller | None = None) -> p.DaemonStatus:
+        """The daemon's status; session counts are ``caller``'s own (root's: all)."""
+        live, total = self.registry.statistics(caller)
         info = self.info
         return p.DaemonStatus(
             pid=info.pid, version=info.version, protocol=p.PROTOCOL_VERSION, uid=info.uid,
@@ -988,7 +1084,7 @@ class ControlServer:
         return Keychain()
 
     def statistics(self) -> dict[str, int]:
-        return {"active_connections": self._active}
+        return {"active_connections": self._counter.total}
 
     async def serve(
         self,
@@ -1009,12 +1105,36 @@ class ControlServer:
                         await trio.sleep(_ACCEPT_PAUSE)
                         continue
                     raise
-                if self._active >= self.settings().max_connections:
-                    conn.close()
-                    self._quiet_warning("too many control connections; closing a new one")
+                settings = self.settings()
+                uid = _peer_uid(conn)
+                refusal = self._counter.admit(uid, total_cap=settings.max_connections,
+                                              per_uid_cap=settings.max_connections_per_uid)
+                if refusal is None:
+                    nursery.start_soon(self._run_connection, conn, uid)
                     continue
-                self._active += 1
-                nursery.start_soon(self._run_connection, conn)
+                self._quiet_warning("too many control connections; refusing a new one",
+                                    reason=refusal.message)
+                if self._counter.refusing >= REFUSAL_SLOTS:
+                    conn.close()
+                    continue
+                self._counter.refusing += 1
+                nursery.start_soon(self._run_refusal, conn, refusal, settings)
+
+    async def _run_refusal(
+        self, sock: trio.socket.SocketType, refusal: TooManyConnections, settings: ServerSettings
+    ) -> None:
+        """Tell a connection over a cap why it is refused, within REFUSAL_TIMEOUT."""
+        stream = UnixConnection(sock)
+        try:
+            with trio.move_on_after(REFUSAL_TIMEOUT):
+                async with trio.open_nursery() as ws_nursery:
+                    ws = await self._handshake(ws_nursery, stream, settings)
+                    if ws is not None:
+                        await self._refuse(ws, refusal)
+                    ws_nursery.cancel_scope.cancel()
+        finally:
+            self._counter.refusing -= 1
+            await trio.aclose_forcefully(stream)
 
     def _quiet_warning(self, event: str, **fields: object) -> None:
         """Log at most one such warning per second, counting the ones left out."""
@@ -1026,7 +1146,7 @@ class ControlServer:
         else:
             self._refused_quiet += 1
 
-    async def _run_connection(self, sock: trio.socket.SocketType) -> None:
+    async def _run_connection(self, sock: trio.socket.SocketType, uid: int) -> None:
         stream = UnixConnection(sock)
         with bound_contextvars(conn=next(_conn_ids)):
             try:
@@ -1035,7 +1155,7 @@ class ControlServer:
                 # Boundary: one client's failure ends its connection and nothing else.
                 log.exception("control connection failed")
             finally:
-                self._active -= 1
+                self._counter.release(uid)
                 await trio.aclose_forcefully(stream)
 
     async def _converse(self, stream: UnixConnection) -> None:
@@ -1048,6 +1168,7 @@ class ControlServer:
         except OSError as exc:
             refusal = AuthRefused(f"cannot identify the connecting process: {exc.strerror}")
         settings = self.settings()
+        hello_deadline = trio.current_time() + settings.handshake_timeout
         async with trio.open_nursery() as ws_nursery:
             ws = await self._handshake(ws_nursery, stream, settings)
             if ws is None:
@@ -1061,7 +1182,8 @@ class ControlServer:
                     await self._refuse(ws, reason)
                     return
                 with bound_contextvars(peer_uid=caller.uid, peer_pid=caller.pid):
-                    conversation = _Conversation(self, ws, stream, caller)
+                    conversation = _Conversation(self, ws, stream, caller, settings,
+                                                 hello_deadline)
                     await conversation.run()
                     with trio.move_on_after(_CLOSE_TIMEOUT):
                         await ws.aclose()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Final
 
 from ..errors import NonoError
+from ._socketdir import UnsafeSocketPath, trusted_socket_dir
 
 SOCKET_NAME: Final = "nonod.sock"
 SYSTEM_SOCKET: Final = Path("/run/nono") / SOCKET_NAME
@@ -97,9 +98,11 @@ def prepare_socket_dir(
 ) -> None:
     """Create ``directory`` with ``mode`` or check that an existing one is safe to use.
 
-    Safe: a real directory (not a symlink), owned by us, writable by nobody else. With
-    ``fix_mode`` (the default location, which is ours by convention) its mode is set to
-    ``mode``; otherwise a stricter mode than ``mode`` is left alone.
+    Safe: a real directory (not a symlink), owned by us, open to nobody beyond ``mode``
+    (``0700``, or ``0750`` with a group), under directories that only we or root can change
+    (``_socketdir``). With ``fix_mode`` (the default location, which is ours by convention) a
+    readable one is narrowed to ``mode``; one that others could write to is refused in every
+    case, as they may already have planted something in it.
     """
     os.makedirs(directory.parent, mode=0o755, exist_ok=True)
     created = False
@@ -121,16 +124,27 @@ def prepare_socket_dir(
             "put the control socket there",
             hint="remove it or choose another path with --socket",
         )
+    extra = stat.S_IMODE(st.st_mode) & ~mode
+    if not created and extra & 0o022:
+        raise SocketError(
+            f"{directory} is writable by other users (mode {stat.S_IMODE(st.st_mode):o}); "
+            "someone could replace the control socket",
+            hint=f"remove it, or chmod {mode:o} {directory} if nothing in it is foreign",
+        )
     if created or fix_mode:
         os.chmod(directory, mode)
         if gid is not None:
             os.chown(directory, -1, gid)
-    elif st.st_mode & 0o022:
+    elif extra & 0o077:
         raise SocketError(
-            f"{directory} is writable by other users (mode {stat.S_IMODE(st.st_mode):o}); "
-            "someone could replace the control socket",
-            hint=f"chmod go-w {directory}",
+            f"{directory} is open to other users (mode {stat.S_IMODE(st.st_mode):o}); the "
+            f"control socket's directory must be mode {mode:o} or stricter",
+            hint=f"chmod {mode:o} {directory}",
         )
+    try:
+        trusted_socket_dir(directory, owners={os.geteuid(), 0})
+    except UnsafeSocketPath as exc:
+        raise SocketError(exc.message, hint=exc.hint) from exc
 
 
 def _take_lock(path: Path) -> int:

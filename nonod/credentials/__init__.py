@@ -3,7 +3,8 @@
 Public face::
 
     routes = session_routes(policy.network)                   # Route per enabled name
-    loaded = await load_route_secrets(routes, environ=env)     # secrets read in threads
+    loaded = await load_route_secrets(routes, environ=os.environ)  # secrets read in threads
+    require_route_secrets(loaded)                              # a missing one refuses
     token = PhantomToken.new()                                 # one per session
     env = credential_environment(routes, port=port, token=token)   # *_BASE_URL, phantom vars
 
@@ -21,6 +22,7 @@ from ._errors import CredentialError as CredentialError
 from ._errors import CredentialNotFound as CredentialNotFound
 from ._errors import CredentialUnavailable as CredentialUnavailable
 from ._errors import InsecureSource as InsecureSource
+from ._errors import SourceNotPermitted as SourceNotPermitted
 from ._errors import UnknownRoute as UnknownRoute
 from ._errors import UnsupportedSource as UnsupportedSource
 from ._keychain import Keychain as Keychain
@@ -35,6 +37,7 @@ from ._routes import builtin_routes as builtin_routes
 from ._routes import check_injectable as check_injectable
 from ._routes import credential_environment as credential_environment
 from ._routes import load_route_secrets as load_route_secrets
+from ._routes import require_route_secrets as require_route_secrets
 from ._routes import route_from_custom as route_from_custom
 from ._routes import session_routes as session_routes
 from ._rules import EndpointDenied as EndpointDenied

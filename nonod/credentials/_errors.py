@@ -47,6 +47,13 @@ class UnsupportedSource(CredentialError):
     code = "credential.unsupported"
 
 
+class SourceNotPermitted(CredentialError):
+    """A source this caller may not use: the system daemon reads its own stores (environment,
+    keychain, 1Password, systemd credentials) for root only."""
+
+    code = "credential.not_permitted"
+
+
 class InsecureSource(CredentialError):
     """A file that group or others can access, that is not owned by the expected user, that is
     not a regular file, or that lies outside the configured roots."""

@@ -17,8 +17,9 @@ nono's conventions, kept here:
   (``GOOGLE_AI_BASE_URL``), since shells cannot use the other.
 
 :func:`load_route_secrets` reads each route's secret for a session (in worker threads). A
-route whose secret cannot be read stays in the table without one; the proxy answers its
-requests with 503 and the error says why.
+route whose secret cannot be read stays in the table without one (the proxy would answer its
+requests with 503); :func:`require_route_secrets` turns such a route into a refused launch,
+which is what the daemon does.
 """
 
 from __future__ import annotations
@@ -323,3 +324,21 @@ async def load_route_secrets(
             continue
         loaded.append(LoadedRoute(route, secret))
     return tuple(loaded)
+
+
+def require_route_secrets(loaded: Sequence[LoadedRoute]) -> None:
+    """Refuse a session one of whose routes has no secret: raise the first route's error
+    (its class and code), with a message that names every such route and its reference (an
+    ``env://`` reference names its variable), never a value. A program whose route could only
+    ever answer 503 is better not started: the operator learns it at launch, not later from
+    the program's failures."""
+    failed = [(r.route, r.error) for r in loaded if r.error is not None]
+    if not failed:
+        return
+    first = failed[0][1]
+    parts = [f"route `{route.name}`: {error.message}" if route.credential_key in error.message
+             else f"route `{route.name}` (`{route.credential_key}`): {error.message}"
+             for route, error in failed]
+    raise type(first)("the credential of a route is not available, so the session is not "
+                      "started: " + "; ".join(parts), reference=first.reference,
+                      hint=first.hint)

@@ -11,17 +11,32 @@ A stream whose chunks end in ordinary text (an SSE event ends in ``\\n\\n``) is 
 once, so scrubbing adds no latency to streaming. The output of any split of a body equals
 the output of the whole body (tested over every split position).
 
-The needles are the secret itself, its percent-encoded forms and its base64 forms (standard
-and URL-safe, padded and not), each replaced by the same form of the phantom token. A secret
-embedded inside a larger base64 blob at another alignment is not recognised; nor is a
-compressed body (the proxy asks upstreams for ``identity`` and decodes gzip/deflate itself).
+The needles are the secret itself and these encodings of it, each replaced by the same
+encoding of the phantom token:
+
+- percent-encoding as URL encoders write it (unreserved characters kept, ``%XX`` for the
+  rest in upper-case hex; ``+`` for a space as forms write it);
+- percent-encoding of every byte (``%41%42...``), upper- and lower-case hex;
+- hex of the bytes (``4142...``), lower- and upper-case;
+- JSON escapes: ``\\uXXXX`` for every character (lower- and upper-case hex), and the secret
+  as JSON encoders write it inside a string (``\\"``, ``\\\\``, ``\\/`` or ``/``, non-ASCII
+  characters as ``\\uXXXX`` or as they are) when that differs from the secret;
+- base64, standard and URL-safe, padded and not, when the secret starts on a 3-byte boundary
+  of the encoded data.
+
+Not recognised: a secret inside a larger base64 blob at another alignment, a mix of cases or
+of escaped and unescaped characters within one occurrence, other encodings (base32, HTML
+entities, double encoding), and a compressed body (the proxy asks upstreams for ``identity``
+and decodes gzip/deflate itself; any other coding is refused).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final, final
 from urllib.parse import quote, quote_plus
 
@@ -38,7 +53,7 @@ def scrub_replacements(secret: Secret, token: PhantomToken) -> dict[bytes, bytes
     fake = token.reveal().encode("ascii")
     table = {real: fake}
     if len(real) >= _MIN_ENCODED:
-        for encode in (_quote, _quote_plus):
+        for encode in _ENCODINGS:
             table.setdefault(encode(real), encode(fake))
         for b64 in (base64.b64encode, base64.urlsafe_b64encode):
             padded_real, padded_fake = b64(real), b64(fake)
@@ -53,6 +68,55 @@ def _quote(data: bytes) -> bytes:
 
 def _quote_plus(data: bytes) -> bytes:
     return quote_plus(data, safe="").encode("ascii")
+
+
+def _percent_all(data: bytes) -> bytes:
+    return b"".join(b"%%%02X" % byte for byte in data)
+
+
+def _percent_all_lower(data: bytes) -> bytes:
+    return b"".join(b"%%%02x" % byte for byte in data)
+
+
+def _hex(data: bytes) -> bytes:
+    return data.hex().encode("ascii")
+
+
+def _hex_upper(data: bytes) -> bytes:
+    return data.hex().upper().encode("ascii")
+
+
+def _json_u(data: bytes) -> bytes:
+    return _u_escapes(data, "\\u%04x")
+
+
+def _json_u_upper(data: bytes) -> bytes:
+    return _u_escapes(data, "\\u%04X")
+
+
+def _u_escapes(data: bytes, form: str) -> bytes:
+    """Every character as ``\\uXXXX`` (characters beyond the BMP as their surrogate pair,
+    as JSON writes them)."""
+    utf16 = data.decode("utf-8").encode("utf-16-be")
+    units = (int.from_bytes(utf16[i:i + 2], "big") for i in range(0, len(utf16), 2))
+    return "".join(form % unit for unit in units).encode("ascii")
+
+
+def _json_string(data: bytes, *, ascii_only: bool, slash: bool) -> bytes:
+    """The secret as it appears inside a JSON string: ``\\"`` and ``\\\\`` escaped, non-ASCII
+    characters as ``\\uXXXX`` or not (Python's ``ensure_ascii``), ``/`` as ``\\/`` or not
+    (PHP's json_encode escapes it). Where nothing needed escaping this is the secret itself."""
+    text = json.dumps(data.decode("utf-8"), ensure_ascii=ascii_only)[1:-1]
+    return (text.replace("/", "\\/") if slash else text).encode("utf-8")
+
+
+#: The encoded forms of a secret that are replaced by the same form of the phantom token.
+_ENCODINGS: Final[tuple[Callable[[bytes], bytes], ...]] = (
+    _quote, _quote_plus, _percent_all, _percent_all_lower, _hex, _hex_upper,
+    _json_u, _json_u_upper,
+    *(functools.partial(_json_string, ascii_only=a, slash=s)
+      for a in (True, False) for s in (True, False)),
+)
 
 
 @final
@@ -73,7 +137,8 @@ class Scrubber:
         self._needles = sorted(self._table, key=len, reverse=True)
         self._pattern = re.compile(b"|".join(re.escape(n) for n in self._needles))
         self._longest = len(self._needles[0])
-        self._firsts = frozenset(n[0] for n in self._needles)
+        self._firsts = re.compile(b"[" + b"".join(
+            re.escape(bytes([b])) for b in sorted({n[0] for n in self._needles})) + b"]")
         self._held = b""
 
     def fresh(self) -> Scrubber:
@@ -92,32 +157,43 @@ class Scrubber:
         return self._pattern.sub(self._replace, data)
 
     def feed(self, data: bytes) -> bytes:
-        buffer = self._held + bytes(data)
+        buffer = self._held + data if self._held else bytes(data)
         out: list[bytes] = []
         pos = 0
+        found: dict[bytes, int] = {}
+        hold = self._hold_from(buffer, pos)
         while True:
-            hold = self._hold_from(buffer, pos)
-            start, needle = self._search(buffer, pos)
+            if pos > hold:  # a replacement ran into the held-back tail: look again from it
+                hold = self._hold_from(buffer, pos)
+            start, needle = self._search(buffer, pos, found)
             if needle is not None and start < hold:
                 out.append(buffer[pos:start])
                 out.append(self._table[needle])
                 pos = start + len(needle)
                 continue
-            out.append(buffer[pos:hold])
             self._held = buffer[hold:]
+            if pos == 0 and hold == len(buffer):
+                return buffer  # nothing replaced, nothing held: no copy
+            out.append(buffer[pos:hold])
             return b"".join(out)
 
-    def _search(self, buffer: bytes, pos: int) -> tuple[int, bytes | None]:
+    def _search(self, buffer: bytes, pos: int, found: dict[bytes, int]
+                ) -> tuple[int, bytes | None]:
         """The leftmost needle at or after ``pos`` (the longest one where several start
         together), as the pattern would find it. One ``bytes.find`` per needle: a body is
         mostly free of needles, and ``find`` skips through it far faster than the pattern's
-        alternation, which tries every needle at every position."""
-        best, found = len(buffer), None
+        alternation, which tries every needle at every position. ``found`` keeps, per needle,
+        where its next occurrence in ``buffer`` is (-1: none): a needle is searched again only
+        once a replacement has moved ``pos`` past it, so each needle scans a buffer about once
+        however many reflections it holds."""
+        best, match = len(buffer), None
         for needle in self._needles:  # longest first: a later one must start strictly earlier
-            start = buffer.find(needle, pos, best + len(needle))
+            start = found.get(needle, -2)
+            if -1 < start < pos or start == -2:
+                start = found[needle] = buffer.find(needle, pos)
             if 0 <= start < best:
-                best, found = start, needle
-        return best, found
+                best, match = start, needle
+        return best, match
 
     def flush(self) -> bytes:
         held, self._held = self._held, b""
@@ -128,11 +204,25 @@ class Scrubber:
 
     def _hold_from(self, buffer: bytes, pos: int) -> int:
         """The first position at or after ``pos`` where a needle could begin but does not fit
-        in ``buffer`` yet (the rest could complete it), or ``len(buffer)``."""
+        in ``buffer`` yet (the rest could complete it), or ``len(buffer)``. Per needle, only
+        the places where its first two bytes occur in the last ``len(needle) - 1`` bytes are
+        looked at (and the very last byte for its first byte), with ``bytes.find``: the tail
+        of a text body is full of bytes that begin some needle."""
         end = len(buffer)
-        for i in range(max(pos, end - self._longest + 1), end):
-            if buffer[i] in self._firsts:
-                tail = buffer[i:]
-                if any(len(n) > len(tail) and n.startswith(tail) for n in self._needles):
-                    return i
-        return end
+        best = end
+        if self._firsts.search(buffer, max(pos, end - self._longest + 1)) is None:
+            return end  # no byte of the tail begins any needle
+        for needle in self._needles:
+            start = max(pos, end - len(needle) + 1)
+            if start >= best:
+                continue
+            head = needle[:2]
+            at = buffer.find(head, start, best + 1)
+            while 0 <= at < best:
+                if needle.startswith(buffer[at:]):
+                    best = at
+                    break
+                at = buffer.find(head, at + 1, best + 1)
+            if start <= end - 1 < best and buffer[end - 1] == needle[0]:
+                best = end - 1
+        return best

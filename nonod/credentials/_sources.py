@@ -5,7 +5,7 @@ A reference is one of:
 ==================================  ======================================================
 ``NAME``                            the keychain: keyring service ``nono``, account ``NAME``
 ``keyring://SERVICE/ACCOUNT``       the keychain, any service
-``env://VAR``                       a variable of the environment the caller passes in
+``env://VAR``                       a variable of the daemon's own environment
 ``file:///abs/path``                a file owned by the expected user, mode ``0600``/``0400``
 ``op://vault/item/field``           1Password, through ``op read`` (the CLI must be signed in)
 ``systemd-creds://NAME``            ``$CREDENTIALS_DIRECTORY/NAME`` (systemd ``LoadCredential=``)
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import msgspec
 
+from .._callerfs import Identity, acting_as
 from ._errors import (
     BadReference,
     BadValue,
@@ -40,6 +41,7 @@ from ._errors import (
     CredentialNotFound,
     CredentialUnavailable,
     InsecureSource,
+    SourceNotPermitted,
     UnsupportedSource,
 )
 from ._secret import Secret
@@ -86,7 +88,13 @@ class SourceOptions(msgspec.Struct, frozen=True, kw_only=True):
     ``file_owner``: the uid a ``file://`` credential must belong to (None: the daemon's
     effective uid). ``file_roots``: directories ``file://`` credentials must lie under (after
     resolving symlinks); None means anywhere the owner rule allows. A system daemon should set
-    both, since a profile chooses the path.
+    both, since a profile chooses the path. ``file_identity``: whose rights open a ``file://``
+    credential (``nonod._callerfs``; None: the daemon's own). The system daemon sets it, and
+    ``file_owner``, to its caller's, so a profile cannot name a file only root may read.
+    ``daemon_stores``: whether the daemon's own stores (its environment, its keychain, its
+    1Password sign-in, its systemd credentials) may be read. The system daemon sets it False
+    for a caller other than root: those hold the daemon's secrets, not the caller's, and the
+    caller's profile chooses the upstream a route sends them to.
     """
 
     op_command: str = "op"
@@ -94,6 +102,8 @@ class SourceOptions(msgspec.Struct, frozen=True, kw_only=True):
     credentials_directory: str | None = None
     file_owner: int | None = None
     file_roots: tuple[str, ...] | None = None
+    file_identity: Identity | None = None
+    daemon_stores: bool = True
 
     def __post_init__(self) -> None:
         if not self.op_timeout > 0:
@@ -165,20 +175,30 @@ def resolve_credential(
 ) -> Secret:
     """The value ``ref`` names. Blocking; run it in a worker thread.
 
-    ``environ`` is the environment ``env://`` reads (the daemon's, or a client's when the
-    daemon is configured to accept it). ``keyring_backend`` defaults to
+    ``environ`` is the environment ``env://`` reads: the daemon passes its own
+    (``os.environ``), never a client's. ``keyring_backend`` defaults to
     ``keyring.get_keyring()``. Raises a CredentialError subclass: CredentialNotFound,
     CredentialUnavailable, BadReference, UnsupportedSource, InsecureSource or BadValue.
     """
     parsed = ref if isinstance(ref, CredentialRef) else parse_credential_ref(ref)
+    if not options.daemon_stores and parsed.kind != "file":
+        raise SourceNotPermitted(
+            f"`{parsed.text}`: the system daemon reads its own {_STORE_NAMES[parsed.kind]} for "
+            "root only: for another caller it would hand the daemon's secret to that caller's "
+            "route", reference=parsed.text,
+            hint="use a file:///path credential that you own, mode 0600 (the daemon opens it "
+            "with your rights), or run your own user daemon with its own secrets")
     if parsed.kind == "keychain":
         value = _from_keychain(parsed, keyring_backend)
     elif parsed.kind == "env":
         found = environ.get(parsed.variable)
         if not found:
             raise CredentialNotFound(
-                f"`{parsed.text}`: the variable {parsed.variable} is not set (or empty)",
-                reference=parsed.text)
+                f"`{parsed.text}`: the variable {parsed.variable} is not set (or empty) in the "
+                "daemon's environment", reference=parsed.text,
+                hint=f"set {parsed.variable} in nonod's environment (Environment= or "
+                "EnvironmentFile= of its unit), or store the value with `nonoctl secret set` "
+                "and name the keychain entry instead; a client's environment is never read")
         value = found
     elif parsed.kind == "file":
         value = _from_file(parsed, options)
@@ -187,6 +207,11 @@ def resolve_credential(
     else:
         value = _from_systemd(parsed, options)
     return Secret(value)
+
+
+_STORE_NAMES: Final = {"keychain": "keychain", "env": "environment",
+                       "op": "1Password sign-in", "systemd": "systemd credentials",
+                       "file": "files"}
 
 
 def source_kind(ref: str) -> SourceKind:
@@ -275,6 +300,11 @@ def _from_keychain(ref: CredentialRef, backend: KeyringBackend | None) -> str:
 
 
 def _from_file(ref: CredentialRef, options: SourceOptions) -> str:
+    with acting_as(options.file_identity):  # this worker thread only, restored on return
+        return _from_file_as_is(ref, options)
+
+
+def _from_file_as_is(ref: CredentialRef, options: SourceOptions) -> str:
     path = ref.path
     if options.file_roots is not None:
         real = os.path.realpath(path)

@@ -3,7 +3,8 @@
 Public face::
 
     result = await learn(["python3", "bot.py"], cwd=workdir, env=client_env, timeout=60,
-                         base_profile=None, listen_ports=(5001,), progress=show)
+                         base_profile=None, listen_ports=(5001,), progress=show,
+                         resolver=operator_resolver())   # nonod.toml's [network] pins
     result.to_nono_json()          # nono's `learn --json` shape
     result.to_profile("gitbot")    # a complete profile, nono's format
     result.summary_lines()         # for people
@@ -23,6 +24,7 @@ from ._fold import Skipped as Skipped
 from ._network import DirectAddress as DirectAddress
 from ._network import OutboundHost as OutboundHost
 from ._network import RefusedTarget as RefusedTarget
+from ._network import operator_resolver as operator_resolver
 from ._propose import LearnProgress as LearnProgress
 from ._propose import LearnResult as LearnResult
 from ._propose import ListeningPort as ListeningPort

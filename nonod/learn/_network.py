@@ -139,6 +139,29 @@ class NetworkRecorder:
         return len({h for h, _ in self._hosts})
 
 
+def operator_resolver(config_path: str | None = None) -> Resolver:
+    """The resolver the daemon's sessions get: the ``[network]`` table of ``nonod.toml``
+    (``resolve`` pins, ``allow_private``), read here on the client side. ``config_path`` None:
+    the user daemon's default file, else the system daemon's, else no pins at all.
+
+    ``extra_ca_file`` plays no part in learning: the recording proxy only tunnels (CONNECT)
+    and forwards plain HTTP, so the program's TLS is its own, end to end, as in a session
+    (the daemon's CA is for credential routes, which learn does not run).
+    """
+    from .._config import default_config_path, load_config
+
+    if config_path is None:
+        for system in (False, True):
+            candidate = default_config_path(system=system)
+            if candidate.is_file():
+                config_path = str(candidate)
+                break
+    if config_path is None:
+        return Resolver()
+    network = load_config(config_path, system=False).config.network
+    return Resolver(pins=network.resolve or None, allow_private=network.allow_private)
+
+
 def request_target(head: bytes, limits: ProxyLimits) -> ProxyRequest | None:
     """The target of the request whose head is ``head``, or None if there is none to note
     (not a proxy request, or not parseable: the ProxyServer will say why)."""

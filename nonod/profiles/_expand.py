@@ -28,6 +28,12 @@ VARIABLES: Final = (
     "XDG_RUNTIME_DIR",
 )
 _DIRECTORY_VARIABLES: Final = frozenset(VARIABLES) - {"UID"}
+# nono's variables for its own directories, which nonod does not have or never shows.
+_NONO_STORE: Final = {
+    "NONO_CONFIG": "configuration directory",
+    "NONO_PACKAGES": "pack store",
+    "PACK_DIR": "directory of the pack a profile came from",
+}
 
 # XDG base directories relative to $HOME when the context does not set them (XDG spec).
 _XDG_DEFAULTS: Final = (
@@ -58,6 +64,12 @@ def references(text: str) -> tuple[str, ...]:
             name = match.group("bare")
         if not _NAME.fullmatch(name):
             raise ExpansionError(f"malformed variable reference `{match.group(0)}`")
+        if name in _NONO_STORE:
+            raise ExpansionError(
+                f"`${name}` is nono's {_NONO_STORE[name]}: nonod has no pack store, and nono's "
+                "configuration directory is hidden in every session (group deny_nono_state); "
+                "name the files the program needs instead"
+            )
         if name not in VARIABLES:
             raise ExpansionError(
                 f"unknown variable `${name}` (known: {', '.join('$' + v for v in VARIABLES)})"

@@ -36,7 +36,7 @@ class _Data(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 @final
 class GroupEntry(_Data, frozen=True, kw_only=True):
-    """One path of a group. ``file`` marks a single file (file rights only, file placeholder)."""
+    """One path of a group. ``file`` marks a single file (file rights only)."""
 
     path: str
     access: Literal["read", "write", "readwrite", "deny"]

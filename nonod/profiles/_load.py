@@ -13,7 +13,6 @@ rule, listed in ``docs/profiles.md``.
 from __future__ import annotations
 
 import difflib
-import errno
 import json
 import os
 import re
@@ -27,6 +26,8 @@ from msgspec import UNSET, Raw
 
 import nonod
 
+from .._callerfs import CallerFileError, FileMissing, FileTooLarge, read_path
+from .._xdg import config_home
 from ..errors import ExtendsError, ProfileError, ProfileNotFound, UnknownKey
 from ._groups import builtin_groups, builtin_network
 from ._schema import (
@@ -35,8 +36,11 @@ from ._schema import (
     Profile,
     WorkdirConfig,
     allowed_values,
+    check_meta,
     check_profile,
+    is_registry_ref,
     known_keys,
+    pack_hint,
     raw_is_empty,
 )
 
@@ -68,8 +72,7 @@ def builtin_profiles_dir() -> Path:
 
 def user_profiles_dir(home: str, xdg_config_home: str | None = None) -> Path:
     """``$XDG_CONFIG_HOME/nono/profiles`` (``~/.config`` when unset or relative), as nono."""
-    config = xdg_config_home if xdg_config_home and xdg_config_home.startswith("/") else None
-    return Path(config or os.path.join(home, ".config")) / "nono" / "profiles"
+    return config_home(home, xdg_config_home) / "nono" / "profiles"
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -88,6 +91,7 @@ def parse_profile(data: bytes, source: str) -> Profile:
     except RecursionError as exc:
         raise ProfileError("nested too deeply", source=source) from exc
     _refuse_duplicate_keys(data, source)
+    check_meta(data, source)
     check_profile(profile, source, builtin_groups(), builtin_network())
     return profile
 
@@ -192,16 +196,15 @@ def _find(name: str, user_dir: Path | None, builtin_dir: Path, *, skip_user: boo
 
 
 def _read(found: _Found) -> bytes:
+    """Opened once, never blocking, regular files only (``nonod._callerfs``)."""
     try:
-        with open(found.path, "rb") as handle:
-            return handle.read(MAX_PROFILE_BYTES + 1)
-    except FileNotFoundError as exc:
-        raise ProfileNotFound("no such profile file", source=found.source) from exc
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        if exc.errno == errno.EISDIR:
-            reason = "is a directory"
-        raise ProfileError(f"cannot read profile: {reason}", source=found.source) from exc
+        return read_path(str(found.path), max_bytes=MAX_PROFILE_BYTES).data
+    except FileMissing:
+        raise ProfileNotFound("no such profile file", source=found.source) from None
+    except FileTooLarge:
+        raise ProfileError(f"larger than {MAX_PROFILE_BYTES} bytes", source=found.source) from None
+    except CallerFileError as exc:
+        raise ProfileError(f"cannot read profile: {exc.reason}", source=found.source) from None
 
 
 def load_profile(
@@ -209,20 +212,33 @@ def load_profile(
     *,
     user_dir: Path | None,
     builtin_dir: Path | None = None,
+    data: bytes | None = None,
 ) -> Profile:
     """Find, parse and flatten a profile: the result has no ``extends`` left.
+
+    ``data``: the bytes of ``name_or_path`` (a path) when the caller has read them already,
+    as the daemon does for a profile file named by its client (read as that client).
 
     ``user_dir`` is the requesting user's profile directory (see :func:`user_profiles_dir`),
     or None to use built-in profiles only. A user profile that extends its own name extends
     the built-in profile of that name, so a user can adjust a built-in without copying it.
     """
     builtin = builtin_dir if builtin_dir is not None else builtin_profiles_dir()
+    if is_registry_ref(name_or_path) and not os.path.lexists(name_or_path):
+        raise ProfileNotFound(
+            f"`{name_or_path}` names a profile from a nono registry pack; nonod has no pack "
+            "store to fetch or verify it from",
+            hint=pack_hint(name_or_path),
+        )
     if _is_path(name_or_path):
         stem = Path(name_or_path).name.removesuffix(".json")
         root = _Found("path", stem, Path(name_or_path))
     else:
         root = _find(name_or_path, user_dir, builtin, skip_user=False)
-    profiles = _Linearizer(user_dir, builtin).run(root)
+    linearizer = _Linearizer(user_dir, builtin)
+    if data is not None and root.origin == "path":
+        linearizer.preloaded[linearizer.key(root)] = data
+    profiles = linearizer.run(root)
     merged = profiles[0]
     for profile in profiles[1:]:
         merged = merge(merged, profile)
@@ -243,6 +259,7 @@ class _Linearizer:
         self.builtin_dir = builtin_dir
         self.order: list[Profile] = []
         self.done: set[tuple[Origin, str]] = set()
+        self.preloaded: dict[tuple[Origin, str], bytes] = {}
 
     def run(self, root: _Found) -> list[Profile]:
         self.visit(root, [])
@@ -261,7 +278,8 @@ class _Linearizer:
                 source=chain[-2].source,
                 path="$.extends",
             )
-        profile = parse_profile(_read(found), found.source)
+        data = self.preloaded.get(self.key(found))
+        profile = parse_profile(_read(found) if data is None else data, found.source)
         for base_name in profile.bases():
             base = self.find_base(found, base_name)
             if any(self.key(base) == self.key(link) for link in chain):
@@ -281,10 +299,12 @@ class _Linearizer:
             return _find(name, self.user_dir, self.builtin_dir, skip_user=skip_user)
         except ProfileNotFound as exc:
             raise ExtendsError(
-                f"extends `{name}`, which is neither a user nor a built-in profile",
+                f"extends `{name}`, which is neither a user nor a built-in profile (nor "
+                "can it be: nonod does not install profiles from a nono registry pack)",
                 source=child.source,
                 path="$.extends",
-                hint=exc.hint,
+                hint=f"{exc.hint}; a profile from a pack can be copied to "
+                f"{self.user_dir or '~/.config/nono/profiles'}/{name}.json",
             ) from exc
 
 
@@ -331,11 +351,18 @@ S = TypeVar("S", bound=msgspec.Struct)
 def merge(base: Profile, child: Profile) -> Profile:
     """``child`` applied over ``base``; the result keeps ``child``'s ``extends``."""
     merged = _merge_struct(base, child)
-    return msgspec.structs.replace(
+    merged = msgspec.structs.replace(
         merged,
         extends=child.extends,
         open_urls=child.open_urls if child.open_urls is not None else base.open_urls,
     )
+    # `binary` and `nonod.binary` are one setting: the child's, in either spelling, wins.
+    if child.binary is not None:
+        merged = msgspec.structs.replace(
+            merged, nonod=msgspec.structs.replace(merged.nonod, binary=None))
+    elif child.nonod.binary is not None:
+        merged = msgspec.structs.replace(merged, binary=None)
+    return merged
 
 
 def _merge_struct(base: S, child: S) -> S:

@@ -55,6 +55,7 @@ from ._schema import (
     Profile,
     When,
     check_profile,
+    endpoint_allow_list,
     reserved_env_name,
 )
 
@@ -74,7 +75,6 @@ class CliOverrides(msgspec.Struct, frozen=True, kw_only=True):
     allow_file: tuple[str, ...] = ()
     read_file: tuple[str, ...] = ()
     write_file: tuple[str, ...] = ()
-    bypass_protection: tuple[str, ...] = ()
     allow_cwd: bool = False
     workdir: str | None = None
     block_net: bool = False
@@ -211,10 +211,11 @@ class _Resolver:
             ipc_mode=p.security.ipc_mode or "shared_memory_only",
             process_info_mode=p.security.process_info_mode or "isolated",
             af_unix_mediation=p.linux.af_unix_mediation or "off",
-            network_isolation=p.linux.sandbox_policy or "namespaces",
+            network_isolation="landlock" if p.linux.sandbox_policy == "landlock" else "namespaces",
             network=self._network(),
             allow_degraded=_dedupe(p.nonod.allow_degraded),
-            allow_unix_sockets=p.nonod.unix_sockets,
+            allow_unix_sockets=p.nonod.unix_sockets is True,
+            allow_root=p.nonod.allow_root is True,
             max_processes=(DEFAULT_MAX_PROCESSES if p.nonod.max_processes is None
                            else p.nonod.max_processes),
             limits=_limits(p.nonod.limits, p.nonod.max_processes),
@@ -401,13 +402,8 @@ class _Resolver:
 
     def _bypass(self) -> None:
         fs = self.profile.filesystem
-        requested = [
-            *((raw, False) for raw in self._paths([*fs.bypass_protection,
-                                                   *self.profile.policy.override_deny])),
-            *((raw, True) for raw in self.cli.bypass_protection),
-        ]
-        for raw, literal in requested:
-            real = self._place(raw, source="cli" if literal else "profile", literal=literal)
+        for raw in self._paths([*fs.bypass_protection, *self.profile.policy.override_deny]):
+            real = self._place(raw, source="profile")
             if real is None:
                 continue
             hits = [d for d in self.denials if d.path == real]
@@ -421,10 +417,8 @@ class _Resolver:
                     continue
                 group = denial.source.removeprefix("group:")
                 if not self.catalog.groups[group].bypassable:
-                    error = f"`{raw}` is denied by group `{group}`, which cannot be bypassed"
-                    if literal:
-                        raise PolicyError(error)
-                    raise self.fail("$.filesystem.bypass_protection", error)
+                    raise self.fail("$.filesystem.bypass_protection", f"`{raw}` is denied by "
+                                    f"group `{group}`, which cannot be bypassed")
                 self.denials.remove(denial)
                 self.note("bypass", f"denial from group `{group}` lifted by bypass_protection",
                           path=real, source=denial.source)
@@ -497,9 +491,21 @@ class _Resolver:
              "network.connect_port: direct outbound connections are not provided; traffic "
              "goes through the proxy"),
             (bool(p.filesystem.unix_socket or p.filesystem.unix_socket_bind
-                  or p.filesystem.unix_socket_dir or p.filesystem.unix_socket_dir_bind),
+                  or p.filesystem.unix_socket_dir or p.filesystem.unix_socket_dir_bind
+                  or p.filesystem.unix_socket_subtree or p.filesystem.unix_socket_subtree_bind),
              "filesystem.unix_socket*: Unix socket grants are not provided by nonod"),
+            (p.network.allow_http2 is True,
+             "network.allow_http2: the proxy speaks HTTP/1.1 to upstreams; ignored"),
+            (p.linux.sandbox_policy == "external",
+             "linux.sandbox_policy `external`: nonod enforces the network itself (a private "
+             "network namespace), whatever firewall the host has"),
         ]
+        if self.ctx.platform == "linux":
+            ignored.append((
+                p.security.process_info_mode not in (None, "isolated"),
+                "security.process_info_mode: a session has its own pid namespace and sees only "
+                "its own processes; not widened on Linux",
+            ))
         for present, message in ignored:
             if present:
                 self.note("info", message)
@@ -528,7 +534,7 @@ class _Resolver:
         return _dedupe(out)
 
     def _binary(self) -> str | None:
-        raw = self.profile.nonod.binary
+        raw = self.profile.binary or self.profile.nonod.binary
         if raw is None:
             return None
         return posixpath.normpath(_expand.expand(raw, self.values))
@@ -606,7 +612,8 @@ class _Resolver:
             path_pattern=d.path_pattern,
             path_replacement=d.path_replacement,
             query_param_name=d.query_param_name,
-            endpoint_rules=tuple((rule.method, rule.path) for rule in d.endpoint_rules),
+            endpoint_rules=(endpoint_allow_list(d.endpoint_policy) if d.endpoint_policy
+                            else tuple((rule.method, rule.path) for rule in d.endpoint_rules)),
             tls_ca=tls_path(d.tls_ca),
             tls_client_cert=tls_path(d.tls_client_cert),
             tls_client_key=tls_path(d.tls_client_key),

@@ -21,7 +21,7 @@ from typing import Annotated, Final, Literal, final
 import msgspec
 from msgspec import UNSET, Meta, Raw, UnsetType
 
-from ..errors import ProfileError
+from ..errors import ExtendsError, ProfileError, UnsupportedFeature
 from . import _expand
 from ._groups import GroupCatalog, NetworkCatalog, valid_host
 
@@ -117,6 +117,8 @@ class FilesystemConfig(_Section, frozen=True, kw_only=True):
     unix_socket_bind: tuple[PathEntry, ...] = ()
     unix_socket_dir: tuple[PathEntry, ...] = ()
     unix_socket_dir_bind: tuple[PathEntry, ...] = ()
+    unix_socket_subtree: tuple[PathEntry, ...] = ()
+    unix_socket_subtree_bind: tuple[PathEntry, ...] = ()
 
 
 @final
@@ -136,6 +138,54 @@ class LegacyPolicy(_Section, frozen=True, kw_only=True):
 class EndpointRule(_Section, frozen=True, kw_only=True):
     method: str
     path: str
+
+
+Decision = Literal["deny", "approve", "allow"]
+Seconds = Annotated[int, Meta(ge=1)]
+
+
+@final
+class RoutedDecision(_Section, frozen=True, kw_only=True):
+    """``{"decision": "approve", "backend": ..., "timeout_secs": ...}``."""
+
+    decision: Decision
+    backend: str | None = None
+    timeout_secs: Seconds | None = None
+
+
+@final
+class PolicyRule(_Section, frozen=True, kw_only=True):
+    """One rule of an ``endpoint_policy`` list; ``reason`` is for people."""
+
+    method: str
+    path: str
+    backend: str | None = None
+    reason: str | None = None
+    timeout_secs: Seconds | None = None
+
+
+@final
+class EndpointPolicy(_Section, frozen=True, kw_only=True):
+    """nono's ``endpoint_policy``: ``deny``, then ``approve``, then ``allow``, then ``default``.
+
+    nonod enforces the allow-list form of it (see :func:`endpoint_allow_list`)."""
+
+    default: Decision | RoutedDecision = "deny"
+    deny: tuple[PolicyRule, ...] = ()
+    approve: tuple[PolicyRule, ...] = ()
+    allow: tuple[PolicyRule, ...] = ()
+
+    @property
+    def default_decision(self) -> Decision:
+        return self.default if isinstance(self.default, str) else self.default.decision
+
+
+def endpoint_allow_list(policy: EndpointPolicy) -> tuple[tuple[str, str], ...]:
+    """The ``(method, path)`` allow-list a checked policy means: its ``allow`` rules under a
+    ``deny`` default, nothing (every request passes) under an ``allow`` default."""
+    if policy.default_decision == "allow":
+        return ()
+    return tuple((rule.method, rule.path) for rule in policy.allow)
 
 
 @final
@@ -166,6 +216,7 @@ class CustomCredentialDef(_Section, frozen=True, kw_only=True):
     proxy: Raw = _NULL
     env_var: str | None = None
     endpoint_rules: tuple[EndpointRule, ...] = ()
+    endpoint_policy: EndpointPolicy | None = None
     tls_ca: str | None = None
     tls_client_cert: str | None = None
     tls_client_key: str | None = None
@@ -174,6 +225,7 @@ class CustomCredentialDef(_Section, frozen=True, kw_only=True):
 @final
 class NetworkConfig(_Section, frozen=True, kw_only=True):
     block: bool | UnsetType = UNSET
+    allow_http2: bool | None = None
     # UNSET inherits the base profile's value; an explicit null clears it.
     network_profile: str | UnsetType | None = UNSET
     allow_domain: tuple[str | DomainRule, ...] = ()
@@ -219,7 +271,9 @@ class LinuxConfig(_Section, frozen=True, kw_only=True):
     af_unix_mediation: Literal["off", "pathname"] | None = None
     #: "namespaces" (default): a private network namespace; "landlock": nono's model, the
     #: host's network with Landlock TCP rules to the proxy port only (weaker, reported).
-    sandbox_policy: Literal["namespaces", "landlock"] | None = None
+    #: nono's own values: "auto" is the default here; "external" (nono leaves TCP to an
+    #: outside firewall) gets the default too, since nonod always enforces the network.
+    sandbox_policy: Literal["namespaces", "landlock", "auto", "external"] | None = None
 
 
 @final
@@ -274,14 +328,17 @@ class NonodConfig(_Section, frozen=True, kw_only=True):
     sockets with ``socket()`` (refused by default: a pathname socket anywhere in its view, such
     as an agent's, would be reachable; ``socketpair`` always works). ``max_processes`` caps
     the session's processes and threads (absent: ``DEFAULT_MAX_PROCESSES``; 0: no cap).
+    ``allow_root`` lets a root caller of the system daemon run this profile as root (the
+    daemon's ``[sessions] allow_root`` must say so too).
     """
 
     allow_degraded: tuple[str, ...] = ()
     writable_persistence: tuple[str, ...] = ()
     binary: str | None = None
-    unix_sockets: bool = False
+    unix_sockets: bool | None = None
     max_processes: Annotated[int, msgspec.Meta(ge=0, le=4_194_304)] | None = None
     limits: LimitsConfig = LimitsConfig()
+    allow_root: bool | None = None
 
 
 @final
@@ -302,6 +359,7 @@ class Profile(_Section, frozen=True, kw_only=True):
     environment: EnvironmentConfig | None = None
     workdir: WorkdirConfig = WorkdirConfig()
     linux: LinuxConfig = LinuxConfig()
+    binary: str | None = None  # nono's spelling of nonod.binary
     command_args: tuple[str, ...] = ()
     brokered_commands: tuple[str, ...] = ()  # legacy: command_args
     nonod: NonodConfig = NonodConfig()
@@ -381,12 +439,20 @@ class _Checker:
     def fail(self, path: str, message: str, *, hint: str | None = None) -> ProfileError:
         return ProfileError(message, source=self.source, path=path, hint=hint)
 
-    def unsupported(self, path: str, what: str, why: str) -> ProfileError:
-        return self.fail(path, f"{what} is not supported by nonod: {why}")
+    def unsupported(self, path: str, what: str, why: str, *, hint: str | None = None
+                    ) -> UnsupportedFeature:
+        return UnsupportedFeature(f"{what} is not supported by nonod: {why}",
+                                  source=self.source, path=path, hint=hint)
 
     def run(self, profile: Profile) -> None:
         for index, base in enumerate(profile.bases()):
             where = "$.extends" if isinstance(profile.extends, str) else f"$.extends[{index}]"
+            if is_registry_ref(base):
+                raise ExtendsError(
+                    f"`{base}` names a profile from a nono registry pack; nonod has no pack "
+                    "store to fetch or verify it from",
+                    source=self.source, path=where, hint=pack_hint(base),
+                )
             if not PROFILE_NAME.fullmatch(base):
                 raise self.fail(where, f"`{base}` is not a profile name (letters, digits, - _)")
         self.filesystem(profile)
@@ -402,6 +468,19 @@ class _Checker:
         for index, arg in enumerate(profile.brokered_commands):
             self.variables(f"$.brokered_commands[{index}]", arg)
         self.nonod(profile.nonod)
+        if profile.linux.af_unix_mediation == "pathname" and profile.nonod.unix_sockets:
+            raise self.unsupported(
+                "$.nonod.unix_sockets",
+                "`nonod.unix_sockets` with `linux.af_unix_mediation: pathname`",
+                "nonod cannot limit which socket paths a program connects to or binds",
+                hint="drop nonod.unix_sockets: without it no AF_UNIX socket can be created "
+                "at all, which is stricter than pathname mediation",
+            )
+        if profile.binary is not None:
+            self.path_value("$.binary", profile.binary)
+            if profile.nonod.binary is not None:
+                raise self.fail("$.binary", "`binary` and `nonod.binary` are the same setting; "
+                                "set one")
         self.refused(profile)
 
     # variables and paths
@@ -495,13 +574,22 @@ class _Checker:
 
     def commands(self, profile: Profile) -> None:
         why = (
-            "command blocklists only ever checked the first program, not what it runs; "
-            "use filesystem.deny and narrower grants"
+            "a command denylist is checked against the first program only (nono deprecated it "
+            "in 0.33 for that reason) and never stops a program that another one starts"
         )
-        if profile.commands.deny:
-            raise self.unsupported("$.commands.deny", "`commands.deny`", why)
-        if profile.policy.add_deny_commands:
-            raise self.unsupported("$.policy.add_deny_commands", "`add_deny_commands`", why)
+        for where, key, names in (
+            ("$.commands.deny", "`commands.deny`", profile.commands.deny),
+            ("$.policy.add_deny_commands", "`policy.add_deny_commands`",
+             profile.policy.add_deny_commands),
+        ):
+            if names:
+                example = names[0] if "/" in names[0] else f"/usr/bin/{names[0]}"
+                raise self.unsupported(
+                    where, key, why,
+                    hint=f"remove {key}; to keep a program out of reach, deny its file, e.g. "
+                    f'"filesystem": {{"deny": ["{example}"]}}, or grant no directory that '
+                    "holds it",
+                )
 
     # network
 
@@ -602,17 +690,64 @@ class _Checker:
             raise self.fail(path, "inject_mode `query_param` needs `query_param_name` "
                                   "(letters, digits, - _)")
         for index, rule in enumerate(cred.endpoint_rules):
-            where = f"{path}.endpoint_rules[{index}]"
-            if rule.method != "*" and not _HTTP_TOKEN.fullmatch(rule.method):
-                raise self.fail(f"{where}.method", f"`{rule.method}` is not an HTTP method")
-            if not rule.path.startswith("/"):
-                raise self.fail(f"{where}.path", "must start with `/`")
+            self.endpoint_rule(f"{path}.endpoint_rules[{index}]", rule)
+        if cred.endpoint_policy is not None:
+            if cred.endpoint_rules:
+                raise self.fail(path, "set `endpoint_policy` or `endpoint_rules`, not both",
+                                hint="nono reads only endpoint_policy when both are present; "
+                                "move the endpoint_rules into endpoint_policy.allow")
+            self.endpoint_policy(f"{path}.endpoint_policy", cred.endpoint_policy)
         for field in ("tls_ca", "tls_client_cert", "tls_client_key"):
             value = getattr(cred, field)
             if value is not None:
                 self.variables(f"{path}.{field}", value)
         if (cred.tls_client_cert is None) != (cred.tls_client_key is None):
             raise self.fail(path, "`tls_client_cert` and `tls_client_key` go together")
+
+    def endpoint_rule(self, where: str, rule: EndpointRule | PolicyRule) -> None:
+        if rule.method != "*" and not _HTTP_TOKEN.fullmatch(rule.method):
+            raise self.fail(f"{where}.method", f"`{rule.method}` is not an HTTP method")
+        if not rule.path.startswith("/"):
+            raise self.fail(f"{where}.path", "must start with `/`")
+
+    def endpoint_policy(self, path: str, policy: EndpointPolicy) -> None:
+        """Accept what an allow-list enforces exactly; refuse the rest, saying how to write it.
+
+        A ``deny`` rule is exact under a ``deny`` default when no ``allow`` rule can match its
+        method (it then only repeats the default): nono's examples deny ``DELETE /**`` next
+        to ``GET`` and ``POST`` allows."""
+        for key in ("deny", "approve", "allow"):
+            for index, rule in enumerate(getattr(policy, key)):
+                self.endpoint_rule(f"{path}.{key}[{index}]", rule)
+        no_prompts = "move each rule to `allow` (or drop it: the default denies)"
+        if policy.approve:
+            raise self.unsupported(f"{path}.approve", "`approve` (asking a person per request)",
+                                   "nonod has no approval prompt", hint=no_prompts)
+        default = policy.default_decision
+        if default == "approve":
+            raise self.unsupported(f"{path}.default", "an `approve` default",
+                                   "nonod has no approval prompt",
+                                   hint='use "default": "deny" and list what may pass in '
+                                   "`allow`")
+        allow_list = 'list what may pass in `allow` under "default": "deny"'
+        if default == "allow" and policy.deny:
+            raise self.unsupported(f"{path}.deny", "`deny` rules under an `allow` default",
+                                   "nonod's endpoint rules are allow-lists", hint=allow_list)
+        if default == "deny" and not policy.allow:
+            raise self.fail(path, "this endpoint_policy lets no request through the route",
+                            hint=f"{allow_list}, or remove the route")
+        allowed = {rule.method.upper() for rule in policy.allow}
+        for index, rule in enumerate(policy.deny):
+            method = rule.method.upper()
+            if method == "*" or "*" in allowed or method in allowed:
+                raise self.unsupported(
+                    f"{path}.deny[{index}]",
+                    f"a `deny` rule for {method} next to `allow` rules for {method}",
+                    "nonod's endpoint rules are allow-lists, so a deny cannot carve an "
+                    "exception out of an allow",
+                    hint="narrow the `allow` rules so they no longer match what this rule "
+                    "denies, and drop the rule",
+                )
 
     def upstream(self, path: str, url: str) -> None:
         match = re.fullmatch(r"(https?)://([^/?#@\s]+)([/?#]\S*)?", url)
@@ -677,7 +812,8 @@ class _Checker:
     def refused(self, profile: Profile) -> None:
         if profile.packs:
             raise self.unsupported("$.packs", "`packs`",
-                                   "nonod has no pack store to verify them against")
+                                   "nonod has no pack store to verify them against",
+                                   hint=pack_hint(profile.packs[0]))
         if not raw_is_empty(profile.session_hooks):
             raise self.unsupported("$.session_hooks", "`session_hooks`",
                                    "nonod never runs profile scripts outside the sandbox")
@@ -685,9 +821,69 @@ class _Checker:
             raise self.unsupported("$.credential_capture", "`credential_capture`",
                                    "nonod never runs profile commands to fetch credentials; "
                                    "store them with `nonoctl secret set`")
-        if not raw_is_empty(profile.command_policies):
-            raise self.unsupported("$.command_policies", "`command_policies`",
-                                   "per-command child sandboxes are not implemented")
+        self.command_policies(profile.command_policies)
+
+    def command_policies(self, raw: Raw) -> None:
+        # nono turns its tool sandbox on only when `commands` is not empty; without commands
+        # the section changes nothing there either.
+        try:
+            section = msgspec.json.decode(raw, type=dict[str, Raw] | None)
+            commands = msgspec.json.decode(section.get("commands", _NULL) if section else _NULL,
+                                           type=dict[str, Raw] | None)
+        except msgspec.ValidationError as exc:
+            raise self.fail("$.command_policies", f"not a tool sandbox section ({exc})") from None
+        if not commands:
+            return
+        name = next(iter(commands))
+        raise UnsupportedFeature(
+            "per-command tool sandboxes are not supported by nonod yet (nono's "
+            "`command_policies`): nonod cannot give one program narrower grants than the "
+            "session around it",
+            source=self.source,
+            path=_key_path("$.command_policies.commands", name),
+            hint="remove `command_policies` and grant what the commands need to the whole "
+            "session (`filesystem`, `network.allow_domain`, `network.custom_credentials`), "
+            "or run each command in its own session with its own profile",
+        )
+
+
+_REGISTRY_REF = re.compile(r"[^./~][^/@]*/[^/@]+(@[^/]+)?")
+
+
+def is_registry_ref(name: str) -> bool:
+    """``owner/pack`` or ``owner/pack@version``: how nono names a registry pack."""
+    return _REGISTRY_REF.fullmatch(name) is not None and not name.endswith(".json")
+
+
+def pack_hint(ref: str) -> str:
+    """What to do with a nono pack reference, since nonod cannot fetch one."""
+    pack = ref.partition("@")[0]
+    return (f"nono installs pack `{pack}` under ~/.config/nono/packages/{pack}/; copy the "
+            "profile you need from its profiles/ directory to ~/.config/nono/profiles/NAME.json "
+            "(after reading it) and extend `NAME` instead")
+
+
+def check_meta(data: bytes, source: str) -> None:
+    """nono requires ``meta.name`` (a string) whenever ``meta`` is present, and a string
+    ``meta.version`` when it is given; the Struct's defaults cannot tell an absent ``meta``
+    from an empty one, so look at the document itself."""
+    try:
+        probe = msgspec.json.decode(data, type=_MetaProbe)
+    except msgspec.DecodeError:
+        return  # the full decode reports it with its path
+    if probe.meta is UNSET or not isinstance(probe.meta, dict):
+        return
+    for key in ("name", "version"):
+        if key in probe.meta and not isinstance(probe.meta[key], str):
+            raise ProfileError(f"`meta.{key}` must be a string", source=source,
+                               path=f"$.meta.{key}")
+    if "name" not in probe.meta:
+        raise ProfileError("`meta` needs `name`, as in nono", source=source, path="$.meta",
+                           hint='add "name": "<profile name>" to meta, or drop meta')
+
+
+class _MetaProbe(msgspec.Struct):
+    meta: object = UNSET
 
 
 def check_profile(

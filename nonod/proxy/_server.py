@@ -344,13 +344,17 @@ class ProxyServer:
                                                    target, authority.encode("ascii"),
                                                    exchange)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                status = exchange.status  # one side went away: nothing more to say
+                status = exchange.status  # the client went away: nothing more to say
             except (h11.RemoteProtocolError, trio.TooSlowError) as exc:
+                # The upstream failed (broke, closed, spoke no HTTP, e.g. TLS only) or stalled.
                 if exchange.status == 0 and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     timeout = isinstance(exc, trio.TooSlowError)
+                    unread = conn.their_state is h11.SEND_BODY
                     await self._refuse(stream, conn, exchange, 504 if timeout else 502,
                                        Reason.UPSTREAM_TIMEOUT if timeout
                                        else Reason.UPSTREAM_ERROR, decision="allow")
+                    if unread:
+                        await _drain(stream, limits.send_timeout)
                     return
                 status = exchange.status
         self._emit(exchange, "allow", exchange.reason, status=status)
@@ -362,8 +366,8 @@ class ProxyServer:
     ) -> int:
         limits = self._limits
         headers = upstream_request_headers(list(request.headers), authority)
-        await upstream.send_all(up.send(h11.Request(method=request.method, target=target,
-                                                    headers=headers)))
+        await _to_upstream(upstream, up.send(h11.Request(method=request.method, target=target,
+                                                         headers=headers)))
         # The request body, as it comes.
         while True:
             if conn.they_are_waiting_for_100_continue:
@@ -377,17 +381,17 @@ class ProxyServer:
             except trio.TooSlowError:
                 raise BadRequest(408, Reason.REQUEST_TIMEOUT) from None
             if isinstance(event, h11.Data):
-                await upstream.send_all(up.send(h11.Data(data=event.data)) or b"")
+                await _to_upstream(upstream, up.send(h11.Data(data=event.data)))
                 exchange.bytes_out += len(event.data)
             elif isinstance(event, h11.EndOfMessage):
-                await upstream.send_all(up.send(h11.EndOfMessage()) or b"")
+                await _to_upstream(upstream, up.send(h11.EndOfMessage()))
                 break
             else:
                 raise BadRequest(400, Reason.BAD_REQUEST)  # the client closed mid-body
         # The response head, then its body, streamed.
         with trio.fail_after(limits.response_timeout):
             while True:
-                event = await _next_event(upstream, up)
+                event = await _from_upstream(upstream, up)
                 if isinstance(event, h11.Response):
                     break
                 if not isinstance(event, h11.InformationalResponse):
@@ -399,7 +403,7 @@ class ProxyServer:
         exchange.status = event.status_code
         while True:
             with trio.fail_after(limits.idle_timeout):
-                event = await _next_event(upstream, up)
+                event = await _from_upstream(upstream, up)
             if isinstance(event, h11.Data):
                 with trio.fail_after(limits.idle_timeout):
                     await client.send_all(conn.send(h11.Data(data=event.data)) or b"")
@@ -494,6 +498,35 @@ async def _next_event(stream: trio.abc.Stream, conn: h11.Connection) -> object:
         if event is not h11.NEED_DATA:
             return event
         conn.receive_data(bytes(await stream.receive_some(_READ_SIZE)))
+
+
+async def _to_upstream(upstream: trio.abc.Stream, data: bytes | None) -> None:
+    """Send to the upstream; its failure is the upstream's (h11.RemoteProtocolError, which
+    the caller answers with 502), never taken for the client going away."""
+    try:
+        await upstream.send_all(data or b"")
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        raise h11.RemoteProtocolError("the upstream connection broke") from None
+
+
+async def _from_upstream(upstream: trio.abc.Stream, up: h11.Connection) -> object:
+    """The upstream's next h11 event; a broken connection is the upstream's failure."""
+    try:
+        return await _next_event(upstream, up)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        raise h11.RemoteProtocolError("the upstream connection broke") from None
+
+
+async def _drain(stream: trio.abc.Stream, timeout: float) -> None:
+    """After answering a client whose request body was still coming: read and discard what it
+    sends, for at most ``timeout``, so that closing the connection with unread data (a reset)
+    cannot destroy the answer before the client has read it."""
+    with trio.move_on_after(timeout):
+        try:
+            while await stream.receive_some(_READ_SIZE):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
 
 async def _next_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:

@@ -11,8 +11,10 @@ sides:
    end-to-end headers, minus the phantom token and proxy artefacts, plus the real credential
    (:func:`websocket_headers`), offering the program's subprotocols;
 3. if the upstream refuses, the program gets the same status (without the upstream's body,
-   which could quote the credential); if it accepts, the program is accepted with the
-   subprotocol the upstream chose;
+   which could quote the credential); if its ``101`` is not a valid answer to the handshake
+   (a wrong accept token, a subprotocol or extension nobody offered), or it fails or stalls,
+   the program gets ``502``/``504``, never a closed connection; if it accepts, the program is
+   accepted with the subprotocol the upstream chose;
 4. messages are relayed both ways until either side closes (the close code is passed on) or
    nothing moves for ``idle_timeout``; messages from the upstream are scrubbed of the secret.
 """
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Final, cast, final
 import h11
 import msgspec
 import trio
+import wsproto.utilities
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
@@ -44,6 +47,11 @@ if TYPE_CHECKING:
 #: Close codes that describe a connection state and may not be sent in a close frame.
 _UNSENDABLE: Final = frozenset({1005, 1006, 1015})
 _MAX_MESSAGE: Final = 16 * 1024 * 1024
+#: What an upstream's unacceptable ``101`` (an accept token, subprotocol or extension the
+#: handshake did not offer) raises: wsproto refuses it, and trio-websocket then tries to
+#: answer the upstream with a server's refusal on the client's h11 connection, which h11
+#: refuses in turn (``role=CLIENT state=SEND_BODY``). The program gets 502 either way.
+_HANDSHAKE_BUGS: Final = (h11.ProtocolError, wsproto.utilities.ProtocolError)
 
 
 class WebSocketOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,7 +157,7 @@ async def relay_websocket(
         except* trio.TooSlowError:
             failed = WebSocketOutcome(status=504, reason="upstream_timeout")
         except* (HandshakeError, ConnectionClosed, trio.BrokenResourceError,
-                 trio.ClosedResourceError):
+                 trio.ClosedResourceError, *_HANDSHAKE_BUGS):
             failed = failed or WebSocketOutcome(status=502, reason="upstream_error")
         if failed is not None and outcome is None:
             await _reject(offer, failed.status)

@@ -28,7 +28,7 @@ from ._launcher import (
     RECORD,
     STEPS,
 )
-from ._mounts import MASK_DIR, MASK_FILE, PIN, READONLY
+from ._mounts import ANCHOR, MASK_DIR, MASK_FILE, PIN, READONLY
 from ._plan import build_plan
 from ._types import EnforcementReport, ExitStatus, LaunchRequest
 
@@ -40,10 +40,14 @@ _HINTS = {
     "idmap": "the kernel refused the uid/gid map of the session's user namespace",
     "mounts": "a path in the policy could not be mounted in the session's view",
     "exec": "the program could not be started inside the session",
+    "createguard": "the guard that keeps absent persistence files from being created could "
+                   "not be set up (docs/sandbox.md, \"The creation guard\"); a profile can "
+                   "opt a path out with \"nonod\": {\"writable_persistence\": [...]}",
 }
 
 
-_GUARDED_KINDS = {PIN: "pin", MASK_DIR: "mask", MASK_FILE: "mask", READONLY: "read_only"}
+_GUARDED_KINDS = {PIN: "pin", MASK_DIR: "mask", MASK_FILE: "mask", READONLY: "read_only",
+                  ANCHOR: "anchor"}
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,7 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
 def main() -> None:
     fd, parent = int(sys.argv[-2]), int(sys.argv[-1])
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    _libc.forbid_core_dumps()
     if os.getppid() != parent:
         sys.exit(1)  # the daemon died before we could tie our life to it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the daemon's business

@@ -388,6 +388,28 @@ def _open_rule_path(sc: Callable[..., int], path: bytes) -> int:
         raise _error(exc.errno or 0, exc.strerror or "", path) from None
 
 
+def create_ruleset(handled_fs: int, handled_net: int = 0, scoped: int = 0, *,
+                   abi: int = KNOWN_ABI) -> int:
+    """A new ruleset descriptor handling these rights (child side)."""
+    size = ruleset_attr_size(abi)
+    attr = struct.pack("=QQQ", handled_fs, handled_net, scoped)
+    attr_buf = ctypes.create_string_buffer(attr[:size], size)
+    return _call(_syscall(), _NR_LANDLOCK_CREATE_RULESET, ctypes.addressof(attr_buf), size, 0,
+                 what="landlock_create_ruleset")
+
+
+def add_path_rule(ruleset_fd: int, fd: int, allowed: int, path: bytes | None = None) -> None:
+    """Allow ``allowed`` beneath the file or directory open on ``fd`` (child side)."""
+    rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, fd), 12)
+    _call(_syscall(), _NR_LANDLOCK_ADD_RULE, ruleset_fd, LANDLOCK_RULE_PATH_BENEATH,
+          ctypes.addressof(rule), 0, what="landlock_add_rule", path=path)
+
+
+def restrict_self(ruleset_fd: int) -> None:
+    """Enforce the ruleset on the calling thread, as one more layer (child side)."""
+    _call(_syscall(), _NR_LANDLOCK_RESTRICT_SELF, ruleset_fd, 0, what="landlock_restrict_self")
+
+
 def apply_plan(plan: LandlockPlan) -> None:
     """Enforce ``plan`` on the calling thread. Runs in the child between fork and execve.
 
@@ -397,17 +419,8 @@ def apply_plan(plan: LandlockPlan) -> None:
     if plan.abi == 0:
         return
     sc = _syscall()
-    size = ruleset_attr_size(plan.abi)
-    attr = struct.pack("=QQQ", plan.handled_access_fs, plan.handled_access_net, plan.scoped)
-    attr_buf = ctypes.create_string_buffer(attr[:size], size)
-    ruleset_fd = _call(
-        sc,
-        _NR_LANDLOCK_CREATE_RULESET,
-        ctypes.addressof(attr_buf),
-        size,
-        0,
-        what="landlock_create_ruleset",
-    )
+    ruleset_fd = create_ruleset(plan.handled_access_fs, plan.handled_access_net, plan.scoped,
+                                abi=plan.abi)
     try:
         for path, allowed, is_file in plan.rules:
             fd = _open_rule_path(sc, path)
@@ -419,17 +432,7 @@ def apply_plan(plan: LandlockPlan) -> None:
                     raise _error(errno.EISDIR, "file grant names a directory", path)
                 if not is_file and kind != _S_IFDIR:
                     raise _error(errno.ENOTDIR, "directory grant names a file", path)
-                rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, fd), 12)
-                _call(
-                    sc,
-                    _NR_LANDLOCK_ADD_RULE,
-                    ruleset_fd,
-                    LANDLOCK_RULE_PATH_BENEATH,
-                    ctypes.addressof(rule),
-                    0,
-                    what="landlock_add_rule",
-                    path=path,
-                )
+                add_path_rule(ruleset_fd, fd, allowed, path)
             finally:
                 os.close(fd)
         for port, allowed in plan.net_rules:
@@ -443,6 +446,6 @@ def apply_plan(plan: LandlockPlan) -> None:
                 0,
                 what=f"landlock_add_rule tcp port {port}",
             )
-        _call(sc, _NR_LANDLOCK_RESTRICT_SELF, ruleset_fd, 0, what="landlock_restrict_self")
+        restrict_self(ruleset_fd)
     finally:
         os.close(ruleset_fd)

@@ -28,8 +28,13 @@ The steps, in order (``STEPS`` names them in error records):
    15. landlock     filesystem (and fallback network) rules, scopes
    16. caps         every capability dropped, securebits locked
    17. seccomp      the syscall filter, last so nothing above needs to pass it
+       createguard  when names must not be created (``_createguard``): their directories
+                    were bound onto themselves after the mounts; now layer 2 is built
   program (inherits every restriction above)
-   18. setsid, then the controlling terminal if asked; exec
+   18. setsid, then the controlling terminal if asked
+       createguard  layer 2 enforced, the notifying filter installed, its listener handed
+                    to the init, which serves it from then on (``_createserve``)
+   19. exec
 
 The init stays: a program that is itself pid 1 would ignore default-action signals and leave
 zombies. Init forwards SIGTERM, SIGINT, SIGHUP... to the program, reaps orphans, and reports
@@ -50,20 +55,25 @@ import select
 import signal
 import socket
 import struct
+from collections.abc import Callable
+from typing import TypeVar
 
 import msgspec
 
 from . import _libc
+from ._createguard import MAKE_RIGHTS, Guard, confine_program, pin_dirs, prepare
+from ._createserve import Supervisor
 from ._guardhub import MAX_FDS
 from ._landlock import LandlockPlan, apply_plan
 from ._mounts import MountOp, apply_mounts, prepare_root
 from ._seccomp import install_filter
+from ._syscalls import native_arch
 from ._viewguard import GuardLost, ViewGuard, guarded
 
 STEPS = (
     "fork", "pdeathsig", "user", "unshare", "idmap", "fork_init", "setsid", "mounts",
     "loopback", "keyring", "chdir", "rlimits", "stdio", "close_fds", "no_new_privs",
-    "landlock", "caps", "seccomp", "exec", "guard", "oom", "cgroup",
+    "landlock", "caps", "seccomp", "exec", "guard", "oom", "createguard", "cgroup",
 )
 RECORD = struct.Struct("<BiiI")
 REC_PID = 1
@@ -98,6 +108,10 @@ class LaunchPlan(msgspec.Struct, frozen=True, kw_only=True):
     audit_tag: int = 0  # non-zero: the loginuid to set before leaving the initial namespace
     oom_score_adj: int = -1  # 0..1000: written before leaving the daemon's user namespace
     cgroup_procs: tuple[str, ...] = ()  # the session's cgroup.procs files, joined first
+    # Absolute paths that must not be created (their parents exist and are writable), and
+    # the program's notifying filter for them (``_createguard``); empty: no creation guard.
+    creation_refused: tuple[str, ...] = ()
+    creation_filter: bytes = b""
 
 
 Fds = tuple[int, int, int, int, int, int]  # stdin, stdout, stderr, launch_w, exit_w, control
@@ -125,9 +139,12 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[n:]
 
 
-def _step(name: str, fn: object, *args: object, **kwargs: object) -> None:
+T = TypeVar("T")
+
+
+def _step(name: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     try:
-        fn(*args, **kwargs)  # type: ignore[operator]
+        return fn(*args, **kwargs)
     except OSError as exc:
         detail = exc.filename if isinstance(exc.filename, str) else (exc.strerror or "")
         raise StepFailed(name, exc.errno or 0, str(detail)) from None
@@ -156,6 +173,14 @@ def _reset_signals() -> None:
 
 def _pdeathsig() -> None:
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _dumpable_until_mapped() -> None:
+    """The fork server is not dumpable, and we inherit that; but until the id maps (and
+    ``oom_score_adj``) are written /proc/self/* must be our own, not root's. Dumpable again
+    (no core dump: the fork server's RLIMIT_CORE of 0 is inherited) until we drop it before
+    waiting."""
+    _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
 
 
 def set_oom_score_adj(value: int) -> None:
@@ -223,6 +248,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
         _step("fork", _close_except, (*fds, hub))
         _step("cgroup", join_cgroups, plan.cgroup_procs)
         _step("pdeathsig", _pdeathsig)
+        _step("pdeathsig", _dumpable_until_mapped)
         _step("oom", set_oom_score_adj, plan.oom_score_adj)
         _reset_signals()
         if plan.audit_tag:
@@ -273,6 +299,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     try:
         _close_except((sock_fd, hub))
         _pdeathsig()
+        _dumpable_until_mapped()
         set_oom_score_adj(oom_score_adj)
         _reset_signals()
         ses, ses_err = audit_session(audit_tag) if audit_tag else (0, 0)
@@ -433,12 +460,15 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1) -> None:
             if message[:1] == b"E":
                 raise OSError(struct.unpack("<i", message[1:5])[0] if len(message) >= 5
                               else errno.EIO, "the guard hub can no longer watch")
-            if message[:1] != b"c":
-                continue  # "k": a rewatch was taken
+            if message[:1] not in (b"c", b"k"):
+                continue
+            # "c": something changed; "k": a rewatch was taken, and what appeared between the
+            # last check and the new watches (a file in a directory just made) shows no event.
             for op in view.check():
                 _write_all(report, record(REC_GUARD, op.kind, GUARD_RESTORED,
                                           op.target.encode()[:4000]))
-            _hub_watch(hub, view)  # a replaced directory on the way is a new inode
+            if message[:1] == b"c" or view.identities() != view.watched:
+                _hub_watch(hub, view)  # a replaced or new directory on the way: a new inode
         except (OSError, GuardLost) as exc:
             why = (f"{exc.target}\0{exc.why}" if isinstance(exc, GuardLost)
                    else f"{exc.filename or ''}\0{exc.strerror or exc}")
@@ -550,6 +580,8 @@ def prepare_init(alive_r: int, *, loopback: bool) -> None:
 
 def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket) -> None:
     _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned)
+    if plan.creation_refused:
+        _step("createguard", pin_dirs, plan.creation_refused)
     _step("guard", _start_guard, guard, plan.mounts, fds[4])
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits, plan.max_processes)
@@ -574,7 +606,10 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int) -
     _step("caps", _libc.drop_all_capabilities)
     if plan.seccomp:
         _step("seccomp", install_filter, plan.seccomp)
-    if plan.controlling_tty:
+    supervisor: Supervisor | None = None
+    if plan.creation_refused:
+        pid, supervisor = _fork_guarded(plan, launch_w, exit_w)
+    elif plan.controlling_tty:
         pid = _fork_program(plan, launch_w, exit_w)
     else:
         # vfork-style spawn: no copy of our page tables; an exec failure comes back as OSError
@@ -586,11 +621,41 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int) -
     os.close(launch_w)
     for fd in (0, 1, 2):
         os.close(fd)  # the terminal belongs to the program now
-    _serve_as_init(pid, exit_w, control)
+    _serve_as_init(pid, exit_w, control, supervisor)
 
 
-def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int) -> int:
-    """Fork the program the slow way: it must make the terminal its controlling one."""
+def _writable_roots(plan: LaunchPlan) -> list[str]:
+    """The directories where the first Landlock layer lets the session create entries."""
+    rules = plan.landlock.rules if plan.landlock is not None else ()
+    return [os.fsdecode(path) for path, allowed, is_file in rules
+            if not is_file and allowed & MAKE_RIGHTS]
+
+
+def _fork_guarded(plan: LaunchPlan, launch_w: int, exit_w: int) -> tuple[int, Supervisor | None]:
+    """Fork the program under the creation guard: it confines itself further and hands the
+    listener over; the init (not under that filter) serves it."""
+    abi = plan.landlock.abi if plan.landlock is not None else 0
+    guard = _step("createguard", prepare, plan.creation_refused, _writable_roots(plan), abi)
+    ours, theirs = socket.socketpair()
+    try:
+        pid = _fork_program(plan, launch_w, exit_w, (guard, theirs))
+    finally:
+        theirs.close()
+        os.close(guard.ruleset)
+    with ours:
+        _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        return pid, None  # the program failed before exec and reported why
+    os.umask(0)  # emulated creations apply the program's umask themselves
+    return pid, Supervisor(fds[0], guard, native_arch())
+
+
+def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int,
+                  guarded: tuple[Guard, socket.socket] | None = None) -> int:
+    """Fork the program the slow way: it must make the terminal its controlling one, or
+    confine itself under the creation guard."""
     try:
         pid = os.fork()
     except OSError as exc:
@@ -599,6 +664,9 @@ def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int) -> int:
         try:
             os.close(exit_w)
             _step("setsid", _program_session, plan)
+            if guarded is not None:
+                _step("createguard", confine_program, guarded[0], plan.creation_filter,
+                      guarded[1])
             os.execve(plan.executable, list(plan.argv), _env_dict(plan.env))
         except OSError as exc:
             _fail(launch_w, StepFailed("exec", exc.errno or 0, plan.executable))
@@ -614,10 +682,12 @@ def _program_session(plan: LaunchPlan) -> None:
         _libc.set_controlling_tty(0)
 
 
-def _serve_as_init(program: int, exit_w: int, control: int) -> None:
+def _serve_as_init(program: int, exit_w: int, control: int,
+                   supervisor: Supervisor | None = None) -> None:
     """Forward signals, reap, and answer the daemon's requests on ``control``: ``C<port>``
     opens a TCP connection to 127.0.0.1:<port> inside the session's network namespace (the
-    daemon cannot enter it) and returns the socket, for ``--listen-port`` forwarding."""
+    daemon cannot enter it) and returns the socket, for ``--listen-port`` forwarding. With
+    the creation guard, answer the program's creation syscalls too (``_createserve``)."""
 
     def forward(sig: int, _frame: object) -> None:
         try:
@@ -632,6 +702,8 @@ def _serve_as_init(program: int, exit_w: int, control: int) -> None:
     signal.set_wakeup_fd(wake_w)
     chan = socket.socket(fileno=control)
     watch: list[int] = [wake_r, control]
+    if supervisor is not None:
+        watch.append(supervisor.fileno())
     status = 0xFF00
     while True:
         done, status = _reap_until(program, status)
@@ -648,6 +720,15 @@ def _serve_as_init(program: int, exit_w: int, control: int) -> None:
                 pass
         if control in ready and not _answer(chan):
             watch.remove(control)  # the daemon went away; PDEATHSIG will follow
+        if supervisor is not None and supervisor.fileno() in ready:
+            try:
+                supervisor.serve_one()
+            except OSError:
+                # The listener broke: closing it makes every creation syscall still to come
+                # fail (ENOSYS) rather than wait forever.
+                watch.remove(supervisor.fileno())
+                os.close(supervisor.fileno())
+                supervisor = None
     if os.WIFSIGNALED(status):
         _write_all(exit_w, record(REC_EXIT, -1, os.WTERMSIG(status)))
     else:

@@ -114,6 +114,18 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
                            ctypes.c_ulong(arg3), ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)))
 
 
+def forbid_core_dumps() -> None:
+    """No core dump of this process, ever: it holds real credentials (the daemon) or launch
+    plans (the fork server). Not dumpable (which also keeps other processes of our uid out of
+    its memory and ``/proc/<pid>/*``), and ``RLIMIT_CORE`` 0, soft and hard, which also holds
+    with a ``suid_dumpable`` of 2 and is inherited by everything started from here (sessions
+    set the same limit for themselves anyway)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    prctl(PR_SET_DUMPABLE, 0)
+
+
 def close_range(first: int, last: int) -> None:
     _check(_syscall(_NR["close_range"], ctypes.c_uint(first), ctypes.c_uint(last),
                     ctypes.c_uint(0)))

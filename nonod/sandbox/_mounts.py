@@ -6,14 +6,23 @@ launcher child, inside fresh user and mount namespaces, and only executes those 
 
 1. the host root goes private, a tmpfs becomes the new root, the host moves to ``/oldroot``;
 2. each grant is bind-mounted at its own path (read-only unless it grants write), parents first;
-3. files that could run code outside the sandbox later (``.git/hooks``, rc files...) are
+3. inside writable grants, the existing directories on the way to a guarded path (below) are
+   bound onto themselves: a mount point cannot be renamed or removed, so the session cannot
+   move ``.git`` aside and make a new one with its own hooks;
+4. files that could run code outside the sandbox later (``.git/hooks``, rc files...) are
    re-bound read-only inside writable grants;
-4. denied paths under visible grants are masked: an empty mode-000 tmpfs over a directory, an
-   empty mode-000 file over a file, so access fails with EACCES; a denied path that does not
-   exist yet but could be created (its parent is writable) gets a placeholder first, so that
-   what the program creates later is masked too;
-5. fresh ``/proc`` (own pid namespace), a minimal ``/dev``, private ``/tmp`` and ``/dev/shm``;
-6. the host tree is detached and the new root made read-only.
+5. denied paths under visible grants are masked: an empty mode-000 tmpfs over a directory, an
+   empty mode-000 file over a file, so access fails with EACCES;
+6. fresh ``/proc`` (own pid namespace), a minimal ``/dev``, private ``/tmp`` and ``/dev/shm``;
+7. the host tree is detached and the new root made read-only.
+
+Nothing here writes to the host: a directory or file is created only in the sandbox's own
+tmpfs root, never under a bound host directory. A guarded path (denied, or persistence) that
+does not exist at launch cannot be mounted over (a mount needs a dentry); it is an ``absent``
+operation: the launcher's view guard (``_viewguard``) watches the way to it and mounts the
+mask or read-only bind in the session as soon as the host creates it, and the first missing
+component of each one whose parent the session could write is in
+``MountPlan.creation_refused``, for the creation guard (``_createguard``) to refuse.
 
 Paths not granted do not exist in the session at all (ENOENT), which also closes what Landlock
 does not check: ``stat``, ``chmod``, ``chown``, ``utime``, ``setxattr``, pathname sockets.
@@ -21,6 +30,7 @@ does not check: ``stat``, ``chmod``, ``chown``, ``utime``, ``setxattr``, pathnam
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Sequence
@@ -38,6 +48,7 @@ READONLY = 5
 MASK_DIR = 6
 MASK_FILE = 7
 PIN = 8  # a verified file's bytes (plan.pinned[int(source)]) mounted read-only over target
+ANCHOR = 9  # an existing directory bound onto itself (stays writable): it cannot be moved
 
 OLD = "/oldroot"
 PIN_DIR = "/.nono-pins"
@@ -47,12 +58,27 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 # What the sandbox's own /dev provides: grants of these are already satisfied.
 PROVIDED_DEV = frozenset({*(f"/dev/{n}" for n in DEV_NODES), "/dev/pts", "/dev/ptmx",
                           "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr"})
-# Files that run code outside the sandbox when someone later uses the directory.
-PERSISTENCE_NAMES = (".git/hooks", ".git/config", ".gitmodules", ".envrc", ".vscode", ".idea")
+# Paths in a writable directory that make code run outside the sandbox later, when someone
+# uses the directory (opens it in an editor, enters it with direnv, runs git, pushes to CI),
+# without having chosen to run anything from it. Build files (Makefile, package.json,
+# setup.py...) are not here: running them is running the project's code, which the session may
+# edit. See docs/sandbox.md ("Persistence files") for each name and what was left out.
+PERSISTENCE_NAMES = (
+    ".git/hooks", ".git/config", ".git/info/attributes", ".gitmodules", ".hg/hgrc",
+    ".envrc", ".vscode", ".idea", ".devcontainer", ".github/workflows", ".gitlab-ci.yml",
+    ".pre-commit-config.yaml", ".husky",
+)
+# Names under these are kept only when the directory exists at launch: a repository the session
+# creates (``git init``) is its own, hooks included. A ``.git`` *file* (a worktree's pointer)
+# is kept read-only itself.
+REPO_DIRS = (".git", ".hg")
+# In a writable $HOME: what shells, sessions, ssh and git read and run on the host.
 HOME_RC_FILES = (
-    ".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile", ".zshrc",
-    ".zprofile", ".zshenv", ".zlogin", ".config/fish", ".gitconfig", ".config/git",
-    ".config/autostart", ".config/systemd", ".local/share/applications", ".ssh/rc",
+    ".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".bash_aliases", ".profile",
+    ".zshrc", ".zprofile", ".zshenv", ".zlogin", ".config/fish", ".gitconfig", ".config/git",
+    ".config/autostart", ".config/systemd", ".config/environment.d", ".local/share/applications",
+    ".ssh/rc", ".ssh/config", ".ssh/authorized_keys", ".xprofile", ".xsessionrc",
+    ".pam_environment",
 )
 
 
@@ -61,7 +87,7 @@ class MountOp(msgspec.Struct, frozen=True, array_like=True):
     target: str
     source: str = ""
     writable: bool = False
-    create: bool = False  # MASK_*: make a placeholder at target first
+    absent: bool = False  # target did not exist at launch: applied if and when it appears
     device: bool = False  # BIND_*: device nodes stay usable (no nodev)
 
 
@@ -70,6 +96,11 @@ class MountPlan(msgspec.Struct, frozen=True, kw_only=True):
     masked: tuple[str, ...]  # denials that are masked in this session
     skipped: tuple[str, ...]  # denials not visible in the session anyway
     protected: tuple[str, ...]  # persistence files made read-only
+    absent: tuple[str, ...] = ()  # guarded paths missing at launch (the view guard watches)
+    #: The first missing component of each absent guarded path whose parent directory exists
+    #: and is writable in the session: what the creation guard must refuse to create.
+    creation_refused: tuple[str, ...] = ()
+    anchored: tuple[str, ...] = ()  # directories bound onto themselves so they cannot move
 
 
 def _under(path: str, parent: str) -> bool:
@@ -143,36 +174,143 @@ def compile_mounts(
     alias_paths = [a for a, _ in aliases]
     ops[:0] = _symlink_ops(list(binds) + alias_paths, taken)
 
-    writable_dirs = [op.target for op in binds.values() if op.writable and op.kind == BIND_DIR]
-    protected: list[str] = []
-    allowed_persistence = set(policy.writable_persistence)
-    for wdir in writable_dirs:
+    view = _View(sorted(binds.values(), key=lambda op: _depth(op.target)))
+    for path in _persistence_paths(view, home, set(policy.writable_persistence), denied):
+        view.guard(path, MountOp(READONLY, path))
+    for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
+        view.deny(denial)
+    anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
+    return MountPlan(ops=(*ops, *anchors, *view.ops, *view.later),
+                     masked=tuple(view.masked), skipped=tuple(view.skipped),
+                     protected=tuple(view.protected), absent=tuple(op.target for op in view.later),
+                     creation_refused=tuple(view.refused), anchored=tuple(sorted(view.anchors)))
+
+
+def _persistence_paths(view: _View, home: str, allowed: set[str],
+                       denied: Sequence[str]) -> list[str]:
+    """The persistence paths to keep in every writable directory grant: the names of
+    :data:`PERSISTENCE_NAMES` (those under a repository directory only if it exists: a
+    repository the session makes is its own), a ``.git`` *file* (a worktree's pointer to its
+    repository), and :data:`HOME_RC_FILES` if ``home`` is inside. Minus those the profile
+    lists in ``writable_persistence`` (or a parent of them) and those already denied."""
+    out: list[str] = []
+    for wdir in view.writable_dirs():
         names = list(PERSISTENCE_NAMES)
         if _under(home, wdir):
             names += [os.path.relpath(os.path.join(home, rc), wdir) for rc in HOME_RC_FILES]
+        for repo in REPO_DIRS:
+            top = os.path.join(wdir, repo)
+            if os.path.isfile(top) and not os.path.islink(top):
+                names.append(repo)
+            if not os.path.isdir(top):
+                names = [n for n in names if not n.startswith(repo + "/")]
         for name in names:
             path = os.path.normpath(os.path.join(wdir, name))
-            if path in allowed_persistence or path in protected or not os.path.lexists(path):
+            if path in out or any(_under(path, a) for a in (*allowed, *denied)):
                 continue
-            if os.path.islink(path):
-                continue  # the link target is what matters, and it is checked on its own
-            protected.append(path)
-            ops.append(MountOp(READONLY, path, path))
+            out.append(path)
+    return out
 
-    visible = sorted(binds.values(), key=lambda op: _depth(op.target))
-    masked: list[str] = []
-    skipped: list[str] = []
-    for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
-        if any(_under(denial.path, m) for m in masked):
-            continue  # inside a path already masked: hidden with it
-        op = _mask_op(denial, visible)
-        if op is None:
-            skipped.append(denial.path)
+
+class _View:
+    """What the session sees, for placing the masks and read-only binds in ``compile_mounts``:
+    each guarded path that exists gets its operation; one that does not gets an ``absent``
+    operation (the view guard applies it if the path appears) and, if the session could
+    create it, its first missing component joins ``refused``; the existing directories on the
+    way to it inside a writable grant are anchored (a mount point cannot be renamed or
+    removed, so the session cannot move the way aside and build a new one)."""
+
+    def __init__(self, binds: Sequence[MountOp]) -> None:
+        self.binds = binds
+        self.ops: list[MountOp] = []
+        self.later: list[MountOp] = []
+        self.masked: list[str] = []
+        self.skipped: list[str] = []
+        self.protected: list[str] = []
+        self.refused: list[str] = []
+        self.anchors: set[str] = set()
+        self._covered: list[str] = []  # denied paths (present or not): what is under is hidden
+
+    def writable_dirs(self) -> list[str]:
+        return [op.target for op in self.binds if op.writable and op.kind == BIND_DIR]
+
+    def _innermost(self, path: str) -> MountOp | None:
+        parents = [op for op in self.binds if _under(path, op.target)]
+        return max(parents, key=lambda op: _depth(op.target)) if parents else None
+
+    def deny(self, denial: Denial) -> None:
+        path = denial.path
+        if any(_under(path, c) for c in self._covered):
+            return  # inside a path already masked: hidden with it
+        if self._innermost(path) is None:
+            self.skipped.append(path)  # not in the session's view at all
+            return
+        if os.path.lexists(path):
+            is_dir = os.path.isdir(path) and not os.path.islink(path)
+            op = MountOp(MASK_DIR if is_dir else MASK_FILE, path)
         else:
-            masked.append(denial.path)
-            ops.append(op)
-    return MountPlan(ops=tuple(ops), masked=tuple(masked), skipped=tuple(skipped),
-                     protected=tuple(protected))
+            op = MountOp(MASK_FILE if denial.is_file else MASK_DIR, path)
+        placed = self.guard(path, op)
+        if placed is None:
+            self.skipped.append(path)
+            return
+        self._covered += [path, placed.target]
+        if not placed.absent:
+            self.masked.append(placed.target)
+
+    def guard(self, path: str, op: MountOp) -> MountOp | None:
+        """Place ``op`` for ``path`` and return it as placed (``absent`` if ``path`` does not
+        exist); None if it cannot be guarded (out of the view, or itself a symbolic link: its
+        target is judged on its own). A symbolic link on the way (``~/.config`` pointing into
+        a dotfiles repository) is followed: the operation goes where the path leads."""
+        bind = self._innermost(path)
+        if bind is None:
+            return None
+        walk = _walk(bind.target, path)
+        if walk is None:
+            real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+            if real == path:
+                return None
+            return self.guard(real, msgspec.structs.replace(op, target=real))
+        existing, missing = walk
+        if missing is None and op.kind == READONLY and os.path.islink(path):
+            return None
+        writable = bind.writable and bind.kind == BIND_DIR and not any(
+            _under(existing[-1], p) for p in self.protected)
+        if writable:
+            self.anchors.update(existing[1:] if missing else existing[1:-1])
+        if missing is None:
+            if op.kind == READONLY:
+                self.protected.append(path)
+            self.ops.append(op)
+            return op
+        later = msgspec.structs.replace(op, absent=True)
+        self.later.append(later)
+        parent = existing[-1]
+        if writable and os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK) \
+                and missing not in self.refused:
+            self.refused.append(missing)
+        return later
+
+
+def _walk(root: str, path: str) -> tuple[list[str], str | None] | None:
+    """The existing paths from ``root`` down to ``path`` and the first one missing (None if
+    ``path`` exists); None if a symbolic link lies on the way before ``path`` (or the way
+    leaves ``root``)."""
+    existing = [root]
+    if path == root:
+        return existing, None
+    rel = os.path.relpath(path, root)
+    if rel.startswith(".."):
+        return None
+    for part in rel.split("/"):
+        cur = os.path.join(existing[-1], part)
+        if not os.path.lexists(cur):
+            return existing, cur
+        if cur != path and os.path.islink(cur):
+            return None
+        existing.append(cur)
+    return existing, None
 
 
 def expand_root(grants: Sequence[Grant]) -> list[Grant]:
@@ -190,23 +328,6 @@ def expand_root(grants: Sequence[Grant]) -> list[Grant]:
             out.append(msgspec.structs.replace(grant, path=path,
                                                is_file=not os.path.isdir(path)))
     return out
-
-
-def _mask_op(denial: Denial, visible: Sequence[MountOp]) -> MountOp | None:
-    path = denial.path
-    parents = [op for op in visible if _under(path, op.target)]
-    if not parents:
-        return None  # not in the session's view at all
-    if os.path.lexists(path):
-        is_dir = os.path.isdir(path) and not os.path.islink(path)
-        return MountOp(MASK_DIR if is_dir else MASK_FILE, path)
-    # Missing: only maskable (and only worth it) if the program could create it.
-    innermost = max(parents, key=lambda op: _depth(op.target))
-    if not innermost.writable or innermost.kind != BIND_DIR:
-        return None
-    if not os.path.isdir(os.path.dirname(path)):
-        return None  # would need several levels of placeholders; parent dir is masked instead
-    return MountOp(MASK_FILE if denial.is_file else MASK_DIR, path, create=True)
 
 
 # --- child side ----------------------------------------------------------------------------
@@ -258,47 +379,50 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
 
     ``pinned`` holds the bytes the daemon verified for each PIN operation: they are written to
     a file in the session's (private, soon read-only) root and that copy is mounted over the
-    path, so changing the file on the host after verification changes nothing inside."""
+    path, so changing the file on the host after verification changes nothing inside.
+
+    A mount point is made only in the sandbox's own tmpfs: under a bound host directory the
+    path must exist (it did when the plan was made), or the operation is refused (binds) or
+    left out (a private tmp directory the host does not have)."""
     if not prepared:
         prepare_root()
     read_only_tmpfs: list[str] = []
+    host: list[str] = []  # bound host directories: nothing is created under them
     for op in ops:
         target = op.target
+        on_host = any(_under(target, h) for h in host)
         if op.kind == BIND_DIR:
-            _mkdirs(target)
+            _mountpoint(target, on_host, directory=True)
             _bind(OLD + op.source, target, writable=op.writable, nodev=not op.device)
+            host.append(target)
         elif op.kind == BIND_FILE:
-            if not os.path.exists(target):
-                _touch(target)
+            _mountpoint(target, on_host, directory=False)
             _bind(OLD + op.source, target, writable=op.writable, nodev=not op.device)
         elif op.kind == TMPFS:
-            _mkdirs(target)
+            if on_host and not os.path.isdir(target):
+                continue  # the host has no such directory: nothing of its to hide
+            _mountpoint(target, on_host, directory=True)
             _libc.mount("tmpfs", target, "tmpfs", _libc.MS_NOSUID | _libc.MS_NODEV, "mode=1777")
             if not op.writable:
                 read_only_tmpfs.append(target)  # after the binds that need mountpoints in it
         elif op.kind == SYMLINK:
-            _mkdirs(os.path.dirname(target))
-            if not os.path.lexists(target):
-                os.symlink(op.source, target)
-        elif op.kind == READONLY:
-            _bind(target, target, writable=False)
-        elif op.kind == MASK_DIR:
-            if op.create:
-                try:
-                    os.mkdir(target, 0o700)
-                except FileExistsError:
-                    pass  # another session's launch made it first
-            _libc.mount("tmpfs", target, "tmpfs",
-                        _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC, "mode=000,size=4k")
-            _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY, recursive=False)
+            if not on_host:
+                _mkdirs(os.path.dirname(target))
+                if not os.path.lexists(target):
+                    os.symlink(op.source, target)
         elif op.kind == PIN:
             _pin(target, pinned[int(op.source)], int(op.source))
-        elif op.kind == MASK_FILE:
-            if op.create and not os.path.lexists(target):
-                _touch(target, 0o600)
-            _libc.mount(EMPTY_FILE, target, None, _libc.MS_BIND)
-            _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY | _libc.MOUNT_ATTR_NOEXEC,
-                                recursive=False)
+        elif op.kind in (MASK_DIR, MASK_FILE, READONLY, ANCHOR):
+            try:
+                mode = os.lstat(target).st_mode
+            except OSError as exc:
+                if op.absent and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+                    continue  # the view guard mounts it if the host makes it (and we can see)
+                raise
+            try:
+                cover(op, mode)
+            except CannotCover as exc:
+                raise OSError(errno.ELOOP, exc.why, target) from None
         else:
             raise OSError(22, "unknown mount operation", target)
 
@@ -307,6 +431,60 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
     _libc.umount2(OLD, _libc.MNT_DETACH)
     os.rmdir(OLD)
     _libc.mount_setattr("/", _libc.MOUNT_ATTR_RDONLY, recursive=False)
+
+
+def _mountpoint(target: str, on_host: bool, *, directory: bool) -> None:
+    """Make ``target`` in the sandbox's tmpfs root; under a host bind it must already exist."""
+    if on_host:
+        os.lstat(target)  # FileNotFoundError: the host changed since the plan was made
+    elif directory:
+        _mkdirs(target)
+    elif not os.path.exists(target):
+        _touch(target)
+
+
+class CannotCover(Exception):
+    """What a guarded path names now cannot carry its operation (a pin on a directory...)."""
+
+    def __init__(self, target: str, why: str) -> None:
+        super().__init__(target, why)
+        self.target, self.why = target, why
+
+
+def cover(op: MountOp, mode: int) -> bool:
+    """Mount ``op`` (MASK_*, READONLY, PIN, ANCHOR) over what its target names now, ``mode``
+    being its ``lstat`` mode; runs in the session's mount namespace (the launcher, then the
+    view guard). A mask takes the form of what is there: a tmpfs over a directory, the empty
+    file over anything else. False if nothing needs mounting: a symbolic link where a mask or
+    a persistence path that was absent at launch is (it resolves inside the view, where its
+    target is judged on its own). Raises :class:`CannotCover` otherwise."""
+    kind, target = op.kind, op.target
+    if stat.S_ISLNK(mode):
+        if kind in (MASK_DIR, MASK_FILE) or (op.absent and kind in (READONLY, ANCHOR)):
+            return False
+        raise CannotCover(target, "became a symbolic link")
+    if kind == PIN:
+        if not stat.S_ISREG(mode):
+            raise CannotCover(target, "is no longer a regular file")
+        _libc.mount(f"{PIN_DIR}/{op.source}", target, None, _libc.MS_BIND)
+        _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY | _libc.MOUNT_ATTR_NOSUID
+                            | _libc.MOUNT_ATTR_NODEV, recursive=False)
+    elif kind in (READONLY, ANCHOR):
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise CannotCover(target, "is no longer a file or directory")
+        _libc.mount(target, target, None, _libc.MS_BIND | _libc.MS_REC)
+        _libc.mount_setattr(target, _libc.MOUNT_ATTR_NOSUID | _libc.MOUNT_ATTR_NODEV
+                            | (_libc.MOUNT_ATTR_RDONLY if kind == READONLY else 0),
+                            recursive=kind == READONLY)
+    elif stat.S_ISDIR(mode):
+        _libc.mount("tmpfs", target, "tmpfs",
+                    _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC, "mode=000,size=4k")
+        _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY, recursive=False)
+    else:  # a file, fifo, socket or device node where a denied path is: hide it
+        _libc.mount(EMPTY_FILE, target, None, _libc.MS_BIND)
+        _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY | _libc.MOUNT_ATTR_NOEXEC
+                            | _libc.MOUNT_ATTR_NODEV, recursive=False)
+    return True
 
 
 def _pin(target: str, data: bytes, index: int) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from ..errors import EnforcementUnavailable, LaunchError
 from ..policy import EnvPolicy, Grant, ResolvedPolicy
-from . import _landlock, _libc, _seccomp
+from . import _createguard, _landlock, _libc, _seccomp
 from ._launcher import LaunchPlan
 from ._mounts import (
     BIND_DIR,
@@ -31,7 +31,8 @@ from ._mounts import (
     compile_mounts,
     expand_root,
 )
-from ._report import applied, partial
+from ._report import applied, partial, unavailable
+from ._syscalls import native_arch
 from ._types import EnforcementReport, LaunchRequest, LayerReport
 from ._viewguard import guarded
 
@@ -154,6 +155,23 @@ def _filter_for(options: _seccomp.SeccompOptions) -> bytes:
 
 
 @functools.cache
+def _notify_filter() -> bytes:
+    return _createguard.build_notify_filter(native_arch())
+
+
+def _creation_layer(policy: ResolvedPolicy, refused: tuple[str, ...], abi: int
+                    ) -> LayerReport | None:
+    if not refused:
+        return None
+    if abi < 2:
+        report = unavailable("creation_guard", f"{len(refused)} absent persistence paths could "
+                             "be created: the guard needs Landlock ABI v2+ (REFER)")
+    else:
+        report = applied("creation_guard", detail=_createguard.describe(refused))
+    return _degraded(policy, "creation_guard", report)
+
+
+@functools.cache
 def _host_abi() -> int:
     """The kernel's Landlock ABI: it cannot change while we run."""
     return _landlock.probe_abi()
@@ -233,6 +251,13 @@ def build_plan(
             raise LaunchError(f"pinned path must be absolute: {path}", step="mounts")
         ops.append(MountOp(PIN, os.path.realpath(path), str(index)))
 
+    # The first missing component of each absent denied or persistence path whose parent the
+    # session may write (``_mounts``, opt-outs already applied): the creation guard's list.
+    refused = mounts.creation_refused
+    creation_layer = _creation_layer(policy, refused, landlock.abi)
+    if creation_layer is None or creation_layer.state != "applied":
+        refused = ()
+
     plan = LaunchPlan(
         executable=executable,
         argv=request.argv,
@@ -254,6 +279,8 @@ def build_plan(
         cgroup_procs=request.cgroup_procs,
         # + the outer launcher and the init, which count in the same user namespace
         max_processes=policy.max_processes + 2 if policy.max_processes else 0,
+        creation_refused=refused,
+        creation_filter=_notify_filter() if refused else b"",
     )
     layers = [
         applied("namespaces", detail="user, mount, pid, ipc, uts, cgroup"
@@ -268,11 +295,16 @@ def build_plan(
         applied("capabilities", detail="all dropped, securebits locked"),
         _processes_layer(policy.max_processes, uid),
     ]
+    if creation_layer is not None:
+        # The launch fails at step `createguard` if the guard cannot be set up.
+        layers.append(creation_layer)
     kept = len(guarded(plan.mounts))
     if kept:
         # The launch fails at step `guard` if the guard cannot start: here it is running.
         layers.append(applied("view_guard", detail=f"{kept} masks, pins and read-only binds "
-                              "kept when the host renames or deletes their paths (inotify)"))
+                              "kept when the host renames or deletes their paths (inotify), "
+                              f"{len(mounts.absent)} of them applied if the host creates "
+                              "them (absent at launch)"))
     if landlock_net:
         layers.append(partial(
             "network", "Landlock fallback (linux.sandbox_policy=landlock): the host's network, "

@@ -19,12 +19,14 @@ refusals, each answered with an errno the program can handle):
 1. A syscall from a foreign ABI kills the process: an ``arch`` other than the native one (i386
    ``int 0x80`` on x86_64, AArch32 on aarch64) or, on x86_64, an x32 syscall number. Syscall
    numbers mean something else there, so no errno answer could be trusted to cover them.
-2. ``clone3`` fails with ``ENOSYS`` (its flags sit behind a pointer a filter cannot read; libc
-   then falls back to ``clone``). ``clone`` with a ``CLONE_NEW*`` flag fails with ``EPERM``.
-3. Syscalls that reach into other processes, the kernel or the mount table fail with ``EPERM``
-   (see ``_DENIED``); ``personality`` is allowed only as a query or to set ``PER_LINUX``.
-4. ``ioctl`` ``TIOCSTI`` and ``TIOCLINUX`` fail with ``EPERM``.
-5. ``socket`` allows ``AF_UNIX``, ``AF_INET`` and ``AF_INET6`` (and ``AF_NETLINK`` with
+   A number above the newest the tables know (``Arch.newest``) fails with ``ENOSYS``.
+2. The rows of the deny table (``_seccomp_table.SYSCALLS``) fail with their errno: ``clone3``
+   with ``ENOSYS`` (its flags sit behind a pointer a filter cannot read; libc then falls back to
+   ``clone``), the rest with ``EPERM``. ``clone`` with a ``CLONE_NEW*`` flag fails with
+   ``EPERM``; ``personality`` is allowed only as a query or to set ``PER_LINUX``.
+3. ``ioctl`` requests of the table's ``IOCTLS`` (``TIOCSTI``, ``TIOCLINUX``, ``TIOCSETD``...)
+   fail with their errno.
+4. ``socket`` allows ``AF_UNIX``, ``AF_INET`` and ``AF_INET6`` (and ``AF_NETLINK`` with
    ``NETLINK_ROUTE`` when asked); other families fail with ``EAFNOSUPPORT``. See
    :class:`SeccompOptions` for the inet socket types and the Landlock-only network fallback.
 
@@ -40,6 +42,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final, final
 
+from ._seccomp_table import IOCTLS, SYSCALLS, TRACING
 from ._syscalls import Arch, arch_for_machine, native_arch
 
 # -- classic BPF and seccomp ABI (linux/bpf_common.h, linux/filter.h, linux/seccomp.h) ----------
@@ -89,9 +92,6 @@ _CLONE_NAMESPACES: Final = (
 PERSONALITY_QUERY: Final = 0xFFFFFFFF
 PER_LINUX: Final = 0
 
-TIOCSTI: Final = 0x5412
-TIOCLINUX: Final = 0x541C
-
 AF_UNIX: Final = 1
 AF_INET: Final = 2
 AF_INET6: Final = 10
@@ -111,31 +111,6 @@ IPPROTO_MPTCP: Final = 262
 TCP_FASTOPEN: Final = 23
 TCP_FASTOPEN_CONNECT: Final = 30
 MSG_FASTOPEN: Final = 0x20000000
-
-# Refused outright with EPERM, grouped by why. Names missing from an architecture's table
-# (uselib on aarch64) are left out of its filter.
-_DENIED: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
-    ("reach into other processes (memory, descriptors, tracing)",
-     ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd")),
-    ("kernel keyrings, including the session keyring inherited from the host",
-     ("keyctl", "add_key", "request_key")),
-    ("kernel interfaces that exploits lean on",
-     ("bpf", "perf_event_open", "userfaultfd")),
-    ("io_uring, whose operations seccomp never sees",
-     ("io_uring_setup", "io_uring_enter", "io_uring_register")),
-    ("change the mount table, which is fixed before exec",
-     ("mount", "umount2", "pivot_root", "open_tree", "open_tree_attr", "move_mount", "fsopen",
-      "fsconfig", "fsmount", "fspick", "mount_setattr")),
-    ("enter or create namespaces after setup", ("setns", "unshare")),
-    ("open a file by handle, skipping path-based checks", ("open_by_handle_at",)),
-    ("administer the host",
-     ("kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-      "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "syslog", "vhangup")),
-    ("obsolete", ("uselib", "lookup_dcookie", "nfsservctl")),
-)
-
-# What ``SeccompOptions.allow_ptrace`` takes off the denylist (a tracer reads its tracee).
-_TRACING: Final = frozenset({"ptrace", "process_vm_readv"})
 
 # sendto(fd, buf, len, flags, ...), sendmsg(fd, msg, flags), sendmmsg(fd, vec, vlen, flags)
 _SEND_FLAGS_ARG: Final = (("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3))
@@ -178,6 +153,23 @@ class SeccompOptions:
 
 def _errno(value: int) -> int:
     return SECCOMP_RET_ERRNO | value
+
+
+def _errno_name(value: int) -> str:
+    """The errno's name as the docs spell it (Python calls Linux's ``EOPNOTSUPP`` ``ENOTSUP``)."""
+    return "EOPNOTSUPP" if value == errno.EOPNOTSUPP else errno.errorcode[value]
+
+
+def _label(value: int) -> str:
+    """The label of the instruction that returns errno ``value`` (``EPERM`` -> ``eperm``)."""
+    return _errno_name(value).lower()
+
+
+def _refused(arch: Arch, options: SeccompOptions) -> list[tuple[int, int, str, str]]:
+    """The deny table's rows for ``arch``: (number, errno, name, why), in table order."""
+    return [(number, row.errno, row.name, row.why) for row in SYSCALLS
+            if (number := arch.nr(row.name)) is not None
+            and not (options.allow_ptrace and row.name in TRACING)]
 
 
 @final
@@ -293,12 +285,13 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     a.label("native_arch")
     a.load(_NR_OFFSET)
     if arch.x32_bit:
-        a.jge(arch.x32_bit, jf="dispatch")
+        a.jge(arch.x32_bit, jf="known")
         a.ret(SECCOMP_RET_KILL_PROCESS)
-    a.label("dispatch")
+    a.label("known")
+    # Syscalls newer than the table: what a kernel without them answers.
+    a.jge(arch.newest + 1, jt=_label(errno.ENOSYS))
 
-    # Syscalls whose arguments decide, then the flat denylist. A holds the syscall number.
-    a.jeq(_nr(arch, "clone3"), jt="enosys")
+    # Syscalls whose arguments decide, then the deny table. A holds the syscall number.
     a.jeq(_nr(arch, "clone"), jt="clone")
     a.jeq(_nr(arch, "ioctl"), jt="ioctl")
     a.jeq(_nr(arch, "socket"), jt="socket")
@@ -308,13 +301,9 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
         a.jeq(_nr(arch, "setsockopt"), jt="setsockopt")
         for name, _ in _SEND_FLAGS_ARG:
             a.jeq(_nr(arch, name), jt=name)
-    for _, names in _DENIED:
-        for name in names:
-            if options.allow_ptrace and name in _TRACING:
-                continue
-            number = arch.nr(name)
-            if number is not None:
-                a.jeq(number, jt="eperm")
+    refused = _refused(arch, options)
+    for number, value, _, _ in refused:
+        a.jeq(number, jt=_label(value))
     a.ret(SECCOMP_RET_ALLOW)
 
     # 2. clone(flags, ...): flags is arg0 on both ABIs; the kernel reads its low 32 bits.
@@ -331,8 +320,9 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     # 4. ioctl(fd, unsigned int cmd, arg): req | 1 << 32 is the same request to the kernel.
     a.label("ioctl")
     a.load(_arg_low(1))
-    a.jeq(TIOCSTI, jt="eperm")
-    a.jeq(TIOCLINUX, jt="eperm", jf="allow")
+    for ioctl in IOCTLS:
+        a.jeq(ioctl.request, jt=_label(ioctl.errno))
+    a.ret(SECCOMP_RET_ALLOW)
 
     # 5. socket(int family, int type, int protocol) and socketpair(family, ...).
     a.label("socket")
@@ -378,16 +368,12 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
 
     a.label("allow")
     a.ret(SECCOMP_RET_ALLOW)
-    a.label("eperm")
-    a.ret(_errno(errno.EPERM))
-    a.label("enosys")
-    a.ret(_errno(errno.ENOSYS))
-    a.label("eafnosupport")
-    a.ret(_errno(errno.EAFNOSUPPORT))
-    a.label("eprotonosupport")
-    a.ret(_errno(errno.EPROTONOSUPPORT))
-    a.label("eopnotsupp")
-    a.ret(_errno(errno.EOPNOTSUPP))
+    answers = {errno.EPERM, errno.ENOSYS, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT,
+               errno.EOPNOTSUPP}
+    answers |= {value for _, value, _, _ in refused} | {ioctl.errno for ioctl in IOCTLS}
+    for value in sorted(answers):
+        a.label(_label(value))
+        a.ret(_errno(value))
     return a.assemble()
 
 
@@ -397,22 +383,25 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
     foreign = f"a syscall from an ABI other than {arch.name}"
     if arch.x32_bit:
         foreign += " (i386 int 0x80, x32)"
-    lines = [
-        f"{foreign}: process killed (SIGSYS)",
-        "clone3: ENOSYS (libc falls back to clone, whose flags the filter can check)",
-        "clone with CLONE_NEWUSER, NEWNS, NEWPID, NEWNET, NEWIPC, NEWUTS, NEWCGROUP or NEWTIME:"
-        " EPERM",
-    ]
-    for why, names in _DENIED:
-        present = [name for name in names if arch.nr(name) is not None
-                   and not (options.allow_ptrace and name in _TRACING)]
-        if present:
-            lines.append(f"{', '.join(present)}: EPERM ({why})")
+    lines = [f"{foreign}: process killed (SIGSYS)",
+             f"syscall numbers above {arch.newest} (newer than Linux 6.18): ENOSYS"]
+    # One line per run of rows with the same errno and reason, in table order.
+    runs: list[tuple[int, str, list[str]]] = []
+    for _, value, name, why in _refused(arch, options):
+        if runs and runs[-1][:2] == (value, why):
+            runs[-1][2].append(name)
+        else:
+            runs.append((value, why, [name]))
+    lines += [f"{', '.join(names)}: {_errno_name(value)} ({why})" for value, why, names in runs]
+    lines.append("clone with CLONE_NEWUSER, NEWNS, NEWPID, NEWNET, NEWIPC, NEWUTS, NEWCGROUP or"
+                 " NEWTIME: EPERM")
     if options.allow_ptrace:
         lines.append("ptrace, process_vm_readv: allowed (a learn session's tracer)")
     lines += [
         "personality, except a query (0xffffffff) or PER_LINUX: EPERM",
-        "ioctl TIOCSTI, TIOCLINUX (request compared on its low 32 bits): EPERM",
+        *(f"ioctl {', '.join(i.name for i in IOCTLS if i.errno == value)} (request compared on"
+          f" its low 32 bits): {_errno_name(value)}"
+          for value in sorted({i.errno for i in IOCTLS})),
     ]
     if not options.allow_unix_sockets:
         lines.append("socket(AF_UNIX): EPERM (pathname sockets are not mediated otherwise)")
@@ -443,13 +432,15 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
 
-def install_filter(program: bytes) -> None:
+def install_filter(program: bytes, flags: int = 0) -> int:
     """Install ``program`` (from :func:`build_filter`) as this process's seccomp filter.
 
     Runs in the child between fork and ``execve``, as the launcher's last step before exec.
     The caller has already set ``PR_SET_NO_NEW_PRIVS``, without which the kernel refuses a
-    filter from an unprivileged process. Flags are 0: the launcher is single-threaded, so
-    there are no other threads to synchronise. Raises ``OSError`` with the kernel's errno.
+    filter from an unprivileged process. ``flags`` is 0 for the session's filter (the
+    launcher is single-threaded: no other threads to synchronise); the creation guard passes
+    ``SECCOMP_FILTER_FLAG_NEW_LISTENER`` and gets the listener's descriptor back. Raises
+    ``OSError`` with the kernel's errno.
     """
     count, partial = divmod(len(program), _INSN.size)
     if partial or not 0 < count <= BPF_MAXINSNS:
@@ -465,10 +456,11 @@ def install_filter(program: bytes) -> None:
     result = libc.syscall(
         ctypes.c_long(_nr(arch, "seccomp")),
         ctypes.c_long(SECCOMP_SET_MODE_FILTER),
-        ctypes.c_long(0),
+        ctypes.c_long(flags),
         ctypes.byref(fprog),
     )
-    if result != 0:
+    if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     del fprog, insns
+    return int(result)

@@ -29,20 +29,28 @@ AUDIT_ARCH_ARM = 0x40000028
 # x32 syscalls enter through the x86_64 ABI, with this bit set in the syscall number.
 X32_SYSCALL_BIT = 0x40000000
 
+# The highest syscall number in Linux 6.18, on both ABIs (file_setattr; numbers from 403 up are
+# shared by every architecture). Raise it, after review, when a newer kernel's syscalls should
+# reach programs.
+NEWEST_6_18 = 469
+
 
 @final
 @dataclass(frozen=True, slots=True)
 class Arch:
     """One syscall ABI: its name, its ``AUDIT_ARCH_*`` value and the numbers the filter uses.
 
-    ``x32_bit`` is the bit that marks x32 calls arriving through this ABI (0 where there is
-    none). Every supported architecture is little-endian, so the low 32 bits of a syscall
-    argument come first in ``seccomp_data.args``.
+    ``newest`` is the highest syscall number of the kernel version the table was written for;
+    the filter answers higher numbers ``ENOSYS``, as a kernel without them would. ``x32_bit``
+    is the bit that marks x32 calls arriving through this ABI (0 where there is none). Every
+    supported architecture is little-endian, so the low 32 bits of a syscall argument come
+    first in ``seccomp_data.args``.
     """
 
     name: str
     audit_arch: int
     syscalls: Mapping[str, int]
+    newest: int
     x32_bit: int = 0
 
     def nr(self, name: str) -> int | None:
@@ -53,12 +61,9 @@ class Arch:
 X86_64 = Arch(
     name="x86_64",
     audit_arch=AUDIT_ARCH_X86_64,
+    newest=NEWEST_6_18,
     x32_bit=X32_SYSCALL_BIT,
     syscalls=MappingProxyType({
-        "capget": 125,
-        "capset": 126,
-        "prctl": 157,
-        "close_range": 436,
         "ioctl": 16,
         "socket": 41,
         "sendto": 44,
@@ -68,32 +73,64 @@ X86_64 = Arch(
         "clone": 56,
         "ptrace": 101,
         "syslog": 103,
+        "capget": 125,
+        "capset": 126,
         "uselib": 134,
         "personality": 135,
+        "ustat": 136,
+        "sysfs": 139,
         "vhangup": 153,
+        "modify_ldt": 154,
         "pivot_root": 155,
+        "_sysctl": 156,
+        "prctl": 157,
+        "adjtimex": 159,
+        "chroot": 161,
         "acct": 163,
+        "settimeofday": 164,
         "mount": 165,
         "umount2": 166,
         "swapon": 167,
         "swapoff": 168,
         "reboot": 169,
+        "sethostname": 170,
+        "setdomainname": 171,
+        "iopl": 172,
+        "ioperm": 173,
+        "create_module": 174,
         "init_module": 175,
         "delete_module": 176,
+        "get_kernel_syms": 177,
+        "query_module": 178,
         "quotactl": 179,
         "nfsservctl": 180,
+        "getpmsg": 181,
+        "putpmsg": 182,
+        "afs_syscall": 183,
+        "tuxcall": 184,
+        "security": 185,
         "lookup_dcookie": 212,
+        "clock_settime": 227,
+        "vserver": 236,
+        "mbind": 237,
+        "set_mempolicy": 238,
+        "get_mempolicy": 239,
         "kexec_load": 246,
         "add_key": 248,
         "request_key": 249,
         "keyctl": 250,
+        "migrate_pages": 256,
         "unshare": 272,
+        "move_pages": 279,
         "perf_event_open": 298,
+        "fanotify_init": 300,
         "open_by_handle_at": 304,
+        "clock_adjtime": 305,
         "sendmmsg": 307,
         "setns": 308,
         "process_vm_readv": 310,
         "process_vm_writev": 311,
+        "kcmp": 312,
         "finit_module": 313,
         "seccomp": 317,
         "kexec_file_load": 320,
@@ -109,9 +146,12 @@ X86_64 = Arch(
         "fsmount": 432,
         "fspick": 433,
         "clone3": 435,
+        "close_range": 436,
         "pidfd_getfd": 438,
+        "process_madvise": 440,
         "mount_setattr": 442,
         "quotactl_fd": 443,
+        "set_mempolicy_home_node": 450,
         "open_tree_attr": 467,
     }),
 )
@@ -119,28 +159,34 @@ X86_64 = Arch(
 AARCH64 = Arch(
     name="aarch64",
     audit_arch=AUDIT_ARCH_AARCH64,
+    newest=NEWEST_6_18,
     syscalls=MappingProxyType({
-        "capget": 90,
-        "capset": 91,
-        "prctl": 167,
-        "close_range": 436,
         "lookup_dcookie": 18,
         "ioctl": 29,
         "umount2": 39,
         "mount": 40,
         "pivot_root": 41,
         "nfsservctl": 42,
+        "chroot": 51,
         "vhangup": 58,
         "quotactl": 60,
         "acct": 89,
+        "capget": 90,
+        "capset": 91,
         "personality": 92,
         "unshare": 97,
         "kexec_load": 104,
         "init_module": 105,
         "delete_module": 106,
+        "clock_settime": 112,
         "syslog": 116,
         "ptrace": 117,
         "reboot": 142,
+        "sethostname": 161,
+        "setdomainname": 162,
+        "prctl": 167,
+        "settimeofday": 170,
+        "adjtimex": 171,
         "socket": 198,
         "socketpair": 199,
         "sendto": 206,
@@ -152,12 +198,20 @@ AARCH64 = Arch(
         "clone": 220,
         "swapon": 224,
         "swapoff": 225,
+        "mbind": 235,
+        "get_mempolicy": 236,
+        "set_mempolicy": 237,
+        "migrate_pages": 238,
+        "move_pages": 239,
         "perf_event_open": 241,
+        "fanotify_init": 262,
         "open_by_handle_at": 265,
+        "clock_adjtime": 266,
         "setns": 268,
         "sendmmsg": 269,
         "process_vm_readv": 270,
         "process_vm_writev": 271,
+        "kcmp": 272,
         "finit_module": 273,
         "seccomp": 277,
         "bpf": 280,
@@ -173,9 +227,12 @@ AARCH64 = Arch(
         "fsmount": 432,
         "fspick": 433,
         "clone3": 435,
+        "close_range": 436,
         "pidfd_getfd": 438,
+        "process_madvise": 440,
         "mount_setattr": 442,
         "quotactl_fd": 443,
+        "set_mempolicy_home_node": 450,
         "open_tree_attr": 467,
     }),
 )

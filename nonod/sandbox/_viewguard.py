@@ -35,9 +35,9 @@ import stat
 from collections.abc import Sequence
 
 from . import _libc
-from ._mounts import EMPTY_FILE, MASK_DIR, MASK_FILE, PIN, PIN_DIR, READONLY, MountOp
+from ._mounts import ANCHOR, MASK_DIR, MASK_FILE, PIN, READONLY, CannotCover, MountOp, cover
 
-GUARDED = frozenset({PIN, MASK_DIR, MASK_FILE, READONLY})
+GUARDED = frozenset({ANCHOR, PIN, MASK_DIR, MASK_FILE, READONLY})
 _ATTEMPTS = 100
 
 
@@ -64,15 +64,18 @@ def _ancestors(path: str) -> list[str]:
 
 
 class ViewGuard:
-    """Re-applies ``ops`` (the launcher's PIN, MASK_* and READONLY operations, already
-    applied) when their mounts go. Have :attr:`dirs` watched (:meth:`open_dirs`), then call
-    :meth:`start` once and :meth:`check` whenever a watched directory changes."""
+    """Re-applies ``ops`` (the launcher's PIN, MASK_*, READONLY and ANCHOR operations, applied
+    or, ``absent`` ones, waiting for their path to appear) when their mounts go. Have
+    :attr:`dirs` watched (:meth:`open_dirs`), then call :meth:`start` once and :meth:`check`
+    whenever a watched directory changes."""
 
     def __init__(self, ops: Sequence[MountOp]) -> None:
         self.ops = tuple(ops)
         self.repairs = 0
         self._repaired: list[MountOp] = []
         self._mounts: dict[str, int] = {}  # target -> the id of the mount we put there
+        #: :meth:`identities` of :attr:`dirs` when they were last opened for watching.
+        self.watched: list[tuple[int, int]] = []
         #: The directories to watch: every one on the way to a guarded path.
         self.dirs = tuple(sorted({d for op in self.ops for d in _ancestors(op.target)}))
         #: A change matters only if it names one of these in a watched directory: a program
@@ -84,24 +87,52 @@ class ViewGuard:
         exist), for a watcher in another mount namespace. The caller closes them."""
         names: list[str] = []
         fds: list[int] = []
+        watched: list[tuple[int, int]] = []
         for directory in self.dirs:
+            if not os.access(directory, os.X_OK):
+                # Not searchable with the namespace owner's capabilities (``/lost+found``
+                # under a writable "/"): the program cannot reach anything in it either.
+                watched.append((0, 0))
+                continue
             try:
                 fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+                    watched.append((0, 0))
                     continue  # nothing there to watch (a change to it shows in its parent)
                 for opened in fds:
                     os.close(opened)
                 raise
             names.append(directory)
             fds.append(fd)
+            st = os.fstat(fd)
+            watched.append((st.st_dev, st.st_ino))
+        self.watched = watched
         return names, fds
 
     def start(self) -> None:
-        """Take each mount's id (after the watches are set: no change falls in between)."""
+        """Take each mount's id (after the watches are set: no change falls in between). A
+        path that is no mount's root is not covered (absent at launch, or made since): the
+        first :meth:`check` covers it."""
         for op in self.ops:
-            self._mounts[op.target] = self._current(op.target)[0]
+            mount = self._current(op.target)[0]
+            covered = mount != self._current(os.path.dirname(op.target))[0]
+            self._mounts[op.target] = mount if covered else -1
         self.check()
+
+    def identities(self) -> list[tuple[int, int]]:
+        """(device, inode) of each of :attr:`dirs` as they are now ((0, 0) if missing or not
+        a directory): when these differ from :attr:`watched`, the watches must be renewed."""
+        out: list[tuple[int, int]] = []
+        for directory in self.dirs:
+            try:
+                st = os.stat(directory)
+            except OSError:
+                out.append((0, 0))
+                continue
+            searchable = stat.S_ISDIR(st.st_mode) and os.access(directory, os.X_OK)
+            out.append((st.st_dev, st.st_ino) if searchable else (0, 0))
+        return out
 
     def check(self) -> list[MountOp]:
         """Re-apply every operation whose mount is gone, and return those. Raises
@@ -119,11 +150,16 @@ class ViewGuard:
             if before == self._mounts[op.target] or mode < 0:
                 return  # still ours, or nothing there (nothing to read or write)
             try:
-                self._reapply(op, mode)
+                mounted = cover(op, mode)
+            except CannotCover as exc:
+                raise GuardLost(exc.target, exc.why) from None
             except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ESTALE):
                     continue  # replaced again under us: look again
                 raise
+            if not mounted:  # a symbolic link: nothing of ours there; look again next time
+                self._mounts[op.target] = -1
+                return
             after, _ = self._current(op.target)
             if after < 0:
                 return
@@ -136,36 +172,11 @@ class ViewGuard:
 
     @staticmethod
     def _current(target: str) -> tuple[int, int]:
+        """(mount id, mode) of ``target``; (-1, -1) if it names nothing we can reach (what the
+        guard, with the namespace owner's capabilities, cannot reach, the program cannot)."""
         try:
             return _libc.mount_id(target)
         except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
                 return -1, -1
             raise
-
-    def _reapply(self, op: MountOp, mode: int) -> None:
-        kind, target = op.kind, op.target
-        if stat.S_ISLNK(mode):
-            if kind in (MASK_DIR, MASK_FILE):
-                return  # resolves inside the session's view, where its target is judged
-            raise GuardLost(target, "became a symbolic link")
-        if kind == PIN:
-            if not stat.S_ISREG(mode):
-                raise GuardLost(target, "is no longer a regular file")
-            _libc.mount(f"{PIN_DIR}/{op.source}", target, None, _libc.MS_BIND)
-            _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY | _libc.MOUNT_ATTR_NOSUID
-                                | _libc.MOUNT_ATTR_NODEV, recursive=False)
-        elif kind == READONLY:
-            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise GuardLost(target, "is no longer a file or directory")
-            _libc.mount(target, target, None, _libc.MS_BIND | _libc.MS_REC)
-            _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY | _libc.MOUNT_ATTR_NOSUID
-                                | _libc.MOUNT_ATTR_NODEV, recursive=True)
-        elif stat.S_ISDIR(mode):
-            _libc.mount("tmpfs", target, "tmpfs",
-                        _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC, "mode=000,size=4k")
-            _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY, recursive=False)
-        else:  # a file, fifo, socket or device node where a denied path was: hide it
-            _libc.mount(EMPTY_FILE, target, None, _libc.MS_BIND)
-            _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY | _libc.MOUNT_ATTR_NOEXEC
-                                | _libc.MOUNT_ATTR_NODEV, recursive=False)

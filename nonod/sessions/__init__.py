@@ -35,6 +35,7 @@ from ._output import SessionOutput as SessionOutput
 from ._output import history as history
 from ._records import SessionRecord as SessionRecord
 from ._registry import EventFeed as EventFeed
+from ._registry import LifecycleEvent as LifecycleEvent
 from ._registry import Registry as Registry
 from ._session import Session as Session
 from ._settings import AuditSettings as AuditSettings

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final, final
 import structlog
 import trio
 
+from .. import protocol as p
 from ..audit import (
     AuditError,
     AuditKeyError,
@@ -37,8 +38,7 @@ from ..audit import Event as AuditEvent
 from ..audit import SignalSent as AuditSignalSent
 from ..audit._fanout import AuditHub
 from ..audit._mask import masked
-from ..audit._writer import AuditWriter, Ledger
-from ..control import protocol as p
+from ..audit._writer import AuditWriter, Ledger, WriterStatistics
 from ..sandbox import EnforcementReport
 from ._settings import AuditSettings
 
@@ -108,6 +108,9 @@ class SessionAudit:
             log.error("audit write failed; stopping the session")
             self._on_broken()
             raise
+
+    def statistics(self) -> WriterStatistics:
+        return self._writer.statistics()
 
     async def open(self, record: SessionRecord, services: Prepared | None) -> None:
         """The first records, fsynced before the launch (AuditError refuses it): who starts

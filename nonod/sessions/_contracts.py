@@ -14,7 +14,7 @@ from typing import Protocol
 
 import trio
 
-from ..control import protocol as p
+from .. import protocol as p
 from ..policy import ResolvedPolicy
 from ..sandbox import EnforcementReport, ExitStatus, GuardReport, LaunchRequest
 

@@ -19,9 +19,9 @@ import msgspec
 import structlog
 import trio
 
+from .. import protocol as p
 from .._units import describe_limits
 from ..cgroups import CgroupBackend, CgroupLimits, SessionGroup, Usage, open_backend
-from ..control import protocol as p
 from ..errors import EnforcementUnavailable
 from ..policy import Denial, ResolvedPolicy
 from ..sandbox import EnforcementReport, LayerReport

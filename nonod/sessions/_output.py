@@ -12,8 +12,6 @@ from typing import Final, final
 import structlog
 import trio
 
-from ..control import protocol as p
-
 log = structlog.get_logger()
 
 #: Output chunks a subscriber (``logs -f``, ``attach``) may have queued before it is dropped.
@@ -202,9 +200,10 @@ def _file_size(path: Path) -> int:
 
 
 async def history(output: SessionOutput | None, path: Path, tail: int | None
-                  ) -> AsyncGenerator[p.Output, None]:
-    """A session's output so far (all of it, or its last ``tail`` lines): the log file, then
-    the ring (``output`` is None once the session's live output is gone)."""
+                  ) -> AsyncGenerator[tuple[int, bytes], None]:
+    """A session's output so far (all of it, or its last ``tail`` lines), as ``(offset,
+    bytes)`` chunks: the log file, then the ring (``output`` is None once the session's live
+    output is gone)."""
     if output is not None:
         in_file, ring, ring_start = output.history_parts()
     else:
@@ -216,7 +215,7 @@ async def history(output: SessionOutput | None, path: Path, tail: int | None
         joined = head + (_GAP if in_file < ring_start else b"") + ring
         data = _tail_lines(joined, tail)
         if data:
-            yield p.Output(data=data, offset=max(0, ring_start + len(ring) - len(data)))
+            yield max(0, ring_start + len(ring) - len(data)), data
         return
     offset = 0
     while offset < in_file:
@@ -224,9 +223,9 @@ async def history(output: SessionOutput | None, path: Path, tail: int | None
         chunk = await trio.to_thread.run_sync(_read_range, path, offset, end)
         if not chunk:
             break
-        yield p.Output(data=chunk, offset=offset)
+        yield offset, chunk
         offset += len(chunk)
     if in_file < ring_start:
-        yield p.Output(data=_GAP, offset=in_file)
+        yield in_file, _GAP
     for start in range(0, len(ring), _READ_CHUNK):
-        yield p.Output(data=ring[start : start + _READ_CHUNK], offset=ring_start + start)
+        yield ring_start + start, ring[start : start + _READ_CHUNK]

@@ -18,7 +18,7 @@ from typing import Final
 import msgspec
 import structlog
 
-from ..control import protocol as p
+from .. import protocol as p
 from ..sandbox import EnforcementReport
 from ._output import write_all
 
@@ -144,3 +144,30 @@ def read_records(sessions_dir: Path) -> list[SessionRecord]:
             continue
         out.append(record)
     return out
+
+
+#: Touched by a running daemon every ``HEARTBEAT_INTERVAL`` seconds: when the daemon dies, its
+#: mtime says until when its sessions were known to be alive.
+HEARTBEAT_FILE: Final = "daemon.alive"
+HEARTBEAT_INTERVAL: Final = 5.0
+
+
+def touch_heartbeat(state_dir: Path) -> None:
+    path = state_dir / HEARTBEAT_FILE
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+
+
+def last_alive(state_dir: Path, record: SessionRecord, directory: Path) -> dt.datetime:
+    """When a session that died with its daemon was last known to be alive: the later of the
+    daemon's last heartbeat and the session's last audit write (never before it started,
+    never in the future)."""
+    from ..audit import AUDIT_FILE
+
+    seen = [record.started_at]
+    for path in (state_dir / HEARTBEAT_FILE, directory / AUDIT_FILE):
+        with contextlib.suppress(OSError):
+            seen.append(dt.datetime.fromtimestamp(os.stat(path).st_mtime, dt.UTC))
+    return min(max(seen), now())

@@ -25,16 +25,18 @@ import re
 import secrets
 import shutil
 import signal as _signal
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import msgspec
 import structlog
 import trio
 from structlog.contextvars import bound_contextvars
 
-from .. import _services
+from .. import _services, _xdg
 from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
@@ -47,7 +49,6 @@ from ..audit import Event as AuditEvent
 from ..audit._fanout import AuditHub
 from ..audit._kernel import FsDeniedMonitor, Watch
 from ..audit._writer import Ledger
-from ..control import protocol as p
 from ..errors import NonoError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest, LayerReport
@@ -67,14 +68,19 @@ from ._records import (
     SessionRecord,
     enforcement_of,
     forget_session,
+    last_alive,
     make_private_dirs,
     now,
     read_records,
     record_encoder,
+    touch_heartbeat,
     write_record,
 )
 from ._session import Session
 from ._settings import AuditSettings, SessionLimits
+
+if TYPE_CHECKING:
+    from .._metrics import Metrics
 
 log = structlog.get_logger()
 
@@ -87,6 +93,14 @@ EVENT_BACKLOG: Final = 256
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """A session started or exited: ``record`` is a copy taken at that moment."""
+
+    kind: str
+    record: SessionRecord
+
+
 @final
 class EventFeed:
     """Lifecycle events for one subscriber; closed (``lagged``) if it falls behind."""
@@ -94,13 +108,13 @@ class EventFeed:
     def __init__(self, caller: Caller, session_id: str | None) -> None:
         self.caller = caller
         self.session_id = session_id
-        self._send, self.channel = trio.open_memory_channel[p.SessionEvent](EVENT_BACKLOG)
+        self._send, self.channel = trio.open_memory_channel[LifecycleEvent](EVENT_BACKLOG)
         self.lagged = False
 
-    def _offer(self, event: p.SessionEvent, owner_uid: int) -> bool:
-        if not self.caller.may_see(owner_uid):
+    def _offer(self, event: LifecycleEvent) -> bool:
+        if not self.caller.may_see(event.record.owner_uid):
             return True
-        if self.session_id is not None and event.session.id != self.session_id:
+        if self.session_id is not None and event.record.id != self.session_id:
             return True
         try:
             self._send.send_nowait(event)
@@ -135,7 +149,12 @@ class Registry:
         audit_ledger: Ledger | None = None,
         fs_denied: FsDeniedMonitor | None = None,
         daemon_secrets: DaemonSecrets | None = None,
+        metrics: Metrics | None = None,
+        retain: Callable[[], Collection[str]] | None = None,
     ) -> None:
+        self._metrics = metrics
+        #: Sessions retention must keep besides the live ones (not yet shipped: the exporter).
+        self._retain = retain
         self._daemon_secrets = daemon_secrets or DaemonSecrets(config_file=None,
                                                                state_dir=str(state_dir))
         self._secret_log = SecretFileLog(state_dir)
@@ -172,7 +191,8 @@ class Registry:
                 record.reason = "daemon_lost"
                 record.signal = _signal.SIGKILL
                 record.exit_code = None
-                record.ended_at = now()
+                record.ended_at = await trio.to_thread.run_sync(
+                    last_alive, self._state_dir, record, self._sessions_dir / record.id)
                 lost.append(record.id)
                 log.warning("session was running when the daemon died; it died with it",
                             session=record.id, name=record.name, pid=record.pid)
@@ -183,6 +203,14 @@ class Registry:
                 await close_lost(self._state_dir, record.id, sign_key=record.audit_sign_key,
                                  hub=self._audit_hub, ledger=self._audit_ledger)
         return lost
+
+    async def heartbeat(self) -> None:
+        """Say that this daemon (and so its sessions) is alive now: a daemon_lost session's end
+        is its last heartbeat, not the next daemon's start (``_records.last_alive``)."""
+        try:
+            await trio.to_thread.run_sync(touch_heartbeat, self._state_dir)
+        except OSError as exc:
+            log.warning("cannot touch the heartbeat file", error=exc.strerror or str(exc))
 
     async def reseal_truncated(self) -> list[str]:
         """Seal the audit files whose writes failed (a full disk) as truncated, now that
@@ -203,10 +231,24 @@ class Registry:
         return done
 
     # -- queries
-    def statistics(self) -> tuple[int, int]:
-        """``(live sessions, known sessions)``."""
-        live = sum(1 for s in self._sessions.values() if s.live)
-        return live, len(self._sessions)
+    def statistics(self, caller: Caller | None = None) -> tuple[int, int]:
+        """``(live sessions, known sessions)``: all of them, or those ``caller`` may see (a
+        system daemon's user learns nothing of other users' sessions, not even how many)."""
+        seen = [s for s in self._sessions.values()
+                if caller is None or caller.may_see(s.record.owner_uid)]
+        return sum(1 for s in seen if s.live), len(seen)
+
+    def state_counts(self) -> dict[str, int]:
+        """How many sessions are in each state (for the metrics)."""
+        counts: dict[str, int] = {}
+        for session in self._sessions.values():
+            counts[session.record.state] = counts.get(session.record.state, 0) + 1
+        return counts
+
+    def audit_backlog(self) -> int:
+        """Audit records live sessions wrote that are not fsynced yet (for the metrics)."""
+        return sum(s.audit.statistics().pending for s in self._sessions.values()
+                   if s.live and s.audit is not None)
 
     def visible(self, caller: Caller, *, include_exited: bool) -> list[Session]:
         out = [
@@ -260,8 +302,8 @@ class Registry:
         return feed
 
     def _emit(self, kind: str, session: Session) -> None:
-        event = p.SessionEvent(kind=kind, session=session.info())
-        self._feeds = [f for f in self._feeds if f._offer(event, session.record.owner_uid)]
+        event = LifecycleEvent(kind=kind, record=msgspec.structs.replace(session.record))
+        self._feeds = [f for f in self._feeds if f._offer(event)]
 
     # -- launching
     def _check_launch(self, plan: SessionPlan) -> None:
@@ -280,14 +322,13 @@ class Registry:
                         hint="choose another --name, or stop that session first",
                     )
         runs_as = plan.request.uid if plan.request.uid is not None else os.geteuid()
-        if self._system and runs_as == 0:
-            profile_allows = bool(getattr(plan.policy, "allow_root", False))
-            if not (limits.allow_root and profile_allows):
-                raise RootRefused(
-                    "the system daemon does not run sessions as root",
-                    hint="run nonoctl as the user the program should run as; root sessions "
-                    "need [sessions] allow_root = true and a profile that allows root",
-                )
+        if self._system and runs_as == 0 and not (limits.allow_root
+                                                  and plan.policy.allow_root):
+            raise RootRefused(
+                "the system daemon does not run sessions as root",
+                hint="run nonoctl as the user the program should run as; root sessions "
+                "need [sessions] allow_root = true and a profile that allows root",
+            )
 
     def _new_id(self) -> str:
         while True:
@@ -312,6 +353,24 @@ class Registry:
 
     async def launch(self, plan: SessionPlan) -> Session:
         """Start a session; raise ``NonoError`` (nothing is recorded) if it cannot start."""
+        if self._metrics is None:
+            return await self._launch(plan)
+        began = time.perf_counter()
+        try:
+            session = await self._launch(plan)
+        except Exception as exc:
+            self.launch_refused(exc)
+            raise
+        self._metrics.launch_started(time.perf_counter() - began)
+        return session
+
+    def launch_refused(self, exc: Exception) -> None:
+        """Count a refused launch by its error code (also those refused before the registry
+        saw them, e.g. a profile that does not resolve)."""
+        if self._metrics is not None:
+            self._metrics.launch_refused(exc.code if isinstance(exc, NonoError) else "internal")
+
+    async def _launch(self, plan: SessionPlan) -> Session:
         self._check_launch(plan)
         session_id = self._new_id()
         request = plan.request
@@ -332,7 +391,8 @@ class Registry:
             policy_digest=plan.policy.digest(),
             daemon_pid=os.getpid(),
         )
-        session = Session(record, directory=self._sessions_dir / session_id)
+        session = Session(record, directory=self._sessions_dir / session_id,
+                          metrics=self._metrics)
         # Registered while starting, so the name is reserved and `ps` shows it.
         self._sessions[session_id] = session
         try:
@@ -371,10 +431,11 @@ class Registry:
                 stdio = (null, null, null)
             prepared = await _services.prepare(
                 plan.policy, plan.request, settings=self._network(),
-                environ=dict(plan.request.env),
+                environ=dict(os.environ),  # env:// reads the daemon's environment
                 listen_ports=plan.policy.network.listen_ports,
-                user_config_dir=_user_config_dir(plan.request),
+                user_config_dir=_user_config_dir(plan.request, plan.owner, system=self._system),
                 trust_override=plan.trust_override,
+                caller=plan.owner if self._system else None,
             )
             if prepared.request is None:
                 raise NonoError("session services produced no launch request")
@@ -436,6 +497,8 @@ class Registry:
         ses = proc.audit_session
         if ses:
             def sink(event: AuditEvent) -> None:
+                if self._metrics is not None:
+                    self._metrics.fs_denied()
                 try:
                     session.write_event(event)
                 except AuditError:
@@ -616,6 +679,8 @@ class Registry:
         with trio.move_on_after(CLOSE_TIMEOUT):
             await self.apply_retention()
         session.set_exited()
+        if self._metrics is not None:
+            self._metrics.session_ended(record.reason)
         log.info("session ended", name=record.name, exit_code=record.exit_code,
                  signal=record.signal, reason=record.reason)
         self._emit("exited", session)
@@ -636,10 +701,12 @@ class Registry:
             return []
         max_age = dt.timedelta(days=settings.keep_days) if settings.keep_days else None
         keep = [s.id for s in self._sessions.values() if s.live]
+        retain = self._retain
 
         def prune() -> list[str]:
+            keep_all = {*keep, *(retain() if retain is not None else ())}
             removed = prune_sessions(self._state_dir, max_age=max_age,
-                                     max_count=settings.keep_sessions, keep=keep)
+                                     max_count=settings.keep_sessions, keep=keep_all)
             return [summary.session for summary in removed]
 
         try:
@@ -706,8 +773,11 @@ class Registry:
         self._cgroups.close()
 
 
-def _user_config_dir(request: LaunchRequest) -> Path | None:
-    """The caller's nono config dir (its user-level trust policy lives there)."""
-    env = dict(request.env)
-    base = env.get("XDG_CONFIG_HOME") or (f"{env['HOME']}/.config" if env.get("HOME") else "")
-    return Path(base) / "nono" if base.startswith("/") else None
+def _user_config_dir(request: LaunchRequest, owner: Caller, *, system: bool) -> Path | None:
+    """The caller's nono config dir (its user-level trust policy lives there), or None.
+
+    From its uid (``nonod._xdg``): a system daemon's caller's password-database home, a user
+    daemon's own user; an absolute ``XDG_CONFIG_HOME`` in the request is honoured, a relative
+    or empty one means ``$HOME/.config`` (XDG spec)."""
+    uid = owner.uid if system else os.geteuid()
+    return _xdg.nono_config_dir(uid, dict(request.env), env_home=not system)

@@ -13,25 +13,29 @@ import contextlib
 import fcntl
 import struct
 import termios
+import time
 from pathlib import Path
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import structlog
 import trio
 
+from .. import protocol as p
 from .._services import InboundEvent, Prepared
 from ..audit import AuditError, AuditWriteError, ViewGuarded
 from ..audit import CredentialInjected as AuditCredentialInjected
 from ..audit import Event as AuditEvent
 from ..audit import Network as AuditNetwork
 from ..cgroups import SessionGroup
-from ..control import protocol as p
 from ..sandbox import GuardReport
 from ._audit import SessionAudit
 from ._contracts import Process
 from ._errors import NoTerminal, NotRunning
 from ._output import SessionOutput
 from ._records import SessionRecord
+
+if TYPE_CHECKING:
+    from .._metrics import Metrics
 
 log = structlog.get_logger()
 
@@ -46,8 +50,10 @@ def _set_winsize(fd: int, term: p.TermSize) -> None:
 class Session:
     """One session: its record, and while it is live, its program, terminal and output."""
 
-    def __init__(self, record: SessionRecord, *, directory: Path) -> None:
+    def __init__(self, record: SessionRecord, *, directory: Path,
+                 metrics: Metrics | None = None) -> None:
         self.record = record
+        self.metrics = metrics
         self.directory = directory
         self.output: SessionOutput | None = None
         self.process: Process | None = None
@@ -69,7 +75,10 @@ class Session:
             self._exited.set()
 
     def audit_event(self, event: object) -> None:
-        """Record one event (from the proxy, the inbound forwards...) in the audit stream."""
+        """Record one event (from the proxy, the inbound forwards...) in the audit stream,
+        and count it in the metrics."""
+        if self.metrics is not None:
+            _count(self.metrics, event)
         if self.audit is None:
             return
         converted = _audit_event(event)
@@ -81,8 +90,14 @@ class Session:
         """Append ``event`` to the audit record, with what the program holds masked (a host
         or path it chose may carry its phantom token: see ``audit._mask``). A failed write
         stops the session and raises AuditWriteError."""
-        if self.audit is not None:
+        if self.audit is None:
+            return
+        if self.metrics is None:
             self.audit.write(event)
+            return
+        began = time.perf_counter()
+        self.audit.write(event)
+        self.metrics.audit_appended(time.perf_counter() - began)
 
     def record_guard(self, report: GuardReport) -> None:
         """The view guard acted on a path the host replaced: in the log and the audit."""
@@ -110,44 +125,19 @@ class Session:
     def log_path(self) -> Path:
         return self.directory / "output.log"
 
-    def info(self) -> p.SessionInfo:
-        r = self.record
-        return p.SessionInfo(
-            id=r.id, name=r.name, state=r.state, pid=r.pid, profile=r.profile, argv=r.argv,
-            started_at=r.started_at, ended_at=r.ended_at, exit_code=r.exit_code,
-            signal=r.signal, enforcement=r.enforcement, usage=self.usage(),
-        )
-
     def usage(self) -> p.Usage | None:
         """From the session's cgroup while it runs; the totals once it ended."""
         if self.cgroup is not None:
             return self.cgroup.usage()
         return self.record.usage
 
-    def statistics(self) -> p.SessionDetail:
-        """Everything ``inspect`` shows."""
-        r = self.record
-        return p.SessionDetail(
-            id=r.id, name=r.name, state=r.state, pid=r.pid, profile=r.profile, argv=r.argv,
-            started_at=r.started_at, ended_at=r.ended_at, exit_code=r.exit_code,
-            signal=r.signal, enforcement=r.enforcement, uid=r.uid, gid=r.gid, cwd=r.cwd,
-            detached=r.detached, tty=r.tty, attached=self.attached_by is not None,
-            reason=r.reason,
-            policy_digest=r.policy_digest,
-            log_path=str(self.log_path) if r.tty else None,
-            output_bytes=self.output.total if self.output is not None else 0,
-            usage=self.usage(), limits=r.limits,
-        )
-
-    def exited_reply(self) -> p.Exited:
-        r = self.record
-        return p.Exited(session=r.id, exit_code=r.exit_code, signal=r.signal,
-                        reason=r.reason or "exited")
-
-    async def wait_exited(self) -> p.Exited:
+    async def wait_exited(self) -> None:
         """Wait until the session has ended and its record is final."""
         await self._exited.wait()
-        return self.exited_reply()
+
+    @property
+    def attached(self) -> bool:
+        return self.attached_by is not None
 
     def request_stop(self, *, reason: p.EndReason, grace: float) -> None:
         """Stop the session: SIGTERM, ``grace`` seconds, then SIGKILL. Returns at once."""
@@ -260,10 +250,30 @@ def _audit_event(event: object) -> AuditEvent | None:
         return AuditNetwork.from_proxy(event)
     if isinstance(event, proxy.CredentialInjected):
         return AuditCredentialInjected(route=event.route, credential=event.credential,
-                                       source=event.source)
+                                       source=event.source, into=event.into)
     if isinstance(event, InboundEvent):
         return AuditNetwork(mode="inbound", decision=event.decision,  # type: ignore[arg-type]
                             host=event.peer.rsplit(":", 1)[0], port=event.port,
                             bytes_in=event.bytes_in, bytes_out=event.bytes_out,
                             reason=event.reason or None)
     return None
+
+
+def _count(metrics: Metrics, event: object) -> None:
+    """Proxy and forwarder events in the metrics: a decision once per request (at its
+    ``close``: a tunnel counts when it ends, with its byte totals), injections by route."""
+    from .. import proxy
+
+    if isinstance(event, proxy.NetworkEvent):
+        if event.stage == "close":
+            metrics.network_decision(mode=event.mode, decision=event.decision,
+                                     reason=event.reason, bytes_in=event.bytes_in,
+                                     bytes_out=event.bytes_out)
+    elif isinstance(event, proxy.CredentialInjected):
+        metrics.credential_injected(event.route)
+    elif isinstance(event, InboundEvent):
+        # Its reason is an errno's text: the label says only what happened.
+        metrics.network_decision(
+            mode="inbound", decision=event.decision,
+            reason="forwarded" if event.decision == "allow" else "connect_failed",
+            bytes_in=event.bytes_in, bytes_out=event.bytes_out)

@@ -34,6 +34,11 @@ from ._errors import TrustKeyError as TrustKeyError
 from ._errors import TrustPolicyError as TrustPolicyError
 from ._errors import Unsigned as Unsigned
 from ._errors import UntrustedSigner as UntrustedSigner
+from ._files import PolicyFiles as PolicyFiles
+from ._files import load_policies as load_policies
+from ._files import read_policy_files as read_policy_files
+from ._files import self_anchored as self_anchored
+from ._files import user_policy_path as user_policy_path
 from ._keys import DEFAULT_KEY_NAME as DEFAULT_KEY_NAME
 from ._keys import FileKeyStore as FileKeyStore
 from ._keys import KeyringBackend as KeyringBackend

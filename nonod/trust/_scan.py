@@ -14,7 +14,6 @@ resolution fails the open instead of redirecting it. The bytes read are the byte
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Literal, final
 
+from .._callerfs import CallerFileError, FileTooLarge, read_optional, read_path
 from ._bundle import MAX_BUNDLE_BYTES, shown_name
 from ._errors import BadBundle, TrustError, TrustPolicyError
 from ._policy import Enforcement, Glob, TrustPolicy
@@ -232,74 +232,25 @@ def _symlink(
     return _Found(rel, directory, entry.name, os.path.relpath(target, real_root))
 
 
-def _open_beneath(root_fd: int, real_rel: str) -> int:
-    """Open ``real_rel`` under ``root_fd`` without following any symlink on the way."""
-    parts = real_rel.split("/")
-    fd = os.dup(root_fd)
+def _read_file(real_root: str, real_rel: str) -> bytes:
+    """The file's bytes, opened once beneath the root with no symlink on the way
+    (``nonod._callerfs``: regular files only, never blocking, bounded)."""
     try:
-        for part in parts[:-1]:
-            next_fd = os.open(
-                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
-            )
-            os.close(fd)
-            fd = next_fd
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
-        return os.open(parts[-1], flags, dir_fd=fd)
-    finally:
-        os.close(fd)
+        return read_path(real_rel, max_bytes=MAX_FILE_BYTES, symlinks="refuse",
+                         beneath=real_root).data
+    except CallerFileError as exc:
+        raise TrustError(exc.reason) from None
 
 
-def _read_regular(fd: int, limit: int) -> bytes:
-    """Read at most ``limit + 1`` bytes from a regular file (so "too large" is detectable)."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        raise ValueError("not a regular file")
-    chunks: list[bytes] = []
-    remaining = limit + 1
-    while remaining > 0:
-        chunk = os.read(fd, min(remaining, 1 << 20))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-def _read_file(root_fd: int, real_rel: str) -> bytes:
+def _read_bundle(real_root: str, directory: str, name: str) -> bytes | None:
+    """The sidecar's bytes, or ``None`` if there is none (symlinks followed inside the root)."""
+    rel = os.path.relpath(os.path.join(directory, name), real_root)
     try:
-        fd = _open_beneath(root_fd, real_rel)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise TrustError("the path changed into a symlink during the scan") from exc
-        raise TrustError(f"cannot read: {exc.strerror}") from exc
-    try:
-        data = _read_regular(fd, MAX_FILE_BYTES)
-    except ValueError as exc:
-        raise TrustError(str(exc)) from None
-    except OSError as exc:
-        raise TrustError(f"cannot read: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-    if len(data) > MAX_FILE_BYTES:
-        raise TrustError(f"file is larger than {MAX_FILE_BYTES} bytes")
-    return data
-
-
-def _read_bundle(path: str) -> bytes | None:
-    """The sidecar's bytes (at most the bundle limit + 1), or ``None`` if there is none."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise BadBundle(f"{os.path.basename(path)}: cannot read: {exc.strerror}") from exc
-    try:
-        return _read_regular(fd, MAX_BUNDLE_BYTES)
-    except ValueError:
-        raise BadBundle(f"{os.path.basename(path)} is not a regular file") from None
-    except OSError as exc:
-        raise BadBundle(f"{os.path.basename(path)}: cannot read: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
+        return read_optional(rel, max_bytes=MAX_BUNDLE_BYTES, beneath=real_root)
+    except FileTooLarge:
+        raise BadBundle(f"{name} is too large; the limit is {MAX_BUNDLE_BYTES} bytes") from None
+    except CallerFileError as exc:
+        raise BadBundle(f"{name}: {exc.reason}") from None
 
 
 def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy) -> TrustReport:
@@ -335,36 +286,32 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy) -> TrustRepor
         )
 
     entries: list[FileOutcome] = []
-    root_fd = os.open(real_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for found in _walk(real_root, matcher):
-            if found.real_rel is None:
-                refusal = TrustError(f"{shown_name(found.rel)}: {found.refusal}")
-                entries.append(failed(found, refusal, None))
-                continue
-            real_path = os.path.join(real_root, found.real_rel)
-            try:
-                data = _read_file(root_fd, found.real_rel)
-                bundle = _read_bundle(os.path.join(found.directory, found.entry_name + ".bundle"))
-                verified = verify_file(data, found.entry_name, bundle, policy)
-            except TrustPolicyError:
-                raise
-            except TrustError as exc:
-                if exc.code == "trust.failed":
-                    exc = TrustError(f"{shown_name(found.rel)}: {exc.message}")
-                entries.append(failed(found, exc, real_path))
-                continue
-            entries.append(
-                FileOutcome(
-                    path=found.rel,
-                    status="verified",
-                    blocking=False,
-                    real_path=real_path,
-                    verified=verified,
-                )
+    for found in _walk(real_root, matcher):
+        if found.real_rel is None:
+            refusal = TrustError(f"{shown_name(found.rel)}: {found.refusal}")
+            entries.append(failed(found, refusal, None))
+            continue
+        real_path = os.path.join(real_root, found.real_rel)
+        try:
+            data = _read_file(real_root, found.real_rel)
+            bundle = _read_bundle(real_root, found.directory, found.entry_name + ".bundle")
+            verified = verify_file(data, found.entry_name, bundle, policy)
+        except TrustPolicyError:
+            raise
+        except TrustError as exc:
+            if exc.code == "trust.failed":
+                exc = TrustError(f"{shown_name(found.rel)}: {exc.message}")
+            entries.append(failed(found, exc, real_path))
+            continue
+        entries.append(
+            FileOutcome(
+                path=found.rel,
+                status="verified",
+                blocking=False,
+                real_path=real_path,
+                verified=verified,
             )
-    finally:
-        os.close(root_fd)
+        )
     return TrustReport(
         root=real_root,
         enforcement=enforcement,

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from ..credentials.conftest import SecretService, secret_service  # noqa: F401 - a fixture
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,9 +74,10 @@ class _InstalledDaemon:
                     "XDG_CONFIG_HOME": str(base / "config"),
                     "NONO_SOCKET": str(base / "nonod.sock"), "NONO_NO_AUTOSTART": "1"}
 
-    def nonoctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def nonoctl(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(self.bin / "nonoctl"), *args], capture_output=True,
-                              text=True, env=self.env, cwd=self.work, timeout=120, check=False)
+                              text=True, env=self.env, cwd=self.work, timeout=120, check=False,
+                              input=stdin)
 
 
 @pytest.fixture
@@ -86,10 +89,13 @@ def short_tmp() -> Iterator[Path]:
 
 
 @pytest.fixture
-def daemon(installed: tuple[Path, Path], short_tmp: Path) -> Iterator[_InstalledDaemon]:
-    """The installed ``nonod`` (in the foreground, its default), ready (READY=1)."""
+def daemon(installed: tuple[Path, Path], short_tmp: Path,
+           secret_service: SecretService) -> Iterator[_InstalledDaemon]:  # noqa: F811
+    """The installed ``nonod`` (in the foreground, its default), ready (READY=1), with a real
+    Secret Service on its session bus: gitbot's routes need their secrets to launch."""
     _, bin_dir = installed
     handle = _InstalledDaemon(bin_dir, short_tmp)
+    handle.env["DBUS_SESSION_BUS_ADDRESS"] = secret_service.env["DBUS_SESSION_BUS_ADDRESS"]
     notify_path = short_tmp / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(str(notify_path))
@@ -128,6 +134,10 @@ def test_an_installed_nonoctl_lists_and_launches_the_builtin_gitbot(
     assert dry.returncode == 0, dry.stderr
     assert "network:     allowlist of 3 hosts" in dry.stdout
 
+    # gitbot's two routes refuse the launch until their secrets are in the daemon's keychain.
+    for name in ("gemini", "github_token"):
+        stored = daemon.nonoctl("secret", "set", name, stdin=f"test-{name}-value\n")
+        assert stored.returncode == 0, stored.stderr
     # The system's python3: the venv's lies outside what gitbot grants.
     ran = daemon.nonoctl("launch", "gitbot", "--", "/usr/bin/python3", "-c",
                          "import os; print('gitbot ran in', os.getcwd())")

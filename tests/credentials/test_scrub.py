@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from urllib.parse import quote
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,6 +51,60 @@ def test_every_split_position_of_a_reflected_secret() -> None:
     for a in range(0, len(body), 7):
         for b in range(a, len(body), 11):
             assert stream(Scrubber(table), [body[:a], body[a:b], body[b:]]) == expected
+
+
+def _u_escaped(text: str, upper: bool) -> bytes:
+    return "".join(("\\u%04X" if upper else "\\u%04x") % ord(c) for c in text).encode()
+
+
+def encoded_forms(secret: str) -> dict[str, bytes]:
+    """Every encoding the scrubber claims to cover, built independently of its code."""
+    real = secret.encode()
+    return {
+        "plain": real,
+        "percent": quote(real, safe="").encode(),
+        "percent_every_byte": "".join(f"%{b:02X}" for b in real).encode(),
+        "percent_every_byte_lower": "".join(f"%{b:02x}" for b in real).encode(),
+        "hex": real.hex().encode(),
+        "hex_upper": real.hex().upper().encode(),
+        "json_u": _u_escaped(secret, upper=False),
+        "json_u_upper": _u_escaped(secret, upper=True),
+        "json_string": json.dumps(secret)[1:-1].replace("/", "\\/").encode(),
+        "json_string_slash_kept": json.dumps(secret)[1:-1].encode(),
+        "base64": base64.b64encode(real),
+        "base64_url_unpadded": base64.urlsafe_b64encode(real).rstrip(b"="),
+    }
+
+
+@pytest.mark.parametrize("form", sorted(encoded_forms("x")))
+def test_every_covered_encoding_is_replaced_at_every_split(form: str) -> None:
+    """Each form of the secret, reflected in a body, comes out as the phantom token's form,
+    whatever the split; nothing of the secret (in any covered form) is left."""
+    secret = 'ghp_Real/"Secret\\With+Odd=Chars 0123456789'
+    table = scrub_replacements(Secret(secret), TOKEN)
+    needle = encoded_forms(secret)[form]
+    fake = TOKEN.reveal().encode()
+    body = b'{"echo": "' + needle + b'", "again": ' + needle + b"}"
+    expected = reference(table, body)
+    assert needle not in expected
+    if form != "json_string_slash_kept":  # the JSON string form with `/` unescaped: plain
+        assert expected.count(table[needle]) == 2
+    for other in encoded_forms(secret).values():
+        assert other not in expected
+    assert fake not in body
+    for cut in range(len(body) + 1):
+        assert stream(Scrubber(table), [body[:cut], body[cut:]]) == expected, cut
+    assert stream(Scrubber(table), [bytes([b]) for b in body]) == expected
+
+
+def test_a_non_ascii_secret_in_json_u_escapes() -> None:
+    """Characters beyond the BMP are escaped as JSON writes them: a surrogate pair."""
+    secret = "key-\u00e9\U0001f511-0123456789"
+    table = scrub_replacements(Secret(secret), TOKEN)
+    escaped = json.dumps(secret).strip('"').encode()  # ensure_ascii: \\u escapes
+    assert b"\\ud83d\\udd11" in escaped
+    body = b"quoted: " + escaped
+    assert escaped not in Scrubber(table).replace_all(body)
 
 
 def test_ordinary_text_is_passed_on_at_once() -> None:

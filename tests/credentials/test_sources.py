@@ -15,6 +15,7 @@ from nonod.credentials import (
     CredentialUnavailable,
     InsecureSource,
     Secret,
+    SourceNotPermitted,
     SourceOptions,
     UnsupportedSource,
     parse_credential_ref,
@@ -196,3 +197,20 @@ def test_env_credentials_pairs() -> None:
                                     environ={"DB": VALUE})
     ((variable, secret),) = pairs
     assert variable == "DATABASE_PASSWORD" and secret.reveal() == VALUE
+
+
+@pytest.mark.parametrize("reference", ["env://TOKEN", "github_token", "keyring://svc/acct",
+                                       "op://vault/item/field", "systemd-creds://token"])
+def test_without_daemon_stores_only_files_are_read(reference: str) -> None:
+    """The system daemon, for a caller other than root: nothing of the daemon's own."""
+    options = SourceOptions(daemon_stores=False)
+    with pytest.raises(SourceNotPermitted) as refused:
+        resolve_credential(reference, environ={"TOKEN": VALUE}, options=options)
+    assert refused.value.code == "credential.not_permitted"
+    assert reference in str(refused.value) and VALUE not in str(refused.value)
+
+
+def test_without_daemon_stores_a_file_is_still_read(tmp_path: Path) -> None:
+    key = write_private(tmp_path / "key", VALUE + "\n")
+    options = SourceOptions(daemon_stores=False)
+    assert resolve_credential(f"file://{key}", environ={}, options=options).reveal() == VALUE

@@ -35,7 +35,6 @@ from nonod.control import ControlServer
 from nonod.sandbox import open_launcher
 
 HERE = Path(__file__).resolve().parent
-RAWCLIENT = HERE / "rawclient.py"
 SYSTEM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 NOBODY = 65534
 
@@ -167,7 +166,7 @@ def raw_client(
     """Run rawclient.py (as whoever ``prefix`` makes us) and return its output lines."""
     stdin = "".join(json.dumps(m) + "\n" for m in messages)
     done = subprocess.run(
-        [*prefix, SYSTEM_PYTHON, str(_reachable_rawclient()), str(socket_path)],
+        [*prefix, SYSTEM_PYTHON, str(reachable_script("rawclient.py")), str(socket_path)],
         input=stdin.encode(), capture_output=True, timeout=timeout, check=False, cwd="/",
     )
     assert done.returncode == 0, done.stderr.decode()
@@ -175,15 +174,71 @@ def raw_client(
 
 
 @functools.cache
-def _reachable_rawclient() -> Path:
-    """A copy of rawclient.py that any uid can read: the checkout may sit under /root (0700),
-    as CI's clone can."""
-    directory = Path(tempfile.mkdtemp(prefix="nono-rawclient-", dir="/tmp"))
+def reachable_script(name: str) -> Path:
+    """A copy of a helper script of this directory (rawclient.py, fakeserver.py) that any uid
+    can read: the checkout may sit under /root (0700), as CI's clone can."""
+    directory = Path(tempfile.mkdtemp(prefix="nono-script-", dir="/tmp"))
     directory.chmod(0o755)
-    copy = directory / RAWCLIENT.name
-    shutil.copyfile(RAWCLIENT, copy)
+    copy = directory / name
+    shutil.copyfile(HERE / name, copy)
     copy.chmod(0o644)
     return copy
+
+
+@dataclass
+class UserDaemon:
+    """A real ``nonod`` process run by an unprivileged user (``user_daemon``), and
+    ``nonoctl`` run by the same user against it."""
+
+    uid: int
+    home: Path
+    pid: int = 0
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "run" / "nonod.sock"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PATH": "/usr/bin:/bin", "HOME": str(self.home),
+                "PYTHONPATH": str(HERE.parents[1]), "NONO_NO_AUTOSTART": "1",
+                "XDG_STATE_HOME": str(self.home / "state"),
+                "XDG_CONFIG_HOME": str(self.home / "config")}
+
+    def nonoctl(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*as_user(self.uid), sys.executable, "-m", "nonoctl", "--socket", str(self.socket),
+             *args], env=self.env, cwd=cwd or self.home, capture_output=True, text=True,
+            timeout=60, check=False)
+
+    def directory(self, name: str) -> Path:
+        """A new directory of this user's, under its home."""
+        path = self.home / name
+        path.mkdir(mode=0o700)
+        os.chown(path, self.uid, self.uid)
+        return path
+
+
+@pytest.fixture
+def user_daemon(short_tmp: Path) -> Iterator[UserDaemon]:
+    """A detached ``nonod`` run by uid 65534 (needs root to switch uids)."""
+    if os.geteuid() != 0:
+        pytest.skip("running the daemon as another uid needs root")
+    home = short_tmp / "user"
+    home.mkdir(mode=0o700)
+    os.chown(home, NOBODY, NOBODY)
+    handle = UserDaemon(NOBODY, home)
+    started = subprocess.run(
+        [*as_user(NOBODY), sys.executable, "-m", "nonod", "--daemonize", "--socket",
+         str(handle.socket)],
+        env=handle.env, capture_output=True, text=True, timeout=60, check=False, cwd="/")
+    assert started.returncode == 0, started.stderr
+    status = handle.nonoctl("daemon", "status", "--json")
+    handle.pid = int(json.loads(status.stdout)["pid"])
+    yield handle
+    handle.nonoctl("daemon", "stop")
+    if not wait_pid_gone(handle.pid, timeout=30):
+        os.kill(handle.pid, 9)
 
 
 def as_user(uid: int, gid: int | None = None) -> list[str]:

@@ -13,8 +13,8 @@ import pytest
 
 from nonoctl._output import Output
 from nonoctl.client import Client, Connection
+from nonod import protocol as p
 from nonod.audit import AuditWriteError
-from nonod.control import protocol as p
 
 from .conftest import DaemonThread, session_env
 from .test_cli import CLI, cli_env

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nonoctl.client import RemoteError
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 from .conftest import NOBODY, DaemonThread, as_user, hello, raw_client, session_env, wait_pid_gone
 
@@ -37,10 +37,9 @@ def test_another_user_cannot_even_connect(daemon_thread: DaemonThread) -> None:
 
 @needs_root
 def test_another_user_is_refused_by_peer_credentials(short_tmp: Path) -> None:
-    run = short_tmp / "run"
-    run.mkdir(mode=0o755)  # reachable by everyone: only SO_PEERCRED stands in the way
     handle = DaemonThread(short_tmp).start()
     try:
+        os.chmod(handle.socket.parent, 0o755)  # noqa: S103 - reachable by everyone
         os.chmod(handle.socket, 0o666)  # noqa: S103 - on purpose: only SO_PEERCRED is left
         lines = raw_client(handle.socket, [hello(), {"type": "list"}], prefix=as_user(NOBODY))
         replies = _replies(lines)

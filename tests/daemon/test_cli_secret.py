@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 from tests.credentials.conftest import SecretService
 from tests.credentials.conftest import secret_service as secret_service  # the fixture
 

@@ -16,8 +16,8 @@ import trio.testing
 import wsproto.events as ws_events
 
 from nonoctl.client import Connection, ConnectionLost, RemoteError, open_async_client
+from nonod import protocol as p
 from nonod.control import DaemonRunning, SocketError, bind_control_socket
-from nonod.control import protocol as p
 from nonod.sessions import SessionRecord
 
 from .conftest import DaemonHandle, DaemonThread, session_env, start_daemon, wait_pid_gone
@@ -114,6 +114,13 @@ def test_unsafe_directories_are_refused(short_tmp: Path) -> None:
     open_dir.chmod(0o777)
     with pytest.raises(SocketError, match="writable by other users"):
         bind_control_socket(open_dir / "nonod.sock", default_location=False)
+    with pytest.raises(SocketError, match=f"{open_dir} is writable by other users"):
+        bind_control_socket(open_dir / "run" / "nonod.sock", default_location=False)  # above
+    readable = short_tmp / "readable"
+    readable.mkdir()
+    readable.chmod(0o755)
+    with pytest.raises(SocketError, match="open to other users"):
+        bind_control_socket(readable / "nonod.sock", default_location=False)
     link = short_tmp / "link"
     link.symlink_to(short_tmp)
     with pytest.raises(SocketError, match="not a directory"):

@@ -8,12 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from nonoctl.client import Connection
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 from .conftest import session_env, wait_pid_gone
 
@@ -200,3 +201,34 @@ def test_socket_activation_uses_the_inherited_socket(nonod: Nonod) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_lost_session_ends_when_it_was_last_known_alive_not_at_the_next_start(
+    nonod: Nonod,
+) -> None:
+    assert nonod.start().returncode == 0
+    pid = nonod.pid()
+    session = nonod.launch_sleeper()
+    os.kill(pid, signal.SIGKILL)
+    assert wait_pid_gone(pid)
+    state = nonod.base / "state" / "nono"
+    heartbeat = state / "daemon.alive"
+    assert heartbeat.exists()  # the daemon said it was alive while it ran
+    # Pretend the session started two hours ago and the daemon died one hour ago: its last
+    # heartbeat, and the session's last audit record, are that old. The next daemon must
+    # not date the end to its own start.
+    record_path = next(nonod.base.rglob(f"{session.id}/session.json"))
+    record = json.loads(record_path.read_text())
+    record["started_at"] = "2020-01-01T00:00:00Z"
+    record_path.write_text(json.dumps(record))
+    died = time.time() - 3600
+    os.utime(heartbeat, (died, died))
+    audit = next(nonod.base.rglob(f"{session.id}/audit.ndjson"))
+    os.utime(audit, (died - 60, died - 60))
+    assert nonod.start().returncode == 0
+    try:
+        lost = {s.id: s for s in nonod.sessions()}[session.id]
+        assert lost.ended_at is not None
+        assert abs(lost.ended_at.timestamp() - died) < 1.0
+    finally:
+        os.kill(nonod.pid(), signal.SIGTERM)

@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from nonod import protocol as p
 from nonod.audit import verify_session_file
-from nonod.control import protocol as p
 
 from .conftest import DaemonThread
 from .test_cli import CLI, cli_env

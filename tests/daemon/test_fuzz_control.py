@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nonoctl.client import ConnectionLost
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 from .conftest import DaemonThread, session_env
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 from .conftest import DaemonThread, session_env, wait_pid_gone
 
@@ -71,7 +71,7 @@ KILL_AFTER_SEND = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-from nonod.control import protocol as p
+from nonod import protocol as p
 from nonoctl.client import Connection
 conn = Connection.open(Path({socket!r}))
 null = os.open(os.devnull, os.O_RDWR)

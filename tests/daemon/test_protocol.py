@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nonod.control import protocol as p
+from nonod import protocol as p
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 INFO = p.SessionInfo(id="abcd1234", name="bot", state="running", pid=42, profile="gitbot",
@@ -159,7 +159,7 @@ def test_wrongly_typed_fields_fail_only_with_validation_errors(value: object, ta
 def test_the_client_side_imports_neither_trio_nor_the_daemon() -> None:
     code = (
         "import sys; sys.modules['typing_extensions'] = None\n"
-        "import nonoctl._cli, nonoctl.client, nonod.control.protocol\n"
+        "import nonoctl._cli, nonoctl.client, nonod.protocol\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('trio', 'structlog', 'trio_websocket') or m in "
         "('nonod.sessions', 'nonod.sandbox', 'nonod.control._server', 'nonod.profiles'))\n"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from nonoctl.client import Client, RemoteError
+from nonod import protocol as p
 from nonod.cgroups import CgroupLimits, open_backend
-from nonod.control import protocol as p
 
 from .conftest import DaemonThread, wait_pid_gone
 from .test_cli import CLI, cli_env

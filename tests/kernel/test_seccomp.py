@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import json
 import mmap
 import os
 import platform
@@ -19,6 +20,7 @@ import resource
 import signal
 import socket
 import subprocess
+import sys
 import termios
 import threading
 from collections.abc import Callable
@@ -27,19 +29,24 @@ from typing import NamedTuple
 
 import pytest
 
+from nonod.policy import Access, Grant, ResolvedPolicy
 from nonod.sandbox._seccomp import (
     Assembler,
     SeccompOptions,
     build_filter,
     install_filter,
 )
+from nonod.sandbox._seccomp_table import IOCTLS, SYSCALLS
 from nonod.sandbox._syscalls import native_arch
+
+from ..conftest import NOBODY, SandboxUser
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/proc/sys/kernel/seccomp/actions_avail"), reason="kernel without seccomp"
 )
 
 ARCH = native_arch()
+PY = "/usr/bin/python3"
 LIBC = ctypes.CDLL(None, use_errno=True)
 LIBC.syscall.restype = ctypes.c_long
 
@@ -346,6 +353,26 @@ def test_filter(name: str) -> None:
         )
 
 
+# -- numbers beyond the table ------------------------------------------------------------------
+
+
+def _syscall_number(number: int) -> Probe:
+    def probe() -> int:
+        result = LIBC.syscall(ctypes.c_long(number), ctypes.c_long(-1), ctypes.c_long(0),
+                              ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
+        return ctypes.get_errno() if result == -1 else 0
+
+    return probe
+
+
+def test_the_newest_known_syscall_reaches_the_kernel() -> None:
+    control = run(_syscall_number(ARCH.newest), None)
+    if control.result == errno.ENOSYS:
+        pytest.skip(f"this kernel has no syscall {ARCH.newest}")
+    assert run(_syscall_number(ARCH.newest), DEFAULT).result == control.result
+    assert run(_syscall_number(ARCH.newest + 1), DEFAULT).result == errno.ENOSYS
+
+
 # -- foreign ABIs ---------------------------------------------------------------------------------
 
 needs_x86_64 = pytest.mark.skipif(platform.machine() != "x86_64", reason="x86_64 machine code")
@@ -412,3 +439,239 @@ def test_install_reports_the_kernels_refusal() -> None:
     a.ret(0x7FFF0000)
     program = a.assemble()
     assert run(lambda: _attempt(lambda: install_filter(program)), None).result == errno.EINVAL
+
+
+# -- the deny table, row by row, in a real session ----------------------------------------------
+#
+# Every row of _seccomp_table for this machine's ABI runs in a sandboxed python launched through
+# the real launcher (Landlock, namespaces, capabilities dropped, the session's filter). Arguments
+# are chosen so that the kernel, reached without the filter, fails early and harmlessly with
+# another errno (a missing path, a bad descriptor or flag, a syscall this kernel lacks): the
+# unfiltered control run, as root, shows that the session's answer comes from the filter.
+
+_MISSING = "/nonexistent/nono-seccomp-probe"
+_AT_FDCWD = -100
+_NO_PID = 0x7FFFFFFF
+_BAD_ADDRESS = 1  # an unmapped pointer: EFAULT where the kernel copies from it
+
+Arg = int | str  # a str is passed as a pointer to its NUL-terminated bytes
+
+# Arguments per syscall; a row without an entry is called with none.
+_PROBE_ARGS: dict[str, tuple[Arg, ...]] = {
+    "clone3": (0, 0),  # size 0: EINVAL
+    "ptrace": (2, _NO_PID, 0, 0),  # PTRACE_PEEKDATA, no such pid: ESRCH
+    "process_vm_readv": (_NO_PID, 0, 0, 0, 0, 1),  # flags must be 0: EINVAL
+    "process_vm_writev": (_NO_PID, 0, 0, 0, 0, 1),
+    "pidfd_getfd": (-1, 0, 0),
+    "kcmp": (_NO_PID, _NO_PID, 0, 0, 0),
+    "process_madvise": (-1, 0, 0, 0, 1),
+    "keyctl": (9999, 0, 0, 0, 0),
+    "add_key": (_BAD_ADDRESS, _BAD_ADDRESS, 0, 0, 0),
+    "request_key": (_BAD_ADDRESS, _BAD_ADDRESS, 0, 0),
+    "bpf": (9999, 0, 0),
+    "perf_event_open": (_BAD_ADDRESS, 0, -1, -1, 0),
+    "userfaultfd": (0x7FFFFFFF,),
+    "io_uring_setup": (0, _BAD_ADDRESS),
+    "io_uring_enter": (-1, 0, 0, 0, 0, 0),
+    "io_uring_register": (-1, 0, 0, 0),
+    "mount": ("none", _MISSING, "tmpfs", 0, 0),
+    "umount2": (_MISSING, 0),
+    "pivot_root": (_MISSING, _MISSING),
+    "chroot": (_MISSING,),
+    "open_tree": (_AT_FDCWD, _MISSING, 0),
+    "open_tree_attr": (_AT_FDCWD, _MISSING, 0, 0, 0),
+    "move_mount": (_AT_FDCWD, _MISSING, _AT_FDCWD, _MISSING, 0),
+    "fsopen": (_BAD_ADDRESS, 0),  # EFAULT before any file system type lookup
+    "fsconfig": (-1, 0, 0, 0, 0),
+    "fsmount": (-1, 0, 0),
+    "fspick": (_AT_FDCWD, _MISSING, 0),
+    "mount_setattr": (_AT_FDCWD, _MISSING, 0, 0, 0),
+    "setns": (-1, 0),
+    "unshare": (1,),  # a CSIGNAL bit: EINVAL
+    "open_by_handle_at": (-1, _BAD_ADDRESS, 0),
+    "kexec_load": (0, 1, _BAD_ADDRESS, 0x80000000),  # foreign kexec arch: EINVAL
+    "kexec_file_load": (-1, -1, 0, 0, 0x80000000),
+    "reboot": (0, 0, 0, 0),  # bad magic: EINVAL
+    "init_module": (0, 0, ""),
+    "finit_module": (-1, "", 0),
+    "delete_module": ("nono_no_such_module", 0o4000),
+    "swapon": (_MISSING, 0),
+    "swapoff": (_MISSING,),
+    "acct": (_MISSING,),
+    "quotactl": (0xFFFFFFFF, 0, 0, 0),
+    "quotactl_fd": (-1, 0, 0, 0),
+    "sethostname": (_BAD_ADDRESS, 0x7FFFFFFF),
+    "setdomainname": (_BAD_ADDRESS, 0x7FFFFFFF),
+    "fanotify_init": (0x7FFFFFFF, 0),
+    "syslog": (99, 0, 0),
+    "settimeofday": (_BAD_ADDRESS, 0),
+    "clock_settime": (0x7FFFFFFF, _BAD_ADDRESS),
+    "adjtimex": (_BAD_ADDRESS,),
+    "clock_adjtime": (0, _BAD_ADDRESS),
+    "modify_ldt": (99, 0, 0),
+    "ioperm": (0x10000, 1, 0),
+    "iopl": (4,),
+    "mbind": (1, 0, 0, 0, 0, 0),
+    "set_mempolicy": (99, 0, 0),
+    "get_mempolicy": (0, 0, 0, 0, 0x7FFF),
+    "migrate_pages": (_NO_PID, 0, 0, 0),
+    "move_pages": (_NO_PID, 0, 0, 0, 0, 0xFF),
+    "set_mempolicy_home_node": (1, 0, 0, 0),
+    "uselib": (_MISSING,),
+    "sysfs": (99, 0, 0),
+    "ustat": (0xFFFFF, _BAD_ADDRESS),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    number: int
+    args: tuple[Arg, ...]
+    expected: int
+
+
+ROWS = [
+    *(Row(f"syscall:{row.name}", nr, _PROBE_ARGS.get(row.name, ()), row.errno)
+      for row in SYSCALLS if (nr := ARCH.nr(row.name)) is not None),
+    # The filter reads only the request, so any descriptor shows it; unfiltered, -1 is EBADF.
+    *(Row(f"ioctl:{row.name}", ARCH.syscalls["ioctl"], (-1, row.request, 0), row.errno)
+      for row in IOCTLS),
+]
+
+# Runs each probe and prints "label errno" (0 when the call succeeded). Standard library only.
+_TABLE_PROBE = """\
+import ctypes, json, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+kept = []
+def arg(value):
+    if isinstance(value, str):
+        kept.append(ctypes.create_string_buffer(value.encode()))
+        return ctypes.c_long(ctypes.addressof(kept[-1]))
+    return ctypes.c_long(value)
+for label, number, args in json.loads(sys.argv[1]):
+    result = libc.syscall(ctypes.c_long(number), *map(arg, args))
+    print(label, ctypes.get_errno() if result == -1 else 0, flush=True)
+"""
+
+
+def _table_argv(python: str) -> list[str]:
+    rows = [[row.label, row.number, list(row.args)] for row in ROWS]
+    return [python, "-S", "-c", _TABLE_PROBE, json.dumps(rows)]
+
+
+def _answers(stdout: str) -> dict[str, int]:
+    return {label: int(value) for label, value in (line.split() for line in stdout.splitlines())}
+
+
+def _minimal_policy() -> ResolvedPolicy:
+    return ResolvedPolicy(
+        name="seccomp-table",
+        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ)),
+        denials=(),
+    )
+
+
+_SESSION_USERS = ["root", "unprivileged"] if os.geteuid() == 0 else ["self"]
+
+
+@pytest.fixture(scope="module")
+def answers_in_session(
+        staged_python: tuple[list[str], dict[str, str]]) -> dict[str, dict[str, int]]:
+    """The table's probes, once per sandbox user, each in one real session."""
+    python, env = staged_python
+    users = {
+        "root": SandboxUser("root", 0, [sys.executable], {}),
+        "unprivileged": SandboxUser("unprivileged", NOBODY, python, env),
+        "self": SandboxUser("self", os.getuid(), [sys.executable], {}),
+    }
+    answers = {}
+    for name in _SESSION_USERS:
+        result = users[name].run(_minimal_policy(), _table_argv(PY), cwd="/")
+        assert result.code == 0, result.stderr
+        answers[name] = _answers(result.stdout)
+    return answers
+
+
+@pytest.fixture(scope="module")
+def answers_unfiltered() -> dict[str, int]:
+    """The same probes without any sandbox, as root, with no controlling terminal."""
+    proc = subprocess.run(_table_argv(PY), capture_output=True, text=True, cwd="/",
+                          stdin=subprocess.DEVNULL, start_new_session=True, check=True)
+    return _answers(proc.stdout)
+
+
+@pytest.mark.parametrize("user", _SESSION_USERS)
+@pytest.mark.parametrize("row", ROWS, ids=lambda row: row.label)
+def test_table_row_refused_in_a_real_session(
+        answers_in_session: dict[str, dict[str, int]], user: str, row: Row) -> None:
+    got = answers_in_session[user].get(row.label)
+    assert got == row.expected, f"{row.label}: {errno.errorcode.get(got or 0, got)}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="unprivileged, the kernel answers EPERM itself")
+@pytest.mark.parametrize("row", ROWS, ids=lambda row: row.label)
+def test_table_probe_gets_another_answer_unfiltered(
+        answers_unfiltered: dict[str, int], row: Row) -> None:
+    got = answers_unfiltered[row.label]
+    assert got != row.expected, f"{row.label}: the kernel says the same without the filter"
+
+
+# -- terminals and ordinary programs in a real session -------------------------------------------
+
+# In a child that is its own session leader, with a fresh pty as its controlling terminal: the
+# job-control and size ioctls that shells use, then the refused ones on the same terminal.
+_TTY_PROBE = """\
+import errno, fcntl, os, struct, termios
+def t(f):
+    try:
+        f()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+master, slave = os.openpty()
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    n_tty = struct.pack("i", 0)
+    results = [
+        t(lambda: fcntl.ioctl(slave, termios.TIOCSCTTY, 0)),
+        t(lambda: os.tcsetpgrp(slave, os.getpgrp())),
+        t(lambda: os.tcgetpgrp(slave)),
+        t(lambda: fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("4H", 24, 80, 0, 0))),
+        t(lambda: termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(slave))),
+        t(lambda: fcntl.ioctl(slave, termios.TIOCGETD, n_tty)),
+        t(lambda: fcntl.ioctl(slave, termios.TIOCSETD, n_tty)),
+        t(lambda: fcntl.ioctl(slave, termios.TIOCSTI, b"x")),
+        t(lambda: fcntl.ioctl(slave, termios.TIOCCONS)),
+    ]
+    print(" ".join(results), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_terminal_job_control_works_and_line_discipline_is_refused(
+        sandbox_user: SandboxUser) -> None:
+    result = sandbox_user.run(_minimal_policy(), [PY, "-S", "-c", _TTY_PROBE], cwd="/")
+    assert result.code == 0, result.stderr
+    assert result.stdout.split() == ["ok"] * 6 + ["EPERM"] * 3
+
+
+_PROGRAMS = (
+    "set -e; git --version; curl --version >/dev/null; node -e 'console.log(6 * 7)';"
+    " python3 -c 'import ssl, sqlite3, subprocess; print(subprocess.run([\"true\"]).returncode)';"
+    " sleep 0 & wait $!; echo done"
+)
+
+
+@pytest.mark.skipif(not all(os.path.exists(p) for p in ("/usr/bin/git", "/usr/bin/curl",
+                                                        "/usr/bin/node")),
+                    reason="git, curl and node are not all installed")
+def test_ordinary_programs_run(sandbox_user: SandboxUser) -> None:
+    result = sandbox_user.run(_minimal_policy(), ["/bin/sh", "-c", _PROGRAMS], cwd="/",
+                              env=(("PATH", "/usr/bin:/bin"),))
+    assert result.code == 0, result.stderr
+    lines = result.stdout.split()
+    assert lines[:2] == ["git", "version"] and lines[-3:] == ["42", "0", "done"], result.stdout

@@ -66,3 +66,52 @@ def test_learn_save_refuses_overwrite(scratch: Path) -> None:
     assert saved.is_file() and (saved.parent.stat().st_mode & 0o777) == 0o700
     again = _nonoctl(scratch, "--save", "mine")
     assert again.returncode == 1 and "--force" in again.stderr
+
+
+FETCH = r'''
+import os, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler(
+    {"http": os.environ["HTTP_PROXY"]}))
+try:
+    print("fetched", opener.open("http://api.learn.test:8080/x", timeout=20).read().decode())
+except Exception as exc:
+    print("failed", exc)
+'''
+
+
+@needs_tools()
+def test_learn_uses_the_daemons_host_pins(scratch: Path) -> None:
+    """A name that nonod.toml's `[network] resolve` pins to a local fake is reached while
+    learning, as in a session, and proposed without an "unreachable" note."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\n"
+                         b"pinned")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    _setup(scratch)
+    (scratch / "work" / "prog.py").write_text(FETCH)
+    config = scratch / "config" / "nono" / "nonod.toml"  # the user daemon's default file
+    config.parent.mkdir(parents=True)
+    config.write_text(f'[network]\nresolve = {{"api.learn.test" = "127.0.0.1:{port}"}}\n')
+    try:
+        done = _nonoctl(scratch, "--json")
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr
+    assert "fetched pinned" in done.stderr, done.stderr
+    data = json.loads(done.stdout)
+    assert [(h["hostname"], h["port"]) for h in data["network"]["outbound"]] == [
+        ("api.learn.test", 8080)]
+    assert "could not be reached" not in done.stdout + done.stderr

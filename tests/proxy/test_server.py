@@ -402,6 +402,43 @@ async def test_plain_http_upstream_that_closes_gets_502(start_proxy: StartProxy,
     assert proxy.events[-1].decision == "allow"
 
 
+async def _resetting(stream: trio.SocketStream) -> None:
+    """Reads the request, then resets the connection (SO_LINGER 0): the proxy's read fails
+    with ECONNRESET instead of seeing an orderly end."""
+    await stream.receive_some(65536)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00"
+                             b"\x00\x00\x00\x00")
+    stream.socket.close()
+
+
+async def _tls_only(stream: trio.SocketStream, context: ssl.SSLContext) -> None:
+    """A server that speaks only TLS: plain HTTP fails its handshake."""
+    tls = trio.SSLStream(stream, context, server_side=True)
+    try:
+        await tls.do_handshake()
+    except trio.BrokenResourceError:
+        pass
+    await trio.aclose_forcefully(stream)
+
+
+@pytest.mark.parametrize("upstream", ["reset", "tls_only"])
+async def test_plain_http_upstream_that_fails_gets_502_with_a_reason(
+        start_proxy: StartProxy, nursery: trio.Nursery, upstream: str) -> None:
+    if upstream == "reset":
+        port = await start_server(nursery, _resetting)
+    else:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        trustme.CA().issue_cert("plain.example").configure_cert(context)
+        port = await start_server(nursery, lambda s: _tls_only(s, context))
+    proxy = await start_proxy(GITHUB, pins={"plain.example": f"127.0.0.1:{port}"})
+    for body in (b"", b"x" * 300_000):  # without a body, and with one the upstream drops
+        code, answer = await http_exchange(proxy, h11.Request(
+            method="POST", target="http://plain.example/", headers=[
+                ("Host", "plain.example"), ("Content-Length", str(len(body)))]), body)
+        assert code == 502 and answer.endswith(b"(upstream_error)\n"), (code, answer)
+        assert (proxy.events[-1].decision, proxy.events[-1].status) == ("allow", 502)
+
+
 async def test_plain_http_head_and_content_length(start_proxy: StartProxy,
                                                   nursery: trio.Nursery) -> None:
     async def server(stream: trio.SocketStream) -> None:

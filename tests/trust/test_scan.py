@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from nonod._callerfs import FileRefused, read_path
 from nonod.trust import (
     SKIP_DIRS,
     SigningKey,
@@ -21,7 +22,6 @@ from nonod.trust import (
     sign_file,
     verify_tree,
 )
-from nonod.trust._scan import _open_beneath
 
 from .conftest import GEMINI
 
@@ -168,7 +168,7 @@ def test_dangling_symlink_and_special_files(
     report = verify_tree(tmp_path, make_policy(includes=["GEMINI.md", "CLAUDE.md"]))
     reasons = {e.path: e.reason for e in report.entries}
     assert reasons == {
-        "CLAUDE.md": "CLAUDE.md: not a regular file",
+        "CLAUDE.md": "CLAUDE.md: is a FIFO, not a regular file",
         "GEMINI.md": "GEMINI.md: symlink target does not exist",
     }
 
@@ -184,27 +184,25 @@ def test_oversized_bundle_on_disk_is_read_only_up_to_the_limit(
     assert "the limit is 1048576 bytes" in (report.entries[0].reason or "")
 
 
-def test_open_beneath_never_follows_a_swapped_in_symlink(tmp_path: Path) -> None:
+def test_the_scan_read_never_follows_a_swapped_in_symlink(tmp_path: Path) -> None:
     root, outside = tmp_path / "root", tmp_path / "outside"
     (root / "prompts").mkdir(parents=True)
     (root / "prompts" / "GEMINI.md").write_bytes(GEMINI)
     outside.mkdir()
     (outside / "GEMINI.md").write_text("attacker")
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fd = _open_beneath(root_fd, "prompts/GEMINI.md")
-        assert os.read(fd, 1000) == GEMINI
-        os.close(fd)
-        (root / "prompts").rename(root / "old")  # the race: a directory becomes a symlink
-        (root / "prompts").symlink_to(outside)
-        with pytest.raises(OSError):
-            _open_beneath(root_fd, "prompts/GEMINI.md")
-        (root / "old" / "GEMINI.md").unlink()
-        (root / "old" / "GEMINI.md").symlink_to(outside / "GEMINI.md")
-        with pytest.raises(OSError):
-            _open_beneath(root_fd, "old/GEMINI.md")
-    finally:
-        os.close(root_fd)
+
+    def read(rel: str) -> bytes:  # as the scan reads an included file
+        return read_path(rel, max_bytes=1000, symlinks="refuse", beneath=str(root)).data
+
+    assert read("prompts/GEMINI.md") == GEMINI
+    (root / "prompts").rename(root / "old")  # the race: a directory becomes a symlink
+    (root / "prompts").symlink_to(outside)
+    with pytest.raises(FileRefused):
+        read("prompts/GEMINI.md")
+    (root / "old" / "GEMINI.md").unlink()
+    (root / "old" / "GEMINI.md").symlink_to(outside / "GEMINI.md")
+    with pytest.raises(FileRefused):
+        read("old/GEMINI.md")
 
 
 def test_included_files_need_a_keyed_publisher(tmp_path: Path) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from nonod import protocol as p
 from nonod._limits import LimitExceeded, LimitSettings, effective
 from nonod._units import format_size, parse_duration, parse_size
 from nonod.cgroups import Hierarchy, hierarchies
-from nonod.control import protocol as p
 from nonod.policy import Limits, ResolvedPolicy
 
 HYBRID_MOUNTS = """\

@@ -197,6 +197,17 @@ def test_scalars_override_and_absence_inherits(user_dir: Path) -> None:
     assert load_profile("open", user_dir=user_dir).network.block is False
 
 
+@pytest.mark.parametrize("key", ["unix_sockets", "allow_root"])
+def test_nonod_switches_are_inherited_unless_the_child_sets_them(user_dir: Path,
+                                                                 key: str) -> None:
+    # A boolean defaulting to false would read "absent" as "false" and reset the base's value.
+    write(user_dir, "base", {"nonod": {key: True}})
+    write(user_dir, "child", {"extends": "base", "nonod": {"max_processes": 64}})
+    write(user_dir, "off", {"extends": "base", "nonod": {key: False}})
+    assert getattr(load_profile("child", user_dir=user_dir).nonod, key) is True
+    assert getattr(load_profile("off", user_dir=user_dir).nonod, key) is False
+
+
 def test_network_profile_null_clears_and_empty_credentials_drop_routes(user_dir: Path) -> None:
     write(user_dir, "base", {"network": {"network_profile": "developer",
                                          "proxy_credentials": ["openai"]}})

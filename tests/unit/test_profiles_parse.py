@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nonod.errors import ProfileError, UnknownKey
+from nonod.errors import ProfileError, UnknownKey, UnsupportedFeature
 from nonod.profiles import Profile, parse_profile
 from nonod.profiles._schema import ConditionalPath, DomainRule
 
@@ -120,12 +120,12 @@ UNSUPPORTED: list[tuple[str, bytes, str]] = [
     ("credential capture", _bytes({"credential_capture": {"gh": {"command": ["gh"]}}}),
      "$.credential_capture: `credential_capture` is not supported by nonod"),
     ("command policies", _bytes({"command_policies": {"commands": {"gh": {}}}}),
-     "$.command_policies: `command_policies` is not supported by nonod"),
+     "$.command_policies.commands.gh: per-command tool sandboxes are not supported by nonod"),
     ("packs", _bytes({"packs": ["always-further/claude"]}), "$.packs: `packs` is not supported"),
     ("commands.deny", _bytes({"commands": {"deny": ["rm"]}}),
      "$.commands.deny: `commands.deny` is not supported by nonod"),
     ("add_deny_commands", _bytes({"policy": {"add_deny_commands": ["rm"]}}),
-     "$.policy.add_deny_commands: `add_deny_commands` is not supported"),
+     "$.policy.add_deny_commands: `policy.add_deny_commands` is not supported"),
     ("endpoint rules on a domain",
      _bytes({"network": {"allow_domain": [{"domain": "api.github.com",
                                            "endpoints": [{"method": "GET", "path": "/x"}]}]}}),
@@ -151,9 +151,10 @@ def test_malformed_profiles_name_file_and_path(name: str, data: bytes, expected:
 @pytest.mark.parametrize(("name", "data", "expected"), UNSUPPORTED,
                          ids=[m[0] for m in UNSUPPORTED])
 def test_enforcement_changing_features_are_refused(name: str, data: bytes, expected: str) -> None:
-    with pytest.raises(ProfileError, match="not supported by nonod") as info:
+    with pytest.raises(UnsupportedFeature, match="not supported by nonod") as info:
         parse_profile(data, "p.json")
     assert expected in info.value.message
+    assert info.value.code == "profile.unsupported"
 
 
 def test_there_are_at_least_fifteen_malformed_cases() -> None:

@@ -282,8 +282,6 @@ def test_legacy_override_deny_works_and_is_deprecated(ctx: ResolveContext, home:
 def test_nonod_state_cannot_be_bypassed(ctx: ResolveContext) -> None:
     with pytest.raises(ProfileError, match="cannot be bypassed"):
         resolved({"filesystem": {"bypass_protection": ["/run/user"]}}, ctx)
-    with pytest.raises(PolicyError, match="cannot be bypassed"):
-        resolved({}, ctx, overrides=CliOverrides(bypass_protection=("/etc/shadow",)))
 
 
 def test_grant_under_a_denial_is_kept_and_noted(ctx: ResolveContext, home: Path) -> None:

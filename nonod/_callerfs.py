@@ -1,0 +1,398 @@
+"""Reading files on a caller's behalf: opened once, as the caller, never blocking.
+
+Every file the daemon reads because a caller named it or because it lies in the caller's
+tree (a profile path, the trust policies and their bundles, the instruction files of a
+workdir, the workdir itself) goes through this module. The rules:
+
+* **Opened once.** The path is opened and everything else (is it a regular file, who owns
+  it, how big is it) is asked of that descriptor with ``fstat``. Nothing is checked by name
+  first and opened afterwards, so a symlink flipped between the two cannot win.
+* **As the caller.** For the system daemon (root) the worker thread switches its filesystem
+  identity to the caller's for the open: ``setfsuid``/``setfsgid`` and the caller's
+  supplementary groups. These are per-thread credentials on Linux when made with the raw
+  system calls (glibc's ``setgroups`` would change every thread of the process, so it is not
+  used). While the fsuid is not 0 the kernel also clears the thread's file capabilities
+  (``CAP_DAC_OVERRIDE``, ``CAP_DAC_READ_SEARCH``...), so the kernel refuses exactly what it
+  would refuse the caller: root's rights are never lent. A user daemon already runs as its
+  caller and reads with its own identity.
+* **Never blocking.** Opens use ``O_NONBLOCK | O_NOCTTY`` (a FIFO opens at once and is then
+  refused), anything but a regular file (or a directory where one is expected) is refused
+  after ``fstat``, every read is bounded in size, and every call is bounded in time. A call
+  that overruns is abandoned: its thread still counts against the caller's own cap of
+  threads in use (:data:`THREADS_PER_CALLER`), so one caller's stuck reads stall that caller
+  only.
+* **Symlinks where asked.** ``symlinks="refuse"`` resolves with ``openat2``
+  ``RESOLVE_NO_SYMLINKS`` (no symlink anywhere on the path); ``beneath=DIR`` resolves the
+  name inside ``DIR`` with ``RESOLVE_BENEATH`` as well (for files in a workdir a session may
+  have written).
+
+The blocking part (:func:`read_path`, :func:`acting_as`) imports nothing but the standard
+library, so the CLI reads its own files by the same rules; trio is imported by the async
+part only.
+
+Error messages say what was refused and why (the errno, the file type, the size), never
+what a file holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import platform
+import pwd
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Final, Literal, Protocol, TypeVar
+
+from .errors import NonoError
+
+if TYPE_CHECKING:
+    import trio
+
+T = TypeVar("T")
+
+#: Worker threads one uid may hold at once in this module (stuck ones included).
+THREADS_PER_CALLER: Final = 4
+#: Default bound, in seconds, of one read on a caller's behalf.
+DEFAULT_TIMEOUT: Final = 10.0
+
+_RESOLVE_NO_MAGICLINKS: Final = 0x02
+_RESOLVE_NO_SYMLINKS: Final = 0x04
+_RESOLVE_BENEATH: Final = 0x08
+_SYS_OPENAT2: Final = 437  # the same number on every architecture (new syscall table)
+#: (setfsuid, setfsgid, setgroups) per machine: the raw calls, which act on this thread only.
+_SYSCALLS: Final = {
+    "x86_64": (122, 123, 116),
+    "aarch64": (151, 152, 159),
+}
+_OPEN_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+
+
+class CallerFileError(NonoError):
+    """A file could not be read on a caller's behalf. ``path`` is the name the caller gave."""
+
+    code: ClassVar[str] = "file.unreadable"
+
+    def __init__(self, path: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}", hint=hint)
+        self.path = path
+        self.reason = reason
+
+
+class FileMissing(CallerFileError):
+    code = "file.not_found"
+
+
+class FileRefused(CallerFileError):
+    """Not the kind of file expected (a FIFO, a device, a symlink where none is allowed)."""
+
+    code = "file.refused"
+
+
+class FileDenied(CallerFileError):
+    """The caller itself may not read it (the kernel said so with the caller's identity)."""
+
+    code = "file.denied"
+
+
+class FileTooLarge(CallerFileError):
+    code = "file.too_large"
+
+
+class FileTimeout(CallerFileError):
+    """The read did not finish in time (a hung filesystem), or the caller's threads are busy."""
+
+    code = "file.timeout"
+
+
+class _HasUid(Protocol):
+    @property
+    def uid(self) -> int: ...
+
+    @property
+    def gid(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Whose filesystem rights a read uses: the caller's uid, gid and supplementary groups."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+    @classmethod
+    def of(cls, caller: _HasUid) -> Identity:
+        """The caller's identity; its groups from the group database (its login's groups)."""
+        try:
+            name = pwd.getpwuid(caller.uid).pw_name
+            groups = tuple(sorted(set(os.getgrouplist(name, caller.gid))))
+        except KeyError:
+            groups = (caller.gid,)
+        return cls(uid=caller.uid, gid=caller.gid, groups=groups)
+
+
+# -------------------------------------------------------------- per-thread credentials
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _numbers() -> tuple[int, int, int]:
+    machine = platform.machine()
+    numbers = _SYSCALLS.get(machine)
+    if numbers is None:
+        raise NonoError(f"reading as the caller is not implemented on {machine}",
+                        hint="run a user daemon per user instead of the system daemon")
+    return numbers
+
+
+def _set_groups(libc: ctypes.CDLL, number: int, groups: tuple[int, ...]) -> None:
+    array = (ctypes.c_uint * max(len(groups), 1))(*groups)
+    if libc.syscall(number, ctypes.c_size_t(len(groups)), array) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"setgroups: {os.strerror(code)}")
+
+
+def _fs_ids(libc: ctypes.CDLL, fsuid_nr: int, fsgid_nr: int) -> tuple[int, int]:
+    """The thread's current fsuid and fsgid (an invalid id changes nothing, returns the old)."""
+    return (libc.syscall(fsuid_nr, ctypes.c_uint(0xFFFFFFFF)),
+            libc.syscall(fsgid_nr, ctypes.c_uint(0xFFFFFFFF)))
+
+
+@contextlib.contextmanager
+def acting_as(identity: Identity | None) -> Iterator[None]:
+    """Within the block, this thread opens files with ``identity``'s rights (None: unchanged).
+
+    Only this thread changes. Nothing in the block may start a thread: a new thread starts
+    with its creator's credentials. If the daemon's own identity cannot be restored afterwards
+    the process exits: a worker thread left with another user's rights must never run again.
+    """
+    if identity is None or identity.uid == os.geteuid():
+        yield
+        return
+    fsuid_nr, fsgid_nr, groups_nr = _numbers()
+    libc = _libc()
+    own_groups = tuple(os.getgroups())
+    own = (os.geteuid(), os.getegid())
+    try:
+        _set_groups(libc, groups_nr, identity.groups)
+        libc.syscall(fsgid_nr, ctypes.c_uint(identity.gid))
+        libc.syscall(fsuid_nr, ctypes.c_uint(identity.uid))
+        if _fs_ids(libc, fsuid_nr, fsgid_nr) != (identity.uid, identity.gid):
+            raise NonoError("could not take the caller's file identity")
+        yield
+    finally:
+        libc.syscall(fsuid_nr, ctypes.c_uint(own[0]))
+        libc.syscall(fsgid_nr, ctypes.c_uint(own[1]))
+        try:
+            _set_groups(libc, groups_nr, own_groups)
+            restored = _fs_ids(libc, fsuid_nr, fsgid_nr) == own
+        except OSError:
+            restored = False
+        if not restored:
+            os.write(2, b"nonod: cannot restore a worker thread's identity; exiting\n")
+            os._exit(70)
+
+
+# ---------------------------------------------------------------------- opening once
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_: ClassVar = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                          ("resolve", ctypes.c_uint64)]
+
+
+def _openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
+    how = _OpenHow(flags=flags, mode=0, resolve=resolve)
+    libc = _libc()
+    fd = libc.syscall(_SYS_OPENAT2, ctypes.c_int(dir_fd), os.fsencode(path),
+                      ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), path)
+    return int(fd)
+
+
+def _open(path: str, flags: int, *, symlinks: Literal["follow", "refuse"],
+          beneath: str | None) -> int:
+    if beneath is None and symlinks == "follow":
+        return os.open(path, flags)
+    resolve = _RESOLVE_NO_MAGICLINKS
+    if symlinks == "refuse":
+        resolve |= _RESOLVE_NO_SYMLINKS
+    if beneath is None:
+        return _openat2(-100, path, flags, resolve)  # AT_FDCWD; paths here are absolute
+    try:
+        root = _openat2(-100, beneath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, resolve)
+    except FileNotFoundError:
+        raise OSError(errno.ENOTDIR, "its directory does not exist", beneath) from None
+    try:
+        return _openat2(root, path, flags, resolve | _RESOLVE_BENEATH)
+    finally:
+        os.close(root)
+
+
+def _refusal(path: str, exc: OSError) -> CallerFileError:
+    code = exc.errno or 0
+    if code == errno.ENOENT:
+        return FileMissing(path, "no such file")
+    if code in (errno.EACCES, errno.EPERM):
+        return FileDenied(path, "permission denied")
+    if code in (errno.ELOOP, errno.EXDEV):
+        return FileRefused(path, "a symbolic link (or a path leaving its directory) is "
+                                 "not followed here")
+    if code == errno.ENOTDIR:
+        return FileRefused(path, "not a directory")
+    return CallerFileError(path, f"cannot open: {os.strerror(code)}")
+
+
+_KINDS: Final = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+                 stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
+                 stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link"}
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What was read and what ``fstat`` said about the descriptor it was read from."""
+
+    data: bytes
+    names: tuple[str, ...]
+    uid: int
+    mode: int
+
+
+def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: int,
+              symlinks: Literal["follow", "refuse"] = "follow",
+              beneath: str | None = None) -> Opened:
+    """Blocking: open ``path`` once (with this thread's identity), check it, read it.
+
+    A file: its bytes (at most ``max_bytes``). A directory: its entry names (at most
+    ``max_bytes`` of them; 0: opened and checked, not listed). Raises
+    :class:`CallerFileError` subclasses.
+    """
+    flags = _OPEN_FLAGS | (os.O_DIRECTORY if kind == "dir" else 0)
+    try:
+        fd = _open(path, flags, symlinks=symlinks, beneath=beneath)
+    except OSError as exc:
+        raise _refusal(path, exc) from None
+    try:
+        info = os.fstat(fd)
+        fmt = stat.S_IFMT(info.st_mode)
+        wanted = stat.S_IFDIR if kind == "dir" else stat.S_IFREG
+        if fmt != wanted:
+            what = _KINDS.get(fmt, "not a regular file")
+            expected = "a directory" if kind == "dir" else "a regular file"
+            raise FileRefused(path, f"is {what}, not {expected}")
+        if kind == "dir":
+            return Opened(data=b"", names=_names(path, fd, max_bytes), uid=info.st_uid,
+                          mode=info.st_mode)
+        if info.st_size > max_bytes:
+            raise FileTooLarge(path, f"is larger than {max_bytes} bytes")
+        chunks: list[bytes] = []
+        remaining = max_bytes + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > max_bytes:
+            raise FileTooLarge(path, f"is larger than {max_bytes} bytes")
+        return Opened(data=data, names=(), uid=info.st_uid, mode=info.st_mode)
+    except OSError as exc:
+        raise CallerFileError(path, f"cannot read: {os.strerror(exc.errno or 0)}") from None
+    finally:
+        os.close(fd)
+
+
+def _names(path: str, fd: int, limit: int) -> tuple[str, ...]:
+    """At most ``limit`` entry names of the directory open on ``fd`` (0: none, not listed)."""
+    if limit == 0:
+        return ()
+    names: list[str] = []
+    with os.scandir(os.dup(fd)) as listing:  # scandir closes the descriptor it is given
+        for entry in listing:
+            if len(names) == limit:
+                raise FileTooLarge(path, f"has more than {limit} entries")
+            names.append(entry.name)
+    return tuple(sorted(names))
+
+
+def read_optional(path: str, *, max_bytes: int,
+                  symlinks: Literal["follow", "refuse"] = "follow",
+                  beneath: str | None = None) -> bytes | None:
+    """Blocking: a regular file's bytes as :func:`read_path` reads them, None if it is absent."""
+    try:
+        return read_path(path, max_bytes=max_bytes, symlinks=symlinks, beneath=beneath).data
+    except FileMissing:
+        return None
+
+
+# ------------------------------------------------------------------- bounded threads
+
+
+_limiters: trio.lowlevel.RunVar[dict[int, trio.CapacityLimiter]] | None = None
+_limiters_lock = threading.Lock()
+
+
+def _limiter(uid: int) -> trio.CapacityLimiter:
+    """``uid``'s own limiter in this trio run (one daemon loop; tests run several)."""
+    global _limiters
+    import trio
+
+    with _limiters_lock:
+        if _limiters is None:
+            _limiters = trio.lowlevel.RunVar("nonod._callerfs.limiters")
+    try:
+        per_uid = _limiters.get()
+    except LookupError:
+        per_uid = {}
+        _limiters.set(per_uid)
+    limiter = per_uid.get(uid)
+    if limiter is None:
+        limiter = per_uid[uid] = trio.CapacityLimiter(THREADS_PER_CALLER)
+    return limiter
+
+
+async def run_as(caller: _HasUid | None, fn: Callable[[], T], *,
+                 timeout: float = DEFAULT_TIMEOUT, what: str = "") -> T:
+    """Run ``fn`` in a worker thread acting as ``caller`` (None: as the daemon itself),
+    within ``timeout`` seconds.
+
+    The thread comes from the caller's own limiter. On timeout the thread is abandoned (still
+    counted against the caller until it returns) and :class:`FileTimeout` is raised.
+    """
+    import trio
+
+    uid = caller.uid if caller is not None else os.geteuid()
+
+    def body() -> T:
+        with acting_as(Identity.of(caller) if caller is not None else None):
+            return fn()
+
+    with trio.move_on_after(timeout):
+        return await trio.to_thread.run_sync(body, limiter=_limiter(uid), abandon_on_cancel=True)
+    raise FileTimeout(what or "a file", f"not read within {timeout:g} s (a hung filesystem, "
+                                        "or too many of your reads at once)")
+
+
+async def open_for(caller: _HasUid | None, path: str, *, kind: Literal["file", "dir"] = "file",
+                   max_bytes: int, timeout: float = DEFAULT_TIMEOUT,
+                   symlinks: Literal["follow", "refuse"] = "follow",
+                   beneath: str | None = None) -> Opened:
+    """Read ``path`` as ``caller`` (None: as the daemon itself, i.e. a user daemon's caller).
+
+    The one door for a file named by a caller: see the module docstring for the rules.
+    """
+    def read() -> Opened:
+        return read_path(path, kind=kind, max_bytes=max_bytes, symlinks=symlinks,
+                         beneath=beneath)
+
+    return await run_as(caller, read, timeout=timeout, what=path)

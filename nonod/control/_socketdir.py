@@ -1,0 +1,79 @@
+"""Whether a control socket's directory can be trusted, by the client and by the daemon.
+
+Standard library only (``nonoctl`` runs this before every connection).
+
+A socket path is only as safe as the directories on it: whoever may write to one of them can
+replace what lies beneath (rename a directory away, plant another with a fake daemon in it). So
+every directory from ``/`` down to the socket's own, after resolving symlinks, must be
+
+- owned by one of the trusted uids (the caller and root),
+- not writable by group or others. A sticky directory (``/tmp``) is tolerated *above* the
+  socket's directory (there nobody can rename or remove another user's entry), never as the
+  socket's directory itself.
+
+Once checked, the path is used in its resolved form, so swapping a symlink afterwards changes
+nothing; changing a checked directory takes one of the trusted uids.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Collection
+from pathlib import Path
+
+from ..errors import NonoError
+
+
+class UnsafeSocketPath(NonoError):
+    """A directory on the socket path could let another user put a fake daemon there."""
+
+    code = "socket.unsafe_path"
+
+
+def _who(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def trusted_socket_dir(directory: Path, *, owners: Collection[int]) -> Path:
+    """``directory`` resolved, once every directory on it is checked (see the module doc).
+
+    Raises FileNotFoundError (NotADirectoryError) when a component does not exist (is not a
+    directory): nothing listens there; UnsafeSocketPath when one could be controlled by a uid
+    outside ``owners``.
+    """
+    real = Path(os.path.realpath(directory))
+    current = Path("/")
+    parts = real.parts[1:]
+    for index in range(len(parts) + 1):
+        if index:
+            current = current / parts[index - 1]
+        st = os.lstat(current)  # FileNotFoundError: nothing there yet
+        last = index == len(parts)
+        if stat.S_ISLNK(st.st_mode):  # resolved a moment ago: someone is swapping it
+            raise UnsafeSocketPath(
+                f"{current} changed while the socket path {directory} was being checked"
+            )
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(current))
+        if st.st_uid not in owners:
+            raise UnsafeSocketPath(
+                f"{current} belongs to {_who(st.st_uid)}, who could put a fake nonod at "
+                f"{directory}; refusing to use it",
+                hint=f"remove {current} (it is not yours) or use another socket path"
+                if last else "use a socket path whose directories belong to you or root",
+            )
+        writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if writable and (last or not st.st_mode & stat.S_ISVTX):
+            raise UnsafeSocketPath(
+                f"{current} is writable by other users (mode {stat.S_IMODE(st.st_mode):o}), "
+                f"who could replace the nonod socket at {directory}; refusing to use it",
+                hint=f"chmod go-w {current}",
+            )
+    return real

@@ -1,0 +1,120 @@
+"""Finding, reading and verifying a workdir's trust policies: the one loader of nonod and nonoctl.
+
+Two levels: the user-level policy (``<nono config dir>/trust-policy.json``, see
+``nonod._xdg``) and the project policy (``trust-policy.json`` at the top of the workdir),
+each with its ``.bundle`` beside it. :func:`read_policy_files` reads them by the rules of
+``nonod._callerfs`` (opened once, ``O_NONBLOCK``, regular files only, bounded; the project's
+resolved beneath the workdir, so a symlink cannot lead out of it) with the identity of the
+calling thread: the daemon calls it acting as its caller. :func:`load_policies` verifies and
+merges them. Who anchors the user-level policy is the one difference between the two
+programs and is a parameter: the daemon passes the publishers made from its own keys, the
+CLI (which has no keys) checks the policy against its own publishers, for consistency only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._callerfs import CallerFileError, read_optional
+from ._bundle import MAX_BUNDLE_BYTES
+from ._errors import TrustPolicyError
+from ._policy import (
+    MAX_POLICY_BYTES,
+    POLICY_FILE_NAME,
+    Publisher,
+    TrustPolicy,
+    merge_policies,
+    parse_policy,
+)
+from ._verify import load_policy
+
+#: Given the user-level policy as declared (not yet verified), the publishers that may sign it.
+Anchors = Callable[[TrustPolicy], Sequence[Publisher]]
+
+
+@dataclass(frozen=True)
+class PolicyFiles:
+    """The bytes found at each level (None: no such file) and where they were looked for."""
+
+    user_path: Path | None
+    project_path: Path | None
+    user: bytes | None = None
+    user_bundle: bytes | None = None
+    project: bytes | None = None
+    project_bundle: bytes | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.user is not None or self.project is not None
+
+    def looked_in(self) -> str:
+        """Where the policies were looked for, for "none found" messages and audit records."""
+        places = [str(p) for p in (self.user_path, self.project_path) if p is not None]
+        return " and ".join(places) or "nowhere"
+
+
+def _read(path: Path, *, max_bytes: int, beneath: str | None = None) -> bytes | None:
+    name = path.name if beneath is not None else str(path)
+    try:
+        return read_optional(name, max_bytes=max_bytes, beneath=beneath)
+    except CallerFileError as exc:
+        raise TrustPolicyError(
+            f"cannot read {path}: {exc.reason}",
+            hint="a trust policy and its bundle must be regular files you can read",
+        ) from None
+
+
+def user_policy_path(config_dir: Path) -> Path:
+    """The user-level policy in a nono config directory (``nonod._xdg``)."""
+    return config_dir / POLICY_FILE_NAME
+
+
+def read_policy_files(user_path: Path | None, workdir: str | None) -> PolicyFiles:
+    """Blocking: read the user-level policy at ``user_path`` and the project policy at the
+    top of ``workdir`` (either may be skipped with None), as this thread may."""
+    project_path = Path(workdir) / POLICY_FILE_NAME if workdir is not None else None
+    user = user_bundle = project = project_bundle = None
+    if user_path is not None:
+        user = _read(user_path, max_bytes=MAX_POLICY_BYTES)
+        if user is not None:
+            user_bundle = _read(user_path.with_name(user_path.name + ".bundle"),
+                                max_bytes=MAX_BUNDLE_BYTES)
+    if project_path is not None and workdir is not None:
+        project = _read(project_path, max_bytes=MAX_POLICY_BYTES, beneath=workdir)
+        if project is not None:
+            project_bundle = _read(project_path.with_name(project_path.name + ".bundle"),
+                                   max_bytes=MAX_BUNDLE_BYTES, beneath=workdir)
+    return PolicyFiles(user_path=user_path, project_path=project_path, user=user,
+                       user_bundle=user_bundle, project=project, project_bundle=project_bundle)
+
+
+def self_anchored(declared: TrustPolicy) -> Sequence[Publisher]:
+    """Anchors for a policy checked against its own publishers (consistency, not authority)."""
+    return declared.publishers
+
+
+def load_policies(files: PolicyFiles, *, user_anchors: Anchors) -> TrustPolicy | None:
+    """Verify each level against its anchor and merge them; None when neither exists.
+
+    The user-level policy must be signed by one of ``user_anchors(declared)``. A project
+    policy must be signed by a publisher of the user-level policy; without one it is checked
+    against its own publishers, which proves only consistency, and the merge marks it not
+    authoritative.
+    """
+    user = None
+    if files.user is not None and files.user_path is not None:
+        source = str(files.user_path)
+        declared = parse_policy(files.user, source=source)
+        user = load_policy(files.user, files.user_bundle, trusted=user_anchors(declared),
+                           name=files.user_path.name)
+    project = None
+    if files.project is not None and files.project_path is not None:
+        trusted: TrustPolicy | Sequence[Publisher] = user if user is not None else (
+            parse_policy(files.project, source=str(files.project_path)).publishers)
+        project = load_policy(files.project, files.project_bundle, trusted=trusted,
+                              name=files.project_path.name)
+    if user is None and project is None:
+        return None
+    return merge_policies(user, project)

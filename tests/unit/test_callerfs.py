@@ -1,0 +1,133 @@
+"""nonod._callerfs against the real kernel: whose rights a read uses, what it refuses, and how
+one caller's stuck reads are kept from everyone else's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from nonod import _callerfs
+from nonod._callerfs import (
+    FileDenied,
+    FileRefused,
+    FileTimeout,
+    FileTooLarge,
+    acting_as,
+    open_for,
+    read_path,
+    run_as,
+)
+
+NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching fsuid needs root")
+
+
+@dataclass(frozen=True)
+class Peer:
+    uid: int
+    gid: int
+
+
+@pytest.fixture
+def tree() -> Iterator[Path]:
+    """A directory every uid can reach (pytest's tmp_path sits under a 0700 one)."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="callerfs-", dir="/tmp"))
+    tmp_path.chmod(0o755)
+    yield from _filled(tmp_path)
+    shutil.rmtree(tmp_path)
+
+
+def _filled(tmp_path: Path) -> Iterator[Path]:
+    (tmp_path / "private").write_text("root only")
+    (tmp_path / "private").chmod(0o600)
+    (tmp_path / "public").write_text("anyone")
+    (tmp_path / "public").chmod(0o644)
+    (tmp_path / "link").symlink_to(tmp_path / "public")
+    os.mkfifo(tmp_path / "fifo")
+    yield tmp_path
+
+
+@needs_root
+@pytest.mark.root
+def test_a_caller_reads_what_it_may_and_nothing_more(tree: Path) -> None:
+    async def main() -> None:
+        nobody = Peer(NOBODY, NOBODY)
+        assert (await open_for(nobody, str(tree / "public"), max_bytes=100)).data == b"anyone"
+        with pytest.raises(FileDenied):
+            await open_for(nobody, str(tree / "private"), max_bytes=100)
+        # the daemon itself (a user daemon's caller) still reads it, in a thread just used
+        assert (await open_for(None, str(tree / "private"), max_bytes=100)).data == b"root only"
+
+    trio.run(main)
+
+
+@needs_root
+@pytest.mark.root
+def test_the_thread_gets_its_own_rights_back(tree: Path) -> None:
+    go = threading.Event()
+    seen: list[str] = []
+
+    def elsewhere() -> None:  # a thread that exists before the switch, as trio's workers do
+        go.wait()
+        seen.append((tree / "private").read_text())
+
+    other = threading.Thread(target=elsewhere)
+    other.start()
+    with acting_as(_callerfs.Identity(uid=NOBODY, gid=NOBODY, groups=(NOBODY,))):
+        with pytest.raises(PermissionError):
+            (tree / "private").read_text()
+        go.set()
+        other.join()
+        assert seen == ["root only"]  # the other threads never changed
+    assert (tree / "private").read_text() == "root only"
+
+
+def test_what_is_refused_after_fstat(tree: Path) -> None:
+    with pytest.raises(FileRefused, match="a FIFO"):
+        read_path(str(tree / "fifo"), max_bytes=100)  # at once: O_NONBLOCK
+    with pytest.raises(FileRefused, match="a directory"):
+        read_path(str(tree), max_bytes=100)
+    assert read_path(str(tree), kind="dir", max_bytes=100).names == (
+        "fifo", "link", "private", "public")
+    with pytest.raises(FileTooLarge):
+        read_path(str(tree / "public"), max_bytes=3)
+    assert read_path(str(tree / "link"), max_bytes=100).data == b"anyone"
+    with pytest.raises(FileRefused, match="symbolic link"):
+        read_path(str(tree / "link"), max_bytes=100, symlinks="refuse")
+    with pytest.raises(FileRefused):
+        read_path("../" + tree.name + "/public", max_bytes=100, beneath=str(tree))
+
+
+@needs_root
+@pytest.mark.root
+def test_one_callers_stuck_threads_stall_that_caller_only() -> None:
+    """Reads that hang (a hung filesystem, here a thread waiting on an event) time out; their
+    abandoned threads still count against their caller, whose next read cannot start, while
+    another caller is served at once."""
+    release = threading.Event()
+    stuck, other = Peer(NOBODY - 1, NOBODY), Peer(NOBODY - 2, NOBODY)
+
+    async def hang() -> None:
+        with pytest.raises(FileTimeout):
+            await run_as(stuck, release.wait, timeout=0.5)
+
+    async def main() -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(_callerfs.THREADS_PER_CALLER):
+                    nursery.start_soon(hang)
+            with pytest.raises(FileTimeout):
+                await run_as(stuck, lambda: True, timeout=0.5)
+            assert await run_as(other, lambda: True, timeout=5)
+        finally:
+            release.set()
+
+    trio.run(main)

@@ -1,0 +1,44 @@
+"""The creation guard's notifying filter, run by the BPF evaluator of the seccomp tests: which
+calls go to the session's init, on both architectures."""
+
+from __future__ import annotations
+
+import pytest
+from test_seccomp_filter import evaluate  # tests/unit is on sys.path (no package)
+
+from nonod.sandbox._createguard import SECCOMP_RET_USER_NOTIF, SYSCALLS, build_notify_filter
+from nonod.sandbox._seccomp import SECCOMP_RET_ALLOW, SECCOMP_RET_KILL_PROCESS
+from nonod.sandbox._syscalls import AARCH64, AUDIT_ARCH_I386, X86_64, Arch
+
+NOTIFY, ALLOW, KILL = SECCOMP_RET_USER_NOTIF, SECCOMP_RET_ALLOW, SECCOMP_RET_KILL_PROCESS
+O_CREAT, O_WRONLY = 0o100, 0o1
+
+
+@pytest.mark.parametrize("arch", [X86_64, AARCH64], ids=lambda a: a.name)
+def test_creation_calls_are_notified_and_nothing_else(arch: Arch) -> None:
+    program = build_notify_filter(arch)
+    table = SYSCALLS[arch.name]
+
+    def verdict(name: str, *args: int, audit_arch: int = arch.audit_arch) -> int:
+        nr = table[name] if name in table else arch.syscalls[name]
+        return evaluate(program, nr, *args, audit_arch=audit_arch)
+
+    for name in table:
+        if name not in ("open", "openat"):
+            assert verdict(name) == NOTIFY, name
+    # openat(dirfd, path, flags): only with O_CREAT in the low 32 bits of flags
+    assert verdict("openat", 0, 0, O_CREAT | O_WRONLY) == NOTIFY
+    assert verdict("openat", 0, 0, O_WRONLY) == ALLOW
+    assert verdict("openat", 0, 0, (1 << 32) | O_WRONLY) == ALLOW
+    if "open" in table:  # open(path, flags)
+        assert verdict("open", 0, O_CREAT) == NOTIFY
+        assert verdict("open", 0, 0) == ALLOW
+    for other in ("ioctl", "socket", "clone"):
+        assert verdict(other) == ALLOW
+    assert verdict("openat", 0, 0, O_CREAT, audit_arch=AUDIT_ARCH_I386) == KILL
+
+
+def test_x32_calls_are_killed() -> None:
+    program = build_notify_filter(X86_64)
+    assert evaluate(program, 0x40000000 | 257, 0, 0, O_CREAT,
+                    audit_arch=X86_64.audit_arch) == KILL

@@ -1,0 +1,151 @@
+"""compile_mounts against real trees: what is guarded, what the session may not create, which
+directories are anchored. It only looks at the host (nothing here mounts anything)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nonod.policy import Access, Denial, Grant, ResolvedPolicy
+from nonod.sandbox._mounts import (
+    ANCHOR,
+    HOME_RC_FILES,
+    MASK_DIR,
+    MASK_FILE,
+    PERSISTENCE_NAMES,
+    READONLY,
+    MountPlan,
+    compile_mounts,
+)
+
+
+def plan(tmp_path: Path, *grants: tuple[Path, Access], denials: tuple[Path, ...] = (),
+         writable_persistence: tuple[Path, ...] = (), home: Path | None = None) -> MountPlan:
+    pol = ResolvedPolicy(
+        name="t",
+        grants=tuple(Grant(path=str(p), access=a) for p, a in grants),
+        denials=tuple(Denial(path=str(d)) for d in denials),
+        writable_persistence=tuple(str(p) for p in writable_persistence),
+    )
+    return compile_mounts(pol, home=str(home or tmp_path / "nohome"))
+
+
+def test_the_persistence_list() -> None:
+    """The documented list (docs/sandbox.md, "Persistence files"): changing it is a
+    security decision, so it is spelled out here too."""
+    assert PERSISTENCE_NAMES == (
+        ".git/hooks", ".git/config", ".git/info/attributes", ".gitmodules", ".hg/hgrc",
+        ".envrc", ".vscode", ".idea", ".devcontainer", ".github/workflows", ".gitlab-ci.yml",
+        ".pre-commit-config.yaml", ".husky")
+    for name in (".bashrc", ".bash_profile", ".profile", ".zshrc", ".bash_aliases",
+                 ".ssh/authorized_keys", ".ssh/config", ".config/systemd", ".gitconfig"):
+        assert name in HOME_RC_FILES
+
+
+def test_absent_names_are_refused_at_their_first_missing_component(tmp_path: Path) -> None:
+    work = tmp_path / "w"
+    (work / ".git" / "hooks").mkdir(parents=True)
+    (work / ".git" / "config").write_text("")
+    (work / ".git" / "info").mkdir()
+    (work / ".github").mkdir()
+    p = plan(tmp_path, (work, Access.READWRITE))
+    refused = set(p.creation_refused)
+    assert f"{work}/.github/workflows" in refused  # .github exists: its child is refused
+    assert f"{work}/.git/info/attributes" in refused
+    for name in (".envrc", ".vscode", ".idea", ".gitmodules", ".pre-commit-config.yaml"):
+        assert f"{work}/{name}" in refused
+    assert set(p.absent) >= refused
+    assert set(p.protected) == {f"{work}/.git/hooks", f"{work}/.git/config"}
+    # The way to them cannot be moved: .git, .git/info and .github are mount points.
+    assert set(p.anchored) == {f"{work}/.git", f"{work}/.git/info", f"{work}/.github"}
+    kinds = {op.target: (op.kind, op.absent) for op in p.ops}
+    assert kinds[f"{work}/.envrc"] == (READONLY, True)
+    assert kinds[f"{work}/.git"] == (ANCHOR, False)
+    # Anchors come before what they hold.
+    order = [op.target for op in p.ops]
+    assert order.index(f"{work}/.git") < order.index(f"{work}/.git/hooks")
+
+
+def test_a_missing_parent_is_what_is_refused(tmp_path: Path) -> None:
+    work = tmp_path / "w"
+    work.mkdir()
+    p = plan(tmp_path, (work, Access.READWRITE))
+    assert f"{work}/.github" in p.creation_refused
+    assert f"{work}/.github/workflows" not in p.creation_refused
+    assert f"{work}/.github/workflows" in p.absent
+
+
+def test_no_repository_no_guard_under_it(tmp_path: Path) -> None:
+    """A repository the session makes is its own: ``git init`` must work."""
+    work = tmp_path / "w"
+    work.mkdir()
+    p = plan(tmp_path, (work, Access.READWRITE))
+    assert not [x for x in (*p.creation_refused, *p.absent) if "/.git/" in x or "/.hg/" in x]
+    assert f"{work}/.git" not in p.creation_refused
+
+
+def test_a_git_file_is_read_only(tmp_path: Path) -> None:
+    """A worktree's ``.git`` file names the repository: rewritten, it points git at a
+    directory with the session's hooks."""
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / ".git").write_text("gitdir: /elsewhere\n")
+    p = plan(tmp_path, (work, Access.READWRITE))
+    assert f"{work}/.git" in p.protected
+
+
+def test_read_only_grants_refuse_nothing(tmp_path: Path) -> None:
+    work = tmp_path / "w"
+    work.mkdir()
+    p = plan(tmp_path, (work, Access.READ), denials=(work / ".aws",))
+    assert p.creation_refused == () and p.anchored == ()
+    assert f"{work}/.aws" in p.absent
+
+
+def test_denied_paths_missing_at_launch(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".config").mkdir(parents=True)
+    (home / ".ssh").mkdir()
+    p = plan(tmp_path, (home, Access.READWRITE), home=home,
+             denials=(home / ".ssh", home / ".aws", home / ".aws" / "credentials",
+                      home / ".config" / "gcloud", home / ".kube" / "config"))
+    assert p.masked == (f"{home}/.ssh",)
+    assert set(p.absent) >= {f"{home}/.aws", f"{home}/.config/gcloud", f"{home}/.kube/config"}
+    assert f"{home}/.aws/credentials" not in p.absent  # under a denied path: hidden with it
+    assert {f"{home}/.aws", f"{home}/.config/gcloud", f"{home}/.kube"} <= set(p.creation_refused)
+    assert f"{home}/.config" in p.anchored
+    kinds = {op.target: op.kind for op in p.ops}
+    assert kinds[f"{home}/.ssh"] == MASK_DIR
+    assert kinds[f"{home}/.kube/config"] in (MASK_DIR, MASK_FILE)
+    # Home rc files (absent) are refused too; none is made on the host.
+    assert f"{home}/.bash_profile" in p.creation_refused
+    assert not (home / ".bash_profile").exists()
+
+
+@pytest.mark.parametrize("opt_out", ["exact", "parent"])
+def test_writable_persistence_opts_a_path_out(tmp_path: Path, opt_out: str) -> None:
+    work = tmp_path / "w"
+    (work / ".github").mkdir(parents=True)
+    allowed = work / ".github" / "workflows" if opt_out == "exact" else work / ".github"
+    p = plan(tmp_path, (work, Access.READWRITE), writable_persistence=(allowed, work / ".envrc"))
+    for path in (f"{work}/.github/workflows", f"{work}/.envrc"):
+        assert path not in p.creation_refused and path not in p.absent
+    assert f"{work}/.github" not in p.anchored
+    assert f"{work}/.vscode" in p.creation_refused
+
+
+def test_a_symbolic_link_on_the_way_is_followed(tmp_path: Path) -> None:
+    """``~/.config`` pointing into a dotfiles repository: the mask goes where the path leads
+    (the mount would follow the link anyway), and what is missing there is refused there."""
+    home = tmp_path / "home"
+    (home / "dotfiles" / "config" / "gcloud").mkdir(parents=True)
+    (home / ".config").symlink_to(home / "dotfiles" / "config")
+    (home / "work").mkdir()
+    (home / "repo" / ".git" / "hooks").mkdir(parents=True)
+    (home / "work" / ".git").symlink_to(home / "repo" / ".git")
+    p = plan(tmp_path, (home, Access.READWRITE), (home / "work", Access.READWRITE), home=home,
+             denials=(home / ".config" / "gcloud", home / ".config" / "op"))
+    assert f"{home}/dotfiles/config/gcloud" in p.masked
+    assert f"{home}/dotfiles/config/op" in p.creation_refused
+    assert f"{home}/repo/.git/hooks" in p.protected
