@@ -21,17 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import trio
 from _common import POLICY, machine, percentile
 from daemon import Daemon
 
 from nonod import protocol as p
 from nonod.policy import Limits
-from nonod.sessions._limits import SessionCgroups
-
-import msgspec
-import trio
-
-from nonod.sessions._limits import remove_group
+from nonod.sessions._limits import SessionCgroups, remove_group
 
 LIMITED = p.LaunchOptions(allow_cwd=True, block_net=True, memory=256 << 20, max_processes=256)
 PLAIN = p.LaunchOptions(allow_cwd=True, block_net=True)
