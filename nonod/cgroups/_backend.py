@@ -41,6 +41,10 @@ class CgroupBackend(Protocol):
 
     def remove_stale(self) -> list[str]: ...
 
+    def pool(self) -> tuple[tuple[str, str], ...]: ...
+
+    def adopt(self, name: str, made: SessionGroup) -> SessionGroup: ...
+
 
 def subtree_tag(state_dir: str) -> str:
     """Names the daemon's subtree after its state directory: one daemon per state directory,

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import final
+from typing import TYPE_CHECKING, final
 
 from . import _files
 from ._detect import Hierarchy
 from ._errors import CgroupError
 from ._types import CgroupLimits, Missing, Usage
+
+if TYPE_CHECKING:
+    from ._backend import SessionGroup
 
 PERIOD_US = 100_000
 #: cpu.shares of a group of weight 100 (the default on both scales).
@@ -41,6 +44,40 @@ def _io_bytes(path: str, read_file: _files.Read) -> tuple[int, int]:
         elif len(parts) == 3 and parts[1] == "Write":
             written += int(parts[2])
     return read, written
+
+
+def apply_limits(dirs: dict[str, str], limits: CgroupLimits) -> list[Missing]:
+    """Write ``limits`` into a session's groups (controller -> directory); what this kernel
+    has no file for is returned. OSError if a write is refused."""
+    missing: list[Missing] = []
+    mem = dirs.get("memory")
+    if limits.memory is not None and mem is not None:
+        _files.write(os.path.join(mem, "memory.limit_in_bytes"), str(limits.memory))
+        memsw = os.path.join(mem, "memory.memsw.limit_in_bytes")
+        if os.path.exists(memsw):  # the same value: no swap on top of the RAM limit
+            _files.write(memsw, str(limits.memory))
+    pids = dirs.get("pids")
+    if limits.pids is not None and pids is not None:
+        _files.write(os.path.join(pids, "pids.max"), str(limits.pids))
+    cpu = dirs.get("cpu")
+    if cpu is not None and limits.cpus is not None:
+        _files.write(os.path.join(cpu, "cpu.cfs_period_us"), str(PERIOD_US))
+        _files.write(os.path.join(cpu, "cpu.cfs_quota_us"),
+                     str(max(1000, round(limits.cpus * PERIOD_US))))
+    if cpu is not None and limits.cpu_weight is not None:
+        _files.write(os.path.join(cpu, "cpu.shares"), str(shares_for(limits.cpu_weight)))
+    blkio = dirs.get("blkio")
+    if blkio is not None and limits.io_weight is not None:
+        for name in ("blkio.weight", "blkio.bfq.weight"):
+            path = os.path.join(blkio, name)
+            if os.path.exists(path):
+                _files.write(path, str(blkio_weight_for(limits.io_weight)))
+                break
+        else:
+            missing.append(Missing(limit="io_weight", reason="this kernel's blkio "
+                                   "hierarchy has no weight file (no proportional I/O "
+                                   "scheduler: CFQ/BFQ)"))
+    return missing
 
 
 @final
@@ -181,43 +218,27 @@ class V1Backend:
                     os.mkdir(path, 0o755)
                     made[own] = path
                 dirs[controller] = path
-            missing += self._apply(dirs, limits)
+            missing += apply_limits(dirs, limits)
         except OSError as exc:
             for path in made.values():
                 _files.remove_tree(path)
             raise CgroupError.from_os(exc, "cannot create the session's cgroup") from exc
         return V1Group(dirs, tuple(missing))
 
-    def _apply(self, dirs: dict[str, str], limits: CgroupLimits) -> list[Missing]:
-        missing: list[Missing] = []
-        mem = dirs.get("memory")
-        if limits.memory is not None and mem is not None:
-            _files.write(os.path.join(mem, "memory.limit_in_bytes"), str(limits.memory))
-            memsw = os.path.join(mem, "memory.memsw.limit_in_bytes")
-            if os.path.exists(memsw):  # the same value: no swap on top of the RAM limit
-                _files.write(memsw, str(limits.memory))
-        pids = dirs.get("pids")
-        if limits.pids is not None and pids is not None:
-            _files.write(os.path.join(pids, "pids.max"), str(limits.pids))
-        cpu = dirs.get("cpu")
-        if cpu is not None and limits.cpus is not None:
-            _files.write(os.path.join(cpu, "cpu.cfs_period_us"), str(PERIOD_US))
-            _files.write(os.path.join(cpu, "cpu.cfs_quota_us"),
-                         str(max(1000, round(limits.cpus * PERIOD_US))))
-        if cpu is not None and limits.cpu_weight is not None:
-            _files.write(os.path.join(cpu, "cpu.shares"), str(shares_for(limits.cpu_weight)))
-        blkio = dirs.get("blkio")
-        if blkio is not None and limits.io_weight is not None:
-            for name in ("blkio.weight", "blkio.bfq.weight"):
-                path = os.path.join(blkio, name)
-                if os.path.exists(path):
-                    _files.write(path, str(blkio_weight_for(limits.io_weight)))
-                    break
-            else:
-                missing.append(Missing(limit="io_weight", reason="this kernel's blkio "
-                                       "hierarchy has no weight file (no proportional I/O "
-                                       "scheduler: CFQ/BFQ)"))
-        return missing
+    def pool(self) -> tuple[tuple[str, str], ...]:
+        """(controller, subtree) pairs: where the fork server makes the groups warm
+        launchers wait in (``adopt`` turns one into a session's)."""
+        return tuple(sorted((c, os.path.join(own, f"nono-{self._tag}"))
+                            for c, own in self._own.items()))
+
+    def adopt(self, name: str, made: SessionGroup) -> V1Group:
+        """The group ``name`` the fork server set up for a session (a warm launcher's, its
+        limits written) in place of ``made``, which is removed."""
+        if not name or "/" in name or name.startswith("."):
+            raise CgroupError(f"not a group name: {name!r}")
+        dirs = {c: os.path.join(own, f"nono-{self._tag}", name) for c, own in self._own.items()}
+        made.remove()
+        return V1Group(dirs, made.missing)
 
     def remove_stale(self) -> list[str]:
         """Remove every session group left in our subtrees (their daemon is gone: only one

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import final
+from typing import TYPE_CHECKING, final
 
 from . import _files
 from ._detect import Hierarchy
 from ._errors import CgroupError
 from ._types import CgroupLimits, Missing, Usage
+
+if TYPE_CHECKING:
+    from ._backend import SessionGroup
 
 PERIOD_US = 100_000
 WANTED = ("memory", "pids", "cpu", "io")
@@ -178,6 +181,12 @@ class V2Backend:
             put("cpu.weight", str(limits.cpu_weight))
         if "io" in have and limits.io_weight is not None:
             put("io.weight", f"default {limits.io_weight}")
+
+    def pool(self) -> tuple[tuple[str, str], ...]:
+        return ()  # v2: sessions join their group at launch (CLONE_INTO_CGROUP: not yet)
+
+    def adopt(self, name: str, made: SessionGroup) -> SessionGroup:
+        raise CgroupError("cgroup v2 launchers do not wait in groups of their own")
 
     def remove_stale(self) -> list[str]:
         sub = self.subtrees()[0]

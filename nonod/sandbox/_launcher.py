@@ -60,6 +60,7 @@ from typing import TypeVar
 
 import msgspec
 
+from ..cgroups._types import CgroupLimits
 from . import _libc
 from ._createguard import MAKE_RIGHTS, Guard, confine_program, pin_dirs, prepare
 from ._createserve import Supervisor
@@ -81,6 +82,7 @@ REC_ERROR = 2
 REC_EXIT = 3
 REC_AUDIT = 4  # (audit session id or 0, errno)
 REC_GUARD = 5  # (mount operation kind, GUARD_*), detail: the path [NUL why]
+REC_CGROUP = 6  # detail: the name of the (warm launcher's) group the session runs in
 GUARD_RESTORED = 0  # the view guard mounted over a path the host had replaced
 GUARD_LOST = 1  # it could not: the session is being ended
 EXIT_LAUNCH_FAILED = 126
@@ -108,6 +110,8 @@ class LaunchPlan(msgspec.Struct, frozen=True, kw_only=True):
     audit_tag: int = 0  # non-zero: the loginuid to set before leaving the initial namespace
     oom_score_adj: int = -1  # 0..1000: written before leaving the daemon's user namespace
     cgroup_procs: tuple[str, ...] = ()  # the session's cgroup.procs files, joined first
+    cgroup_pool: tuple[tuple[str, str], ...] = ()  # v1: (controller, subtree) for warm ones
+    cgroup_limits: CgroupLimits | None = None  # what the fork server writes for a warm one
     # Absolute paths that must not be created (their parents exist and are writable), and
     # the program's notifying filter for them (``_createguard``); empty: no creation guard.
     creation_refused: tuple[str, ...] = ()
@@ -288,16 +292,22 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
 
 
 def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0,
-             hub: int = -1, oom_score_adj: int = -1) -> None:
+             hub: int = -1, oom_score_adj: int = -1, pool: tuple[str, ...] = (),
+             home: tuple[str, ...] = ()) -> None:
     """A launcher made ahead of time (fork server child): namespaces, init and the empty root
     are ready before any plan exists, so only plan-specific steps remain at launch.
 
     The outer process sends the init's host pid (and its audit session, when ``audit_tag``
     is set: see ``audit_session``) on ``sock_fd``; the init then waits on the same
     socket for (plan, five descriptors). A failure before that makes the init exit, and the
-    fork server falls back to a cold launch. Never returns."""
+    fork server falls back to a cold launch. With ``pool`` (cgroup.procs files of a group
+    made for it), the outer process joins that group before anything else, so the init is
+    born there, then goes back ``home`` (the fork server's groups): at launch the fork server
+    writes the session's limits into the group instead of moving the init (which would wait
+    for an RCU grace period per hierarchy on the launch path). Never returns."""
     try:
         _close_except((sock_fd, hub))
+        join_cgroups(pool)
         _pdeathsig()
         _dumpable_until_mapped()
         set_oom_score_adj(oom_score_adj)
@@ -338,6 +348,11 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         os._exit(EXIT_LAUNCH_FAILED)
     os.close(alive_r)
     guard_init.close()
+    try:
+        join_cgroups(home)  # the outer (the view guard) stays out of the session's group
+    except OSError:
+        os.kill(pid, signal.SIGKILL)  # never a session with its guard inside its limits
+        os._exit(EXIT_LAUNCH_FAILED)
     try:
         os.write(sock_fd, WARM_HELLO.pack(pid, ses, ses_err))
     finally:

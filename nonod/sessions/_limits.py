@@ -133,10 +133,28 @@ class SessionCgroups:
                 raise
         return group, (LayerReport(name="limits", state="applied", detail=detail), *layers)
 
+    def pool(self) -> tuple[tuple[str, str], ...]:
+        """Where the fork server may keep warm launchers in groups of their own (v1 only:
+        moving a process into a v1 group costs an RCU grace period per hierarchy, which a
+        launcher born in its group never pays on the launch path)."""
+        return self.backend.pool() if self.backend is not None else ()
+
+    def adopt(self, name: str, made: SessionGroup, layers: tuple[LayerReport, ...]
+              ) -> tuple[SessionGroup, tuple[LayerReport, ...]]:
+        """The warm launcher's group ``name`` as the session's (``made`` is removed), and
+        ``layers`` naming it."""
+        if self.backend is None:
+            raise ValueError("no cgroup backend: no launcher waits in a group")
+        group = self.backend.adopt(name, made)
+        return group, tuple(msgspec.structs.replace(
+            layer, detail=layer.detail.replace(made.path, group.path)) for layer in layers)
+
     def close(self) -> None:
-        """Remove the (empty) subtrees at daemon exit."""
+        """At daemon exit: end the warm launchers waiting in groups of their own, and remove
+        what is left of the subtrees (blocking, bounded)."""
         if self.backend is None:
             return
+        self.backend.remove_stale()
         for sub in self.backend.subtrees():
             try:
                 os.rmdir(sub)

@@ -57,6 +57,7 @@ from ._contracts import Caller, GetLauncher, Process, SessionPlan
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
 from ._limits import (
     SessionCgroups,
+    cgroup_limits,
     end_reason,
     hide_cgroup_tree,
     remove_group,
@@ -456,11 +457,17 @@ class Registry:
             session.record.limits = policy.limits
             session.cgroup, limit_layers = self._cgroups.create(session.id, policy)
             if session.cgroup is not None:
-                request = msgspec.structs.replace(request, cgroup_procs=session.cgroup.procs)
+                request = msgspec.structs.replace(
+                    request, cgroup_procs=session.cgroup.procs,
+                    cgroup_pool=self._cgroups.pool(), cgroup_limits=cgroup_limits(policy)[0])
             proc = await launcher.launch(
                 policy, request, stdio=stdio,
                 controlling_tty=plan.stdio == "pty",
             )
+            warm_group = getattr(proc, "cgroup", "")
+            if session.cgroup is not None and warm_group:
+                session.cgroup, limit_layers = self._cgroups.adopt(
+                    warm_group, session.cgroup, limit_layers)
             proc.enforcement = with_layers(proc.enforcement, limit_layers)
             self._watch_fs_denied(session, proc)
         except BaseException:
@@ -661,9 +668,9 @@ class Registry:
         # The state stays "running" until the audit record is final: whoever sees "exited"
         # (ps, inspect, events, wait) can verify a sealed file at once.
         record.ended_at = now()
-        if session.cgroup is not None:
-            record.usage = await remove_group(session.cgroup)
-            session.cgroup = None
+        group, session.cgroup = session.cgroup, None
+        if group is not None:
+            record.usage = group.usage()  # the totals: its processes died with its init
         record.reason = end_reason(session.stop_reason, record.usage, record.exit_code)
         await session.close_terminal()
         if session.output is not None:
@@ -679,6 +686,8 @@ class Registry:
         with trio.move_on_after(CLOSE_TIMEOUT):
             await self.apply_retention()
         session.set_exited()
+        if group is not None:
+            await remove_group(group)  # after the reply: nothing waits for this
         if self._metrics is not None:
             self._metrics.session_ended(record.reason)
         log.info("session ended", name=record.name, exit_code=record.exit_code,
@@ -770,7 +779,7 @@ class Registry:
             await session.wait_exited()
         for feed in self._feeds:
             feed._send.close()
-        self._cgroups.close()
+        await trio.to_thread.run_sync(self._cgroups.close)
 
 
 def _user_config_dir(request: LaunchRequest, owner: Caller, *, system: bool) -> Path | None:

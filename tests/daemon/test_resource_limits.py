@@ -122,19 +122,26 @@ def test_forks_past_the_pid_cap_are_refused_and_the_session_ends_with_reason_pid
 
 def test_every_process_of_a_session_is_born_in_its_cgroup_cold_or_warm(
         client: Client, profile: Path, short_tmp: Path) -> None:
-    # The first launch of a kind is cold; the next ones find warm launchers made for it,
-    # which the fork server moves into the session's groups before handing over the plan.
+    # The first launch of a kind is cold (its launcher joins the session's groups); the next
+    # ones find warm launchers made for it, whose init was born in a group of its own, which
+    # becomes the session's (its limits written there) before the plan is handed over.
     sessions = [launch(client, profile, short_tmp, [PY, "-S", "-c", "import time; time.sleep(60)"])
                 for _ in range(3)]
+    kinds = []
     for session in sessions:
-        assert session.pid is not None
+        assert session.pid is not None and session.enforcement is not None
+        layer = next(lay for lay in session.enforcement.layers if lay.name == "limits")
+        group = layer.detail.rsplit("/", 1)[1]  # the memory group's name, as reported
+        kinds.append("cold" if group == session.id else "warm")
         lines = Path(f"/proc/{session.pid}/cgroup").read_text().splitlines()
         for controller in ("memory", "pids", "cpuacct"):
             path = next(line.split(":")[2] for line in lines
                         if controller in line.split(":")[1].split(","))
-            assert path.endswith(f"/{session.id}"), (controller, path)
+            assert path.rsplit("/", 2)[1].startswith("nono-"), (controller, path)
+            assert path.rsplit("/", 1)[1] == group, (controller, path, group)
         assert client.inspect(session.id).usage.pids >= 2  # type: ignore[union-attr]
         client.stop(session.id, force=True)
+    assert kinds[0] == "cold" and "warm" in kinds, kinds
 
 
 def _host_processes() -> int:
