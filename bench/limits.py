@@ -3,6 +3,10 @@ session, and ``ps --json`` (which reads every live session's cgroup) with many s
 
   step      the daemon's part alone, in this process: ``SessionCgroups.create`` (a group in
             each hierarchy, limits written) and ``remove_group`` (read the totals, rmdir)
+  engine    ``/bin/true`` through the engine alone (one ``open_launcher``), one run with and
+            one without a cgroup per round: with, the daemon's cgroup work is timed too
+            (groups made and limits written, a warm launcher's group adopted, the launch,
+            the exit) but not the removal, which the daemon does after reporting the end
   launch    ``/bin/true`` through two real daemons, one with ``[limits] cgroups = false``:
             ``Client.launch`` (detached, stdio null, with --memory 256M --max-processes 256
             where cgroups are on) + ``Client.wait``; one run of each per round (interleaved)
@@ -23,12 +27,13 @@ from typing import Any
 
 import msgspec
 import trio
-from _common import POLICY, machine, percentile
+from _common import POLICY, TRUE, machine, percentile
 from daemon import Daemon
 
 from nonod import protocol as p
 from nonod.policy import Limits
-from nonod.sessions._limits import SessionCgroups, remove_group
+from nonod.sandbox import LaunchRequest, open_launcher
+from nonod.sessions._limits import SessionCgroups, cgroup_limits, remove_group
 
 LIMITED = p.LaunchOptions(allow_cwd=True, block_net=True, memory=256 << 20, max_processes=256)
 PLAIN = p.LaunchOptions(allow_cwd=True, block_net=True)
@@ -59,6 +64,39 @@ def step(runs: int) -> dict[str, Any]:
     groups.close()
     return {"backend": groups.backend.describe(), "create": stats(create),
             "remove": stats(remove)}
+
+
+def engine(runs: int, warmup: int) -> dict[str, Any]:
+    async def run() -> dict[str, list[float]]:
+        state = Path(tempfile.mkdtemp(prefix="ndl-"))
+        groups = SessionCgroups.open(state)
+        policy = msgspec.structs.replace(
+            POLICY, limits=Limits(memory=256 << 20, max_processes=256), max_processes=256)
+        wanted = cgroup_limits(policy)[0]
+        samples: dict[str, list[float]] = {"cgroups": [], "no-cgroups": []}
+        async with open_launcher() as launcher:
+            for i in range(warmup + runs):
+                t0 = time.perf_counter()
+                proc = await launcher.launch(POLICY, LaunchRequest(argv=(TRUE,), cwd="/"))
+                await proc.wait_exited()
+                t1 = time.perf_counter()
+                group, layers = groups.create(f"s{i}", policy)
+                assert group is not None
+                request = LaunchRequest(argv=(TRUE,), cwd="/", cgroup_procs=group.procs,
+                                        cgroup_pool=groups.pool(), cgroup_limits=wanted)
+                proc = await launcher.launch(POLICY, request)
+                if proc.cgroup:
+                    group, layers = groups.adopt(proc.cgroup, group, layers)
+                await proc.wait_exited()
+                t2 = time.perf_counter()
+                await remove_group(group)
+                if i >= warmup:
+                    samples["no-cgroups"].append(t1 - t0)
+                    samples["cgroups"].append(t2 - t1)
+        groups.close()
+        return samples
+
+    return {name: stats(values) for name, values in trio.run(run).items()}
 
 
 def launches(on: Daemon, off: Daemon, runs: int, warmup: int) -> dict[str, Any]:
@@ -105,7 +143,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=500)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    out: dict[str, Any] = {"machine": machine(), "step": step(args.runs)}
+    out: dict[str, Any] = {"machine": machine(), "step": step(args.runs),
+                           "engine": engine(args.runs, args.warmup)}
     on = Daemon()
     off = Daemon("[limits]\ncgroups = false\n")
     try:
@@ -126,6 +165,9 @@ def main() -> None:
         print(f"cgroup step ({step_data['backend']}): create p50 "
               f"{step_data['create']['p50_ms']:.3f} ms, remove p50 "
               f"{step_data['remove']['p50_ms']:.3f} ms")
+    for name, data in out["engine"].items():
+        print(f"engine launch+exit {name:11} p50 {data['p50_ms']:.2f} ms  "
+              f"p95 {data['p95_ms']:.2f} ms")
     for name, data in out["launch"].items():
         print(f"launch+exit {name:11} p50 {data['p50_ms']:.2f} ms  p95 {data['p95_ms']:.2f} ms")
     for name, data in out.get("ps", {}).items():

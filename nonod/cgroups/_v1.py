@@ -86,8 +86,10 @@ class V1Group:
 
     version = 1
 
-    def __init__(self, dirs: dict[str, str], missing: tuple[Missing, ...]) -> None:
+    def __init__(self, dirs: dict[str, str], missing: tuple[Missing, ...],
+                 spare: SessionGroup | None = None) -> None:
         self._dirs = dirs
+        self._spare = spare  # made for the session, unused (see ``adopt``): removed with it
         self.missing = missing
         self.procs = tuple(sorted({os.path.join(d, "cgroup.procs") for d in dirs.values()}))
         self.path = dirs.get("memory") or dirs.get("pids") or next(iter(dirs.values()), "")
@@ -150,7 +152,10 @@ class V1Group:
     def remove(self) -> bool:
         self._files.close()
         self.kill()
-        return all(_files.remove_tree(d) for d in set(self._dirs.values()))
+        if self._spare is not None and self._spare.remove():
+            self._spare = None
+        return self._spare is None and all(_files.remove_tree(d)
+                                           for d in set(self._dirs.values()))
 
 
 @final
@@ -233,12 +238,12 @@ class V1Backend:
 
     def adopt(self, name: str, made: SessionGroup) -> V1Group:
         """The group ``name`` the fork server set up for a session (a warm launcher's, its
-        limits written) in place of ``made``, which is removed."""
+        limits written) in place of ``made``, which is removed with it when the session
+        has ended (removing a v1 group takes milliseconds: not on the launch path)."""
         if not name or "/" in name or name.startswith("."):
             raise CgroupError(f"not a group name: {name!r}")
         dirs = {c: os.path.join(own, f"nono-{self._tag}", name) for c, own in self._own.items()}
-        made.remove()
-        return V1Group(dirs, made.missing)
+        return V1Group(dirs, made.missing, spare=made)
 
     def remove_stale(self) -> list[str]:
         """Remove every session group left in our subtrees (their daemon is gone: only one

@@ -93,8 +93,6 @@ class _Warm:
                  ) -> None:
         self.group, self.group_dirs = _pool_group(pool)
         procs = tuple(sorted({os.path.join(d, "cgroup.procs") for d in self.group_dirs.values()}))
-        home = tuple(sorted({os.path.join(os.path.dirname(os.path.dirname(d)), "cgroup.procs")
-                             for d in self.group_dirs.values()}))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         client = hub.new_client()
         pid = os.fork()
@@ -102,7 +100,7 @@ class _Warm:
             ours.close()
             try:
                 run_warm(key[0], key[1], key[2], theirs.detach(), key[3], client.detach(),
-                         key[4], procs, home)
+                         key[4], procs)
             finally:
                 os._exit(126)
         theirs.close()
@@ -122,8 +120,7 @@ class _Warm:
     def hand_over(self, msg: bytes, fds: list[int], plan: LaunchPlan) -> bool:
         """Give the plan to the waiting init; False if it is not there any more. The init's
         group becomes the session's first (it forks the program afterwards, which is born
-        there; the outer process, the daemon's view guard, stays out of the session's
-        reach); if it cannot, the launch fails at step ``cgroup`` and this launcher ends."""
+        there); if it cannot, the launch fails at step ``cgroup`` and this launcher ends."""
         try:
             data = self.sock.recv(WARM_HELLO.size)
             if len(data) != WARM_HELLO.size:

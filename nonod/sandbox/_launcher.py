@@ -292,8 +292,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
 
 
 def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0,
-             hub: int = -1, oom_score_adj: int = -1, pool: tuple[str, ...] = (),
-             home: tuple[str, ...] = ()) -> None:
+             hub: int = -1, oom_score_adj: int = -1, pool: tuple[str, ...] = ()) -> None:
     """A launcher made ahead of time (fork server child): namespaces, init and the empty root
     are ready before any plan exists, so only plan-specific steps remain at launch.
 
@@ -301,10 +300,10 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     is set: see ``audit_session``) on ``sock_fd``; the init then waits on the same
     socket for (plan, five descriptors). A failure before that makes the init exit, and the
     fork server falls back to a cold launch. With ``pool`` (cgroup.procs files of a group
-    made for it), the outer process joins that group before anything else, so the init is
-    born there, then goes back ``home`` (the fork server's groups): at launch the fork server
-    writes the session's limits into the group instead of moving the init (which would wait
-    for an RCU grace period per hierarchy on the launch path). Never returns."""
+    made for it), the outer process joins that group before anything else, as a cold one
+    joins the session's, so the init is born there: at launch the fork server writes the
+    session's limits into the group instead of moving the init (which would wait for an RCU
+    grace period per hierarchy on the launch path). Never returns."""
     try:
         _close_except((sock_fd, hub))
         join_cgroups(pool)
@@ -348,11 +347,6 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         os._exit(EXIT_LAUNCH_FAILED)
     os.close(alive_r)
     guard_init.close()
-    try:
-        join_cgroups(home)  # the outer (the view guard) stays out of the session's group
-    except OSError:
-        os.kill(pid, signal.SIGKILL)  # never a session with its guard inside its limits
-        os._exit(EXIT_LAUNCH_FAILED)
     try:
         os.write(sock_fd, WARM_HELLO.pack(pid, ses, ses_err))
     finally:
