@@ -13,7 +13,8 @@ session, and ``ps --json`` (which reads every live session's cgroup) with many s
   ps        ``ListSessions`` over a kept-open connection with ``--sessions`` detached
             ``sleep 600`` sessions live, in each daemon
 
-    .venv/bin/python bench/limits.py [--runs 200] [--warmup 20] [--sessions 500] [--json]
+    .venv/bin/python bench/limits.py [--runs 200] [--warmup 20] [--sessions 500] [--pause MS]
+                                     [--json]
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def step(runs: int) -> dict[str, Any]:
             "remove": stats(remove)}
 
 
-def engine(runs: int, warmup: int) -> dict[str, Any]:
+def engine(runs: int, warmup: int, pause: float) -> dict[str, Any]:
     async def run() -> dict[str, list[float]]:
         state = Path(tempfile.mkdtemp(prefix="ndl-"))
         groups = SessionCgroups.open(state)
@@ -76,9 +77,11 @@ def engine(runs: int, warmup: int) -> dict[str, Any]:
         samples: dict[str, list[float]] = {"cgroups": [], "no-cgroups": []}
         async with open_launcher() as launcher:
             for i in range(warmup + runs):
+                await trio.sleep(pause)
                 t0 = time.perf_counter()
                 proc = await launcher.launch(POLICY, LaunchRequest(argv=(TRUE,), cwd="/"))
                 await proc.wait_exited()
+                await trio.sleep(pause)
                 t1 = time.perf_counter()
                 group, layers = groups.create(f"s{i}", policy)
                 assert group is not None
@@ -91,7 +94,7 @@ def engine(runs: int, warmup: int) -> dict[str, Any]:
                 t2 = time.perf_counter()
                 await remove_group(group)
                 if i >= warmup:
-                    samples["no-cgroups"].append(t1 - t0)
+                    samples["no-cgroups"].append(t1 - t0 - pause)
                     samples["cgroups"].append(t2 - t1)
         groups.close()
         return samples
@@ -99,12 +102,14 @@ def engine(runs: int, warmup: int) -> dict[str, Any]:
     return {name: stats(values) for name, values in trio.run(run).items()}
 
 
-def launches(on: Daemon, off: Daemon, runs: int, warmup: int) -> dict[str, Any]:
+def launches(on: Daemon, off: Daemon, runs: int, warmup: int, pause: float
+             ) -> dict[str, Any]:
     samples: dict[str, list[float]] = {"cgroups": [], "no-cgroups": []}
     with on.client() as a, off.client() as b:
         for i in range(warmup + runs):
             for name, daemon, client, options in (("cgroups", on, a, LIMITED),
                                                   ("no-cgroups", off, b, PLAIN)):
+                time.sleep(pause)
                 t0 = time.perf_counter()
                 session = client.launch(["/bin/true"], cwd=str(daemon.work), env=daemon.env,
                                         stdio="null", options=options)
@@ -141,14 +146,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--sessions", type=int, default=500)
+    parser.add_argument("--pause", type=float, default=0.0, metavar="MS",
+                        help="idle time before each launch (sparse launches)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     out: dict[str, Any] = {"machine": machine(), "step": step(args.runs),
-                           "engine": engine(args.runs, args.warmup)}
+                           "engine": engine(args.runs, args.warmup, args.pause / 1e3)}
     on = Daemon()
     off = Daemon("[limits]\ncgroups = false\n")
     try:
-        out["launch"] = launches(on, off, args.runs, args.warmup)
+        out["launch"] = launches(on, off, args.runs, args.warmup, args.pause / 1e3)
         if args.sessions:
             out["ps"] = {"cgroups": listing(on, args.sessions, LIMITED, 30)}
             on.close()
