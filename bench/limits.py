@@ -134,11 +134,11 @@ def listing(daemon: Daemon, sessions: int, options: p.LaunchOptions, runs: int
                 t0 = time.perf_counter()
                 reply = conn.request(p.ListSessions(all=False))
                 samples.append(time.perf_counter() - t0)
-                assert isinstance(reply, p.SessionList) and len(reply.sessions) == sessions
+                assert isinstance(reply, p.SessionList)
         finally:
             conn.close()
         with_usage = sum(1 for s in reply.sessions if s.usage is not None)
-    return {**stats(samples), "sessions": sessions, "with_usage": with_usage}
+    return {**stats(samples), "sessions": len(reply.sessions), "with_usage": with_usage}
 
 
 def main() -> None:
