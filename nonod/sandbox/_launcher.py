@@ -5,8 +5,9 @@ the fork, and imports only the standard modules the design allows plus our ctype
 The steps, in order (``STEPS`` names them in error records):
 
   outer process (forked from the fork server, stays outside the session's pid namespace)
-       (cgroup        join the session's cgroups, if the plan has them; a warm launcher is
-                      moved there by the fork server before it gets the plan)
+       (cgroup        join the session's cgroups, if the plan has them; a warm launcher
+                      joins a group of its own when it is made, which the fork server
+                      turns into the session's, its limits written, before the plan)
     1. pdeathsig    die with the fork server
        (audit tag     if the plan has one: write it to /proc/self/loginuid, report the audit
                       session id the kernel assigns; a failure is reported, not fatal: the
