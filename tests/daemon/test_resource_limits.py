@@ -125,7 +125,8 @@ def test_every_process_of_a_session_is_born_in_its_cgroup_cold_or_warm(
     # The first launch of a kind is cold (its launcher joins the session's groups); the next
     # ones find warm launchers made for it, whose init was born in a group of its own, which
     # becomes the session's (its limits written there) before the plan is handed over.
-    sessions = [launch(client, profile, short_tmp, [PY, "-S", "-c", "import time; time.sleep(60)"])
+    sessions = [launch(client, profile, short_tmp, [PY, "-S", "-c", "import time; time.sleep(60)"],
+                       memory=48 << 20, max_processes=30)
                 for _ in range(3)]
     kinds = []
     for session in sessions:
@@ -139,6 +140,11 @@ def test_every_process_of_a_session_is_born_in_its_cgroup_cold_or_warm(
                         if controller in line.split(":")[1].split(","))
             assert path.rsplit("/", 2)[1].startswith("nono-"), (controller, path)
             assert path.rsplit("/", 1)[1] == group, (controller, path, group)
+            limit = {"memory": ("memory.limit_in_bytes", str(48 << 20)),
+                     "pids": ("pids.max", "32")}.get(controller)
+            if limit is not None:  # written by the daemon (cold) or the fork server (warm)
+                assert Path(f"/sys/fs/cgroup/{controller}{path}/{limit[0]}").read_text() \
+                    .strip() == limit[1], (controller, path)
         assert client.inspect(session.id).usage.pids >= 2  # type: ignore[union-attr]
         client.stop(session.id, force=True)
     assert kinds[0] == "cold" and "warm" in kinds, kinds
