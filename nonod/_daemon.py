@@ -31,6 +31,7 @@ import trio
 
 from . import _logging
 from ._config import Config, ConfigError, LoadedConfig, default_state_dir
+from ._limits import settings_from as limit_settings
 from ._notify import notify
 from ._secretfiles import DaemonSecrets
 from ._services import NetworkSettings
@@ -138,6 +139,7 @@ class _State:
                 ApprovalBackend(name=DAEMON_BACKEND_PREFIX + name, type=b.type, url=b.url,
                                 key=b.key, timeout_secs=b.timeout_secs)
                 for name, b in sorted(self.config.approvals.backends.items())),
+            cgroups=self.config.limits.cgroups,
         )
 
     def network(self) -> NetworkSettings:
@@ -161,6 +163,7 @@ class _State:
             max_message_bytes=d.max_message_bytes, handshake_timeout=d.handshake_timeout,
             idle_timeout=d.idle_timeout, send_timeout=d.send_timeout,
             stop_grace=self.config.sessions.stop_grace,
+            limits=limit_settings(self.config.limits),
         )
 
     def reload(self) -> None:

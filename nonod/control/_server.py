@@ -41,7 +41,7 @@ import socket
 import stat
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol, assert_never, final
 
 import msgspec
@@ -53,6 +53,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_st
 from .. import protocol as p
 from .. import sessions
 from .._dryrun import summarize
+from .._limits import LimitSettings
+from .._limits import effective as effective_limits
 from ..errors import LaunchError, NonoError, ProfileError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest
@@ -191,6 +193,8 @@ class ServerSettings:
     idle_timeout: float = 600.0
     send_timeout: float = 30.0
     stop_grace: float = 10.0
+    #: ``[limits]``: defaults and ceilings applied to every launch (``nonod._limits``).
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
 
 @dataclass(frozen=True)
@@ -544,7 +548,7 @@ class _Conversation:
                 await self._launch(request)
             case p.ListSessions(all=include_exited):
                 found = reg.visible(self.caller, include_exited=include_exited)
-                infos = tuple(session_info(s.record) for s in found)
+                infos = tuple(session_info(s.record, s.usage()) for s in found)
                 await self.send(p.SessionList(sessions=infos))
             case p.Inspect(session=ref):
                 await self.send(p.SessionReply(session=session_detail(reg.find(ref, self.caller))))
@@ -580,7 +584,14 @@ class _Conversation:
                 profiles = await self._server.policies.list_profiles(self.caller)
                 await self.send(p.Profiles(profiles=profiles))
             case p.ProfileShow():
-                await self.send(await self._server.policies.show_profile(request, self.caller))
+                shown = await self._server.policies.show_profile(request, self.caller)
+                if request.resolved:  # the limits a launch would get here: flags, [limits]
+                    policy = effective_limits(
+                        msgspec.json.decode(shown.document, type=ResolvedPolicy),
+                        request.options, self._server.settings().limits)
+                    shown = msgspec.structs.replace(
+                        shown, document=msgspec.Raw(msgspec.json.encode(policy)))
+                await self.send(shown)
             case p.ProfileValidate():
                 await self.send(
                     await self._server.policies.validate_profile(request, self.caller)
@@ -770,6 +781,8 @@ class _Conversation:
             try:
                 policy, profile = await self._server.policies.resolve_launch(request,
                                                                              self.caller)
+                policy = effective_limits(policy, request.options,
+                                          self._server.settings().limits)
             except NonoError as exc:
                 self._registry.launch_refused(exc)  # counted like the registry's refusals
                 raise

@@ -57,6 +57,15 @@ from ..sandbox import LaunchRequest, LayerReport, adapt_policy
 from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
 from ._contracts import Caller, GetLauncher, Process, SessionPlan
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
+from ._limits import (
+    SessionCgroups,
+    cgroup_limits,
+    end_reason,
+    hide_cgroup_tree,
+    remove_group,
+    watch_oom,
+    with_layers,
+)
 from ._output import SessionOutput
 from ._records import (
     SessionRecord,
@@ -183,12 +192,18 @@ class Registry:
         self._feeds: list[EventFeed] = []
         #: Every session's pending approvals (``nonoctl approvals``).
         self.approvals = ApprovalQueue(notify=self._emit_approval)
+        self._cgroups = SessionCgroups(None, "the daemon has not looked for cgroups yet")
 
     # -- startup
     async def load(self) -> list[str]:
         """Create the state directory and read earlier records; returns ids marked lost."""
         await trio.to_thread.run_sync(make_private_dirs, self._state_dir, self._sessions_dir)
         records = await trio.to_thread.run_sync(read_records, self._sessions_dir)
+        if self._limits().cgroups:
+            self._cgroups = await trio.to_thread.run_sync(SessionCgroups.open, self._state_dir)
+        else:
+            self._cgroups = SessionCgroups(None, "cgroups are turned off ([limits] cgroups = "
+                                           "false in nonod.toml)")
         lost: list[str] = []
         for record in records:
             if record.state != "exited":
@@ -492,7 +507,7 @@ class Registry:
                                               oom_score_adj=limits.oom_score_adj)
             if self._fs_denied is not None and self._fs_denied.active:
                 request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
-            policy = await trio.to_thread.run_sync(self._hide_secrets, plan)
+            policy = hide_cgroup_tree(await trio.to_thread.run_sync(self._hide_secrets, plan))
             session.services = prepared
             if session.audit is not None:
                 session.audit.hidden = prepared.hidden
@@ -502,14 +517,28 @@ class Registry:
             # Durable before the program exists: nothing runs before its record is on disk.
             if session.audit is not None:
                 await session.audit.open(session.record, prepared)
+            session.record.limits = policy.limits
+            session.cgroup, limit_layers = self._cgroups.create(session.id, policy)
+            if session.cgroup is not None:
+                request = msgspec.structs.replace(
+                    request, cgroup_procs=session.cgroup.procs,
+                    cgroup_pool=self._cgroups.pool(), cgroup_limits=cgroup_limits(policy)[0])
             proc = await launcher.launch(
                 policy, request, stdio=stdio,
                 controlling_tty=plan.stdio == "pty",
             )
+            warm_group = getattr(proc, "cgroup", "")
+            if session.cgroup is not None and warm_group:
+                session.cgroup, limit_layers = self._cgroups.adopt(
+                    warm_group, session.cgroup, limit_layers)
+            proc.enforcement = with_layers(proc.enforcement, limit_layers)
             self._watch_fs_denied(session, proc)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await session.close_terminal()
+                if session.cgroup is not None:
+                    await remove_group(session.cgroup)
+                    session.cgroup = None
             raise
         finally:
             for fd in to_close:
@@ -627,6 +656,7 @@ class Registry:
         exited = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
+            nursery.start_soon(self._enforce_limits, session)
             if session.audit is not None:
                 await nursery.start(session.audit.run)
             if session.services is not None:
@@ -658,6 +688,20 @@ class Registry:
                         session.output.end()
                 nursery.cancel_scope.cancel()
 
+    async def _enforce_limits(self, session: Session) -> None:
+        """End the session at its first OOM kill (cgroup v1 kills one process only) or when
+        its wall-clock limit is up."""
+        oom = trio.Event()
+        async with trio.open_nursery() as nursery:
+            if session.cgroup is not None:
+                nursery.start_soon(watch_oom, session.cgroup, oom)
+            wall_clock = session.record.limits.wall_clock if session.record.limits else None
+            with trio.move_on_after(wall_clock if wall_clock else float("inf")):
+                await oom.wait()
+                session.request_stop(reason="oom", grace=0)
+                return
+            session.request_stop(reason="wall_clock", grace=self._limits().stop_grace)
+
     async def _terminate(
         self, session: Session, proc: Process, exited: trio.Event, watch_scope: trio.CancelScope
     ) -> None:
@@ -688,7 +732,10 @@ class Registry:
         # The state stays "running" until the audit record is final: whoever sees "exited"
         # (ps, inspect, events, wait) can verify a sealed file at once.
         record.ended_at = now()
-        record.reason = session.stop_reason or "exited"
+        group, session.cgroup = session.cgroup, None
+        if group is not None:
+            record.usage = group.usage()  # the totals: its processes died with its init
+        record.reason = end_reason(session.stop_reason, record.usage, record.exit_code)
         await session.close_terminal()
         if session.output is not None:
             session.output.end()
@@ -703,6 +750,8 @@ class Registry:
         with trio.move_on_after(CLOSE_TIMEOUT):
             await self.apply_retention()
         session.set_exited()
+        if group is not None:
+            await remove_group(group)  # after the reply: nothing waits for this
         if self._metrics is not None:
             self._metrics.session_ended(record.reason)
         log.info("session ended", name=record.name, exit_code=record.exit_code,
@@ -794,6 +843,7 @@ class Registry:
             await session.wait_exited()
         for feed in self._feeds:
             feed._send.close()
+        await trio.to_thread.run_sync(self._cgroups.close)
 
 
 def _user_config_dir(request: LaunchRequest, owner: Caller, *, system: bool) -> Path | None:

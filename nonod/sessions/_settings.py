@@ -24,6 +24,8 @@ class SessionLimits:
     approval_timeout: float = 60.0
     #: ``[approvals.backends.*]``: the operator's webhooks, named ``daemon:<name>``.
     approval_backends: tuple[ApprovalBackend, ...] = ()
+    #: ``[limits] cgroups``: a cgroup per session (read once, when the daemon starts).
+    cgroups: bool = True
 
 
 @dataclass(frozen=True)
