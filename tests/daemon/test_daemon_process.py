@@ -88,14 +88,20 @@ def test_sigterm_stops_sessions_removes_the_socket_and_exits(nonod: Nonod) -> No
         os.kill(nonod.pid(), signal.SIGTERM)
 
 
-def test_a_killed_daemon_takes_its_sessions_along_and_the_next_one_records_them(
-    nonod: Nonod,
-) -> None:
+def _kill_under_a_session(nonod: Nonod) -> p.SessionDetail:
+    """Start the daemon, launch a sleeper, SIGKILL the daemon; the session it had."""
     assert nonod.start().returncode == 0
     pid = nonod.pid()
     session = nonod.launch_sleeper()
     os.kill(pid, signal.SIGKILL)
     assert wait_pid_gone(pid)
+    return session
+
+
+def test_a_killed_daemon_takes_its_sessions_along_and_the_next_one_records_them(
+    nonod: Nonod,
+) -> None:
+    session = _kill_under_a_session(nonod)
     assert session.pid is not None and wait_pid_gone(session.pid, timeout=10)
     assert nonod.socket.exists()  # stale: the next daemon replaces it
     assert nonod.start().returncode == 0
@@ -206,11 +212,7 @@ def test_socket_activation_uses_the_inherited_socket(nonod: Nonod) -> None:
 def test_a_lost_session_ends_when_it_was_last_known_alive_not_at_the_next_start(
     nonod: Nonod,
 ) -> None:
-    assert nonod.start().returncode == 0
-    pid = nonod.pid()
-    session = nonod.launch_sleeper()
-    os.kill(pid, signal.SIGKILL)
-    assert wait_pid_gone(pid)
+    session = _kill_under_a_session(nonod)
     state = nonod.base / "state" / "nono"
     heartbeat = state / "daemon.alive"
     assert heartbeat.exists()  # the daemon said it was alive while it ran

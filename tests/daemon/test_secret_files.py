@@ -39,19 +39,25 @@ def _profile(path: Path, key: Path | None, *, read: list[str]) -> Path:
     return path
 
 
+def _world(daemon: DaemonThread, base: Path) -> tuple[CLI, Path]:
+    """A CLI for ``daemon`` in ``base`` (with the reader script), and a 0600 key file."""
+    run = CLI(cli_env(daemon.socket, base), base)
+    (base / "reader.py").write_text(READER)
+    (base / "creds").mkdir()
+    key = base / "creds" / "token"
+    key.write_text("REAL-SECRET-0123456789\n")
+    os.chmod(key, 0o600)
+    return run, key
+
+
 def _reads(out: str) -> dict[str, str]:
     return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
 
 
 def test_file_credentials_and_daemon_files_are_masked(daemon_thread: DaemonThread,
                                                       short_tmp: Path) -> None:
-    run = CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
-    (short_tmp / "reader.py").write_text(READER)
-    creds = short_tmp / "creds"
-    creds.mkdir()
-    key = creds / "token"
-    key.write_text("REAL-SECRET-0123456789\n")
-    os.chmod(key, 0o600)
+    run, key = _world(daemon_thread, short_tmp)
+    creds = key.parent
     (short_tmp / "link").symlink_to(key)
     config = daemon_thread.state_dir / "records-of-the-daemon"
     config.write_text("REAL-SECRET-state")
@@ -75,13 +81,7 @@ def test_file_credentials_and_daemon_files_are_masked(daemon_thread: DaemonThrea
 
 def test_a_hard_linked_key_refuses_the_launch(daemon_thread: DaemonThread,
                                               short_tmp: Path) -> None:
-    run = CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
-    (short_tmp / "reader.py").write_text(READER)
-    creds = short_tmp / "creds"
-    creds.mkdir()
-    key = creds / "token"
-    key.write_text("REAL-SECRET-0123456789\n")
-    os.chmod(key, 0o600)
+    run, key = _world(daemon_thread, short_tmp)
     os.link(key, short_tmp / "another-name")
     profile = _profile(short_tmp / "p.json", key, read=[str(short_tmp)])
     done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
