@@ -31,6 +31,7 @@ import trio
 
 from . import _logging
 from ._config import Config, ConfigError, LoadedConfig, default_state_dir
+from ._keyservices import KeychainSecrets, KeyStoreTrust
 from ._notify import notify
 from ._secretfiles import DaemonSecrets
 from ._services import NetworkSettings
@@ -287,6 +288,8 @@ async def _serve(
         settings=state.settings,
         request_shutdown=shutdown.set,
         group_gid=gid,
+        secrets=KeychainSecrets(),
+        trust=KeyStoreTrust(),
         launcher_state=lambda: host.state,
     )
     async with trio.open_nursery() as nursery:
