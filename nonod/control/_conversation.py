@@ -2,7 +2,7 @@
 requests answered in order, each by its handler (the dispatch is one ``match``).
 
 Streaming replies (``wait``, ``stop``, ``logs --follow``, ``attach``, ``subscribe``,
-``audit follow``) read the client's messages while they run (``_while_streaming``): a
+``audit follow``) read the client's messages while they run (``_stream_reply``): a
 ``signal`` is served, ``input``/``resize``/``detach`` while attached, anything else is refused.
 A client that stops reading is dropped after ``send_timeout``; an idle one after
 ``idle_timeout``.
@@ -181,7 +181,7 @@ class Conversation:
                 await self._stop(request)
             case p.Wait(session=ref):
                 session = reg.find(ref, self.caller)
-                await self._until(functools.partial(exited_after, session), self._refuse_in_stream)
+                await self._reply_when_exited(session)
             case p.SendSignal():
                 await self._signal(request)
             case p.Logs():
@@ -223,7 +223,7 @@ class Conversation:
         return True
 
     # -- streaming helper
-    async def _until(
+    async def _stream_reply(
         self,
         produce: Callable[[], Awaitable[p.AnyReply | None]],
         on_message: Callable[[p.AnyRequest], Awaitable[bool]],
@@ -257,6 +257,9 @@ class Conversation:
             nursery.cancel_scope.cancel()
         if final is not None:
             await self.send(final)
+
+    async def _reply_when_exited(self, session: sessions.Session) -> None:
+        await self._stream_reply(functools.partial(exited_after, session), self._refuse_in_stream)
 
     async def _refuse_in_stream(self, message: p.AnyRequest) -> bool:
         if isinstance(message, p.SendSignal):
@@ -341,7 +344,7 @@ class Conversation:
         else:
             grace = self._server.settings().stop_grace
         session.request_stop(reason="stopped", grace=grace)
-        await self._until(functools.partial(exited_after, session), self._refuse_in_stream)
+        await self._reply_when_exited(session)
 
     async def _launch(self, request: p.Launch) -> None:
         fds: tuple[int, ...] | None = None
@@ -405,7 +408,7 @@ class Conversation:
             return
         try:
             await self.send(p.Launched(session=session_detail(session)))
-            await self._until(functools.partial(exited_after, session), self._refuse_in_stream)
+            await self._reply_when_exited(session)
         finally:
             if session.live:
                 log.info("attached client went away; stopping its session", session=session.id)
@@ -424,7 +427,7 @@ class Conversation:
             if sub is None:
                 await self.send(p.EndOfOutput(reason="complete"))
                 return
-            await self._until(lambda: self._forward(sub), self._refuse_in_stream)
+            await self._stream_reply(lambda: self._forward(sub), self._refuse_in_stream)
         finally:
             await history.aclose()
             if sub is not None:
@@ -486,7 +489,7 @@ class Conversation:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keepalive)
-                await self._until(produce, on_message)
+                await self._stream_reply(produce, on_message)
                 nursery.cancel_scope.cancel()
         finally:
             release()
@@ -522,7 +525,7 @@ class Conversation:
             return p.EndOfOutput(reason="lagged" if feed.lagged else "complete")
 
         try:
-            await self._until(produce, self._refuse_in_stream)
+            await self._stream_reply(produce, self._refuse_in_stream)
         finally:
             feed.close()
 
@@ -588,7 +591,7 @@ class Conversation:
                         await self.send(p.AuditRecord(session=item.session,
                                                       record=msgspec.Raw(raw)))
 
-            await self._until(produce, self._refuse_in_stream)
+            await self._stream_reply(produce, self._refuse_in_stream)
         finally:
             sub.close()
 
