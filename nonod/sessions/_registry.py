@@ -9,7 +9,8 @@ place (with the per-connection handler) that catches ``Exception``: a failure th
 session, never the daemon.
 
 Stopping is cancellation: :meth:`Session.request_stop` cancels the session's scope and the
-root's cleanup runs shielded and bounded: SIGTERM, the grace period, SIGKILL, wait, record.
+cleanup runs shielded and bounded: SIGTERM, the grace period, SIGKILL, wait (``_supervise``),
+then the record (here).
 
 A record still marked running when the daemon starts belongs to a program that died with the
 previous daemon (the engine ties every session to the daemon's life with
@@ -26,9 +27,8 @@ import secrets
 import shutil
 import signal as _signal
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, final
+from typing import final
 
 import msgspec
 import structlog
@@ -54,6 +54,7 @@ from ..sandbox import LaunchRequest, LayerReport
 from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
 from ._contracts import Caller, GetLauncher, Process, SessionPlan
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
+from ._events import EventFeed, LifecycleEvent
 from ._output import SessionOutput
 from ._records import (
     SessionRecord,
@@ -69,54 +70,11 @@ from ._records import (
 )
 from ._session import Session
 from ._settings import AuditSettings, SessionLimits
+from ._supervise import KILL_TIMEOUT, supervise
 
 log = structlog.get_logger()
 
-#: How long the PTY pump may keep reading after the program exited (grandchildren may hold it).
-DRAIN_TIMEOUT: Final = 2.0
-#: How long to wait for a process after SIGKILL before giving up on it (and saying so).
-KILL_TIMEOUT: Final = 10.0
-EVENT_BACKLOG: Final = 256
-
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-@dataclass(frozen=True)
-class LifecycleEvent:
-    """A session started or exited: ``record`` is a copy taken at that moment."""
-
-    kind: str
-    record: SessionRecord
-
-
-@final
-class EventFeed:
-    """Lifecycle events for one subscriber; closed (``lagged``) if it falls behind."""
-
-    def __init__(self, caller: Caller, session_id: str | None) -> None:
-        self.caller = caller
-        self.session_id = session_id
-        self._send, self.channel = trio.open_memory_channel[LifecycleEvent](EVENT_BACKLOG)
-        self.lagged = False
-
-    def _offer(self, event: LifecycleEvent) -> bool:
-        if not self.caller.may_see(event.record.owner_uid):
-            return True
-        if self.session_id is not None and event.record.id != self.session_id:
-            return True
-        try:
-            self._send.send_nowait(event)
-        except trio.WouldBlock:
-            self.lagged = True
-            self._send.close()
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
-
-    def close(self) -> None:
-        self.channel.close()
-        self._send.close()
 
 
 @final
@@ -498,7 +456,9 @@ class Registry:
                     raise
             task_status.started(session)
             try:
-                await self._supervise(session, proc)
+                await supervise(session, proc,
+                                on_started=lambda: self._emit("started", session),
+                                shutdown_grace=lambda: self._limits().shutdown_grace)
             except Exception:
                 # The session root: whatever went wrong here ends this session only.
                 log.exception("session supervision failed; the program was killed")
@@ -506,76 +466,6 @@ class Registry:
             finally:
                 with trio.CancelScope(shield=True):
                     await self._finish(session)
-
-    async def _supervise(self, session: Session, proc: Process) -> None:
-        watch_scope = trio.CancelScope(shield=True)
-
-        async def watch() -> None:
-            # Shielded: waiting for the exit must survive the session's own cancellation,
-            # or the exit status would be lost. Cleanup cancels it only when giving up.
-            with watch_scope:
-                status = await proc.wait_exited()
-                session.record.exit_code = status.code
-                session.record.signal = status.signal
-            exited.set()
-
-        exited = trio.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch)
-            if session.audit is not None:
-                await nursery.start(session.audit.run)
-            if session.services is not None:
-                await nursery.start(_services.serve, session.services, proc,
-                                    session.audit_event)
-            if session.output is not None:
-                nursery.start_soon(session.output.run_writer)
-                pump_done = trio.Event()
-
-                async def pump(output: SessionOutput) -> None:
-                    try:
-                        await session.pump_terminal(output)
-                    finally:
-                        pump_done.set()
-
-                nursery.start_soon(pump, session.output)
-            self._emit("started", session)
-            try:
-                with session.stop_scope:
-                    await exited.wait()
-            finally:
-                with trio.CancelScope(shield=True):
-                    if not exited.is_set():
-                        await self._terminate(session, proc, exited, watch_scope)
-                    if session.output is not None:
-                        with trio.move_on_after(DRAIN_TIMEOUT):
-                            await pump_done.wait()
-                        session.output.end()
-                nursery.cancel_scope.cancel()
-
-    async def _terminate(
-        self, session: Session, proc: Process, exited: trio.Event, watch_scope: trio.CancelScope
-    ) -> None:
-        """SIGTERM, the grace period, SIGKILL, a bounded wait: the ``_run_process`` shape."""
-        grace = session.stop_grace
-        if grace is None:  # cancelled from outside: the daemon is shutting down
-            grace = self._limits().shutdown_grace
-            session.end_with("daemon_shutdown")
-        why = session.stop_reason or "stopped"
-        if grace > 0:
-            proc.send_signal(_signal.SIGTERM)
-            self._audit_signal(session, _signal.SIGTERM, why)
-            with trio.move_on_after(grace):
-                await exited.wait()
-        if not exited.is_set():
-            proc.kill()
-            self._audit_signal(session, _signal.SIGKILL,
-                               f"{why}: grace period over" if grace > 0 else why)
-            with trio.move_on_after(KILL_TIMEOUT):
-                await exited.wait()
-        if not exited.is_set():
-            log.error("program did not exit after SIGKILL; no longer waiting for it",
-                      pid=proc.pid)
-            watch_scope.cancel()
 
     async def _finish(self, session: Session) -> None:
         record = session.record
@@ -600,12 +490,6 @@ class Registry:
         log.info("session ended", name=record.name, exit_code=record.exit_code,
                  signal=record.signal, reason=record.reason)
         self._emit("exited", session)
-
-    def _audit_signal(self, session: Session, sig: int, reason: str) -> None:
-        try:
-            session.audit_signal(sig, reason=reason)
-        except AuditError:
-            log.exception("could not record a signal in the audit stream", signal=sig)
 
     async def apply_retention(self) -> list[str]:
         """Remove sealed sessions beyond ``[audit] keep_days``/``keep_sessions`` (never a live
