@@ -376,7 +376,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     audit = command("audit", _cmd_audit,
                     "verify, show, list or prune audit files (read locally)")
     audit.set_defaults(session=None, allow_incomplete=False, no_ledger=False, key=None,
-                       older_than=None, keep=None, dry_run=False)
+                       older_than=None, keep=None, dry_run=False, envelope=None)
     state_dir = option("--state-dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                        help="the daemon's state directory (default: the user daemon's, or the "
                        "system daemon's with --system)")
@@ -384,7 +384,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     audit_actions = actions(audit, [state_dir])
     audit_verify = audit_actions("verify", "check a session's audit file (chain, seal, "
                                  "ledger, signature)")
-    audit_verify.add_argument("session", metavar="ID", help="session id, name or unique id prefix")
+    audit_verify.add_argument("session", metavar="ID", nargs="?",
+                              help="session id, name or unique id prefix")
+    audit_verify.add_argument("--envelope", type=Path, metavar="FILE",
+                              help="check a shipped envelope (records, chain, seal, signature) "
+                              "instead of a session in the state directory")
     audit_verify.add_argument("--allow-incomplete", action="store_true",
                               help="accept a file with no final record (a live session)")
     audit_verify.add_argument("--no-ledger", action="store_true",
@@ -554,6 +558,8 @@ class _SignalPipe:
         os.close(self._write)
 
 
+#: How long a stopping signal that came before the ``launched`` reply waits for it.
+_LAUNCHED_GRACE: Final = 1.0
 #: Signals that end ``nonoctl launch`` itself while there is no session to forward them to.
 _STOPPING: Final = frozenset(
     int(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SIGHUP")
@@ -567,10 +573,12 @@ def _ignore_signal(signum: int, frame: object) -> None:
 def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
     """Launch on our own terminal: pass stdio, forward signals, exit with the program."""
     import select
+    import time
 
     fds, opened = _stdio_fds()
     session_id: str | None = None
     queued: list[int] = []
+    stop_deadline: float | None = None
     with _SignalPipe(_FORWARDED_NAMES) as signals:
         try:
             conn.send(request, fds=fds)
@@ -580,14 +588,21 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
         while True:
             sock = conn.fileno()
             watch = [sock, signals.fd]
-            ready = [sock] if conn.has_buffered() else select.select(watch, [], [])[0]
+            timeout = (None if stop_deadline is None
+                       else max(0.0, stop_deadline - time.monotonic()))
+            ready = [sock] if conn.has_buffered() else select.select(watch, [], [], timeout)[0]
             if signals.fd in ready:
                 queued += signals.read()
             if session_id is None and _STOPPING.intersection(queued):
-                # Nothing to forward them to yet: nonoctl itself was interrupted. Closing the
-                # connection stops the session should the daemon still create it.
-                out.error("interrupted before the session started")
-                return EXIT_INTERRUPTED
+                # The program may already run, its `launched` reply on the way: give the
+                # daemon a moment to say so (the signal is then forwarded). Otherwise nonoctl
+                # itself was interrupted; closing the connection stops the session should
+                # the daemon still create it.
+                if stop_deadline is None:
+                    stop_deadline = time.monotonic() + _LAUNCHED_GRACE
+                elif sock not in ready and time.monotonic() >= stop_deadline:
+                    out.error("interrupted before the session started")
+                    return EXIT_INTERRUPTED
             if session_id is not None:
                 for signum in queued:
                     conn.send(p.SendSignal(session=session_id, signal=signum))
@@ -606,6 +621,7 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
                 match reply:
                     case p.Launched(session=detail):
                         session_id = detail.id
+                        stop_deadline = None
                         out.enforcement_warning(detail)
                         for signum in queued:
                             conn.send(p.SendSignal(session=session_id, signal=signum))
@@ -1353,6 +1369,8 @@ def _sessions_named(sessions: Path, ids: list[str], name: str) -> str | None:
 
 
 def _cmd_audit(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    if args.action == "verify" and args.envelope is not None:
+        return _audit_verify_envelope(args, out)
     state = _audit_state_dir(args)
     if args.action == "list":
         return _audit_list(state, out)
@@ -1377,20 +1395,31 @@ def _audit_checker(args: argparse.Namespace, path: Path,
     """``--key PUB``, else the user-level trust policy's publisher whose key signed the
     bundle beside ``path`` (None: no bundle, or no trusted key for it; the result then says
     ``absent``/``unchecked``)."""
-    from nonod import audit
-
     if args.key is not None:
-        try:
-            data = args.key.read_bytes()
-        except OSError as exc:
-            raise NonoError(f"cannot read {args.key}: {exc.strerror}") from exc
-        return audit.EcdsaP256Checker.from_text(data)
+        return _audit_key(args.key)
     try:
         sidecar = path.with_name(path.name + ".bundle").read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise NonoError(f"cannot read the signature beside {path}: {exc.strerror}") from exc
+    return _audit_trusted_checker(sidecar, out)
+
+
+def _audit_key(path: Path) -> audit.SignatureChecker:
+    from nonod import audit
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
+    return audit.EcdsaP256Checker.from_text(data)
+
+
+def _audit_trusted_checker(sidecar: bytes, out: Output) -> audit.SignatureChecker | None:
+    """The user-level trust policy's publisher whose key signed ``sidecar`` (a bundle)."""
+    from nonod import audit
+
     hint = audit.bundle_key_hint(sidecar)
     if hint is None:
         return None
@@ -1411,6 +1440,36 @@ def _audit_checker(args: argparse.Namespace, path: Path,
     out.note("nonoctl: note: the record is signed by a key none of your trust policy's "
              "publishers hold; pass --key PUB to check it")
     return None
+
+
+def _audit_verify_envelope(args: argparse.Namespace, out: Output) -> int:
+    """``audit verify --envelope FILE``: what a control plane runs on what it received."""
+    from nonod.audit import AuditVerifyError, envelope_signature, verify_envelope
+
+    path: Path = args.envelope
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
+    checker: audit.SignatureChecker | None = None
+    if args.key is not None:
+        checker = _audit_key(args.key)
+    else:
+        sidecar = envelope_signature(data)
+        checker = _audit_trusted_checker(sidecar, out) if sidecar is not None else None
+    try:
+        result = verify_envelope(data, checker=checker, where=str(path))
+    except AuditVerifyError as exc:
+        if out.json_mode:
+            out.json({"ok": False, "envelope": str(path), "code": exc.code, "reason": exc.reason})
+        out.error(exc.message, exc.hint)
+        return EXIT_FAILURE
+    if out.json_mode:
+        out.json(result)
+        return EXIT_OK
+    out.line(f"OK envelope {result.session}: {result.count} events, merkle root "
+             f"{result.merkle_root} (signature {result.signature})")
+    return EXIT_OK
 
 
 def _audit_verify(args: argparse.Namespace, state: Path, session: str, path: Path,

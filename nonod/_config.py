@@ -7,13 +7,14 @@ Unknown sections, unknown keys and bad values are errors that name the key
 not be silently ignored.
 
 Sections: ``[daemon]`` and ``[sessions]``. Later areas add their own sections here
-(``[network]``, ``[credentials]``, ``[audit]``) as fields of :class:`Config`, each a Struct with
-defaults, so that existing files keep loading. Every key is documented in
+(``[network]``, ``[credentials]``, ``[audit]``, ``[metrics]``) as fields of :class:`Config`,
+each a Struct with defaults, so that existing files keep loading. Every key is documented in
 ``docs/configuration.md``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -134,11 +135,104 @@ class AuditSection(_Section, frozen=True, kw_only=True):
             raise ValueError("audit.sign_key contains a NUL character")
 
 
+class MetricsSection(_Section, frozen=True, kw_only=True):
+    #: Serve Prometheus metrics (``GET /metrics``) on ``listen``.
+    enabled: bool = False
+    #: ``ADDRESS:PORT`` (an IP literal; ``[::1]:9464`` for IPv6) or ``unix:/abs/path``.
+    listen: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] = "127.0.0.1:9464"
+    #: Allow a ``listen`` address that is not loopback (the endpoint has no authentication).
+    allow_remote: bool = False
+
+    def __post_init__(self) -> None:
+        endpoint = metrics_endpoint(self.listen)
+        if (isinstance(endpoint, tuple) and not self.allow_remote
+                and not ipaddress.ip_address(endpoint[0]).is_loopback):
+            raise ValueError(f"metrics.listen {self.listen!r} is not a loopback address "
+                             "(set metrics.allow_remote = true to serve it anyway)")
+
+
+def metrics_endpoint(listen: str) -> str | tuple[str, int]:
+    """``[metrics] listen`` parsed: a Unix socket path, or ``(ip, port)``; ValueError if it
+    is neither ``unix:/abs/path`` nor ``IP:PORT``."""
+    if listen.startswith("unix:"):
+        path = listen.removeprefix("unix:")
+        _check_abs("metrics.listen", path)
+        return path
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        address, number = None, -1
+    if not sep or address is None or not 0 < number < 65_536:
+        raise ValueError(f"metrics.listen must be IP:PORT or unix:/abs/path, got {listen!r}")
+    return str(address), number
+
+
+class ExportSection(_Section, frozen=True, kw_only=True):
+    """One ``[[export]]`` table: a sink audit records are shipped to (docs/operations.md)."""
+
+    #: Names the sink in logs and its cursor file (``<state>/export/<name>.json``).
+    name: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    #: ``syslog`` (RFC 5424 over TCP/TLS), ``otlp`` (OTLP/HTTP logs), ``envelope`` (a signed
+    #: envelope per sealed session, POSTed).
+    type: Literal["syslog", "otlp", "envelope"]
+    #: syslog: ``host:port`` of the receiver.
+    address: Annotated[str, msgspec.Meta(min_length=3, max_length=300)] | None = None
+    #: syslog: TLS (RFC 5425) instead of plain TCP.
+    tls: bool = False
+    #: otlp, envelope: the URL POSTed to (``http://host:4318/v1/logs``).
+    url: Annotated[str, msgspec.Meta(min_length=8, max_length=2048)] | None = None
+    #: A PEM bundle trusted for this sink's TLS (default: the system roots).
+    ca_file: str | None = None
+    #: syslog: the facility (``audit`` = 13).
+    facility: Literal["kern", "user", "daemon", "auth", "syslog", "authpriv", "audit",
+                      "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+                      "local7"] = "audit"
+    #: Records per batch (record sinks).
+    batch: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 500
+    #: Unacknowledged bytes beyond which the backlog is reported full (nothing is dropped).
+    max_backlog_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 50)] = 256 * MiB
+    #: Retry backoff: from ``retry_min`` seconds, doubling, capped at ``retry_max``, jittered.
+    retry_min: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 0.5
+    retry_max: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0
+    #: Seconds a delivery may take.
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
+
+    def __post_init__(self) -> None:
+        _check_abs(f"export {self.name}: ca_file", self.ca_file)
+        if self.type == "syslog":
+            if self.address is None or self.url is not None:
+                raise ValueError(f"export {self.name}: a syslog sink needs `address` "
+                                 "(host:port), not `url`")
+            host, sep, port = self.address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"export {self.name}: address must be host:port")
+        else:
+            if self.url is None or self.address is not None or self.tls:
+                raise ValueError(f"export {self.name}: type {self.type} needs `url` "
+                                 "(https:// for TLS), not `address` or `tls`")
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError(f"export {self.name}: url must be http:// or https://")
+
+
 class Config(_Section, frozen=True, kw_only=True):
     daemon: DaemonSection = DaemonSection()
     sessions: SessionsSection = SessionsSection()
     network: NetworkSection = NetworkSection()
     audit: AuditSection = AuditSection()
+    metrics: MetricsSection = MetricsSection()
+    #: ``[[export]]`` tables: where audit records are shipped (read at daemon start).
+    export: tuple[ExportSection, ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [e.name for e in self.export]
+        if len(set(names)) != len(names):
+            raise ValueError("two [[export]] tables have the same name")
+        if any(e.type == "envelope" for e in self.export) and self.audit.sign_key is None:
+            raise ValueError("an envelope export needs [audit] sign_key: envelopes are "
+                             "signed with the daemon's audit key")
 
 
 class LoadedConfig(msgspec.Struct, frozen=True, kw_only=True):

@@ -4,6 +4,7 @@
 
     run_daemon
     ├── launcher host        (the engine's fork server, started on first launch)
+    ├── metrics endpoint     (``[metrics] enabled``: GET /metrics, see _metrics_server)
     └── sessions nursery     (one task tree per session: Registry)
         └── control server   (accept loop, one task per connection)
 
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import structlog
 import trio
@@ -51,6 +52,12 @@ from .control import (
 from .errors import NonoError
 from .sessions import AuditSettings, LauncherLike, Registry, SessionLimits
 from .sessions._records import HEARTBEAT_INTERVAL
+
+if TYPE_CHECKING:
+    from ._metrics import Metrics
+
+if TYPE_CHECKING:
+    from .shipping import Exporter
 
 log = structlog.get_logger()
 
@@ -162,6 +169,10 @@ class _State:
         for key in ("socket", "socket_group", "state_dir", "log_format"):
             if getattr(old, key) != getattr(new, key):
                 log.warning("setting changes only after a restart", key=f"daemon.{key}")
+        if self.config.metrics != fresh.config.metrics:
+            log.warning("setting changes only after a restart", key="metrics")
+        if self.config.export != fresh.config.export:
+            log.warning("setting changes only after a restart", key="export")
         self.loaded = fresh
         _logging.set_level(new.log_level)
         log.info("configuration reloaded", path=fresh.path)
@@ -219,21 +230,26 @@ async def run_daemon(
     shutdown = trio.Event()
     hub = AuditHub()
     ledger: Ledger | None = None
+    metrics = _build_metrics(state.config)
     try:
         # One ledger per state directory, locked: every sealed session gets its line.
         ledger = await Ledger.open(state_dir)
         if ledger.repaired_bytes:
             log.warning("the audit ledger's last line was cut short; it was removed",
                         bytes=ledger.repaired_bytes, path=str(ledger.path))
+        exporter = await _exporter(state, state_dir, hub)
         async with open_fs_denied_monitor(state.config.audit.fs_denied) as fs_denied, \
                 trio.open_nursery() as root:
+            if exporter is not None:
+                await root.start(exporter.run)
             host = _LauncherHost(launcher_factory, root)
             async with trio.open_nursery() as sessions_nursery:
                 registry = Registry(
                     nursery=sessions_nursery, get_launcher=host.get, state_dir=state_dir,
                     limits=state.limits, system=options.system, network=state.network,
                     audit=state.audit, audit_hub=hub, audit_ledger=ledger,
-                    fs_denied=fs_denied,
+                    fs_denied=fs_denied, metrics=metrics,
+                    retain=exporter.undelivered if exporter is not None else None,
                     daemon_secrets=DaemonSecrets(
                         config_file=state.loaded.path, state_dir=str(state_dir),
                         credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY")),
@@ -241,6 +257,11 @@ async def run_daemon(
                 if handle_signals:
                     # In the root nursery: a second signal must still reach us while sessions stop.
                     await root.start(_watch_signals, state, registry, shutdown)
+                if metrics is not None:
+                    from ._metrics_server import serve_metrics
+
+                    metrics.observe(registry)
+                    await root.start(serve_metrics, metrics, state.config.metrics.listen)
                 try:
                     await _serve(state, options, bound, registry, policies, host, shutdown,
                                  gid, state_dir, task_status)
@@ -258,6 +279,32 @@ async def run_daemon(
                 await ledger.aclose()
         bound.release()
         log.info("nonod stopped")
+
+
+def _build_metrics(config: Config) -> Metrics | None:
+    """The metrics, when ``[metrics] enabled`` (prometheus_client is imported only then)."""
+    if not config.metrics.enabled:
+        return None
+    from ._metrics import Metrics
+
+    return Metrics()
+
+
+async def _exporter(state: _State, state_dir: Path, hub: AuditHub) -> Exporter | None:
+    """The ``[[export]]`` sinks' exporter (read at start), or None without any. A sink that
+    cannot be built (its CA file, the signing key, a damaged cursor) stops the start."""
+    sections = state.config.export
+    if not sections:
+        return None
+    from ._export import build_exporter
+    from .sessions._audit import load_signer
+
+    sign_key = state.config.audit.sign_key
+    wants_key = any(s.type == "envelope" for s in sections)
+    signer = await load_signer(sign_key) if wants_key and sign_key is not None else None
+    exporter = build_exporter(state_dir, sections, signer=signer, hub=hub)
+    log.info("shipping audit", sinks=[f"{s.name} ({s.type})" for s in sections])
+    return exporter
 
 
 async def _serve(

@@ -13,6 +13,7 @@ Public face::
     async for item in sub: ...                              # LiveRecord, then maybe Dropped
 
     verify_session_file(path, ledger=..., checker=...)      # VerifyResult or AuditVerifyError
+    verify_envelope(data, checker=...)                      # a shipped session, the same way
     await append_daemon_lost(state_dir, sid, ledger=ledger) # at daemon start, per lost session
 
 The event model, verification, rendering and retention import no trio (``nonoctl`` uses them);
@@ -25,6 +26,9 @@ from typing import TYPE_CHECKING
 
 from ._chain import MerkleAccumulator as MerkleAccumulator
 from ._chain import merkle_root as merkle_root
+from ._envelope import build_envelope as build_envelope
+from ._envelope import envelope_signature as envelope_signature
+from ._envelope import verify_envelope as verify_envelope
 from ._errors import AuditClosed as AuditClosed
 from ._errors import AuditError as AuditError
 from ._errors import AuditIncomplete as AuditIncomplete

@@ -62,7 +62,7 @@ def _decode(raw: bytes) -> tuple[str, Entry] | None:
         return None
 
 
-def _summary(session: str, path: Path) -> SessionSummary | None:
+def read_summary(session: str, path: Path) -> SessionSummary | None:
     try:
         with open(path, "rb") as f:
             first = f.readline()
@@ -96,7 +96,7 @@ def list_sessions(state_dir: str | os.PathLike[str]) -> list[SessionSummary]:
     for name in names:
         if not SESSION_ID.fullmatch(name):
             continue
-        summary = _summary(name, sessions / name / AUDIT_FILE)
+        summary = read_summary(name, sessions / name / AUDIT_FILE)
         if summary is not None:
             out.append(summary)
     out.sort(key=lambda s: (s.started or "", s.session))

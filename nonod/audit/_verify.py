@@ -114,7 +114,7 @@ def _split(data: bytes) -> tuple[list[bytes], bytes]:
     return parts[:-1], parts[-1]
 
 
-def _check_line(path: str, number: int, raw: bytes, tag: bytes, head: bytes,
+def check_line(path: str, number: int, raw: bytes, tag: bytes, head: bytes,
                 error: type[AuditVerifyError] = AuditVerifyError) -> WireLine:
     """Steps (a)-(e) for one line: parse, canonical form, seq, prev, hash."""
     # (a) it parses as an audit line
@@ -154,7 +154,7 @@ def scan_session(data: bytes, path: str, session: str, *, allow_incomplete: bool
         number = index + 1
         if scan.seal is not None:
             raise AuditVerifyError(path, number, "lines after the final record")
-        wire = _check_line(path, number, raw, ENTRY_TAG, scan.head)
+        wire = check_line(path, number, raw, ENTRY_TAG, scan.head)
         # (f) the event is one this version knows, well-formed
         try:
             event = _ENTRY_DECODER.decode(bytes(wire.event))
@@ -224,7 +224,7 @@ def scan_ledger(data: bytes, path: str, *, allow_torn: bool = False) -> LedgerVi
     lines, tail = _split(data)
     for index, raw in enumerate(lines):
         number = index + 1
-        wire = _check_line(path, number, raw, LEDGER_TAG, head, AuditLedgerError)
+        wire = check_line(path, number, raw, LEDGER_TAG, head, AuditLedgerError)
         try:
             entry = _LEDGER_DECODER.decode(bytes(wire.event))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -283,23 +283,31 @@ def _check_signature(sidecar: Path, scan: Scan,
     except OSError as exc:
         raise AuditSignatureError(str(sidecar), None,
                                   f"cannot read the signature: {exc.strerror}") from exc
+    check_bundle(data, scan, checker, str(sidecar))
+
+
+def check_bundle(data: bytes, scan: Scan, checker: SignatureChecker, where: str) -> None:
+    """The bundle ``data`` verifies with ``checker`` and signs the statement recomputed from
+    the sealed ``scan``; :class:`AuditSignatureError` (naming ``where``) otherwise."""
+    if scan.seal is None or scan.seal_hash is None:
+        raise AuditSignatureError(where, None, "an unsealed file has no signature")
     try:
         payload = checker.verify_statement(data)
     except AuditVerifyError as exc:
-        raise AuditSignatureError(str(sidecar), None, exc.reason) from exc
+        raise AuditSignatureError(where, None, exc.reason) from exc
     except NonoError as exc:
-        raise AuditSignatureError(str(sidecar), None, exc.message) from exc
+        raise AuditSignatureError(where, None, exc.message) from exc
     try:
         statement = decode_statement(payload)
     except (msgspec.DecodeError, ValueError) as exc:
-        raise AuditSignatureError(str(sidecar), None,
+        raise AuditSignatureError(where, None,
                                   f"the signed statement is not an audit-session statement: "
                                   f"{_msg(exc)}") from exc
     if payload != session_statement(scan.seal, scan.seal_hash, scan.file_sha256):
         digest = statement.subject[0].digest.get("sha256") if statement.subject else None
         what = ("file digest" if digest != scan.file_sha256
                 else "session summary")
-        raise AuditSignatureError(str(sidecar), None,
+        raise AuditSignatureError(where, None,
                                   f"the signature is valid but for other content: the {what} "
                                   "differs from this file's")
 

@@ -358,7 +358,12 @@ class Conversation:
                         "with its frame"
                     )
                 check_stdio_fds(fds)
-            policy, profile = await self._server.policies.resolve_launch(request, self.caller)
+            try:
+                policy, profile = await self._server.policies.resolve_launch(request,
+                                                                             self.caller)
+            except NonoError as exc:
+                self._registry.launch_refused(exc)  # counted like the registry's refusals
+                raise
             argv = request.argv
             if not argv and not (request.dry_run and not policy.binary):  # a dry run needs none
                 if not policy.binary:

@@ -36,7 +36,7 @@ from ..audit import Event as AuditEvent
 from ..audit import SignalSent as AuditSignalSent
 from ..audit._fanout import AuditHub
 from ..audit._mask import masked
-from ..audit._writer import AuditWriter, Ledger
+from ..audit._writer import AuditWriter, Ledger, WriterStatistics
 from ..sandbox import EnforcementReport
 from ._settings import AuditSettings
 
@@ -105,6 +105,9 @@ class SessionAudit:
             log.error("audit write failed; stopping the session")
             self._on_broken()
             raise
+
+    def statistics(self) -> WriterStatistics:
+        return self._writer.statistics()
 
     async def open(self, record: SessionRecord, services: Prepared | None) -> None:
         """The first records, fsynced before the launch (AuditError refuses it): who starts

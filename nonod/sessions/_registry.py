@@ -26,9 +26,10 @@ import re
 import secrets
 import shutil
 import signal as _signal
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import msgspec
 import structlog
@@ -72,6 +73,9 @@ from ._session import Session
 from ._settings import AuditSettings, SessionLimits
 from ._supervise import KILL_TIMEOUT, supervise
 
+if TYPE_CHECKING:
+    from .._metrics import Metrics
+
 log = structlog.get_logger()
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -95,7 +99,12 @@ class Registry:
         audit_ledger: Ledger | None = None,
         fs_denied: FsDeniedMonitor | None = None,
         daemon_secrets: DaemonSecrets | None = None,
+        metrics: Metrics | None = None,
+        retain: Callable[[], Collection[str]] | None = None,
     ) -> None:
+        self._metrics = metrics
+        #: Sessions retention must keep besides the live ones (not yet shipped: the exporter).
+        self._retain = retain
         self._daemon_secrets = daemon_secrets or DaemonSecrets(config_file=None,
                                                                state_dir=str(state_dir))
         self._secret_log = SecretFileLog(state_dir)
@@ -172,6 +181,18 @@ class Registry:
         seen = [s for s in self._sessions.values()
                 if caller is None or caller.may_see(s.record.owner_uid)]
         return sum(1 for s in seen if s.live), len(seen)
+
+    def state_counts(self) -> dict[str, int]:
+        """How many sessions are in each state (for the metrics)."""
+        counts: dict[str, int] = {}
+        for session in self._sessions.values():
+            counts[session.record.state] = counts.get(session.record.state, 0) + 1
+        return counts
+
+    def audit_backlog(self) -> int:
+        """Audit records live sessions wrote that are not fsynced yet (for the metrics)."""
+        return sum(s.audit.statistics().pending for s in self._sessions.values()
+                   if s.live and s.audit is not None)
 
     def visible(self, caller: Caller, *, include_exited: bool) -> list[Session]:
         out = [
@@ -276,6 +297,24 @@ class Registry:
 
     async def launch(self, plan: SessionPlan) -> Session:
         """Start a session; raise ``NonoError`` (nothing is recorded) if it cannot start."""
+        if self._metrics is None:
+            return await self._launch(plan)
+        began = time.perf_counter()
+        try:
+            session = await self._launch(plan)
+        except Exception as exc:
+            self.launch_refused(exc)
+            raise
+        self._metrics.launch_started(time.perf_counter() - began)
+        return session
+
+    def launch_refused(self, exc: Exception) -> None:
+        """Count a refused launch by its error code (also those refused before the registry
+        saw them, e.g. a profile that does not resolve)."""
+        if self._metrics is not None:
+            self._metrics.launch_refused(exc.code if isinstance(exc, NonoError) else "internal")
+
+    async def _launch(self, plan: SessionPlan) -> Session:
         self._check_launch(plan)
         session_id = self._new_id()
         request = plan.request
@@ -296,7 +335,8 @@ class Registry:
             policy_digest=plan.policy.digest(),
             daemon_pid=os.getpid(),
         )
-        session = Session(record, directory=self._sessions_dir / session_id)
+        session = Session(record, directory=self._sessions_dir / session_id,
+                          metrics=self._metrics)
         # Registered while starting, so the name is reserved and `ps` shows it.
         self._sessions[session_id] = session
         try:
@@ -393,6 +433,8 @@ class Registry:
         ses = proc.audit_session
         if ses:
             def sink(event: AuditEvent) -> None:
+                if self._metrics is not None:
+                    self._metrics.fs_denied()
                 try:
                     session.write_event(event)
                 except AuditError:
@@ -487,6 +529,8 @@ class Registry:
         with trio.move_on_after(CLOSE_TIMEOUT):
             await self.apply_retention()
         session.set_exited()
+        if self._metrics is not None:
+            self._metrics.session_ended(record.reason)
         log.info("session ended", name=record.name, exit_code=record.exit_code,
                  signal=record.signal, reason=record.reason)
         self._emit("exited", session)
@@ -501,10 +545,12 @@ class Registry:
             return []
         max_age = dt.timedelta(days=settings.keep_days) if settings.keep_days else None
         keep = [s.id for s in self._sessions.values() if s.live]
+        retain = self._retain
 
         def prune() -> list[str]:
+            keep_all = {*keep, *(retain() if retain is not None else ())}
             removed = prune_sessions(self._state_dir, max_age=max_age,
-                                     max_count=settings.keep_sessions, keep=keep)
+                                     max_count=settings.keep_sessions, keep=keep_all)
             return [summary.session for summary in removed]
 
         try:

@@ -13,8 +13,9 @@ import contextlib
 import fcntl
 import struct
 import termios
+import time
 from pathlib import Path
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import structlog
 import trio
@@ -32,6 +33,9 @@ from ._errors import NoTerminal, NotRunning
 from ._output import SessionOutput
 from ._records import SessionRecord
 
+if TYPE_CHECKING:
+    from .._metrics import Metrics
+
 log = structlog.get_logger()
 
 _READ_CHUNK: Final = 64 * 1024
@@ -45,8 +49,10 @@ def _set_winsize(fd: int, term: p.TermSize) -> None:
 class Session:
     """One session: its record, and while it is live, its program, terminal and output."""
 
-    def __init__(self, record: SessionRecord, *, directory: Path) -> None:
+    def __init__(self, record: SessionRecord, *, directory: Path,
+                 metrics: Metrics | None = None) -> None:
         self.record = record
+        self.metrics = metrics
         self.directory = directory
         self.output: SessionOutput | None = None
         self.process: Process | None = None
@@ -66,7 +72,10 @@ class Session:
             self._exited.set()
 
     def audit_event(self, event: object) -> None:
-        """Record one event (from the proxy, the inbound forwards...) in the audit stream."""
+        """Record one event (from the proxy, the inbound forwards...) in the audit stream,
+        and count it in the metrics."""
+        if self.metrics is not None:
+            _count(self.metrics, event)
         if self.audit is None:
             return
         converted = _audit_event(event)
@@ -78,8 +87,14 @@ class Session:
         """Append ``event`` to the audit record, with what the program holds masked (a host
         or path it chose may carry its phantom token: see ``audit._mask``). A failed write
         stops the session and raises AuditWriteError."""
-        if self.audit is not None:
+        if self.audit is None:
+            return
+        if self.metrics is None:
             self.audit.write(event)
+            return
+        began = time.perf_counter()
+        self.audit.write(event)
+        self.metrics.audit_appended(time.perf_counter() - began)
 
     def record_guard(self, report: GuardReport) -> None:
         """The view guard acted on a path the host replaced: in the log and the audit."""
@@ -233,3 +248,23 @@ def _audit_event(event: object) -> AuditEvent | None:
                             bytes_in=event.bytes_in, bytes_out=event.bytes_out,
                             reason=event.reason or None)
     return None
+
+
+def _count(metrics: Metrics, event: object) -> None:
+    """Proxy and forwarder events in the metrics: a decision once per request (at its
+    ``close``: a tunnel counts when it ends, with its byte totals), injections by route."""
+    from .. import proxy
+
+    if isinstance(event, proxy.NetworkEvent):
+        if event.stage == "close":
+            metrics.network_decision(mode=event.mode, decision=event.decision,
+                                     reason=event.reason, bytes_in=event.bytes_in,
+                                     bytes_out=event.bytes_out)
+    elif isinstance(event, proxy.CredentialInjected):
+        metrics.credential_injected(event.route)
+    elif isinstance(event, InboundEvent):
+        # Its reason is an errno's text: the label says only what happened.
+        metrics.network_decision(
+            mode="inbound", decision=event.decision,
+            reason="forwarded" if event.decision == "allow" else "connect_failed",
+            bytes_in=event.bytes_in, bytes_out=event.bytes_out)

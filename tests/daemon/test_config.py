@@ -71,7 +71,7 @@ def test_the_documented_example_is_valid_and_documents_every_key() -> None:
     assert blocks, "docs/configuration.md has no toml example"
     example = parse_config(blocks[0], source="docs/configuration.md")
     assert example == Config() or isinstance(example, Config)
-    for section in ("daemon", "sessions"):
+    for section in ("daemon", "sessions", "metrics"):
         for key in getattr(Config(), section).__struct_fields__:
             assert f"`{key}`" in text, f"{section}.{key} is not documented"
 

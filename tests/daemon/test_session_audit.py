@@ -4,6 +4,7 @@ allow, and leaves a sealed audit file that verifies and records those decisions.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from nonod.audit import verify_session_file
@@ -29,19 +30,25 @@ raise SystemExit(3)
 """
 
 
-def test_restricted_session_through_the_daemon_is_audited(
-        daemon_thread: DaemonThread, short_tmp: Path) -> None:
-    run = CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
-    (short_tmp / "probe.py").write_text(PROBE)
-    profile = short_tmp / "p.json"
+def launch_probe(run: CLI, base: Path) -> subprocess.CompletedProcess[str]:
+    """PROBE in a session whose profile allows only api.github.com: its CONNECT to
+    evil.example is denied (403), its direct connection refused; it exits 3."""
+    (base / "probe.py").write_text(PROBE)
+    profile = base / "p.json"
     profile.write_text(json.dumps({
         "meta": {"name": "audited"},
         "workdir": {"access": "readwrite"},
         "groups": {"include": ["python_runtime"]},
         "network": {"allow_domain": ["api.github.com"]},
     }))
-    done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
+    return run("launch", "--profile", str(profile), "--allow-cwd", "--",
                "/usr/bin/python3", "-S", "probe.py")
+
+
+def test_restricted_session_through_the_daemon_is_audited(
+        daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    run = CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
+    done = launch_probe(run, short_tmp)
     assert done.returncode == 3, done.stderr
     assert "proxy answered 403" in done.stdout
     assert "direct refused 101" in done.stdout

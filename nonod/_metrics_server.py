@@ -1,0 +1,136 @@
+"""The metrics endpoint: ``GET /metrics`` over a tiny HTTP/1.1 server (h11 on trio).
+
+It listens where ``[metrics] listen`` says: a TCP port (loopback unless ``allow_remote``; the
+configuration refuses anything else) or a Unix socket (mode 0600, prepared like the control
+socket). One request per connection, a bounded head, a deadline per connection and a cap on
+concurrent connections: a scraper that misbehaves costs the daemon little, and a request that
+fails ends its own connection, never the daemon. Nothing but ``/metrics`` is served, and error
+pages never carry exception text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final, final
+
+import h11
+import structlog
+import trio
+
+from ._config import metrics_endpoint
+from ._metrics import Metrics
+from .control import bind_control_socket
+from .errors import NonoError
+
+log = structlog.get_logger()
+
+PATH: Final = b"/metrics"
+#: Scrapes served at once; more connections are closed at once.
+MAX_CONNECTIONS: Final = 16
+#: Seconds a connection has to send its request and read the answer.
+REQUEST_TIMEOUT: Final = 10.0
+#: Largest request head, in bytes.
+MAX_HEAD: Final = 8 * 1024
+_READ_SIZE: Final = 4096
+
+
+class MetricsError(NonoError):
+    """The metrics endpoint could not listen where ``[metrics] listen`` says."""
+
+    code = "metrics.listen"
+
+
+@final
+class _Endpoint:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._active = 0
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        if self._active >= MAX_CONNECTIONS:
+            await trio.aclose_forcefully(stream)
+            return
+        self._active += 1
+        try:
+            with trio.move_on_after(REQUEST_TIMEOUT):
+                await self._exchange(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+            pass  # the scraper went away, or broke the exchange: nothing to answer
+        except Exception:
+            # Boundary, like the control server's: a failed scrape ends its connection only,
+            # never the daemon.
+            log.exception("metrics request failed")
+        finally:
+            self._active -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _exchange(self, stream: trio.abc.Stream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        try:
+            request = await _read_request(stream, conn)
+        except h11.RemoteProtocolError as exc:
+            await _send(stream, conn, exc.error_status_hint, b"bad request\n")
+            return
+        if request is None:
+            return
+        target = request.target.split(b"?", 1)[0]
+        if target != PATH:
+            await _send(stream, conn, 404, b"not found: metrics are at /metrics\n")
+        elif request.method not in (b"GET", b"HEAD"):
+            await _send(stream, conn, 405, b"method not allowed\n",
+                        extra=[(b"allow", b"GET, HEAD")])
+        else:
+            accept = b", ".join(v for k, v in request.headers if k == b"accept")
+            body, content_type = self._metrics.exposition(accept.decode("latin-1"))
+            await _send(stream, conn, 200, body, content_type=content_type.encode(),
+                        head_only=request.method == b"HEAD")
+
+
+async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(_READ_SIZE)))
+            continue
+        if isinstance(event, h11.Request):
+            return event
+        return None  # the peer closed before a whole request
+
+
+async def _send(stream: trio.abc.Stream, conn: h11.Connection, status: int, body: bytes, *,
+                content_type: bytes = b"text/plain; charset=utf-8",
+                extra: list[tuple[bytes, bytes]] | None = None,
+                head_only: bool = False) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)),
+               (b"connection", b"close"), *(extra or [])]
+    data = conn.send(h11.Response(status_code=status, headers=headers)) or b""
+    if not head_only:
+        data += conn.send(h11.Data(data=body)) or b""
+    data += conn.send(h11.EndOfMessage()) or b""
+    await stream.send_all(data)
+
+
+async def serve_metrics(metrics: Metrics, listen: str, *,
+                        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``metrics`` on ``listen`` until cancelled; ``started()`` gets the address.
+    Raises MetricsError (before ``started``) if it cannot listen there."""
+    endpoint = metrics_endpoint(listen)
+    bound = None
+    try:
+        if isinstance(endpoint, str):
+            bound = bind_control_socket(Path(endpoint), default_location=False)
+            listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(bound.sock))]
+        else:
+            listeners = await trio.open_tcp_listeners(endpoint[1], host=endpoint[0])
+    except (OSError, NonoError) as exc:
+        detail = exc.message if isinstance(exc, NonoError) else exc.strerror or str(exc)
+        raise MetricsError(f"cannot serve metrics on {listen}: {detail}",
+                           hint="[metrics] listen in nonod.toml") from exc
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, _Endpoint(metrics).handle, listeners)
+            log.info("serving metrics", listen=listen)
+            task_status.started(listen)
+    finally:
+        if bound is not None:
+            bound.release()
