@@ -20,7 +20,6 @@ previous daemon (the engine ties every session to the daemon's life with
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import os
 import re
 import secrets
@@ -36,27 +35,20 @@ import structlog
 import trio
 from structlog.contextvars import bound_contextvars
 
-from .. import _services, _xdg
+from .. import _services
 from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
-    launch_secret_paths,
-    secret_denials,
-    with_secrets_hidden,
 )
 from ..audit import AuditError, redact_argv
-from ..audit import Event as AuditEvent
 from ..audit._fanout import AuditHub
-from ..audit._kernel import FsDeniedMonitor, Watch
+from ..audit._kernel import FsDeniedMonitor
 from ..audit._writer import Ledger
 from ..errors import NonoError
-from ..policy import ResolvedPolicy
-from ..sandbox import LaunchRequest, LayerReport
 from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
-from ._contracts import Caller, GetLauncher, Process, SessionPlan
+from ._contracts import Caller, GetLauncher, SessionPlan
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
 from ._events import EventFeed, LifecycleEvent
-from ._output import SessionOutput
 from ._records import (
     SessionRecord,
     enforcement_of,
@@ -71,6 +63,7 @@ from ._records import (
 )
 from ._session import Session
 from ._settings import AuditSettings, SessionLimits
+from ._start import ProgramStarter
 from ._supervise import KILL_TIMEOUT, supervise
 
 if TYPE_CHECKING:
@@ -105,17 +98,17 @@ class Registry:
         self._metrics = metrics
         #: Sessions retention must keep besides the live ones (not yet shipped: the exporter).
         self._retain = retain
-        self._daemon_secrets = daemon_secrets or DaemonSecrets(config_file=None,
-                                                               state_dir=str(state_dir))
-        self._secret_log = SecretFileLog(state_dir)
-        self._fs_denied = fs_denied
-        self._fs_watches: dict[str, Watch] = {}
-        self._network = network or _services.NetworkSettings
         self._audit_settings = audit or AuditSettings
+        self._starter = ProgramStarter(
+            get_launcher=get_launcher, limits=limits, system=system,
+            network=network or _services.NetworkSettings, audit=self._audit_settings,
+            daemon_secrets=daemon_secrets or DaemonSecrets(config_file=None,
+                                                           state_dir=str(state_dir)),
+            secret_log=SecretFileLog(state_dir), fs_denied=fs_denied, metrics=metrics,
+        )
         self._audit_hub = audit_hub
         self._audit_ledger = audit_ledger
         self._nursery = nursery
-        self._get_launcher = get_launcher
         self._state_dir = state_dir
         self._sessions_dir = state_dir / "sessions"
         self._limits = limits
@@ -350,109 +343,6 @@ class Registry:
             raise
         return started
 
-    async def _start_program(self, session: Session, plan: SessionPlan) -> Process:
-        limits = self._limits()
-        await trio.to_thread.run_sync(make_private_dirs, session.directory)
-        launcher = await self._get_launcher()
-        to_close: list[int] = []
-        try:
-            if plan.stdio == "passed":
-                if plan.passed_fds is None:
-                    raise NonoError("an attached launch needs three file descriptors")
-                stdio = plan.passed_fds
-            elif plan.stdio == "pty":
-                master, slave = os.openpty()
-                to_close.append(slave)
-                session.open_terminal(master, term=plan.term, output=SessionOutput(
-                    capacity=limits.output_buffer_bytes,
-                    log_path=session.log_path,
-                    log_max=limits.log_max_bytes,
-                ))
-                stdio = (slave, slave, slave)
-            else:
-                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-                to_close.append(null)
-                stdio = (null, null, null)
-            prepared = await _services.prepare(
-                plan.policy, plan.request, settings=self._network(),
-                environ=dict(os.environ),  # env:// reads the daemon's environment
-                listen_ports=plan.policy.network.listen_ports,
-                user_config_dir=_user_config_dir(plan.request, plan.owner, system=self._system),
-                trust_override=plan.trust_override,
-                caller=plan.owner if self._system else None,
-            )
-            if prepared.request is None:
-                raise NonoError("session services produced no launch request")
-            request = msgspec.structs.replace(prepared.request,
-                                              oom_score_adj=limits.oom_score_adj)
-            if self._fs_denied is not None and self._fs_denied.active:
-                request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
-            policy = await trio.to_thread.run_sync(self._hide_secrets, plan)
-            session.services = prepared
-            if session.audit is not None:
-                session.audit.hidden = prepared.hidden
-            # The values it will hold (phantom tokens, env_credentials) never reach a file.
-            session.record.argv = redact_argv(
-                session.record.argv, [value for _, value in request.extra_env])
-            # Durable before the program exists: nothing runs before its record is on disk.
-            if session.audit is not None:
-                await session.audit.open(session.record, prepared)
-            proc = await launcher.launch(
-                policy, request, stdio=stdio,
-                controlling_tty=plan.stdio == "pty",
-            )
-            self._watch_fs_denied(session, proc)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await session.close_terminal()
-            raise
-        finally:
-            for fd in to_close:
-                os.close(fd)
-        return proc
-
-    def _hide_secrets(self, plan: SessionPlan) -> ResolvedPolicy:
-        """Blocking: ``plan.policy`` with a mask over every file the daemon reads secrets
-        from (see ``_secretfiles``); SecretFileError if one cannot be kept out."""
-        sign_key = self._audit_settings().sign_key
-        own = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
-        denials = secret_denials([*own, *self._daemon_secrets.paths(audit_sign_key=sign_key)])
-        earlier = secret_denials(self._secret_log.paths(), check_links=False)
-        try:
-            self._secret_log.remember(own)
-        except OSError as exc:
-            log.warning("cannot record the session's secret files", error=str(exc))
-        return with_secrets_hidden(plan.policy, denials + earlier)
-
-    def _watch_fs_denied(self, session: Session, proc: Process) -> None:
-        """Route the session's filesystem denials to its audit stream; say in its
-        enforcement report whether they are observed (observation never refuses a launch)."""
-        monitor = self._fs_denied
-        if monitor is None:
-            return
-        ses = proc.audit_session
-        if ses:
-            def sink(event: AuditEvent) -> None:
-                if self._metrics is not None:
-                    self._metrics.fs_denied()
-                try:
-                    session.write_event(event)
-                except AuditError:
-                    log.exception("could not record a filesystem denial")
-
-            self._fs_watches[session.id] = monitor.watch(ses, sink)
-            layer = LayerReport(name="fs_denied", state="applied",
-                                detail=f"{monitor.status}, audit session {ses}")
-        else:
-            why = monitor.status
-            if monitor.active:
-                err = proc.audit_session_error
-                why = ("unavailable: the kernel refused the session's audit tag ("
-                       + os.strerror(err or errno.EINVAL) + ")")
-            layer = LayerReport(name="fs_denied", state="off", reason=why)
-        proc.enforcement = msgspec.structs.replace(
-            proc.enforcement, layers=(*proc.enforcement.layers, layer))
-
     async def _run_session(
         self,
         session: Session,
@@ -464,7 +354,7 @@ class Registry:
             # Fail closed: no audit record, no program (unless auditing is off).
             await self._create_audit(session, plan)
             try:
-                proc = await self._start_program(session, plan)
+                proc = await self._starter.start(session, plan)
             except BaseException:
                 if session.audit is not None:
                     with trio.CancelScope(shield=True):
@@ -518,9 +408,7 @@ class Registry:
         await session.close_terminal()
         if session.output is not None:
             session.output.end()
-        watch = self._fs_watches.pop(session.id, None)
-        if watch is not None and self._fs_denied is not None:
-            await self._fs_denied.release(watch)  # bounded: records still queued come first
+        await self._starter.release(session)
         await self._close_audit(session)
         record.state = "exited"
         await self._save(session)
@@ -614,13 +502,3 @@ class Registry:
             await session.wait_exited()
         for feed in self._feeds:
             feed._send.close()
-
-
-def _user_config_dir(request: LaunchRequest, owner: Caller, *, system: bool) -> Path | None:
-    """The caller's nono config dir (its user-level trust policy lives there), or None.
-
-    From its uid (``nonod._xdg``): a system daemon's caller's password-database home, a user
-    daemon's own user; an absolute ``XDG_CONFIG_HOME`` in the request is honoured, a relative
-    or empty one means ``$HOME/.config`` (XDG spec)."""
-    uid = owner.uid if system else os.geteuid()
-    return _xdg.nono_config_dir(uid, dict(request.env), env_home=not system)
