@@ -124,36 +124,18 @@ class _State:
     def config(self) -> Config:
         return self.loaded.config
 
+    # The sections themselves: each consumer reads its own (declared once in ``_config``).
     def limits(self) -> SessionLimits:
-        s = self.config.sessions
-        return SessionLimits(
-            max_live=s.max_live, stop_grace=s.stop_grace, shutdown_grace=s.shutdown_grace,
-            allow_root=s.allow_root, output_buffer_bytes=s.output_buffer_bytes,
-            log_max_bytes=s.log_max_bytes, oom_score_adj=s.oom_score_adj,
-        )
+        return self.config.sessions
 
     def network(self) -> NetworkSettings:
-        n = self.config.network
-        return NetworkSettings(resolve=dict(n.resolve), allow_private=n.allow_private,
-                               extra_ca_file=n.extra_ca_file, listen_address=n.listen_address)
+        return self.config.network
 
     def audit(self) -> AuditSettings:
-        a = self.config.audit
-        return AuditSettings(
-            enabled=a.enabled, fsync_interval=a.fsync_interval, sign_key=a.sign_key,
-            keep_days=a.keep_days, keep_sessions=a.keep_sessions,
-            subscriber_buffer=a.subscriber_buffer,
-        )
+        return self.config.audit
 
     def settings(self) -> ServerSettings:
-        d = self.config.daemon
-        return ServerSettings(
-            max_connections=d.max_connections,
-            max_connections_per_uid=d.max_connections_per_uid,
-            max_message_bytes=d.max_message_bytes, handshake_timeout=d.handshake_timeout,
-            idle_timeout=d.idle_timeout, send_timeout=d.send_timeout,
-            stop_grace=self.config.sessions.stop_grace,
-        )
+        return self.config.daemon
 
     def reload(self) -> None:
         if self._reload is None:

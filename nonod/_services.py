@@ -23,6 +23,7 @@ import structlog
 import trio
 
 from . import _callerfs
+from ._config import NetworkSection
 from .audit._mask import hidden_strings
 from .policy import ResolvedPolicy
 from .sandbox import LaunchRequest
@@ -37,19 +38,11 @@ PROXY_PORT_RANGE = (20000, 60000)
 SCAN_TIMEOUT = 60.0
 
 
-class NetworkSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``[network]`` in nonod.toml.
-
-    ``resolve`` pins host names to ``address:port`` (curl's ``--resolve``): tests point
-    ``api.github.com`` at a local fake this way, and pinned addresses skip the private-range
-    refusal because the operator chose them. ``extra_ca_file`` is trusted for upstream TLS
-    besides the system roots. ``listen_address`` is where ``--listen-port`` listens on the host.
-    """
-
-    resolve: dict[str, str] = msgspec.field(default_factory=dict)
-    allow_private: bool = False
-    extra_ca_file: str | None = None
-    listen_address: str = "127.0.0.1"
+#: ``[network]`` in nonod.toml, declared once in ``nonod._config``: ``resolve`` pins host names
+#: to ``address:port`` (curl's ``--resolve``; pinned addresses skip the private-range refusal
+#: because the operator chose them), ``extra_ca_file`` is trusted for upstream TLS besides the
+#: system roots, ``listen_address`` is where ``--listen-port`` listens on the host.
+NetworkSettings = NetworkSection
 
 
 class Served(Protocol):

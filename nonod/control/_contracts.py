@@ -10,6 +10,7 @@ from typing import Protocol
 
 from .. import protocol as p
 from .. import sessions
+from .._config import DaemonSection
 from ..policy import ResolvedPolicy
 
 
@@ -33,17 +34,10 @@ class PolicySource(Protocol):
     ) -> p.ProfileValid: ...
 
 
-@dataclass(frozen=True)
-class ServerSettings:
-    """The ``[daemon]`` settings the server reads for each new connection."""
-
-    max_connections: int = 256
-    max_connections_per_uid: int = 128
-    max_message_bytes: int = p.MAX_MESSAGE_BYTES
-    handshake_timeout: float = 5.0
-    idle_timeout: float = 600.0
-    send_timeout: float = 30.0
-    stop_grace: float = 10.0
+#: The ``[daemon]`` settings the server reads for each new connection, declared once in
+#: ``nonod._config`` (they reload on SIGHUP). The stop grace is the sessions' own
+#: (``Registry.limits()``).
+ServerSettings = DaemonSection
 
 
 @dataclass(frozen=True)

@@ -342,7 +342,7 @@ class Conversation:
         elif request.timeout is not None:
             grace = request.timeout
         else:
-            grace = self._server.settings().stop_grace
+            grace = self._registry.limits().stop_grace
         session.request_stop(reason="stopped", grace=grace)
         await self._reply_when_exited(session)
 
@@ -417,7 +417,7 @@ class Conversation:
         finally:
             if session.live:
                 log.info("attached client went away; stopping its session", session=session.id)
-                session.request_stop(reason="client_gone", grace=self._server.settings().stop_grace)
+                session.request_stop(reason="client_gone", grace=self._registry.limits().stop_grace)
 
     async def _logs(self, request: p.Logs) -> None:
         session = self._registry.find(request.session, self.caller)

@@ -203,6 +203,10 @@ class Registry:
     def audit_hub(self) -> AuditHub | None:
         return self._audit_hub
 
+    def limits(self) -> SessionLimits:
+        """The ``[sessions]`` settings in force now."""
+        return self._limits()
+
     def audit_settings(self) -> AuditSettings:
         return self._audit_settings()
 

@@ -1,31 +1,8 @@
-"""The settings the sessions read at each use (``[sessions]`` and ``[audit]`` of nonod.toml;
-they reload on SIGHUP)."""
+"""The settings the sessions read at each use: the ``[sessions]`` and ``[audit]`` sections of
+nonod.toml themselves, declared once in ``nonod._config`` (they reload on SIGHUP; the registry
+is given a getter and reads it at each use)."""
 
-from __future__ import annotations
+from .._config import AuditSection as AuditSettings
+from .._config import SessionsSection as SessionLimits
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class SessionLimits:
-    """The ``[sessions]`` settings the registry reads at each use (they reload on SIGHUP)."""
-
-    max_live: int = 1024
-    stop_grace: float = 10.0
-    shutdown_grace: float = 5.0
-    allow_root: bool = False
-    output_buffer_bytes: int = 256 * 1024
-    log_max_bytes: int = 64 * 1024 * 1024
-    oom_score_adj: int = 800
-
-
-@dataclass(frozen=True)
-class AuditSettings:
-    """The ``[audit]`` settings the registry reads at each use (they reload on SIGHUP)."""
-
-    enabled: bool = True
-    fsync_interval: float = 1.0
-    sign_key: str | None = None
-    keep_days: float | None = None
-    keep_sessions: int | None = None
-    subscriber_buffer: int = 256
+__all__ = ["AuditSettings", "SessionLimits"]
