@@ -35,7 +35,7 @@ from ._config import Config, ConfigError, LoadedConfig, default_state_dir
 from ._keyservices import KeychainSecrets, KeyStoreTrust
 from ._notify import notify
 from ._secretfiles import DaemonSecrets
-from ._services import NetworkSettings
+from ._session_services import NetworkSettings
 from .audit._fanout import AuditHub
 from .audit._kernel import open_fs_denied_monitor
 from .audit._writer import Ledger

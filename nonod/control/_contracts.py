@@ -1,6 +1,6 @@
 """What the control server is given: the daemon's description, its settings, and the services
 its handlers call (profiles, secrets, trust keys) as small protocols, implemented outside
-``control`` (``nonod._policies``, ``nonod._keyservices``) and injected by the daemon."""
+``control`` (``nonod._profile_source``, ``nonod._keyservices``) and injected by the daemon."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ import structlog
 import trio
 from structlog.contextvars import bound_contextvars
 
-from .. import _services
+from .. import _session_services
 from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
@@ -86,7 +86,7 @@ class Registry:
         state_dir: Path,
         limits: Callable[[], SessionLimits],
         system: bool = False,
-        network: Callable[[], _services.NetworkSettings] | None = None,
+        network: Callable[[], _session_services.NetworkSettings] | None = None,
         audit: Callable[[], AuditSettings] | None = None,
         audit_hub: AuditHub | None = None,
         audit_ledger: Ledger | None = None,
@@ -101,7 +101,7 @@ class Registry:
         self._audit_settings = audit or AuditSettings
         self._starter = ProgramStarter(
             get_launcher=get_launcher, limits=limits, system=system,
-            network=network or _services.NetworkSettings, audit=self._audit_settings,
+            network=network or _session_services.NetworkSettings, audit=self._audit_settings,
             daemon_secrets=daemon_secrets or DaemonSecrets(config_file=None,
                                                            state_dir=str(state_dir)),
             secret_log=SecretFileLog(state_dir), fs_denied=fs_denied, metrics=metrics,

@@ -1,7 +1,7 @@
 """Starting one session's program: everything between its audit record and ``started()``.
 
 :class:`ProgramStarter` sets up the program's stdio, prepares its services (trust, route
-secrets, proxy; ``nonod._services``), masks every file the daemon reads secrets from
+secrets, proxy; ``nonod._session_services``), masks every file the daemon reads secrets from
 (``nonod._secretfiles``), launches it through the engine and routes its filesystem denials
 to its audit stream. The registry owns the session; this owns nothing past ``start``, but the
 fs_denied watch it releases at the end.
@@ -19,7 +19,7 @@ import msgspec
 import structlog
 import trio
 
-from .. import _services, _xdg
+from .. import _session_services, _xdg
 from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
@@ -55,7 +55,7 @@ class ProgramStarter:
         get_launcher: GetLauncher,
         limits: Callable[[], SessionLimits],
         system: bool,
-        network: Callable[[], _services.NetworkSettings],
+        network: Callable[[], _session_services.NetworkSettings],
         audit: Callable[[], AuditSettings],
         daemon_secrets: DaemonSecrets,
         secret_log: SecretFileLog,
@@ -99,7 +99,7 @@ class ProgramStarter:
                 null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
                 to_close.append(null)
                 stdio = (null, null, null)
-            prepared = await _services.prepare(
+            prepared = await _session_services.prepare(
                 plan.policy, plan.request, settings=self._network(),
                 environ=dict(os.environ),  # env:// reads the daemon's environment
                 listen_ports=plan.policy.network.listen_ports,

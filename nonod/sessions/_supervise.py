@@ -15,7 +15,7 @@ from typing import Final
 import structlog
 import trio
 
-from .. import _services
+from .. import _session_services
 from ..audit import AuditError
 from ._contracts import Process
 from ._output import SessionOutput
@@ -57,7 +57,8 @@ async def supervise(
         if session.audit is not None:
             await nursery.start(session.audit.run)
         if session.services is not None:
-            await nursery.start(_services.serve, session.services, proc, session.audit_event)
+            await nursery.start(_session_services.serve, session.services, proc,
+                                session.audit_event)
         pump_done = trio.Event()
         if session.output is not None:
             nursery.start_soon(session.output.run_writer)

@@ -75,7 +75,7 @@ class TrustOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @final
-class Prepared:
+class SessionServices:
     """The session's services, ready to serve once the program runs."""
 
     def __init__(self) -> None:
@@ -116,7 +116,7 @@ def _daemon_anchors(declared: Any) -> list[Any]:
 
 async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
                                     caller: Caller | None,
-                                    prepared: Prepared) -> tuple[tuple[str, bytes], ...]:
+                                    prepared: SessionServices) -> tuple[tuple[str, bytes], ...]:
     """Verify the workdir's included files; raise TrustError to refuse the launch.
 
     The policies and the instruction files are read as ``caller`` (``nonod._callerfs``: the
@@ -167,7 +167,7 @@ async def prepare(
     user_config_dir: Path | None = None,
     trust_override: bool = False,
     caller: Caller | None = None,
-) -> Prepared:
+) -> SessionServices:
     """Everything decided before the launch. Raises to refuse it; nothing is left running.
 
     ``user_config_dir`` is where the caller's user-level trust policy lives (None: it could
@@ -176,7 +176,7 @@ async def prepare(
     """
     from . import credentials, proxy
 
-    prepared = Prepared()
+    prepared = SessionServices()
     prepared._listen_ports = tuple(listen_ports)
     prepared._listen_address = settings.listen_address
     extra: list[tuple[str, str]] = list(request.extra_env)
@@ -235,7 +235,7 @@ async def prepare(
 
 
 async def serve(
-    prepared: Prepared,
+    prepared: SessionServices,
     proc: Served,
     events: Callable[[object], None],
     *,
