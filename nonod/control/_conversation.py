@@ -24,6 +24,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from .. import protocol as p
 from .. import sessions
 from .._dryrun import summarize
+from ..conversation import State, message_tag, next_state
 from ..errors import NonoError
 from ..sandbox import LaunchRequest
 from ._contracts import ServerSettings
@@ -126,8 +127,12 @@ class Conversation:
                 return
             if hello is None:
                 return
-            if not isinstance(hello, p.Hello):
-                await self.send_error(UnexpectedMessage("the first message must be `hello`"))
+            try:
+                next_state(State.HELLO, hello)
+            except UnexpectedMessage as exc:
+                await self.send_error(exc)
+                return
+            if not isinstance(hello, p.Hello):  # for the type checker: next_state refused
                 return
             if hello.protocol != p.PROTOCOL_VERSION:
                 await self.send_error(VersionMismatch(
@@ -160,15 +165,16 @@ class Conversation:
                     # A caller's bad file (a directory named trust-policy.json, an unreadable
                     # one) is that request's failure, not the connection's.
                     log.warning("request failed on a file", error=str(exc),
-                                request=_tag(request))
+                                request=message_tag(request))
                     await self.send_error(FileProblem.of(exc))
 
     async def dispatch(self, request: p.AnyRequest) -> bool:
         """Handle one request; False ends the conversation."""
+        next_state(State.IDLE, request)  # the conversation's rules (``nonod.conversation``)
         reg = self._registry
         match request:
-            case p.Hello():
-                raise UnexpectedMessage("`hello` was already exchanged")
+            case p.Hello() | p.Input() | p.Resize() | p.Detach():
+                raise AssertionError("refused by next_state")
             case p.Launch():
                 await self._launch(request)
             case p.ListSessions(all=include_exited):
@@ -188,8 +194,6 @@ class Conversation:
                 await self._logs(request)
             case p.Attach():
                 await self._attach(request)
-            case p.Input() | p.Resize() | p.Detach():
-                raise UnexpectedMessage(f"`{_tag(request)}` is only valid while attached")
             case p.Prune():
                 await self.send(p.Pruned(sessions=tuple(await reg.prune(self.caller))))
             case p.Status():
@@ -262,13 +266,11 @@ class Conversation:
         await self._stream_reply(functools.partial(exited_after, session), self._refuse_in_stream)
 
     async def _refuse_in_stream(self, message: p.AnyRequest) -> bool:
-        if isinstance(message, p.SendSignal):
+        """While a reply streams: ``signal`` is served, anything else refused."""
+        next_state(State.STREAMING, message)
+        if isinstance(message, p.SendSignal):  # the only message next_state lets through
             await self._signal(message)
-            return True
-        raise UnexpectedMessage(
-            f"`{_tag(message)}` cannot be sent while a reply is streaming; open another "
-            "connection"
-        )
+        return True
 
     # -- handlers
     async def _secret(
@@ -475,6 +477,7 @@ class Conversation:
                 return await exited_after(session)
 
             async def on_message(message: p.AnyRequest) -> bool:
+                next_state(State.ATTACHED, message)
                 match message:
                     case p.Input(data=data):
                         await session.write_input(data)
@@ -486,10 +489,6 @@ class Conversation:
                         release()
                         await self.send(p.Detached())
                         return False
-                    case _:
-                        raise UnexpectedMessage(
-                            f"`{_tag(message)}` is not valid while attached; detach first"
-                        )
                 return True
 
             async with trio.open_nursery() as nursery:
@@ -599,7 +598,3 @@ class Conversation:
             await self._stream_reply(produce, self._refuse_in_stream)
         finally:
             sub.close()
-
-
-def _tag(message: p.AnyRequest) -> str:
-    return str(type(message).__struct_config__.tag)

@@ -6,13 +6,9 @@ from __future__ import annotations
 import errno
 
 from .. import protocol as p
+from ..conversation import ProtocolError as ProtocolError
+from ..conversation import UnexpectedMessage as UnexpectedMessage
 from ..errors import LaunchError, NonoError, ProfileError
-
-
-class ProtocolError(NonoError):
-    """The client broke the protocol (bad message, wrong moment, bad descriptors)."""
-
-    code = "protocol.invalid"
 
 
 class MalformedMessage(ProtocolError):
@@ -21,10 +17,6 @@ class MalformedMessage(ProtocolError):
 
 class VersionMismatch(ProtocolError):
     code = "protocol.version"
-
-
-class UnexpectedMessage(ProtocolError):
-    code = "protocol.unexpected"
 
 
 class BadDescriptors(ProtocolError):
