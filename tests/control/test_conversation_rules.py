@@ -81,3 +81,14 @@ def test_while_attached(message: p.AnyRequest) -> None:
     else:
         with pytest.raises(UnexpectedMessage, match="detach first"):
             next_state(State.ATTACHED, message)
+
+
+def test_the_client_core_follows_the_same_rules() -> None:
+    from nonoctl.client import Call, calls
+
+    assert calls.wait("ab12").dedicated  # a stream before its answer: a connection of its own
+    assert calls.status().request == p.Status()
+    with pytest.raises(UnexpectedMessage, match="only valid while attached"):
+        Call(p.Detach(), p.Detached, lambda r: r)
+    with pytest.raises(UnexpectedMessage, match="first message must be `hello`"):
+        Call(p.Status(), p.DaemonStatus, lambda r: r, state=State.HELLO)
