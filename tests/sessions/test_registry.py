@@ -133,7 +133,10 @@ async def open_registry(nursery: trio.Nursery, base: Path, *,
 
 @pytest.fixture
 async def harness(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Harness]:
-    yield await open_registry(nursery, tmp_path)
+    opened = await open_registry(nursery, tmp_path)
+    yield opened
+    with trio.fail_after(10):
+        await opened.registry.shutdown()  # as the daemon does: every live session ends first
 
 
 def stored(harness: Harness, session_id: str) -> dict[str, object]:
@@ -223,6 +226,7 @@ async def test_the_live_limit_refuses_a_launch_and_records_nothing(
     assert len(harness.launcher.launched) == 1
     assert len(list((harness.state_dir / "sessions").iterdir())) == 1
     assert harness.registry.statistics() == (1, 1)
+    await harness.registry.shutdown()
 
 
 async def test_sessions_running_at_a_crash_are_loaded_as_lost(
