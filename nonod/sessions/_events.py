@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, final
 
-import trio
-
 from ._contracts import Caller
+from ._feed import LaggingFeed
 from ._records import SessionRecord
 
 EVENT_BACKLOG: Final = 256
@@ -23,30 +22,18 @@ class LifecycleEvent:
 
 
 @final
-class EventFeed:
-    """Lifecycle events for one subscriber; closed (``lagged``) if it falls behind."""
+class EventFeed(LaggingFeed[LifecycleEvent]):
+    """Lifecycle events for one subscriber (those it may see; of one session, or all); closed
+    (``lagged``) if it falls behind (``_feed``)."""
 
     def __init__(self, caller: Caller, session_id: str | None) -> None:
+        super().__init__(EVENT_BACKLOG)
         self.caller = caller
         self.session_id = session_id
-        self._send, self.channel = trio.open_memory_channel[LifecycleEvent](EVENT_BACKLOG)
-        self.lagged = False
 
     def _offer(self, event: LifecycleEvent) -> bool:
         if not self.caller.may_see(event.record.owner_uid):
             return True
         if self.session_id is not None and event.record.id != self.session_id:
             return True
-        try:
-            self._send.send_nowait(event)
-        except trio.WouldBlock:
-            self.lagged = True
-            self._send.close()
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
-
-    def close(self) -> None:
-        self.channel.close()
-        self._send.close()
+        return self.offer(event)

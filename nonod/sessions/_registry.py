@@ -505,4 +505,4 @@ class Registry:
         for session in live:
             await session.wait_exited()
         for feed in self._feeds:
-            feed._send.close()
+            feed.end()
