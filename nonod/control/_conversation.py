@@ -273,17 +273,20 @@ class Conversation:
         return True
 
     # -- handlers
+    def _require_root_on_system(self, what: str, hint: str) -> None:
+        """The system daemon's own keys and secrets are root's alone."""
+        if self._server.info.system and not self.caller.is_root:
+            raise Forbidden(f"only root may {what}", hint=hint)
+
     async def _secret(
         self, request: p.SecretSet | p.SecretList | p.SecretDelete | p.SecretTest
     ) -> p.AnyReply:
         """The daemon's keychain (``SecretStore``). No value is ever logged or sent back;
         errors are ``credential.*``."""
-        if self._server.info.system and not self.caller.is_root:
-            raise Forbidden(
-                "only root may manage the system daemon's secrets",
-                hint="store your own secrets in your user daemon (`nonoctl secret ...` "
-                "without --system)",
-            )
+        self._require_root_on_system(
+            "manage the system daemon's secrets",
+            "store your own secrets in your user daemon (`nonoctl secret ...` without --system)",
+        )
         secrets = self._server.secrets
         match request:
             case p.SecretSet(name=name):
@@ -307,12 +310,10 @@ class Conversation:
         """Trust keys and signing (``nonoctl trust``, through ``TrustService``). Keys never
         leave the daemon: the client sends file contents and writes the bundles and policies
         it gets back; errors are ``trust.*``."""
-        if self._server.info.system and not self.caller.is_root:
-            raise Forbidden(
-                "only root may use the system daemon's trust keys",
-                hint="use your own keys in your user daemon (`nonoctl trust ...` without "
-                "--system)",
-            )
+        self._require_root_on_system(
+            "use the system daemon's trust keys",
+            "use your own keys in your user daemon (`nonoctl trust ...` without --system)",
+        )
         keys = self._server.trust
         match request:
             case p.TrustKeygen(key=name, force=force):

@@ -162,38 +162,24 @@ async def test_launch_records_the_running_program_and_its_exit(harness: Harness)
     assert (record["state"], record["exit_code"], record["reason"]) == ("exited", 3, "exited")
 
 
-async def test_stop_sends_sigterm_and_waits_out_the_grace(harness: Harness) -> None:
-    session = await harness.registry.launch(harness.plan())
-    program = harness.launcher.launched[0]
-
-    session.request_stop(reason="stopped", grace=30.0)
-    await session.wait_exited()
-
-    assert program.signals == [signal.SIGTERM]
-    assert (session.record.signal, session.record.reason) == (signal.SIGTERM, "stopped")
-
-
-async def test_stop_kills_a_program_that_outlives_its_grace(harness: Harness) -> None:
-    harness.launcher.honours_sigterm = False
+@pytest.mark.parametrize(("honours_sigterm", "grace", "sent"), [
+    (True, 30.0, [signal.SIGTERM]),  # ends within its grace
+    (False, 0.01, [signal.SIGTERM, signal.SIGKILL]),  # outlives its grace: killed
+    (True, 0.0, [signal.SIGKILL]),  # a forced stop kills at once
+], ids=["grace", "kill-after-grace", "forced"])
+async def test_stop_sends_sigterm_then_sigkill_after_the_grace(
+    harness: Harness, honours_sigterm: bool, grace: float, sent: list[int]
+) -> None:
+    harness.launcher.honours_sigterm = honours_sigterm
     session = await harness.registry.launch(harness.plan())
     program = harness.launcher.launched[0]
 
     with trio.fail_after(5):
-        session.request_stop(reason="stopped", grace=0.01)
+        session.request_stop(reason="stopped", grace=grace)
         await session.wait_exited()
 
-    assert program.signals == [signal.SIGTERM, signal.SIGKILL]
-    assert (session.record.signal, session.record.reason) == (signal.SIGKILL, "stopped")
-
-
-async def test_a_forced_stop_kills_at_once(harness: Harness) -> None:
-    session = await harness.registry.launch(harness.plan())
-    program = harness.launcher.launched[0]
-
-    session.request_stop(reason="stopped", grace=0)
-    await session.wait_exited()
-
-    assert program.signals == [signal.SIGKILL]
+    assert program.signals == sent
+    assert (session.record.signal, session.record.reason) == (sent[-1], "stopped")
 
 
 async def test_a_live_name_is_taken_for_its_owner_only(harness: Harness) -> None:
