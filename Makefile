@@ -48,7 +48,7 @@ demo: system-deps venv
 
 bench: system-deps venv
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
-	$(BIN)/python bench/launch.py
+	$(BIN)/python bench/table.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

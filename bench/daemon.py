@@ -17,18 +17,31 @@ each contender back to back, as bench/launch.py does by default):
 
   client        blocking ``Connection``, kept open: ``Launch(detach=False, stdio="null")``,
                 then read replies until ``Exited``
-  client-api    ``Client.launch`` (detached, stdio null) + ``Client.wait`` (a fresh connection
-                per wait, as the API does)
+  client-api    ``Client.launch`` (detached, stdio null) + ``Client.wait``, both on the
+                client's kept connection (before 2026-12-05, wait opened a fresh one)
   nonoctl       ``nonoctl launch --allow-cwd --block-net -- /bin/true`` as a subprocess
-                (interpreter start, imports, connect, hello, launch with stdio passed, exit)
+                (interpreter start, imports, connect, hello, launch with stdio passed, exit),
+                from a regular install: a wheel of this tree in a temporary venv
+                (bench/_wheel.py; ``--editable`` uses this venv's editable install instead)
+  nonoctl-ps    ``nonoctl ps`` (the same install): start-up, connect, one request
   nonoctl-ver   ``nonoctl --version``: the CLI's start-up alone, for reference
+  python        ``python -c pass`` of the same venv: the interpreter's floor
   engine        ``open_launcher()`` in this process: ``launch`` + ``wait_exited`` (bench/launch.py)
+  engine-prof   the same with the policy the daemon resolves for ``client`` (the default
+                profile: ~30 grants, ~65 denials): what ``client`` pays besides the daemon
   bwrap         ``bwrap --unshare-all ...`` via ``subprocess.run`` (bench/launch.py's argv)
+
+fleet (``--fleet N``, off by default)
+  N detached ``sleep 600`` sessions with a network namespace and the proxy
+  (``--allow-domain example.com``), launched one after another from one client: wall time,
+  failures, PSS of everything, ``nonoctl ps`` latency with N sessions; then every session is
+  stopped and pruned (also on failure or at ``--fleet-timeout``).
 
 The daemon's launches use the default profile with ``--allow-cwd --block-net`` (the profile
 resolution runs on every launch); the engine and bwrap use bench/_common.py's small policy.
 
-    .venv/bin/python bench/daemon.py [--runs 100] [--warmup 10] [--sessions 100] [--json]
+    .venv/bin/python bench/daemon.py [--runs 100] [--warmup 10] [--sessions 100]
+                                     [--fleet 1000] [--fleet-timeout 120] [--editable] [--json]
 """
 
 from __future__ import annotations
@@ -43,21 +56,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 from _common import machine
+from _wheel import installed_cli
 from launch import Contender, bwrap, make, measure, nonod, summarize, versions
 
-from nonoctl.client import Client, Connection, DaemonUnreachable
+from nonoctl.client import Client, Connection, DaemonUnreachable, RemoteError
 from nonod import protocol as p
-from nonod.sandbox import open_launcher
+from nonod._policies import ProfilePolicies
+from nonod.policy import ResolvedPolicy
+from nonod.sandbox import LaunchRequest, open_launcher
+from nonod.sessions import Caller
 
 VENV_BIN = Path(sys.executable).parent
-NONOCTL = str(VENV_BIN / "nonoctl") if (VENV_BIN / "nonoctl").exists() else "nonoctl"
 OPTIONS = p.LaunchOptions(allow_cwd=True, block_net=True)
+FLEET_OPTIONS = p.LaunchOptions(allow_cwd=True, allow_domain=("example.com",))
 
 
 class BenchFailure(Exception):
@@ -85,9 +102,11 @@ class Daemon:
             "XDG_CONFIG_HOME": str(self.home / "config"),
         }
         self.log = (self.base / "nonod.log").open("wb")
+        # this checkout's nonod, even from an export (git archive) run with another venv
+        daemon_env = {**self.env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nonod", "--socket", str(self.socket)],
-            env=self.env, cwd="/", stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+            env=daemon_env, cwd="/", stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -198,6 +217,7 @@ def memory(daemon: Daemon, sessions: int) -> dict[str, Any]:
         first = nono.launch(["/bin/true"], cwd=str(daemon.work), env=daemon.env,
                             stdio="null", options=OPTIONS)
         nono.wait(first.id)
+        enforcement = nono.inspect(first.id).enforcement
         nono.prune()
         time.sleep(1.0)  # the warm launcher is ready: the steady idle state
         idle = snapshot(daemon.proc.pid)
@@ -215,7 +235,8 @@ def memory(daemon: Daemon, sessions: int) -> dict[str, Any]:
     after = snapshot(daemon.proc.pid)
     per = {k: (loaded["total"][k] - idle["total"][k]) / sessions * 1024
            for k in ("rss_mib", "pss_mib")}
-    return {"sessions": sessions, "fresh": fresh, "idle": idle, "loaded": loaded,
+    return {"enforcement": enforcement.summary if enforcement else "n/a",
+            "sessions": sessions, "fresh": fresh, "idle": idle, "loaded": loaded,
             "after_stop": after,
             "per_session_kib": {"rss": per["rss_mib"], "pss": per["pss_mib"]},
             "session_processes": loaded["below"]["processes"] - idle["below"]["processes"]}
@@ -266,10 +287,11 @@ def cli(daemon: Daemon, argv: list[str]) -> Runner:
     return run
 
 
-async def latency(daemon: Daemon, runs: int, warmup: int) -> list[Contender]:
+async def latency(daemon: Daemon, runs: int, warmup: int, bin_dir: Path) -> list[Contender]:
+    nonoctl = str(bin_dir / "nonoctl")
     async with open_launcher() as launcher:
         with daemon.client() as nono, Connection.open(daemon.socket) as conn:
-            cli_launch = [NONOCTL, "launch", "--allow-cwd", "--block-net", "--", "/bin/true"]
+            cli_launch = [nonoctl, "launch", "--allow-cwd", "--block-net", "--", "/bin/true"]
             contenders = [
                 _adapt(make("client", "Connection: Launch(detach=False, stdio=null) .. Exited",
                             lambda: client_conn(daemon, conn))),
@@ -277,10 +299,16 @@ async def latency(daemon: Daemon, runs: int, warmup: int) -> list[Contender]:
                             lambda: client_api(daemon, nono))),
                 _adapt(make("nonoctl", "subprocess: " + " ".join(cli_launch[1:]),
                             lambda: cli(daemon, cli_launch))),
+                _adapt(make("nonoctl-ps", "subprocess: nonoctl ps",
+                            lambda: cli(daemon, [nonoctl, "ps"]))),
                 _adapt(make("nonoctl-ver", "subprocess: nonoctl --version (start-up only)",
-                            lambda: cli(daemon, [NONOCTL, "--version"]))),
+                            lambda: cli(daemon, [nonoctl, "--version"]))),
+                _adapt(make("python", "subprocess: python -c pass (the same venv's floor)",
+                            lambda: cli(daemon, [str(bin_dir / "python"), "-c", "pass"]))),
                 make("engine", "open_launcher(): launch + wait_exited (bench/launch.py)",
                      lambda: nonod(launcher)),
+                make("engine-prof", "the same with the policy the daemon resolves for client",
+                     lambda: nonod(launcher, *daemon_policy(daemon))),
                 make("bwrap", "bubblewrap --unshare-all ... via subprocess.run", bwrap),
             ]
             for c in contenders:
@@ -289,6 +317,19 @@ async def latency(daemon: Daemon, runs: int, warmup: int) -> list[Contender]:
                     nono.prune()  # the exited sessions' records, outside the timing
                 gc.collect()
     return contenders
+
+
+def daemon_policy(daemon: Daemon) -> tuple[ResolvedPolicy, LaunchRequest]:
+    """What the daemon gives the engine for the ``client`` contender's launch: the default
+    profile with --allow-cwd --block-net, resolved as the daemon does, in its working
+    directory and environment. The engine with it is the fair floor for ``client``."""
+    launch = p.Launch(argv=("/bin/true",), cwd=str(daemon.work), env=daemon.env,
+                      options=OPTIONS, detach=False, stdio="null")
+    policies = ProfilePolicies(system=False, profile_dir=lambda: None)
+    policy, _ = policies._resolve_launch(launch, Caller(uid=os.getuid(), gid=os.getgid(),
+                                                        pid=os.getpid()), None)
+    return policy, LaunchRequest(argv=launch.argv, cwd=launch.cwd,
+                                 env=tuple(launch.env.items()))
 
 
 def _adapt(c: Contender) -> Contender:
@@ -309,10 +350,70 @@ def _adapt(c: Contender) -> Contender:
 # --- driver --------------------------------------------------------------------------------
 
 
+def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path) -> dict[str, Any]:
+    """``count`` sessions with netns + proxy from one client, then all stopped and pruned."""
+    ids: list[str] = []
+    failures: list[str] = []
+    deadline = time.monotonic() + timeout
+    with daemon.client() as nono:
+        try:
+            t0 = time.perf_counter()
+            for _ in range(count):
+                if time.monotonic() > deadline or len(failures) > 10:
+                    break
+                try:
+                    ids.append(nono.launch(["sleep", "600"], cwd=str(daemon.work),
+                                           env=daemon.env, stdio="null",
+                                           options=FLEET_OPTIONS).id)
+                except RemoteError as exc:
+                    failures.append(str(exc))
+            wall = time.perf_counter() - t0
+            time.sleep(1.0)
+            running = sum(1 for s in nono.sessions() if s.state == "running")
+            loaded = snapshot(daemon.proc.pid)
+            ps = cli(daemon, [str(bin_dir / "nonoctl"), "ps"])
+            ps_ms = []
+            for _ in range(11):
+                t = time.perf_counter()
+                trio.run(ps)
+                ps_ms.append((time.perf_counter() - t) * 1000)
+        finally:
+            t1 = time.perf_counter()
+            for sid in ids:
+                try:
+                    nono.stop(sid, timeout=5, force=True)
+                except RemoteError as exc:
+                    failures.append(f"stop {sid}: {exc}")
+            nono.prune()
+            stop_s = time.perf_counter() - t1
+    return {"requested": count, "launched": len(ids), "running": running,
+            "failed": len(failures) + (len(ids) - running), "failures": failures[:5],
+            "launch_s": wall, "stop_s": stop_s, "total": loaded["total"],
+            "ps_p50_ms": sorted(ps_ms)[len(ps_ms) // 2]}
+
+
+def _raise_nofile() -> None:
+    """The daemon inherits this: 1000 sessions hold several descriptors each."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+
+
 def bench(args: argparse.Namespace) -> dict[str, Any]:
+    _raise_nofile()
+    with ExitStack() as stack:
+        bin_dir = VENV_BIN if args.editable else stack.enter_context(installed_cli())
+        return _bench(args, bin_dir)
+
+
+def _bench(args: argparse.Namespace, bin_dir: Path) -> dict[str, Any]:
+    fleet_data: dict[str, Any] | None = None
     with running_daemon() as daemon:
         memory_data = memory(daemon, args.sessions)
-        contenders = trio.run(latency, daemon, args.runs, args.warmup)
+        contenders = trio.run(latency, daemon, args.runs, args.warmup, bin_dir)
+        if args.fleet:
+            fleet_data = fleet(daemon, args.fleet, args.fleet_timeout, bin_dir)
         with daemon.client() as nono:
             status = nono.status()
         final = snapshot(daemon.proc.pid)
@@ -323,7 +424,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             continue
         results.append({"name": c.name, "what": c.what, "n": len(c.samples),
                         **summarize(c.samples), "samples_ms": [round(s, 4) for s in c.samples]})
-    engine = next((r["p50"] for r in results if r["name"] == "engine"), None)
+    engine = next((r["p50"] for r in results if r["name"] == "engine-prof"), None)
     for r in results:
         r["p50_vs_engine"] = r["p50"] / engine if engine else None
     return {
@@ -331,7 +432,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "daemon_version": getattr(status, "version", "?"),
         "runs": args.runs, "warmup": args.warmup,
         "results": results, "skipped": skipped,
-        "memory": memory_data, "after_latency": final,
+        "memory": memory_data, "after_latency": final, "fleet": fleet_data,
+        "cli_install": "editable (this venv)" if args.editable else "wheel in a temporary venv",
     }
 
 
@@ -345,15 +447,17 @@ def print_table(data: dict[str, Any]) -> None:
     print(f"# kernel {m['kernel']}, nproc {m['nproc']} (usable {m['nproc_usable']}), "
           f"{m['cpu']}, Python {m['python']}, uid {m['uid']}, load {m['loadavg_1m']:.2f}")
     print(f"# engine {m['engine']}, landlock ABI {m['landlock_abi']}, {m['bwrap']}")
+    print(f"# nonoctl: {data['cli_install']}")
+    print(f"# the daemon's sessions: {data['memory']['enforcement']}")
     print(f"# /bin/true to exit, {data['runs']} runs per contender after {data['warmup']} "
           "warm-up runs, back to back")
     print()
     print(f"{'contender':<12} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'min ms':>8} "
-          f"{'max ms':>8} {'p50/engine':>11}")
+          f"{'max ms':>8} {'p50/engine-prof':>16}")
     for r in data["results"]:
         ratio = f"{r['p50_vs_engine']:.2f}x" if r["p50_vs_engine"] else "-"
         print(f"{r['name']:<12} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['mean']:>8.2f} "
-              f"{r['min']:>8.2f} {r['max']:>8.2f} {ratio:>11}")
+              f"{r['min']:>8.2f} {r['max']:>8.2f} {ratio:>16}")
     for s in data["skipped"]:
         print(f"{s['name']:<12} SKIPPED: {s['reason']}")
     print()
@@ -373,7 +477,17 @@ def print_table(data: dict[str, Any]) -> None:
     print(_row("stopped + pruned: total", mm["after_stop"]["total"]))
     print(_row("after latency runs: daemon", data["after_latency"]["daemon"]))
     per = mm["per_session_kib"]
-    print(f"per session (total - idle) / {n}: RSS {per['rss']:.0f} KiB, PSS {per['pss']:.0f} KiB")
+    print(f"per session (total - idle) / {n}: RSS {per['rss']:.0f} KiB, PSS {per['pss']:.0f} KiB,"
+          f" {mm['session_processes'] / n:.0f} processes (the program included)")
+    fl = data["fleet"]
+    if fl:
+        print()
+        print(f"fleet: {fl['launched']} of {fl['requested']} sessions (netns + proxy) launched in "
+              f"{fl['launch_s']:.1f} s, {fl['running']} running, {fl['failed']} failed; "
+              f"PSS {fl['total']['pss_mib']:.0f} MiB ({fl['total']['processes']} processes); "
+              f"nonoctl ps p50 {fl['ps_p50_ms']:.0f} ms; stopped + pruned in {fl['stop_s']:.1f} s")
+        for why in fl["failures"]:
+            print(f"  failure: {why}")
 
 
 def main() -> None:
@@ -381,9 +495,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100, help="timed runs per contender")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs per contender first")
     parser.add_argument("--sessions", type=int, default=100, help="idle sessions for memory")
+    parser.add_argument("--fleet", type=int, default=0, metavar="N",
+                        help="also launch N sessions with netns + proxy from one client")
+    parser.add_argument("--fleet-timeout", type=float, default=120.0, metavar="S",
+                        help="stop launching the fleet after this many seconds")
+    parser.add_argument("--editable", action="store_true",
+                        help="time this venv's (editable) nonoctl instead of a wheel install")
     parser.add_argument("--json", action="store_true", help="print JSON (with every sample)")
     args = parser.parse_args()
-    if args.runs < 1 or args.warmup < 0 or args.sessions < 1:
+    if args.runs < 1 or args.warmup < 0 or args.sessions < 1 or args.fleet < 0:
         parser.error("--runs must be >= 1, --warmup >= 0, --sessions >= 1")
     data = bench(args)
     if args.json:

@@ -42,6 +42,7 @@ from typing import Any
 import trio
 from _common import ENV, POLICY, TRUE, fork_server, has_warm_launchers, machine, percentile
 
+from nonod.policy import ResolvedPolicy
 from nonod.sandbox import Launcher, LaunchRequest
 from nonod.sandbox._landlock import probe_abi
 
@@ -153,9 +154,10 @@ def nono_py(mode: str) -> Runner:
     return run
 
 
-def nonod(launcher: Launcher) -> Runner:
+def nonod(launcher: Launcher, policy: ResolvedPolicy = POLICY,
+          request: LaunchRequest = REQUEST) -> Runner:
     async def run() -> None:
-        proc = await launcher.launch(POLICY, REQUEST)
+        proc = await launcher.launch(policy, request)
         status = await proc.wait_exited()
         if status.code != 0:
             raise BenchFailure(f"nonod: /bin/true ended with {status}")

@@ -1,6 +1,6 @@
 """``nonoctl``: the command line of nono's daemon.
 
-The hot path imports only the standard library, msgspec, wsproto, the protocol module and the
+The hot path imports only the standard library, msgspec, the protocol module and the
 error hierarchy: never trio, structlog or the daemon (``nonoctl ps`` must answer in well under
 100 ms). Everything else (terminal handling, subprocess, doctor probes) is imported inside the
 command that needs it.
@@ -27,13 +27,14 @@ Exit statuses (also in ``docs/cli.md``):
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import errno
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from nonod import protocol as p
 from nonod.errors import NonoError
@@ -293,6 +294,26 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     logs.add_argument("-n", "--tail", type=int, metavar="N",
                       help="--output: only the last N lines")
 
+    approvals = command("approvals", _cmd_approvals,
+                        "pending approvals of your sessions (`inspect ID`: one in detail)")
+    approvals.add_argument("action", nargs="?", choices=["list", "inspect"], default="list")
+    approvals.add_argument("id", nargs="?", metavar="ID", help="approval id (inspect)")
+    approvals.add_argument("--session", metavar="ID", help="only this session's")
+
+    approve = command("approve", _cmd_approve,
+                      "let a held request through (--once: this request only, the default; "
+                      "--session: this host for the rest of the session)")
+    approve.add_argument("id", metavar="ID", help="approval id (`nonoctl approvals`)")
+    scope = approve.add_mutually_exclusive_group()
+    scope.add_argument("--once", dest="answer", action="store_const", const="once")
+    scope.add_argument("--session", dest="answer", action="store_const", const="session")
+    scope.add_argument("--save-to-profile", dest="answer", action="store_const",
+                       const="save", help="--session, and add the host to the profile file")
+    approve.set_defaults(answer="once")
+
+    deny = command("deny", _cmd_deny, "refuse a held request (the program gets 403)")
+    deny.add_argument("id", metavar="ID", help="approval id (`nonoctl approvals`)")
+
     events = command("events", _cmd_events,
                      "print the audit events of every session you may see, live")
     events.add_argument("-f", "--follow", action="store_true",
@@ -441,19 +462,20 @@ def _connect(args: argparse.Namespace, *, autostart: bool = True) -> Connection:
     )
 
 
-def _expect(reply: p.AnyReply, kind: type[object]) -> None:
+_R = TypeVar("_R")
+
+
+def _expect(reply: p.AnyReply, kind: type[_R]) -> _R:
     if not isinstance(reply, kind):
         raise ConnectionLost(f"unexpected `{type(reply).__name__}` from nonod")
+    return reply
 
 
 def _cmd_help(args: argparse.Namespace, command: list[str], out: Output) -> int:
     if args.version:
-        from importlib.metadata import PackageNotFoundError, version
+        from nonod import __version__
 
-        try:
-            out.line(f"nonoctl {version('nono')} (protocol {p.PROTOCOL_VERSION})")
-        except PackageNotFoundError:
-            out.line(f"nonoctl (protocol {p.PROTOCOL_VERSION})")
+        out.line(f"nonoctl {__version__} (protocol {p.PROTOCOL_VERSION})")
         return EXIT_OK
     out.line(args.parser.format_help().rstrip("\n"))
     return EXIT_USAGE
@@ -708,6 +730,63 @@ def _cmd_events(args: argparse.Namespace, command: list[str], out: Output) -> in
     with _connect(args) as conn:
         return _follow_audit(conn, request, out, as_json=as_json, wrap=True,
                              announce="nonoctl: following audit events (Ctrl-C stops)")
+
+
+def _approval_line(a: p.ApprovalInfo) -> str:
+    what = f" {a.method} {a.path}" if a.method else ""
+    left = max(0, int((a.expires - dt.datetime.now(dt.UTC)).total_seconds()))
+    return (f"{a.id}  {a.session_name} ({a.session[:12]})  {a.mode} {a.host}:{a.port}{what}"
+            f"  pid {a.pid}  {left}s left")
+
+
+def _cmd_approvals(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    with _connect(args) as conn:
+        if args.action == "inspect":
+            if not args.id:
+                out.error("approvals inspect needs an approval ID")
+                return EXIT_USAGE
+            one = _expect(conn.request(p.ApprovalInspect(id=args.id)), p.ApprovalReply)
+            if out.json_mode:
+                out.json(one.approval)
+            else:
+                a = one.approval
+                out.line(_approval_line(a))
+                out.line(f"  command: {' '.join(a.command)}")
+                out.line(f"  backend: {a.backend}  profile: {a.profile or '-'}")
+                out.line(f"  since {a.created.isoformat()}, denied at {a.expires.isoformat()}")
+            return EXIT_OK
+        listed = _expect(conn.request(p.ApprovalList(session=args.session)), p.Approvals)
+    if out.json_mode:
+        out.json(listed.approvals)
+    elif not listed.approvals:
+        out.line("no pending approvals")
+    for a in () if out.json_mode else listed.approvals:
+        out.line(_approval_line(a))
+    return EXIT_OK
+
+
+def _answer(args: argparse.Namespace, out: Output, request: p.ApprovalAnswer) -> int:
+    with _connect(args) as conn:
+        reply = _expect(conn.request(request), p.ApprovalReply)
+    if out.json_mode:
+        out.json(reply)
+        return EXIT_OK
+    a = reply.approval
+    out.line(f"{reply.answer}: {a.host}:{a.port} for session {a.session_name}")
+    if reply.diff:
+        out.line(f"saved to {reply.saved_to}:")
+        out.line(reply.diff.rstrip("\n"))
+    return EXIT_OK
+
+
+def _cmd_approve(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    save = args.answer == "save"
+    return _answer(args, out, p.ApprovalAnswer(
+        id=args.id, answer="session" if save else args.answer, save_to_profile=save))
+
+
+def _cmd_deny(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    return _answer(args, out, p.ApprovalAnswer(id=args.id, answer="deny"))
 
 
 def _cmd_logs(args: argparse.Namespace, command: list[str], out: Output) -> int:
@@ -1590,6 +1669,7 @@ def _audit_list(state: Path, out: Output) -> int:
 _COMMANDS: Final = frozenset({
     "launch", "run", "ps", "inspect", "stop", "wait", "logs", "attach", "prune", "daemon",
     "profile", "doctor", "completion", "audit", "secret", "trust", "learn", "events",
+    "approvals", "approve", "deny",
 })
 
 

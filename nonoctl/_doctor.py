@@ -99,9 +99,12 @@ def probe_userns() -> list[Finding]:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
-    weakens = ("the mount namespace (deny-within-allow masks, read-only paths) and the private "
-               "network namespace: without them the daemon refuses launches unless a profile "
-               "accepts partial enforcement")
+    weakens = ("sessions run in the landlock-only mode ([sandbox] mode = \"auto\"), reported "
+               "partial: no mount, pid, ipc or network namespace; Landlock on the host's tree, "
+               "TCP only to the proxy, seccomp; profiles that need a mount namespace "
+               "(persistence files, trust pins, the creation guard, a private /tmp) are refused "
+               "unless they accept it (\"nonod\": {\"allow_degraded\": [...]}); see "
+               "docs/sandbox.md, \"Without user namespaces\"")
     if code == 0:
         findings.append(Finding("user namespaces", "ok",
                                 "an unprivileged process can create user+mount namespaces"))
@@ -122,8 +125,9 @@ def probe_userns() -> list[Finding]:
             causes.append("a seccomp profile (container runtime?) may block unshare")
         fix = ("sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 add an AppArmor "
                "profile allowing userns for the daemon's interpreter; in a container, allow "
-               "unshare/mount in its seccomp profile; or run the system daemon (root)")
-        findings.append(Finding("user namespaces", "fail", "; ".join(causes), weakens, fix))
+               "unshare/mount in its seccomp profile; or run the system daemon (root) "
+               "outside a container; or accept the landlock-only mode")
+        findings.append(Finding("user namespaces", "warn", "; ".join(causes), weakens, fix))
     return findings
 
 
@@ -243,8 +247,12 @@ def probe_daemon(socket: Path | None, system: bool) -> Finding:
         return Finding("daemon", "info", f"{path}: {exc.message}",
                        fix="`nonoctl daemon start` (or any command) starts a user daemon")
     if isinstance(reply, p.DaemonStatus):
-        return Finding("daemon", "ok", f"nonod {reply.version} (pid {reply.pid}) on {path}; "
-                       f"launcher {reply.launcher}")
+        detail = f"nonod {reply.version} (pid {reply.pid}) on {path}; launcher {reply.launcher}"
+        if "landlock-only" in reply.launcher:
+            return Finding("daemon", "warn", detail,
+                           "every session is partially enforced (landlock-only mode: no "
+                           "namespaces)", "see the user namespaces finding")
+        return Finding("daemon", "ok", detail)
     return Finding("daemon", "warn", f"unexpected reply from {path}")
 
 

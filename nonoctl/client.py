@@ -1,4 +1,5 @@
-"""Talk to nonod from Python: a blocking client (wsproto) and a trio client (trio-websocket).
+"""Talk to nonod from Python: a blocking client (``nonoctl._ws``: the standard library only)
+and a trio client (trio-websocket).
 
 Blocking, for scripts and for ``nonoctl`` itself (it must not pay for importing trio)::
 
@@ -40,18 +41,16 @@ import socket
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
-
-import wsproto
-import wsproto.events as ws_events
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, final
 
 from nonod import protocol as p
 from nonod.control._socket import client_socket_path
 from nonod.control._socketdir import UnsafeSocketPath, trusted_socket_dir
 from nonod.conversation import State, next_state
 from nonod.errors import NonoError
+
+from . import _ws
 
 if TYPE_CHECKING:
     from trio_websocket import WebSocketConnection
@@ -130,10 +129,8 @@ class Connection:
     def __init__(self, sock: socket.socket, path: Path) -> None:
         self.sock = sock
         self.path = path
-        self._ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        self._ws = _ws.ClientCodec(max_message=MAX_REPLY_BYTES)
         self._replies: deque[p.AnyReply] = deque()
-        self._text: list[str] = []
-        self._size = 0
         self.closed = False
         self.welcome: p.Welcome | None = None
 
@@ -161,26 +158,20 @@ class Connection:
         return conn
 
     def _handshake(self) -> None:
-        self._send_raw(self._ws.send(ws_events.Request(
-            host="localhost", target=p.WS_RESOURCE, subprotocols=[p.WS_SUBPROTOCOL],
-        )))
-        rejected: ws_events.RejectConnection | None = None
-        body = b""
+        self._send_raw(self._ws.request("localhost", p.WS_RESOURCE, p.WS_SUBPROTOCOL))
         while True:
             self._receive_raw()
-            for event in self._ws.events():
-                if isinstance(event, ws_events.AcceptConnection):
-                    return
-                if isinstance(event, ws_events.RejectConnection):
-                    rejected = event
-                    if not event.has_body:
-                        raise ConnectionLost(f"nonod refused the connection ({event.status_code})")
-                elif isinstance(event, ws_events.RejectData):
-                    body += event.data
-                    if event.body_finished:
-                        status = rejected.status_code if rejected else 0
-                        text = body.decode("utf-8", "replace").strip()
-                        raise ConnectionLost(f"nonod refused the connection ({status}): {text}")
+            try:
+                if self._ws.read_upgrade():
+                    return  # frames that came with it wait in the codec for receive()
+            except _ws.Rejected as exc:
+                text = exc.body.decode("utf-8", "replace").strip()
+                raise ConnectionLost(f"nonod refused the connection ({exc.status})"
+                                     + (f": {text}" if text else "")) from None
+            except _ws.ProtocolError as exc:
+                raise ConnectionLost(f"nonod broke the WebSocket protocol: {exc}") from None
+            if self.closed:
+                raise ConnectionLost("nonod closed the connection during the handshake")
 
     # -- raw I/O
     def _send_raw(self, data: bytes, fds: Sequence[int] = ()) -> None:
@@ -205,35 +196,35 @@ class Connection:
             raise ConnectionLost(f"lost the connection to nonod: {exc.strerror or exc}") from exc
         if not data:
             self.closed = True
-            self._ws.receive_data(None)
             return
         self._ws.receive_data(data)
 
+    @staticmethod
+    def _decode(event: _ws.Text) -> p.AnyReply:
+        try:
+            return p.decode_reply(event.data)
+        except (ValueError, TypeError) as exc:
+            raise UnexpectedReply(f"cannot decode a message from nonod: {exc}") from exc
+
     def _drain_events(self) -> None:
-        for event in self._ws.events():
-            if isinstance(event, ws_events.TextMessage):
-                self._text.append(event.data)
-                self._size += len(event.data)
-                if self._size > MAX_REPLY_BYTES:
-                    raise ConnectionLost("nonod sent an oversized message")
-                if event.message_finished:
-                    text = "".join(self._text)
-                    self._text.clear()
-                    self._size = 0
-                    try:
-                        self._replies.append(p.decode_reply(text))
-                    except (ValueError, TypeError) as exc:
-                        raise UnexpectedReply(f"cannot decode a message from nonod: {exc}") from exc
-            elif isinstance(event, ws_events.Ping):
-                self._send_raw(self._ws.send(event.response()))
-            elif isinstance(event, ws_events.CloseConnection):
-                with contextlib.suppress(ConnectionLost, wsproto.utilities.LocalProtocolError):
-                    self._send_raw(self._ws.send(event.response()))
-                self.closed = True
-                self._close_reason = event.reason or ""
-                self._close_code = event.code
-            elif isinstance(event, ws_events.BytesMessage):
-                raise UnexpectedReply("nonod sent a binary frame")
+        try:
+            for event in self._ws.events():
+                if isinstance(event, _ws.Text):
+                    self._replies.append(self._decode(event))
+                elif isinstance(event, _ws.Ping):
+                    self._send_raw(self._ws.pong(event.payload))
+                elif isinstance(event, _ws.Close):
+                    with contextlib.suppress(ConnectionLost):
+                        self._send_raw(self._ws.close(event.code if event.code != 1005 else 1000))
+                    self.closed = True
+                    self._close_reason = event.reason
+                    self._close_code = event.code
+                    return
+                else:
+                    raise UnexpectedReply("nonod sent a binary frame")
+        except _ws.ProtocolError as exc:
+            self.closed = True
+            raise ConnectionLost(f"nonod broke the WebSocket protocol: {exc}") from None
 
     # -- messages
     def send(self, message: p.Request, *, fds: Sequence[int] = ()) -> None:
@@ -241,7 +232,7 @@ class Connection:
         if self.closed:
             raise ConnectionLost("the connection to nonod is closed")
         text = p.encode(message).decode("utf-8")
-        self._send_raw(self._ws.send(ws_events.Message(data=text)), fds)
+        self._send_raw(self._ws.text(text), fds)
 
     def receive(self) -> p.AnyReply:
         """The next message from the daemon (blocking)."""
@@ -296,8 +287,8 @@ class Connection:
 
     def close(self) -> None:
         if not self.closed:
-            with contextlib.suppress(ConnectionLost, wsproto.utilities.LocalProtocolError):
-                self._send_raw(self._ws.send(ws_events.CloseConnection(code=1000)))
+            with contextlib.suppress(ConnectionLost):
+                self._send_raw(self._ws.close(1000))
             self.closed = True
         self.sock.close()
 
@@ -481,21 +472,22 @@ def launch_request(
 # ------------------------------------------------------------------ the one client core
 
 
-@dataclass(frozen=True)
+@final
 class Call(Generic[_R]):
     """One API call, sans-IO: the request, the reply it expects and what the caller gets.
-    ``Client`` runs it blocking and ``AsyncClient`` under trio; a call that streams before its
-    answer (``wait``) runs on a ``dedicated`` connection. Built only for requests that the
-    conversation's rules (``nonod.conversation``) allow in ``state``."""
+    ``Client`` runs it blocking and ``AsyncClient`` under trio. Built only for requests that
+    the conversation's rules (``nonod.conversation``) allow in ``state``. (Not a dataclass:
+    ``dataclasses`` stays off the CLI's import path, see docs/cli.md.)"""
 
-    request: p.AnyRequest
-    expect: type[Any]
-    pick: Callable[[Any], _R]
-    dedicated: bool = False
-    state: State = State.IDLE
+    __slots__ = ("expect", "pick", "request", "state")
 
-    def __post_init__(self) -> None:
-        next_state(self.state, self.request)
+    def __init__(self, request: p.AnyRequest, expect: type[Any], pick: Callable[[Any], _R],
+                 *, state: State = State.IDLE) -> None:
+        next_state(state, request)
+        self.request = request
+        self.expect = expect
+        self.pick = pick
+        self.state = state
 
     def result(self, reply: p.AnyReply) -> _R:
         return self.pick(_expect(check(reply), self.expect))
@@ -545,7 +537,7 @@ class _Calls:
 
     @staticmethod
     def wait(session: str) -> Call[p.Exited]:
-        return Call(p.Wait(session=session), p.Exited, _same, dedicated=True)
+        return Call(p.Wait(session=session), p.Exited, _same)
 
     @staticmethod
     def prune() -> Call[tuple[str, ...]]:
@@ -565,7 +557,8 @@ calls: Final = _Calls()
 
 @final
 class Client:
-    """Blocking request/response API. Streams use their own connection each."""
+    """Blocking request/response API on one kept connection (``wait`` included); the
+    streams (``events``, ``logs``, ...) use their own connection each."""
 
     def __init__(
         self,
@@ -579,6 +572,7 @@ class Client:
         self._system = system
         self._timeout = timeout
         self._conn = connect(path, system=system, autostart=autostart, timeout=timeout)
+        self._dropped = False
         self.path = self._conn.path
 
     def _fresh(self) -> Connection:
@@ -588,7 +582,19 @@ class Client:
         if self._conn.closed_while_idle():  # the daemon's idle_timeout: nothing was lost
             self._conn.close()
             self._conn = self._fresh()
-        return self._conn.request(message)
+        elif self._conn.closed and self._dropped:
+            self._conn = self._fresh()  # the last one was left in mid-conversation (wait)
+            self._dropped = False
+        try:
+            return self._conn.request(message)
+        except RemoteError:
+            raise  # a complete answer: the conversation is where it should be
+        except BaseException:
+            # Interrupted (Ctrl-C in a wait) or broken: the daemon may still answer this
+            # request later, so this connection cannot carry the next one.
+            self._conn.close()
+            self._dropped = True
+            raise
 
     def close(self) -> None:
         self._conn.close()
@@ -600,9 +606,6 @@ class Client:
         self.close()
 
     def _call(self, call: Call[_R]) -> _R:
-        if call.dedicated:
-            with self._fresh() as conn:
-                return call.result(conn.request(call.request))
         return call.result(self._ask(call.request))
 
     def status(self) -> p.DaemonStatus:
@@ -610,6 +613,18 @@ class Client:
 
     def sessions(self, *, all: bool = False) -> tuple[p.SessionInfo, ...]:
         return self._call(calls.sessions(all))
+
+    def approvals(self, session: str | None = None) -> tuple[p.ApprovalInfo, ...]:
+        return _expect(self._ask(p.ApprovalList(session=session)), p.Approvals).approvals
+
+    def approval(self, approval_id: str) -> p.ApprovalReply:
+        return _expect(self._ask(p.ApprovalInspect(id=approval_id)), p.ApprovalReply)
+
+    def answer(self, approval_id: str, answer: Literal["once", "session", "deny"], *,
+               save_to_profile: bool = False) -> p.ApprovalReply:
+        return _expect(self._ask(p.ApprovalAnswer(id=approval_id, answer=answer,
+                                                     save_to_profile=save_to_profile)),
+                       p.ApprovalReply)
 
     def inspect(self, session: str) -> p.SessionDetail:
         return self._call(calls.inspect(session))
@@ -625,6 +640,9 @@ class Client:
         self._call(calls.signal(session, signum))
 
     def wait(self, session: str) -> p.Exited:
+        """Until the session has exited, on the kept connection (no new connection and
+        handshake per wait). Interrupted, it leaves that connection behind: the next request
+        opens a fresh one."""
         return self._call(calls.wait(session))
 
     def prune(self) -> tuple[str, ...]:
@@ -713,7 +731,8 @@ class AuditStream:
 
 @final
 class EventStream:
-    """An iterator of ``SessionEvent``; also a context manager that closes its connection."""
+    """An iterator of ``SessionEvent`` and ``ApprovalEvent``; also a context manager that
+    closes its connection."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -721,9 +740,9 @@ class EventStream:
     def __iter__(self) -> EventStream:
         return self
 
-    def __next__(self) -> p.SessionEvent:
+    def __next__(self) -> p.SessionEvent | p.ApprovalEvent:
         reply = check(self._conn.receive())
-        if isinstance(reply, p.SessionEvent):
+        if isinstance(reply, p.SessionEvent | p.ApprovalEvent):
             return reply
         self.close()
         if isinstance(reply, p.EndOfOutput):
@@ -800,9 +819,6 @@ class AsyncClient:
         return hello.result(await self._ask(hello.request))
 
     async def _call(self, call: Call[_R]) -> _R:
-        if call.dedicated:
-            async with open_async_client(self.path, autostart=False) as other:
-                return call.result(await other._ask(call.request))
         return call.result(await self._ask(call.request))
 
     async def status(self) -> p.DaemonStatus:
@@ -810,6 +826,11 @@ class AsyncClient:
 
     async def sessions(self, *, all: bool = False) -> tuple[p.SessionInfo, ...]:
         return await self._call(calls.sessions(all))
+
+    async def answer(self, approval_id: str, answer: Literal["once", "session", "deny"]
+                     ) -> p.ApprovalReply:
+        return _expect(await self._ask(p.ApprovalAnswer(id=approval_id, answer=answer)),
+                       p.ApprovalReply)
 
     async def inspect(self, session: str) -> p.SessionDetail:
         return await self._call(calls.inspect(session))
@@ -827,7 +848,9 @@ class AsyncClient:
         await self._call(calls.signal(session, signum))
 
     async def wait(self, session: str) -> p.Exited:
-        return await self._call(calls.wait(session))
+        """On a connection of its own (this one stays free for other tasks' requests)."""
+        async with open_async_client(self.path, autostart=False) as other:
+            return await other._call(calls.wait(session))
 
     async def prune(self) -> tuple[str, ...]:
         return await self._call(calls.prune())
@@ -835,8 +858,8 @@ class AsyncClient:
     @contextlib.asynccontextmanager
     async def events(
         self, session: str | None = None
-    ) -> AsyncIterator[AsyncIterator[p.SessionEvent]]:
-        """Session lifecycle events, on a connection of their own::
+    ) -> AsyncIterator[AsyncIterator[p.SessionEvent | p.ApprovalEvent]]:
+        """Session lifecycle and approval events, on a connection of their own::
 
             async with client.events() as events:
                 async for event in events:
@@ -846,10 +869,10 @@ class AsyncClient:
             subscribe = calls.subscribe(session)
             subscribe.result(await other._ask(subscribe.request))
 
-            async def iterate() -> AsyncIterator[p.SessionEvent]:
+            async def iterate() -> AsyncIterator[p.SessionEvent | p.ApprovalEvent]:
                 while True:
                     reply = check(await other._receive())
-                    if isinstance(reply, p.SessionEvent):
+                    if isinstance(reply, p.SessionEvent | p.ApprovalEvent):
                         yield reply
                     elif isinstance(reply, p.EndOfOutput):
                         return

@@ -144,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(functools.partial(
             run_daemon, loaded, options=options, policies=policies,
-            launcher_factory=open_launcher, reload=reload, task_status=ready,
+            launcher_factory=functools.partial(open_launcher, config.sandbox.mode),
+            reload=reload, task_status=ready,
         ))
     except* NonoError as group:
         failures = _leaves(group)

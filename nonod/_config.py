@@ -135,6 +135,32 @@ class AuditSection(_Section, frozen=True, kw_only=True):
             raise ValueError("audit.sign_key contains a NUL character")
 
 
+class ApprovalBackendSection(_Section, frozen=True, kw_only=True):
+    """``[approvals.backends.NAME]``: a webhook the operator offers every profile, which
+    names it ``daemon:NAME`` (docs/approvals.md)."""
+
+    type: Literal["webhook"]
+    url: Annotated[str, msgspec.Meta(pattern=r"^https://[^\s]+$", max_length=2048)]
+    #: The HMAC key: a credential reference read with the daemon's own rights.
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    timeout_secs: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None
+
+
+class ApprovalsSection(_Section, frozen=True, kw_only=True):
+    #: Seconds a held request waits for an approval before it is denied (docs/approvals.md).
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    backends: dict[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
+                   ApprovalBackendSection] = msgspec.field(default_factory=dict)
+
+
+class SandboxSection(_Section, frozen=True, kw_only=True):
+    #: ``auto``: namespaces where the kernel lets the daemon create them, else
+    #: ``landlock-only`` (no namespaces: Landlock, seccomp, the Landlock network; profiles
+    #: that need a mount namespace are refused unless they accept the weaker mode). Read when
+    #: the launcher starts (a reload does not change a running launcher's mode).
+    mode: Literal["auto", "namespaces", "landlock-only"] = "auto"
+
+
 class MetricsSection(_Section, frozen=True, kw_only=True):
     #: Serve Prometheus metrics (``GET /metrics``) on ``listen``.
     enabled: bool = False
@@ -219,9 +245,11 @@ class ExportSection(_Section, frozen=True, kw_only=True):
 
 class Config(_Section, frozen=True, kw_only=True):
     daemon: DaemonSection = DaemonSection()
+    sandbox: SandboxSection = SandboxSection()
     sessions: SessionsSection = SessionsSection()
     network: NetworkSection = NetworkSection()
     audit: AuditSection = AuditSection()
+    approvals: ApprovalsSection = ApprovalsSection()
     metrics: MetricsSection = MetricsSection()
     #: ``[[export]]`` tables: where audit records are shipped (read at daemon start).
     export: tuple[ExportSection, ...] = ()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import grp
-import importlib.metadata
 import os
 import signal
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, final
 
+import msgspec
 import structlog
 import trio
 
@@ -50,6 +50,7 @@ from .control import (
     default_socket_path,
 )
 from .errors import NonoError
+from .policy import DAEMON_BACKEND_PREFIX, ApprovalBackend
 from .sessions import AuditSettings, LauncherLike, Registry, SessionLimits
 from .sessions._records import HEARTBEAT_INTERVAL
 
@@ -65,10 +66,9 @@ LauncherFactory = Callable[[], AbstractAsyncContextManager[LauncherLike]]
 
 
 def daemon_version() -> str:
-    try:
-        return importlib.metadata.version("nono")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
+    from . import __version__
+
+    return __version__
 
 
 @final
@@ -104,7 +104,12 @@ class _LauncherHost:
     async def _host(self, *, task_status: trio.TaskStatus[LauncherLike]) -> None:
         try:
             async with self._factory() as launcher:
-                self.state = "ready"
+                self.state = "ready" if launcher.mode == "namespaces" else "ready (landlock-only)"
+                if launcher.mode != "namespaces":
+                    log.warning("sandbox mode landlock-only: the kernel refuses the session "
+                                "namespaces; sessions are partially enforced and profiles that "
+                                "need a mount namespace are refused unless they accept it",
+                                mode=launcher.mode)
                 task_status.started(launcher)
                 await trio.sleep_forever()
         finally:
@@ -126,7 +131,16 @@ class _State:
 
     # The sections themselves: each consumer reads its own (declared once in ``_config``).
     def limits(self) -> SessionLimits:
-        return self.config.sessions
+        # [sessions] and the two [approvals] values the sessions read: one conversion.
+        approvals = self.config.approvals
+        return SessionLimits(
+            **msgspec.structs.asdict(self.config.sessions),
+            approval_timeout=approvals.timeout,
+            approval_backends=tuple(
+                ApprovalBackend(name=DAEMON_BACKEND_PREFIX + name, type=b.type, url=b.url,
+                                key=b.key, timeout_secs=b.timeout_secs)
+                for name, b in sorted(approvals.backends.items())),
+        )
 
     def network(self) -> NetworkSettings:
         return self.config.network
@@ -224,6 +238,8 @@ async def run_daemon(
                 trio.open_nursery() as root:
             if exporter is not None:
                 await root.start(exporter.run)
+                if metrics is not None:
+                    metrics.observe_export(exporter)
             host = _LauncherHost(launcher_factory, root)
             async with trio.open_nursery() as sessions_nursery:
                 registry = Registry(

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from typing import Final, Protocol, final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -43,6 +43,21 @@ class Observed(Protocol):
     def state_counts(self) -> Mapping[str, int]: ...
 
     def audit_backlog(self) -> int: ...
+
+
+class SinkFigures(Protocol):
+    """One audit export sink's figures (``nonod.shipping``'s lane statistics)."""
+
+    delivered_records: int
+    failures: int
+    pending_bytes: int
+    backlog_full: bool
+
+
+class ExportObserved(Protocol):
+    """What the export gauges read (the audit exporter): figures per sink name."""
+
+    def statistics(self) -> Mapping[str, SinkFigures]: ...
 
 
 @final
@@ -69,8 +84,10 @@ class _Gauges(Collector):
 
     def __init__(self) -> None:
         self.source: Observed | None = None
+        self.export: ExportObserved | None = None
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._export_figures()
         sessions = GaugeMetricFamily("nono_sessions", "Sessions the daemon knows, by state.",
                                      labels=["state"])
         backlog = GaugeMetricFamily(
@@ -86,6 +103,32 @@ class _Gauges(Collector):
         backlog.add_metric([], pending)
         yield sessions
         yield backlog
+
+    def _export_figures(self) -> Iterator[Metric]:
+        """Per ``[[export]]`` sink (names from the configuration: bounded)."""
+        if self.export is None:
+            return
+        pending = GaugeMetricFamily(
+            "nono_audit_export_pending_bytes",
+            "Audit bytes written but not yet acknowledged by the sink.", labels=["sink"])
+        full = GaugeMetricFamily(
+            "nono_audit_export_backlog_full",
+            "1 while the sink's backlog is over max_backlog_bytes (nothing is dropped).",
+            labels=["sink"])
+        delivered = CounterMetricFamily(
+            "nono_audit_export_delivered_records", "Audit records the sink acknowledged.",
+            labels=["sink"])
+        failures = CounterMetricFamily(
+            "nono_audit_export_failures", "Failed deliveries to the sink.", labels=["sink"])
+        for name, figures in sorted(self.export.statistics().items()):
+            pending.add_metric([name], figures.pending_bytes)
+            full.add_metric([name], 1 if figures.backlog_full else 0)
+            delivered.add_metric([name], figures.delivered_records)
+            failures.add_metric([name], figures.failures)
+        yield pending
+        yield full
+        yield delivered
+        yield failures
 
 
 @final
@@ -124,6 +167,10 @@ class Metrics:
         self._codes = BoundedLabel()
         self._routes = BoundedLabel()
         self._reasons = BoundedLabel()
+
+    def observe_export(self, exporter: ExportObserved) -> None:
+        """Read the audit exporter's figures at each scrape."""
+        self._gauges.export = exporter
 
     def observe(self, source: Observed) -> None:
         """Read the scrape-time gauges from ``source`` (the registry)."""

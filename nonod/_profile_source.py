@@ -13,12 +13,23 @@ that open, so a symlink flipped in between gains nothing. The caller's home dire
 from the password database there, not from the caller's environment. A profile is *resolved*
 (grant paths looked up, symlinks followed) with the caller's identity too, so a dry run tells a
 caller nothing about paths it could not reach itself.
+
+Resolving a launch's profile canonicalises about a hundred paths; the result is cached
+(:class:`ResolutionCache`) under everything it was computed from: the caller (uid, gid), the
+bytes of the profile as loaded (so a changed profile file misses; profiles are still loaded
+on every launch, as the caller), the resolution context (home, working directory, the
+caller's environment) and the options. An entry is served only while the filesystem still
+answers every question its resolution asked (:class:`nonod.profiles.FsLook`), asked again with
+the caller's identity: a path created, removed, replaced or re-pointed since makes the launch
+resolve again.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import final
@@ -33,6 +44,7 @@ from .policy import ResolvedPolicy
 from .profiles import (
     MAX_PROFILE_BYTES,
     CliOverrides,
+    FsLook,
     Profile,
     ResolveContext,
     list_profiles,
@@ -43,6 +55,41 @@ from .profiles import (
 from .sessions import Caller
 
 DEFAULT_PROFILE = "default"
+#: Resolutions kept (a key is a caller, a profile, a directory and options).
+CACHE_ENTRIES = 64
+
+
+@final
+class ResolutionCache:
+    """Resolved policies by what they were computed from, each with the filesystem looks
+    that must still hold; least recently used out first. Used from worker threads."""
+
+    def __init__(self, size: int = CACHE_ENTRIES) -> None:
+        self._size = size
+        self._entries: OrderedDict[bytes, tuple[ResolvedPolicy, FsLook]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: bytes) -> ResolvedPolicy | None:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and entry[1].unchanged():
+            with self._lock:
+                self._entries.move_to_end(key)
+                self.hits += 1
+            return entry[0]
+        with self._lock:
+            self._entries.pop(key, None)
+            self.misses += 1
+        return None
+
+    def put(self, key: bytes, policy: ResolvedPolicy, look: FsLook) -> None:
+        with self._lock:
+            self._entries[key] = (policy, look)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
 
 
 def _is_path(value: str) -> bool:
@@ -79,6 +126,7 @@ class ProfilePolicies:
     def __init__(self, *, system: bool, profile_dir: Callable[[], Path | None]) -> None:
         self._system = system
         self._profile_dir = profile_dir
+        self.cache = ResolutionCache()
 
     # -- PolicySource
     async def resolve_launch(
@@ -171,15 +219,29 @@ class ProfilePolicies:
     ) -> tuple[ResolvedPolicy, str | None]:
         profile = self._load(request.profile, caller, request.env, data)
         ctx = self._context(caller, request.env, request.cwd)
-        policy = self._resolve(profile, ctx, caller, overrides_from(request.options))
+        overrides = overrides_from(request.options)
+        # everything the resolution depends on, besides the filesystem (checked by the look)
+        key = msgspec.msgpack.encode((caller.uid, caller.gid, profile, ctx, overrides))
+        policy = self._resolve(profile, ctx, caller, overrides, key=key)
         return policy, request.profile
 
     def _resolve(self, profile: Profile, ctx: ResolveContext, caller: Caller,
-                 overrides: CliOverrides | None = None) -> ResolvedPolicy:
-        """``resolve``, looking at the filesystem as the caller (system daemon)."""
+                 overrides: CliOverrides | None = None, *, key: bytes | None = None
+                 ) -> ResolvedPolicy:
+        """``resolve``, looking at the filesystem as the caller (system daemon). With ``key``
+        the result is cached; the cache's check of what the resolution looked at runs as the
+        caller too, so a check made with root's rights never serves a caller a resolution it
+        could no longer get."""
         identity = _callerfs.Identity.of(caller) if self._system else None
         with _callerfs.acting_as(identity):
-            return resolve(profile, ctx, overrides=overrides)
+            if key is None:
+                return resolve(profile, ctx, overrides=overrides)
+            policy = self.cache.get(key)
+            if policy is None:
+                look = FsLook()
+                policy = resolve(profile, ctx, overrides=overrides, look=look)
+                self.cache.put(key, policy, look)
+            return policy
 
     def _list(self, caller: Caller) -> tuple[p.ProfileEntry, ...]:
         found = list_profiles(self._user_dir(caller, {}))

@@ -25,7 +25,7 @@ import trio
 from . import _callerfs
 from ._config import NetworkSection
 from .audit._mask import hidden_strings
-from .policy import ResolvedPolicy
+from .policy import DAEMON_BACKEND_PREFIX, ResolvedPolicy
 from .sandbox import LaunchRequest
 
 if TYPE_CHECKING:
@@ -85,6 +85,8 @@ class SessionServices:
         self.credentials: list[str] = []  # route names with a loaded secret
         #: What the program holds that its audit record must never show (see audit._mask).
         self.hidden: dict[str, str] = {}
+        #: Each webhook approval backend's signing key, by backend name (never the program's).
+        self.approval_keys: dict[str, bytes] = {}
         self._proxy_args: dict[str, Any] | None = None
         self._listen_ports: tuple[int, ...] = ()
         self._listen_address = "127.0.0.1"
@@ -223,6 +225,15 @@ async def prepare(
             "proxy_token": token.reveal(),
             "routes": table,
         }
+    if net.approval is not None:  # a missing webhook key refuses the launch, as a route's
+        for backend in net.approval.backends:
+            if backend.type == "webhook" and backend.key:
+                # The operator's backends ([approvals.backends]) read with the daemon's rights.
+                own = backend.name.startswith(DAEMON_BACKEND_PREFIX)
+                key = await trio.to_thread.run_sync(functools.partial(
+                    credentials.resolve_credential, backend.key, environ=environ,
+                    options=credentials.SourceOptions() if own else sources))
+                prepared.approval_keys[backend.name] = key.reveal().encode()
     if net.env_credentials:
         pairs = await trio.to_thread.run_sync(functools.partial(
             credentials.resolve_env_credentials, net.env_credentials, environ=environ,
@@ -239,9 +250,11 @@ async def serve(
     proc: Served,
     events: Callable[[object], None],
     *,
+    asker: Any = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the session's proxy and inbound forwards until cancelled."""
+    """Serve the session's proxy and inbound forwards until cancelled. ``asker``
+    (``nonod.proxy.Asker``) decides unlisted hosts when the profile says ``ask``."""
     from . import proxy
 
     async with trio.open_nursery() as nursery:
@@ -251,7 +264,8 @@ async def serve(
                 trio.socket.from_stdlib_socket(proc.proxy_listener))
         if prepared._proxy_args is not None and listener is not None:
             await nursery.start(functools.partial(
-                proxy.serve_proxy, listener, events=events, **prepared._proxy_args))
+                proxy.serve_proxy, listener, events=events, asker=asker,
+                **prepared._proxy_args))
         for port in prepared._listen_ports:
             listeners = await trio.open_tcp_listeners(port, host=prepared._listen_address)
             for lst in listeners:

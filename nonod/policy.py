@@ -94,6 +94,59 @@ class CustomCredential(msgspec.Struct, frozen=True, kw_only=True):
     tls_client_key: str | None = None
 
 
+class ApprovalBackend(msgspec.Struct, frozen=True, kw_only=True):
+    """One named place approvals go (``network.approval_backends``): ``queue`` (the daemon's
+    own pending queue: ``nonoctl approvals``, the client API's events), ``webhook`` (an HTTPS
+    POST signed with HMAC-SHA256 under the credential ``key``) or ``chain`` (``members``
+    asked together; ``mode`` ``all``: every one must allow, ``any``: one allow suffices)."""
+
+    name: str
+    type: str  # queue | webhook | chain
+    url: str | None = None
+    key: str | None = None
+    timeout_secs: float | None = None
+    mode: str = "any"
+    members: tuple[str, ...] = ()
+
+
+#: The built-in backend every profile may name: the daemon's own queue.
+QUEUE_BACKEND: Final = "queue"
+#: How a profile names a backend of the daemon's ``[approvals.backends]`` (``daemon:ops``).
+DAEMON_BACKEND_PREFIX: Final = "daemon:"
+
+
+class ApprovalPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """What happens to a destination the allowlist does not name: it is *asked* about.
+    ``backend`` names the deciding backend (``queue``, or one of ``backends``);
+    ``timeout_secs`` bounds the wait (None: the daemon's ``[approvals] timeout``); no answer
+    in time is a denial."""
+
+    backend: str = QUEUE_BACKEND
+    timeout_secs: float | None = None
+    backends: tuple[ApprovalBackend, ...] = ()
+
+    def named(self, name: str) -> ApprovalBackend:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        if name != QUEUE_BACKEND:
+            raise KeyError(name)  # with_daemon_backends checked every name at launch
+        return ApprovalBackend(name=QUEUE_BACKEND, type="queue")
+
+    def with_daemon_backends(self, offered: tuple[ApprovalBackend, ...]) -> ApprovalPolicy:
+        """This policy with the daemon's backends it names (``daemon:<name>``) added.
+
+        Raises KeyError naming the first backend neither the profile nor the daemon has."""
+        known = {b.name: b for b in (*self.backends, *offered)}
+        wanted = [self.backend, *(m for b in self.backends for m in b.members)]
+        for name in wanted:
+            if name != QUEUE_BACKEND and name not in known:
+                raise KeyError(name)
+        used = tuple(known[n] for n in dict.fromkeys(wanted) if n.startswith(
+            DAEMON_BACKEND_PREFIX) and n not in {b.name for b in self.backends})
+        return msgspec.structs.replace(self, backends=(*self.backends, *used))
+
+
 class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """The network part of a policy.
 
@@ -103,7 +156,8 @@ class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True):
     ``block`` forbids all network. Otherwise the session gets a private network namespace and
     reaches ``allow_domain`` through the daemon's proxy; an empty ``allow_domain`` then allows
     no host. ``upstream_proxy`` (host:port) is where the proxy sends allowed traffic on, except
-    for hosts in ``upstream_bypass``.
+    for hosts in ``upstream_bypass``. ``approval`` set: a host that is not allowed is asked
+    about (``docs/approvals.md``) instead of refused; None (the default): refused.
     """
 
     restricted: bool = False
@@ -117,6 +171,7 @@ class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True):
     env_credentials: tuple[tuple[str, str], ...] = ()  # (credential reference, env var)
     upstream_proxy: str | None = None
     upstream_bypass: tuple[str, ...] = ()
+    approval: ApprovalPolicy | None = None
 
 
 #: A fork bomb in one session must not starve the host or the other sessions.

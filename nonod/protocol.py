@@ -459,6 +459,33 @@ class TrustInit(Request, frozen=True, kw_only=True, tag="trust_init"):
     ] = ()
 
 
+ApprovalId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class ApprovalList(Request, frozen=True, kw_only=True, tag="approval_list"):
+    """The caller's pending approvals (of one session, or of all it may see)."""
+
+    session: SessionRef | None = None
+
+
+class ApprovalInspect(Request, frozen=True, kw_only=True, tag="approval_inspect"):
+    id: ApprovalId
+
+
+class ApprovalAnswer(Request, frozen=True, kw_only=True, tag="approval_answer"):
+    """Release a held request: ``once`` (this request), ``session`` (every later request to
+    that host in that session), ``deny``. ``save_to_profile`` (with ``session``) also writes
+    the host into the profile file the session came from, if the caller owns it."""
+
+    id: ApprovalId
+    answer: Literal["once", "session", "deny"]
+    save_to_profile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.save_to_profile and self.answer != "session":
+            raise ValueError("save_to_profile goes with answer `session`")
+
+
 AnyRequest = (
     Hello
     | Launch
@@ -488,6 +515,9 @@ AnyRequest = (
     | TrustExportKey
     | TrustSign
     | TrustInit
+    | ApprovalList
+    | ApprovalInspect
+    | ApprovalAnswer
 )
 
 
@@ -697,6 +727,49 @@ class TrustPolicyDocument(Reply, frozen=True, kw_only=True, tag="trust_policy"):
     policy: bytes
 
 
+class ApprovalInfo(_Info, frozen=True, kw_only=True):
+    """One pending approval: the held request (``method``/``path`` for plain HTTP, the path
+    without its query), its session, the session's program (``pid``, ``command``), where it
+    was sent (``backend``) and until when it waits (``expires``; then it is denied)."""
+
+    id: str
+    session: str
+    session_name: str
+    mode: str
+    host: str
+    port: int
+    method: str = ""
+    path: str = ""
+    pid: int = 0
+    command: tuple[str, ...] = ()
+    backend: str = ""
+    profile: str | None = None
+    created: _dt.datetime
+    expires: _dt.datetime
+
+
+class Approvals(Reply, frozen=True, kw_only=True, tag="approvals"):
+    approvals: tuple[ApprovalInfo, ...]
+
+
+class ApprovalReply(Reply, frozen=True, kw_only=True, tag="approval"):
+    """One approval (``inspect``), or the one just answered (``answer`` set). After
+    ``save_to_profile``: ``saved_to`` is the file written, ``diff`` the change (unified)."""
+
+    approval: ApprovalInfo
+    answer: str = ""
+    saved_to: str = ""
+    diff: str = ""
+
+
+class ApprovalEvent(Reply, frozen=True, kw_only=True, tag="approval_event"):
+    """On a ``subscribe`` stream: ``kind`` ``approval_pending`` (a request is held; answer it
+    with ``approval_answer``) or ``approval_closed`` (answered or timed out)."""
+
+    kind: str
+    approval: ApprovalInfo
+
+
 AnyReply = (
     Welcome
     | ErrorReply
@@ -724,6 +797,9 @@ AnyReply = (
     | TrustKey
     | TrustSigned
     | TrustPolicyDocument
+    | Approvals
+    | ApprovalReply
+    | ApprovalEvent
 )
 
 # One decoder per direction, built once (on first use: nonoctl never decodes requests);

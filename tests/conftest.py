@@ -89,12 +89,17 @@ class SandboxUser:
         return self.run_request(policy, request)
 
     def run_request(self, policy: ResolvedPolicy, request: LaunchRequest, *,
-                    stdin: bytes = b"", timeout: float = 60) -> Result:
+                    stdin: bytes = b"", timeout: float = 60, nouserns: bool = False) -> Result:
+        """``nouserns``: under ``tests/nouserns.py`` (the kernel refuses new namespaces)."""
         line = msgspec.json.encode({"policy": policy, "request": request}) + b"\n"
         runner = str(RUNNER)
+        tests = RUNNER.parent
         if self.env.get("PYTHONPATH"):
             runner = str(Path(self.env["PYTHONPATH"]).parent / RUNNER.name)
+            tests = Path(self.env["PYTHONPATH"]) / "tests"
         cmd = [*self.python, runner]
+        if nouserns:
+            cmd = [*self.python, str(tests / "nouserns.py"), *cmd]
         if self.uid != 0:
             cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
                    *cmd]

@@ -36,6 +36,8 @@ def main() -> int:
         status, report = trio.run(launch_and_wait, policy, request)
     except NonoError as exc:
         print(f"{exc.code} {getattr(exc, 'step', '')}: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
         return 125
     print(f"ENFORCEMENT {report.summary()}", file=sys.stderr)
     return status.shell_code

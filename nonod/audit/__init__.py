@@ -40,6 +40,7 @@ from ._errors import AuditVerifyError as AuditVerifyError
 from ._errors import AuditWriteError as AuditWriteError
 from ._events import EVENT_KINDS as EVENT_KINDS
 from ._events import REDACTED as REDACTED
+from ._events import Approval as Approval
 from ._events import CredentialInjected as CredentialInjected
 from ._events import DaemonEvent as DaemonEvent
 from ._events import Enforcement as Enforcement

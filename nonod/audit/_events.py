@@ -312,6 +312,45 @@ class ViewGuarded(_Event, frozen=True, kw_only=True, tag="view_guard"):
     detail: str = ""
 
 
+ApprovalStage = Literal["requested", "decided"]
+ApprovalVerdict = Literal["", "once", "session", "deny", "timeout"]
+_APPROVAL_STAGES: Final[tuple[str, ...]] = get_args(ApprovalStage)
+_APPROVAL_VERDICTS: Final[tuple[str, ...]] = get_args(ApprovalVerdict)
+
+
+class Approval(_Event, frozen=True, kw_only=True, tag="approval"):
+    """A destination the allowlist did not name was asked about (``docs/approvals.md``).
+
+    Two records per approval ``id``: ``requested`` when the request was held (``backend`` is
+    where it went), ``decided`` when it was released: ``decision`` ``once``/``session``
+    (allowed), ``deny`` or ``timeout`` (refused), ``decider`` who or what decided
+    (``uid:1000``, ``webhook:<name>``, ``timeout``...), ``latency_ms`` how long the program
+    waited. ``pid`` and ``command`` are the process that held the client socket when it could
+    be found (``nonod.approvals._peer``), else the session's program; ``command`` is
+    redacted. ``path`` never carries a query string."""
+
+    id: str
+    stage: ApprovalStage
+    host: str
+    port: Port
+    mode: str = ""
+    method: str = ""
+    path: str = ""
+    backend: str = ""
+    decision: ApprovalVerdict = ""
+    decider: str = ""
+    latency_ms: Millis = 0.0
+    pid: int = 0
+    command: tuple[str, ...] = ()
+    saved_to: str = ""
+
+    def __post_init__(self) -> None:
+        _check_choice("stage", self.stage, _APPROVAL_STAGES)
+        _check_choice("decision", self.decision, _APPROVAL_VERDICTS)
+        if (self.stage == "decided") != bool(self.decision):
+            raise ValueError("a decided approval says its decision, a requested one does not")
+
+
 class SignalSent(_Event, frozen=True, kw_only=True, tag="signal"):
     """A signal was sent to the session's program (``reason``: stop, timeout, user...)."""
 
@@ -364,8 +403,8 @@ class DaemonEvent(_Event, frozen=True, kw_only=True, tag="daemon"):
 
 
 Event = (SessionStarted | Enforcement | TrustVerified | TrustFailed | Network
-         | CredentialInjected | FsDenied | ViewGuarded | SignalSent | SessionEnded
-         | DaemonEvent)
+         | CredentialInjected | FsDenied | ViewGuarded | Approval | SignalSent
+         | SessionEnded | DaemonEvent)
 
 
 def _tag_of(cls: type[msgspec.Struct]) -> str:

@@ -15,6 +15,7 @@ import signal as _signal
 from typing import Final, assert_never
 
 from ._events import (
+    Approval,
     CredentialInjected,
     DaemonEvent,
     Enforcement,
@@ -136,6 +137,14 @@ def summarize(event: Entry) -> str:
             return f"{event.what or 'mount'} restored over {event.path} (replaced on the host)"
         case ViewGuarded():
             return f"protection of {event.path} lost ({event.detail}): session ended"
+        case Approval(stage="requested"):
+            what = f" {event.method} {event.path}" if event.method else ""
+            return (f"ASK {event.id} {event.host}:{event.port}{what} -> {event.backend}"
+                    f" (pid {event.pid})")
+        case Approval():
+            saved = f", saved to {event.saved_to}" if event.saved_to else ""
+            return (f"{event.decision.upper()} {event.id} {event.host}:{event.port} by "
+                    f"{event.decider} after {_duration(event.latency_ms)}{saved}")
         case SignalSent():
             name = event.name or _signame(event.signal)
             why = f" ({event.reason})" if event.reason else ""
@@ -172,7 +181,8 @@ def _colour(event: Entry) -> str:
     match event:
         case TrustFailed(code="warning"):  # a decision noted (no policy, skipped), no refusal
             return _YELLOW
-        case Network(decision="deny") | TrustFailed() | FsDenied() | ViewGuarded():
+        case (Network(decision="deny") | TrustFailed() | FsDenied() | ViewGuarded()
+              | Approval(decision="deny" | "timeout")):
             return _RED
         case Network():
             return _GREEN

@@ -27,8 +27,9 @@ from .._dryrun import summarize
 from ..conversation import State, message_tag, next_state
 from ..errors import NonoError
 from ..sandbox import LaunchRequest
+from ._approvals import feed_reply, handle_approval
 from ._contracts import ServerSettings
-from ._convert import exited_after, lifecycle, session_detail, session_info
+from ._convert import exited_after, session_detail, session_info
 from ._errors import (
     BadDescriptors,
     FileProblem,
@@ -222,6 +223,9 @@ class Conversation:
                 await self.send(await self._secret(request))
             case p.TrustKeygen() | p.TrustExportKey() | p.TrustSign() | p.TrustInit():
                 await self.send(await self._trust(request))
+            case p.ApprovalList() | p.ApprovalInspect() | p.ApprovalAnswer():
+                await self.send(await handle_approval(reg.approvals, self.caller, request,
+                                                      system=self._server.info.system))
             case _:
                 assert_never(request)
         return True
@@ -526,7 +530,7 @@ class Conversation:
 
         async def produce() -> p.AnyReply:
             async for event in feed.channel:
-                await self.send(lifecycle(event))
+                await self.send(feed_reply(event))
             return p.EndOfOutput(reason="lagged" if feed.lagged else "complete")
 
         try:

@@ -25,7 +25,6 @@ import errno
 import os
 import socket
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -69,15 +68,21 @@ def client_socket_path(*, system: bool = False, environ: dict[str, str] | None =
     return default_socket_path(system=system, environ=dict(env))
 
 
-@dataclass
 class BoundSocket:
-    """A listening control socket and what is needed to give it back cleanly."""
+    """A listening control socket and what is needed to give it back cleanly. (A plain
+    class: ``dataclasses`` would cost the CLI, which imports this module, ~5 ms.)"""
 
-    sock: socket.socket
-    path: Path | None
-    activated: bool = False
-    _identity: tuple[int, int] | None = None
-    _lock_fd: int | None = field(default=None, repr=False)
+    def __init__(self, sock: socket.socket, path: Path | None, activated: bool = False,
+                 _identity: tuple[int, int] | None = None,
+                 _lock_fd: int | None = None) -> None:
+        self.sock = sock
+        self.path = path
+        self.activated = activated
+        self._identity = _identity
+        self._lock_fd = _lock_fd
+
+    def __repr__(self) -> str:
+        return f"BoundSocket(path={self.path!r}, activated={self.activated})"
 
     def release(self) -> None:
         """Close the socket; remove its file if it is still ours; drop the lock."""

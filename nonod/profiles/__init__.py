@@ -14,6 +14,7 @@ overrides or the machine get wrong). The format, and where nonod differs from no
 """
 
 from ._expand import ResolveContext as ResolveContext
+from ._fslook import FsLook as FsLook
 from ._groups import GroupCatalog as GroupCatalog
 from ._groups import GroupEntry as GroupEntry
 from ._groups import PolicyGroup as PolicyGroup

@@ -7,6 +7,7 @@ they are small, and keeping no cache means there is no module-level state to go 
 
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
 from typing import Literal, final
@@ -150,11 +151,15 @@ def decode_network(data: bytes, source: str) -> NetworkCatalog:
         raise ProfileError(f"built-in network data is broken: {exc}", source=source) from exc
 
 
+@functools.cache
 def builtin_groups() -> GroupCatalog:
-    """The built-in policy groups (``nonod/data/groups.json``)."""
+    """The built-in policy groups (``nonod/data/groups.json``): decoded once per process (they
+    ship with the code, and the catalog is frozen)."""
     return decode_groups(_read("groups.json"), "nonod/data/groups.json")
 
 
+@functools.cache
 def builtin_network() -> NetworkCatalog:
-    """The built-in network groups and profiles (``nonod/data/network_groups.json``)."""
+    """The built-in network groups and profiles (``nonod/data/network_groups.json``), decoded
+    once per process."""
     return decode_network(_read("network_groups.json"), "nonod/data/network_groups.json")

@@ -12,13 +12,13 @@ Resolution, in order:
 4. lift the group denials named in ``bypass_protection`` (``bypass`` notes);
 5. merge duplicate grants and denials, then the network, environment and process settings.
 
-The only I/O is looking at the filesystem (``realpath``, ``exists``); the environment comes from
-the :class:`ResolveContext`, never from ``os.environ``.
+The only I/O is looking at the filesystem (``realpath``, ``exists``), through an
+:class:`~._fslook.FsLook` that looks at each path once and records what it saw; the environment
+comes from the :class:`ResolveContext`, never from ``os.environ``.
 """
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from collections.abc import Iterable, Sequence
@@ -29,7 +29,10 @@ import msgspec
 from ..errors import ExtendsError, PolicyError, ProfileError
 from ..policy import (
     DEFAULT_MAX_PROCESSES,
+    QUEUE_BACKEND,
     Access,
+    ApprovalBackend,
+    ApprovalPolicy,
     CustomCredential,
     Denial,
     EnvPolicy,
@@ -40,8 +43,10 @@ from ..policy import (
 )
 from . import _expand
 from ._expand import ResolveContext
+from ._fslook import FsLook
 from ._groups import GroupCatalog, NetworkCatalog, builtin_groups, builtin_network, valid_host
 from ._schema import (
+    ApprovalDefaults,
     ConditionalName,
     ConditionalPath,
     CustomCredentialDef,
@@ -121,13 +126,15 @@ def resolve(
     *,
     overrides: CliOverrides | None = None,
     strict: bool = False,
+    look: FsLook | None = None,
 ) -> ResolvedPolicy:
     """The policy a session with ``profile`` gets, for the user and directories in ``ctx``.
 
     ``profile`` must be flat (from ``load_profile``, or ``parse_profile`` without ``extends``).
     With ``strict``, a grant the user wrote (profile or CLI) for a path that does not exist is
-    an error instead of a note. Raises ProfileError for problems in the profile and
-    PolicyError for problems with the overrides or the machine.
+    an error instead of a note. ``look`` (a fresh one by default) records what resolution saw
+    of the filesystem, for a caller that caches the result. Raises ProfileError for problems
+    in the profile and PolicyError for problems with the overrides or the machine.
     """
     if profile.bases():
         raise ExtendsError(
@@ -139,7 +146,8 @@ def resolve(
     groups = builtin_groups()
     network = builtin_network()
     check_profile(profile, profile.meta.name or "profile", groups, network)
-    return _Resolver(profile, ctx, overrides or CliOverrides(), strict, groups, network).run()
+    return _Resolver(profile, ctx, overrides or CliOverrides(), strict, groups, network,
+                     look or FsLook()).run()
 
 
 def _union(a: Access, b: Access) -> Access:
@@ -163,7 +171,9 @@ class _Resolver:
         strict: bool,
         groups: GroupCatalog,
         network: NetworkCatalog,
+        look: FsLook,
     ) -> None:
+        self.fs = look
         self.profile = profile
         self.ctx = ctx
         self.cli = overrides
@@ -309,7 +319,7 @@ class _Resolver:
             if "\x00" in given:
                 raise PolicyError("the working directory contains a NUL character")
             path = posixpath.join(self.ctx.workdir, given)
-        return os.path.realpath(path)
+        return self.fs.realpath(path)
 
     def _place(self, raw: str, *, source: str, literal: bool = False) -> str | None:
         """The canonical form of a path, or None (with a note) if it is for macOS only."""
@@ -323,7 +333,7 @@ class _Resolver:
             self.note("macos_only", f"`{raw}` exists on macOS only; left out",
                       path=expanded, source=source)
             return None
-        return os.path.realpath(expanded)
+        return self.fs.realpath(expanded)
 
     def _grant(
         self,
@@ -339,14 +349,14 @@ class _Resolver:
         real = self._place(raw, source=source, literal=literal)
         if real is None:
             return
-        if not os.path.exists(real):
+        if not self.fs.exists(real):
             if user and self.strict:
                 raise PolicyError(f"`{raw}` ({key}) does not exist",
                                   hint="create it first, or resolve without strict")
             self.note("missing", f"`{raw}` does not exist; not granted", path=real,
                       source=source)
             return
-        is_dir = os.path.isdir(real)
+        is_dir = self.fs.isdir(real)
         if is_file and is_dir:
             if user:
                 raise PolicyError(
@@ -363,8 +373,8 @@ class _Resolver:
         real = self._place(raw, source=source)
         if real is None:
             return
-        if os.path.lexists(real):
-            is_file = not os.path.isdir(real)
+        if self.fs.lexists(real):
+            is_file = not self.fs.isdir(real)
         self.denials.append(Denial(path=real, is_file=is_file, source=source))
 
     def _workdir_grant(self) -> Access | None:
@@ -373,7 +383,7 @@ class _Resolver:
             access = "readwrite"
         if access is None or access == "none":
             return None
-        if not os.path.isdir(self.workdir):
+        if not self.fs.isdir(self.workdir):
             raise PolicyError(f"the working directory {self.workdir} does not exist")
         self.grants.append(Grant(path=self.workdir, access=Access(access), source="workdir"))
         return Access(access)
@@ -555,7 +565,8 @@ class _Resolver:
             credentials.append(name)
         upstream = net.upstream_proxy or net.external_proxy
         block = net.block is True or self.cli.block_net
-        wants_proxy = bool(domains or credentials or profile_name or upstream)
+        approval = None if block else self._approval()
+        wants_proxy = bool(domains or credentials or profile_name or upstream or approval)
         if block and wants_proxy:
             if net.block is True:
                 raise self.fail("$.network.block",
@@ -564,6 +575,7 @@ class _Resolver:
             self.note("info", "--block-net: allowed domains, the network profile and credential "
                       "routes of the profile are dropped")
             domains, credentials, profile_name, upstream = [], [], None, None
+            approval = None
         ports = [*net.listen_port, *self.cli.listen_port]
         for port in ports:
             if not 1 <= port <= 65535:
@@ -584,6 +596,24 @@ class _Resolver:
             upstream_bypass=_dedupe(
                 h.lower() for h in (*net.upstream_bypass, *net.external_proxy_bypass)
             ),
+            approval=approval,
+        )
+
+    def _approval(self) -> ApprovalPolicy | None:
+        """``ask`` (``nonod.network_unlisted``, or a default approval backend) → the
+        approval policy; ``deny`` or nothing said → None."""
+        net, unlisted = self.profile.network, self.profile.nonod.network_unlisted
+        defaults = net.approval_defaults or ApprovalDefaults()
+        if unlisted == "deny" or (unlisted is None and defaults.backend is None):
+            return None
+        return ApprovalPolicy(
+            backend=defaults.backend or QUEUE_BACKEND,
+            timeout_secs=defaults.timeout_secs,
+            backends=tuple(
+                ApprovalBackend(name=name, type=b.type, url=b.url, key=b.key,
+                                timeout_secs=b.timeout_secs, mode=b.mode or "any",
+                                members=b.backends)
+                for name, b in sorted(net.approval_backends.items())),
         )
 
     def _credential(self, d: CustomCredentialDef) -> CustomCredential:

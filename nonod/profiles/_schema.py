@@ -222,6 +222,32 @@ class CustomCredentialDef(_Section, frozen=True, kw_only=True):
     tls_client_key: str | None = None
 
 
+ApprovalSeconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
+#: A backend of the daemon's ``[approvals.backends]`` (checked when the session is launched).
+_DAEMON_BACKEND: Final = re.compile(r"daemon:[A-Za-z0-9_-]{1,64}")
+
+
+@final
+class ApprovalBackendDef(_Section, frozen=True, kw_only=True):
+    """One ``network.approval_backends`` entry (nono's shape). nonod runs ``queue`` (its own
+    pending queue), ``webhook`` and ``chain``; ``key`` (nonod's addition) names the credential
+    the webhook body is signed with. nono's ``terminal`` and ``dialog`` are refused: the daemon
+    has no terminal or desktop of its own (``queue`` is the headless equivalent)."""
+
+    type: Literal["queue", "webhook", "chain", "terminal", "dialog"]
+    url: str | None = None
+    timeout_secs: ApprovalSeconds | None = None
+    mode: Literal["all", "any"] | None = None
+    backends: tuple[str, ...] = ()
+    key: str | None = None
+
+
+@final
+class ApprovalDefaults(_Section, frozen=True, kw_only=True):
+    backend: str | None = None
+    timeout_secs: ApprovalSeconds | None = None
+
+
 @final
 class NetworkConfig(_Section, frozen=True, kw_only=True):
     block: bool | UnsetType = UNSET
@@ -246,6 +272,8 @@ class NetworkConfig(_Section, frozen=True, kw_only=True):
     external_proxy: str | None = None  # legacy: upstream_proxy
     upstream_bypass: tuple[str, ...] = ()
     external_proxy_bypass: tuple[str, ...] = ()  # legacy: upstream_bypass
+    approval_backends: dict[str, ApprovalBackendDef] = msgspec.field(default_factory=dict)
+    approval_defaults: ApprovalDefaults | None = None
 
 
 @final
@@ -312,7 +340,10 @@ class NonodConfig(_Section, frozen=True, kw_only=True):
     as an agent's, would be reachable; ``socketpair`` always works). ``max_processes`` caps
     the session's processes and threads (absent: ``DEFAULT_MAX_PROCESSES``; 0: no cap).
     ``allow_root`` lets a root caller of the system daemon run this profile as root (the
-    daemon's ``[sessions] allow_root`` must say so too).
+    daemon's ``[sessions] allow_root`` must say so too). ``network_unlisted`` is what happens
+    to a host the network policy does not allow: ``deny`` (403, the default) or ``ask`` (held
+    while ``network.approval_defaults.backend`` decides, the daemon's queue when unset);
+    ``approval_defaults.backend`` alone also means ``ask``.
     """
 
     allow_degraded: tuple[str, ...] = ()
@@ -321,6 +352,7 @@ class NonodConfig(_Section, frozen=True, kw_only=True):
     unix_sockets: bool | None = None
     max_processes: Annotated[int, msgspec.Meta(ge=0, le=4_194_304)] | None = None
     allow_root: bool | None = None
+    network_unlisted: Literal["deny", "ask"] | None = None
 
 
 @final
@@ -614,6 +646,7 @@ class _Checker:
                                     f"`{name}` is not a credential name")
         for name, cred in net.custom_credentials.items():
             self.custom_credential(_key_path("$.network.custom_credentials", name), name, cred)
+        self.approval_backends(net)
         if net.block is True and (
             net.allow_domain or net.proxy_allow or net.allow_proxy or net.allow_hosts
             or net.credentials or net.proxy_credentials or isinstance(net.network_profile, str)
@@ -623,6 +656,38 @@ class _Checker:
                 "`block: true` cannot be combined with allowed domains, a network profile or "
                 "credential routes",
             )
+
+    def approval_backends(self, net: NetworkConfig) -> None:
+        base = "$.network.approval_backends"
+        for name, backend in net.approval_backends.items():
+            path = _key_path(base, name)
+            if not _ROUTE_NAME.fullmatch(name) or name == "queue":
+                raise self.fail(path, f"`{name}` is not a backend name (letters, digits, - _; "
+                                "`queue` is the built-in daemon queue)")
+            if backend.type in ("terminal", "dialog"):
+                raise self.unsupported(path + ".type", f"the `{backend.type}` approval backend",
+                                       "the daemon has no terminal or desktop of its own; use "
+                                       "`queue` (nonoctl approvals) or a webhook")
+            if backend.type == "webhook" and not (
+                    backend.url and backend.url.startswith("https://") and backend.key):
+                raise self.fail(path, "a webhook backend needs an `https://` url and a `key` "
+                                "(the credential its body is signed with)")
+            if backend.type == "chain":
+                members = backend.backends
+                if backend.mode is None or not members:
+                    raise self.fail(path, "a chain needs `mode` (all or any) and `backends`")
+                for member in members:
+                    target = net.approval_backends.get(member)
+                    if member != "queue" and not _DAEMON_BACKEND.fullmatch(member) and (
+                            target is None or target.type == "chain"):
+                        raise self.fail(path + ".backends", f"`{member}` is not a queue or "
+                                        "webhook backend of this profile")
+        defaults = net.approval_defaults
+        if defaults is not None and defaults.backend is not None and (
+                defaults.backend != "queue" and defaults.backend not in net.approval_backends
+                and not _DAEMON_BACKEND.fullmatch(defaults.backend)):
+            raise self.fail("$.network.approval_defaults.backend",
+                            f"unknown approval backend `{defaults.backend}`")
 
     def custom_credential(self, path: str, name: str, cred: CustomCredentialDef) -> None:
         if not _ROUTE_NAME.fullmatch(name):

@@ -19,6 +19,9 @@ Credential routes (the reverse proxy, ``docs/credentials.md``)::
 Design, limits and reason codes are described in ``docs/network.md``.
 """
 
+from ._ask import ApprovalAsk as ApprovalAsk
+from ._ask import Asker as Asker
+from ._ask import Verdict as Verdict
 from ._decide import Decision as Decision
 from ._decide import ProxyRequest as ProxyRequest
 from ._decide import Reason as Reason

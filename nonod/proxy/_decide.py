@@ -47,6 +47,10 @@ class Reason(enum.StrEnum):
     CGNAT = "cgnat"
     PRIVATE = "private"
     RESERVED = "reserved"
+    # Approvals (a policy with ``ask``): an unlisted target was put to the session's asker.
+    APPROVED = "approved"
+    APPROVAL_DENIED = "approval_denied"
+    APPROVAL_TIMEOUT = "approval_timeout"
     # After the decision: resolution, connection, protocol and limits.
     RESOLVE_FAILED = "resolve_failed"
     RESOLVE_TIMEOUT = "resolve_timeout"

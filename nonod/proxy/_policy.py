@@ -36,7 +36,9 @@ class ProxyPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     ``hosts`` are exact names; ``suffixes`` come from ``*.suffix`` entries and match names
     strictly below the suffix (``a.example.com`` and ``a.b.example.com``, never
     ``example.com``); ``addresses`` are IP-literal entries, all public; ``ports`` are the
-    destination ports allowed; ``block`` refuses everything.
+    destination ports allowed; ``block`` refuses everything. ``ask``: a name or public address
+    that is merely not listed (reason ``not_allowed``) is put to the session's approval asker
+    instead of being refused at once (metadata, loopback and private targets never are).
     """
 
     hosts: frozenset[str] = frozenset()
@@ -44,6 +46,14 @@ class ProxyPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     addresses: frozenset[str] = frozenset()
     ports: frozenset[int] = frozenset(DEFAULT_PORTS)
     block: bool = False
+    ask: bool = False
+
+    def with_target(self, host: str, address: str | None) -> ProxyPolicy:
+        """This policy with one more exact name (or public address) allowed: an approval
+        ``for the session``. ``host`` must be the normalised name :func:`decide` produced."""
+        if address is not None:
+            return msgspec.structs.replace(self, addresses=self.addresses | {address})
+        return msgspec.structs.replace(self, hosts=self.hosts | {host})
 
     def __post_init__(self) -> None:
         for port in self.ports:
@@ -114,6 +124,7 @@ def proxy_policy(
         suffixes=tuple(suffixes),
         addresses=frozenset(addresses),
         ports=allowed_ports,
+        ask=network.approval is not None,
     )
 
 

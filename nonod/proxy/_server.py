@@ -24,6 +24,7 @@ Every phase has its own time limit (:class:`ProxyLimits`); request heads are siz
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Callable
@@ -35,6 +36,7 @@ import structlog
 import trio
 from structlog.contextvars import bound_contextvars
 
+from ._ask import ApprovalAsk, Asker, Verdict
 from ._decide import Decision, ProxyRequest, Reason, decide
 from ._events import NetworkEvent, ProxyEvent
 from ._http import (
@@ -74,7 +76,8 @@ class ProxyLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     to a plain-HTTP request, else 504; ``send_timeout``: time to write one of our own
     responses. Credential routes only: ``max_body_bytes``: largest request body forwarded,
     else 413; ``keepalive_timeout``: how long an idle client connection waits for its next
-    request.
+    request. Approvals only: ``approval_timeout``: the longest a request is held for its
+    asker's verdict, else 403 (``approval_timeout``).
     """
 
     max_head_bytes: int = 64 * 1024
@@ -87,6 +90,9 @@ class ProxyLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     send_timeout: float = 10.0
     max_body_bytes: int = 32 * 1024 * 1024
     keepalive_timeout: float = 60.0
+    #: Longer than any approval deadline (at most 3600 s): the asker's own timeout decides
+    #: and is recorded; this bound only stops a hung asker.
+    approval_timeout: float = 3660.0
 
     def __post_init__(self) -> None:
         if not 1024 <= self.max_head_bytes <= 1 << 20:
@@ -98,7 +104,7 @@ class ProxyLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         if not 0 <= self.max_body_bytes <= 1 << 40:
             raise ValueError("max_body_bytes must be between 0 and 1 TiB")
         for name in ("head_timeout", "connect_timeout", "idle_timeout", "response_timeout",
-                     "send_timeout", "keepalive_timeout"):
+                     "send_timeout", "keepalive_timeout", "approval_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
 
@@ -127,6 +133,7 @@ class ProxyServer:
         proxy_token: str | None,
         zero_copy: bool,
         routes: RouteTable | None = None,
+        asker: Asker | None = None,
     ) -> None:
         if proxy_token is not None and not proxy_token:
             raise ValueError("proxy_token must not be empty (use None for no authentication)")
@@ -136,6 +143,7 @@ class ProxyServer:
         self._limits = limits
         self._token = proxy_token
         self._zero_copy = zero_copy
+        self._asker = asker
         self._active = 0
         self._rejecting = 0
         self._accepted = 0
@@ -211,6 +219,9 @@ class ProxyServer:
     async def handle(self, stream: trio.abc.Stream, exchange: _Exchange | None = None) -> None:
         """Serve one client connection (one request) on ``stream``. The caller closes it."""
         exchange = exchange or _Exchange(started=trio.current_time())
+        if isinstance(stream, trio.SocketStream):
+            with contextlib.suppress(OSError):
+                exchange.client_port = int(stream.socket.getpeername()[1])
         limits = self._limits
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
         try:
@@ -256,6 +267,9 @@ class ProxyServer:
         """The decision, the lookup and the upstream connection; None after a refusal."""
         exchange.host, exchange.port = host, port
         decision = decide(ProxyRequest(mode=exchange.mode, host=host, port=port), self._policy)
+        if (decision.reason is Reason.NOT_ALLOWED and self._policy.ask
+                and self._asker is not None and port in self._policy.ports):
+            decision = await self._ask(self._asker, exchange, decision)
         exchange.host = decision.host
         exchange.decision = decision
         if not decision.allowed:
@@ -285,6 +299,27 @@ class ProxyServer:
             reason = Reason.CONNECT_TIMEOUT
         await self._refuse(stream, conn, exchange, 502, reason, decision="allow")
         return None
+
+    async def _ask(self, asker: Asker, exchange: _Exchange, refused: Decision) -> Decision:
+        """Hold the request while the asker decides on an unlisted target (bounded by
+        ``approval_timeout``); a ``session`` verdict widens this proxy's allowlist."""
+        ask = ApprovalAsk(mode=exchange.mode, host=refused.host, port=refused.port,
+                          address=refused.address, method=exchange.method if
+                          exchange.mode == "http" else "", path=exchange.path,
+                          client_port=exchange.client_port)
+        verdict: Verdict = "timeout"
+        with trio.move_on_after(self._limits.approval_timeout):
+            try:
+                verdict = await asker(ask)
+            except Exception:  # an asker failure refuses; it never lets the request through
+                log.exception("proxy.asker_failed", host=refused.host, port=refused.port)
+                verdict = "deny"
+        if verdict in ("deny", "timeout"):
+            reason = Reason.APPROVAL_DENIED if verdict == "deny" else Reason.APPROVAL_TIMEOUT
+            return msgspec.structs.replace(refused, reason=reason)
+        if verdict == "session":
+            self._policy = self._policy.with_target(refused.host, refused.address)
+        return msgspec.structs.replace(refused, allowed=True, reason=Reason.APPROVED)
 
     async def _tunnel(self, stream: trio.abc.Stream, conn: h11.Connection,
                       request: h11.Request, exchange: _Exchange) -> None:
@@ -474,6 +509,8 @@ class _Exchange:
         self.bytes_out = 0
         self.decision: Decision | None = None
         self.done = False
+        #: The client's own TCP port (it names the client's socket; for approvals).
+        self.client_port = 0
 
     @property
     def reason(self) -> Reason:
@@ -549,6 +586,7 @@ async def serve_proxy(
     proxy_token: str | None = None,
     zero_copy: bool = True,
     routes: RouteTable | None = None,
+    asker: Asker | None = None,
     task_status: trio.TaskStatus[ProxyServer] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve one session's proxy on ``listener`` until cancelled; the listener is closed on
@@ -560,11 +598,14 @@ async def serve_proxy(
     ``zero_copy=False`` turns splice(2) off (for benchmarks). ``routes`` is the session's
     credential route table: origin-form requests (``/<route>/...``) are then served by the
     reverse proxy, authenticated by the phantom token instead of ``Proxy-Authorization``.
-    ``events`` then also receives CredentialInjected events. ``task_status.started()``
-    gets the ProxyServer (``statistics()``) once the proxy is accepting.
+    ``events`` then also receives CredentialInjected events. ``asker`` is awaited, with the
+    request held, for a target the policy does not list when the policy says ``ask``
+    (``nonod.proxy._ask``). ``task_status.started()`` gets the ProxyServer
+    (``statistics()``) once the proxy is accepting.
     """
     server = ProxyServer(policy=policy, resolver=resolver, events=events, limits=limits,
-                         proxy_token=proxy_token, zero_copy=zero_copy, routes=routes)
+                         proxy_token=proxy_token, zero_copy=zero_copy, routes=routes,
+                         asker=asker)
     async with listener, trio.open_nursery() as nursery:
         task_status.started(server)
         await server._serve(listener, nursery)

@@ -19,6 +19,8 @@ from ._api import Launcher as Launcher
 from ._api import Sandboxed as Sandboxed
 from ._api import launch_and_wait as launch_and_wait
 from ._api import open_launcher as open_launcher
+from ._mode import MODE_SETTINGS as MODE_SETTINGS
+from ._mode import adapt_policy as adapt_policy
 from ._types import EnforcementReport as EnforcementReport
 from ._types import ExitStatus as ExitStatus
 from ._types import LaunchRequest as LaunchRequest

@@ -28,8 +28,9 @@ from ._launcher import (
     RECORD,
     STEPS,
 )
+from ._mode import ModeSetting, resolve_mode
 from ._mounts import ANCHOR, MASK_DIR, MASK_FILE, PIN, READONLY
-from ._plan import build_plan
+from ._plan import NS_FLAGS, build_plan
 from ._types import EnforcementReport, ExitStatus, LaunchRequest
 
 LAUNCH_TIMEOUT = 30.0
@@ -200,7 +201,9 @@ def _fds_from(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
 class Launcher:
     """Handle on the fork server: a single-threaded helper that forks launchers."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], sock: trio.socket.SocketType) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], sock: trio.socket.SocketType,
+                 mode: str = "namespaces") -> None:
+        self._mode = mode
         self._proc = proc
         self._sock = sock
         self._send_lock = trio.Lock()
@@ -215,7 +218,8 @@ class Launcher:
         controlling_tty: bool = False,
     ) -> Sandboxed:
         """Start ``request.argv`` confined by ``policy``; raise LaunchError if it cannot be."""
-        plan, report = build_plan(policy, request, controlling_tty=controlling_tty)
+        plan, report = build_plan(policy, request, controlling_tty=controlling_tty,
+                                  mode=self.mode)
         launch_r, launch_w = os.pipe2(os.O_CLOEXEC)
         exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -274,6 +278,12 @@ class Launcher:
         return Sandboxed(pid, pidfd, report, exit_stream, control, listener,
                          audit_session=ses, audit_session_error=ses_err)
 
+    @property
+    def mode(self) -> Literal["namespaces", "landlock-only"]:
+        """How sessions are isolated: ``namespaces``, or ``landlock-only`` where the host
+        refuses them (``_mode``); decided when the launcher opened."""
+        return "landlock-only" if self._mode == "landlock-only" else "namespaces"
+
     async def aclose(self) -> None:
         self._sock.close()
         with trio.move_on_after(5):
@@ -299,12 +309,16 @@ def _launch_error(step_index: int, err: int, detail: str) -> LaunchError:
 
 
 @asynccontextmanager
-async def open_launcher() -> AsyncIterator[Launcher]:
+async def open_launcher(mode: ModeSetting = "auto") -> AsyncIterator[Launcher]:
     """Start the fork server; stop it (and every session it started) on exit.
+
+    ``mode`` (the daemon's ``[sandbox] mode``): ``auto`` probes once whether the kernel lets a
+    child create the session namespaces and runs ``landlock-only`` when it does not.
 
     Started from this (the main) thread on purpose: PR_SET_PDEATHSIG ties the server's life to
     the thread that forked it, and trio's own ``open_process`` forks from a worker thread.
     """
+    resolved = await trio.to_thread.run_sync(resolve_mode, mode, NS_FLAGS)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         # -I: no environment variables or user site steer the server; our own sys.path does.
@@ -319,7 +333,7 @@ async def open_launcher() -> AsyncIterator[Launcher]:
         )
     finally:
         theirs.close()
-    launcher = Launcher(proc, trio.socket.from_stdlib_socket(ours))
+    launcher = Launcher(proc, trio.socket.from_stdlib_socket(ours), resolved)
     try:
         yield launcher
     finally:
@@ -332,9 +346,10 @@ async def launch_and_wait(
     request: LaunchRequest,
     *,
     stdio: tuple[int, int, int] = (0, 1, 2),
+    mode: ModeSetting = "auto",
 ) -> tuple[ExitStatus, EnforcementReport]:
     """Launch one program and wait for it: for tests, scripts and ``learn``."""
-    async with open_launcher() as launcher:
+    async with open_launcher(mode) as launcher:
         proc = await launcher.launch(policy, request, stdio=stdio)
         return await proc.wait_exited(), proc.enforcement
 

@@ -423,7 +423,15 @@ def apply_plan(plan: LandlockPlan) -> None:
                                 abi=plan.abi)
     try:
         for path, allowed, is_file in plan.rules:
-            fd = _open_rule_path(sc, path)
+            try:
+                fd = _open_rule_path(sc, path)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    # Gone since the plan was made (an entry of a split grant, a temporary
+                    # directory): no rule means no access there, which is never more than
+                    # the plan allowed. Every other failure aborts the launch.
+                    continue
+                raise
             try:
                 kind = os.fstat(fd).st_mode & _S_IFMT
                 if kind == _S_IFLNK:

@@ -34,6 +34,14 @@ The steps, in order (``STEPS`` names them in error records):
                     to the init, which serves it from then on (``_createserve``)
    19. exec
 
+Without namespaces (``ns_flags`` 0, landlock-only mode: see ``_mode``), steps 3, 4, 7 (the
+new root) and 8 are skipped, and the init is not pid 1 of anything: the outer process and the
+init are child subreapers instead, so that whatever the program leaves behind is reparented to
+them, and each kills what is left of its descendants before it exits (``_end_descendants``).
+The kernel's guarantee that nothing outlives the pid namespace then becomes theirs: the outer
+process's parent-death signal is SIGHUP, on which it kills the init and ends the rest, and a
+descendant outlives the session only if the outer process itself is killed with SIGKILL.
+
 The init stays: a program that is itself pid 1 would ignore default-action signals and leave
 zombies. Init forwards SIGTERM, SIGINT, SIGHUP... to the program, reaps orphans, and reports
 the program's exit status on the exit pipe; when it exits, the kernel kills whatever is left
@@ -230,6 +238,7 @@ def _idmap_ids(uid: int, gid: int) -> None:
 def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
     """Body of the fork server's child. Never returns."""
     launch_w = fds[3]
+    server = os.getppid()
     try:
         _step("fork", _close_except, (*fds, hub))
         _step("pdeathsig", _pdeathsig)
@@ -240,8 +249,11 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
             _write_all(launch_w, record(REC_AUDIT, *audit_session(plan.audit_tag)))
         if plan.switch_user:
             _step("user", _switch_user, plan)
-        _step("unshare", _libc.unshare, plan.ns_flags)
-        _step("idmap", _idmap, plan)
+        if plan.ns_flags:
+            _step("unshare", _libc.unshare, plan.ns_flags)
+            _step("idmap", _idmap, plan)
+        else:
+            _step("fork_init", _libc.prctl, _libc.PR_SET_CHILD_SUBREAPER, 1)
         alive_r, alive_w = os.pipe()
         guard_outer, guard_init = socket.socketpair()
         try:
@@ -268,8 +280,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
     for fd in {*fds, 0, 1, 2}:
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
-    _guard_and_wait(pid, guard_outer, hub)
-    os._exit(0)
+    _outer_life(pid, guard_outer, hub, plan.ns_flags, server)
 
 
 def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0,
@@ -281,6 +292,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     is set: see ``audit_session``) on ``sock_fd``; the init then waits on the same
     socket for (plan, five descriptors). A failure before that makes the init exit, and the
     fork server falls back to a cold launch. Never returns."""
+    server = os.getppid()
     try:
         _close_except((sock_fd, hub))
         _pdeathsig()
@@ -288,8 +300,11 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         set_oom_score_adj(oom_score_adj)
         _reset_signals()
         ses, ses_err = audit_session(audit_tag) if audit_tag else (0, 0)
-        _libc.unshare(ns_flags)
-        _idmap_ids(uid, gid)
+        if ns_flags:
+            _libc.unshare(ns_flags)
+            _idmap_ids(uid, gid)
+        else:
+            _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
         alive_r, alive_w = os.pipe()
         guard_outer, guard_init = socket.socketpair()
         pid = os.fork()
@@ -301,7 +316,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         if hub >= 0:
             os.close(hub)
         try:
-            prepare_init(alive_r, loopback=bool(ns_flags & _libc.CLONE_NEWNET))
+            prepare_init(alive_r, ns_flags)
             msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=sock_fd), 1 << 20,
                                              FDS_PER_PLAN)
         except (StepFailed, OSError):
@@ -330,8 +345,36 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     for fd in (0, 1, 2):
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
-    _guard_and_wait(pid, guard_outer, hub)
+    _outer_life(pid, guard_outer, hub, ns_flags, server)
+
+
+def _outer_life(init: int, guard: socket.socket, hub: int, ns_flags: int, server: int
+                ) -> None:
+    """The outer process after the launch: guard the view and wait for the init; without
+    namespaces, also end the session when the fork server dies, and end what is left of it
+    when the init is gone (a pid namespace's end would). Never returns."""
+    if not ns_flags:
+        _end_with_parent(init, server)
+    _guard_and_wait(init, guard, hub)
+    if not ns_flags:
+        _end_descendants()
     os._exit(0)
+
+
+def _end_with_parent(init: int, server: int) -> None:
+    """Hear of the fork server's death (SIGHUP instead of SIGKILL as the parent-death
+    signal) and kill the init then: the waits return, and ``_end_descendants`` kills what the
+    program left, which the kernel would not do without a pid namespace."""
+    def kill_init(_sig: int, _frame: object) -> None:
+        try:
+            os.kill(init, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGHUP, kill_init)
+    _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGHUP)
+    if os.getppid() != server:  # it died before the prctl took effect
+        kill_init(signal.SIGHUP, None)
 
 
 _GUARD_LEN = struct.Struct("<I")
@@ -547,24 +590,62 @@ def run_init(plan: LaunchPlan, fds: Fds, alive_r: int, guard: socket.socket) -> 
     """Pid 1 of the session: confine itself step by step, fork the program, then stay as the
     namespace's init: forward signals to the program, reap orphans, report the program's exit
     status on the exit pipe and exit (which ends every process left in the namespace)."""
-    prepare_init(alive_r, loopback=plan.loopback)
+    prepare_init(alive_r, plan.ns_flags)
     confine_and_run(plan, fds, guard)
 
 
-def prepare_init(alive_r: int, *, loopback: bool) -> None:
+def prepare_init(alive_r: int, ns_flags: int) -> None:
     """The plan-independent steps of the init (a warm launcher runs them ahead of time)."""
     _step("pdeathsig", _pdeathsig)
     _step("pdeathsig", _check_parent_alive, alive_r)
     _step("setsid", os.setsid)
-    _step("mounts", prepare_root)
+    if ns_flags & _libc.CLONE_NEWNS:
+        _step("mounts", prepare_root)
+    else:
+        _step("fork_init", _libc.prctl, _libc.PR_SET_CHILD_SUBREAPER, 1)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)  # the program (same uid) must not read our memory
-    if loopback:
+    if ns_flags & _libc.CLONE_NEWNET:
         _step("loopback", _libc.set_loopback_up)
-    _step("keyring", _libc.join_new_session_keyring)
+    _step("keyring", _new_keyring, ns_flags)
+
+
+def _new_keyring(ns_flags: int) -> None:
+    try:
+        _libc.join_new_session_keyring()
+    except OSError as exc:
+        # Without namespaces we may be under a container's seccomp profile that refuses the
+        # keyring calls (Docker's does): the program is then refused them too.
+        if ns_flags or exc.errno not in (errno.EPERM, errno.ENOSYS):
+            raise
+
+
+def _end_descendants() -> None:
+    """Kill and reap every process reparented to us (a child subreaper), until none is left:
+    what a pid namespace's end does when there is no pid namespace."""
+    while True:
+        children: set[int] = set()
+        try:
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/children") as f:
+                    children.update(int(pid) for pid in f.read().split())
+        except OSError:
+            pass
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
 
 
 def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket) -> None:
-    _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned)
+    if plan.ns_flags & _libc.CLONE_NEWNS:
+        _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned)
     if plan.creation_refused:
         _step("createguard", pin_dirs, plan.creation_refused)
     _step("guard", _start_guard, guard, plan.mounts, fds[4])
@@ -592,6 +673,10 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int) -
     if plan.seccomp:
         _step("seccomp", install_filter, plan.seccomp)
     supervisor: Supervisor | None = None
+    # Until the init forwards them (``_serve_as_init``), the signals it forwards wait here:
+    # pid 1 of a namespace drops a signal it has no handler for, so a stop that came between
+    # the program's start and the handlers would be lost. The program starts unblocked.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     if plan.creation_refused:
         pid, supervisor = _fork_guarded(plan, launch_w, exit_w)
     elif plan.controlling_tty:
@@ -600,13 +685,13 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int) -
         # vfork-style spawn: no copy of our page tables; an exec failure comes back as OSError
         try:
             pid = os.posix_spawn(plan.executable, list(plan.argv), _env_dict(plan.env),
-                                 setsid=True)
+                                 setsid=True, setsigmask=())
         except OSError as exc:
             raise StepFailed("exec", exc.errno or 0, plan.executable) from None
     os.close(launch_w)
     for fd in (0, 1, 2):
         os.close(fd)  # the terminal belongs to the program now
-    _serve_as_init(pid, exit_w, control, supervisor)
+    _serve_as_init(pid, exit_w, control, supervisor, plan.ns_flags)
 
 
 def _writable_roots(plan: LaunchPlan) -> list[str]:
@@ -652,6 +737,7 @@ def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int,
             if guarded is not None:
                 _step("createguard", confine_program, guarded[0], plan.creation_filter,
                       guarded[1])
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
             os.execve(plan.executable, list(plan.argv), _env_dict(plan.env))
         except OSError as exc:
             _fail(launch_w, StepFailed("exec", exc.errno or 0, plan.executable))
@@ -668,7 +754,7 @@ def _program_session(plan: LaunchPlan) -> None:
 
 
 def _serve_as_init(program: int, exit_w: int, control: int,
-                   supervisor: Supervisor | None = None) -> None:
+                   supervisor: Supervisor | None = None, ns_flags: int = -1) -> None:
     """Forward signals, reap, and answer the daemon's requests on ``control``: ``C<port>``
     opens a TCP connection to 127.0.0.1:<port> inside the session's network namespace (the
     daemon cannot enter it) and returns the socket, for ``--listen-port`` forwarding. With
@@ -685,6 +771,7 @@ def _serve_as_init(program: int, exit_w: int, control: int,
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # so that SIGCHLD wakes select
     signal.set_wakeup_fd(wake_w)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # a stop that came early: now
     chan = socket.socket(fileno=control)
     watch: list[int] = [wake_r, control]
     if supervisor is not None:
@@ -714,6 +801,8 @@ def _serve_as_init(program: int, exit_w: int, control: int,
                 watch.remove(supervisor.fileno())
                 os.close(supervisor.fileno())
                 supervisor = None
+    if not ns_flags:
+        _end_descendants()  # what the pid namespace's end would do
     if os.WIFSIGNALED(status):
         _write_all(exit_w, record(REC_EXIT, -1, os.WTERMSIG(status)))
     else:

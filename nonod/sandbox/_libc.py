@@ -28,7 +28,8 @@ def _numbers(*names: str) -> dict[str, int]:
     return out
 
 
-_NR = _numbers("pivot_root", "keyctl", "capset", "prctl", "close_range", "mount_setattr")
+_NR = _numbers("pivot_root", "keyctl", "capset", "capget", "prctl", "close_range",
+                "mount_setattr")
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -60,6 +61,8 @@ PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_SECUREBITS = 28
 PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_SET_CHILD_SUBREAPER = 36
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
@@ -162,17 +165,37 @@ def drop_all_capabilities() -> None:
             cap_last = int(f.read())
     except OSError:
         pass
+    unprivileged = False
     for cap in range(cap_last + 1):
         try:
             prctl(PR_CAPBSET_DROP, cap)
         except OSError as exc:
+            if exc.errno == errno.EPERM and uid_without_capabilities():
+                # A uid other than 0 holding no capability, outside any user namespace of its
+                # own (landlock-only mode): it may not touch the bounding set or securebits,
+                # and needs neither. It has nothing to drop, and with no_new_privs (set
+                # before this step) execve cannot give it anything.
+                unprivileged = True
+                break
             if exc.errno != errno.EINVAL:
                 raise
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    prctl(PR_SET_SECUREBITS, _SECBITS_LOCKED_NOROOT | _SECBIT_NO_CAP_AMBIENT_RAISE_AND_LOCK)
+    if not unprivileged:
+        prctl(PR_SET_SECUREBITS, _SECBITS_LOCKED_NOROOT | _SECBIT_NO_CAP_AMBIENT_RAISE_AND_LOCK)
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     _check(_syscall(_NR["capset"], ctypes.byref(header), ctypes.byref(data)))
+
+
+def uid_without_capabilities() -> bool:
+    """Whether this process has a uid other than 0 (all four), no permitted capability and
+    no_new_privs set."""
+    if 0 in os.getresuid() or prctl(PR_GET_NO_NEW_PRIVS) != 1:
+        return False
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_syscall(_NR["capget"], ctypes.byref(header), ctypes.byref(data)))
+    return not any(d.permitted or d.effective for d in data)
 
 
 def set_loopback_up() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from ..errors import EnforcementUnavailable, LaunchError
 from ..policy import EnvPolicy, Grant, ResolvedPolicy
-from . import _createguard, _landlock, _libc, _seccomp
+from . import _createguard, _landlock, _libc, _mode, _seccomp
 from ._launcher import LaunchPlan
 from ._mounts import (
     BIND_DIR,
@@ -123,7 +123,7 @@ def _home_of(uid: int, env: tuple[tuple[str, str], ...]) -> str:
         return "/"
 
 
-def _processes_layer(limit: int, uid: int) -> LayerReport:
+def _processes_layer(limit: int, uid: int, host_counted: bool = False) -> LayerReport:
     if not limit:
         return LayerReport(name="processes", state="off",
                            reason='no cap ("nonod": {"max_processes": 0})')
@@ -131,6 +131,10 @@ def _processes_layer(limit: int, uid: int) -> LayerReport:
         return LayerReport(name="processes", state="off",
                            reason=f"unavailable for uid 0: the kernel exempts root from "
                            f"RLIMIT_NPROC (cap {limit} not applied)")
+    if host_counted:
+        return partial("processes", f"at most {limit} processes and threads (RLIMIT_NPROC), "
+                       f"counted over every process of uid {uid} on the host: no user "
+                       "namespace of its own (landlock-only mode)")
     return LayerReport(name="processes", state="applied",
                        detail=f"at most {limit} processes and threads (RLIMIT_NPROC, counted "
                        "in the session's own user namespace)")
@@ -146,6 +150,22 @@ def _degraded(policy: ResolvedPolicy, layer: str, report: LayerReport) -> LayerR
                  "in the profile, or fix the host (see `nonoctl doctor`)",
         )
     return report
+
+
+def _view_grants(policy: ResolvedPolicy, ops: tuple[MountOp, ...], masked: tuple[str, ...]
+                 ) -> tuple[list[Grant], int]:
+    """Landlock's grants in a session's own view (what is visible there), and how many
+    paths the view binds."""
+    bound = {op.target for op in ops if op.kind in (BIND_DIR, BIND_FILE, TMPFS)}
+    grants: list[Grant] = list(base_grants())
+    # A "/" grant is bound entry by entry, but Landlock takes it whole (masks still hold:
+    # they are mode-000 mounts).
+    grants.extend(g for g in policy.grants if g.path == "/")
+    for grant in expand_root(policy.grants):
+        visible = grant.path in bound and grant.path not in masked
+        if visible or grant.path in PRIVATE_TMP:
+            grants.append(grant)
+    return grants, len(bound)
 
 
 @functools.cache
@@ -183,7 +203,10 @@ def build_plan(
     *,
     controlling_tty: bool = False,
     landlock_abi: int | None = None,
+    mode: _mode.Mode = _mode.NAMESPACES,
 ) -> tuple[LaunchPlan, EnforcementReport]:
+    """``mode`` ``landlock-only``: no namespaces (see ``_mode``); the profile must accept
+    by name every layer only a mount namespace could give, or the launch is refused."""
     if not request.argv:
         raise LaunchError("no command to run", step="exec")
     me = os.getuid()
@@ -192,22 +215,29 @@ def build_plan(
     if uid != me and me != 0:
         raise LaunchError("only root can launch a session as another user", step="user",
                           errno=1)
+    landlock_only = mode == _mode.LANDLOCK_ONLY
+    policy = _mode.adapt_policy(policy, mode)
     env = sanitize_env(policy.env, request.env, request.extra_env)
     home = _home_of(uid, request.env)
     mounts = compile_mounts(policy, home=home)
-
-    bound = {op.target for op in mounts.ops if op.kind in (BIND_DIR, BIND_FILE, TMPFS)}
-    grants: list[Grant] = list(base_grants())
-    # A "/" grant is bound entry by entry, but Landlock takes it whole (masks still hold:
-    # they are mode-000 mounts).
-    grants.extend(g for g in policy.grants if g.path == "/")
-    for grant in expand_root(policy.grants):
-        visible = grant.path in bound and grant.path not in mounts.masked
-        if visible or grant.path in PRIVATE_TMP:
-            grants.append(grant)
-
     abi = _host_abi() if landlock_abi is None else landlock_abi
-    isolated_signals = policy.signal_mode != "allow_all"
+    if landlock_only:
+        if abi < 1:  # nothing else would confine the filesystem: never accepted
+            raise EnforcementUnavailable(
+                "no namespaces on this host (landlock-only mode) and no Landlock: nothing "
+                "would confine the filesystem", step="mode",
+                hint="enable Landlock (lsm= boot parameter) or allow user namespaces; "
+                     "`nonoctl doctor` checks both")
+        grants, view_layer = _mode.landlock_only_view(policy, mounts, len(request.pins))
+        mounts = _mode.EMPTY_VIEW
+    else:
+        grants, bound = _view_grants(policy, mounts.ops, mounts.masked)
+        view_layer = applied(
+            "filesystem_view", detail=f"{bound} paths bound, {len(mounts.masked)} "
+            f"denied paths masked, {len(mounts.protected)} persistence files read-only")
+    # "allow_all" reaches only the session's own processes in its pid namespace; without one,
+    # the scope keeps it to them (and every process of the uid on the host out of reach).
+    isolated_signals = policy.signal_mode != "allow_all" or landlock_only
     required = frozenset({"landlock", "landlock_refer", "landlock_truncate",
                           "landlock_scopes"} - set(policy.allow_degraded))
     net = policy.network
@@ -232,10 +262,11 @@ def build_plan(
         grants, abi=abi, scope_signals=isolated_signals, scope_abstract_unix=True,
         required=required, net_connect_ports=connect_ports, net_bind_ports=bind_ports,
     )
-    ns_flags = NS_FLAGS | (_libc.CLONE_NEWNET if private_net else 0)
+    ns_flags = 0 if landlock_only else NS_FLAGS | (_libc.CLONE_NEWNET if private_net else 0)
     seccomp = _filter_for(_seccomp.SeccompOptions(
         landlock_net_fallback=landlock_net, allow_netlink_route=private_net,
-        allow_unix_sockets=policy.allow_unix_sockets, allow_ptrace=request.allow_ptrace))
+        allow_unix_sockets=policy.allow_unix_sockets, allow_ptrace=request.allow_ptrace,
+        refuse_host_ipc=landlock_only))
 
     executable = find_executable(request.argv[0], env, request.cwd)
     real = os.path.realpath(executable)
@@ -246,7 +277,7 @@ def build_plan(
             "profile", step="exec", errno=13, detail=executable)
 
     ops = list(mounts.ops)
-    for index, (path, _) in enumerate(request.pins):
+    for index, (path, _) in enumerate(() if landlock_only else request.pins):
         if not os.path.isabs(path):
             raise LaunchError(f"pinned path must be absolute: {path}", step="mounts")
         ops.append(MountOp(PIN, os.path.realpath(path), str(index)))
@@ -268,7 +299,7 @@ def build_plan(
         switch_user=uid != me,
         ns_flags=ns_flags,
         mounts=tuple(ops),
-        pinned=tuple(data for _, data in request.pins),
+        pinned=() if landlock_only else tuple(data for _, data in request.pins),
         landlock=landlock,
         seccomp=seccomp,
         controlling_tty=controlling_tty,
@@ -282,17 +313,19 @@ def build_plan(
         creation_filter=_notify_filter() if refused else b"",
     )
     layers = [
-        applied("namespaces", detail="user, mount, pid, ipc, uts, cgroup"
-                + (", net" if private_net else "")),
-        applied("filesystem_view", detail=f"{len(bound)} paths bound, {len(mounts.masked)} "
-                f"denied paths masked, {len(mounts.protected)} persistence files read-only"),
+        _mode.namespaces_layer() if landlock_only else applied(
+            "namespaces", detail="user, mount, pid, ipc, uts, cgroup"
+            + (", net" if private_net else "")),
+        view_layer,
         _degraded(policy, "landlock", landlock.report),
         applied("seccomp", detail=("unix sockets allowed" if policy.allow_unix_sockets
                                    else "socket(AF_UNIX) refused")
-                + ("; ptrace allowed (learn)" if request.allow_ptrace else "")),
+                + ("; ptrace allowed (learn)" if request.allow_ptrace else "")
+                + ("; System V IPC and POSIX message queues refused (the host's)"
+                   if landlock_only else "")),
         applied("no_new_privs"),
         applied("capabilities", detail="all dropped, securebits locked"),
-        _processes_layer(policy.max_processes, uid),
+        _processes_layer(policy.max_processes, uid, landlock_only),
     ]
     if creation_layer is not None:
         # The launch fails at step `createguard` if the guard cannot be set up.

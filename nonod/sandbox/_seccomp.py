@@ -42,7 +42,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final, final
 
-from ._seccomp_table import IOCTLS, SYSCALLS, TRACING
+from ._seccomp_table import HOST_IPC, IOCTLS, SYSCALLS, TRACING
 from ._syscalls import Arch, arch_for_machine, native_arch
 
 # -- classic BPF and seccomp ABI (linux/bpf_common.h, linux/filter.h, linux/seccomp.h) ----------
@@ -143,12 +143,16 @@ class SeccompOptions:
     Everything else of the first denial group (``process_vm_writev``, ``pidfd_getfd``) stays
     refused. Which processes can be traced is still bounded by the session: its own pid
     namespace, the same Landlock domain, and no capabilities. Never set from a profile.
+
+    ``refuse_host_ipc``: the rows of ``HOST_IPC`` (System V IPC, POSIX message queues) fail
+    with ``EPERM``: the session shares the host's IPC namespace (landlock-only mode).
     """
 
     landlock_net_fallback: bool = False
     allow_netlink_route: bool = False
     allow_unix_sockets: bool = False
     allow_ptrace: bool = False
+    refuse_host_ipc: bool = False
 
 
 def _errno(value: int) -> int:
@@ -167,7 +171,8 @@ def _label(value: int) -> str:
 
 def _refused(arch: Arch, options: SeccompOptions) -> list[tuple[int, int, str, str]]:
     """The deny table's rows for ``arch``: (number, errno, name, why), in table order."""
-    return [(number, row.errno, row.name, row.why) for row in SYSCALLS
+    rows = (*SYSCALLS, *HOST_IPC) if options.refuse_host_ipc else SYSCALLS
+    return [(number, row.errno, row.name, row.why) for row in rows
             if (number := arch.nr(row.name)) is not None
             and not (options.allow_ptrace and row.name in TRACING)]
 

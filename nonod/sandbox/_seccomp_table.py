@@ -116,6 +116,15 @@ SYSCALLS: Final[tuple[SyscallRefusal, ...]] = (
            "security vserver getpmsg putpmsg", _EPERM, _OBSOLETE, "Docker", "systemd @obsolete"),
 )
 
+# Refused only when the session shares the host's IPC namespace (``SeccompOptions.
+# refuse_host_ipc``, the landlock-only mode): these objects are named by keys and queue names,
+# not paths, so Landlock never sees them, and every process of the host could be reached.
+HOST_IPC: Final[tuple[SyscallRefusal, ...]] = _rows(
+    "shmget shmat shmctl shmdt semget semop semtimedop semctl msgget msgsnd msgrcv msgctl "
+    "mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr", _EPERM,
+    "System V IPC and POSIX message queues of the host's IPC namespace (no namespace of the "
+    "session's own: landlock-only mode)", "nono")
+
 # What ``SeccompOptions.allow_ptrace`` takes off the table (a learn session's tracer).
 TRACING: Final = frozenset({"ptrace", "process_vm_readv"})
 

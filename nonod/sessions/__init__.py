@@ -32,6 +32,7 @@ from ._errors import SessionBusy as SessionBusy
 from ._errors import SessionError as SessionError
 from ._errors import SessionLimit as SessionLimit
 from ._errors import SessionNotFound as SessionNotFound
+from ._events import ApprovalNotice as ApprovalNotice
 from ._events import EventFeed as EventFeed
 from ._events import LifecycleEvent as LifecycleEvent
 from ._output import OutputFeed as OutputFeed

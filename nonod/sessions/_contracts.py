@@ -45,6 +45,11 @@ class Process(Protocol):
 class LauncherLike(Protocol):
     """What the registry needs of the engine (``nonod.sandbox.Launcher``)."""
 
+    @property
+    def mode(self) -> str:
+        """``namespaces`` or ``landlock-only`` (``nonod.sandbox._mode``)."""
+        ...
+
     async def launch(
         self,
         policy: ResolvedPolicy,

@@ -1,11 +1,13 @@
-"""Lifecycle events (a session started, a session exited) and the feeds that deliver them
-to subscribers (``nonoctl events``); a feed that falls behind is closed as lagged."""
+"""Lifecycle events (a session started, a session exited; an approval opened or closed) and
+the feeds that deliver them to subscribers (``nonoctl events``); a feed that falls behind
+is closed as lagged."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final, final
 
+from ..approvals import Pending
 from ._contracts import Caller
 from ._feed import LaggingFeed
 from ._records import SessionRecord
@@ -21,8 +23,19 @@ class LifecycleEvent:
     record: SessionRecord
 
 
+@dataclass(frozen=True)
+class ApprovalNotice:
+    """An approval was opened (``approval_pending``) or closed (``approval_closed``)."""
+
+    kind: str
+    approval: Pending
+
+
+FeedEvent = LifecycleEvent | ApprovalNotice
+
+
 @final
-class EventFeed(LaggingFeed[LifecycleEvent]):
+class EventFeed(LaggingFeed[FeedEvent]):
     """Lifecycle events for one subscriber (those it may see; of one session, or all); closed
     (``lagged``) if it falls behind (``_feed``)."""
 
@@ -31,9 +44,13 @@ class EventFeed(LaggingFeed[LifecycleEvent]):
         self.caller = caller
         self.session_id = session_id
 
-    def _offer(self, event: LifecycleEvent) -> bool:
-        if not self.caller.may_see(event.record.owner_uid):
+    def _offer(self, event: FeedEvent) -> bool:
+        if isinstance(event, ApprovalNotice):
+            owner, session_id = event.approval.owner_uid, event.approval.session_id
+        else:
+            owner, session_id = event.record.owner_uid, event.record.id
+        if not self.caller.may_see(owner):
             return True
-        if self.session_id is not None and event.record.id != self.session_id:
+        if self.session_id is not None and session_id != self.session_id:
             return True
         return self.offer(event)

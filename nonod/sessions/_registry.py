@@ -40,15 +40,16 @@ from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
 )
+from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts, WebhookCaller
 from ..audit import AuditError, redact_argv
 from ..audit._fanout import AuditHub
 from ..audit._kernel import FsDeniedMonitor
 from ..audit._writer import Ledger
 from ..errors import NonoError
 from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
-from ._contracts import Caller, GetLauncher, SessionPlan
+from ._contracts import Caller, GetLauncher, Process, SessionPlan
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
-from ._events import EventFeed, LifecycleEvent
+from ._events import ApprovalNotice, EventFeed, LifecycleEvent
 from ._records import (
     SessionRecord,
     enforcement_of,
@@ -99,9 +100,10 @@ class Registry:
         #: Sessions retention must keep besides the live ones (not yet shipped: the exporter).
         self._retain = retain
         self._audit_settings = audit or AuditSettings
+        self._network = network or _session_services.NetworkSettings
         self._starter = ProgramStarter(
             get_launcher=get_launcher, limits=limits, system=system,
-            network=network or _session_services.NetworkSettings, audit=self._audit_settings,
+            network=self._network, audit=self._audit_settings,
             daemon_secrets=daemon_secrets or DaemonSecrets(config_file=None,
                                                            state_dir=str(state_dir)),
             secret_log=SecretFileLog(state_dir), fs_denied=fs_denied, metrics=metrics,
@@ -115,6 +117,8 @@ class Registry:
         self._system = system
         self._sessions: dict[str, Session] = {}
         self._feeds: list[EventFeed] = []
+        #: Every session's pending approvals (``nonoctl approvals``).
+        self.approvals = ApprovalQueue(notify=self._emit_approval)
 
     # -- startup
     async def load(self) -> list[str]:
@@ -246,6 +250,29 @@ class Registry:
         event = LifecycleEvent(kind=kind, record=msgspec.structs.replace(session.record))
         self._feeds = [f for f in self._feeds if f._offer(event)]
 
+    def _emit_approval(self, pending: Pending, kind: str) -> None:
+        notice = ApprovalNotice(kind=kind, approval=pending)
+        self._feeds = [f for f in self._feeds if f._offer(notice)]
+
+    def _asker(self, session: Session, proc: Process) -> SessionAsker | None:
+        """The session's approval asker, when its profile asks about unlisted hosts."""
+        approval = session.policy_approval
+        if approval is None:
+            return None
+        record = session.record
+        keys = session.services.approval_keys if session.services is not None else {}
+        network = self._network()
+        webhook = WebhookCaller(keys=keys, extra_ca_file=network.extra_ca_file,
+                                pins=network.resolve) if keys else None
+        return SessionAsker(
+            queue=self.approvals, policy=approval, timeout=self._limits().approval_timeout,
+            facts=SessionFacts(session_id=record.id, name=record.name,
+                               owner_uid=record.owner_uid, pid=proc.pid, command=record.argv,
+                               profile=record.profile,
+                               hidden=tuple(session.services.hidden)
+                               if session.services is not None else ()),
+            record=session.write_event, webhook=webhook)
+
     # -- launching
     def _check_launch(self, plan: SessionPlan) -> None:
         limits = self._limits()
@@ -334,6 +361,7 @@ class Registry:
         )
         session = Session(record, directory=self._sessions_dir / session_id,
                           metrics=self._metrics)
+        session.policy_approval = plan.policy.network.approval
         # Registered while starting, so the name is reserved and `ps` shows it.
         self._sessions[session_id] = session
         try:
@@ -392,7 +420,7 @@ class Registry:
                     raise
             task_status.started(session)
             try:
-                await supervise(session, proc,
+                await supervise(session, proc, asker=self._asker(session, proc),
                                 on_started=lambda: self._emit("started", session),
                                 shutdown_grace=lambda: self._limits().shutdown_grace)
             except Exception:

@@ -26,6 +26,7 @@ from ..audit import AuditError, AuditWriteError, ViewGuarded
 from ..audit import CredentialInjected as AuditCredentialInjected
 from ..audit import Event as AuditEvent
 from ..audit import Network as AuditNetwork
+from ..policy import ApprovalPolicy
 from ..sandbox import GuardReport
 from ._audit import SessionAudit
 from ._contracts import Process
@@ -68,6 +69,8 @@ class Session:
         self.services: SessionServices | None = None
         #: The session's audit record (None when auditing is off).
         self.audit: SessionAudit | None = None
+        #: What its profile says about unlisted hosts (None: they are refused).
+        self.policy_approval: ApprovalPolicy | None = None
         if record.state == "exited":
             self._exited.set()
 

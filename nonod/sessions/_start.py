@@ -30,9 +30,9 @@ from .._secretfiles import (
 from ..audit import AuditError, redact_argv
 from ..audit import Event as AuditEvent
 from ..audit._kernel import FsDeniedMonitor, Watch
-from ..errors import NonoError
+from ..errors import NonoError, PolicyError
 from ..policy import ResolvedPolicy
-from ..sandbox import LaunchRequest, LayerReport
+from ..sandbox import LaunchRequest, LayerReport, adapt_policy
 from ._contracts import Caller, GetLauncher, Process, SessionPlan
 from ._output import SessionOutput
 from ._records import make_private_dirs
@@ -99,8 +99,10 @@ class ProgramStarter:
                 null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
                 to_close.append(null)
                 stdio = (null, null, null)
+            services_policy = self._with_daemon_backends(session, plan.policy)
             prepared = await _session_services.prepare(
-                plan.policy, plan.request, settings=self._network(),
+                adapt_policy(services_policy, launcher.mode), plan.request,
+                settings=self._network(),
                 environ=dict(os.environ),  # env:// reads the daemon's environment
                 listen_ports=plan.policy.network.listen_ports,
                 user_config_dir=user_config_dir(plan.request, plan.owner, system=self._system),
@@ -178,6 +180,24 @@ class ProgramStarter:
             layer = LayerReport(name="fs_denied", state="off", reason=why)
         proc.enforcement = msgspec.structs.replace(
             proc.enforcement, layers=(*proc.enforcement.layers, layer))
+
+    def _with_daemon_backends(self, session: Session, policy: ResolvedPolicy
+                              ) -> ResolvedPolicy:
+        """``policy`` with the daemon's approval backends it names; PolicyError (the launch
+        is refused) for a name neither the profile nor ``[approvals.backends]`` has."""
+        approval = policy.network.approval
+        if approval is None:
+            return policy
+        try:
+            approval = approval.with_daemon_backends(self._limits().approval_backends)
+        except KeyError as exc:
+            raise PolicyError(
+                f"unknown approval backend `{exc.args[0]}`",
+                hint="daemon backends are [approvals.backends.NAME] in nonod.toml, named "
+                "`daemon:NAME` in profiles") from None
+        session.policy_approval = approval
+        return msgspec.structs.replace(policy, network=msgspec.structs.replace(
+            policy.network, approval=approval))
 
     async def release(self, session: Session) -> None:
         """The session ended: stop routing its filesystem denials (bounded: records still

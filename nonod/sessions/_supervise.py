@@ -8,9 +8,10 @@ SIGTERM, the grace period, SIGKILL, a bounded wait. The registry records the end
 
 from __future__ import annotations
 
+import functools
 import signal as _signal
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 import trio
@@ -20,6 +21,9 @@ from ..audit import AuditError
 from ._contracts import Process
 from ._output import SessionOutput
 from ._session import Session
+
+if TYPE_CHECKING:
+    from ..approvals import SessionAsker
 
 log = structlog.get_logger()
 
@@ -35,8 +39,11 @@ async def supervise(
     *,
     on_started: Callable[[], None],
     shutdown_grace: Callable[[], float],
+    asker: SessionAsker | None = None,
 ) -> None:
     """Serve ``session`` until its program has exited (or could not be made to).
+
+    ``asker`` answers the proxy's approval questions (None: the profile asks none).
 
     ``on_started`` runs once every task is up; ``shutdown_grace`` is the grace period when the
     session is cancelled from outside (the daemon shutting down) rather than stopped."""
@@ -57,8 +64,9 @@ async def supervise(
         if session.audit is not None:
             await nursery.start(session.audit.run)
         if session.services is not None:
-            await nursery.start(_session_services.serve, session.services, proc,
-                                session.audit_event)
+            await nursery.start(functools.partial(
+                _session_services.serve, session.services, proc, session.audit_event,
+                asker=asker))
         pump_done = trio.Event()
         if session.output is not None:
             nursery.start_soon(session.output.run_writer)

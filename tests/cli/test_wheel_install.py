@@ -8,6 +8,7 @@ repository's files and cannot show it. Needs the package index for the dependenc
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import signal
 import socket
@@ -29,17 +30,13 @@ BUILT_IN = ("default", "gitbot")
 
 
 def _build_wheel(base: Path) -> Path:
-    """``pip wheel`` of a copy of the tree (a build in place would write into the repo)."""
-    src = base / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, src / name)
-    for package in ("nonod", "nonoctl"):
-        shutil.copytree(REPO / package, src / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                    str(base / "dist"), str(src)], check=True, timeout=300)
-    (wheel,) = (base / "dist").glob("nono-*.whl")
+    """``pip wheel`` of a copy of the tree (a build in place would write into the repo): the
+    helper bench/daemon.py times the installed CLI with."""
+    spec = importlib.util.spec_from_file_location("_bench_wheel", REPO / "bench" / "_wheel.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    wheel: Path = module.build_wheel(base)
     return wheel
 
 

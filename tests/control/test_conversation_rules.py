@@ -26,8 +26,9 @@ ALL_REQUESTS: list[p.AnyRequest] = [
 def test_every_request_kind_is_in_the_sample() -> None:
     kinds = {type(m) for m in ALL_REQUESTS}
     missing = [t.__name__ for t in typing.get_args(p.AnyRequest) if t not in kinds]
-    # Profile, secret and trust requests behave alike (unary, idle only): one stands for all.
-    assert all(name.startswith(("Profile", "Secret", "Trust")) for name in missing)
+    # Profile, secret, trust and approval requests behave alike (unary, idle only): one
+    # stands for all.
+    assert all(name.startswith(("Profile", "Secret", "Trust", "Approval")) for name in missing)
 
 
 @pytest.mark.parametrize("message", ALL_REQUESTS, ids=lambda m: type(m).__name__)
@@ -86,7 +87,7 @@ def test_while_attached(message: p.AnyRequest) -> None:
 def test_the_client_core_follows_the_same_rules() -> None:
     from nonoctl.client import Call, calls
 
-    assert calls.wait("ab12").dedicated  # a stream before its answer: a connection of its own
+    assert calls.wait("ab12").request == p.Wait(session="ab12")
     assert calls.status().request == p.Status()
     with pytest.raises(UnexpectedMessage, match="only valid while attached"):
         Call(p.Detach(), p.Detached, lambda r: r)

@@ -18,7 +18,8 @@ from .conftest import DaemonThread, session_env, wait_pid_gone
 REPO = Path(__file__).resolve().parents[2]
 GITBOT = REPO / "profiles" / "gitbot.json"
 COMMANDS = ("launch", "run", "ps", "inspect", "stop", "wait", "logs", "attach", "prune",
-            "daemon", "profile", "doctor", "completion", "secret", "events")
+            "daemon", "profile", "doctor", "completion", "secret", "events", "approvals",
+            "approve", "deny")
 
 
 def cli_env(daemon_socket: Path, base: Path, **extra: str) -> dict[str, str]:

@@ -32,6 +32,7 @@ def test_a_full_file_parses(tmp_path: Path) -> None:
     path.write_text(
         '[daemon]\nsocket = "/run/x.sock"\nlog_level = "debug"\nmax_connections = 8\n'
         "handshake_timeout = 2\n\n[sessions]\nstop_grace = 3\nallow_root = true\n"
+        '\n[sandbox]\nmode = "landlock-only"\n'
     )
     loaded = load_config(path, system=False)
     assert loaded.path == str(path)
@@ -39,6 +40,7 @@ def test_a_full_file_parses(tmp_path: Path) -> None:
     assert loaded.config.daemon.max_connections == 8
     assert loaded.config.sessions.stop_grace == 3.0
     assert loaded.config.sessions.allow_root is True
+    assert loaded.config.sandbox.mode == "landlock-only"
 
 
 @pytest.mark.parametrize(
@@ -51,6 +53,7 @@ def test_a_full_file_parses(tmp_path: Path) -> None:
         ("[daemon]\nmax_connections = 0\n", r"`daemon.max_connections`: Expected `int` >= 1"),
         ("[daemon]\nmax_connections = 'many'\n", r"`daemon.max_connections`: Expected `int`"),
         ("[daemon]\nlog_level = 'loud'\n", r"`daemon.log_level`: Invalid enum value 'loud'"),
+        ("[sandbox]\nmode = 'none'\n", r"`sandbox.mode`: Invalid enum value 'none'"),
         ("[sessions]\nstop_grace = -1\n", r"`sessions.stop_grace`: Expected `float` >= 0"),
         ("[sessions]\nallow_root = 'yes'\n", r"`sessions.allow_root`: Expected `bool`"),
         ("[daemon]\nstate_dir = 'relative'\n", "state_dir must be an absolute path"),

@@ -13,7 +13,6 @@ import msgspec
 import pytest
 import trio
 import trio.testing
-import wsproto.events as ws_events
 
 from nonoctl.client import Connection, ConnectionLost, RemoteError, open_async_client
 from nonod import protocol as p
@@ -24,11 +23,11 @@ from .conftest import DaemonHandle, DaemonThread, session_env, start_daemon, wai
 
 
 def send_text(conn: Connection, text: str) -> None:
-    conn._send_raw(conn._ws.send(ws_events.TextMessage(data=text)))
+    conn._send_raw(conn._ws.text(text))
 
 
 def send_bytes(conn: Connection, data: bytes) -> None:
-    conn._send_raw(conn._ws.send(ws_events.BytesMessage(data=data)))
+    conn._send_raw(conn._ws.binary(data))
 
 
 def launch(conn: Connection, argv: list[str], cwd: Path, **kwargs: object) -> p.SessionDetail:
@@ -594,3 +593,64 @@ async def test_a_silent_connection_is_closed_after_the_handshake_timeout(
         async with open_async_client(handle.socket, autostart=False) as client:
             assert (await client.status()).sessions_live == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_a_stop_right_after_the_launch_is_a_sigterm_the_program_gets(
+        daemon: DaemonHandle, short_tmp: Path) -> None:
+    # The session's init forwards SIGTERM to the program; one that arrives before the init's
+    # handlers exist must wait for them, not vanish (pid 1 drops unhandled signals), or the
+    # stop turns into a SIGKILL after the grace period.
+    async with open_async_client(daemon.socket, autostart=False) as client:
+        for _ in range(10):
+            session = await client.launch(["sleep", "600"], cwd=str(short_tmp),
+                                          env=session_env(short_tmp),
+                                          options=p.LaunchOptions(allow_cwd=True))
+            exited = await client.stop(session.id, timeout=10)
+            assert exited.signal == 15
+
+
+def test_client_wait_needs_no_new_connection(daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    """``Client.wait`` answers on the kept connection: with the socket's name gone, no new
+    connection could be made, and it still returns the exit status."""
+    from nonoctl.client import Client
+
+    with Client(daemon_thread.socket, autostart=False) as nono:
+        session = nono.launch(["sh", "-c", "exit 3"], cwd=str(short_tmp),
+                              env=session_env(short_tmp), options=p.LaunchOptions(allow_cwd=True))
+        hidden = daemon_thread.socket.with_name("hidden.sock")
+        daemon_thread.socket.rename(hidden)
+        try:
+            assert nono.wait(session.id).exit_code == 3
+            assert nono.inspect(session.id).state == "exited"
+        finally:
+            hidden.rename(daemon_thread.socket)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_wait_leaves_the_client_usable(daemon_thread: DaemonThread,
+                                                      short_tmp: Path) -> None:
+    import signal
+
+    from nonoctl.client import Client
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    with Client(daemon_thread.socket, autostart=False) as nono:
+        session = nono.launch(["sleep", "30"], cwd=str(short_tmp), env=session_env(short_tmp),
+                              options=p.LaunchOptions(allow_cwd=True))
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(_Interrupted):
+                nono.wait(session.id)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        # the next requests get their own answers, not the abandoned wait's
+        assert [s.state for s in nono.sessions() if s.id == session.id] == ["running"]
+        assert nono.stop(session.id, timeout=5).signal == signal.SIGTERM
+        assert nono.wait(session.id).signal == signal.SIGTERM

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-import wsproto.events as ws_events
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -142,9 +141,8 @@ def test_random_messages_get_errors_and_the_connection_stays_usable(
 ) -> None:
     with fuzzed.daemon.connect() as conn:
         for message in messages:
-            event = (ws_events.TextMessage(data=message) if isinstance(message, str)
-                     else ws_events.BytesMessage(data=message))
-            conn._send_raw(conn._ws.send(event))
+            conn._send_raw(conn._ws.text(message) if isinstance(message, str)
+                           else conn._ws.binary(message))
             reply = conn.receive()
             assert isinstance(reply, p.ErrorReply)
             assert reply.code.startswith("protocol.")
@@ -170,7 +168,7 @@ def test_well_tagged_messages_with_wrong_types(
 ) -> None:
     document = msgspec.json.encode({"type": tag, **fields}).decode()
     with fuzzed.daemon.connect() as conn:
-        conn._send_raw(conn._ws.send(ws_events.TextMessage(data=document)))
+        conn._send_raw(conn._ws.text(document))
         reply = conn.receive()
         assert not isinstance(reply, p.ErrorReply) or not reply.code.startswith("internal")
         assert isinstance(conn.request(p.ListSessions()), p.SessionList)
@@ -242,7 +240,7 @@ def test_passed_descriptors_never_leak(fuzzed: Fuzzed, count: int) -> None:
     null = os.open(os.devnull, os.O_RDWR)
     try:
         with fuzzed.daemon.connect() as conn:
-            data = conn._ws.send(ws_events.TextMessage(data='{"type": "list"}'))
+            data = conn._ws.text('{"type": "list"}')
             try:
                 socket.send_fds(conn.sock, [data], [null] * count)
                 while not isinstance(conn.receive(), p.SessionList):

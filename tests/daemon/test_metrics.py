@@ -196,3 +196,22 @@ def test_the_daemon_does_not_load_prometheus_client_unless_metrics_are_on() -> N
     code = ("import sys, nonod._daemon, nonod.sessions, nonod.control; "
             "sys.exit('prometheus_client' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_audit_export_figures_per_sink() -> None:
+    from nonod.shipping import LaneStatistics
+
+    class Exporter:
+        def statistics(self) -> dict[str, LaneStatistics]:
+            return {"siem": LaneStatistics(delivered_records=40, failures=2,
+                                           pending_bytes=4096, backlog_full=True),
+                    "plane": LaneStatistics(delivered_records=3)}
+
+    metrics = Metrics()
+    metrics.observe_export(Exporter())
+    got = _samples(metrics.exposition("")[0].decode())
+    assert got[("nono_audit_export_pending_bytes", (("sink", "siem"),))] == 4096
+    assert got[("nono_audit_export_backlog_full", (("sink", "siem"),))] == 1
+    assert got[("nono_audit_export_backlog_full", (("sink", "plane"),))] == 0
+    assert got[("nono_audit_export_delivered_records_total", (("sink", "siem"),))] == 40
+    assert got[("nono_audit_export_failures_total", (("sink", "siem"),))] == 2

@@ -157,11 +157,13 @@ def test_wrongly_typed_fields_fail_only_with_validation_errors(value: object, ta
 
 
 def test_the_client_side_imports_neither_trio_nor_the_daemon() -> None:
+    """Nor wsproto/h11 (the blocking client has its own codec) nor dataclasses (with inspect,
+    ast, dis): together about 30 ms of every command's start-up (docs/cli.md, Speed)."""
     code = (
         "import sys; sys.modules['typing_extensions'] = None\n"
         "import nonoctl._cli, nonoctl.client, nonod.protocol\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('trio', 'structlog', 'trio_websocket') or m in "
+        "('trio', 'structlog', 'trio_websocket', 'wsproto', 'h11', 'dataclasses') or m in "
         "('nonod.sessions', 'nonod.sandbox', 'nonod.control._server', 'nonod.profiles'))\n"
         "print(','.join(bad))\n"
     )

@@ -97,9 +97,15 @@ def test_keys_nonod_adds_are_few_and_documented() -> None:
     walk(mi.type_info(Profile), "$")
     nono = set(KEYS["schema_keys"]) | set(KEYS["serde_keys"])
     extra = sorted({k for k in ours if k not in nono and not k.startswith("$.nonod.")})
-    # Legacy spellings nono reads through its migration, and nonod's own section.
+    # Legacy spellings nono reads through its migration, and nonod's own section; network
+    # approvals in the place nono's accepted NEP-0001 puts them (`network.approval_*`, the
+    # shape of `command_policies.approval_*`), plus `key`, the webhook's signing credential.
+    approvals = [f"$.network.approval_backends{k}" for k in (
+        "", "[*].backends", "[*].key", "[*].mode", "[*].timeout_secs", "[*].type", "[*].url")]
+    approvals += ["$.network.approval_defaults", "$.network.approval_defaults.backend",
+                  "$.network.approval_defaults.timeout_secs"]
     assert extra == [
-        "$.brokered_commands", "$.network.allow_hosts", "$.nonod", "$.policy",
+        "$.brokered_commands", "$.network.allow_hosts", *approvals, "$.nonod", "$.policy",
         "$.policy.add_allow_read", "$.policy.add_allow_readwrite", "$.policy.add_allow_write",
         "$.policy.add_deny_access", "$.policy.add_deny_commands", "$.policy.exclude_groups",
         "$.policy.override_deny", "$.security.allowed_commands", "$.security.groups",

@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from nonod.proxy import (
+    Asker,
     NetworkEvent,
     ProxyLimits,
     ProxyPolicy,
@@ -93,7 +94,8 @@ class Proxy:
 async def start_proxy(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]]:
     async def start(policy: ProxyPolicy, *, pins: dict[str, str] | None = None,
                     limits: ProxyLimits | None = None, token: str | None = None,
-                    dns: dict[str, list[str]] | None = None, zero_copy: bool = True) -> Proxy:
+                    dns: dict[str, list[str]] | None = None, zero_copy: bool = True,
+                    asker: Asker | None = None) -> Proxy:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
         events: list[NetworkEvent] = []
@@ -101,7 +103,7 @@ async def start_proxy(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]
         server = await nursery.start(functools.partial(
             serve_proxy, listeners[0], policy=policy, resolver=resolver,
             events=events.append, limits=limits or ProxyLimits(), proxy_token=token,
-            zero_copy=zero_copy))
+            zero_copy=zero_copy, asker=asker))
         return Proxy(port=port, server=server, events=events, resolver=resolver)
 
     yield start

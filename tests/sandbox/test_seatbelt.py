@@ -14,7 +14,6 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -150,8 +149,8 @@ def covers(kind: str, path: str, target: str) -> bool:
 # --- policies ------------------------------------------------------------------------------
 
 class FakeMacPath:
-    """Enough of ``os.path`` for the resolver to see a Mac: /tmp, /var and /etc are links
-    into /private, and only the listed paths exist."""
+    """Enough of ``FsLook``'s questions (``os.path``'s) for the resolver to see a Mac: /tmp,
+    /var and /etc are links into /private, and only the listed paths exist."""
 
     def __init__(self, dirs: set[str], files: set[str]) -> None:
         self.dirs = set(dirs)
@@ -187,7 +186,7 @@ def fake_mac(monkeypatch: pytest.MonkeyPatch) -> None:
         files={"/private/etc/ssl/cert.pem", "/private/etc/resolv.conf", f"{HOME}/.zshrc",
                f"{HOME}/.bash_history"},
     )
-    monkeypatch.setattr(_resolve, "os", SimpleNamespace(path=fake))
+    monkeypatch.setattr(_resolve, "FsLook", lambda: fake)  # what resolve() looks through
 
 
 def gitbot_policy() -> ResolvedPolicy:

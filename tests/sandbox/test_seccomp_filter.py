@@ -19,7 +19,7 @@ from nonod.sandbox._seccomp import (
     build_filter,
     describe_filter,
 )
-from nonod.sandbox._seccomp_table import IOCTLS, SYSCALLS, TRACING
+from nonod.sandbox._seccomp_table import HOST_IPC, IOCTLS, SYSCALLS, TRACING
 from nonod.sandbox._syscalls import (
     AARCH64,
     AUDIT_ARCH_ARM,
@@ -386,3 +386,24 @@ def test_docs_list_every_row() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "seccomp.md").read_text()
     for name in [row.name for row in SYSCALLS] + [row.name for row in IOCTLS]:
         assert f"`{name}`" in docs, name
+
+
+HOST_IPC_CALLS = {
+    "shmget", "shmat", "shmctl", "shmdt", "semget", "semop", "semtimedop", "semctl", "msgget",
+    "msgsnd", "msgrcv", "msgctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive",
+    "mq_notify", "mq_getsetattr",
+}
+
+
+@pytest.mark.parametrize("arch", [X86_64, AARCH64], ids=lambda a: a.name)
+def test_host_ipc_refused_only_without_an_ipc_namespace(arch: Arch) -> None:
+    assert {row.name for row in HOST_IPC} == HOST_IPC_CALLS
+    own = build_filter(SeccompOptions(), arch=arch)
+    shared = build_filter(SeccompOptions(refuse_host_ipc=True), arch=arch)
+    for name in HOST_IPC_CALLS:
+        nr = arch.nr(name)
+        assert nr is not None, name
+        assert evaluate(own, nr, audit_arch=arch.audit_arch) == ALLOW, name
+        assert evaluate(shared, nr, audit_arch=arch.audit_arch) == err(errno.EPERM), name
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "seccomp.md").read_text()
+    assert all(f"`{name}`" in docs for name in HOST_IPC_CALLS)

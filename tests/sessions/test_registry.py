@@ -83,6 +83,7 @@ class FakeLauncher:
 
     honours_sigterm: bool = True
     launched: list[FakeProgram] = field(default_factory=list)
+    mode: str = "namespaces"
 
     async def launch(
         self,

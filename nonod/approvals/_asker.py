@@ -1,0 +1,161 @@
+"""One session's asker: the callback its proxy awaits for an unlisted destination.
+
+It opens a :class:`Pending` with what is known (session, host, port, method and path, the
+session's program, time), records ``approval`` ``requested``, puts the question to the
+profile's backend (the daemon's queue, a webhook, or a chain of them), and records
+``decided`` with the decider and the latency. Whatever goes wrong, or no answer before the
+deadline, is a denial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Awaitable, Callable, Sequence
+from typing import final
+
+import structlog
+import trio
+
+from ..audit import Approval, AuditError, redact_argv
+from ..policy import ApprovalBackend, ApprovalPolicy
+from ..proxy import ApprovalAsk, Verdict
+from ._peer import find_client
+from ._queue import ApprovalQueue, Pending
+
+log = structlog.get_logger()
+
+#: A backend's say: the verdict and who gave it.
+Said = tuple[Verdict, str]
+#: How a webhook backend is asked (``_webhook.WebhookCaller``); None: no webhooks here.
+AskWebhook = Callable[[ApprovalBackend, Pending, float], Awaitable[Said]]
+
+
+@final
+class SessionFacts:
+    """What an approval says about the session that asked."""
+
+    def __init__(self, *, session_id: str, name: str, owner_uid: int, pid: int,
+                 command: Sequence[str], profile: str | None,
+                 hidden: Sequence[str] = ()) -> None:
+        self.session_id = session_id
+        self.name = name
+        self.owner_uid = owner_uid
+        self.pid = pid
+        self.command = tuple(command)
+        self.profile = profile
+        #: Values the session holds that no command line on record may show (its tokens).
+        self.hidden = tuple(hidden)
+
+
+@final
+class SessionAsker:
+    """``await asker(ask)`` -> Verdict, for :func:`nonod.proxy.serve_proxy`'s ``asker``."""
+
+    def __init__(self, *, queue: ApprovalQueue, policy: ApprovalPolicy, timeout: float,
+                 facts: SessionFacts, record: Callable[[Approval], None],
+                 webhook: AskWebhook | None = None) -> None:
+        self._queue = queue
+        self._policy = policy
+        self._timeout = policy.timeout_secs or timeout
+        self._facts = facts
+        self._record = record
+        self._webhook = webhook
+
+    async def __call__(self, ask: ApprovalAsk) -> Verdict:
+        facts = self._facts
+        pid, command = facts.pid, facts.command
+        found = await trio.to_thread.run_sync(find_client, facts.pid, ask.client_port,
+                                              abandon_on_cancel=True)
+        if found is not None:  # the very process that asked, if it can be told
+            pid, command = found[0], redact_argv(found[1], facts.hidden)
+        now = dt.datetime.now(dt.UTC)
+        backend = self._policy.named(self._policy.backend)
+        pending = Pending(
+            id=self._queue.new_id(), session_id=facts.session_id, session_name=facts.name,
+            owner_uid=facts.owner_uid, mode=ask.mode, host=ask.host, port=ask.port,
+            method=ask.method, path=ask.path, pid=pid, command=command,
+            backend=backend.name, created=now,
+            expires=now + dt.timedelta(seconds=self._timeout), profile=facts.profile)
+        started = trio.current_time()
+        self._record(self._event(pending, "requested"))
+        verdict: Verdict = "timeout"
+        decider = "timeout"
+        try:
+            with trio.move_on_at(started + self._timeout):
+                try:
+                    verdict, decider = await self._ask(backend, pending,
+                                                       started + self._timeout)
+                except Exception:  # a failing backend denies; it never lets a request through
+                    log.exception("approval backend failed", backend=backend.name)
+                    verdict, decider = "deny", f"error:{backend.name}"
+        except trio.Cancelled:  # the session is ending (or the proxy gave up): on record too
+            with contextlib.suppress(AuditError):
+                self._decided(pending, started, "deny", "cancelled")
+            raise
+        self._decided(pending, started, verdict, decider)
+        return verdict
+
+    def _decided(self, pending: Pending, started: float, verdict: Verdict,
+                 decider: str) -> None:
+        elapsed = (trio.current_time() - started) * 1000
+        self._record(self._event(pending, "decided", decision=verdict, decider=decider,
+                                 latency_ms=round(elapsed, 3), saved_to=pending.saved_to))
+
+    def _event(self, pending: Pending, stage: str, **decided: object) -> Approval:
+        return Approval(
+            id=pending.id, stage=stage,  # type: ignore[arg-type]
+            host=pending.host, port=pending.port, mode=pending.mode, method=pending.method,
+            path=pending.path, backend=pending.backend, pid=pending.pid,
+            command=pending.command, **decided)  # type: ignore[arg-type]
+
+    async def _ask(self, backend: ApprovalBackend, pending: Pending, deadline: float) -> Said:
+        match backend.type:
+            case "queue":
+                return await self._ask_queue(pending)
+            case "webhook":
+                if self._webhook is None:
+                    return "deny", f"webhook:{backend.name}:unavailable"
+                limit = deadline if backend.timeout_secs is None else min(
+                    deadline, trio.current_time() + backend.timeout_secs)
+                with trio.move_on_at(limit):
+                    return await self._webhook(backend, pending, limit)
+                return "timeout", f"webhook:{backend.name}:timeout"
+            case "chain":
+                members = [self._policy.named(m) for m in backend.members]
+                return await self._ask_chain(backend, members, pending, deadline)
+        return "deny", f"unknown:{backend.type}"
+
+    async def _ask_queue(self, pending: Pending) -> Said:
+        self._queue.add(pending)
+        try:
+            await pending.answered.wait()
+        finally:
+            self._queue.remove(pending)
+        return pending.answer or "deny", pending.decider
+
+    async def _ask_chain(self, chain: ApprovalBackend, members: Sequence[ApprovalBackend],
+                         pending: Pending, deadline: float) -> Said:
+        """``any``: the first allow wins, refused only when every member refused; ``all``:
+        the first refusal wins, allowed (for the narrowest scope said) when all allowed."""
+        said: list[Said] = []
+        decisive: list[Said] = []
+        async with trio.open_nursery() as nursery:
+            async def one(member: ApprovalBackend) -> None:
+                verdict, who = await self._ask(member, pending, deadline)
+                said.append((verdict, who))
+                allows = verdict in ("once", "session")
+                if allows == (chain.mode == "any"):
+                    decisive.append((verdict, who))
+                    nursery.cancel_scope.cancel()
+
+            for member in members:
+                nursery.start_soon(one, member)
+        name = f"chain:{chain.name}"
+        if decisive:
+            verdict, who = decisive[0]
+            return verdict, f"{name}:{who}"
+        if chain.mode == "any":
+            return "deny", f"{name}:" + ",".join(w for _, w in said)
+        scope: Verdict = "once" if any(v == "once" for v, _ in said) else "session"
+        return scope, f"{name}:" + ",".join(w for _, w in said)

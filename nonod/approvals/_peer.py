@@ -1,0 +1,69 @@
+"""Which process of a session opened a proxy connection, for its pending approval.
+
+The proxy knows the client's TCP port. In the session's network namespace (seen through
+``/proc/<session pid>/net/tcp``) that port names one socket inode; the process holding a
+descriptor on ``socket:[inode]`` is the one that asked. Best effort, blocking (run it in a
+thread), bounded: any failure (the client already gone, a process that exited meanwhile,
+/proc not readable) gives None and the approval names the session's program instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+#: Processes looked at, at most, for one connection.
+MAX_PROCESSES: Final = 65536
+
+
+def _socket_inode(session_pid: int, port: int) -> str | None:
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{session_pid}/net/{table}") as handle:
+                next(handle, None)
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        return fields[9]
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def _holder(inode: str) -> int | None:
+    target = f"socket:[{inode}]"
+    for count, name in enumerate(os.listdir("/proc")):
+        if count > MAX_PROCESSES:
+            return None
+        if not name.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{name}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{name}/fd/{fd}") == target:
+                    return int(name)
+            except OSError:
+                continue
+    return None
+
+
+def find_client(session_pid: int, port: int) -> tuple[int, tuple[str, ...]] | None:
+    """The pid and command line of the process whose socket has local ``port`` in the
+    network namespace of ``session_pid``; None when that cannot be told."""
+    if port <= 0 or session_pid <= 0:
+        return None
+    inode = _socket_inode(session_pid, port)
+    if inode is None or inode == "0":
+        return None
+    pid = _holder(inode)
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            raw = handle.read(64 * 1024)
+    except OSError:
+        return None
+    return pid, tuple(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)

@@ -1,0 +1,137 @@
+"""What profile resolution sees of the filesystem, looked at once and recorded.
+
+Resolution canonicalises about a hundred paths that share most of their directories
+(``~/.config/...``, ``~/.local/...``); ``os.path.realpath`` looks at every component of every
+path again (some 460 ``lstat`` calls for the default profile). :class:`FsLook` looks at each
+path once per resolution and keeps what it saw, so that:
+
+- one resolution makes one ``lstat``/``stat``/``readlink`` per distinct path;
+- :meth:`FsLook.unchanged` can tell, with one system call per recorded path, whether the
+  filesystem still answers every question the resolution asked. A cached resolution is reused
+  only then (``nonod._policies``): a path created or removed, one whose type changed (a
+  directory turned symlink, ...) or a symlink pointing elsewhere makes it resolve again.
+
+Resolution's output is a function of exactly these answers (is there something at this path,
+of which type, and where does this link point): the same answers give the same policy, so
+reuse is exact, not a heuristic on timestamps.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+from typing import Final, final
+
+#: What one look at a path returns: the file type (``stat.S_IFMT``), or None when missing.
+Signature = int | None
+
+_MAX_LINKS: Final = 40  # as the kernel's own limit on symlinks followed in one lookup
+
+
+def _signature(path: str, *, follow: bool) -> Signature:
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except (OSError, ValueError):
+        return None
+    return stat.S_IFMT(st.st_mode)
+
+
+def _readlink(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except (OSError, ValueError):
+        return None
+
+
+@final
+class FsLook:
+    """Memoised ``lstat``/``stat``/``readlink``, with ``realpath``/``exists``/``isdir``/
+    ``lexists`` on top (the same answers as ``os.path``'s, non-strict ``realpath``)."""
+
+    def __init__(self) -> None:
+        self._lstat: dict[str, Signature] = {}
+        self._stat: dict[str, Signature] = {}
+        self._links: dict[str, str | None] = {}
+        self._loop = False
+
+    # -- primitive looks, each recorded
+    def lstat(self, path: str) -> Signature:
+        if path not in self._lstat:
+            self._lstat[path] = _signature(path, follow=False)
+        return self._lstat[path]
+
+    def stat(self, path: str) -> Signature:
+        if path not in self._stat:
+            self._stat[path] = _signature(path, follow=True)
+        return self._stat[path]
+
+    def readlink(self, path: str) -> str | None:
+        if path not in self._links:
+            self._links[path] = _readlink(path)
+        return self._links[path]
+
+    # -- os.path's questions
+    def exists(self, path: str) -> bool:
+        return self.stat(path) is not None
+
+    def lexists(self, path: str) -> bool:
+        return self.lstat(path) is not None
+
+    def isdir(self, path: str) -> bool:
+        sig = self.stat(path)
+        return sig is not None and stat.S_ISDIR(sig)
+
+    def realpath(self, path: str) -> str:
+        """``os.path.realpath(path)`` for an absolute path: symlinks followed, ``..`` and
+        ``.`` removed, a missing component and what follows it kept. A symlink loop is rare
+        and ``os.path.realpath``'s answer for it is peculiar: it answers then, and this look
+        is never reused (:meth:`unchanged` is False); so is a relative path (it depends on the
+        process's working directory)."""
+        resolved, done = self._walk("/", path, {}) if path.startswith("/") else ("", False)
+        if not done:
+            self._loop = True
+            return os.path.realpath(path)
+        return resolved
+
+    def _walk(self, base: str, rest: str, seen: dict[str, str | None]) -> tuple[str, bool]:
+        """``base`` (resolved) joined with ``rest`` (to resolve); False once a loop stopped."""
+        if rest.startswith("/"):
+            base = "/"
+        parts = [name for name in rest.split("/") if name and name != "."]
+        for name in parts:
+            if name == "..":
+                base = posixpath.dirname(base) or "/"
+                continue
+            candidate = posixpath.join(base, name)
+            sig = self.lstat(candidate)
+            if sig is None or not stat.S_ISLNK(sig):
+                base = candidate
+                continue
+            if candidate in seen:
+                known = seen[candidate]
+                if known is None:  # a loop
+                    return candidate, False
+                base = known
+                continue
+            target = self.readlink(candidate)
+            if target is None or len(seen) >= _MAX_LINKS:
+                return candidate, False
+            seen[candidate] = None
+            base, done = self._walk(base, target, seen)
+            if not done:
+                return base, False
+            seen[candidate] = base
+        return base, True
+
+    # -- validation
+    def unchanged(self) -> bool:
+        """True when every recorded look gives the same answer now."""
+        return (not self._loop
+                and all(_signature(p, follow=False) == s for p, s in self._lstat.items())
+                and all(_signature(p, follow=True) == s for p, s in self._stat.items())
+                and all(_readlink(p) == t for p, t in self._links.items()))
+
+    def looks(self) -> int:
+        """How many distinct looks were recorded (what :meth:`unchanged` repeats)."""
+        return len(self._lstat) + len(self._stat) + len(self._links)

@@ -1,0 +1,90 @@
+"""The daemon's cache of launch resolutions: reused only for the same caller, profile bytes,
+context and options, and only while the filesystem answers as it did."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from nonod._policies import ProfilePolicies
+
+from nonod import protocol as p
+from nonod.policy import ResolvedPolicy
+from nonod.sessions import Caller
+
+ME = Caller(uid=os.geteuid(), gid=os.getegid(), pid=os.getpid())
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = Path(os.path.realpath(tmp_path)) / "home"
+    (path / "project").mkdir(parents=True)
+    (path / ".ssh").mkdir()
+    return path
+
+
+def request(home: Path, profile: str | None = None, **options: object) -> p.Launch:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home),
+           "XDG_CONFIG_HOME": str(home / "config")}
+    return p.Launch(argv=("/bin/true",), cwd=str(home / "project"), env=env,
+                    options=p.LaunchOptions(allow_cwd=True, **options),  # type: ignore[arg-type]
+                    detach=True, stdio="null", profile=profile)
+
+
+def resolve(policies: ProfilePolicies, launch: p.Launch, caller: Caller = ME,
+            data: bytes | None = None) -> ResolvedPolicy:
+    return policies._resolve_launch(launch, caller, data)[0]
+
+
+@pytest.fixture
+def policies() -> ProfilePolicies:
+    return ProfilePolicies(system=False, profile_dir=lambda: None)
+
+
+def test_the_same_launch_is_resolved_once(policies: ProfilePolicies, home: Path) -> None:
+    first = resolve(policies, request(home))
+    again = resolve(policies, request(home))
+    assert again == first
+    assert (policies.cache.misses, policies.cache.hits) == (1, 1)
+
+
+def test_a_denied_directory_turned_symlink_is_denied_where_it_now_points(
+        policies: ProfilePolicies, home: Path) -> None:
+    before = resolve(policies, request(home))
+    assert str(home / ".ssh") in {d.path for d in before.denials}
+    (home / ".ssh").rename(home / "keys")
+    (home / ".ssh").symlink_to(home / "keys")
+    after = resolve(policies, request(home))
+    assert str(home / "keys") in {d.path for d in after.denials}
+    assert policies.cache.hits == 0
+
+
+def test_a_grant_of_a_path_created_since_is_granted(policies: ProfilePolicies,
+                                                    home: Path) -> None:
+    later = home / "later"
+    launch = request(home, read=(str(later),))
+    assert str(later) not in {g.path for g in resolve(policies, launch).grants}
+    later.mkdir()
+    assert str(later) in {g.path for g in resolve(policies, launch).grants}
+
+
+def test_another_caller_never_gets_a_cached_resolution(policies: ProfilePolicies,
+                                                       home: Path) -> None:
+    resolve(policies, request(home))
+    other = Caller(uid=ME.uid + 1, gid=ME.gid, pid=ME.pid)
+    resolve(policies, request(home), caller=other)
+    assert (policies.cache.misses, policies.cache.hits) == (2, 0)
+
+
+def test_other_options_or_profile_bytes_miss(policies: ProfilePolicies, home: Path) -> None:
+    (home / "data").mkdir()
+    path = str(home / "t.json")  # read by the caller in the daemon; its bytes come in here
+    doc = {"meta": {"name": "t"}, "filesystem": {"read": [str(home / "project")]}}
+    resolve(policies, request(home, path), data=json.dumps(doc).encode())
+    resolve(policies, request(home, path, block_net=True), data=json.dumps(doc).encode())
+    doc["filesystem"] = {"read": [str(home / "data")]}
+    changed = resolve(policies, request(home, path), data=json.dumps(doc).encode())
+    assert str(home / "data") in {g.path for g in changed.grants}
+    assert (policies.cache.misses, policies.cache.hits) == (3, 0)
