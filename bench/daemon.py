@@ -87,7 +87,7 @@ class BenchFailure(Exception):
 class Daemon:
     """``python -m nonod`` (foreground) in a short temporary directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: str = "") -> None:
         self.base = Path(tempfile.mkdtemp(prefix="ndb-", dir="/tmp"))
         self.base.chmod(0o755)
         self.home = Path(f"{self.base}-home")
@@ -102,10 +102,12 @@ class Daemon:
             "XDG_CONFIG_HOME": str(self.home / "config"),
         }
         self.log = (self.base / "nonod.log").open("wb")
+        (self.base / "nonod.toml").write_text(config)
         # this checkout's nonod, even from an export (git archive) run with another venv
         daemon_env = {**self.env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nonod", "--socket", str(self.socket)],
+            [sys.executable, "-m", "nonod", "--socket", str(self.socket),
+             "--config", str(self.base / "nonod.toml")],
             env=daemon_env, cwd="/", stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
         while True:

@@ -155,6 +155,20 @@ def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
                      help="a credential route (openai, github, ...) through the proxy")
     net.add_argument("--env-credential-map", action="append", default=[], metavar="REF=VAR",
                      help="put credential REF into environment variable VAR")
+    res = parser.add_argument_group("resource limits (the session's own cgroup)")
+    res.add_argument("--memory", type=_size, metavar="SIZE",
+                     help="memory limit, such as 512M (no swap on top); past it the session "
+                     "is killed (reason oom)")
+    res.add_argument("--max-processes", type=int, metavar="N",
+                     help="processes and threads at once (further forks fail)")
+    res.add_argument("--cpus", type=float, metavar="X",
+                     help="CPU time per second, such as 0.5 (half of one CPU)")
+    res.add_argument("--cpu-weight", type=int, metavar="N",
+                     help="share of contended CPU, 1..10000 (100: the default)")
+    res.add_argument("--io-weight", type=int, metavar="N",
+                     help="share of contended disk I/O, 1..10000 (100: the default)")
+    res.add_argument("--timeout", "--wall-clock", type=_duration, dest="wall_clock",
+                     metavar="DURATION", help="stop the session after this long (90s, 1h)")
     trust = parser.add_argument_group("trust")
     trust.add_argument("--trust-override", action="store_true",
                        help="DANGEROUS: launch without verifying instruction files "
@@ -178,7 +192,27 @@ def _options(args: argparse.Namespace) -> p.LaunchOptions:
         env_credential_map=tuple(args.env_credential_map),
         trust_override=args.trust_override,
         audit_sign_key=getattr(args, "audit_sign_key", None),
+        memory=args.memory, max_processes=args.max_processes, cpus=args.cpus,
+        cpu_weight=args.cpu_weight, io_weight=args.io_weight, timeout=args.wall_clock,
     )
+
+
+def _size(text: str) -> int:
+    from nonod._units import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> float:
+    from nonod._units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _command_word(words: Sequence[str]) -> str | None:
@@ -269,6 +303,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     ps = command("ps", _cmd_ps, "list sessions")
     ps.add_argument("-a", "--all", action="store_true", help="include ended sessions")
     ps.add_argument("-q", "--quiet", action="store_true", help="print ids only")
+
+    top = command("top", _cmd_top, "live resource usage of your sessions (like docker stats)")
+    top.add_argument("-n", "--interval", type=float, default=2.0, metavar="S",
+                     help="seconds between refreshes (default 2)")
+    top.add_argument("--once", action="store_true",
+                     help="print one frame (CPU%% over one interval) and exit")
 
     inspect = command("inspect", _cmd_inspect, "show one session in detail")
     inspect.add_argument("session", metavar="ID", help="session id, name or id prefix")
@@ -669,6 +709,40 @@ def _cmd_ps(args: argparse.Namespace, command: list[str], out: Output) -> int:
         return EXIT_OK
     out.sessions(reply.sessions)
     return EXIT_OK
+
+
+def _cmd_top(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    """Sample every live session's usage each interval; CPU% is CPU time over wall time
+    between two samples (100% is one CPU)."""
+    import time
+
+    if not args.interval > 0:
+        out.error("--interval must be positive")
+        return EXIT_USAGE
+    before: dict[str, tuple[float, int]] = {}
+    with _connect(args) as conn:
+        while True:
+            reply = conn.request(p.ListSessions(all=False))
+            if not isinstance(reply, p.SessionList):
+                raise ConnectionLost("unexpected reply to ps")
+            now = time.monotonic()
+            rows: list[tuple[p.SessionInfo, float | None]] = []
+            for info in reply.sessions:
+                cpu = info.usage.cpu_ns if info.usage is not None else 0
+                last = before.get(info.id)
+                share = (None if last is None or now <= last[0]
+                         else 100 * (cpu - last[1]) / 1e9 / (now - last[0]))
+                before[info.id] = (now, cpu)
+                rows.append((info, share))
+            if args.once and all(share is None for _, share in rows) and rows:
+                time.sleep(args.interval)  # a first sample: CPU% needs a second one
+                continue
+            if not args.once and not out.json_mode:
+                out.raw(b"\x1b[H\x1b[2J")  # home, clear: a refreshing view
+            out.top(rows)
+            if args.once:
+                return EXIT_OK
+            time.sleep(args.interval)
 
 
 def _cmd_inspect(args: argparse.Namespace, command: list[str], out: Output) -> int:
@@ -1668,7 +1742,7 @@ def _audit_list(state: Path, out: Output) -> int:
 
 _COMMANDS: Final = frozenset({
     "launch", "run", "ps", "inspect", "stop", "wait", "logs", "attach", "prune", "daemon",
-    "profile", "doctor", "completion", "audit", "secret", "trust", "learn", "events",
+    "profile", "doctor", "completion", "audit", "secret", "trust", "learn", "events", "top",
     "approvals", "approve", "deny",
 })
 

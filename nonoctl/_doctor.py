@@ -152,9 +152,27 @@ def probe_cgroup() -> Finding:
     controllers = _read("/sys/fs/cgroup/cgroup.controllers")
     if controllers is None:
         return Finding("cgroup v2", "warn", "no unified cgroup hierarchy at /sys/fs/cgroup",
-                       "per-session resource limits (later issues) and kill-on-stop by cgroup",
+                       "sessions use cgroup v1 where it is mounted (see `cgroups`): each start "
+                       "pays for moving its init, and an OOM kill takes one process (the "
+                       "daemon then ends the rest)",
                        "boot with systemd.unified_cgroup_hierarchy=1")
     return Finding("cgroup v2", "ok", f"controllers: {controllers or '(none delegated)'}")
+
+
+def probe_cgroups() -> Finding:
+    """Where a daemon running as this user, from this cgroup, would put its sessions' groups
+    (the daemon logs its own choice at start: ``session cgroups``)."""
+    from nonod.cgroups import choose, current_hierarchies
+
+    backend, why = choose(current_hierarchies(), "doctor")
+    if backend is None:
+        return Finding("cgroups", "warn", why,
+                       "per-session limits (memory, pids, CPU, I/O) and accounting: a launch "
+                       "that asks for a limit is refused unless its profile accepts degraded "
+                       "limits",
+                       "run the daemon with a cgroup subtree of its own (Delegate=yes in its "
+                       "unit, or systemd-run --user --scope -p Delegate=yes)")
+    return Finding("cgroups", "ok", f"sessions get their own groups: {backend.describe()}")
 
 
 def probe_inotify() -> Finding:
@@ -258,6 +276,7 @@ def probe_daemon(socket: Path | None, system: bool) -> Finding:
 
 def run_doctor(out: Output, *, socket: Path | None, system: bool) -> int:
     findings = [probe_landlock(), *probe_userns(), probe_seccomp(), probe_cgroup(),
+                probe_cgroups(),
                 probe_inotify(), probe_tiocsti(), probe_keychain(),
                 probe_daemon(socket, system)]
     if out.json_mode:

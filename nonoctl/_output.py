@@ -61,6 +61,38 @@ def _signame(signum: int) -> str:
         return f"signal {signum}"
 
 
+def _bytes(n: int) -> str:
+    for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n}B"
+
+
+def _limits(limits: p.Limits) -> str:
+    from nonod._units import describe_limits
+
+    return describe_limits(**msgspec.structs.asdict(limits)) or "none asked for"
+
+
+def _usage(u: p.Usage) -> str:
+    text = (f"CPU {u.cpu_ns / 1e9:.2f}s, memory {_bytes(u.memory_bytes)} (peak "
+            f"{_bytes(u.memory_peak_bytes)}), {u.pids} pids (peak {u.pids_peak}), I/O read "
+            f"{_bytes(u.io_read_bytes)} written {_bytes(u.io_write_bytes)}")
+    if u.oom_kills:
+        text += f", {u.oom_kills} OOM kills"
+    if u.pids_limit_hits:
+        text += f", {u.pids_limit_hits} forks refused at the pid cap"
+    return text
+
+
+def _top_row(info: p.SessionInfo, share: float | None) -> tuple[str, ...]:
+    u = info.usage or p.Usage()
+    return (info.id, info.name, "-" if share is None else f"{share:.1f}",
+            f"{u.cpu_ns / 1e9:.2f}s", _bytes(u.memory_bytes), _bytes(u.memory_peak_bytes),
+            str(u.pids), f"{_bytes(u.io_read_bytes)}/{_bytes(u.io_write_bytes)}",
+            _command(info.argv, 30))
+
+
 def _command(argv: Sequence[str], width: int = 40) -> str:
     text = " ".join(argv)
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -153,6 +185,10 @@ class Output:
         ]
         if d.log_path:
             rows.append(("output log", f"{d.log_path} ({d.output_bytes} bytes this run)"))
+        if d.limits is not None:
+            rows.append(("limits", _limits(d.limits)))
+        if d.usage is not None:
+            rows.append(("usage", _usage(d.usage)))
         width = max(len(k) for k, _ in rows)
         for key, value in rows:
             self.line(f"{key.ljust(width)}  {value}")
@@ -165,6 +201,16 @@ class Output:
             extra = f": {layer.reason}" if layer.reason else ""
             detail = f" [{layer.detail}]" if layer.detail else ""
             self.line(f"{''.ljust(width)}  - {layer.name}: {layer.state}{extra}{detail}")
+
+    def top(self, rows: Sequence[tuple[p.SessionInfo, float | None]]) -> None:
+        """One frame of ``top``: each session's usage and its CPU share since the last."""
+        if self.json_mode:
+            self.json([{"session": info, "cpu_percent": share} for info, share in rows])
+            return
+        self.table(
+            ("ID", "NAME", "CPU%", "CPU TIME", "MEM", "PEAK", "PIDS", "IO R/W", "COMMAND"),
+            (_top_row(info, share) for info, share in rows),
+        )
 
     def launched(self, d: p.SessionDetail) -> None:
         if self.json_mode:

@@ -161,6 +161,44 @@ class SandboxSection(_Section, frozen=True, kw_only=True):
     mode: Literal["auto", "namespaces", "landlock-only"] = "auto"
 
 
+Size = str | Annotated[int, msgspec.Meta(ge=1 << 20)]
+Duration = str | Annotated[float, msgspec.Meta(gt=0)]
+Cpus = Annotated[float, msgspec.Meta(gt=0, le=4096)]
+Weight = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+Processes = Annotated[int, msgspec.Meta(ge=1, le=4_194_304)]
+
+
+class LimitsSection(_Section, frozen=True, kw_only=True):
+    """``[limits]``: defaults for sessions that ask for none, and ceilings no caller may go
+    above (a session that asks for nothing gets the ceiling). Sizes as ``512M``, durations as
+    ``1h``."""
+
+    #: Give each session its own cgroup (limits and accounting). Off: no accounting, and a
+    #: launch that asks for a limit is refused unless its profile accepts degraded limits.
+    cgroups: bool = True
+    memory: Size | None = None
+    cpus: Cpus | None = None
+    cpu_weight: Weight | None = None
+    io_weight: Weight | None = None
+    wall_clock: Duration | None = None
+    max_memory: Size | None = None
+    max_processes: Processes | None = None
+    max_cpus: Cpus | None = None
+    max_cpu_weight: Weight | None = None
+    max_io_weight: Weight | None = None
+    max_wall_clock: Duration | None = None
+
+    def __post_init__(self) -> None:
+        from ._units import parse_duration, parse_size
+
+        for key in ("memory", "max_memory"):
+            if getattr(self, key) is not None:
+                parse_size(getattr(self, key))
+        for key in ("wall_clock", "max_wall_clock"):
+            if getattr(self, key) is not None:
+                parse_duration(getattr(self, key))
+
+
 class MetricsSection(_Section, frozen=True, kw_only=True):
     #: Serve Prometheus metrics (``GET /metrics``) on ``listen``.
     enabled: bool = False
@@ -250,6 +288,7 @@ class Config(_Section, frozen=True, kw_only=True):
     network: NetworkSection = NetworkSection()
     audit: AuditSection = AuditSection()
     approvals: ApprovalsSection = ApprovalsSection()
+    limits: LimitsSection = LimitsSection()
     metrics: MetricsSection = MetricsSection()
     #: ``[[export]]`` tables: where audit records are shipped (read at daemon start).
     export: tuple[ExportSection, ...] = ()

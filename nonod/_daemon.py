@@ -33,6 +33,8 @@ import trio
 from . import _logging
 from ._config import Config, ConfigError, LoadedConfig, default_state_dir
 from ._keyservices import KeychainSecrets, KeyStoreTrust
+from ._limits import LimitSettings
+from ._limits import settings_from as limit_settings
 from ._notify import notify
 from ._secretfiles import DaemonSecrets
 from ._session_services import NetworkSettings
@@ -140,6 +142,7 @@ class _State:
                 ApprovalBackend(name=DAEMON_BACKEND_PREFIX + name, type=b.type, url=b.url,
                                 key=b.key, timeout_secs=b.timeout_secs)
                 for name, b in sorted(approvals.backends.items())),
+            cgroups=self.config.limits.cgroups,
         )
 
     def network(self) -> NetworkSettings:
@@ -150,6 +153,10 @@ class _State:
 
     def settings(self) -> ServerSettings:
         return self.config.daemon
+
+    def limit_settings(self) -> LimitSettings:
+        """``[limits]``: the defaults and ceilings every launch gets (``nonod._limits``)."""
+        return limit_settings(self.config.limits)
 
     def reload(self) -> None:
         if self._reload is None:
@@ -331,6 +338,7 @@ async def _serve(
             started_at=dt.datetime.now(dt.UTC),
         ),
         settings=state.settings,
+        limits=state.limit_settings,
         request_shutdown=shutdown.set,
         group_gid=gid,
         secrets=KeychainSecrets(),

@@ -16,6 +16,8 @@ from typing import Final
 
 import msgspec
 
+from .protocol import Limits as Limits
+
 
 class Access(enum.StrEnum):
     """nono's access modes. ``read`` = read files, list dirs, execute; ``write`` = create,
@@ -208,6 +210,10 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # Processes and threads the session may have at once (RLIMIT_NPROC, counted in the
     # session's own user namespace); 0: no cap.
     max_processes: int = DEFAULT_MAX_PROCESSES
+    # Resource limits (a cgroup per session): profile, flags, then nonod.toml's defaults and
+    # ceilings (``nonod._limits``). ``limits.max_processes`` is set only when asked for: then
+    # the pid cap is required, not best effort.
+    limits: Limits = Limits()
     binary: str | None = None
     command_args: tuple[str, ...] = ()
     notes: tuple[Note, ...] = ()

@@ -74,7 +74,8 @@ SessionState = Literal["starting", "running", "exited"]
 #: (the daemon died while it ran; recorded at the next start), ``error`` (the daemon failed
 #: while supervising it; see the daemon log).
 EndReason = Literal[
-    "", "exited", "stopped", "client_gone", "daemon_shutdown", "daemon_lost", "error"
+    "", "exited", "stopped", "client_gone", "daemon_shutdown", "daemon_lost", "error",
+    "oom", "pids_limit", "wall_clock",
 ]
 Stdio = Literal["passed", "pty", "null"]
 
@@ -152,6 +153,14 @@ class LaunchOptions(_Value, frozen=True, kw_only=True):
     #: ``--audit-sign-key``: the trust key that signs this session's sealed audit record
     #: (overrides ``[audit] sign_key``); a key that cannot be loaded refuses the launch.
     audit_sign_key: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    #: Resource limits (``--memory`` in bytes, ``--max-processes``, ``--cpus``,
+    #: ``--cpu-weight``, ``--io-weight``, ``--timeout`` in seconds): override the profile's.
+    memory: Annotated[int, msgspec.Meta(ge=1 << 20, le=1 << 50)] | None = None
+    max_processes: Annotated[int, msgspec.Meta(ge=1, le=4_194_304)] | None = None
+    cpus: Annotated[float, msgspec.Meta(gt=0, le=4096)] | None = None
+    cpu_weight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    io_weight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=10 * 365 * 86400)] | None = None
 
     def __post_init__(self) -> None:
         if self.audit_sign_key is not None:
@@ -182,6 +191,35 @@ class Enforcement(_Info, frozen=True, kw_only=True):
     layers: tuple[Layer, ...] = ()
 
 
+class Usage(_Info, frozen=True, kw_only=True, omit_defaults=True):
+    """What a session's processes used, from its cgroup (counters cumulative)."""
+
+    cpu_ns: int = 0
+    cpu_user_ns: int = 0
+    cpu_system_ns: int = 0
+    memory_bytes: int = 0
+    memory_peak_bytes: int = 0
+    pids: int = 0
+    pids_peak: int = 0
+    io_read_bytes: int = 0
+    io_write_bytes: int = 0
+    #: Processes the kernel's OOM killer killed in the session (its memory limit was reached).
+    oom_kills: int = 0
+    #: Forks refused because the session was at its pid limit.
+    pids_limit_hits: int = 0
+
+
+class Limits(_Info, frozen=True, kw_only=True, omit_defaults=True):
+    """A session's effective resource limits (None: not limited)."""
+
+    memory: int | None = None
+    max_processes: int | None = None
+    cpus: float | None = None
+    cpu_weight: int | None = None
+    io_weight: int | None = None
+    wall_clock: float | None = None
+
+
 class SessionInfo(_Info, frozen=True, kw_only=True):
     """One session, as ``ps --json`` prints it."""
 
@@ -196,6 +234,8 @@ class SessionInfo(_Info, frozen=True, kw_only=True):
     exit_code: int | None = None
     signal: int | None = None
     enforcement: Enforcement | None = None
+    #: From the session's cgroup: live while it runs, the totals once it ended.
+    usage: Usage | None = None
 
 
 class SessionDetail(SessionInfo, frozen=True, kw_only=True):
@@ -211,6 +251,7 @@ class SessionDetail(SessionInfo, frozen=True, kw_only=True):
     policy_digest: str = ""
     log_path: str | None = None
     output_bytes: int = 0
+    limits: Limits | None = None
 
 
 class SecretEntry(_Info, frozen=True, kw_only=True):

@@ -44,7 +44,8 @@ NetworkMode = Literal["connect", "reverse", "websocket", "inbound", "http"]
 Decision = Literal["allow", "deny"]
 #: How the phantom token check went on a credential route; ``none`` when the request needed none.
 AuthOutcome = Literal["ok", "missing", "invalid", "none"]
-EndReason = Literal["exited", "stopped", "killed", "timeout", "daemon_lost", "error"]
+EndReason = Literal["exited", "stopped", "killed", "timeout", "daemon_lost", "error", "oom",
+                    "pids_limit", "wall_clock"]
 DaemonAction = Literal["started", "stopping", "reloaded", "recovered"]
 
 
@@ -361,18 +362,30 @@ class SignalSent(_Event, frozen=True, kw_only=True, tag="signal"):
 
 
 class ResourceUsage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """What the program (with its children) used, from ``getrusage``/``wait4``."""
+    """What the session's processes used: from its cgroup (all its processes, the launcher's
+    two included), or from ``getrusage``/``wait4`` where it has none."""
 
     user_cpu_ms: Millis = 0.0
     system_cpu_ms: Millis = 0.0
     max_rss_kib: Count = 0
+    cpu_ms: Millis = 0.0
+    memory_peak_bytes: Count = 0
+    pids_peak: Count = 0
+    io_read_bytes: Count = 0
+    io_write_bytes: Count = 0
+    #: Processes the OOM killer took (the memory limit was reached).
+    oom_kills: Count = 0
+    #: Forks refused at the pid cap.
+    pids_limit_hits: Count = 0
 
 
 class SessionEnded(_Event, frozen=True, kw_only=True, tag="session_ended"):
     """The session is over: the program exited with ``exit_code``, or died of ``signal``.
 
     ``reason``: ``exited`` (on its own), ``stopped`` (a stop request), ``killed`` (SIGKILL
-    after the grace period), ``timeout``, ``error`` (the session root failed) or
+    after the grace period), ``timeout``, ``error`` (the session root failed), ``oom`` (its
+    memory limit: the OOM killer took it), ``pids_limit`` (it failed after forks were refused
+    at its pid cap), ``wall_clock`` (its wall-clock limit was up) or
     ``daemon_lost`` (the daemon died with the session running; recorded at the next start,
     with neither code nor signal known).
     """

@@ -24,8 +24,10 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from .. import protocol as p
 from .. import sessions
 from .._dryrun import summarize
+from .._limits import effective as effective_limits
 from ..conversation import State, message_tag, next_state
 from ..errors import NonoError
+from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest
 from ._approvals import feed_reply, handle_approval
 from ._contracts import ServerSettings
@@ -180,7 +182,7 @@ class Conversation:
                 await self._launch(request)
             case p.ListSessions(all=include_exited):
                 found = reg.visible(self.caller, include_exited=include_exited)
-                infos = tuple(session_info(s.record) for s in found)
+                infos = tuple(session_info(s.record, s.usage()) for s in found)
                 await self.send(p.SessionList(sessions=infos))
             case p.Inspect(session=ref):
                 await self.send(p.SessionReply(session=session_detail(reg.find(ref, self.caller))))
@@ -214,7 +216,14 @@ class Conversation:
                 profiles = await self._server.policies.list_profiles(self.caller)
                 await self.send(p.Profiles(profiles=profiles))
             case p.ProfileShow():
-                await self.send(await self._server.policies.show_profile(request, self.caller))
+                shown = await self._server.policies.show_profile(request, self.caller)
+                if request.resolved:  # the limits a launch would get here: flags, [limits]
+                    policy = effective_limits(
+                        msgspec.json.decode(shown.document, type=ResolvedPolicy),
+                        request.options, self._server.limits())
+                    shown = msgspec.structs.replace(
+                        shown, document=msgspec.Raw(msgspec.json.encode(policy)))
+                await self.send(shown)
             case p.ProfileValidate():
                 await self.send(
                     await self._server.policies.validate_profile(request, self.caller)
@@ -368,6 +377,7 @@ class Conversation:
             try:
                 policy, profile = await self._server.policies.resolve_launch(request,
                                                                              self.caller)
+                policy = effective_limits(policy, request.options, self._server.limits())
             except NonoError as exc:
                 self._registry.launch_refused(exc)  # counted like the registry's refusals
                 raise

@@ -7,13 +7,13 @@ from .. import protocol as p
 from ..sessions import LifecycleEvent, Session, SessionRecord
 
 
-def session_info(record: SessionRecord) -> p.SessionInfo:
-    """One line of ``ps``."""
+def session_info(record: SessionRecord, usage: p.Usage | None = None) -> p.SessionInfo:
+    """One line of ``ps`` (``usage``: the session's live figures, else the record's)."""
     r = record
     return p.SessionInfo(
         id=r.id, name=r.name, state=r.state, pid=r.pid, profile=r.profile, argv=r.argv,
         started_at=r.started_at, ended_at=r.ended_at, exit_code=r.exit_code,
-        signal=r.signal, enforcement=r.enforcement,
+        signal=r.signal, enforcement=r.enforcement, usage=usage or r.usage,
     )
 
 
@@ -29,6 +29,7 @@ def session_detail(session: Session) -> p.SessionDetail:
         policy_digest=r.policy_digest,
         log_path=str(session.log_path) if r.tty else None,
         output_bytes=session.output.total if session.output is not None else 0,
+        usage=session.usage(), limits=r.limits,
     )
 
 

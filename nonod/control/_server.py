@@ -48,6 +48,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_st
 
 from .. import protocol as p
 from .. import sessions
+from .._limits import LimitSettings
 from ..errors import NonoError
 from ._contracts import DaemonInfo, PolicySource, SecretStore, ServerSettings, TrustService
 from ._conversation import CLOSE_TIMEOUT, Conversation
@@ -76,6 +77,7 @@ class ControlServer:
         policies: PolicySource,
         info: DaemonInfo,
         settings: Callable[[], ServerSettings],
+        limits: Callable[[], LimitSettings] = LimitSettings,
         request_shutdown: Callable[[], None],
         group_gid: int | None = None,
         secrets: SecretStore,
@@ -86,6 +88,8 @@ class ControlServer:
         self.policies = policies
         self.info = info
         self.settings = settings
+        #: ``[limits]``: defaults and ceilings applied to every launch (``nonod._limits``).
+        self.limits = limits
         self.request_shutdown = request_shutdown
         self.secrets = secrets
         self.trust = trust

@@ -26,6 +26,7 @@ from typing import Final, final
 
 import msgspec
 
+from .._units import parse_duration, parse_size
 from ..errors import ExtendsError, PolicyError, ProfileError
 from ..policy import (
     DEFAULT_MAX_PROCESSES,
@@ -37,6 +38,7 @@ from ..policy import (
     Denial,
     EnvPolicy,
     Grant,
+    Limits,
     NetworkPolicy,
     Note,
     ResolvedPolicy,
@@ -52,6 +54,7 @@ from ._schema import (
     CustomCredentialDef,
     DomainRule,
     EnvCredentialEntry,
+    LimitsConfig,
     NameEntry,
     PathEntry,
     Profile,
@@ -225,6 +228,7 @@ class _Resolver:
             allow_root=p.nonod.allow_root is True,
             max_processes=(DEFAULT_MAX_PROCESSES if p.nonod.max_processes is None
                            else p.nonod.max_processes),
+            limits=_limits(p.nonod.limits, p.nonod.max_processes),
             writable_persistence=self._persistence(),
             binary=self._binary(),
             command_args=tuple(
@@ -663,3 +667,14 @@ class _Resolver:
             mapping[ref] = var
         return tuple(mapping.items())
 
+
+def _limits(cfg: LimitsConfig, max_processes: int | None) -> Limits:
+    """The profile's resource limits (validated by the schema: they parse)."""
+    return Limits(
+        memory=None if cfg.memory is None else parse_size(cfg.memory),
+        max_processes=max_processes or None,
+        cpus=cfg.cpus,
+        cpu_weight=cfg.cpu_weight,
+        io_weight=cfg.io_weight,
+        wall_clock=None if cfg.wall_clock is None else parse_duration(cfg.wall_clock),
+    )

@@ -329,6 +329,23 @@ class DiagnosticsConfig(_Section, frozen=True, kw_only=True):
 
 
 @final
+class LimitsConfig(_Section, frozen=True, kw_only=True):
+    """``"nonod": {"limits": {...}}``: the session's resource limits (its own cgroup).
+
+    ``memory`` (bytes or ``512M``; no swap on top), ``cpus`` (CPU time per second: 0.5 is half
+    of one CPU), ``cpu_weight`` and ``io_weight`` (1..10000, 100 is the default share) and
+    ``wall_clock`` (``1h``: the session is stopped after that long). The pid cap is
+    ``nonod.max_processes``.
+    """
+
+    memory: str | Annotated[int, msgspec.Meta(ge=0)] | None = None
+    cpus: Annotated[float, msgspec.Meta(gt=0, le=4096)] | None = None
+    cpu_weight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    io_weight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    wall_clock: str | Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+@final
 class NonodConfig(_Section, frozen=True, kw_only=True):
     """Settings only nonod reads, under a key nono does not use.
 
@@ -351,6 +368,7 @@ class NonodConfig(_Section, frozen=True, kw_only=True):
     binary: str | None = None
     unix_sockets: bool | None = None
     max_processes: Annotated[int, msgspec.Meta(ge=0, le=4_194_304)] | None = None
+    limits: LimitsConfig = LimitsConfig()
     allow_root: bool | None = None
     network_unlisted: Literal["deny", "ask"] | None = None
 
@@ -845,6 +863,16 @@ class _Checker:
         self.path_entries("$.nonod.writable_persistence", cfg.writable_persistence)
         if cfg.binary is not None:
             self.path_value("$.nonod.binary", cfg.binary)
+        from .._units import parse_duration, parse_size
+
+        for key, parse in (("memory", parse_size), ("wall_clock", parse_duration)):
+            value = getattr(cfg.limits, key)
+            if value is None:
+                continue
+            try:
+                parse(value)
+            except ValueError as exc:
+                raise self.fail(f"$.nonod.limits.{key}", str(exc)) from None
 
     def refused(self, profile: Profile) -> None:
         if profile.packs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,12 +22,14 @@ from ..policy import ResolvedPolicy
 from ._launcher import (
     GUARD_LOST,
     REC_AUDIT,
+    REC_CGROUP,
     REC_ERROR,
     REC_EXIT,
     REC_GUARD,
     REC_PID,
     RECORD,
     STEPS,
+    LaunchPlan,
 )
 from ._mode import ModeSetting, resolve_mode
 from ._mounts import ANCHOR, MASK_DIR, MASK_FILE, PIN, READONLY
@@ -120,6 +123,9 @@ class Sandboxed:
         self._status: ExitStatus | None = None
         self._done = trio.Event()
         self._waiting = False
+        #: The group (name) a warm launcher's init waited in and the session now runs in
+        #: (the fork server wrote its limits there); "": the one the plan named.
+        self.cgroup = ""
         #: Called with each :class:`GuardReport` while :meth:`wait_exited` runs.
         self.on_guard: Callable[[GuardReport], None] | None = None
 
@@ -248,14 +254,18 @@ class Launcher:
             await launch_stream.aclose()
         pid = 0
         ses = ses_err = 0
+        group = ""
         for kind, a, b, detail in records:
             if kind == REC_PID:
                 pid = a
             elif kind == REC_AUDIT:
                 ses, ses_err = a, b
+            elif kind == REC_CGROUP:
+                group = detail.decode("ascii", "replace")
             elif kind == REC_ERROR:
                 await exit_stream.aclose()
                 control.close()
+                _drop_group(plan, group)
                 raise _launch_error(a, b, detail.decode("utf-8", "replace"))
         if not pid:
             await exit_stream.aclose()
@@ -275,8 +285,10 @@ class Launcher:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             pidfd = -1  # already over: its status is waiting on the exit pipe
-        return Sandboxed(pid, pidfd, report, exit_stream, control, listener,
+        proc = Sandboxed(pid, pidfd, report, exit_stream, control, listener,
                          audit_session=ses, audit_session_error=ses_err)
+        proc.cgroup = group
+        return proc
 
     @property
     def mode(self) -> Literal["namespaces", "landlock-only"]:
@@ -292,6 +304,16 @@ class Launcher:
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+
+
+def _drop_group(plan: LaunchPlan, group: str) -> None:
+    """A failed launch's warm group, which the daemon never heard of (best effort: the next
+    daemon start removes whatever is left)."""
+    if not group or "/" in group:
+        return
+    for directory in {os.path.join(subtree, group) for _, subtree in plan.cgroup_pool}:
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
 
 
 def _fd_array(*fds: int) -> bytes:

@@ -12,8 +12,10 @@ leaves no sandboxed process behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
 import select
 import signal
 import socket
@@ -21,16 +23,19 @@ import sys
 
 import msgspec
 
+from ..cgroups._v1 import apply_limits
 from . import _libc
 from ._guardhub import GuardHub
 from ._launcher import (
     FDS_PER_PLAN,
     REC_AUDIT,
+    REC_CGROUP,
     REC_ERROR,
     REC_PID,
     STEPS,
     WARM_HELLO,
     LaunchPlan,
+    join_cgroups,
     record,
     run_outer,
     run_warm,
@@ -58,11 +63,36 @@ REAP_INTERVAL_MS = 1000  # ended launchers are reaped at least this often
 WarmKey = tuple[int, int, int, int, int]  # uid, gid, namespaces, audit tag, oom_score_adj
 
 
+def _pool_group(pool: tuple[tuple[str, str], ...]) -> tuple[str, dict[str, str]]:
+    """A group for one warm launcher in every v1 hierarchy of ``pool``: its name and its
+    directories by controller (none if it cannot be made: the launcher is then moved into
+    the session's groups at launch, as a cold one joins them)."""
+    if not pool:
+        return "", {}
+    name = f"warm-{secrets.token_hex(6)}"
+    dirs = {controller: os.path.join(subtree, name) for controller, subtree in pool}
+    made: list[str] = []
+    try:
+        for directory in sorted(set(dirs.values())):
+            os.makedirs(directory, 0o755)
+            made.append(directory)
+    except OSError:
+        for directory in made:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+        return "", {}
+    return name, dirs
+
+
 class _Warm:
     """One launcher waiting, namespaces made, for a plan with its uid, gid, namespaces and
-    audit tag (written before the namespaces were made)."""
+    audit tag (written before the namespaces were made); its init waits in a cgroup of its
+    own when the daemon's sessions get v1 cgroups (``pool``)."""
 
-    def __init__(self, key: WarmKey, hub: GuardHub) -> None:
+    def __init__(self, key: WarmKey, hub: GuardHub, pool: tuple[tuple[str, str], ...] = ()
+                 ) -> None:
+        self.group, self.group_dirs = _pool_group(pool)
+        procs = tuple(sorted({os.path.join(d, "cgroup.procs") for d in self.group_dirs.values()}))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         client = hub.new_client()
         pid = os.fork()
@@ -70,7 +100,7 @@ class _Warm:
             ours.close()
             try:
                 run_warm(key[0], key[1], key[2], theirs.detach(), key[3], client.detach(),
-                         key[4])
+                         key[4], procs)
             finally:
                 os._exit(126)
         theirs.close()
@@ -78,13 +108,30 @@ class _Warm:
         self.sock = ours
         self.audit_tag = key[3]
 
-    def hand_over(self, msg: bytes, fds: list[int]) -> bool:
-        """Give the plan to the waiting init; False if it is not there any more."""
+    def _into_session(self, plan: LaunchPlan, init_pid: int, launch_w: int) -> None:
+        """Make the init's group the session's: the limits written into its own group (it
+        was born there), or, without one, the init moved into the session's groups."""
+        if self.group and plan.cgroup_procs and plan.cgroup_limits is not None:
+            apply_limits(self.group_dirs, plan.cgroup_limits)
+            os.write(launch_w, record(REC_CGROUP, 0, 0, self.group.encode()))
+        else:
+            join_cgroups(plan.cgroup_procs, init_pid)
+
+    def hand_over(self, msg: bytes, fds: list[int], plan: LaunchPlan) -> bool:
+        """Give the plan to the waiting init; False if it is not there any more. The init's
+        group becomes the session's first (it forks the program afterwards, which is born
+        there); if it cannot, the launch fails at step ``cgroup`` and this launcher ends."""
         try:
             data = self.sock.recv(WARM_HELLO.size)
             if len(data) != WARM_HELLO.size:
                 return False
             init_pid, ses, ses_err = WARM_HELLO.unpack(data)
+            try:
+                self._into_session(plan, init_pid, fds[3])
+            except OSError as exc:
+                os.write(fds[3], record(REC_ERROR, STEPS.index("cgroup"), exc.errno or 0,
+                                        str(exc.filename or "").encode()[:500]))
+                return True
             if self.audit_tag:
                 os.write(fds[3], record(REC_AUDIT, ses, ses_err))
             os.write(fds[3], record(REC_PID, init_pid, 0))
@@ -118,6 +165,7 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
     decoder = msgspec.msgpack.Decoder(LaunchPlan)
     pool: dict[WarmKey, list[_Warm]] = {}
     refill: list[WarmKey] = []
+    subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees (its last plan)
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     hub = GuardHub(poller)
@@ -135,7 +183,7 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
             for wanted in refill:
                 ready_ones = pool.setdefault(wanted, [])
                 while len(ready_ones) < WARM_DEPTH:
-                    ready_ones.append(_Warm(wanted, hub))
+                    ready_ones.append(_Warm(wanted, hub, subtrees))
             refill.clear()
             continue
         try:
@@ -157,12 +205,13 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
             for fd in fds:
                 os.close(fd)
             continue
+        subtrees = plan.cgroup_pool
         key: WarmKey | None = (None if plan.switch_user
                                else (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag,
                                      plan.oom_score_adj))
         waiting = pool.get(key, []) if key is not None else []
         ready = waiting.pop(0) if waiting else None  # the oldest: the likeliest to be done
-        if ready is None or not ready.hand_over(msg, fds):
+        if ready is None or not ready.hand_over(msg, fds, plan):
             _cold(plan, fds, sock, hub)
         for fd in fds:
             os.close(fd)

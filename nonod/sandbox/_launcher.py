@@ -5,6 +5,9 @@ the fork, and imports only the standard modules the design allows plus our ctype
 The steps, in order (``STEPS`` names them in error records):
 
   outer process (forked from the fork server, stays outside the session's pid namespace)
+       (cgroup        join the session's cgroups, if the plan has them; a warm launcher
+                      joins a group of its own when it is made, which the fork server
+                      turns into the session's, its limits written, before the plan)
     1. pdeathsig    die with the fork server
        (audit tag     if the plan has one: write it to /proc/self/loginuid, report the audit
                       session id the kernel assigns; a failure is reported, not fatal: the
@@ -66,6 +69,7 @@ from typing import TypeVar
 
 import msgspec
 
+from ..cgroups._types import CgroupLimits
 from . import _libc
 from ._createguard import MAKE_RIGHTS, Guard, confine_program, pin_dirs, prepare
 from ._createserve import Supervisor
@@ -79,7 +83,7 @@ from ._viewguard import GuardLost, ViewGuard, guarded
 STEPS = (
     "fork", "pdeathsig", "user", "unshare", "idmap", "fork_init", "setsid", "mounts",
     "loopback", "keyring", "chdir", "rlimits", "stdio", "close_fds", "no_new_privs",
-    "landlock", "caps", "seccomp", "exec", "guard", "oom", "createguard",
+    "landlock", "caps", "seccomp", "exec", "guard", "oom", "createguard", "cgroup",
 )
 RECORD = struct.Struct("<BiiI")
 REC_PID = 1
@@ -87,6 +91,7 @@ REC_ERROR = 2
 REC_EXIT = 3
 REC_AUDIT = 4  # (audit session id or 0, errno)
 REC_GUARD = 5  # (mount operation kind, GUARD_*), detail: the path [NUL why]
+REC_CGROUP = 6  # detail: the name of the (warm launcher's) group the session runs in
 GUARD_RESTORED = 0  # the view guard mounted over a path the host had replaced
 GUARD_LOST = 1  # it could not: the session is being ended
 EXIT_LAUNCH_FAILED = 126
@@ -113,6 +118,9 @@ class LaunchPlan(msgspec.Struct, frozen=True, kw_only=True):
     max_processes: int = 0  # RLIMIT_NPROC for the session's user namespace (0: none)
     audit_tag: int = 0  # non-zero: the loginuid to set before leaving the initial namespace
     oom_score_adj: int = -1  # 0..1000: written before leaving the daemon's user namespace
+    cgroup_procs: tuple[str, ...] = ()  # the session's cgroup.procs files, joined first
+    cgroup_pool: tuple[tuple[str, str], ...] = ()  # v1: (controller, subtree) for warm ones
+    cgroup_limits: CgroupLimits | None = None  # what the fork server writes for a warm one
     # Absolute paths that must not be created (their parents exist and are writable), and
     # the program's notifying filter for them (``_createguard``); empty: no creation guard.
     creation_refused: tuple[str, ...] = ()
@@ -235,12 +243,24 @@ def _idmap_ids(uid: int, gid: int) -> None:
         f.write(f"{gid} {gid} 1")
 
 
+def join_cgroups(procs: tuple[str, ...], pid: int = 0) -> None:
+    """Move ``pid`` (0: this process) into the session's cgroups: everything it forks later
+    is born there, so no process of the session ever runs outside its limits."""
+    for path in procs:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(pid).encode())
+        finally:
+            os.close(fd)
+
+
 def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
     """Body of the fork server's child. Never returns."""
     launch_w = fds[3]
     server = os.getppid()
     try:
         _step("fork", _close_except, (*fds, hub))
+        _step("cgroup", join_cgroups, plan.cgroup_procs)
         _step("pdeathsig", _pdeathsig)
         _step("pdeathsig", _dumpable_until_mapped)
         _step("oom", set_oom_score_adj, plan.oom_score_adj)
@@ -284,17 +304,22 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
 
 
 def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0,
-             hub: int = -1, oom_score_adj: int = -1) -> None:
+             hub: int = -1, oom_score_adj: int = -1, pool: tuple[str, ...] = ()) -> None:
     """A launcher made ahead of time (fork server child): namespaces, init and the empty root
     are ready before any plan exists, so only plan-specific steps remain at launch.
 
     The outer process sends the init's host pid (and its audit session, when ``audit_tag``
     is set: see ``audit_session``) on ``sock_fd``; the init then waits on the same
     socket for (plan, five descriptors). A failure before that makes the init exit, and the
-    fork server falls back to a cold launch. Never returns."""
+    fork server falls back to a cold launch. With ``pool`` (cgroup.procs files of a group
+    made for it), the outer process joins that group before anything else, as a cold one
+    joins the session's, so the init is born there: at launch the fork server writes the
+    session's limits into the group instead of moving the init (which would wait for an RCU
+    grace period per hierarchy on the launch path). Never returns."""
     server = os.getppid()
     try:
         _close_except((sock_fd, hub))
+        join_cgroups(pool)
         _pdeathsig()
         _dumpable_until_mapped()
         set_oom_score_adj(oom_score_adj)

@@ -307,6 +307,9 @@ def build_plan(
         proxy_port=proxy_port,
         audit_tag=request.audit_tag,
         oom_score_adj=-1 if request.oom_score_adj is None else request.oom_score_adj,
+        cgroup_procs=request.cgroup_procs,
+        cgroup_pool=request.cgroup_pool,
+        cgroup_limits=request.cgroup_limits,
         # + the outer launcher and the init, which count in the same user namespace
         max_processes=policy.max_processes + 2 if policy.max_processes else 0,
         creation_refused=refused,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from ..cgroups._types import CgroupLimits
+
 
 class LayerReport(msgspec.Struct, frozen=True, kw_only=True):
     """What one enforcement layer did: ``applied``, ``partial`` or ``unavailable`` (and why)."""
@@ -65,6 +67,13 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
     # user namespace (so that, for a root daemon, the program cannot lower it again); None
     # leaves the fork server's own.
     oom_score_adj: int | None = None
+    # The session's ``cgroup.procs`` files (``nonod.cgroups``): the launcher joins them before
+    # anything else, so the program is born inside its limits. Set by the daemon only.
+    cgroup_procs: tuple[str, ...] = ()
+    # cgroup v1: where the fork server keeps warm launchers in groups of their own, ready to
+    # become a session's ((controller, subtree) pairs), and the limits it then writes there.
+    cgroup_pool: tuple[tuple[str, str], ...] = ()
+    cgroup_limits: CgroupLimits | None = None
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Final, final
 import structlog
 import trio
 
+from .. import protocol as p
 from ..audit import (
     AuditError,
     AuditKeyError,
     AuditWriteError,
     KeySigner,
+    ResourceUsage,
     SessionEnded,
     SessionStarted,
     Signer,
@@ -49,7 +51,8 @@ log = structlog.get_logger()
 #: How long the end of a session may spend on its final records.
 CLOSE_TIMEOUT: Final = 5.0
 _END_REASONS: Final = {"stopped": "stopped", "client_gone": "stopped",
-                       "daemon_shutdown": "stopped", "error": "error"}
+                       "daemon_shutdown": "stopped", "error": "error", "oom": "oom",
+                       "pids_limit": "pids_limit", "wall_clock": "wall_clock"}
 
 
 @final
@@ -166,7 +169,7 @@ class SessionAudit:
                 writer.append(SessionEnded(
                     reason=reason,  # type: ignore[arg-type]
                     exit_code=None if record.signal is not None else record.exit_code,
-                    signal=record.signal))
+                    signal=record.signal, usage=_usage(record.usage)))
                 await writer.seal()
             except AuditError:
                 log.exception("audit stream could not be sealed; sealing it as truncated "
@@ -179,6 +182,18 @@ class SessionAudit:
     async def aclose(self) -> None:
         """Close without sealing (a launch that failed)."""
         await self._writer.aclose()
+
+
+def _usage(usage: p.Usage | None) -> ResourceUsage | None:
+    """The cgroup's totals, as the audit event carries them."""
+    if usage is None:
+        return None
+    return ResourceUsage(
+        user_cpu_ms=usage.cpu_user_ns / 1e6, system_cpu_ms=usage.cpu_system_ns / 1e6,
+        cpu_ms=usage.cpu_ns / 1e6,
+        memory_peak_bytes=usage.memory_peak_bytes, pids_peak=usage.pids_peak,
+        io_read_bytes=usage.io_read_bytes, io_write_bytes=usage.io_write_bytes,
+        oom_kills=usage.oom_kills, pids_limit_hits=usage.pids_limit_hits)
 
 
 async def load_signer(name: str) -> KeySigner:

@@ -56,6 +56,9 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     audit_sign_key: str | None = None
     #: An audit write failed (a full disk): the file is sealed as truncated once it can be.
     audit_truncated: bool = False
+    #: Its effective resource limits, and what it used (final once it ended).
+    limits: p.Limits | None = None
+    usage: p.Usage | None = None
 
 
 record_decoder = msgspec.json.Decoder(SessionRecord)

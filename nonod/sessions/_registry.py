@@ -50,6 +50,7 @@ from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
 from ._contracts import Caller, GetLauncher, Process, SessionPlan
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
 from ._events import ApprovalNotice, EventFeed, LifecycleEvent
+from ._limits import SessionCgroups, end_reason, remove_group
 from ._records import (
     SessionRecord,
     enforcement_of,
@@ -125,6 +126,12 @@ class Registry:
         """Create the state directory and read earlier records; returns ids marked lost."""
         await trio.to_thread.run_sync(make_private_dirs, self._state_dir, self._sessions_dir)
         records = await trio.to_thread.run_sync(read_records, self._sessions_dir)
+        if self._limits().cgroups:
+            self._starter.cgroups = await trio.to_thread.run_sync(SessionCgroups.open,
+                                                                  self._state_dir)
+        else:
+            self._starter.cgroups = SessionCgroups(None, "cgroups are turned off ([limits] "
+                                                   "cgroups = false in nonod.toml)")
         lost: list[str] = []
         for record in records:
             if record.state != "exited":
@@ -422,7 +429,8 @@ class Registry:
             try:
                 await supervise(session, proc, asker=self._asker(session, proc),
                                 on_started=lambda: self._emit("started", session),
-                                shutdown_grace=lambda: self._limits().shutdown_grace)
+                                shutdown_grace=lambda: self._limits().shutdown_grace,
+                                stop_grace=lambda: self._limits().stop_grace)
             except Exception:
                 # The session root: whatever went wrong here ends this session only.
                 log.exception("session supervision failed; the program was killed")
@@ -436,7 +444,10 @@ class Registry:
         # The state stays "running" until the audit record is final: whoever sees "exited"
         # (ps, inspect, events, wait) can verify a sealed file at once.
         record.ended_at = now()
-        record.reason = session.stop_reason or "exited"
+        group, session.cgroup = session.cgroup, None
+        if group is not None:
+            record.usage = group.usage()  # the totals: its processes died with its init
+        record.reason = end_reason(session.stop_reason, record.usage, record.exit_code)
         await session.close_terminal()
         if session.output is not None:
             session.output.end()
@@ -449,6 +460,8 @@ class Registry:
         with trio.move_on_after(CLOSE_TIMEOUT):
             await self.apply_retention()
         session.set_exited()
+        if group is not None:
+            await remove_group(group)  # after the reply: nothing waits for this
         if self._metrics is not None:
             self._metrics.session_ended(record.reason)
         log.info("session ended", name=record.name, exit_code=record.exit_code,
@@ -534,3 +547,4 @@ class Registry:
             await session.wait_exited()
         for feed in self._feeds:
             feed.end()
+        await trio.to_thread.run_sync(self._starter.cgroups.close)

@@ -26,6 +26,7 @@ from ..audit import AuditError, AuditWriteError, ViewGuarded
 from ..audit import CredentialInjected as AuditCredentialInjected
 from ..audit import Event as AuditEvent
 from ..audit import Network as AuditNetwork
+from ..cgroups import SessionGroup
 from ..policy import ApprovalPolicy
 from ..sandbox import GuardReport
 from ._audit import SessionAudit
@@ -57,6 +58,8 @@ class Session:
         self.directory = directory
         self.output: SessionOutput | None = None
         self.process: Process | None = None
+        #: Its cgroup, from just before the launch until the session has ended.
+        self.cgroup: SessionGroup | None = None
         #: The client attached to the terminal (one at a time), or None.
         self.attached_by: object | None = None
         self._exited = trio.Event()
@@ -124,6 +127,12 @@ class Session:
     @property
     def log_path(self) -> Path:
         return self.directory / "output.log"
+
+    def usage(self) -> p.Usage | None:
+        """From the session's cgroup while it runs; the totals once it ended."""
+        if self.cgroup is not None:
+            return self.cgroup.usage()
+        return self.record.usage
 
     async def wait_exited(self) -> None:
         """Wait until the session has ended and its record is final."""

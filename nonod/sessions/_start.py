@@ -34,6 +34,13 @@ from ..errors import NonoError, PolicyError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest, LayerReport, adapt_policy
 from ._contracts import Caller, GetLauncher, Process, SessionPlan
+from ._limits import (
+    SessionCgroups,
+    cgroup_limits,
+    hide_cgroup_tree,
+    remove_group,
+    with_layers,
+)
 from ._output import SessionOutput
 from ._records import make_private_dirs
 from ._session import Session
@@ -71,6 +78,8 @@ class ProgramStarter:
         self._secret_log = secret_log
         self._fs_denied = fs_denied
         self._fs_watches: dict[str, Watch] = {}
+        #: The sessions' cgroups (set by ``Registry.load``, closed by ``Registry.shutdown``).
+        self.cgroups = SessionCgroups(None, "the daemon has not looked for cgroups yet")
         self._metrics = metrics
 
     async def start(self, session: Session, plan: SessionPlan) -> Process:
@@ -115,7 +124,7 @@ class ProgramStarter:
                                               oom_score_adj=limits.oom_score_adj)
             if self._fs_denied is not None and self._fs_denied.active:
                 request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
-            policy = await trio.to_thread.run_sync(self._hide_secrets, plan)
+            policy = hide_cgroup_tree(await trio.to_thread.run_sync(self._hide_secrets, plan))
             session.services = prepared
             if session.audit is not None:
                 session.audit.hidden = prepared.hidden
@@ -125,14 +134,28 @@ class ProgramStarter:
             # Durable before the program exists: nothing runs before its record is on disk.
             if session.audit is not None:
                 await session.audit.open(session.record, prepared)
+            session.record.limits = policy.limits
+            session.cgroup, limit_layers = self.cgroups.create(session.id, policy)
+            if session.cgroup is not None:
+                request = msgspec.structs.replace(
+                    request, cgroup_procs=session.cgroup.procs,
+                    cgroup_pool=self.cgroups.pool(), cgroup_limits=cgroup_limits(policy)[0])
             proc = await launcher.launch(
                 policy, request, stdio=stdio,
                 controlling_tty=plan.stdio == "pty",
             )
+            warm_group = getattr(proc, "cgroup", "")
+            if session.cgroup is not None and warm_group:
+                session.cgroup, limit_layers = self.cgroups.adopt(
+                    warm_group, session.cgroup, limit_layers)
+            proc.enforcement = with_layers(proc.enforcement, limit_layers)
             self._watch_fs_denied(session, proc)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await session.close_terminal()
+                if session.cgroup is not None:
+                    await remove_group(session.cgroup)
+                    session.cgroup = None
             raise
         finally:
             for fd in to_close:

@@ -19,6 +19,7 @@ import trio
 from .. import _session_services
 from ..audit import AuditError
 from ._contracts import Process
+from ._limits import watch_oom
 from ._output import SessionOutput
 from ._session import Session
 
@@ -39,11 +40,13 @@ async def supervise(
     *,
     on_started: Callable[[], None],
     shutdown_grace: Callable[[], float],
+    stop_grace: Callable[[], float],
     asker: SessionAsker | None = None,
 ) -> None:
     """Serve ``session`` until its program has exited (or could not be made to).
 
-    ``asker`` answers the proxy's approval questions (None: the profile asks none).
+    ``stop_grace`` is the grace of a wall-clock stop; ``asker`` answers the proxy's approval
+    questions (None: the profile asks none).
 
     ``on_started`` runs once every task is up; ``shutdown_grace`` is the grace period when the
     session is cancelled from outside (the daemon shutting down) rather than stopped."""
@@ -61,6 +64,7 @@ async def supervise(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
+        nursery.start_soon(enforce_limits, session, stop_grace)
         if session.audit is not None:
             await nursery.start(session.audit.run)
         if session.services is not None:
@@ -91,6 +95,21 @@ async def supervise(
                         await pump_done.wait()
                     session.output.end()
             nursery.cancel_scope.cancel()
+
+
+async def enforce_limits(session: Session, stop_grace: Callable[[], float]) -> None:
+    """End the session at its first OOM kill (cgroup v1 kills one process only) or when its
+    wall-clock limit is up."""
+    oom = trio.Event()
+    async with trio.open_nursery() as nursery:
+        if session.cgroup is not None:
+            nursery.start_soon(watch_oom, session.cgroup, oom)
+        wall_clock = session.record.limits.wall_clock if session.record.limits else None
+        with trio.move_on_after(wall_clock if wall_clock else float("inf")):
+            await oom.wait()
+            session.request_stop(reason="oom", grace=0)
+            return
+        session.request_stop(reason="wall_clock", grace=stop_grace())
 
 
 async def terminate(

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import wsproto.events as ws_events
 
 from nonoctl.client import RemoteError, launch_environment, launch_request
 from nonod import protocol as p
@@ -20,7 +19,7 @@ from .test_cli import CLI, cli_env
 
 
 def _send_text(conn: object, text: str) -> None:
-    conn._send_raw(conn._ws.send(ws_events.TextMessage(data=text)))  # type: ignore[attr-defined]
+    conn._send_raw(conn._ws.text(text))  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("where", ["before the tag", "after the tag"])

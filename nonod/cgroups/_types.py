@@ -1,0 +1,30 @@
+"""Values that cross the cgroups package's face: the limits asked for, what a group used."""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..protocol import Usage as Usage
+
+#: cgroup v2's scale for weights: 1..10000, 100 is a default group's share.
+DEFAULT_WEIGHT = 100
+
+
+class CgroupLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """What one session's group is limited to. None: not limited (the parent's limit holds)."""
+
+    memory: int | None = None  # bytes of RAM; swap is capped to none on top of it
+    pids: int | None = None  # processes and threads at once
+    cpus: float | None = None  # CPU time per wall-clock second (0.5: half of one CPU)
+    cpu_weight: int | None = None  # 1..10000 on cgroup v2's scale (100: the default share)
+    io_weight: int | None = None  # 1..10000 on cgroup v2's scale
+
+    def requested(self) -> tuple[str, ...]:
+        return tuple(f for f in self.__struct_fields__ if getattr(self, f) is not None)
+
+
+class Missing(msgspec.Struct, frozen=True, kw_only=True):
+    """A limit that was asked for and could not be applied, and why."""
+
+    limit: str
+    reason: str

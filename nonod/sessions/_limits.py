@@ -1,0 +1,221 @@
+"""Each session's cgroup: made before its launch, read for ``ps``/``inspect``, watched for
+OOM kills, and removed (with anything left in it) when the session ends.
+
+The launcher joins the group before anything else (``LaunchRequest.cgroup_procs``), so no
+process of the session runs outside its limits. A limit that was asked for (the profile, a
+flag or nonod.toml) and cannot be applied refuses the launch at step ``cgroup``, unless the
+profile accepts ``"allow_degraded": ["limits"]``; the pid cap every session gets by default
+(``max_processes``) is applied where a pids controller is, and otherwise left to
+RLIMIT_NPROC, as before.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final, final
+
+import msgspec
+import structlog
+import trio
+
+from .. import protocol as p
+from .._units import describe_limits
+from ..cgroups import CgroupBackend, CgroupLimits, SessionGroup, Usage, open_backend
+from ..errors import EnforcementUnavailable
+from ..policy import Denial, ResolvedPolicy
+from ..sandbox import EnforcementReport, LayerReport
+
+log = structlog.get_logger()
+
+#: The outer launcher and the session's init count in its pid cap too.
+LAUNCHER_PIDS: Final = 2
+REMOVE_TIMEOUT: Final = 5.0
+OOM_SETTLE: Final = 1.0
+
+
+def cgroup_limits(policy: ResolvedPolicy) -> tuple[CgroupLimits, tuple[str, ...]]:
+    """What the session's group is limited to, and which of those were asked for (required:
+    the rest, the default pid cap, is best effort)."""
+    lim = policy.limits
+    pids = policy.max_processes + LAUNCHER_PIDS if policy.max_processes else None
+    wanted = CgroupLimits(memory=lim.memory, pids=pids, cpus=lim.cpus,
+                          cpu_weight=lim.cpu_weight, io_weight=lim.io_weight)
+    required = tuple(k for k in wanted.requested()
+                     if k != "pids" or lim.max_processes is not None)
+    return wanted, required
+
+
+CGROUP_TREE: Final = "/sys/fs/cgroup"
+
+
+def hide_cgroup_tree(policy: ResolvedPolicy) -> ResolvedPolicy:
+    """``policy`` with ``/sys/fs/cgroup`` masked where a grant would show it (``/sys`` is in
+    nono's default system group): the host's tree names every session's group and shows its
+    figures. The session's own view of its group is its cgroup namespace."""
+    shown = any(g.path == CGROUP_TREE or CGROUP_TREE.startswith(g.path.rstrip("/") + "/")
+                for g in policy.grants)
+    if not shown or any(d.path == CGROUP_TREE for d in policy.denials):
+        return policy
+    return msgspec.structs.replace(
+        policy, denials=(*policy.denials, Denial(path=CGROUP_TREE, source="limits")))
+
+
+def _describe(limits: CgroupLimits) -> str:
+    text = describe_limits(
+        memory=limits.memory, cpus=limits.cpus, cpu_weight=limits.cpu_weight,
+        io_weight=limits.io_weight,
+        max_processes=None if limits.pids is None else limits.pids - LAUNCHER_PIDS)
+    return (text + " (no swap)" if limits.memory is not None else text) or "accounting only"
+
+
+def _refuse_or(policy: ResolvedPolicy, report: LayerReport) -> LayerReport:
+    if report.state != "applied" and "limits" not in policy.allow_degraded:
+        raise EnforcementUnavailable(
+            f"the session's resource limits cannot be enforced: {report.reason}",
+            step="cgroup",
+            hint='accept it with "nonod": {"allow_degraded": ["limits"]} in the profile, or '
+                 "give the daemon a cgroup subtree of its own (`nonoctl doctor`)")
+    return report
+
+
+@final
+class SessionCgroups:
+    """The daemon's cgroup subtree for its sessions (None where it has none, and why)."""
+
+    def __init__(self, backend: CgroupBackend | None, why: str) -> None:
+        self.backend = backend
+        self.why = why
+
+    @classmethod
+    def open(cls, state_dir: Path) -> SessionCgroups:
+        """Blocking: find the hierarchies and remove groups a previous daemon left."""
+        backend, why = open_backend(str(state_dir))
+        if backend is not None:
+            stale = backend.remove_stale()
+            if stale:
+                log.warning("removed cgroups of sessions that died with the previous daemon",
+                            sessions=stale)
+            log.info("session cgroups", backend=backend.describe(),
+                     subtrees=backend.subtrees())
+        else:
+            log.warning("sessions get no cgroup", reason=why)
+        return cls(backend, why)
+
+    def create(self, session_id: str, policy: ResolvedPolicy
+               ) -> tuple[SessionGroup | None, tuple[LayerReport, ...]]:
+        """The session's group and its ``limits`` layer; EnforcementUnavailable when a limit
+        it asked for cannot be applied and the profile does not accept that."""
+        wanted, required = cgroup_limits(policy)
+        if self.backend is None:
+            if required:
+                return None, (_refuse_or(policy, LayerReport(
+                    name="limits", state="unavailable", reason=self.why)),)
+            return None, (LayerReport(name="limits", state="off",
+                                      reason=f"{self.why}; no accounting, processes capped by "
+                                      "RLIMIT_NPROC only"),)
+        group = self.backend.create(session_id, wanted)
+        gaps = [m for m in group.missing if m.limit in required]
+        detail = f"{_describe(wanted)}; {self.backend.describe()} {group.path}"
+        layers: tuple[LayerReport, ...] = ()
+        if wanted.pids is not None and all(m.limit != "pids" for m in group.missing):
+            # The cap holds for root too, unlike RLIMIT_NPROC: say so in its own layer.
+            layers = (LayerReport(
+                name="processes", state="applied",
+                detail=f"at most {policy.max_processes} processes and threads (pids cgroup)"),)
+        if gaps:
+            reason = "; ".join(f"{m.limit}: {m.reason}" for m in gaps)
+            try:
+                return group, (_refuse_or(policy, LayerReport(
+                    name="limits", state="partial", reason=reason, detail=detail)), *layers)
+            except EnforcementUnavailable:
+                group.remove()
+                raise
+        return group, (LayerReport(name="limits", state="applied", detail=detail), *layers)
+
+    def pool(self) -> tuple[tuple[str, str], ...]:
+        """Where the fork server may keep warm launchers in groups of their own (v1 only:
+        moving a process into a v1 group costs an RCU grace period per hierarchy, which a
+        launcher born in its group never pays on the launch path)."""
+        return self.backend.pool() if self.backend is not None else ()
+
+    def adopt(self, name: str, made: SessionGroup, layers: tuple[LayerReport, ...]
+              ) -> tuple[SessionGroup, tuple[LayerReport, ...]]:
+        """The warm launcher's group ``name`` as the session's (``made`` is removed), and
+        ``layers`` naming it."""
+        if self.backend is None:
+            raise ValueError("no cgroup backend: no launcher waits in a group")
+        group = self.backend.adopt(name, made)
+        return group, tuple(msgspec.structs.replace(
+            layer, detail=layer.detail.replace(made.path, group.path)) for layer in layers)
+
+    def close(self) -> None:
+        """At daemon exit: end the warm launchers waiting in groups of their own, and remove
+        what is left of the subtrees (blocking, bounded)."""
+        if self.backend is None:
+            return
+        self.backend.remove_stale()
+        for sub in self.backend.subtrees():
+            try:
+                os.rmdir(sub)
+            except OSError:
+                pass
+
+
+def with_layers(report: EnforcementReport, layers: tuple[LayerReport, ...]
+                ) -> EnforcementReport:
+    """``report`` with ``layers`` in place of the ones of the same name (or added)."""
+    names = {layer.name for layer in layers}
+    kept = tuple(layer for layer in report.layers if layer.name not in names)
+    return msgspec.structs.replace(report, layers=(*kept, *layers))
+
+
+def end_reason(stopped: p.EndReason, usage: Usage | None, exit_code: int | None
+               ) -> p.EndReason:
+    """Why the session ended: a stop request's reason, else what its cgroup saw (an OOM kill;
+    a failure after forks were refused at the pid cap), else ``exited``."""
+    if stopped not in ("", "oom"):
+        return stopped
+    if usage is not None and usage.oom_kills:
+        return "oom"
+    if not stopped and usage is not None and usage.pids_limit_hits and exit_code != 0:
+        return "pids_limit"
+    return stopped or "exited"
+
+
+async def remove_group(group: SessionGroup) -> Usage:
+    """The group's final usage, then the group gone (what is left in it killed), in a worker
+    thread: removing a v1 group takes milliseconds, which the event loop must not wait for.
+    The launcher's outer process leaves it just after the init: wait for that, bounded."""
+    usage = group.usage()
+    with trio.move_on_after(REMOVE_TIMEOUT):
+        while not await trio.to_thread.run_sync(group.remove):
+            await trio.sleep(0.02)
+        return usage
+    log.warning("a session's cgroup could not be removed; the next daemon start removes it",
+                path=group.path)
+    return usage
+
+
+async def watch_oom(group: SessionGroup, on_oom: trio.Event) -> None:
+    """Set ``on_oom`` at the first OOM kill in the group (v1: an eventfd on
+    ``memory.oom_control``; v2 kills the whole group itself and needs no watch)."""
+    efd = group.oom_eventfd()
+    if efd is None:
+        return
+    try:
+        # An OOM kill before the eventfd was registered is in the counter already.
+        while not group.usage().oom_kills:
+            await trio.lowlevel.wait_readable(efd)
+            try:
+                os.eventfd_read(efd)
+            except BlockingIOError:
+                continue
+            # The kernel signals when the OOM starts, before its killer has chosen and
+            # counted: give it a moment to show (bounded; a removed group signals too).
+            with trio.move_on_after(OOM_SETTLE):
+                while not group.usage().oom_kills:
+                    await trio.sleep(0.005)
+        on_oom.set()
+    finally:
+        os.close(efd)
