@@ -44,6 +44,7 @@ from ._errors import (
     VersionMismatch,
     error_reply,
 )
+from ._keys import handle_secret, handle_trust
 from ._transport import UnixConnection, check_stdio_fds
 
 if TYPE_CHECKING:
@@ -229,9 +230,11 @@ class Conversation:
                     await self._server.policies.validate_profile(request, self.caller)
                 )
             case p.SecretSet() | p.SecretList() | p.SecretDelete() | p.SecretTest():
-                await self.send(await self._secret(request))
+                await self.send(await handle_secret(self._server.secrets, request, self.caller,
+                                                    system=self._server.info.system))
             case p.TrustKeygen() | p.TrustExportKey() | p.TrustSign() | p.TrustInit():
-                await self.send(await self._trust(request))
+                await self.send(await handle_trust(self._server.trust, request, self.caller,
+                                                   system=self._server.info.system))
             case p.ApprovalList() | p.ApprovalInspect() | p.ApprovalAnswer():
                 await self.send(await handle_approval(reg.approvals, self.caller, request,
                                                       system=self._server.info.system))
@@ -286,66 +289,6 @@ class Conversation:
         return True
 
     # -- handlers
-    def _require_root_on_system(self, what: str, hint: str) -> None:
-        """The system daemon's own keys and secrets are root's alone."""
-        if self._server.info.system and not self.caller.is_root:
-            raise Forbidden(f"only root may {what}", hint=hint)
-
-    async def _secret(
-        self, request: p.SecretSet | p.SecretList | p.SecretDelete | p.SecretTest
-    ) -> p.AnyReply:
-        """The daemon's keychain (``SecretStore``). No value is ever logged or sent back;
-        errors are ``credential.*``."""
-        self._require_root_on_system(
-            "manage the system daemon's secrets",
-            "store your own secrets in your user daemon (`nonoctl secret ...` without --system)",
-        )
-        secrets = self._server.secrets
-        match request:
-            case p.SecretSet(name=name):
-                stored = await secrets.store(name, request.value)
-                log.info("secret stored", name=name, uid=self.caller.uid)
-                return stored
-            case p.SecretDelete(name=name):
-                deleted = await secrets.delete(name)
-                log.info("secret deleted", name=name, uid=self.caller.uid)
-                return deleted
-            case p.SecretTest(name=name):
-                return await secrets.test(name)
-            case p.SecretList():
-                return await secrets.list()
-            case _:
-                assert_never(request)
-
-    async def _trust(
-        self, request: p.TrustKeygen | p.TrustExportKey | p.TrustSign | p.TrustInit
-    ) -> p.AnyReply:
-        """Trust keys and signing (``nonoctl trust``, through ``TrustService``). Keys never
-        leave the daemon: the client sends file contents and writes the bundles and policies
-        it gets back; errors are ``trust.*``."""
-        self._require_root_on_system(
-            "use the system daemon's trust keys",
-            "use your own keys in your user daemon (`nonoctl trust ...` without --system)",
-        )
-        keys = self._server.trust
-        match request:
-            case p.TrustKeygen(key=name, force=force):
-                made = await keys.keygen(name, force=force)
-                log.info("trust key generated", key=name, fingerprint=made.fingerprint,
-                         uid=self.caller.uid)
-                return made
-            case p.TrustExportKey(key=name, pem=pem):
-                return await keys.export_key(name, pem=pem)
-            case p.TrustSign(key=name):
-                signed = await keys.sign(request)
-                log.info("trust file signed", name=request.name, key=name,
-                         policy=request.policy, uid=self.caller.uid)
-                return signed
-            case p.TrustInit(key=name, includes=includes):
-                return await keys.init_policy(name, includes)
-            case _:
-                assert_never(request)
-
     async def _signal(self, request: p.SendSignal) -> None:
         session = self._registry.find(request.session, self.caller)
         session.send_signal(request.signal, sender=f"client uid {self.caller.uid}")

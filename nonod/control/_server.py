@@ -24,8 +24,9 @@ Each connection, in order:
 
 The modules: ``_transport`` (the socket, passed descriptors), ``_peers`` (who connects),
 ``_errors`` (what is answered when a request fails), ``_conversation`` (one connection's
-requests and handlers), ``_contracts`` (what the daemon injects: settings, profiles, secrets,
-trust keys), and this one: the accept loop and the refusals.
+requests and handlers; ``_keys`` the secret and trust ones, ``_approvals`` the approval
+ones), ``_contracts`` (what the daemon injects: settings, profiles, secrets, trust keys),
+and this one: the accept loop and the refusals.
 
 The per-connection handler is one of the two places in the daemon that catch ``Exception``:
 a bug triggered by one client ends that client's connection (with an ``internal`` error reply)
