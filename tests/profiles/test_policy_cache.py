@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from nonod._policies import ProfilePolicies
+from nonod._profile_source import ProfilePolicies
 
 from nonod import protocol as p
 from nonod.policy import ResolvedPolicy
