@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
-from nonod._profile_source import ProfilePolicies
 
 from nonod import protocol as p
+from nonod._profile_source import ProfilePolicies
 from nonod.policy import ResolvedPolicy
 from nonod.sessions import Caller
 
