@@ -67,7 +67,7 @@ from launch import Contender, bwrap, make, measure, nonod, summarize, versions
 
 from nonoctl.client import Client, Connection, DaemonUnreachable, RemoteError
 from nonod import protocol as p
-from nonod._policies import ProfilePolicies
+from nonod._profile_source import ProfilePolicies
 from nonod.policy import ResolvedPolicy
 from nonod.sandbox import LaunchRequest, open_launcher
 from nonod.sessions import Caller

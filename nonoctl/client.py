@@ -42,11 +42,12 @@ import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, final
 
 from nonod import protocol as p
 from nonod.control._socket import client_socket_path
 from nonod.control._socketdir import UnsafeSocketPath, trusted_socket_dir
+from nonod.conversation import State, next_state
 from nonod.errors import NonoError
 
 from . import _ws
@@ -143,7 +144,9 @@ class Connection:
         conn = cls(sock, path)
         try:
             conn._handshake()
-            reply = conn.request(p.Hello(protocol=p.PROTOCOL_VERSION, client=client))
+            hello = Call(p.Hello(protocol=p.PROTOCOL_VERSION, client=client), p.Welcome,
+                         _same, state=State.HELLO)
+            reply = conn.request(hello.request)
         except BaseException:
             conn.close()
             raise
@@ -466,6 +469,92 @@ def launch_request(
     )
 
 
+# ------------------------------------------------------------------ the one client core
+
+
+@final
+class Call(Generic[_R]):
+    """One API call, sans-IO: the request, the reply it expects and what the caller gets.
+    ``Client`` runs it blocking and ``AsyncClient`` under trio. Built only for requests that
+    the conversation's rules (``nonod.conversation``) allow in ``state``. (Not a dataclass:
+    ``dataclasses`` stays off the CLI's import path, see docs/cli.md.)"""
+
+    __slots__ = ("expect", "pick", "request", "state")
+
+    def __init__(self, request: p.AnyRequest, expect: type[Any], pick: Callable[[Any], _R],
+                 *, state: State = State.IDLE) -> None:
+        next_state(state, request)
+        self.request = request
+        self.expect = expect
+        self.pick = pick
+        self.state = state
+
+    def result(self, reply: p.AnyReply) -> _R:
+        return self.pick(_expect(check(reply), self.expect))
+
+
+def _same(reply: _R) -> _R:
+    return reply
+
+
+def _hello_call() -> Call[p.Welcome]:
+    return Call(p.Hello(protocol=p.PROTOCOL_VERSION, client=CLIENT_NAME), p.Welcome, _same,
+                state=State.HELLO)
+
+
+class _Calls:
+    """The method table both clients share: one function per API call."""
+
+    @staticmethod
+    def status() -> Call[p.DaemonStatus]:
+        return Call(p.Status(), p.DaemonStatus, _same)
+
+    @staticmethod
+    def sessions(all: bool) -> Call[tuple[p.SessionInfo, ...]]:
+        return Call(p.ListSessions(all=all), p.SessionList, lambda r: r.sessions)
+
+    @staticmethod
+    def inspect(session: str) -> Call[p.SessionDetail]:
+        return Call(p.Inspect(session=session), p.SessionReply, lambda r: r.session)
+
+    @staticmethod
+    def launch(argv: Sequence[str], kwargs: dict[str, object], who: str) -> Call[p.SessionDetail]:
+        """A detached launch (``launch_request`` takes the keyword arguments)."""
+        kwargs.setdefault("detach", True)
+        if kwargs.get("detach") is not True or kwargs.get("stdio") == "passed":
+            raise ValueError(f"{who}.launch starts detached sessions (stdio pty or null); "
+                             "use Connection for more")
+        request = launch_request(argv, **kwargs)  # type: ignore[arg-type]
+        return Call(request, p.Launched, lambda r: r.session)
+
+    @staticmethod
+    def stop(session: str, timeout: float | None, force: bool) -> Call[p.Exited]:
+        return Call(p.Stop(session=session, timeout=timeout, force=force), p.Exited, _same)
+
+    @staticmethod
+    def signal(session: str, signum: int) -> Call[None]:
+        return Call(p.SendSignal(session=session, signal=signum), p.Ok, lambda _: None)
+
+    @staticmethod
+    def wait(session: str) -> Call[p.Exited]:
+        return Call(p.Wait(session=session), p.Exited, _same)
+
+    @staticmethod
+    def prune() -> Call[tuple[str, ...]]:
+        return Call(p.Prune(), p.Pruned, lambda r: r.sessions)
+
+    @staticmethod
+    def shutdown() -> Call[None]:
+        return Call(p.Shutdown(), p.Ok, lambda _: None)
+
+    @staticmethod
+    def subscribe(session: str | None) -> Call[None]:
+        return Call(p.Subscribe(session=session), p.Ok, lambda _: None)
+
+
+calls: Final = _Calls()
+
+
 @final
 class Client:
     """Blocking request/response API on one kept connection (``wait`` included); the
@@ -516,11 +605,14 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    def _call(self, call: Call[_R]) -> _R:
+        return call.result(self._ask(call.request))
+
     def status(self) -> p.DaemonStatus:
-        return _expect(self._ask(p.Status()), p.DaemonStatus)
+        return self._call(calls.status())
 
     def sessions(self, *, all: bool = False) -> tuple[p.SessionInfo, ...]:
-        return _expect(self._ask(p.ListSessions(all=all)), p.SessionList).sessions
+        return self._call(calls.sessions(all))
 
     def approvals(self, session: str | None = None) -> tuple[p.ApprovalInfo, ...]:
         return _expect(self._ask(p.ApprovalList(session=session)), p.Approvals).approvals
@@ -535,33 +627,29 @@ class Client:
                        p.ApprovalReply)
 
     def inspect(self, session: str) -> p.SessionDetail:
-        return _expect(self._ask(p.Inspect(session=session)), p.SessionReply).session
+        return self._call(calls.inspect(session))
 
     def launch(self, argv: Sequence[str] = (), **kwargs: object) -> p.SessionDetail:
         """Start a detached session (``launch_request`` takes the keyword arguments)."""
-        kwargs.setdefault("detach", True)
-        if kwargs.get("detach") is not True:
-            raise ValueError("Client.launch starts detached sessions; use Connection for more")
-        request = launch_request(argv, **kwargs)  # type: ignore[arg-type]
-        return _expect(self._ask(request), p.Launched).session
+        return self._call(calls.launch(argv, kwargs, "Client"))
 
     def stop(self, session: str, *, timeout: float | None = None, force: bool = False) -> p.Exited:
-        return _expect(self._ask(p.Stop(session=session, timeout=timeout, force=force)), p.Exited)
+        return self._call(calls.stop(session, timeout, force))
 
     def signal(self, session: str, signum: int) -> None:
-        _expect(self._ask(p.SendSignal(session=session, signal=signum)), p.Ok)
+        self._call(calls.signal(session, signum))
 
     def wait(self, session: str) -> p.Exited:
         """Until the session has exited, on the kept connection (no new connection and
         handshake per wait). Interrupted, it leaves that connection behind: the next request
         opens a fresh one."""
-        return _expect(self._ask(p.Wait(session=session)), p.Exited)
+        return self._call(calls.wait(session))
 
     def prune(self) -> tuple[str, ...]:
-        return _expect(self._ask(p.Prune()), p.Pruned).sessions
+        return self._call(calls.prune())
 
     def shutdown(self) -> None:
-        _expect(self._ask(p.Shutdown()), p.Ok)
+        self._call(calls.shutdown())
 
     def logs(
         self, session: str, *, follow: bool = False, tail: int | None = None
@@ -601,7 +689,7 @@ class Client:
         """Lifecycle events from now on, on a connection of their own (close it when done)."""
         conn = self._fresh()
         try:
-            _expect(conn.request(p.Subscribe(session=session)), p.Ok)
+            calls.subscribe(session).result(conn.request(p.Subscribe(session=session)))
         except BaseException:
             conn.close()
             raise
@@ -720,20 +808,24 @@ class AsyncClient:
                 # Closed while no request was outstanding (the daemon's idle_timeout):
                 # nothing was lost, so a new connection carries on.
                 self._ws = await self._reopen()
-                await self._send(p.Hello(protocol=p.PROTOCOL_VERSION, client=CLIENT_NAME))
-                _expect(check(await self._receive()), p.Welcome)
+                hello = _hello_call()
+                await self._send(hello.request)
+                hello.result(await self._receive())
             await self._send(message)
             return check(await self._receive())
 
     async def _hello(self) -> p.Welcome:
-        return _expect(await self._ask(p.Hello(protocol=p.PROTOCOL_VERSION, client=CLIENT_NAME)),
-                       p.Welcome)
+        hello = _hello_call()
+        return hello.result(await self._ask(hello.request))
+
+    async def _call(self, call: Call[_R]) -> _R:
+        return call.result(await self._ask(call.request))
 
     async def status(self) -> p.DaemonStatus:
-        return _expect(await self._ask(p.Status()), p.DaemonStatus)
+        return await self._call(calls.status())
 
     async def sessions(self, *, all: bool = False) -> tuple[p.SessionInfo, ...]:
-        return _expect(await self._ask(p.ListSessions(all=all)), p.SessionList).sessions
+        return await self._call(calls.sessions(all))
 
     async def answer(self, approval_id: str, answer: Literal["once", "session", "deny"]
                      ) -> p.ApprovalReply:
@@ -741,31 +833,27 @@ class AsyncClient:
                        p.ApprovalReply)
 
     async def inspect(self, session: str) -> p.SessionDetail:
-        return _expect(await self._ask(p.Inspect(session=session)), p.SessionReply).session
+        return await self._call(calls.inspect(session))
 
     async def launch(self, argv: Sequence[str] = (), **kwargs: object) -> p.SessionDetail:
         """Start a detached session (``launch_request`` takes the keyword arguments)."""
-        kwargs.setdefault("detach", True)
-        if kwargs.get("detach") is not True or kwargs.get("stdio") == "passed":
-            raise ValueError("AsyncClient.launch starts detached sessions (stdio pty or null)")
-        request = launch_request(argv, **kwargs)  # type: ignore[arg-type]
-        return _expect(await self._ask(request), p.Launched).session
+        return await self._call(calls.launch(argv, kwargs, "AsyncClient"))
 
     async def stop(
         self, session: str, *, timeout: float | None = None, force: bool = False
     ) -> p.Exited:
-        reply = await self._ask(p.Stop(session=session, timeout=timeout, force=force))
-        return _expect(reply, p.Exited)
+        return await self._call(calls.stop(session, timeout, force))
 
     async def signal(self, session: str, signum: int) -> None:
-        _expect(await self._ask(p.SendSignal(session=session, signal=signum)), p.Ok)
+        await self._call(calls.signal(session, signum))
 
     async def wait(self, session: str) -> p.Exited:
+        """On a connection of its own (this one stays free for other tasks' requests)."""
         async with open_async_client(self.path, autostart=False) as other:
-            return _expect(await other._ask(p.Wait(session=session)), p.Exited)
+            return await other._call(calls.wait(session))
 
     async def prune(self) -> tuple[str, ...]:
-        return _expect(await self._ask(p.Prune()), p.Pruned).sessions
+        return await self._call(calls.prune())
 
     @contextlib.asynccontextmanager
     async def events(
@@ -778,7 +866,8 @@ class AsyncClient:
                     ...
         """
         async with open_async_client(self.path, autostart=False) as other:
-            _expect(await other._ask(p.Subscribe(session=session)), p.Ok)
+            subscribe = calls.subscribe(session)
+            subscribe.result(await other._ask(subscribe.request))
 
             async def iterate() -> AsyncIterator[p.SessionEvent | p.ApprovalEvent]:
                 while True:

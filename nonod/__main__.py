@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ready_fd = _daemonize(state_dir / "nonod.log")
     _logging.configure_logging(level=config.daemon.log_level, fmt=config.daemon.log_format)
     # Imported here: the engine and profile layers are only needed by a running daemon.
-    from ._policies import ProfilePolicies
+    from ._profile_source import ProfilePolicies
     from .sandbox import open_launcher
 
     profile_dir = config.daemon.profile_dir

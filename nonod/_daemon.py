@@ -26,15 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, final
 
+import msgspec
 import structlog
 import trio
 
 from . import _logging
 from ._config import Config, ConfigError, LoadedConfig, default_state_dir
+from ._keyservices import KeychainSecrets, KeyStoreTrust
+from ._limits import LimitSettings
 from ._limits import settings_from as limit_settings
 from ._notify import notify
 from ._secretfiles import DaemonSecrets
-from ._services import NetworkSettings
+from ._session_services import NetworkSettings
 from .audit._fanout import AuditHub
 from .audit._kernel import open_fs_denied_monitor
 from .audit._writer import Ledger
@@ -128,43 +131,32 @@ class _State:
     def config(self) -> Config:
         return self.loaded.config
 
+    # The sections themselves: each consumer reads its own (declared once in ``_config``).
     def limits(self) -> SessionLimits:
-        s = self.config.sessions
+        # [sessions] and the two [approvals] values the sessions read: one conversion.
+        approvals = self.config.approvals
         return SessionLimits(
-            max_live=s.max_live, stop_grace=s.stop_grace, shutdown_grace=s.shutdown_grace,
-            allow_root=s.allow_root, output_buffer_bytes=s.output_buffer_bytes,
-            log_max_bytes=s.log_max_bytes, oom_score_adj=s.oom_score_adj,
-            approval_timeout=self.config.approvals.timeout,
+            **msgspec.structs.asdict(self.config.sessions),
+            approval_timeout=approvals.timeout,
             approval_backends=tuple(
                 ApprovalBackend(name=DAEMON_BACKEND_PREFIX + name, type=b.type, url=b.url,
                                 key=b.key, timeout_secs=b.timeout_secs)
-                for name, b in sorted(self.config.approvals.backends.items())),
+                for name, b in sorted(approvals.backends.items())),
             cgroups=self.config.limits.cgroups,
         )
 
     def network(self) -> NetworkSettings:
-        n = self.config.network
-        return NetworkSettings(resolve=dict(n.resolve), allow_private=n.allow_private,
-                               extra_ca_file=n.extra_ca_file, listen_address=n.listen_address)
+        return self.config.network
 
     def audit(self) -> AuditSettings:
-        a = self.config.audit
-        return AuditSettings(
-            enabled=a.enabled, fsync_interval=a.fsync_interval, sign_key=a.sign_key,
-            keep_days=a.keep_days, keep_sessions=a.keep_sessions,
-            subscriber_buffer=a.subscriber_buffer,
-        )
+        return self.config.audit
 
     def settings(self) -> ServerSettings:
-        d = self.config.daemon
-        return ServerSettings(
-            max_connections=d.max_connections,
-            max_connections_per_uid=d.max_connections_per_uid,
-            max_message_bytes=d.max_message_bytes, handshake_timeout=d.handshake_timeout,
-            idle_timeout=d.idle_timeout, send_timeout=d.send_timeout,
-            stop_grace=self.config.sessions.stop_grace,
-            limits=limit_settings(self.config.limits),
-        )
+        return self.config.daemon
+
+    def limit_settings(self) -> LimitSettings:
+        """``[limits]``: the defaults and ceilings every launch gets (``nonod._limits``)."""
+        return limit_settings(self.config.limits)
 
     def reload(self) -> None:
         if self._reload is None:
@@ -346,8 +338,11 @@ async def _serve(
             started_at=dt.datetime.now(dt.UTC),
         ),
         settings=state.settings,
+        limits=state.limit_settings,
         request_shutdown=shutdown.set,
         group_gid=gid,
+        secrets=KeychainSecrets(),
+        trust=KeyStoreTrust(),
         launcher_state=lambda: host.state,
     )
     async with trio.open_nursery() as nursery:

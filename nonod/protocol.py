@@ -1,5 +1,9 @@
 """The control protocol: every message nonoctl and nonod exchange, defined once.
 
+(Over 600 lines on purpose: the whole vocabulary in one leaf module that both sides import,
+so that a message cannot be defined twice. Which message is valid when is
+``nonod.conversation``.)
+
 Transport: a WebSocket connection (resource ``/nonod``, subprotocol ``nono.v1``) over the
 daemon's Unix socket. Each WebSocket *text* frame carries exactly one JSON-encoded message.
 Binary frames are not used. The daemon closes the connection with code 1009 when a message is

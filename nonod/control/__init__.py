@@ -11,14 +11,16 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._server import AuthRefused as AuthRefused
+    from ._contracts import DaemonInfo as DaemonInfo
+    from ._contracts import PolicySource as PolicySource
+    from ._contracts import SecretStore as SecretStore
+    from ._contracts import ServerSettings as ServerSettings
+    from ._contracts import TrustService as TrustService
+    from ._errors import AuthRefused as AuthRefused
+    from ._errors import ProtocolError as ProtocolError
+    from ._errors import UsageError as UsageError
+    from ._errors import error_reply as error_reply
     from ._server import ControlServer as ControlServer
-    from ._server import DaemonInfo as DaemonInfo
-    from ._server import PolicySource as PolicySource
-    from ._server import ProtocolError as ProtocolError
-    from ._server import ServerSettings as ServerSettings
-    from ._server import UsageError as UsageError
-    from ._server import error_reply as error_reply
     from ._socket import BoundSocket as BoundSocket
     from ._socket import DaemonRunning as DaemonRunning
     from ._socket import SocketError as SocketError
@@ -28,14 +30,16 @@ if TYPE_CHECKING:
     from ._socket import default_socket_path as default_socket_path
 
 _LAZY = {
-    "AuthRefused": "._server",
+    "AuthRefused": "._errors",
     "ControlServer": "._server",
-    "DaemonInfo": "._server",
-    "PolicySource": "._server",
-    "ProtocolError": "._server",
-    "ServerSettings": "._server",
-    "UsageError": "._server",
-    "error_reply": "._server",
+    "DaemonInfo": "._contracts",
+    "PolicySource": "._contracts",
+    "ProtocolError": "._errors",
+    "SecretStore": "._contracts",
+    "ServerSettings": "._contracts",
+    "TrustService": "._contracts",
+    "UsageError": "._errors",
+    "error_reply": "._errors",
     "BoundSocket": "._socket",
     "DaemonRunning": "._socket",
     "SocketError": "._socket",

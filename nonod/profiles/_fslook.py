@@ -8,7 +8,7 @@ path once per resolution and keeps what it saw, so that:
 - one resolution makes one ``lstat``/``stat``/``readlink`` per distinct path;
 - :meth:`FsLook.unchanged` can tell, with one system call per recorded path, whether the
   filesystem still answers every question the resolution asked. A cached resolution is reused
-  only then (``nonod._policies``): a path created or removed, one whose type changed (a
+  only then (``nonod._profile_source``): a path created or removed, one whose type changed (a
   directory turned symlink, ...) or a symlink pointing elsewhere makes it resolve again.
 
 Resolution's output is a function of exactly these answers (is there something at this path,

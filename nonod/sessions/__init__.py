@@ -8,11 +8,13 @@ Public face::
     session.request_stop(reason="stopped", grace=10)        # returns at once
     await session.wait_exited()                             # once the record is final
 
-Split by ownership: ``_registry`` (all sessions, launching and supervising), ``_session``
-(one session: stop, signals, terminal), ``_output`` (terminal output: ring, log file, feeds),
-``_records`` (``session.json`` and the session directories), ``_audit`` (a session's audit
-record for its whole life), ``_contracts`` (what the sessions need of the engine), and
-``_errors``/``_settings``. The control server turns what these return into wire messages.
+Split by ownership: ``_registry`` (all sessions: launching, recording the end),
+``_supervise`` (one running session until its program exits), ``_events`` (lifecycle events
+and their subscribers), ``_session`` (one session: stop, signals, terminal), ``_output``
+(terminal output: ring, log file, feeds), ``_records`` (``session.json`` and the session
+directories), ``_audit`` (a session's audit record for its whole life), ``_contracts`` (what
+the sessions need of the engine), and ``_errors``/``_settings``. The control server turns
+what these return into wire messages.
 """
 
 from ._audit import SessionAudit as SessionAudit
@@ -30,13 +32,13 @@ from ._errors import SessionBusy as SessionBusy
 from ._errors import SessionError as SessionError
 from ._errors import SessionLimit as SessionLimit
 from ._errors import SessionNotFound as SessionNotFound
+from ._events import ApprovalNotice as ApprovalNotice
+from ._events import EventFeed as EventFeed
+from ._events import LifecycleEvent as LifecycleEvent
 from ._output import OutputFeed as OutputFeed
 from ._output import SessionOutput as SessionOutput
 from ._output import history as history
 from ._records import SessionRecord as SessionRecord
-from ._registry import ApprovalNotice as ApprovalNotice
-from ._registry import EventFeed as EventFeed
-from ._registry import LifecycleEvent as LifecycleEvent
 from ._registry import Registry as Registry
 from ._session import Session as Session
 from ._settings import AuditSettings as AuditSettings

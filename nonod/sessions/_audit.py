@@ -43,7 +43,7 @@ from ..sandbox import EnforcementReport
 from ._settings import AuditSettings
 
 if TYPE_CHECKING:
-    from .._services import Prepared
+    from .._session_services import SessionServices
     from ._records import SessionRecord
 
 log = structlog.get_logger()
@@ -112,7 +112,7 @@ class SessionAudit:
     def statistics(self) -> WriterStatistics:
         return self._writer.statistics()
 
-    async def open(self, record: SessionRecord, services: Prepared | None) -> None:
+    async def open(self, record: SessionRecord, services: SessionServices | None) -> None:
         """The first records, fsynced before the launch (AuditError refuses it): who starts
         what, with which policy, and what trust verification found. The enforcement report
         (and the pid) follows once the program exists (:meth:`started`)."""
@@ -126,7 +126,7 @@ class SessionAudit:
                 hint="nothing runs unaudited: free space in the daemon's state directory",
             ) from exc
 
-    def _first_records(self, record: SessionRecord, services: Prepared | None) -> None:
+    def _first_records(self, record: SessionRecord, services: SessionServices | None) -> None:
         writer = self._writer
         writer.append(SessionStarted(
             session=record.id, argv=record.argv, cwd=record.cwd, uid=record.uid,

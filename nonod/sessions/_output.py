@@ -12,6 +12,8 @@ from typing import Final, final
 import structlog
 import trio
 
+from ._feed import LaggingFeed
+
 log = structlog.get_logger()
 
 #: Output chunks a subscriber (``logs -f``, ``attach``) may have queued before it is dropped.
@@ -20,34 +22,9 @@ _READ_CHUNK: Final = 64 * 1024
 _GAP: Final = b"\r\n[nonod: output missing here: the log file was capped]\r\n"
 
 @final
-class OutputFeed:
-    """A live feed of a session's output: ``(offset, bytes)`` items, in order.
-
-    The session never waits for a subscriber: when its backlog is full the feed is closed and
-    ``lagged`` is set.
-    """
-
-    def __init__(self, backlog: int) -> None:
-        self._send, self.channel = trio.open_memory_channel[tuple[int, bytes]](backlog)
-        self.lagged = False
-
-    def _feed(self, offset: int, data: bytes) -> bool:
-        try:
-            self._send.send_nowait((offset, data))
-        except trio.WouldBlock:
-            self.lagged = True
-            self._send.close()
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
-
-    def _end(self) -> None:
-        self._send.close()
-
-    def close(self) -> None:
-        self.channel.close()
-        self._send.close()
+class OutputFeed(LaggingFeed[tuple[int, bytes]]):
+    """A live feed of a session's output: ``(offset, bytes)`` items, in order. The session
+    never waits for it: one that falls behind is closed and ``lagged`` (``_feed``)."""
 
 
 @final
@@ -80,7 +57,7 @@ class SessionOutput:
         self._ring += data
         if len(self._ring) > self.capacity:
             del self._ring[: len(self._ring) - self.capacity]
-        self._subs = [sub for sub in self._subs if sub._feed(offset, data)]
+        self._subs = [sub for sub in self._subs if sub.offer((offset, data))]
         if self.log_path is not None and not self._log_gap:
             self._pending += data
             if len(self._pending) > self.capacity:
@@ -92,7 +69,7 @@ class SessionOutput:
         """No more output: close every feed (their readers see end-of-channel)."""
         self._ended = True
         for sub in self._subs:
-            sub._end()
+            sub.end()
         self._subs.clear()
         self._wakeup.set()
 
@@ -101,7 +78,7 @@ class SessionOutput:
         """The ring's content, its starting offset, and a feed of everything after it."""
         sub = OutputFeed(backlog)
         if self._ended:
-            sub._end()
+            sub.end()
         else:
             self._subs.append(sub)
         return bytes(self._ring), self.total - len(self._ring), sub

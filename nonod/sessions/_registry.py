@@ -9,7 +9,8 @@ place (with the per-connection handler) that catches ``Exception``: a failure th
 session, never the daemon.
 
 Stopping is cancellation: :meth:`Session.request_stop` cancels the session's scope and the
-root's cleanup runs shielded and bounded: SIGTERM, the grace period, SIGKILL, wait, record.
+cleanup runs shielded and bounded: SIGTERM, the grace period, SIGKILL, wait (``_supervise``),
+then the record (here).
 
 A record still marked running when the daemon starts belongs to a program that died with the
 previous daemon (the engine ties every session to the daemon's life with
@@ -19,8 +20,6 @@ previous daemon (the engine ties every session to the daemon's life with
 from __future__ import annotations
 
 import datetime as dt
-import errno
-import functools
 import os
 import re
 import secrets
@@ -28,45 +27,30 @@ import shutil
 import signal as _signal
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, final
 
 import msgspec
 import structlog
 import trio
 from structlog.contextvars import bound_contextvars
 
-from .. import _services, _xdg
+from .. import _session_services
 from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
-    launch_secret_paths,
-    secret_denials,
-    with_secrets_hidden,
 )
 from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts, WebhookCaller
 from ..audit import AuditError, redact_argv
-from ..audit import Event as AuditEvent
 from ..audit._fanout import AuditHub
-from ..audit._kernel import FsDeniedMonitor, Watch
+from ..audit._kernel import FsDeniedMonitor
 from ..audit._writer import Ledger
-from ..errors import NonoError, PolicyError
-from ..policy import ResolvedPolicy
-from ..sandbox import LaunchRequest, LayerReport, adapt_policy
+from ..errors import NonoError
 from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
 from ._contracts import Caller, GetLauncher, Process, SessionPlan
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
-from ._limits import (
-    SessionCgroups,
-    cgroup_limits,
-    end_reason,
-    hide_cgroup_tree,
-    remove_group,
-    watch_oom,
-    with_layers,
-)
-from ._output import SessionOutput
+from ._events import ApprovalNotice, EventFeed, LifecycleEvent
+from ._limits import SessionCgroups, end_reason, remove_group
 from ._records import (
     SessionRecord,
     enforcement_of,
@@ -81,72 +65,15 @@ from ._records import (
 )
 from ._session import Session
 from ._settings import AuditSettings, SessionLimits
+from ._start import ProgramStarter
+from ._supervise import KILL_TIMEOUT, supervise
 
 if TYPE_CHECKING:
     from .._metrics import Metrics
 
 log = structlog.get_logger()
 
-#: How long the PTY pump may keep reading after the program exited (grandchildren may hold it).
-DRAIN_TIMEOUT: Final = 2.0
-#: How long to wait for a process after SIGKILL before giving up on it (and saying so).
-KILL_TIMEOUT: Final = 10.0
-EVENT_BACKLOG: Final = 256
-
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-@dataclass(frozen=True)
-class LifecycleEvent:
-    """A session started or exited: ``record`` is a copy taken at that moment."""
-
-    kind: str
-    record: SessionRecord
-
-
-@dataclass(frozen=True)
-class ApprovalNotice:
-    """An approval was opened (``approval_pending``) or closed (``approval_closed``)."""
-
-    kind: str
-    approval: Pending
-
-
-FeedEvent = LifecycleEvent | ApprovalNotice
-
-
-@final
-class EventFeed:
-    """Lifecycle events for one subscriber; closed (``lagged``) if it falls behind."""
-
-    def __init__(self, caller: Caller, session_id: str | None) -> None:
-        self.caller = caller
-        self.session_id = session_id
-        self._send, self.channel = trio.open_memory_channel[FeedEvent](EVENT_BACKLOG)
-        self.lagged = False
-
-    def _offer(self, event: FeedEvent) -> bool:
-        if isinstance(event, ApprovalNotice):
-            owner, session_id = event.approval.owner_uid, event.approval.session_id
-        else:
-            owner, session_id = event.record.owner_uid, event.record.id
-        if not self.caller.may_see(owner):
-            return True
-        if self.session_id is not None and session_id != self.session_id:
-            return True
-        try:
-            self._send.send_nowait(event)
-        except trio.WouldBlock:
-            self.lagged = True
-            self._send.close()
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
-
-    def close(self) -> None:
-        self.channel.close()
-        self._send.close()
 
 
 @final
@@ -161,7 +88,7 @@ class Registry:
         state_dir: Path,
         limits: Callable[[], SessionLimits],
         system: bool = False,
-        network: Callable[[], _services.NetworkSettings] | None = None,
+        network: Callable[[], _session_services.NetworkSettings] | None = None,
         audit: Callable[[], AuditSettings] | None = None,
         audit_hub: AuditHub | None = None,
         audit_ledger: Ledger | None = None,
@@ -173,17 +100,18 @@ class Registry:
         self._metrics = metrics
         #: Sessions retention must keep besides the live ones (not yet shipped: the exporter).
         self._retain = retain
-        self._daemon_secrets = daemon_secrets or DaemonSecrets(config_file=None,
-                                                               state_dir=str(state_dir))
-        self._secret_log = SecretFileLog(state_dir)
-        self._fs_denied = fs_denied
-        self._fs_watches: dict[str, Watch] = {}
-        self._network = network or _services.NetworkSettings
         self._audit_settings = audit or AuditSettings
+        self._network = network or _session_services.NetworkSettings
+        self._starter = ProgramStarter(
+            get_launcher=get_launcher, limits=limits, system=system,
+            network=self._network, audit=self._audit_settings,
+            daemon_secrets=daemon_secrets or DaemonSecrets(config_file=None,
+                                                           state_dir=str(state_dir)),
+            secret_log=SecretFileLog(state_dir), fs_denied=fs_denied, metrics=metrics,
+        )
         self._audit_hub = audit_hub
         self._audit_ledger = audit_ledger
         self._nursery = nursery
-        self._get_launcher = get_launcher
         self._state_dir = state_dir
         self._sessions_dir = state_dir / "sessions"
         self._limits = limits
@@ -192,7 +120,6 @@ class Registry:
         self._feeds: list[EventFeed] = []
         #: Every session's pending approvals (``nonoctl approvals``).
         self.approvals = ApprovalQueue(notify=self._emit_approval)
-        self._cgroups = SessionCgroups(None, "the daemon has not looked for cgroups yet")
 
     # -- startup
     async def load(self) -> list[str]:
@@ -200,10 +127,11 @@ class Registry:
         await trio.to_thread.run_sync(make_private_dirs, self._state_dir, self._sessions_dir)
         records = await trio.to_thread.run_sync(read_records, self._sessions_dir)
         if self._limits().cgroups:
-            self._cgroups = await trio.to_thread.run_sync(SessionCgroups.open, self._state_dir)
+            self._starter.cgroups = await trio.to_thread.run_sync(SessionCgroups.open,
+                                                                  self._state_dir)
         else:
-            self._cgroups = SessionCgroups(None, "cgroups are turned off ([limits] cgroups = "
-                                           "false in nonod.toml)")
+            self._starter.cgroups = SessionCgroups(None, "cgroups are turned off ([limits] "
+                                                   "cgroups = false in nonod.toml)")
         lost: list[str] = []
         for record in records:
             if record.state != "exited":
@@ -286,6 +214,10 @@ class Registry:
     def audit_hub(self) -> AuditHub | None:
         return self._audit_hub
 
+    def limits(self) -> SessionLimits:
+        """The ``[sessions]`` settings in force now."""
+        return self._limits()
+
     def audit_settings(self) -> AuditSettings:
         return self._audit_settings()
 
@@ -328,24 +260,6 @@ class Registry:
     def _emit_approval(self, pending: Pending, kind: str) -> None:
         notice = ApprovalNotice(kind=kind, approval=pending)
         self._feeds = [f for f in self._feeds if f._offer(notice)]
-
-    def _with_daemon_backends(self, session: Session, policy: ResolvedPolicy
-                              ) -> ResolvedPolicy:
-        """``policy`` with the daemon's approval backends it names; PolicyError (the launch
-        is refused) for a name neither the profile nor ``[approvals.backends]`` has."""
-        approval = policy.network.approval
-        if approval is None:
-            return policy
-        try:
-            approval = approval.with_daemon_backends(self._limits().approval_backends)
-        except KeyError as exc:
-            raise PolicyError(
-                f"unknown approval backend `{exc.args[0]}`",
-                hint="daemon backends are [approvals.backends.NAME] in nonod.toml, named "
-                "`daemon:NAME` in profiles") from None
-        session.policy_approval = approval
-        return msgspec.structs.replace(policy, network=msgspec.structs.replace(
-            policy.network, approval=approval))
 
     def _asker(self, session: Session, proc: Process) -> SessionAsker | None:
         """The session's approval asker, when its profile asks about unlisted hosts."""
@@ -468,125 +382,6 @@ class Registry:
             raise
         return started
 
-    async def _start_program(self, session: Session, plan: SessionPlan) -> Process:
-        limits = self._limits()
-        await trio.to_thread.run_sync(make_private_dirs, session.directory)
-        launcher = await self._get_launcher()
-        to_close: list[int] = []
-        try:
-            if plan.stdio == "passed":
-                if plan.passed_fds is None:
-                    raise NonoError("an attached launch needs three file descriptors")
-                stdio = plan.passed_fds
-            elif plan.stdio == "pty":
-                master, slave = os.openpty()
-                to_close.append(slave)
-                session.open_terminal(master, term=plan.term, output=SessionOutput(
-                    capacity=limits.output_buffer_bytes,
-                    log_path=session.log_path,
-                    log_max=limits.log_max_bytes,
-                ))
-                stdio = (slave, slave, slave)
-            else:
-                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-                to_close.append(null)
-                stdio = (null, null, null)
-            services_policy = self._with_daemon_backends(session, plan.policy)
-            prepared = await _services.prepare(
-                adapt_policy(services_policy, launcher.mode), plan.request,
-                settings=self._network(),
-                environ=dict(os.environ),  # env:// reads the daemon's environment
-                listen_ports=plan.policy.network.listen_ports,
-                user_config_dir=_user_config_dir(plan.request, plan.owner, system=self._system),
-                trust_override=plan.trust_override,
-                caller=plan.owner if self._system else None,
-            )
-            if prepared.request is None:
-                raise NonoError("session services produced no launch request")
-            request = msgspec.structs.replace(prepared.request,
-                                              oom_score_adj=limits.oom_score_adj)
-            if self._fs_denied is not None and self._fs_denied.active:
-                request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
-            policy = hide_cgroup_tree(await trio.to_thread.run_sync(self._hide_secrets, plan))
-            session.services = prepared
-            if session.audit is not None:
-                session.audit.hidden = prepared.hidden
-            # The values it will hold (phantom tokens, env_credentials) never reach a file.
-            session.record.argv = redact_argv(
-                session.record.argv, [value for _, value in request.extra_env])
-            # Durable before the program exists: nothing runs before its record is on disk.
-            if session.audit is not None:
-                await session.audit.open(session.record, prepared)
-            session.record.limits = policy.limits
-            session.cgroup, limit_layers = self._cgroups.create(session.id, policy)
-            if session.cgroup is not None:
-                request = msgspec.structs.replace(
-                    request, cgroup_procs=session.cgroup.procs,
-                    cgroup_pool=self._cgroups.pool(), cgroup_limits=cgroup_limits(policy)[0])
-            proc = await launcher.launch(
-                policy, request, stdio=stdio,
-                controlling_tty=plan.stdio == "pty",
-            )
-            warm_group = getattr(proc, "cgroup", "")
-            if session.cgroup is not None and warm_group:
-                session.cgroup, limit_layers = self._cgroups.adopt(
-                    warm_group, session.cgroup, limit_layers)
-            proc.enforcement = with_layers(proc.enforcement, limit_layers)
-            self._watch_fs_denied(session, proc)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await session.close_terminal()
-                if session.cgroup is not None:
-                    await remove_group(session.cgroup)
-                    session.cgroup = None
-            raise
-        finally:
-            for fd in to_close:
-                os.close(fd)
-        return proc
-
-    def _hide_secrets(self, plan: SessionPlan) -> ResolvedPolicy:
-        """Blocking: ``plan.policy`` with a mask over every file the daemon reads secrets
-        from (see ``_secretfiles``); SecretFileError if one cannot be kept out."""
-        sign_key = self._audit_settings().sign_key
-        own = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
-        denials = secret_denials([*own, *self._daemon_secrets.paths(audit_sign_key=sign_key)])
-        earlier = secret_denials(self._secret_log.paths(), check_links=False)
-        try:
-            self._secret_log.remember(own)
-        except OSError as exc:
-            log.warning("cannot record the session's secret files", error=str(exc))
-        return with_secrets_hidden(plan.policy, denials + earlier)
-
-    def _watch_fs_denied(self, session: Session, proc: Process) -> None:
-        """Route the session's filesystem denials to its audit stream; say in its
-        enforcement report whether they are observed (observation never refuses a launch)."""
-        monitor = self._fs_denied
-        if monitor is None:
-            return
-        ses = proc.audit_session
-        if ses:
-            def sink(event: AuditEvent) -> None:
-                if self._metrics is not None:
-                    self._metrics.fs_denied()
-                try:
-                    session.write_event(event)
-                except AuditError:
-                    log.exception("could not record a filesystem denial")
-
-            self._fs_watches[session.id] = monitor.watch(ses, sink)
-            layer = LayerReport(name="fs_denied", state="applied",
-                                detail=f"{monitor.status}, audit session {ses}")
-        else:
-            why = monitor.status
-            if monitor.active:
-                err = proc.audit_session_error
-                why = ("unavailable: the kernel refused the session's audit tag ("
-                       + os.strerror(err or errno.EINVAL) + ")")
-            layer = LayerReport(name="fs_denied", state="off", reason=why)
-        proc.enforcement = msgspec.structs.replace(
-            proc.enforcement, layers=(*proc.enforcement.layers, layer))
-
     async def _run_session(
         self,
         session: Session,
@@ -598,7 +393,7 @@ class Registry:
             # Fail closed: no audit record, no program (unless auditing is off).
             await self._create_audit(session, plan)
             try:
-                proc = await self._start_program(session, plan)
+                proc = await self._starter.start(session, plan)
             except BaseException:
                 if session.audit is not None:
                     with trio.CancelScope(shield=True):
@@ -632,7 +427,10 @@ class Registry:
                     raise
             task_status.started(session)
             try:
-                await self._supervise(session, proc)
+                await supervise(session, proc, asker=self._asker(session, proc),
+                                on_started=lambda: self._emit("started", session),
+                                shutdown_grace=lambda: self._limits().shutdown_grace,
+                                stop_grace=lambda: self._limits().stop_grace)
             except Exception:
                 # The session root: whatever went wrong here ends this session only.
                 log.exception("session supervision failed; the program was killed")
@@ -640,92 +438,6 @@ class Registry:
             finally:
                 with trio.CancelScope(shield=True):
                     await self._finish(session)
-
-    async def _supervise(self, session: Session, proc: Process) -> None:
-        watch_scope = trio.CancelScope(shield=True)
-
-        async def watch() -> None:
-            # Shielded: waiting for the exit must survive the session's own cancellation,
-            # or the exit status would be lost. Cleanup cancels it only when giving up.
-            with watch_scope:
-                status = await proc.wait_exited()
-                session.record.exit_code = status.code
-                session.record.signal = status.signal
-            exited.set()
-
-        exited = trio.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch)
-            nursery.start_soon(self._enforce_limits, session)
-            if session.audit is not None:
-                await nursery.start(session.audit.run)
-            if session.services is not None:
-                await nursery.start(functools.partial(
-                    _services.serve, session.services, proc, session.audit_event,
-                    asker=self._asker(session, proc)))
-            if session.output is not None:
-                nursery.start_soon(session.output.run_writer)
-                pump_done = trio.Event()
-
-                async def pump(output: SessionOutput) -> None:
-                    try:
-                        await session.pump_terminal(output)
-                    finally:
-                        pump_done.set()
-
-                nursery.start_soon(pump, session.output)
-            self._emit("started", session)
-            try:
-                with session.stop_scope:
-                    await exited.wait()
-            finally:
-                with trio.CancelScope(shield=True):
-                    if not exited.is_set():
-                        await self._terminate(session, proc, exited, watch_scope)
-                    if session.output is not None:
-                        with trio.move_on_after(DRAIN_TIMEOUT):
-                            await pump_done.wait()
-                        session.output.end()
-                nursery.cancel_scope.cancel()
-
-    async def _enforce_limits(self, session: Session) -> None:
-        """End the session at its first OOM kill (cgroup v1 kills one process only) or when
-        its wall-clock limit is up."""
-        oom = trio.Event()
-        async with trio.open_nursery() as nursery:
-            if session.cgroup is not None:
-                nursery.start_soon(watch_oom, session.cgroup, oom)
-            wall_clock = session.record.limits.wall_clock if session.record.limits else None
-            with trio.move_on_after(wall_clock if wall_clock else float("inf")):
-                await oom.wait()
-                session.request_stop(reason="oom", grace=0)
-                return
-            session.request_stop(reason="wall_clock", grace=self._limits().stop_grace)
-
-    async def _terminate(
-        self, session: Session, proc: Process, exited: trio.Event, watch_scope: trio.CancelScope
-    ) -> None:
-        """SIGTERM, the grace period, SIGKILL, a bounded wait: the ``_run_process`` shape."""
-        grace = session.stop_grace
-        if grace is None:  # cancelled from outside: the daemon is shutting down
-            grace = self._limits().shutdown_grace
-            session.end_with("daemon_shutdown")
-        why = session.stop_reason or "stopped"
-        if grace > 0:
-            proc.send_signal(_signal.SIGTERM)
-            self._audit_signal(session, _signal.SIGTERM, why)
-            with trio.move_on_after(grace):
-                await exited.wait()
-        if not exited.is_set():
-            proc.kill()
-            self._audit_signal(session, _signal.SIGKILL,
-                               f"{why}: grace period over" if grace > 0 else why)
-            with trio.move_on_after(KILL_TIMEOUT):
-                await exited.wait()
-        if not exited.is_set():
-            log.error("program did not exit after SIGKILL; no longer waiting for it",
-                      pid=proc.pid)
-            watch_scope.cancel()
 
     async def _finish(self, session: Session) -> None:
         record = session.record
@@ -739,9 +451,7 @@ class Registry:
         await session.close_terminal()
         if session.output is not None:
             session.output.end()
-        watch = self._fs_watches.pop(session.id, None)
-        if watch is not None and self._fs_denied is not None:
-            await self._fs_denied.release(watch)  # bounded: records still queued come first
+        await self._starter.release(session)
         await self._close_audit(session)
         record.state = "exited"
         await self._save(session)
@@ -757,12 +467,6 @@ class Registry:
         log.info("session ended", name=record.name, exit_code=record.exit_code,
                  signal=record.signal, reason=record.reason)
         self._emit("exited", session)
-
-    def _audit_signal(self, session: Session, sig: int, reason: str) -> None:
-        try:
-            session.audit_signal(sig, reason=reason)
-        except AuditError:
-            log.exception("could not record a signal in the audit stream", signal=sig)
 
     async def apply_retention(self) -> list[str]:
         """Remove sealed sessions beyond ``[audit] keep_days``/``keep_sessions`` (never a live
@@ -842,15 +546,5 @@ class Registry:
         for session in live:
             await session.wait_exited()
         for feed in self._feeds:
-            feed._send.close()
-        await trio.to_thread.run_sync(self._cgroups.close)
-
-
-def _user_config_dir(request: LaunchRequest, owner: Caller, *, system: bool) -> Path | None:
-    """The caller's nono config dir (its user-level trust policy lives there), or None.
-
-    From its uid (``nonod._xdg``): a system daemon's caller's password-database home, a user
-    daemon's own user; an absolute ``XDG_CONFIG_HOME`` in the request is honoured, a relative
-    or empty one means ``$HOME/.config`` (XDG spec)."""
-    uid = owner.uid if system else os.geteuid()
-    return _xdg.nono_config_dir(uid, dict(request.env), env_home=not system)
+            feed.end()
+        await trio.to_thread.run_sync(self._starter.cgroups.close)

@@ -21,7 +21,7 @@ import structlog
 import trio
 
 from .. import protocol as p
-from .._services import InboundEvent, Prepared
+from .._session_services import InboundEvent, SessionServices
 from ..audit import AuditError, AuditWriteError, ViewGuarded
 from ..audit import CredentialInjected as AuditCredentialInjected
 from ..audit import Event as AuditEvent
@@ -68,8 +68,8 @@ class Session:
         self._stop_grace: float | None = None
         self._pty: trio.lowlevel.FdStream | None = None
         self._pty_fd = -1
-        #: Proxy, credentials and inbound forwards around the program (see ``_services``).
-        self.services: Prepared | None = None
+        #: Proxy, credentials and inbound forwards around the program (``_session_services``).
+        self.services: SessionServices | None = None
         #: The session's audit record (None when auditing is off).
         self.audit: SessionAudit | None = None
         #: What its profile says about unlisted hosts (None: they are refused).

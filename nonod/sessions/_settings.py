@@ -1,24 +1,21 @@
-"""The settings the sessions read at each use (``[sessions]`` and ``[audit]`` of nonod.toml;
-they reload on SIGHUP)."""
+"""The settings the sessions read at each use (they reload on SIGHUP; the registry is given a
+getter): the ``[audit]`` section of nonod.toml itself, and the ``[sessions]`` section with
+the ``[approvals]`` and ``[limits]`` values the sessions need, all declared once in
+``nonod._config``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from .._config import AuditSection as AuditSettings
+from .._config import SessionsSection
 from ..policy import ApprovalBackend
 
+__all__ = ["AuditSettings", "SessionLimits"]
 
-@dataclass(frozen=True)
-class SessionLimits:
-    """The ``[sessions]`` settings the registry reads at each use (they reload on SIGHUP)."""
 
-    max_live: int = 1024
-    stop_grace: float = 10.0
-    shutdown_grace: float = 5.0
-    allow_root: bool = False
-    output_buffer_bytes: int = 256 * 1024
-    log_max_bytes: int = 64 * 1024 * 1024
-    oom_score_adj: int = 800
+class SessionLimits(SessionsSection, frozen=True, kw_only=True):
+    """``[sessions]``, plus what the sessions read of ``[approvals]`` and ``[limits]`` (one
+    conversion, made by the daemon: ``daemon:``-prefixed backend names)."""
+
     #: ``[approvals] timeout``: how long a held request waits for an answer (profiles may
     #: say less or more with ``network.approval_defaults.timeout_secs``).
     approval_timeout: float = 60.0
@@ -26,15 +23,3 @@ class SessionLimits:
     approval_backends: tuple[ApprovalBackend, ...] = ()
     #: ``[limits] cgroups``: a cgroup per session (read once, when the daemon starts).
     cgroups: bool = True
-
-
-@dataclass(frozen=True)
-class AuditSettings:
-    """The ``[audit]`` settings the registry reads at each use (they reload on SIGHUP)."""
-
-    enabled: bool = True
-    fsync_interval: float = 1.0
-    sign_key: str | None = None
-    keep_days: float | None = None
-    keep_sessions: int | None = None
-    subscriber_buffer: int = 256

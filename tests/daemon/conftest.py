@@ -30,7 +30,7 @@ import trio
 from nonoctl.client import Connection
 from nonod._config import Config, LoadedConfig, parse_config
 from nonod._daemon import DaemonOptions, run_daemon
-from nonod._policies import ProfilePolicies
+from nonod._profile_source import ProfilePolicies
 from nonod.control import ControlServer
 from nonod.sandbox import open_launcher
 

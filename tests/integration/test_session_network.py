@@ -14,7 +14,7 @@ import pytest
 import trio
 import trustme
 
-from nonod import _services
+from nonod import _session_services
 from nonod.policy import Access, CustomCredential, Grant, NetworkPolicy, ResolvedPolicy
 from nonod.sandbox import LaunchRequest, open_launcher
 
@@ -159,10 +159,10 @@ async def test_session_reaches_only_its_hosts_and_never_sees_the_real_key(
                 inject_header="Authorization", credential_format="Bearer {}")),)),
         network_isolation=isolation,
     )
-    settings = _services.NetworkSettings(resolve={"api.github.com": f"127.0.0.1:{port}"},
+    settings = _session_services.NetworkSettings(resolve={"api.github.com": f"127.0.0.1:{port}"},
                                          extra_ca_file=str(ca_file))
     events: list[object] = []
-    prepared = await _services.prepare(
+    prepared = await _session_services.prepare(
         policy, LaunchRequest(argv=(PY, "-S", "inside.py", str(work / "ca.pem"), str(port)),
                               cwd=str(work)),
         settings=settings, environ={"GITHUB_TOKEN": REAL_TOKEN})
@@ -172,7 +172,7 @@ async def test_session_reaches_only_its_hosts_and_never_sees_the_real_key(
         async with open_launcher() as launcher, trio.open_nursery() as nursery:
             proc = await launcher.launch(policy, prepared.request,
                                          stdio=(0, sink.fileno(), 2))
-            await nursery.start(_services.serve, prepared, proc, events.append)
+            await nursery.start(_session_services.serve, prepared, proc, events.append)
             network = next(x for x in proc.enforcement.layers if x.name == "network")
             assert network.state == ("partial" if isolation == "landlock" else "applied")
             with trio.fail_after(60):
@@ -230,15 +230,15 @@ async def test_listen_port_reaches_the_server_inside(world_tmp: Path) -> None:
                               listen_ports=(port,)),
     )
     events: list[object] = []
-    prepared = await _services.prepare(
+    prepared = await _session_services.prepare(
         policy, LaunchRequest(argv=(PY, "-S", "hook.py", str(port)), cwd=str(world_tmp)),
-        settings=_services.NetworkSettings(), environ={}, listen_ports=(port,))
+        settings=_session_services.NetworkSettings(), environ={}, listen_ports=(port,))
     assert prepared.request is not None
     out_r, out_w = os.pipe()
     async with open_launcher() as launcher, trio.open_nursery() as nursery:
         proc = await launcher.launch(policy, prepared.request, stdio=(0, out_w, 2))
         os.close(out_w)
-        await nursery.start(_services.serve, prepared, proc, events.append)
+        await nursery.start(_session_services.serve, prepared, proc, events.append)
         ready = trio.lowlevel.FdStream(out_r)
         with trio.fail_after(20):
             assert b"listening" in await ready.receive_some(100)
@@ -250,7 +250,7 @@ async def test_listen_port_reaches_the_server_inside(world_tmp: Path) -> None:
             await stream.aclose()
             assert (await proc.wait_exited()).code == 0
             # The forward's event comes when its connection is over on both sides.
-            while not any(isinstance(e, _services.InboundEvent) and e.port == port
+            while not any(isinstance(e, _session_services.InboundEvent) and e.port == port
                           for e in events):
                 await trio.sleep(0.01)
         await ready.aclose()

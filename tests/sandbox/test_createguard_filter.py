@@ -4,11 +4,12 @@ calls go to the session's init, on both architectures."""
 from __future__ import annotations
 
 import pytest
-from test_seccomp_filter import evaluate  # tests/unit is on sys.path (no package)
 
 from nonod.sandbox._createguard import SECCOMP_RET_USER_NOTIF, SYSCALLS, build_notify_filter
 from nonod.sandbox._seccomp import SECCOMP_RET_ALLOW, SECCOMP_RET_KILL_PROCESS
 from nonod.sandbox._syscalls import AARCH64, AUDIT_ARCH_I386, X86_64, Arch
+
+from .test_seccomp_filter import evaluate
 
 NOTIFY, ALLOW, KILL = SECCOMP_RET_USER_NOTIF, SECCOMP_RET_ALLOW, SECCOMP_RET_KILL_PROCESS
 O_CREAT, O_WRONLY = 0o100, 0o1

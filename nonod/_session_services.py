@@ -23,6 +23,7 @@ import structlog
 import trio
 
 from . import _callerfs
+from ._config import NetworkSection
 from .audit._mask import hidden_strings
 from .policy import DAEMON_BACKEND_PREFIX, ResolvedPolicy
 from .sandbox import LaunchRequest
@@ -37,19 +38,11 @@ PROXY_PORT_RANGE = (20000, 60000)
 SCAN_TIMEOUT = 60.0
 
 
-class NetworkSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``[network]`` in nonod.toml.
-
-    ``resolve`` pins host names to ``address:port`` (curl's ``--resolve``): tests point
-    ``api.github.com`` at a local fake this way, and pinned addresses skip the private-range
-    refusal because the operator chose them. ``extra_ca_file`` is trusted for upstream TLS
-    besides the system roots. ``listen_address`` is where ``--listen-port`` listens on the host.
-    """
-
-    resolve: dict[str, str] = msgspec.field(default_factory=dict)
-    allow_private: bool = False
-    extra_ca_file: str | None = None
-    listen_address: str = "127.0.0.1"
+#: ``[network]`` in nonod.toml, declared once in ``nonod._config``: ``resolve`` pins host names
+#: to ``address:port`` (curl's ``--resolve``; pinned addresses skip the private-range refusal
+#: because the operator chose them), ``extra_ca_file`` is trusted for upstream TLS besides the
+#: system roots, ``listen_address`` is where ``--listen-port`` listens on the host.
+NetworkSettings = NetworkSection
 
 
 class Served(Protocol):
@@ -82,7 +75,7 @@ class TrustOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @final
-class Prepared:
+class SessionServices:
     """The session's services, ready to serve once the program runs."""
 
     def __init__(self) -> None:
@@ -125,7 +118,7 @@ def _daemon_anchors(declared: Any) -> list[Any]:
 
 async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
                                     caller: Caller | None,
-                                    prepared: Prepared) -> tuple[tuple[str, bytes], ...]:
+                                    prepared: SessionServices) -> tuple[tuple[str, bytes], ...]:
     """Verify the workdir's included files; raise TrustError to refuse the launch.
 
     The policies and the instruction files are read as ``caller`` (``nonod._callerfs``: the
@@ -176,7 +169,7 @@ async def prepare(
     user_config_dir: Path | None = None,
     trust_override: bool = False,
     caller: Caller | None = None,
-) -> Prepared:
+) -> SessionServices:
     """Everything decided before the launch. Raises to refuse it; nothing is left running.
 
     ``user_config_dir`` is where the caller's user-level trust policy lives (None: it could
@@ -185,7 +178,7 @@ async def prepare(
     """
     from . import credentials, proxy
 
-    prepared = Prepared()
+    prepared = SessionServices()
     prepared._listen_ports = tuple(listen_ports)
     prepared._listen_address = settings.listen_address
     extra: list[tuple[str, str]] = list(request.extra_env)
@@ -253,7 +246,7 @@ async def prepare(
 
 
 async def serve(
-    prepared: Prepared,
+    prepared: SessionServices,
     proc: Served,
     events: Callable[[object], None],
     *,

@@ -2,7 +2,7 @@
 
 Nothing here runs on a Mac: the goldens pin what we render, and the structural tests check
 properties that must hold whatever the goldens say (deny default, denials after the allows they
-narrow, no way out but the proxy, escaping). ``NONO_UPDATE_GOLDEN=1 pytest tests/unit/
+narrow, no way out but the proxy, escaping). ``NONO_UPDATE_GOLDEN=1 pytest tests/sandbox/
 test_seatbelt.py`` rewrites the goldens; review the diff before keeping it.
 """
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nonod import protocol as p
-from nonod._policies import ProfilePolicies
+from nonod._profile_source import ProfilePolicies
 from nonod.policy import ResolvedPolicy
 from nonod.sessions import Caller
 

@@ -1,0 +1,85 @@
+"""The secret and trust handlers (``nonoctl secret``, ``nonoctl trust``): the system daemon's
+keys are root's alone; the work is the injected ``SecretStore``/``TrustService``'s, so this
+module imports neither ``credentials`` nor ``trust``. What was done is logged, never a value.
+"""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+import structlog
+
+from .. import protocol as p
+from .. import sessions
+from ._contracts import SecretStore, TrustService
+from ._errors import Forbidden
+
+log = structlog.get_logger()
+
+
+def _require_root_on_system(caller: sessions.Caller, system: bool, what: str, hint: str) -> None:
+    """The system daemon's own keys and secrets are root's alone."""
+    if system and not caller.is_root:
+        raise Forbidden(f"only root may {what}", hint=hint)
+
+
+async def handle_secret(
+    secrets: SecretStore,
+    request: p.SecretSet | p.SecretList | p.SecretDelete | p.SecretTest,
+    caller: sessions.Caller,
+    *,
+    system: bool,
+) -> p.AnyReply:
+    """The daemon's keychain (``SecretStore``). No value is ever logged or sent back;
+    errors are ``credential.*``."""
+    _require_root_on_system(
+        caller, system, "manage the system daemon's secrets",
+        "store your own secrets in your user daemon (`nonoctl secret ...` without --system)",
+    )
+    match request:
+        case p.SecretSet(name=name):
+            stored = await secrets.store(name, request.value)
+            log.info("secret stored", name=name, uid=caller.uid)
+            return stored
+        case p.SecretDelete(name=name):
+            deleted = await secrets.delete(name)
+            log.info("secret deleted", name=name, uid=caller.uid)
+            return deleted
+        case p.SecretTest(name=name):
+            return await secrets.test(name)
+        case p.SecretList():
+            return await secrets.list()
+        case _:
+            assert_never(request)
+
+async def handle_trust(
+    keys: TrustService,
+    request: p.TrustKeygen | p.TrustExportKey | p.TrustSign | p.TrustInit,
+    caller: sessions.Caller,
+    *,
+    system: bool,
+) -> p.AnyReply:
+    """Trust keys and signing (``nonoctl trust``, through ``TrustService``). Keys never
+    leave the daemon: the client sends file contents and writes the bundles and policies
+    it gets back; errors are ``trust.*``."""
+    _require_root_on_system(
+        caller, system, "use the system daemon's trust keys",
+        "use your own keys in your user daemon (`nonoctl trust ...` without --system)",
+    )
+    match request:
+        case p.TrustKeygen(key=name, force=force):
+            made = await keys.keygen(name, force=force)
+            log.info("trust key generated", key=name, fingerprint=made.fingerprint,
+                     uid=caller.uid)
+            return made
+        case p.TrustExportKey(key=name, pem=pem):
+            return await keys.export_key(name, pem=pem)
+        case p.TrustSign(key=name):
+            signed = await keys.sign(request)
+            log.info("trust file signed", name=request.name, key=name,
+                     policy=request.policy, uid=caller.uid)
+            return signed
+        case p.TrustInit(key=name, includes=includes):
+            return await keys.init_policy(name, includes)
+        case _:
+            assert_never(request)

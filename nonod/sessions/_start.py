@@ -1,0 +1,240 @@
+"""Starting one session's program: everything between its audit record and ``started()``.
+
+:class:`ProgramStarter` sets up the program's stdio, prepares its services (trust, route
+secrets, proxy; ``nonod._session_services``), masks every file the daemon reads secrets from
+(``nonod._secretfiles``), launches it through the engine and routes its filesystem denials
+to its audit stream. The registry owns the session; this owns nothing past ``start``, but the
+fs_denied watch it releases at the end.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, final
+
+import msgspec
+import structlog
+import trio
+
+from .. import _session_services, _xdg
+from .._secretfiles import (
+    DaemonSecrets,
+    SecretFileLog,
+    launch_secret_paths,
+    secret_denials,
+    with_secrets_hidden,
+)
+from ..audit import AuditError, redact_argv
+from ..audit import Event as AuditEvent
+from ..audit._kernel import FsDeniedMonitor, Watch
+from ..errors import NonoError, PolicyError
+from ..policy import ResolvedPolicy
+from ..sandbox import LaunchRequest, LayerReport, adapt_policy
+from ._contracts import Caller, GetLauncher, Process, SessionPlan
+from ._limits import (
+    SessionCgroups,
+    cgroup_limits,
+    hide_cgroup_tree,
+    remove_group,
+    with_layers,
+)
+from ._output import SessionOutput
+from ._records import make_private_dirs
+from ._session import Session
+from ._settings import AuditSettings, SessionLimits
+
+if TYPE_CHECKING:
+    from .._metrics import Metrics
+
+log = structlog.get_logger()
+
+
+@final
+class ProgramStarter:
+    """What the registry needs to start programs, held once (settings read at each use)."""
+
+    def __init__(
+        self,
+        *,
+        get_launcher: GetLauncher,
+        limits: Callable[[], SessionLimits],
+        system: bool,
+        network: Callable[[], _session_services.NetworkSettings],
+        audit: Callable[[], AuditSettings],
+        daemon_secrets: DaemonSecrets,
+        secret_log: SecretFileLog,
+        fs_denied: FsDeniedMonitor | None,
+        metrics: Metrics | None,
+    ) -> None:
+        self._get_launcher = get_launcher
+        self._limits = limits
+        self._system = system
+        self._network = network
+        self._audit_settings = audit
+        self._daemon_secrets = daemon_secrets
+        self._secret_log = secret_log
+        self._fs_denied = fs_denied
+        self._fs_watches: dict[str, Watch] = {}
+        #: The sessions' cgroups (set by ``Registry.load``, closed by ``Registry.shutdown``).
+        self.cgroups = SessionCgroups(None, "the daemon has not looked for cgroups yet")
+        self._metrics = metrics
+
+    async def start(self, session: Session, plan: SessionPlan) -> Process:
+        """The session's program, running: its stdio (a PTY, passed descriptors or
+        /dev/null), its services, its policy with the secret masks, its fs_denied watch.
+        Raises to refuse the launch; nothing is left open then."""
+        limits = self._limits()
+        await trio.to_thread.run_sync(make_private_dirs, session.directory)
+        launcher = await self._get_launcher()
+        to_close: list[int] = []
+        try:
+            if plan.stdio == "passed":
+                if plan.passed_fds is None:
+                    raise NonoError("an attached launch needs three file descriptors")
+                stdio = plan.passed_fds
+            elif plan.stdio == "pty":
+                master, slave = os.openpty()
+                to_close.append(slave)
+                session.open_terminal(master, term=plan.term, output=SessionOutput(
+                    capacity=limits.output_buffer_bytes,
+                    log_path=session.log_path,
+                    log_max=limits.log_max_bytes,
+                ))
+                stdio = (slave, slave, slave)
+            else:
+                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                to_close.append(null)
+                stdio = (null, null, null)
+            services_policy = self._with_daemon_backends(session, plan.policy)
+            prepared = await _session_services.prepare(
+                adapt_policy(services_policy, launcher.mode), plan.request,
+                settings=self._network(),
+                environ=dict(os.environ),  # env:// reads the daemon's environment
+                listen_ports=plan.policy.network.listen_ports,
+                user_config_dir=user_config_dir(plan.request, plan.owner, system=self._system),
+                trust_override=plan.trust_override,
+                caller=plan.owner if self._system else None,
+            )
+            if prepared.request is None:
+                raise NonoError("session services produced no launch request")
+            request = msgspec.structs.replace(prepared.request,
+                                              oom_score_adj=limits.oom_score_adj)
+            if self._fs_denied is not None and self._fs_denied.active:
+                request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
+            policy = hide_cgroup_tree(await trio.to_thread.run_sync(self._hide_secrets, plan))
+            session.services = prepared
+            if session.audit is not None:
+                session.audit.hidden = prepared.hidden
+            # The values it will hold (phantom tokens, env_credentials) never reach a file.
+            session.record.argv = redact_argv(
+                session.record.argv, [value for _, value in request.extra_env])
+            # Durable before the program exists: nothing runs before its record is on disk.
+            if session.audit is not None:
+                await session.audit.open(session.record, prepared)
+            session.record.limits = policy.limits
+            session.cgroup, limit_layers = self.cgroups.create(session.id, policy)
+            if session.cgroup is not None:
+                request = msgspec.structs.replace(
+                    request, cgroup_procs=session.cgroup.procs,
+                    cgroup_pool=self.cgroups.pool(), cgroup_limits=cgroup_limits(policy)[0])
+            proc = await launcher.launch(
+                policy, request, stdio=stdio,
+                controlling_tty=plan.stdio == "pty",
+            )
+            warm_group = getattr(proc, "cgroup", "")
+            if session.cgroup is not None and warm_group:
+                session.cgroup, limit_layers = self.cgroups.adopt(
+                    warm_group, session.cgroup, limit_layers)
+            proc.enforcement = with_layers(proc.enforcement, limit_layers)
+            self._watch_fs_denied(session, proc)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await session.close_terminal()
+                if session.cgroup is not None:
+                    await remove_group(session.cgroup)
+                    session.cgroup = None
+            raise
+        finally:
+            for fd in to_close:
+                os.close(fd)
+        return proc
+
+    def _hide_secrets(self, plan: SessionPlan) -> ResolvedPolicy:
+        """Blocking: ``plan.policy`` with a mask over every file the daemon reads secrets
+        from (see ``_secretfiles``); SecretFileError if one cannot be kept out."""
+        sign_key = self._audit_settings().sign_key
+        own = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
+        denials = secret_denials([*own, *self._daemon_secrets.paths(audit_sign_key=sign_key)])
+        earlier = secret_denials(self._secret_log.paths(), check_links=False)
+        try:
+            self._secret_log.remember(own)
+        except OSError as exc:
+            log.warning("cannot record the session's secret files", error=str(exc))
+        return with_secrets_hidden(plan.policy, denials + earlier)
+
+    def _watch_fs_denied(self, session: Session, proc: Process) -> None:
+        """Route the session's filesystem denials to its audit stream; say in its
+        enforcement report whether they are observed (observation never refuses a launch)."""
+        monitor = self._fs_denied
+        if monitor is None:
+            return
+        ses = proc.audit_session
+        if ses:
+            def sink(event: AuditEvent) -> None:
+                if self._metrics is not None:
+                    self._metrics.fs_denied()
+                try:
+                    session.write_event(event)
+                except AuditError:
+                    log.exception("could not record a filesystem denial")
+
+            self._fs_watches[session.id] = monitor.watch(ses, sink)
+            layer = LayerReport(name="fs_denied", state="applied",
+                                detail=f"{monitor.status}, audit session {ses}")
+        else:
+            why = monitor.status
+            if monitor.active:
+                err = proc.audit_session_error
+                why = ("unavailable: the kernel refused the session's audit tag ("
+                       + os.strerror(err or errno.EINVAL) + ")")
+            layer = LayerReport(name="fs_denied", state="off", reason=why)
+        proc.enforcement = msgspec.structs.replace(
+            proc.enforcement, layers=(*proc.enforcement.layers, layer))
+
+    def _with_daemon_backends(self, session: Session, policy: ResolvedPolicy
+                              ) -> ResolvedPolicy:
+        """``policy`` with the daemon's approval backends it names; PolicyError (the launch
+        is refused) for a name neither the profile nor ``[approvals.backends]`` has."""
+        approval = policy.network.approval
+        if approval is None:
+            return policy
+        try:
+            approval = approval.with_daemon_backends(self._limits().approval_backends)
+        except KeyError as exc:
+            raise PolicyError(
+                f"unknown approval backend `{exc.args[0]}`",
+                hint="daemon backends are [approvals.backends.NAME] in nonod.toml, named "
+                "`daemon:NAME` in profiles") from None
+        session.policy_approval = approval
+        return msgspec.structs.replace(policy, network=msgspec.structs.replace(
+            policy.network, approval=approval))
+
+    async def release(self, session: Session) -> None:
+        """The session ended: stop routing its filesystem denials (bounded: records still
+        queued are written first)."""
+        watch = self._fs_watches.pop(session.id, None)
+        if watch is not None and self._fs_denied is not None:
+            await self._fs_denied.release(watch)
+
+
+def user_config_dir(request: LaunchRequest, owner: Caller, *, system: bool) -> Path | None:
+    """The caller's nono config dir (its user-level trust policy lives there), or None.
+
+    From its uid (``nonod._xdg``): a system daemon's caller's password-database home, a user
+    daemon's own user; an absolute ``XDG_CONFIG_HOME`` in the request is honoured, a relative
+    or empty one means ``$HOME/.config`` (XDG spec)."""
+    uid = owner.uid if system else os.geteuid()
+    return _xdg.nono_config_dir(uid, dict(request.env), env_home=not system)

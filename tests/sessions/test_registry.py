@@ -1,0 +1,255 @@
+"""The registry on its own: a fake launcher (a ``Process`` written here, no kernel) drives
+launch, stop (grace, kill), name clashes, the live limit, lost sessions and lifecycle events.
+
+The fake program is a trio event: it "exits" when the test (or a signal it honours) says so,
+so every test waits on what happened, never on time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trio
+
+from nonod.policy import ResolvedPolicy
+from nonod.sandbox import EnforcementReport, ExitStatus, GuardReport, LaunchRequest, LayerReport
+from nonod.sessions import (
+    AuditSettings,
+    Caller,
+    LifecycleEvent,
+    NameTaken,
+    Process,
+    Registry,
+    SessionLimit,
+    SessionLimits,
+    SessionPlan,
+    SessionRecord,
+)
+from nonod.sessions._records import make_private_dirs, record_encoder, write_record
+
+ME = Caller(uid=1000, gid=1000, pid=4242)
+OTHER = Caller(uid=1001, gid=1001, pid=4243)
+
+
+@dataclass(eq=False)
+class FakeProgram:
+    """A launched program that exits when told to (``finish``) or on a signal it honours."""
+
+    pid: int
+    honours_sigterm: bool = True
+    enforcement: EnforcementReport = field(default_factory=lambda: EnforcementReport(
+        layers=(LayerReport(name="landlock", state="applied"),), landlock_abi=7))
+    proxy_listener: socket.socket | None = None
+    audit_session: int = 0
+    audit_session_error: int = 0
+    on_guard: Callable[[GuardReport], None] | None = None
+    signals: list[int] = field(default_factory=list)
+    _status: ExitStatus | None = None
+    _exited: trio.Event = field(default_factory=trio.Event)
+
+    def finish(self, status: ExitStatus) -> None:
+        if self._status is None:
+            self._status = status
+            self._exited.set()
+
+    async def wait_exited(self) -> ExitStatus:
+        await self._exited.wait()
+        assert self._status is not None
+        return self._status
+
+    def send_signal(self, sig: int) -> None:
+        self.signals.append(sig)
+        if sig == signal.SIGTERM and self.honours_sigterm:
+            self.finish(ExitStatus(signal=signal.SIGTERM))
+
+    def kill(self) -> None:
+        self.signals.append(signal.SIGKILL)
+        self.finish(ExitStatus(signal=signal.SIGKILL))
+
+    async def connect_inside(self, port: int) -> trio.SocketStream:
+        raise OSError("the fake program listens nowhere")
+
+
+@dataclass
+class FakeLauncher:
+    """Launches ``FakeProgram``s; ``honours_sigterm`` applies to the next ones."""
+
+    honours_sigterm: bool = True
+    launched: list[FakeProgram] = field(default_factory=list)
+    mode: str = "namespaces"
+
+    async def launch(
+        self,
+        policy: ResolvedPolicy,
+        request: LaunchRequest,
+        *,
+        stdio: tuple[int, int, int] = (0, 1, 2),
+        controlling_tty: bool = False,
+    ) -> Process:
+        program = FakeProgram(pid=10_000 + len(self.launched),
+                              honours_sigterm=self.honours_sigterm)
+        self.launched.append(program)
+        return program
+
+
+@dataclass
+class Harness:
+    registry: Registry
+    launcher: FakeLauncher
+    state_dir: Path
+    workdir: Path
+    limits: SessionLimits
+
+    def plan(self, *, name: str | None = None, owner: Caller = ME) -> SessionPlan:
+        return SessionPlan(
+            policy=ResolvedPolicy(name="fake", grants=(), denials=()),
+            request=LaunchRequest(argv=("/bin/fake", "--flag"), cwd=str(self.workdir),
+                                  env=(("XDG_CONFIG_HOME", str(self.workdir / "config")),)),
+            owner=owner, profile=None, name=name, detach=True, stdio="null",
+        )
+
+
+async def open_registry(nursery: trio.Nursery, base: Path, *,
+                        limits: SessionLimits | None = None) -> Harness:
+    launcher = FakeLauncher()
+    workdir = base / "work"
+    workdir.mkdir(exist_ok=True)
+    settings = limits or SessionLimits(shutdown_grace=0.0)
+
+    async def get_launcher() -> FakeLauncher:
+        return launcher
+
+    registry = Registry(nursery=nursery, get_launcher=get_launcher, state_dir=base / "state",
+                        limits=lambda: settings, audit=lambda: AuditSettings(enabled=False))
+    await registry.load()
+    return Harness(registry, launcher, base / "state", workdir, settings)
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Harness]:
+    opened = await open_registry(nursery, tmp_path)
+    yield opened
+    with trio.fail_after(10):
+        await opened.registry.shutdown()  # as the daemon does: every live session ends first
+
+
+def stored(harness: Harness, session_id: str) -> dict[str, object]:
+    path = harness.state_dir / "sessions" / session_id / "session.json"
+    data: dict[str, object] = json.loads(path.read_text())
+    return data
+
+
+async def test_launch_records_the_running_program_and_its_exit(harness: Harness) -> None:
+    session = await harness.registry.launch(harness.plan(name="job"))
+
+    program = harness.launcher.launched[0]
+    assert session.live and session.name == "job"
+    record = stored(harness, session.id)  # on disk before launch() returned
+    assert (record["state"], record["pid"], record["argv"]) == (
+        "running", program.pid, ["/bin/fake", "--flag"])
+
+    program.finish(ExitStatus(code=3))
+    await session.wait_exited()
+
+    assert not session.live
+    record = stored(harness, session.id)
+    assert (record["state"], record["exit_code"], record["reason"]) == ("exited", 3, "exited")
+
+
+@pytest.mark.parametrize(("honours_sigterm", "grace", "sent"), [
+    (True, 30.0, [signal.SIGTERM]),  # ends within its grace
+    (False, 0.01, [signal.SIGTERM, signal.SIGKILL]),  # outlives its grace: killed
+    (True, 0.0, [signal.SIGKILL]),  # a forced stop kills at once
+], ids=["grace", "kill-after-grace", "forced"])
+async def test_stop_sends_sigterm_then_sigkill_after_the_grace(
+    harness: Harness, honours_sigterm: bool, grace: float, sent: list[int]
+) -> None:
+    harness.launcher.honours_sigterm = honours_sigterm
+    session = await harness.registry.launch(harness.plan())
+    program = harness.launcher.launched[0]
+
+    with trio.fail_after(5):
+        session.request_stop(reason="stopped", grace=grace)
+        await session.wait_exited()
+
+    assert program.signals == sent
+    assert (session.record.signal, session.record.reason) == (sent[-1], "stopped")
+
+
+async def test_a_live_name_is_taken_for_its_owner_only(harness: Harness) -> None:
+    reg = harness.registry
+    first = await reg.launch(harness.plan(name="job"))
+
+    with pytest.raises(NameTaken):
+        await reg.launch(harness.plan(name="job"))
+    assert len(harness.launcher.launched) == 1  # refused before anything was started
+
+    theirs = await reg.launch(harness.plan(name="job", owner=OTHER))
+    assert theirs.name == "job"
+
+    harness.launcher.launched[0].finish(ExitStatus(code=0))
+    await first.wait_exited()
+    again = await reg.launch(harness.plan(name="job"))  # an ended session frees its name
+    assert again.id != first.id
+
+
+async def test_the_live_limit_refuses_a_launch_and_records_nothing(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    harness = await open_registry(nursery, tmp_path,
+                                  limits=SessionLimits(max_live=1, shutdown_grace=0.0))
+    await harness.registry.launch(harness.plan())
+
+    with pytest.raises(SessionLimit):
+        await harness.registry.launch(harness.plan())
+
+    assert len(harness.launcher.launched) == 1
+    assert len(list((harness.state_dir / "sessions").iterdir())) == 1
+    assert harness.registry.statistics() == (1, 1)
+    await harness.registry.shutdown()
+
+
+async def test_sessions_running_at_a_crash_are_loaded_as_lost(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # What a daemon killed with a live session leaves: a record that still says "running".
+    directory = tmp_path / "state" / "sessions" / "0badc0de"
+    make_private_dirs(tmp_path / "state", tmp_path / "state" / "sessions", directory)
+    crashed = SessionRecord(id="0badc0de", name="job", owner_uid=ME.uid, owner_gid=ME.gid,
+                            uid=ME.uid, gid=ME.gid, state="running", pid=77,
+                            started_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    write_record(directory, record_encoder.encode(crashed))
+
+    harness = await open_registry(nursery, tmp_path)
+
+    lost = harness.registry.find("0badc0de", ME)
+    assert (lost.record.state, lost.record.reason, lost.record.signal) == (
+        "exited", "daemon_lost", signal.SIGKILL)
+    assert not lost.live
+    assert stored(harness, "0badc0de")["reason"] == "daemon_lost"
+    assert harness.registry.statistics() == (0, 1)
+
+
+async def test_events_tell_each_subscriber_what_it_may_see(harness: Harness) -> None:
+    reg = harness.registry
+    mine = reg.subscribe_events(ME, None)
+    theirs = reg.subscribe_events(OTHER, None)
+
+    session = await reg.launch(harness.plan())
+    harness.launcher.launched[0].finish(ExitStatus(code=0))
+    await session.wait_exited()
+
+    seen: list[LifecycleEvent] = [await mine.channel.receive(), await mine.channel.receive()]
+    assert [(e.kind, e.record.id, e.record.state) for e in seen] == [
+        ("started", session.id, "running"), ("exited", session.id, "exited")]
+    with pytest.raises(trio.WouldBlock):
+        theirs.channel.receive_nowait()
+    mine.close()
+    theirs.close()
