@@ -44,6 +44,7 @@ from ..policy import (
     ResolvedPolicy,
 )
 from . import _expand
+from ._check import check_profile, reserved_env_name
 from ._expand import ResolveContext
 from ._fslook import FsLook
 from ._groups import GroupCatalog, NetworkCatalog, builtin_groups, builtin_network, valid_host
@@ -59,9 +60,7 @@ from ._schema import (
     PathEntry,
     Profile,
     When,
-    check_profile,
     endpoint_allow_list,
-    reserved_env_name,
 )
 
 
