@@ -1,5 +1,9 @@
 """Reading strace's output: lines in, what the traced programs touched out.
 
+(Over 600 lines on purpose: the parser's :class:`Call` and its argument helpers are the
+recorder's whole vocabulary and nothing else uses them; the two layers are one reading of one
+strace format, tested together on captured traces.)
+
 Two layers, both pure (no I/O, no clock), so they can be fed captured lines in tests:
 
 - :class:`StraceParser` turns text lines into :class:`Call` records. It joins

@@ -1,5 +1,9 @@
 """Profile -> ResolvedPolicy: groups expanded, variables substituted, paths made canonical.
 
+(Over 600 lines on purpose: :class:`_Resolver` is one pipeline whose steps, below, share the
+same notes, filesystem look and accumulated grants; cut into modules, the order they run in,
+which is the point, could no longer be read in one place.)
+
 Resolution, in order:
 
 1. fold legacy spellings into their canonical keys (one ``deprecated_key`` note each);

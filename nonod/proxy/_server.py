@@ -1,5 +1,9 @@
 """The per-session proxy server: one listener, one task per connection, h11 for HTTP.
 
+(Over 600 lines on purpose: :class:`ProxyServer` is one forward-proxy request's path, every
+check in the order it runs, so that the order can be read in one place; the reverse proxy,
+which is a job of its own, is :mod:`._reverse`.)
+
 Shape (after trio's ``serve_listeners``): :func:`serve_proxy` accepts connections and starts one
 handler task for each, which owns its stream and closes it in ``finally``. Accept errors that
 mean the system is short of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) are logged and retried
