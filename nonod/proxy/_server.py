@@ -29,8 +29,6 @@ Every phase has its own time limit (:class:`ProxyLimits`); request heads are siz
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 from collections.abc import Callable
 from typing import Final, Literal, NoReturn, final
 
@@ -40,6 +38,7 @@ import structlog
 import trio
 from structlog.contextvars import bound_contextvars
 
+from .._accept import accept_retrying
 from ._ask import ApprovalAsk, Asker, Verdict
 from ._decide import Decision, ProxyRequest, Reason, decide
 from ._events import NetworkEvent, ProxyEvent
@@ -61,10 +60,6 @@ from ._reverse import ReverseHandler, RouteTable
 
 log = structlog.get_logger()
 
-# accept(2) errors that mean "out of resources, try again later" (as trio.serve_listeners).
-_ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM,
-                                            errno.ENOBUFS})
-_ACCEPT_BACKOFF: Final = 0.1
 _READ_SIZE: Final = 1 << 16
 
 
@@ -168,15 +163,7 @@ class ProxyServer:
     async def _serve(self, listener: trio.abc.Listener[trio.abc.Stream],
                      nursery: trio.Nursery) -> NoReturn:
         while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                    raise
-                log.error("proxy.accept_backoff", errno=errno.errorcode.get(exc.errno or 0),
-                          error=os.strerror(exc.errno or 0), retry_in=_ACCEPT_BACKOFF)
-                await trio.sleep(_ACCEPT_BACKOFF)
-                continue
+            stream = await accept_retrying(listener.accept, event="proxy.accept_backoff")
             self._accepted += 1
             self._next_conn += 1
             with bound_contextvars(proxy_conn=self._next_conn):
