@@ -39,6 +39,7 @@ import trio
 from structlog.contextvars import bound_contextvars
 
 from .._accept import accept_retrying
+from ._allowlist import ProxyPolicy
 from ._ask import ApprovalAsk, Asker, Verdict
 from ._decide import Decision, ProxyRequest, Reason, decide
 from ._events import NetworkEvent, ProxyEvent
@@ -53,7 +54,6 @@ from ._http import (
     proxy_authorized,
     upstream_request_headers,
 )
-from ._policy import ProxyPolicy
 from ._relay import relay
 from ._resolve import ResolveError, Resolver, connect_exactly
 from ._reverse import ReverseHandler, RouteTable
