@@ -185,6 +185,16 @@ class Layer(_Info, frozen=True, kw_only=True):
 
 
 class Enforcement(_Info, frozen=True, kw_only=True):
+    """What each enforcement layer did, as a ``SessionInfo`` carries it to the client.
+
+    Its own shape, not the sandbox's ``EnforcementReport``: the wire vocabulary must not
+    import the engine (nonoctl decodes it without the daemon), it tolerates fields a newer
+    daemon adds, and it carries the ``summary`` line precomputed. The audit file's
+    ``enforcement`` record (``nonod.audit.Enforcement``) is a third shape, for the same
+    reason: its fields are fixed by the hash-chained audit format, not by this protocol.
+    ``nonod.sessions`` converts the report to this (``enforcement_of``).
+    """
+
     fully_enforced: bool
     summary: str
     landlock_abi: int = 0

@@ -170,7 +170,13 @@ class Layer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class Enforcement(_Event, frozen=True, kw_only=True, tag="enforcement"):
-    """What each enforcement layer did at launch (the sandbox's ``EnforcementReport``)."""
+    """What each enforcement layer did at launch (the sandbox's ``EnforcementReport``).
+
+    Its own shape, built by :meth:`from_report`: this is a record of the chained audit format,
+    whose fields change only with the format (``missing`` and ``pid`` are the audit's own),
+    while the report is the engine's in-memory result and ``nonod.protocol.Enforcement`` is
+    what a client is sent.
+    """
 
     fully_enforced: bool
     layers: tuple[Layer, ...]

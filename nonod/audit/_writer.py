@@ -1,5 +1,9 @@
 """Writing audit files: one :class:`AuditWriter` per session, one :class:`Ledger` per daemon.
 
+(Just over 600 lines, and one module on purpose: the session file, its seal and the ledger
+line the seal appends are one write protocol sharing the same private-file primitives; after a
+crash, :func:`append_daemon_lost` closes a file with the writer's own rules.)
+
 Layout under the daemon's state directory::
 
     <state>/ledger.ndjson                      0600  one line per sealed session, chained

@@ -35,9 +35,7 @@ and nothing else.
 
 from __future__ import annotations
 
-import errno
 import itertools
-import os
 import socket
 from collections.abc import Callable
 from typing import Final, final
@@ -49,6 +47,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_st
 
 from .. import protocol as p
 from .. import sessions
+from .._accept import accept_retrying
 from .._limits import LimitSettings
 from ..errors import NonoError
 from ._contracts import DaemonInfo, PolicySource, SecretStore, ServerSettings, TrustService
@@ -60,8 +59,6 @@ from ._transport import UnixConnection
 
 log = structlog.get_logger()
 
-_ACCEPT_RETRY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-_ACCEPT_PAUSE: Final = 0.1
 _POLICY_VIOLATION: Final = 1008
 
 _conn_ids = itertools.count(1)
@@ -125,14 +122,7 @@ class ControlServer:
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
-                try:
-                    conn, _ = await sock.accept()
-                except OSError as exc:
-                    if exc.errno in _ACCEPT_RETRY_ERRNOS:
-                        log.error("accept failed; retrying", error=os.strerror(exc.errno or 0))
-                        await trio.sleep(_ACCEPT_PAUSE)
-                        continue
-                    raise
+                conn, _ = await accept_retrying(sock.accept, event="accept failed; retrying")
                 settings = self.settings()
                 uid = peer_uid(conn)
                 refusal = self._counter.admit(uid, total_cap=settings.max_connections,

@@ -16,8 +16,6 @@ recording would be the proxy's own ``events`` callback, and this module would sh
 
 from __future__ import annotations
 
-import errno
-import os
 from typing import Final, NoReturn, final
 
 import h11
@@ -25,6 +23,7 @@ import msgspec
 import structlog
 import trio
 
+from .._accept import accept_retrying
 from ..proxy import (
     Decision,
     NetworkEvent,
@@ -41,9 +40,6 @@ from ..sandbox import Sandboxed
 
 log = structlog.get_logger()
 
-_ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM,
-                                            errno.ENOBUFS})
-_ACCEPT_BACKOFF: Final = 0.1
 _READ_SIZE: Final = 1 << 16
 _NOTHING: Final = ProxyPolicy()  # allows no name at all
 
@@ -272,14 +268,7 @@ async def serve_recording_proxy(
     async with listener, trio.open_nursery() as nursery:
         task_status.started()
         while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                    raise
-                log.error("learn.proxy_accept_backoff", error=os.strerror(exc.errno or 0))
-                await trio.sleep(_ACCEPT_BACKOFF)
-                continue
+            stream = await accept_retrying(listener.accept, event="learn.proxy_accept_backoff")
             nursery.start_soon(_serve_one, stream, recorder, resolver, proxy_token, limits)
 
 
@@ -322,13 +311,7 @@ async def forward_listen_port(
 async def _forward_from(listener: trio.SocketListener, proc: Sandboxed, port: int) -> None:
     async with listener, trio.open_nursery() as nursery:
         while True:
-            try:
-                client = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                    raise
-                await trio.sleep(_ACCEPT_BACKOFF)
-                continue
+            client = await accept_retrying(listener.accept, event="learn.forward_accept_backoff")
             nursery.start_soon(_forward_one, client, proc, port)
 
 

@@ -25,7 +25,8 @@ from ..sandbox import ExitStatus, Launcher, LaunchRequest, Sandboxed, open_launc
 from ._fold import Coverage, fold
 from ._network import NetworkRecorder, forward_listen_port, serve_recording_proxy
 from ._propose import LearnProgress, LearnResult, listening_ports
-from ._trace import Observations, StraceParser, TraceRecorder, Use, strace_argv
+from ._strace import StraceParser, strace_argv
+from ._trace import Observations, TraceRecorder, Use
 
 #: Where strace is looked for (Debian's package installs /usr/bin/strace).
 STRACE_PATHS: Final = ("/usr/bin/strace", "/bin/strace", "/usr/local/bin/strace")

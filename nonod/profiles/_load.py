@@ -29,12 +29,8 @@ import nonod
 from .._callerfs import CallerFileError, FileMissing, FileTooLarge, read_path
 from .._xdg import config_home
 from ..errors import ExtendsError, ProfileError, ProfileNotFound, UnknownKey
-from ._groups import builtin_groups, builtin_network
-from ._schema import (
+from ._check import (
     PROFILE_NAME,
-    NetworkConfig,
-    Profile,
-    WorkdirConfig,
     allowed_values,
     check_meta,
     check_profile,
@@ -43,6 +39,8 @@ from ._schema import (
     pack_hint,
     raw_is_empty,
 )
+from ._groups import builtin_groups, builtin_network
+from ._schema import NetworkConfig, Profile, WorkdirConfig
 
 MAX_EXTENDS_DEPTH: Final = 10
 MAX_PROFILE_BYTES: Final = 1 << 20

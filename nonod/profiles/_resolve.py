@@ -1,5 +1,9 @@
 """Profile -> ResolvedPolicy: groups expanded, variables substituted, paths made canonical.
 
+(Over 600 lines on purpose: :class:`_Resolver` is one pipeline whose steps, below, share the
+same notes, filesystem look and accumulated grants; cut into modules, the order they run in,
+which is the point, could no longer be read in one place.)
+
 Resolution, in order:
 
 1. fold legacy spellings into their canonical keys (one ``deprecated_key`` note each);
@@ -44,6 +48,7 @@ from ..policy import (
     ResolvedPolicy,
 )
 from . import _expand
+from ._check import check_profile, reserved_env_name
 from ._expand import ResolveContext
 from ._fslook import FsLook
 from ._groups import GroupCatalog, NetworkCatalog, builtin_groups, builtin_network, valid_host
@@ -59,9 +64,7 @@ from ._schema import (
     PathEntry,
     Profile,
     When,
-    check_profile,
     endpoint_allow_list,
-    reserved_env_name,
 )
 
 

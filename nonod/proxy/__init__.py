@@ -19,6 +19,9 @@ Credential routes (the reverse proxy, ``docs/credentials.md``)::
 Design, limits and reason codes are described in ``docs/network.md``.
 """
 
+from ._allowlist import DEFAULT_PORTS as DEFAULT_PORTS
+from ._allowlist import ProxyPolicy as ProxyPolicy
+from ._allowlist import proxy_policy as proxy_policy
 from ._ask import ApprovalAsk as ApprovalAsk
 from ._ask import Asker as Asker
 from ._ask import Verdict as Verdict
@@ -31,9 +34,6 @@ from ._events import NetworkEvent as NetworkEvent
 from ._events import ProxyEvent as ProxyEvent
 from ._events import log_network_event as log_network_event
 from ._http import child_environment as child_environment
-from ._policy import DEFAULT_PORTS as DEFAULT_PORTS
-from ._policy import ProxyPolicy as ProxyPolicy
-from ._policy import proxy_policy as proxy_policy
 from ._resolve import PinError as PinError
 from ._resolve import Resolved as Resolved
 from ._resolve import ResolveError as ResolveError

@@ -22,7 +22,7 @@ from ._addresses import (
     parse_ip_literal,
     special_range,
 )
-from ._policy import ProxyPolicy
+from ._allowlist import ProxyPolicy
 
 Mode = Literal["connect", "http"]
 

@@ -1,5 +1,9 @@
 """The reverse proxy of credential routes: ``http://127.0.0.1:<port>/<route>/<path>``.
 
+(Over 600 lines on purpose: :class:`ReverseHandler` is one request's seven steps, below, in
+the order they run, each one's refusal next to it; the pieces that stand alone (rules,
+scrubbing, injection, WebSocket relay) are modules of their own.)
+
 One session's :class:`RouteTable` (its routes, their secrets, its phantom token, a TLS context
 per route) is handed to ``serve_proxy(..., routes=table)``. Origin-form requests on that
 session's listener then come here instead of being refused. Each request, in order:

@@ -1,5 +1,9 @@
 """The per-session proxy server: one listener, one task per connection, h11 for HTTP.
 
+(Over 600 lines on purpose: :class:`ProxyServer` is one forward-proxy request's path, every
+check in the order it runs, so that the order can be read in one place; the reverse proxy,
+which is a job of its own, is :mod:`._reverse`.)
+
 Shape (after trio's ``serve_listeners``): :func:`serve_proxy` accepts connections and starts one
 handler task for each, which owns its stream and closes it in ``finally``. Accept errors that
 mean the system is short of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) are logged and retried
@@ -25,8 +29,6 @@ Every phase has its own time limit (:class:`ProxyLimits`); request heads are siz
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 from collections.abc import Callable
 from typing import Final, Literal, NoReturn, final
 
@@ -36,6 +38,8 @@ import structlog
 import trio
 from structlog.contextvars import bound_contextvars
 
+from .._accept import accept_retrying
+from ._allowlist import ProxyPolicy
 from ._ask import ApprovalAsk, Asker, Verdict
 from ._decide import Decision, ProxyRequest, Reason, decide
 from ._events import NetworkEvent, ProxyEvent
@@ -50,17 +54,12 @@ from ._http import (
     proxy_authorized,
     upstream_request_headers,
 )
-from ._policy import ProxyPolicy
 from ._relay import relay
 from ._resolve import ResolveError, Resolver, connect_exactly
 from ._reverse import ReverseHandler, RouteTable
 
 log = structlog.get_logger()
 
-# accept(2) errors that mean "out of resources, try again later" (as trio.serve_listeners).
-_ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM,
-                                            errno.ENOBUFS})
-_ACCEPT_BACKOFF: Final = 0.1
 _READ_SIZE: Final = 1 << 16
 
 
@@ -164,15 +163,7 @@ class ProxyServer:
     async def _serve(self, listener: trio.abc.Listener[trio.abc.Stream],
                      nursery: trio.Nursery) -> NoReturn:
         while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                    raise
-                log.error("proxy.accept_backoff", errno=errno.errorcode.get(exc.errno or 0),
-                          error=os.strerror(exc.errno or 0), retry_in=_ACCEPT_BACKOFF)
-                await trio.sleep(_ACCEPT_BACKOFF)
-                continue
+            stream = await accept_retrying(listener.accept, event="proxy.accept_backoff")
             self._accepted += 1
             self._next_conn += 1
             with bound_contextvars(proxy_conn=self._next_conn):

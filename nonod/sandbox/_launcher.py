@@ -1,5 +1,8 @@
 """The launcher: the only code that runs between fork and execve.
 
+(Over 600 lines on purpose: one straight-line program, read step by step below; moving some
+steps to other modules would hide which code runs before the program is confined.)
+
 It runs in a child of the fork server, single-threaded, on a ``LaunchPlan`` computed before
 the fork, and imports only the standard modules the design allows plus our ctypes wrappers.
 The steps, in order (``STEPS`` names them in error records):

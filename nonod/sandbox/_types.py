@@ -22,6 +22,11 @@ class EnforcementReport(msgspec.Struct, frozen=True, kw_only=True):
     A layer's state is ``applied``, ``partial`` (something missing, ``reason`` says what),
     ``unavailable`` (could not be applied) or ``off`` (the policy does not ask for it, such as
     an unrestricted network).
+
+    The engine's own result, in memory only. The daemon turns it into the audit record
+    (``nonod.audit.Enforcement``, fixed by the audit format) and the wire value
+    (``nonod.protocol.Enforcement``, sent to clients); neither is imported here, since the
+    sandbox library imports neither the daemon nor its formats.
     """
 
     layers: tuple[LayerReport, ...]

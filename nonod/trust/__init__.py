@@ -53,7 +53,7 @@ from ._policy import POLICY_FILE_NAME as POLICY_FILE_NAME
 from ._policy import BlockedDigest as BlockedDigest
 from ._policy import BlockedPublisher as BlockedPublisher
 from ._policy import Blocklist as Blocklist
-from ._policy import Enforcement as Enforcement
+from ._policy import EnforcementMode as EnforcementMode
 from ._policy import Publisher as Publisher
 from ._policy import TrustPolicy as TrustPolicy
 from ._policy import init_policy as init_policy

@@ -54,7 +54,9 @@ MAX_FILES: Final = 1_000
 MAX_PUBLISHERS: Final = 1_000
 MAX_BLOCKLIST: Final = 10_000
 
-Enforcement = Literal["deny", "warn", "audit"]
+#: How a trust failure is handled (the policy's ``enforcement`` key); named for what it is so it
+#: is not confused with the sandbox's enforcement reports (``sandbox.EnforcementReport``).
+EnforcementMode = Literal["deny", "warn", "audit"]
 _STRICTNESS: Final[Mapping[str, int]] = MappingProxyType({"audit": 0, "warn": 1, "deny": 2})
 
 Sha256Hex = Annotated[str, Meta(pattern="^[0-9a-fA-F]{64}$")]
@@ -291,7 +293,7 @@ class _PolicyFile(
     includes: tuple[str, ...]
     publishers: tuple[Publisher, ...]
     blocklist: Blocklist
-    enforcement: Enforcement
+    enforcement: EnforcementMode
     files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -327,7 +329,7 @@ class TrustPolicy:
     includes: tuple[str, ...]
     publishers: tuple[Publisher, ...]
     blocklist: Blocklist
-    enforcement: Enforcement
+    enforcement: EnforcementMode
     files: tuple[str, ...] = ()
     source: str = POLICY_FILE_NAME
     sha256: str | None = None
@@ -412,7 +414,7 @@ def init_policy(
     key: SigningKey | PublicKey | None = None,
     key_id: str | None = None,
     publisher_name: str | None = None,
-    enforcement: Enforcement = "deny",
+    enforcement: EnforcementMode = "deny",
 ) -> bytes:
     """A new ``trust-policy.json`` as nono's ``trust init`` writes it.
 

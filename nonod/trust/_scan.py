@@ -24,7 +24,7 @@ from typing import Final, Literal, final
 from .._callerfs import CallerFileError, FileTooLarge, read_optional, read_path
 from ._bundle import MAX_BUNDLE_BYTES, shown_name
 from ._errors import BadBundle, TrustError, TrustPolicyError
-from ._policy import Enforcement, Glob, TrustPolicy
+from ._policy import EnforcementMode, Glob, TrustPolicy
 from ._verify import VerifiedFile, verify_file
 
 SKIP_DIRS: Final = frozenset({".git", ".venv", "node_modules", "__pycache__", ".tox", "target"})
@@ -88,7 +88,7 @@ class TrustReport:
     """
 
     root: str
-    enforcement: Enforcement
+    enforcement: EnforcementMode
     authoritative: bool
     entries: tuple[FileOutcome, ...]
     warnings: tuple[str, ...] = ()

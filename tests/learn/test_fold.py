@@ -9,7 +9,8 @@ import pytest
 
 from nonod.learn import FOLD_MIN_ENTRIES
 from nonod.learn._fold import Coverage, Folded, fold
-from nonod.learn._trace import Call, Observations, Use
+from nonod.learn._strace import Call
+from nonod.learn._trace import Observations, Use
 from nonod.policy import Access
 from nonod.profiles import ResolveContext
 

@@ -7,16 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nonod.learn._trace import (
-    Call,
-    StraceParser,
-    TraceRecorder,
-    Use,
-    read_observations,
-    split_call,
-    strace_argv,
-    unescape,
-)
+from nonod.learn._strace import Call, StraceParser, split_call, strace_argv, unescape
+from nonod.learn._trace import TraceRecorder, Use, read_observations
 
 
 def observe(text: str, cwd: str = "/work") -> dict[str, tuple[Use, Use]]:

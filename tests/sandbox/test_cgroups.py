@@ -22,7 +22,7 @@ from nonod.cgroups._v1 import V1Backend, blkio_weight_for, shares_for
 from nonod.cgroups._v2 import V2Backend
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create cgroups")
-pytestmark = ROOT_ONLY
+pytestmark = [ROOT_ONLY, pytest.mark.root]
 
 
 def _tag() -> str:

@@ -23,6 +23,9 @@ from nonod.sandbox._plan import build_plan
 from ..conftest import SandboxUser
 from .test_sandbox import probe
 
+#: Every test here launches a session in new namespaces.
+pytestmark = pytest.mark.userns
+
 WORK_NAMES = (".envrc", ".vscode", ".github", ".gitmodules", ".pre-commit-config.yaml",
               ".ENVRC")
 HOME_NAMES = (".bashrc", ".ssh", ".profile")

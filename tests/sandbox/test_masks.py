@@ -23,6 +23,9 @@ from ..conftest import Result, SandboxUser
 from .test_sandbox import policy, probe
 from .test_viewguard import WAIT, _meanwhile
 
+#: Every test here launches a session in new namespaces.
+pytestmark = pytest.mark.userns
+
 SEED = Path(__file__).parents[2] / "profiles" / "gitbot.json"
 
 

@@ -15,6 +15,9 @@ from nonod.sandbox._plan import build_plan
 
 from ..conftest import SandboxUser
 
+#: Every test here launches a session in new namespaces.
+pytestmark = pytest.mark.userns
+
 PY = "/usr/bin/python3"
 
 

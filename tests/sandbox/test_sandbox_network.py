@@ -6,10 +6,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy
 from nonod.sandbox import LaunchRequest, open_launcher
+
+#: Every test here launches a session in new namespaces.
+pytestmark = pytest.mark.userns
 
 PORT = 28080
 

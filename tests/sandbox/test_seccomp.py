@@ -602,6 +602,7 @@ def answers_unfiltered() -> dict[str, int]:
     return _answers(proc.stdout)
 
 
+@pytest.mark.userns
 @pytest.mark.parametrize("user", _SESSION_USERS)
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row.label)
 def test_table_row_refused_in_a_real_session(
@@ -610,6 +611,7 @@ def test_table_row_refused_in_a_real_session(
     assert got == row.expected, f"{row.label}: {errno.errorcode.get(got or 0, got)}"
 
 
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="unprivileged, the kernel answers EPERM itself")
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row.label)
 def test_table_probe_gets_another_answer_unfiltered(
@@ -652,6 +654,7 @@ os.waitpid(pid, 0)
 """
 
 
+@pytest.mark.userns
 def test_terminal_job_control_works_and_line_discipline_is_refused(
         sandbox_user: SandboxUser) -> None:
     result = sandbox_user.run(_minimal_policy(), [PY, "-S", "-c", _TTY_PROBE], cwd="/")
@@ -666,6 +669,7 @@ _PROGRAMS = (
 )
 
 
+@pytest.mark.userns
 @pytest.mark.skipif(not all(os.path.exists(p) for p in ("/usr/bin/git", "/usr/bin/curl",
                                                         "/usr/bin/node")),
                     reason="git, curl and node are not all installed")

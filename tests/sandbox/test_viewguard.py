@@ -25,6 +25,9 @@ from ..conftest import Result, SandboxUser
 from .test_sandbox import home as home  # the fixture
 from .test_sandbox import policy, probe
 
+#: Every test here launches a session in new namespaces.
+pytestmark = pytest.mark.userns
+
 WAIT = (
     "import time\n"
     "open('ready', 'w').close()\n"
