@@ -342,7 +342,7 @@ async def _serve(
         request_shutdown=shutdown.set,
         group_gid=gid,
         secrets=KeychainSecrets(),
-        trust=KeyStoreTrust(),
+        trust=KeyStoreTrust(registry.secret_log),
         launcher_state=lambda: host.state,
     )
     async with trio.open_nursery() as nursery:

@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, final
 
+import structlog
 import trio
 
 from . import protocol as p
+from ._secretfiles import SecretFileLog, SecretPath
 
 if TYPE_CHECKING:
     from . import trust
@@ -64,7 +66,26 @@ def _key_reply(public: trust.PublicKey, key_id: str, pem: bool) -> p.TrustKey:
 
 @final
 class KeyStoreTrust:
-    """Trust keys in their key stores (``trust.keystore_for``): keygen, export, sign, init."""
+    """Trust keys in their key stores (``trust.keystore_for``): keygen, export, sign, init.
+
+    A ``file://`` key the daemon generates or signs with is a secret file: it goes into
+    ``secret_log`` so that every later session has it masked (``_secretfiles``)."""
+
+    def __init__(self, secret_log: SecretFileLog | None = None) -> None:
+        self._secret_log = secret_log
+
+    async def _remember(self, key_ref: str) -> None:
+        if self._secret_log is None or not key_ref.startswith("file:///"):
+            return
+        path = key_ref.removeprefix("file://")
+        log = self._secret_log
+        try:
+            await trio.to_thread.run_sync(log.remember, [
+                SecretPath(path, "a trust signing key"),
+                SecretPath(path + ".pub", "a trust signing key")])
+        except OSError as exc:
+            structlog.get_logger().warning("cannot record a trust key file as a secret",
+                                           error=exc.strerror or str(exc))
 
     async def keygen(self, name: str, *, force: bool) -> p.TrustKey:
         from . import trust
@@ -74,7 +95,9 @@ class KeyStoreTrust:
             trust.keystore_for(name).store(key, force=force)
             return key.public_key
 
-        return _key_reply(await trio.to_thread.run_sync(keygen), name, False)
+        public = await trio.to_thread.run_sync(keygen)
+        await self._remember(name)
+        return _key_reply(public, name, False)
 
     async def export_key(self, name: str, *, pem: bool) -> p.TrustKey:
         from . import trust
@@ -94,6 +117,7 @@ class KeyStoreTrust:
             return trust.sign_file(request.data, request.name, key), key
 
         bundle, key = await trio.to_thread.run_sync(sign)
+        await self._remember(request.key)
         return p.TrustSigned(name=request.name, bundle=bundle, key_id=key.key_id,
                              fingerprint=key.fingerprint)
 

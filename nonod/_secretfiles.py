@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +153,8 @@ class SecretFileLog:
         self._path = state_dir / LOG_FILE
         self._known: dict[str, str] = {}
         self._loaded = False
+        # Launches and the trust service call in from worker threads.
+        self._lock = threading.Lock()
 
     def _load(self) -> None:
         if self._loaded:
@@ -170,11 +173,16 @@ class SecretFileLog:
 
     def paths(self) -> list[SecretPath]:
         """Blocking."""
-        self._load()
-        return [SecretPath(path, why) for path, why in self._known.items()]
+        with self._lock:
+            self._load()
+            return [SecretPath(path, why) for path, why in self._known.items()]
 
     def remember(self, paths: Iterable[SecretPath]) -> None:
         """Blocking. Add ``paths``; rewrite the log (0600, atomically) if anything is new."""
+        with self._lock:
+            self._remember(paths)
+
+    def _remember(self, paths: Iterable[SecretPath]) -> None:
         self._load()
         new = {s.path: s.why for s in paths if s.path not in self._known}
         if not new or len(self._known) >= _MAX_LOGGED:

@@ -94,6 +94,7 @@ class Registry:
         audit_ledger: Ledger | None = None,
         fs_denied: FsDeniedMonitor | None = None,
         daemon_secrets: DaemonSecrets | None = None,
+        secret_log: SecretFileLog | None = None,
         metrics: Metrics | None = None,
         retain: Callable[[], Collection[str]] | None = None,
     ) -> None:
@@ -102,12 +103,15 @@ class Registry:
         self._retain = retain
         self._audit_settings = audit or AuditSettings
         self._network = network or _session_services.NetworkSettings
+        #: Every file a secret came from (masked in every session); the trust service adds
+        #: the file keys it uses.
+        self.secret_log = secret_log or SecretFileLog(state_dir)
         self._starter = ProgramStarter(
             get_launcher=get_launcher, limits=limits, system=system,
             network=self._network, audit=self._audit_settings,
             daemon_secrets=daemon_secrets or DaemonSecrets(config_file=None,
                                                            state_dir=str(state_dir)),
-            secret_log=SecretFileLog(state_dir), fs_denied=fs_denied, metrics=metrics,
+            secret_log=self.secret_log, fs_denied=fs_denied, metrics=metrics,
         )
         self._audit_hub = audit_hub
         self._audit_ledger = audit_ledger

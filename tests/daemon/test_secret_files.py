@@ -90,3 +90,17 @@ def test_a_hard_linked_key_refuses_the_launch(daemon_thread: DaemonThread,
     assert "READ" not in done.stdout
     assert "hard links" in done.stderr and str(key) in done.stderr, done.stderr
     assert "REAL-SECRET" not in done.stdout + done.stderr
+
+
+def test_a_file_trust_key_the_daemon_made_is_masked_in_later_sessions(
+        daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    run, _ = _world(daemon_thread, short_tmp)
+    key = short_tmp / "keys" / "signing"
+    made = run("trust", "keygen", "--keyref", f"file://{key}")
+    assert made.returncode == 0, made.stderr
+    assert key.exists()
+    plain = _profile(short_tmp / "plain.json", None, read=[str(short_tmp)])
+    done = run("launch", "--profile", str(plain), "--allow-cwd", "--",
+               "/usr/bin/python3", "-S", "reader.py", str(key), f"{key}.pub")
+    assert done.returncode == 0, done.stderr
+    assert _reads(done.stdout) == {str(key): "refused", f"{key}.pub": "refused"}, done.stdout
