@@ -156,7 +156,7 @@ def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--env-credential-map", action="append", default=[], metavar="REF=VAR",
                      help="put credential REF into environment variable VAR")
     res = parser.add_argument_group("resource limits (the session's own cgroup)")
-    res.add_argument("--memory", type=_size, metavar="SIZE",
+    res.add_argument("--memory", type=_memory, metavar="SIZE",
                      help="memory limit, such as 512M (no swap on top); past it the session "
                      "is killed (reason oom)")
     res.add_argument("--max-processes", type=int, metavar="N",
@@ -197,11 +197,11 @@ def _options(args: argparse.Namespace) -> p.LaunchOptions:
     )
 
 
-def _size(text: str) -> int:
-    from nonod._units import parse_size
+def _memory(text: str) -> int:
+    from nonod._units import parse_memory
 
     try:
-        return parse_size(text)
+        return parse_memory(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -189,11 +189,11 @@ class LimitsSection(_Section, frozen=True, kw_only=True):
     max_wall_clock: Duration | None = None
 
     def __post_init__(self) -> None:
-        from ._units import parse_duration, parse_size
+        from ._units import parse_duration, parse_memory
 
         for key in ("memory", "max_memory"):
             if getattr(self, key) is not None:
-                parse_size(getattr(self, key))
+                parse_memory(getattr(self, key))
         for key in ("wall_clock", "max_wall_clock"):
             if getattr(self, key) is not None:
                 parse_duration(getattr(self, key))

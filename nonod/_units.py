@@ -11,6 +11,18 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+#: The smallest memory limit a session may have (the protocol and ``[limits]`` say the same).
+MIN_MEMORY = 1 << 20
+
+
+def parse_memory(value: str | int) -> int:
+    """A memory limit: a size of at least ``MIN_MEMORY``; ValueError otherwise."""
+    size = parse_size(value)
+    if size < MIN_MEMORY:
+        raise ValueError(f"`{value}` is below the smallest memory limit, 1M")
+    return size
+
+
 def parse_size(value: str | int) -> int:
     """Bytes from ``512M``, ``1.5G``, ``64k`` or a plain number; ValueError otherwise."""
     if isinstance(value, int):

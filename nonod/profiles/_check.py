@@ -485,9 +485,9 @@ class _Checker:
         self.path_entries("$.nonod.writable_persistence", cfg.writable_persistence)
         if cfg.binary is not None:
             self.path_value("$.nonod.binary", cfg.binary)
-        from .._units import parse_duration, parse_size
+        from .._units import parse_duration, parse_memory
 
-        for key, parse in (("memory", parse_size), ("wall_clock", parse_duration)):
+        for key, parse in (("memory", parse_memory), ("wall_clock", parse_duration)):
             value = getattr(cfg.limits, key)
             if value is None:
                 continue

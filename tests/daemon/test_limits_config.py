@@ -115,3 +115,21 @@ def test_profile_limits_parse_and_their_errors_name_the_key() -> None:
         parse_profile(b'{"nonod": {"limits": {"swap": "1G"}}}', "p.json")
     with pytest.raises(ProfileError, match="cpu_weight"):
         parse_profile(b'{"nonod": {"limits": {"cpu_weight": 0}}}', "p.json")
+
+
+def test_a_memory_limit_below_one_mebibyte_is_refused_where_it_is_written() -> None:
+    import subprocess
+    import sys
+
+    from nonod._config import ConfigError, parse_config
+    from nonod.errors import ProfileError
+    from nonod.profiles import parse_profile
+
+    with pytest.raises(ProfileError, match=r"below the smallest memory limit"):
+        parse_profile(b'{"nonod": {"limits": {"memory": "1K"}}}', "p.json")
+    with pytest.raises(ConfigError, match=r"below the smallest memory limit"):
+        parse_config('[limits]\nmemory = "1K"\n', source="nonod.toml")
+    flag = subprocess.run([sys.executable, "-m", "nonoctl", "launch", "--memory", "1K", "--",
+                           "/bin/true"], capture_output=True, text=True, check=False)
+    assert flag.returncode == 2
+    assert "below the smallest memory limit" in flag.stderr
