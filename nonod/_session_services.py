@@ -25,6 +25,7 @@ import trio
 from . import _callerfs
 from ._config import NetworkSection
 from .audit._mask import hidden_strings
+from .errors import PolicyError
 from .policy import DAEMON_BACKEND_PREFIX, ResolvedPolicy
 from .sandbox import LaunchRequest
 
@@ -225,6 +226,19 @@ async def prepare(
             "proxy_token": token.reveal(),
             "routes": table,
         }
+        hosts = credentials.intercepted_hosts(routes) if net.tls_intercept else []
+        if net.tls_intercept is not None and hosts:
+            if policy.network_isolation == "landlock":
+                raise PolicyError("network.tls_intercept needs the session's own view (its "
+                                  "trust bundle holds the session's CA); Landlock network "
+                                  "isolation has none", hint="use namespace isolation")
+            ca = await trio.to_thread.run_sync(functools.partial(
+                credentials.SessionCA, hosts, ca_validity=net.tls_intercept.ca_validity,
+                leaf_validity=net.tls_intercept.leaf_validity))
+            pin, bundle_env = await trio.to_thread.run_sync(credentials.session_trust, ca)
+            pins += (pin,)
+            extra += bundle_env
+            prepared._proxy_args["intercept"] = ca
     if net.approval is not None:  # a missing webhook key refuses the launch, as a route's
         for backend in net.approval.backends:
             if backend.type == "webhook" and backend.key:

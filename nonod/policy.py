@@ -149,6 +149,14 @@ class ApprovalPolicy(msgspec.Struct, frozen=True, kw_only=True):
         return msgspec.structs.replace(self, backends=(*self.backends, *used))
 
 
+class TlsIntercept(msgspec.Struct, frozen=True, kw_only=True):
+    """``network.tls_intercept``: the session's https credential routes are intercepted on
+    CONNECT (``docs/network.md``, "TLS interception"). Validities are seconds."""
+
+    ca_validity: int = 24 * 3600
+    leaf_validity: int = 3600
+
+
 class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """The network part of a policy.
 
@@ -160,6 +168,8 @@ class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True):
     no host. ``upstream_proxy`` (host:port) is where the proxy sends allowed traffic on, except
     for hosts in ``upstream_bypass``. ``approval`` set: a host that is not allowed is asked
     about (``docs/approvals.md``) instead of refused; None (the default): refused.
+    ``tls_intercept`` set: a CONNECT to the upstream of an https credential route is
+    intercepted (its requests get the route's credential and rules); None: blind tunnels.
     """
 
     restricted: bool = False
@@ -174,6 +184,7 @@ class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True):
     upstream_proxy: str | None = None
     upstream_bypass: tuple[str, ...] = ()
     approval: ApprovalPolicy | None = None
+    tls_intercept: TlsIntercept | None = None
 
 
 #: A fork bomb in one session must not starve the host or the other sessions.

@@ -40,7 +40,7 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 Millis = Annotated[float, msgspec.Meta(ge=0)]
 
-NetworkMode = Literal["connect", "reverse", "websocket", "inbound", "http"]
+NetworkMode = Literal["connect", "reverse", "websocket", "inbound", "http", "intercept"]
 Decision = Literal["allow", "deny"]
 #: How the phantom token check went on a credential route; ``none`` when the request needed none.
 AuthOutcome = Literal["ok", "missing", "invalid", "none"]

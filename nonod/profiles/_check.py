@@ -40,6 +40,7 @@ from ._schema import (
     PathEntry,
     PolicyRule,
     Profile,
+    TlsInterceptConfig,
     When,
 )
 
@@ -48,6 +49,8 @@ _DAEMON_BACKEND: Final = re.compile(r"daemon:[A-Za-z0-9_-]{1,64}")
 
 PROFILE_NAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?")
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+#: nono's duration form of ``tls_intercept`` (a bare number is seconds).
+_TLS_DURATION: Final = re.compile(r"[1-9][0-9]*[smhd]?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_PATTERN = re.compile(r"[^*]+\*?|\*")
 _LAYER_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -252,6 +255,20 @@ class _Checker:
             raise self.fail(path, f"`{host}` is not a host name (`api.example.com` or "
                                   "`*.example.com`, without scheme or port)")
 
+    def tls_intercept(self, config: TlsInterceptConfig) -> None:
+        where = "$.network.tls_intercept"
+        if config.ca_lifecycle == "trusted":
+            raise self.unsupported(
+                f"{where}.ca_lifecycle", "`ca_lifecycle: trusted`",
+                "it reuses a CA in the macOS user trust store; nonod makes a CA per session "
+                "and trusts it in that session's view only", hint="remove ca_lifecycle or set "
+                "it to `session`")
+        for key in ("ca_validity", "leaf_validity"):
+            value = getattr(config, key)
+            if value is not None and not _TLS_DURATION.fullmatch(value):
+                raise self.fail(f"{where}.{key}", f"`{value}` is not a duration (a positive "
+                                "number of seconds, or with s, m, h or d: `15m`, `24h`)")
+
     def network_section(self, net: NetworkConfig) -> None:
         for index, entry in enumerate(net.allow_domain):
             where = f"$.network.allow_domain[{index}]"
@@ -261,12 +278,15 @@ class _Checker:
                     raise self.unsupported(
                         f"{where}.endpoints",
                         "per-endpoint rules on `allow_domain`",
-                        "they need TLS interception and nonod relays CONNECT tunnels "
-                        "without decrypting them; use a credential route with "
-                        "endpoint_rules instead",
+                        "nonod intercepts TLS only for hosts with a credential route",
+                        hint="declare the host as a custom_credentials route with "
+                        "endpoint_rules and set network.tls_intercept: {} (docs/network.md, "
+                        "TLS interception)",
                     )
             else:
                 self.host(where, entry)
+        if net.tls_intercept is not None:
+            self.tls_intercept(net.tls_intercept)
         for key in ("proxy_allow", "allow_proxy", "allow_hosts", "upstream_bypass",
                     "external_proxy_bypass"):
             for index, host in enumerate(getattr(net, key)):

@@ -46,6 +46,7 @@ from ..policy import (
     NetworkPolicy,
     Note,
     ResolvedPolicy,
+    TlsIntercept,
 )
 from . import _expand
 from ._check import check_profile, reserved_env_name
@@ -63,6 +64,7 @@ from ._schema import (
     NameEntry,
     PathEntry,
     Profile,
+    TlsInterceptConfig,
     When,
     endpoint_allow_list,
 )
@@ -498,8 +500,6 @@ class _Resolver:
              "capability_elevation: sessions are static, no access is granted at run time"),
             (p.security.wsl2_proxy_policy == "insecure_proxy",
              "wsl2_proxy_policy: nonod never lets a session bypass its proxy; ignored"),
-            (p.network.tls_intercept is not None,
-             "network.tls_intercept: nonod does not intercept TLS; ignored"),
             (bool(p.network.connect_port),
              "network.connect_port: direct outbound connections are not provided; traffic "
              "goes through the proxy"),
@@ -595,6 +595,7 @@ class _Resolver:
             listen_ports=tuple(sorted(set(ports))),
             open_ports=tuple(sorted({*net.open_port, *net.port_allow, *net.allow_port})),
             credentials=_dedupe(credentials),
+            tls_intercept=None if block else _tls_intercept(net.tls_intercept),
             custom_credentials=tuple(
                 (name, self._credential(d)) for name, d in sorted(net.custom_credentials.items())
             ),
@@ -669,6 +670,19 @@ class _Resolver:
                 raise PolicyError(f"--env-credential-map: `{var}` is reserved")
             mapping[ref] = var
         return tuple(mapping.items())
+
+
+def _tls_intercept(cfg: TlsInterceptConfig | None) -> TlsIntercept | None:
+    """The profile's ``tls_intercept`` (checked: durations parse), validities in seconds."""
+    if cfg is None:
+        return None
+    default = TlsIntercept()
+    return TlsIntercept(
+        ca_validity=int(parse_duration(cfg.ca_validity)) if cfg.ca_validity
+        else default.ca_validity,
+        leaf_validity=int(parse_duration(cfg.leaf_validity)) if cfg.leaf_validity
+        else default.leaf_validity,
+    )
 
 
 def _limits(cfg: LimitsConfig, max_processes: int | None) -> Limits:

@@ -15,8 +15,9 @@ class NetworkEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type",
     """One decision of a session's proxy, handed to the session's ``events`` callback.
 
     ``mode`` is ``connect`` (a CONNECT tunnel), ``http`` (a plain-HTTP absolute-URI
-    request), ``reverse`` (a request on a credential route) or ``websocket`` (an upgraded
-    credential route); ``decision`` is ``allow`` or ``deny``; ``host`` is the normalised
+    request), ``reverse`` (a request on a credential route), ``websocket`` (an upgraded
+    credential route) or ``intercept`` (a request inside an intercepted TLS tunnel, served by
+    its host's credential route); ``decision`` is ``allow`` or ``deny``; ``host`` is the normalised
     target (empty when the request could not be parsed that far); ``reason`` is a stable code
     (``allowed_host``, ``not_allowed``, ``loopback``, ``connect_timeout``...); ``status`` is
     the HTTP status the client got (0 if the connection was dropped without one).
@@ -33,7 +34,7 @@ class NetworkEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type",
     credential.
     """
 
-    mode: Literal["connect", "http", "reverse", "websocket"]
+    mode: Literal["connect", "http", "reverse", "websocket", "intercept"]
     decision: Literal["allow", "deny"]
     host: str
     port: int

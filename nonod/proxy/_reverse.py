@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import h11
+import msgspec
 import trio
 
 from ..credentials import (
@@ -63,6 +64,7 @@ from ._http import BadRequest, check_framing
 from ._inject import (
     AuthOutcome,
     BadTarget,
+    RouteTarget,
     UpstreamHead,
     check_phantom,
     content_decoding,
@@ -245,7 +247,7 @@ class _Record:
     def __init__(self, method: bytes) -> None:
         self.started = trio.current_time()
         self.method = method.decode("ascii", "replace")
-        self.mode: Literal["reverse", "websocket"] = "reverse"
+        self.mode: Literal["reverse", "websocket", "intercept"] = "reverse"
         self.route = ""
         self.host = ""
         self.port = 0
@@ -280,13 +282,22 @@ class ReverseHandler:
         self._limits = limits
         self._emit = emit
 
+    @property
+    def table(self) -> RouteTable:
+        return self._table
+
     async def serve(self, stream: trio.abc.Stream, conn: h11.Connection,
-                    request: h11.Request) -> None:
+                    request: h11.Request, *, site: str | None = None) -> None:
         """Serve ``request`` and whatever requests follow on the connection (keep-alive).
-        The caller owns and closes ``stream``."""
+        The caller owns and closes ``stream``.
+
+        ``site`` names the route of an intercepted TLS connection (:mod:`._intercept`):
+        every request on it is then for that route, its target is the real URL's path (which
+        must lie under the route's base path), and no phantom token is asked of it (the
+        CONNECT that opened the tunnel was authenticated with the session's token)."""
         pool: dict[str, _Upstream] = {}
         try:
-            while await self._one(stream, conn, request, pool):
+            while await self._one(stream, conn, request, pool, site):
                 conn.start_next_cycle()
                 following = await self._next_request(stream, conn)
                 if following is None:
@@ -319,11 +330,13 @@ class ReverseHandler:
         return event
 
     async def _one(self, stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request,
-                   pool: dict[str, _Upstream]) -> bool:
+                   pool: dict[str, _Upstream], site: str | None) -> bool:
         """One request; True when the connection can carry another."""
         record = _Record(request.method)
+        if site is not None:
+            record.mode = "intercept"
         try:
-            return await self._route_request(stream, conn, request, pool, record)
+            return await self._route_request(stream, conn, request, pool, record, site)
         except _Refusal as refusal:
             return await self._refuse(stream, conn, record, refusal)
         except _ClientGone:
@@ -338,7 +351,7 @@ class ReverseHandler:
 
     async def _route_request(self, stream: trio.abc.Stream, conn: h11.Connection,
                              request: h11.Request, pool: dict[str, _Upstream],
-                             record: _Record) -> bool:
+                             record: _Record, site: str | None) -> bool:
         limits = self._limits
         token = self._table.token
         if len(request.headers) > limits.max_headers:
@@ -347,7 +360,8 @@ class ReverseHandler:
             raise _Refusal(405, "method_not_allowed", "credential routes do not forward this "
                            "method")
         try:
-            target = split_target(request.target)
+            target = (split_target(request.target) if site is None
+                      else self._site_target(site, request.target))
         except BadTarget:
             raise _Refusal(400, "bad_request", "the request target is not /<route>/<path>"
                            ) from None
@@ -366,7 +380,8 @@ class ReverseHandler:
         except BadRequest:
             raise _Refusal(400, "bad_request", "the request has conflicting framing headers"
                            ) from None
-        auth: AuthOutcome = check_phantom(route, token, request.headers, target)
+        auth: AuthOutcome = ("ok" if site is not None
+                             else check_phantom(route, token, request.headers, target))
         record.auth = auth
         if auth != "ok":
             raise _Refusal(401, f"token_{auth}",
@@ -402,6 +417,19 @@ class ReverseHandler:
             return await self._websocket(stream, conn, request, entry, entry.secret, head,
                                          record)
         return await self._forward(stream, conn, request, entry, head, pool, record)
+
+    def _site_target(self, site: str, target: bytes) -> RouteTarget:
+        """An intercepted request's target as a route target: its path below the route's
+        base path (a path outside it is refused)."""
+        if not target.startswith(b"/"):
+            raise BadTarget("not an origin-form target")
+        entry = self._table.get(site)
+        whole = split_target(b"/" + site.encode("ascii") + target)
+        base = entry.route.base_path if entry is not None else ""
+        if base and not (whole.path == base or whole.path.startswith(base + "/")):
+            raise _Refusal(403, "outside_route", "an intercepted request must stay under "
+                           "the route's upstream path")
+        return msgspec.structs.replace(whole, path=whole.path[len(base):] or "/")
 
     # forwarding
 

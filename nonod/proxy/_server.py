@@ -39,6 +39,7 @@ import trio
 from structlog.contextvars import bound_contextvars
 
 from .._accept import accept_retrying
+from ..credentials import SessionCA
 from ._allowlist import ProxyPolicy
 from ._ask import ApprovalAsk, Asker, Verdict
 from ._decide import Decision, ProxyRequest, Reason, decide
@@ -54,6 +55,7 @@ from ._http import (
     proxy_authorized,
     upstream_request_headers,
 )
+from ._intercept import Interceptor
 from ._relay import relay
 from ._resolve import ResolveError, Resolver, connect_exactly
 from ._reverse import ReverseHandler, RouteTable
@@ -133,6 +135,7 @@ class ProxyServer:
         zero_copy: bool,
         routes: RouteTable | None = None,
         asker: Asker | None = None,
+        intercept: SessionCA | None = None,
     ) -> None:
         if proxy_token is not None and not proxy_token:
             raise ValueError("proxy_token must not be empty (use None for no authentication)")
@@ -152,6 +155,8 @@ class ProxyServer:
         self._next_conn = 0
         self._reverse = None if routes is None else ReverseHandler(
             routes, resolver=resolver, limits=limits, emit=self._emit_route_event)
+        self._intercept = None if intercept is None or self._reverse is None else Interceptor(
+            intercept, self._reverse, limits=limits, emit=self._emit_route_event)
 
     def statistics(self) -> ProxyStatistics:
         return ProxyStatistics(active=self._active, accepted=self._accepted,
@@ -318,6 +323,11 @@ class ProxyServer:
         if any(name in (b"content-length", b"transfer-encoding") and value != b"0"
                for name, value in request.headers):
             raise BadRequest(400, Reason.BAD_REQUEST)  # a CONNECT carries no body
+        site = self._intercept.site(host, port) if self._intercept is not None else None
+        if self._intercept is not None and site is not None:
+            exchange.done = True  # the interceptor reports the tunnel and each request itself
+            await self._intercept.serve(stream, conn, site, host, port)
+            return
         connected = await self._decide_and_connect(stream, conn, exchange, host, port)
         if connected is None:
             return
@@ -578,6 +588,7 @@ async def serve_proxy(
     zero_copy: bool = True,
     routes: RouteTable | None = None,
     asker: Asker | None = None,
+    intercept: SessionCA | None = None,
     task_status: trio.TaskStatus[ProxyServer] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve one session's proxy on ``listener`` until cancelled; the listener is closed on
@@ -592,11 +603,13 @@ async def serve_proxy(
     ``events`` then also receives CredentialInjected events. ``asker`` is awaited, with the
     request held, for a target the policy does not list when the policy says ``ask``
     (``nonod.proxy._ask``). ``task_status.started()`` gets the ProxyServer
-    (``statistics()``) once the proxy is accepting.
+    (``statistics()``) once the proxy is accepting. ``intercept`` is the session's CA when
+    it intercepts TLS: a CONNECT to the upstream of one of ``routes`` whose host the CA
+    covers is then served by :mod:`nonod.proxy._intercept` instead of a blind tunnel.
     """
     server = ProxyServer(policy=policy, resolver=resolver, events=events, limits=limits,
                          proxy_token=proxy_token, zero_copy=zero_copy, routes=routes,
-                         asker=asker)
+                         asker=asker, intercept=intercept)
     async with listener, trio.open_nursery() as nursery:
         task_status.started(server)
         await server._serve(listener, nursery)

@@ -1,0 +1,141 @@
+"""TLS interception of chosen hosts: a CONNECT to the upstream of an intercepted credential
+route is answered by the proxy itself (``docs/network.md``, "TLS interception").
+
+The proxy answers ``200``, then completes TLS with the client as that host, presenting a leaf
+of the session's own CA (:class:`nonod.credentials.SessionCA`), which only this session's
+trust bundle holds. The requests inside are served by the route's reverse-proxy path
+(:meth:`ReverseHandler.serve` with ``site``): endpoint rules, the real credential injected
+(whatever the program put in the route's header, typically its phantom token, is replaced),
+responses scrubbed, and a new, normally verified TLS connection to the real upstream. Every
+request is one ``intercept`` event, like a route request.
+
+A client that refuses the session's certificate (it pins keys, or ignores the session's
+trust bundle) ends the tunnel there: nothing is forwarded, and a ``connect`` event with reason
+``client_tls_rejected`` says so. Every host that is not intercepted stays a blind tunnel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Literal, final
+
+import h11
+import structlog
+import trio
+
+from ..credentials import SessionCA
+from ._decide import Reason
+from ._events import NetworkEvent, ProxyEvent
+from ._http import BadRequest
+
+if TYPE_CHECKING:
+    from ._reverse import ReverseHandler
+    from ._server import ProxyLimits
+
+log = structlog.get_logger()
+
+_READ_SIZE: Final = 1 << 16
+
+
+@final
+class Interceptor:
+    """The intercepted hosts of one session's proxy and what serves them."""
+
+    def __init__(self, ca: SessionCA, reverse: ReverseHandler, *, limits: ProxyLimits,
+                 emit: Callable[[ProxyEvent], None]) -> None:
+        self._ca = ca
+        self._reverse = reverse
+        self._limits = limits
+        self._emit = emit
+        self._sites = {(route.host, route.port): route.name
+                       for route in reverse.table.routes()
+                       if route.scheme == "https" and route.host in ca.hosts}
+
+    def site(self, host: str, port: int) -> str | None:
+        """The route that intercepts ``host:port``, or None (a blind tunnel)."""
+        return self._sites.get((host.lower().rstrip("."), port))
+
+    async def serve(self, stream: trio.abc.Stream, conn: h11.Connection, site: str,
+                    host: str, port: int) -> None:
+        """Answer the CONNECT (h11 has read its head), take over the tunnel as ``host`` and
+        serve the requests inside on route ``site``. The caller owns and closes ``stream``."""
+        started = trio.current_time()
+        if not isinstance(conn.next_event(), h11.EndOfMessage):
+            raise BadRequest(400, Reason.BAD_REQUEST)
+        host = host.lower().rstrip(".")
+        limits = self._limits
+        try:
+            with trio.fail_after(limits.send_timeout):
+                await stream.send_all(conn.send(h11.Response(
+                    status_code=200, headers=[], reason=b"Connection established")) or b"")
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        trailing, _ = conn.trailing_data
+        tls = trio.SSLStream(_Prefixed(stream, bytes(trailing)), self._ca.server_context(host),
+                             server_side=True, https_compatible=True)
+        try:
+            with trio.fail_after(limits.head_timeout):
+                await tls.do_handshake()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+            cause = exc.__cause__ or exc
+            log.info("proxy.intercept_client_rejected", host=host, port=port,
+                     problem=type(cause).__name__, detail=str(cause)[:200])
+            self._event(host, port, started, "deny", "client_tls_rejected")
+            return
+        inner = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
+        try:
+            with trio.fail_after(limits.head_timeout):
+                request = await _next_request(tls, inner)
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError,
+                h11.RemoteProtocolError):
+            request = None
+        if request is not None:
+            await self._reverse.serve(tls, inner, request, site=site)
+        self._event(host, port, started, "allow", "intercepted")
+
+    def _event(self, host: str, port: int, started: float,
+               decision: Literal["allow", "deny"], reason: str) -> None:
+        elapsed = (trio.current_time() - started) * 1000
+        self._emit(NetworkEvent(mode="connect", decision=decision, host=host, port=port,
+                                reason=reason, status=200, duration_ms=round(elapsed, 3),
+                                route=self.site(host, port) or ""))
+
+
+@final
+class _Prefixed(trio.abc.Stream):
+    """``stream``, with ``first`` (what the client sent right behind its CONNECT head)
+    read before anything else."""
+
+    def __init__(self, stream: trio.abc.Stream, first: bytes) -> None:
+        self._stream = stream
+        self._first = first
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._first:
+            size = len(self._first) if max_bytes is None else max_bytes
+            data, self._first = self._first[:size], self._first[size:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return bytes(await self._stream.receive_some(max_bytes))
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def _next_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Request):
+            return event
+        if event is not h11.NEED_DATA:
+            return None
+        conn.receive_data(bytes(await stream.receive_some(_READ_SIZE)))
+
+
+__all__ = ["Interceptor"]
