@@ -220,7 +220,8 @@ class Network(_Event, frozen=True, kw_only=True, tag="network"):
 
     ``mode``: ``connect`` (a CONNECT tunnel), ``reverse`` (a credential route),
     ``websocket`` (an upgraded credential route), ``inbound`` (a forwarded listen port),
-    ``http`` (an absolute-URI plain HTTP request). ``path`` never holds a query string: it is
+    ``http`` (an absolute-URI plain HTTP request), ``intercept`` (a request inside an
+    intercepted TLS tunnel, served by its host's credential route). ``path`` never holds a query string: it is
     cut off when the event is built. A denial always carries a ``reason`` (the proxy's stable
     codes: ``not_allowed``, ``metadata``, ``connect_timeout``...; allowed requests may carry
     one too, ``allowed_host``). ``status`` is what the client got, 0 when the connection was
@@ -256,7 +257,8 @@ class Network(_Event, frozen=True, kw_only=True, tag="network"):
                    bytes_in=event.bytes_in, bytes_out=event.bytes_out,
                    duration_ms=event.duration_ms, stage=event.stage,
                    method=event.method or None, path=event.path or None,
-                   address=event.address or None)
+                   address=event.address or None, route=event.route or None,
+                   auth=event.auth or None)
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, _NETWORK_MODES)

@@ -19,6 +19,7 @@ import trio
 
 from ..errors import LaunchError
 from ..policy import ResolvedPolicy
+from ._forkserver import MAX_PLAN
 from ._launcher import (
     GUARD_LOST,
     REC_AUDIT,
@@ -342,6 +343,9 @@ async def open_launcher(mode: ModeSetting = "auto") -> AsyncIterator[Launcher]:
     """
     resolved = await trio.to_thread.run_sync(resolve_mode, mode, NS_FLAGS)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # A plan is one datagram, which the default send buffer (about 208 KiB) caps: a plan with
+    # a pinned trust bundle (TLS interception) is larger. The receivers read up to MAX_PLAN.
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PLAN)
     try:
         # -I: no environment variables or user site steer the server; our own sys.path does.
         boot = (f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
