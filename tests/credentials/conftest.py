@@ -20,7 +20,7 @@ import pytest
 import trio
 import trustme
 
-from nonod.credentials import LoadedRoute, PhantomToken, Route, Secret
+from nonod.credentials import LoadedRoute, PhantomToken, Route, Secret, SessionCA
 from nonod.proxy import ProxyEvent, ProxyLimits, ProxyPolicy, Resolver, RouteTable, serve_proxy
 
 KEYRING_PASSWORD = "test-keyring-password"
@@ -230,7 +230,8 @@ async def start_route_proxy(nursery: trio.Nursery, pki: Pki
                             ) -> AsyncIterator[Callable[..., Awaitable[RouteProxy]]]:
     async def start(routes: Sequence[tuple[Route, str | None]], *, pins: dict[str, str],
                     limits: ProxyLimits | None = None, token: PhantomToken | None = None,
-                    ca_file: str | None = None, system_roots: bool = False) -> RouteProxy:
+                    ca_file: str | None = None, system_roots: bool = False,
+                    intercept: SessionCA | None = None) -> RouteProxy:
         from nonod.credentials import CredentialNotFound
 
         token = token or PhantomToken.new()
@@ -247,7 +248,7 @@ async def start_route_proxy(nursery: trio.Nursery, pki: Pki
         await nursery.start(functools.partial(
             serve_proxy, listeners[0], policy=ProxyPolicy(), resolver=Resolver(pins=pins),
             events=events.append, limits=limits or ProxyLimits(), proxy_token=token.reveal(),
-            routes=table))
+            routes=table, intercept=intercept))
         return RouteProxy(port=port, token=token, events=events, table=table)
 
     yield start
