@@ -363,3 +363,35 @@ def _needs_tools() -> None:
     for tool in ("curl", "git"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
+
+
+def test_landlock_network_isolation_refuses_an_intercepting_launch() -> None:
+    """No private view, so no place for the session's bundle: refused, never run without
+    interception (which would hand the program nothing, or a tunnel it was not meant to
+    have)."""
+    base = Path(tempfile.mkdtemp(prefix="nd-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        work = base / "work"
+        work.mkdir(mode=0o755)
+        secret = base / "gh.key"
+        secret.write_text(REAL + "\n")
+        secret.chmod(0o600)
+        profile = base / "ll.json"
+        profile.write_text(json.dumps({
+            "meta": {"name": "ll"}, "linux": {"sandbox_policy": "landlock"},
+            "filesystem": {"read": ["/usr", "/etc", "/lib", "/lib64", "/bin"]},
+            "network": {"credentials": ["gh"], "tls_intercept": {}, "custom_credentials": {
+                "gh": {"upstream": "https://api.github.com",
+                       "credential_key": f"file://{secret}", "env_var": "GH_TOKEN"}}},
+        }))
+        daemon = DaemonThread(base).start()
+        try:
+            done = CLI(cli_env(daemon.socket, base), work)(
+                "launch", "--profile", str(profile), "--allow-cwd", "--", "/bin/true")
+        finally:
+            daemon.stop()
+        assert done.returncode != 0
+        assert "tls_intercept" in done.stderr and "Landlock" in done.stderr, done.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
