@@ -170,6 +170,8 @@ class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True):
     about (``docs/approvals.md``) instead of refused; None (the default): refused.
     ``tls_intercept`` set: a CONNECT to the upstream of an https credential route is
     intercepted (its requests get the route's credential and rules); None: blind tunnels.
+    ``endpoint_domains``: ``allow_domain`` entries with ``endpoints`` (host, (method, path
+    glob) rules), intercepted and filtered without a credential (only with ``tls_intercept``).
     """
 
     restricted: bool = False
@@ -185,6 +187,7 @@ class NetworkPolicy(msgspec.Struct, frozen=True, kw_only=True):
     upstream_bypass: tuple[str, ...] = ()
     approval: ApprovalPolicy | None = None
     tls_intercept: TlsIntercept | None = None
+    endpoint_domains: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
 
 #: A fork bomb in one session must not starve the host or the other sessions.

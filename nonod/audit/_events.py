@@ -221,13 +221,13 @@ class Network(_Event, frozen=True, kw_only=True, tag="network"):
     ``mode``: ``connect`` (a CONNECT tunnel), ``reverse`` (a credential route),
     ``websocket`` (an upgraded credential route), ``inbound`` (a forwarded listen port),
     ``http`` (an absolute-URI plain HTTP request), ``intercept`` (a request inside an
-    intercepted TLS tunnel, served by its host's credential route). ``path`` never holds a query string: it is
-    cut off when the event is built. A denial always carries a ``reason`` (the proxy's stable
-    codes: ``not_allowed``, ``metadata``, ``connect_timeout``...; allowed requests may carry
-    one too, ``allowed_host``). ``status`` is what the client got, 0 when the connection was
-    dropped without a response. A tunnel gives a ``stage="open"`` event when it is up and a
-    ``close`` event with the totals; everything else one ``close`` event. ``address`` is the
-    address connected to.
+    intercepted TLS tunnel, served by its host's route). ``path`` never holds a query
+    string: it is cut off when the event is built. A denial always carries a ``reason`` (the
+    proxy's stable codes: ``not_allowed``, ``metadata``, ``connect_timeout``...; allowed
+    requests may carry one too, ``allowed_host``). ``status`` is what the client got, 0 when
+    the connection was dropped without a response. A tunnel gives a ``stage="open"`` event
+    when it is up and a ``close`` event with the totals; everything else one ``close`` event.
+    ``address`` is the address connected to.
     """
 
     mode: NetworkMode

@@ -60,7 +60,9 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     the base every request path is appended to. ``credential_format`` holds ``{}`` exactly
     once. ``path_pattern``/``path_replacement`` (``url_path``) and ``query_param_name``
     (``query_param``) say where the phantom token and the real value travel in those modes.
-    ``origin`` is ``builtin`` or ``profile``.
+    ``origin`` is ``builtin`` or ``profile``, or ``domain`` for a filter-only route: an
+    ``allow_domain`` entry with ``endpoints`` (no ``credential_key``, nothing injected; its
+    host is reached only through TLS interception, never as ``/<name>/...``).
     """
 
     name: str
@@ -77,7 +79,7 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     tls_ca: str | None = None
     tls_client_cert: str | None = None
     tls_client_key: str | None = None
-    origin: Literal["builtin", "profile"] = "profile"
+    origin: Literal["builtin", "profile", "domain"] = "profile"
 
     def __post_init__(self) -> None:
         if not ROUTE_NAME.fullmatch(self.name):
@@ -92,10 +94,15 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError(f"route {self.name}: plain http upstreams are only allowed on "
                              "loopback")
         _ = parts.port  # raises ValueError for a bad port
-        try:
-            parse_credential_ref(self.credential_key)
-        except CredentialError as exc:
-            raise ValueError(f"route {self.name}: {exc.message}") from None
+        if self.filter_only:
+            if parts.scheme != "https" or self.credential_key or self.env_var is not None:
+                raise ValueError(f"route {self.name}: a domain route is https, without a "
+                                 "credential")
+        else:
+            try:
+                parse_credential_ref(self.credential_key)
+            except CredentialError as exc:
+                raise ValueError(f"route {self.name}: {exc.message}") from None
         if self.credential_format.count("{}") != 1:
             raise ValueError(f"route {self.name}: credential_format must hold `{{}}` once")
         if not _HTTP_TOKEN.fullmatch(self.inject_header):
@@ -152,15 +159,25 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
     def rules(self) -> EndpointRules:
         where = ("built-in route " + self.name if self.origin == "builtin"
+                 else f"network.allow_domain {self.host} endpoints" if self.filter_only
                  else f"network.custom_credentials.{self.name}.endpoint_rules")
         return EndpointRules(self.endpoint_rules, name=where)
+
+    @property
+    def filter_only(self) -> bool:
+        """An ``allow_domain`` entry with ``endpoints``: rules, and no credential."""
+        return self.origin == "domain"
 
     # what the program is told
 
     def base_url_variables(self) -> tuple[str, ...]:
+        if self.filter_only:
+            return ()
         return _spellings(f"{self.name.upper()}_BASE_URL")
 
     def phantom_variables(self) -> tuple[str, ...]:
+        if self.filter_only:
+            return ()
         if self.env_var is not None:
             return _spellings(self.env_var)
         if "://" in self.credential_key:
@@ -251,7 +268,31 @@ def session_routes(network: NetworkPolicy,
             known = ", ".join(sorted({*table, *custom}))
             raise UnknownRoute(f"unknown credential route `{name}`", reference=name,
                                hint=f"built-in and profile routes: {known}")
+    if network.tls_intercept is not None:
+        routes += _domain_routes(network, routes)
     return tuple(routes)
+
+
+def _domain_routes(network: NetworkPolicy, routes: Sequence[Route]) -> list[Route]:
+    """The filter-only routes of ``allow_domain`` entries with ``endpoints`` (one per host,
+    the rules of every entry for it together). A host that is also a credential route's is
+    refused: which rules and which credential would apply is not for nonod to guess."""
+    rules: dict[str, list[tuple[str, str]]] = {}
+    for host, endpoints in network.endpoint_domains:
+        rules.setdefault(host, []).extend(endpoints)
+    taken = {route.host: route.name for route in routes if route.scheme == "https"}
+    domain_routes = []
+    for index, (host, host_rules) in enumerate(rules.items()):
+        if host in taken:
+            raise CredentialError(
+                f"network.allow_domain: `{host}` has endpoints and is the upstream of route "
+                f"`{taken[host]}` too", reference=taken[host],
+                hint=f"put the endpoint rules on route `{taken[host]}` (endpoint_rules) and "
+                "list the domain as a plain string")
+        domain_routes.append(Route(name=f"allow_domain-{index}", upstream=f"https://{host}",
+                                   credential_key="", endpoint_rules=tuple(host_rules),
+                                   origin="domain"))
+    return domain_routes
 
 
 def credential_environment(routes: Iterable[Route], *, port: int,
@@ -278,7 +319,10 @@ class LoadedRoute:
 
     def __init__(self, route: Route, secret: Secret | None,
                  error: CredentialError | None = None) -> None:
-        if (secret is None) == (error is None):
+        if route.filter_only:
+            if secret is not None or error is not None:
+                raise ValueError("a domain route has no secret")
+        elif (secret is None) == (error is None):
             raise ValueError("a LoadedRoute has a secret or an error, not both")
         self.route = route
         self.secret = secret
@@ -314,6 +358,9 @@ async def load_route_secrets(
     connection anyway). A failure is kept with its route, not raised: the route answers 503."""
     loaded: list[LoadedRoute] = []
     for route in routes:
+        if route.filter_only:
+            loaded.append(LoadedRoute(route, None))
+            continue
         read = functools.partial(resolve_credential, route.credential_key, environ=environ,
                                  keyring_backend=keyring_backend, options=options)
         try:

@@ -269,20 +269,31 @@ class _Checker:
                 raise self.fail(f"{where}.{key}", f"`{value}` is not a duration (a positive "
                                 "number of seconds, or with s, m, h or d: `15m`, `24h`)")
 
+    def endpoint_domain(self, where: str, entry: DomainRule, net: NetworkConfig) -> None:
+        """``{"domain": ..., "endpoints": [...]}``: method and path rules, which need the
+        requests decrypted, so TLS interception; refused (never widened to the whole host)
+        without it."""
+        if net.tls_intercept is None:
+            raise self.unsupported(
+                f"{where}.endpoints", "per-endpoint rules on `allow_domain`",
+                "without `network.tls_intercept` the requests are not decrypted, so the rules "
+                "could not be enforced",
+                hint='add "tls_intercept": {} to the network section (docs/network.md, TLS '
+                "interception), or list the domain as a plain string to allow all of it")
+        if entry.domain.startswith("*."):
+            raise self.unsupported(
+                f"{where}.domain", "per-endpoint rules on a wildcard domain",
+                "interception covers exact host names", hint="list each host")
+        for index, rule in enumerate(entry.endpoints):
+            self.endpoint_rule(f"{where}.endpoints[{index}]", rule)
+
     def network_section(self, net: NetworkConfig) -> None:
         for index, entry in enumerate(net.allow_domain):
             where = f"$.network.allow_domain[{index}]"
             if isinstance(entry, DomainRule):
                 self.host(f"{where}.domain", entry.domain)
                 if entry.endpoints:
-                    raise self.unsupported(
-                        f"{where}.endpoints",
-                        "per-endpoint rules on `allow_domain`",
-                        "nonod intercepts TLS only for hosts with a credential route",
-                        hint="declare the host as a custom_credentials route with "
-                        "endpoint_rules and set network.tls_intercept: {} (docs/network.md, "
-                        "TLS interception)",
-                    )
+                    self.endpoint_domain(where, entry, net)
             else:
                 self.host(where, entry)
         if net.tls_intercept is not None:

@@ -555,8 +555,12 @@ class _Resolver:
     def _network(self) -> NetworkPolicy:
         net = self.profile.network
         domains: list[str] = []
+        endpoint_domains: list[tuple[str, tuple[tuple[str, str], ...]]] = []
         for entry in net.allow_domain:
             domains.append(entry.domain if isinstance(entry, DomainRule) else entry)
+            if isinstance(entry, DomainRule) and entry.endpoints:
+                endpoint_domains.append((entry.domain.lower().rstrip("."), tuple(
+                    (rule.method, rule.path) for rule in entry.endpoints)))
         domains += [*net.proxy_allow, *net.allow_proxy, *net.allow_hosts]
         profile_name = net.network_profile if isinstance(net.network_profile, str) else None
         if profile_name is not None:
@@ -596,6 +600,7 @@ class _Resolver:
             open_ports=tuple(sorted({*net.open_port, *net.port_allow, *net.allow_port})),
             credentials=_dedupe(credentials),
             tls_intercept=None if block else _tls_intercept(net.tls_intercept),
+            endpoint_domains=() if block else tuple(endpoint_domains),
             custom_credentials=tuple(
                 (name, self._credential(d)) for name, d in sorted(net.custom_credentials.items())
             ),

@@ -187,22 +187,26 @@ def _token_in_query(route: Route, query: str) -> list[bytes] | None:
     return [unquote(values[0]).encode("utf-8", "replace")]
 
 
-def upstream_head(route: Route, secret: Secret, token: PhantomToken, headers: Headers, *,
-                  forward_path: str, query: str) -> UpstreamHead:
+def upstream_head(route: Route, secret: Secret | None, token: PhantomToken, headers: Headers,
+                  *, forward_path: str, query: str) -> UpstreamHead:
     """The upstream request head: the route's base path joined to ``forward_path`` (the
     checked, normalised path) and the query, the program's end-to-end headers without the
     phantom token or any proxy artefact, ``Host`` for the upstream, and the credential
-    injected as the route says."""
+    injected as the route says (none for a filter-only route, ``secret`` None: the program's
+    own headers then go through)."""
     phantom = token.reveal().encode("ascii")
     drop = set(_REQUEST_DROP)
-    if route.inject_mode in ("header", "basic_auth"):
+    if secret is not None and route.inject_mode in ("header", "basic_auth"):
         drop.add(route.inject_header.lower().encode("ascii"))
     out: list[tuple[bytes, bytes]] = [(b"Host", route.authority.encode("ascii"))]
     out += _filtered(headers, drop, phantom)
     chunked = any(name.lower() == b"transfer-encoding" for name, _ in headers)
     path = forward_path
     query_out = _strip_token_param(query, phantom)
-    if route.inject_mode in ("header", "basic_auth"):
+    into = ""
+    if secret is None:
+        pass  # a filter-only route: nothing to inject
+    elif route.inject_mode in ("header", "basic_auth"):
         out.append((route.inject_header.encode("ascii"),
                     route.injected_value(secret).encode("utf-8")))
         into = route.inject_header
@@ -287,15 +291,17 @@ def downstream_head(headers: Headers, scrubber: Scrubber | None, *, has_body: bo
     return out
 
 
-def websocket_headers(route: Route, secret: Secret, token: PhantomToken, headers: Headers
-                      ) -> list[tuple[bytes, bytes]]:
+def websocket_headers(route: Route, secret: Secret | None, token: PhantomToken,
+                      headers: Headers) -> list[tuple[bytes, bytes]]:
     """The extra headers of the upstream WebSocket handshake: the program's end-to-end
-    headers (not the handshake's own, which the client library sets) and the credential."""
+    headers (not the handshake's own, which the client library sets) and the credential
+    (none for a filter-only route)."""
     drop = set(_REQUEST_DROP) | _WEBSOCKET_OWN
-    if route.inject_mode in ("header", "basic_auth"):
+    injects = secret is not None and route.inject_mode in ("header", "basic_auth")
+    if injects:
         drop.add(route.inject_header.lower().encode("ascii"))
     out = list(_filtered(headers, drop, token.reveal().encode("ascii")))
-    if route.inject_mode in ("header", "basic_auth"):
+    if injects and secret is not None:
         out.append((route.inject_header.encode("ascii"),
                     route.injected_value(secret).encode("utf-8")))
     return out

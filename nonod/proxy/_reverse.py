@@ -366,11 +366,14 @@ class ReverseHandler:
             raise _Refusal(400, "bad_request", "the request target is not /<route>/<path>"
                            ) from None
         entry = self._table.get(target.route)
+        if entry is not None and entry.route.filter_only and site is None:
+            entry = None  # an allow_domain entry is reached by interception only
         if entry is None:
             if ROUTE_NAME.fullmatch(target.route) and not token.matches(target.route):
                 record.route = target.route
             raise _Refusal(404, "unknown_route", "this session has no credential route of that "
-                           "name", extra={"routes": list(self._table.names())})
+                           "name", extra={"routes": [r.name for r in self._table.routes()
+                                                      if not r.filter_only]})
         route = entry.route
         record.route, record.host, record.port = route.name, route.host, route.port
         needles = tuple(entry.table or ())
@@ -400,7 +403,7 @@ class ReverseHandler:
                            extra={"rule_set": entry.rules.name,
                                   "rules": entry.rules.describe()}) from None
         record.path = event_path(path.text, token, needles)
-        if entry.secret is None:
+        if entry.secret is None and not route.filter_only:
             raise _Refusal(503, "secret_missing", "the credential of this route is not "
                            "available to the daemon", extra={"problem": entry.error_code})
         declared = _content_length(request.headers)
@@ -445,8 +448,7 @@ class ReverseHandler:
         reused = upstream is not None
         if upstream is None:
             upstream = await self._connect(entry, record)
-        self._emit(CredentialInjected(route=route.name, credential=route.credential_key,
-                                      source=route.source, into=head.into))
+        self._injected(route, head)
         keep = False
         try:
             try:
@@ -611,15 +613,14 @@ class ReverseHandler:
         raise _Refusal(502, failure, message, decision="allow")
 
     async def _websocket(self, stream: trio.abc.Stream, conn: h11.Connection,
-                         request: h11.Request, entry: _Entry, secret: Secret,
+                         request: h11.Request, entry: _Entry, secret: Secret | None,
                          head: UpstreamHead, record: _Record) -> bool:
         from ._websocket import relay_websocket
 
         record.mode = "websocket"
         route = entry.route
         upstream = await self._connect(entry, record)
-        self._emit(CredentialInjected(route=route.name, credential=route.credential_key,
-                                      source=route.source, into=head.into))
+        self._injected(route, head)
         scrubber = entry.new_scrubber()
         try:
             outcome = await relay_websocket(
@@ -631,6 +632,11 @@ class ReverseHandler:
         record.bytes_in, record.bytes_out = outcome.bytes_in, outcome.bytes_out
         self._emit(record.event("allow", outcome.reason, outcome.status))
         return False
+
+    def _injected(self, route: Route, head: UpstreamHead) -> None:
+        if not route.filter_only:
+            self._emit(CredentialInjected(route=route.name, credential=route.credential_key,
+                                          source=route.source, into=head.into))
 
     # answers
 

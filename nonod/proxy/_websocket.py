@@ -102,7 +102,7 @@ async def relay_websocket(
     request: h11.Request,
     trailing: bytes,
     route: Route,
-    secret: Secret,
+    secret: Secret | None,
     token: PhantomToken,
     upstream: trio.abc.Stream,
     resource: str,

@@ -236,6 +236,7 @@ async def start_route_proxy(nursery: trio.Nursery, pki: Pki
 
         token = token or PhantomToken.new()
         loaded = [LoadedRoute(route, Secret(value)) if value is not None else
+                  LoadedRoute(route, None) if route.filter_only else
                   LoadedRoute(route, None, CredentialNotFound("gone",
                                                               reference=route.credential_key))
                   for route, value in routes]

@@ -57,6 +57,8 @@ out blind_with_session_ca "$(curl -s -o /dev/null -w '%{http_code}' https://blin
     echo " rc=$?")"
 curl -s -o /dev/null --cacert upstream-ca.pem https://api.github.com/user
 out pinned_rc "$?"
+out raw "$(curl -sS -H 'Authorization: Bearer mine' https://raw.test/ok/file 2>&1)"
+out raw_denied "$(curl -s -o /dev/null -w '%{http_code}' https://raw.test/secret)"
 out bundle_tail "$(tail -c 2000 /etc/ssl/certs/ca-certificates.crt | base64 -w0)"
 out env "$SSL_CERT_FILE $CURL_CA_BUNDLE $GIT_SSL_CAINFO $REQUESTS_CA_BUNDLE"
 '''
@@ -90,7 +92,7 @@ def _handler(fake: Fake, repos: Path) -> type[BaseHTTPRequestHandler]:
                 text = json.dumps({"login": "octo", "saw": headers.get("authorization", ""),
                                    "note": f"token {REAL} reflected"})
             else:
-                text = f"blind {host}"
+                text = f"plain {host} {headers.get('authorization', '-')}"
             data = text.encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -151,7 +153,7 @@ def fakes() -> Iterator[tuple[Fake, Fake, trustme.CA, trustme.CA, Path]]:
     servers = []
     found = []
     cas = []
-    for names in (("api.github.com", "github.com"), ("blind.test",)):
+    for names in (("api.github.com", "github.com", "raw.test"), ("blind.test",)):
         ca = trustme.CA()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert(*names).configure_cert(context)
@@ -190,7 +192,8 @@ def _run(fakes: tuple[Fake, Fake, trustme.CA, trustme.CA, Path]
         "meta": {"name": "gitbot"},
         "filesystem": {"read": ["/usr", "/etc", "/lib", "/lib64", "/bin"]},
         "network": {
-            "allow_domain": ["blind.test"],
+            "allow_domain": ["blind.test", {"domain": "raw.test", "endpoints": [
+                {"method": "GET", "path": "/ok/**"}]}],
             "credentials": ["github-api", "github-git"],
             "custom_credentials": {
                 "github-api": {**route, "upstream": "https://api.github.com",
@@ -207,6 +210,7 @@ def _run(fakes: tuple[Fake, Fake, trustme.CA, trustme.CA, Path]
     }))
     pins = ", ".join(f'"{host}" = "127.0.0.1:{port}"' for host, port in (
         ("api.github.com", upstream.port), ("github.com", upstream.port),
+        ("raw.test", upstream.port),
         ("blind.test", blind.port)))
     config = f'[network]\nresolve = {{{pins}}}\nextra_ca_file = "{operator_ca}"\n'
     daemon = DaemonThread(base, config=config).start()
@@ -255,6 +259,8 @@ def test_gh_and_git_get_the_real_token_the_session_only_ever_had_the_phantom(
     assert out["clone_readme"] == "hello from the fake"
     assert upstream.seen
     for method, path, headers in upstream.seen:
+        if headers["host"] == "raw.test":
+            continue
         assert headers.get("authorization") == f"token {REAL}", (method, path)
         assert all(phantom not in value for value in headers.values())
     git = [path for _, path, h in upstream.seen if h["host"] == "github.com"]
@@ -276,7 +282,7 @@ def test_a_request_outside_the_endpoint_rules_is_refused_and_audited(
     assert out["delete_status"] == "403"
     assert not [p for m, p, _ in upstream.seen if m == "DELETE"]
     denied = [r for r in records if r.get("type") == "network" and r.get("mode") == "intercept"
-              and r.get("decision") == "deny"]
+              and r.get("decision") == "deny" and r.get("host") == "api.github.com"]
     assert [(r["method"], r["host"], r["path"], r["reason"], r["status"]) for r in denied] == [
         ("DELETE", "api.github.com", "/repos/octo/hello", "endpoint_denied", 403)]
 
@@ -285,7 +291,7 @@ def test_other_hosts_stay_blind_tunnels_with_the_upstreams_own_certificate(
         session: Session) -> None:
     out, _, records, _, blind, _, _ = session
     # Verified against the blind upstream's own CA: nothing in between re-signed it.
-    assert out["blind"] == "blind blind.test"
+    assert out["blind"] == "plain blind.test -"
     # The session's bundle (system roots + the session CA) does not vouch for it.
     assert out["blind_with_session_ca"] == "000 rc=60"
     assert len(blind.seen) == 1
@@ -395,3 +401,20 @@ def test_landlock_network_isolation_refuses_an_intercepting_launch() -> None:
         assert "tls_intercept" in done.stderr and "Landlock" in done.stderr, done.stderr
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_allow_domain_entry_with_endpoints_is_intercepted_and_filtered_without_a_credential(
+        session: Session) -> None:
+    out, _, records, upstream, _, _, _ = session
+    # The program's own header goes through: there is no credential to put in its place.
+    assert out["raw"] == "plain raw.test Bearer mine"
+    assert out["raw_denied"] == "403"
+    raw = [(m, p) for m, p, h in upstream.seen if h["host"] == "raw.test"]
+    assert raw == [("GET", "/ok/file")]
+    events = [(r["method"], r["path"], r["decision"], r["reason"]) for r in records
+              if r.get("type") == "network" and r.get("mode") == "intercept"
+              and r.get("host") == "raw.test"]
+    assert events == [("GET", "/ok/file", "allow", "forwarded"),
+                      ("GET", "/secret", "deny", "endpoint_denied")]
+    assert not [r for r in records if r.get("type") == "credential_injected"
+                and str(r.get("route")).startswith("allow_domain")]

@@ -8,11 +8,14 @@ import base64
 import ssl
 from collections.abc import Sequence
 
+import msgspec
+import pytest
 import trio
 import trio.testing
 
-from nonod.credentials import SessionCA
-from nonod.proxy import NetworkEvent
+from nonod.credentials import CredentialError, Route, SessionCA, session_routes
+from nonod.policy import NetworkPolicy, TlsIntercept
+from nonod.proxy import CredentialInjected, NetworkEvent
 from tests.credentials.conftest import (
     Client,
     Pki,
@@ -144,3 +147,46 @@ async def test_a_client_that_refuses_the_session_certificate_is_audited(
     assert (event.mode, event.decision, event.host, event.route) == (
         "connect", "deny", "api.github.com", "github")
     assert seen.requests == []
+
+
+def domain_route() -> Route:
+    return Route(name="allow_domain-0", upstream="https://api.github.com", credential_key="",
+                 endpoint_rules=(("GET", "/ok/**"),), origin="domain")
+
+
+async def test_a_filter_only_domain_forwards_the_programs_own_headers_and_only_when_intercepted(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: object) -> None:
+    port, seen = await start_tls_upstream(nursery, pki.server, _echo)
+    ca = SessionCA(["api.github.com"])
+    proxy: RouteProxy = await start_route_proxy(  # type: ignore[operator]
+        [(domain_route(), None)], pins={"api.github.com": f"127.0.0.1:{port}"}, intercept=ca)
+    # Not a credential route: its name is unknown in origin form.
+    direct = await (await proxy.client()).request(
+        "GET", "/allow_domain-0/ok/x", [("Authorization", f"Bearer {proxy.token.reveal()}")])
+    assert direct.status == 404 and b'"routes": []' in direct.body
+    _, client = await connect(proxy, ca, "api.github.com")
+    allowed = await client.request("GET", "/ok/x", [("Authorization", "Bearer mine")])
+    assert (allowed.status, allowed.body) == (200, b"saw Bearer mine for /ok/x")
+    client.next_cycle()
+    assert (await client.request("GET", "/other")).status == 403
+    await client.aclose()
+    assert [r.target for r in seen.requests] == [b"/ok/x"]
+    assert not [e for e in proxy.events if isinstance(e, CredentialInjected)]
+
+
+def test_a_domain_with_endpoints_that_is_also_a_routes_host_is_refused() -> None:
+    network = NetworkPolicy(
+        restricted=True, allow_domain=("api.github.com",), credentials=("github",),
+        tls_intercept=TlsIntercept(),
+        endpoint_domains=(("api.github.com", (("GET", "/user"),)),))
+    with pytest.raises(CredentialError, match="upstream of route `github`") as info:
+        session_routes(network)
+    assert "endpoint_rules" in (info.value.hint or "")
+    without = msgspec.structs.replace(network, tls_intercept=None)
+    assert [r.name for r in session_routes(without)] == ["github"]
+    other = msgspec.structs.replace(network, endpoint_domains=(
+        ("raw.test", (("GET", "/a"),)), ("raw.test", (("POST", "/b"),))))
+    [_, raw] = session_routes(other)
+    assert (raw.name, raw.host, raw.endpoint_rules, raw.filter_only) == (
+        "allow_domain-0", "raw.test", (("GET", "/a"), ("POST", "/b")), True)
+    assert raw.base_url_variables() == raw.phantom_variables() == ()

@@ -47,9 +47,27 @@ def test_a_duration_outside_nonos_form_is_refused(value: str) -> None:
     assert info.value.path == "$.network.tls_intercept.leaf_validity"
 
 
-def test_endpoint_rules_on_allow_domain_point_at_an_intercepted_route() -> None:
-    doc = {"network": {"allow_domain": [{"domain": "api.github.com", "endpoints": [
-        {"method": "GET", "path": "/user"}]}], "tls_intercept": {}}}
+def test_endpoint_rules_on_allow_domain_need_tls_intercept(ctx: ResolveContext) -> None:
+    entry = {"domain": "Raw.Example.com", "endpoints": [{"method": "GET", "path": "/ok/**"}]}
     with pytest.raises(UnsupportedFeature) as info:
-        parse_profile(profile_of(doc), "t.json")
+        parse_profile(profile_of({"network": {"allow_domain": [entry]}}), "t.json")
+    assert info.value.path == "$.network.allow_domain[0].endpoints"
     assert "tls_intercept" in (info.value.hint or "")
+    doc = {"network": {"allow_domain": ["a.example", entry], "tls_intercept": {}}}
+    policy = resolve(parse_profile(profile_of(doc), "t.json"), ctx)
+    assert policy.network.allow_domain == ("a.example", "raw.example.com")
+    assert policy.network.endpoint_domains == (("raw.example.com", (("GET", "/ok/**"),)),)
+
+
+@pytest.mark.parametrize(("entry", "path", "match"), [
+    ({"domain": "*.example.com", "endpoints": [{"method": "GET", "path": "/"}]},
+     "$.network.allow_domain[0].domain", "wildcard"),
+    ({"domain": "x.example", "endpoints": [{"method": "GET", "path": "no-slash"}]},
+     "$.network.allow_domain[0].endpoints[0].path", "must start with"),
+])
+def test_endpoint_domains_that_cannot_be_enforced_are_refused(
+        entry: dict[str, object], path: str, match: str) -> None:
+    with pytest.raises(ProfileError, match=match) as info:
+        parse_profile(profile_of({"network": {"allow_domain": [entry], "tls_intercept": {}}}),
+                      "t.json")
+    assert info.value.path == path
