@@ -27,6 +27,7 @@ from ..credentials import SessionCA
 from ._decide import Reason
 from ._events import NetworkEvent, ProxyEvent
 from ._http import BadRequest
+from ._replayed import Replayed
 
 if TYPE_CHECKING:
     from ._reverse import ReverseHandler
@@ -71,7 +72,7 @@ class Interceptor:
         except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
             return
         trailing, _ = conn.trailing_data
-        tls = trio.SSLStream(_Prefixed(stream, bytes(trailing)), self._ca.server_context(host),
+        tls = trio.SSLStream(Replayed(stream, bytes(trailing)), self._ca.server_context(host),
                              server_side=True, https_compatible=True)
         try:
             with trio.fail_after(limits.head_timeout):
@@ -99,33 +100,6 @@ class Interceptor:
         self._emit(NetworkEvent(mode="connect", decision=decision, host=host, port=port,
                                 reason=reason, status=200, duration_ms=round(elapsed, 3),
                                 route=self.site(host, port) or ""))
-
-
-@final
-class _Prefixed(trio.abc.Stream):
-    """``stream``, with ``first`` (what the client sent right behind its CONNECT head)
-    read before anything else."""
-
-    def __init__(self, stream: trio.abc.Stream, first: bytes) -> None:
-        self._stream = stream
-        self._first = first
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._first:
-            size = len(self._first) if max_bytes is None else max_bytes
-            data, self._first = self._first[:size], self._first[size:]
-            await trio.lowlevel.checkpoint()
-            return data
-        return bytes(await self._stream.receive_some(max_bytes))
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 async def _next_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:

@@ -21,7 +21,7 @@ sides:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, cast, final
+from typing import TYPE_CHECKING, Final, cast
 
 import h11
 import msgspec
@@ -40,6 +40,7 @@ from trio_websocket import (
 from ..credentials import PhantomToken, Route, Scrubber, Secret
 from ._inject import websocket_headers
 from ._relay import Counter
+from ._replayed import Replayed
 
 if TYPE_CHECKING:
     from ._server import ProxyLimits
@@ -62,32 +63,6 @@ class WebSocketOutcome(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     bytes_in: int = 0
     bytes_out: int = 0
-
-
-@final
-class _Replayed(trio.abc.Stream):
-    """The program's connection, with the bytes h11 already read put back in front."""
-
-    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
-        self._stream = stream
-        self._prefix = prefix
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._prefix:
-            size = len(self._prefix) if max_bytes is None else max_bytes
-            data, self._prefix = self._prefix[:size], self._prefix[size:]
-            await trio.lowlevel.checkpoint()
-            return data
-        return bytes(await self._stream.receive_some(max_bytes))
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 def _replay_head(request: h11.Request) -> bytes:
@@ -122,7 +97,7 @@ async def relay_websocket(
         try:
             with trio.fail_after(limits.head_timeout):
                 offer = await wrap_server_stream(
-                    program_side, _Replayed(client, _replay_head(request) + trailing),
+                    program_side, Replayed(client, _replay_head(request) + trailing),
                     max_message_size=_MAX_MESSAGE)
         except (trio.TooSlowError, HandshakeError, ConnectionClosed, trio.BrokenResourceError,
                 trio.ClosedResourceError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 import pytest
@@ -21,6 +21,7 @@ from tests.credentials.conftest import (
     Pki,
     Responder,
     RouteProxy,
+    Seen,
     UpstreamRequest,
     github_route,
     start_tls_upstream,
@@ -34,6 +35,25 @@ REAL = "ghp_real_intercept_0123456789"
 async def _echo(request: UpstreamRequest, respond: Responder) -> None:
     await respond.whole(200, b"saw " + (request.header(b"authorization") or b"-") +
                         b" for " + request.target)
+
+
+Intercepting = Callable[[Route, str | None], Awaitable[tuple[RouteProxy, SessionCA, Seen]]]
+
+
+@pytest.fixture
+def intercepting(nursery: trio.Nursery, pki: Pki, start_route_proxy: Callable[
+        ..., Awaitable[RouteProxy]]) -> Intercepting:
+    """Start a TLS fake upstream for ``api.github.com`` (echoing what it got) and a proxy
+    that intercepts it with ``route`` (and its secret); their state and the session CA."""
+    async def start(route: Route, value: str | None
+                    ) -> tuple[RouteProxy, SessionCA, Seen]:
+        port, seen = await start_tls_upstream(nursery, pki.server, _echo)
+        ca = SessionCA(["api.github.com"])
+        proxy = await start_route_proxy([(route, value)],
+                                        pins={"api.github.com": f"127.0.0.1:{port}"},
+                                        intercept=ca)
+        return proxy, ca, seen
+    return start
 
 
 async def connect(proxy: RouteProxy, ca: SessionCA | None, host: str, port: int = 443,
@@ -72,12 +92,9 @@ def intercepts(events: Sequence[object]) -> list[tuple[str, str, str, str, int]]
 
 
 async def test_requests_inside_the_tunnel_get_the_real_token_over_one_kept_alive_connection(
-        nursery: trio.Nursery, pki: Pki, start_route_proxy: object) -> None:
-    port, seen = await start_tls_upstream(nursery, pki.server, _echo)
-    ca = SessionCA(["api.github.com"])
-    proxy: RouteProxy = await start_route_proxy(  # type: ignore[operator]
-        [(github_route(endpoint_rules=(("GET", "/user"), ("GET", "/repos/*/*"))), REAL)],
-        pins={"api.github.com": f"127.0.0.1:{port}"}, intercept=ca)
+        intercepting: Intercepting) -> None:
+    proxy, ca, seen = await intercepting(
+        github_route(endpoint_rules=(("GET", "/user"), ("GET", "/repos/*/*"))), REAL)
     status, client = await connect(proxy, ca, "api.github.com")
     assert status == 200
     phantom = proxy.token.reveal()
@@ -100,12 +117,8 @@ async def test_requests_inside_the_tunnel_get_the_real_token_over_one_kept_alive
 
 
 async def test_an_upstream_base_path_bounds_what_the_tunnel_reaches(
-        nursery: trio.Nursery, pki: Pki, start_route_proxy: object) -> None:
-    port, seen = await start_tls_upstream(nursery, pki.server, _echo)
-    ca = SessionCA(["api.github.com"])
-    proxy: RouteProxy = await start_route_proxy(  # type: ignore[operator]
-        [(github_route(upstream="https://api.github.com/v3"), REAL)],
-        pins={"api.github.com": f"127.0.0.1:{port}"}, intercept=ca)
+        intercepting: Intercepting) -> None:
+    proxy, ca, seen = await intercepting(github_route(upstream="https://api.github.com/v3"), REAL)
     _, client = await connect(proxy, ca, "api.github.com")
     inside = await client.request("GET", "/v3/user")
     assert inside.status == 200
@@ -117,11 +130,8 @@ async def test_an_upstream_base_path_bounds_what_the_tunnel_reaches(
 
 
 async def test_interception_opens_nothing_else_and_asks_the_proxy_token_first(
-        nursery: trio.Nursery, pki: Pki, start_route_proxy: object) -> None:
-    port, seen = await start_tls_upstream(nursery, pki.server, _echo)
-    ca = SessionCA(["api.github.com"])
-    proxy: RouteProxy = await start_route_proxy(  # type: ignore[operator]
-        [(github_route(), REAL)], pins={"api.github.com": f"127.0.0.1:{port}"}, intercept=ca)
+        intercepting: Intercepting) -> None:
+    proxy, ca, seen = await intercepting(github_route(), REAL)
     assert (await connect(proxy, ca, "api.github.com", auth=False))[0] == 407
     # Another port of the same host, and another host, are the policy's (which allows none).
     assert (await connect(proxy, None, "api.github.com", 8443))[0] == 403
@@ -130,11 +140,8 @@ async def test_interception_opens_nothing_else_and_asks_the_proxy_token_first(
 
 
 async def test_a_client_that_refuses_the_session_certificate_is_audited(
-        nursery: trio.Nursery, pki: Pki, start_route_proxy: object) -> None:
-    port, seen = await start_tls_upstream(nursery, pki.server, _echo)
-    ca = SessionCA(["api.github.com"])
-    proxy: RouteProxy = await start_route_proxy(  # type: ignore[operator]
-        [(github_route(), REAL)], pins={"api.github.com": f"127.0.0.1:{port}"}, intercept=ca)
+        intercepting: Intercepting) -> None:
+    proxy, _, seen = await intercepting(github_route(), REAL)
     other = SessionCA(["api.github.com"])  # a client that trusts some other CA only
     try:
         await connect(proxy, other, "api.github.com")
@@ -155,11 +162,8 @@ def domain_route() -> Route:
 
 
 async def test_a_filter_only_domain_forwards_the_programs_own_headers_and_only_when_intercepted(
-        nursery: trio.Nursery, pki: Pki, start_route_proxy: object) -> None:
-    port, seen = await start_tls_upstream(nursery, pki.server, _echo)
-    ca = SessionCA(["api.github.com"])
-    proxy: RouteProxy = await start_route_proxy(  # type: ignore[operator]
-        [(domain_route(), None)], pins={"api.github.com": f"127.0.0.1:{port}"}, intercept=ca)
+        intercepting: Intercepting) -> None:
+    proxy, ca, seen = await intercepting(domain_route(), None)
     # Not a credential route: its name is unknown in origin form.
     direct = await (await proxy.client()).request(
         "GET", "/allow_domain-0/ok/x", [("Authorization", f"Bearer {proxy.token.reveal()}")])
