@@ -46,12 +46,15 @@ from ..policy import (
     NetworkPolicy,
     Note,
     ResolvedPolicy,
+    ToolPolicy,
 )
+from ..toolsandbox import child_profile, decode_section, find_executable
 from . import _expand
 from ._check import check_profile, reserved_env_name
 from ._expand import ResolveContext
 from ._fslook import FsLook
 from ._groups import GroupCatalog, NetworkCatalog, builtin_groups, builtin_network, valid_host
+from ._load import parse_profile
 from ._schema import (
     ApprovalDefaults,
     ConditionalName,
@@ -213,6 +216,7 @@ class _Resolver:
         grants = self._merged_grants()
         denials = self._merged_denials()
         self._masked_grant_notes(grants, denials)
+        tools = self._tools()
         return ResolvedPolicy(
             name=p.meta.name or "unnamed",
             grants=grants,
@@ -239,7 +243,37 @@ class _Resolver:
             ),
             notes=tuple(self.notes),
             groups=active,
+            tools=tools,
         )
+
+    def _tools(self) -> tuple[ToolPolicy, ...]:
+        """Each ``command_policies`` command: its executable and its child session's policy,
+        resolved like any profile for the same user and working directory."""
+        section = decode_section(self.profile.command_policies, self.source)
+        if section is None:
+            return ()
+        tools: list[ToolPolicy] = []
+        for name, command in section.commands.items():
+            executable = find_executable(name, command, self.ctx.env)
+            if executable is None:
+                self.note("tool_missing",
+                          f"the tool `{name}` is not on PATH (or its `executable` does not "
+                          "exist): the session cannot run it, and nothing is masked for it",
+                          source="command_policies")
+                continue
+            edge = command.for_session()
+            if edge == "deny":
+                tools.append(ToolPolicy(name=name, executable=executable))
+                continue
+            source = f"{self.source}/{name}"
+            child = parse_profile(child_profile(section, name, edge, executable, self.source),
+                                  source)
+            invocation = edge.invocation_policy
+            tools.append(ToolPolicy(
+                name=name, executable=executable,
+                policy=resolve(child, self.ctx, strict=self.strict, look=self.fs),
+                invocation=msgspec.json.encode(invocation).decode() if invocation else ""))
+        return tuple(tools)
 
     # --- legacy keys and conditions ---
 

@@ -1,0 +1,141 @@
+"""``command_policies``: what is checked, what a tool's child session is granted, and the
+invocation verdict (deny, then allow, then default)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from nonod.errors import ProfileError
+from nonod.policy import Access
+from nonod.profiles import ResolveContext, parse_profile, resolve
+from nonod.toolsandbox import InvocationPolicy, decide
+
+
+def _tool_profile(tmp_path: Path, policies: dict[str, object]) -> bytes:
+    return json.dumps({"meta": {"name": "agent"},
+                       "network": {"allow_domain": ["agent.example"]},
+                       "command_policies": policies}).encode()
+
+
+def _gh(tmp_path: Path) -> str:
+    gh = tmp_path / "bin" / "gh"
+    gh.parent.mkdir()
+    gh.write_text("#!/bin/sh\n")
+    gh.chmod(0o755)
+    return str(gh)
+
+
+GITBOT_TOOLS = {
+    "credentials": {"github": {"type": "proxy", "upstream": "https://api.github.com",
+                               "credential_key": "github_token", "env_var": "GH_TOKEN"}},
+    "commands": {"gh": {"from": {"session": {
+        "sandbox": {"fs_read": ["."], "network": {"allow_domain": ["api.github.com"]},
+                    "credentials": [{"name": "github", "endpoint_policy": {
+                        "default": "deny",
+                        "allow": [{"method": "GET", "path": "/repos/*/*/issues/**"}]}}]},
+        "invocation_policy": {"default": "deny",
+                              "deny": [{"argv": {"prefix": ["issue", "delete"]},
+                                        "reason": "no deleting"}],
+                              "allow": [{"argv": {"prefix": ["issue"]}}]}}}}},
+}
+
+
+def test_the_tool_gets_its_own_policy_and_the_agent_keeps_its_own(tmp_path: Path) -> None:
+    gh = _gh(tmp_path)
+    policies = json.loads(json.dumps(GITBOT_TOOLS))
+    policies["commands"]["gh"]["executable"] = gh
+    profile = parse_profile(_tool_profile(tmp_path, policies), "agent.json")
+    ctx = ResolveContext(home=str(tmp_path), workdir=str(tmp_path), uid=1000)
+    policy = resolve(profile, ctx)
+    # The agent: its own host, no route, no tool grant.
+    assert policy.network.allow_domain == ("agent.example",)
+    assert policy.network.custom_credentials == ()
+    (tool,) = policy.tools
+    assert (tool.name, tool.executable) == ("gh", gh)
+    child = tool.policy
+    assert child is not None
+    # The tool: its host and its route with the endpoint allow-list, not the agent's host.
+    assert child.network.allow_domain == ("api.github.com",)
+    ((name, route),) = child.network.custom_credentials
+    assert (name, route.credential_key, route.env_var) == ("github", "github_token", "GH_TOKEN")
+    assert route.endpoint_rules == (("GET", "/repos/*/*/issues/**"),)
+    reads = {g.path: g.access for g in child.grants if g.source == "profile"}
+    assert reads[str(tmp_path)] == Access.READ
+    assert reads[gh] == Access.READ
+    assert msgspec.json.decode(tool.invocation, type=InvocationPolicy).default == "deny"
+
+
+def test_a_tool_without_network_gets_none(tmp_path: Path) -> None:
+    gh = _gh(tmp_path)
+    profile = parse_profile(_tool_profile(tmp_path, {"commands": {"gh": {
+        "executable": gh, "sandbox": {"fs_read": ["."]}}}}), "agent.json")
+    policy = resolve(profile, ResolveContext(home=str(tmp_path), workdir=str(tmp_path),
+                                             uid=1000))
+    child = policy.tools[0].policy
+    assert child is not None and child.network.block
+
+
+def test_from_session_deny_keeps_the_mask_but_no_policy(tmp_path: Path) -> None:
+    gh = _gh(tmp_path)
+    profile = parse_profile(_tool_profile(tmp_path, {"commands": {"gh": {
+        "executable": gh, "from": {"session": "deny"}}}}), "agent.json")
+    policy = resolve(profile, ResolveContext(home=str(tmp_path), workdir=str(tmp_path),
+                                             uid=1000))
+    assert [(t.name, t.policy) for t in policy.tools] == [("gh", None)]
+
+
+@pytest.mark.parametrize(("policies", "path", "fragment"), [
+    ({"commands": {"gh": {"can_use": ["git"]}}}, "$.command_policies.commands.gh.can_use",
+     "chained tools"),
+    ({"commands": {"gh": {"from": {"git": {"fs_read": ["."]}}}}},
+     "$.command_policies.commands.gh.from.git", "calls from `git`"),
+    ({"commands": {"gh": {"sandbox": {"credentials": ["nope"]}}}},
+     "$.command_policies.commands.gh.sandbox.credentials[0]", "not defined"),
+    ({"commands": {"gh": {"executable": "bin/gh"}}},
+     "$.command_policies.commands.gh.executable", "absolute"),
+    ({"commands": {"gh": {"from": {"session": {"sandbox": {}, "invocation_policy": {
+        "approve": [{"argv": {"prefix": ["x"]}}]}}}}}},
+     "$.command_policies.commands.gh.from.session.invocation_policy.approve", "`approve`"),
+    ({"commands": {"gh": {"from": {"session": {"sandbox": {}, "invocation_policy": {
+        "allow": [{"argv": {"prefix": ["x"], "exact": ["x"]}}]}}}}}},
+     "$.command_policies.commands.gh.from.session.invocation_policy.allow[0].argv",
+     "exactly one"),
+    ({"commands": {"gh": {"from": {"session": {"sandbox": {"fs_raed": ["."]}}}}}},
+     "$.command_policies.commands.gh.from.session.sandbox", "fs_raed"),
+    ({"credentials": {"c": {"type": "raw-file", "path": "/x"}}, "commands": {"gh": {}}},
+     "$.command_policies.credentials.c.type", "through its proxy only"),
+])
+def test_what_nonod_does_not_run_is_refused_by_name(
+        tmp_path: Path, policies: dict[str, object], path: str, fragment: str) -> None:
+    with pytest.raises(ProfileError) as info:
+        parse_profile(_tool_profile(tmp_path, policies), "agent.json")
+    assert info.value.path == path
+    assert fragment in str(info.value)
+
+
+def _policy(**kwargs: object) -> InvocationPolicy:
+    return msgspec.convert(kwargs, type=InvocationPolicy)
+
+
+def test_invocation_policy_order_is_deny_allow_default() -> None:
+    policy = _policy(default="deny",
+                     deny=[{"argv": {"prefix": ["issue", "delete"]}, "reason": "no deleting"}],
+                     allow=[{"argv": {"prefix": ["issue"]}},
+                            {"argv": {"exact": ["api", "user"]}},
+                            {"argv": {"contains": ["--json"]}, "env": {"GH_HOST": {
+                                "equals": "github.com"}}}])
+    assert decide(policy, ["issue", "list"], {}).allowed
+    denied = decide(policy, ["issue", "delete", "3"], {})
+    assert (denied.allowed, denied.rule, denied.reason) == (False, "deny[0]", "no deleting")
+    assert not decide(policy, ["issuex"], {}).allowed
+    assert decide(policy, ["api", "user"], {}).allowed
+    assert not decide(policy, ["api", "user", "x"], {}).allowed
+    assert decide(policy, ["x", "--json"], {"GH_HOST": "github.com"}).allowed
+    assert not decide(policy, ["x", "--json"], {"GH_HOST": "evil"}).allowed
+    assert decide(policy, ["pr"], {}).rule == "default"
+    assert decide(None, ["anything"], {}).allowed
+    assert decide(_policy(), ["anything"], {}).allowed  # nono's default is allow
