@@ -75,7 +75,7 @@ SessionState = Literal["starting", "running", "exited"]
 #: while supervising it; see the daemon log).
 EndReason = Literal[
     "", "exited", "stopped", "client_gone", "daemon_shutdown", "daemon_lost", "error",
-    "oom", "pids_limit", "wall_clock",
+    "oom", "pids_limit", "wall_clock", "parent_ended",
 ]
 Stdio = Literal["passed", "pty", "null"]
 
@@ -246,6 +246,8 @@ class SessionInfo(_Info, frozen=True, kw_only=True):
     enforcement: Enforcement | None = None
     #: From the session's cgroup: live while it runs, the totals once it ended.
     usage: Usage | None = None
+    #: The session that ran this one as a tool (``command_policies``), if any.
+    parent: str | None = None
 
 
 class SessionDetail(SessionInfo, frozen=True, kw_only=True):

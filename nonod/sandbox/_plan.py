@@ -281,6 +281,8 @@ def build_plan(
         if not os.path.isabs(path):
             raise LaunchError(f"pinned path must be absolute: {path}", step="mounts")
         ops.append(MountOp(PIN, os.path.realpath(path), str(index)))
+    for view_path, host_path in () if landlock_only else request.binds:
+        ops.append(MountOp(BIND_FILE, view_path, host_path))
 
     # The first missing component of each absent denied or persistence path whose parent the
     # session may write (``_mounts``, opt-outs already applied): the creation guard's list.

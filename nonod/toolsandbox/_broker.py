@@ -1,0 +1,306 @@
+"""The daemon's side of the tool sandbox: one socket per agent session, one child session per
+tool call.
+
+:meth:`ToolBroker.prepare` runs before the agent's program starts: it makes the session's
+socket (a daemon-private host path, bound at ``/.nono-tool.sock`` in the view only) and pins
+the shim over each tool's executable in the view, so whatever path, link, copy or loader
+reaches those bytes in the session reaches the shim. :meth:`Tools.serve` answers calls until
+the session ends. A call is one frame from the shim (``>I`` length, then JSON: tool, argv,
+cwd, environment) carrying its stdin/stdout/stderr (``SCM_RIGHTS``). The calling session is
+the one whose socket the call came in on. The daemon checks the tool's invocation policy,
+launches the child session through the registry (audit, limits, ``ps``, ``stop`` as for any
+session, with ``parent`` set), forwards the signals the shim reports and answers with the exit
+status (newline-delimited JSON). When the agent's session ends, its tool sessions are stopped.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Final, final
+
+import msgspec
+import structlog
+import trio
+
+from ..audit import AuditError, ToolEnded, ToolRefused, ToolStarted, redact_argv
+from ..errors import NonoError
+from ..policy import ToolPolicy
+from ..sandbox import LaunchRequest
+from ..sessions import Caller, NotRunning, Session, SessionPlan
+from ._invocation import decide
+from ._schema import InvocationPolicy
+
+log = structlog.get_logger()
+
+VIEW_SOCKET: Final = "/.nono-tool.sock"
+#: The largest call the shim may send (argv and environment), how long it may take to send
+#: it, and how many calls of one session may run at once.
+MAX_CALL_BYTES: Final = 1 << 20
+CALL_TIMEOUT: Final = 10.0
+MAX_CALLS: Final = 16
+STOP_GRACE: Final = 5.0
+#: The registry's launch: a tool's session starts as any other does.
+Launch = Callable[[SessionPlan], Awaitable[Session]]
+
+
+class CallError(Exception):
+    """A malformed call: the connection is dropped."""
+
+
+def shim_for(tool: str) -> bytes:
+    """The shim's bytes for ``tool`` (the name is written into it)."""
+    text = resources.files(__package__).joinpath("shim.py").read_text(encoding="utf-8")
+    return text.replace('TOOL = "__TOOL__"', f"TOOL = {json.dumps(tool)}").encode()
+
+
+def _visible(path: str, plan: SessionPlan) -> bool:
+    return any(path == g.path or path.startswith(g.path.rstrip("/") + "/")
+               for g in plan.policy.grants if g.access.reads)
+
+
+@dataclass(frozen=True)
+class Call:
+    tool: str
+    argv: tuple[str, ...]
+    cwd: str
+    env: dict[str, str]
+    fds: tuple[int, int, int]
+
+
+class _Frame(msgspec.Struct, frozen=True):
+    tool: str
+    argv: tuple[str, ...]
+    cwd: str
+    env: dict[str, str]
+
+
+async def _receive_call(stream: trio.SocketStream) -> Call:
+    sock = stream.socket
+    fds = array.array("i")
+    await trio.lowlevel.wait_readable(sock)
+    head, ancillary, _, _ = await sock.recvmsg(4, socket.CMSG_SPACE(3 * fds.itemsize))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    got = tuple(fds)
+    try:
+        if len(head) != 4 or len(got) != 3:
+            raise CallError("a call carries a 4-byte length and three descriptors")
+        (size,) = struct.unpack(">I", head)
+        if size > MAX_CALL_BYTES:
+            raise CallError("call too large")
+        body = b""
+        while len(body) < size:
+            chunk = await stream.receive_some(size - len(body))
+            if not chunk:
+                raise CallError("the shim hung up mid-call")
+            body += chunk
+        try:
+            frame = msgspec.json.decode(body, type=_Frame)
+        except msgspec.DecodeError as exc:
+            raise CallError(f"malformed call: {exc}") from None
+    except BaseException:
+        for fd in got:
+            os.close(fd)
+        raise
+    return Call(tool=frame.tool, argv=frame.argv, cwd=frame.cwd, env=frame.env,
+                fds=(got[0], got[1], got[2]))
+
+
+async def _send(stream: trio.SocketStream, reply: dict[str, object]) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_all(json.dumps(reply).encode() + b"\n")
+
+
+@final
+class ToolBroker:
+    """``sessions.ToolHook``: set on the registry by the daemon."""
+
+    def __init__(self, launch: Launch, run_dir: Path) -> None:
+        self._launch = launch
+        self._run_dir = run_dir
+
+    def prepare(self, session: Session, plan: SessionPlan) -> Tools:
+        self._run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        host_path = self._run_dir / f"{session.id}.sock"
+        host_path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            listener.bind(str(host_path))
+            os.chmod(host_path, 0o600)
+            record = session.record
+            if record.uid != os.geteuid():
+                os.chown(host_path, record.uid, record.gid)
+            listener.listen(MAX_CALLS)
+        except BaseException:
+            listener.close()
+            host_path.unlink(missing_ok=True)
+            raise
+        pins = tuple((tool.executable, shim_for(tool.name)) for tool in plan.policy.tools
+                     if _visible(tool.executable, plan))
+        request = msgspec.structs.replace(
+            plan.request, pins=plan.request.pins + pins,
+            binds=(*plan.request.binds, (VIEW_SOCKET, str(host_path))))
+        # The shim needs socket(AF_UNIX) to reach the tool socket (docs/tool-sandboxes.md).
+        policy = msgspec.structs.replace(plan.policy, allow_unix_sockets=True)
+        return Tools(plan=dataclasses.replace(plan, request=request, policy=policy),
+                     launch=self._launch,
+                     listener=listener, host_path=host_path)
+
+
+@final
+@dataclass
+class Tools:
+    """One agent session's tool socket and the tool sessions it started."""
+
+    plan: SessionPlan
+    launch: Launch
+    listener: socket.socket
+    host_path: Path
+    children: set[Session] = field(default_factory=set)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.host_path.unlink(missing_ok=True)
+
+    async def serve(self, session: Session) -> None:
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.listener))
+        limit = trio.CapacityLimiter(MAX_CALLS)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._accept, session, listener, limit, nursery)
+                await session.wait_exited()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()
+                self.host_path.unlink(missing_ok=True)
+                await self._stop_children()
+
+    async def _stop_children(self) -> None:
+        for child in list(self.children):
+            if child.live:
+                child.request_stop(reason="parent_ended", grace=STOP_GRACE)
+        with trio.move_on_after(STOP_GRACE + 10):
+            for child in list(self.children):
+                await child.wait_exited()
+
+    async def _accept(self, session: Session, listener: trio.SocketListener,
+                      limit: trio.CapacityLimiter, nursery: trio.Nursery) -> None:
+        while True:
+            stream = await listener.accept()
+            nursery.start_soon(self._call, session, stream, limit)
+
+    async def _call(self, session: Session, stream: trio.SocketStream,
+                    limit: trio.CapacityLimiter) -> None:
+        async with stream, limit:
+            try:
+                with trio.fail_after(CALL_TIMEOUT):
+                    call = await _receive_call(stream)
+            except (CallError, trio.TooSlowError, OSError) as exc:
+                log.warning("tool call dropped", session=session.id, error=str(exc))
+                return
+            try:
+                await self._run(session, stream, call)
+            finally:
+                for fd in call.fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+    def _audit(self, session: Session, event: ToolStarted | ToolEnded | ToolRefused) -> None:
+        try:
+            session.write_event(event)
+        except AuditError:
+            log.exception("audit: a tool event could not be recorded", session=session.id)
+
+    async def _refuse(self, session: Session, stream: trio.SocketStream, call: Call,
+                      reason: str, rule: str, message: str) -> None:
+        self._audit(session, ToolRefused(tool=call.tool, reason=reason, rule=rule,
+                                         argv=redact_argv(call.argv)))
+        log.info("tool call refused", session=session.id, tool=call.tool, rule=rule)
+        await _send(stream, {"refused": message})
+
+    async def _run(self, session: Session, stream: trio.SocketStream, call: Call) -> None:
+        tool = next((t for t in self.plan.policy.tools if t.name == call.tool), None)
+        if tool is None:
+            await self._refuse(session, stream, call, "not a tool of this session", "unknown",
+                               f"tool-sandbox has no tool named {call.tool}")
+            return
+        if tool.policy is None:
+            reason = "the session may not run it (from.session: deny)"
+            await self._refuse(session, stream, call, reason, "from.session",
+                               f"tool-sandbox denied {tool.name}: Command '{tool.name}' is "
+                               f"blocked: {reason}")
+            return
+        policy = (msgspec.json.decode(tool.invocation, type=InvocationPolicy)
+                  if tool.invocation else None)
+        verdict = decide(policy, call.argv, call.env)
+        if not verdict.allowed:
+            await self._refuse(session, stream, call, verdict.reason, verdict.rule,
+                               f"tool-sandbox denied {tool.name}: Command '{tool.name}' is "
+                               f"blocked: {verdict.reason}")
+            return
+        try:
+            child = await self.launch(self._child_plan(session, tool, call))
+        except NonoError as exc:
+            await self._refuse(session, stream, call, exc.message, "launch",
+                               f"tool-sandbox could not start {tool.name}: {exc.message}")
+            return
+        self.children.add(child)
+        self._audit(session, ToolStarted(tool=tool.name, child=child.id,
+                                         argv=redact_argv(call.argv)))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._forward_signals, stream, child, session)
+            await child.wait_exited()
+            nursery.cancel_scope.cancel()
+        record = child.record
+        self._audit(session, ToolEnded(tool=tool.name, child=child.id,
+                                       exit_code=record.exit_code, signal=record.signal))
+        await _send(stream, {"exit": record.exit_code if record.exit_code is not None else 255,
+                             "signal": record.signal})
+
+    def _child_plan(self, session: Session, tool: ToolPolicy, call: Call) -> SessionPlan:
+        if tool.policy is None:
+            raise ValueError("a denied tool has no child session")
+        parent = session.record
+        me = os.geteuid()
+        cwd = call.cwd if os.path.isabs(call.cwd) and os.path.isdir(call.cwd) else parent.cwd
+        return SessionPlan(
+            policy=tool.policy,
+            request=LaunchRequest(
+                argv=(tool.executable, *call.argv), cwd=cwd, env=tuple(call.env.items()),
+                uid=parent.uid if parent.uid != me else None,
+                gid=parent.gid if parent.uid != me else None),
+            owner=Caller(uid=parent.owner_uid, gid=parent.owner_gid, pid=0),
+            profile=f"{parent.profile or parent.name}/{tool.name}",
+            name=None, detach=True, stdio="passed", passed_fds=call.fds, parent=parent.id)
+
+    async def _forward_signals(self, stream: trio.SocketStream, child: Session,
+                               session: Session) -> None:
+        buffered = b""
+        while True:
+            data = await stream.receive_some(4096)
+            if not data:
+                return
+            buffered += data
+            while b"\n" in buffered:
+                line, buffered = buffered.split(b"\n", 1)
+                try:
+                    number = int(json.loads(line)["signal"])
+                except (ValueError, KeyError, TypeError):
+                    return
+                with contextlib.suppress(NotRunning, ValueError, OSError):
+                    child.send_signal(number, reason="forwarded",
+                                      sender=f"session {session.id}")
+            if len(buffered) > 4096:
+                return

@@ -1,0 +1,254 @@
+"""Per-tool sandboxes end to end: a real nonod (on a thread), an agent session whose profile
+names a fake ``gh`` in ``command_policies``, and a fake ``api.github.com`` (TLS, private CA)
+reached through the daemon's ``[network] resolve`` pin. The agent runs ``gh``; the tool runs in
+a child session with the GitHub route; the agent never holds the token."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.daemon.conftest import DaemonThread
+from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
+from tests.daemon.test_cli import CLI, cli_env
+
+pytestmark = [pytest.mark.root, pytest.mark.userns]
+
+REAL = "ghp_REAL_0123456789abcdef_REAL"
+PY = "/usr/bin/python3"
+
+# The fake `gh`: calls its route with its phantom token, prints what it got, exits 3.
+FAKE_GH = f'''#!{PY}
+import json, os, sys, time, urllib.request
+if sys.argv[1:3] == ["issue", "view"]:
+    print("viewing", flush=True)
+    time.sleep(3600)
+base = os.environ["GITHUB_BASE_URL"]
+request = urllib.request.Request(base + "/repos/o/r/issues",
+                                 headers={{"Authorization": "Bearer " + os.environ["GH_TOKEN"]}})
+with urllib.request.urlopen(request, timeout=30) as response:
+    body = response.read().decode()
+print(json.dumps({{"args": sys.argv[1:], "body": body, "token": os.environ["GH_TOKEN"]}}))
+sys.exit(3)
+'''
+
+# The agent: runs gh, tries to get around it, and tries the route itself.
+AGENT = r'''
+import json, os, shutil, subprocess, sys, urllib.error, urllib.request
+gh = sys.argv[1]
+out = {}
+def run(*argv):
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
+    return [done.returncode, done.stdout, done.stderr]
+out["list"] = run("gh", "issue", "list")
+out["denied"] = run("gh", "issue", "delete", "1")
+out["env"] = sorted(k for k, v in os.environ.items() if "REAL" in v or k == "GH_TOKEN")
+out["bytes_are_shim"] = b"nonod's tool shim" in open(gh, "rb").read()
+shutil.copy(gh, "gh-copy")
+os.chmod("gh-copy", 0o755)
+out["copy"] = run("./gh-copy", "issue", "list")
+os.symlink(gh, "gh-link")
+out["link"] = run("./gh-link", "issue", "list")
+out["loader"] = run("/lib64/ld-linux-x86-64.so.2", gh, "issue", "list")
+with open("script", "w") as f:
+    f.write("#!" + gh + "\n")
+os.chmod("script", 0o755)
+out["shebang"] = run("./script")
+out["execveat"] = run(sys.executable, "-c",
+    "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.set_inheritable(fd, True); "
+    "os.execve(fd, ['gh','issue','list'], dict(os.environ))", gh)
+proxy = os.environ["HTTP_PROXY"].rstrip("/")
+try:
+    urllib.request.urlopen(urllib.request.Request(proxy + "/github/repos/o/r/issues",
+        headers={"Authorization": "Bearer x"}), timeout=30)
+    out["own_route"] = 200
+except urllib.error.HTTPError as exc:
+    out["own_route"] = exc.code
+print(json.dumps(out))
+'''
+
+
+@dataclass
+class Upstream:
+    port: int = 0
+    ca_file: Path = Path()
+    seen: list[dict[str, str]] = field(default_factory=list)
+
+
+@pytest.fixture
+def github(tmp_path: Path) -> Iterator[Upstream]:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("api.github.com").configure_cert(context)
+    upstream = Upstream(ca_file=tmp_path / "ca.pem")
+    ca.cert_pem.write_to_path(str(upstream.ca_file))
+    upstream.ca_file.chmod(0o644)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            upstream.seen.append({"path": self.path, **{k.lower(): v
+                                                      for k, v in self.headers.items()}})
+            body = b'[{"number": 1, "title": "first issue"}]'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    upstream.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield upstream
+    server.shutdown()
+    thread.join(30)
+
+
+def _setup(base: Path, upstream: Upstream) -> tuple[Path, Path, DaemonThread]:
+    work = base / "work"
+    bindir = base / "bin"
+    for d in (work, bindir):
+        d.mkdir(mode=0o755)
+    gh = bindir / "gh"
+    gh.write_text(FAKE_GH)
+    gh.chmod(0o755)
+    (work / "agent.py").write_text(AGENT)
+    secret = base / "github.key"
+    secret.write_text(REAL + "\n")
+    secret.chmod(0o600)
+    profile = base / "agent.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": "agent"},
+        "filesystem": {"read": ["/usr", "/etc", "/lib", "/lib64", str(bindir)]},
+        "network": {"allow_domain": ["example.invalid"]},
+        "command_policies": {
+            "credentials": {"github": {
+                "type": "proxy", "upstream": "https://api.github.com",
+                "credential_key": f"file://{secret}", "env_var": "GH_TOKEN"}},
+            "commands": {"gh": {"executable": str(gh), "from": {"session": {
+                "sandbox": {"fs_read": ["."],
+                            "network": {"allow_domain": ["api.github.com"]},
+                            "credentials": [{"name": "github", "endpoint_policy": {
+                                "default": "deny",
+                                "allow": [{"method": "GET", "path": "/repos/*/*/issues/**"},
+                                          {"method": "POST",
+                                           "path": "/repos/*/*/issues/**"}]}}]},
+                "invocation_policy": {
+                    "default": "deny",
+                    "deny": [{"argv": {"prefix": ["issue", "delete"]},
+                              "reason": "agents may not delete issues"}],
+                    "allow": [{"argv": {"prefix": ["issue"]}}]}}}}},
+        },
+    }))
+    config = (f'[network]\nresolve = {{"api.github.com" = "127.0.0.1:{upstream.port}"}}\n'
+              f'extra_ca_file = "{upstream.ca_file}"\n')
+    return work, profile, DaemonThread(base, config=config).start()
+
+
+def _audit(daemon: DaemonThread, session: str) -> list[dict[str, object]]:
+    path = daemon.state_dir / "sessions" / session / "audit.ndjson"
+    return [json.loads(line)["event"] for line in path.read_text().splitlines() if line]
+
+
+def test_the_tool_runs_in_its_own_session_and_the_agent_never_holds_its_token(
+        github: Upstream, short_tmp: Path) -> None:
+    work, profile, daemon = _setup(short_tmp, github)
+    gh = str(short_tmp / "bin" / "gh")
+    try:
+        run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{short_tmp}/bin:/usr/bin:/bin"), work)
+        done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
+                   PY, "-S", "agent.py", gh)
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        sessions = json.loads(run("ps", "--all", "--json").stdout)
+    finally:
+        daemon.stop()
+    # The tool's output and exit status came back; it used its own phantom token.
+    code, stdout, _ = out["list"]
+    assert code == 3
+    got = json.loads(stdout)
+    assert got["args"] == ["issue", "list"] and "first issue" in got["body"]
+    assert len(got["token"]) == 64 and got["token"] != REAL
+    # The upstream saw the real token, never a phantom one.
+    assert github.seen and all(s["authorization"] == f"Bearer {REAL}" for s in github.seen)
+    # A denied argv: nono's message on the caller's stderr, non-zero, nothing ran.
+    code, _, stderr = out["denied"]
+    assert code == 126
+    assert ("nono: tool-sandbox denied gh: Command 'gh' is blocked: agents may not delete "
+            "issues") in stderr
+    # The agent holds nothing of the tool's: no token in its environment, and its own
+    # request to the route is refused (it has no such route).
+    assert out["env"] == []
+    assert out["own_route"] in (400, 403, 404)
+    # Every way around the shim either goes through the child session or runs nothing.
+    assert out["bytes_are_shim"]
+    for way in ("copy", "link", "execveat"):
+        assert out[way][0] == 3, (way, out[way])
+        assert json.loads(out[way][1])["token"] != REAL
+    assert out["loader"][0] != 0 and REAL not in out["loader"][1]
+    assert out["shebang"][0] == 126  # the script's path is not an allowed argv
+    # ps: the tool sessions name their parent; audit on both sides.
+    agent = next(s for s in sessions if s.get("parent") is None)
+    children = [s for s in sessions if s.get("parent") == agent["id"]]
+    assert len(children) == 4  # list, copy, link, execveat
+    events = _audit(daemon, agent["id"])
+    started = [e for e in events if e["type"] == "tool_started"]
+    assert {e["child"] for e in started} == {c["id"] for c in children}
+    assert [e["exit_code"] for e in events if e["type"] == "tool_ended"] == [3, 3, 3, 3]
+    refused = [e for e in events if e["type"] == "tool_refused"]
+    assert refused[0]["reason"] == "agents may not delete issues"
+    child_events = _audit(daemon, children[0]["id"])
+    assert any(e["type"] == "credential_injected" for e in child_events)
+    for path in daemon.state_dir.rglob("*"):
+        if path.is_file():
+            assert REAL.encode() not in path.read_bytes(), path
+
+
+def _children(run: CLI, agent: str) -> list[dict[str, object]]:
+    return [s for s in json.loads(run("ps", "--all", "--json").stdout)
+            if s.get("parent") == agent]
+
+
+@pytest.mark.parametrize(("force", "reason", "signal"), [
+    (False, "exited", 15),  # the shim got SIGTERM and forwarded it to the tool
+    (True, "parent_ended", None),  # the shim was killed: the daemon stops the tool session
+])
+def test_stopping_the_agent_stops_its_tool_sessions(
+        github: Upstream, short_tmp: Path, force: bool, reason: str, signal: int | None
+) -> None:
+    work, profile, daemon = _setup(short_tmp, github)
+    try:
+        run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{short_tmp}/bin:/usr/bin:/bin"),
+                  work)
+        done = run("launch", "--detach", "--profile", str(profile), "--allow-cwd", "--",
+                   "gh", "issue", "view", "1")
+        assert done.returncode == 0, done.stderr
+        agent = json.loads(run("ps", "--json").stdout)[0]["id"]
+        # The tool's session appears once the shim's call is in (each `ps` is a round trip).
+        for _ in range(100):
+            children = _children(run, agent)
+            if children and children[0]["state"] == "running":
+                break
+        assert [c["state"] for c in children] == ["running"]
+        run("stop", *(["--force"] if force else []), agent)
+        children = _children(run, agent)
+        detail = json.loads(run("inspect", "--json", str(children[0]["id"])).stdout)
+    finally:
+        daemon.stop()
+    assert children[0]["state"] == "exited"
+    assert detail["reason"] == reason
+    if signal is not None:
+        assert detail["signal"] == signal
+        sent = [e for e in _audit(daemon, str(children[0]["id"])) if e["type"] == "signal"]
+        assert sent and sent[0]["sender"] == f"session {agent}"
