@@ -42,6 +42,27 @@ def _age(when: dt.datetime | None, now: dt.datetime) -> str:
     return f"{seconds}s ago"
 
 
+def _tree(infos: Sequence[p.SessionInfo]) -> list[tuple[int, p.SessionInfo]]:
+    """Sessions in order, each tool session (``parent``) right under its parent, indented; one
+    whose parent is not listed stays at the top level."""
+    listed = {i.id for i in infos}
+    children: dict[str, list[p.SessionInfo]] = {}
+    for info in infos:
+        if info.parent is not None and info.parent in listed:
+            children.setdefault(info.parent, []).append(info)
+    out: list[tuple[int, p.SessionInfo]] = []
+
+    def add(info: p.SessionInfo, depth: int) -> None:
+        out.append((depth, info))
+        for child in children.get(info.id, ()):
+            add(child, depth + 1)
+
+    for info in infos:
+        if info.parent is None or info.parent not in listed:
+            add(info, 0)
+    return out
+
+
 def _status(info: p.SessionInfo) -> str:
     if info.state != "exited":
         return info.state
@@ -157,10 +178,11 @@ class Output:
             ("ID", "NAME", "STATE", "PID", "PROFILE", "STARTED", "COMMAND"),
             (
                 (
-                    i.id, i.name, _status(i), str(i.pid) if i.pid else "-", i.profile or "-",
+                    "  " * depth + ("└ " if depth else "") + i.id, i.name, _status(i),
+                    str(i.pid) if i.pid else "-", i.profile or "-",
                     _age(i.started_at, now), _command(i.argv),
                 )
-                for i in infos
+                for depth, i in _tree(infos)
             ),
         )
 
