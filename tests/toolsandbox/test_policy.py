@@ -139,3 +139,20 @@ def test_invocation_policy_order_is_deny_allow_default() -> None:
     assert decide(policy, ["pr"], {}).rule == "default"
     assert decide(None, ["anything"], {}).allowed
     assert decide(_policy(), ["anything"], {}).allowed  # nono's default is allow
+
+
+def test_the_shipped_gitbot_tools_example_resolves(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "gitbot" / "gitbot-tools.json"
+    data = json.loads(example.read_text())
+    gh = _gh(tmp_path)  # gh is not installed here: pin the example to a stand-in
+    data["command_policies"]["commands"]["gh"]["executable"] = gh
+    profile = parse_profile(json.dumps(data).encode(), "gitbot-tools.json")
+    policy = resolve(profile, ResolveContext(home=str(tmp_path), workdir=str(tmp_path),
+                                             uid=1000))
+    assert "api.github.com" not in policy.network.allow_domain
+    (tool,) = policy.tools
+    assert tool.policy is not None
+    assert tool.policy.network.allow_domain == ("api.github.com",)
+    ((_, route),) = tool.policy.network.custom_credentials
+    assert route.endpoint_rules == (("GET", "/repos/*/*/issues/**"),
+                                    ("POST", "/repos/*/*/issues/**"))
