@@ -21,7 +21,6 @@ import msgspec
 from msgspec import UNSET, Raw
 
 from ..errors import ExtendsError, ProfileError, UnsupportedFeature
-from ..toolsandbox import decode_section
 from . import _expand
 from ._groups import GroupCatalog, NetworkCatalog, valid_host
 from ._schema import (
@@ -42,6 +41,7 @@ from ._schema import (
     Profile,
     When,
 )
+from ._tools import decode_section
 
 #: A backend of the daemon's ``[approvals.backends]`` (checked when the session is launched).
 _DAEMON_BACKEND: Final = re.compile(r"daemon:[A-Za-z0-9_-]{1,64}")
@@ -511,7 +511,7 @@ class _Checker:
         self.command_policies(profile.command_policies)
 
     def command_policies(self, raw: Raw) -> None:
-        # Checked (and refused by name where nonod does not run a key) by the tool sandbox.
+        # Checked, and refused by name where nonod does not run a key (``_tools``).
         decode_section(raw, self.source)
 
 

@@ -48,7 +48,6 @@ from ..policy import (
     ResolvedPolicy,
     ToolPolicy,
 )
-from ..toolsandbox import child_profile, decode_section, find_executable
 from . import _expand
 from ._check import check_profile, reserved_env_name
 from ._expand import ResolveContext
@@ -69,6 +68,8 @@ from ._schema import (
     When,
     endpoint_allow_list,
 )
+from ._toolprofile import child_profile, find_executable
+from ._tools import decode_section
 
 
 @final

@@ -35,10 +35,10 @@ import trio
 from ..audit import AuditError, ToolEnded, ToolRefused, ToolStarted, redact_argv
 from ..errors import NonoError
 from ..policy import ToolPolicy
+from ..profiles._tools import InvocationPolicy
 from ..sandbox import LaunchRequest
 from ..sessions import Caller, NotRunning, Session, SessionPlan
 from ._invocation import decide
-from ._schema import InvocationPolicy
 
 log = structlog.get_logger()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ._schema import ArgvMatcher, InvocationPolicy, InvocationRule
+from ..profiles._tools import ArgvMatcher, InvocationPolicy, InvocationRule
 
 
 @dataclass(frozen=True)

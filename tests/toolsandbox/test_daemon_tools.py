@@ -42,12 +42,20 @@ sys.exit(3)
 
 # The agent: runs gh, tries to get around it, and tries the route itself.
 AGENT = r'''
-import json, os, shutil, subprocess, sys, urllib.error, urllib.request
+import json, os, shutil, subprocess, sys, time, urllib.error, urllib.request
 gh = sys.argv[1]
 out = {}
 def run(*argv):
-    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
-    return [done.returncode, done.stdout, done.stderr]
+    # A file just written can be briefly busy (ETXTBSY) while the daemon's guards look at it.
+    for _ in range(100):
+        try:
+            done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
+            return [done.returncode, done.stdout, done.stderr]
+        except OSError as exc:
+            if exc.errno != 26:
+                raise
+            time.sleep(0.01)
+    raise SystemExit("still busy")
 out["list"] = run("gh", "issue", "list")
 out["denied"] = run("gh", "issue", "delete", "1")
 out["env"] = sorted(k for k, v in os.environ.items() if "REAL" in v or k == "GH_TOKEN")

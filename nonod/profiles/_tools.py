@@ -1,4 +1,4 @@
-"""nono's ``command_policies`` section as msgspec Structs, and its checks.
+"""nono's ``command_policies`` section (tool sandboxes) as msgspec Structs, and its checks.
 
 The Structs mirror nono's schema for the part nonod runs: a command's pinned ``executable``,
 its ``sandbox`` (``fs_*`` grants, ``network.allow_domain``, named ``credentials`` with an
@@ -17,26 +17,11 @@ import msgspec
 from msgspec import Raw
 
 from ..errors import ProfileError, UnsupportedFeature
+from ._schema import RAW_NULL, Decision, RoutedDecision, _Section
 
-RAW_NULL: Final = Raw(b"null")
 SESSION: Final = "session"
 _IDENTIFIER: Final = re.compile(r"[A-Za-z0-9._+-]+")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-Decision = Literal["deny", "approve", "allow"]
-
-
-class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
-               omit_defaults=True):
-    """Immutable, keyword-only, strict about unknown keys (as the profile Structs)."""
-
-
-@final
-class RoutedDecision(_Section, frozen=True, kw_only=True):
-    decision: Decision
-    backend: str | None = None
-    timeout_secs: int | None = None
-
 
 @final
 class ArgvMatcher(_Section, frozen=True, kw_only=True):

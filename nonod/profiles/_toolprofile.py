@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from ._schema import CommandPolicies, CommandPolicy, ToolEdge, ToolSandbox
+from ._tools import CommandPolicies, CommandPolicy, ToolEdge, ToolSandbox
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
