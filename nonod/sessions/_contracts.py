@@ -109,7 +109,11 @@ class PreparedTools(Protocol):
     plan: SessionPlan
 
     async def serve(self, session: Session) -> None:
-        """Answer the session's tool calls until it ends, then stop its tool sessions."""
+        """Answer the session's tool calls until :meth:`end`."""
+        ...
+
+    async def end(self) -> None:
+        """The program ended: stop its tool sessions and record their end."""
         ...
 
     def close(self) -> None:

@@ -453,6 +453,8 @@ class Registry:
                 session.end_with("error")
             finally:
                 with trio.CancelScope(shield=True):
+                    if tools is not None:
+                        await tools.end()  # its tool sessions end before its record closes
                     await self._finish(session)
 
     async def _finish(self, session: Session) -> None:

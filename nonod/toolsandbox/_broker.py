@@ -38,6 +38,7 @@ from ..policy import ToolPolicy
 from ..profiles._tools import InvocationPolicy
 from ..sandbox import LaunchRequest
 from ..sessions import Caller, NotRunning, Session, SessionPlan
+from ..sessions._supervise import KILL_TIMEOUT
 from ._invocation import decide
 
 log = structlog.get_logger()
@@ -161,61 +162,76 @@ class ToolBroker:
 @final
 @dataclass
 class Tools:
-    """One agent session's tool socket and the tool sessions it started."""
+    """One agent session's tool socket and the calls running through it."""
 
     plan: SessionPlan
     launch: Launch
     listener: socket.socket
     host_path: Path
-    children: set[Session] = field(default_factory=set)
+    _scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    _finished: trio.Event = field(default_factory=trio.Event)
 
     def close(self) -> None:
         self.listener.close()
         self.host_path.unlink(missing_ok=True)
 
     async def serve(self, session: Session) -> None:
+        """Answer calls until :meth:`end`. A failure here ends the session's tool socket (the
+        shim then says the tool sandbox is unavailable), never the session or the daemon."""
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.listener))
-        limit = trio.CapacityLimiter(MAX_CALLS)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._accept, session, listener, limit, nursery)
-                await session.wait_exited()
-                nursery.cancel_scope.cancel()
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._accept, session, listener, nursery)
+        except Exception:
+            log.exception("the tool socket failed; the session's tools are unavailable",
+                          session=session.id)
         finally:
             with trio.CancelScope(shield=True):
                 await listener.aclose()
                 self.host_path.unlink(missing_ok=True)
-                await self._stop_children()
+            self._finished.set()
 
-    async def _stop_children(self) -> None:
-        for child in list(self.children):
-            if child.live:
-                child.request_stop(reason="parent_ended", grace=STOP_GRACE)
-        with trio.move_on_after(STOP_GRACE + 10):
-            for child in list(self.children):
-                await child.wait_exited()
+    async def end(self) -> None:
+        """The agent's program has ended: stop taking calls, stop the tool sessions still
+        running (reason ``parent_ended``) and record their end, before the agent's record
+        closes."""
+        self._scope.cancel()
+        with trio.move_on_after(STOP_GRACE + KILL_TIMEOUT + 1):
+            await self._finished.wait()
 
     async def _accept(self, session: Session, listener: trio.SocketListener,
-                      limit: trio.CapacityLimiter, nursery: trio.Nursery) -> None:
+                      nursery: trio.Nursery) -> None:
+        slots = trio.Semaphore(MAX_CALLS)  # taken before accepting: waiting calls stay queued
         while True:
-            stream = await listener.accept()
-            nursery.start_soon(self._call, session, stream, limit)
+            await slots.acquire()
+            try:
+                stream = await listener.accept()
+            except BaseException:
+                slots.release()
+                raise
+            nursery.start_soon(self._call, session, stream, slots)
 
     async def _call(self, session: Session, stream: trio.SocketStream,
-                    limit: trio.CapacityLimiter) -> None:
-        async with stream, limit:
-            try:
-                with trio.fail_after(CALL_TIMEOUT):
-                    call = await _receive_call(stream)
-            except (CallError, trio.TooSlowError, OSError) as exc:
-                log.warning("tool call dropped", session=session.id, error=str(exc))
-                return
-            try:
-                await self._run(session, stream, call)
-            finally:
-                for fd in call.fds:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                    slots: trio.Semaphore) -> None:
+        try:
+            async with stream:
+                try:
+                    with trio.fail_after(CALL_TIMEOUT):
+                        call = await _receive_call(stream)
+                except (CallError, trio.TooSlowError, OSError) as exc:
+                    log.warning("tool call dropped", session=session.id, error=str(exc))
+                    return
+                try:
+                    await self._run(session, stream, call)
+                except Exception:
+                    log.exception("tool call failed", session=session.id, tool=call.tool)
+                finally:
+                    for fd in call.fds:
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
+        finally:
+            slots.release()
 
     def _audit(self, session: Session, event: ToolStarted | ToolEnded | ToolRefused) -> None:
         try:
@@ -256,18 +272,26 @@ class Tools:
             await self._refuse(session, stream, call, exc.message, "launch",
                                f"tool-sandbox could not start {tool.name}: {exc.message}")
             return
-        self.children.add(child)
         self._audit(session, ToolStarted(tool=tool.name, child=child.id,
                                          argv=redact_argv(call.argv)))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._forward_signals, stream, child, session)
-            await child.wait_exited()
-            nursery.cancel_scope.cancel()
-        record = child.record
-        self._audit(session, ToolEnded(tool=tool.name, child=child.id,
-                                       exit_code=record.exit_code, signal=record.signal))
-        await _send(stream, {"exit": record.exit_code if record.exit_code is not None else 255,
-                             "signal": record.signal})
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._forward_signals, stream, child, session)
+                await child.wait_exited()
+                nursery.cancel_scope.cancel()
+        finally:
+            # Also when the agent's session ended (cancelled): the tool does not outlive it.
+            with trio.CancelScope(shield=True):
+                child.request_stop(reason="parent_ended", grace=STOP_GRACE)
+                with trio.move_on_after(STOP_GRACE + KILL_TIMEOUT):
+                    await child.wait_exited()
+                record = child.record
+                self._audit(session, ToolEnded(tool=tool.name, child=child.id,
+                                               exit_code=record.exit_code,
+                                               signal=record.signal))
+                with trio.move_on_after(CALL_TIMEOUT):
+                    await _send(stream, {"exit": 255 if record.exit_code is None
+                                         else record.exit_code, "signal": record.signal})
 
     def _child_plan(self, session: Session, tool: ToolPolicy, call: Call) -> SessionPlan:
         if tool.policy is None:

@@ -83,6 +83,31 @@ except urllib.error.HTTPError as exc:
 print(json.dumps(out))
 '''
 
+# The agent looks for the running tool: its environment in /proc, the token's file, the
+# daemon's state (where the tool session's records are).
+AGENT_LOOKS = r'''
+import json, os, subprocess, sys
+tool = subprocess.Popen(["gh", "issue", "view", "1"], stdout=subprocess.PIPE, text=True)
+out = {"first": tool.stdout.readline().strip(), "seen": [], "files": {}}
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            environ = open(f"/proc/{pid}/environ", "rb").read()
+        except OSError:
+            continue
+        if b"GH_TOKEN=" in environ or b"GITHUB_BASE_URL=" in environ:
+            out["seen"].append(pid)
+for path in sys.argv[1:]:
+    try:
+        open(path, "rb").read()
+        out["files"][path] = "read"
+    except OSError as exc:
+        out["files"][path] = exc.errno
+tool.terminate()  # the shim forwards it to the tool
+out["code"] = tool.wait()
+print(json.dumps(out))
+'''
+
 
 @dataclass
 class Upstream:
@@ -132,6 +157,7 @@ def _setup(base: Path, upstream: Upstream) -> tuple[Path, Path, DaemonThread]:
     gh.write_text(FAKE_GH)
     gh.chmod(0o755)
     (work / "agent.py").write_text(AGENT)
+    (work / "looks.py").write_text(AGENT_LOOKS)
     secret = base / "github.key"
     secret.write_text(REAL + "\n")
     secret.chmod(0o600)
@@ -260,3 +286,24 @@ def test_stopping_the_agent_stops_its_tool_sessions(
         assert detail["signal"] == signal
         sent = [e for e in _audit(daemon, str(children[0]["id"])) if e["type"] == "signal"]
         assert sent and sent[0]["sender"] == f"session {agent}"
+    ended = [e for e in _audit(daemon, agent) if e["type"] == "tool_ended"]
+    assert [e["child"] for e in ended] == [children[0]["id"]]
+
+
+def test_the_agent_cannot_see_the_running_tools_token(github: Upstream, short_tmp: Path
+                                                      ) -> None:
+    work, profile, daemon = _setup(short_tmp, github)
+    secret = short_tmp / "github.key"
+    try:
+        run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{short_tmp}/bin:/usr/bin:/bin"),
+                  work)
+        done = run("launch", "--profile", str(profile), "--allow-cwd", "--", PY, "-S",
+                   "looks.py", str(secret), str(daemon.state_dir))
+    finally:
+        daemon.stop()
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["first"] == "viewing"  # the tool runs, writing to the agent's pipe
+    assert out["seen"] == []  # no process the agent can see holds the tool's variables
+    assert out["files"] == {str(secret): 2, str(daemon.state_dir): 2}  # not in its view
+    assert out["code"] == -15
