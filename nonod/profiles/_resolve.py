@@ -255,7 +255,7 @@ class _Resolver:
             return ()
         tools: list[ToolPolicy] = []
         for name, command in section.commands.items():
-            executable = find_executable(name, command, self.ctx.env)
+            executable = find_executable(name, command, self.ctx.env, self.fs)
             if executable is None:
                 self.note("tool_missing",
                           f"the tool `{name}` is not on PATH (or its `executable` does not "

@@ -18,25 +18,33 @@ credentials.
 
 from __future__ import annotations
 
-import os
-import shutil
+import posixpath
+import stat
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
+from ._fslook import FsLook
 from ._tools import CommandPolicies, CommandPolicy, ToolEdge, ToolSandbox
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-def find_executable(name: str, command: CommandPolicy, env: Mapping[str, str]) -> str | None:
-    """The canonical path of the tool: its pinned ``executable``, or the first ``name`` on the
-    caller's ``PATH``; None when there is none."""
-    found = command.executable or shutil.which(name, path=env.get("PATH") or DEFAULT_PATH)
-    if found is None or not os.path.isfile(found):
-        return None
-    return os.path.realpath(found)
+def find_executable(name: str, command: CommandPolicy, env: Mapping[str, str],
+                    look: FsLook) -> str | None:
+    """The canonical path of the tool: its pinned ``executable``, or the first file ``name``
+    on the caller's ``PATH``; None when there is none. Looked at through ``look``, so a cached
+    resolution is not reused once the answer would change."""
+    if command.executable is not None:
+        candidates = [command.executable]
+    else:
+        path = env.get("PATH") or DEFAULT_PATH
+        candidates = [posixpath.join(d, name) for d in path.split(":") if d.startswith("/")]
+    for candidate in candidates:
+        if look.stat(candidate) == stat.S_IFREG:
+            return look.realpath(candidate)
+    return None
 
 
 def _paths(entries: tuple[str, ...]) -> list[str]:

@@ -156,3 +156,15 @@ def test_the_shipped_gitbot_tools_example_resolves(tmp_path: Path) -> None:
     ((_, route),) = tool.policy.network.custom_credentials
     assert route.endpoint_rules == (("GET", "/repos/*/*/issues/**"),
                                     ("POST", "/repos/*/*/issues/**"))
+
+
+def test_an_unpinned_tool_is_the_first_on_the_callers_path(tmp_path: Path) -> None:
+    gh = _gh(tmp_path)
+    profile = parse_profile(_tool_profile(tmp_path, {"commands": {"gh": {}, "jq": {}}}),
+                            "agent.json")
+    ctx = ResolveContext(home=str(tmp_path), workdir=str(tmp_path), uid=1000,
+                         env={"PATH": f"{tmp_path}/nowhere:{tmp_path}/bin"})
+    policy = resolve(profile, ctx)
+    assert [(t.name, t.executable) for t in policy.tools] == [("gh", gh)]
+    # jq is nowhere: no tool, and a note saying so (the session cannot run it either).
+    assert [n.kind for n in policy.notes if "`jq`" in n.message] == ["tool_missing"]
