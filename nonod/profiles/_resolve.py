@@ -68,8 +68,7 @@ from ._schema import (
     When,
     endpoint_allow_list,
 )
-from ._toolprofile import child_profile, find_executable
-from ._tools import decode_section
+from ._toolprofile import resolve_tools
 
 
 @final
@@ -217,7 +216,7 @@ class _Resolver:
         grants = self._merged_grants()
         denials = self._merged_denials()
         self._masked_grant_notes(grants, denials)
-        tools = self._tools()
+        tools = self._tools(grants)
         return ResolvedPolicy(
             name=p.meta.name or "unnamed",
             grants=grants,
@@ -247,34 +246,14 @@ class _Resolver:
             tools=tools,
         )
 
-    def _tools(self) -> tuple[ToolPolicy, ...]:
-        """Each ``command_policies`` command: its executable and its child session's policy,
-        resolved like any profile for the same user and working directory."""
-        section = decode_section(self.profile.command_policies, self.source)
-        if section is None:
-            return ()
-        tools: list[ToolPolicy] = []
-        for name, command in section.commands.items():
-            executable = find_executable(name, command, self.ctx.env, self.fs)
-            if executable is None:
-                self.note("tool_missing",
-                          f"the tool `{name}` is not on PATH (or its `executable` does not "
-                          "exist): the session cannot run it, and nothing is masked for it",
-                          source="command_policies")
-                continue
-            edge = command.for_session()
-            if edge == "deny":
-                tools.append(ToolPolicy(name=name, executable=executable))
-                continue
-            source = f"{self.source}/{name}"
-            child = parse_profile(child_profile(section, name, edge, executable, self.source),
-                                  source)
-            invocation = edge.invocation_policy
-            tools.append(ToolPolicy(
-                name=name, executable=executable,
-                policy=resolve(child, self.ctx, strict=self.strict, look=self.fs),
-                invocation=msgspec.json.encode(invocation).decode() if invocation else ""))
-        return tuple(tools)
+    def _tools(self, grants: Sequence[Grant]) -> tuple[ToolPolicy, ...]:
+        """``command_policies``: each tool's executable and its child session's policy, which
+        resolves like any profile for the same user and working directory."""
+        return resolve_tools(
+            self.profile.command_policies, self.source, env=self.ctx.env, look=self.fs,
+            agent_grants=grants, note=self.note,
+            resolve_child=lambda data, source: resolve(parse_profile(data, source), self.ctx,
+                                                       strict=self.strict, look=self.fs))
 
     # --- legacy keys and conditions ---
 

@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import posixpath
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
+from ..errors import ProfileError
+from ..policy import Grant, ResolvedPolicy, ToolPolicy
 from ._fslook import FsLook
-from ._tools import CommandPolicies, CommandPolicy, ToolEdge, ToolSandbox
+from ._tools import CommandPolicies, CommandPolicy, ToolEdge, ToolSandbox, decode_section, key_path
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: Granted as such, these are the session's own tmpfs, never the host's directory
+#: (``nonod.sandbox._mounts.PRIVATE_TMP``; a test keeps the two equal).
+PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 def find_executable(name: str, command: CommandPolicy, env: Mapping[str, str],
@@ -107,3 +112,68 @@ def child_profile(section: CommandPolicies, name: str, edge: ToolEdge, executabl
         profile["environment"] = {"allow_vars": list(env.allow_vars),
                                   "set_vars": dict(env.set_vars)}
     return msgspec.json.encode(profile)
+
+
+def _writable(path: str, grants: Sequence[Grant]) -> Grant | None:
+    """The agent's grant that lets it write ``path`` or its directory, if any."""
+    directory = posixpath.dirname(path)
+    for grant in grants:
+        if not grant.access.writes or (grant.path in PRIVATE_TMP and not grant.is_file):
+            continue
+        if grant.is_file and grant.path in (path, directory):
+            return grant
+        if not grant.is_file and (directory == grant.path
+                                  or directory.startswith(grant.path.rstrip("/") + "/")):
+            return grant
+    return None
+
+
+def resolve_tools(
+    raw: msgspec.Raw, source: str, *, env: Mapping[str, str], look: FsLook,
+    agent_grants: Sequence[Grant], note: Callable[..., None],
+    resolve_child: Callable[[bytes, str], ResolvedPolicy],
+) -> tuple[ToolPolicy, ...]:
+    """Each command of ``command_policies`` (``raw``): where it is, and the policy of the
+    child session it runs in (``resolve_child`` resolves the profile written for it).
+
+    A tool the agent could rewrite (its executable or the directory holding it writable under
+    the agent's own grants) would run the agent's code with the tool's credentials: refused,
+    unless the command says ``allow_writable_executable`` (nono's per-command downgrade)."""
+    section = decode_section(raw, source)
+    if section is None:
+        return ()
+    tools: list[ToolPolicy] = []
+    seen: dict[str, str] = {}
+    for name, command in section.commands.items():
+        where = key_path("$.command_policies.commands", name)
+        executable = find_executable(name, command, env, look)
+        if executable is None:
+            note("tool_missing",
+                 f"the tool `{name}` is not on PATH (or its `executable` does not exist): "
+                 "the session cannot run it, and nothing is masked for it",
+                 source="command_policies")
+            continue
+        if executable in seen:
+            raise ProfileError(f"`{name}` and `{seen[executable]}` are the same file "
+                               f"({executable}): one mask cannot tell them apart",
+                               source=source, path=where)
+        seen[executable] = name
+        writable = _writable(executable, agent_grants)
+        if writable is not None and not command.allow_writable_executable:
+            raise ProfileError(
+                f"the session may write {writable.path}, so it could change `{name}` "
+                f"({executable}), which then runs with the tool's own grants and credentials",
+                source=source, path=where,
+                hint="install the tool where the session cannot write, or set "
+                "`allow_writable_executable: true` on the command to accept the risk")
+        edge = command.for_session(where, source)
+        if edge == "deny":
+            tools.append(ToolPolicy(name=name, executable=executable))
+            continue
+        child = resolve_child(child_profile(section, name, edge, executable, source),
+                              f"{source}/{name}")
+        invocation = edge.invocation_policy
+        tools.append(ToolPolicy(
+            name=name, executable=executable, policy=child,
+            invocation=msgspec.json.encode(invocation).decode() if invocation else ""))
+    return tuple(tools)

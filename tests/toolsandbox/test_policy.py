@@ -147,8 +147,9 @@ def test_the_shipped_gitbot_tools_example_resolves(tmp_path: Path) -> None:
     gh = _gh(tmp_path)  # gh is not installed here: pin the example to a stand-in
     data["command_policies"]["commands"]["gh"]["executable"] = gh
     profile = parse_profile(json.dumps(data).encode(), "gitbot-tools.json")
-    policy = resolve(profile, ResolveContext(home=str(tmp_path), workdir=str(tmp_path),
-                                             uid=1000))
+    work = tmp_path / "work"  # the bot's (writable) directory does not hold the tool
+    work.mkdir()
+    policy = resolve(profile, ResolveContext(home=str(tmp_path), workdir=str(work), uid=1000))
     assert "api.github.com" not in policy.network.allow_domain
     (tool,) = policy.tools
     assert tool.policy is not None
@@ -168,3 +169,36 @@ def test_an_unpinned_tool_is_the_first_on_the_callers_path(tmp_path: Path) -> No
     assert [(t.name, t.executable) for t in policy.tools] == [("gh", gh)]
     # jq is nowhere: no tool, and a note saying so (the session cannot run it either).
     assert [n.kind for n in policy.notes if "`jq`" in n.message] == ["tool_missing"]
+
+
+def test_a_tool_the_agent_could_rewrite_is_refused_unless_accepted(tmp_path: Path) -> None:
+    gh = _gh(tmp_path)
+    ctx = ResolveContext(home=str(tmp_path), workdir=str(tmp_path), uid=1000)
+
+    def agent(command: dict[str, object]) -> bytes:
+        return json.dumps({"filesystem": {"write": [str(tmp_path)]},
+                           "command_policies": {"commands": {"gh": command}}}).encode()
+
+    with pytest.raises(ProfileError) as info:
+        resolve(parse_profile(agent({"executable": gh}), "agent.json"), ctx)
+    assert info.value.path == "$.command_policies.commands.gh"
+    assert "could change `gh`" in str(info.value)
+    accepted = resolve(parse_profile(agent({"executable": gh,
+                                            "allow_writable_executable": True}),
+                                     "agent.json"), ctx)
+    assert [t.name for t in accepted.tools] == ["gh"]
+
+
+def test_two_tools_on_one_file_are_refused(tmp_path: Path) -> None:
+    gh = _gh(tmp_path)
+    profile = parse_profile(_tool_profile(tmp_path, {"commands": {
+        "gh": {"executable": gh}, "hub": {"executable": gh}}}), "agent.json")
+    with pytest.raises(ProfileError, match="same file"):
+        resolve(profile, ResolveContext(home=str(tmp_path), workdir=str(tmp_path), uid=1000))
+
+
+def test_the_private_tmp_list_is_the_sandboxs() -> None:
+    from nonod.profiles._toolprofile import PRIVATE_TMP as SEEN_BY_PROFILES
+    from nonod.sandbox._mounts import PRIVATE_TMP
+
+    assert SEEN_BY_PROFILES == PRIVATE_TMP
