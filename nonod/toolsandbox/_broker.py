@@ -33,6 +33,7 @@ import structlog
 import trio
 
 from ..audit import AuditError, ToolEnded, ToolRefused, ToolStarted, redact_argv
+from ..control._transport import check_stdio_fds
 from ..errors import NonoError
 from ..policy import ToolPolicy
 from ..profiles._tools import InvocationPolicy
@@ -267,6 +268,9 @@ class Tools:
                                f"blocked: {verdict.reason}")
             return
         try:
+            # As for `launch` with passed stdio: no directory from the agent's view, no
+            # pidfd or other anonymous inode, reaches the tool.
+            check_stdio_fds(call.fds)
             child = await self.launch(self._child_plan(session, tool, call))
         except NonoError as exc:
             await self._refuse(session, stream, call, exc.message, "launch",

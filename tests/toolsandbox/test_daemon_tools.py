@@ -73,6 +73,17 @@ out["shebang"] = run("./script")
 out["execveat"] = run(sys.executable, "-c",
     "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.set_inheritable(fd, True); "
     "os.execve(fd, ['gh','issue','list'], dict(os.environ))", gh)
+# A call made by hand (what the shim does) with a directory of the view as stdin.
+import array, socket, struct
+directory = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+conn.connect("/.nono-tool.sock")
+body = json.dumps({"tool": "gh", "argv": ["issue", "list"], "cwd": os.getcwd(),
+                   "env": {}}).encode()
+conn.sendmsg([struct.pack(">I", len(body))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                               array.array("i", [directory, 1, 2]))])
+conn.sendall(body)
+out["dir_stdin"] = json.loads(conn.makefile().readline())
 proxy = os.environ["HTTP_PROXY"].rstrip("/")
 try:
     urllib.request.urlopen(urllib.request.Request(proxy + "/github/repos/o/r/issues",
@@ -232,6 +243,9 @@ def test_the_tool_runs_in_its_own_session_and_the_agent_never_holds_its_token(
         assert json.loads(out[way][1])["token"] != REAL
     assert out["loader"][0] != 0 and REAL not in out["loader"][1]
     assert out["shebang"][0] == 126  # the script's path is not an allowed argv
+    # A directory of the agent's view is not stdio: it would let the tool walk the view.
+    assert out["dir_stdin"] == {"refused": "tool-sandbox could not start gh: the stdin "
+                                           "descriptor passed is a directory"}
     # ps: the tool sessions name their parent; audit on both sides.
     agent = next(s for s in sessions if s.get("parent") is None)
     children = [s for s in sessions if s.get("parent") == agent["id"]]
