@@ -261,7 +261,8 @@ async def run_daemon(
                         credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY")),
                 )
                 # Tools of `command_policies` run in child sessions (docs/tool-sandboxes.md).
-                registry.tools = ToolBroker(registry.launch, state_dir / "tools")
+                registry.tools = ToolBroker(registry.launch, state_dir / "tools",
+                                            limits=state.limit_settings)
                 if handle_signals:
                     # In the root nursery: a second signal must still reach us while sessions stop.
                     await root.start(_watch_signals, state, registry, shutdown)

@@ -32,10 +32,12 @@ import msgspec
 import structlog
 import trio
 
+from .. import protocol as p
+from .._limits import LimitSettings, effective
 from ..audit import AuditError, ToolEnded, ToolRefused, ToolStarted, redact_argv
 from ..control._transport import check_stdio_fds
 from ..errors import NonoError
-from ..policy import ToolPolicy
+from ..policy import Limits, ResolvedPolicy, ToolPolicy
 from ..profiles._tools import InvocationPolicy
 from ..sandbox import LaunchRequest
 from ..sessions import Caller, NotRunning, Session, SessionPlan
@@ -63,6 +65,26 @@ def shim_for(tool: str) -> bytes:
     """The shim's bytes for ``tool`` (the name is written into it)."""
     text = resources.files(__package__).joinpath("shim.py").read_text(encoding="utf-8")
     return text.replace('TOOL = "__TOOL__"', f"TOOL = {json.dumps(tool)}").encode()
+
+
+#: The limits a tool session may not exceed its agent's in (weights are shares, not caps).
+CAPPED: Final = ("memory", "max_processes", "cpus", "wall_clock")
+
+
+def within(policy: ResolvedPolicy, agent: Limits) -> ResolvedPolicy:
+    """``policy`` (a tool's, its limits final) with each capped limit no larger than the
+    agent's: running a tool is no way around the agent's own limits."""
+    limits = policy.limits
+    for key in CAPPED:
+        ceiling = getattr(agent, key)
+        mine = getattr(limits, key)
+        if ceiling is not None and (mine is None or mine > ceiling):
+            limits = msgspec.structs.replace(limits, **{key: ceiling})
+    if limits == policy.limits:
+        return policy
+    return msgspec.structs.replace(
+        policy, limits=limits,
+        max_processes=limits.max_processes if limits.max_processes else policy.max_processes)
 
 
 def _visible(path: str, plan: SessionPlan) -> bool:
@@ -128,9 +150,11 @@ async def _send(stream: trio.SocketStream, reply: dict[str, object]) -> None:
 class ToolBroker:
     """``sessions.ToolHook``: set on the registry by the daemon."""
 
-    def __init__(self, launch: Launch, run_dir: Path) -> None:
+    def __init__(self, launch: Launch, run_dir: Path,
+                 limits: Callable[[], LimitSettings] = LimitSettings) -> None:
         self._launch = launch
         self._run_dir = run_dir
+        self._limits = limits
 
     def prepare(self, session: Session, plan: SessionPlan) -> Tools:
         self._run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -156,7 +180,7 @@ class ToolBroker:
         # The shim needs socket(AF_UNIX) to reach the tool socket (docs/tool-sandboxes.md).
         policy = msgspec.structs.replace(plan.policy, allow_unix_sockets=True)
         return Tools(plan=dataclasses.replace(plan, request=request, policy=policy),
-                     launch=self._launch,
+                     launch=self._launch, limits=self._limits,
                      listener=listener, host_path=host_path)
 
 
@@ -167,6 +191,7 @@ class Tools:
 
     plan: SessionPlan
     launch: Launch
+    limits: Callable[[], LimitSettings]
     listener: socket.socket
     host_path: Path
     _scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -304,7 +329,8 @@ class Tools:
         me = os.geteuid()
         cwd = call.cwd if os.path.isabs(call.cwd) and os.path.isdir(call.cwd) else parent.cwd
         return SessionPlan(
-            policy=tool.policy,
+            policy=within(effective(tool.policy, p.LaunchOptions(), self.limits()),
+                          self.plan.policy.limits),
             request=LaunchRequest(
                 argv=(tool.executable, *call.argv), cwd=cwd, env=tuple(call.env.items()),
                 uid=parent.uid if parent.uid != me else None,
