@@ -197,6 +197,8 @@ class Output:
             ("command", " ".join(d.argv)), ("cwd", d.cwd), ("uid/gid", f"{d.uid}/{d.gid}"),
             ("started", f"{d.started_at.isoformat()} ({_age(d.started_at, now)})"),
         ]
+        if d.parent is not None:
+            rows.insert(1, ("parent", f"{d.parent} (runs a tool for it)"))
         if d.ended_at is not None:
             rows.append(("ended", f"{d.ended_at.isoformat()} ({_age(d.ended_at, now)})"))
             rows.append(("reason", d.reason or "exited"))

@@ -22,3 +22,11 @@ def test_tool_sessions_are_indented_under_their_parent() -> None:
            for line in out.getvalue().splitlines()[1:]]
     assert ids == ["agent1", "tool1", "other", "orphan"]
     assert "  └ tool1" in out.getvalue()
+
+
+def test_inspect_names_the_parent() -> None:
+    out = io.StringIO()
+    detail = p.SessionDetail(id="tool1", name="gh-1", state="exited", uid=0, gid=0, cwd="/",
+                             started_at=dt.datetime.now(dt.UTC), parent="agent1")
+    Output(stdout=out).session(detail)
+    assert "agent1 (runs a tool for it)" in out.getvalue()
