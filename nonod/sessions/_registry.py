@@ -47,7 +47,7 @@ from ..audit._kernel import FsDeniedMonitor
 from ..audit._writer import Ledger
 from ..errors import NonoError
 from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
-from ._contracts import Caller, GetLauncher, Process, SessionPlan, ToolHook
+from ._contracts import Caller, GetLauncher, PreparedTools, Process, SessionPlan, ToolHook
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
 from ._events import ApprovalNotice, EventFeed, LifecycleEvent
 from ._limits import SessionCgroups, end_reason, remove_group
@@ -400,11 +400,11 @@ class Registry:
         with bound_contextvars(session=session.id):
             # Fail closed: no audit record, no program (unless auditing is off).
             await self._create_audit(session, plan)
-            tools = (self.tools.prepare(session, plan)
-                     if self.tools is not None and plan.policy.tools else None)
-            if tools is not None:
-                plan = tools.plan
+            tools: PreparedTools | None = None
             try:
+                if self.tools is not None and plan.policy.tools:
+                    tools = self.tools.prepare(session, plan)
+                    plan = tools.plan
                 proc = await self._starter.start(session, plan)
             except BaseException:
                 if tools is not None:
@@ -438,6 +438,8 @@ class Registry:
                     if session.audit is not None:
                         await session.audit.aclose()
                         session.audit = None
+                    if tools is not None:
+                        tools.close()
                     raise
             task_status.started(session)
             if tools is not None:

@@ -42,11 +42,14 @@ from ..profiles._tools import InvocationPolicy
 from ..sandbox import LaunchRequest
 from ..sessions import Caller, NotRunning, Session, SessionPlan
 from ..sessions._supervise import KILL_TIMEOUT
+from ._errors import ShimCannotRun
 from ._invocation import decide
 
 log = structlog.get_logger()
 
 VIEW_SOCKET: Final = "/.nono-tool.sock"
+#: The shim's interpreter (its ``#!`` line): the agent's view must let it run.
+SHIM_INTERPRETER: Final = "/usr/bin/python3"
 #: The largest call the shim may send (argv and environment), how long it may take to send
 #: it, and how many calls of one session may run at once.
 MAX_CALL_BYTES: Final = 1 << 20
@@ -157,6 +160,14 @@ class ToolBroker:
         self._limits = limits
 
     def prepare(self, session: Session, plan: SessionPlan) -> Tools:
+        masked = [tool for tool in plan.policy.tools if _visible(tool.executable, plan)]
+        interpreter = os.path.realpath(SHIM_INTERPRETER)
+        if masked and not (os.access(interpreter, os.X_OK) and _visible(interpreter, plan)):
+            raise ShimCannotRun(
+                f"the session's tools ({', '.join(t.name for t in masked)}) run through a "
+                f"shim that needs {SHIM_INTERPRETER}, which the session cannot run",
+                hint="grant the system paths (the `system_read_linux` group, or /usr) to the "
+                "session, or remove `command_policies`")
         self._run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         host_path = self._run_dir / f"{session.id}.sock"
         host_path.unlink(missing_ok=True)
@@ -172,8 +183,7 @@ class ToolBroker:
             listener.close()
             host_path.unlink(missing_ok=True)
             raise
-        pins = tuple((tool.executable, shim_for(tool.name)) for tool in plan.policy.tools
-                     if _visible(tool.executable, plan))
+        pins = tuple((tool.executable, shim_for(tool.name)) for tool in masked)
         request = msgspec.structs.replace(
             plan.request, pins=plan.request.pins + pins,
             binds=(*plan.request.binds, (VIEW_SOCKET, str(host_path))))

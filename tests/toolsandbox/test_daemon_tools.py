@@ -321,3 +321,23 @@ def test_the_agent_cannot_see_the_running_tools_token(github: Upstream, short_tm
     assert out["seen"] == []  # no process the agent can see holds the tool's variables
     assert out["files"] == {str(secret): 2, str(daemon.state_dir): 2}  # not in its view
     assert out["code"] == -15
+
+
+def test_a_view_without_the_shims_interpreter_refuses_the_launch(
+        github: Upstream, short_tmp: Path) -> None:
+    work, profile, daemon = _setup(short_tmp, github)
+    data = json.loads(profile.read_text())
+    data["filesystem"]["read"] = [str(short_tmp / "bin"), "/lib", "/lib64"]
+    data["policy"] = {"exclude_groups": ["system_read_linux"]}  # /usr goes, python with it
+    profile.write_text(json.dumps(data))
+    try:
+        run = CLI(cli_env(daemon.socket, short_tmp), work)
+        done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
+                   str(short_tmp / "bin" / "gh"))
+        sessions = json.loads(run("ps", "--all", "--json").stdout)
+    finally:
+        daemon.stop()
+    assert done.returncode == 125
+    assert "needs /usr/bin/python3, which the session cannot run" in done.stderr
+    assert sessions == []
+    assert not list((daemon.state_dir / "tools").glob("*.sock"))
