@@ -46,7 +46,6 @@ from ..policy import (
     NetworkPolicy,
     Note,
     ResolvedPolicy,
-    ToolPolicy,
 )
 from . import _expand
 from ._check import check_profile, reserved_env_name
@@ -216,7 +215,13 @@ class _Resolver:
         grants = self._merged_grants()
         denials = self._merged_denials()
         self._masked_grant_notes(grants, denials)
-        tools = self._tools(grants)
+        # command_policies: each tool's executable and its child session's policy, which
+        # resolves like any profile for the same user and working directory.
+        tools = resolve_tools(
+            p.command_policies, self.source, env=self.ctx.env, look=self.fs,
+            agent_grants=grants, note=self.note,
+            resolve_child=lambda data, source: resolve(parse_profile(data, source), self.ctx,
+                                                       strict=self.strict, look=self.fs))
         return ResolvedPolicy(
             name=p.meta.name or "unnamed",
             grants=grants,
@@ -245,15 +250,6 @@ class _Resolver:
             groups=active,
             tools=tools,
         )
-
-    def _tools(self, grants: Sequence[Grant]) -> tuple[ToolPolicy, ...]:
-        """``command_policies``: each tool's executable and its child session's policy, which
-        resolves like any profile for the same user and working directory."""
-        return resolve_tools(
-            self.profile.command_policies, self.source, env=self.ctx.env, look=self.fs,
-            agent_grants=grants, note=self.note,
-            resolve_child=lambda data, source: resolve(parse_profile(data, source), self.ctx,
-                                                       strict=self.strict, look=self.fs))
 
     # --- legacy keys and conditions ---
 
