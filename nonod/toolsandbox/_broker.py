@@ -15,13 +15,12 @@ status (newline-delimited JSON). When the agent's session ends, its tool session
 
 from __future__ import annotations
 
-import array
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import socket
-import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -42,6 +41,7 @@ from ..profiles._tools import InvocationPolicy
 from ..sandbox import LaunchRequest
 from ..sessions import Caller, NotRunning, Session, SessionPlan
 from ..sessions._supervise import KILL_TIMEOUT
+from ._calls import Call, CallError, receive_call, reply, signals
 from ._errors import ShimCannotRun
 from ._invocation import decide
 
@@ -50,9 +50,7 @@ log = structlog.get_logger()
 VIEW_SOCKET: Final = "/.nono-tool.sock"
 #: The shim's interpreter (its ``#!`` line): the agent's view must let it run.
 SHIM_INTERPRETER: Final = "/usr/bin/python3"
-#: The largest call the shim may send (argv and environment), how long it may take to send
-#: it, and how many calls of one session may run at once.
-MAX_CALL_BYTES: Final = 1 << 20
+#: How long a call may take to arrive, and how many calls of one session may run at once.
 CALL_TIMEOUT: Final = 10.0
 MAX_CALLS: Final = 16
 STOP_GRACE: Final = 5.0
@@ -60,10 +58,7 @@ STOP_GRACE: Final = 5.0
 Launch = Callable[[SessionPlan], Awaitable[Session]]
 
 
-class CallError(Exception):
-    """A malformed call: the connection is dropped."""
-
-
+@functools.cache
 def shim_for(tool: str) -> bytes:
     """The shim's bytes for ``tool`` (the name is written into it)."""
     text = resources.files(__package__).joinpath("shim.py").read_text(encoding="utf-8")
@@ -93,60 +88,6 @@ def within(policy: ResolvedPolicy, agent: Limits) -> ResolvedPolicy:
 def _visible(path: str, plan: SessionPlan) -> bool:
     return any(path == g.path or path.startswith(g.path.rstrip("/") + "/")
                for g in plan.policy.grants if g.access.reads)
-
-
-@dataclass(frozen=True)
-class Call:
-    tool: str
-    argv: tuple[str, ...]
-    cwd: str
-    env: dict[str, str]
-    fds: tuple[int, int, int]
-
-
-class _Frame(msgspec.Struct, frozen=True):
-    tool: str
-    argv: tuple[str, ...]
-    cwd: str
-    env: dict[str, str]
-
-
-async def _receive_call(stream: trio.SocketStream) -> Call:
-    sock = stream.socket
-    fds = array.array("i")
-    await trio.lowlevel.wait_readable(sock)
-    head, ancillary, _, _ = await sock.recvmsg(4, socket.CMSG_SPACE(3 * fds.itemsize))
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    got = tuple(fds)
-    try:
-        if len(head) != 4 or len(got) != 3:
-            raise CallError("a call carries a 4-byte length and three descriptors")
-        (size,) = struct.unpack(">I", head)
-        if size > MAX_CALL_BYTES:
-            raise CallError("call too large")
-        body = b""
-        while len(body) < size:
-            chunk = await stream.receive_some(size - len(body))
-            if not chunk:
-                raise CallError("the shim hung up mid-call")
-            body += chunk
-        try:
-            frame = msgspec.json.decode(body, type=_Frame)
-        except msgspec.DecodeError as exc:
-            raise CallError(f"malformed call: {exc}") from None
-    except BaseException:
-        for fd in got:
-            os.close(fd)
-        raise
-    return Call(tool=frame.tool, argv=frame.argv, cwd=frame.cwd, env=frame.env,
-                fds=(got[0], got[1], got[2]))
-
-
-async def _send(stream: trio.SocketStream, reply: dict[str, object]) -> None:
-    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        await stream.send_all(json.dumps(reply).encode() + b"\n")
 
 
 @final
@@ -254,18 +195,17 @@ class Tools:
             async with stream:
                 try:
                     with trio.fail_after(CALL_TIMEOUT):
-                        call = await _receive_call(stream)
+                        call = await receive_call(stream)
                 except (CallError, trio.TooSlowError, OSError) as exc:
                     log.warning("tool call dropped", session=session.id, error=str(exc))
                     return
                 try:
                     await self._run(session, stream, call)
                 except Exception:
-                    log.exception("tool call failed", session=session.id, tool=call.tool)
+                    log.exception("tool call failed", session=session.id,
+                                  tool=call.frame.tool)
                 finally:
-                    for fd in call.fds:
-                        with contextlib.suppress(OSError):
-                            os.close(fd)
+                    call.close()
         finally:
             slots.release()
 
@@ -277,16 +217,16 @@ class Tools:
 
     async def _refuse(self, session: Session, stream: trio.SocketStream, call: Call,
                       reason: str, rule: str, message: str) -> None:
-        self._audit(session, ToolRefused(tool=call.tool, reason=reason, rule=rule,
-                                         argv=redact_argv(call.argv)))
-        log.info("tool call refused", session=session.id, tool=call.tool, rule=rule)
-        await _send(stream, {"refused": message})
+        self._audit(session, ToolRefused(tool=call.frame.tool, reason=reason, rule=rule,
+                                         argv=redact_argv(call.frame.argv)))
+        log.info("tool call refused", session=session.id, tool=call.frame.tool, rule=rule)
+        await reply(stream, {"refused": message})
 
     async def _run(self, session: Session, stream: trio.SocketStream, call: Call) -> None:
-        tool = next((t for t in self.plan.policy.tools if t.name == call.tool), None)
+        tool = next((t for t in self.plan.policy.tools if t.name == call.frame.tool), None)
         if tool is None:
             await self._refuse(session, stream, call, "not a tool of this session", "unknown",
-                               f"tool-sandbox has no tool named {call.tool}")
+                               f"tool-sandbox has no tool named {call.frame.tool}")
             return
         if tool.policy is None:
             reason = "the session may not run it (from.session: deny)"
@@ -296,7 +236,7 @@ class Tools:
             return
         policy = (msgspec.json.decode(tool.invocation, type=InvocationPolicy)
                   if tool.invocation else None)
-        verdict = decide(policy, call.argv, call.env)
+        verdict = decide(policy, call.frame.argv, call.frame.env)
         if not verdict.allowed:
             await self._refuse(session, stream, call, verdict.reason, verdict.rule,
                                f"tool-sandbox denied {tool.name}: Command '{tool.name}' is "
@@ -312,7 +252,7 @@ class Tools:
                                f"tool-sandbox could not start {tool.name}: {exc.message}")
             return
         self._audit(session, ToolStarted(tool=tool.name, child=child.id,
-                                         argv=redact_argv(call.argv)))
+                                         argv=redact_argv(call.frame.argv)))
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._forward_signals, stream, child, session)
@@ -329,7 +269,7 @@ class Tools:
                                                exit_code=record.exit_code,
                                                signal=record.signal))
                 with trio.move_on_after(CALL_TIMEOUT):
-                    await _send(stream, {"exit": 255 if record.exit_code is None
+                    await reply(stream, {"exit": 255 if record.exit_code is None
                                          else record.exit_code, "signal": record.signal})
 
     def _child_plan(self, session: Session, tool: ToolPolicy, call: Call) -> SessionPlan:
@@ -337,12 +277,13 @@ class Tools:
             raise ValueError("a denied tool has no child session")
         parent = session.record
         me = os.geteuid()
-        cwd = call.cwd if os.path.isabs(call.cwd) and os.path.isdir(call.cwd) else parent.cwd
+        frame = call.frame
+        cwd = frame.cwd if os.path.isabs(frame.cwd) and os.path.isdir(frame.cwd) else parent.cwd
         return SessionPlan(
             policy=within(effective(tool.policy, p.LaunchOptions(), self.limits()),
                           self.plan.policy.limits),
             request=LaunchRequest(
-                argv=(tool.executable, *call.argv), cwd=cwd, env=tuple(call.env.items()),
+                argv=(tool.executable, *frame.argv), cwd=cwd, env=tuple(frame.env.items()),
                 uid=parent.uid if parent.uid != me else None,
                 gid=parent.gid if parent.uid != me else None),
             owner=Caller(uid=parent.owner_uid, gid=parent.owner_gid, pid=0),
@@ -351,20 +292,9 @@ class Tools:
 
     async def _forward_signals(self, stream: trio.SocketStream, child: Session,
                                session: Session) -> None:
-        buffered = b""
-        while True:
-            data = await stream.receive_some(4096)
-            if not data:
-                return
-            buffered += data
-            while b"\n" in buffered:
-                line, buffered = buffered.split(b"\n", 1)
-                try:
-                    number = int(json.loads(line)["signal"])
-                except (ValueError, KeyError, TypeError):
-                    return
-                with contextlib.suppress(NotRunning, ValueError, OSError):
-                    child.send_signal(number, reason="forwarded",
-                                      sender=f"session {session.id}")
-            if len(buffered) > 4096:
-                return
+        """The signals the shim got, to the tool; when the shim is gone (killed: nobody waits
+        for the tool any more), the tool's session is stopped (``client_gone``)."""
+        async for number in signals(stream):
+            with contextlib.suppress(NotRunning, ValueError, OSError):
+                child.send_signal(number, reason="forwarded", sender=f"session {session.id}")
+        child.request_stop(reason="client_gone", grace=STOP_GRACE)

@@ -94,6 +94,16 @@ except urllib.error.HTTPError as exc:
 print(json.dumps(out))
 '''
 
+# The agent starts a tool, then kills its shim (SIGKILL cannot be forwarded) and stays.
+AGENT_KILLS = r'''
+import os, signal, subprocess, time
+tool = subprocess.Popen(["gh", "issue", "view", "1"], stdout=subprocess.PIPE, text=True)
+tool.stdout.readline()
+os.kill(tool.pid, signal.SIGKILL)
+tool.wait()
+time.sleep(3600)
+'''
+
 # The agent looks for the running tool: its environment in /proc, the token's file, the
 # daemon's state (where the tool session's records are).
 AGENT_LOOKS = r'''
@@ -169,6 +179,7 @@ def _setup(base: Path, upstream: Upstream) -> tuple[Path, Path, DaemonThread]:
     gh.chmod(0o755)
     (work / "agent.py").write_text(AGENT)
     (work / "looks.py").write_text(AGENT_LOOKS)
+    (work / "kills.py").write_text(AGENT_KILLS)
     secret = base / "github.key"
     secret.write_text(REAL + "\n")
     secret.chmod(0o600)
@@ -268,40 +279,56 @@ def _children(run: CLI, agent: str) -> list[dict[str, object]]:
             if s.get("parent") == agent]
 
 
-@pytest.mark.parametrize(("force", "reason", "signal"), [
-    (False, "exited", 15),  # the shim got SIGTERM and forwarded it to the tool
-    (True, "parent_ended", None),  # the shim was killed: the daemon stops the tool session
+def _wait_child(run: CLI, agent: str, state: str) -> list[dict[str, object]]:
+    """The agent's tool sessions once the first is in ``state`` (each `ps` is a round trip
+    to the daemon; bounded)."""
+    for _ in range(200):
+        children = _children(run, agent)
+        if children and children[0]["state"] == state:
+            break
+    return children
+
+
+@pytest.mark.parametrize(("agent_argv", "force", "reason", "signal"), [
+    # the shim is the agent's program: SIGTERM to it is forwarded to the tool
+    (("gh", "issue", "view", "1"), False, "exited", 15),
+    # the shim was killed with the agent: the daemon stops the tool session, seeing the shim
+    # gone or the agent ended, whichever comes first
+    (("gh", "issue", "view", "1"), True, "client_gone parent_ended", None),
+    # the agent killed the shim and lives on: nobody waits for the tool, it is stopped
+    ((PY, "-S", "kills.py"), None, "client_gone", None),
 ])
-def test_stopping_the_agent_stops_its_tool_sessions(
-        github: Upstream, short_tmp: Path, force: bool, reason: str, signal: int | None
-) -> None:
+def test_the_tool_session_does_not_outlive_its_caller(
+        github: Upstream, short_tmp: Path, agent_argv: tuple[str, ...], force: bool | None,
+        reason: str, signal: int | None) -> None:
+    """Killed, stopped or abandoned by its caller, a tool session ends with it."""
     work, profile, daemon = _setup(short_tmp, github)
     try:
         run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{short_tmp}/bin:/usr/bin:/bin"),
                   work)
         done = run("launch", "--detach", "--profile", str(profile), "--allow-cwd", "--",
-                   "gh", "issue", "view", "1")
+                   *agent_argv)
         assert done.returncode == 0, done.stderr
         agent = json.loads(run("ps", "--json").stdout)[0]["id"]
-        # The tool's session appears once the shim's call is in (each `ps` is a round trip).
-        for _ in range(100):
+        if force is None:
+            children = _wait_child(run, agent, "exited")
+        else:
+            children = _wait_child(run, agent, "running")
+            assert [c["state"] for c in children] == ["running"]
+            run("stop", *(["--force"] if force else []), agent)
             children = _children(run, agent)
-            if children and children[0]["state"] == "running":
-                break
-        assert [c["state"] for c in children] == ["running"]
-        run("stop", *(["--force"] if force else []), agent)
-        children = _children(run, agent)
         detail = json.loads(run("inspect", "--json", str(children[0]["id"])).stdout)
     finally:
         daemon.stop()
     assert children[0]["state"] == "exited"
-    assert detail["reason"] == reason
+    assert detail["reason"] in reason.split()
     if signal is not None:
         assert detail["signal"] == signal
         sent = [e for e in _audit(daemon, str(children[0]["id"])) if e["type"] == "signal"]
         assert sent and sent[0]["sender"] == f"session {agent}"
-    ended = [e for e in _audit(daemon, agent) if e["type"] == "tool_ended"]
-    assert [e["child"] for e in ended] == [children[0]["id"]]
+    if force is not None:  # the agent's record is sealed: its tool's end is in it
+        ended = [e for e in _audit(daemon, agent) if e["type"] == "tool_ended"]
+        assert [e["child"] for e in ended] == [children[0]["id"]]
 
 
 def test_the_agent_cannot_see_the_running_tools_token(github: Upstream, short_tmp: Path
