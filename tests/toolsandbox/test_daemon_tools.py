@@ -326,6 +326,8 @@ def test_the_tool_session_does_not_outlive_its_caller(
         assert detail["signal"] == signal
         sent = [e for e in _audit(daemon, str(children[0]["id"])) if e["type"] == "signal"]
         assert sent and sent[0]["sender"] == f"session {agent}"
+    ended = [e for e in _audit(daemon, str(children[0]["id"])) if e["type"] == "session_ended"]
+    assert [e["reason"] for e in ended] == ["exited" if reason == "exited" else "stopped"]
     if force is not None:  # the agent's record is sealed: its tool's end is in it
         ended = [e for e in _audit(daemon, agent) if e["type"] == "tool_ended"]
         assert [e["child"] for e in ended] == [children[0]["id"]]
