@@ -261,8 +261,10 @@ async def run_daemon(
                         credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY")),
                 )
                 # Tools of `command_policies` run in child sessions (docs/tool-sandboxes.md).
-                registry.tools = ToolBroker(registry.launch, state_dir / "tools",
-                                            limits=state.limit_settings)
+                registry.tools = ToolBroker(
+                    registry.launch, state_dir / "tools", limits=state.limit_settings,
+                    approvals=registry.approvals,
+                    approval_timeout=lambda: registry.limits().approval_timeout)
                 if handle_signals:
                     # In the root nursery: a second signal must still reach us while sessions stop.
                     await root.start(_watch_signals, state, registry, shutdown)

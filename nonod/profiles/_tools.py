@@ -17,7 +17,7 @@ import msgspec
 from msgspec import Raw
 
 from ..errors import ProfileError, UnsupportedFeature
-from ._schema import RAW_NULL, Decision, RoutedDecision, _Section
+from ._schema import RAW_NULL, Decision, RoutedDecision, Seconds, _Section
 
 SESSION: Final = "session"
 _IDENTIFIER: Final = re.compile(r"[A-Za-z0-9._+-]+")
@@ -44,7 +44,7 @@ class InvocationRule(_Section, frozen=True, kw_only=True):
     env: dict[str, EnvMatcher] = msgspec.field(default_factory=dict)
     backend: str | None = None
     reason: str | None = None
-    timeout_secs: int | None = None
+    timeout_secs: Seconds | None = None
 
 
 @final
@@ -320,18 +320,20 @@ def _check_sandbox(section: CommandPolicies, sandbox: ToolSandbox, where: str,
 
 
 def _check_invocation(policy: InvocationPolicy, where: str, source: str) -> None:
-    asks = "asking a person before a tool runs"
-    if policy.approve or policy.default_decision == "approve":
-        raise _unsupported(source, f"{where}.approve" if policy.approve else f"{where}.default",
-                           f"`approve` ({asks})",
-                           "a tool's call is decided by its rules alone",
-                           "move the rules to `allow` or `deny`")
-    for kind, rules in (("deny", policy.deny), ("allow", policy.allow)):
+    queue_only = "a tool call is asked about on the daemon's own queue (`nonoctl approvals`)"
+    if isinstance(policy.default, RoutedDecision) and policy.default.backend is not None:
+        raise _unsupported(source, f"{where}.default.backend", "an approval `backend` for a "
+                           "tool call", queue_only, "remove `backend`")
+    for kind, rules in (("deny", policy.deny), ("approve", policy.approve),
+                        ("allow", policy.allow)):
         for index, rule in enumerate(rules):
             here = f"{where}.{kind}[{index}]"
-            if rule.backend is not None or rule.timeout_secs is not None:
-                raise _unsupported(source, here, "`backend`/`timeout_secs` on a rule", asks,
-                                   "remove them")
+            if rule.backend is not None:
+                raise _unsupported(source, f"{here}.backend", "an approval `backend` for a "
+                                   "tool call", queue_only, "remove `backend`")
+            if rule.timeout_secs is not None and kind != "approve":
+                raise ProfileError("`timeout_secs` bounds an approval: only `approve` rules "
+                                   "take it", source=source, path=f"{here}.timeout_secs")
             matcher = rule.argv
             count = 0 if matcher is None else sum(
                 m is not None for m in (matcher.exact, matcher.prefix, matcher.contains))

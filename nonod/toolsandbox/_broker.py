@@ -33,17 +33,18 @@ import trio
 
 from .. import protocol as p
 from .._limits import LimitSettings, effective
+from ..approvals import ApprovalQueue, SessionAsker, SessionFacts
 from ..audit import AuditError, ToolEnded, ToolRefused, ToolStarted, redact_argv
 from ..control._transport import check_stdio_fds
 from ..errors import NonoError
-from ..policy import Limits, ResolvedPolicy, ToolPolicy
+from ..policy import ApprovalPolicy, Limits, ResolvedPolicy, ToolPolicy
 from ..profiles._tools import InvocationPolicy
 from ..sandbox import LaunchRequest
 from ..sessions import Caller, NotRunning, Session, SessionPlan
 from ..sessions._supervise import KILL_TIMEOUT
-from ._calls import Call, CallError, receive_call, reply, signals
+from ._calls import Call, CallError, peer_pid, receive_call, reply, signals
 from ._errors import ShimCannotRun
-from ._invocation import decide
+from ._invocation import Verdict, decide
 
 log = structlog.get_logger()
 
@@ -94,11 +95,15 @@ def _visible(path: str, plan: SessionPlan) -> bool:
 class ToolBroker:
     """``sessions.ToolHook``: set on the registry by the daemon."""
 
-    def __init__(self, launch: Launch, run_dir: Path,
-                 limits: Callable[[], LimitSettings] = LimitSettings) -> None:
+    def __init__(self, launch: Launch, run_dir: Path, *,
+                 limits: Callable[[], LimitSettings] = LimitSettings,
+                 approvals: ApprovalQueue | None = None,
+                 approval_timeout: Callable[[], float] = lambda: 60.0) -> None:
         self._launch = launch
         self._run_dir = run_dir
         self._limits = limits
+        self._approvals = approvals or ApprovalQueue()
+        self._approval_timeout = approval_timeout
 
     def prepare(self, session: Session, plan: SessionPlan) -> Tools:
         masked = [tool for tool in plan.policy.tools if _visible(tool.executable, plan)]
@@ -132,7 +137,22 @@ class ToolBroker:
         policy = msgspec.structs.replace(plan.policy, allow_unix_sockets=True)
         return Tools(plan=dataclasses.replace(plan, request=request, policy=policy),
                      launch=self._launch, limits=self._limits,
+                     asker=functools.partial(self._asker, session),
                      listener=listener, host_path=host_path)
+
+    def _asker(self, session: Session) -> SessionAsker:
+        """Asks about a call an ``approve`` rule holds: the daemon's own queue, the daemon's
+        approval timeout unless the rule sets one; the questions and answers go on the
+        agent's record."""
+        record = session.record
+        services = session.services
+        return SessionAsker(
+            queue=self._approvals, policy=ApprovalPolicy(), timeout=self._approval_timeout(),
+            facts=SessionFacts(session_id=record.id, name=record.name,
+                               owner_uid=record.owner_uid, pid=record.pid or 0,
+                               command=record.argv, profile=record.profile,
+                               hidden=tuple(services.hidden) if services is not None else ()),
+            record=session.write_event)
 
 
 @final
@@ -143,8 +163,11 @@ class Tools:
     plan: SessionPlan
     launch: Launch
     limits: Callable[[], LimitSettings]
+    asker: Callable[[], SessionAsker]
     listener: socket.socket
     host_path: Path
+    #: ``(tool, rule)`` pairs a person approved for the rest of the session.
+    approved: set[tuple[str, str]] = field(default_factory=set)
     _scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _finished: trio.Event = field(default_factory=trio.Event)
 
@@ -237,6 +260,8 @@ class Tools:
         policy = (msgspec.json.decode(tool.invocation, type=InvocationPolicy)
                   if tool.invocation else None)
         verdict = decide(policy, call.frame.argv, call.frame.env)
+        if verdict.decision == "approve":
+            verdict = await self._approve(stream, tool, call, verdict)
         if not verdict.allowed:
             await self._refuse(session, stream, call, verdict.reason, verdict.rule,
                                f"tool-sandbox denied {tool.name}: Command '{tool.name}' is "
@@ -271,6 +296,24 @@ class Tools:
                 with trio.move_on_after(CALL_TIMEOUT):
                     await reply(stream, {"exit": 255 if record.exit_code is None
                                          else record.exit_code, "signal": record.signal})
+
+    async def _approve(self, stream: trio.SocketStream, tool: ToolPolicy, call: Call,
+                       verdict: Verdict) -> Verdict:
+        """An ``approve`` verdict, answered: a person (``nonoctl approve``, the client API)
+        says ``once``/``session`` (allowed; ``session``: this rule's calls of this tool pass
+        from now on) or ``deny``; no answer in time denies."""
+        key = (tool.name, verdict.rule)
+        if key in self.approved:
+            return Verdict(decision="allow", rule=verdict.rule, reason="approved earlier")
+        answer = await self.asker().ask_tool(tool.name, call.frame.argv,
+                                             pid=peer_pid(stream), timeout=verdict.timeout)
+        if answer == "session":
+            self.approved.add(key)
+        if answer in ("once", "session"):
+            return Verdict(decision="allow", rule=verdict.rule, reason=f"approved {answer}")
+        said = "no answer in time" if answer == "timeout" else "a person said no"
+        return Verdict(decision="deny", rule=verdict.rule,
+                       reason=f"not approved ({said}): {verdict.reason}")
 
     def _child_plan(self, session: Session, tool: ToolPolicy, call: Call) -> SessionPlan:
         if tool.policy is None:

@@ -83,6 +83,14 @@ async def receive_call(stream: trio.SocketStream) -> Call:
     return Call(frame=frame, fds=(got[0], got[1], got[2]))
 
 
+def peer_pid(stream: trio.SocketStream) -> int:
+    """The pid of the caller (the shim), as the daemon sees it (``SO_PEERCRED``)."""
+    creds = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                     struct.calcsize("3i"))
+    pid, _, _ = struct.unpack("3i", creds)
+    return int(pid)
+
+
 async def signals(stream: trio.SocketStream) -> AsyncIterator[int]:
     """The signal numbers the shim reports, until it hangs up or sends something else."""
     buffered = b""

@@ -104,6 +104,17 @@ tool.wait()
 time.sleep(3600)
 '''
 
+# The agent runs calls that an `approve` rule holds for a person's answer.
+AGENT_ASKS = r'''
+import json, subprocess
+def run(*argv):
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=120)
+    return [done.returncode, done.stderr]
+out = {"first": run("gh", "issue", "comment", "1"), "second": run("gh", "issue", "comment", "2"),
+       "close": run("gh", "issue", "close", "1")}
+print(json.dumps(out))
+'''
+
 # The agent looks for the running tool: its environment in /proc, the token's file, the
 # daemon's state (where the tool session's records are).
 AGENT_LOOKS = r'''
@@ -180,6 +191,7 @@ def _setup(base: Path, upstream: Upstream) -> tuple[Path, Path, DaemonThread]:
     (work / "agent.py").write_text(AGENT)
     (work / "looks.py").write_text(AGENT_LOOKS)
     (work / "kills.py").write_text(AGENT_KILLS)
+    (work / "asks.py").write_text(AGENT_ASKS)
     secret = base / "github.key"
     secret.write_text(REAL + "\n")
     secret.chmod(0o600)
@@ -204,6 +216,10 @@ def _setup(base: Path, upstream: Upstream) -> tuple[Path, Path, DaemonThread]:
                     "default": "deny",
                     "deny": [{"argv": {"prefix": ["issue", "delete"]},
                               "reason": "agents may not delete issues"}],
+                    "approve": [{"argv": {"prefix": ["issue", "comment"]},
+                                 "reason": "a person reads comments first"},
+                                {"argv": {"prefix": ["issue", "close"]},
+                                 "timeout_secs": 60}],
                     "allow": [{"argv": {"prefix": ["issue"]}}]}}}}},
         },
     }))
@@ -370,3 +386,52 @@ def test_a_view_without_the_shims_interpreter_refuses_the_launch(
     assert "needs /usr/bin/python3, which the session cannot run" in done.stderr
     assert sessions == []
     assert not list((daemon.state_dir / "tools").glob("*.sock"))
+
+
+def _pending(run: CLI, seen: set[str]) -> dict[str, object]:
+    """The next pending approval not in ``seen`` (each `approvals` is a round trip to the
+    daemon; bounded)."""
+    for _ in range(300):
+        fresh = [a for a in json.loads(run("approvals", "--json").stdout)
+                 if a["id"] not in seen]
+        if fresh:
+            seen.add(str(fresh[0]["id"]))
+            return fresh[0]
+    raise AssertionError("no approval was asked for")
+
+
+def test_an_approve_rule_holds_the_call_for_a_persons_answer(
+        github: Upstream, short_tmp: Path) -> None:
+    work, profile, daemon = _setup(short_tmp, github)
+    try:
+        run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{short_tmp}/bin:/usr/bin:/bin"),
+                  work)
+        agent = run.popen("launch", "--profile", str(profile), "--allow-cwd", "--", PY, "-S",
+                          "asks.py")
+        seen: set[str] = set()
+        first = _pending(run, seen)
+        assert (first["mode"], first["host"], first["path"]) == ("tool", "gh",
+                                                                 "issue comment 1")
+        saved = run("approve", str(first["id"]), "--save-to-profile")
+        assert saved.returncode != 0 and "not a host" in saved.stderr
+        assert run("approve", str(first["id"]), "--session").returncode == 0
+        # `issue comment 2` passes on the session's approval: the next question is `close`.
+        close = _pending(run, seen)
+        assert close["path"] == "issue close 1"
+        assert run("deny", str(close["id"])).returncode == 0
+        stdout, stderr = agent.communicate(timeout=120)
+        sessions = json.loads(run("ps", "--all", "--json").stdout)
+    finally:
+        daemon.stop()
+    assert agent.returncode == 0, stderr
+    out = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert out["first"][0] == 3 and out["second"][0] == 3  # ran (the fake gh exits 3)
+    assert out["close"] == [126, "nono: tool-sandbox denied gh: Command 'gh' is blocked: not "
+                                 "approved (a person said no): matched "
+                                 "invocation_policy.approve[1]\n"]
+    agent_id = next(s["id"] for s in sessions if s.get("parent") is None)
+    events = _audit(daemon, agent_id)
+    decided = [(e["host"], e["path"], e["decision"]) for e in events
+               if e["type"] == "approval" and e["stage"] == "decided"]
+    assert decided == [("gh", "issue comment 1", "session"), ("gh", "issue close 1", "deny")]
+    assert [e["rule"] for e in events if e["type"] == "tool_refused"] == ["approve[1]"]

@@ -98,8 +98,13 @@ def test_from_session_deny_keeps_the_mask_but_no_policy(tmp_path: Path) -> None:
     ({"commands": {"gh": {"executable": "bin/gh"}}},
      "$.command_policies.commands.gh.executable", "absolute"),
     ({"commands": {"gh": {"from": {"session": {"sandbox": {}, "invocation_policy": {
-        "approve": [{"argv": {"prefix": ["x"]}}]}}}}}},
-     "$.command_policies.commands.gh.from.session.invocation_policy.approve", "`approve`"),
+        "approve": [{"argv": {"prefix": ["x"]}, "backend": "ops"}]}}}}}},
+     "$.command_policies.commands.gh.from.session.invocation_policy.approve[0].backend",
+     "daemon's own queue"),
+    ({"commands": {"gh": {"from": {"session": {"sandbox": {}, "invocation_policy": {
+        "allow": [{"argv": {"prefix": ["x"]}, "timeout_secs": 5}]}}}}}},
+     "$.command_policies.commands.gh.from.session.invocation_policy.allow[0].timeout_secs",
+     "only `approve` rules"),
     ({"commands": {"gh": {"from": {"session": {"sandbox": {}, "invocation_policy": {
         "allow": [{"argv": {"prefix": ["x"], "exact": ["x"]}}]}}}}}},
      "$.command_policies.commands.gh.from.session.invocation_policy.allow[0].argv",
@@ -139,6 +144,18 @@ def test_invocation_policy_order_is_deny_allow_default() -> None:
     assert decide(policy, ["pr"], {}).rule == "default"
     assert decide(None, ["anything"], {}).allowed
     assert decide(_policy(), ["anything"], {}).allowed  # nono's default is allow
+
+
+def test_approve_comes_after_deny_and_before_allow() -> None:
+    policy = _policy(default={"decision": "approve", "timeout_secs": 9},
+                     deny=[{"argv": {"prefix": ["issue", "delete"]}}],
+                     approve=[{"argv": {"prefix": ["issue"]}, "timeout_secs": 30}],
+                     allow=[{"argv": {"prefix": ["issue", "list"]}}])
+    assert decide(policy, ["issue", "delete"], {}).decision == "deny"
+    asked = decide(policy, ["issue", "list"], {})  # approve wins over allow
+    assert (asked.decision, asked.rule, asked.timeout) == ("approve", "approve[0]", 30)
+    fallback = decide(policy, ["pr"], {})
+    assert (fallback.decision, fallback.rule, fallback.timeout) == ("approve", "default", 9)
 
 
 def test_the_shipped_gitbot_tools_example_resolves(tmp_path: Path) -> None:
