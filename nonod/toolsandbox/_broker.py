@@ -133,9 +133,8 @@ class ToolBroker:
         request = msgspec.structs.replace(
             plan.request, pins=plan.request.pins + pins,
             binds=(*plan.request.binds, (VIEW_SOCKET, str(host_path))))
-        # The shim needs socket(AF_UNIX) to reach the tool socket (docs/tool-sandboxes.md).
-        policy = msgspec.structs.replace(plan.policy, allow_unix_sockets=True)
-        return Tools(plan=dataclasses.replace(plan, request=request, policy=policy),
+        # The bind also lets the session make AF_UNIX sockets (sandbox._plan): the shim needs one.
+        return Tools(plan=dataclasses.replace(plan, request=request),
                      launch=self._launch, limits=self._limits,
                      asker=functools.partial(self._asker, session),
                      listener=listener, host_path=host_path)
