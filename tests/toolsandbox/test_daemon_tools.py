@@ -5,10 +5,7 @@ a child session with the GitHub route; the agent never holds the token."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import ssl
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.approvals.conftest import QuietHandler, https_server
 from tests.daemon.conftest import DaemonThread
 from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
 from tests.daemon.test_cli import CLI, cli_env
@@ -143,6 +141,8 @@ print(json.dumps(out))
 
 @dataclass
 class Upstream:
+    """The fake ``api.github.com`` (TLS, a private CA): what each request carried."""
+
     port: int = 0
     ca_file: Path = Path()
     seen: list[dict[str, str]] = field(default_factory=list)
@@ -151,33 +151,19 @@ class Upstream:
 @pytest.fixture
 def github(tmp_path: Path) -> Iterator[Upstream]:
     ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("api.github.com").configure_cert(context)
     upstream = Upstream(ca_file=tmp_path / "ca.pem")
     ca.cert_pem.write_to_path(str(upstream.ca_file))
     upstream.ca_file.chmod(0o644)
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             upstream.seen.append({"path": self.path, **{k.lower(): v
                                                       for k, v in self.headers.items()}})
-            body = b'[{"number": 1, "title": "first issue"}]'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, b'[{"number": 1, "title": "first issue"}]')
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    upstream.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield upstream
-    server.shutdown()
-    thread.join(30)
+    with https_server(ca, "api.github.com", Handler) as port:
+        upstream.port = port
+        yield upstream
 
 
 def _setup(base: Path, upstream: Upstream) -> tuple[Path, Path, DaemonThread]:
