@@ -219,6 +219,7 @@ class _Resolver:
         # resolves like any profile for the same user and working directory.
         tools = resolve_tools(
             p.command_policies, self.source, env=self.ctx.env, look=self.fs,
+            tls_intercept=p.network.tls_intercept,
             agent_grants=grants, note=self.note,
             resolve_child=lambda data, source: resolve(parse_profile(data, source), self.ctx,
                                                        strict=self.strict, look=self.fs))

@@ -28,6 +28,7 @@ import msgspec
 from ..errors import ProfileError
 from ..policy import Grant, ResolvedPolicy, ToolPolicy
 from ._fslook import FsLook
+from ._schema import TlsInterceptConfig
 from ._tools import CommandPolicies, CommandPolicy, ToolEdge, ToolSandbox, decode_section, key_path
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -82,8 +83,11 @@ def _credential(section: CommandPolicies, name: str, endpoint_policy: msgspec.Ra
 
 
 def child_profile(section: CommandPolicies, name: str, edge: ToolEdge, executable: str,
-                  parent: str) -> bytes:
-    """The child session's profile (nono JSON) for ``name`` called from the agent."""
+                  parent: str, tls_intercept: TlsInterceptConfig | None = None) -> bytes:
+    """The child session's profile (nono JSON) for ``name`` called from the agent. The
+    agent's ``network.tls_intercept`` carries over to a tool with credential routes: then a
+    tool that talks HTTPS to its host itself (``gh`` through ``HTTPS_PROXY``) has its phantom
+    token swapped too, where the daemon intercepts TLS."""
     sandbox: ToolSandbox = edge.sandbox
     fs: dict[str, list[str]] = {
         "read": _paths(sandbox.fs_read),
@@ -100,6 +104,8 @@ def child_profile(section: CommandPolicies, name: str, edge: ToolEdge, executabl
         if routes:
             network["custom_credentials"] = routes
             network["credentials"] = list(routes)
+            if tls_intercept is not None:
+                network["tls_intercept"] = msgspec.to_builtins(tls_intercept)
     else:
         network = {"block": True}
     profile: dict[str, Any] = {
@@ -130,6 +136,7 @@ def _writable(path: str, grants: Sequence[Grant]) -> Grant | None:
 
 def resolve_tools(
     raw: msgspec.Raw, source: str, *, env: Mapping[str, str], look: FsLook,
+    tls_intercept: TlsInterceptConfig | None,
     agent_grants: Sequence[Grant], note: Callable[..., None],
     resolve_child: Callable[[bytes, str], ResolvedPolicy],
 ) -> tuple[ToolPolicy, ...]:
@@ -170,8 +177,8 @@ def resolve_tools(
         if edge == "deny":
             tools.append(ToolPolicy(name=name, executable=executable))
             continue
-        child = resolve_child(child_profile(section, name, edge, executable, source),
-                              f"{source}/{name}")
+        child = resolve_child(child_profile(section, name, edge, executable, source,
+                                            tls_intercept), f"{source}/{name}")
         invocation = edge.invocation_policy
         tools.append(ToolPolicy(
             name=name, executable=executable, policy=child,

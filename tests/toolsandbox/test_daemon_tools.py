@@ -5,6 +5,7 @@ a child session with the GitHub route; the agent never holds the token."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,13 +24,16 @@ pytestmark = [pytest.mark.root, pytest.mark.userns]
 REAL = "ghp_REAL_0123456789abcdef_REAL"
 PY = "/usr/bin/python3"
 
-# The fake `gh`: calls its route with its phantom token, prints what it got, exits 3.
+# The fake `gh`: calls its route with its phantom token, prints what it got, exits 3. As the
+# real gh does, `issue direct` talks HTTPS to api.github.com itself (through HTTPS_PROXY).
 FAKE_GH = f'''#!{PY}
 import json, os, sys, time, urllib.request
 if sys.argv[1:3] == ["issue", "view"]:
     print("viewing", flush=True)
     time.sleep(3600)
 base = os.environ["GITHUB_BASE_URL"]
+if sys.argv[1:3] == ["issue", "direct"]:
+    base = "https://api.github.com"
 request = urllib.request.Request(base + "/repos/o/r/issues",
                                  headers={{"Authorization": "Bearer " + os.environ["GH_TOKEN"]}})
 with urllib.request.urlopen(request, timeout=30) as response:
@@ -166,7 +170,8 @@ def github(tmp_path: Path) -> Iterator[Upstream]:
         yield upstream
 
 
-def _setup(base: Path, upstream: Upstream) -> tuple[Path, Path, DaemonThread]:
+def _setup(base: Path, upstream: Upstream, *, intercept: bool = False
+           ) -> tuple[Path, Path, DaemonThread]:
     work = base / "work"
     bindir = base / "bin"
     for d in (work, bindir):
@@ -185,7 +190,8 @@ def _setup(base: Path, upstream: Upstream) -> tuple[Path, Path, DaemonThread]:
     profile.write_text(json.dumps({
         "meta": {"name": "agent"},
         "filesystem": {"read": ["/usr", "/etc", "/lib", "/lib64", str(bindir)]},
-        "network": {"allow_domain": ["example.invalid"]},
+        "network": {"allow_domain": ["example.invalid"],
+                    **({"tls_intercept": {}} if intercept else {})},
         "command_policies": {
             "credentials": {"github": {
                 "type": "proxy", "upstream": "https://api.github.com",
@@ -421,3 +427,24 @@ def test_an_approve_rule_holds_the_call_for_a_persons_answer(
                if e["type"] == "approval" and e["stage"] == "decided"]
     assert decided == [("gh", "issue comment 1", "session"), ("gh", "issue close 1", "deny")]
     assert [e["rule"] for e in events if e["type"] == "tool_refused"] == ["approve[1]"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nonod.proxy._intercept") is None,
+                    reason="TLS interception (issue 16, section 3) is not in this tree")
+def test_with_tls_interception_the_tool_talks_https_to_its_host_itself(
+        github: Upstream, short_tmp: Path) -> None:
+    """The agent's ``tls_intercept`` carries over to the tool: a tool that cannot take a base
+    URL (real ``gh``) reaches api.github.com through HTTPS_PROXY with its phantom token, and
+    the upstream sees the real one."""
+    work, profile, daemon = _setup(short_tmp, github, intercept=True)
+    try:
+        run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{short_tmp}/bin:/usr/bin:/bin"),
+                  work)
+        done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
+                   "gh", "issue", "direct")
+    finally:
+        daemon.stop()
+    assert done.returncode == 3, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "first issue" in got["body"] and got["token"] != REAL
+    assert [s["authorization"] for s in github.seen] == [f"Bearer {REAL}"]
