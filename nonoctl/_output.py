@@ -289,6 +289,8 @@ class Output:
         if s.listen_ports:
             self.line(f"listening:   {', '.join(str(port) for port in s.listen_ports)}")
         self.line(f"credentials: {', '.join(s.credentials) or 'none'}")
+        for index, tool in enumerate(s.tools):  # each in a session of its own
+            self.line(f"{'tools:' if index == 0 else '':<12} {tool}")
         self.line()
 
     def status(self, s: p.DaemonStatus) -> None:

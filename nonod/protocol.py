@@ -618,7 +618,8 @@ class DryRunSummary(msgspec.Struct, frozen=True, kw_only=True):
     the working directory or the command line asked for (not the built-in groups'), as
     ``(path, access)``. ``network`` is ``blocked`` (no network), ``allowlist`` (only
     ``hosts``, through the proxy) or ``unrestricted`` (the host's network as it is), and
-    ``network_reason`` says why. ``credentials`` names the credential routes.
+    ``network_reason`` says why. ``credentials`` names the credential routes, ``tools`` the
+    tools that run in sessions of their own and what each gets.
     """
 
     grants: int
@@ -630,6 +631,8 @@ class DryRunSummary(msgspec.Struct, frozen=True, kw_only=True):
     hosts: tuple[str, ...] = ()
     listen_ports: tuple[int, ...] = ()
     credentials: tuple[str, ...] = ()
+    #: One line per tool of ``command_policies``: what its own session gets.
+    tools: tuple[str, ...] = ()
 
 
 class DryRun(Reply, frozen=True, kw_only=True, tag="dry_run"):

@@ -4,11 +4,13 @@ invocation verdict (deny, then allow, then default)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from nonod._dryrun import summarize
 from nonod.errors import ProfileError
 from nonod.policy import Access
 from nonod.profiles import ResolveContext, parse_profile, resolve
@@ -219,3 +221,15 @@ def test_the_private_tmp_list_is_the_sandboxs() -> None:
     from nonod.sandbox._mounts import PRIVATE_TMP
 
     assert SEEN_BY_PROFILES == PRIVATE_TMP
+
+
+def test_a_dry_run_says_what_each_tool_session_gets(tmp_path: Path) -> None:
+    gh = _gh(tmp_path)
+    policies = json.loads(json.dumps(GITBOT_TOOLS))
+    policies["commands"]["gh"]["executable"] = gh
+    policies["commands"]["jq"] = {"executable": "/usr/bin/env", "from": {"session": "deny"}}
+    policy = resolve(parse_profile(_tool_profile(tmp_path, policies), "agent.json"),
+                     ResolveContext(home=str(tmp_path), workdir=str(tmp_path), uid=1000))
+    assert summarize(policy).tools == (
+        f"gh ({gh}): hosts api.github.com; routes github; argv rules",
+        f"jq ({os.path.realpath('/usr/bin/env')}): refused to the session (from.session: deny)")
