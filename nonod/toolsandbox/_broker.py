@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import functools
 import json
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -40,6 +41,7 @@ from ..errors import NonoError
 from ..policy import ApprovalPolicy, Limits, ResolvedPolicy, ToolPolicy
 from ..profiles._tools import InvocationPolicy
 from ..sandbox import LaunchRequest
+from ..sandbox._plan import BASE_ENV
 from ..sessions import Caller, NotRunning, Session, SessionPlan
 from ..sessions._supervise import KILL_TIMEOUT
 from ._calls import Call, CallError, peer_pid, receive_call, reply, signals
@@ -84,6 +86,24 @@ def within(policy: ResolvedPolicy, agent: Limits) -> ResolvedPolicy:
     return msgspec.structs.replace(
         policy, limits=limits,
         max_processes=limits.max_processes if limits.max_processes else policy.max_processes)
+
+
+def tool_env(launch: Sequence[tuple[str, str]], caller: Mapping[str, str],
+             allow_vars: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The environment a tool session starts from (its policy then filters it, as any
+    launch's): the agent's *launch* environment (the user's, from the client), and from the
+    caller only the variables the tool's ``allow_vars`` names, never the base ones (``PATH``,
+    ``HOME``...): an agent that could choose them would choose what the tool runs and which
+    configuration it reads, with the tool's credentials."""
+    env = dict(launch)
+    for key, value in caller.items():
+        if _matches(key, allow_vars) and not _matches(key, BASE_ENV):
+            env[key] = value
+    return tuple(env.items())
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def _visible(path: str, plan: SessionPlan) -> bool:
@@ -321,11 +341,12 @@ class Tools:
         me = os.geteuid()
         frame = call.frame
         cwd = frame.cwd if os.path.isabs(frame.cwd) and os.path.isdir(frame.cwd) else parent.cwd
+        env = tool_env(self.plan.request.env, frame.env, tool.policy.env.allow_vars)
         return SessionPlan(
             policy=within(effective(tool.policy, p.LaunchOptions(), self.limits()),
                           self.plan.policy.limits),
             request=LaunchRequest(
-                argv=(tool.executable, *frame.argv), cwd=cwd, env=tuple(frame.env.items()),
+                argv=(tool.executable, *frame.argv), cwd=cwd, env=env,
                 uid=parent.uid if parent.uid != me else None,
                 gid=parent.gid if parent.uid != me else None),
             owner=Caller(uid=parent.owner_uid, gid=parent.owner_gid, pid=0),

@@ -38,7 +38,8 @@ request = urllib.request.Request(base + "/repos/o/r/issues",
                                  headers={{"Authorization": "Bearer " + os.environ["GH_TOKEN"]}})
 with urllib.request.urlopen(request, timeout=30) as response:
     body = response.read().decode()
-print(json.dumps({{"args": sys.argv[1:], "body": body, "token": os.environ["GH_TOKEN"]}}))
+print(json.dumps({{"args": sys.argv[1:], "body": body, "token": os.environ["GH_TOKEN"],
+                  "env": {{k: os.environ.get(k) for k in ("PATH", "HOME", "GH_REPO")}}}}))
 sys.exit(3)
 '''
 
@@ -60,7 +61,13 @@ def run(*argv):
     raise SystemExit("still busy")
 out["list"] = run("gh", "issue", "list")
 out["denied"] = run("gh", "issue", "delete", "1")
-out["env"] = sorted(k for k, v in os.environ.items() if "REAL" in v or k == "GH_TOKEN")
+# The caller's PATH and HOME would choose what the tool runs and reads: they do not pass.
+here = os.getcwd()
+done = subprocess.run([gh, "issue", "list"], capture_output=True, text=True, timeout=60,
+                      env={**os.environ, "PATH": here + ":/usr/bin", "HOME": here,
+                           "GH_REPO": "o/r"})
+out["env"] = json.loads(done.stdout)["env"]
+out["own_env"] = sorted(k for k, v in os.environ.items() if "REAL" in v or k == "GH_TOKEN")
 out["bytes_are_shim"] = b"nonod's tool shim" in open(gh, "rb").read()
 shutil.copy(gh, "gh-copy")
 os.chmod("gh-copy", 0o755)
@@ -199,6 +206,7 @@ def _setup(base: Path, upstream: Upstream, *, intercept: bool = False
             "commands": {"gh": {"executable": str(gh), "from": {"session": {
                 "sandbox": {"fs_read": ["."],
                             "network": {"allow_domain": ["api.github.com"]},
+                            "environment": {"allow_vars": ["GH_REPO", "PATH", "HOME"]},
                             "credentials": [{"name": "github", "endpoint_policy": {
                                 "default": "deny",
                                 "allow": [{"method": "GET", "path": "/repos/*/*/issues/**"},
@@ -253,7 +261,11 @@ def test_the_tool_runs_in_its_own_session_and_the_agent_never_holds_its_token(
             "issues") in stderr
     # The agent holds nothing of the tool's: no token in its environment, and its own
     # request to the route is refused (it has no such route).
-    assert out["env"] == []
+    assert out["own_env"] == []
+    # From the caller the tool gets what its allow_vars names, but never PATH or HOME (those
+    # are the user's, from the agent's launch).
+    assert out["env"] == {"PATH": f"{short_tmp}/bin:/usr/bin:/bin", "HOME": f"{short_tmp}-home",
+                          "GH_REPO": "o/r"}
     assert out["own_route"] in (400, 403, 404)
     # Every way around the shim either goes through the child session or runs nothing.
     assert out["bytes_are_shim"]
@@ -268,11 +280,11 @@ def test_the_tool_runs_in_its_own_session_and_the_agent_never_holds_its_token(
     # ps: the tool sessions name their parent; audit on both sides.
     agent = next(s for s in sessions if s.get("parent") is None)
     children = [s for s in sessions if s.get("parent") == agent["id"]]
-    assert len(children) == 4  # list, copy, link, execveat
+    assert len(children) == 5  # list, list (env), copy, link, execveat
     events = _audit(daemon, agent["id"])
     started = [e for e in events if e["type"] == "tool_started"]
     assert {e["child"] for e in started} == {c["id"] for c in children}
-    assert [e["exit_code"] for e in events if e["type"] == "tool_ended"] == [3, 3, 3, 3]
+    assert [e["exit_code"] for e in events if e["type"] == "tool_ended"] == [3] * 5
     refused = [e for e in events if e["type"] == "tool_refused"]
     assert refused[0]["reason"] == "agents may not delete issues"
     child_events = _audit(daemon, children[0]["id"])

@@ -1,5 +1,6 @@
-"""A tool session's limits: the daemon's defaults and ceilings, each cap no larger than the
-agent's own (running a tool is no way around the agent's limits)."""
+"""A tool session's limits and environment: the daemon's defaults and ceilings, each cap no
+larger than the agent's own (running a tool is no way around the agent's limits); the user's
+base variables, not the caller's."""
 
 from __future__ import annotations
 
@@ -25,3 +26,13 @@ def test_a_tool_below_the_agent_keeps_its_own() -> None:
     tool = _policy(Limits(memory=64 << 20))
     assert within(tool, Limits(memory=1 << 30)) is tool
     assert within(tool, Limits()) is tool
+
+
+def test_a_tool_gets_the_users_base_variables_and_only_allowed_ones_from_its_caller() -> None:
+    from nonod.toolsandbox._broker import tool_env
+
+    launch = (("PATH", "/usr/bin"), ("HOME", "/home/u"), ("LANG", "C"))
+    caller = {"PATH": "/agent/bin", "HOME": "/agent", "LANG": "fr_FR", "GH_REPO": "o/r",
+              "GH_CONFIG_DIR": "/agent/gh", "OTHER": "x"}
+    env = dict(tool_env(launch, caller, ("GH_REPO", "PATH", "LC_*")))
+    assert env == {"PATH": "/usr/bin", "HOME": "/home/u", "LANG": "C", "GH_REPO": "o/r"}
