@@ -806,10 +806,16 @@ def _cmd_events(args: argparse.Namespace, command: list[str], out: Output) -> in
                              announce="nonoctl: following audit events (Ctrl-C stops)")
 
 
+def _approval_target(a: p.ApprovalInfo) -> str:
+    """What is asked about: ``host:port`` (and ``method path``), or a tool call's command."""
+    if a.mode == "tool":  # a tool sandbox's approve rule (docs/tool-sandboxes.md)
+        return f"{a.host} {a.path}".rstrip()
+    return f"{a.host}:{a.port}" + (f" {a.method} {a.path}" if a.method else "")
+
+
 def _approval_line(a: p.ApprovalInfo) -> str:
-    what = f" {a.method} {a.path}" if a.method else ""
     left = max(0, int((a.expires - dt.datetime.now(dt.UTC)).total_seconds()))
-    return (f"{a.id}  {a.session_name} ({a.session[:12]})  {a.mode} {a.host}:{a.port}{what}"
+    return (f"{a.id}  {a.session_name} ({a.session[:12]})  {a.mode} {_approval_target(a)}"
             f"  pid {a.pid}  {left}s left")
 
 
@@ -846,7 +852,7 @@ def _answer(args: argparse.Namespace, out: Output, request: p.ApprovalAnswer) ->
         out.json(reply)
         return EXIT_OK
     a = reply.approval
-    out.line(f"{reply.answer}: {a.host}:{a.port} for session {a.session_name}")
+    out.line(f"{reply.answer}: {_approval_target(a)} for session {a.session_name}")
     if reply.diff:
         out.line(f"saved to {reply.saved_to}:")
         out.line(reply.diff.rstrip("\n"))

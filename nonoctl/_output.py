@@ -42,6 +42,27 @@ def _age(when: dt.datetime | None, now: dt.datetime) -> str:
     return f"{seconds}s ago"
 
 
+def _tree(infos: Sequence[p.SessionInfo]) -> list[tuple[int, p.SessionInfo]]:
+    """Sessions in order, each tool session (``parent``) right under its parent, indented; one
+    whose parent is not listed stays at the top level."""
+    listed = {i.id for i in infos}
+    children: dict[str, list[p.SessionInfo]] = {}
+    for info in infos:
+        if info.parent is not None and info.parent in listed:
+            children.setdefault(info.parent, []).append(info)
+    out: list[tuple[int, p.SessionInfo]] = []
+
+    def add(info: p.SessionInfo, depth: int) -> None:
+        out.append((depth, info))
+        for child in children.get(info.id, ()):
+            add(child, depth + 1)
+
+    for info in infos:
+        if info.parent is None or info.parent not in listed:
+            add(info, 0)
+    return out
+
+
 def _status(info: p.SessionInfo) -> str:
     if info.state != "exited":
         return info.state
@@ -157,10 +178,11 @@ class Output:
             ("ID", "NAME", "STATE", "PID", "PROFILE", "STARTED", "COMMAND"),
             (
                 (
-                    i.id, i.name, _status(i), str(i.pid) if i.pid else "-", i.profile or "-",
+                    "  " * depth + ("└ " if depth else "") + i.id, i.name, _status(i),
+                    str(i.pid) if i.pid else "-", i.profile or "-",
                     _age(i.started_at, now), _command(i.argv),
                 )
-                for i in infos
+                for depth, i in _tree(infos)
             ),
         )
 
@@ -175,6 +197,8 @@ class Output:
             ("command", " ".join(d.argv)), ("cwd", d.cwd), ("uid/gid", f"{d.uid}/{d.gid}"),
             ("started", f"{d.started_at.isoformat()} ({_age(d.started_at, now)})"),
         ]
+        if d.parent is not None:
+            rows.insert(1, ("parent", f"{d.parent} (runs a tool for it)"))
         if d.ended_at is not None:
             rows.append(("ended", f"{d.ended_at.isoformat()} ({_age(d.ended_at, now)})"))
             rows.append(("reason", d.reason or "exited"))
@@ -265,6 +289,8 @@ class Output:
         if s.listen_ports:
             self.line(f"listening:   {', '.join(str(port) for port in s.listen_ports)}")
         self.line(f"credentials: {', '.join(s.credentials) or 'none'}")
+        for index, tool in enumerate(s.tools):  # each in a session of its own
+            self.line(f"{'tools:' if index == 0 else '':<12} {tool}")
         self.line()
 
     def status(self, s: p.DaemonStatus) -> None:

@@ -55,6 +55,7 @@ from .errors import NonoError
 from .policy import DAEMON_BACKEND_PREFIX, ApprovalBackend
 from .sessions import AuditSettings, LauncherLike, Registry, SessionLimits
 from .sessions._records import HEARTBEAT_INTERVAL
+from .toolsandbox._broker import ToolBroker
 
 if TYPE_CHECKING:
     from ._metrics import Metrics
@@ -259,6 +260,11 @@ async def run_daemon(
                         config_file=state.loaded.path, state_dir=str(state_dir),
                         credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY")),
                 )
+                # Tools of `command_policies` run in child sessions (docs/tool-sandboxes.md).
+                registry.tools = ToolBroker(
+                    registry.launch, state_dir / "tools", limits=state.limit_settings,
+                    approvals=registry.approvals,
+                    approval_timeout=lambda: registry.limits().approval_timeout)
                 if handle_signals:
                     # In the root nursery: a second signal must still reach us while sessions stop.
                     await root.start(_watch_signals, state, registry, shutdown)

@@ -3,7 +3,7 @@ network mode and why, credential routes. Computed from the resolved policy, in t
 
 from __future__ import annotations
 
-from .policy import NetworkPolicy, ResolvedPolicy
+from .policy import NetworkPolicy, ResolvedPolicy, ToolPolicy
 from .protocol import DryRunSummary, NetworkMode
 
 _UNRESTRICTED_REASON = (
@@ -26,8 +26,29 @@ def summarize(policy: ResolvedPolicy) -> DryRunSummary:
         network_reason=_reason(net),
         hosts=net.allow_domain if net.restricted and not net.block else (),
         listen_ports=net.listen_ports,
-        credentials=(*net.credentials, *(name for name, _ in net.custom_credentials)),
+        credentials=_routes(net),
+        tools=tuple(_tool(tool) for tool in policy.tools),
     )
+
+
+def _routes(net: NetworkPolicy) -> tuple[str, ...]:
+    """The route names, each once (a custom credential may also be listed by name)."""
+    return tuple(dict.fromkeys((*net.credentials, *(n for n, _ in net.custom_credentials))))
+
+
+def _tool(tool: ToolPolicy) -> str:
+    """``gh (/usr/bin/gh): hosts api.github.com; routes github`` (docs/tool-sandboxes.md)."""
+    head = f"{tool.name} ({tool.executable})"
+    child = tool.policy
+    if child is None:
+        return f"{head}: refused to the session (from.session: deny)"
+    net = child.network
+    hosts = ", ".join(net.allow_domain) if net.restricted and not net.block else ""
+    routes = ", ".join(_routes(net))
+    said = [f"hosts {hosts}" if hosts else "no network" if net.block else "",
+            f"routes {routes}" if routes else "",
+            "argv rules" if tool.invocation else ""]
+    return f"{head}: " + "; ".join(part for part in said if part)
 
 
 def _mode(net: NetworkPolicy) -> NetworkMode:

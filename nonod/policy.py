@@ -232,6 +232,8 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     command_args: tuple[str, ...] = ()
     notes: tuple[Note, ...] = ()
     groups: tuple[str, ...] = ()
+    #: Per-tool sandboxes (``command_policies``): each tool runs in a child session of its own.
+    tools: tuple[ToolPolicy, ...] = ()
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON encoding: names this exact policy in audit records."""
@@ -239,3 +241,16 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
         data = msgspec.json.encode(self, order="sorted")
         return hashlib.sha256(data).hexdigest()
+
+
+class ToolPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """One command of ``command_policies``, resolved: the executable the agent's view masks
+    with the daemon's shim, and the policy of the child session that runs it
+    (``nonod.toolsandbox``). ``policy`` is None when the agent's session may not run it at
+    all (``from.session: "deny"``). ``invocation`` is the JSON of its ``invocation_policy``
+    (empty: none); this module stays free of the tool sandbox's types."""
+
+    name: str
+    executable: str
+    policy: ResolvedPolicy | None = None
+    invocation: str = ""

@@ -75,7 +75,7 @@ SessionState = Literal["starting", "running", "exited"]
 #: while supervising it; see the daemon log).
 EndReason = Literal[
     "", "exited", "stopped", "client_gone", "daemon_shutdown", "daemon_lost", "error",
-    "oom", "pids_limit", "wall_clock",
+    "oom", "pids_limit", "wall_clock", "parent_ended",
 ]
 Stdio = Literal["passed", "pty", "null"]
 
@@ -246,6 +246,8 @@ class SessionInfo(_Info, frozen=True, kw_only=True):
     enforcement: Enforcement | None = None
     #: From the session's cgroup: live while it runs, the totals once it ended.
     usage: Usage | None = None
+    #: The session that ran this one as a tool (``command_policies``), if any.
+    parent: str | None = None
 
 
 class SessionDetail(SessionInfo, frozen=True, kw_only=True):
@@ -616,7 +618,8 @@ class DryRunSummary(msgspec.Struct, frozen=True, kw_only=True):
     the working directory or the command line asked for (not the built-in groups'), as
     ``(path, access)``. ``network`` is ``blocked`` (no network), ``allowlist`` (only
     ``hosts``, through the proxy) or ``unrestricted`` (the host's network as it is), and
-    ``network_reason`` says why. ``credentials`` names the credential routes.
+    ``network_reason`` says why. ``credentials`` names the credential routes, ``tools`` the
+    tools that run in sessions of their own and what each gets.
     """
 
     grants: int
@@ -628,6 +631,8 @@ class DryRunSummary(msgspec.Struct, frozen=True, kw_only=True):
     hosts: tuple[str, ...] = ()
     listen_ports: tuple[int, ...] = ()
     credentials: tuple[str, ...] = ()
+    #: One line per tool of ``command_policies``: what its own session gets.
+    tools: tuple[str, ...] = ()
 
 
 class DryRun(Reply, frozen=True, kw_only=True, tag="dry_run"):

@@ -69,23 +69,41 @@ class SessionAsker:
                                               abandon_on_cancel=True)
         if found is not None:  # the very process that asked, if it can be told
             pid, command = found[0], redact_argv(found[1], facts.hidden)
+        return await self._held(mode=ask.mode, host=ask.host, port=ask.port,
+                                method=ask.method, path=ask.path, pid=pid, command=command)
+
+    async def ask_tool(self, tool: str, argv: Sequence[str], *, pid: int,
+                       timeout: float | None = None) -> Verdict:
+        """A call of a tool whose ``invocation_policy`` says ``approve``
+        (``nonod.toolsandbox``): mode ``tool``, the tool's name as ``host``, its arguments
+        (redacted) as ``path``; ``pid`` is the caller (the shim)."""
+        command = redact_argv((tool, *argv), self._facts.hidden)
+        return await self._held(mode="tool", host=tool, port=0, method="",
+                                path=" ".join(command[1:]), pid=pid, command=command,
+                                timeout=timeout)
+
+    async def _held(self, *, mode: str, host: str, port: int, method: str, path: str,
+                    pid: int, command: tuple[str, ...], timeout: float | None = None
+                    ) -> Verdict:
+        """Put the question to the backend, on record; no answer by the deadline denies."""
+        facts = self._facts
+        wait = self._timeout if timeout is None else timeout
         now = dt.datetime.now(dt.UTC)
         backend = self._policy.named(self._policy.backend)
         pending = Pending(
             id=self._queue.new_id(), session_id=facts.session_id, session_name=facts.name,
-            owner_uid=facts.owner_uid, mode=ask.mode, host=ask.host, port=ask.port,
-            method=ask.method, path=ask.path, pid=pid, command=command,
+            owner_uid=facts.owner_uid, mode=mode, host=host, port=port,
+            method=method, path=path, pid=pid, command=command,
             backend=backend.name, created=now,
-            expires=now + dt.timedelta(seconds=self._timeout), profile=facts.profile)
+            expires=now + dt.timedelta(seconds=wait), profile=facts.profile)
         started = trio.current_time()
         self._record(self._event(pending, "requested"))
         verdict: Verdict = "timeout"
         decider = "timeout"
         try:
-            with trio.move_on_at(started + self._timeout):
+            with trio.move_on_at(started + wait):
                 try:
-                    verdict, decider = await self._ask(backend, pending,
-                                                       started + self._timeout)
+                    verdict, decider = await self._ask(backend, pending, started + wait)
                 except Exception:  # a failing backend denies; it never lets a request through
                     log.exception("approval backend failed", backend=backend.name)
                     verdict, decider = "deny", f"error:{backend.name}"

@@ -56,6 +56,9 @@ from ._events import SessionEnded as SessionEnded
 from ._events import SessionSealed as SessionSealed
 from ._events import SessionStarted as SessionStarted
 from ._events import SignalSent as SignalSent
+from ._events import ToolEnded as ToolEnded
+from ._events import ToolRefused as ToolRefused
+from ._events import ToolStarted as ToolStarted
 from ._events import TrustFailed as TrustFailed
 from ._events import TrustVerified as TrustVerified
 from ._events import ViewGuarded as ViewGuarded

@@ -369,6 +369,34 @@ class SignalSent(_Event, frozen=True, kw_only=True, tag="signal"):
     sender: str = "daemon"
 
 
+class ToolStarted(_Event, frozen=True, kw_only=True, tag="tool_started"):
+    """The session ran a tool of its profile's ``command_policies``: it runs in ``child``, a
+    session of its own (with its own audit file)."""
+
+    tool: str
+    child: str
+    argv: tuple[str, ...] = ()
+
+
+class ToolEnded(_Event, frozen=True, kw_only=True, tag="tool_ended"):
+    """The tool's child session ended; its status went back to the caller."""
+
+    tool: str
+    child: str
+    exit_code: int | None = None
+    signal: int | None = None
+
+
+class ToolRefused(_Event, frozen=True, kw_only=True, tag="tool_refused"):
+    """A call of a tool did not run: its ``invocation_policy`` (``rule`` says which part)
+    refused it, or its child session could not start (``rule`` is ``launch``)."""
+
+    tool: str
+    reason: str
+    rule: str = ""
+    argv: tuple[str, ...] = ()
+
+
 class ResourceUsage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What the session's processes used: from its cgroup (all its processes, the launcher's
     two included), or from ``getrusage``/``wait4`` where it has none."""
@@ -425,7 +453,7 @@ class DaemonEvent(_Event, frozen=True, kw_only=True, tag="daemon"):
 
 Event = (SessionStarted | Enforcement | TrustVerified | TrustFailed | Network
          | CredentialInjected | FsDenied | ViewGuarded | Approval | SignalSent
-         | SessionEnded | DaemonEvent)
+         | SessionEnded | DaemonEvent | ToolStarted | ToolEnded | ToolRefused)
 
 
 def _tag_of(cls: type[msgspec.Struct]) -> str:

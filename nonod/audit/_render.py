@@ -27,6 +27,9 @@ from ._events import (
     SessionEnded,
     SessionStarted,
     SignalSent,
+    ToolEnded,
+    ToolRefused,
+    ToolStarted,
     TrustFailed,
     TrustVerified,
     ViewGuarded,
@@ -170,6 +173,15 @@ def summarize(event: Entry) -> str:
             version = f" {event.version}" if event.version else ""
             detail = f": {event.detail}" if event.detail else ""
             return f"daemon {event.action} (pid {event.pid}{version}){detail}"
+        case ToolStarted():
+            return f"tool {event.tool} runs in session {event.child}: {' '.join(event.argv)}"
+        case ToolEnded():
+            how = (f"killed by {_signame(event.signal)}" if event.signal is not None
+                   else f"exit code {event.exit_code}")
+            return f"tool {event.tool} (session {event.child}) ended, {how}"
+        case ToolRefused():
+            rule = f" ({event.rule})" if event.rule else ""
+            return f"tool {event.tool} REFUSED{rule}: {event.reason}"
         case Seal():
             return (f"sealed: {event.count} events, head {event.head[:12]}, "
                     f"merkle root {event.merkle_root[:12]}")

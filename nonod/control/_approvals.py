@@ -38,6 +38,9 @@ async def handle_approval(queue: ApprovalQueue, caller: Caller, request: Approva
             saved_to = diff = ""
             if request.save_to_profile:
                 held = queue.find(approval_id, caller)  # not_found first: nothing disclosed
+                if held.mode == "tool":
+                    raise SaveRefused("a tool call is not a host: add an `allow` rule to the "
+                                      "tool's invocation_policy instead")
                 if held.profile is None:
                     raise SaveRefused("the session was launched without a profile file")
                 diff = await save_host(caller if system else None, held.profile, held.host,

@@ -13,7 +13,7 @@ def session_info(record: SessionRecord, usage: p.Usage | None = None) -> p.Sessi
     return p.SessionInfo(
         id=r.id, name=r.name, state=r.state, pid=r.pid, profile=r.profile, argv=r.argv,
         started_at=r.started_at, ended_at=r.ended_at, exit_code=r.exit_code,
-        signal=r.signal, enforcement=r.enforcement, usage=usage or r.usage,
+        signal=r.signal, enforcement=r.enforcement, usage=usage or r.usage, parent=r.parent,
     )
 
 
@@ -29,7 +29,7 @@ def session_detail(session: Session) -> p.SessionDetail:
         policy_digest=r.policy_digest,
         log_path=str(session.log_path) if r.tty else None,
         output_bytes=session.output.total if session.output is not None else 0,
-        usage=session.usage(), limits=r.limits,
+        usage=session.usage(), limits=r.limits, parent=r.parent,
     )
 
 

@@ -24,7 +24,6 @@ from ..errors import ExtendsError, ProfileError, UnsupportedFeature
 from . import _expand
 from ._groups import GroupCatalog, NetworkCatalog, valid_host
 from ._schema import (
-    RAW_NULL,
     ConditionalName,
     ConditionalPath,
     CustomCredentialDef,
@@ -43,6 +42,7 @@ from ._schema import (
     TlsInterceptConfig,
     When,
 )
+from ._tools import decode_section
 
 #: A backend of the daemon's ``[approvals.backends]`` (checked when the session is launched).
 _DAEMON_BACKEND: Final = re.compile(r"daemon:[A-Za-z0-9_-]{1,64}")
@@ -542,27 +542,8 @@ class _Checker:
         self.command_policies(profile.command_policies)
 
     def command_policies(self, raw: Raw) -> None:
-        # nono turns its tool sandbox on only when `commands` is not empty; without commands
-        # the section changes nothing there either.
-        try:
-            section = msgspec.json.decode(raw, type=dict[str, Raw] | None)
-            listed = section.get("commands", RAW_NULL) if section else RAW_NULL
-            commands = msgspec.json.decode(listed, type=dict[str, Raw] | None)
-        except msgspec.ValidationError as exc:
-            raise self.fail("$.command_policies", f"not a tool sandbox section ({exc})") from None
-        if not commands:
-            return
-        name = next(iter(commands))
-        raise UnsupportedFeature(
-            "per-command tool sandboxes are not supported by nonod yet (nono's "
-            "`command_policies`): nonod cannot give one program narrower grants than the "
-            "session around it",
-            source=self.source,
-            path=_key_path("$.command_policies.commands", name),
-            hint="remove `command_policies` and grant what the commands need to the whole "
-            "session (`filesystem`, `network.allow_domain`, `network.custom_credentials`), "
-            "or run each command in its own session with its own profile",
-        )
+        # Checked, and refused by name where nonod does not run a key (``_tools``).
+        decode_section(raw, self.source)
 
 
 _REGISTRY_REF = re.compile(r"[^./~][^/@]*/[^/@]+(@[^/]+)?")

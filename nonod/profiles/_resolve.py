@@ -53,6 +53,7 @@ from ._check import check_profile, reserved_env_name
 from ._expand import ResolveContext
 from ._fslook import FsLook
 from ._groups import GroupCatalog, NetworkCatalog, builtin_groups, builtin_network, valid_host
+from ._load import parse_profile
 from ._schema import (
     ApprovalDefaults,
     ConditionalName,
@@ -68,6 +69,7 @@ from ._schema import (
     When,
     endpoint_allow_list,
 )
+from ._toolprofile import resolve_tools
 
 
 @final
@@ -215,6 +217,14 @@ class _Resolver:
         grants = self._merged_grants()
         denials = self._merged_denials()
         self._masked_grant_notes(grants, denials)
+        # command_policies: each tool's executable and its child session's policy, which
+        # resolves like any profile for the same user and working directory.
+        tools = resolve_tools(
+            p.command_policies, self.source, env=self.ctx.env, look=self.fs,
+            tls_intercept=p.network.tls_intercept,
+            agent_grants=grants, note=self.note,
+            resolve_child=lambda data, source: resolve(parse_profile(data, source), self.ctx,
+                                                       strict=self.strict, look=self.fs))
         return ResolvedPolicy(
             name=p.meta.name or "unnamed",
             grants=grants,
@@ -241,6 +251,7 @@ class _Resolver:
             ),
             notes=tuple(self.notes),
             groups=active,
+            tools=tools,
         )
 
     # --- legacy keys and conditions ---

@@ -492,7 +492,9 @@ def _pin(target: str, data: bytes, index: int) -> None:
         raise OSError(2, "verified file is not in the session's view", target)
     _mkdirs(PIN_DIR)
     copy = f"{PIN_DIR}/{index}"
-    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    # The copy keeps the read and execute bits of the file it covers (a tool's shim runs).
+    mode = os.stat(target).st_mode & 0o555
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:

@@ -228,6 +228,12 @@ def build_plan(
                 "would confine the filesystem", step="mode",
                 hint="enable Landlock (lsm= boot parameter) or allow user namespaces; "
                      "`nonoctl doctor` checks both")
+        if request.binds:  # the tool sandbox: its shims and socket live in the view
+            raise EnforcementUnavailable(
+                "no namespaces on this host (landlock-only mode): the profile's tools "
+                "(command_policies) need a view of their own to run in child sessions",
+                step="mode", hint="allow user namespaces (`nonoctl doctor` says what blocks "
+                "them), or remove `command_policies` from the profile")
         grants, view_layer = _mode.landlock_only_view(policy, mounts, len(request.pins))
         mounts = _mode.EMPTY_VIEW
     else:
@@ -263,9 +269,12 @@ def build_plan(
         required=required, net_connect_ports=connect_ports, net_bind_ports=bind_ports,
     )
     ns_flags = 0 if landlock_only else NS_FLAGS | (_libc.CLONE_NEWNET if private_net else 0)
+    # A socket bound into the view (the tool sandbox's) needs socket(AF_UNIX); only a private
+    # view has one, where no host socket outside the grants exists.
+    unix_sockets = policy.allow_unix_sockets or (bool(request.binds) and not landlock_only)
     seccomp = _filter_for(_seccomp.SeccompOptions(
         landlock_net_fallback=landlock_net, allow_netlink_route=private_net,
-        allow_unix_sockets=policy.allow_unix_sockets, allow_ptrace=request.allow_ptrace,
+        allow_unix_sockets=unix_sockets, allow_ptrace=request.allow_ptrace,
         refuse_host_ipc=landlock_only))
 
     executable = find_executable(request.argv[0], env, request.cwd)
@@ -281,6 +290,8 @@ def build_plan(
         if not os.path.isabs(path):
             raise LaunchError(f"pinned path must be absolute: {path}", step="mounts")
         ops.append(MountOp(PIN, os.path.realpath(path), str(index)))
+    for view_path, host_path in () if landlock_only else request.binds:
+        ops.append(MountOp(BIND_FILE, view_path, host_path))
 
     # The first missing component of each absent denied or persistence path whose parent the
     # session may write (``_mounts``, opt-outs already applied): the creation guard's list.
@@ -321,7 +332,7 @@ def build_plan(
             + (", net" if private_net else "")),
         view_layer,
         _degraded(policy, "landlock", landlock.report),
-        applied("seccomp", detail=("unix sockets allowed" if policy.allow_unix_sockets
+        applied("seccomp", detail=("unix sockets allowed" if unix_sockets
                                    else "socket(AF_UNIX) refused")
                 + ("; ptrace allowed (learn)" if request.allow_ptrace else "")
                 + ("; System V IPC and POSIX message queues refused (the host's)"

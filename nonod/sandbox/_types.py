@@ -60,6 +60,9 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
     # Verified files: (absolute path, the exact bytes verified). The session reads these bytes
     # at that path, whatever happens to the file on the host afterwards (trust pinning).
     pins: tuple[tuple[str, bytes], ...] = ()
+    # Host sockets bound into the view: (path in the view, host path). The daemon's per-session
+    # tool socket (``nonod.toolsandbox``); the view path lies in the sandbox's own root.
+    binds: tuple[tuple[str, str], ...] = ()
     # ``nonoctl learn`` only: the session's seccomp filter lets ptrace (and process_vm_readv)
     # through, so that strace can run inside the session as the program's parent. Set by the
     # daemon's learn path, never from a profile or a client's launch request.

@@ -51,7 +51,8 @@ log = structlog.get_logger()
 #: How long the end of a session may spend on its final records.
 CLOSE_TIMEOUT: Final = 5.0
 _END_REASONS: Final = {"stopped": "stopped", "client_gone": "stopped",
-                       "daemon_shutdown": "stopped", "error": "error", "oom": "oom",
+                       "daemon_shutdown": "stopped", "parent_ended": "stopped",
+                       "error": "error", "oom": "oom",
                        "pids_limit": "pids_limit", "wall_clock": "wall_clock"}
 
 

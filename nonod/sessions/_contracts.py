@@ -10,13 +10,16 @@ from __future__ import annotations
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from .. import protocol as p
 from ..policy import ResolvedPolicy
 from ..sandbox import EnforcementReport, ExitStatus, GuardReport, LaunchRequest
+
+if TYPE_CHECKING:
+    from ._session import Session
 
 
 class Process(Protocol):
@@ -95,3 +98,28 @@ class SessionPlan:
     trust_override: bool = False
     #: ``launch --audit-sign-key``: overrides ``[audit] sign_key`` for this session.
     audit_sign_key: str | None = None
+    #: The session this one runs a tool for (``nonod.toolsandbox``).
+    parent: str | None = None
+
+
+class PreparedTools(Protocol):
+    """A session's tool socket, made before its program starts (``nonod.toolsandbox``)."""
+
+    #: The launch with the shims pinned over the tools and the socket bound into the view.
+    plan: SessionPlan
+
+    async def serve(self, session: Session) -> None:
+        """Answer the session's tool calls until :meth:`end`."""
+        ...
+
+    async def end(self) -> None:
+        """The program ended: stop its tool sessions and record their end."""
+        ...
+
+    def close(self) -> None:
+        """The program did not start: remove the socket."""
+        ...
+
+
+class ToolHook(Protocol):
+    def prepare(self, session: Session, plan: SessionPlan) -> PreparedTools: ...

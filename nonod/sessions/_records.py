@@ -40,6 +40,8 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     profile: str | None = None
     argv: tuple[str, ...] = ()
     cwd: str = "/"
+    #: The session that ran this one as a tool (``nonod.toolsandbox``).
+    parent: str | None = None
     state: p.SessionState = "starting"
     pid: int | None = None
     detached: bool = False

@@ -47,7 +47,7 @@ from ..audit._kernel import FsDeniedMonitor
 from ..audit._writer import Ledger
 from ..errors import NonoError
 from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
-from ._contracts import Caller, GetLauncher, Process, SessionPlan
+from ._contracts import Caller, GetLauncher, PreparedTools, Process, SessionPlan, ToolHook
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
 from ._events import ApprovalNotice, EventFeed, LifecycleEvent
 from ._limits import SessionCgroups, end_reason, remove_group
@@ -124,6 +124,9 @@ class Registry:
         self._feeds: list[EventFeed] = []
         #: Every session's pending approvals (``nonoctl approvals``).
         self.approvals = ApprovalQueue(notify=self._emit_approval)
+        #: Runs the tools of ``command_policies`` in child sessions (``nonod.toolsandbox``);
+        #: the daemon sets it.
+        self.tools: ToolHook | None = None
 
     # -- startup
     async def load(self) -> list[str]:
@@ -369,6 +372,7 @@ class Registry:
             started_at=now(),
             policy_digest=plan.policy.digest(),
             daemon_pid=os.getpid(),
+            parent=plan.parent,
         )
         session = Session(record, directory=self._sessions_dir / session_id,
                           metrics=self._metrics)
@@ -396,9 +400,15 @@ class Registry:
         with bound_contextvars(session=session.id):
             # Fail closed: no audit record, no program (unless auditing is off).
             await self._create_audit(session, plan)
+            tools: PreparedTools | None = None
             try:
+                if self.tools is not None and plan.policy.tools:
+                    tools = self.tools.prepare(session, plan)
+                    plan = tools.plan
                 proc = await self._starter.start(session, plan)
             except BaseException:
+                if tools is not None:
+                    tools.close()
                 if session.audit is not None:
                     with trio.CancelScope(shield=True):
                         await session.audit.aclose()
@@ -428,8 +438,12 @@ class Registry:
                     if session.audit is not None:
                         await session.audit.aclose()
                         session.audit = None
+                    if tools is not None:
+                        tools.close()
                     raise
             task_status.started(session)
+            if tools is not None:
+                self._nursery.start_soon(tools.serve, session)
             try:
                 await supervise(session, proc, asker=self._asker(session, proc),
                                 on_started=lambda: self._emit("started", session),
@@ -441,6 +455,8 @@ class Registry:
                 session.end_with("error")
             finally:
                 with trio.CancelScope(shield=True):
+                    if tools is not None:
+                        await tools.end()  # its tool sessions end before its record closes
                     await self._finish(session)
 
     async def _finish(self, session: Session) -> None:

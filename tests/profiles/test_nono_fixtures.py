@@ -14,7 +14,8 @@ from nonod.profiles import ResolveContext, load_profile, resolve
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nono"
 
-TOOL_SANDBOX = "per-command tool sandboxes are not supported by nonod yet"
+CHAINED = "not tools that call tools"
+PORTS = "only through its proxy, host by host"
 COMMAND_DENY = "never stops a program that another one starts"
 
 # file -> None (loads and resolves) or (error code, JSON path, fragment of the message)
@@ -36,16 +37,16 @@ EXPECTED: dict[str, tuple[str, str, str] | None] = {
     "synthetic.json": None,
     # `claude-code` is a profile of nono's registry pack always-further/claude.
     "profile-binary.json": ("profile.extends", "$.extends", "from a nono registry pack"),
-    "tool-sandbox-jq-readonly.json":
-        ("profile.unsupported", "$.command_policies.commands.jq", TOOL_SANDBOX),
+    # Tool sandboxes run (docs/tool-sandboxes.md); what nonod does not run is refused by name.
+    "tool-sandbox-jq-readonly.json": None,
     "tool-sandbox-curl-https.json":
-        ("profile.unsupported", "$.command_policies.commands.curl", TOOL_SANDBOX),
+        ("profile.unsupported", "$.command_policies.commands.curl.sandbox.network"
+         ".tcp_connect_ports", PORTS),
     "tool-sandbox-git-ssh.json":
-        ("profile.unsupported", "$.command_policies.commands.git", TOOL_SANDBOX),
+        ("profile.unsupported", "$.command_policies.commands.git.can_use", CHAINED),
     "tool-sandbox-make-cc.json":
-        ("profile.unsupported", "$.command_policies.commands.make", TOOL_SANDBOX),
-    "tool-sandbox-gh-endpoint-policy.json":
-        ("profile.unsupported", "$.command_policies.commands.gh", TOOL_SANDBOX),
+        ("profile.unsupported", "$.command_policies.commands.make.can_use", CHAINED),
+    "tool-sandbox-gh-endpoint-policy.json": None,
 }
 
 

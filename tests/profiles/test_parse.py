@@ -119,8 +119,10 @@ UNSUPPORTED: list[tuple[str, bytes, str]] = [
      "$.session_hooks: `session_hooks` is not supported by nonod"),
     ("credential capture", _bytes({"credential_capture": {"gh": {"command": ["gh"]}}}),
      "$.credential_capture: `credential_capture` is not supported by nonod"),
-    ("command policies", _bytes({"command_policies": {"commands": {"gh": {}}}}),
-     "$.command_policies.commands.gh: per-command tool sandboxes are not supported by nonod"),
+    ("chained tool policies",
+     _bytes({"command_policies": {"commands": {"gh": {"can_use": ["ssh"]}}}}),
+     "$.command_policies.commands.gh.can_use: `can_use` (chained tools) is not supported by "
+     "nonod"),
     ("packs", _bytes({"packs": ["always-further/claude"]}), "$.packs: `packs` is not supported"),
     ("commands.deny", _bytes({"commands": {"deny": ["rm"]}}),
      "$.commands.deny: `commands.deny` is not supported by nonod"),

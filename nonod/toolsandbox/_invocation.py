@@ -1,0 +1,74 @@
+"""Whether one call of a tool may run: its ``invocation_policy``, in nono's order.
+
+``deny`` rules first, then ``approve`` rules (the call waits for a person's answer on the
+daemon's approval queue), then ``allow`` rules, then the ``default``. A rule matches when its
+``argv`` matcher and every ``env`` matcher match. ``argv`` is the arguments after the command
+name: ``gh issue list`` is ``["issue", "list"]``. ``prefix`` matches the first items,
+``exact`` the whole list, ``contains`` a list holding every item named (anywhere).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..profiles._schema import Decision, RoutedDecision
+from ..profiles._tools import ArgvMatcher, InvocationPolicy, InvocationRule
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: Decision
+    #: ``deny[2]``, ``approve[0]``, ``allow[0]`` or ``default``: which part decided.
+    rule: str
+    reason: str
+    #: For ``approve``: how long to wait for the answer (None: the daemon's default).
+    timeout: float | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision == "allow"
+
+
+def _argv_matches(matcher: ArgvMatcher, args: Sequence[str]) -> bool:
+    if matcher.exact is not None:
+        return tuple(args) == matcher.exact
+    if matcher.prefix is not None:
+        return tuple(args[: len(matcher.prefix)]) == matcher.prefix
+    if matcher.contains is not None:
+        return all(item in args for item in matcher.contains)
+    return False
+
+
+def _matches(rule: InvocationRule, args: Sequence[str], env: Mapping[str, str]) -> bool:
+    if rule.argv is not None and not _argv_matches(rule.argv, args):
+        return False
+    for name, wanted in rule.env.items():
+        value = env.get(name)
+        if value is None:
+            return False
+        if wanted.equals is not None and value != wanted.equals:
+            return False
+        if wanted.one_of is not None and value not in wanted.one_of:
+            return False
+    return True
+
+
+def decide(policy: InvocationPolicy | None, args: Sequence[str],
+           env: Mapping[str, str]) -> Verdict:
+    """The verdict on ``args`` (after the command name) with the caller's ``env``."""
+    if policy is None:
+        return Verdict(decision="allow", rule="default", reason="no invocation policy")
+    kinds: tuple[tuple[Decision, tuple[InvocationRule, ...]], ...] = (
+        ("deny", policy.deny), ("approve", policy.approve), ("allow", policy.allow))
+    for kind, rules in kinds:
+        for index, rule in enumerate(rules):
+            if _matches(rule, args, env):
+                return Verdict(decision=kind, rule=f"{kind}[{index}]",
+                               reason=rule.reason or f"matched invocation_policy.{kind}[{index}]",
+                               timeout=rule.timeout_secs)
+    default = policy.default
+    said = {"allow": "allows", "deny": "denies", "approve": "asks"}[policy.default_decision]
+    return Verdict(decision=policy.default_decision, rule="default",
+                   reason=f"no rule matched; the default {said}",
+                   timeout=default.timeout_secs if isinstance(default, RoutedDecision) else None)
