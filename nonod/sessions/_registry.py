@@ -394,10 +394,11 @@ class Registry:
         task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         with bound_contextvars(session=session.id):
-            # Fail closed: no audit record, no program (unless auditing is off).
-            await self._create_audit(session, plan)
+            # Fail closed: no audit record, no program (unless auditing is off). The starter
+            # creates it while it prepares the launch, and fsyncs its first records first.
             try:
-                proc = await self._starter.start(session, plan)
+                proc = await self._starter.start(
+                    session, plan, create_audit=lambda: self._create_audit(session, plan))
             except BaseException:
                 if session.audit is not None:
                     with trio.CancelScope(shield=True):
