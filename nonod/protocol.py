@@ -336,6 +336,9 @@ class Launch(Request, frozen=True, kw_only=True, tag="launch"):
 
 class ListSessions(Request, frozen=True, kw_only=True, tag="list"):
     all: bool = False
+    #: Only what ``nonoctl ps``'s table shows: no ``usage`` (read from each session's cgroup,
+    #: a dozen files per session) and no ``enforcement`` (most of each entry's bytes).
+    brief: bool = False
 
 
 class Inspect(Request, frozen=True, kw_only=True, tag="inspect"):
