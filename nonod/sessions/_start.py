@@ -153,7 +153,6 @@ class ProgramStarter:
         to close after the launch goes to ``to_close``), the services, the launch request
         and the policy with the secret masks."""
         limits = self._limits()
-        await trio.to_thread.run_sync(make_private_dirs, session.directory)
         launcher = await self._get_launcher()
         stdio: tuple[int, int, int]
         if plan.stdio == "passed":
@@ -188,9 +187,16 @@ class ProgramStarter:
         request = msgspec.structs.replace(services.request, oom_score_adj=limits.oom_score_adj)
         if self._fs_denied is not None and self._fs_denied.active:
             request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
-        policy = hide_cgroup_tree(await trio.to_thread.run_sync(self._hide_secrets, plan))
+        # One worker thread for both: the session's private directory (its output log goes
+        # there; nothing writes it before the program runs), then the secret masks.
+        policy = hide_cgroup_tree(await trio.to_thread.run_sync(
+            self._private_dir_and_masks, session.directory, plan))
         session.services = services
         return _Ready(launcher, stdio, services, request, policy)
+
+    def _private_dir_and_masks(self, directory: Path, plan: SessionPlan) -> ResolvedPolicy:
+        make_private_dirs(directory)
+        return self._hide_secrets(plan)
 
     def _hide_secrets(self, plan: SessionPlan) -> ResolvedPolicy:
         """Blocking: ``plan.policy`` with a mask over every file the daemon reads secrets
