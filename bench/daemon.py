@@ -87,7 +87,7 @@ class BenchFailure(Exception):
 class Daemon:
     """``python -m nonod`` (foreground) in a short temporary directory."""
 
-    def __init__(self, config: str = "") -> None:
+    def __init__(self, config: str = "", tree: Path | None = None) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="ndb-", dir="/tmp"))
         self.base.chmod(0o755)
         self.home = Path(f"{self.base}-home")
@@ -103,8 +103,9 @@ class Daemon:
         }
         self.log = (self.base / "nonod.log").open("wb")
         (self.base / "nonod.toml").write_text(config)
-        # this checkout's nonod, even from an export (git archive) run with another venv
-        daemon_env = {**self.env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        # this checkout's nonod (or ``tree``'s), even from an export run with another venv
+        source = tree or Path(__file__).resolve().parent.parent
+        daemon_env = {**self.env, "PYTHONPATH": str(source)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nonod", "--socket", str(self.socket),
              "--config", str(self.base / "nonod.toml")],
