@@ -287,6 +287,35 @@ async def test_a_launch_refused_while_preparing_closes_its_audit_record(
     await harness.registry.shutdown()
 
 
+async def test_a_launch_cancelled_while_preparing_leaves_nothing(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller goes away (its scope is cancelled) while the audit file is being made and
+    # the services prepared: the cancellation comes out as one, nothing is left behind.
+    from nonod import _session_services
+
+    preparing = trio.Event()
+
+    async def hang(*args: Any, **kwargs: Any) -> _session_services.SessionServices:
+        preparing.set()
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(_session_services, "prepare", hang)
+    harness = await _audited_registry(nursery, tmp_path)
+    before = len(os.listdir("/proc/self/fd"))
+    with trio.move_on_after(10) as timed_out:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(harness.registry.launch, harness.plan())
+            await preparing.wait()
+            inner.cancel_scope.cancel()
+    assert not timed_out.cancelled_caught
+    assert harness.launcher.launched == []
+    assert harness.registry.statistics() == (0, 0)
+    assert len(os.listdir("/proc/self/fd")) == before
+    await harness.registry.shutdown()
+
+
 async def test_sessions_running_at_a_crash_are_loaded_as_lost(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
