@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import shutil
 import subprocess
@@ -61,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _common import machine
+from _common import emit, machine
 from _wheel import installed_cli
 from launch import Contender, bwrap, make, measure, nonod, summarize, versions
 
@@ -508,12 +507,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs < 1 or args.warmup < 0 or args.sessions < 1 or args.fleet < 0:
         parser.error("--runs must be >= 1, --warmup >= 0, --sessions >= 1")
-    data = bench(args)
-    if args.json:
-        json.dump(data, sys.stdout, indent=1)
-        print()
-    else:
-        print_table(data)
+    emit(bench(args), as_json=args.json, table=print_table)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ Per daemon:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from _common import machine, percentile
+from _common import emit, machine, percentile
 from daemon import OPTIONS, BenchFailure, Daemon, mem
 
 from nonoctl.client import Connection, RemoteError
@@ -188,12 +187,7 @@ def main() -> None:
                         help="then N idle sessions in each, for the ps round trip")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    data = run(args)
-    if args.json:
-        json.dump(data, sys.stdout, indent=1)
-        print()
-    else:
-        print_table(data)
+    emit(run(args), as_json=args.json, table=print_table)
 
 
 if __name__ == "__main__":
