@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import json
 import os
 import platform
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -33,6 +35,16 @@ POLICY = ResolvedPolicy(
     denials=(),
     network=NetworkPolicy(restricted=True, block=True),
 )
+
+
+def emit(data: dict[str, Any], *, as_json: bool,
+         table: Callable[[dict[str, Any]], None]) -> None:
+    """A script's results: JSON (``--json``), else its table."""
+    if as_json:
+        json.dump(data, sys.stdout, indent=1)
+        print()
+    else:
+        table(data)
 
 
 def percentile(values: list[float], q: float) -> float:

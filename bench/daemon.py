@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import shutil
 import subprocess
@@ -61,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _common import machine
+from _common import emit, machine
 from _wheel import installed_cli
 from launch import Contender, bwrap, make, measure, nonod, summarize, versions
 
@@ -87,7 +86,7 @@ class BenchFailure(Exception):
 class Daemon:
     """``python -m nonod`` (foreground) in a short temporary directory."""
 
-    def __init__(self, config: str = "") -> None:
+    def __init__(self, config: str = "", tree: Path | None = None) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="ndb-", dir="/tmp"))
         self.base.chmod(0o755)
         self.home = Path(f"{self.base}-home")
@@ -103,8 +102,9 @@ class Daemon:
         }
         self.log = (self.base / "nonod.log").open("wb")
         (self.base / "nonod.toml").write_text(config)
-        # this checkout's nonod, even from an export (git archive) run with another venv
-        daemon_env = {**self.env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        # this checkout's nonod (or ``tree``'s), even from an export run with another venv
+        source = tree or Path(__file__).resolve().parent.parent
+        daemon_env = {**self.env, "PYTHONPATH": str(source)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nonod", "--socket", str(self.socket),
              "--config", str(self.base / "nonod.toml")],
@@ -507,12 +507,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs < 1 or args.warmup < 0 or args.sessions < 1 or args.fleet < 0:
         parser.error("--runs must be >= 1, --warmup >= 0, --sessions >= 1")
-    data = bench(args)
-    if args.json:
-        json.dump(data, sys.stdout, indent=1)
-        print()
-    else:
-        print_table(data)
+    emit(bench(args), as_json=args.json, table=print_table)
 
 
 if __name__ == "__main__":

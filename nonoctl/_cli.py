@@ -700,7 +700,14 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
 
 def _cmd_ps(args: argparse.Namespace, command: list[str], out: Output) -> int:
     with _connect(args) as conn:
-        reply = conn.request(p.ListSessions(all=args.all))
+        # The table shows neither usage nor enforcement: the daemon need not gather them.
+        try:
+            reply = conn.request(p.ListSessions(all=args.all, brief=not out.json_mode))
+        except RemoteError as exc:
+            if exc.remote_code != "protocol.invalid" or out.json_mode:
+                raise
+            # a daemon started before `brief` existed (upgraded, not restarted)
+            reply = conn.request(p.ListSessions(all=args.all))
     if not isinstance(reply, p.SessionList):
         raise ConnectionLost("unexpected reply to ps")
     if args.quiet and not out.json_mode:

@@ -139,8 +139,9 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
                 trust.read_policy_files,
                 trust.user_policy_path(user_config_dir) if user_config_dir else None, workdir),
             timeout=_callerfs.DEFAULT_TIMEOUT, what="the trust policies")
+        # No policy file at either level (the common case): nothing to verify, no thread.
         policy = await trio.to_thread.run_sync(functools.partial(
-            trust.load_policies, files, user_anchors=_daemon_anchors))
+            trust.load_policies, files, user_anchors=_daemon_anchors)) if files.found else None
         if policy is None:
             prepared.trust_warnings.append(
                 f"no trust policy found (looked in {files.looked_in()}): nothing verified")

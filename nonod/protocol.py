@@ -336,8 +336,13 @@ class Launch(Request, frozen=True, kw_only=True, tag="launch"):
             _check_text("profile", self.profile)
 
 
-class ListSessions(Request, frozen=True, kw_only=True, tag="list"):
+class ListSessions(Request, frozen=True, kw_only=True, tag="list", omit_defaults=True):
     all: bool = False
+    #: Only what ``nonoctl ps``'s table shows: no ``usage`` (read from each session's cgroup,
+    #: a dozen files per session) and no ``enforcement`` (most of each entry's bytes). Sent
+    #: only when true (defaults are omitted), so that a full request still reads as one to a
+    #: daemon from before this field.
+    brief: bool = False
 
 
 class Inspect(Request, frozen=True, kw_only=True, tag="inspect"):

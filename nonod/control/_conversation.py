@@ -181,9 +181,10 @@ class Conversation:
                 raise AssertionError("refused by next_state")
             case p.Launch():
                 await self._launch(request)
-            case p.ListSessions(all=include_exited):
+            case p.ListSessions(all=include_exited, brief=brief):
                 found = reg.visible(self.caller, include_exited=include_exited)
-                infos = tuple(session_info(s.record, s.usage()) for s in found)
+                infos = tuple(session_info(s.record, None if brief else s.usage(), brief=brief)
+                              for s in found)
                 await self.send(p.SessionList(sessions=infos))
             case p.Inspect(session=ref):
                 await self.send(p.SessionReply(session=session_detail(reg.find(ref, self.caller))))

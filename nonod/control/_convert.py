@@ -7,13 +7,16 @@ from .. import protocol as p
 from ..sessions import LifecycleEvent, Session, SessionRecord
 
 
-def session_info(record: SessionRecord, usage: p.Usage | None = None) -> p.SessionInfo:
-    """One line of ``ps`` (``usage``: the session's live figures, else the record's)."""
+def session_info(record: SessionRecord, usage: p.Usage | None = None, *,
+                 brief: bool = False) -> p.SessionInfo:
+    """One line of ``ps`` (``usage``: the session's live figures, else the record's;
+    ``brief``: neither usage nor enforcement, see ``protocol.ListSessions``)."""
     r = record
     return p.SessionInfo(
         id=r.id, name=r.name, state=r.state, pid=r.pid, profile=r.profile, argv=r.argv,
         started_at=r.started_at, ended_at=r.ended_at, exit_code=r.exit_code,
-        signal=r.signal, enforcement=r.enforcement, usage=usage or r.usage, parent=r.parent,
+        signal=r.signal, enforcement=None if brief else r.enforcement,
+        usage=None if brief else usage or r.usage, parent=r.parent,
     )
 
 

@@ -398,14 +398,15 @@ class Registry:
         task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         with bound_contextvars(session=session.id):
-            # Fail closed: no audit record, no program (unless auditing is off).
-            await self._create_audit(session, plan)
+            # Fail closed: no audit record, no program (unless auditing is off). The starter
+            # creates it while it prepares the launch, and fsyncs its first records first.
             tools: PreparedTools | None = None
             try:
                 if self.tools is not None and plan.policy.tools:
                     tools = self.tools.prepare(session, plan)
                     plan = tools.plan
-                proc = await self._starter.start(session, plan)
+                proc = await self._starter.start(
+                    session, plan, create_audit=lambda: self._create_audit(session, plan))
             except BaseException:
                 if tools is not None:
                     tools.close()

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, NamedTuple, final
 
 import msgspec
 import structlog
@@ -33,7 +33,7 @@ from ..audit._kernel import FsDeniedMonitor, Watch
 from ..errors import NonoError, PolicyError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest, LayerReport, adapt_policy
-from ._contracts import Caller, GetLauncher, Process, SessionPlan
+from ._contracts import Caller, GetLauncher, LauncherLike, Process, SessionPlan
 from ._limits import (
     SessionCgroups,
     cgroup_limits,
@@ -48,8 +48,19 @@ from ._settings import AuditSettings, SessionLimits
 
 if TYPE_CHECKING:
     from .._metrics import Metrics
+    from .._session_services import SessionServices
 
 log = structlog.get_logger()
+
+
+class _Ready(NamedTuple):
+    """What ``ProgramStarter._prepare`` readies for the launch."""
+
+    launcher: LauncherLike
+    stdio: tuple[int, int, int]
+    services: SessionServices
+    request: LaunchRequest
+    policy: ResolvedPolicy
 
 
 @final
@@ -82,58 +93,31 @@ class ProgramStarter:
         self.cgroups = SessionCgroups(None, "the daemon has not looked for cgroups yet")
         self._metrics = metrics
 
-    async def start(self, session: Session, plan: SessionPlan) -> Process:
+    async def start(self, session: Session, plan: SessionPlan,
+                    create_audit: Callable[[], Awaitable[None]]) -> Process:
         """The session's program, running: its stdio (a PTY, passed descriptors or
         /dev/null), its services, its policy with the secret masks, its fs_denied watch.
-        Raises to refuse the launch; nothing is left open then."""
-        limits = self._limits()
-        await trio.to_thread.run_sync(make_private_dirs, session.directory)
-        launcher = await self._get_launcher()
+        Raises to refuse the launch; nothing is left open then.
+
+        ``create_audit`` makes ``session.audit``; it runs while the launch is prepared (both
+        mostly wait on the disk and on worker threads), and its first records are fsynced
+        before the program exists. Either failing cancels the other and refuses the launch."""
         to_close: list[int] = []
         try:
-            if plan.stdio == "passed":
-                if plan.passed_fds is None:
-                    raise NonoError("an attached launch needs three file descriptors")
-                stdio = plan.passed_fds
-            elif plan.stdio == "pty":
-                master, slave = os.openpty()
-                to_close.append(slave)
-                session.open_terminal(master, term=plan.term, output=SessionOutput(
-                    capacity=limits.output_buffer_bytes,
-                    log_path=session.log_path,
-                    log_max=limits.log_max_bytes,
-                ))
-                stdio = (slave, slave, slave)
-            else:
-                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-                to_close.append(null)
-                stdio = (null, null, null)
-            services_policy = self._with_daemon_backends(session, plan.policy)
-            prepared = await _session_services.prepare(
-                adapt_policy(services_policy, launcher.mode), plan.request,
-                settings=self._network(),
-                environ=dict(os.environ),  # env:// reads the daemon's environment
-                listen_ports=plan.policy.network.listen_ports,
-                user_config_dir=user_config_dir(plan.request, plan.owner, system=self._system),
-                trust_override=plan.trust_override,
-                caller=plan.owner if self._system else None,
-            )
-            if prepared.request is None:
-                raise NonoError("session services produced no launch request")
-            request = msgspec.structs.replace(prepared.request,
-                                              oom_score_adj=limits.oom_score_adj)
-            if self._fs_denied is not None and self._fs_denied.active:
-                request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
-            policy = hide_cgroup_tree(await trio.to_thread.run_sync(self._hide_secrets, plan))
-            session.services = prepared
-            if session.audit is not None:
-                session.audit.hidden = prepared.hidden
+            prepared: list[_Ready] = []
+
+            async def prepare() -> None:
+                prepared.append(await self._prepare(session, plan, to_close))
+
+            await _together(create_audit, prepare)
+            launcher, stdio, services, request, policy = prepared[0]
             # The values it will hold (phantom tokens, env_credentials) never reach a file.
             session.record.argv = redact_argv(
                 session.record.argv, [value for _, value in request.extra_env])
             # Durable before the program exists: nothing runs before its record is on disk.
             if session.audit is not None:
-                await session.audit.open(session.record, prepared)
+                session.audit.hidden = services.hidden
+                await session.audit.open(session.record, services)
             session.record.limits = policy.limits
             session.cgroup, limit_layers = self.cgroups.create(session.id, policy)
             if session.cgroup is not None:
@@ -161,6 +145,58 @@ class ProgramStarter:
             for fd in to_close:
                 os.close(fd)
         return proc
+
+    async def _prepare(
+        self, session: Session, plan: SessionPlan, to_close: list[int]
+    ) -> _Ready:
+        """Everything the launch needs but the audit record: the launcher, the stdio (what
+        to close after the launch goes to ``to_close``), the services, the launch request
+        and the policy with the secret masks."""
+        limits = self._limits()
+        launcher = await self._get_launcher()
+        stdio: tuple[int, int, int]
+        if plan.stdio == "passed":
+            if plan.passed_fds is None:
+                raise NonoError("an attached launch needs three file descriptors")
+            stdio = plan.passed_fds
+        elif plan.stdio == "pty":
+            master, slave = os.openpty()
+            to_close.append(slave)
+            session.open_terminal(master, term=plan.term, output=SessionOutput(
+                capacity=limits.output_buffer_bytes,
+                log_path=session.log_path,
+                log_max=limits.log_max_bytes,
+            ))
+            stdio = (slave, slave, slave)
+        else:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            to_close.append(null)
+            stdio = (null, null, null)
+        services_policy = self._with_daemon_backends(session, plan.policy)
+        services = await _session_services.prepare(
+            adapt_policy(services_policy, launcher.mode), plan.request,
+            settings=self._network(),
+            environ=dict(os.environ),  # env:// reads the daemon's environment
+            listen_ports=plan.policy.network.listen_ports,
+            user_config_dir=user_config_dir(plan.request, plan.owner, system=self._system),
+            trust_override=plan.trust_override,
+            caller=plan.owner if self._system else None,
+        )
+        if services.request is None:
+            raise NonoError("session services produced no launch request")
+        request = msgspec.structs.replace(services.request, oom_score_adj=limits.oom_score_adj)
+        if self._fs_denied is not None and self._fs_denied.active:
+            request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
+        # One worker thread for both: the session's private directory (its output log goes
+        # there; nothing writes it before the program runs), then the secret masks.
+        policy = hide_cgroup_tree(await trio.to_thread.run_sync(
+            self._private_dir_and_masks, session.directory, plan))
+        session.services = services
+        return _Ready(launcher, stdio, services, request, policy)
+
+    def _private_dir_and_masks(self, directory: Path, plan: SessionPlan) -> ResolvedPolicy:
+        make_private_dirs(directory)
+        return self._hide_secrets(plan)
 
     def _hide_secrets(self, plan: SessionPlan) -> ResolvedPolicy:
         """Blocking: ``plan.policy`` with a mask over every file the daemon reads secrets
@@ -228,6 +264,25 @@ class ProgramStarter:
         watch = self._fs_watches.pop(session.id, None)
         if watch is not None and self._fs_denied is not None:
             await self._fs_denied.release(watch)
+
+
+async def _together(*jobs: Callable[[], Awaitable[None]]) -> None:
+    """Run ``jobs`` concurrently. The first to fail cancels the others and its exception is
+    raised as it is (a launch's refusal keeps its error code), not in an exception group."""
+    failure: list[Exception] = []
+
+    async def run(job: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+        try:
+            await job()
+        except Exception as exc:  # noqa: BLE001 - raised again below, as itself
+            failure.append(exc)
+            scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for job in jobs:
+            nursery.start_soon(run, job, nursery.cancel_scope)
+    if failure:
+        raise failure[0]
 
 
 def user_config_dir(request: LaunchRequest, owner: Caller, *, system: bool) -> Path | None:

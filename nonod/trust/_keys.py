@@ -27,15 +27,16 @@ import secrets
 import stat
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeVar, final
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from ._bundle import b64decode, b64encode
 from ._errors import BadSignature, TrustKeyError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+# ``cryptography`` (OpenSSL, ~8 MiB of the daemon's memory) is imported by the functions that
+# handle a key, not with this module: a launch whose workdir has no trust policy never loads it.
 
 KEYRING_SERVICE: Final = "nono-trust"
 KEYRING_PUB_SERVICE: Final = "nono-trust-pub"
@@ -44,11 +45,19 @@ FILE_KEYREF_PREFIX: Final = "file://"
 
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}")
 _MAX_KEY_FILE_BYTES: Final = 64 * 1024
-_ECDSA: Final = ec.ECDSA(hashes.SHA256())
 _T = TypeVar("_T")
 
 
+def _ecdsa() -> ec.ECDSA:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.ECDSA(hashes.SHA256())
+
+
 def _is_p256(key: object) -> bool:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     return isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey) and isinstance(
         key.curve, ec.SECP256R1
     )
@@ -99,6 +108,8 @@ class PublicKey:
     __slots__ = ("_key", "der", "fingerprint")
 
     def __init__(self, key: ec.EllipticCurvePublicKey) -> None:
+        from cryptography.hazmat.primitives import serialization
+
         if not _is_p256(key):
             raise TrustKeyError("only ECDSA P-256 keys are supported")
         self._key = key
@@ -109,6 +120,10 @@ class PublicKey:
 
     @classmethod
     def from_der(cls, der: bytes) -> PublicKey:
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         try:
             key = serialization.load_der_public_key(der)
         except (ValueError, UnsupportedAlgorithm):
@@ -128,6 +143,10 @@ class PublicKey:
 
     @classmethod
     def from_pem(cls, pem: bytes) -> PublicKey:
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         try:
             key = serialization.load_pem_public_key(pem)
         except (ValueError, UnsupportedAlgorithm):
@@ -143,14 +162,18 @@ class PublicKey:
 
     @property
     def pem(self) -> str:
+        from cryptography.hazmat.primitives import serialization
+
         return self._key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode("ascii")
 
     def verify(self, signature: bytes, message: bytes) -> None:
         """Check a DER ECDSA/SHA-256 signature over ``message``; raise :class:`BadSignature`."""
+        from cryptography.exceptions import InvalidSignature
+
         try:
-            self._key.verify(signature, message, _ECDSA)
+            self._key.verify(signature, message, _ecdsa())
         except (InvalidSignature, ValueError):
             raise BadSignature("signature does not verify") from None
 
@@ -179,6 +202,10 @@ class SigningKey:
 
     @classmethod
     def from_pkcs8_der(cls, name: str, der: bytes) -> SigningKey:
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         try:
             key = serialization.load_der_private_key(der, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -198,10 +225,12 @@ class SigningKey:
 
     def sign(self, message: bytes) -> bytes:
         """A DER ECDSA P-256/SHA-256 signature over ``message``."""
-        return self.__private.sign(message, _ECDSA)
+        return self.__private.sign(message, _ecdsa())
 
     def export_pkcs8_der(self) -> bytes:
         """The private key as unencrypted PKCS#8 DER, for a key store to persist. Secret."""
+        from cryptography.hazmat.primitives import serialization
+
         return self.__private.private_bytes(
             serialization.Encoding.DER,
             serialization.PrivateFormat.PKCS8,
@@ -217,6 +246,8 @@ class SigningKey:
 
 def generate_key(name: str = DEFAULT_KEY_NAME) -> SigningKey:
     """A fresh ECDSA P-256 key named ``name``. Not stored anywhere: see :class:`KeyStore`."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     return SigningKey(name, ec.generate_private_key(ec.SECP256R1()))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nonoctl import _cli
-from nonod import __main__ as nonod_main
+from nonod import _main as nonod_main
 
 from ._doc_commands import Found, in_markdown, in_python, split
 

@@ -207,6 +207,12 @@ def test_detached_session_ps_inspect_stop(daemon_thread: DaemonThread, short_tmp
         listed = conn.request(p.ListSessions())
         assert isinstance(listed, p.SessionList)
         assert [s.id for s in listed.sessions] == [session.id]
+        assert listed.sessions[0].enforcement == session.enforcement
+        # what `nonoctl ps`'s table asks for: the same sessions, without usage and enforcement
+        brief = conn.request(p.ListSessions(brief=True))
+        assert isinstance(brief, p.SessionList)
+        assert brief.sessions == (msgspec.structs.replace(
+            listed.sessions[0], usage=None, enforcement=None),)
         found = conn.request(p.Inspect(session="napper"))
         assert isinstance(found, p.SessionReply)
         assert found.session.id == session.id

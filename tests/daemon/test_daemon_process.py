@@ -234,3 +234,22 @@ def test_a_lost_session_ends_when_it_was_last_known_alive_not_at_the_next_start(
         assert abs(lost.ended_at.timestamp() - died) < 1.0
     finally:
         os.kill(nonod.pid(), signal.SIGTERM)
+
+
+def test_the_daemon_does_not_load_rich() -> None:
+    """structlog imports rich when it is installed (for tracebacks the daemon renders plainly):
+    the daemon's entry point keeps it out (3.5 MiB of its memory)."""
+    import importlib.util
+
+    if importlib.util.find_spec("rich") is None:
+        pytest.skip("rich is not installed here: nothing to keep out")
+    probe = ("import sys\n"
+             "from nonod.__main__ import main\n"
+             "try:\n"
+             "    main(['--help'])\n"
+             "except SystemExit:\n"
+             "    pass\n"
+             "print(sys.modules.get('rich') is not None, 'structlog' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, timeout=60)
+    assert done.stdout.split()[-2:] == ["False", "True"]

@@ -31,6 +31,7 @@ REQUESTS: list[p.Request] = [
              name="bot-1", detach=True, stdio="pty", term=TERM),
     p.Launch(cwd="/", profile="gitbot", stdio="passed"),
     p.ListSessions(all=True),
+    p.ListSessions(brief=True),
     p.Inspect(session="abcd"),
     p.Stop(session="bot", timeout=2.5, force=False),
     p.Wait(session="bot"),
@@ -169,3 +170,11 @@ def test_the_client_side_imports_neither_trio_nor_the_daemon() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
     assert done.stdout.decode().strip() == ""
+
+
+def test_a_full_session_list_request_reads_as_it_did_before_brief() -> None:
+    # A daemon from before `brief` refuses unknown fields: what ps --json and top send must
+    # not carry it (nonoctl ps's table falls back to this when its brief request is refused).
+    assert p.encode(p.ListSessions()) == b'{"type":"list"}'
+    assert p.encode(p.ListSessions(all=True)) == b'{"type":"list","all":true}'
+    assert p.encode(p.ListSessions(brief=True)) == b'{"type":"list","brief":true}'

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -213,6 +215,104 @@ async def test_the_live_limit_refuses_a_launch_and_records_nothing(
     assert len(harness.launcher.launched) == 1
     assert len(list((harness.state_dir / "sessions").iterdir())) == 1
     assert harness.registry.statistics() == (1, 1)
+    await harness.registry.shutdown()
+
+
+async def _audited_registry(nursery: trio.Nursery, base: Path) -> Harness:
+    harness = await open_registry(nursery, base)
+    harness.registry._audit_settings = lambda: AuditSettings(enabled=True)
+    return harness
+
+
+async def test_the_audit_record_is_made_while_the_launch_is_prepared(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Creating the audit file waits until the services are being prepared: sequential steps
+    # would never get there. The first records are still on disk before the program exists.
+    from nonod import _session_services
+    from nonod.audit._writer import AuditWriter
+
+    preparing = trio.Event()
+    real_prepare, real_create = _session_services.prepare, AuditWriter.create
+
+    async def prepare(*args: Any, **kwargs: Any) -> _session_services.SessionServices:
+        preparing.set()
+        return await real_prepare(*args, **kwargs)
+
+    async def create(*args: Any, **kwargs: Any) -> AuditWriter:
+        await preparing.wait()
+        return await real_create(*args, **kwargs)
+
+    monkeypatch.setattr(_session_services, "prepare", prepare)
+    monkeypatch.setattr(AuditWriter, "create", create)
+    harness = await _audited_registry(nursery, tmp_path)
+    seen_at_launch: list[str] = []
+    real_launch = harness.launcher.launch
+
+    async def launch(policy: ResolvedPolicy, request: LaunchRequest, **kw: Any) -> Process:
+        (audit,) = (harness.state_dir / "sessions").glob("*/audit.ndjson")
+        seen_at_launch.extend(json.loads(line)["event"]["type"]
+                              for line in audit.read_text().splitlines())
+        return await real_launch(policy, request, **kw)
+
+    monkeypatch.setattr(harness.launcher, "launch", launch)
+    with trio.fail_after(10):
+        session = await harness.registry.launch(harness.plan())
+    assert seen_at_launch[0] == "session_started"
+    harness.launcher.launched[0].finish(ExitStatus(code=0))
+    with trio.fail_after(10):
+        await session.wait_exited()
+        await harness.registry.shutdown()
+
+
+async def test_a_launch_refused_while_preparing_closes_its_audit_record(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The refusal comes out as itself (its error code), not in an exception group; nothing
+    # runs, nothing is registered, the audit file is not left open.
+    from nonod import _session_services
+    from nonod.errors import PolicyError
+
+    async def refuse(*args: Any, **kwargs: Any) -> _session_services.SessionServices:
+        raise PolicyError("refused while preparing")
+
+    monkeypatch.setattr(_session_services, "prepare", refuse)
+    harness = await _audited_registry(nursery, tmp_path)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(PolicyError, match="refused while preparing"):
+        await harness.registry.launch(harness.plan())
+    assert harness.launcher.launched == []
+    assert harness.registry.statistics() == (0, 0)
+    assert len(os.listdir("/proc/self/fd")) == before
+    await harness.registry.shutdown()
+
+
+async def test_a_launch_cancelled_while_preparing_leaves_nothing(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller goes away (its scope is cancelled) while the audit file is being made and
+    # the services prepared: the cancellation comes out as one, nothing is left behind.
+    from nonod import _session_services
+
+    preparing = trio.Event()
+
+    async def hang(*args: Any, **kwargs: Any) -> _session_services.SessionServices:
+        preparing.set()
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(_session_services, "prepare", hang)
+    harness = await _audited_registry(nursery, tmp_path)
+    before = len(os.listdir("/proc/self/fd"))
+    with trio.move_on_after(10) as timed_out:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(harness.registry.launch, harness.plan())
+            await preparing.wait()
+            inner.cancel_scope.cancel()
+    assert not timed_out.cancelled_caught
+    assert harness.launcher.launched == []
+    assert harness.registry.statistics() == (0, 0)
+    assert len(os.listdir("/proc/self/fd")) == before
     await harness.registry.shutdown()
 
 

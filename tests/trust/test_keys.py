@@ -227,3 +227,25 @@ def test_keyring_errors_are_translated_without_their_text(key: SigningKey) -> No
     except TrustKeyError as exc:
         assert secret_b64(key) not in exc.diagnostics()
         assert secret_b64(key) not in str(exc)
+
+
+def test_no_trust_policy_means_no_cryptography(tmp_path: Path) -> None:
+    """A launch whose workdir and user config hold no trust policy reads the (absent) policy
+    files and verifies nothing: the daemon does not load OpenSSL for it (~8 MiB of its idle
+    memory). Checked in a fresh interpreter, since this one has loaded it already."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import nonod._daemon, nonod._session_services\n"
+        "from nonod import trust\n"
+        f"files = trust.read_policy_files(trust.user_policy_path(Path({str(tmp_path)!r})),"
+        f" {str(tmp_path)!r})\n"
+        "assert trust.load_policies(files, user_anchors=lambda declared: []) is None\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, timeout=60)
+    assert done.stdout.strip() == "[]"

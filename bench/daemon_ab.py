@@ -1,0 +1,194 @@
+"""The daemon's own cost, before and after a change, measured in one interleaved run.
+
+On a shared 2-vCPU machine two runs minutes apart differ by up to 2x for code neither
+touched, so this starts two daemons side by side, one from a git revision (``--base``,
+exported with ``git archive`` to a temporary directory) and one from this checkout, and
+alternates launches between them (ABAB, then BABA: each sees the same load). The client (this
+checkout's ``nonoctl.client``) is the same for both; the requests it sends exist in both.
+
+Per daemon:
+
+  launch     ``/bin/true`` through a kept ``Connection``: ``Launch(detach=False,
+             stdio="null")`` to ``Exited`` (bench/daemon.py's ``client`` row), p50/p25/min
+  cpu        the daemon process's user and system CPU time per launch (all its threads; the
+             fork server and launchers are other processes)
+  idle       the daemon's PSS once the launches are over (both run, so shared pages split
+             between them as between any two processes: compare the two, not with a lone
+             daemon's figure)
+  ps         with ``--sessions N`` detached ``sleep`` sessions in each, the ``ListSessions``
+             round trip as ``nonoctl ps`` sends it (the base may not know ``brief``: then
+             both get the full request)
+
+    .venv/bin/python bench/daemon_ab.py [--base main] [--runs 150] [--sessions 0] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from _common import emit, machine, percentile
+from daemon import OPTIONS, BenchFailure, Daemon, mem
+
+from nonoctl.client import Connection, RemoteError
+from nonod import protocol as p
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def exported(rev: str) -> Iterator[Path]:
+    """``git archive rev`` of this repository in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="nono-base-") as base:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True,
+                                 capture_output=True, timeout=120).stdout
+        subprocess.run(["tar", "-x", "-C", base], input=archive, check=True, timeout=120)
+        yield Path(base)
+
+
+def _cpu_ms(pid: int) -> tuple[float, float]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) * tick, int(fields[12]) * tick
+
+
+class Side:
+    """One daemon and its kept connection."""
+
+    def __init__(self, name: str, daemon: Daemon) -> None:
+        self.name = name
+        self.daemon = daemon
+        self.conn = Connection.open(daemon.socket, timeout=60)
+        self.request = p.Launch(argv=("/bin/true",), cwd=str(daemon.work), env=daemon.env,
+                                options=OPTIONS, detach=False, stdio="null")
+        self.samples: list[float] = []
+
+    def launch(self) -> float:
+        began = time.perf_counter()
+        self.conn.send(self.request)
+        while True:
+            reply = self.conn.receive()
+            if isinstance(reply, p.Exited):
+                if reply.exit_code != 0:
+                    raise BenchFailure(f"{self.name}: /bin/true ended with {reply}")
+                return (time.perf_counter() - began) * 1000
+            if isinstance(reply, p.ErrorReply):
+                raise BenchFailure(f"{self.name}: {reply.message}")
+
+
+def _list_ms(side: Side, brief: bool, runs: int = 15) -> float:
+    request = p.ListSessions(brief=True) if brief else p.ListSessions()
+    samples = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        reply = side.conn.request(request)
+        samples.append((time.perf_counter() - began) * 1000)
+        if not isinstance(reply, p.SessionList):
+            raise BenchFailure(f"{side.name}: ListSessions answered {reply!r}")
+    return percentile(samples, 0.5)
+
+
+def _sessions(side: Side, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        reply = side.conn.request(p.Launch(
+            argv=("sleep", "600"), cwd=str(side.daemon.work), env=side.daemon.env,
+            options=OPTIONS, detach=True, stdio="null"))
+        if not isinstance(reply, p.Launched):
+            raise BenchFailure(f"{side.name}: {reply!r}")
+        ids.append(reply.session.id)
+    return ids
+
+
+def _stop(side: Side, ids: list[str]) -> None:
+    for sid in ids:
+        side.conn.request(p.Stop(session=sid, timeout=5, force=True))
+    side.conn.request(p.Prune())
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with ExitStack() as stack:
+        base_tree = stack.enter_context(exported(args.base))
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(base_tree / "nonod")],
+                       check=True, stdout=subprocess.DEVNULL)
+        sides = []
+        for name, tree in ((f"base ({args.base})", base_tree), ("this checkout", REPO)):
+            daemon = Daemon(tree=tree)
+            stack.callback(daemon.close)
+            sides.append(Side(name, daemon))
+            stack.callback(sides[-1].conn.close)
+        for _ in range(args.warmup):
+            for side in sides:
+                side.launch()
+        before = [_cpu_ms(s.daemon.proc.pid) for s in sides]
+        for i in range(args.runs):
+            for side in (sides if i % 2 == 0 else sides[::-1]):
+                side.samples.append(side.launch())
+        after = [_cpu_ms(s.daemon.proc.pid) for s in sides]
+        for side in sides:
+            side.conn.request(p.Prune())
+        time.sleep(1.0)  # the warm launchers are ready again: the steady idle state
+        out: dict[str, Any] = {"machine": machine(), "base": args.base, "runs": args.runs,
+                               "sides": []}
+        for side, b, a in zip(sides, before, after, strict=True):
+            out["sides"].append({
+                "name": side.name,
+                "p50": percentile(side.samples, 0.5), "p25": percentile(side.samples, 0.25),
+                "min": min(side.samples),
+                "cpu_user_ms": (a[0] - b[0]) / args.runs, "cpu_sys_ms": (a[1] - b[1]) / args.runs,
+                "idle_pss_mib": mem([side.daemon.proc.pid])["pss_mib"],
+            })
+        if args.sessions:
+            ids = [_sessions(side, args.sessions) for side in sides]
+            try:
+                for side, entry in zip(sides, out["sides"], strict=True):
+                    entry["list_full_ms"] = _list_ms(side, brief=False)
+                    try:
+                        entry["list_brief_ms"] = _list_ms(side, brief=True)
+                    except RemoteError:
+                        entry["list_brief_ms"] = None  # the base does not know `brief`
+            finally:
+                for side, sids in zip(sides, ids, strict=True):
+                    _stop(side, sids)
+        return out
+
+
+def print_table(data: dict[str, Any]) -> None:
+    m = data["machine"]
+    print(f"# nonod A/B, interleaved -- {m['date']}, load {m['loadavg_1m']:.2f}, "
+          f"nproc {m['nproc']}; {data['runs']} launches each")
+    print(f"{'daemon':<22} {'p50 ms':>7} {'p25 ms':>7} {'min ms':>7} {'user ms':>8} "
+          f"{'sys ms':>7} {'idle PSS':>9} {'ps full':>8} {'ps brief':>9}")
+    for s in data["sides"]:
+        full = f"{s['list_full_ms']:.1f}" if s.get("list_full_ms") is not None else "-"
+        brief = f"{s['list_brief_ms']:.1f}" if s.get("list_brief_ms") is not None else "-"
+        print(f"{s['name']:<22} {s['p50']:>7.2f} {s['p25']:>7.2f} {s['min']:>7.2f} "
+              f"{s['cpu_user_ms']:>8.2f} {s['cpu_sys_ms']:>7.2f} {s['idle_pss_mib']:>8.1f}M "
+              f"{full:>8} {brief:>9}")
+    a, b = data["sides"]
+    print(f"after/before: p50 {b['p50'] / a['p50']:.3f}, daemon CPU "
+          f"{(b['cpu_user_ms'] + b['cpu_sys_ms']) / (a['cpu_user_ms'] + a['cpu_sys_ms']):.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--base", default="main", help="git revision to compare against")
+    parser.add_argument("--runs", type=int, default=150, help="timed launches per daemon")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed launches first")
+    parser.add_argument("--sessions", type=int, default=0,
+                        help="then N idle sessions in each, for the ps round trip")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    emit(run(args), as_json=args.json, table=print_table)
+
+
+if __name__ == "__main__":
+    main()
