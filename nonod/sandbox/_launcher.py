@@ -73,7 +73,7 @@ from typing import TypeVar
 import msgspec
 
 from ..cgroups._types import CgroupLimits
-from . import _libc
+from . import _libc, _reaper
 from ._createguard import MAKE_RIGHTS, Guard, confine_program, pin_dirs, prepare
 from ._createserve import Supervisor
 from ._guardhub import MAX_FDS
@@ -257,12 +257,13 @@ def join_cgroups(procs: tuple[str, ...], pid: int = 0) -> None:
             os.close(fd)
 
 
-def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
-    """Body of the fork server's child. Never returns."""
+def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1) -> None:
+    """Body of the fork server's child (``reaper``: the memfd of ``_reaper``, or -1). Never
+    returns."""
     launch_w = fds[3]
     server = os.getppid()
     try:
-        _step("fork", _close_except, (*fds, hub))
+        _step("fork", _close_except, (*fds, hub, reaper))
         _step("cgroup", join_cgroups, plan.cgroup_procs)
         _step("pdeathsig", _pdeathsig)
         _step("pdeathsig", _dumpable_until_mapped)
@@ -291,7 +292,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
         guard_outer.close()
         os.close(hub)
         try:
-            run_init(plan, fds, alive_r, guard_init)
+            run_init(plan, fds, alive_r, guard_init, reaper)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -307,7 +308,8 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
 
 
 def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0,
-             hub: int = -1, oom_score_adj: int = -1, pool: tuple[str, ...] = ()) -> None:
+             hub: int = -1, oom_score_adj: int = -1, pool: tuple[str, ...] = (),
+             reaper: int = -1) -> None:
     """A launcher made ahead of time (fork server child): namespaces, init and the empty root
     are ready before any plan exists, so only plan-specific steps remain at launch.
 
@@ -321,7 +323,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     grace period per hierarchy on the launch path). Never returns."""
     server = os.getppid()
     try:
-        _close_except((sock_fd, hub))
+        _close_except((sock_fd, hub, reaper))
         join_cgroups(pool)
         _pdeathsig()
         _dumpable_until_mapped()
@@ -358,7 +360,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
                     uid, gid, ns_flags, audit_tag, oom_score_adj):
                 raise StepFailed("fork", 22, "plan does not match the warm launcher")
             confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
-                            guard_init)
+                            guard_init, reaper)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -586,11 +588,12 @@ def _rlimits(max_processes: int) -> None:
         resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
 
 
-def _stdio(fds: Fds) -> tuple[int, int, int]:
+def _stdio(fds: Fds, reaper: int = -1) -> tuple[int, int, int]:
     """Put the caller's descriptors on 0, 1, 2, then the launch pipe, the exit pipe and the
-    control socket on 3, 4, 5 (close-on-exec: the program never gets them)."""
-    # dup everything first so that a target on 0..5 is never overwritten early
-    src = [os.dup(fd) for fd in fds]
+    control socket on 3, 4, 5, and the reaper's memfd (if any) on ``_reaper.FD`` (6)
+    (close-on-exec: the program never gets them)."""
+    # dup everything first so that a target on 0..6 is never overwritten early
+    src = [os.dup(fd) for fd in (*fds, reaper) if fd >= 0]
     for target, fd in enumerate(src):
         os.dup2(fd, target, inheritable=target < 3)
     return 3, 4, CONTROL_FD
@@ -614,12 +617,14 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signa
              signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
 
 
-def run_init(plan: LaunchPlan, fds: Fds, alive_r: int, guard: socket.socket) -> None:
+def run_init(plan: LaunchPlan, fds: Fds, alive_r: int, guard: socket.socket,
+             reaper: int = -1) -> None:
     """Pid 1 of the session: confine itself step by step, fork the program, then stay as the
-    namespace's init: forward signals to the program, reap orphans, report the program's exit
-    status on the exit pipe and exit (which ends every process left in the namespace)."""
+    namespace's init (``nono-reaper`` from ``reaper``, else this interpreter): forward
+    signals to the program, reap orphans, report the program's exit status on the exit pipe
+    and exit (which ends every process left in the namespace)."""
     prepare_init(alive_r, plan.ns_flags)
-    confine_and_run(plan, fds, guard)
+    confine_and_run(plan, fds, guard, reaper)
 
 
 def prepare_init(alive_r: int, ns_flags: int) -> None:
@@ -671,7 +676,8 @@ def _end_descendants() -> None:
             continue
 
 
-def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket) -> None:
+def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: int = -1
+                    ) -> None:
     if plan.ns_flags & _libc.CLONE_NEWNS:
         _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned)
     if plan.creation_refused:
@@ -680,18 +686,20 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket) -> None:
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits, plan.max_processes)
     try:
-        launch_w, exit_w, control = _stdio(fds)
+        launch_w, exit_w, control = _stdio(fds, reaper)
     except OSError as exc:
         raise StepFailed("stdio", exc.errno or 0, "dup2") from None
     try:
-        _confined_tail(plan, launch_w, exit_w, control)
+        _confined_tail(plan, launch_w, exit_w, control, reaper >= 0)
     except StepFailed as exc:
         # The caller's descriptor numbers are gone (close_fds): report on ours.
         _fail(launch_w, exc)
 
 
-def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int) -> None:
-    _step("close_fds", _libc.close_range, CONTROL_FD + 1, 0xFFFFFFFF)
+def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
+                   reaper: bool = False) -> None:
+    _step("close_fds", _libc.close_range, _reaper.FD + 1 if reaper else CONTROL_FD + 1,
+          0xFFFFFFFF)
     if plan.proxy_port:
         _step("loopback", _hand_over_listener, control, plan.proxy_port)
     _step("no_new_privs", _no_new_privs)
@@ -719,6 +727,10 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int) -
     os.close(launch_w)
     for fd in (0, 1, 2):
         os.close(fd)  # the terminal belongs to the program now
+    if reaper and supervisor is None:
+        _reaper.become(pid, exit_w, control, plan.ns_flags)  # returns only if exec failed
+    if reaper:
+        os.close(_reaper.FD)
     _serve_as_init(pid, exit_w, control, supervisor, plan.ns_flags)
 
 

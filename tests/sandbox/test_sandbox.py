@@ -269,6 +269,31 @@ def test_pid_namespace_and_clean_pid1(sandbox_user: SandboxUser, home: Path) -> 
     assert lines[4] in ("EACCES", "EPERM")
 
 
+def test_pid1_is_the_reaper_not_an_interpreter(sandbox_user: SandboxUser, home: Path) -> None:
+    """Once the program runs, the session's init is ``nono-reaper`` (``_reaper``): no Python
+    interpreter stays resident per session, and it is not dumpable from its first
+    instruction (its executable is not readable). (A writable directory would bring the
+    creation guard, whose supervisor keeps the Python init: see ``_reaper``.)"""
+    pol = policy((home / "work", Access.READ))
+    r = sandbox_user.run(pol, probe(
+        # The init execs the reaper just after starting the program: wait for that (bounded).
+        "import time\n"
+        "for _ in range(2000):\n"
+        "    if not open('/proc/1/comm').read().startswith('python'): break\n"
+        "    time.sleep(0.005)\n"
+        "t(lambda: open('/proc/1/comm').read().strip())\n"
+        "t(lambda: os.readlink('/proc/1/exe'))\n"
+        "t(lambda: len(open('/proc/1/cmdline', 'rb').read().split(b'\\0')))\n"
+        "t(lambda: open('/proc/1/mem', 'rb'))\n"
+    ), cwd=str(home / "work"))
+    assert r.code == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "OK nono-reaper"
+    assert lines[1] in ("EACCES", "EPERM")  # not dumpable: its /proc/1/exe is not ours
+    assert lines[2] == "OK 6"  # nono-reaper PID EXIT_FD CONTROL_FD SUBREAPER and the NUL
+    assert lines[3] in ("EACCES", "EPERM")
+
+
 def test_failed_step_refuses_launch_and_program_never_runs(
         sandbox_user: SandboxUser, home: Path) -> None:
     marker = home / "work" / "marker"

@@ -1,0 +1,187 @@
+"""The session's init after the launch is ``nono-reaper`` (``nonod/sandbox/_reaper``): each
+test launches a real session with no creation guard (nothing writable: the guard's supervisor
+keeps the Python init) and checks, from the host, that its pid 1 is the reaper, then what the
+reaper must do: forward signals, report how the program ended, answer connections into the
+namespace, and end what the program left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy
+from nonod.sandbox import LaunchRequest, _reaper, open_launcher
+from nonod.sandbox._api import Sandboxed
+
+pytestmark = [pytest.mark.userns, pytest.mark.root]
+
+PY = sys.executable if sys.executable.startswith("/usr") else "/usr/bin/python3"
+MODES = ("namespaces", "landlock-only")
+
+
+def _policy(work: Path, network: NetworkPolicy | None = None) -> ResolvedPolicy:
+    return ResolvedPolicy(
+        name="reaper",
+        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
+                Grant(path=str(work), access=Access.READ)),
+        denials=(),
+        **({"network": network} if network is not None else {}),  # type: ignore[arg-type]
+    )
+
+
+async def _reaper_runs(proc: Sandboxed) -> None:
+    """Wait (bounded) until the init has replaced itself with the reaper: it does so just
+    after starting the program, so the program may already be running."""
+    with trio.fail_after(10):
+        while Path(f"/proc/{proc.pid}/comm").read_text().strip() != "nono-reaper":
+            await trio.sleep(0.005)
+
+
+async def _line(stream: trio.abc.ReceiveStream) -> bytes:
+    data = b""
+    with trio.fail_after(10):
+        while not data.endswith(b"\n"):
+            chunk = await stream.receive_some(100)
+            assert chunk, data
+            data += chunk
+    return data
+
+
+WAITS_FOR_TERM = (
+    "import signal, sys\n"
+    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))\n"
+    "print('ready', flush=True)\n"
+    "signal.pause()\n"
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_signal_forwarded_and_exit_code_reported(world_tmp: Path, mode: str) -> None:
+    out_r, out_w = os.pipe()
+    async with open_launcher(mode) as launcher:  # type: ignore[arg-type]
+        proc = await launcher.launch(_policy(world_tmp), LaunchRequest(
+            argv=(PY, "-S", "-c", WAITS_FOR_TERM), cwd=str(world_tmp)),
+            stdio=(0, out_w, 2))
+        os.close(out_w)
+        async with trio.lowlevel.FdStream(out_r) as out:
+            assert await _line(out) == b"ready\n"
+            await _reaper_runs(proc)
+            os.kill(proc.pid, signal.SIGTERM)  # to the init, which forwards it
+            with trio.fail_after(10):
+                status = await proc.wait_exited()
+    assert (status.code, status.signal) == (3, None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_death_by_signal_reported(world_tmp: Path, mode: str) -> None:
+    out_r, out_w = os.pipe()
+    in_r, in_w = os.pipe()
+    async with open_launcher(mode) as launcher:  # type: ignore[arg-type]
+        proc = await launcher.launch(_policy(world_tmp), LaunchRequest(
+            argv=(PY, "-S", "-c", "import os, sys; print('ready', flush=True); sys.stdin.read();"
+                                  " os.kill(os.getpid(), 9)"), cwd=str(world_tmp)),
+            stdio=(in_r, out_w, 2))
+        os.close(out_w)
+        os.close(in_r)
+        async with trio.lowlevel.FdStream(out_r) as out:
+            assert await _line(out) == b"ready\n"
+            await _reaper_runs(proc)
+            os.close(in_w)
+            with trio.fail_after(10):
+                status = await proc.wait_exited()
+    assert (status.code, status.signal) == (None, signal.SIGKILL)
+
+
+LEAVES_A_DAEMON = (
+    "import os, time\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"
+    "        print(os.getpid(), flush=True)\n"
+    "        time.sleep(300)\n"
+    "    os._exit(0)\n"
+    "os.wait()\n"
+    "input()\n"
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_what_the_program_leaves_ends_with_it(world_tmp: Path, mode: str) -> None:
+    """The daemonized grandchild is reparented to the reaper (pid 1, or the child subreaper
+    without namespaces), and ended with the session before the exit is reported."""
+    out_r, out_w = os.pipe()
+    in_r, in_w = os.pipe()
+    async with open_launcher(mode) as launcher:  # type: ignore[arg-type]
+        proc = await launcher.launch(_policy(world_tmp), LaunchRequest(
+            argv=(PY, "-S", "-c", LEAVES_A_DAEMON), cwd=str(world_tmp)),
+            stdio=(in_r, out_w, 2))
+        os.close(out_w)
+        os.close(in_r)
+        async with trio.lowlevel.FdStream(out_r) as out:
+            inner = int(await _line(out))
+            await _reaper_runs(proc)
+            os.write(in_w, b"\n")
+            os.close(in_w)
+            with trio.fail_after(10):
+                status = await proc.wait_exited()
+    assert status.code == 0
+    if mode == "landlock-only":  # the same pid namespace: the pid is the host's
+        assert not os.path.exists(f"/proc/{inner}"), "a daemonized process outlived the session"
+    else:
+        # Nothing in the session's pid namespace is left: its init (the reaper) has exited.
+        assert not os.path.exists(f"/proc/{proc.pid}")
+
+
+LISTENS = (
+    "import socket\n"
+    "srv = socket.socket(); srv.bind(('127.0.0.1', 5001)); srv.listen(5)\n"
+    "print('ready', flush=True)\n"
+    "conn, _ = srv.accept(); conn.sendall(b'pong:' + conn.recv(100)); conn.close()\n"
+)
+
+
+async def test_connections_into_the_namespace(world_tmp: Path) -> None:
+    """``--listen-port``: the reaper opens the connection inside the session's network
+    namespace and hands it to the daemon; a port nobody listens on is refused."""
+    out_r, out_w = os.pipe()
+    policy = _policy(world_tmp, NetworkPolicy(restricted=True, block=True))
+    async with open_launcher() as launcher:
+        proc = await launcher.launch(policy, LaunchRequest(
+            argv=(PY, "-S", "-c", LISTENS), cwd=str(world_tmp)), stdio=(0, out_w, 2))
+        os.close(out_w)
+        async with trio.lowlevel.FdStream(out_r) as out:
+            assert await _line(out) == b"ready\n"
+            await _reaper_runs(proc)
+            with trio.fail_after(10):
+                with pytest.raises(ConnectionRefusedError):
+                    await proc.connect_inside(5002)
+                inbound = await proc.connect_inside(5001)
+                await inbound.send_all(b"ping")
+                assert await inbound.receive_some(100) == b"pong:ping"
+                await inbound.aclose()
+                status = await proc.wait_exited()
+    assert status.code == 0
+
+
+def test_load_refuses_what_is_not_a_program(tmp_path: Path) -> None:
+    """No binary (a wheel installed without ``make``), or not an ELF file: -1, and the init
+    stays the Python loop."""
+    assert _reaper.load(tmp_path / "missing") == -1
+    (tmp_path / "text").write_text("#!/bin/sh\n")
+    assert _reaper.load(tmp_path / "text") == -1
+
+
+def test_loaded_reaper_is_sealed_and_execute_only() -> None:
+    fd = _reaper.load()
+    assert fd >= 0, "make did not build nonod/sandbox/nono-reaper"
+    try:
+        assert os.fstat(fd).st_mode & 0o777 == 0o111
+        with pytest.raises(PermissionError):
+            os.write(fd, b"x")  # F_SEAL_WRITE
+    finally:
+        os.close(fd)
