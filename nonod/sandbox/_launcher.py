@@ -727,9 +727,8 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
     os.close(launch_w)
     for fd in (0, 1, 2):
         os.close(fd)  # the terminal belongs to the program now
-    if reaper and supervisor is None:
-        _reaper.become(pid, exit_w, control, plan.ns_flags)  # returns only if exec failed
     if reaper:
+        _reaper.become(pid, exit_w, control, plan.ns_flags, supervisor)  # only if it cannot
         os.close(_reaper.FD)
     _serve_as_init(pid, exit_w, control, supervisor, plan.ns_flags)
 

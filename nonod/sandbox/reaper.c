@@ -5,7 +5,7 @@
  * made), so that no Python interpreter stays resident per session. What is left to do is
  * what an init does, plus the launcher's two duties after exec:
  *
- *   argv: nono-reaper PROGRAM_PID EXIT_FD CONTROL_FD SUBREAPER
+ *   argv: nono-reaper PROGRAM_PID EXIT_FD CONTROL_FD SUBREAPER [LISTENER_FD CONFIG_FD]
  *
  *   - forward SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT to the
  *     program (they arrive blocked: one sent before the exec is pending, not lost);
@@ -15,7 +15,9 @@
  *   - answer "C" + port (u16, little endian) on CONTROL_FD: connect to 127.0.0.1:port in
  *     the session's network namespace and send back "K" with the socket, or "E" + errno;
  *   - SUBREAPER "1" (no pid namespace): before reporting, kill and reap every process
- *     reparented to it, as the end of a pid namespace would.
+ *     reparented to it, as the end of a pid namespace would;
+ *   - with LISTENER_FD: serve the creation guard's seccomp notifications (reaper_guard.c),
+ *     with what the init prepared, serialized in the memfd CONFIG_FD.
  *
  * It inherits every restriction of the session (Landlock, seccomp, no capabilities,
  * no_new_privs) and holds nothing the program does not already see but the exit pipe and
@@ -37,6 +39,8 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "reaper.h"
 
 #define REC_EXIT 3
 #define CONNECT_TIMEOUT_MS 5000
@@ -189,12 +193,15 @@ static int answer(int chan) {
 }
 
 int main(int argc, char **argv) {
-    long program, exit_fd, control, subreaper;
+    long program, exit_fd, control, subreaper, listener = -1, config = -1;
     prctl(PR_SET_DUMPABLE, 0);
     prctl(PR_SET_NAME, "nono-reaper"); /* not "6", the memfd's number */
-    if (argc != 5 || number(argv[1], &program) || number(argv[2], &exit_fd) ||
-        number(argv[3], &control) || number(argv[4], &subreaper))
+    if ((argc != 5 && argc != 7) || number(argv[1], &program) || number(argv[2], &exit_fd) ||
+        number(argv[3], &control) || number(argv[4], &subreaper) ||
+        (argc == 7 && (number(argv[5], &listener) || number(argv[6], &config))))
         return 126;
+    if (listener >= 0 && guard_load((int)config, (int)listener) < 0)
+        return 126; /* the program would wait for answers nobody gives: end the session */
 
     sigset_t set;
     sigemptyset(&set);
@@ -207,8 +214,9 @@ int main(int argc, char **argv) {
         return 126;
 
     int status = 0xFF00;
-    struct pollfd watch[2] = {{.fd = sfd, .events = POLLIN},
-                              {.fd = (int)control, .events = POLLIN}};
+    struct pollfd watch[3] = {{.fd = sfd, .events = POLLIN},
+                              {.fd = (int)control, .events = POLLIN},
+                              {.fd = guard_listener(), .events = POLLIN}};
     for (;;) {
         pid_t pid;
         int st, done = 0;
@@ -227,7 +235,7 @@ int main(int argc, char **argv) {
         }
         if (done)
             break;
-        if (poll(watch, watch[1].fd >= 0 ? 2 : 1, -1) < 0)
+        if (poll(watch, 3, -1) < 0) /* a negative fd is skipped */
             continue;
         if (watch[0].revents & POLLIN) {
             struct signalfd_siginfo si;
@@ -239,6 +247,10 @@ int main(int argc, char **argv) {
         }
         if (watch[1].fd >= 0 && watch[1].revents && !answer(watch[1].fd))
             watch[1].fd = -1; /* the daemon went away; PDEATHSIG will follow */
+        if (watch[2].fd >= 0 && watch[2].revents && guard_serve_one() < 0) {
+            guard_stop();
+            watch[2].fd = -1;
+        }
     }
     if (subreaper)
         end_descendants();

@@ -1,8 +1,8 @@
 """The session's init after the launch is ``nono-reaper`` (``nonod/sandbox/_reaper``): each
-test launches a real session with no creation guard (nothing writable: the guard's supervisor
-keeps the Python init) and checks, from the host, that its pid 1 is the reaper, then what the
+test launches a real session, checks from the host that its init is the reaper, then what the
 reaper must do: forward signals, report how the program ended, answer connections into the
-namespace, and end what the program left behind."""
+namespace, and end what the program left behind. (Its creation-guard half is tested by
+tests/sandbox/test_createguard.py, whose sessions it serves.)"""
 
 from __future__ import annotations
 

@@ -272,9 +272,9 @@ def test_pid_namespace_and_clean_pid1(sandbox_user: SandboxUser, home: Path) -> 
 def test_pid1_is_the_reaper_not_an_interpreter(sandbox_user: SandboxUser, home: Path) -> None:
     """Once the program runs, the session's init is ``nono-reaper`` (``_reaper``): no Python
     interpreter stays resident per session, and it is not dumpable from its first
-    instruction (its executable is not readable). (A writable directory would bring the
-    creation guard, whose supervisor keeps the Python init: see ``_reaper``.)"""
-    pol = policy((home / "work", Access.READ))
+    instruction (its executable is not readable). The writable workdir brings the creation
+    guard, whose supervisor the reaper serves too."""
+    pol = policy((home / "work", Access.READWRITE))
     r = sandbox_user.run(pol, probe(
         # The init execs the reaper just after starting the program: wait for that (bounded).
         "import time\n"
@@ -290,7 +290,9 @@ def test_pid1_is_the_reaper_not_an_interpreter(sandbox_user: SandboxUser, home: 
     lines = r.stdout.split("\n")
     assert lines[0] == "OK nono-reaper"
     assert lines[1] in ("EACCES", "EPERM")  # not dumpable: its /proc/1/exe is not ours
-    assert lines[2] == "OK 6"  # nono-reaper PID EXIT_FD CONTROL_FD SUBREAPER and the NUL
+    # nono-reaper PID EXIT_FD CONTROL_FD SUBREAPER LISTENER_FD CONFIG_FD, and the last NUL:
+    # it serves the creation guard too
+    assert lines[2] == "OK 8"
     assert lines[3] in ("EACCES", "EPERM")
 
 
