@@ -37,8 +37,15 @@ The steps, in order (``STEPS`` names them in error records):
   program (inherits every restriction above)
    18. setsid, then the controlling terminal if asked
        createguard  layer 2 enforced, the notifying filter installed, its listener handed
-                    to the init, which serves it from then on (``_createserve``)
+                    to the init, which serves it from then on
    19. exec
+  init, once the program runs
+       reaper       the init execs ``nono-reaper`` (``_reaper``: C, from a sealed memfd the
+                    fork server loaded), which keeps every restriction above and does what
+                    the init does from then on, the creation guard's notifications included
+                    (``reaper_guard.c``, the decisions of ``_createserve``); without the
+                    binary, or for a guard it cannot serve, the init stays this interpreter
+                    (``_serve_as_init``)
 
 Without namespaces (``ns_flags`` 0, landlock-only mode: see ``_mode``), steps 3, 4, 7 (the
 new root) and 8 are skipped, and the init is not pid 1 of anything: the outer process and the
@@ -51,7 +58,9 @@ descendant outlives the session only if the outer process itself is killed with 
 The init stays: a program that is itself pid 1 would ignore default-action signals and leave
 zombies. Init forwards SIGTERM, SIGINT, SIGHUP... to the program, reaps orphans, and reports
 the program's exit status on the exit pipe; when it exits, the kernel kills whatever is left
-in the namespace, so nothing outlives the session.
+in the namespace, so nothing outlives the session. Per session, while the program runs: the
+outer process (Python, forked: mostly pages shared with the fork server) and the init
+(``nono-reaper``, a static C program of about 700 KB whose text all sessions share).
 
 Any failure writes a record ``(step, errno, detail)`` to the CLOEXEC launch pipe and exits
 with status 126: the program never runs unconfined. The outer process reports the init's
