@@ -99,7 +99,7 @@ async def idle(launcher: Launcher, server_pid: int, policy: ResolvedPolicy,
 
 
 def _server_pid(launcher: Launcher) -> int:
-    return int(launcher._proc.pid)  # noqa: SLF001 - the bench looks at the process tree
+    return int(launcher._proc.pid)  # the bench looks at the process tree
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
