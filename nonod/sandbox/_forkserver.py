@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import secrets
 import select
@@ -234,6 +235,10 @@ def main() -> None:
         sys.exit(1)  # the daemon died before we could tie our life to it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the daemon's business
     sock = socket.socket(fileno=fd)
+    # Every object made so far (the imports: most of this process) goes to the collector's
+    # permanent generation, so that a collection in a forked launcher does not write to
+    # their headers and copy the pages they share with us.
+    gc.freeze()
     serve(sock)
 
 
