@@ -313,7 +313,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1) -> None:
     for fd in {*fds, 0, 1, 2}:
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
-    _outer_life(pid, guard_outer, hub, plan.ns_flags, server)
+    _outer_life(pid, guard_outer, hub, plan.ns_flags, server, reaper)
 
 
 def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0,
@@ -384,17 +384,19 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     for fd in (0, 1, 2):
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
-    _outer_life(pid, guard_outer, hub, ns_flags, server)
+    _outer_life(pid, guard_outer, hub, ns_flags, server, reaper)
 
 
-def _outer_life(init: int, guard: socket.socket, hub: int, ns_flags: int, server: int
-                ) -> None:
+def _outer_life(init: int, guard: socket.socket, hub: int, ns_flags: int, server: int,
+                reaper: int = -1) -> None:
     """The outer process after the launch: guard the view and wait for the init; without
     namespaces, also end the session when the fork server dies, and end what is left of it
-    when the init is gone (a pid namespace's end would). Never returns."""
+    when the init is gone (a pid namespace's end would). Once the guard is set up, this
+    process becomes ``nono-reaper --outer`` (``_reaper.become_outer``), which does the same
+    from then on, when it can. Never returns."""
     if not ns_flags:
         _end_with_parent(init, server)
-    _guard_and_wait(init, guard, hub)
+    _guard_and_wait(init, guard, hub, reaper, ns_flags, server)
     if not ns_flags:
         _end_descendants()
     os._exit(0)
@@ -493,7 +495,8 @@ def _hub_watch(hub: socket.socket, view: ViewGuard) -> None:
             os.close(fd)
 
 
-def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1) -> None:
+def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: int = -1,
+                    ns_flags: int = 0, server: int = 0) -> None:
     """The outer process's life after the launch: keep the session's view as built (see
     ``_viewguard``) until the init exits; a guarded path that cannot be covered again ends
     the session."""
@@ -503,6 +506,9 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1) -> None:
             got = _receive_guard(guard, hub)
         except OSError:
             got = None
+    if reaper >= 0:
+        _reaper.become_outer(reaper, init, None if got is None or hub is None
+                             else (hub.fileno(), got[0], got[1]), ns_flags, server)
     if got is None or hub is None:
         _wait_for(init)
         return

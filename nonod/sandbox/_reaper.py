@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import struct
 from pathlib import Path
 
+from . import _libc
 from ._createserve import Supervisor
+from ._viewguard import ViewGuard
 
 BINARY = Path(__file__).with_name("nono-reaper")
 #: Where the init keeps the memfd after its descriptors are renumbered (``_launcher._stdio``).
@@ -32,6 +35,7 @@ FD = 6
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 _U32 = struct.Struct("<I")
 _IDENT = struct.Struct("<QQ")
+_OP = struct.Struct("<IIq")  # kind, absent, the id of the mount on its target (-1: none)
 
 
 def load(binary: Path = BINARY) -> int:
@@ -120,6 +124,64 @@ def become(program: int, exit_w: int, control: int, ns_flags: int,
     try:
         os.execve(FD, argv, {})
     except OSError:
+        for fd in passed:
+            os.set_inheritable(fd, False)
+        if config >= 0:
+            os.close(config)
+
+
+def _str(value: str) -> bytes:
+    raw = value.encode()
+    return _U32.pack(len(raw)) + raw
+
+
+def outer_config(view: ViewGuard) -> bytes:
+    """What ``reaper_outer.c`` reads: each guarded operation with the id of the mount on its
+    target, and each directory on the way with its identity when last watched."""
+    out = [b"NGO1", _U32.pack(len(view.ops))]
+    for op in view.ops:
+        out += [_OP.pack(op.kind, int(op.absent), view.mounted(op.target)), _str(op.target),
+                _str(op.source)]
+    out.append(_U32.pack(len(view.dirs)))
+    for directory, (dev, ino) in zip(view.dirs, view.watched, strict=True):
+        out += [_str(directory), _IDENT.pack(dev, ino)]
+    return b"".join(out)
+
+
+def become_outer(reaper: int, init: int, guarded: tuple[int, ViewGuard, int] | None,
+                 ns_flags: int, server: int) -> None:
+    """Replace the launcher's outer process with ``nono-reaper --outer`` on ``reaper``, the
+    view guard set up (``guarded``: the hub's socket, the guard, the report pipe; None when
+    there is nothing to guard). Returns only if it cannot: the caller goes on in Python."""
+    hub = report = config = -1
+    passed: list[int] = []
+    if guarded is not None:
+        hub, view, report = guarded
+        try:
+            config = os.memfd_create("nono-outer", os.MFD_CLOEXEC)
+            _write_all(config, outer_config(view))
+        except OSError:
+            if config >= 0:
+                os.close(config)
+            return
+        passed = [hub, report, config]
+    try:
+        if ns_flags:
+            _libc.keep_capabilities_across_exec()  # the guard mounts in the session
+    except OSError:
+        if config >= 0:
+            os.close(config)
+        return
+    for fd in passed:
+        os.set_inheritable(fd, True)
+    if not ns_flags:  # the fork server's death (SIGHUP) waits for the reaper's signalfd
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    argv = ["nono-outer", "--outer", str(init), str(hub), str(report),
+            str(0 if ns_flags else 1), str(server), str(config)]
+    try:
+        os.execve(reaper, argv, {})
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         for fd in passed:
             os.set_inheritable(fd, False)
         if config >= 0:

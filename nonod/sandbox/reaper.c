@@ -193,6 +193,8 @@ static int answer(int chan) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--outer"))
+        return outer_main(argc, argv);
     long program, exit_fd, control, subreaper, listener = -1, config = -1;
     prctl(PR_SET_DUMPABLE, 0);
     prctl(PR_SET_NAME, "nono-reaper"); /* not "6", the memfd's number */

@@ -11,4 +11,7 @@ int guard_listener(void);
 int guard_serve_one(void);
 void guard_stop(void);
 
+/* nono-reaper --outer (reaper_outer.c): the launcher's outer process, the view guard. */
+int outer_main(int argc, char **argv);
+
 #endif

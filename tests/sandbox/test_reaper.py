@@ -2,7 +2,8 @@
 test launches a real session, checks from the host that its init is the reaper, then what the
 reaper must do: forward signals, report how the program ended, answer connections into the
 namespace, and end what the program left behind. (Its creation-guard half is tested by
-tests/sandbox/test_createguard.py, whose sessions it serves.)"""
+tests/sandbox/test_createguard.py, whose sessions it serves, and its view-guard half, the
+outer launcher, by tests/sandbox/test_viewguard.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy
+from nonod.policy import Access, Denial, Grant, NetworkPolicy, ResolvedPolicy
 from nonod.sandbox import LaunchRequest, _reaper, open_launcher
 from nonod.sandbox._api import Sandboxed
 
@@ -166,6 +167,39 @@ async def test_connections_into_the_namespace(world_tmp: Path) -> None:
                 await inbound.aclose()
                 status = await proc.wait_exited()
     assert status.code == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_outer_launcher_is_not_an_interpreter_either(world_tmp: Path, mode: str
+                                                               ) -> None:
+    """Once the view guard is set up, the outer launcher becomes ``nono-reaper --outer``: with
+    something to guard (a mask, in a mount namespace) it carries the hub and report
+    descriptors; without (landlock-only: no mounts) it only waits."""
+    (world_tmp / "secret").mkdir()
+    policy = ResolvedPolicy(
+        name="reaper",
+        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
+                Grant(path=str(world_tmp), access=Access.READ)),
+        denials=(Denial(path=str(world_tmp / "secret")),))
+    in_r, in_w = os.pipe()
+    async with open_launcher(mode) as launcher:  # type: ignore[arg-type]
+        proc = await launcher.launch(policy, LaunchRequest(
+            argv=(PY, "-S", "-c", "import sys; sys.stdin.read()"), cwd=str(world_tmp)),
+            stdio=(in_r, 1, 2))
+        os.close(in_r)
+        await _reaper_runs(proc)
+        outer = int(Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        with trio.fail_after(10):
+            while Path(f"/proc/{outer}/comm").read_text().strip() != "nono-outer":
+                await trio.sleep(0.005)
+        argv = Path(f"/proc/{outer}/cmdline").read_bytes().split(b"\0")
+        os.close(in_w)
+        with trio.fail_after(10):
+            status = await proc.wait_exited()
+    assert status.code == 0
+    assert argv[1:3] == [b"--outer", str(proc.pid).encode()]
+    guarding = int(argv[3]) >= 0
+    assert guarding == (mode == "namespaces")
 
 
 def test_load_refuses_what_is_not_a_program(tmp_path: Path) -> None:
