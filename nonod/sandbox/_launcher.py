@@ -59,8 +59,9 @@ The init stays: a program that is itself pid 1 would ignore default-action signa
 zombies. Init forwards SIGTERM, SIGINT, SIGHUP... to the program, reaps orphans, and reports
 the program's exit status on the exit pipe; when it exits, the kernel kills whatever is left
 in the namespace, so nothing outlives the session. Per session, while the program runs: the
-outer process (Python, forked: mostly pages shared with the fork server) and the init
-(``nono-reaper``, a static C program of about 700 KB whose text all sessions share).
+outer process and the init, both ``nono-reaper`` (a static C program of about 700 KB whose
+text all sessions share; the outer one as ``--outer``, the view guard, once the Python code
+here has set the guard up: ``_outer_life``).
 
 Any failure writes a record ``(step, errno, detail)`` to the CLOEXEC launch pipe and exits
 with status 126: the program never runs unconfined. The outer process reports the init's
@@ -76,6 +77,7 @@ import select
 import signal
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -506,20 +508,24 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
             got = _receive_guard(guard, hub)
         except OSError:
             got = None
-    if reaper >= 0:
-        _reaper.become_outer(reaper, init, None if got is None or hub is None
-                             else (hub.fileno(), got[0], got[1]), ns_flags, server)
     if got is None or hub is None:
+        if reaper >= 0 and not _exits_within(init, REAPER_AFTER):
+            _reaper.become_outer(reaper, init, None, ns_flags, server)
         _wait_for(init)
         return
     view, report = got
     parent = os.getppid()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a gone daemon: _write_all copes
     pidfd = os.pidfd_open(init)
+    later = time.monotonic() + REAPER_AFTER if reaper >= 0 else None
     while True:
         try:
-            ready, _, _ = select.select([hub.fileno(), pidfd], [], [])
+            ready, _, _ = select.select([hub.fileno(), pidfd], [], [], _left(later))
         except InterruptedError:
+            continue
+        if not ready and later is not None:  # the session goes on: the rest is the reaper's
+            later = None
+            _reaper.become_outer(reaper, init, (hub.fileno(), view, report), ns_flags, server)
             continue
         if pidfd in ready:
             break
@@ -560,6 +566,16 @@ def _parent_gone(parent: int, patience: float = 0.5) -> bool:
             return True
         select.select([], [], [], 0.01)
     return False
+
+
+def _exits_within(pid: int, seconds: float) -> bool:
+    """Whether our child ``pid`` has exited, or does within ``seconds`` (not reaped)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], seconds)
+    finally:
+        os.close(pidfd)
+    return bool(ready)
 
 
 def _wait_for(pid: int) -> int:
@@ -742,10 +758,7 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
     os.close(launch_w)
     for fd in (0, 1, 2):
         os.close(fd)  # the terminal belongs to the program now
-    if reaper:
-        _reaper.become(pid, exit_w, control, plan.ns_flags, supervisor)  # only if it cannot
-        os.close(_reaper.FD)
-    _serve_as_init(pid, exit_w, control, supervisor, plan.ns_flags)
+    _serve_as_init(pid, exit_w, control, supervisor, plan.ns_flags, reaper)
 
 
 def _writable_roots(plan: LaunchPlan) -> list[str]:
@@ -808,11 +821,14 @@ def _program_session(plan: LaunchPlan) -> None:
 
 
 def _serve_as_init(program: int, exit_w: int, control: int,
-                   supervisor: Supervisor | None = None, ns_flags: int = -1) -> None:
+                   supervisor: Supervisor | None = None, ns_flags: int = -1,
+                   reaper: bool = False) -> None:
     """Forward signals, reap, and answer the daemon's requests on ``control``: ``C<port>``
     opens a TCP connection to 127.0.0.1:<port> inside the session's network namespace (the
     daemon cannot enter it) and returns the socket, for ``--listen-port`` forwarding. With
-    the creation guard, answer the program's creation syscalls too (``_createserve``)."""
+    the creation guard, answer the program's creation syscalls too (``_createserve``).
+    With ``reaper`` (its memfd on ``_reaper.FD``), become ``nono-reaper`` if the program
+    still runs after ``REAPER_AFTER`` seconds."""
 
     def forward(sig: int, _frame: object) -> None:
         try:
@@ -831,13 +847,18 @@ def _serve_as_init(program: int, exit_w: int, control: int,
     if supervisor is not None:
         watch.append(supervisor.fileno())
     status = 0xFF00
+    later = time.monotonic() + REAPER_AFTER if reaper else None
     while True:
         done, status = _reap_until(program, status)
         if done:
             break
         try:
-            ready, _, _ = select.select(watch, [], [])
+            ready, _, _ = select.select(watch, [], [], _left(later))
         except InterruptedError:
+            continue
+        if not ready and later is not None:
+            later = None
+            _become_reaper(program, exit_w, control, ns_flags, supervisor)
             continue
         if wake_r in ready:
             try:
@@ -862,6 +883,26 @@ def _serve_as_init(program: int, exit_w: int, control: int,
     else:
         _write_all(exit_w, record(REC_EXIT, os.WEXITSTATUS(status), 0))
     os._exit(0)
+
+
+#: How long the outer process and the init stay Python before they become ``nono-reaper``:
+#: a session that ends sooner (a quick command) never pays for the two ``execve``.
+REAPER_AFTER = 0.05
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _become_reaper(program: int, exit_w: int, control: int, ns_flags: int,
+                   supervisor: Supervisor | None) -> None:
+    """The init becomes ``nono-reaper``; the signals it forwards (and SIGCHLD) wait, blocked,
+    for the reaper's signalfd (blocking runs the handlers of those already caught). Returns
+    only if it cannot: the Python loop goes on."""
+    held = {*FORWARDED, signal.SIGCHLD}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    _reaper.become(program, exit_w, control, ns_flags, supervisor)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 def _reap_until(program: int, status: int) -> tuple[bool, int]:

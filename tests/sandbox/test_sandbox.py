@@ -276,10 +276,11 @@ def test_pid1_is_the_reaper_not_an_interpreter(sandbox_user: SandboxUser, home: 
     guard, whose supervisor the reaper serves too."""
     pol = policy((home / "work", Access.READWRITE))
     r = sandbox_user.run(pol, probe(
-        # The init execs the reaper just after starting the program: wait for that (bounded).
+        # The init becomes the reaper once the program has run a while (``REAPER_AFTER``), and
+        # the reaper names itself first thing: wait for that (bounded).
         "import time\n"
         "for _ in range(2000):\n"
-        "    if not open('/proc/1/comm').read().startswith('python'): break\n"
+        "    if open('/proc/1/comm').read() == 'nono-reaper\\n': break\n"
         "    time.sleep(0.005)\n"
         "t(lambda: open('/proc/1/comm').read().strip())\n"
         "t(lambda: os.readlink('/proc/1/exe'))\n"
