@@ -39,7 +39,7 @@ The steps, in order (``STEPS`` names them in error records):
        createguard  layer 2 enforced, the notifying filter installed, its listener handed
                     to the init, which serves it from then on
    19. exec
-  init, once the program runs
+  init, once the program has run ``REAPER_AFTER`` (50 ms)
        reaper       the init execs ``nono-reaper`` (``_reaper``: C, from a sealed memfd the
                     fork server loaded), which keeps every restriction above and does what
                     the init does from then on, the creation guard's notifications included

@@ -4,17 +4,20 @@ resident Python interpreter.
 
 The fork server loads the binary once into a sealed, execute-only memfd (:func:`load`) that
 every launcher inherits. The init confines itself in Python as before, starts the program,
-and then replaces itself with the reaper (``execveat`` on that memfd, :func:`become`): the
+and once it has run ``_launcher.REAPER_AFTER`` replaces itself with the reaper (``execveat`` on that memfd, :func:`become`): the
 reaper forwards signals, reaps, answers the daemon's connect requests, serves the creation
 guard's notifications (the decisions of ``_createserve``, from what the init prepared:
 :func:`guard_config`) and reports the exit status, with every restriction the init had
 (Landlock does not apply to a memfd's path, and the file is not readable, so the reaper is
 not dumpable from its first instruction).
 
+The launcher's outer process does the same with ``--outer`` (:func:`become_outer`,
+``reaper_outer.c``): the view guard, once the Python code has set it up.
+
 Without the binary (a wheel installed without building it, a kernel that refuses to execute
-memfds) :func:`load` returns -1 and the init stays the Python loop, which does the same; so
-does an init whose creation guard refuses a name that does not fold to ASCII (the reaper
-compares names folded to ASCII only).
+memfds) :func:`load` returns -1 and both stay the Python loops, which do the same; so does an
+init whose creation guard refuses a name that does not fold to ASCII (the reaper compares
+names folded to ASCII only).
 """
 
 from __future__ import annotations
