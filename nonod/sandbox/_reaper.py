@@ -4,7 +4,8 @@ resident Python interpreter.
 
 The fork server loads the binary once into a sealed, execute-only memfd (:func:`load`) that
 every launcher inherits. The init confines itself in Python as before, starts the program,
-and once it has run ``_launcher.REAPER_AFTER`` replaces itself with the reaper (``execveat`` on that memfd, :func:`become`): the
+and once it has run ``_launcher.REAPER_AFTER`` replaces itself with the reaper
+(``execveat`` on that memfd, :func:`become`): the
 reaper forwards signals, reaps, answers the daemon's connect requests, serves the creation
 guard's notifications (the decisions of ``_createserve``, from what the init prepared:
 :func:`guard_config`) and reports the exit status, with every restriction the init had
