@@ -1,12 +1,12 @@
-"""The session's pid 1 once its program runs: ``nono-reaper``, a small static program built
-from ``reaper.c`` and ``reaper_guard.c`` by ``make`` (see the Makefile), instead of a
-resident Python interpreter.
+"""A session's processes once its program runs: ``nono-reaper``, a small static program
+built from ``reaper*.c`` by ``make`` (see the Makefile), instead of resident Python
+interpreters.
 
 The fork server loads the binary once into a sealed, execute-only memfd (:func:`load`) that
 every launcher inherits. The init confines itself in Python as before, starts the program,
-and once it has run ``_launcher.REAPER_AFTER`` replaces itself with the reaper
-(``execveat`` on that memfd, :func:`become`): the
-reaper forwards signals, reaps, answers the daemon's connect requests, serves the creation
+and once it has run ``_launcher.REAPER_AFTER`` replaces itself with the reaper (``execveat``
+on that memfd, :func:`become`): the reaper forwards signals, reaps, answers the daemon's
+connect requests, serves the creation
 guard's notifications (the decisions of ``_createserve``, from what the init prepared:
 :func:`guard_config`) and reports the exit status, with every restriction the init had
 (Landlock does not apply to a memfd's path, and the file is not readable, so the reaper is
