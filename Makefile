@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 # The session's pid 1 once its program runs (nonod/sandbox/_reaper.py): static, so that it
 # needs nothing from the session's view. Without it the init stays a Python process.
 REAPER := nonod/sandbox/nono-reaper
-REAPER_SRC := nonod/sandbox/reaper.c nonod/sandbox/reaper_guard.c nonod/sandbox/reaper_outer.c
+REAPER_SRC := $(wildcard nonod/sandbox/reaper*.c)
 $(REAPER): $(REAPER_SRC) nonod/sandbox/reaper.h
 	$(CC) -static -Os -s -Wall -Wextra -Werror -o $@ $(REAPER_SRC)
 

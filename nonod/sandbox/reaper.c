@@ -48,31 +48,6 @@
 static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM,
                                 SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
 
-static int number(const char *s, long *out) {
-    char *end;
-    errno = 0;
-    *out = strtol(s, &end, 10);
-    return errno || *s == '\0' || *end != '\0' ? -1 : 0;
-}
-
-static void write_all(int fd, const unsigned char *buf, size_t len) {
-    while (len) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return; /* the daemon has gone: nobody is left to tell */
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-}
-
-static void put32(unsigned char *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
 static void report_exit(int fd, int status) {
     unsigned char rec[13];
     int32_t code = 0, sig = 0;
@@ -87,37 +62,6 @@ static void report_exit(int fd, int status) {
     put32(rec + 5, (uint32_t)sig);
     put32(rec + 9, 0);
     write_all(fd, rec, sizeof rec);
-}
-
-/* Kill and reap whatever was reparented to us until nothing is left. */
-static void end_descendants(void) {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
-    for (;;) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            long pid = 0;
-            int digits = 0;
-            ssize_t n;
-            while ((n = read(fd, buf, sizeof buf)) > 0) {
-                for (ssize_t i = 0; i < n; i++) {
-                    if (buf[i] >= '0' && buf[i] <= '9') {
-                        pid = pid * 10 + (buf[i] - '0');
-                        digits = 1;
-                    } else if (digits) {
-                        kill((pid_t)pid, SIGKILL);
-                        pid = 0;
-                        digits = 0;
-                    }
-                }
-            }
-            if (digits)
-                kill((pid_t)pid, SIGKILL);
-            close(fd);
-        }
-        if (waitpid(-1, NULL, 0) < 0 && errno == ECHILD)
-            return;
-    }
 }
 
 static int send_reply(int chan, const char *tag, size_t len, int fd) {

@@ -69,47 +69,6 @@ static struct ident *ruled;
 
 /* ------------------------------------------------------------------ the configuration */
 
-struct reader {
-    const unsigned char *p, *end;
-};
-
-static int take(struct reader *r, void *out, size_t n) {
-    if ((size_t)(r->end - r->p) < n)
-        return -1;
-    memcpy(out, r->p, n);
-    r->p += n;
-    return 0;
-}
-
-static int take_u32(struct reader *r, uint32_t *v) {
-    unsigned char b[4];
-    if (take(r, b, 4))
-        return -1;
-    *v = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
-    return 0;
-}
-
-static int take_u64(struct reader *r, uint64_t *v) {
-    uint32_t lo, hi;
-    if (take_u32(r, &lo) || take_u32(r, &hi))
-        return -1;
-    *v = (uint64_t)hi << 32 | lo;
-    return 0;
-}
-
-static char *take_str(struct reader *r) {
-    uint32_t len;
-    if (take_u32(r, &len) || (size_t)(r->end - r->p) < len)
-        return NULL;
-    char *s = malloc((size_t)len + 1);
-    if (!s)
-        return NULL;
-    memcpy(s, r->p, len);
-    s[len] = '\0';
-    r->p += len;
-    return s;
-}
-
 static int take_names(struct reader *r, struct names *names) {
     uint32_t n;
     if (take_u32(r, &n) || n > 65536)

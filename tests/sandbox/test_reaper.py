@@ -7,9 +7,12 @@ outer launcher, by tests/sandbox/test_viewguard.py.)"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -35,12 +38,34 @@ def _policy(work: Path, network: NetworkPolicy | None = None) -> ResolvedPolicy:
     )
 
 
-async def _reaper_runs(proc: Sandboxed) -> None:
-    """Wait (bounded) until the init has replaced itself with the reaper: it does so just
-    after starting the program, so the program may already be running."""
+async def _named(pid: int, name: str) -> None:
+    """Wait (bounded) until ``pid`` calls itself ``name``: the init and the outer launcher
+    become the reaper once the session has run a while, and it names itself first thing."""
     with trio.fail_after(10):
-        while Path(f"/proc/{proc.pid}/comm").read_text().strip() != "nono-reaper":
+        while Path(f"/proc/{pid}/comm").read_text().strip() != name:
             await trio.sleep(0.005)
+
+
+@asynccontextmanager
+async def _session(world_tmp: Path, code: str, mode: str = "namespaces",
+                   policy: ResolvedPolicy | None = None
+                   ) -> AsyncIterator[tuple[Sandboxed, trio.lowlevel.FdStream, int]]:
+    """``code`` in a session whose init has become the reaper: the session, the program's
+    stdout, and the write end of its stdin (closed on exit if still open)."""
+    out_r, out_w = os.pipe()
+    in_r, in_w = os.pipe()
+    async with open_launcher(mode) as launcher:  # type: ignore[arg-type]
+        proc = await launcher.launch(policy or _policy(world_tmp), LaunchRequest(
+            argv=(PY, "-S", "-c", code), cwd=str(world_tmp)), stdio=(in_r, out_w, 2))
+        os.close(out_w)
+        os.close(in_r)
+        try:
+            async with trio.lowlevel.FdStream(out_r) as out:
+                await _named(proc.pid, "nono-reaper")
+                yield proc, out, in_w
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(in_w)
 
 
 async def _line(stream: trio.abc.ReceiveStream) -> bytes:
@@ -53,53 +78,38 @@ async def _line(stream: trio.abc.ReceiveStream) -> bytes:
     return data
 
 
+async def _exited(proc: Sandboxed) -> tuple[int | None, int | None]:
+    with trio.fail_after(10):
+        status = await proc.wait_exited()
+    return status.code, status.signal
+
+
 WAITS_FOR_TERM = (
     "import signal, sys\n"
     "signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))\n"
     "print('ready', flush=True)\n"
-    "signal.pause()\n"
+    "sys.stdin.read()\n"
 )
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_signal_forwarded_and_exit_code_reported(world_tmp: Path, mode: str) -> None:
-    out_r, out_w = os.pipe()
-    async with open_launcher(mode) as launcher:  # type: ignore[arg-type]
-        proc = await launcher.launch(_policy(world_tmp), LaunchRequest(
-            argv=(PY, "-S", "-c", WAITS_FOR_TERM), cwd=str(world_tmp)),
-            stdio=(0, out_w, 2))
-        os.close(out_w)
-        async with trio.lowlevel.FdStream(out_r) as out:
-            assert await _line(out) == b"ready\n"
-            await _reaper_runs(proc)
-            os.kill(proc.pid, signal.SIGTERM)  # to the init, which forwards it
-            with trio.fail_after(10):
-                status = await proc.wait_exited()
-    assert (status.code, status.signal) == (3, None)
+    async with _session(world_tmp, WAITS_FOR_TERM, mode) as (proc, out, _):
+        assert await _line(out) == b"ready\n"
+        os.kill(proc.pid, signal.SIGTERM)  # to the init, which forwards it
+        assert await _exited(proc) == (3, None)
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_death_by_signal_reported(world_tmp: Path, mode: str) -> None:
-    out_r, out_w = os.pipe()
-    in_r, in_w = os.pipe()
-    async with open_launcher(mode) as launcher:  # type: ignore[arg-type]
-        proc = await launcher.launch(_policy(world_tmp), LaunchRequest(
-            argv=(PY, "-S", "-c", "import os, sys; print('ready', flush=True); sys.stdin.read();"
-                                  " os.kill(os.getpid(), 9)"), cwd=str(world_tmp)),
-            stdio=(in_r, out_w, 2))
-        os.close(out_w)
-        os.close(in_r)
-        async with trio.lowlevel.FdStream(out_r) as out:
-            assert await _line(out) == b"ready\n"
-            await _reaper_runs(proc)
-            os.close(in_w)
-            with trio.fail_after(10):
-                status = await proc.wait_exited()
-    assert (status.code, status.signal) == (None, signal.SIGKILL)
+    code = "import os, sys; sys.stdin.read(); os.kill(os.getpid(), 9)"
+    async with _session(world_tmp, code, mode) as (proc, _, stdin):
+        os.close(stdin)
+        assert await _exited(proc) == (None, signal.SIGKILL)
 
 
 LEAVES_A_DAEMON = (
-    "import os, time\n"
+    "import os, sys, time\n"
     "if os.fork() == 0:\n"
     "    os.setsid()\n"
     "    if os.fork() == 0:\n"
@@ -107,7 +117,7 @@ LEAVES_A_DAEMON = (
     "        time.sleep(300)\n"
     "    os._exit(0)\n"
     "os.wait()\n"
-    "input()\n"
+    "sys.stdin.read()\n"
 )
 
 
@@ -115,22 +125,10 @@ LEAVES_A_DAEMON = (
 async def test_what_the_program_leaves_ends_with_it(world_tmp: Path, mode: str) -> None:
     """The daemonized grandchild is reparented to the reaper (pid 1, or the child subreaper
     without namespaces), and ended with the session before the exit is reported."""
-    out_r, out_w = os.pipe()
-    in_r, in_w = os.pipe()
-    async with open_launcher(mode) as launcher:  # type: ignore[arg-type]
-        proc = await launcher.launch(_policy(world_tmp), LaunchRequest(
-            argv=(PY, "-S", "-c", LEAVES_A_DAEMON), cwd=str(world_tmp)),
-            stdio=(in_r, out_w, 2))
-        os.close(out_w)
-        os.close(in_r)
-        async with trio.lowlevel.FdStream(out_r) as out:
-            inner = int(await _line(out))
-            await _reaper_runs(proc)
-            os.write(in_w, b"\n")
-            os.close(in_w)
-            with trio.fail_after(10):
-                status = await proc.wait_exited()
-    assert status.code == 0
+    async with _session(world_tmp, LEAVES_A_DAEMON, mode) as (proc, out, stdin):
+        inner = int(await _line(out))
+        os.close(stdin)
+        assert await _exited(proc) == (0, None)
     if mode == "landlock-only":  # the same pid namespace: the pid is the host's
         assert not os.path.exists(f"/proc/{inner}"), "a daemonized process outlived the session"
     else:
@@ -149,24 +147,17 @@ LISTENS = (
 async def test_connections_into_the_namespace(world_tmp: Path) -> None:
     """``--listen-port``: the reaper opens the connection inside the session's network
     namespace and hands it to the daemon; a port nobody listens on is refused."""
-    out_r, out_w = os.pipe()
     policy = _policy(world_tmp, NetworkPolicy(restricted=True, block=True))
-    async with open_launcher() as launcher:
-        proc = await launcher.launch(policy, LaunchRequest(
-            argv=(PY, "-S", "-c", LISTENS), cwd=str(world_tmp)), stdio=(0, out_w, 2))
-        os.close(out_w)
-        async with trio.lowlevel.FdStream(out_r) as out:
-            assert await _line(out) == b"ready\n"
-            await _reaper_runs(proc)
-            with trio.fail_after(10):
-                with pytest.raises(ConnectionRefusedError):
-                    await proc.connect_inside(5002)
-                inbound = await proc.connect_inside(5001)
-                await inbound.send_all(b"ping")
-                assert await inbound.receive_some(100) == b"pong:ping"
-                await inbound.aclose()
-                status = await proc.wait_exited()
-    assert status.code == 0
+    async with _session(world_tmp, LISTENS, policy=policy) as (proc, out, _):
+        assert await _line(out) == b"ready\n"
+        with trio.fail_after(10):
+            with pytest.raises(ConnectionRefusedError):
+                await proc.connect_inside(5002)
+            inbound = await proc.connect_inside(5001)
+            await inbound.send_all(b"ping")
+            assert await inbound.receive_some(100) == b"pong:ping"
+            await inbound.aclose()
+        assert await _exited(proc) == (0, None)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -181,22 +172,13 @@ async def test_the_outer_launcher_is_not_an_interpreter_either(world_tmp: Path, 
         grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
                 Grant(path=str(world_tmp), access=Access.READ)),
         denials=(Denial(path=str(world_tmp / "secret")),))
-    in_r, in_w = os.pipe()
-    async with open_launcher(mode) as launcher:  # type: ignore[arg-type]
-        proc = await launcher.launch(policy, LaunchRequest(
-            argv=(PY, "-S", "-c", "import sys; sys.stdin.read()"), cwd=str(world_tmp)),
-            stdio=(in_r, 1, 2))
-        os.close(in_r)
-        await _reaper_runs(proc)
+    code = "import sys; sys.stdin.read()"
+    async with _session(world_tmp, code, mode, policy) as (proc, _, stdin):
         outer = int(Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        with trio.fail_after(10):
-            while Path(f"/proc/{outer}/comm").read_text().strip() != "nono-outer":
-                await trio.sleep(0.005)
+        await _named(outer, "nono-outer")
         argv = Path(f"/proc/{outer}/cmdline").read_bytes().split(b"\0")
-        os.close(in_w)
-        with trio.fail_after(10):
-            status = await proc.wait_exited()
-    assert status.code == 0
+        os.close(stdin)
+        assert await _exited(proc) == (0, None)
     assert argv[1:3] == [b"--outer", str(proc.pid).encode()]
     guarding = int(argv[3]) >= 0
     assert guarding == (mode == "namespaces")
