@@ -16,6 +16,8 @@ secrets in streamed responses. Errors are ``CredentialError`` subclasses with ``
 codes, and no message ever holds a value. The user documentation is ``docs/credentials.md``.
 """
 
+from typing import TYPE_CHECKING, Final
+
 from ._errors import BadReference as BadReference
 from ._errors import BadValue as BadValue
 from ._errors import CredentialError as CredentialError
@@ -50,9 +52,6 @@ from ._rules import normalise_path as normalise_path
 from ._scrub import Scrubber as Scrubber
 from ._scrub import scrub_replacements as scrub_replacements
 from ._secret import Secret as Secret
-from ._session_ca import SessionCA as SessionCA
-from ._session_ca import intercepted_hosts as intercepted_hosts
-from ._session_ca import session_trust as session_trust
 from ._sources import KEYRING_SERVICE as KEYRING_SERVICE
 from ._sources import CredentialRef as CredentialRef
 from ._sources import SourceKind as SourceKind
@@ -61,3 +60,19 @@ from ._sources import parse_credential_ref as parse_credential_ref
 from ._sources import resolve_credential as resolve_credential
 from ._sources import resolve_env_credentials as resolve_env_credentials
 from ._sources import source_kind as source_kind
+
+# The session CA needs `cryptography` (OpenSSL, ~8 MiB of the daemon's memory): it is loaded
+# when a session intercepts TLS, not with this package.
+if TYPE_CHECKING:
+    from ._session_ca import SessionCA as SessionCA
+    from ._session_ca import intercepted_hosts as intercepted_hosts
+    from ._session_ca import session_trust as session_trust
+
+_LAZY: Final = frozenset({"SessionCA", "intercepted_hosts", "session_trust"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from . import _session_ca
+        return getattr(_session_ca, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,13 +23,13 @@ import h11
 import structlog
 import trio
 
-from ..credentials import SessionCA
 from ._decide import Reason
 from ._events import NetworkEvent, ProxyEvent
 from ._http import BadRequest
 from ._replayed import Replayed
 
 if TYPE_CHECKING:
+    from ..credentials import SessionCA
     from ._reverse import ReverseHandler
     from ._server import ProxyLimits
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Final, Literal, NoReturn, final
+from typing import TYPE_CHECKING, Final, Literal, NoReturn, final
 
 import h11
 import msgspec
@@ -39,7 +39,6 @@ import trio
 from structlog.contextvars import bound_contextvars
 
 from .._accept import accept_retrying
-from ..credentials import SessionCA
 from ._allowlist import ProxyPolicy
 from ._ask import ApprovalAsk, Asker, Verdict
 from ._decide import Decision, ProxyRequest, Reason, decide
@@ -59,6 +58,9 @@ from ._intercept import Interceptor
 from ._relay import relay
 from ._resolve import ResolveError, Resolver, connect_exactly
 from ._reverse import ReverseHandler, RouteTable
+
+if TYPE_CHECKING:
+    from ..credentials import SessionCA
 
 log = structlog.get_logger()
 
