@@ -21,7 +21,9 @@ _F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ (Linux), missing from older Py
 # Pipes start at the kernel's default (64 KiB) and grow to _BULK_PIPE once a direction fills
 # one: pipe buffers count against the user's pipe quota (fs.pipe-user-pages-soft), so idle and
 # interactive tunnels keep small pipes and only bulk transfers pay for big ones.
-_BULK_PIPE: Final = 1 << 18
+_BULK_PIPE: Final = 1 << 20
+#: Bytes a direction may move without waiting before it yields to the other tasks.
+_YIELD_EVERY: Final = 1 << 22
 _COPY_SIZE: Final = 1 << 16
 # Errors that mean the peer went away: the tunnel just ends.
 _GONE: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT,
@@ -113,15 +115,20 @@ async def _splice_one_way(
     upstream: bool,
     tunnel: trio.CancelScope,
 ) -> None:
+    """One direction through a pipe. Each splice is tried before waiting: while a transfer
+    keeps the socket readable, the loop goes round without a pass through trio's event loop
+    (and yields once per ``_YIELD_EVERY`` bytes moved that way, so that it never starves
+    the other tasks); only a would-block waits for readiness."""
     read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        chunk, grown = _COPY_SIZE, False
+        chunk, grown, unyielded = _COPY_SIZE, False, 0
         src, dst = source.fileno(), sink.fileno()
         while True:
-            await trio.lowlevel.wait_readable(src)
             try:
                 n = os.splice(src, write_end, chunk, flags=_SPLICE_FLAGS)
             except BlockingIOError:
+                await trio.lowlevel.wait_readable(src)
+                unyielded = 0
                 continue
             except OSError as exc:
                 if exc.errno not in (errno.EINVAL, errno.ENOSYS):
@@ -143,7 +150,12 @@ async def _splice_one_way(
                     pending -= os.splice(read_end, dst, pending, flags=_SPLICE_FLAGS)
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(dst)
+                    unyielded = 0
             counter.moved(n, upstream=upstream)
+            unyielded += n
+            if unyielded >= _YIELD_EVERY:
+                await trio.lowlevel.checkpoint()
+                unyielded = 0
         sink.shutdown(socket.SHUT_WR)
     except OSError as exc:
         if exc.errno not in _GONE:
