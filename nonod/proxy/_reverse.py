@@ -40,7 +40,7 @@ import select
 import ssl
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, final
 
 import h11
 import trio
@@ -73,12 +73,17 @@ from ._inject import (
     upstream_head,
 )
 from ._resolve import ResolveError, Resolver, connect_exactly
-from ._tls import TlsStream
+from ._tls import TlsStream, receive_into
+from ._vectored import send_pieces
 
 if TYPE_CHECKING:
     from ._server import ProxyLimits
 
 _READ_SIZE: Final = 1 << 16
+#: A response body of at least this many bytes with a Content-Length is read past h11, into
+#: one buffer of _BODY_READ bytes (see ReverseHandler._relay_sized_body).
+_SIZED_BODY_MIN: Final = 1 << 18
+_BODY_READ: Final = 1 << 20
 _INFLATE_STEP: Final = 1 << 16
 _PHRASES: Final = {
     400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
@@ -213,13 +218,30 @@ class _ClientGone(Exception):
 
 @final
 class _Upstream:
-    __slots__ = ("address", "conn", "stream")
+    __slots__ = ("address", "conn", "max_head", "read_past", "stream")
 
     def __init__(self, stream: TlsStream | trio.SocketStream, address: str, max_head: int
                  ) -> None:
         self.stream = stream
         self.address = address
+        self.max_head = max_head
         self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head)
+        #: The last response's body was read past h11, whole, on a connection that stays
+        #: open (h11 still waits for that body: a fresh h11 takes over for the next cycle).
+        self.read_past = False
+
+    def exchange_done(self) -> bool:
+        """Whether the request and its response both ended cleanly (the connection can be
+        kept for another)."""
+        return self.read_past or (self.conn.our_state is h11.DONE
+                                  and self.conn.their_state is h11.DONE)
+
+    def next_cycle(self) -> None:
+        if self.read_past:
+            self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self.max_head)
+            self.read_past = False
+        else:
+            self.conn.start_next_cycle()
 
     def idle_and_open(self) -> bool:
         """Whether this kept-alive connection can carry another request: h11 is idle and
@@ -435,8 +457,7 @@ class ReverseHandler:
             record.address = upstream.address
             status = await self._relay_response(stream, conn, request, upstream, response,
                                                 entry, record)
-            keep = (upstream.conn.our_state is h11.DONE
-                    and upstream.conn.their_state is h11.DONE)
+            keep = upstream.exchange_done()
         except _UpstreamFailed as failed:
             if record.status:
                 self._emit(record.event("allow", "upstream_error", record.status))
@@ -447,7 +468,7 @@ class ReverseHandler:
                            else "the route's upstream failed", decision="allow") from None
         finally:
             if keep:
-                upstream.conn.start_next_cycle()
+                upstream.next_cycle()
                 pool[route.name] = upstream
             else:
                 await trio.aclose_forcefully(upstream.stream)
@@ -518,6 +539,14 @@ class ReverseHandler:
         record.status = response.status_code
         inflater = zlib.decompressobj(zlib.MAX_WBITS | 32) if (
             has_body and decoding == "gzip") else None
+        size = _sized_body(response) if has_body and inflater is None else None
+        if size is not None and size >= _SIZED_BODY_MIN:
+            await self._relay_sized_body(stream, conn, upstream, size, response, scrubber,
+                                         record)
+            await self._pass_on(stream, conn, scrubber.flush() if scrubber else b"", record)
+            await _to_client(stream, conn.send(h11.EndOfMessage()) or b"",
+                             limits.send_timeout)
+            return response.status_code
         while True:
             event = await _from_upstream(upstream, limits.idle_timeout)
             if isinstance(event, h11.Data):
@@ -540,12 +569,52 @@ class ReverseHandler:
             else:
                 raise _UpstreamFailed(timeout=False)
 
-    async def _pass_on(self, stream: trio.abc.Stream, conn: h11.Connection, data: bytes,
-                       record: _Record) -> None:
+    async def _relay_sized_body(self, stream: trio.abc.Stream, conn: h11.Connection,
+                                upstream: _Upstream, size: int, response: h11.Response,
+                                scrubber: Scrubber | None, record: _Record) -> None:
+        """A large body with a Content-Length, read past h11 into one reused buffer of up
+        to a MiB at a time: no per-record allocation, and h11 does not copy every byte
+        twice. What h11 had already read with the head comes first. Every byte goes through
+        the scrubber as on the h11 path. When the upstream sent more than the body (it must
+        not), or the response ends its connection, the connection is not reused."""
+        early = upstream.conn.trailing_data[0]
+        left = size
+        if early:
+            first = early[:left]
+            left -= len(first)
+            await self._pass_on(stream, conn, scrubber.feed(first) if scrubber else first,
+                                record)
+        whole = bytearray(min(left, _BODY_READ) or 1)
+        buffer = memoryview(whole)
+        while left:
+            try:
+                with trio.fail_after(self._limits.idle_timeout):
+                    n = await receive_into(upstream.stream, buffer[:min(left, len(buffer))])
+            except trio.TooSlowError:
+                raise _UpstreamFailed(timeout=True) from None
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise _UpstreamFailed(timeout=False) from None
+            if not n:
+                raise _UpstreamFailed(timeout=False)  # closed before the end of the body
+            left -= n
+            # A full buffer goes on as it is (the scrubber copies only what it changes or
+            # holds back, and the buffer is refilled only once it has been sent).
+            piece: bytes | bytearray = whole if n == len(whole) else bytes(buffer[:n])
+            await self._pass_on(stream, conn, scrubber.feed(piece) if scrubber else piece,
+                                record)
+        upstream.read_past = len(early) <= size and _keeps_alive(response)
+
+    async def _pass_on(self, stream: trio.abc.Stream, conn: h11.Connection,
+                       data: bytes | bytearray, record: _Record) -> None:
         if not data:
             return  # an empty chunk would end a chunked body
-        await _to_client(stream, conn.send(h11.Data(data=data)) or b"",
-                         self._limits.idle_timeout)
+        # h11 passes the data through as it is (its type says bytes; any buffer will do).
+        pieces = conn.send_with_data_passthrough(h11.Data(data=cast(bytes, data))) or [b""]
+        try:
+            with trio.fail_after(self._limits.idle_timeout):
+                await send_pieces(stream, pieces)
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+            raise _ClientGone from None
         record.bytes_in += len(data)
 
     async def _connect(self, entry: _Entry, record: _Record) -> _Upstream:
@@ -670,6 +739,23 @@ def _content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
         if name.lower() == b"content-length":
             return int(value)  # h11 has checked it is one decimal number
     return None
+
+
+def _sized_body(response: h11.Response) -> int | None:
+    """The body length of a response framed by Content-Length alone, else None."""
+    if any(name == b"transfer-encoding" for name, _ in response.headers):
+        return None
+    return _content_length(response.headers)
+
+
+def _keeps_alive(response: h11.Response) -> bool:
+    """Whether the upstream keeps its connection open after this response (HTTP/1.1 and no
+    ``Connection: close``; the proxy never asks for close itself)."""
+    if response.http_version != b"1.1":
+        return False
+    return not any(name == b"connection" and b"close" in (t.strip().lower()
+                                                         for t in value.split(b","))
+                   for name, value in response.headers)
 
 
 def _has_body(headers: Sequence[tuple[bytes, bytes]]) -> bool:

@@ -99,6 +99,42 @@ class TlsStream(trio.abc.Stream):
             await trio.lowlevel.cancel_shielded_checkpoint()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    async def receive_into(self, buffer: memoryview) -> int:
+        """Like :meth:`receive_some`, but into ``buffer`` (no allocation, no join): every
+        record that has arrived, up to ``len(buffer)`` bytes; 0 at the end of the stream."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not buffer:
+            raise ValueError("the buffer must not be empty")
+        have = 0
+        waited = False
+        while have < len(buffer):
+            try:
+                n = self.socket.recv_into(buffer[have:])
+            except ssl.SSLWantReadError:
+                if have:
+                    break
+                await self._wait(readable=True)
+                waited = True
+                continue
+            except ssl.SSLWantWriteError:
+                if have:
+                    break
+                await self._wait(readable=False)
+                waited = True
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                break
+            except (ssl.SSLError, OSError) as exc:
+                if have:
+                    break
+                raise trio.BrokenResourceError(str(exc)) from exc
+            if not n:
+                break
+            have += n
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return have
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         view = memoryview(data)
@@ -138,4 +174,18 @@ class TlsStream(trio.abc.Stream):
             await trio.lowlevel.wait_writable(self.socket)
 
 
-__all__ = ["TlsStream"]
+async def receive_into(stream: TlsStream | trio.SocketStream, buffer: memoryview) -> int:
+    """Read what has arrived on an upstream connection into ``buffer``; 0 at its end.
+    Errors are trio's (``BrokenResourceError``, ``ClosedResourceError``), as from
+    ``receive_some``."""
+    if isinstance(stream, TlsStream):
+        return await stream.receive_into(buffer)
+    try:
+        return await stream.socket.recv_into(buffer)
+    except OSError as exc:
+        if stream.socket.fileno() < 0:
+            raise trio.ClosedResourceError("the upstream connection is closed") from exc
+        raise trio.BrokenResourceError(str(exc)) from exc
+
+
+__all__ = ["TlsStream", "receive_into"]
