@@ -5,6 +5,7 @@ framing and the keep-alive of the upstream connection are those of the h11 path.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 
 import h11
 import pytest
@@ -26,7 +27,8 @@ def body_with_secrets(size: int, places: list[int]) -> bytes:
     return bytes(body)
 
 
-def sized(body: bytes, *, piece: int, headers: list[tuple[bytes, bytes]] | None = None):  # type: ignore[no-untyped-def]
+def sized(body: bytes, *, piece: int, headers: list[tuple[bytes, bytes]] | None = None
+          ) -> Callable[[UpstreamRequest, Responder], Awaitable[None]]:
     async def app(request: UpstreamRequest, respond: Responder) -> None:
         await respond.start(200, [(b"Content-Length", str(len(body)).encode()),
                                   *(headers or [])])
