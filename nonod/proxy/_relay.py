@@ -68,21 +68,27 @@ async def relay(
 ) -> tuple[int, int]:
     """Move bytes between ``client`` and ``upstream`` until both directions end, either side
     breaks, or the tunnel is idle for ``idle_timeout`` seconds. Returns ``(bytes to upstream,
-    bytes to client)``. Peer errors end the tunnel quietly; they are not raised."""
-    with trio.CancelScope(deadline=trio.current_time() + idle_timeout) as scope:
-        counter = Counter(scope, idle_timeout)
-        try:
-            async with trio.open_nursery() as nursery:
-                sockets = plain_sockets(client, upstream) if zero_copy else None
-                if sockets is not None:
-                    a, b = sockets
-                    nursery.start_soon(_splice_one_way, a, b, counter, True, scope)
-                    nursery.start_soon(_splice_one_way, b, a, counter, False, scope)
-                else:
-                    nursery.start_soon(_copy_one_way, client, upstream, counter, True, scope)
-                    nursery.start_soon(_copy_one_way, upstream, client, counter, False, scope)
-        finally:
-            totals = (counter.to_upstream, counter.to_client)
+    bytes to client)``. Peer errors end the tunnel quietly; they are not raised.
+
+    The direction to the upstream runs in the calling task and the other in one child task;
+    the nursery's own cancel scope carries the idle deadline (a task and a scope fewer per
+    tunnel, which shows on short requests)."""
+    sockets = plain_sockets(client, upstream) if zero_copy else None
+    counter: Counter | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            scope = nursery.cancel_scope
+            scope.deadline = trio.current_time() + idle_timeout
+            counter = Counter(scope, idle_timeout)
+            if sockets is not None:
+                a, b = sockets
+                nursery.start_soon(_splice_one_way, b, a, counter, False, scope)
+                await _splice_one_way(a, b, counter, True, scope)
+            else:
+                nursery.start_soon(_copy_one_way, upstream, client, counter, False, scope)
+                await _copy_one_way(client, upstream, counter, True, scope)
+    finally:
+        totals = (0, 0) if counter is None else (counter.to_upstream, counter.to_client)
     return totals
 
 
@@ -115,20 +121,23 @@ async def _splice_one_way(
     upstream: bool,
     tunnel: trio.CancelScope,
 ) -> None:
-    """One direction through a pipe. Each splice is tried before waiting: while a transfer
-    keeps the socket readable, the loop goes round without a pass through trio's event loop
-    (and yields once per ``_YIELD_EVERY`` bytes moved that way, so that it never starves
-    the other tasks); only a would-block waits for readiness."""
+    """One direction through a pipe. After a splice that filled the pipe the next one is
+    tried at once: while a transfer keeps the socket readable, the loop goes round without a
+    pass through trio's event loop (and yields once per ``_YIELD_EVERY`` bytes moved that
+    way, so that it never starves the other tasks). After a shorter one, which emptied the
+    socket, it waits for readiness first."""
     read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        chunk, grown, unyielded = _COPY_SIZE, False, 0
+        chunk, grown, unyielded, drained = _COPY_SIZE, False, 0, True
         src, dst = source.fileno(), sink.fileno()
         while True:
+            if drained:
+                await trio.lowlevel.wait_readable(src)
+                unyielded = 0
             try:
                 n = os.splice(src, write_end, chunk, flags=_SPLICE_FLAGS)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(src)
-                unyielded = 0
+                drained = True
                 continue
             except OSError as exc:
                 if exc.errno not in (errno.EINVAL, errno.ENOSYS):
@@ -138,6 +147,7 @@ async def _splice_one_way(
                 break
             if n == 0:
                 break
+            drained = n < chunk
             if n >= chunk and not grown:
                 grown = True
                 try:
