@@ -42,6 +42,7 @@ from .._accept import accept_retrying
 from ._allowlist import ProxyPolicy
 from ._ask import ApprovalAsk, Asker, Verdict
 from ._decide import Decision, ProxyRequest, Reason, decide
+from ._eager import read_now, write_now
 from ._events import NetworkEvent, ProxyEvent
 from ._http import (
     BadRequest,
@@ -277,17 +278,18 @@ class ProxyServer:
                                    decision="allow")
             return None
         reason = Reason.CONNECT_FAILED
-        with trio.move_on_after(self._limits.connect_timeout) as scope:
-            for address, target_port in resolved.addresses:
-                try:
-                    upstream = await connect_exactly(address, target_port)
-                except OSError:
-                    continue
-                exchange.address = f"{address}:{target_port}" if ":" not in address else (
-                    f"[{address}]:{target_port}")
-                return upstream, decision
-        if scope.cancelled_caught:
-            reason = Reason.CONNECT_TIMEOUT
+        deadline = trio.current_time() + self._limits.connect_timeout
+        for address, target_port in resolved.addresses:
+            try:
+                upstream = await connect_exactly(address, target_port, deadline=deadline)
+            except trio.TooSlowError:
+                reason = Reason.CONNECT_TIMEOUT
+                break
+            except OSError:
+                continue
+            exchange.address = f"{address}:{target_port}" if ":" not in address else (
+                f"[{address}]:{target_port}")
+            return upstream, decision
         await self._refuse(stream, conn, exchange, 502, reason, decision="allow")
         return None
 
@@ -327,10 +329,12 @@ class ProxyServer:
             if not isinstance(event, h11.EndOfMessage):
                 raise BadRequest(400, Reason.BAD_REQUEST)
             head = conn.send(h11.Response(status_code=200, headers=[],
-                                          reason=b"Connection established"))
+                                          reason=b"Connection established")) or b""
             try:
-                with trio.fail_after(self._limits.send_timeout):
-                    await stream.send_all(head or b"")
+                sent = write_now(stream, head)
+                if sent < len(head):
+                    with trio.fail_after(self._limits.send_timeout):
+                        await stream.send_all(head[sent:])
             except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
                 self._emit(exchange, "allow", exchange.reason, status=0)
                 return
@@ -558,6 +562,11 @@ async def _drain(stream: trio.abc.Stream, timeout: float) -> None:
 
 
 async def _next_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:
+    """The connection's request. What has already arrived is read at once (a client sends
+    its head right after connecting), without a pass through the event loop."""
+    data = read_now(stream, _READ_SIZE)
+    if data is not None:
+        conn.receive_data(data)
     event = await _next_event(stream, conn)
     if isinstance(event, h11.Request):
         return event
