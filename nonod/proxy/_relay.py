@@ -1,5 +1,6 @@
-"""Relaying a tunnel's bytes both ways: ``splice(2)`` through a pipe when both ends are plain
-sockets (the bytes never enter Python), a userspace copy otherwise.
+"""Relaying a tunnel's bytes both ways: between two plain sockets a direction copies until a
+transfer fills its buffer, then moves to ``splice(2)`` through a pipe (the bytes no longer
+enter Python); between other streams, a copy through trio's stream API.
 
 Each direction is one task in a nursery. When a direction reaches end of file it half-closes
 the other side (``shutdown(SHUT_WR)``) and ends; the tunnel ends when both have, when either
@@ -121,12 +122,16 @@ async def _splice_one_way(
     upstream: bool,
     tunnel: trio.CancelScope,
 ) -> None:
-    """One direction through a pipe. After a splice that filled the pipe the next one is
-    tried at once: while a transfer keeps the socket readable, the loop goes round without a
-    pass through trio's event loop (and yields once per ``_YIELD_EVERY`` bytes moved that
-    way, so that it never starves the other tasks). After a shorter one, which emptied the
-    socket, it waits for readiness first."""
-    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    """One direction between two sockets. It starts as a plain copy (read, write: for a short
+    exchange that is cheaper than making a pipe and splicing twice) and moves to ``splice(2)``
+    through a pipe once a read fills the copy buffer (a bulk transfer; sockets that cannot
+    splice keep copying). After a read that filled its buffer the next one is tried at once:
+    while a transfer keeps the socket readable the loop goes round without a pass through
+    trio's event loop (yielding once per ``_YIELD_EVERY`` bytes moved that way, so that it
+    never starves the other tasks). After a shorter read, which emptied the socket, it waits
+    for readiness first."""
+    pipe: tuple[int, int] | None = None
+    can_splice = True
     try:
         chunk, grown, unyielded, drained = _COPY_SIZE, False, 0, True
         src, dst = source.fileno(), sink.fileno()
@@ -134,33 +139,38 @@ async def _splice_one_way(
             if drained:
                 await trio.lowlevel.wait_readable(src)
                 unyielded = 0
+            data = b""
             try:
-                n = os.splice(src, write_end, chunk, flags=_SPLICE_FLAGS)
+                if pipe is None:
+                    data = os.read(src, _COPY_SIZE)
+                    n = len(data)
+                else:
+                    n = os.splice(src, pipe[1], chunk, flags=_SPLICE_FLAGS)
             except BlockingIOError:
                 drained = True
                 continue
             except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                if pipe is None or exc.errno not in (errno.EINVAL, errno.ENOSYS):
                     raise
-                # This socket type cannot splice: copy through userspace instead.
-                await _socket_copy(source, sink, counter, upstream)
-                break
+                # This socket type cannot splice: go on copying through userspace.
+                _close_pipe(pipe)
+                pipe, can_splice, chunk, drained = None, False, _COPY_SIZE, False
+                continue
             if n == 0:
                 break
             drained = n < chunk
-            if n >= chunk and not grown:
-                grown = True
-                try:
-                    chunk = fcntl.fcntl(write_end, _F_SETPIPE_SZ, _BULK_PIPE)
-                except OSError:
-                    pass  # over the user's pipe quota: keep the pipe we have
-            pending = n
-            while pending:
-                try:
-                    pending -= os.splice(read_end, dst, pending, flags=_SPLICE_FLAGS)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(dst)
-                    unyielded = 0
+            if pipe is None:
+                await _write_all(dst, data)
+                if not drained and can_splice:
+                    pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            else:
+                if not drained and not grown:
+                    grown = True
+                    try:
+                        chunk = fcntl.fcntl(pipe[1], _F_SETPIPE_SZ, _BULK_PIPE)
+                    except OSError:
+                        pass  # over the user's pipe quota: keep the pipe we have
+                await _splice_out(pipe[0], dst, n)
             counter.moved(n, upstream=upstream)
             unyielded += n
             if unyielded >= _YIELD_EVERY:
@@ -172,20 +182,27 @@ async def _splice_one_way(
             raise
         tunnel.cancel()
     finally:
-        os.close(read_end)
-        os.close(write_end)
+        if pipe is not None:
+            _close_pipe(pipe)
 
 
-async def _socket_copy(
-    source: trio.socket.SocketType, sink: trio.socket.SocketType, counter: Counter,
-    upstream: bool,
-) -> None:
-    while True:
-        data = await source.recv(_COPY_SIZE)
-        if not data:
-            return
-        view = memoryview(data)
-        while view:
-            sent = await sink.send(view)
-            view = view[sent:]
-        counter.moved(len(data), upstream=upstream)
+async def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(fd)
+
+
+async def _splice_out(read_end: int, fd: int, pending: int) -> None:
+    while pending:
+        try:
+            pending -= os.splice(read_end, fd, pending, flags=_SPLICE_FLAGS)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(fd)
+
+
+def _close_pipe(pipe: tuple[int, int]) -> None:
+    os.close(pipe[0])
+    os.close(pipe[1])
