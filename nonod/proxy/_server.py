@@ -42,7 +42,7 @@ from .._accept import accept_retrying
 from ._allowlist import ProxyPolicy
 from ._ask import ApprovalAsk, Asker, Verdict
 from ._decide import Decision, ProxyRequest, Reason, decide
-from ._eager import read_now, write_now
+from ._eager import close_now, closing_now, read_now, write_now
 from ._events import NetworkEvent, ProxyEvent
 from ._http import (
     BadRequest,
@@ -204,15 +204,15 @@ class ProxyServer:
                 self._rejecting -= 1
             else:
                 self._active -= 1
-            await trio.aclose_forcefully(stream)
+            await close_now(stream)
 
     # one connection
 
     async def handle(self, stream: trio.abc.Stream, exchange: _Exchange | None = None) -> None:
         """Serve one client connection (one request) on ``stream``. The caller closes it."""
         exchange = exchange or _Exchange(started=trio.current_time())
-        if isinstance(stream, trio.SocketStream):
-            with contextlib.suppress(OSError):
+        if isinstance(stream, trio.SocketStream) and self._asker is not None:
+            with contextlib.suppress(OSError):  # for an approval's ask (see _ask)
                 exchange.client_port = int(stream.socket.getpeername()[1])
         limits = self._limits
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
@@ -324,7 +324,7 @@ class ProxyServer:
         if connected is None:
             return
         upstream, _ = connected
-        async with upstream:
+        async with closing_now(upstream):
             event = conn.next_event()
             if not isinstance(event, h11.EndOfMessage):
                 raise BadRequest(400, Reason.BAD_REQUEST)

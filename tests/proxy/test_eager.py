@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from nonod.proxy._eager import read_now, write_now
+from nonod.proxy._eager import close_now, closing_now, read_now, write_now
 
 
 def pair() -> tuple[trio.SocketStream, trio.SocketStream]:
@@ -60,3 +60,17 @@ async def test_a_reset_socket_is_a_broken_stream() -> None:
         read_now(client, 100)
     await client.aclose()
     await listener[0].aclose()
+
+
+async def test_close_now_closes_socket_streams_at_once_and_others_forcefully() -> None:
+    a, b = pair()
+    await close_now(a)
+    assert a.socket.fileno() == -1
+    assert await b.receive_some(10) == b""  # the peer sees the end
+    await b.aclose()
+    c, d = trio.testing.memory_stream_pair()
+    async with closing_now(c):
+        await c.send_all(b"x")
+    with pytest.raises(trio.ClosedResourceError):
+        await c.send_all(b"y")
+    await d.aclose()
