@@ -103,3 +103,20 @@ async def test_a_large_body_cut_short_ends_the_client_connection(
     (event,) = [e for e in proxy.events if isinstance(e, NetworkEvent)]
     assert (event.decision, event.reason, event.status, event.bytes_in) == (
         "allow", "upstream_error", 200, sent)
+
+
+async def test_a_program_that_leaves_mid_body_stops_the_upstream_read(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    body = bytes(8 * MIB)
+    proxy, seen = await github(nursery, pki, start_route_proxy, sized(body, piece=MIB))
+    client = await proxy.client()
+    await client.send("GET", "/github/big", [bearer(proxy)])
+    assert (await client.head()).status_code == 200
+    event = await client.event()
+    assert isinstance(event, h11.Data)
+    await client.aclose()  # gone, with most of the body still to come
+    await wait_for_events(proxy, 1)
+    (network,) = [e for e in proxy.events if isinstance(e, NetworkEvent)]
+    assert (network.decision, network.reason, network.status) == ("allow", "client_gone", 200)
+    assert network.bytes_in < len(body)  # (a piece cut off mid-send is not counted)
+    assert seen.connections == 1
