@@ -2,9 +2,10 @@
 transfer fills its buffer, then moves to ``splice(2)`` through a pipe (the bytes no longer
 enter Python); between other streams, a copy through trio's stream API.
 
-Each direction is one task in a nursery. When a direction reaches end of file it half-closes
-the other side (``shutdown(SHUT_WR)``) and ends; the tunnel ends when both have, when either
-side breaks, or when no byte moved for ``idle_timeout`` seconds.
+Each direction is a task: the one to the upstream is the caller's, the other a child in a
+nursery whose scope carries the idle deadline. When a direction reaches end of file it
+half-closes the other side (``shutdown(SHUT_WR)``) and ends; the tunnel ends when both have,
+when either side breaks, or when no byte moved for ``idle_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ async def relay(
             counter = Counter(scope, idle_timeout)
             if sockets is not None:
                 a, b = sockets
-                nursery.start_soon(_splice_one_way, b, a, counter, False, scope)
-                await _splice_one_way(a, b, counter, True, scope)
+                nursery.start_soon(_socket_one_way, b, a, counter, False, scope)
+                await _socket_one_way(a, b, counter, True, scope)
             else:
                 nursery.start_soon(_copy_one_way, upstream, client, counter, False, scope)
                 await _copy_one_way(client, upstream, counter, True, scope)
@@ -115,7 +116,7 @@ async def _copy_one_way(
         tunnel.cancel()
 
 
-async def _splice_one_way(
+async def _socket_one_way(
     source: trio.socket.SocketType,
     sink: trio.socket.SocketType,
     counter: Counter,
