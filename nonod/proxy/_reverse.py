@@ -58,6 +58,7 @@ from ..credentials import (
     scrub_replacements,
 )
 from ..errors import NonoError
+from ._bulk import pump
 from ._events import CredentialInjected, NetworkEvent, ProxyEvent
 from ._http import BadRequest, check_framing
 from ._inject import (
@@ -81,10 +82,9 @@ if TYPE_CHECKING:
 
 _READ_SIZE: Final = 1 << 16
 #: A response body of at least this many bytes with a Content-Length is read past h11, into
-#: _BODY_BUFFERS buffers of _BODY_READ bytes (see ReverseHandler._relay_sized_body).
+#: two buffers of _BODY_READ bytes (see ReverseHandler._relay_sized_body).
 _SIZED_BODY_MIN: Final = 1 << 18
 _BODY_READ: Final = 1 << 19
-_BODY_BUFFERS: Final = 2
 _INFLATE_STEP: Final = 1 << 16
 _PHRASES: Final = {
     400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
@@ -573,56 +573,28 @@ class ReverseHandler:
     async def _relay_sized_body(self, stream: trio.abc.Stream, conn: h11.Connection,
                                 upstream: _Upstream, size: int, response: h11.Response,
                                 scrubber: Scrubber | None, record: _Record) -> None:
-        """A large body with a Content-Length, read past h11: a reader task fills one of
-        _BODY_BUFFERS reused buffers (every TLS record that has arrived, up to _BODY_READ
-        bytes) while this task scrubs and sends the one before, so that the upstream and the
-        program both keep moving. No per-record allocation, and h11 does not copy every byte
+        """A large body with a Content-Length, read past h11 (:func:`._bulk.pump`: one task
+        reads every TLS record that has arrived into a reused buffer while another scrubs and
+        sends the buffer before). No per-record allocation, and h11 does not copy every byte
         twice. What h11 had already read with the head comes first. Every byte goes through
-        the scrubber, in order, as on the h11 path. When the upstream fails, what it sent
-        before is still passed on, then the failure is raised; when the program goes away,
-        the reader is stopped. When the upstream sent more than the body (it must not), or
-        the response ends its connection, the connection is not reused."""
+        the scrubber, in order, as on the h11 path (it copies only what it changes or holds
+        back, so a full buffer goes on as it is). When the upstream fails, what it sent
+        before is still passed on; when the program goes away, the reading stops. When the
+        upstream sent more than the body (it must not), or the response ends its connection,
+        the connection is not reused."""
         early = upstream.conn.trailing_data[0]
-        left = size
-        if early:
-            first = early[:left]
-            left -= len(first)
-            await self._pass_on(stream, conn, scrubber.feed(first) if scrubber else first,
+        first = early[:size]
+
+        async def write(piece: bytes | bytearray) -> None:
+            await self._pass_on(stream, conn, scrubber.feed(piece) if scrubber else piece,
                                 record)
-        failures: list[Exception] = []
-        full_send, full_receive = trio.open_memory_channel[tuple[bytearray, int]](1)
-        empty_send, empty_receive = trio.open_memory_channel[bytearray](_BODY_BUFFERS)
-        for _ in range(_BODY_BUFFERS if left else 0):
-            empty_send.send_nowait(bytearray(min(left, _BODY_READ)))
 
-        async def read_body(left: int) -> None:
-            async with full_send:
-                try:
-                    while left:
-                        buffer = await empty_receive.receive()
-                        view = memoryview(buffer)
-                        n = await _from_upstream_into(upstream, view[:min(left, len(view))],
-                                                      self._limits.idle_timeout)
-                        left -= n
-                        await full_send.send((buffer, n))
-                except _UpstreamFailed as failed:
-                    failures.append(failed)  # what was read before still goes out
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_body, left)
-            try:
-                async for buffer, n in full_receive:
-                    # A full buffer goes on as it is (the scrubber copies only what it
-                    # changes or holds back); it is refilled only once it has been sent.
-                    piece: bytes | bytearray = buffer if n == len(buffer) else bytes(buffer[:n])
-                    await self._pass_on(stream, conn,
-                                        scrubber.feed(piece) if scrubber else piece, record)
-                    empty_send.send_nowait(buffer)
-            except _ClientGone as gone:
-                failures.append(gone)
-                nursery.cancel_scope.cancel()
-        if failures:
-            raise failures[0]
+        if first:
+            await write(first)
+        await pump(size - len(first),
+                   lambda view: _from_upstream_into(upstream, view, self._limits.idle_timeout),
+                   write, read_errors=(_UpstreamFailed,), write_errors=(_ClientGone,),
+                   size=_BODY_READ)
         upstream.read_past = len(early) <= size and _keeps_alive(response)
 
     async def _pass_on(self, stream: trio.abc.Stream, conn: h11.Connection,
