@@ -7,6 +7,8 @@ an interpreter:
   nonod         our proxy (nonod.proxy.serve_proxy), splice(2) relay
   nonod-copy    our proxy with splice turned off (userspace copy through trio streams)
   nono-py       nono_py.start_proxy (PyPI nono-py), when it is installed
+  nonod-before  with --before DIR: our proxy as the tree in DIR has it (splice on), e.g.
+                ``git archive main nonod | tar -x -C DIR``: before and after in one run
 
 Measurements:
 
@@ -17,7 +19,8 @@ Measurements:
   roundtrip     the same number of 64-byte round trips over one tunnel that is already open
   concurrent    --tunnels (default 1000) tunnels opened at once, one round trip each: wall time
 
-    .venv/bin/python bench/proxy.py [--size BYTES] [--requests N] [--tunnels N] [--json]
+    .venv/bin/python bench/proxy.py [--size BYTES] [--requests N] [--tunnels N] [--before DIR]
+                                    [--json]
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ async def _nonod_main(source: int, echo: int, zero_copy: bool) -> None:
             events=lambda event: None, limits=ProxyLimits(max_connections=4096),
             proxy_token=token, zero_copy=zero_copy))
         port = listeners[0].socket.getsockname()[1]
-        print(json.dumps({"port": port, "token": token}), flush=True)
+        print(json.dumps({"port": port, "token": token, "tree": _tree()}), flush=True)
 
 
 def _nono_py_main() -> None:
@@ -102,8 +105,18 @@ def _nono_py_main() -> None:
     handle.shutdown()
 
 
-def _child(args: list[str]) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    proc = subprocess.Popen([sys.executable, __file__, "--role", *args],
+def _tree() -> str:
+    """Where the running nonod was imported from (a contender's proof of which code it is)."""
+    import nonod
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(nonod.__file__)))
+
+
+def _child(args: list[str], before: str | None = None
+           ) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start a child role; with ``before``, its nonod is imported from that tree."""
+    env = None if before is None else {**os.environ, "PYTHONPATH": before}
+    proc = subprocess.Popen([sys.executable, __file__, "--role", *args], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -246,6 +259,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1 << 30)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--tunnels", type=int, default=1000)
+    parser.add_argument("--before", metavar="DIR",
+                        help="also time the nonod of the tree in DIR, as nonod-before")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -270,9 +285,14 @@ def main() -> None:
         loopback = {"source": f"127.0.0.1:{ports['source']}",
                     "echo": f"127.0.0.1:{ports['echo']}"}
         routes = [Route("direct")]
-        for name, mode in (("nonod", "splice"), ("nonod-copy", "copy")):
-            proc, info = _child(["nonod", str(ports["source"]), str(ports["echo"]), mode])
+        ours = [("nonod", "splice", None), ("nonod-copy", "copy", None)]
+        if args.before:
+            ours.append(("nonod-before", "splice", os.path.abspath(args.before)))
+        for name, mode, tree in ours:
+            proc, info = _child(["nonod", str(ports["source"]), str(ports["echo"]), mode], tree)
             children.append(proc)
+            if tree is not None and info["tree"] != tree:
+                raise SystemExit(f"{name}: nonod came from {info['tree']}, not {tree}")
             routes.append(Route(name, info["port"], info["token"],
                                 {"source": "source.example:443", "echo": "echo.example:443"}))
         try:

@@ -12,6 +12,8 @@ Contenders, each in its own process (client, proxies and upstream never share an
             ``bench`` whose credential is ``env://NONO_BENCH_SECRET``, the upstream reached by
             a Resolver pin and trusted through extra_ca_file; the client sends plain HTTP to
             127.0.0.1:<port>/bench/... with the phantom token
+  nonod-before  with --before DIR: our reverse proxy as the tree in DIR has it, e.g.
+            ``git archive main nonod | tar -x -C DIR``: before and after in one run
   nono-py   nono_py.start_proxy with a RouteConfig (tls_ca = the private CA), when installed
             and when it accepts the loopback upstream; otherwise the reason is printed
 
@@ -20,7 +22,8 @@ Measurements, every client on one keep-alive connection:
   latency   --requests (default 1000) ``GET /small``, after 20 warm-up requests; p50/p99
   stream    ``GET /big`` --streams times (default 3); the median rate in MB/s (10^6 bytes)
 
-    .venv/bin/python bench/reverse.py [--size BYTES] [--requests N] [--streams N] [--json]
+    .venv/bin/python bench/reverse.py [--size BYTES] [--requests N] [--streams N]
+                                      [--before DIR] [--json]
 """
 
 from __future__ import annotations
@@ -126,8 +129,11 @@ async def _nonod_main(upstream: int, ca_file: str) -> None:
                 resolver=Resolver(pins={HOST: f"127.0.0.1:{upstream}"}),
                 events=lambda event: None, limits=ProxyLimits(), proxy_token=token.reveal(),
                 routes=table, task_status=task_status))
+        import nonod
+
+        tree = os.path.dirname(os.path.dirname(os.path.abspath(nonod.__file__)))
         print(json.dumps({"port": listeners[0].socket.getsockname()[1],
-                          "token": token.reveal()}), flush=True)
+                          "token": token.reveal(), "tree": tree}), flush=True)
 
 
 def _nono_py_main(upstream: int, ca_file: str) -> None:
@@ -304,6 +310,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100_000_000)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--streams", type=int, default=3)
+    parser.add_argument("--before", metavar="DIR",
+                        help="also time the nonod of the tree in DIR, as nonod-before")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -342,6 +350,14 @@ def main() -> None:
         proc, info = _child(["nonod", str(upstream), ca_file], env)
         children.append(proc)
         contenders.append(Contender("nonod", info["port"], info["token"], prefix="/bench"))
+        if args.before:
+            tree = os.path.abspath(args.before)
+            proc, info = _child(["nonod", str(upstream), ca_file], {**env, "PYTHONPATH": tree})
+            children.append(proc)
+            if info.get("tree") != tree:
+                raise SystemExit(f"nonod-before: nonod came from {info.get('tree')}, not {tree}")
+            contenders.append(Contender("nonod-before", info["port"], info["token"],
+                                        prefix="/bench"))
         try:
             import nono_py  # noqa: F401
 

@@ -37,7 +37,7 @@ import functools
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Final, final
+from typing import Final, final, overload
 from urllib.parse import quote, quote_plus
 
 from ._phantom import PhantomToken
@@ -156,9 +156,17 @@ class Scrubber:
     def replace_all(self, data: bytes) -> bytes:
         return self._pattern.sub(self._replace, data)
 
-    def feed(self, data: bytes) -> bytes:
-        buffer = self._held + data if self._held else bytes(data)
-        out: list[bytes] = []
+    @overload
+    def feed(self, data: bytes) -> bytes: ...
+    @overload
+    def feed(self, data: bytearray) -> bytes | bytearray: ...
+
+    def feed(self, data: bytes | bytearray) -> bytes | bytearray:
+        """What of ``data`` (the next piece of the stream) can be passed on now. When
+        nothing is replaced or held back this is ``data`` itself, not a copy: a caller that
+        reuses a ``bytearray`` must be done with the result before it refills it."""
+        buffer = self._held + data if self._held else data
+        out: list[bytes | bytearray] = []
         pos = 0
         found: dict[bytes, int] = {}
         hold = self._hold_from(buffer, pos)
@@ -171,13 +179,13 @@ class Scrubber:
                 out.append(self._table[needle])
                 pos = start + len(needle)
                 continue
-            self._held = buffer[hold:]
+            self._held = bytes(buffer[hold:])
             if pos == 0 and hold == len(buffer):
                 return buffer  # nothing replaced, nothing held: no copy
             out.append(buffer[pos:hold])
             return b"".join(out)
 
-    def _search(self, buffer: bytes, pos: int, found: dict[bytes, int]
+    def _search(self, buffer: bytes | bytearray, pos: int, found: dict[bytes, int]
                 ) -> tuple[int, bytes | None]:
         """The leftmost needle at or after ``pos`` (the longest one where several start
         together), as the pattern would find it. One ``bytes.find`` per needle: a body is
@@ -202,7 +210,7 @@ class Scrubber:
     def _replace(self, match: re.Match[bytes]) -> bytes:
         return self._table[match.group()]
 
-    def _hold_from(self, buffer: bytes, pos: int) -> int:
+    def _hold_from(self, buffer: bytes | bytearray, pos: int) -> int:
         """The first position at or after ``pos`` where a needle could begin but does not fit
         in ``buffer`` yet (the rest could complete it), or ``len(buffer)``. Per needle, only
         the places where its first two bytes occur in the last ``len(needle) - 1`` bytes are

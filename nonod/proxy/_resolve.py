@@ -8,7 +8,10 @@ and the connection.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import math
+import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeAlias
@@ -109,7 +112,7 @@ class Resolver:
         """
         pin = self._pins.get(host)
         if pin is not None:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint_if_cancelled()
             address, pin_port = pin
             return Resolved(host=host, addresses=((str(address), pin_port or port),),
                             pinned=True)
@@ -118,7 +121,7 @@ class Resolver:
         except HostError:
             raise ResolveError("not a host", reason=Reason.BAD_HOST, refused=True) from None
         if literal is not None:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint_if_cancelled()
             self._check(host, literal)
             return Resolved(host=host, addresses=((str(literal), port),))
         infos = await self._lookup(host, port)
@@ -194,14 +197,29 @@ def _parse_pin_target(host: str, target: str) -> tuple[IPAddress, int | None]:
     return address, int(port_text)
 
 
-async def connect_exactly(address: str, port: int) -> trio.SocketStream:
-    """A TCP connection to exactly ``address``, the one that was checked (no name lookup,
-    so no window for DNS rebinding between the check and the connect)."""
+async def connect_exactly(address: str, port: int, *, deadline: float = math.inf
+                          ) -> trio.SocketStream:
+    """A TCP connection to exactly ``address``, the one that was checked (an address
+    literal: no name lookup, so no window for DNS rebinding between the check and the
+    connect). A connection that completes at once (loopback, a local upstream) costs no pass
+    through the event loop and no cancel scope; otherwise this waits until the socket is
+    writable, until ``deadline`` (then ``trio.TooSlowError``)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
-        await sock.connect((address, port))
+        await trio.lowlevel.checkpoint_if_cancelled()
+        error = sock.connect_ex((address, port))
+        if error == errno.EINPROGRESS:
+            try:
+                sock.getpeername()  # connected already
+                error = 0
+            except OSError:
+                with trio.fail_at(deadline):
+                    await trio.lowlevel.wait_writable(sock)
+                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
     except BaseException:
         sock.close()
         raise
-    return trio.SocketStream(sock)
+    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))

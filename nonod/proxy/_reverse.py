@@ -40,7 +40,7 @@ import select
 import ssl
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, final
 
 import h11
 import msgspec
@@ -59,6 +59,7 @@ from ..credentials import (
     scrub_replacements,
 )
 from ..errors import NonoError
+from ._bulk import pump
 from ._events import CredentialInjected, NetworkEvent, ProxyEvent
 from ._http import BadRequest, check_framing
 from ._inject import (
@@ -75,12 +76,17 @@ from ._inject import (
     upstream_head,
 )
 from ._resolve import ResolveError, Resolver, connect_exactly
-from ._tls import TlsStream
+from ._tls import TlsStream, receive_into
+from ._vectored import send_pieces
 
 if TYPE_CHECKING:
     from ._server import ProxyLimits
 
 _READ_SIZE: Final = 1 << 16
+#: A response body of at least this many bytes with a Content-Length is read past h11, into
+#: two buffers of _BODY_READ bytes (see ReverseHandler._relay_sized_body).
+_SIZED_BODY_MIN: Final = 1 << 18
+_BODY_READ: Final = 1 << 19
 _INFLATE_STEP: Final = 1 << 16
 _PHRASES: Final = {
     400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
@@ -215,13 +221,30 @@ class _ClientGone(Exception):
 
 @final
 class _Upstream:
-    __slots__ = ("address", "conn", "stream")
+    __slots__ = ("address", "conn", "max_head", "read_past", "stream")
 
     def __init__(self, stream: TlsStream | trio.SocketStream, address: str, max_head: int
                  ) -> None:
         self.stream = stream
         self.address = address
+        self.max_head = max_head
         self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head)
+        #: The last response's body was read past h11, whole, on a connection that stays
+        #: open (h11 still waits for that body: a fresh h11 takes over for the next cycle).
+        self.read_past = False
+
+    def exchange_done(self) -> bool:
+        """Whether the request and its response both ended cleanly (the connection can be
+        kept for another)."""
+        return self.read_past or (self.conn.our_state is h11.DONE
+                                  and self.conn.their_state is h11.DONE)
+
+    def next_cycle(self) -> None:
+        if self.read_past:
+            self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self.max_head)
+            self.read_past = False
+        else:
+            self.conn.start_next_cycle()
 
     def idle_and_open(self) -> bool:
         """Whether this kept-alive connection can carry another request: h11 is idle and
@@ -465,8 +488,7 @@ class ReverseHandler:
             record.address = upstream.address
             status = await self._relay_response(stream, conn, request, upstream, response,
                                                 entry, record)
-            keep = (upstream.conn.our_state is h11.DONE
-                    and upstream.conn.their_state is h11.DONE)
+            keep = upstream.exchange_done()
         except _UpstreamFailed as failed:
             if record.status:
                 self._emit(record.event("allow", "upstream_error", record.status))
@@ -477,7 +499,7 @@ class ReverseHandler:
                            else "the route's upstream failed", decision="allow") from None
         finally:
             if keep:
-                upstream.conn.start_next_cycle()
+                upstream.next_cycle()
                 pool[route.name] = upstream
             else:
                 await trio.aclose_forcefully(upstream.stream)
@@ -548,6 +570,14 @@ class ReverseHandler:
         record.status = response.status_code
         inflater = zlib.decompressobj(zlib.MAX_WBITS | 32) if (
             has_body and decoding == "gzip") else None
+        size = _sized_body(response) if has_body and inflater is None else None
+        if size is not None and size >= _SIZED_BODY_MIN:
+            await self._relay_sized_body(stream, conn, upstream, size, response, scrubber,
+                                         record)
+            await self._pass_on(stream, conn, scrubber.flush() if scrubber else b"", record)
+            await _to_client(stream, conn.send(h11.EndOfMessage()) or b"",
+                             limits.send_timeout)
+            return response.status_code
         while True:
             event = await _from_upstream(upstream, limits.idle_timeout)
             if isinstance(event, h11.Data):
@@ -570,12 +600,44 @@ class ReverseHandler:
             else:
                 raise _UpstreamFailed(timeout=False)
 
-    async def _pass_on(self, stream: trio.abc.Stream, conn: h11.Connection, data: bytes,
-                       record: _Record) -> None:
+    async def _relay_sized_body(self, stream: trio.abc.Stream, conn: h11.Connection,
+                                upstream: _Upstream, size: int, response: h11.Response,
+                                scrubber: Scrubber | None, record: _Record) -> None:
+        """A large body with a Content-Length, read past h11 (:func:`._bulk.pump`: one task
+        reads every TLS record that has arrived into a reused buffer while another scrubs and
+        sends the buffer before). No per-record allocation, and h11 does not copy every byte
+        twice. What h11 had already read with the head comes first. Every byte goes through
+        the scrubber, in order, as on the h11 path (it copies only what it changes or holds
+        back, so a full buffer goes on as it is). When the upstream fails, what it sent
+        before is still passed on; when the program goes away, the reading stops. When the
+        upstream sent more than the body (it must not), or the response ends its connection,
+        the connection is not reused."""
+        early = upstream.conn.trailing_data[0]
+        first = early[:size]
+
+        async def write(piece: bytes | bytearray) -> None:
+            await self._pass_on(stream, conn, scrubber.feed(piece) if scrubber else piece,
+                                record)
+
+        if first:
+            await write(first)
+        await pump(size - len(first),
+                   lambda view: _from_upstream_into(upstream, view, self._limits.idle_timeout),
+                   write, read_errors=(_UpstreamFailed,), write_errors=(_ClientGone,),
+                   size=_BODY_READ)
+        upstream.read_past = len(early) <= size and _keeps_alive(response)
+
+    async def _pass_on(self, stream: trio.abc.Stream, conn: h11.Connection,
+                       data: bytes | bytearray, record: _Record) -> None:
         if not data:
             return  # an empty chunk would end a chunked body
-        await _to_client(stream, conn.send(h11.Data(data=data)) or b"",
-                         self._limits.idle_timeout)
+        # h11 passes the data through as it is (its type says bytes; any buffer will do).
+        pieces = conn.send_with_data_passthrough(h11.Data(data=cast(bytes, data))) or [b""]
+        try:
+            with trio.fail_after(self._limits.idle_timeout):
+                await send_pieces(stream, pieces)
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+            raise _ClientGone from None
         record.bytes_in += len(data)
 
     async def _connect(self, entry: _Entry, record: _Record) -> _Upstream:
@@ -706,6 +768,23 @@ def _content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
+def _sized_body(response: h11.Response) -> int | None:
+    """The body length of a response framed by Content-Length alone, else None."""
+    if any(name == b"transfer-encoding" for name, _ in response.headers):
+        return None
+    return _content_length(response.headers)
+
+
+def _keeps_alive(response: h11.Response) -> bool:
+    """Whether the upstream keeps its connection open after this response (HTTP/1.1 and no
+    ``Connection: close``; the proxy never asks for close itself)."""
+    if response.http_version != b"1.1":
+        return False
+    return not any(name == b"connection" and b"close" in (t.strip().lower()
+                                                         for t in value.split(b","))
+                   for name, value in response.headers)
+
+
 def _has_body(headers: Sequence[tuple[bytes, bytes]]) -> bool:
     for name, value in headers:
         lower = name.lower()
@@ -768,6 +847,21 @@ async def _from_upstream(upstream: _Upstream, timeout: float) -> object:
         raise _UpstreamFailed(timeout=True) from None
     except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
         raise _UpstreamFailed(timeout=False) from None
+
+
+async def _from_upstream_into(upstream: _Upstream, buffer: memoryview, timeout: float) -> int:
+    """Raw body bytes from the upstream into ``buffer``; the end of the stream is a failure
+    (the caller reads only bytes the response still owes)."""
+    try:
+        with trio.fail_after(timeout):
+            n = await receive_into(upstream.stream, buffer)
+    except trio.TooSlowError:
+        raise _UpstreamFailed(timeout=True) from None
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        raise _UpstreamFailed(timeout=False) from None
+    if not n:
+        raise _UpstreamFailed(timeout=False)  # closed before the end of the body
+    return n
 
 
 async def _to_upstream(upstream: _Upstream, data: bytes, timeout: float) -> None:

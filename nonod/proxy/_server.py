@@ -42,6 +42,7 @@ from .._accept import accept_retrying
 from ._allowlist import ProxyPolicy
 from ._ask import ApprovalAsk, Asker, Verdict
 from ._decide import Decision, ProxyRequest, Reason, decide
+from ._eager import close_now, closing_now, read_now, write_now
 from ._events import NetworkEvent, ProxyEvent
 from ._http import (
     BadRequest,
@@ -210,15 +211,15 @@ class ProxyServer:
                 self._rejecting -= 1
             else:
                 self._active -= 1
-            await trio.aclose_forcefully(stream)
+            await close_now(stream)
 
     # one connection
 
     async def handle(self, stream: trio.abc.Stream, exchange: _Exchange | None = None) -> None:
         """Serve one client connection (one request) on ``stream``. The caller closes it."""
         exchange = exchange or _Exchange(started=trio.current_time())
-        if isinstance(stream, trio.SocketStream):
-            with contextlib.suppress(OSError):
+        if isinstance(stream, trio.SocketStream) and self._asker is not None:
+            with contextlib.suppress(OSError):  # for an approval's ask (see _ask)
                 exchange.client_port = int(stream.socket.getpeername()[1])
         limits = self._limits
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
@@ -284,17 +285,18 @@ class ProxyServer:
                                    decision="allow")
             return None
         reason = Reason.CONNECT_FAILED
-        with trio.move_on_after(self._limits.connect_timeout) as scope:
-            for address, target_port in resolved.addresses:
-                try:
-                    upstream = await connect_exactly(address, target_port)
-                except OSError:
-                    continue
-                exchange.address = f"{address}:{target_port}" if ":" not in address else (
-                    f"[{address}]:{target_port}")
-                return upstream, decision
-        if scope.cancelled_caught:
-            reason = Reason.CONNECT_TIMEOUT
+        deadline = trio.current_time() + self._limits.connect_timeout
+        for address, target_port in resolved.addresses:
+            try:
+                upstream = await connect_exactly(address, target_port, deadline=deadline)
+            except trio.TooSlowError:
+                reason = Reason.CONNECT_TIMEOUT
+                break
+            except OSError:
+                continue
+            exchange.address = f"{address}:{target_port}" if ":" not in address else (
+                f"[{address}]:{target_port}")
+            return upstream, decision
         await self._refuse(stream, conn, exchange, 502, reason, decision="allow")
         return None
 
@@ -334,15 +336,17 @@ class ProxyServer:
         if connected is None:
             return
         upstream, _ = connected
-        async with upstream:
+        async with closing_now(upstream):
             event = conn.next_event()
             if not isinstance(event, h11.EndOfMessage):
                 raise BadRequest(400, Reason.BAD_REQUEST)
             head = conn.send(h11.Response(status_code=200, headers=[],
-                                          reason=b"Connection established"))
+                                          reason=b"Connection established")) or b""
             try:
-                with trio.fail_after(self._limits.send_timeout):
-                    await stream.send_all(head or b"")
+                sent = write_now(stream, head)
+                if sent < len(head):
+                    with trio.fail_after(self._limits.send_timeout):
+                        await stream.send_all(head[sent:])
             except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
                 self._emit(exchange, "allow", exchange.reason, status=0)
                 return
@@ -570,6 +574,11 @@ async def _drain(stream: trio.abc.Stream, timeout: float) -> None:
 
 
 async def _next_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:
+    """The connection's request. What has already arrived is read at once (a client sends
+    its head right after connecting), without a pass through the event loop."""
+    data = read_now(stream, _READ_SIZE)
+    if data is not None:
+        conn.receive_data(data)
     event = await _next_event(stream, conn)
     if isinstance(event, h11.Request):
         return event

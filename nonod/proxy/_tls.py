@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Final, final
 
 import trio
@@ -63,24 +64,43 @@ class TlsStream(trio.abc.Stream):
         return stream
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        await trio.lowlevel.checkpoint_if_cancelled()
         want = max_bytes if max_bytes is not None else _RECEIVE_SIZE
         if want < 1:
             raise ValueError("max_bytes must be >= 1")
         chunks: list[bytes] = []
+
+        def read(_have: int, room: int) -> int:
+            chunks.append(self.socket.recv(room))
+            return len(chunks[-1])
+
+        await self._records(want, read)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def receive_into(self, buffer: memoryview) -> int:
+        """Like :meth:`receive_some`, but into ``buffer`` (no allocation, no join): every
+        record that has arrived, up to ``len(buffer)`` bytes; 0 at the end of the stream."""
+        if not buffer:
+            raise ValueError("the buffer must not be empty")
+        return await self._records(len(buffer),
+                                   lambda have, room: self.socket.recv_into(buffer[have:]))
+
+    async def _records(self, limit: int, read: Callable[[int, int], int]) -> int:
+        """Read records with ``read(bytes so far, room left)`` until ``limit`` bytes, the
+        end of the stream, or nothing more has arrived (it waits only for the first)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         have = 0
         waited = False
-        while have < want:
+        while have < limit:
             try:
-                data = self.socket.recv(want - have)
+                n = read(have, limit - have)
             except ssl.SSLWantReadError:
-                if chunks:
+                if have:
                     break
                 await self._wait(readable=True)
                 waited = True
                 continue
             except ssl.SSLWantWriteError:
-                if chunks:
+                if have:
                     break
                 await self._wait(readable=False)
                 waited = True
@@ -88,16 +108,15 @@ class TlsStream(trio.abc.Stream):
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 break  # the peer closed, with or without close_notify: end of stream
             except (ssl.SSLError, OSError) as exc:
-                if chunks:
+                if have:
                     break  # hand over what arrived; the error comes back on the next call
                 raise trio.BrokenResourceError(str(exc)) from exc
-            if not data:
+            if not n:
                 break
-            chunks.append(data)
-            have += len(data)
+            have += n
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return have
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -138,4 +157,18 @@ class TlsStream(trio.abc.Stream):
             await trio.lowlevel.wait_writable(self.socket)
 
 
-__all__ = ["TlsStream"]
+async def receive_into(stream: TlsStream | trio.SocketStream, buffer: memoryview) -> int:
+    """Read what has arrived on an upstream connection into ``buffer``; 0 at its end.
+    Errors are trio's (``BrokenResourceError``, ``ClosedResourceError``), as from
+    ``receive_some``."""
+    if isinstance(stream, TlsStream):
+        return await stream.receive_into(buffer)
+    try:
+        return await stream.socket.recv_into(buffer)
+    except OSError as exc:
+        if stream.socket.fileno() < 0:
+            raise trio.ClosedResourceError("the upstream connection is closed") from exc
+        raise trio.BrokenResourceError(str(exc)) from exc
+
+
+__all__ = ["TlsStream", "receive_into"]

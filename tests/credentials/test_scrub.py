@@ -155,3 +155,19 @@ def test_any_split_equals_the_whole(table: dict[bytes, bytes], body: bytes,
     cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=8)))
     pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
     assert stream(Scrubber(table), pieces) == expected
+
+
+def test_a_reused_bytearray_is_passed_on_uncopied_and_what_is_held_is_kept() -> None:
+    """The proxy reads a large body into one buffer that it refills after each send: the
+    scrubber hands an untouched buffer back as it is, and what it holds back (the start of
+    a secret at the end of the buffer) is its own copy, not a view of the buffer."""
+    real = SECRET.reveal().encode()
+    scrubber = Scrubber(scrub_replacements(SECRET, TOKEN))
+    buffer = bytearray(b"x" * 100)
+    assert scrubber.feed(buffer) is buffer
+    buffer[:] = b"y" * 90 + real[:10]
+    out = scrubber.feed(buffer)
+    assert out == b"y" * 90
+    buffer[:] = real[10:] + b"z" * (100 - len(real) + 10)  # the refill completes the secret
+    rest = scrubber.feed(buffer) + scrubber.flush()
+    assert bytes(out + rest) == b"y" * 90 + TOKEN.reveal().encode() + b"z" * (110 - len(real))

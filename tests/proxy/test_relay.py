@@ -130,3 +130,33 @@ async def test_a_reset_ends_the_tunnel_quietly() -> None:
                 pass  # a reset passed on is as good as an end of file
     for stream in (client, proxy_a, proxy_b):
         await stream.aclose()
+
+
+async def test_a_bulk_transfer_lets_other_tasks_run() -> None:
+    """A direction that never has to wait (its source always readable, its sink always
+    writable) still yields to the other tasks now and then."""
+    (client, proxy_a), (proxy_b, upstream) = await tcp_stream_pair(), await tcp_stream_pair()
+    payload = b"\0" * (64 << 20)
+    ticks = 0
+    done = trio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(relay, proxy_a, proxy_b, idle_timeout=30))
+        nursery.start_soon(pump, client, payload)
+        nursery.start_soon(pump, upstream, b"")
+        got_up: list[bytes] = []
+        got_down: list[bytes] = []
+        nursery.start_soon(drain, client, got_down)
+        nursery.start_soon(ticker)
+        await drain(upstream, got_up)
+        done.set()
+    assert got_up == [hashlib.sha256(payload).digest()]
+    assert ticks >= 16  # at least once per 4 MiB moved
+    for stream in (client, proxy_a, proxy_b, upstream):
+        await stream.aclose()

@@ -1,0 +1,122 @@
+"""Large response bodies through a credential route: a body with a Content-Length of
+256 KiB or more is read past h11, a MiB at a time into one reused buffer. The scrubbing, the
+framing and the keep-alive of the upstream connection are those of the h11 path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+
+import h11
+import pytest
+import trio
+import trio.testing
+
+from nonod.proxy import NetworkEvent
+from tests.credentials.conftest import Pki, Responder, UpstreamRequest
+from tests.credentials.test_reverse import REAL, StartProxy, bearer, github, wait_for_events
+
+MIB = 1 << 20
+SECRET = REAL.encode()
+
+
+def body_with_secrets(size: int, places: list[int]) -> bytes:
+    body = bytearray(os.urandom(size))
+    for at in places:
+        body[at:at + len(SECRET)] = SECRET
+    return bytes(body)
+
+
+def sized(body: bytes, *, piece: int, headers: list[tuple[bytes, bytes]] | None = None
+          ) -> Callable[[UpstreamRequest, Responder], Awaitable[None]]:
+    async def app(request: UpstreamRequest, respond: Responder) -> None:
+        await respond.start(200, [(b"Content-Length", str(len(body)).encode()),
+                                  *(headers or [])])
+        for start in range(0, len(body), piece):
+            await respond.data(body[start:start + piece])
+            # Let the proxy read what there is: its reads end at many different places.
+            await trio.testing.wait_all_tasks_blocked()
+        await respond.end()
+
+    return app
+
+
+@pytest.mark.parametrize("piece", [700_001, 3 * MIB])
+async def test_a_large_body_is_scrubbed_across_every_read_and_the_upstream_kept(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy, piece: int) -> None:
+    # The secret where the head's read ends, across the 1 MiB read boundary, in the middle,
+    # across a piece boundary, and as the last bytes of the body.
+    size = 3 * MIB + 12345
+    body = body_with_secrets(size, [0, MIB - 7, MIB + 300_000, 700_001 - 20,
+                                    size - len(SECRET)])
+    proxy, seen = await github(nursery, pki, start_route_proxy, sized(body, piece=piece))
+    expected = body.replace(SECRET, proxy.token.reveal().encode())
+    client = await proxy.client()
+    for _ in range(2):
+        response = await client.request("GET", "/github/big", [bearer(proxy)])
+        assert response.status == 200
+        assert response.header(b"transfer-encoding") == b"chunked"  # the length changed
+        assert SECRET not in response.body
+        assert response.body == expected
+        client.next_cycle()
+    assert seen.connections == 1  # the upstream connection carried both
+    await wait_for_events(proxy, 2)
+    events = [e for e in proxy.events if isinstance(e, NetworkEvent)]
+    assert [(e.reason, e.status, e.bytes_in) for e in events] == [
+        ("forwarded", 200, len(expected))] * 2
+
+
+async def test_a_large_body_on_a_closing_connection_is_not_reused(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    body = body_with_secrets(MIB, [MIB // 2])
+    app = sized(body, piece=MIB, headers=[(b"Connection", b"close")])
+    proxy, seen = await github(nursery, pki, start_route_proxy, app)
+    client = await proxy.client()
+    for _ in range(2):
+        response = await client.request("GET", "/github/big", [bearer(proxy)])
+        assert response.body == body.replace(SECRET, proxy.token.reveal().encode())
+        client.next_cycle()
+    assert seen.connections == 2
+
+
+async def test_a_large_body_cut_short_ends_the_client_connection(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    sent = 600_000
+
+    async def short(request: UpstreamRequest, respond: Responder) -> None:
+        await respond.start(200, [(b"Content-Length", str(2 * MIB).encode())])
+        await respond.stream.send_all(bytes(sent))
+        await respond.stream.aclose()
+
+    proxy, _ = await github(nursery, pki, start_route_proxy, short)
+    client = await proxy.client()
+    await client.send("GET", "/github/big", [bearer(proxy)])
+    assert (await client.head()).status_code == 200
+    got = 0
+    with pytest.raises(h11.RemoteProtocolError):  # closed without the last chunk
+        while True:
+            event = await client.event()
+            assert isinstance(event, h11.Data), event
+            got += len(event.data)
+    assert got == sent
+    await wait_for_events(proxy, 1)
+    (event,) = [e for e in proxy.events if isinstance(e, NetworkEvent)]
+    assert (event.decision, event.reason, event.status, event.bytes_in) == (
+        "allow", "upstream_error", 200, sent)
+
+
+async def test_a_program_that_leaves_mid_body_stops_the_upstream_read(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    body = bytes(8 * MIB)
+    proxy, seen = await github(nursery, pki, start_route_proxy, sized(body, piece=MIB))
+    client = await proxy.client()
+    await client.send("GET", "/github/big", [bearer(proxy)])
+    assert (await client.head()).status_code == 200
+    event = await client.event()
+    assert isinstance(event, h11.Data)
+    await client.aclose()  # gone, with most of the body still to come
+    await wait_for_events(proxy, 1)
+    (network,) = [e for e in proxy.events if isinstance(e, NetworkEvent)]
+    assert (network.decision, network.reason, network.status) == ("allow", "client_gone", 200)
+    assert network.bytes_in < len(body)  # (a piece cut off mid-send is not counted)
+    assert seen.connections == 1
