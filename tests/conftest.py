@@ -79,18 +79,20 @@ class SandboxUser:
 
     def run(self, policy: ResolvedPolicy, argv: Sequence[str], *, cwd: str,
             env: Sequence[tuple[str, str]] = (), stdin: bytes = b"",
-            timeout: float = 60) -> Result:
+            timeout: float = 60, umask: int = -1) -> Result:
         request = LaunchRequest(argv=tuple(argv), cwd=cwd, env=tuple(env))
-        return self.run_request(policy, request, stdin=stdin, timeout=timeout)
+        return self.run_request(policy, request, stdin=stdin, timeout=timeout, umask=umask)
 
     def run_with_pins(self, policy: ResolvedPolicy, argv: Sequence[str], *, cwd: str,
-                      pins: tuple[tuple[str, bytes], ...]) -> Result:
+                      pins: tuple[tuple[str, bytes], ...], umask: int = -1) -> Result:
         request = LaunchRequest(argv=tuple(argv), cwd=cwd, pins=pins)
-        return self.run_request(policy, request)
+        return self.run_request(policy, request, umask=umask)
 
     def run_request(self, policy: ResolvedPolicy, request: LaunchRequest, *,
-                    stdin: bytes = b"", timeout: float = 60, nouserns: bool = False) -> Result:
-        """``nouserns``: under ``tests/nouserns.py`` (the kernel refuses new namespaces)."""
+                    stdin: bytes = b"", timeout: float = 60, nouserns: bool = False,
+                    umask: int = -1) -> Result:
+        """``nouserns``: under ``tests/nouserns.py`` (the kernel refuses new namespaces).
+        ``umask``: the runner's (and so its fork server's) umask; -1 leaves ours."""
         line = msgspec.json.encode({"policy": policy, "request": request}) + b"\n"
         runner = str(RUNNER)
         tests = RUNNER.parent
@@ -105,7 +107,7 @@ class SandboxUser:
                    *cmd]
         proc_env = {"PATH": "/usr/bin:/bin", **self.env}
         proc = subprocess.run(cmd, input=line + stdin, capture_output=True, timeout=timeout,
-                              env=proc_env, cwd="/", check=False)
+                              env=proc_env, cwd="/", check=False, umask=umask)
         return Result(proc.returncode, proc.stdout.decode(errors="replace"),
                       proc.stderr.decode(errors="replace"))
 

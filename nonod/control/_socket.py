@@ -10,8 +10,10 @@ Rules:
 - The socket's directory is ``0700`` (``0750`` with a ``socket_group`` for the system daemon),
   owned by the daemon's user, and never a symlink; a directory that fails this is refused, not
   repaired, unless it is the default location (then its mode is corrected).
-- The socket is ``0600`` (``0660`` with a group). It is created under a restrictive umask, so
-  there is no moment where it is more open than that.
+- The socket is ``0600`` (``0660`` with a group). Its mode is set on the socket before
+  ``bind`` (Linux makes the file with that mode less the umask), so there is no moment where it
+  is more open than that. The process umask is never changed: it is shared by every thread,
+  and a child forked meanwhile (the fork server, whose sessions inherit it) would keep it.
 - ``<socket>.lock`` is held (``flock``) for the daemon's lifetime: a second daemon fails on it
   with a clear message and never touches the live socket. A socket file left by a dead daemon
   (nothing accepts on it) is replaced; one that still accepts connections is never stolen.
@@ -206,11 +208,8 @@ def bind_control_socket(
         _clear_stale(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            old_umask = os.umask(0o777 & ~mode)
-            try:
-                sock.bind(str(path))
-            finally:
-                os.umask(old_umask)
+            os.fchmod(sock.fileno(), mode)  # the file is born with at most this mode
+            sock.bind(str(path))
             os.chmod(path, mode)
             if gid is not None:
                 os.chown(path, -1, gid)

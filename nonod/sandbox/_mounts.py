@@ -333,6 +333,12 @@ def expand_root(grants: Sequence[Grant]) -> list[Grant]:
 # --- child side ----------------------------------------------------------------------------
 
 
+# What the launcher makes in the session's own root has exactly the mode it asks for: the umask
+# is inherited from the daemon (whatever it was when the fork server started), and a directory
+# on the way to a grant that lost its search bit to it (umask 0177) cannot be crossed once the
+# capabilities are dropped: the grant would be out of the program's reach.
+
+
 def _mkdirs(path: str) -> None:
     parts = path.strip("/").split("/")
     cur = ""
@@ -341,13 +347,25 @@ def _mkdirs(path: str) -> None:
         try:
             os.mkdir(cur, 0o755)
         except FileExistsError:
-            pass
+            continue
+        os.chmod(cur, 0o755)  # noqa: S103 - in the session's own root, what mkdir asked for
+
+
+def _create(path: str, mode: int, flags: int = 0) -> int:
+    """A file at ``path`` (in the session's own root) with exactly ``mode``, open for
+    writing."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, mode)
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _touch(path: str, mode: int = 0o644) -> None:
     _mkdirs(os.path.dirname(path))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, mode)
-    os.close(fd)
+    os.close(_create(path, mode))
 
 
 def _bind(source: str, target: str, *, writable: bool, nodev: bool = True) -> None:
@@ -494,7 +512,7 @@ def _pin(target: str, data: bytes, index: int) -> None:
     copy = f"{PIN_DIR}/{index}"
     # The copy keeps the read and execute bits of the file it covers (a tool's shim runs).
     mode = os.stat(target).st_mode & 0o555
-    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    fd = _create(copy, mode, os.O_EXCL)
     try:
         view = memoryview(data)
         while view:

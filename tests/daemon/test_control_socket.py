@@ -52,6 +52,36 @@ def test_socket_and_directory_are_private(daemon_thread: DaemonThread) -> None:
     assert stat.S_IMODE(os.lstat(sock.parent).st_mode) == 0o700
 
 
+def _umask_now() -> int:
+    """The process umask, read without changing it."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+
+
+def test_binding_leaves_the_process_umask_alone_and_the_socket_is_born_private(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The umask is the whole process's: a child another thread forks while the socket is
+    bound (a daemon's fork server, whose sessions keep it) must not get a borrowed one. At the
+    moment of ``bind`` the umask is still ours (0 here), and the file is 0600 all the same."""
+    seen: list[tuple[int, int]] = []
+
+    class Watched(socket.socket):
+        def bind(self, address: object) -> None:
+            super().bind(address)  # type: ignore[arg-type]
+            seen.append((_umask_now(), stat.S_IMODE(os.lstat(str(address)).st_mode)))
+
+    monkeypatch.setattr(socket, "socket", Watched)
+    run = short_tmp / "run"
+    run.mkdir(mode=0o700)
+    old = os.umask(0)
+    try:
+        bound = bind_control_socket(run / "nonod.sock", default_location=False)
+    finally:
+        os.umask(old)
+    bound.release()
+    assert seen == [(0, 0o600)]
+
+
 def test_a_second_daemon_does_not_steal_the_live_socket(daemon_thread: DaemonThread) -> None:
     before = os.lstat(daemon_thread.socket).st_ino
     with pytest.raises(DaemonRunning, match="already running"):

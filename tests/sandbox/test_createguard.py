@@ -168,6 +168,25 @@ def test_protected_names_cannot_be_created_by_any_syscall(
     assert _listing(home, work) == before  # nothing made on the host, mtimes unchanged
 
 
+def test_a_daemon_umask_without_the_search_bit_does_not_refuse_the_launch(
+        sandbox_user: SandboxUser, layout: tuple[Path, Path]) -> None:
+    """The fork server keeps the umask the daemon had when it started it (0177 if another
+    thread was binding a control socket then). The directories the launcher makes in the
+    session's root on the way to the grants (``/tmp/nono-test-*`` in the private ``/tmp``)
+    must still be searchable, or the guard cannot open the workdir once the capabilities are
+    dropped and the launch is refused at step 'createguard' (EACCES)."""
+    home, work = layout
+    r = sandbox_user.run(layout_policy(home, work), probe(
+        "t(lambda: open('made.txt', 'w').write('made'))\n"
+        "t(lambda: open('.envrc', 'w'))\n"
+        f"t(lambda: oct(os.stat('{work.parent.parent}').st_mode & 0o777))\n"
+    ), cwd=str(work), env=(("HOME", str(home)),), umask=0o177)
+    assert r.code == 0, r.stderr
+    assert r.stdout.splitlines() == ["OK 4", "EACCES", "OK 0o755"]
+    assert (work / "made.txt").read_text() == "made"
+    assert not (work / ".envrc").exists()
+
+
 def test_other_names_are_created_with_the_programs_umask(
         sandbox_user: SandboxUser, layout: tuple[Path, Path]) -> None:
     home, work = layout

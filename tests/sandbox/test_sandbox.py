@@ -368,6 +368,23 @@ def test_pinned_file_survives_replacement_on_host(
     assert lines[2] in ("EBUSY", "EROFS", "EACCES", "EXDEV")
 
 
+def test_a_pinned_copy_keeps_its_modes_under_any_daemon_umask(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """The copy mounted over a pinned file keeps the file's read and execute bits whatever
+    umask the fork server inherited: a pinned tool stays runnable."""
+    work = home / "work"
+    tool = work / "tool.sh"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    pol = policy((work, Access.READWRITE))
+    r = sandbox_user.run_with_pins(pol, probe(
+        f"t(lambda: oct(os.stat('{tool}').st_mode & 0o777))\n"
+        f"t(lambda: os.access('{tool}', os.X_OK))\n"
+    ), cwd=str(work), pins=((str(tool), b"#!/bin/sh\necho pinned\n"),), umask=0o177)
+    assert r.code == 0, r.stderr
+    assert r.stdout.splitlines() == ["OK 0o555", "OK True"]
+
+
 def test_root_grant_dev_grants_and_var_grant(sandbox_user: SandboxUser, home: Path) -> None:
     """A "/" grant keeps the sandbox's own root; group grants of /dev nodes keep them usable;
     a /var grant does not hide the private /var/tmp."""
