@@ -52,6 +52,7 @@ from ._scrub import scrub_replacements as scrub_replacements
 from ._secret import Secret as Secret
 from ._session_ca import SessionCA as SessionCA
 from ._session_ca import intercepted_hosts as intercepted_hosts
+from ._session_ca import policy_intercepts as policy_intercepts
 from ._session_ca import session_trust as session_trust
 from ._sources import KEYRING_SERVICE as KEYRING_SERVICE
 from ._sources import CredentialRef as CredentialRef

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ._routes import Route
+from ..policy import NetworkPolicy
+from ._routes import Route, session_routes
 
 #: nono's defaults: a CA for a day, leaves for an hour (capped by the CA's own expiry).
 CA_VALIDITY: Final = 24 * 3600
@@ -175,6 +176,14 @@ def intercepted_hosts(routes: Iterable[Route]) -> list[str]:
     return sorted({route.host for route in routes if route.scheme == "https"})
 
 
+def policy_intercepts(net: NetworkPolicy) -> tuple[str, ...]:
+    """The hosts a session of this network policy intercepts: none without
+    ``tls_intercept`` or without the proxy (no network, or the host's network as it is)."""
+    if net.tls_intercept is None or not net.restricted or net.block:
+        return ()
+    return tuple(intercepted_hosts(session_routes(net)))
+
+
 def session_trust(ca: SessionCA, bundle_path: str = TRUST_BUNDLE
                   ) -> tuple[tuple[str, bytes], tuple[tuple[str, str], ...]]:
     """What the session's view needs to trust ``ca``: the pin ``(path, bytes)`` that puts the
@@ -187,4 +196,4 @@ def session_trust(ca: SessionCA, bundle_path: str = TRUST_BUNDLE
 
 
 __all__ = ["BUNDLE_VARIABLES", "CA_VALIDITY", "LEAF_VALIDITY", "TRUST_BUNDLE", "SessionCA",
-           "intercepted_hosts", "session_trust"]
+           "intercepted_hosts", "policy_intercepts", "session_trust"]

@@ -121,6 +121,7 @@ class ProgramStarter:
                 session.audit.hidden = services.hidden
                 await session.audit.open(session.record, services)
             session.record.limits = policy.limits
+            session.record.intercepts = services.intercepts
             session.cgroup, limit_layers = self.cgroups.create(session.id, policy,
                                                                parent_group)
             if session.cgroup is not None and parent_group is not None:

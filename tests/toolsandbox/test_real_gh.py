@@ -8,6 +8,7 @@ fake sees the real token; the agent never can."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -111,9 +112,14 @@ def test_the_real_gh_reaches_the_api_as_a_tool_session_and_the_agent_never_holds
     daemon = DaemonThread(short_tmp, config=config).start()
     try:
         run = CLI(cli_env(daemon.socket, short_tmp), work)
+        dry = run("launch", "--dry-run", "--profile", str(profile), "--allow-cwd", "--",
+                  "/bin/sh", "bot.sh")
         done = run("launch", "--profile", str(profile), "--allow-cwd", "--", "/bin/sh",
                    "bot.sh")
         sessions = json.loads(run("ps", "--all", "--json").stdout)
+        inspected = {str(s["id"]): json.loads(run("inspect", "--json", str(s["id"])).stdout)
+                     for s in sessions}
+        shown = {str(s["id"]): run("inspect", str(s["id"])).stdout for s in sessions}
     finally:
         daemon.stop()
     assert done.returncode == 0, (done.stdout, done.stderr)
@@ -151,6 +157,16 @@ def test_the_real_gh_reaches_the_api_as_a_tool_session_and_the_agent_never_holds
         ("GET", "/repos/octo/hello/pulls", "deny")}
     assert [r["route"] for r in records if r.get("type") == "credential_injected"] == \
         ["github", "github"]
+    # Which hosts are intercepted: gh's sessions api.github.com; the bot's own none (its
+    # allowed hosts stay blind tunnels). The dry run says so before anything runs.
+    assert {c["id"]: inspected[c["id"]]["intercepts"] for c in children} == {
+        c["id"]: ["api.github.com"] for c in children}
+    assert inspected[agent["id"]].get("intercepts", []) == []
+    assert all(re.search(r"tls intercept\s+api\.github\.com", shown[c["id"]]) for c in children)
+    assert "tls intercept" not in shown[agent["id"]]
+    assert dry.returncode == 0, dry.stderr
+    assert "gh (/usr/bin/gh): hosts api.github.com; routes github; intercepts TLS of " \
+        "api.github.com; argv rules" in dry.stdout, dry.stdout
     for path in daemon.state_dir.rglob("*"):
         if path.is_file():
             assert REAL.encode() not in path.read_bytes(), path
