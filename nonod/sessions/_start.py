@@ -124,9 +124,11 @@ class ProgramStarter:
             session.record.intercepts = services.intercepts
             session.cgroup, limit_layers = self.cgroups.create(session.id, policy,
                                                                parent_group)
-            if session.cgroup is not None and parent_group is not None:
-                # A tool session joins its group inside its agent's: never a warm launcher's
-                # group, which is made beside the agent's and would escape its limits.
+            if session.cgroup is not None and parent_group is not None and \
+                    session.cgroup.path.startswith(parent_group.path.rstrip("/") + "/"):
+                # A tool session's groups are inside its agent's: no limits to hand a warm
+                # launcher (whose group is beside the agent's), so the fork server launches
+                # it cold, joining these groups first.
                 request = msgspec.structs.replace(request, cgroup_procs=session.cgroup.procs)
             elif session.cgroup is not None:
                 request = msgspec.structs.replace(

@@ -7,10 +7,11 @@ from __future__ import annotations
 import errno
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from nonod.cgroups import open_backend
+from nonod.cgroups import open_backend, subtree_tag
 from tests.daemon.conftest import DaemonThread
 from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
 from tests.daemon.test_cli import CLI, cli_env
@@ -100,9 +101,18 @@ def test_the_agents_caps_bound_its_tools(short_tmp: Path) -> None:
     try:
         run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{short_tmp}/bin:/usr/bin:/bin"),
                   work)
+        for _ in range(2):  # warm launchers are made for tools like these (none may be used)
+            warmup = run("launch", "--profile", str(profile), "--allow-cwd", "--", "hog",
+                         "fork", "0")
+            assert warmup.returncode == 0, warmup.stderr
         done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
                    PY, "-S", "agent.py")
         sessions = json.loads(run("ps", "--all", "--json").stdout)
+        # No group is left behind while the daemon runs: the tools launched cold, in their
+        # agent's groups, never leaving a warm launcher's group empty beside them.
+        subtree = Path("/sys/fs/cgroup/pids", f"nono-{subtree_tag(str(daemon.state_dir))}")
+        left = [g.name for g in subtree.iterdir()
+                if g.is_dir() and not (g / "cgroup.procs").read_text().split()]
     finally:
         daemon.stop()
     assert done.returncode == 0, [(x["id"], x.get("parent"), x.get("reason"), x["signal"],
@@ -117,14 +127,20 @@ def test_the_agents_caps_bound_its_tools(short_tmp: Path) -> None:
     # Memory: 24M held by the agent + 76M by the tool exceed the agent's 96M; the OOM killer
     # acts inside the agent's tree (not the host's) and kills the largest, the tool. The
     # agent, which held less, goes on (it printed this).
-    agent = next(s for s in sessions if s.get("parent") is None)
-    fork_tool, mem_tool = sorted((s for s in sessions if s.get("parent") == agent["id"]),
-                                 key=lambda s: str(s["started_at"]))
+    agent = next(s for s in sessions if "agent.py" in s["argv"])
+    tools = sorted((s for s in sessions if s.get("parent") == agent["id"]),
+                   key=lambda s: str(s["started_at"]))
+    assert len(tools) == 2
+    fork_tool, mem_tool = tools
     assert out["mem"][1] == "" and out["mem"][0] != 0, out
     assert mem_tool["signal"] == 9 and mem_tool["usage"]["oom_kills"] == 1, mem_tool
     assert fork_tool["usage"]["pids_limit_hits"] >= 1
-    limits = next(layer for layer in mem_tool["enforcement"]["layers"]
-                  if layer["name"] == "limits")
-    assert f"/{agent['id']}/{mem_tool['id']};" in limits["detail"]
+    def limits(session: dict[str, Any]) -> str:
+        return str(next(layer["detail"] for layer in session["enforcement"]["layers"]
+                        if layer["name"] == "limits"))
+
+    agent_group = limits(agent).rsplit(" ", 1)[-1]
+    assert f" {agent_group}/{mem_tool['id']}; inside its agent's group" in limits(mem_tool)
+    assert left == []
     # Teardown removed the groups, the tools' (inside the agent's) with the agent's.
     assert not [p for p in Path("/sys/fs/cgroup").glob(f"*/**/{agent['id']}")]
