@@ -41,7 +41,9 @@ out outside "$(gh api repos/octo/hello/pulls 2>&1; echo " rc=$?")"
 out own_env "$(env | grep -c -e GH_TOKEN -e REAL)"
 out own_direct "$(curl -s -o /dev/null -w '%{http_code}' https://api.github.com/user; \
     echo " rc=$?")"
-out own_route "$(curl -s -o /dev/null -w '%{http_code}' "${HTTP_PROXY%/}/github/user")"
+out own_route "$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' \
+    -H "Proxy-Authorization: Bearer $NONO_PROXY_TOKEN" -H 'Authorization: Bearer x' \
+    "http://127.0.0.1:${HTTP_PROXY##*:}/github/repos/octo/hello/issues")"
 '''
 
 
@@ -138,12 +140,23 @@ def test_the_real_gh_reaches_the_api_as_a_tool_session_and_the_agent_never_holds
         assert "HTTP 403" in out[name] and not out[name].endswith("rc=0"), out[name]
     # The agent holds no token and no way to one.
     assert out["own_env"] == "0"
-    assert out["own_direct"] in ("000 rc=56", "403 rc=0"), out["own_direct"]
-    assert out["own_route"] in ("400", "403", "404", "407"), out["own_route"]
+    # Its CONNECT to api.github.com is refused (not one of its hosts), and its proxy has no
+    # route to ask for (the agent has no credential route at all).
+    assert out["own_direct"] == "000 rc=56", out["own_direct"]
+    assert out["own_route"] in ("400", "403", "404"), out["own_route"]
     # Four tool sessions under the agent; the audit on both sides.
     agent = next(s for s in sessions if s.get("parent") is None)
     children = [s for s in sessions if s.get("parent") == agent["id"]]
     assert len(children) == 4
+    own = [json.loads(line)["event"] for line in (
+        daemon.state_dir / "sessions" / str(agent["id"]) / "audit.ndjson"
+    ).read_text().splitlines() if line]
+    assert [(e["mode"], e["host"], e["decision"], e["reason"]) for e in own
+            if e["type"] == "network" and e["host"]] == [
+        ("connect", "api.github.com", "deny", "not_allowed")]
+    assert not [e for e in own if e["type"] == "credential_injected"]
+    assert [e["child"] for e in own if e["type"] == "tool_started"] == \
+        [c["id"] for c in sorted(children, key=lambda c: str(c["started_at"]))]
     records = [json.loads(line)["event"]
                for child in children
                for line in (daemon.state_dir / "sessions" / str(child["id"]) /
