@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import trustme
 
 from tests.approvals.conftest import QuietHandler, https_server
 from tests.daemon.conftest import DaemonThread
 from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
 from tests.daemon.test_cli import CLI, cli_env
+from tests.toolsandbox._fakes import private_ca
 
 pytestmark = [pytest.mark.root, pytest.mark.userns]
 
@@ -58,10 +58,8 @@ class Upstream:
 
 @pytest.fixture
 def github(tmp_path: Path) -> Iterator[Upstream]:
-    ca = trustme.CA()
-    upstream = Upstream(ca_file=tmp_path / "ca.pem")
-    ca.cert_pem.write_to_path(str(upstream.ca_file))
-    upstream.ca_file.chmod(0o644)
+    ca, ca_file = private_ca(tmp_path)
+    upstream = Upstream(ca_file=ca_file)
 
     class Handler(QuietHandler):
         def _answer(self) -> None:

@@ -15,6 +15,7 @@ from nonod.cgroups import open_backend, subtree_tag
 from tests.daemon.conftest import DaemonThread
 from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
 from tests.daemon.test_cli import CLI, cli_env
+from tests.toolsandbox._fakes import tool_dirs
 
 pytestmark = [pytest.mark.root, pytest.mark.userns]
 
@@ -67,13 +68,8 @@ print(json.dumps(out), flush=True)
 
 
 def _setup(base: Path) -> tuple[Path, Path, DaemonThread]:
-    work = base / "work"
-    bindir = base / "bin"
-    for d in (work, bindir):
-        d.mkdir(mode=0o755)
-    hog = bindir / "hog"
-    hog.write_text(HOG)
-    hog.chmod(0o755)
+    work, hog = tool_dirs(base, "hog", HOG)
+    bindir = hog.parent
     (work / "agent.py").write_text(AGENT)
     profile = base / "agent.json"
     profile.write_text(json.dumps({
