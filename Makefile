@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then echo /usr/bin/python3; else echo python3; fi)
 VENV ?= .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := bubblewrap gnome-keyring libsecret-tools strace iproute2 curl dbus util-linux python3-venv systemd prometheus rsyslog rsyslog-gnutls gh
+SYSTEM_PACKAGES := gcc libc6-dev bubblewrap gnome-keyring libsecret-tools strace iproute2 curl dbus util-linux python3-venv systemd prometheus rsyslog rsyslog-gnutls gh
 STAMP := $(VENV)/.installed
 
 .PHONY: all test lint typecheck pytest demo system-deps venv clean bench
@@ -25,7 +25,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-venv: $(STAMP)
+# The session's pid 1 once its program runs (nonod/sandbox/_reaper.py): static, so that it
+# needs nothing from the session's view. Without it the init stays a Python process.
+REAPER := nonod/sandbox/nono-reaper
+REAPER_SRC := $(wildcard nonod/sandbox/reaper*.c)
+$(REAPER): $(REAPER_SRC) nonod/sandbox/reaper.h
+	$(CC) -static -Os -s -Wall -Wextra -Werror -o $@ $(REAPER_SRC)
+
+venv: $(STAMP) $(REAPER)
 
 lint: venv
 	$(BIN)/ruff check nonod nonoctl tests bench examples
@@ -51,4 +58,4 @@ bench: system-deps venv
 	$(BIN)/python bench/table.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(REAPER)

@@ -108,12 +108,13 @@ def has_warm_launchers() -> bool:
 
 
 @asynccontextmanager
-async def fork_server(*, probe_file: str | None = None, cold: bool = False
-                      ) -> AsyncIterator[Launcher]:
+async def fork_server(*, probe_file: str | None = None, cold: bool = False,
+                      pyinit: bool = False) -> AsyncIterator[Launcher]:
     """``open_launcher()``; or the same fork server started the same way but with
-    bench/_probe.py installed before it serves (``probe_file``), or with its warm launchers
-    turned off (``cold``). Follows ``nonod.sandbox._api.open_launcher``."""
-    if probe_file is None and not cold:
+    bench/_probe.py installed before it serves (``probe_file``), with its warm launchers
+    turned off (``cold``), or without ``nono-reaper``: every session's init stays the Python
+    interpreter it was before (``pyinit``). Follows ``nonod.sandbox._api.open_launcher``."""
+    if probe_file is None and not cold and not pyinit:
         async with open_launcher() as launcher:
             yield launcher
         return
@@ -125,6 +126,10 @@ async def fork_server(*, probe_file: str | None = None, cold: bool = False
         boot += ("import functools, inspect; "
                  "F.serve = functools.partial(F.serve, warm=False) "
                  "if 'warm' in inspect.signature(F.serve).parameters else F.serve; ")
+    if pyinit:
+        boot += ("import functools, inspect; "
+                 "F.serve = functools.partial(F.serve, reaper=-1) "
+                 "if 'reaper' in inspect.signature(F.serve).parameters else F.serve; ")
     boot += "F.main()"
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:

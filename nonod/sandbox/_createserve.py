@@ -220,6 +220,7 @@ class Supervisor:
         self.refused_at = {os.fsencode(path): frozenset(fold(n) for n in names)
                            for path, names in guard.paths.items()}
         self.ruled = guard.ruled
+        self.keep = guard.keep  # open for the whole session: the identities stay unique
 
     def fileno(self) -> int:
         return self.listener

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import secrets
 import select
@@ -24,7 +25,7 @@ import sys
 import msgspec
 
 from ..cgroups._v1 import apply_limits
-from . import _libc
+from . import _libc, _reaper
 from ._guardhub import GuardHub
 from ._launcher import (
     FDS_PER_PLAN,
@@ -89,8 +90,8 @@ class _Warm:
     audit tag (written before the namespaces were made); its init waits in a cgroup of its
     own when the daemon's sessions get v1 cgroups (``pool``)."""
 
-    def __init__(self, key: WarmKey, hub: GuardHub, pool: tuple[tuple[str, str], ...] = ()
-                 ) -> None:
+    def __init__(self, key: WarmKey, hub: GuardHub, pool: tuple[tuple[str, str], ...] = (),
+                 reaper: int = -1) -> None:
         self.group, self.group_dirs = _pool_group(pool)
         procs = tuple(sorted({os.path.join(d, "cgroup.procs") for d in self.group_dirs.values()}))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -101,7 +102,7 @@ class _Warm:
             ours.close()
             try:
                 run_warm(key[0], key[1], key[2], theirs.detach(), key[3], client.detach(),
-                         key[4], procs)
+                         key[4], procs, reaper)
             finally:
                 os._exit(126)
         theirs.close()
@@ -144,7 +145,8 @@ class _Warm:
             self.sock.close()
 
 
-def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardHub) -> None:
+def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardHub,
+          reaper: int = -1) -> None:
     client = hub.new_client()
     try:
         pid = os.fork()
@@ -156,13 +158,18 @@ def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardH
         sock.close()
         try:
             run_outer(msg_plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
-                      client.detach())
+                      client.detach(), reaper)
         finally:
             os._exit(126)
     client.close()
 
 
-def serve(sock: socket.socket, *, warm: bool = True) -> None:
+def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) -> None:
+    """Serve launch requests on ``sock`` until the daemon closes it. ``reaper``: the memfd
+    every session's init becomes once its program runs (``_reaper``); None loads it, -1
+    keeps the Python init."""
+    if reaper is None:
+        reaper = _reaper.load()
     decoder = msgspec.msgpack.Decoder(LaunchPlan)
     pool: dict[WarmKey, list[_Warm]] = {}
     refill: list[WarmKey] = []
@@ -184,7 +191,7 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
             for wanted in refill:
                 ready_ones = pool.setdefault(wanted, [])
                 while len(ready_ones) < WARM_DEPTH:
-                    ready_ones.append(_Warm(wanted, hub, subtrees))
+                    ready_ones.append(_Warm(wanted, hub, subtrees, reaper))
             refill.clear()
             continue
         try:
@@ -216,7 +223,7 @@ def serve(sock: socket.socket, *, warm: bool = True) -> None:
         waiting = pool.get(key, []) if key is not None else []
         ready = waiting.pop(0) if waiting else None  # the oldest: the likeliest to be done
         if ready is None or not ready.hand_over(msg, fds, plan):
-            _cold(plan, fds, sock, hub)
+            _cold(plan, fds, sock, hub, reaper)
         for fd in fds:
             os.close(fd)
         if (warm and key is not None and key not in refill
@@ -232,6 +239,10 @@ def main() -> None:
         sys.exit(1)  # the daemon died before we could tie our life to it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the daemon's business
     sock = socket.socket(fileno=fd)
+    # Every object made so far (the imports: most of this process) goes to the collector's
+    # permanent generation, so that a collection in a forked launcher does not write to
+    # their headers and copy the pages they share with us.
+    gc.freeze()
     serve(sock)
 
 

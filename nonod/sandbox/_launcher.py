@@ -37,8 +37,15 @@ The steps, in order (``STEPS`` names them in error records):
   program (inherits every restriction above)
    18. setsid, then the controlling terminal if asked
        createguard  layer 2 enforced, the notifying filter installed, its listener handed
-                    to the init, which serves it from then on (``_createserve``)
+                    to the init, which serves it from then on
    19. exec
+  init, once the program has run ``REAPER_AFTER`` (50 ms)
+       reaper       the init execs ``nono-reaper`` (``_reaper``: C, from a sealed memfd the
+                    fork server loaded), which keeps every restriction above and does what
+                    the init does from then on, the creation guard's notifications included
+                    (``reaper_guard.c``, the decisions of ``_createserve``); without the
+                    binary, or for a guard it cannot serve, the init stays this interpreter
+                    (``_serve_as_init``)
 
 Without namespaces (``ns_flags`` 0, landlock-only mode: see ``_mode``), steps 3, 4, 7 (the
 new root) and 8 are skipped, and the init is not pid 1 of anything: the outer process and the
@@ -51,7 +58,10 @@ descendant outlives the session only if the outer process itself is killed with 
 The init stays: a program that is itself pid 1 would ignore default-action signals and leave
 zombies. Init forwards SIGTERM, SIGINT, SIGHUP... to the program, reaps orphans, and reports
 the program's exit status on the exit pipe; when it exits, the kernel kills whatever is left
-in the namespace, so nothing outlives the session.
+in the namespace, so nothing outlives the session. Per session, while the program runs: the
+outer process and the init, both ``nono-reaper`` (a static C program of about 700 KB whose
+text all sessions share; the outer one as ``--outer``, the view guard, once the Python code
+here has set the guard up: ``_outer_life``).
 
 Any failure writes a record ``(step, errno, detail)`` to the CLOEXEC launch pipe and exits
 with status 126: the program never runs unconfined. The outer process reports the init's
@@ -67,13 +77,14 @@ import select
 import signal
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import msgspec
 
 from ..cgroups._types import CgroupLimits
-from . import _libc
+from . import _libc, _reaper
 from ._createguard import MAKE_RIGHTS, Guard, confine_program, pin_dirs, prepare
 from ._createserve import Supervisor
 from ._guardhub import MAX_FDS
@@ -257,12 +268,13 @@ def join_cgroups(procs: tuple[str, ...], pid: int = 0) -> None:
             os.close(fd)
 
 
-def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
-    """Body of the fork server's child. Never returns."""
+def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1) -> None:
+    """Body of the fork server's child (``reaper``: the memfd of ``_reaper``, or -1). Never
+    returns."""
     launch_w = fds[3]
     server = os.getppid()
     try:
-        _step("fork", _close_except, (*fds, hub))
+        _step("fork", _close_except, (*fds, hub, reaper))
         _step("cgroup", join_cgroups, plan.cgroup_procs)
         _step("pdeathsig", _pdeathsig)
         _step("pdeathsig", _dumpable_until_mapped)
@@ -291,7 +303,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
         guard_outer.close()
         os.close(hub)
         try:
-            run_init(plan, fds, alive_r, guard_init)
+            run_init(plan, fds, alive_r, guard_init, reaper)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -303,11 +315,12 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int) -> None:
     for fd in {*fds, 0, 1, 2}:
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
-    _outer_life(pid, guard_outer, hub, plan.ns_flags, server)
+    _outer_life(pid, guard_outer, hub, plan.ns_flags, server, reaper)
 
 
 def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0,
-             hub: int = -1, oom_score_adj: int = -1, pool: tuple[str, ...] = ()) -> None:
+             hub: int = -1, oom_score_adj: int = -1, pool: tuple[str, ...] = (),
+             reaper: int = -1) -> None:
     """A launcher made ahead of time (fork server child): namespaces, init and the empty root
     are ready before any plan exists, so only plan-specific steps remain at launch.
 
@@ -321,7 +334,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     grace period per hierarchy on the launch path). Never returns."""
     server = os.getppid()
     try:
-        _close_except((sock_fd, hub))
+        _close_except((sock_fd, hub, reaper))
         join_cgroups(pool)
         _pdeathsig()
         _dumpable_until_mapped()
@@ -358,7 +371,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
                     uid, gid, ns_flags, audit_tag, oom_score_adj):
                 raise StepFailed("fork", 22, "plan does not match the warm launcher")
             confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
-                            guard_init)
+                            guard_init, reaper)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -373,17 +386,19 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     for fd in (0, 1, 2):
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
-    _outer_life(pid, guard_outer, hub, ns_flags, server)
+    _outer_life(pid, guard_outer, hub, ns_flags, server, reaper)
 
 
-def _outer_life(init: int, guard: socket.socket, hub: int, ns_flags: int, server: int
-                ) -> None:
+def _outer_life(init: int, guard: socket.socket, hub: int, ns_flags: int, server: int,
+                reaper: int = -1) -> None:
     """The outer process after the launch: guard the view and wait for the init; without
     namespaces, also end the session when the fork server dies, and end what is left of it
-    when the init is gone (a pid namespace's end would). Never returns."""
+    when the init is gone (a pid namespace's end would). Once the guard is set up, this
+    process becomes ``nono-reaper --outer`` (``_reaper.become_outer``), which does the same
+    from then on, when it can. Never returns."""
     if not ns_flags:
         _end_with_parent(init, server)
-    _guard_and_wait(init, guard, hub)
+    _guard_and_wait(init, guard, hub, reaper, ns_flags, server)
     if not ns_flags:
         _end_descendants()
     os._exit(0)
@@ -482,7 +497,8 @@ def _hub_watch(hub: socket.socket, view: ViewGuard) -> None:
             os.close(fd)
 
 
-def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1) -> None:
+def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: int = -1,
+                    ns_flags: int = 0, server: int = 0) -> None:
     """The outer process's life after the launch: keep the session's view as built (see
     ``_viewguard``) until the init exits; a guarded path that cannot be covered again ends
     the session."""
@@ -493,16 +509,23 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1) -> None:
         except OSError:
             got = None
     if got is None or hub is None:
+        if reaper >= 0 and not _exits_within(init, REAPER_AFTER):
+            _reaper.become_outer(reaper, init, None, ns_flags, server)
         _wait_for(init)
         return
     view, report = got
     parent = os.getppid()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a gone daemon: _write_all copes
     pidfd = os.pidfd_open(init)
+    later = time.monotonic() + REAPER_AFTER if reaper >= 0 else None
     while True:
         try:
-            ready, _, _ = select.select([hub.fileno(), pidfd], [], [])
+            ready, _, _ = select.select([hub.fileno(), pidfd], [], [], _left(later))
         except InterruptedError:
+            continue
+        if not ready and later is not None:  # the session goes on: the rest is the reaper's
+            later = None
+            _reaper.become_outer(reaper, init, (hub.fileno(), view, report), ns_flags, server)
             continue
         if pidfd in ready:
             break
@@ -543,6 +566,16 @@ def _parent_gone(parent: int, patience: float = 0.5) -> bool:
             return True
         select.select([], [], [], 0.01)
     return False
+
+
+def _exits_within(pid: int, seconds: float) -> bool:
+    """Whether our child ``pid`` has exited, or does within ``seconds`` (not reaped)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], seconds)
+    finally:
+        os.close(pidfd)
+    return bool(ready)
 
 
 def _wait_for(pid: int) -> int:
@@ -586,11 +619,12 @@ def _rlimits(max_processes: int) -> None:
         resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
 
 
-def _stdio(fds: Fds) -> tuple[int, int, int]:
+def _stdio(fds: Fds, reaper: int = -1) -> tuple[int, int, int]:
     """Put the caller's descriptors on 0, 1, 2, then the launch pipe, the exit pipe and the
-    control socket on 3, 4, 5 (close-on-exec: the program never gets them)."""
-    # dup everything first so that a target on 0..5 is never overwritten early
-    src = [os.dup(fd) for fd in fds]
+    control socket on 3, 4, 5, and the reaper's memfd (if any) on ``_reaper.FD`` (6)
+    (close-on-exec: the program never gets them)."""
+    # dup everything first so that a target on 0..6 is never overwritten early
+    src = [os.dup(fd) for fd in (*fds, reaper) if fd >= 0]
     for target, fd in enumerate(src):
         os.dup2(fd, target, inheritable=target < 3)
     return 3, 4, CONTROL_FD
@@ -614,12 +648,14 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signa
              signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
 
 
-def run_init(plan: LaunchPlan, fds: Fds, alive_r: int, guard: socket.socket) -> None:
+def run_init(plan: LaunchPlan, fds: Fds, alive_r: int, guard: socket.socket,
+             reaper: int = -1) -> None:
     """Pid 1 of the session: confine itself step by step, fork the program, then stay as the
-    namespace's init: forward signals to the program, reap orphans, report the program's exit
-    status on the exit pipe and exit (which ends every process left in the namespace)."""
+    namespace's init (``nono-reaper`` from ``reaper``, else this interpreter): forward
+    signals to the program, reap orphans, report the program's exit status on the exit pipe
+    and exit (which ends every process left in the namespace)."""
     prepare_init(alive_r, plan.ns_flags)
-    confine_and_run(plan, fds, guard)
+    confine_and_run(plan, fds, guard, reaper)
 
 
 def prepare_init(alive_r: int, ns_flags: int) -> None:
@@ -671,7 +707,8 @@ def _end_descendants() -> None:
             continue
 
 
-def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket) -> None:
+def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: int = -1
+                    ) -> None:
     if plan.ns_flags & _libc.CLONE_NEWNS:
         _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned)
     if plan.creation_refused:
@@ -680,18 +717,20 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket) -> None:
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits, plan.max_processes)
     try:
-        launch_w, exit_w, control = _stdio(fds)
+        launch_w, exit_w, control = _stdio(fds, reaper)
     except OSError as exc:
         raise StepFailed("stdio", exc.errno or 0, "dup2") from None
     try:
-        _confined_tail(plan, launch_w, exit_w, control)
+        _confined_tail(plan, launch_w, exit_w, control, reaper >= 0)
     except StepFailed as exc:
         # The caller's descriptor numbers are gone (close_fds): report on ours.
         _fail(launch_w, exc)
 
 
-def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int) -> None:
-    _step("close_fds", _libc.close_range, CONTROL_FD + 1, 0xFFFFFFFF)
+def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
+                   reaper: bool = False) -> None:
+    _step("close_fds", _libc.close_range, _reaper.FD + 1 if reaper else CONTROL_FD + 1,
+          0xFFFFFFFF)
     if plan.proxy_port:
         _step("loopback", _hand_over_listener, control, plan.proxy_port)
     _step("no_new_privs", _no_new_privs)
@@ -719,7 +758,7 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int) -
     os.close(launch_w)
     for fd in (0, 1, 2):
         os.close(fd)  # the terminal belongs to the program now
-    _serve_as_init(pid, exit_w, control, supervisor, plan.ns_flags)
+    _serve_as_init(pid, exit_w, control, supervisor, plan.ns_flags, reaper)
 
 
 def _writable_roots(plan: LaunchPlan) -> list[str]:
@@ -782,11 +821,14 @@ def _program_session(plan: LaunchPlan) -> None:
 
 
 def _serve_as_init(program: int, exit_w: int, control: int,
-                   supervisor: Supervisor | None = None, ns_flags: int = -1) -> None:
+                   supervisor: Supervisor | None = None, ns_flags: int = -1,
+                   reaper: bool = False) -> None:
     """Forward signals, reap, and answer the daemon's requests on ``control``: ``C<port>``
     opens a TCP connection to 127.0.0.1:<port> inside the session's network namespace (the
     daemon cannot enter it) and returns the socket, for ``--listen-port`` forwarding. With
-    the creation guard, answer the program's creation syscalls too (``_createserve``)."""
+    the creation guard, answer the program's creation syscalls too (``_createserve``).
+    With ``reaper`` (its memfd on ``_reaper.FD``), become ``nono-reaper`` if the program
+    still runs after ``REAPER_AFTER`` seconds."""
 
     def forward(sig: int, _frame: object) -> None:
         try:
@@ -805,13 +847,18 @@ def _serve_as_init(program: int, exit_w: int, control: int,
     if supervisor is not None:
         watch.append(supervisor.fileno())
     status = 0xFF00
+    later = time.monotonic() + REAPER_AFTER if reaper else None
     while True:
         done, status = _reap_until(program, status)
         if done:
             break
         try:
-            ready, _, _ = select.select(watch, [], [])
+            ready, _, _ = select.select(watch, [], [], _left(later))
         except InterruptedError:
+            continue
+        if not ready and later is not None:
+            later = None
+            _become_reaper(program, exit_w, control, ns_flags, supervisor)
             continue
         if wake_r in ready:
             try:
@@ -836,6 +883,26 @@ def _serve_as_init(program: int, exit_w: int, control: int,
     else:
         _write_all(exit_w, record(REC_EXIT, os.WEXITSTATUS(status), 0))
     os._exit(0)
+
+
+#: How long the outer process and the init stay Python before they become ``nono-reaper``:
+#: a session that ends sooner (a quick command) never pays for the two ``execve``.
+REAPER_AFTER = 0.05
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _become_reaper(program: int, exit_w: int, control: int, ns_flags: int,
+                   supervisor: Supervisor | None) -> None:
+    """The init becomes ``nono-reaper``; the signals it forwards (and SIGCHLD) wait, blocked,
+    for the reaper's signalfd (blocking runs the handlers of those already caught). Returns
+    only if it cannot: the Python loop goes on."""
+    held = {*FORWARDED, signal.SIGCHLD}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    _reaper.become(program, exit_w, control, ns_flags, supervisor)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 def _reap_until(program: int, status: int) -> tuple[bool, int]:

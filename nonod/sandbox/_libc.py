@@ -64,6 +64,7 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 PR_SET_CHILD_SUBREAPER = 36
 PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 KEYCTL_JOIN_SESSION_KEYRING = 1
@@ -185,6 +186,21 @@ def drop_all_capabilities() -> None:
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     _check(_syscall(_NR["capset"], ctypes.byref(header), ctypes.byref(data)))
+
+
+def keep_capabilities_across_exec() -> None:
+    """Raise every permitted capability into the inheritable and ambient sets, so that a
+    process holding them as a user namespace's owner (not uid 0 there) keeps them through
+    ``execve`` (the launcher's outer process becoming ``nono-reaper --outer``)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_syscall(_NR["capget"], ctypes.byref(header), ctypes.byref(data)))
+    for half in data:
+        half.inheritable = half.permitted
+    _check(_syscall(_NR["capset"], ctypes.byref(header), ctypes.byref(data)))
+    for cap in range(64):
+        if data[cap // 32].permitted & (1 << (cap % 32)):
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
 
 
 def uid_without_capabilities() -> bool:

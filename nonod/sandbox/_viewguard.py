@@ -120,6 +120,10 @@ class ViewGuard:
             self._mounts[op.target] = mount if covered else -1
         self.check()
 
+    def mounted(self, target: str) -> int:
+        """The id of the mount this guard put (or found) on ``target``; -1: none."""
+        return self._mounts[target]
+
     def identities(self) -> list[tuple[int, int]]:
         """(device, inode) of each of :attr:`dirs` as they are now ((0, 0) if missing or not
         a directory): when these differ from :attr:`watched`, the watches must be renewed."""

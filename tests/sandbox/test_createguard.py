@@ -221,6 +221,43 @@ def test_other_names_are_created_with_the_programs_umask(
     assert not (home / "o2c.txt").exists()
 
 
+def test_names_are_refused_as_they_fold(sandbox_user: SandboxUser,
+                                       layout: tuple[Path, Path]) -> None:
+    """The supervisor (``nono-reaper``) compares names decomposed and case-folded: a spelling
+    that folds to a refused name is refused; other non-ASCII names, and names that are not
+    UTF-8, are created."""
+    home, work = layout
+    out = run_in(sandbox_user, home, work, (
+        "def make(name): os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644))\n"
+        "t(lambda: make('.v\\u017fcode'))\n"  # LATIN SMALL LETTER LONG S: folds to s
+        "t(lambda: make('.GITHUB'))\n"
+        "t(lambda: make('r\\u00e9sum\\u00e9.txt'))\n"
+        "t(lambda: make(b'\\xff.envrc'))\n"
+        "t(lambda: make('.\\uff45nvrc'))\n"  # FULLWIDTH e: folds to itself, not ASCII
+    ))
+    assert out == ["EACCES", "EACCES", "OK ", "OK ", "OK "]
+    assert not (work / ".v\u017fcode").exists() and not (work / ".GITHUB").exists()
+    assert (work / "r\u00e9sum\u00e9.txt").is_file()
+    assert os.path.isfile(os.fsencode(work) + b"/\xff.envrc")
+
+
+def test_the_reapers_fold_table_is_unicodes() -> None:
+    """``reaper_guard.c`` folds a name to ASCII with a table of the non-ASCII characters
+    whose NFD + casefold is ASCII: it must be exactly those of this Python's unicodedata."""
+    import re
+    import unicodedata
+
+    source = (Path(__file__).parents[2] / "nonod" / "sandbox" / "reaper_guard.c").read_text()
+    table = {int(cp, 16): fold for cp, fold in
+             re.findall(r'\{0x([0-9A-F]+), "([^"]*)"\}', source)}
+    expected = {}
+    for cp in range(0x80, 0x110000):
+        folded = unicodedata.normalize("NFD", chr(cp)).casefold()
+        if folded.isascii():
+            expected[cp] = folded
+    assert table == expected
+
+
 def test_existing_subdirectories_keep_creation_in_the_kernel(
         sandbox_user: SandboxUser, layout: tuple[Path, Path]) -> None:
     """A program whose memory the init cannot read (non-dumpable) is never emulated for:

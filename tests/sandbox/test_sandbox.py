@@ -269,6 +269,34 @@ def test_pid_namespace_and_clean_pid1(sandbox_user: SandboxUser, home: Path) -> 
     assert lines[4] in ("EACCES", "EPERM")
 
 
+def test_pid1_is_the_reaper_not_an_interpreter(sandbox_user: SandboxUser, home: Path) -> None:
+    """Once the program runs, the session's init is ``nono-reaper`` (``_reaper``): no Python
+    interpreter stays resident per session, and it is not dumpable from its first
+    instruction (its executable is not readable). The writable workdir brings the creation
+    guard, whose supervisor the reaper serves too."""
+    pol = policy((home / "work", Access.READWRITE))
+    r = sandbox_user.run(pol, probe(
+        # The init becomes the reaper once the program has run a while (``REAPER_AFTER``), and
+        # the reaper names itself first thing: wait for that (bounded).
+        "import time\n"
+        "for _ in range(2000):\n"
+        "    if open('/proc/1/comm').read() == 'nono-reaper\\n': break\n"
+        "    time.sleep(0.005)\n"
+        "t(lambda: open('/proc/1/comm').read().strip())\n"
+        "t(lambda: os.readlink('/proc/1/exe'))\n"
+        "t(lambda: len(open('/proc/1/cmdline', 'rb').read().split(b'\\0')))\n"
+        "t(lambda: open('/proc/1/mem', 'rb'))\n"
+    ), cwd=str(home / "work"))
+    assert r.code == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "OK nono-reaper"
+    assert lines[1] in ("EACCES", "EPERM")  # not dumpable: its /proc/1/exe is not ours
+    # nono-reaper PID EXIT_FD CONTROL_FD SUBREAPER LISTENER_FD CONFIG_FD, and the last NUL:
+    # it serves the creation guard too
+    assert lines[2] == "OK 8"
+    assert lines[3] in ("EACCES", "EPERM")
+
+
 def test_failed_step_refuses_launch_and_program_never_runs(
         sandbox_user: SandboxUser, home: Path) -> None:
     marker = home / "work" / "marker"

@@ -1,0 +1,192 @@
+"""A session's processes once its program runs: ``nono-reaper``, a small static program
+built from ``reaper*.c`` by ``make`` (see the Makefile), instead of resident Python
+interpreters.
+
+The fork server loads the binary once into a sealed, execute-only memfd (:func:`load`) that
+every launcher inherits. The init confines itself in Python as before, starts the program,
+and once it has run ``_launcher.REAPER_AFTER`` replaces itself with the reaper (``execveat``
+on that memfd, :func:`become`): the reaper forwards signals, reaps, answers the daemon's
+connect requests, serves the creation
+guard's notifications (the decisions of ``_createserve``, from what the init prepared:
+:func:`guard_config`) and reports the exit status, with every restriction the init had
+(Landlock does not apply to a memfd's path, and the file is not readable, so the reaper is
+not dumpable from its first instruction).
+
+The launcher's outer process does the same with ``--outer`` (:func:`become_outer`,
+``reaper_outer.c``): the view guard, once the Python code has set it up.
+
+Without the binary (a wheel installed without building it, a kernel that refuses to execute
+memfds) :func:`load` returns -1 and both stay the Python loops, which do the same; so does an
+init whose creation guard refuses a name that does not fold to ASCII (the reaper compares
+names folded to ASCII only).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import struct
+from pathlib import Path
+
+from . import _libc
+from ._createserve import Supervisor
+from ._viewguard import ViewGuard
+
+BINARY = Path(__file__).with_name("nono-reaper")
+#: Where the init keeps the memfd after its descriptors are renumbered (``_launcher._stdio``).
+FD = 6
+_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+_U32 = struct.Struct("<I")
+_IDENT = struct.Struct("<QQ")
+_OP = struct.Struct("<IIq")  # kind, absent, the id of the mount on its target (-1: none)
+
+
+def load(binary: Path = BINARY) -> int:
+    """A close-on-exec memfd holding ``binary``, sealed and mode 0111; -1 if there is none."""
+    try:
+        data = binary.read_bytes()
+    except OSError:
+        return -1
+    if not data.startswith(b"\x7fELF"):
+        return -1
+    try:
+        fd = os.memfd_create("nono-reaper", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except OSError:
+        return -1
+    try:
+        _write_all(fd, data)
+        os.fchmod(fd, 0o111)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _names(names: frozenset[str]) -> bytes | None:
+    if not all(name.isascii() for name in names):
+        return None
+    out = [_U32.pack(len(names))]
+    for name in sorted(names):
+        raw = name.encode()
+        out += [_U32.pack(len(raw)), raw]
+    return b"".join(out)
+
+
+def guard_config(supervisor: Supervisor) -> bytes | None:
+    """What ``reaper_guard.c`` reads: the guarded directories by identity and by path with
+    their refused names, folded, and the directories with a layer-2 rule of their own (all
+    little endian). None if a refused name does not fold to ASCII."""
+    out = [b"NGC1", _U32.pack(len(supervisor.refused))]
+    for (dev, ino), names in supervisor.refused.items():
+        packed = _names(names)
+        if packed is None:
+            return None
+        out += [_IDENT.pack(dev, ino), packed]
+    out.append(_U32.pack(len(supervisor.refused_at)))
+    for path, names in supervisor.refused_at.items():
+        packed = _names(names)
+        if packed is None:
+            return None
+        out += [_U32.pack(len(path)), path, packed]
+    out.append(_U32.pack(len(supervisor.ruled)))
+    out += [_IDENT.pack(dev, ino) for dev, ino in sorted(supervisor.ruled)]
+    return b"".join(out)
+
+
+def become(program: int, exit_w: int, control: int, ns_flags: int,
+           supervisor: Supervisor | None = None) -> None:
+    """Replace this process (the session's init, confined, its program started) with the
+    reaper on :data:`FD`. Returns only if it cannot (no exec, or a creation guard it cannot
+    serve): the caller then serves as the Python init, with the descriptors as they were."""
+    subreaper = 0 if ns_flags else 1  # no namespaces: a child subreaper (see ``_mode``)
+    argv = ["nono-reaper", str(program), str(exit_w), str(control), str(subreaper)]
+    passed = [exit_w, control]
+    config = -1
+    if supervisor is not None:
+        data = guard_config(supervisor)
+        if data is None:
+            return
+        try:
+            config = os.memfd_create("nono-guard", os.MFD_CLOEXEC)
+            _write_all(config, data)
+        except OSError:
+            if config >= 0:
+                os.close(config)
+            return
+        argv += [str(supervisor.fileno()), str(config)]
+        passed += [supervisor.fileno(), config, *supervisor.keep]
+    for fd in passed:
+        os.set_inheritable(fd, True)
+    try:
+        os.execve(FD, argv, {})
+    except OSError:
+        for fd in passed:
+            os.set_inheritable(fd, False)
+        if config >= 0:
+            os.close(config)
+
+
+def _str(value: str) -> bytes:
+    raw = value.encode()
+    return _U32.pack(len(raw)) + raw
+
+
+def outer_config(view: ViewGuard) -> bytes:
+    """What ``reaper_outer.c`` reads: each guarded operation with the id of the mount on its
+    target, and each directory on the way with its identity when last watched."""
+    out = [b"NGO1", _U32.pack(len(view.ops))]
+    for op in view.ops:
+        out += [_OP.pack(op.kind, int(op.absent), view.mounted(op.target)), _str(op.target),
+                _str(op.source)]
+    out.append(_U32.pack(len(view.dirs)))
+    for directory, (dev, ino) in zip(view.dirs, view.watched, strict=True):
+        out += [_str(directory), _IDENT.pack(dev, ino)]
+    return b"".join(out)
+
+
+def become_outer(reaper: int, init: int, guarded: tuple[int, ViewGuard, int] | None,
+                 ns_flags: int, server: int) -> None:
+    """Replace the launcher's outer process with ``nono-reaper --outer`` on ``reaper``, the
+    view guard set up (``guarded``: the hub's socket, the guard, the report pipe; None when
+    there is nothing to guard). Returns only if it cannot: the caller goes on in Python."""
+    hub = report = config = -1
+    passed: list[int] = []
+    if guarded is not None:
+        hub, view, report = guarded
+        try:
+            config = os.memfd_create("nono-outer", os.MFD_CLOEXEC)
+            _write_all(config, outer_config(view))
+        except OSError:
+            if config >= 0:
+                os.close(config)
+            return
+        passed = [hub, report, config]
+    try:
+        if ns_flags:
+            _libc.keep_capabilities_across_exec()  # the guard mounts in the session
+    except OSError:
+        if config >= 0:
+            os.close(config)
+        return
+    for fd in passed:
+        os.set_inheritable(fd, True)
+    if not ns_flags:  # the fork server's death (SIGHUP) waits for the reaper's signalfd
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    argv = ["nono-outer", "--outer", str(init), str(hub), str(report),
+            str(0 if ns_flags else 1), str(server), str(config)]
+    try:
+        os.execve(reaper, argv, {})
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+        for fd in passed:
+            os.set_inheritable(fd, False)
+        if config >= 0:
+            os.close(config)

@@ -1,0 +1,205 @@
+/* nono-reaper: pid 1 of a session's pid namespace once the program runs.
+ *
+ * The Python init (nonod/sandbox/_launcher.py) confines itself, starts the program, and
+ * then replaces itself with this program (execveat on a sealed memfd the fork server
+ * made), so that no Python interpreter stays resident per session. What is left to do is
+ * what an init does, plus the launcher's two duties after exec:
+ *
+ *   argv: nono-reaper PROGRAM_PID EXIT_FD CONTROL_FD SUBREAPER [LISTENER_FD CONFIG_FD]
+ *
+ *   - forward SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT to the
+ *     program (they arrive blocked: one sent before the exec is pending, not lost);
+ *   - reap every child; when the program ends, write its exit record on EXIT_FD
+ *     (struct "<BiiI": 3, exit code or -1, signal or 0, 0) and exit, which ends the
+ *     namespace;
+ *   - answer "C" + port (u16, little endian) on CONTROL_FD: connect to 127.0.0.1:port in
+ *     the session's network namespace and send back "K" with the socket, or "E" + errno;
+ *   - SUBREAPER "1" (no pid namespace): before reporting, kill and reap every process
+ *     reparented to it, as the end of a pid namespace would;
+ *   - with LISTENER_FD: serve the creation guard's seccomp notifications (reaper_guard.c),
+ *     with what the init prepared, serialized in the memfd CONFIG_FD.
+ *
+ * It inherits every restriction of the session (Landlock, seccomp, no capabilities,
+ * no_new_privs) and holds nothing the program does not already see but the exit pipe and
+ * the control socket. It is not dumpable (the memfd is execute-only, and it says so again).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "reaper.h"
+
+#define REC_EXIT 3
+#define CONNECT_TIMEOUT_MS 5000
+
+static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM,
+                                SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
+
+static void report_exit(int fd, int status) {
+    unsigned char rec[13];
+    int32_t code = 0, sig = 0;
+    if (WIFSIGNALED(status)) {
+        code = -1;
+        sig = WTERMSIG(status);
+    } else {
+        code = WEXITSTATUS(status);
+    }
+    rec[0] = REC_EXIT;
+    put32(rec + 1, (uint32_t)code);
+    put32(rec + 5, (uint32_t)sig);
+    put32(rec + 9, 0);
+    write_all(fd, rec, sizeof rec);
+}
+
+static int send_reply(int chan, const char *tag, size_t len, int fd) {
+    struct iovec iov = {.iov_base = (void *)tag, .iov_len = len};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fd >= 0) {
+        memset(&u, 0, sizeof u);
+        msg.msg_control = u.buf;
+        msg.msg_controllen = sizeof u.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    }
+    while (sendmsg(chan, &msg, MSG_NOSIGNAL) < 0) {
+        if (errno != EINTR)
+            return -1;
+    }
+    return 0;
+}
+
+static int connect_local(unsigned port) {
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s < 0)
+        return -errno;
+    if (connect(s, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        int err = errno;
+        if (err == EINPROGRESS) {
+            struct pollfd p = {.fd = s, .events = POLLOUT};
+            int r;
+            while ((r = poll(&p, 1, CONNECT_TIMEOUT_MS)) < 0 && errno == EINTR)
+                ;
+            socklen_t len = sizeof err;
+            if (r == 0)
+                err = ETIMEDOUT;
+            else if (r < 0 || getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                err = errno;
+        }
+        if (err) {
+            close(s);
+            return -err;
+        }
+    }
+    return s;
+}
+
+/* One request from the daemon; 0 when the channel is gone. */
+static int answer(int chan) {
+    unsigned char msg[64];
+    ssize_t n;
+    while ((n = recv(chan, msg, sizeof msg, 0)) < 0 && errno == EINTR)
+        ;
+    if (n <= 0)
+        return 0;
+    if (n != 3 || msg[0] != 'C')
+        return 1;
+    int s = connect_local((unsigned)msg[1] | ((unsigned)msg[2] << 8));
+    if (s >= 0) {
+        int ok = send_reply(chan, "K", 1, s);
+        close(s);
+        return ok == 0;
+    }
+    unsigned char err[5] = {'E'};
+    put32(err + 1, (uint32_t)-s);
+    return send_reply(chan, (const char *)err, sizeof err, -1) == 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--outer"))
+        return outer_main(argc, argv);
+    long program, exit_fd, control, subreaper, listener = -1, config = -1;
+    prctl(PR_SET_DUMPABLE, 0);
+    prctl(PR_SET_NAME, "nono-reaper"); /* not "6", the memfd's number */
+    if ((argc != 5 && argc != 7) || number(argv[1], &program) || number(argv[2], &exit_fd) ||
+        number(argv[3], &control) || number(argv[4], &subreaper) ||
+        (argc == 7 && (number(argv[5], &listener) || number(argv[6], &config))))
+        return 126;
+    if (listener >= 0 && guard_load((int)config, (int)listener) < 0)
+        return 126; /* the program would wait for answers nobody gives: end the session */
+
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++)
+        sigaddset(&set, forwarded[i]);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    if (sfd < 0)
+        return 126;
+
+    int status = 0xFF00;
+    struct pollfd watch[3] = {{.fd = sfd, .events = POLLIN},
+                              {.fd = (int)control, .events = POLLIN},
+                              {.fd = guard_listener(), .events = POLLIN}};
+    for (;;) {
+        pid_t pid;
+        int st, done = 0;
+        while ((pid = waitpid(-1, &st, WNOHANG)) != 0) {
+            if (pid < 0) {
+                if (errno == EINTR)
+                    continue;
+                done = 1; /* no child left */
+                break;
+            }
+            if (pid == (pid_t)program) {
+                status = st;
+                done = 1;
+                break;
+            }
+        }
+        if (done)
+            break;
+        if (poll(watch, 3, -1) < 0) /* a negative fd is skipped */
+            continue;
+        if (watch[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+                if (si.ssi_signo != SIGCHLD)
+                    kill((pid_t)program, (int)si.ssi_signo);
+                break;
+            }
+        }
+        if (watch[1].fd >= 0 && watch[1].revents && !answer(watch[1].fd))
+            watch[1].fd = -1; /* the daemon went away; PDEATHSIG will follow */
+        if (watch[2].fd >= 0 && watch[2].revents && guard_serve_one() < 0) {
+            guard_stop();
+            watch[2].fd = -1;
+        }
+    }
+    if (subreaper)
+        end_descendants();
+    report_exit((int)exit_fd, status);
+    _exit(0);
+}

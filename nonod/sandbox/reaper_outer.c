@@ -1,0 +1,490 @@
+/* nono-reaper --outer: the launcher's outer process once the session runs. The Python outer
+ * (nonod/sandbox/_launcher.py, ``_guard_and_wait``) sets the view guard up: it receives the
+ * guarded operations from the init, has the fork server's hub watch the directories on the
+ * way, takes each mount's id; then it replaces itself with this, handing over that state in
+ * the memfd CONFIG_FD (``_reaper.outer_config``). From then on this does what the Python loop
+ * did, with ``_viewguard.ViewGuard`` and ``_mounts.cover`` as the reference:
+ *
+ *   argv: nono-reaper --outer INIT HUB_FD REPORT_FD SUBREAPER SERVER CONFIG_FD
+ *
+ *   - on the hub's "c" (a change on the way) or "k" (watched): every guarded path whose
+ *     mount is gone is covered again, reported on REPORT_FD (REC_GUARD, restored); the
+ *     directories are watched anew when one of them changed identity;
+ *   - a path that cannot be covered again, or a hub that drops us or fails: reported
+ *     (REC_GUARD, lost) and the init killed: the session must not go on unguarded;
+ *   - when the init exits: wait for it; SUBREAPER "1" (no namespaces): end what is left of
+ *     the session first, and kill the init when the fork server (SERVER) dies (SIGHUP, our
+ *     parent-death signal there, arrives blocked and is taken here).
+ *
+ * HUB_FD and REPORT_FD are -1 when there is nothing to guard: then it only waits.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reaper.h"
+
+/* _mounts operation kinds */
+#define READONLY 5
+#define MASK_DIR 6
+#define MASK_FILE 7
+#define PIN 8
+#define ANCHOR 9
+#define PIN_DIR "/.nono-pins"
+#define EMPTY_FILE "/.nono-empty"
+
+#define REC_GUARD 5
+#define GUARD_RESTORED 0
+#define GUARD_LOST 1
+#define ATTEMPTS 100
+#define MAX_FDS 200
+
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x1
+#define MOUNT_ATTR_NOSUID 0x2
+#define MOUNT_ATTR_NODEV 0x4
+#define MOUNT_ATTR_NOEXEC 0x8
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+
+struct op {
+    uint32_t kind;
+    int absent;
+    char *target, *source;
+    int64_t mount; /* the id of the mount we put there, -1: none */
+};
+
+static struct op *ops;
+static size_t n_ops, n_dirs;
+static char **dirs;
+static uint64_t (*watched)[2];
+static int hub = -1, report = -1;
+static char lost_why[512];
+static const char *lost_target = "";
+static size_t *repaired, n_repaired; /* reported once a whole check succeeded */
+
+/* ------------------------------------------------------------------ small helpers */
+
+static void record(uint8_t kind, int32_t a, int32_t b, const char *detail, size_t len) {
+    unsigned char buf[13 + 4000];
+    if (len > 4000)
+        len = 4000;
+    buf[0] = kind;
+    put32(buf + 1, (uint32_t)a);
+    put32(buf + 5, (uint32_t)b);
+    put32(buf + 9, (uint32_t)len);
+    memcpy(buf + 13, detail, len);
+    write_all(report, buf, 13 + len);
+}
+
+/* (mount id, mode) of path, not following a final symlink; (-1, -1) if it names nothing we
+ * can reach; -2 in *mnt on another error (errno set). */
+static void current(const char *path, int64_t *mnt, int *mode) {
+    struct statx sx;
+    if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_MODE | STATX_MNT_ID, &sx) < 0) {
+        *mode = -1;
+        *mnt = (errno == ENOENT || errno == ENOTDIR || errno == EACCES) ? -1 : -2;
+        return;
+    }
+    *mnt = (int64_t)sx.stx_mnt_id;
+    *mode = sx.stx_mode;
+}
+
+static int setattr(const char *path, uint64_t set, int recursive) {
+    struct mount_attr attr = {.attr_set = set};
+    return (int)syscall(SYS_mount_setattr, AT_FDCWD, path, recursive ? AT_RECURSIVE : 0, &attr,
+                        sizeof attr);
+}
+
+/* _mounts.cover: 1 mounted, 0 nothing to mount (a symlink), -1 errno, -2 cannot cover */
+static int cover(const struct op *op, int mode, const char **why) {
+    const char *t = op->target;
+    if (S_ISLNK(mode)) {
+        if (op->kind == MASK_DIR || op->kind == MASK_FILE ||
+            (op->absent && (op->kind == READONLY || op->kind == ANCHOR)))
+            return 0;
+        *why = "became a symbolic link";
+        return -2;
+    }
+    if (op->kind == PIN) {
+        char src[4096];
+        if (!S_ISREG(mode)) {
+            *why = "is no longer a regular file";
+            return -2;
+        }
+        snprintf(src, sizeof src, "%s/%s", PIN_DIR, op->source);
+        if (mount(src, t, NULL, MS_BIND, NULL) < 0 ||
+            setattr(t, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0) < 0)
+            return -1;
+    } else if (op->kind == READONLY || op->kind == ANCHOR) {
+        if (!S_ISREG(mode) && !S_ISDIR(mode)) {
+            *why = "is no longer a file or directory";
+            return -2;
+        }
+        if (mount(t, t, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+            setattr(t, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                           (op->kind == READONLY ? MOUNT_ATTR_RDONLY : 0),
+                    op->kind == READONLY) < 0)
+            return -1;
+    } else if (S_ISDIR(mode)) {
+        if (mount("tmpfs", t, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=000,size=4k") < 0 ||
+            setattr(t, MOUNT_ATTR_RDONLY, 0) < 0)
+            return -1;
+    } else {
+        if (mount(EMPTY_FILE, t, NULL, MS_BIND, NULL) < 0 ||
+            setattr(t, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NODEV, 0) < 0)
+            return -1;
+    }
+    return 1;
+}
+
+static void set_mount(const char *target, int64_t id) {
+    for (size_t i = 0; i < n_ops; i++)
+        if (!strcmp(ops[i].target, target))
+            ops[i].mount = id;
+}
+
+/* ViewGuard._keep: 0 fine, -1 errno (lost), -2 lost (lost_target, lost_why) */
+static int keep(struct op *op) {
+    for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
+        int64_t before, after;
+        int mode, ignored;
+        const char *why = NULL;
+        current(op->target, &before, &mode);
+        if (before == -2) {
+            lost_target = op->target;
+            return -1;
+        }
+        if (before == op->mount || mode < 0)
+            return 0; /* still ours, or nothing there */
+        int mounted = cover(op, mode, &why);
+        if (mounted == -2) {
+            lost_target = op->target;
+            snprintf(lost_why, sizeof lost_why, "%s", why);
+            return -2;
+        }
+        if (mounted < 0) {
+            if (errno == ENOENT || errno == ENOTDIR || errno == ESTALE)
+                continue; /* replaced again under us: look again */
+            lost_target = op->target;
+            return -1;
+        }
+        if (!mounted) { /* a symbolic link: nothing of ours there */
+            set_mount(op->target, -1);
+            return 0;
+        }
+        current(op->target, &after, &ignored);
+        if (after == -2) {
+            lost_target = op->target;
+            return -1;
+        }
+        if (after < 0)
+            return 0;
+        if (after != before) { /* ours: nobody else can mount in the session */
+            set_mount(op->target, after);
+            repaired[n_repaired++] = (size_t)(op - ops);
+            return 0;
+        }
+    }
+    lost_target = op->target;
+    snprintf(lost_why, sizeof lost_why, "keeps changing faster than it can be covered");
+    return -2;
+}
+
+static int check(void) {
+    n_repaired = 0;
+    for (size_t i = 0; i < n_ops; i++) {
+        int rc = keep(&ops[i]);
+        if (rc)
+            return rc;
+    }
+    for (size_t i = 0; i < n_repaired; i++) {
+        const struct op *op = &ops[repaired[i]];
+        record(REC_GUARD, (int32_t)op->kind, GUARD_RESTORED, op->target, strlen(op->target));
+    }
+    return 0;
+}
+
+static void identity(const char *dir, uint64_t out[2]) {
+    struct stat st;
+    out[0] = out[1] = 0;
+    if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && access(dir, X_OK) == 0) {
+        out[0] = (uint64_t)st.st_dev;
+        out[1] = (uint64_t)st.st_ino;
+    }
+}
+
+static int identities_changed(void) {
+    for (size_t i = 0; i < n_dirs; i++) {
+        uint64_t now[2];
+        identity(dirs[i], now);
+        if (now[0] != watched[i][0] || now[1] != watched[i][1])
+            return 1;
+    }
+    return 0;
+}
+
+/* msgpack: an array of strings */
+static size_t mp_header(unsigned char *p, uint32_t n, int is_str) {
+    if (is_str) {
+        if (n < 32) {
+            p[0] = (unsigned char)(0xa0 | n);
+            return 1;
+        }
+        if (n < 256) {
+            p[0] = 0xd9;
+            p[1] = (unsigned char)n;
+            return 2;
+        }
+        p[0] = 0xda;
+        p[1] = (unsigned char)(n >> 8);
+        p[2] = (unsigned char)n;
+        return 3;
+    }
+    if (n < 16) {
+        p[0] = (unsigned char)(0x90 | n);
+        return 1;
+    }
+    p[0] = 0xdc;
+    p[1] = (unsigned char)(n >> 8);
+    p[2] = (unsigned char)n;
+    return 3;
+}
+
+/* ViewGuard.open_dirs + _hub_watch: have the hub watch the directories as they are now. */
+static int hub_watch(void) {
+    int fds[MAX_FDS];
+    size_t n = 0, cap = 16;
+    for (size_t i = 0; i < n_dirs; i++)
+        cap += strlen(dirs[i]) + 3;
+    unsigned char *msg = malloc(cap);
+    const char **names = calloc(n_dirs ? n_dirs : 1, sizeof *names);
+    if (!msg || !names)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n_dirs; i++) {
+        watched[i][0] = watched[i][1] = 0;
+        if (access(dirs[i], X_OK) != 0)
+            continue; /* not searchable: the program cannot reach anything in it either */
+        int fd = open(dirs[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ENOENT || errno == ENOTDIR || errno == EACCES)
+                continue;
+            rc = -1;
+            break;
+        }
+        if (n == MAX_FDS) {
+            close(fd);
+            errno = E2BIG;
+            rc = -1;
+            break;
+        }
+        struct stat st;
+        fstat(fd, &st);
+        watched[i][0] = (uint64_t)st.st_dev;
+        watched[i][1] = (uint64_t)st.st_ino;
+        names[n] = dirs[i];
+        fds[n++] = fd;
+    }
+    if (rc == 0) {
+        size_t len = 0;
+        msg[len++] = 'W';
+        len += mp_header(msg + len, (uint32_t)n, 0);
+        for (size_t i = 0; i < n; i++) {
+            size_t l = strlen(names[i]);
+            len += mp_header(msg + len, (uint32_t)l, 1);
+            memcpy(msg + len, names[i], l);
+            len += l;
+        }
+        struct iovec iov = {.iov_base = msg, .iov_len = len};
+        size_t space = CMSG_SPACE(sizeof(int) * (n ? n : 1));
+        char *control = calloc(1, space);
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+        if (!control) {
+            rc = -1;
+        } else {
+            if (n) {
+                mh.msg_control = control;
+                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+                memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
+            }
+            while ((rc = (int)sendmsg(hub, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+                ;
+            rc = rc < 0 ? -1 : 0;
+            free(control);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        close(fds[i]);
+    free(msg);
+    free(names);
+    return rc;
+}
+
+/* Whether our parent (the fork server) is exiting: its sockets close before the kernel
+ * reparents us, so give it half a second to show (``_launcher._parent_gone``). */
+static int parent_gone(pid_t parent) {
+    for (int i = 0; i < 50; i++) {
+        if (getppid() != parent)
+            return 1;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the configuration */
+
+static int load(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size > (16 << 20))
+        return -1;
+    unsigned char *buf = malloc((size_t)st.st_size);
+    if (!buf || pread(fd, buf, (size_t)st.st_size, 0) != st.st_size)
+        return -1;
+    close(fd);
+    struct reader r = {buf, buf + st.st_size};
+    char magic[4];
+    uint32_t n;
+    if (take(&r, magic, 4) || memcmp(magic, "NGO1", 4) || take_u32(&r, &n))
+        return -1;
+    if (!(ops = calloc(n ? n : 1, sizeof *ops)) ||
+        !(repaired = calloc(n ? n : 1, sizeof *repaired)))
+        return -1;
+    for (n_ops = 0; n_ops < n; n_ops++) {
+        struct op *op = &ops[n_ops];
+        uint32_t absent;
+        uint64_t mount;
+        if (take_u32(&r, &op->kind) || take_u32(&r, &absent) || take_u64(&r, &mount) ||
+            !(op->target = take_str(&r)) || !(op->source = take_str(&r)))
+            return -1;
+        op->absent = absent != 0;
+        op->mount = (int64_t)mount;
+    }
+    if (take_u32(&r, &n) || !(dirs = calloc(n ? n : 1, sizeof *dirs)) ||
+        !(watched = calloc(n ? n : 1, sizeof *watched)))
+        return -1;
+    for (n_dirs = 0; n_dirs < n; n_dirs++)
+        if (!(dirs[n_dirs] = take_str(&r)) || take_u64(&r, &watched[n_dirs][0]) ||
+            take_u64(&r, &watched[n_dirs][1]))
+            return -1;
+    free(buf);
+    return r.p == r.end ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------ the outer's life */
+
+/* Report the guard lost (target NUL why) and end the session: err's text, or lost_why. */
+static void lose(pid_t init, int err) {
+    char why[1024];
+    int n = snprintf(why, sizeof why, "%s%c%s", lost_target, 0,
+                     lost_why[0] ? lost_why : strerror(err ? err : EIO));
+    record(REC_GUARD, 0, GUARD_LOST, why, n < 0 ? 0 : (size_t)n);
+    kill(init, SIGKILL);
+}
+
+int outer_main(int argc, char **argv) {
+    long init, hub_fd, report_fd, subreaper, server, config;
+    prctl(PR_SET_DUMPABLE, 0);
+    prctl(PR_SET_NAME, "nono-outer");
+    if (argc != 8 || number(argv[2], &init) || number(argv[3], &hub_fd) ||
+        number(argv[4], &report_fd) || number(argv[5], &subreaper) ||
+        number(argv[6], &server) || number(argv[7], &config))
+        return 126;
+    hub = (int)hub_fd;
+    report = (int)report_fd;
+    signal(SIGPIPE, SIG_IGN);
+    if (hub >= 0 && load((int)config) < 0) {
+        snprintf(lost_why, sizeof lost_why, "the view guard's state could not be read");
+        lose((pid_t)init, 0);
+        hub = -1;
+    }
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    sigprocmask(SIG_BLOCK, &hup, NULL);
+    int sfd = subreaper ? signalfd(-1, &hup, SFD_CLOEXEC) : -1;
+    if (subreaper && getppid() != (pid_t)server)
+        kill((pid_t)init, SIGKILL); /* the fork server died before we could hear it */
+    int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)init, 0);
+    pid_t parent = getppid();
+    struct pollfd watch[3] = {{.fd = pidfd, .events = POLLIN},
+                              {.fd = hub, .events = POLLIN}, /* -1: skipped */
+                              {.fd = sfd, .events = POLLIN}};
+    while (pidfd >= 0) {
+        if (poll(watch, 3, -1) < 0)
+            continue;
+        if (watch[0].revents)
+            break;
+        if (watch[2].fd >= 0 && watch[2].revents) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
+                kill((pid_t)init, SIGKILL); /* the fork server died: end the session */
+        }
+        if (watch[1].fd < 0 || !watch[1].revents)
+            continue;
+        char msg[64];
+        ssize_t n;
+        while ((n = recv(hub, msg, sizeof msg, 0)) < 0 && errno == EINTR)
+            ;
+        int rc = 0, err = 0;
+        if (n <= 0) {
+            if (parent_gone(parent))
+                break; /* the fork server is exiting: PDEATHSIG ends us and the session */
+            err = n < 0 ? errno : EPIPE; /* unwatched from now on: the session must not go on */
+            snprintf(lost_why, sizeof lost_why, "the guard hub dropped this session");
+            lost_target = "";
+            rc = -1;
+        } else if (msg[0] == 'E') {
+            int32_t e = EIO;
+            if (n >= 5)
+                memcpy(&e, msg + 1, 4);
+            err = e;
+            snprintf(lost_why, sizeof lost_why, "the guard hub can no longer watch");
+            lost_target = "";
+            rc = -1;
+        } else if (msg[0] == 'c' || msg[0] == 'k') {
+            rc = check();
+            if (rc == -1)
+                err = errno;
+            if (!rc && (msg[0] == 'c' || identities_changed()) && hub_watch() < 0) {
+                err = errno;
+                lost_target = "";
+                rc = -1;
+            }
+        }
+        if (rc) {
+            lose((pid_t)init, rc == -1 ? (err ? err : EIO) : 0);
+            watch[1].fd = -1;
+            break;
+        }
+    }
+    if (report >= 0)
+        close(report);
+    while (waitpid((pid_t)init, NULL, 0) < 0 && errno == EINTR)
+        ;
+    if (subreaper)
+        end_descendants();
+    _exit(0);
+}

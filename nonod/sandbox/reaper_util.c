@@ -1,0 +1,108 @@
+/* What nono-reaper's parts share (reaper.h): numbers on the command line, writing records,
+ * reading the configuration the Python side serialized, ending what a child subreaper was
+ * left with. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "reaper.h"
+
+int number(const char *s, long *out) {
+    char *end;
+    errno = 0;
+    *out = strtol(s, &end, 10);
+    return errno || *s == '\0' || *end != '\0' ? -1 : 0;
+}
+
+void put32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+void write_all(int fd, const void *data, size_t len) {
+    const unsigned char *p = data;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* the daemon has gone: nobody is left to tell */
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+int take(struct reader *r, void *out, size_t n) {
+    if ((size_t)(r->end - r->p) < n)
+        return -1;
+    memcpy(out, r->p, n);
+    r->p += n;
+    return 0;
+}
+
+int take_u32(struct reader *r, uint32_t *v) {
+    unsigned char b[4];
+    if (take(r, b, 4))
+        return -1;
+    *v = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    return 0;
+}
+
+int take_u64(struct reader *r, uint64_t *v) {
+    uint32_t lo, hi;
+    if (take_u32(r, &lo) || take_u32(r, &hi))
+        return -1;
+    *v = (uint64_t)hi << 32 | lo;
+    return 0;
+}
+
+char *take_str(struct reader *r) {
+    uint32_t len;
+    if (take_u32(r, &len) || (size_t)(r->end - r->p) < len)
+        return NULL;
+    char *s = malloc((size_t)len + 1);
+    if (!s)
+        return NULL;
+    memcpy(s, r->p, len);
+    s[len] = '\0';
+    r->p += len;
+    return s;
+}
+
+/* Kill and reap whatever was reparented to us until nothing is left. */
+void end_descendants(void) {
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+    for (;;) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            long pid = 0;
+            int digits = 0;
+            ssize_t n;
+            while ((n = read(fd, buf, sizeof buf)) > 0) {
+                for (ssize_t i = 0; i < n; i++) {
+                    if (buf[i] >= '0' && buf[i] <= '9') {
+                        pid = pid * 10 + (buf[i] - '0');
+                        digits = 1;
+                    } else if (digits) {
+                        kill((pid_t)pid, SIGKILL);
+                        pid = 0;
+                        digits = 0;
+                    }
+                }
+            }
+            if (digits)
+                kill((pid_t)pid, SIGKILL);
+            close(fd);
+        }
+        if (waitpid(-1, NULL, 0) < 0 && errno == ECHILD)
+            return;
+    }
+}

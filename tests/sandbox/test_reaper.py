@@ -1,0 +1,203 @@
+"""The session's init after the launch is ``nono-reaper`` (``nonod/sandbox/_reaper``): each
+test launches a real session, checks from the host that its init is the reaper, then what the
+reaper must do: forward signals, report how the program ended, answer connections into the
+namespace, and end what the program left behind. (Its creation-guard half is tested by
+tests/sandbox/test_createguard.py, whose sessions it serves, and its view-guard half, the
+outer launcher, by tests/sandbox/test_viewguard.py.)"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from nonod.policy import Access, Denial, Grant, NetworkPolicy, ResolvedPolicy
+from nonod.sandbox import LaunchRequest, _reaper, open_launcher
+from nonod.sandbox._api import Sandboxed
+
+pytestmark = [pytest.mark.userns, pytest.mark.root]
+
+PY = sys.executable if sys.executable.startswith("/usr") else "/usr/bin/python3"
+MODES = ("namespaces", "landlock-only")
+
+
+def _policy(work: Path, network: NetworkPolicy | None = None) -> ResolvedPolicy:
+    return ResolvedPolicy(
+        name="reaper",
+        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
+                Grant(path=str(work), access=Access.READ)),
+        denials=(),
+        **({"network": network} if network is not None else {}),  # type: ignore[arg-type]
+    )
+
+
+async def _named(pid: int, name: str) -> None:
+    """Wait (bounded) until ``pid`` calls itself ``name``: the init and the outer launcher
+    become the reaper once the session has run a while, and it names itself first thing."""
+    with trio.fail_after(10):
+        while Path(f"/proc/{pid}/comm").read_text().strip() != name:
+            await trio.sleep(0.005)
+
+
+@asynccontextmanager
+async def _session(world_tmp: Path, code: str, mode: str = "namespaces",
+                   policy: ResolvedPolicy | None = None
+                   ) -> AsyncIterator[tuple[Sandboxed, trio.lowlevel.FdStream, int]]:
+    """``code`` in a session whose init has become the reaper: the session, the program's
+    stdout, and the write end of its stdin (closed on exit if still open)."""
+    out_r, out_w = os.pipe()
+    in_r, in_w = os.pipe()
+    async with open_launcher(mode) as launcher:  # type: ignore[arg-type]
+        proc = await launcher.launch(policy or _policy(world_tmp), LaunchRequest(
+            argv=(PY, "-S", "-c", code), cwd=str(world_tmp)), stdio=(in_r, out_w, 2))
+        os.close(out_w)
+        os.close(in_r)
+        try:
+            async with trio.lowlevel.FdStream(out_r) as out:
+                await _named(proc.pid, "nono-reaper")
+                yield proc, out, in_w
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(in_w)
+
+
+async def _line(stream: trio.abc.ReceiveStream) -> bytes:
+    data = b""
+    with trio.fail_after(10):
+        while not data.endswith(b"\n"):
+            chunk = await stream.receive_some(100)
+            assert chunk, data
+            data += chunk
+    return data
+
+
+async def _exited(proc: Sandboxed) -> tuple[int | None, int | None]:
+    with trio.fail_after(10):
+        status = await proc.wait_exited()
+    return status.code, status.signal
+
+
+WAITS_FOR_TERM = (
+    "import signal, sys\n"
+    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_signal_forwarded_and_exit_code_reported(world_tmp: Path, mode: str) -> None:
+    async with _session(world_tmp, WAITS_FOR_TERM, mode) as (proc, out, _):
+        assert await _line(out) == b"ready\n"
+        os.kill(proc.pid, signal.SIGTERM)  # to the init, which forwards it
+        assert await _exited(proc) == (3, None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_death_by_signal_reported(world_tmp: Path, mode: str) -> None:
+    code = "import os, sys; sys.stdin.read(); os.kill(os.getpid(), 9)"
+    async with _session(world_tmp, code, mode) as (proc, _, stdin):
+        os.close(stdin)
+        assert await _exited(proc) == (None, signal.SIGKILL)
+
+
+LEAVES_A_DAEMON = (
+    "import os, sys, time\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"
+    "        print(os.getpid(), flush=True)\n"
+    "        time.sleep(300)\n"
+    "    os._exit(0)\n"
+    "os.wait()\n"
+    "sys.stdin.read()\n"
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_what_the_program_leaves_ends_with_it(world_tmp: Path, mode: str) -> None:
+    """The daemonized grandchild is reparented to the reaper (pid 1, or the child subreaper
+    without namespaces), and ended with the session before the exit is reported."""
+    async with _session(world_tmp, LEAVES_A_DAEMON, mode) as (proc, out, stdin):
+        inner = int(await _line(out))
+        os.close(stdin)
+        assert await _exited(proc) == (0, None)
+    if mode == "landlock-only":  # the same pid namespace: the pid is the host's
+        assert not os.path.exists(f"/proc/{inner}"), "a daemonized process outlived the session"
+    else:
+        # Nothing in the session's pid namespace is left: its init (the reaper) has exited.
+        assert not os.path.exists(f"/proc/{proc.pid}")
+
+
+LISTENS = (
+    "import socket\n"
+    "srv = socket.socket(); srv.bind(('127.0.0.1', 5001)); srv.listen(5)\n"
+    "print('ready', flush=True)\n"
+    "conn, _ = srv.accept(); conn.sendall(b'pong:' + conn.recv(100)); conn.close()\n"
+)
+
+
+async def test_connections_into_the_namespace(world_tmp: Path) -> None:
+    """``--listen-port``: the reaper opens the connection inside the session's network
+    namespace and hands it to the daemon; a port nobody listens on is refused."""
+    policy = _policy(world_tmp, NetworkPolicy(restricted=True, block=True))
+    async with _session(world_tmp, LISTENS, policy=policy) as (proc, out, _):
+        assert await _line(out) == b"ready\n"
+        with trio.fail_after(10):
+            with pytest.raises(ConnectionRefusedError):
+                await proc.connect_inside(5002)
+            inbound = await proc.connect_inside(5001)
+            await inbound.send_all(b"ping")
+            assert await inbound.receive_some(100) == b"pong:ping"
+            await inbound.aclose()
+        assert await _exited(proc) == (0, None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_outer_launcher_is_not_an_interpreter_either(world_tmp: Path, mode: str
+                                                               ) -> None:
+    """Once the view guard is set up, the outer launcher becomes ``nono-reaper --outer``: with
+    something to guard (a mask, in a mount namespace) it carries the hub and report
+    descriptors; without (landlock-only: no mounts) it only waits."""
+    (world_tmp / "secret").mkdir()
+    policy = ResolvedPolicy(
+        name="reaper",
+        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
+                Grant(path=str(world_tmp), access=Access.READ)),
+        denials=(Denial(path=str(world_tmp / "secret")),))
+    code = "import sys; sys.stdin.read()"
+    async with _session(world_tmp, code, mode, policy) as (proc, _, stdin):
+        outer = int(Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        await _named(outer, "nono-outer")
+        argv = Path(f"/proc/{outer}/cmdline").read_bytes().split(b"\0")
+        os.close(stdin)
+        assert await _exited(proc) == (0, None)
+    assert argv[1:3] == [b"--outer", str(proc.pid).encode()]
+    guarding = int(argv[3]) >= 0
+    assert guarding == (mode == "namespaces")
+
+
+def test_load_refuses_what_is_not_a_program(tmp_path: Path) -> None:
+    """No binary (a wheel installed without ``make``), or not an ELF file: -1, and the init
+    stays the Python loop."""
+    assert _reaper.load(tmp_path / "missing") == -1
+    (tmp_path / "text").write_text("#!/bin/sh\n")
+    assert _reaper.load(tmp_path / "text") == -1
+
+
+def test_loaded_reaper_is_sealed_and_execute_only() -> None:
+    fd = _reaper.load()
+    assert fd >= 0, "make did not build nonod/sandbox/nono-reaper"
+    try:
+        assert os.fstat(fd).st_mode & 0o777 == 0o111
+        with pytest.raises(PermissionError):
+            os.write(fd, b"x")  # F_SEAL_WRITE
+    finally:
+        os.close(fd)
