@@ -209,6 +209,8 @@ class Output:
         ]
         if d.log_path:
             rows.append(("output log", f"{d.log_path} ({d.output_bytes} bytes this run)"))
+        if d.intercepts:
+            rows.append(("tls intercept", ", ".join(d.intercepts)))
         if d.limits is not None:
             rows.append(("limits", _limits(d.limits)))
         if d.usage is not None:
@@ -289,6 +291,8 @@ class Output:
         if s.listen_ports:
             self.line(f"listening:   {', '.join(str(port) for port in s.listen_ports)}")
         self.line(f"credentials: {', '.join(s.credentials) or 'none'}")
+        if s.intercepts:
+            self.line(f"intercepts:  TLS of {', '.join(s.intercepts)} (the session's own CA)")
         for index, tool in enumerate(s.tools):  # each in a session of its own
             self.line(f"{'tools:' if index == 0 else '':<12} {tool}")
         self.line()

@@ -3,6 +3,7 @@ network mode and why, credential routes. Computed from the resolved policy, in t
 
 from __future__ import annotations
 
+from .credentials import policy_intercepts
 from .policy import NetworkPolicy, ResolvedPolicy, ToolPolicy
 from .protocol import DryRunSummary, NetworkMode
 
@@ -28,6 +29,7 @@ def summarize(policy: ResolvedPolicy) -> DryRunSummary:
         listen_ports=net.listen_ports,
         credentials=_routes(net),
         tools=tuple(_tool(tool) for tool in policy.tools),
+        intercepts=policy_intercepts(net),
     )
 
 
@@ -45,8 +47,10 @@ def _tool(tool: ToolPolicy) -> str:
     net = child.network
     hosts = ", ".join(net.allow_domain) if net.restricted and not net.block else ""
     routes = ", ".join(_routes(net))
+    intercepts = ", ".join(policy_intercepts(net))
     said = [f"hosts {hosts}" if hosts else "no network" if net.block else "",
             f"routes {routes}" if routes else "",
+            f"intercepts TLS of {intercepts}" if intercepts else "",
             "argv rules" if tool.invocation else ""]
     return f"{head}: " + "; ".join(part for part in said if part)
 

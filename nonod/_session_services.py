@@ -88,6 +88,8 @@ class SessionServices:
         self.hidden: dict[str, str] = {}
         #: Each webhook approval backend's signing key, by backend name (never the program's).
         self.approval_keys: dict[str, bytes] = {}
+        #: The hosts whose TLS is intercepted (the session CA's names).
+        self.intercepts: tuple[str, ...] = ()
         self._proxy_args: dict[str, Any] | None = None
         self._listen_ports: tuple[int, ...] = ()
         self._listen_address = "127.0.0.1"
@@ -240,6 +242,7 @@ async def prepare(
             pins += (pin,)
             extra += bundle_env
             prepared._proxy_args["intercept"] = ca
+            prepared.intercepts = tuple(hosts)
     if net.approval is not None:  # a missing webhook key refuses the launch, as a route's
         for backend in net.approval.backends:
             if backend.type == "webhook" and backend.key:

@@ -264,6 +264,8 @@ class SessionDetail(SessionInfo, frozen=True, kw_only=True):
     log_path: str | None = None
     output_bytes: int = 0
     limits: Limits | None = None
+    #: The hosts whose TLS the daemon intercepts for it (``network.tls_intercept``).
+    intercepts: tuple[str, ...] = ()
 
 
 class SecretEntry(_Info, frozen=True, kw_only=True):
@@ -638,6 +640,8 @@ class DryRunSummary(msgspec.Struct, frozen=True, kw_only=True):
     credentials: tuple[str, ...] = ()
     #: One line per tool of ``command_policies``: what its own session gets.
     tools: tuple[str, ...] = ()
+    #: The hosts whose TLS the daemon would intercept (``network.tls_intercept``).
+    intercepts: tuple[str, ...] = ()
 
 
 class DryRun(Reply, frozen=True, kw_only=True, tag="dry_run"):

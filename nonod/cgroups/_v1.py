@@ -98,6 +98,11 @@ class V1Group:
     def _dir(self, controller: str) -> str | None:
         return self._dirs.get(controller)
 
+    @property
+    def dirs(self) -> dict[str, str]:
+        """controller -> this session's directory in its hierarchy."""
+        return dict(self._dirs)
+
     def usage(self) -> Usage:
         def number(controller: str, name: str) -> int:
             directory = self._dir(controller)
@@ -196,10 +201,17 @@ class V1Backend:
                                    "hierarchy"))
         return out
 
-    def create(self, name: str, limits: CgroupLimits) -> V1Group:
+    def create(self, name: str, limits: CgroupLimits,
+               parent: SessionGroup | None = None) -> V1Group:
         """The session's groups with ``limits`` set; what cannot be set is listed in the
         group's ``missing``. Raises CgroupError (nothing left behind) if a group cannot be
-        made or a limit the kernel offers is refused."""
+        made or a limit the kernel offers is refused.
+
+        With ``parent`` (a tool session's agent), each group is made inside the parent's in
+        the same hierarchy, so the parent's limits bound both together (v1 memory counts
+        hierarchically: ``memory.use_hierarchy`` is always 1 since Linux 5.11); a hierarchy
+        the parent has no group in is used from the daemon's subtree, as for any session."""
+        above = parent.dirs if isinstance(parent, V1Group) else {}
         missing = self._missing(limits)
         dirs: dict[str, str] = {}
         made: dict[str, str] = {}
@@ -216,7 +228,7 @@ class V1Backend:
                     continue
                 path = made.get(own)
                 if path is None:
-                    sub = os.path.join(own, f"nono-{self._tag}")
+                    sub = above.get(controller) or os.path.join(own, f"nono-{self._tag}")
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(sub, 0o755)
                     path = os.path.join(sub, name)

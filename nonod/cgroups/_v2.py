@@ -147,7 +147,12 @@ class V2Backend:
         self._enable(sub)
         return sub
 
-    def create(self, name: str, limits: CgroupLimits) -> V2Group:
+    def create(self, name: str, limits: CgroupLimits,
+               parent: SessionGroup | None = None) -> V2Group:
+        """The session's group with ``limits`` set. ``parent`` is not nested into: a v2
+        group with processes cannot have children with controllers (no internal processes),
+        and a session's processes live in its group itself; a tool session's group stays a
+        sibling of its agent's (see docs/tool-sandboxes.md)."""
         missing = [Missing(limit=limit, reason=f"the cgroup v2 {_NEEDS[limit]} controller is "
                            "not available to the daemon")
                    for limit in limits.requested() if _NEEDS[limit] not in self.controllers]

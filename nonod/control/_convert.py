@@ -32,7 +32,7 @@ def session_detail(session: Session) -> p.SessionDetail:
         policy_digest=r.policy_digest,
         log_path=str(session.log_path) if r.tty else None,
         output_bytes=session.output.total if session.output is not None else 0,
-        usage=session.usage(), limits=r.limits, parent=r.parent,
+        usage=session.usage(), limits=r.limits, parent=r.parent, intercepts=r.intercepts,
     )
 
 

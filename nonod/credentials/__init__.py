@@ -38,7 +38,9 @@ from ._routes import Route as Route
 from ._routes import builtin_routes as builtin_routes
 from ._routes import check_injectable as check_injectable
 from ._routes import credential_environment as credential_environment
+from ._routes import intercepted_hosts as intercepted_hosts
 from ._routes import load_route_secrets as load_route_secrets
+from ._routes import policy_intercepts as policy_intercepts
 from ._routes import require_route_secrets as require_route_secrets
 from ._routes import route_from_custom as route_from_custom
 from ._routes import session_routes as session_routes
@@ -65,10 +67,9 @@ from ._sources import source_kind as source_kind
 # when a session intercepts TLS, not with this package.
 if TYPE_CHECKING:
     from ._session_ca import SessionCA as SessionCA
-    from ._session_ca import intercepted_hosts as intercepted_hosts
     from ._session_ca import session_trust as session_trust
 
-_LAZY: Final = frozenset({"SessionCA", "intercepted_hosts", "session_trust"})
+_LAZY: Final = frozenset({"SessionCA", "session_trust"})
 
 
 def __getattr__(name: str) -> object:

@@ -389,3 +389,16 @@ def require_route_secrets(loaded: Sequence[LoadedRoute]) -> None:
     raise type(first)("the credential of a route is not available, so the session is not "
                       "started: " + "; ".join(parts), reference=first.reference,
                       hint=first.hint)
+
+
+def intercepted_hosts(routes: Iterable[Route]) -> list[str]:
+    """The hosts a session intercepts: those of its https credential routes."""
+    return sorted({route.host for route in routes if route.scheme == "https"})
+
+
+def policy_intercepts(net: NetworkPolicy) -> tuple[str, ...]:
+    """The hosts a session of this network policy intercepts: none without
+    ``tls_intercept`` or without the proxy (no network, or the host's network as it is)."""
+    if net.tls_intercept is None or not net.restricted or net.block:
+        return ()
+    return tuple(intercepted_hosts(session_routes(net)))

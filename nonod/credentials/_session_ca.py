@@ -25,8 +25,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ._routes import Route
-
 #: nono's defaults: a CA for a day, leaves for an hour (capped by the CA's own expiry).
 CA_VALIDITY: Final = 24 * 3600
 LEAF_VALIDITY: Final = 3600
@@ -170,11 +168,6 @@ def _general_name(host: str) -> x509.GeneralName:
     return x509.IPAddress(ipaddress.IPv6Network(f"{address}/128"))
 
 
-def intercepted_hosts(routes: Iterable[Route]) -> list[str]:
-    """The hosts a session intercepts: those of its https credential routes."""
-    return sorted({route.host for route in routes if route.scheme == "https"})
-
-
 def session_trust(ca: SessionCA, bundle_path: str = TRUST_BUNDLE
                   ) -> tuple[tuple[str, bytes], tuple[tuple[str, str], ...]]:
     """What the session's view needs to trust ``ca``: the pin ``(path, bytes)`` that puts the
@@ -187,4 +180,4 @@ def session_trust(ca: SessionCA, bundle_path: str = TRUST_BUNDLE
 
 
 __all__ = ["BUNDLE_VARIABLES", "CA_VALIDITY", "LEAF_VALIDITY", "TRUST_BUNDLE", "SessionCA",
-           "intercepted_hosts", "session_trust"]
+           "session_trust"]

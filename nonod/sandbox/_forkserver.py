@@ -214,7 +214,10 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
                 os.close(fd)
             continue
         subtrees = plan.cgroup_pool
-        key: WarmKey | None = (None if plan.switch_user
+        # A plan with groups but no limits for them (a tool session's, nested in its agent's
+        # groups) launches cold: a warm launcher waits in a group beside the agent's.
+        nested = bool(plan.cgroup_procs) and plan.cgroup_limits is None
+        key: WarmKey | None = (None if plan.switch_user or nested
                                else (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag,
                                      plan.oom_score_adj))
         waiting = pool.get(key, []) if key is not None else []

@@ -102,10 +102,12 @@ class SessionCgroups:
             log.warning("sessions get no cgroup", reason=why)
         return cls(backend, why)
 
-    def create(self, session_id: str, policy: ResolvedPolicy
+    def create(self, session_id: str, policy: ResolvedPolicy,
+               parent: SessionGroup | None = None
                ) -> tuple[SessionGroup | None, tuple[LayerReport, ...]]:
         """The session's group and its ``limits`` layer; EnforcementUnavailable when a limit
-        it asked for cannot be applied and the profile does not accept that."""
+        it asked for cannot be applied and the profile does not accept that. ``parent``: the
+        agent's group, for a tool session (nested in it where the backend can)."""
         wanted, required = cgroup_limits(policy)
         if self.backend is None:
             if required:
@@ -114,9 +116,13 @@ class SessionCgroups:
             return None, (LayerReport(name="limits", state="off",
                                       reason=f"{self.why}; no accounting, processes capped by "
                                       "RLIMIT_NPROC only"),)
-        group = self.backend.create(session_id, wanted)
+        group = self.backend.create(session_id, wanted, parent)
         gaps = [m for m in group.missing if m.limit in required]
         detail = f"{_describe(wanted)}; {self.backend.describe()} {group.path}"
+        if parent is not None:
+            nested = group.path.startswith(parent.path.rstrip("/") + "/")
+            detail += ("; inside its agent's group, whose limits bound both" if nested else
+                       "; beside its agent's group (cgroup v2: not nested)")
         layers: tuple[LayerReport, ...] = ()
         if wanted.pids is not None and all(m.limit != "pids" for m in group.missing):
             # The cap holds for root too, unlike RLIMIT_NPROC: say so in its own layer.

@@ -61,6 +61,8 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     #: Its effective resource limits, and what it used (final once it ended).
     limits: p.Limits | None = None
     usage: p.Usage | None = None
+    #: The hosts whose TLS the daemon intercepts for it (its session CA's names).
+    intercepts: tuple[str, ...] = ()
 
 
 record_decoder = msgspec.json.Decoder(SessionRecord)

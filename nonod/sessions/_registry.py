@@ -405,8 +405,10 @@ class Registry:
                 if self.tools is not None and plan.policy.tools:
                     tools = self.tools.prepare(session, plan)
                     plan = tools.plan
+                agent = self._sessions.get(plan.parent) if plan.parent else None
                 proc = await self._starter.start(
-                    session, plan, create_audit=lambda: self._create_audit(session, plan))
+                    session, plan, create_audit=lambda: self._create_audit(session, plan),
+                    parent_group=agent.cgroup if agent is not None else None)
             except BaseException:
                 if tools is not None:
                     tools.close()

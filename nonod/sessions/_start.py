@@ -30,6 +30,7 @@ from .._secretfiles import (
 from ..audit import AuditError, redact_argv
 from ..audit import Event as AuditEvent
 from ..audit._kernel import FsDeniedMonitor, Watch
+from ..cgroups import SessionGroup
 from ..errors import NonoError, PolicyError
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest, LayerReport, adapt_policy
@@ -94,7 +95,8 @@ class ProgramStarter:
         self._metrics = metrics
 
     async def start(self, session: Session, plan: SessionPlan,
-                    create_audit: Callable[[], Awaitable[None]]) -> Process:
+                    create_audit: Callable[[], Awaitable[None]],
+                    parent_group: SessionGroup | None = None) -> Process:
         """The session's program, running: its stdio (a PTY, passed descriptors or
         /dev/null), its services, its policy with the secret masks, its fs_denied watch.
         Raises to refuse the launch; nothing is left open then.
@@ -119,8 +121,16 @@ class ProgramStarter:
                 session.audit.hidden = services.hidden
                 await session.audit.open(session.record, services)
             session.record.limits = policy.limits
-            session.cgroup, limit_layers = self.cgroups.create(session.id, policy)
-            if session.cgroup is not None:
+            session.record.intercepts = services.intercepts
+            session.cgroup, limit_layers = self.cgroups.create(session.id, policy,
+                                                               parent_group)
+            if session.cgroup is not None and parent_group is not None and \
+                    session.cgroup.path.startswith(parent_group.path.rstrip("/") + "/"):
+                # A tool session's groups are inside its agent's: no limits to hand a warm
+                # launcher (whose group is beside the agent's), so the fork server launches
+                # it cold, joining these groups first.
+                request = msgspec.structs.replace(request, cgroup_procs=session.cgroup.procs)
+            elif session.cgroup is not None:
                 request = msgspec.structs.replace(
                     request, cgroup_procs=session.cgroup.procs,
                     cgroup_pool=self.cgroups.pool(), cgroup_limits=cgroup_limits(policy)[0])

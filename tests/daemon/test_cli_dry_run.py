@@ -79,3 +79,28 @@ def test_a_dry_run_of_a_profile_without_a_command_shows_its_policy(run: CLI) -> 
     assert "command: (none: give one after `--` to launch)" in done.stdout
     assert json.loads(run("launch", str(GITBOT), "--dry-run", "--json").stdout)["argv"] == []
     assert run("launch", str(GITBOT)).returncode == 2
+
+
+def test_the_hosts_a_session_would_intercept_are_listed(run: CLI) -> None:
+    profile = run.cwd / "intercepting.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": "intercepting"},
+        "network": {"allow_domain": ["blind.test"], "credentials": ["api"],
+                    "tls_intercept": {}, "custom_credentials": {"api": {
+                        "upstream": "https://api.example.test", "credential_key": "env://K",
+                        "env_var": "API_TOKEN"}}},
+    }))
+    done = run("launch", "--profile", str(profile), "--dry-run", "--", "true")
+    assert done.returncode == 0, done.stderr
+    head = summary_lines(done.stdout)
+    assert "intercepts:  TLS of api.example.test (the session's own CA)" in head
+    summary = json.loads(run("launch", "--profile", str(profile), "--dry-run", "--json", "--",
+                             "true").stdout)["summary"]
+    assert summary["intercepts"] == ["api.example.test"]  # blind.test stays a blind tunnel
+    # Without tls_intercept: nothing is intercepted, and the field says so.
+    data = json.loads(profile.read_text())
+    del data["network"]["tls_intercept"]
+    profile.write_text(json.dumps(data))
+    summary = json.loads(run("launch", "--profile", str(profile), "--dry-run", "--json", "--",
+                             "true").stdout)["summary"]
+    assert summary["intercepts"] == []

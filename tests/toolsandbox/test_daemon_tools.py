@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import trustme
 
 from tests.approvals.conftest import QuietHandler, https_server
 from tests.daemon.conftest import DaemonThread
 from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
 from tests.daemon.test_cli import CLI, cli_env
+from tests.toolsandbox._fakes import private_ca, tool_dirs
 
 pytestmark = [pytest.mark.root, pytest.mark.userns]
 
@@ -161,10 +161,8 @@ class Upstream:
 
 @pytest.fixture
 def github(tmp_path: Path) -> Iterator[Upstream]:
-    ca = trustme.CA()
-    upstream = Upstream(ca_file=tmp_path / "ca.pem")
-    ca.cert_pem.write_to_path(str(upstream.ca_file))
-    upstream.ca_file.chmod(0o644)
+    ca, ca_file = private_ca(tmp_path)
+    upstream = Upstream(ca_file=ca_file)
 
     class Handler(QuietHandler):
         def do_GET(self) -> None:
@@ -179,13 +177,8 @@ def github(tmp_path: Path) -> Iterator[Upstream]:
 
 def _setup(base: Path, upstream: Upstream, *, intercept: bool = False
            ) -> tuple[Path, Path, DaemonThread]:
-    work = base / "work"
-    bindir = base / "bin"
-    for d in (work, bindir):
-        d.mkdir(mode=0o755)
-    gh = bindir / "gh"
-    gh.write_text(FAKE_GH)
-    gh.chmod(0o755)
+    work, gh = tool_dirs(base, "gh", FAKE_GH)
+    bindir = gh.parent
     (work / "agent.py").write_text(AGENT)
     (work / "looks.py").write_text(AGENT_LOOKS)
     (work / "kills.py").write_text(AGENT_KILLS)
