@@ -113,9 +113,10 @@ class ProgramStarter:
 
             await _together(create_audit, prepare)
             launcher, stdio, services, request, policy = prepared[0]
-            # The values it will hold (phantom tokens, env_credentials) never reach a file.
-            session.record.argv = redact_argv(
-                session.record.argv, [value for _, value in request.extra_env])
+            # The secrets it will hold (its phantom token, env_credentials) never reach a file.
+            # Only those: the rest of its added environment (proxy address, `1` flags, bundle
+            # paths) is not secret, and blotting it out of argv would garble the record.
+            session.record.argv = redact_argv(session.record.argv, services.hidden)
             # Durable before the program exists: nothing runs before its record is on disk.
             if session.audit is not None:
                 session.audit.hidden = services.hidden
