@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
-from typing import final
+from typing import Final, final
 
 import structlog
 import trio
@@ -20,6 +20,7 @@ import trio
 from ..audit import Approval, AuditError, redact_argv
 from ..policy import ApprovalBackend, ApprovalPolicy
 from ..proxy import ApprovalAsk, Verdict
+from ._errors import ApprovalLimit
 from ._peer import find_client
 from ._queue import ApprovalQueue, Pending
 
@@ -29,6 +30,10 @@ log = structlog.get_logger()
 Said = tuple[Verdict, str]
 #: How a webhook backend is asked (``_webhook.WebhookCaller``); None: no webhooks here.
 AskWebhook = Callable[[ApprovalBackend, Pending, float], Awaitable[Said]]
+#: Questions one session may have open at once, whatever the backend. A program flooding
+#: unlisted hosts has the rest refused at once (decider ``limit``): no backend hears of them,
+#: so it can neither bury its owner's queue nor make the daemon call a webhook without bound.
+MAX_OPEN_PER_SESSION: Final = 16
 
 
 @final
@@ -61,22 +66,39 @@ class SessionAsker:
         self._facts = facts
         self._record = record
         self._webhook = webhook
+        self._open = 0
 
     async def __call__(self, ask: ApprovalAsk) -> Verdict:
         facts = self._facts
         pid, command = facts.pid, facts.command
-        found = await trio.to_thread.run_sync(find_client, facts.pid, ask.client_port,
-                                              abandon_on_cancel=True)
-        if found is not None:  # the very process that asked, if it can be told
-            pid, command = found[0], redact_argv(found[1], facts.hidden)
+        if self._open >= MAX_OPEN_PER_SESSION:
+            pending = self._pending(ask, pid, command)
+            self._record(self._event(pending, "requested"))
+            self._decided(pending, trio.current_time(), "deny", "limit")
+            return "deny"
+        self._open += 1
+        try:
+            found = await trio.to_thread.run_sync(find_client, facts.pid, ask.client_port,
+                                                  abandon_on_cancel=True)
+            if found is not None:  # the very process that asked, if it can be told
+                pid, command = found[0], redact_argv(found[1], facts.hidden)
+            return await self._held(self._pending(ask, pid, command))
+        finally:
+            self._open -= 1
+
+    def _pending(self, ask: ApprovalAsk, pid: int, command: tuple[str, ...]) -> Pending:
+        facts = self._facts
         now = dt.datetime.now(dt.UTC)
         backend = self._policy.named(self._policy.backend)
-        pending = Pending(
+        return Pending(
             id=self._queue.new_id(), session_id=facts.session_id, session_name=facts.name,
             owner_uid=facts.owner_uid, mode=ask.mode, host=ask.host, port=ask.port,
             method=ask.method, path=ask.path, pid=pid, command=command,
             backend=backend.name, created=now,
             expires=now + dt.timedelta(seconds=self._timeout), profile=facts.profile)
+
+    async def _held(self, pending: Pending) -> Verdict:
+        backend = self._policy.named(self._policy.backend)
         started = trio.current_time()
         self._record(self._event(pending, "requested"))
         verdict: Verdict = "timeout"
@@ -86,6 +108,9 @@ class SessionAsker:
                 try:
                     verdict, decider = await self._ask(backend, pending,
                                                        started + self._timeout)
+                except ApprovalLimit as exc:  # the queue is full for this user (or all)
+                    log.warning("approval refused: queue full", problem=exc.message)
+                    verdict, decider = "deny", "limit"
                 except Exception:  # a failing backend denies; it never lets a request through
                     log.exception("approval backend failed", backend=backend.name)
                     verdict, decider = "deny", f"error:{backend.name}"
