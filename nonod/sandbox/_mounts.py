@@ -34,6 +34,7 @@ import errno
 import os
 import stat
 from collections.abc import Sequence
+from typing import Final
 
 import msgspec
 
@@ -55,6 +56,13 @@ PIN_DIR = "/.nono-pins"
 EMPTY_FILE = "/.nono-empty"
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+# System configuration trees that a session running as uid 0 sees only as any user would see
+# them: what only root may read there (TLS and VPN private keys, cluster admin configurations,
+# keytabs, opasswd) is masked. Root owns those files, so a uid 0 without capabilities still
+# reads them by their owner bits.
+ROOT_ONLY_TREES: Final = ("/etc",)
+# At most this many entries are looked at per launch (a bound on the launch's cost).
+ROOT_ONLY_SCAN_LIMIT: Final = 50_000
 # What the sandbox's own /dev provides: grants of these are already satisfied.
 PROVIDED_DEV = frozenset({*(f"/dev/{n}" for n in DEV_NODES), "/dev/pts", "/dev/ptmx",
                           "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr"})
@@ -136,11 +144,14 @@ def compile_mounts(
     *,
     home: str,
     aliases: Sequence[tuple[str, str]] = (),
+    hide_root_only: bool = False,
 ) -> MountPlan:
     """Turn the policy into ordered mount operations. Looks at the host; does not change it.
 
     ``aliases`` are (path as written, canonical path) pairs; each symlink on the written path
     is recreated so that e.g. ``/etc/resolv.conf`` still leads to its target.
+    ``hide_root_only`` (a session running as uid 0): mask what only root may read in the
+    read-only grants of :data:`ROOT_ONLY_TREES`.
     """
     binds: dict[str, MountOp] = {}
     tmp_writable: dict[str, bool] = {p: p == "/dev/shm" for p in PRIVATE_TMP}
@@ -179,11 +190,47 @@ def compile_mounts(
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
+    if hide_root_only:
+        for path in _root_only(view.binds):
+            view.deny(Denial(path=path, source="root_only"))
     anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
     return MountPlan(ops=(*ops, *anchors, *view.ops, *view.later),
                      masked=tuple(view.masked), skipped=tuple(view.skipped),
                      protected=tuple(view.protected), absent=tuple(op.target for op in view.later),
                      creation_refused=tuple(view.refused), anchored=tuple(sorted(view.anchors)))
+
+
+def _root_only(binds: Sequence[MountOp]) -> list[str]:
+    """Entries of the read-only directory grants under :data:`ROOT_ONLY_TREES` that others
+    may not read: files without ``o+r``, directories without ``o+rx`` (not descended into).
+    Symbolic links are judged where they lead, if that is in the view."""
+    stack = sorted((op.target for op in binds if op.kind == BIND_DIR and not op.writable
+                    and any(_under(op.target, tree) for tree in ROOT_ONLY_TREES)),
+                   reverse=True)
+    found: list[str] = []
+    seen = 0
+    while stack and seen < ROOT_ONLY_SCAN_LIMIT:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                listed = list(entries)
+        except OSError:
+            continue
+        for entry in listed:
+            seen += 1
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError:
+                continue
+            if stat.S_ISLNK(mode):
+                continue
+            if stat.S_ISDIR(mode):
+                if mode & (stat.S_IROTH | stat.S_IXOTH) == stat.S_IROTH | stat.S_IXOTH:
+                    stack.append(entry.path)
+                else:
+                    found.append(entry.path)
+            elif not mode & stat.S_IROTH:
+                found.append(entry.path)
+    return found
 
 
 def _persistence_paths(view: _View, home: str, allowed: set[str],

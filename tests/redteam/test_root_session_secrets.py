@@ -1,0 +1,68 @@
+"""Red team, a session running as uid 0 (a root user's daemon, or a system daemon that allows
+root): capabilities dropped, but root *owns* the host's private configuration, so owner bits
+let it read what only root may read in the system trees every session is granted: TLS private
+keys (``/etc/ssl/private``), VPN keys, cluster admin configurations, keytabs. Now what others
+may not read under ``/etc`` is masked in such a session; the world-readable rest is as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.conftest import DaemonThread
+from tests.daemon.test_cli import CLI, cli_env
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="a root session needs root")]
+
+READ = r'''
+import sys
+for path in sys.argv[1:]:
+    try:
+        print(path, open(path).read().strip())
+    except OSError as exc:
+        print(path, type(exc).__name__)
+'''
+
+
+@pytest.fixture
+def planted() -> Iterator[dict[str, Path]]:
+    tag = f"nono-redteam-{secrets.token_hex(4)}"
+    key = Path("/etc") / f"{tag}.key"
+    private = Path("/etc") / f"{tag}.d"
+    public = Path("/etc") / f"{tag}.pub"
+    try:
+        key.write_text("PRIVATE-KEY\n")
+        key.chmod(0o600)
+        private.mkdir(mode=0o700)
+        (private / "admin.conf").write_text("CLUSTER-ADMIN\n")
+        (private / "admin.conf").chmod(0o644)  # readable, but its directory is not
+        public.write_text("PUBLIC\n")
+        public.chmod(0o644)
+        yield {"key": key, "inner": private / "admin.conf", "public": public}
+    finally:
+        key.unlink(missing_ok=True)
+        public.unlink(missing_ok=True)
+        shutil.rmtree(private, ignore_errors=True)
+
+
+@pytest.fixture
+def run(daemon_thread: DaemonThread, short_tmp: Path) -> CLI:
+    return CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
+
+
+def test_a_root_session_reads_in_etc_only_what_everyone_may(
+        run: CLI, short_tmp: Path, planted: dict[str, Path]) -> None:
+    (short_tmp / "read.py").write_text(READ)
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "read.py", str(planted["key"]), str(planted["inner"]), str(planted["public"]))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{planted['key']} PermissionError",
+                                        f"{planted['inner']} PermissionError",
+                                        f"{planted['public']} PUBLIC"]
