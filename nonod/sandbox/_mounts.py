@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Sequence
 from typing import Final
@@ -63,6 +64,14 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 ROOT_ONLY_TREES: Final = ("/etc",)
 # At most this many entries are looked at per launch (a bound on the launch's cost).
 ROOT_ONLY_SCAN_LIMIT: Final = 50_000
+# Kernel interfaces mounted inside host directories (under /sys mostly: debugfs, tracefs,
+# securityfs, bpffs, pstore, efivarfs...). Binds are recursive, so a grant of /sys (or of any
+# directory holding such a mount) would bring them into the view; each one is masked instead.
+KERNEL_FS_TYPES: Final = frozenset({
+    "debugfs", "tracefs", "securityfs", "bpf", "pstore", "efivarfs", "configfs", "fusectl",
+    "binfmt_misc", "cgroup", "cgroup2", "selinuxfs", "rpc_pipefs", "nfsd", "hugetlbfs",
+    "mqueue", "autofs",
+})
 # What the sandbox's own /dev provides: grants of these are already satisfied.
 PROVIDED_DEV = frozenset({*(f"/dev/{n}" for n in DEV_NODES), "/dev/pts", "/dev/ptmx",
                           "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr"})
@@ -190,6 +199,9 @@ def compile_mounts(
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
+    for point in kernel_mounts(_read_mountinfo()):
+        if point not in binds and any(_under(point, b) for b in binds):
+            view.deny(Denial(path=point, source="kernel_fs"))
     if hide_root_only:
         for path in _root_only(view.binds):
             view.deny(Denial(path=path, source="root_only"))
@@ -198,6 +210,31 @@ def compile_mounts(
                      masked=tuple(view.masked), skipped=tuple(view.skipped),
                      protected=tuple(view.protected), absent=tuple(op.target for op in view.later),
                      creation_refused=tuple(view.refused), anchored=tuple(sorted(view.anchors)))
+
+
+def _read_mountinfo() -> str:
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        return f.read()
+
+
+def kernel_mounts(mountinfo: str) -> list[str]:
+    """The mount points of :data:`KERNEL_FS_TYPES` file systems in ``mountinfo``."""
+    points: list[str] = []
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if "-" not in fields[6:]:
+            continue
+        fstype = fields[fields.index("-", 6) + 1]
+        if fstype in KERNEL_FS_TYPES:
+            points.append(_unescape_octal(fields[4]))
+    return points
+
+
+def _unescape_octal(text: str) -> str:
+    """A mountinfo field: space, tab, newline and backslash are written as ``\\ooo``."""
+    if "\\" not in text:
+        return text
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
 def _root_only(binds: Sequence[MountOp]) -> list[str]:
