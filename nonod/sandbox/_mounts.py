@@ -95,7 +95,10 @@ HOME_RC_FILES = (
     ".zshrc", ".zprofile", ".zshenv", ".zlogin", ".config/fish", ".gitconfig", ".config/git",
     ".config/autostart", ".config/systemd", ".config/environment.d", ".local/share/applications",
     ".ssh/rc", ".ssh/config", ".ssh/authorized_keys", ".xprofile", ".xsessionrc",
-    ".pam_environment",
+    ".pam_environment", ".zlogout", ".bashrc.d", ".local/share/systemd",
+    ".local/share/dbus-1", ".hgrc", ".config/hg", ".config/direnv", ".vimrc", ".vim",
+    ".config/nvim", ".emacs", ".emacs.d", ".config/emacs", ".tmux.conf", ".config/tmux",
+    ".ipython",
 )
 
 
