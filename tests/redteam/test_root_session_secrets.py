@@ -66,3 +66,23 @@ def test_a_root_session_reads_in_etc_only_what_everyone_may(
     assert done.stdout.splitlines() == [f"{planted['key']} PermissionError",
                                         f"{planted['inner']} PermissionError",
                                         f"{planted['public']} PUBLIC"]
+
+
+CONSOLE = r'''
+import os
+try:
+    os.close(os.open("/dev/console", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY))
+    print("OPEN")
+except OSError as exc:
+    print(type(exc).__name__)
+'''
+
+
+def test_a_root_session_cannot_read_the_hosts_console(run: CLI, short_tmp: Path) -> None:
+    """/dev/console (root's, 0600) was bound from the host: a root session opened it and
+    could read what is typed there and change its settings (tcsetattr needs no write)."""
+    (short_tmp / "console.py").write_text(CONSOLE)
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "console.py")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["FileNotFoundError"]
