@@ -208,6 +208,9 @@ def compile_mounts(
     if hide_root_only:
         for path in _root_only(view.binds):
             view.deny(Denial(path=path, source="root_only"))
+        for path in _proc_root_only():  # the session's own /proc, mounted fresh
+            view.ops.append(MountOp(MASK_FILE, path))
+            view.masked.append(path)
     anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
     return MountPlan(ops=(*ops, *anchors, *view.ops, *view.later),
                      masked=tuple(view.masked), skipped=tuple(view.skipped),
@@ -271,6 +274,22 @@ def _root_only(binds: Sequence[MountOp]) -> list[str]:
             elif not mode & stat.S_IROTH:
                 found.append(entry.path)
     return found
+
+
+def _proc_root_only() -> list[str]:
+    """The kernel's files at the top of ``/proc`` that only root may read (``slabinfo``,
+    ``vmallocinfo``, ``timer_list``, ``kpageflags``...: heap layout, addresses and physical
+    page state that exploits lean on). A session's fresh procfs has the same ones."""
+    found: list[str] = []
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError:
+                continue
+            if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
+                found.append(entry.path)
+    return sorted(found)
 
 
 def _persistence_paths(view: _View, home: str, allowed: set[str],

@@ -86,3 +86,31 @@ def test_a_root_session_cannot_read_the_hosts_console(run: CLI, short_tmp: Path)
                "console.py")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["FileNotFoundError"]
+
+
+PROC = r'''
+import sys
+for path in sys.argv[1:]:
+    try:
+        open(path, "rb").read(1)
+        print(path, "READ")
+    except OSError as exc:
+        print(path, type(exc).__name__)
+'''
+
+
+def test_a_root_session_reads_no_root_only_kernel_file_in_proc(run: CLI,
+                                                               short_tmp: Path) -> None:
+    """/proc/slabinfo, vmallocinfo, timer_list, kpageflags... are 0400 root: heap layout,
+    kernel addresses and physical page state that exploits lean on. A root session's fresh
+    procfs had them readable; world-readable ones stay."""
+    root_only = sorted(str(p) for p in Path("/proc").iterdir()
+                       if p.is_file() and not p.stat().st_mode & 0o004)
+    assert "/proc/slabinfo" in root_only
+    (short_tmp / "proc.py").write_text(PROC)
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "proc.py", *root_only, "/proc/meminfo")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "/proc/meminfo READ"
+    assert [line for line in lines[:-1] if line.endswith(" READ")] == []
