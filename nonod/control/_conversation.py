@@ -44,7 +44,7 @@ from ._errors import (
     VersionMismatch,
     error_reply,
 )
-from ._keys import handle_secret, handle_trust
+from ._keys import handle_secret, handle_trust, require_root_on_system
 from ._transport import UnixConnection, check_stdio_fds
 
 if TYPE_CHECKING:
@@ -317,6 +317,15 @@ class Conversation:
                         "with its frame"
                     )
                 check_stdio_fds(fds)
+            if request.options.audit_sign_key is not None:
+                # A key the caller names is loaded with the daemon's rights: on the system
+                # daemon that would sign this user's record with root's key (a file only root
+                # reads, root's keychain). The configured [audit] sign_key still applies.
+                require_root_on_system(
+                    self.caller, self._server.info.system,
+                    "choose the system daemon's audit signing key (--audit-sign-key)",
+                    "the daemon's [audit] sign_key signs every session; sign with your own "
+                    "key in your user daemon")
             try:
                 policy, profile = await self._server.policies.resolve_launch(request,
                                                                              self.caller)

@@ -119,3 +119,30 @@ def test_another_user_cannot_answer_or_inspect_an_approval_by_guessing(
                     {"type": "approval_answer", "id": "a1", "answer": "session"}):
         reply = json.loads(_as_intruder(handle, gid, message)[0])
         assert reply["type"] == "error", reply
+
+
+def test_another_user_cannot_have_its_record_signed_with_roots_key(
+        owned_session: tuple[DaemonThread, str, int], tmp_path: Path) -> None:
+    """``--audit-sign-key file:///...`` named a key the daemon loaded with its own rights: a
+    user of the system daemon had its session's audit record sealed with root's 0600 key
+    (its ``.bundle`` said root vouched for it). Only root may choose the signing key there."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    handle, _session, gid = owned_session
+    key = tmp_path / "root.key"
+    der = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    key.write_bytes(base64.b64encode(der))
+    key.chmod(0o600)
+    work = handle.base / "work"
+    launch = {"type": "launch", "argv": ["/bin/true"], "cwd": str(work),
+              "env": session_env(work), "options": {"allow_cwd": True,
+                                                    "audit_sign_key": f"file://{key}"},
+              "detach": True, "stdio": "null"}
+    reply = json.loads(_as_intruder(handle, gid, launch)[0])
+    assert (reply["type"], reply["code"]) == ("error", "auth.forbidden"), reply
+    assert not list(handle.state_dir.rglob("*.bundle"))
