@@ -47,6 +47,17 @@ from ._errors import (
 from ._keys import handle_secret, handle_trust, require_root_on_system
 from ._transport import UnixConnection, check_stdio_fds
 
+_UNPRIVILEGED_PORT_START: Final = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+
+
+def unprivileged_port_start() -> int:
+    """The lowest port an unprivileged process may bind (1024 if the kernel does not say)."""
+    try:
+        with open(_UNPRIVILEGED_PORT_START, encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 1024
+
 if TYPE_CHECKING:
     from ._server import ControlServer
 
@@ -305,6 +316,19 @@ class Conversation:
         session.request_stop(reason="stopped", grace=grace)
         await self._reply_when_exited(session)
 
+    def _check_listen_ports(self, policy: ResolvedPolicy) -> None:
+        """The system daemon binds a session's ``listen_ports`` on the host as root: a port
+        below ``ip_unprivileged_port_start`` is root's to give, never another user's."""
+        if not self._server.info.system or self.caller.is_root:
+            return
+        floor = unprivileged_port_start()
+        low = sorted(port for port in policy.network.listen_ports if port < floor)
+        if low:
+            require_root_on_system(
+                self.caller, True,
+                f"forward privileged host ports ({', '.join(map(str, low))}; below {floor})",
+                f"use a port of {floor} or above")
+
     async def _launch(self, request: p.Launch) -> None:
         fds: tuple[int, ...] | None = None
         session: sessions.Session | None = None
@@ -330,6 +354,7 @@ class Conversation:
                 policy, profile = await self._server.policies.resolve_launch(request,
                                                                              self.caller)
                 policy = effective_limits(policy, request.options, self._server.limits())
+                self._check_listen_ports(policy)
             except NonoError as exc:
                 self._registry.launch_refused(exc)  # counted like the registry's refusals
                 raise

@@ -146,3 +146,36 @@ def test_another_user_cannot_have_its_record_signed_with_roots_key(
     reply = json.loads(_as_intruder(handle, gid, launch)[0])
     assert (reply["type"], reply["code"]) == ("error", "auth.forbidden"), reply
     assert not list(handle.state_dir.rglob("*.bundle"))
+
+
+def _free_privileged_port() -> int:
+    import socket
+
+    for port in range(900, 1000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.fail("no free port below 1000")
+
+
+def test_another_user_cannot_have_the_daemon_bind_a_privileged_port(
+        owned_session: tuple[DaemonThread, str, int]) -> None:
+    """``--listen-port`` is bound on the host by the daemon: as root, for the system daemon.
+    A user got 127.0.0.1:81 (a port only root may bind) forwarded to its session, and could
+    stand in for a local privileged service there."""
+    import socket
+
+    handle, _session, gid = owned_session
+    port = _free_privileged_port()
+    work = handle.base / "work"
+    launch = {"type": "launch", "argv": ["/bin/sleep", "30"], "cwd": str(work),
+              "env": session_env(work), "detach": True, "stdio": "null",
+              "options": {"allow_cwd": True, "listen_ports": [port],
+                          "allow_domain": ["example.com"]}}
+    reply = json.loads(_as_intruder(handle, gid, launch)[0])
+    assert (reply["type"], reply["code"]) == ("error", "auth.forbidden"), reply
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", port))
