@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -56,8 +56,8 @@ def owned_session() -> Iterator[tuple[DaemonThread, str, int]]:
         shutil.rmtree(short_tmp, ignore_errors=True)
 
 
-def _as_intruder(handle: DaemonThread, gid: int, message: dict[str, object]) -> list[str]:
-    return raw_client(handle.socket, [hello(), message], prefix=as_user(INTRUDER, gid),
+def _as_intruder(handle: DaemonThread, gid: int, message: Mapping[str, object]) -> list[str]:
+    return raw_client(handle.socket, [hello(), dict(message)], prefix=as_user(INTRUDER, gid),
                       timeout=30)[1:]
 
 
