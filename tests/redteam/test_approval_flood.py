@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from nonod.approvals import ApprovalLimit, ApprovalQueue
 from nonod.approvals._asker import MAX_OPEN_PER_SESSION
 from nonod.approvals._queue import Pending
-from tests.approvals.conftest import PY, FakeHost, Setup, daemon_setup, next_pending
+from tests.approvals.conftest import PY, Setup, next_pending
 from tests.approvals.conftest import fake_host as fake_host  # the fixture
+from tests.approvals.conftest import setup as setup  # the fixture
 
 pytestmark = [pytest.mark.root, pytest.mark.userns]
 
@@ -48,15 +47,6 @@ while refused < expect and time.monotonic() < deadline:
 print("refused", refused, flush=True)
 time.sleep(600)
 '''
-
-
-@pytest.fixture
-def setup(short_tmp: Path, fake_host: FakeHost) -> Iterator[Setup]:
-    ready = daemon_setup(short_tmp, fake_host)
-    try:
-        yield ready
-    finally:
-        ready.daemon.stop()
 
 
 def test_one_session_flooding_unlisted_hosts_holds_a_bounded_share(setup: Setup) -> None:

@@ -15,20 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import DaemonThread
-from tests.daemon.test_cli import CLI, cli_env
+from tests.daemon.test_cli import CLI
+from tests.redteam._programs import READ
 
 pytestmark = pytest.mark.root
-
-READ = r'''
-import sys
-for path in sys.argv[1:]:
-    try:
-        print(path, open(path).read().strip())
-    except OSError as exc:
-        print(path, type(exc).__name__)
-'''
-
 
 @pytest.fixture
 def planted() -> Iterator[tuple[Path, str]]:
@@ -43,11 +33,6 @@ def planted() -> Iterator[tuple[Path, str]]:
         yield token, value
     finally:
         shutil.rmtree(top)
-
-
-@pytest.fixture
-def run(daemon_thread: DaemonThread, short_tmp: Path) -> CLI:
-    return CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
 
 
 @pytest.mark.parametrize("network", [["--block-net"], ["--allow-domain", "example.com"], []])

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from nonod.sandbox._mounts import kernel_mounts
-from tests.daemon.conftest import DaemonThread
-from tests.daemon.test_cli import CLI, cli_env
+from tests.daemon.test_cli import CLI
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")]
@@ -40,11 +39,6 @@ def bpffs(short_tmp: Path) -> Iterator[Path]:
         yield point
     finally:
         subprocess.run(["umount", str(point)], check=False)
-
-
-@pytest.fixture
-def run(daemon_thread: DaemonThread, short_tmp: Path) -> CLI:
-    return CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
 
 
 def test_a_kernel_file_system_below_a_grant_is_masked(run: CLI, short_tmp: Path,

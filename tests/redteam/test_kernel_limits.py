@@ -15,7 +15,6 @@ import base64
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,14 +36,6 @@ print(len(held), flush=True)
 time.sleep(120)
 '''
 TRY = "import ctypes; print(ctypes.CDLL(None).inotify_init1(0))"
-
-
-@pytest.fixture
-def system_daemon(short_tmp: Path) -> Iterator[DaemonThread]:
-    handle = DaemonThread(short_tmp, config=f'[daemon]\nsocket_group = "{socket_group()}"\n',
-                          system=True).start()
-    yield handle
-    handle.stop()
 
 
 @pytest.mark.xfail(strict=True, reason="the launcher does not lower the session user "

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from tests.daemon.conftest import DaemonThread
-from tests.daemon.test_cli import CLI, cli_env
+from tests.daemon.test_cli import CLI
 
 PLANTED = (
     ".local/share/systemd/user/evil.service", ".local/share/dbus-1/services/evil.service",
@@ -35,11 +32,6 @@ for name in sys.argv[1:]:
         print(name, type(exc).__name__)
 print("fine", open(os.path.join(home, "notes.txt"), "w").write("ok"))
 '''
-
-
-@pytest.fixture
-def run(daemon_thread: DaemonThread, short_tmp: Path) -> CLI:
-    return CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
 
 
 def test_a_session_with_a_writable_home_plants_nothing_that_runs_later(

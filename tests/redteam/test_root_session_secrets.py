@@ -15,21 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import DaemonThread
-from tests.daemon.test_cli import CLI, cli_env
+from tests.daemon.test_cli import CLI
+from tests.redteam._programs import READ
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="a root session needs root")]
-
-READ = r'''
-import sys
-for path in sys.argv[1:]:
-    try:
-        print(path, open(path).read().strip())
-    except OSError as exc:
-        print(path, type(exc).__name__)
-'''
-
 
 @pytest.fixture
 def planted() -> Iterator[dict[str, Path]]:
@@ -50,11 +40,6 @@ def planted() -> Iterator[dict[str, Path]]:
         key.unlink(missing_ok=True)
         public.unlink(missing_ok=True)
         shutil.rmtree(private, ignore_errors=True)
-
-
-@pytest.fixture
-def run(daemon_thread: DaemonThread, short_tmp: Path) -> CLI:
-    return CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
 
 
 def test_a_root_session_reads_in_etc_only_what_everyone_may(

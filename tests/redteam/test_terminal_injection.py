@@ -11,24 +11,17 @@ import pty
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from nonoctl._sanitize import OutputFilter
-from tests.daemon.conftest import DaemonThread
-from tests.daemon.test_cli import CLI, cli_env
+from tests.daemon.test_cli import CLI
 
 # OSC 0 (title), OSC 52 (clipboard write), clear screen, cursor up, 8-bit CSI, RTL override.
 HOSTILE = "\x1b]0;owned\x07\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[2J\x1b[1A\u009b31m\u202e"
 # Anything that acts on a terminal other than a colour.
 _ACTING = re.compile(r"\x1b(?!\[[0-9;:]*m)|[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f\u0080-\u009f"
                      r"\u202a-\u202e\u2066-\u2069]")
-
-
-@pytest.fixture
-def run(daemon_thread: DaemonThread, short_tmp: Path) -> CLI:
-    return CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
 
 
 def _on_a_terminal(run: CLI, *args: str) -> str:
