@@ -40,6 +40,7 @@ from nonod import protocol as p
 from nonod.errors import NonoError
 
 from ._output import Output
+from ._sanitize import OutputFilter
 from .client import (
     ClientError,
     Connection,
@@ -333,6 +334,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                       help="the detached program's terminal output instead of its events")
     logs.add_argument("-n", "--tail", type=int, metavar="N",
                       help="--output: only the last N lines")
+    logs.add_argument("--raw", action="store_true",
+                      help="--output on a terminal: the bytes as written, escape sequences "
+                           "and all (by default only colours act; other control sequences "
+                           "are shown, not obeyed)")
 
     approvals = command("approvals", _cmd_approvals,
                         "pending approvals of your sessions (`inspect ID`: one in detail)")
@@ -892,13 +897,16 @@ def _cmd_logs(args: argparse.Namespace, command: list[str], out: Output) -> int:
     if args.tail is not None and args.tail < 0:
         out.error("--tail takes a number of lines >= 0")
         return EXIT_USAGE
+    safe = None if args.raw or not sys.stdout.isatty() else OutputFilter()
     with _connect(args) as conn:
         conn.send(p.Logs(session=args.session, follow=args.follow, tail=args.tail))
         while True:
             reply = check(conn.receive())
             if isinstance(reply, p.Output):
-                out.output_chunk(args.session, reply)
+                out.output_chunk(args.session, reply, safe)
             elif isinstance(reply, p.EndOfOutput):
+                if safe is not None:
+                    out.raw(safe.feed(b"", final=True))
                 if reply.reason == "lagged":
                     out.error("output came faster than it could be read; some was skipped",
                               "use --tail to start from recent output")
@@ -1687,7 +1695,7 @@ def _audit_show(session: str, path: Path, out: Output) -> int:
         return EXIT_OK
     color = sys.stdout.isatty()
     for record in read_records(path):
-        out.line(render_record(session, record, color=color, with_date=True))
+        out.rendered(render_record(session, record, color=color, with_date=True))
     return EXIT_OK
 
 

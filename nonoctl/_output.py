@@ -2,7 +2,9 @@
 
 Human output by default: aligned tables, relative times, one-line errors with a hint. With
 ``--json``: machine-readable JSON (an array or object per command, or JSON lines for streams)
-on stdout, errors still on stderr.
+on stdout, errors still on stderr. Human output never carries a control character or escape
+sequence that a session chose (``._sanitize``): values are escaped here, at the one place
+that writes them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Final, TextIO, final
 import msgspec
 
 from nonod import protocol as p
+
+from ._sanitize import OutputFilter, field, text
 
 if TYPE_CHECKING:
     from nonod.audit import Record
@@ -129,18 +133,23 @@ class Output:
         self._err = stderr or sys.stderr
 
     # -- primitives
-    def line(self, text: str = "") -> None:
-        self._out.write(text + "\n")
+    def line(self, line: str = "") -> None:
+        self._out.write(text(line) + "\n")
 
-    def note(self, text: str) -> None:
+    def rendered(self, line: str) -> None:
+        """A line that is already safe for the terminal and carries our own colours (an
+        audit record from :func:`nonod.audit.render_record`, which escapes every value)."""
+        self._out.write(line + "\n")
+
+    def note(self, remark: str) -> None:
         """A human remark on stderr (never mixed into data on stdout)."""
-        self._err.write(text + "\n")
+        self._err.write(text(remark) + "\n")
         self._err.flush()
 
     def error(self, message: str, hint: str | None = None) -> None:
-        self._err.write(f"nonoctl: {message}\n")
+        self._err.write(f"nonoctl: {text(message)}\n")
         if hint:
-            self._err.write(f"  hint: {hint}\n")
+            self._err.write(f"  hint: {text(hint)}\n")
         self._err.flush()
 
     def json(self, value: Any) -> None:
@@ -159,7 +168,7 @@ class Output:
         self._out.flush()
 
     def table(self, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-        rows = [list(r) for r in rows]
+        rows = [[field(cell) for cell in r] for r in rows]
         widths = [len(h) for h in headers]
         for row in rows:
             for i, cell in enumerate(row):
@@ -217,7 +226,7 @@ class Output:
             rows.append(("usage", _usage(d.usage)))
         width = max(len(k) for k, _ in rows)
         for key, value in rows:
-            self.line(f"{key.ljust(width)}  {value}")
+            self.line(f"{key.ljust(width)}  {field(value)}")
         enforcement = d.enforcement
         if enforcement is None:
             return
@@ -266,7 +275,7 @@ class Output:
             return
         if d.summary is not None:
             self._dry_run_summary(d.summary)
-        self.line(f"command: {' '.join(d.argv) or '(none: give one after `--` to launch)'}")
+        self.line(f"command: {field(' '.join(d.argv)) or '(none: give one after `--` to launch)'}")
         self.line(f"cwd:     {d.cwd}")
         self.line(f"uid/gid: {d.uid}/{d.gid}")
         self.line("policy:")
@@ -366,7 +375,7 @@ class Output:
         from nonod.audit import render_record
 
         record = _record_decoder().decode(raw)
-        self.line(render_record(session, record, color=self._out.isatty()))
+        self.rendered(render_record(session, record, color=self._out.isatty()))
         self._out.flush()
 
     def audit_dropped(self, dropped: p.AuditDropped) -> None:
@@ -376,9 +385,11 @@ class Output:
                                        color=self._err.isatty()) + "\n")
         self._err.flush()
 
-    def output_chunk(self, session: str, chunk: p.Output) -> None:
+    def output_chunk(self, session: str, chunk: p.Output, safe: OutputFilter | None) -> None:
+        """A chunk of a program's output: as JSON, through ``safe`` (escape sequences shown,
+        not obeyed) or, with no filter, as the bytes the program wrote."""
         if self.json_mode:
             self.json({"session": session, "offset": chunk.offset,
                        "data": chunk.data.decode("utf-8", "replace")})
             return
-        self.raw(chunk.data)
+        self.raw(chunk.data if safe is None else safe.feed(chunk.data))

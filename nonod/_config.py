@@ -129,6 +129,11 @@ class AuditSection(_Section, frozen=True, kw_only=True):
     #: the daemon is root: ``auto`` enables auditing only if no audit daemon manages it,
     #: ``kernel`` enables it regardless, ``off`` never touches it. Read at daemon start.
     fs_denied: Literal["auto", "kernel", "off"] = "auto"
+    #: The most bytes one session's audit file may take. A session that reaches it (a
+    #: program looping on refused requests writes a record for each) is stopped with reason
+    #: ``audit_limit``: the daemon's disk is not the session's to fill, and nothing it does
+    #: goes unrecorded.
+    session_max_bytes: Annotated[int, msgspec.Meta(ge=1 << 20, le=1 << 50)] = 1 << 30
 
     def __post_init__(self) -> None:
         if self.sign_key is not None and "\x00" in self.sign_key:

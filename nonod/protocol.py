@@ -75,7 +75,7 @@ SessionState = Literal["starting", "running", "exited"]
 #: while supervising it; see the daemon log).
 EndReason = Literal[
     "", "exited", "stopped", "client_gone", "daemon_shutdown", "daemon_lost", "error",
-    "oom", "pids_limit", "wall_clock", "parent_ended",
+    "oom", "pids_limit", "wall_clock", "parent_ended", "audit_limit",
 ]
 Stdio = Literal["passed", "pty", "null"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
-from typing import final
+from typing import Any, Final, final
 
 import structlog
 import trio
@@ -20,6 +20,7 @@ import trio
 from ..audit import Approval, AuditError, redact_argv
 from ..policy import ApprovalBackend, ApprovalPolicy
 from ..proxy import ApprovalAsk, Verdict
+from ._errors import ApprovalLimit
 from ._peer import find_client
 from ._queue import ApprovalQueue, Pending
 
@@ -29,6 +30,10 @@ log = structlog.get_logger()
 Said = tuple[Verdict, str]
 #: How a webhook backend is asked (``_webhook.WebhookCaller``); None: no webhooks here.
 AskWebhook = Callable[[ApprovalBackend, Pending, float], Awaitable[Said]]
+#: Questions one session may have open at once, whatever the backend. A program flooding
+#: unlisted hosts has the rest refused at once (decider ``limit``): no backend hears of them,
+#: so it can neither bury its owner's queue nor make the daemon call a webhook without bound.
+MAX_OPEN_PER_SESSION: Final = 16
 
 
 @final
@@ -61,16 +66,26 @@ class SessionAsker:
         self._facts = facts
         self._record = record
         self._webhook = webhook
+        self._open = 0
 
     async def __call__(self, ask: ApprovalAsk) -> Verdict:
         facts = self._facts
         pid, command = facts.pid, facts.command
-        found = await trio.to_thread.run_sync(find_client, facts.pid, ask.client_port,
-                                              abandon_on_cancel=True)
-        if found is not None:  # the very process that asked, if it can be told
-            pid, command = found[0], redact_argv(found[1], facts.hidden)
-        return await self._held(mode=ask.mode, host=ask.host, port=ask.port,
-                                method=ask.method, path=ask.path, pid=pid, command=command)
+        if self._open >= MAX_OPEN_PER_SESSION:
+            return self._over_limit(mode=ask.mode, host=ask.host, port=ask.port,
+                                    method=ask.method, path=ask.path, pid=pid,
+                                    command=command)
+        self._open += 1
+        try:
+            found = await trio.to_thread.run_sync(find_client, facts.pid, ask.client_port,
+                                                  abandon_on_cancel=True)
+            if found is not None:  # the very process that asked, if it can be told
+                pid, command = found[0], redact_argv(found[1], facts.hidden)
+            return await self._held(self._pending(
+                mode=ask.mode, host=ask.host, port=ask.port, method=ask.method,
+                path=ask.path, pid=pid, command=command))
+        finally:
+            self._open -= 1
 
     async def ask_tool(self, tool: str, argv: Sequence[str], *, pid: int,
                        timeout: float | None = None) -> Verdict:
@@ -78,25 +93,42 @@ class SessionAsker:
         (``nonod.toolsandbox``): mode ``tool``, the tool's name as ``host``, its arguments
         (redacted) as ``path``; ``pid`` is the caller (the shim)."""
         command = redact_argv((tool, *argv), self._facts.hidden)
-        return await self._held(mode="tool", host=tool, port=0, method="",
-                                path=" ".join(command[1:]), pid=pid, command=command,
-                                timeout=timeout)
+        fields: dict[str, Any] = {"mode": "tool", "host": tool, "port": 0, "method": "",
+                                  "path": " ".join(command[1:]), "pid": pid,
+                                  "command": command}
+        if self._open >= MAX_OPEN_PER_SESSION:
+            return self._over_limit(**fields)
+        self._open += 1
+        try:
+            return await self._held(self._pending(**fields, timeout=timeout))
+        finally:
+            self._open -= 1
 
-    async def _held(self, *, mode: str, host: str, port: int, method: str, path: str,
-                    pid: int, command: tuple[str, ...], timeout: float | None = None
-                    ) -> Verdict:
-        """Put the question to the backend, on record; no answer by the deadline denies."""
+    def _over_limit(self, **fields: Any) -> Verdict:
+        """Too many questions open for this session: refused at once, on record."""
+        pending = self._pending(**fields)
+        self._record(self._event(pending, "requested"))
+        self._decided(pending, trio.current_time(), "deny", "limit")
+        return "deny"
+
+    def _pending(self, *, mode: str, host: str, port: int, method: str, path: str, pid: int,
+                 command: tuple[str, ...], timeout: float | None = None) -> Pending:
         facts = self._facts
-        wait = self._timeout if timeout is None else timeout
         now = dt.datetime.now(dt.UTC)
         backend = self._policy.named(self._policy.backend)
-        pending = Pending(
+        wait = self._timeout if timeout is None else timeout
+        return Pending(
             id=self._queue.new_id(), session_id=facts.session_id, session_name=facts.name,
             owner_uid=facts.owner_uid, mode=mode, host=host, port=port,
             method=method, path=path, pid=pid, command=command,
             backend=backend.name, created=now,
             expires=now + dt.timedelta(seconds=wait), profile=facts.profile)
+
+    async def _held(self, pending: Pending) -> Verdict:
+        """Put the question to the backend, on record; no answer by the deadline denies."""
+        backend = self._policy.named(self._policy.backend)
         started = trio.current_time()
+        wait = (pending.expires - pending.created).total_seconds()
         self._record(self._event(pending, "requested"))
         verdict: Verdict = "timeout"
         decider = "timeout"
@@ -104,6 +136,9 @@ class SessionAsker:
             with trio.move_on_at(started + wait):
                 try:
                     verdict, decider = await self._ask(backend, pending, started + wait)
+                except ApprovalLimit as exc:  # the queue is full for this user (or all)
+                    log.warning("approval refused: queue full", problem=exc.message)
+                    verdict, decider = "deny", "limit"
                 except Exception:  # a failing backend denies; it never lets a request through
                     log.exception("approval backend failed", backend=backend.name)
                     verdict, decider = "deny", f"error:{backend.name}"

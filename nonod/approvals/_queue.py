@@ -9,6 +9,7 @@ session's proxy.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import secrets
 from collections.abc import Callable
@@ -22,6 +23,9 @@ from ._errors import ApprovalLimit, ApprovalNotFound
 #: Held requests at once across the daemon; more are refused at once (a program flooding
 #: unlisted hosts must not grow the daemon's memory without bound).
 MAX_PENDING: Final = 1024
+#: Held requests of one user at once, below the daemon's: one user's sessions filling the
+#: queue must not get every other user's requests refused (``approval.limit``).
+MAX_PENDING_PER_UID: Final = 256
 
 Answer = Literal["once", "session", "deny"]
 
@@ -76,10 +80,13 @@ class ApprovalQueue:
     opened (``approval_pending``) and closed (``approval_closed``)."""
 
     def __init__(self, *, notify: Callable[[Pending, str], None] | None = None,
-                 max_pending: int = MAX_PENDING) -> None:
+                 max_pending: int = MAX_PENDING,
+                 max_per_uid: int = MAX_PENDING_PER_UID) -> None:
         self._pending: dict[str, Pending] = {}
+        self._per_uid: collections.Counter[int] = collections.Counter()
         self._notify = notify or (lambda _pending, _kind: None)
         self._max = max_pending
+        self._max_per_uid = max_per_uid
 
     def new_id(self) -> str:
         return "ap-" + secrets.token_hex(16)
@@ -87,11 +94,18 @@ class ApprovalQueue:
     def add(self, pending: Pending) -> None:
         if len(self._pending) >= self._max:
             raise ApprovalLimit(f"{self._max} approvals are already pending")
+        if self._per_uid[pending.owner_uid] >= self._max_per_uid:
+            raise ApprovalLimit(f"{self._max_per_uid} approvals of uid {pending.owner_uid} "
+                                "are already pending")
         self._pending[pending.id] = pending
+        self._per_uid[pending.owner_uid] += 1
         self._notify(pending, "approval_pending")
 
     def remove(self, pending: Pending) -> None:
         if self._pending.pop(pending.id, None) is not None:
+            self._per_uid[pending.owner_uid] -= 1
+            if not self._per_uid[pending.owner_uid]:
+                del self._per_uid[pending.owner_uid]
             self._notify(pending, "approval_closed")
 
     def visible(self, viewer: Viewer, session_id: str | None = None) -> list[Pending]:

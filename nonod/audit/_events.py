@@ -45,7 +45,7 @@ Decision = Literal["allow", "deny"]
 #: How the phantom token check went on a credential route; ``none`` when the request needed none.
 AuthOutcome = Literal["ok", "missing", "invalid", "none"]
 EndReason = Literal["exited", "stopped", "killed", "timeout", "daemon_lost", "error", "oom",
-                    "pids_limit", "wall_clock"]
+                    "pids_limit", "wall_clock", "audit_limit"]
 DaemonAction = Literal["started", "stopping", "reloaded", "recovered"]
 
 

@@ -296,6 +296,8 @@ class AuditWriter:
         self._every = fsync_every
         #: ``utc_timestamp`` by default, through a per-writer cache of the date and time.
         self._clock: Clock = UtcClock() if clock is None else clock
+        #: Bytes in the file: what was there when it was opened, and every line since.
+        self._size = os.fstat(fd).st_size
         self._pending = 0
         self._first_pending_at = 0.0
         self._fsyncs = 0
@@ -366,6 +368,11 @@ class AuditWriter:
                    discarded_bytes=scan.torn_bytes)
 
     @property
+    def size(self) -> int:
+        """Bytes in the file, the lines written so far included."""
+        return self._size
+
+    @property
     def broken(self) -> bool:
         """A write or fsync failed: the file misses records (see ``append_closing``)."""
         return self._broken
@@ -398,6 +405,7 @@ class AuditWriter:
         except OSError as exc:
             self._broken = True
             raise AuditWriteError(f"cannot write to {self.path}: {exc.strerror}") from exc
+        self._size += len(line)
         # The file digest and the Merkle tree are brought up to date when the writer syncs
         # (``_catch_up``), off the path of the append that a proxied request waits for.
         unhashed = self._unhashed

@@ -44,8 +44,19 @@ from ._errors import (
     VersionMismatch,
     error_reply,
 )
-from ._keys import handle_secret, handle_trust
+from ._keys import handle_secret, handle_trust, require_root_on_system
 from ._transport import UnixConnection, check_stdio_fds
+
+_UNPRIVILEGED_PORT_START: Final = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+
+
+def unprivileged_port_start() -> int:
+    """The lowest port an unprivileged process may bind (1024 if the kernel does not say)."""
+    try:
+        with open(_UNPRIVILEGED_PORT_START, encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 1024
 
 if TYPE_CHECKING:
     from ._server import ControlServer
@@ -306,6 +317,19 @@ class Conversation:
         session.request_stop(reason="stopped", grace=grace)
         await self._reply_when_exited(session)
 
+    def _check_listen_ports(self, policy: ResolvedPolicy) -> None:
+        """The system daemon binds a session's ``listen_ports`` on the host as root: a port
+        below ``ip_unprivileged_port_start`` is root's to give, never another user's."""
+        if not self._server.info.system or self.caller.is_root:
+            return
+        floor = unprivileged_port_start()
+        low = sorted(port for port in policy.network.listen_ports if port < floor)
+        if low:
+            require_root_on_system(
+                self.caller, True,
+                f"forward privileged host ports ({', '.join(map(str, low))}; below {floor})",
+                f"use a port of {floor} or above")
+
     async def _launch(self, request: p.Launch) -> None:
         fds: tuple[int, ...] | None = None
         session: sessions.Session | None = None
@@ -318,10 +342,20 @@ class Conversation:
                         "with its frame"
                     )
                 check_stdio_fds(fds)
+            if request.options.audit_sign_key is not None:
+                # A key the caller names is loaded with the daemon's rights: on the system
+                # daemon that would sign this user's record with root's key (a file only root
+                # reads, root's keychain). The configured [audit] sign_key still applies.
+                require_root_on_system(
+                    self.caller, self._server.info.system,
+                    "choose the system daemon's audit signing key (--audit-sign-key)",
+                    "the daemon's [audit] sign_key signs every session; sign with your own "
+                    "key in your user daemon")
             try:
                 policy, profile = await self._server.policies.resolve_launch(request,
                                                                              self.caller)
                 policy = effective_limits(policy, request.options, self._server.limits())
+                self._check_listen_ports(policy)
             except NonoError as exc:
                 self._registry.launch_refused(exc)  # counted like the registry's refusals
                 raise

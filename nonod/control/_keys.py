@@ -17,7 +17,7 @@ from ._errors import Forbidden
 log = structlog.get_logger()
 
 
-def _require_root_on_system(caller: sessions.Caller, system: bool, what: str, hint: str) -> None:
+def require_root_on_system(caller: sessions.Caller, system: bool, what: str, hint: str) -> None:
     """The system daemon's own keys and secrets are root's alone."""
     if system and not caller.is_root:
         raise Forbidden(f"only root may {what}", hint=hint)
@@ -32,7 +32,7 @@ async def handle_secret(
 ) -> p.AnyReply:
     """The daemon's keychain (``SecretStore``). No value is ever logged or sent back;
     errors are ``credential.*``."""
-    _require_root_on_system(
+    require_root_on_system(
         caller, system, "manage the system daemon's secrets",
         "store your own secrets in your user daemon (`nonoctl secret ...` without --system)",
     )
@@ -62,7 +62,7 @@ async def handle_trust(
     """Trust keys and signing (``nonoctl trust``, through ``TrustService``). Keys never
     leave the daemon: the client sends file contents and writes the bundles and policies
     it gets back; errors are ``trust.*``."""
-    _require_root_on_system(
+    require_root_on_system(
         caller, system, "use the system daemon's trust keys",
         "use your own keys in your user daemon (`nonoctl trust ...` without --system)",
     )

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Sequence
+from typing import Final
 
 import msgspec
 
@@ -55,6 +57,21 @@ PIN_DIR = "/.nono-pins"
 EMPTY_FILE = "/.nono-empty"
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+# System configuration trees that a session running as uid 0 sees only as any user would see
+# them: what only root may read there (TLS and VPN private keys, cluster admin configurations,
+# keytabs, opasswd) is masked. Root owns those files, so a uid 0 without capabilities still
+# reads them by their owner bits.
+ROOT_ONLY_TREES: Final = ("/etc",)
+# At most this many entries are looked at per launch (a bound on the launch's cost).
+ROOT_ONLY_SCAN_LIMIT: Final = 50_000
+# Kernel interfaces mounted inside host directories (under /sys mostly: debugfs, tracefs,
+# securityfs, bpffs, pstore, efivarfs...). Binds are recursive, so a grant of /sys (or of any
+# directory holding such a mount) would bring them into the view; each one is masked instead.
+KERNEL_FS_TYPES: Final = frozenset({
+    "debugfs", "tracefs", "securityfs", "bpf", "pstore", "efivarfs", "configfs", "fusectl",
+    "binfmt_misc", "cgroup", "cgroup2", "selinuxfs", "rpc_pipefs", "nfsd", "hugetlbfs",
+    "mqueue", "autofs",
+})
 # What the sandbox's own /dev provides: grants of these are already satisfied.
 PROVIDED_DEV = frozenset({*(f"/dev/{n}" for n in DEV_NODES), "/dev/pts", "/dev/ptmx",
                           "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr"})
@@ -78,7 +95,10 @@ HOME_RC_FILES = (
     ".zshrc", ".zprofile", ".zshenv", ".zlogin", ".config/fish", ".gitconfig", ".config/git",
     ".config/autostart", ".config/systemd", ".config/environment.d", ".local/share/applications",
     ".ssh/rc", ".ssh/config", ".ssh/authorized_keys", ".xprofile", ".xsessionrc",
-    ".pam_environment",
+    ".pam_environment", ".zlogout", ".bashrc.d", ".local/share/systemd",
+    ".local/share/dbus-1", ".hgrc", ".config/hg", ".config/direnv", ".vimrc", ".vim",
+    ".config/nvim", ".emacs", ".emacs.d", ".config/emacs", ".tmux.conf", ".config/tmux",
+    ".ipython",
 )
 
 
@@ -136,11 +156,14 @@ def compile_mounts(
     *,
     home: str,
     aliases: Sequence[tuple[str, str]] = (),
+    hide_root_only: bool = False,
 ) -> MountPlan:
     """Turn the policy into ordered mount operations. Looks at the host; does not change it.
 
     ``aliases`` are (path as written, canonical path) pairs; each symlink on the written path
     is recreated so that e.g. ``/etc/resolv.conf`` still leads to its target.
+    ``hide_root_only`` (a session running as uid 0): mask what only root may read in the
+    read-only grants of :data:`ROOT_ONLY_TREES`.
     """
     binds: dict[str, MountOp] = {}
     tmp_writable: dict[str, bool] = {p: p == "/dev/shm" for p in PRIVATE_TMP}
@@ -179,11 +202,94 @@ def compile_mounts(
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
+    for point in kernel_mounts(_read_mountinfo()):
+        if point not in binds and any(_under(point, b) for b in binds):
+            view.deny(Denial(path=point, source="kernel_fs"))
+    if hide_root_only:
+        for path in _root_only(view.binds):
+            view.deny(Denial(path=path, source="root_only"))
+        for path in _proc_root_only():  # the session's own /proc, mounted fresh
+            view.ops.append(MountOp(MASK_FILE, path))
+            view.masked.append(path)
     anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
     return MountPlan(ops=(*ops, *anchors, *view.ops, *view.later),
                      masked=tuple(view.masked), skipped=tuple(view.skipped),
                      protected=tuple(view.protected), absent=tuple(op.target for op in view.later),
                      creation_refused=tuple(view.refused), anchored=tuple(sorted(view.anchors)))
+
+
+def _read_mountinfo() -> str:
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        return f.read()
+
+
+def kernel_mounts(mountinfo: str) -> list[str]:
+    """The mount points of :data:`KERNEL_FS_TYPES` file systems in ``mountinfo``."""
+    points: list[str] = []
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if "-" not in fields[6:]:
+            continue
+        fstype = fields[fields.index("-", 6) + 1]
+        if fstype in KERNEL_FS_TYPES:
+            points.append(_unescape_octal(fields[4]))
+    return points
+
+
+def _unescape_octal(text: str) -> str:
+    """A mountinfo field: space, tab, newline and backslash are written as ``\\ooo``."""
+    if "\\" not in text:
+        return text
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def _root_only(binds: Sequence[MountOp]) -> list[str]:
+    """Entries of the read-only directory grants under :data:`ROOT_ONLY_TREES` that others
+    may not read: files without ``o+r``, directories without ``o+rx`` (not descended into).
+    Symbolic links are judged where they lead, if that is in the view."""
+    stack = sorted((op.target for op in binds if op.kind == BIND_DIR and not op.writable
+                    and any(_under(op.target, tree) for tree in ROOT_ONLY_TREES)),
+                   reverse=True)
+    found: list[str] = []
+    seen = 0
+    while stack and seen < ROOT_ONLY_SCAN_LIMIT:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                listed = list(entries)
+        except OSError:
+            continue
+        for entry in listed:
+            seen += 1
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError:
+                continue
+            if stat.S_ISLNK(mode):
+                continue
+            if stat.S_ISDIR(mode):
+                if mode & (stat.S_IROTH | stat.S_IXOTH) == stat.S_IROTH | stat.S_IXOTH:
+                    stack.append(entry.path)
+                else:
+                    found.append(entry.path)
+            elif not mode & stat.S_IROTH:
+                found.append(entry.path)
+    return found
+
+
+def _proc_root_only() -> list[str]:
+    """The kernel's files at the top of ``/proc`` that only root may read (``slabinfo``,
+    ``vmallocinfo``, ``timer_list``, ``kpageflags``...: heap layout, addresses and physical
+    page state that exploits lean on). A session's fresh procfs has the same ones."""
+    found: list[str] = []
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError:
+                continue
+            if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
+                found.append(entry.path)
+    return sorted(found)
 
 
 def _persistence_paths(view: _View, home: str, allowed: set[str],

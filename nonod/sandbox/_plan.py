@@ -219,7 +219,7 @@ def build_plan(
     policy = _mode.adapt_policy(policy, mode)
     env = sanitize_env(policy.env, request.env, request.extra_env)
     home = _home_of(uid, request.env)
-    mounts = compile_mounts(policy, home=home)
+    mounts = compile_mounts(policy, home=home, hide_root_only=uid == 0)
     abi = _host_abi() if landlock_abi is None else landlock_abi
     if landlock_only:
         if abi < 1:  # nothing else would confine the filesystem: never accepted

@@ -53,7 +53,8 @@ CLOSE_TIMEOUT: Final = 5.0
 _END_REASONS: Final = {"stopped": "stopped", "client_gone": "stopped",
                        "daemon_shutdown": "stopped", "parent_ended": "stopped",
                        "error": "error", "oom": "oom",
-                       "pids_limit": "pids_limit", "wall_clock": "wall_clock"}
+                       "pids_limit": "pids_limit", "wall_clock": "wall_clock",
+                       "audit_limit": "audit_limit"}
 
 
 @final
@@ -61,17 +62,21 @@ class SessionAudit:
     """The audit file of one session. Create it with :meth:`create`."""
 
     def __init__(self, writer: AuditWriter, *, sign_key: str | None,
-                 on_broken: Callable[[], None]) -> None:
+                 on_broken: Callable[[], None], max_bytes: int,
+                 on_full: Callable[[], None]) -> None:
         self._writer = writer
         self.sign_key = sign_key
         self._on_broken = on_broken
+        self._max_bytes = max_bytes
+        self._on_full: Callable[[], None] | None = on_full
         #: What the program holds, never to be written (see ``audit._mask``).
         self.hidden: dict[str, str] = {}
 
     @classmethod
     async def create(cls, state_dir: Path, session_id: str, *, settings: AuditSettings,
                      sign_key: str | None, hub: AuditHub | None, ledger: Ledger | None,
-                     on_broken: Callable[[], None]) -> SessionAudit | None:
+                     on_broken: Callable[[], None],
+                     on_full: Callable[[], None]) -> SessionAudit | None:
         """The session's new audit file (None when ``[audit] enabled = false``). Raises
         AuditError (the launch is refused) if the file or the signing key is unavailable."""
         if not settings.enabled:
@@ -91,7 +96,8 @@ class SessionAudit:
                 hint="nothing runs unaudited: check the daemon's state directory "
                 "(or set [audit] enabled = false)",
             ) from exc
-        return cls(writer, sign_key=key_name, on_broken=on_broken)
+        return cls(writer, sign_key=key_name, on_broken=on_broken,
+                   max_bytes=settings.session_max_bytes, on_full=on_full)
 
     # -- while the session lives
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -102,13 +108,20 @@ class SessionAudit:
 
     def write(self, event: AuditEvent) -> None:
         """Append ``event``, masked. A failed write stops the session (fail closed) and
-        raises AuditWriteError."""
+        raises AuditWriteError. The write that takes the file to ``[audit]
+        session_max_bytes`` stops the session too (``on_full``); what comes until it is gone
+        is still written, so nothing it does is off the record."""
         try:
             self._writer.append(masked(event, self.hidden) if self.hidden else event)
         except AuditWriteError:
             log.error("audit write failed; stopping the session")
             self._on_broken()
             raise
+        if self._on_full is not None and self._writer.size >= self._max_bytes:
+            on_full, self._on_full = self._on_full, None
+            log.warning("audit file reached [audit] session_max_bytes; stopping the session",
+                        bytes=self._writer.size, limit=self._max_bytes)
+            on_full()
 
     def statistics(self) -> WriterStatistics:
         return self._writer.statistics()

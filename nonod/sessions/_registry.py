@@ -528,7 +528,8 @@ class Registry:
         audit = await SessionAudit.create(
             self._state_dir, session.id, settings=self._audit_settings(),
             sign_key=plan.audit_sign_key, hub=self._audit_hub, ledger=self._audit_ledger,
-            on_broken=lambda: session.request_stop(reason="error", grace=0))
+            on_broken=lambda: session.request_stop(reason="error", grace=0),
+            on_full=lambda: session.request_stop(reason="audit_limit", grace=0))
         session.audit = audit
         if audit is not None:
             session.record.audit_sign_key = audit.sign_key

@@ -1,0 +1,50 @@
+"""Red team, persistence in a writable ``$HOME``: files that make the host run code later
+without anyone choosing to run it. The shell rc files, ``.config/systemd`` and ``.hg/hgrc``
+were guarded, but their siblings in the same class were not: user units under
+``.local/share/systemd``, D-Bus activation files, ``~/.hgrc``, direnv's ``direnvrc``, the
+editors' and tmux's start-up files, IPython start-up scripts, ``.bashrc.d``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.daemon.test_cli import CLI
+
+PLANTED = (
+    ".local/share/systemd/user/evil.service", ".local/share/dbus-1/services/evil.service",
+    ".hgrc", ".config/hg/hgrc", ".config/direnv/direnvrc", ".vimrc", ".vim/plugin/evil.vim",
+    ".config/nvim/init.lua", ".emacs", ".emacs.d/init.el", ".config/emacs/init.el",
+    ".tmux.conf", ".config/tmux/tmux.conf", ".ipython/profile_default/startup/00-evil.py",
+    ".bashrc.d/evil.sh", ".zlogout",
+)
+
+PLANT = r'''
+import os, sys
+home = os.environ["HOME"]
+for name in sys.argv[1:]:
+    path = os.path.join(home, name)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("touch /tmp/pwned\n")
+        print(name, "WRITTEN")
+    except OSError as exc:
+        print(name, type(exc).__name__)
+print("fine", open(os.path.join(home, "notes.txt"), "w").write("ok"))
+'''
+
+
+def test_a_session_with_a_writable_home_plants_nothing_that_runs_later(
+        run: CLI, short_tmp: Path) -> None:
+    home = Path(run.env["HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".vim").mkdir()  # an existing directory is bound read-only, a missing one refused
+    (short_tmp / "plant.py").write_text(PLANT)
+    done = run("launch", "--allow-cwd", "-a", str(home), "--block-net", "--",
+               "/usr/bin/python3", "-S", "plant.py", *PLANTED)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert not [line for line in lines if line.endswith("WRITTEN")], lines
+    assert lines[-1] == "fine 2"  # the rest of $HOME is writable
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == [
+        ".vim", "notes.txt"]
