@@ -79,7 +79,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -244,6 +244,11 @@ def _switch_user(plan: LaunchPlan) -> None:
     _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
 
 
+#: Each session's share of its owner's inotify allowance (``_idmap_ids``): a quarter of
+#: Debian's 128 instances, and watches enough for a large tree.
+SESSION_INOTIFY_LIMITS: Final = (("max_inotify_instances", 32), ("max_inotify_watches", 16384))
+
+
 def _idmap(plan: LaunchPlan) -> None:
     _idmap_ids(plan.uid, plan.gid)
 
@@ -255,6 +260,14 @@ def _idmap_ids(uid: int, gid: int) -> None:
         f.write(f"{uid} {uid} 1")
     with open("/proc/self/gid_map", "w") as f:
         f.write(f"{gid} {gid} 1")
+    # The kernel counts inotify instances and watches per uid in every user namespace up the
+    # chain, and a new namespace starts without a limit of its own: without these, a session
+    # could take all of its owner's (128 instances on Debian), leaving the owner's host
+    # programs and the view guard of the next session none. Writable here: this process
+    # holds CAP_SYS_RESOURCE in the namespace it just made.
+    for name, limit in SESSION_INOTIFY_LIMITS:
+        with open(f"/proc/sys/user/{name}", "w") as f:
+            f.write(str(limit))
 
 
 def join_cgroups(procs: tuple[str, ...], pid: int = 0) -> None:

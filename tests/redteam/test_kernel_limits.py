@@ -4,10 +4,10 @@ and watches per uid across every user namespace. A session that takes them all l
 owner's host processes (editors, file managers, ``tail -f``) and the daemon's view guard of the
 next session without any: measured here, a root session took the last 121 of root's.
 
-Not closed here: the fix belongs in the launcher (being rewritten by another helper). It
-would lower ``/proc/sys/user/max_inotify_instances`` and ``max_inotify_watches`` in the
-session's own user namespace while it still holds ``CAP_SYS_RESOURCE`` there (the kernel
-charges a child namespace's counts to its parents, so a child limit bounds the session)."""
+Closed in the launcher: it lowers ``/proc/sys/user/max_inotify_instances`` and
+``max_inotify_watches`` in the session's own user namespace while it holds
+``CAP_SYS_RESOURCE`` there (the kernel charges a child namespace's counts to its parents, so
+a child limit bounds the session)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,6 @@ time.sleep(120)
 TRY = "import ctypes; print(ctypes.CDLL(None).inotify_init1(0))"
 
 
-@pytest.mark.xfail(strict=True, reason="the launcher does not lower the session user "
-                   "namespace's inotify limits yet (nonod/sandbox/_launcher.py, leaninit)")
 def test_a_session_cannot_take_its_owners_last_inotify_instance(
         system_daemon: DaemonThread, short_tmp: Path) -> None:
     import grp
