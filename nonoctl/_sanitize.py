@@ -25,7 +25,7 @@ import codecs
 import re
 from typing import Final, final
 
-from nonod.audit import printable
+from nonod._text import printable
 
 # A line break or a tab keeps its meaning in free text; everything else non-printable is
 # escaped. "\r" stays for the "\r\n" a terminal program writes (and nonoctl's own notes).

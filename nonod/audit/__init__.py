@@ -64,7 +64,7 @@ from ._events import TrustVerified as TrustVerified
 from ._events import ViewGuarded as ViewGuarded
 from ._events import kind_of as kind_of
 from ._events import redact_argv as redact_argv
-from ._render import printable as printable
+from .._text import printable as printable
 from ._render import render_dropped as render_dropped
 from ._render import render_record as render_record
 from ._render import summarize as summarize

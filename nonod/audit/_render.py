@@ -14,6 +14,7 @@ import shlex
 import signal as _signal
 from typing import Final, assert_never
 
+from .._text import printable
 from ._events import (
     Approval,
     CredentialInjected,
@@ -44,21 +45,6 @@ _GREEN: Final = "\x1b[32m"
 _YELLOW: Final = "\x1b[33m"
 _CYAN: Final = "\x1b[36m"
 _KIND_WIDTH: Final = 19
-
-
-def printable(text: str) -> str:
-    """``text`` with every non-printable character shown as an escape (``\\x1b``)."""
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x100:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(f"\\u{ord(ch):04x}")
-    return "".join(out)
 
 
 def _size(n: int) -> str:
