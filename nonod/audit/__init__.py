@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._text import printable as printable
 from ._chain import MerkleAccumulator as MerkleAccumulator
 from ._chain import merkle_root as merkle_root
 from ._envelope import build_envelope as build_envelope
@@ -64,7 +65,6 @@ from ._events import TrustVerified as TrustVerified
 from ._events import ViewGuarded as ViewGuarded
 from ._events import kind_of as kind_of
 from ._events import redact_argv as redact_argv
-from .._text import printable as printable
 from ._render import render_dropped as render_dropped
 from ._render import render_record as render_record
 from ._render import summarize as summarize
