@@ -182,6 +182,8 @@ async def test_the_outer_launcher_is_not_an_interpreter_either(world_tmp: Path, 
     assert argv[1:3] == [b"--outer", str(proc.pid).encode()]
     guarding = int(argv[3]) >= 0
     assert guarding == (mode == "namespaces")
+    if guarding:  # hub, report, state: never where a stray write to stdio would land
+        assert min(int(argv[i]) for i in (3, 4, 7)) >= 3, argv
 
 
 def test_load_refuses_what_is_not_a_program(tmp_path: Path) -> None:
