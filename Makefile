@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SYSTEM_PACKAGES := gcc libc6-dev bubblewrap gnome-keyring libsecret-tools strace iproute2 curl dbus util-linux python3-venv systemd prometheus rsyslog rsyslog-gnutls gh
 STAMP := $(VENV)/.installed
 
-.PHONY: all test lint typecheck pytest demo system-deps venv clean bench
+.PHONY: all test lint typecheck pytest demo system-deps venv clean bench reaper-asan
 
 all: test
 
@@ -31,6 +31,14 @@ REAPER := nonod/sandbox/nono-reaper
 REAPER_SRC := $(wildcard nonod/sandbox/reaper*.c)
 $(REAPER): $(REAPER_SRC) nonod/sandbox/reaper.h
 	$(CC) -static -Os -s -Wall -Wextra -Werror -o $@ $(REAPER_SRC)
+
+# A debug build for review only, never shipped: ASan + UBSan, dynamic (ASan has no static
+# runtime), run by the tests when NONO_REAPER_BINARY names it (_reaper.load).
+REAPER_ASAN := nonod/sandbox/nono-reaper-asan
+$(REAPER_ASAN): $(REAPER_SRC) nonod/sandbox/reaper.h
+	$(CC) -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+	  -Wall -Wextra -Werror -o $@ $(REAPER_SRC)
+reaper-asan: $(REAPER_ASAN)
 
 venv: $(STAMP) $(REAPER)
 
@@ -58,4 +66,4 @@ bench: system-deps venv
 	$(BIN)/python bench/table.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info $(REAPER)
+	rm -rf $(VENV) build *.egg-info $(REAPER) $(REAPER_ASAN)

@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from nonod.policy import ResolvedPolicy
-from nonod.sandbox import LaunchRequest
+from nonod.sandbox import LaunchRequest, _reaper
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "sandbox_runner.py"
@@ -106,6 +106,8 @@ class SandboxUser:
             cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
                    *cmd]
         proc_env = {"PATH": "/usr/bin:/bin", **self.env}
+        if os.environ.get(_reaper.OVERRIDE):  # a debug build of the reaper (make reaper-asan)
+            proc_env[_reaper.OVERRIDE] = os.environ[_reaper.OVERRIDE]
         proc = subprocess.run(cmd, input=line + stdin, capture_output=True, timeout=timeout,
                               env=proc_env, cwd="/", check=False, umask=umask)
         return Result(proc.returncode, proc.stdout.decode(errors="replace"),

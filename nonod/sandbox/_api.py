@@ -19,6 +19,7 @@ import trio
 
 from ..errors import LaunchError
 from ..policy import ResolvedPolicy
+from . import _reaper
 from ._forkserver import MAX_PLAN
 from ._launcher import (
     GUARD_LOST,
@@ -331,6 +332,11 @@ def _launch_error(step_index: int, err: int, detail: str) -> LaunchError:
                        step=step, errno=err, detail=detail, hint=_HINTS.get(step))
 
 
+def _reaper_override() -> dict[str, str]:
+    binary = os.environ.get(_reaper.OVERRIDE)
+    return {_reaper.OVERRIDE: binary} if binary else {}
+
+
 @asynccontextmanager
 async def open_launcher(mode: ModeSetting = "auto") -> AsyncIterator[Launcher]:
     """Start the fork server; stop it (and every session it started) on exit.
@@ -353,7 +359,9 @@ async def open_launcher(mode: ModeSetting = "auto") -> AsyncIterator[Launcher]:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-c", boot, str(theirs.fileno()), str(os.getpid())],
             pass_fds=(theirs.fileno(),),
-            env={"PATH": os.defpath},  # nothing of ours for sessions to find in /proc
+            # Nothing of ours for sessions to find in /proc, but a debug build of the reaper
+            # that whoever started the daemon named (``_reaper.OVERRIDE``).
+            env={"PATH": os.defpath, **_reaper_override()},
             stdin=subprocess.DEVNULL,
             close_fds=True,
         )

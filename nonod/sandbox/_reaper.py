@@ -42,8 +42,17 @@ _IDENT = struct.Struct("<QQ")
 _OP = struct.Struct("<IIq")  # kind, absent, the id of the mount on its target (-1: none)
 
 
-def load(binary: Path = BINARY) -> int:
-    """A close-on-exec memfd holding ``binary``, sealed and mode 0111; -1 if there is none."""
+#: Names another build in the fork server's environment (the daemon's, set by whoever starts
+#: it; a session's environment is built from its request and never reaches here): the tests
+#: run the sanitized build (``make reaper-asan``) this way.
+OVERRIDE = "NONO_REAPER_BINARY"
+
+
+def load(binary: Path | None = None) -> int:
+    """A close-on-exec memfd holding ``binary`` (default :data:`BINARY`, or what
+    :data:`OVERRIDE` names), sealed and mode 0111; -1 if there is none."""
+    if binary is None:
+        binary = Path(os.environ.get(OVERRIDE) or BINARY)
     try:
         data = binary.read_bytes()
     except OSError:
@@ -115,12 +124,16 @@ def become(program: int, exit_w: int, control: int, ns_flags: int,
         if data is None:
             return
         try:
-            config = os.memfd_create("nono-guard", os.MFD_CLOEXEC)
-            _write_all(config, data)
+            memfd = os.memfd_create("nono-guard", os.MFD_CLOEXEC)
         except OSError:
-            if config >= 0:
-                os.close(config)
             return
+        try:
+            _write_all(memfd, data)
+            config = _above_stdio(memfd)
+        except OSError:
+            return
+        finally:
+            os.close(memfd)
         argv += [str(supervisor.fileno()), str(config)]
         passed += [supervisor.fileno(), config, *supervisor.keep]
     for fd in passed:
@@ -158,23 +171,25 @@ def become_outer(reaper: int, init: int, guarded: tuple[int, ViewGuard, int] | N
     view guard set up (``guarded``: the hub's socket, the guard, the report pipe; None when
     there is nothing to guard). Returns only if it cannot: the caller goes on in Python."""
     hub = report = config = -1
-    passed: list[int] = []
+    passed: list[int] = []  # ours: copies numbered 3 and above (_above_stdio)
     if guarded is not None:
         hub, view, report = guarded
         try:
             config = os.memfd_create("nono-outer", os.MFD_CLOEXEC)
+            passed.append(config)
             _write_all(config, outer_config(view))
+            for fd in (hub, report, config):
+                passed.append(_above_stdio(fd))
         except OSError:
-            if config >= 0:
-                os.close(config)
+            _close(passed)
             return
-        passed = [hub, report, config]
+        os.close(passed.pop(0))
+        hub, report, config = passed
     try:
         if ns_flags:
             _libc.keep_capabilities_across_exec()  # the guard mounts in the session
     except OSError:
-        if config >= 0:
-            os.close(config)
+        _close(passed)
         return
     for fd in passed:
         os.set_inheritable(fd, True)
@@ -186,7 +201,16 @@ def become_outer(reaper: int, init: int, guarded: tuple[int, ViewGuard, int] | N
         os.execve(reaper, argv, {})
     except OSError:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-        for fd in passed:
-            os.set_inheritable(fd, False)
-        if config >= 0:
-            os.close(config)
+        _close(passed)
+
+
+def _above_stdio(fd: int) -> int:
+    """A close-on-exec copy of ``fd`` numbered 3 or above. The launcher's processes run with
+    0-2 closed, so a descriptor handed to the reaper may get one of those numbers, where a
+    stray write to standard error (a libc or sanitizer message) would corrupt it."""
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)

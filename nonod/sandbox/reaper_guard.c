@@ -346,6 +346,12 @@ static int utf8_next(const unsigned char **p, uint32_t *cp) {
             return -1;
         *cp = *cp << 6 | (s[i] & 0x3F);
     }
+    /* What Python does not decode is not a name it folds (surrogate escapes): an overlong
+     * form ("\xC0\xAE" for "."), a surrogate, past U+10FFFF. Decoding them would refuse
+     * names that are not the refused one on any file system. */
+    static const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (*cp < least[n] || (*cp >= 0xD800 && *cp <= 0xDFFF) || *cp > 0x10FFFF)
+        return -1;
     *p = s + n;
     return 0;
 }

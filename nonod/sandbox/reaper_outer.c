@@ -53,6 +53,7 @@
 #define GUARD_LOST 1
 #define ATTEMPTS 100
 #define MAX_FDS 200
+#define RECORD_MAX 4000 /* a record's detail, at most */
 
 #ifndef MOUNT_ATTR_RDONLY
 #define MOUNT_ATTR_RDONLY 0x1
@@ -83,9 +84,9 @@ static size_t *repaired, n_repaired; /* reported once a whole check succeeded */
 /* ------------------------------------------------------------------ small helpers */
 
 static void record(uint8_t kind, int32_t a, int32_t b, const char *detail, size_t len) {
-    unsigned char buf[13 + 4000];
-    if (len > 4000)
-        len = 4000;
+    unsigned char buf[13 + RECORD_MAX];
+    if (len > RECORD_MAX)
+        len = RECORD_MAX;
     buf[0] = kind;
     put32(buf + 1, (uint32_t)a);
     put32(buf + 5, (uint32_t)b);
@@ -297,7 +298,11 @@ static int hub_watch(void) {
             break;
         }
         struct stat st;
-        fstat(fd, &st);
+        if (fstat(fd, &st) < 0) {
+            close(fd);
+            rc = -1;
+            break;
+        }
         watched[i][0] = (uint64_t)st.st_dev;
         watched[i][1] = (uint64_t)st.st_ino;
         names[n] = dirs[i];
@@ -389,18 +394,21 @@ static int load(int fd) {
         if (!(dirs[n_dirs] = take_str(&r)) || take_u64(&r, &watched[n_dirs][0]) ||
             take_u64(&r, &watched[n_dirs][1]))
             return -1;
+    int whole = r.p == r.end;
     free(buf);
-    return r.p == r.end ? 0 : -1;
+    return whole ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------ the outer's life */
 
 /* Report the guard lost (target NUL why) and end the session: err's text, or lost_why. */
 static void lose(pid_t init, int err) {
-    char why[1024];
+    char why[RECORD_MAX];
     int n = snprintf(why, sizeof why, "%s%c%s", lost_target, 0,
                      lost_why[0] ? lost_why : strerror(err ? err : EIO));
-    record(REC_GUARD, 0, GUARD_LOST, why, n < 0 ? 0 : (size_t)n);
+    /* n is what did not fit too: never send more than the buffer holds */
+    record(REC_GUARD, 0, GUARD_LOST, why, n < 0 ? 0 : n >= (int)sizeof why ? sizeof why - 1
+                                                                            : (size_t)n);
     kill(init, SIGKILL);
 }
 

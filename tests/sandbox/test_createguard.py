@@ -46,6 +46,17 @@ OPENAT2 = (
 )
 
 
+# Prepended to a probe: wait until the init has become ``nono-reaper`` (``REAPER_AFTER``
+# after the start), so that what follows is served by the C guard, not the Python one.
+AFTER_REAPER = (
+    "import time\n"
+    "_end = time.monotonic() + 10\n"
+    "while open('/proc/1/comm').read().strip() != 'nono-reaper':\n"
+    "    assert time.monotonic() < _end, 'the init never became the reaper'\n"
+    "    time.sleep(0.005)\n"
+)
+
+
 def layout_policy(home: Path, work: Path, **kw: object) -> ResolvedPolicy:
     return ResolvedPolicy(
         name="test",
@@ -150,7 +161,7 @@ def test_protected_names_cannot_be_created_by_any_syscall(
         sandbox_user.chown(seed)
     before = _listing(home, work)
     targets = [*(str(work / n) for n in WORK_NAMES), *(str(home / n) for n in HOME_NAMES)]
-    code = OPENAT2
+    code = AFTER_REAPER + OPENAT2
     for t in targets:
         same = os.path.join(os.path.dirname(t), "seed")  # rename and link: same mount
         code += (f"t(lambda: os.open('{t}', os.O_CREAT | os.O_WRONLY, 0o644))\n"
@@ -246,7 +257,7 @@ def test_names_are_refused_as_they_fold(sandbox_user: SandboxUser,
     that folds to a refused name is refused; other non-ASCII names, and names that are not
     UTF-8, are created."""
     home, work = layout
-    out = run_in(sandbox_user, home, work, (
+    out = run_in(sandbox_user, home, work, AFTER_REAPER + (
         "def make(name): os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644))\n"
         "t(lambda: make('.v\\u017fcode'))\n"  # LATIN SMALL LETTER LONG S: folds to s
         "t(lambda: make('.GITHUB'))\n"
@@ -347,7 +358,7 @@ def test_racing_the_path_buffer_never_creates_a_refused_name(
     """One thread flips the path between an allowed name and .envrc while another creates
     it: what the init checked is what it creates, and what it lets through meets layer 2."""
     home, work = layout
-    out = run_in(sandbox_user, home, work, (
+    out = run_in(sandbox_user, home, work, AFTER_REAPER + (
         "import ctypes, threading\n"
         "libc = ctypes.CDLL(None, use_errno=True)\n"
         "buf = ctypes.create_string_buffer(16)\n"
@@ -385,7 +396,7 @@ def test_hostile_arguments_do_not_stop_the_supervisor(
     which answers EFAULT; the init goes on serving."""
     home, work = layout
     openat = {"x86_64": 257, "aarch64": 56}[os.uname().machine]
-    out = run_in(sandbox_user, home, work, (
+    out = run_in(sandbox_user, home, work, AFTER_REAPER + (
         "import ctypes\n"
         "libc = ctypes.CDLL(None, use_errno=True)\n"
         "libc.syscall.restype = ctypes.c_long\n"

@@ -20,7 +20,7 @@ import trio
 
 from nonod.policy import Access, Denial, Grant, NetworkPolicy, ResolvedPolicy
 from nonod.sandbox import LaunchRequest, _reaper, open_launcher
-from nonod.sandbox._api import Sandboxed
+from nonod.sandbox._api import GuardReport, Sandboxed
 
 pytestmark = [pytest.mark.userns, pytest.mark.root]
 
@@ -182,6 +182,8 @@ async def test_the_outer_launcher_is_not_an_interpreter_either(world_tmp: Path, 
     assert argv[1:3] == [b"--outer", str(proc.pid).encode()]
     guarding = int(argv[3]) >= 0
     assert guarding == (mode == "namespaces")
+    if guarding:  # hub, report, state: never where a stray write to stdio would land
+        assert min(int(argv[i]) for i in (3, 4, 7)) >= 3, argv
 
 
 def test_load_refuses_what_is_not_a_program(tmp_path: Path) -> None:
@@ -201,3 +203,32 @@ def test_loaded_reaper_is_sealed_and_execute_only() -> None:
             os.write(fd, b"x")  # F_SEAL_WRITE
     finally:
         os.close(fd)
+
+
+async def test_a_lost_guard_is_reported_whole_however_long_its_path(world_tmp: Path) -> None:
+    """The outer reaper reports a pin it cannot cover again with its whole path and reason,
+    then ends the session; a path over 1 KiB once made the record read past its buffer."""
+    deep = world_tmp
+    for c in "abcde":
+        deep /= c * 200
+    deep.mkdir(parents=True)
+    rules = deep / "RULES.md"
+    rules.write_text("# verified\n")
+    (deep / "other.md").write_text("# injected\n")
+    reports: list[GuardReport] = []
+    in_r, in_w = os.pipe()
+    try:
+        async with open_launcher("namespaces") as launcher:
+            proc = await launcher.launch(_policy(world_tmp), LaunchRequest(
+                argv=(PY, "-S", "-c", "import sys; sys.stdin.read()"), cwd=str(world_tmp),
+                pins=((str(rules), b"# verified\n"),)), stdio=(in_r, 1, 2))
+            proc.on_guard = reports.append
+            outer = int(Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            await _named(outer, "nono-outer")
+            os.symlink("other.md", deep / "link")
+            os.replace(deep / "link", rules)
+            assert await _exited(proc) == (None, signal.SIGKILL)
+    finally:
+        os.close(in_r)
+        os.close(in_w)
+    assert reports == [GuardReport("lost", str(rules), detail="became a symbolic link")]

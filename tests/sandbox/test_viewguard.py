@@ -39,10 +39,34 @@ WAIT = (
 SETTLE = 0.3
 
 
+def _ppid(pid: str | int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _guarded_by_the_reaper(work: Path) -> bool:
+    """Whether the session running in ``work`` is guarded by ``nono-reaper --outer`` (its
+    program's grandparent), not yet by the Python outer it replaces after ``REAPER_AFTER``."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "cwd") == str(work):
+                outer = _ppid(_ppid(entry.name))
+                if Path(f"/proc/{outer}/comm").read_text().strip() == "nono-outer":
+                    return True
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours
+    return False
+
+
 def _meanwhile(work: Path, change: Callable[[], None]) -> threading.Thread:
+    """Do ``change`` once the program is ready and the C outer guards it (if it never does,
+    ``go`` never comes and the run times out: the test must exercise ``reaper_outer.c``)."""
     def run() -> None:
         deadline = time.monotonic() + 30
         while not (work / "ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        while not _guarded_by_the_reaper(work):
+            if time.monotonic() > deadline:
+                return
             time.sleep(0.01)
         change()
         # The guard re-mounts within microseconds when idle; a loaded CI machine can delay
