@@ -30,7 +30,8 @@ $(STAMP): pyproject.toml
 REAPER := nonod/sandbox/nono-reaper
 REAPER_SRC := $(wildcard nonod/sandbox/reaper*.c)
 $(REAPER): $(REAPER_SRC) nonod/sandbox/reaper.h
-	$(CC) -static -Os -s -Wall -Wextra -Werror -o $@ $(REAPER_SRC)
+	$(CC) -static -Os -s -Wall -Wextra -Werror -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
+	  -o $@ $(REAPER_SRC)
 
 # A debug build for review only, never shipped: ASan + UBSan, dynamic (ASan has no static
 # runtime), run by the tests when NONO_REAPER_BINARY names it (_reaper.load).
