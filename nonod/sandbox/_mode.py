@@ -121,8 +121,9 @@ def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, 
         needs[_PERSISTENCE] = (f"{len(persistence)} persistence files under writable grants "
                                f"would stay writable ({_sample(persistence)})")
     if pins:
-        needs[_PINS] = (f"{pins} verified instruction files would be read from the host as "
-                        "they are then, not as verified")
+        needs[_PINS] = (f"{pins} pinned files (verified instruction files, a TLS interception "
+                        "trust bundle) would be read from the host as they are then, not as "
+                        "pinned: intercepting clients would not trust the session's CA")
     if plan.creation_refused or plan.anchored:
         needs[_CREATION] = (f"{len(plan.creation_refused)} absent guarded paths could be "
                             f"created ({_sample(plan.creation_refused)}); guarded directories "
