@@ -269,7 +269,7 @@ def test_trust_pins_refused_unless_accepted(sandbox_user: SandboxUser, world_tmp
 
     assert refused.code == 125 and "trust_pins: 1 pinned files" in refused.stderr
     assert accepted.code == 0 and accepted.stdout == "verified\n\n", accepted.stderr
-    assert "trust_pins (1 verified instruction files" in _layers(accepted)
+    assert "trust_pins (1 pinned files" in _layers(accepted)
 
 
 SIGNAL = r"""
