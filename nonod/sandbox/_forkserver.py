@@ -41,6 +41,7 @@ from ._launcher import (
     run_outer,
     run_warm,
 )
+from ._mounts import idmapped_trees
 
 MAX_PLAN = 1 << 20
 
@@ -146,7 +147,7 @@ class _Warm:
 
 
 def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardHub,
-          reaper: int = -1) -> None:
+          reaper: int = -1, trees: tuple[int, ...] = ()) -> None:
     client = hub.new_client()
     try:
         pid = os.fork()
@@ -158,7 +159,7 @@ def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardH
         sock.close()
         try:
             run_outer(msg_plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
-                      client.detach(), reaper)
+                      client.detach(), reaper, trees)
         finally:
             os._exit(126)
     client.close()
@@ -213,6 +214,14 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
             for fd in fds:
                 os.close(fd)
             continue
+        try:  # made here, root in the host's namespaces: a launcher has its own already
+            trees = tuple(idmapped_trees(plan.mounts))
+        except OSError as exc:
+            os.write(fds[3], record(REC_ERROR, STEPS.index("mounts"), exc.errno or 0,
+                                    f"idmap: {exc.filename or ''}".encode()[:500]))
+            for fd in fds:
+                os.close(fd)
+            continue
         subtrees = plan.cgroup_pool
         # A plan with groups but no limits for them (a tool session's, nested in its agent's
         # groups) launches cold: a warm launcher waits in a group beside the agent's.
@@ -222,9 +231,9 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
                                      plan.oom_score_adj))
         waiting = pool.get(key, []) if key is not None else []
         ready = waiting.pop(0) if waiting else None  # the oldest: the likeliest to be done
-        if ready is None or not ready.hand_over(msg, fds, plan):
-            _cold(plan, fds, sock, hub, reaper)
-        for fd in fds:
+        if ready is None or not ready.hand_over(msg, [*fds, *trees], plan):
+            _cold(plan, fds, sock, hub, reaper, trees)
+        for fd in (*fds, *trees):
             os.close(fd)
         if (warm and key is not None and key not in refill
                 and (key in pool or len(pool) < MAX_WARM_KEYS)):

@@ -143,6 +143,8 @@ class LaunchPlan(msgspec.Struct, frozen=True, kw_only=True):
 
 Fds = tuple[int, int, int, int, int, int]  # stdin, stdout, stderr, launch_w, exit_w, control
 FDS_PER_PLAN = 6
+#: At most this many idmapped trees follow a plan's descriptors (``_mounts.MAX_IDMAPPED``).
+MAX_TREES = 64
 WARM_HELLO = struct.Struct("<iIi")  # a warm launcher's init pid, audit session id, errno
 CONTROL_FD = 5
 
@@ -281,13 +283,14 @@ def join_cgroups(procs: tuple[str, ...], pid: int = 0) -> None:
             os.close(fd)
 
 
-def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1) -> None:
-    """Body of the fork server's child (``reaper``: the memfd of ``_reaper``, or -1). Never
-    returns."""
+def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
+              trees: tuple[int, ...] = ()) -> None:
+    """Body of the fork server's child (``reaper``: the memfd of ``_reaper``, or -1;
+    ``trees``: the plan's idmapped trees, ``_mounts.idmapped_trees``). Never returns."""
     launch_w = fds[3]
     server = os.getppid()
     try:
-        _step("fork", _close_except, (*fds, hub, reaper))
+        _step("fork", _close_except, (*fds, hub, reaper, *trees))
         _step("cgroup", join_cgroups, plan.cgroup_procs)
         _step("pdeathsig", _pdeathsig)
         _step("pdeathsig", _dumpable_until_mapped)
@@ -316,7 +319,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1) -> None:
         guard_outer.close()
         os.close(hub)
         try:
-            run_init(plan, fds, alive_r, guard_init, reaper)
+            run_init(plan, fds, alive_r, guard_init, reaper, trees)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -324,6 +327,8 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1) -> None:
         os._exit(EXIT_LAUNCH_FAILED)
     os.close(alive_r)
     guard_init.close()
+    for fd in trees:
+        os.close(fd)
     _write_all(launch_w, record(REC_PID, pid, 0))
     for fd in {*fds, 0, 1, 2}:
         os.close(fd)
@@ -372,10 +377,10 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         try:
             prepare_init(alive_r, ns_flags)
             msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=sock_fd), 1 << 20,
-                                             FDS_PER_PLAN)
+                                             FDS_PER_PLAN + MAX_TREES)
         except (StepFailed, OSError):
             os._exit(EXIT_LAUNCH_FAILED)
-        if not msg or len(fds) != FDS_PER_PLAN:
+        if not msg or len(fds) < FDS_PER_PLAN:
             os._exit(EXIT_LAUNCH_FAILED)
         launch_w = fds[3]
         try:
@@ -384,7 +389,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
                     uid, gid, ns_flags, audit_tag, oom_score_adj):
                 raise StepFailed("fork", 22, "plan does not match the warm launcher")
             confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
-                            guard_init, reaper)
+                            guard_init, reaper, tuple(fds[FDS_PER_PLAN:]))
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -662,13 +667,13 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signa
 
 
 def run_init(plan: LaunchPlan, fds: Fds, alive_r: int, guard: socket.socket,
-             reaper: int = -1) -> None:
+             reaper: int = -1, trees: tuple[int, ...] = ()) -> None:
     """Pid 1 of the session: confine itself step by step, fork the program, then stay as the
     namespace's init (``nono-reaper`` from ``reaper``, else this interpreter): forward
     signals to the program, reap orphans, report the program's exit status on the exit pipe
     and exit (which ends every process left in the namespace)."""
     prepare_init(alive_r, plan.ns_flags)
-    confine_and_run(plan, fds, guard, reaper)
+    confine_and_run(plan, fds, guard, reaper, trees)
 
 
 def prepare_init(alive_r: int, ns_flags: int) -> None:
@@ -720,10 +725,13 @@ def _end_descendants() -> None:
             continue
 
 
-def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: int = -1
-                    ) -> None:
+def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: int = -1,
+                    trees: tuple[int, ...] = ()) -> None:
     if plan.ns_flags & _libc.CLONE_NEWNS:
-        _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned)
+        _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned,
+              trees=trees)
+    for fd in trees:
+        os.close(fd)
     if plan.creation_refused:
         _step("createguard", pin_dirs, plan.creation_refused)
     _step("guard", _start_guard, guard, plan.mounts, fds[4])

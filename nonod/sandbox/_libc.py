@@ -29,7 +29,7 @@ def _numbers(*names: str) -> dict[str, int]:
 
 
 _NR = _numbers("pivot_root", "keyctl", "capset", "capget", "prctl", "close_range",
-                "mount_setattr")
+                "mount_setattr", "open_tree", "move_mount")
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -53,7 +53,11 @@ MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x100000
 AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 4
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -111,6 +115,27 @@ def mount_setattr(path: str, attr_set: int, *, recursive: bool) -> None:
     flags = AT_RECURSIVE if recursive else 0
     _check(_syscall(_NR["mount_setattr"], ctypes.c_int(-100), path.encode(), ctypes.c_uint(flags),
                     ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))), path)
+
+
+def open_tree_clone(path: str) -> int:
+    """A detached copy of the mount tree at ``path`` (recursive), as a close-on-exec fd."""
+    return _check(_syscall(_NR["open_tree"], ctypes.c_int(-100), path.encode(),
+                           ctypes.c_uint(OPEN_TREE_CLONE | AT_RECURSIVE | os.O_CLOEXEC)), path)
+
+
+def idmap_tree(tree: int, attr_set: int, userns: int) -> None:
+    """Idmap the detached tree ``tree`` (and every mount in it) through the user namespace
+    ``userns``, setting ``attr_set`` as well."""
+    attr = _MountAttr(attr_set | MOUNT_ATTR_IDMAP, 0, 0, userns)
+    _check(_syscall(_NR["mount_setattr"], ctypes.c_int(tree), b"",
+                    ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE), ctypes.byref(attr),
+                    ctypes.c_size_t(ctypes.sizeof(attr))), "idmap")
+
+
+def move_mount(tree: int, target: str) -> None:
+    """Attach the detached tree ``tree`` at ``target``."""
+    _check(_syscall(_NR["move_mount"], ctypes.c_int(tree), b"", ctypes.c_int(-100),
+                    target.encode(), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), target)
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

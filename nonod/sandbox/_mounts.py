@@ -5,7 +5,9 @@ symlinks are) and returns a flat, ordered tuple of ``MountOp``. ``apply_mounts``
 launcher child, inside fresh user and mount namespaces, and only executes those operations:
 
 1. the host root goes private, a tmpfs becomes the new root, the host moves to ``/oldroot``;
-2. each grant is bind-mounted at its own path (read-only unless it grants write), parents first;
+2. each grant is bind-mounted at its own path (read-only unless it grants write), parents first
+   (for a uid-0 session, the read-only ones under ``/etc`` are idmapped trees the fork server
+   made: ``idmapped_trees``);
 3. inside writable grants, the existing directories on the way to a guarded path (below) are
    bound onto themselves: a mount point cannot be renamed or removed, so the session cannot
    move ``.git`` aside and make a new one with its own hooks;
@@ -51,6 +53,7 @@ MASK_DIR = 6
 MASK_FILE = 7
 PIN = 8  # a verified file's bytes (plan.pinned[int(source)]) mounted read-only over target
 ANCHOR = 9  # an existing directory bound onto itself (stays writable): it cannot be moved
+IDMAP = 10  # a read-only BIND_DIR attached from a tree the host idmapped (``idmapped_trees``)
 
 OLD = "/oldroot"
 PIN_DIR = "/.nono-pins"
@@ -64,6 +67,15 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 ROOT_ONLY_TREES: Final = ("/etc",)
 # At most this many entries are looked at per launch (a bound on the launch's cost).
 ROOT_ONLY_SCAN_LIMIT: Final = 50_000
+# Where the kernel can idmap these trees, the read-only directory grants in them are mounted
+# with host uid and gid 0 shown as this id, which a uid-0 session's user namespace does not map
+# (it maps 0 only): the session is then "other" on every root-owned file there, by the
+# kernel's own permission check, and no capability can override that (the owner is unmapped).
+# Every other id is unmapped in the idmap too (shown as the overflow id): "other" as well.
+ROOT_ONLY_IDMAP_ID: Final = 65534
+# More read-only grants than this in those trees fall back to the walk: each idmapped tree is
+# a descriptor passed to the launcher with the plan (``_launcher.MAX_TREES``).
+MAX_IDMAPPED: Final = 64
 # Kernel interfaces mounted inside host directories (under /sys mostly: debugfs, tracefs,
 # securityfs, bpffs, pstore, efivarfs...). Binds are recursive, so a grant of /sys (or of any
 # directory holding such a mount) would bring them into the view; each one is masked instead.
@@ -157,13 +169,16 @@ def compile_mounts(
     home: str,
     aliases: Sequence[tuple[str, str]] = (),
     hide_root_only: bool = False,
+    idmap: bool = False,
 ) -> MountPlan:
     """Turn the policy into ordered mount operations. Looks at the host; does not change it.
 
     ``aliases`` are (path as written, canonical path) pairs; each symlink on the written path
     is recreated so that e.g. ``/etc/resolv.conf`` still leads to its target.
     ``hide_root_only`` (a session running as uid 0): mask what only root may read in the
-    read-only grants of :data:`ROOT_ONLY_TREES`.
+    read-only grants of :data:`ROOT_ONLY_TREES`: with ``idmap`` (the kernel can idmap them:
+    :func:`idmap_available`) those directory grants become :data:`IDMAP` operations, else
+    each entry only root may read is masked (a walk of the trees at each launch).
     """
     binds: dict[str, MountOp] = {}
     tmp_writable: dict[str, bool] = {p: p == "/dev/shm" for p in PRIVATE_TMP}
@@ -186,6 +201,10 @@ def compile_mounts(
         prev = binds.get(path)
         binds[path] = MountOp(kind, path, path, writes or bool(prev and prev.writable),
                               device=_under(path, "/dev"))
+    trees = [path for path, op in binds.items() if _root_only_tree(op)]
+    if hide_root_only and idmap and len(trees) <= MAX_IDMAPPED:
+        for path in trees:
+            binds[path] = msgspec.structs.replace(binds[path], kind=IDMAP)
 
     # Parents before children, private tmp mounts among them (a /var grant comes before
     # the private /var/tmp on top of it).
@@ -247,9 +266,7 @@ def _root_only(binds: Sequence[MountOp]) -> list[str]:
     """Entries of the read-only directory grants under :data:`ROOT_ONLY_TREES` that others
     may not read: files without ``o+r``, directories without ``o+rx`` (not descended into).
     Symbolic links are judged where they lead, if that is in the view."""
-    stack = sorted((op.target for op in binds if op.kind == BIND_DIR and not op.writable
-                    and any(_under(op.target, tree) for tree in ROOT_ONLY_TREES)),
-                   reverse=True)
+    stack = sorted((op.target for op in binds if _root_only_tree(op)), reverse=True)
     found: list[str] = []
     seen = 0
     while stack and seen < ROOT_ONLY_SCAN_LIMIT:
@@ -274,6 +291,88 @@ def _root_only(binds: Sequence[MountOp]) -> list[str]:
             elif not mode & stat.S_IROTH:
                 found.append(entry.path)
     return found
+
+
+def _root_only_tree(op: MountOp) -> bool:
+    """A read-only directory bind (not yet idmapped) in :data:`ROOT_ONLY_TREES`."""
+    return op.kind == BIND_DIR and not op.writable and any(
+        _under(op.target, tree) for tree in ROOT_ONLY_TREES)
+
+
+def _idmap_userns() -> int:
+    """An fd of a new user namespace that maps only id 0, to :data:`ROOT_ONLY_IDMAP_ID`.
+
+    A child makes it (a process cannot leave its own user namespace); the fd keeps the
+    namespace once the child is gone. Root in the initial namespaces only."""
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only unshares and waits
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            _libc.unshare(_libc.CLONE_NEWUSER)
+            os.write(ready_w, b"1")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise OSError(errno.EPERM, "cannot make a user namespace for the idmap")
+        for name, text in (("uid_map", f"0 {ROOT_ONLY_IDMAP_ID} 1"), ("setgroups", "deny"),
+                           ("gid_map", f"0 {ROOT_ONLY_IDMAP_ID} 1")):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)
+        os.waitpid(pid, 0)
+
+
+_userns: list[int] = []  # the idmap's namespace, made once per process
+
+
+def idmapped_trees(ops: Sequence[MountOp]) -> list[int]:
+    """For each :data:`IDMAP` operation of ``ops``, in order: a detached copy of its source's
+    mount tree, idmapped (host 0 shown as :data:`ROOT_ONLY_IDMAP_ID`), read-only, nosuid and
+    nodev, for the launcher to attach in the session's root. Runs as root in the initial
+    user and mount namespaces (the fork server); raises OSError. The caller closes the fds."""
+    wanted = [op.source for op in ops if op.kind == IDMAP]
+    if not wanted:
+        return []
+    if not _userns:
+        _userns.append(_idmap_userns())
+    trees: list[int] = []
+    try:
+        for source in wanted:
+            trees.append(_libc.open_tree_clone(source))
+            _libc.idmap_tree(trees[-1], _libc.MOUNT_ATTR_RDONLY | _libc.MOUNT_ATTR_NOSUID
+                             | _libc.MOUNT_ATTR_NODEV, _userns[0])
+    except OSError:
+        for fd in trees:
+            os.close(fd)
+        raise
+    return trees
+
+
+_available: list[bool] = []
+
+
+def idmap_available() -> bool:
+    """Whether the kernel idmaps every tree of :data:`ROOT_ONLY_TREES` for this process (root
+    in the initial namespaces, file systems that allow it). Tried once per process."""
+    if not _available:
+        ops = [MountOp(IDMAP, t, t) for t in ROOT_ONLY_TREES if os.path.isdir(t)]
+        try:
+            for fd in idmapped_trees(ops):
+                os.close(fd)
+            _available.append(True)
+        except OSError:
+            _available.append(False)
+    return _available[0]
 
 
 def _proc_root_only() -> list[str]:
@@ -498,7 +597,7 @@ def prepare_root(new_root_base: str = "/tmp") -> None:
 
 
 def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
-                 pinned: Sequence[bytes] = ()) -> None:
+                 pinned: Sequence[bytes] = (), trees: Sequence[int] = ()) -> None:
     """Build the session's root. Runs in the launcher child; every failure raises OSError.
 
     ``pinned`` holds the bytes the daemon verified for each PIN operation: they are written to
@@ -507,17 +606,27 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
 
     A mount point is made only in the sandbox's own tmpfs: under a bound host directory the
     path must exist (it did when the plan was made), or the operation is refused (binds) or
-    left out (a private tmp directory the host does not have)."""
+    left out (a private tmp directory the host does not have).
+
+    ``trees`` holds, for each IDMAP operation in order, the tree ``idmapped_trees`` made."""
     if not prepared:
         prepare_root()
     read_only_tmpfs: list[str] = []
     host: list[str] = []  # bound host directories: nothing is created under them
+    idmapped = iter(trees)
     for op in ops:
         target = op.target
         on_host = any(_under(target, h) for h in host)
         if op.kind == BIND_DIR:
             _mountpoint(target, on_host, directory=True)
             _bind(OLD + op.source, target, writable=op.writable, nodev=not op.device)
+            host.append(target)
+        elif op.kind == IDMAP:
+            tree = next(idmapped, None)
+            if tree is None:
+                raise OSError(errno.EBADF, "no idmapped tree for this mount", target)
+            _mountpoint(target, on_host, directory=True)
+            _libc.move_mount(tree, target)
             host.append(target)
         elif op.kind == BIND_FILE:
             _mountpoint(target, on_host, directory=False)

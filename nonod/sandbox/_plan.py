@@ -23,6 +23,7 @@ from ._launcher import LaunchPlan
 from ._mounts import (
     BIND_DIR,
     BIND_FILE,
+    IDMAP,
     PIN,
     PRIVATE_TMP,
     TMPFS,
@@ -30,6 +31,7 @@ from ._mounts import (
     base_grants,
     compile_mounts,
     expand_root,
+    idmap_available,
 )
 from ._report import applied, partial, unavailable
 from ._syscalls import native_arch
@@ -156,7 +158,7 @@ def _view_grants(policy: ResolvedPolicy, ops: tuple[MountOp, ...], masked: tuple
                  ) -> tuple[list[Grant], int]:
     """Landlock's grants in a session's own view (what is visible there), and how many
     paths the view binds."""
-    bound = {op.target for op in ops if op.kind in (BIND_DIR, BIND_FILE, TMPFS)}
+    bound = {op.target for op in ops if op.kind in (BIND_DIR, BIND_FILE, TMPFS, IDMAP)}
     grants: list[Grant] = list(base_grants())
     # A "/" grant is bound entry by entry, but Landlock takes it whole (masks still hold:
     # they are mode-000 mounts).
@@ -166,6 +168,16 @@ def _view_grants(policy: ResolvedPolicy, ops: tuple[MountOp, ...], masked: tuple
         if visible or grant.path in PRIVATE_TMP:
             grants.append(grant)
     return grants, len(bound)
+
+
+def _root_only_detail(uid: int, ops: tuple[MountOp, ...]) -> str:
+    """How a uid-0 session is kept from what only root may read in ``ROOT_ONLY_TREES``."""
+    if uid != 0:
+        return ""
+    idmapped = sum(op.kind == IDMAP for op in ops)
+    if idmapped:
+        return f"; root-only files: {idmapped} read-only grants idmapped (root shown unmapped)"
+    return "; root-only files: masked (walk at launch)"
 
 
 @functools.cache
@@ -219,7 +231,10 @@ def build_plan(
     policy = _mode.adapt_policy(policy, mode)
     env = sanitize_env(policy.env, request.env, request.extra_env)
     home = _home_of(uid, request.env)
-    mounts = compile_mounts(policy, home=home, hide_root_only=uid == 0)
+    # A root session's /etc: idmapped where the kernel can (landlock-only mode has no view of
+    # its own: the walk's masks become Landlock's exceptions there).
+    idmap = uid == 0 and not landlock_only and idmap_available()
+    mounts = compile_mounts(policy, home=home, hide_root_only=uid == 0, idmap=idmap)
     abi = _host_abi() if landlock_abi is None else landlock_abi
     if landlock_only:
         if abi < 1:  # nothing else would confine the filesystem: never accepted
@@ -240,7 +255,8 @@ def build_plan(
         grants, bound = _view_grants(policy, mounts.ops, mounts.masked)
         view_layer = applied(
             "filesystem_view", detail=f"{bound} paths bound, {len(mounts.masked)} "
-            f"denied paths masked, {len(mounts.protected)} persistence files read-only")
+            f"denied paths masked, {len(mounts.protected)} persistence files read-only"
+            + _root_only_detail(uid, mounts.ops))
     # "allow_all" reaches only the session's own processes in its pid namespace; without one,
     # the scope keeps it to them (and every process of the uid on the host out of reach).
     isolated_signals = policy.signal_mode != "allow_all" or landlock_only

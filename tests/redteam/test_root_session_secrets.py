@@ -2,7 +2,9 @@
 root): capabilities dropped, but root *owns* the host's private configuration, so owner bits
 let it read what only root may read in the system trees every session is granted: TLS private
 keys (``/etc/ssl/private``), VPN keys, cluster admin configurations, keytabs. Now what others
-may not read under ``/etc`` is masked in such a session; the world-readable rest is as it was.
+may not read under ``/etc`` is kept from such a session; the world-readable rest is as it was.
+Where the kernel can, by an idmapped mount (root shown as an id the session does not map, so
+the kernel gives the session only the "other" bits); elsewhere by masks from a walk at launch.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from nonod.sandbox._mounts import ROOT_ONLY_IDMAP_ID, idmap_available
 from tests.daemon.test_cli import CLI
 from tests.redteam._programs import READ
 
@@ -51,6 +54,75 @@ def test_a_root_session_reads_in_etc_only_what_everyone_may(
     assert done.stdout.splitlines() == [f"{planted['key']} PermissionError",
                                         f"{planted['inner']} PermissionError",
                                         f"{planted['public']} PUBLIC"]
+
+
+STAT_READ = r'''
+import os, sys
+for path in sys.argv[1:]:
+    try:
+        owner = os.stat(path).st_uid
+        print(path, owner, open(path).read().strip())
+    except OSError as exc:
+        print(path, owner, type(exc).__name__)
+'''
+
+needs_idmap = pytest.mark.skipif(not idmap_available(),
+                                 reason="the kernel cannot idmap /etc here (the walk is used)")
+
+
+@needs_idmap
+def test_root_only_files_in_etc_are_the_kernels_refusal_under_the_idmap(
+        run: CLI, short_tmp: Path, planted: dict[str, Path]) -> None:
+    """The session sees /etc through the idmapped mount (root's files owned by an id it does
+    not map, shown as the overflow id) and the kernel refuses it the root-only ones."""
+    (short_tmp / "read.py").write_text(STAT_READ)
+    shown = ROOT_ONLY_IDMAP_ID  # unmapped in the session too: the overflow id, 65534
+    for _ in range(3):  # the first launch is cold, the next ones normally warm
+        done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+                   "read.py", str(planted["key"]), str(planted["public"]))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == [f"{planted['key']} {shown} PermissionError",
+                                            f"{planted['public']} {shown} PUBLIC"]
+
+
+REREAD = r'''
+import sys
+path, go = sys.argv[1:]
+def read():
+    try:
+        print(open(path).read().strip(), flush=True)
+    except OSError as exc:
+        print(type(exc).__name__, flush=True)
+read()
+with open(go) as f:
+    f.read()
+read()
+'''
+
+
+@needs_idmap
+def test_a_file_made_root_only_while_the_session_runs_is_refused_to_it(
+        run: CLI, short_tmp: Path, planted: dict[str, Path]) -> None:
+    """The walk judged each file once, at launch: one made root-only later stayed readable
+    to the root session (its owner). The idmap is the kernel's check at every open."""
+    (short_tmp / "reread.py").write_text(REREAD)
+    go = short_tmp / "go"
+    os.mkfifo(go)
+    proc = run.popen("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+                     "reread.py", str(planted["public"]), str(go))
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"PUBLIC\n"
+        planted["public"].chmod(0o600)
+        with open(go, "w") as f:
+            f.write("go")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert out == b"PermissionError\n"
 
 
 CONSOLE = r'''
