@@ -363,16 +363,34 @@ _available: list[bool] = []
 
 def idmap_available() -> bool:
     """Whether the kernel idmaps every tree of :data:`ROOT_ONLY_TREES` for this process (root
-    in the initial namespaces, file systems that allow it). Tried once per process."""
+    in the initial namespaces, file systems that allow it). Tried once per process, in a
+    fresh interpreter: making the idmap's user namespace forks, and the daemon that asks is
+    threaded (it must not fork); the fork server, which makes the trees, is not."""
     if not _available:
-        ops = [MountOp(IDMAP, t, t) for t in ROOT_ONLY_TREES if os.path.isdir(t)]
+        import subprocess  # here: the launcher imports this module, and needs neither
+        import sys
+
         try:
-            for fd in idmapped_trees(ops):
-                os.close(fd)
-            _available.append(True)
-        except OSError:
+            done = subprocess.run(
+                [sys.executable, "-I", "-c", "import sys\n"
+                 "from nonod.sandbox._mounts import idmap_works\n"
+                 "sys.exit(0 if idmap_works() else 1)"],
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+            _available.append(done.returncode == 0)
+        except (OSError, subprocess.TimeoutExpired):
             _available.append(False)
     return _available[0]
+
+
+def idmap_works() -> bool:
+    """The probe itself (single-threaded callers only: it forks)."""
+    ops = [MountOp(IDMAP, t, t) for t in ROOT_ONLY_TREES if os.path.isdir(t)]
+    try:
+        for fd in idmapped_trees(ops):
+            os.close(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _proc_root_only() -> list[str]:
