@@ -46,14 +46,34 @@ from ._mounts import idmapped_trees
 MAX_PLAN = 1 << 20
 
 
-def _reap() -> None:
+def _reap(hub: GuardHub) -> None:
+    """Reap ended launchers, the inits they left to us (``_launcher._leave``), and the hub's
+    repairs (whose status it needs)."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        hub.reaped(pid, status)
+
+
+def _wake_on_exits(poller: select.poll) -> int:
+    """A pipe that becomes readable when a child exits (SIGCHLD), registered in ``poller``: an
+    outer launcher that leaves its session (``_launcher._leave``) is reaped at once, not left
+    a zombie until the next round. Launchers drop this (``_launcher._reset_signals``)."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda _sig, _frame: None)
+    signal.set_wakeup_fd(wake_w)
+    poller.register(wake_r, select.POLLIN)
+    return wake_r
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            pass
 
 
 MAX_WARM_KEYS = 4
@@ -171,24 +191,30 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
     keeps the Python init."""
     if reaper is None:
         reaper = _reaper.load()
+    # A session's init outlives its outer launcher (``_launcher._leave``): it is reparented
+    # here, not to the host's init, and reaped here.
+    _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
     decoder = msgspec.msgpack.Decoder(LaunchPlan)
     pool: dict[WarmKey, list[_Warm]] = {}
     refill: list[WarmKey] = []
     subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees (its last plan)
     poller = select.poll()
     poller.register(sock, select.POLLIN)
-    hub = GuardHub(poller)
+    hub = GuardHub(poller, reaper)
+    exited = _wake_on_exits(poller)
     while True:
         events = poller.poll(REFILL_DELAY_MS if refill else REAP_INTERVAL_MS)
         launch_waiting = False
         for fd, _ in events:
             if fd == sock.fileno():
                 launch_waiting = True
+            elif fd == exited:
+                _drain(exited)  # a child exited: reaped below
             else:
                 hub.handle(fd)
         if not launch_waiting:
             # No launch waiting: reap ended launchers, prepare the next warm ones.
-            _reap()
+            _reap(hub)
             for wanted in refill:
                 ready_ones = pool.setdefault(wanted, [])
                 while len(ready_ones) < WARM_DEPTH:
@@ -199,7 +225,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
             msg, fds, _, _ = socket.recv_fds(sock, MAX_PLAN, FDS_PER_PLAN)
         except InterruptedError:
             continue
-        _reap()
+        _reap(hub)
         if not msg:
             return  # the daemon closed its end
         if len(fds) != FDS_PER_PLAN:

@@ -10,6 +10,18 @@ sessions. The fork server holds one for all of them. Each launcher's outer proce
                  (opened in the session's view): watch these, instead of what was watched
   hub -> outer   ``k`` watched; ``E`` + errno: could not (the launch, or the session, ends)
   hub -> outer   ``c``: something on the way to a guarded path changed: check now
+  outer -> hub   ``H`` with four descriptors (the init's pidfd, the report pipe, a memfd with
+                 the guard's state, the session's end of this socket), once the init no
+                 longer dies with the outer: the hub guards this session from now on
+  hub -> outer   ``h``: taken (the outer leaves); ``E`` + errno: not (the session ends)
+
+Once it has taken a session (in a pid namespace, the outer launcher leaves once the init
+runs ``nono-reaper``: one process per session), a change on the way starts a repair instead
+of a ``c``: ``nono-reaper --repair`` (``reaper_outer.c``), spawned from the fork server's
+memfd of the reaper, enters the session's user and mount namespaces through the init's pidfd,
+does what the outer did on ``c`` (its ``W`` arrive on the session's socket like the outer's),
+and writes the state back to the memfd; one at a time per session, again if a change came
+meanwhile. The session is dropped when its init exits (its pidfd).
 
 A watch is added through ``/proc/self/fd/N``, so it is on the inode the session sees, whatever
 the fork server's own view of that path. One inode watched for several sessions is one watch
@@ -21,15 +33,17 @@ guarded paths; a queue overflow wakes every client.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
+import signal
 import socket
 import struct
 from dataclasses import dataclass, field
 
 import msgspec
 
-from . import _libc
+from . import _libc, _reaper
 
 _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 _IN_Q_OVERFLOW = 0x4000
@@ -42,10 +56,23 @@ MAX_MESSAGE = 1 << 20
 
 
 @dataclass
+class _Adopted:
+    """A session whose outer launcher has left: the hub repairs its view itself."""
+
+    pidfd: int  # the init's
+    report: int  # the exit pipe: guard records
+    config: int  # the guard's state (``_reaper.outer_config``), updated by each repair
+    peer: int  # the session's end of its hub socket, for the repairs' ``W``
+    repair: int = 0  # the pid of the repair running, 0: none
+    again: bool = False  # a change came while it ran
+
+
+@dataclass
 class _Client:
     sock: socket.socket
     on_the_way: frozenset[str] = frozenset()
     watches: dict[int, list[str]] = field(default_factory=dict)  # wd -> its directories
+    adopted: _Adopted | None = None
 
 
 class GuardHub:
@@ -53,10 +80,13 @@ class GuardHub:
     inotify descriptor and its clients' sockets there, and :meth:`handle` takes their
     events."""
 
-    def __init__(self, poller: select.poll) -> None:
+    def __init__(self, poller: select.poll, reaper: int = -1) -> None:
         self._poller = poller
+        self._reaper = reaper  # the memfd of nono-reaper, for repairs; -1: none (no adopting)
         self._clients: dict[int, _Client] = {}
         self._by_wd: dict[int, set[int]] = {}  # wd -> client descriptors
+        self._inits: dict[int, _Client] = {}  # an adopted session's init pidfd -> its client
+        self._repairs: dict[int, tuple[int, _Client]] = {}  # a repair's pidfd -> pid, client
         try:
             self.fd = _libc.inotify_init1(_libc.IN_CLOEXEC | _libc.IN_NONBLOCK)
             self.error = 0
@@ -83,6 +113,13 @@ class GuardHub:
                 self._events()
             except Exception:  # noqa: BLE001 - wake everyone: each outer checks its own view
                 self._wake(set(self._clients))
+            return True
+        if fd in self._inits or fd in self._repairs:
+            try:
+                self._ended(fd)
+            except Exception:  # noqa: BLE001 - see below
+                if fd in self._inits:
+                    self._drop(self._inits[fd])
             return True
         client = self._clients.get(fd)
         if client is None:
@@ -111,6 +148,9 @@ class GuardHub:
             elif msg[:1] == b"W":
                 names = msgspec.msgpack.decode(msg[1:], type=list[str])
                 self._reply(client, self._watch(client, names, fds))
+            elif msg[:1] == b"H" and len(fds) == 4 and client.adopted is None:
+                self._adopt(client, fds)
+                fds = []
             else:
                 self._drop(client)  # not our protocol: that launcher is broken
         except msgspec.DecodeError:
@@ -159,6 +199,107 @@ class GuardHub:
         self._clients.pop(fd, None)
         self._poller.unregister(fd)
         client.sock.close()
+        adopted = client.adopted
+        if adopted is not None:  # a repair still running ends on its own (``reaped``)
+            self._inits.pop(adopted.pidfd, None)
+            self._poller.unregister(adopted.pidfd)
+            for descriptor in (adopted.pidfd, adopted.report, adopted.config, adopted.peer):
+                os.close(descriptor)
+            client.adopted = None
+
+    # ----------------------------------------------------------------------- adopted
+
+    def _ended(self, fd: int) -> None:
+        """An adopted session's init (its pidfd ``fd``) or a repair has exited."""
+        if fd in self._inits:
+            self._drop(self._inits[fd])
+            return
+        pid = self._repairs[fd][0]
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # reaped already: ``reaped`` took it
+        if done:
+            self.reaped(pid, status)
+
+    def _adopt(self, client: _Client, fds: list[int]) -> None:
+        """Guard ``client``'s session from now on (``H``: its outer launcher leaves)."""
+        if self._reaper < 0:
+            for descriptor in fds:
+                os.close(descriptor)
+            self._reply(client, errno.ENOEXEC)
+            return
+        client.adopted = _Adopted(fds[0], fds[1], fds[2], fds[3])
+        self._inits[fds[0]] = client
+        self._poller.register(fds[0], select.POLLIN)
+        try:
+            client.sock.send(b"h")
+        except OSError:
+            self._drop(client)
+
+    def _repair(self, client: _Client) -> None:
+        """Start ``nono-reaper --repair`` for ``client``'s session (after the one running)."""
+        adopted = client.adopted
+        if adopted is None:
+            return
+        if adopted.repair:
+            adopted.again = True
+            return
+        adopted.again = False
+        # Copies above the four numbers the repair gets, so that no dup2 overwrites a source
+        # (nor the binary, the last).
+        ours = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (
+            adopted.pidfd, adopted.peer, adopted.report, adopted.config, self._reaper)]
+        try:
+            pid = os.posix_spawn(
+                f"/proc/self/fd/{ours[-1]}", _reaper.repair_argv(3, 4, 5, 6, os.getpid()), {},
+                file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(ours[:4], 3)])
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:
+            self._lost(client, f"\0the view guard's repair could not start: {exc}")
+            return
+        finally:
+            for fd in ours:
+                os.close(fd)
+        adopted.repair = pid
+        self._repairs[pidfd] = (pid, client)
+        self._poller.register(pidfd, select.POLLIN)
+
+    def reaped(self, pid: int, status: int) -> None:
+        """The fork server reaped ``pid``: if it was a repair, what it came to."""
+        for pidfd, (repair, client) in list(self._repairs.items()):
+            if repair != pid:
+                continue
+            del self._repairs[pidfd]
+            self._poller.unregister(pidfd)
+            os.close(pidfd)
+            adopted = client.adopted
+            if adopted is None or adopted.repair != pid:
+                return  # the session has ended meanwhile
+            adopted.repair = 0
+            code = os.waitstatus_to_exitcode(status)
+            if code == 0:
+                if adopted.again:
+                    self._repair(client)
+            elif code != 1:  # 1: it reported the guard lost and killed the init itself
+                self._lost(client, f"\0the view guard's repair failed ({code})")
+            return
+
+    def _lost(self, client: _Client, why: str) -> None:
+        """Report ``client``'s guard lost and end its session (as ``reaper_outer.c`` would)."""
+        from ._launcher import GUARD_LOST, REC_GUARD, record
+
+        adopted = client.adopted
+        if adopted is None:
+            return
+        try:
+            os.write(adopted.report, record(REC_GUARD, 0, GUARD_LOST, why.encode()[:4000]))
+        except OSError:
+            pass  # the daemon has gone
+        try:
+            signal.pidfd_send_signal(adopted.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     @staticmethod
     def _reply(client: _Client, err: int) -> None:
@@ -181,7 +322,9 @@ class GuardHub:
     def _wake(self, wake: set[int]) -> None:
         for fd in wake:
             client = self._clients.get(fd)
-            if client is not None:
+            if client is not None and client.adopted is not None:
+                self._repair(client)
+            elif client is not None:
                 try:
                     client.sock.send(b"c")
                 except BlockingIOError:

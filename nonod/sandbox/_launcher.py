@@ -190,6 +190,7 @@ def _fail(launch_w: int, exc: StepFailed) -> None:
 
 
 def _reset_signals() -> None:
+    signal.set_wakeup_fd(-1)  # the fork server's (``_forkserver._wake_on_exits``)
     for sig in range(1, signal.NSIG):
         if sig in (signal.SIGKILL, signal.SIGSTOP):
             continue
@@ -317,9 +318,8 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
     if pid == 0:
         os.close(alive_w)
         guard_outer.close()
-        os.close(hub)
         try:
-            run_init(plan, fds, alive_r, guard_init, reaper, trees)
+            run_init(plan, fds, alive_r, guard_init, reaper, trees, hub)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -372,8 +372,6 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     if pid == 0:
         os.close(alive_w)
         guard_outer.close()
-        if hub >= 0:
-            os.close(hub)
         try:
             prepare_init(alive_r, ns_flags)
             msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=sock_fd), 1 << 20,
@@ -389,7 +387,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
                     uid, gid, ns_flags, audit_tag, oom_score_adj):
                 raise StepFailed("fork", 22, "plan does not match the warm launcher")
             confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
-                            guard_init, reaper, tuple(fds[FDS_PER_PLAN:]))
+                            guard_init, reaper, tuple(fds[FDS_PER_PLAN:]), hub)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -441,13 +439,23 @@ def _end_with_parent(init: int, server: int) -> None:
 _GUARD_LEN = struct.Struct("<I")
 
 
-def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...], report: int) -> None:
+def hands_over(ns_flags: int, reaper: int, hub: int) -> bool:
+    """Whether the outer launcher leaves once the init runs ``nono-reaper`` (``_leave``): in a
+    pid namespace, whose end takes the whole session with the init."""
+    return reaper >= 0 and hub >= 0 and bool(ns_flags & _libc.CLONE_NEWPID)
+
+
+def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...], report: int,
+                 keep: bool = False) -> None:
     """Init side: hand the guarded operations to the outer process, which watches them for
     the whole session (``_viewguard``) and reports what it does on ``report`` (the exit
-    pipe), and wait until it watches. Nothing to guard: just close."""
-    with guard:
+    pipe), and wait until it watches. Nothing to guard: just close (or, to ``keep`` the
+    socket for ``_leave``, say so)."""
+    try:
         todo = guarded(ops)
         if not todo:
+            if keep:
+                guard.sendall(b"n")
             return
         payload = msgspec.msgpack.encode(todo)
         data = _GUARD_LEN.pack(len(payload)) + payload
@@ -455,6 +463,9 @@ def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...], report: int) ->
         if len(data) > 1 << 16:
             guard.sendall(data[1 << 16:])
         reply = guard.recv(4096)
+    finally:
+        if not keep:
+            guard.close()
     if reply[:1] == b"k":
         return
     if reply[:1] == b"E" and len(reply) >= 5:
@@ -467,6 +478,9 @@ def _receive_guard(guard: socket.socket, hub: socket.socket | None
     """Outer side: the operations from the init and where to report (None: nothing to guard,
     or the launch failed first), watched (by the fork server's hub) before the init goes
     on."""
+    if guard.recv(1, socket.MSG_PEEK) == b"n":  # nothing: read only that (the init's "h"
+        guard.recv(1)                             # may follow on this stream: ``_leave``)
+        return None
     data, fds, _, _ = socket.recv_fds(guard, 1 << 16, 1)
     if not data or len(fds) != 1:
         for fd in fds:
@@ -521,13 +535,17 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
     ``_viewguard``) until the init exits; a guarded path that cannot be covered again ends
     the session."""
     hub = socket.socket(fileno=hub_fd) if hub_fd >= 0 else None
-    with guard:
-        try:
-            got = _receive_guard(guard, hub)
-        except OSError:
-            got = None
+    leaving = hands_over(ns_flags, reaper, hub_fd)
+    try:
+        got = _receive_guard(guard, hub)
+    except OSError:
+        got = None
+    if not leaving:
+        guard.close()
     if got is None or hub is None:
-        if reaper >= 0 and not _exits_within(init, REAPER_AFTER):
+        if leaving:
+            _leave_when_told(init, guard, reaper, ns_flags, server)
+        elif reaper >= 0 and not _exits_within(init, REAPER_AFTER):
             _reaper.become_outer(reaper, init, None, ns_flags, server)
         _wait_for(init)
         return
@@ -536,18 +554,30 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a gone daemon: _write_all copes
     pidfd = os.pidfd_open(init)
     later = time.monotonic() + REAPER_AFTER if reaper >= 0 else None
+    watch = [hub.fileno(), pidfd, *((guard.fileno(),) if leaving else ())]
+    state = -1  # with ``leaving``: the memfd handed to the hub, until it says it took it
     while True:
         try:
-            ready, _, _ = select.select([hub.fileno(), pidfd], [], [], _left(later))
+            ready, _, _ = select.select(watch, [], [], _left(later))
         except InterruptedError:
             continue
         if not ready and later is not None:  # the session goes on: the rest is the reaper's
             later = None
-            _reaper.become_outer(reaper, init, (hub.fileno(), view, report), ns_flags, server)
+            if not leaving:  # else the init says when (it becomes the reaper about now)
+                _reaper.become_outer(reaper, init, (hub.fileno(), view, report), ns_flags,
+                                     server)
             continue
         if pidfd in ready:
             break
         try:
+            if leaving and guard.fileno() in ready:
+                watch.remove(guard.fileno())
+                if _word(guard) == b"h":  # the init no longer dies with us: over to the hub
+                    state = _hand_over(hub, view, report, pidfd)
+                else:  # it stays Python, or is ending: so do we, as before
+                    _reaper.become_outer(reaper, init, (hub.fileno(), view, report),
+                                         ns_flags, server)
+                continue
             message = hub.recv(64)
             if not message:
                 if _parent_gone(parent):
@@ -557,6 +587,8 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
             if message[:1] == b"E":
                 raise OSError(struct.unpack("<i", message[1:5])[0] if len(message) >= 5
                               else errno.EIO, "the guard hub can no longer watch")
+            if message[:1] == b"h" and state >= 0:
+                os._exit(0)  # the hub guards the session from now on, with the state we left
             if message[:1] not in (b"c", b"k"):
                 continue
             # "c": something changed; "k": a rewatch was taken, and what appeared between the
@@ -566,6 +598,8 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
                                           op.target.encode()[:4000]))
             if message[:1] == b"c" or view.identities() != view.watched:
                 _hub_watch(hub, view)  # a replaced or new directory on the way: a new inode
+            if state >= 0:  # a change before the hub took the session: what it takes, now
+                _write_state(state, view)
         except (OSError, GuardLost) as exc:
             why = (f"{exc.target}\0{exc.why}" if isinstance(exc, GuardLost)
                    else f"{exc.filename or ''}\0{exc.strerror or exc}")
@@ -574,6 +608,53 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
             break
     os.close(report)
     _wait_for(init)
+
+
+def _word(sock: socket.socket) -> bytes:
+    """One byte from the init on the hand-over socket; b"" if it is gone."""
+    try:
+        return sock.recv(1)
+    except OSError:
+        return b""
+
+
+def _leave_when_told(init: int, guard: socket.socket, reaper: int, ns_flags: int,
+                     server: int) -> None:
+    """Nothing to guard: exit once the init says it runs ``nono-reaper`` (``_leave``); become
+    ``nono-reaper --outer`` if it says it stays Python; return if it exits first."""
+    pidfd = os.pidfd_open(init)
+    while True:
+        try:
+            ready, _, _ = select.select([pidfd, guard.fileno()], [], [])
+        except InterruptedError:
+            continue
+        break
+    word = b"" if pidfd in ready else _word(guard)
+    os.close(pidfd)
+    if word == b"h":
+        os._exit(0)
+    if word:
+        _reaper.become_outer(reaper, init, None, ns_flags, server)
+
+
+def _hand_over(hub: socket.socket, view: ViewGuard, report: int, pidfd: int) -> int:
+    """``_leave``: give the hub the session's guard (the init's pidfd, the report pipe, the
+    guard's state in a memfd, our end of the hub socket); it answers ``h`` once it has
+    taken them. Returns the memfd, which stays ours to update until then."""
+    state = os.memfd_create("nono-view", os.MFD_CLOEXEC)
+    _write_state(state, view)
+    peer = os.dup(hub.fileno())
+    try:
+        socket.send_fds(hub, [b"H"], [pidfd, report, state, peer])
+    finally:
+        os.close(peer)
+    return state
+
+
+def _write_state(state: int, view: ViewGuard) -> None:
+    data = _reaper.outer_config(view)
+    os.ftruncate(state, 0)
+    os.pwrite(state, data, 0)
 
 
 def _parent_gone(parent: int, patience: float = 0.5) -> bool:
@@ -637,12 +718,13 @@ def _rlimits(max_processes: int) -> None:
         resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
 
 
-def _stdio(fds: Fds, reaper: int = -1) -> tuple[int, int, int]:
+def _stdio(fds: Fds, reaper: int = -1, handover: tuple[int, ...] = ()) -> tuple[int, int, int]:
     """Put the caller's descriptors on 0, 1, 2, then the launch pipe, the exit pipe and the
-    control socket on 3, 4, 5, and the reaper's memfd (if any) on ``_reaper.FD`` (6)
-    (close-on-exec: the program never gets them)."""
-    # dup everything first so that a target on 0..6 is never overwritten early
-    src = [os.dup(fd) for fd in (*fds, reaper) if fd >= 0]
+    control socket on 3, 4, 5, the reaper's memfd (if any) on ``_reaper.FD`` (6), and the
+    ``handover`` pair on ``_reaper.LIFELINE_FD`` and ``HANDOVER_FD`` (7, 8) (close-on-exec:
+    the program never gets them)."""
+    # dup everything first so that a target on 0..8 is never overwritten early
+    src = [os.dup(fd) for fd in (*fds, reaper, *handover) if fd >= 0]
     for target, fd in enumerate(src):
         os.dup2(fd, target, inheritable=target < 3)
     return 3, 4, CONTROL_FD
@@ -667,13 +749,13 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signa
 
 
 def run_init(plan: LaunchPlan, fds: Fds, alive_r: int, guard: socket.socket,
-             reaper: int = -1, trees: tuple[int, ...] = ()) -> None:
+             reaper: int = -1, trees: tuple[int, ...] = (), hub: int = -1) -> None:
     """Pid 1 of the session: confine itself step by step, fork the program, then stay as the
     namespace's init (``nono-reaper`` from ``reaper``, else this interpreter): forward
     signals to the program, reap orphans, report the program's exit status on the exit pipe
     and exit (which ends every process left in the namespace)."""
     prepare_init(alive_r, plan.ns_flags)
-    confine_and_run(plan, fds, guard, reaper, trees)
+    confine_and_run(plan, fds, guard, reaper, trees, hub)
 
 
 def prepare_init(alive_r: int, ns_flags: int) -> None:
@@ -726,7 +808,12 @@ def _end_descendants() -> None:
 
 
 def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: int = -1,
-                    trees: tuple[int, ...] = ()) -> None:
+                    trees: tuple[int, ...] = (), hub: int = -1) -> None:
+    """``hub``: our copy of the outer launcher's socket to the fork server's guard hub: kept
+    (with ``guard``) when the outer is to leave once we run ``nono-reaper`` (``_leave``)."""
+    handover = hands_over(plan.ns_flags, reaper, hub)
+    if not handover and hub >= 0:
+        os.close(hub)
     if plan.ns_flags & _libc.CLONE_NEWNS:
         _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned,
               trees=trees)
@@ -734,24 +821,25 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: in
         os.close(fd)
     if plan.creation_refused:
         _step("createguard", pin_dirs, plan.creation_refused)
-    _step("guard", _start_guard, guard, plan.mounts, fds[4])
+    _step("guard", _start_guard, guard, plan.mounts, fds[4], handover)
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits, plan.max_processes)
     try:
-        launch_w, exit_w, control = _stdio(fds, reaper)
+        launch_w, exit_w, control = _stdio(fds, reaper, (hub, guard.fileno()) if handover
+                                           else ())
     except OSError as exc:
         raise StepFailed("stdio", exc.errno or 0, "dup2") from None
     try:
-        _confined_tail(plan, launch_w, exit_w, control, reaper >= 0)
+        _confined_tail(plan, launch_w, exit_w, control, reaper >= 0, handover)
     except StepFailed as exc:
         # The caller's descriptor numbers are gone (close_fds): report on ours.
         _fail(launch_w, exc)
 
 
 def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
-                   reaper: bool = False) -> None:
-    _step("close_fds", _libc.close_range, _reaper.FD + 1 if reaper else CONTROL_FD + 1,
-          0xFFFFFFFF)
+                   reaper: bool = False, handover: bool = False) -> None:
+    last = _reaper.HANDOVER_FD if handover else _reaper.FD if reaper else CONTROL_FD
+    _step("close_fds", _libc.close_range, last + 1, 0xFFFFFFFF)
     if plan.proxy_port:
         _step("loopback", _hand_over_listener, control, plan.proxy_port)
     _step("no_new_privs", _no_new_privs)
@@ -779,7 +867,7 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
     os.close(launch_w)
     for fd in (0, 1, 2):
         os.close(fd)  # the terminal belongs to the program now
-    _serve_as_init(pid, exit_w, control, supervisor, plan.ns_flags, reaper)
+    _serve_as_init(pid, exit_w, control, supervisor, plan.ns_flags, reaper, handover)
 
 
 def _writable_roots(plan: LaunchPlan) -> list[str]:
@@ -843,7 +931,7 @@ def _program_session(plan: LaunchPlan) -> None:
 
 def _serve_as_init(program: int, exit_w: int, control: int,
                    supervisor: Supervisor | None = None, ns_flags: int = -1,
-                   reaper: bool = False) -> None:
+                   reaper: bool = False, handover: bool = False) -> None:
     """Forward signals, reap, and answer the daemon's requests on ``control``: ``C<port>``
     opens a TCP connection to 127.0.0.1:<port> inside the session's network namespace (the
     daemon cannot enter it) and returns the socket, for ``--listen-port`` forwarding. With
@@ -879,7 +967,7 @@ def _serve_as_init(program: int, exit_w: int, control: int,
             continue
         if not ready and later is not None:
             later = None
-            _become_reaper(program, exit_w, control, ns_flags, supervisor)
+            _become_reaper(program, exit_w, control, ns_flags, supervisor, handover)
             continue
         if wake_r in ready:
             try:
@@ -916,14 +1004,20 @@ def _left(deadline: float | None) -> float | None:
 
 
 def _become_reaper(program: int, exit_w: int, control: int, ns_flags: int,
-                   supervisor: Supervisor | None) -> None:
+                   supervisor: Supervisor | None, handover: bool = False) -> None:
     """The init becomes ``nono-reaper``; the signals it forwards (and SIGCHLD) wait, blocked,
     for the reaper's signalfd (blocking runs the handlers of those already caught). Returns
-    only if it cannot: the Python loop goes on."""
+    only if it cannot: the Python loop goes on, and the outer launcher, told so, stays."""
     held = {*FORWARDED, signal.SIGCHLD}
     signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    _reaper.become(program, exit_w, control, ns_flags, supervisor)
+    _reaper.become(program, exit_w, control, ns_flags, supervisor, handover)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    if handover:
+        with socket.socket(fileno=_reaper.HANDOVER_FD) as outer:
+            try:
+                outer.send(b"p")
+            except OSError:
+                pass  # the outer is gone: so are we, by its parent-death signal
 
 
 def _reap_until(program: int, status: int) -> tuple[bool, int]:

@@ -5,8 +5,14 @@
  * made), so that no Python interpreter stays resident per session. What is left to do is
  * what an init does, plus the launcher's two duties after exec:
  *
- *   argv: nono-reaper PROGRAM_PID EXIT_FD CONTROL_FD SUBREAPER [LISTENER_FD CONFIG_FD]
+ *   argv: nono-reaper PROGRAM_PID EXIT_FD CONTROL_FD SUBREAPER LIFELINE_FD HANDOVER_FD
+ *                     [LISTENER_FD CONFIG_FD]
  *
+ *   - with HANDOVER_FD (a pid namespace, not -1): stop dying with the outer launcher (its
+ *     parent-death signal), then tell it so ("h"): it hands the view guard to the fork server
+ *     and exits, and this process is reparented to the fork server (a child subreaper). From
+ *     then on the session ends when the fork server does: LIFELINE_FD is a socket whose other
+ *     end only the fork server holds, and its hang-up makes this exit (ending the namespace);
  *   - forward SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT to the
  *     program (they arrive blocked: one sent before the exec is pending, not lost);
  *   - reap every child; when the program ends, write its exit record on EXIT_FD
@@ -139,15 +145,25 @@ static int answer(int chan) {
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--outer"))
         return outer_main(argc, argv);
-    long program, exit_fd, control, subreaper, listener = -1, config = -1;
+    if (argc > 1 && !strcmp(argv[1], "--repair"))
+        return repair_main(argc, argv);
+    long program, exit_fd, control, subreaper, lifeline, handover, listener = -1, config = -1;
     prctl(PR_SET_DUMPABLE, 0);
     prctl(PR_SET_NAME, "nono-reaper"); /* not "6", the memfd's number */
-    if ((argc != 5 && argc != 7) || number(argv[1], &program) || number(argv[2], &exit_fd) ||
+    if ((argc != 7 && argc != 9) || number(argv[1], &program) || number(argv[2], &exit_fd) ||
         number(argv[3], &control) || number(argv[4], &subreaper) ||
-        (argc == 7 && (number(argv[5], &listener) || number(argv[6], &config))))
+        number(argv[5], &lifeline) || number(argv[6], &handover) ||
+        (argc == 9 && (number(argv[7], &listener) || number(argv[8], &config))))
         return 126;
     if (listener >= 0 && guard_load((int)config, (int)listener) < 0)
         return 126; /* the program would wait for answers nobody gives: end the session */
+    if (handover >= 0) {
+        /* The outer launcher leaves once it hears this: its death must not be ours. A fork
+         * server that dies from now on hangs the lifeline up (polled below). */
+        prctl(PR_SET_PDEATHSIG, 0);
+        send((int)handover, "h", 1, MSG_NOSIGNAL);
+        close((int)handover);
+    }
 
     sigset_t set;
     sigemptyset(&set);
@@ -160,9 +176,11 @@ int main(int argc, char **argv) {
         return 126;
 
     int status = 0xFF00;
-    struct pollfd watch[3] = {{.fd = sfd, .events = POLLIN},
+    struct pollfd watch[4] = {{.fd = sfd, .events = POLLIN},
                               {.fd = (int)control, .events = POLLIN},
-                              {.fd = guard_listener(), .events = POLLIN}};
+                              {.fd = guard_listener(), .events = POLLIN},
+                              /* hang-up only: the fork server's messages are not ours */
+                              {.fd = (int)lifeline, .events = 0}};
     for (;;) {
         pid_t pid;
         int st, done = 0;
@@ -181,8 +199,10 @@ int main(int argc, char **argv) {
         }
         if (done)
             break;
-        if (poll(watch, 3, -1) < 0) /* a negative fd is skipped */
+        if (poll(watch, 4, -1) < 0) /* a negative fd is skipped */
             continue;
+        if (watch[3].revents & (POLLHUP | POLLERR | POLLNVAL))
+            _exit(0); /* the fork server is gone: so is the session (the namespace ends) */
         if (watch[0].revents & POLLIN) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {

@@ -31,5 +31,7 @@ void guard_stop(void);
 
 /* nono-reaper --outer (reaper_outer.c): the launcher's outer process, the view guard. */
 int outer_main(int argc, char **argv);
+/* nono-reaper --repair (reaper_outer.c): one round of the view guard, for the fork server. */
+int repair_main(int argc, char **argv);
 
 #endif

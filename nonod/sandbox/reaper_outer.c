@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -368,7 +369,6 @@ static int load(int fd) {
     unsigned char *buf = malloc((size_t)st.st_size);
     if (!buf || pread(fd, buf, (size_t)st.st_size, 0) != st.st_size)
         return -1;
-    close(fd);
     struct reader r = {buf, buf + st.st_size};
     char magic[4];
     uint32_t n;
@@ -401,6 +401,9 @@ static int load(int fd) {
 
 /* ------------------------------------------------------------------ the outer's life */
 
+/* The init's pidfd in a repair (--repair), which names it whatever our pid namespace. */
+static int init_pidfd = -1;
+
 /* Report the guard lost (target NUL why) and end the session: err's text, or lost_why. */
 static void lose(pid_t init, int err) {
     char why[RECORD_MAX];
@@ -409,7 +412,10 @@ static void lose(pid_t init, int err) {
     /* n is what did not fit too: never send more than the buffer holds */
     record(REC_GUARD, 0, GUARD_LOST, why, n < 0 ? 0 : n >= (int)sizeof why ? sizeof why - 1
                                                                             : (size_t)n);
-    kill(init, SIGKILL);
+    if (init_pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, init_pidfd, SIGKILL, NULL, 0);
+    else
+        kill(init, SIGKILL);
 }
 
 int outer_main(int argc, char **argv) {
@@ -428,6 +434,8 @@ int outer_main(int argc, char **argv) {
         lose((pid_t)init, 0);
         hub = -1;
     }
+    if (config >= 0)
+        close((int)config);
     sigset_t hup;
     sigemptyset(&hup);
     sigaddset(&hup, SIGHUP);
@@ -495,4 +503,125 @@ int outer_main(int argc, char **argv) {
     if (subreaper)
         end_descendants();
     _exit(0);
+}
+
+/* ------------------------------------------------------------------ a repair (--repair) */
+
+static void put_str(unsigned char **p, const char *s) {
+    size_t n = strlen(s);
+    put32(*p, (uint32_t)n);
+    memcpy(*p + 4, s, n);
+    *p += 4 + n;
+}
+
+static void put64(unsigned char **p, uint64_t v) {
+    put32(*p, (uint32_t)v);
+    put32(*p + 4, (uint32_t)(v >> 32));
+    *p += 8;
+}
+
+/* The state back into CONFIG_FD, as ``_reaper.outer_config`` wrote it, for the next repair. */
+static int save(int fd) {
+    size_t len = 8;
+    for (size_t i = 0; i < n_ops; i++)
+        len += 16 + 8 + strlen(ops[i].target) + strlen(ops[i].source);
+    len += 4;
+    for (size_t i = 0; i < n_dirs; i++)
+        len += 4 + strlen(dirs[i]) + 16;
+    unsigned char *buf = malloc(len), *p = buf;
+    if (!buf)
+        return -1;
+    memcpy(p, "NGO1", 4);
+    put32(p + 4, (uint32_t)n_ops);
+    p += 8;
+    for (size_t i = 0; i < n_ops; i++) {
+        put32(p, ops[i].kind);
+        put32(p + 4, (uint32_t)ops[i].absent);
+        p += 8;
+        put64(&p, (uint64_t)ops[i].mount);
+        put_str(&p, ops[i].target);
+        put_str(&p, ops[i].source);
+    }
+    put32(p, (uint32_t)n_dirs);
+    p += 4;
+    for (size_t i = 0; i < n_dirs; i++) {
+        put_str(&p, dirs[i]);
+        put64(&p, watched[i][0]);
+        put64(&p, watched[i][1]);
+    }
+    int rc = ftruncate(fd, 0) == 0 && pwrite(fd, buf, len, 0) == (ssize_t)len ? 0 : -1;
+    free(buf);
+    return rc;
+}
+
+/* The hub's answer to hub_watch(): 'k' 0, 'E' its errno, gone -1 (the session ended). */
+static int hub_reply(void) {
+    char msg[64];
+    ssize_t n;
+    while ((n = recv(hub, msg, sizeof msg, 0)) < 0 && errno == EINTR)
+        ;
+    if (n <= 0)
+        return -1;
+    if (msg[0] == 'k')
+        return 0;
+    int32_t e = EIO;
+    if (msg[0] == 'E' && n >= 5)
+        memcpy(&e, msg + 1, 4);
+    return e ? e : EIO;
+}
+
+/* nono-reaper --repair PIDFD HUB_FD REPORT_FD CONFIG_FD SERVER: what the outer launcher did on
+ * the hub's "c", for a session whose outer has left (the fork server spawns this on each
+ * change, one at a time per session). It enters the session's user and mount namespaces
+ * through the init's PIDFD (with the capabilities of their owner there), covers again what
+ * lost its mount, has the hub watch the directories on the way anew (on HUB_FD, the
+ * session's own hub socket), checks once more after each new watch, and writes the state
+ * back to CONFIG_FD. Exit 0: done; 1: the guard is lost (reported on REPORT_FD, the init
+ * killed); 2: could not start (the fork server reports and ends the session). */
+int repair_main(int argc, char **argv) {
+    long pidfd, hub_fd, report_fd, config, server;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_DUMPABLE, 0);
+    prctl(PR_SET_NAME, "nono-repair");
+    if (argc != 7 || number(argv[2], &pidfd) || number(argv[3], &hub_fd) ||
+        number(argv[4], &report_fd) || number(argv[5], &config) || number(argv[6], &server))
+        return 2;
+    if (getppid() != (pid_t)server)
+        return 2; /* the fork server died before we could tie our life to it */
+    signal(SIGPIPE, SIG_IGN);
+    hub = (int)hub_fd;
+    report = (int)report_fd;
+    init_pidfd = (int)pidfd;
+    if (load((int)config) < 0 ||
+        syscall(SYS_setns, init_pidfd, CLONE_NEWUSER | CLONE_NEWNS) < 0)
+        return 2;
+    int rc = check(), err = rc == -1 ? errno : 0, watch = 1;
+    while (!rc && watch) {
+        if (hub_watch() < 0) {
+            err = errno;
+            lost_target = "";
+            rc = -1;
+            break;
+        }
+        int reply = hub_reply();
+        if (reply < 0)
+            return 0; /* the session has ended: nothing left to guard */
+        if (reply > 0) {
+            err = reply;
+            snprintf(lost_why, sizeof lost_why, "the guard hub can no longer watch");
+            lost_target = "";
+            rc = -1;
+            break;
+        }
+        /* what appeared between the last check and the new watches shows no event */
+        rc = check();
+        if (rc == -1)
+            err = errno;
+        watch = !rc && identities_changed();
+    }
+    if (rc) {
+        lose(0, rc == -1 ? (err ? err : EIO) : 0);
+        return 1;
+    }
+    return save((int)config) < 0 ? 2 : 0;
 }

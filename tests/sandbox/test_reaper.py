@@ -171,30 +171,139 @@ async def test_connections_into_the_namespace(world_tmp: Path) -> None:
         assert await _exited(proc) == (0, None)
 
 
-@pytest.mark.parametrize("mode", MODES)
-async def test_the_outer_launcher_is_not_an_interpreter_either(world_tmp: Path, mode: str
-                                                               ) -> None:
-    """Once the view guard is set up, the outer launcher becomes ``nono-reaper --outer``: with
-    something to guard (a mask, in a mount namespace) it carries the hub and report
-    descriptors; without (landlock-only: no mounts) it only waits."""
-    (world_tmp / "secret").mkdir()
-    policy = ResolvedPolicy(
+def _masked(work: Path) -> ResolvedPolicy:
+    """A policy with something for the view guard: a denied directory (masked)."""
+    (work / "secret").mkdir(exist_ok=True)
+    return ResolvedPolicy(
         name="reaper",
         grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
-                Grant(path=str(world_tmp), access=Access.READ)),
-        denials=(Denial(path=str(world_tmp / "secret")),))
+                Grant(path=str(work), access=Access.READ)),
+        denials=(Denial(path=str(work / "secret")),))
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+async def _outer_left(init: int) -> None:
+    """Wait (bounded) until the session's outer launcher has left: the init's parent is the
+    fork server (``_launcher._leave``)."""
+    with trio.fail_after(10):
+        while b"_forkserver" not in Path(f"/proc/{_ppid(init)}/cmdline").read_bytes():
+            await trio.sleep(0.005)
+
+
+def _session_processes(init: int) -> set[int]:
+    """Every process in the init's user namespace, seen from the host: the session's (the
+    outer launcher, while there, is one of them)."""
+    userns = os.stat(f"/proc/{init}/ns/user").st_ino
+    out: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}/ns/user").st_ino == userns:
+                    out.add(int(entry))
+    return out
+
+
+@pytest.mark.parametrize("guarded", [True, False], ids=["masked", "nothing-to-guard"])
+async def test_an_idle_session_is_one_process_besides_its_program(world_tmp: Path,
+                                                                  guarded: bool) -> None:
+    """In a pid namespace, once the init runs ``nono-reaper`` the outer launcher leaves (the
+    fork server's hub guards the view from then on): counted from the host, the session is
+    its program and one more process, the reaper, which is not an interpreter."""
+    policy = _masked(world_tmp) if guarded else _policy(world_tmp)
+    async with _session(world_tmp, "import sys; sys.stdin.read()", "namespaces", policy) as (
+            proc, _, stdin):
+        await _outer_left(proc.pid)
+        processes = _session_processes(proc.pid)
+        programs = {pid for pid in processes if _ppid(pid) == proc.pid}
+        exe = os.readlink(f"/proc/{proc.pid}/exe")
+        os.close(stdin)
+        assert await _exited(proc) == (0, None)
+    assert len(programs) == 1 and processes == {proc.pid, *programs}, processes
+    assert exe.startswith("/memfd:nono-reaper"), exe
+
+
+HARMS_ITS_INIT = (
+    "import ctypes, os, signal, sys\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "def refused(f):\n"
+    "    try:\n"
+    "        r = f()\n"
+    "    except OSError as e:\n"
+    "        return e.errno\n"
+    "    return ctypes.get_errno() if r == -1 else 0\n"
+    "buf = ctypes.create_string_buffer(8)\n"
+    "iov = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 8)\n"
+    "errnos = [\n"
+    "    refused(lambda: libc.ptrace(16, 1, 0, 0)),\n"  # PTRACE_ATTACH
+    "    refused(lambda: libc.ptrace(0x4206, 1, 0, 0)),\n"  # PTRACE_SEIZE
+    "    refused(lambda: libc.process_vm_readv(1, iov, 1, iov, 1, 0)),\n"
+    "    refused(lambda: open('/proc/1/mem', 'rb').read(1)),\n"
+    "    refused(lambda: os.readlink('/proc/1/fd/4')),\n"  # the exit pipe...
+    "    refused(lambda: os.open('/proc/1/fd/4', os.O_WRONLY)),\n"  # ...to forge a status
+    "    refused(lambda: os.readlink('/proc/1/exe')),\n"
+    "]\n"
+    "for sig in (signal.SIGKILL, signal.SIGSTOP):\n"
+    "    os.kill(1, sig)\n"  # pid 1 of the namespace: dropped by the kernel
+    "print(*errnos, flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+async def test_the_program_cannot_touch_the_process_left_beside_it(world_tmp: Path) -> None:
+    """The one process beside the program, its init, is as confined as the program and not
+    dumpable: the program cannot trace it, read its memory or descriptors, or kill or stop
+    it (pid 1 of the namespace); the session then still ends and reports as it should.
+    (Listing ``/proc/1/fd`` shows the numbers only: the directory is the uid's.)"""
+    async with _session(world_tmp, HARMS_ITS_INIT, "namespaces", _masked(world_tmp)) as (
+            proc, out, stdin):
+        await _outer_left(proc.pid)
+        errnos = [int(n) for n in (await _line(out)).split()]
+        assert _state(proc.pid) == "S", _state(proc.pid)  # neither stopped nor gone
+        os.close(stdin)
+        assert await _exited(proc) == (0, None)
+    assert all(errnos), errnos  # each refused, with an errno
+
+
+async def test_the_session_ends_with_the_fork_server_once_the_outer_has_left(
+        world_tmp: Path) -> None:
+    """The outer launcher no longer ties the init to the fork server's life: its lifeline,
+    the hub socket whose other end only the fork server holds, does. The fork server killed,
+    the program goes with it."""
+    out_r, out_w = os.pipe()
+    async with open_launcher("namespaces") as launcher:
+        proc = await launcher.launch(_masked(world_tmp), LaunchRequest(
+            argv=(PY, "-S", "-c", "import os, time; print(os.getpid(), flush=True); "
+                  "time.sleep(300)"), cwd=str(world_tmp)), stdio=(0, out_w, 2))
+        os.close(out_w)
+        async with trio.lowlevel.FdStream(out_r) as out:
+            await _line(out)
+            await _named(proc.pid, "nono-reaper")
+            await _outer_left(proc.pid)
+            program = next(p for p in _session_processes(proc.pid) if p != proc.pid)
+            os.kill(launcher._proc.pid, signal.SIGKILL)
+            assert await _exited(proc) == (None, signal.SIGKILL)
+    assert _state(program) is None
+    assert _state(proc.pid) in (None, "Z")
+
+
+async def test_the_outer_launcher_is_not_an_interpreter_without_namespaces(
+        world_tmp: Path) -> None:
+    """Without a pid namespace (landlock-only) the outer launcher stays (it ends what the
+    program leaves when the init is gone), as ``nono-reaper --outer``, which only waits:
+    there is nothing to guard without mounts."""
     code = "import sys; sys.stdin.read()"
-    async with _session(world_tmp, code, mode, policy) as (proc, _, stdin):
-        outer = int(Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    async with _session(world_tmp, code, "landlock-only", _masked(world_tmp)) as (
+            proc, _, stdin):
+        outer = _ppid(proc.pid)
         await _named(outer, "nono-outer")
         argv = Path(f"/proc/{outer}/cmdline").read_bytes().split(b"\0")
         os.close(stdin)
         assert await _exited(proc) == (0, None)
     assert argv[1:3] == [b"--outer", str(proc.pid).encode()]
-    guarding = int(argv[3]) >= 0
-    assert guarding == (mode == "namespaces")
-    if guarding:  # hub, report, state: never where a stray write to stdio would land
-        assert min(int(argv[i]) for i in (3, 4, 7)) >= 3, argv
+    assert int(argv[3]) < 0  # no hub: nothing to guard
 
 
 def test_load_refuses_what_is_not_a_program(tmp_path: Path) -> None:
@@ -217,8 +326,9 @@ def test_loaded_reaper_is_sealed_and_execute_only() -> None:
 
 
 async def test_a_lost_guard_is_reported_whole_however_long_its_path(world_tmp: Path) -> None:
-    """The outer reaper reports a pin it cannot cover again with its whole path and reason,
-    then ends the session; a path over 1 KiB once made the record read past its buffer."""
+    """A repair (``nono-reaper --repair``) reports a pin it cannot cover again with its whole
+    path and reason, then ends the session; a path over 1 KiB once made the record read past
+    its buffer."""
     deep = world_tmp
     for c in "abcde":
         deep /= c * 200
@@ -234,8 +344,8 @@ async def test_a_lost_guard_is_reported_whole_however_long_its_path(world_tmp: P
                 argv=(PY, "-S", "-c", "import sys; sys.stdin.read()"), cwd=str(world_tmp),
                 pins=((str(rules), b"# verified\n"),)), stdio=(in_r, 1, 2))
             proc.on_guard = reports.append
-            outer = int(Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            await _named(outer, "nono-outer")
+            await _named(proc.pid, "nono-reaper")
+            await _outer_left(proc.pid)  # the fork server's repairs guard it now
             os.symlink("other.md", deep / "link")
             os.replace(deep / "link", rules)
             assert await _exited(proc) == (None, signal.SIGKILL)

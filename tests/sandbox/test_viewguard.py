@@ -43,14 +43,16 @@ def _ppid(pid: str | int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def _guarded_by_the_reaper(work: Path) -> bool:
-    """Whether the session running in ``work`` is guarded by ``nono-reaper --outer`` (its
-    program's grandparent), not yet by the Python outer it replaces after ``REAPER_AFTER``."""
+def _guarded_by_the_fork_server(work: Path) -> bool:
+    """Whether the session running in ``work`` is guarded by the fork server's hub: its
+    program's parent (the init, ``nono-reaper``) has been left to the fork server by the
+    outer launcher, which guarded the view in Python until then (``_launcher._leave``)."""
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and os.readlink(entry / "cwd") == str(work):
-                outer = _ppid(_ppid(entry.name))
-                if Path(f"/proc/{outer}/comm").read_text().strip() == "nono-outer":
+                init = _ppid(entry.name)
+                if (Path(f"/proc/{init}/comm").read_text().strip() == "nono-reaper"
+                        and b"_forkserver" in Path(f"/proc/{_ppid(init)}/cmdline").read_bytes()):
                     return True
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours
@@ -58,18 +60,19 @@ def _guarded_by_the_reaper(work: Path) -> bool:
 
 
 def _meanwhile(work: Path, change: Callable[[], None]) -> threading.Thread:
-    """Do ``change`` once the program is ready and the C outer guards it (if it never does,
-    ``go`` never comes and the run times out: the test must exercise ``reaper_outer.c``)."""
+    """Do ``change`` once the program is ready and the fork server guards it (if it never
+    does, ``go`` never comes and the run times out: the test must exercise the hub's repairs,
+    ``nono-reaper --repair`` in ``reaper_outer.c``)."""
     def run() -> None:
         deadline = time.monotonic() + 30
         while not (work / "ready").exists() and time.monotonic() < deadline:
             time.sleep(0.01)
-        while not _guarded_by_the_reaper(work):
+        while not _guarded_by_the_fork_server(work):
             if time.monotonic() > deadline:
                 return
             time.sleep(0.01)
         change()
-        # The guard re-mounts within microseconds when idle; a loaded CI machine can delay
+        # The guard re-mounts within a millisecond when idle; a loaded CI machine can delay
         # it. The window in between is documented (docs/trust.md); what is tested here is
         # that the protection comes back, so give it time before the program looks.
         time.sleep(SETTLE)
@@ -114,6 +117,32 @@ def test_a_mask_survives_the_host_deleting_and_recreating_the_directory(
         thread.join()
     assert r.code == 0, r.stderr
     assert r.stdout.split("\n")[:2] == ["EACCES", "EACCES"]
+    assert "CANARY" not in r.stdout
+
+
+def test_a_denied_directory_the_host_creates_after_the_outer_left_is_masked(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """A denied path absent at launch, made by the host once the session is down to its init
+    (the fork server guards it): masked when it appears, its file never read."""
+    aws = home / ".aws"
+    work = home / "work"
+
+    def create_aws() -> None:
+        aws.mkdir()
+        (aws / "credentials").write_text("LATE-KEY-CANARY\n")
+        sandbox_user.chown(aws)
+        sandbox_user.chown(aws / "credentials")
+
+    thread = _meanwhile(work, create_aws)
+    try:
+        r = sandbox_user.run(policy((home, Access.READWRITE), denials=(aws,)), probe(
+            WAIT + f"t(lambda: open('{aws}/credentials').read())\n"
+                   f"t(lambda: os.listdir('{aws}'))\n"),
+            cwd=str(work))
+    finally:
+        thread.join()
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["EACCES", "EACCES"], r.stdout
     assert "CANARY" not in r.stdout
 
 
