@@ -588,13 +588,15 @@ int repair_main(int argc, char **argv) {
         return 2;
     if (getppid() != (pid_t)server)
         return 2; /* the fork server died before we could tie our life to it */
+    syscall(SYS_close_range, 7, ~0U, 0); /* anything else the fork server let through */
     signal(SIGPIPE, SIG_IGN);
     hub = (int)hub_fd;
     report = (int)report_fd;
     init_pidfd = (int)pidfd;
-    if (load((int)config) < 0 ||
-        syscall(SYS_setns, init_pidfd, CLONE_NEWUSER | CLONE_NEWNS) < 0)
+    if (load((int)config) < 0)
         return 2;
+    if (syscall(SYS_setns, init_pidfd, CLONE_NEWUSER | CLONE_NEWNS) < 0)
+        return errno == ESRCH ? 0 : 2; /* ESRCH: the session has ended meanwhile */
     int rc = check(), err = rc == -1 ? errno : 0, watch = 1;
     while (!rc && watch) {
         if (hub_watch() < 0) {
