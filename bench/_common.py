@@ -109,16 +109,19 @@ def has_warm_launchers() -> bool:
 
 @asynccontextmanager
 async def fork_server(*, probe_file: str | None = None, cold: bool = False,
-                      pyinit: bool = False) -> AsyncIterator[Launcher]:
+                      pyinit: bool = False, tree: str | None = None) -> AsyncIterator[Launcher]:
     """``open_launcher()``; or the same fork server started the same way but with
     bench/_probe.py installed before it serves (``probe_file``), with its warm launchers
-    turned off (``cold``), or without ``nono-reaper``: every session's init stays the Python
-    interpreter it was before (``pyinit``). Follows ``nonod.sandbox._api.open_launcher``."""
-    if probe_file is None and not cold and not pyinit:
+    turned off (``cold``), without ``nono-reaper``: every session's init stays the Python
+    interpreter it was before (``pyinit``), or run from the source tree ``tree`` (another
+    commit's, its ``nono-reaper`` built there) instead of ours: a before/after in one run.
+    Follows ``nonod.sandbox._api.open_launcher``."""
+    if probe_file is None and not cold and not pyinit and tree is None:
         async with open_launcher() as launcher:
             yield launcher
         return
-    boot = f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
+    path = [tree] if tree is not None else []
+    boot = f"import sys; sys.path[:0] = {[*path, *(p for p in sys.path if p)]!r}; "
     if probe_file is not None:
         boot += f"import _probe; _probe.install({probe_file!r}); "
     boot += "from nonod.sandbox import _forkserver as F; "

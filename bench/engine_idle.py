@@ -12,11 +12,17 @@ profile with --allow-cwd --block-net, which brings the creation guard, anchors, 
            besides the program
 
     .venv/bin/python bench/engine_idle.py [--runs 100] [--warmup 10] [--sessions 50] [--json]
+                                          [--before DIR]
+
+``--before DIR`` adds a third contender, ``before``: the same fork server (with
+``nono-reaper``) run from the source tree DIR, e.g. the base commit exported with
+``git archive`` and its reaper built there (``make nonod/sandbox/nono-reaper``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -112,8 +118,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     daemon_like = daemon_policy(SimpleNamespace(work=work, env=env))  # type: ignore[arg-type]
     policies = {"small": SMALL, "daemon": daemon_like}
     try:
-        async with fork_server() as reaper, fork_server(pyinit=True) as python:
-            launchers = {"reaper": reaper, "python": python}
+        async with contextlib.AsyncExitStack() as stack:
+            reaper = await stack.enter_async_context(fork_server())
+            launchers = {"reaper": reaper,
+                         "python": await stack.enter_async_context(fork_server(pyinit=True))}
+            if args.before:
+                launchers["before"] = await stack.enter_async_context(
+                    fork_server(tree=args.before))
             latency = await launch_p50(launchers, policies, args.runs, args.warmup)
             memory = {f"{i}/{p}": await idle(launchers[i], _server_pid(launchers[i]),
                                              *policies[p], args.sessions)
@@ -136,6 +147,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--before", metavar="DIR", help="also a fork server from this tree")
     args = parser.parse_args()
     data = trio.run(bench, args)
     if args.json:

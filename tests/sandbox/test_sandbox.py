@@ -291,9 +291,9 @@ def test_pid1_is_the_reaper_not_an_interpreter(sandbox_user: SandboxUser, home: 
     lines = r.stdout.split("\n")
     assert lines[0] == "OK nono-reaper"
     assert lines[1] in ("EACCES", "EPERM")  # not dumpable: its /proc/1/exe is not ours
-    # nono-reaper PID EXIT_FD CONTROL_FD SUBREAPER LISTENER_FD CONFIG_FD, and the last NUL:
-    # it serves the creation guard too
-    assert lines[2] == "OK 8"
+    # nono-reaper PID EXIT_FD CONTROL_FD SUBREAPER LIFELINE_FD HANDOVER_FD LISTENER_FD
+    # CONFIG_FD, and the last NUL: it serves the creation guard too
+    assert lines[2] == "OK 10"
     assert lines[3] in ("EACCES", "EPERM")
 
 
