@@ -16,6 +16,7 @@ import contextlib
 import errno
 import gc
 import os
+import resource
 import secrets
 import select
 import signal
@@ -25,7 +26,7 @@ import sys
 import msgspec
 
 from ..cgroups._v1 import apply_limits
-from . import _libc, _reaper
+from . import _launcher, _libc, _reaper
 from ._guardhub import GuardHub
 from ._launcher import (
     FDS_PER_PLAN,
@@ -68,6 +69,16 @@ def _wake_on_exits(poller: select.poll) -> int:
     signal.set_wakeup_fd(wake_w)
     poller.register(wake_r, select.POLLIN)
     return wake_r
+
+
+def _raise_nofile() -> None:
+    """The hub holds four descriptors per session it guards (``_guardhub``): take the hard
+    limit (the server polls, it never selects), and leave the inherited one to launchers."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _launcher.INHERITED_NOFILE = (soft, hard)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _drain(fd: int) -> None:
@@ -194,6 +205,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
     # A session's init outlives its outer launcher (``_launcher._leave``): it is reparented
     # here, not to the host's init, and reaped here.
     _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
+    _raise_nofile()
     decoder = msgspec.msgpack.Decoder(LaunchPlan)
     pool: dict[WarmKey, list[_Warm]] = {}
     refill: list[WarmKey] = []

@@ -189,6 +189,16 @@ def _fail(launch_w: int, exc: StepFailed) -> None:
     os._exit(EXIT_LAUNCH_FAILED)
 
 
+#: The descriptor limit the fork server was started with (``_forkserver.serve`` raises its own
+#: soft limit: its hub holds a few descriptors per session); sessions get this one back.
+INHERITED_NOFILE: tuple[int, int] | None = None
+
+
+def _inherited_limits() -> None:
+    if INHERITED_NOFILE is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, INHERITED_NOFILE)
+
+
 def _reset_signals() -> None:
     signal.set_wakeup_fd(-1)  # the fork server's (``_forkserver._wake_on_exits``)
     for sig in range(1, signal.NSIG):
@@ -297,6 +307,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
         _step("pdeathsig", _dumpable_until_mapped)
         _step("oom", set_oom_score_adj, plan.oom_score_adj)
         _reset_signals()
+        _step("rlimits", _inherited_limits)
         if plan.audit_tag:
             _write_all(launch_w, record(REC_AUDIT, *audit_session(plan.audit_tag)))
         if plan.switch_user:
@@ -358,6 +369,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         _dumpable_until_mapped()
         set_oom_score_adj(oom_score_adj)
         _reset_signals()
+        _inherited_limits()
         ses, ses_err = audit_session(audit_tag) if audit_tag else (0, 0)
         if ns_flags:
             _libc.unshare(ns_flags)

@@ -353,3 +353,29 @@ async def test_a_lost_guard_is_reported_whole_however_long_its_path(world_tmp: P
         os.close(in_r)
         os.close(in_w)
     assert reports == [GuardReport("lost", str(rules), detail="became a symbolic link")]
+
+
+async def test_sessions_keep_the_descriptor_limit_the_fork_server_was_given(
+        world_tmp: Path) -> None:
+    """The fork server takes the hard descriptor limit for itself (its hub holds a few
+    descriptors per session it guards); a session's program gets the soft one it inherited."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+    try:
+        out_r, out_w = os.pipe()
+        async with open_launcher("namespaces") as launcher:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            proc = await launcher.launch(_policy(world_tmp), LaunchRequest(
+                argv=(PY, "-S", "-c", "import resource; "
+                      "print(*resource.getrlimit(resource.RLIMIT_NOFILE))"),
+                cwd=str(world_tmp)), stdio=(0, out_w, 2))
+            os.close(out_w)
+            async with trio.lowlevel.FdStream(out_r) as out:
+                assert await _line(out) == f"512 {hard}\n".encode()
+            server = Path(f"/proc/{launcher._proc.pid}/limits").read_text()
+            assert await _exited(proc) == (0, None)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert f"Max open files            {hard}" in server, server
