@@ -48,7 +48,7 @@ MAX_PLAN = 1 << 20
 
 
 def _reap(hub: GuardHub) -> None:
-    """Reap ended launchers, the inits they left to us (``_launcher._leave``), and the hub's
+    """Reap ended launchers, the inits they left to us (``_launcher.hands_over``), and the hub's
     repairs (whose status it needs)."""
     while True:
         try:
@@ -62,7 +62,7 @@ def _reap(hub: GuardHub) -> None:
 
 def _wake_on_exits(poller: select.poll) -> int:
     """A pipe that becomes readable when a child exits (SIGCHLD), registered in ``poller``: an
-    outer launcher that leaves its session (``_launcher._leave``) is reaped at once, not left
+    outer launcher that leaves its session (``_launcher.hands_over``) is reaped at once, not left
     a zombie until the next round. Launchers drop this (``_launcher._reset_signals``)."""
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda _sig, _frame: None)
@@ -202,7 +202,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
     keeps the Python init."""
     if reaper is None:
         reaper = _reaper.load()
-    # A session's init outlives its outer launcher (``_launcher._leave``): it is reparented
+    # A session's init outlives its outer launcher (``_launcher.hands_over``): it is reparented
     # here, not to the host's init, and reaped here.
     _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
     _raise_nofile()

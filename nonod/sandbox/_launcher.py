@@ -46,6 +46,8 @@ The steps, in order (``STEPS`` names them in error records):
                     (``reaper_guard.c``, the decisions of ``_createserve``); without the
                     binary, or for a guard it cannot serve, the init stays this interpreter
                     (``_serve_as_init``)
+       leave        in a pid namespace, the outer process then leaves the session to the
+                    fork server (``hands_over``)
 
 Without namespaces (``ns_flags`` 0, landlock-only mode: see ``_mode``), steps 3, 4, 7 (the
 new root) and 8 are skipped, and the init is not pid 1 of anything: the outer process and the
@@ -59,9 +61,11 @@ The init stays: a program that is itself pid 1 would ignore default-action signa
 zombies. Init forwards SIGTERM, SIGINT, SIGHUP... to the program, reaps orphans, and reports
 the program's exit status on the exit pipe; when it exits, the kernel kills whatever is left
 in the namespace, so nothing outlives the session. Per session, while the program runs: the
-outer process and the init, both ``nono-reaper`` (a static C program of about 700 KB whose
-text all sessions share; the outer one as ``--outer``, the view guard, once the Python code
-here has set the guard up: ``_outer_life``).
+init alone, ``nono-reaper`` (a static C program of about 700 KB whose text all sessions
+share). The outer process sets the view guard up and guards the view until then; in a pid
+namespace it then hands the guard to the fork server and exits (``hands_over``), and the fork
+server adopts the init. Without a pid namespace (or without the binary) it stays, as
+``nono-reaper --outer`` (``_outer_life``).
 
 Any failure writes a record ``(step, errno, detail)`` to the CLOEXEC launch pipe and exits
 with status 126: the program never runs unconfined. The outer process reports the init's
@@ -452,8 +456,16 @@ _GUARD_LEN = struct.Struct("<I")
 
 
 def hands_over(ns_flags: int, reaper: int, hub: int) -> bool:
-    """Whether the outer launcher leaves once the init runs ``nono-reaper`` (``_leave``): in a
-    pid namespace, whose end takes the whole session with the init."""
+    """Whether the outer launcher leaves once the init runs ``nono-reaper``: in a pid
+    namespace, whose end takes the whole session with the init (without one, the outer stays
+    to end what the program leaves when the init is gone).
+
+    Then the init keeps its copy of the hub socket (its lifeline: only the fork server holds
+    the other end) and the guard socket. ``nono-reaper`` drops the parent-death signal that
+    tied it to the outer and says ``h`` on the guard socket; the outer hands the view guard
+    to the fork server's hub (``_hand_over``; nothing to hand over when nothing is guarded)
+    and exits. The init is reparented to the fork server, a child subreaper. An init that
+    stays Python says ``p``, and the outer stays too (``nono-reaper --outer``)."""
     return reaper >= 0 and hub >= 0 and bool(ns_flags & _libc.CLONE_NEWPID)
 
 
@@ -462,7 +474,7 @@ def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...], report: int,
     """Init side: hand the guarded operations to the outer process, which watches them for
     the whole session (``_viewguard``) and reports what it does on ``report`` (the exit
     pipe), and wait until it watches. Nothing to guard: just close (or, to ``keep`` the
-    socket for ``_leave``, say so)."""
+    socket for ``hands_over``, say so)."""
     try:
         todo = guarded(ops)
         if not todo:
@@ -491,7 +503,7 @@ def _receive_guard(guard: socket.socket, hub: socket.socket | None
     or the launch failed first), watched (by the fork server's hub) before the init goes
     on."""
     if guard.recv(1, socket.MSG_PEEK) == b"n":  # nothing: read only that (the init's "h"
-        guard.recv(1)                             # may follow on this stream: ``_leave``)
+        guard.recv(1)                             # may follow on this stream: ``hands_over``)
         return None
     data, fds, _, _ = socket.recv_fds(guard, 1 << 16, 1)
     if not data or len(fds) != 1:
@@ -632,7 +644,7 @@ def _word(sock: socket.socket) -> bytes:
 
 def _leave_when_told(init: int, guard: socket.socket, reaper: int, ns_flags: int,
                      server: int) -> None:
-    """Nothing to guard: exit once the init says it runs ``nono-reaper`` (``_leave``); become
+    """Nothing to guard: exit once the init says it runs ``nono-reaper`` (``hands_over``); become
     ``nono-reaper --outer`` if it says it stays Python; return if it exits first."""
     pidfd = os.pidfd_open(init)
     while True:
@@ -650,7 +662,7 @@ def _leave_when_told(init: int, guard: socket.socket, reaper: int, ns_flags: int
 
 
 def _hand_over(hub: socket.socket, view: ViewGuard, report: int, pidfd: int) -> int:
-    """``_leave``: give the hub the session's guard (the init's pidfd, the report pipe, the
+    """``hands_over``: give the hub the session's guard (the init's pidfd, the report pipe, the
     guard's state in a memfd, our end of the hub socket); it answers ``h`` once it has
     taken them. Returns the memfd, which stays ours to update until then."""
     state = os.memfd_create("nono-view", os.MFD_CLOEXEC)
@@ -822,7 +834,7 @@ def _end_descendants() -> None:
 def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: int = -1,
                     trees: tuple[int, ...] = (), hub: int = -1) -> None:
     """``hub``: our copy of the outer launcher's socket to the fork server's guard hub: kept
-    (with ``guard``) when the outer is to leave once we run ``nono-reaper`` (``_leave``)."""
+    (with ``guard``) when the outer is to leave once we run ``nono-reaper`` (``hands_over``)."""
     handover = hands_over(plan.ns_flags, reaper, hub)
     if not handover and hub >= 0:
         os.close(hub)

@@ -13,7 +13,10 @@ guard's notifications (the decisions of ``_createserve``, from what the init pre
 not dumpable from its first instruction).
 
 The launcher's outer process does the same with ``--outer`` (:func:`become_outer`,
-``reaper_outer.c``): the view guard, once the Python code has set it up.
+``reaper_outer.c``): the view guard, once the Python code has set it up, where the outer
+stays (no pid namespace, or an init that stays Python). Elsewhere it leaves the session to the
+fork server (``_launcher.hands_over``), whose hub runs ``--repair`` (:func:`repair_argv`) for
+each change on the way to a guarded path.
 
 Without the binary (a wheel installed without building it, a kernel that refuses to execute
 memfds) :func:`load` returns -1 and both stay the Python loops, which do the same; so does an

@@ -8,21 +8,26 @@ host's new file. This happens in normal use: ``git`` rewrites ``.git/config`` by
 ``config.lock`` over it, editors save by renaming, ``rm -rf ~/.aws`` and a later
 ``aws configure`` make a new, unmasked directory.
 
-The launcher's outer process runs the guard. It stays outside the session's pid namespace (the
-program cannot see or signal it) but inside its user and mount namespaces, with the
-capabilities of the namespace's owner. Every directory on the way to each guarded path is
-watched with inotify, by the fork server's one instance for all sessions (``_guardhub``: an
-instance per session would cap a user at ``fs.inotify.max_user_instances`` sessions); the
-outer opens those directories in the session's view and hands the descriptors over, so the
-watches are on the inodes the session sees. On a change there the hub wakes the outer, which
-checks each guarded path's mount id (``statx``) and, where the mount is gone, applies the
-operation again to whatever the path names now, then hands over the directories as they are
-now (a replaced directory is a new inode). A pin or read-only bind it cannot re-apply (the
-path became a symlink, a fifo...) ends the session: it must not go on reading unverified
-bytes or writing where it must not.
+The launcher's outer process sets the guard up and runs it while the session starts. It is
+outside the session's pid namespace (the program cannot see or signal it) but inside its user
+and mount namespaces, with the capabilities of the namespace's owner. Every directory on the
+way to each guarded path is watched with inotify, by the fork server's one instance for all
+sessions (``_guardhub``: an instance per session would cap a user at
+``fs.inotify.max_user_instances`` sessions); the outer opens those directories in the
+session's view and hands the descriptors over, so the watches are on the inodes the session
+sees. On a change there the hub wakes the outer, which checks each guarded path's mount id
+(``statx``) and, where the mount is gone, applies the operation again to whatever the path
+names now, then hands over the directories as they are now (a replaced directory is a new
+inode). A pin or read-only bind it cannot re-apply (the path became a symlink, a fifo...)
+ends the session: it must not go on reading unverified bytes or writing where it must not.
+
+Once the init runs ``nono-reaper`` (in a pid namespace), the outer hands this state to the
+hub and exits (``_launcher.hands_over``); from then on each change makes the hub spawn
+``nono-reaper --repair``, which enters the session's user and mount namespaces through the
+init's pidfd and does the same (``reaper_outer.c``, with this class as the reference).
 
 What remains: between the host's rename and the guard's re-mount (the hub's inotify wake-up,
-its message to the outer, and one mount: well under a millisecond on an idle machine) the
+its message to the outer or the repair's spawn, and one mount: about a millisecond) the
 session can open the new file. The host must already be able to write the directory to do
 this; docs/security-model.md says so.
 """
