@@ -17,11 +17,13 @@ sessions. The fork server holds one for all of them. Each launcher's outer proce
 
 Once it has taken a session (in a pid namespace, the outer launcher leaves once the init
 runs ``nono-reaper``: one process per session), a change on the way starts a repair instead
-of a ``c``: ``nono-reaper --repair`` (``reaper_outer.c``), spawned from the fork server's
-memfd of the reaper, enters the session's user and mount namespaces through the init's pidfd,
-does what the outer did on ``c`` (its ``W`` arrive on the session's socket like the outer's),
-and writes the state back to the memfd; one at a time per session, again if a change came
-meanwhile. The session is dropped when its init exits (its pidfd).
+of a ``c``: ``nono-reaper --repair`` (``reaper_outer.c``) enters the session's user and mount
+namespaces through the init's pidfd, does what the outer did on ``c`` (its ``W`` arrive on the
+session's socket like the outer's), and writes the state back to the memfd; one at a time per
+session, again if a change came meanwhile. One repair is kept spawned ahead of need (from the
+fork server's memfd of the reaper), waiting for its job (``J`` and the session's four
+descriptors), so that a change waits for a message, not for an exec. The session is dropped
+when its init exits (its pidfd).
 
 A watch is added through ``/proc/self/fd/N``, so it is on the inode the session sees, whatever
 the fork server's own view of that path. One inode watched for several sessions is one watch
@@ -87,6 +89,7 @@ class GuardHub:
         self._by_wd: dict[int, set[int]] = {}  # wd -> client descriptors
         self._inits: dict[int, _Client] = {}  # an adopted session's init pidfd -> its client
         self._repairs: dict[int, tuple[int, _Client]] = {}  # a repair's pidfd -> pid, client
+        self._spare: tuple[int, socket.socket] | None = None  # a repair waiting for a job
         try:
             self.fd = _libc.inotify_init1(_libc.IN_CLOEXEC | _libc.IN_NONBLOCK)
             self.error = 0
@@ -232,13 +235,16 @@ class GuardHub:
         client.adopted = _Adopted(fds[0], fds[1], fds[2], fds[3])
         self._inits[fds[0]] = client
         self._poller.register(fds[0], select.POLLIN)
+        if self._spare is None:
+            self._refill()
         try:
             client.sock.send(b"h")
         except OSError:
             self._drop(client)
 
     def _repair(self, client: _Client) -> None:
-        """Start ``nono-reaper --repair`` for ``client``'s session (after the one running)."""
+        """Hand ``client``'s session to the spare repair (after the one running), and spawn
+        the next spare."""
         adopted = client.adopted
         if adopted is None:
             return
@@ -246,24 +252,48 @@ class GuardHub:
             adopted.again = True
             return
         adopted.again = False
-        # Copies above the four numbers the repair gets, so that no dup2 overwrites a source
-        # (nor the binary, the last).
-        ours = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (
-            adopted.pidfd, adopted.peer, adopted.report, adopted.config, self._reaper)]
-        try:
-            pid = os.posix_spawn(
-                f"/proc/self/fd/{ours[-1]}", _reaper.repair_argv(3, 4, 5, 6, os.getpid()), {},
-                file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(ours[:4], 3)])
-            pidfd = os.pidfd_open(pid)
-        except OSError as exc:
-            self._lost(client, f"\0the view guard's repair could not start: {exc}")
+        job = [adopted.pidfd, adopted.peer, adopted.report, adopted.config]
+        for _ in range(2):  # a spare that died meanwhile: once more with a new one
+            try:
+                if self._spare is None:
+                    self._spare = self._spawn_spare()
+                pid, sock = self._spare
+                self._spare = None
+                with sock:
+                    socket.send_fds(sock, [b"J"], job)
+                pidfd = os.pidfd_open(pid)
+            except OSError as exc:
+                error = exc
+                continue
+            adopted.repair = pid
+            self._repairs[pidfd] = (pid, client)
+            self._poller.register(pidfd, select.POLLIN)
+            self._refill()
             return
+        self._lost(client, f"\0the view guard's repair could not start: {error}")
+
+    def _refill(self) -> None:
+        try:
+            self._spare = self._spawn_spare()
+        except OSError:
+            self._spare = None  # the next repair spawns one itself
+
+    def _spawn_spare(self) -> tuple[int, socket.socket]:
+        """``nono-reaper --repair --spare``, waiting for a job on its socket: a change then
+        waits for a message, not for an exec (the view guard's window)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        binary = fcntl.fcntl(self._reaper, fcntl.F_DUPFD_CLOEXEC, 10)  # not on 3, the job's
+        try:
+            pid = os.posix_spawn(f"/proc/self/fd/{binary}",
+                                 _reaper.repair_argv(os.getpid(), spare=True), {},
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)])
+        except OSError:
+            ours.close()
+            raise
         finally:
-            for fd in ours:
-                os.close(fd)
-        adopted.repair = pid
-        self._repairs[pidfd] = (pid, client)
-        self._poller.register(pidfd, select.POLLIN)
+            theirs.close()
+            os.close(binary)
+        return pid, ours
 
     def reaped(self, pid: int, status: int) -> None:
         """The fork server reaped ``pid``: if it was a repair, what it came to."""

@@ -507,6 +507,8 @@ int outer_main(int argc, char **argv) {
 
 /* ------------------------------------------------------------------ a repair (--repair) */
 
+enum { JOB_FD = 3, PIDFD = 3, HUB = 4, REPORT = 5, CONFIG = 6 };
+
 static void put_str(unsigned char **p, const char *s) {
     size_t n = strlen(s);
     put32(*p, (uint32_t)n);
@@ -570,30 +572,10 @@ static int hub_reply(void) {
     return e ? e : EIO;
 }
 
-/* nono-reaper --repair PIDFD HUB_FD REPORT_FD CONFIG_FD SERVER: what the outer launcher did on
- * the hub's "c", for a session whose outer has left (the fork server spawns this on each
- * change, one at a time per session). It enters the session's user and mount namespaces
- * through the init's PIDFD (with the capabilities of their owner there), covers again what
- * lost its mount, has the hub watch the directories on the way anew (on HUB_FD, the
- * session's own hub socket), checks once more after each new watch, and writes the state
- * back to CONFIG_FD. Exit 0: done; 1: the guard is lost (reported on REPORT_FD, the init
- * killed); 2: could not start (the fork server reports and ends the session). */
-int repair_main(int argc, char **argv) {
-    long pidfd, hub_fd, report_fd, config, server;
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    prctl(PR_SET_DUMPABLE, 0);
-    prctl(PR_SET_NAME, "nono-repair");
-    if (argc != 7 || number(argv[2], &pidfd) || number(argv[3], &hub_fd) ||
-        number(argv[4], &report_fd) || number(argv[5], &config) || number(argv[6], &server))
-        return 2;
-    if (getppid() != (pid_t)server)
-        return 2; /* the fork server died before we could tie our life to it */
-    syscall(SYS_close_range, 7, ~0U, 0); /* anything else the fork server let through */
+/* One repair, the four descriptors in hand. */
+static int repair(void) {
     signal(SIGPIPE, SIG_IGN);
-    hub = (int)hub_fd;
-    report = (int)report_fd;
-    init_pidfd = (int)pidfd;
-    if (load((int)config) < 0)
+    if (load(CONFIG) < 0)
         return 2;
     if (syscall(SYS_setns, init_pidfd, CLONE_NEWUSER | CLONE_NEWNS) < 0)
         return errno == ESRCH ? 0 : 2; /* ESRCH: the session has ended meanwhile */
@@ -625,5 +607,65 @@ int repair_main(int argc, char **argv) {
         lose(0, rc == -1 ? (err ? err : EIO) : 0);
         return 1;
     }
-    return save((int)config) < 0 ? 2 : 0;
+    return save(CONFIG) < 0 ? 2 : 0;
+}
+
+/* A spare's job: "J" and the four descriptors on JOB_FD, numbered 3 to 6 here. */
+static int take_job(void) {
+    char tag;
+    struct iovec iov = {.iov_base = &tag, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                        .msg_controllen = sizeof u.buf};
+    ssize_t n;
+    while ((n = recvmsg(JOB_FD, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&mh) : NULL;
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+        c->cmsg_len != CMSG_LEN(4 * sizeof(int)) || tag != 'J' || (mh.msg_flags & MSG_CTRUNC))
+        return -1; /* the fork server is gone, or sent no job: nothing to do */
+    int fds[4], high[4];
+    memcpy(fds, CMSG_DATA(c), sizeof fds);
+    close(JOB_FD);
+    for (int i = 0; i < 4; i++) { /* above 6 first, so that no dup2 below hits a source */
+        if ((high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) < 0)
+            return -1;
+        close(fds[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        if (dup2(high[i], 3 + i) < 0 || close(high[i]) < 0)
+            return -1;
+    return 0;
+}
+
+/* nono-reaper --repair SERVER [--spare]: what the outer launcher did on the hub's "c", for a
+ * session whose outer has left (the fork server's hub runs it on each change, one at a time
+ * per session). With the descriptors PIDFD (the init's), HUB (the session's hub socket),
+ * REPORT (its exit pipe) and CONFIG (the guard's state) on 3 to 6; with --spare it is spawned
+ * ahead of need and waits for them ("J") on 3, so that a change does not wait for an exec.
+ * It enters the session's user and mount namespaces through the init's pidfd (with the
+ * capabilities of their owner there), covers again what lost its mount, has the hub watch the
+ * directories on the way anew, checks once more after each new watch, and writes the state
+ * back to CONFIG. Exit 0: done (or nothing to do); 1: the guard is lost (reported on REPORT,
+ * the init killed); 2: could not (the fork server reports and ends the session). */
+int repair_main(int argc, char **argv) {
+    long server;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_DUMPABLE, 0);
+    prctl(PR_SET_NAME, "nono-repair");
+    int spare = argc == 4 && !strcmp(argv[3], "--spare");
+    if ((argc != 3 && !spare) || number(argv[2], &server))
+        return 2;
+    if (getppid() != (pid_t)server)
+        return 2; /* the fork server died before we could tie our life to it */
+    syscall(SYS_close_range, spare ? JOB_FD + 1 : CONFIG + 1, ~0U, 0); /* anything else */
+    if (spare && take_job() < 0)
+        return 0;
+    hub = HUB;
+    report = REPORT;
+    init_pidfd = PIDFD;
+    return repair();
 }

@@ -187,21 +187,23 @@ def _ppid(pid: int) -> int:
 
 async def _outer_left(init: int) -> None:
     """Wait (bounded) until the session's outer launcher has left: the init's parent is the
-    fork server (``_launcher._leave``)."""
+    fork server (``_launcher.hands_over``)."""
     with trio.fail_after(10):
         while b"_forkserver" not in Path(f"/proc/{_ppid(init)}/cmdline").read_bytes():
             await trio.sleep(0.005)
 
 
 def _session_processes(init: int) -> set[int]:
-    """Every process in the init's user namespace, seen from the host: the session's (the
-    outer launcher, while there, is one of them)."""
+    """Every live process in the init's user namespace, seen from the host: the session's
+    (the outer launcher, while there, is one of them; once it has exited it may stay a
+    zombie for an instant, until the fork server reaps it, which runs nothing)."""
     userns = os.stat(f"/proc/{init}/ns/user").st_ino
     out: set[int] = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError):
-                if os.stat(f"/proc/{entry}/ns/user").st_ino == userns:
+                if (os.stat(f"/proc/{entry}/ns/user").st_ino == userns
+                        and _state(int(entry)) not in (None, "Z")):
                     out.add(int(entry))
     return out
 
@@ -216,7 +218,9 @@ async def test_an_idle_session_is_one_process_besides_its_program(world_tmp: Pat
     async with _session(world_tmp, "import sys; sys.stdin.read()", "namespaces", policy) as (
             proc, _, stdin):
         await _outer_left(proc.pid)
-        processes = _session_processes(proc.pid)
+        with trio.move_on_after(10):  # the outer's exit may still be under way: bounded
+            while len(processes := _session_processes(proc.pid)) != 2:
+                await trio.sleep(0.005)
         programs = {pid for pid in processes if _ppid(pid) == proc.pid}
         exe = os.readlink(f"/proc/{proc.pid}/exe")
         os.close(stdin)

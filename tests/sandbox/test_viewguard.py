@@ -46,7 +46,7 @@ def _ppid(pid: str | int) -> int:
 def _guarded_by_the_fork_server(work: Path) -> bool:
     """Whether the session running in ``work`` is guarded by the fork server's hub: its
     program's parent (the init, ``nono-reaper``) has been left to the fork server by the
-    outer launcher, which guarded the view in Python until then (``_launcher._leave``)."""
+    outer launcher, which guarded the view in Python until then (``_launcher.hands_over``)."""
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and os.readlink(entry / "cwd") == str(work):
