@@ -453,6 +453,7 @@ def _end_with_parent(init: int, server: int) -> None:
 
 
 _GUARD_LEN = struct.Struct("<I")
+_NOTHING = _GUARD_LEN.pack(0)  # a guard list is never empty: this header says there is none
 
 
 def hands_over(ns_flags: int, reaper: int, hub: int) -> bool:
@@ -474,12 +475,12 @@ def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...], report: int,
     """Init side: hand the guarded operations to the outer process, which watches them for
     the whole session (``_viewguard``) and reports what it does on ``report`` (the exit
     pipe), and wait until it watches. Nothing to guard: just close (or, to ``keep`` the
-    socket for ``hands_over``, say so)."""
+    socket for ``hands_over``, send an empty header)."""
     try:
         todo = guarded(ops)
         if not todo:
             if keep:
-                guard.sendall(b"n")
+                guard.sendall(_NOTHING)
             return
         payload = msgspec.msgpack.encode(todo)
         data = _GUARD_LEN.pack(len(payload)) + payload
@@ -502,8 +503,10 @@ def _receive_guard(guard: socket.socket, hub: socket.socket | None
     """Outer side: the operations from the init and where to report (None: nothing to guard,
     or the launch failed first), watched (by the fork server's hub) before the init goes
     on."""
-    if guard.recv(1, socket.MSG_PEEK) == b"n":  # nothing: read only that (the init's "h"
-        guard.recv(1)                             # may follow on this stream: ``hands_over``)
+    # Nothing to guard: read only that (the init's "h" may follow on this stream). The header
+    # arrives whole: it is sent alone, or at the start of the first message.
+    if guard.recv(_GUARD_LEN.size, socket.MSG_PEEK) == _NOTHING:
+        guard.recv(_GUARD_LEN.size)
         return None
     data, fds, _, _ = socket.recv_fds(guard, 1 << 16, 1)
     if not data or len(fds) != 1:
