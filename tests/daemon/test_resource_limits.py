@@ -339,7 +339,8 @@ def test_cli_flags_inspect_ps_top_and_profile_show(
         assert "limits: applied" in shown.stdout and "pids" in shown.stdout
         listed = json.loads(run("ps", "--json").stdout)
         mine = next(s for s in listed if s["id"] == session)
-        assert mine["usage"]["pids"] >= 3 and mine["usage"]["memory_bytes"] > 0
+        # the program and its init (and, until the init is nono-reaper, the outer launcher)
+        assert mine["usage"]["pids"] >= 2 and mine["usage"]["memory_bytes"] > 0
         top = run("top", "--once", "--interval", "0.5")
         assert top.returncode == 0, top.stderr
         header, *rows = top.stdout.splitlines()
