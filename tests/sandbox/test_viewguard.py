@@ -96,25 +96,32 @@ def _run_pinned(sandbox_user: SandboxUser, work: Path, rules: Path,
         thread.join()
 
 
+def _read_masked_while(sandbox_user: SandboxUser, home: Path, denied: Path, secret: str,
+                       change: Callable[[], None]) -> Result:
+    """Read ``denied/NAME`` and list ``denied`` (a denied directory under a writable home)
+    once the host has made ``denied`` with the file ``NAME`` holding ``secret``, after
+    ``change`` (which may remove what was there first)."""
+    def make() -> None:
+        change()
+        denied.mkdir()
+        (denied / "NAME").write_text(secret)
+        sandbox_user.chown(denied)
+        sandbox_user.chown(denied / "NAME")
+
+    thread = _meanwhile(home / "work", make)
+    try:
+        return sandbox_user.run(policy((home, Access.READWRITE), denials=(denied,)), probe(
+            WAIT + f"t(lambda: open('{denied}/NAME').read())\n"
+                   f"t(lambda: os.listdir('{denied}'))\n"), cwd=str(home / "work"))
+    finally:
+        thread.join()
+
+
 def test_a_mask_survives_the_host_deleting_and_recreating_the_directory(
         sandbox_user: SandboxUser, home: Path) -> None:
     ssh = home / ".ssh"
-    work = home / "work"
-
-    def replace_ssh() -> None:
-        shutil.rmtree(ssh)
-        ssh.mkdir()
-        (ssh / "id_rsa").write_text("NEW-KEY-CANARY\n")
-        sandbox_user.chown(ssh)
-        sandbox_user.chown(ssh / "id_rsa")
-
-    thread = _meanwhile(work, replace_ssh)
-    try:
-        r = sandbox_user.run(policy((home, Access.READWRITE), denials=(ssh,)), probe(
-            WAIT + f"t(lambda: open('{ssh}/id_rsa').read())\nt(lambda: os.listdir('{ssh}'))\n"),
-            cwd=str(work))
-    finally:
-        thread.join()
+    r = _read_masked_while(sandbox_user, home, ssh, "NEW-KEY-CANARY\n",
+                           lambda: shutil.rmtree(ssh))
     assert r.code == 0, r.stderr
     assert r.stdout.split("\n")[:2] == ["EACCES", "EACCES"]
     assert "CANARY" not in r.stdout
@@ -124,23 +131,8 @@ def test_a_denied_directory_the_host_creates_after_the_outer_left_is_masked(
         sandbox_user: SandboxUser, home: Path) -> None:
     """A denied path absent at launch, made by the host once the session is down to its init
     (the fork server guards it): masked when it appears, its file never read."""
-    aws = home / ".aws"
-    work = home / "work"
-
-    def create_aws() -> None:
-        aws.mkdir()
-        (aws / "credentials").write_text("LATE-KEY-CANARY\n")
-        sandbox_user.chown(aws)
-        sandbox_user.chown(aws / "credentials")
-
-    thread = _meanwhile(work, create_aws)
-    try:
-        r = sandbox_user.run(policy((home, Access.READWRITE), denials=(aws,)), probe(
-            WAIT + f"t(lambda: open('{aws}/credentials').read())\n"
-                   f"t(lambda: os.listdir('{aws}'))\n"),
-            cwd=str(work))
-    finally:
-        thread.join()
+    r = _read_masked_while(sandbox_user, home, home / ".aws", "LATE-KEY-CANARY\n",
+                           lambda: None)
     assert r.code == 0, r.stderr
     assert r.stdout.split("\n")[:2] == ["EACCES", "EACCES"], r.stdout
     assert "CANARY" not in r.stdout
