@@ -459,7 +459,9 @@ def test_a_fork_bomb_stops_at_the_session_process_cap(
         assert "processes: off (unavailable for uid 0" in r.stderr
     else:
         assert err == "EAGAIN"
-        assert 15 <= int(forked) < 20  # the program itself and any helper threads count
+        # The program itself and any helper threads count; the cap is 20 + 2 (the init and,
+        # while the session starts, the outer launcher: once it has left, one slot more).
+        assert 15 <= int(forked) <= 20
 
 
 @pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)
@@ -486,4 +488,4 @@ def test_the_cap_is_per_session_not_per_user(sandbox_user: SandboxUser, home: Pa
     for r in runs:
         assert r.code == 0, r.stderr
         forked, err = r.stdout.split()
-        assert err == "EAGAIN" and 15 <= int(forked) < 20
+        assert err == "EAGAIN" and 15 <= int(forked) <= 20  # see the fork bomb's test
