@@ -243,8 +243,8 @@ class GuardHub:
             self._drop(client)
 
     def _repair(self, client: _Client) -> None:
-        """Hand ``client``'s session to the spare repair (after the one running), and spawn
-        the next spare."""
+        """Hand ``client``'s session to the spare repair (after the one running); the next
+        spare is spawned once this repair has ended (``reaped``), not while it runs."""
         adopted = client.adopted
         if adopted is None:
             return
@@ -268,7 +268,6 @@ class GuardHub:
             adopted.repair = pid
             self._repairs[pidfd] = (pid, client)
             self._poller.register(pidfd, select.POLLIN)
-            self._refill()
             return
         self._lost(client, f"\0the view guard's repair could not start: {error}")
 
@@ -303,6 +302,8 @@ class GuardHub:
             del self._repairs[pidfd]
             self._poller.unregister(pidfd)
             os.close(pidfd)
+            if self._spare is None:
+                self._refill()
             adopted = client.adopted
             if adopted is None or adopted.repair != pid:
                 return  # the session has ended meanwhile
