@@ -383,3 +383,34 @@ async def test_sessions_keep_the_descriptor_limit_the_fork_server_was_given(
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert f"Max open files            {hard}" in server, server
+
+
+async def test_the_spare_repair_holds_nothing_but_its_job_socket(world_tmp: Path) -> None:
+    """The fork server keeps one ``nono-reaper --repair`` spawned ahead of need once it guards
+    a session. It will enter some session's namespaces with their owner's capabilities, so it
+    holds nothing of the fork server's (no other session's pipes, sockets or pidfds): its
+    standard descriptors and the socket its job comes on, and it is not dumpable."""
+    async with _session(world_tmp, "import sys; sys.stdin.read()", "namespaces",
+                        _masked(world_tmp)) as (proc, _, stdin):
+        await _outer_left(proc.pid)
+        server = _ppid(proc.pid)
+        with trio.fail_after(10):
+            while not (spares := _children_named(server, "nono-repair")):
+                await trio.sleep(0.005)
+        fds = sorted(int(fd) for fd in os.listdir(f"/proc/{spares[0]}/fd"))
+        status = Path(f"/proc/{spares[0]}/status").read_text()
+        os.close(stdin)
+        assert await _exited(proc) == (0, None)
+    assert fds == [0, 1, 2, 3], fds
+    assert os.stat(f"/proc/{spares[0]}").st_uid == 0 and "\nTracerPid:\t0\n" in status
+
+
+def _children_named(parent: int, name: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if (entry.isdigit() and _state(int(entry)) not in (None, "Z")
+                    and _ppid(int(entry)) == parent
+                    and Path(f"/proc/{entry}/comm").read_text().strip() == name):
+                out.append(int(entry))
+    return out
