@@ -34,6 +34,7 @@ guarded paths; a queue overflow wakes every client.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -54,6 +55,7 @@ _WAKE_ALWAYS = _IN_Q_OVERFLOW | _libc.IN_DELETE_SELF | _libc.IN_MOVE_SELF
 DIR_EVENTS = (_libc.IN_CREATE | _libc.IN_MOVED_TO | _libc.IN_MOVED_FROM | _libc.IN_DELETE
               | _libc.IN_DELETE_SELF | _libc.IN_MOVE_SELF | _libc.IN_ONLYDIR)
 MAX_FDS = 200  # directories per W message (SCM_MAX_FD is 253)
+REPAIR_LOST = 42  # a repair's exit status: guard lost, reported, init killed (reaper_outer.c)
 MAX_MESSAGE = 1 << 20
 
 
@@ -312,7 +314,10 @@ class GuardHub:
             if code == 0:
                 if adopted.again:
                     self._repair(client)
-            elif code != 1:  # 1: it reported the guard lost and killed the init itself
+            elif code == REPAIR_LOST:  # reported by the repair, the init killed: again, surely
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(adopted.pidfd, signal.SIGKILL)
+            else:  # whatever it did, the view is not known to be guarded: end the session
                 self._lost(client, f"\0the view guard's repair failed ({code})")
             return
 

@@ -508,6 +508,9 @@ int outer_main(int argc, char **argv) {
 /* ------------------------------------------------------------------ a repair (--repair) */
 
 enum { JOB_FD = 3, PIDFD = 3, HUB = 4, REPORT = 5, CONFIG = 6 };
+/* Exit status of a repair whose guard is lost, reported and the init killed (``_guardhub``:
+ * any status but 0 and this one is a failure the fork server reports itself). */
+enum { REPAIR_LOST = 42 };
 
 static void put_str(unsigned char **p, const char *s) {
     size_t n = strlen(s);
@@ -605,7 +608,7 @@ static int repair(void) {
     }
     if (rc) {
         lose(0, rc == -1 ? (err ? err : EIO) : 0);
-        return 1;
+        return REPAIR_LOST;
     }
     return save(CONFIG) < 0 ? 2 : 0;
 }
@@ -649,8 +652,9 @@ static int take_job(void) {
  * It enters the session's user and mount namespaces through the init's pidfd (with the
  * capabilities of their owner there), covers again what lost its mount, has the hub watch the
  * directories on the way anew, checks once more after each new watch, and writes the state
- * back to CONFIG. Exit 0: done (or nothing to do); 1: the guard is lost (reported on REPORT,
- * the init killed); 2: could not (the fork server reports and ends the session). */
+ * back to CONFIG. Exit 0: done (or nothing to do); REPAIR_LOST: the guard is lost (reported
+ * on REPORT, the init killed); anything else: it could not (the fork server reports and ends
+ * the session). It leaves by _exit: no atexit handler runs in the session's view. */
 int repair_main(int argc, char **argv) {
     long server;
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -663,9 +667,9 @@ int repair_main(int argc, char **argv) {
         return 2; /* the fork server died before we could tie our life to it */
     syscall(SYS_close_range, spare ? JOB_FD + 1 : CONFIG + 1, ~0U, 0); /* anything else */
     if (spare && take_job() < 0)
-        return 0;
+        _exit(0);
     hub = HUB;
     report = REPORT;
     init_pidfd = PIDFD;
-    return repair();
+    _exit(repair());
 }

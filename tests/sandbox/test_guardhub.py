@@ -95,3 +95,61 @@ def test_a_client_that_goes_away_releases_its_watches(tmp_path: Path) -> None:
     second.close()
     _pump(hub, poller)
     assert hub._by_wd == {}  # the last holder gone, the watch is removed
+
+
+def _adopted(hub: GuardHub, poller: select.poll) -> tuple[socket.socket, int, int]:
+    """A client whose "outer launcher" hands its session over (``H``): the "init" is a real
+    child process (its pidfd), the report pipe a real pipe. Returns the client, the init's
+    pid and the report's read end."""
+    import subprocess
+
+    from nonod.sandbox import _reaper
+
+    assert hub._reaper >= 0 or _reaper.load() >= 0
+    client = hub.new_client()
+    client.settimeout(5)
+    init = subprocess.Popen(["sleep", "60"])
+    pidfd = os.pidfd_open(init.pid)
+    report_r, report_w = os.pipe()
+    state = os.memfd_create("state")
+    peer = os.dup(client.fileno())
+    try:
+        socket.send_fds(client, [b"H"], [pidfd, report_w, state, peer])
+    finally:
+        for fd in (pidfd, report_w, state, peer):
+            os.close(fd)
+    _pump(hub, poller)
+    assert client.recv(16) == b"h"
+    return client, init.pid, report_r
+
+
+def test_a_repair_that_fails_in_any_way_ends_its_session_with_a_report() -> None:
+    """A repair's exit status other than 0 (done) and REPAIR_LOST (it reported and killed
+    itself) means the view is not known to be guarded: the hub reports the guard lost on
+    the session's exit pipe and kills its init. (Once, a status of 1, which a crash or a
+    sanitizer also gives, was taken for "reported", and the session went on unguarded.)"""
+    from nonod.sandbox import _reaper
+    from nonod.sandbox._launcher import GUARD_LOST, REC_GUARD, RECORD
+
+    poller = select.poll()
+    hub = GuardHub(poller, _reaper.load())
+    client, init, report = _adopted(hub, poller)
+    os.set_blocking(report, False)  # a missing record fails, not hangs
+    adopted = hub._inits[next(iter(hub._inits))].adopted
+    assert adopted is not None
+    adopted.repair = 12345  # as if that repair ran, then:
+    fake = os.pidfd_open(os.getpid())
+    poller.register(fake, select.POLLIN)
+    hub._repairs[fake] = (12345, hub._inits[adopted.pidfd])
+    try:
+        hub.reaped(12345, 1 << 8)  # exit status 1
+        kind, _, why, length = RECORD.unpack(os.read(report, RECORD.size))
+        assert (kind, why) == (REC_GUARD, GUARD_LOST)
+        assert b"repair failed (1)" in os.read(report, length)
+        assert os.waitpid(init, 0)[1] == 9  # SIGKILL
+    finally:
+        client.close()
+        if hub._spare is not None:  # the spare the hand-over spawned: its job never comes
+            pid, sock = hub._spare
+            sock.close()
+            assert os.waitpid(pid, 0)[1] == 0
