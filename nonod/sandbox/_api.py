@@ -337,6 +337,16 @@ def _reaper_override() -> dict[str, str]:
     return {_reaper.OVERRIDE: binary} if binary else {}
 
 
+SERVER_ENTRY = "from nonod.sandbox._forkserver import main; main()"
+
+
+def server_command(entry: str = SERVER_ENTRY) -> list[str]:
+    """The fork server's interpreter and code: ``entry`` runs once our ``sys.path`` is set.
+    ``-I``: no environment variable or user site steers the server."""
+    return [sys.executable, "-I", "-c",
+            f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; {entry}"]
+
+
 @asynccontextmanager
 async def open_launcher(mode: ModeSetting = "auto") -> AsyncIterator[Launcher]:
     """Start the fork server; stop it (and every session it started) on exit.
@@ -353,11 +363,8 @@ async def open_launcher(mode: ModeSetting = "auto") -> AsyncIterator[Launcher]:
     # a pinned trust bundle (TLS interception) is larger. The receivers read up to MAX_PLAN.
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PLAN)
     try:
-        # -I: no environment variables or user site steer the server; our own sys.path does.
-        boot = (f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
-                "from nonod.sandbox._forkserver import main; main()")
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", boot, str(theirs.fileno()), str(os.getpid())],
+            [*server_command(), str(theirs.fileno()), str(os.getpid())],
             pass_fds=(theirs.fileno(),),
             # Nothing of ours for sessions to find in /proc, but a debug build of the reaper
             # that whoever started the daemon named (``_reaper.OVERRIDE``).
