@@ -13,15 +13,16 @@ Public face::
 A launch either returns a running, confined process or raises ``LaunchError`` (the program's
 code never ran). See ``_launcher`` for the steps between fork and execve.
 
-The names are loaded on first use (PEP 562): the fork server imports ``_forkserver`` and the
-launcher modules from this package, and must not load ``_api`` with it (trio and its
-dependencies: about 6 MiB in the server, shared with every warm launcher it forks).
+The names load on first use (``nonod._lazy``): the fork server imports the launcher modules of
+this package and must not load ``_api`` (trio and what comes with it, about 6 MiB in the
+server and shared with every warm launcher it forks).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import exports
 
 if TYPE_CHECKING:
     from ._api import GuardReport as GuardReport
@@ -35,25 +36,9 @@ if TYPE_CHECKING:
     from ._types import ExitStatus as ExitStatus
     from ._types import LaunchRequest as LaunchRequest
     from ._types import LayerReport as LayerReport
-
-_HOME = {
-    "GuardReport": "_api", "Launcher": "_api", "Sandboxed": "_api",
-    "launch_and_wait": "_api", "open_launcher": "_api",
-    "MODE_SETTINGS": "_mode", "adapt_policy": "_mode",
-    "EnforcementReport": "_types", "ExitStatus": "_types", "LaunchRequest": "_types",
-    "LayerReport": "_types",
-}
-__all__ = sorted(_HOME)
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOME})
+else:
+    __getattr__, __dir__ = exports(__name__, {
+        "_api": ("GuardReport", "Launcher", "Sandboxed", "launch_and_wait", "open_launcher"),
+        "_mode": ("MODE_SETTINGS", "adapt_policy"),
+        "_types": ("EnforcementReport", "ExitStatus", "LaunchRequest", "LayerReport"),
+    })
