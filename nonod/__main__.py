@@ -7,12 +7,12 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Before structlog and trio-websocket are imported: what they would load for nothing
-    # (``nonod._lean``). This process never needs it otherwise (as nonoctl skips
-    # typing_extensions).
+    # Before structlog, msgspec and trio-websocket are imported: what they would load for
+    # nothing (``nonod._lean``).
     from . import _lean
 
     _lean.keep_out_rich()
+    _lean.import_msgspec()
     _lean.import_trio_websocket()
     from ._main import main as run
 

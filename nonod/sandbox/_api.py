@@ -337,7 +337,9 @@ def _reaper_override() -> dict[str, str]:
     return {_reaper.OVERRIDE: binary} if binary else {}
 
 
-SERVER_ENTRY = "from nonod.sandbox._forkserver import main; main()"
+# msgspec without typing_extensions (``nonod._lean``): less for every warm launcher to share.
+SERVER_ENTRY = ("from nonod import _lean; _lean.import_msgspec(); "
+                "from nonod.sandbox._forkserver import main; main()")
 
 
 def server_command(entry: str = SERVER_ENTRY) -> list[str]:

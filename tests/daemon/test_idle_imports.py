@@ -40,6 +40,7 @@ NOT_AT_IDLE = (
     "importlib.metadata", "email", "zipfile", "csv", "importlib.readers",  # trio-websocket's
     "difflib",  # suggestions for a mistaken profile key, the diff of a saved approval
     "rich", "cryptography",  # structlog's pretty tracebacks, the trust keys
+    "typing_extensions",  # msgspec's type-hint introspection (nonod._lean)
     "nonod.proxy._server", "nonod.proxy._reverse", "nonod.credentials._keychain",
     "nonod.credentials._session_ca",
 )
