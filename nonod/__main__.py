@@ -12,6 +12,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import _lean
 
     _lean.keep_out_rich()
+    _lean.import_structlog()
     _lean.import_msgspec()
     _lean.import_trio_websocket()
     from ._main import main as run

@@ -3,7 +3,8 @@
 Each module loaded at idle is memory the daemon holds for as long as it runs (issue 15's
 "daemon at idle" row). The daemon runs here as ``nonod`` runs, through its entry point
 (``nonod.__main__.main``), under a probe that only adds a SIGUSR2 handler writing the names
-of the modules in ``sys.modules`` to a pipe; it serves one client that launches ``/bin/true``, then is asked.
+of the modules in ``sys.modules`` to a pipe; it serves one client that launches
+``/bin/true``, then is asked.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ NOT_AT_IDLE = (
     "difflib",  # suggestions for a mistaken profile key, the diff of a saved approval
     "rich", "cryptography",  # structlog's pretty tracebacks, the trust keys
     "typing_extensions",  # msgspec's type-hint introspection (nonod._lean)
+    "asyncio",  # structlog's async logging methods, which need an asyncio loop (nonod._lean)
     "nonod.proxy._server", "nonod.proxy._reverse", "nonod.credentials._keychain",
     "nonod.credentials._session_ca",
 )
@@ -88,3 +90,15 @@ def idle_modules(short_tmp: Path) -> Iterator[set[str]]:
 def test_an_idle_daemon_has_not_loaded_what_no_idle_path_uses(idle_modules: set[str]) -> None:
     assert {"nonod.sessions", "nonod.control._server", "trio_websocket"} <= idle_modules
     assert [name for name in NOT_AT_IDLE if _loaded(name, idle_modules)] == []
+
+
+def test_structlog_still_reaches_asyncio_when_asked() -> None:
+    """The stand-in structlog imported instead of asyncio loads the real module on first use:
+    structlog's async methods fail as they always did outside an asyncio loop."""
+    probe = ("import sys; from nonod import _lean; _lean.import_structlog(); "
+             "print('asyncio' in sys.modules); import structlog.stdlib as s\n"
+             "try:\n s.asyncio.get_running_loop()\nexcept RuntimeError as exc:\n print(exc)\n"
+             "print(sys.modules['asyncio'].get_running_loop is s.asyncio.get_running_loop)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, env={"PYTHONPATH": str(REPO)}).stdout.split("\n")
+    assert out[:3] == ["False", "no running event loop", "True"]
