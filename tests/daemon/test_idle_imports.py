@@ -45,6 +45,7 @@ NOT_AT_IDLE = (
     "asyncio",  # structlog's async logging methods, which need an asyncio loop (nonod._lean)
     "nonod.proxy._server", "nonod.proxy._reverse", "nonod.credentials._keychain",
     "nonod.credentials._session_ca",
+    "nonod.trust._policy", "nonod.trust._verify",  # a launch that finds no trust policy
 )
 
 
