@@ -6,8 +6,10 @@ tests/daemon/conftest.py does), then:
 
 memory (first, on the fresh daemon)
   fresh         VmRSS and PSS of the daemon and its fork server before any launch
-  idle          the same after one launch (exited, pruned): a warm launcher now waits below
-                the fork server; this is the steady idle state
+  idle          the same 1 s after one launch (exited, pruned): warm launchers now wait below
+                the fork server (two per kind of launch)
+  settled       the same once no launch came for the daemon's ``[sandbox] warm_idle`` (30 s
+                by default): one warm launcher is left; this is the steady idle state
   100 sessions  the same with ``--sessions`` detached ``sleep 600`` sessions (stdio null), and
                 every session process; per-session overhead = (total PSS - idle PSS) / sessions.
                 The sessions are then stopped and pruned.
@@ -221,8 +223,11 @@ def memory(daemon: Daemon, sessions: int) -> dict[str, Any]:
         nono.wait(first.id)
         enforcement = nono.inspect(first.id).enforcement
         nono.prune()
-        time.sleep(1.0)  # the warm launcher is ready: the steady idle state
+        launched = time.monotonic()
+        time.sleep(1.0)  # the warm launchers are ready
         idle = snapshot(daemon.proc.pid)
+        time.sleep(max(0.0, launched + _warm_idle() + 1.5 - time.monotonic()))
+        settled = snapshot(daemon.proc.pid)
         ids = [nono.launch(["sleep", "600"], cwd=str(daemon.work), env=daemon.env,
                            stdio="null", options=OPTIONS).id for _ in range(sessions)]
         time.sleep(1.0)
@@ -238,10 +243,19 @@ def memory(daemon: Daemon, sessions: int) -> dict[str, Any]:
     per = {k: (loaded["total"][k] - idle["total"][k]) / sessions * 1024
            for k in ("rss_mib", "pss_mib")}
     return {"enforcement": enforcement.summary if enforcement else "n/a",
-            "sessions": sessions, "fresh": fresh, "idle": idle, "loaded": loaded,
+            "sessions": sessions, "fresh": fresh, "idle": idle, "settled": settled,
+            "loaded": loaded,
             "after_stop": after,
             "per_session_kib": {"rss": per["rss_mib"], "pss": per["pss_mib"]},
             "session_processes": loaded["below"]["processes"] - idle["below"]["processes"]}
+
+
+def _warm_idle() -> float:
+    """How long the fork server waits before it keeps one warm launcher per kind of launch
+    instead of two (0: a tree from before 2026-12-05, which keeps two)."""
+    from nonod.sandbox import _forkserver
+
+    return float(getattr(_forkserver, "WARM_IDLE", 0.0))
 
 
 # --- latency -------------------------------------------------------------------------------
@@ -470,10 +484,13 @@ def print_table(data: dict[str, Any]) -> None:
     print()
     print(f"{'memory':<28} {'procs':>5} {'RSS MiB':>9} {'PSS MiB':>9}")
     print(_row("fresh (no launch yet): total", mm["fresh"]["total"]))
-    for label, key in (("idle", "idle"), (f"{n} sleeps", "loaded")):
+    for label, key in (("idle, 1 s", "idle"), ("idle, settled", "settled"),
+                       (f"{n} sleeps", "loaded")):
+        if key not in mm:
+            continue
         print(_row(f"{label}: daemon", mm[key]["daemon"]))
         print(_row(f"{label}: fork server", mm[key]["fork_server"]))
-        below = "warm launcher" if key == "idle" else "warm + sessions"
+        below = "warm + sessions" if key == "loaded" else "warm launchers"
         print(_row(f"{label}: {below}", mm[key]["below"]))
         print(_row(f"{label}: total", mm[key]["total"]))
     print(_row("stopped + pruned: total", mm["after_stop"]["total"]))

@@ -11,7 +11,7 @@ import os
 import socket
 import subprocess
 
-from nonod.sandbox._api import SERVER_ENTRY, server_command
+from nonod.sandbox._api import server_command
 
 # trio and what comes with it, structlog, the engine's async face: the daemon's, not a
 # launcher's (ssl arrives with trio). typing_extensions: msgspec's, kept out (nonod._lean).
@@ -21,11 +21,11 @@ NOT_IN_SERVER = ("trio", "outcome", "sniffio", "sortedcontainers", "idna", "ssl"
 
 def _served_modules() -> set[str]:
     probe = ("import atexit; atexit.register(lambda: print(*sorted("
-             "k for k, v in sys.modules.items() if v))); " + SERVER_ENTRY)
+             "k for k, v in sys.modules.items() if v))); ")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours:
         proc = subprocess.Popen(
-            [*server_command(probe), str(theirs.fileno()), str(os.getpid())],
+            [*server_command(prelude=probe), str(theirs.fileno()), str(os.getpid())],
             pass_fds=(theirs.fileno(),), env={"PATH": os.defpath},
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         theirs.close()
