@@ -16,7 +16,6 @@ import contextlib
 import errno
 import gc
 import os
-import secrets
 import select
 import signal
 import socket
@@ -75,7 +74,7 @@ def _pool_group(pool: tuple[tuple[str, str], ...]) -> tuple[str, dict[str, str]]
     the session's groups at launch, as a cold one joins them)."""
     if not pool:
         return "", {}
-    name = f"warm-{secrets.token_hex(6)}"
+    name = f"warm-{os.urandom(6).hex()}"  # (secrets would load hashlib, hmac, random)
     dirs = {controller: os.path.join(subtree, name) for controller, subtree in pool}
     made: list[str] = []
     try:
