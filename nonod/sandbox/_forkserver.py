@@ -188,6 +188,9 @@ class _IdleShrink:
 
     def shrink(self, pool: dict[WarmKey, list[_Warm]]) -> None:
         now = time.monotonic()
+        # Only pooled keys are remembered: a key that launches cold (beyond MAX_WARM_KEYS) is
+        # forgotten here, and a key about to be pooled starts its wait when it is.
+        self._last = {key: last for key, last in self._last.items() if key in pool}
         for key, ready in pool.items():
             if len(ready) > 1 and now - self._last.setdefault(key, now) >= self._after:
                 for extra in ready[1:]:
