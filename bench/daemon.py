@@ -484,7 +484,7 @@ def print_table(data: dict[str, Any]) -> None:
     print()
     print(f"{'memory':<28} {'procs':>5} {'RSS MiB':>9} {'PSS MiB':>9}")
     print(_row("fresh (no launch yet): total", mm["fresh"]["total"]))
-    for label, key in (("idle, 1 s", "idle"), ("idle, settled", "settled"),
+    for label, key in (("idle", "idle"), ("settled", "settled"),
                        (f"{n} sleeps", "loaded")):
         if key not in mm:
             continue
