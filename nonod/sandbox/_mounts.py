@@ -36,7 +36,7 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 import msgspec
@@ -143,6 +143,37 @@ def _depth(path: str) -> int:
     return 0 if path == "/" else path.count("/")
 
 
+def _lineage(path: str) -> list[str]:
+    """``path``, then each directory above it up to ``/``: the paths ``p`` for which
+    ``_under(path, p)`` holds (written as :func:`_key` writes them)."""
+    out = [path]
+    while path != "/":
+        cut = path.rfind("/")
+        if cut < 0:
+            break
+        path = path[:cut] or "/"
+        out.append(path)
+    return out
+
+
+def _key(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
+class _Prefixes:
+    """A set of paths that answers "is this path at or under one of them" in the path's depth
+    (a lookup per directory above it) rather than the set's size."""
+
+    def __init__(self, paths: Iterable[str] = ()) -> None:
+        self._set = {_key(p) for p in paths}
+
+    def add(self, path: str) -> None:
+        self._set.add(_key(path))
+
+    def covers(self, path: str) -> bool:
+        return any(p in self._set for p in _lineage(path))
+
+
 def _symlink_ops(paths: Sequence[str], taken: set[str]) -> list[MountOp]:
     """Recreate host symlinks that lie on the way to the bound paths (``/lib64``, ...)."""
     ops: list[MountOp] = []
@@ -156,7 +187,7 @@ def _symlink_ops(paths: Sequence[str], taken: set[str]) -> list[MountOp]:
     for link in sorted(candidates, key=_depth):
         if link in taken or not os.path.islink(link):
             continue
-        if any(_under(link, t) and link != t for t in taken):
+        if any(parent in taken for parent in _lineage(link)[1:]):
             continue  # already visible through a bound parent
         ops.append(MountOp(SYMLINK, link, os.readlink(link)))
         taken.add(link)
@@ -183,6 +214,7 @@ def compile_mounts(
     binds: dict[str, MountOp] = {}
     tmp_writable: dict[str, bool] = {p: p == "/dev/shm" for p in PRIVATE_TMP}
     denied = [d.path for d in policy.denials]
+    denied_under = _Prefixes(denied)
     for grant in expand_root(policy.grants):
         path = grant.path
         writes = grant.access.writes
@@ -191,7 +223,7 @@ def compile_mounts(
             continue
         if path in ("/proc", "/dev") or _under(path, "/proc") or path in PROVIDED_DEV:
             continue  # provided fresh by the sandbox
-        if any(_under(path, d) for d in denied):
+        if denied_under.covers(path):
             continue  # deny wins over a grant inside it
         try:
             st = os.stat(path)
@@ -221,8 +253,9 @@ def compile_mounts(
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
+    bound = _Prefixes(binds)
     for point in kernel_mounts(_read_mountinfo()):
-        if point not in binds and any(_under(point, b) for b in binds):
+        if point not in binds and bound.covers(point):
             view.deny(Denial(path=point, source="kernel_fs"))
     if hide_root_only:
         for path in _root_only(view.binds):
@@ -400,6 +433,10 @@ def _proc_root_only() -> list[str]:
     found: list[str] = []
     with os.scandir("/proc") as entries:
         for entry in entries:
+            # A process's directory (one per process on the host: thousands with many
+            # sessions) is never one; the entry's type is known without a stat.
+            if entry.name[0].isdigit() or not entry.is_file(follow_symlinks=False):
+                continue
             try:
                 mode = entry.stat(follow_symlinks=False).st_mode
             except OSError:
@@ -417,6 +454,8 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
     repository), and :data:`HOME_RC_FILES` if ``home`` is inside. Minus those the profile
     lists in ``writable_persistence`` (or a parent of them) and those already denied."""
     out: list[str] = []
+    seen: set[str] = set()
+    kept_out = _Prefixes((*allowed, *denied))
     for wdir in view.writable_dirs():
         names = list(PERSISTENCE_NAMES)
         if _under(home, wdir):
@@ -429,8 +468,9 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
                 names = [n for n in names if not n.startswith(repo + "/")]
         for name in names:
             path = os.path.normpath(os.path.join(wdir, name))
-            if path in out or any(_under(path, a) for a in (*allowed, *denied)):
+            if path in seen or kept_out.covers(path):
                 continue
+            seen.add(path)
             out.append(path)
     return out
 
@@ -445,6 +485,7 @@ class _View:
 
     def __init__(self, binds: Sequence[MountOp]) -> None:
         self.binds = binds
+        self._by_target = {_key(op.target): op for op in binds}
         self.ops: list[MountOp] = []
         self.later: list[MountOp] = []
         self.masked: list[str] = []
@@ -452,18 +493,23 @@ class _View:
         self.protected: list[str] = []
         self.refused: list[str] = []
         self.anchors: set[str] = set()
-        self._covered: list[str] = []  # denied paths (present or not): what is under is hidden
+        self._covered = _Prefixes()  # denied paths (present or not): what is under is hidden
+        self._protected = _Prefixes()  # ``protected``, for lookups
 
     def writable_dirs(self) -> list[str]:
         return [op.target for op in self.binds if op.writable and op.kind == BIND_DIR]
 
     def _innermost(self, path: str) -> MountOp | None:
-        parents = [op for op in self.binds if _under(path, op.target)]
-        return max(parents, key=lambda op: _depth(op.target)) if parents else None
+        """The deepest bind ``path`` is at or under."""
+        for parent in _lineage(path):
+            op = self._by_target.get(parent)
+            if op is not None:
+                return op
+        return None
 
     def deny(self, denial: Denial) -> None:
         path = denial.path
-        if any(_under(path, c) for c in self._covered):
+        if self._covered.covers(path):
             return  # inside a path already masked: hidden with it
         if self._innermost(path) is None:
             self.skipped.append(path)  # not in the session's view at all
@@ -477,7 +523,8 @@ class _View:
         if placed is None:
             self.skipped.append(path)
             return
-        self._covered += [path, placed.target]
+        self._covered.add(path)
+        self._covered.add(placed.target)
         if not placed.absent:
             self.masked.append(placed.target)
 
@@ -498,13 +545,14 @@ class _View:
         existing, missing = walk
         if missing is None and op.kind == READONLY and os.path.islink(path):
             return None
-        writable = bind.writable and bind.kind == BIND_DIR and not any(
-            _under(existing[-1], p) for p in self.protected)
+        writable = bind.writable and bind.kind == BIND_DIR and \
+            not self._protected.covers(existing[-1])
         if writable:
             self.anchors.update(existing[1:] if missing else existing[1:-1])
         if missing is None:
             if op.kind == READONLY:
                 self.protected.append(path)
+                self._protected.add(path)
             self.ops.append(op)
             return op
         later = msgspec.structs.replace(op, absent=True)
