@@ -431,19 +431,62 @@ def _proc_root_only() -> list[str]:
     ``vmallocinfo``, ``timer_list``, ``kpageflags``...: heap layout, addresses and physical
     page state that exploits lean on). A session's fresh procfs has the same ones."""
     found: list[str] = []
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            # A process's directory (one per process on the host: thousands with many
-            # sessions) is never one; the entry's type is known without a stat.
-            if entry.name[0].isdigit() or not entry.is_file(follow_symlinks=False):
-                continue
-            try:
-                mode = entry.stat(follow_symlinks=False).st_mode
-            except OSError:
-                continue
-            if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
-                found.append(entry.path)
+    for name, d_type in _proc_top_entries():
+        if d_type != _DT_REG and d_type != _DT_UNKNOWN:
+            continue
+        path = "/proc/" + name
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
+            found.append(path)
     return sorted(found)
+
+
+_DT_UNKNOWN: Final = 0
+_DT_REG: Final = 8
+# getdents64's number where this reads /proc's top with it; elsewhere os.scandir.
+_GETDENTS64: Final = {"x86_64": 217, "aarch64": 61}
+
+
+def _proc_top_entries() -> list[tuple[str, int]]:
+    """(name, d_type) of the entries at the top of ``/proc`` that are not processes.
+
+    procfs lists its own entries first, then ``self``, ``thread-self`` and one directory per
+    process (``proc_root_readdir``): reading stops at ``self``, so the cost does not grow with
+    the host's processes (thousands with many sessions; listing them is most of the time)."""
+    from ._syscalls import native_arch
+
+    nr = _GETDENTS64.get(native_arch().name)
+    if nr is None:
+        with os.scandir("/proc") as entries:
+            return [(e.name, _DT_REG if e.is_file(follow_symlinks=False) else -1)
+                    for e in entries if not e.name.isdigit()]
+    import ctypes
+
+    out: list[tuple[str, int]] = []
+    buf = ctypes.create_string_buffer(8192)
+    fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        while True:
+            size = _libc._check(_libc._syscall(nr, ctypes.c_int(fd), buf, ctypes.c_uint(
+                len(buf))), "/proc")
+            if size == 0:
+                return out
+            raw = buf.raw[:size]
+            pos = 0
+            while pos < size:  # struct linux_dirent64: ino, off, reclen, type, name
+                reclen = int.from_bytes(raw[pos + 16:pos + 18], "little")
+                name = raw[pos + 19:pos + reclen].split(b"\0", 1)[0].decode(
+                    "utf-8", "surrogateescape")
+                if name == "self":
+                    return out
+                if name not in (".", "..") and not name.isdigit():
+                    out.append((name, raw[pos + 18]))
+                pos += reclen
+    finally:
+        os.close(fd)
 
 
 def _persistence_paths(view: _View, home: str, allowed: set[str],

@@ -3,6 +3,9 @@ directories are anchored. It only looks at the host (nothing here mounts anythin
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,8 @@ from nonod.sandbox._mounts import (
     PERSISTENCE_NAMES,
     READONLY,
     MountPlan,
+    _proc_root_only,
+    _proc_top_entries,
     compile_mounts,
 )
 
@@ -149,3 +154,48 @@ def test_a_symbolic_link_on_the_way_is_followed(tmp_path: Path) -> None:
     assert f"{home}/dotfiles/config/gcloud" in p.masked
     assert f"{home}/dotfiles/config/op" in p.creation_refused
     assert f"{home}/repo/.git/hooks" in p.protected
+
+
+def test_nested_grants_and_denials(tmp_path: Path) -> None:
+    """Which bind a guarded path falls in is the deepest one above it; a grant inside a denied
+    path is not bound; a denial inside a masked one is hidden with it; one outside every grant
+    is not in the view at all."""
+    top = tmp_path / "top"
+    (top / "ro" / "secret" / "inner").mkdir(parents=True)
+    (top / "ro" / "secret" / "granted").mkdir()
+    (top / "rw" / ".git" / "hooks").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    p = plan(tmp_path, (top, Access.READ), (top / "rw", Access.READWRITE),
+             (top / "ro", Access.READ), (top / "ro" / "secret" / "granted", Access.READ),
+             denials=(top / "ro" / "secret", top / "ro" / "secret" / "inner",
+                      tmp_path / "elsewhere"))
+    bound = {op.target for op in p.ops if op.kind in (1, 2)}
+    assert bound == {str(top), str(top / "rw"), str(top / "ro")}
+    assert p.masked == (str(top / "ro" / "secret"),)
+    assert p.skipped == (str(tmp_path / "elsewhere"),)
+    assert str(top / "rw" / ".git" / "hooks") in p.protected
+    # the way to a guarded path in the writable grant is anchored; the read-only one is not
+    assert str(top / "rw" / ".git") in p.anchored
+    assert not any(a.startswith(str(top / "ro")) for a in p.anchored)
+
+
+def test_proc_root_only_lists_no_process(tmp_path: Path) -> None:
+    """What only root may read at the top of /proc, found without listing the host's
+    processes (a launch with a thousand live sessions listed thousands of them): the same
+    files as a full scan."""
+    sleepers = [subprocess.Popen(["sleep", "30"]) for _ in range(20)]
+    try:
+        names = [name for name, _ in _proc_top_entries()]
+        full = []
+        with os.scandir("/proc") as entries:
+            for entry in entries:
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
+                    full.append(entry.path)
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()
+    assert "meminfo" in names
+    assert not [n for n in names if n.isdigit() or n in ("self", "thread-self")]
+    assert _proc_root_only() == sorted(full)
