@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import platform
 import pwd
@@ -139,7 +140,10 @@ class Identity:
 # -------------------------------------------------------------- per-thread credentials
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
+    """Loaded once: a ``CDLL`` costs a ``dlopen`` and its setup, at every read as the caller
+    otherwise (a few per launch). Calls through it are thread-safe; errno is per thread."""
     return ctypes.CDLL(None, use_errno=True)
 
 

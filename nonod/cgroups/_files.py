@@ -123,15 +123,21 @@ def remove_when_empty(directory: str, timeout: float = 2.0) -> bool:
         time.sleep(0.01)
 
 
-def remove_tree(directory: str) -> bool:
-    """rmdir a group and its children (bottom up); False if one is still busy."""
-    try:  # a session's group has no children: one rmdir, no listing of its control files
+def remove_if_empty(directory: str) -> bool:
+    """rmdir a group (True if it is gone); False if it is busy (processes or children)."""
+    try:
         os.rmdir(directory)
-        return True
     except FileNotFoundError:
         return True
     except OSError:
-        pass  # busy: it has children, or processes still in it
+        return False
+    return True
+
+
+def remove_tree(directory: str) -> bool:
+    """rmdir a group and its children (bottom up); False if one is still busy."""
+    if remove_if_empty(directory):  # a session's group has no children: no listing
+        return True
     ok = True
     for root, _, _ in os.walk(directory, topdown=False):
         try:

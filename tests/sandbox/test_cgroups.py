@@ -76,9 +76,12 @@ def test_v1_writes_each_limit_and_reads_the_usage(v1: V1Backend) -> None:
     try:
         usage = group.usage()
         assert usage.pids == 1 and usage.memory_bytes >= 0
+        assert group.oom_kills() == usage.oom_kills == 0  # the one file watch_oom reads
+        group.remove()  # busy (the process is there): what is in it is killed
+        assert proc.wait(timeout=10) == -9
     finally:
         group.kill()  # what is left in the group
-        assert proc.wait(timeout=10) == -9
+        proc.wait(timeout=10)
     assert group.remove()  # once its processes have exited (zombies hold a v1 group)
     assert not any(Path(p).exists() for p in group.procs)
 
