@@ -373,16 +373,22 @@ async def run_as(caller: _HasUid | None, fn: Callable[[], T], *,
     The thread comes from the caller's own limiter. On timeout the thread is abandoned (still
     counted against the caller until it returns) and :class:`FileTimeout` is raised.
     """
-    import trio
-
-    uid = caller.uid if caller is not None else os.geteuid()
-
     def body() -> T:
         with acting_as(Identity.of(caller) if caller is not None else None):
             return fn()
 
+    return await in_thread_of(caller, body, timeout=timeout, what=what)
+
+
+async def in_thread_of(caller: _HasUid | None, fn: Callable[[], T], *,
+                       timeout: float = DEFAULT_TIMEOUT, what: str = "") -> T:
+    """:func:`run_as`'s thread, limiter and timeout, leaving identities to ``fn`` (which
+    must take the caller's with :func:`acting_as` wherever it opens the caller's files)."""
+    import trio
+
+    uid = caller.uid if caller is not None else os.geteuid()
     with trio.move_on_after(timeout):
-        return await trio.to_thread.run_sync(body, limiter=_limiter(uid), abandon_on_cancel=True)
+        return await trio.to_thread.run_sync(fn, limiter=_limiter(uid), abandon_on_cancel=True)
     raise FileTimeout(what or "a file", f"not read within {timeout:g} s (a hung filesystem, "
                                         "or too many of your reads at once)")
 
