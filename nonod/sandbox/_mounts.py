@@ -36,7 +36,9 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 import msgspec
@@ -174,22 +176,129 @@ class _Prefixes:
         return any(p in self._set for p in _lineage(path))
 
 
-def _symlink_ops(paths: Sequence[str], taken: set[str]) -> list[MountOp]:
+def _kind(how: Callable[[str], os.stat_result], path: str) -> int | None:
+    try:
+        return stat.S_IFMT(how(path).st_mode)
+    except (OSError, ValueError):
+        return None
+
+
+# Each question a plan asks of the host, and how it is asked: what the answer is made of is
+# all the plan uses of it (a path's file type, not its times: a directory written into is
+# still the same directory to the plan).
+_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC = range(8)
+_QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
+    _LSTAT: lambda path: _kind(os.lstat, path),
+    _STAT: lambda path: _kind(os.stat, path),
+    _LISTDIR: lambda path: tuple(sorted(os.listdir(path))),
+    _READLINK: os.readlink,
+    _REALPATH: os.path.realpath,
+    _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK),
+    _MOUNTS: lambda _: tuple(kernel_mounts(_read_mountinfo())),
+    _PROC: lambda _: tuple(_proc_root_only()),
+}
+
+
+class _Look:
+    """The host as one plan sees it: each question asked once (``lexists``, ``isdir`` and
+    ``islink`` of a path are one ``lstat`` and one ``stat``) and its answer kept, so that a
+    later launch can ask them all again (:meth:`unchanged`) instead of planning again."""
+
+    def __init__(self) -> None:
+        self._answers: dict[tuple[int, str], object] = {}
+
+    def _ask(self, what: int, path: str) -> object:
+        key = (what, path)
+        if key in self._answers:
+            return self._answers[key]
+        answer = self._answers[key] = _QUESTIONS[what](path)
+        return answer
+
+    def unchanged(self) -> bool:
+        """Whether the host answers every question as it did (then the plan is the same:
+        it is a function of the policy, its arguments and these answers)."""
+        try:
+            return all(_QUESTIONS[what](path) == answer
+                       for (what, path), answer in self._answers.items())
+        except OSError:
+            return False
+
+    def lexists(self, path: str) -> bool:
+        return self._ask(_LSTAT, path) is not None
+
+    def islink(self, path: str) -> bool:
+        return self._ask(_LSTAT, path) == stat.S_IFLNK
+
+    def isdir(self, path: str) -> bool:
+        return self._ask(_STAT, path) == stat.S_IFDIR
+
+    def isfile(self, path: str) -> bool:
+        return self._ask(_STAT, path) == stat.S_IFREG
+
+    def exists(self, path: str) -> bool:
+        return self._ask(_STAT, path) is not None
+
+    def listdir(self, path: str) -> tuple[str, ...]:
+        return self._ask(_LISTDIR, path)  # type: ignore[return-value]
+
+    def readlink(self, path: str) -> str:
+        return self._ask(_READLINK, path)  # type: ignore[return-value]
+
+    def realpath(self, path: str) -> str:
+        return self._ask(_REALPATH, path)  # type: ignore[return-value]
+
+    def writable_dir(self, path: str) -> bool:
+        return self._ask(_ACCESS, path) is True
+
+    def kernel_mounts(self) -> tuple[str, ...]:
+        return self._ask(_MOUNTS, "")  # type: ignore[return-value]
+
+    def proc_root_only(self) -> tuple[str, ...]:
+        return self._ask(_PROC, "")  # type: ignore[return-value]
+
+
+# Plans by everything they were made from but the host (the policy, the home, the aliases,
+# the root-only handling), each with its look; the least recently used goes first.
+PLAN_CACHE_ENTRIES: Final = 16
+_plans: OrderedDict[bytes, tuple[MountPlan, _Look]] = OrderedDict()
+_plans_lock = threading.Lock()
+
+
+def _cached(key: bytes) -> MountPlan | None:
+    with _plans_lock:
+        entry = _plans.get(key)
+    if entry is None or not entry[1].unchanged():
+        return None
+    with _plans_lock:
+        if key in _plans:
+            _plans.move_to_end(key)
+    return entry[0]
+
+
+def _keep(key: bytes, plan: MountPlan, look: _Look) -> None:
+    with _plans_lock:
+        _plans[key] = (plan, look)
+        _plans.move_to_end(key)
+        while len(_plans) > PLAN_CACHE_ENTRIES:
+            _plans.popitem(last=False)
+
+
+def _symlink_ops(paths: Sequence[str], taken: set[str], look: _Look) -> list[MountOp]:
     """Recreate host symlinks that lie on the way to the bound paths (``/lib64``, ...)."""
     ops: list[MountOp] = []
     candidates: set[str] = set()
-    for entry in os.listdir("/"):
+    for entry in look.listdir("/"):
         candidates.add("/" + entry)
     for path in paths:
         parts = path.split("/")
         for i in range(2, len(parts) + 1):
             candidates.add("/".join(parts[:i]))
     for link in sorted(candidates, key=_depth):
-        if link in taken or not os.path.islink(link):
+        if link in taken or not look.islink(link):
             continue
         if any(parent in taken for parent in _lineage(link)[1:]):
             continue  # already visible through a bound parent
-        ops.append(MountOp(SYMLINK, link, os.readlink(link)))
+        ops.append(MountOp(SYMLINK, link, look.readlink(link)))
         taken.add(link)
     return ops
 
@@ -210,12 +319,33 @@ def compile_mounts(
     read-only grants of :data:`ROOT_ONLY_TREES`: with ``idmap`` (the kernel can idmap them:
     :func:`idmap_available`) those directory grants become :data:`IDMAP` operations, else
     each entry only root may read is masked (a walk of the trees at each launch).
+
+    A plan is kept and given again while the host answers every question it asked as it did
+    (:class:`_Look`), never with the walk (it reads the mode of every entry there).
     """
+    walk = hide_root_only and not idmap
+    key = None if walk else msgspec.msgpack.encode(
+        (policy, home, tuple(aliases), hide_root_only, idmap))
+    if key is not None:
+        plan = _cached(key)
+        if plan is not None:
+            return plan
+    look = _Look()
+    plan = _compile(policy, look, home=home, aliases=aliases, hide_root_only=hide_root_only,
+                    idmap=idmap)
+    if key is not None:
+        _keep(key, plan, look)
+    return plan
+
+
+def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
+             aliases: Sequence[tuple[str, str]], hide_root_only: bool, idmap: bool
+             ) -> MountPlan:
     binds: dict[str, MountOp] = {}
     tmp_writable: dict[str, bool] = {p: p == "/dev/shm" for p in PRIVATE_TMP}
     denied = [d.path for d in policy.denials]
     denied_under = _Prefixes(denied)
-    for grant in expand_root(policy.grants):
+    for grant in expand_root(policy.grants, look):
         path = grant.path
         writes = grant.access.writes
         if path in tmp_writable:
@@ -225,11 +355,9 @@ def compile_mounts(
             continue  # provided fresh by the sandbox
         if denied_under.covers(path):
             continue  # deny wins over a grant inside it
-        try:
-            st = os.stat(path)
-        except OSError:
+        if not look.exists(path):
             continue
-        kind = BIND_DIR if stat.S_ISDIR(st.st_mode) else BIND_FILE
+        kind = BIND_DIR if look.isdir(path) else BIND_FILE
         prev = binds.get(path)
         binds[path] = MountOp(kind, path, path, writes or bool(prev and prev.writable),
                               device=_under(path, "/dev"))
@@ -246,21 +374,21 @@ def compile_mounts(
 
     taken = set(binds) | set(PRIVATE_TMP) | {"/proc", "/dev"}
     alias_paths = [a for a, _ in aliases]
-    ops[:0] = _symlink_ops(list(binds) + alias_paths, taken)
+    ops[:0] = _symlink_ops(list(binds) + alias_paths, taken, look)
 
-    view = _View(sorted(binds.values(), key=lambda op: _depth(op.target)))
-    for path in _persistence_paths(view, home, set(policy.writable_persistence), denied):
+    view = _View(sorted(binds.values(), key=lambda op: _depth(op.target)), look)
+    for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look):
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
     bound = _Prefixes(binds)
-    for point in kernel_mounts(_read_mountinfo()):
+    for point in look.kernel_mounts():
         if point not in binds and bound.covers(point):
             view.deny(Denial(path=point, source="kernel_fs"))
     if hide_root_only:
         for path in _root_only(view.binds):
             view.deny(Denial(path=path, source="root_only"))
-        for path in _proc_root_only():  # the session's own /proc, mounted fresh
+        for path in look.proc_root_only():  # the session's own /proc, mounted fresh
             view.ops.append(MountOp(MASK_FILE, path))
             view.masked.append(path)
     anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
@@ -490,7 +618,7 @@ def _proc_top_entries() -> list[tuple[str, int]]:
 
 
 def _persistence_paths(view: _View, home: str, allowed: set[str],
-                       denied: Sequence[str]) -> list[str]:
+                       denied: Sequence[str], look: _Look) -> list[str]:
     """The persistence paths to keep in every writable directory grant: the names of
     :data:`PERSISTENCE_NAMES` (those under a repository directory only if it exists: a
     repository the session makes is its own), a ``.git`` *file* (a worktree's pointer to its
@@ -505,9 +633,9 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
             names += [os.path.relpath(os.path.join(home, rc), wdir) for rc in HOME_RC_FILES]
         for repo in REPO_DIRS:
             top = os.path.join(wdir, repo)
-            if os.path.isfile(top) and not os.path.islink(top):
+            if look.isfile(top) and not look.islink(top):
                 names.append(repo)
-            if not os.path.isdir(top):
+            if not look.isdir(top):
                 names = [n for n in names if not n.startswith(repo + "/")]
         for name in names:
             path = os.path.normpath(os.path.join(wdir, name))
@@ -526,8 +654,9 @@ class _View:
     way to it inside a writable grant are anchored (a mount point cannot be renamed or
     removed, so the session cannot move the way aside and build a new one)."""
 
-    def __init__(self, binds: Sequence[MountOp]) -> None:
+    def __init__(self, binds: Sequence[MountOp], look: _Look) -> None:
         self.binds = binds
+        self._look = look
         self._by_target = {_key(op.target): op for op in binds}
         self.ops: list[MountOp] = []
         self.later: list[MountOp] = []
@@ -557,8 +686,9 @@ class _View:
         if self._innermost(path) is None:
             self.skipped.append(path)  # not in the session's view at all
             return
-        if os.path.lexists(path):
-            is_dir = os.path.isdir(path) and not os.path.islink(path)
+        look = self._look
+        if look.lexists(path):
+            is_dir = look.isdir(path) and not look.islink(path)
             op = MountOp(MASK_DIR if is_dir else MASK_FILE, path)
         else:
             op = MountOp(MASK_FILE if denial.is_file else MASK_DIR, path)
@@ -579,14 +709,15 @@ class _View:
         bind = self._innermost(path)
         if bind is None:
             return None
-        walk = _walk(bind.target, path)
+        look = self._look
+        walk = _walk(bind.target, path, look)
         if walk is None:
-            real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+            real = os.path.join(look.realpath(os.path.dirname(path)), os.path.basename(path))
             if real == path:
                 return None
             return self.guard(real, msgspec.structs.replace(op, target=real))
         existing, missing = walk
-        if missing is None and op.kind == READONLY and os.path.islink(path):
+        if missing is None and op.kind == READONLY and look.islink(path):
             return None
         writable = bind.writable and bind.kind == BIND_DIR and \
             not self._protected.covers(existing[-1])
@@ -601,13 +732,13 @@ class _View:
         later = msgspec.structs.replace(op, absent=True)
         self.later.append(later)
         parent = existing[-1]
-        if writable and os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK) \
+        if writable and look.isdir(parent) and look.writable_dir(parent) \
                 and missing not in self.refused:
             self.refused.append(missing)
         return later
 
 
-def _walk(root: str, path: str) -> tuple[list[str], str | None] | None:
+def _walk(root: str, path: str, look: _Look) -> tuple[list[str], str | None] | None:
     """The existing paths from ``root`` down to ``path`` and the first one missing (None if
     ``path`` exists); None if a symbolic link lies on the way before ``path`` (or the way
     leaves ``root``)."""
@@ -619,15 +750,15 @@ def _walk(root: str, path: str) -> tuple[list[str], str | None] | None:
         return None
     for part in rel.split("/"):
         cur = os.path.join(existing[-1], part)
-        if not os.path.lexists(cur):
+        if not look.lexists(cur):
             return existing, cur
-        if cur != path and os.path.islink(cur):
+        if cur != path and look.islink(cur):
             return None
         existing.append(cur)
     return existing, None
 
 
-def expand_root(grants: Sequence[Grant]) -> list[Grant]:
+def expand_root(grants: Sequence[Grant], look: _Look | None = None) -> list[Grant]:
     """A grant of ``/`` becomes one grant per top-level entry: the session's root itself must
     stay the sandbox's own (a bind of the host root over it would undo every other mount)."""
     out: list[Grant] = []
@@ -635,12 +766,13 @@ def expand_root(grants: Sequence[Grant]) -> list[Grant]:
         if grant.path != "/":
             out.append(grant)
             continue
-        for entry in sorted(os.listdir("/")):
+        look = look or _Look()
+        for entry in look.listdir("/"):
             path = "/" + entry
-            if path in ("/proc", "/dev") or os.path.islink(path):
+            if path in ("/proc", "/dev") or look.islink(path):
                 continue  # fresh in the sandbox; top-level links are recreated
             out.append(msgspec.structs.replace(grant, path=path,
-                                               is_file=not os.path.isdir(path)))
+                                               is_file=not look.isdir(path)))
     return out
 
 

@@ -189,7 +189,10 @@ def test_proc_root_only_lists_no_process(tmp_path: Path) -> None:
         full = []
         with os.scandir("/proc") as entries:
             for entry in entries:
-                mode = entry.stat(follow_symlinks=False).st_mode
+                try:
+                    mode = entry.stat(follow_symlinks=False).st_mode
+                except FileNotFoundError:
+                    continue  # a process that ended meanwhile
                 if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
                     full.append(entry.path)
     finally:
@@ -199,3 +202,39 @@ def test_proc_root_only_lists_no_process(tmp_path: Path) -> None:
     assert "meminfo" in names
     assert not [n for n in names if n.isdigit() or n in ("self", "thread-self")]
     assert _proc_root_only() == sorted(full)
+
+
+def test_a_plan_is_kept_while_the_host_answers_the_same(tmp_path: Path) -> None:
+    """The same policy on an unchanged host gets the plan made before; any answer that
+    changed (a denied path created, a granted directory turned into a file, a persistence
+    file's repository appearing, a symbolic link re-pointed) makes a new one, as planning
+    from scratch would."""
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    (work / "link").symlink_to(work / "sub")
+
+    def again() -> MountPlan:
+        return plan(tmp_path, (work, Access.READWRITE), (tmp_path / "other", Access.READ),
+                    denials=(work / "secret", work / "link" / "key"))
+
+    first = again()
+    assert again() is first
+    assert str(work / "secret") in first.absent
+    (work / "secret").mkdir()
+    second = again()
+    assert second is not first and str(work / "secret") in second.masked
+    assert again() is second
+    (tmp_path / "other").rmdir()
+    (tmp_path / "other").write_text("")
+    third = again()
+    assert any(op.target == str(tmp_path / "other") and op.kind == 2 for op in third.ops)
+    (work / ".git" / "hooks").mkdir(parents=True)
+    fourth = again()
+    assert str(work / ".git" / "hooks") in fourth.protected
+    (work / "elsewhere").mkdir()
+    (work / "link").unlink()
+    (work / "link").symlink_to(work / "elsewhere")
+    fifth = again()
+    assert str(work / "elsewhere" / "key") in fifth.absent
+    assert str(work / "sub" / "key") not in fifth.absent
