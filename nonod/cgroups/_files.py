@@ -96,14 +96,22 @@ def pids_in(directory: str) -> list[int]:
 
 def kill_all(directories: Iterable[str]) -> None:
     """SIGKILL every process in these groups (and their children groups), a few rounds: a
-    process forking while we read is caught by the next round (the pid cap bounds them)."""
+    process forking while we read is caught by the next round (the pid cap bounds them).
+    A round that finds no process it has not signalled yet ends it: one killed but not yet
+    gone (the kernel lets it go from the group when it has exited) is not a reason to list
+    the groups again at once; the caller's next try (``remove_when_empty``, the registry's
+    ``remove_group``) sees whether it left."""
     dirs = [d for d in directories if os.path.isdir(d)]
+    killed: set[int] = set()
     for _ in range(20):
         found = False
         for directory in dirs:
             for root, _, _ in os.walk(directory, topdown=False):
                 for pid in pids_in(root):
+                    if pid in killed:
+                        continue
                     found = True
+                    killed.add(pid)
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(pid, signal.SIGKILL)
         if not found:

@@ -86,6 +86,36 @@ def test_v1_writes_each_limit_and_reads_the_usage(v1: V1Backend) -> None:
     assert not any(Path(p).exists() for p in group.procs)
 
 
+def test_killing_a_group_does_not_spin_on_what_it_killed(
+        v1: V1Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A killed process stays listed in its group until it has run to its exit, which on a
+    busy machine takes a while: the kill reads the groups again only while it finds
+    processes it has not signalled yet, not twenty times over the same one. (The kernel
+    lists the process only until it starts exiting; here the listing keeps it, as a slow
+    exit would.)"""
+    from nonod.cgroups import _files
+
+    group = v1.create("s3", CgroupLimits())
+    proc = _in_group(group.procs)
+    reads: list[str] = []
+    pids_in = _files.pids_in
+
+    def lingering(directory: str) -> list[int]:
+        reads.append(directory)
+        return pids_in(directory) or [proc.pid]
+
+    monkeypatch.setattr(_files, "pids_in", lingering)
+    try:
+        group.kill()
+        assert proc.wait(timeout=10) == -9
+        assert len(reads) <= 2 * len(set(group.dirs.values()))
+    finally:
+        proc.kill()
+        proc.wait()
+    monkeypatch.undo()
+    assert group.remove()
+
+
 def test_weights_map_onto_v1_scales() -> None:
     assert shares_for(100) == 1024 and shares_for(1) == 10 and shares_for(10_000) == 102_400
     assert blkio_weight_for(100) == 500 and blkio_weight_for(1) == 10
