@@ -33,17 +33,21 @@ each contender back to back, as bench/launch.py does by default):
                 profile: ~30 grants, ~65 denials): what ``client`` pays besides the daemon
   bwrap         ``bwrap --unshare-all ...`` via ``subprocess.run`` (bench/launch.py's argv)
 
-fleet (``--fleet N``, off by default)
+fleet (``--fleet N``, off by default; ``--fleet-only`` skips the steps above)
   N detached ``sleep 600`` sessions with a network namespace and the proxy
-  (``--allow-domain example.com``), launched one after another from one client: wall time,
-  failures, PSS of everything, ``nonoctl ps`` latency with N sessions; then every session is
-  stopped and pruned (also on failure or at ``--fleet-timeout``).
+  (``--allow-domain example.com``), launched from one client process with K launches in
+  flight (``--fleet-inflight K``, default 2: K threads, each with its own kept connection,
+  each sending its next launch as soon as its last one is answered): wall time, failures,
+  the launch latency's p50 per block of 100 (does it grow with the live sessions?), PSS of
+  everything, ``nonoctl ps`` latency with N sessions; then every session is stopped and
+  pruned (also on failure or at ``--fleet-timeout``).
 
 The daemon's launches use the default profile with ``--allow-cwd --block-net`` (the profile
 resolution runs on every launch); the engine and bwrap use bench/_common.py's small policy.
 
     .venv/bin/python bench/daemon.py [--runs 100] [--warmup 10] [--sessions 100]
-                                     [--fleet 1000] [--fleet-timeout 120] [--editable] [--json]
+                                     [--fleet 1000] [--fleet-inflight 2] [--fleet-only]
+                                     [--fleet-timeout 120] [--editable] [--json]
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -62,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _common import emit, machine
+from _common import emit, machine, percentile
 from _wheel import installed_cli
 from launch import Contender, bwrap, make, measure, nonod, summarize, versions
 
@@ -76,6 +81,8 @@ from nonod.sessions import Caller
 VENV_BIN = Path(sys.executable).parent
 OPTIONS = p.LaunchOptions(allow_cwd=True, block_net=True)
 FLEET_OPTIONS = p.LaunchOptions(allow_cwd=True, allow_domain=("example.com",))
+# Launches the fleet keeps in flight (connections of one client process); see the docstring.
+FLEET_INFLIGHT = 2
 
 
 class BenchFailure(Exception):
@@ -366,23 +373,57 @@ def _adapt(c: Contender) -> Contender:
 # --- driver --------------------------------------------------------------------------------
 
 
-def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path) -> dict[str, Any]:
-    """``count`` sessions with netns + proxy from one client, then all stopped and pruned."""
+def _launch_fleet(daemon: Daemon, count: int, inflight: int, deadline: float
+                  ) -> tuple[list[str], list[str], list[float]]:
+    """``count`` detached sessions, ``inflight`` launches at a time: one thread and one kept
+    connection (``Client``) each, taking the next launch as soon as its last one is answered.
+    Returns the session ids, the failures and each launch's latency (ms) in launch order."""
     ids: list[str] = []
     failures: list[str] = []
-    deadline = time.monotonic() + timeout
+    latencies: list[tuple[int, float]] = []
+    lock = threading.Lock()
+    issued = [0]
+
+    def worker() -> None:
+        with daemon.client() as nono:
+            while True:
+                with lock:
+                    if issued[0] >= count or time.monotonic() > deadline or len(failures) > 10:
+                        return
+                    issued[0] += 1
+                    index = issued[0]
+                began = time.perf_counter()
+                try:
+                    sid = nono.launch(["sleep", "600"], cwd=str(daemon.work), env=daemon.env,
+                                      stdio="null", options=FLEET_OPTIONS).id
+                except RemoteError as exc:
+                    with lock:
+                        failures.append(str(exc))
+                    continue
+                with lock:
+                    ids.append(sid)
+                    latencies.append((index, (time.perf_counter() - began) * 1000))
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(inflight)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return ids, failures, [ms for _, ms in sorted(latencies)]
+
+
+def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path,
+          inflight: int = 1) -> dict[str, Any]:
+    """``count`` sessions with netns + proxy from one client process (``inflight`` launches
+    at a time), then all stopped and pruned."""
+    ids: list[str] = []
+    failures: list[str] = []
+    latencies: list[float] = []
     with daemon.client() as nono:
         try:
             t0 = time.perf_counter()
-            for _ in range(count):
-                if time.monotonic() > deadline or len(failures) > 10:
-                    break
-                try:
-                    ids.append(nono.launch(["sleep", "600"], cwd=str(daemon.work),
-                                           env=daemon.env, stdio="null",
-                                           options=FLEET_OPTIONS).id)
-                except RemoteError as exc:
-                    failures.append(str(exc))
+            ids, failures, latencies = _launch_fleet(daemon, count, inflight,
+                                                     time.monotonic() + timeout)
             wall = time.perf_counter() - t0
             time.sleep(1.0)
             running = sum(1 for s in nono.sessions() if s.state == "running")
@@ -402,10 +443,12 @@ def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path) -> dict[str
                     failures.append(f"stop {sid}: {exc}")
             nono.prune()
             stop_s = time.perf_counter() - t1
-    return {"requested": count, "launched": len(ids), "running": running,
+    blocks = [latencies[i:i + 100] for i in range(0, len(latencies), 100)]
+    return {"requested": count, "inflight": inflight, "launched": len(ids), "running": running,
             "failed": len(failures) + (len(ids) - running), "failures": failures[:5],
             "launch_s": wall, "stop_s": stop_s, "total": loaded["total"],
-            "ps_p50_ms": sorted(ps_ms)[len(ps_ms) // 2]}
+            "ps_p50_ms": sorted(ps_ms)[len(ps_ms) // 2],
+            "p50_per_100_ms": [percentile(b, 0.5) for b in blocks]}
 
 
 def _raise_nofile() -> None:
@@ -426,10 +469,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 def _bench(args: argparse.Namespace, bin_dir: Path) -> dict[str, Any]:
     fleet_data: dict[str, Any] | None = None
     with running_daemon() as daemon:
-        memory_data = memory(daemon, args.sessions)
-        contenders = trio.run(latency, daemon, args.runs, args.warmup, bin_dir)
+        memory_data = None if args.fleet_only else memory(daemon, args.sessions)
+        contenders = [] if args.fleet_only else trio.run(latency, daemon, args.runs,
+                                                          args.warmup, bin_dir)
         if args.fleet:
-            fleet_data = fleet(daemon, args.fleet, args.fleet_timeout, bin_dir)
+            fleet_data = fleet(daemon, args.fleet, args.fleet_timeout, bin_dir,
+                               args.fleet_inflight)
         with daemon.client() as nono:
             status = nono.status()
         final = snapshot(daemon.proc.pid)
@@ -464,6 +509,9 @@ def print_table(data: dict[str, Any]) -> None:
           f"{m['cpu']}, Python {m['python']}, uid {m['uid']}, load {m['loadavg_1m']:.2f}")
     print(f"# engine {m['engine']}, landlock ABI {m['landlock_abi']}, {m['bwrap']}")
     print(f"# nonoctl: {data['cli_install']}")
+    if data["memory"] is None:  # --fleet-only
+        _print_fleet(data["fleet"])
+        return
     print(f"# the daemon's sessions: {data['memory']['enforcement']}")
     print(f"# /bin/true to exit, {data['runs']} runs per contender after {data['warmup']} "
           "warm-up runs, back to back")
@@ -498,15 +546,22 @@ def print_table(data: dict[str, Any]) -> None:
     per = mm["per_session_kib"]
     print(f"per session (total - idle) / {n}: RSS {per['rss']:.0f} KiB, PSS {per['pss']:.0f} KiB,"
           f" {mm['session_processes'] / n:.0f} processes (the program included)")
-    fl = data["fleet"]
-    if fl:
-        print()
-        print(f"fleet: {fl['launched']} of {fl['requested']} sessions (netns + proxy) launched in "
-              f"{fl['launch_s']:.1f} s, {fl['running']} running, {fl['failed']} failed; "
-              f"PSS {fl['total']['pss_mib']:.0f} MiB ({fl['total']['processes']} processes); "
-              f"nonoctl ps p50 {fl['ps_p50_ms']:.0f} ms; stopped + pruned in {fl['stop_s']:.1f} s")
-        for why in fl["failures"]:
-            print(f"  failure: {why}")
+    _print_fleet(data["fleet"])
+
+
+def _print_fleet(fl: dict[str, Any] | None) -> None:
+    if not fl:
+        return
+    print()
+    print(f"fleet: {fl['launched']} of {fl['requested']} sessions (netns + proxy) launched in "
+          f"{fl['launch_s']:.1f} s, {fl['inflight']} in flight, {fl['running']} running, "
+          f"{fl['failed']} failed; PSS {fl['total']['pss_mib']:.0f} MiB "
+          f"({fl['total']['processes']} processes); nonoctl ps p50 {fl['ps_p50_ms']:.0f} ms; "
+          f"stopped + pruned in {fl['stop_s']:.1f} s")
+    print("  launch p50 per 100 sessions, ms: "
+          + " ".join(f"{ms:.1f}" for ms in fl["p50_per_100_ms"]))
+    for why in fl["failures"]:
+        print(f"  failure: {why}")
 
 
 def main() -> None:
@@ -518,12 +573,19 @@ def main() -> None:
                         help="also launch N sessions with netns + proxy from one client")
     parser.add_argument("--fleet-timeout", type=float, default=120.0, metavar="S",
                         help="stop launching the fleet after this many seconds")
+    parser.add_argument("--fleet-inflight", type=int, default=FLEET_INFLIGHT, metavar="K",
+                        help="launches in flight in the fleet (K connections of one client "
+                        f"process; default {FLEET_INFLIGHT})")
+    parser.add_argument("--fleet-only", action="store_true",
+                        help="only the fleet (no memory or latency steps)")
     parser.add_argument("--editable", action="store_true",
                         help="time this venv's (editable) nonoctl instead of a wheel install")
     parser.add_argument("--json", action="store_true", help="print JSON (with every sample)")
     args = parser.parse_args()
-    if args.runs < 1 or args.warmup < 0 or args.sessions < 1 or args.fleet < 0:
-        parser.error("--runs must be >= 1, --warmup >= 0, --sessions >= 1")
+    if args.runs < 1 or args.warmup < 0 or args.sessions < 1 or args.fleet < 0 \
+            or args.fleet_inflight < 1 or (args.fleet_only and not args.fleet):
+        parser.error("--runs must be >= 1, --warmup >= 0, --sessions >= 1, "
+                     "--fleet-inflight >= 1; --fleet-only needs --fleet")
     emit(bench(args), as_json=args.json, table=print_table)
 
 

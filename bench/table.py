@@ -95,7 +95,8 @@ def rows(launch: dict[str, Any], daemon: dict[str, Any], reverse: dict[str, Any]
     if fl:
         ok = (fl["failed"] == 0 and fl["launch_s"] <= 10 and fl["total"]["pss_mib"] <= 1229
               and fl["ps_p50_ms"] <= 50 and fl["launched"] >= 1000)
-        row(f"{fl['requested']} sessions, netns + proxy, one client",
+        row(f"{fl['requested']} sessions, netns + proxy, one client "
+            f"({fl.get('inflight', 1)} in flight)",
             f"{fl['launch_s']:.1f} s, {fl['total']['pss_mib']:.0f} MiB PSS, {fl['failed']} failed",
             f"ps p50 {fl['ps_p50_ms']:.0f} ms (nonoctl, wheel)", "-",
             "1000 in <= 10 s, <= 1.2 GiB, 0 failed, ps <= 50 ms", ok)
