@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,18 +91,3 @@ def test_common_command_lines_take_the_fast_path(words: list[str]) -> None:
 ])
 def test_anything_else_is_left_to_argparse(words: list[str]) -> None:
     assert _fastargs.parse(words) is None
-
-
-@pytest.mark.parametrize("words", [["ps"], ["launch", "--allow-cwd", "--block-net"]])
-def test_the_hot_verbs_do_not_import_argparse(words: list[str], tmp_path: Path) -> None:
-    """Checked in a fresh interpreter running ``nonoctl`` (no daemon there: it fails to
-    connect, after the command line was read)."""
-    code = ("import sys; from nonoctl.__main__ import main\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    rc = e.code\n"
-            "bad = sorted(m for m in sys.modules if m in ('argparse', 'gettext', 'shutil'))\n"
-            "print(rc, ','.join(bad))\n")
-    env = {**os.environ, "NONO_SOCKET": str(tmp_path / "none.sock"), "NONO_NO_AUTOSTART": "1"}
-    done = subprocess.run([sys.executable, "-c", code, *words, "--", "/bin/true"][
-        : None if words[0] == "launch" else -2], env=env, cwd=tmp_path, capture_output=True,
-        text=True, check=True, timeout=60)
-    assert done.stdout.split("\n")[0] == "122 ", done.stdout + done.stderr
