@@ -49,3 +49,18 @@ def test_exit_handlers_still_run(tmp_path: Path) -> None:
     done = _nonoctl(tmp_path, "ps", prelude="import atexit\natexit.register(print, 'bye')")
     assert done.returncode == 122
     assert done.stdout == "bye\n"
+
+
+def test_the_protocol_annotations_are_types_not_strings() -> None:
+    """Strings would make every decoder's creation evaluate them (nonod/protocol.py)."""
+    import msgspec
+
+    from nonod import protocol as p
+
+    structs = [cls for cls in vars(p).values()
+               if isinstance(cls, type) and issubclass(cls, msgspec.Struct)]
+    assert len(structs) > 50
+    strings = [(cls.__name__, name) for cls in structs
+               for name, hint in vars(cls).get("__annotations__", {}).items()
+               if isinstance(hint, str)]
+    assert strings == []
