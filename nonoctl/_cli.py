@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -577,9 +576,7 @@ class _SignalPipe:
 #: How long a stopping signal that came before the ``launched`` reply waits for it.
 _LAUNCHED_GRACE: Final = 1.0
 #: Signals that end ``nonoctl launch`` itself while there is no session to forward them to.
-_STOPPING: Final = frozenset(
-    int(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SIGHUP")
-)
+_STOPPING: Final = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 def _ignore_signal(signum: int, frame: object) -> None:
@@ -592,6 +589,7 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
     import time
 
     fds, opened = _stdio_fds()
+    stopping = frozenset(_signum(name) for name in _STOPPING)
     session_id: str | None = None
     queued: list[int] = []
     stop_deadline: float | None = None
@@ -609,7 +607,7 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
             ready = [sock] if conn.has_buffered() else select.select(watch, [], [], timeout)[0]
             if signals.fd in ready:
                 queued += signals.read()
-            if session_id is None and _STOPPING.intersection(queued):
+            if session_id is None and stopping.intersection(queued):
                 # The program may already run, its `launched` reply on the way: give the
                 # daemon a moment to say so (the signal is then forwarded). Otherwise nonoctl
                 # itself was interrupted; closing the connection stops the session should
