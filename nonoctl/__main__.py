@@ -10,7 +10,7 @@ import sys
 def main() -> None:
     # msgspec imports typing_extensions only to improve type-hint introspection we do not use,
     # and falls back to ``typing`` without it; skipping it saves ~10 ms of every command's
-    # startup (the CLI's budget is 80 ms end to end). This process never needs it otherwise.
+    # startup. This process never needs it otherwise.
     sys.modules.setdefault("typing_extensions", None)  # type: ignore[arg-type]
     # The imports make tens of thousands of objects and no garbage: collecting while they run
     # is wasted (~1.5 ms). Frozen afterwards, they are never scanned again either.
