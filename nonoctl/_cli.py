@@ -1716,7 +1716,7 @@ _COMMANDS: Final = frozenset({
 
 
 _FAST_VERBS: Final[dict[str, Handler]] = {"launch": _cmd_launch, "run": _cmd_launch,
-                                           "ps": _cmd_ps}
+                                           "ps": _cmd_ps, "": _cmd_help}  # "": --version
 
 
 def _fast_args(words: Sequence[str]) -> argparse.Namespace | None:

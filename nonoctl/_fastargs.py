@@ -39,7 +39,8 @@ def _plain(word: str) -> bool:
 
 def parse(words: Sequence[str]) -> tuple[str, dict[str, object]] | None:
     """``(verb, {dest: value})`` as argparse would read ``words`` (``--socket`` left as the
-    string given), or None: not a command line this module reads."""
+    string given; the verb ``""`` for ``--version`` alone), or None: not a command line this
+    module reads."""
     values: dict[str, object] = {"socket": None, **{f.dest: f.default() for f in GLOBAL}}
     at = 0
     while at < len(words) and words[at].startswith("-"):
@@ -49,11 +50,13 @@ def parse(words: Sequence[str]) -> tuple[str, dict[str, object]] | None:
             at += 2
             continue
         flag = _GLOBAL.get(word)
-        if flag is None or flag.dest == "version":  # --version: rare, argparse handles it
+        if flag is None:
             return None
         values[flag.dest] = True
         at += 1
-    if at == len(words) or words[at] not in _VERBS:
+    if at == len(words):
+        return ("", values) if values["version"] else None
+    if values["version"] or words[at] not in _VERBS:
         return None
     verb = words[at]
     options, positional = _VERBS[verb]
