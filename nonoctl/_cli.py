@@ -444,14 +444,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------ commands
 
 
-def _connect(args: argparse.Namespace, *, autostart: bool = True,
-             defer_hello: bool = False) -> Connection:
-    """``defer_hello`` (one round trip fewer: ``Connection.open``) for a command whose first
-    request is ready before it connects: a late ``hello`` would run into the daemon's
-    handshake timeout."""
+def _connect(args: argparse.Namespace, *, autostart: bool = True) -> Connection:
+    """A connection whose ``hello`` goes out with its first request (``Connection.open``:
+    one round trip fewer). Every command sends that request as soon as it is connected (a
+    prompt or local work comes before the connection): a ``hello`` held while waiting would
+    run into the daemon's handshake timeout."""
     return connect(
         args.socket, system=args.system, autostart=autostart and not args.no_autostart,
-        defer_hello=defer_hello,
+        defer_hello=True,
     )
 
 
@@ -523,7 +523,7 @@ def _cmd_launch(args: argparse.Namespace, command: list[str], out: Output) -> in
     if args.trust_override:
         out.note("nonoctl: WARNING: --trust-override: instruction files are NOT verified for "
                  "this session (recorded in its audit stream)")
-    with _connect(args, defer_hello=True) as conn:
+    with _connect(args) as conn:
         if args.dry_run:
             reply = conn.request(request)
             if isinstance(reply, p.DryRun):
@@ -651,7 +651,7 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
 
 
 def _cmd_ps(args: argparse.Namespace, command: list[str], out: Output) -> int:
-    with _connect(args, defer_hello=True) as conn:
+    with _connect(args) as conn:
         # The table shows neither usage nor enforcement: the daemon need not gather them.
         try:
             reply = conn.request(p.ListSessions(all=args.all, brief=not out.json_mode))
