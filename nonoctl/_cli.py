@@ -38,7 +38,7 @@ from nonod import protocol as p
 from nonod.errors import NonoError
 
 from . import _fastargs
-from ._flags import GLOBAL, JSON, LAUNCH_FLAGS, LAUNCH_OWN, PS, Flag
+from ._flags import GLOBAL, JSON, LAUNCH_FLAGS, LAUNCH_OWN, PS, STOP, Flag
 from ._output import Output
 from ._sanitize import OutputFilter
 from .client import (
@@ -259,9 +259,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     stop = command("stop", _cmd_stop, "stop a session (SIGTERM, grace, SIGKILL)")
     stop.add_argument("session", metavar="ID")
-    stop.add_argument("-t", "--timeout", type=float, metavar="S",
-                      help="seconds between SIGTERM and SIGKILL")
-    stop.add_argument("-f", "--force", action="store_true", help="SIGKILL at once")
+    _add_flags(stop, STOP)
 
     wait = command("wait", _cmd_wait, "wait for a session to end; exit with its status")
     wait.add_argument("session", metavar="ID")
@@ -1715,8 +1713,10 @@ _COMMANDS: Final = frozenset({
 })
 
 
-_FAST_VERBS: Final[dict[str, Handler]] = {"launch": _cmd_launch, "run": _cmd_launch,
-                                           "ps": _cmd_ps, "": _cmd_help}  # "": --version
+_FAST_VERBS: Final[dict[str, Handler]] = {
+    "launch": _cmd_launch, "run": _cmd_launch, "ps": _cmd_ps, "inspect": _cmd_inspect,
+    "stop": _cmd_stop, "wait": _cmd_wait, "prune": _cmd_prune, "": _cmd_help,  # "": --version
+}
 
 
 def _fast_args(words: Sequence[str]) -> argparse.Namespace | None:

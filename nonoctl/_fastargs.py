@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final, cast
 
-from ._flags import GLOBAL, JSON, LAUNCH_FLAGS, LAUNCH_OWN, PS, Flag
+from ._flags import GLOBAL, JSON, LAUNCH_FLAGS, LAUNCH_OWN, PS, STOP, Flag
 
 
 def _table(flags: Sequence[Flag]) -> dict[str, Flag]:
@@ -23,11 +23,16 @@ def _table(flags: Sequence[Flag]) -> dict[str, Flag]:
 
 
 _LAUNCH: Final = _table([JSON, *LAUNCH_OWN, *(f for _, group in LAUNCH_FLAGS for f in group)])
-#: verb: (its options by name, the dest of its one optional positional or None)
-_VERBS: Final[Mapping[str, tuple[dict[str, Flag], str | None]]] = {
-    "launch": (_LAUNCH, "profile_name"),
-    "run": (_LAUNCH, "profile_name"),
-    "ps": (_table([JSON, *PS]), None),
+_JSON_ONLY: Final = _table([JSON])
+#: verb: (its options by name, the dest of its one positional or None, whether it is required)
+_VERBS: Final[Mapping[str, tuple[dict[str, Flag], str | None, bool]]] = {
+    "launch": (_LAUNCH, "profile_name", False),
+    "run": (_LAUNCH, "profile_name", False),
+    "ps": (_table([JSON, *PS]), None, False),
+    "inspect": (_JSON_ONLY, "session", True),
+    "stop": (_table([JSON, *STOP]), "session", True),
+    "wait": (_JSON_ONLY, "session", True),
+    "prune": (_JSON_ONLY, None, False),
 }
 _GLOBAL: Final = _table(GLOBAL)
 
@@ -59,7 +64,7 @@ def parse(words: Sequence[str]) -> tuple[str, dict[str, object]] | None:
     if values["version"] or words[at] not in _VERBS:
         return None
     verb = words[at]
-    options, positional = _VERBS[verb]
+    options, positional, required = _VERBS[verb]
     values.update((f.dest, f.default()) for f in options.values())
     if positional is not None:
         values[positional] = None
@@ -90,4 +95,6 @@ def parse(words: Sequence[str]) -> tuple[str, dict[str, object]] | None:
             cast("list[object]", values[flag.dest]).append(converted)
         else:
             values[flag.dest] = converted
+    if required and positional is not None and values[positional] is None:
+        return None  # argparse: "the following arguments are required"
     return verb, values

@@ -1,4 +1,5 @@
-"""The options of the hot verbs (``launch``/``run``, ``ps``), declared once as data.
+"""The options of the hot verbs (``launch``/``run``, ``ps``, ``inspect``, ``stop``,
+``wait``, ``prune``), declared once as data.
 
 ``_cli.build_parser`` turns them into argparse options (help, usage, errors) and ``_fastargs``
 reads a command line made only of them without importing or building argparse, which costs a
@@ -124,6 +125,12 @@ LAUNCH_OWN: Final = (
 PS: Final = (
     Flag(("-a", "--all"), "all", "flag", "include ended sessions"),
     Flag(("-q", "--quiet"), "quiet", "flag", "print ids only"),
+)
+
+STOP: Final = (
+    Flag(("-t", "--timeout"), "timeout", "store", "seconds between SIGTERM and SIGKILL",
+         metavar="S", convert=float),
+    Flag(("-f", "--force"), "force", "flag", "SIGKILL at once"),
 )
 
 #: The ``--json`` every verb but ``attach`` and ``completion`` takes.

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nonoctl import _cli, _fastargs
-from nonoctl._flags import GLOBAL, JSON, LAUNCH_FLAGS, LAUNCH_OWN, PS
+from nonoctl._flags import GLOBAL, JSON, LAUNCH_FLAGS, LAUNCH_OWN, PS, STOP
 
-_OPTION_NAMES = sorted({name for flag in (*GLOBAL, JSON, *LAUNCH_OWN, *PS,
+_OPTION_NAMES = sorted({name for flag in (*GLOBAL, JSON, *LAUNCH_OWN, *PS, *STOP,
                                           *(f for _, group in LAUNCH_FLAGS for f in group))
                         for name in flag.names})
 #: Words a command line may hold: every option, abbreviations, values good and bad for each
@@ -60,7 +60,8 @@ def _fast_reading(words: list[str]) -> dict[str, Any] | None:
 @settings(max_examples=600, deadline=None)
 @given(before=st.sampled_from([[], ["--system"], ["--socket", "/run/x.sock"],
                                ["--no-autostart"], ["--json"], ["--version"]]),
-       verb=st.sampled_from(["launch", "run", "ps", ""]), after=st.lists(_CHUNKS, max_size=6))
+       verb=st.sampled_from(["launch", "run", "ps", "inspect", "stop", "wait", "prune", ""]),
+       after=st.lists(_CHUNKS, max_size=6))
 def test_what_the_fast_path_reads_is_what_argparse_reads(
     before: list[str], verb: str, after: list[list[str]]
 ) -> None:
@@ -75,6 +76,7 @@ def test_what_the_fast_path_reads_is_what_argparse_reads(
     ["ps"],
     ["ps", "-a", "--json", "-q"],
     ["--version"],
+    ["inspect", "bot"], ["stop", "-t", "2.5", "bot", "-f"], ["wait", "bot", "--json"], ["prune"],
     ["--socket", "/run/n.sock", "--no-autostart", "run", "gitbot", "-d", "--name", "bot",
      "-a", "/tmp", "-a", "/srv", "-r", "/etc", "--memory", "512M", "--timeout", "90s",
      "--cpus", "0.5", "--listen-port", "8080", "--allow-domain", "example.com", "--json"],
@@ -88,7 +90,8 @@ def test_common_command_lines_take_the_fast_path(words: list[str]) -> None:
 @pytest.mark.parametrize("words", [
     ["launch", "--help"], ["ps", "-aq"], ["launch", "--allow-c"], ["launch", "--name=x"],
     ["launch", "--memory", "lots"], ["launch", "a", "b"], ["ps", "x"], ["--version", "ps"], [],
-    ["launch", "-a", "-x"], ["launch", "--system"], ["inspect", "x"],
+    ["launch", "-a", "-x"], ["launch", "--system"], ["inspect"], ["stop", "-f"],
+    ["wait", "a", "b"], ["logs", "x"],
 ])
 def test_anything_else_is_left_to_argparse(words: list[str]) -> None:
     assert _fastargs.parse(words) is None
