@@ -28,6 +28,9 @@ each contender back to back, as bench/launch.py does by default):
   python        ``python -c pass`` of the same venv: the interpreter's floor
   ...@base      with ``--cli-base REV``: the same three from a wheel of that git revision
                 (``git archive``), each pair interleaved run by run (the same load for both)
+  (cpu)         for each of those rows, the CPU time (user + system) of the nonoctl process
+                itself: its own cost, which the machine's load stretches less than the wall
+                time (the daemon's work is in other processes)
   engine        ``open_launcher()`` in this process: ``launch`` + ``wait_exited`` (bench/launch.py)
   engine-prof   the same with the policy the daemon resolves for ``client`` (the default
                 profile: ~30 grants, ~65 denials): what ``client`` pays besides the daemon
@@ -281,15 +284,25 @@ def client_api(daemon: Daemon, nono: Client) -> Runner:
     return run
 
 
-def cli(daemon: Daemon, argv: list[str]) -> Runner:
+def cli(daemon: Daemon, argv: list[str], cpu: list[float] | None = None) -> Runner:
+    """Run ``argv`` (``nonoctl ...``); with ``cpu``, append the CPU time (user + system, ms)
+    the process itself used: the CLI's own cost, which the machine's load does not stretch
+    as much as the wall time (the daemon's work is in other processes)."""
     env = {**daemon.env, "NONO_SOCKET": str(daemon.socket), "NONO_NO_AUTOSTART": "1"}
 
     async def run() -> None:
-        done = subprocess.run(argv, env=env, cwd=daemon.work, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-        if done.returncode != 0:
-            raise BenchFailure(f"{argv[1]}: status {done.returncode}: "
-                               f"{done.stderr.decode(errors='replace').strip()}")
+        proc = subprocess.Popen(argv, env=env, cwd=daemon.work, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.stderr is not None
+        errors = proc.stderr.read()  # a few lines at most: they fit the pipe
+        proc.stderr.close()
+        if proc.returncode != 0:
+            raise BenchFailure(f"{argv[1]}: status {proc.returncode}: "
+                               f"{errors.decode(errors='replace').strip()}")
+        if cpu is not None:
+            cpu.append((usage.ru_utime + usage.ru_stime) * 1000)
     return run
 
 
@@ -302,18 +315,25 @@ CLI_ROWS: Final = (
 )
 
 
+#: Per CLI contender, the CPU time of each of its runs (warm-up runs first).
+CLI_CPU: dict[str, list[float]] = {}
+
+
 def cli_rows(daemon: Daemon, bin_dir: Path, base_bin: Path | None) -> list[list[Contender]]:
     """Each CLI row, with its ``@base`` twin when there is a base install."""
     groups = []
     for name, what, words in CLI_ROWS:
-        group = [_adapt(make(name, what, lambda w=words: cli(daemon, [  # type: ignore[misc]
-            str(bin_dir / "nonoctl"), *w])))]
+        sides = [(name, what, bin_dir)]
         if base_bin is not None:
-            group.append(_adapt(make(f"{name}@base", "the same, the base revision's nonoctl",
-                                     lambda w=words: cli(daemon, [  # type: ignore[misc]
-                                         str(base_bin / "nonoctl"), *w]))))
-        groups.append(group)
+            sides.append((f"{name}@base", "the same, the base revision's nonoctl", base_bin))
+        groups.append([_cli_contender(daemon, label, text, [str(where / "nonoctl"), *words])
+                       for label, text, where in sides])
     return groups
+
+
+def _cli_contender(daemon: Daemon, name: str, what: str, argv: list[str]) -> Contender:
+    cpu = CLI_CPU.setdefault(name, [])
+    return _adapt(make(name, what, lambda: cli(daemon, argv, cpu)))
 
 
 async def latency(daemon: Daemon, runs: int, warmup: int, bin_dir: Path,
@@ -463,6 +483,9 @@ def _bench(args: argparse.Namespace, bin_dir: Path, base_bin: Path | None) -> di
             continue
         results.append({"name": c.name, "what": c.what, "n": len(c.samples),
                         **summarize(c.samples), "samples_ms": [round(s, 4) for s in c.samples]})
+        cpu = CLI_CPU.get(c.name, [])[args.warmup:]
+        if cpu:
+            results[-1]["cpu_p50"] = summarize(cpu)["p50"]
     engine = next((r["p50"] for r in results if r["name"] == "engine-prof"), None)
     for r in results:
         r["p50_vs_engine"] = r["p50"] / engine if engine else None
@@ -502,9 +525,15 @@ def print_table(data: dict[str, Any]) -> None:
     for s in data["skipped"]:
         print(f"{s['name']:<16} SKIPPED: {s['reason']}")
     p50 = {r["name"]: r["p50"] for r in data["results"]}
+    cpu = {r["name"]: r["cpu_p50"] for r in data["results"] if "cpu_p50" in r}
+    print()
+    print(f"{'CLI process':<16} {'cpu p50':>8}  (user + system time of the nonoctl process)")
+    for name, ms in cpu.items():
+        print(f"{name:<16} {ms:>8.2f}")
     for name, _, _ in CLI_ROWS:
         if f"{name}@base" in p50 and name in p50:
-            print(f"{name:<16} {p50[name] / p50[name + '@base']:>8.2f}x the @base p50")
+            print(f"{name:<16} {p50[name] / p50[name + '@base']:>8.2f}x the @base p50, "
+                  f"{cpu[name] / cpu[name + '@base']:.2f}x its CPU time")
     print()
     for r in data["results"]:
         print(f"  {r['name']:<16} {r['what']}")
