@@ -21,13 +21,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def build_wheel(base: Path) -> Path:
+def build_wheel(base: Path, tree: Path = REPO) -> Path:
+    """A wheel of ``tree`` (this checkout, or an exported revision) in ``base/dist``."""
     src = base / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, src / name)
+        shutil.copy(tree / name, src / name)
     for package in ("nonod", "nonoctl"):
-        shutil.copytree(REPO / package, src / package,
+        shutil.copytree(tree / package, src / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                     "-w", str(base / "dist"), str(src)], check=True, timeout=300,
@@ -37,11 +38,11 @@ def build_wheel(base: Path) -> Path:
 
 
 @contextmanager
-def installed_cli() -> Iterator[Path]:
-    """The ``bin/`` of a temporary venv holding this tree as a wheel; removed on exit."""
+def installed_cli(tree: Path = REPO) -> Iterator[Path]:
+    """The ``bin/`` of a temporary venv holding ``tree`` as a wheel; removed on exit."""
     base = Path(tempfile.mkdtemp(prefix="nono-wheel-"))
     try:
-        wheel = build_wheel(base)
+        wheel = build_wheel(base, tree)
         venv = base / "venv"
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
                        timeout=120)
@@ -55,7 +56,9 @@ def installed_cli() -> Iterator[Path]:
         # entry points: pip --target does not write bin/ scripts, so write nonoctl's like pip does
         script = venv / "bin" / "nonoctl"
         script.write_text(f"#!{python}\nimport sys\nfrom nonoctl.__main__ import main\n"
-                          "sys.exit(main())\n")
+                          "if __name__ == '__main__':\n"
+                          "    sys.argv[0] = sys.argv[0].removesuffix('.exe')\n"
+                          "    sys.exit(main())\n")
         script.chmod(0o755)
         Path(site, "_nono_bench_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
         subprocess.run([str(python), "-m", "compileall", "-q", site], check=True,

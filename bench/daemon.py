@@ -6,8 +6,10 @@ tests/daemon/conftest.py does), then:
 
 memory (first, on the fresh daemon)
   fresh         VmRSS and PSS of the daemon and its fork server before any launch
-  idle          the same after one launch (exited, pruned): a warm launcher now waits below
-                the fork server; this is the steady idle state
+  idle          the same 1 s after one launch (exited, pruned): warm launchers now wait below
+                the fork server (two per kind of launch)
+  settled       the same once no launch came for the daemon's ``[sandbox] warm_idle`` (30 s
+                by default): one warm launcher is left; this is the steady idle state
   100 sessions  the same with ``--sessions`` detached ``sleep 600`` sessions (stdio null), and
                 every session process; per-session overhead = (total PSS - idle PSS) / sessions.
                 The sessions are then stopped and pruned.
@@ -26,22 +28,33 @@ each contender back to back, as bench/launch.py does by default):
   nonoctl-ps    ``nonoctl ps`` (the same install): start-up, connect, one request
   nonoctl-ver   ``nonoctl --version``: the CLI's start-up alone, for reference
   python        ``python -c pass`` of the same venv: the interpreter's floor
+  ...@base      with ``--cli-base REV``: the same three from a wheel of that git revision
+                (``git archive``), each pair interleaved run by run (the same load for both)
+  (cpu)         for each of those rows, the CPU time (user + system) of the nonoctl process
+                itself: its own cost, which the machine's load stretches less than the wall
+                time (the daemon's work is in other processes)
   engine        ``open_launcher()`` in this process: ``launch`` + ``wait_exited`` (bench/launch.py)
   engine-prof   the same with the policy the daemon resolves for ``client`` (the default
                 profile: ~30 grants, ~65 denials): what ``client`` pays besides the daemon
   bwrap         ``bwrap --unshare-all ...`` via ``subprocess.run`` (bench/launch.py's argv)
 
-fleet (``--fleet N``, off by default)
+fleet (``--fleet N``, off by default; ``--fleet-only`` skips the steps above)
   N detached ``sleep 600`` sessions with a network namespace and the proxy
-  (``--allow-domain example.com``), launched one after another from one client: wall time,
-  failures, PSS of everything, ``nonoctl ps`` latency with N sessions; then every session is
-  stopped and pruned (also on failure or at ``--fleet-timeout``).
+  (``--allow-domain example.com``), launched from one client process with K launches in
+  flight (``--fleet-inflight K``, default 2: K threads, each with its own kept connection,
+  each sending its next launch as soon as its last one is answered): wall time, failures,
+  the launch latency's p50 per block of 100 (does it grow with the live sessions?), PSS of
+  everything, ``nonoctl ps`` latency with N sessions; then every session is stopped and
+  pruned (also on failure or at ``--fleet-timeout``); with ``--cli-base``, the base's
+  ``nonoctl ps`` too.
 
 The daemon's launches use the default profile with ``--allow-cwd --block-net`` (the profile
 resolution runs on every launch); the engine and bwrap use bench/_common.py's small policy.
 
     .venv/bin/python bench/daemon.py [--runs 100] [--warmup 10] [--sessions 100]
-                                     [--fleet 1000] [--fleet-timeout 120] [--editable] [--json]
+                                     [--fleet 1000] [--fleet-inflight 2] [--fleet-only]
+                                     [--fleet-timeout 120] [--editable] [--cli-base REV]
+                                     [--json]
 """
 
 from __future__ import annotations
@@ -53,14 +66,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
-from _common import emit, machine
+from _common import emit, machine, percentile
 from _wheel import installed_cli
 from launch import Contender, bwrap, make, measure, nonod, summarize, versions
 
@@ -74,6 +88,8 @@ from nonod.sessions import Caller
 VENV_BIN = Path(sys.executable).parent
 OPTIONS = p.LaunchOptions(allow_cwd=True, block_net=True)
 FLEET_OPTIONS = p.LaunchOptions(allow_cwd=True, allow_domain=("example.com",))
+# Launches the fleet keeps in flight (connections of one client process); see the docstring.
+FLEET_INFLIGHT = 2
 
 
 class BenchFailure(Exception):
@@ -221,8 +237,11 @@ def memory(daemon: Daemon, sessions: int) -> dict[str, Any]:
         nono.wait(first.id)
         enforcement = nono.inspect(first.id).enforcement
         nono.prune()
-        time.sleep(1.0)  # the warm launcher is ready: the steady idle state
+        launched = time.monotonic()
+        time.sleep(1.0)  # the warm launchers are ready
         idle = snapshot(daemon.proc.pid)
+        time.sleep(max(0.0, launched + _warm_idle() + 1.5 - time.monotonic()))
+        settled = snapshot(daemon.proc.pid)
         ids = [nono.launch(["sleep", "600"], cwd=str(daemon.work), env=daemon.env,
                            stdio="null", options=OPTIONS).id for _ in range(sessions)]
         time.sleep(1.0)
@@ -238,10 +257,19 @@ def memory(daemon: Daemon, sessions: int) -> dict[str, Any]:
     per = {k: (loaded["total"][k] - idle["total"][k]) / sessions * 1024
            for k in ("rss_mib", "pss_mib")}
     return {"enforcement": enforcement.summary if enforcement else "n/a",
-            "sessions": sessions, "fresh": fresh, "idle": idle, "loaded": loaded,
+            "sessions": sessions, "fresh": fresh, "idle": idle, "settled": settled,
+            "loaded": loaded,
             "after_stop": after,
             "per_session_kib": {"rss": per["rss_mib"], "pss": per["pss_mib"]},
             "session_processes": loaded["below"]["processes"] - idle["below"]["processes"]}
+
+
+def _warm_idle() -> float:
+    """How long the fork server waits before it keeps one warm launcher per kind of launch
+    instead of two (0: a tree from before 2026-12-05, which keeps two)."""
+    from nonod.sandbox import _forkserver
+
+    return float(getattr(_forkserver, "WARM_IDLE", 0.0))
 
 
 # --- latency -------------------------------------------------------------------------------
@@ -277,48 +305,83 @@ def client_api(daemon: Daemon, nono: Client) -> Runner:
     return run
 
 
-def cli(daemon: Daemon, argv: list[str]) -> Runner:
+def cli(daemon: Daemon, argv: list[str], cpu: list[float] | None = None) -> Runner:
+    """Run ``argv`` (``nonoctl ...``); with ``cpu``, append the CPU time (user + system, ms)
+    the process itself used: the CLI's own cost, which the machine's load does not stretch
+    as much as the wall time (the daemon's work is in other processes)."""
     env = {**daemon.env, "NONO_SOCKET": str(daemon.socket), "NONO_NO_AUTOSTART": "1"}
 
     async def run() -> None:
-        done = subprocess.run(argv, env=env, cwd=daemon.work, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-        if done.returncode != 0:
-            raise BenchFailure(f"{argv[1]}: status {done.returncode}: "
-                               f"{done.stderr.decode(errors='replace').strip()}")
+        proc = subprocess.Popen(argv, env=env, cwd=daemon.work, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.stderr is not None
+        errors = proc.stderr.read()  # a few lines at most: they fit the pipe
+        proc.stderr.close()
+        if proc.returncode != 0:
+            raise BenchFailure(f"{argv[1]}: status {proc.returncode}: "
+                               f"{errors.decode(errors='replace').strip()}")
+        if cpu is not None:
+            cpu.append((usage.ru_utime + usage.ru_stime) * 1000)
     return run
 
 
-async def latency(daemon: Daemon, runs: int, warmup: int, bin_dir: Path) -> list[Contender]:
-    nonoctl = str(bin_dir / "nonoctl")
+CLI_LAUNCH: Final = ("launch", "--allow-cwd", "--block-net", "--", "/bin/true")
+#: The CLI rows: name, what, nonoctl's arguments.
+CLI_ROWS: Final = (
+    ("nonoctl", "subprocess: nonoctl " + " ".join(CLI_LAUNCH), CLI_LAUNCH),
+    ("nonoctl-ps", "subprocess: nonoctl ps", ("ps",)),
+    ("nonoctl-ver", "subprocess: nonoctl --version (start-up only)", ("--version",)),
+)
+
+
+#: Per CLI contender, the CPU time of each of its runs (warm-up runs first).
+CLI_CPU: dict[str, list[float]] = {}
+
+
+def cli_rows(daemon: Daemon, bin_dir: Path, base_bin: Path | None) -> list[list[Contender]]:
+    """Each CLI row, with its ``@base`` twin when there is a base install."""
+    groups = []
+    for name, what, words in CLI_ROWS:
+        sides = [(name, what, bin_dir)]
+        if base_bin is not None:
+            sides.append((f"{name}@base", "the same, the base revision's nonoctl", base_bin))
+        groups.append([_cli_contender(daemon, label, text, [str(where / "nonoctl"), *words])
+                       for label, text, where in sides])
+    return groups
+
+
+def _cli_contender(daemon: Daemon, name: str, what: str, argv: list[str]) -> Contender:
+    cpu = CLI_CPU.setdefault(name, [])
+    return _adapt(make(name, what, lambda: cli(daemon, argv, cpu)))
+
+
+async def latency(daemon: Daemon, runs: int, warmup: int, bin_dir: Path,
+                  base_bin: Path | None = None) -> list[Contender]:
     async with open_launcher() as launcher:
         with daemon.client() as nono, Connection.open(daemon.socket) as conn:
-            cli_launch = [nonoctl, "launch", "--allow-cwd", "--block-net", "--", "/bin/true"]
-            contenders = [
-                _adapt(make("client", "Connection: Launch(detach=False, stdio=null) .. Exited",
-                            lambda: client_conn(daemon, conn))),
-                _adapt(make("client-api", "Client.launch(stdio=null) + Client.wait",
-                            lambda: client_api(daemon, nono))),
-                _adapt(make("nonoctl", "subprocess: " + " ".join(cli_launch[1:]),
-                            lambda: cli(daemon, cli_launch))),
-                _adapt(make("nonoctl-ps", "subprocess: nonoctl ps",
-                            lambda: cli(daemon, [nonoctl, "ps"]))),
-                _adapt(make("nonoctl-ver", "subprocess: nonoctl --version (start-up only)",
-                            lambda: cli(daemon, [nonoctl, "--version"]))),
-                _adapt(make("python", "subprocess: python -c pass (the same venv's floor)",
-                            lambda: cli(daemon, [str(bin_dir / "python"), "-c", "pass"]))),
-                make("engine", "open_launcher(): launch + wait_exited (bench/launch.py)",
-                     lambda: nonod(launcher)),
-                make("engine-prof", "the same with the policy the daemon resolves for client",
-                     lambda: nonod(launcher, *daemon_policy(daemon))),
-                make("bwrap", "bubblewrap --unshare-all ... via subprocess.run", bwrap),
+            groups = [
+                [_adapt(make("client", "Connection: Launch(detach=False, stdio=null) .. Exited",
+                             lambda: client_conn(daemon, conn)))],
+                [_adapt(make("client-api", "Client.launch(stdio=null) + Client.wait",
+                             lambda: client_api(daemon, nono)))],
+                *cli_rows(daemon, bin_dir, base_bin),
+                [_adapt(make("python", "subprocess: python -c pass (the same venv's floor)",
+                             lambda: cli(daemon, [str(bin_dir / "python"), "-c", "pass"])))],
+                [make("engine", "open_launcher(): launch + wait_exited (bench/launch.py)",
+                      lambda: nonod(launcher))],
+                [make("engine-prof", "the same with the policy the daemon resolves for client",
+                      lambda: nonod(launcher, *daemon_policy(daemon)))],
+                [make("bwrap", "bubblewrap --unshare-all ... via subprocess.run", bwrap)],
             ]
-            for c in contenders:
-                await measure([c], runs, warmup, interleave=False)
-                if c.name.startswith(("client", "nonoctl")):
+            for group in groups:
+                # a CLI row and its @base twin alternate run by run: the same load for both
+                await measure(group, runs, warmup, interleave=len(group) > 1)
+                if group[0].name.startswith(("client", "nonoctl")):
                     nono.prune()  # the exited sessions' records, outside the timing
                 gc.collect()
-    return contenders
+    return [c for group in groups for c in group]
 
 
 def daemon_policy(daemon: Daemon) -> tuple[ResolvedPolicy, LaunchRequest]:
@@ -352,33 +415,63 @@ def _adapt(c: Contender) -> Contender:
 # --- driver --------------------------------------------------------------------------------
 
 
-def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path) -> dict[str, Any]:
-    """``count`` sessions with netns + proxy from one client, then all stopped and pruned."""
+def _launch_fleet(daemon: Daemon, count: int, inflight: int, deadline: float
+                  ) -> tuple[list[str], list[str], list[float]]:
+    """``count`` detached sessions, ``inflight`` launches at a time: one thread and one kept
+    connection (``Client``) each, taking the next launch as soon as its last one is answered.
+    Returns the session ids, the failures and each launch's latency (ms) in launch order."""
     ids: list[str] = []
     failures: list[str] = []
-    deadline = time.monotonic() + timeout
+    latencies: list[tuple[int, float]] = []
+    lock = threading.Lock()
+    issued = [0]
+
+    def worker() -> None:
+        with daemon.client() as nono:
+            while True:
+                with lock:
+                    if issued[0] >= count or time.monotonic() > deadline or len(failures) > 10:
+                        return
+                    issued[0] += 1
+                    index = issued[0]
+                began = time.perf_counter()
+                try:
+                    sid = nono.launch(["sleep", "600"], cwd=str(daemon.work), env=daemon.env,
+                                      stdio="null", options=FLEET_OPTIONS).id
+                except RemoteError as exc:
+                    with lock:
+                        failures.append(str(exc))
+                    continue
+                with lock:
+                    ids.append(sid)
+                    latencies.append((index, (time.perf_counter() - began) * 1000))
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(inflight)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return ids, failures, [ms for _, ms in sorted(latencies)]
+
+
+def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path,
+          inflight: int = 1, base_bin: Path | None = None) -> dict[str, Any]:
+    """``count`` sessions with netns + proxy from one client process (``inflight`` launches
+    at a time), then all stopped and pruned."""
+    ids: list[str] = []
+    failures: list[str] = []
+    latencies: list[float] = []
     with daemon.client() as nono:
         try:
             t0 = time.perf_counter()
-            for _ in range(count):
-                if time.monotonic() > deadline or len(failures) > 10:
-                    break
-                try:
-                    ids.append(nono.launch(["sleep", "600"], cwd=str(daemon.work),
-                                           env=daemon.env, stdio="null",
-                                           options=FLEET_OPTIONS).id)
-                except RemoteError as exc:
-                    failures.append(str(exc))
+            ids, failures, latencies = _launch_fleet(daemon, count, inflight,
+                                                     time.monotonic() + timeout)
             wall = time.perf_counter() - t0
             time.sleep(1.0)
             running = sum(1 for s in nono.sessions() if s.state == "running")
             loaded = snapshot(daemon.proc.pid)
-            ps = cli(daemon, [str(bin_dir / "nonoctl"), "ps"])
-            ps_ms = []
-            for _ in range(11):
-                t = time.perf_counter()
-                trio.run(ps)
-                ps_ms.append((time.perf_counter() - t) * 1000)
+            ps_ms = _ps_times(daemon, bin_dir)
+            base_ps_ms = _ps_times(daemon, base_bin) if base_bin is not None else None
         finally:
             t1 = time.perf_counter()
             for sid in ids:
@@ -388,10 +481,24 @@ def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path) -> dict[str
                     failures.append(f"stop {sid}: {exc}")
             nono.prune()
             stop_s = time.perf_counter() - t1
-    return {"requested": count, "launched": len(ids), "running": running,
+    blocks = [latencies[i:i + 100] for i in range(0, len(latencies), 100)]
+    return {"requested": count, "inflight": inflight, "launched": len(ids), "running": running,
             "failed": len(failures) + (len(ids) - running), "failures": failures[:5],
             "launch_s": wall, "stop_s": stop_s, "total": loaded["total"],
-            "ps_p50_ms": sorted(ps_ms)[len(ps_ms) // 2]}
+            "ps_p50_ms": sorted(ps_ms)[len(ps_ms) // 2],
+            "p50_per_100_ms": [percentile(b, 0.5) for b in blocks],
+            "base_ps_p50_ms": (sorted(base_ps_ms)[len(base_ps_ms) // 2]
+                               if base_ps_ms is not None else None)}
+
+
+def _ps_times(daemon: Daemon, bin_dir: Path) -> list[float]:
+    ps = cli(daemon, [str(bin_dir / "nonoctl"), "ps"])
+    times = []
+    for _ in range(11):
+        t = time.perf_counter()
+        trio.run(ps)
+        times.append((time.perf_counter() - t) * 1000)
+    return times
 
 
 def _raise_nofile() -> None:
@@ -406,16 +513,24 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     _raise_nofile()
     with ExitStack() as stack:
         bin_dir = VENV_BIN if args.editable else stack.enter_context(installed_cli())
-        return _bench(args, bin_dir)
+        base_bin = None
+        if args.cli_base:
+            from daemon_ab import exported  # (it imports this module)
+
+            base_bin = stack.enter_context(installed_cli(stack.enter_context(
+                exported(args.cli_base))))
+        return _bench(args, bin_dir, base_bin)
 
 
-def _bench(args: argparse.Namespace, bin_dir: Path) -> dict[str, Any]:
+def _bench(args: argparse.Namespace, bin_dir: Path, base_bin: Path | None) -> dict[str, Any]:
     fleet_data: dict[str, Any] | None = None
     with running_daemon() as daemon:
-        memory_data = memory(daemon, args.sessions)
-        contenders = trio.run(latency, daemon, args.runs, args.warmup, bin_dir)
+        memory_data = None if args.fleet_only else memory(daemon, args.sessions)
+        contenders = [] if args.fleet_only else trio.run(latency, daemon, args.runs,
+                                                          args.warmup, bin_dir, base_bin)
         if args.fleet:
-            fleet_data = fleet(daemon, args.fleet, args.fleet_timeout, bin_dir)
+            fleet_data = fleet(daemon, args.fleet, args.fleet_timeout, bin_dir,
+                               args.fleet_inflight, base_bin)
         with daemon.client() as nono:
             status = nono.status()
         final = snapshot(daemon.proc.pid)
@@ -426,6 +541,9 @@ def _bench(args: argparse.Namespace, bin_dir: Path) -> dict[str, Any]:
             continue
         results.append({"name": c.name, "what": c.what, "n": len(c.samples),
                         **summarize(c.samples), "samples_ms": [round(s, 4) for s in c.samples]})
+        cpu = CLI_CPU.get(c.name, [])[args.warmup:]
+        if cpu:
+            results[-1]["cpu_p50"] = summarize(cpu)["p50"]
     engine = next((r["p50"] for r in results if r["name"] == "engine-prof"), None)
     for r in results:
         r["p50_vs_engine"] = r["p50"] / engine if engine else None
@@ -436,6 +554,7 @@ def _bench(args: argparse.Namespace, bin_dir: Path) -> dict[str, Any]:
         "results": results, "skipped": skipped,
         "memory": memory_data, "after_latency": final, "fleet": fleet_data,
         "cli_install": "editable (this venv)" if args.editable else "wheel in a temporary venv",
+        "cli_base": args.cli_base,
     }
 
 
@@ -449,31 +568,48 @@ def print_table(data: dict[str, Any]) -> None:
     print(f"# kernel {m['kernel']}, nproc {m['nproc']} (usable {m['nproc_usable']}), "
           f"{m['cpu']}, Python {m['python']}, uid {m['uid']}, load {m['loadavg_1m']:.2f}")
     print(f"# engine {m['engine']}, landlock ABI {m['landlock_abi']}, {m['bwrap']}")
-    print(f"# nonoctl: {data['cli_install']}")
+    print(f"# nonoctl: {data['cli_install']}"
+          + (f"; @base: a wheel of {data['cli_base']}" if data.get("cli_base") else ""))
+    if data["memory"] is None:  # --fleet-only
+        _print_fleet(data["fleet"])
+        return
     print(f"# the daemon's sessions: {data['memory']['enforcement']}")
     print(f"# /bin/true to exit, {data['runs']} runs per contender after {data['warmup']} "
           "warm-up runs, back to back")
     print()
-    print(f"{'contender':<12} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'min ms':>8} "
+    print(f"{'contender':<16} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'min ms':>8} "
           f"{'max ms':>8} {'p50/engine-prof':>16}")
     for r in data["results"]:
         ratio = f"{r['p50_vs_engine']:.2f}x" if r["p50_vs_engine"] else "-"
-        print(f"{r['name']:<12} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['mean']:>8.2f} "
+        print(f"{r['name']:<16} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['mean']:>8.2f} "
               f"{r['min']:>8.2f} {r['max']:>8.2f} {ratio:>16}")
     for s in data["skipped"]:
-        print(f"{s['name']:<12} SKIPPED: {s['reason']}")
+        print(f"{s['name']:<16} SKIPPED: {s['reason']}")
+    p50 = {r["name"]: r["p50"] for r in data["results"]}
+    cpu = {r["name"]: r["cpu_p50"] for r in data["results"] if "cpu_p50" in r}
+    print()
+    print(f"{'CLI process':<16} {'cpu p50':>8}  (user + system time of the nonoctl process)")
+    for name, ms in cpu.items():
+        print(f"{name:<16} {ms:>8.2f}")
+    for name, _, _ in CLI_ROWS:
+        if f"{name}@base" in p50 and name in p50:
+            print(f"{name:<16} {p50[name] / p50[name + '@base']:>8.2f}x the @base p50, "
+                  f"{cpu[name] / cpu[name + '@base']:.2f}x its CPU time")
     print()
     for r in data["results"]:
-        print(f"  {r['name']:<12} {r['what']}")
+        print(f"  {r['name']:<16} {r['what']}")
     mm = data["memory"]
     n = mm["sessions"]
     print()
     print(f"{'memory':<28} {'procs':>5} {'RSS MiB':>9} {'PSS MiB':>9}")
     print(_row("fresh (no launch yet): total", mm["fresh"]["total"]))
-    for label, key in (("idle", "idle"), (f"{n} sleeps", "loaded")):
+    for label, key in (("idle", "idle"), ("settled", "settled"),
+                       (f"{n} sleeps", "loaded")):
+        if key not in mm:
+            continue
         print(_row(f"{label}: daemon", mm[key]["daemon"]))
         print(_row(f"{label}: fork server", mm[key]["fork_server"]))
-        below = "warm launcher" if key == "idle" else "warm + sessions"
+        below = "warm + sessions" if key == "loaded" else "warm launchers"
         print(_row(f"{label}: {below}", mm[key]["below"]))
         print(_row(f"{label}: total", mm[key]["total"]))
     print(_row("stopped + pruned: total", mm["after_stop"]["total"]))
@@ -481,15 +617,23 @@ def print_table(data: dict[str, Any]) -> None:
     per = mm["per_session_kib"]
     print(f"per session (total - idle) / {n}: RSS {per['rss']:.0f} KiB, PSS {per['pss']:.0f} KiB,"
           f" {mm['session_processes'] / n:.0f} processes (the program included)")
-    fl = data["fleet"]
-    if fl:
-        print()
-        print(f"fleet: {fl['launched']} of {fl['requested']} sessions (netns + proxy) launched in "
-              f"{fl['launch_s']:.1f} s, {fl['running']} running, {fl['failed']} failed; "
-              f"PSS {fl['total']['pss_mib']:.0f} MiB ({fl['total']['processes']} processes); "
-              f"nonoctl ps p50 {fl['ps_p50_ms']:.0f} ms; stopped + pruned in {fl['stop_s']:.1f} s")
-        for why in fl["failures"]:
-            print(f"  failure: {why}")
+    _print_fleet(data["fleet"])
+
+
+def _print_fleet(fl: dict[str, Any] | None) -> None:
+    if not fl:
+        return
+    print()
+    print(f"fleet: {fl['launched']} of {fl['requested']} sessions (netns + proxy) launched in "
+          f"{fl['launch_s']:.1f} s, {fl['inflight']} in flight, {fl['running']} running, "
+          f"{fl['failed']} failed; PSS {fl['total']['pss_mib']:.0f} MiB "
+          f"({fl['total']['processes']} processes); nonoctl ps p50 {fl['ps_p50_ms']:.0f} ms"
+          + (f" (@base {fl['base_ps_p50_ms']:.0f} ms)" if fl.get("base_ps_p50_ms") else "")
+          + f"; stopped + pruned in {fl['stop_s']:.1f} s")
+    print("  launch p50 per 100 sessions, ms: "
+          + " ".join(f"{ms:.1f}" for ms in fl["p50_per_100_ms"]))
+    for why in fl["failures"]:
+        print(f"  failure: {why}")
 
 
 def main() -> None:
@@ -501,12 +645,22 @@ def main() -> None:
                         help="also launch N sessions with netns + proxy from one client")
     parser.add_argument("--fleet-timeout", type=float, default=120.0, metavar="S",
                         help="stop launching the fleet after this many seconds")
+    parser.add_argument("--fleet-inflight", type=int, default=FLEET_INFLIGHT, metavar="K",
+                        help="launches in flight in the fleet (K connections of one client "
+                        f"process; default {FLEET_INFLIGHT})")
+    parser.add_argument("--fleet-only", action="store_true",
+                        help="only the fleet (no memory or latency steps)")
     parser.add_argument("--editable", action="store_true",
                         help="time this venv's (editable) nonoctl instead of a wheel install")
+    parser.add_argument("--cli-base", metavar="REV",
+                        help="also time the nonoctl of this git revision (a wheel of it), "
+                        "interleaved with this tree's")
     parser.add_argument("--json", action="store_true", help="print JSON (with every sample)")
     args = parser.parse_args()
-    if args.runs < 1 or args.warmup < 0 or args.sessions < 1 or args.fleet < 0:
-        parser.error("--runs must be >= 1, --warmup >= 0, --sessions >= 1")
+    if args.runs < 1 or args.warmup < 0 or args.sessions < 1 or args.fleet < 0 \
+            or args.fleet_inflight < 1 or (args.fleet_only and not args.fleet):
+        parser.error("--runs must be >= 1, --warmup >= 0, --sessions >= 1, "
+                     "--fleet-inflight >= 1; --fleet-only needs --fleet")
     emit(bench(args), as_json=args.json, table=print_table)
 
 

@@ -18,8 +18,13 @@ Per daemon:
   ps         with ``--sessions N`` detached ``sleep`` sessions in each, the ``ListSessions``
              round trip as ``nonoctl ps`` sends it (the base may not know ``brief``: then
              both get the full request)
+  fleet      with ``--fleet N``: bench/daemon.py's fleet (N sessions with netns + proxy,
+             ``--fleet-inflight K`` launches in flight) in each daemon, one daemon at a
+             time, base / this / this / base: wall time, the daemon's CPU time per session,
+             the launch p50 per 100 sessions; then stopped and pruned
 
-    .venv/bin/python bench/daemon_ab.py [--base main] [--runs 150] [--sessions 0] [--json]
+    .venv/bin/python bench/daemon_ab.py [--base main] [--runs 150] [--sessions 0]
+                                        [--fleet N [--fleet-inflight K]] [--json]
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import emit, machine, percentile
-from daemon import OPTIONS, BenchFailure, Daemon, mem
+from daemon import FLEET_INFLIGHT, OPTIONS, BenchFailure, Daemon, _launch_fleet, _raise_nofile, mem
 
 from nonoctl.client import Connection, RemoteError
 from nonod import protocol as p
@@ -114,6 +119,20 @@ def _stop(side: Side, ids: list[str]) -> None:
     side.conn.request(p.Prune())
 
 
+def _fleet(side: Side, count: int, inflight: int) -> dict[str, Any]:
+    cpu0 = _cpu_ms(side.daemon.proc.pid)
+    began = time.perf_counter()
+    ids, failures, latencies = _launch_fleet(side.daemon, count, inflight,
+                                             time.monotonic() + 600)
+    wall = time.perf_counter() - began
+    cpu1 = _cpu_ms(side.daemon.proc.pid)
+    _stop(side, ids)
+    blocks = [latencies[i:i + 100] for i in range(0, len(latencies), 100)]
+    return {"side": side.name, "launched": len(ids), "failed": len(failures), "wall_s": wall,
+            "cpu_ms_per_session": (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]) / max(1, len(ids)),
+            "p50_per_100_ms": [percentile(b, 0.5) for b in blocks]}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with ExitStack() as stack:
         base_tree = stack.enter_context(exported(args.base))
@@ -158,6 +177,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 for side, sids in zip(sides, ids, strict=True):
                     _stop(side, sids)
+        if args.fleet:
+            out["fleet"] = {"count": args.fleet, "inflight": args.fleet_inflight,
+                            "runs": [_fleet(side, args.fleet, args.fleet_inflight)
+                                     for side in (*sides, *sides[::-1])]}
         return out
 
 
@@ -176,6 +199,14 @@ def print_table(data: dict[str, Any]) -> None:
     a, b = data["sides"]
     print(f"after/before: p50 {b['p50'] / a['p50']:.3f}, daemon CPU "
           f"{(b['cpu_user_ms'] + b['cpu_sys_ms']) / (a['cpu_user_ms'] + a['cpu_sys_ms']):.3f}")
+    fleet = data.get("fleet")
+    if fleet:
+        print(f"fleet: {fleet['count']} sessions (netns + proxy), {fleet['inflight']} in flight, "
+              "one daemon at a time")
+        for r in fleet["runs"]:
+            print(f"  {r['side']:<22} {r['wall_s']:6.1f} s, {r['launched']} launched, "
+                  f"{r['failed']} failed, daemon CPU {r['cpu_ms_per_session']:.2f} ms/session; "
+                  "p50 per 100: " + " ".join(f"{ms:.0f}" for ms in r["p50_per_100_ms"]))
 
 
 def main() -> None:
@@ -185,8 +216,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed launches first")
     parser.add_argument("--sessions", type=int, default=0,
                         help="then N idle sessions in each, for the ps round trip")
+    parser.add_argument("--fleet", type=int, default=0, metavar="N",
+                        help="then a fleet of N sessions in each daemon, one at a time")
+    parser.add_argument("--fleet-inflight", type=int, default=FLEET_INFLIGHT, metavar="K")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.fleet:
+        _raise_nofile()
     emit(run(args), as_json=args.json, table=print_table)
 
 

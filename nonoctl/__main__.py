@@ -2,17 +2,44 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import sys
 
 
 def main() -> None:
     # msgspec imports typing_extensions only to improve type-hint introspection we do not use,
     # and falls back to ``typing`` without it; skipping it saves ~10 ms of every command's
-    # startup (the CLI's budget is 80 ms end to end). This process never needs it otherwise.
+    # startup. This process never needs it otherwise.
     sys.modules.setdefault("typing_extensions", None)  # type: ignore[arg-type]
-    from ._cli import main as run
+    # The imports make tens of thousands of objects and no garbage: collecting while they run
+    # is wasted (~1.5 ms). Frozen afterwards, they are never scanned again either.
+    gc.disable()
+    try:
+        from ._cli import main as run
+    finally:
+        gc.freeze()
+        gc.enable()
+    _exit(run())
 
-    sys.exit(run())
+
+def _exit(code: int) -> None:
+    """Exit with ``code``. The interpreter's own teardown (clearing every module, collecting
+    what they held) takes ~7 ms, a tenth of a command, and does nothing a command needs once
+    its output is flushed: unless something registered an exit handler or a thread still
+    runs, the process ends at once."""
+    if "threading" in sys.modules and sys.modules["threading"].active_count() > 1:
+        sys.exit(code)
+    import atexit
+
+    if getattr(atexit, "_ncallbacks", lambda: 1)() > 0:
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 - the interpreter reports it as it always did
+        sys.exit(code)
+    os._exit(code)
 
 
 if __name__ == "__main__":

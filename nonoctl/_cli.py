@@ -26,19 +26,19 @@ Exit statuses (also in ``docs/cli.md``):
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import errno
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 from nonod import protocol as p
 from nonod.errors import NonoError
 
+from . import _fastargs
+from ._flags import GLOBAL, JSON, LAUNCH_FLAGS, LAUNCH_OWN, PS, STOP, Flag
 from ._output import Output
 from ._sanitize import OutputFilter
 from .client import (
@@ -53,6 +53,8 @@ from .client import (
 )
 
 if TYPE_CHECKING:
+    import argparse
+
     from nonod import audit, trust
 
 EXIT_OK: Final = 0
@@ -71,7 +73,7 @@ DETACH_KEY: Final = 0x1D  # Ctrl-]
 _FORWARDED_NAMES: Final = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGWINCH", "SIGUSR1",
                            "SIGUSR2")
 
-Handler = Callable[[argparse.Namespace, list[str], Output], int]
+Handler = Callable[["argparse.Namespace", list[str], Output], int]
 
 
 class _Verbs(Protocol):
@@ -127,53 +129,23 @@ def _profile_arg(value: str | None) -> str | None:
 
 def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
     """nono's ``run`` flags."""
-    fs = parser.add_argument_group("filesystem (as nono)")
-    fs.add_argument("--allow-cwd", action="store_true",
-                    help="grant the current directory read and write")
-    fs.add_argument("-a", "--allow", action="append", default=[], metavar="DIR",
-                    help="grant a directory read and write (repeatable)")
-    fs.add_argument("-r", "--read", action="append", default=[], metavar="DIR",
-                    help="grant a directory read-only")
-    fs.add_argument("-w", "--write", action="append", default=[], metavar="DIR",
-                    help="grant a directory write-only")
-    fs.add_argument("--allow-file", action="append", default=[], metavar="FILE",
-                    help="grant one file read and write")
-    fs.add_argument("--read-file", action="append", default=[], metavar="FILE",
-                    help="grant one file read-only")
-    fs.add_argument("--write-file", action="append", default=[], metavar="FILE",
-                    help="grant one file write-only")
-    fs.add_argument("--workdir", metavar="DIR", help="the session's working directory "
-                    "(what the profile's `workdir` refers to)")
-    net = parser.add_argument_group("network and credentials (as nono)")
-    net.add_argument("--block-net", "--net-block", action="store_true", dest="block_net",
-                     help="no network at all")
-    net.add_argument("--allow-domain", "--allow-host", action="append", default=[],
-                     metavar="HOST", help="reach HOST (or *.suffix) through the proxy")
-    net.add_argument("--listen-port", action="append", default=[], type=int, metavar="PORT",
-                     help="forward host 127.0.0.1:PORT into the session")
-    net.add_argument("--credential", "--proxy-credential", action="append", default=[],
-                     dest="credential", metavar="NAME",
-                     help="a credential route (openai, github, ...) through the proxy")
-    net.add_argument("--env-credential-map", action="append", default=[], metavar="REF=VAR",
-                     help="put credential REF into environment variable VAR")
-    res = parser.add_argument_group("resource limits (the session's own cgroup)")
-    res.add_argument("--memory", type=_memory, metavar="SIZE",
-                     help="memory limit, such as 512M (no swap on top); past it the session "
-                     "is killed (reason oom)")
-    res.add_argument("--max-processes", type=int, metavar="N",
-                     help="processes and threads at once (further forks fail)")
-    res.add_argument("--cpus", type=float, metavar="X",
-                     help="CPU time per second, such as 0.5 (half of one CPU)")
-    res.add_argument("--cpu-weight", type=int, metavar="N",
-                     help="share of contended CPU, 1..10000 (100: the default)")
-    res.add_argument("--io-weight", type=int, metavar="N",
-                     help="share of contended disk I/O, 1..10000 (100: the default)")
-    res.add_argument("--timeout", "--wall-clock", type=_duration, dest="wall_clock",
-                     metavar="DURATION", help="stop the session after this long (90s, 1h)")
-    trust = parser.add_argument_group("trust")
-    trust.add_argument("--trust-override", action="store_true",
-                       help="DANGEROUS: launch without verifying instruction files "
-                       "(recorded in the audit stream)")
+    for title, flags in LAUNCH_FLAGS:
+        _add_flags(parser.add_argument_group(title), flags)
+
+
+def _add_flags(parser: argparse._ActionsContainer, flags: Sequence[Flag]) -> None:
+    """``flags`` (``nonoctl._flags``) as argparse options."""
+    for flag in flags:
+        how: dict[str, Any] = {"dest": flag.dest, "help": flag.help}
+        if flag.kind == "flag":
+            how["action"] = "store_true"
+        elif flag.kind == "append":
+            how.update(action="append", default=[])
+        if flag.convert is not None:
+            how["type"] = flag.convert
+        if flag.metavar is not None:
+            how["metavar"] = flag.metavar
+        parser.add_argument(*flag.names, **how)
 
 
 def _options(args: argparse.Namespace) -> p.LaunchOptions:
@@ -198,24 +170,6 @@ def _options(args: argparse.Namespace) -> p.LaunchOptions:
     )
 
 
-def _memory(text: str) -> int:
-    from nonod._units import parse_memory
-
-    try:
-        return parse_memory(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _duration(text: str) -> float:
-    from nonod._units import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _command_word(words: Sequence[str]) -> str | None:
     """The subcommand in ``words`` (skipping global options), if any."""
     skip = False
@@ -231,6 +185,8 @@ def _command_word(words: Sequence[str]) -> str | None:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``only``, just that command's subparser (faster: startup matters)."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="nonoctl",
         description="Run programs in kernel-enforced sandboxes, supervised by nonod.",
@@ -239,17 +195,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--socket", type=Path, metavar="PATH",
                         help="nonod's control socket (default: $NONO_SOCKET, else the user "
                         "daemon's)")
-    parser.add_argument("--system", action="store_true", help="talk to the system daemon")
-    parser.add_argument("--no-autostart", action="store_true",
-                        help="do not start a user daemon if none runs (NONO_NO_AUTOSTART=1)")
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    _add_flags(parser, GLOBAL)
     parser.set_defaults(func=_cmd_help, parser=parser)
     json_flag = argparse.ArgumentParser(add_help=False)
-    json_flag.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_flags(json_flag, [JSON])
     # A verb's --json must not reset a --json given before the verb (`daemon --json status`).
     verb_json = argparse.ArgumentParser(add_help=False)
-    verb_json.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                           help="machine-readable output")
+    verb_json.add_argument(*JSON.names, action="store_true", default=argparse.SUPPRESS,
+                           help=JSON.help)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     # What the commands not run here fill (their options may clash: the last one wins).
@@ -290,20 +243,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                      aliases=["run"])
     launch.add_argument("profile_name", nargs="?", metavar="PROFILE",
                         help="profile name or file (same as --profile)")
-    launch.add_argument("-p", "--profile", help="profile name or JSON file")
-    launch.add_argument("--name", help="a name for the session (unique among live ones)")
-    launch.add_argument("-d", "--detach", action="store_true",
-                        help="run in the background on a terminal of the daemon's")
-    launch.add_argument("--dry-run", action="store_true",
-                        help="show the resolved policy and command; run nothing")
-    launch.add_argument("--audit-sign-key", metavar="NAME",
-                        help="sign the session's sealed audit record with this trust key "
-                        "(keychain name or file:///abs/path ref; overrides [audit] sign_key)")
+    _add_flags(launch, LAUNCH_OWN)
     _add_launch_flags(launch)
 
-    ps = command("ps", _cmd_ps, "list sessions")
-    ps.add_argument("-a", "--all", action="store_true", help="include ended sessions")
-    ps.add_argument("-q", "--quiet", action="store_true", help="print ids only")
+    _add_flags(command("ps", _cmd_ps, "list sessions"), PS)
 
     top = command("top", _cmd_top, "live resource usage of your sessions (like docker stats)")
     top.add_argument("-n", "--interval", type=float, default=2.0, metavar="S",
@@ -316,9 +259,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     stop = command("stop", _cmd_stop, "stop a session (SIGTERM, grace, SIGKILL)")
     stop.add_argument("session", metavar="ID")
-    stop.add_argument("-t", "--timeout", type=float, metavar="S",
-                      help="seconds between SIGTERM and SIGKILL")
-    stop.add_argument("-f", "--force", action="store_true", help="SIGKILL at once")
+    _add_flags(stop, STOP)
 
     wait = command("wait", _cmd_wait, "wait for a session to end; exit with its status")
     wait.add_argument("session", metavar="ID")
@@ -502,8 +443,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _connect(args: argparse.Namespace, *, autostart: bool = True) -> Connection:
+    """A connection whose ``hello`` goes out with its first request (``Connection.open``:
+    one round trip fewer). Every command sends that request as soon as it is connected (a
+    prompt or local work comes before the connection): a ``hello`` held while waiting would
+    run into the daemon's handshake timeout."""
     return connect(
-        args.socket, system=args.system, autostart=autostart and not args.no_autostart
+        args.socket, system=args.system, autostart=autostart and not args.no_autostart,
+        defer_hello=True,
     )
 
 
@@ -628,9 +574,7 @@ class _SignalPipe:
 #: How long a stopping signal that came before the ``launched`` reply waits for it.
 _LAUNCHED_GRACE: Final = 1.0
 #: Signals that end ``nonoctl launch`` itself while there is no session to forward them to.
-_STOPPING: Final = frozenset(
-    int(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SIGHUP")
-)
+_STOPPING: Final = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 def _ignore_signal(signum: int, frame: object) -> None:
@@ -643,6 +587,7 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
     import time
 
     fds, opened = _stdio_fds()
+    stopping = frozenset(_signum(name) for name in _STOPPING)
     session_id: str | None = None
     queued: list[int] = []
     stop_deadline: float | None = None
@@ -660,7 +605,7 @@ def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
             ready = [sock] if conn.has_buffered() else select.select(watch, [], [], timeout)[0]
             if signals.fd in ready:
                 queued += signals.read()
-            if session_id is None and _STOPPING.intersection(queued):
+            if session_id is None and stopping.intersection(queued):
                 # The program may already run, its `launched` reply on the way: give the
                 # daemon a moment to say so (the signal is then forwarded). Otherwise nonoctl
                 # itself was interrupted; closing the connection stops the session should
@@ -1768,15 +1713,36 @@ _COMMANDS: Final = frozenset({
 })
 
 
+_FAST_VERBS: Final[dict[str, Handler]] = {
+    "launch": _cmd_launch, "run": _cmd_launch, "ps": _cmd_ps, "inspect": _cmd_inspect,
+    "stop": _cmd_stop, "wait": _cmd_wait, "prune": _cmd_prune, "": _cmd_help,  # "": --version
+}
+
+
+def _fast_args(words: Sequence[str]) -> argparse.Namespace | None:
+    """What argparse would make of ``words``, read without it (``_fastargs``), or None."""
+    read = _fastargs.parse(words)
+    if read is None:
+        return None
+    verb, values = read
+    if values["socket"] is not None:
+        values["socket"] = Path(str(values["socket"]))
+    from types import SimpleNamespace
+
+    return cast("argparse.Namespace", SimpleNamespace(func=_FAST_VERBS[verb], parser=None,
+                                                       **values))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     command: list[str] = []
     if "--" in words:
         cut = words.index("--")
         words, command = words[:cut], words[cut + 1 :]
-    word = _command_word(words)
-    parser = build_parser(word if word in _COMMANDS else None)
-    args = parser.parse_args(words)
+    args = _fast_args(words)
+    if args is None:
+        word = _command_word(words)
+        args = build_parser(word if word in _COMMANDS else None).parse_args(words)
     out = Output(json=bool(getattr(args, "json", False)))
     if command and args.func not in (_cmd_launch, _cmd_learn):
         out.error("only `launch`/`run` and `learn` take a command after `--`")

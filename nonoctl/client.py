@@ -133,29 +133,45 @@ class Connection:
         self._replies: deque[p.AnyReply] = deque()
         self.closed = False
         self.welcome: p.Welcome | None = None
+        #: A deferred ``hello``: it goes out with the first request (``open(defer_hello=)``).
+        self._hello: bytes | None = None
+        self._awaiting_welcome = False
 
     # -- opening
     @classmethod
     def open(
-        cls, path: Path, *, timeout: float | None = CONNECT_TIMEOUT, client: str = CLIENT_NAME
+        cls, path: Path, *, timeout: float | None = CONNECT_TIMEOUT, client: str = CLIENT_NAME,
+        defer_hello: bool = False,
     ) -> Connection:
-        """Connect, handshake and exchange ``hello``; raise DaemonUnreachable/RemoteError."""
+        """Connect, handshake and exchange ``hello``; raise DaemonUnreachable/RemoteError.
+
+        With ``defer_hello``, the ``hello`` goes out in the same write as the first request,
+        saving a round trip: the daemon handles that request only once it has accepted the
+        ``hello`` (it closes the connection otherwise), and ``receive`` checks the welcome
+        before it returns any reply, raising as ``open`` would have."""
         sock = connect_trusted(path, timeout)
         conn = cls(sock, path)
+        hello = Call(p.Hello(protocol=p.PROTOCOL_VERSION, client=client), p.Welcome, _same,
+                     state=State.HELLO)
         try:
             conn._handshake()
-            hello = Call(p.Hello(protocol=p.PROTOCOL_VERSION, client=client), p.Welcome,
-                         _same, state=State.HELLO)
+            if defer_hello:
+                conn._hello = conn._ws.text(p.encode(hello.request).decode("utf-8"))
+                return conn  # the timeout stays until the welcome is in
             reply = conn.request(hello.request)
         except BaseException:
             conn.close()
             raise
-        if not isinstance(reply, p.Welcome):
-            conn.close()
-            raise UnexpectedReply(f"the daemon answered hello with `{_tag(reply)}`")
-        conn.welcome = reply
-        sock.settimeout(None)
+        conn._welcomed(reply)
         return conn
+
+    def _welcomed(self, reply: p.AnyReply) -> None:
+        """Take the daemon's answer to ``hello``."""
+        if not isinstance(reply, p.Welcome):
+            self.close()
+            raise UnexpectedReply(f"the daemon answered hello with `{_tag(reply)}`")
+        self.welcome = reply
+        self.sock.settimeout(None)
 
     def _handshake(self) -> None:
         self._send_raw(self._ws.request("localhost", p.WS_RESOURCE, p.WS_SUBPROTOCOL))
@@ -209,7 +225,14 @@ class Connection:
     def _drain_events(self) -> None:
         try:
             for event in self._ws.events():
-                if isinstance(event, _ws.Text):
+                if isinstance(event, _ws.Text) and self._awaiting_welcome:
+                    self._awaiting_welcome = False
+                    reply = self._decode(event)
+                    if isinstance(reply, p.ErrorReply):
+                        self.close()
+                        raise RemoteError(reply)
+                    self._welcomed(reply)
+                elif isinstance(event, _ws.Text):
                     self._replies.append(self._decode(event))
                 elif isinstance(event, _ws.Ping):
                     self._send_raw(self._ws.pong(event.payload))
@@ -231,8 +254,11 @@ class Connection:
         """Send one request; ``fds`` ride with its frame (SCM_RIGHTS)."""
         if self.closed:
             raise ConnectionLost("the connection to nonod is closed")
-        text = p.encode(message).decode("utf-8")
-        self._send_raw(self._ws.text(text), fds)
+        frame = self._ws.text(p.encode(message).decode("utf-8"))
+        if self._hello is not None:
+            frame, self._hello = self._hello + frame, None
+            self._awaiting_welcome = True
+        self._send_raw(frame, fds)
 
     def receive(self) -> p.AnyReply:
         """The next message from the daemon (blocking)."""
@@ -398,12 +424,15 @@ def connect(
     autostart: bool = True,
     timeout: float | None = CONNECT_TIMEOUT,
     client: str = CLIENT_NAME,
+    defer_hello: bool = False,
 ) -> Connection:
-    """Open a conversation, starting a user daemon first if none answers."""
+    """Open a conversation, starting a user daemon first if none answers (``defer_hello``:
+    see ``Connection.open``)."""
     explicit = path is not None or bool(os.environ.get("NONO_SOCKET"))
     target = path or client_socket_path(system=system)
     try:
-        return Connection.open(target, timeout=timeout, client=client)
+        return Connection.open(target, timeout=timeout, client=client,
+                               defer_hello=defer_hello)
     except DaemonUnreachable as exc:
         may_start = (
             autostart and not system and os.environ.get("NONO_NO_AUTOSTART") != "1"
@@ -412,7 +441,7 @@ def connect(
         if not may_start:
             raise
     start_daemon(target if explicit else None)
-    return Connection.open(target, timeout=timeout, client=client)
+    return Connection.open(target, timeout=timeout, client=client, defer_hello=defer_hello)
 
 
 def working_directory() -> str:

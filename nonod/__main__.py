@@ -7,11 +7,14 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # structlog imports rich when it is installed (sigstore, a dev extra, brings it; so do
-    # many system Pythons) for pretty tracebacks and locals, which the daemon never renders
-    # (plain tracebacks, no locals): 3.5 MiB of the daemon's memory for nothing. This process
-    # never needs it otherwise (as nonoctl skips typing_extensions).
-    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
+    # Before structlog, msgspec and trio-websocket are imported: what they would load for
+    # nothing (``nonod._lean``).
+    from . import _lean
+
+    _lean.keep_out_rich()
+    _lean.import_structlog()
+    _lean.import_msgspec()
+    _lean.import_trio_websocket()
     from ._main import main as run
 
     return run(argv)

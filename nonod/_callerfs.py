@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import platform
 import pwd
@@ -139,7 +140,10 @@ class Identity:
 # -------------------------------------------------------------- per-thread credentials
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
+    """Loaded once: a ``CDLL`` costs a ``dlopen`` and its setup, at every read as the caller
+    otherwise (a few per launch). Calls through it are thread-safe; errno is per thread."""
     return ctypes.CDLL(None, use_errno=True)
 
 
@@ -369,16 +373,22 @@ async def run_as(caller: _HasUid | None, fn: Callable[[], T], *,
     The thread comes from the caller's own limiter. On timeout the thread is abandoned (still
     counted against the caller until it returns) and :class:`FileTimeout` is raised.
     """
-    import trio
-
-    uid = caller.uid if caller is not None else os.geteuid()
-
     def body() -> T:
         with acting_as(Identity.of(caller) if caller is not None else None):
             return fn()
 
+    return await in_thread_of(caller, body, timeout=timeout, what=what)
+
+
+async def in_thread_of(caller: _HasUid | None, fn: Callable[[], T], *,
+                       timeout: float = DEFAULT_TIMEOUT, what: str = "") -> T:
+    """:func:`run_as`'s thread, limiter and timeout, leaving identities to ``fn`` (which
+    must take the caller's with :func:`acting_as` wherever it opens the caller's files)."""
+    import trio
+
+    uid = caller.uid if caller is not None else os.geteuid()
     with trio.move_on_after(timeout):
-        return await trio.to_thread.run_sync(body, limiter=_limiter(uid), abandon_on_cancel=True)
+        return await trio.to_thread.run_sync(fn, limiter=_limiter(uid), abandon_on_cancel=True)
     raise FileTimeout(what or "a file", f"not read within {timeout:g} s (a hung filesystem, "
                                         "or too many of your reads at once)")
 

@@ -164,6 +164,16 @@ class SandboxSection(_Section, frozen=True, kw_only=True):
     #: that need a mount namespace are refused unless they accept the weaker mode). Read when
     #: the launcher starts (a reload does not change a running launcher's mode).
     mode: Literal["auto", "namespaces", "landlock-only"] = "auto"
+    #: The fork server keeps two launchers ready per kind of launch (user, namespaces, audit
+    #: tag), so that launches back to back all find one; once no launch of a kind came for
+    #: this long, it keeps one (each is two processes, ~1 MiB of their own apiece). Read
+    #: when the launcher starts.
+    warm_idle: Duration = 30.0
+
+    def __post_init__(self) -> None:
+        from ._units import parse_duration
+
+        parse_duration(self.warm_idle)
 
 
 Size = str | Annotated[int, msgspec.Meta(ge=1 << 20)]

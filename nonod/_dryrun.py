@@ -3,7 +3,6 @@ network mode and why, credential routes. Computed from the resolved policy, in t
 
 from __future__ import annotations
 
-from .credentials import policy_intercepts
 from .policy import NetworkPolicy, ResolvedPolicy, ToolPolicy
 from .protocol import DryRunSummary, NetworkMode
 
@@ -29,8 +28,16 @@ def summarize(policy: ResolvedPolicy) -> DryRunSummary:
         listen_ports=net.listen_ports,
         credentials=_routes(net),
         tools=tuple(_tool(tool) for tool in policy.tools),
-        intercepts=policy_intercepts(net),
+        intercepts=_intercepts(net),
     )
+
+
+def _intercepts(net: NetworkPolicy) -> tuple[str, ...]:
+    # Imported here: the daemon loads this module at start, the credential routes (and what
+    # they import) only for a dry run or a session that uses them.
+    from .credentials import policy_intercepts
+
+    return policy_intercepts(net)
 
 
 def _routes(net: NetworkPolicy) -> tuple[str, ...]:
@@ -47,7 +54,7 @@ def _tool(tool: ToolPolicy) -> str:
     net = child.network
     hosts = ", ".join(net.allow_domain) if net.restricted and not net.block else ""
     routes = ", ".join(_routes(net))
-    intercepts = ", ".join(policy_intercepts(net))
+    intercepts = ", ".join(_intercepts(net))
     said = [f"hosts {hosts}" if hosts else "no network" if net.block else "",
             f"routes {routes}" if routes else "",
             f"intercepts TLS of {intercepts}" if intercepts else "",

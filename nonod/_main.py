@@ -128,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _logging.configure_logging(level=config.daemon.log_level, fmt=config.daemon.log_format)
     # Imported here: the engine and profile layers are only needed by a running daemon.
     from ._profile_source import ProfilePolicies
+    from ._units import parse_duration
     from .sandbox import open_launcher
 
     profile_dir = config.daemon.profile_dir
@@ -144,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(functools.partial(
             run_daemon, loaded, options=options, policies=policies,
-            launcher_factory=functools.partial(open_launcher, config.sandbox.mode),
+            launcher_factory=functools.partial(
+                open_launcher, config.sandbox.mode,
+                warm_idle=parse_duration(config.sandbox.warm_idle)),
             reload=reload, task_status=ready,
         ))
     except* NonoError as group:

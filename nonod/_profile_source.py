@@ -96,6 +96,22 @@ def _is_path(value: str) -> bool:
     return "/" in value or value.endswith(".json")
 
 
+def _check_named(name: str | None) -> None:
+    if name is not None and _is_path(name) and not name.startswith("/"):
+        raise ProfileError("a profile path must be absolute", source=name)
+
+
+def _check_workdir(cwd: str) -> None:
+    """Blocking, as the caller: the launch's working directory must be a directory the
+    caller itself can open, so what the system daemon says about it tells it nothing new."""
+    try:
+        _callerfs.read_path(cwd, kind="dir", max_bytes=0)
+    except _callerfs.FileMissing:
+        raise PolicyError(f"the working directory {cwd} does not exist") from None
+    except _callerfs.CallerFileError as exc:
+        raise PolicyError(f"cannot use the working directory: {exc.message}") from None
+
+
 def overrides_from(options: p.LaunchOptions) -> CliOverrides:
     """nono's ``run`` flags, as the profile resolver takes them."""
     pairs: list[tuple[str, str]] = []
@@ -132,9 +148,22 @@ class ProfilePolicies:
     async def resolve_launch(
         self, request: p.Launch, caller: Caller
     ) -> tuple[ResolvedPolicy, str | None]:
-        await self._check_workdir(request.cwd, caller)
-        data = await self._read_named(request.profile, caller)
-        return await trio.to_thread.run_sync(self._resolve_launch, request, caller, data)
+        """One worker thread (the caller's, bounded in time as its file reads are): the
+        working directory checked and a profile path read as the caller, then the profile
+        loaded and resolved (or its cached resolution checked, as the caller)."""
+        _check_named(request.profile)
+        who = caller if self._system else None
+
+        def work() -> tuple[ResolvedPolicy, str | None]:
+            with _callerfs.acting_as(_callerfs.Identity.of(who) if who is not None else None):
+                _check_workdir(request.cwd)
+                data = self._named_data(request.profile, caller)
+            return self._resolve_launch(request, caller, data)
+
+        try:
+            return await _callerfs.in_thread_of(who, work, what="the launch's profile")
+        except _callerfs.FileTimeout as exc:
+            raise PolicyError(f"cannot resolve the profile: {exc.message}") from None
 
     async def list_profiles(self, caller: Caller) -> tuple[p.ProfileEntry, ...]:
         return await trio.to_thread.run_sync(self._list, caller)
@@ -149,26 +178,24 @@ class ProfilePolicies:
         data = await self._read_named(request.profile, caller)
         return await trio.to_thread.run_sync(self._validate, request, caller, data)
 
-    async def _check_workdir(self, cwd: str, caller: Caller) -> None:
-        """The launch's working directory must be a directory the caller itself can open:
-        what the system daemon says about it then tells the caller nothing new."""
-        try:
-            await _callerfs.open_for(caller if self._system else None, cwd, kind="dir",
-                                     max_bytes=0)
-        except _callerfs.FileMissing:
-            raise PolicyError(f"the working directory {cwd} does not exist") from None
-        except _callerfs.CallerFileError as exc:
-            raise PolicyError(f"cannot use the working directory: {exc.message}") from None
-
     async def _read_named(self, name: str | None, caller: Caller) -> bytes | None:
         """A profile *path*'s bytes, read once as the caller; None for a profile name."""
+        _check_named(name)
         if name is None or not _is_path(name):
             return None
-        if not name.startswith("/"):
-            raise ProfileError("a profile path must be absolute", source=name)
         try:
-            opened = await _callerfs.open_for(caller if self._system else None, name,
-                                              max_bytes=MAX_PROFILE_BYTES)
+            return await _callerfs.run_as(caller if self._system else None,
+                                          lambda: self._named_data(name, caller), what=name)
+        except _callerfs.FileTimeout as exc:
+            raise ProfileError(f"cannot read profile: {exc.reason}", source=name) from None
+
+    # -- in a worker thread
+    def _named_data(self, name: str | None, caller: Caller) -> bytes | None:
+        """Blocking, as the caller: a profile *path*'s bytes, read once; None for a name."""
+        if name is None or not _is_path(name):
+            return None
+        try:
+            opened = _callerfs.read_path(name, max_bytes=MAX_PROFILE_BYTES)
         except _callerfs.FileMissing:
             raise ProfileNotFound("no such profile file", source=name) from None
         except _callerfs.CallerFileError as exc:
@@ -184,7 +211,6 @@ class ProfilePolicies:
                 )
         return opened.data
 
-    # -- in a worker thread
     def _user_dir(self, caller: Caller, env: dict[str, str]) -> Path | None:
         configured = self._profile_dir()
         if self._system:

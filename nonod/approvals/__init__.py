@@ -12,14 +12,29 @@ Public face::
 The proxy imports nothing of this package; this package imports the proxy's ApprovalAsk.
 """
 
-from ._asker import SessionAsker as SessionAsker
-from ._asker import SessionFacts as SessionFacts
-from ._errors import ApprovalError as ApprovalError
-from ._errors import ApprovalLimit as ApprovalLimit
-from ._errors import ApprovalNotFound as ApprovalNotFound
-from ._errors import SaveRefused as SaveRefused
-from ._queue import ApprovalQueue as ApprovalQueue
-from ._queue import Pending as Pending
-from ._save import save_host as save_host
-from ._webhook import WebhookCaller as WebhookCaller
-from ._webhook import sign as sign
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from ._asker import SessionAsker as SessionAsker
+    from ._asker import SessionFacts as SessionFacts
+    from ._errors import ApprovalError as ApprovalError
+    from ._errors import ApprovalLimit as ApprovalLimit
+    from ._errors import ApprovalNotFound as ApprovalNotFound
+    from ._errors import SaveRefused as SaveRefused
+    from ._queue import ApprovalQueue as ApprovalQueue
+    from ._queue import Pending as Pending
+    from ._save import save_host as save_host
+    from ._webhook import WebhookCaller as WebhookCaller
+    from ._webhook import sign as sign
+else:
+    __getattr__, __dir__ = exports(__name__, {
+        "_asker": ("SessionAsker", "SessionFacts"),
+        "_errors": ("ApprovalError", "ApprovalLimit", "ApprovalNotFound", "SaveRefused"),
+        "_queue": ("ApprovalQueue", "Pending"),
+        "_save": ("save_host",),
+        "_webhook": ("WebhookCaller", "sign"),
+    })

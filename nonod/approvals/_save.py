@@ -11,7 +11,6 @@ returned as a unified diff. The profile is rewritten as indented JSON (key order
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import secrets
@@ -70,6 +69,8 @@ def add_host(path: str, host: str, uid: int) -> str:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    import difflib  # here: the daemon loads this module at start, and saves seldom
+
     return "".join(difflib.unified_diff(
         old.decode("utf-8", "replace").splitlines(keepends=True),
         new.decode().splitlines(keepends=True), fromfile=path, tofile=path))

@@ -96,14 +96,22 @@ def pids_in(directory: str) -> list[int]:
 
 def kill_all(directories: Iterable[str]) -> None:
     """SIGKILL every process in these groups (and their children groups), a few rounds: a
-    process forking while we read is caught by the next round (the pid cap bounds them)."""
+    process forking while we read is caught by the next round (the pid cap bounds them).
+    A round that finds no process it has not signalled yet ends it: one killed but not yet
+    gone (the kernel lets it go from the group when it has exited) is not a reason to list
+    the groups again at once; the caller's next try (``remove_when_empty``, the registry's
+    ``remove_group``) sees whether it left."""
     dirs = [d for d in directories if os.path.isdir(d)]
+    killed: set[int] = set()
     for _ in range(20):
         found = False
         for directory in dirs:
             for root, _, _ in os.walk(directory, topdown=False):
                 for pid in pids_in(root):
+                    if pid in killed:
+                        continue
                     found = True
+                    killed.add(pid)
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(pid, signal.SIGKILL)
         if not found:
@@ -123,15 +131,21 @@ def remove_when_empty(directory: str, timeout: float = 2.0) -> bool:
         time.sleep(0.01)
 
 
-def remove_tree(directory: str) -> bool:
-    """rmdir a group and its children (bottom up); False if one is still busy."""
-    try:  # a session's group has no children: one rmdir, no listing of its control files
+def remove_if_empty(directory: str) -> bool:
+    """rmdir a group (True if it is gone); False if it is busy (processes or children)."""
+    try:
         os.rmdir(directory)
-        return True
     except FileNotFoundError:
         return True
     except OSError:
-        pass  # busy: it has children, or processes still in it
+        return False
+    return True
+
+
+def remove_tree(directory: str) -> bool:
+    """rmdir a group and its children (bottom up); False if one is still busy."""
+    if remove_if_empty(directory):  # a session's group has no children: no listing
+        return True
     ok = True
     for root, _, _ in os.walk(directory, topdown=False):
         try:

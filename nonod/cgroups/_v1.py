@@ -133,6 +133,12 @@ class V1Group:
             pids_limit_hits=keyed("pids", "pids.events", "max"),
         )
 
+    def oom_kills(self) -> int:
+        """What ``usage().oom_kills`` says, reading that file only."""
+        mem = self._dir("memory")
+        return _files.read_keyed(os.path.join(mem, "memory.oom_control"), self._files.read
+                                 ).get("oom_kill", 0) if mem else 0
+
     def oom_eventfd(self) -> int | None:
         """An eventfd the kernel signals at each OOM in the memory group (and at its removal);
         the caller owns it. None without a memory hierarchy."""
@@ -156,11 +162,14 @@ class V1Group:
 
     def remove(self) -> bool:
         self._files.close()
-        self.kill()
+        # An ended session's groups are empty: one rmdir each, nothing to list or kill. A
+        # group that is busy (processes or children left) is emptied and removed as before.
+        busy = [d for d in set(self._dirs.values()) if not _files.remove_if_empty(d)]
+        if busy:
+            _files.kill_all(busy)
         if self._spare is not None and self._spare.remove():
             self._spare = None
-        return self._spare is None and all(_files.remove_tree(d)
-                                           for d in set(self._dirs.values()))
+        return self._spare is None and all(_files.remove_tree(d) for d in busy)
 
 
 @final

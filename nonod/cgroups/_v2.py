@@ -79,6 +79,9 @@ class V2Group:
             pids_limit_hits=keyed("pids.events").get("max", 0),
         )
 
+    def oom_kills(self) -> int:
+        return _files.read_keyed(self._f("memory.events"), self._files.read).get("oom_kill", 0)
+
     def oom_eventfd(self) -> int | None:
         return None  # memory.oom.group: the kernel kills the whole session itself
 

@@ -27,13 +27,13 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from importlib import resources
 from typing import TYPE_CHECKING, Final, Literal, final
 from urllib.parse import urlsplit
 
 import msgspec
 import trio
 
+from .._data import read_data
 from ..policy import CustomCredential, NetworkPolicy
 from ._errors import BadValue, CredentialError, UnknownRoute
 from ._phantom import PhantomToken
@@ -215,7 +215,7 @@ class _BuiltinTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 def builtin_routes() -> dict[str, Route]:
     """nonod's built-in routes by name (``nonod/data/credential_routes.json``)."""
-    data = (resources.files("nonod") / "data" / "credential_routes.json").read_bytes()
+    data = read_data("credential_routes.json")
     table = msgspec.json.decode(data, type=_BuiltinTable)
     return {
         name: Route(name=name, upstream=spec.upstream,

@@ -12,7 +12,6 @@ profile that follows the schema section by section, each check next to the secti
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterator, Sequence
 from typing import Final, final
@@ -221,6 +220,8 @@ class _Checker:
                 yield f"{path}[{index}]", entry
 
     def group_hint(self, name: str) -> str:
+        import difflib  # here: only a profile with a mistake needs it
+
         close = difflib.get_close_matches(name, list(self.groups.groups), n=3)
         if close:
             return "did you mean " + " or ".join(f"`{c}`" for c in close) + "?"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import functools
 import re
-from importlib import resources
 from typing import Literal, final
 
 import msgspec
 
+from .._data import read_data
 from ..errors import ProfileError
 from . import _expand
 
@@ -133,10 +133,6 @@ class NetworkCatalog(_Data, frozen=True, kw_only=True):
         return tuple(out)
 
 
-def _read(name: str) -> bytes:
-    return (resources.files("nonod") / "data" / name).read_bytes()
-
-
 def decode_groups(data: bytes, source: str) -> GroupCatalog:
     try:
         return msgspec.json.decode(data, type=GroupCatalog)
@@ -155,11 +151,11 @@ def decode_network(data: bytes, source: str) -> NetworkCatalog:
 def builtin_groups() -> GroupCatalog:
     """The built-in policy groups (``nonod/data/groups.json``): decoded once per process (they
     ship with the code, and the catalog is frozen)."""
-    return decode_groups(_read("groups.json"), "nonod/data/groups.json")
+    return decode_groups(read_data("groups.json"), "nonod/data/groups.json")
 
 
 @functools.cache
 def builtin_network() -> NetworkCatalog:
     """The built-in network groups and profiles (``nonod/data/network_groups.json``), decoded
     once per process."""
-    return decode_network(_read("network_groups.json"), "nonod/data/network_groups.json")
+    return decode_network(read_data("network_groups.json"), "nonod/data/network_groups.json")

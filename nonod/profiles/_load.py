@@ -12,21 +12,18 @@ rule, listed in ``docs/profiles.md``.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, final
 
 import msgspec
 from msgspec import UNSET, Raw
 
-import nonod
-
 from .._callerfs import CallerFileError, FileMissing, FileTooLarge, read_path
+from .._data import DATA_DIR
 from .._xdg import config_home
 from ..errors import ExtendsError, ProfileError, ProfileNotFound, UnknownKey
 from ._check import (
@@ -64,8 +61,8 @@ class ProfileInfo(msgspec.Struct, frozen=True, kw_only=True):
 def builtin_profiles_dir() -> Path:
     """The built-in profiles: package data (``nonod/data/profiles``, in the wheel too; the
     repository's top-level ``profiles/`` is a link to it). An installed package is files on
-    disk (the loader lists the directory); a zipped one is not supported."""
-    return Path(str(resources.files(nonod).joinpath("data", "profiles")))
+    disk (the loader lists the directory); a zipped one is not supported (``nonod._data``)."""
+    return DATA_DIR / "profiles"
 
 
 def user_profiles_dir(home: str, xdg_config_home: str | None = None) -> Path:
@@ -107,6 +104,8 @@ def _from_validation_error(exc: msgspec.ValidationError, source: str) -> Profile
         return ProfileError(message, source=source, path=path)
     key = unknown.group("key")
     hints = []
+    import difflib  # here: only a profile with a mistake needs it
+
     close = difflib.get_close_matches(key, known_keys(path), n=2)
     if close:
         hints.append("did you mean " + " or ".join(f"`{c}`" for c in close) + "?")

@@ -20,7 +20,7 @@ import trio
 from ..errors import LaunchError
 from ..policy import ResolvedPolicy
 from . import _reaper
-from ._forkserver import MAX_PLAN
+from ._forkserver import MAX_PLAN, WARM_IDLE
 from ._launcher import (
     GUARD_LOST,
     REC_AUDIT,
@@ -337,12 +337,26 @@ def _reaper_override() -> dict[str, str]:
     return {_reaper.OVERRIDE: binary} if binary else {}
 
 
+def server_command(*, warm_idle: float = WARM_IDLE, prelude: str = "") -> list[str]:
+    """The fork server's interpreter and code (``prelude`` runs first, for tests). ``-I``: no
+    environment variable or user site steers the server; our own ``sys.path`` does. msgspec
+    is imported without typing_extensions (``nonod._lean``): less for every warm launcher to
+    share with the server."""
+    entry = ("from nonod import _lean; _lean.import_msgspec(); "
+             f"from nonod.sandbox._forkserver import main; main({float(warm_idle)!r})")
+    return [sys.executable, "-I", "-c",
+            f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; {prelude}{entry}"]
+
+
 @asynccontextmanager
-async def open_launcher(mode: ModeSetting = "auto") -> AsyncIterator[Launcher]:
+async def open_launcher(mode: ModeSetting = "auto", *, warm_idle: float = WARM_IDLE
+                        ) -> AsyncIterator[Launcher]:
     """Start the fork server; stop it (and every session it started) on exit.
 
     ``mode`` (the daemon's ``[sandbox] mode``): ``auto`` probes once whether the kernel lets a
     child create the session namespaces and runs ``landlock-only`` when it does not.
+    ``warm_idle`` (``[sandbox] warm_idle``): seconds without a launch of a kind after which
+    one warm launcher is kept for it instead of two.
 
     Started from this (the main) thread on purpose: PR_SET_PDEATHSIG ties the server's life to
     the thread that forked it, and trio's own ``open_process`` forks from a worker thread.
@@ -353,11 +367,8 @@ async def open_launcher(mode: ModeSetting = "auto") -> AsyncIterator[Launcher]:
     # a pinned trust bundle (TLS interception) is larger. The receivers read up to MAX_PLAN.
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PLAN)
     try:
-        # -I: no environment variables or user site steer the server; our own sys.path does.
-        boot = (f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
-                "from nonod.sandbox._forkserver import main; main()")
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", boot, str(theirs.fileno()), str(os.getpid())],
+            [*server_command(warm_idle=warm_idle), str(theirs.fileno()), str(os.getpid())],
             pass_fds=(theirs.fileno(),),
             # Nothing of ours for sessions to find in /proc, but a debug build of the reaper
             # that whoever started the daemon named (``_reaper.OVERRIDE``).

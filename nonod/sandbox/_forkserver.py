@@ -17,11 +17,11 @@ import errno
 import gc
 import os
 import resource
-import secrets
 import select
 import signal
 import socket
 import sys
+import time
 
 import msgspec
 
@@ -91,6 +91,9 @@ MAX_WARM_KEYS = 4
 # Launchers kept ready per key. One is not enough for launches that come back to back: the
 # next would find its launcher still building its namespaces and root (about 2 ms).
 WARM_DEPTH = 2
+# Once no launch of a key came for this long, one launcher is kept for it (``_IdleShrink``):
+# the daemon's ``[sandbox] warm_idle``.
+WARM_IDLE = 30.0
 REFILL_DELAY_MS = 0  # refill as soon as no launch is waiting to be read
 REAP_INTERVAL_MS = 1000  # ended launchers are reaped at least this often
 WarmKey = tuple[int, int, int, int, int]  # uid, gid, namespaces, audit tag, oom_score_adj
@@ -102,7 +105,7 @@ def _pool_group(pool: tuple[tuple[str, str], ...]) -> tuple[str, dict[str, str]]
     the session's groups at launch, as a cold one joins them)."""
     if not pool:
         return "", {}
-    name = f"warm-{secrets.token_hex(6)}"
+    name = f"warm-{os.urandom(6).hex()}"  # (secrets would load hashlib, hmac, random)
     dirs = {controller: os.path.join(subtree, name) for controller, subtree in pool}
     made: list[str] = []
     try:
@@ -141,6 +144,11 @@ class _Warm:
         client.close()
         self.sock = ours
         self.audit_tag = key[3]
+
+    def end(self) -> None:
+        """End this launcher unused: its init reads the end of the socket and exits, and so
+        does the outer process then (the server reaps it). Its group is left to remove."""
+        self.sock.close()
 
     def _into_session(self, plan: LaunchPlan, init_pid: int, launch_w: int) -> None:
         """Make the init's group the session's: the limits written into its own group (it
@@ -196,10 +204,49 @@ def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardH
     client.close()
 
 
-def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) -> None:
+class _IdleShrink:
+    """Fewer warm launchers at idle: once no launch of a key came for ``after`` seconds, its
+    launchers but the oldest are ended (two Python processes each, about 1 MiB of their own
+    apiece). A launch of the key refills its pool to ``WARM_DEPTH`` as before."""
+
+    def __init__(self, after: float) -> None:
+        self._after = after
+        self._last: dict[WarmKey, float] = {}
+        self._groups: list[str] = []  # the groups of ended launchers, removed once empty
+
+    def launched(self, key: WarmKey) -> None:
+        self._last[key] = time.monotonic()
+
+    def shrink(self, pool: dict[WarmKey, list[_Warm]]) -> None:
+        now = time.monotonic()
+        # Only pooled keys are remembered: a key that launches cold (beyond MAX_WARM_KEYS) is
+        # forgotten here, and a key about to be pooled starts its wait when it is.
+        self._last = {key: last for key, last in self._last.items() if key in pool}
+        for key, ready in pool.items():
+            if len(ready) > 1 and now - self._last.setdefault(key, now) >= self._after:
+                for extra in ready[1:]:
+                    extra.end()
+                    self._groups.extend(sorted(set(extra.group_dirs.values())))
+                del ready[1:]
+        self._groups = [d for d in self._groups if not _removed(d)]
+
+
+def _removed(directory: str) -> bool:
+    """rmdir ``directory``; False while its processes have not all exited."""
+    try:
+        os.rmdir(directory)
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        return exc.errno != errno.EBUSY
+    return True
+
+
+def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
+          warm_idle: float = WARM_IDLE) -> None:
     """Serve launch requests on ``sock`` until the daemon closes it. ``reaper``: the memfd
     every session's init becomes once its program runs (``_reaper``); None loads it, -1
-    keeps the Python init."""
+    keeps the Python init. ``warm_idle``: see ``_IdleShrink``."""
     if reaper is None:
         reaper = _reaper.load()
     # A session's init outlives its outer launcher (``_launcher.hands_over``): it is reparented
@@ -214,6 +261,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
     poller.register(sock, select.POLLIN)
     hub = GuardHub(poller, reaper)
     exited = _wake_on_exits(poller)
+    idle = _IdleShrink(warm_idle)
     while True:
         events = poller.poll(REFILL_DELAY_MS if refill else REAP_INTERVAL_MS)
         launch_waiting = False
@@ -227,6 +275,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
         if not launch_waiting:
             # No launch waiting: reap ended launchers, prepare the next warm ones.
             _reap(hub)
+            idle.shrink(pool)
             for wanted in refill:
                 ready_ones = pool.setdefault(wanted, [])
                 while len(ready_ones) < WARM_DEPTH:
@@ -267,6 +316,8 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
         key: WarmKey | None = (None if plan.switch_user or nested
                                else (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag,
                                      plan.oom_score_adj))
+        if key is not None:
+            idle.launched(key)
         waiting = pool.get(key, []) if key is not None else []
         ready = waiting.pop(0) if waiting else None  # the oldest: the likeliest to be done
         if ready is None or not ready.hand_over(msg, [*fds, *trees], plan):
@@ -278,7 +329,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
             refill.append(key)  # the next launches like this one skip namespace set-up
 
 
-def main() -> None:
+def main(warm_idle: float = WARM_IDLE) -> None:
     fd, parent = int(sys.argv[-2]), int(sys.argv[-1])
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     _libc.forbid_core_dumps()
@@ -290,7 +341,7 @@ def main() -> None:
     # permanent generation, so that a collection in a forked launcher does not write to
     # their headers and copy the pages they share with us.
     gc.freeze()
-    serve(sock)
+    serve(sock, warm_idle=warm_idle)
 
 
 if __name__ == "__main__":

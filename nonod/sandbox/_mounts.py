@@ -36,7 +36,9 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 import msgspec
@@ -143,22 +145,160 @@ def _depth(path: str) -> int:
     return 0 if path == "/" else path.count("/")
 
 
-def _symlink_ops(paths: Sequence[str], taken: set[str]) -> list[MountOp]:
+def _lineage(path: str) -> list[str]:
+    """``path``, then each directory above it up to ``/``: the paths ``p`` for which
+    ``_under(path, p)`` holds (written as :func:`_key` writes them)."""
+    out = [path]
+    while path != "/":
+        cut = path.rfind("/")
+        if cut < 0:
+            break
+        path = path[:cut] or "/"
+        out.append(path)
+    return out
+
+
+def _key(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
+class _Prefixes:
+    """A set of paths that answers "is this path at or under one of them" in the path's depth
+    (a lookup per directory above it) rather than the set's size."""
+
+    def __init__(self, paths: Iterable[str] = ()) -> None:
+        self._set = {_key(p) for p in paths}
+
+    def add(self, path: str) -> None:
+        self._set.add(_key(path))
+
+    def covers(self, path: str) -> bool:
+        return any(p in self._set for p in _lineage(path))
+
+
+def _kind(how: Callable[[str], os.stat_result], path: str) -> int | None:
+    try:
+        return stat.S_IFMT(how(path).st_mode)
+    except (OSError, ValueError):
+        return None
+
+
+# Each question a plan asks of the host, and how it is asked: what the answer is made of is
+# all the plan uses of it (a path's file type, not its times: a directory written into is
+# still the same directory to the plan).
+_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC = range(8)
+_QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
+    _LSTAT: lambda path: _kind(os.lstat, path),
+    _STAT: lambda path: _kind(os.stat, path),
+    _LISTDIR: lambda path: tuple(sorted(os.listdir(path))),
+    _READLINK: os.readlink,
+    _REALPATH: os.path.realpath,
+    _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK),
+    _MOUNTS: lambda _: tuple(kernel_mounts(_read_mountinfo())),
+    _PROC: lambda _: tuple(_proc_root_only()),
+}
+
+
+class _Look:
+    """The host as one plan sees it: each question asked once (``lexists``, ``isdir`` and
+    ``islink`` of a path are one ``lstat`` and one ``stat``) and its answer kept, so that a
+    later launch can ask them all again (:meth:`unchanged`) instead of planning again."""
+
+    def __init__(self) -> None:
+        self._answers: dict[tuple[int, str], object] = {}
+
+    def _ask(self, what: int, path: str) -> object:
+        key = (what, path)
+        if key in self._answers:
+            return self._answers[key]
+        answer = self._answers[key] = _QUESTIONS[what](path)
+        return answer
+
+    def unchanged(self) -> bool:
+        """Whether the host answers every question as it did (then the plan is the same:
+        it is a function of the policy, its arguments and these answers)."""
+        try:
+            return all(_QUESTIONS[what](path) == answer
+                       for (what, path), answer in self._answers.items())
+        except OSError:
+            return False
+
+    def lexists(self, path: str) -> bool:
+        return self._ask(_LSTAT, path) is not None
+
+    def islink(self, path: str) -> bool:
+        return self._ask(_LSTAT, path) == stat.S_IFLNK
+
+    def isdir(self, path: str) -> bool:
+        return self._ask(_STAT, path) == stat.S_IFDIR
+
+    def isfile(self, path: str) -> bool:
+        return self._ask(_STAT, path) == stat.S_IFREG
+
+    def exists(self, path: str) -> bool:
+        return self._ask(_STAT, path) is not None
+
+    def listdir(self, path: str) -> tuple[str, ...]:
+        return self._ask(_LISTDIR, path)  # type: ignore[return-value]
+
+    def readlink(self, path: str) -> str:
+        return self._ask(_READLINK, path)  # type: ignore[return-value]
+
+    def realpath(self, path: str) -> str:
+        return self._ask(_REALPATH, path)  # type: ignore[return-value]
+
+    def writable_dir(self, path: str) -> bool:
+        return self._ask(_ACCESS, path) is True
+
+    def kernel_mounts(self) -> tuple[str, ...]:
+        return self._ask(_MOUNTS, "")  # type: ignore[return-value]
+
+    def proc_root_only(self) -> tuple[str, ...]:
+        return self._ask(_PROC, "")  # type: ignore[return-value]
+
+
+# Plans by everything they were made from but the host (the policy, the home, the aliases,
+# the root-only handling), each with its look; the least recently used goes first.
+PLAN_CACHE_ENTRIES: Final = 16
+_plans: OrderedDict[bytes, tuple[MountPlan, _Look]] = OrderedDict()
+_plans_lock = threading.Lock()
+
+
+def _cached(key: bytes) -> MountPlan | None:
+    with _plans_lock:
+        entry = _plans.get(key)
+    if entry is None or not entry[1].unchanged():
+        return None
+    with _plans_lock:
+        if key in _plans:
+            _plans.move_to_end(key)
+    return entry[0]
+
+
+def _keep(key: bytes, plan: MountPlan, look: _Look) -> None:
+    with _plans_lock:
+        _plans[key] = (plan, look)
+        _plans.move_to_end(key)
+        while len(_plans) > PLAN_CACHE_ENTRIES:
+            _plans.popitem(last=False)
+
+
+def _symlink_ops(paths: Sequence[str], taken: set[str], look: _Look) -> list[MountOp]:
     """Recreate host symlinks that lie on the way to the bound paths (``/lib64``, ...)."""
     ops: list[MountOp] = []
     candidates: set[str] = set()
-    for entry in os.listdir("/"):
+    for entry in look.listdir("/"):
         candidates.add("/" + entry)
     for path in paths:
         parts = path.split("/")
         for i in range(2, len(parts) + 1):
             candidates.add("/".join(parts[:i]))
     for link in sorted(candidates, key=_depth):
-        if link in taken or not os.path.islink(link):
+        if link in taken or not look.islink(link):
             continue
-        if any(_under(link, t) and link != t for t in taken):
+        if any(parent in taken for parent in _lineage(link)[1:]):
             continue  # already visible through a bound parent
-        ops.append(MountOp(SYMLINK, link, os.readlink(link)))
+        ops.append(MountOp(SYMLINK, link, look.readlink(link)))
         taken.add(link)
     return ops
 
@@ -179,11 +319,33 @@ def compile_mounts(
     read-only grants of :data:`ROOT_ONLY_TREES`: with ``idmap`` (the kernel can idmap them:
     :func:`idmap_available`) those directory grants become :data:`IDMAP` operations, else
     each entry only root may read is masked (a walk of the trees at each launch).
+
+    A plan is kept and given again while the host answers every question it asked as it did
+    (:class:`_Look`), never with the walk (it reads the mode of every entry there).
     """
+    walk = hide_root_only and not idmap
+    key = None if walk else msgspec.msgpack.encode(
+        (policy, home, tuple(aliases), hide_root_only, idmap))
+    if key is not None:
+        plan = _cached(key)
+        if plan is not None:
+            return plan
+    look = _Look()
+    plan = _compile(policy, look, home=home, aliases=aliases, hide_root_only=hide_root_only,
+                    idmap=idmap)
+    if key is not None:
+        _keep(key, plan, look)
+    return plan
+
+
+def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
+             aliases: Sequence[tuple[str, str]], hide_root_only: bool, idmap: bool
+             ) -> MountPlan:
     binds: dict[str, MountOp] = {}
     tmp_writable: dict[str, bool] = {p: p == "/dev/shm" for p in PRIVATE_TMP}
     denied = [d.path for d in policy.denials]
-    for grant in expand_root(policy.grants):
+    denied_under = _Prefixes(denied)
+    for grant in expand_root(policy.grants, look):
         path = grant.path
         writes = grant.access.writes
         if path in tmp_writable:
@@ -191,13 +353,11 @@ def compile_mounts(
             continue
         if path in ("/proc", "/dev") or _under(path, "/proc") or path in PROVIDED_DEV:
             continue  # provided fresh by the sandbox
-        if any(_under(path, d) for d in denied):
+        if denied_under.covers(path):
             continue  # deny wins over a grant inside it
-        try:
-            st = os.stat(path)
-        except OSError:
+        if not look.exists(path):
             continue
-        kind = BIND_DIR if stat.S_ISDIR(st.st_mode) else BIND_FILE
+        kind = BIND_DIR if look.isdir(path) else BIND_FILE
         prev = binds.get(path)
         binds[path] = MountOp(kind, path, path, writes or bool(prev and prev.writable),
                               device=_under(path, "/dev"))
@@ -214,20 +374,21 @@ def compile_mounts(
 
     taken = set(binds) | set(PRIVATE_TMP) | {"/proc", "/dev"}
     alias_paths = [a for a, _ in aliases]
-    ops[:0] = _symlink_ops(list(binds) + alias_paths, taken)
+    ops[:0] = _symlink_ops(list(binds) + alias_paths, taken, look)
 
-    view = _View(sorted(binds.values(), key=lambda op: _depth(op.target)))
-    for path in _persistence_paths(view, home, set(policy.writable_persistence), denied):
+    view = _View(sorted(binds.values(), key=lambda op: _depth(op.target)), look)
+    for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look):
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
-    for point in kernel_mounts(_read_mountinfo()):
-        if point not in binds and any(_under(point, b) for b in binds):
+    bound = _Prefixes(binds)
+    for point in look.kernel_mounts():
+        if point not in binds and bound.covers(point):
             view.deny(Denial(path=point, source="kernel_fs"))
     if hide_root_only:
         for path in _root_only(view.binds):
             view.deny(Denial(path=path, source="root_only"))
-        for path in _proc_root_only():  # the session's own /proc, mounted fresh
+        for path in look.proc_root_only():  # the session's own /proc, mounted fresh
             view.ops.append(MountOp(MASK_FILE, path))
             view.masked.append(path)
     anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
@@ -398,39 +559,89 @@ def _proc_root_only() -> list[str]:
     ``vmallocinfo``, ``timer_list``, ``kpageflags``...: heap layout, addresses and physical
     page state that exploits lean on). A session's fresh procfs has the same ones."""
     found: list[str] = []
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            try:
-                mode = entry.stat(follow_symlinks=False).st_mode
-            except OSError:
-                continue
-            if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
-                found.append(entry.path)
+    for name, d_type in _proc_top_entries():
+        if d_type != _DT_REG and d_type != _DT_UNKNOWN:
+            continue
+        path = "/proc/" + name
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
+            found.append(path)
     return sorted(found)
 
 
+_DT_UNKNOWN: Final = 0
+_DT_REG: Final = 8
+# getdents64's number where this reads /proc's top with it; elsewhere os.scandir.
+_GETDENTS64: Final = {"x86_64": 217, "aarch64": 61}
+
+
+def _proc_top_entries() -> list[tuple[str, int]]:
+    """(name, d_type) of the entries at the top of ``/proc`` that are not processes.
+
+    procfs lists its own entries first, then ``self``, ``thread-self`` and one directory per
+    process (``proc_root_readdir``): reading stops at ``self``, so the cost does not grow with
+    the host's processes (thousands with many sessions; listing them is most of the time)."""
+    from ._syscalls import native_arch
+
+    nr = _GETDENTS64.get(native_arch().name)
+    if nr is None:
+        with os.scandir("/proc") as entries:
+            return [(e.name, _DT_REG if e.is_file(follow_symlinks=False) else -1)
+                    for e in entries if not e.name.isdigit()]
+    import ctypes
+
+    out: list[tuple[str, int]] = []
+    buf = ctypes.create_string_buffer(1024)  # little past `self`: few processes read
+    fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        while True:
+            size = _libc._check(_libc._syscall(nr, ctypes.c_int(fd), buf, ctypes.c_uint(
+                len(buf))), "/proc")
+            if size == 0:
+                return out
+            raw = buf.raw[:size]
+            pos = 0
+            while pos < size:  # struct linux_dirent64: ino, off, reclen, type, name
+                reclen = int.from_bytes(raw[pos + 16:pos + 18], "little")
+                name = raw[pos + 19:pos + reclen].split(b"\0", 1)[0].decode(
+                    "utf-8", "surrogateescape")
+                if name == "self":
+                    return out
+                if name not in (".", "..") and not name.isdigit():
+                    out.append((name, raw[pos + 18]))
+                pos += reclen
+    finally:
+        os.close(fd)
+
+
 def _persistence_paths(view: _View, home: str, allowed: set[str],
-                       denied: Sequence[str]) -> list[str]:
+                       denied: Sequence[str], look: _Look) -> list[str]:
     """The persistence paths to keep in every writable directory grant: the names of
     :data:`PERSISTENCE_NAMES` (those under a repository directory only if it exists: a
     repository the session makes is its own), a ``.git`` *file* (a worktree's pointer to its
     repository), and :data:`HOME_RC_FILES` if ``home`` is inside. Minus those the profile
     lists in ``writable_persistence`` (or a parent of them) and those already denied."""
     out: list[str] = []
+    seen: set[str] = set()
+    kept_out = _Prefixes((*allowed, *denied))
     for wdir in view.writable_dirs():
         names = list(PERSISTENCE_NAMES)
         if _under(home, wdir):
             names += [os.path.relpath(os.path.join(home, rc), wdir) for rc in HOME_RC_FILES]
         for repo in REPO_DIRS:
             top = os.path.join(wdir, repo)
-            if os.path.isfile(top) and not os.path.islink(top):
+            if look.isfile(top) and not look.islink(top):
                 names.append(repo)
-            if not os.path.isdir(top):
+            if not look.isdir(top):
                 names = [n for n in names if not n.startswith(repo + "/")]
         for name in names:
             path = os.path.normpath(os.path.join(wdir, name))
-            if path in out or any(_under(path, a) for a in (*allowed, *denied)):
+            if path in seen or kept_out.covers(path):
                 continue
+            seen.add(path)
             out.append(path)
     return out
 
@@ -443,8 +654,10 @@ class _View:
     way to it inside a writable grant are anchored (a mount point cannot be renamed or
     removed, so the session cannot move the way aside and build a new one)."""
 
-    def __init__(self, binds: Sequence[MountOp]) -> None:
+    def __init__(self, binds: Sequence[MountOp], look: _Look) -> None:
         self.binds = binds
+        self._look = look
+        self._by_target = {_key(op.target): op for op in binds}
         self.ops: list[MountOp] = []
         self.later: list[MountOp] = []
         self.masked: list[str] = []
@@ -452,24 +665,30 @@ class _View:
         self.protected: list[str] = []
         self.refused: list[str] = []
         self.anchors: set[str] = set()
-        self._covered: list[str] = []  # denied paths (present or not): what is under is hidden
+        self._covered = _Prefixes()  # denied paths (present or not): what is under is hidden
+        self._protected = _Prefixes()  # ``protected``, for lookups
 
     def writable_dirs(self) -> list[str]:
         return [op.target for op in self.binds if op.writable and op.kind == BIND_DIR]
 
     def _innermost(self, path: str) -> MountOp | None:
-        parents = [op for op in self.binds if _under(path, op.target)]
-        return max(parents, key=lambda op: _depth(op.target)) if parents else None
+        """The deepest bind ``path`` is at or under."""
+        for parent in _lineage(path):
+            op = self._by_target.get(parent)
+            if op is not None:
+                return op
+        return None
 
     def deny(self, denial: Denial) -> None:
         path = denial.path
-        if any(_under(path, c) for c in self._covered):
+        if self._covered.covers(path):
             return  # inside a path already masked: hidden with it
         if self._innermost(path) is None:
             self.skipped.append(path)  # not in the session's view at all
             return
-        if os.path.lexists(path):
-            is_dir = os.path.isdir(path) and not os.path.islink(path)
+        look = self._look
+        if look.lexists(path):
+            is_dir = look.isdir(path) and not look.islink(path)
             op = MountOp(MASK_DIR if is_dir else MASK_FILE, path)
         else:
             op = MountOp(MASK_FILE if denial.is_file else MASK_DIR, path)
@@ -477,7 +696,8 @@ class _View:
         if placed is None:
             self.skipped.append(path)
             return
-        self._covered += [path, placed.target]
+        self._covered.add(path)
+        self._covered.add(placed.target)
         if not placed.absent:
             self.masked.append(placed.target)
 
@@ -489,34 +709,36 @@ class _View:
         bind = self._innermost(path)
         if bind is None:
             return None
-        walk = _walk(bind.target, path)
+        look = self._look
+        walk = _walk(bind.target, path, look)
         if walk is None:
-            real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+            real = os.path.join(look.realpath(os.path.dirname(path)), os.path.basename(path))
             if real == path:
                 return None
             return self.guard(real, msgspec.structs.replace(op, target=real))
         existing, missing = walk
-        if missing is None and op.kind == READONLY and os.path.islink(path):
+        if missing is None and op.kind == READONLY and look.islink(path):
             return None
-        writable = bind.writable and bind.kind == BIND_DIR and not any(
-            _under(existing[-1], p) for p in self.protected)
+        writable = bind.writable and bind.kind == BIND_DIR and \
+            not self._protected.covers(existing[-1])
         if writable:
             self.anchors.update(existing[1:] if missing else existing[1:-1])
         if missing is None:
             if op.kind == READONLY:
                 self.protected.append(path)
+                self._protected.add(path)
             self.ops.append(op)
             return op
         later = msgspec.structs.replace(op, absent=True)
         self.later.append(later)
         parent = existing[-1]
-        if writable and os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK) \
+        if writable and look.isdir(parent) and look.writable_dir(parent) \
                 and missing not in self.refused:
             self.refused.append(missing)
         return later
 
 
-def _walk(root: str, path: str) -> tuple[list[str], str | None] | None:
+def _walk(root: str, path: str, look: _Look) -> tuple[list[str], str | None] | None:
     """The existing paths from ``root`` down to ``path`` and the first one missing (None if
     ``path`` exists); None if a symbolic link lies on the way before ``path`` (or the way
     leaves ``root``)."""
@@ -528,15 +750,15 @@ def _walk(root: str, path: str) -> tuple[list[str], str | None] | None:
         return None
     for part in rel.split("/"):
         cur = os.path.join(existing[-1], part)
-        if not os.path.lexists(cur):
+        if not look.lexists(cur):
             return existing, cur
-        if cur != path and os.path.islink(cur):
+        if cur != path and look.islink(cur):
             return None
         existing.append(cur)
     return existing, None
 
 
-def expand_root(grants: Sequence[Grant]) -> list[Grant]:
+def expand_root(grants: Sequence[Grant], look: _Look | None = None) -> list[Grant]:
     """A grant of ``/`` becomes one grant per top-level entry: the session's root itself must
     stay the sandbox's own (a bind of the host root over it would undo every other mount)."""
     out: list[Grant] = []
@@ -544,12 +766,13 @@ def expand_root(grants: Sequence[Grant]) -> list[Grant]:
         if grant.path != "/":
             out.append(grant)
             continue
-        for entry in sorted(os.listdir("/")):
+        look = look or _Look()
+        for entry in look.listdir("/"):
             path = "/" + entry
-            if path in ("/proc", "/dev") or os.path.islink(path):
+            if path in ("/proc", "/dev") or look.islink(path):
                 continue  # fresh in the sandbox; top-level links are recreated
             out.append(msgspec.structs.replace(grant, path=path,
-                                               is_file=not os.path.isdir(path)))
+                                               is_file=not look.isdir(path)))
     return out
 
 

@@ -211,7 +211,7 @@ async def watch_oom(group: SessionGroup, on_oom: trio.Event) -> None:
         return
     try:
         # An OOM kill before the eventfd was registered is in the counter already.
-        while not group.usage().oom_kills:
+        while not group.oom_kills():
             await trio.lowlevel.wait_readable(efd)
             try:
                 os.eventfd_read(efd)
@@ -220,7 +220,7 @@ async def watch_oom(group: SessionGroup, on_oom: trio.Event) -> None:
             # The kernel signals when the OOM starts, before its killer has chosen and
             # counted: give it a moment to show (bounded; a removed group signals too).
             with trio.move_on_after(OOM_SETTLE):
-                while not group.usage().oom_kills:
+                while not group.oom_kills():
                     await trio.sleep(0.005)
         on_oom.set()
     finally:

@@ -288,7 +288,9 @@ class Registry:
             record=session.write_event, webhook=webhook)
 
     # -- launching
-    def _check_launch(self, plan: SessionPlan) -> None:
+    def _check_launch(self, plan: SessionPlan) -> list[Session]:
+        """Refuse the launch if a limit or a name says so; returns the live sessions (one
+        pass over every session known: with a thousand, each pass is measurable)."""
         limits = self._limits()
         live = [s for s in self._sessions.values() if s.live]
         if len(live) >= limits.max_live:
@@ -311,6 +313,7 @@ class Registry:
                 hint="run nonoctl as the user the program should run as; root sessions "
                 "need [sessions] allow_root = true and a profile that allows root",
             )
+        return live
 
     def _new_id(self) -> str:
         while True:
@@ -318,7 +321,7 @@ class Registry:
             if candidate not in self._sessions and not (self._sessions_dir / candidate).exists():
                 return candidate
 
-    def _new_name(self, plan: SessionPlan) -> str:
+    def _new_name(self, plan: SessionPlan, live: list[Session]) -> str:
         if plan.name is not None:
             return plan.name
         base = plan.profile or (Path(plan.request.argv[0]).name if plan.request.argv else "")
@@ -326,8 +329,7 @@ class Registry:
         base = base or "session"
         if not base[0].isalnum():
             base = "s" + base
-        taken = {s.name for s in self._sessions.values()
-                 if s.live and s.record.owner_uid == plan.owner.uid}
+        taken = {s.name for s in live if s.record.owner_uid == plan.owner.uid}
         while True:
             candidate = f"{base}-{secrets.token_hex(2)}"
             if candidate not in taken:
@@ -353,12 +355,12 @@ class Registry:
             self._metrics.launch_refused(exc.code if isinstance(exc, NonoError) else "internal")
 
     async def _launch(self, plan: SessionPlan) -> Session:
-        self._check_launch(plan)
+        live = self._check_launch(plan)
         session_id = self._new_id()
         request = plan.request
         record = SessionRecord(
             id=session_id,
-            name=self._new_name(plan),
+            name=self._new_name(plan, live),
             owner_uid=plan.owner.uid,
             owner_gid=plan.owner.gid,
             uid=request.uid if request.uid is not None else os.geteuid(),

@@ -24,7 +24,6 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Final, final
 
@@ -64,7 +63,7 @@ Launch = Callable[[SessionPlan], Awaitable[Session]]
 @functools.cache
 def shim_for(tool: str) -> bytes:
     """The shim's bytes for ``tool`` (the name is written into it)."""
-    text = resources.files(__package__).joinpath("shim.py").read_text(encoding="utf-8")
+    text = (Path(__file__).parent / "shim.py").read_text(encoding="utf-8")  # as nonod._data
     return text.replace('TOOL = "__TOOL__"', f"TOOL = {json.dumps(tool)}").encode()
 
 

@@ -37,6 +37,7 @@ from typing import Final, final
 import msgspec
 
 from ._errors import BadBundle
+from ._limits import MAX_BUNDLE_BYTES as MAX_BUNDLE_BYTES
 
 BUNDLE_MEDIA_TYPE: Final = "application/vnd.dev.sigstore.bundle.v0.3+json"
 # The other spelling of v0.3 that Sigstore clients accept; read, never written.
@@ -46,8 +47,6 @@ IN_TOTO_STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 INSTRUCTION_PREDICATE_TYPE: Final = "https://nono.sh/attestation/instruction-file/v1"
 POLICY_PREDICATE_TYPE: Final = "https://nono.sh/attestation/trust-policy/v1"
 
-MAX_BUNDLE_BYTES: Final = 1 << 20
-"""A bundle larger than this is refused before it is parsed (nono's are under 2 KiB)."""
 
 _B64_CHARS = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")

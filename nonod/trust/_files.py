@@ -16,22 +16,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._callerfs import CallerFileError, read_optional
-from ._bundle import MAX_BUNDLE_BYTES
 from ._errors import TrustPolicyError
-from ._policy import (
-    MAX_POLICY_BYTES,
-    POLICY_FILE_NAME,
-    Publisher,
-    TrustPolicy,
-    merge_policies,
-    parse_policy,
-)
-from ._verify import load_policy
+from ._limits import MAX_BUNDLE_BYTES, MAX_POLICY_BYTES, POLICY_FILE_NAME
+
+# The parser and the verifier are imported where a policy was found: most launches find none.
+if TYPE_CHECKING:
+    from ._policy import Publisher, TrustPolicy
 
 #: Given the user-level policy as declared (not yet verified), the publishers that may sign it.
-Anchors = Callable[[TrustPolicy], Sequence[Publisher]]
+Anchors = Callable[["TrustPolicy"], Sequence["Publisher"]]
 
 
 @dataclass(frozen=True)
@@ -103,6 +99,9 @@ def load_policies(files: PolicyFiles, *, user_anchors: Anchors) -> TrustPolicy |
     against its own publishers, which proves only consistency, and the merge marks it not
     authoritative.
     """
+    from ._policy import merge_policies, parse_policy
+    from ._verify import load_policy
+
     user = None
     if files.user is not None and files.user_path is not None:
         source = str(files.user_path)

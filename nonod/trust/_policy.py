@@ -45,10 +45,10 @@ from msgspec import Meta
 from ._bundle import load_json
 from ._errors import TrustKeyError, TrustPolicyError
 from ._keys import PublicKey, SigningKey
+from ._limits import MAX_POLICY_BYTES as MAX_POLICY_BYTES
+from ._limits import POLICY_FILE_NAME as POLICY_FILE_NAME
 
 POLICY_VERSION: Final = 1
-POLICY_FILE_NAME: Final = "trust-policy.json"
-MAX_POLICY_BYTES: Final = 1 << 20
 MAX_INCLUDES: Final = 100
 MAX_FILES: Final = 1_000
 MAX_PUBLISHERS: Final = 1_000

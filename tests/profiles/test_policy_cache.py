@@ -88,3 +88,42 @@ def test_other_options_or_profile_bytes_miss(policies: ProfilePolicies, home: Pa
     changed = resolve(policies, request(home, path), data=json.dumps(doc).encode())
     assert str(home / "data") in {g.path for g in changed.grants}
     assert (policies.cache.misses, policies.cache.hits) == (3, 0)
+
+
+def test_a_launch_is_resolved_in_one_worker_thread(
+        policies: ProfilePolicies, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The working directory's check, a profile path's read and the resolution (a cache hit
+    too) share one thread: each hop is a wake-up of the event loop and a wait for the GIL."""
+    import trio
+
+    profile = home / "mine.json"
+    profile.write_text(json.dumps({"meta": {"name": "mine"}, "extends": "default"}))
+    hops: list[str] = []
+    run_sync = trio.to_thread.run_sync
+
+    async def counted(fn: object, *args: object, **kwargs: object) -> object:
+        hops.append(getattr(fn, "__name__", "?"))
+        return await run_sync(fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+
+    async def twice() -> None:
+        for _ in range(2):
+            await policies.resolve_launch(request(home, profile=str(profile)), ME)
+
+    trio.run(twice)
+    assert len(hops) == 2
+    assert (policies.cache.misses, policies.cache.hits) == (1, 1)
+
+
+def test_a_missing_working_directory_refuses_the_launch(
+        policies: ProfilePolicies, home: Path) -> None:
+    import trio
+
+    from nonod.errors import PolicyError
+
+    launch = request(home)
+    gone = p.Launch(argv=launch.argv, cwd=str(home / "gone"), env=launch.env,
+                    options=launch.options, detach=True, stdio="null")
+    with pytest.raises(PolicyError, match="does not exist"):
+        trio.run(policies.resolve_launch, gone, ME)

@@ -76,11 +76,44 @@ def test_v1_writes_each_limit_and_reads_the_usage(v1: V1Backend) -> None:
     try:
         usage = group.usage()
         assert usage.pids == 1 and usage.memory_bytes >= 0
+        assert group.oom_kills() == usage.oom_kills == 0  # the one file watch_oom reads
+        group.remove()  # busy (the process is there): what is in it is killed
+        assert proc.wait(timeout=10) == -9
     finally:
         group.kill()  # what is left in the group
-        assert proc.wait(timeout=10) == -9
+        proc.wait(timeout=10)
     assert group.remove()  # once its processes have exited (zombies hold a v1 group)
     assert not any(Path(p).exists() for p in group.procs)
+
+
+def test_killing_a_group_does_not_spin_on_what_it_killed(
+        v1: V1Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A killed process stays listed in its group until it has run to its exit, which on a
+    busy machine takes a while: the kill reads the groups again only while it finds
+    processes it has not signalled yet, not twenty times over the same one. (The kernel
+    lists the process only until it starts exiting; here the listing keeps it, as a slow
+    exit would.)"""
+    from nonod.cgroups import _files
+
+    group = v1.create("s3", CgroupLimits())
+    proc = _in_group(group.procs)
+    reads: list[str] = []
+    pids_in = _files.pids_in
+
+    def lingering(directory: str) -> list[int]:
+        reads.append(directory)
+        return pids_in(directory) or [proc.pid]
+
+    monkeypatch.setattr(_files, "pids_in", lingering)
+    try:
+        group.kill()
+        assert proc.wait(timeout=10) == -9
+        assert len(reads) <= 2 * len(set(group.dirs.values()))
+    finally:
+        proc.kill()
+        proc.wait()
+    monkeypatch.undo()
+    assert group.remove()
 
 
 def test_weights_map_onto_v1_scales() -> None:

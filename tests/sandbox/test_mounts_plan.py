@@ -3,6 +3,9 @@ directories are anchored. It only looks at the host (nothing here mounts anythin
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,8 @@ from nonod.sandbox._mounts import (
     PERSISTENCE_NAMES,
     READONLY,
     MountPlan,
+    _proc_root_only,
+    _proc_top_entries,
     compile_mounts,
 )
 
@@ -149,3 +154,87 @@ def test_a_symbolic_link_on_the_way_is_followed(tmp_path: Path) -> None:
     assert f"{home}/dotfiles/config/gcloud" in p.masked
     assert f"{home}/dotfiles/config/op" in p.creation_refused
     assert f"{home}/repo/.git/hooks" in p.protected
+
+
+def test_nested_grants_and_denials(tmp_path: Path) -> None:
+    """Which bind a guarded path falls in is the deepest one above it; a grant inside a denied
+    path is not bound; a denial inside a masked one is hidden with it; one outside every grant
+    is not in the view at all."""
+    top = tmp_path / "top"
+    (top / "ro" / "secret" / "inner").mkdir(parents=True)
+    (top / "ro" / "secret" / "granted").mkdir()
+    (top / "rw" / ".git" / "hooks").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    p = plan(tmp_path, (top, Access.READ), (top / "rw", Access.READWRITE),
+             (top / "ro", Access.READ), (top / "ro" / "secret" / "granted", Access.READ),
+             denials=(top / "ro" / "secret", top / "ro" / "secret" / "inner",
+                      tmp_path / "elsewhere"))
+    bound = {op.target for op in p.ops if op.kind in (1, 2)}
+    assert bound == {str(top), str(top / "rw"), str(top / "ro")}
+    assert p.masked == (str(top / "ro" / "secret"),)
+    assert p.skipped == (str(tmp_path / "elsewhere"),)
+    assert str(top / "rw" / ".git" / "hooks") in p.protected
+    # the way to a guarded path in the writable grant is anchored; the read-only one is not
+    assert str(top / "rw" / ".git") in p.anchored
+    assert not any(a.startswith(str(top / "ro")) for a in p.anchored)
+
+
+def test_proc_root_only_lists_no_process(tmp_path: Path) -> None:
+    """What only root may read at the top of /proc, found without listing the host's
+    processes (a launch with a thousand live sessions listed thousands of them): the same
+    files as a full scan."""
+    sleepers = [subprocess.Popen(["sleep", "30"]) for _ in range(20)]
+    try:
+        names = [name for name, _ in _proc_top_entries()]
+        full = []
+        with os.scandir("/proc") as entries:
+            for entry in entries:
+                try:
+                    mode = entry.stat(follow_symlinks=False).st_mode
+                except FileNotFoundError:
+                    continue  # a process that ended meanwhile
+                if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
+                    full.append(entry.path)
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()
+    assert "meminfo" in names
+    assert not [n for n in names if n.isdigit() or n in ("self", "thread-self")]
+    assert _proc_root_only() == sorted(full)
+
+
+def test_a_plan_is_kept_while_the_host_answers_the_same(tmp_path: Path) -> None:
+    """The same policy on an unchanged host gets the plan made before; any answer that
+    changed (a denied path created, a granted directory turned into a file, a persistence
+    file's repository appearing, a symbolic link re-pointed) makes a new one, as planning
+    from scratch would."""
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    (work / "link").symlink_to(work / "sub")
+
+    def again() -> MountPlan:
+        return plan(tmp_path, (work, Access.READWRITE), (tmp_path / "other", Access.READ),
+                    denials=(work / "secret", work / "link" / "key"))
+
+    first = again()
+    assert again() is first
+    assert str(work / "secret") in first.absent
+    (work / "secret").mkdir()
+    second = again()
+    assert second is not first and str(work / "secret") in second.masked
+    assert again() is second
+    (tmp_path / "other").rmdir()
+    (tmp_path / "other").write_text("")
+    third = again()
+    assert any(op.target == str(tmp_path / "other") and op.kind == 2 for op in third.ops)
+    (work / ".git" / "hooks").mkdir(parents=True)
+    fourth = again()
+    assert str(work / ".git" / "hooks") in fourth.protected
+    (work / "elsewhere").mkdir()
+    (work / "link").unlink()
+    (work / "link").symlink_to(work / "elsewhere")
+    fifth = again()
+    assert str(work / "elsewhere" / "key") in fifth.absent
+    assert str(work / "sub" / "key") not in fifth.absent

@@ -187,8 +187,8 @@ def _ppid(pid: int) -> int:
 
 def _is_fork_server(pid: int) -> bool:
     """The fork server, not one of its launchers (forked from it: the same command line)."""
-    def server_like(p: int) -> bool:
-        return b"_forkserver" in Path(f"/proc/{p}/cmdline").read_bytes()
+    def server_like(p: int) -> bool:  # its code, not a file name (pytest's argv has some)
+        return b"_forkserver import main" in Path(f"/proc/{p}/cmdline").read_bytes()
 
     return server_like(pid) and not server_like(_ppid(pid))
 

@@ -1,0 +1,104 @@
+"""The idle daemon's memory, before and after a change: lone daemons of two trees, alternating.
+
+PSS splits shared pages between the processes that map them, so two daemons running side by
+side (bench/daemon_ab.py) each look smaller than one alone. This starts one daemon at a time,
+from a git revision (``--base``, exported with ``git archive``) or from this checkout, in
+alternating order (AB, BA, ...), and takes bench/daemon.py's memory snapshots of each:
+
+  fresh      before any launch: the daemon and its fork server
+  idle       1 s after one ``/bin/true`` launch (exited, pruned): warm launchers wait below
+             the fork server
+  settled    ``--settle`` seconds after that launch (31.5 by default: past the fork server's
+             ``[sandbox] warm_idle`` of 30 s), the steady idle state
+
+Printed: the median over ``--rounds`` daemons of each tree (PSS, MiB), and the range of the
+total.
+
+    .venv/bin/python bench/idle_ab.py [--base main] [--rounds 3] [--settle 31.5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from _common import emit, machine
+from daemon import OPTIONS, Daemon, snapshot
+from daemon_ab import REPO, exported
+
+STATES = ("fresh", "idle", "settled")
+PARTS = ("daemon", "fork_server", "below", "total")
+
+
+def _one(tree: Path, settle: float) -> dict[str, Any]:
+    daemon = Daemon(tree=tree)
+    try:
+        time.sleep(1.0)
+        out = {"fresh": snapshot(daemon.proc.pid)}
+        with daemon.client() as nono:
+            first = nono.launch(["/bin/true"], cwd=str(daemon.work), env=daemon.env,
+                                stdio="null", options=OPTIONS)
+            nono.wait(first.id)
+            nono.prune()
+        launched = time.monotonic()
+        time.sleep(1.0)
+        out["idle"] = snapshot(daemon.proc.pid)
+        time.sleep(max(0.0, launched + settle - time.monotonic()))
+        out["settled"] = snapshot(daemon.proc.pid)
+        return out
+    finally:
+        daemon.close()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with ExitStack() as stack:
+        trees = {f"base ({args.base})": stack.enter_context(exported(args.base)),
+                 "this checkout": REPO}
+        for tree in trees.values():  # compiled first, as an installed package is
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "nonod")],
+                           check=True, stdout=subprocess.DEVNULL)
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+        for i in range(args.rounds):
+            for name in (list(trees) if i % 2 == 0 else list(trees)[::-1]):
+                runs[name].append(_one(trees[name], args.settle))
+    return {"machine": machine(), "base": args.base, "rounds": args.rounds,
+            "settle_s": args.settle, "runs": runs}
+
+
+def print_table(data: dict[str, Any]) -> None:
+    m = data["machine"]
+    print(f"# nonod idle memory A/B, lone daemons alternating -- {m['date']}, load "
+          f"{m['loadavg_1m']:.2f}, nproc {m['nproc']}; median of {data['rounds']} daemons "
+          f"each, PSS MiB; settled = {data['settle_s']:g} s after the launch")
+    print(f"{'tree':<16} {'state':<8} {'daemon':>7} {'fork srv':>8} {'below':>6} {'procs':>5} "
+          f"{'total':>6}  range")
+    for name, snaps in data["runs"].items():
+        for state in STATES:
+            med = {part: statistics.median(s[state][part]["pss_mib"] for s in snaps)
+                   for part in PARTS}
+            procs = statistics.median(s[state]["below"]["processes"] for s in snaps)
+            totals = [s[state]["total"]["pss_mib"] for s in snaps]
+            print(f"{name:<16} {state:<8} {med['daemon']:>7.1f} {med['fork_server']:>8.1f} "
+                  f"{med['below']:>6.1f} {procs:>5.0f} {med['total']:>6.1f}  "
+                  f"{min(totals):.1f}-{max(totals):.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--base", default="main", help="git revision to compare against")
+    parser.add_argument("--rounds", type=int, default=3, help="daemons per tree")
+    parser.add_argument("--settle", type=float, default=31.5,
+                        help="seconds after the launch for the settled snapshot")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    emit(run(args), as_json=args.json, table=print_table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""What the daemon's and the fork server's entry points keep out of their processes.
+
+Libraries the daemon uses load large modules for a detail it never needs. Each function here
+runs before the library is first imported and changes nothing of what the library does for
+the daemon; where the module it avoids is loaded already, it changes nothing at all. The
+stand-ins exist only while the library is imported: whoever imports the module afterwards,
+the library included, gets the real one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+
+def keep_out_rich() -> None:
+    """structlog imports rich when it is installed (sigstore, a dev extra, brings it; so do
+    many system Pythons) for pretty tracebacks and locals, which the daemon never renders
+    (plain tracebacks, no locals): 3.5 MiB of the daemon's memory for nothing."""
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
+
+
+def import_structlog() -> None:
+    """Import structlog without loading asyncio (about 1.5 MiB of the daemon's memory).
+
+    structlog uses asyncio only inside its async logging methods (``ainfo``...,
+    ``AsyncBoundLogger``), which need a running asyncio loop: the daemon runs on trio and
+    never calls them. structlog gets a stand-in that loads the real asyncio on the first use
+    of any of its names, so even a call would behave as it does now.
+    """
+    _import_with_stand_ins("structlog", {"asyncio": _forwarding("asyncio")})
+
+
+def import_msgspec() -> None:
+    """Import msgspec without ``typing_extensions`` (and ``inspect``, ``ast``, ``dis``,
+    ``tokenize`` with it, where nothing else loaded them): msgspec prefers its
+    ``get_type_hints`` and falls back to ``typing``'s, which on Python >= 3.11 reads every
+    annotation nonod uses (``nonoctl`` has always run so). Only msgspec's import sees it
+    missing."""
+    _import_with_stand_ins("msgspec", {"typing_extensions": None})
+
+
+def import_trio_websocket() -> None:
+    """Import trio-websocket (the control server's protocol) without ``importlib.metadata``.
+
+    trio-websocket asks ``importlib.metadata.version("trio")`` once, as it is imported, to
+    learn whether trio predates 0.22. ``importlib.metadata`` brings ``email``, ``zipfile``,
+    ``csv`` and a walk of the installed distributions: about 1.5 MiB of the daemon's memory
+    for a version that trio carries itself. The stand-in answers that from
+    ``trio.__version__`` (any other name loads the real module).
+    """
+    import trio
+
+    stand_in = _forwarding("importlib.metadata")
+
+    def version(name: str) -> str:
+        if name == "trio":
+            return str(trio.__version__)
+        found: str = _real("importlib.metadata", stand_in).version(name)
+        return found
+
+    stand_in.version = version  # type: ignore[attr-defined]
+    _import_with_stand_ins("trio_websocket", {"importlib.metadata": stand_in})
+
+
+def _real(name: str, stand_in: types.ModuleType) -> types.ModuleType:
+    """The real module ``name`` (loaded now if need be), ``stand_in`` out of the way."""
+    if sys.modules.get(name) is stand_in:
+        del sys.modules[name]
+    return importlib.import_module(name)
+
+
+def _forwarding(name: str) -> types.ModuleType:
+    """A stand-in for module ``name`` that loads the real one when any of its names is used.
+    Module metadata (``__path__``, ``__file__``...) it does not have: the import system asks
+    for it when the stand-in is imported, and must not load the module then."""
+    stand_in = types.ModuleType(name)
+
+    def forward(attribute: str) -> object:
+        if attribute.startswith("__") and attribute.endswith("__"):
+            raise AttributeError(f"module {name!r} (not loaded yet) has no {attribute!r}")
+        return getattr(_real(name, stand_in), attribute)
+
+    stand_in.__getattr__ = forward  # type: ignore[method-assign]
+    return stand_in
+
+
+def _import_with_stand_ins(name: str, stand_ins: dict[str, types.ModuleType | None]) -> None:
+    """Import ``name`` while each module of ``stand_ins`` that is not loaded yet is the given
+    stand-in (None: missing); the stand-ins are gone from ``sys.modules`` afterwards."""
+    if name in sys.modules or any(module in sys.modules for module in stand_ins):
+        return
+    sys.modules.update(stand_ins)  # type: ignore[arg-type]
+    try:
+        importlib.import_module(name)
+    finally:
+        for module, stand_in in stand_ins.items():
+            if module in sys.modules and sys.modules[module] is stand_in:
+                del sys.modules[module]

@@ -1,0 +1,36 @@
+"""Processes as the kernel shows them, for tests that count a fork server's warm launchers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (state first); [] if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def children(pid: int) -> set[int]:
+    """``pid``'s live children (zombies left out)."""
+    kids: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids.update(int(k) for k in (task / "children").read_text().split())
+    return {k for k in kids if (stat(k) or ["X"])[0] not in ("Z", "X")}
+
+
+def oldest(pids: set[int]) -> int:
+    return min(pids, key=lambda pid: int(stat(pid)[19]))  # starttime, in clock ticks
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 20) -> None:
+    """Wait (bounded) until ``check()`` holds: for state no event announces."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.01)
