@@ -96,6 +96,7 @@ WARM_DEPTH = 2
 WARM_IDLE = 30.0
 REFILL_DELAY_MS = 0  # refill as soon as no launch is waiting to be read
 REAP_INTERVAL_MS = 1000  # ended launchers are reaped at least this often
+SPARE_DELAY_MS = 5  # the hub's next spare repair, once nothing has happened for this long
 WarmKey = tuple[int, int, int, int, int]  # uid, gid, namespaces, audit tag, oom_score_adj
 
 
@@ -263,7 +264,10 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
     exited = _wake_on_exits(poller)
     idle = _IdleShrink(warm_idle)
     while True:
-        events = poller.poll(REFILL_DELAY_MS if refill else REAP_INTERVAL_MS)
+        events = poller.poll(REFILL_DELAY_MS if refill else SPARE_DELAY_MS if hub.wants_spare()
+                             else REAP_INTERVAL_MS)
+        if not events:
+            hub.idle()
         launch_waiting = False
         for fd, _ in events:
             if fd == sock.fileno():

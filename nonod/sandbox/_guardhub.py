@@ -42,6 +42,7 @@ import select
 import signal
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 
 import msgspec
@@ -92,6 +93,7 @@ class GuardHub:
         self._inits: dict[int, _Client] = {}  # an adopted session's init pidfd -> its client
         self._repairs: dict[int, tuple[int, _Client]] = {}  # a repair's pidfd -> pid, client
         self._spare: tuple[int, socket.socket] | None = None  # a repair waiting for a job
+        self._spare_retry = 0.0  # when to try spawning one again after a failure
         try:
             self.fd = _libc.inotify_init1(_libc.IN_CLOEXEC | _libc.IN_NONBLOCK)
             self.error = 0
@@ -237,16 +239,14 @@ class GuardHub:
         client.adopted = _Adopted(fds[0], fds[1], fds[2], fds[3])
         self._inits[fds[0]] = client
         self._poller.register(fds[0], select.POLLIN)
-        if self._spare is None:
-            self._refill()
         try:
             client.sock.send(b"h")
         except OSError:
             self._drop(client)
 
     def _repair(self, client: _Client) -> None:
-        """Hand ``client``'s session to the spare repair (after the one running); the next
-        spare is spawned once this repair has ended (``reaped``), not while it runs."""
+        """Hand ``client``'s session to the spare repair (after the one running; without a
+        spare, one is spawned now); the next spare waits for the fork server to be idle."""
         adopted = client.adopted
         if adopted is None:
             return
@@ -273,11 +273,25 @@ class GuardHub:
             return
         self._lost(client, f"\0the view guard's repair could not start: {error}")
 
+    def wants_spare(self) -> bool:
+        """Whether a spare repair is to be spawned (``idle``): sessions are guarded here and
+        none is waiting."""
+        return (self._spare is None and bool(self._inits)
+                and time.monotonic() >= self._spare_retry)
+
+    def idle(self) -> None:
+        """The fork server has nothing else to do: spawn the spare repair if one is wanted.
+        Not at once when a repair ends: the spawn would compete for the CPU with the session
+        that has just been covered again."""
+        if self.wants_spare():
+            self._refill()
+
     def _refill(self) -> None:
         try:
             self._spare = self._spawn_spare()
-        except OSError:
-            self._spare = None  # the next repair spawns one itself
+        except OSError:  # the next repair spawns one itself; the next try here in a second
+            self._spare = None
+            self._spare_retry = time.monotonic() + 1
 
     def _spawn_spare(self) -> tuple[int, socket.socket]:
         """``nono-reaper --repair --spare``, waiting for a job on its socket: a change then
@@ -304,8 +318,6 @@ class GuardHub:
             del self._repairs[pidfd]
             self._poller.unregister(pidfd)
             os.close(pidfd)
-            if self._spare is None:
-                self._refill()
             adopted = client.adopted
             if adopted is None or adopted.repair != pid:
                 return  # the session has ended meanwhile
