@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import math
 import os
 import secrets
 import select
 import signal
 import socket
 import sys
+import time
 
 import msgspec
 
@@ -60,7 +62,6 @@ MAX_WARM_KEYS = 4
 # Launchers kept ready per key. One is not enough for launches that come back to back: the
 # next would find its launcher still building its namespaces and root (about 2 ms).
 WARM_DEPTH = 2
-REFILL_DELAY_MS = 0  # refill as soon as no launch is waiting to be read
 REAP_INTERVAL_MS = 1000  # ended launchers are reaped at least this often
 WarmKey = tuple[int, int, int, int, int]  # uid, gid, namespaces, audit tag, oom_score_adj
 
@@ -120,10 +121,14 @@ class _Warm:
         else:
             join_cgroups(plan.cgroup_procs, init_pid)
 
-    def hand_over(self, msg: bytes, fds: list[int], plan: LaunchPlan) -> bool:
-        """Give the plan to the waiting init; False if it is not there any more. The init's
+    def hand_over(self, msg: bytes, fds: list[int], plan: LaunchPlan
+                  ) -> socket.socket | bool | None:
+        """Give the plan to the waiting init: its socket (which the init closes once the
+        program runs, the server's cue), or False if it is not there any more. The init's
         group becomes the session's first (it forks the program afterwards, which is born
-        there); if it cannot, the launch fails at step ``cgroup`` and this launcher ends."""
+        there); if it cannot, the launch fails at step ``cgroup`` (None) and this launcher
+        ends."""
+        handed = False
         try:
             data = self.sock.recv(WARM_HELLO.size)
             if len(data) != WARM_HELLO.size:
@@ -134,35 +139,83 @@ class _Warm:
             except OSError as exc:
                 os.write(fds[3], record(REC_ERROR, STEPS.index("cgroup"), exc.errno or 0,
                                         str(exc.filename or "").encode()[:500]))
-                return True
+                return None
             if self.audit_tag:
                 os.write(fds[3], record(REC_AUDIT, ses, ses_err))
             os.write(fds[3], record(REC_PID, init_pid, 0))
             socket.send_fds(self.sock, [msg], fds)
-            return True
+            handed = True
+            return self.sock
         except OSError:
             return False
         finally:
-            self.sock.close()
+            if not handed:
+                self.sock.close()
 
 
 def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardHub,
-          reaper: int = -1, trees: tuple[int, ...] = ()) -> None:
+          reaper: int = -1, trees: tuple[int, ...] = ()) -> socket.socket | None:
+    """Fork a launcher that does every step; return the server's cue (see
+    ``hand_over``), or None if the fork failed (reported)."""
     client = hub.new_client()
+    cue, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         pid = os.fork()
     except OSError as exc:
-        client.close()
+        for end in (client, cue, theirs):
+            end.close()
         os.write(fds[3], record(REC_ERROR, STEPS.index("fork"), exc.errno or 0, b"fork"))
-        return
+        return None
     if pid == 0:
         sock.close()
+        cue.close()
         try:
             run_outer(msg_plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
-                      client.detach(), reaper, trees)
+                      client.detach(), reaper, trees, theirs.detach())
         finally:
             os._exit(126)
     client.close()
+    theirs.close()
+    return cue
+
+
+class _InFlight:
+    """Launches between their hand-over and their program's start, by their cue (the
+    server's end of a socket the init closes once the program runs). Warm launchers are
+    made again only when none is in flight (or the oldest has taken ``PATIENCE``): on a
+    2-CPU machine their ~5 ms of CPU, and the server's own forks, would otherwise compete
+    with the launch that follows, the guard hub's answer to its view guard included."""
+
+    PATIENCE = 0.1  # seconds: a launch taking longer no longer holds the refill back
+
+    def __init__(self, poller: select.poll) -> None:
+        self._poller = poller
+        self._cues: dict[int, tuple[socket.socket, float]] = {}
+
+    def add(self, cue: socket.socket) -> None:
+        self._poller.register(cue, select.POLLIN)
+        self._cues[cue.fileno()] = (cue, time.monotonic())
+
+    def ended(self, fd: int) -> bool:
+        """Take the event on ``fd``; False if it is not a cue."""
+        entry = self._cues.pop(fd, None)
+        if entry is None:
+            return False
+        self._poller.unregister(fd)
+        entry[0].close()
+        return True
+
+    def wait_ms(self) -> int:
+        """How long a refill must still wait (0: now). A launch past ``PATIENCE`` is
+        forgotten."""
+        now = time.monotonic()
+        for fd, (_, since) in list(self._cues.items()):
+            if now - since >= self.PATIENCE:
+                self.ended(fd)
+        if not self._cues:
+            return 0
+        oldest = min(since for _, since in self._cues.values())
+        return max(1, math.ceil((oldest + self.PATIENCE - now) * 1000))
 
 
 def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) -> None:
@@ -178,22 +231,25 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     hub = GuardHub(poller)
+    inflight = _InFlight(poller)
     while True:
-        events = poller.poll(REFILL_DELAY_MS if refill else REAP_INTERVAL_MS)
+        events = poller.poll(inflight.wait_ms() if refill else REAP_INTERVAL_MS)
         launch_waiting = False
         for fd, _ in events:
             if fd == sock.fileno():
                 launch_waiting = True
-            else:
+            elif not inflight.ended(fd):
                 hub.handle(fd)
         if not launch_waiting:
-            # No launch waiting: reap ended launchers, prepare the next warm ones.
+            # No launch waiting: reap ended launchers; once no launch is in flight, prepare
+            # one warm launcher, then look again for launches before the next.
             _reap()
-            for wanted in refill:
-                ready_ones = pool.setdefault(wanted, [])
-                while len(ready_ones) < WARM_DEPTH:
-                    ready_ones.append(_Warm(wanted, hub, subtrees, reaper))
-            refill.clear()
+            if refill and not inflight.wait_ms():
+                ready_ones = pool.setdefault(refill[0], [])
+                if len(ready_ones) < WARM_DEPTH:
+                    ready_ones.append(_Warm(refill[0], hub, subtrees, reaper))
+                if len(ready_ones) >= WARM_DEPTH:
+                    refill.pop(0)
             continue
         try:
             msg, fds, _, _ = socket.recv_fds(sock, MAX_PLAN, FDS_PER_PLAN)
@@ -231,8 +287,11 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
                                      plan.oom_score_adj))
         waiting = pool.get(key, []) if key is not None else []
         ready = waiting.pop(0) if waiting else None  # the oldest: the likeliest to be done
-        if ready is None or not ready.hand_over(msg, [*fds, *trees], plan):
-            _cold(plan, fds, sock, hub, reaper, trees)
+        cue = ready.hand_over(msg, [*fds, *trees], plan) if ready is not None else False
+        if cue is False:
+            cue = _cold(plan, fds, sock, hub, reaper, trees)
+        if isinstance(cue, socket.socket):
+            inflight.add(cue)
         for fd in (*fds, *trees):
             os.close(fd)
         if (warm and key is not None and key not in refill

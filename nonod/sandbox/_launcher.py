@@ -284,13 +284,14 @@ def join_cgroups(procs: tuple[str, ...], pid: int = 0) -> None:
 
 
 def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
-              trees: tuple[int, ...] = ()) -> None:
+              trees: tuple[int, ...] = (), done: int = -1) -> None:
     """Body of the fork server's child (``reaper``: the memfd of ``_reaper``, or -1;
-    ``trees``: the plan's idmapped trees, ``_mounts.idmapped_trees``). Never returns."""
+    ``trees``: the plan's idmapped trees, ``_mounts.idmapped_trees``; ``done``: a socket
+    the init closes once the program runs, see ``confine_and_run``). Never returns."""
     launch_w = fds[3]
     server = os.getppid()
     try:
-        _step("fork", _close_except, (*fds, hub, reaper, *trees))
+        _step("fork", _close_except, (*fds, hub, reaper, done, *trees))
         _step("cgroup", join_cgroups, plan.cgroup_procs)
         _step("pdeathsig", _pdeathsig)
         _step("pdeathsig", _dumpable_until_mapped)
@@ -319,7 +320,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
         guard_outer.close()
         os.close(hub)
         try:
-            run_init(plan, fds, alive_r, guard_init, reaper, trees)
+            run_init(plan, fds, alive_r, guard_init, reaper, trees, done)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -327,8 +328,9 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
         os._exit(EXIT_LAUNCH_FAILED)
     os.close(alive_r)
     guard_init.close()
-    for fd in trees:
-        os.close(fd)
+    for fd in (*trees, done):
+        if fd >= 0:
+            os.close(fd)
     _write_all(launch_w, record(REC_PID, pid, 0))
     for fd in {*fds, 0, 1, 2}:
         os.close(fd)
@@ -376,8 +378,9 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
             os.close(hub)
         try:
             prepare_init(alive_r, ns_flags)
-            msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=sock_fd), 1 << 20,
-                                             FDS_PER_PLAN + MAX_TREES)
+            plan_sock = socket.socket(fileno=sock_fd)
+            msg, fds, _, _ = socket.recv_fds(plan_sock, 1 << 20, FDS_PER_PLAN + MAX_TREES)
+            plan_sock.detach()  # kept open until the program runs: the fork server's cue
         except (StepFailed, OSError):
             os._exit(EXIT_LAUNCH_FAILED)
         if not msg or len(fds) < FDS_PER_PLAN:
@@ -389,7 +392,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
                     uid, gid, ns_flags, audit_tag, oom_score_adj):
                 raise StepFailed("fork", 22, "plan does not match the warm launcher")
             confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
-                            guard_init, reaper, tuple(fds[FDS_PER_PLAN:]))
+                            guard_init, reaper, tuple(fds[FDS_PER_PLAN:]), sock_fd)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -637,15 +640,17 @@ def _rlimits(max_processes: int) -> None:
         resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
 
 
-def _stdio(fds: Fds, reaper: int = -1) -> tuple[int, int, int]:
+def _stdio(fds: Fds, reaper: int = -1, done: int = -1) -> tuple[int, int, int, int]:
     """Put the caller's descriptors on 0, 1, 2, then the launch pipe, the exit pipe and the
-    control socket on 3, 4, 5, and the reaper's memfd (if any) on ``_reaper.FD`` (6)
-    (close-on-exec: the program never gets them)."""
-    # dup everything first so that a target on 0..6 is never overwritten early
-    src = [os.dup(fd) for fd in (*fds, reaper) if fd >= 0]
+    control socket on 3, 4, 5, the reaper's memfd (if any) on ``_reaper.FD`` (6), and
+    ``done`` (if any) next; return the new numbers of the launch pipe, the exit pipe, the
+    control socket and ``done`` (-1: none). All but 0, 1, 2 are close-on-exec: the program
+    never gets them."""
+    # dup everything first so that a target on 0..7 is never overwritten early
+    src = [os.dup(fd) for fd in (*fds, reaper, done) if fd >= 0]
     for target, fd in enumerate(src):
         os.dup2(fd, target, inheritable=target < 3)
-    return 3, 4, CONTROL_FD
+    return 3, 4, CONTROL_FD, len(src) - 1 if done >= 0 else -1
 
 
 def _hand_over_listener(control: int, port: int) -> None:
@@ -667,13 +672,13 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signa
 
 
 def run_init(plan: LaunchPlan, fds: Fds, alive_r: int, guard: socket.socket,
-             reaper: int = -1, trees: tuple[int, ...] = ()) -> None:
+             reaper: int = -1, trees: tuple[int, ...] = (), done: int = -1) -> None:
     """Pid 1 of the session: confine itself step by step, fork the program, then stay as the
     namespace's init (``nono-reaper`` from ``reaper``, else this interpreter): forward
     signals to the program, reap orphans, report the program's exit status on the exit pipe
     and exit (which ends every process left in the namespace)."""
     prepare_init(alive_r, plan.ns_flags)
-    confine_and_run(plan, fds, guard, reaper, trees)
+    confine_and_run(plan, fds, guard, reaper, trees, done)
 
 
 def prepare_init(alive_r: int, ns_flags: int) -> None:
@@ -726,7 +731,11 @@ def _end_descendants() -> None:
 
 
 def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: int = -1,
-                    trees: tuple[int, ...] = ()) -> None:
+                    trees: tuple[int, ...] = (), done: int = -1) -> None:
+    """The init's launch-specific steps, then the program, then the init's life. ``done``
+    (if any): the init's end of a socket whose other end the fork server polls; closed once
+    the program runs (or by the init's exit), which tells the server that the launch no
+    longer needs the CPUs and the warm launchers can be made again."""
     if plan.ns_flags & _libc.CLONE_NEWNS:
         _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned,
               trees=trees)
@@ -738,20 +747,20 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: in
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits, plan.max_processes)
     try:
-        launch_w, exit_w, control = _stdio(fds, reaper)
+        launch_w, exit_w, control, done = _stdio(fds, reaper, done)
     except OSError as exc:
         raise StepFailed("stdio", exc.errno or 0, "dup2") from None
     try:
-        _confined_tail(plan, launch_w, exit_w, control, reaper >= 0)
+        _confined_tail(plan, launch_w, exit_w, control, reaper >= 0, done)
     except StepFailed as exc:
         # The caller's descriptor numbers are gone (close_fds): report on ours.
         _fail(launch_w, exc)
 
 
 def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
-                   reaper: bool = False) -> None:
-    _step("close_fds", _libc.close_range, _reaper.FD + 1 if reaper else CONTROL_FD + 1,
-          0xFFFFFFFF)
+                   reaper: bool = False, done: int = -1) -> None:
+    last = _reaper.FD if reaper else CONTROL_FD
+    _step("close_fds", _libc.close_range, max(last, done) + 1, 0xFFFFFFFF)
     if plan.proxy_port:
         _step("loopback", _hand_over_listener, control, plan.proxy_port)
     _step("no_new_privs", _no_new_privs)
@@ -777,6 +786,8 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
         except OSError as exc:
             raise StepFailed("exec", exc.errno or 0, plan.executable) from None
     os.close(launch_w)
+    if done >= 0:
+        os.close(done)
     for fd in (0, 1, 2):
         os.close(fd)  # the terminal belongs to the program now
     _serve_as_init(pid, exit_w, control, supervisor, plan.ns_flags, reaper)
