@@ -31,6 +31,7 @@ from . import _libc, _reaper
 from ._guardhub import GuardHub
 from ._launcher import (
     FDS_PER_PLAN,
+    READY,
     REC_AUDIT,
     REC_CGROUP,
     REC_ERROR,
@@ -38,12 +39,14 @@ from ._launcher import (
     STEPS,
     WARM_HELLO,
     LaunchPlan,
+    View,
     join_cgroups,
     record,
     run_outer,
     run_warm,
+    view_of,
 )
-from ._mounts import idmapped_trees
+from ._mounts import BIND_DIR, BIND_FILE, idmapped_trees
 
 MAX_PLAN = 1 << 20
 
@@ -58,12 +61,32 @@ def _reap() -> None:
             return
 
 
+# At most this many keys of each kind (with a view, without) have warm launchers; the least
+# recently launched is dropped for a new one.
 MAX_WARM_KEYS = 4
-# Launchers kept ready per key. One is not enough for launches that come back to back: the
-# next would find its launcher still building its namespaces and root (about 2 ms).
+# Launchers kept ready per key with a view. One is not enough for launches that come back
+# to back: the next would find its launcher still building its namespaces and root.
 WARM_DEPTH = 2
+# Without a view (the fallback for a policy's first launch, whose view nobody prepared): one.
+PLAIN_DEPTH = 1
 REAP_INTERVAL_MS = 1000  # ended launchers are reaped at least this often
 WarmKey = tuple[int, int, int, int, int]  # uid, gid, namespaces, audit tag, oom_score_adj
+PoolKey = tuple[WarmKey, bytes]  # and the encoded view (b"": none, only namespaces and root)
+
+
+def _bound_sources(view: View) -> tuple[tuple[int, int], ...]:
+    """(device, inode) of what each of the view's binds names on the host now ((0, 0): not
+    there): a warm launcher's prepared binds are current while these stay equal."""
+    out: list[tuple[int, int]] = []
+    for op in view.mounts:
+        if op.kind in (BIND_DIR, BIND_FILE):
+            try:
+                st = os.stat(op.source)
+            except OSError:
+                out.append((0, 0))
+                continue
+            out.append((st.st_dev, st.st_ino))
+    return tuple(out)
 
 
 def _pool_group(pool: tuple[tuple[str, str], ...]) -> tuple[str, dict[str, str]]:
@@ -93,24 +116,55 @@ class _Warm:
     own when the daemon's sessions get v1 cgroups (``pool``)."""
 
     def __init__(self, key: WarmKey, hub: GuardHub, pool: tuple[tuple[str, str], ...] = (),
-                 reaper: int = -1) -> None:
+                 reaper: int = -1, view: View | None = None) -> None:
+        """With a ``view``, the launcher also builds it (``run_warm``); its binds must still
+        name what they named then (``_bound_sources``) when it is handed a plan. Raises
+        OSError if the view's idmapped trees cannot be made."""
+        trees = tuple(idmapped_trees(view.mounts)) if view is not None else ()
+        self.view = view
+        self.sources = _bound_sources(view) if view is not None else ()
         self.group, self.group_dirs = _pool_group(pool)
         procs = tuple(sorted({os.path.join(d, "cgroup.procs") for d in self.group_dirs.values()}))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PLAN)  # a plan is one datagram
         client = hub.new_client()
-        pid = os.fork()
-        if pid == 0:
-            ours.close()
-            try:
-                run_warm(key[0], key[1], key[2], theirs.detach(), key[3], client.detach(),
-                         key[4], procs, reaper)
-            finally:
-                os._exit(126)
-        theirs.close()
-        client.close()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                ours.close()
+                try:
+                    run_warm(key[0], key[1], key[2], theirs.detach(), key[3], client.detach(),
+                             key[4], procs, reaper, view, trees)
+                finally:
+                    os._exit(126)
+        finally:
+            theirs.close()
+            client.close()
+            for fd in trees:
+                os.close(fd)
         self.sock = ours
         self.audit_tag = key[3]
+
+    def discard(self) -> tuple[str, ...]:
+        """Let the launcher go (its init exits on the closed socket); the directories of its
+        group, for the caller to remove once it has."""
+        self.sock.close()
+        return tuple(sorted(set(self.group_dirs.values())))
+
+    def _wait_ready(self) -> tuple[int, int, int] | None:
+        """The outer's hello and the init's ``READY`` (in either order): (init pid, audit
+        session, errno), or None if the launcher died first (preparing its view, say)."""
+        hello: tuple[int, int, int] | None = None
+        ready = False
+        while hello is None or not ready:
+            data = self.sock.recv(WARM_HELLO.size)
+            if data == READY:
+                ready = True
+            elif len(data) == WARM_HELLO.size:
+                hello = WARM_HELLO.unpack(data)
+            else:
+                return None
+        return hello
 
     def _into_session(self, plan: LaunchPlan, init_pid: int, launch_w: int) -> None:
         """Make the init's group the session's: the limits written into its own group (it
@@ -130,10 +184,12 @@ class _Warm:
         ends."""
         handed = False
         try:
-            data = self.sock.recv(WARM_HELLO.size)
-            if len(data) != WARM_HELLO.size:
+            hello = self._wait_ready()
+            if hello is None:
                 return False
-            init_pid, ses, ses_err = WARM_HELLO.unpack(data)
+            if self.view is not None and _bound_sources(self.view) != self.sources:
+                return False  # the host replaced a bound path since: its binds are stale
+            init_pid, ses, ses_err = hello
             try:
                 self._into_session(plan, init_pid, fds[3])
             except OSError as exc:
@@ -179,6 +235,28 @@ def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardH
     return cue
 
 
+def _launch_plain(plan: LaunchPlan, msg: bytes, fds: list[int], ready: _Warm | None,
+                  sock: socket.socket, hub: GuardHub, reaper: int
+                  ) -> socket.socket | bool | None:
+    """Launch on ``ready`` (namespaces and root, no view), or cold; the idmapped trees of
+    the plan are made here, root in the host's namespaces (a launcher has its own
+    already)."""
+    try:
+        trees = tuple(idmapped_trees(plan.mounts))
+    except OSError as exc:
+        os.write(fds[3], record(REC_ERROR, STEPS.index("mounts"), exc.errno or 0,
+                                f"idmap: {exc.filename or ''}".encode()[:500]))
+        if ready is not None:
+            ready.discard()
+        return None
+    try:
+        cue = ready.hand_over(msg, [*fds, *trees], plan) if ready is not None else False
+        return _cold(plan, fds, sock, hub, reaper, trees) if cue is False else cue
+    finally:
+        for fd in trees:
+            os.close(fd)
+
+
 class _InFlight:
     """Launches between their hand-over and their program's start, by their cue (the
     server's end of a socket the init closes once the program runs). Warm launchers are
@@ -218,6 +296,90 @@ class _InFlight:
         return max(1, math.ceil((oldest + self.PATIENCE - now) * 1000))
 
 
+class _Pool:
+    """The warm launchers, by key: those with a view (``_launcher.View``: root, binds, masks
+    and Landlock ruleset of one policy, built ahead) and, as the fallback for a view nobody
+    prepared, those with namespaces and an empty root only. Each kind keeps at most
+    ``MAX_WARM_KEYS`` keys, the least recently launched dropped first."""
+
+    def __init__(self, hub: GuardHub, reaper: int) -> None:
+        self._hub = hub
+        self._reaper = reaper
+        self._ready: dict[PoolKey, list[_Warm]] = {}
+        self._recent: dict[PoolKey, View | None] = {}  # oldest first
+        self._refill: list[PoolKey] = []
+        self._groups: list[str] = []  # of dropped launchers, removed once empty
+        self.subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees
+
+    @staticmethod
+    def keys(plan: LaunchPlan) -> tuple[PoolKey | None, PoolKey | None, View | None]:
+        """The plan's key with its view, its key without, and its view (Nones: launched
+        cold). A plan with groups but no limits for them (a tool session's, nested in its
+        agent's groups) launches cold: a warm launcher waits in a group beside the
+        agent's."""
+        nested = bool(plan.cgroup_procs) and plan.cgroup_limits is None
+        if plan.switch_user or nested:
+            return None, None, None
+        warm: WarmKey = (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag, plan.oom_score_adj)
+        view = view_of(plan)
+        viewed = (warm, msgspec.msgpack.encode(view)) if view is not None else None
+        return viewed, (warm, b""), view
+
+    def take(self, key: PoolKey | None) -> _Warm | None:
+        waiting = self._ready.get(key, []) if key is not None else []
+        return waiting.pop(0) if waiting else None  # the oldest: the likeliest to be done
+
+    def want(self, key: PoolKey | None, view: View | None) -> None:
+        """Keep launchers ready for ``key`` (just launched): refilled when nothing is in
+        flight (``serve``)."""
+        if key is None:
+            return
+        self._recent.pop(key, None)
+        self._recent[key] = view
+        same_kind = [k for k in self._recent if bool(k[1]) == bool(key[1])]
+        for old in same_kind[:max(0, len(same_kind) - MAX_WARM_KEYS)]:
+            self._drop(old)
+        if key not in self._refill:
+            self._refill.append(key)
+
+    def _drop(self, key: PoolKey) -> None:
+        del self._recent[key]
+        if key in self._refill:
+            self._refill.remove(key)
+        for launcher in self._ready.pop(key, []):
+            self._groups.extend(launcher.discard())
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._refill)
+
+    def refill_one(self) -> None:
+        """Make one launcher for the first key short of its depth."""
+        key = self._refill[0]
+        ready = self._ready.setdefault(key, [])
+        depth = WARM_DEPTH if key[1] else PLAIN_DEPTH
+        if len(ready) < depth:
+            try:
+                ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper,
+                                   self._recent.get(key)))
+            except OSError:
+                depth = 0  # its view cannot be prepared (its idmapped trees): launch cold
+        if len(ready) >= depth:
+            self._refill.pop(0)
+
+    def tidy(self) -> None:
+        """Remove the groups of dropped launchers that have ended."""
+        left: list[str] = []
+        for directory in self._groups:
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                left.append(directory)  # its launcher is still exiting
+        self._groups = left
+
+
 def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) -> None:
     """Serve launch requests on ``sock`` until the daemon closes it. ``reaper``: the memfd
     every session's init becomes once its program runs (``_reaper``); None loads it, -1
@@ -225,15 +387,13 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
     if reaper is None:
         reaper = _reaper.load()
     decoder = msgspec.msgpack.Decoder(LaunchPlan)
-    pool: dict[WarmKey, list[_Warm]] = {}
-    refill: list[WarmKey] = []
-    subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees (its last plan)
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     hub = GuardHub(poller)
+    pool = _Pool(hub, reaper)
     inflight = _InFlight(poller)
     while True:
-        events = poller.poll(inflight.wait_ms() if refill else REAP_INTERVAL_MS)
+        events = poller.poll(inflight.wait_ms() if pool.pending else REAP_INTERVAL_MS)
         launch_waiting = False
         for fd, _ in events:
             if fd == sock.fileno():
@@ -244,12 +404,9 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
             # No launch waiting: reap ended launchers; once no launch is in flight, prepare
             # one warm launcher, then look again for launches before the next.
             _reap()
-            if refill and not inflight.wait_ms():
-                ready_ones = pool.setdefault(refill[0], [])
-                if len(ready_ones) < WARM_DEPTH:
-                    ready_ones.append(_Warm(refill[0], hub, subtrees, reaper))
-                if len(ready_ones) >= WARM_DEPTH:
-                    refill.pop(0)
+            pool.tidy()
+            if pool.pending and not inflight.wait_ms():
+                pool.refill_one()
             continue
         try:
             msg, fds, _, _ = socket.recv_fds(sock, MAX_PLAN, FDS_PER_PLAN)
@@ -270,33 +427,19 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None) 
             for fd in fds:
                 os.close(fd)
             continue
-        try:  # made here, root in the host's namespaces: a launcher has its own already
-            trees = tuple(idmapped_trees(plan.mounts))
-        except OSError as exc:
-            os.write(fds[3], record(REC_ERROR, STEPS.index("mounts"), exc.errno or 0,
-                                    f"idmap: {exc.filename or ''}".encode()[:500]))
-            for fd in fds:
-                os.close(fd)
-            continue
-        subtrees = plan.cgroup_pool
-        # A plan with groups but no limits for them (a tool session's, nested in its agent's
-        # groups) launches cold: a warm launcher waits in a group beside the agent's.
-        nested = bool(plan.cgroup_procs) and plan.cgroup_limits is None
-        key: WarmKey | None = (None if plan.switch_user or nested
-                               else (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag,
-                                     plan.oom_score_adj))
-        waiting = pool.get(key, []) if key is not None else []
-        ready = waiting.pop(0) if waiting else None  # the oldest: the likeliest to be done
-        cue = ready.hand_over(msg, [*fds, *trees], plan) if ready is not None else False
+        pool.subtrees = plan.cgroup_pool
+        viewed, plain, view = _Pool.keys(plan)
+        ready = pool.take(viewed)  # its view built: only the program's own steps remain
+        cue = ready.hand_over(msg, fds, plan) if ready is not None else False
         if cue is False:
-            cue = _cold(plan, fds, sock, hub, reaper, trees)
+            cue = _launch_plain(plan, msg, fds, pool.take(plain), sock, hub, reaper)
         if isinstance(cue, socket.socket):
             inflight.add(cue)
-        for fd in (*fds, *trees):
+        for fd in fds:
             os.close(fd)
-        if (warm and key is not None and key not in refill
-                and (key in pool or len(pool) < MAX_WARM_KEYS)):
-            refill.append(key)  # the next launches like this one skip namespace set-up
+        if warm:  # the next launches like this one skip namespaces, root and view
+            pool.want(viewed, view)
+            pool.want(plain, None)
 
 
 def main() -> None:
