@@ -70,6 +70,11 @@ WARM_DEPTH = 2
 # Without a view (the fallback for a policy's first launch, whose view nobody prepared): one.
 PLAIN_DEPTH = 1
 REAP_INTERVAL_MS = 1000  # ended launchers are reaped at least this often
+# A warm launcher prepares itself this much nicer than the fork server, so that on a small
+# machine a launch in progress wins the CPU over it; the fork server sets it back before it
+# hands it a plan, which needs CAP_SYS_NICE: other daemons' launchers prepare at the
+# daemon's own priority.
+WARM_NICE = 10
 WarmKey = tuple[int, int, int, int, int]  # uid, gid, namespaces, audit tag, oom_score_adj
 PoolKey = tuple[WarmKey, bytes]  # and the encoded view (b"": none, only namespaces and root)
 
@@ -128,11 +133,15 @@ class _Warm:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PLAN)  # a plan is one datagram
         client = hub.new_client()
+        self.nice = os.getpriority(os.PRIO_PROCESS, 0)  # the server's, the session's
+        self.nicer = os.geteuid() == 0
         try:
-            pid = os.fork()
+            self.pid = pid = os.fork()
             if pid == 0:
                 ours.close()
                 try:
+                    if self.nicer:
+                        os.setpriority(os.PRIO_PROCESS, 0, min(19, self.nice + WARM_NICE))
                     run_warm(key[0], key[1], key[2], theirs.detach(), key[3], client.detach(),
                              key[4], procs, reaper, view, trees)
                 finally:
@@ -190,6 +199,9 @@ class _Warm:
             if self.view is not None and _bound_sources(self.view) != self.sources:
                 return False  # the host replaced a bound path since: its binds are stale
             init_pid, ses, ses_err = hello
+            if self.nicer:  # the session runs at the daemon's priority, not the refill's
+                for pid in (self.pid, init_pid):
+                    os.setpriority(os.PRIO_PROCESS, pid, self.nice)
             try:
                 self._into_session(plan, init_pid, fds[3])
             except OSError as exc:

@@ -47,12 +47,14 @@ def _policy(name: str, *grants: Grant, denials: tuple[Denial, ...] = ()) -> Reso
     )
 
 
-async def _read(launcher: Launcher, policy: ResolvedPolicy, *paths: Path) -> list[str]:
-    """What a session of ``policy`` reads at ``paths`` (see ``READ_ALL``)."""
+async def _read(launcher: Launcher, policy: ResolvedPolicy, *paths: Path,
+                code: str = READ_ALL) -> list[str]:
+    """What a session of ``policy`` prints running ``code`` on ``paths`` (by default: what
+    it reads there, see ``READ_ALL``)."""
     out_r, out_w = os.pipe()
     try:
         proc = await launcher.launch(
-            policy, LaunchRequest(argv=(PY, "-S", "-c", READ_ALL, *map(str, paths)), cwd="/"),
+            policy, LaunchRequest(argv=(PY, "-S", "-c", code, *map(str, paths)), cwd="/"),
             stdio=(0, out_w, 2))
     finally:
         os.close(out_w)
@@ -87,6 +89,21 @@ def test_two_policies_alternating_each_see_only_their_own_view(world_tmp: Path) 
 
     for name, lines in trio.run(main):
         assert lines == (["a", "ENOENT"] if name == "a" else ["ENOENT", "b"]), (name, lines)
+
+
+@pytest.mark.root
+def test_sessions_run_at_the_daemons_priority_not_the_refills(world_tmp: Path) -> None:
+    """Warm launchers prepare themselves at a lower priority (``WARM_NICE``); every session,
+    the ones they serve included, runs at the fork server's."""
+    _, grant = _grant_dir(world_tmp, "a")
+    policy = _policy("a", grant)
+
+    async def main() -> list[list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            return [await _read(launcher, policy, code="import os; print(os.nice(0))")
+                    for _ in range(6)]
+
+    assert trio.run(main) == [[str(os.nice(0))]] * 6
 
 
 def test_a_bound_directory_replaced_between_launches_is_bound_afresh(world_tmp: Path) -> None:
