@@ -61,14 +61,18 @@ def _reap() -> None:
             return
 
 
-# At most this many keys of each kind (with a view, without) have warm launchers; the least
-# recently launched is dropped for a new one.
+# At most this many keys without a view, and with one, have warm launchers; the least
+# recently launched is dropped for a new one. With the depths below, at most 8 launchers
+# wait (4 x 1 + 2 x 2), as many as before views were prepared (4 keys x 2).
 MAX_WARM_KEYS = 4
-# Launchers kept ready per key with a view. One is not enough for launches that come back
-# to back: the next would find its launcher still building its namespaces and root.
+MAX_VIEWS = 2
+# Launchers kept ready per key: one, and two for a view launched again within ``HOT``
+# seconds (one is not enough for launches that come back to back: the next would find its
+# launcher still preparing).
 WARM_DEPTH = 2
-# Without a view (the fallback for a policy's first launch, whose view nobody prepared): one.
-PLAIN_DEPTH = 1
+HOT = 1.0
+# A view not launched for this long has its launchers dropped (those without a view stay).
+VIEW_IDLE = 60.0
 REAP_INTERVAL_MS = 1000  # ended launchers are reaped at least this often
 # A warm launcher prepares itself this much nicer than the fork server, so that on a small
 # machine a launch in progress wins the CPU over it; the fork server sets it back before it
@@ -311,14 +315,17 @@ class _InFlight:
 class _Pool:
     """The warm launchers, by key: those with a view (``_launcher.View``: root, binds, masks
     and Landlock ruleset of one policy, built ahead) and, as the fallback for a view nobody
-    prepared, those with namespaces and an empty root only. Each kind keeps at most
-    ``MAX_WARM_KEYS`` keys, the least recently launched dropped first."""
+    prepared, those with namespaces and an empty root only. At most ``MAX_VIEWS`` and
+    ``MAX_WARM_KEYS`` keys, the least recently launched dropped first; views idle for
+    ``VIEW_IDLE`` are dropped."""
 
     def __init__(self, hub: GuardHub, reaper: int) -> None:
         self._hub = hub
         self._reaper = reaper
         self._ready: dict[PoolKey, list[_Warm]] = {}
         self._recent: dict[PoolKey, View | None] = {}  # oldest first
+        self._last: dict[PoolKey, float] = {}  # when each key was last launched
+        self._hot: set[PoolKey] = set()  # views launched back to back: WARM_DEPTH
         self._refill: list[PoolKey] = []
         self._groups: list[str] = []  # of dropped launchers, removed once empty
         self.subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees
@@ -346,16 +353,25 @@ class _Pool:
         flight (``serve``)."""
         if key is None:
             return
+        now = time.monotonic()
+        if key[1] and now - self._last.get(key, now - HOT) < HOT:
+            self._hot.add(key)
+        else:
+            self._hot.discard(key)  # launched again after a while: one launcher will do
+        self._last[key] = now
         self._recent.pop(key, None)
         self._recent[key] = view
         same_kind = [k for k in self._recent if bool(k[1]) == bool(key[1])]
-        for old in same_kind[:max(0, len(same_kind) - MAX_WARM_KEYS)]:
+        most = MAX_VIEWS if key[1] else MAX_WARM_KEYS
+        for old in same_kind[:max(0, len(same_kind) - most)]:
             self._drop(old)
         if key not in self._refill:
             self._refill.append(key)
 
     def _drop(self, key: PoolKey) -> None:
         del self._recent[key]
+        del self._last[key]
+        self._hot.discard(key)
         if key in self._refill:
             self._refill.remove(key)
         for launcher in self._ready.pop(key, []):
@@ -369,7 +385,7 @@ class _Pool:
         """Make one launcher for the first key short of its depth."""
         key = self._refill[0]
         ready = self._ready.setdefault(key, [])
-        depth = WARM_DEPTH if key[1] else PLAIN_DEPTH
+        depth = WARM_DEPTH if key in self._hot else 1
         if len(ready) < depth:
             try:
                 ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper,
@@ -380,7 +396,11 @@ class _Pool:
             self._refill.pop(0)
 
     def tidy(self) -> None:
-        """Remove the groups of dropped launchers that have ended."""
+        """Drop the launchers of views idle for ``VIEW_IDLE``; remove the groups of dropped
+        launchers that have ended."""
+        now = time.monotonic()
+        for key in [k for k, last in self._last.items() if k[1] and now - last > VIEW_IDLE]:
+            self._drop(key)
         left: list[str] = []
         for directory in self._groups:
             try:
