@@ -166,7 +166,11 @@ class _Warm:
 
     def _wait_ready(self) -> tuple[int, int, int] | None:
         """The outer's hello and the init's ``READY`` (in either order): (init pid, audit
-        session, errno), or None if the launcher died first (preparing its view, say)."""
+        session, errno), or None if the launcher died first (preparing its view, say).
+        Both processes get the session's priority back first: one still preparing must not
+        keep the launch waiting at the refill's."""
+        if self.nicer:
+            os.setpriority(os.PRIO_PROCESS, self.pid, self.nice)
         hello: tuple[int, int, int] | None = None
         ready = False
         while hello is None or not ready:
@@ -175,6 +179,8 @@ class _Warm:
                 ready = True
             elif len(data) == WARM_HELLO.size:
                 hello = WARM_HELLO.unpack(data)
+                if self.nicer:
+                    os.setpriority(os.PRIO_PROCESS, hello[0], self.nice)
             else:
                 return None
         return hello
@@ -197,15 +203,12 @@ class _Warm:
         ends."""
         handed = False
         try:
+            if self.view is not None and _bound_sources(self.view) != self.sources:
+                return False  # the host replaced a bound path since: its binds are stale
             hello = self._wait_ready()
             if hello is None:
                 return False
-            if self.view is not None and _bound_sources(self.view) != self.sources:
-                return False  # the host replaced a bound path since: its binds are stale
             init_pid, ses, ses_err = hello
-            if self.nicer:  # the session runs at the daemon's priority, not the refill's
-                for pid in (self.pid, init_pid):
-                    os.setpriority(os.PRIO_PROCESS, pid, self.nice)
             try:
                 self._into_session(plan, init_pid, fds[3])
             except OSError as exc:
