@@ -6,7 +6,9 @@ that after the first launches of a policy its prepared launchers serve the next 
 from __future__ import annotations
 
 import os
+import select
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import trio
 
 from nonod.policy import Access, Denial, Grant, ResolvedPolicy
 from nonod.sandbox import Launcher, LaunchRequest, open_launcher
+from nonod.sandbox._forkserver import _InFlight
 from nonod.sandbox._landlock import (
     LandlockPlan,
     build_ruleset,
@@ -174,3 +177,22 @@ def test_a_prepared_ruleset_is_current_only_while_its_paths_name_the_same_files(
     (world_tmp / "notes.txt.new").write_text("saved\n")
     (world_tmp / "notes.txt.new").rename(notes)
     assert not rules_current(plan, ids)
+
+
+def test_the_refill_waits_for_the_launch_in_flight_until_its_init_lets_go() -> None:
+    """``_InFlight``: while a launch's cue is open (its init has not started the program),
+    a refill waits; the init closing its end (after ``posix_spawn``, or by dying) wakes
+    the fork server's poll and lets the refill go."""
+    poller = select.poll()
+    inflight = _InFlight(poller)
+    assert inflight.wait_ms() == 0
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    inflight.add(ours)
+    assert 0 < inflight.wait_ms() <= _InFlight.PATIENCE * 1000
+    assert poller.poll(0) == []
+    theirs.close()
+    events = poller.poll(1000)
+    assert [fd for fd, _ in events] == [ours.fileno()]
+    assert inflight.ended(ours.fileno())
+    assert inflight.wait_ms() == 0
+    assert ours.fileno() == -1  # closed by the pool
