@@ -51,13 +51,14 @@ def _policy(name: str, *grants: Grant, denials: tuple[Denial, ...] = ()) -> Reso
 
 
 async def _read(launcher: Launcher, policy: ResolvedPolicy, *paths: Path,
-                code: str = READ_ALL) -> list[str]:
+                code: str = READ_ALL, env: tuple[tuple[str, str], ...] = ()) -> list[str]:
     """What a session of ``policy`` prints running ``code`` on ``paths`` (by default: what
     it reads there, see ``READ_ALL``)."""
     out_r, out_w = os.pipe()
     try:
         proc = await launcher.launch(
-            policy, LaunchRequest(argv=(PY, "-S", "-c", code, *map(str, paths)), cwd="/"),
+            policy, LaunchRequest(argv=(PY, "-S", "-c", code, *map(str, paths)), cwd="/",
+                                  env=env),
             stdio=(0, out_w, 2))
     finally:
         os.close(out_w)
@@ -157,6 +158,34 @@ def test_a_masked_directory_made_again_between_launches_stays_masked(world_tmp: 
     assert all(lines[0] == "notes" and "SECRET" not in lines[1] for lines in before), before
     assert after[0] == "notes"
     assert "SECRET" not in after[1], after
+
+
+def test_the_creation_guard_holds_in_every_session_of_a_prepared_view(world_tmp: Path) -> None:
+    """A writable ``$HOME`` gets the creation guard (its pinned directories are part of the
+    prepared view): in every session, first or served by a prepared launcher, creating
+    ``.bashrc`` is refused and creating another name works."""
+    home = world_tmp / "home"
+    home.mkdir()
+    policy = _policy("home", Grant(path=str(home), access=Access.READWRITE))
+    create = (
+        "import errno, sys\n"
+        "for p in sys.argv[1:]:\n"
+        "    try:\n"
+        "        open(p, 'x').close()\n"
+        "        print('OK')\n"
+        "    except OSError as e:\n"
+        "        print(errno.errorcode.get(e.errno, e.errno))\n"
+    )
+
+    async def main() -> list[list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            return [await _read(launcher, policy, home / ".bashrc", home / f"note{i}",
+                                code=create, env=(("HOME", str(home)),)) for i in range(5)]
+
+    for lines in trio.run(main):
+        assert lines[0] != "OK" and lines[1] == "OK", lines
+    assert not (home / ".bashrc").exists()
+    assert sorted(p.name for p in home.iterdir()) == [f"note{i}" for i in range(5)]
 
 
 def test_a_prepared_ruleset_is_current_only_while_its_paths_name_the_same_files(
