@@ -30,7 +30,8 @@ The steps, in order (``STEPS`` names them in error records):
    13. close_fds    every other descriptor closed (close_range)
    14. no_new_privs PR_SET_NO_NEW_PRIVS
    15. landlock     filesystem (and fallback network) rules, scopes
-   16. caps         every capability dropped, securebits locked
+   16. caps         every capability dropped, securebits locked (the bounding set was
+                    emptied with the init's preparation: a warm one's, ahead of time)
    17. seccomp      the syscall filter, last so nothing above needs to pass it
        createguard  when names must not be created (``_createguard``): their directories
                     were bound onto themselves after the mounts; now layer 2 is built
@@ -763,6 +764,10 @@ def prepare_init(alive_r: int, ns_flags: int) -> None:
     if ns_flags & _libc.CLONE_NEWNET:
         _step("loopback", _libc.set_loopback_up)
     _step("keyring", _new_keyring, ns_flags)
+    if ns_flags & _libc.CLONE_NEWUSER:
+        # Only what execve could give back: the init keeps the capabilities it holds (the
+        # view still to be built needs them) until step ``caps``.
+        _step("caps", _libc.drop_bounding_set)
 
 
 def _new_keyring(ns_flags: int) -> None:
@@ -849,7 +854,7 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
             os.close(ruleset)
         else:
             _step("landlock", apply_plan, plan.landlock)
-    _step("caps", _libc.drop_all_capabilities)
+    _step("caps", _libc.drop_all_capabilities, bool(plan.ns_flags & _libc.CLONE_NEWUSER))
     if plan.seccomp:
         _step("seccomp", install_filter, plan.seccomp)
     supervisor: Supervisor | None = None

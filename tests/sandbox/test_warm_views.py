@@ -110,6 +110,30 @@ def test_sessions_run_at_the_daemons_priority_not_the_refills(world_tmp: Path) -
     assert trio.run(main) == [[str(os.nice(0))]] * 6
 
 
+def test_every_session_holds_no_capability_cold_or_warm(world_tmp: Path) -> None:
+    """The init empties the bounding set while it prepares (a warm one ahead of its launch)
+    and the other sets at step ``caps``: the program of the first (cold) session and of
+    those served by warm launchers has every capability set empty, no_new_privs and its
+    seccomp filter."""
+    _, grant = _grant_dir(world_tmp, "a")
+    policy = _policy("a", grant)
+    status = (
+        "for line in open('/proc/self/status'):\n"
+        "    if line.split(':')[0] in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb',"
+        " 'NoNewPrivs', 'Seccomp'):\n"
+        "        print(' '.join(line.split()))\n"
+    )
+
+    async def main() -> list[list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            return [await _read(launcher, policy, code=status) for _ in range(4)]
+
+    for lines in trio.run(main):
+        assert lines == [*(f"Cap{s}: 0000000000000000" for s in ("Inh", "Prm", "Eff", "Bnd",
+                                                                    "Amb")),
+                         "NoNewPrivs: 1", "Seccomp: 2"], lines
+
+
 def test_a_bound_directory_replaced_between_launches_is_bound_afresh(world_tmp: Path) -> None:
     """The host swaps a granted directory for a new one (``mv``, then ``mkdir``) after a
     policy's launchers were prepared: the next session sees the new directory, not the
