@@ -128,7 +128,8 @@ class _Warm:
                  reaper: int = -1, view: View | None = None) -> None:
         """With a ``view``, the launcher also builds it (``run_warm``); its binds must still
         name what they named then (``_bound_sources``) when it is handed a plan. Raises
-        OSError if the view's idmapped trees cannot be made."""
+        OSError if the view's idmapped trees cannot be made or the fork fails (the pool then
+        makes none for this key until it is launched again)."""
         trees = tuple(idmapped_trees(view.mounts)) if view is not None else ()
         self.view = view
         self.sources = _bound_sources(view) if view is not None else ()
@@ -140,7 +141,14 @@ class _Warm:
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)  # the server's, the session's
         self.nicer = os.geteuid() == 0
         try:
-            self.pid = pid = os.fork()
+            try:
+                self.pid = pid = os.fork()
+            except OSError:
+                ours.close()
+                for directory in sorted(set(self.group_dirs.values())):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(directory)
+                raise
             if pid == 0:
                 ours.close()
                 try:
@@ -394,7 +402,7 @@ class _Pool:
                 ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper,
                                    self._recent.get(key)))
             except OSError:
-                depth = 0  # its view cannot be prepared (its idmapped trees): launch cold
+                depth = 0  # its view's idmapped trees, or the fork: launches go cold
         if len(ready) >= depth:
             self._refill.pop(0)
 
