@@ -394,8 +394,8 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     With a ``view`` (and its idmapped ``trees``), the init also builds that view and its
     Landlock ruleset ahead (``_prepare_view``), and takes only plans whose ``view_of`` is
     equal. The init sends ``READY`` once prepared, before it waits for a plan; a launcher
-    that fails to prepare exits instead, and the fork server launches cold. Never
-    returns."""
+    that fails to prepare exits instead, and the fork server launches on a plain one or
+    cold. Never returns."""
     server = os.getppid()
     try:
         _close_except((sock_fd, hub, reaper, *trees))
