@@ -308,10 +308,12 @@ MILESTONES: list[tuple[str, str, bool, str]] = [
     ("init", "fork: child running", True, "fork the init (pid 1 of the new pid ns)"),
     ("init", "plan received", True, "warm init wakes up with the plan"),
     ("init", "mounts:", True, "init: pdeathsig, setsid, mounts (new root, binds, /proc, /dev); "
-     "loopback, keyring when the engine does them before the last mount step"),
-    ("init", "landlock:apply_plan", False,
+     "loopback, keyring when the engine does them before the last mount step (a launcher "
+     "prepared for the view: none)"),
+    ("init", "guard:", True, "view guard set up: init -> outer -> guard hub -> outer -> init"),
+    ("init", "landlock:", False,
      "init: chdir, rlimits, stdio, close_fds, no_new_privs (loopback, keyring if not above)"),
-    ("init", "landlock:apply_plan", True, "Landlock ruleset"),
+    ("init", "landlock:", True, "Landlock (prepared for the view: restrict_self only)"),
     ("init", "seccomp:install_filter", False, "drop capabilities"),
     ("init", "seccomp:install_filter", True, "seccomp filter"),
     ("init", "posix_spawn (exec done)", True, "posix_spawn + execve of /bin/true"),

@@ -18,6 +18,11 @@ to round. On a small VM that inflates everyone, sandboxes or not (each run then 
 program's exit and namespace teardown; see docs/benchmarks.md), so the sequential figures are
 the fair ones.
 
+``cpu ms`` (sequential order only): CPU time per run, warm-up included, of every process
+involved: this one, the programs it waited for, and the fork servers with everything they
+reaped (warm launchers made for later runs included, except those still waiting at the
+end). The machine's other load inflates it less than it inflates the wall-clock figures.
+
 ``--pause MS`` waits before each run (outside the timing): launches as a daemon sees them, far
 apart, so a warm launcher is always ready; but an idle CPU also wakes up more slowly.
 
@@ -28,9 +33,11 @@ apart, so a warm launcher is always ready; but an idle CPU also wakes up more sl
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -70,6 +77,7 @@ class Contender:
     run: Runner
     samples: list[float] = field(default_factory=list)
     error: str = ""
+    cpu_ms: float | None = None  # CPU per run, every process involved (sequential order only)
 
 
 # --- statistics ----------------------------------------------------------------------------
@@ -192,8 +200,25 @@ def versions() -> dict[str, object]:
 # --- driver --------------------------------------------------------------------------------
 
 
+def cpu_seconds(servers: tuple[int, ...]) -> float:
+    """CPU time (user + system) used so far by this process, its waited-for children (the
+    other contenders' programs) and each fork server in ``servers`` with everything it has
+    reaped (launchers, their inits, the programs)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    for pid in servers:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 async def measure(contenders: list[Contender], runs: int, warmup: int, interleave: bool,
-                  pause: float = 0.0) -> None:
+                  pause: float = 0.0, cpu: Callable[[], float] | None = None) -> None:
     def live() -> list[Contender]:
         return [c for c in contenders if not c.error]
 
@@ -214,10 +239,13 @@ async def measure(contenders: list[Contender], runs: int, warmup: int, interleav
     try:
         if not interleave:
             for c in live():
+                before = cpu() if cpu is not None else 0.0
                 for i in range(warmup + runs):
                     await once(c, record=i >= warmup)
                     if c.error:
                         break
+                if cpu is not None:
+                    c.cpu_ms = (cpu() - before) * 1000.0 / (warmup + runs)
                 gc.collect()
             return
         for i in range(warmup + runs):
@@ -270,7 +298,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                  lambda: nonod(cold_launcher) if warm else _unavailable(
                      "the engine has no warm launchers: nonod is the cold path")),
         ]
-        await measure(contenders, args.runs, args.warmup, args.interleave, args.pause / 1000)
+        servers = (launcher._proc.pid, cold_launcher._proc.pid)
+        await measure(contenders, args.runs, args.warmup, args.interleave, args.pause / 1000,
+                      functools.partial(cpu_seconds, servers))
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     for c in contenders:
@@ -278,7 +308,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             skipped.append({"name": c.name, "reason": c.error})
             continue
         results.append({"name": c.name, "what": c.what, "n": len(c.samples),
-                        **summarize(c.samples), "samples_ms": [round(s, 4) for s in c.samples]})
+                        **summarize(c.samples), "cpu_ms": c.cpu_ms,
+                        "samples_ms": [round(s, 4) for s in c.samples]})
     for key, ref in (("p50_vs_bare", "bare-spawn"), ("p50_vs_nono_py", "nono-py")):
         base = _stat(results, ref, "p50")
         for r in results:
@@ -319,13 +350,14 @@ def print_table(data: dict[str, Any]) -> None:
     ref = _stat(results, "nono-py", "p50")
     print()
     print(f"{'contender':<13} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'min ms':>8} "
-          f"{'max ms':>8} {'p50/bare':>9} {'p50/nono-py':>12}")
+          f"{'max ms':>8} {'p50/bare':>9} {'p50/nono-py':>12} {'cpu ms':>7}")
     for r in results:
         p50 = float(r["p50"])
         vs_bare = f"{p50 / bare:.2f}x" if bare else "-"
         vs_ref = f"{p50 / ref:.2f}x" if ref else "-"
+        cpu = f"{r['cpu_ms']:.2f}" if r.get("cpu_ms") is not None else "-"
         print(f"{r['name']:<13} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['mean']:>8.2f} "
-              f"{r['min']:>8.2f} {r['max']:>8.2f} {vs_bare:>9} {vs_ref:>12}")
+              f"{r['min']:>8.2f} {r['max']:>8.2f} {vs_bare:>9} {vs_ref:>12} {cpu:>7}")
     for s in data["skipped"]:
         print(f"{s['name']:<13} SKIPPED: {s['reason']}")
     print()

@@ -19,6 +19,10 @@ Measurements:
   roundtrip     the same number of 64-byte round trips over one tunnel that is already open
   concurrent    --tunnels (default 1000) tunnels opened at once, one round trip each: wall time
 
+With each of throughput and latency, the proxy process's own CPU time (user + system, from
+/proc/<pid>/stat) per GiB and per request: it moves less with the machine's load than the
+wall-clock figures do.
+
     .venv/bin/python bench/proxy.py [--size BYTES] [--requests N] [--tunnels N] [--before DIR]
                                     [--json]
 """
@@ -133,6 +137,7 @@ class Route:
     proxy: int | None = None  # proxy port, None for direct
     token: str = ""
     targets: dict[str, str] = field(default_factory=dict)  # source/echo -> host:port
+    pid: int | None = None  # the proxy's process, for its CPU time
 
     def head(self, which: str) -> bytes:
         target = self.targets[which]
@@ -248,6 +253,15 @@ def concurrent(route: Route, ports: dict[str, int], n: int) -> tuple[float, int]
     return trio.run(main), failed
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of process ``pid`` so far (0 for None: no proxy process)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -294,13 +308,14 @@ def main() -> None:
             if tree is not None and info["tree"] != tree:
                 raise SystemExit(f"{name}: nonod came from {info['tree']}, not {tree}")
             routes.append(Route(name, info["port"], info["token"],
-                                {"source": "source.example:443", "echo": "echo.example:443"}))
+                                {"source": "source.example:443", "echo": "echo.example:443"},
+                                proc.pid))
         try:
             import nono_py  # noqa: F401
 
             proc, info = _child(["nono-py"])
             children.append(proc)
-            routes.append(Route("nono-py", info["port"], info["token"], loopback))
+            routes.append(Route("nono-py", info["port"], info["token"], loopback, proc.pid))
         except ImportError:
             pass
         results: dict[str, dict[str, float]] = {}
@@ -313,7 +328,13 @@ def main() -> None:
         for route in routes:
             row: dict[str, float] = {}
             for test, run in tests:
+                before = cpu_seconds(route.pid)
                 value = run(route)
+                used = cpu_seconds(route.pid) - before
+                if test == "throughput":
+                    row["throughput_cpu_ms_per_GiB"] = used * 1000 * (1 << 30) / args.size
+                elif test == "latency":
+                    row["latency_cpu_us"] = used * 1e6 / args.requests
                 if test == "throughput":
                     row["throughput_MiBps"] = value / (1 << 20)
                 elif test == "concurrent":
@@ -333,14 +354,16 @@ def main() -> None:
         return
     print(f"size={args.size} requests={args.requests} tunnels={args.tunnels} "
           f"cpus={os.cpu_count()}")
-    print("| route | throughput MiB/s | request p50 ms | request p99 ms | round trip p50 ms |"
-          " round trip p99 ms | tunnels at once, s (failed) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| route | throughput MiB/s | proxy CPU ms/GiB | request p50 ms | request p99 ms |"
+          " proxy CPU us/request | round trip p50 ms | round trip p99 ms |"
+          " tunnels at once, s (failed) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, row in results.items():
-        print(f"| {name} | {row['throughput_MiBps']:.0f} | {row['latency_p50_ms']:.3f} | "
-              f"{row['latency_p99_ms']:.3f} | {row['roundtrip_p50_ms']:.3f} | "
-              f"{row['roundtrip_p99_ms']:.3f} | {row['concurrent_s']:.2f} "
-              f"({row['concurrent_failed']:.0f}) |")
+        print(f"| {name} | {row['throughput_MiBps']:.0f} | "
+              f"{row['throughput_cpu_ms_per_GiB']:.0f} | {row['latency_p50_ms']:.3f} | "
+              f"{row['latency_p99_ms']:.3f} | {row['latency_cpu_us']:.0f} | "
+              f"{row['roundtrip_p50_ms']:.3f} | {row['roundtrip_p99_ms']:.3f} | "
+              f"{row['concurrent_s']:.2f} ({row['concurrent_failed']:.0f}) |")
     direct = results["direct"]
     for name, row in results.items():
         if name != "direct":

@@ -29,7 +29,7 @@ Every phase has its own time limit (:class:`ProxyLimits`); request heads are siz
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, Literal, NoReturn, final
 
 import h11
@@ -41,6 +41,7 @@ from structlog.contextvars import bound_contextvars
 from .._accept import accept_retrying
 from ._allowlist import ProxyPolicy
 from ._ask import ApprovalAsk, Asker, Verdict
+from ._connect_head import ESTABLISHED, ConnectHead, parse_connect
 from ._decide import Decision, ProxyRequest, Reason, decide
 from ._eager import close_now, closing_now, read_now, write_now
 from ._events import NetworkEvent, ProxyEvent
@@ -222,7 +223,14 @@ class ProxyServer:
             with contextlib.suppress(OSError):  # for an approval's ask (see _ask)
                 exchange.client_port = int(stream.socket.getpeername()[1])
         limits = self._limits
+        # What has already arrived is read at once (a client sends its head right after
+        # connecting), without a pass through the event loop.
+        data = read_now(stream, _READ_SIZE)
+        if data and await self._plain_connect(stream, data, exchange):
+            return
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
+        if data is not None:
+            conn.receive_data(data)
         try:
             with trio.fail_after(limits.head_timeout):
                 request = await _next_request(stream, conn)
@@ -253,14 +261,33 @@ class ProxyServer:
                 raise BadRequest(407, Reason.AUTH_REQUIRED)
             check_framing(request.headers)
             if request.method == b"CONNECT":
-                await self._tunnel(stream, conn, request, exchange)
+                await self._tunnel(stream, conn, request.target, request.headers, exchange)
             else:
                 await self._forward(stream, conn, request, exchange)
         except BadRequest as exc:
             await self._refuse(stream, conn, exchange, exc.status, exc.reason)
 
+    async def _plain_connect(self, stream: trio.abc.Stream, data: bytes,
+                             exchange: _Exchange) -> bool:
+        """Serve a plain CONNECT read without h11 (:mod:`._connect_head`) and return True;
+        False, having done nothing, for anything else and for a request the checks before
+        the decision would refuse: h11's path then reads ``data`` and answers it. (A refusal
+        or an intercepted site gets an h11 connection fed the same bytes.)"""
+        head = parse_connect(data, self._limits.max_head_bytes)
+        if head is None or len(head.headers) > self._limits.max_headers:
+            return False
+        if self._token is not None and not proxy_authorized(head.headers, self._token):
+            return False
+        exchange.method = "CONNECT"
+        exchange.mode = "connect"
+        try:
+            await self._tunnel(stream, head, head.target, head.headers, exchange)
+        except BadRequest as exc:
+            await self._refuse(stream, head, exchange, exc.status, exc.reason)
+        return True
+
     async def _decide_and_connect(
-        self, stream: trio.abc.Stream, conn: h11.Connection, exchange: _Exchange,
+        self, stream: trio.abc.Stream, conn: h11.Connection | ConnectHead, exchange: _Exchange,
         host: str, port: int,
     ) -> tuple[trio.SocketStream, Decision] | None:
         """The decision, the lookup and the upstream connection; None after a refusal."""
@@ -321,14 +348,17 @@ class ProxyServer:
             self._policy = self._policy.with_target(refused.host, refused.address)
         return msgspec.structs.replace(refused, allowed=True, reason=Reason.APPROVED)
 
-    async def _tunnel(self, stream: trio.abc.Stream, conn: h11.Connection,
-                      request: h11.Request, exchange: _Exchange) -> None:
-        host, port = connect_target(request.target)
+    async def _tunnel(self, stream: trio.abc.Stream, conn: h11.Connection | ConnectHead,
+                      target: bytes, headers: Sequence[tuple[bytes, bytes]],
+                      exchange: _Exchange) -> None:
+        host, port = connect_target(target)
         if any(name in (b"content-length", b"transfer-encoding") and value != b"0"
-               for name, value in request.headers):
+               for name, value in headers):
             raise BadRequest(400, Reason.BAD_REQUEST)  # a CONNECT carries no body
         site = self._intercept.site(host, port) if self._intercept is not None else None
         if self._intercept is not None and site is not None:
+            if isinstance(conn, ConnectHead):
+                conn = conn.h11()
             exchange.done = True  # the interceptor reports the tunnel and each request itself
             await self._intercept.serve(stream, conn, site, host, port)
             return
@@ -337,11 +367,15 @@ class ProxyServer:
             return
         upstream, _ = connected
         async with closing_now(upstream):
-            event = conn.next_event()
-            if not isinstance(event, h11.EndOfMessage):
-                raise BadRequest(400, Reason.BAD_REQUEST)
-            head = conn.send(h11.Response(status_code=200, headers=[],
-                                          reason=b"Connection established")) or b""
+            if isinstance(conn, ConnectHead):
+                head, trailing = ESTABLISHED, conn.trailing
+            else:
+                event = conn.next_event()
+                if not isinstance(event, h11.EndOfMessage):
+                    raise BadRequest(400, Reason.BAD_REQUEST)
+                head = conn.send(h11.Response(status_code=200, headers=[],
+                                              reason=b"Connection established")) or b""
+                trailing = conn.trailing_data[0]
             try:
                 sent = write_now(stream, head)
                 if sent < len(head):
@@ -352,7 +386,6 @@ class ProxyServer:
                 return
             exchange.status = 200
             self._emit_open(exchange)
-            trailing, _closed = conn.trailing_data
             try:
                 if trailing:
                     with trio.fail_after(self._limits.send_timeout):
@@ -458,11 +491,13 @@ class ProxyServer:
 
     # answers and events
 
-    async def _refuse(self, stream: trio.abc.Stream, conn: h11.Connection, exchange: _Exchange,
-                      status: int, reason: Reason,
+    async def _refuse(self, stream: trio.abc.Stream, conn: h11.Connection | ConnectHead,
+                      exchange: _Exchange, status: int, reason: Reason,
                       decision: Literal["allow", "deny"] = "deny") -> None:
         response, body = error_response(status, reason)
         sent = 0
+        if isinstance(conn, ConnectHead):
+            conn = conn.h11()
         try:
             data = conn.send(response) or b""
             data += conn.send(h11.Data(data=body)) or b""
@@ -574,11 +609,7 @@ async def _drain(stream: trio.abc.Stream, timeout: float) -> None:
 
 
 async def _next_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:
-    """The connection's request. What has already arrived is read at once (a client sends
-    its head right after connecting), without a pass through the event loop."""
-    data = read_now(stream, _READ_SIZE)
-    if data is not None:
-        conn.receive_data(data)
+    """The connection's request."""
     event = await _next_event(stream, conn)
     if isinstance(event, h11.Request):
         return event

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import math
 import os
 import resource
 import select
@@ -30,6 +31,7 @@ from . import _launcher, _libc, _reaper
 from ._guardhub import GuardHub
 from ._launcher import (
     FDS_PER_PLAN,
+    READY,
     REC_AUDIT,
     REC_CGROUP,
     REC_ERROR,
@@ -37,12 +39,14 @@ from ._launcher import (
     STEPS,
     WARM_HELLO,
     LaunchPlan,
+    View,
     join_cgroups,
     record,
     run_outer,
     run_warm,
+    view_of,
 )
-from ._mounts import idmapped_trees
+from ._mounts import BIND_DIR, BIND_FILE, idmapped_trees
 
 MAX_PLAN = 1 << 20
 
@@ -87,17 +91,43 @@ def _drain(fd: int) -> None:
             pass
 
 
+# At most this many keys without a view, and with one, have warm launchers; the least
+# recently launched is dropped for a new one. With the depths below, at most 8 launchers
+# wait (4 x 1 + 2 x 2), as many as before views were prepared (4 keys x 2).
 MAX_WARM_KEYS = 4
-# Launchers kept ready per key. One is not enough for launches that come back to back: the
-# next would find its launcher still building its namespaces and root (about 2 ms).
+MAX_VIEWS = 2
+# Launchers kept ready per key: one, and two for a view launched again within ``HOT``
+# seconds (one is not enough for launches that come back to back: the next would find its
+# launcher still preparing).
 WARM_DEPTH = 2
-# Once no launch of a key came for this long, one launcher is kept for it (``_IdleShrink``):
-# the daemon's ``[sandbox] warm_idle``.
+HOT = 1.0
+# A view not launched for this long has its launchers dropped (those without a view stay,
+# one per key): the daemon's ``[sandbox] warm_idle``.
 WARM_IDLE = 30.0
-REFILL_DELAY_MS = 0  # refill as soon as no launch is waiting to be read
 REAP_INTERVAL_MS = 1000  # ended launchers are reaped at least this often
 SPARE_DELAY_MS = 5  # the hub's next spare repair, once nothing has happened for this long
+# A warm launcher prepares itself this much nicer than the fork server, so that on a small
+# machine a launch in progress wins the CPU over it; the fork server sets it back before it
+# hands it a plan, which needs CAP_SYS_NICE: other daemons' launchers prepare at the
+# daemon's own priority.
+WARM_NICE = 10
 WarmKey = tuple[int, int, int, int, int]  # uid, gid, namespaces, audit tag, oom_score_adj
+PoolKey = tuple[WarmKey, bytes]  # and the encoded view (b"": none, only namespaces and root)
+
+
+def _bound_sources(view: View) -> tuple[tuple[int, int], ...]:
+    """(device, inode) of what each of the view's binds names on the host now ((0, 0): not
+    there): a warm launcher's prepared binds are current while these stay equal."""
+    out: list[tuple[int, int]] = []
+    for op in view.mounts:
+        if op.kind in (BIND_DIR, BIND_FILE):
+            try:
+                st = os.stat(op.source)
+            except OSError:
+                out.append((0, 0))
+                continue
+            out.append((st.st_dev, st.st_ino))
+    return tuple(out)
 
 
 def _pool_group(pool: tuple[tuple[str, str], ...]) -> tuple[str, dict[str, str]]:
@@ -127,29 +157,73 @@ class _Warm:
     own when the daemon's sessions get v1 cgroups (``pool``)."""
 
     def __init__(self, key: WarmKey, hub: GuardHub, pool: tuple[tuple[str, str], ...] = (),
-                 reaper: int = -1) -> None:
+                 reaper: int = -1, view: View | None = None) -> None:
+        """With a ``view``, the launcher also builds it (``run_warm``); its binds must still
+        name what they named then (``_bound_sources``) when it is handed a plan. Raises
+        OSError if the view's idmapped trees cannot be made or the fork fails (the pool then
+        makes none for this key until it is launched again)."""
+        trees = tuple(idmapped_trees(view.mounts)) if view is not None else ()
+        self.view = view
+        self.sources = _bound_sources(view) if view is not None else ()
         self.group, self.group_dirs = _pool_group(pool)
         procs = tuple(sorted({os.path.join(d, "cgroup.procs") for d in self.group_dirs.values()}))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PLAN)  # a plan is one datagram
         client = hub.new_client()
-        pid = os.fork()
-        if pid == 0:
-            ours.close()
+        self.nice = os.getpriority(os.PRIO_PROCESS, 0)  # the server's, the session's
+        self.nicer = os.geteuid() == 0
+        try:
             try:
-                run_warm(key[0], key[1], key[2], theirs.detach(), key[3], client.detach(),
-                         key[4], procs, reaper)
-            finally:
-                os._exit(126)
-        theirs.close()
-        client.close()
+                self.pid = pid = os.fork()
+            except OSError:
+                ours.close()
+                for directory in sorted(set(self.group_dirs.values())):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(directory)
+                raise
+            if pid == 0:
+                ours.close()
+                try:
+                    if self.nicer:
+                        os.setpriority(os.PRIO_PROCESS, 0, min(19, self.nice + WARM_NICE))
+                    run_warm(key[0], key[1], key[2], theirs.detach(), key[3], client.detach(),
+                             key[4], procs, reaper, view, trees)
+                finally:
+                    os._exit(126)
+        finally:
+            theirs.close()
+            client.close()
+            for fd in trees:
+                os.close(fd)
         self.sock = ours
         self.audit_tag = key[3]
 
-    def end(self) -> None:
-        """End this launcher unused: its init reads the end of the socket and exits, and so
-        does the outer process then (the server reaps it). Its group is left to remove."""
+    def discard(self) -> tuple[str, ...]:
+        """Let the launcher go (its init exits on the closed socket); the directories of its
+        group, for the caller to remove once it has."""
         self.sock.close()
+        return tuple(sorted(set(self.group_dirs.values())))
+
+    def _wait_ready(self) -> tuple[int, int, int] | None:
+        """The outer's hello and the init's ``READY`` (in either order): (init pid, audit
+        session, errno), or None if the launcher died first (preparing its view, say).
+        Both processes get the session's priority back first: one still preparing must not
+        keep the launch waiting at the refill's."""
+        if self.nicer:
+            os.setpriority(os.PRIO_PROCESS, self.pid, self.nice)
+        hello: tuple[int, int, int] | None = None
+        ready = False
+        while hello is None or not ready:
+            data = self.sock.recv(WARM_HELLO.size)
+            if data == READY:
+                ready = True
+            elif len(data) == WARM_HELLO.size:
+                hello = WARM_HELLO.unpack(data)
+                if self.nicer:
+                    os.setpriority(os.PRIO_PROCESS, hello[0], self.nice)
+            else:
+                return None
+        return hello
 
     def _into_session(self, plan: LaunchPlan, init_pid: int, launch_w: int) -> None:
         """Make the init's group the session's: the limits written into its own group (it
@@ -160,94 +234,233 @@ class _Warm:
         else:
             join_cgroups(plan.cgroup_procs, init_pid)
 
-    def hand_over(self, msg: bytes, fds: list[int], plan: LaunchPlan) -> bool:
-        """Give the plan to the waiting init; False if it is not there any more. The init's
+    def hand_over(self, msg: bytes, fds: list[int], plan: LaunchPlan
+                  ) -> socket.socket | bool | None:
+        """Give the plan to the waiting init: its socket (which the init closes once the
+        program runs, the server's cue), or False if it is not there any more. The init's
         group becomes the session's first (it forks the program afterwards, which is born
-        there); if it cannot, the launch fails at step ``cgroup`` and this launcher ends."""
+        there); if it cannot, the launch fails at step ``cgroup`` (None) and this launcher
+        ends."""
+        handed = False
         try:
-            data = self.sock.recv(WARM_HELLO.size)
-            if len(data) != WARM_HELLO.size:
+            if self.view is not None and _bound_sources(self.view) != self.sources:
+                return False  # the host replaced a bound path since: its binds are stale
+            hello = self._wait_ready()
+            if hello is None:
                 return False
-            init_pid, ses, ses_err = WARM_HELLO.unpack(data)
+            init_pid, ses, ses_err = hello
             try:
                 self._into_session(plan, init_pid, fds[3])
             except OSError as exc:
                 os.write(fds[3], record(REC_ERROR, STEPS.index("cgroup"), exc.errno or 0,
                                         str(exc.filename or "").encode()[:500]))
-                return True
+                return None
             if self.audit_tag:
                 os.write(fds[3], record(REC_AUDIT, ses, ses_err))
             os.write(fds[3], record(REC_PID, init_pid, 0))
             socket.send_fds(self.sock, [msg], fds)
-            return True
+            handed = True
+            return self.sock
         except OSError:
             return False
         finally:
-            self.sock.close()
+            if not handed:
+                self.sock.close()
 
 
 def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardHub,
-          reaper: int = -1, trees: tuple[int, ...] = ()) -> None:
+          reaper: int = -1, trees: tuple[int, ...] = ()) -> socket.socket | None:
+    """Fork a launcher that does every step; return the server's cue (see
+    ``hand_over``), or None if the fork failed (reported)."""
     client = hub.new_client()
+    cue, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         pid = os.fork()
     except OSError as exc:
-        client.close()
+        for end in (client, cue, theirs):
+            end.close()
         os.write(fds[3], record(REC_ERROR, STEPS.index("fork"), exc.errno or 0, b"fork"))
-        return
+        return None
     if pid == 0:
         sock.close()
+        cue.close()
         try:
             run_outer(msg_plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
-                      client.detach(), reaper, trees)
+                      client.detach(), reaper, trees, theirs.detach())
         finally:
             os._exit(126)
     client.close()
+    theirs.close()
+    return cue
 
 
-class _IdleShrink:
-    """Fewer warm launchers at idle: once no launch of a key came for ``after`` seconds, its
-    launchers but the oldest are ended (two Python processes each, about 1 MiB of their own
-    apiece). A launch of the key refills its pool to ``WARM_DEPTH`` as before."""
-
-    def __init__(self, after: float) -> None:
-        self._after = after
-        self._last: dict[WarmKey, float] = {}
-        self._groups: list[str] = []  # the groups of ended launchers, removed once empty
-
-    def launched(self, key: WarmKey) -> None:
-        self._last[key] = time.monotonic()
-
-    def shrink(self, pool: dict[WarmKey, list[_Warm]]) -> None:
-        now = time.monotonic()
-        # Only pooled keys are remembered: a key that launches cold (beyond MAX_WARM_KEYS) is
-        # forgotten here, and a key about to be pooled starts its wait when it is.
-        self._last = {key: last for key, last in self._last.items() if key in pool}
-        for key, ready in pool.items():
-            if len(ready) > 1 and now - self._last.setdefault(key, now) >= self._after:
-                for extra in ready[1:]:
-                    extra.end()
-                    self._groups.extend(sorted(set(extra.group_dirs.values())))
-                del ready[1:]
-        self._groups = [d for d in self._groups if not _removed(d)]
-
-
-def _removed(directory: str) -> bool:
-    """rmdir ``directory``; False while its processes have not all exited."""
+def _launch_plain(plan: LaunchPlan, msg: bytes, fds: list[int], ready: _Warm | None,
+                  sock: socket.socket, hub: GuardHub, reaper: int
+                  ) -> socket.socket | bool | None:
+    """Launch on ``ready`` (namespaces and root, no view), or cold; the idmapped trees of
+    the plan are made here, root in the host's namespaces (a launcher has its own
+    already)."""
     try:
-        os.rmdir(directory)
-    except FileNotFoundError:
-        return True
+        trees = tuple(idmapped_trees(plan.mounts))
     except OSError as exc:
-        return exc.errno != errno.EBUSY
-    return True
+        os.write(fds[3], record(REC_ERROR, STEPS.index("mounts"), exc.errno or 0,
+                                f"idmap: {exc.filename or ''}".encode()[:500]))
+        if ready is not None:
+            ready.discard()
+        return None
+    try:
+        cue = ready.hand_over(msg, [*fds, *trees], plan) if ready is not None else False
+        return _cold(plan, fds, sock, hub, reaper, trees) if cue is False else cue
+    finally:
+        for fd in trees:
+            os.close(fd)
+
+
+class _InFlight:
+    """Launches between their hand-over and their program's start, by their cue (the
+    server's end of a socket the init closes once the program runs). Warm launchers are
+    made again only when none is in flight (or the oldest has taken ``PATIENCE``): on a
+    2-CPU machine their ~5 ms of CPU, and the server's own forks, would otherwise compete
+    with the launch that follows, the guard hub's answer to its view guard included."""
+
+    PATIENCE = 0.1  # seconds: a launch taking longer no longer holds the refill back
+
+    def __init__(self, poller: select.poll) -> None:
+        self._poller = poller
+        self._cues: dict[int, tuple[socket.socket, float]] = {}
+
+    def add(self, cue: socket.socket) -> None:
+        self._poller.register(cue, select.POLLIN)
+        self._cues[cue.fileno()] = (cue, time.monotonic())
+
+    def ended(self, fd: int) -> bool:
+        """Take the event on ``fd``; False if it is not a cue."""
+        entry = self._cues.pop(fd, None)
+        if entry is None:
+            return False
+        self._poller.unregister(fd)
+        entry[0].close()
+        return True
+
+    def wait_ms(self) -> int:
+        """How long a refill must still wait (0: now). A launch past ``PATIENCE`` is
+        forgotten."""
+        now = time.monotonic()
+        for fd, (_, since) in list(self._cues.items()):
+            if now - since >= self.PATIENCE:
+                self.ended(fd)
+        if not self._cues:
+            return 0
+        oldest = min(since for _, since in self._cues.values())
+        return max(1, math.ceil((oldest + self.PATIENCE - now) * 1000))
+
+
+class _Pool:
+    """The warm launchers, by key: those with a view (``_launcher.View``: root, binds, masks
+    and Landlock ruleset of one policy, built ahead) and, as the fallback for a view nobody
+    prepared, those with namespaces and an empty root only. At most ``MAX_VIEWS`` and
+    ``MAX_WARM_KEYS`` keys, the least recently launched dropped first; views idle for
+    ``idle`` seconds are dropped."""
+
+    def __init__(self, hub: GuardHub, reaper: int, idle: float = WARM_IDLE) -> None:
+        self._hub = hub
+        self._idle = idle
+        self._reaper = reaper
+        self._ready: dict[PoolKey, list[_Warm]] = {}
+        self._recent: dict[PoolKey, View | None] = {}  # oldest first
+        self._last: dict[PoolKey, float] = {}  # when each key was last launched
+        self._hot: set[PoolKey] = set()  # views launched back to back: WARM_DEPTH
+        self._refill: list[PoolKey] = []
+        self._groups: list[str] = []  # of dropped launchers, removed once empty
+        self.subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees
+
+    @staticmethod
+    def keys(plan: LaunchPlan) -> tuple[PoolKey | None, PoolKey | None, View | None]:
+        """The plan's key with its view, its key without, and its view (Nones: launched
+        cold). A plan with groups but no limits for them (a tool session's, nested in its
+        agent's groups) launches cold: a warm launcher waits in a group beside the
+        agent's."""
+        nested = bool(plan.cgroup_procs) and plan.cgroup_limits is None
+        if plan.switch_user or nested:
+            return None, None, None
+        warm: WarmKey = (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag, plan.oom_score_adj)
+        view = view_of(plan)
+        viewed = (warm, msgspec.msgpack.encode(view)) if view is not None else None
+        return viewed, (warm, b""), view
+
+    def take(self, key: PoolKey | None) -> _Warm | None:
+        waiting = self._ready.get(key, []) if key is not None else []
+        return waiting.pop(0) if waiting else None  # the oldest: the likeliest to be done
+
+    def want(self, key: PoolKey | None, view: View | None) -> None:
+        """Keep launchers ready for ``key`` (just launched): refilled when nothing is in
+        flight (``serve``)."""
+        if key is None:
+            return
+        now = time.monotonic()
+        if key[1] and now - self._last.get(key, now - HOT) < HOT:
+            self._hot.add(key)
+        else:
+            self._hot.discard(key)  # launched again after a while: one launcher will do
+        self._last[key] = now
+        self._recent.pop(key, None)
+        self._recent[key] = view
+        same_kind = [k for k in self._recent if bool(k[1]) == bool(key[1])]
+        most = MAX_VIEWS if key[1] else MAX_WARM_KEYS
+        for old in same_kind[:max(0, len(same_kind) - most)]:
+            self._drop(old)
+        if key not in self._refill:
+            self._refill.append(key)
+
+    def _drop(self, key: PoolKey) -> None:
+        del self._recent[key]
+        del self._last[key]
+        self._hot.discard(key)
+        if key in self._refill:
+            self._refill.remove(key)
+        for launcher in self._ready.pop(key, []):
+            self._groups.extend(launcher.discard())
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._refill)
+
+    def refill_one(self) -> None:
+        """Make one launcher for the first key short of its depth."""
+        key = self._refill[0]
+        ready = self._ready.setdefault(key, [])
+        depth = WARM_DEPTH if key in self._hot else 1
+        if len(ready) < depth:
+            try:
+                ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper,
+                                   self._recent.get(key)))
+            except OSError:
+                depth = 0  # its view's idmapped trees, or the fork: launches go cold
+        if len(ready) >= depth:
+            self._refill.pop(0)
+
+    def tidy(self) -> None:
+        """Drop the launchers of views idle for ``idle`` seconds; remove the groups of dropped
+        launchers that have ended."""
+        now = time.monotonic()
+        for key in [k for k, last in self._last.items() if k[1] and now - last > self._idle]:
+            self._drop(key)
+        left: list[str] = []
+        for directory in self._groups:
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                left.append(directory)  # its launcher is still exiting
+        self._groups = left
 
 
 def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
           warm_idle: float = WARM_IDLE) -> None:
     """Serve launch requests on ``sock`` until the daemon closes it. ``reaper``: the memfd
     every session's init becomes once its program runs (``_reaper``); None loads it, -1
-    keeps the Python init. ``warm_idle``: see ``_IdleShrink``."""
+    keeps the Python init. ``warm_idle``: see ``_Pool``."""
     if reaper is None:
         reaper = _reaper.load()
     # A session's init outlives its outer launcher (``_launcher.hands_over``): it is reparented
@@ -255,17 +468,15 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
     _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
     _raise_nofile()
     decoder = msgspec.msgpack.Decoder(LaunchPlan)
-    pool: dict[WarmKey, list[_Warm]] = {}
-    refill: list[WarmKey] = []
-    subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees (its last plan)
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     hub = GuardHub(poller, reaper)
     exited = _wake_on_exits(poller)
-    idle = _IdleShrink(warm_idle)
+    pool = _Pool(hub, reaper, warm_idle)
+    inflight = _InFlight(poller)
     while True:
-        events = poller.poll(REFILL_DELAY_MS if refill else SPARE_DELAY_MS if hub.wants_spare()
-                             else REAP_INTERVAL_MS)
+        events = poller.poll(inflight.wait_ms() if pool.pending else SPARE_DELAY_MS
+                             if hub.wants_spare() else REAP_INTERVAL_MS)
         if not events:
             hub.idle()
         launch_waiting = False
@@ -274,17 +485,15 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
                 launch_waiting = True
             elif fd == exited:
                 _drain(exited)  # a child exited: reaped below
-            else:
+            elif not inflight.ended(fd):
                 hub.handle(fd)
         if not launch_waiting:
-            # No launch waiting: reap ended launchers, prepare the next warm ones.
+            # No launch waiting: reap ended launchers; once no launch is in flight, prepare
+            # one warm launcher, then look again for launches before the next.
             _reap(hub)
-            idle.shrink(pool)
-            for wanted in refill:
-                ready_ones = pool.setdefault(wanted, [])
-                while len(ready_ones) < WARM_DEPTH:
-                    ready_ones.append(_Warm(wanted, hub, subtrees, reaper))
-            refill.clear()
+            pool.tidy()
+            if pool.pending and not inflight.wait_ms():
+                pool.refill_one()
             continue
         try:
             msg, fds, _, _ = socket.recv_fds(sock, MAX_PLAN, FDS_PER_PLAN)
@@ -305,32 +514,19 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
             for fd in fds:
                 os.close(fd)
             continue
-        try:  # made here, root in the host's namespaces: a launcher has its own already
-            trees = tuple(idmapped_trees(plan.mounts))
-        except OSError as exc:
-            os.write(fds[3], record(REC_ERROR, STEPS.index("mounts"), exc.errno or 0,
-                                    f"idmap: {exc.filename or ''}".encode()[:500]))
-            for fd in fds:
-                os.close(fd)
-            continue
-        subtrees = plan.cgroup_pool
-        # A plan with groups but no limits for them (a tool session's, nested in its agent's
-        # groups) launches cold: a warm launcher waits in a group beside the agent's.
-        nested = bool(plan.cgroup_procs) and plan.cgroup_limits is None
-        key: WarmKey | None = (None if plan.switch_user or nested
-                               else (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag,
-                                     plan.oom_score_adj))
-        if key is not None:
-            idle.launched(key)
-        waiting = pool.get(key, []) if key is not None else []
-        ready = waiting.pop(0) if waiting else None  # the oldest: the likeliest to be done
-        if ready is None or not ready.hand_over(msg, [*fds, *trees], plan):
-            _cold(plan, fds, sock, hub, reaper, trees)
-        for fd in (*fds, *trees):
+        pool.subtrees = plan.cgroup_pool
+        viewed, plain, view = _Pool.keys(plan)
+        ready = pool.take(viewed)  # its view built: only the program's own steps remain
+        cue = ready.hand_over(msg, fds, plan) if ready is not None else False
+        if cue is False:
+            cue = _launch_plain(plan, msg, fds, pool.take(plain), sock, hub, reaper)
+        if isinstance(cue, socket.socket):
+            inflight.add(cue)
+        for fd in fds:
             os.close(fd)
-        if (warm and key is not None and key not in refill
-                and (key in pool or len(pool) < MAX_WARM_KEYS)):
-            refill.append(key)  # the next launches like this one skip namespace set-up
+        if warm:  # the next launches like this one skip namespaces, root and view
+            pool.want(viewed, view)
+            pool.want(plain, None)
 
 
 def main(warm_idle: float = WARM_IDLE) -> None:

@@ -418,9 +418,25 @@ def apply_plan(plan: LandlockPlan) -> None:
     """
     if plan.abi == 0:
         return
+    ruleset_fd, _ = build_ruleset(plan)
+    try:
+        restrict_self(ruleset_fd)
+    finally:
+        os.close(ruleset_fd)
+
+
+RuleIds = tuple[tuple[int, int], ...]
+
+
+def build_ruleset(plan: LandlockPlan) -> tuple[int, RuleIds]:
+    """The ruleset of ``plan`` (abi > 0), not enforced yet, and the (device, inode) each path
+    rule was put on ((0, 0): the path was gone): a warm launcher builds it ahead and
+    enforces it at launch if :func:`rules_current` still holds. Raises like
+    :func:`apply_plan`."""
     sc = _syscall()
     ruleset_fd = create_ruleset(plan.handled_access_fs, plan.handled_access_net, plan.scoped,
                                 abi=plan.abi)
+    ids: list[tuple[int, int]] = []
     try:
         for path, allowed, is_file in plan.rules:
             try:
@@ -430,10 +446,12 @@ def apply_plan(plan: LandlockPlan) -> None:
                     # Gone since the plan was made (an entry of a split grant, a temporary
                     # directory): no rule means no access there, which is never more than
                     # the plan allowed. Every other failure aborts the launch.
+                    ids.append((0, 0))
                     continue
                 raise
             try:
-                kind = os.fstat(fd).st_mode & _S_IFMT
+                st = os.fstat(fd)
+                kind = st.st_mode & _S_IFMT
                 if kind == _S_IFLNK:
                     raise _error(errno.ELOOP, os.strerror(errno.ELOOP), path)
                 if is_file and kind == _S_IFDIR:
@@ -441,6 +459,7 @@ def apply_plan(plan: LandlockPlan) -> None:
                 if not is_file and kind != _S_IFDIR:
                     raise _error(errno.ENOTDIR, "directory grant names a file", path)
                 add_path_rule(ruleset_fd, fd, allowed, path)
+                ids.append((st.st_dev, st.st_ino))
             finally:
                 os.close(fd)
         for port, allowed in plan.net_rules:
@@ -454,6 +473,22 @@ def apply_plan(plan: LandlockPlan) -> None:
                 0,
                 what=f"landlock_add_rule tcp port {port}",
             )
-        restrict_self(ruleset_fd)
-    finally:
+    except BaseException:
         os.close(ruleset_fd)
+        raise
+    return ruleset_fd, tuple(ids)
+
+
+def rules_current(plan: LandlockPlan, ids: RuleIds) -> bool:
+    """Whether every path rule of ``plan`` still names what :func:`build_ruleset` put its
+    rule on (a path replaced since, by an editor's rename, would otherwise get no rule)."""
+    for (path, _, _), want in zip(plan.rules, ids, strict=True):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            if want != (0, 0):
+                return False
+            continue
+        if (st.st_dev, st.st_ino) != want:
+            return False
+    return True

@@ -30,7 +30,8 @@ The steps, in order (``STEPS`` names them in error records):
    13. close_fds    every other descriptor closed (close_range)
    14. no_new_privs PR_SET_NO_NEW_PRIVS
    15. landlock     filesystem (and fallback network) rules, scopes
-   16. caps         every capability dropped, securebits locked
+   16. caps         every capability dropped, securebits locked (the bounding set was
+                    emptied with the init's preparation: a warm one's, ahead of time)
    17. seccomp      the syscall filter, last so nothing above needs to pass it
        createguard  when names must not be created (``_createguard``): their directories
                     were bound onto themselves after the mounts; now layer 2 is built
@@ -83,7 +84,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 import msgspec
 
@@ -92,7 +93,14 @@ from . import _libc, _reaper
 from ._createguard import MAKE_RIGHTS, Guard, confine_program, pin_dirs, prepare
 from ._createserve import Supervisor
 from ._guardhub import MAX_FDS
-from ._landlock import LandlockPlan, apply_plan
+from ._landlock import (
+    LandlockPlan,
+    RuleIds,
+    apply_plan,
+    build_ruleset,
+    restrict_self,
+    rules_current,
+)
 from ._mounts import MountOp, apply_mounts, prepare_root
 from ._seccomp import install_filter
 from ._syscalls import native_arch
@@ -145,11 +153,41 @@ class LaunchPlan(msgspec.Struct, frozen=True, kw_only=True):
     creation_filter: bytes = b""
 
 
+class View(msgspec.Struct, frozen=True, kw_only=True):
+    """What a warm launcher can do for a policy before a plan exists: the session's root
+    (``_mounts``), its creation guard's pinned directories, and its Landlock ruleset (built,
+    not enforced). Launches whose plans have equal views (``view_of``) may share one."""
+
+    mounts: tuple[MountOp, ...]
+    pinned: tuple[bytes, ...]
+    landlock: LandlockPlan | None
+    creation_refused: tuple[str, ...]
+
+
+def view_of(plan: LaunchPlan) -> View | None:
+    """The part of ``plan`` a warm launcher can prepare ahead (None: without a mount
+    namespace there is no root to prepare)."""
+    if not plan.ns_flags & _libc.CLONE_NEWNS:
+        return None
+    return View(mounts=plan.mounts, pinned=plan.pinned, landlock=plan.landlock,
+                creation_refused=plan.creation_refused)
+
+
+class Ready(NamedTuple):
+    """A prepared warm launcher's work (``_prepare_view``): its view, and the ruleset
+    descriptor (-1: none) with the identities of its rules (``_landlock.build_ruleset``)."""
+
+    view: View
+    ruleset: int
+    rule_ids: RuleIds
+
+
 Fds = tuple[int, int, int, int, int, int]  # stdin, stdout, stderr, launch_w, exit_w, control
 FDS_PER_PLAN = 6
 #: At most this many idmapped trees follow a plan's descriptors (``_mounts.MAX_IDMAPPED``).
 MAX_TREES = 64
 WARM_HELLO = struct.Struct("<iIi")  # a warm launcher's init pid, audit session id, errno
+READY = b"R"  # a warm launcher's init, prepared, waits for its plan
 CONTROL_FD = 5
 
 
@@ -299,13 +337,14 @@ def join_cgroups(procs: tuple[str, ...], pid: int = 0) -> None:
 
 
 def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
-              trees: tuple[int, ...] = ()) -> None:
+              trees: tuple[int, ...] = (), done: int = -1) -> None:
     """Body of the fork server's child (``reaper``: the memfd of ``_reaper``, or -1;
-    ``trees``: the plan's idmapped trees, ``_mounts.idmapped_trees``). Never returns."""
+    ``trees``: the plan's idmapped trees, ``_mounts.idmapped_trees``; ``done``: a socket
+    the init closes once the program runs, see ``confine_and_run``). Never returns."""
     launch_w = fds[3]
     server = os.getppid()
     try:
-        _step("fork", _close_except, (*fds, hub, reaper, *trees))
+        _step("fork", _close_except, (*fds, hub, reaper, done, *trees))
         _step("cgroup", join_cgroups, plan.cgroup_procs)
         _step("pdeathsig", _pdeathsig)
         _step("pdeathsig", _dumpable_until_mapped)
@@ -334,7 +373,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
         os.close(alive_w)
         guard_outer.close()
         try:
-            run_init(plan, fds, alive_r, guard_init, reaper, trees, hub)
+            run_init(plan, fds, alive_r, guard_init, reaper, trees, done, hub)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -342,8 +381,9 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
         os._exit(EXIT_LAUNCH_FAILED)
     os.close(alive_r)
     guard_init.close()
-    for fd in trees:
-        os.close(fd)
+    for fd in (*trees, done):
+        if fd >= 0:
+            os.close(fd)
     _write_all(launch_w, record(REC_PID, pid, 0))
     for fd in {*fds, 0, 1, 2}:
         os.close(fd)
@@ -353,7 +393,7 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
 
 def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0,
              hub: int = -1, oom_score_adj: int = -1, pool: tuple[str, ...] = (),
-             reaper: int = -1) -> None:
+             reaper: int = -1, view: View | None = None, trees: tuple[int, ...] = ()) -> None:
     """A launcher made ahead of time (fork server child): namespaces, init and the empty root
     are ready before any plan exists, so only plan-specific steps remain at launch.
 
@@ -364,10 +404,16 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     made for it), the outer process joins that group before anything else, as a cold one
     joins the session's, so the init is born there: at launch the fork server writes the
     session's limits into the group instead of moving the init (which would wait for an RCU
-    grace period per hierarchy on the launch path). Never returns."""
+    grace period per hierarchy on the launch path).
+
+    With a ``view`` (and its idmapped ``trees``), the init also builds that view and its
+    Landlock ruleset ahead (``_prepare_view``), and takes only plans whose ``view_of`` is
+    equal. The init sends ``READY`` once prepared, before it waits for a plan; a launcher
+    that fails to prepare exits instead, and the fork server launches on a plain one or
+    cold. Never returns."""
     server = os.getppid()
     try:
-        _close_except((sock_fd, hub, reaper))
+        _close_except((sock_fd, hub, reaper, *trees))
         join_cgroups(pool)
         _pdeathsig()
         _dumpable_until_mapped()
@@ -390,8 +436,11 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         guard_outer.close()
         try:
             prepare_init(alive_r, ns_flags)
-            msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=sock_fd), 1 << 20,
-                                             FDS_PER_PLAN + MAX_TREES)
+            ready = _prepare_view(view, trees) if view is not None else None
+            plan_sock = socket.socket(fileno=sock_fd)
+            plan_sock.send(READY)
+            msg, fds, _, _ = socket.recv_fds(plan_sock, 1 << 20, FDS_PER_PLAN + MAX_TREES)
+            plan_sock.detach()  # kept open until the program runs: the fork server's cue
         except (StepFailed, OSError):
             os._exit(EXIT_LAUNCH_FAILED)
         if not msg or len(fds) < FDS_PER_PLAN:
@@ -402,8 +451,11 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
             if (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag, plan.oom_score_adj) != (
                     uid, gid, ns_flags, audit_tag, oom_score_adj):
                 raise StepFailed("fork", 22, "plan does not match the warm launcher")
+            if view is not None and view_of(plan) != view:
+                raise StepFailed("fork", 22, "plan does not match the warm launcher's view")
             confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
-                            guard_init, reaper, tuple(fds[FDS_PER_PLAN:]), hub)
+                            guard_init, reaper, tuple(fds[FDS_PER_PLAN:]), sock_fd, ready,
+                            hub)
         except StepFailed as exc:
             _fail(launch_w, exc)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
@@ -411,6 +463,8 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         os._exit(EXIT_LAUNCH_FAILED)
     os.close(alive_r)
     guard_init.close()
+    for fd in trees:
+        os.close(fd)
     try:
         os.write(sock_fd, WARM_HELLO.pack(pid, ses, ses_err))
     finally:
@@ -419,6 +473,20 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
     _outer_life(pid, guard_outer, hub, ns_flags, server, reaper)
+
+
+def _prepare_view(view: View, trees: tuple[int, ...]) -> Ready:
+    """A warm init's view, built before any plan: what ``confine_and_run`` does first
+    (mounts, the old root detached, the creation guard's pins), and the Landlock ruleset."""
+    apply_mounts(view.mounts, prepared=True, pinned=view.pinned, trees=trees)
+    for fd in trees:
+        os.close(fd)
+    if view.creation_refused:
+        pin_dirs(view.creation_refused)
+    if view.landlock is None or not view.landlock.abi:
+        return Ready(view, -1, ())
+    ruleset, ids = build_ruleset(view.landlock)
+    return Ready(view, ruleset, ids)
 
 
 def _outer_life(init: int, guard: socket.socket, hub: int, ns_flags: int, server: int,
@@ -745,16 +813,23 @@ def _rlimits(max_processes: int) -> None:
         resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
 
 
-def _stdio(fds: Fds, reaper: int = -1, handover: tuple[int, ...] = ()) -> tuple[int, int, int]:
+def _stdio(fds: Fds, reaper: int = -1, extra: tuple[int, ...] = ()
+           ) -> tuple[int, int, int, tuple[int, ...]]:
     """Put the caller's descriptors on 0, 1, 2, then the launch pipe, the exit pipe and the
-    control socket on 3, 4, 5, the reaper's memfd (if any) on ``_reaper.FD`` (6), and the
-    ``handover`` pair on ``_reaper.LIFELINE_FD`` and ``HANDOVER_FD`` (7, 8) (close-on-exec:
-    the program never gets them)."""
+    control socket on 3, 4, 5, the reaper's memfd (if any) on ``_reaper.FD`` (6), and each
+    of ``extra`` (those >= 0) next; return the new numbers of the launch pipe, the exit pipe,
+    the control socket and of each of ``extra`` (-1 stays -1). All but 0, 1, 2 are
+    close-on-exec: the program never gets them."""
     # dup everything first so that a target on 0..8 is never overwritten early
-    src = [os.dup(fd) for fd in (*fds, reaper, *handover) if fd >= 0]
+    src = [os.dup(fd) for fd in (*fds, reaper, *extra) if fd >= 0]
     for target, fd in enumerate(src):
         os.dup2(fd, target, inheritable=target < 3)
-    return 3, 4, CONTROL_FD
+    placed: list[int] = []
+    first = len(src) - sum(1 for fd in extra if fd >= 0)
+    for fd in extra:
+        placed.append(first if fd >= 0 else -1)
+        first += fd >= 0
+    return 3, 4, CONTROL_FD, tuple(placed)
 
 
 def _hand_over_listener(control: int, port: int) -> None:
@@ -776,13 +851,14 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signa
 
 
 def run_init(plan: LaunchPlan, fds: Fds, alive_r: int, guard: socket.socket,
-             reaper: int = -1, trees: tuple[int, ...] = (), hub: int = -1) -> None:
+             reaper: int = -1, trees: tuple[int, ...] = (), done: int = -1,
+             hub: int = -1) -> None:
     """Pid 1 of the session: confine itself step by step, fork the program, then stay as the
     namespace's init (``nono-reaper`` from ``reaper``, else this interpreter): forward
     signals to the program, reap orphans, report the program's exit status on the exit pipe
     and exit (which ends every process left in the namespace)."""
     prepare_init(alive_r, plan.ns_flags)
-    confine_and_run(plan, fds, guard, reaper, trees, hub)
+    confine_and_run(plan, fds, guard, reaper, trees, done, hub=hub)
 
 
 def prepare_init(alive_r: int, ns_flags: int) -> None:
@@ -798,6 +874,10 @@ def prepare_init(alive_r: int, ns_flags: int) -> None:
     if ns_flags & _libc.CLONE_NEWNET:
         _step("loopback", _libc.set_loopback_up)
     _step("keyring", _new_keyring, ns_flags)
+    if ns_flags & _libc.CLONE_NEWUSER:
+        # Only what execve could give back: the init keeps the capabilities it holds (the
+        # view still to be built needs them) until step ``caps``.
+        _step("caps", _libc.drop_bounding_set)
 
 
 def _new_keyring(ns_flags: int) -> None:
@@ -835,44 +915,67 @@ def _end_descendants() -> None:
 
 
 def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: int = -1,
-                    trees: tuple[int, ...] = (), hub: int = -1) -> None:
-    """``hub``: our copy of the outer launcher's socket to the fork server's guard hub: kept
-    (with ``guard``) when the outer is to leave once we run ``nono-reaper`` (``hands_over``)."""
+                    trees: tuple[int, ...] = (), done: int = -1,
+                    ready: Ready | None = None, hub: int = -1) -> None:
+    """The init's launch-specific steps, then the program, then the init's life. ``done``
+    (if any): the init's end of a socket whose other end the fork server polls; closed once
+    the program runs (or by the init's exit), which tells the server that the launch no
+    longer needs the CPUs and the warm launchers can be made again. ``ready``: the view
+    (equal to the plan's) and ruleset a warm launcher prepared; the ruleset is rebuilt if a
+    rule's path names another file now. ``hub``: our copy of the outer launcher's socket to
+    the fork server's guard hub: kept (with ``guard``) when the outer is to leave once we
+    run ``nono-reaper`` (``hands_over``)."""
     handover = hands_over(plan.ns_flags, reaper, hub)
     if not handover and hub >= 0:
         os.close(hub)
-    if plan.ns_flags & _libc.CLONE_NEWNS:
-        _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned,
-              trees=trees)
+    if ready is None:
+        if plan.ns_flags & _libc.CLONE_NEWNS:
+            _step("mounts", apply_mounts, plan.mounts, prepared=True, pinned=plan.pinned,
+                  trees=trees)
+        if plan.creation_refused:
+            _step("createguard", pin_dirs, plan.creation_refused)
     for fd in trees:
         os.close(fd)
-    if plan.creation_refused:
-        _step("createguard", pin_dirs, plan.creation_refused)
+    ruleset = -1
+    if ready is not None and ready.ruleset >= 0:
+        if plan.landlock is not None and rules_current(plan.landlock, ready.rule_ids):
+            ruleset = ready.ruleset
+        else:
+            os.close(ready.ruleset)
     _step("guard", _start_guard, guard, plan.mounts, fds[4], handover)
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits, plan.max_processes)
+    pair = (hub, guard.fileno()) if handover else (-1, -1)
     try:
-        launch_w, exit_w, control = _stdio(fds, reaper, (hub, guard.fileno()) if handover
-                                           else ())
+        launch_w, exit_w, control, (done, ruleset, *kept) = _stdio(fds, reaper,
+                                                                   (done, ruleset, *pair))
     except OSError as exc:
         raise StepFailed("stdio", exc.errno or 0, "dup2") from None
     try:
-        _confined_tail(plan, launch_w, exit_w, control, reaper >= 0, handover)
+        _confined_tail(plan, launch_w, exit_w, control, reaper >= 0, done, ruleset,
+                       (kept[0], kept[1]) if handover else None)
     except StepFailed as exc:
         # The caller's descriptor numbers are gone (close_fds): report on ours.
         _fail(launch_w, exc)
 
 
 def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
-                   reaper: bool = False, handover: bool = False) -> None:
-    last = _reaper.HANDOVER_FD if handover else _reaper.FD if reaper else CONTROL_FD
+                   reaper: bool = False, done: int = -1, ruleset: int = -1,
+                   handover: tuple[int, int] | None = None) -> None:
+    """``handover``: the init's lifeline and hand-over socket (``hands_over``), kept for
+    ``nono-reaper``."""
+    last = max(_reaper.FD if reaper else CONTROL_FD, done, ruleset, *(handover or ()))
     _step("close_fds", _libc.close_range, last + 1, 0xFFFFFFFF)
     if plan.proxy_port:
         _step("loopback", _hand_over_listener, control, plan.proxy_port)
     _step("no_new_privs", _no_new_privs)
     if plan.landlock is not None and plan.landlock.abi:
-        _step("landlock", apply_plan, plan.landlock)
-    _step("caps", _libc.drop_all_capabilities)
+        if ruleset >= 0:  # built ahead by a warm launcher for this very view
+            _step("landlock", restrict_self, ruleset)
+            os.close(ruleset)
+        else:
+            _step("landlock", apply_plan, plan.landlock)
+    _step("caps", _libc.drop_all_capabilities, bool(plan.ns_flags & _libc.CLONE_NEWUSER))
     if plan.seccomp:
         _step("seccomp", install_filter, plan.seccomp)
     supervisor: Supervisor | None = None
@@ -892,6 +995,8 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
         except OSError as exc:
             raise StepFailed("exec", exc.errno or 0, plan.executable) from None
     os.close(launch_w)
+    if done >= 0:
+        os.close(done)
     for fd in (0, 1, 2):
         os.close(fd)  # the terminal belongs to the program now
     _serve_as_init(pid, exit_w, control, supervisor, plan.ns_flags, reaper, handover)
@@ -958,7 +1063,7 @@ def _program_session(plan: LaunchPlan) -> None:
 
 def _serve_as_init(program: int, exit_w: int, control: int,
                    supervisor: Supervisor | None = None, ns_flags: int = -1,
-                   reaper: bool = False, handover: bool = False) -> None:
+                   reaper: bool = False, handover: tuple[int, int] | None = None) -> None:
     """Forward signals, reap, and answer the daemon's requests on ``control``: ``C<port>``
     opens a TCP connection to 127.0.0.1:<port> inside the session's network namespace (the
     daemon cannot enter it) and returns the socket, for ``--listen-port`` forwarding. With
@@ -1031,7 +1136,8 @@ def _left(deadline: float | None) -> float | None:
 
 
 def _become_reaper(program: int, exit_w: int, control: int, ns_flags: int,
-                   supervisor: Supervisor | None, handover: bool = False) -> None:
+                   supervisor: Supervisor | None,
+                   handover: tuple[int, int] | None = None) -> None:
     """The init becomes ``nono-reaper``; the signals it forwards (and SIGCHLD) wait, blocked,
     for the reaper's signalfd (blocking runs the handlers of those already caught). Returns
     only if it cannot: the Python loop goes on, and the outer launcher, told so, stays."""
@@ -1039,8 +1145,8 @@ def _become_reaper(program: int, exit_w: int, control: int, ns_flags: int,
     signal.pthread_sigmask(signal.SIG_BLOCK, held)
     _reaper.become(program, exit_w, control, ns_flags, supervisor, handover)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-    if handover:
-        with socket.socket(fileno=_reaper.HANDOVER_FD) as outer:
+    if handover is not None:
+        with socket.socket(fileno=handover[1]) as outer:
             try:
                 outer.send(b"p")
             except OSError:

@@ -178,33 +178,39 @@ _SECBITS_LOCKED_NOROOT = 0x3F  # NOROOT, NO_SETUID_FIXUP, KEEP_CAPS each with it
 _SECBIT_NO_CAP_AMBIENT_RAISE_AND_LOCK = 0xC0
 
 
-def drop_all_capabilities() -> None:
-    """Empty every capability set and lock root out of regaining them at execve.
-
-    Needed even for a non-root uid: inside its user namespace the launcher holds every
-    capability until here, and a session allowed to run as uid 0 would regain them at exec
-    without the securebits.
-    """
+def drop_bounding_set() -> bool:
+    """Empty the bounding set (what ``execve`` could give back; the capabilities held now
+    stay, so a warm launcher's init does this ahead of its launch). False if this process
+    may not: a uid other than 0 holding no capability, outside any user namespace of its own
+    (landlock-only mode), which has nothing to drop, and with no_new_privs nothing to gain."""
     cap_last = 40
     try:
         with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
             cap_last = int(f.read())
     except OSError:
         pass
-    unprivileged = False
     for cap in range(cap_last + 1):
         try:
             prctl(PR_CAPBSET_DROP, cap)
         except OSError as exc:
             if exc.errno == errno.EPERM and uid_without_capabilities():
-                # A uid other than 0 holding no capability, outside any user namespace of its
-                # own (landlock-only mode): it may not touch the bounding set or securebits,
-                # and needs neither. It has nothing to drop, and with no_new_privs (set
-                # before this step) execve cannot give it anything.
-                unprivileged = True
-                break
+                return False
             if exc.errno != errno.EINVAL:
                 raise
+    return True
+
+
+def drop_all_capabilities(bounding_dropped: bool = False) -> None:
+    """Empty every capability set and lock root out of regaining them at execve
+    (``bounding_dropped``: :func:`drop_bounding_set` has already emptied the bounding set).
+
+    Needed even for a non-root uid: inside its user namespace the launcher holds every
+    capability until here, and a session allowed to run as uid 0 would regain them at exec
+    without the securebits.
+    """
+    # A process that may not touch the bounding set may not set securebits either, and
+    # needs neither (see drop_bounding_set).
+    unprivileged = not bounding_dropped and not drop_bounding_set()
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     if not unprivileged:
         prctl(PR_SET_SECUREBITS, _SECBITS_LOCKED_NOROOT | _SECBIT_NO_CAP_AMBIENT_RAISE_AND_LOCK)

@@ -39,11 +39,6 @@ from ._viewguard import ViewGuard
 BINARY = Path(__file__).with_name("nono-reaper")
 #: Where the init keeps the memfd after its descriptors are renumbered (``_launcher._stdio``).
 FD = 6
-#: In a pid namespace, where the init keeps its end of the fork server's hub socket (its
-#: lifeline once the outer launcher has left) and of the socket to the outer launcher (on
-#: which it says when the outer may leave: :func:`become`).
-LIFELINE_FD = 7
-HANDOVER_FD = 8
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 _U32 = struct.Struct("<I")
 _IDENT = struct.Struct("<QQ")
@@ -119,17 +114,19 @@ def guard_config(supervisor: Supervisor) -> bytes | None:
 
 
 def become(program: int, exit_w: int, control: int, ns_flags: int,
-           supervisor: Supervisor | None = None, handover: bool = False) -> None:
+           supervisor: Supervisor | None = None,
+           handover: tuple[int, int] | None = None) -> None:
     """Replace this process (the session's init, confined, its program started) with the
     reaper on :data:`FD`. Returns only if it cannot (no exec, or a creation guard it cannot
     serve): the caller then serves as the Python init, with the descriptors as they were.
-    ``handover``: :data:`LIFELINE_FD` and :data:`HANDOVER_FD` are open; the reaper lets the
-    outer launcher go (``reaper.c``)."""
+    ``handover``: the init's end of the fork server's hub socket (its lifeline once the outer
+    launcher has left) and of the socket to the outer launcher, on which the reaper says
+    when the outer may leave (``reaper.c``, ``_launcher.hands_over``)."""
     subreaper = 0 if ns_flags else 1  # no namespaces: a child subreaper (see ``_mode``)
-    lifeline, outer = (LIFELINE_FD, HANDOVER_FD) if handover else (-1, -1)
+    lifeline, outer = handover if handover is not None else (-1, -1)
     argv = ["nono-reaper", str(program), str(exit_w), str(control), str(subreaper),
             str(lifeline), str(outer)]
-    passed = [exit_w, control, *((lifeline, outer) if handover else ())]
+    passed = [exit_w, control, *(handover or ())]
     config = -1
     if supervisor is not None:
         data = guard_config(supervisor)

@@ -79,11 +79,30 @@ async def echo_port(nursery: trio.Nursery) -> int:
     return await start_server(nursery, echo_handler)
 
 
+class EventLog(list[NetworkEvent]):
+    """The events a proxy reported, and a way to wait for more (a tunnel's close is reported
+    once the pump thread has ended it, which trio's scheduler cannot see coming)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = trio.Event()
+
+    def append(self, event: NetworkEvent) -> None:
+        super().append(event)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, count: int, *, stage: str | None = None) -> None:
+        """Until ``count`` events (of ``stage``, if given) have been reported."""
+        while sum(stage in (None, event.stage) for event in self) < count:
+            await self._changed.wait()
+
+
 @dataclass
 class Proxy:
     port: int
     server: ProxyServer
-    events: list[NetworkEvent]
+    events: EventLog
     resolver: RecordingResolver
 
     async def open(self) -> trio.SocketStream:
@@ -98,7 +117,7 @@ async def start_proxy(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]
                     asker: Asker | None = None) -> Proxy:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
-        events: list[NetworkEvent] = []
+        events = EventLog()
         resolver = RecordingResolver(pins=pins, getaddrinfo=fake_dns(dns or {}))
         server = await nursery.start(functools.partial(
             serve_proxy, listeners[0], policy=policy, resolver=resolver,

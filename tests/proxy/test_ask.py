@@ -7,6 +7,7 @@ import trio
 import trio.testing
 
 from nonod.proxy import ApprovalAsk, ProxyLimits, ProxyPolicy, Verdict
+from tests.proxy.conftest import Proxy
 from tests.proxy.test_server import StartProxy, open_tunnel
 
 ASK = ProxyPolicy(ask=True)
@@ -30,11 +31,13 @@ class Asker:
         return self.verdict
 
 
-async def _tunnel(proxy: object, target: str) -> int:
+async def _tunnel(proxy: Proxy, target: str) -> int:
     """One CONNECT; returns once the proxy has finished with it (its close event sent)."""
-    stream, code, _ = await open_tunnel(proxy, target)  # type: ignore[arg-type]
+    closed = sum(event.stage == "close" for event in proxy.events)
+    stream, code, _ = await open_tunnel(proxy, target)
     await stream.aclose()
-    await trio.testing.wait_all_tasks_blocked()
+    with trio.fail_after(10):
+        await proxy.events.wait_for(closed + 1, stage="close")
     return code
 
 

@@ -8,6 +8,7 @@ import hashlib
 import os
 import socket
 import struct
+import time
 
 import pytest
 import trio
@@ -88,14 +89,13 @@ async def test_memory_streams_use_the_copy() -> None:
     assert got == [b"to upstream", b"to client"]
 
 
-@pytest.mark.parametrize("zero_copy", [True, False])
-async def test_idle_timeout(zero_copy: bool, autojump_clock: trio.abc.Clock) -> None:
+async def test_idle_timeout_of_the_copy(autojump_clock: trio.abc.Clock) -> None:
     (client, proxy_a), (proxy_b, upstream) = socket_stream_pair(), socket_stream_pair()
     start = trio.current_time()
     moved: list[tuple[int, int]] = []
 
     async def run_relay() -> None:
-        moved.append(await relay(proxy_a, proxy_b, idle_timeout=60, zero_copy=zero_copy))
+        moved.append(await relay(proxy_a, proxy_b, idle_timeout=60, zero_copy=False))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_relay)
@@ -104,6 +104,58 @@ async def test_idle_timeout(zero_copy: bool, autojump_clock: trio.abc.Clock) -> 
         assert await upstream.receive_some(10) == b"x"
     assert moved == [(1, 0)]
     assert trio.current_time() - start == pytest.approx(110, abs=0.5)
+
+
+async def test_idle_timeout_of_the_pump() -> None:
+    """The pump thread keeps the idle timeout on the real clock: activity at 0.3 s pushes a
+    0.6 s deadline to 0.9 s."""
+    (client, proxy_a), (proxy_b, upstream) = socket_stream_pair(), socket_stream_pair()
+    start = time.monotonic()
+    moved: list[tuple[int, int]] = []
+
+    async def run_relay() -> None:
+        moved.append(await relay(proxy_a, proxy_b, idle_timeout=0.6))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_relay)
+        await trio.sleep(0.3)
+        await client.send_all(b"x")
+        assert await upstream.receive_some(10) == b"x"
+    elapsed = time.monotonic() - start
+    assert moved == [(1, 0)]
+    assert 0.9 <= elapsed < 3
+
+
+async def test_cancelling_the_pump_lets_go_of_the_sockets_at_once() -> None:
+    """A cancelled tunnel (its session stopping) returns promptly, raising Cancelled, and the
+    pump no longer touches its sockets: what the client sends next stays in the proxy's
+    socket, and closing that socket ends the client's connection."""
+    (client, proxy_a), (proxy_b, upstream) = socket_stream_pair(), socket_stream_pair()
+    outcome: list[str] = []
+
+    async def run_relay(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            try:
+                await relay(proxy_a, proxy_b, idle_timeout=300)
+            except trio.Cancelled:
+                outcome.append("cancelled")
+                raise
+            outcome.append("returned")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            scope = await nursery.start(run_relay)
+            await client.send_all(b"before")
+            assert await upstream.receive_some(10) == b"before"
+            scope.cancel()
+        assert outcome == ["cancelled"]
+        await client.send_all(b"after")
+        assert await proxy_a.receive_some(10) == b"after"
+        await proxy_a.aclose()
+        assert await client.receive_some(10) == b""
+    for stream in (client, proxy_b, upstream):
+        await stream.aclose()
 
 
 async def test_a_reset_ends_the_tunnel_quietly() -> None:

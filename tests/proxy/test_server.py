@@ -74,9 +74,7 @@ async def wait_for_events(proxy: Proxy, n: int) -> None:
     """Until the proxy has reported ``n`` events (it reports a tunnel's close after both
     directions end)."""
     with trio.fail_after(10):
-        while len(proxy.events) < n:
-            await trio.testing.wait_all_tasks_blocked()
-            await trio.lowlevel.checkpoint()
+        await proxy.events.wait_for(n)
 
 
 async def test_data_sent_with_the_connect_head_arrives_first(

@@ -1,5 +1,6 @@
-"""The fork server's warm launchers at idle: two per kind of launch while launches come, one
-once none came for ``warm_idle`` seconds, two again after the next launch.
+"""The fork server's warm launchers at idle: after a launch, one with the policy's view built
+and one with namespaces and an empty root; once no launch came for ``warm_idle`` seconds, the
+view's is dropped and the plain one kept; the next launch takes it and both come back.
 
 Counted as the kernel shows them: the fork server's live children (each warm launcher's
 outer process; its init is the outer's child).
@@ -12,14 +13,13 @@ import trio
 
 from nonod.policy import Access, Grant, ResolvedPolicy
 from nonod.sandbox import LaunchRequest, open_launcher
-from nonod.sandbox._forkserver import WARM_DEPTH
 
-from ..proctree import children, oldest, wait_until
+from ..proctree import children, wait_until
 
 pytestmark = pytest.mark.userns
 
 
-async def test_warm_launchers_beyond_one_end_after_warm_idle_and_come_back() -> None:
+async def test_a_views_launcher_ends_after_warm_idle_and_comes_back() -> None:
     policy = ResolvedPolicy(name="warm", grants=(Grant(path="/usr", access=Access.READ),),
                             denials=())
     request = LaunchRequest(argv=("/usr/bin/true",), cwd="/")
@@ -35,10 +35,9 @@ async def test_warm_launchers_beyond_one_end_after_warm_idle_and_come_back() -> 
             wait_until(f"{count} warm launchers", lambda: len(children(server)) == count)
 
         await launch()
-        await trio.to_thread.run_sync(pooled, WARM_DEPTH)
-        kept = oldest(children(server))  # kept: the one the next launch takes
+        await trio.to_thread.run_sync(pooled, 2)  # the view's and the plain one
         await trio.to_thread.run_sync(pooled, 1)
-        assert children(server) == {kept}
-        await launch()
-        await trio.to_thread.run_sync(pooled, WARM_DEPTH)
+        (kept,) = children(server)
+        await launch()  # on the plain one: the view's is gone
+        await trio.to_thread.run_sync(pooled, 2)
         assert kept not in children(server)

@@ -1,0 +1,344 @@
+"""Tunnels between plain sockets relayed by one thread outside trio's event loop.
+
+Once a CONNECT is decided, audited and answered, nothing inspects its bytes: the two sockets
+are handed to the pump, one thread for every tunnel of the process, which waits on them with
+its own ``epoll`` (each socket registered once, its interest changed only when a direction
+starts or stops waiting to write) and moves bytes with ``read``/``write`` for short exchanges
+and ``splice(2)`` through the direction's own pipe once a read fills its buffer (a bulk
+transfer). The handing task waits (:func:`pump`) without a pass through the event loop per
+message; the thread wakes it once, when the tunnel has ended.
+
+A tunnel ends when both directions have reached end of file (each half-closes the other side
+when its source ends), when either side breaks, when no byte moved for ``idle_timeout``
+seconds (on the real, monotonic clock: the thread's), or when the waiting task is cancelled:
+the thread then drops the tunnel at once and wakes the task, which sees its cancellation.
+Only the thread touches a tunnel's sockets while it is pumped; the caller closes them after.
+
+Isolation: a tunnel's pipes are its own (made when a direction goes bulk, closed with the
+tunnel); no buffer is shared between tunnels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import socket
+import threading
+import time
+from collections import deque
+from typing import Final, final
+
+import outcome
+import structlog
+import trio
+
+log = structlog.get_logger()
+
+_IN: Final = select.EPOLLIN
+_OUT: Final = select.EPOLLOUT
+_SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_NONBLOCK", 0) | getattr(os, "SPLICE_F_MOVE", 0)
+_F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ (Linux), missing from older Pythons
+#: A direction copies through userspace in reads of this size until one fills it.
+_COPY_SIZE: Final = 1 << 16
+#: What a bulk direction's pipe grows to (pipe pages count against the user's pipe quota, so
+#: only bulk directions pay for it).
+_BULK_PIPE: Final = 1 << 20
+#: Bytes one direction moves per wake-up before the thread serves the other tunnels (epoll is
+#: level-triggered: a socket still readable is reported again at once).
+_TURN: Final = 1 << 22
+#: The longest the thread waits without looking at its idle deadlines (a new tunnel's first
+#: deadline is at least this far off unless its idle timeout is shorter: then it wakes it).
+_MAX_WAIT: Final = 1.0
+# Errors that mean the peer went away: the tunnel just ends.
+_GONE: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT,
+                          errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNABORTED})
+
+
+@final
+class _Way:
+    """One direction: bytes read from ``src`` and written to ``dst``."""
+
+    __slots__ = ("can_splice", "chunk", "dst", "grown", "held", "moved", "pipe", "piped", "src",
+                 "waits")
+
+    def __init__(self, src: int, dst: int) -> None:
+        self.src, self.dst = src, dst
+        self.waits = _IN  # _IN for its source, _OUT for its sink, 0 once it has ended
+        self.pipe: tuple[int, int] | None = None
+        self.chunk = _COPY_SIZE
+        self.grown = False
+        self.can_splice = True
+        self.held = memoryview(b"")  # read, not yet written (copy mode)
+        self.piped = 0  # in the pipe, not yet spliced out (splice mode)
+        self.moved = 0
+
+
+@final
+class _Tunnel:
+    __slots__ = ("a", "b", "cancelled", "down", "ended", "error", "idle", "last", "masks",
+                 "socks", "task", "token", "up")
+
+    def __init__(self, a: trio.socket.SocketType, b: trio.socket.SocketType,
+                 idle: float) -> None:
+        self.a, self.b = a.fileno(), b.fileno()
+        self.socks = {self.a: a, self.b: b}
+        self.up, self.down = _Way(self.a, self.b), _Way(self.b, self.a)
+        self.idle = idle
+        self.last = time.monotonic()
+        self.masks = (_IN, _IN)
+        self.ended = False
+        self.cancelled = False
+        self.error: BaseException | None = None
+        self.task = trio.lowlevel.current_task()
+        self.token = trio.lowlevel.current_trio_token()
+
+
+@final
+class _Pump:
+    """The thread and what it owns: its epoll, the tunnels by socket, the idle sweep."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake, _IN)
+        self._tunnels: dict[int, _Tunnel] = {}  # by socket, for the events
+        self._live: set[_Tunnel] = set()  # the thread's own
+        self._next_sweep = 0.0
+        self._lock = threading.Lock()  # guards the three below
+        self._wake_at = 0.0
+        self._new: deque[_Tunnel] = deque()
+        self._cancelled: deque[_Tunnel] = deque()
+        threading.Thread(target=self._run, name="nonod-proxy-pump", daemon=True).start()
+
+    # the caller's side (trio's thread)
+
+    def add(self, tunnel: _Tunnel) -> None:
+        self._tunnels[tunnel.a] = self._tunnels[tunnel.b] = tunnel
+        with self._lock:
+            self._new.append(tunnel)
+            wake = tunnel.last + tunnel.idle < self._wake_at
+        self._epoll.register(tunnel.a, _IN)
+        self._epoll.register(tunnel.b, _IN)
+        if wake:
+            os.eventfd_write(self._wake, 1)
+
+    def cancel(self, tunnel: _Tunnel) -> None:
+        with self._lock:
+            self._cancelled.append(tunnel)
+        os.eventfd_write(self._wake, 1)
+
+    # the thread
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._turn()
+            except Exception:  # a bug must not stop every tunnel of the process
+                log.exception("proxy.pump_failed")
+
+    def _turn(self) -> None:
+        with self._lock:
+            while self._new:
+                tunnel = self._new.popleft()
+                self._live.add(tunnel)
+                self._next_sweep = min(self._next_sweep, tunnel.last + tunnel.idle)
+            cancelled = list(self._cancelled)
+            self._cancelled.clear()
+            now = time.monotonic()
+            self._wake_at = min(self._next_sweep, now + _MAX_WAIT)
+        for tunnel in cancelled:
+            tunnel.cancelled = True
+            self._end(tunnel)
+        for fd, events in self._epoll.poll(max(0.0, self._wake_at - now)):
+            if fd == self._wake:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(self._wake)
+                continue
+            served = self._tunnels.get(fd)
+            if served is None or served.ended:
+                continue
+            try:
+                self._serve(served, fd, events)
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting task, raised there
+                served.error = exc
+                self._end(served)
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._sweep(now)
+
+    def _serve(self, tunnel: _Tunnel, fd: int, events: int) -> None:
+        if events & select.EPOLLERR:
+            error = tunnel.socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error in _GONE:
+                self._end(tunnel)
+                return
+            if error:
+                raise OSError(error, os.strerror(error))
+        hangup = events & select.EPOLLHUP
+        up, down = tunnel.up, tunnel.down
+        for way in (up, down):
+            if way.waits and (hangup or fd == (way.src if way.waits == _IN else way.dst)):
+                try:
+                    self._move(tunnel, way)
+                except OSError as exc:
+                    if exc.errno not in _GONE:
+                        raise
+                    self._end(tunnel)
+                    return
+        if not up.waits and not down.waits:
+            self._end(tunnel)
+            return
+        # a is up's source and down's sink; b the other way round. A socket nothing waits on
+        # leaves the epoll (a hung-up socket would otherwise be reported again and again).
+        masks = ((up.waits & _IN) | (down.waits & _OUT), (down.waits & _IN) | (up.waits & _OUT))
+        if masks != tunnel.masks:
+            for sock, old, new in zip((tunnel.a, tunnel.b), tunnel.masks, masks, strict=True):
+                if old == new:
+                    continue
+                if not new:
+                    self._epoll.unregister(sock)
+                elif not old:
+                    self._epoll.register(sock, new)
+                else:
+                    self._epoll.modify(sock, new)
+            tunnel.masks = masks
+
+    def _move(self, tunnel: _Tunnel, way: _Way) -> None:
+        """Move what can move now, then leave ``way.waits`` at what it waits for."""
+        turn, emptied = 0, False
+        while True:
+            if (way.held or way.piped) and not _flush(way):
+                way.waits = _OUT
+                return
+            if emptied or turn >= _TURN:
+                way.waits = _IN  # the source was emptied (or the turn is over): wait for it
+                return
+            n = _fill(way)
+            if n is None:
+                way.waits = _IN
+                return
+            if n == 0:
+                tunnel.socks[way.dst].shutdown(socket.SHUT_WR)
+                way.waits = 0
+                return
+            turn += n
+            way.moved += n
+            tunnel.last = time.monotonic()
+            emptied = n < way.chunk
+
+    def _sweep(self, now: float) -> None:
+        """End the tunnels idle for their timeout; the next sweep is at the earliest of the
+        others' deadlines."""
+        earliest = now + _MAX_WAIT
+        for tunnel in list(self._live):
+            deadline = tunnel.last + tunnel.idle
+            if tunnel.ended:
+                self._live.discard(tunnel)
+            elif deadline <= now:
+                self._end(tunnel)
+            else:
+                earliest = min(earliest, deadline)
+        with self._lock:
+            self._next_sweep = earliest
+
+    def _end(self, tunnel: _Tunnel) -> None:
+        if tunnel.ended:
+            return
+        tunnel.ended = True
+        self._live.discard(tunnel)
+        for sock, mask in zip((tunnel.a, tunnel.b), tunnel.masks, strict=True):
+            del self._tunnels[sock]
+            if mask:
+                with contextlib.suppress(OSError):  # never left waiting for want of this
+                    self._epoll.unregister(sock)
+        for way in (tunnel.up, tunnel.down):
+            if way.pipe is not None:
+                os.close(way.pipe[0])
+                os.close(way.pipe[1])
+                way.pipe = None
+        with contextlib.suppress(trio.RunFinishedError):
+            tunnel.token.run_sync_soon(trio.lowlevel.reschedule, tunnel.task,
+                                       outcome.Value(None))
+
+
+def _fill(way: _Way) -> int | None:
+    """Read from the direction's source (into its pipe once bulk): bytes read, 0 at end of
+    file, None when nothing is there."""
+    if way.pipe is None:
+        try:
+            data = os.read(way.src, _COPY_SIZE)
+        except BlockingIOError:
+            return None
+        way.held = memoryview(data)
+        if len(data) == _COPY_SIZE and way.can_splice:
+            way.pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        return len(data)
+    try:
+        n = os.splice(way.src, way.pipe[1], way.chunk, flags=_SPLICE_FLAGS)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+            raise
+        # This socket type cannot splice: go on copying through userspace.
+        os.close(way.pipe[0])
+        os.close(way.pipe[1])
+        way.pipe, way.can_splice, way.chunk = None, False, _COPY_SIZE
+        return _fill(way)
+    if n == way.chunk and not way.grown:
+        way.grown = True
+        with contextlib.suppress(OSError):  # over the user's pipe quota: keep the pipe
+            way.chunk = fcntl.fcntl(way.pipe[1], _F_SETPIPE_SZ, _BULK_PIPE)
+    way.piped = n
+    return n
+
+
+def _flush(way: _Way) -> bool:
+    """Write what the direction holds to its sink: True once all of it is written."""
+    try:
+        while way.held:
+            way.held = way.held[os.write(way.dst, way.held):]
+        while way.piped and way.pipe is not None:
+            way.piped -= os.splice(way.pipe[0], way.dst, way.piped, flags=_SPLICE_FLAGS)
+    except BlockingIOError:
+        return False
+    return True
+
+
+_pump: _Pump | None = None
+_pump_lock = threading.Lock()
+
+
+def _the_pump() -> _Pump:
+    global _pump
+    if _pump is None:
+        with _pump_lock:
+            if _pump is None:
+                _pump = _Pump()
+    return _pump
+
+
+async def pump(a: trio.socket.SocketType, b: trio.socket.SocketType, *,
+               idle_timeout: float) -> tuple[int, int]:
+    """Relay between the connected sockets ``a`` (the client's) and ``b`` (the upstream's) in
+    the pump thread until the tunnel ends (see the module docstring); returns ``(bytes a to
+    b, bytes b to a)``. Cancelled, it returns only once the thread has let go of both sockets
+    (at once) and then raises ``Cancelled``; an unexpected socket error is raised here."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    tunnel = _Tunnel(a, b, idle_timeout)
+    the_pump = _the_pump()
+    the_pump.add(tunnel)
+
+    def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        the_pump.cancel(tunnel)
+        return trio.lowlevel.Abort.FAILED  # the thread wakes us once it has let go
+
+    await trio.lowlevel.wait_task_rescheduled(abort)
+    if tunnel.error is not None:
+        raise tunnel.error
+    if tunnel.cancelled:
+        await trio.lowlevel.checkpoint_if_cancelled()
+    return tunnel.up.moved, tunnel.down.moved

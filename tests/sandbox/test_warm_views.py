@@ -1,0 +1,251 @@
+"""Warm launchers that build a policy's view ahead (``_launcher.View``): one launcher serves
+only plans with its very view, and what it built ahead is checked against the host at
+launch. Every test launches several sessions through one fork server, back to back, so
+that after the first launches of a policy its prepared launchers serve the next ones."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import trio
+
+from nonod.policy import Access, Denial, Grant, ResolvedPolicy
+from nonod.sandbox import Launcher, LaunchRequest, open_launcher
+from nonod.sandbox._forkserver import _InFlight
+from nonod.sandbox._landlock import (
+    LandlockPlan,
+    build_ruleset,
+    fs_rights_for_abi,
+    probe_abi,
+    rules_current,
+)
+from nonod.sandbox._types import LayerReport
+
+#: Every test here launches sessions in new namespaces.
+pytestmark = pytest.mark.userns
+
+PY = "/usr/bin/python3"
+#: Prints, for each path, its first line or the errno name of the failure.
+READ_ALL = (
+    "import errno, sys\n"
+    "for p in sys.argv[1:]:\n"
+    "    try:\n"
+    "        print(open(p).readline().strip())\n"
+    "    except OSError as e:\n"
+    "        print(errno.errorcode.get(e.errno, e.errno))\n"
+)
+
+
+def _policy(name: str, *grants: Grant, denials: tuple[Denial, ...] = ()) -> ResolvedPolicy:
+    return ResolvedPolicy(
+        name=name,
+        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
+                *grants),
+        denials=denials,
+    )
+
+
+async def _read(launcher: Launcher, policy: ResolvedPolicy, *paths: Path,
+                code: str = READ_ALL, env: tuple[tuple[str, str], ...] = ()) -> list[str]:
+    """What a session of ``policy`` prints running ``code`` on ``paths`` (by default: what
+    it reads there, see ``READ_ALL``)."""
+    out_r, out_w = os.pipe()
+    try:
+        proc = await launcher.launch(
+            policy, LaunchRequest(argv=(PY, "-S", "-c", code, *map(str, paths)), cwd="/",
+                                  env=env),
+            stdio=(0, out_w, 2))
+    finally:
+        os.close(out_w)
+    with os.fdopen(out_r, "rb") as out:
+        status = await proc.wait_exited()
+        text = out.read().decode()
+    assert status.code == 0, status
+    return text.splitlines()
+
+
+def _grant_dir(root: Path, name: str) -> tuple[Path, Grant]:
+    directory = root / name
+    directory.mkdir()
+    (directory / "marker").write_text(f"{name}\n")
+    return directory / "marker", Grant(path=str(directory), access=Access.READ)
+
+
+def test_two_policies_alternating_each_see_only_their_own_view(world_tmp: Path) -> None:
+    """Policies A and B take turns on one fork server: every session of A reads A's
+    directory and not B's, and the other way round, also once both have warm launchers
+    prepared for their views."""
+    a_marker, a_grant = _grant_dir(world_tmp, "a")
+    b_marker, b_grant = _grant_dir(world_tmp, "b")
+    a, b = _policy("a", a_grant), _policy("b", b_grant)
+
+    async def main() -> list[tuple[str, list[str]]]:
+        seen: list[tuple[str, list[str]]] = []
+        async with open_launcher("namespaces") as launcher:
+            for policy in (a, b) * 6:
+                seen.append((policy.name, await _read(launcher, policy, a_marker, b_marker)))
+        return seen
+
+    for name, lines in trio.run(main):
+        assert lines == (["a", "ENOENT"] if name == "a" else ["ENOENT", "b"]), (name, lines)
+
+
+@pytest.mark.root
+def test_sessions_run_at_the_daemons_priority_not_the_refills(world_tmp: Path) -> None:
+    """Warm launchers prepare themselves at a lower priority (``WARM_NICE``); every session,
+    the ones they serve included, runs at the fork server's."""
+    _, grant = _grant_dir(world_tmp, "a")
+    policy = _policy("a", grant)
+
+    async def main() -> list[list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            return [await _read(launcher, policy, code="import os; print(os.nice(0))")
+                    for _ in range(6)]
+
+    assert trio.run(main) == [[str(os.nice(0))]] * 6
+
+
+def test_every_session_holds_no_capability_cold_or_warm(world_tmp: Path) -> None:
+    """The init empties the bounding set while it prepares (a warm one ahead of its launch)
+    and the other sets at step ``caps``: the program of the first (cold) session and of
+    those served by warm launchers has every capability set empty, no_new_privs and its
+    seccomp filter."""
+    _, grant = _grant_dir(world_tmp, "a")
+    policy = _policy("a", grant)
+    status = (
+        "for line in open('/proc/self/status'):\n"
+        "    if line.split(':')[0] in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb',"
+        " 'NoNewPrivs', 'Seccomp'):\n"
+        "        print(' '.join(line.split()))\n"
+    )
+
+    async def main() -> list[list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            return [await _read(launcher, policy, code=status) for _ in range(4)]
+
+    for lines in trio.run(main):
+        assert lines == [*(f"Cap{s}: 0000000000000000" for s in ("Inh", "Prm", "Eff", "Bnd",
+                                                                    "Amb")),
+                         "NoNewPrivs: 1", "Seccomp: 2"], lines
+
+
+def test_a_bound_directory_replaced_between_launches_is_bound_afresh(world_tmp: Path) -> None:
+    """The host swaps a granted directory for a new one (``mv``, then ``mkdir``) after a
+    policy's launchers were prepared: the next session sees the new directory, not the
+    one the prepared launchers had bound."""
+    marker, grant = _grant_dir(world_tmp, "project")
+    policy = _policy("project", grant)
+
+    async def main() -> tuple[list[list[str]], list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            before = [await _read(launcher, policy, marker) for _ in range(4)]
+            marker.parent.rename(world_tmp / "project.old")
+            marker.parent.mkdir()
+            marker.write_text("replaced\n")
+            after = await _read(launcher, policy, marker)
+        return before, after
+
+    before, after = trio.run(main)
+    assert before == [["project"]] * 4
+    assert after == ["replaced"]
+
+
+def test_a_masked_directory_made_again_between_launches_stays_masked(world_tmp: Path) -> None:
+    """The host removes a masked directory and makes it again, with a secret in it, after a
+    policy's launchers were prepared (the kernel then drops their mask, which sat on the old
+    directory): the next session still cannot read the secret, because the view guard
+    covers every guarded path again when the session starts."""
+    home = world_tmp / "home"
+    ssh = home / ".ssh"
+    ssh.mkdir(parents=True)
+    (ssh / "id_rsa").write_text("OLD-SECRET\n")
+    (home / "notes.txt").write_text("notes\n")
+    policy = _policy("home", Grant(path=str(home), access=Access.READ),
+                     denials=(Denial(path=str(ssh)),))
+
+    async def main() -> tuple[list[list[str]], list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            paths = (home / "notes.txt", ssh / "id_rsa")
+            before = [await _read(launcher, policy, *paths) for _ in range(4)]
+            shutil.rmtree(ssh)
+            ssh.mkdir()
+            (ssh / "id_rsa").write_text("NEW-SECRET\n")
+            after = await _read(launcher, policy, *paths)
+        return before, after
+
+    before, after = trio.run(main)
+    assert all(lines[0] == "notes" and "SECRET" not in lines[1] for lines in before), before
+    assert after[0] == "notes"
+    assert "SECRET" not in after[1], after
+
+
+def test_the_creation_guard_holds_in_every_session_of_a_prepared_view(world_tmp: Path) -> None:
+    """A writable ``$HOME`` gets the creation guard (its pinned directories are part of the
+    prepared view): in every session, first or served by a prepared launcher, creating
+    ``.bashrc`` is refused and creating another name works."""
+    home = world_tmp / "home"
+    home.mkdir()
+    policy = _policy("home", Grant(path=str(home), access=Access.READWRITE))
+    create = (
+        "import errno, sys\n"
+        "for p in sys.argv[1:]:\n"
+        "    try:\n"
+        "        open(p, 'x').close()\n"
+        "        print('OK')\n"
+        "    except OSError as e:\n"
+        "        print(errno.errorcode.get(e.errno, e.errno))\n"
+    )
+
+    async def main() -> list[list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            return [await _read(launcher, policy, home / ".bashrc", home / f"note{i}",
+                                code=create, env=(("HOME", str(home)),)) for i in range(5)]
+
+    for lines in trio.run(main):
+        assert lines[0] != "OK" and lines[1] == "OK", lines
+    assert not (home / ".bashrc").exists()
+    assert sorted(p.name for p in home.iterdir()) == [f"note{i}" for i in range(5)]
+
+
+def test_a_prepared_ruleset_is_current_only_while_its_paths_name_the_same_files(
+        world_tmp: Path) -> None:
+    """``rules_current``: a file replaced by rename (an editor saving) after the ruleset was
+    built makes it stale (its rule is on the old inode), and the launcher builds it again."""
+    notes = world_tmp / "notes.txt"
+    notes.write_text("first\n")
+    plan = LandlockPlan(abi=probe_abi(), handled_access_fs=fs_rights_for_abi(probe_abi()),
+                        handled_access_net=0, scoped=0,
+                        rules=((str(notes).encode(), 1, True),
+                               (str(world_tmp / "gone").encode(), 1, True)),
+                        net_rules=(), report=LayerReport(name="landlock", state="applied"))
+    ruleset, ids = build_ruleset(plan)
+    os.close(ruleset)
+    assert ids[1] == (0, 0)
+    assert rules_current(plan, ids)
+    (world_tmp / "notes.txt.new").write_text("saved\n")
+    (world_tmp / "notes.txt.new").rename(notes)
+    assert not rules_current(plan, ids)
+
+
+def test_the_refill_waits_for_the_launch_in_flight_until_its_init_lets_go() -> None:
+    """``_InFlight``: while a launch's cue is open (its init has not started the program),
+    a refill waits; the init closing its end (after ``posix_spawn``, or by dying) wakes
+    the fork server's poll and lets the refill go."""
+    poller = select.poll()
+    inflight = _InFlight(poller)
+    assert inflight.wait_ms() == 0
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    inflight.add(ours)
+    assert 0 < inflight.wait_ms() <= _InFlight.PATIENCE * 1000
+    assert poller.poll(0) == []
+    theirs.close()
+    events = poller.poll(1000)
+    assert [fd for fd, _ in events] == [ours.fileno()]
+    assert inflight.ended(ours.fileno())
+    assert inflight.wait_ms() == 0
+    assert ours.fileno() == -1  # closed by the pool
