@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import time
+from typing import NamedTuple
 
 import msgspec
 
@@ -193,22 +194,21 @@ class _Warm:
                 return None
         return hello
 
-    def _into_session(self, plan: LaunchPlan, init_pid: int, launch_w: int) -> None:
+    def _into_session(self, plan: LaunchPlan, init_pid: int) -> bytes:
         """Make the init's group the session's: the limits written into its own group (it
-        was born there), or, without one, the init moved into the session's groups."""
+        was born there; its record for the daemon returned), or, without one, the init
+        moved into the session's groups."""
         if self.group and plan.cgroup_procs and plan.cgroup_limits is not None:
             apply_limits(self.group_dirs, plan.cgroup_limits)
-            os.write(launch_w, record(REC_CGROUP, 0, 0, self.group.encode()))
-        else:
-            join_cgroups(plan.cgroup_procs, init_pid)
+            return record(REC_CGROUP, 0, 0, self.group.encode())
+        join_cgroups(plan.cgroup_procs, init_pid)
+        return b""
 
-    def hand_over(self, msg: bytes, fds: list[int], plan: LaunchPlan
-                  ) -> socket.socket | bool | None:
-        """Give the plan to the waiting init: its socket (which the init closes once the
-        program runs, the server's cue), or False if it is not there any more. The init's
-        group becomes the session's first (it forks the program afterwards, which is born
-        there); if it cannot, the launch fails at step ``cgroup`` (None) and this launcher
-        ends."""
+    def hand_over(self, msg: bytes, fds: list[int], plan: LaunchPlan) -> Cue | bool | None:
+        """Give the plan to the waiting init: the launch's ``Cue``, or False if the init is
+        not there any more. The init's group becomes the session's first (it forks the
+        program afterwards, which is born there); if it cannot, the launch fails at step
+        ``cgroup`` (None) and this launcher ends."""
         handed = False
         try:
             if self.view is not None and _bound_sources(self.view) != self.sources:
@@ -218,17 +218,22 @@ class _Warm:
                 return False
             init_pid, ses, ses_err = hello
             try:
-                self._into_session(plan, init_pid, fds[3])
+                pending = self._into_session(plan, init_pid)
             except OSError as exc:
                 os.write(fds[3], record(REC_ERROR, STEPS.index("cgroup"), exc.errno or 0,
                                         str(exc.filename or "").encode()[:500]))
                 return None
             if self.audit_tag:
-                os.write(fds[3], record(REC_AUDIT, ses, ses_err))
-            os.write(fds[3], record(REC_PID, init_pid, 0))
-            socket.send_fds(self.sock, [msg], fds)
+                pending += record(REC_AUDIT, ses, ses_err)
+            pending += record(REC_PID, init_pid, 0)
+            launch_w = os.dup(fds[3])
+            try:
+                socket.send_fds(self.sock, [msg], fds)
+            except OSError:
+                os.close(launch_w)
+                raise
             handed = True
-            return self.sock
+            return Cue(self.sock, launch_w, pending)
         except OSError:
             return False
         finally:
@@ -237,9 +242,9 @@ class _Warm:
 
 
 def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardHub,
-          reaper: int = -1, trees: tuple[int, ...] = ()) -> socket.socket | None:
-    """Fork a launcher that does every step; return the server's cue (see
-    ``hand_over``), or None if the fork failed (reported)."""
+          reaper: int = -1, trees: tuple[int, ...] = ()) -> Cue | None:
+    """Fork a launcher that does every step (and reports its init's pid itself); return
+    the launch's ``Cue``, or None if the fork failed (reported)."""
     client = hub.new_client()
     cue, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
@@ -259,12 +264,11 @@ def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardH
             os._exit(126)
     client.close()
     theirs.close()
-    return cue
+    return Cue(cue, -1, b"")
 
 
 def _launch_plain(plan: LaunchPlan, msg: bytes, fds: list[int], ready: _Warm | None,
-                  sock: socket.socket, hub: GuardHub, reaper: int
-                  ) -> socket.socket | bool | None:
+                  sock: socket.socket, hub: GuardHub, reaper: int) -> Cue | bool | None:
     """Launch on ``ready`` (namespaces and root, no view), or cold; the idmapped trees of
     the plan are made here, root in the host's namespaces (a launcher has its own
     already)."""
@@ -284,30 +288,47 @@ def _launch_plain(plan: LaunchPlan, msg: bytes, fds: list[int], ready: _Warm | N
             os.close(fd)
 
 
+class Cue(NamedTuple):
+    """A launch in flight: ``sock``, the server's end of a socket the init closes once the
+    program runs (or by dying); for a warm launch, a copy of its launch pipe and the
+    records (pid, audit session, group) to write there then, so that the daemon wakes once
+    for the launch, not once more in the middle of it."""
+
+    sock: socket.socket
+    launch_w: int
+    pending: bytes
+
+
 class _InFlight:
-    """Launches between their hand-over and their program's start, by their cue (the
-    server's end of a socket the init closes once the program runs). Warm launchers are
-    made again only when none is in flight (or the oldest has taken ``PATIENCE``): on a
-    2-CPU machine their ~5 ms of CPU, and the server's own forks, would otherwise compete
-    with the launch that follows, the guard hub's answer to its view guard included."""
+    """Launches between their hand-over and their program's start, by their ``Cue``. Warm
+    launchers are made again only when none is in flight (or the oldest has taken
+    ``PATIENCE``): on a 2-CPU machine their ~5 ms of CPU, and the server's own forks, would
+    otherwise compete with the launch that follows, the guard hub's answer to its view
+    guard included."""
 
     PATIENCE = 0.1  # seconds: a launch taking longer no longer holds the refill back
 
     def __init__(self, poller: select.poll) -> None:
         self._poller = poller
-        self._cues: dict[int, tuple[socket.socket, float]] = {}
+        self._cues: dict[int, tuple[Cue, float]] = {}
 
-    def add(self, cue: socket.socket) -> None:
-        self._poller.register(cue, select.POLLIN)
-        self._cues[cue.fileno()] = (cue, time.monotonic())
+    def add(self, cue: Cue) -> None:
+        self._poller.register(cue.sock, select.POLLIN)
+        self._cues[cue.sock.fileno()] = (cue, time.monotonic())
 
     def ended(self, fd: int) -> bool:
-        """Take the event on ``fd``; False if it is not a cue."""
+        """Take the event on ``fd``: write the launch's pending records, let it go; False
+        if ``fd`` is not a cue's."""
         entry = self._cues.pop(fd, None)
         if entry is None:
             return False
+        cue = entry[0]
         self._poller.unregister(fd)
-        entry[0].close()
+        cue.sock.close()
+        if cue.launch_w >= 0:
+            with contextlib.suppress(OSError):  # the daemon gave up on the launch
+                os.write(cue.launch_w, cue.pending)
+            os.close(cue.launch_w)
         return True
 
     def wait_ms(self) -> int:
@@ -478,7 +499,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
         cue = ready.hand_over(msg, fds, plan) if ready is not None else False
         if cue is False:
             cue = _launch_plain(plan, msg, fds, pool.take(plain), sock, hub, reaper)
-        if isinstance(cue, socket.socket):
+        if isinstance(cue, Cue):
             inflight.add(cue)
         for fd in fds:
             os.close(fd)
