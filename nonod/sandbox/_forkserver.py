@@ -45,7 +45,7 @@ from ._launcher import (
     run_warm,
     view_of,
 )
-from ._mounts import BIND_DIR, BIND_FILE, idmapped_trees
+from ._mounts import BIND_DIR, BIND_FILE, IDMAP, idmapped_trees
 
 MAX_PLAN = 1 << 20
 
@@ -85,10 +85,11 @@ PoolKey = tuple[WarmKey, bytes]  # and the encoded view (b"": none, only namespa
 
 def _bound_sources(view: View) -> tuple[tuple[int, int], ...]:
     """(device, inode) of what each of the view's binds names on the host now ((0, 0): not
-    there): a warm launcher's prepared binds are current while these stay equal."""
+    there): a warm launcher's prepared binds are current while these stay equal. Idmapped
+    trees are binds too: the fork server clones them when it makes the launcher."""
     out: list[tuple[int, int]] = []
     for op in view.mounts:
-        if op.kind in (BIND_DIR, BIND_FILE):
+        if op.kind in (BIND_DIR, BIND_FILE, IDMAP):
             try:
                 st = os.stat(op.source)
             except OSError:
@@ -130,9 +131,12 @@ class _Warm:
         name what they named then (``_bound_sources``) when it is handed a plan. Raises
         OSError if the view's idmapped trees cannot be made or the fork fails (the pool then
         makes none for this key until it is launched again)."""
-        trees = tuple(idmapped_trees(view.mounts)) if view is not None else ()
         self.view = view
+        # Taken before the idmapped trees are cloned (and the other binds made, in the
+        # launcher): a source replaced in between then differs at hand-over, never the
+        # other way round.
         self.sources = _bound_sources(view) if view is not None else ()
+        trees = tuple(idmapped_trees(view.mounts)) if view is not None else ()
         self.group, self.group_dirs = _pool_group(pool)
         procs = tuple(sorted({os.path.join(d, "cgroup.procs") for d in self.group_dirs.values()}))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
