@@ -13,15 +13,116 @@ from pathlib import Path
 import pytest
 import trio
 
-from nonod.policy import Access, Grant, ResolvedPolicy
-from nonod.sandbox import LaunchRequest, open_launcher
+from nonod.policy import Access, Denial, Grant, ResolvedPolicy
+from nonod.sandbox import Launcher, LaunchRequest, open_launcher
 from nonod.sandbox._mounts import idmap_available
 
-pytestmark = [pytest.mark.userns, pytest.mark.root,
-              pytest.mark.skipif(os.geteuid() != 0, reason="makes a directory in /etc")]
+#: Every test here launches sessions in new namespaces, several through one fork server.
+pytestmark = pytest.mark.userns
 
 PY = "/usr/bin/python3"
 READ = "import sys; print(open(sys.argv[1]).read().strip())"
+#: For each path, its content or the errno name of the failure ("" for a masked file).
+READ_ALL = (
+    "import errno, sys\n"
+    "for p in sys.argv[1:]:\n"
+    "    try:\n"
+    "        print(open(p).read().strip() or '<empty>')\n"
+    "    except OSError as e:\n"
+    "        print(errno.errorcode.get(e.errno, e.errno))\n"
+)
+
+
+async def _read(launcher: Launcher, policy: ResolvedPolicy, *paths: Path) -> list[str]:
+    out_r, out_w = os.pipe()
+    try:
+        proc = await launcher.launch(
+            policy, LaunchRequest(argv=(PY, "-S", "-c", READ_ALL, *map(str, paths)), cwd="/"),
+            stdio=(0, out_w, 2))
+    finally:
+        os.close(out_w)
+    with os.fdopen(out_r, "rb") as out:
+        status = await proc.wait_exited()
+        text = out.read().decode()
+    assert status.code == 0, status
+    return text.splitlines()
+
+
+def _project(root: Path) -> tuple[Path, ResolvedPolicy]:
+    """``root/project`` (a marker, no ``.env``) granted read-only, its ``.env`` denied."""
+    project = root / "project"
+    project.mkdir()
+    (project / "marker").write_text("project\n")
+    policy = ResolvedPolicy(name="project", grants=(
+        Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
+        Grant(path=str(project), access=Access.READ)),
+        denials=(Denial(path=str(project / ".env"), is_file=True),))
+    return project, policy
+
+
+def test_a_denied_file_the_host_makes_after_preparation_is_masked(world_tmp: Path) -> None:
+    """The denied ``.env`` does not exist while a policy's launchers are prepared (their view
+    has no mask for it); the host then writes one with a secret: the next session reads
+    nothing of it (the plan now masks it, which no prepared view does)."""
+    project, policy = _project(world_tmp)
+
+    async def main() -> tuple[list[list[str]], list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            before = [await _read(launcher, policy, project / "marker") for _ in range(4)]
+            (project / ".env").write_text("SECRET\n")
+            after = await _read(launcher, policy, project / "marker", project / ".env")
+        return before, after
+
+    before, after = trio.run(main)
+    assert before == [["project"]] * 4
+    assert after[0] == "project" and "SECRET" not in after[1], after
+
+
+def test_a_masked_file_moved_aside_and_written_again_stays_masked(world_tmp: Path) -> None:
+    """``mv .env .env.old`` (the prepared launchers' mask goes along with the old file) and a
+    new ``.env`` with a secret, after the launchers were prepared: the next session cannot
+    read the new secret (the view guard covers the path again when the session starts)."""
+    project, policy = _project(world_tmp)
+    (project / ".env").write_text("OLD-SECRET\n")
+
+    async def main() -> tuple[list[list[str]], list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            paths = (project / "marker", project / ".env")
+            before = [await _read(launcher, policy, *paths) for _ in range(4)]
+            (project / ".env").rename(project / ".env.old")
+            (project / ".env").write_text("NEW-SECRET\n")
+            after = await _read(launcher, policy, *paths)
+        return before, after
+
+    before, after = trio.run(main)
+    assert all(lines[0] == "project" and "SECRET" not in lines[1] for lines in before), before
+    assert after[0] == "project" and "SECRET" not in after[1], after
+
+
+def test_a_bound_directory_swapped_for_a_symlink_elsewhere_is_bound_afresh(
+        world_tmp: Path) -> None:
+    """After a policy's launchers were prepared, the host moves the granted directory aside
+    and puts a symbolic link to another directory in its place (holding a ``.env``): the next
+    session sees what a cold launch would, the link's target with its ``.env`` masked, and
+    nothing of the prepared bind."""
+    project, policy = _project(world_tmp)
+    other = world_tmp / "other"
+    other.mkdir()
+    (other / "marker").write_text("other\n")
+    (other / ".env").write_text("OTHER-SECRET\n")
+
+    async def main() -> tuple[list[list[str]], list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            paths = (project / "marker", project / ".env")
+            before = [await _read(launcher, policy, *paths) for _ in range(4)]
+            project.rename(world_tmp / "project.old")
+            project.symlink_to(other.name)  # relative: it resolves on the host as bound
+            after = await _read(launcher, policy, *paths)
+        return before, after
+
+    before, after = trio.run(main)
+    assert all(lines[0] == "project" for lines in before), before
+    assert after[0] == "other" and "SECRET" not in after[1], after
 
 
 @pytest.fixture
@@ -36,6 +137,8 @@ def etc_dir() -> Iterator[Path]:
         shutil.rmtree(f"{path}.old", ignore_errors=True)
 
 
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a directory in /etc")
 @pytest.mark.skipif(not idmap_available(), reason="the kernel cannot idmap /etc here")
 def test_an_idmapped_directory_replaced_after_preparation_is_seen_afresh(etc_dir: Path
                                                                          ) -> None:
@@ -48,10 +151,10 @@ def test_an_idmapped_directory_replaced_after_preparation_is_seen_afresh(etc_dir
                                                  Grant(path=str(etc_dir), access=Access.READ)),
                             denials=())
 
-    async def read(launcher: object) -> str:
+    async def read(launcher: Launcher) -> str:
         out_r, out_w = os.pipe()
         try:
-            proc = await launcher.launch(  # type: ignore[attr-defined]
+            proc = await launcher.launch(
                 policy, LaunchRequest(argv=(PY, "-S", "-c", READ, str(etc_dir / "conf")),
                                       cwd="/", uid=0, gid=0),
                 stdio=(0, out_w, 2))
