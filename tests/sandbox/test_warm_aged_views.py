@@ -178,3 +178,55 @@ def test_an_idmapped_directory_replaced_after_preparation_is_seen_afresh(etc_dir
     before, after = trio.run(main)
     assert before == ["old"] * 4
     assert after == "new"
+
+
+def test_a_guarded_directory_the_host_replaces_after_preparation_stays_guarded(
+        world_tmp: Path) -> None:
+    """A writable project with a ``.git`` and no ``.git/hooks``: the prepared view pins
+    ``.git`` (a mount point cannot be moved) so that the creation guard's directory stays
+    the one it knows. The host replaces ``.git`` after the launchers were prepared (the pin
+    goes along with the old one): in the next session ``.git`` still cannot be moved aside
+    and ``.git/hooks`` still cannot be made."""
+    project = world_tmp / "project"
+    (project / ".git").mkdir(parents=True)
+    policy = ResolvedPolicy(name="repo", grants=(
+        Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
+        Grant(path=str(project), access=Access.READWRITE)), denials=())
+    attempt = (
+        "import errno, os, sys\n"
+        "os.chdir(sys.argv[1])\n"
+        "for step in (lambda: os.mkdir('.git/hooks'), lambda: os.rename('.git', 'moved')):\n"
+        "    try:\n"
+        "        step()\n"
+        "        print('OK')\n"
+        "    except OSError as e:\n"
+        "        print(errno.errorcode.get(e.errno, e.errno))\n"
+    )
+
+    async def run(launcher: Launcher) -> list[str]:
+        out_r, out_w = os.pipe()
+        try:
+            proc = await launcher.launch(
+                policy, LaunchRequest(argv=(PY, "-S", "-c", attempt, str(project)), cwd="/"),
+                stdio=(0, out_w, 2))
+        finally:
+            os.close(out_w)
+        with os.fdopen(out_r, "rb") as out:
+            status = await proc.wait_exited()
+            text = out.read().decode()
+        assert status.code == 0, status
+        return text.splitlines()
+
+    async def main() -> tuple[list[list[str]], list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            before = [await run(launcher) for _ in range(4)]
+            (project / ".git").rename(world_tmp / "git.old")
+            (project / ".git").mkdir()
+            after = await run(launcher)
+        return before, after
+
+    before, after = trio.run(main)
+    for lines in [*before, after]:
+        assert "OK" not in lines, (before, after)
+    assert not (project / ".git" / "hooks").exists()
+    assert not (project / "moved").exists()
