@@ -14,38 +14,12 @@ import pytest
 import trio
 
 from nonod.policy import Access, Denial, Grant, ResolvedPolicy
-from nonod.sandbox import Launcher, LaunchRequest, open_launcher
+from nonod.sandbox import open_launcher
 from nonod.sandbox._mounts import idmap_available
+from tests.sandbox.test_warm_views import _policy, _read
 
 #: Every test here launches sessions in new namespaces, several through one fork server.
 pytestmark = pytest.mark.userns
-
-PY = "/usr/bin/python3"
-READ = "import sys; print(open(sys.argv[1]).read().strip())"
-#: For each path, its content or the errno name of the failure ("" for a masked file).
-READ_ALL = (
-    "import errno, sys\n"
-    "for p in sys.argv[1:]:\n"
-    "    try:\n"
-    "        print(open(p).read().strip() or '<empty>')\n"
-    "    except OSError as e:\n"
-    "        print(errno.errorcode.get(e.errno, e.errno))\n"
-)
-
-
-async def _read(launcher: Launcher, policy: ResolvedPolicy, *paths: Path) -> list[str]:
-    out_r, out_w = os.pipe()
-    try:
-        proc = await launcher.launch(
-            policy, LaunchRequest(argv=(PY, "-S", "-c", READ_ALL, *map(str, paths)), cwd="/"),
-            stdio=(0, out_w, 2))
-    finally:
-        os.close(out_w)
-    with os.fdopen(out_r, "rb") as out:
-        status = await proc.wait_exited()
-        text = out.read().decode()
-    assert status.code == 0, status
-    return text.splitlines()
 
 
 def _project(root: Path) -> tuple[Path, ResolvedPolicy]:
@@ -53,11 +27,8 @@ def _project(root: Path) -> tuple[Path, ResolvedPolicy]:
     project = root / "project"
     project.mkdir()
     (project / "marker").write_text("project\n")
-    policy = ResolvedPolicy(name="project", grants=(
-        Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
-        Grant(path=str(project), access=Access.READ)),
-        denials=(Denial(path=str(project / ".env"), is_file=True),))
-    return project, policy
+    return project, _policy("project", Grant(path=str(project), access=Access.READ),
+                            denials=(Denial(path=str(project / ".env"), is_file=True),))
 
 
 def test_a_denied_file_the_host_makes_after_preparation_is_masked(world_tmp: Path) -> None:
@@ -151,33 +122,18 @@ def test_an_idmapped_directory_replaced_after_preparation_is_seen_afresh(etc_dir
                                                  Grant(path=str(etc_dir), access=Access.READ)),
                             denials=())
 
-    async def read(launcher: Launcher) -> str:
-        out_r, out_w = os.pipe()
-        try:
-            proc = await launcher.launch(
-                policy, LaunchRequest(argv=(PY, "-S", "-c", READ, str(etc_dir / "conf")),
-                                      cwd="/", uid=0, gid=0),
-                stdio=(0, out_w, 2))
-        finally:
-            os.close(out_w)
-        with os.fdopen(out_r, "rb") as out:
-            status = await proc.wait_exited()
-            text = out.read().decode().strip()
-        assert status.code == 0, status
-        return text
-
-    async def main() -> tuple[list[str], str]:
-        async with open_launcher("namespaces") as launcher:
-            before = [await read(launcher) for _ in range(4)]
+    async def main() -> tuple[list[list[str]], list[str]]:
+        async with open_launcher("namespaces") as launcher:  # as root: uid-0 sessions
+            before = [await _read(launcher, policy, etc_dir / "conf") for _ in range(4)]
             etc_dir.rename(f"{etc_dir}.old")
             etc_dir.mkdir(mode=0o755)
             (etc_dir / "conf").write_text("new\n")
-            after = await read(launcher)
+            after = await _read(launcher, policy, etc_dir / "conf")
         return before, after
 
     before, after = trio.run(main)
-    assert before == ["old"] * 4
-    assert after == "new"
+    assert before == [["old"]] * 4
+    assert after == ["new"]
 
 
 def test_a_guarded_directory_the_host_replaces_after_preparation_stays_guarded(
@@ -189,9 +145,7 @@ def test_a_guarded_directory_the_host_replaces_after_preparation_stays_guarded(
     and ``.git/hooks`` still cannot be made."""
     project = world_tmp / "project"
     (project / ".git").mkdir(parents=True)
-    policy = ResolvedPolicy(name="repo", grants=(
-        Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
-        Grant(path=str(project), access=Access.READWRITE)), denials=())
+    policy = _policy("repo", Grant(path=str(project), access=Access.READWRITE))
     attempt = (
         "import errno, os, sys\n"
         "os.chdir(sys.argv[1])\n"
@@ -203,26 +157,12 @@ def test_a_guarded_directory_the_host_replaces_after_preparation_stays_guarded(
         "        print(errno.errorcode.get(e.errno, e.errno))\n"
     )
 
-    async def run(launcher: Launcher) -> list[str]:
-        out_r, out_w = os.pipe()
-        try:
-            proc = await launcher.launch(
-                policy, LaunchRequest(argv=(PY, "-S", "-c", attempt, str(project)), cwd="/"),
-                stdio=(0, out_w, 2))
-        finally:
-            os.close(out_w)
-        with os.fdopen(out_r, "rb") as out:
-            status = await proc.wait_exited()
-            text = out.read().decode()
-        assert status.code == 0, status
-        return text.splitlines()
-
     async def main() -> tuple[list[list[str]], list[str]]:
         async with open_launcher("namespaces") as launcher:
-            before = [await run(launcher) for _ in range(4)]
+            before = [await _read(launcher, policy, project, code=attempt) for _ in range(4)]
             (project / ".git").rename(world_tmp / "git.old")
             (project / ".git").mkdir()
-            after = await run(launcher)
+            after = await _read(launcher, policy, project, code=attempt)
         return before, after
 
     before, after = trio.run(main)
