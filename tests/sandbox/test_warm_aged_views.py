@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from nonod.policy import Access, Denial, Grant, ResolvedPolicy
 from nonod.sandbox import open_launcher
 from nonod.sandbox._mounts import idmap_available
 from tests.sandbox.test_warm_views import _policy, _read
+
+from ..proctree import children, wait_until
 
 #: Every test here launches sessions in new namespaces, several through one fork server.
 pytestmark = pytest.mark.userns
@@ -170,3 +173,80 @@ def test_a_guarded_directory_the_host_replaces_after_preparation_stays_guarded(
         assert "OK" not in lines, (before, after)
     assert not (project / ".git" / "hooks").exists()
     assert not (project / "moved").exists()
+
+
+@pytest.fixture
+def vault(world_tmp: Path) -> Iterator[Path]:
+    """``world_tmp/project/vault``, a file system of its own (a volume the user unlocked)
+    holding ``secret``; unmounted at the end if the test has not."""
+    path = world_tmp / "project" / "vault"
+    path.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "vault", str(path)], check=True)
+    (path / "secret").write_text("VAULT-SECRET\n")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False, capture_output=True)
+
+
+def _launchers_holding(server: int, path: Path) -> set[int]:
+    """The fork server's launchers (outer processes and their inits) whose mount namespace
+    has a mount at ``path`` (at ``/oldroot`` + ``path`` in a plain one)."""
+    found: set[int] = set()
+    for outer in children(server):
+        for pid in (outer, *children(outer)):
+            try:
+                table = Path(f"/proc/{pid}/mountinfo").read_text()
+            except OSError:
+                continue
+            if any(line.split()[4].endswith(str(path)) for line in table.splitlines()):
+                found.add(pid)
+    return found
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a file system")
+def test_a_file_system_the_host_unmounts_after_preparation_is_gone(vault: Path) -> None:
+    """Every warm launcher's mount namespace is a copy of the host's mount table when it was
+    made: a prepared view's binds carry the file systems mounted under them, a plain
+    launcher binds from its copy at launch. The host unmounts a volume under a grant (locks
+    it) after the launchers were prepared: no session started afterwards reads it, and no
+    waiting launcher keeps it (a locked volume must not stay mounted anywhere)."""
+    policy = _policy("project", Grant(path=str(vault.parent), access=Access.READ))
+
+    async def main() -> tuple[list[list[str]], list[list[str]]]:
+        async with open_launcher("namespaces") as launcher:
+            server = launcher._proc.pid
+            before = [await _read(launcher, policy, vault / "secret") for _ in range(4)]
+            await trio.to_thread.run_sync(
+                lambda: wait_until("a launcher holds the vault",
+                                   lambda: bool(_launchers_holding(server, vault))))
+            subprocess.run(["umount", str(vault)], check=True)
+            await trio.to_thread.run_sync(
+                lambda: wait_until("no launcher holds the vault",
+                                   lambda: not _launchers_holding(server, vault), 10))
+            after = [await _read(launcher, policy, vault / "secret") for _ in range(3)]
+        return before, after
+
+    before, after = trio.run(main)
+    assert before == [["VAULT-SECRET"]] * 4
+    assert after == [["ENOENT"]] * 3
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a file system")
+def test_launches_right_after_the_host_unmounts_do_not_see_the_old_mount(vault: Path) -> None:
+    """The same, launching at once after the ``umount`` (before the idle fork server drops
+    the launchers made earlier): the hand-over refuses them."""
+    policy = _policy("project", Grant(path=str(vault.parent), access=Access.READ))
+
+    async def main() -> tuple[list[list[str]], list[list[str]]]:
+        async with open_launcher("namespaces") as launcher:
+            before = [await _read(launcher, policy, vault / "secret") for _ in range(4)]
+            subprocess.run(["umount", str(vault)], check=True)
+            after = [await _read(launcher, policy, vault / "secret") for _ in range(3)]
+        return before, after
+
+    before, after = trio.run(main)
+    assert before == [["VAULT-SECRET"]] * 4
+    assert after == [["ENOENT"]] * 3
