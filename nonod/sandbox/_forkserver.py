@@ -46,7 +46,7 @@ from ._launcher import (
     run_warm,
     view_of,
 )
-from ._mounts import BIND_DIR, BIND_FILE, idmapped_trees
+from ._mounts import BIND_DIR, BIND_FILE, IDMAP, idmapped_trees
 
 MAX_PLAN = 1 << 20
 
@@ -86,10 +86,11 @@ PoolKey = tuple[WarmKey, bytes]  # and the encoded view (b"": none, only namespa
 
 def _bound_sources(view: View) -> tuple[tuple[int, int], ...]:
     """(device, inode) of what each of the view's binds names on the host now ((0, 0): not
-    there): a warm launcher's prepared binds are current while these stay equal."""
+    there): a warm launcher's prepared binds are current while these stay equal. Idmapped
+    trees are binds too: the fork server clones them when it makes the launcher."""
     out: list[tuple[int, int]] = []
     for op in view.mounts:
-        if op.kind in (BIND_DIR, BIND_FILE):
+        if op.kind in (BIND_DIR, BIND_FILE, IDMAP):
             try:
                 st = os.stat(op.source)
             except OSError:
@@ -97,6 +98,26 @@ def _bound_sources(view: View) -> tuple[tuple[int, int], ...]:
                 continue
             out.append((st.st_dev, st.st_ino))
     return tuple(out)
+
+
+class MountTable:
+    """Changes of the fork server's mount table since it opened it: the kernel reports one
+    ``POLLPRI`` on ``/proc/self/mountinfo`` for any number of changes since the last poll
+    (``mounts_poll``). A prepared view holds copies of the host's mounts under its binds as
+    they were when it was built; a host ``umount`` since (a volume locked) must not stay
+    visible in a session that starts afterwards, nor a mount replaced since."""
+
+    def __init__(self) -> None:
+        self._fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+        self._poller = select.poll()
+        self._poller.register(self._fd, select.POLLPRI)
+        self._changes = 0
+
+    def generation(self) -> int:
+        """A number that differs from every earlier one once the table has changed."""
+        if self._poller.poll(0):  # only POLLPRI (or POLLERR with it): a change
+            self._changes += 1
+        return self._changes
 
 
 def _pool_group(pool: tuple[tuple[str, str], ...]) -> tuple[str, dict[str, str]]:
@@ -126,14 +147,22 @@ class _Warm:
     own when the daemon's sessions get v1 cgroups (``pool``)."""
 
     def __init__(self, key: WarmKey, hub: GuardHub, pool: tuple[tuple[str, str], ...] = (),
-                 reaper: int = -1, view: View | None = None) -> None:
+                 reaper: int = -1, view: View | None = None,
+                 mounts: MountTable | None = None) -> None:
         """With a ``view``, the launcher also builds it (``run_warm``); its binds must still
-        name what they named then (``_bound_sources``) when it is handed a plan. Raises
-        OSError if the view's idmapped trees cannot be made or the fork fails (the pool then
-        makes none for this key until it is launched again)."""
-        trees = tuple(idmapped_trees(view.mounts)) if view is not None else ()
+        name what they named then (``_bound_sources``) when it is handed a plan. Any
+        launcher's mount namespace is a copy of the host's mount table (``mounts``) when it
+        was made, which must not have changed since (``stale``). Raises OSError if the
+        view's idmapped trees cannot be made or the fork fails (the pool then makes none for
+        this key until it is launched again)."""
         self.view = view
+        self.mounts = mounts
+        self.generation = mounts.generation() if mounts is not None else 0
+        # Taken before the idmapped trees are cloned (and the other binds made, in the
+        # launcher): a source replaced in between then differs at hand-over, never the
+        # other way round.
         self.sources = _bound_sources(view) if view is not None else ()
+        trees = tuple(idmapped_trees(view.mounts)) if view is not None else ()
         self.group, self.group_dirs = _pool_group(pool)
         procs = tuple(sorted({os.path.join(d, "cgroup.procs") for d in self.group_dirs.values()}))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -166,6 +195,14 @@ class _Warm:
                 os.close(fd)
         self.sock = ours
         self.audit_tag = key[3]
+
+    def stale(self) -> bool:
+        """Whether the host's mount table changed since this launcher copied it (its
+        namespace's, every launcher's: binds at launch come from there too), or a bound path
+        of its view names another file now."""
+        if self.mounts is not None and self.mounts.generation() != self.generation:
+            return True
+        return self.view is not None and _bound_sources(self.view) != self.sources
 
     def discard(self) -> tuple[str, ...]:
         """Let the launcher go (its init exits on the closed socket); the directories of its
@@ -211,8 +248,8 @@ class _Warm:
         ``cgroup`` (None) and this launcher ends."""
         handed = False
         try:
-            if self.view is not None and _bound_sources(self.view) != self.sources:
-                return False  # the host replaced a bound path since: its binds are stale
+            if self.stale():
+                return False  # the host changed its mounts, or replaced a bound path, since
             hello = self._wait_ready()
             if hello is None:
                 return False
@@ -361,6 +398,7 @@ class _Pool:
         self._hot: set[PoolKey] = set()  # views launched back to back: WARM_DEPTH
         self._refill: list[PoolKey] = []
         self._groups: list[str] = []  # of dropped launchers, removed once empty
+        self._mounts = MountTable()
         self.subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees
 
     @staticmethod
@@ -422,18 +460,25 @@ class _Pool:
         if len(ready) < depth:
             try:
                 ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper,
-                                   self._recent.get(key)))
+                                   self._recent.get(key), self._mounts))
             except OSError:
                 depth = 0  # its view's idmapped trees, or the fork: launches go cold
         if len(ready) >= depth:
             self._refill.pop(0)
 
     def tidy(self) -> None:
-        """Drop the launchers of views idle for ``idle`` seconds; remove the groups of dropped
-        launchers that have ended."""
+        """Drop the launchers of views idle for ``idle`` seconds, and every launcher made
+        before the host's mount table changed (its copy would keep a file system the host
+        unmounted, a volume it locked, alive and visible; the next launch makes them
+        again); remove the groups of dropped launchers that have ended."""
         now = time.monotonic()
         for key in [k for k, last in self._last.items() if k[1] and now - last > self._idle]:
             self._drop(key)
+        generation = self._mounts.generation()
+        for ready in self._ready.values():
+            for launcher in [w for w in ready if w.generation != generation]:
+                ready.remove(launcher)
+                self._groups.extend(launcher.discard())
         left: list[str] = []
         for directory in self._groups:
             try:
