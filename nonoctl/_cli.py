@@ -31,10 +31,10 @@ import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 from nonod import protocol as p
+from nonod.control._socketdir import plain_path
 from nonod.errors import NonoError
 
 from . import _fastargs
@@ -54,6 +54,7 @@ from .client import (
 
 if TYPE_CHECKING:
     import argparse
+    from pathlib import Path  # imported where used: ~10 ms that the hot verbs do not need
 
     from nonod import audit, trust
 
@@ -186,13 +187,14 @@ def _command_word(words: Sequence[str]) -> str | None:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``only``, just that command's subparser (faster: startup matters)."""
     import argparse
+    from pathlib import Path
 
     parser = argparse.ArgumentParser(
         prog="nonoctl",
         description="Run programs in kernel-enforced sandboxes, supervised by nonod.",
         epilog="Exit statuses and every flag: docs/cli.md. `nonoctl COMMAND --help` for more.",
     )
-    parser.add_argument("--socket", type=Path, metavar="PATH",
+    parser.add_argument("--socket", type=plain_path, metavar="PATH",
                         help="nonod's control socket (default: $NONO_SOCKET, else the user "
                         "daemon's)")
     _add_flags(parser, GLOBAL)
@@ -1026,9 +1028,9 @@ def _cmd_daemon(args: argparse.Namespace, command: list[str], out: Output) -> in
     return EXIT_OK
 
 
-def _env_socket() -> Path | None:
+def _env_socket() -> str | None:
     value = os.environ.get("NONO_SOCKET")
-    return Path(value) if value else None
+    return plain_path(value) if value else None
 
 
 def _cmd_profile(args: argparse.Namespace, command: list[str], out: Output) -> int:
@@ -1143,6 +1145,8 @@ def _read_for_signing(path: Path) -> bytes:
 
 
 def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    from pathlib import Path
+
     action: str = args.action
     files: list[str] = args.files
     key: str = args.key
@@ -1230,6 +1234,8 @@ def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int
 def _included_files() -> list[Path]:
     """The files ./trust-policy.json includes under the current directory, found by the same
     scan the daemon runs at launch (the policy is parsed, not verified: this only lists)."""
+    from pathlib import Path
+
     from nonod import trust
 
     files = trust.read_policy_files(None, os.getcwd())
@@ -1246,6 +1252,8 @@ def _load_trust_policy(args: argparse.Namespace, out: Output) -> trust.TrustPoli
     bundle; the project policy against the user-level one's publishers. The user-level
     policy's anchor (the daemon's own key) is checked at launch, not here. ``None``
     (reported) when there is no policy."""
+    from pathlib import Path
+
     from nonod import trust
 
     if args.policy is not None:
@@ -1264,6 +1272,8 @@ def _load_trust_policy(args: argparse.Namespace, out: Output) -> trust.TrustPoli
 def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> int:
     """Client-side: each FILE (or, with --all, each included file) against FILE.bundle and
     the policy (no keys needed)."""
+    from pathlib import Path
+
     from nonod import trust
 
     policy = _load_trust_policy(args, out)
@@ -1300,6 +1310,8 @@ def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> in
 
 def _trust_list(args: argparse.Namespace, out: Output) -> int:
     """Client-side: the policy's mode and publishers, and each included file's status."""
+    from pathlib import Path
+
     from nonod import trust
 
     policy = _load_trust_policy(args, out)
@@ -1357,6 +1369,7 @@ def _cmd_learn(args: argparse.Namespace, command: list[str], out: Output) -> int
         out.error(f"bad profile name {args.save!r}", "a plain name, as in `--save myapp`")
         return EXIT_USAGE
     import signal
+    from pathlib import Path
 
     import trio
 
@@ -1432,6 +1445,8 @@ def _cmd_completion(args: argparse.Namespace, command: list[str], out: Output) -
 
 
 def _audit_state_dir(args: argparse.Namespace) -> Path:
+    from pathlib import Path
+
     if args.state_dir is not None:
         return Path(_abs(str(args.state_dir)))
     from nonod._config import default_state_dir
@@ -1726,7 +1741,7 @@ def _fast_args(words: Sequence[str]) -> argparse.Namespace | None:
         return None
     verb, values = read
     if values["socket"] is not None:
-        values["socket"] = Path(str(values["socket"]))
+        values["socket"] = plain_path(str(values["socket"]))
     from types import SimpleNamespace
 
     return cast("argparse.Namespace", SimpleNamespace(func=_FAST_VERBS[verb], parser=None,

@@ -252,7 +252,7 @@ def probe_keychain() -> Finding:
                    "your login session")
 
 
-def probe_daemon(socket: Path | None, system: bool) -> Finding:
+def probe_daemon(socket: str | None, system: bool) -> Finding:
     from nonod.control._socket import client_socket_path
 
     from .client import ClientError, Connection, RemoteError
@@ -274,7 +274,7 @@ def probe_daemon(socket: Path | None, system: bool) -> Finding:
     return Finding("daemon", "warn", f"unexpected reply from {path}")
 
 
-def run_doctor(out: Output, *, socket: Path | None, system: bool) -> int:
+def run_doctor(out: Output, *, socket: str | None, system: bool) -> int:
     findings = [probe_landlock(), *probe_userns(), probe_seccomp(), probe_cgroup(),
                 probe_cgroups(),
                 probe_inotify(), probe_tiocsti(), probe_keychain(),

@@ -41,12 +41,17 @@ import socket
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, final
 
 from nonod import protocol as p
 from nonod.control._socket import client_socket_path
-from nonod.control._socketdir import UnsafeSocketPath, trusted_socket_dir
+from nonod.control._socketdir import (
+    StrPath,
+    UnsafeSocketPath,
+    parent_and_name,
+    plain_path,
+    trusted_socket_dir,
+)
 from nonod.conversation import State, next_state
 from nonod.errors import NonoError
 
@@ -126,9 +131,9 @@ def check(reply: p.AnyReply) -> p.AnyReply:
 class Connection:
     """One blocking WebSocket conversation with the daemon over its Unix socket."""
 
-    def __init__(self, sock: socket.socket, path: Path) -> None:
+    def __init__(self, sock: socket.socket, path: StrPath) -> None:
         self.sock = sock
-        self.path = path
+        self.path = plain_path(path)
         self._ws = _ws.ClientCodec(max_message=MAX_REPLY_BYTES)
         self._replies: deque[p.AnyReply] = deque()
         self.closed = False
@@ -140,7 +145,7 @@ class Connection:
     # -- opening
     @classmethod
     def open(
-        cls, path: Path, *, timeout: float | None = CONNECT_TIMEOUT, client: str = CLIENT_NAME,
+        cls, path: StrPath, *, timeout: float | None = CONNECT_TIMEOUT, client: str = CLIENT_NAME,
         defer_hello: bool = False,
     ) -> Connection:
         """Connect, handshake and exchange ``hello``; raise DaemonUnreachable/RemoteError.
@@ -325,7 +330,7 @@ class Connection:
         self.close()
 
 
-def connect_trusted(path: Path, timeout: float | None) -> socket.socket:
+def connect_trusted(path: StrPath, timeout: float | None) -> socket.socket:
     """A socket connected to the daemon at ``path``, authenticated before a byte is sent.
 
     Every directory on the path must belong to us or root and be writable by nobody else
@@ -334,8 +339,11 @@ def connect_trusted(path: Path, timeout: float | None) -> socket.socket:
     by another user would otherwise get our secrets, environment and terminal.
     """
     owners = {os.geteuid(), 0}
+    path = plain_path(path)
+    directory, name = parent_and_name(path)
     try:
-        real = trusted_socket_dir(path.parent, owners=owners) / path.name
+        real = trusted_socket_dir(directory, owners=owners)
+        real = os.path.join(real, name) if name else real  # pathlib's ``real / name``
         sock = _connect_unix(real, timeout)
     except UnsafeSocketPath as exc:
         raise UntrustedDaemon(exc.message, hint=exc.hint) from exc
@@ -359,7 +367,7 @@ def connect_trusted(path: Path, timeout: float | None) -> socket.socket:
     return sock
 
 
-def _connect_unix(path: Path, timeout: float | None) -> socket.socket:
+def _connect_unix(path: StrPath, timeout: float | None) -> socket.socket:
     """Connect to the daemon's socket. A Unix socket whose accept queue is full answers
     EAGAIN at once instead of waiting (unlike TCP): a daemon busy accepting is retried until
     ``timeout``, not reported as unreachable."""
@@ -371,7 +379,7 @@ def _connect_unix(path: Path, timeout: float | None) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.settimeout(timeout)
         try:
-            sock.connect(str(path))
+            sock.connect(os.fspath(path))
             return sock
         except BlockingIOError:
             sock.close()
@@ -396,7 +404,7 @@ def _tag(reply: p.AnyReply) -> str:
     return str(type(reply).__struct_config__.tag)
 
 
-def start_daemon(path: Path | None = None, *, timeout: float = AUTOSTART_TIMEOUT) -> None:
+def start_daemon(path: StrPath | None = None, *, timeout: float = AUTOSTART_TIMEOUT) -> None:
     """Start a user daemon and return once it accepts connections (``nonod --daemonize``
     detaches once it serves)."""
     import subprocess
@@ -404,7 +412,7 @@ def start_daemon(path: Path | None = None, *, timeout: float = AUTOSTART_TIMEOUT
 
     argv = [sys.executable, "-m", "nonod", "--daemonize"]
     if path is not None:
-        argv += ["--socket", str(path)]
+        argv += ["--socket", plain_path(path)]
     try:
         done = subprocess.run(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -418,7 +426,7 @@ def start_daemon(path: Path | None = None, *, timeout: float = AUTOSTART_TIMEOUT
 
 
 def connect(
-    path: Path | None = None,
+    path: StrPath | None = None,
     *,
     system: bool = False,
     autostart: bool = True,
@@ -429,7 +437,7 @@ def connect(
     """Open a conversation, starting a user daemon first if none answers (``defer_hello``:
     see ``Connection.open``)."""
     explicit = path is not None or bool(os.environ.get("NONO_SOCKET"))
-    target = path or client_socket_path(system=system)
+    target = client_socket_path(system=system) if path is None else plain_path(path)
     try:
         return Connection.open(target, timeout=timeout, client=client,
                                defer_hello=defer_hello)
@@ -591,7 +599,7 @@ class Client:
 
     def __init__(
         self,
-        path: Path | None = None,
+        path: StrPath | None = None,
         *,
         system: bool = False,
         autostart: bool = True,
@@ -804,7 +812,7 @@ class AsyncClient:
     def __init__(
         self,
         ws: WebSocketConnection,
-        path: Path,
+        path: str,
         reopen: Callable[[], Awaitable[WebSocketConnection]] | None = None,
     ) -> None:
         import trio
@@ -913,13 +921,13 @@ class AsyncClient:
 
 @contextlib.asynccontextmanager
 async def open_async_client(
-    path: Path | None = None, *, system: bool = False, autostart: bool = True
+    path: StrPath | None = None, *, system: bool = False, autostart: bool = True
 ) -> AsyncIterator[AsyncClient]:
     """Connect (starting a user daemon if allowed and needed) and exchange ``hello``."""
     import trio
     from trio_websocket import wrap_client_stream
 
-    target = path or client_socket_path(system=system)
+    target = client_socket_path(system=system) if path is None else plain_path(path)
 
     async def open_stream() -> trio.SocketStream:
         sock = await trio.to_thread.run_sync(connect_trusted, target, CONNECT_TIMEOUT)

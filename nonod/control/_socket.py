@@ -1,7 +1,8 @@
 """Where the control socket lives, and taking it over safely.
 
-Standard library only: ``nonoctl`` uses :func:`default_socket_path` on its hot path, and the
-daemon prepares its socket with plain blocking calls before it serves anything.
+Standard library only, str paths (``_socketdir``: no pathlib): ``nonoctl`` uses
+:func:`client_socket_path` on its hot path, and the daemon prepares its socket with plain
+blocking calls before it serves anything.
 
 Rules:
 
@@ -27,14 +28,13 @@ import errno
 import os
 import socket
 import stat
-from pathlib import Path
 from typing import Final
 
 from ..errors import NonoError
-from ._socketdir import UnsafeSocketPath, trusted_socket_dir
+from ._socketdir import StrPath, UnsafeSocketPath, parent_and_name, plain_path, trusted_socket_dir
 
 SOCKET_NAME: Final = "nonod.sock"
-SYSTEM_SOCKET: Final = Path("/run/nono") / SOCKET_NAME
+SYSTEM_SOCKET: Final = "/run/nono/" + SOCKET_NAME
 _SD_LISTEN_FDS_START: Final = 3
 
 
@@ -50,23 +50,23 @@ class DaemonRunning(SocketError):
     code = "daemon.running"
 
 
-def default_socket_path(*, system: bool = False, environ: dict[str, str] | None = None) -> Path:
+def default_socket_path(*, system: bool = False, environ: dict[str, str] | None = None) -> str:
     """The control socket of the user daemon (or of the system daemon)."""
     if system:
         return SYSTEM_SOCKET
     env = os.environ if environ is None else environ
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime and runtime.startswith("/"):
-        return Path(runtime) / "nono" / SOCKET_NAME
-    return Path(f"/tmp/nono-{os.geteuid()}") / SOCKET_NAME
+        return os.path.join(plain_path(runtime), "nono", SOCKET_NAME)
+    return f"/tmp/nono-{os.geteuid()}/{SOCKET_NAME}"
 
 
-def client_socket_path(*, system: bool = False, environ: dict[str, str] | None = None) -> Path:
+def client_socket_path(*, system: bool = False, environ: dict[str, str] | None = None) -> str:
     """The socket a client talks to: ``NONO_SOCKET`` if set, else the default."""
     env = os.environ if environ is None else environ
     override = env.get("NONO_SOCKET")
     if override:
-        return Path(override)
+        return plain_path(override)
     return default_socket_path(system=system, environ=dict(env))
 
 
@@ -74,7 +74,7 @@ class BoundSocket:
     """A listening control socket and what is needed to give it back cleanly. (A plain
     class: ``dataclasses`` would cost the CLI, which imports this module, ~5 ms.)"""
 
-    def __init__(self, sock: socket.socket, path: Path | None, activated: bool = False,
+    def __init__(self, sock: socket.socket, path: str | None, activated: bool = False,
                  _identity: tuple[int, int] | None = None,
                  _lock_fd: int | None = None) -> None:
         self.sock = sock
@@ -101,7 +101,7 @@ class BoundSocket:
 
 
 def prepare_socket_dir(
-    directory: Path, *, mode: int, gid: int | None = None, fix_mode: bool
+    directory: StrPath, *, mode: int, gid: int | None = None, fix_mode: bool
 ) -> None:
     """Create ``directory`` with ``mode`` or check that an existing one is safe to use.
 
@@ -111,7 +111,8 @@ def prepare_socket_dir(
     readable one is narrowed to ``mode``; one that others could write to is refused in every
     case, as they may already have planted something in it.
     """
-    os.makedirs(directory.parent, mode=0o755, exist_ok=True)
+    directory = plain_path(directory)
+    os.makedirs(parent_and_name(directory)[0], mode=0o755, exist_ok=True)
     created = False
     try:
         os.mkdir(directory, 0o700)
@@ -154,11 +155,10 @@ def prepare_socket_dir(
         raise SocketError(exc.message, hint=exc.hint) from exc
 
 
-def _take_lock(path: Path) -> int:
+def _take_lock(path: str) -> int:
     import fcntl
 
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
@@ -170,7 +170,7 @@ def _take_lock(path: Path) -> int:
     return fd
 
 
-def _clear_stale(path: Path) -> None:
+def _clear_stale(path: str) -> None:
     """Remove a socket file nobody accepts on; refuse anything else."""
     try:
         st = os.lstat(path)
@@ -181,7 +181,7 @@ def _clear_stale(path: Path) -> None:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     probe.settimeout(2.0)
     try:
-        probe.connect(str(path))
+        probe.connect(path)
     except ConnectionRefusedError:
         os.unlink(path)  # a dead daemon's socket: nothing listens on it
         return
@@ -198,18 +198,19 @@ def _clear_stale(path: Path) -> None:
 
 
 def bind_control_socket(
-    path: Path, *, mode: int = 0o600, gid: int | None = None, default_location: bool
+    path: StrPath, *, mode: int = 0o600, gid: int | None = None, default_location: bool
 ) -> BoundSocket:
     """Prepare the directory, take the lock, clear a stale socket, bind and listen."""
+    path = plain_path(path)
     dir_mode = 0o750 if gid is not None else 0o700
-    prepare_socket_dir(path.parent, mode=dir_mode, gid=gid, fix_mode=default_location)
+    prepare_socket_dir(parent_and_name(path)[0], mode=dir_mode, gid=gid, fix_mode=default_location)
     lock_fd = _take_lock(path)
     try:
         _clear_stale(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             os.fchmod(sock.fileno(), mode)  # the file is born with at most this mode
-            sock.bind(str(path))
+            sock.bind(path)
             os.chmod(path, mode)
             if gid is not None:
                 os.chown(path, -1, gid)
@@ -254,5 +255,5 @@ def activated_socket(environ: dict[str, str] | None = None) -> BoundSocket | Non
         sock.detach()
         raise SocketError("the activated socket is not listening")
     name = sock.getsockname()
-    path = Path(name) if isinstance(name, str) and name.startswith("/") else None
+    path = plain_path(name) if isinstance(name, str) and name.startswith("/") else None
     return BoundSocket(sock=sock, path=path, activated=True)

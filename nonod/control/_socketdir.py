@@ -1,6 +1,8 @@
 """Whether a control socket's directory can be trusted, by the client and by the daemon.
 
-Standard library only (``nonoctl`` runs this before every connection).
+Standard library only, and str paths with ``os.path`` rather than :mod:`pathlib`: ``nonoctl``
+runs this before every connection, and pathlib (with the ``urllib.parse``, ``ipaddress``,
+``fnmatch`` and ``ntpath`` it imports) would cost each command several milliseconds.
 
 A socket path is only as safe as the directories on it: whoever may write to one of them can
 replace what lies beneath (rename a directory away, plant another with a fake daemon in it). So
@@ -21,15 +23,32 @@ import errno
 import os
 import stat
 from collections.abc import Collection
-from pathlib import Path
 
 from ..errors import NonoError
+
+#: A path as the callers give one: a str or an ``os.PathLike`` (a ``pathlib.Path``).
+StrPath = str | os.PathLike[str]
 
 
 class UnsafeSocketPath(NonoError):
     """A directory on the socket path could let another user put a fake daemon there."""
 
     code = "socket.unsafe_path"
+
+
+def plain_path(path: StrPath) -> str:
+    """``path`` as ``str(pathlib.Path(path))`` spells it, without importing pathlib: repeated
+    slashes, ``.`` components and a trailing slash dropped, ``..`` kept, ``.`` for nothing.
+    (So the socket paths named in messages and connected to are the ones they always were.)"""
+    text = os.fspath(path)
+    root = "//" if text[:2] == "//" and text[2:3] != "/" else "/" if text[:1] == "/" else ""
+    return root + "/".join(part for part in text.split("/") if part not in ("", ".")) or "."
+
+
+def parent_and_name(path: str) -> tuple[str, str]:
+    """``(str(Path(path).parent), Path(path).name)`` of a :func:`plain_path`."""
+    head, name = os.path.split(path)
+    return head or ".", "" if name == "." else name
 
 
 def _who(uid: int) -> str:
@@ -41,19 +60,20 @@ def _who(uid: int) -> str:
         return f"uid {uid}"
 
 
-def trusted_socket_dir(directory: Path, *, owners: Collection[int]) -> Path:
+def trusted_socket_dir(directory: StrPath, *, owners: Collection[int]) -> str:
     """``directory`` resolved, once every directory on it is checked (see the module doc).
 
     Raises FileNotFoundError (NotADirectoryError) when a component does not exist (is not a
     directory): nothing listens there; UnsafeSocketPath when one could be controlled by a uid
     outside ``owners``.
     """
-    real = Path(os.path.realpath(directory))
-    current = Path("/")
-    parts = real.parts[1:]
+    directory = plain_path(directory)
+    real = os.path.realpath(directory)
+    current = "/"
+    parts = [part for part in real.split("/") if part]
     for index in range(len(parts) + 1):
         if index:
-            current = current / parts[index - 1]
+            current = os.path.join(current, parts[index - 1])
         st = os.lstat(current)  # FileNotFoundError: nothing there yet
         last = index == len(parts)
         if stat.S_ISLNK(st.st_mode):  # resolved a moment ago: someone is swapping it
@@ -61,7 +81,7 @@ def trusted_socket_dir(directory: Path, *, owners: Collection[int]) -> Path:
                 f"{current} changed while the socket path {directory} was being checked"
             )
         if not stat.S_ISDIR(st.st_mode):
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(current))
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), current)
         if st.st_uid not in owners:
             raise UnsafeSocketPath(
                 f"{current} belongs to {_who(st.st_uid)}, who could put a fake nonod at "

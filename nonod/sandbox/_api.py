@@ -257,6 +257,9 @@ class Launcher:
         pid = 0
         ses = ses_err = 0
         group = ""
+        error: LaunchError | None = None
+        # In any order: a warm launch's pid, audit session and group come from the fork
+        # server once the init has run the program, or failed (``_forkserver._InFlight``).
         for kind, a, b, detail in records:
             if kind == REC_PID:
                 pid = a
@@ -264,11 +267,13 @@ class Launcher:
                 ses, ses_err = a, b
             elif kind == REC_CGROUP:
                 group = detail.decode("ascii", "replace")
-            elif kind == REC_ERROR:
-                await exit_stream.aclose()
-                control.close()
-                _drop_group(plan, group)
-                raise _launch_error(a, b, detail.decode("utf-8", "replace"))
+            elif kind == REC_ERROR and error is None:
+                error = _launch_error(a, b, detail.decode("utf-8", "replace"))
+        if error is not None:
+            await exit_stream.aclose()
+            control.close()
+            _drop_group(plan, group)
+            raise error
         if not pid:
             await exit_stream.aclose()
             control.close()

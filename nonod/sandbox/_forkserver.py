@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+from typing import NamedTuple
 
 import msgspec
 
@@ -46,7 +47,7 @@ from ._launcher import (
     run_warm,
     view_of,
 )
-from ._mounts import BIND_DIR, BIND_FILE, idmapped_trees
+from ._mounts import BIND_DIR, BIND_FILE, IDMAP, idmapped_trees
 
 MAX_PLAN = 1 << 20
 
@@ -117,10 +118,11 @@ PoolKey = tuple[WarmKey, bytes]  # and the encoded view (b"": none, only namespa
 
 def _bound_sources(view: View) -> tuple[tuple[int, int], ...]:
     """(device, inode) of what each of the view's binds names on the host now ((0, 0): not
-    there): a warm launcher's prepared binds are current while these stay equal."""
+    there): a warm launcher's prepared binds are current while these stay equal. Idmapped
+    trees are binds too: the fork server clones them when it makes the launcher."""
     out: list[tuple[int, int]] = []
     for op in view.mounts:
-        if op.kind in (BIND_DIR, BIND_FILE):
+        if op.kind in (BIND_DIR, BIND_FILE, IDMAP):
             try:
                 st = os.stat(op.source)
             except OSError:
@@ -128,6 +130,26 @@ def _bound_sources(view: View) -> tuple[tuple[int, int], ...]:
                 continue
             out.append((st.st_dev, st.st_ino))
     return tuple(out)
+
+
+class MountTable:
+    """Changes of the fork server's mount table since it opened it: the kernel reports one
+    ``POLLPRI`` on ``/proc/self/mountinfo`` for any number of changes since the last poll
+    (``mounts_poll``). A prepared view holds copies of the host's mounts under its binds as
+    they were when it was built; a host ``umount`` since (a volume locked) must not stay
+    visible in a session that starts afterwards, nor a mount replaced since."""
+
+    def __init__(self) -> None:
+        self._fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+        self._poller = select.poll()
+        self._poller.register(self._fd, select.POLLPRI)
+        self._changes = 0
+
+    def generation(self) -> int:
+        """A number that differs from every earlier one once the table has changed."""
+        if self._poller.poll(0):  # only POLLPRI (or POLLERR with it): a change
+            self._changes += 1
+        return self._changes
 
 
 def _pool_group(pool: tuple[tuple[str, str], ...]) -> tuple[str, dict[str, str]]:
@@ -157,14 +179,22 @@ class _Warm:
     own when the daemon's sessions get v1 cgroups (``pool``)."""
 
     def __init__(self, key: WarmKey, hub: GuardHub, pool: tuple[tuple[str, str], ...] = (),
-                 reaper: int = -1, view: View | None = None) -> None:
+                 reaper: int = -1, view: View | None = None,
+                 mounts: MountTable | None = None) -> None:
         """With a ``view``, the launcher also builds it (``run_warm``); its binds must still
-        name what they named then (``_bound_sources``) when it is handed a plan. Raises
-        OSError if the view's idmapped trees cannot be made or the fork fails (the pool then
-        makes none for this key until it is launched again)."""
-        trees = tuple(idmapped_trees(view.mounts)) if view is not None else ()
+        name what they named then (``_bound_sources``) when it is handed a plan. Any
+        launcher's mount namespace is a copy of the host's mount table (``mounts``) when it
+        was made, which must not have changed since (``stale``). Raises OSError if the
+        view's idmapped trees cannot be made or the fork fails (the pool then makes none for
+        this key until it is launched again)."""
         self.view = view
+        self.mounts = mounts
+        self.generation = mounts.generation() if mounts is not None else 0
+        # Taken before the idmapped trees are cloned (and the other binds made, in the
+        # launcher): a source replaced in between then differs at hand-over, never the
+        # other way round.
         self.sources = _bound_sources(view) if view is not None else ()
+        trees = tuple(idmapped_trees(view.mounts)) if view is not None else ()
         self.group, self.group_dirs = _pool_group(pool)
         procs = tuple(sorted({os.path.join(d, "cgroup.procs") for d in self.group_dirs.values()}))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -198,6 +228,14 @@ class _Warm:
         self.sock = ours
         self.audit_tag = key[3]
 
+    def stale(self) -> bool:
+        """Whether the host's mount table changed since this launcher copied it (its
+        namespace's, every launcher's: binds at launch come from there too), or a bound path
+        of its view names another file now."""
+        if self.mounts is not None and self.mounts.generation() != self.generation:
+            return True
+        return self.view is not None and _bound_sources(self.view) != self.sources
+
     def discard(self) -> tuple[str, ...]:
         """Let the launcher go (its init exits on the closed socket); the directories of its
         group, for the caller to remove once it has."""
@@ -225,42 +263,46 @@ class _Warm:
                 return None
         return hello
 
-    def _into_session(self, plan: LaunchPlan, init_pid: int, launch_w: int) -> None:
+    def _into_session(self, plan: LaunchPlan, init_pid: int) -> bytes:
         """Make the init's group the session's: the limits written into its own group (it
-        was born there), or, without one, the init moved into the session's groups."""
+        was born there; its record for the daemon returned), or, without one, the init
+        moved into the session's groups."""
         if self.group and plan.cgroup_procs and plan.cgroup_limits is not None:
             apply_limits(self.group_dirs, plan.cgroup_limits)
-            os.write(launch_w, record(REC_CGROUP, 0, 0, self.group.encode()))
-        else:
-            join_cgroups(plan.cgroup_procs, init_pid)
+            return record(REC_CGROUP, 0, 0, self.group.encode())
+        join_cgroups(plan.cgroup_procs, init_pid)
+        return b""
 
-    def hand_over(self, msg: bytes, fds: list[int], plan: LaunchPlan
-                  ) -> socket.socket | bool | None:
-        """Give the plan to the waiting init: its socket (which the init closes once the
-        program runs, the server's cue), or False if it is not there any more. The init's
-        group becomes the session's first (it forks the program afterwards, which is born
-        there); if it cannot, the launch fails at step ``cgroup`` (None) and this launcher
-        ends."""
+    def hand_over(self, msg: bytes, fds: list[int], plan: LaunchPlan) -> Cue | bool | None:
+        """Give the plan to the waiting init: the launch's ``Cue``, or False if the init is
+        not there any more. The init's group becomes the session's first (it forks the
+        program afterwards, which is born there); if it cannot, the launch fails at step
+        ``cgroup`` (None) and this launcher ends."""
         handed = False
         try:
-            if self.view is not None and _bound_sources(self.view) != self.sources:
-                return False  # the host replaced a bound path since: its binds are stale
+            if self.stale():
+                return False  # the host changed its mounts, or replaced a bound path, since
             hello = self._wait_ready()
             if hello is None:
                 return False
             init_pid, ses, ses_err = hello
             try:
-                self._into_session(plan, init_pid, fds[3])
+                pending = self._into_session(plan, init_pid)
             except OSError as exc:
                 os.write(fds[3], record(REC_ERROR, STEPS.index("cgroup"), exc.errno or 0,
                                         str(exc.filename or "").encode()[:500]))
                 return None
             if self.audit_tag:
-                os.write(fds[3], record(REC_AUDIT, ses, ses_err))
-            os.write(fds[3], record(REC_PID, init_pid, 0))
-            socket.send_fds(self.sock, [msg], fds)
+                pending += record(REC_AUDIT, ses, ses_err)
+            pending += record(REC_PID, init_pid, 0)
+            launch_w = os.dup(fds[3])
+            try:
+                socket.send_fds(self.sock, [msg], fds)
+            except OSError:
+                os.close(launch_w)
+                raise
             handed = True
-            return self.sock
+            return Cue(self.sock, launch_w, pending)
         except OSError:
             return False
         finally:
@@ -269,9 +311,9 @@ class _Warm:
 
 
 def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardHub,
-          reaper: int = -1, trees: tuple[int, ...] = ()) -> socket.socket | None:
-    """Fork a launcher that does every step; return the server's cue (see
-    ``hand_over``), or None if the fork failed (reported)."""
+          reaper: int = -1, trees: tuple[int, ...] = ()) -> Cue | None:
+    """Fork a launcher that does every step (and reports its init's pid itself); return
+    the launch's ``Cue``, or None if the fork failed (reported)."""
     client = hub.new_client()
     cue, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
@@ -291,12 +333,11 @@ def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardH
             os._exit(126)
     client.close()
     theirs.close()
-    return cue
+    return Cue(cue, -1, b"")
 
 
 def _launch_plain(plan: LaunchPlan, msg: bytes, fds: list[int], ready: _Warm | None,
-                  sock: socket.socket, hub: GuardHub, reaper: int
-                  ) -> socket.socket | bool | None:
+                  sock: socket.socket, hub: GuardHub, reaper: int) -> Cue | bool | None:
     """Launch on ``ready`` (namespaces and root, no view), or cold; the idmapped trees of
     the plan are made here, root in the host's namespaces (a launcher has its own
     already)."""
@@ -316,30 +357,47 @@ def _launch_plain(plan: LaunchPlan, msg: bytes, fds: list[int], ready: _Warm | N
             os.close(fd)
 
 
+class Cue(NamedTuple):
+    """A launch in flight: ``sock``, the server's end of a socket the init closes once the
+    program runs (or by dying); for a warm launch, a copy of its launch pipe and the
+    records (pid, audit session, group) to write there then, so that the daemon wakes once
+    for the launch, not once more in the middle of it."""
+
+    sock: socket.socket
+    launch_w: int
+    pending: bytes
+
+
 class _InFlight:
-    """Launches between their hand-over and their program's start, by their cue (the
-    server's end of a socket the init closes once the program runs). Warm launchers are
-    made again only when none is in flight (or the oldest has taken ``PATIENCE``): on a
-    2-CPU machine their ~5 ms of CPU, and the server's own forks, would otherwise compete
-    with the launch that follows, the guard hub's answer to its view guard included."""
+    """Launches between their hand-over and their program's start, by their ``Cue``. Warm
+    launchers are made again only when none is in flight (or the oldest has taken
+    ``PATIENCE``): on a 2-CPU machine their ~5 ms of CPU, and the server's own forks, would
+    otherwise compete with the launch that follows, the guard hub's answer to its view
+    guard included."""
 
     PATIENCE = 0.1  # seconds: a launch taking longer no longer holds the refill back
 
     def __init__(self, poller: select.poll) -> None:
         self._poller = poller
-        self._cues: dict[int, tuple[socket.socket, float]] = {}
+        self._cues: dict[int, tuple[Cue, float]] = {}
 
-    def add(self, cue: socket.socket) -> None:
-        self._poller.register(cue, select.POLLIN)
-        self._cues[cue.fileno()] = (cue, time.monotonic())
+    def add(self, cue: Cue) -> None:
+        self._poller.register(cue.sock, select.POLLIN)
+        self._cues[cue.sock.fileno()] = (cue, time.monotonic())
 
     def ended(self, fd: int) -> bool:
-        """Take the event on ``fd``; False if it is not a cue."""
+        """Take the event on ``fd``: write the launch's pending records, let it go; False
+        if ``fd`` is not a cue's."""
         entry = self._cues.pop(fd, None)
         if entry is None:
             return False
+        cue = entry[0]
         self._poller.unregister(fd)
-        entry[0].close()
+        cue.sock.close()
+        if cue.launch_w >= 0:
+            with contextlib.suppress(OSError):  # the daemon gave up on the launch
+                os.write(cue.launch_w, cue.pending)
+            os.close(cue.launch_w)
         return True
 
     def wait_ms(self) -> int:
@@ -372,6 +430,7 @@ class _Pool:
         self._hot: set[PoolKey] = set()  # views launched back to back: WARM_DEPTH
         self._refill: list[PoolKey] = []
         self._groups: list[str] = []  # of dropped launchers, removed once empty
+        self._mounts = MountTable()
         self.subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees
 
     @staticmethod
@@ -433,18 +492,25 @@ class _Pool:
         if len(ready) < depth:
             try:
                 ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper,
-                                   self._recent.get(key)))
+                                   self._recent.get(key), self._mounts))
             except OSError:
                 depth = 0  # its view's idmapped trees, or the fork: launches go cold
         if len(ready) >= depth:
             self._refill.pop(0)
 
     def tidy(self) -> None:
-        """Drop the launchers of views idle for ``idle`` seconds; remove the groups of dropped
-        launchers that have ended."""
+        """Drop the launchers of views idle for ``idle`` seconds, and every launcher made
+        before the host's mount table changed (its copy would keep a file system the host
+        unmounted, a volume it locked, alive and visible; the next launch makes them
+        again); remove the groups of dropped launchers that have ended."""
         now = time.monotonic()
         for key in [k for k, last in self._last.items() if k[1] and now - last > self._idle]:
             self._drop(key)
+        generation = self._mounts.generation()
+        for ready in self._ready.values():
+            for launcher in [w for w in ready if w.generation != generation]:
+                ready.remove(launcher)
+                self._groups.extend(launcher.discard())
         left: list[str] = []
         for directory in self._groups:
             try:
@@ -520,7 +586,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
         cue = ready.hand_over(msg, fds, plan) if ready is not None else False
         if cue is False:
             cue = _launch_plain(plan, msg, fds, pool.take(plain), sock, hub, reaper)
-        if isinstance(cue, socket.socket):
+        if isinstance(cue, Cue):
             inflight.add(cue)
         for fd in fds:
             os.close(fd)

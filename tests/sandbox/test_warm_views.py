@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from nonod.errors import LaunchError
 from nonod.policy import Access, Denial, Grant, ResolvedPolicy
 from nonod.sandbox import Launcher, LaunchRequest, open_launcher
-from nonod.sandbox._forkserver import _InFlight
+from nonod.sandbox._forkserver import Cue, _InFlight
 from nonod.sandbox._landlock import (
     LandlockPlan,
     build_ruleset,
@@ -134,6 +135,27 @@ def test_every_session_holds_no_capability_cold_or_warm(world_tmp: Path) -> None
                          "NoNewPrivs: 1", "Seccomp: 2"], lines
 
 
+def test_a_launch_failing_on_a_warm_launcher_reports_its_step(world_tmp: Path) -> None:
+    """The init fails (its working directory is not in the view) after launches that warmed
+    the pool: the error reaches the caller (the pid the fork server writes once the init has
+    let go comes after it), and the next launch of the view works."""
+    marker, grant = _grant_dir(world_tmp, "a")
+    policy = _policy("a", grant)
+    elsewhere = world_tmp / "elsewhere"
+    elsewhere.mkdir()
+
+    async def main() -> tuple[str, list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            for _ in range(3):
+                await _read(launcher, policy, marker)
+            with pytest.raises(LaunchError) as failed:
+                await launcher.launch(policy, LaunchRequest(argv=("/bin/true",),
+                                                            cwd=str(elsewhere)))
+            return failed.value.step, await _read(launcher, policy, marker)
+
+    assert trio.run(main) == ("chdir", ["a"])
+
+
 def test_a_bound_directory_replaced_between_launches_is_bound_afresh(world_tmp: Path) -> None:
     """The host swaps a granted directory for a new one (``mv``, then ``mkdir``) after a
     policy's launchers were prepared: the next session sees the new directory, not the
@@ -235,12 +257,14 @@ def test_a_prepared_ruleset_is_current_only_while_its_paths_name_the_same_files(
 def test_the_refill_waits_for_the_launch_in_flight_until_its_init_lets_go() -> None:
     """``_InFlight``: while a launch's cue is open (its init has not started the program),
     a refill waits; the init closing its end (after ``posix_spawn``, or by dying) wakes
-    the fork server's poll and lets the refill go."""
+    the fork server's poll, which writes the launch's pending records (its pid...) to the
+    launch pipe, closes its copy, and lets the refill go."""
     poller = select.poll()
     inflight = _InFlight(poller)
     assert inflight.wait_ms() == 0
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    inflight.add(ours)
+    launch_r, launch_w = os.pipe()
+    inflight.add(Cue(ours, launch_w, b"PENDING"))
     assert 0 < inflight.wait_ms() <= _InFlight.PATIENCE * 1000
     assert poller.poll(0) == []
     theirs.close()
@@ -249,3 +273,5 @@ def test_the_refill_waits_for_the_launch_in_flight_until_its_init_lets_go() -> N
     assert inflight.ended(ours.fileno())
     assert inflight.wait_ms() == 0
     assert ours.fileno() == -1  # closed by the pool
+    with os.fdopen(launch_r, "rb") as launch:
+        assert launch.read() == b"PENDING"  # then EOF: the server's copy is closed

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -139,4 +140,12 @@ def test_the_agents_caps_bound_its_tools(short_tmp: Path) -> None:
     assert f" {agent_group}/{mem_tool['id']}; inside its agent's group" in limits(mem_tool)
     assert left == []
     # Teardown removed the groups, the tools' (inside the agent's) with the agent's.
-    assert not [p for p in Path("/sys/fs/cgroup").glob(f"*/**/{agent['id']}")]
+    assert not _groups_named(agent["id"])
+
+
+def _groups_named(name: str) -> list[str]:
+    """Every cgroup directory called ``name``, in any hierarchy. Other daemons' groups may be
+    removed while this walks (``os.walk`` skips a directory gone meanwhile; ``Path.glob``
+    raised)."""
+    return [os.path.join(top, name) for top, dirs, _ in os.walk("/sys/fs/cgroup")
+            if name in dirs]
