@@ -213,6 +213,10 @@ class GuardHub:
             for descriptor in (adopted.pidfd, adopted.report, adopted.config, adopted.peer):
                 os.close(descriptor)
             client.adopted = None
+            if not self._inits and self._spare is not None:
+                # No session left to guard: the spare's socket closed, it exits (reaped).
+                self._spare[1].close()
+                self._spare = None
 
     # ----------------------------------------------------------------------- adopted
 

@@ -143,7 +143,7 @@ def _state(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going while it is read
         return None
 
 
@@ -426,3 +426,20 @@ def _children_named(parent: int, name: str) -> list[int]:
                     and Path(f"/proc/{entry}/comm").read_text().strip() == name):
                 out.append(int(entry))
     return out
+
+
+async def test_the_spare_repair_ends_with_the_last_guarded_session(world_tmp: Path) -> None:
+    """The spare is there for the sessions the fork server guards: once none is left, it
+    ends (the fork server's children are its launchers again)."""
+    async with _session(world_tmp, "import sys; sys.stdin.read()", "namespaces",
+                        _masked(world_tmp)) as (proc, _, stdin):
+        await _outer_left(proc.pid)
+        server = _ppid(proc.pid)
+        with trio.fail_after(10):
+            while not _children_named(server, "nono-repair"):
+                await trio.sleep(0.005)
+        os.close(stdin)
+        assert await _exited(proc) == (0, None)
+        with trio.fail_after(10):
+            while _children_named(server, "nono-repair"):
+                await trio.sleep(0.005)
