@@ -76,6 +76,7 @@ pid first; the init reports the program's exit status on a second pipe.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import resource
 import select
@@ -653,7 +654,7 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
     state = -1  # with ``leaving``: the memfd handed to the hub, until it says it took it
     while True:
         try:
-            ready, _, _ = select.select(watch, [], [], _left(later))
+            ready = _readable(watch, _left(later))
         except InterruptedError:
             continue
         if not ready and later is not None:  # the session goes on: the rest is the reaper's
@@ -720,7 +721,7 @@ def _leave_when_told(init: int, guard: socket.socket, reaper: int, ns_flags: int
     pidfd = os.pidfd_open(init)
     while True:
         try:
-            ready, _, _ = select.select([pidfd, guard.fileno()], [], [])
+            ready = _readable([pidfd, guard.fileno()], None)
         except InterruptedError:
             continue
         break
@@ -758,7 +759,7 @@ def _parent_gone(parent: int, patience: float = 0.5) -> bool:
     for _ in range(int(patience / 0.01)):
         if os.getppid() != parent:
             return True
-        select.select([], [], [], 0.01)
+        time.sleep(0.01)
     return False
 
 
@@ -766,7 +767,7 @@ def _exits_within(pid: int, seconds: float) -> bool:
     """Whether our child ``pid`` has exited, or does within ``seconds`` (not reaped)."""
     pidfd = os.pidfd_open(pid)
     try:
-        ready, _, _ = select.select([pidfd], [], [], seconds)
+        ready = _readable([pidfd], seconds)
     finally:
         os.close(pidfd)
     return bool(ready)
@@ -1094,7 +1095,7 @@ def _serve_as_init(program: int, exit_w: int, control: int,
         if done:
             break
         try:
-            ready, _, _ = select.select(watch, [], [], _left(later))
+            ready = _readable(watch, _left(later))
         except InterruptedError:
             continue
         if not ready and later is not None:
@@ -1133,6 +1134,17 @@ REAPER_AFTER = 0.05
 
 def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _readable(fds: list[int], timeout: float | None) -> list[int]:
+    """Those of ``fds`` readable, at their end or in error, within ``timeout`` seconds (None:
+    no limit). ``poll``, never ``select``: a launcher forked from a fork server that holds
+    many sessions' descriptors has descriptors numbered past ``select``'s 1024."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    ms = None if timeout is None else math.ceil(timeout * 1000)
+    return [fd for fd, _ in poller.poll(ms)]
 
 
 def _become_reaper(program: int, exit_w: int, control: int, ns_flags: int,
