@@ -94,13 +94,22 @@ class GuardHub:
         self._repairs: dict[int, tuple[int, _Client]] = {}  # a repair's pidfd -> pid, client
         self._spare: tuple[int, socket.socket] | None = None  # a repair waiting for a job
         self._spare_retry = 0.0  # when to try spawning one again after a failure
+        self.fd = -1
+        self.error = 0
+        self._open_inotify()
+
+    def _open_inotify(self) -> bool:
+        """The hub's inotify instance; False (``error`` set) if the user has none left. Tried
+        again at each watch request until it succeeds: a shortage when the fork server
+        started refuses the launches made during it (fail closed), not every later one."""
         try:
             self.fd = _libc.inotify_init1(_libc.IN_CLOEXEC | _libc.IN_NONBLOCK)
-            self.error = 0
-            poller.register(self.fd, select.POLLIN)
-        except OSError as exc:  # every launch with something to guard will be refused
-            self.fd = -1
+        except OSError as exc:
             self.error = exc.errno or errno.EMFILE
+            return False
+        self.error = 0
+        self._poller.register(self.fd, select.POLLIN)
+        return True
 
     def new_client(self) -> socket.socket:
         """A socket pair for one launcher: the hub keeps one end, the launcher gets the other
@@ -169,7 +178,7 @@ class GuardHub:
     def _watch(self, client: _Client, names: list[str], fds: list[int]) -> int:
         """Watch ``fds`` (named ``names``) for ``client`` instead of what it had; an errno
         if that fails (what it had is kept: the outer ends the session on an error)."""
-        if self.fd < 0:
+        if self.fd < 0 and not self._open_inotify():
             return self.error
         if len(names) != len(fds):
             return errno.EINVAL

@@ -269,6 +269,57 @@ def test_one_inotify_instance_guards_every_session_of_a_launcher(
     assert codes == str([0] * 6)
 
 
+AFTER_SHORTAGE = r"""
+import sys, msgspec, trio
+from nonod.policy import ResolvedPolicy
+from nonod.errors import LaunchError
+from nonod.sandbox import LaunchRequest, open_launcher
+policy = msgspec.json.decode(sys.argv[1], type=ResolvedPolicy)
+request = LaunchRequest(argv=("/bin/true",), cwd=sys.argv[2])
+async def main():
+    async with open_launcher() as launcher:
+        try:
+            await launcher.launch(policy, request)
+            print("first: ran", flush=True)
+        except LaunchError as exc:
+            print(f"first: refused at {exc.step}", flush=True)
+        sys.stdin.readline()  # the instances are free again
+        proc = await launcher.launch(policy, request)
+        print(f"then: exit {(await proc.wait_exited()).code}", flush=True)
+trio.run(main)
+"""
+
+
+@pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)
+def test_a_fork_server_started_during_a_shortage_guards_once_it_is_over(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """The user is out of inotify instances when the fork server starts: its guarded launches
+    are refused (fail closed) while that lasts, and guarded once instances are free again,
+    without a restart."""
+    import msgspec
+
+    pol = policy((home, Access.READWRITE), denials=(home / ".ssh",))
+    hog = _hog_inotify(sandbox_user.uid, leave=0)
+    try:
+        run = subprocess.Popen(
+            ["setpriv", f"--reuid={sandbox_user.uid}", f"--regid={sandbox_user.uid}",
+             "--clear-groups", *sandbox_user.python, "-c", AFTER_SHORTAGE,
+             msgspec.json.encode(pol).decode(), str(home / "work")],
+            env={"PATH": "/usr/bin:/bin", **sandbox_user.env}, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+        assert run.stdout is not None and run.stdin is not None
+        first = run.stdout.readline().strip()
+    finally:
+        hog.kill()
+        hog.wait()
+    try:
+        out, err = run.communicate("go\n", timeout=60)
+    finally:
+        run.kill()
+    assert first == "first: refused at guard", (first, err)
+    assert out.strip() == "then: exit 0", err
+
+
 def test_a_pinned_file_replaced_by_a_symlink_ends_the_session(
         sandbox_user: SandboxUser, home: Path) -> None:
     """A pin cannot be mounted over a symbolic link: the guard ends the session rather than
