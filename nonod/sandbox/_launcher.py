@@ -794,9 +794,7 @@ def _close_except(keep: tuple[int, ...]) -> None:
 
 
 def _check_parent_alive(alive_r: int) -> None:
-    poller = select.poll()
-    poller.register(alive_r, select.POLLIN | select.POLLHUP)
-    if poller.poll(0):
+    if _readable([alive_r], 0):
         raise OSError(3, "launcher parent died before the program started")  # ESRCH
     os.close(alive_r)
 

@@ -52,9 +52,12 @@ def main() -> int:
     for sig in FORWARDED:
         signal.signal(sig, lambda *_: None)
     buffered = b""
+    poller = select.poll()  # (select refuses descriptors past 1024, which the agent may hold)
+    for fd in (conn.fileno(), wake_r):
+        poller.register(fd, select.POLLIN)
     while True:
         try:
-            ready, _, _ = select.select([conn.fileno(), wake_r], [], [])
+            ready = [fd for fd, _ in poller.poll()]
         except InterruptedError:
             continue
         if wake_r in ready:
