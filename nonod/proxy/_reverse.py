@@ -249,11 +249,14 @@ class _Upstream:
     def idle_and_open(self) -> bool:
         """Whether this kept-alive connection can carry another request: h11 is idle and
         the socket has nothing to read (an idle HTTP connection that is readable has been
-        closed by the server, or sent something nobody asked for)."""
+        closed by the server, or sent something nobody asked for). Bytes already read past
+        the last response, by h11 or by the TLS layer, count as sent."""
         if self.conn.our_state is not h11.IDLE or self.conn.their_state is not h11.IDLE:
             return False
+        if self.conn.trailing_data[0]:
+            return False
         stream = self.stream
-        if isinstance(stream, TlsStream) and stream.socket.pending():
+        if isinstance(stream, TlsStream) and stream.buffered():
             return False
         poller = select.poll()
         poller.register(stream.socket.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)

@@ -120,3 +120,29 @@ async def test_a_program_that_leaves_mid_body_stops_the_upstream_read(
     assert (network.decision, network.reason, network.status) == ("allow", "client_gone", 200)
     assert network.bytes_in < len(body)  # (a piece cut off mid-send is not counted)
     assert seen.connections == 1
+
+
+@pytest.mark.parametrize("size", [100, MIB])  # read by h11; read past h11 (bulk)
+async def test_an_upstream_that_sends_more_than_its_response_is_not_asked_again(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy, size: int) -> None:
+    planted = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nplanted"
+
+    async def and_more(request: UpstreamRequest, respond: Responder) -> None:
+        if request.target == b"/first":
+            head = respond.conn.send(h11.Response(
+                status_code=200, headers=[(b"Content-Length", str(size).encode())])) or b""
+            body = respond.conn.send(h11.Data(data=b"x" * size)) or b""
+            end = respond.conn.send(h11.EndOfMessage()) or b""
+            # The answer, and an answer to a request nobody made yet, in one write.
+            await respond.stream.send_all(head + body + end + planted)
+        else:
+            await respond.whole(200, b"asked for")
+
+    proxy, seen = await github(nursery, pki, start_route_proxy, and_more)
+    client = await proxy.client()
+    first = await client.request("GET", "/github/first", [bearer(proxy)])
+    assert (first.status, len(first.body)) == (200, size)
+    client.next_cycle()
+    second = await client.request("GET", "/github/second", [bearer(proxy)])
+    assert (second.status, second.body) == (200, b"asked for")
+    assert seen.connections == 2  # the first connection was not reused
