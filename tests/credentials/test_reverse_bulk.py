@@ -12,8 +12,14 @@ import pytest
 import trio
 import trio.testing
 
-from nonod.proxy import NetworkEvent
-from tests.credentials.conftest import Pki, Responder, UpstreamRequest
+from nonod.proxy import NetworkEvent, ProxyLimits
+from tests.credentials.conftest import (
+    Pki,
+    Responder,
+    UpstreamRequest,
+    github_route,
+    start_tls_upstream,
+)
 from tests.credentials.test_reverse import REAL, StartProxy, bearer, github, wait_for_events
 
 MIB = 1 << 20
@@ -146,3 +152,60 @@ async def test_an_upstream_that_sends_more_than_its_response_is_not_asked_again(
     second = await client.request("GET", "/github/second", [bearer(proxy)])
     assert (second.status, second.body) == (200, b"asked for")
     assert seen.connections == 2  # the first connection was not reused
+
+
+async def test_an_upstream_silent_mid_body_is_given_up_after_the_idle_timeout(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    """The body's worker waits on the real clock: a silence of idle_timeout ends the body
+    as a failure of the upstream, after everything it sent before."""
+    sent = 300_000
+    never = trio.Event()
+
+    async def stalls(request: UpstreamRequest, respond: Responder) -> None:
+        await respond.start(200, [(b"Content-Length", str(2 * MIB).encode())])
+        await respond.stream.send_all(bytes(sent))
+        await never.wait()
+
+    proxy, _ = await github(nursery, pki, start_route_proxy, stalls,
+                            limits=ProxyLimits(idle_timeout=0.5))
+    client = await proxy.client()
+    await client.send("GET", "/github/big", [bearer(proxy)])
+    assert (await client.head()).status_code == 200
+    got = 0
+    with trio.fail_after(10), pytest.raises(h11.RemoteProtocolError):
+        while True:
+            event = await client.event()
+            assert isinstance(event, h11.Data), event
+            got += len(event.data)
+    assert got == sent
+    await wait_for_events(proxy, 1)
+    (event,) = [e for e in proxy.events if isinstance(e, NetworkEvent)]
+    assert (event.reason, event.status, event.bytes_in) == ("upstream_error", 200, sent)
+
+
+async def test_a_proxy_stopped_mid_body_lets_go_at_once(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    """Stopping the proxy (its session ends) mid-body stops the body's worker at once and
+    closes the program's connection, although nothing else would end it: the upstream
+    lives on and its body has no end, and the program reads on (the worker need never
+    wait) after a pause (the worker waited, as it would have for idle_timeout, 300 s)."""
+    block = bytes(MIB)
+
+    async def endless(request: UpstreamRequest, respond: Responder) -> None:
+        await respond.start(200, [(b"Content-Length", str(1 << 40).encode())])
+        while True:
+            await respond.stream.send_all(block)
+
+    port, _ = await start_tls_upstream(nursery, pki.server, endless)
+    async with trio.open_nursery() as session:
+        proxy = await start_route_proxy([(github_route(), REAL)],
+                                        pins={"api.github.com": f"127.0.0.1:{port}"},
+                                        within=session)
+        client = await proxy.client()
+        await client.send("GET", "/github/big", [bearer(proxy)])
+        assert (await client.head()).status_code == 200
+        await trio.testing.wait_all_tasks_blocked()  # the program reads nothing for now
+        session.cancel_scope.cancel()
+        with trio.fail_after(5):
+            while await client.stream.receive_some(MIB):  # what was in flight, then the end
+                pass
