@@ -86,10 +86,11 @@ if TYPE_CHECKING:
     from ._server import ProxyLimits
 
 _READ_SIZE: Final = 1 << 16
-#: A response body of at least this many bytes with a Content-Length is read past h11, into
-#: two buffers of _BODY_READ bytes (see ReverseHandler._relay_sized_body).
+#: A response body of at least this many bytes with a Content-Length is read past h11, in
+#: reads of up to _BODY_READ bytes (see ReverseHandler._relay_sized_body). Large reads cost
+#: the upstream less too: each frees its socket's window by that much at once.
 _SIZED_BODY_MIN: Final = 1 << 18
-_BODY_READ: Final = 1 << 19
+_BODY_READ: Final = 1 << 20
 _INFLATE_STEP: Final = 1 << 16
 _PHRASES: Final = {
     400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",

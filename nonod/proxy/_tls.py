@@ -38,7 +38,7 @@ import trio
 _RECEIVE_SIZE: Final = 1 << 18
 #: The most ciphertext one socket read takes (the incoming BIO holds at most this much more
 #: than the record being decrypted).
-_RAW_READ: Final = 1 << 18
+_RAW_READ: Final = 1 << 20
 #: The most plaintext encrypted into the outgoing BIO before it is sent.
 _WRITE_STEP: Final = 1 << 18
 
