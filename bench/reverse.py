@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
+from proxy import cpu_seconds  # bench/proxy.py, beside this file
 
 CHUNK = 1 << 20
 SECRET_ENV = "NONO_BENCH_SECRET"  # noqa: S105 - a variable name, not a secret
@@ -282,15 +283,6 @@ def latency(c: Contender, n: int) -> tuple[list[float], int]:
             samples.append(time.perf_counter() - start)
     conn.sock.close()
     return samples, reconnects
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process so far (0 without one)."""
-    if pid is None:
-        return 0.0
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stream(c: Contender, size: int, times: int) -> list[float]:
