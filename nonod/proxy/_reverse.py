@@ -87,8 +87,8 @@ if TYPE_CHECKING:
 
 _READ_SIZE: Final = 1 << 16
 #: A response body of at least this many bytes with a Content-Length is read past h11, in
-#: reads of up to _BODY_READ bytes (see ReverseHandler._relay_sized_body). Large reads cost
-#: the upstream less too: each frees its socket's window by that much at once.
+#: pieces of up to _BODY_READ bytes, each whatever has arrived (see
+#: ReverseHandler._relay_sized_body): few, large scrubs and writes to the program.
 _SIZED_BODY_MIN: Final = 1 << 18
 _BODY_READ: Final = 1 << 20
 _INFLATE_STEP: Final = 1 << 16
@@ -611,7 +611,7 @@ class ReverseHandler:
                                 upstream: _Upstream, size: int, response: h11.Response,
                                 scrubber: Scrubber | None, record: _Record) -> None:
         """A large body with a Content-Length, read past h11 (h11 does not copy every byte
-        twice) into one reused buffer of _BODY_READ bytes, in reads of whatever has arrived.
+        twice) into reused buffers of _BODY_READ bytes, in reads of whatever has arrived.
         What h11 had already read with the head comes first. Every byte goes through the
         scrubber, in order, as on the h11 path (it copies only what it changes or holds
         back). When the upstream fails, what it sent before is still passed on; when the

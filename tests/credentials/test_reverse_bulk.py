@@ -4,6 +4,7 @@ framing and the keep-alive of the upstream connection are those of the h11 path.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Awaitable, Callable
 
@@ -17,8 +18,10 @@ from tests.credentials.conftest import (
     Client,
     Pki,
     Responder,
+    Seen,
     UpstreamRequest,
     github_route,
+    serve_http,
     start_tls_upstream,
 )
 from tests.credentials.test_reverse import REAL, StartProxy, bearer, github, wait_for_events
@@ -210,3 +213,24 @@ async def test_a_proxy_stopped_mid_body_lets_go_at_once(
         with trio.fail_after(5):
             while await client.stream.receive_some(MIB):  # what was in flight, then the end
                 pass
+
+
+async def test_a_large_body_from_a_plain_http_upstream_is_scrubbed(
+        nursery: trio.Nursery, start_route_proxy: StartProxy) -> None:
+    """A loopback upstream without TLS: the worker reads its socket directly."""
+    size = 2 * MIB + 777
+    body = body_with_secrets(size, [5, MIB - 3, size - len(SECRET)])
+    seen = Seen()
+    listeners = await nursery.start(functools.partial(
+        trio.serve_tcp, functools.partial(serve_http, sized(body, piece=MIB), seen), 0,
+        host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    route = github_route(name="local", upstream=f"http://localhost:{port}")
+    proxy = await start_route_proxy([(route, REAL)], pins={"localhost": f"127.0.0.1:{port}"})
+    client = await proxy.client()
+    for _ in range(2):
+        response = await client.request("GET", "/local/big", [bearer(proxy)])
+        assert response.status == 200
+        assert response.body == body.replace(SECRET, proxy.token.reveal().encode())
+        client.next_cycle()
+    assert seen.connections == 1
