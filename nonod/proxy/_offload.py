@@ -35,6 +35,28 @@ class Stopped(Exception):
 
 
 @final
+class Seats:
+    """At most ``count`` jobs at once in this process (each is a thread, with its buffers):
+    :meth:`take` says whether one more may start now, without waiting (the caller does the
+    work another way when it may not). Used from one trio thread only."""
+
+    __slots__ = ("count", "taken")
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.taken = 0
+
+    def take(self) -> bool:
+        if self.taken >= self.count:
+            return False
+        self.taken += 1
+        return True
+
+    def give(self) -> None:
+        self.taken -= 1
+
+
+@final
 class Stop:
     """One job's stop signal, and the worker's waits on its sockets."""
 

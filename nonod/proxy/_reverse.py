@@ -77,7 +77,7 @@ from ._inject import (
     split_target,
     upstream_head,
 )
-from ._offload import Stop, run_stoppable
+from ._offload import Seats, Stop, run_stoppable
 from ._resolve import ResolveError, Resolver, connect_exactly
 from ._tls import TlsStream, receive_into
 from ._vectored import send_pieces, write_pieces
@@ -92,6 +92,9 @@ _READ_SIZE: Final = 1 << 16
 _SIZED_BODY_MIN: Final = 1 << 18
 _BODY_READ: Final = 1 << 20
 _INFLATE_STEP: Final = 1 << 16
+#: Large bodies moved by worker threads at once, in this process (every session's proxy):
+#: each is a thread with a _BODY_READ buffer. More go by the event loop's tasks meanwhile.
+BODY_WORKERS: Final = Seats(32)
 _PHRASES: Final = {
     400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
     405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large",
@@ -620,15 +623,19 @@ class ReverseHandler:
 
         To a plain client connection the body is moved by a worker thread
         (:func:`._offload.run_stoppable`, :meth:`_move_body`): no pass through the event loop
-        per piece. Otherwise (an intercepted connection, TLS on the program's side too) by
-        two tasks (:func:`._bulk.pump`), one reading while the other sends."""
+        per piece. Otherwise (an intercepted connection, TLS on the program's side too; or
+        BODY_WORKERS bodies already on workers) by two tasks (:func:`._bulk.pump`), one
+        reading while the other sends."""
         early = upstream.conn.trailing_data[0]
         first = early[:size]
-        if isinstance(stream, trio.SocketStream):
-            await run_stoppable(functools.partial(
-                self._move_body, client=stream.socket.fileno(), conn=conn,
-                upstream=upstream.stream, left=size - len(first), first=first,
-                scrubber=scrubber, record=record))
+        if isinstance(stream, trio.SocketStream) and BODY_WORKERS.take():
+            try:
+                await run_stoppable(functools.partial(
+                    self._move_body, client=stream.socket.fileno(), conn=conn,
+                    upstream=upstream.stream, left=size - len(first), first=first,
+                    scrubber=scrubber, record=record))
+            finally:
+                BODY_WORKERS.give()
         else:
             async def write(piece: bytes | bytearray) -> None:
                 await self._pass_on(stream, conn, scrubber.feed(piece) if scrubber else piece,

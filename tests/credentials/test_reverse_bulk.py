@@ -13,7 +13,9 @@ import pytest
 import trio
 import trio.testing
 
-from nonod.proxy import NetworkEvent, ProxyLimits
+from nonod.proxy import NetworkEvent, ProxyLimits, _reverse
+from nonod.proxy._offload import Stop, run_stoppable
+from nonod.proxy._reverse import BODY_WORKERS
 from tests.credentials.conftest import (
     Client,
     Pki,
@@ -234,3 +236,29 @@ async def test_a_large_body_from_a_plain_http_upstream_is_scrubbed(
         assert response.body == body.replace(SECRET, proxy.token.reveal().encode())
         client.next_cycle()
     assert seen.connections == 1
+
+
+async def test_with_every_body_worker_busy_a_large_body_goes_by_the_event_loop(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker threads are bounded per process: past the bound, a large body is moved by the
+    event loop's tasks, scrubbed the same, and no worker seat is left taken."""
+    jobs: list[object] = []
+
+    async def counted(work: Callable[[Stop], None]) -> None:
+        jobs.append(work)
+        await run_stoppable(work)
+
+    monkeypatch.setattr(_reverse, "run_stoppable", counted)
+    monkeypatch.setattr(BODY_WORKERS, "taken", BODY_WORKERS.count)  # all busy elsewhere
+    body = body_with_secrets(MIB + 99, [0, MIB // 2, MIB + 99 - len(SECRET)])
+    proxy, _ = await github(nursery, pki, start_route_proxy, sized(body, piece=MIB))
+    client = await proxy.client()
+    response = await client.request("GET", "/github/big", [bearer(proxy)])
+    assert response.body == body.replace(SECRET, proxy.token.reveal().encode())
+    assert (len(jobs), BODY_WORKERS.taken) == (0, BODY_WORKERS.count)
+    monkeypatch.setattr(BODY_WORKERS, "taken", 0)
+    client.next_cycle()
+    response = await client.request("GET", "/github/big", [bearer(proxy)])
+    assert response.body == body.replace(SECRET, proxy.token.reveal().encode())
+    assert (len(jobs), BODY_WORKERS.taken) == (1, 0)  # on a worker, its seat given back
