@@ -315,8 +315,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=100_000_000)
     parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--streams", type=int, default=3, help="streams per contender per round")
-    parser.add_argument("--rounds", type=int, default=1,
+    parser.add_argument("--streams", type=int, default=1, help="streams per contender per round")
+    parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of streams, the contenders taking turns")
     parser.add_argument("--before", metavar="DIR",
                         help="also time the nonod of the tree in DIR, as nonod-before")
