@@ -27,6 +27,7 @@ BIOs, and so every byte of plaintext, are the connection's own.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -94,6 +95,8 @@ class TlsStream(trio.abc.Stream):
                                               ) from None
             await stream._flush()
         except (ssl.SSLError, OSError, trio.BrokenResourceError) as exc:
+            with contextlib.suppress(ssl.SSLError, OSError, trio.BrokenResourceError):
+                stream.send_ready()  # our alert, if OpenSSL wrote one and it fits at once
             raw.close()
             raise trio.BrokenResourceError(f"TLS handshake failed: {exc}") from exc
         except BaseException:
