@@ -35,6 +35,7 @@ token ever reaches an event, a log line or an error body.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -697,11 +698,13 @@ class ReverseHandler:
             write(first, len(first))
         buffer = bytearray(min(left, _BODY_READ))
         view = memoryview(buffer)
-        while left:
-            stop.check()  # a body that never makes the worker wait must stop too
-            n = read(view[:min(left, len(buffer))])
-            left -= n
-            write(buffer, n)
+        with (upstream.bulk_reads(_BODY_READ) if isinstance(upstream, TlsStream)
+              else contextlib.nullcontext()):
+            while left:
+                stop.check()  # a body that never makes the worker wait must stop too
+                n = read(view[:min(left, len(buffer))])
+                left -= n
+                write(buffer, n)
 
     async def _pass_on(self, stream: trio.abc.Stream, conn: h11.Connection,
                        data: bytes | bytearray, record: _Record) -> None:

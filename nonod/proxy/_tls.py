@@ -31,17 +31,21 @@ import contextlib
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final, cast, final
 
 import trio
 
 _RECEIVE_SIZE: Final = 1 << 18
-#: The most ciphertext one socket read takes. The incoming BIO holds at most this much more
-#: than the record being decrypted, and keeps an allocation of that size while the connection
-#: lives (OpenSSL's memory BIO does not shrink): 1 MiB reads cost no less CPU in alternated
-#: runs, and would have kept 1 MiB per kept-alive upstream connection.
+#: The most ciphertext one socket read takes outside a large body (into the thread's scratch
+#: buffer, then into the incoming BIO whole). OpenSSL's memory BIO keeps the allocation of its
+#: largest write while the connection lives, so this bounds what a kept-alive upstream
+#: connection holds.
 _RAW_READ: Final = 1 << 18
+#: During a large body (:meth:`TlsStream.bulk_reads`), what the BIO takes at a time from a
+#: socket read of up to 1 MiB (large reads free the upstream's window by more at once: the
+#: upstream spends less CPU sending).
+_FEED: Final = 1 << 16
 #: The most plaintext encrypted into the outgoing BIO before it is sent.
 _WRITE_STEP: Final = 1 << 18
 
@@ -68,6 +72,8 @@ class TlsStream(trio.abc.Stream):
         self._outgoing = outgoing
         self._sending = False  # a task is sending the outgoing BIO's bytes
         self._unsent = memoryview(b"")  # taken from the outgoing BIO, not yet sent
+        self._bulk: memoryview | None = None  # a large body's own read buffer (bulk_reads)
+        self._ahead = memoryview(b"")  # read into it, not yet in the incoming BIO
 
     @classmethod
     async def connect(cls, tcp: trio.SocketStream, context: ssl.SSLContext,
@@ -108,7 +114,7 @@ class TlsStream(trio.abc.Stream):
     def buffered(self) -> bool:
         """Whether bytes from the upstream wait in this stream (decrypted or not), which a
         poll of the socket would not show."""
-        return bool(self._incoming.pending or self._tls.pending())
+        return bool(self._ahead or self._incoming.pending or self._tls.pending())
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         want = max_bytes if max_bytes is not None else _RECEIVE_SIZE
@@ -189,19 +195,42 @@ class TlsStream(trio.abc.Stream):
             have += n
         return have
 
-    def _fill_now(self) -> int | None:
-        """Move what has arrived on the socket into the incoming BIO: how many bytes (0 at
-        the end of the stream, which the BIO is then told), or None when nothing has."""
-        view = _scratch.view
+    @contextlib.contextmanager
+    def bulk_reads(self, size: int) -> Iterator[None]:
+        """While one worker relays a large body: socket reads of up to ``size`` bytes, into a
+        buffer of the body's own, fed to OpenSSL :data:`_FEED` bytes at a time (the BIO
+        keeps the allocation of its largest write for the connection's life, so it must
+        not take a whole large read). Ciphertext read ahead of the body's end goes into
+        the BIO when this ends."""
+        self._bulk = memoryview(bytearray(size))
         try:
-            n = self.socket.recv_into(view)
-        except BlockingIOError:
-            return None
-        if n:
-            self._incoming.write(view[:n])
-        else:
-            self._incoming.write_eof()
-        return n
+            yield
+        finally:
+            if self._ahead:
+                self._incoming.write(self._ahead)
+            self._ahead = memoryview(b"")
+            self._bulk = None
+
+    def _fill_now(self) -> int | None:
+        """Move ciphertext into the incoming BIO: a slice of what a bulk read took ahead,
+        else what has arrived on the socket. How many bytes (0 at the end of the stream,
+        which the BIO is then told), or None when nothing has arrived."""
+        if not self._ahead:
+            view = _scratch.view if self._bulk is None else self._bulk
+            try:
+                n = self.socket.recv_into(view)
+            except BlockingIOError:
+                return None
+            if not n:
+                self._incoming.write_eof()
+                return 0
+            if self._bulk is None:
+                self._incoming.write(view[:n])
+                return n
+            self._ahead = view[:n]
+        piece, self._ahead = self._ahead[:_FEED], self._ahead[_FEED:]
+        self._incoming.write(piece)
+        return len(piece)
 
     async def _fill(self) -> int:
         """:meth:`_fill_now`, waiting for the socket when nothing has arrived yet."""
