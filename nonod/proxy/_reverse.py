@@ -94,7 +94,8 @@ _SIZED_BODY_MIN: Final = 1 << 18
 _BODY_READ: Final = 1 << 20
 _INFLATE_STEP: Final = 1 << 16
 #: Large bodies moved by worker threads at once, in this process (every session's proxy):
-#: each is a thread with a _BODY_READ buffer. More go by the event loop's tasks meanwhile.
+#: each is a thread with two _BODY_READ buffers (ciphertext read, plaintext decrypted). More
+#: go by the event loop's tasks meanwhile.
 BODY_WORKERS: Final = Seats(32)
 _PHRASES: Final = {
     400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
