@@ -69,6 +69,17 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 ROOT_ONLY_TREES: Final = ("/etc",)
 # At most this many entries are looked at per launch (a bound on the launch's cost).
 ROOT_ONLY_SCAN_LIMIT: Final = 50_000
+# sysfs for a session running as uid 0: a grant of /sys itself shows only these (where they
+# exist). Elsewhere sysfs has thousands of files only root may read, some of which act when
+# read: kernel heap state (/sys/kernel/slab, as /proc/slabinfo), firmware tables and
+# serial numbers (/sys/firmware, .../dmi/id), PCI I/O ports (``resource*``), and
+# /sys/class/zram-control/hot_add, which creates a block device on the host at each read.
+# sysfs cannot be idmapped and walking all of it costs a launch most of a second, so only
+# what programs read for their own tuning is kept: CPUs and NUMA nodes (nproc, lscpu,
+# thread pools) and transparent huge pages (allocators, the JVM). The root-only walk covers
+# these too. A grant of a deeper /sys path is kept as the profile gives it.
+SYS_FOR_ROOT: Final = ("/sys/devices/system/cpu", "/sys/devices/system/node",
+                       "/sys/kernel/mm/transparent_hugepage")
 # Where the kernel can idmap these trees, the read-only directory grants in them are mounted
 # with host uid and gid 0 shown as this id, which a uid-0 session's user namespace does not map
 # (it maps 0 only): the session is then "other" on every root-owned file there, by the
@@ -345,7 +356,10 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
     tmp_writable: dict[str, bool] = {p: p == "/dev/shm" for p in PRIVATE_TMP}
     denied = [d.path for d in policy.denials]
     denied_under = _Prefixes(denied)
-    for grant in expand_root(policy.grants, look):
+    grants = expand_root(policy.grants, look)
+    if hide_root_only:  # a "/" grant's /sys (an explicit one is narrowed by ``narrow_sys``)
+        grants = _narrow_sys(grants)
+    for grant in grants:
         path = grant.path
         writes = grant.access.writes
         if path in tmp_writable:
@@ -423,11 +437,31 @@ def _unescape_octal(text: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
+def narrow_sys(policy: ResolvedPolicy) -> ResolvedPolicy:
+    """The policy of a session running as uid 0: a grant of ``/sys`` itself becomes the
+    :data:`SYS_FOR_ROOT` paths, for its view and its Landlock rules alike."""
+    return msgspec.structs.replace(policy, grants=tuple(_narrow_sys(policy.grants)))
+
+
+def _narrow_sys(grants: Sequence[Grant]) -> list[Grant]:
+    """``grants`` with a grant of ``/sys`` itself replaced by the :data:`SYS_FOR_ROOT`
+    paths (whoever binds them skips those that do not exist)."""
+    out: list[Grant] = []
+    for grant in grants:
+        if grant.path == "/sys" and not grant.is_file:
+            out += [msgspec.structs.replace(grant, path=path) for path in SYS_FOR_ROOT]
+        else:
+            out.append(grant)
+    return out
+
+
 def _root_only(binds: Sequence[MountOp]) -> list[str]:
     """Entries of the read-only directory grants under :data:`ROOT_ONLY_TREES` that others
     may not read: files without ``o+r``, directories without ``o+rx`` (not descended into).
     Symbolic links are judged where they lead, if that is in the view."""
-    stack = sorted((op.target for op in binds if _root_only_tree(op)), reverse=True)
+    stack = sorted((op.target for op in binds if _root_only_tree(op) or (
+        op.kind == BIND_DIR and any(_under(op.target, tree) for tree in SYS_FOR_ROOT))),
+        reverse=True)
     found: list[str] = []
     seen = 0
     while stack and seen < ROOT_ONLY_SCAN_LIMIT:
