@@ -235,7 +235,7 @@ def build_plan(
     # A root session's /etc: idmapped where the kernel can (landlock-only mode has no view of
     # its own: the walk's masks become Landlock's exceptions there).
     idmap = uid == 0 and not landlock_only and idmap_available()
-    if uid == 0 and not landlock_only:
+    if uid == 0:
         policy = narrow_sys(policy)  # sysfs's root-only files (``_mounts.SYS_FOR_ROOT``)
     mounts = compile_mounts(policy, home=home, hide_root_only=uid == 0, idmap=idmap)
     abi = _host_abi() if landlock_abi is None else landlock_abi
