@@ -48,6 +48,21 @@ sys.stdin.read()
 
 LIMITS = "import resource; print(resource.getrlimit(resource.RLIMIT_NOFILE))"
 
+#: Listens inside the session (its --listen-port), holds every connection until stdin closes.
+SERVER = r'''
+import socket, sys, threading
+server = socket.socket()
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen(1024)
+held = []
+def serve():
+    while True:
+        held.append(server.accept()[0])
+threading.Thread(target=serve, daemon=True).start()
+print("listening", flush=True)
+sys.stdin.read()
+'''
+
 
 class Nonod:
     """A detached ``nonod`` started under ``prlimit --nofile=SOFT:HARD``."""
@@ -135,6 +150,35 @@ def test_tunnels_never_take_the_descriptors_the_daemon_serves_with(
     finally:
         flood.communicate("", timeout=60)
     assert flood.returncode == 0, flood.stderr
+
+
+def test_connections_from_the_host_to_a_listen_port_never_take_them_either(
+        short_tmp: Path, sink: int, nonod_factory: list[Nonod]) -> None:
+    daemon = _start(nonod_factory, short_tmp / "d", 512, 512, sink)
+    (daemon.work / "server.py").write_text(SERVER)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = daemon.popen("launch", "--allow-cwd", "--block-net", "--listen-port", str(port),
+                          "--", "/usr/bin/python3", "-S", "server.py", str(port))
+    clients: list[socket.socket] = []
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline() == "listening\n", server.stderr
+        for _ in range(400):  # any local user can: the forward listens on the host
+            try:
+                clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            except OSError:
+                break
+        assert len(clients) > 100
+        listed = daemon.ctl("ps")
+        assert listed.returncode == 0, listed.stderr
+        assert "running" in listed.stdout  # before: out of descriptors, the session was ended
+    finally:
+        for client in clients:
+            client.close()
+        server.communicate("", timeout=60)
+    assert server.returncode == 0, server.stderr
 
 
 def test_the_daemon_takes_its_hard_limit_and_sessions_keep_the_started_one(
