@@ -124,6 +124,16 @@ HOME_RC_FILES = (
     ".local/share/dbus-1", ".hgrc", ".config/hg", ".config/direnv", ".vimrc", ".vim",
     ".config/nvim", ".emacs", ".emacs.d", ".config/emacs", ".tmux.conf", ".config/tmux",
     ".ipython",
+    # Read by every start of a program the user runs anywhere, not only in this directory:
+    # readline's key macros (every interactive shell), X and desktop session scripts,
+    # debuggers' and REPLs' start-up commands, build tools' wrappers and runners, editors'
+    # plugins and settings, terminals' shells and Lua, window managers' exec lines.
+    ".inputrc", ".xinitrc", ".xsession", ".config/plasma-workspace", ".config/autostart-scripts",
+    ".gdbinit", ".config/gdb", ".lldbinit", ".pdbrc", ".Rprofile", ".irbrc", ".psqlrc",
+    ".sqliterc", ".cargo/config.toml", ".cargo/config", ".config/mise", ".yarnrc",
+    ".yarnrc.yml", ".local/share/nvim", ".config/Code/User", ".vscode-server", ".config/kitty",
+    ".config/alacritty", ".config/wezterm", ".wezterm.lua", ".config/i3", ".config/sway",
+    ".config/hypr",
 )
 
 

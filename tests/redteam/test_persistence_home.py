@@ -48,3 +48,34 @@ def test_a_session_with_a_writable_home_plants_nothing_that_runs_later(
     assert lines[-1] == "fine 2"  # the rest of $HOME is writable
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == [
         ".vim", "notes.txt"]
+
+
+#: Start-up files of programs the user runs anywhere (not only in a directory the session
+#: wrote): each one runs what it holds at the program's next start.
+ANYWHERE = (
+    ".inputrc", ".xinitrc", ".xsession", ".config/plasma-workspace/env/evil.sh",
+    ".config/autostart-scripts/evil.sh", ".gdbinit", ".config/gdb/gdbinit", ".lldbinit",
+    ".pdbrc", ".Rprofile", ".irbrc", ".psqlrc", ".sqliterc", ".cargo/config.toml",
+    ".config/mise/config.toml", ".yarnrc", ".yarnrc.yml", ".local/share/nvim/site/plugin/e.lua",
+    ".config/Code/User/settings.json", ".vscode-server/data/Machine/settings.json",
+    ".config/kitty/kitty.conf", ".config/alacritty/alacritty.toml",
+    ".config/wezterm/wezterm.lua", ".wezterm.lua", ".config/i3/config", ".config/sway/config",
+    ".config/hypr/hyprland.conf",
+)
+
+
+def test_a_writable_home_keeps_the_start_up_files_of_programs_run_anywhere(
+        run: CLI, short_tmp: Path) -> None:
+    home = Path(run.env["HOME"])
+    (home / ".cargo").mkdir(parents=True)  # an existing parent: only the file is refused
+    (home / ".gdbinit").write_text("# the user's\n")  # an existing file: read-only
+    (short_tmp / "plant.py").write_text(PLANT)
+    done = run("launch", "--allow-cwd", "-a", str(home), "--block-net", "--",
+               "/usr/bin/python3", "-S", "plant.py", *ANYWHERE)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert not [line for line in lines if line.endswith("WRITTEN")], lines
+    assert lines[-1] == "fine 2"
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == [
+        ".cargo", ".gdbinit", "notes.txt"]
+    assert (home / ".gdbinit").read_text() == "# the user's\n"
