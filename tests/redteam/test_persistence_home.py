@@ -34,20 +34,26 @@ print("fine", open(os.path.join(home, "notes.txt"), "w").write("ok"))
 '''
 
 
+def _plant_in_home(run: CLI, short_tmp: Path, names: tuple[str, ...]) -> list[str]:
+    """Run PLANT in a session with the caller's ``$HOME`` writable; what is in ``$HOME``
+    afterwards (none of ``names`` may have been written; an ordinary file was)."""
+    home = Path(run.env["HOME"])
+    (short_tmp / "plant.py").write_text(PLANT)
+    done = run("launch", "--allow-cwd", "-a", str(home), "--block-net", "--",
+               "/usr/bin/python3", "-S", "plant.py", *names)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert not [line for line in lines if line.endswith("WRITTEN")], lines
+    assert lines[-1] == "fine 2"  # the rest of $HOME is writable
+    return sorted(p.relative_to(home).as_posix() for p in home.rglob("*"))
+
+
 def test_a_session_with_a_writable_home_plants_nothing_that_runs_later(
         run: CLI, short_tmp: Path) -> None:
     home = Path(run.env["HOME"])
     home.mkdir(parents=True, exist_ok=True)
     (home / ".vim").mkdir()  # an existing directory is bound read-only, a missing one refused
-    (short_tmp / "plant.py").write_text(PLANT)
-    done = run("launch", "--allow-cwd", "-a", str(home), "--block-net", "--",
-               "/usr/bin/python3", "-S", "plant.py", *PLANTED)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert not [line for line in lines if line.endswith("WRITTEN")], lines
-    assert lines[-1] == "fine 2"  # the rest of $HOME is writable
-    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == [
-        ".vim", "notes.txt"]
+    assert _plant_in_home(run, short_tmp, PLANTED) == [".vim", "notes.txt"]
 
 
 #: Start-up files of programs the user runs anywhere (not only in a directory the session
@@ -69,13 +75,5 @@ def test_a_writable_home_keeps_the_start_up_files_of_programs_run_anywhere(
     home = Path(run.env["HOME"])
     (home / ".cargo").mkdir(parents=True)  # an existing parent: only the file is refused
     (home / ".gdbinit").write_text("# the user's\n")  # an existing file: read-only
-    (short_tmp / "plant.py").write_text(PLANT)
-    done = run("launch", "--allow-cwd", "-a", str(home), "--block-net", "--",
-               "/usr/bin/python3", "-S", "plant.py", *ANYWHERE)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert not [line for line in lines if line.endswith("WRITTEN")], lines
-    assert lines[-1] == "fine 2"
-    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == [
-        ".cargo", ".gdbinit", "notes.txt"]
+    assert _plant_in_home(run, short_tmp, ANYWHERE) == [".cargo", ".gdbinit", "notes.txt"]
     assert (home / ".gdbinit").read_text() == "# the user's\n"
