@@ -110,6 +110,11 @@ PERSISTENCE_NAMES = (
     ".envrc", ".vscode", ".idea", ".devcontainer", ".github/workflows", ".gitlab-ci.yml",
     ".pre-commit-config.yaml", ".husky",
 )
+# In the working directory, wherever it lies in a writable grant: nono's project trust policy
+# and its signature. A session that removed them made the next launch verify nothing (the
+# user-level policy usually lists no files), so it could rewrite GEMINI.md in that session and
+# have it read, unverified, by the one after.
+TRUST_FILES = ("trust-policy.json", "trust-policy.json.bundle")
 # Names under these are kept only when the directory exists at launch: a repository the session
 # creates (``git init``) is its own, hooks included. A ``.git`` *file* (a worktree's pointer)
 # is kept read-only itself.
@@ -401,7 +406,8 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
     ops[:0] = _symlink_ops(list(binds) + alias_paths, taken, look)
 
     view = _View(sorted(binds.values(), key=lambda op: _depth(op.target)), look)
-    for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look):
+    for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
+                                   policy.workdir):
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
@@ -662,12 +668,14 @@ def _proc_top_entries() -> list[tuple[str, int]]:
 
 
 def _persistence_paths(view: _View, home: str, allowed: set[str],
-                       denied: Sequence[str], look: _Look) -> list[str]:
+                       denied: Sequence[str], look: _Look, workdir: str | None = None
+                       ) -> list[str]:
     """The persistence paths to keep in every writable directory grant: the names of
     :data:`PERSISTENCE_NAMES` (those under a repository directory only if it exists: a
     repository the session makes is its own), a ``.git`` *file* (a worktree's pointer to its
-    repository), and :data:`HOME_RC_FILES` if ``home`` is inside. Minus those the profile
-    lists in ``writable_persistence`` (or a parent of them) and those already denied."""
+    repository), :data:`HOME_RC_FILES` if ``home`` is inside, and :data:`TRUST_FILES` if
+    ``workdir`` is. Minus those the profile lists in ``writable_persistence`` (or a parent of
+    them) and those already denied."""
     out: list[str] = []
     seen: set[str] = set()
     kept_out = _Prefixes((*allowed, *denied))
@@ -675,6 +683,8 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
         names = list(PERSISTENCE_NAMES)
         if _under(home, wdir):
             names += [os.path.relpath(os.path.join(home, rc), wdir) for rc in HOME_RC_FILES]
+        if workdir is not None and _under(workdir, wdir):
+            names += [os.path.relpath(os.path.join(workdir, f), wdir) for f in TRUST_FILES]
         for repo in REPO_DIRS:
             top = os.path.join(wdir, repo)
             if look.isfile(top) and not look.islink(top):
