@@ -115,6 +115,12 @@ PERSISTENCE_NAMES = (
 # user-level policy usually lists no files), so it could rewrite GEMINI.md in that session and
 # have it read, unverified, by the one after.
 TRUST_FILES = ("trust-policy.json", "trust-policy.json.bundle")
+# Files of every session's fresh /proc that show the host's kernel keyrings: the type and
+# description of every key the session's uid may view (the user's own keys added outside any
+# session, Kerberos caches named after principals, network file system credentials) and the
+# per-uid quota use. A session cannot use a key (seccomp refuses keyctl); it has no business
+# listing them either.
+PROC_KEYRINGS = ("/proc/keys", "/proc/key-users")
 # Names under these are kept only when the directory exists at launch: a repository the session
 # creates (``git init``) is its own, hooks included. A ``.git`` *file* (a worktree's pointer)
 # is kept read-only itself.
@@ -421,6 +427,7 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
         for path in look.proc_root_only():  # the session's own /proc, mounted fresh
             view.ops.append(MountOp(MASK_FILE, path))
             view.masked.append(path)
+    view.ops += [MountOp(MASK_FILE, path) for path in PROC_KEYRINGS if look.lexists(path)]
     anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
     return MountPlan(ops=(*ops, *anchors, *view.ops, *view.later),
                      masked=tuple(view.masked), skipped=tuple(view.skipped),
