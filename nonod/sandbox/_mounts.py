@@ -121,6 +121,10 @@ TRUST_FILES = ("trust-policy.json", "trust-policy.json.bundle")
 # per-uid quota use. A session cannot use a key (seccomp refuses keyctl); it has no business
 # listing them either.
 PROC_KEYRINGS = ("/proc/keys", "/proc/key-users")
+# The same in each submodule's git directory (``.git/modules/<name>``): git runs its hooks and
+# reads its config (``core.fsmonitor``...) whenever someone uses git inside that submodule.
+SUBMODULE_NAMES = ("hooks", "config", "info/attributes")
+MAX_SUBMODULES = 64
 # Names under these are kept only when the directory exists at launch: a repository the session
 # creates (``git init``) is its own, hooks included. A ``.git`` *file* (a worktree's pointer)
 # is kept read-only itself.
@@ -674,6 +678,28 @@ def _proc_top_entries() -> list[tuple[str, int]]:
         os.close(fd)
 
 
+def _submodule_gitdirs(wdir: str, look: _Look) -> list[str]:
+    """The git directories of the submodules of ``wdir``'s repository, relative to ``wdir``:
+    those under ``.git/modules`` (a submodule's name may hold slashes; a submodule's own
+    submodules are under its ``modules``), at most :data:`MAX_SUBMODULES`."""
+    found: list[str] = []
+    stack = [".git/modules"]
+    while stack and len(found) < MAX_SUBMODULES:
+        rel = stack.pop()
+        path = os.path.join(wdir, rel)
+        if not look.isdir(path) or look.islink(path):
+            continue
+        if look.lexists(os.path.join(path, "HEAD")):
+            found.append(rel)
+            stack.append(rel + "/modules")
+            continue
+        try:
+            stack += sorted((f"{rel}/{name}" for name in look.listdir(path)), reverse=True)
+        except OSError:
+            continue
+    return found
+
+
 def _persistence_paths(view: _View, home: str, allowed: set[str],
                        denied: Sequence[str], look: _Look, workdir: str | None = None
                        ) -> list[str]:
@@ -698,6 +724,8 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
                 names.append(repo)
             if not look.isdir(top):
                 names = [n for n in names if not n.startswith(repo + "/")]
+        names += [f"{gitdir}/{leaf}" for gitdir in _submodule_gitdirs(wdir, look)
+                  for leaf in SUBMODULE_NAMES]
         for name in names:
             path = os.path.normpath(os.path.join(wdir, name))
             if path in seen or kept_out.covers(path):
