@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.daemon.test_cli import CLI
+from tests.redteam._programs import PLANT
 
 PLANTED = (
     ".local/share/systemd/user/evil.service", ".local/share/dbus-1/services/evil.service",
@@ -18,21 +19,6 @@ PLANTED = (
     ".bashrc.d/evil.sh", ".zlogout",
 )
 
-PLANT = r'''
-import os, sys
-home = os.environ["HOME"]
-for name in sys.argv[1:]:
-    path = os.path.join(home, name)
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write("touch /tmp/pwned\n")
-        print(name, "WRITTEN")
-    except OSError as exc:
-        print(name, type(exc).__name__)
-print("fine", open(os.path.join(home, "notes.txt"), "w").write("ok"))
-'''
-
 
 def _plant_in_home(run: CLI, short_tmp: Path, names: tuple[str, ...]) -> list[str]:
     """Run PLANT in a session with the caller's ``$HOME`` writable; what is in ``$HOME``
@@ -40,11 +26,11 @@ def _plant_in_home(run: CLI, short_tmp: Path, names: tuple[str, ...]) -> list[st
     home = Path(run.env["HOME"])
     (short_tmp / "plant.py").write_text(PLANT)
     done = run("launch", "--allow-cwd", "-a", str(home), "--block-net", "--",
-               "/usr/bin/python3", "-S", "plant.py", *names)
+               "/usr/bin/python3", "-S", "plant.py", str(home), *names, "notes.txt")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert not [line for line in lines if line.endswith("WRITTEN")], lines
-    assert lines[-1] == "fine 2"  # the rest of $HOME is writable
+    assert [line for line in lines if line.endswith("WRITTEN")] == [
+        "notes.txt WRITTEN"], lines  # the rest of $HOME is writable
     return sorted(p.relative_to(home).as_posix() for p in home.rglob("*"))
 
 

@@ -10,18 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.daemon.test_cli import CLI
-
-PLANT = r'''
-import os, sys
-for name in sys.argv[1:]:
-    try:
-        os.makedirs(os.path.dirname(name), exist_ok=True)
-        with open(name, "a") as f:
-            f.write("\n[core]\n\tfsmonitor = touch /tmp/pwned\n")
-        print(name, "WRITTEN")
-    except OSError as exc:
-        print(name, type(exc).__name__)
-'''
+from tests.redteam._programs import PLANT
 
 GITDIRS = (".git/modules/lib", ".git/modules/vendor/tool", ".git/modules/lib/modules/inner")
 TARGETS = [f"{g}/{leaf}" for g in GITDIRS for leaf in ("config", "hooks/post-checkout",
@@ -36,12 +25,12 @@ def test_a_session_cannot_plant_in_a_submodules_git_directory(run: CLI,
         (short_tmp / gitdir / "config").write_text("[core]\n")
     (short_tmp / "plant.py").write_text(PLANT)
     done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
-               "plant.py", *TARGETS, ".git/modules/lib/objects/ok")
+               "plant.py", ".", *TARGETS, ".git/modules/lib/objects/ok")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert [line for line in lines if line.endswith("WRITTEN")] == [
         ".git/modules/lib/objects/ok WRITTEN"], lines  # the rest of the git dir is writable
     for gitdir in GITDIRS:
-        assert (short_tmp / gitdir / "config").read_text() == "[core]\n"
+        assert (short_tmp / gitdir / "config").read_text() == "[core]\n"  # as it was
         assert not (short_tmp / gitdir / "hooks" / "post-checkout").exists()
         assert not (short_tmp / gitdir / "info").exists()
