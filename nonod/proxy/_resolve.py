@@ -19,6 +19,7 @@ from typing import Any, Final, TypeAlias
 import msgspec
 import trio
 
+from .._descriptors import for_sessions
 from ..errors import NonoError
 from ._addresses import (
     HostError,
@@ -207,6 +208,8 @@ async def connect_exactly(address: str, port: int, *, deadline: float = math.inf
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
+        if not for_sessions(sock.fileno()):  # the daemon's own (``nonod._descriptors``)
+            raise OSError(errno.EMFILE, "descriptors kept for the daemon")
         await trio.lowlevel.checkpoint_if_cancelled()
         error = sock.connect_ex((address, port))
         if error == errno.EINPROGRESS:

@@ -39,6 +39,7 @@ import trio
 from structlog.contextvars import bound_contextvars
 
 from .._accept import accept_retrying
+from .._descriptors import for_sessions
 from ._allowlist import ProxyPolicy
 from ._ask import ApprovalAsk, Asker, Verdict
 from ._connect_head import ESTABLISHED, ConnectHead, parse_connect
@@ -176,7 +177,12 @@ class ProxyServer:
             self._accepted += 1
             self._next_conn += 1
             with bound_contextvars(proxy_conn=self._next_conn):
-                if self._active < self._limits.max_connections:
+                if isinstance(stream, trio.SocketStream) and not for_sessions(
+                        stream.socket.fileno()):
+                    # The daemon's own descriptors (``nonod._descriptors``): not even a 503.
+                    self._rejected += 1
+                    await trio.aclose_forcefully(stream)
+                elif self._active < self._limits.max_connections:
                     self._active += 1
                     nursery.start_soon(self._run_handler, stream, False)
                 elif self._rejecting < self._limits.max_connections:
