@@ -41,6 +41,14 @@ def import_msgspec() -> None:
     _import_with_stand_ins("msgspec", {"typing_extensions": None})
 
 
+def import_dataclasses() -> None:
+    """Import dataclasses without ``inspect`` (and ``ast``, ``dis``, ``tokenize``,
+    ``linecache`` with it): about 1 MiB that the fork server would hold and share with every
+    warm launcher. dataclasses calls ``inspect.signature`` for one thing only, the docstring
+    of a dataclass that has none; the stand-in loads the real ``inspect`` then."""
+    _import_with_stand_ins("dataclasses", {"inspect": _forwarding("inspect")})
+
+
 def import_trio_websocket() -> None:
     """Import trio-websocket (the control server's protocol) without ``importlib.metadata``.
 
