@@ -199,6 +199,13 @@ class V1Backend:
     def subtrees(self) -> list[str]:
         return sorted({os.path.join(d, f"nono-{self._tag}") for d in self._own.values()})
 
+    def prepare(self) -> list[str]:
+        subtrees = self.subtrees()
+        for sub in subtrees:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(sub, 0o755)
+        return subtrees
+
     def _missing(self, limits: CgroupLimits) -> list[Missing]:
         out: list[Missing] = []
         need = {"memory": "memory", "pids": "pids", "cpus": "cpu", "cpu_weight": "cpu",
