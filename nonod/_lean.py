@@ -22,14 +22,21 @@ def keep_out_rich() -> None:
 
 
 def import_structlog() -> None:
-    """Import structlog without loading asyncio (about 1.5 MiB of the daemon's memory).
+    """Import structlog without loading asyncio (about 1.5 MiB of the daemon's memory) or
+    pickle (about 0.3 MiB).
 
     structlog uses asyncio only inside its async logging methods (``ainfo``...,
     ``AsyncBoundLogger``), which need a running asyncio loop: the daemon runs on trio and
     never calls them. structlog gets a stand-in that loads the real asyncio on the first use
-    of any of its names, so even a call would behave as it does now.
+    of any of its names, so even a call would behave as it does now. Of pickle it takes one
+    name, ``PicklingError``, which its loggers raise when asked to be pickled: the stand-in
+    has that very class (pickle's own comes from ``_pickle``, a small C module).
     """
-    _import_with_stand_ins("structlog", {"asyncio": _forwarding("asyncio")})
+    import _pickle
+
+    pickle = _forwarding("pickle")
+    pickle.PicklingError = _pickle.PicklingError  # type: ignore[attr-defined]
+    _import_with_stand_ins("structlog", {"asyncio": _forwarding("asyncio"), "pickle": pickle})
 
 
 def import_msgspec() -> None:

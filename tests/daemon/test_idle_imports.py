@@ -43,6 +43,7 @@ NOT_AT_IDLE = (
     "rich", "cryptography",  # structlog's pretty tracebacks, the trust keys
     "typing_extensions",  # msgspec's type-hint introspection (nonod._lean)
     "asyncio",  # structlog's async logging methods, which need an asyncio loop (nonod._lean)
+    "pickle",  # structlog's, for one exception class (nonod._lean)
     "nonod.proxy._server", "nonod.proxy._reverse", "nonod.credentials._keychain",
     "nonod.credentials._session_ca",
     "nonod.trust._policy", "nonod.trust._verify",  # a launch that finds no trust policy
