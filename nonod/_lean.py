@@ -57,7 +57,14 @@ def import_dataclasses() -> None:
 
 
 def import_trio_websocket() -> None:
-    """Import trio-websocket (the control server's protocol) without ``importlib.metadata``.
+    """Import trio and trio-websocket (the control server's protocol) without ``ssl``, and
+    trio-websocket without ``importlib.metadata``.
+
+    Both import ``ssl`` for TLS streams and contexts, which they use only when asked for one
+    (the daemon's TLS is its proxy's, and webhooks', loaded with them): ``ssl`` and the
+    start of OpenSSL's TLS library are about 0.6 MiB of the daemon's own memory, and libssl's
+    mapped pages (libcrypto stays: ``hashlib`` uses it). Each gets a stand-in that loads
+    ``ssl`` on first use.
 
     trio-websocket asks ``importlib.metadata.version("trio")`` once, as it is imported, to
     learn whether trio predates 0.22. ``importlib.metadata`` brings ``email``, ``zipfile``,
@@ -65,6 +72,7 @@ def import_trio_websocket() -> None:
     for a version that trio carries itself. The stand-in answers that from
     ``trio.__version__`` (any other name loads the real module).
     """
+    _import_with_stand_ins("trio", {"ssl": _forwarding("ssl")})
     import trio
 
     stand_in = _forwarding("importlib.metadata")
@@ -76,7 +84,8 @@ def import_trio_websocket() -> None:
         return found
 
     stand_in.version = version  # type: ignore[attr-defined]
-    _import_with_stand_ins("trio_websocket", {"importlib.metadata": stand_in})
+    _import_with_stand_ins("trio_websocket", {"importlib.metadata": stand_in,
+                                              "ssl": _forwarding("ssl")})
 
 
 def _real(name: str, stand_in: types.ModuleType) -> types.ModuleType:
@@ -87,15 +96,21 @@ def _real(name: str, stand_in: types.ModuleType) -> types.ModuleType:
 
 
 def _forwarding(name: str) -> types.ModuleType:
-    """A stand-in for module ``name`` that loads the real one when any of its names is used.
-    Module metadata (``__path__``, ``__file__``...) it does not have: the import system asks
-    for it when the stand-in is imported, and must not load the module then."""
+    """A stand-in for module ``name`` that loads the real one when any of its names is used,
+    and takes the real one's names then (a library that kept the stand-in reads them as
+    plainly as it would from the real module). Module metadata (``__path__``,
+    ``__file__``...) it does not have: the import system asks for it when the stand-in is
+    imported, and must not load the module then."""
     stand_in = types.ModuleType(name)
 
     def forward(attribute: str) -> object:
         if attribute.startswith("__") and attribute.endswith("__"):
             raise AttributeError(f"module {name!r} (not loaded yet) has no {attribute!r}")
-        return getattr(_real(name, stand_in), attribute)
+        real = _real(name, stand_in)
+        for key, value in vars(real).items():
+            if not (key.startswith("__") and key.endswith("__")):
+                setattr(stand_in, key, value)
+        return getattr(real, attribute)
 
     stand_in.__getattr__ = forward  # type: ignore[method-assign]
     return stand_in
