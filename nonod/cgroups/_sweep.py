@@ -26,6 +26,8 @@ import re
 import time
 from collections.abc import Callable
 
+from ._files import remove_if_empty
+
 MIN_AGE = 60.0
 LOCK_WAIT = 2.0  # seconds a starting daemon waits for a sweep holding its subtree
 _SUBTREE = re.compile(r"nono-[0-9a-f]{12}")
@@ -128,12 +130,4 @@ def _remove_old(directory: str, cutoff: float) -> bool:
     except OSError:
         return False
     gone = all([_remove_old(path, cutoff) for path in below])  # (each one tried)
-    if not (gone and old):
-        return False
-    try:
-        os.rmdir(directory)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return True
+    return gone and old and remove_if_empty(directory)
