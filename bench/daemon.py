@@ -13,9 +13,9 @@ memory (first, on the fresh daemon)
   100 sessions  the same with ``--sessions`` detached ``sleep 600`` sessions (stdio null), and
                 every session process; per-session overhead = (total PSS - idle PSS) / sessions.
                 The sessions are then stopped and pruned.
-  after latency (last) the same once the latency runs below are over (a few hundred
+  worked        (last) the same once the latency runs below are over (a few hundred
                 launches, then pruned) and no launch came for ``[sandbox] warm_idle``: the
-                idle state of a daemon that has worked
+                idle state of a daemon that has worked (JSON: ``after_latency``)
 
 latency of ``/bin/true`` from start to exit (``--runs`` timed after ``--warmup`` untimed runs,
 each contender back to back, as bench/launch.py does by default):
@@ -621,7 +621,7 @@ def print_table(data: dict[str, Any]) -> None:
     print(_row("stopped + pruned: total", mm["after_stop"]["total"]))
     for part, name in (("daemon", "daemon"), ("fork_server", "fork server"),
                        ("below", "warm launchers"), ("total", "total")):
-        print(_row(f"after latency, settled: {name}", data["after_latency"][part]))
+        print(_row(f"worked: {name}", data["after_latency"][part]))
     per = mm["per_session_kib"]
     print(f"per session (total - idle) / {n}: RSS {per['rss']:.0f} KiB, PSS {per['pss']:.0f} KiB,"
           f" {mm['session_processes'] / n:.0f} processes (the program included)")
