@@ -39,17 +39,15 @@ def hold(prepare: Callable[[], list[str]]) -> list[int]:
     hold one for a moment (it is waited for), and may have removed it meanwhile (a subtree
     our predecessor left, old enough: it is made again, and held). One that cannot be made,
     opened or locked is left out: sweeps would only ever remove its empty groups."""
-    fds: list[int] = []
+    held: list[tuple[int, str]] = []
     for _ in range(2):
-        release(fds)
+        release([fd for fd, _ in held])
         subtrees = prepare()
-        for subtree in subtrees:
-            fd = _lock(subtree, wait=LOCK_WAIT)
-            if fd >= 0:
-                fds.append(fd)
-        if all(_still_there(fd, subtree) for fd, subtree in zip(fds, subtrees, strict=False)):
+        held = [(fd, subtree) for subtree in subtrees
+                if (fd := _lock(subtree, wait=LOCK_WAIT)) >= 0]
+        if len(held) == len(subtrees) and all(_still_there(fd, sub) for fd, sub in held):
             break
-    return fds
+    return [fd for fd, _ in held]
 
 
 def _lock(directory: str, *, wait: float = 0.0) -> int:

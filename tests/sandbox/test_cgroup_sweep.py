@@ -101,3 +101,25 @@ def test_a_running_daemon_holds_its_subtree_until_it_closes(tmp_path: Path) -> N
     finally:
         cgroups.close()
     assert not any(os.path.isdir(sub) for sub in subtrees)
+
+
+def test_a_subtree_a_sweep_removed_under_a_starting_daemon_is_made_again_and_held(
+        parent: Path) -> None:
+    """Between making (or finding) its subtree and locking it, a starting daemon may lose it
+    to another daemon's sweep (its predecessor's, old enough): it makes it again."""
+    subtree = parent / _tag()
+    made: list[int] = []
+
+    def prepare() -> list[str]:
+        if made:  # the first time, it is gone already
+            subtree.mkdir()
+        made.append(1)
+        return [str(subtree)]
+
+    fds = hold(prepare)
+    try:
+        assert len(made) == 2 and len(fds) == 1
+        assert os.fstat(fds[0]).st_ino == subtree.stat().st_ino
+        assert sweep([str(parent / _tag())], min_age=0) == []  # held
+    finally:
+        release(fds)
