@@ -13,6 +13,9 @@ memory (first, on the fresh daemon)
   100 sessions  the same with ``--sessions`` detached ``sleep 600`` sessions (stdio null), and
                 every session process; per-session overhead = (total PSS - idle PSS) / sessions.
                 The sessions are then stopped and pruned.
+  worked        (last) the same once the latency runs below are over (a few hundred
+                launches, then pruned) and no launch came for ``[sandbox] warm_idle``: the
+                idle state of a daemon that has worked (JSON: ``after_latency``)
 
 latency of ``/bin/true`` from start to exit (``--runs`` timed after ``--warmup`` untimed runs,
 each contender back to back, as bench/launch.py does by default):
@@ -533,6 +536,9 @@ def _bench(args: argparse.Namespace, bin_dir: Path, base_bin: Path | None) -> di
                                args.fleet_inflight, base_bin)
         with daemon.client() as nono:
             status = nono.status()
+            nono.prune()
+        if contenders:  # settled after the launches above (a few hundred), as at idle
+            time.sleep(_warm_idle() + 1.5)
         final = snapshot(daemon.proc.pid)
     results, skipped = [], []
     for c in contenders:
@@ -613,7 +619,9 @@ def print_table(data: dict[str, Any]) -> None:
         print(_row(f"{label}: {below}", mm[key]["below"]))
         print(_row(f"{label}: total", mm[key]["total"]))
     print(_row("stopped + pruned: total", mm["after_stop"]["total"]))
-    print(_row("after latency runs: daemon", data["after_latency"]["daemon"]))
+    for part, name in (("daemon", "daemon"), ("fork_server", "fork server"),
+                       ("below", "warm launchers"), ("total", "total")):
+        print(_row(f"worked: {name}", data["after_latency"][part]))
     per = mm["per_session_kib"]
     print(f"per session (total - idle) / {n}: RSS {per['rss']:.0f} KiB, PSS {per['pss']:.0f} KiB,"
           f" {mm['session_processes'] / n:.0f} processes (the program included)")

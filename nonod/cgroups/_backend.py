@@ -41,6 +41,11 @@ class CgroupBackend(Protocol):
 
     def subtrees(self) -> list[str]: ...
 
+    def prepare(self) -> list[str]:
+        """Make the daemon's subtrees now, as its first session would; returns them. Raises
+        OSError if one cannot be made."""
+        ...
+
     def create(self, name: str, limits: CgroupLimits,
                parent: SessionGroup | None = None) -> SessionGroup: ...
 

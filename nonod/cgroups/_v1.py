@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, final
 from . import _files
 from ._detect import Hierarchy
 from ._errors import CgroupError
-from ._types import CgroupLimits, Missing, Usage
+from ._types import CgroupLimits, Missing
 
 if TYPE_CHECKING:
     from ._backend import SessionGroup
+    from ._types import Usage
 
 PERIOD_US = 100_000
 #: cpu.shares of a group of weight 100 (the default on both scales).
@@ -104,6 +105,8 @@ class V1Group:
         return dict(self._dirs)
 
     def usage(self) -> Usage:
+        from ._types import Usage  # (nonod.protocol: the fork server never gets here)
+
         def number(controller: str, name: str) -> int:
             directory = self._dir(controller)
             return _files.read_int(os.path.join(directory, name), self._files.read) \
@@ -198,6 +201,13 @@ class V1Backend:
 
     def subtrees(self) -> list[str]:
         return sorted({os.path.join(d, f"nono-{self._tag}") for d in self._own.values()})
+
+    def prepare(self) -> list[str]:
+        subtrees = self.subtrees()
+        for sub in subtrees:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(sub, 0o755)
+        return subtrees
 
     def _missing(self, limits: CgroupLimits) -> list[Missing]:
         out: list[Missing] = []

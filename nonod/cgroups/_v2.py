@@ -124,6 +124,9 @@ class V2Backend:
     def subtrees(self) -> list[str]:
         return [os.path.join(self._own, f"nono-{self._tag}")]
 
+    def prepare(self) -> list[str]:
+        return [self._prepare()]
+
     def _enable(self, directory: str) -> None:
         if not self.controllers:
             return

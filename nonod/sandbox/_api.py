@@ -346,9 +346,9 @@ def _reaper_override() -> dict[str, str]:
 def server_command(*, warm_idle: float = WARM_IDLE, prelude: str = "") -> list[str]:
     """The fork server's interpreter and code (``prelude`` runs first, for tests). ``-I``: no
     environment variable or user site steers the server; our own ``sys.path`` does. msgspec
-    is imported without typing_extensions (``nonod._lean``): less for every warm launcher to
-    share with the server."""
-    entry = ("from nonod import _lean; _lean.import_msgspec(); "
+    is imported without typing_extensions and dataclasses without inspect (``nonod._lean``):
+    less for every warm launcher to share with the server."""
+    entry = ("from nonod import _lean; _lean.import_msgspec(); _lean.import_dataclasses(); "
              f"from nonod.sandbox._forkserver import main; main({float(warm_idle)!r})")
     return [sys.executable, "-I", "-c",
             f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; {prelude}{entry}"]

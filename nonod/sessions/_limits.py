@@ -21,7 +21,7 @@ import trio
 
 from .. import protocol as p
 from .._units import describe_limits
-from ..cgroups import CgroupBackend, CgroupLimits, SessionGroup, Usage, open_backend
+from ..cgroups import CgroupBackend, CgroupLimits, SessionGroup, Usage, _sweep, open_backend
 from ..errors import EnforcementUnavailable
 from ..policy import Denial, ResolvedPolicy
 from ..sandbox import EnforcementReport, LayerReport
@@ -86,21 +86,37 @@ class SessionCgroups:
     def __init__(self, backend: CgroupBackend | None, why: str) -> None:
         self.backend = backend
         self.why = why
+        self._held: list[int] = []  # our subtrees, locked (``cgroups._sweep``)
 
     @classmethod
     def open(cls, state_dir: Path) -> SessionCgroups:
-        """Blocking: find the hierarchies and remove groups a previous daemon left."""
+        """Blocking: find the hierarchies, remove groups a previous daemon left, hold our
+        subtrees and clear those of daemons that are gone (``cgroups._sweep``)."""
         backend, why = open_backend(str(state_dir))
+        opened = cls(backend, why)
         if backend is not None:
+            try:  # first: a sweep starting now leaves what the predecessor left to us
+                opened._held = _sweep.hold(backend.prepare)
+            except OSError as exc:
+                log.warning("cannot make the daemon's cgroup subtree yet", error=str(exc))
             stale = backend.remove_stale()
             if stale:
                 log.warning("removed cgroups of sessions that died with the previous daemon",
                             sessions=stale)
+            opened._sweep()
             log.info("session cgroups", backend=backend.describe(),
                      subtrees=backend.subtrees())
         else:
             log.warning("sessions get no cgroup", reason=why)
-        return cls(backend, why)
+        return opened
+
+    def _sweep(self) -> None:
+        if self.backend is None:
+            return
+        swept = _sweep.sweep(self.backend.subtrees())
+        if swept:
+            log.info("removed the cgroup subtrees of daemons that are gone",
+                     count=len(swept), first=swept[:3])
 
     def create(self, session_id: str, policy: ResolvedPolicy,
                parent: SessionGroup | None = None
@@ -156,8 +172,9 @@ class SessionCgroups:
             layer, detail=layer.detail.replace(made.path, group.path)) for layer in layers)
 
     def close(self) -> None:
-        """At daemon exit: end the warm launchers waiting in groups of their own, and remove
-        what is left of the subtrees (blocking, bounded)."""
+        """At daemon exit: end the warm launchers waiting in groups of their own, remove
+        what is left of the subtrees, clear those of daemons that died meanwhile, and let
+        ours go (blocking, bounded)."""
         if self.backend is None:
             return
         self.backend.remove_stale()
@@ -166,6 +183,8 @@ class SessionCgroups:
                 os.rmdir(sub)
             except OSError:
                 pass
+        self._sweep()  # those of daemons killed meanwhile
+        _sweep.release(self._held)
 
 
 def with_layers(report: EnforcementReport, layers: tuple[LayerReport, ...]

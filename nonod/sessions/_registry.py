@@ -40,7 +40,7 @@ from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
 )
-from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts, WebhookCaller
+from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts
 from ..audit import AuditError, redact_argv
 from ..audit._fanout import AuditHub
 from ..audit._kernel import FsDeniedMonitor
@@ -276,8 +276,12 @@ class Registry:
         record = session.record
         keys = session.services.approval_keys if session.services is not None else {}
         network = self._network()
-        webhook = WebhookCaller(keys=keys, extra_ca_file=network.extra_ca_file,
-                                pins=network.resolve) if keys else None
+        webhook = None
+        if keys:  # (the webhook client loads ssl: only for a profile with webhook backends)
+            from ..approvals import WebhookCaller
+
+            webhook = WebhookCaller(keys=keys, extra_ca_file=network.extra_ca_file,
+                                    pins=network.resolve)
         return SessionAsker(
             queue=self.approvals, policy=approval, timeout=self._limits().approval_timeout,
             facts=SessionFacts(session_id=record.id, name=record.name,

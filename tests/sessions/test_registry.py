@@ -8,10 +8,12 @@ so every test waits on what happened, never on time.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import os
 import signal
 import socket
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from nonod.policy import ResolvedPolicy
 from nonod.sandbox import EnforcementReport, ExitStatus, GuardReport, LaunchRequest, LayerReport
@@ -163,6 +166,28 @@ async def test_launch_records_the_running_program_and_its_exit(harness: Harness)
     assert not session.live
     record = stored(harness, session.id)
     assert (record["state"], record["exit_code"], record["reason"]) == ("exited", 3, "exited")
+
+
+async def test_an_ended_session_lets_its_program_handle_go(tmp_path: Path,
+                                                           nursery: trio.Nursery) -> None:
+    """An ended session stays known until pruned; what only a live one uses (the process
+    handle, with its sockets, streams and report) must not stay with it: the daemon's memory
+    grew by about 10 KiB per ended session until a prune. (No cgroups: the session's task
+    ends with its record then, not after removing a group in a worker thread.)"""
+    harness = await open_registry(nursery, tmp_path,
+                                  limits=SessionLimits(shutdown_grace=0.0, cgroups=False))
+    session = await harness.registry.launch(harness.plan(name="job"))
+    program = harness.launcher.launched.pop()
+    handle = weakref.ref(program)
+
+    program.finish(ExitStatus(code=0))
+    await session.wait_exited()
+    await trio.testing.wait_all_tasks_blocked()  # its task has ended (the record is final)
+    del program
+    gc.collect()
+
+    assert handle() is None
+    assert harness.registry.find("job", ME).record.exit_code == 0  # still known
 
 
 @pytest.mark.parametrize(("honours_sigterm", "grace", "sent"), [
