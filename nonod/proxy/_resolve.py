@@ -110,20 +110,10 @@ class Resolver:
         Raises ResolveError when the lookup fails, times out, returns nothing, or returns an
         address the proxy refuses. Call it only for a name ``decide`` allowed.
         """
-        pin = self._pins.get(host)
-        if pin is not None:
+        resolved = self._at_once(host, port)
+        if resolved is not None:
             await trio.lowlevel.checkpoint_if_cancelled()
-            address, pin_port = pin
-            return Resolved(host=host, addresses=((str(address), pin_port or port),),
-                            pinned=True)
-        try:
-            literal = parse_ip_literal(host)
-        except HostError:
-            raise ResolveError("not a host", reason=Reason.BAD_HOST, refused=True) from None
-        if literal is not None:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            self._check(host, literal)
-            return Resolved(host=host, addresses=((str(literal), port),))
+            return resolved
         infos = await self._lookup(host, port)
         addresses: list[tuple[str, int]] = []
         for info in infos:
@@ -138,6 +128,26 @@ class Resolver:
             raise ResolveError(f"{host} has no address", reason=Reason.RESOLVE_FAILED,
                                refused=False)
         return Resolved(host=host, addresses=tuple(addresses))
+
+    def resolve_now(self, host: str, port: int) -> Resolved | None:
+        """What :meth:`resolve` answers for a pinned name or an address literal, at once and
+        from any thread (no lookup, no event loop); None for a name that needs a lookup."""
+        return self._at_once(host, port)
+
+    def _at_once(self, host: str, port: int) -> Resolved | None:
+        pin = self._pins.get(host)
+        if pin is not None:
+            address, pin_port = pin
+            return Resolved(host=host, addresses=((str(address), pin_port or port),),
+                            pinned=True)
+        try:
+            literal = parse_ip_literal(host)
+        except HostError:
+            raise ResolveError("not a host", reason=Reason.BAD_HOST, refused=True) from None
+        if literal is None:
+            return None
+        self._check(host, literal)
+        return Resolved(host=host, addresses=((str(literal), port),))
 
     async def _lookup(self, host: str, port: int) -> Sequence[AddrInfo]:
         def lookup() -> Sequence[AddrInfo]:

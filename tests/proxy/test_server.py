@@ -177,6 +177,7 @@ async def test_connect_timeout_gets_502(start_proxy: StartProxy) -> None:
         stream, code, body = await open_tunnel(proxy)
         assert code == 502 and body.endswith(b"(connect_timeout)\n")
         await stream.aclose()
+        await wait_for_events(proxy, 1)
         assert proxy.events[-1].decision == "allow"  # allowed, but it could not connect
     finally:
         filler.close()
@@ -496,11 +497,11 @@ async def test_a_failure_stays_with_its_connection(nursery: trio.Nursery,
     class Flaky(Resolver):
         failures = 1
 
-        async def resolve(self, host: str, port: int) -> Resolved:
+        def resolve_now(self, host: str, port: int) -> Resolved | None:
             if self.failures:
                 self.failures -= 1
                 raise RuntimeError("boom: internal detail")
-            return await super().resolve(host, port)
+            return super().resolve_now(host, port)
 
     events: list[NetworkEvent] = []
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
