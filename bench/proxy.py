@@ -398,7 +398,8 @@ def main() -> None:
         if "throughput_MiBps" in row:
             figures.append(f"throughput {row['throughput_MiBps'] / direct['throughput_MiBps']:.0%}"
                            " of direct")
-        print(f"{name}: {', '.join(figures)}")
+        if figures:
+            print(f"{name}: {', '.join(figures)}")
 
 if __name__ == "__main__":
     main()

@@ -210,25 +210,31 @@ class _Pump:
                 log.exception("proxy.pump_failed")
 
     def _turn(self) -> None:
+        cancelled: list[Tunnel] = []
+        calls: list[Callable[[], None]] = []
         with self._lock:
             while self._new:
                 tunnel = self._new.popleft()
                 self._live.add(tunnel)
                 self._next_sweep = min(self._next_sweep, tunnel.last + tunnel.idle)
-            cancelled = list(self._cancelled)
-            self._cancelled.clear()
-            calls = list(self._calls)
-            self._calls.clear()
+            if self._cancelled:
+                cancelled = list(self._cancelled)
+                self._cancelled.clear()
+            if self._calls:
+                calls = list(self._calls)
+                self._calls.clear()
+            now = time.monotonic()
+            wake_at = min(self._next_sweep, now + _MAX_WAIT)
+            if self._timers:
+                wake_at = min(wake_at, self._timers[0][0])
+            if cancelled or calls:
+                wake_at = now  # what they do may want a turn sooner: no wait this time
+            self._wake_at = wake_at
         for tunnel in cancelled:
             self.end(tunnel)
         for call in calls:
             _guarded(call)
-        now = time.monotonic()
-        with self._lock:
-            self._wake_at = min(self._next_sweep, now + _MAX_WAIT)
-            if self._timers:
-                self._wake_at = min(self._wake_at, self._timers[0][0])
-        for fd, events in self._epoll.poll(max(0.0, self._wake_at - now)):
+        for fd, events in self._epoll.poll(max(0.0, wake_at - now)):
             if fd == self._wake:
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(self._wake)
