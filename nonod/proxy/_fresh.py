@@ -19,12 +19,16 @@ thread (:mod:`._pump`) watches the listener itself and, for each connection it a
 
 Anything else, including every refusal the checks would make, a name that needs a DNS lookup,
 an approval, a head that is not complete in its first read, or a head that did not come in
-time, is handed to trio's path with the bytes already read (:meth:`ProxyServer.hand_over`),
+time, is handed to trio's path with the bytes already read (:meth:`ProxyServer.adopt`),
 which answers exactly as it does for a connection it accepted itself. A connect failure or
 timeout after the checks is answered here with the same response, built by the same code
 (:func:`refusal`), and the same event.
 
-Events go to the session's ``events`` in trio's thread (:meth:`ProxyServer.post`), in order.
+Events go to the session's ``events`` in trio's thread, in order, within ``REPORT_DELAY``
+(:meth:`_Acceptor.post`; :meth:`ProxyServer.report` counts them as trio's path counts its
+own). The sockets are closed, and the connection released from the cap, when the tunnel ends,
+before its ``close`` event reaches ``events``.
+
 Cancelling :func:`serve_fresh` stops accepting and closes every connection it holds, as
 cancelling trio's path does (no close events for tunnels cut by the shutdown).
 """
@@ -214,7 +218,8 @@ class _Acceptor:
             elif not admitted:
                 self.hand_over(sock, None, time.monotonic(), False, conn)
             else:
-                _Fresh(self, sock, conn).begin()
+                fresh = _Fresh(self, sock, conn)
+                fresh.guarded(fresh.begin)
 
 
 @final
@@ -236,6 +241,7 @@ class _Fresh:
         self.watching: int | None = None
         self.timer: _Timer | None = None
         self.tunnel: Tunnel | None = None
+        self.closed = False
         owner.live.add(self)
 
     # the head
@@ -246,7 +252,7 @@ class _Fresh:
         data = self._read()
         if data is None:
             self._wait(self.client.fileno(), select.EPOLLIN, self._readable,
-                       self.accepted + self.owner.limits.head_timeout, self._hand_over)
+                       self.accepted + self.owner.limits.head_timeout, self._too_slow)
         else:
             self._plan(data)
 
@@ -262,15 +268,14 @@ class _Fresh:
         data = self._read()
         if data is not None:
             self._settle()
-            self._plan(data)
+            self.guarded(self._plan, data)
+
+    def _too_slow(self) -> None:
+        self.guarded(self._hand_over)
 
     def _plan(self, data: bytes) -> None:
         head = parse_connect(data, self.owner.limits.max_head_bytes) if data else None
-        try:
-            resolved = None if head is None else self.server.fresh_plan(head, self.exchange)
-        except Exception:  # noqa: BLE001 - the per-connection boundary, as trio's path's
-            self._failed()
-            return
+        resolved = None if head is None else self.server.fresh_plan(head, self.exchange)
         if head is None or resolved is None:
             self._hand_over(data)
             return
@@ -284,6 +289,7 @@ class _Fresh:
         deadline passed, so it answers 408)."""
         self._settle()
         self.owner.live.discard(self)
+        self.closed = True  # trio's path owns it, and releases it
         self.owner.hand_over(self.client, data, self.accepted, True, self.conn)
 
     # the upstream
@@ -303,8 +309,10 @@ class _Fresh:
                 except OSError:
                     self.upstream = upstream
                     self._wait(upstream.fileno(), select.EPOLLOUT,
-                               functools.partial(self._connected_or_not, address, port),
-                               self.deadline, self._connect_timeout)
+                               functools.partial(self.guarded, self._connected_or_not,
+                                                 address, port),
+                               self.deadline,
+                               functools.partial(self.guarded, self._connect_timeout))
                     return
             if not error:
                 self._established(upstream, address, port)
@@ -312,7 +320,7 @@ class _Fresh:
             upstream.close()
         self._refuse(Reason.CONNECT_FAILED)
 
-    def _connected_or_not(self, address: str, port: int, _: int) -> None:
+    def _connected_or_not(self, address: str, port: int, _: int = 0) -> None:
         self._settle()
         upstream, self.upstream = self.upstream, None
         if upstream is None:
@@ -358,7 +366,8 @@ class _Fresh:
         exchange.bytes_out = len(trailing)  # counted from here, as on trio's path
         self.upstream = upstream
         self.tunnel = Tunnel(self.client, upstream, self.owner.limits.idle_timeout,
-                             self._ended, to_b=trailing, to_a=ESTABLISHED[sent:])
+                             functools.partial(self.guarded, self._ended),
+                             to_b=trailing, to_a=ESTABLISHED[sent:])
         self.pump.add(self.tunnel)
 
     def _ended(self, tunnel: Tunnel) -> None:
@@ -379,19 +388,33 @@ class _Fresh:
 
     # the end
 
-    def _failed(self) -> None:
-        """A bug on this connection: logged, reported, the connection closed."""
-        self.server.failed(self.exchange)
-        self._close(self.exchange.close("deny", Reason.INTERNAL_ERROR, 0))
+    def guarded(self, step: Callable[..., None], *args: object) -> None:
+        """``step(*args)`` within this connection's boundary, as trio's path has one: a bug
+        is logged with its traceback, reported as ``internal_error`` (unless the request was
+        reported already) and closes this connection, and nothing else."""
+        try:
+            step(*args)
+        except Exception:  # noqa: BLE001 - logged by failed()
+            self.server.failed(self.exchange)
+            done = self.exchange.done
+            event = None if done else self.exchange.close("deny", Reason.INTERNAL_ERROR, 0)
+            if self.tunnel is not None and not self.tunnel.ended:
+                self.tunnel.on_end = lambda _: None
+                self.pump.end(self.tunnel)
+            self._close(event, always=True)
 
-    def _close(self, event: NetworkEvent | None) -> None:
-        """Close, and report ``event`` (if any)."""
+    def _close(self, event: NetworkEvent | None, *, always: bool = False) -> None:
+        """Close, and report ``event`` (if any); ``always``: even if a step closed it."""
+        if self.closed and not always:
+            return
         self._settle()
         self.owner.live.discard(self)
         for sock in (self.upstream, self.client):
             if sock is not None:
                 sock.close()
-        self.server.release()
+        if not self.closed:
+            self.closed = True
+            self.server.release()
         if event is not None:
             self.owner.post(event)
 

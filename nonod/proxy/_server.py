@@ -33,7 +33,7 @@ are the same code (:meth:`ProxyServer.fresh_plan`); everything else (another req
 refusal, an approval, a name that needs a lookup, a head still coming) is handed to a handler
 task here with the bytes already read, and served as it always was. Counters and the
 connection cap are shared by both; the events of a fresh tunnel reach ``events`` in trio's
-thread, in order (:meth:`ProxyServer.post`).
+thread, in order, within 10 ms (:meth:`ProxyServer.report`).
 """
 
 from __future__ import annotations
