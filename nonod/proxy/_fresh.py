@@ -58,6 +58,7 @@ from ._decide import Reason
 from ._events import Exchange, NetworkEvent
 from ._http import error_response
 from ._pump import Tunnel, _Pump, _Timer, the_pump
+from ._resolve import start_connect
 
 if TYPE_CHECKING:
     from ._server import ProxyServer
@@ -297,27 +298,20 @@ class _Fresh:
     def _connect_next(self) -> None:
         while self.addresses:
             address, port = self.addresses.pop(0)
-            family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            upstream = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
-                                     | socket.SOCK_CLOEXEC)
+            try:
+                upstream, connected = start_connect(address, port)
+            except OSError:
+                continue
             _no_delay(upstream)
-            error = upstream.connect_ex((address, port))
-            if error == errno.EINPROGRESS:
-                try:
-                    upstream.getpeername()  # connected already
-                    error = 0
-                except OSError:
-                    self.upstream = upstream
-                    self._wait(upstream.fileno(), select.EPOLLOUT,
-                               functools.partial(self.guarded, self._connected_or_not,
-                                                 address, port),
-                               self.deadline,
-                               functools.partial(self.guarded, self._connect_timeout))
-                    return
-            if not error:
+            if connected:
                 self._established(upstream, address, port)
-                return
-            upstream.close()
+            else:
+                self.upstream = upstream
+                self._wait(upstream.fileno(), select.EPOLLOUT,
+                           functools.partial(self.guarded, self._connected_or_not, address,
+                                             port),
+                           self.deadline, functools.partial(self.guarded, self._connect_timeout))
+            return
         self._refuse(Reason.CONNECT_FAILED)
 
     def _connected_or_not(self, address: str, port: int, _: int = 0) -> None:

@@ -207,28 +207,41 @@ def _parse_pin_target(host: str, target: str) -> tuple[IPAddress, int | None]:
     return address, int(port_text)
 
 
-async def connect_exactly(address: str, port: int, *, deadline: float = math.inf
-                          ) -> trio.SocketStream:
-    """A TCP connection to exactly ``address``, the one that was checked (an address
-    literal: no name lookup, so no window for DNS rebinding between the check and the
-    connect). A connection that completes at once (loopback, a local upstream) costs no pass
-    through the event loop and no cancel scope; otherwise this waits until the socket is
-    writable, until ``deadline`` (then ``trio.TooSlowError``)."""
+def start_connect(address: str, port: int) -> tuple[socket.socket, bool]:
+    """A non-blocking TCP connection to exactly ``address`` (an address literal, the one that
+    was checked: no name lookup, so no window for DNS rebinding between the check and the
+    connect), begun: the socket, and whether it is connected already (a loopback or local
+    upstream); if not, it is once writable, with its ``SO_ERROR`` saying how it went. A
+    connection refused at once raises OSError."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    error = sock.connect_ex((address, port))
+    if error == errno.EINPROGRESS:
+        try:
+            sock.getpeername()  # connected already
+            return sock, True
+        except OSError:
+            return sock, False
+    if error:
+        sock.close()
+        raise OSError(error, os.strerror(error))
+    return sock, True
+
+
+async def connect_exactly(address: str, port: int, *, deadline: float = math.inf
+                          ) -> trio.SocketStream:
+    """A TCP connection to exactly ``address`` (:func:`start_connect`). A connection that
+    completes at once costs no pass through the event loop and no cancel scope; otherwise this
+    waits until the socket is writable, until ``deadline`` (then ``trio.TooSlowError``)."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    sock, connected = start_connect(address, port)
     try:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        error = sock.connect_ex((address, port))
-        if error == errno.EINPROGRESS:
-            try:
-                sock.getpeername()  # connected already
-                error = 0
-            except OSError:
-                with trio.fail_at(deadline):
-                    await trio.lowlevel.wait_writable(sock)
-                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if error:
-            raise OSError(error, os.strerror(error))
+        if not connected:
+            with trio.fail_at(deadline):
+                await trio.lowlevel.wait_writable(sock)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                raise OSError(error, os.strerror(error))
     except BaseException:
         sock.close()
         raise

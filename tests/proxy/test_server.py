@@ -179,7 +179,10 @@ async def test_connect_timeout_gets_502(start_proxy: StartProxy) -> None:
         assert code == 502 and body.endswith(b"(connect_timeout)\n")
         await stream.aclose()
         await wait_for_events(proxy, 1)
-        assert proxy.events[-1].decision == "allow"  # allowed, but it could not connect
+        # allowed, but it could not connect
+        assert [(e.decision, e.reason, e.status) for e in proxy.events] == [
+            ("allow", "connect_timeout", 502)]
+        assert proxy.server.statistics().active == 0
     finally:
         filler.close()
         sink.close()
