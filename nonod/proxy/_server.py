@@ -336,11 +336,16 @@ class ProxyServer:
             await self._refuse(stream, head, exchange, exc.status, exc.reason)
         return True
 
-    def fresh_plan(self, head: ConnectHead, exchange: Exchange) -> Resolved | None:
+    @property
+    def policy(self) -> ProxyPolicy:
+        """The policy in force (an approval for the session replaces it)."""
+        return self._policy
+
+    def fresh_plan(self, head: ConnectHead) -> tuple[Decision, Resolved] | None:
         """For the pump thread's fresh CONNECT (:mod:`._fresh`): this path's checks up to the
-        lookup, in its order, run at once. The addresses to connect to, with ``exchange``
-        filled as this path fills it; None where this path must serve the request: a
-        refusal, an approval, an intercepted site, a name that needs a lookup."""
+        lookup, in its order, run at once. The decision and the addresses to connect to;
+        None where this path must serve the request: a refusal, an approval, an intercepted
+        site, a name that needs a lookup."""
         if (len(head.headers) > self._limits.max_headers or (
                 self._token is not None and not proxy_authorized(head.headers, self._token))
                 or _carries_body(head.headers) or self._intercept is not None):
@@ -356,9 +361,7 @@ class ProxyServer:
             resolved = self._resolver.resolve_now(decision.host, port)
         except ResolveError:
             return None
-        exchange.method, exchange.mode = "CONNECT", "connect"
-        exchange.host, exchange.port, exchange.decision = decision.host, port, decision
-        return resolved
+        return None if resolved is None else (decision, resolved)
 
     async def _decide_and_connect(
         self, stream: trio.abc.Stream, conn: h11.Connection | ConnectHead, exchange: Exchange,

@@ -165,3 +165,22 @@ async def test_cancelling_closes_what_the_pump_holds(echo_port: int) -> None:
         assert await read_all(tunnel) == b""
     for stream in (waiting, tunnel):
         await stream.aclose()
+
+
+async def test_a_head_seen_before_is_planned_once(start_proxy: StartProxy,
+                                                  echo_port: int) -> None:
+    proxy = await start_proxy(POLICY, pins={"api.github.com": f"127.0.0.1:{echo_port}"},
+                              token=TOKEN)
+    good = connect_head("api.github.com:443", token=TOKEN)
+    for _ in range(3):
+        assert await exchange(proxy, good) == b"200 ping"
+    assert proxy.resolver.asked == [("api.github.com", 443)]  # the same bytes, one plan
+    # Other bytes are planned (and refused) on their own, whatever came before.
+    assert (await exchange(proxy, connect_head("api.github.com:443", token="n0pe"))
+            ).startswith(b"407 ")
+    assert await exchange(proxy, good + b"early") == b"200 earlyping"
+    with trio.fail_after(5):
+        await proxy.events.wait_for(5, stage="close")
+    # (in any order: the pump's events reach trio's thread a little later than its own)
+    assert sorted((e.decision, e.reason) for e in proxy.events if e.stage == "close") == [
+        ("allow", "allowed_host")] * 4 + [("deny", "proxy_auth_required")]
