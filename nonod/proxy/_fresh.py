@@ -67,8 +67,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 _READ_SIZE: Final = 1 << 16
-#: Connections accepted per wake-up before the thread serves its tunnels again.
-_ACCEPT_BATCH: Final = 64
+#: Connections accepted per wake-up before the thread serves its tunnels again. One: the
+#: listener's epoll is level-triggered, so more waiting connections wake the thread again at
+#: once, and a fresh request is spared the ``accept`` that finds none (and its exception).
+_ACCEPT_BATCH: Final = 1
 #: How long events wait in the pump thread for others to go to trio's thread with them (each
 #: delivery is a wake-up of trio's loop and a few hand-overs of the GIL between the threads:
 #: 2 ms cost a fresh request about 50 us of CPU time more than 50 ms; 10 ms: about 20 us).
