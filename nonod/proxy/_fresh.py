@@ -67,10 +67,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 _READ_SIZE: Final = 1 << 16
-#: Connections accepted per wake-up before the thread serves its tunnels again. One: the
-#: listener's epoll is level-triggered, so more waiting connections wake the thread again at
-#: once, and a fresh request is spared the ``accept`` that finds none (and its exception).
-_ACCEPT_BATCH: Final = 1
 #: How long events wait in the pump thread for others to go to trio's thread with them (each
 #: delivery is a wake-up of trio's loop and a few hand-overs of the GIL between the threads:
 #: 2 ms cost a fresh request about 50 us of CPU time more than 50 ms; 10 ms: about 20 us).
@@ -228,29 +224,31 @@ class _Acceptor:
                 log.exception("proxy.event_failed")
 
     def _accept(self, _: int) -> None:
-        for _ in range(_ACCEPT_BATCH):
-            try:
-                sock, _peer = self._listener.accept()
-            except BlockingIOError:
+        """One connection per wake-up: the listener's epoll is level-triggered, so more
+        waiting connections wake the thread again at once (after its tunnels' turn), and a
+        fresh request is spared the ``accept`` that finds none, and its exception."""
+        try:
+            sock, _peer = self._listener.accept()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno not in RETRY_ERRNOS:
+                self.error = exc
+                self.stop()
                 return
-            except OSError as exc:
-                if exc.errno not in RETRY_ERRNOS:
-                    self.error = exc
-                    self.stop()
-                    return
-                log.error("proxy.accept_backoff", errno=errno.errorcode.get(exc.errno or 0),
-                          error=os.strerror(exc.errno or 0), retry_in=PAUSE)
-                self.pump.unwatch(self._fd)
-                self._retry = self.pump.at(time.monotonic() + PAUSE, self.start)
-                return
-            admitted, conn = self.server._admit()
-            if admitted is None:
-                sock.close()  # a flood: not even a 503 for this one
-            elif not admitted:
-                self.hand_over(sock, None, time.monotonic(), False, conn)
-            else:
-                fresh = _Fresh(self, sock, conn)
-                fresh.guarded(fresh.begin)
+            log.error("proxy.accept_backoff", errno=errno.errorcode.get(exc.errno or 0),
+                      error=os.strerror(exc.errno or 0), retry_in=PAUSE)
+            self.pump.unwatch(self._fd)
+            self._retry = self.pump.at(time.monotonic() + PAUSE, self.start)
+            return
+        admitted, conn = self.server._admit()
+        if admitted is None:
+            sock.close()  # a flood: not even a 503 for this one
+        elif not admitted:
+            self.hand_over(sock, None, time.monotonic(), False, conn)
+        else:
+            fresh = _Fresh(self, sock, conn)
+            fresh.guarded(fresh.begin)
 
 
 @final
