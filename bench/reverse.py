@@ -20,10 +20,14 @@ Contenders, each in its own process (client, proxies and upstream never share an
 Measurements, every client on one keep-alive connection:
 
   latency   --requests (default 1000) ``GET /small``, after 20 warm-up requests; p50/p99
-  stream    ``GET /big`` --streams times (default 3); the median rate in MB/s (10^6 bytes)
+  stream    ``GET /big`` on a new connection, --streams times per contender in each of
+            --rounds rounds (default 1 x 3), the contenders taking turns round by round (so
+            that a burst of load on this shared machine hits them alike); the median rate in
+            MB/s (10^6 bytes), and the proxy process's CPU time (user + system, from
+            /proc/<pid>/stat) per 100 MB, which moves less with the machine's load
 
     .venv/bin/python bench/reverse.py [--size BYTES] [--requests N] [--streams N]
-                                      [--before DIR] [--json]
+                                      [--rounds N] [--before DIR] [--json]
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
+from proxy import cpu_seconds  # bench/proxy.py, beside this file
 
 CHUNK = 1 << 20
 SECRET_ENV = "NONO_BENCH_SECRET"  # noqa: S105 - a variable name, not a secret
@@ -246,6 +251,7 @@ class Contender:
     token: str
     tls: ssl.SSLContext | None = None  # direct only
     prefix: str = ""
+    pid: int | None = None  # the proxy's process (none for direct)
 
     def connect(self) -> Conn:
         sock = socket.create_connection(("127.0.0.1", self.port))
@@ -309,7 +315,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=100_000_000)
     parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--streams", type=int, default=3)
+    parser.add_argument("--streams", type=int, default=1, help="streams per contender per round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of streams, the contenders taking turns")
     parser.add_argument("--before", metavar="DIR",
                         help="also time the nonod of the tree in DIR, as nonod-before")
     parser.add_argument("--json", action="store_true")
@@ -349,7 +357,8 @@ def main() -> None:
         contenders = [Contender("direct", upstream, secret, tls=client_tls)]
         proc, info = _child(["nonod", str(upstream), ca_file], env)
         children.append(proc)
-        contenders.append(Contender("nonod", info["port"], info["token"], prefix="/bench"))
+        contenders.append(Contender("nonod", info["port"], info["token"], prefix="/bench",
+                                    pid=proc.pid))
         if args.before:
             tree = os.path.abspath(args.before)
             proc, info = _child(["nonod", str(upstream), ca_file], {**env, "PYTHONPATH": tree})
@@ -357,7 +366,7 @@ def main() -> None:
             if info.get("tree") != tree:
                 raise SystemExit(f"nonod-before: nonod came from {info.get('tree')}, not {tree}")
             contenders.append(Contender("nonod-before", info["port"], info["token"],
-                                        prefix="/bench"))
+                                        prefix="/bench", pid=proc.pid))
         try:
             import nono_py  # noqa: F401
 
@@ -366,7 +375,8 @@ def main() -> None:
             if "error" in info:
                 skipped["nono-py"] = info["error"]
             else:
-                candidate = Contender("nono-py", info["port"], info["token"], prefix="/bench")
+                candidate = Contender("nono-py", info["port"], info["token"], prefix="/bench",
+                                      pid=proc.pid)
                 try:  # a probe: does its route reach our upstream with the real secret?
                     status, _ = candidate.connect().get("/bench/small", candidate.token)
                     if status == 200:
@@ -380,11 +390,23 @@ def main() -> None:
         for c in contenders:
             print(f"running {c.name}", file=sys.stderr)
             lat, reconnects = latency(c, args.requests)
-            rates = stream(c, args.size, args.streams)
             results[c.name] = {"p50_ms": pct(lat, 0.50), "p99_ms": pct(lat, 0.99),
-                               "stream_MBps": statistics.median(rates),
-                               "reconnects": reconnects,
-                               "stream_MBps_all": rates}  # type: ignore[dict-item]
+                               "reconnects": reconnects}
+        rates: dict[str, list[float]] = {c.name: [] for c in contenders}
+        cpu: dict[str, float] = {c.name: 0.0 for c in contenders}
+        for round_ in range(args.rounds):
+            for c in contenders:
+                print(f"streaming {c.name}, round {round_ + 1}", file=sys.stderr)
+                before = cpu_seconds(c.pid)
+                rates[c.name] += stream(c, args.size, args.streams)
+                cpu[c.name] += cpu_seconds(c.pid) - before
+        streamed = args.size * args.streams * args.rounds
+        for c in contenders:
+            results[c.name].update({
+                "stream_MBps": statistics.median(rates[c.name]),
+                "stream_MBps_all": rates[c.name],  # type: ignore[dict-item]
+                "stream_cpu_ms_per_100MB": (cpu[c.name] * 1000 * 100e6 / streamed
+                                            if c.pid is not None else None)})
     finally:
         for proc in children:
             if proc.stdin is not None:
@@ -393,20 +415,26 @@ def main() -> None:
             proc.wait(timeout=10)
     meta = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "kernel": platform.release(), "nproc": os.cpu_count(), "size": args.size,
-            "requests": args.requests, "streams": args.streams}
+            "requests": args.requests, "streams": args.streams, "rounds": args.rounds,
+            "loadavg_1m": os.getloadavg()[0]}
     if args.json:
         print(json.dumps({"meta": meta, "results": results, "skipped": skipped}, indent=2))
         return
     print(f"date={meta['date']} kernel={meta['kernel']} nproc={meta['nproc']} "
-          f"size={args.size} requests={args.requests} streams={args.streams}")
+          f"size={args.size} requests={args.requests} streams={args.streams} "
+          f"rounds={args.rounds} load={meta['loadavg_1m']:.2f}")
     print("| route | p50 ms | p99 ms | added p50 ms | added p99 ms | stream MB/s (median) |"
-          " stream vs direct | new connections |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          " stream vs direct | stream vs nono-py | proxy CPU ms per 100 MB | new connections |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     direct = results["direct"]
+    peer = results.get("nono-py", {}).get("stream_MBps")
     for name, row in results.items():
+        versus = f"{row['stream_MBps'] / peer:.2f}x" if peer else "-"
+        cpu_ms = row["stream_cpu_ms_per_100MB"]
         print(f"| {name} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | "
               f"{row['p50_ms'] - direct['p50_ms']:.3f} | {row['p99_ms'] - direct['p99_ms']:.3f}"
               f" | {row['stream_MBps']:.0f} | {row['stream_MBps'] / direct['stream_MBps']:.0%} | "
+              f"{versus} | {'-' if cpu_ms is None else f'{cpu_ms:.0f}'} | "
               f"{row['reconnects']:.0f} |")
     for name, why in skipped.items():
         print(f"{name}: skipped: {why}")

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+
+
+def _drop_working_directory() -> None:
+    """``python -m nonod`` puts the working directory first on ``sys.path``: a module planted
+    there (``structlog.py``) would run inside the daemon at its first import, and the fork
+    server inherits the path. Our own package is already imported; nothing else of ours is
+    looked up there."""
+    if sys.flags.safe_path or not sys.path:
+        return
+    if sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,4 +33,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    _drop_working_directory()
     sys.exit(main())

@@ -165,40 +165,56 @@ class Scrubber:
         """What of ``data`` (the next piece of the stream) can be passed on now. When
         nothing is replaced or held back this is ``data`` itself, not a copy: a caller that
         reuses a ``bytearray`` must be done with the result before it refills it."""
-        buffer = self._held + data if self._held else data
+        return self._feed(data, len(data))
+
+    def feed_part(self, data: bytes | bytearray, end: int) -> bytes | bytearray | memoryview:
+        """:meth:`feed` with ``data[:end]`` as the piece (a reused buffer, filled up to
+        ``end``), without copying it: when nothing is replaced or held back the result is
+        ``data`` itself (``end == len(data)``) or a memoryview of its first ``end`` bytes."""
+        out = self._feed(data, end)
+        return memoryview(data)[:end] if out is data and end < len(data) else out
+
+    def _feed(self, data: bytes | bytearray, end: int) -> bytes | bytearray:
+        """:meth:`feed` of ``data[:end]``; when nothing is replaced or held back, ``data``
+        itself (the caller knows where the piece ends)."""
+        if self._held:
+            buffer: bytes | bytearray = self._held + data[:end]
+            end = len(buffer)
+        else:
+            buffer = data
         out: list[bytes | bytearray] = []
         pos = 0
         found: dict[bytes, int] = {}
-        hold = self._hold_from(buffer, pos)
+        hold = self._hold_from(buffer, pos, end)
         while True:
             if pos > hold:  # a replacement ran into the held-back tail: look again from it
-                hold = self._hold_from(buffer, pos)
-            start, needle = self._search(buffer, pos, found)
+                hold = self._hold_from(buffer, pos, end)
+            start, needle = self._search(buffer, pos, end, found)
             if needle is not None and start < hold:
                 out.append(buffer[pos:start])
                 out.append(self._table[needle])
                 pos = start + len(needle)
                 continue
-            self._held = bytes(buffer[hold:])
-            if pos == 0 and hold == len(buffer):
+            self._held = bytes(buffer[hold:end])
+            if pos == 0 and hold == end:
                 return buffer  # nothing replaced, nothing held: no copy
             out.append(buffer[pos:hold])
             return b"".join(out)
 
-    def _search(self, buffer: bytes | bytearray, pos: int, found: dict[bytes, int]
+    def _search(self, buffer: bytes | bytearray, pos: int, end: int, found: dict[bytes, int]
                 ) -> tuple[int, bytes | None]:
-        """The leftmost needle at or after ``pos`` (the longest one where several start
+        """The leftmost needle in ``buffer[pos:end]`` (the longest one where several start
         together), as the pattern would find it. One ``bytes.find`` per needle: a body is
         mostly free of needles, and ``find`` skips through it far faster than the pattern's
         alternation, which tries every needle at every position. ``found`` keeps, per needle,
         where its next occurrence in ``buffer`` is (-1: none): a needle is searched again only
         once a replacement has moved ``pos`` past it, so each needle scans a buffer about once
         however many reflections it holds."""
-        best, match = len(buffer), None
+        best, match = end, None
         for needle in self._needles:  # longest first: a later one must start strictly earlier
             start = found.get(needle, -2)
             if -1 < start < pos or start == -2:
-                start = found[needle] = buffer.find(needle, pos)
+                start = found[needle] = buffer.find(needle, pos, end)
             if 0 <= start < best:
                 best, match = start, needle
         return best, match
@@ -210,27 +226,26 @@ class Scrubber:
     def _replace(self, match: re.Match[bytes]) -> bytes:
         return self._table[match.group()]
 
-    def _hold_from(self, buffer: bytes | bytearray, pos: int) -> int:
+    def _hold_from(self, buffer: bytes | bytearray, pos: int, end: int) -> int:
         """The first position at or after ``pos`` where a needle could begin but does not fit
-        in ``buffer`` yet (the rest could complete it), or ``len(buffer)``. Per needle, only
+        in ``buffer[:end]`` yet (the rest could complete it), or ``end``. Per needle, only
         the places where its first two bytes occur in the last ``len(needle) - 1`` bytes are
         looked at (and the very last byte for its first byte), with ``bytes.find``: the tail
         of a text body is full of bytes that begin some needle."""
-        end = len(buffer)
         best = end
-        if self._firsts.search(buffer, max(pos, end - self._longest + 1)) is None:
+        if self._firsts.search(buffer, max(pos, end - self._longest + 1), end) is None:
             return end  # no byte of the tail begins any needle
         for needle in self._needles:
             start = max(pos, end - len(needle) + 1)
             if start >= best:
                 continue
             head = needle[:2]
-            at = buffer.find(head, start, best + 1)
+            at = buffer.find(head, start, min(best + 1, end))
             while 0 <= at < best:
-                if needle.startswith(buffer[at:]):
+                if needle.startswith(buffer[at:end]):
                     best = at
                     break
-                at = buffer.find(head, at + 1, best + 1)
+                at = buffer.find(head, at + 1, min(best + 1, end))
             if start <= end - 1 < best and buffer[end - 1] == needle[0]:
                 best = end - 1
         return best

@@ -241,9 +241,9 @@ class _Acceptor:
             self.pump.unwatch(self._fd)
             self._retry = self.pump.at(time.monotonic() + PAUSE, self.start)
             return
-        admitted, conn = self.server._admit()
+        admitted, conn = self.server._admit(sock.fileno())
         if admitted is None:
-            sock.close()  # a flood: not even a 503 for this one
+            sock.close()  # a flood, or the daemon's reserve: not even a 503 for this one
         elif not admitted:
             self.hand_over(sock, None, time.monotonic(), False, conn)
         else:

@@ -35,7 +35,10 @@ token ever reaches an event, a log line or an error body.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import select
 import ssl
 import zlib
@@ -75,19 +78,25 @@ from ._inject import (
     split_target,
     upstream_head,
 )
+from ._offload import Seats, Stop, run_stoppable
 from ._resolve import ResolveError, Resolver, connect_exactly
 from ._tls import TlsStream, receive_into
-from ._vectored import send_pieces
+from ._vectored import send_pieces, write_pieces
 
 if TYPE_CHECKING:
     from ._server import ProxyLimits
 
 _READ_SIZE: Final = 1 << 16
-#: A response body of at least this many bytes with a Content-Length is read past h11, into
-#: two buffers of _BODY_READ bytes (see ReverseHandler._relay_sized_body).
+#: A response body of at least this many bytes with a Content-Length is read past h11, in
+#: pieces of up to _BODY_READ bytes, each whatever has arrived (see
+#: ReverseHandler._relay_sized_body): few, large scrubs and writes to the program.
 _SIZED_BODY_MIN: Final = 1 << 18
-_BODY_READ: Final = 1 << 19
+_BODY_READ: Final = 1 << 20
 _INFLATE_STEP: Final = 1 << 16
+#: Large bodies moved by worker threads at once, in this process (every session's proxy):
+#: each is a thread with two _BODY_READ buffers (ciphertext read, plaintext decrypted). More
+#: go by the event loop's tasks meanwhile.
+BODY_WORKERS: Final = Seats(32)
 _PHRASES: Final = {
     400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
     405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large",
@@ -249,11 +258,14 @@ class _Upstream:
     def idle_and_open(self) -> bool:
         """Whether this kept-alive connection can carry another request: h11 is idle and
         the socket has nothing to read (an idle HTTP connection that is readable has been
-        closed by the server, or sent something nobody asked for)."""
+        closed by the server, or sent something nobody asked for). Bytes already read past
+        the last response, by h11 or by the TLS layer, count as sent."""
         if self.conn.our_state is not h11.IDLE or self.conn.their_state is not h11.IDLE:
             return False
+        if self.conn.trailing_data[0]:
+            return False
         stream = self.stream
-        if isinstance(stream, TlsStream) and stream.socket.pending():
+        if isinstance(stream, TlsStream) and stream.buffered():
             return False
         poller = select.poll()
         poller.register(stream.socket.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
@@ -603,29 +615,97 @@ class ReverseHandler:
     async def _relay_sized_body(self, stream: trio.abc.Stream, conn: h11.Connection,
                                 upstream: _Upstream, size: int, response: h11.Response,
                                 scrubber: Scrubber | None, record: _Record) -> None:
-        """A large body with a Content-Length, read past h11 (:func:`._bulk.pump`: one task
-        reads every TLS record that has arrived into a reused buffer while another scrubs and
-        sends the buffer before). No per-record allocation, and h11 does not copy every byte
-        twice. What h11 had already read with the head comes first. Every byte goes through
-        the scrubber, in order, as on the h11 path (it copies only what it changes or holds
-        back, so a full buffer goes on as it is). When the upstream fails, what it sent
-        before is still passed on; when the program goes away, the reading stops. When the
-        upstream sent more than the body (it must not), or the response ends its connection,
-        the connection is not reused."""
+        """A large body with a Content-Length, read past h11 (h11 does not copy every byte
+        twice) into reused buffers of _BODY_READ bytes, in reads of whatever has arrived.
+        What h11 had already read with the head comes first. Every byte goes through the
+        scrubber, in order, as on the h11 path (it copies only what it changes or holds
+        back). When the upstream fails, what it sent before is still passed on; when the
+        program goes away, the reading stops. When the upstream sent more than the body (it
+        must not), or the response ends its connection, the connection is not reused.
+
+        To a plain client connection the body is moved by a worker thread
+        (:func:`._offload.run_stoppable`, :meth:`_move_body`): no pass through the event loop
+        per piece. Otherwise (an intercepted connection, TLS on the program's side too; or
+        BODY_WORKERS bodies already on workers) by two tasks (:func:`._bulk.pump`), one
+        reading while the other sends."""
         early = upstream.conn.trailing_data[0]
         first = early[:size]
+        if isinstance(stream, trio.SocketStream) and BODY_WORKERS.take():
+            try:
+                await run_stoppable(functools.partial(
+                    self._move_body, client=stream.socket.fileno(), conn=conn,
+                    upstream=upstream.stream, left=size - len(first), first=first,
+                    scrubber=scrubber, record=record))
+            finally:
+                BODY_WORKERS.give()
+        else:
+            async def write(piece: bytes | bytearray) -> None:
+                await self._pass_on(stream, conn, scrubber.feed(piece) if scrubber else piece,
+                                    record)
 
-        async def write(piece: bytes | bytearray) -> None:
-            await self._pass_on(stream, conn, scrubber.feed(piece) if scrubber else piece,
-                                record)
+            if first:
+                await write(first)
+            await pump(size - len(first),
+                       lambda view: _from_upstream_into(upstream, view,
+                                                        self._limits.idle_timeout),
+                       write, read_errors=(_UpstreamFailed,), write_errors=(_ClientGone,),
+                       size=_BODY_READ)
+        upstream.read_past = len(early) <= size and _keeps_alive(response)
+
+    def _move_body(self, stop: Stop, *, client: int, conn: h11.Connection,
+                   upstream: TlsStream | trio.SocketStream, left: int, first: bytes,
+                   scrubber: Scrubber | None, record: _Record) -> None:
+        """On the worker thread: ``first``, then ``left`` bytes read from the upstream, each
+        read scrubbed, framed by h11 and written to the program's socket before the next
+        read. The failures are those of the task path: the upstream's (broken, cut short,
+        silent for idle_timeout) as _UpstreamFailed, the program's (gone, or not taking a
+        piece within idle_timeout) as _ClientGone."""
+        idle = self._limits.idle_timeout
+        source = upstream.socket.fileno()
+
+        def wait_writable(seconds: float) -> bool:
+            return stop.wait(client, writable=True, timeout=seconds)
+
+        def write(data: bytes | bytearray, end: int) -> None:
+            """Pass on ``data[:end]``, scrubbed (no copy of it when nothing changes)."""
+            if scrubber is not None:
+                out = scrubber.feed_part(data, end)
+            else:
+                out = data if end == len(data) else memoryview(data)[:end]
+            if not out:
+                return
+            pieces = conn.send_with_data_passthrough(h11.Data(data=cast(bytes, out))) or []
+            try:
+                write_pieces(client, pieces, wait_writable, idle)
+            except OSError:  # TimeoutError included
+                raise _ClientGone from None
+            record.bytes_in += len(out)
+
+        def read(view: memoryview) -> int:
+            while True:
+                try:
+                    n = _read_ready(upstream, view)
+                except (trio.BrokenResourceError, OSError):
+                    raise _UpstreamFailed(timeout=False) from None
+                if n is None:
+                    if not stop.wait(source, writable=False, timeout=idle):
+                        raise _UpstreamFailed(timeout=True)
+                    continue
+                if not n:
+                    raise _UpstreamFailed(timeout=False)  # closed before the end of the body
+                return n
 
         if first:
-            await write(first)
-        await pump(size - len(first),
-                   lambda view: _from_upstream_into(upstream, view, self._limits.idle_timeout),
-                   write, read_errors=(_UpstreamFailed,), write_errors=(_ClientGone,),
-                   size=_BODY_READ)
-        upstream.read_past = len(early) <= size and _keeps_alive(response)
+            write(first, len(first))
+        buffer = bytearray(min(left, _BODY_READ))
+        view = memoryview(buffer)
+        with (upstream.bulk_reads(_BODY_READ) if isinstance(upstream, TlsStream)
+              else contextlib.nullcontext()):
+            while left:
+                stop.check()  # a body that never makes the worker wait must stop too
+                n = read(view[:min(left, len(buffer))])
+                left -= n
+                write(buffer, n)
 
     async def _pass_on(self, stream: trio.abc.Stream, conn: h11.Connection,
                        data: bytes | bytearray, record: _Record) -> None:
@@ -862,6 +942,20 @@ async def _from_upstream_into(upstream: _Upstream, buffer: memoryview, timeout: 
     if not n:
         raise _UpstreamFailed(timeout=False)  # closed before the end of the body
     return n
+
+
+def _read_ready(stream: TlsStream | trio.SocketStream, view: memoryview) -> int | None:
+    """For a worker thread: what has arrived on an upstream connection, into ``view``; None
+    when nothing has, 0 at its end. A failure raises ``trio.BrokenResourceError`` or
+    ``OSError``."""
+    if isinstance(stream, TlsStream):
+        n = stream.read_ready(view)
+        stream.send_ready()  # what reading made OpenSSL answer (a key update), if it fits
+        return n
+    try:
+        return os.readv(stream.socket.fileno(), [view])
+    except BlockingIOError:
+        return None
 
 
 async def _to_upstream(upstream: _Upstream, data: bytes, timeout: float) -> None:

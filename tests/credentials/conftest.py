@@ -231,7 +231,9 @@ async def start_route_proxy(nursery: trio.Nursery, pki: Pki
     async def start(routes: Sequence[tuple[Route, str | None]], *, pins: dict[str, str],
                     limits: ProxyLimits | None = None, token: PhantomToken | None = None,
                     ca_file: str | None = None, system_roots: bool = False,
-                    intercept: SessionCA | None = None) -> RouteProxy:
+                    intercept: SessionCA | None = None, within: trio.Nursery | None = None
+                    ) -> RouteProxy:
+        """``within``: the nursery the proxy runs in (the test's by default)."""
         from nonod.credentials import CredentialNotFound
 
         token = token or PhantomToken.new()
@@ -246,7 +248,7 @@ async def start_route_proxy(nursery: trio.Nursery, pki: Pki
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
         events: list[ProxyEvent] = []
-        await nursery.start(functools.partial(
+        await (within or nursery).start(functools.partial(
             serve_proxy, listeners[0], policy=ProxyPolicy(), resolver=Resolver(pins=pins),
             events=events.append, limits=limits or ProxyLimits(), proxy_token=token.reveal(),
             routes=table, intercept=intercept))

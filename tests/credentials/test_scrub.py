@@ -171,3 +171,45 @@ def test_a_reused_bytearray_is_passed_on_uncopied_and_what_is_held_is_kept() -> 
     buffer[:] = real[10:] + b"z" * (100 - len(real) + 10)  # the refill completes the secret
     rest = scrubber.feed(buffer) + scrubber.flush()
     assert bytes(out + rest) == b"y" * 90 + TOKEN.reveal().encode() + b"z" * (110 - len(real))
+
+
+def stream_through_one_buffer(scrubber: Scrubber, chunks: list[bytes], stale: bytes) -> bytes:
+    """Each chunk copied into the start of one reused buffer whose rest holds ``stale``
+    bytes (what an earlier, longer read left there), fed with feed_part."""
+    size = max((len(c) for c in chunks), default=0) + len(stale)
+    buffer = bytearray(size)
+    out = b""
+    for chunk in chunks:
+        buffer[:len(chunk)] = chunk
+        buffer[len(chunk):] = (stale * size)[:size - len(chunk)]
+        out += bytes(scrubber.feed_part(buffer, len(chunk)))
+    return out + scrubber.flush()
+
+
+def test_a_partly_filled_buffer_is_scrubbed_up_to_its_end_only() -> None:
+    """The proxy's worker fills one buffer with whatever arrived: the piece is the buffer's
+    first ``end`` bytes, passed on uncopied; bytes after ``end`` (left from an earlier read)
+    never complete, hide or make a match."""
+    table = scrub_replacements(SECRET, TOKEN)
+    real = SECRET.reveal().encode()
+    body = b"a" * 30 + real + b"b" * 20 + base64.b64encode(real) + b"c" * 10 + real
+    expected = reference(table, body)
+    for stale in (real, real[5:], base64.b64encode(real), b"\0"):
+        for cut in range(len(body) + 1):
+            got = stream_through_one_buffer(Scrubber(table), [body[:cut], body[cut:]], stale)
+            assert got == expected, (stale, cut)
+    scrubber = Scrubber(table)
+    buffer = bytearray(b"plain text" + real)  # a secret after the end: not this piece's
+    out = scrubber.feed_part(buffer, 10)
+    assert isinstance(out, memoryview) and out.obj is buffer and bytes(out) == b"plain text"
+    assert scrubber.flush() == b""
+
+
+@settings(max_examples=300, deadline=None)
+@given(tables(), st.binary(max_size=40).map(lambda b: bytes(b"abcx"[x % 4] for x in b)),
+       st.binary(max_size=8).map(lambda b: bytes(b"abcx"[x % 4] for x in b)), st.data())
+def test_any_split_through_one_buffer_equals_the_whole(
+        table: dict[bytes, bytes], body: bytes, stale: bytes, data: st.DataObject) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=8)))
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    assert stream_through_one_buffer(Scrubber(table), pieces, stale) == reference(table, body)

@@ -253,3 +253,17 @@ def test_the_daemon_does_not_load_rich() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True, timeout=60)
     assert done.stdout.split()[-2:] == ["False", "True"]
+
+
+def test_python_m_nonod_does_not_import_from_the_working_directory(tmp_path: Path) -> None:
+    """``python -m nonod`` started from a directory someone else can write: a module planted
+    there under the name of one the daemon imports later must not run."""
+    mark = tmp_path / "ran"
+    (tmp_path / "structlog.py").write_text(
+        f"open({str(mark)!r}, 'w').write('planted')\nraise SystemExit('planted')\n")
+    done = subprocess.run([sys.executable, "-m", "nonod", "--version"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert not mark.exists(), done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("nonod ")
