@@ -48,7 +48,8 @@ class CgroupBackend(Protocol):
 
     def pool(self) -> tuple[tuple[str, str], ...]: ...
 
-    def adopt(self, name: str, made: SessionGroup) -> SessionGroup: ...
+    def adopt(self, name: str, made: SessionGroup, *, keep_made: bool = False
+              ) -> SessionGroup: ...
 
 
 def subtree_tag(state_dir: str) -> str:

@@ -257,14 +257,16 @@ class V1Backend:
         return tuple(sorted((c, os.path.join(own, f"nono-{self._tag}"))
                             for c, own in self._own.items()))
 
-    def adopt(self, name: str, made: SessionGroup) -> V1Group:
+    def adopt(self, name: str, made: SessionGroup, *, keep_made: bool = False) -> V1Group:
         """The group ``name`` the fork server set up for a session (a warm launcher's, its
         limits written) in place of ``made``, which is removed with it when the session
-        has ended (removing a v1 group takes milliseconds: not on the launch path)."""
+        has ended (removing a v1 group takes milliseconds: not on the launch path), unless
+        the caller keeps it (``keep_made``: it never held a process, and can serve another
+        session with the same limits)."""
         if not name or "/" in name or name.startswith("."):
             raise CgroupError(f"not a group name: {name!r}")
         dirs = {c: os.path.join(own, f"nono-{self._tag}", name) for c, own in self._own.items()}
-        return V1Group(dirs, made.missing, spare=made)
+        return V1Group(dirs, made.missing, spare=None if keep_made else made)
 
     def remove_stale(self) -> list[str]:
         """Remove every session group left in our subtrees (their daemon is gone: only one

@@ -101,17 +101,26 @@ class ProgramStarter:
         /dev/null), its services, its policy with the secret masks, its fs_denied watch.
         Raises to refuse the launch; nothing is left open then.
 
-        ``create_audit`` makes ``session.audit``; it runs while the launch is prepared (both
-        mostly wait on the disk and on worker threads), and its first records are fsynced
-        before the program exists. Either failing cancels the other and refuses the launch."""
+        ``create_audit`` makes ``session.audit``; it runs while the launch is prepared and
+        the session's cgroup made (all three mostly wait on the disk, the kernel and worker
+        threads), and its first records are fsynced before the program exists. Any of them
+        failing cancels the others and refuses the launch."""
         to_close: list[int] = []
         try:
             prepared: list[_Ready] = []
+            limit_layers: tuple[LayerReport, ...] = ()
 
             async def prepare() -> None:
                 prepared.append(await self._prepare(session, plan, to_close))
 
-            await _together(create_audit, prepare)
+            async def make_group() -> None:
+                nonlocal limit_layers
+                # The limits and allow_degraded are the plan's: the secret masks and the
+                # hidden cgroup tree only add denials.
+                session.cgroup, limit_layers = await self.cgroups.make(
+                    session.id, plan.policy, parent_group)
+
+            await _together(create_audit, prepare, make_group)
             launcher, stdio, services, request, policy = prepared[0]
             # The secrets it will hold (its phantom token, env_credentials) never reach a file.
             # Only those: the rest of its added environment (proxy address, `1` flags, bundle
@@ -123,8 +132,6 @@ class ProgramStarter:
                 await session.audit.open(session.record, services)
             session.record.limits = policy.limits
             session.record.intercepts = services.intercepts
-            session.cgroup, limit_layers = self.cgroups.create(session.id, policy,
-                                                               parent_group)
             if session.cgroup is not None and parent_group is not None and \
                     session.cgroup.path.startswith(parent_group.path.rstrip("/") + "/"):
                 # A tool session's groups are inside its agent's: no limits to hand a warm
@@ -142,7 +149,7 @@ class ProgramStarter:
             warm_group = getattr(proc, "cgroup", "")
             if session.cgroup is not None and warm_group:
                 session.cgroup, limit_layers = self.cgroups.adopt(
-                    warm_group, session.cgroup, limit_layers)
+                    warm_group, session.cgroup, limit_layers, cgroup_limits(policy)[0])
             proc.enforcement = with_layers(proc.enforcement, limit_layers)
             self._watch_fs_denied(session, proc)
         except BaseException:
