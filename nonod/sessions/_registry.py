@@ -121,6 +121,9 @@ class Registry:
         self._limits = limits
         self._system = system
         self._sessions: dict[str, Session] = {}
+        #: Ended sessions whose audit file waits to be sealed as truncated (``reseal_truncated``
+        #: looks at these only, not at every session known).
+        self._truncated: set[str] = set()
         self._feeds: list[EventFeed] = []
         #: Every session's pending approvals (``nonoctl approvals``).
         self.approvals = ApprovalQueue(notify=self._emit_approval)
@@ -153,6 +156,8 @@ class Registry:
                             session=record.id, name=record.name, pid=record.pid)
             session = Session(record, directory=self._sessions_dir / record.id)
             self._sessions[record.id] = session
+            if record.audit_truncated:
+                self._truncated.add(record.id)
             if record.id in lost:
                 await self._save(session)
                 await close_lost(self._state_dir, record.id, sign_key=record.audit_sign_key,
@@ -172,13 +177,18 @@ class Registry:
         writes may work (see ``_audit.seal_truncated``). Returns the ids sealed; the others
         wait for the next try (each session end, and the daemon's timer)."""
         done: list[str] = []
-        for session in list(self._sessions.values()):
+        for session_id in sorted(self._truncated):
+            session = self._sessions.get(session_id)
+            if session is None:  # forgotten meanwhile (retention): nothing left to seal
+                self._truncated.discard(session_id)
+                continue
             record = session.record
             if not record.audit_truncated or session.live:
                 continue
             if await seal_truncated(self._state_dir, record.id, hub=self._audit_hub,
                                     ledger=self._audit_ledger):
                 record.audit_truncated = False
+                self._truncated.discard(session_id)
                 await self._save(session)
                 done.append(record.id)
         if done:
@@ -540,6 +550,7 @@ class Registry:
         audit, session.audit = session.audit, None
         if audit is not None and not await audit.close(session.record):
             session.record.audit_truncated = True
+            self._truncated.add(session.id)
 
     async def _save(self, session: Session) -> None:
         data = record_encoder.encode(session.record)
