@@ -158,6 +158,10 @@ def session_dir(state_dir: Path, session: str) -> Path:
 # ---------------------------------------------------------------------------------- ledger
 
 
+class FirstFailed(Exception):
+    """What ``Ledger.record``'s ``first`` raised (its ``__cause__``): nothing was appended."""
+
+
 @final
 class Ledger:
     """``<state>/ledger.ndjson``: a chain with one line per sealed session.
@@ -228,27 +232,40 @@ class Ledger:
     def head(self) -> str:
         return self._chain.head.hex()
 
-    async def record(self, entry: SessionSealed) -> int:
-        """Append ``entry`` and fsync; return its line number."""
+    async def record(self, entry: SessionSealed, *,
+                     first: Callable[[], None] | None = None) -> int:
+        """Append ``entry`` and fsync; return its line number.
+
+        ``first`` (blocking) runs before, in the same worker thread: a sealed file's own
+        fsync, which must be done before its ledger line is written. If it raises, the
+        ledger is left as it was and the error is raised as :class:`FirstFailed`."""
         async with self._lock:
             if self._fd < 0:
                 raise AuditClosed("the ledger is closed")
             if entry.session in self._sessions:
                 raise AuditError(f"session {entry.session} is already in the ledger")
-            appended = self._chain.append(entry, self._clock())
+            fd = self._fd
 
-            def _append() -> None:
-                _write_all(self._fd, appended.line)
-                os.fsync(self._fd)
+            def _append() -> int:
+                if first is not None:
+                    try:
+                        first()
+                    except BaseException as exc:
+                        raise FirstFailed() from exc
+                # In the worker thread, under the lock: the chain is only appended to here.
+                appended = self._chain.append(entry, self._clock())
+                _write_all(fd, appended.line)
+                os.fsync(fd)
+                return appended.seq
 
             try:
-                await trio.to_thread.run_sync(_append)
+                seq = await trio.to_thread.run_sync(_append)
             except OSError as exc:
                 os.close(self._fd)
                 self._fd = -1
                 raise AuditWriteError(f"cannot append to the ledger: {exc.strerror}") from exc
-            self._sessions[entry.session] = appended.seq
-            return appended.seq
+            self._sessions[entry.session] = seq
+            return seq
 
     async def aclose(self) -> None:
         async with self._lock:
@@ -492,17 +509,36 @@ class AuditWriter:
         self._sealed = True
         self._wake.set()
         async with self._lock:
+            self._catch_up()
+            file_sha256 = self._digest.hexdigest()
+            fd, self._fd = self._fd, -1
+            self._pending = 0
+            self._last_fsync_at = trio.current_time()
+
+            def sync_and_close() -> None:
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+            # One worker thread for both: the file's fsync, then its ledger line (appended
+            # and fsynced only once the seal is durable).
             try:
-                await self._fsync_locked()
-            finally:
-                os.close(self._fd)
-                self._fd = -1
-        self._catch_up()
-        file_sha256 = self._digest.hexdigest()
-        if self._ledger is not None:
-            await self._ledger.record(SessionSealed(
-                session=self.session, count=seal.count, merkle_root=seal.merkle_root,
-                seal_hash=record.hash, file_sha256=file_sha256))
+                if self._ledger is not None:
+                    await self._ledger.record(SessionSealed(
+                        session=self.session, count=seal.count, merkle_root=seal.merkle_root,
+                        seal_hash=record.hash, file_sha256=file_sha256), first=sync_and_close)
+                else:
+                    await trio.to_thread.run_sync(sync_and_close)
+            except FirstFailed as failed:
+                exc = failed.__cause__
+                self._broken = True
+                raise AuditWriteError(f"cannot sync {self.path}: "
+                                      f"{getattr(exc, 'strerror', None) or exc}") from exc
+            except OSError as exc:
+                self._broken = True
+                raise AuditWriteError(f"cannot sync {self.path}: {exc.strerror}") from exc
+            self._fsyncs += 1
         if self._signer is not None:
             await sign_sealed(self.path, self._signer, seal, record.hash, file_sha256)
         return seal
