@@ -37,13 +37,15 @@ lines behind), off that path.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final, get_args
 
+import outcome
 import trio
 
 from ._chain import FOLD_AT, Chain, UtcClock, utc_timestamp
@@ -472,6 +474,46 @@ class AuditWriter:
                 await trio.lowlevel.checkpoint()
                 return
             await self._fsync_locked()
+
+    def sync_started(self) -> Callable[[], Awaitable[None]]:
+        """Start the fsync of the pending records in a worker thread now, without waiting,
+        and return the wait for it (raising AuditWriteError as :meth:`sync` does): for a
+        caller with other work to do meanwhile. The calling task must await that wait (once
+        or more: later calls give the same result) before the writer syncs, seals or closes
+        again, whatever else happens: the writer is locked until then."""
+        self._lock.acquire_nowait()  # trio.WouldBlock if a sync runs: none does at the start
+        self._catch_up()
+        self._pending = 0
+        self._last_fsync_at = trio.current_time()
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        result: list[outcome.Outcome[None]] = []
+        settled: list[AuditWriteError | None] = []
+
+        def deliver(out: outcome.Outcome[None]) -> None:  # in the worker thread
+            result.append(out)
+            token.run_sync_soon(done.set)
+
+        trio.lowlevel.start_thread_soon(functools.partial(os.fsync, self._fd), deliver,
+                                        name=f"audit fsync {self.session}")
+
+        async def wait() -> None:
+            if not settled:
+                with trio.CancelScope(shield=True):  # the descriptor is in use until then
+                    await done.wait()
+                self._lock.release()
+                try:
+                    result[0].unwrap()
+                except OSError as exc:
+                    self._broken = True
+                    settled.append(AuditWriteError(f"cannot sync {self.path}: {exc.strerror}"))
+                else:
+                    self._fsyncs += 1
+                    settled.append(None)
+            if settled[0] is not None:
+                raise settled[0]
+
+        return wait
 
     def _catch_up(self) -> None:
         """Hash the lines written since the last call into the file digest, and fold the

@@ -13,7 +13,7 @@ open by a daemon that died gets its ``daemon_lost`` ending at the next start
 from __future__ import annotations
 
 import signal as _signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
 
@@ -126,19 +126,28 @@ class SessionAudit:
     def statistics(self) -> WriterStatistics:
         return self._writer.statistics()
 
-    async def open(self, record: SessionRecord, services: SessionServices | None) -> None:
-        """The first records, fsynced before the launch (AuditError refuses it): who starts
-        what, with which policy, and what trust verification found. The enforcement report
-        (and the pid) follows once the program exists (:meth:`started`)."""
+    def open(self, record: SessionRecord, services: SessionServices | None
+             ) -> Callable[[], Awaitable[None]]:
+        """The first records: who starts what, with which policy, and what trust
+        verification found. Written now; their fsync starts in a worker thread, and the
+        returned wait for it is the launch's gate (``Launcher.launch(gate=...)``): the
+        program is not started before they are durable, and not at all if they cannot be
+        (AuditError). The caller's task must await it, launch or not (see
+        ``AuditWriter.sync_started``). The enforcement report (and the pid) follows once the
+        program exists (:meth:`started`)."""
         try:
             self._first_records(record, services)
-            await self._writer.sync()
+            synced = self._writer.sync_started()
         except AuditError as exc:
-            raise AuditError(
-                f"the session's first audit record could not be made durable ({exc.message}); "
-                "the program was not started",
-                hint="nothing runs unaudited: free space in the daemon's state directory",
-            ) from exc
+            raise _not_durable(exc) from exc
+
+        async def durable() -> None:
+            try:
+                await synced()
+            except AuditError as exc:
+                raise _not_durable(exc) from exc
+
+        return durable
 
     def _first_records(self, record: SessionRecord, services: SessionServices | None) -> None:
         writer = self._writer
@@ -196,6 +205,13 @@ class SessionAudit:
     async def aclose(self) -> None:
         """Close without sealing (a launch that failed)."""
         await self._writer.aclose()
+
+
+def _not_durable(exc: AuditError) -> AuditError:
+    return AuditError(
+        f"the session's first audit record could not be made durable ({exc.message}); "
+        "the program was not started",
+        hint="nothing runs unaudited: free space in the daemon's state directory")
 
 
 def _usage(usage: p.Usage | None) -> ResourceUsage | None:

@@ -9,6 +9,7 @@ fs_denied watch it releases at the end.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Awaitable, Callable
@@ -127,9 +128,11 @@ class ProgramStarter:
             # paths) is not secret, and blotting it out of argv would garble the record.
             session.record.argv = redact_argv(session.record.argv, services.hidden)
             # Durable before the program exists: nothing runs before its record is on disk.
+            # The fsync runs while the engine builds the plan; the launch waits for it.
+            durable: Callable[[], Awaitable[None]] | None = None
             if session.audit is not None:
                 session.audit.hidden = services.hidden
-                await session.audit.open(session.record, services)
+                durable = session.audit.open(session.record, services)
             session.record.limits = policy.limits
             session.record.intercepts = services.intercepts
             if session.cgroup is not None and parent_group is not None and \
@@ -142,10 +145,16 @@ class ProgramStarter:
                 request = msgspec.structs.replace(
                     request, cgroup_procs=session.cgroup.procs,
                     cgroup_pool=self.cgroups.pool(), cgroup_limits=cgroup_limits(policy)[0])
-            proc = await launcher.launch(
-                policy, request, stdio=stdio,
-                controlling_tty=plan.stdio == "pty",
-            )
+            try:
+                proc = await launcher.launch(
+                    policy, request, stdio=stdio,
+                    controlling_tty=plan.stdio == "pty", gate=durable,
+                )
+            except BaseException:
+                if durable is not None:  # awaited in any case: the writer waits for it
+                    with contextlib.suppress(AuditError):  # the launch is refused anyway
+                        await durable()
+                raise
             warm_group = getattr(proc, "cgroup", "")
             if session.cgroup is not None and warm_group:
                 session.cgroup, limit_layers = self.cgroups.adopt(
