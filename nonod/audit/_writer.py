@@ -235,12 +235,14 @@ class Ledger:
         return self._chain.head.hex()
 
     async def record(self, entry: SessionSealed, *,
-                     first: Callable[[], None] | None = None) -> int:
+                     first: Callable[[], None] | None = None,
+                     then: Callable[[], None] | None = None) -> int:
         """Append ``entry`` and fsync; return its line number.
 
         ``first`` (blocking) runs before, in the same worker thread: a sealed file's own
         fsync, which must be done before its ledger line is written. If it raises, the
-        ledger is left as it was and the error is raised as :class:`FirstFailed`."""
+        ledger is left as it was and the error is raised as :class:`FirstFailed`. ``then``
+        (blocking, must not raise) runs in that thread too, once the line is durable."""
         async with self._lock:
             if self._fd < 0:
                 raise AuditClosed("the ledger is closed")
@@ -258,6 +260,8 @@ class Ledger:
                 appended = self._chain.append(entry, self._clock())
                 _write_all(fd, appended.line)
                 os.fsync(fd)
+                if then is not None:
+                    then()
                 return appended.seq
 
             try:
@@ -535,14 +539,16 @@ class AuditWriter:
         self._fsyncs += 1
 
     # -- closing
-    async def seal(self) -> Seal:
+    async def seal(self, *, then: Callable[[], None] | None = None) -> Seal:
         """Close the session's record for good.
 
         In order: (1) write the seal line (count, chain head, Merkle root) and publish it;
         (2) fsync and close the file; (3) add the session to the ledger (fsynced); (4) with a
-        signer, sign the statement for the sealed file and write ``audit.ndjson.bundle``.
-        Call it from the session's shielded, time-bounded cleanup.
-        """
+        signer, sign the statement for the sealed file and write ``audit.ndjson.bundle``;
+        (5) ``then`` (blocking, must not raise; the daemon writes the session's final record
+        there), in the worker thread of the step before when there is one. Steps (2) and
+        (3) share one worker thread. Call it from the session's shielded, time-bounded
+        cleanup."""
         chain = self._chain
         seal = Seal(session=self.session, count=chain.seq, head=chain.head.hex(),
                     merkle_root=chain.merkle.root().hex())
@@ -563,15 +569,23 @@ class AuditWriter:
                 finally:
                     os.close(fd)
 
+            last = then if self._signer is None else None  # else after the signature
+
+            def sync_close_then() -> None:
+                sync_and_close()
+                if last is not None:
+                    last()
+
             # One worker thread for both: the file's fsync, then its ledger line (appended
             # and fsynced only once the seal is durable).
             try:
                 if self._ledger is not None:
                     await self._ledger.record(SessionSealed(
                         session=self.session, count=seal.count, merkle_root=seal.merkle_root,
-                        seal_hash=record.hash, file_sha256=file_sha256), first=sync_and_close)
+                        seal_hash=record.hash, file_sha256=file_sha256), first=sync_and_close,
+                        then=last)
                 else:
-                    await trio.to_thread.run_sync(sync_and_close)
+                    await trio.to_thread.run_sync(sync_close_then)
             except FirstFailed as failed:
                 exc = failed.__cause__
                 self._broken = True
@@ -583,6 +597,8 @@ class AuditWriter:
             self._fsyncs += 1
         if self._signer is not None:
             await sign_sealed(self.path, self._signer, seal, record.hash, file_sha256)
+            if then is not None:
+                await trio.to_thread.run_sync(then)
         return seal
 
     async def aclose(self) -> None:

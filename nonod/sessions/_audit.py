@@ -181,9 +181,12 @@ class SessionAudit:
                                             sender=sender))
 
     # -- the end
-    async def close(self, record: SessionRecord) -> bool:
+    async def close(self, record: SessionRecord, *,
+                    then: Callable[[], None] | None = None) -> bool:
         """``session_ended`` and the seal, bounded in time. Returns False when the file could
-        not be sealed because writes failed (then :func:`seal_truncated` seals it later)."""
+        not be sealed because writes failed (then :func:`seal_truncated` seals it later).
+        ``then`` (blocking, must not raise) runs once the seal is durable, in the seal's
+        last worker thread (``AuditWriter.seal``); not at all when sealing failed."""
         writer = self._writer
         sealed = not writer.broken
         reason = _END_REASONS.get(record.reason, "exited")
@@ -193,7 +196,7 @@ class SessionAudit:
                     reason=reason,  # type: ignore[arg-type]
                     exit_code=None if record.signal is not None else record.exit_code,
                     signal=record.signal, usage=_usage(record.usage)))
-                await writer.seal()
+                await writer.seal(then=then)
             except AuditError:
                 log.exception("audit stream could not be sealed; sealing it as truncated "
                               "once writes work again")

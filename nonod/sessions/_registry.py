@@ -487,9 +487,10 @@ class Registry:
         if session.output is not None:
             session.output.end()
         await self._starter.release(session)
-        await self._close_audit(session)
+        saved = await self._close_audit(session)
         record.state = "exited"
-        await self._save(session)
+        if not saved:
+            await self._save(session)
         await self.reseal_truncated()
         # Before anyone hears the session ended: who then lists the sessions sees the result.
         with trio.move_on_after(CLOSE_TIMEOUT):
@@ -546,11 +547,33 @@ class Registry:
         if audit is not None:
             session.record.audit_sign_key = audit.sign_key
 
-    async def _close_audit(self, session: Session) -> None:
+    async def _close_audit(self, session: Session) -> bool:
+        """Seal the session's audit file; True if its final record (state ``exited``) was
+        written with the seal (in the seal's last worker thread: no hop of its own; a
+        failed write is logged, as ``_save`` does)."""
         audit, session.audit = session.audit, None
-        if audit is not None and not await audit.close(session.record):
+        if audit is None:
+            return False
+        # What the record will say once the seal is durable; the session itself stays
+        # "running" until then (``_finish``).
+        final = record_encoder.encode(msgspec.structs.replace(session.record, state="exited"))
+        written: list[OSError | None] = []
+
+        def write_final() -> None:
+            try:
+                write_record(session.directory, final)
+                written.append(None)
+            except OSError as exc:
+                written.append(exc)
+
+        if not await audit.close(session.record, then=write_final):
             session.record.audit_truncated = True
             self._truncated.add(session.id)
+            return False
+        if written and written[0] is not None:
+            log.error("cannot persist session record", path=str(session.directory),
+                      error=written[0].strerror or str(written[0]))
+        return bool(written)
 
     async def _save(self, session: Session) -> None:
         data = record_encoder.encode(session.record)

@@ -294,6 +294,10 @@ async def test_the_launch_waits_for_the_first_records_fsync_which_runs_meanwhile
     harness.launcher.launched[0].finish(ExitStatus(code=0))
     with trio.fail_after(10):
         await session.wait_exited()
+    # The final record is written with the seal (in its worker thread), before the end is
+    # reported.
+    assert (stored(harness, session.id)["state"], session.record.state) == ("exited", "exited")
+    with trio.fail_after(10):
         await harness.registry.shutdown()
 
 
