@@ -129,7 +129,7 @@ def install() -> None:
 
 def main() -> int:
     out = Path(sys.argv[1])
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    # The nonod of PYTHONPATH (bench/daemon.py's ``Daemon(tree=...)``), else this venv's.
     from nonod import _lean
 
     _lean.keep_out_rich()

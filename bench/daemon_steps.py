@@ -9,7 +9,11 @@ prints per step: calls per launch, wall p50 and mean, the main thread's CPU per 
 Steps nest (``registry.launch`` holds ``prepare``, which holds ``services``...), so the rows
 do not add up; ``hop NAME`` rows are worker-thread hops, ``fsync NAME`` rows fsyncs.
 
-    .venv/bin/python bench/daemon_steps.py [--runs 100] [--warmup 10] [--fleet N] [--json]
+    .venv/bin/python bench/daemon_steps.py [--runs 100] [--warmup 10] [--fleet N]
+                                           [--base REV] [--json]
+
+``--base REV`` first runs the same with the daemon of that git revision (``git archive``),
+one daemon after the other (not interleaved: compare the counts, and the times only roughly).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 from _common import emit, machine, percentile
 from daemon import OPTIONS, BenchFailure, Daemon, _launch_fleet, _raise_nofile
-from daemon_ab import _cpu_ms
+from daemon_ab import _cpu_ms, exported
 
 from nonoctl.client import Connection
 from nonod import protocol as p
@@ -43,9 +47,17 @@ def _attached(daemon: Daemon, conn: Connection, request: p.Launch) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.base:
+        return {"trees": [_run(args, None, "this checkout")]}
+    with exported(args.base) as base:
+        return {"trees": [_run(args, base, f"base ({args.base})"),
+                          _run(args, None, "this checkout")]}
+
+
+def _run(args: argparse.Namespace, tree: Path | None, name: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="nono-steps-") as tmp:
         trace = Path(tmp) / "steps.json"
-        daemon = Daemon(trace=trace)
+        daemon = Daemon(tree=tree, trace=trace)
         try:
             conn = Connection.open(daemon.socket, timeout=60)
             request = p.Launch(argv=("/bin/true",), cwd=str(daemon.work), env=daemon.env,
@@ -77,22 +89,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         steps: dict[str, list[list[float]]] = json.loads(trace.read_text())
     skip = args.warmup
     rows = []
-    for name, values in sorted(steps.items(), key=lambda kv: (kv[0][0].isalpha(), kv[0])):
-        per_launch = _per_launch(name, values, skip, args)
+    for step, values in sorted(steps.items(), key=lambda kv: (kv[0][0].isalpha(), kv[0])):
+        per_launch = _per_launch(values, skip, args)
         if not per_launch:
             continue
         walls = [w for w, _ in per_launch]
-        rows.append({"step": name, "calls": len(per_launch) / launches,
+        rows.append({"step": step, "calls": len(per_launch) / launches,
                      "p50_ms": percentile(walls, 0.5), "mean_ms": sum(walls) / len(walls),
                      "wall_per_launch_ms": sum(walls) / launches,
                      "cpu_per_launch_ms": sum(c for _, c in per_launch) / launches})
-    return {"machine": machine(), "launches": launches, "fleet": args.fleet,
+    return {"tree": name, "machine": machine(), "launches": launches, "fleet": args.fleet,
             "client_p50_ms": percentile(samples, 0.5),
             "daemon_cpu_ms": (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]) / launches,
             "steps": rows}
 
 
-def _per_launch(name: str, values: list[list[float]], skip: int,
+def _per_launch(values: list[list[float]], skip: int,
                 args: argparse.Namespace) -> list[list[float]]:
     """The samples of the timed launches: each step's first ``skip`` launches' worth are
     the warm-up's (a step called k times per launch drops k * skip: the same count per
@@ -103,11 +115,16 @@ def _per_launch(name: str, values: list[list[float]], skip: int,
 
 
 def print_table(data: dict[str, Any]) -> None:
+    for tree in data["trees"]:
+        _print_tree(tree)
+
+
+def _print_tree(data: dict[str, Any]) -> None:
     m = data["machine"]
     what = (f"fleet of {data['fleet']} (netns + proxy, 1 in flight)" if data["fleet"]
             else "attached /bin/true, kept connection")
-    print(f"# nonod launch steps -- {m['date']}, load {m['loadavg_1m']:.2f}, nproc "
-          f"{m['nproc']}; {data['launches']} launches: {what}")
+    print(f"# nonod launch steps, {data['tree']} -- {m['date']}, load {m['loadavg_1m']:.2f}, "
+          f"nproc {m['nproc']}; {data['launches']} launches: {what}")
     print(f"# client p50 {data['client_p50_ms']:.2f} ms; daemon process CPU "
           f"{data['daemon_cpu_ms']:.2f} ms per launch (all threads)")
     print(f"{'step':<48} {'calls':>6} {'p50 ms':>8} {'mean ms':>8} {'wall/l':>8} "
@@ -124,6 +141,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--fleet", type=int, default=0, metavar="N",
                         help="N detached sessions with netns + proxy instead")
+    parser.add_argument("--base", metavar="REV",
+                        help="first the same with the daemon of this git revision")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.fleet:
