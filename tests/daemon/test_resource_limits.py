@@ -427,3 +427,13 @@ def test_a_group_made_for_a_launch_that_went_warm_serves_the_next_launch(
     assert len(unused) <= 4, (unused, used)
     for session in sessions:
         client.stop(session.id, force=True)
+
+
+def test_the_launched_reply_carries_no_usage_and_inspect_does(
+        client: Client, profile: Path, short_tmp: Path) -> None:
+    # The figures of a session that has only just started are not read for its `launched`
+    # reply (a dozen cgroup control files, on the daemon's event loop); `inspect` reads them.
+    session = launch(client, profile, short_tmp, ["/bin/sleep", "60"])
+    assert session.usage is None
+    assert _usage(client, session.id).pids >= 1
+    client.stop(session.id, force=True)
