@@ -224,18 +224,17 @@ def end_reason(stopped: p.EndReason, usage: Usage | None, exit_code: int | None
     return stopped or "exited"
 
 
-async def remove_group(group: SessionGroup) -> Usage:
-    """The group's final usage, then the group gone (what is left in it killed), in a worker
-    thread: removing a v1 group takes milliseconds, which the event loop must not wait for.
-    The launcher's outer process leaves it just after the init: wait for that, bounded."""
-    usage = group.usage()
+async def remove_group(group: SessionGroup) -> None:
+    """The group gone (what is left in it killed), in a worker thread: removing a v1 group
+    takes milliseconds, which the event loop must not wait for. The launcher's outer process
+    leaves it just after the init: wait for that, bounded. (Its final usage is the caller's
+    to read first, as the registry does at a session's end.)"""
     with trio.move_on_after(REMOVE_TIMEOUT):
         while not await trio.to_thread.run_sync(group.remove):
             await trio.sleep(0.02)
-        return usage
+        return
     log.warning("a session's cgroup could not be removed; the next daemon start removes it",
                 path=group.path)
-    return usage
 
 
 async def watch_oom(group: SessionGroup, on_oom: trio.Event) -> None:
