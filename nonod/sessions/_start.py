@@ -200,24 +200,35 @@ class ProgramStarter:
             to_close.append(null)
             stdio = (null, null, null)
         services_policy = self._with_daemon_backends(session, plan.policy)
-        services = await _session_services.prepare(
-            adapt_policy(services_policy, launcher.mode), plan.request,
-            settings=self._network(),
-            environ=dict(os.environ),  # env:// reads the daemon's environment
-            listen_ports=plan.policy.network.listen_ports,
-            user_config_dir=user_config_dir(plan.request, plan.owner, system=self._system),
-            trust_override=plan.trust_override,
-            caller=plan.owner if self._system else None,
-        )
+        prepared: list[SessionServices] = []
+        masked: list[ResolvedPolicy] = []
+
+        async def services_job() -> None:
+            prepared.append(await _session_services.prepare(
+                adapt_policy(services_policy, launcher.mode), plan.request,
+                settings=self._network(),
+                environ=dict(os.environ),  # env:// reads the daemon's environment
+                listen_ports=plan.policy.network.listen_ports,
+                user_config_dir=user_config_dir(plan.request, plan.owner,
+                                                system=self._system),
+                trust_override=plan.trust_override,
+                caller=plan.owner if self._system else None,
+            ))
+
+        async def masks_job() -> None:
+            # One worker thread for both: the session's private directory (its output log
+            # goes there; nothing writes it before the program runs), then the secret
+            # masks; while the services are prepared (neither needs the other).
+            masked.append(hide_cgroup_tree(await trio.to_thread.run_sync(
+                self._private_dir_and_masks, session.directory, plan)))
+
+        await _together(services_job, masks_job)
+        services, policy = prepared[0], masked[0]
         if services.request is None:
             raise NonoError("session services produced no launch request")
         request = msgspec.structs.replace(services.request, oom_score_adj=limits.oom_score_adj)
         if self._fs_denied is not None and self._fs_denied.active:
             request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
-        # One worker thread for both: the session's private directory (its output log goes
-        # there; nothing writes it before the program runs), then the secret masks.
-        policy = hide_cgroup_tree(await trio.to_thread.run_sync(
-            self._private_dir_and_masks, session.directory, plan))
         session.services = services
         return _Ready(launcher, stdio, services, request, policy)
 
