@@ -106,12 +106,13 @@ def _private_dir(directory: Path) -> None:
     os.chmod(directory, 0o700)
 
 
-def _create_file(path: Path) -> int:
+def _create_file(path: Path, *, sync_dir: bool = True) -> int:
     _private_dir(path.parent)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
     fd = os.open(path, flags, 0o600)
     try:
-        _fsync_dir(path.parent)
+        if sync_dir:
+            _fsync_dir(path.parent)
     except BaseException:
         os.close(fd)
         raise
@@ -328,6 +329,9 @@ class AuditWriter:
         self._closed = False
         self._sealed = False
         self._broken = False
+        #: The file's directory entry is not fsynced yet (``create(defer_dir_sync=True)``):
+        #: the next fsync of the file does it too.
+        self._dir_unsynced = False
         self._lock = trio.Lock()
         self._wake = trio.Event()
 
@@ -344,21 +348,27 @@ class AuditWriter:
         fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
         fsync_every: int = DEFAULT_FSYNC_EVERY,
         clock: Clock | None = None,
+        defer_dir_sync: bool = False,
     ) -> AuditWriter:
-        """Start ``<state>/sessions/<session>/audit.ndjson``; it must not exist yet."""
+        """Start ``<state>/sessions/<session>/audit.ndjson``; it must not exist yet. Its
+        directory is fsynced now (its entry durable), or with ``defer_dir_sync`` at the
+        writer's first sync, in the same worker thread as the file's fsync."""
         _check_fsync_settings(fsync_interval, fsync_every)
         path = session_dir(state_dir, session) / AUDIT_FILE
         try:
-            fd = await trio.to_thread.run_sync(_create_file, path)
+            fd = await trio.to_thread.run_sync(functools.partial(
+                _create_file, path, sync_dir=not defer_dir_sync))
         except FileExistsError as exc:
             raise AuditError(f"session {session} already has an audit file",
                              hint="AuditWriter.open_existing continues one") from exc
         except OSError as exc:
             raise AuditWriteError(f"cannot create {path}: {exc.strerror}") from exc
-        return cls(_PRIVATE, session=session, path=path, fd=fd,
-                   chain=Chain.for_session(session), digest=hashlib.sha256(), hub=hub,
-                   ledger=ledger, signer=signer, fsync_interval=fsync_interval,
-                   fsync_every=fsync_every, clock=clock)
+        writer = cls(_PRIVATE, session=session, path=path, fd=fd,
+                     chain=Chain.for_session(session), digest=hashlib.sha256(), hub=hub,
+                     ledger=ledger, signer=signer, fsync_interval=fsync_interval,
+                     fsync_every=fsync_every, clock=clock)
+        writer._dir_unsynced = defer_dir_sync
+        return writer
 
     @classmethod
     async def open_existing(
@@ -498,7 +508,7 @@ class AuditWriter:
             result.append(out)
             token.run_sync_soon(done.set)
 
-        trio.lowlevel.start_thread_soon(functools.partial(os.fsync, self._fd), deliver,
+        trio.lowlevel.start_thread_soon(self._fsync_blocking(), deliver,
                                         name=f"audit fsync {self.session}")
 
         async def wait() -> None:
@@ -519,6 +529,19 @@ class AuditWriter:
 
         return wait
 
+    def _fsync_blocking(self) -> Callable[[], None]:
+        """The file's fsync (and its directory's, the first time when it was deferred), to
+        run in a worker thread."""
+        fd, directory = self._fd, self.path.parent if self._dir_unsynced else None
+        self._dir_unsynced = False
+
+        def fsync() -> None:
+            os.fsync(fd)
+            if directory is not None:
+                _fsync_dir(directory)
+
+        return fsync
+
     def _catch_up(self) -> None:
         """Hash the lines written since the last call into the file digest, and fold the
         Merkle tree's queue."""
@@ -532,7 +555,7 @@ class AuditWriter:
         self._pending = 0
         self._last_fsync_at = trio.current_time()
         try:
-            await trio.to_thread.run_sync(os.fsync, self._fd)
+            await trio.to_thread.run_sync(self._fsync_blocking())
         except OSError as exc:
             self._broken = True
             raise AuditWriteError(f"cannot sync {self.path}: {exc.strerror}") from exc
@@ -559,13 +582,15 @@ class AuditWriter:
         async with self._lock:
             self._catch_up()
             file_sha256 = self._digest.hexdigest()
-            fd, self._fd = self._fd, -1
+            fd = self._fd
+            sync = self._fsync_blocking()
+            self._fd = -1
             self._pending = 0
             self._last_fsync_at = trio.current_time()
 
             def sync_and_close() -> None:
                 try:
-                    os.fsync(fd)
+                    sync()
                 finally:
                     os.close(fd)
 

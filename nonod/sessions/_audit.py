@@ -87,9 +87,11 @@ class SessionAudit:
         key_name = sign_key or settings.sign_key
         signer = await load_signer(key_name) if key_name is not None else None
         try:
+            # The directory's fsync goes with the first records' (``open``): both are done
+            # before the program may start, in one worker thread that overlaps the plan.
             writer = await AuditWriter.create(
                 state_dir, session_id, hub=hub, ledger=ledger, signer=signer,
-                fsync_interval=settings.fsync_interval)
+                fsync_interval=settings.fsync_interval, defer_dir_sync=True)
         except AuditError as exc:
             raise AuditError(
                 f"the session's audit record cannot be created: {exc.message}",
