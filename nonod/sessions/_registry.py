@@ -65,7 +65,7 @@ from ._records import (
 )
 from ._session import Session
 from ._settings import AuditSettings, SessionLimits
-from ._start import ProgramStarter, together
+from ._start import ProgramStarter
 from ._supervise import KILL_TIMEOUT, supervise
 
 if TYPE_CHECKING:
@@ -480,19 +480,13 @@ class Registry:
         # (ps, inspect, events, wait) can verify a sealed file at once.
         record.ended_at = now()
         group, session.cgroup = session.cgroup, None
-
-        async def read_usage() -> None:
-            if group is not None:  # the totals: its processes died with its init
-                record.usage = await trio.to_thread.run_sync(group.usage)
-
-        async def release() -> None:  # its last filesystem denials (a kernel round trip)
-            await session.close_terminal()
-            if session.output is not None:
-                session.output.end()
-            await self._starter.release(session)
-
-        await together(read_usage, release)
+        if group is not None:
+            record.usage = group.usage()  # the totals: its processes died with its init
         record.reason = end_reason(session.stop_reason, record.usage, record.exit_code)
+        await session.close_terminal()
+        if session.output is not None:
+            session.output.end()
+        await self._starter.release(session)
         saved = await self._close_audit(session)
         record.state = "exited"
         if not saved:

@@ -121,7 +121,7 @@ class ProgramStarter:
                 session.cgroup, limit_layers = await self.cgroups.make(
                     session.id, plan.policy, parent_group)
 
-            await together(create_audit, prepare, make_group)
+            await _together(create_audit, prepare, make_group)
             launcher, stdio, services, request, policy = prepared[0]
             # The secrets it will hold (its phantom token, env_credentials) never reach a file.
             # Only those: the rest of its added environment (proxy address, `1` flags, bundle
@@ -222,7 +222,7 @@ class ProgramStarter:
             masked.append(hide_cgroup_tree(await trio.to_thread.run_sync(
                 self._private_dir_and_masks, session.directory, plan)))
 
-        await together(services_job, masks_job)
+        await _together(services_job, masks_job)
         services, policy = prepared[0], masked[0]
         if services.request is None:
             raise NonoError("session services produced no launch request")
@@ -304,7 +304,7 @@ class ProgramStarter:
             await self._fs_denied.release(watch)
 
 
-async def together(*jobs: Callable[[], Awaitable[None]]) -> None:
+async def _together(*jobs: Callable[[], Awaitable[None]]) -> None:
     """Run ``jobs`` concurrently. The first to fail cancels the others and its exception is
     raised as it is (a launch's refusal keeps its error code), not in an exception group."""
     failure: list[Exception] = []
