@@ -37,7 +37,6 @@ lines behind), off that path.
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
@@ -349,20 +348,34 @@ class AuditWriter:
         fsync_every: int = DEFAULT_FSYNC_EVERY,
         clock: Clock | None = None,
         defer_dir_sync: bool = False,
+        first: Callable[[], None] | None = None,
     ) -> AuditWriter:
         """Start ``<state>/sessions/<session>/audit.ndjson``; it must not exist yet. Its
         directory is fsynced now (its entry durable), or with ``defer_dir_sync`` at the
-        writer's first sync, in the same worker thread as the file's fsync."""
+        writer's first sync, in the same worker thread as the file's fsync. ``first``
+        (blocking) runs in the worker thread that makes the file, before it; what it raises
+        is raised as it is, and no file is made."""
         _check_fsync_settings(fsync_interval, fsync_every)
         path = session_dir(state_dir, session) / AUDIT_FILE
+
+        def make() -> int | BaseException:
+            if first is not None:
+                try:
+                    first()
+                except BaseException as exc:  # noqa: BLE001 - the caller's, raised below
+                    return exc
+            return _create_file(path, sync_dir=not defer_dir_sync)
+
         try:
-            fd = await trio.to_thread.run_sync(functools.partial(
-                _create_file, path, sync_dir=not defer_dir_sync))
+            made = await trio.to_thread.run_sync(make)
         except FileExistsError as exc:
             raise AuditError(f"session {session} already has an audit file",
                              hint="AuditWriter.open_existing continues one") from exc
         except OSError as exc:
             raise AuditWriteError(f"cannot create {path}: {exc.strerror}") from exc
+        if isinstance(made, BaseException):
+            raise made
+        fd = made
         writer = cls(_PRIVATE, session=session, path=path, fd=fd,
                      chain=Chain.for_session(session), digest=hashlib.sha256(), hub=hub,
                      ledger=ledger, signer=signer, fsync_interval=fsync_interval,

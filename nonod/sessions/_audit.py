@@ -76,9 +76,12 @@ class SessionAudit:
     async def create(cls, state_dir: Path, session_id: str, *, settings: AuditSettings,
                      sign_key: str | None, hub: AuditHub | None, ledger: Ledger | None,
                      on_broken: Callable[[], None],
-                     on_full: Callable[[], None]) -> SessionAudit | None:
-        """The session's new audit file (None when ``[audit] enabled = false``). Raises
-        AuditError (the launch is refused) if the file or the signing key is unavailable."""
+                     on_full: Callable[[], None],
+                     first: Callable[[], None] | None = None) -> SessionAudit | None:
+        """The session's new audit file (None when ``[audit] enabled = false``: ``first`` is
+        not run then). Raises AuditError (the launch is refused) if the file or the signing
+        key is unavailable. ``first`` (blocking) runs in the file's worker thread, before it
+        is made (``AuditWriter.create``); what it raises is raised as it is."""
         if not settings.enabled:
             if sign_key is not None:
                 raise AuditError("--audit-sign-key was given, but auditing is disabled",
@@ -91,7 +94,7 @@ class SessionAudit:
             # before the program may start, in one worker thread that overlaps the plan.
             writer = await AuditWriter.create(
                 state_dir, session_id, hub=hub, ledger=ledger, signer=signer,
-                fsync_interval=settings.fsync_interval, defer_dir_sync=True)
+                fsync_interval=settings.fsync_interval, defer_dir_sync=True, first=first)
         except AuditError as exc:
             raise AuditError(
                 f"the session's audit record cannot be created: {exc.message}",

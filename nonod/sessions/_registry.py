@@ -419,7 +419,8 @@ class Registry:
                     plan = tools.plan
                 agent = self._sessions.get(plan.parent) if plan.parent else None
                 proc = await self._starter.start(
-                    session, plan, create_audit=lambda: self._create_audit(session, plan),
+                    session, plan,
+                    create_audit=lambda first: self._create_audit(session, plan, first),
                     parent_group=agent.cgroup if agent is not None else None)
             except BaseException:
                 if tools is not None:
@@ -535,17 +536,23 @@ class Registry:
             log.info("audit retention removed sessions", sessions=removed)
         return removed
 
-    async def _create_audit(self, session: Session, plan: SessionPlan) -> None:
+    async def _create_audit(self, session: Session, plan: SessionPlan,
+                            first: Callable[[], None]) -> bool:
         """The session's audit record, before anything else: failing refuses the launch.
-        Nothing runs unaudited unless ``[audit] enabled = false``."""
+        Nothing runs unaudited unless ``[audit] enabled = false``. ``first`` (blocking) runs
+        in the file's worker thread, before it is made; False: auditing is off, ``first``
+        was not run."""
         audit = await SessionAudit.create(
             self._state_dir, session.id, settings=self._audit_settings(),
             sign_key=plan.audit_sign_key, hub=self._audit_hub, ledger=self._audit_ledger,
             on_broken=lambda: session.request_stop(reason="error", grace=0),
-            on_full=lambda: session.request_stop(reason="audit_limit", grace=0))
+            on_full=lambda: session.request_stop(reason="audit_limit", grace=0),
+            first=first)
         session.audit = audit
-        if audit is not None:
-            session.record.audit_sign_key = audit.sign_key
+        if audit is None:
+            return False
+        session.record.audit_sign_key = audit.sign_key
+        return True
 
     async def _close_audit(self, session: Session) -> bool:
         """Seal the session's audit file; True if its final record (state ``exited``) was

@@ -62,7 +62,6 @@ class _Ready(NamedTuple):
     stdio: tuple[int, int, int]
     services: SessionServices
     request: LaunchRequest
-    policy: ResolvedPolicy
 
 
 @final
@@ -96,23 +95,37 @@ class ProgramStarter:
         self._metrics = metrics
 
     async def start(self, session: Session, plan: SessionPlan,
-                    create_audit: Callable[[], Awaitable[None]],
+                    create_audit: Callable[[Callable[[], None]], Awaitable[bool]],
                     parent_group: SessionGroup | None = None) -> Process:
         """The session's program, running: its stdio (a PTY, passed descriptors or
         /dev/null), its services, its policy with the secret masks, its fs_denied watch.
         Raises to refuse the launch; nothing is left open then.
 
-        ``create_audit`` makes ``session.audit``; it runs while the launch is prepared and
-        the session's cgroup made (all three mostly wait on the disk, the kernel and worker
-        threads), and its first records are fsynced before the program exists. Any of them
-        failing cancels the others and refuses the launch."""
+        ``create_audit(first)`` makes ``session.audit``, running ``first`` (blocking: the
+        session's private directory and secret masks) in the audit file's worker thread
+        before the file is made; it returns False (``first`` not run) when auditing is off.
+        It runs while the services are prepared and the session's cgroup made (all three
+        mostly wait on the disk, the kernel and worker threads), and its first records are
+        fsynced before the program exists. Any of them failing cancels the others and
+        refuses the launch."""
         to_close: list[int] = []
         try:
             prepared: list[_Ready] = []
+            masked: list[ResolvedPolicy] = []
             limit_layers: tuple[LayerReport, ...] = ()
 
             async def prepare() -> None:
                 prepared.append(await self._prepare(session, plan, to_close))
+
+            def private_dir_and_masks() -> None:
+                # The session's private directory (its output log goes there; nothing
+                # writes it before the program runs), then the secret masks.
+                make_private_dirs(session.directory)
+                masked.append(hide_cgroup_tree(self._hide_secrets(plan)))
+
+            async def audit_and_masks() -> None:
+                if not await create_audit(private_dir_and_masks):
+                    await trio.to_thread.run_sync(private_dir_and_masks)
 
             async def make_group() -> None:
                 nonlocal limit_layers
@@ -121,8 +134,9 @@ class ProgramStarter:
                 session.cgroup, limit_layers = await self.cgroups.make(
                     session.id, plan.policy, parent_group)
 
-            await _together(create_audit, prepare, make_group)
-            launcher, stdio, services, request, policy = prepared[0]
+            await _together(audit_and_masks, prepare, make_group)
+            launcher, stdio, services, request = prepared[0]
+            policy = masked[0]
             # The secrets it will hold (its phantom token, env_credentials) never reach a file.
             # Only those: the rest of its added environment (proxy address, `1` flags, bundle
             # paths) is not secret, and blotting it out of argv would garble the record.
@@ -176,9 +190,9 @@ class ProgramStarter:
     async def _prepare(
         self, session: Session, plan: SessionPlan, to_close: list[int]
     ) -> _Ready:
-        """Everything the launch needs but the audit record: the launcher, the stdio (what
-        to close after the launch goes to ``to_close``), the services, the launch request
-        and the policy with the secret masks."""
+        """Everything the launch needs but the audit record and the policy's secret masks:
+        the launcher, the stdio (what to close after the launch goes to ``to_close``), the
+        services and the launch request."""
         limits = self._limits()
         launcher = await self._get_launcher()
         stdio: tuple[int, int, int]
@@ -200,41 +214,22 @@ class ProgramStarter:
             to_close.append(null)
             stdio = (null, null, null)
         services_policy = self._with_daemon_backends(session, plan.policy)
-        prepared: list[SessionServices] = []
-        masked: list[ResolvedPolicy] = []
-
-        async def services_job() -> None:
-            prepared.append(await _session_services.prepare(
-                adapt_policy(services_policy, launcher.mode), plan.request,
-                settings=self._network(),
-                environ=dict(os.environ),  # env:// reads the daemon's environment
-                listen_ports=plan.policy.network.listen_ports,
-                user_config_dir=user_config_dir(plan.request, plan.owner,
-                                                system=self._system),
-                trust_override=plan.trust_override,
-                caller=plan.owner if self._system else None,
-            ))
-
-        async def masks_job() -> None:
-            # One worker thread for both: the session's private directory (its output log
-            # goes there; nothing writes it before the program runs), then the secret
-            # masks; while the services are prepared (neither needs the other).
-            masked.append(hide_cgroup_tree(await trio.to_thread.run_sync(
-                self._private_dir_and_masks, session.directory, plan)))
-
-        await _together(services_job, masks_job)
-        services, policy = prepared[0], masked[0]
+        services = await _session_services.prepare(
+            adapt_policy(services_policy, launcher.mode), plan.request,
+            settings=self._network(),
+            environ=dict(os.environ),  # env:// reads the daemon's environment
+            listen_ports=plan.policy.network.listen_ports,
+            user_config_dir=user_config_dir(plan.request, plan.owner, system=self._system),
+            trust_override=plan.trust_override,
+            caller=plan.owner if self._system else None,
+        )
         if services.request is None:
             raise NonoError("session services produced no launch request")
         request = msgspec.structs.replace(services.request, oom_score_adj=limits.oom_score_adj)
         if self._fs_denied is not None and self._fs_denied.active:
             request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
         session.services = services
-        return _Ready(launcher, stdio, services, request, policy)
-
-    def _private_dir_and_masks(self, directory: Path, plan: SessionPlan) -> ResolvedPolicy:
-        make_private_dirs(directory)
-        return self._hide_secrets(plan)
+        return _Ready(launcher, stdio, services, request)
 
     def _hide_secrets(self, plan: SessionPlan) -> ResolvedPolicy:
         """Blocking: ``plan.policy`` with a mask over every file the daemon reads secrets
