@@ -32,8 +32,6 @@ STEPS = (
     ("nonod.sessions._registry", "Registry._check_launch", "03 checks"),
     ("nonod.sessions._start", "ProgramStarter._prepare", "04 prepare (with the audit file)"),
     ("nonod._session_services", "prepare", "05 services"),
-    ("nonod.sessions._start", "ProgramStarter._private_dir_and_masks",
-     "06 private dir + masks (thread)"),
     ("nonod.sessions._registry", "Registry._create_audit", "07 audit file create"),
     ("nonod.sessions._audit", "SessionAudit.open", "08 first records + fsync"),
     ("nonod.sessions._limits", "SessionCgroups.create", "09 cgroup create"),
@@ -95,6 +93,8 @@ def install() -> None:
         *path, attr = qualname.split(".")
         for part in path:
             owner = getattr(owner, part)
+        if not hasattr(owner, attr):  # another revision's daemon: not there
+            continue
         setattr(owner, attr, _timed(label, getattr(owner, attr)))
         if not path:  # a module function other modules imported by name: theirs too
             for other in list(sys.modules.values()):
