@@ -51,6 +51,8 @@ class CgroupBackend(Protocol):
     def adopt(self, name: str, made: SessionGroup, *, keep_made: bool = False
               ) -> SessionGroup: ...
 
+    def spare(self, made: SessionGroup, name: str) -> SessionGroup: ...
+
 
 def subtree_tag(state_dir: str) -> str:
     """Names the daemon's subtree after its state directory: one daemon per state directory,

@@ -196,6 +196,9 @@ class V2Backend:
     def adopt(self, name: str, made: SessionGroup, *, keep_made: bool = False) -> SessionGroup:
         raise CgroupError("cgroup v2 launchers do not wait in groups of their own")
 
+    def spare(self, made: SessionGroup, name: str) -> SessionGroup:
+        raise CgroupError("cgroup v2 launchers do not wait in groups of their own")
+
     def remove_stale(self) -> list[str]:
         sub = self.subtrees()[0]
         try:

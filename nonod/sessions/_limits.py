@@ -12,6 +12,7 @@ RLIMIT_NPROC, as before.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Final, final
 
@@ -35,6 +36,8 @@ LAUNCHER_PIDS: Final = 2
 #: and for this many sets: making and removing a v1 group costs milliseconds of kernel time.
 SPARES_PER_LIMITS: Final = 2
 SPARE_LIMITS_KEPT: Final = 8
+#: The name of a kept group starts with this (then it is no session's yet).
+SPARE_PREFIX: Final = "spare-"
 REMOVE_TIMEOUT: Final = 5.0
 OOM_SETTLE: Final = 1.0
 
@@ -182,10 +185,16 @@ class SessionCgroups:
         spares = self._spares.get(limits)
         if spares is None and len(self._spares) < SPARE_LIMITS_KEPT:
             spares = self._spares[limits] = []
-        keep = spares is not None and len(spares) < SPARES_PER_LIMITS
-        group = self.backend.adopt(name, made, keep_made=keep)
-        if keep and spares is not None:
-            spares.append(made)
+        kept: SessionGroup | None = None
+        if spares is not None and len(spares) < SPARES_PER_LIMITS:
+            try:  # named for what it is now (v1: a rename of each of its few directories)
+                kept = self.backend.spare(made, f"{SPARE_PREFIX}{secrets.token_hex(4)}")
+            except OSError as exc:
+                log.warning("an unused session cgroup cannot be kept", path=made.path,
+                            error=exc.strerror or str(exc))
+        group = self.backend.adopt(name, made, keep_made=kept is not None)
+        if kept is not None and spares is not None:
+            spares.append(kept)
         return group, tuple(msgspec.structs.replace(
             layer, detail=layer.detail.replace(made.path, group.path)) for layer in layers)
 

@@ -421,10 +421,11 @@ def test_a_group_made_for_a_launch_that_went_warm_serves_the_next_launch(
         used.add(next(line.rsplit("/", 1)[1] for line in lines if ":memory:" in line))
     unused = [g for g in groups if g not in used]
     # Besides the sessions' own groups: warm launchers waiting for the next launch (two at
-    # most per kind) and the spares kept (two at most for these limits). Made per launch,
-    # there would be one per warm session.
+    # most per kind) and the spares kept (two at most for these limits, named for what they
+    # are). Made per launch, there would be one per warm session.
     assert len(used) == len(sessions)
     assert len(unused) <= 4, (unused, used)
+    assert 1 <= sum(1 for g in unused if g.startswith("spare-")) <= 2, unused
     for session in sessions:
         client.stop(session.id, force=True)
 
