@@ -26,24 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from _common import emit, machine, percentile
-from daemon import OPTIONS, BenchFailure, Daemon, _launch_fleet, _raise_nofile
-from daemon_ab import _cpu_ms, exported
+from daemon import BenchFailure, Daemon, _launch_fleet, _raise_nofile
+from daemon_ab import Side, _cpu_ms, exported
 
-from nonoctl.client import Connection
 from nonod import protocol as p
-
-
-def _attached(daemon: Daemon, conn: Connection, request: p.Launch) -> float:
-    began = time.perf_counter()
-    conn.send(request)
-    while True:
-        reply = conn.receive()
-        if isinstance(reply, p.Exited):
-            if reply.exit_code != 0:
-                raise BenchFailure(f"/bin/true ended with {reply}")
-            return (time.perf_counter() - began) * 1000
-        if isinstance(reply, p.ErrorReply):
-            raise BenchFailure(reply.message)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -59,11 +45,10 @@ def _run(args: argparse.Namespace, tree: Path | None, name: str) -> dict[str, An
         trace = Path(tmp) / "steps.json"
         daemon = Daemon(tree=tree, trace=trace)
         try:
-            conn = Connection.open(daemon.socket, timeout=60)
-            request = p.Launch(argv=("/bin/true",), cwd=str(daemon.work), env=daemon.env,
-                               options=OPTIONS, detach=False, stdio="null")
+            side = Side(name, daemon)  # bench/daemon_ab.py's: attached /bin/true launches
+            conn = side.conn
             for _ in range(args.warmup):
-                _attached(daemon, conn, request)
+                side.launch()
             conn.request(p.Prune())
             # Only what follows counts: the samples of the warm-up are dropped below.
             conn.request(p.ListSessions(brief=True))
@@ -74,7 +59,7 @@ def _run(args: argparse.Namespace, tree: Path | None, name: str) -> dict[str, An
                                                        time.monotonic() + 600)
                 launches = len(ids)
             else:
-                samples = [_attached(daemon, conn, request) for _ in range(args.runs)]
+                samples = [side.launch() for _ in range(args.runs)]
                 launches = args.runs
             cpu1 = _cpu_ms(daemon.proc.pid)
             if args.fleet:
