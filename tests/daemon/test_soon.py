@@ -63,3 +63,30 @@ async def test_a_cancelled_wait_still_lasts_until_the_work_has_ended() -> None:
         assert seen == []  # still waiting, though cancelled
         release.set()
     assert seen == [1] and ended == [1]
+
+
+async def test_with_no_thread_token_free_the_work_starts_at_the_first_wait() -> None:
+    # Like trio.to_thread.run_sync's, these threads count against trio's default limiter.
+    limiter = trio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = 1
+    holder = object()
+    await limiter.acquire_on_behalf_of(holder)
+    ran: list[int] = []
+
+    def work() -> int:
+        ran.append(1)
+        return 2
+
+    started = Started(work)
+    got: list[object] = []
+
+    async def waiter() -> None:
+        got.append(await started.result())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        assert ran == [] and got == []  # no token: not started, the wait waits for one
+        limiter.release_on_behalf_of(holder)
+    assert ran == [1] and got == [2]
+    assert limiter.borrowed_tokens == 0  # given back once the work ended
