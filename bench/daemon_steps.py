@@ -130,8 +130,7 @@ def main() -> None:
                         help="first the same with the daemon of this git revision")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.fleet:
-        _raise_nofile()
+    _raise_nofile()  # a fleet's sessions hold descriptors of the daemon (it inherits this)
     emit(run(args), as_json=args.json, table=print_table)
 
 
