@@ -98,17 +98,59 @@ def test_two_policies_alternating_each_see_only_their_own_view(world_tmp: Path) 
 
 @pytest.mark.root
 def test_sessions_run_at_the_daemons_priority_not_the_refills(world_tmp: Path) -> None:
-    """Warm launchers prepare themselves at a lower priority (``WARM_NICE``); every session,
-    the ones they serve included, runs at the fork server's."""
+    """Warm launchers prepare themselves under SCHED_IDLE (``WARM_POLICY``); every session,
+    the ones they serve included, runs with the fork server's policy and nice value."""
     _, grant = _grant_dir(world_tmp, "a")
     policy = _policy("a", grant)
+    code = "import os; print(os.nice(0), os.sched_getscheduler(0))"
 
     async def main() -> list[list[str]]:
         async with open_launcher("namespaces") as launcher:
-            return [await _read(launcher, policy, code="import os; print(os.nice(0))")
-                    for _ in range(6)]
+            return [await _read(launcher, policy, code=code) for _ in range(6)]
 
-    assert trio.run(main) == [[str(os.nice(0))]] * 6
+    assert trio.run(main) == [[f"{os.nice(0)} {os.sched_getscheduler(0)}"]] * 6
+
+
+def _policy_of(pid: int) -> int:
+    """The scheduling policy of ``pid`` (``/proc/<pid>/stat``, field 41); -1: gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[38])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(child) for child in f.read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.root
+def test_warm_launchers_prepare_and_wait_under_sched_idle(world_tmp: Path) -> None:
+    """A warm launcher (its outer process and its init) waits for its plan under SCHED_IDLE:
+    the kernel preempts it as soon as a launch's process wakes on its CPU, where a nicer
+    but normal task could finish its slice first."""
+    _, grant = _grant_dir(world_tmp, "a")
+    policy = _policy("a", grant)
+
+    async def main() -> list[int]:
+        async with open_launcher("namespaces") as launcher:
+            await _read(launcher, policy, code="pass")  # cold: the pool is refilled after it
+            server = launcher._proc.pid
+            with trio.fail_after(10):
+                while True:  # the refill runs in the fork server, on its own time
+                    pairs = [(outer, inner) for outer in _children(server)
+                             for inner in _children(outer)]
+                    if pairs:
+                        break
+                    await trio.sleep(0.01)
+            return [_policy_of(pid) for pair in pairs for pid in pair]
+
+    policies = trio.run(main)
+    assert policies and all(p == os.SCHED_IDLE for p in policies), policies
 
 
 def test_every_session_holds_no_capability_cold_or_warm(world_tmp: Path) -> None:
