@@ -176,11 +176,14 @@ def view_of(plan: LaunchPlan) -> View | None:
 
 class Ready(NamedTuple):
     """A prepared warm launcher's work (``_prepare_view``): its view, and the ruleset
-    descriptor (-1: none) with the identities of its rules (``_landlock.build_ruleset``)."""
+    descriptor (-1: none) with the identities of its rules (``_landlock.build_ruleset``);
+    ``armed``: the outer process guards the view already (``_arm_guard``), and waits only
+    for the report pipe."""
 
     view: View
     ruleset: int
     rule_ids: RuleIds
+    armed: bool = False
 
 
 Fds = tuple[int, int, int, int, int, int]  # stdin, stdout, stderr, launch_w, exit_w, control
@@ -438,6 +441,8 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         try:
             prepare_init(alive_r, ns_flags)
             ready = _prepare_view(view, trees) if view is not None else None
+            if ready is not None:
+                ready = _arm_guard(guard_init, ready)
             plan_sock = socket.socket(fileno=sock_fd)
             plan_sock.send(READY)
             msg, fds, _, _ = socket.recv_fds(plan_sock, 1 << 20, FDS_PER_PLAN + MAX_TREES)
@@ -523,6 +528,7 @@ def _end_with_parent(init: int, server: int) -> None:
 
 _GUARD_LEN = struct.Struct("<I")
 _NOTHING = _GUARD_LEN.pack(0)  # a guard list is never empty: this header says there is none
+_REPORT = b"R"  # an armed guard's report pipe comes with this (``_send_report``)
 
 
 def hands_over(ns_flags: int, reaper: int, hub: int) -> bool:
@@ -551,15 +557,47 @@ def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...], report: int,
             if keep:
                 guard.sendall(_NOTHING)
             return
-        payload = msgspec.msgpack.encode(todo)
-        data = _GUARD_LEN.pack(len(payload)) + payload
-        socket.send_fds(guard, [data[:1 << 16]], [report])
-        if len(data) > 1 << 16:
-            guard.sendall(data[1 << 16:])
-        reply = guard.recv(4096)
+        _send_guarded(guard, todo, report)
     finally:
         if not keep:
             guard.close()
+
+
+def _arm_guard(guard: socket.socket, ready: Ready) -> Ready:
+    """A prepared warm init, before any plan: have the outer process guard the view it has
+    just built, as ``_start_guard`` does at launch (the launch then only passes the report
+    pipe, ``_send_report``: no round trip through the outer and the hub on its way). Raises
+    OSError if the guard cannot start (the launcher ends; the launch goes elsewhere)."""
+    todo = guarded(ready.view.mounts)
+    if not todo:
+        return ready
+    _send_guarded(guard, todo, -1)
+    return ready._replace(armed=True)
+
+
+def _send_report(guard: socket.socket, report: int, keep: bool = False) -> None:
+    """Init side of an armed guard (``_arm_guard``), at launch: the report pipe, after which
+    the outer reports what the guard did (and does) there. The outer guards already (it
+    kills this init if it cannot), so nothing is waited for."""
+    try:
+        socket.send_fds(guard, [_REPORT], [report])
+    finally:
+        if not keep:
+            guard.close()
+
+
+def _send_guarded(guard: socket.socket, todo: tuple[MountOp, ...], report: int) -> None:
+    """The guarded operations to the outer process, with the report pipe (-1: it follows
+    at launch, ``_send_report``), and wait until it watches them."""
+    payload = msgspec.msgpack.encode(todo)
+    data = _GUARD_LEN.pack(len(payload)) + payload
+    if report >= 0:
+        socket.send_fds(guard, [data[:1 << 16]], [report])
+    else:
+        guard.sendall(data[:1 << 16])
+    if len(data) > 1 << 16:
+        guard.sendall(data[1 << 16:])
+    reply = guard.recv(4096)
     if reply[:1] == b"k":
         return
     if reply[:1] == b"E" and len(reply) >= 5:
@@ -570,24 +608,25 @@ def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...], report: int,
 def _receive_guard(guard: socket.socket, hub: socket.socket | None
                    ) -> tuple[ViewGuard, int] | None:
     """Outer side: the operations from the init and where to report (None: nothing to guard,
-    or the launch failed first), watched (by the fork server's hub) before the init goes
-    on."""
+    or the launch failed first; -1: the report pipe follows at launch, ``_arm_guard``),
+    watched (by the fork server's hub) before the init goes on."""
     # Nothing to guard: read only that (the init's "h" may follow on this stream). The header
     # arrives whole: it is sent alone, or at the start of the first message.
     if guard.recv(_GUARD_LEN.size, socket.MSG_PEEK) == _NOTHING:
         guard.recv(_GUARD_LEN.size)
         return None
     data, fds, _, _ = socket.recv_fds(guard, 1 << 16, 1)
-    if not data or len(fds) != 1:
+    if not data or len(fds) > 1:
         for fd in fds:
             os.close(fd)
         return None
-    report = fds[0]
+    report = fds[0] if fds else -1
     while len(data) < _GUARD_LEN.size or len(data) < _GUARD_LEN.size + _GUARD_LEN.unpack_from(
             data)[0]:
         chunk = guard.recv(1 << 20)  # the rest of a long list
         if not chunk:
-            os.close(report)
+            if report >= 0:
+                os.close(report)
             return None
         data += chunk
     ops = msgspec.msgpack.decode(data[_GUARD_LEN.size:], type=tuple[MountOp, ...])
@@ -607,7 +646,8 @@ def _receive_guard(guard: socket.socket, hub: socket.socket | None
         err = exc.errno or 0 if isinstance(exc, OSError) else 40  # GuardLost: ELOOP
         detail = f"{exc.filename or ''}" if isinstance(exc, OSError) else f"{exc.target} {exc.why}"
         guard.sendall(b"E" + struct.pack("<i", err) + detail.encode()[:4000])
-        os.close(report)
+        if report >= 0:
+            os.close(report)
         return None
     guard.sendall(b"k")
     return view, report
@@ -636,7 +676,8 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
         got = _receive_guard(guard, hub)
     except OSError:
         got = None
-    if not leaving:
+    armed = got is not None and got[1] < 0  # ahead of the launch: the report pipe follows
+    if not leaving and not armed:
         guard.close()
     if got is None or hub is None:
         if leaving:
@@ -645,12 +686,13 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
             _reaper.become_outer(reaper, init, None, ns_flags, server)
         _wait_for(init)
         return
-    view, report = got
+    view, report = got[0], _Report(got[1])
     parent = os.getppid()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a gone daemon: _write_all copes
     pidfd = os.pidfd_open(init)
-    later = time.monotonic() + REAPER_AFTER if reaper >= 0 else None
-    watch = [hub.fileno(), pidfd, *((guard.fileno(),) if leaving else ())]
+    # The session's 50 ms start at its launch: for an armed guard, when the report comes.
+    later = time.monotonic() + REAPER_AFTER if reaper >= 0 and not armed else None
+    watch = [hub.fileno(), pidfd, *((guard.fileno(),) if leaving or armed else ())]
     state = -1  # with ``leaving``: the memfd handed to the hub, until it says it took it
     while True:
         try:
@@ -660,18 +702,26 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
         if not ready and later is not None:  # the session goes on: the rest is the reaper's
             later = None
             if not leaving:  # else the init says when (it becomes the reaper about now)
-                _reaper.become_outer(reaper, init, (hub.fileno(), view, report), ns_flags,
+                _reaper.become_outer(reaper, init, (hub.fileno(), view, report.fd), ns_flags,
                                      server)
             continue
         if pidfd in ready:
             break
         try:
+            if report.fd < 0 and guard.fileno() in ready:  # armed: the launch has come
+                if not report.take(guard, wait=True):
+                    raise OSError(errno.EPIPE, "the init did not pass the report pipe")
+                later = time.monotonic() + REAPER_AFTER if reaper >= 0 else None
+                if not leaving:
+                    watch.remove(guard.fileno())
+                    guard.close()
+                continue
             if leaving and guard.fileno() in ready:
                 watch.remove(guard.fileno())
                 if _word(guard) == b"h":  # the init no longer dies with us: over to the hub
-                    state = _hand_over(hub, view, report, pidfd)
+                    state = _hand_over(hub, view, report.fd, pidfd)
                 else:  # it stays Python, or is ending: so do we, as before
-                    _reaper.become_outer(reaper, init, (hub.fileno(), view, report),
+                    _reaper.become_outer(reaper, init, (hub.fileno(), view, report.fd),
                                          ns_flags, server)
                 continue
             message = hub.recv(64)
@@ -690,8 +740,8 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
             # "c": something changed; "k": a rewatch was taken, and what appeared between the
             # last check and the new watches (a file in a directory just made) shows no event.
             for op in view.check():
-                _write_all(report, record(REC_GUARD, op.kind, GUARD_RESTORED,
-                                          op.target.encode()[:4000]))
+                report.write(record(REC_GUARD, op.kind, GUARD_RESTORED,
+                                    op.target.encode()[:4000]))
             if message[:1] == b"c" or view.identities() != view.watched:
                 _hub_watch(hub, view)  # a replaced or new directory on the way: a new inode
             if state >= 0:  # a change before the hub took the session: what it takes, now
@@ -699,11 +749,51 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
         except (OSError, GuardLost) as exc:
             why = (f"{exc.target}\0{exc.why}" if isinstance(exc, GuardLost)
                    else f"{exc.filename or ''}\0{exc.strerror or exc}")
-            _write_all(report, record(REC_GUARD, 0, GUARD_LOST, why.encode()[:4000]))
+            report.write(record(REC_GUARD, 0, GUARD_LOST, why.encode()[:4000]))
             os.kill(init, signal.SIGKILL)
+            if report.fd < 0:  # armed: the report pipe, if the init passed it before it died
+                _wait_for(init)
+                report.take(guard, wait=False)
             break
-    os.close(report)
+    report.close()
     _wait_for(init)
+
+
+class _Report:
+    """Where the outer process writes what the view guard does: the exit pipe, or, for a
+    guard armed ahead of its launch (``_arm_guard``), held until the launch passes that
+    (``_send_report``)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if self.fd >= 0:
+            _write_all(self.fd, data)
+        else:
+            self._held.append(data)
+
+    def take(self, guard: socket.socket, *, wait: bool) -> bool:
+        """Read the report pipe from the init on ``guard`` and write there what was held;
+        False if it is not there (the init has gone, or sent something else)."""
+        try:
+            data, fds, _, _ = socket.recv_fds(guard, 1, 1, 0 if wait else socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        if data != _REPORT or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            return False
+        self.fd = fds[0]
+        for data in self._held:
+            _write_all(self.fd, data)
+        self._held.clear()
+        return True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
 
 
 def _word(sock: socket.socket) -> bytes:
@@ -941,7 +1031,10 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: in
             ruleset = ready.ruleset
         else:
             os.close(ready.ruleset)
-    _step("guard", _start_guard, guard, plan.mounts, fds[4], handover)
+    if ready is not None and ready.armed:
+        _step("guard", _send_report, guard, fds[4], handover)
+    else:
+        _step("guard", _start_guard, guard, plan.mounts, fds[4], handover)
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits, plan.max_processes)
     pair = (hub, guard.fileno()) if handover else (-1, -1)

@@ -27,6 +27,8 @@ from nonod.sandbox._landlock import (
 )
 from nonod.sandbox._types import LayerReport
 
+from ..proctree import children, stat, wait_until
+
 #: Every test here launches sessions in new namespaces.
 pytestmark = pytest.mark.userns
 
@@ -111,23 +113,6 @@ def test_sessions_run_at_the_daemons_priority_not_the_refills(world_tmp: Path) -
     assert trio.run(main) == [[f"{os.nice(0)} {os.sched_getscheduler(0)}"]] * 6
 
 
-def _policy_of(pid: int) -> int:
-    """The scheduling policy of ``pid`` (``/proc/<pid>/stat``, field 41); -1: gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[38])
-    except (OSError, IndexError, ValueError):
-        return -1
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(child) for child in f.read().split()]
-    except OSError:
-        return []
-
-
 @pytest.mark.root
 def test_warm_launchers_prepare_and_wait_under_sched_idle(world_tmp: Path) -> None:
     """A warm launcher (its outer process and its init) waits for its plan under SCHED_IDLE:
@@ -138,19 +123,72 @@ def test_warm_launchers_prepare_and_wait_under_sched_idle(world_tmp: Path) -> No
 
     async def main() -> list[int]:
         async with open_launcher("namespaces") as launcher:
-            await _read(launcher, policy, code="pass")  # cold: the pool is refilled after it
+            # Cold: the pool is refilled after it.
+            proc = await launcher.launch(policy, LaunchRequest(argv=("/bin/true",), cwd="/"))
+            await proc.wait_exited()
             server = launcher._proc.pid
-            with trio.fail_after(10):
-                while True:  # the refill runs in the fork server, on its own time
-                    pairs = [(outer, inner) for outer in _children(server)
-                             for inner in _children(outer)]
-                    if pairs:
-                        break
-                    await trio.sleep(0.01)
-            return [_policy_of(pid) for pair in pairs for pid in pair]
 
-    policies = trio.run(main)
+            def waiting() -> list[tuple[int, int]]:
+                return [(outer, inner) for outer in children(server)
+                        for inner in children(outer) if inner != proc.pid]
+
+            # The refill runs in the fork server, on its own time.
+            await trio.to_thread.run_sync(
+                lambda: wait_until("a warm launcher waits", lambda: bool(waiting()), 10))
+            return [int((stat(pid) or ["-1"] * 39)[38]) for pair in waiting() for pid in pair]
+
+    policies = trio.run(main)  # field 41 of /proc/<pid>/stat: the scheduling policy
     assert policies and all(p == os.SCHED_IDLE for p in policies), policies
+
+
+def _inotify_watches(pid: int) -> int:
+    """How many inotify watches the process ``pid`` holds (its fdinfo)."""
+    count = 0
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            count += info.read_text().count("inotify wd:")
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+def test_a_prepared_launcher_guards_its_view_before_its_launch(world_tmp: Path) -> None:
+    """A launcher prepared for a view with a mask has its view guard watching before any
+    plan comes (``_launcher._arm_guard``): once the sessions have ended, the fork server's
+    hub still watches the way to the mask, for the launcher waiting. At launch the init
+    then only passes the report pipe; the sessions are guarded as before."""
+    project = world_tmp / "project"
+    project.mkdir()
+    (project / "marker").write_text("project\n")
+    (project / ".env").write_text("SECRET\n")
+    policy = _policy("project", Grant(path=str(project), access=Access.READ),
+                     denials=(Denial(path=str(project / ".env"), is_file=True),))
+
+    async def main() -> tuple[list[list[str]], list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            before = [await _read(launcher, policy, project / "marker", project / ".env")
+                      for _ in range(3)]
+            server = launcher._proc.pid
+
+            def only_waiting_launchers() -> bool:  # the sessions' outers have gone
+                outers = children(server)
+                return bool(outers) and all(children(outer) for outer in outers)
+
+            def watching() -> bool:
+                return only_waiting_launchers() and _inotify_watches(server) > 0
+
+            await trio.to_thread.run_sync(
+                lambda: wait_until("only warm launchers are left", only_waiting_launchers))
+            await trio.to_thread.run_sync(
+                lambda: wait_until("a waiting launcher's guard watches", watching, 5))
+            (project / ".env").rename(project / ".env.old")
+            (project / ".env").write_text("NEW-SECRET\n")
+            after = await _read(launcher, policy, project / "marker", project / ".env")
+        return before, after
+
+    before, after = trio.run(main)
+    for lines in [*before, after]:
+        assert lines[0] == "project" and "SECRET" not in "".join(lines[1:]), (before, after)
 
 
 def test_every_session_holds_no_capability_cold_or_warm(world_tmp: Path) -> None:
