@@ -191,6 +191,14 @@ FDS_PER_PLAN = 6
 #: At most this many idmapped trees follow a plan's descriptors (``_mounts.MAX_IDMAPPED``).
 MAX_TREES = 64
 WARM_HELLO = struct.Struct("<iIi")  # a warm launcher's init pid, audit session id, errno
+#: A plan is one datagram of at most this many bytes (the daemon's socket buffer is sized
+#: for it).
+MAX_PLAN = 1 << 20
+#: A warm launcher's plan comes after the records the fork server has for its launch pipe
+#: (the init's pid...: ``_forkserver._Warm.hand_over``), prefixed with their length; the
+#: init writes them there itself once the program runs.
+PENDING = struct.Struct("<I")
+MAX_PENDING = 4096
 READY = b"R"  # a warm launcher's init, prepared, waits for its plan
 CONTROL_FD = 5
 
@@ -229,9 +237,11 @@ def _step(name: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T
         raise StepFailed(name, 0, f"{type(exc).__name__}: {exc}") from None
 
 
-def _fail(launch_w: int, exc: StepFailed) -> None:
-    _write_all(launch_w, record(REC_ERROR, STEPS.index(exc.step), exc.err,
-                                exc.detail.encode("utf-8", "replace")[:4000]))
+def _fail(launch_w: int, exc: StepFailed, pending: bytes = b"") -> None:
+    """Report ``exc`` on the launch pipe (after a warm launch's ``pending`` records) and
+    exit."""
+    _write_all(launch_w, pending + record(REC_ERROR, STEPS.index(exc.step), exc.err,
+                                          exc.detail.encode("utf-8", "replace")[:4000]))
     os._exit(EXIT_LAUNCH_FAILED)
 
 
@@ -445,13 +455,16 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
                 ready = _arm_guard(guard_init, ready)
             plan_sock = socket.socket(fileno=sock_fd)
             plan_sock.send(READY)
-            msg, fds, _, _ = socket.recv_fds(plan_sock, 1 << 20, FDS_PER_PLAN + MAX_TREES)
+            msg, fds, _, _ = socket.recv_fds(plan_sock, MAX_PLAN + MAX_PENDING,
+                                             FDS_PER_PLAN + MAX_TREES)
             plan_sock.detach()  # kept open until the program runs: the fork server's cue
         except (StepFailed, OSError):
             os._exit(EXIT_LAUNCH_FAILED)
-        if not msg or len(fds) < FDS_PER_PLAN:
+        if len(msg) < PENDING.size or len(fds) < FDS_PER_PLAN:
             os._exit(EXIT_LAUNCH_FAILED)
         launch_w = fds[3]
+        end = PENDING.size + PENDING.unpack_from(msg)[0]
+        pending, msg = msg[PENDING.size:end], msg[end:]
         try:
             plan = msgspec.msgpack.decode(msg, type=LaunchPlan)
             if (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag, plan.oom_score_adj) != (
@@ -461,11 +474,11 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
                 raise StepFailed("fork", 22, "plan does not match the warm launcher's view")
             confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
                             guard_init, reaper, tuple(fds[FDS_PER_PLAN:]), sock_fd, ready,
-                            hub)
+                            hub, pending)
         except StepFailed as exc:
-            _fail(launch_w, exc)
+            _fail(launch_w, exc, pending)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
-            _fail(launch_w, StepFailed("fork_init", 0, f"{type(exc).__name__}: {exc}"))
+            _fail(launch_w, StepFailed("fork_init", 0, f"{type(exc).__name__}: {exc}"), pending)
         os._exit(EXIT_LAUNCH_FAILED)
     os.close(alive_r)
     guard_init.close()
@@ -1005,7 +1018,7 @@ def _end_descendants() -> None:
 
 def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: int = -1,
                     trees: tuple[int, ...] = (), done: int = -1,
-                    ready: Ready | None = None, hub: int = -1) -> None:
+                    ready: Ready | None = None, hub: int = -1, pending: bytes = b"") -> None:
     """The init's launch-specific steps, then the program, then the init's life. ``done``
     (if any): the init's end of a socket whose other end the fork server polls; closed once
     the program runs (or by the init's exit), which tells the server that the launch no
@@ -1013,7 +1026,10 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: in
     (equal to the plan's) and ruleset a warm launcher prepared; the ruleset is rebuilt if a
     rule's path names another file now. ``hub``: our copy of the outer launcher's socket to
     the fork server's guard hub: kept (with ``guard``) when the outer is to leave once we
-    run ``nono-reaper`` (``hands_over``)."""
+    run ``nono-reaper`` (``hands_over``). ``pending``: a warm launch's records from the fork
+    server (the init's pid...), written on the launch pipe once the program runs, or before
+    the error if a step fails: then the pipe's end is the daemon's one wake-up for the
+    launch, straight from here."""
     handover = hands_over(plan.ns_flags, reaper, hub)
     if not handover and hub >= 0:
         os.close(hub)
@@ -1045,15 +1061,15 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: in
         raise StepFailed("stdio", exc.errno or 0, "dup2") from None
     try:
         _confined_tail(plan, launch_w, exit_w, control, reaper >= 0, done, ruleset,
-                       (kept[0], kept[1]) if handover else None)
+                       (kept[0], kept[1]) if handover else None, pending)
     except StepFailed as exc:
         # The caller's descriptor numbers are gone (close_fds): report on ours.
-        _fail(launch_w, exc)
+        _fail(launch_w, exc, pending)
 
 
 def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
                    reaper: bool = False, done: int = -1, ruleset: int = -1,
-                   handover: tuple[int, int] | None = None) -> None:
+                   handover: tuple[int, int] | None = None, pending: bytes = b"") -> None:
     """``handover``: the init's lifeline and hand-over socket (``hands_over``), kept for
     ``nono-reaper``."""
     last = max(_reaper.FD if reaper else CONTROL_FD, done, ruleset, *(handover or ()))
@@ -1086,6 +1102,7 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
                                  setsid=True, setsigmask=())
         except OSError as exc:
             raise StepFailed("exec", exc.errno or 0, plan.executable) from None
+    _write_all(launch_w, pending)
     os.close(launch_w)
     if done >= 0:
         os.close(done)

@@ -337,14 +337,12 @@ def test_a_prepared_ruleset_is_current_only_while_its_paths_name_the_same_files(
 def test_the_refill_waits_for_the_launch_in_flight_until_its_init_lets_go() -> None:
     """``_InFlight``: while a launch's cue is open (its init has not started the program),
     a refill waits; the init closing its end (after ``posix_spawn``, or by dying) wakes
-    the fork server's poll, which writes the launch's pending records (its pid...) to the
-    launch pipe, closes its copy, and lets the refill go."""
+    the fork server's poll, which lets the refill go."""
     poller = select.poll()
     inflight = _InFlight(poller)
     assert inflight.wait_ms() == 0
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    launch_r, launch_w = os.pipe()
-    inflight.add(Cue(ours, launch_w, b"PENDING"))
+    inflight.add(Cue(ours))
     assert 0 < inflight.wait_ms() <= _InFlight.PATIENCE * 1000
     assert poller.poll(0) == []
     theirs.close()
@@ -353,5 +351,34 @@ def test_the_refill_waits_for_the_launch_in_flight_until_its_init_lets_go() -> N
     assert inflight.ended(ours.fileno())
     assert inflight.wait_ms() == 0
     assert ours.fileno() == -1  # closed by the pool
-    with os.fdopen(launch_r, "rb") as launch:
-        assert launch.read() == b"PENDING"  # then EOF: the server's copy is closed
+
+
+def test_a_warm_launch_is_reported_by_its_init_alone(world_tmp: Path) -> None:
+    """A warm launch's records from the fork server (the init's pid) travel with its plan,
+    and the init writes them on the launch pipe once the program runs: the fork server holds
+    no copy of the pipe, so its end comes from the init, not after the fork server's next
+    wake-up. A session that blocks before its init lets go is reported to the daemon while
+    its program runs: the launch returns with the pid, and the session is still there."""
+    _, grant = _grant_dir(world_tmp, "a")
+    policy = _policy("a", grant)
+    hold = "import sys; sys.stdin.read()"
+
+    async def main() -> list[tuple[int, bool]]:
+        seen: list[tuple[int, bool]] = []
+        async with open_launcher("namespaces") as launcher:
+            for _ in range(4):
+                in_r, in_w = os.pipe()
+                try:
+                    proc = await launcher.launch(
+                        policy, LaunchRequest(argv=(PY, "-S", "-c", hold), cwd="/"),
+                        stdio=(in_r, 1, 2))
+                finally:
+                    os.close(in_r)
+                seen.append((proc.pid, proc.exit_status is None))
+                os.close(in_w)
+                status = await proc.wait_exited()
+                assert status.code == 0, status
+        return seen
+
+    for pid, running in trio.run(main):
+        assert pid > 0 and running
