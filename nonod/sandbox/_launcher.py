@@ -256,9 +256,13 @@ def _inherited_limits() -> None:
 
 
 def _reset_signals() -> None:
+    """Every disposition back to the default (one ignored would stay ignored across exec),
+    and nothing blocked. Python knows each signal's disposition (it read them all at start
+    and set the others itself): only those not at the default are reset, a few calls instead
+    of one per signal."""
     signal.set_wakeup_fd(-1)  # the fork server's (``_forkserver._wake_on_exits``)
     for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
+        if sig in (signal.SIGKILL, signal.SIGSTOP) or signal.getsignal(sig) is signal.SIG_DFL:
             continue
         try:
             signal.signal(sig, signal.SIG_DFL)

@@ -382,3 +382,33 @@ def test_a_warm_launch_is_reported_by_its_init_alone(world_tmp: Path) -> None:
 
     for pid, running in trio.run(main):
         assert pid > 0 and running
+
+
+def test_every_session_starts_with_no_signal_ignored_or_blocked(world_tmp: Path) -> None:
+    """The fork server ignores SIGINT (a terminal's Ctrl-C is the daemon's), and Python its
+    SIGPIPE and SIGXFSZ: a disposition ignored stays ignored across exec, so the launchers
+    reset each one (``_launcher._reset_signals``). Programs of cold and warm launches alike
+    ignore and block none of the signals a program can set: 32 and 33, which glibc keeps for
+    itself (its ``sigaction`` refuses them), keep what the daemon inherited."""
+    _, grant = _grant_dir(world_tmp, "a")
+    policy = _policy("a", grant)
+    request = LaunchRequest(argv=("/usr/bin/grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"),
+                            cwd="/")
+
+    async def main() -> list[list[str]]:
+        seen: list[list[str]] = []
+        async with open_launcher("namespaces") as launcher:
+            for _ in range(4):
+                out_r, out_w = os.pipe()
+                try:
+                    proc = await launcher.launch(policy, request, stdio=(0, out_w, 2))
+                finally:
+                    os.close(out_w)
+                with os.fdopen(out_r, "rb") as out:
+                    assert (await proc.wait_exited()).code == 0
+                    seen.append([line.split()[1] for line in out.read().decode().splitlines()])
+        return seen
+
+    glibc = (1 << 31) | (1 << 32)  # signals 32 and 33: bit n - 1
+    for blocked, ignored in trio.run(main):
+        assert int(blocked, 16) == 0 and int(ignored, 16) & ~glibc == 0, (blocked, ignored)
