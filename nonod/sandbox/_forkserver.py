@@ -107,12 +107,13 @@ HOT = 1.0
 WARM_IDLE = 30.0
 REAP_INTERVAL_MS = 1000  # ended launchers are reaped at least this often
 SPARE_DELAY_MS = 5  # the hub's next spare repair, once nothing has happened for this long
-# A warm launcher prepares itself under SCHED_IDLE, so that on a small machine a launch in
-# progress wins the CPU over it at once: the kernel preempts an idle-policy task as soon as
-# a normal one wakes on its CPU, where a nicer normal task may still finish its slice first
-# (EEVDF). The fork server gives it the server's policy back before it hands it a plan,
-# which needs CAP_SYS_NICE: other daemons' launchers prepare at the daemon's own policy.
-WARM_POLICY = os.SCHED_IDLE
+# A warm launcher prepares itself this much nicer than the fork server, so that on a small
+# machine a launch in progress wins the CPU over it; the fork server sets it back before it
+# hands it a plan, which needs CAP_SYS_NICE: other daemons' launchers prepare at the
+# daemon's own priority. (Not SCHED_IDLE: on a host busy with other work an idle-policy
+# launcher gets no CPU at all, and the launch then waits for its whole preparation:
+# docs/benchmarks.md, branch `engine`.)
+WARM_NICE = 10
 WarmKey = tuple[int, int, int, int, int]  # uid, gid, namespaces, audit tag, oom_score_adj
 PoolKey = tuple[WarmKey, bytes]  # and the encoded view (b"": none, only namespaces and root)
 
@@ -202,8 +203,7 @@ class _Warm:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PLAN)  # a plan is one datagram
         client, self._hub_end = hub.new_client_pair()
         self._hub = hub
-        self.policy = os.sched_getscheduler(0)  # the server's, the session's
-        self.param = os.sched_getparam(0)
+        self.nice = os.getpriority(os.PRIO_PROCESS, 0)  # the server's, the session's
         self.nicer = os.geteuid() == 0
         try:
             try:
@@ -218,7 +218,7 @@ class _Warm:
                 ours.close()
                 try:
                     if self.nicer:
-                        os.sched_setscheduler(0, WARM_POLICY, os.sched_param(0))
+                        os.setpriority(os.PRIO_PROCESS, 0, min(19, self.nice + WARM_NICE))
                     run_warm(key[0], key[1], key[2], theirs.detach(), key[3], client.detach(),
                              key[4], procs, reaper, view, trees)
                 finally:
@@ -248,8 +248,8 @@ class _Warm:
     def _wait_ready(self) -> tuple[int, int, int] | None:
         """The outer's hello and the init's ``READY`` (in either order): (init pid, audit
         session, errno), or None if the launcher died first (preparing its view, say).
-        Both processes get the session's scheduling policy back first: one still preparing
-        must not keep the launch waiting at the refill's."""
+        Both processes get the session's priority back first: one still preparing must not
+        keep the launch waiting at the refill's."""
         if self.nicer:
             self._restore(self.pid)
         hello: tuple[int, int, int] | None = None
@@ -281,7 +281,7 @@ class _Warm:
             self._hub.handle(self._hub_end.fileno())
 
     def _restore(self, pid: int) -> None:
-        os.sched_setscheduler(pid, self.policy, self.param)
+        os.setpriority(os.PRIO_PROCESS, pid, self.nice)
 
     def _into_session(self, plan: LaunchPlan, init_pid: int) -> bytes:
         """Make the init's group the session's: the limits written into its own group (it

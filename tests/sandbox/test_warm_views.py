@@ -27,7 +27,7 @@ from nonod.sandbox._landlock import (
 )
 from nonod.sandbox._types import LayerReport
 
-from ..proctree import children, stat, wait_until
+from ..proctree import children, wait_until
 
 #: Every test here launches sessions in new namespaces.
 pytestmark = pytest.mark.userns
@@ -100,7 +100,7 @@ def test_two_policies_alternating_each_see_only_their_own_view(world_tmp: Path) 
 
 @pytest.mark.root
 def test_sessions_run_at_the_daemons_priority_not_the_refills(world_tmp: Path) -> None:
-    """Warm launchers prepare themselves under SCHED_IDLE (``WARM_POLICY``); every session,
+    """Warm launchers prepare themselves at a lower priority (``WARM_NICE``); every session,
     the ones they serve included, runs with the fork server's policy and nice value."""
     _, grant = _grant_dir(world_tmp, "a")
     policy = _policy("a", grant)
@@ -111,34 +111,6 @@ def test_sessions_run_at_the_daemons_priority_not_the_refills(world_tmp: Path) -
             return [await _read(launcher, policy, code=code) for _ in range(6)]
 
     assert trio.run(main) == [[f"{os.nice(0)} {os.sched_getscheduler(0)}"]] * 6
-
-
-@pytest.mark.root
-def test_warm_launchers_prepare_and_wait_under_sched_idle(world_tmp: Path) -> None:
-    """A warm launcher (its outer process and its init) waits for its plan under SCHED_IDLE:
-    the kernel preempts it as soon as a launch's process wakes on its CPU, where a nicer
-    but normal task could finish its slice first."""
-    _, grant = _grant_dir(world_tmp, "a")
-    policy = _policy("a", grant)
-
-    async def main() -> list[int]:
-        async with open_launcher("namespaces") as launcher:
-            # Cold: the pool is refilled after it.
-            proc = await launcher.launch(policy, LaunchRequest(argv=("/bin/true",), cwd="/"))
-            await proc.wait_exited()
-            server = launcher._proc.pid
-
-            def waiting() -> list[tuple[int, int]]:
-                return [(outer, inner) for outer in children(server)
-                        for inner in children(outer) if inner != proc.pid]
-
-            # The refill runs in the fork server, on its own time.
-            await trio.to_thread.run_sync(
-                lambda: wait_until("a warm launcher waits", lambda: bool(waiting()), 10))
-            return [int((stat(pid) or ["-1"] * 39)[38]) for pair in waiting() for pid in pair]
-
-    policies = trio.run(main)  # field 41 of /proc/<pid>/stat: the scheduling policy
-    assert policies and all(p == os.SCHED_IDLE for p in policies), policies
 
 
 def _inotify_watches(pid: int) -> int:
