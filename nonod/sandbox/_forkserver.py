@@ -201,8 +201,7 @@ class _Warm:
         procs = tuple(sorted({os.path.join(d, "cgroup.procs") for d in self.group_dirs.values()}))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PLAN)  # a plan is one datagram
-        client, self._hub_end = hub.new_client_pair()
-        self._hub = hub
+        client = hub.new_client()
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)  # the server's, the session's
         self.nicer = os.geteuid() == 0
         try:
@@ -255,7 +254,6 @@ class _Warm:
         hello: tuple[int, int, int] | None = None
         ready = False
         while hello is None or not ready:
-            self._serve_hub()
             data = self.sock.recv(WARM_HELLO.size)
             if data == READY:
                 ready = True
@@ -266,19 +264,6 @@ class _Warm:
             else:
                 return None
         return hello
-
-    def _serve_hub(self) -> None:
-        """Until the launcher's socket has something to read: answer its outer process on
-        the hub (it arms the view guard while preparing, ``_launcher._arm_guard``, and waits
-        for the hub, which runs in this process)."""
-        while self._hub_end.fileno() >= 0:
-            poller = select.poll()
-            poller.register(self.sock, select.POLLIN)
-            poller.register(self._hub_end, select.POLLIN)
-            events = dict(poller.poll())
-            if self.sock.fileno() in events:
-                return
-            self._hub.handle(self._hub_end.fileno())
 
     def _restore(self, pid: int) -> None:
         os.setpriority(os.PRIO_PROCESS, pid, self.nice)

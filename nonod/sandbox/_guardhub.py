@@ -114,18 +114,11 @@ class GuardHub:
     def new_client(self) -> socket.socket:
         """A socket pair for one launcher: the hub keeps one end, the launcher gets the other
         (which the caller closes after the fork)."""
-        return self.new_client_pair()[0]
-
-    def new_client_pair(self) -> tuple[socket.socket, socket.socket]:
-        """``new_client``, and the hub's end too (the hub's to close: its descriptor is -1
-        once the hub has dropped the client), for a caller that waits for that launcher
-        while the launcher needs the hub (``_forkserver._Warm``): it passes that end's events
-        to :meth:`handle` meanwhile."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
         self._clients[ours.fileno()] = _Client(ours)
         self._poller.register(ours, select.POLLIN)
-        return theirs, ours
+        return theirs
 
     def handle(self, fd: int) -> bool:
         """Take the event on ``fd``; False if ``fd`` is not the hub's. Never raises: the

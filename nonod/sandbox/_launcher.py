@@ -581,22 +581,33 @@ def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...], report: int,
 
 
 def _arm_guard(guard: socket.socket, ready: Ready) -> Ready:
-    """A prepared warm init, before any plan: have the outer process guard the view it has
-    just built, as ``_start_guard`` does at launch (the launch then only passes the report
-    pipe, ``_send_report``: no round trip through the outer and the hub on its way). Raises
-    OSError if the guard cannot start (the launcher ends; the launch goes elsewhere)."""
+    """A prepared warm init, before any plan: have the outer process start guarding the view
+    it has just built, as ``_start_guard`` does at launch, without waiting for it (the
+    guard needs the fork server's hub, which may be waiting for this launcher's ``READY``).
+    The launch then only checks that the guard started and passes the report pipe
+    (``_send_report``): no round trip through the outer and the hub on its way, unless the
+    guard is still starting."""
     todo = guarded(ready.view.mounts)
     if not todo:
         return ready
-    _send_guarded(guard, todo, -1)
+    _send_ops(guard, todo, -1)
     return ready._replace(armed=True)
 
 
-def _send_report(guard: socket.socket, report: int, keep: bool = False) -> None:
-    """Init side of an armed guard (``_arm_guard``), at launch: the report pipe, after which
-    the outer reports what the guard did (and does) there. The outer guards already (it
-    kills this init if it cannot), so nothing is waited for."""
+def _send_report(guard: socket.socket, ops: tuple[MountOp, ...], report: int,
+                 keep: bool = False) -> None:
+    """Init side of an armed guard (``_arm_guard``), at launch: wait until the outer watches
+    (at once if it has said so: the usual case), then pass the report pipe, after which the
+    outer reports what the guard did (and does) there (it kills this init if it loses it).
+    If it could not start ahead (the user out of inotify instances then, say), it is set up
+    once more now, as at a cold launch; a second failure fails the launch at step
+    ``guard``."""
     try:
+        try:
+            _guard_started(guard)
+        except OSError:
+            _send_guarded(guard, guarded(ops), report)
+            return
         socket.send_fds(guard, [_REPORT], [report])
     finally:
         if not keep:
@@ -604,8 +615,15 @@ def _send_report(guard: socket.socket, report: int, keep: bool = False) -> None:
 
 
 def _send_guarded(guard: socket.socket, todo: tuple[MountOp, ...], report: int) -> None:
+    """The guarded operations to the outer process with the report pipe, and wait until it
+    watches them."""
+    _send_ops(guard, todo, report)
+    _guard_started(guard)
+
+
+def _send_ops(guard: socket.socket, todo: tuple[MountOp, ...], report: int) -> None:
     """The guarded operations to the outer process, with the report pipe (-1: it follows
-    at launch, ``_send_report``), and wait until it watches them."""
+    at launch, ``_send_report``)."""
     payload = msgspec.msgpack.encode(todo)
     data = _GUARD_LEN.pack(len(payload)) + payload
     if report >= 0:
@@ -614,6 +632,10 @@ def _send_guarded(guard: socket.socket, todo: tuple[MountOp, ...], report: int) 
         guard.sendall(data[:1 << 16])
     if len(data) > 1 << 16:
         guard.sendall(data[1 << 16:])
+
+
+def _guard_started(guard: socket.socket) -> None:
+    """The outer's answer to the operations: it watches them, or OSError."""
     reply = guard.recv(4096)
     if reply[:1] == b"k":
         return
@@ -626,7 +648,8 @@ def _receive_guard(guard: socket.socket, hub: socket.socket | None
                    ) -> tuple[ViewGuard, int] | None:
     """Outer side: the operations from the init and where to report (None: nothing to guard,
     or the launch failed first; -1: the report pipe follows at launch, ``_arm_guard``),
-    watched (by the fork server's hub) before the init goes on."""
+    watched (by the fork server's hub) before the init goes on. A guard armed ahead that
+    could not start is asked for again at launch (``_send_report``)."""
     # Nothing to guard: read only that (the init's "h" may follow on this stream). The header
     # arrives whole: it is sent alone, or at the start of the first message.
     if guard.recv(_GUARD_LEN.size, socket.MSG_PEEK) == _NOTHING:
@@ -663,8 +686,9 @@ def _receive_guard(guard: socket.socket, hub: socket.socket | None
         err = exc.errno or 0 if isinstance(exc, OSError) else 40  # GuardLost: ELOOP
         detail = f"{exc.filename or ''}" if isinstance(exc, OSError) else f"{exc.target} {exc.why}"
         guard.sendall(b"E" + struct.pack("<i", err) + detail.encode()[:4000])
-        if report >= 0:
-            os.close(report)
+        if report < 0:  # armed ahead: the init asks again at launch, with the report pipe
+            return _receive_guard(guard, hub)
+        os.close(report)
         return None
     guard.sendall(b"k")
     return view, report
@@ -1052,7 +1076,7 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: in
         else:
             os.close(ready.ruleset)
     if ready is not None and ready.armed:
-        _step("guard", _send_report, guard, fds[4], handover)
+        _step("guard", _send_report, guard, plan.mounts, fds[4], handover)
     else:
         _step("guard", _start_guard, guard, plan.mounts, fds[4], handover)
     _step("chdir", os.chdir, plan.cwd)
