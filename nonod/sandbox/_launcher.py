@@ -455,10 +455,10 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         try:
             prepare_init(alive_r, ns_flags)
             ready = _prepare_view(view, trees) if view is not None else None
-            if ready is not None:
-                ready = _arm_guard(guard_init, ready)
             plan_sock = socket.socket(fileno=sock_fd)
             plan_sock.send(READY)
+            if ready is not None:  # after READY: the outer's work must not delay it
+                ready = _arm_guard(guard_init, ready)
             msg, fds, _, _ = socket.recv_fds(plan_sock, MAX_PLAN + MAX_PENDING,
                                              FDS_PER_PLAN + MAX_TREES)
             plan_sock.detach()  # kept open until the program runs: the fork server's cue
