@@ -102,7 +102,8 @@ class BenchFailure(Exception):
 class Daemon:
     """``python -m nonod`` (foreground) in a short temporary directory."""
 
-    def __init__(self, config: str = "", tree: Path | None = None) -> None:
+    def __init__(self, config: str = "", tree: Path | None = None,
+                 trace: Path | None = None) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="ndb-", dir="/tmp"))
         self.base.chmod(0o755)
         self.home = Path(f"{self.base}-home")
@@ -121,8 +122,14 @@ class Daemon:
         # this checkout's nonod (or ``tree``'s), even from an export run with another venv
         source = tree or Path(__file__).resolve().parent.parent
         daemon_env = {**self.env, "PYTHONPATH": str(source)}
+        if trace is not None and "NONO_TRACE_PROFILE" in os.environ:
+            daemon_env["NONO_TRACE_PROFILE"] = os.environ["NONO_TRACE_PROFILE"]
+        # ``trace``: the daemon with its launch steps timed, samples written there at exit
+        # (bench/_daemon_trace.py, for bench/daemon_steps.py)
+        entry = (["-m", "nonod"] if trace is None else
+                 [str(Path(__file__).resolve().parent / "_daemon_trace.py"), str(trace)])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nonod", "--socket", str(self.socket),
+            [sys.executable, *entry, "--socket", str(self.socket),
              "--config", str(self.base / "nonod.toml")],
             env=daemon_env, cwd="/", stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30

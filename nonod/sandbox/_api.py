@@ -9,7 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, final
@@ -224,10 +224,17 @@ class Launcher:
         *,
         stdio: tuple[int, int, int] = (0, 1, 2),
         controlling_tty: bool = False,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> Sandboxed:
-        """Start ``request.argv`` confined by ``policy``; raise LaunchError if it cannot be."""
+        """Start ``request.argv`` confined by ``policy``; raise LaunchError if it cannot be.
+
+        ``gate``, if given, is awaited once the plan is built and before anything of the
+        launch starts (the fork server has not heard of it yet): what it raises refuses the
+        launch. The daemon's gate is its audit record's fsync, which runs meanwhile."""
         plan, report = build_plan(policy, request, controlling_tty=controlling_tty,
                                   mode=self.mode)
+        if gate is not None:
+            await gate()
         launch_r, launch_w = os.pipe2(os.O_CLOEXEC)
         exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

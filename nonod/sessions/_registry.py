@@ -121,6 +121,9 @@ class Registry:
         self._limits = limits
         self._system = system
         self._sessions: dict[str, Session] = {}
+        #: Ended sessions whose audit file waits to be sealed as truncated (``reseal_truncated``
+        #: looks at these only, not at every session known).
+        self._truncated: set[str] = set()
         self._feeds: list[EventFeed] = []
         #: Every session's pending approvals (``nonoctl approvals``).
         self.approvals = ApprovalQueue(notify=self._emit_approval)
@@ -153,6 +156,8 @@ class Registry:
                             session=record.id, name=record.name, pid=record.pid)
             session = Session(record, directory=self._sessions_dir / record.id)
             self._sessions[record.id] = session
+            if record.audit_truncated:
+                self._truncated.add(record.id)
             if record.id in lost:
                 await self._save(session)
                 await close_lost(self._state_dir, record.id, sign_key=record.audit_sign_key,
@@ -172,13 +177,18 @@ class Registry:
         writes may work (see ``_audit.seal_truncated``). Returns the ids sealed; the others
         wait for the next try (each session end, and the daemon's timer)."""
         done: list[str] = []
-        for session in list(self._sessions.values()):
+        for session_id in sorted(self._truncated):
+            session = self._sessions.get(session_id)
+            if session is None:  # forgotten meanwhile (retention): nothing left to seal
+                self._truncated.discard(session_id)
+                continue
             record = session.record
             if not record.audit_truncated or session.live:
                 continue
             if await seal_truncated(self._state_dir, record.id, hub=self._audit_hub,
                                     ledger=self._audit_ledger):
                 record.audit_truncated = False
+                self._truncated.discard(session_id)
                 await self._save(session)
                 done.append(record.id)
         if done:
@@ -235,10 +245,10 @@ class Registry:
 
     def find(self, ref: str, caller: Caller) -> Session:
         """A session by id, name or unique id prefix, among those ``caller`` may see."""
+        exact = self._sessions.get(ref)
+        if exact is not None and caller.may_see(exact.record.owner_uid):
+            return exact  # by id: one lookup, not a sorted list of every session
         mine = self.visible(caller, include_exited=True)
-        for session in mine:
-            if session.id == ref:
-                return session
         named = [s for s in mine if s.name == ref]
         if named:
             live = [s for s in named if s.live]
@@ -409,7 +419,8 @@ class Registry:
                     plan = tools.plan
                 agent = self._sessions.get(plan.parent) if plan.parent else None
                 proc = await self._starter.start(
-                    session, plan, create_audit=lambda: self._create_audit(session, plan),
+                    session, plan,
+                    create_audit=lambda first: self._create_audit(session, plan, first),
                     parent_group=agent.cgroup if agent is not None else None)
             except BaseException:
                 if tools is not None:
@@ -477,9 +488,10 @@ class Registry:
         if session.output is not None:
             session.output.end()
         await self._starter.release(session)
-        await self._close_audit(session)
+        saved = await self._close_audit(session)
         record.state = "exited"
-        await self._save(session)
+        if not saved:
+            await self._save(session)
         await self.reseal_truncated()
         # Before anyone hears the session ended: who then lists the sessions sees the result.
         with trio.move_on_after(CLOSE_TIMEOUT):
@@ -524,22 +536,51 @@ class Registry:
             log.info("audit retention removed sessions", sessions=removed)
         return removed
 
-    async def _create_audit(self, session: Session, plan: SessionPlan) -> None:
+    async def _create_audit(self, session: Session, plan: SessionPlan,
+                            first: Callable[[], None]) -> bool:
         """The session's audit record, before anything else: failing refuses the launch.
-        Nothing runs unaudited unless ``[audit] enabled = false``."""
+        Nothing runs unaudited unless ``[audit] enabled = false``. ``first`` (blocking) runs
+        in the file's worker thread, before it is made; False: auditing is off, ``first``
+        was not run."""
         audit = await SessionAudit.create(
             self._state_dir, session.id, settings=self._audit_settings(),
             sign_key=plan.audit_sign_key, hub=self._audit_hub, ledger=self._audit_ledger,
             on_broken=lambda: session.request_stop(reason="error", grace=0),
-            on_full=lambda: session.request_stop(reason="audit_limit", grace=0))
+            on_full=lambda: session.request_stop(reason="audit_limit", grace=0),
+            first=first)
         session.audit = audit
-        if audit is not None:
-            session.record.audit_sign_key = audit.sign_key
+        if audit is None:
+            return False
+        session.record.audit_sign_key = audit.sign_key
+        return True
 
-    async def _close_audit(self, session: Session) -> None:
+    async def _close_audit(self, session: Session) -> bool:
+        """Seal the session's audit file; True if its final record (state ``exited``) was
+        written with the seal (in the seal's last worker thread: no hop of its own; a
+        failed write is logged, as ``_save`` does)."""
         audit, session.audit = session.audit, None
-        if audit is not None and not await audit.close(session.record):
+        if audit is None:
+            return False
+        # What the record will say once the seal is durable; the session itself stays
+        # "running" until then (``_finish``).
+        final = record_encoder.encode(msgspec.structs.replace(session.record, state="exited"))
+        written: list[OSError | None] = []
+
+        def write_final() -> None:
+            try:
+                write_record(session.directory, final)
+                written.append(None)
+            except OSError as exc:
+                written.append(exc)
+
+        if not await audit.close(session.record, then=write_final):
             session.record.audit_truncated = True
+            self._truncated.add(session.id)
+            return False
+        if written and written[0] is not None:
+            log.error("cannot persist session record", path=str(session.directory),
+                      error=written[0].strerror or str(written[0]))
+        return bool(written)
 
     async def _save(self, session: Session) -> None:
         data = record_encoder.encode(session.record)
