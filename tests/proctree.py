@@ -16,10 +16,13 @@ def stat(pid: int) -> list[str]:
 
 
 def children(pid: int) -> set[int]:
-    """``pid``'s live children (zombies left out)."""
+    """``pid``'s live children (zombies left out; none once ``pid`` has exited)."""
     kids: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        kids.update(int(k) for k in (task / "children").read_text().split())
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            kids.update(int(k) for k in (task / "children").read_text().split())
+    except OSError:  # ``pid`` (or one of its threads) exited meanwhile
+        pass
     return {k for k in kids if (stat(k) or ["X"])[0] not in ("Z", "X")}
 
 

@@ -20,9 +20,10 @@ import trio
 from ..errors import LaunchError
 from ..policy import ResolvedPolicy
 from . import _reaper
-from ._forkserver import MAX_PLAN, WARM_IDLE
+from ._forkserver import WARM_IDLE
 from ._launcher import (
     GUARD_LOST,
+    MAX_PLAN,
     REC_AUDIT,
     REC_CGROUP,
     REC_ERROR,

@@ -32,6 +32,8 @@ from . import _launcher, _libc, _reaper
 from ._guardhub import GuardHub
 from ._launcher import (
     FDS_PER_PLAN,
+    MAX_PLAN,
+    PENDING,
     READY,
     REC_AUDIT,
     REC_CGROUP,
@@ -48,8 +50,6 @@ from ._launcher import (
     view_of,
 )
 from ._mounts import BIND_DIR, BIND_FILE, IDMAP, idmapped_trees
-
-MAX_PLAN = 1 << 20
 
 
 def _reap(hub: GuardHub) -> None:
@@ -110,7 +110,9 @@ SPARE_DELAY_MS = 5  # the hub's next spare repair, once nothing has happened for
 # A warm launcher prepares itself this much nicer than the fork server, so that on a small
 # machine a launch in progress wins the CPU over it; the fork server sets it back before it
 # hands it a plan, which needs CAP_SYS_NICE: other daemons' launchers prepare at the
-# daemon's own priority.
+# daemon's own priority. (Not SCHED_IDLE: on a host busy with other work an idle-policy
+# launcher gets no CPU at all, and the launch then waits for its whole preparation:
+# docs/benchmarks.md, branch `engine`.)
 WARM_NICE = 10
 WarmKey = tuple[int, int, int, int, int]  # uid, gid, namespaces, audit tag, oom_score_adj
 PoolKey = tuple[WarmKey, bytes]  # and the encoded view (b"": none, only namespaces and root)
@@ -248,7 +250,7 @@ class _Warm:
         Both processes get the session's priority back first: one still preparing must not
         keep the launch waiting at the refill's."""
         if self.nicer:
-            os.setpriority(os.PRIO_PROCESS, self.pid, self.nice)
+            self._restore(self.pid)
         hello: tuple[int, int, int] | None = None
         ready = False
         while hello is None or not ready:
@@ -258,10 +260,13 @@ class _Warm:
             elif len(data) == WARM_HELLO.size:
                 hello = WARM_HELLO.unpack(data)
                 if self.nicer:
-                    os.setpriority(os.PRIO_PROCESS, hello[0], self.nice)
+                    self._restore(hello[0])
             else:
                 return None
         return hello
+
+    def _restore(self, pid: int) -> None:
+        os.setpriority(os.PRIO_PROCESS, pid, self.nice)
 
     def _into_session(self, plan: LaunchPlan, init_pid: int) -> bytes:
         """Make the init's group the session's: the limits written into its own group (it
@@ -295,14 +300,11 @@ class _Warm:
             if self.audit_tag:
                 pending += record(REC_AUDIT, ses, ses_err)
             pending += record(REC_PID, init_pid, 0)
-            launch_w = os.dup(fds[3])
-            try:
-                socket.send_fds(self.sock, [msg], fds)
-            except OSError:
-                os.close(launch_w)
-                raise
+            # The init writes them on the launch pipe once the program runs (or with its
+            # error), whose end then tells the daemon: no wake-up here on the way.
+            socket.send_fds(self.sock, [PENDING.pack(len(pending)), pending, msg], fds)
             handed = True
-            return Cue(self.sock, launch_w, pending)
+            return Cue(self.sock)
         except OSError:
             return False
         finally:
@@ -333,7 +335,7 @@ def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardH
             os._exit(126)
     client.close()
     theirs.close()
-    return Cue(cue, -1, b"")
+    return Cue(cue)
 
 
 def _launch_plain(plan: LaunchPlan, msg: bytes, fds: list[int], ready: _Warm | None,
@@ -359,13 +361,9 @@ def _launch_plain(plan: LaunchPlan, msg: bytes, fds: list[int], ready: _Warm | N
 
 class Cue(NamedTuple):
     """A launch in flight: ``sock``, the server's end of a socket the init closes once the
-    program runs (or by dying); for a warm launch, a copy of its launch pipe and the
-    records (pid, audit session, group) to write there then, so that the daemon wakes once
-    for the launch, not once more in the middle of it."""
+    program runs (or by dying)."""
 
     sock: socket.socket
-    launch_w: int
-    pending: bytes
 
 
 class _InFlight:
@@ -386,18 +384,12 @@ class _InFlight:
         self._cues[cue.sock.fileno()] = (cue, time.monotonic())
 
     def ended(self, fd: int) -> bool:
-        """Take the event on ``fd``: write the launch's pending records, let it go; False
-        if ``fd`` is not a cue's."""
+        """Take the event on ``fd``: let the launch go; False if ``fd`` is not a cue's."""
         entry = self._cues.pop(fd, None)
         if entry is None:
             return False
-        cue = entry[0]
         self._poller.unregister(fd)
-        cue.sock.close()
-        if cue.launch_w >= 0:
-            with contextlib.suppress(OSError):  # the daemon gave up on the launch
-                os.write(cue.launch_w, cue.pending)
-            os.close(cue.launch_w)
+        entry[0].sock.close()
         return True
 
     def wait_ms(self) -> int:

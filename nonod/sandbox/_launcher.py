@@ -176,11 +176,14 @@ def view_of(plan: LaunchPlan) -> View | None:
 
 class Ready(NamedTuple):
     """A prepared warm launcher's work (``_prepare_view``): its view, and the ruleset
-    descriptor (-1: none) with the identities of its rules (``_landlock.build_ruleset``)."""
+    descriptor (-1: none) with the identities of its rules (``_landlock.build_ruleset``);
+    ``armed``: the outer process guards the view already (``_arm_guard``), and waits only
+    for the report pipe."""
 
     view: View
     ruleset: int
     rule_ids: RuleIds
+    armed: bool = False
 
 
 Fds = tuple[int, int, int, int, int, int]  # stdin, stdout, stderr, launch_w, exit_w, control
@@ -188,6 +191,14 @@ FDS_PER_PLAN = 6
 #: At most this many idmapped trees follow a plan's descriptors (``_mounts.MAX_IDMAPPED``).
 MAX_TREES = 64
 WARM_HELLO = struct.Struct("<iIi")  # a warm launcher's init pid, audit session id, errno
+#: A plan is one datagram of at most this many bytes (the daemon's socket buffer is sized
+#: for it).
+MAX_PLAN = 1 << 20
+#: A warm launcher's plan comes after the records the fork server has for its launch pipe
+#: (the init's pid...: ``_forkserver._Warm.hand_over``), prefixed with their length; the
+#: init writes them there itself once the program runs.
+PENDING = struct.Struct("<I")
+MAX_PENDING = 4096
 READY = b"R"  # a warm launcher's init, prepared, waits for its plan
 CONTROL_FD = 5
 
@@ -226,9 +237,11 @@ def _step(name: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T
         raise StepFailed(name, 0, f"{type(exc).__name__}: {exc}") from None
 
 
-def _fail(launch_w: int, exc: StepFailed) -> None:
-    _write_all(launch_w, record(REC_ERROR, STEPS.index(exc.step), exc.err,
-                                exc.detail.encode("utf-8", "replace")[:4000]))
+def _fail(launch_w: int, exc: StepFailed, pending: bytes = b"") -> None:
+    """Report ``exc`` on the launch pipe (after a warm launch's ``pending`` records) and
+    exit."""
+    _write_all(launch_w, pending + record(REC_ERROR, STEPS.index(exc.step), exc.err,
+                                          exc.detail.encode("utf-8", "replace")[:4000]))
     os._exit(EXIT_LAUNCH_FAILED)
 
 
@@ -243,9 +256,13 @@ def _inherited_limits() -> None:
 
 
 def _reset_signals() -> None:
+    """Every disposition back to the default (one ignored would stay ignored across exec),
+    and nothing blocked. Python knows each signal's disposition (it read them all at start
+    and set the others itself): only those not at the default are reset, a few calls instead
+    of one per signal."""
     signal.set_wakeup_fd(-1)  # the fork server's (``_forkserver._wake_on_exits``)
     for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
+        if sig in (signal.SIGKILL, signal.SIGSTOP) or signal.getsignal(sig) is signal.SIG_DFL:
             continue
         try:
             signal.signal(sig, signal.SIG_DFL)
@@ -440,13 +457,18 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
             ready = _prepare_view(view, trees) if view is not None else None
             plan_sock = socket.socket(fileno=sock_fd)
             plan_sock.send(READY)
-            msg, fds, _, _ = socket.recv_fds(plan_sock, 1 << 20, FDS_PER_PLAN + MAX_TREES)
+            if ready is not None:  # after READY: the outer's work must not delay it
+                ready = _arm_guard(guard_init, ready)
+            msg, fds, _, _ = socket.recv_fds(plan_sock, MAX_PLAN + MAX_PENDING,
+                                             FDS_PER_PLAN + MAX_TREES)
             plan_sock.detach()  # kept open until the program runs: the fork server's cue
         except (StepFailed, OSError):
             os._exit(EXIT_LAUNCH_FAILED)
-        if not msg or len(fds) < FDS_PER_PLAN:
+        if len(msg) < PENDING.size or len(fds) < FDS_PER_PLAN:
             os._exit(EXIT_LAUNCH_FAILED)
         launch_w = fds[3]
+        end = PENDING.size + PENDING.unpack_from(msg)[0]
+        pending, msg = msg[PENDING.size:end], msg[end:]
         try:
             plan = msgspec.msgpack.decode(msg, type=LaunchPlan)
             if (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag, plan.oom_score_adj) != (
@@ -456,11 +478,11 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
                 raise StepFailed("fork", 22, "plan does not match the warm launcher's view")
             confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
                             guard_init, reaper, tuple(fds[FDS_PER_PLAN:]), sock_fd, ready,
-                            hub)
+                            hub, pending)
         except StepFailed as exc:
-            _fail(launch_w, exc)
+            _fail(launch_w, exc, pending)
         except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
-            _fail(launch_w, StepFailed("fork_init", 0, f"{type(exc).__name__}: {exc}"))
+            _fail(launch_w, StepFailed("fork_init", 0, f"{type(exc).__name__}: {exc}"), pending)
         os._exit(EXIT_LAUNCH_FAILED)
     os.close(alive_r)
     guard_init.close()
@@ -523,6 +545,7 @@ def _end_with_parent(init: int, server: int) -> None:
 
 _GUARD_LEN = struct.Struct("<I")
 _NOTHING = _GUARD_LEN.pack(0)  # a guard list is never empty: this header says there is none
+_REPORT = b"R"  # an armed guard's report pipe comes with this (``_send_report``)
 
 
 def hands_over(ns_flags: int, reaper: int, hub: int) -> bool:
@@ -551,15 +574,69 @@ def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...], report: int,
             if keep:
                 guard.sendall(_NOTHING)
             return
-        payload = msgspec.msgpack.encode(todo)
-        data = _GUARD_LEN.pack(len(payload)) + payload
-        socket.send_fds(guard, [data[:1 << 16]], [report])
-        if len(data) > 1 << 16:
-            guard.sendall(data[1 << 16:])
-        reply = guard.recv(4096)
+        _send_guarded(guard, todo, report)
     finally:
         if not keep:
             guard.close()
+
+
+def _arm_guard(guard: socket.socket, ready: Ready) -> Ready:
+    """A prepared warm init, before any plan: have the outer process start guarding the view
+    it has just built, as ``_start_guard`` does at launch, without waiting for it (the
+    guard needs the fork server's hub, which may be waiting for this launcher's ``READY``).
+    The launch then only checks that the guard started and passes the report pipe
+    (``_send_report``): no round trip through the outer and the hub on its way, unless the
+    guard is still starting."""
+    todo = guarded(ready.view.mounts)
+    if not todo:
+        return ready
+    _send_ops(guard, todo, -1)
+    return ready._replace(armed=True)
+
+
+def _send_report(guard: socket.socket, ops: tuple[MountOp, ...], report: int,
+                 keep: bool = False) -> None:
+    """Init side of an armed guard (``_arm_guard``), at launch: wait until the outer watches
+    (at once if it has said so: the usual case), then pass the report pipe, after which the
+    outer reports what the guard did (and does) there (it kills this init if it loses it).
+    If it could not start ahead (the user out of inotify instances then, say), it is set up
+    once more now, as at a cold launch; a second failure fails the launch at step
+    ``guard``."""
+    try:
+        try:
+            _guard_started(guard)
+        except OSError:
+            _send_guarded(guard, guarded(ops), report)
+            return
+        socket.send_fds(guard, [_REPORT], [report])
+    finally:
+        if not keep:
+            guard.close()
+
+
+def _send_guarded(guard: socket.socket, todo: tuple[MountOp, ...], report: int) -> None:
+    """The guarded operations to the outer process with the report pipe, and wait until it
+    watches them."""
+    _send_ops(guard, todo, report)
+    _guard_started(guard)
+
+
+def _send_ops(guard: socket.socket, todo: tuple[MountOp, ...], report: int) -> None:
+    """The guarded operations to the outer process, with the report pipe (-1: it follows
+    at launch, ``_send_report``)."""
+    payload = msgspec.msgpack.encode(todo)
+    data = _GUARD_LEN.pack(len(payload)) + payload
+    if report >= 0:
+        socket.send_fds(guard, [data[:1 << 16]], [report])
+    else:
+        guard.sendall(data[:1 << 16])
+    if len(data) > 1 << 16:
+        guard.sendall(data[1 << 16:])
+
+
+def _guard_started(guard: socket.socket) -> None:
+    """The outer's answer to the operations: it watches them, or OSError."""
+    reply = guard.recv(4096)
     if reply[:1] == b"k":
         return
     if reply[:1] == b"E" and len(reply) >= 5:
@@ -570,24 +647,26 @@ def _start_guard(guard: socket.socket, ops: tuple[MountOp, ...], report: int,
 def _receive_guard(guard: socket.socket, hub: socket.socket | None
                    ) -> tuple[ViewGuard, int] | None:
     """Outer side: the operations from the init and where to report (None: nothing to guard,
-    or the launch failed first), watched (by the fork server's hub) before the init goes
-    on."""
+    or the launch failed first; -1: the report pipe follows at launch, ``_arm_guard``),
+    watched (by the fork server's hub) before the init goes on. A guard armed ahead that
+    could not start is asked for again at launch (``_send_report``)."""
     # Nothing to guard: read only that (the init's "h" may follow on this stream). The header
     # arrives whole: it is sent alone, or at the start of the first message.
     if guard.recv(_GUARD_LEN.size, socket.MSG_PEEK) == _NOTHING:
         guard.recv(_GUARD_LEN.size)
         return None
     data, fds, _, _ = socket.recv_fds(guard, 1 << 16, 1)
-    if not data or len(fds) != 1:
+    if not data or len(fds) > 1:
         for fd in fds:
             os.close(fd)
         return None
-    report = fds[0]
+    report = fds[0] if fds else -1
     while len(data) < _GUARD_LEN.size or len(data) < _GUARD_LEN.size + _GUARD_LEN.unpack_from(
             data)[0]:
         chunk = guard.recv(1 << 20)  # the rest of a long list
         if not chunk:
-            os.close(report)
+            if report >= 0:
+                os.close(report)
             return None
         data += chunk
     ops = msgspec.msgpack.decode(data[_GUARD_LEN.size:], type=tuple[MountOp, ...])
@@ -607,6 +686,8 @@ def _receive_guard(guard: socket.socket, hub: socket.socket | None
         err = exc.errno or 0 if isinstance(exc, OSError) else 40  # GuardLost: ELOOP
         detail = f"{exc.filename or ''}" if isinstance(exc, OSError) else f"{exc.target} {exc.why}"
         guard.sendall(b"E" + struct.pack("<i", err) + detail.encode()[:4000])
+        if report < 0:  # armed ahead: the init asks again at launch, with the report pipe
+            return _receive_guard(guard, hub)
         os.close(report)
         return None
     guard.sendall(b"k")
@@ -636,7 +717,8 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
         got = _receive_guard(guard, hub)
     except OSError:
         got = None
-    if not leaving:
+    armed = got is not None and got[1] < 0  # ahead of the launch: the report pipe follows
+    if not leaving and not armed:
         guard.close()
     if got is None or hub is None:
         if leaving:
@@ -645,12 +727,13 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
             _reaper.become_outer(reaper, init, None, ns_flags, server)
         _wait_for(init)
         return
-    view, report = got
+    view, report = got[0], _Report(got[1])
     parent = os.getppid()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a gone daemon: _write_all copes
     pidfd = os.pidfd_open(init)
-    later = time.monotonic() + REAPER_AFTER if reaper >= 0 else None
-    watch = [hub.fileno(), pidfd, *((guard.fileno(),) if leaving else ())]
+    # The session's 50 ms start at its launch: for an armed guard, when the report comes.
+    later = time.monotonic() + REAPER_AFTER if reaper >= 0 and not armed else None
+    watch = [hub.fileno(), pidfd, *((guard.fileno(),) if leaving or armed else ())]
     state = -1  # with ``leaving``: the memfd handed to the hub, until it says it took it
     while True:
         try:
@@ -660,18 +743,26 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
         if not ready and later is not None:  # the session goes on: the rest is the reaper's
             later = None
             if not leaving:  # else the init says when (it becomes the reaper about now)
-                _reaper.become_outer(reaper, init, (hub.fileno(), view, report), ns_flags,
+                _reaper.become_outer(reaper, init, (hub.fileno(), view, report.fd), ns_flags,
                                      server)
             continue
         if pidfd in ready:
             break
         try:
+            if report.fd < 0 and guard.fileno() in ready:  # armed: the launch has come
+                if not report.take(guard, wait=True):
+                    raise OSError(errno.EPIPE, "the init did not pass the report pipe")
+                later = time.monotonic() + REAPER_AFTER if reaper >= 0 else None
+                if not leaving:
+                    watch.remove(guard.fileno())
+                    guard.close()
+                continue
             if leaving and guard.fileno() in ready:
                 watch.remove(guard.fileno())
                 if _word(guard) == b"h":  # the init no longer dies with us: over to the hub
-                    state = _hand_over(hub, view, report, pidfd)
+                    state = _hand_over(hub, view, report.fd, pidfd)
                 else:  # it stays Python, or is ending: so do we, as before
-                    _reaper.become_outer(reaper, init, (hub.fileno(), view, report),
+                    _reaper.become_outer(reaper, init, (hub.fileno(), view, report.fd),
                                          ns_flags, server)
                 continue
             message = hub.recv(64)
@@ -690,8 +781,8 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
             # "c": something changed; "k": a rewatch was taken, and what appeared between the
             # last check and the new watches (a file in a directory just made) shows no event.
             for op in view.check():
-                _write_all(report, record(REC_GUARD, op.kind, GUARD_RESTORED,
-                                          op.target.encode()[:4000]))
+                report.write(record(REC_GUARD, op.kind, GUARD_RESTORED,
+                                    op.target.encode()[:4000]))
             if message[:1] == b"c" or view.identities() != view.watched:
                 _hub_watch(hub, view)  # a replaced or new directory on the way: a new inode
             if state >= 0:  # a change before the hub took the session: what it takes, now
@@ -699,11 +790,51 @@ def _guard_and_wait(init: int, guard: socket.socket, hub_fd: int = -1, reaper: i
         except (OSError, GuardLost) as exc:
             why = (f"{exc.target}\0{exc.why}" if isinstance(exc, GuardLost)
                    else f"{exc.filename or ''}\0{exc.strerror or exc}")
-            _write_all(report, record(REC_GUARD, 0, GUARD_LOST, why.encode()[:4000]))
+            report.write(record(REC_GUARD, 0, GUARD_LOST, why.encode()[:4000]))
             os.kill(init, signal.SIGKILL)
+            if report.fd < 0:  # armed: the report pipe, if the init passed it before it died
+                _wait_for(init)
+                report.take(guard, wait=False)
             break
-    os.close(report)
+    report.close()
     _wait_for(init)
+
+
+class _Report:
+    """Where the outer process writes what the view guard does: the exit pipe, or, for a
+    guard armed ahead of its launch (``_arm_guard``), held until the launch passes that
+    (``_send_report``)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if self.fd >= 0:
+            _write_all(self.fd, data)
+        else:
+            self._held.append(data)
+
+    def take(self, guard: socket.socket, *, wait: bool) -> bool:
+        """Read the report pipe from the init on ``guard`` and write there what was held;
+        False if it is not there (the init has gone, or sent something else)."""
+        try:
+            data, fds, _, _ = socket.recv_fds(guard, 1, 1, 0 if wait else socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        if data != _REPORT or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            return False
+        self.fd = fds[0]
+        for data in self._held:
+            _write_all(self.fd, data)
+        self._held.clear()
+        return True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
 
 
 def _word(sock: socket.socket) -> bytes:
@@ -915,7 +1046,7 @@ def _end_descendants() -> None:
 
 def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: int = -1,
                     trees: tuple[int, ...] = (), done: int = -1,
-                    ready: Ready | None = None, hub: int = -1) -> None:
+                    ready: Ready | None = None, hub: int = -1, pending: bytes = b"") -> None:
     """The init's launch-specific steps, then the program, then the init's life. ``done``
     (if any): the init's end of a socket whose other end the fork server polls; closed once
     the program runs (or by the init's exit), which tells the server that the launch no
@@ -923,7 +1054,10 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: in
     (equal to the plan's) and ruleset a warm launcher prepared; the ruleset is rebuilt if a
     rule's path names another file now. ``hub``: our copy of the outer launcher's socket to
     the fork server's guard hub: kept (with ``guard``) when the outer is to leave once we
-    run ``nono-reaper`` (``hands_over``)."""
+    run ``nono-reaper`` (``hands_over``). ``pending``: a warm launch's records from the fork
+    server (the init's pid...), written on the launch pipe once the program runs, or before
+    the error if a step fails: then the pipe's end is the daemon's one wake-up for the
+    launch, straight from here."""
     handover = hands_over(plan.ns_flags, reaper, hub)
     if not handover and hub >= 0:
         os.close(hub)
@@ -941,7 +1075,10 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: in
             ruleset = ready.ruleset
         else:
             os.close(ready.ruleset)
-    _step("guard", _start_guard, guard, plan.mounts, fds[4], handover)
+    if ready is not None and ready.armed:
+        _step("guard", _send_report, guard, plan.mounts, fds[4], handover)
+    else:
+        _step("guard", _start_guard, guard, plan.mounts, fds[4], handover)
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits, plan.max_processes)
     pair = (hub, guard.fileno()) if handover else (-1, -1)
@@ -952,15 +1089,15 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: in
         raise StepFailed("stdio", exc.errno or 0, "dup2") from None
     try:
         _confined_tail(plan, launch_w, exit_w, control, reaper >= 0, done, ruleset,
-                       (kept[0], kept[1]) if handover else None)
+                       (kept[0], kept[1]) if handover else None, pending)
     except StepFailed as exc:
         # The caller's descriptor numbers are gone (close_fds): report on ours.
-        _fail(launch_w, exc)
+        _fail(launch_w, exc, pending)
 
 
 def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
                    reaper: bool = False, done: int = -1, ruleset: int = -1,
-                   handover: tuple[int, int] | None = None) -> None:
+                   handover: tuple[int, int] | None = None, pending: bytes = b"") -> None:
     """``handover``: the init's lifeline and hand-over socket (``hands_over``), kept for
     ``nono-reaper``."""
     last = max(_reaper.FD if reaper else CONTROL_FD, done, ruleset, *(handover or ()))
@@ -993,6 +1130,7 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
                                  setsid=True, setsigmask=())
         except OSError as exc:
             raise StepFailed("exec", exc.errno or 0, plan.executable) from None
+    _write_all(launch_w, pending)
     os.close(launch_w)
     if done >= 0:
         os.close(done)

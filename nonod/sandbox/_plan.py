@@ -186,6 +186,18 @@ def _filter_for(options: _seccomp.SeccompOptions) -> bytes:
     return _seccomp.build_filter(options)
 
 
+@functools.lru_cache(maxsize=64)
+def _landlock_plan(grants: tuple[Grant, ...], abi: int, scope_signals: bool,
+                   required: frozenset[str], connect_ports: tuple[int, ...] | None,
+                   bind_ports: tuple[int, ...] | None) -> _landlock.LandlockPlan:
+    """``_landlock.compile_plan`` for these arguments (a pure function of them: the same
+    policy launched again gets the plan it had, the paths' identities are the init's to
+    check, ``rules_current``)."""
+    return _landlock.compile_plan(
+        grants, abi=abi, scope_signals=scope_signals, scope_abstract_unix=True,
+        required=required, net_connect_ports=connect_ports, net_bind_ports=bind_ports)
+
+
 @functools.cache
 def _notify_filter() -> bytes:
     return _createguard.build_notify_filter(native_arch())
@@ -280,10 +292,10 @@ def build_plan(
         # Any port will do: the namespace is the session's own. Random, so that programs do
         # not come to depend on one number instead of reading HTTP_PROXY.
         proxy_port = request.proxy_port or 20000 + secrets.randbelow(40000)
-    landlock = _landlock.compile_plan(
-        grants, abi=abi, scope_signals=isolated_signals, scope_abstract_unix=True,
-        required=required, net_connect_ports=connect_ports, net_bind_ports=bind_ports,
-    )
+    landlock = _landlock_plan(
+        tuple(grants), abi, isolated_signals, required,
+        None if connect_ports is None else tuple(connect_ports),
+        None if bind_ports is None else tuple(bind_ports))
     ns_flags = 0 if landlock_only else NS_FLAGS | (_libc.CLONE_NEWNET if private_net else 0)
     # A socket bound into the view (the tool sandbox's) needs socket(AF_UNIX); only a private
     # view has one, where no host socket outside the grants exists.

@@ -10,11 +10,19 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 import threading
 
 import pytest
 
-from nonod.sandbox._launcher import _receive_guard, _start_guard
+from nonod.sandbox._launcher import (
+    Ready,
+    View,
+    _arm_guard,
+    _receive_guard,
+    _send_report,
+    _start_guard,
+)
 from nonod.sandbox._mounts import MASK_DIR, MountOp
 
 
@@ -68,3 +76,54 @@ def _payload(pad: str) -> bytes:
     import msgspec
 
     return msgspec.msgpack.encode((MountOp(MASK_DIR, "/x" + pad),))
+
+
+def test_a_guard_that_could_not_start_ahead_is_set_up_again_at_launch() -> None:
+    """A prepared launcher arms its guard before any plan (``_arm_guard``); when the hub
+    cannot watch then (the user out of inotify instances, say), the launch that takes the
+    launcher asks again with the report pipe (``_send_report``), as a cold launch would,
+    and goes on once the hub watches: the shortage fails only the launches made during it.
+    Here the test plays the hub: "E" (EMFILE) first, then "k"."""
+    ops = (MountOp(MASK_DIR, "/nonexistent-nono-test/secret"),)  # nothing there to cover
+    ready = Ready(View(mounts=ops, pinned=(), landlock=None, creation_refused=()), -1, ())
+    init, outer = socket.socketpair()
+    hub_ours, hub_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    report_r, report_w = os.pipe()
+    raised: list[BaseException] = []
+    answers: list[bytes] = []
+
+    def init_side() -> None:
+        try:
+            assert _arm_guard(init, ready).armed
+            _send_report(init, ops, report_w, keep=True)
+        except (OSError, AssertionError) as exc:
+            raised.append(exc)
+
+    def hub_side() -> None:
+        for answer in (b"E" + struct.pack("<i", errno.EMFILE), b"k"):
+            while True:  # "O" (the paths on the way), then "W" (the directories to watch)
+                msg, fds, _, _ = socket.recv_fds(hub_theirs, 1 << 16, 200)
+                for fd in fds:
+                    os.close(fd)
+                if msg[:1] == b"W":
+                    break
+            answers.append(answer)
+            hub_theirs.send(answer)
+
+    threads = [threading.Thread(target=init_side), threading.Thread(target=hub_side)]
+    for thread in threads:
+        thread.start()
+    try:
+        outer.settimeout(10)
+        got = _receive_guard(outer, hub_ours)
+    finally:
+        for thread in threads:
+            thread.join(10)
+        for fd in (report_r, report_w):
+            os.close(fd)
+        for sock in (init, outer, hub_ours, hub_theirs):
+            sock.close()
+    assert answers == [b"E" + struct.pack("<i", errno.EMFILE), b"k"]
+    assert got is not None and got[1] >= 0, got  # guarded, reporting on the pipe passed
+    os.close(got[1])
+    assert not raised, raised

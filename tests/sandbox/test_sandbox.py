@@ -322,6 +322,24 @@ def test_required_layer_missing_refuses_launch(home: Path) -> None:
     assert "landlock: partial" in report.summary()
 
 
+def test_the_landlock_plan_is_compiled_once_per_policy(home: Path) -> None:
+    """The Landlock plan is a pure function of the grants and options: launches of one
+    policy share it; another grant (or ABI) gets its own, with that grant's rule."""
+    pol = policy((home / "work", Access.READWRITE))
+    req = LaunchRequest(argv=("/bin/true",), cwd=str(home / "work"))
+    first, _ = build_plan(pol, req)
+    again, _ = build_plan(pol, LaunchRequest(argv=("/bin/true", "x"), cwd=str(home / "work")))
+    assert first.landlock is not None and again.landlock is first.landlock
+    (home / "more").mkdir()
+    wider, _ = build_plan(policy((home / "work", Access.READWRITE), (home / "more", Access.READ)),
+                          req)
+    assert wider.landlock is not first.landlock
+    assert wider.landlock is not None
+    assert os.fsencode(home / "more") in [path for path, _, _ in wider.landlock.rules]
+    older, _ = build_plan(pol, req, landlock_abi=6)
+    assert older.landlock is not None and older.landlock.abi == 6
+
+
 def test_exit_status_and_signal(sandbox_user: SandboxUser, home: Path) -> None:
     pol = policy((home / "work", Access.READWRITE))
     assert sandbox_user.run(pol, ["/bin/sh", "-c", "exit 7"], cwd=str(home / "work")).code == 7

@@ -27,6 +27,8 @@ from nonod.sandbox._landlock import (
 )
 from nonod.sandbox._types import LayerReport
 
+from ..proctree import children, wait_until
+
 #: Every test here launches sessions in new namespaces.
 pytestmark = pytest.mark.userns
 
@@ -99,16 +101,66 @@ def test_two_policies_alternating_each_see_only_their_own_view(world_tmp: Path) 
 @pytest.mark.root
 def test_sessions_run_at_the_daemons_priority_not_the_refills(world_tmp: Path) -> None:
     """Warm launchers prepare themselves at a lower priority (``WARM_NICE``); every session,
-    the ones they serve included, runs at the fork server's."""
+    the ones they serve included, runs with the fork server's policy and nice value."""
     _, grant = _grant_dir(world_tmp, "a")
     policy = _policy("a", grant)
+    code = "import os; print(os.nice(0), os.sched_getscheduler(0))"
 
     async def main() -> list[list[str]]:
         async with open_launcher("namespaces") as launcher:
-            return [await _read(launcher, policy, code="import os; print(os.nice(0))")
-                    for _ in range(6)]
+            return [await _read(launcher, policy, code=code) for _ in range(6)]
 
-    assert trio.run(main) == [[str(os.nice(0))]] * 6
+    assert trio.run(main) == [[f"{os.nice(0)} {os.sched_getscheduler(0)}"]] * 6
+
+
+def _inotify_watches(pid: int) -> int:
+    """How many inotify watches the process ``pid`` holds (its fdinfo)."""
+    count = 0
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            count += info.read_text().count("inotify wd:")
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+def test_a_prepared_launcher_guards_its_view_before_its_launch(world_tmp: Path) -> None:
+    """A launcher prepared for a view with a mask has its view guard watching before any
+    plan comes (``_launcher._arm_guard``): once the sessions have ended, the fork server's
+    hub still watches the way to the mask, for the launcher waiting. At launch the init
+    then only passes the report pipe; the sessions are guarded as before."""
+    project = world_tmp / "project"
+    project.mkdir()
+    (project / "marker").write_text("project\n")
+    (project / ".env").write_text("SECRET\n")
+    policy = _policy("project", Grant(path=str(project), access=Access.READ),
+                     denials=(Denial(path=str(project / ".env"), is_file=True),))
+
+    async def main() -> tuple[list[list[str]], list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            before = [await _read(launcher, policy, project / "marker", project / ".env")
+                      for _ in range(3)]
+            server = launcher._proc.pid
+
+            def only_waiting_launchers() -> bool:  # the sessions' outers have gone
+                outers = children(server)
+                return bool(outers) and all(children(outer) for outer in outers)
+
+            def watching() -> bool:
+                return only_waiting_launchers() and _inotify_watches(server) > 0
+
+            await trio.to_thread.run_sync(
+                lambda: wait_until("only warm launchers are left", only_waiting_launchers))
+            await trio.to_thread.run_sync(
+                lambda: wait_until("a waiting launcher's guard watches", watching, 5))
+            (project / ".env").rename(project / ".env.old")
+            (project / ".env").write_text("NEW-SECRET\n")
+            after = await _read(launcher, policy, project / "marker", project / ".env")
+        return before, after
+
+    before, after = trio.run(main)
+    for lines in [*before, after]:
+        assert lines[0] == "project" and "SECRET" not in "".join(lines[1:]), (before, after)
 
 
 def test_every_session_holds_no_capability_cold_or_warm(world_tmp: Path) -> None:
@@ -257,14 +309,12 @@ def test_a_prepared_ruleset_is_current_only_while_its_paths_name_the_same_files(
 def test_the_refill_waits_for_the_launch_in_flight_until_its_init_lets_go() -> None:
     """``_InFlight``: while a launch's cue is open (its init has not started the program),
     a refill waits; the init closing its end (after ``posix_spawn``, or by dying) wakes
-    the fork server's poll, which writes the launch's pending records (its pid...) to the
-    launch pipe, closes its copy, and lets the refill go."""
+    the fork server's poll, which lets the refill go."""
     poller = select.poll()
     inflight = _InFlight(poller)
     assert inflight.wait_ms() == 0
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    launch_r, launch_w = os.pipe()
-    inflight.add(Cue(ours, launch_w, b"PENDING"))
+    inflight.add(Cue(ours))
     assert 0 < inflight.wait_ms() <= _InFlight.PATIENCE * 1000
     assert poller.poll(0) == []
     theirs.close()
@@ -273,5 +323,64 @@ def test_the_refill_waits_for_the_launch_in_flight_until_its_init_lets_go() -> N
     assert inflight.ended(ours.fileno())
     assert inflight.wait_ms() == 0
     assert ours.fileno() == -1  # closed by the pool
-    with os.fdopen(launch_r, "rb") as launch:
-        assert launch.read() == b"PENDING"  # then EOF: the server's copy is closed
+
+
+def test_a_warm_launch_is_reported_by_its_init_alone(world_tmp: Path) -> None:
+    """A warm launch's records from the fork server (the init's pid) travel with its plan,
+    and the init writes them on the launch pipe once the program runs: the fork server holds
+    no copy of the pipe, so its end comes from the init, not after the fork server's next
+    wake-up. A session that blocks before its init lets go is reported to the daemon while
+    its program runs: the launch returns with the pid, and the session is still there."""
+    _, grant = _grant_dir(world_tmp, "a")
+    policy = _policy("a", grant)
+    hold = "import sys; sys.stdin.read()"
+
+    async def main() -> list[tuple[int, bool]]:
+        seen: list[tuple[int, bool]] = []
+        async with open_launcher("namespaces") as launcher:
+            for _ in range(4):
+                in_r, in_w = os.pipe()
+                try:
+                    proc = await launcher.launch(
+                        policy, LaunchRequest(argv=(PY, "-S", "-c", hold), cwd="/"),
+                        stdio=(in_r, 1, 2))
+                finally:
+                    os.close(in_r)
+                seen.append((proc.pid, proc.exit_status is None))
+                os.close(in_w)
+                status = await proc.wait_exited()
+                assert status.code == 0, status
+        return seen
+
+    for pid, running in trio.run(main):
+        assert pid > 0 and running
+
+
+def test_every_session_starts_with_no_signal_ignored_or_blocked(world_tmp: Path) -> None:
+    """The fork server ignores SIGINT (a terminal's Ctrl-C is the daemon's), and Python its
+    SIGPIPE and SIGXFSZ: a disposition ignored stays ignored across exec, so the launchers
+    reset each one (``_launcher._reset_signals``). Programs of cold and warm launches alike
+    ignore and block none of the signals a program can set: 32 and 33, which glibc keeps for
+    itself (its ``sigaction`` refuses them), keep what the daemon inherited."""
+    _, grant = _grant_dir(world_tmp, "a")
+    policy = _policy("a", grant)
+    request = LaunchRequest(argv=("/usr/bin/grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"),
+                            cwd="/")
+
+    async def main() -> list[list[str]]:
+        seen: list[list[str]] = []
+        async with open_launcher("namespaces") as launcher:
+            for _ in range(4):
+                out_r, out_w = os.pipe()
+                try:
+                    proc = await launcher.launch(policy, request, stdio=(0, out_w, 2))
+                finally:
+                    os.close(out_w)
+                with os.fdopen(out_r, "rb") as out:
+                    assert (await proc.wait_exited()).code == 0
+                    seen.append([line.split()[1] for line in out.read().decode().splitlines()])
+        return seen
+
+    glibc = (1 << 31) | (1 << 32)  # signals 32 and 33: bit n - 1
+    for blocked, ignored in trio.run(main):
+        assert int(blocked, 16) == 0 and int(ignored, 16) & ~glibc == 0, (blocked, ignored)

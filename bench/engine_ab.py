@@ -1,0 +1,109 @@
+"""The engine's launch latency, this tree against another, in alternating blocks of one run.
+
+Two fork servers run side by side: this tree's and one started from the source tree
+``--before DIR`` (another commit's, exported, with its ``nono-reaper`` built there; the
+plans come from this tree's ``build_plan`` for both, so only the fork server and what it
+forks differ). ``/bin/true`` is launched ``--block`` times back to back on one, then on the
+next contender, round after round, with bubblewrap and nono-py as blocks of their own: the
+machine's drift (other work on a shared host) lands on every contender alike, while each
+block keeps the back-to-back pattern of ``bench/launch.py`` (each server's refill runs
+between its own launches only). The first ``--warmup`` runs of each block are not
+recorded.
+
+    git worktree add --detach /tmp/base main && make -C /tmp/base nonod/sandbox/nono-reaper
+    .venv/bin/python bench/engine_ab.py --before /tmp/base [--rounds 8] [--block 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import time
+from typing import Any
+
+import trio
+from _common import POLICY, emit, fork_server, machine, median, percentile
+from launch import REQUEST, BenchFailure, Runner, bwrap, nono_py, nonod
+
+
+async def _blocks(runners: dict[str, Runner], rounds: int, block: int, warmup: int,
+                  pause: float) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    names = list(runners)
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
+                for i in range(block):
+                    if pause:
+                        await trio.sleep(pause)
+                    t0 = time.perf_counter()
+                    await runners[name]()
+                    if i >= warmup:
+                        samples[name].append((time.perf_counter() - t0) * 1000.0)
+            gc.collect()
+    finally:
+        gc.enable()
+    return samples
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    async with fork_server() as ours, fork_server(tree=args.before) as before:
+        runners: dict[str, Runner] = {"nonod": nonod(ours), "nonod@before": nonod(before)}
+        for name, make in (("bwrap", bwrap), ("nono-py", lambda: nono_py("auto"))):
+            try:
+                runners[name] = make()
+            except BenchFailure as exc:
+                print(f"# {name} skipped: {exc}")
+        first = await ours.launch(POLICY, REQUEST)
+        await first.wait_exited()
+        samples = await _blocks(runners, args.rounds, args.block, args.warmup,
+                                args.pause / 1000)
+    rows = {name: {"p50": median(v), "p90": percentile(v, 0.9), "n": len(v)}
+            for name, v in samples.items()}
+    return {"machine": machine(), "before": args.before, "rounds": args.rounds,
+            "block": args.block, "warmup": args.warmup, "pause_ms": args.pause,
+            "enforcement": first.enforcement.summary(), "rows": rows}
+
+
+def table(data: dict[str, Any]) -> None:
+    m = data["machine"]
+    print(f"# engine A/B, /bin/true -- {m['date']}, engine {m['engine']} vs {data['before']}, "
+          f"load {m['loadavg_1m']:.2f}, nproc {m['nproc']}")
+    print(f"# {data['rounds']} rounds of blocks of {data['block']} back-to-back runs "
+          f"({data['warmup']} unrecorded), pause {data['pause_ms']:g} ms; "
+          f"nonod: {data['enforcement']}")
+    rows = data["rows"]
+    print(f"{'contender':<14} {'p50 ms':>8} {'p90 ms':>8} {'n':>5}")
+    for name, row in rows.items():
+        print(f"{name:<14} {row['p50']:8.2f} {row['p90']:8.2f} {row['n']:5d}")
+    p50 = {name: row["p50"] for name, row in rows.items()}
+    if p50.get("nonod@before"):
+        print(f"nonod / nonod@before: {p50['nonod'] / p50['nonod@before']:.2f}x")
+    for peer in ("bwrap", "nono-py"):
+        if p50.get(peer):
+            print(f"nonod / {peer}: {p50['nonod'] / p50[peer]:.2f}x "
+                  f"(before: {p50['nonod@before'] / p50[peer]:.2f}x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--before", required=True, metavar="DIR",
+                        help="source tree of the other fork server (its nono-reaper built)")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--block", type=int, default=25, help="runs per block")
+    parser.add_argument("--warmup", type=int, default=5, help="unrecorded runs per block")
+    parser.add_argument("--pause", type=float, default=0.0, metavar="MS",
+                        help="idle time before each run (0: back to back)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if not os.path.isdir(args.before) or args.block <= args.warmup or args.rounds < 1:
+        parser.error("--before must be a directory, --block > --warmup, --rounds >= 1")
+    emit(trio.run(bench, args), as_json=args.json, table=table)
+
+
+if __name__ == "__main__":
+    main()
