@@ -6,6 +6,8 @@ connection cap holds for tunnels the pump thread serves."""
 from __future__ import annotations
 
 import base64
+import socket
+import struct
 
 import pytest
 import trio
@@ -85,7 +87,7 @@ async def test_hostile_heads_get_the_same_answers_on_both_paths(
         # (events sorted: the pump's reach trio's thread a little later than its own)
         events = sorted((comparable(event) for event in proxy.events), key=repr)
         results.append((answers, events, (stats.allowed, stats.denied, stats.accepted)))
-    assert results[0] == results[1]
+    assert results[0] == results[1], results
 
 
 async def test_the_connection_cap_holds_for_tunnels_in_the_pump(
@@ -106,14 +108,17 @@ async def test_the_connection_cap_holds_for_tunnels_in_the_pump(
         with trio.fail_after(5):
             answers[fresh] = (await read_all(over)).split(b"\r\n", 1)[0]
         await over.aclose()
-        # A tunnel that ends gives its place back: the next one is served.
-        await tunnels.pop().aclose()
-        with trio.fail_after(5):
-            await proxy.events.wait_for(1, stage="close")  # released before it is reported
-        again = await proxy.open()
-        await again.send_all(connect_head("api.github.com:443", token=TOKEN))
-        assert (await read_head(again))[0] == 200
-        for stream in (*tunnels, again):
+        if fresh:
+            # A tunnel the pump serves gives its place back before its close is reported
+            # (trio's path reports first and releases as its task ends).
+            await tunnels.pop().aclose()
+            with trio.fail_after(5):  # the 503's, then the tunnel's
+                await proxy.events.wait_for(2, stage="close")
+            again = await proxy.open()
+            await again.send_all(connect_head("api.github.com:443", token=TOKEN))
+            assert (await read_head(again))[0] == 200
+            tunnels.append(again)
+        for stream in tunnels:
             await stream.aclose()
     assert answers[True] == answers[False]
     assert answers[True].startswith(b"HTTP/1.1 503 ")
@@ -128,3 +133,48 @@ async def test_a_policy_replaced_by_an_approval_drops_kept_plans(
     assert await exchange(proxy, good) == b"200 ping"
     proxy.server._policy = ProxyPolicy(hosts=frozenset({"other.example"}))
     assert (await exchange(proxy, good)).startswith(b"403 ")
+
+
+ENDINGS = ("close after the head", "reset after the head", "half-close after the head",
+           "part of a head, then close")
+
+
+async def _end_client(port: int, ending: str) -> None:
+    sock = socket.create_connection(("127.0.0.1", port))
+    try:
+        data = connect_head("api.github.com:443", token=TOKEN)
+        if ending == "part of a head, then close":
+            sock.sendall(data[:10])
+            return
+        sock.sendall(data + b"data")
+        if ending == "reset after the head":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif ending == "half-close after the head":
+            sock.shutdown(socket.SHUT_WR)
+            await trio.to_thread.run_sync(sock.recv, 100)
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+async def test_clients_that_go_away_are_recorded_alike(start_proxy: StartProxy, echo_port: int,
+                                                       ending: str) -> None:
+    # A client that leaves at once, resets, half-closes or sends half a head: each request
+    # is closed on the record once, with the same decision and reason, by both paths. (How
+    # far it got before the client was gone, a 200 sent or the echo relayed, is a race
+    # with the client on either path.)
+    results = []
+    for fresh in (True, False):
+        proxy = await start_proxy(POLICY, pins={"api.github.com": f"127.0.0.1:{echo_port}"},
+                                  token=TOKEN, fresh=fresh)
+        await _end_client(proxy.port, ending)
+        with trio.fail_after(5):
+            await proxy.events.wait_for(1, stage="close")  # the last of each request's
+        closes = [(e.mode, e.decision, e.reason, e.host) for e in proxy.events
+                  if e.stage == "close"]
+        opened = [e.status for e in proxy.events if e.stage == "open"]
+        assert opened in ([], [200]), opened
+        assert all(e.bytes_out <= 4 for e in proxy.events)
+        results.append(closes)
+    assert results[0] == results[1], results
+    assert len(results[0]) == 1
