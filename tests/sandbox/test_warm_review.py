@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 import trio
 
+from nonod.errors import LaunchError
 from nonod.policy import Access, Grant, ResolvedPolicy
 from nonod.sandbox import Launcher, LaunchRequest, open_launcher
 
@@ -97,3 +100,62 @@ def test_policies_that_differ_only_in_rights_never_share_a_launcher(world_tmp: P
 
     for name, outcome in trio.run(main):
         assert (outcome == "wrote") == (name == "writer"), (name, outcome)
+
+
+#: A program that kills its parent, the session's init, as the first thing it does: static,
+#: so that it gets there within microseconds of its exec (a dynamic one loses every race).
+INIT_KILLER = """
+#include <signal.h>
+#include <unistd.h>
+int main(void) { kill(getppid(), SIGKILL); return 0; }
+"""
+
+
+def _init_killer(directory: Path) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler for the static test program")
+    source, binary = directory / "killer.c", directory / "killer"
+    source.write_text(INIT_KILLER)
+    built = subprocess.run([cc, "-static", "-O2", "-o", str(binary), str(source)],
+                           capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        pytest.skip(f"cannot build a static program: {built.stderr[-300:]}")
+    return binary
+
+
+def test_a_program_that_kills_its_init_at_once_still_ran_on_the_record(
+        world_tmp: Path) -> None:
+    """Without a pid namespace (landlock-only mode) a program can kill its init (same uid,
+    same Landlock domain). A warm launch's records (the init's pid, audit session, group)
+    used to be written by the init only after it had started the program: a program that
+    killed its init first made the launch fail ("the launcher died before reporting")
+    although it had run, and left the warm launcher's group unknown to the daemon. The
+    records go on the launch pipe before the program starts; the launch still ends only
+    when the pipe does (once the program runs), as before."""
+    tools = world_tmp / "tools"
+    tools.mkdir()
+    killer = _init_killer(tools)
+    policy = ResolvedPolicy(
+        name="killer", grants=(Grant(path="/usr", access=Access.READ),
+                               Grant(path=str(tools), access=Access.READ)),
+        denials=(), allow_degraded=("persistence", "creation_guard"))
+
+    async def main() -> list[str]:
+        outcomes = []
+        async with open_launcher("landlock-only") as launcher:
+            for _ in range(100):  # the first cold, the others on warm launchers
+                try:
+                    proc = await launcher.launch(
+                        policy, LaunchRequest(argv=(str(killer),), cwd=str(tools)))
+                except LaunchError as exc:
+                    outcomes.append(f"refused at {exc.step}: {exc}")
+                    continue
+                with trio.fail_after(30):
+                    await proc.wait_exited()
+                outcomes.append("launched" if proc.pid > 0 else "no pid")
+        return outcomes
+
+    outcomes = trio.run(main)
+    refused = [outcome for outcome in outcomes if outcome != "launched"]
+    assert not refused, (len(refused), refused[:3])
