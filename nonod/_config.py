@@ -78,6 +78,10 @@ class DaemonSection(_Section, frozen=True, kw_only=True):
 class SessionsSection(_Section, frozen=True, kw_only=True):
     #: Sessions starting or running at once (all users together).
     max_live: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
+    #: System daemon: sessions one uid may have starting or running at once, so that one
+    #: user cannot take every place of ``max_live`` (a user daemon has one caller). None:
+    #: a quarter of ``max_live`` (:meth:`live_per_uid`).
+    max_live_per_uid: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
     #: Seconds between SIGTERM and SIGKILL for ``stop`` (``--timeout`` overrides it).
     stop_grace: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
     #: Seconds between SIGTERM and SIGKILL when the daemon itself stops.
@@ -91,6 +95,12 @@ class SessionsSection(_Section, frozen=True, kw_only=True):
     #: Every session's ``oom_score_adj``: under memory pressure the kernel kills a session's
     #: programs before the daemon (which keeps its own, lowered by the service unit).
     oom_score_adj: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 800
+
+    def live_per_uid(self) -> int:
+        """``max_live_per_uid``, or a quarter of ``max_live`` when it is not set."""
+        if self.max_live_per_uid is not None:
+            return self.max_live_per_uid
+        return max(1, self.max_live // 4)
 
 
 class NetworkSection(_Section, frozen=True, kw_only=True):

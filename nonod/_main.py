@@ -106,9 +106,11 @@ def _tell(ready_fd: int | None, message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ._descriptors import raise_limit
     from .sandbox._libc import forbid_core_dumps
 
     forbid_core_dumps()  # before a single secret is read
+    raise_limit()  # sessions' traffic must not fill the daemon's table (``_descriptors``)
     args = _parser().parse_args(argv)
     log = structlog.get_logger()
     if args.system and os.geteuid() != 0:

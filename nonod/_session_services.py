@@ -10,6 +10,7 @@ namespace, and one forwarder per ``--listen-port``. Every decision goes to ``eve
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import secrets
@@ -23,7 +24,9 @@ import structlog
 import trio
 
 from . import _callerfs
+from ._accept import accept_retrying
 from ._config import NetworkSection
+from ._descriptors import for_sessions
 from .audit._mask import hidden_strings
 from .errors import PolicyError
 from .policy import DAEMON_BACKEND_PREFIX, ResolvedPolicy
@@ -35,6 +38,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 PROXY_PORT_RANGE = (20000, 60000)
+#: Connections through one session's ``--listen-port`` forwards at once (each holds two of
+#: the daemon's descriptors); more are closed as they come, as are those that would take the
+#: descriptors kept for the daemon itself (``nonod._descriptors``).
+MAX_INBOUND = 256
 #: Bound, in seconds, of the trust scan of a workdir (read as the caller, in its own thread).
 SCAN_TIMEOUT = 60.0
 
@@ -294,16 +301,34 @@ async def serve(
             await nursery.start(functools.partial(
                 proxy.serve_proxy, listener, events=events, asker=asker,
                 **prepared._proxy_args))
+        inbound = _Inbound()
         for port in prepared._listen_ports:
             listeners = await trio.open_tcp_listeners(port, host=prepared._listen_address)
             for lst in listeners:
-                nursery.start_soon(_forward_inbound, lst, proc, port, events)
+                nursery.start_soon(_forward_inbound, lst, proc, port, events, inbound)
         task_status.started()
         await trio.sleep_forever()
 
 
+@final
+class _Inbound:
+    """The connections open through one session's forwards (:data:`MAX_INBOUND`)."""
+
+    def __init__(self) -> None:
+        self.active = 0
+
+
 async def _forward_inbound(listener: trio.SocketListener, proc: Served, port: int,
-                           events: Callable[[object], None]) -> None:
+                           events: Callable[[object], None], inbound: _Inbound) -> None:
+    async def admitted(stream: trio.SocketStream) -> None:
+        try:
+            await handle(stream)
+        except Exception:  # one connection's failure, never the session's (any local user
+            log.exception("inbound.connection_failed", port=port)  # may connect here)
+            await trio.aclose_forcefully(stream)
+        finally:
+            inbound.active -= 1
+
     async def handle(stream: trio.SocketStream) -> None:
         peer = "?"
         try:
@@ -313,6 +338,9 @@ async def _forward_inbound(listener: trio.SocketListener, proc: Served, port: in
             pass
         try:
             inside = await proc.connect_inside(port)
+            if not for_sessions(inside.socket.fileno()):
+                await trio.aclose_forcefully(inside)
+                raise OSError(errno.EMFILE, "descriptors kept for the daemon")
         except OSError as exc:
             events(InboundEvent(port=port, peer=peer, decision="deny",
                                 reason=os.strerror(exc.errno) if exc.errno else str(exc)))
@@ -340,4 +368,11 @@ async def _forward_inbound(listener: trio.SocketListener, proc: Served, port: in
             events(InboundEvent(port=port, peer=peer, decision="allow",
                                 bytes_in=counts[0], bytes_out=counts[1]))
 
-    await trio.serve_listeners(handle, [listener])
+    async with trio.open_nursery() as nursery:
+        while True:
+            stream = await accept_retrying(listener.accept, event="inbound.accept_backoff")
+            if inbound.active >= MAX_INBOUND or not for_sessions(stream.socket.fileno()):
+                await trio.aclose_forcefully(stream)  # a flood: not even an event for it
+                continue
+            inbound.active += 1
+            nursery.start_soon(admitted, stream)

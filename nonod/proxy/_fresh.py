@@ -241,9 +241,9 @@ class _Acceptor:
             self.pump.unwatch(self._fd)
             self._retry = self.pump.at(time.monotonic() + PAUSE, self.start)
             return
-        admitted, conn = self.server._admit()
+        admitted, conn = self.server._admit(sock.fileno())
         if admitted is None:
-            sock.close()  # a flood: not even a 503 for this one
+            sock.close()  # a flood, or the daemon's reserve: not even a 503 for this one
         elif not admitted:
             self.hand_over(sock, None, time.monotonic(), False, conn)
         else:
@@ -345,15 +345,25 @@ class _Fresh:
         self._refuse(Reason.CONNECT_FAILED)
 
     def _connected_or_not(self, address: str, port: int, _: int = 0) -> None:
-        self._settle()
-        upstream, self.upstream = self.upstream, None
+        upstream = self.upstream
         if upstream is None:
             return
-        if upstream.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+        try:
+            upstream.getpeername()
+            connected = True
+        except OSError:
+            connected = False
+            if not upstream.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                # Still connecting: the readiness was reported for an earlier socket of this
+                # number, closed in the same turn of the thread. Wait on.
+                return
+        self._settle()
+        self.upstream = None
+        if connected:
+            self._established(upstream, address, port)
+        else:
             upstream.close()
             self._connect_next()
-        else:
-            self._established(upstream, address, port)
 
     def _connect_timeout(self) -> None:
         self._settle()

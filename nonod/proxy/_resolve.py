@@ -19,6 +19,7 @@ from typing import Any, Final, TypeAlias
 import msgspec
 import trio
 
+from .._descriptors import for_sessions
 from ..errors import NonoError
 from ._addresses import (
     HostError,
@@ -212,9 +213,13 @@ def start_connect(address: str, port: int) -> tuple[socket.socket, bool]:
     was checked: no name lookup, so no window for DNS rebinding between the check and the
     connect), begun: the socket, and whether it is connected already (a loopback or local
     upstream); if not, it is once writable, with its ``SO_ERROR`` saying how it went. A
-    connection refused at once raises OSError."""
+    connection refused at once raises OSError, and so does a socket whose number lies in
+    the daemon's reserve (EMFILE)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    if not for_sessions(sock.fileno()):  # the daemon's own (``nonod._descriptors``)
+        sock.close()
+        raise OSError(errno.EMFILE, "descriptors kept for the daemon")
     error = sock.connect_ex((address, port))
     if error == errno.EINPROGRESS:
         try:

@@ -52,6 +52,7 @@ import trio
 from structlog.contextvars import bound_contextvars
 
 from .._accept import accept_retrying
+from .._descriptors import for_sessions
 from ._allowlist import ProxyPolicy
 from ._ask import ApprovalAsk, Asker, Verdict
 from ._connect_head import ESTABLISHED, ConnectHead, parse_connect
@@ -183,12 +184,17 @@ class ProxyServer:
 
     # accepting
 
-    def _admit(self) -> tuple[bool | None, int]:
-        """Count one accepted connection (from either thread): serve it (True), refuse it
-        with 503 (False) or, under a flood, just close it (None); and its number."""
+    def _admit(self, fd: int | None) -> tuple[bool | None, int]:
+        """Count one accepted connection, its socket ``fd`` (None: not a socket), from either
+        thread: serve it (True), refuse it with 503 (False) or just close it (None: under a
+        flood, or when ``fd`` lies in the daemon's reserve, ``nonod._descriptors``); and its
+        number."""
         with self._counts:
             self._accepted += 1
             self._next_conn += 1
+            if fd is not None and not for_sessions(fd):
+                self._rejected += 1
+                return None, self._next_conn
             if self._active < self._limits.max_connections:
                 self._active += 1
                 return True, self._next_conn
@@ -210,9 +216,10 @@ class ProxyServer:
                      nursery: trio.Nursery) -> NoReturn:
         while True:
             stream = await accept_retrying(listener.accept, event="proxy.accept_backoff")
-            admitted, conn = self._admit()
+            admitted, conn = self._admit(
+                stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None)
             if admitted is None:
-                await trio.aclose_forcefully(stream)  # a flood: not even a 503 for this one
+                await trio.aclose_forcefully(stream)  # not even a 503 for this one
                 continue
             with bound_contextvars(proxy_conn=conn):
                 nursery.start_soon(self._run_handler, stream, not admitted)

@@ -17,6 +17,7 @@ from typing import Literal, final
 import msgspec
 import trio
 
+from .. import _descriptors
 from ..errors import LaunchError
 from ..policy import ResolvedPolicy
 from . import _reaper
@@ -361,6 +362,15 @@ def server_command(*, warm_idle: float = WARM_IDLE, prelude: str = "") -> list[s
             f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; {prelude}{entry}"]
 
 
+def _started_with_nofile() -> str:
+    """Code that gives the fork server back the descriptor limit the daemon was started with
+    (``nonod._descriptors.raise_limit``): sessions keep it."""
+    limit = _descriptors.inherited()
+    if limit is None:
+        return ""
+    return f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, {limit!r}); "
+
+
 @asynccontextmanager
 async def open_launcher(mode: ModeSetting = "auto", *, warm_idle: float = WARM_IDLE
                         ) -> AsyncIterator[Launcher]:
@@ -381,7 +391,8 @@ async def open_launcher(mode: ModeSetting = "auto", *, warm_idle: float = WARM_I
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PLAN)
     try:
         proc = subprocess.Popen(
-            [*server_command(warm_idle=warm_idle), str(theirs.fileno()), str(os.getpid())],
+            [*server_command(warm_idle=warm_idle, prelude=_started_with_nofile()),
+             str(theirs.fileno()), str(os.getpid())],
             pass_fds=(theirs.fileno(),),
             # Nothing of ours for sessions to find in /proc, but a debug build of the reaper
             # that whoever started the daemon named (``_reaper.OVERRIDE``).

@@ -69,6 +69,17 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 ROOT_ONLY_TREES: Final = ("/etc",)
 # At most this many entries are looked at per launch (a bound on the launch's cost).
 ROOT_ONLY_SCAN_LIMIT: Final = 50_000
+# sysfs for a session running as uid 0: a grant of /sys itself shows only these (where they
+# exist). Elsewhere sysfs has thousands of files only root may read, some of which act when
+# read: kernel heap state (/sys/kernel/slab, as /proc/slabinfo), firmware tables and
+# serial numbers (/sys/firmware, .../dmi/id), PCI I/O ports (``resource*``), and
+# /sys/class/zram-control/hot_add, which creates a block device on the host at each read.
+# sysfs cannot be idmapped and walking all of it costs a launch most of a second, so only
+# what programs read for their own tuning is kept: CPUs and NUMA nodes (nproc, lscpu,
+# thread pools) and transparent huge pages (allocators, the JVM). The root-only walk covers
+# these too. A grant of a deeper /sys path is kept as the profile gives it.
+SYS_FOR_ROOT: Final = ("/sys/devices/system/cpu", "/sys/devices/system/node",
+                       "/sys/kernel/mm/transparent_hugepage")
 # Where the kernel can idmap these trees, the read-only directory grants in them are mounted
 # with host uid and gid 0 shown as this id, which a uid-0 session's user namespace does not map
 # (it maps 0 only): the session is then "other" on every root-owned file there, by the
@@ -99,6 +110,21 @@ PERSISTENCE_NAMES = (
     ".envrc", ".vscode", ".idea", ".devcontainer", ".github/workflows", ".gitlab-ci.yml",
     ".pre-commit-config.yaml", ".husky",
 )
+# In the working directory, wherever it lies in a writable grant: nono's project trust policy
+# and its signature. A session that removed them made the next launch verify nothing (the
+# user-level policy usually lists no files), so it could rewrite GEMINI.md in that session and
+# have it read, unverified, by the one after.
+TRUST_FILES = ("trust-policy.json", "trust-policy.json.bundle")
+# Files of every session's fresh /proc that show the host's kernel keyrings: the type and
+# description of every key the session's uid may view (the user's own keys added outside any
+# session, Kerberos caches named after principals, network file system credentials) and the
+# per-uid quota use. A session cannot use a key (seccomp refuses keyctl); it has no business
+# listing them either.
+PROC_KEYRINGS = ("/proc/keys", "/proc/key-users")
+# The same in each submodule's git directory (``.git/modules/<name>``): git runs its hooks and
+# reads its config (``core.fsmonitor``...) whenever someone uses git inside that submodule.
+SUBMODULE_NAMES = ("hooks", "config", "info/attributes")
+MAX_SUBMODULES = 64
 # Names under these are kept only when the directory exists at launch: a repository the session
 # creates (``git init``) is its own, hooks included. A ``.git`` *file* (a worktree's pointer)
 # is kept read-only itself.
@@ -113,6 +139,16 @@ HOME_RC_FILES = (
     ".local/share/dbus-1", ".hgrc", ".config/hg", ".config/direnv", ".vimrc", ".vim",
     ".config/nvim", ".emacs", ".emacs.d", ".config/emacs", ".tmux.conf", ".config/tmux",
     ".ipython",
+    # Read by every start of a program the user runs anywhere, not only in this directory:
+    # readline's key macros (every interactive shell), X and desktop session scripts,
+    # debuggers' and REPLs' start-up commands, build tools' wrappers and runners, editors'
+    # plugins and settings, terminals' shells and Lua, window managers' exec lines.
+    ".inputrc", ".xinitrc", ".xsession", ".config/plasma-workspace", ".config/autostart-scripts",
+    ".gdbinit", ".config/gdb", ".lldbinit", ".pdbrc", ".Rprofile", ".irbrc", ".psqlrc",
+    ".sqliterc", ".cargo/config.toml", ".cargo/config", ".config/mise", ".yarnrc",
+    ".yarnrc.yml", ".local/share/nvim", ".config/Code/User", ".vscode-server", ".config/kitty",
+    ".config/alacritty", ".config/wezterm", ".wezterm.lua", ".config/i3", ".config/sway",
+    ".config/hypr",
 )
 
 
@@ -345,7 +381,10 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
     tmp_writable: dict[str, bool] = {p: p == "/dev/shm" for p in PRIVATE_TMP}
     denied = [d.path for d in policy.denials]
     denied_under = _Prefixes(denied)
-    for grant in expand_root(policy.grants, look):
+    grants = expand_root(policy.grants, look)
+    if hide_root_only:  # a "/" grant's /sys (an explicit one is narrowed by ``narrow_sys``)
+        grants = _narrow_sys(grants)
+    for grant in grants:
         path = grant.path
         writes = grant.access.writes
         if path in tmp_writable:
@@ -377,7 +416,8 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
     ops[:0] = _symlink_ops(list(binds) + alias_paths, taken, look)
 
     view = _View(sorted(binds.values(), key=lambda op: _depth(op.target)), look)
-    for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look):
+    for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
+                                   policy.workdir):
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
@@ -391,6 +431,7 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
         for path in look.proc_root_only():  # the session's own /proc, mounted fresh
             view.ops.append(MountOp(MASK_FILE, path))
             view.masked.append(path)
+    view.ops += [MountOp(MASK_FILE, path) for path in PROC_KEYRINGS if look.lexists(path)]
     anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
     return MountPlan(ops=(*ops, *anchors, *view.ops, *view.later),
                      masked=tuple(view.masked), skipped=tuple(view.skipped),
@@ -423,11 +464,31 @@ def _unescape_octal(text: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
+def narrow_sys(policy: ResolvedPolicy) -> ResolvedPolicy:
+    """The policy of a session running as uid 0: a grant of ``/sys`` itself becomes the
+    :data:`SYS_FOR_ROOT` paths, for its view and its Landlock rules alike."""
+    return msgspec.structs.replace(policy, grants=tuple(_narrow_sys(policy.grants)))
+
+
+def _narrow_sys(grants: Sequence[Grant]) -> list[Grant]:
+    """``grants`` with a grant of ``/sys`` itself replaced by the :data:`SYS_FOR_ROOT`
+    paths (whoever binds them skips those that do not exist)."""
+    out: list[Grant] = []
+    for grant in grants:
+        if grant.path == "/sys" and not grant.is_file:
+            out += [msgspec.structs.replace(grant, path=path) for path in SYS_FOR_ROOT]
+        else:
+            out.append(grant)
+    return out
+
+
 def _root_only(binds: Sequence[MountOp]) -> list[str]:
     """Entries of the read-only directory grants under :data:`ROOT_ONLY_TREES` that others
     may not read: files without ``o+r``, directories without ``o+rx`` (not descended into).
     Symbolic links are judged where they lead, if that is in the view."""
-    stack = sorted((op.target for op in binds if _root_only_tree(op)), reverse=True)
+    stack = sorted((op.target for op in binds if _root_only_tree(op) or (
+        op.kind == BIND_DIR and any(_under(op.target, tree) for tree in SYS_FOR_ROOT))),
+        reverse=True)
     found: list[str] = []
     seen = 0
     while stack and seen < ROOT_ONLY_SCAN_LIMIT:
@@ -617,13 +678,37 @@ def _proc_top_entries() -> list[tuple[str, int]]:
         os.close(fd)
 
 
+def _submodule_gitdirs(wdir: str, look: _Look) -> list[str]:
+    """The git directories of the submodules of ``wdir``'s repository, relative to ``wdir``:
+    those under ``.git/modules`` (a submodule's name may hold slashes; a submodule's own
+    submodules are under its ``modules``), at most :data:`MAX_SUBMODULES`."""
+    found: list[str] = []
+    stack = [".git/modules"]
+    while stack and len(found) < MAX_SUBMODULES:
+        rel = stack.pop()
+        path = os.path.join(wdir, rel)
+        if not look.isdir(path) or look.islink(path):
+            continue
+        if look.lexists(os.path.join(path, "HEAD")):
+            found.append(rel)
+            stack.append(rel + "/modules")
+            continue
+        try:
+            stack += sorted((f"{rel}/{name}" for name in look.listdir(path)), reverse=True)
+        except OSError:
+            continue
+    return found
+
+
 def _persistence_paths(view: _View, home: str, allowed: set[str],
-                       denied: Sequence[str], look: _Look) -> list[str]:
+                       denied: Sequence[str], look: _Look, workdir: str | None = None
+                       ) -> list[str]:
     """The persistence paths to keep in every writable directory grant: the names of
     :data:`PERSISTENCE_NAMES` (those under a repository directory only if it exists: a
     repository the session makes is its own), a ``.git`` *file* (a worktree's pointer to its
-    repository), and :data:`HOME_RC_FILES` if ``home`` is inside. Minus those the profile
-    lists in ``writable_persistence`` (or a parent of them) and those already denied."""
+    repository), :data:`HOME_RC_FILES` if ``home`` is inside, and :data:`TRUST_FILES` if
+    ``workdir`` is. Minus those the profile lists in ``writable_persistence`` (or a parent of
+    them) and those already denied."""
     out: list[str] = []
     seen: set[str] = set()
     kept_out = _Prefixes((*allowed, *denied))
@@ -631,12 +716,16 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
         names = list(PERSISTENCE_NAMES)
         if _under(home, wdir):
             names += [os.path.relpath(os.path.join(home, rc), wdir) for rc in HOME_RC_FILES]
+        if workdir is not None and _under(workdir, wdir):
+            names += [os.path.relpath(os.path.join(workdir, f), wdir) for f in TRUST_FILES]
         for repo in REPO_DIRS:
             top = os.path.join(wdir, repo)
             if look.isfile(top) and not look.islink(top):
                 names.append(repo)
             if not look.isdir(top):
                 names = [n for n in names if not n.startswith(repo + "/")]
+        names += [f"{gitdir}/{leaf}" for gitdir in _submodule_gitdirs(wdir, look)
+                  for leaf in SUBMODULE_NAMES]
         for name in names:
             path = os.path.normpath(os.path.join(wdir, name))
             if path in seen or kept_out.covers(path):

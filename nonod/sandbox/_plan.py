@@ -32,6 +32,7 @@ from ._mounts import (
     compile_mounts,
     expand_root,
     idmap_available,
+    narrow_sys,
 )
 from ._report import applied, partial, unavailable
 from ._syscalls import native_arch
@@ -246,6 +247,8 @@ def build_plan(
     # A root session's /etc: idmapped where the kernel can (landlock-only mode has no view of
     # its own: the walk's masks become Landlock's exceptions there).
     idmap = uid == 0 and not landlock_only and idmap_available()
+    if uid == 0:
+        policy = narrow_sys(policy)  # sysfs's root-only files (``_mounts.SYS_FOR_ROOT``)
     mounts = compile_mounts(policy, home=home, hide_root_only=uid == 0, idmap=idmap)
     abi = _host_abi() if landlock_abi is None else landlock_abi
     if landlock_only:

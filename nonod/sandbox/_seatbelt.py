@@ -34,7 +34,7 @@ from typing import Final, NamedTuple, final
 
 from ..errors import EnforcementUnavailable, LaunchError, PolicyError
 from ..policy import Grant, ResolvedPolicy
-from ._mounts import HOME_RC_FILES, PERSISTENCE_NAMES
+from ._mounts import HOME_RC_FILES, PERSISTENCE_NAMES, TRUST_FILES
 
 # On macOS these three top-level names are symlinks into /private. Seatbelt matches the path of
 # the file actually reached, so a rule must name the /private form or it never matches (and a
@@ -181,12 +181,13 @@ def _ancestors(paths: Iterable[str]) -> list[str]:
     return sorted(out)
 
 
-def _persistence(writable_dirs: Sequence[str], home: str,
-                 exempt: frozenset[str]) -> tuple[list[str], list[str]]:
+def _persistence(writable_dirs: Sequence[str], home: str, exempt: frozenset[str],
+                 workdir: str | None = None) -> tuple[list[str], list[str]]:
     """(protected paths, their intermediate directories) inside writable directory grants.
 
-    The same names as the Linux read-only binds (``_mounts.PERSISTENCE_NAMES``, and the home
-    rc files when ``home`` lies inside the grant). Intermediate directories (``.git``,
+    The same names as the Linux read-only binds (``_mounts.PERSISTENCE_NAMES``, the home rc
+    files when ``home`` lies inside the grant, the project trust policy when ``workdir``
+    does). Intermediate directories (``.git``,
     ``.config``) get their own literal write denial, so that the directory cannot be renamed
     away and replaced by one with planted contents.
     """
@@ -196,6 +197,8 @@ def _persistence(writable_dirs: Sequence[str], home: str,
         names = list(PERSISTENCE_NAMES)
         if _under(home, wdir):
             names += [posixpath.relpath(posixpath.join(home, rc), wdir) for rc in HOME_RC_FILES]
+        if workdir is not None and _under(workdir, wdir):
+            names += [posixpath.relpath(posixpath.join(workdir, f), wdir) for f in TRUST_FILES]
         for name in names:
             path = posixpath.normpath(posixpath.join(wdir, name))
             if path in exempt or path in protected:
@@ -245,7 +248,7 @@ def render_sbpl(policy: ResolvedPolicy, *, proxy_port: int | None, home: str) ->
     writable = [g for g in grants if g.access.writes]
     writable_dirs = sorted({g.path for g in writable if not g.is_file})
     exempt = frozenset(macos_path(p) for p in policy.writable_persistence)
-    protected, between = _persistence(writable_dirs, home, exempt)
+    protected, between = _persistence(writable_dirs, home, exempt, policy.workdir)
 
     out: list[str] = [
         "(version 1)",

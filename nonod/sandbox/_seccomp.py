@@ -112,6 +112,15 @@ TCP_FASTOPEN: Final = 23
 TCP_FASTOPEN_CONNECT: Final = 30
 MSG_FASTOPEN: Final = 0x20000000
 
+# chmod(path, mode), fchmod(fd, mode), fchmodat(dirfd, path, mode), fchmodat2(..., mode, flags),
+# and the creations that take a mode: open(path, flags, mode), openat(dirfd, path, flags, mode),
+# creat(path, mode), mknod(path, mode, dev), mknodat(dirfd, path, mode, dev). (mkdir's is not:
+# set-user-ID means nothing on a directory, set-group-ID there only passes its group on.)
+_MODE_ARG: Final = (("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("fchmodat2", 2),
+                    ("open", 2), ("openat", 3), ("creat", 1), ("mknod", 1), ("mknodat", 2))
+S_ISUID: Final = 0o4000
+S_ISGID: Final = 0o2000
+
 # sendto(fd, buf, len, flags, ...), sendmsg(fd, msg, flags), sendmmsg(fd, vec, vlen, flags)
 _SEND_FLAGS_ARG: Final = (("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3))
 
@@ -302,6 +311,10 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     a.jeq(_nr(arch, "socket"), jt="socket")
     a.jeq(_nr(arch, "socketpair"), jt="socketpair")
     a.jeq(_nr(arch, "personality"), jt="personality")
+    mode_args = sorted({index for name, index in _MODE_ARG if arch.nr(name) is not None})
+    for name, index in _MODE_ARG:
+        if (number := arch.nr(name)) is not None:
+            a.jeq(number, jt=f"mode_arg{index}")
     if fallback:
         a.jeq(_nr(arch, "setsockopt"), jt="setsockopt")
         for name, _ in _SEND_FLAGS_ARG:
@@ -322,14 +335,21 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     a.jeq(PERSONALITY_QUERY, jt="allow")
     a.jeq(PER_LINUX, jt="allow", jf="eperm")
 
-    # 4. ioctl(fd, unsigned int cmd, arg): req | 1 << 32 is the same request to the kernel.
+    # 4. A mode with the set-user-ID or set-group-ID bit: a file the session writes would
+    # run as its owner (root, for a root session) for any user of the host who runs it.
+    for index in mode_args:
+        a.label(f"mode_arg{index}")
+        a.load(_arg_low(index))
+        a.jset(S_ISUID | S_ISGID, jt="eperm", jf="allow")
+
+    # 5. ioctl(fd, unsigned int cmd, arg): req | 1 << 32 is the same request to the kernel.
     a.label("ioctl")
     a.load(_arg_low(1))
     for ioctl in IOCTLS:
         a.jeq(ioctl.request, jt=_label(ioctl.errno))
     a.ret(SECCOMP_RET_ALLOW)
 
-    # 5. socket(int family, int type, int protocol) and socketpair(family, ...).
+    # 6. socket(int family, int type, int protocol) and socketpair(family, ...).
     a.label("socket")
     a.load(_arg_low(0))
     a.jeq(AF_UNIX, jt="allow" if options.allow_unix_sockets else "eperm")
@@ -404,6 +424,8 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
         lines.append("ptrace, process_vm_readv: allowed (a learn session's tracer)")
     lines += [
         "personality, except a query (0xffffffff) or PER_LINUX: EPERM",
+        f"{', '.join(name for name, _ in _MODE_ARG if arch.nr(name) is not None)} with"
+        " S_ISUID or S_ISGID in the mode: EPERM (set-id files run as their owner for anyone)",
         *(f"ioctl {', '.join(i.name for i in IOCTLS if i.errno == value)} (request compared on"
           f" its low 32 bits): {_errno_name(value)}"
           for value in sorted({i.errno for i in IOCTLS})),

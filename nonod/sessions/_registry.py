@@ -308,6 +308,13 @@ class Registry:
                 f"{len(live)} sessions are live, the limit is {limits.max_live}",
                 hint="raise [sessions] max_live in nonod.toml, or stop sessions",
             )
+        if self._system:
+            mine = sum(1 for s in live if s.record.owner_uid == plan.owner.uid)
+            if mine >= (per_uid := limits.live_per_uid()):
+                raise SessionLimit(
+                    f"this user has {mine} live sessions, the limit per user is {per_uid}",
+                    hint="stop some of your sessions, or raise [sessions] max_live_per_uid",
+                )
         if plan.name is not None:
             for s in live:
                 if s.name == plan.name and s.record.owner_uid == plan.owner.uid:

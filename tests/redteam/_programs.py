@@ -9,3 +9,18 @@ for path in sys.argv[1:]:
     except OSError as exc:
         print(path, type(exc).__name__)
 '''
+
+#: ``BASE NAME...``: appends a line that would run code to each NAME under BASE, making the
+#: directories on the way; prints ``NAME WRITTEN`` or ``NAME ExceptionName``.
+PLANT = r'''
+import os, sys
+for name in sys.argv[2:]:
+    path = os.path.join(sys.argv[1], name)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a") as f:
+            f.write("touch /tmp/pwned\n")
+        print(name, "WRITTEN")
+    except OSError as exc:
+        print(name, type(exc).__name__)
+'''

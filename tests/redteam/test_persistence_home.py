@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.daemon.test_cli import CLI
+from tests.redteam._programs import PLANT
 
 PLANTED = (
     ".local/share/systemd/user/evil.service", ".local/share/dbus-1/services/evil.service",
@@ -18,20 +19,19 @@ PLANTED = (
     ".bashrc.d/evil.sh", ".zlogout",
 )
 
-PLANT = r'''
-import os, sys
-home = os.environ["HOME"]
-for name in sys.argv[1:]:
-    path = os.path.join(home, name)
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write("touch /tmp/pwned\n")
-        print(name, "WRITTEN")
-    except OSError as exc:
-        print(name, type(exc).__name__)
-print("fine", open(os.path.join(home, "notes.txt"), "w").write("ok"))
-'''
+
+def _plant_in_home(run: CLI, short_tmp: Path, names: tuple[str, ...]) -> list[str]:
+    """Run PLANT in a session with the caller's ``$HOME`` writable; what is in ``$HOME``
+    afterwards (none of ``names`` may have been written; an ordinary file was)."""
+    home = Path(run.env["HOME"])
+    (short_tmp / "plant.py").write_text(PLANT)
+    done = run("launch", "--allow-cwd", "-a", str(home), "--block-net", "--",
+               "/usr/bin/python3", "-S", "plant.py", str(home), *names, "notes.txt")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if line.endswith("WRITTEN")] == [
+        "notes.txt WRITTEN"], lines  # the rest of $HOME is writable
+    return sorted(p.relative_to(home).as_posix() for p in home.rglob("*"))
 
 
 def test_a_session_with_a_writable_home_plants_nothing_that_runs_later(
@@ -39,12 +39,27 @@ def test_a_session_with_a_writable_home_plants_nothing_that_runs_later(
     home = Path(run.env["HOME"])
     home.mkdir(parents=True, exist_ok=True)
     (home / ".vim").mkdir()  # an existing directory is bound read-only, a missing one refused
-    (short_tmp / "plant.py").write_text(PLANT)
-    done = run("launch", "--allow-cwd", "-a", str(home), "--block-net", "--",
-               "/usr/bin/python3", "-S", "plant.py", *PLANTED)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert not [line for line in lines if line.endswith("WRITTEN")], lines
-    assert lines[-1] == "fine 2"  # the rest of $HOME is writable
-    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == [
-        ".vim", "notes.txt"]
+    assert _plant_in_home(run, short_tmp, PLANTED) == [".vim", "notes.txt"]
+
+
+#: Start-up files of programs the user runs anywhere (not only in a directory the session
+#: wrote): each one runs what it holds at the program's next start.
+ANYWHERE = (
+    ".inputrc", ".xinitrc", ".xsession", ".config/plasma-workspace/env/evil.sh",
+    ".config/autostart-scripts/evil.sh", ".gdbinit", ".config/gdb/gdbinit", ".lldbinit",
+    ".pdbrc", ".Rprofile", ".irbrc", ".psqlrc", ".sqliterc", ".cargo/config.toml",
+    ".config/mise/config.toml", ".yarnrc", ".yarnrc.yml", ".local/share/nvim/site/plugin/e.lua",
+    ".config/Code/User/settings.json", ".vscode-server/data/Machine/settings.json",
+    ".config/kitty/kitty.conf", ".config/alacritty/alacritty.toml",
+    ".config/wezterm/wezterm.lua", ".wezterm.lua", ".config/i3/config", ".config/sway/config",
+    ".config/hypr/hyprland.conf",
+)
+
+
+def test_a_writable_home_keeps_the_start_up_files_of_programs_run_anywhere(
+        run: CLI, short_tmp: Path) -> None:
+    home = Path(run.env["HOME"])
+    (home / ".cargo").mkdir(parents=True)  # an existing parent: only the file is refused
+    (home / ".gdbinit").write_text("# the user's\n")  # an existing file: read-only
+    assert _plant_in_home(run, short_tmp, ANYWHERE) == [".cargo", ".gdbinit", "notes.txt"]
+    assert (home / ".gdbinit").read_text() == "# the user's\n"

@@ -284,6 +284,27 @@ def test_clone_flags(arch: Arch) -> None:
     assert run(arch, options, "clone", 17 | 0x10000000 << 32) == ALLOW  # high bits: ignored
 
 
+#: Where each mode-taking syscall has its mode (argument index).
+MODE_ARGS = {"chmod": 1, "fchmod": 1, "fchmodat": 2, "fchmodat2": 2, "open": 2, "openat": 3,
+             "creat": 1, "mknod": 1, "mknodat": 2}
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+@pytest.mark.parametrize("options", ALL_OPTIONS)
+def test_set_id_modes_are_refused(arch: Arch, options: SeccompOptions) -> None:
+    present = {name: index for name, index in MODE_ARGS.items() if arch.nr(name) is not None}
+    assert set(present) >= {"fchmod", "fchmodat", "fchmodat2", "openat", "mknodat"}
+    for name, index in present.items():
+        def call(mode: int, name: str = name, index: int = index) -> int:
+            args = [0xFFFFFF9C, 0x1000, 0x41] + [0] * 3  # AT_FDCWD, a path, O_CREAT|O_WRONLY
+            args[index] = mode
+            return run(arch, options, name, *args)
+        for mode in (0o4755, 0o2755, 0o6777, 0o104755, 0o4000 | 1 << 32):
+            assert call(mode) == err(errno.EPERM), (name, oct(mode))
+        for mode in (0o755, 0o1777, 0o600, 0, 0o777 | 0o4000 << 32):  # high half: not a mode
+            assert call(mode) == ALLOW, (name, oct(mode))
+
+
 @pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
 def test_ioctl_compares_32_bits(arch: Arch) -> None:
     options = SeccompOptions()
@@ -375,6 +396,8 @@ def test_describe_filter() -> None:
     assert "ioctl TIOCSTI, TIOCLINUX, TIOCSETD, TIOCCONS" in text
     assert "chroot" in text and "modify_ldt" in text
     assert "MSG_FASTOPEN: EOPNOTSUPP" in text
+    assert "chmod, fchmod, fchmodat, fchmodat2, open, openat, creat, mknod, mknodat with" \
+        " S_ISUID or S_ISGID in the mode: EPERM" in text
     assert "uselib" in text
     aarch64 = "\n".join(describe_filter(SeccompOptions(), arch=AARCH64))
     assert "uselib" not in aarch64 and "modify_ldt" not in aarch64 and "chroot" in aarch64

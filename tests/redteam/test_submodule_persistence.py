@@ -1,0 +1,36 @@
+"""Red team, persistence through a submodule's git directory: ``.git/hooks`` and
+``.git/config`` of the working directory's repository were read-only in a session, but each
+submodule has a git directory of its own under ``.git/modules/<name>`` with its own hooks and
+config, which git runs and reads whenever someone uses git inside that submodule (a
+``post-checkout`` hook, ``core.fsmonitor``). A session wrote both; now they are kept like the
+top repository's, nested submodules and names with slashes included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.daemon.test_cli import CLI
+from tests.redteam._programs import PLANT
+
+GITDIRS = (".git/modules/lib", ".git/modules/vendor/tool", ".git/modules/lib/modules/inner")
+TARGETS = [f"{g}/{leaf}" for g in GITDIRS for leaf in ("config", "hooks/post-checkout",
+                                                        "info/attributes")]
+
+
+def test_a_session_cannot_plant_in_a_submodules_git_directory(run: CLI,
+                                                               short_tmp: Path) -> None:
+    for gitdir in (".git", *GITDIRS):
+        (short_tmp / gitdir / "hooks").mkdir(parents=True)
+        (short_tmp / gitdir / "HEAD").write_text("ref: refs/heads/main\n")
+        (short_tmp / gitdir / "config").write_text("[core]\n")
+    (short_tmp / "plant.py").write_text(PLANT)
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "plant.py", ".", *TARGETS, ".git/modules/lib/objects/ok")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if line.endswith("WRITTEN")] == [
+        ".git/modules/lib/objects/ok WRITTEN"], lines  # the rest of the git dir is writable
+    for gitdir in GITDIRS:
+        assert (short_tmp / gitdir / "config").read_text() == "[core]\n"  # as it was
+        assert not (short_tmp / gitdir / "hooks" / "post-checkout").exists()
+        assert not (short_tmp / gitdir / "info").exists()
