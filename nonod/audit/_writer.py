@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final, get_args
 
-import outcome
 import trio
 
+from .._soon import Started
 from ._chain import FOLD_AT, Chain, UtcClock, utc_timestamp
 from ._errors import AuditClosed, AuditError, AuditNotFound, AuditWriteError
 from ._events import EndReason, Event, Record, Seal, SessionEnded, SessionSealed
@@ -512,31 +512,22 @@ class AuditWriter:
         self._catch_up()
         self._pending = 0
         self._last_fsync_at = trio.current_time()
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
-        result: list[outcome.Outcome[None]] = []
+        started = Started(self._fsync_blocking(), name=f"audit fsync {self.session}")
         settled: list[AuditWriteError | None] = []
-
-        def deliver(out: outcome.Outcome[None]) -> None:  # in the worker thread
-            result.append(out)
-            token.run_sync_soon(done.set)
-
-        trio.lowlevel.start_thread_soon(self._fsync_blocking(), deliver,
-                                        name=f"audit fsync {self.session}")
 
         async def wait() -> None:
             if not settled:
-                with trio.CancelScope(shield=True):  # the descriptor is in use until then
-                    await done.wait()
-                self._lock.release()
                 try:
-                    result[0].unwrap()
-                except OSError as exc:
+                    await started.result()
+                except Exception as exc:  # noqa: BLE001 - an fsync's failure, kept for each wait
                     self._broken = True
-                    settled.append(AuditWriteError(f"cannot sync {self.path}: {exc.strerror}"))
+                    why = getattr(exc, "strerror", None) or str(exc)
+                    settled.append(AuditWriteError(f"cannot sync {self.path}: {why}"))
                 else:
                     self._fsyncs += 1
                     settled.append(None)
+                finally:
+                    self._lock.release()
             if settled[0] is not None:
                 raise settled[0]
 

@@ -20,13 +20,14 @@ previous daemon (the engine ties every session to the daemon's life with
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 import secrets
 import shutil
 import signal as _signal
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, final
 
@@ -40,6 +41,7 @@ from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
 )
+from .._soon import Started
 from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts, WebhookCaller
 from ..audit import AuditError, redact_argv
 from ..audit._fanout import AuditHub
@@ -443,19 +445,22 @@ class Registry:
             record.state = "running"
             record.pid = proc.pid
             record.enforcement = enforcement_of(proc.enforcement)
+            # On disk before anyone hears of it: a daemon killed right after the reply must
+            # still find the record at its next start. Written in a worker thread from now,
+            # while the log line and the enforcement record are made; awaited below.
+            saving = self._save_started(session)
             log.info("session started", name=record.name, pid=proc.pid, argv0=record.argv[:1],
                      profile=record.profile, uid=record.uid,
                      enforcement=record.enforcement.summary)
-            # On disk before anyone hears of it: a daemon killed right after the reply must
-            # still find the record at its next start. Shielded: the program already runs.
+            # Shielded: the program already runs.
             with trio.CancelScope(shield=True):
-                await self._save(session)
                 try:
                     if session.audit is not None:
                         session.audit.started(proc.enforcement, proc.pid)
                 except AuditError:
                     # Its record could not be started (disk full): it does not run unaudited.
                     proc.kill()
+                    await saving()
                     with trio.move_on_after(KILL_TIMEOUT):
                         await proc.wait_exited()
                     if session.audit is not None:
@@ -464,6 +469,7 @@ class Registry:
                     if tools is not None:
                         tools.close()
                     raise
+                await saving()
             task_status.started(session)
             if tools is not None:
                 self._nursery.start_soon(tools.serve, session)
@@ -590,12 +596,23 @@ class Registry:
         return bool(written)
 
     async def _save(self, session: Session) -> None:
+        await self._save_started(session)()
+
+    def _save_started(self, session: Session) -> Callable[[], Awaitable[None]]:
+        """The session's record as it is now, written in a worker thread from now on; the
+        wait for it (a failed write is logged, not raised)."""
         data = record_encoder.encode(session.record)
-        try:
-            await trio.to_thread.run_sync(write_record, session.directory, data)
-        except OSError as exc:
-            log.error("cannot persist session record", path=str(session.directory),
-                      error=exc.strerror or str(exc))
+        started = Started(functools.partial(write_record, session.directory, data),
+                          name=f"session record {session.id}")
+
+        async def written() -> None:
+            try:
+                await started.result()
+            except OSError as exc:
+                log.error("cannot persist session record", path=str(session.directory),
+                          error=exc.strerror or str(exc))
+
+        return written
 
     # -- housekeeping
     async def prune(self, caller: Caller) -> list[str]:
