@@ -300,8 +300,8 @@ class _Warm:
             if self.audit_tag:
                 pending += record(REC_AUDIT, ses, ses_err)
             pending += record(REC_PID, init_pid, 0)
-            # The init writes them on the launch pipe once the program runs (or with its
-            # error), whose end then tells the daemon: no wake-up here on the way.
+            # The init writes them on the launch pipe just before the program starts (or
+            # with its error); the pipe's end tells the daemon: no wake-up here on the way.
             socket.send_fds(self.sock, [PENDING.pack(len(pending)), pending, msg], fds)
             handed = True
             return Cue(self.sock)

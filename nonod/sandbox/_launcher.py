@@ -85,7 +85,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Final, NamedTuple, TypeVar
+from typing import Final, NamedTuple, NoReturn, TypeVar
 
 import msgspec
 
@@ -237,7 +237,7 @@ def _step(name: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T
         raise StepFailed(name, 0, f"{type(exc).__name__}: {exc}") from None
 
 
-def _fail(launch_w: int, exc: StepFailed, pending: bytes = b"") -> None:
+def _fail(launch_w: int, exc: StepFailed, pending: bytes = b"") -> NoReturn:
     """Report ``exc`` on the launch pipe (after a warm launch's ``pending`` records) and
     exit."""
     _write_all(launch_w, pending + record(REC_ERROR, STEPS.index(exc.step), exc.err,
@@ -1055,9 +1055,9 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: in
     rule's path names another file now. ``hub``: our copy of the outer launcher's socket to
     the fork server's guard hub: kept (with ``guard``) when the outer is to leave once we
     run ``nono-reaper`` (``hands_over``). ``pending``: a warm launch's records from the fork
-    server (the init's pid...), written on the launch pipe once the program runs, or before
-    the error if a step fails: then the pipe's end is the daemon's one wake-up for the
-    launch, straight from here."""
+    server (the init's pid...), written on the launch pipe just before the program starts,
+    or before the error if a step fails: the pipe's end, once the program runs, is the
+    daemon's wake-up for the launch, straight from here."""
     handover = hands_over(plan.ns_flags, reaper, hub)
     if not handover and hub >= 0:
         os.close(hub)
@@ -1119,18 +1119,26 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
     # pid 1 of a namespace drops a signal it has no handler for, so a stop that came between
     # the program's start and the handlers would be lost. The program starts unblocked.
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
-    if plan.creation_refused:
-        pid, supervisor = _fork_guarded(plan, launch_w, exit_w)
-    elif plan.controlling_tty:
-        pid = _fork_program(plan, launch_w, exit_w)
-    else:
-        # vfork-style spawn: no copy of our page tables; an exec failure comes back as OSError
-        try:
-            pid = os.posix_spawn(plan.executable, list(plan.argv), _env_dict(plan.env),
-                                 setsid=True, setsigmask=())
-        except OSError as exc:
-            raise StepFailed("exec", exc.errno or 0, plan.executable) from None
+    # A warm launch's records before the program exists: once it runs it may kill us before
+    # we could write them (it can where it shares no pid namespace with us), and the daemon
+    # would take the launch for failed (no pid) while its program ran. The daemon reads the
+    # pipe to its end, which comes once the program runs, as before.
     _write_all(launch_w, pending)
+    try:
+        if plan.creation_refused:
+            pid, supervisor = _fork_guarded(plan, launch_w, exit_w)
+        elif plan.controlling_tty:
+            pid = _fork_program(plan, launch_w, exit_w)
+        else:
+            # vfork-style spawn: no copy of our page tables; an exec failure comes back as
+            # OSError
+            try:
+                pid = os.posix_spawn(plan.executable, list(plan.argv), _env_dict(plan.env),
+                                     setsid=True, setsigmask=())
+            except OSError as exc:
+                raise StepFailed("exec", exc.errno or 0, plan.executable) from None
+    except StepFailed as exc:
+        _fail(launch_w, exc)  # the records are on the pipe already
     os.close(launch_w)
     if done >= 0:
         os.close(done)
