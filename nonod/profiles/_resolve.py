@@ -31,7 +31,7 @@ from typing import Final, final
 import msgspec
 
 from .._units import parse_duration, parse_size
-from ..errors import ExtendsError, PolicyError, ProfileError
+from ..errors import BroadWorkdir, ExtendsError, PolicyError, ProfileError
 from ..policy import (
     DEFAULT_MAX_PROCESSES,
     QUEUE_BACKEND,
@@ -49,6 +49,7 @@ from ..policy import (
     TlsIntercept,
 )
 from . import _expand
+from ._broad import broad_directory, named_by
 from ._check import check_profile, reserved_env_name
 from ._expand import ResolveContext
 from ._fslook import FsLook
@@ -212,6 +213,7 @@ class _Resolver:
         workdir_access = self._workdir_grant()
         self._profile_grants()
         self._cli_grants()
+        self._refuse_broad_workdir(workdir_access)
         self._bypass()
         self._ignored_settings()
         grants = self._merged_grants()
@@ -407,6 +409,23 @@ class _Resolver:
             raise PolicyError(f"the working directory {self.workdir} does not exist")
         self.grants.append(Grant(path=self.workdir, access=Access(access), source="workdir"))
         return Access(access)
+
+    def _refuse_broad_workdir(self, access: Access | None) -> None:
+        """A working-directory grant of `/`, `$HOME` or a system tree stands only if the
+        profile or a flag grants that directory by name (or `/` read-only is asked for)."""
+        if access is None or (access is Access.READ and self.workdir != "/"):
+            return
+        why = broad_directory(self.workdir, self.ctx.home)
+        if why is None:
+            return
+        named = [g.path for g in self.grants if g.source in ("profile", "cli")
+                 and not g.is_file and (access is Access.READ or g.access is not Access.READ)]
+        if named_by(self.workdir, named):
+            return
+        flag = "--allow-cwd" if self.cli.allow_cwd else "the profile's workdir.access"
+        raise BroadWorkdir(
+            f"{flag} would grant {self.workdir} ({access}), and {why}",
+            hint=f"run from a project directory, or grant it by name: --allow {self.workdir}")
 
     def _profile_grants(self) -> None:
         fs, legacy = self.profile.filesystem, self.profile.policy
