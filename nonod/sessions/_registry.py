@@ -46,7 +46,8 @@ from ..audit._fanout import AuditHub
 from ..audit._kernel import FsDeniedMonitor
 from ..audit._writer import Ledger
 from ..errors import NonoError
-from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
+from ._audit import CLOSE_TIMEOUT, Account, SessionAudit, close_lost, seal_truncated
+from ._audit_budget import AuditBudget, audit_bytes
 from ._contracts import Caller, GetLauncher, PreparedTools, Process, SessionPlan, ToolHook
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
 from ._events import ApprovalNotice, EventFeed, LifecycleEvent
@@ -121,6 +122,9 @@ class Registry:
         self._limits = limits
         self._system = system
         self._sessions: dict[str, Session] = {}
+        #: Each user's audit bytes on disk (bounded by ``[audit] user_max_bytes`` on the
+        #: system daemon).
+        self._audit_budget = AuditBudget()
         self._feeds: list[EventFeed] = []
         #: Every session's pending approvals (``nonoctl approvals``).
         self.approvals = ApprovalQueue(notify=self._emit_approval)
@@ -157,6 +161,9 @@ class Registry:
                 await self._save(session)
                 await close_lost(self._state_dir, record.id, sign_key=record.audit_sign_key,
                                  hub=self._audit_hub, ledger=self._audit_ledger)
+        if self._system:
+            owners = {record.id: record.owner_uid for record in records}
+            await trio.to_thread.run_sync(self._audit_budget.load, self._sessions_dir, owners)
         return lost
 
     async def heartbeat(self) -> None:
@@ -304,6 +311,14 @@ class Registry:
                 raise SessionLimit(
                     f"this user has {mine} live sessions, the limit per user is {per_uid}",
                     hint="stop some of your sessions, or raise [sessions] max_live_per_uid",
+                )
+            used = self._audit_budget.used(plan.owner.uid)
+            if used >= (budget := self._audit_settings().user_max_bytes):
+                raise SessionLimit(
+                    f"this user's audit records take {used} bytes, the limit per user is "
+                    f"{budget} ([audit] user_max_bytes)",
+                    hint="ask the administrator to remove old records ([audit] keep_days or "
+                    "keep_sessions) or to raise [audit] user_max_bytes",
                 )
         if plan.name is not None:
             for s in live:
@@ -524,6 +539,7 @@ class Registry:
             log.exception("audit retention failed")
             return []
         for session_id in removed:
+            self._audit_budget.release(session_id)
             gone = self._sessions.get(session_id)
             if gone is not None and not gone.live:
                 del self._sessions[session_id]
@@ -538,15 +554,25 @@ class Registry:
             self._state_dir, session.id, settings=self._audit_settings(),
             sign_key=plan.audit_sign_key, hub=self._audit_hub, ledger=self._audit_ledger,
             on_broken=lambda: session.request_stop(reason="error", grace=0),
-            on_full=lambda: session.request_stop(reason="audit_limit", grace=0))
+            on_full=lambda: session.request_stop(reason="audit_limit", grace=0),
+            account=self._account(session))
         session.audit = audit
         if audit is not None:
             session.record.audit_sign_key = audit.sign_key
+
+    def _account(self, session: Session) -> Account | None:
+        if not self._system:
+            return None
+        budget, uid = self._audit_budget, session.record.owner_uid
+        return lambda size: budget.charge(session.id, uid, size)
 
     async def _close_audit(self, session: Session) -> None:
         audit, session.audit = session.audit, None
         if audit is not None and not await audit.close(session.record):
             session.record.audit_truncated = True
+        if audit is not None and self._system:  # the seal's records (and bundle) count too
+            size = await trio.to_thread.run_sync(audit_bytes, session.directory)
+            self._audit_budget.charge(session.id, session.record.owner_uid, size)
 
     async def _save(self, session: Session) -> None:
         data = record_encoder.encode(session.record)
