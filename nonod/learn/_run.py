@@ -150,7 +150,10 @@ def recording_policy(
     ``/dev/shm`` are private, as in every session. The network is restricted: the only way
     out is the session's proxy, which the learn run serves with a recording policy.
     """
-    base = resolve(_profile({"workdir": {"access": "readwrite"}}), ctx)
+    # The working directory named as well: the whole host is visible here anyway, so a
+    # learn run from $HOME or / is not the broad grant resolution refuses.
+    base = resolve(_profile({"workdir": {"access": "readwrite"},
+                             "filesystem": {"allow": ["$WORKDIR"]}}), ctx)
     grants = [g for g in base.grants if not any(_under(g.path, p) for p in _PROVIDED)]
     grants.extend(_whole_tree())
     grants.append(Grant(path="/var/tmp", access=Access.READWRITE, source="learn"))

@@ -268,3 +268,16 @@ async def test_arguments_are_checked(scratch: Path) -> None:
     with pytest.raises(LearnError, match="out of range"):
         await learn(["true"], cwd=str(scratch), env=env, timeout=1, base_profile=None,
                     listen_ports=(70000,))
+
+
+async def test_learn_runs_from_home_itself(scratch: Path) -> None:
+    # The recording session sees the whole host anyway: the refusal of a writable
+    # working-directory grant of $HOME (policy.broad_workdir) is not for it.
+    home = scratch / "home"
+    home.mkdir()
+    with trio.fail_after(60):
+        result = await learn(["/bin/sh", "-c", "echo x > made-here"], cwd=str(home),
+                             env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+                             timeout=20, base_profile=None)
+    assert result.exit_code == 0
+    assert (home / "made-here").read_text() == "x\n"
