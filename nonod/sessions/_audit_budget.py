@@ -1,34 +1,39 @@
-"""How many bytes of audit each user's sessions keep on the daemon's disk.
+"""How many bytes each user's sessions keep on the daemon's disk.
 
-``[audit] session_max_bytes`` bounds one session's file; ``[audit] user_max_bytes`` bounds
-all of one uid's, live and sealed alike, on the system daemon: one member of the socket group
-must not fill the disk every user's sessions write their audit to. Sealed files count until
-retention removes them (``prune`` forgets a session's record, not its audit file, so it does
-not give bytes back either).
+``[audit] session_max_bytes`` bounds one session's audit file and ``[sessions]
+log_max_bytes`` its output log; ``[audit] user_max_bytes`` bounds what all of one uid's
+session directories hold (audit files, output logs, records), live and ended alike, on the
+system daemon: one member of the socket group must not fill the disk every user's sessions
+write to. A live session is charged its audit file as it grows, an ended one its whole
+directory; what stays counts until it is removed (``prune`` removes the output and the
+record but keeps the audit files, which only retention removes).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import final
 
 from ..audit import AUDIT_FILE
 
 
-def audit_bytes(directory: Path) -> int:
-    """What a session directory's audit files take (0 if there are none)."""
+def kept_bytes(directory: Path) -> int:
+    """What the files in a session directory (and below it) take; 0 if it is gone."""
     total = 0
     try:
-        entries = list(directory.iterdir())
+        entries = list(os.scandir(directory))
     except OSError:
         return 0
     for entry in entries:
-        if entry.name.startswith(AUDIT_FILE):
-            try:
-                total += entry.stat().st_size
-            except OSError:
-                continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                total += kept_bytes(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
     return total
 
 
@@ -80,4 +85,4 @@ class AuditBudget:
             if uid is None:
                 uid = started_uid(entry)
             if uid is not None:
-                self.charge(entry.name, uid, audit_bytes(entry))
+                self.charge(entry.name, uid, kept_bytes(entry))

@@ -47,7 +47,7 @@ from ..audit._kernel import FsDeniedMonitor
 from ..audit._writer import Ledger
 from ..errors import NonoError
 from ._audit import CLOSE_TIMEOUT, Account, SessionAudit, close_lost, seal_truncated
-from ._audit_budget import AuditBudget, audit_bytes
+from ._audit_budget import AuditBudget, kept_bytes
 from ._contracts import Caller, GetLauncher, PreparedTools, Process, SessionPlan, ToolHook
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
 from ._events import ApprovalNotice, EventFeed, LifecycleEvent
@@ -315,10 +315,11 @@ class Registry:
             used = self._audit_budget.used(plan.owner.uid)
             if used >= (budget := self._audit_settings().user_max_bytes):
                 raise SessionLimit(
-                    f"this user's audit records take {used} bytes, the limit per user is "
-                    f"{budget} ([audit] user_max_bytes)",
-                    hint="ask the administrator to remove old records ([audit] keep_days or "
-                    "keep_sessions) or to raise [audit] user_max_bytes",
+                    f"this user's sessions keep {used} bytes (audit and output), the limit "
+                    f"per user is {budget} ([audit] user_max_bytes)",
+                    hint="prune ended sessions (their output goes; audit files stay until "
+                    "[audit] keep_days or keep_sessions remove them), or ask the "
+                    "administrator to raise [audit] user_max_bytes",
                 )
         if plan.name is not None:
             for s in live:
@@ -570,9 +571,12 @@ class Registry:
         audit, session.audit = session.audit, None
         if audit is not None and not await audit.close(session.record):
             session.record.audit_truncated = True
-        if audit is not None and self._system:  # the seal's records (and bundle) count too
-            size = await trio.to_thread.run_sync(audit_bytes, session.directory)
-            self._audit_budget.charge(session.id, session.record.owner_uid, size)
+        if self._system:  # the seal, the bundle and the output log count too
+            await self._charge_directory(session)
+
+    async def _charge_directory(self, session: Session) -> None:
+        size = await trio.to_thread.run_sync(kept_bytes, session.directory)
+        self._audit_budget.charge(session.id, session.record.owner_uid, size)
 
     async def _save(self, session: Session) -> None:
         data = record_encoder.encode(session.record)
@@ -591,6 +595,8 @@ class Registry:
         for session in gone:
             del self._sessions[session.id]
             await trio.to_thread.run_sync(forget_session, session.directory)
+            if self._system:  # its audit files stay, and stay charged
+                await self._charge_directory(session)
         return [s.id for s in gone]
 
     def live_sessions(self) -> list[Session]:

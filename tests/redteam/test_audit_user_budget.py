@@ -52,11 +52,11 @@ def _ask(handle: DaemonThread, uid: int, gid: int,
 
 
 def _launch(handle: DaemonThread, base: Path, uid: int, gid: int,
-            argv: list[str]) -> dict[str, object]:
+            argv: list[str], stdio: str = "null") -> dict[str, object]:
     work = base / "work"
     launch = {"type": "launch", "argv": argv, "cwd": str(work), "env": session_env(work),
               "options": {"allow_cwd": True, "allow_domain": ["example.com"]},
-              "detach": True, "stdio": "null"}
+              "detach": True, "stdio": stdio}
     return _ask(handle, uid, gid, launch)[0]
 
 
@@ -96,6 +96,27 @@ def test_one_user_cannot_fill_the_audit_disk_with_many_sessions(
         handle.stop()
     files = list((base / "state").rglob("audit.ndjson"))
     assert sum(f.stat().st_size for f in files) < BUDGET + (512 << 10)
+
+
+def test_output_logs_count_and_prune_gives_them_back(place: tuple[Path, str, int]) -> None:
+    # [sessions] log_max_bytes (64 MiB) bounds one session's output.log, and ended sessions
+    # keep theirs until pruned: session after session filled the disk the same way.
+    base, group, gid = place
+    handle = _daemon(base, group)
+    try:
+        loud = _sid(_launch(handle, base, INTRUDER, gid, [
+            "/usr/bin/python3", "-S", "-c", "import sys; sys.stdout.write('x' * (4 << 20))"],
+            stdio="pty"))
+        assert _ask(handle, INTRUDER, gid, {"type": "wait", "session": loud})[0]["exit_code"] == 0
+        logs = list((base / "state").rglob("output.log"))
+        assert logs and logs[0].stat().st_size > BUDGET  # kept on the disk
+        _refused(_launch(handle, base, INTRUDER, gid, ["/bin/true"]))
+        _ask(handle, INTRUDER, gid, {"type": "prune"})
+        assert not list((base / "state").rglob("output.log"))
+        quiet = _sid(_launch(handle, base, INTRUDER, gid, ["/bin/true"]))  # room again
+        _ask(handle, INTRUDER, gid, {"type": "wait", "session": quiet})
+    finally:
+        handle.stop()
 
 
 def test_the_per_user_budget_defaults_to_8_gib() -> None:
