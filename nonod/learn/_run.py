@@ -19,7 +19,7 @@ import trio
 
 from ..errors import NonoError
 from ..policy import Access, Denial, EnvPolicy, Grant, NetworkPolicy, ResolvedPolicy
-from ..profiles import Profile, ResolveContext, parse_profile, resolve
+from ..profiles import CliOverrides, Profile, ResolveContext, parse_profile, resolve
 from ..proxy import Resolver, child_environment
 from ..sandbox import ExitStatus, Launcher, LaunchRequest, Sandboxed, open_launcher
 from ._fold import Coverage, fold
@@ -152,8 +152,8 @@ def recording_policy(
     """
     # The working directory named as well: the whole host is visible here anyway, so a
     # learn run from $HOME or / is not the broad grant resolution refuses.
-    base = resolve(_profile({"workdir": {"access": "readwrite"},
-                             "filesystem": {"allow": ["$WORKDIR"]}}), ctx)
+    base = resolve(_profile({"workdir": {"access": "readwrite"}}), ctx,
+                   overrides=CliOverrides(allow=(ctx.workdir,)))
     grants = [g for g in base.grants if not any(_under(g.path, p) for p in _PROVIDED)]
     grants.extend(_whole_tree())
     grants.append(Grant(path="/var/tmp", access=Access.READWRITE, source="learn"))

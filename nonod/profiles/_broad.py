@@ -1,16 +1,21 @@
 """Working directories too broad to be granted writable without being named.
 
-``--allow-cwd`` and a profile's ``workdir.access`` grant whatever directory the launch runs
-in. Run from ``/``, ``$HOME`` or a system tree, that is the whole host (or every project and
-dotfile of the user) read-write, from a flag meant for "this project". Such a grant is
-refused unless the directory (or one holding it) is granted by name as well: a profile's
-filesystem key, or ``--allow``/``--write``.
+``--allow-cwd``, a profile's ``workdir.access`` and a profile path through ``$WORKDIR`` grant
+a directory found from where the launch runs. Run from
+``/``, ``$HOME`` or a system tree, that is the whole host (or every project and dotfile of the
+user) read-write, from a flag meant for "this project". Such a grant is refused unless the
+directory (or one holding it) is also granted by an absolute path: a profile's filesystem
+key (``$HOME``, ``/srv``) or ``--allow``/``--write``. A flag names what it grants even when
+written relative (``--allow .``: nonoctl sends it absolute, and it was typed on purpose).
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 from typing import Final
+
+_WORKDIR_REF: Final = re.compile(r"\$(\{WORKDIR\}|WORKDIR\b)")
 
 # Host trees no project lives directly in (both platforms' spellings); their subdirectories
 # are not broad: `/srv/app`, `/opt/tool` are ordinary working directories.
@@ -42,3 +47,8 @@ def named_by(path: str, granted: list[str]) -> bool:
         if given == path or given == "/" or path.startswith(given.rstrip("/") + "/"):
             return True
     return False
+
+
+def through_workdir(raw: str) -> bool:
+    """Whether a profile's path, as written, is found from where the launch runs."""
+    return _WORKDIR_REF.search(raw) is not None

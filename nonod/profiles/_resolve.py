@@ -49,7 +49,7 @@ from ..policy import (
     TlsIntercept,
 )
 from . import _expand
-from ._broad import broad_directory, named_by
+from ._broad import broad_directory, named_by, through_workdir
 from ._check import check_profile, reserved_env_name
 from ._expand import ResolveContext
 from ._fslook import FsLook
@@ -195,6 +195,9 @@ class _Resolver:
         self.notes: list[Note] = []
         self.grants: list[Grant] = []
         self.denials: list[Denial] = []
+        #: Directory grants found from the working directory (``--allow-cwd``,
+        #: ``workdir.access``, a profile's ``$WORKDIR``), with what asked for each.
+        self.via_workdir: list[tuple[str, Grant]] = []
         self.workdir = self._workdir_path()
         self.values = ctx.values(self.workdir)
 
@@ -213,7 +216,7 @@ class _Resolver:
         workdir_access = self._workdir_grant()
         self._profile_grants()
         self._cli_grants()
-        self._refuse_broad_workdir(workdir_access)
+        self._refuse_broad_workdir()
         self._bypass()
         self._ignored_settings()
         grants = self._merged_grants()
@@ -388,8 +391,10 @@ class _Resolver:
             self.note("info", f"`{raw}` is a directory, expected a file; not granted",
                       path=real, source=source)
             return
-        self.grants.append(Grant(path=real, access=access, is_file=is_file or not is_dir,
-                                 source=source))
+        grant = Grant(path=real, access=access, is_file=is_file or not is_dir, source=source)
+        self.grants.append(grant)
+        if source == "profile" and not grant.is_file and through_workdir(raw):
+            self.via_workdir.append((f"{key} {raw}", grant))
 
     def _deny(self, raw: str, *, is_file: bool, source: str) -> None:
         real = self._place(raw, source=source)
@@ -407,25 +412,29 @@ class _Resolver:
             return None
         if not self.fs.isdir(self.workdir):
             raise PolicyError(f"the working directory {self.workdir} does not exist")
-        self.grants.append(Grant(path=self.workdir, access=Access(access), source="workdir"))
+        grant = Grant(path=self.workdir, access=Access(access), source="workdir")
+        self.grants.append(grant)
+        self.via_workdir.append(
+            ("--allow-cwd" if self.cli.allow_cwd else "the profile's workdir.access", grant))
         return Access(access)
 
-    def _refuse_broad_workdir(self, access: Access | None) -> None:
-        """A working-directory grant of `/`, `$HOME` or a system tree stands only if the
-        profile or a flag grants that directory by name (or `/` read-only is asked for)."""
-        if access is None or (access is Access.READ and self.workdir != "/"):
-            return
-        why = broad_directory(self.workdir, self.ctx.home)
-        if why is None:
-            return
-        named = [g.path for g in self.grants if g.source in ("profile", "cli")
-                 and not g.is_file and (access is Access.READ or g.access is not Access.READ)]
-        if named_by(self.workdir, named):
-            return
-        flag = "--allow-cwd" if self.cli.allow_cwd else "the profile's workdir.access"
-        raise BroadWorkdir(
-            f"{flag} would grant {self.workdir} ({access}), and {why}",
-            hint=f"run from a project directory, or grant it by name: --allow {self.workdir}")
+    def _refuse_broad_workdir(self) -> None:
+        """A grant reached through the working directory that is `/`, `$HOME` or a system
+        tree stands only if a grant that names it by an absolute path holds it as well."""
+        derived = {id(grant) for _, grant in self.via_workdir}
+        named = [g for g in self.grants if g.source in ("profile", "cli") and not g.is_file
+                 and id(g) not in derived]
+        for what, grant in self.via_workdir:
+            path, access = grant.path, grant.access
+            if access is Access.READ and path != "/":
+                continue
+            why = broad_directory(path, self.ctx.home)
+            if why is None or named_by(path, [g.path for g in named if access is Access.READ
+                                              or g.access is not Access.READ]):
+                continue
+            raise BroadWorkdir(
+                f"{what} would grant {path} ({access}), and {why}",
+                hint=f"run from a project directory, or grant it by name: --allow {path}")
 
     def _profile_grants(self) -> None:
         fs, legacy = self.profile.filesystem, self.profile.policy

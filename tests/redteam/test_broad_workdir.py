@@ -5,6 +5,7 @@ user) writable, without a word. Such a grant is refused unless the directory is 
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 
@@ -44,6 +45,22 @@ def test_a_profile_that_writes_its_workdir_is_refused_from_home(run: CLI) -> Non
     assert status != 0
     assert f"would grant {home}" in stderr, stderr
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("how", ["$WORKDIR", "${WORKDIR}/.."])
+def test_a_profile_path_through_workdir_is_refused_too(
+        run: CLI, short_tmp: Path, how: str) -> None:
+    # The same directory reached through a profile's $WORKDIR (from $HOME, or from a
+    # project in $HOME for `..`).
+    home = Path(run.env["HOME"])
+    (home / "project").mkdir(parents=True, exist_ok=True)
+    where = home / "project" if how.endswith("..") else home
+    profile = short_tmp / "wd.json"
+    profile.write_text(json.dumps({"meta": {"name": "wd"}, "filesystem": {"allow": [how]}}))
+    status, stderr, _ = _write_here(run, where, "--profile", str(profile))
+    assert status != 0
+    assert f"would grant {home}" in stderr, stderr
+    assert not [p for p in home.rglob("nono-broad-*")]
 
 
 def test_a_broad_directory_named_on_purpose_is_granted(run: CLI, short_tmp: Path) -> None:
