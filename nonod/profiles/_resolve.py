@@ -138,13 +138,16 @@ def resolve(
     overrides: CliOverrides | None = None,
     strict: bool = False,
     look: FsLook | None = None,
+    placeholder_workdir: bool = False,
 ) -> ResolvedPolicy:
     """The policy a session with ``profile`` gets, for the user and directories in ``ctx``.
 
     ``profile`` must be flat (from ``load_profile``, or ``parse_profile`` without ``extends``).
     With ``strict``, a grant the user wrote (profile or CLI) for a path that does not exist is
     an error instead of a note. ``look`` (a fresh one by default) records what resolution saw
-    of the filesystem, for a caller that caches the result. Raises ProfileError for problems
+    of the filesystem, for a caller that caches the result. ``placeholder_workdir`` says that
+    ``ctx.workdir`` stands for no real launch (``profile validate``): a working-directory
+    grant is not refused for being too broad there. Raises ProfileError for problems
     in the profile and PolicyError for problems with the overrides or the machine.
     """
     if profile.bases():
@@ -157,8 +160,10 @@ def resolve(
     groups = builtin_groups()
     network = builtin_network()
     check_profile(profile, profile.meta.name or "profile", groups, network)
-    return _Resolver(profile, ctx, overrides or CliOverrides(), strict, groups, network,
-                     look or FsLook()).run()
+    resolver = _Resolver(profile, ctx, overrides or CliOverrides(), strict, groups, network,
+                         look or FsLook())
+    resolver.placeholder_workdir = placeholder_workdir
+    return resolver.run()
 
 
 def _union(a: Access, b: Access) -> Access:
@@ -198,6 +203,7 @@ class _Resolver:
         #: Directory grants found from the working directory (``--allow-cwd``,
         #: ``workdir.access``, a profile's ``$WORKDIR``), with what asked for each.
         self.via_workdir: list[tuple[str, Grant]] = []
+        self.placeholder_workdir = False
         self.workdir = self._workdir_path()
         self.values = ctx.values(self.workdir)
 
@@ -431,6 +437,8 @@ class _Resolver:
             why = broad_directory(path, self.ctx.home)
             if why is None or named_by(path, [g.path for g in named if access is Access.READ
                                               or g.access is not Access.READ]):
+                continue
+            if self.placeholder_workdir:
                 continue
             raise BroadWorkdir(
                 f"{what} would grant {path} ({access}), and {why}",
