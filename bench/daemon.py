@@ -13,6 +13,9 @@ memory (first, on the fresh daemon)
   100 sessions  the same with ``--sessions`` detached ``sleep 600`` sessions (stdio null), and
                 every session process; per-session overhead = (total PSS - idle PSS) / sessions.
                 The sessions are then stopped and pruned.
+  worked        (last) the same once the latency runs below are over (a few hundred
+                launches, then pruned) and no launch came for ``[sandbox] warm_idle``: the
+                idle state of a daemon that has worked (JSON: ``after_latency``)
 
 latency of ``/bin/true`` from start to exit (``--runs`` timed after ``--warmup`` untimed runs,
 each contender back to back, as bench/launch.py does by default):
@@ -102,7 +105,8 @@ class BenchFailure(Exception):
 class Daemon:
     """``python -m nonod`` (foreground) in a short temporary directory."""
 
-    def __init__(self, config: str = "", tree: Path | None = None) -> None:
+    def __init__(self, config: str = "", tree: Path | None = None,
+                 trace: Path | None = None) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="ndb-", dir="/tmp"))
         self.base.chmod(0o755)
         self.home = Path(f"{self.base}-home")
@@ -121,8 +125,14 @@ class Daemon:
         # this checkout's nonod (or ``tree``'s), even from an export run with another venv
         source = tree or Path(__file__).resolve().parent.parent
         daemon_env = {**self.env, "PYTHONPATH": str(source)}
+        if trace is not None and "NONO_TRACE_PROFILE" in os.environ:
+            daemon_env["NONO_TRACE_PROFILE"] = os.environ["NONO_TRACE_PROFILE"]
+        # ``trace``: the daemon with its launch steps timed, samples written there at exit
+        # (bench/_daemon_trace.py, for bench/daemon_steps.py)
+        entry = (["-m", "nonod"] if trace is None else
+                 [str(Path(__file__).resolve().parent / "_daemon_trace.py"), str(trace)])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nonod", "--socket", str(self.socket),
+            [sys.executable, *entry, "--socket", str(self.socket),
              "--config", str(self.base / "nonod.toml")],
             env=daemon_env, cwd="/", stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
@@ -533,6 +543,9 @@ def _bench(args: argparse.Namespace, bin_dir: Path, base_bin: Path | None) -> di
                                args.fleet_inflight, base_bin)
         with daemon.client() as nono:
             status = nono.status()
+            nono.prune()
+        if contenders:  # settled after the launches above (a few hundred), as at idle
+            time.sleep(_warm_idle() + 1.5)
         final = snapshot(daemon.proc.pid)
     results, skipped = [], []
     for c in contenders:
@@ -613,7 +626,9 @@ def print_table(data: dict[str, Any]) -> None:
         print(_row(f"{label}: {below}", mm[key]["below"]))
         print(_row(f"{label}: total", mm[key]["total"]))
     print(_row("stopped + pruned: total", mm["after_stop"]["total"]))
-    print(_row("after latency runs: daemon", data["after_latency"]["daemon"]))
+    for part, name in (("daemon", "daemon"), ("fork_server", "fork server"),
+                       ("below", "warm launchers"), ("total", "total")):
+        print(_row(f"worked: {name}", data["after_latency"][part]))
     per = mm["per_session_kib"]
     print(f"per session (total - idle) / {n}: RSS {per['rss']:.0f} KiB, PSS {per['pss']:.0f} KiB,"
           f" {mm['session_processes'] / n:.0f} processes (the program included)")

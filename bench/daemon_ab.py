@@ -128,7 +128,8 @@ def _fleet(side: Side, count: int, inflight: int) -> dict[str, Any]:
     cpu1 = _cpu_ms(side.daemon.proc.pid)
     _stop(side, ids)
     blocks = [latencies[i:i + 100] for i in range(0, len(latencies), 100)]
-    return {"side": side.name, "launched": len(ids), "failed": len(failures), "wall_s": wall,
+    return {"side": side.name, "launched": len(ids), "failed": len(failures),
+            "failures": failures[:3], "wall_s": wall,
             "cpu_ms_per_session": (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]) / max(1, len(ids)),
             "p50_per_100_ms": [percentile(b, 0.5) for b in blocks]}
 
@@ -207,6 +208,8 @@ def print_table(data: dict[str, Any]) -> None:
             print(f"  {r['side']:<22} {r['wall_s']:6.1f} s, {r['launched']} launched, "
                   f"{r['failed']} failed, daemon CPU {r['cpu_ms_per_session']:.2f} ms/session; "
                   "p50 per 100: " + " ".join(f"{ms:.0f}" for ms in r["p50_per_100_ms"]))
+            for failure in r.get("failures", ()):
+                print(f"    failed: {failure}")
 
 
 def main() -> None:

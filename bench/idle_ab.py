@@ -10,11 +10,15 @@ alternating order (AB, BA, ...), and takes bench/daemon.py's memory snapshots of
              the fork server
   settled    ``--settle`` seconds after that launch (31.5 by default: past the fork server's
              ``[sandbox] warm_idle`` of 30 s), the steady idle state
+  worked     ``--settle`` seconds after ``--launches`` more (250 by default, back to back,
+             each waited for, then pruned): the idle state of a daemon that has worked, as
+             bench/daemon.py's runs leave it (``--launches 0``: not measured)
 
 Printed: the median over ``--rounds`` daemons of each tree (PSS, MiB), and the range of the
 total.
 
-    .venv/bin/python bench/idle_ab.py [--base main] [--rounds 3] [--settle 31.5] [--json]
+    .venv/bin/python bench/idle_ab.py [--base main] [--rounds 3] [--settle 31.5]
+                                      [--launches 250] [--json]
 """
 
 from __future__ import annotations
@@ -32,25 +36,35 @@ from _common import emit, machine
 from daemon import OPTIONS, Daemon, snapshot
 from daemon_ab import REPO, exported
 
-STATES = ("fresh", "idle", "settled")
+STATES = ("fresh", "idle", "settled", "worked")
 PARTS = ("daemon", "fork_server", "below", "total")
 
 
-def _one(tree: Path, settle: float) -> dict[str, Any]:
+def _launch(daemon: Daemon, count: int) -> float:
+    """``count`` launches of ``/bin/true``, each waited for, then pruned; when they ended."""
+    with daemon.client() as nono:
+        for _ in range(count):
+            session = nono.launch(["/bin/true"], cwd=str(daemon.work), env=daemon.env,
+                                  stdio="null", options=OPTIONS)
+            nono.wait(session.id)
+        nono.prune()
+    return time.monotonic()
+
+
+def _one(tree: Path, settle: float, launches: int) -> dict[str, Any]:
     daemon = Daemon(tree=tree)
     try:
         time.sleep(1.0)
         out = {"fresh": snapshot(daemon.proc.pid)}
-        with daemon.client() as nono:
-            first = nono.launch(["/bin/true"], cwd=str(daemon.work), env=daemon.env,
-                                stdio="null", options=OPTIONS)
-            nono.wait(first.id)
-            nono.prune()
-        launched = time.monotonic()
+        launched = _launch(daemon, 1)
         time.sleep(1.0)
         out["idle"] = snapshot(daemon.proc.pid)
         time.sleep(max(0.0, launched + settle - time.monotonic()))
         out["settled"] = snapshot(daemon.proc.pid)
+        if launches:
+            launched = _launch(daemon, launches)
+            time.sleep(max(0.0, launched + settle - time.monotonic()))
+            out["worked"] = snapshot(daemon.proc.pid)
         return out
     finally:
         daemon.close()
@@ -66,20 +80,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
         for i in range(args.rounds):
             for name in (list(trees) if i % 2 == 0 else list(trees)[::-1]):
-                runs[name].append(_one(trees[name], args.settle))
+                runs[name].append(_one(trees[name], args.settle, args.launches))
     return {"machine": machine(), "base": args.base, "rounds": args.rounds,
-            "settle_s": args.settle, "runs": runs}
+            "settle_s": args.settle, "launches": args.launches, "runs": runs}
 
 
 def print_table(data: dict[str, Any]) -> None:
     m = data["machine"]
     print(f"# nonod idle memory A/B, lone daemons alternating -- {m['date']}, load "
           f"{m['loadavg_1m']:.2f}, nproc {m['nproc']}; median of {data['rounds']} daemons "
-          f"each, PSS MiB; settled = {data['settle_s']:g} s after the launch")
+          f"each, PSS MiB; settled = {data['settle_s']:g} s after the launch; worked = as "
+          f"long after {data.get('launches', 0)} more")
     print(f"{'tree':<16} {'state':<8} {'daemon':>7} {'fork srv':>8} {'below':>6} {'procs':>5} "
           f"{'total':>6}  range")
     for name, snaps in data["runs"].items():
         for state in STATES:
+            if any(state not in s for s in snaps):
+                continue
             med = {part: statistics.median(s[state][part]["pss_mib"] for s in snaps)
                    for part in PARTS}
             procs = statistics.median(s[state]["below"]["processes"] for s in snaps)
@@ -95,6 +112,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="daemons per tree")
     parser.add_argument("--settle", type=float, default=31.5,
                         help="seconds after the launch for the settled snapshot")
+    parser.add_argument("--launches", type=int, default=250,
+                        help="launches before the worked snapshot (0: none)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     emit(run(args), as_json=args.json, table=print_table)

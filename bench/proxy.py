@@ -36,6 +36,7 @@ import json
 import os
 import secrets
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -267,6 +268,27 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+def measure(route: Route, tests: list[tuple[str, Callable[[Route], Any]]], size: int,
+            requests: int) -> dict[str, float]:
+    """One round of ``tests`` on ``route``: its row of figures."""
+    row: dict[str, float] = {}
+    for test, run in tests:
+        before = cpu_seconds(route.pid)
+        value = run(route)
+        used = cpu_seconds(route.pid) - before
+        if test == "throughput":
+            row["throughput_cpu_ms_per_GiB"] = used * 1000 * (1 << 30) / size
+            row["throughput_MiBps"] = value / (1 << 20)
+        elif test == "concurrent":
+            row["concurrent_s"], row["concurrent_failed"] = value
+        else:
+            if test == "latency":
+                row["latency_cpu_us"] = used * 1e6 / requests
+            row[f"{test}_p50_ms"] = pct(value, 0.50)
+            row[f"{test}_p99_ms"] = pct(value, 0.99)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -275,6 +297,12 @@ def main() -> None:
     parser.add_argument("--tunnels", type=int, default=1000)
     parser.add_argument("--before", metavar="DIR",
                         help="also time the nonod of the tree in DIR, as nonod-before")
+    parser.add_argument("--only", nargs="+", metavar="TEST",
+                        choices=("throughput", "latency", "roundtrip", "concurrent"),
+                        help="run only these measurements (the others print as -)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the measurements, contenders alternated, and report "
+                             "each figure's median over the rounds")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -318,31 +346,20 @@ def main() -> None:
             routes.append(Route("nono-py", info["port"], info["token"], loopback, proc.pid))
         except ImportError:
             pass
-        results: dict[str, dict[str, float]] = {}
         tests: list[tuple[str, Callable[[Route], Any]]] = [
             ("throughput", lambda r: throughput(r, ports, args.size)),
             ("latency", lambda r: latency(r, ports, args.requests)),
             ("roundtrip", lambda r: roundtrips(r, ports, args.requests)),
             ("concurrent", lambda r: concurrent(r, ports, args.tunnels)),
         ]
-        for route in routes:
-            row: dict[str, float] = {}
-            for test, run in tests:
-                before = cpu_seconds(route.pid)
-                value = run(route)
-                used = cpu_seconds(route.pid) - before
-                if test == "throughput":
-                    row["throughput_cpu_ms_per_GiB"] = used * 1000 * (1 << 30) / args.size
-                elif test == "latency":
-                    row["latency_cpu_us"] = used * 1e6 / args.requests
-                if test == "throughput":
-                    row["throughput_MiBps"] = value / (1 << 20)
-                elif test == "concurrent":
-                    row["concurrent_s"], row["concurrent_failed"] = value
-                else:
-                    row[f"{test}_p50_ms"] = pct(value, 0.50)
-                    row[f"{test}_p99_ms"] = pct(value, 0.99)
-            results[route.name] = row
+        tests = [(name, run) for name, run in tests if not args.only or name in args.only]
+        rounds: dict[str, dict[str, list[float]]] = {route.name: {} for route in routes}
+        for _ in range(args.rounds):
+            for route in routes:
+                for key, value in measure(route, tests, args.size, args.requests).items():
+                    rounds[route.name].setdefault(key, []).append(value)
+        results = {name: {key: statistics.median(values) for key, values in row.items()}
+                   for name, row in rounds.items()}
     finally:
         for proc in children:
             if proc.stdin is not None:
@@ -353,25 +370,36 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"size={args.size} requests={args.requests} tunnels={args.tunnels} "
-          f"cpus={os.cpu_count()}")
+          f"rounds={args.rounds} cpus={os.cpu_count()}")
     print("| route | throughput MiB/s | proxy CPU ms/GiB | request p50 ms | request p99 ms |"
           " proxy CPU us/request | round trip p50 ms | round trip p99 ms |"
           " tunnels at once, s (failed) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def cell(row: dict[str, float], key: str, form: str) -> str:
+        return format(row[key], form) if key in row else "-"
+
     for name, row in results.items():
-        print(f"| {name} | {row['throughput_MiBps']:.0f} | "
-              f"{row['throughput_cpu_ms_per_GiB']:.0f} | {row['latency_p50_ms']:.3f} | "
-              f"{row['latency_p99_ms']:.3f} | {row['latency_cpu_us']:.0f} | "
-              f"{row['roundtrip_p50_ms']:.3f} | {row['roundtrip_p99_ms']:.3f} | "
-              f"{row['concurrent_s']:.2f} ({row['concurrent_failed']:.0f}) |")
+        concurrent_cell = "-" if "concurrent_s" not in row else (
+            f"{row['concurrent_s']:.2f} ({row['concurrent_failed']:.0f})")
+        print(f"| {name} | {cell(row, 'throughput_MiBps', '.0f')} | "
+              f"{cell(row, 'throughput_cpu_ms_per_GiB', '.0f')} | "
+              f"{cell(row, 'latency_p50_ms', '.3f')} | {cell(row, 'latency_p99_ms', '.3f')} | "
+              f"{cell(row, 'latency_cpu_us', '.0f')} | {cell(row, 'roundtrip_p50_ms', '.3f')} | "
+              f"{cell(row, 'roundtrip_p99_ms', '.3f')} | {concurrent_cell} |")
     direct = results["direct"]
     for name, row in results.items():
-        if name != "direct":
-            print(f"{name}: added request latency p50 "
-                  f"{row['latency_p50_ms'] - direct['latency_p50_ms']:.3f} ms, "
-                  f"throughput {row['throughput_MiBps'] / direct['throughput_MiBps']:.0%} "
-                  "of direct")
-
+        if name == "direct":
+            continue
+        figures = []
+        if "latency_p50_ms" in row:
+            figures.append("added request latency p50 "
+                           f"{row['latency_p50_ms'] - direct['latency_p50_ms']:.3f} ms")
+        if "throughput_MiBps" in row:
+            figures.append(f"throughput {row['throughput_MiBps'] / direct['throughput_MiBps']:.0%}"
+                           " of direct")
+        if figures:
+            print(f"{name}: {', '.join(figures)}")
 
 if __name__ == "__main__":
     main()

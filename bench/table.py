@@ -91,11 +91,15 @@ def rows(launch: dict[str, Any], daemon: dict[str, Any], reverse: dict[str, Any]
     row(f"memory per idle session, PSS ({n} sessions)", _fmt(pss, "MiB", 2),
         f"RSS {mem['per_session_kib']['rss'] / 1024:.1f} MiB", "-", "<= 1 MiB", pss <= 1)
     idle = mem.get("settled", mem["idle"])  # no launch for [sandbox] warm_idle
+    after = daemon.get("after_latency")  # the same once the daemon has worked
+    worked = after["total"]["pss_mib"] if after else None
     row("daemon + fork server + warm launchers at idle, PSS", _fmt(idle["total"]["pss_mib"], "MiB"),
         f"daemon {idle['daemon']['pss_mib']:.1f}, fork server {idle['fork_server']['pss_mib']:.1f}"
         f", below it {idle['below']['pss_mib']:.1f} ({idle['below']['processes']} processes)"
-        f"; 1 s after a launch {mem['idle']['total']['pss_mib']:.1f}",
-        "-", "<= 40 MiB", idle["total"]["pss_mib"] <= 40)
+        f"; 1 s after a launch {mem['idle']['total']['pss_mib']:.1f}"
+        + (f"; settled after the latency runs {worked:.1f}" if worked is not None else ""),
+        "-", "<= 40 MiB (both)",
+        max(idle["total"]["pss_mib"], worked or 0.0) <= 40)
     fl = daemon.get("fleet")
     if fl:
         ok = (fl["failed"] == 0 and fl["launch_s"] <= 10 and fl["total"]["pss_mib"] <= 1229
@@ -147,7 +151,8 @@ def main() -> None:
     reverse = _run("reverse.py", "--size", str(10_000_000 if q else args.stream_size),
                    "--requests", "100" if q else "1000")
     proxy = _run("proxy.py", "--size", str((64 << 20) if q else args.proxy_size),
-                 "--requests", "100" if q else "1000", "--tunnels", "100" if q else "1000")
+                 "--requests", "100" if q else "1000", "--tunnels", "100" if q else "1000",
+                 "--rounds", "1" if q else "3")
     table = rows(launch, daemon, reverse, proxy)
     if args.json:
         json.dump({"launch": launch["machine"], "rows": table}, sys.stdout, indent=1)

@@ -22,14 +22,21 @@ def keep_out_rich() -> None:
 
 
 def import_structlog() -> None:
-    """Import structlog without loading asyncio (about 1.5 MiB of the daemon's memory).
+    """Import structlog without loading asyncio (about 1.5 MiB of the daemon's memory) or
+    pickle (about 0.3 MiB).
 
     structlog uses asyncio only inside its async logging methods (``ainfo``...,
     ``AsyncBoundLogger``), which need a running asyncio loop: the daemon runs on trio and
     never calls them. structlog gets a stand-in that loads the real asyncio on the first use
-    of any of its names, so even a call would behave as it does now.
+    of any of its names, so even a call would behave as it does now. Of pickle it takes one
+    name, ``PicklingError``, which its loggers raise when asked to be pickled: the stand-in
+    has that very class (pickle's own comes from ``_pickle``, a small C module).
     """
-    _import_with_stand_ins("structlog", {"asyncio": _forwarding("asyncio")})
+    import _pickle
+
+    pickle = _forwarding("pickle")
+    pickle.PicklingError = _pickle.PicklingError  # type: ignore[attr-defined]
+    _import_with_stand_ins("structlog", {"asyncio": _forwarding("asyncio"), "pickle": pickle})
 
 
 def import_msgspec() -> None:
@@ -41,8 +48,23 @@ def import_msgspec() -> None:
     _import_with_stand_ins("msgspec", {"typing_extensions": None})
 
 
+def import_dataclasses() -> None:
+    """Import dataclasses without ``inspect`` (and ``ast``, ``dis``, ``tokenize``,
+    ``linecache`` with it): about 1 MiB that the fork server would hold and share with every
+    warm launcher. dataclasses calls ``inspect.signature`` for one thing only, the docstring
+    of a dataclass that has none; the stand-in loads the real ``inspect`` then."""
+    _import_with_stand_ins("dataclasses", {"inspect": _forwarding("inspect")})
+
+
 def import_trio_websocket() -> None:
-    """Import trio-websocket (the control server's protocol) without ``importlib.metadata``.
+    """Import trio and trio-websocket (the control server's protocol) without ``ssl``, and
+    trio-websocket without ``importlib.metadata``.
+
+    Both import ``ssl`` for TLS streams and contexts, which they use only when asked for one
+    (the daemon's TLS is its proxy's, and webhooks', loaded with them): ``ssl`` and the
+    start of OpenSSL's TLS library are about 0.6 MiB of the daemon's own memory, and libssl's
+    mapped pages (libcrypto stays: ``hashlib`` uses it). Each gets a stand-in that loads
+    ``ssl`` on first use.
 
     trio-websocket asks ``importlib.metadata.version("trio")`` once, as it is imported, to
     learn whether trio predates 0.22. ``importlib.metadata`` brings ``email``, ``zipfile``,
@@ -50,6 +72,7 @@ def import_trio_websocket() -> None:
     for a version that trio carries itself. The stand-in answers that from
     ``trio.__version__`` (any other name loads the real module).
     """
+    _import_with_stand_ins("trio", {"ssl": _forwarding("ssl")})
     import trio
 
     stand_in = _forwarding("importlib.metadata")
@@ -61,7 +84,8 @@ def import_trio_websocket() -> None:
         return found
 
     stand_in.version = version  # type: ignore[attr-defined]
-    _import_with_stand_ins("trio_websocket", {"importlib.metadata": stand_in})
+    _import_with_stand_ins("trio_websocket", {"importlib.metadata": stand_in,
+                                              "ssl": _forwarding("ssl")})
 
 
 def _real(name: str, stand_in: types.ModuleType) -> types.ModuleType:
@@ -72,15 +96,21 @@ def _real(name: str, stand_in: types.ModuleType) -> types.ModuleType:
 
 
 def _forwarding(name: str) -> types.ModuleType:
-    """A stand-in for module ``name`` that loads the real one when any of its names is used.
-    Module metadata (``__path__``, ``__file__``...) it does not have: the import system asks
-    for it when the stand-in is imported, and must not load the module then."""
+    """A stand-in for module ``name`` that loads the real one when any of its names is used,
+    and takes the real one's names then (a library that kept the stand-in reads them as
+    plainly as it would from the real module). Module metadata (``__path__``,
+    ``__file__``...) it does not have: the import system asks for it when the stand-in is
+    imported, and must not load the module then."""
     stand_in = types.ModuleType(name)
 
     def forward(attribute: str) -> object:
         if attribute.startswith("__") and attribute.endswith("__"):
             raise AttributeError(f"module {name!r} (not loaded yet) has no {attribute!r}")
-        return getattr(_real(name, stand_in), attribute)
+        real = _real(name, stand_in)
+        for key, value in vars(real).items():
+            if not (key.startswith("__") and key.endswith("__")):
+                setattr(stand_in, key, value)
+        return getattr(real, attribute)
 
     stand_in.__getattr__ = forward  # type: ignore[method-assign]
     return stand_in

@@ -104,6 +104,16 @@ class SessionServices:
         self._host_listener: trio.SocketListener | None = None
 
 
+@functools.cache
+def _builtin_routes() -> Mapping[str, Any]:
+    """nonod's built-in credential routes, read from the package's data file once per
+    daemon (it does not change under a running daemon): not a file read and a JSON decode
+    on the event loop at every proxied session's launch."""
+    from . import credentials
+
+    return credentials.builtin_routes()
+
+
 def _pick_port() -> int:
     low, high = PROXY_PORT_RANGE
     return low + secrets.randbelow(high - low)
@@ -209,7 +219,7 @@ async def prepare(
     net = policy.network
     port = request.proxy_port
     if net.restricted and not net.block:
-        routes = credentials.session_routes(net)
+        routes = credentials.session_routes(net, _builtin_routes())
         loaded = await credentials.load_route_secrets(routes, environ=environ, options=sources)
         credentials.require_route_secrets(loaded)  # before anything is opened
         if policy.network_isolation == "landlock":

@@ -39,13 +39,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final, get_args
 
 import trio
 
+from .._soon import Started
 from ._chain import FOLD_AT, Chain, UtcClock, utc_timestamp
 from ._errors import AuditClosed, AuditError, AuditNotFound, AuditWriteError
 from ._events import EndReason, Event, Record, Seal, SessionEnded, SessionSealed
@@ -104,12 +105,13 @@ def _private_dir(directory: Path) -> None:
     os.chmod(directory, 0o700)
 
 
-def _create_file(path: Path) -> int:
+def _create_file(path: Path, *, sync_dir: bool = True) -> int:
     _private_dir(path.parent)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
     fd = os.open(path, flags, 0o600)
     try:
-        _fsync_dir(path.parent)
+        if sync_dir:
+            _fsync_dir(path.parent)
     except BaseException:
         os.close(fd)
         raise
@@ -156,6 +158,10 @@ def session_dir(state_dir: Path, session: str) -> Path:
 
 
 # ---------------------------------------------------------------------------------- ledger
+
+
+class FirstFailed(Exception):
+    """What ``Ledger.record``'s ``first`` raised (its ``__cause__``): nothing was appended."""
 
 
 @final
@@ -228,27 +234,44 @@ class Ledger:
     def head(self) -> str:
         return self._chain.head.hex()
 
-    async def record(self, entry: SessionSealed) -> int:
-        """Append ``entry`` and fsync; return its line number."""
+    async def record(self, entry: SessionSealed, *,
+                     first: Callable[[], None] | None = None,
+                     then: Callable[[], None] | None = None) -> int:
+        """Append ``entry`` and fsync; return its line number.
+
+        ``first`` (blocking) runs before, in the same worker thread: a sealed file's own
+        fsync, which must be done before its ledger line is written. If it raises, the
+        ledger is left as it was and the error is raised as :class:`FirstFailed`. ``then``
+        (blocking, must not raise) runs in that thread too, once the line is durable."""
         async with self._lock:
             if self._fd < 0:
                 raise AuditClosed("the ledger is closed")
             if entry.session in self._sessions:
                 raise AuditError(f"session {entry.session} is already in the ledger")
-            appended = self._chain.append(entry, self._clock())
+            fd = self._fd
 
-            def _append() -> None:
-                _write_all(self._fd, appended.line)
-                os.fsync(self._fd)
+            def _append() -> int:
+                if first is not None:
+                    try:
+                        first()
+                    except BaseException as exc:
+                        raise FirstFailed() from exc
+                # In the worker thread, under the lock: the chain is only appended to here.
+                appended = self._chain.append(entry, self._clock())
+                _write_all(fd, appended.line)
+                os.fsync(fd)
+                if then is not None:
+                    then()
+                return appended.seq
 
             try:
-                await trio.to_thread.run_sync(_append)
+                seq = await trio.to_thread.run_sync(_append)
             except OSError as exc:
                 os.close(self._fd)
                 self._fd = -1
                 raise AuditWriteError(f"cannot append to the ledger: {exc.strerror}") from exc
-            self._sessions[entry.session] = appended.seq
-            return appended.seq
+            self._sessions[entry.session] = seq
+            return seq
 
     async def aclose(self) -> None:
         async with self._lock:
@@ -305,6 +328,9 @@ class AuditWriter:
         self._closed = False
         self._sealed = False
         self._broken = False
+        #: The file's directory entry is not fsynced yet (``create(defer_dir_sync=True)``):
+        #: the next fsync of the file does it too.
+        self._dir_unsynced = False
         self._lock = trio.Lock()
         self._wake = trio.Event()
 
@@ -321,21 +347,41 @@ class AuditWriter:
         fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
         fsync_every: int = DEFAULT_FSYNC_EVERY,
         clock: Clock | None = None,
+        defer_dir_sync: bool = False,
+        first: Callable[[], None] | None = None,
     ) -> AuditWriter:
-        """Start ``<state>/sessions/<session>/audit.ndjson``; it must not exist yet."""
+        """Start ``<state>/sessions/<session>/audit.ndjson``; it must not exist yet. Its
+        directory is fsynced now (its entry durable), or with ``defer_dir_sync`` at the
+        writer's first sync, in the same worker thread as the file's fsync. ``first``
+        (blocking) runs in the worker thread that makes the file, before it; what it raises
+        is raised as it is, and no file is made."""
         _check_fsync_settings(fsync_interval, fsync_every)
         path = session_dir(state_dir, session) / AUDIT_FILE
+
+        def make() -> int | BaseException:
+            if first is not None:
+                try:
+                    first()
+                except BaseException as exc:  # noqa: BLE001 - the caller's, raised below
+                    return exc
+            return _create_file(path, sync_dir=not defer_dir_sync)
+
         try:
-            fd = await trio.to_thread.run_sync(_create_file, path)
+            made = await trio.to_thread.run_sync(make)
         except FileExistsError as exc:
             raise AuditError(f"session {session} already has an audit file",
                              hint="AuditWriter.open_existing continues one") from exc
         except OSError as exc:
             raise AuditWriteError(f"cannot create {path}: {exc.strerror}") from exc
-        return cls(_PRIVATE, session=session, path=path, fd=fd,
-                   chain=Chain.for_session(session), digest=hashlib.sha256(), hub=hub,
-                   ledger=ledger, signer=signer, fsync_interval=fsync_interval,
-                   fsync_every=fsync_every, clock=clock)
+        if isinstance(made, BaseException):
+            raise made
+        fd = made
+        writer = cls(_PRIVATE, session=session, path=path, fd=fd,
+                     chain=Chain.for_session(session), digest=hashlib.sha256(), hub=hub,
+                     ledger=ledger, signer=signer, fsync_interval=fsync_interval,
+                     fsync_every=fsync_every, clock=clock)
+        writer._dir_unsynced = defer_dir_sync
+        return writer
 
     @classmethod
     async def open_existing(
@@ -456,6 +502,50 @@ class AuditWriter:
                 return
             await self._fsync_locked()
 
+    def sync_started(self) -> Callable[[], Awaitable[None]]:
+        """Start the fsync of the pending records in a worker thread now, without waiting,
+        and return the wait for it (raising AuditWriteError as :meth:`sync` does): for a
+        caller with other work to do meanwhile. The calling task must await that wait (once
+        or more: later calls give the same result) before the writer syncs, seals or closes
+        again, whatever else happens: the writer is locked until then."""
+        self._lock.acquire_nowait()  # trio.WouldBlock if a sync runs: none does at the start
+        self._catch_up()
+        self._pending = 0
+        self._last_fsync_at = trio.current_time()
+        started = Started(self._fsync_blocking(), name=f"audit fsync {self.session}")
+        settled: list[AuditWriteError | None] = []
+
+        async def wait() -> None:
+            if not settled:
+                try:
+                    await started.result()
+                except Exception as exc:  # noqa: BLE001 - an fsync's failure, kept for each wait
+                    self._broken = True
+                    why = getattr(exc, "strerror", None) or str(exc)
+                    settled.append(AuditWriteError(f"cannot sync {self.path}: {why}"))
+                else:
+                    self._fsyncs += 1
+                    settled.append(None)
+                finally:
+                    self._lock.release()
+            if settled[0] is not None:
+                raise settled[0]
+
+        return wait
+
+    def _fsync_blocking(self) -> Callable[[], None]:
+        """The file's fsync (and its directory's, the first time when it was deferred), to
+        run in a worker thread."""
+        fd, directory = self._fd, self.path.parent if self._dir_unsynced else None
+        self._dir_unsynced = False
+
+        def fsync() -> None:
+            os.fsync(fd)
+            if directory is not None:
+                _fsync_dir(directory)
+
+        return fsync
+
     def _catch_up(self) -> None:
         """Hash the lines written since the last call into the file digest, and fold the
         Merkle tree's queue."""
@@ -469,21 +559,23 @@ class AuditWriter:
         self._pending = 0
         self._last_fsync_at = trio.current_time()
         try:
-            await trio.to_thread.run_sync(os.fsync, self._fd)
+            await trio.to_thread.run_sync(self._fsync_blocking())
         except OSError as exc:
             self._broken = True
             raise AuditWriteError(f"cannot sync {self.path}: {exc.strerror}") from exc
         self._fsyncs += 1
 
     # -- closing
-    async def seal(self) -> Seal:
+    async def seal(self, *, then: Callable[[], None] | None = None) -> Seal:
         """Close the session's record for good.
 
         In order: (1) write the seal line (count, chain head, Merkle root) and publish it;
         (2) fsync and close the file; (3) add the session to the ledger (fsynced); (4) with a
-        signer, sign the statement for the sealed file and write ``audit.ndjson.bundle``.
-        Call it from the session's shielded, time-bounded cleanup.
-        """
+        signer, sign the statement for the sealed file and write ``audit.ndjson.bundle``;
+        (5) ``then`` (blocking, must not raise; the daemon writes the session's final record
+        there), in the worker thread of the step before when there is one. Steps (2) and
+        (3) share one worker thread. Call it from the session's shielded, time-bounded
+        cleanup."""
         chain = self._chain
         seal = Seal(session=self.session, count=chain.seq, head=chain.head.hex(),
                     merkle_root=chain.merkle.root().hex())
@@ -492,19 +584,50 @@ class AuditWriter:
         self._sealed = True
         self._wake.set()
         async with self._lock:
+            self._catch_up()
+            file_sha256 = self._digest.hexdigest()
+            fd = self._fd
+            sync = self._fsync_blocking()
+            self._fd = -1
+            self._pending = 0
+            self._last_fsync_at = trio.current_time()
+
+            def sync_and_close() -> None:
+                try:
+                    sync()
+                finally:
+                    os.close(fd)
+
+            last = then if self._signer is None else None  # else after the signature
+
+            def sync_close_then() -> None:
+                sync_and_close()
+                if last is not None:
+                    last()
+
+            # One worker thread for both: the file's fsync, then its ledger line (appended
+            # and fsynced only once the seal is durable).
             try:
-                await self._fsync_locked()
-            finally:
-                os.close(self._fd)
-                self._fd = -1
-        self._catch_up()
-        file_sha256 = self._digest.hexdigest()
-        if self._ledger is not None:
-            await self._ledger.record(SessionSealed(
-                session=self.session, count=seal.count, merkle_root=seal.merkle_root,
-                seal_hash=record.hash, file_sha256=file_sha256))
+                if self._ledger is not None:
+                    await self._ledger.record(SessionSealed(
+                        session=self.session, count=seal.count, merkle_root=seal.merkle_root,
+                        seal_hash=record.hash, file_sha256=file_sha256), first=sync_and_close,
+                        then=last)
+                else:
+                    await trio.to_thread.run_sync(sync_close_then)
+            except FirstFailed as failed:
+                exc = failed.__cause__
+                self._broken = True
+                raise AuditWriteError(f"cannot sync {self.path}: "
+                                      f"{getattr(exc, 'strerror', None) or exc}") from exc
+            except OSError as exc:
+                self._broken = True
+                raise AuditWriteError(f"cannot sync {self.path}: {exc.strerror}") from exc
+            self._fsyncs += 1
         if self._signer is not None:
             await sign_sealed(self.path, self._signer, seal, record.hash, file_sha256)
+            if then is not None:
+                await trio.to_thread.run_sync(then)
         return seal
 
     async def aclose(self) -> None:

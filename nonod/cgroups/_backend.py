@@ -41,6 +41,11 @@ class CgroupBackend(Protocol):
 
     def subtrees(self) -> list[str]: ...
 
+    def prepare(self) -> list[str]:
+        """Make the daemon's subtrees now, as its first session would; returns them. Raises
+        OSError if one cannot be made."""
+        ...
+
     def create(self, name: str, limits: CgroupLimits,
                parent: SessionGroup | None = None) -> SessionGroup: ...
 
@@ -48,7 +53,10 @@ class CgroupBackend(Protocol):
 
     def pool(self) -> tuple[tuple[str, str], ...]: ...
 
-    def adopt(self, name: str, made: SessionGroup) -> SessionGroup: ...
+    def adopt(self, name: str, made: SessionGroup, *, keep_made: bool = False
+              ) -> SessionGroup: ...
+
+    def spare(self, made: SessionGroup, name: str) -> SessionGroup: ...
 
 
 def subtree_tag(state_dir: str) -> str:

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 
-from ..protocol import Usage as Usage
+if TYPE_CHECKING:
+    from ..protocol import Usage as Usage
+else:
+    def __getattr__(name: str) -> object:
+        """``Usage`` is the protocol's: ``nonod.protocol`` loads when it is first asked for.
+        The fork server imports this module for the limits alone, and never loads it."""
+        if name != "Usage":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from ..protocol import Usage
+
+        globals()["Usage"] = Usage
+        return Usage
 
 #: cgroup v2's scale for weights: 1..10000, 100 is a default group's share.
 DEFAULT_WEIGHT = 100

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, final
 from . import _files
 from ._detect import Hierarchy
 from ._errors import CgroupError
-from ._types import CgroupLimits, Missing, Usage
+from ._types import CgroupLimits, Missing
 
 if TYPE_CHECKING:
     from ._backend import SessionGroup
+    from ._types import Usage
 
 PERIOD_US = 100_000
 #: cpu.shares of a group of weight 100 (the default on both scales).
@@ -104,6 +105,8 @@ class V1Group:
         return dict(self._dirs)
 
     def usage(self) -> Usage:
+        from ._types import Usage  # (nonod.protocol: the fork server never gets here)
+
         def number(controller: str, name: str) -> int:
             directory = self._dir(controller)
             return _files.read_int(os.path.join(directory, name), self._files.read) \
@@ -199,6 +202,13 @@ class V1Backend:
     def subtrees(self) -> list[str]:
         return sorted({os.path.join(d, f"nono-{self._tag}") for d in self._own.values()})
 
+    def prepare(self) -> list[str]:
+        subtrees = self.subtrees()
+        for sub in subtrees:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(sub, 0o755)
+        return subtrees
+
     def _missing(self, limits: CgroupLimits) -> list[Missing]:
         out: list[Missing] = []
         need = {"memory": "memory", "pids": "pids", "cpus": "cpu", "cpu_weight": "cpu",
@@ -257,14 +267,35 @@ class V1Backend:
         return tuple(sorted((c, os.path.join(own, f"nono-{self._tag}"))
                             for c, own in self._own.items()))
 
-    def adopt(self, name: str, made: SessionGroup) -> V1Group:
+    def adopt(self, name: str, made: SessionGroup, *, keep_made: bool = False) -> V1Group:
         """The group ``name`` the fork server set up for a session (a warm launcher's, its
         limits written) in place of ``made``, which is removed with it when the session
-        has ended (removing a v1 group takes milliseconds: not on the launch path)."""
+        has ended (removing a v1 group takes milliseconds: not on the launch path), unless
+        the caller keeps it (``keep_made``: it never held a process, and can serve another
+        session with the same limits: see ``spare``)."""
         if not name or "/" in name or name.startswith("."):
             raise CgroupError(f"not a group name: {name!r}")
         dirs = {c: os.path.join(own, f"nono-{self._tag}", name) for c, own in self._own.items()}
-        return V1Group(dirs, made.missing, spare=made)
+        return V1Group(dirs, made.missing, spare=None if keep_made else made)
+
+    def spare(self, made: SessionGroup, name: str) -> V1Group:
+        """``made`` (never joined) renamed ``name`` in each hierarchy, to be kept for a later
+        session (v1 renames a group within its parent; its limits stay). Raises OSError if
+        it cannot be (what was renamed is renamed back)."""
+        if not isinstance(made, V1Group):
+            raise TypeError("not a v1 group")
+        renamed: dict[str, str] = {}
+        try:
+            for old in sorted(set(made.dirs.values())):
+                new = os.path.join(os.path.dirname(old), name)
+                os.rename(old, new)
+                renamed[old] = new
+        except OSError:
+            for old, new in renamed.items():
+                with contextlib.suppress(OSError):
+                    os.rename(new, old)
+            raise
+        return V1Group({c: renamed[d] for c, d in made.dirs.items()}, made.missing)
 
     def remove_stale(self) -> list[str]:
         """Remove every session group left in our subtrees (their daemon is gone: only one

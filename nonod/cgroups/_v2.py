@@ -124,6 +124,9 @@ class V2Backend:
     def subtrees(self) -> list[str]:
         return [os.path.join(self._own, f"nono-{self._tag}")]
 
+    def prepare(self) -> list[str]:
+        return [self._prepare()]
+
     def _enable(self, directory: str) -> None:
         if not self.controllers:
             return
@@ -193,7 +196,10 @@ class V2Backend:
     def pool(self) -> tuple[tuple[str, str], ...]:
         return ()  # v2: sessions join their group at launch (CLONE_INTO_CGROUP: not yet)
 
-    def adopt(self, name: str, made: SessionGroup) -> SessionGroup:
+    def adopt(self, name: str, made: SessionGroup, *, keep_made: bool = False) -> SessionGroup:
+        raise CgroupError("cgroup v2 launchers do not wait in groups of their own")
+
+    def spare(self, made: SessionGroup, name: str) -> SessionGroup:
         raise CgroupError("cgroup v2 launchers do not wait in groups of their own")
 
     def remove_stale(self) -> list[str]:

@@ -404,10 +404,10 @@ class Conversation:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         if request.detach:
-            await self.send(p.Launched(session=session_detail(session)))
+            await self.send(p.Launched(session=session_detail(session, live_usage=False)))
             return
         try:
-            await self.send(p.Launched(session=session_detail(session)))
+            await self.send(p.Launched(session=session_detail(session, live_usage=False)))
             await self._reply_when_exited(session)
         finally:
             if session.live:

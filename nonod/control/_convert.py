@@ -20,8 +20,10 @@ def session_info(record: SessionRecord, usage: p.Usage | None = None, *,
     )
 
 
-def session_detail(session: Session) -> p.SessionDetail:
-    """Everything ``inspect`` shows."""
+def session_detail(session: Session, *, live_usage: bool = True) -> p.SessionDetail:
+    """Everything ``inspect`` shows. ``live_usage=False``: the record's usage (None while
+    the session runs) instead of its cgroup's figures, which take a dozen control file
+    reads: the ``launched`` reply, whose session has only just started."""
     r = session.record
     return p.SessionDetail(
         id=r.id, name=r.name, state=r.state, pid=r.pid, profile=r.profile, argv=r.argv,
@@ -32,7 +34,8 @@ def session_detail(session: Session) -> p.SessionDetail:
         policy_digest=r.policy_digest,
         log_path=str(session.log_path) if r.tty else None,
         output_bytes=session.output.total if session.output is not None else 0,
-        usage=session.usage(), limits=r.limits, parent=r.parent, intercepts=r.intercepts,
+        usage=session.usage() if live_usage else r.usage, limits=r.limits, parent=r.parent,
+        intercepts=r.intercepts,
     )
 
 

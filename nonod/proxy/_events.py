@@ -1,11 +1,15 @@
-"""The audit record of every proxy decision."""
+"""The audit record of every proxy decision, and what is known of a request until then."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, final
 
 import msgspec
 import structlog
+import trio
+
+from ._decide import Decision, Reason
 
 log = structlog.get_logger()
 
@@ -79,3 +83,47 @@ def log_network_event(event: ProxyEvent) -> None:
         log.info("proxy.credential_injected", **fields)
     else:
         log.info("proxy.decision", **fields)
+
+
+@final
+class Exchange:
+    """What is known so far about one connection's request, for its audit event."""
+
+    def __init__(self, *, started: float, clock: Callable[[], float] = trio.current_time
+                 ) -> None:
+        self.started = started
+        self.clock = clock
+        self.mode: Literal["connect", "http"] = "http"
+        self.host = ""
+        self.port = 0
+        self.method = ""
+        self.path = ""
+        self.address = ""
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.decision: Decision | None = None
+        self.done = False
+        #: The client's own TCP port (it names the client's socket; for approvals).
+        self.client_port = 0
+
+    @property
+    def reason(self) -> Reason:
+        return self.decision.reason if self.decision is not None else Reason.INTERNAL_ERROR
+
+    def close(self, decision: Literal["allow", "deny"], reason: Reason, status: int
+              ) -> NetworkEvent:
+        """The request's final event (it is then done)."""
+        self.done = True
+        return self.event(decision, reason, status, "close")
+
+    def event(self, decision: Literal["allow", "deny"], reason: Reason, status: int,
+              stage: Literal["open", "close"]) -> NetworkEvent:
+        elapsed = (self.clock() - self.started) * 1000
+        return NetworkEvent(
+            mode=self.mode, decision=decision, host=self.host, port=self.port,
+            reason=reason.value, status=status, bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out, duration_ms=round(elapsed, 3), stage=stage,
+            method=self.method if self.mode == "http" else "", path=self.path,
+            address=self.address,
+        )

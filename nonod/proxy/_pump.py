@@ -16,6 +16,12 @@ Only the thread touches a tunnel's sockets while it is pumped; the caller closes
 
 Isolation: a tunnel's pipes are its own (made when a direction goes bulk, closed with the
 tunnel); no buffer is shared between tunnels.
+
+The thread also runs what :mod:`._fresh` gives it for the common fresh CONNECT (accepting,
+reading the head, connecting upstream): descriptors watched with a callback
+(:meth:`_Pump.watch`), one-shot timers (:meth:`_Pump.at`) and functions handed over from other
+threads (:meth:`_Pump.call_soon`). Such a tunnel is added with an ``on_end`` callback, which
+the thread calls when the tunnel ends, instead of a waiting task.
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import heapq
+import itertools
 import os
 import select
 import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Final, final
 
 import outcome
@@ -64,36 +73,61 @@ class _Way:
     __slots__ = ("can_splice", "chunk", "dst", "grown", "held", "moved", "pipe", "piped", "src",
                  "waits")
 
-    def __init__(self, src: int, dst: int) -> None:
+    def __init__(self, src: int, dst: int, held: bytes = b"") -> None:
         self.src, self.dst = src, dst
-        self.waits = _IN  # _IN for its source, _OUT for its sink, 0 once it has ended
+        # _IN for its source, _OUT for its sink, 0 once it has ended
+        self.waits = _OUT if held else _IN
         self.pipe: tuple[int, int] | None = None
         self.chunk = _COPY_SIZE
         self.grown = False
         self.can_splice = True
-        self.held = memoryview(b"")  # read, not yet written (copy mode)
+        self.held = memoryview(held)  # read, not yet written (copy mode)
         self.piped = 0  # in the pipe, not yet spliced out (splice mode)
         self.moved = 0
 
 
-@final
-class _Tunnel:
-    __slots__ = ("a", "b", "cancelled", "down", "ended", "error", "idle", "last", "masks",
-                 "socks", "task", "token", "up")
+Sock = trio.socket.SocketType | socket.socket
 
-    def __init__(self, a: trio.socket.SocketType, b: trio.socket.SocketType,
-                 idle: float) -> None:
+
+@final
+class Tunnel:
+    """Two connected sockets relayed by the pump. ``to_b``/``to_a``: bytes already read that
+    the thread writes first (a CONNECT's trailing data, the rest of a short write). The
+    thread calls ``on_end(tunnel)`` once the tunnel has ended (any thread's exception
+    there is logged); ``error`` then holds an unexpected socket error, if any."""
+
+    __slots__ = ("a", "b", "cancelled", "down", "ended", "error", "idle", "last", "masks",
+                 "on_end", "socks", "up")
+
+    def __init__(self, a: Sock, b: Sock, idle: float, on_end: Callable[[Tunnel], None], *,
+                 to_b: bytes = b"", to_a: bytes = b"") -> None:
         self.a, self.b = a.fileno(), b.fileno()
-        self.socks = {self.a: a, self.b: b}
-        self.up, self.down = _Way(self.a, self.b), _Way(self.b, self.a)
+        self.socks: dict[int, Sock] = {self.a: a, self.b: b}
+        self.up, self.down = _Way(self.a, self.b, to_b), _Way(self.b, self.a, to_a)
         self.idle = idle
         self.last = time.monotonic()
-        self.masks = (_IN, _IN)
+        self.masks = _masks(self.up, self.down)
         self.ended = False
         self.cancelled = False
         self.error: BaseException | None = None
-        self.task = trio.lowlevel.current_task()
-        self.token = trio.lowlevel.current_trio_token()
+        self.on_end = on_end
+
+
+def _masks(up: _Way, down: _Way) -> tuple[int, int]:
+    """What the epoll waits for on a (up's source, down's sink) and b (the other way round);
+    0 where nothing waits (a hung-up socket would otherwise be reported again and again)."""
+    return ((up.waits & _IN) | (down.waits & _OUT), (down.waits & _IN) | (up.waits & _OUT))
+
+
+@final
+class _Timer:
+    __slots__ = ("alive", "callback", "deadline")
+
+    def __init__(self, deadline: float, callback: Callable[[], None]) -> None:
+        self.deadline, self.callback, self.alive = deadline, callback, True
+
+    def cancel(self) -> None:
+        self.alive = False
 
 
 @final
@@ -104,31 +138,67 @@ class _Pump:
         self._epoll = select.epoll()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wake, _IN)
-        self._tunnels: dict[int, _Tunnel] = {}  # by socket, for the events
-        self._live: set[_Tunnel] = set()  # the thread's own
+        self._tunnels: dict[int, Tunnel] = {}  # by socket, for the events
+        self._live: set[Tunnel] = set()  # the thread's own
+        self._watched: dict[int, Callable[[int], None]] = {}  # the thread's own
+        self._timers: list[tuple[float, int, _Timer]] = []  # a heap; the thread's own
+        self._seq = itertools.count()
         self._next_sweep = 0.0
-        self._lock = threading.Lock()  # guards the three below
+        self._lock = threading.Lock()  # guards the four below
         self._wake_at = 0.0
-        self._new: deque[_Tunnel] = deque()
-        self._cancelled: deque[_Tunnel] = deque()
+        self._new: deque[Tunnel] = deque()
+        self._cancelled: deque[Tunnel] = deque()
+        self._calls: deque[Callable[[], None]] = deque()
         threading.Thread(target=self._run, name="nonod-proxy-pump", daemon=True).start()
 
     # the caller's side (trio's thread)
 
-    def add(self, tunnel: _Tunnel) -> None:
+    def add(self, tunnel: Tunnel) -> None:
+        """Relay ``tunnel`` (from any thread)."""
         self._tunnels[tunnel.a] = self._tunnels[tunnel.b] = tunnel
         with self._lock:
             self._new.append(tunnel)
             wake = tunnel.last + tunnel.idle < self._wake_at
-        self._epoll.register(tunnel.a, _IN)
-        self._epoll.register(tunnel.b, _IN)
+        for sock, mask in zip((tunnel.a, tunnel.b), tunnel.masks, strict=True):
+            if mask:
+                self._epoll.register(sock, mask)
         if wake:
             os.eventfd_write(self._wake, 1)
 
-    def cancel(self, tunnel: _Tunnel) -> None:
+    def cancel(self, tunnel: Tunnel) -> None:
+        """End ``tunnel`` at once, as cancelled (from any thread)."""
         with self._lock:
             self._cancelled.append(tunnel)
         os.eventfd_write(self._wake, 1)
+
+    def call_soon(self, call: Callable[[], None]) -> None:
+        """Run ``call`` in the thread, soon (from any thread; calls run in order)."""
+        with self._lock:
+            self._calls.append(call)
+        os.eventfd_write(self._wake, 1)
+
+    # the thread's own (only from calls, watchers and timers)
+
+    def watch(self, fd: int, mask: int, callback: Callable[[int], None]) -> None:
+        """Call ``callback(events)`` whenever ``fd`` is ready for ``mask``."""
+        self._watched[fd] = callback
+        self._epoll.register(fd, mask)
+
+    def unwatch(self, fd: int) -> None:
+        if self._watched.pop(fd, None) is not None:
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
+
+    def at(self, deadline: float, callback: Callable[[], None]) -> _Timer:
+        """Call ``callback()`` once at ``deadline`` (``time.monotonic``), unless cancelled."""
+        timer = _Timer(deadline, callback)
+        heapq.heappush(self._timers, (deadline, next(self._seq), timer))
+        return timer
+
+    def end(self, tunnel: Tunnel) -> None:
+        """End ``tunnel`` now, as cancelled."""
+        tunnel.cancelled = True
+        self._end(tunnel)
 
     # the thread
 
@@ -140,36 +210,58 @@ class _Pump:
                 log.exception("proxy.pump_failed")
 
     def _turn(self) -> None:
+        cancelled: list[Tunnel] = []
+        calls: list[Callable[[], None]] = []
         with self._lock:
             while self._new:
                 tunnel = self._new.popleft()
                 self._live.add(tunnel)
                 self._next_sweep = min(self._next_sweep, tunnel.last + tunnel.idle)
-            cancelled = list(self._cancelled)
-            self._cancelled.clear()
+            if self._cancelled:
+                cancelled = list(self._cancelled)
+                self._cancelled.clear()
+            if self._calls:
+                calls = list(self._calls)
+                self._calls.clear()
             now = time.monotonic()
-            self._wake_at = min(self._next_sweep, now + _MAX_WAIT)
+            wake_at = min(self._next_sweep, now + _MAX_WAIT)
+            if self._timers:
+                wake_at = min(wake_at, self._timers[0][0])
+            if cancelled or calls:
+                wake_at = now  # what they do may want a turn sooner: no wait this time
+            self._wake_at = wake_at
         for tunnel in cancelled:
-            tunnel.cancelled = True
-            self._end(tunnel)
-        for fd, events in self._epoll.poll(max(0.0, self._wake_at - now)):
+            self.end(tunnel)
+        for call in calls:
+            _guarded(call)
+        for fd, events in self._epoll.poll(max(0.0, wake_at - now)):
             if fd == self._wake:
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(self._wake)
                 continue
             served = self._tunnels.get(fd)
-            if served is None or served.ended:
+            if served is None:
+                watcher = self._watched.get(fd)
+                if watcher is not None:
+                    _guarded(watcher, events)
+                continue
+            if served.ended:
                 continue
             try:
                 self._serve(served, fd, events)
-            except Exception as exc:  # noqa: BLE001 - handed to the waiting task, raised there
+            except Exception as exc:  # noqa: BLE001 - handed to the tunnel's owner
                 served.error = exc
                 self._end(served)
         now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            timer = heapq.heappop(self._timers)[2]
+            if timer.alive:
+                timer.alive = False
+                _guarded(timer.callback)
         if now >= self._next_sweep:
             self._sweep(now)
 
-    def _serve(self, tunnel: _Tunnel, fd: int, events: int) -> None:
+    def _serve(self, tunnel: Tunnel, fd: int, events: int) -> None:
         if events & select.EPOLLERR:
             error = tunnel.socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if error in _GONE:
@@ -191,9 +283,7 @@ class _Pump:
         if not up.waits and not down.waits:
             self._end(tunnel)
             return
-        # a is up's source and down's sink; b the other way round. A socket nothing waits on
-        # leaves the epoll (a hung-up socket would otherwise be reported again and again).
-        masks = ((up.waits & _IN) | (down.waits & _OUT), (down.waits & _IN) | (up.waits & _OUT))
+        masks = _masks(up, down)
         if masks != tunnel.masks:
             for sock, old, new in zip((tunnel.a, tunnel.b), tunnel.masks, masks, strict=True):
                 if old == new:
@@ -206,7 +296,7 @@ class _Pump:
                     self._epoll.modify(sock, new)
             tunnel.masks = masks
 
-    def _move(self, tunnel: _Tunnel, way: _Way) -> None:
+    def _move(self, tunnel: Tunnel, way: _Way) -> None:
         """Move what can move now, then leave ``way.waits`` at what it waits for."""
         turn, emptied = 0, False
         while True:
@@ -244,7 +334,7 @@ class _Pump:
         with self._lock:
             self._next_sweep = earliest
 
-    def _end(self, tunnel: _Tunnel) -> None:
+    def _end(self, tunnel: Tunnel) -> None:
         if tunnel.ended:
             return
         tunnel.ended = True
@@ -259,9 +349,16 @@ class _Pump:
                 os.close(way.pipe[0])
                 os.close(way.pipe[1])
                 way.pipe = None
-        with contextlib.suppress(trio.RunFinishedError):
-            tunnel.token.run_sync_soon(trio.lowlevel.reschedule, tunnel.task,
-                                       outcome.Value(None))
+        _guarded(tunnel.on_end, tunnel)
+
+
+def _guarded(call: Callable[..., None], *args: object) -> None:
+    """``call(*args)``; an exception is a bug in it, logged: it must not stop every tunnel of
+    the process."""
+    try:
+        call(*args)
+    except Exception:
+        log.exception("proxy.pump_call_failed")
 
 
 def _fill(way: _Way) -> int | None:
@@ -312,7 +409,8 @@ _pump: _Pump | None = None
 _pump_lock = threading.Lock()
 
 
-def _the_pump() -> _Pump:
+def the_pump() -> _Pump:
+    """The process's pump (started at the first call)."""
     global _pump
     if _pump is None:
         with _pump_lock:
@@ -328,12 +426,19 @@ async def pump(a: trio.socket.SocketType, b: trio.socket.SocketType, *,
     b, bytes b to a)``. Cancelled, it returns only once the thread has let go of both sockets
     (at once) and then raises ``Cancelled``; an unexpected socket error is raised here."""
     await trio.lowlevel.checkpoint_if_cancelled()
-    tunnel = _Tunnel(a, b, idle_timeout)
-    the_pump = _the_pump()
-    the_pump.add(tunnel)
+    task = trio.lowlevel.current_task()
+    token = trio.lowlevel.current_trio_token()
+
+    def wake(_: Tunnel) -> None:
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(trio.lowlevel.reschedule, task, outcome.Value(None))
+
+    tunnel = Tunnel(a, b, idle_timeout, wake)
+    pump_ = the_pump()
+    pump_.add(tunnel)
 
     def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-        the_pump.cancel(tunnel)
+        pump_.cancel(tunnel)
         return trio.lowlevel.Abort.FAILED  # the thread wakes us once it has let go
 
     await trio.lowlevel.wait_task_rescheduled(abort)

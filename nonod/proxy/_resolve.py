@@ -111,20 +111,10 @@ class Resolver:
         Raises ResolveError when the lookup fails, times out, returns nothing, or returns an
         address the proxy refuses. Call it only for a name ``decide`` allowed.
         """
-        pin = self._pins.get(host)
-        if pin is not None:
+        resolved = self._at_once(host, port)
+        if resolved is not None:
             await trio.lowlevel.checkpoint_if_cancelled()
-            address, pin_port = pin
-            return Resolved(host=host, addresses=((str(address), pin_port or port),),
-                            pinned=True)
-        try:
-            literal = parse_ip_literal(host)
-        except HostError:
-            raise ResolveError("not a host", reason=Reason.BAD_HOST, refused=True) from None
-        if literal is not None:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            self._check(host, literal)
-            return Resolved(host=host, addresses=((str(literal), port),))
+            return resolved
         infos = await self._lookup(host, port)
         addresses: list[tuple[str, int]] = []
         for info in infos:
@@ -139,6 +129,26 @@ class Resolver:
             raise ResolveError(f"{host} has no address", reason=Reason.RESOLVE_FAILED,
                                refused=False)
         return Resolved(host=host, addresses=tuple(addresses))
+
+    def resolve_now(self, host: str, port: int) -> Resolved | None:
+        """What :meth:`resolve` answers for a pinned name or an address literal, at once and
+        from any thread (no lookup, no event loop); None for a name that needs a lookup."""
+        return self._at_once(host, port)
+
+    def _at_once(self, host: str, port: int) -> Resolved | None:
+        pin = self._pins.get(host)
+        if pin is not None:
+            address, pin_port = pin
+            return Resolved(host=host, addresses=((str(address), pin_port or port),),
+                            pinned=True)
+        try:
+            literal = parse_ip_literal(host)
+        except HostError:
+            raise ResolveError("not a host", reason=Reason.BAD_HOST, refused=True) from None
+        if literal is None:
+            return None
+        self._check(host, literal)
+        return Resolved(host=host, addresses=((str(literal), port),))
 
     async def _lookup(self, host: str, port: int) -> Sequence[AddrInfo]:
         def lookup() -> Sequence[AddrInfo]:
@@ -198,30 +208,45 @@ def _parse_pin_target(host: str, target: str) -> tuple[IPAddress, int | None]:
     return address, int(port_text)
 
 
-async def connect_exactly(address: str, port: int, *, deadline: float = math.inf
-                          ) -> trio.SocketStream:
-    """A TCP connection to exactly ``address``, the one that was checked (an address
-    literal: no name lookup, so no window for DNS rebinding between the check and the
-    connect). A connection that completes at once (loopback, a local upstream) costs no pass
-    through the event loop and no cancel scope; otherwise this waits until the socket is
-    writable, until ``deadline`` (then ``trio.TooSlowError``)."""
+def start_connect(address: str, port: int) -> tuple[socket.socket, bool]:
+    """A non-blocking TCP connection to exactly ``address`` (an address literal, the one that
+    was checked: no name lookup, so no window for DNS rebinding between the check and the
+    connect), begun: the socket, and whether it is connected already (a loopback or local
+    upstream); if not, it is once writable, with its ``SO_ERROR`` saying how it went. A
+    connection refused at once raises OSError, and so does a socket whose number lies in
+    the daemon's reserve (EMFILE)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    if not for_sessions(sock.fileno()):  # the daemon's own (``nonod._descriptors``)
+        sock.close()
+        raise OSError(errno.EMFILE, "descriptors kept for the daemon")
+    error = sock.connect_ex((address, port))
+    if error == errno.EINPROGRESS:
+        try:
+            sock.getpeername()  # connected already
+            return sock, True
+        except OSError:
+            return sock, False
+    if error:
+        sock.close()
+        raise OSError(error, os.strerror(error))
+    return sock, True
+
+
+async def connect_exactly(address: str, port: int, *, deadline: float = math.inf
+                          ) -> trio.SocketStream:
+    """A TCP connection to exactly ``address`` (:func:`start_connect`). A connection that
+    completes at once costs no pass through the event loop and no cancel scope; otherwise this
+    waits until the socket is writable, until ``deadline`` (then ``trio.TooSlowError``)."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    sock, connected = start_connect(address, port)
     try:
-        if not for_sessions(sock.fileno()):  # the daemon's own (``nonod._descriptors``)
-            raise OSError(errno.EMFILE, "descriptors kept for the daemon")
-        await trio.lowlevel.checkpoint_if_cancelled()
-        error = sock.connect_ex((address, port))
-        if error == errno.EINPROGRESS:
-            try:
-                sock.getpeername()  # connected already
-                error = 0
-            except OSError:
-                with trio.fail_at(deadline):
-                    await trio.lowlevel.wait_writable(sock)
-                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if error:
-            raise OSError(error, os.strerror(error))
+        if not connected:
+            with trio.fail_at(deadline):
+                await trio.lowlevel.wait_writable(sock)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                raise OSError(error, os.strerror(error))
     except BaseException:
         sock.close()
         raise

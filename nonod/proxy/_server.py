@@ -24,11 +24,24 @@ One connection carries one request:
 * Anything else gets an error response; nothing the client sent is echoed in it.
 
 Every phase has its own time limit (:class:`ProxyLimits`); request heads are size-bounded.
+
+Fresh connections: when the proxy relays tunnels in the pump thread (``zero_copy``, a plain
+socket listener, no TLS interception), the pump thread accepts, and serves the common CONNECT
+itself (:mod:`._fresh`): a plain head (:mod:`._connect_head`) that the checks below allow, to a
+pinned name or an address literal, answered and relayed without trio's event loop. The checks
+are the same code (:meth:`ProxyServer.fresh_plan`); everything else (another request, any
+refusal, an approval, a name that needs a lookup, a head still coming) is handed to a handler
+task here with the bytes already read, and served as it always was. Counters and the
+connection cap are shared by both; the events of a fresh tunnel reach ``events`` in trio's
+thread, in order, within 10 ms (:meth:`ProxyServer.report`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, Literal, NoReturn, final
 
@@ -45,21 +58,21 @@ from ._ask import ApprovalAsk, Asker, Verdict
 from ._connect_head import ESTABLISHED, ConnectHead, parse_connect
 from ._decide import Decision, ProxyRequest, Reason, decide
 from ._eager import close_now, closing_now, read_now, write_now
-from ._events import NetworkEvent, ProxyEvent
+from ._events import Exchange, NetworkEvent, ProxyEvent
+from ._fresh import address_text, fresh_available, refusal, serve_fresh
 from ._http import (
     BadRequest,
     absolute_target,
     check_framing,
     connect_target,
     downstream_response_headers,
-    error_response,
     path_for_audit,
     proxy_authorized,
     upstream_request_headers,
 )
 from ._intercept import Interceptor
 from ._relay import relay
-from ._resolve import ResolveError, Resolver, connect_exactly
+from ._resolve import Resolved, ResolveError, Resolver, connect_exactly
 from ._reverse import ReverseHandler, RouteTable
 
 if TYPE_CHECKING:
@@ -158,6 +171,7 @@ class ProxyServer:
         self._allowed = 0
         self._denied = 0
         self._next_conn = 0
+        self._counts = threading.Lock()  # the pump thread admits and releases too
         self._reverse = None if routes is None else ReverseHandler(
             routes, resolver=resolver, limits=limits, emit=self._emit_route_event)
         self._intercept = None if intercept is None or self._reverse is None else Interceptor(
@@ -170,75 +184,112 @@ class ProxyServer:
 
     # accepting
 
+    def _admit(self, fd: int | None) -> tuple[bool | None, int]:
+        """Count one accepted connection, its socket ``fd`` (None: not a socket), from either
+        thread: serve it (True), refuse it with 503 (False) or just close it (None: under a
+        flood, or when ``fd`` lies in the daemon's reserve, ``nonod._descriptors``); and its
+        number."""
+        with self._counts:
+            self._accepted += 1
+            self._next_conn += 1
+            if fd is not None and not for_sessions(fd):
+                self._rejected += 1
+                return None, self._next_conn
+            if self._active < self._limits.max_connections:
+                self._active += 1
+                return True, self._next_conn
+            self._rejected += 1
+            if self._rejecting < self._limits.max_connections:
+                self._rejecting += 1
+                return False, self._next_conn
+            return None, self._next_conn
+
+    def release(self, reject: bool = False) -> None:
+        """An admitted connection has been closed (from either thread)."""
+        with self._counts:
+            if reject:
+                self._rejecting -= 1
+            else:
+                self._active -= 1
+
     async def _serve(self, listener: trio.abc.Listener[trio.abc.Stream],
                      nursery: trio.Nursery) -> NoReturn:
         while True:
             stream = await accept_retrying(listener.accept, event="proxy.accept_backoff")
-            self._accepted += 1
-            self._next_conn += 1
-            with bound_contextvars(proxy_conn=self._next_conn):
-                if isinstance(stream, trio.SocketStream) and not for_sessions(
-                        stream.socket.fileno()):
-                    # The daemon's own descriptors (``nonod._descriptors``): not even a 503.
-                    self._rejected += 1
-                    await trio.aclose_forcefully(stream)
-                elif self._active < self._limits.max_connections:
-                    self._active += 1
-                    nursery.start_soon(self._run_handler, stream, False)
-                elif self._rejecting < self._limits.max_connections:
-                    self._rejected += 1
-                    self._rejecting += 1
-                    nursery.start_soon(self._run_handler, stream, True)
-                else:
-                    # A flood: not even a 503 for this one.
-                    self._rejected += 1
-                    await trio.aclose_forcefully(stream)
+            admitted, conn = self._admit(
+                stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None)
+            if admitted is None:
+                await trio.aclose_forcefully(stream)  # not even a 503 for this one
+                continue
+            with bound_contextvars(proxy_conn=conn):
+                nursery.start_soon(self._run_handler, stream, not admitted)
 
-    async def _run_handler(self, stream: trio.abc.Stream, reject: bool) -> None:
-        """Own one accepted connection: serve it (or refuse it with 503), then close it."""
-        exchange = _Exchange(started=trio.current_time())
+    def adopt(self, nursery: trio.Nursery, sock: socket.socket, data: bytes | None,
+              accepted: float, admitted: bool, conn: int) -> None:
+        """In trio's thread: serve the connection ``sock`` that the pump thread accepted
+        (:mod:`._fresh`) in a handler task, as if accepted here; ``data`` is what was read
+        of it already and ``accepted`` when it was accepted (``time.monotonic``)."""
+        started = trio.current_time() - (time.monotonic() - accepted)
+        try:
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            with bound_contextvars(proxy_conn=conn):
+                nursery.start_soon(self._run_handler, stream, not admitted, data, started)
+        except Exception:  # the proxy is closing (or the socket is unusable): drop it
+            log.debug("proxy.handover_dropped", exc_info=True)
+            sock.close()
+            self.release(not admitted)
+
+    async def _run_handler(self, stream: trio.abc.Stream, reject: bool,
+                           data: bytes | None = None, started: float | None = None) -> None:
+        """Own one accepted connection: serve it (or refuse it with 503), then close it.
+        ``data``: what was read of it already; ``started``: when it was accepted."""
+        exchange = Exchange(started=trio.current_time() if started is None else started)
         try:
             if reject:
                 await self._refuse(stream, h11.Connection(h11.SERVER), exchange, 503,
                                    Reason.TOO_MANY_CONNECTIONS)
             else:
-                await self.handle(stream, exchange)
-        except Exception:  # the per-connection boundary (see the module docstring)
-            host = (exchange.host.replace(self._token, "[phantom]") if self._token
-                    else exchange.host)  # the program chose it: it may hold its token
-            log.exception("proxy.connection_failed", mode=exchange.mode, host=host,
-                          port=exchange.port)
+                await self.handle(stream, exchange, data)
+        except Exception:  # noqa: BLE001 - the per-connection boundary (module docstring)
+            self.failed(exchange)
             if not exchange.done:
                 try:
                     self._emit(exchange, "deny", Reason.INTERNAL_ERROR, status=0)
                 except Exception:
                     log.exception("proxy.event_failed")
         finally:
-            if reject:
-                self._rejecting -= 1
-            else:
-                self._active -= 1
+            self.release(reject)
             await close_now(stream)
+
+    def failed(self, exchange: Exchange) -> None:
+        """Log the exception being handled as the failure of ``exchange``'s connection."""
+        host = (exchange.host.replace(self._token, "[phantom]") if self._token
+                else exchange.host)  # the program chose it: it may hold its token
+        log.exception("proxy.connection_failed", mode=exchange.mode, host=host,
+                      port=exchange.port)
 
     # one connection
 
-    async def handle(self, stream: trio.abc.Stream, exchange: _Exchange | None = None) -> None:
-        """Serve one client connection (one request) on ``stream``. The caller closes it."""
-        exchange = exchange or _Exchange(started=trio.current_time())
+    async def handle(self, stream: trio.abc.Stream, exchange: Exchange | None = None,
+                     data: bytes | None = None) -> None:
+        """Serve one client connection (one request) on ``stream``. The caller closes it.
+        ``data``: what was read of the stream already (``b""``: its end)."""
+        exchange = exchange or Exchange(started=trio.current_time())
         if isinstance(stream, trio.SocketStream) and self._asker is not None:
             with contextlib.suppress(OSError):  # for an approval's ask (see _ask)
                 exchange.client_port = int(stream.socket.getpeername()[1])
         limits = self._limits
         # What has already arrived is read at once (a client sends its head right after
         # connecting), without a pass through the event loop.
-        data = read_now(stream, _READ_SIZE)
+        if data is None:
+            data = read_now(stream, _READ_SIZE)
         if data and await self._plain_connect(stream, data, exchange):
             return
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
         if data is not None:
             conn.receive_data(data)
         try:
-            with trio.fail_after(limits.head_timeout):
+            with trio.fail_at(exchange.started + limits.head_timeout):
                 request = await _next_request(stream, conn)
         except trio.TooSlowError:
             await self._refuse(stream, conn, exchange, 408, Reason.REQUEST_TIMEOUT)
@@ -274,7 +325,7 @@ class ProxyServer:
             await self._refuse(stream, conn, exchange, exc.status, exc.reason)
 
     async def _plain_connect(self, stream: trio.abc.Stream, data: bytes,
-                             exchange: _Exchange) -> bool:
+                             exchange: Exchange) -> bool:
         """Serve a plain CONNECT read without h11 (:mod:`._connect_head`) and return True;
         False, having done nothing, for anything else and for a request the checks before
         the decision would refuse: h11's path then reads ``data`` and answers it. (A refusal
@@ -292,8 +343,35 @@ class ProxyServer:
             await self._refuse(stream, head, exchange, exc.status, exc.reason)
         return True
 
+    @property
+    def policy(self) -> ProxyPolicy:
+        """The policy in force (an approval for the session replaces it)."""
+        return self._policy
+
+    def fresh_plan(self, head: ConnectHead) -> tuple[Decision, Resolved] | None:
+        """For the pump thread's fresh CONNECT (:mod:`._fresh`): this path's checks up to the
+        lookup, in its order, run at once. The decision and the addresses to connect to;
+        None where this path must serve the request: a refusal, an approval, an intercepted
+        site, a name that needs a lookup."""
+        if (len(head.headers) > self._limits.max_headers or (
+                self._token is not None and not proxy_authorized(head.headers, self._token))
+                or _carries_body(head.headers) or self._intercept is not None):
+            return None
+        try:
+            host, port = connect_target(head.target)
+        except BadRequest:
+            return None
+        decision = decide(ProxyRequest(mode="connect", host=host, port=port), self._policy)
+        if not decision.allowed:
+            return None
+        try:
+            resolved = self._resolver.resolve_now(decision.host, port)
+        except ResolveError:
+            return None
+        return None if resolved is None else (decision, resolved)
+
     async def _decide_and_connect(
-        self, stream: trio.abc.Stream, conn: h11.Connection | ConnectHead, exchange: _Exchange,
+        self, stream: trio.abc.Stream, conn: h11.Connection | ConnectHead, exchange: Exchange,
         host: str, port: int,
     ) -> tuple[trio.SocketStream, Decision] | None:
         """The decision, the lookup and the upstream connection; None after a refusal."""
@@ -327,13 +405,12 @@ class ProxyServer:
                 break
             except OSError:
                 continue
-            exchange.address = f"{address}:{target_port}" if ":" not in address else (
-                f"[{address}]:{target_port}")
+            exchange.address = address_text(address, target_port)
             return upstream, decision
         await self._refuse(stream, conn, exchange, 502, reason, decision="allow")
         return None
 
-    async def _ask(self, asker: Asker, exchange: _Exchange, refused: Decision) -> Decision:
+    async def _ask(self, asker: Asker, exchange: Exchange, refused: Decision) -> Decision:
         """Hold the request while the asker decides on an unlisted target (bounded by
         ``approval_timeout``); a ``session`` verdict widens this proxy's allowlist."""
         ask = ApprovalAsk(mode=exchange.mode, host=refused.host, port=refused.port,
@@ -356,10 +433,9 @@ class ProxyServer:
 
     async def _tunnel(self, stream: trio.abc.Stream, conn: h11.Connection | ConnectHead,
                       target: bytes, headers: Sequence[tuple[bytes, bytes]],
-                      exchange: _Exchange) -> None:
+                      exchange: Exchange) -> None:
         host, port = connect_target(target)
-        if any(name in (b"content-length", b"transfer-encoding") and value != b"0"
-               for name, value in headers):
+        if _carries_body(headers):
             raise BadRequest(400, Reason.BAD_REQUEST)  # a CONNECT carries no body
         site = self._intercept.site(host, port) if self._intercept is not None else None
         if self._intercept is not None and site is not None:
@@ -407,7 +483,7 @@ class ProxyServer:
         self._emit(exchange, "allow", exchange.reason, status=200)
 
     async def _forward(self, stream: trio.abc.Stream, conn: h11.Connection,
-                       request: h11.Request, exchange: _Exchange) -> None:
+                       request: h11.Request, exchange: Exchange) -> None:
         if request.method == b"TRACE":
             raise BadRequest(405, Reason.METHOD_NOT_ALLOWED)
         host, port, target = absolute_target(request.target)
@@ -443,7 +519,7 @@ class ProxyServer:
     async def _exchange_http(
         self, client: trio.abc.Stream, conn: h11.Connection, upstream: trio.SocketStream,
         up: h11.Connection, request: h11.Request, target: bytes, authority: bytes,
-        exchange: _Exchange,
+        exchange: Exchange,
     ) -> int:
         limits = self._limits
         headers = upstream_request_headers(list(request.headers), authority)
@@ -498,18 +574,10 @@ class ProxyServer:
     # answers and events
 
     async def _refuse(self, stream: trio.abc.Stream, conn: h11.Connection | ConnectHead,
-                      exchange: _Exchange, status: int, reason: Reason,
+                      exchange: Exchange, status: int, reason: Reason,
                       decision: Literal["allow", "deny"] = "deny") -> None:
-        response, body = error_response(status, reason)
         sent = 0
-        if isinstance(conn, ConnectHead):
-            conn = conn.h11()
-        try:
-            data = conn.send(response) or b""
-            data += conn.send(h11.Data(data=body)) or b""
-            data += conn.send(h11.EndOfMessage()) or b""
-        except h11.LocalProtocolError:
-            data = b""  # h11 cannot answer in this state: the connection is just closed
+        data = refusal(conn, status, reason)
         if data:
             with trio.move_on_after(self._limits.send_timeout):
                 try:
@@ -527,53 +595,29 @@ class ProxyServer:
                 self._denied += 1
         self._events(event)
 
-    def _emit_open(self, exchange: _Exchange) -> None:
+    def report(self, event: NetworkEvent) -> None:
+        """In trio's thread: an event of a tunnel the pump thread served (:mod:`._fresh`)
+        goes to ``events``, counted as this path counts its own."""
+        if event.stage == "close":
+            self._emit_route_event(event)
+        else:
+            self._events(event)
+
+    def _emit_open(self, exchange: Exchange) -> None:
         self._events(exchange.event("allow", exchange.reason, 200, "open"))
 
-    def _emit(self, exchange: _Exchange, decision: Literal["allow", "deny"], reason: Reason,
+    def _emit(self, exchange: Exchange, decision: Literal["allow", "deny"], reason: Reason,
               *, status: int) -> None:
-        exchange.done = True
         if decision == "allow":
             self._allowed += 1
         else:
             self._denied += 1
-        self._events(exchange.event(decision, reason, status, "close"))
+        self._events(exchange.close(decision, reason, status))
 
 
-@final
-class _Exchange:
-    """What is known so far about one connection's request, for its audit event."""
-
-    def __init__(self, *, started: float) -> None:
-        self.started = started
-        self.mode: Literal["connect", "http"] = "http"
-        self.host = ""
-        self.port = 0
-        self.method = ""
-        self.path = ""
-        self.address = ""
-        self.status = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.decision: Decision | None = None
-        self.done = False
-        #: The client's own TCP port (it names the client's socket; for approvals).
-        self.client_port = 0
-
-    @property
-    def reason(self) -> Reason:
-        return self.decision.reason if self.decision is not None else Reason.INTERNAL_ERROR
-
-    def event(self, decision: Literal["allow", "deny"], reason: Reason, status: int,
-              stage: Literal["open", "close"]) -> NetworkEvent:
-        elapsed = (trio.current_time() - self.started) * 1000
-        return NetworkEvent(
-            mode=self.mode, decision=decision, host=self.host, port=self.port,
-            reason=reason.value, status=status, bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out, duration_ms=round(elapsed, 3), stage=stage,
-            method=self.method if self.mode == "http" else "", path=self.path,
-            address=self.address,
-        )
+def _carries_body(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    return any(name in (b"content-length", b"transfer-encoding") and value != b"0"
+               for name, value in headers)
 
 
 async def _next_event(stream: trio.abc.Stream, conn: h11.Connection) -> object:
@@ -637,6 +681,7 @@ async def serve_proxy(
     routes: RouteTable | None = None,
     asker: Asker | None = None,
     intercept: SessionCA | None = None,
+    fresh_connects: bool = True,
     task_status: trio.TaskStatus[ProxyServer] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve one session's proxy on ``listener`` until cancelled; the listener is closed on
@@ -654,10 +699,17 @@ async def serve_proxy(
     (``statistics()``) once the proxy is accepting. ``intercept`` is the session's CA when
     it intercepts TLS: a CONNECT to the upstream of one of ``routes`` whose host the CA
     covers is then served by :mod:`nonod.proxy._intercept` instead of a blind tunnel.
+    ``fresh_connects=False`` keeps the pump thread from serving fresh CONNECTs (see the
+    module docstring): every connection is then accepted and served here (for tests that
+    compare both paths).
     """
     server = ProxyServer(policy=policy, resolver=resolver, events=events, limits=limits,
                          proxy_token=proxy_token, zero_copy=zero_copy, routes=routes,
                          asker=asker, intercept=intercept)
+    fresh = fresh_connects and zero_copy and intercept is None and fresh_available()
     async with listener, trio.open_nursery() as nursery:
         task_status.started(server)
-        await server._serve(listener, nursery)
+        if fresh and isinstance(listener, trio.SocketListener):
+            await serve_fresh(server, listener.socket.fileno(), nursery)
+        else:
+            await server._serve(listener, nursery)

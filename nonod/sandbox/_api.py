@@ -9,7 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, final
@@ -225,10 +225,17 @@ class Launcher:
         *,
         stdio: tuple[int, int, int] = (0, 1, 2),
         controlling_tty: bool = False,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> Sandboxed:
-        """Start ``request.argv`` confined by ``policy``; raise LaunchError if it cannot be."""
+        """Start ``request.argv`` confined by ``policy``; raise LaunchError if it cannot be.
+
+        ``gate``, if given, is awaited once the plan is built and before anything of the
+        launch starts (the fork server has not heard of it yet): what it raises refuses the
+        launch. The daemon's gate is its audit record's fsync, which runs meanwhile."""
         plan, report = build_plan(policy, request, controlling_tty=controlling_tty,
                                   mode=self.mode)
+        if gate is not None:
+            await gate()
         launch_r, launch_w = os.pipe2(os.O_CLOEXEC)
         exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -346,9 +353,9 @@ def _reaper_override() -> dict[str, str]:
 def server_command(*, warm_idle: float = WARM_IDLE, prelude: str = "") -> list[str]:
     """The fork server's interpreter and code (``prelude`` runs first, for tests). ``-I``: no
     environment variable or user site steers the server; our own ``sys.path`` does. msgspec
-    is imported without typing_extensions (``nonod._lean``): less for every warm launcher to
-    share with the server."""
-    entry = ("from nonod import _lean; _lean.import_msgspec(); "
+    is imported without typing_extensions and dataclasses without inspect (``nonod._lean``):
+    less for every warm launcher to share with the server."""
+    entry = ("from nonod import _lean; _lean.import_msgspec(); _lean.import_dataclasses(); "
              f"from nonod.sandbox._forkserver import main; main({float(warm_idle)!r})")
     return [sys.executable, "-I", "-c",
             f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; {prelude}{entry}"]

@@ -74,6 +74,8 @@ class _Adopted:
 
 @dataclass
 class _Client:
+    """One launcher's connection: the paths it guards and, once adopted, its session."""
+
     sock: socket.socket
     on_the_way: frozenset[str] = frozenset()
     watches: dict[int, list[str]] = field(default_factory=dict)  # wd -> its directories

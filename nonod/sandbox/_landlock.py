@@ -20,14 +20,16 @@ import errno
 import os
 import struct
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import msgspec
 
 from nonod.errors import EnforcementUnavailable
-from nonod.policy import Grant
 
 from ._report import LayerReport, applied, partial, unavailable
+
+if TYPE_CHECKING:
+    from nonod.policy import Grant
 
 # Syscall numbers come from the generic table, identical on x86_64 and aarch64.
 _NR_LANDLOCK_CREATE_RULESET: Final = 444

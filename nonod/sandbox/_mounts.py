@@ -32,19 +32,21 @@ does not check: ``stat``, ``chmod``, ``chown``, ``utime``, ``setxattr``, pathnam
 
 from __future__ import annotations
 
+import _thread
 import errno
 import os
 import re
 import stat
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from ..policy import Denial, Grant, ResolvedPolicy
 from . import _libc
+
+if TYPE_CHECKING:  # (the policy's types: the fork server, which makes no plan, never loads them)
+    from ..policy import Denial, Grant, ResolvedPolicy
 
 BIND_DIR = 1
 BIND_FILE = 2
@@ -297,7 +299,7 @@ class _Look:
 # the root-only handling), each with its look; the least recently used goes first.
 PLAN_CACHE_ENTRIES: Final = 16
 _plans: OrderedDict[bytes, tuple[MountPlan, _Look]] = OrderedDict()
-_plans_lock = threading.Lock()
+_plans_lock = _thread.allocate_lock()  # (threading: not loaded in the fork server)
 
 
 def _cached(key: bytes) -> MountPlan | None:
@@ -377,6 +379,8 @@ def compile_mounts(
 def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
              aliases: Sequence[tuple[str, str]], hide_root_only: bool, idmap: bool
              ) -> MountPlan:
+    from ..policy import Denial
+
     binds: dict[str, MountOp] = {}
     tmp_writable: dict[str, bool] = {p: p == "/dev/shm" for p in PRIVATE_TMP}
     denied = [d.path for d in policy.denials]
@@ -1085,7 +1089,7 @@ def _setup_dev() -> None:
 
 def base_grants() -> tuple[Grant, ...]:
     """Landlock grants every session needs for the sandbox's own /proc and /dev."""
-    from ..policy import Access
+    from ..policy import Access, Grant
 
     rw = Access.READWRITE
     files = tuple(Grant(path="/dev/" + n, access=rw, is_file=True, source="base")

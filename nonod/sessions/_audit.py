@@ -13,7 +13,7 @@ open by a daemon that died gets its ``daemon_lost`` ending at the next start
 from __future__ import annotations
 
 import signal as _signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
 
@@ -84,9 +84,13 @@ class SessionAudit:
                      sign_key: str | None, hub: AuditHub | None, ledger: Ledger | None,
                      on_broken: Callable[[], None],
                      on_full: Callable[[], None],
+                     first: Callable[[], None] | None = None,
                      account: Account | None = None) -> SessionAudit | None:
-        """The session's new audit file (None when ``[audit] enabled = false``). Raises
-        AuditError (the launch is refused) if the file or the signing key is unavailable."""
+        """The session's new audit file (None when ``[audit] enabled = false``: ``first`` is
+        not run then). Raises AuditError (the launch is refused) if the file or the signing
+        key is unavailable. ``first`` (blocking) runs in the file's worker thread, before it
+        is made (``AuditWriter.create``); what it raises is raised as it is. ``account``
+        charges the file's size to its user's budget at each write."""
         if not settings.enabled:
             if sign_key is not None:
                 raise AuditError("--audit-sign-key was given, but auditing is disabled",
@@ -95,9 +99,11 @@ class SessionAudit:
         key_name = sign_key or settings.sign_key
         signer = await load_signer(key_name) if key_name is not None else None
         try:
+            # The directory's fsync goes with the first records' (``open``): both are done
+            # before the program may start, in one worker thread that overlaps the plan.
             writer = await AuditWriter.create(
                 state_dir, session_id, hub=hub, ledger=ledger, signer=signer,
-                fsync_interval=settings.fsync_interval)
+                fsync_interval=settings.fsync_interval, defer_dir_sync=True, first=first)
         except AuditError as exc:
             raise AuditError(
                 f"the session's audit record cannot be created: {exc.message}",
@@ -145,19 +151,28 @@ class SessionAudit:
     def statistics(self) -> WriterStatistics:
         return self._writer.statistics()
 
-    async def open(self, record: SessionRecord, services: SessionServices | None) -> None:
-        """The first records, fsynced before the launch (AuditError refuses it): who starts
-        what, with which policy, and what trust verification found. The enforcement report
-        (and the pid) follows once the program exists (:meth:`started`)."""
+    def open(self, record: SessionRecord, services: SessionServices | None
+             ) -> Callable[[], Awaitable[None]]:
+        """The first records: who starts what, with which policy, and what trust
+        verification found. Written now; their fsync starts in a worker thread, and the
+        returned wait for it is the launch's gate (``Launcher.launch(gate=...)``): the
+        program is not started before they are durable, and not at all if they cannot be
+        (AuditError). The caller's task must await it, launch or not (see
+        ``AuditWriter.sync_started``). The enforcement report (and the pid) follows once the
+        program exists (:meth:`started`)."""
         try:
             self._first_records(record, services)
-            await self._writer.sync()
+            synced = self._writer.sync_started()
         except AuditError as exc:
-            raise AuditError(
-                f"the session's first audit record could not be made durable ({exc.message}); "
-                "the program was not started",
-                hint="nothing runs unaudited: free space in the daemon's state directory",
-            ) from exc
+            raise _not_durable(exc) from exc
+
+        async def durable() -> None:
+            try:
+                await synced()
+            except AuditError as exc:
+                raise _not_durable(exc) from exc
+
+        return durable
 
     def _first_records(self, record: SessionRecord, services: SessionServices | None) -> None:
         writer = self._writer
@@ -191,9 +206,12 @@ class SessionAudit:
                                             sender=sender))
 
     # -- the end
-    async def close(self, record: SessionRecord) -> bool:
+    async def close(self, record: SessionRecord, *,
+                    then: Callable[[], None] | None = None) -> bool:
         """``session_ended`` and the seal, bounded in time. Returns False when the file could
-        not be sealed because writes failed (then :func:`seal_truncated` seals it later)."""
+        not be sealed because writes failed (then :func:`seal_truncated` seals it later).
+        ``then`` (blocking, must not raise) runs once the seal is durable, in the seal's
+        last worker thread (``AuditWriter.seal``); not at all when sealing failed."""
         writer = self._writer
         sealed = not writer.broken
         reason = _END_REASONS.get(record.reason, "exited")
@@ -203,7 +221,7 @@ class SessionAudit:
                     reason=reason,  # type: ignore[arg-type]
                     exit_code=None if record.signal is not None else record.exit_code,
                     signal=record.signal, usage=_usage(record.usage)))
-                await writer.seal()
+                await writer.seal(then=then)
             except AuditError:
                 log.exception("audit stream could not be sealed; sealing it as truncated "
                               "once writes work again")
@@ -215,6 +233,13 @@ class SessionAudit:
     async def aclose(self) -> None:
         """Close without sealing (a launch that failed)."""
         await self._writer.aclose()
+
+
+def _not_durable(exc: AuditError) -> AuditError:
+    return AuditError(
+        f"the session's first audit record could not be made durable ({exc.message}); "
+        "the program was not started",
+        hint="nothing runs unaudited: free space in the daemon's state directory")
 
 
 def _usage(usage: p.Usage | None) -> ResourceUsage | None:

@@ -60,7 +60,11 @@ class LauncherLike(Protocol):
         *,
         stdio: tuple[int, int, int] = ...,
         controlling_tty: bool = ...,
-    ) -> Process: ...
+        gate: Callable[[], Awaitable[None]] | None = ...,
+    ) -> Process:
+        """``gate`` is awaited before anything of the launch starts; what it raises
+        refuses the launch."""
+        ...
 
 
 GetLauncher = Callable[[], Awaitable[LauncherLike]]

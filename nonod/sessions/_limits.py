@@ -12,6 +12,7 @@ RLIMIT_NPROC, as before.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Final, final
 
@@ -21,7 +22,7 @@ import trio
 
 from .. import protocol as p
 from .._units import describe_limits
-from ..cgroups import CgroupBackend, CgroupLimits, SessionGroup, Usage, open_backend
+from ..cgroups import CgroupBackend, CgroupLimits, SessionGroup, Usage, _sweep, open_backend
 from ..errors import EnforcementUnavailable
 from ..policy import Denial, ResolvedPolicy
 from ..sandbox import EnforcementReport, LayerReport
@@ -30,6 +31,13 @@ log = structlog.get_logger()
 
 #: The outer launcher and the session's init count in its pid cap too.
 LAUNCHER_PIDS: Final = 2
+#: Groups made for launches that went warm (the session runs in its warm launcher's group)
+#: are kept for later launches with the same limits, at most this many per set of limits
+#: and for this many sets: making and removing a v1 group costs milliseconds of kernel time.
+SPARES_PER_LIMITS: Final = 2
+SPARE_LIMITS_KEPT: Final = 8
+#: The name of a kept group starts with this (then it is no session's yet).
+SPARE_PREFIX: Final = "spare-"
 REMOVE_TIMEOUT: Final = 5.0
 OOM_SETTLE: Final = 1.0
 
@@ -86,28 +94,63 @@ class SessionCgroups:
     def __init__(self, backend: CgroupBackend | None, why: str) -> None:
         self.backend = backend
         self.why = why
+        self._held: list[int] = []  # our subtrees, locked (``cgroups._sweep``)
+        #: Unused groups (see ``SPARES_PER_LIMITS``), by the limits written in them. Only
+        #: the event loop takes and returns them; what is left goes at ``close``.
+        self._spares: dict[CgroupLimits, list[SessionGroup]] = {}
 
     @classmethod
     def open(cls, state_dir: Path) -> SessionCgroups:
-        """Blocking: find the hierarchies and remove groups a previous daemon left."""
+        """Blocking: find the hierarchies, remove groups a previous daemon left, hold our
+        subtrees and clear those of daemons that are gone (``cgroups._sweep``)."""
         backend, why = open_backend(str(state_dir))
+        opened = cls(backend, why)
         if backend is not None:
+            try:  # first: a sweep starting now leaves what the predecessor left to us
+                opened._held = _sweep.hold(backend.prepare)
+            except OSError as exc:
+                log.warning("cannot make the daemon's cgroup subtree yet", error=str(exc))
             stale = backend.remove_stale()
             if stale:
                 log.warning("removed cgroups of sessions that died with the previous daemon",
                             sessions=stale)
+            opened._sweep()
             log.info("session cgroups", backend=backend.describe(),
                      subtrees=backend.subtrees())
         else:
             log.warning("sessions get no cgroup", reason=why)
-        return cls(backend, why)
+        return opened
+
+    def _sweep(self) -> None:
+        if self.backend is None:
+            return
+        swept = _sweep.sweep(self.backend.subtrees())
+        if swept:
+            log.info("removed the cgroup subtrees of daemons that are gone",
+                     count=len(swept), first=swept[:3])
+
+    async def make(self, session_id: str, policy: ResolvedPolicy,
+                   parent: SessionGroup | None = None
+                   ) -> tuple[SessionGroup | None, tuple[LayerReport, ...]]:
+        """``create``, off the event loop: a kept group with the same limits if there is
+        one (no ``mkdir``), else one made in a worker thread (shielded: a launch cancelled
+        meanwhile still gets the group, and removes it)."""
+        spares = self._spares.get(cgroup_limits(policy)[0]) if parent is None else None
+        spare = spares.pop() if spares else None
+        if spare is not None or self.backend is None:
+            return self.create(session_id, policy, parent, spare=spare)
+        with trio.CancelScope(shield=True):
+            made = await trio.to_thread.run_sync(self.create, session_id, policy, parent)
+        return made
 
     def create(self, session_id: str, policy: ResolvedPolicy,
-               parent: SessionGroup | None = None
+               parent: SessionGroup | None = None, *, spare: SessionGroup | None = None
                ) -> tuple[SessionGroup | None, tuple[LayerReport, ...]]:
         """The session's group and its ``limits`` layer; EnforcementUnavailable when a limit
         it asked for cannot be applied and the profile does not accept that. ``parent``: the
-        agent's group, for a tool session (nested in it where the backend can)."""
+        agent's group, for a tool session (nested in it where the backend can). ``spare``:
+        a kept group with the same limits, used instead of making one (blocking otherwise:
+        directories made in the cgroup hierarchies)."""
         wanted, required = cgroup_limits(policy)
         if self.backend is None:
             if required:
@@ -116,7 +159,7 @@ class SessionCgroups:
             return None, (LayerReport(name="limits", state="off",
                                       reason=f"{self.why}; no accounting, processes capped by "
                                       "RLIMIT_NPROC only"),)
-        group = self.backend.create(session_id, wanted, parent)
+        group = spare or self.backend.create(session_id, wanted, parent)
         gaps = [m for m in group.missing if m.limit in required]
         detail = f"{_describe(wanted)}; {self.backend.describe()} {group.path}"
         if parent is not None:
@@ -135,7 +178,10 @@ class SessionCgroups:
                 return group, (_refuse_or(policy, LayerReport(
                     name="limits", state="partial", reason=reason, detail=detail)), *layers)
             except EnforcementUnavailable:
-                group.remove()
+                if spare is not None:
+                    self._spares[wanted].append(spare)  # refused by this profile, not another
+                else:
+                    group.remove()
                 raise
         return group, (LayerReport(name="limits", state="applied", detail=detail), *layers)
 
@@ -145,19 +191,34 @@ class SessionCgroups:
         launcher born in its group never pays on the launch path)."""
         return self.backend.pool() if self.backend is not None else ()
 
-    def adopt(self, name: str, made: SessionGroup, layers: tuple[LayerReport, ...]
-              ) -> tuple[SessionGroup, tuple[LayerReport, ...]]:
-        """The warm launcher's group ``name`` as the session's (``made`` is removed), and
-        ``layers`` naming it."""
+    def adopt(self, name: str, made: SessionGroup, layers: tuple[LayerReport, ...],
+              limits: CgroupLimits) -> tuple[SessionGroup, tuple[LayerReport, ...]]:
+        """The warm launcher's group ``name`` as the session's, and ``layers`` naming it.
+        ``made`` (with ``limits`` written, never joined) is kept for a later launch, or,
+        when enough are kept, removed with the session's group at its end."""
         if self.backend is None:
             raise ValueError("no cgroup backend: no launcher waits in a group")
-        group = self.backend.adopt(name, made)
+        spares = self._spares.get(limits)
+        if spares is None and len(self._spares) < SPARE_LIMITS_KEPT:
+            spares = self._spares[limits] = []
+        kept: SessionGroup | None = None
+        if spares is not None and len(spares) < SPARES_PER_LIMITS:
+            try:  # named for what it is now (v1: a rename of each of its few directories)
+                kept = self.backend.spare(made, f"{SPARE_PREFIX}{secrets.token_hex(4)}")
+            except OSError as exc:
+                log.warning("an unused session cgroup cannot be kept", path=made.path,
+                            error=exc.strerror or str(exc))
+        group = self.backend.adopt(name, made, keep_made=kept is not None)
+        if kept is not None and spares is not None:
+            spares.append(kept)
         return group, tuple(msgspec.structs.replace(
             layer, detail=layer.detail.replace(made.path, group.path)) for layer in layers)
 
     def close(self) -> None:
-        """At daemon exit: end the warm launchers waiting in groups of their own, and remove
-        what is left of the subtrees (blocking, bounded)."""
+        """At daemon exit: end the warm launchers waiting in groups of their own, remove
+        what is left of the subtrees (kept spares too), clear those of daemons that died
+        meanwhile, and let ours go (blocking, bounded)."""
+        self._spares.clear()
         if self.backend is None:
             return
         self.backend.remove_stale()
@@ -166,6 +227,8 @@ class SessionCgroups:
                 os.rmdir(sub)
             except OSError:
                 pass
+        self._sweep()  # those of daemons killed meanwhile
+        _sweep.release(self._held)
 
 
 def with_layers(report: EnforcementReport, layers: tuple[LayerReport, ...]
@@ -189,18 +252,17 @@ def end_reason(stopped: p.EndReason, usage: Usage | None, exit_code: int | None
     return stopped or "exited"
 
 
-async def remove_group(group: SessionGroup) -> Usage:
-    """The group's final usage, then the group gone (what is left in it killed), in a worker
-    thread: removing a v1 group takes milliseconds, which the event loop must not wait for.
-    The launcher's outer process leaves it just after the init: wait for that, bounded."""
-    usage = group.usage()
+async def remove_group(group: SessionGroup) -> None:
+    """The group gone (what is left in it killed), in a worker thread: removing a v1 group
+    takes milliseconds, which the event loop must not wait for. The launcher's outer process
+    leaves it just after the init: wait for that, bounded. (Its final usage is the caller's
+    to read first, as the registry does at a session's end.)"""
     with trio.move_on_after(REMOVE_TIMEOUT):
         while not await trio.to_thread.run_sync(group.remove):
             await trio.sleep(0.02)
-        return usage
+        return
     log.warning("a session's cgroup could not be removed; the next daemon start removes it",
                 path=group.path)
-    return usage
 
 
 async def watch_oom(group: SessionGroup, on_oom: trio.Event) -> None:

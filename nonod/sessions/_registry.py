@@ -20,13 +20,14 @@ previous daemon (the engine ties every session to the daemon's life with
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 import secrets
 import shutil
 import signal as _signal
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, final
 
@@ -40,7 +41,8 @@ from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
 )
-from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts, WebhookCaller
+from .._soon import Started
+from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts
 from ..audit import AuditError, redact_argv
 from ..audit._fanout import AuditHub
 from ..audit._kernel import FsDeniedMonitor
@@ -122,9 +124,12 @@ class Registry:
         self._limits = limits
         self._system = system
         self._sessions: dict[str, Session] = {}
-        #: Each user's audit bytes on disk (bounded by ``[audit] user_max_bytes`` on the
-        #: system daemon).
+        #: Each user's bytes in session directories (bounded by ``[audit] user_max_bytes``
+        #: on the system daemon).
         self._audit_budget = AuditBudget()
+        #: Ended sessions whose audit file waits to be sealed as truncated (``reseal_truncated``
+        #: looks at these only, not at every session known).
+        self._truncated: set[str] = set()
         self._feeds: list[EventFeed] = []
         #: Every session's pending approvals (``nonoctl approvals``).
         self.approvals = ApprovalQueue(notify=self._emit_approval)
@@ -157,6 +162,8 @@ class Registry:
                             session=record.id, name=record.name, pid=record.pid)
             session = Session(record, directory=self._sessions_dir / record.id)
             self._sessions[record.id] = session
+            if record.audit_truncated:
+                self._truncated.add(record.id)
             if record.id in lost:
                 await self._save(session)
                 await close_lost(self._state_dir, record.id, sign_key=record.audit_sign_key,
@@ -179,13 +186,18 @@ class Registry:
         writes may work (see ``_audit.seal_truncated``). Returns the ids sealed; the others
         wait for the next try (each session end, and the daemon's timer)."""
         done: list[str] = []
-        for session in list(self._sessions.values()):
+        for session_id in sorted(self._truncated):
+            session = self._sessions.get(session_id)
+            if session is None:  # forgotten meanwhile (retention): nothing left to seal
+                self._truncated.discard(session_id)
+                continue
             record = session.record
             if not record.audit_truncated or session.live:
                 continue
             if await seal_truncated(self._state_dir, record.id, hub=self._audit_hub,
                                     ledger=self._audit_ledger):
                 record.audit_truncated = False
+                self._truncated.discard(session_id)
                 await self._save(session)
                 done.append(record.id)
         if done:
@@ -242,10 +254,10 @@ class Registry:
 
     def find(self, ref: str, caller: Caller) -> Session:
         """A session by id, name or unique id prefix, among those ``caller`` may see."""
+        exact = self._sessions.get(ref)
+        if exact is not None and caller.may_see(exact.record.owner_uid):
+            return exact  # by id: one lookup, not a sorted list of every session
         mine = self.visible(caller, include_exited=True)
-        for session in mine:
-            if session.id == ref:
-                return session
         named = [s for s in mine if s.name == ref]
         if named:
             live = [s for s in named if s.live]
@@ -283,8 +295,12 @@ class Registry:
         record = session.record
         keys = session.services.approval_keys if session.services is not None else {}
         network = self._network()
-        webhook = WebhookCaller(keys=keys, extra_ca_file=network.extra_ca_file,
-                                pins=network.resolve) if keys else None
+        webhook = None
+        if keys:  # (the webhook client loads ssl: only for a profile with webhook backends)
+            from ..approvals import WebhookCaller
+
+            webhook = WebhookCaller(keys=keys, extra_ca_file=network.extra_ca_file,
+                                    pins=network.resolve)
         return SessionAsker(
             queue=self.approvals, policy=approval, timeout=self._limits().approval_timeout,
             facts=SessionFacts(session_id=record.id, name=record.name,
@@ -432,7 +448,8 @@ class Registry:
                     plan = tools.plan
                 agent = self._sessions.get(plan.parent) if plan.parent else None
                 proc = await self._starter.start(
-                    session, plan, create_audit=lambda: self._create_audit(session, plan),
+                    session, plan,
+                    create_audit=lambda first: self._create_audit(session, plan, first),
                     parent_group=agent.cgroup if agent is not None else None)
             except BaseException:
                 if tools is not None:
@@ -448,19 +465,22 @@ class Registry:
             record.state = "running"
             record.pid = proc.pid
             record.enforcement = enforcement_of(proc.enforcement)
+            # On disk before anyone hears of it: a daemon killed right after the reply must
+            # still find the record at its next start. Written in a worker thread from now,
+            # while the log line and the enforcement record are made; awaited below.
+            saving = self._save_started(session)
             log.info("session started", name=record.name, pid=proc.pid, argv0=record.argv[:1],
                      profile=record.profile, uid=record.uid,
                      enforcement=record.enforcement.summary)
-            # On disk before anyone hears of it: a daemon killed right after the reply must
-            # still find the record at its next start. Shielded: the program already runs.
+            # Shielded: the program already runs.
             with trio.CancelScope(shield=True):
-                await self._save(session)
                 try:
                     if session.audit is not None:
                         session.audit.started(proc.enforcement, proc.pid)
                 except AuditError:
                     # Its record could not be started (disk full): it does not run unaudited.
                     proc.kill()
+                    await saving()
                     with trio.move_on_after(KILL_TIMEOUT):
                         await proc.wait_exited()
                     if session.audit is not None:
@@ -469,6 +489,7 @@ class Registry:
                     if tools is not None:
                         tools.close()
                     raise
+                await saving()
             task_status.started(session)
             if tools is not None:
                 self._nursery.start_soon(tools.serve, session)
@@ -500,9 +521,12 @@ class Registry:
         if session.output is not None:
             session.output.end()
         await self._starter.release(session)
-        await self._close_audit(session)
+        saved = await self._close_audit(session)
         record.state = "exited"
-        await self._save(session)
+        if not saved:
+            await self._save(session)
+        if self._system:  # the seal, the bundle, the output log and the record count too
+            await self._charge_directory(session)
         await self.reseal_truncated()
         # Before anyone hears the session ended: who then lists the sessions sees the result.
         with trio.move_on_after(CLOSE_TIMEOUT):
@@ -548,18 +572,23 @@ class Registry:
             log.info("audit retention removed sessions", sessions=removed)
         return removed
 
-    async def _create_audit(self, session: Session, plan: SessionPlan) -> None:
+    async def _create_audit(self, session: Session, plan: SessionPlan,
+                            first: Callable[[], None]) -> bool:
         """The session's audit record, before anything else: failing refuses the launch.
-        Nothing runs unaudited unless ``[audit] enabled = false``."""
+        Nothing runs unaudited unless ``[audit] enabled = false``. ``first`` (blocking) runs
+        in the file's worker thread, before it is made; False: auditing is off, ``first``
+        was not run."""
         audit = await SessionAudit.create(
             self._state_dir, session.id, settings=self._audit_settings(),
             sign_key=plan.audit_sign_key, hub=self._audit_hub, ledger=self._audit_ledger,
             on_broken=lambda: session.request_stop(reason="error", grace=0),
             on_full=lambda: session.request_stop(reason="audit_limit", grace=0),
-            account=self._account(session))
+            first=first, account=self._account(session))
         session.audit = audit
-        if audit is not None:
-            session.record.audit_sign_key = audit.sign_key
+        if audit is None:
+            return False
+        session.record.audit_sign_key = audit.sign_key
+        return True
 
     def _account(self, session: Session) -> Account | None:
         if not self._system:
@@ -567,24 +596,57 @@ class Registry:
         budget, uid = self._audit_budget, session.record.owner_uid
         return lambda size: budget.charge(session.id, uid, size)
 
-    async def _close_audit(self, session: Session) -> None:
-        audit, session.audit = session.audit, None
-        if audit is not None and not await audit.close(session.record):
-            session.record.audit_truncated = True
-        if self._system:  # the seal, the bundle and the output log count too
-            await self._charge_directory(session)
-
     async def _charge_directory(self, session: Session) -> None:
+        """Charge what the session's directory keeps (audit, bundle, output log, record)."""
         size = await trio.to_thread.run_sync(kept_bytes, session.directory)
         self._audit_budget.charge(session.id, session.record.owner_uid, size)
 
-    async def _save(self, session: Session) -> None:
-        data = record_encoder.encode(session.record)
-        try:
-            await trio.to_thread.run_sync(write_record, session.directory, data)
-        except OSError as exc:
+    async def _close_audit(self, session: Session) -> bool:
+        """Seal the session's audit file; True if its final record (state ``exited``) was
+        written with the seal (in the seal's last worker thread: no hop of its own; a
+        failed write is logged, as ``_save`` does)."""
+        audit, session.audit = session.audit, None
+        if audit is None:
+            return False
+        # What the record will say once the seal is durable; the session itself stays
+        # "running" until then (``_finish``).
+        final = record_encoder.encode(msgspec.structs.replace(session.record, state="exited"))
+        written: list[OSError | None] = []
+
+        def write_final() -> None:
+            try:
+                write_record(session.directory, final)
+                written.append(None)
+            except OSError as exc:
+                written.append(exc)
+
+        if not await audit.close(session.record, then=write_final):
+            session.record.audit_truncated = True
+            self._truncated.add(session.id)
+            return False
+        if written and written[0] is not None:
             log.error("cannot persist session record", path=str(session.directory),
-                      error=exc.strerror or str(exc))
+                      error=written[0].strerror or str(written[0]))
+        return bool(written)
+
+    async def _save(self, session: Session) -> None:
+        await self._save_started(session)()
+
+    def _save_started(self, session: Session) -> Callable[[], Awaitable[None]]:
+        """The session's record as it is now, written in a worker thread from now on; the
+        wait for it (a failed write is logged, not raised)."""
+        data = record_encoder.encode(session.record)
+        started = Started(functools.partial(write_record, session.directory, data),
+                          name=f"session record {session.id}")
+
+        async def written() -> None:
+            try:
+                await started.result()
+            except OSError as exc:
+                log.error("cannot persist session record", path=str(session.directory),
+                          error=exc.strerror or str(exc))
+
+        return written
 
     # -- housekeeping
     async def prune(self, caller: Caller) -> list[str]:

@@ -9,6 +9,7 @@ fs_denied watch it releases at the end.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Awaitable, Callable
@@ -61,7 +62,6 @@ class _Ready(NamedTuple):
     stdio: tuple[int, int, int]
     services: SessionServices
     request: LaunchRequest
-    policy: ResolvedPolicy
 
 
 @final
@@ -95,36 +95,60 @@ class ProgramStarter:
         self._metrics = metrics
 
     async def start(self, session: Session, plan: SessionPlan,
-                    create_audit: Callable[[], Awaitable[None]],
+                    create_audit: Callable[[Callable[[], None]], Awaitable[bool]],
                     parent_group: SessionGroup | None = None) -> Process:
         """The session's program, running: its stdio (a PTY, passed descriptors or
         /dev/null), its services, its policy with the secret masks, its fs_denied watch.
         Raises to refuse the launch; nothing is left open then.
 
-        ``create_audit`` makes ``session.audit``; it runs while the launch is prepared (both
-        mostly wait on the disk and on worker threads), and its first records are fsynced
-        before the program exists. Either failing cancels the other and refuses the launch."""
+        ``create_audit(first)`` makes ``session.audit``, running ``first`` (blocking: the
+        session's private directory and secret masks) in the audit file's worker thread
+        before the file is made; it returns False (``first`` not run) when auditing is off.
+        It runs while the services are prepared and the session's cgroup made (all three
+        mostly wait on the disk, the kernel and worker threads), and its first records are
+        fsynced before the program exists. Any of them failing cancels the others and
+        refuses the launch."""
         to_close: list[int] = []
         try:
             prepared: list[_Ready] = []
+            masked: list[ResolvedPolicy] = []
+            limit_layers: tuple[LayerReport, ...] = ()
 
             async def prepare() -> None:
                 prepared.append(await self._prepare(session, plan, to_close))
 
-            await _together(create_audit, prepare)
-            launcher, stdio, services, request, policy = prepared[0]
+            def private_dir_and_masks() -> None:
+                # The session's private directory (its output log goes there; nothing
+                # writes it before the program runs), then the secret masks.
+                make_private_dirs(session.directory)
+                masked.append(hide_cgroup_tree(self._hide_secrets(plan)))
+
+            async def audit_and_masks() -> None:
+                if not await create_audit(private_dir_and_masks):
+                    await trio.to_thread.run_sync(private_dir_and_masks)
+
+            async def make_group() -> None:
+                nonlocal limit_layers
+                # The limits and allow_degraded are the plan's: the secret masks and the
+                # hidden cgroup tree only add denials.
+                session.cgroup, limit_layers = await self.cgroups.make(
+                    session.id, plan.policy, parent_group)
+
+            await _together(audit_and_masks, prepare, make_group)
+            launcher, stdio, services, request = prepared[0]
+            policy = masked[0]
             # The secrets it will hold (its phantom token, env_credentials) never reach a file.
             # Only those: the rest of its added environment (proxy address, `1` flags, bundle
             # paths) is not secret, and blotting it out of argv would garble the record.
             session.record.argv = redact_argv(session.record.argv, services.hidden)
             # Durable before the program exists: nothing runs before its record is on disk.
+            # The fsync runs while the engine builds the plan; the launch waits for it.
+            durable: Callable[[], Awaitable[None]] | None = None
             if session.audit is not None:
                 session.audit.hidden = services.hidden
-                await session.audit.open(session.record, services)
+                durable = session.audit.open(session.record, services)
             session.record.limits = policy.limits
             session.record.intercepts = services.intercepts
-            session.cgroup, limit_layers = self.cgroups.create(session.id, policy,
-                                                               parent_group)
             if session.cgroup is not None and parent_group is not None and \
                     session.cgroup.path.startswith(parent_group.path.rstrip("/") + "/"):
                 # A tool session's groups are inside its agent's: no limits to hand a warm
@@ -135,14 +159,20 @@ class ProgramStarter:
                 request = msgspec.structs.replace(
                     request, cgroup_procs=session.cgroup.procs,
                     cgroup_pool=self.cgroups.pool(), cgroup_limits=cgroup_limits(policy)[0])
-            proc = await launcher.launch(
-                policy, request, stdio=stdio,
-                controlling_tty=plan.stdio == "pty",
-            )
+            try:
+                proc = await launcher.launch(
+                    policy, request, stdio=stdio,
+                    controlling_tty=plan.stdio == "pty", gate=durable,
+                )
+            except BaseException:
+                if durable is not None:  # awaited in any case: the writer waits for it
+                    with contextlib.suppress(AuditError):  # the launch is refused anyway
+                        await durable()
+                raise
             warm_group = getattr(proc, "cgroup", "")
             if session.cgroup is not None and warm_group:
                 session.cgroup, limit_layers = self.cgroups.adopt(
-                    warm_group, session.cgroup, limit_layers)
+                    warm_group, session.cgroup, limit_layers, cgroup_limits(policy)[0])
             proc.enforcement = with_layers(proc.enforcement, limit_layers)
             self._watch_fs_denied(session, proc)
         except BaseException:
@@ -160,9 +190,9 @@ class ProgramStarter:
     async def _prepare(
         self, session: Session, plan: SessionPlan, to_close: list[int]
     ) -> _Ready:
-        """Everything the launch needs but the audit record: the launcher, the stdio (what
-        to close after the launch goes to ``to_close``), the services, the launch request
-        and the policy with the secret masks."""
+        """Everything the launch needs but the audit record and the policy's secret masks:
+        the launcher, the stdio (what to close after the launch goes to ``to_close``), the
+        services and the launch request."""
         limits = self._limits()
         launcher = await self._get_launcher()
         stdio: tuple[int, int, int]
@@ -198,16 +228,8 @@ class ProgramStarter:
         request = msgspec.structs.replace(services.request, oom_score_adj=limits.oom_score_adj)
         if self._fs_denied is not None and self._fs_denied.active:
             request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
-        # One worker thread for both: the session's private directory (its output log goes
-        # there; nothing writes it before the program runs), then the secret masks.
-        policy = hide_cgroup_tree(await trio.to_thread.run_sync(
-            self._private_dir_and_masks, session.directory, plan))
         session.services = services
-        return _Ready(launcher, stdio, services, request, policy)
-
-    def _private_dir_and_masks(self, directory: Path, plan: SessionPlan) -> ResolvedPolicy:
-        make_private_dirs(directory)
-        return self._hide_secrets(plan)
+        return _Ready(launcher, stdio, services, request)
 
     def _hide_secrets(self, plan: SessionPlan) -> ResolvedPolicy:
         """Blocking: ``plan.policy`` with a mask over every file the daemon reads secrets

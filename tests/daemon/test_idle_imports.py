@@ -43,6 +43,8 @@ NOT_AT_IDLE = (
     "rich", "cryptography",  # structlog's pretty tracebacks, the trust keys
     "typing_extensions",  # msgspec's type-hint introspection (nonod._lean)
     "asyncio",  # structlog's async logging methods, which need an asyncio loop (nonod._lean)
+    "pickle",  # structlog's, for one exception class (nonod._lean)
+    "ssl", "_ssl",  # trio's and trio-websocket's TLS streams, a webhook's client (nonod._lean)
     "nonod.proxy._server", "nonod.proxy._reverse", "nonod.credentials._keychain",
     "nonod.credentials._session_ca",
     "nonod.trust._policy", "nonod.trust._verify",  # a launch that finds no trust policy
@@ -103,3 +105,38 @@ def test_structlog_still_reaches_asyncio_when_asked() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, env={"PYTHONPATH": str(REPO)}).stdout.split("\n")
     assert out[:3] == ["False", "no running event loop", "True"]
+
+
+TLS_PROBE = """
+import sys
+from nonod import _lean
+_lean.import_trio_websocket()
+print("ssl" in sys.modules)
+import ssl, trio, trio.testing, trustme
+
+async def handshake():
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("peer.test").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    left, right = trio.testing.memory_stream_pair()
+    server = trio.SSLStream(left, server_ctx, server_side=True)
+    client = trio.SSLStream(right, client_ctx, server_hostname="peer.test")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        nursery.start_soon(client.do_handshake)
+    await client.send_all(b"ping")
+    print((await server.receive_some(4)).decode())
+
+trio.run(handshake)
+print(trio._ssl._stdlib_ssl.SSLError is ssl.SSLError)
+"""
+
+
+def test_trio_still_reaches_ssl_when_asked() -> None:
+    """trio and trio-websocket are imported with a stand-in for ssl (nonod._lean): a TLS
+    stream made afterwards works as it always did, with the real module's classes."""
+    out = subprocess.run([sys.executable, "-c", TLS_PROBE], capture_output=True, text=True,
+                         check=True, env={"PYTHONPATH": str(REPO)}).stdout.split("\n")
+    assert out[:3] == ["False", "ping", "True"]

@@ -27,7 +27,9 @@ TOKEN = "t0ken-Abc123"
 
 
 class RecordingResolver(Resolver):
-    """The real Resolver, remembering every name it was asked to resolve."""
+    """The real Resolver, remembering every name it was asked to resolve: by ``resolve``
+    (trio's path), or by ``resolve_now`` when that answered (the pump thread's fresh
+    CONNECT; when it cannot, trio's path takes the request and calls ``resolve``)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -36,6 +38,12 @@ class RecordingResolver(Resolver):
     async def resolve(self, host: str, port: int) -> Resolved:
         self.asked.append((host, port))
         return await super().resolve(host, port)
+
+    def resolve_now(self, host: str, port: int) -> Resolved | None:
+        resolved = super().resolve_now(host, port)
+        if resolved is not None:
+            self.asked.append((host, port))
+        return resolved
 
 
 def fake_dns(table: dict[str, list[str]]) -> Any:
@@ -114,7 +122,7 @@ async def start_proxy(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]
     async def start(policy: ProxyPolicy, *, pins: dict[str, str] | None = None,
                     limits: ProxyLimits | None = None, token: str | None = None,
                     dns: dict[str, list[str]] | None = None, zero_copy: bool = True,
-                    asker: Asker | None = None) -> Proxy:
+                    asker: Asker | None = None, fresh: bool = True) -> Proxy:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
         events = EventLog()
@@ -122,7 +130,7 @@ async def start_proxy(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]
         server = await nursery.start(functools.partial(
             serve_proxy, listeners[0], policy=policy, resolver=resolver,
             events=events.append, limits=limits or ProxyLimits(), proxy_token=token,
-            zero_copy=zero_copy, asker=asker))
+            zero_copy=zero_copy, asker=asker, fresh_connects=fresh))
         return Proxy(port=port, server=server, events=events, resolver=resolver)
 
     yield start

@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 from nonod.proxy import ProxyLimits, ProxyPolicy, ProxyServer
 from tests.proxy.conftest import (
     TOKEN,
+    EventLog,
     Proxy,
     connect_head,
     echo_handler,
@@ -177,7 +178,11 @@ async def test_connect_timeout_gets_502(start_proxy: StartProxy) -> None:
         stream, code, body = await open_tunnel(proxy)
         assert code == 502 and body.endswith(b"(connect_timeout)\n")
         await stream.aclose()
-        assert proxy.events[-1].decision == "allow"  # allowed, but it could not connect
+        await wait_for_events(proxy, 1)
+        # allowed, but it could not connect
+        assert [(e.decision, e.reason, e.status) for e in proxy.events] == [
+            ("allow", "connect_timeout", 502)]
+        assert proxy.server.statistics().active == 0
     finally:
         filler.close()
         sink.close()
@@ -491,18 +496,18 @@ async def test_a_failure_stays_with_its_connection(nursery: trio.Nursery,
                                                    echo_port: int) -> None:
     import functools
 
-    from nonod.proxy import NetworkEvent, Resolved, Resolver, serve_proxy
+    from nonod.proxy import Resolved, Resolver, serve_proxy
 
     class Flaky(Resolver):
         failures = 1
 
-        async def resolve(self, host: str, port: int) -> Resolved:
+        def resolve_now(self, host: str, port: int) -> Resolved | None:
             if self.failures:
                 self.failures -= 1
                 raise RuntimeError("boom: internal detail")
-            return await super().resolve(host, port)
+            return super().resolve_now(host, port)
 
-    events: list[NetworkEvent] = []
+    events = EventLog()
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     await nursery.start(functools.partial(
@@ -514,6 +519,8 @@ async def test_a_failure_stays_with_its_connection(nursery: trio.Nursery,
         await broken.send_all(connect_head("api.github.com:443"))
         assert await read_all(broken) == b""  # closed, nothing said
         await broken.aclose()
+        with trio.fail_after(5):
+            await events.wait_for(1)
     assert [entry["event"] for entry in logs] == ["proxy.connection_failed"]
     assert logs[0]["log_level"] == "error" and logs[0]["exc_info"]
     assert [(e.decision, e.reason) for e in events] == [("deny", "internal_error")]

@@ -16,9 +16,14 @@ from nonod.sandbox._api import server_command
 # trio and what comes with it, structlog, the engine's async face: the daemon's, not a
 # launcher's (ssl arrives with trio). typing_extensions: msgspec's, kept out (nonod._lean).
 # The cgroup backends: the server writes limits into v1 groups (_v1) and nothing else.
+# inspect (with ast, dis, tokenize): dataclasses', for the docstring of a dataclass that has
+# none (nonod._lean); about 1 MiB. The policy and the protocol: the daemon's plans and
+# replies, which the server neither makes nor sends (about 0.4 MiB); threading.
 NOT_IN_SERVER = ("trio", "outcome", "sniffio", "sortedcontainers", "idna", "ssl", "asyncio",
                  "structlog", "nonod.sandbox._api", "nonod.sandbox._plan", "typing_extensions",
-                 "nonod.cgroups._backend", "nonod.cgroups._v2", "secrets", "hmac")
+                 "nonod.cgroups._backend", "nonod.cgroups._v2", "secrets", "hmac",
+                 "inspect", "ast", "dis", "tokenize", "nonod.policy", "nonod.protocol",
+                 "threading")
 
 
 def _served_modules() -> set[str]:

@@ -1,0 +1,156 @@
+"""Run ``nonod`` with its launch path's steps timed (bench/daemon_steps.py starts it).
+
+    python bench/_daemon_trace.py OUT.json [nonod's arguments]
+
+Wraps the daemon's launch steps (by module and qualified name, see ``STEPS``) to time each
+call: wall time, and the main thread's CPU time over it (``time.thread_time``: with one
+launch at a time the event loop runs little else meanwhile). Also counts every
+``trio.to_thread.run_sync`` (a hop to a worker thread; by the function it runs, with its
+wall time) and every ``os.fsync`` (by the function that called it). At exit (SIGTERM ends
+the daemon normally) the samples go to OUT.json: ``{"step name": [[wall_ms, cpu_ms], ...]}``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import importlib
+import inspect
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+#: (module, qualified name, label): the label orders the table (the launch's order).
+STEPS = (
+    ("nonod.control._conversation", "Conversation.receive", "00 control: receive request"),
+    ("nonod._profile_source", "ProfilePolicies.resolve_launch", "01 resolution"),
+    ("nonod.sessions._registry", "Registry.launch", "02 registry.launch (all below)"),
+    ("nonod.sessions._registry", "Registry._check_launch", "03 checks"),
+    ("nonod.sessions._start", "ProgramStarter._prepare", "04 prepare (with the audit file)"),
+    ("nonod._session_services", "prepare", "05 services"),
+    ("nonod.sessions._registry", "Registry._create_audit", "07 audit file create"),
+    ("nonod.sessions._audit", "SessionAudit.open", "08 first records + fsync"),
+    ("nonod.sessions._limits", "SessionCgroups.create", "09 cgroup create"),
+    ("nonod.sandbox._api", "Launcher.launch", "10 engine: Launcher.launch"),
+    ("nonod.sandbox._plan", "build_plan", "11 engine: build_plan"),
+    ("nonod.sessions._limits", "SessionCgroups.adopt", "12 cgroup adopt"),
+    ("nonod.sessions._registry", "Registry._save", "13 session record"),
+    ("nonod.control._conversation", "Conversation.send", "14 control: send reply"),
+    ("nonod.sessions._registry", "Registry._finish", "20 finish (all below)"),
+    ("nonod.sessions._audit", "SessionAudit.close", "21 audit close + seal"),
+    ("nonod.audit._writer", "Ledger.record", "22 ledger append"),
+    ("nonod.sessions._registry", "Registry.reseal_truncated", "23 reseal_truncated"),
+    ("nonod.sessions._registry", "Registry.apply_retention", "24 retention"),
+    ("nonod.sessions._limits", "remove_group", "25 cgroup remove"),
+    ("nonod.sessions._start", "ProgramStarter.release", "26 fs_denied release"),
+)
+
+SAMPLES: dict[str, list[tuple[float, float]]] = {}
+
+
+def _record(label: str, t0: float, c0: float) -> None:
+    SAMPLES.setdefault(label, []).append(((time.perf_counter() - t0) * 1000,
+                                          (time.thread_time() - c0) * 1000))
+
+
+def _timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                _record(label, t0, c0)
+        return awrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _record(label, t0, c0)
+    return wrapper
+
+
+def _name(fn: Any) -> str:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__qualname__", repr(fn))
+
+
+def install() -> None:
+    import trio
+
+    for module_name, qualname, label in STEPS:
+        module = importlib.import_module(module_name)
+        owner: Any = module
+        *path, attr = qualname.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        if not hasattr(owner, attr):  # another revision's daemon: not there
+            continue
+        setattr(owner, attr, _timed(label, getattr(owner, attr)))
+        if not path:  # a module function other modules imported by name: theirs too
+            for other in list(sys.modules.values()):
+                if (other is not None and other is not module
+                        and getattr(other, attr, None) is getattr(module, attr).__wrapped__):
+                    setattr(other, attr, getattr(module, attr))
+
+    run_sync = trio.to_thread.run_sync
+
+    async def hop(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await run_sync(fn, *args, **kwargs)
+        finally:
+            SAMPLES.setdefault("hop " + _name(fn), []).append(
+                ((time.perf_counter() - t0) * 1000, 0.0))
+
+    trio.to_thread.run_sync = hop  # type: ignore[assignment]
+    real_fsync = os.fsync
+
+    def fsync(fd: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            real_fsync(fd)
+        finally:
+            caller = sys._getframe(1).f_code.co_qualname
+            SAMPLES.setdefault("fsync " + caller, []).append(
+                ((time.perf_counter() - t0) * 1000, 0.0))
+
+    os.fsync = fsync
+
+
+def main() -> int:
+    out = Path(sys.argv[1])
+    # The nonod of PYTHONPATH (bench/daemon.py's ``Daemon(tree=...)``), else this venv's.
+    from nonod import _lean
+
+    _lean.keep_out_rich()
+    _lean.import_structlog()
+    _lean.import_msgspec()
+    _lean.import_trio_websocket()
+    from nonod import _daemon  # noqa: F401 - the modules STEPS names, loaded first
+    from nonod._main import main as run
+
+    for module_name, _, _ in STEPS:
+        importlib.import_module(module_name)
+    install()
+    atexit.register(lambda: out.write_text(json.dumps(SAMPLES)))
+    if os.environ.get("NONO_TRACE_PROFILE"):  # the main thread under cProfile too
+        import cProfile
+
+        profile = cProfile.Profile()
+        atexit.register(lambda: profile.dump_stats(os.environ["NONO_TRACE_PROFILE"]))
+        profile.enable()
+    return run(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Where a launch's time goes inside the daemon: each step of the launch path, timed.
+
+Starts ``nonod`` through bench/_daemon_trace.py (its launch steps wrapped: wall time and the
+main thread's CPU time per call, every hop to a worker thread and every ``fsync`` counted),
+then launches ``/bin/true`` ``--runs`` times through a kept ``Connection`` (bench/daemon.py's
+``client`` row: attached, stdio null, to ``Exited``), or with ``--fleet N`` N detached
+``sleep`` sessions with netns + proxy (bench/daemon.py's fleet, one launch in flight), and
+prints per step: calls per launch, wall p50 and mean, the main thread's CPU per launch.
+Steps nest (``registry.launch`` holds ``prepare``, which holds ``services``...), so the rows
+do not add up; ``hop NAME`` rows are worker-thread hops, ``fsync NAME`` rows fsyncs.
+
+    .venv/bin/python bench/daemon_steps.py [--runs 100] [--warmup 10] [--fleet N]
+                                           [--base REV] [--json]
+
+``--base REV`` first runs the same with the daemon of that git revision (``git archive``),
+one daemon after the other (not interleaved: compare the counts, and the times only roughly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import emit, machine, percentile
+from daemon import BenchFailure, Daemon, _launch_fleet, _raise_nofile
+from daemon_ab import Side, _cpu_ms, exported
+
+from nonod import protocol as p
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.base:
+        return {"trees": [_run(args, None, "this checkout")]}
+    with exported(args.base) as base:
+        return {"trees": [_run(args, base, f"base ({args.base})"),
+                          _run(args, None, "this checkout")]}
+
+
+def _run(args: argparse.Namespace, tree: Path | None, name: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="nono-steps-") as tmp:
+        trace = Path(tmp) / "steps.json"
+        daemon = Daemon(tree=tree, trace=trace)
+        try:
+            side = Side(name, daemon)  # bench/daemon_ab.py's: attached /bin/true launches
+            conn = side.conn
+            for _ in range(args.warmup):
+                side.launch()
+            conn.request(p.Prune())
+            # Only what follows counts: the samples of the warm-up are dropped below.
+            conn.request(p.ListSessions(brief=True))
+            cpu0 = _cpu_ms(daemon.proc.pid)
+            samples: list[float] = []
+            if args.fleet:
+                ids, failures, samples = _launch_fleet(daemon, args.fleet, 1,
+                                                       time.monotonic() + 600)
+                launches = len(ids)
+            else:
+                samples = [side.launch() for _ in range(args.runs)]
+                launches = args.runs
+            cpu1 = _cpu_ms(daemon.proc.pid)
+            if args.fleet:
+                for sid in ids:
+                    conn.request(p.Stop(session=sid, timeout=5, force=True))
+                if failures:
+                    raise BenchFailure(f"{len(failures)} failed: {failures[:3]}")
+            conn.request(p.Prune())
+            conn.close()
+        finally:
+            daemon.close()
+        steps: dict[str, list[list[float]]] = json.loads(trace.read_text())
+    skip = args.warmup
+    rows = []
+    for step, values in sorted(steps.items(), key=lambda kv: (kv[0][0].isalpha(), kv[0])):
+        per_launch = _per_launch(values, skip, args)
+        if not per_launch:
+            continue
+        walls = [w for w, _ in per_launch]
+        rows.append({"step": step, "calls": len(per_launch) / launches,
+                     "p50_ms": percentile(walls, 0.5), "mean_ms": sum(walls) / len(walls),
+                     "wall_per_launch_ms": sum(walls) / launches,
+                     "cpu_per_launch_ms": sum(c for _, c in per_launch) / launches})
+    return {"tree": name, "machine": machine(), "launches": launches, "fleet": args.fleet,
+            "client_p50_ms": percentile(samples, 0.5),
+            "daemon_cpu_ms": (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]) / launches,
+            "steps": rows}
+
+
+def _per_launch(values: list[list[float]], skip: int,
+                args: argparse.Namespace) -> list[list[float]]:
+    """The samples of the timed launches: each step's first ``skip`` launches' worth are
+    the warm-up's (a step called k times per launch drops k * skip: the same count per
+    launch is assumed; hops and fsyncs outside launches, e.g. the heartbeat, stay in)."""
+    total_launches = skip + (args.fleet or args.runs)
+    per = max(1, round(len(values) / total_launches))
+    return values[per * skip:]
+
+
+def print_table(data: dict[str, Any]) -> None:
+    for tree in data["trees"]:
+        _print_tree(tree)
+
+
+def _print_tree(data: dict[str, Any]) -> None:
+    m = data["machine"]
+    what = (f"fleet of {data['fleet']} (netns + proxy, 1 in flight)" if data["fleet"]
+            else "attached /bin/true, kept connection")
+    print(f"# nonod launch steps, {data['tree']} -- {m['date']}, load {m['loadavg_1m']:.2f}, "
+          f"nproc {m['nproc']}; {data['launches']} launches: {what}")
+    print(f"# client p50 {data['client_p50_ms']:.2f} ms; daemon process CPU "
+          f"{data['daemon_cpu_ms']:.2f} ms per launch (all threads)")
+    print(f"{'step':<48} {'calls':>6} {'p50 ms':>8} {'mean ms':>8} {'wall/l':>8} "
+          f"{'cpu/l':>7}")
+    for r in data["steps"]:
+        print(f"{r['step'][:48]:<48} {r['calls']:>6.2f} {r['p50_ms']:>8.3f} "
+              f"{r['mean_ms']:>8.3f} {r['wall_per_launch_ms']:>8.3f} "
+              f"{r['cpu_per_launch_ms']:>7.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--fleet", type=int, default=0, metavar="N",
+                        help="N detached sessions with netns + proxy instead")
+    parser.add_argument("--base", metavar="REV",
+                        help="first the same with the daemon of this git revision")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    _raise_nofile()  # a fleet's sessions hold descriptors of the daemon (it inherits this)
+    emit(run(args), as_json=args.json, table=print_table)
+
+
+if __name__ == "__main__":
+    main()
