@@ -144,6 +144,12 @@ class AuditSection(_Section, frozen=True, kw_only=True):
     #: ``audit_limit``: the daemon's disk is not the session's to fill, and nothing it does
     #: goes unrecorded.
     session_max_bytes: Annotated[int, msgspec.Meta(ge=1 << 20, le=1 << 50)] = 1 << 30
+    #: The most bytes one user's session directories may keep on the system daemon: audit
+    #: files, live and sealed (until retention removes them), and ended sessions' output logs
+    #: (until pruned). The session whose audit record reaches it is stopped (``audit_limit``)
+    #: and that user's launches are refused (``session.limit``) until ``prune`` or retention
+    #: (``keep_days``, ``keep_sessions``) frees room. A user daemon has one user.
+    user_max_bytes: Annotated[int, msgspec.Meta(ge=1 << 20, le=1 << 50)] = 8 << 30
 
     def __post_init__(self) -> None:
         if self.sign_key is not None and "\x00" in self.sign_key:

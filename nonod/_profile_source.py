@@ -252,8 +252,8 @@ class ProfilePolicies:
         return policy, request.profile
 
     def _resolve(self, profile: Profile, ctx: ResolveContext, caller: Caller,
-                 overrides: CliOverrides | None = None, *, key: bytes | None = None
-                 ) -> ResolvedPolicy:
+                 overrides: CliOverrides | None = None, *, key: bytes | None = None,
+                 placeholder_workdir: bool = False) -> ResolvedPolicy:
         """``resolve``, looking at the filesystem as the caller (system daemon). With ``key``
         the result is cached; the cache's check of what the resolution looked at runs as the
         caller too, so a check made with root's rights never serves a caller a resolution it
@@ -261,7 +261,8 @@ class ProfilePolicies:
         identity = _callerfs.Identity.of(caller) if self._system else None
         with _callerfs.acting_as(identity):
             if key is None:
-                return resolve(profile, ctx, overrides=overrides)
+                return resolve(profile, ctx, overrides=overrides,
+                               placeholder_workdir=placeholder_workdir)
             policy = self.cache.get(key)
             if policy is None:
                 look = FsLook()
@@ -299,8 +300,8 @@ class ProfilePolicies:
     def _validate(self, request: p.ProfileValidate, caller: Caller,
                   data: bytes | None) -> p.ProfileValid:
         profile = self._load(request.profile, caller, {}, data)
-        ctx = self._context(caller, {}, "/")
-        policy = self._resolve(profile, ctx, caller)
+        ctx = self._context(caller, {}, "/")  # no launch: a stand-in working directory
+        policy = self._resolve(profile, ctx, caller, placeholder_workdir=True)
         return p.ProfileValid(
             name=profile.meta.name or request.profile,
             source=request.profile,

@@ -81,6 +81,12 @@ class PolicyError(NonoError):
     code = "policy.invalid"
 
 
+class BroadWorkdir(PolicyError):
+    """A writable working-directory grant of `/`, `$HOME` or a system tree, not named."""
+
+    code = "policy.broad_workdir"
+
+
 class LaunchError(NonoError):
     """A launch was refused or failed before the program could run.
 

@@ -19,7 +19,7 @@ import trio
 
 from ..errors import NonoError
 from ..policy import Access, Denial, EnvPolicy, Grant, NetworkPolicy, ResolvedPolicy
-from ..profiles import Profile, ResolveContext, parse_profile, resolve
+from ..profiles import CliOverrides, Profile, ResolveContext, parse_profile, resolve
 from ..proxy import Resolver, child_environment
 from ..sandbox import ExitStatus, Launcher, LaunchRequest, Sandboxed, open_launcher
 from ._fold import Coverage, fold
@@ -45,6 +45,7 @@ _PRIVATE: Final = ("/tmp", "/var/tmp", "/dev/shm")
 #: Provided fresh by the sandbox; never bound from the host.
 _PROVIDED: Final = ("/proc", "/dev")
 _CHUNK: Final = 1 << 20  # bytes of trace read at a time
+_MAX_LINE: Final = 1 << 20  # a longer trace line is not strace's: dropped
 _GRANTING: Final = Use.READ | Use.WRITE | Use.EXEC | Use.LIST | Use.CREATE | Use.REMOVE
 
 # The session's program: strace runs as its child. A stop signal from the daemon (forwarded
@@ -150,7 +151,10 @@ def recording_policy(
     ``/dev/shm`` are private, as in every session. The network is restricted: the only way
     out is the session's proxy, which the learn run serves with a recording policy.
     """
-    base = resolve(_profile({"workdir": {"access": "readwrite"}}), ctx)
+    # The working directory named as well: the whole host is visible here anyway, so a
+    # learn run from $HOME or / is not the broad grant resolution refuses.
+    base = resolve(_profile({"workdir": {"access": "readwrite"}}), ctx,
+                   overrides=CliOverrides(allow=(ctx.workdir,)))
     grants = [g for g in base.grants if not any(_under(g.path, p) for p in _PROVIDED)]
     grants.extend(_whole_tree())
     grants.append(Grant(path="/var/tmp", access=Access.READWRITE, source="learn"))
@@ -173,31 +177,51 @@ def recording_policy(
 
 @final
 class _TraceFollower:
-    """Reads the trace file as strace appends to it and feeds the parser (sync: call it in
-    a worker thread)."""
+    """Reads the trace as strace appends to it and feeds the parser (sync: call it in a
+    worker thread).
 
-    def __init__(self, path: str, cwd: str) -> None:
-        self._path = path
+    The file is created (and held open) here before strace starts, and strace's ``-o``
+    opens that same file: the traced program, which may write the trace directory, can
+    remove or replace the name (a link to ``/dev/zero``, a FIFO) but not what is read. A
+    line longer than ``_MAX_LINE`` (strace's are a few KiB; the program can write into the
+    file too) is dropped, so memory stays bounded.
+    """
+
+    def __init__(self, path: str, cwd: str, *, uid: int | None = None,
+                 gid: int | None = None) -> None:
+        self._fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                           | os.O_CLOEXEC, 0o600)
+        if uid is not None:
+            os.fchown(self._fd, uid, -1 if gid is None else gid)
         self._offset = 0
         self._partial = b""
+        self._dropping = False
         self.parser = StraceParser()
         self.recorder = TraceRecorder(cwd)
 
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
     def poll(self) -> None:
-        if not os.path.exists(self._path):
-            return  # strace has not started yet
-        with open(self._path, "rb") as f:
-            f.seek(self._offset)
-            while data := f.read(_CHUNK):
-                self._offset += len(data)
-                lines = (self._partial + data).split(b"\n")
-                self._partial = lines.pop()
-                for line in lines:
-                    self._feed(line)
+        while data := os.pread(self._fd, _CHUNK, self._offset):
+            self._offset += len(data)
+            lines = (self._partial + data).split(b"\n")
+            self._partial = lines.pop()
+            if self._dropping and lines:  # the end of an overlong line
+                lines.pop(0)
+                self._dropping = False
+            for line in lines:
+                self._feed(line)
+            if len(self._partial) > _MAX_LINE:
+                self._partial, self._dropping = b"", True
+                self.parser.skipped += 1
 
     def finish(self) -> Observations:
         self.poll()
-        if self._partial:
+        self.close()
+        if self._partial and not self._dropping:
             self._feed(self._partial)
             self._partial = b""
         return self.recorder.finish()
@@ -355,7 +379,7 @@ async def _learn_in(
         allow_ptrace=True,
     )
     recorder = NetworkRecorder()
-    follower = _TraceFollower(trace_path, ctx.workdir)
+    follower = _TraceFollower(trace_path, ctx.workdir, uid=uid, gid=gid)
     started = trio.current_time()
     deadline = started + timeout if timeout is not None else math.inf
     exited = trio.Event()
@@ -375,42 +399,47 @@ async def _learn_in(
                     listening=len(follower.recorder.observations.listening)))
             await trio.sleep(PROGRESS_INTERVAL)
 
-    async with _engine(launcher) as engine:
-        proc = await engine.launch(policy, request, stdio=stdio)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch, proc, box, exited)
-            try:
-                if proc.proxy_listener is not None:
-                    listener = trio.SocketListener(
-                        trio.socket.from_stdlib_socket(proc.proxy_listener))
-                    await nursery.start(functools.partial(
-                        serve_recording_proxy, listener, recorder=recorder,
-                        resolver=resolver, proxy_token=token))
-                for listen in listen_ports:
-                    try:
-                        await nursery.start(forward_listen_port, proc, listen)
-                    except OSError as exc:
-                        # Raised after the nursery, so that it is not wrapped in a group.
-                        failure = LearnError(
-                            f"cannot forward port {listen}: 127.0.0.1:{listen} is not free "
-                            f"on this host ({exc.strerror or exc})")
-                        failure.__cause__ = exc
-                        break
-                else:
-                    nursery.start_soon(report)
-                    with trio.move_on_at(deadline) as waiting:
-                        if stop is not None:
-                            nursery.start_soon(_cancel_on, stop, waiting)
-                        await exited.wait()
+    try:
+        async with _engine(launcher) as engine:
+            proc = await engine.launch(policy, request, stdio=stdio)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch, proc, box, exited)
+                try:
+                    if proc.proxy_listener is not None:
+                        listener = trio.SocketListener(
+                            trio.socket.from_stdlib_socket(proc.proxy_listener))
+                        await nursery.start(functools.partial(
+                            serve_recording_proxy, listener, recorder=recorder,
+                            resolver=resolver, proxy_token=token))
+                    for listen in listen_ports:
+                        try:
+                            await nursery.start(forward_listen_port, proc, listen)
+                        except OSError as exc:
+                            # Raised after the nursery, so that it is not wrapped in a group.
+                            failure = LearnError(
+                                f"cannot forward port {listen}: 127.0.0.1:{listen} is not free "
+                                f"on this host ({exc.strerror or exc})")
+                            failure.__cause__ = exc
+                            break
+                    else:
+                        nursery.start_soon(report)
+                        with trio.move_on_at(deadline) as waiting:
+                            if stop is not None:
+                                nursery.start_soon(_cancel_on, stop, waiting)
+                            await exited.wait()
+                        if not exited.is_set():
+                            stopped = stop is not None and stop.is_set()
+                            timed_out = not stopped
+                finally:
                     if not exited.is_set():
-                        stopped = stop is not None and stop.is_set()
-                        timed_out = not stopped
-            finally:
-                if not exited.is_set():
-                    with trio.CancelScope(shield=True):
-                        await _stop(proc, exited, grace)
-                nursery.cancel_scope.cancel()
+                        with trio.CancelScope(shield=True):
+                            await _stop(proc, exited, grace)
+                    nursery.cancel_scope.cancel()
+    except BaseException:
+        follower.close()
+        raise
     if failure is not None:
+        follower.close()
         raise failure
     duration = trio.current_time() - started
     observations = await trio.to_thread.run_sync(follower.finish)

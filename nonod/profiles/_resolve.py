@@ -31,7 +31,7 @@ from typing import Final, final
 import msgspec
 
 from .._units import parse_duration, parse_size
-from ..errors import ExtendsError, PolicyError, ProfileError
+from ..errors import BroadWorkdir, ExtendsError, PolicyError, ProfileError
 from ..policy import (
     DEFAULT_MAX_PROCESSES,
     QUEUE_BACKEND,
@@ -49,6 +49,7 @@ from ..policy import (
     TlsIntercept,
 )
 from . import _expand
+from ._broad import broad_directory, named_by, through_workdir
 from ._check import check_profile, reserved_env_name
 from ._expand import ResolveContext
 from ._fslook import FsLook
@@ -137,13 +138,16 @@ def resolve(
     overrides: CliOverrides | None = None,
     strict: bool = False,
     look: FsLook | None = None,
+    placeholder_workdir: bool = False,
 ) -> ResolvedPolicy:
     """The policy a session with ``profile`` gets, for the user and directories in ``ctx``.
 
     ``profile`` must be flat (from ``load_profile``, or ``parse_profile`` without ``extends``).
     With ``strict``, a grant the user wrote (profile or CLI) for a path that does not exist is
     an error instead of a note. ``look`` (a fresh one by default) records what resolution saw
-    of the filesystem, for a caller that caches the result. Raises ProfileError for problems
+    of the filesystem, for a caller that caches the result. ``placeholder_workdir`` says that
+    ``ctx.workdir`` stands for no real launch (``profile validate``): a working-directory
+    grant is not refused for being too broad there. Raises ProfileError for problems
     in the profile and PolicyError for problems with the overrides or the machine.
     """
     if profile.bases():
@@ -156,8 +160,10 @@ def resolve(
     groups = builtin_groups()
     network = builtin_network()
     check_profile(profile, profile.meta.name or "profile", groups, network)
-    return _Resolver(profile, ctx, overrides or CliOverrides(), strict, groups, network,
-                     look or FsLook()).run()
+    resolver = _Resolver(profile, ctx, overrides or CliOverrides(), strict, groups, network,
+                         look or FsLook())
+    resolver.placeholder_workdir = placeholder_workdir
+    return resolver.run()
 
 
 def _union(a: Access, b: Access) -> Access:
@@ -194,6 +200,10 @@ class _Resolver:
         self.notes: list[Note] = []
         self.grants: list[Grant] = []
         self.denials: list[Denial] = []
+        #: Directory grants found from the working directory (``--allow-cwd``,
+        #: ``workdir.access``, a profile's ``$WORKDIR``), with what asked for each.
+        self.via_workdir: list[tuple[str, Grant]] = []
+        self.placeholder_workdir = False
         self.workdir = self._workdir_path()
         self.values = ctx.values(self.workdir)
 
@@ -212,6 +222,7 @@ class _Resolver:
         workdir_access = self._workdir_grant()
         self._profile_grants()
         self._cli_grants()
+        self._refuse_broad_workdir()
         self._bypass()
         self._ignored_settings()
         grants = self._merged_grants()
@@ -386,8 +397,10 @@ class _Resolver:
             self.note("info", f"`{raw}` is a directory, expected a file; not granted",
                       path=real, source=source)
             return
-        self.grants.append(Grant(path=real, access=access, is_file=is_file or not is_dir,
-                                 source=source))
+        grant = Grant(path=real, access=access, is_file=is_file or not is_dir, source=source)
+        self.grants.append(grant)
+        if source == "profile" and not grant.is_file and through_workdir(raw):
+            self.via_workdir.append((f"{key} {raw}", grant))
 
     def _deny(self, raw: str, *, is_file: bool, source: str) -> None:
         real = self._place(raw, source=source)
@@ -405,8 +418,31 @@ class _Resolver:
             return None
         if not self.fs.isdir(self.workdir):
             raise PolicyError(f"the working directory {self.workdir} does not exist")
-        self.grants.append(Grant(path=self.workdir, access=Access(access), source="workdir"))
+        grant = Grant(path=self.workdir, access=Access(access), source="workdir")
+        self.grants.append(grant)
+        self.via_workdir.append(
+            ("--allow-cwd" if self.cli.allow_cwd else "the profile's workdir.access", grant))
         return Access(access)
+
+    def _refuse_broad_workdir(self) -> None:
+        """A grant reached through the working directory that is `/`, `$HOME` or a system
+        tree stands only if a grant that names it by an absolute path holds it as well."""
+        derived = {id(grant) for _, grant in self.via_workdir}
+        named = [g for g in self.grants if g.source in ("profile", "cli") and not g.is_file
+                 and id(g) not in derived]
+        for what, grant in self.via_workdir:
+            path, access = grant.path, grant.access
+            if access is Access.READ and path != "/":
+                continue
+            why = broad_directory(path, self.ctx.home)
+            if why is None or named_by(path, [g.path for g in named if access is Access.READ
+                                              or g.access is not Access.READ]):
+                continue
+            if self.placeholder_workdir:
+                continue
+            raise BroadWorkdir(
+                f"{what} would grant {path} ({access}), and {why}",
+                hint=f"run from a project directory, or grant it by name: --allow {path}")
 
     def _profile_grants(self) -> None:
         fs, legacy = self.profile.filesystem, self.profile.policy

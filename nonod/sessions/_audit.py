@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from .._session_services import SessionServices
     from ._records import SessionRecord
 
+#: Charges a session's audit size (bytes) to its user; returns what the user's files take.
+Account = Callable[[int], int]
+
 log = structlog.get_logger()
 
 #: How long the end of a session may spend on its final records.
@@ -63,11 +66,15 @@ class SessionAudit:
 
     def __init__(self, writer: AuditWriter, *, sign_key: str | None,
                  on_broken: Callable[[], None], max_bytes: int,
-                 on_full: Callable[[], None]) -> None:
+                 on_full: Callable[[], None], account: Account | None = None,
+                 user_max_bytes: int = 0) -> None:
         self._writer = writer
         self.sign_key = sign_key
         self._on_broken = on_broken
         self._max_bytes = max_bytes
+        #: Charges the file's size to its user's budget; returns what the user's files take.
+        self._account = account
+        self._user_max_bytes = user_max_bytes
         self._on_full: Callable[[], None] | None = on_full
         #: What the program holds, never to be written (see ``audit._mask``).
         self.hidden: dict[str, str] = {}
@@ -77,11 +84,13 @@ class SessionAudit:
                      sign_key: str | None, hub: AuditHub | None, ledger: Ledger | None,
                      on_broken: Callable[[], None],
                      on_full: Callable[[], None],
-                     first: Callable[[], None] | None = None) -> SessionAudit | None:
+                     first: Callable[[], None] | None = None,
+                     account: Account | None = None) -> SessionAudit | None:
         """The session's new audit file (None when ``[audit] enabled = false``: ``first`` is
         not run then). Raises AuditError (the launch is refused) if the file or the signing
         key is unavailable. ``first`` (blocking) runs in the file's worker thread, before it
-        is made (``AuditWriter.create``); what it raises is raised as it is."""
+        is made (``AuditWriter.create``); what it raises is raised as it is. ``account``
+        charges the file's size to its user's budget at each write."""
         if not settings.enabled:
             if sign_key is not None:
                 raise AuditError("--audit-sign-key was given, but auditing is disabled",
@@ -102,7 +111,8 @@ class SessionAudit:
                 "(or set [audit] enabled = false)",
             ) from exc
         return cls(writer, sign_key=key_name, on_broken=on_broken,
-                   max_bytes=settings.session_max_bytes, on_full=on_full)
+                   max_bytes=settings.session_max_bytes, on_full=on_full, account=account,
+                   user_max_bytes=settings.user_max_bytes)
 
     # -- while the session lives
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -114,19 +124,29 @@ class SessionAudit:
     def write(self, event: AuditEvent) -> None:
         """Append ``event``, masked. A failed write stops the session (fail closed) and
         raises AuditWriteError. The write that takes the file to ``[audit]
-        session_max_bytes`` stops the session too (``on_full``); what comes until it is gone
-        is still written, so nothing it does is off the record."""
+        session_max_bytes`` (or its user's files to ``user_max_bytes``) stops the session too
+        (``on_full``); what comes until it is gone is still written, so nothing it does is off
+        the record."""
         try:
             self._writer.append(masked(event, self.hidden) if self.hidden else event)
         except AuditWriteError:
             log.error("audit write failed; stopping the session")
             self._on_broken()
             raise
-        if self._on_full is not None and self._writer.size >= self._max_bytes:
-            on_full, self._on_full = self._on_full, None
-            log.warning("audit file reached [audit] session_max_bytes; stopping the session",
-                        bytes=self._writer.size, limit=self._max_bytes)
-            on_full()
+        size = self._writer.size
+        used = self._account(size) if self._account is not None else 0
+        if self._on_full is None:
+            return
+        if size >= self._max_bytes:
+            limit, name = self._max_bytes, "session_max_bytes"
+        elif self._account is not None and used >= self._user_max_bytes:
+            limit, name = self._user_max_bytes, "user_max_bytes"
+        else:
+            return
+        on_full, self._on_full = self._on_full, None
+        log.warning(f"audit reached [audit] {name}; stopping the session",
+                    bytes=size, user_bytes=used, limit=limit)
+        on_full()
 
     def statistics(self) -> WriterStatistics:
         return self._writer.statistics()

@@ -48,7 +48,8 @@ from ..audit._fanout import AuditHub
 from ..audit._kernel import FsDeniedMonitor
 from ..audit._writer import Ledger
 from ..errors import NonoError
-from ._audit import CLOSE_TIMEOUT, SessionAudit, close_lost, seal_truncated
+from ._audit import CLOSE_TIMEOUT, Account, SessionAudit, close_lost, seal_truncated
+from ._audit_budget import AuditBudget, kept_bytes
 from ._contracts import Caller, GetLauncher, PreparedTools, Process, SessionPlan, ToolHook
 from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
 from ._events import ApprovalNotice, EventFeed, LifecycleEvent
@@ -123,6 +124,9 @@ class Registry:
         self._limits = limits
         self._system = system
         self._sessions: dict[str, Session] = {}
+        #: Each user's bytes in session directories (bounded by ``[audit] user_max_bytes``
+        #: on the system daemon).
+        self._audit_budget = AuditBudget()
         #: Ended sessions whose audit file waits to be sealed as truncated (``reseal_truncated``
         #: looks at these only, not at every session known).
         self._truncated: set[str] = set()
@@ -164,6 +168,9 @@ class Registry:
                 await self._save(session)
                 await close_lost(self._state_dir, record.id, sign_key=record.audit_sign_key,
                                  hub=self._audit_hub, ledger=self._audit_ledger)
+        if self._system:
+            owners = {record.id: record.owner_uid for record in records}
+            await trio.to_thread.run_sync(self._audit_budget.load, self._sessions_dir, owners)
         return lost
 
     async def heartbeat(self) -> None:
@@ -320,6 +327,15 @@ class Registry:
                 raise SessionLimit(
                     f"this user has {mine} live sessions, the limit per user is {per_uid}",
                     hint="stop some of your sessions, or raise [sessions] max_live_per_uid",
+                )
+            used = self._audit_budget.used(plan.owner.uid)
+            if used >= (budget := self._audit_settings().user_max_bytes):
+                raise SessionLimit(
+                    f"this user's sessions keep {used} bytes (audit and output), the limit "
+                    f"per user is {budget} ([audit] user_max_bytes)",
+                    hint="prune ended sessions (their output goes; audit files stay until "
+                    "[audit] keep_days or keep_sessions remove them), or ask the "
+                    "administrator to raise [audit] user_max_bytes",
                 )
         if plan.name is not None:
             for s in live:
@@ -509,6 +525,8 @@ class Registry:
         record.state = "exited"
         if not saved:
             await self._save(session)
+        if self._system:  # the seal, the bundle, the output log and the record count too
+            await self._charge_directory(session)
         await self.reseal_truncated()
         # Before anyone hears the session ended: who then lists the sessions sees the result.
         with trio.move_on_after(CLOSE_TIMEOUT):
@@ -546,6 +564,7 @@ class Registry:
             log.exception("audit retention failed")
             return []
         for session_id in removed:
+            self._audit_budget.release(session_id)
             gone = self._sessions.get(session_id)
             if gone is not None and not gone.live:
                 del self._sessions[session_id]
@@ -564,12 +583,23 @@ class Registry:
             sign_key=plan.audit_sign_key, hub=self._audit_hub, ledger=self._audit_ledger,
             on_broken=lambda: session.request_stop(reason="error", grace=0),
             on_full=lambda: session.request_stop(reason="audit_limit", grace=0),
-            first=first)
+            first=first, account=self._account(session))
         session.audit = audit
         if audit is None:
             return False
         session.record.audit_sign_key = audit.sign_key
         return True
+
+    def _account(self, session: Session) -> Account | None:
+        if not self._system:
+            return None
+        budget, uid = self._audit_budget, session.record.owner_uid
+        return lambda size: budget.charge(session.id, uid, size)
+
+    async def _charge_directory(self, session: Session) -> None:
+        """Charge what the session's directory keeps (audit, bundle, output log, record)."""
+        size = await trio.to_thread.run_sync(kept_bytes, session.directory)
+        self._audit_budget.charge(session.id, session.record.owner_uid, size)
 
     async def _close_audit(self, session: Session) -> bool:
         """Seal the session's audit file; True if its final record (state ``exited``) was
@@ -627,6 +657,8 @@ class Registry:
         for session in gone:
             del self._sessions[session.id]
             await trio.to_thread.run_sync(forget_session, session.directory)
+            if self._system:  # its audit files stay, and stay charged
+                await self._charge_directory(session)
         return [s.id for s in gone]
 
     def live_sessions(self) -> list[Session]:

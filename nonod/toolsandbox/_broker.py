@@ -339,7 +339,7 @@ class Tools:
         parent = session.record
         me = os.geteuid()
         frame = call.frame
-        cwd = frame.cwd if os.path.isabs(frame.cwd) and os.path.isdir(frame.cwd) else parent.cwd
+        cwd = tool_cwd(frame.cwd, tool.policy, parent.cwd)
         env = tool_env(self.plan.request.env, frame.env, tool.policy.env.allow_vars)
         return SessionPlan(
             policy=within(effective(tool.policy, p.LaunchOptions(), self.limits()),
@@ -360,3 +360,31 @@ class Tools:
             with contextlib.suppress(NotRunning, ValueError, OSError):
                 child.send_signal(number, reason="forwarded", sender=f"session {session.id}")
         child.request_stop(reason="client_gone", grace=STOP_GRACE)
+
+
+#: Directories every session gets its own instance of: the host's files below them are not
+#: in a view unless granted below them.
+_FRESH: Final = ("/tmp", "/var/tmp", "/dev/shm", "/dev", "/proc")
+
+
+def _inside(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def tool_cwd(asked: str, policy: ResolvedPolicy, fallback: str) -> str:
+    """The directory a tool runs in: the one the agent's call names if, symlinks resolved,
+    it is a directory the tool's view shows (under a directory grant, under no denial), else
+    the agent's own. The daemon looks the path up with its own rights, so what lies outside
+    the view must not change the outcome: the agent would learn what exists there."""
+    if not os.path.isabs(asked):
+        return fallback
+    path = os.path.realpath(asked)
+    covering = [g.path for g in policy.grants if not g.is_file and _inside(path, g.path)]
+    fresh = next((top for top in _FRESH if _inside(path, top)), None)
+    if fresh is not None:  # only a grant below it brings the host's files there
+        covering = [top for top in covering if top != fresh and _inside(top, fresh)]
+    if not covering:
+        return fallback
+    if any(_inside(path, d.path) for d in policy.denials):
+        return fallback
+    return path if os.path.isdir(path) else fallback

@@ -268,3 +268,48 @@ async def test_arguments_are_checked(scratch: Path) -> None:
     with pytest.raises(LearnError, match="out of range"):
         await learn(["true"], cwd=str(scratch), env=env, timeout=1, base_profile=None,
                     listen_ports=(70000,))
+
+
+async def test_learn_runs_from_home_itself(scratch: Path) -> None:
+    # The recording session sees the whole host anyway: the refusal of a writable
+    # working-directory grant of $HOME (policy.broad_workdir) is not for it.
+    home = scratch / "home"
+    home.mkdir()
+    with trio.fail_after(60):
+        result = await learn(["/bin/sh", "-c", "echo x > made-here"], cwd=str(home),
+                             env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+                             timeout=20, base_profile=None)
+    assert result.exit_code == 0
+    assert (home / "made-here").read_text() == "x\n"
+
+
+# The traced program swaps the trace file strace writes for a link to /dev/zero, then writes
+# one endless line into the real one: the learn process must go on reading what strace
+# writes, with a bounded line, and end at the time limit.
+SWAPS_THE_TRACE = r'''
+import os, time
+args = open(f"/proc/{os.getppid()}/cmdline", "rb").read().split(b"\0")
+trace = args[args.index(b"-o") + 1].decode()
+with open(trace, "ab") as real:
+    os.unlink(trace)
+    os.symlink("/dev/zero", trace)
+    for _ in range(8):
+        real.write(b"x" * (1 << 20))
+        real.flush()
+open(os.path.join(os.getcwd(), "after-the-swap"), "w").close()
+time.sleep(3600)
+'''
+
+
+async def test_the_traced_program_cannot_swap_or_flood_the_trace(scratch: Path) -> None:
+    work = scratch / "work"
+    work.mkdir()
+    (work / "swap.py").write_text(SWAPS_THE_TRACE)
+    with trio.fail_after(60):
+        result = await learn(["/usr/bin/python3", "-I", "swap.py"], cwd=str(work),
+                             env={"HOME": str(scratch / "home"), "PATH": "/usr/bin:/bin"},
+                             timeout=4, base_profile=None)
+    assert result.timed_out
+    assert (work / "after-the-swap").exists()
+    # what strace wrote after the swap and the flood was still read: the file it created
+    assert result.workdir_access is Access.READWRITE

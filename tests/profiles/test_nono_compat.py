@@ -17,7 +17,7 @@ def _bytes(obj: object) -> bytes:
 
 
 def _ctx(tmp_path: Path) -> ResolveContext:
-    return ResolveContext(home=str(tmp_path), workdir=str(tmp_path), uid=1000)
+    return ResolveContext(home=f"{tmp_path}-home", workdir=str(tmp_path), uid=1000)
 
 
 # --- meta -----------------------------------------------------------------------------------

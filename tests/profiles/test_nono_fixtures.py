@@ -58,7 +58,7 @@ def test_every_fixture_has_an_expectation() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_nono_profile_loads_or_is_refused_precisely(name: str, tmp_path: Path) -> None:
     expected = EXPECTED[name]
-    ctx = ResolveContext(home=str(tmp_path), workdir=str(tmp_path), uid=1000)
+    ctx = ResolveContext(home=f"{tmp_path}-home", workdir=str(tmp_path), uid=1000)
     if expected is None:
         policy = resolve(load_profile(str(FIXTURES / name), user_dir=None), ctx)
         assert isinstance(policy, ResolvedPolicy)
@@ -79,7 +79,7 @@ def test_legacy_and_canonical_spellings_resolve_to_the_same_policy(tmp_path: Pat
     del legacy["policy"]["add_deny_commands"]
     canonical = json.loads((FIXTURES / "canonical_equivalent_of_all_keys.json").read_text())
     del canonical["commands"]["deny"]
-    ctx = ResolveContext(home=str(tmp_path), workdir=str(tmp_path), uid=1000)
+    ctx = ResolveContext(home=f"{tmp_path}-home", workdir=str(tmp_path), uid=1000)
     policies = []
     for index, doc in enumerate((legacy, canonical)):
         path = tmp_path / f"p{index}.json"

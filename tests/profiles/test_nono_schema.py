@@ -137,7 +137,7 @@ def test_every_nono_network_group_and_profile_is_known() -> None:
 def test_nonos_builtin_profiles_are_builtin_here(tmp_path: Path) -> None:
     # Not shipped: they include a group nonod refuses (all of /run; deletion-only rules).
     not_shipped = {"linux-host-compat", "swival"}
-    ctx = ResolveContext(home=str(tmp_path), workdir=str(tmp_path), uid=1000)
+    ctx = ResolveContext(home=f"{tmp_path}-home", workdir=str(tmp_path), uid=1000)
     for name in NAMES["builtin_profiles"]:
         if name in not_shipped:
             assert not (builtin_profiles_dir() / f"{name}.json").exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from nonod.policy import Access, ResolvedPolicy
-from nonod.profiles import ResolveContext, load_profile, parse_profile, resolve
+from nonod.profiles import CliOverrides, ResolveContext, load_profile, parse_profile, resolve
 
 from ..conftest import Result, SandboxUser
 from .test_sandbox import policy, probe
@@ -61,9 +61,10 @@ def snapshot(root: Path) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def resolved(profile: bytes, home: Path, workdir: Path, uid: int) -> ResolvedPolicy:
+def resolved(profile: bytes, home: Path, workdir: Path, uid: int,
+             overrides: CliOverrides | None = None) -> ResolvedPolicy:
     ctx = ResolveContext(home=str(home), workdir=str(workdir), uid=uid)
-    return resolve(parse_profile(profile, "test.json"), ctx)
+    return resolve(parse_profile(profile, "test.json"), ctx, overrides=overrides)
 
 
 HOME_WRITABLE = json.dumps({
@@ -83,9 +84,10 @@ def test_a_session_that_does_nothing_leaves_the_host_home_as_it_was(
         sandbox_user: SandboxUser, fake_home: Path, which: str) -> None:
     if which == "seed":
         assert load_profile("gitbot", user_dir=None) == parse_profile(SEED.read_bytes(), "g")
-        # The seed's workdir is readwrite: with the session started in $HOME, $HOME is
-        # writable and every denied name in it is in the view (what the red team ran).
-        pol = resolved(SEED.read_bytes(), fake_home, fake_home, sandbox_user.uid)
+        # The seed's workdir is readwrite: with the session started in $HOME (granted by
+        # name, as it must be), $HOME is writable and every denied name in it is in the view.
+        pol = resolved(SEED.read_bytes(), fake_home, fake_home, sandbox_user.uid,
+                       CliOverrides(allow=(str(fake_home),)))
         cwd = fake_home
     else:
         pol = resolved(HOME_WRITABLE, fake_home, fake_home / "proj", sandbox_user.uid)
