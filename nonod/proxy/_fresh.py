@@ -26,8 +26,11 @@ timeout after the checks is answered here with the same response, built by the s
 
 Events go to the session's ``events`` in trio's thread, in order, within ``REPORT_DELAY``
 (:meth:`_Acceptor.post`; :meth:`ProxyServer.report` counts them as trio's path counts its
-own). The sockets are closed, and the connection released from the cap, when the tunnel ends,
-before its ``close`` event reaches ``events``.
+own), and always before any event trio's path reports later: each is posted in one step with
+the action the client sees (the 200, the close), and trio's path delivers what was posted
+before each of its own events (``ProxyServer.deliver_fresh``). The sockets are closed, and
+the connection released from the cap, when the tunnel ends, before its ``close`` event
+reaches ``events``.
 
 Cancelling :func:`serve_fresh` stops accepting and closes every connection it holds, as
 cancelling trio's path does (no close events for tunnels cut by the shutdown).
@@ -141,7 +144,10 @@ class _Acceptor:
         self._stopped = False
         self._posted: deque[NetworkEvent] = deque()
         self._plans: dict[bytes, tuple[ProxyPolicy, _Plan]] = {}  # the pump thread's
-        self._posting = threading.Lock()
+        #: Held by the pump thread across a client-visible step and the post of its event,
+        #: and by trio's thread while it takes what was posted (re-entrant: ``post`` in it).
+        self.posting = threading.RLock()
+        server.deliver_fresh = self._deliver  # before each event of trio's path
         self._task = trio.lowlevel.current_task()
         self._trio = trio.lowlevel.current_trio_token()
 
@@ -203,7 +209,7 @@ class _Acceptor:
         """``event`` goes to the proxy's ``events`` in trio's thread within
         ``REPORT_DELAY``, after every event posted before it (one wake-up of trio's loop for
         all those posted meanwhile)."""
-        with self._posting:
+        with self.posting:
             self._posted.append(event)
             if len(self._posted) > 1:
                 return  # a delivery is on its way already
@@ -214,7 +220,7 @@ class _Acceptor:
             self._trio.run_sync_soon(self._deliver)
 
     def _deliver(self) -> None:  # in trio's thread
-        with self._posting:
+        with self.posting:
             posted = list(self._posted)
             self._posted.clear()
         for event in posted:
@@ -387,16 +393,23 @@ class _Fresh:
         exchange = self.exchange
         trailing = b"" if self.head is None else self.head.trailing
         exchange.address = address_text(address, port)
-        try:
-            sent = self.client.send(ESTABLISHED)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
+        # The 200 and its event in one step for trio's thread (which delivers what was
+        # posted before its own events): no event of a later request of the client, refused
+        # on trio's path, goes to ``events`` ahead of this tunnel's open.
+        with self.owner.posting:
+            try:
+                sent = self.client.send(ESTABLISHED)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = -1
+            if sent >= 0:
+                exchange.status = 200
+                self.owner.post(exchange.event("allow", exchange.reason, 200, "open"))
+        if sent < 0:
             upstream.close()
             self._close(exchange.close("allow", exchange.reason, 0))
             return
-        exchange.status = 200
-        self.owner.post(exchange.event("allow", exchange.reason, 200, "open"))
         exchange.bytes_out = len(trailing)  # counted from here, as on trio's path
         self.upstream = upstream
         self.tunnel = Tunnel(self.client, upstream, self.owner.limits.idle_timeout,
@@ -443,14 +456,15 @@ class _Fresh:
             return
         self._settle()
         self.owner.live.discard(self)
-        for sock in (self.upstream, self.client):
-            if sock is not None:
-                sock.close()
-        if not self.closed:
-            self.closed = True
-            self.server.release()
-        if event is not None:
-            self.owner.post(event)
+        with self.owner.posting:  # the end the client sees and its event: one step
+            for sock in (self.upstream, self.client):
+                if sock is not None:
+                    sock.close()
+            if not self.closed:
+                self.closed = True
+                self.server.release()
+            if event is not None:
+                self.owner.post(event)
 
     def drop(self) -> None:
         """Close at once (the proxy is stopping): no answer, no event."""

@@ -159,7 +159,11 @@ class ProxyServer:
             raise ValueError("proxy_token must not be empty (use None for no authentication)")
         self._policy = policy
         self._resolver = resolver
-        self._events = events
+        self._sink = events
+        #: The pump thread's fresh tunnels (:mod:`._fresh`) set this: what it posted is
+        #: delivered before any event of this path, so ``events`` keep the order of the
+        #: client-visible actions they record.
+        self.deliver_fresh: Callable[[], None] | None = None
         self._limits = limits
         self._token = proxy_token
         self._zero_copy = zero_copy
@@ -587,21 +591,28 @@ class ProxyServer:
                     pass  # the client went away; it gets no answer
         self._emit(exchange, decision, reason, status=sent)
 
-    def _emit_route_event(self, event: ProxyEvent) -> None:
+    def _events(self, event: ProxyEvent) -> None:
+        if self.deliver_fresh is not None:
+            self.deliver_fresh()
+        self._sink(event)
+
+    def _count(self, event: ProxyEvent) -> None:
         if isinstance(event, NetworkEvent):
             if event.decision == "allow":
                 self._allowed += 1
             else:
                 self._denied += 1
+
+    def _emit_route_event(self, event: ProxyEvent) -> None:
+        self._count(event)
         self._events(event)
 
     def report(self, event: NetworkEvent) -> None:
         """In trio's thread: an event of a tunnel the pump thread served (:mod:`._fresh`)
         goes to ``events``, counted as this path counts its own."""
         if event.stage == "close":
-            self._emit_route_event(event)
-        else:
-            self._events(event)
+            self._count(event)
+        self._sink(event)
 
     def _emit_open(self, exchange: Exchange) -> None:
         self._events(exchange.event("allow", exchange.reason, 200, "open"))

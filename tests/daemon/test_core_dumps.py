@@ -33,7 +33,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_the_daemon_and_its_fork_server_dump_no_core(user_daemon: UserDaemon) -> None:
-    launched = user_daemon.nonoctl("launch", "--allow-cwd", "--", "true")
+    launched = user_daemon.nonoctl("launch", "--allow", str(user_daemon.home), "--", "true")
     assert launched.returncode == 0, launched.stderr  # the fork server runs now
     servers = [pid for pid in _children(user_daemon.pid)
                if b"_forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]

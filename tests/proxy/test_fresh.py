@@ -184,3 +184,29 @@ async def test_a_head_seen_before_is_planned_once(start_proxy: StartProxy,
     # (in any order: the pump's events reach trio's thread a little later than its own)
     assert sorted((e.decision, e.reason) for e in proxy.events if e.stage == "close") == [
         ("allow", "allowed_host")] * 4 + [("deny", "proxy_auth_required")]
+
+
+async def test_events_keep_the_order_the_client_saw_across_both_paths(
+        start_proxy: StartProxy, echo_port: int) -> None:
+    """A tunnel of the pump thread, then a refusal of trio's path while it is open, then its
+    end, then another refusal: ``events`` in that order (the pump's events wait up to
+    ``REPORT_DELAY`` to go to trio's thread; trio's refusals take less)."""
+    proxy = await start_proxy(POLICY, pins={"api.github.com": f"127.0.0.1:{echo_port}"},
+                              token=TOKEN)
+    refused = connect_head("example.org:443", token=TOKEN)
+    for _ in range(5):
+        del proxy.events[:]
+        tunnel = await proxy.open()
+        await tunnel.send_all(connect_head("api.github.com:443", token=TOKEN))
+        assert (await read_head(tunnel))[0] == 200
+        assert (await exchange(proxy, refused)).startswith(b"403")
+        await tunnel.send_eof()
+        await read_all(tunnel)  # the proxy closed it: its close is on record
+        await tunnel.aclose()
+        assert (await exchange(proxy, refused)).startswith(b"403")
+        with trio.fail_after(5):
+            await proxy.events.wait_for(4)
+        seen = [(event.host, event.decision, event.stage) for event in proxy.events]
+        assert seen == [("api.github.com", "allow", "open"), ("example.org", "deny", "close"),
+                        ("api.github.com", "allow", "close"),
+                        ("example.org", "deny", "close")]

@@ -98,6 +98,13 @@ def test_one_user_cannot_fill_the_audit_disk_with_many_sessions(
     assert sum(f.stat().st_size for f in files) < BUDGET + (512 << 10)
 
 
+# 4 MiB in paced pieces: a pty session's output that waits on a busy daemon beyond 256 KiB
+# is dropped from its log (a `log_gap`), so a burst at once may log less than the budget.
+PACED_OUTPUT = ("import os, time\n"
+                "for _ in range(64):\n"
+                "    os.write(1, b'x' * (64 << 10)); time.sleep(0.01)\n")
+
+
 def test_output_logs_count_and_prune_gives_them_back(place: tuple[Path, str, int]) -> None:
     # [sessions] log_max_bytes (64 MiB) bounds one session's output.log, and ended sessions
     # keep theirs until pruned: session after session filled the disk the same way.
@@ -105,7 +112,7 @@ def test_output_logs_count_and_prune_gives_them_back(place: tuple[Path, str, int
     handle = _daemon(base, group)
     try:
         loud = _sid(_launch(handle, base, INTRUDER, gid, [
-            "/usr/bin/python3", "-S", "-c", "import sys; sys.stdout.write('x' * (4 << 20))"],
+            "/usr/bin/python3", "-S", "-c", PACED_OUTPUT],
             stdio="pty"))
         assert _ask(handle, INTRUDER, gid, {"type": "wait", "session": loud})[0]["exit_code"] == 0
         logs = list((base / "state").rglob("output.log"))
