@@ -5,34 +5,22 @@ inside the session, as the kernel holds them."""
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 import pytest
-import trio
 
-from nonod.policy import Access, Grant, ResolvedPolicy
-from nonod.sandbox import LaunchRequest, open_launcher
+from nonod.sandbox import open_launcher
 from nonod.sandbox._launcher import SESSION_INOTIFY_LIMITS
+
+from .test_warm_views import _policy, _read
 
 pytestmark = pytest.mark.userns
 
-READ = ("/usr/bin/cat", *(f"/proc/sys/user/{name}" for name, _ in SESSION_INOTIFY_LIMITS))
+LIMITS = tuple(Path(f"/proc/sys/user/{name}") for name, _ in SESSION_INOTIFY_LIMITS)
 
 
 async def test_every_launch_has_the_sessions_inotify_limits() -> None:
-    policy = ResolvedPolicy(name="limits", grants=(Grant(path="/usr", access=Access.READ),),
-                            denials=())
     expected = [str(limit) for _, limit in SESSION_INOTIFY_LIMITS]
     async with open_launcher("namespaces") as launcher:
-        for _ in range(4):  # the first cold, the next on launchers made meanwhile
-            r, w = os.pipe()
-            try:
-                proc = await launcher.launch(policy, LaunchRequest(argv=READ, cwd="/"),
-                                             stdio=(0, w, 2))
-            finally:
-                os.close(w)
-            with os.fdopen(r) as out:
-                text = await trio.to_thread.run_sync(out.read)
-            with trio.fail_after(30):
-                assert (await proc.wait_exited()).code == 0
-            assert text.split() == expected
+        for _ in range(4):  # the first cold, later ones on a warm launcher where one is ready
+            assert await _read(launcher, _policy("limits"), *LIMITS) == expected
