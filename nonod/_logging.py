@@ -12,6 +12,7 @@ must not print them by accident. Modules log through ``structlog.get_logger()`` 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -39,6 +40,15 @@ _SECRET_VALUE = re.compile(
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----)"
 )
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_key(key: str) -> bool:
+    """Whether ``key`` names a secret: asked of every key of every line, and the keys are
+    the code's own few names, so each is searched once (bounded for data's keys)."""
+    return _SECRET_KEY.search(key) is not None
+
+
 _STRUCTURAL = frozenset({"event", "level", "timestamp", "logger", "exc_info", "_record",
                          "_from_structlog"})
 
@@ -50,7 +60,7 @@ def _scrub(value: object, depth: int = 0) -> object:
         return value
     if isinstance(value, dict):
         return {
-            k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else _scrub(v, depth + 1))
+            k: (REDACTED if isinstance(k, str) and _secret_key(k) else _scrub(v, depth + 1))
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -65,7 +75,7 @@ def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Event
             if key == "event":
                 event_dict[key] = _scrub(event_dict[key])
             continue
-        if _SECRET_KEY.search(key):
+        if _secret_key(key):
             event_dict[key] = REDACTED
         else:
             event_dict[key] = _scrub(event_dict[key])
