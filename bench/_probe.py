@@ -213,7 +213,7 @@ def install(path: str) -> None:
     _wrap_with(_launcher, "_step", _step_wrapper)
     _wrap_with(_launcher, "_write_all", _write_wrapper)
     for name in ("_close_except", "_pdeathsig", "_reset_signals", "_idmap", "_idmap_ids",
-                 "_stdio", "prepare_init", "confine_and_run"):
+                 "limit_inotify", "_stdio", "prepare_init", "confine_and_run"):
         _wrap(_launcher, name, name.lstrip("_"))
     _wrap(_forkserver, "_reap", "server reap")
     _wrap(getattr(_forkserver, "_Warm", None), "hand_over", "server hand_over")

@@ -525,6 +525,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
     # here, not to the host's init, and reaped here.
     _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
     _raise_nofile()
+    _libc.cap_last()  # read here once, for every launcher (a constant of the kernel)
     decoder = msgspec.msgpack.Decoder(LaunchPlan)
     poller = select.poll()
     poller.register(sock, select.POLLIN)

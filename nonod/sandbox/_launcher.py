@@ -317,27 +317,41 @@ def _switch_user(plan: LaunchPlan) -> None:
     _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
 
 
-#: Each session's share of its owner's inotify allowance (``_idmap_ids``): a quarter of
+#: Each session's share of its owner's inotify allowance (``limit_inotify``): a quarter of
 #: Debian's 128 instances, and watches enough for a large tree.
 SESSION_INOTIFY_LIMITS: Final = (("max_inotify_instances", 32), ("max_inotify_watches", 16384))
 
 
 def _idmap(plan: LaunchPlan) -> None:
-    _idmap_ids(plan.uid, plan.gid)
+    _idmap_ids(plan.uid, plan.gid, plan.ns_flags)
 
 
-def _idmap_ids(uid: int, gid: int) -> None:
+def _idmap_ids(uid: int, gid: int, ns_flags: int) -> None:
     with open("/proc/self/setgroups", "w") as f:
         f.write("deny")
     with open("/proc/self/uid_map", "w") as f:
         f.write(f"{uid} {uid} 1")
     with open("/proc/self/gid_map", "w") as f:
         f.write(f"{gid} {gid} 1")
-    # The kernel counts inotify instances and watches per uid in every user namespace up the
-    # chain, and a new namespace starts without a limit of its own: without these, a session
-    # could take all of its owner's (128 instances on Debian), leaving the owner's host
-    # programs and the view guard of the next session none. Writable here: this process
-    # holds CAP_SYS_RESOURCE in the namespace it just made.
+    if not ns_flags & _libc.CLONE_NEWNS:  # else the init does it in its fresh /proc
+        limit_inotify()
+
+
+def limit_inotify() -> None:
+    """Lower the inotify limits of the user namespace this process made (and holds
+    ``CAP_SYS_RESOURCE`` in).
+
+    The kernel counts inotify instances and watches per uid in every user namespace up the
+    chain, and a new namespace starts without a limit of its own: without these, a session
+    could take all of its owner's (128 instances on Debian), leaving the owner's host
+    programs and the view guard of the next session none.
+
+    Written through the init's own procfs (``prepare_init``, right after the fresh ``/proc``
+    is mounted) rather than the host's: in the host's ``/proc/sys/user`` the kernel keeps one
+    dentry per live user namespace under each of these names and compares them one by one at
+    every lookup (``proc_sys_compare``), so the writes cost more the more sessions the host
+    runs (0.3-0.5 ms each with ~1500, several ms under load); a fresh procfs has only this
+    namespace's. Which namespace a write applies to is the writer's, whatever the mount."""
     for name, limit in SESSION_INOTIFY_LIMITS:
         with open(f"/proc/sys/user/{name}", "w") as f:
             f.write(str(limit))
@@ -441,7 +455,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         ses, ses_err = audit_session(audit_tag) if audit_tag else (0, 0)
         if ns_flags:
             _libc.unshare(ns_flags)
-            _idmap_ids(uid, gid)
+            _idmap_ids(uid, gid, ns_flags)
         else:
             _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
         alive_r, alive_w = os.pipe()
@@ -998,6 +1012,8 @@ def prepare_init(alive_r: int, ns_flags: int) -> None:
     _step("setsid", os.setsid)
     if ns_flags & _libc.CLONE_NEWNS:
         _step("mounts", prepare_root)
+        if ns_flags & _libc.CLONE_NEWUSER:
+            _step("idmap", limit_inotify)
     else:
         _step("fork_init", _libc.prctl, _libc.PR_SET_CHILD_SUBREAPER, 1)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)  # the program (same uid) must not read our memory

@@ -178,18 +178,29 @@ _SECBITS_LOCKED_NOROOT = 0x3F  # NOROOT, NO_SETUID_FIXUP, KEEP_CAPS each with it
 _SECBIT_NO_CAP_AMBIENT_RAISE_AND_LOCK = 0xC0
 
 
+_cap_last: list[int] = []  # once read: the kernel's CAP_LAST_CAP, fixed when it was built
+
+
+def cap_last() -> int:
+    """The highest capability number this kernel knows (``/proc/sys/kernel/cap_last_cap``,
+    a constant of the running kernel). Read once per process; the fork server reads it at
+    its start, so that launchers (its children) do not each read it again in their fresh
+    ``/proc``. 40 (Linux 5.9 onwards) when it cannot be read, then asked again next time."""
+    if not _cap_last:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+                _cap_last.append(int(f.read()))
+        except (OSError, ValueError):
+            return 40
+    return _cap_last[0]
+
+
 def drop_bounding_set() -> bool:
     """Empty the bounding set (what ``execve`` could give back; the capabilities held now
     stay, so a warm launcher's init does this ahead of its launch). False if this process
     may not: a uid other than 0 holding no capability, outside any user namespace of its own
     (landlock-only mode), which has nothing to drop, and with no_new_privs nothing to gain."""
-    cap_last = 40
-    try:
-        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
-            cap_last = int(f.read())
-    except OSError:
-        pass
-    for cap in range(cap_last + 1):
+    for cap in range(cap_last() + 1):
         try:
             prctl(PR_CAPBSET_DROP, cap)
         except OSError as exc:

@@ -92,3 +92,43 @@ def test_a_loop_is_answered_but_never_reused(tree: Path) -> None:
     path = str(tree / "loop1" / "q")
     assert look.realpath(path) == os.path.realpath(path)
     assert not look.unchanged()
+
+
+def test_a_link_whose_target_changed_type_is_a_change(tree: Path) -> None:
+    """``stat`` is asked again for a path that is a symlink now (only its own answer says
+    what the target is)."""
+    (tree / "to_x").symlink_to("x")
+    look = FsLook()
+    assert look.isdir(str(tree / "to_x"))
+    look.lexists(str(tree / "to_x"))
+    assert look.unchanged()
+    (tree / "x").rename(tree / "x-old")
+    (tree / "x").write_text("")
+    assert not look.unchanged()
+
+
+def test_a_missing_path_below_a_missing_parent_that_appeared_is_a_change(tree: Path) -> None:
+    look = FsLook()
+    look.realpath(str(tree / "m" / "n" / "o"))
+    look.exists(str(tree / "m" / "n"))
+    assert look.unchanged()
+    (tree / "m" / "n").mkdir(parents=True)
+    assert not look.unchanged()
+
+
+def test_unchanged_derives_what_follows_from_the_same_pass(
+        tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below a parent missing now nothing is looked at, nor is ``stat`` where ``lstat`` found
+    no symlink: fewer system calls for the same answer."""
+    look = FsLook()
+    look.realpath(str(tree / "m" / "n" / "o"))  # lstat of m (and nothing below: m is missing)
+    for path in (tree / "m" / "n", tree / "m" / "n" / "o", tree / "a" / "b"):
+        look.lexists(str(path))
+        look.exists(str(path))
+    asked: list[str] = []
+    for name in ("lstat", "stat"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda p, *a, _r=real, **k: asked.append(p) or _r(p, *a, **k))
+    assert look.unchanged()
+    assert str(tree / "m" / "n") not in asked and str(tree / "m" / "n" / "o") not in asked
+    assert asked.count(str(tree / "a" / "b")) == 1
