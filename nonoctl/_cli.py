@@ -665,6 +665,7 @@ def _cmd_ps(args: argparse.Namespace, command: list[str], out: Output) -> int:
 
 def _list_sessions(args: argparse.Namespace, out: Output) -> int:
     with _connect(args) as conn:
+        conn.expect_only(p.SessionList)
         # The table shows neither usage nor enforcement: the daemon need not gather them.
         try:
             reply = conn.request(p.ListSessions(all=args.all, brief=not out.json_mode))
