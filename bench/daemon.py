@@ -47,9 +47,11 @@ fleet (``--fleet N``, off by default; ``--fleet-only`` skips the steps above)
   flight (``--fleet-inflight K``, default 2: K threads, each with its own kept connection,
   each sending its next launch as soon as its last one is answered): wall time, failures,
   the launch latency's p50 per block of 100 (does it grow with the live sessions?), PSS of
-  everything, ``nonoctl ps`` latency with N sessions; then every session is stopped and
-  pruned (also on failure or at ``--fleet-timeout``); with ``--cli-base``, the base's
-  ``nonoctl ps`` too.
+  everything, ``nonoctl ps`` latency with N sessions (p50 of 21 runs after 2 untimed, wall
+  and the nonoctl process's CPU time; timed once the daemon's tree has gone quiet, at most
+  30 s after the last launch, so that it does not time the fleet's own aftermath); then every
+  session is stopped and pruned (also on failure or at ``--fleet-timeout``); with
+  ``--cli-base``, the base's ``nonoctl ps`` too, alternating run by run.
 
 The daemon's launches use the default profile with ``--allow-cwd --block-net`` (the profile
 resolution runs on every launch); the engine and bwrap use bench/_common.py's small policy.
@@ -480,8 +482,8 @@ def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path,
             time.sleep(1.0)
             running = sum(1 for s in nono.sessions() if s.state == "running")
             loaded = snapshot(daemon.proc.pid)
-            ps_ms = _ps_times(daemon, bin_dir)
-            base_ps_ms = _ps_times(daemon, base_bin) if base_bin is not None else None
+            settled_s = _settle(daemon.proc.pid)
+            ps = _ps_times(daemon, bin_dir, base_bin)
         finally:
             t1 = time.perf_counter()
             for sid in ids:
@@ -495,20 +497,59 @@ def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path,
     return {"requested": count, "inflight": inflight, "launched": len(ids), "running": running,
             "failed": len(failures) + (len(ids) - running), "failures": failures[:5],
             "launch_s": wall, "stop_s": stop_s, "total": loaded["total"],
-            "ps_p50_ms": sorted(ps_ms)[len(ps_ms) // 2],
-            "p50_per_100_ms": [percentile(b, 0.5) for b in blocks],
-            "base_ps_p50_ms": (sorted(base_ps_ms)[len(base_ps_ms) // 2]
-                               if base_ps_ms is not None else None)}
+            "p50_per_100_ms": [percentile(b, 0.5) for b in blocks], "ps_settle_s": settled_s,
+            **ps}
 
 
-def _ps_times(daemon: Daemon, bin_dir: Path) -> list[float]:
-    ps = cli(daemon, [str(bin_dir / "nonoctl"), "ps"])
-    times = []
-    for _ in range(11):
-        t = time.perf_counter()
-        trio.run(ps)
-        times.append((time.perf_counter() - t) * 1000)
-    return times
+#: ``nonoctl ps`` with the fleet live: untimed runs, then timed runs (of each install).
+PS_WARMUP: Final = 2
+PS_RUNS: Final = 21
+
+
+def _settle(daemon_pid: int, quiet: float = 0.05, window: float = 0.5,
+            limit: float = 30.0) -> float:
+    """Wait (at most ``limit`` s) until the daemon and everything below it used under
+    ``quiet`` of a CPU over ``window`` s: the fleet's last launches answered is not the end
+    of their work (the fork server reaps, the launchers settle), and a ``ps`` timed in the
+    middle of it measures that work. Returns the seconds waited."""
+    def cpu() -> float:
+        ticks = 0
+        for pid in _tree(daemon_pid, _children()):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    began = time.monotonic()
+    before = cpu()
+    while time.monotonic() - began < limit:
+        time.sleep(window)
+        now = cpu()
+        if now - before < quiet * window:
+            break
+        before = now
+    return time.monotonic() - began
+
+
+def _ps_times(daemon: Daemon, bin_dir: Path, base_bin: Path | None) -> dict[str, float | None]:
+    """``nonoctl ps`` with the fleet live: p50 of the wall time and of the nonoctl
+    process's CPU time, this install's and (``base_bin``) the base's alternately."""
+    sides = [("", bin_dir)] + ([("base_", base_bin)] if base_bin is not None else [])
+    wall: dict[str, list[float]] = {key: [] for key, _ in sides}
+    cpu: dict[str, list[float]] = {key: [] for key, _ in sides}
+    runs = {key: cli(daemon, [str(where / "nonoctl"), "ps"], cpu[key]) for key, where in sides}
+    for _ in range(PS_WARMUP + PS_RUNS):
+        for key, run in runs.items():
+            t = time.perf_counter()
+            trio.run(run)
+            wall[key].append((time.perf_counter() - t) * 1000)
+    out: dict[str, float | None] = {"base_ps_p50_ms": None, "base_ps_cpu_p50_ms": None}
+    for key, _ in sides:
+        out[f"{key}ps_p50_ms"] = percentile(wall[key][PS_WARMUP:], 0.5)
+        out[f"{key}ps_cpu_p50_ms"] = percentile(cpu[key][PS_WARMUP:], 0.5)
+    return out
 
 
 def _raise_nofile() -> None:
@@ -642,8 +683,12 @@ def _print_fleet(fl: dict[str, Any] | None) -> None:
     print(f"fleet: {fl['launched']} of {fl['requested']} sessions (netns + proxy) launched in "
           f"{fl['launch_s']:.1f} s, {fl['inflight']} in flight, {fl['running']} running, "
           f"{fl['failed']} failed; PSS {fl['total']['pss_mib']:.0f} MiB "
-          f"({fl['total']['processes']} processes); nonoctl ps p50 {fl['ps_p50_ms']:.0f} ms"
-          + (f" (@base {fl['base_ps_p50_ms']:.0f} ms)" if fl.get("base_ps_p50_ms") else "")
+          f"({fl['total']['processes']} processes); nonoctl ps p50 {fl['ps_p50_ms']:.1f} ms"
+          + (f", CPU {fl['ps_cpu_p50_ms']:.1f} ms" if fl.get("ps_cpu_p50_ms") else "")
+          + (f" (@base {fl['base_ps_p50_ms']:.1f} ms, CPU {fl['base_ps_cpu_p50_ms']:.1f} ms)"
+             if fl.get("base_ps_p50_ms") else "")
+          + (f" {fl['ps_settle_s']:.1f} s after the launches settled" if "ps_settle_s" in fl
+             else "")
           + f"; stopped + pruned in {fl['stop_s']:.1f} s")
     print("  launch p50 per 100 sessions, ms: "
           + " ".join(f"{ms:.1f}" for ms in fl["p50_per_100_ms"]))

@@ -41,7 +41,9 @@ import socket
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, Union, cast, final
+
+import msgspec
 
 from nonod import protocol as p
 from nonod.control._socket import client_socket_path
@@ -141,6 +143,8 @@ class Connection:
         #: A deferred ``hello``: it goes out with the first request (``open(defer_hello=)``).
         self._hello: bytes | None = None
         self._awaiting_welcome = False
+        #: How replies decode: the full reply union unless ``expect_only`` narrowed it.
+        self._decoder: msgspec.json.Decoder[p.AnyReply] | None = None
 
     # -- opening
     @classmethod
@@ -220,11 +224,20 @@ class Connection:
             return
         self._ws.receive_data(data)
 
-    @staticmethod
-    def _decode(event: _ws.Text) -> p.AnyReply:
+    def expect_only(self, *kinds: type[p.Reply]) -> None:
+        """Decode what comes as ``Welcome``, ``ErrorReply`` or one of ``kinds`` only: for a
+        one-shot command, whose first reply is its only one. A decoder of a few types is
+        built in ~0.2 ms, the whole reply union's in ~0.7 ms; anything else the daemon sends
+        fails to decode (``UnexpectedReply``), as a reply of the wrong type would fail."""
+        self._decoder = msgspec.json.Decoder(
+            cast("type[p.AnyReply]", Union[(p.Welcome, p.ErrorReply, *kinds)]))
+
+    def _decode(self, event: _ws.Text) -> p.AnyReply:
         try:
-            return p.decode_reply(event.data)
-        except (ValueError, TypeError) as exc:
+            if self._decoder is None:
+                return p.decode_reply(event.data)
+            return self._decoder.decode(event.data)
+        except (ValueError, TypeError, RecursionError) as exc:
             raise UnexpectedReply(f"cannot decode a message from nonod: {exc}") from exc
 
     def _drain_events(self) -> None:

@@ -252,6 +252,13 @@ class SessionInfo(_Info, frozen=True, kw_only=True):
     parent: str | None = None
 
 
+class SessionRow(SessionInfo, frozen=True, kw_only=True, omit_defaults=True):
+    """A ``SessionInfo`` as a brief ``ListSessions`` (``nonoctl ps``'s table) carries it: the
+    fields at their defaults (most of them null) left out, about 40% of each entry's bytes.
+    Every left-out field has that default in ``SessionInfo`` too, so any client decodes the
+    entry into the very ``SessionInfo`` it would have had with the nulls written."""
+
+
 class SessionDetail(SessionInfo, frozen=True, kw_only=True):
     """One session with everything ``inspect`` shows."""
 

@@ -10,9 +10,11 @@ from ..sessions import LifecycleEvent, Session, SessionRecord
 def session_info(record: SessionRecord, usage: p.Usage | None = None, *,
                  brief: bool = False) -> p.SessionInfo:
     """One line of ``ps`` (``usage``: the session's live figures, else the record's;
-    ``brief``: neither usage nor enforcement, see ``protocol.ListSessions``)."""
+    ``brief``: neither usage nor enforcement, see ``protocol.ListSessions``, and written
+    without its null fields, ``protocol.SessionRow``)."""
     r = record
-    return p.SessionInfo(
+    kind = p.SessionRow if brief else p.SessionInfo
+    return kind(
         id=r.id, name=r.name, state=r.state, pid=r.pid, profile=r.profile, argv=r.argv,
         started_at=r.started_at, ended_at=r.ended_at, exit_code=r.exit_code,
         signal=r.signal, enforcement=None if brief else r.enforcement,

@@ -38,3 +38,38 @@ def test_an_empty_table_is_its_header() -> None:
     sink = _Writes()
     Output(stdout=sink).table(("ID", "NAME"), [])
     assert sink.getvalue() == "ID  NAME\n"
+
+
+def test_the_ps_table_shows_every_column_as_documented() -> None:
+    # One pass over the rows (the tree only when a tool session is listed); the cells as
+    # they always were: state with exit code or signal, "-" for no pid or profile, the age,
+    # the command cut at 40 characters, a tool session under its parent.
+    import datetime as dt
+
+    from nonod import protocol as p
+
+    now = dt.datetime.now(dt.UTC)
+    infos = (
+        p.SessionInfo(id="aaaa1111", name="bot", state="running", pid=42, profile="gitbot",
+                      argv=("python3", "bot.py"), started_at=now - dt.timedelta(hours=3)),
+        p.SessionInfo(id="bbbb2222", name="x\x1b[2Jy", state="exited", exit_code=3,
+                      argv=("sh", "-c", "x" * 60), started_at=now - dt.timedelta(days=2)),
+        p.SessionInfo(id="cccc3333", name="tool", state="exited", signal=9, parent="aaaa1111",
+                      started_at=now - dt.timedelta(minutes=5)),
+        p.SessionInfo(id="dddd4444", name="new", state="starting", started_at=now),
+    )
+    sink = _Writes()
+    Output(stdout=sink).sessions(infos)
+    assert sink.getvalue() == (
+        "ID            NAME       STATE             PID  PROFILE  STARTED  COMMAND\n"
+        "aaaa1111      bot        running           42   gitbot   3h ago   python3 bot.py\n"
+        "  └ cccc3333  tool       killed (SIGKILL)  -    -        5m ago\n"
+        "bbbb2222      x\\x1b[2Jy  exited (3)        -    -        2d ago   sh -c "
+        + "x" * 33 + "…\n"
+        "dddd4444      new        starting          -    -        0s ago\n"
+    )
+    assert sink.writes == 1
+    plain = _Writes()
+    Output(stdout=plain).sessions(infos[:1])
+    assert plain.getvalue().splitlines()[1].split() == [
+        "aaaa1111", "bot", "running", "42", "gitbot", "3h", "ago", "python3", "bot.py"]

@@ -92,3 +92,22 @@ def test_the_protocol_annotations_are_types_not_strings() -> None:
                for name, hint in vars(cls).get("__annotations__", {}).items()
                if isinstance(hint, str)]
     assert strings == []
+
+
+def test_ps_leaves_the_collector_as_it_found_it(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # ps turns the collector off for its thousand rows; a program that calls the CLI in
+    # process (tests, scripts) gets it back on, even when the command fails.
+    import gc
+
+    from nonoctl._cli import main
+
+    monkeypatch.setenv("NONO_NO_AUTOSTART", "1")
+    assert main(["--socket", str(tmp_path / "none.sock"), "ps"]) == 122
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert main(["--socket", str(tmp_path / "none.sock"), "ps"]) == 122
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -14,7 +14,13 @@ import pytest
 import trio
 import trio.testing
 
-from nonoctl.client import Connection, ConnectionLost, RemoteError, open_async_client
+from nonoctl.client import (
+    Connection,
+    ConnectionLost,
+    RemoteError,
+    UnexpectedReply,
+    open_async_client,
+)
 from nonod import protocol as p
 from nonod.control import DaemonRunning, SocketError, bind_control_socket
 from nonod.sessions import SessionRecord
@@ -258,6 +264,25 @@ def test_detached_session_ps_inspect_stop(daemon_thread: DaemonThread, short_tmp
         every = conn.request(p.ListSessions(all=True))
         assert isinstance(every, p.SessionList)
         assert [(s.id, s.state, s.signal) for s in every.sessions] == [(session.id, "exited", 15)]
+
+
+def test_a_connection_narrowed_to_a_session_list_reads_ps_and_refuses_the_rest(
+    daemon_thread: DaemonThread, short_tmp: Path
+) -> None:
+    # `nonoctl ps` decodes with a decoder of the replies it can get (welcome, error, list):
+    # the deferred welcome, the list and an error read as before; any other reply fails to
+    # decode instead of passing as something it is not.
+    socket_path = str(daemon_thread.socket)
+    with Connection.open(socket_path, defer_hello=True) as conn:
+        conn.expect_only(p.SessionList)
+        listed = conn.request(p.ListSessions(brief=True))
+        assert listed == p.SessionList(sessions=())
+        assert conn.welcome is not None
+        with pytest.raises(RemoteError) as refused:
+            conn.request(p.Inspect(session="nosuch"))
+        assert refused.value.remote_code == "session.not_found"
+        with pytest.raises(UnexpectedReply, match="cannot decode"):
+            conn.request(p.Status())
 
 
 def test_stop_force_kills_a_program_that_ignores_sigterm(

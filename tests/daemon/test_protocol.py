@@ -178,3 +178,17 @@ def test_a_full_session_list_request_reads_as_it_did_before_brief() -> None:
     assert p.encode(p.ListSessions()) == b'{"type":"list"}'
     assert p.encode(p.ListSessions(all=True)) == b'{"type":"list","all":true}'
     assert p.encode(p.ListSessions(brief=True)) == b'{"type":"list","brief":true}'
+
+
+def test_a_brief_session_list_leaves_its_nulls_out_and_decodes_as_before() -> None:
+    # `nonoctl ps`'s table with a thousand sessions: each entry without the fields at their
+    # defaults (most of its bytes were nulls), and any client's decoder still reads the
+    # SessionInfo it would have read with them written.
+    ended = p.SessionRow(id="e", name="done", state="exited", started_at=NOW, ended_at=NOW,
+                         exit_code=0, parent="abcd1234")
+    for row in (p.SessionRow(**msgspec.structs.asdict(INFO)), ended):
+        wire = p.encode(p.SessionList(sessions=(row,)))
+        assert b"null" not in wire and b"enforcement" not in wire
+        full = p.SessionInfo(**msgspec.structs.asdict(row))
+        assert p.decode_reply(wire) == p.SessionList(sessions=(full,))
+        assert len(wire) < len(p.encode(p.SessionList(sessions=(full,)))) * 0.7
