@@ -361,6 +361,7 @@ def test_signals_reach_an_attached_program(daemon_thread: DaemonThread, short_tm
         assert isinstance(launched, p.Launched)
         assert os.read(out_r, 100) == b"ready\n"
         conn.send(p.SendSignal(session=launched.session.id, signal=15))
+        conn.sock.settimeout(60)  # a signal lost on the way fails here instead of hanging
         replies = [conn.receive(), conn.receive()]
         assert p.Ok() in replies
         exited = next(r for r in replies if isinstance(r, p.Exited))
