@@ -13,9 +13,12 @@ memory (first, on the fresh daemon)
   100 sessions  the same with ``--sessions`` detached ``sleep 600`` sessions (stdio null), and
                 every session process; per-session overhead = (total PSS - idle PSS) / sessions.
                 The sessions are then stopped and pruned.
-  worked        (last) the same once the latency runs below are over (a few hundred
+  worked        the same once the latency runs below are over (a few hundred
                 launches, then pruned) and no launch came for ``[sandbox] warm_idle``: the
                 idle state of a daemon that has worked (JSON: ``after_latency``)
+  after fleet   (last, with ``--fleet``) the same once the fleet's sessions are stopped and
+                pruned and no launch came for ``[sandbox] warm_idle`` (JSON:
+                ``after_fleet``): what a burst of that many live sessions leaves behind
 
 latency of ``/bin/true`` from start to exit (``--runs`` timed after ``--warmup`` untimed runs,
 each contender back to back, as bench/launch.py does by default):
@@ -579,15 +582,18 @@ def _bench(args: argparse.Namespace, bin_dir: Path, base_bin: Path | None) -> di
         memory_data = None if args.fleet_only else memory(daemon, args.sessions)
         contenders = [] if args.fleet_only else trio.run(latency, daemon, args.runs,
                                                           args.warmup, bin_dir, base_bin)
-        if args.fleet:
-            fleet_data = fleet(daemon, args.fleet, args.fleet_timeout, bin_dir,
-                               args.fleet_inflight, base_bin)
         with daemon.client() as nono:
             status = nono.status()
             nono.prune()
         if contenders:  # settled after the launches above (a few hundred), as at idle
             time.sleep(_warm_idle() + 1.5)
-        final = snapshot(daemon.proc.pid)
+        worked = snapshot(daemon.proc.pid)
+        after_fleet = None
+        if args.fleet:
+            fleet_data = fleet(daemon, args.fleet, args.fleet_timeout, bin_dir,
+                               args.fleet_inflight, base_bin)
+            time.sleep(_warm_idle() + 1.5)
+            after_fleet = snapshot(daemon.proc.pid)
     results, skipped = [], []
     for c in contenders:
         if c.error:
@@ -606,7 +612,8 @@ def _bench(args: argparse.Namespace, bin_dir: Path, base_bin: Path | None) -> di
         "daemon_version": getattr(status, "version", "?"),
         "runs": args.runs, "warmup": args.warmup,
         "results": results, "skipped": skipped,
-        "memory": memory_data, "after_latency": final, "fleet": fleet_data,
+        "memory": memory_data, "after_latency": worked, "after_fleet": after_fleet,
+        "fleet": fleet_data,
         "cli_install": "editable (this venv)" if args.editable else "wheel in a temporary venv",
         "cli_base": args.cli_base,
     }
@@ -670,6 +677,8 @@ def print_table(data: dict[str, Any]) -> None:
     for part, name in (("daemon", "daemon"), ("fork_server", "fork server"),
                        ("below", "warm launchers"), ("total", "total")):
         print(_row(f"worked: {name}", data["after_latency"][part]))
+    if data.get("after_fleet"):
+        print(_row("after the fleet: total", data["after_fleet"]["total"]))
     per = mm["per_session_kib"]
     print(f"per session (total - idle) / {n}: RSS {per['rss']:.0f} KiB, PSS {per['pss']:.0f} KiB,"
           f" {mm['session_processes'] / n:.0f} processes (the program included)")

@@ -93,11 +93,14 @@ def rows(launch: dict[str, Any], daemon: dict[str, Any], reverse: dict[str, Any]
     idle = mem.get("settled", mem["idle"])  # no launch for [sandbox] warm_idle
     after = daemon.get("after_latency")  # the same once the daemon has worked
     worked = after["total"]["pss_mib"] if after else None
+    fleet_left = daemon.get("after_fleet")  # shown, not judged: a burst's high-water mark
+    burst = fleet_left["total"]["pss_mib"] if fleet_left else None
     row("daemon + fork server + warm launchers at idle, PSS", _fmt(idle["total"]["pss_mib"], "MiB"),
         f"daemon {idle['daemon']['pss_mib']:.1f}, fork server {idle['fork_server']['pss_mib']:.1f}"
         f", below it {idle['below']['pss_mib']:.1f} ({idle['below']['processes']} processes)"
         f"; 1 s after a launch {mem['idle']['total']['pss_mib']:.1f}"
-        + (f"; settled after the latency runs {worked:.1f}" if worked is not None else ""),
+        + (f"; settled after the latency runs {worked:.1f}" if worked is not None else "")
+        + (f"; settled after the fleet {burst:.1f}" if burst is not None else ""),
         "-", "<= 40 MiB (both)",
         max(idle["total"]["pss_mib"], worked or 0.0) <= 40)
     fl = daemon.get("fleet")
