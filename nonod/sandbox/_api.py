@@ -166,14 +166,15 @@ class Sandboxed:
     def exit_status(self) -> ExitStatus | None:
         return self._status
 
-    def send_signal(self, sig: int) -> None:
-        """Signal the program (a no-op once it has exited)."""
+    def send_signal(self, sig: int) -> bool:
+        """Signal the program (through its init); False once it has exited: nothing sent."""
         if self._pidfd < 0:
-            return
+            return False
         try:
             signal.pidfd_send_signal(self._pidfd, sig)
         except ProcessLookupError:
-            pass
+            return False
+        return True
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)

@@ -156,7 +156,8 @@ class Session:
     def send_signal(self, sig: int, *, reason: str = "user", sender: str = "client") -> None:
         if not self.live or self.process is None:
             raise NotRunning(f"session {self.id} is not running")
-        self.process.send_signal(sig)
+        if not self.process.send_signal(sig):  # its end is on the way: nothing to record
+            raise NotRunning(f"session {self.id} has ended")
         self.audit_signal(sig, reason=reason, sender=sender)
 
     def audit_signal(self, sig: int, *, reason: str, sender: str = "daemon") -> None:

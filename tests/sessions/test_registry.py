@@ -69,10 +69,13 @@ class FakeProgram:
         assert self._status is not None
         return self._status
 
-    def send_signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> bool:
+        if self._status is not None:
+            return False
         self.signals.append(sig)
         if sig == signal.SIGTERM and self.honours_sigterm:
             self.finish(ExitStatus(signal=signal.SIGTERM))
+        return True
 
     def kill(self) -> None:
         self.signals.append(signal.SIGKILL)
