@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import socket
 import struct
 from collections import deque
@@ -58,6 +59,22 @@ from nonod.conversation import State, next_state
 from nonod.errors import NonoError
 
 from . import _ws
+
+
+def _send_fds(sock: socket.socket, data: bytes, fds: Sequence[int]) -> int:
+    """``socket.send_fds``; refused for descriptors in flight beyond our soft RLIMIT_NOFILE
+    (ETOOMANYREFS: another process of this user holds many unreceived), once more under the
+    hard limit, the most the kernel lets us count on."""
+    try:
+        return socket.send_fds(sock, [data], list(fds))
+    except OSError as exc:
+        if exc.errno != errno.ETOOMANYREFS:
+            raise
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == hard:
+            raise
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return socket.send_fds(sock, [data], list(fds))
 
 if TYPE_CHECKING:
     from trio_websocket import WebSocketConnection
@@ -202,13 +219,18 @@ class Connection:
     def _send_raw(self, data: bytes, fds: Sequence[int] = ()) -> None:
         try:
             if fds:
-                sent = socket.send_fds(self.sock, [data], list(fds))
+                sent = _send_fds(self.sock, data, fds)
                 if sent < len(data):
                     self.sock.sendall(data[sent:])
             else:
                 self.sock.sendall(data)
         except OSError as exc:
             self.closed = True
+            if exc.errno == errno.ETOOMANYREFS:
+                raise ConnectionLost(
+                    "the kernel refused to pass this terminal's descriptors to nonod: your "
+                    "user has more descriptors in flight (sent over Unix sockets and not yet "
+                    "received) than this process's descriptor limit allows") from exc
             raise ConnectionLost(f"lost the connection to nonod: {exc.strerror or exc}") from exc
 
     def _receive_raw(self) -> None:

@@ -246,13 +246,35 @@ def _fail(launch_w: int, exc: StepFailed, pending: bytes = b"") -> NoReturn:
 
 
 #: The descriptor limit the fork server was started with (``_forkserver.serve`` raises its own
-#: soft limit: its hub holds a few descriptors per session); sessions get this one back.
+#: soft limit: its hub holds a few descriptors per session); programs get it back, less
+#: ``NOFILE_RESERVE`` (``program_nofile``).
 INHERITED_NOFILE: tuple[int, int] | None = None
 
+#: Descriptors kept out of a program's hard limit for the launchers of its user. The kernel
+#: refuses to pass descriptors (SCM_RIGHTS: ETOOMANYREFS) from a process without
+#: CAP_SYS_RESOURCE in the host's user namespace -- every launcher in a session's namespace --
+#: once the user's descriptors in flight, all processes together, exceed the sender's
+#: soft RLIMIT_NOFILE. A program can hold that many in flight (sent, never received) up to its
+#: own limit plus one message (SCM_MAX_FD, 253); with the launchers' limit above that, it
+#: cannot stop its user's next launches.
+NOFILE_RESERVE = 4096
 
-def _inherited_limits() -> None:
-    if INHERITED_NOFILE is not None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, INHERITED_NOFILE)
+
+def program_nofile(inherited: tuple[int, int]) -> tuple[int, int]:
+    """A program's RLIMIT_NOFILE: the inherited one with its hard limit lowered by
+    ``NOFILE_RESERVE`` (a quarter of it at most), the soft limit no higher than that."""
+    soft, hard = inherited
+    if hard == resource.RLIM_INFINITY:
+        return inherited
+    hard -= min(NOFILE_RESERVE, hard // 4)
+    return (hard if soft == resource.RLIM_INFINITY else min(soft, hard)), hard
+
+
+def _program_limits() -> None:
+    """The init takes the program's descriptor limit just before it starts it (the program
+    inherits it): until then, the launchers pass descriptors under the fork server's."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, program_nofile(
+        INHERITED_NOFILE or resource.getrlimit(resource.RLIMIT_NOFILE)))
 
 
 def _reset_signals() -> None:
@@ -382,7 +404,6 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
         _step("pdeathsig", _dumpable_until_mapped)
         _step("oom", set_oom_score_adj, plan.oom_score_adj)
         _reset_signals()
-        _step("rlimits", _inherited_limits)
         if plan.audit_tag:
             _write_all(launch_w, record(REC_AUDIT, *audit_session(plan.audit_tag)))
         if plan.switch_user:
@@ -451,7 +472,6 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         _dumpable_until_mapped()
         set_oom_score_adj(oom_score_adj)
         _reset_signals()
-        _inherited_limits()
         ses, ses_err = audit_session(audit_tag) if audit_tag else (0, 0)
         if ns_flags:
             _libc.unshare(ns_flags)
@@ -1130,6 +1150,7 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
     _step("caps", _libc.drop_all_capabilities, bool(plan.ns_flags & _libc.CLONE_NEWUSER))
     if plan.seccomp:
         _step("seccomp", install_filter, plan.seccomp)
+    _step("rlimits", _program_limits)
     supervisor: Supervisor | None = None
     # Until the init forwards them (``_serve_as_init``), the signals it forwards wait here:
     # pid 1 of a namespace drops a signal it has no handler for, so a stop that came between
