@@ -24,7 +24,10 @@ Measurements, every client on one keep-alive connection:
             --rounds rounds (default 1 x 3), the contenders taking turns round by round (so
             that a burst of load on this shared machine hits them alike); the median rate in
             MB/s (10^6 bytes), and the proxy process's CPU time (user + system, from
-            /proc/<pid>/stat) per 100 MB, which moves less with the machine's load
+            /proc/<pid>/stat) per 100 MB, which moves less with the machine's load; beside
+            it the upstream's and the client's CPU per 100 MB in the same streams (they
+            share the machine's two CPUs with the proxy: when their sum nears 200 ms per
+            100 MB, the figure is the machine's, not the proxy's)
 
     .venv/bin/python bench/reverse.py [--size BYTES] [--requests N] [--streams N]
                                       [--rounds N] [--before DIR] [--json]
@@ -305,6 +308,11 @@ def stream(c: Contender, size: int, times: int) -> list[float]:
     return rates
 
 
+def _cpu_now(proxy: int | None, upstream: int) -> tuple[float, float, float]:
+    """CPU seconds so far of the proxy, the upstream and this process (the client)."""
+    return cpu_seconds(proxy), cpu_seconds(upstream), time.process_time()
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -353,7 +361,7 @@ def main() -> None:
     try:
         proc, info = _child(["upstream", cert_file, key_file, str(args.size)], env)
         children.append(proc)
-        upstream = info["port"]
+        upstream, upstream_pid = info["port"], proc.pid
         contenders = [Contender("direct", upstream, secret, tls=client_tls)]
         proc, info = _child(["nonod", str(upstream), ca_file], env)
         children.append(proc)
@@ -393,20 +401,24 @@ def main() -> None:
             results[c.name] = {"p50_ms": pct(lat, 0.50), "p99_ms": pct(lat, 0.99),
                                "reconnects": reconnects}
         rates: dict[str, list[float]] = {c.name: [] for c in contenders}
-        cpu: dict[str, float] = {c.name: 0.0 for c in contenders}
+        cpu = {c.name: [0.0, 0.0, 0.0] for c in contenders}  # proxy, upstream, client
         for round_ in range(args.rounds):
             for c in contenders:
                 print(f"streaming {c.name}, round {round_ + 1}", file=sys.stderr)
-                before = cpu_seconds(c.pid)
+                before = _cpu_now(c.pid, upstream_pid)
                 rates[c.name] += stream(c, args.size, args.streams)
-                cpu[c.name] += cpu_seconds(c.pid) - before
-        streamed = args.size * args.streams * args.rounds
+                for i, (end, start) in enumerate(zip(_cpu_now(c.pid, upstream_pid), before,
+                                                     strict=True)):
+                    cpu[c.name][i] += end - start
+        per_100mb = 1000 * 100e6 / (args.size * args.streams * args.rounds)
         for c in contenders:
+            proxy_cpu, upstream_cpu, client_cpu = (t * per_100mb for t in cpu[c.name])
             results[c.name].update({
                 "stream_MBps": statistics.median(rates[c.name]),
                 "stream_MBps_all": rates[c.name],  # type: ignore[dict-item]
-                "stream_cpu_ms_per_100MB": (cpu[c.name] * 1000 * 100e6 / streamed
-                                            if c.pid is not None else None)})
+                "stream_cpu_ms_per_100MB": proxy_cpu if c.pid is not None else None,
+                "upstream_cpu_ms_per_100MB": upstream_cpu,
+                "client_cpu_ms_per_100MB": client_cpu})
     finally:
         for proc in children:
             if proc.stdin is not None:
@@ -424,8 +436,9 @@ def main() -> None:
           f"size={args.size} requests={args.requests} streams={args.streams} "
           f"rounds={args.rounds} load={meta['loadavg_1m']:.2f}")
     print("| route | p50 ms | p99 ms | added p50 ms | added p99 ms | stream MB/s (median) |"
-          " stream vs direct | stream vs nono-py | proxy CPU ms per 100 MB | new connections |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          " stream vs direct | stream vs nono-py | proxy CPU ms per 100 MB |"
+          " upstream, client CPU ms | new connections |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     direct = results["direct"]
     peer = results.get("nono-py", {}).get("stream_MBps")
     for name, row in results.items():
@@ -435,6 +448,7 @@ def main() -> None:
               f"{row['p50_ms'] - direct['p50_ms']:.3f} | {row['p99_ms'] - direct['p99_ms']:.3f}"
               f" | {row['stream_MBps']:.0f} | {row['stream_MBps'] / direct['stream_MBps']:.0%} | "
               f"{versus} | {'-' if cpu_ms is None else f'{cpu_ms:.0f}'} | "
+              f"{row['upstream_cpu_ms_per_100MB']:.0f}, {row['client_cpu_ms_per_100MB']:.0f} | "
               f"{row['reconnects']:.0f} |")
     for name, why in skipped.items():
         print(f"{name}: skipped: {why}")
