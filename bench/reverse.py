@@ -2,8 +2,10 @@
 
 A local TLS upstream (private CA made with trustme) answers ``GET /small`` with a small JSON
 body and ``GET /big`` with a --size byte body (default 100 MB, Content-Length, written in
-1 MiB pieces). It answers 401 unless ``Authorization: Bearer <real secret>`` arrived, so every
-proxied figure below is for a request whose credential really was swapped.
+1 MiB pieces: zeros, or with --body random the same 1 MiB of random bytes over and over,
+which the scrubber must search through: no sampled byte of zeros can be part of a secret).
+It answers 401 unless ``Authorization: Bearer <real secret>`` arrived, so every proxied
+figure below is for a request whose credential really was swapped.
 
 Contenders, each in its own process (client, proxies and upstream never share an interpreter):
 
@@ -29,8 +31,8 @@ Measurements, every client on one keep-alive connection:
             share the machine's two CPUs with the proxy: when their sum nears 200 ms per
             100 MB, the figure is the machine's, not the proxy's)
 
-    .venv/bin/python bench/reverse.py [--size BYTES] [--requests N] [--streams N]
-                                      [--rounds N] [--before DIR] [--json]
+    .venv/bin/python bench/reverse.py [--size BYTES] [--body zeros|random] [--requests N]
+                                      [--streams N] [--rounds N] [--before DIR] [--json]
 """
 
 from __future__ import annotations
@@ -63,12 +65,13 @@ WARMUP = 20
 
 # Child processes ---------------------------------------------------------------------------
 
-async def _upstream_main(cert_file: str, key_file: str, size: int, secret: str) -> None:
+async def _upstream_main(cert_file: str, key_file: str, size: int, body: str,
+                         secret: str) -> None:
     """Keep-alive HTTP/1.1 over TLS, minimal parsing: GET only, no request bodies."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
     small = json.dumps({"ok": True, "id": 12345, "items": ["a", "b", "c"]}).encode()
-    block = b"\0" * CHUNK
+    block = os.urandom(CHUNK) if body == "random" else b"\0" * CHUNK
     expected = f"bearer {secret}".encode()
 
     async def handle(stream: trio.SSLStream[trio.SocketStream]) -> None:
@@ -322,6 +325,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=100_000_000)
+    parser.add_argument("--body", choices=("zeros", "random"), default="zeros")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--streams", type=int, default=1, help="streams per contender per round")
     parser.add_argument("--rounds", type=int, default=3,
@@ -334,7 +338,8 @@ def main() -> None:
     if args.role:
         role, *rest = args.role
         if role == "upstream":
-            trio.run(_upstream_main, rest[0], rest[1], int(rest[2]), os.environ[SECRET_ENV])
+            trio.run(_upstream_main, rest[0], rest[1], int(rest[2]), rest[3],
+                     os.environ[SECRET_ENV])
         elif role == "nonod":
             trio.run(_nonod_main, int(rest[0]), rest[1])
         elif role == "nono-py":
@@ -359,7 +364,8 @@ def main() -> None:
     skipped: dict[str, str] = {}
     results: dict[str, dict[str, float]] = {}
     try:
-        proc, info = _child(["upstream", cert_file, key_file, str(args.size)], env)
+        proc, info = _child(["upstream", cert_file, key_file, str(args.size), args.body],
+                             env)
         children.append(proc)
         upstream, upstream_pid = info["port"], proc.pid
         contenders = [Contender("direct", upstream, secret, tls=client_tls)]
@@ -427,13 +433,14 @@ def main() -> None:
             proc.wait(timeout=10)
     meta = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "kernel": platform.release(), "nproc": os.cpu_count(), "size": args.size,
+            "body": args.body,
             "requests": args.requests, "streams": args.streams, "rounds": args.rounds,
             "loadavg_1m": os.getloadavg()[0]}
     if args.json:
         print(json.dumps({"meta": meta, "results": results, "skipped": skipped}, indent=2))
         return
     print(f"date={meta['date']} kernel={meta['kernel']} nproc={meta['nproc']} "
-          f"size={args.size} requests={args.requests} streams={args.streams} "
+          f"size={args.size} body={args.body} requests={args.requests} streams={args.streams} "
           f"rounds={args.rounds} load={meta['loadavg_1m']:.2f}")
     print("| route | p50 ms | p99 ms | added p50 ms | added p99 ms | stream MB/s (median) |"
           " stream vs direct | stream vs nono-py | proxy CPU ms per 100 MB |"
