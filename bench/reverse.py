@@ -32,11 +32,10 @@ Measurements, every client on one keep-alive connection:
             100 MB, the figure is the machine's, not the proxy's)
 
 The upstream and the client (this process) are shared by every contender and each is one
-thread: on a machine busy with other work they got a CPU's share each and capped every
-contender alike (direct, nonod and nono-py all near the same rate). They run at nice
---fixtures-nice (default -10, when allowed: root), the proxies at the default priority, so
-that the machine's other load slows the contenders, not the fixtures; 0 leaves them as
-they are.
+thread. --fixtures-nice N (e.g. -10, as root) runs them at that nice value once every proxy
+has started, to see whether they are what limits a contender (the proxies stay at the default
+priority). Not the default: it changes the contenders' shares unevenly (a proxy that makes
+the upstream and the client work harder per byte, as nono-py does, loses more CPU to them).
 
     .venv/bin/python bench/reverse.py [--size BYTES] [--body zeros|random] [--requests N]
                                       [--streams N] [--rounds N] [--before DIR]
@@ -351,7 +350,7 @@ def main() -> None:
                         help="rounds of streams, the contenders taking turns")
     parser.add_argument("--before", metavar="DIR",
                         help="also time the nonod of the tree in DIR, as nonod-before")
-    parser.add_argument("--fixtures-nice", type=int, default=-10, metavar="N",
+    parser.add_argument("--fixtures-nice", type=int, default=0, metavar="N",
                         help="the upstream's and the client's nice value (0: unchanged)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
