@@ -23,7 +23,7 @@ Measurements, every client on one keep-alive connection:
 
   latency   --requests (default 1000) ``GET /small``, after 20 warm-up requests; p50/p99
   stream    ``GET /big`` on a new connection, --streams times per contender in each of
-            --rounds rounds (default 1 x 3), the contenders taking turns round by round (so
+            --rounds rounds (default 1 x 7), the contenders taking turns round by round (so
             that a burst of load on this shared machine hits them alike); the median rate in
             MB/s (10^6 bytes), and the proxy process's CPU time (user + system, from
             /proc/<pid>/stat) per 100 MB, which moves less with the machine's load; beside
@@ -346,7 +346,7 @@ def main() -> None:
     parser.add_argument("--body", choices=("zeros", "random"), default="zeros")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--streams", type=int, default=1, help="streams per contender per round")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=7,
                         help="rounds of streams, the contenders taking turns")
     parser.add_argument("--before", metavar="DIR",
                         help="also time the nonod of the tree in DIR, as nonod-before")
