@@ -242,10 +242,12 @@ def test_a_secret_at_every_offset_in_a_body_of_zeros_is_replaced() -> None:
 def long_tables(draw: st.DrawFn) -> dict[bytes, bytes]:
     """Needles of at least 8 bytes (the buffer is then narrowed by samples first) over a
     tiny alphabet, with shared prefixes and overlaps."""
-    needles = draw(st.lists(st.binary(min_size=8, max_size=14).map(
-        lambda b: bytes(NEEDLE_ALPHABET[x % 3] for x in b[:2]) * 7), min_size=1, max_size=3,
-        unique=True))
-    return {n[:draw(st.integers(8, len(n)))]: draw(st.binary(max_size=4)) for n in needles}
+    free = st.binary(min_size=8, max_size=14).map(
+        lambda b: bytes(NEEDLE_ALPHABET[x % 3] for x in b))
+    periodic = st.tuples(st.binary(min_size=1, max_size=3), st.integers(8, 14)).map(
+        lambda t: (bytes(NEEDLE_ALPHABET[x % 3] for x in t[0]) * 14)[:t[1]])
+    needles = draw(st.lists(st.one_of(free, periodic), min_size=1, max_size=3, unique=True))
+    return {n: draw(st.binary(max_size=4)) for n in needles}
 
 
 @settings(max_examples=300, deadline=None)
