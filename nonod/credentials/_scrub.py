@@ -16,9 +16,9 @@ Within a buffer, one pass first narrows where a needle can be: every needle is a
 at positions ``0, m, 2m, ...``, and that byte is one that occurs in some needle. Those
 sampled bytes are taken with one strided slice and marked with one ``translate`` (both run
 in C over ``n/m`` bytes); only between the samples around the first and the last marked
-one is each needle searched for. A buffer none of whose sampled
-bytes occurs in a needle (zeros, sparse binary data) is passed on after that one pass; text
-full of needle bytes is searched whole, as before.
+one is each needle searched for. A buffer none of whose sampled bytes occurs in a needle
+(zeros, sparse binary data) is passed on after that one pass; text full of needle bytes is
+searched whole, as before.
 
 The needles are the secret itself and these encodings of it, each replaced by the same
 encoding of the phantom token:
