@@ -2,8 +2,10 @@
 
 A local TLS upstream (private CA made with trustme) answers ``GET /small`` with a small JSON
 body and ``GET /big`` with a --size byte body (default 100 MB, Content-Length, written in
-1 MiB pieces). It answers 401 unless ``Authorization: Bearer <real secret>`` arrived, so every
-proxied figure below is for a request whose credential really was swapped.
+1 MiB pieces: zeros, or with --body random the same 1 MiB of random bytes over and over,
+which the scrubber must search through: no sampled byte of zeros can be part of a secret).
+It answers 401 unless ``Authorization: Bearer <real secret>`` arrived, so every proxied
+figure below is for a request whose credential really was swapped.
 
 Contenders, each in its own process (client, proxies and upstream never share an interpreter):
 
@@ -21,13 +23,23 @@ Measurements, every client on one keep-alive connection:
 
   latency   --requests (default 1000) ``GET /small``, after 20 warm-up requests; p50/p99
   stream    ``GET /big`` on a new connection, --streams times per contender in each of
-            --rounds rounds (default 1 x 3), the contenders taking turns round by round (so
+            --rounds rounds (default 1 x 7), the contenders taking turns round by round (so
             that a burst of load on this shared machine hits them alike); the median rate in
             MB/s (10^6 bytes), and the proxy process's CPU time (user + system, from
-            /proc/<pid>/stat) per 100 MB, which moves less with the machine's load
+            /proc/<pid>/stat) per 100 MB, which moves less with the machine's load; beside
+            it the upstream's and the client's CPU per 100 MB in the same streams (they
+            share the machine's two CPUs with the proxy: when their sum nears 200 ms per
+            100 MB, the figure is the machine's, not the proxy's)
 
-    .venv/bin/python bench/reverse.py [--size BYTES] [--requests N] [--streams N]
-                                      [--rounds N] [--before DIR] [--json]
+The upstream and the client (this process) are shared by every contender and each is one
+thread. --fixtures-nice N (e.g. -10, as root) runs them at that nice value once every proxy
+has started, to see whether they are what limits a contender (the proxies stay at the default
+priority). Not the default: it changes the contenders' shares unevenly (a proxy that makes
+the upstream and the client work harder per byte, as nono-py does, loses more CPU to them).
+
+    .venv/bin/python bench/reverse.py [--size BYTES] [--body zeros|random] [--requests N]
+                                      [--streams N] [--rounds N] [--before DIR]
+                                      [--fixtures-nice N] [--json]
 """
 
 from __future__ import annotations
@@ -60,12 +72,13 @@ WARMUP = 20
 
 # Child processes ---------------------------------------------------------------------------
 
-async def _upstream_main(cert_file: str, key_file: str, size: int, secret: str) -> None:
+async def _upstream_main(cert_file: str, key_file: str, size: int, body: str,
+                         secret: str) -> None:
     """Keep-alive HTTP/1.1 over TLS, minimal parsing: GET only, no request bodies."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
     small = json.dumps({"ok": True, "id": 12345, "items": ["a", "b", "c"]}).encode()
-    block = b"\0" * CHUNK
+    block = os.urandom(CHUNK) if body == "random" else b"\0" * CHUNK
     expected = f"bearer {secret}".encode()
 
     async def handle(stream: trio.SSLStream[trio.SocketStream]) -> None:
@@ -305,6 +318,22 @@ def stream(c: Contender, size: int, times: int) -> list[float]:
     return rates
 
 
+def _prioritise(pids: tuple[int, ...], nice: int) -> int:
+    """Set the nice value of ``pids`` (the upstream, the client); the value they have."""
+    if nice:
+        try:
+            for pid in pids:
+                os.setpriority(os.PRIO_PROCESS, pid, nice)
+        except PermissionError:
+            pass
+    return os.getpriority(os.PRIO_PROCESS, pids[0])
+
+
+def _cpu_now(proxy: int | None, upstream: int) -> tuple[float, float, float]:
+    """CPU seconds so far of the proxy, the upstream and this process (the client)."""
+    return cpu_seconds(proxy), cpu_seconds(upstream), time.process_time()
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -314,19 +343,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=100_000_000)
+    parser.add_argument("--body", choices=("zeros", "random"), default="zeros")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--streams", type=int, default=1, help="streams per contender per round")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=7,
                         help="rounds of streams, the contenders taking turns")
     parser.add_argument("--before", metavar="DIR",
                         help="also time the nonod of the tree in DIR, as nonod-before")
+    parser.add_argument("--fixtures-nice", type=int, default=0, metavar="N",
+                        help="the upstream's and the client's nice value (0: unchanged)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role:
         role, *rest = args.role
         if role == "upstream":
-            trio.run(_upstream_main, rest[0], rest[1], int(rest[2]), os.environ[SECRET_ENV])
+            trio.run(_upstream_main, rest[0], rest[1], int(rest[2]), rest[3],
+                     os.environ[SECRET_ENV])
         elif role == "nonod":
             trio.run(_nonod_main, int(rest[0]), rest[1])
         elif role == "nono-py":
@@ -351,9 +384,10 @@ def main() -> None:
     skipped: dict[str, str] = {}
     results: dict[str, dict[str, float]] = {}
     try:
-        proc, info = _child(["upstream", cert_file, key_file, str(args.size)], env)
+        proc, info = _child(["upstream", cert_file, key_file, str(args.size), args.body],
+                             env)
         children.append(proc)
-        upstream = info["port"]
+        upstream, upstream_pid = info["port"], proc.pid
         contenders = [Contender("direct", upstream, secret, tls=client_tls)]
         proc, info = _child(["nonod", str(upstream), ca_file], env)
         children.append(proc)
@@ -387,26 +421,32 @@ def main() -> None:
                     skipped["nono-py"] = f"probe request failed: {exc!r}"
         except ImportError:
             skipped["nono-py"] = "nono_py is not installed"
+        # after every proxy started (a child would inherit this process's nice value)
+        niced = _prioritise((upstream_pid, os.getpid()), args.fixtures_nice)
         for c in contenders:
             print(f"running {c.name}", file=sys.stderr)
             lat, reconnects = latency(c, args.requests)
             results[c.name] = {"p50_ms": pct(lat, 0.50), "p99_ms": pct(lat, 0.99),
                                "reconnects": reconnects}
         rates: dict[str, list[float]] = {c.name: [] for c in contenders}
-        cpu: dict[str, float] = {c.name: 0.0 for c in contenders}
+        cpu = {c.name: [0.0, 0.0, 0.0] for c in contenders}  # proxy, upstream, client
         for round_ in range(args.rounds):
             for c in contenders:
                 print(f"streaming {c.name}, round {round_ + 1}", file=sys.stderr)
-                before = cpu_seconds(c.pid)
+                before = _cpu_now(c.pid, upstream_pid)
                 rates[c.name] += stream(c, args.size, args.streams)
-                cpu[c.name] += cpu_seconds(c.pid) - before
-        streamed = args.size * args.streams * args.rounds
+                for i, (end, start) in enumerate(zip(_cpu_now(c.pid, upstream_pid), before,
+                                                     strict=True)):
+                    cpu[c.name][i] += end - start
+        per_100mb = 1000 * 100e6 / (args.size * args.streams * args.rounds)
         for c in contenders:
+            proxy_cpu, upstream_cpu, client_cpu = (t * per_100mb for t in cpu[c.name])
             results[c.name].update({
                 "stream_MBps": statistics.median(rates[c.name]),
                 "stream_MBps_all": rates[c.name],  # type: ignore[dict-item]
-                "stream_cpu_ms_per_100MB": (cpu[c.name] * 1000 * 100e6 / streamed
-                                            if c.pid is not None else None)})
+                "stream_cpu_ms_per_100MB": proxy_cpu if c.pid is not None else None,
+                "upstream_cpu_ms_per_100MB": upstream_cpu,
+                "client_cpu_ms_per_100MB": client_cpu})
     finally:
         for proc in children:
             if proc.stdin is not None:
@@ -415,17 +455,19 @@ def main() -> None:
             proc.wait(timeout=10)
     meta = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "kernel": platform.release(), "nproc": os.cpu_count(), "size": args.size,
+            "body": args.body,
             "requests": args.requests, "streams": args.streams, "rounds": args.rounds,
-            "loadavg_1m": os.getloadavg()[0]}
+            "loadavg_1m": os.getloadavg()[0], "fixtures_nice": niced}
     if args.json:
         print(json.dumps({"meta": meta, "results": results, "skipped": skipped}, indent=2))
         return
     print(f"date={meta['date']} kernel={meta['kernel']} nproc={meta['nproc']} "
-          f"size={args.size} requests={args.requests} streams={args.streams} "
-          f"rounds={args.rounds} load={meta['loadavg_1m']:.2f}")
+          f"size={args.size} body={args.body} requests={args.requests} streams={args.streams} "
+          f"rounds={args.rounds} load={meta['loadavg_1m']:.2f} fixtures_nice={niced}")
     print("| route | p50 ms | p99 ms | added p50 ms | added p99 ms | stream MB/s (median) |"
-          " stream vs direct | stream vs nono-py | proxy CPU ms per 100 MB | new connections |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          " stream vs direct | stream vs nono-py | proxy CPU ms per 100 MB |"
+          " upstream, client CPU ms | new connections |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     direct = results["direct"]
     peer = results.get("nono-py", {}).get("stream_MBps")
     for name, row in results.items():
@@ -435,6 +477,7 @@ def main() -> None:
               f"{row['p50_ms'] - direct['p50_ms']:.3f} | {row['p99_ms'] - direct['p99_ms']:.3f}"
               f" | {row['stream_MBps']:.0f} | {row['stream_MBps'] / direct['stream_MBps']:.0%} | "
               f"{versus} | {'-' if cpu_ms is None else f'{cpu_ms:.0f}'} | "
+              f"{row['upstream_cpu_ms_per_100MB']:.0f}, {row['client_cpu_ms_per_100MB']:.0f} | "
               f"{row['reconnects']:.0f} |")
     for name, why in skipped.items():
         print(f"{name}: skipped: {why}")

@@ -213,3 +213,57 @@ def test_any_split_through_one_buffer_equals_the_whole(
     cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=8)))
     pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
     assert stream_through_one_buffer(Scrubber(table), pieces, stale) == reference(table, body)
+
+
+def test_a_secret_at_every_offset_in_a_body_of_zeros_is_replaced() -> None:
+    """A buffer is first narrowed to where its sampled bytes (one every shortest-needle
+    length) could be part of a needle: a secret among bytes that no needle holds is found
+    wherever it starts relative to the samples, alone, as the first or the last of two far
+    apart, and split across two buffers at any point."""
+    table = scrub_replacements(SECRET, TOKEN)
+    real = SECRET.reveal().encode()
+    forms = [real, base64.b64encode(real), real.hex().encode()]
+    step = min(map(len, table))
+    for form in forms:
+        for offset in range(2 * step + 1):
+            body = b"\0" * offset + form + b"\0" * (3 * step) + form + b"\0" * offset
+            expected = reference(table, body)
+            assert form not in expected and expected.count(table[form]) == 2
+            assert bytes(Scrubber(table).feed(bytearray(body))) == expected
+            cut = len(body) // 2 + offset % 7
+            assert stream_through_one_buffer(Scrubber(table), [body[:cut], body[cut:]],
+                                             b"\0") == expected, (form, offset)
+            alone = b"\0" * offset + form
+            assert stream(Scrubber(table), [alone, b"\0" * offset]) == reference(
+                table, alone + b"\0" * offset)
+
+
+@st.composite
+def long_tables(draw: st.DrawFn) -> dict[bytes, bytes]:
+    """Needles of at least 8 bytes (the buffer is then narrowed by samples first) over a
+    tiny alphabet, with shared prefixes and overlaps."""
+    free = st.binary(min_size=8, max_size=14).map(
+        lambda b: bytes(NEEDLE_ALPHABET[x % 3] for x in b))
+    periodic = st.tuples(st.binary(min_size=1, max_size=3), st.integers(8, 14)).map(
+        lambda t: (bytes(NEEDLE_ALPHABET[x % 3] for x in t[0]) * 14)[:t[1]])
+    needles = draw(st.lists(st.one_of(free, periodic), min_size=1, max_size=3, unique=True))
+    return {n: draw(st.binary(max_size=4)) for n in needles}
+
+
+@settings(max_examples=300, deadline=None)
+@given(long_tables(), st.lists(st.tuples(st.integers(0, 40), st.integers(0, 2)), max_size=6),
+       st.binary(max_size=60).map(lambda b: bytes(b"abx\0"[x % 4] for x in b)), st.data())
+def test_any_split_equals_the_whole_with_long_needles(
+        table: dict[bytes, bytes], placed: list[tuple[int, int]], noise: bytes,
+        data: st.DataObject) -> None:
+    """Needles placed in filler that holds none of their bytes (and in a little that
+    does): whatever the split and the buffer's stale bytes, the output is the whole's."""
+    needles = sorted(table)
+    body = noise
+    for gap, which in placed:
+        body += b"\0" * gap + needles[which % len(needles)]
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=6)))
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    expected = reference(table, body)
+    assert stream(Scrubber(table), pieces) == expected
+    assert stream_through_one_buffer(Scrubber(table), pieces, b"\0a") == expected
