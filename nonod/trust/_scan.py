@@ -151,10 +151,16 @@ def _inside(path: str, root: str) -> bool:
 
 def _walk(real_root: str, matcher: _Matcher) -> Iterator[_Found]:
     root_info = os.stat(real_root)
+    # Directories are walked once as themselves and once more at most through symbolic
+    # links, each way with its own record of what it saw: with one record, a link met
+    # first (``a -> docs``) took the place of ``docs`` itself, so ``docs/...`` was matched
+    # only under the link's name, which the policy's patterns need not include.
     visited = {(root_info.st_dev, root_info.st_ino)}
-    stack: list[tuple[str, str, int]] = [(real_root, "", 0)]
+    via_links = {(root_info.st_dev, root_info.st_ino)}
+    stack: list[tuple[str, str, int, bool]] = [(real_root, "", 0, False)]
     while stack:
-        directory, prefix, depth = stack.pop()
+        directory, prefix, depth, linked = stack.pop()
+        seen = via_links if linked else visited
         try:
             with os.scandir(directory) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
@@ -165,28 +171,28 @@ def _walk(real_root: str, matcher: _Matcher) -> Iterator[_Found]:
             if matcher.could_match_below(reldir):
                 yield _Found(reldir, directory, "", None, f"cannot list directory: {exc.strerror}")
             continue
-        pushed: list[tuple[str, str, int]] = []
+        pushed: list[tuple[str, str, int, bool]] = []
         for entry in entries:
             rel = prefix + entry.name
             if entry.is_symlink():
-                found = _symlink(entry, rel, directory, depth, real_root, matcher, visited)
+                found = _symlink(entry, rel, directory, depth, real_root, matcher, via_links)
                 if isinstance(found, _Found):
                     yield found
                 elif found is not None:
-                    pushed.append(found)
+                    pushed.append((*found, True))
                 continue
             if entry.is_dir(follow_symlinks=False):
                 if entry.name in SKIP_DIRS:
                     continue
                 info = entry.stat(follow_symlinks=False)
-                if (info.st_dev, info.st_ino) in visited:
+                if (info.st_dev, info.st_ino) in seen:
                     continue
-                visited.add((info.st_dev, info.st_ino))
+                seen.add((info.st_dev, info.st_ino))
                 if depth + 1 > MAX_DEPTH:
                     if matcher.could_match_below(rel):
                         yield _Found(rel, directory, entry.name, None, "directory nesting too deep")
                     continue
-                pushed.append((entry.path, rel + "/", depth + 1))
+                pushed.append((entry.path, rel + "/", depth + 1, linked))
                 continue
             if entry.name.endswith(".bundle") or not matcher.matches(rel):
                 continue

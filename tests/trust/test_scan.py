@@ -145,6 +145,23 @@ def test_symlinked_directory_leaving_the_root_is_refused(
     assert "symlinked directory leaves the scan root" in (report.entries[0].reason or "")
 
 
+def test_a_link_met_first_does_not_hide_the_real_directory(
+    tmp_path: Path, key: SigningKey, make_policy: Callable[..., TrustPolicy]
+) -> None:
+    """``a -> docs`` sorts before ``docs``: the real ``docs/GEMINI.md`` is still found (and
+    pinned) under its own name, and the link's name too when a pattern includes it."""
+    real = signed(tmp_path / "docs" / "GEMINI.md", key)
+    (tmp_path / "docs" / "NEW.md").write_text("unsigned\n")
+    (tmp_path / "a").symlink_to("docs")
+    report = verify_tree(tmp_path, make_policy(includes=["docs/*.md", "a/GEMINI.md"]))
+    assert outcomes(report) == {
+        "docs/GEMINI.md": ("verified", None),
+        "docs/NEW.md": ("unsigned", "trust.unsigned"),
+        "a/GEMINI.md": ("verified", None),
+    }
+    assert {path for path, _ in report.pins()} == {str(real.resolve())}
+
+
 def test_symlinks_inside_the_root_are_resolved(
     tmp_path: Path, key: SigningKey, make_policy: Callable[..., TrustPolicy]
 ) -> None:
