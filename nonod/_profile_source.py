@@ -39,7 +39,7 @@ import trio
 
 from . import _callerfs, _xdg
 from . import protocol as p
-from .errors import PolicyError, ProfileError, ProfileNotFound
+from .errors import PolicyError, ProfileError, ProfileLinkWritable, ProfileNotFound
 from .policy import ResolvedPolicy
 from .profiles import (
     MAX_PROFILE_BYTES,
@@ -52,6 +52,7 @@ from .profiles import (
     resolve,
     user_profiles_dir,
 )
+from .sandbox._mounts import PRIVATE_TMP
 from .sessions import Caller
 
 DEFAULT_PROFILE = "default"
@@ -94,6 +95,16 @@ class ResolutionCache:
 
 def _is_path(value: str) -> bool:
     return "/" in value or value.endswith(".json")
+
+
+def _prefixes(path: str) -> list[str]:
+    """``/a``, ``/a/b``, ``/a/b/c`` for ``/a/b/c``."""
+    parts = path.strip("/").split("/")
+    return ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or parent == "/" or path.startswith(parent.rstrip("/") + "/")
 
 
 def _check_named(name: str | None) -> None:
@@ -249,7 +260,29 @@ class ProfilePolicies:
         # everything the resolution depends on, besides the filesystem (checked by the look)
         key = msgspec.msgpack.encode((caller.uid, caller.gid, profile, ctx, overrides))
         policy = self._resolve(profile, ctx, caller, overrides, key=key)
+        if request.profile is not None and _is_path(request.profile):
+            self._check_profile_links(request.profile, caller, policy)
         return policy, request.profile
+
+    def _check_profile_links(self, path: str, caller: Caller, policy: ResolvedPolicy) -> None:
+        """Refuse a profile path that goes through a symbolic link lying in a directory the
+        session may write (looked up as the caller): a mount keeps a file read-only, not a
+        link, so the session could re-point the link to a profile of its own making, and
+        the next launch of the same command would load that."""
+        named = os.path.normpath(path)
+        identity = _callerfs.Identity.of(caller) if self._system else None
+        with _callerfs.acting_as(identity):
+            links = [part for part in _prefixes(named) if os.path.islink(part)]
+            homes = [os.path.realpath(os.path.dirname(link)) for link in links]
+            real = os.path.realpath(named)
+        for link, home in zip(links, homes, strict=True):
+            if any(g.access.writes and not g.is_file and g.path not in PRIVATE_TMP
+                   and _inside(home, g.path) for g in policy.grants):
+                raise ProfileLinkWritable(
+                    f"the profile path {named} goes through the symbolic link {link}, in a "
+                    "directory the session may write: it could re-point the link, and the "
+                    "next launch would load its profile",
+                    hint=f"launch with the profile's real path, {real}")
 
     def _resolve(self, profile: Profile, ctx: ResolveContext, caller: Caller,
                  overrides: CliOverrides | None = None, *, key: bytes | None = None,

@@ -87,6 +87,12 @@ class BroadWorkdir(PolicyError):
     code = "policy.broad_workdir"
 
 
+class ProfileLinkWritable(PolicyError):
+    """The launch's profile path goes through a symbolic link the session could re-point."""
+
+    code = "policy.profile_link"
+
+
 class LaunchError(NonoError):
     """A launch was refused or failed before the program could run.
 
