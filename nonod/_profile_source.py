@@ -39,6 +39,7 @@ import trio
 
 from . import _callerfs, _xdg
 from . import protocol as p
+from ._writable_links import writable_links
 from .errors import PolicyError, ProfileError, ProfileLinkWritable, ProfileNotFound
 from .policy import ResolvedPolicy
 from .profiles import (
@@ -52,7 +53,6 @@ from .profiles import (
     resolve,
     user_profiles_dir,
 )
-from .sandbox._mounts import PRIVATE_TMP
 from .sessions import Caller
 
 DEFAULT_PROFILE = "default"
@@ -95,16 +95,6 @@ class ResolutionCache:
 
 def _is_path(value: str) -> bool:
     return "/" in value or value.endswith(".json")
-
-
-def _prefixes(path: str) -> list[str]:
-    """``/a``, ``/a/b``, ``/a/b/c`` for ``/a/b/c``."""
-    parts = path.strip("/").split("/")
-    return ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-
-
-def _inside(path: str, parent: str) -> bool:
-    return path == parent or parent == "/" or path.startswith(parent.rstrip("/") + "/")
 
 
 def _check_named(name: str | None) -> None:
@@ -265,24 +255,20 @@ class ProfilePolicies:
         return policy, request.profile
 
     def _check_profile_links(self, path: str, caller: Caller, policy: ResolvedPolicy) -> None:
-        """Refuse a profile path that goes through a symbolic link lying in a directory the
-        session may write (looked up as the caller): a mount keeps a file read-only, not a
-        link, so the session could re-point the link to a profile of its own making, and
-        the next launch of the same command would load that."""
+        """Refuse a profile path that goes through a symbolic link the session could
+        re-point (:func:`writable_links`, looked up as the caller): the next launch of the
+        same command would load the profile of the session's making."""
         named = os.path.normpath(path)
         identity = _callerfs.Identity.of(caller) if self._system else None
         with _callerfs.acting_as(identity):
-            links = [part for part in _prefixes(named) if os.path.islink(part)]
-            homes = [os.path.realpath(os.path.dirname(link)) for link in links]
+            links = writable_links(named, policy.grants)
             real = os.path.realpath(named)
-        for link, home in zip(links, homes, strict=True):
-            if any(g.access.writes and not g.is_file and g.path not in PRIVATE_TMP
-                   and _inside(home, g.path) for g in policy.grants):
-                raise ProfileLinkWritable(
-                    f"the profile path {named} goes through the symbolic link {link}, in a "
-                    "directory the session may write: it could re-point the link, and the "
-                    "next launch would load its profile",
-                    hint=f"launch with the profile's real path, {real}")
+        if links:
+            raise ProfileLinkWritable(
+                f"the profile path {named} goes through the symbolic link {links[0]}, in a "
+                "directory the session may write: it could re-point the link, and the next "
+                "launch would load its profile",
+                hint=f"launch with the profile's real path, {real}")
 
     def _resolve(self, profile: Profile, ctx: ResolveContext, caller: Caller,
                  overrides: CliOverrides | None = None, *, key: bytes | None = None,

@@ -27,9 +27,10 @@ from . import _callerfs
 from ._accept import accept_retrying
 from ._config import NetworkSection
 from ._descriptors import for_sessions
+from ._writable_links import writable_links
 from .audit._mask import hidden_strings
 from .errors import PolicyError
-from .policy import DAEMON_BACKEND_PREFIX, ResolvedPolicy
+from .policy import DAEMON_BACKEND_PREFIX, Grant, ResolvedPolicy
 from .sandbox import LaunchRequest
 
 if TYPE_CHECKING:
@@ -137,9 +138,12 @@ def _daemon_anchors(declared: Any) -> list[Any]:
 
 
 async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
-                                    caller: Caller | None,
-                                    prepared: SessionServices) -> tuple[tuple[str, bytes], ...]:
-    """Verify the workdir's included files; raise TrustError to refuse the launch.
+                                    caller: Caller | None, prepared: SessionServices,
+                                    grants: Sequence[Grant] = ()
+                                    ) -> tuple[tuple[str, bytes], ...]:
+    """Verify the workdir's included files; raise TrustError to refuse the launch, also
+    when a verified file's name goes through a symbolic link ``grants`` let the session
+    re-point.
 
     The policies and the instruction files are read as ``caller`` (``nonod._callerfs``: the
     system daemon never lends its rights, nothing blocks); the user-level policy is anchored
@@ -177,6 +181,20 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
             path=entry.path, outcome=entry.status, reason=entry.reason or "",
             sha256=entry.verified.sha256 if entry.verified is not None else ""))
     report.check()
+    names = [os.path.join(workdir, entry.path) for entry in report.entries
+             if entry.verified is not None]
+    links = await _callerfs.run_as(
+        caller, lambda: [link for name in names for link in writable_links(name, grants)],
+        timeout=_callerfs.DEFAULT_TIMEOUT, what="the verified files' names")
+    if links:
+        # The pin covers the link's target; the session could rename a link of its own over
+        # the name and have the agent read unverified instructions while the launch said
+        # they were verified.
+        raise trust.TrustError(
+            f"a verified instruction file is named through the symbolic link {links[0]}, "
+            "in a directory the session may write: it could point it at other text",
+            hint="replace the link by the file itself, or keep the link where the session "
+                 "cannot write")
     return tuple((path, verified.data) for path, verified in report.pins())
 
 
@@ -207,7 +225,7 @@ async def prepare(
 
     if not trust_override:
         pins = pins + await _verify_instruction_files(
-            request.cwd, user_config_dir, caller, prepared)
+            request.cwd, user_config_dir, caller, prepared, policy.grants)
     else:
         prepared.trust_warnings.append("trust verification skipped (--trust-override)")
 

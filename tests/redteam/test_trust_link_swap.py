@@ -1,0 +1,49 @@
+"""Red team, a verified instruction file swapped inside the session through its name: the
+scan follows a symbolic link inside the root (``GEMINI.md -> prompts/v2.md``; the link's name
+is what is signed) and pins the verified bytes over the link's *target*. The link itself, in
+the working directory the session may write, was not kept: the session renamed a link of its
+own over ``GEMINI.md`` and the agent's next read of its instructions got the session's text,
+unverified, while the launch had said they were verified. Such a launch is now refused; a
+link whose directory the session cannot write is pinned as before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nonod import trust
+from tests.daemon.conftest import DaemonThread
+from tests.daemon.test_cli import CLI, cli_env
+from tests.daemon.test_trust_launch import _user_policy
+
+SIGNED = b"# rules\n"
+SWAP = ("echo '# INJECTED' > evil.md; ln -s evil.md new && mv -T new GEMINI.md "
+        "&& echo swapped; cat GEMINI.md")
+
+
+def _project(short_tmp: Path) -> tuple[Path, Path]:
+    work = short_tmp / "proj"
+    (work / "prompts").mkdir(parents=True)
+    config = short_tmp / "cfg"
+    keyref = f"file://{short_tmp}/keys/anchor.key"
+    _user_policy(config / "nono", short_tmp / "keys", [])
+    key = trust.FileKeyStore().load_signing_key(keyref)
+    policy = trust.init_policy(includes=["GEMINI.md"], key=key, key_id=keyref)
+    (work / "trust-policy.json").write_bytes(policy)
+    (work / "trust-policy.json.bundle").write_bytes(trust.sign_policy(policy, key))
+    (work / "prompts" / "v2.md").write_bytes(SIGNED)
+    (work / "GEMINI.md").symlink_to("prompts/v2.md")
+    (work / "GEMINI.md.bundle").write_bytes(trust.sign_file(SIGNED, "GEMINI.md", key))
+    return work, config
+
+
+def test_an_instruction_file_named_by_a_link_the_session_can_replace_is_refused(
+        daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    work, config = _project(short_tmp)
+    run = CLI(cli_env(daemon_thread.socket, short_tmp, XDG_CONFIG_HOME=str(config)), work)
+    done = run("launch", "--allow-cwd", "--", "/bin/sh", "-c", SWAP)
+    assert "INJECTED" not in done.stdout, done.stdout  # before: "swapped", "# INJECTED"
+    assert done.returncode != 0
+    assert "GEMINI.md" in done.stderr and "symbolic link" in done.stderr, done.stderr
+    read_only = run("launch", "--workdir", str(work), "-r", str(work), "--", "/bin/cat",
+                    "GEMINI.md")
+    assert (read_only.returncode, read_only.stdout) == (0, SIGNED.decode()), read_only.stderr
