@@ -4,11 +4,15 @@
 daemon's approval queue), then ``allow`` rules, then the ``default``. A rule matches when its
 ``argv`` matcher and every ``env`` matcher match. ``argv`` is the arguments after the command
 name: ``gh issue list`` is ``["issue", "list"]``. ``prefix`` matches the first items,
-``exact`` the whole list, ``contains`` a list holding every item named (anywhere).
+``exact`` the whole list, ``contains`` a list holding every item named (anywhere). For
+``deny`` and ``approve`` rules, ``prefix`` and ``exact`` also match when options placed
+among the words could be read away (``issue -R o/r delete`` is ``issue delete`` to ``gh``):
+a rule that keeps a call out must not be passed by moving an option.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,18 +34,46 @@ class Verdict:
         return self.decision == "allow"
 
 
-def _argv_matches(matcher: ArgvMatcher, args: Sequence[str]) -> bool:
+def _argv_matches(matcher: ArgvMatcher, args: Sequence[str], loose: bool) -> bool:
     if matcher.exact is not None:
-        return tuple(args) == matcher.exact
+        return (tuple(args) == matcher.exact
+                or (loose and _operands_could_be(args, matcher.exact, exact=True)))
     if matcher.prefix is not None:
-        return tuple(args[: len(matcher.prefix)]) == matcher.prefix
+        return (tuple(args[: len(matcher.prefix)]) == matcher.prefix
+                or (loose and _operands_could_be(args, matcher.prefix, exact=False)))
     if matcher.contains is not None:
         return all(item in args for item in matcher.contains)
     return False
 
 
-def _matches(rule: InvocationRule, args: Sequence[str], env: Mapping[str, str]) -> bool:
-    if rule.argv is not None and not _argv_matches(rule.argv, args):
+def _operands_could_be(args: Sequence[str], words: Sequence[str], *, exact: bool) -> bool:
+    """Whether some reading of ``args`` has operands that begin with ``words`` (``exact``:
+    that are ``words``). Options (``-x``, ``--name``) may stand anywhere, as most command
+    line parsers take them, and each one without ``=`` may or may not take the next argument
+    as its value; after ``--`` every argument is an operand. So ``issue -R o/r delete 3`` can
+    be ``issue delete 3`` with an option, which is how ``gh`` reads it."""
+    count = len(args)
+
+    @functools.cache
+    def match(i: int, k: int, operands_only: bool) -> bool:
+        if k == len(words) and not exact:
+            return True
+        if i == count:
+            return k == len(words)
+        arg = args[i]
+        if not operands_only and arg == "--":
+            return match(i + 1, k, True)
+        if not operands_only and arg.startswith("-") and arg != "-":
+            return match(i + 1, k, False) or ("=" not in arg and i + 1 < count
+                                              and match(i + 2, k, False))
+        return k < len(words) and arg == words[k] and match(i + 1, k + 1, operands_only)
+
+    return match(0, 0, False)
+
+
+def _matches(rule: InvocationRule, args: Sequence[str], env: Mapping[str, str],
+             loose: bool = False) -> bool:
+    if rule.argv is not None and not _argv_matches(rule.argv, args, loose):
         return False
     for name, wanted in rule.env.items():
         value = env.get(name)
@@ -63,7 +95,9 @@ def decide(policy: InvocationPolicy | None, args: Sequence[str],
         ("deny", policy.deny), ("approve", policy.approve), ("allow", policy.allow))
     for kind, rules in kinds:
         for index, rule in enumerate(rules):
-            if _matches(rule, args, env):
+            # A deny or approve rule matches every way the tool could read the arguments
+            # as the words it names; an allow rule only the arguments as written.
+            if _matches(rule, args, env, loose=kind != "allow"):
                 return Verdict(decision=kind, rule=f"{kind}[{index}]",
                                reason=rule.reason or f"matched invocation_policy.{kind}[{index}]",
                                timeout=rule.timeout_secs)

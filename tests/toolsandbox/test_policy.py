@@ -160,6 +160,29 @@ def test_approve_comes_after_deny_and_before_allow() -> None:
     assert (fallback.decision, fallback.rule, fallback.timeout) == ("approve", "default", 9)
 
 
+def test_deny_and_approve_rules_are_not_passed_by_options_among_the_words() -> None:
+    """``gh issue -R o/r delete 3`` is ``gh issue delete 3`` with an option to gh: a deny rule
+    on ``issue delete`` (or an approve rule) must still match; an allow rule matches the
+    arguments as written only."""
+    policy = _policy(default="deny",
+                     deny=[{"argv": {"prefix": ["issue", "delete"]}},
+                           {"argv": {"exact": ["repo", "delete"]}}],
+                     approve=[{"argv": {"prefix": ["issue", "comment"]}}],
+                     allow=[{"argv": {"prefix": ["issue"]}}, {"argv": {"prefix": ["repo"]}}])
+    for args in (["issue", "-R", "o/r", "delete", "3"], ["issue", "--repo=o/r", "delete"],
+                 ["-R", "o/r", "issue", "delete"], ["issue", "--yes", "delete", "3"],
+                 ["repo", "delete", "--yes"], ["repo", "-R", "x", "delete"]):
+        assert decide(policy, args, {}).decision == "deny", args
+    for args in (["issue", "-R", "o/r", "comment", "1", "-b", "hi"],
+                 ["issue", "--repo", "o/r", "comment", "1"]):
+        assert decide(policy, args, {}).decision == "approve", args
+    for args in (["issue", "list", "--label", "delete"], ["issue", "--", "-R", "delete"],
+                 ["issue", "view", "delete"], ["issue", "-R", "o/r", "list"]):
+        assert decide(policy, args, {}).decision == "allow", args
+    assert decide(policy, ["--", "issue", "delete"], {}).decision == "deny"
+    assert decide(policy, ["x", "issue", "delete"], {}).decision == "deny"  # default
+
+
 def test_the_shipped_gitbot_tools_example_resolves(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "gitbot" / "gitbot-tools.json"
     data = json.loads(example.read_text())
