@@ -13,7 +13,7 @@ from pathlib import Path
 from nonod import trust
 from tests.daemon.conftest import DaemonThread
 from tests.daemon.test_cli import CLI, cli_env
-from tests.daemon.test_trust_launch import _user_policy
+from tests.redteam._trust import signed_project
 
 SIGNED = b"# rules\n"
 SWAP = ("echo '# INJECTED' > evil.md; ln -s evil.md new && mv -T new GEMINI.md "
@@ -21,15 +21,8 @@ SWAP = ("echo '# INJECTED' > evil.md; ln -s evil.md new && mv -T new GEMINI.md "
 
 
 def _project(short_tmp: Path) -> tuple[Path, Path]:
-    work = short_tmp / "proj"
-    (work / "prompts").mkdir(parents=True)
-    config = short_tmp / "cfg"
-    keyref = f"file://{short_tmp}/keys/anchor.key"
-    _user_policy(config / "nono", short_tmp / "keys", [])
-    key = trust.FileKeyStore().load_signing_key(keyref)
-    policy = trust.init_policy(includes=["GEMINI.md"], key=key, key_id=keyref)
-    (work / "trust-policy.json").write_bytes(policy)
-    (work / "trust-policy.json.bundle").write_bytes(trust.sign_policy(policy, key))
+    work, config, key = signed_project(short_tmp, ["GEMINI.md"])
+    (work / "prompts").mkdir()
     (work / "prompts" / "v2.md").write_bytes(SIGNED)
     (work / "GEMINI.md").symlink_to("prompts/v2.md")
     (work / "GEMINI.md.bundle").write_bytes(trust.sign_file(SIGNED, "GEMINI.md", key))

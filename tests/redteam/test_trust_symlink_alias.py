@@ -14,22 +14,15 @@ from pathlib import Path
 from nonod import trust
 from tests.daemon.conftest import DaemonThread
 from tests.daemon.test_cli import CLI, cli_env
-from tests.daemon.test_trust_launch import _user_policy
+from tests.redteam._trust import signed_project
 
 SIGNED = b"# rules\n"
 
 
 def test_a_link_to_the_instructions_directory_does_not_hide_it_from_the_scan(
         daemon_thread: DaemonThread, short_tmp: Path) -> None:
-    work = short_tmp / "proj"
-    (work / "docs").mkdir(parents=True)
-    config = short_tmp / "cfg"
-    keyref = f"file://{short_tmp}/keys/anchor.key"
-    _user_policy(config / "nono", short_tmp / "keys", [])
-    key = trust.FileKeyStore().load_signing_key(keyref)
-    policy = trust.init_policy(includes=["docs/GEMINI.md"], key=key, key_id=keyref)
-    (work / "trust-policy.json").write_bytes(policy)
-    (work / "trust-policy.json.bundle").write_bytes(trust.sign_policy(policy, key))
+    work, config, key = signed_project(short_tmp, ["docs/GEMINI.md"])
+    (work / "docs").mkdir()
     (work / "docs" / "GEMINI.md").write_bytes(SIGNED)
     (work / "docs" / "GEMINI.md.bundle").write_bytes(trust.sign_file(SIGNED, "GEMINI.md", key))
     run = CLI(cli_env(daemon_thread.socket, short_tmp, XDG_CONFIG_HOME=str(config)), work)
