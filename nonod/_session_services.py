@@ -181,18 +181,21 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
             path=entry.path, outcome=entry.status, reason=entry.reason or "",
             sha256=entry.verified.sha256 if entry.verified is not None else ""))
     report.check()
-    names = [os.path.join(workdir, entry.path) for entry in report.entries
-             if entry.verified is not None]
+    # A mount keeps a file, not a link: through a link the session may re-point, a pinned
+    # name would read other text in this session, and a project policy would be another
+    # one (or its link's target rewritten) at the next launch.
+    policy_files = (trust.POLICY_FILE_NAME, trust.POLICY_FILE_NAME + ".bundle")
+    names = [*(os.path.join(workdir, name) for name in policy_files),
+             *(os.path.join(workdir, entry.path) for entry in report.entries
+               if entry.verified is not None)]
     links = await _callerfs.run_as(
         caller, lambda: [link for name in names for link in writable_links(name, grants)],
         timeout=_callerfs.DEFAULT_TIMEOUT, what="the verified files' names")
     if links:
-        # The pin covers the link's target; the session could rename a link of its own over
-        # the name and have the agent read unverified instructions while the launch said
-        # they were verified.
         raise trust.TrustError(
-            f"a verified instruction file is named through the symbolic link {links[0]}, "
-            "in a directory the session may write: it could point it at other text",
+            f"a verified instruction file or the project trust policy is named through the "
+            f"symbolic link {links[0]}, in a directory the session may write: it could point "
+            "it at other text",
             hint="replace the link by the file itself, or keep the link where the session "
                  "cannot write")
     return tuple((path, verified.data) for path, verified in report.pins())

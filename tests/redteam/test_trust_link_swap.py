@@ -40,3 +40,20 @@ def test_an_instruction_file_named_by_a_link_the_session_can_replace_is_refused(
     read_only = run("launch", "--workdir", str(work), "-r", str(work), "--", "/bin/cat",
                     "GEMINI.md")
     assert (read_only.returncode, read_only.stdout) == (0, SIGNED.decode()), read_only.stderr
+
+
+def test_a_project_policy_named_by_a_link_the_session_can_write_is_refused(
+        daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    """The project policy kept read-only in the session is a file; as a link (to a file in
+    the project) the session could rewrite its target or re-point it, and choose what the
+    next launch verifies."""
+    work, config = _project(short_tmp)
+    (work / "GEMINI.md").unlink()
+    (work / "GEMINI.md").write_bytes(SIGNED)
+    (work / "conf").mkdir()
+    (work / "trust-policy.json").rename(work / "conf" / "trust-policy.json")
+    (work / "trust-policy.json").symlink_to("conf/trust-policy.json")
+    run = CLI(cli_env(daemon_thread.socket, short_tmp, XDG_CONFIG_HOME=str(config)), work)
+    done = run("launch", "--allow-cwd", "--", "/bin/echo", "ran")
+    assert done.returncode != 0 and "ran" not in done.stdout
+    assert "symbolic link" in done.stderr and "trust-policy.json" in done.stderr, done.stderr
