@@ -348,6 +348,7 @@ def compile_mounts(
     aliases: Sequence[tuple[str, str]] = (),
     hide_root_only: bool = False,
     idmap: bool = False,
+    pinned: Sequence[str] = (),
 ) -> MountPlan:
     """Turn the policy into ordered mount operations. Looks at the host; does not change it.
 
@@ -363,22 +364,22 @@ def compile_mounts(
     """
     walk = hide_root_only and not idmap
     key = None if walk else msgspec.msgpack.encode(
-        (policy, home, tuple(aliases), hide_root_only, idmap))
+        (policy, home, tuple(aliases), hide_root_only, idmap, tuple(pinned)))
     if key is not None:
         plan = _cached(key)
         if plan is not None:
             return plan
     look = _Look()
     plan = _compile(policy, look, home=home, aliases=aliases, hide_root_only=hide_root_only,
-                    idmap=idmap)
+                    idmap=idmap, pinned=pinned)
     if key is not None:
         _keep(key, plan, look)
     return plan
 
 
 def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
-             aliases: Sequence[tuple[str, str]], hide_root_only: bool, idmap: bool
-             ) -> MountPlan:
+             aliases: Sequence[tuple[str, str]], hide_root_only: bool, idmap: bool,
+             pinned: Sequence[str] = ()) -> MountPlan:
     from ..policy import Denial
 
     binds: dict[str, MountOp] = {}
@@ -423,6 +424,8 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
     for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
                                    policy.workdir):
         view.guard(path, MountOp(READONLY, path))
+    for path in pinned:  # the pins themselves are the plan's (``_plan``), after these
+        view.anchor_way(path)
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
     bound = _Prefixes(binds)
@@ -793,6 +796,19 @@ class _View:
         self._covered.add(placed.target)
         if not placed.absent:
             self.masked.append(placed.target)
+
+    def anchor_way(self, path: str) -> None:
+        """Anchor the existing directories on the way to ``path`` inside a writable grant
+        (a verified file's pin): moved aside, with a new directory and file of the session's
+        own in their place, they had the program read its own text before the view guard
+        covered the new file."""
+        bind = self._innermost(path)
+        if bind is None or not (bind.writable and bind.kind == BIND_DIR):
+            return
+        walk = _walk(bind.target, path, self._look)
+        if walk is not None and not self._protected.covers(walk[0][-1]):
+            existing, missing = walk
+            self.anchors.update(existing[1:] if missing else existing[1:-1])
 
     def guard(self, path: str, op: MountOp) -> MountOp | None:
         """Place ``op`` for ``path`` and return it as placed (``absent`` if ``path`` does not

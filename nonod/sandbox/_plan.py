@@ -249,7 +249,8 @@ def build_plan(
     idmap = uid == 0 and not landlock_only and idmap_available()
     if uid == 0:
         policy = narrow_sys(policy)  # sysfs's root-only files (``_mounts.SYS_FOR_ROOT``)
-    mounts = compile_mounts(policy, home=home, hide_root_only=uid == 0, idmap=idmap)
+    mounts = compile_mounts(policy, home=home, hide_root_only=uid == 0, idmap=idmap,
+                            pinned=tuple(os.path.realpath(path) for path, _ in request.pins))
     abi = _host_abi() if landlock_abi is None else landlock_abi
     if landlock_only:
         if abi < 1:  # nothing else would confine the filesystem: never accepted
