@@ -86,6 +86,24 @@ def split_target(target: bytes) -> RouteTarget:
     return RouteTarget(route=name, path=path or "/", query=sep + query if sep else "")
 
 
+#: Headers and a query parameter by which an upstream may run another method than the
+#: request's (Google APIs, Rack's MethodOverride, Express's method-override...).
+_METHOD_OVERRIDE_HEADERS: Final = frozenset({
+    b"x-http-method-override", b"x-http-method", b"x-method-override",
+})
+_METHOD_OVERRIDE_PARAM: Final = "_method"
+
+
+def overrides_method(headers: Headers, query: str) -> bool:
+    """Whether a request names another method for the upstream to run than its own: a
+    method-override header, or a ``_method`` query parameter (spelt in any case, or
+    percent-encoded)."""
+    if any(name.lower() in _METHOD_OVERRIDE_HEADERS for name, _ in headers):
+        return True
+    return any(unquote(name).lower() == _METHOD_OVERRIDE_PARAM
+               for name, _, _ in _query_pairs(query))
+
+
 def is_websocket(headers: Headers) -> bool:
     """Whether a request asks to upgrade to WebSocket (``Upgrade: websocket`` with
     ``Connection: upgrade``)."""

@@ -262,6 +262,35 @@ async def test_endpoint_rule_miss_gets_403_naming_the_rule_set(
         "forwarded", "endpoint_denied", "endpoint_denied", "bad_path", "bad_path"]
 
 
+async def test_a_method_override_cannot_pass_the_endpoint_rules(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    """The rules match the method as sent; an upstream that honours X-HTTP-Method-Override
+    (Google APIs) or ``_method`` (Rack, Express) would run another one with the real key. On
+    a route with rules such a request is refused; on a route without rules (every method
+    allowed) it goes through as before."""
+    route = github_route(endpoint_rules=(("POST", "/repos/*/*/issues/*/comments"),))
+    proxy, seen = await github(nursery, pki, start_route_proxy, route=route)
+    target = "/github/repos/o/r/issues/1/comments"
+    for headers, query in [([("X-HTTP-Method-Override", "DELETE")], ""),
+                           ([("x-http-method", "DELETE")], ""),
+                           ([("X-Method-Override", "PATCH")], ""),
+                           ([], "?_method=DELETE"), ([], "?a=1&%5FMETHOD=DELETE")]:
+        client = await proxy.client()
+        response = await client.request("POST", target + query, [bearer(proxy), *headers],
+                                        body=b"{}")
+        assert response.status == 403, (headers, query)
+        assert json.loads(response.body)["reason"] == "method_override"
+    assert seen.requests == []
+    client = await proxy.client()
+    assert (await client.request("POST", target, [bearer(proxy)], body=b"{}")).status == 200
+    open_proxy, open_seen = await github(nursery, pki, start_route_proxy)
+    client = await open_proxy.client()
+    response = await client.request("POST", target, [bearer(open_proxy),
+                                                     ("X-HTTP-Method-Override", "DELETE")])
+    assert response.status == 200
+    assert open_seen.requests[0].header(b"x-http-method-override") == b"DELETE"
+
+
 async def test_trace_is_not_forwarded(nursery: trio.Nursery, pki: Pki,
                                       start_route_proxy: StartProxy) -> None:
     proxy, seen = await github(nursery, pki, start_route_proxy)
