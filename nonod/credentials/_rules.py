@@ -21,11 +21,15 @@ its query string):
 2. it is split on ``/``; empty segments (``//``) are dropped; a trailing ``/`` is remembered;
 3. every segment is percent-decoded **once**; a malformed escape (``%zz``, ``%4``) is refused;
 4. refused outright (400): a segment that decodes to ``.`` or ``..`` (``..``, ``%2e%2e``,
-   ``.%2E``), or that contains ``\\`` or a control character once decoded (``%5c``, ``%00``);
+   ``.%2E``), also before a ``;`` (``..;``, ``..;x=1``: Java servers strip such path
+   parameters, then resolve the dots), or that contains ``\\`` or a control character once
+   decoded (``%5c``, ``%00``);
 5. on a route with rules, also refused: a segment that decodes to something containing ``/``
-   (``%2f``, ``%2F``) or ``%`` (double encoding such as ``%252f``), or that is not UTF-8. A
-   rule could not say what such a segment means, and an upstream that decodes again would see
-   a different path than the one the rule matched;
+   (``%2f``, ``%2F``) or ``%`` (double encoding such as ``%252f``), or ``;`` (a path
+   parameter: ``/files/admin;.json`` matches ``/files/*.json`` but is ``/files/admin`` to a
+   server that strips it), or that is not UTF-8. A rule could not say what such a segment
+   means, and an upstream that decodes again would see a different path than the one the
+   rule matched;
 6. the path sent upstream is rebuilt from the decoded segments with one canonical encoding, so
    the upstream receives exactly the path the rules matched. A route without rules forwards
    its segments as the client encoded them (minus the empty ones): APIs such as GitLab's
@@ -44,7 +48,7 @@ import msgspec
 
 PathProblem = Literal[
     "not_absolute", "bad_character", "bad_escape", "dot_segment", "encoded_slash",
-    "double_encoding", "not_utf8",
+    "double_encoding", "not_utf8", "path_parameter",
 ]
 
 _HTTP_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -199,7 +203,7 @@ def normalise_path(path: str, *, strict: bool) -> NormalisedPath:
         if _BAD_ESCAPE.search(raw):
             raise PathRefused("bad_escape")
         once = unquote_to_bytes(raw)
-        if once in _DOTS:
+        if once in _DOTS or once.split(b";", 1)[0] in _DOTS:
             raise PathRefused("dot_segment")
         if b"\\" in once or any(b < 0x20 or b == 0x7F for b in once):
             raise PathRefused("bad_character")
@@ -208,6 +212,8 @@ def normalise_path(path: str, *, strict: bool) -> NormalisedPath:
                 raise PathRefused("encoded_slash")
             if b"%" in once:
                 raise PathRefused("double_encoding")
+            if b";" in once:
+                raise PathRefused("path_parameter")
             try:
                 text = once.decode("utf-8")
             except UnicodeDecodeError:
@@ -217,8 +223,9 @@ def normalise_path(path: str, *, strict: bool) -> NormalisedPath:
         else:
             if b"%" in once:
                 twice = unquote_to_bytes(once.decode("latin-1"))
-                if twice in _DOTS or b"\\" in twice:
-                    raise PathRefused("dot_segment" if twice in _DOTS else "bad_character")
+                dots = twice.split(b";", 1)[0] in _DOTS
+                if dots or b"\\" in twice:
+                    raise PathRefused("dot_segment" if dots else "bad_character")
             decoded.append(once.decode("utf-8", "replace"))
             forward.append(raw)
     text = "/" + "/".join(forward) + ("/" if trailing else "")

@@ -77,6 +77,18 @@ VECTORS = [
     ("GET", "/repos/.%2e/user", "dot_segment"),
     ("GET", "/repos/%2e/octo/issues", "dot_segment"),
     ("GET", "/user/..", "dot_segment"),
+    # ... also with path parameters, which Java servers (Tomcat, Spring) strip before
+    # resolving the dots: /repos/..;/user is /user to them
+    ("GET", "/repos/..;/user", "dot_segment"),
+    ("GET", "/repos/..;x=1/user", "dot_segment"),
+    ("GET", "/repos/.;/octo/issues", "dot_segment"),
+    ("GET", "/repos/%2e%2e;/user", "dot_segment"),
+    ("GET", "/repos/..%3b/user", "dot_segment"),
+    # any other path parameter, on a route with rules: what the rule matched is not what a
+    # server that strips it serves (/files/admin;.json is /files/admin)
+    ("GET", "/repos/octo;v=1/issues", "path_parameter"),
+    ("GET", "/files/admin;.json", "path_parameter"),
+    ("GET", "/files/admin%3b.json", "path_parameter"),
     # a dot that is not a whole segment is just a character
     ("GET", "/repos/..octo/issues", A),
     ("GET", "/repos/octo%2e%2e/issues", A),
@@ -141,6 +153,7 @@ def test_without_rules_everything_is_allowed_but_traversal() -> None:
     assert gitlab.forward == "/v4/projects/group%2Fproject/issues"
     assert none.check("GET", "//a//b/").forward == "/a/b/"
     for bad, problem in [("/../admin", "dot_segment"), ("/%2e%2e/admin", "dot_segment"),
+                         ("/..;/admin", "dot_segment"), ("/%252e%252e;/admin", "dot_segment"),
                          ("/%252e%252e/admin", "dot_segment"), ("/a%5c", "bad_character"),
                          ("/a%zz", "bad_escape")]:
         with pytest.raises(PathRefused) as info:
