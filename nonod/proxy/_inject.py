@@ -87,18 +87,20 @@ def split_target(target: bytes) -> RouteTarget:
 
 
 #: Headers and a query parameter by which an upstream may run another method than the
-#: request's (Google APIs, Rack's MethodOverride, Express's method-override...).
-_METHOD_OVERRIDE_HEADERS: Final = frozenset({
+#: request's (Google APIs, Rack's MethodOverride, Express's method-override...) or serve
+#: another path (IIS, Symfony's trusted X-Original-URL / X-Rewrite-URL).
+_OVERRIDE_HEADERS: Final = frozenset({
     b"x-http-method-override", b"x-http-method", b"x-method-override",
+    b"x-original-url", b"x-rewrite-url",
 })
 _METHOD_OVERRIDE_PARAM: Final = "_method"
 
 
-def overrides_method(headers: Headers, query: str) -> bool:
-    """Whether a request names another method for the upstream to run than its own: a
-    method-override header, or a ``_method`` query parameter (spelt in any case, or
+def overrides_request(headers: Headers, query: str) -> bool:
+    """Whether a request names another method or path for the upstream than its own: an
+    override header, or a ``_method`` query parameter (spelt in any case, or
     percent-encoded)."""
-    if any(name.lower() in _METHOD_OVERRIDE_HEADERS for name, _ in headers):
+    if any(name.lower() in _OVERRIDE_HEADERS for name, _ in headers):
         return True
     return any(unquote(name).lower() == _METHOD_OVERRIDE_PARAM
                for name, _, _ in _query_pairs(query))

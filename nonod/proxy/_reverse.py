@@ -75,7 +75,7 @@ from ._inject import (
     downstream_head,
     event_path,
     is_websocket,
-    overrides_method,
+    overrides_request,
     split_target,
     upstream_head,
 )
@@ -439,12 +439,12 @@ class ReverseHandler:
                            extra={"rule_set": entry.rules.name,
                                   "rules": entry.rules.describe()}) from None
         record.path = event_path(path.text, token, needles)
-        if route.endpoint_rules and overrides_method(request.headers, target.query):
-            # The rules matched this method; the upstream would run the one named here.
+        if route.endpoint_rules and overrides_request(request.headers, target.query):
+            # The rules matched this method and path; the upstream would serve those named.
             raise _Refusal(403, "method_override", "a route with endpoint rules does not "
-                           "forward a request that names another method for the upstream "
-                           "(X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override, "
-                           "_method)")
+                           "forward a request that names another method or path for the "
+                           "upstream (X-HTTP-Method-Override, X-HTTP-Method, "
+                           "X-Method-Override, X-Original-URL, X-Rewrite-URL, _method)")
         if entry.secret is None and not route.filter_only:
             raise _Refusal(503, "secret_missing", "the credential of this route is not "
                            "available to the daemon", extra={"problem": entry.error_code})

@@ -264,8 +264,9 @@ async def test_endpoint_rule_miss_gets_403_naming_the_rule_set(
 
 async def test_a_method_override_cannot_pass_the_endpoint_rules(
         nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
-    """The rules match the method as sent; an upstream that honours X-HTTP-Method-Override
-    (Google APIs) or ``_method`` (Rack, Express) would run another one with the real key. On
+    """The rules match the method and path as sent; an upstream that honours
+    X-HTTP-Method-Override (Google APIs), ``_method`` (Rack, Express) or X-Original-URL
+    (IIS, Symfony) would run another one with the real key. On
     a route with rules such a request is refused; on a route without rules (every method
     allowed) it goes through as before."""
     route = github_route(endpoint_rules=(("POST", "/repos/*/*/issues/*/comments"),))
@@ -274,6 +275,8 @@ async def test_a_method_override_cannot_pass_the_endpoint_rules(
     for headers, query in [([("X-HTTP-Method-Override", "DELETE")], ""),
                            ([("x-http-method", "DELETE")], ""),
                            ([("X-Method-Override", "PATCH")], ""),
+                           ([("X-Original-URL", "/admin")], ""),
+                           ([("X-Rewrite-URL", "/admin")], ""),
                            ([], "?_method=DELETE"), ([], "?a=1&%5FMETHOD=DELETE")]:
         client = await proxy.client()
         response = await client.request("POST", target + query, [bearer(proxy), *headers],
