@@ -6,8 +6,9 @@ daemon's approval queue), then ``allow`` rules, then the ``default``. A rule mat
 name: ``gh issue list`` is ``["issue", "list"]``. ``prefix`` matches the first items,
 ``exact`` the whole list, ``contains`` a list holding every item named (anywhere). For
 ``deny`` and ``approve`` rules, ``prefix`` and ``exact`` also match when options placed
-among the words could be read away (``issue -R o/r delete`` is ``issue delete`` to ``gh``):
-a rule that keeps a call out must not be passed by moving an option.
+among the words could be read away (``issue -R o/r delete`` is ``issue delete`` to ``gh``),
+and ``contains`` an option (``--force``) also matches it given with a value
+(``--force=true``): a rule that keeps a call out must not be passed by moving an option.
 """
 
 from __future__ import annotations
@@ -42,8 +43,14 @@ def _argv_matches(matcher: ArgvMatcher, args: Sequence[str], loose: bool) -> boo
         return (tuple(args[: len(matcher.prefix)]) == matcher.prefix
                 or (loose and _operands_could_be(args, matcher.prefix, exact=False)))
     if matcher.contains is not None:
-        return all(item in args for item in matcher.contains)
+        return all(item in args or (loose and _as_option(item, args))
+                   for item in matcher.contains)
     return False
+
+
+def _as_option(item: str, args: Sequence[str]) -> bool:
+    """Whether an option ``item`` (``--force``) is given with its value (``--force=yes``)."""
+    return item.startswith("-") and any(arg.startswith(item + "=") for arg in args)
 
 
 def _operands_could_be(args: Sequence[str], words: Sequence[str], *, exact: bool) -> bool:

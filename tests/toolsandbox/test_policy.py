@@ -180,6 +180,9 @@ def test_deny_and_approve_rules_are_not_passed_by_options_among_the_words() -> N
                  ["issue", "view", "delete"], ["issue", "-R", "o/r", "list"]):
         assert decide(policy, args, {}).decision == "allow", args
     assert decide(policy, ["--", "issue", "delete"], {}).decision == "deny"
+    forced = _policy(deny=[{"argv": {"contains": ["--force"]}}])
+    assert decide(forced, ["push", "--force=true"], {}).decision == "deny"
+    assert decide(forced, ["push", "--forceful"], {}).decision == "allow"
     assert decide(policy, ["x", "issue", "delete"], {}).decision == "deny"  # default
 
 
