@@ -424,8 +424,6 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
     for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
                                    policy.workdir):
         view.guard(path, MountOp(READONLY, path))
-    for path in pinned:  # the pins themselves are the plan's (``_plan``), after these
-        view.anchor_way(path)
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
     bound = _Prefixes(binds)
@@ -439,6 +437,8 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
             view.ops.append(MountOp(MASK_FILE, path))
             view.masked.append(path)
     view.ops += [MountOp(MASK_FILE, path) for path in PROC_KEYRINGS if look.lexists(path)]
+    for path in pinned:  # the pins themselves are the plan's (``_plan``), after these
+        view.anchor_way(path)
     anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
     return MountPlan(ops=(*ops, *anchors, *view.ops, *view.later),
                      masked=tuple(view.masked), skipped=tuple(view.skipped),
