@@ -13,7 +13,6 @@ and ``contains`` an option (``--force``) also matches it given with a value
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -59,23 +58,26 @@ def _operands_could_be(args: Sequence[str], words: Sequence[str], *, exact: bool
     line parsers take them, and each one without ``=`` may or may not take the next argument
     as its value; after ``--`` every argument is an operand. So ``issue -R o/r delete 3`` can
     be ``issue delete 3`` with an option, which is how ``gh`` reads it."""
-    count = len(args)
-
-    @functools.cache
-    def match(i: int, k: int, operands_only: bool) -> bool:
-        if k == len(words) and not exact:
-            return True
-        if i == count:
-            return k == len(words)
-        arg = args[i]
-        if not operands_only and arg == "--":
-            return match(i + 1, k, True)
-        if not operands_only and arg.startswith("-") and arg != "-":
-            return match(i + 1, k, False) or ("=" not in arg and i + 1 < count
-                                              and match(i + 2, k, False))
-        return k < len(words) and arg == words[k] and match(i + 1, k + 1, operands_only)
-
-    return match(0, 0, False)
+    # Readings as states: words matched so far, past ``--``, the last option may take this
+    # argument as its value. At most 4 x (len(words) + 1) of them, whatever the length.
+    states = {(0, False, False)}
+    for arg in args:
+        following: set[tuple[int, bool, bool]] = set()
+        for matched, operands_only, value in states:
+            if matched == len(words) and not exact:
+                return True
+            if value:
+                following.add((matched, operands_only, False))  # taken as the value
+            if not operands_only and arg == "--":
+                following.add((matched, True, False))
+            elif not operands_only and arg.startswith("-") and arg != "-":
+                following.add((matched, False, "=" not in arg))
+            elif matched < len(words) and arg == words[matched]:
+                following.add((matched + 1, operands_only, False))
+        states = following
+        if not states:
+            return False
+    return any(matched == len(words) for matched, _, _ in states)
 
 
 def _matches(rule: InvocationRule, args: Sequence[str], env: Mapping[str, str],

@@ -180,6 +180,8 @@ def test_deny_and_approve_rules_are_not_passed_by_options_among_the_words() -> N
                  ["issue", "view", "delete"], ["issue", "-R", "o/r", "list"]):
         assert decide(policy, args, {}).decision == "allow", args
     assert decide(policy, ["--", "issue", "delete"], {}).decision == "deny"
+    long = ["issue", *(["-x"] * 50_000), "delete"]  # bounded work, whatever the length
+    assert decide(policy, long, {}).decision == "deny"
     forced = _policy(deny=[{"argv": {"contains": ["--force"]}}])
     assert decide(forced, ["push", "--force=true"], {}).decision == "deny"
     assert decide(forced, ["push", "--forceful"], {}).decision == "allow"
