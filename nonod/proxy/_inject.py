@@ -102,8 +102,9 @@ def overrides_request(headers: Headers, query: str) -> bool:
     percent-encoded)."""
     if any(name.lower() in _OVERRIDE_HEADERS for name, _ in headers):
         return True
-    return any(unquote(name).lower() == _METHOD_OVERRIDE_PARAM
-               for name, _, _ in _query_pairs(query))
+    # ``;`` separates pairs too for some parsers (Rack's, Python's before 3.9.2).
+    return any(unquote(pair.partition("=")[0]).lower() == _METHOD_OVERRIDE_PARAM
+               for _, _, raw in _query_pairs(query) for pair in raw.split(";"))
 
 
 def is_websocket(headers: Headers) -> bool:
