@@ -278,7 +278,7 @@ def _pdeathsig() -> None:
 def _dumpable_until_mapped() -> None:
     """The fork server is not dumpable, and we inherit that; but until the id maps (and
     ``oom_score_adj``) are written /proc/self/* must be our own, not root's. Dumpable again
-    (no core dump: the fork server's RLIMIT_CORE of 0 is inherited) until we drop it before
+    (no core dump: the fork server's RLIMIT_CORE of 1 byte is inherited) until we drop it before
     waiting."""
     _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
 
@@ -951,7 +951,7 @@ def _setsid(plan: LaunchPlan, stdin: int) -> None:
 
 
 def _rlimits(max_processes: int) -> None:
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _libc.set_no_core_dump()  # 1 byte: no dump, not even to a pipe core_pattern's helper
     if max_processes:
         # Counted per user namespace (ucounts): this session's processes, not the user's.
         resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
