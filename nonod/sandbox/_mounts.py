@@ -151,6 +151,12 @@ HOME_RC_FILES = (
     ".yarnrc.yml", ".local/share/nvim", ".config/Code/User", ".vscode-server", ".config/kitty",
     ".config/alacritty", ".config/wezterm", ".wezterm.lua", ".config/i3", ".config/sway",
     ".config/hypr",
+    # The user's PATH and trust decisions kept as state: Nix's per-user profiles (on PATH
+    # through ~/.nix-profile; since Nix 2.14 under ~/.local/state/nix) and channels, mise's
+    # trusted configurations, direnv's allowed .envrc files (a nested .envrc the session
+    # writes runs once it is listed there).
+    ".nix-profile", ".nix-channels", ".nix-defexpr", ".local/state/nix", ".local/state/mise",
+    ".local/share/direnv",
 )
 
 
