@@ -19,19 +19,13 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.test_cli import CLI
+from tests.redteam._programs import ATTEMPT
 
 pytestmark = pytest.mark.root
 
 #: Prints the core limit as the kernel shows it and what changing it answers, then crashes.
-CRASH = r'''
-import ctypes, errno, os, resource, signal, sys
-libc = ctypes.CDLL(None, use_errno=True)
-def attempt(name, call):
-    try:
-        call()
-        print(name, "ok")
-    except OSError as exc:
-        print(name, errno.errorcode[exc.errno])
+CRASH = ATTEMPT + r'''
+import os, resource, signal, sys
 def checked(result):
     if result != 0:
         raise OSError(ctypes.get_errno(), "")
