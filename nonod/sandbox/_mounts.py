@@ -127,6 +127,11 @@ PROC_KEYRINGS = ("/proc/keys", "/proc/key-users")
 # reads its config (``core.fsmonitor``...) whenever someone uses git inside that submodule.
 SUBMODULE_NAMES = ("hooks", "config", "info/attributes")
 MAX_SUBMODULES = 64
+# Names looked through under ``.git/modules`` to find them. The session may write there: past
+# either bound the whole of ``.git/modules`` is kept read-only instead (fake git directories
+# could hide a real one behind them, and a tree of millions of directories made the plan's
+# walk, which runs in the daemon's event loop, stall every session for a minute).
+MAX_LISTED = 4096
 # Names under these are kept only when the directory exists at launch: a repository the session
 # creates (``git init``) is its own, hooks included. A ``.git`` *file* (a worktree's pointer)
 # is kept read-only itself.
@@ -230,11 +235,26 @@ def _kind(how: Callable[[str], os.stat_result], path: str) -> int | None:
 # Each question a plan asks of the host, and how it is asked: what the answer is made of is
 # all the plan uses of it (a path's file type, not its times: a directory written into is
 # still the same directory to the plan).
-_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC = range(8)
+_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC, _LISTSOME = range(9)
+
+
+def _list_some(path: str) -> tuple[str, ...]:
+    """Up to ``MAX_LISTED + 1`` names of the directory (more than ``MAX_LISTED``: too many to
+    look through), without reading the rest of a huge one."""
+    names: list[str] = []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            names.append(entry.name)
+            if len(names) > MAX_LISTED:
+                break
+    return tuple(sorted(names))
+
+
 _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _LSTAT: lambda path: _kind(os.lstat, path),
     _STAT: lambda path: _kind(os.stat, path),
     _LISTDIR: lambda path: tuple(sorted(os.listdir(path))),
+    _LISTSOME: _list_some,
     _READLINK: os.readlink,
     _REALPATH: os.path.realpath,
     _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK),
@@ -284,6 +304,10 @@ class _Look:
 
     def listdir(self, path: str) -> tuple[str, ...]:
         return self._ask(_LISTDIR, path)  # type: ignore[return-value]
+
+    def list_some(self, path: str) -> tuple[str, ...]:
+        """:func:`_list_some`: at most ``MAX_LISTED + 1`` names."""
+        return self._ask(_LISTSOME, path)  # type: ignore[return-value]
 
     def readlink(self, path: str) -> str:
         return self._ask(_READLINK, path)  # type: ignore[return-value]
@@ -688,25 +712,34 @@ def _proc_top_entries() -> list[tuple[str, int]]:
         os.close(fd)
 
 
-def _submodule_gitdirs(wdir: str, look: _Look) -> list[str]:
+def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
     """The git directories of the submodules of ``wdir``'s repository, relative to ``wdir``:
     those under ``.git/modules`` (a submodule's name may hold slashes; a submodule's own
-    submodules are under its ``modules``), at most :data:`MAX_SUBMODULES`."""
+    submodules are under its ``modules``). None when there are more than
+    :data:`MAX_SUBMODULES` or more than :data:`MAX_LISTED` names to look through: then all of
+    ``.git/modules`` is kept instead."""
     found: list[str] = []
     stack = [".git/modules"]
-    while stack and len(found) < MAX_SUBMODULES:
+    listed = 0
+    while stack:
         rel = stack.pop()
         path = os.path.join(wdir, rel)
         if not look.isdir(path) or look.islink(path):
             continue
         if look.lexists(os.path.join(path, "HEAD")):
+            if len(found) == MAX_SUBMODULES:
+                return None
             found.append(rel)
             stack.append(rel + "/modules")
             continue
         try:
-            stack += sorted((f"{rel}/{name}" for name in look.listdir(path)), reverse=True)
+            names = look.list_some(path)
         except OSError:
             continue
+        listed += len(names)
+        if listed > MAX_LISTED:
+            return None
+        stack += sorted((f"{rel}/{name}" for name in names), reverse=True)
     return found
 
 
@@ -734,8 +767,11 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
                 names.append(repo)
             if not look.isdir(top):
                 names = [n for n in names if not n.startswith(repo + "/")]
-        names += [f"{gitdir}/{leaf}" for gitdir in _submodule_gitdirs(wdir, look)
-                  for leaf in SUBMODULE_NAMES]
+        gitdirs = _submodule_gitdirs(wdir, look)
+        if gitdirs is None:  # too many to look through: all of them, read-only
+            names.append(".git/modules")
+        else:
+            names += [f"{gitdir}/{leaf}" for gitdir in gitdirs for leaf in SUBMODULE_NAMES]
         for name in names:
             path = os.path.normpath(os.path.join(wdir, name))
             if path in seen or kept_out.covers(path):
