@@ -159,9 +159,11 @@ HOME_RC_FILES = (
     # The user's PATH and trust decisions kept as state: Nix's per-user profiles (on PATH
     # through ~/.nix-profile; since Nix 2.14 under ~/.local/state/nix) and channels, mise's
     # trusted configurations, direnv's allowed .envrc files (a nested .envrc the session
-    # writes runs once it is listed there).
+    # writes runs once it is listed there), Neovim's trusted exrc files, JetBrains IDEs'
+    # trusted project paths (a trusted project's build scripts run on import) and plugins.
     ".nix-profile", ".nix-channels", ".nix-defexpr", ".local/state/nix", ".local/state/mise",
-    ".local/share/direnv",
+    ".local/share/direnv", ".local/state/nvim/trust", ".config/JetBrains",
+    ".local/share/JetBrains",
 )
 
 

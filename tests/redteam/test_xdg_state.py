@@ -9,7 +9,8 @@ its programs. No base group grants it now.
 
 In a ``$HOME`` granted writable, the same decisions are kept as persistence files: Nix's
 profile link, profiles and channels, mise's state, direnv's allow list (a nested ``.envrc``
-the session writes runs once it is listed there)."""
+the session writes runs once it is listed there), Neovim's trusted ``exrc`` files, JetBrains
+IDEs' trusted paths and plugins."""
 
 from __future__ import annotations
 
@@ -69,7 +70,9 @@ def test_no_session_gets_the_users_state_directory_by_default(run: CLI,
 PLANTED = (
     ".nix-profile/bin/git", ".nix-channels", ".nix-defexpr/channels/evil.nix",
     ".local/state/nix/profiles/evil", ".local/state/mise/trusted-configs/evil",
-    ".local/share/direnv/allow/evil",
+    ".local/share/direnv/allow/evil", ".local/state/nvim/trust",
+    ".config/JetBrains/IntelliJIdea2025.3/options/trusted-paths.xml",
+    ".local/share/JetBrains/IntelliJIdea2025.3/evil/lib/evil.jar",
 )
 
 
@@ -77,7 +80,9 @@ def test_a_writable_home_keeps_the_users_path_and_trust_decisions(run: CLI,
                                                                   short_tmp: Path) -> None:
     home = Path(run.env["HOME"])
     (home / ".local/state/nix/profiles").mkdir(parents=True)  # existing: bound read-only
+    (home / ".local/state/nvim").mkdir()  # an existing parent: only the file is refused
     (home / ".local/share").mkdir(parents=True)  # direnv's directory missing: not creatable
+    (home / ".config").mkdir()
     assert _plant_in_home(run, short_tmp, PLANTED) == [
-        ".local", ".local/share", ".local/state", ".local/state/nix",
-        ".local/state/nix/profiles", "notes.txt"]
+        ".config", ".local", ".local/share", ".local/state", ".local/state/nix",
+        ".local/state/nix/profiles", ".local/state/nvim", "notes.txt"]
