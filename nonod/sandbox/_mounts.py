@@ -111,6 +111,12 @@ PERSISTENCE_NAMES = (
     ".git/hooks", ".git/config", ".git/info/attributes", ".gitmodules", ".hg/hgrc",
     ".envrc", ".vscode", ".idea", ".devcontainer", ".github/workflows", ".gitlab-ci.yml",
     ".pre-commit-config.yaml", ".husky",
+    # Coding agents' project configuration: hooks and MCP servers are commands the agent
+    # runs on the host when someone starts it in the directory (Claude Code's .claude
+    # settings and .mcp.json, Gemini CLI, Cursor, aider's lint and test commands, Continue,
+    # opencode).
+    ".claude", ".mcp.json", ".gemini", ".cursor", ".aider.conf.yml", ".continue",
+    "opencode.json", ".opencode",
 )
 # In the working directory, wherever it lies in a writable grant: nono's project trust policy
 # and its signature. A session that removed them made the next launch verify nothing (the
@@ -164,6 +170,10 @@ HOME_RC_FILES = (
     ".nix-profile", ".nix-channels", ".nix-defexpr", ".local/state/nix", ".local/state/mise",
     ".local/share/direnv", ".local/state/nvim/trust", ".config/JetBrains",
     ".local/share/JetBrains",
+    # Coding agents' user configuration, read by every start anywhere: hooks, MCP servers,
+    # notification commands (their logins and state next to it stay the agent's).
+    ".claude/settings.json", ".gemini/settings.json", ".codex/config.toml", ".cursor/mcp.json",
+    ".aider.conf.yml", ".config/opencode", ".continue/config.yaml", ".continue/config.json",
 )
 
 
