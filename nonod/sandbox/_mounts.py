@@ -463,7 +463,7 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
 
     view = _View(sorted(binds.values(), key=lambda op: _depth(op.target)), look)
     for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
-                                   policy.workdir):
+                                   policy.workdir, policy.protected_files):
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
@@ -756,14 +756,15 @@ def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
 
 
 def _persistence_paths(view: _View, home: str, allowed: set[str],
-                       denied: Sequence[str], look: _Look, workdir: str | None = None
-                       ) -> list[str]:
+                       denied: Sequence[str], look: _Look, workdir: str | None = None,
+                       protected: Sequence[str] = ()) -> list[str]:
     """The persistence paths to keep in every writable directory grant: the names of
     :data:`PERSISTENCE_NAMES` (those under a repository directory only if it exists: a
     repository the session makes is its own), a ``.git`` *file* (a worktree's pointer to its
-    repository), :data:`HOME_RC_FILES` if ``home`` is inside, and :data:`TRUST_FILES` if
-    ``workdir`` is. Minus those the profile lists in ``writable_persistence`` (or a parent of
-    them) and those already denied."""
+    repository), :data:`HOME_RC_FILES` if ``home`` is inside, :data:`TRUST_FILES` if
+    ``workdir`` is, and the policy's ``protected`` files that lie inside. Minus those the
+    profile lists in ``writable_persistence`` (or a parent of them) and those already
+    denied."""
     out: list[str] = []
     seen: set[str] = set()
     kept_out = _Prefixes((*allowed, *denied))
@@ -773,6 +774,7 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
             names += [os.path.relpath(os.path.join(home, rc), wdir) for rc in HOME_RC_FILES]
         if workdir is not None and _under(workdir, wdir):
             names += [os.path.relpath(os.path.join(workdir, f), wdir) for f in TRUST_FILES]
+        names += [os.path.relpath(f, wdir) for f in protected if _under(f, wdir)]
         for repo in REPO_DIRS:
             top = os.path.join(wdir, repo)
             if look.isfile(top) and not look.islink(top):
