@@ -755,14 +755,19 @@ def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
     return found
 
 
+def _home_rc(home: str) -> list[str]:
+    return [os.path.join(home, rc) for rc in HOME_RC_FILES]
+
+
 def _persistence_paths(view: _View, home: str, allowed: set[str],
                        denied: Sequence[str], look: _Look, workdir: str | None = None,
                        protected: Sequence[str] = ()) -> list[str]:
     """The persistence paths to keep in every writable directory grant: the names of
     :data:`PERSISTENCE_NAMES` (those under a repository directory only if it exists: a
     repository the session makes is its own), a ``.git`` *file* (a worktree's pointer to its
-    repository), :data:`HOME_RC_FILES` if ``home`` is inside, :data:`TRUST_FILES` if
-    ``workdir`` is, and the policy's ``protected`` files that lie inside. Minus those the
+    repository), the :data:`HOME_RC_FILES` of ``home`` that lie inside (all of them when
+    ``home`` does), :data:`TRUST_FILES` if ``workdir`` is, and the policy's ``protected``
+    files that lie inside. Minus those the
     profile lists in ``writable_persistence`` (or a parent of them) and those already
     denied."""
     out: list[str] = []
@@ -770,8 +775,9 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
     kept_out = _Prefixes((*allowed, *denied))
     for wdir in view.writable_dirs():
         names = list(PERSISTENCE_NAMES)
-        if _under(home, wdir):
-            names += [os.path.relpath(os.path.join(home, rc), wdir) for rc in HOME_RC_FILES]
+        # $HOME's start-up files wherever the grant lies: all of them in a grant holding
+        # $HOME, the ones below it in a grant inside $HOME (a writable ~/.config).
+        names += [os.path.relpath(rc, wdir) for rc in _home_rc(home) if _under(rc, wdir)]
         if workdir is not None and _under(workdir, wdir):
             names += [os.path.relpath(os.path.join(workdir, f), wdir) for f in TRUST_FILES]
         names += [os.path.relpath(f, wdir) for f in protected if _under(f, wdir)]
