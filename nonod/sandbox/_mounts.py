@@ -174,6 +174,9 @@ HOME_RC_FILES = (
     # notification commands (their logins and state next to it stay the agent's).
     ".claude/settings.json", ".gemini/settings.json", ".codex/config.toml", ".cursor/mcp.json",
     ".aider.conf.yml", ".config/opencode", ".continue/config.yaml", ".continue/config.json",
+    # Editors' extensions, loaded at every start (VS Code, VSCodium, Cursor, Windsurf).
+    ".vscode/extensions", ".vscode/argv.json", ".vscode-oss/extensions", ".cursor/extensions",
+    ".windsurf/extensions",
 )
 
 

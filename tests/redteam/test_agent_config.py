@@ -3,7 +3,8 @@ directory writable wrote ``.claude/settings.json`` (Claude Code's project hooks:
 commands it runs on the host at start, before and after tools), ``.mcp.json`` (servers it
 starts), Gemini CLI's and Cursor's MCP servers, aider's lint and test commands: the next time
 the user starts that agent in the project, outside a sandbox, the host runs them. With
-``$HOME`` writable, the agents' user-level settings do the same for every project. They are
+``$HOME`` writable, the agents' user-level settings do the same for every project, and
+editors' extension directories hold code they load at every start. They are
 persistence files now, like ``.vscode`` and the shell's rc files."""
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ PROJECT = (".claude/settings.json", ".claude/settings.local.json", ".mcp.json",
            ".continue/config.yaml", "opencode.json", ".opencode/opencode.json")
 HOME = (".claude/settings.json", ".gemini/settings.json", ".codex/config.toml",
         ".cursor/mcp.json", ".aider.conf.yml", ".config/opencode/opencode.json",
-        ".continue/config.yaml")
+        ".continue/config.yaml", ".vscode/extensions/evil/package.json",
+        ".cursor/extensions/evil/package.json")
 
 
 def test_a_session_cannot_plant_an_agents_project_hooks(run: CLI, short_tmp: Path) -> None:
@@ -40,4 +42,6 @@ def test_a_writable_home_keeps_the_agents_user_settings(run: CLI, short_tmp: Pat
     home = Path(run.env["HOME"])
     (home / ".claude").mkdir(parents=True)  # the agent's own directory stays writable
     (home / ".codex").mkdir()
-    assert _plant_in_home(run, short_tmp, HOME) == [".claude", ".codex", "notes.txt"]
+    (home / ".vscode" / "extensions").mkdir(parents=True)  # existing: read-only
+    assert _plant_in_home(run, short_tmp, HOME) == [
+        ".claude", ".codex", ".vscode", ".vscode/extensions", "notes.txt"]
