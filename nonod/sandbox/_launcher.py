@@ -963,7 +963,7 @@ def _rlimits(max_processes: int) -> None:
     finite = [v for v in resource.getrlimit(resource.RLIMIT_SIGPENDING)
               if v != resource.RLIM_INFINITY]
     if finite:  # an unlimited owner has no count to run out of
-        share = max(1, min(finite) // SIGPENDING_FRACTION)
+        share = min(min(finite), max(1, min(finite) // SIGPENDING_FRACTION))
         resource.setrlimit(resource.RLIMIT_SIGPENDING, (share, share))
     if max_processes:
         # Counted per user namespace (ucounts): this session's processes, not the user's.
