@@ -117,6 +117,9 @@ PERSISTENCE_NAMES = (
     # opencode).
     ".claude", ".mcp.json", ".gemini", ".cursor", ".aider.conf.yml", ".continue",
     "opencode.json", ".opencode",
+    # Editors' project settings that start commands: a dev container's initializeCommand
+    # runs on the host, Zed's and Helix's language servers are commands they start.
+    ".devcontainer.json", ".zed", ".helix",
 )
 # In the working directory, wherever it lies in a writable grant: nono's project trust policy
 # and its signature. A session that removed them made the next launch verify nothing (the

@@ -17,7 +17,8 @@ from tests.redteam.test_persistence_home import _plant_in_home
 
 PROJECT = (".claude/settings.json", ".claude/settings.local.json", ".mcp.json",
            ".gemini/settings.json", ".cursor/mcp.json", ".aider.conf.yml",
-           ".continue/config.yaml", "opencode.json", ".opencode/opencode.json")
+           ".continue/config.yaml", "opencode.json", ".opencode/opencode.json",
+           ".devcontainer.json", ".zed/settings.json", ".helix/languages.toml")
 HOME = (".claude/settings.json", ".gemini/settings.json", ".codex/config.toml",
         ".cursor/mcp.json", ".aider.conf.yml", ".config/opencode/opencode.json",
         ".continue/config.yaml", ".vscode/extensions/evil/package.json",

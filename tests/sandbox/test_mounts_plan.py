@@ -43,7 +43,8 @@ def test_the_persistence_list() -> None:
         ".git/hooks", ".git/config", ".git/info/attributes", ".gitmodules", ".hg/hgrc",
         ".envrc", ".vscode", ".idea", ".devcontainer", ".github/workflows", ".gitlab-ci.yml",
         ".pre-commit-config.yaml", ".husky", ".claude", ".mcp.json", ".gemini", ".cursor",
-        ".aider.conf.yml", ".continue", "opencode.json", ".opencode")
+        ".aider.conf.yml", ".continue", "opencode.json", ".opencode", ".devcontainer.json",
+        ".zed", ".helix")
     for name in (".bashrc", ".bash_profile", ".profile", ".zshrc", ".bash_aliases",
                  ".ssh/authorized_keys", ".ssh/config", ".config/systemd", ".gitconfig"):
         assert name in HOME_RC_FILES
