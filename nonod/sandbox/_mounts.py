@@ -253,7 +253,45 @@ def _kind(how: Callable[[str], os.stat_result], path: str) -> int | None:
 # Each question a plan asks of the host, and how it is asked: what the answer is made of is
 # all the plan uses of it (a path's file type, not its times: a directory written into is
 # still the same directory to the plan).
-_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC, _LISTSOME = range(9)
+(_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC, _LISTSOME,
+ _HOOKSPATH) = range(10)
+#: The most of a git configuration file read for its ``core.hooksPath``.
+MAX_GIT_CONFIG = 1 << 16
+
+
+def git_hooks_path(text: str) -> str | None:
+    """The last ``core.hooksPath`` of a git configuration file's text (what git uses), or
+    None. Sections and keys are case-insensitive; a value may be quoted and may carry a
+    ``#``/``;`` comment. Includes are not followed."""
+    found: str | None = None
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            section = line[1:line.find("]")].split(None, 1)[0].lower() if "]" in line else ""
+            line = line[line.find("]") + 1:].strip() if "]" in line else ""
+        key, sep, value = line.partition("=")
+        if section != "core" or not sep or key.strip().lower() != "hookspath":
+            continue
+        value = value.strip()
+        if value.startswith('"'):
+            end = value.find('"', 1)
+            value = value[1:end] if end > 0 else value[1:]
+        else:
+            for mark in ("#", ";"):
+                value = value.split(mark, 1)[0]
+            value = value.strip()
+        found = value or None
+    return found
+
+
+def _hooks_path(config: str) -> str | None:
+    try:
+        with open(config, "rb") as f:
+            data = f.read(MAX_GIT_CONFIG)
+    except OSError:
+        return None
+    return git_hooks_path(data.decode("utf-8", "replace"))
 
 
 def _list_some(path: str) -> tuple[str, ...]:
@@ -273,6 +311,7 @@ _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _STAT: lambda path: _kind(os.stat, path),
     _LISTDIR: lambda path: tuple(sorted(os.listdir(path))),
     _LISTSOME: _list_some,
+    _HOOKSPATH: _hooks_path,
     _READLINK: os.readlink,
     _REALPATH: os.path.realpath,
     _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK),
@@ -322,6 +361,10 @@ class _Look:
 
     def listdir(self, path: str) -> tuple[str, ...]:
         return self._ask(_LISTDIR, path)  # type: ignore[return-value]
+
+    def hooks_path(self, config: str) -> str | None:
+        """:func:`git_hooks_path` of the git configuration file ``config`` (None if none)."""
+        return self._ask(_HOOKSPATH, config)  # type: ignore[return-value]
 
     def list_some(self, path: str) -> tuple[str, ...]:
         """:func:`_list_some`: at most ``MAX_LISTED + 1`` names."""
@@ -761,6 +804,29 @@ def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
     return found
 
 
+def _hook_dirs(writable: Sequence[str], home: str, look: _Look) -> list[str]:
+    """Where git runs hooks from besides ``.git/hooks``: ``core.hooksPath`` of each writable
+    grant's repository (relative to its working tree) and of the user's global
+    configuration (absolute or ``~/``), as absolute paths."""
+    found: list[str] = []
+    configs: list[tuple[str, str | None]] = [
+        (os.path.join(wdir, ".git", "config"), wdir) for wdir in writable
+        if look.isdir(os.path.join(wdir, ".git"))]
+    configs += [(os.path.join(home, name), None) for name in (".gitconfig", ".config/git/config")]
+    for config, top in configs:
+        value = look.hooks_path(config)
+        if value is None:
+            continue
+        if value.startswith("~/"):
+            value = os.path.join(home, value[2:])
+        elif not value.startswith("/"):
+            if top is None:
+                continue  # relative to whichever repository runs it: nothing to pin here
+            value = os.path.join(top, value)
+        found.append(os.path.normpath(value))
+    return found
+
+
 def _home_rc(home: str) -> list[str]:
     return [os.path.join(home, rc) for rc in HOME_RC_FILES]
 
@@ -772,13 +838,14 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
     :data:`PERSISTENCE_NAMES` (those under a repository directory only if it exists: a
     repository the session makes is its own), a ``.git`` *file* (a worktree's pointer to its
     repository), the :data:`HOME_RC_FILES` of ``home`` that lie inside (all of them when
-    ``home`` does), :data:`TRUST_FILES` if ``workdir`` is, and the policy's ``protected``
-    files that lie inside. Minus those the
-    profile lists in ``writable_persistence`` (or a parent of them) and those already
-    denied."""
+    ``home`` does), :data:`TRUST_FILES` if ``workdir`` is, and the directories git's
+    ``core.hooksPath`` names (:func:`_hook_dirs`) and the policy's ``protected`` files that
+    lie inside. Minus those the profile lists in ``writable_persistence`` (or a parent of
+    them) and those already denied."""
     out: list[str] = []
     seen: set[str] = set()
     kept_out = _Prefixes((*allowed, *denied))
+    protected = (*protected, *_hook_dirs(view.writable_dirs(), home, look))
     for wdir in view.writable_dirs():
         names = list(PERSISTENCE_NAMES)
         # $HOME's start-up files wherever the grant lies: all of them in a grant holding
