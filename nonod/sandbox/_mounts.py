@@ -286,11 +286,22 @@ def git_hooks_path(text: str) -> str | None:
 
 
 def _hooks_path(config: str) -> str | None:
+    """``core.hooksPath`` of the file ``config``, read only if it is a regular file reached
+    without following a link at its name (a session may have made a repository's
+    ``.git/config`` a FIFO or a link: this runs in the daemon, which never blocks on an open
+    and never reads on a session's behalf what that session could not)."""
     try:
-        with open(config, "rb") as f:
-            data = f.read(MAX_GIT_CONFIG)
+        fd = os.open(config, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, MAX_GIT_CONFIG)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return git_hooks_path(data.decode("utf-8", "replace"))
 
 
@@ -811,7 +822,7 @@ def _hook_dirs(writable: Sequence[str], home: str, look: _Look) -> list[str]:
     found: list[str] = []
     configs: list[tuple[str, str | None]] = [
         (os.path.join(wdir, ".git", "config"), wdir) for wdir in writable
-        if look.isdir(os.path.join(wdir, ".git"))]
+        if look.isdir(os.path.join(wdir, ".git")) and not look.islink(os.path.join(wdir, ".git"))]
     configs += [(os.path.join(home, name), None) for name in (".gitconfig", ".config/git/config")]
     for config, top in configs:
         value = look.hooks_path(config)

@@ -8,6 +8,7 @@ not creatable if it does not."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -49,3 +50,23 @@ def test_core_hookspath_is_read_as_git_reads_it() -> None:
     assert git_hooks_path("[core]\nhookspath = x ; comment\n[core]\nhooksPath = y\n") == "y"
     assert git_hooks_path("[alias]\nhooksPath = no\n[core]\nbare = false\n") is None
     assert git_hooks_path('[remote "origin"]\nhooksPath = no\n') is None
+
+
+def test_a_planted_git_config_never_blocks_or_redirects_the_daemon(
+        run: CLI, short_tmp: Path) -> None:
+    # A repository a session created is its own: .git/config may be a FIFO or a link when
+    # the next launch reads it for core.hooksPath, in the daemon. Neither is read: the
+    # launch ends at once (a FIFO cannot be kept read-only, so that one is refused, as
+    # before) and the daemon still answers.
+    (short_tmp / ".git").mkdir()
+    os.mkfifo(short_tmp / ".git" / "config")
+    other = short_tmp / "other"
+    other.mkdir()
+    (other / ".git").mkdir()
+    (other / ".git" / "config").symlink_to("/dev/zero")
+    outcomes = []
+    for where in (short_tmp, other):
+        run.cwd = where
+        outcomes.append(run("launch", "--allow-cwd", "--block-net", "--", "true").returncode)
+    assert outcomes == [125, 0]  # refused at step mounts; run
+    assert run("ps").returncode == 0
