@@ -109,6 +109,10 @@ PROVIDED_DEV = frozenset({*(f"/dev/{n}" for n in DEV_NODES), "/dev/pts", "/dev/p
 # edit. See docs/sandbox.md ("Persistence files") for each name and what was left out.
 PERSISTENCE_NAMES = (
     ".git/hooks", ".git/config", ".git/info/attributes", ".gitmodules", ".hg/hgrc",
+    # Per-worktree configuration (live once extensions.worktreeConfig is set, as
+    # sparse-checkout does), and linked worktrees' administrative directories: their
+    # commondir names the repository git uses there, configuration and hooks included.
+    ".git/config.worktree", ".git/worktrees",
     ".envrc", ".vscode", ".idea", ".devcontainer", ".github/workflows", ".gitlab-ci.yml",
     ".pre-commit-config.yaml", ".husky",
     # Coding agents' project configuration: hooks and MCP servers are commands the agent

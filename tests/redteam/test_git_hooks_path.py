@@ -70,3 +70,27 @@ def test_a_planted_git_config_never_blocks_or_redirects_the_daemon(
         outcomes.append(run("launch", "--allow-cwd", "--block-net", "--", "true").returncode)
     assert outcomes == [125, 0]  # refused at step mounts; run
     assert run("ps").returncode == 0
+
+
+def test_a_session_cannot_redirect_a_linked_worktree_or_add_worktree_config(
+        run: CLI, short_tmp: Path) -> None:
+    # A linked worktree's administrative directory lives in the main repository's .git:
+    # its commondir names the repository git uses there (configuration and hooks with it),
+    # and .git/config.worktree is configuration once extensions.worktreeConfig is on.
+    repo = short_tmp / "repo"
+    git = ["git", "-c", "user.name=u", "-c", "user.email=u@x", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    subprocess.run([*git, "worktree", "add", "-q", str(short_tmp / "linked")], check=True)
+    commondir = repo / ".git" / "worktrees" / "linked" / "commondir"
+    before = commondir.read_text()
+    (repo / "plant.py").write_text(PLANT)
+    run.cwd = repo
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "plant.py", ".", ".git/worktrees/linked/commondir", ".git/config.worktree",
+               ".git/objects/ok")
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")] == [
+        ".git/objects/ok WRITTEN"], done.stdout
+    assert commondir.read_text() == before
+    assert not (repo / ".git" / "config.worktree").exists()
