@@ -36,6 +36,10 @@ attempt("append", append)
 attempt("replace", replace)
 attempt("remove", lambda: os.unlink(path))
 attempt("read", lambda: json.load(open(path)))
+def policy():
+    with open(os.path.join(os.path.dirname(path), "trust-policy.json"), "x") as f:
+        f.write("{}")
+attempt("trust_policy", policy)
 '''
 
 #: The agent: has the tool do it, prints what the tool printed.
@@ -74,3 +78,6 @@ def test_a_tool_cannot_rewrite_the_profile_its_agent_was_launched_with(short_tmp
     assert answers.get("read") == "ok", (answers, done.stderr)
     assert {answers[k] for k in ("append", "replace", "remove")} <= {"EROFS", "EBUSY"}, answers
     assert profile.read_text() == original
+    # The project's trust policy (none here) cannot be planted for the agent's next launch.
+    assert answers["trust_policy"] in {"EROFS", "EACCES", "EPERM"}, answers
+    assert not (work / "trust-policy.json").exists()
