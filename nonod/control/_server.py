@@ -93,7 +93,7 @@ class ControlServer:
         self.trust = trust
         self._launcher_state = launcher_state
         self._peers = PeerCheck(system=info.system, group_gid=group_gid)
-        self._counter = ConnectionCounter()
+        self._counter = ConnectionCounter(shared=info.system)
         self._refused_logged_at = -1e9
         self._refused_quiet = 0
 
