@@ -81,6 +81,7 @@ class ControlServer:
         secrets: SecretStore,
         trust: TrustService,
         launcher_state: Callable[[], str] = lambda: "not started",
+        session_root: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.registry = registry
         self.policies = policies
@@ -92,7 +93,8 @@ class ControlServer:
         self.secrets = secrets
         self.trust = trust
         self._launcher_state = launcher_state
-        self._peers = PeerCheck(system=info.system, group_gid=group_gid)
+        self._peers = PeerCheck(system=info.system, group_gid=group_gid,
+                                session_root=session_root)
         self._counter = ConnectionCounter(shared=info.system)
         self._refused_logged_at = -1e9
         self._refused_quiet = 0
