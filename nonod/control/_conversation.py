@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 CLOSE_TIMEOUT: Final = 1.0
+#: A client's pong to our keepalive ping: header, mask and our 4-byte payload.
+_PONG_BYTES: Final = 10
 _GOING_AWAY: Final = 1001
 #: Records re-encode to the exact bytes of their stored line (the writer's encoding).
 _RECORD_ENCODER: Final = msgspec.json.Encoder(order="sorted")
@@ -117,6 +119,7 @@ class Conversation:
                 data = await self._ws.get_message()
             except ConnectionClosed:
                 return None
+            self._stream.took(data)  # no longer unread bytes of this uid
             if isinstance(data, bytes):
                 await self.send_error(
                     MalformedMessage("binary frames are not used: send JSON in text frames")
@@ -503,6 +506,7 @@ class Conversation:
             with trio.move_on_after(interval), contextlib.suppress(ConnectionClosed):
                 await self._ws.ping()
                 answered = True
+                self._stream.consumed(_PONG_BYTES)
             if not answered:
                 log.warning("attached client does not answer pings; dropping it",
                             send_timeout=interval)

@@ -15,9 +15,15 @@ even those are taken: refusing must not cost more than serving.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Final, final
 
+import structlog
+import trio
+
 from ..errors import NonoError
+
+log = structlog.get_logger()
 
 #: Refused connections answered at once; more are closed without a word.
 REFUSAL_SLOTS: Final = 16
@@ -25,6 +31,10 @@ REFUSAL_SLOTS: Final = 16
 REFUSAL_TIMEOUT: Final = 1.0
 #: Connections each uid is admitted up to even when ``max_connections`` are open.
 RESERVED_PER_UID: Final = 4
+#: Unread request bytes one uid may have in the system daemon, in ``max_message_bytes``.
+RECEIVE_BUDGET_MESSAGES: Final = 4
+#: Longest a read waits for room in its uid's budget before its connection is broken.
+BUDGET_WAIT: Final = 2.0
 
 
 class TooManyConnections(NonoError):
@@ -75,3 +85,64 @@ class ConnectionCounter:
         self._by_uid[uid] -= 1
         if self._by_uid[uid] <= 0:
             del self._by_uid[uid]
+
+
+class OverBudget(Exception):
+    """A uid's unread request bytes stayed at their budget: the read is refused."""
+
+
+@final
+class ReceiveBudget:
+    """Bytes read from each uid's connections that have not yet been taken as requests.
+
+    What has arrived of an unfinished message stays in the daemon's memory until the message
+    is complete; without a bound per uid, one user's connections, each holding all but the
+    last byte of a ``max_message_bytes`` message, held that much memory each. What a read
+    brings is charged (:meth:`charge`); a request taken or a closed connection gives it back
+    (:meth:`release`). A read waits while its uid holds its whole budget
+    (:meth:`wait_for_room`), and one that waits :data:`BUDGET_WAIT` seconds breaks its
+    connection, which gives back what it held: a uid that fills its budget loses its own
+    connections, never another uid's room.
+    """
+
+    def __init__(self, per_uid: Callable[[], int]) -> None:
+        self._per_uid = per_uid
+        self._held: Counter[int] = Counter()
+        self._freed = trio.Event()
+        self._logged_at = -1e9
+        self._quiet = 0
+
+    def held(self, uid: int) -> int:
+        return self._held[uid]
+
+    async def wait_for_room(self, uid: int) -> None:
+        """Return once ``uid`` holds less than its budget; OverBudget if it still holds it
+        all after :data:`BUDGET_WAIT`. (The read that follows takes what it gets: the budget
+        may be overrun by one read per connection of the uid.)"""
+        if self._held[uid] < self._per_uid():
+            return
+        with trio.move_on_after(BUDGET_WAIT):
+            while self._held[uid] >= self._per_uid():
+                await self._freed.wait()
+            return
+        reason = f"uid {uid} has {self._held[uid]} bytes of unfinished requests in the daemon"
+        now = trio.current_time()
+        if now - self._logged_at >= 1.0:  # at most one line a second, however many connections
+            log.warning("closing a control connection: its user's unfinished requests fill "
+                        "its budget", reason=reason, suppressed=self._quiet)
+            self._logged_at, self._quiet = now, 0
+        else:
+            self._quiet += 1
+        raise OverBudget(reason)
+
+    def charge(self, uid: int, count: int) -> None:
+        self._held[uid] += count
+
+    def release(self, uid: int, count: int) -> None:
+        if count <= 0:
+            return
+        self._held[uid] -= count
+        if self._held[uid] <= 0:
+            del self._held[uid]
+        self._freed.set()
+        self._freed = trio.Event()
