@@ -17,7 +17,7 @@ import secrets
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 import msgspec
 import structlog
@@ -42,6 +42,8 @@ PROXY_PORT_RANGE = (20000, 60000)
 #: the daemon's descriptors); more are closed as they come, as are those that would take the
 #: descriptors kept for the daemon itself (``nonod._descriptors``).
 MAX_INBOUND = 256
+#: The largest TLS file (CA bundle, client certificate or key) a route may name.
+MAX_TLS_FILE: Final = 1 << 20
 #: Bound, in seconds, of the trust scan of a workdir (read as the caller, in its own thread).
 SCAN_TIMEOUT = 60.0
 
@@ -180,6 +182,18 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
     return tuple((path, verified.data) for path, verified in report.pins())
 
 
+async def _read_tls_files(loaded: Sequence[Any], caller: Caller | None) -> dict[str, bytes]:
+    """The TLS files of the session's https routes (``tls_ca``, ``tls_client_cert``,
+    ``tls_client_key``: paths from the caller's profile), read as the caller (``_callerfs``:
+    once, never blocking, regular files of at most :data:`MAX_TLS_FILE` bytes). OpenSSL gets
+    these bytes, never the paths: the system daemon lends neither its rights nor a thread."""
+    paths = {path for item in loaded if item.route.scheme == "https"
+             for path in (item.route.tls_ca, item.route.tls_client_cert,
+                          item.route.tls_client_key) if path}
+    return {path: (await _callerfs.open_for(caller, path, max_bytes=MAX_TLS_FILE)).data
+            for path in sorted(paths)}
+
+
 async def prepare(
     policy: ResolvedPolicy,
     request: LaunchRequest,
@@ -234,8 +248,10 @@ async def prepare(
         prepared.credentials = [r.route.name for r in loaded if r.secret is not None]
         table = None
         if routes:
+            tls_files = await _read_tls_files(loaded, caller)
             table = await trio.to_thread.run_sync(functools.partial(
-                proxy.RouteTable, loaded, token=token, extra_ca_file=settings.extra_ca_file))
+                proxy.RouteTable, loaded, token=token, extra_ca_file=settings.extra_ca_file,
+                tls_files=tls_files))
         extra += proxy.child_environment(port, token.reveal())
         extra += credentials.credential_environment(routes, port=port, token=token)
         prepared.hidden.update(hidden_strings(token.reveal()))
