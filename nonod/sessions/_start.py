@@ -237,9 +237,10 @@ class ProgramStarter:
         sign_key = self._audit_settings().sign_key
         own = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
         denials = secret_denials([*own, *self._daemon_secrets.paths(audit_sign_key=sign_key)])
-        earlier = secret_denials(self._secret_log.paths(), check_links=False)
+        owner = plan.owner.uid  # what one user named is hidden in that user's sessions only
+        earlier = secret_denials(self._secret_log.paths(owner), check_links=False)
         try:
-            self._secret_log.remember(own)
+            self._secret_log.remember(own, owner)
         except OSError as exc:
             log.warning("cannot record the session's secret files", error=str(exc))
         return with_secrets_hidden(plan.policy, denials + earlier)
