@@ -309,8 +309,16 @@ async def serve(
     from . import proxy
 
     async with trio.open_nursery() as nursery:
-        listener: trio.SocketListener | None = prepared._host_listener
-        if listener is None and proc.proxy_listener is not None:
+        listener: trio.abc.Listener[trio.SocketStream] | None = None
+        if prepared._host_listener is not None and prepared.request is not None:
+            # On the host's loopback, where every local user can connect: only the
+            # session's uid may (``_loopback_peers``).
+            from ._loopback_peers import SameUidListener
+
+            uid = prepared.request.uid
+            listener = SameUidListener(prepared._host_listener,
+                                       os.geteuid() if uid is None else uid)
+        elif proc.proxy_listener is not None:
             listener = trio.SocketListener(
                 trio.socket.from_stdlib_socket(proc.proxy_listener))
         if prepared._proxy_args is not None and listener is not None:
