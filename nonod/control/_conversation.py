@@ -538,7 +538,7 @@ class Conversation:
         is sent once (live records of the followed session up to the last replayed ``seq``
         are skipped). A record written after the subscription is never missed.
         """
-        from ..audit import AuditNotFound, Dropped, read_lines
+        from ..audit import AuditNotFound, Dropped, read_lines_from
 
         reg = self._registry
         hub = reg.audit_hub
@@ -556,16 +556,23 @@ class Conversation:
             last_seq = 0
             ended = False
             if request.from_start and session is not None:
-                try:
-                    lines = await trio.to_thread.run_sync(read_lines, reg.audit_path(session))
-                except AuditNotFound:
-                    lines = []
-                for record, raw in lines:
-                    last_seq = record.seq
-                    ended = record.kind == "seal"
-                    if sub.kinds is None or record.kind in sub.kinds:
-                        await self.send(p.AuditRecord(session=session.id,
-                                                      record=msgspec.Raw(raw)))
+                # A piece of the file at a time: a replay holds one piece, however large
+                # the file (up to [audit] session_max_bytes) and however slow the reader.
+                offset = 0
+                while True:
+                    try:
+                        lines, offset = await trio.to_thread.run_sync(
+                            read_lines_from, reg.audit_path(session), offset)
+                    except AuditNotFound:
+                        lines = []
+                    if not lines:
+                        break
+                    for record, raw in lines:
+                        last_seq = record.seq
+                        ended = record.kind == "seal"
+                        if sub.kinds is None or record.kind in sub.kinds:
+                            await self.send(p.AuditRecord(session=session.id,
+                                                          record=msgspec.Raw(raw)))
                 # Nothing more can come: sealed, or ended (or never audited) with no writer.
                 ended = ended or not request.follow or (session.audit is None
                                                         and session.record.state != "starting")
