@@ -555,7 +555,8 @@ class Registry:
         def prune() -> list[str]:
             keep_all = {*keep, *(retain() if retain is not None else ())}
             removed = prune_sessions(self._state_dir, max_age=max_age,
-                                     max_count=settings.keep_sessions, keep=keep_all)
+                                     max_count=settings.keep_sessions, keep=keep_all,
+                                     per_uid=self._system)  # one user's churn, its own
             return [summary.session for summary in removed]
 
         try:
