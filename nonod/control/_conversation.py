@@ -45,6 +45,7 @@ from ._errors import (
     error_reply,
 )
 from ._keys import handle_secret, handle_trust, require_root_on_system
+from ._program import program_path
 from ._transport import UnixConnection, check_stdio_fds
 
 _UNPRIVILEGED_PORT_START: Final = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
@@ -372,8 +373,13 @@ class Conversation:
                 argv = (policy.binary,)
             argv = (*argv, *policy.command_args)  # nono appends them to any command
             system = self._server.info.system
+            executable = None
+            if system and not self.caller.is_root and argv and not request.dry_run:
+                executable = await program_path(self.caller, policy, argv[0], request.env,
+                                                request.cwd)
             launch_request = LaunchRequest(
                 argv=argv,
+                executable=executable,
                 cwd=request.cwd,
                 env=tuple(request.env.items()),
                 uid=self.caller.uid if system else None,
