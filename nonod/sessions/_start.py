@@ -20,7 +20,7 @@ import msgspec
 import structlog
 import trio
 
-from .. import _session_services, _xdg
+from .. import _callerfs, _session_services, _xdg
 from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
@@ -236,7 +236,13 @@ class ProgramStarter:
         from (see ``_secretfiles``); SecretFileError if one cannot be kept out."""
         sign_key = self._audit_settings().sign_key
         own = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
-        denials = secret_denials([*own, *self._daemon_secrets.paths(audit_sign_key=sign_key)])
+        # The launch's paths are looked at as its caller (the system daemon lends no rights:
+        # as root, "has 2 hard links" told of a file the caller may not see); a path the
+        # caller cannot reach is no secret it could read, nor one its session could.
+        caller = None if not self._system or plan.owner.is_root else plan.owner
+        with _callerfs.acting_as(_callerfs.Identity.of(caller) if caller else None):
+            denials = secret_denials(own)
+        denials += secret_denials(self._daemon_secrets.paths(audit_sign_key=sign_key))
         owner = plan.owner.uid  # what one user named is hidden in that user's sessions only
         earlier = secret_denials(self._secret_log.paths(owner), check_links=False)
         try:

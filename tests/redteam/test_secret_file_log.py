@@ -87,3 +87,24 @@ def test_the_daemons_own_and_earlier_paths_stay_masked_for_everyone(tmp_path: Pa
     again = SecretFileLog(tmp_path)  # as a restarted daemon reads it
     assert {s.path for s in again.paths(1000)} == {"/old/key", "/trust/key", "/home/a/token"}
     assert {s.path for s in again.paths(1001)} == {"/old/key", "/trust/key"}
+
+
+def test_a_launch_tells_nothing_of_another_users_files_links(
+        setting: tuple[DaemonThread, list[LocalUser]]) -> None:
+    """The secret masks are made from the launch's paths with ``stat``: as root, a file with
+    a second hard link in a directory the caller may not enter was ``policy.secret_file``
+    ("has 2 hard links"), a missing one the credential's own refusal."""
+    handle, (victim, attacker) = setting
+    private = victim.home / "vault"  # victim.home is 0700
+    private.mkdir()
+    (private / "secret").write_text("victim's key\n")
+    os.link(private / "secret", private / "secret.bak")
+
+    def refusal(path: Path) -> str:
+        replies = _run(handle, attacker, ["/bin/true"],
+                       {"env_credential_map": [f"file://{path}=STOLEN"]})
+        assert replies[0]["type"] == "error", replies
+        return json.dumps(replies[0]).replace(path.name, "NAME")
+
+    for _ in range(5):  # the masks and the credential are prepared at once: try the race
+        assert refusal(private / "secret") == refusal(private / "nothing")
