@@ -17,10 +17,9 @@ import socket
 import struct
 from typing import Final, final
 
-import structlog
 import trio
 
-log = structlog.get_logger()
+from ._quiet import QuietWarning
 
 _NETLINK_SOCK_DIAG: Final = 4
 _SOCK_DIAG_BY_FAMILY: Final = 20
@@ -79,7 +78,7 @@ class SameUidListener(trio.abc.Listener[trio.SocketStream]):
         self._inner = inner
         self._uid = uid
         self.refused = 0
-        self._logged_at = -1e9
+        self._refusing = QuietWarning("proxy.foreign_peer")
 
     async def accept(self) -> trio.SocketStream:
         while True:
@@ -91,11 +90,7 @@ class SameUidListener(trio.abc.Listener[trio.SocketStream]):
             if owner == self._uid:
                 return stream
             self.refused += 1
-            now = trio.current_time()
-            if now - self._logged_at >= 1.0:
-                log.warning("proxy.foreign_peer", peer_uid=owner, session_uid=self._uid,
-                            refused=self.refused)
-                self._logged_at = now
+            self._refusing.warn(peer_uid=owner, session_uid=self._uid, refused=self.refused)
             await trio.aclose_forcefully(stream)
 
     async def aclose(self) -> None:

@@ -18,12 +18,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Final, final
 
-import structlog
 import trio
 
+from .._quiet import QuietWarning
 from ..errors import NonoError
-
-log = structlog.get_logger()
 
 #: Refused connections answered at once; more are closed without a word.
 REFUSAL_SLOTS: Final = 16
@@ -109,8 +107,8 @@ class ReceiveBudget:
         self._per_uid = per_uid
         self._held: Counter[int] = Counter()
         self._freed = trio.Event()
-        self._logged_at = -1e9
-        self._quiet = 0
+        self._closing = QuietWarning("closing a control connection: its user's unfinished "
+                                     "requests fill its budget")
 
     def held(self, uid: int) -> int:
         return self._held[uid]
@@ -126,13 +124,7 @@ class ReceiveBudget:
                 await self._freed.wait()
             return
         reason = f"uid {uid} has {self._held[uid]} bytes of unfinished requests in the daemon"
-        now = trio.current_time()
-        if now - self._logged_at >= 1.0:  # at most one line a second, however many connections
-            log.warning("closing a control connection: its user's unfinished requests fill "
-                        "its budget", reason=reason, suppressed=self._quiet)
-            self._logged_at, self._quiet = now, 0
-        else:
-            self._quiet += 1
+        self._closing.warn(reason=reason)
         raise OverBudget(reason)
 
     def charge(self, uid: int, count: int) -> None:

@@ -1,11 +1,15 @@
 """The red team's tests drive a real daemon as the daemon tests do: their fixtures, reused,
-and ``run`` (``nonoctl`` against a user daemon of the test's own uid)."""
+``run`` (``nonoctl`` against a user daemon of the test's own uid), and for the attacks by
+other local users a system daemon whose socket group holds fresh real users."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import DaemonThread, daemon_thread, short_tmp
+from tests.daemon.conftest import DaemonThread, daemon_thread, reachable_script, short_tmp
+from tests.daemon.localusers import LocalUser, local_users, socket_group
 from tests.daemon.test_caller_files import system_daemon
 from tests.daemon.test_cli import CLI, cli_env
 
@@ -15,3 +19,43 @@ __all__ = ["daemon_thread", "run", "short_tmp", "system_daemon"]
 @pytest.fixture
 def run(daemon_thread: DaemonThread, short_tmp: Path) -> CLI:
     return CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
+
+
+@contextmanager
+def shared_daemon(base: Path, users: int, *, daemon: str = "", more: str = ""
+                  ) -> Iterator[tuple[DaemonThread, list[LocalUser]]]:
+    """A system daemon (``[daemon]`` plus ``daemon``'s lines, then ``more``) whose socket
+    group holds ``users`` fresh real users; gone afterwards."""
+    with local_users(base, users) as made:
+        handle = DaemonThread(base, system=True, config=(
+            f'[daemon]\nsocket_group = "{socket_group()}"\n{daemon}{more}')).start()
+        try:
+            yield handle, made
+        finally:
+            handle.stop()
+
+
+def workdir(user: LocalUser) -> Path:
+    """``user``'s home opened to others (0755) and a working directory of its own in it."""
+    import os
+
+    user.home.chmod(0o755)
+    work = user.home / "work"
+    work.mkdir(exist_ok=True)
+    os.chown(work, user.uid, user.gid)
+    return work
+
+
+def rss() -> int:
+    """This process's resident memory (the daemon of these tests runs in it), in bytes."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def client_dir() -> str:
+    """Where ``rawclient.py`` sits, readable by every uid: the scripts run as other users
+    import its WebSocket helpers from there."""
+    return str(reachable_script("rawclient.py").parent)

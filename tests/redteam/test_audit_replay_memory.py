@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.conftest import DaemonThread, hello, raw_client, session_env
-from tests.daemon.localusers import LocalUser, local_users, socket_group
+from tests.daemon.localusers import LocalUser
+from tests.redteam.conftest import rss, shared_daemon, workdir
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -34,30 +35,14 @@ def _frame(payload: bytes) -> bytes:
     return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
 
 
-def _rss() -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 @pytest.fixture
 def setting(short_tmp: Path) -> Iterator[tuple[DaemonThread, LocalUser]]:
-    with local_users(short_tmp, 1) as (user,):
-        handle = DaemonThread(short_tmp, system=True, config=(
-            f'[daemon]\nsocket_group = "{socket_group()}"\n')).start()
-        try:
-            yield handle, user
-        finally:
-            handle.stop()
+    with shared_daemon(short_tmp, 1) as (handle, users):
+        yield handle, users[0]
 
 
 def _ended_session(handle: DaemonThread, user: LocalUser) -> str:
-    user.home.chmod(0o755)
-    work = user.home / "work"
-    work.mkdir()
-    os.chown(work, user.uid, user.gid)
+    work = workdir(user)
     launch = {"type": "launch", "argv": ["/bin/true"], "cwd": str(work),
               "env": session_env(work), "options": {"allow_cwd": True, "block_net": True},
               "detach": True, "stdio": "null", "name": "done"}
@@ -84,7 +69,7 @@ def test_replays_of_a_large_audit_file_hold_little_of_the_daemons_memory(
                       "follow": False}).encode()
     # The readers are this process's sockets, made as the user (the peer's credentials are
     # taken at connect); they ask and then read nothing.
-    before = _rss()
+    before = rss()
     held: list[socket.socket] = []
     os.setegid(user.gid)
     os.seteuid(user.uid)
@@ -110,7 +95,7 @@ def test_replays_of_a_large_audit_file_hold_little_of_the_daemons_memory(
             assert first[0] == 0x81, first
         status = raw_client(handle.socket, [hello(), {"type": "status"}], prefix=user.prefix())
         assert json.loads(status[-1])["type"] == "daemon_status"
-        grown = _rss() - before
+        grown = rss() - before
         # before: over 400 MiB (each of the 4 held its 48 MiB file and its decoded records)
         assert grown < 64 * MIB, f"the daemon grew by {grown >> 20} MiB"
     finally:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.conftest import DaemonThread, hello, raw_client, session_env
-from tests.daemon.localusers import LocalUser, local_users, socket_group
+from tests.daemon.localusers import LocalUser
+from tests.redteam.conftest import shared_daemon, workdir
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -23,22 +24,13 @@ pytestmark = [pytest.mark.root,
 
 @pytest.fixture
 def setting(short_tmp: Path) -> Iterator[tuple[DaemonThread, list[LocalUser]]]:
-    with local_users(short_tmp, 2) as users:
-        handle = DaemonThread(short_tmp, system=True, config=(
-            f'[daemon]\nsocket_group = "{socket_group()}"\n[audit]\nkeep_sessions = 2\n'
-        )).start()
-        try:
-            yield handle, users
-        finally:
-            handle.stop()
+    with shared_daemon(short_tmp, 2, more="[audit]\nkeep_sessions = 2\n") as setting:
+        yield setting
 
 
 def _sessions(handle: DaemonThread, user: LocalUser, count: int) -> list[str]:
     """``count`` sessions of ``user`` run to their end (sealed), one after the other."""
-    user.home.chmod(0o755)
-    work = user.home / "work"
-    work.mkdir(exist_ok=True)
-    os.chown(work, user.uid, user.gid)
+    work = workdir(user)
     ids = []
     for n in range(count):
         launch = {"type": "launch", "argv": ["/bin/true"], "cwd": str(work),

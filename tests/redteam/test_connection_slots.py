@@ -16,46 +16,28 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread, hello, raw_client
-from tests.daemon.localusers import LocalUser, local_users, socket_group
+from tests.daemon.localusers import LocalUser
+from tests.redteam.conftest import client_dir, shared_daemon
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
 
 #: Opens N connections, says hello on each, prints how many were welcomed, then holds them
-#: all until its stdin closes. Standard library only: it runs as another user.
+#: all until its stdin closes. Standard library only (and rawclient's helpers): it runs as
+#: another user.
 HOLDER = r"""
-import os, socket, struct, sys
-path, count = sys.argv[1], int(sys.argv[2])
-HANDSHAKE = (b"GET /nonod HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-             b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: nono.v1\r\n\r\n")
-def frame(payload):
-    mask = os.urandom(4)
-    return (bytes([0x81, 0x80 | len(payload)]) + mask
-            + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-def read(sock, n):
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+from rawclient import frame, read_frame, upgrade
+path, count = sys.argv[2], int(sys.argv[3])
 held, welcomed = [], 0
 for _ in range(count):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(30)
     sock.connect(path)
-    sock.sendall(HANDSHAKE)
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        head += read(sock, 1)
+    upgrade(sock)
     sock.sendall(frame(b'{"type": "hello", "protocol": 1}'))
-    first, second = read(sock, 2)
-    size = second & 0x7F
-    if size == 126:
-        size = struct.unpack("!H", read(sock, 2))[0]
-    welcomed += b'"welcome"' in read(sock, size)
+    welcomed += b'"welcome"' in read_frame(sock)[1]
     held.append(sock)
 print(welcomed, flush=True)
 sys.stdin.read()
@@ -65,20 +47,15 @@ sys.stdin.read()
 @pytest.fixture
 def tight_daemon(short_tmp: Path) -> Iterator[tuple[DaemonThread, list[LocalUser]]]:
     """A system daemon with 4 slots, 2 per uid, and three real users of its socket group."""
-    with local_users(short_tmp, 3) as users:
-        handle = DaemonThread(short_tmp, system=True, config=(
-            f'[daemon]\nsocket_group = "{socket_group()}"\nmax_connections = 4\n'
-            "max_connections_per_uid = 2\n")).start()
-        try:
-            yield handle, users
-        finally:
-            handle.stop()
+    with shared_daemon(short_tmp, 3, daemon="max_connections = 4\nmax_connections_per_uid = 2\n"
+                       ) as setting:
+        yield setting
 
 
 def _hold(handle: DaemonThread, user: LocalUser, count: int) -> subprocess.Popen[str]:
-    holder = subprocess.Popen([*user.prefix(), SYSTEM_PYTHON, "-c", HOLDER, str(handle.socket),
-                               str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, cwd="/")
+    holder = subprocess.Popen([*user.prefix(), SYSTEM_PYTHON, "-c", HOLDER, client_dir(),
+                               str(handle.socket), str(count)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd="/")
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == str(count)  # every one welcomed
     return holder

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.conftest import DaemonThread, hello, raw_client, session_env
-from tests.daemon.localusers import LocalUser, local_users, socket_group
+from tests.daemon.localusers import LocalUser
+from tests.redteam.conftest import shared_daemon, workdir
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -24,13 +25,8 @@ pytestmark = [pytest.mark.root,
 
 @pytest.fixture
 def setting(short_tmp: Path) -> Iterator[tuple[DaemonThread, list[LocalUser]]]:
-    with local_users(short_tmp, 2) as users:
-        handle = DaemonThread(short_tmp, system=True, config=(
-            f'[daemon]\nsocket_group = "{socket_group()}"\n')).start()
-        try:
-            yield handle, users
-        finally:
-            handle.stop()
+    with shared_daemon(short_tmp, 2) as setting:
+        yield setting
 
 
 def test_a_launch_tells_nothing_of_another_users_programs(
@@ -40,10 +36,7 @@ def test_a_launch_tells_nothing_of_another_users_programs(
     tools.mkdir()
     (tools / "tool").write_text("#!/bin/sh\n")
     (tools / "tool").chmod(0o755)
-    attacker.home.chmod(0o755)
-    work = attacker.home / "work"
-    work.mkdir()
-    os.chown(work, attacker.uid, attacker.gid)
+    work = workdir(attacker)
 
     def launch(argv0: str, path: str | None = None) -> dict[str, object]:
         env = session_env(work) | ({"PATH": path} if path else {})

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread, hello, raw_client, session_env
-from tests.daemon.localusers import LocalUser, local_users, socket_group
+from tests.daemon.localusers import LocalUser
+from tests.redteam.conftest import shared_daemon
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -82,15 +83,10 @@ def upstream() -> Iterator[int]:
 
 @pytest.fixture
 def setting(short_tmp: Path, upstream: int) -> Iterator[tuple[DaemonThread, list[LocalUser]]]:
-    with local_users(short_tmp, 2) as users:
-        handle = DaemonThread(short_tmp, system=True, config=(
-            f'[daemon]\nsocket_group = "{socket_group()}"\n'
-            # the operator lets the route's loopback upstream be reached (a pinned address)
-            f'[network]\nresolve = {{ "localhost" = "127.0.0.1:{upstream}" }}\n')).start()
-        try:
-            yield handle, users
-        finally:
-            handle.stop()
+    # The operator lets the route's loopback upstream be reached (a pinned address).
+    with shared_daemon(short_tmp, 2, more=(
+            f'[network]\nresolve = {{ "localhost" = "127.0.0.1:{upstream}" }}\n')) as setting:
+        yield setting
 
 
 def _landlock_profile(owner: LocalUser, upstream: int) -> Path:

@@ -14,26 +14,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from nonod.control._peers import descends_from
-from tests.daemon.conftest import reachable_script, wait_pid_gone
-from tests.daemon.test_nouserns_daemon import Daemon
+from tests.daemon.conftest import reachable_script
+from tests.daemon.test_nouserns_daemon import Daemon, daemon
 
-
-@pytest.fixture
-def daemon(short_tmp: Path) -> Iterator[Daemon]:
-    d = Daemon(short_tmp)
-    d.start()
-    yield d
-    status = d.ctl("daemon", "status", "--json")
-    if status.returncode == 0:
-        pid = json.loads(status.stdout)["pid"]
-        os.kill(pid, signal.SIGTERM)
-        wait_pid_gone(pid)
+__all__ = ["daemon"]  # the fixture: a daemon where the kernel refuses new namespaces
 
 
 def test_a_landlock_only_session_cannot_use_its_daemons_control_socket(daemon: Daemon) -> None:

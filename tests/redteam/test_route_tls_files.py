@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.daemon.conftest import DaemonThread, hello, raw_client, session_env
-from tests.daemon.localusers import LocalUser, local_users, socket_group
+from tests.daemon.localusers import LocalUser
+from tests.redteam.conftest import shared_daemon
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -51,13 +52,8 @@ def _identity(directory: Path, owner: LocalUser | None) -> tuple[Path, Path]:
 
 @pytest.fixture
 def setting(short_tmp: Path) -> Iterator[tuple[DaemonThread, LocalUser]]:
-    with local_users(short_tmp, 1) as (user,):
-        handle = DaemonThread(short_tmp, system=True, config=(
-            f'[daemon]\nsocket_group = "{socket_group()}"\n')).start()
-        try:
-            yield handle, user
-        finally:
-            handle.stop()
+    with shared_daemon(short_tmp, 1) as (handle, users):
+        yield handle, users[0]
 
 
 def _launch(user: LocalUser, tls: dict[str, str], name: str) -> dict[str, object]:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.conftest import DaemonThread, hello, raw_client, session_env
-from tests.daemon.localusers import LocalUser, local_users, socket_group
+from tests.daemon.localusers import LocalUser
+from tests.redteam.conftest import shared_daemon, workdir
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -26,26 +27,13 @@ pytestmark = [pytest.mark.root,
 
 @pytest.fixture
 def setting(short_tmp: Path) -> Iterator[tuple[DaemonThread, list[LocalUser]]]:
-    with local_users(short_tmp, 2) as users:
-        handle = DaemonThread(short_tmp, system=True, config=(
-            f'[daemon]\nsocket_group = "{socket_group()}"\n')).start()
-        try:
-            yield handle, users
-        finally:
-            handle.stop()
-
-
-def _workdir(user: LocalUser) -> Path:
-    user.home.chmod(0o755)
-    work = user.home / "work"
-    work.mkdir(exist_ok=True)
-    os.chown(work, user.uid, user.gid)
-    return work
+    with shared_daemon(short_tmp, 2) as setting:
+        yield setting
 
 
 def _run(handle: DaemonThread, user: LocalUser, argv: list[str],
          options: dict[str, object]) -> list[dict[str, object]]:
-    work = _workdir(user)
+    work = workdir(user)
     launch = {"type": "launch", "argv": argv, "cwd": str(work), "env": session_env(work),
               "options": {"allow_cwd": True, "block_net": True, **options}, "detach": True,
               "stdio": "null", "name": "run"}
@@ -57,7 +45,7 @@ def _run(handle: DaemonThread, user: LocalUser, argv: list[str],
 def test_one_users_credential_paths_are_not_masked_in_another_users_sessions(
         setting: tuple[DaemonThread, list[LocalUser]]) -> None:
     handle, (victim, attacker) = setting
-    data = _workdir(victim) / "data.txt"
+    data = workdir(victim) / "data.txt"
     data.write_text("the victim's own project file\n")
     os.chown(data, victim.uid, victim.gid)
     data.chmod(0o644)

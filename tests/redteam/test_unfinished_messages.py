@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread, hello, raw_client
-from tests.daemon.localusers import LocalUser, local_users, socket_group
+from tests.daemon.localusers import LocalUser
+from tests.redteam.conftest import client_dir, rss, shared_daemon
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -29,28 +30,23 @@ MIB = 1 << 20
 #: as much of them as the daemon takes (until nothing moves for 2 s), prints the bytes sent,
 #: then holds the connections open until its stdin closes.
 HOARDER = r"""
-import os, select, socket, struct, sys
-path, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-HANDSHAKE = (b"GET /nonod HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-             b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: nono.v1\r\n\r\n")
-MASK = b"\0\0\0\0"  # a zero mask: the payload goes as it is
-hello = b'{"type": "hello", "protocol": 1}'
+import select, socket, struct, sys
+sys.path.insert(0, sys.argv[1])
+from rawclient import frame, read_frame, upgrade
+path, count, size = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 body = b'{"type": "status", "pad": "' + b"a" * size
 left = {}
 for _ in range(count):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(30)
     sock.connect(path)
-    sock.sendall(HANDSHAKE)
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        head += sock.recv(1)
-    sock.sendall(bytes([0x81, 0x80 | len(hello)]) + MASK + hello)
-    sock.recv(4096)  # welcome
+    upgrade(sock)
+    sock.sendall(frame(b'{"type": "hello", "protocol": 1}'))
+    read_frame(sock)  # welcome
     sock.setblocking(False)
+    # a text frame that is not the message's last, with a zero mask: the payload as it is
     left[sock] = memoryview(bytes([0x01, 0x80 | 127]) + struct.pack("!Q", len(body) + 2)
-                            + MASK + body)
+                            + b"\0\0\0\0" + body)
 held, sent = list(left), 0
 while left:
     _, ready, _ = select.select([], list(left), [], 2)
@@ -67,40 +63,28 @@ sys.stdin.read()
 """
 
 
-def _rss() -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 @pytest.fixture
 def daemon_and_users(short_tmp: Path) -> Iterator[tuple[DaemonThread, list[LocalUser]]]:
-    with local_users(short_tmp, 2) as users:
-        handle = DaemonThread(short_tmp, system=True, config=(
-            f'[daemon]\nsocket_group = "{socket_group()}"\n')).start()
-        try:
-            yield handle, users
-        finally:
-            handle.stop()
+    with shared_daemon(short_tmp, 2) as setting:
+        yield setting
 
 
 def test_one_users_unfinished_messages_hold_little_of_the_daemons_memory(
         daemon_and_users: tuple[DaemonThread, list[LocalUser]]) -> None:
     handle, (hoarder, bystander) = daemon_and_users
     # (the daemon runs in this process: its memory is this process's)
-    before = _rss()
-    proc = subprocess.Popen([*hoarder.prefix(), SYSTEM_PYTHON, "-c", HOARDER,
+    before = rss()
+    proc = subprocess.Popen([*hoarder.prefix(), SYSTEM_PYTHON, "-c", HOARDER, client_dir(),
                              str(handle.socket), "64", str(MIB - 4096)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
     try:
         assert proc.stdout is not None
         sent = int(proc.stdout.readline())  # before: ~64 MiB, all of it read
+        assert sent > 4 * MIB  # more than the budget: the attack was made
         status = raw_client(handle.socket, [hello(), {"type": "status"}],
                             prefix=bystander.prefix())
         assert json.loads(status[-1])["type"] == "daemon_status"  # others are served
-        grown = _rss() - before
+        grown = rss() - before
         assert grown < 16 * MIB, f"the daemon grew by {grown >> 20} MiB ({sent >> 20} sent)"
     finally:
         proc.communicate(timeout=30)
