@@ -72,6 +72,16 @@ def upgrade(sock: socket.socket) -> bytes:
     return head
 
 
+def welcomed(path: str) -> tuple[socket.socket, bytes]:
+    """A connection to ``path`` that has said hello, and the daemon's answer to it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    sock.connect(path)
+    upgrade(sock)
+    sock.sendall(frame(b'{"type": "hello", "protocol": 1}'))
+    return sock, read_frame(sock)[1]
+
+
 def main() -> int:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(30)

@@ -13,7 +13,7 @@ from tests.daemon.localusers import LocalUser, local_users, socket_group
 from tests.daemon.test_caller_files import system_daemon
 from tests.daemon.test_cli import CLI, cli_env
 
-__all__ = ["daemon_thread", "run", "short_tmp", "system_daemon"]
+__all__ = ["daemon_thread", "run", "short_tmp", "system_daemon", "two_users"]
 
 
 @pytest.fixture
@@ -33,6 +33,13 @@ def shared_daemon(base: Path, users: int, *, daemon: str = "", more: str = ""
             yield handle, made
         finally:
             handle.stop()
+
+
+@pytest.fixture
+def two_users(short_tmp: Path) -> Iterator[tuple[DaemonThread, list[LocalUser]]]:
+    """A system daemon and two fresh real users of its socket group."""
+    with shared_daemon(short_tmp, 2) as setting:
+        yield setting
 
 
 def workdir(user: LocalUser) -> Path:

@@ -26,20 +26,11 @@ pytestmark = [pytest.mark.root,
 #: all until its stdin closes. Standard library only (and rawclient's helpers): it runs as
 #: another user.
 HOLDER = r"""
-import socket, sys
+import sys
 sys.path.insert(0, sys.argv[1])
-from rawclient import frame, read_frame, upgrade
-path, count = sys.argv[2], int(sys.argv[3])
-held, welcomed = [], 0
-for _ in range(count):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(30)
-    sock.connect(path)
-    upgrade(sock)
-    sock.sendall(frame(b'{"type": "hello", "protocol": 1}'))
-    welcomed += b'"welcome"' in read_frame(sock)[1]
-    held.append(sock)
-print(welcomed, flush=True)
+from rawclient import welcomed
+held = [welcomed(sys.argv[2]) for _ in range(int(sys.argv[3]))]
+print(sum(b'"welcome"' in answer for _, answer in held), flush=True)
 sys.stdin.read()
 """
 

@@ -10,28 +10,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.daemon.conftest import DaemonThread, hello, raw_client, session_env
 from tests.daemon.localusers import LocalUser
-from tests.redteam.conftest import shared_daemon, workdir
+from tests.redteam.conftest import workdir
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
 
 
-@pytest.fixture
-def setting(short_tmp: Path) -> Iterator[tuple[DaemonThread, list[LocalUser]]]:
-    with shared_daemon(short_tmp, 2) as setting:
-        yield setting
-
-
 def test_a_launch_tells_nothing_of_another_users_programs(
-        setting: tuple[DaemonThread, list[LocalUser]]) -> None:
-    handle, (victim, attacker) = setting
+        two_users: tuple[DaemonThread, list[LocalUser]]) -> None:
+    handle, (victim, attacker) = two_users
     tools = victim.home / "bin"  # victim.home is 0700
     tools.mkdir()
     (tools / "tool").write_text("#!/bin/sh\n")

@@ -12,23 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.daemon.conftest import DaemonThread, hello, raw_client, session_env
 from tests.daemon.localusers import LocalUser
-from tests.redteam.conftest import shared_daemon, workdir
+from tests.redteam.conftest import workdir
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
-
-
-@pytest.fixture
-def setting(short_tmp: Path) -> Iterator[tuple[DaemonThread, list[LocalUser]]]:
-    with shared_daemon(short_tmp, 2) as setting:
-        yield setting
 
 
 def _run(handle: DaemonThread, user: LocalUser, argv: list[str],
@@ -43,8 +36,8 @@ def _run(handle: DaemonThread, user: LocalUser, argv: list[str],
 
 
 def test_one_users_credential_paths_are_not_masked_in_another_users_sessions(
-        setting: tuple[DaemonThread, list[LocalUser]]) -> None:
-    handle, (victim, attacker) = setting
+        two_users: tuple[DaemonThread, list[LocalUser]]) -> None:
+    handle, (victim, attacker) = two_users
     data = workdir(victim) / "data.txt"
     data.write_text("the victim's own project file\n")
     os.chown(data, victim.uid, victim.gid)
@@ -78,11 +71,11 @@ def test_the_daemons_own_and_earlier_paths_stay_masked_for_everyone(tmp_path: Pa
 
 
 def test_a_launch_tells_nothing_of_another_users_files_links(
-        setting: tuple[DaemonThread, list[LocalUser]]) -> None:
+        two_users: tuple[DaemonThread, list[LocalUser]]) -> None:
     """The secret masks are made from the launch's paths with ``stat``: as root, a file with
     a second hard link in a directory the caller may not enter was ``policy.secret_file``
     ("has 2 hard links"), a missing one the credential's own refusal."""
-    handle, (victim, attacker) = setting
+    handle, (victim, attacker) = two_users
     private = victim.home / "vault"  # victim.home is 0700
     private.mkdir()
     (private / "secret").write_text("victim's key\n")

@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread, hello, raw_client
 from tests.daemon.localusers import LocalUser
-from tests.redteam.conftest import client_dir, rss, shared_daemon
+from tests.redteam.conftest import client_dir, rss
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -30,19 +28,14 @@ MIB = 1 << 20
 #: as much of them as the daemon takes (until nothing moves for 2 s), prints the bytes sent,
 #: then holds the connections open until its stdin closes.
 HOARDER = r"""
-import select, socket, struct, sys
+import select, struct, sys
 sys.path.insert(0, sys.argv[1])
-from rawclient import frame, read_frame, upgrade
+from rawclient import welcomed
 path, count, size = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 body = b'{"type": "status", "pad": "' + b"a" * size
 left = {}
 for _ in range(count):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(30)
-    sock.connect(path)
-    upgrade(sock)
-    sock.sendall(frame(b'{"type": "hello", "protocol": 1}'))
-    read_frame(sock)  # welcome
+    sock, _ = welcomed(path)
     sock.setblocking(False)
     # a text frame that is not the message's last, with a zero mask: the payload as it is
     left[sock] = memoryview(bytes([0x01, 0x80 | 127]) + struct.pack("!Q", len(body) + 2)
@@ -63,15 +56,9 @@ sys.stdin.read()
 """
 
 
-@pytest.fixture
-def daemon_and_users(short_tmp: Path) -> Iterator[tuple[DaemonThread, list[LocalUser]]]:
-    with shared_daemon(short_tmp, 2) as setting:
-        yield setting
-
-
 def test_one_users_unfinished_messages_hold_little_of_the_daemons_memory(
-        daemon_and_users: tuple[DaemonThread, list[LocalUser]]) -> None:
-    handle, (hoarder, bystander) = daemon_and_users
+        two_users: tuple[DaemonThread, list[LocalUser]]) -> None:
+    handle, (hoarder, bystander) = two_users
     # (the daemon runs in this process: its memory is this process's)
     before = rss()
     proc = subprocess.Popen([*hoarder.prefix(), SYSTEM_PYTHON, "-c", HOARDER, client_dir(),
