@@ -104,6 +104,17 @@ class SessionServices:
         self._listen_address = "127.0.0.1"
         # Landlock network mode: the proxy listens on the host's loopback, made here.
         self._host_listener: trio.SocketListener | None = None
+        # The forwards' listening sockets on the host, by port (``_open_inbound``).
+        self._inbound: list[tuple[int, list[trio.SocketListener]]] = []
+
+    def discard(self) -> None:
+        """Close the host sockets opened for a launch that did not happen."""
+        listeners = [lst for _, group in self._inbound for lst in group]
+        if self._host_listener is not None:
+            listeners.append(self._host_listener)
+        for listener in listeners:
+            listener.socket.close()
+        self._inbound, self._host_listener = [], None
 
 
 @functools.cache
@@ -293,7 +304,38 @@ async def prepare(
         prepared.hidden.update(hidden_strings(None, tuple(s.reveal() for _, s in pairs)))
     prepared.request = msgspec.structs.replace(
         request, extra_env=tuple(extra), proxy_port=port, pins=pins)
+    prepared._inbound = await _open_inbound(prepared._listen_ports, prepared._listen_address)
     return prepared
+
+
+async def _open_inbound(ports: Sequence[int], address: str
+                        ) -> list[tuple[int, list[trio.SocketListener]]]:
+    """The host's listening sockets of the session's forwards, opened before anything runs:
+    a port that cannot be bound refuses the launch (it used to kill the program after it had
+    started, with a traceback in the log), and so does one whose descriptor would lie in the
+    daemon's reserve (``_descriptors``): one user's forwards must not fill the descriptor
+    table that every session and client of the daemon shares."""
+    opened: list[tuple[int, list[trio.SocketListener]]] = []
+    try:
+        for port in ports:
+            try:
+                listeners = await trio.open_tcp_listeners(port, host=address)
+            except OSError as exc:
+                raise PolicyError(f"listen port {port} cannot be bound on {address}: "
+                                  f"{exc.strerror or exc}") from None
+            opened.append((port, listeners))
+            if not all(for_sessions(lst.socket.fileno()) for lst in listeners):
+                raise PolicyError(
+                    f"listen port {port}: the daemon keeps its last descriptors for itself "
+                    f"({len(ports)} listen ports asked)",
+                    hint="forward fewer ports, or raise the daemon's descriptor limit "
+                    "(LimitNOFILE=)")
+    except BaseException:
+        for _, group in opened:
+            for listener in group:
+                listener.socket.close()
+        raise
+    return opened
 
 
 async def serve(
@@ -326,8 +368,7 @@ async def serve(
                 proxy.serve_proxy, listener, events=events, asker=asker,
                 **prepared._proxy_args))
         inbound = _Inbound()
-        for port in prepared._listen_ports:
-            listeners = await trio.open_tcp_listeners(port, host=prepared._listen_address)
+        for port, listeners in prepared._inbound:
             for lst in listeners:
                 nursery.start_soon(_forward_inbound, lst, proc, port, events, inbound)
         task_status.started()

@@ -177,6 +177,8 @@ class ProgramStarter:
             proc.enforcement = with_layers(proc.enforcement, limit_layers)
             self._watch_fs_denied(session, proc)
         except BaseException:
+            if session.services is not None:
+                session.services.discard()  # its forwards' host sockets: nothing runs
             with trio.CancelScope(shield=True):
                 await session.close_terminal()
                 if session.cgroup is not None:
