@@ -372,7 +372,10 @@ async def serve(
             for lst in listeners:
                 nursery.start_soon(_forward_inbound, lst, proc, port, events, inbound)
         task_status.started()
-        await trio.sleep_forever()
+        try:
+            await trio.sleep_forever()
+        finally:
+            prepared.discard()  # the forwards' host sockets go with the session
 
 
 @final
