@@ -15,6 +15,7 @@ import functools
 import os
 import secrets
 import socket
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, final
@@ -27,6 +28,7 @@ from . import _callerfs
 from ._accept import accept_retrying
 from ._config import NetworkSection
 from ._descriptors import for_sessions
+from ._loopback_peers import SameUidListener, tcp_peer_uid
 from .audit._mask import hidden_strings
 from .errors import PolicyError
 from .policy import DAEMON_BACKEND_PREFIX, ResolvedPolicy
@@ -42,6 +44,8 @@ PROXY_PORT_RANGE = (20000, 60000)
 #: the daemon's descriptors); more are closed as they come, as are those that would take the
 #: descriptors kept for the daemon itself (``nonod._descriptors``).
 MAX_INBOUND = 256
+#: ... of which one uid other than the session's may hold this many.
+MAX_INBOUND_FOREIGN: Final = MAX_INBOUND // 4
 #: The largest TLS file (CA bundle, client certificate or key) a route may name.
 MAX_TLS_FILE: Final = 1 << 20
 #: Bound, in seconds, of the trust scan of a workdir (read as the caller, in its own thread).
@@ -355,8 +359,6 @@ async def serve(
         if prepared._host_listener is not None and prepared.request is not None:
             # On the host's loopback, where every local user can connect: only the
             # session's uid may (``_loopback_peers``).
-            from ._loopback_peers import SameUidListener
-
             uid = prepared.request.uid
             listener = SameUidListener(prepared._host_listener,
                                        os.geteuid() if uid is None else uid)
@@ -367,7 +369,8 @@ async def serve(
             await nursery.start(functools.partial(
                 proxy.serve_proxy, listener, events=events, asker=asker,
                 **prepared._proxy_args))
-        inbound = _Inbound()
+        uid = prepared.request.uid if prepared.request is not None else None
+        inbound = _Inbound(os.geteuid() if uid is None else uid)
         for port, listeners in prepared._inbound:
             for lst in listeners:
                 nursery.start_soon(_forward_inbound, lst, proc, port, events, inbound)
@@ -380,22 +383,45 @@ async def serve(
 
 @final
 class _Inbound:
-    """The connections open through one session's forwards (:data:`MAX_INBOUND`)."""
+    """The connections open through one session's forwards (:data:`MAX_INBOUND`), and how
+    many of them each peer uid holds: any local user may connect, and one that is not the
+    session's own holds at most :data:`MAX_INBOUND_FOREIGN` (the peer socket's owner, from
+    ``sock_diag``; a peer the kernel does not know counts as one foreign uid)."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: int) -> None:
         self.active = 0
+        self.owner = owner
+        self.by_uid: Counter[int | None] = Counter()
+
+    def admit(self, stream: trio.SocketStream) -> tuple[bool, int | None]:
+        """Count ``stream`` in (True) or say it must be closed (False); and its peer uid."""
+        if self.active >= MAX_INBOUND or not for_sessions(stream.socket.fileno()):
+            return False, None
+        try:
+            uid: int | None = tcp_peer_uid(stream.socket)
+        except OSError:
+            uid = None
+        if uid != self.owner and self.by_uid[uid] >= MAX_INBOUND_FOREIGN:
+            return False, uid
+        self.active += 1
+        self.by_uid[uid] += 1
+        return True, uid
+
+    def release(self, uid: int | None) -> None:
+        self.active -= 1
+        self.by_uid[uid] -= 1
 
 
 async def _forward_inbound(listener: trio.SocketListener, proc: Served, port: int,
                            events: Callable[[object], None], inbound: _Inbound) -> None:
-    async def admitted(stream: trio.SocketStream) -> None:
+    async def admitted(stream: trio.SocketStream, uid: int | None) -> None:
         try:
             await handle(stream)
         except Exception:  # one connection's failure, never the session's (any local user
             log.exception("inbound.connection_failed", port=port)  # may connect here)
             await trio.aclose_forcefully(stream)
         finally:
-            inbound.active -= 1
+            inbound.release(uid)
 
     async def handle(stream: trio.SocketStream) -> None:
         peer = "?"
@@ -439,8 +465,8 @@ async def _forward_inbound(listener: trio.SocketListener, proc: Served, port: in
     async with trio.open_nursery() as nursery:
         while True:
             stream = await accept_retrying(listener.accept, event="inbound.accept_backoff")
-            if inbound.active >= MAX_INBOUND or not for_sessions(stream.socket.fileno()):
+            taken, uid = inbound.admit(stream)
+            if not taken:
                 await trio.aclose_forcefully(stream)  # a flood: not even an event for it
                 continue
-            inbound.active += 1
-            nursery.start_soon(admitted, stream)
+            nursery.start_soon(admitted, stream, uid)
