@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -67,11 +68,9 @@ def test_another_user_cannot_take_every_place_of_a_forwarded_port(
     reply = json.loads(raw_client(handle.socket, [hello(), launch], prefix=owner.prefix())[1])
     assert reply["type"] == "launched", reply
     try:
-        for _ in range(50):  # the service starts inside: wait for its first answer
-            if _echo(port, owner.prefix()) == "ping":
-                break
-        else:
-            pytest.fail("the session's service never answered")
+        deadline = time.monotonic() + 60  # the service starts inside: its first answer
+        while _echo(port, owner.prefix()) != "ping":
+            assert time.monotonic() < deadline, "the session's service never answered"
         holder = subprocess.Popen([*other.prefix(), SYSTEM_PYTHON, "-c", HOLDER, str(port)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                   cwd="/")
