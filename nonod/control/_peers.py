@@ -185,7 +185,6 @@ class PeerCheck:
                     "session or a container); nonod does not take orders from there"
                 )
 
-
     def _check_not_in_session(self, caller: sessions.Caller, pidfd: int) -> None:
         root = self._session_root()
         if root is None:
