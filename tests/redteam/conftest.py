@@ -2,13 +2,20 @@
 ``run`` (``nonoctl`` against a user daemon of the test's own uid), and for the attacks by
 other local users a system daemon whose socket group holds fresh real users."""
 
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import DaemonThread, daemon_thread, reachable_script, short_tmp
+from tests.daemon.conftest import (
+    SYSTEM_PYTHON,
+    DaemonThread,
+    daemon_thread,
+    reachable_script,
+    short_tmp,
+)
 from tests.daemon.localusers import LocalUser, local_users, socket_group
 from tests.daemon.test_caller_files import system_daemon
 from tests.daemon.test_cli import CLI, cli_env
@@ -60,6 +67,32 @@ def rss() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+#: Another user's side of a TCP flood: opens N connections to 127.0.0.1:PORT that send
+#: nothing; then one more, which the server closes once it has taken the others in (servers
+#: take connections in order); prints "held", then holds them all until its stdin closes.
+TCP_HOLDER = r"""
+import socket, sys
+address = ("127.0.0.1", int(sys.argv[1]))
+held = [socket.create_connection(address) for _ in range(int(sys.argv[2]))]
+with socket.create_connection(address) as probe:
+    probe.settimeout(30)
+    assert probe.recv(1) == b""
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def hold_tcp(user: LocalUser, port: int, count: int) -> subprocess.Popen[str]:
+    """``TCP_HOLDER`` run as ``user``, once it holds its connections (close its stdin, or
+    ``communicate()``, to let them go)."""
+    holder = subprocess.Popen([*user.prefix(), SYSTEM_PYTHON, "-c", TCP_HOLDER, str(port),
+                               str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, cwd="/")
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
+    return holder
 
 
 def client_dir() -> str:

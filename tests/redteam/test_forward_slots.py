@@ -16,7 +16,7 @@ import pytest
 
 from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread, hello, raw_client, session_env
 from tests.daemon.localusers import LocalUser
-from tests.redteam.conftest import workdir
+from tests.redteam.conftest import hold_tcp, workdir
 from tests.redteam.test_listen_ports import _free_ports
 
 pytestmark = [pytest.mark.root,
@@ -30,19 +30,6 @@ class Echo(socketserver.StreamRequestHandler):
         self.wfile.write(self.rfile.readline())
 socketserver.ThreadingTCPServer.request_queue_size = 512
 socketserver.ThreadingTCPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
-"""
-
-#: Another user: 256 connections to the forwarded port that send nothing, held until stdin
-#: closes; then one more, which the daemon closes once it has taken the others in.
-HOLDER = r"""
-import socket, sys
-address = ("127.0.0.1", int(sys.argv[1]))
-held = [socket.create_connection(address) for _ in range(256)]
-with socket.create_connection(address) as probe:
-    probe.settimeout(30)
-    assert probe.recv(1) == b""
-print("held", flush=True)
-sys.stdin.read()
 """
 
 
@@ -71,12 +58,8 @@ def test_another_user_cannot_take_every_place_of_a_forwarded_port(
         deadline = time.monotonic() + 60  # the service starts inside: its first answer
         while _echo(port, owner.prefix()) != "ping":
             assert time.monotonic() < deadline, "the session's service never answered"
-        holder = subprocess.Popen([*other.prefix(), SYSTEM_PYTHON, "-c", HOLDER, str(port)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                  cwd="/")
+        holder = hold_tcp(other, port, 256)
         try:
-            assert holder.stdout is not None
-            assert holder.stdout.readline().strip() == "held"
             assert _echo(port, owner.prefix()) == "ping"  # before: CLOSED
         finally:
             holder.communicate(timeout=30)

@@ -9,33 +9,18 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread
+from tests.daemon.conftest import DaemonThread
 from tests.daemon.localusers import LocalUser
-from tests.redteam.conftest import shared_daemon
+from tests.redteam.conftest import hold_tcp, shared_daemon
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
-
-#: Opens 16 TCP connections to the port and sends nothing; then one more, which the endpoint
-#: closes once it has taken the others in (it serves them in order); then holds them all until
-#: its stdin closes.
-HOLDER = r"""
-import socket, sys
-address = ("127.0.0.1", int(sys.argv[1]))
-held = [socket.create_connection(address) for _ in range(16)]
-with socket.create_connection(address) as probe:
-    probe.settimeout(30)
-    assert probe.recv(1) == b""
-print("held", flush=True)
-sys.stdin.read()
-"""
 
 
 def _free_port() -> int:
@@ -55,12 +40,8 @@ def metrics_daemon(short_tmp: Path) -> Iterator[tuple[DaemonThread, LocalUser, i
 def test_one_user_cannot_keep_the_scraper_from_the_metrics(
         metrics_daemon: tuple[DaemonThread, LocalUser, int]) -> None:
     _, user, port = metrics_daemon
-    holder = subprocess.Popen([*user.prefix(), SYSTEM_PYTHON, "-c", HOLDER, str(port)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              cwd="/")
+    holder = hold_tcp(user, port, 16)
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
         # The scraper (another uid: root here) is still answered. Before: closed unanswered.
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
             assert reply.status == 200
