@@ -214,7 +214,8 @@ def namespaces_layer() -> LayerReport:
         "namespaces", "none (landlock-only mode): the program shares the host's pid, ipc, "
         "uts, mount and network namespaces; it sees host processes in /proc, signals to them "
         "are stopped only by Landlock's signal scope (ABI 6), ptrace and /proc/<pid>/mem, "
-        "environ, fd only by Landlock's domain check and seccomp; the host's System V IPC "
+        "environ, fd only by Landlock's domain check and seccomp, their limits, priority and "
+        "CPU affinity (by pid) by seccomp; the host's System V IPC "
         "and POSIX message queues are refused by seccomp instead")
 
 

@@ -447,3 +447,29 @@ def test_host_ipc_refused_only_without_an_ipc_namespace(arch: Arch) -> None:
         assert evaluate(shared, nr, audit_arch=arch.audit_arch) == err(errno.EPERM), name
     docs = (Path(__file__).resolve().parents[2] / "docs" / "seccomp.md").read_text()
     assert all(f"`{name}`" in docs for name in HOST_IPC_CALLS)
+
+
+PRIO_PROCESS, PRIO_USER, IOPRIO_WHO_PROCESS, IOPRIO_WHO_USER = 0, 2, 1, 3
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+def test_host_pids_refused_only_without_a_pid_namespace(arch: Arch) -> None:
+    """Without a pid namespace (landlock-only), calls that change another process by pid name
+    the host's processes of the same uid: only pid 0 (the caller) is allowed."""
+    shared = SeccompOptions(refuse_host_pids=True)
+    for options in (SeccompOptions(), shared):
+        want = err(errno.EPERM) if options.refuse_host_pids else ALLOW
+        for name in ("sched_setaffinity", "sched_setscheduler", "sched_setparam",
+                     "sched_setattr"):
+            assert run(arch, options, name, 4242) == want, name
+            assert run(arch, options, name, 0) == ALLOW, name
+        assert run(arch, options, "prlimit64", 4242, RLIMIT_NOFILE, 0x1000, 0) == want
+        assert run(arch, options, "setpriority", PRIO_PROCESS, 4242, 19) == want
+        assert run(arch, options, "setpriority", PRIO_USER, 0, 19) == want  # the whole uid
+        assert run(arch, options, "ioprio_set", IOPRIO_WHO_PROCESS, 4242, 0) == want
+        assert run(arch, options, "ioprio_set", IOPRIO_WHO_USER, 0, 0) == want
+        assert run(arch, options, "prlimit64", 0, RLIMIT_NOFILE, 0x1000, 0) == ALLOW
+        assert run(arch, options, "prlimit64", 4242, RLIMIT_NOFILE, 0, 0x1000) == ALLOW  # read
+        assert run(arch, options, "prlimit64", 0, RLIMIT_CORE, 0x1000, 0) == err(errno.EPERM)
+        assert run(arch, options, "setpriority", PRIO_PROCESS, 0, 19) == ALLOW
+        assert run(arch, options, "ioprio_set", IOPRIO_WHO_PROCESS, 0, 0) == ALLOW
