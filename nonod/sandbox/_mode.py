@@ -215,8 +215,8 @@ def namespaces_layer() -> LayerReport:
         "uts, mount and network namespaces; it sees host processes in /proc, signals to them "
         "are stopped only by Landlock's signal scope (ABI 6), ptrace and /proc/<pid>/mem, "
         "environ, fd only by Landlock's domain check and seccomp, their limits, priority and "
-        "CPU affinity (by pid) by seccomp; the host's System V IPC "
-        "and POSIX message queues are refused by seccomp instead")
+        "CPU affinity (by pid) by seccomp; the host's System V IPC, "
+        "POSIX message queues and inotify are refused by seccomp instead")
 
 
 EMPTY_VIEW: Final = MountPlan(ops=(), masked=(), skipped=(), protected=())

@@ -314,7 +314,8 @@ def build_plan(
     seccomp = _filter_for(_seccomp.SeccompOptions(
         landlock_net_fallback=landlock_net, allow_netlink_route=private_net,
         allow_unix_sockets=unix_sockets, allow_ptrace=request.allow_ptrace,
-        refuse_host_ipc=landlock_only, refuse_host_pids=landlock_only))
+        refuse_host_ipc=landlock_only, refuse_host_pids=landlock_only,
+        refuse_host_inotify=landlock_only))
 
     executable = request.executable or find_executable(request.argv[0], env, request.cwd)
     real = os.path.realpath(executable)

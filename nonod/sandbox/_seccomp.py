@@ -42,7 +42,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final, final
 
-from ._seccomp_table import HOST_IPC, IOCTLS, SYSCALLS, TRACING
+from ._seccomp_table import HOST_INOTIFY, HOST_IPC, IOCTLS, SYSCALLS, TRACING
 from ._syscalls import Arch, arch_for_machine, native_arch
 
 # -- classic BPF and seccomp ABI (linux/bpf_common.h, linux/filter.h, linux/seccomp.h) ----------
@@ -179,6 +179,9 @@ class SeccompOptions:
     setting a limit, ``setpriority`` and ``ioprio_set`` (and their every-process-of-the-uid
     forms), ``sched_setaffinity``, ``sched_setscheduler``, ``sched_setparam``,
     ``sched_setattr``. The session shares the host's pid namespace (landlock-only mode).
+
+    ``refuse_host_inotify``: the rows of ``HOST_INOTIFY`` fail with ``ENOSYS``: the session
+    sees the host's tree, not a view of its grants, and shares the host's inotify counts.
     """
 
     landlock_net_fallback: bool = False
@@ -187,6 +190,7 @@ class SeccompOptions:
     allow_ptrace: bool = False
     refuse_host_ipc: bool = False
     refuse_host_pids: bool = False
+    refuse_host_inotify: bool = False
 
 
 def _errno(value: int) -> int:
@@ -205,7 +209,8 @@ def _label(value: int) -> str:
 
 def _refused(arch: Arch, options: SeccompOptions) -> list[tuple[int, int, str, str]]:
     """The deny table's rows for ``arch``: (number, errno, name, why), in table order."""
-    rows = (*SYSCALLS, *HOST_IPC) if options.refuse_host_ipc else SYSCALLS
+    rows = (*SYSCALLS, *(HOST_IPC if options.refuse_host_ipc else ()),
+            *(HOST_INOTIFY if options.refuse_host_inotify else ()))
     return [(number, row.errno, row.name, row.why) for row in rows
             if (number := arch.nr(row.name)) is not None
             and not (options.allow_ptrace and row.name in TRACING)]

@@ -221,7 +221,7 @@ def test_host_ipc_refused(sandbox_user: SandboxUser, world_tmp: Path) -> None:
 
     assert result.code == 0, result.stderr
     assert result.stdout.splitlines() == ["shmget EPERM", "msgget EPERM", "mq_open EPERM"]
-    assert "POSIX message queues are refused by seccomp instead" in _layers(result)
+    assert "POSIX message queues and inotify are refused by seccomp instead" in _layers(result)
 
 
 async def test_explicit_mode_and_warm_launchers(world_tmp: Path) -> None:

@@ -19,7 +19,7 @@ from nonod.sandbox._seccomp import (
     build_filter,
     describe_filter,
 )
-from nonod.sandbox._seccomp_table import HOST_IPC, IOCTLS, SYSCALLS, TRACING
+from nonod.sandbox._seccomp_table import HOST_INOTIFY, HOST_IPC, IOCTLS, SYSCALLS, TRACING
 from nonod.sandbox._syscalls import (
     AARCH64,
     AUDIT_ARCH_ARM,
@@ -473,3 +473,17 @@ def test_host_pids_refused_only_without_a_pid_namespace(arch: Arch) -> None:
         assert run(arch, options, "prlimit64", 0, RLIMIT_CORE, 0x1000, 0) == err(errno.EPERM)
         assert run(arch, options, "setpriority", PRIO_PROCESS, 0, 19) == ALLOW
         assert run(arch, options, "ioprio_set", IOPRIO_WHO_PROCESS, 0, 0) == ALLOW
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+def test_host_inotify_refused_only_without_a_view(arch: Arch) -> None:
+    own = build_filter(SeccompOptions(), arch=arch)
+    shared = build_filter(SeccompOptions(refuse_host_inotify=True), arch=arch)
+    names = {row.name for row in HOST_INOTIFY if arch.nr(row.name) is not None}
+    assert names >= {"inotify_init1", "inotify_add_watch"}
+    for name in names:
+        nr = arch.syscalls[name]
+        assert evaluate(own, nr, audit_arch=arch.audit_arch) == ALLOW, name
+        assert evaluate(shared, nr, audit_arch=arch.audit_arch) == err(errno.ENOSYS), name
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "seccomp.md").read_text()
+    assert all(f"`{row.name}`" in docs for row in HOST_INOTIFY)
