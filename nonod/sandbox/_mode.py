@@ -7,9 +7,10 @@ its own filesystem view, plus Landlock and seccomp.
 ``landlock-only``: for hosts that refuse ``unshare(CLONE_NEWUSER)`` (Docker's default seccomp
 profile, Ubuntu 24.04's AppArmor restriction, many CI runners). No namespace at all: Landlock
 limits the host's tree to the grants, the network is Landlock's (TCP connect only to the
-daemon's proxy on the host's loopback), seccomp as always, plus System V IPC and message
-queues refused. A denied path inside a granted directory is kept out by granting the
-entries around it instead (``split_around``). What only a mount namespace can give
+daemon's proxy's port, on any address: ``network_ports``), seccomp as always, plus System V
+IPC, message queues, inotify and other processes' limits and scheduling refused. A denied
+path inside a granted directory is kept out by granting the entries around it instead
+(``split_around``). What only a mount namespace can give
 (read-only persistence files, the creation guard, trust pins, a private /tmp) is refused
 unless the profile accepts each missing layer by name (``view_needs``); what a pid namespace
 gives is taken over by the launcher's subreapers or lost, and reported (``docs/sandbox.md``).

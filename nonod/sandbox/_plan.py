@@ -15,6 +15,7 @@ import os
 import pwd
 import secrets
 from collections.abc import Iterable
+from typing import Final
 
 from ..errors import EnforcementUnavailable, LaunchError
 from ..policy import EnvPolicy, Grant, ResolvedPolicy
@@ -162,6 +163,23 @@ def _degraded(policy: ResolvedPolicy, layer: str, report: LayerReport) -> LayerR
     return report
 
 
+PORT_RULES: Final = "network_ports"
+
+
+def _accept_port_rules(policy: ResolvedPolicy, connect: list[int], bind: list[int]) -> None:
+    """Landlock's TCP rules name ports, not addresses: allowing the proxy's port allows it on
+    every host, and a listen port is bound on every interface. Refused unless accepted."""
+    if (connect or bind) and PORT_RULES not in policy.allow_degraded:
+        what = [f"TCP connect to port {port} of any host, not only the proxy on 127.0.0.1"
+                for port in connect]
+        what += [f"bind of port {port} on every address of the host" for port in bind]
+        raise EnforcementUnavailable(
+            f"{PORT_RULES} cannot be enforced with Landlock network rules, which name ports, "
+            f"not addresses: {'; '.join(what)}", step=PORT_RULES,
+            hint=f'accept it explicitly with "nonod": {{"allow_degraded": ["{PORT_RULES}"]}} '
+                 "in the profile, or run with a private network namespace (see docs/network.md)")
+
+
 def _view_grants(policy: ResolvedPolicy, ops: tuple[MountOp, ...], masked: tuple[str, ...]
                  ) -> tuple[list[Grant], int]:
     """Landlock's grants in a session's own view (what is visible there), and how many
@@ -298,6 +316,7 @@ def build_plan(
                               "host's loopback", step="landlock")
         connect_ports = [] if net.block else [request.proxy_port or 0]
         bind_ports = list(net.listen_ports)
+        _accept_port_rules(policy, connect_ports, bind_ports)
         required = required | {"landlock_net"} - set(policy.allow_degraded)
     elif net.restricted and not net.block:
         # Any port will do: the namespace is the session's own. Random, so that programs do
@@ -394,9 +413,11 @@ def build_plan(
     if landlock_net:
         layers.append(partial(
             "network", "Landlock fallback (linux.sandbox_policy=landlock): the host's network, "
-            "TCP connect only to " + (f"the proxy on 127.0.0.1:{request.proxy_port}"
+            "TCP connect only to " + (f"port {request.proxy_port}, the proxy's on 127.0.0.1 "
+                                      "and the same port of any other host (Landlock's rules "
+                                      "name ports, not addresses; accepted: network_ports)"
                                       if connect_ports else "nothing")
-            + (f", bind only {bind_ports}" if bind_ports else ", no bind")
+            + (f", bind only {bind_ports}, on every address" if bind_ports else ", no bind")
             + "; UDP, raw, MPTCP and TCP fast open refused by seccomp; the program shares "
             "the host's network namespace"))
     elif net.block:

@@ -97,7 +97,8 @@ def test_profile_without_denials_runs_confined_by_landlock(
     sandbox_user.chown(work, outside)
     proxy, other = listeners
     proxy_port, other_port = proxy.getsockname()[1], other.getsockname()[1]
-    policy = _policy(work, network=NetworkPolicy(restricted=True, allow_domain=("example.com",)))
+    policy = _policy(work, network=NetworkPolicy(restricted=True, allow_domain=("example.com",)),
+                     accept=(*ACCEPTED, "network_ports"))
     code = (PROBE.replace("sys.argv[1]", repr(str(outside)))
             .replace("sys.argv[2]", repr(str(world_tmp / "new.txt")))
             .replace("sys.argv[3]", str(proxy_port)).replace("sys.argv[4]", str(other_port)))
