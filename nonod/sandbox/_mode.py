@@ -110,6 +110,8 @@ _PERSISTENCE: Final = "persistence"
 _PINS: Final = "trust_pins"
 _CREATION: Final = "creation_guard"
 _TMP: Final = "private_tmp"
+# Not in the view, a socket cannot be reached; Landlock (ABI 7) does not check connect().
+_SOCKETS: Final = "host_unix_sockets"
 
 
 def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, str]:
@@ -132,6 +134,10 @@ def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, 
     if shared:
         needs[_TMP] = (f"{', '.join(shared)} would be the host's, shared with its other "
                        "processes and sessions, not the session's own")
+    if policy.allow_unix_sockets:
+        needs[_SOCKETS] = ("unix_sockets would reach every pathname socket of the host its uid "
+                           "may connect to (the session bus, ssh and gpg agents, docker's), "
+                           "not only those below the grants")
     return needs
 
 
