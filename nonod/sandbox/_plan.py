@@ -166,13 +166,21 @@ def _degraded(policy: ResolvedPolicy, layer: str, report: LayerReport) -> LayerR
 PORT_RULES: Final = "network_ports"
 
 
-def _accept_port_rules(policy: ResolvedPolicy, connect: list[int], bind: list[int]) -> None:
+def _accept_port_rules(policy: ResolvedPolicy, connect: list[int], bind: list[int],
+                       unix_sockets: bool) -> None:
     """Landlock's TCP rules name ports, not addresses: allowing the proxy's port allows it on
-    every host, and a listen port is bound on every interface. Refused unless accepted."""
-    if (connect or bind) and PORT_RULES not in policy.allow_degraded:
+    every host, and a listen port is bound on every interface. ``listen`` on an unbound socket
+    binds an ephemeral port unchecked; seccomp refuses it unless the program may bind a port or
+    make Unix sockets (``refuse_listen``). Refused unless accepted."""
+    if (connect or bind or unix_sockets) and PORT_RULES not in policy.allow_degraded:
         what = [f"TCP connect to port {port} of any host, not only the proxy on 127.0.0.1"
                 for port in connect]
         what += [f"bind of port {port} on every address of the host" for port in bind]
+        if bind or unix_sockets:
+            what.append("listen() on an unbound TCP socket binds an ephemeral port on every "
+                        "address (Landlock does not check it; seccomp cannot refuse listen "
+                        "while " + ("ports may be bound)" if bind else "Unix sockets are "
+                                    "allowed)"))
         raise EnforcementUnavailable(
             f"{PORT_RULES} cannot be enforced with Landlock network rules, which name ports, "
             f"not addresses: {'; '.join(what)}", step=PORT_RULES,
@@ -316,7 +324,6 @@ def build_plan(
                               "host's loopback", step="landlock")
         connect_ports = [] if net.block else [request.proxy_port or 0]
         bind_ports = list(net.listen_ports)
-        _accept_port_rules(policy, connect_ports, bind_ports)
         required = required | {"landlock_net"} - set(policy.allow_degraded)
     elif net.restricted and not net.block:
         # Any port will do: the namespace is the session's own. Random, so that programs do
@@ -330,11 +337,14 @@ def build_plan(
     # A socket bound into the view (the tool sandbox's) needs socket(AF_UNIX); only a private
     # view has one, where no host socket outside the grants exists.
     unix_sockets = policy.allow_unix_sockets or (bool(request.binds) and not landlock_only)
+    if landlock_net:
+        _accept_port_rules(policy, connect_ports or [], bind_ports or [], unix_sockets)
+    refuse_listen = landlock_net and not bind_ports and not unix_sockets
     seccomp = _filter_for(_seccomp.SeccompOptions(
         landlock_net_fallback=landlock_net, allow_netlink_route=private_net,
         allow_unix_sockets=unix_sockets, allow_ptrace=request.allow_ptrace,
         refuse_host_ipc=landlock_only, refuse_host_pids=landlock_only,
-        refuse_host_inotify=landlock_only))
+        refuse_host_inotify=landlock_only, refuse_listen=refuse_listen))
 
     executable = request.executable or find_executable(request.argv[0], env, request.cwd)
     real = os.path.realpath(executable)
@@ -417,7 +427,10 @@ def build_plan(
                                       "and the same port of any other host (Landlock's rules "
                                       "name ports, not addresses; accepted: network_ports)"
                                       if connect_ports else "nothing")
-            + (f", bind only {bind_ports}, on every address" if bind_ports else ", no bind")
+            + (f", bind only {bind_ports}, on every address, and listen on an ephemeral port"
+               if bind_ports else ", no bind" + (", listen on an ephemeral port of every "
+                                                 "address (unix sockets allowed)"
+                                                 if unix_sockets else ", no listen"))
             + "; UDP, raw, MPTCP and TCP fast open refused by seccomp; the program shares "
             "the host's network namespace"))
     elif net.block:

@@ -182,6 +182,13 @@ class SeccompOptions:
 
     ``refuse_host_inotify``: the rows of ``HOST_INOTIFY`` fail with ``ENOSYS``: the session
     sees the host's tree, not a view of its grants, and shares the host's inotify counts.
+
+    ``refuse_listen``: ``listen`` fails with ``EACCES`` (what a refused ``bind`` gets from
+    Landlock). On an unbound TCP socket ``listen`` binds an ephemeral port on every address
+    without the kernel asking Landlock (ABI 7 checks ``bind`` only): a session that may bind
+    nothing would accept connections from the host's network. Set where the session has the
+    host's network, may bind no port and creates no Unix sockets (the only other sockets a
+    program could listen on).
     """
 
     landlock_net_fallback: bool = False
@@ -191,6 +198,7 @@ class SeccompOptions:
     refuse_host_ipc: bool = False
     refuse_host_pids: bool = False
     refuse_host_inotify: bool = False
+    refuse_listen: bool = False
 
 
 def _errno(value: int) -> int:
@@ -358,6 +366,8 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
         a.jeq(_nr(arch, "setsockopt"), jt="setsockopt")
         for name, _ in _SEND_FLAGS_ARG:
             a.jeq(_nr(arch, name), jt=name)
+    if options.refuse_listen:
+        a.jeq(_nr(arch, "listen"), jt=_label(errno.EACCES))
     refused = _refused(arch, options)
     for number, value, _, _ in refused:
         a.jeq(number, jt=_label(value))
@@ -465,7 +475,7 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     a.label("allow")
     a.ret(SECCOMP_RET_ALLOW)
     answers = {errno.EPERM, errno.ENOSYS, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT,
-               errno.EOPNOTSUPP}
+               errno.EOPNOTSUPP, *([errno.EACCES] if options.refuse_listen else [])}
     answers |= {value for _, value, _, _ in refused} | {ioctl.errno for ioctl in IOCTLS}
     for value in sorted(answers):
         a.label(_label(value))
@@ -517,6 +527,9 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
         ]
     else:
         lines.append("socket families other than AF_UNIX, AF_INET, AF_INET6: EAFNOSUPPORT")
+    if options.refuse_listen:
+        lines.append("listen: EACCES (on an unbound socket it binds an ephemeral port on every"
+                     " address, which Landlock does not check)")
     if options.landlock_net_fallback:
         lines += [
             "AF_INET/AF_INET6 sockets other than SOCK_STREAM (UDP, raw, packet): EPERM",

@@ -487,3 +487,13 @@ def test_host_inotify_refused_only_without_a_view(arch: Arch) -> None:
         assert evaluate(shared, nr, audit_arch=arch.audit_arch) == err(errno.ENOSYS), name
     docs = (Path(__file__).resolve().parents[2] / "docs" / "seccomp.md").read_text()
     assert all(f"`{row.name}`" in docs for row in HOST_INOTIFY)
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+def test_listen_refused_only_when_asked(arch: Arch) -> None:
+    """On an unbound socket listen binds an ephemeral port that Landlock never checks."""
+    for fallback in (False, True):
+        options = SeccompOptions(landlock_net_fallback=fallback)
+        assert run(arch, options, "listen", 3, 128) == ALLOW
+        refusing = SeccompOptions(landlock_net_fallback=fallback, refuse_listen=True)
+        assert run(arch, refusing, "listen", 3, 128) == err(errno.EACCES)
