@@ -32,7 +32,7 @@ import msgspec
 
 from ..errors import EnforcementUnavailable
 from ..policy import Grant, ResolvedPolicy
-from ._mounts import PRIVATE_TMP, READONLY, MountPlan, base_grants
+from ._mounts import PRIVATE_TMP, PROC_KEYRINGS, READONLY, MountPlan, base_grants
 from ._report import partial
 from ._types import LayerReport
 
@@ -112,6 +112,9 @@ _CREATION: Final = "creation_guard"
 _TMP: Final = "private_tmp"
 # Not in the view, a socket cannot be reached; Landlock (ABI 7) does not check connect().
 _SOCKETS: Final = "host_unix_sockets"
+# Files of /proc a view masks (the keyrings; for uid 0 what only root may read): /proc cannot
+# be split as other directories are (its process directories come and go).
+_PROC: Final = "host_proc"
 
 
 def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, str]:
@@ -134,6 +137,12 @@ def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, 
     if shared:
         needs[_TMP] = (f"{', '.join(shared)} would be the host's, shared with its other "
                        "processes and sessions, not the session's own")
+    proc = [*(p for p in plan.masked if _under(p, "/proc")),
+            *(p for p in PROC_KEYRINGS if os.path.lexists(p))]
+    if proc:
+        needs[_PROC] = (f"{len(proc)} files of the host's /proc that a view masks would be "
+                        f"readable ({_sample(proc)}): the uid's kernel keys, and for uid 0 the "
+                        "kernel's root-only state")
     if policy.allow_unix_sockets:
         needs[_SOCKETS] = ("unix_sockets would reach every pathname socket of the host its uid "
                            "may connect to (the session bus, ssh and gpg agents, docker's), "
@@ -158,6 +167,9 @@ def landlock_only_view(policy: ResolvedPolicy, plan: MountPlan, pins: int
     wanted = [g for g in (*base_grants(), *policy.grants)
               if g.path not in _NEVER and (g.path != "/dev/shm" or g.source != "base")]
     denied = {d.path for d in policy.denials} | {os.path.realpath(d.path) for d in policy.denials}
+    # What the view would mask besides (root-only files for uid 0, kernel file systems below
+    # a grant), but /proc (accepted as host_proc above).
+    denied |= {p for p in plan.masked if not _under(p, "/proc")}
     grants, split = split_around(wanted, sorted(denied))
     reason = ("no mount namespace: the host's tree with Landlock rules, not a view of the "
               "grants; paths outside them still exist (stat, chmod, chown, utimes and xattrs "

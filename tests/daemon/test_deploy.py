@@ -11,7 +11,7 @@ from nonod.profiles import load_profile, parse_profile
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 # network_ports: the agent uses the proxy, whose port Landlock opens on every address
-LANDLOCK_ONLY = {"persistence", "creation_guard", "private_tmp", "network_ports"}
+LANDLOCK_ONLY = {"persistence", "creation_guard", "private_tmp", "network_ports", "host_proc"}
 
 
 def test_image_config_parses_and_lets_the_daemon_choose_its_mode() -> None:

@@ -77,7 +77,7 @@ def test_a_landlock_only_session_cannot_change_host_processes_by_pid(
         name="host-processes", denials=(), network=NetworkPolicy(),
         grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
                 Grant(path=str(work), access=Access.READWRITE)),
-        allow_degraded=("persistence", "creation_guard"))
+        allow_degraded=("persistence", "creation_guard", "host_proc"))
     request = LaunchRequest(argv=(PYTHON, "-S", "-c", ATTACK, str(victim)), cwd=str(work))
 
     result = sandbox_user.run_request(policy, request, nouserns=True)

@@ -49,7 +49,7 @@ def test_a_landlock_only_session_cannot_watch_the_hosts_tree(
         name="host-watch", denials=(), network=NetworkPolicy(),
         grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
                 Grant(path=str(work), access=Access.READWRITE)),
-        allow_degraded=("persistence", "creation_guard"))
+        allow_degraded=("persistence", "creation_guard", "host_proc"))
     request = LaunchRequest(argv=(PYTHON, "-S", "-c", WATCH, str(host)), cwd=str(work))
     done = threading.Event()
 

@@ -35,7 +35,7 @@ def _policy(work: Path, network: NetworkPolicy, accept: tuple[str, ...] = ()) ->
         name="listen", denials=(), network=network, network_isolation="landlock",
         grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
                 Grant(path=str(work), access=Access.READWRITE)),
-        allow_degraded=("persistence", "creation_guard", *accept))
+        allow_degraded=("persistence", "creation_guard", "host_proc", *accept))
 
 
 def test_a_blocked_landlock_only_session_cannot_listen_on_the_hosts_network(

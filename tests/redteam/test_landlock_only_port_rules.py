@@ -46,7 +46,7 @@ def _policy(work: Path, accept: tuple[str, ...]) -> ResolvedPolicy:
         network=NetworkPolicy(restricted=True, allow_domain=("example.com",)),
         grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
                 Grant(path=str(work), access=Access.READWRITE)),
-        allow_degraded=("persistence", "creation_guard", *accept))
+        allow_degraded=("persistence", "creation_guard", "host_proc", *accept))
 
 
 def test_port_rules_are_refused_unless_accepted_and_reported_as_they_are(

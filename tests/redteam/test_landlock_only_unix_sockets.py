@@ -57,7 +57,7 @@ def test_unix_sockets_in_landlock_only_mode_need_accepting_host_sockets(
         name="sockets", denials=(), network=NetworkPolicy(), allow_unix_sockets=True,
         grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
                 Grant(path=str(work), access=Access.READWRITE)),
-        allow_degraded=("persistence", "creation_guard"))
+        allow_degraded=("persistence", "creation_guard", "host_proc"))
     request = LaunchRequest(argv=(PYTHON, "-S", "-c", CONNECT, str(path)), cwd=str(work))
 
     refused = sandbox_user.run_request(policy, request, nouserns=True)
