@@ -11,28 +11,21 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy
 from nonod.sandbox import LaunchRequest
 from tests.conftest import SandboxUser
+from tests.redteam import _landlock_only as landlock_only
+from tests.redteam._landlock_only import PYTHON
+from tests.sandbox.test_nouserns import ATTEMPT
 
-PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-
-ATTACK = r"""
-import ctypes, errno, os, resource, sys
+ATTACK = ATTEMPT + r"""
+import ctypes, resource
 libc = ctypes.CDLL(None, use_errno=True)
 pid = int(sys.argv[1])
-def attempt(name, fn):
-    try:
-        fn()
-        print(name, "OK")
-    except OSError as e:
-        print(name, errno.errorcode.get(e.errno, e.errno))
 def ioprio(who):
     if libc.syscall(251, 1, who, 3 << 13) < 0:  # ioprio_set(IOPRIO_WHO_PROCESS, who, IDLE)
         raise OSError(ctypes.get_errno(), "ioprio_set")
@@ -73,11 +66,7 @@ def test_a_landlock_only_session_cannot_change_host_processes_by_pid(
     limits = _open_files_limit(victim)
     nice = os.getpriority(os.PRIO_PROCESS, victim)
     affinity = os.sched_getaffinity(victim)
-    policy = ResolvedPolicy(
-        name="host-processes", denials=(), network=NetworkPolicy(),
-        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
-                Grant(path=str(work), access=Access.READWRITE)),
-        allow_degraded=("persistence", "creation_guard", "host_proc"))
+    policy = landlock_only.policy(work)
     request = LaunchRequest(argv=(PYTHON, "-S", "-c", ATTACK, str(victim)), cwd=str(work))
 
     result = sandbox_user.run_request(policy, request, nouserns=True)

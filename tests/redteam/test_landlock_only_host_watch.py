@@ -11,15 +11,13 @@ mode, as a kernel without inotify would."""
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from pathlib import Path
 
-from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy
 from nonod.sandbox import LaunchRequest
 from tests.conftest import SandboxUser
-
-PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+from tests.redteam import _landlock_only as landlock_only
+from tests.redteam._landlock_only import PYTHON
 
 WATCH = r"""
 import ctypes, errno, os, select, sys
@@ -45,11 +43,7 @@ def test_a_landlock_only_session_cannot_watch_the_hosts_tree(
     host.mkdir(mode=0o755)  # readable by the session's uid, not granted
     host.chmod(0o755)
     sandbox_user.chown(work)
-    policy = ResolvedPolicy(
-        name="host-watch", denials=(), network=NetworkPolicy(),
-        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
-                Grant(path=str(work), access=Access.READWRITE)),
-        allow_degraded=("persistence", "creation_guard", "host_proc"))
+    policy = landlock_only.policy(work)
     request = LaunchRequest(argv=(PYTHON, "-S", "-c", WATCH, str(host)), cwd=str(work))
     done = threading.Event()
 

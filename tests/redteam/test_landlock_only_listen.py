@@ -8,14 +8,13 @@ no port and makes no Unix sockets; where it may, the launch needs ``network_port
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy
+from nonod.policy import NetworkPolicy, ResolvedPolicy
 from nonod.sandbox import LaunchRequest
 from tests.conftest import SandboxUser
-
-PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+from tests.redteam import _landlock_only as landlock_only
+from tests.redteam._landlock_only import PYTHON
 
 LISTEN = r"""
 import errno, socket, sys
@@ -31,11 +30,8 @@ except OSError as e:
 
 
 def _policy(work: Path, network: NetworkPolicy, accept: tuple[str, ...] = ()) -> ResolvedPolicy:
-    return ResolvedPolicy(
-        name="listen", denials=(), network=network, network_isolation="landlock",
-        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
-                Grant(path=str(work), access=Access.READWRITE)),
-        allow_degraded=("persistence", "creation_guard", "host_proc", *accept))
+    return landlock_only.policy(work, network=network, network_isolation="landlock",
+                                accept=(*landlock_only.ACCEPTED, *accept))
 
 
 def test_a_blocked_landlock_only_session_cannot_listen_on_the_hosts_network(

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy
+from nonod.policy import ResolvedPolicy
 from nonod.sandbox import LaunchRequest
 from tests.conftest import SandboxUser
-
-PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+from tests.redteam import _landlock_only as landlock_only
+from tests.redteam._landlock_only import PYTHON
 
 READ = r"""
 import errno, sys
@@ -36,11 +36,7 @@ for path in sys.argv[1:]:
 
 
 def _policy(work: Path, accept: tuple[str, ...]) -> ResolvedPolicy:
-    return ResolvedPolicy(
-        name="masks", denials=(), network=NetworkPolicy(),
-        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
-                Grant(path=str(work), access=Access.READWRITE)),
-        allow_degraded=("persistence", "creation_guard", *accept))
+    return landlock_only.policy(work, accept=("persistence", "creation_guard", *accept))
 
 
 @pytest.fixture

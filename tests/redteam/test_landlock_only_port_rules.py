@@ -10,17 +10,16 @@ and the report says what the rule allows."""
 from __future__ import annotations
 
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy
+from nonod.policy import NetworkPolicy, ResolvedPolicy
 from nonod.sandbox import LaunchRequest
 from tests.conftest import SandboxUser
-
-PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+from tests.redteam import _landlock_only as landlock_only
+from tests.redteam._landlock_only import PYTHON
 
 CONNECT = r"""
 import socket, sys
@@ -41,12 +40,9 @@ def proxy_and_elsewhere() -> Iterator[tuple[socket.socket, socket.socket]]:
 
 
 def _policy(work: Path, accept: tuple[str, ...]) -> ResolvedPolicy:
-    return ResolvedPolicy(
-        name="port-rules", denials=(), network_isolation="landlock",
-        network=NetworkPolicy(restricted=True, allow_domain=("example.com",)),
-        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
-                Grant(path=str(work), access=Access.READWRITE)),
-        allow_degraded=("persistence", "creation_guard", "host_proc", *accept))
+    return landlock_only.policy(
+        work, network=NetworkPolicy(restricted=True, allow_domain=("example.com",)),
+        network_isolation="landlock", accept=(*landlock_only.ACCEPTED, *accept))
 
 
 def test_port_rules_are_refused_unless_accepted_and_reported_as_they_are(

@@ -9,18 +9,16 @@ the profile accepts ``host_unix_sockets`` by name, and the report lists it."""
 from __future__ import annotations
 
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy
 from nonod.sandbox import LaunchRequest
 from tests.conftest import SandboxUser
-
-PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+from tests.redteam import _landlock_only as landlock_only
+from tests.redteam._landlock_only import PYTHON
 
 CONNECT = r"""
 import socket, sys
@@ -53,11 +51,7 @@ def test_unix_sockets_in_landlock_only_mode_need_accepting_host_sockets(
     work.mkdir()
     sandbox_user.chown(work)
     path, server = host_service
-    policy = ResolvedPolicy(
-        name="sockets", denials=(), network=NetworkPolicy(), allow_unix_sockets=True,
-        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
-                Grant(path=str(work), access=Access.READWRITE)),
-        allow_degraded=("persistence", "creation_guard", "host_proc"))
+    policy = landlock_only.policy(work, allow_unix_sockets=True)
     request = LaunchRequest(argv=(PYTHON, "-S", "-c", CONNECT, str(path)), cwd=str(work))
 
     refused = sandbox_user.run_request(policy, request, nouserns=True)
