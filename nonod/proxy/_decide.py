@@ -47,6 +47,8 @@ class Reason(enum.StrEnum):
     CGNAT = "cgnat"
     PRIVATE = "private"
     RESERVED = "reserved"
+    # An answer that is one of the daemon's host's own addresses (the resolver's check).
+    HOST_ADDRESS = "host_address"
     # Approvals (a policy with ``ask``): an unlisted target was put to the session's asker.
     APPROVED = "approved"
     APPROVAL_DENIED = "approval_denied"
