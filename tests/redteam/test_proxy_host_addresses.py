@@ -34,6 +34,8 @@ from tests.proxy.conftest import fake_dns
 HOST, FAR = sys.argv[1], sys.argv[2]
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 subprocess.run(["ip", "addr", "add", f"{HOST}/32", "dev", "lo"], check=True)
+# A whole range taken as the host's own by a `local` route (AnyIP), with no address on it.
+subprocess.run(["ip", "route", "add", "local", "46.0.0.0/24", "dev", "lo"], check=True)
 
 async def main():
     seen = []
@@ -51,10 +53,12 @@ async def main():
             conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
             conn.close()
 
-    policy = ProxyPolicy(hosts=frozenset({"rebind.example.com", "far.example.com"}),
+    policy = ProxyPolicy(hosts=frozenset({"rebind.example.com", "far.example.com",
+                                          "anyip.example.com"}),
                          addresses=frozenset({HOST}), ports=frozenset({80, 443, port}))
     resolver = Resolver(getaddrinfo=fake_dns({"rebind.example.com": [HOST],
-                                              "far.example.com": [FAR]}))
+                                              "far.example.com": [FAR],
+                                              "anyip.example.com": ["46.0.0.5"]}))
     events = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(accept_all)
@@ -78,7 +82,7 @@ async def main():
 
         out = {}
         for target in (f"rebind.example.com:{port}", f"{HOST}:{port}",
-                       f"far.example.com:{port}"):
+                       f"anyip.example.com:{port}", f"far.example.com:{port}"):
             out["CONNECT " + target] = await status(
                 f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
         for url in (f"http://rebind.example.com:{port}/", f"http://{HOST}:{port}/"):
@@ -102,7 +106,7 @@ def test_the_proxy_never_connects_to_the_hosts_own_public_address() -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     status = result["status"]
-    # Before: 200 for each of the first four, and the service saw four connections.
+    # Before: 200 for each of the five, and the service saw five connections.
     refused = {key: value for key, value in status.items() if "far." not in key}
     assert set(refused.values()) == {"403"}, status
     assert result["seen"] == [], result
