@@ -49,6 +49,9 @@ class Reason(enum.StrEnum):
     RESERVED = "reserved"
     # An answer that is one of the daemon's host's own addresses (the resolver's check).
     HOST_ADDRESS = "host_address"
+    # A tunnel allowed for one name whose TLS ClientHello asked for another (or was no
+    # whole, well-formed ClientHello in time).
+    SNI_MISMATCH = "sni_mismatch"
     # Approvals (a policy with ``ask``): an unlisted target was put to the session's asker.
     APPROVED = "approved"
     APPROVAL_DENIED = "approval_denied"

@@ -74,6 +74,7 @@ from ._intercept import Interceptor
 from ._relay import relay
 from ._resolve import Resolved, ResolveError, Resolver, connect_exactly
 from ._reverse import ReverseHandler, RouteTable
+from ._sni import check_first_flight
 
 if TYPE_CHECKING:
     from ..credentials import SessionCA
@@ -462,7 +463,7 @@ class ProxyServer:
         connected = await self._decide_and_connect(stream, conn, exchange, host, port)
         if connected is None:
             return
-        upstream, _ = connected
+        upstream, decision = connected
         async with closing_now(upstream):
             if isinstance(conn, ConnectHead):
                 head, trailing = ESTABLISHED, conn.trailing
@@ -483,6 +484,13 @@ class ProxyServer:
                 return
             exchange.status = 200
             self._emit_open(exchange)
+            if decision.address is None and not self._resolver.pinned(decision.host):
+                checked = await check_first_flight(stream, upstream, bytes(trailing),
+                                                   decision.host, self._limits.idle_timeout)
+                if checked is None:  # a ClientHello for another name (or none in time)
+                    self._emit(exchange, "deny", Reason.SNI_MISMATCH, status=200)
+                    return
+                trailing = checked
             try:
                 if trailing:
                     with trio.fail_after(self._limits.send_timeout):
