@@ -29,7 +29,7 @@ INSIDE = r'''
 import json, socket, subprocess, sys
 import trio
 from nonod.proxy import ProxyPolicy, Resolver, serve_proxy
-from tests.proxy.conftest import fake_dns
+from tests.proxy.conftest import fake_dns, read_head
 
 HOST, FAR = sys.argv[1], sys.argv[2]
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -71,14 +71,9 @@ async def main():
         async def status(raw):
             stream = await trio.open_tcp_stream("127.0.0.1", proxy_port)
             await stream.send_all(raw)
-            head = b""
-            while b"\r\n" not in head:
-                data = await stream.receive_some(4096)
-                if not data:
-                    break
-                head += data
+            code = (await read_head(stream))[0]
             await stream.aclose()
-            return head.split(b" ")[1].decode() if b" " in head else "EOF"
+            return str(code)
 
         out = {}
         for target in (f"rebind.example.com:{port}", f"{HOST}:{port}",
