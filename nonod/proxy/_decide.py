@@ -52,6 +52,9 @@ class Reason(enum.StrEnum):
     # A tunnel allowed for one name whose TLS ClientHello asked for another (or was no
     # whole, well-formed ClientHello in time).
     SNI_MISMATCH = "sni_mismatch"
+    # A host with endpoint rules, asked for other than through its intercepted port (another
+    # port, or plain HTTP), where the rules could not be applied.
+    ENDPOINTS_ONLY = "endpoints_only"
     # Approvals (a policy with ``ask``): an unlisted target was put to the session's asker.
     APPROVED = "approved"
     APPROVAL_DENIED = "approval_denied"

@@ -396,6 +396,10 @@ class ProxyServer:
         if (decision.reason is Reason.NOT_ALLOWED and self._policy.ask
                 and self._asker is not None and port in self._policy.ports):
             decision = await self._ask(self._asker, exchange, decision)
+        if (decision.allowed and self._intercept is not None
+                and self._intercept.filtered(decision.host)):
+            decision = msgspec.structs.replace(decision, allowed=False,
+                                               reason=Reason.ENDPOINTS_ONLY)
         exchange.host = decision.host
         exchange.decision = decision
         if not decision.allowed:
