@@ -52,6 +52,9 @@ class Reason(enum.StrEnum):
     # A tunnel allowed for one name whose TLS ClientHello asked for another (or was no
     # whole, well-formed ClientHello in time).
     SNI_MISMATCH = "sni_mismatch"
+    # Plain HTTP inside a CONNECT tunnel to a looked-up name (each request's Host would
+    # choose the site behind a shared front): the forward proxy serves plain HTTP.
+    PLAIN_HTTP_IN_TUNNEL = "plain_http_in_tunnel"
     # A host with endpoint rules, asked for other than through its intercepted port (another
     # port, or plain HTTP), where the rules could not be applied.
     ENDPOINTS_ONLY = "endpoints_only"

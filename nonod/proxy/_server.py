@@ -491,8 +491,10 @@ class ProxyServer:
             if decision.address is None and not self._resolver.pinned(decision.host):
                 checked = await check_first_flight(stream, upstream, bytes(trailing),
                                                    decision.host, self._limits.idle_timeout)
-                if checked is None:  # a ClientHello for another name (or none in time)
-                    self._emit(exchange, "deny", Reason.SNI_MISMATCH, status=200)
+                if isinstance(checked, Reason):  # another name, plain HTTP, or nothing
+                    if checked is Reason.PLAIN_HTTP_IN_TUNNEL:  # a client that reads HTTP
+                        await self._answer_inside(stream, checked)
+                    self._emit(exchange, "deny", checked, status=200)
                     return
                 trailing = checked
             try:
@@ -508,6 +510,15 @@ class ProxyServer:
             except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the upstream stalled or went away before the relay began
         self._emit(exchange, "allow", exchange.reason, status=200)
+
+    async def _answer_inside(self, stream: trio.abc.Stream, reason: Reason) -> None:
+        """A 403 inside a tunnel whose client spoke HTTP, so that it reads why it ends."""
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # its state, not its bytes
+        conn.next_event()
+        with trio.move_on_after(self._limits.send_timeout):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(refusal(conn, 403, reason))
 
     async def _forward(self, stream: trio.abc.Stream, conn: h11.Connection,
                        request: h11.Request, exchange: Exchange) -> None:

@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from nonod.proxy._sni import NotClientHello, client_hello_name, first_flight
+from nonod.proxy._sni import NotClientHello, client_hello_name, first_flight, request_line
 
 
 def hello(name: str) -> bytes:
@@ -65,3 +65,24 @@ def test_two_server_name_extensions_are_refused() -> None:
         2, "big")
     with pytest.raises(NotClientHello):
         client_hello_name(bytes(data))
+
+
+@pytest.mark.parametrize(("data", "verdict"), [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", True),
+    (b"get http://other.example/ HTTP/1.0\r\n", True),
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", True),  # h2c's preface
+    (b"GE", None),
+    (b"GET /path", None),
+    (b"GET /path HT", None),
+    (b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n", False),
+    (b"0032git-upload-pack /project.git\0host=example.com\0", False),
+    (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", False),  # PostgreSQL's SSLRequest
+    (b"\r\nGET  /\tHTTP/1.1\r\n", True),  # as leniently as servers read it
+    (b"GET / http/1.1\r\n", True),
+    (b"GET / \r\n", False),
+    (b"  GET / HTTP/1.1", False),
+])
+def test_request_lines_are_told_from_other_protocols(data: bytes, verdict: bool | None
+                                                     ) -> None:
+    assert request_line(data) is verdict
+    assert first_flight(data) is (verdict is not None)

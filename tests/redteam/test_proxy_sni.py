@@ -1,9 +1,10 @@
 """Red team, the proxy's blind tunnels: a CONNECT allowed for one name carrying a TLS
-ClientHello for another.
+ClientHello for another, or a plain HTTP request for another.
 
 A shared front end (a CDN serving an allowed package registry, say) picks the site by the
-ClientHello's ``server_name``: a tunnel opened for the allowed name, with a ClientHello for the
-attacker's site behind the same front, reached that site. Here the front is a real server in a
+ClientHello's ``server_name`` (and, for plain HTTP, by each request's ``Host``): a tunnel
+opened for the allowed name, with a ClientHello or a request for the attacker's site behind
+the same front, reached that site. Here the front is a real server in a
 second network namespace, at a public address behind a veth pair; the proxy (with its real
 resolver over an in-memory DNS table), the client and its ClientHellos (made by Python's
 ``ssl``) are real, all run by ``unshare --net``."""
@@ -62,6 +63,7 @@ def serve(port, handler):
 
 threading.Thread(target=serve, args=(443, tls_site), daemon=True).start()
 threading.Thread(target=serve, args=(22, ssh_site), daemon=True).start()
+threading.Thread(target=serve, args=(80, tls_site), daemon=True).start()  # answers anything
 print("ready", flush=True)
 sys.stdin.readline()
 '''
@@ -94,7 +96,8 @@ def hello(name):
     return outgoing.read()
 
 async def main():
-    policy = ProxyPolicy(hosts=frozenset({"front.example.com"}), ports=frozenset({443, 22}))
+    policy = ProxyPolicy(hosts=frozenset({"front.example.com"}),
+                         ports=frozenset({443, 80, 22}))
     resolver = Resolver(getaddrinfo=fake_dns({"front.example.com": ["44.0.0.2"]}))
     events = []
     out = {}
@@ -128,6 +131,8 @@ async def main():
         for name in ("evil.example.net", "front.example.com", "FRONT.example.com."):
             out[name] = await tunnel("front.example.com:443", hello(name))
         out["ssh"] = await tunnel("front.example.com:22")
+        out["http"] = await tunnel("front.example.com:80",
+                                   b"GET / HTTP/1.1\r\nHost: evil.example.net\r\n\r\n")
         nursery.cancel_scope.cancel()
     print(json.dumps({"out": out, "reasons": sorted({e.reason for e in events
                                                      if e.decision == "deny"})}))
@@ -151,7 +156,10 @@ def test_a_tunnel_carries_no_client_hello_for_another_name() -> None:
     # Before: the front received the ClientHello for evil.example.net and answered it.
     assert out["evil.example.net"]["front_got"] == 0, out
     assert out["evil.example.net"]["client_got"] == "", out
-    assert result["reasons"] == ["sni_mismatch"], result
+    assert out["http"]["front_got"] == 0, out
+    assert "403" in out["http"]["client_got"], out
+    assert "plain_http_in_tunnel" in out["http"]["client_got"], out
+    assert result["reasons"] == ["plain_http_in_tunnel", "sni_mismatch"], result
     # The allowed name, in any spelling, and a server that speaks first, still pass.
     for name in ("front.example.com", "FRONT.example.com."):
         assert out[name]["front_got"] > 0 and out[name]["client_got"] == "front-answer", out
