@@ -77,6 +77,7 @@ pid first; the init reports the program's exit status on a second pipe.
 from __future__ import annotations
 
 import errno
+import importlib
 import math
 import os
 import resource
@@ -225,6 +226,17 @@ def _write_all(fd: int, data: bytes) -> None:
 
 T = TypeVar("T")
 
+# ``signal``'s functions are wrappers that turn every number they take or return into an
+# enum member (``getsignal``: a lookup per call; ``pthread_sigmask``: a set of members built
+# from the old mask), which a launcher would run on pages it then copies; the C functions
+# under them take and return plain numbers.
+_csignal = importlib.import_module("_signal")
+_getsignal: Callable[[int], object] = _csignal.getsignal
+_setsignal: Callable[[int, object], object] = _csignal.signal
+_sigmask: Callable[[int, tuple[int, ...]], object] = _csignal.pthread_sigmask
+_SIG_DFL = int(signal.SIG_DFL)
+_UNCATCHABLE = (int(signal.SIGKILL), int(signal.SIGSTOP))
+
 
 def _step(name: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     try:
@@ -285,13 +297,16 @@ def _reset_signals() -> None:
     of one per signal."""
     signal.set_wakeup_fd(-1)  # the fork server's (``_forkserver._wake_on_exits``)
     for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP) or signal.getsignal(sig) is signal.SIG_DFL:
+        if sig in _UNCATCHABLE:
+            continue
+        handler = _getsignal(sig)
+        if isinstance(handler, int) and handler == _SIG_DFL:
             continue
         try:
-            signal.signal(sig, signal.SIG_DFL)
+            _setsignal(sig, _SIG_DFL)
         except (OSError, ValueError):
             pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    _sigmask(signal.SIG_SETMASK, ())
 
 
 def _pdeathsig() -> None:
@@ -1023,8 +1038,9 @@ def _no_new_privs() -> None:
     _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
 
 
-FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
-             signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
+FORWARDED = tuple(int(sig) for sig in (
+    signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2,
+    signal.SIGWINCH, signal.SIGCONT))
 
 
 def run_init(plan: LaunchPlan, fds: Fds, alive_r: int, guard: socket.socket,
@@ -1168,7 +1184,7 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
     # Until the init forwards them (``_serve_as_init``), the signals it forwards wait here:
     # pid 1 of a namespace drops a signal it has no handler for, so a stop that came between
     # the program's start and the handlers would be lost. The program starts unblocked.
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    _sigmask(signal.SIG_BLOCK, FORWARDED)
     # A warm launch's records before the program exists: once it runs it may kill us before
     # we could write them (it can where it shares no pid namespace with us), and the daemon
     # would take the launch for failed (no pid) while its program ran. The daemon reads the
@@ -1240,7 +1256,7 @@ def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int,
             if guarded is not None:
                 _step("createguard", confine_program, guarded[0], plan.creation_filter,
                       guarded[1])
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            _sigmask(signal.SIG_SETMASK, ())
             os.execve(plan.executable, list(plan.argv), _env_dict(plan.env))
         except OSError as exc:
             _fail(launch_w, StepFailed("exec", exc.errno or 0, plan.executable))
@@ -1273,11 +1289,11 @@ def _serve_as_init(program: int, exit_w: int, control: int,
             pass
 
     for sig in FORWARDED:
-        signal.signal(sig, forward)
+        _setsignal(sig, forward)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # so that SIGCHLD wakes select
+    _setsignal(signal.SIGCHLD, lambda _s, _f: None)  # so that SIGCHLD wakes select
     signal.set_wakeup_fd(wake_w)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # a stop that came early: now
+    _sigmask(signal.SIG_UNBLOCK, FORWARDED)  # a stop that came early: now
     chan = socket.socket(fileno=control)
     watch: list[int] = [wake_r, control]
     if supervisor is not None:
@@ -1347,10 +1363,10 @@ def _become_reaper(program: int, exit_w: int, control: int, ns_flags: int,
     """The init becomes ``nono-reaper``; the signals it forwards (and SIGCHLD) wait, blocked,
     for the reaper's signalfd (blocking runs the handlers of those already caught). Returns
     only if it cannot: the Python loop goes on, and the outer launcher, told so, stays."""
-    held = {*FORWARDED, signal.SIGCHLD}
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    held = (*FORWARDED, int(signal.SIGCHLD))
+    _sigmask(signal.SIG_BLOCK, held)
     _reaper.become(program, exit_w, control, ns_flags, supervisor, handover)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    _sigmask(signal.SIG_UNBLOCK, held)
     if handover is not None:
         with socket.socket(fileno=handover[1]) as outer:
             try:
