@@ -309,6 +309,19 @@ def _reset_signals() -> None:
     _sigmask(signal.SIG_SETMASK, ())
 
 
+def _write_proc(path: str, text: str) -> None:
+    """Write ``text`` to the kernel file ``path`` in one ``write`` (what the id maps need).
+    Not through ``open()``: its file, buffer and text layers (codec lookups included) would
+    be built on pages a forked launcher then copies, for a few bytes."""
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.EIO, "short write", path)
+    finally:
+        os.close(fd)
+
+
 def _pdeathsig() -> None:
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -327,18 +340,19 @@ def set_oom_score_adj(value: int) -> None:
     lower it below (and Landlock keeps ``/proc`` read-only for the program in any case)."""
     if value < 0:
         return
-    with open("/proc/self/oom_score_adj", "w") as f:
-        f.write(str(value))
+    _write_proc("/proc/self/oom_score_adj", str(value))
 
 
 def audit_session(tag: int) -> tuple[int, int]:
     """Set our loginuid to ``tag`` (root in the initial user namespace only: the kernel wants
     CAP_AUDIT_CONTROL there) and return ``(audit session id, 0)``, or ``(0, errno)``."""
     try:
-        with open("/proc/self/loginuid", "w") as f:
-            f.write(str(tag))
-        with open("/proc/self/sessionid") as f:
-            ses = int(f.read())
+        _write_proc("/proc/self/loginuid", str(tag))
+        fd = os.open("/proc/self/sessionid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ses = int(os.read(fd, 64))
+        finally:
+            os.close(fd)
     except OSError as exc:
         return 0, exc.errno or 0
     except ValueError:
@@ -365,12 +379,9 @@ def _idmap(plan: LaunchPlan) -> None:
 
 
 def _idmap_ids(uid: int, gid: int, ns_flags: int) -> None:
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{uid} {uid} 1")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{gid} {gid} 1")
+    _write_proc("/proc/self/setgroups", "deny")
+    _write_proc("/proc/self/uid_map", f"{uid} {uid} 1")
+    _write_proc("/proc/self/gid_map", f"{gid} {gid} 1")
     if not ns_flags & _libc.CLONE_NEWNS:  # else the init does it in its fresh /proc
         limit_inotify()
 
@@ -391,8 +402,7 @@ def limit_inotify() -> None:
     runs (0.3-0.5 ms each with ~1500, several ms under load); a fresh procfs has only this
     namespace's. Which namespace a write applies to is the writer's, whatever the mount."""
     for name, limit in SESSION_INOTIFY_LIMITS:
-        with open(f"/proc/sys/user/{name}", "w") as f:
-            f.write(str(limit))
+        _write_proc(f"/proc/sys/user/{name}", str(limit))
 
 
 def join_cgroups(procs: tuple[str, ...], pid: int = 0) -> None:
