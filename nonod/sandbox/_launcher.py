@@ -167,6 +167,12 @@ class View(msgspec.Struct, frozen=True, kw_only=True):
     creation_refused: tuple[str, ...]
 
 
+#: Decoders made once, in the fork server, for what launchers decode: msgspec reads a type's
+#: annotations on its first use, which each forked launcher would otherwise do again on pages
+#: it then copies (a ``tuple[MountOp, ...]`` alias is not cached on any class).
+PLAN_DECODER = msgspec.msgpack.Decoder(LaunchPlan)
+
+
 def view_of(plan: LaunchPlan) -> View | None:
     """The part of ``plan`` a warm launcher can prepare ahead (None: without a mount
     namespace there is no root to prepare)."""
@@ -530,7 +536,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         end = PENDING.size + PENDING.unpack_from(msg)[0]
         pending, msg = msg[PENDING.size:end], msg[end:]
         try:
-            plan = msgspec.msgpack.decode(msg, type=LaunchPlan)
+            plan = PLAN_DECODER.decode(msg)
             if (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag, plan.oom_score_adj) != (
                     uid, gid, ns_flags, audit_tag, oom_score_adj):
                 raise StepFailed("fork", 22, "plan does not match the warm launcher")
@@ -604,6 +610,7 @@ def _end_with_parent(init: int, server: int) -> None:
 
 
 _GUARD_LEN = struct.Struct("<I")
+_OPS_DECODER = msgspec.msgpack.Decoder(tuple[MountOp, ...])  # see ``PLAN_DECODER``
 _NOTHING = _GUARD_LEN.pack(0)  # a guard list is never empty: this header says there is none
 _REPORT = b"R"  # an armed guard's report pipe comes with this (``_send_report``)
 
@@ -729,7 +736,7 @@ def _receive_guard(guard: socket.socket, hub: socket.socket | None
                 os.close(report)
             return None
         data += chunk
-    ops = msgspec.msgpack.decode(data[_GUARD_LEN.size:], type=tuple[MountOp, ...])
+    ops = _OPS_DECODER.decode(data[_GUARD_LEN.size:])
     try:
         view = ViewGuard(ops)
         if hub is None:
