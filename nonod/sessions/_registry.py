@@ -46,6 +46,7 @@ from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts
 from ..audit import AuditError, redact_argv
 from ..audit._fanout import AuditHub
 from ..audit._kernel import FsDeniedMonitor
+from ..audit._syncer import AuditSyncer
 from ..audit._writer import Ledger
 from ..errors import NonoError
 from ._audit import CLOSE_TIMEOUT, Account, SessionAudit, close_lost, seal_truncated
@@ -119,6 +120,8 @@ class Registry:
         self._audit_hub = audit_hub
         self._audit_ledger = audit_ledger
         self._nursery = nursery
+        #: The live sessions' timed audit fsyncs, batched (``nonod.audit._syncer``).
+        self._audit_syncer = AuditSyncer(nursery)
         self._state_dir = state_dir
         self._sessions_dir = state_dir / "sessions"
         self._limits = limits
@@ -583,7 +586,7 @@ class Registry:
             sign_key=plan.audit_sign_key, hub=self._audit_hub, ledger=self._audit_ledger,
             on_broken=lambda: session.request_stop(reason="error", grace=0),
             on_full=lambda: session.request_stop(reason="audit_limit", grace=0),
-            first=first, account=self._account(session))
+            first=first, account=self._account(session), syncer=self._audit_syncer)
         session.audit = audit
         if audit is None:
             return False

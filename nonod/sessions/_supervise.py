@@ -1,9 +1,10 @@
 """One running session's supervision, from ``started()`` to the program's exit.
 
-:func:`supervise` runs the session's tasks (exit watcher, audit fsync timer, proxy and
-forwards, PTY pump and output-log writer) until the program exits or a stop cancels the
-session's ``stop_scope``; then, shielded and bounded, :func:`terminate` ends the program:
-SIGTERM, the grace period, SIGKILL, a bounded wait. The registry records the end.
+:func:`supervise` runs the session's tasks (exit watcher, audit fsync timer unless the
+daemon's syncer does it, proxy and forwards, PTY pump and output-log writer) until the
+program exits or a stop cancels the session's ``stop_scope``; then, shielded and bounded,
+:func:`terminate` ends the program: SIGTERM, the grace period, SIGKILL, a bounded wait. The
+registry records the end.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ async def supervise(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
         nursery.start_soon(enforce_limits, session, stop_grace)
-        if session.audit is not None:
+        if session.audit is not None and session.audit.timer:
             await nursery.start(session.audit.run)
         if session.services is not None:
             await nursery.start(functools.partial(
