@@ -249,6 +249,35 @@ async def test_the_live_limit_refuses_a_launch_and_records_nothing(
     await harness.registry.shutdown()
 
 
+async def test_a_refused_launch_frees_its_name_and_its_place(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Refused after it was registered (its services could not be prepared): the name it
+    # reserved and its place under max_live are free again.
+    from nonod import _session_services
+    from nonod.errors import PolicyError
+
+    real_prepare = _session_services.prepare
+
+    async def refuse(*args: Any, **kwargs: Any) -> _session_services.SessionServices:
+        raise PolicyError("refused for the test")
+
+    harness = await open_registry(nursery, tmp_path,
+                                  limits=SessionLimits(max_live=1, shutdown_grace=0.0))
+    monkeypatch.setattr(_session_services, "prepare", refuse)
+    with pytest.raises(PolicyError):
+        await harness.registry.launch(harness.plan(name="job"))
+    monkeypatch.setattr(_session_services, "prepare", real_prepare)
+    session = await harness.registry.launch(harness.plan(name="job"))
+    assert session.name == "job" and harness.registry.live_sessions() == [session]
+    with pytest.raises(SessionLimit):
+        await harness.registry.launch(harness.plan())
+    harness.launcher.launched[0].finish(ExitStatus(code=0))
+    await session.wait_exited()
+    assert harness.registry.live_sessions() == []
+    await harness.registry.shutdown()
+
+
 async def _audited_registry(nursery: trio.Nursery, base: Path) -> Harness:
     harness = await open_registry(nursery, base)
     harness.registry._audit_settings = lambda: AuditSettings(enabled=True)
