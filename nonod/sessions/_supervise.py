@@ -102,11 +102,17 @@ async def enforce_limits(session: Session, stop_grace: Callable[[], float]) -> N
     """End the session at its first OOM kill (cgroup v1 kills one process only) or when its
     wall-clock limit is up."""
     oom = trio.Event()
+    wall_clock = session.record.limits.wall_clock if session.record.limits else None
+    if not wall_clock:  # the common case: the OOM watch alone, no nursery or timer of its own
+        if session.cgroup is not None:
+            await watch_oom(session.cgroup, oom)
+            if oom.is_set():
+                session.request_stop(reason="oom", grace=0)
+        return
     async with trio.open_nursery() as nursery:
         if session.cgroup is not None:
             nursery.start_soon(watch_oom, session.cgroup, oom)
-        wall_clock = session.record.limits.wall_clock if session.record.limits else None
-        with trio.move_on_after(wall_clock if wall_clock else float("inf")):
+        with trio.move_on_after(wall_clock):
             await oom.wait()
             session.request_stop(reason="oom", grace=0)
             return
