@@ -1,6 +1,7 @@
 """The daemon's audit syncer: live sessions' timed fsyncs batched, on time, fail closed.
 
-Trio time (``autojump_clock``); ``writer.sync()`` waits for an fsync in flight (it needs the
+Trio time (``autojump_clock``); ``fsync_every`` with the syncer: tests/audit/test_writer.py's
+``test_fsync_after_n_events``; ``writer.sync()`` waits for an fsync in flight (it needs the
 writer's lock, which the syncer holds until its worker thread returned), so the counts read
 after it are settled.
 """
@@ -65,25 +66,6 @@ async def test_files_pending_are_synced_together_when_the_first_is_due(
         for writer in (a, b, idle):
             await writer.seal()
     assert len(read_records(a.path)) == 3
-
-
-async def test_fsync_every_syncs_at_once(state_dir: Path,
-                                         autojump_clock: trio.abc.Clock) -> None:
-    async with trio.open_nursery() as nursery:
-        syncer = AuditSyncer(nursery)
-        writer = await _writer(state_dir, "a1", syncer, every=3)
-        for event in session_events()[:2]:
-            writer.append(event)
-        await trio.sleep(1)
-        assert writer.statistics().pending == 2
-        t1 = trio.current_time()
-        writer.append(session_events()[2])
-        await trio.testing.wait_all_tasks_blocked()
-        await writer.sync()
-        stats = writer.statistics()
-        assert stats.pending == 0 and stats.fsyncs == 1
-        assert stats.last_fsync_at == pytest.approx(t1)
-        await writer.aclose()
 
 
 async def test_records_written_while_the_gate_syncs_are_handed_over(
