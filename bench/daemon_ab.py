@@ -61,11 +61,21 @@ REPO = Path(__file__).resolve().parent.parent
 
 @contextmanager
 def exported(rev: str) -> Iterator[Path]:
-    """``git archive rev`` of this repository in a temporary directory."""
+    """``git archive rev`` of this repository in a temporary directory, with its
+    ``nono-reaper`` built as ``make`` builds it (the archive has the sources only: without
+    the binary the base's fork server falls back to a forked Python init per session, and a
+    fleet compares unlike engines)."""
     with tempfile.TemporaryDirectory(prefix="nono-base-") as base:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True,
                                  capture_output=True, timeout=120).stdout
         subprocess.run(["tar", "-x", "-C", base], input=archive, check=True, timeout=120)
+        reaper = Path(base) / "nonod" / "sandbox" / "nono-reaper"
+        if (Path(base) / "nonod" / "sandbox" / "reaper.c").exists():
+            built = subprocess.run(["make", "-C", base, str(reaper.relative_to(base))],
+                                   capture_output=True, timeout=300, check=False)
+            if built.returncode != 0 or not reaper.exists():
+                raise BenchFailure(f"cannot build {rev}'s nono-reaper: "
+                                   + built.stderr.decode(errors="replace")[-500:])
         yield Path(base)
 
 
