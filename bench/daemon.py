@@ -49,12 +49,15 @@ fleet (``--fleet N``, off by default; ``--fleet-only`` skips the steps above)
   (``--allow-domain example.com``), launched from one client process with K launches in
   flight (``--fleet-inflight K``, default 2: K threads, each with its own kept connection,
   each sending its next launch as soon as its last one is answered): wall time, failures,
-  the launch latency's p50 per block of 100 (does it grow with the live sessions?), PSS of
-  everything, ``nonoctl ps`` latency with N sessions (p50 of 21 runs after 2 untimed, wall
-  and the nonoctl process's CPU time; timed once the daemon's tree has gone quiet, at most
-  30 s after the last launch, so that it does not time the fleet's own aftermath); then every
-  session is stopped and pruned (also on failure or at ``--fleet-timeout``); with
-  ``--cli-base``, the base's ``nonoctl ps`` too, alternating run by run.
+  the launch latency's p50 per block of 100 (does it grow with the live sessions?), the CPU
+  per session of each kind of process in the daemon's tree during the launches (daemon, fork
+  server, launchers that ended, session processes by name; ``tree_cpu``), of the client and
+  of the whole host, PSS of everything, ``nonoctl ps`` latency with N sessions (p50 of 21
+  runs after 2 untimed, wall and the nonoctl process's CPU time; timed once the daemon's
+  tree has gone quiet, at most 30 s after the last launch, so that it does not time the
+  fleet's own aftermath); then every session is stopped and pruned (also on failure or at
+  ``--fleet-timeout``); with ``--cli-base``, the base's ``nonoctl ps`` too, alternating run
+  by run.
 
 The daemon's launches use the default profile with ``--allow-cwd --block-net`` (the profile
 resolution runs on every launch); the engine and bwrap use bench/_common.py's small policy.
