@@ -64,12 +64,16 @@ class AuditSyncer:
             self._nursery.start_soon(self._run, name="audit syncer")
 
     def forget(self, writer: AuditWriter) -> None:
-        """``writer`` syncs no more through the syncer (sealed or closed)."""
-        self._due.pop(writer, None)
+        """``writer`` syncs no more through the syncer (sealed or closed). The task looks
+        again at what is due (and ends if nothing is: a closing daemon does not wait for a
+        file's time that will not come)."""
+        if self._due.pop(writer, None) is not None:
+            self._wake.set()
 
     async def _run(self) -> None:
         try:
             while self._due:
+                self._next = min(self._due.values())
                 if self._next > trio.current_time():
                     self._wake = trio.Event()
                     with trio.move_on_at(self._next):

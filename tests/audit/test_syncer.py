@@ -120,3 +120,19 @@ async def test_a_failed_fsync_breaks_that_file_only(state_dir: Path,
             bad.append(events[1])
         await bad.aclose()
         await good.seal()
+
+
+async def test_the_syncer_ends_when_the_last_file_pending_is_sealed(
+        state_dir: Path, autojump_clock: trio.abc.Clock) -> None:
+    """A daemon closing its sessions does not wait for a file's fsync time that will not
+    come: the seal forgets the file and the syncer's task ends at once."""
+    async with trio.open_nursery() as nursery:
+        syncer = AuditSyncer(nursery)
+        writer = await AuditWriter.create(state_dir, "a1", fsync_interval=3600.0,
+                                          syncer=syncer)
+        t0 = trio.current_time()
+        writer.append(session_events()[0])  # due in an hour
+        await trio.sleep(1)  # the syncer waits for that
+        await writer.seal()
+    assert trio.current_time() - t0 < 60
+    assert syncer.batches == 0
