@@ -5,12 +5,11 @@ memory; a limit of 0 stops only file dumps. Sessions ran with 0 (soft and hard),
 could not raise but could keep, so a session's crash reached the host's helper. They run with
 1 byte now, the kernel's "no dump at all", and seccomp keeps them from lowering it to 0.
 
-The pipe itself is exercised only when ``NONO_TEST_CORE_PATTERN=1`` (it changes the host's
-``core_pattern`` for a few seconds, for every process on the machine)."""
+The pipe itself is exercised too: the test points the host's ``core_pattern`` at a recording
+helper for a few seconds (for every process on the machine) and restores it."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -59,8 +58,6 @@ def test_a_session_keeps_its_one_byte_core_limit(run: CLI, short_tmp: Path) -> N
 @pytest.fixture
 def pipe_pattern(short_tmp: Path) -> Iterator[Path]:
     """The host's ``core_pattern`` pointed at a helper that records each crash it is handed."""
-    if os.environ.get("NONO_TEST_CORE_PATTERN") != "1":
-        pytest.skip("changes the host's core_pattern: set NONO_TEST_CORE_PATTERN=1")
     marks = short_tmp / "marks"
     marks.mkdir()
     helper = short_tmp / "helper.sh"
@@ -68,7 +65,10 @@ def pipe_pattern(short_tmp: Path) -> Iterator[Path]:
     helper.chmod(0o755)
     pattern = Path("/proc/sys/kernel/core_pattern")
     before = pattern.read_text()
-    pattern.write_text(f"|{helper} %e %P")
+    try:  # for a few seconds: a host process crashing meanwhile leaves 4 bytes in marks/
+        pattern.write_text(f"|{helper} %e %P")
+    except OSError as exc:  # a read-only /proc/sys (a container)
+        pytest.skip(f"cannot point the host's core_pattern at a helper: {exc.strerror}")
     try:
         yield marks
     finally:
