@@ -277,6 +277,8 @@ async def test_a_method_override_cannot_pass_the_endpoint_rules(
                            ([("X-Method-Override", "PATCH")], ""),
                            ([("X-Original-URL", "/admin")], ""),
                            ([("X-Rewrite-URL", "/admin")], ""),
+                           ([("X_HTTP_Method_Override", "DELETE")], ""),
+                           ([("x_original_url", "/admin")], ""),
                            ([], "?_method=DELETE"), ([], "?a=1&%5FMETHOD=DELETE"),
                            ([], "?a=1;_method=DELETE")]:
         client = await proxy.client()
