@@ -159,7 +159,13 @@ class ProfilePolicies:
             with _callerfs.acting_as(_callerfs.Identity.of(who) if who is not None else None):
                 _check_workdir(request.cwd)
                 data = self._named_data(request.profile, caller)
-            return self._resolve_launch(request, caller, data)
+                profile_file = (os.path.realpath(request.profile) if data is not None
+                                and request.profile is not None else None)
+            policy, name = self._resolve_launch(request, caller, data)
+            if profile_file is not None:  # read-only in the session, wherever it lies
+                policy = msgspec.structs.replace(
+                    policy, protected_files=(*policy.protected_files, profile_file))
+            return policy, name
 
         try:
             return await _callerfs.in_thread_of(who, work, what="the launch's profile")

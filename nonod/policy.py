@@ -221,6 +221,9 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     allow_root: bool = False
     # Files under writable grants that stay writable although they could run code later.
     writable_persistence: tuple[str, ...] = ()
+    # Files the session may read but never change wherever its grants would let it: the
+    # profile file the launch named (a session that rewrote it chose the next one's policy).
+    protected_files: tuple[str, ...] = ()
     # Processes and threads the session may have at once (RLIMIT_NPROC, counted in the
     # session's own user namespace); 0: no cap.
     max_processes: int = DEFAULT_MAX_PROCESSES

@@ -167,11 +167,15 @@ class ResolveContext(msgspec.Struct, frozen=True, kw_only=True):
         environ: Mapping[str, str] | None = None,
         platform: Literal["linux", "macos"] = "linux",
     ) -> ResolveContext:
-        """A context for one user; ``TMPDIR`` and ``XDG_*`` come from ``environ`` (the client's
-        environment, not the daemon's) when given and absolute, else the defaults apply."""
+        """A context for one user; ``XDG_*`` (and on macOS ``TMPDIR``) come from ``environ``
+        (the client's environment, not the daemon's) when given and absolute, else the
+        defaults apply. On Linux ``$TMPDIR`` is ``/tmp``, each session's own: the client's
+        ``TMPDIR`` is a directory of the host (``/tmp/user/UID`` with pam_tmpdir, ``~/tmp``),
+        and granting it would share it with the host and with every other session, which
+        the program does not even use (it gets no ``TMPDIR``)."""
         env = dict(environ or {})
         xdg = {key: env[key] for key in _XDG_KEYS if env.get(key, "").startswith("/")}
-        tmpdir = env.get("TMPDIR", "")
+        tmpdir = env.get("TMPDIR", "") if platform == "macos" else ""
         return cls(
             home=home,
             workdir=workdir,

@@ -318,6 +318,8 @@ class ReverseHandler:
         self._resolver = resolver
         self._limits = limits
         self._emit = emit
+        #: WebSocket relays running now: each holds whole messages in the daemon's memory.
+        self._websockets = 0
 
     @property
     def table(self) -> RouteTable:
@@ -460,6 +462,9 @@ class ReverseHandler:
             raise _Refusal(400, "bad_path", "the path does not hold the route's token pattern"
                            ) from None
         if is_websocket(request.headers):
+            if self._websockets >= limits.max_websockets:
+                raise _Refusal(503, "too_many_websockets", "the session has as many WebSocket "
+                               f"connections open as the proxy relays ({limits.max_websockets})")
             return await self._websocket(stream, conn, request, entry, entry.secret, head,
                                          record)
         return await self._forward(stream, conn, request, entry, head, pool, record)
@@ -780,16 +785,21 @@ class ReverseHandler:
 
         record.mode = "websocket"
         route = entry.route
-        upstream = await self._connect(entry, record)
-        self._injected(route, head)
-        scrubber = entry.new_scrubber()
+        self._websockets += 1
         try:
-            outcome = await relay_websocket(
-                client=stream, request=request, trailing=conn.trailing_data[0], route=route,
-                secret=secret, token=self._table.token, upstream=upstream.stream,
-                resource=head.target.decode("ascii"), scrubber=scrubber, limits=self._limits)
+            upstream = await self._connect(entry, record)
+            self._injected(route, head)
+            scrubber = entry.new_scrubber()
+            try:
+                outcome = await relay_websocket(
+                    client=stream, request=request, trailing=conn.trailing_data[0],
+                    route=route, secret=secret, token=self._table.token,
+                    upstream=upstream.stream, resource=head.target.decode("ascii"),
+                    scrubber=scrubber, limits=self._limits)
+            finally:
+                await trio.aclose_forcefully(upstream.stream)
         finally:
-            await trio.aclose_forcefully(upstream.stream)
+            self._websockets -= 1
         record.bytes_in, record.bytes_out = outcome.bytes_in, outcome.bytes_out
         self._emit(record.event("allow", outcome.reason, outcome.status))
         return False

@@ -95,7 +95,12 @@ class ProxyLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     to a plain-HTTP request, else 504; ``send_timeout``: time to write one of our own
     responses. Credential routes only: ``max_body_bytes``: largest request body forwarded,
     else 413; ``keepalive_timeout``: how long an idle client connection waits for its next
-    request. Approvals only: ``approval_timeout``: the longest a request is held for its
+    request; ``max_websockets``: WebSocket connections relayed at once, more get 503
+    (``too_many_websockets``); ``max_websocket_message_bytes``: largest WebSocket message
+    either side may send (larger ones close that connection with 1009). WebSocket messages are
+    held whole in the daemon's memory, so these two bound what one session's WebSockets
+    make the daemon hold (about six messages per connection at worst). Approvals only:
+    ``approval_timeout``: the longest a request is held for its
     asker's verdict, else 403 (``approval_timeout``).
     """
 
@@ -109,6 +114,8 @@ class ProxyLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     send_timeout: float = 10.0
     max_body_bytes: int = 32 * 1024 * 1024
     keepalive_timeout: float = 60.0
+    max_websockets: int = 8
+    max_websocket_message_bytes: int = 4 * 1024 * 1024
     #: Longer than any approval deadline (at most 3600 s): the asker's own timeout decides
     #: and is recorded; this bound only stops a hung asker.
     approval_timeout: float = 3660.0
@@ -122,6 +129,10 @@ class ProxyLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ValueError("max_connections must be between 1 and 100000")
         if not 0 <= self.max_body_bytes <= 1 << 40:
             raise ValueError("max_body_bytes must be between 0 and 1 TiB")
+        if not 0 <= self.max_websockets <= 1024:
+            raise ValueError("max_websockets must be between 0 and 1024")
+        if not 1024 <= self.max_websocket_message_bytes <= 64 << 20:
+            raise ValueError("max_websocket_message_bytes must be between 1 KiB and 64 MiB")
         for name in ("head_timeout", "connect_timeout", "idle_timeout", "response_timeout",
                      "send_timeout", "keepalive_timeout", "approval_timeout"):
             if not getattr(self, name) > 0:

@@ -17,6 +17,13 @@ sides:
    accepted with the subprotocol the upstream chose;
 4. messages are relayed both ways until either side closes (the close code is passed on) or
    nothing moves for ``idle_timeout``; messages from the upstream are scrubbed of the secret.
+
+Messages are held whole in the daemon's memory (to be scrubbed), outside the session's memory
+limit: each is at most ``max_websocket_message_bytes`` (larger ones close that side with 1009,
+"message too big"), no message waits in a queue (``message_queue_size=0``: a side that does
+not read stops the other side's reading), and a session relays at most ``max_websockets`` at
+once (:class:`ReverseHandler`). About three messages per direction are held at worst (the one
+read and waiting, the one being sent, its frame).
 """
 
 from __future__ import annotations
@@ -47,7 +54,6 @@ if TYPE_CHECKING:
 
 #: Close codes that describe a connection state and may not be sent in a close frame.
 _UNSENDABLE: Final = frozenset({1005, 1006, 1015})
-_MAX_MESSAGE: Final = 16 * 1024 * 1024
 #: What an upstream's unacceptable ``101`` (an accept token, subprotocol or extension the
 #: handshake did not offer) raises: wsproto refuses it, and trio-websocket then tries to
 #: answer the upstream with a server's refusal on the client's h11 connection, which h11
@@ -98,7 +104,7 @@ async def relay_websocket(
             with trio.fail_after(limits.head_timeout):
                 offer = await wrap_server_stream(
                     program_side, Replayed(client, _replay_head(request) + trailing),
-                    max_message_size=_MAX_MESSAGE)
+                    message_queue_size=0, max_message_size=limits.max_websocket_message_bytes)
         except (trio.TooSlowError, HandshakeError, ConnectionClosed, trio.BrokenResourceError,
                 trio.ClosedResourceError):
             program_side.cancel_scope.cancel()
@@ -113,7 +119,8 @@ async def relay_websocket(
                         upstream_side, cast("trio.SocketStream", upstream), route.authority,
                         resource,
                         subprotocols=offer.proposed_subprotocols, extra_headers=extra,
-                        max_message_size=_MAX_MESSAGE)
+                        message_queue_size=0,
+                        max_message_size=limits.max_websocket_message_bytes)
                 try:
                     inward = await offer.accept(subprotocol=outward.subprotocol)
                 except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):

@@ -25,7 +25,8 @@ The steps, in order (``STEPS`` names them in error records):
     8. loopback     ``lo`` up in the private network namespace
     9. keyring      a fresh session keyring (the inherited one stays out of reach)
    10. chdir        the working directory, as seen inside
-   11. rlimits      no core dumps; the session's process cap (RLIMIT_NPROC)
+   11. rlimits      no core dumps; the session's process cap (RLIMIT_NPROC); an eighth
+                    of the owner's queued signals (RLIMIT_SIGPENDING)
    12. stdio        the caller's stdin/stdout/stderr on 0, 1, 2
    13. close_fds    every other descriptor closed (close_range)
    14. no_new_privs PR_SET_NO_NEW_PRIVS
@@ -300,7 +301,7 @@ def _pdeathsig() -> None:
 def _dumpable_until_mapped() -> None:
     """The fork server is not dumpable, and we inherit that; but until the id maps (and
     ``oom_score_adj``) are written /proc/self/* must be our own, not root's. Dumpable again
-    (no core dump: the fork server's RLIMIT_CORE of 0 is inherited) until we drop it before
+    (no core dump: the fork server's RLIMIT_CORE of 1 byte is inherited) until we drop it before
     waiting."""
     _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
 
@@ -970,8 +971,20 @@ def _setsid(plan: LaunchPlan, stdin: int) -> None:
         _libc.set_controlling_tty(stdin)
 
 
+#: Queued signals are counted per uid across every user namespace (a session's are charged to
+#: its owner's count on the host as well): at the limit the owner's host processes get EAGAIN
+#: from ``sigqueue`` and ``timer_create`` (each POSIX timer holds one). A session gets this
+#: fraction of what it inherits, hard limit included.
+SIGPENDING_FRACTION: Final = 8
+
+
 def _rlimits(max_processes: int) -> None:
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _libc.set_no_core_dump()  # 1 byte: no dump, not even to a pipe core_pattern's helper
+    finite = [v for v in resource.getrlimit(resource.RLIMIT_SIGPENDING)
+              if v != resource.RLIM_INFINITY]
+    if finite:  # an unlimited owner has no count to run out of
+        share = min(min(finite), max(1, min(finite) // SIGPENDING_FRACTION))
+        resource.setrlimit(resource.RLIMIT_SIGPENDING, (share, share))
     if max_processes:
         # Counted per user namespace (ucounts): this session's processes, not the user's.
         resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from typing import Final
 
 from ._syscalls import native_arch
 
@@ -143,15 +144,31 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
                            ctypes.c_ulong(arg3), ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)))
 
 
+#: ``RLIMIT_CORE`` (soft, hard) of the daemon, the fork server and every session: 1 byte. No
+#: file dump fits in it (the kernel wants at least a page), and 1 is the kernel's sentinel
+#: for "no dump at all" that also stops a pipe ``core_pattern`` (systemd-coredump, apport),
+#: whose helper runs as root on the host whatever the limit otherwise (0 included).
+NO_CORE_DUMP: Final = (1, 1)
+
+
+def set_no_core_dump() -> None:
+    """``RLIMIT_CORE`` to :data:`NO_CORE_DUMP`; to 0 where the hard limit we were given is 0
+    and cannot be raised (an unprivileged process started with ``LimitCORE=0``)."""
+    import resource
+
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, NO_CORE_DUMP)
+    except (OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def forbid_core_dumps() -> None:
     """No core dump of this process, ever: it holds real credentials (the daemon) or launch
     plans (the fork server). Not dumpable (which also keeps other processes of our uid out of
-    its memory and ``/proc/<pid>/*``), and ``RLIMIT_CORE`` 0, soft and hard, which also holds
-    with a ``suid_dumpable`` of 2 and is inherited by everything started from here (sessions
-    set the same limit for themselves anyway)."""
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    its memory and ``/proc/<pid>/*``), and ``RLIMIT_CORE`` :data:`NO_CORE_DUMP`, which also
+    holds with a ``suid_dumpable`` of 2 and is inherited by everything started from here
+    (sessions set the same limit for themselves, and their seccomp filter keeps it)."""
+    set_no_core_dump()
     prctl(PR_SET_DUMPABLE, 0)
 
 

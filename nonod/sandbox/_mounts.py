@@ -109,8 +109,21 @@ PROVIDED_DEV = frozenset({*(f"/dev/{n}" for n in DEV_NODES), "/dev/pts", "/dev/p
 # edit. See docs/sandbox.md ("Persistence files") for each name and what was left out.
 PERSISTENCE_NAMES = (
     ".git/hooks", ".git/config", ".git/info/attributes", ".gitmodules", ".hg/hgrc",
+    # Per-worktree configuration (live once extensions.worktreeConfig is set, as
+    # sparse-checkout does), and linked worktrees' administrative directories: their
+    # commondir names the repository git uses there, configuration and hooks included.
+    ".git/config.worktree", ".git/worktrees",
     ".envrc", ".vscode", ".idea", ".devcontainer", ".github/workflows", ".gitlab-ci.yml",
     ".pre-commit-config.yaml", ".husky",
+    # Coding agents' project configuration: hooks and MCP servers are commands the agent
+    # runs on the host when someone starts it in the directory (Claude Code's .claude
+    # settings and .mcp.json, Gemini CLI, Cursor, aider's lint and test commands, Continue,
+    # opencode).
+    ".claude", ".mcp.json", ".gemini", ".cursor", ".aider.conf.yml", ".continue",
+    "opencode.json", ".opencode",
+    # Editors' project settings that start commands: a dev container's initializeCommand
+    # runs on the host, Zed's and Helix's language servers are commands they start.
+    ".devcontainer.json", ".zed", ".helix",
 )
 # In the working directory, wherever it lies in a writable grant: nono's project trust policy
 # and its signature. A session that removed them made the next launch verify nothing (the
@@ -127,6 +140,11 @@ PROC_KEYRINGS = ("/proc/keys", "/proc/key-users")
 # reads its config (``core.fsmonitor``...) whenever someone uses git inside that submodule.
 SUBMODULE_NAMES = ("hooks", "config", "info/attributes")
 MAX_SUBMODULES = 64
+# Names looked through under ``.git/modules`` to find them. The session may write there: past
+# either bound the whole of ``.git/modules`` is kept read-only instead (fake git directories
+# could hide a real one behind them, and a tree of millions of directories made the plan's
+# walk, which runs in the daemon's event loop, stall every session for a minute).
+MAX_LISTED = 4096
 # Names under these are kept only when the directory exists at launch: a repository the session
 # creates (``git init``) is its own, hooks included. A ``.git`` *file* (a worktree's pointer)
 # is kept read-only itself.
@@ -151,6 +169,21 @@ HOME_RC_FILES = (
     ".yarnrc.yml", ".local/share/nvim", ".config/Code/User", ".vscode-server", ".config/kitty",
     ".config/alacritty", ".config/wezterm", ".wezterm.lua", ".config/i3", ".config/sway",
     ".config/hypr",
+    # The user's PATH and trust decisions kept as state: Nix's per-user profiles (on PATH
+    # through ~/.nix-profile; since Nix 2.14 under ~/.local/state/nix) and channels, mise's
+    # trusted configurations, direnv's allowed .envrc files (a nested .envrc the session
+    # writes runs once it is listed there), Neovim's trusted exrc files, JetBrains IDEs'
+    # trusted project paths (a trusted project's build scripts run on import) and plugins.
+    ".nix-profile", ".nix-channels", ".nix-defexpr", ".local/state/nix", ".local/state/mise",
+    ".local/share/direnv", ".local/state/nvim/trust", ".config/JetBrains",
+    ".local/share/JetBrains",
+    # Coding agents' user configuration, read by every start anywhere: hooks, MCP servers,
+    # notification commands (their logins and state next to it stay the agent's).
+    ".claude/settings.json", ".gemini/settings.json", ".codex/config.toml", ".cursor/mcp.json",
+    ".aider.conf.yml", ".config/opencode", ".continue/config.yaml", ".continue/config.json",
+    # Editors' extensions, loaded at every start (VS Code, VSCodium, Cursor, Windsurf).
+    ".vscode/extensions", ".vscode/argv.json", ".vscode-oss/extensions", ".cursor/extensions",
+    ".windsurf/extensions",
 )
 
 
@@ -224,11 +257,76 @@ def _kind(how: Callable[[str], os.stat_result], path: str) -> int | None:
 # Each question a plan asks of the host, and how it is asked: what the answer is made of is
 # all the plan uses of it (a path's file type, not its times: a directory written into is
 # still the same directory to the plan).
-_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC = range(8)
+(_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC, _LISTSOME,
+ _HOOKSPATH) = range(10)
+#: The most of a git configuration file read for its ``core.hooksPath``.
+MAX_GIT_CONFIG = 1 << 16
+
+
+def git_hooks_path(text: str) -> str | None:
+    """The last ``core.hooksPath`` of a git configuration file's text (what git uses), or
+    None. Sections and keys are case-insensitive; a value may be quoted and may carry a
+    ``#``/``;`` comment. Includes are not followed."""
+    found: str | None = None
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            section = line[1:line.find("]")].split(None, 1)[0].lower() if "]" in line else ""
+            line = line[line.find("]") + 1:].strip() if "]" in line else ""
+        key, sep, value = line.partition("=")
+        if section != "core" or not sep or key.strip().lower() != "hookspath":
+            continue
+        value = value.strip()
+        if value.startswith('"'):
+            end = value.find('"', 1)
+            value = value[1:end] if end > 0 else value[1:]
+        else:
+            for mark in ("#", ";"):
+                value = value.split(mark, 1)[0]
+            value = value.strip()
+        found = value or None
+    return found
+
+
+def _hooks_path(config: str) -> str | None:
+    """``core.hooksPath`` of the file ``config``, read only if it is a regular file reached
+    without following a link at its name (a session may have made a repository's
+    ``.git/config`` a FIFO or a link: this runs in the daemon, which never blocks on an open
+    and never reads on a session's behalf what that session could not)."""
+    try:
+        fd = os.open(config, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, MAX_GIT_CONFIG)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return git_hooks_path(data.decode("utf-8", "replace"))
+
+
+def _list_some(path: str) -> tuple[str, ...]:
+    """Up to ``MAX_LISTED + 1`` names of the directory (more than ``MAX_LISTED``: too many to
+    look through), without reading the rest of a huge one."""
+    names: list[str] = []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            names.append(entry.name)
+            if len(names) > MAX_LISTED:
+                break
+    return tuple(sorted(names))
+
+
 _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _LSTAT: lambda path: _kind(os.lstat, path),
     _STAT: lambda path: _kind(os.stat, path),
     _LISTDIR: lambda path: tuple(sorted(os.listdir(path))),
+    _LISTSOME: _list_some,
+    _HOOKSPATH: _hooks_path,
     _READLINK: os.readlink,
     _REALPATH: os.path.realpath,
     _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK),
@@ -278,6 +376,14 @@ class _Look:
 
     def listdir(self, path: str) -> tuple[str, ...]:
         return self._ask(_LISTDIR, path)  # type: ignore[return-value]
+
+    def hooks_path(self, config: str) -> str | None:
+        """:func:`git_hooks_path` of the git configuration file ``config`` (None if none)."""
+        return self._ask(_HOOKSPATH, config)  # type: ignore[return-value]
+
+    def list_some(self, path: str) -> tuple[str, ...]:
+        """:func:`_list_some`: at most ``MAX_LISTED + 1`` names."""
+        return self._ask(_LISTSOME, path)  # type: ignore[return-value]
 
     def readlink(self, path: str) -> str:
         return self._ask(_READLINK, path)  # type: ignore[return-value]
@@ -422,7 +528,7 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
 
     view = _View(sorted(binds.values(), key=lambda op: _depth(op.target)), look)
     for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
-                                   policy.workdir):
+                                   policy.workdir, policy.protected_files):
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
@@ -685,54 +791,98 @@ def _proc_top_entries() -> list[tuple[str, int]]:
         os.close(fd)
 
 
-def _submodule_gitdirs(wdir: str, look: _Look) -> list[str]:
+def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
     """The git directories of the submodules of ``wdir``'s repository, relative to ``wdir``:
     those under ``.git/modules`` (a submodule's name may hold slashes; a submodule's own
-    submodules are under its ``modules``), at most :data:`MAX_SUBMODULES`."""
+    submodules are under its ``modules``). None when there are more than
+    :data:`MAX_SUBMODULES` or more than :data:`MAX_LISTED` names to look through: then all of
+    ``.git/modules`` is kept instead."""
     found: list[str] = []
     stack = [".git/modules"]
-    while stack and len(found) < MAX_SUBMODULES:
+    listed = 0
+    while stack:
         rel = stack.pop()
         path = os.path.join(wdir, rel)
         if not look.isdir(path) or look.islink(path):
             continue
         if look.lexists(os.path.join(path, "HEAD")):
+            if len(found) == MAX_SUBMODULES:
+                return None
             found.append(rel)
             stack.append(rel + "/modules")
             continue
         try:
-            stack += sorted((f"{rel}/{name}" for name in look.listdir(path)), reverse=True)
+            names = look.list_some(path)
         except OSError:
             continue
+        listed += len(names)
+        if listed > MAX_LISTED:
+            return None
+        stack += sorted((f"{rel}/{name}" for name in names), reverse=True)
     return found
 
 
+def _hook_dirs(writable: Sequence[str], home: str, look: _Look) -> list[str]:
+    """Where git runs hooks from besides ``.git/hooks``: ``core.hooksPath`` of each writable
+    grant's repository (relative to its working tree) and of the user's global
+    configuration (absolute or ``~/``), as absolute paths."""
+    found: list[str] = []
+    configs: list[tuple[str, str | None]] = [
+        (os.path.join(wdir, ".git", "config"), wdir) for wdir in writable
+        if look.isdir(os.path.join(wdir, ".git")) and not look.islink(os.path.join(wdir, ".git"))]
+    configs += [(os.path.join(home, name), None) for name in (".gitconfig", ".config/git/config")]
+    for config, top in configs:
+        value = look.hooks_path(config)
+        if value is None:
+            continue
+        if value.startswith("~/"):
+            value = os.path.join(home, value[2:])
+        elif not value.startswith("/"):
+            if top is None:
+                continue  # relative to whichever repository runs it: nothing to pin here
+            value = os.path.join(top, value)
+        found.append(os.path.normpath(value))
+    return found
+
+
+def _home_rc(home: str) -> list[str]:
+    return [os.path.join(home, rc) for rc in HOME_RC_FILES]
+
+
 def _persistence_paths(view: _View, home: str, allowed: set[str],
-                       denied: Sequence[str], look: _Look, workdir: str | None = None
-                       ) -> list[str]:
+                       denied: Sequence[str], look: _Look, workdir: str | None = None,
+                       protected: Sequence[str] = ()) -> list[str]:
     """The persistence paths to keep in every writable directory grant: the names of
     :data:`PERSISTENCE_NAMES` (those under a repository directory only if it exists: a
     repository the session makes is its own), a ``.git`` *file* (a worktree's pointer to its
-    repository), :data:`HOME_RC_FILES` if ``home`` is inside, and :data:`TRUST_FILES` if
-    ``workdir`` is. Minus those the profile lists in ``writable_persistence`` (or a parent of
+    repository), the :data:`HOME_RC_FILES` of ``home`` that lie inside (all of them when
+    ``home`` does), :data:`TRUST_FILES` if ``workdir`` is, and the directories git's
+    ``core.hooksPath`` names (:func:`_hook_dirs`) and the policy's ``protected`` files that
+    lie inside. Minus those the profile lists in ``writable_persistence`` (or a parent of
     them) and those already denied."""
     out: list[str] = []
     seen: set[str] = set()
     kept_out = _Prefixes((*allowed, *denied))
+    protected = (*protected, *_hook_dirs(view.writable_dirs(), home, look))
     for wdir in view.writable_dirs():
         names = list(PERSISTENCE_NAMES)
-        if _under(home, wdir):
-            names += [os.path.relpath(os.path.join(home, rc), wdir) for rc in HOME_RC_FILES]
+        # $HOME's start-up files wherever the grant lies: all of them in a grant holding
+        # $HOME, the ones below it in a grant inside $HOME (a writable ~/.config).
+        names += [os.path.relpath(rc, wdir) for rc in _home_rc(home) if _under(rc, wdir)]
         if workdir is not None and _under(workdir, wdir):
             names += [os.path.relpath(os.path.join(workdir, f), wdir) for f in TRUST_FILES]
+        names += [os.path.relpath(f, wdir) for f in protected if _under(f, wdir)]
         for repo in REPO_DIRS:
             top = os.path.join(wdir, repo)
             if look.isfile(top) and not look.islink(top):
                 names.append(repo)
             if not look.isdir(top):
                 names = [n for n in names if not n.startswith(repo + "/")]
-        names += [f"{gitdir}/{leaf}" for gitdir in _submodule_gitdirs(wdir, look)
-                  for leaf in SUBMODULE_NAMES]
+        gitdirs = _submodule_gitdirs(wdir, look)
+        if gitdirs is None:  # too many to look through: all of them, read-only
+            names.append(".git/modules")
+        else:
+            names += [f"{gitdir}/{leaf}" for gitdir in gitdirs for leaf in SUBMODULE_NAMES]
         for name in names:
             path = os.path.normpath(os.path.join(wdir, name))
             if path in seen or kept_out.covers(path):

@@ -182,23 +182,25 @@ def _ancestors(paths: Iterable[str]) -> list[str]:
 
 
 def _persistence(writable_dirs: Sequence[str], home: str, exempt: frozenset[str],
-                 workdir: str | None = None) -> tuple[list[str], list[str]]:
+                 workdir: str | None = None, extra: tuple[str, ...] = ()
+                 ) -> tuple[list[str], list[str]]:
     """(protected paths, their intermediate directories) inside writable directory grants.
 
     The same names as the Linux read-only binds (``_mounts.PERSISTENCE_NAMES``, the home rc
-    files when ``home`` lies inside the grant, the project trust policy when ``workdir``
-    does). Intermediate directories (``.git``,
-    ``.config``) get their own literal write denial, so that the directory cannot be renamed
-    away and replaced by one with planted contents.
+    files that lie inside the grant, the project trust policy when ``workdir`` does).
+    Intermediate directories (``.git``, ``.config``) get their own literal write denial, so
+    that the directory cannot be renamed away and replaced by one with planted contents.
     """
     protected: list[str] = []
     between: list[str] = []
     for wdir in writable_dirs:
         names = list(PERSISTENCE_NAMES)
-        if _under(home, wdir):
-            names += [posixpath.relpath(posixpath.join(home, rc), wdir) for rc in HOME_RC_FILES]
+        names += [posixpath.relpath(rc, wdir)
+                  for rc in (posixpath.join(home, name) for name in HOME_RC_FILES)
+                  if _under(rc, wdir)]
         if workdir is not None and _under(workdir, wdir):
             names += [posixpath.relpath(posixpath.join(workdir, f), wdir) for f in TRUST_FILES]
+        names += [posixpath.relpath(f, wdir) for f in extra if _under(f, wdir)]
         for name in names:
             path = posixpath.normpath(posixpath.join(wdir, name))
             if path in exempt or path in protected:
@@ -248,7 +250,8 @@ def render_sbpl(policy: ResolvedPolicy, *, proxy_port: int | None, home: str) ->
     writable = [g for g in grants if g.access.writes]
     writable_dirs = sorted({g.path for g in writable if not g.is_file})
     exempt = frozenset(macos_path(p) for p in policy.writable_persistence)
-    protected, between = _persistence(writable_dirs, home, exempt, policy.workdir)
+    protected, between = _persistence(writable_dirs, home, exempt, policy.workdir,
+                                      tuple(macos_path(f) for f in policy.protected_files))
 
     out: list[str] = [
         "(version 1)",

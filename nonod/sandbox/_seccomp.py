@@ -74,6 +74,11 @@ def _arg_low(index: int) -> int:
     return 16 + 8 * index
 
 
+def _arg_high(index: int) -> int:
+    """Offset of the high 32 bits of ``args[index]``."""
+    return _arg_low(index) + 4
+
+
 # -- values the filter compares against ----------------------------------------------------------
 
 CLONE_NEWTIME: Final = 0x00000080  # inside CSIGNAL for clone(2): only clone3/unshare take it
@@ -120,6 +125,11 @@ _MODE_ARG: Final = (("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("fchmodat2", 
                     ("open", 2), ("openat", 3), ("creat", 1), ("mknod", 1), ("mknodat", 2))
 S_ISUID: Final = 0o4000
 S_ISGID: Final = 0o2000
+
+# setrlimit(resource, rlim) and prlimit64(pid, resource, new_rlim, old_rlim): the session's
+# RLIMIT_CORE stays at 1 byte, the kernel's "no dump at all" (``_libc.NO_CORE_DUMP``): lowered
+# to 0, a pipe ``core_pattern`` would run the host's helper on the session's memory again.
+RLIMIT_CORE: Final = 4
 
 # sendto(fd, buf, len, flags, ...), sendmsg(fd, msg, flags), sendmmsg(fd, vec, vlen, flags)
 _SEND_FLAGS_ARG: Final = (("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3))
@@ -311,6 +321,8 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     a.jeq(_nr(arch, "socket"), jt="socket")
     a.jeq(_nr(arch, "socketpair"), jt="socketpair")
     a.jeq(_nr(arch, "personality"), jt="personality")
+    a.jeq(_nr(arch, "setrlimit"), jt="setrlimit")
+    a.jeq(_nr(arch, "prlimit64"), jt="prlimit64")
     mode_args = sorted({index for name, index in _MODE_ARG if arch.nr(name) is not None})
     for name, index in _MODE_ARG:
         if (number := arch.nr(name)) is not None:
@@ -341,6 +353,19 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
         a.label(f"mode_arg{index}")
         a.load(_arg_low(index))
         a.jset(S_ISUID | S_ISGID, jt="eperm", jf="allow")
+
+    # 4b. The core dump limit is set for the session (1 byte: no dump, not even through a
+    # pipe helper); reading it stays allowed (prlimit64 with no new limit).
+    a.label("setrlimit")
+    a.load(_arg_low(0))
+    a.jeq(RLIMIT_CORE, jt="eperm", jf="allow")
+    a.label("prlimit64")
+    a.load(_arg_low(1))
+    a.jeq(RLIMIT_CORE, jf="allow")
+    a.load(_arg_low(2))
+    a.jeq(0, jf="eperm")
+    a.load(_arg_high(2))
+    a.jeq(0, jt="allow", jf="eperm")
 
     # 5. ioctl(fd, unsigned int cmd, arg): req | 1 << 32 is the same request to the kernel.
     a.label("ioctl")
@@ -426,6 +451,8 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
         "personality, except a query (0xffffffff) or PER_LINUX: EPERM",
         f"{', '.join(name for name, _ in _MODE_ARG if arch.nr(name) is not None)} with"
         " S_ISUID or S_ISGID in the mode: EPERM (set-id files run as their owner for anyone)",
+        "setrlimit, prlimit64 setting RLIMIT_CORE: EPERM (it stays 1 byte: no core dump, not"
+        " even through a pipe core_pattern's helper)",
         *(f"ioctl {', '.join(i.name for i in IOCTLS if i.errno == value)} (request compared on"
           f" its low 32 bits): {_errno_name(value)}"
           for value in sorted({i.errno for i in IOCTLS})),

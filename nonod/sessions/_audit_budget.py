@@ -19,10 +19,18 @@ from typing import final
 from ..audit import AUDIT_FILE
 
 
+def _on_disk(info: os.stat_result) -> int:
+    """What one file or directory takes on the disk: its allocated blocks (a 300-byte file
+    takes a whole block), at least its size."""
+    return max(info.st_size, info.st_blocks * 512)
+
+
 def kept_bytes(directory: Path) -> int:
-    """What the files in a session directory (and below it) take; 0 if it is gone."""
-    total = 0
+    """What a session directory (itself, and its files and directories below it) takes on
+    the disk; 0 if it is gone. Allocated blocks, not sizes: the many small files of short
+    sessions take several times their size, and sizes let a user fill that much more."""
     try:
+        total = _on_disk(os.lstat(directory))
         entries = list(os.scandir(directory))
     except OSError:
         return 0
@@ -31,7 +39,7 @@ def kept_bytes(directory: Path) -> int:
             if entry.is_dir(follow_symlinks=False):
                 total += kept_bytes(Path(entry.path))
             elif entry.is_file(follow_symlinks=False):
-                total += entry.stat(follow_symlinks=False).st_size
+                total += _on_disk(entry.stat(follow_symlinks=False))
         except OSError:
             continue
     return total

@@ -355,9 +355,13 @@ class Registry:
         return live
 
     def _new_id(self) -> str:
+        """An id no session had: not live or remembered, no directory, and (since audit
+        retention removes directories but the ledger keeps their lines) not in the ledger."""
+        ledger = self._audit_ledger
         while True:
             candidate = secrets.token_hex(4)
-            if candidate not in self._sessions and not (self._sessions_dir / candidate).exists():
+            if (candidate not in self._sessions and not (self._sessions_dir / candidate).exists()
+                    and (ledger is None or candidate not in ledger)):
                 return candidate
 
     def _new_name(self, plan: SessionPlan, live: list[Session]) -> str:

@@ -341,9 +341,13 @@ class Tools:
         frame = call.frame
         cwd = tool_cwd(frame.cwd, tool.policy, parent.cwd)
         env = tool_env(self.plan.request.env, frame.env, tool.policy.env.allow_vars)
+        policy = within(effective(tool.policy, p.LaunchOptions(), self.limits()),
+                        self.plan.policy.limits)
+        if self.plan.policy.protected_files:  # the agent's profile file: read-only here too
+            policy = msgspec.structs.replace(policy, protected_files=tuple(dict.fromkeys(
+                (*policy.protected_files, *self.plan.policy.protected_files))))
         return SessionPlan(
-            policy=within(effective(tool.policy, p.LaunchOptions(), self.limits()),
-                          self.plan.policy.limits),
+            policy=policy,
             request=LaunchRequest(
                 argv=(tool.executable, *frame.argv), cwd=cwd, env=env,
                 uid=parent.uid if parent.uid != me else None,

@@ -21,7 +21,7 @@ from trio_websocket import (
 )
 
 from nonod.credentials import Route
-from nonod.proxy import CredentialInjected, NetworkEvent
+from nonod.proxy import CredentialInjected, NetworkEvent, ProxyLimits
 from tests.credentials.conftest import Pki, RouteProxy
 
 REAL = "AIzaRealGeminiKey-0123456789abcdef"
@@ -33,7 +33,7 @@ GEMINI = Route(name="gemini", upstream="https://generativelanguage.googleapis.co
 
 async def start_ws_upstream(nursery: trio.Nursery, pki: Pki,
                             handshakes: list[list[tuple[bytes, bytes]]],
-                            paths: list[str]) -> int:
+                            paths: list[str], *, max_message: int = 1 << 20) -> int:
     async def handler(request: WebSocketRequest) -> None:
         handshakes.append([(n.lower(), v) for n, v in request.headers])
         paths.append(request.path)
@@ -56,15 +56,17 @@ async def start_ws_upstream(nursery: trio.Nursery, pki: Pki,
             return
 
     server = await nursery.start(functools.partial(
-        serve_websocket, handler, "127.0.0.1", 0, pki.server, handler_nursery=nursery))
+        serve_websocket, handler, "127.0.0.1", 0, pki.server, handler_nursery=nursery,
+        max_message_size=max_message))
     return int(server.port)
 
 
 async def open_route(nursery: trio.Nursery, proxy: RouteProxy, path: str,
-                     token: str | None = None) -> object:
+                     token: str | None = None, *, max_message: int = 1 << 20) -> object:
     headers = [(b"x-goog-api-key", (token or proxy.token.reveal()).encode())]
     return await connect_websocket(nursery, "127.0.0.1", proxy.port, path, use_ssl=False,
-                                   subprotocols=["chat.v1"], extra_headers=headers)
+                                   subprotocols=["chat.v1"], extra_headers=headers,
+                                   max_message_size=max_message)
 
 
 async def test_websocket_echo_with_the_credential_in_the_handshake(
@@ -136,3 +138,52 @@ async def test_websocket_refusals(nursery: trio.Nursery, pki: Pki,
     assert unavailable.status_code == 503
     assert json.loads(unavailable.body or b"{}")["reason"] == "secret_missing"
     assert len(handshakes) == 1
+
+
+# Red team (fourth pass): WebSocket messages are held whole in the daemon's memory, outside
+# the session's memory limit. Before, one session could relay 256 of them at once, with
+# messages of 16 MiB queued on both sides: an echo upstream and a program that never read
+# made the daemon hold about 128 MiB per connection, 32 GiB per session.
+
+
+async def test_a_session_relays_only_so_many_websockets_at_once(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    port = await start_ws_upstream(nursery, pki, [], [])
+    proxy = await start_route_proxy(
+        [(GEMINI, REAL)], pins={"generativelanguage.googleapis.com": f"127.0.0.1:{port}"})
+    limit = ProxyLimits().max_websockets
+    held = [await open_route(nursery, proxy, "/gemini/live") for _ in range(limit)]
+    for ws in held:  # each one relays
+        await ws.send_message("ping")  # type: ignore[attr-defined]
+        assert await ws.get_message() == "ping"  # type: ignore[attr-defined]
+    over = await refused(proxy, "/gemini/live")
+    assert over.status_code == 503
+    assert json.loads(over.body or b"{}")["reason"] == "too_many_websockets"
+    def relayed() -> int:
+        return sum(isinstance(e, NetworkEvent) and e.status == 101 for e in proxy.events)
+
+    await held.pop().aclose()  # type: ignore[attr-defined]
+    with trio.fail_after(10):
+        while not relayed():  # its event is emitted once its place is free
+            await trio.testing.wait_all_tasks_blocked()
+    again = await open_route(nursery, proxy, "/gemini/live")
+    await again.send_message("pong")  # type: ignore[attr-defined]
+    assert await again.get_message() == "pong"  # type: ignore[attr-defined]
+    denied = [e for e in proxy.events
+              if isinstance(e, NetworkEvent) and e.reason == "too_many_websockets"]
+    assert denied and all(e.status == 503 for e in denied)
+
+
+async def test_a_websocket_message_over_the_limit_closes_the_connection(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    limit = ProxyLimits().max_websocket_message_bytes
+    port = await start_ws_upstream(nursery, pki, [], [], max_message=4 * limit)
+    proxy = await start_route_proxy(
+        [(GEMINI, REAL)], pins={"generativelanguage.googleapis.com": f"127.0.0.1:{port}"})
+    ws = await open_route(nursery, proxy, "/gemini/live", max_message=4 * limit)
+    await ws.send_message(b"x" * limit)  # type: ignore[attr-defined]
+    assert len(await ws.get_message()) == limit  # type: ignore[attr-defined]
+    await ws.send_message(b"x" * (limit + 1))  # type: ignore[attr-defined]
+    with pytest.raises(ConnectionClosed) as closed:
+        await ws.get_message()  # type: ignore[attr-defined]
+    assert closed.value.reason.code == 1009

@@ -41,4 +41,4 @@ def test_the_daemon_and_its_fork_server_dump_no_core(user_daemon: UserDaemon) ->
     for pid in (user_daemon.pid, servers[0]):
         assert f"Uid:\t{NOBODY}\t{NOBODY}\t" in Path(f"/proc/{pid}/status").read_text()
         assert os.stat(f"/proc/{pid}/fd").st_uid == 0, "dumpable: /proc/<pid>/fd is its own"
-        assert _core_limit(pid) == ("0", "0")
+        assert _core_limit(pid) == ("1", "1")  # 1 byte: no dump, not even to a pipe

@@ -432,7 +432,10 @@ def test_context_validation(home: Path) -> None:
     assert values["XDG_CACHE_HOME"] == "/c"
     assert values["XDG_DATA_HOME"] == f"{home}/.local/share"
     assert values["XDG_RUNTIME_DIR"] == "/run/user/3"
-    assert values["TMPDIR"] == "/var/tmp"
+    assert values["TMPDIR"] == "/tmp"  # on Linux each session's own, never the client's
+    macos = ResolveContext.for_user(home=str(home), workdir="/", uid=3, platform="macos",
+                                    environ={"TMPDIR": "/var/folders/x/T/"})
+    assert macos.values()["TMPDIR"] == "/var/folders/x/T/"
 
 
 def test_every_builtin_group_resolves(ctx: ResolveContext) -> None:

@@ -24,3 +24,16 @@ for name in sys.argv[2:]:
     except OSError as exc:
         print(name, type(exc).__name__)
 '''
+
+#: A prelude: ``libc`` (ctypes, errno kept) and ``attempt(NAME, CALL)``, which prints
+#: ``NAME ok`` or ``NAME ERRNO-NAME``.
+ATTEMPT = r'''
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+def attempt(name, call):
+    try:
+        call()
+        print(name, "ok")
+    except OSError as exc:
+        print(name, errno.errorcode[exc.errno])
+'''

@@ -128,3 +128,25 @@ def test_output_logs_count_and_prune_gives_them_back(place: tuple[Path, str, int
 
 def test_the_per_user_budget_defaults_to_8_gib() -> None:
     assert Config().audit.user_max_bytes == 8 << 30
+
+
+def test_a_short_sessions_directory_is_charged_what_it_takes_on_disk(
+        daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    # Sizes undercount small files by a block each (and their directory by one more): the
+    # files of a short session take several times their size, so a user's budget in sizes
+    # let it fill that much more of the disk.
+    import subprocess
+
+    from nonod.sessions._audit_budget import kept_bytes
+    from tests.daemon.test_cli import CLI, cli_env
+
+    run = CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
+    launched = run("launch", "--detach", "--json", "--allow-cwd", "--block-net", "--", "true")
+    assert launched.returncode == 0, launched.stderr
+    session = str(json.loads(launched.stdout)["id"])
+    assert run("wait", session).returncode == 0
+    directory = daemon_thread.state_dir / "sessions" / session
+    on_disk = int(subprocess.run(["du", "-s", "-B1", str(directory)], capture_output=True,
+                                 text=True, check=True).stdout.split()[0])
+    sizes = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+    assert sizes < on_disk <= kept_bytes(directory), (sizes, on_disk)

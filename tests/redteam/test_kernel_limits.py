@@ -14,13 +14,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import resource
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.daemon.conftest import DaemonThread, as_user, hello, raw_client, session_env
 from tests.daemon.localusers import socket_group
+from tests.daemon.test_cli import CLI
 
 pytestmark = [pytest.mark.root, pytest.mark.userns,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -66,3 +69,49 @@ def test_a_session_cannot_take_its_owners_last_inotify_instance(
         raw_client(system_daemon.socket, [hello(), {"type": "stop", "session": "grabber",
                                                     "force": True}],
                    prefix=as_user(NOBODY, gid))
+
+
+#: Queues real-time signals to itself until the kernel says no, prints how many it got, then
+#: holds them until its stdin closes.
+HOARD = r'''
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class sigval(ctypes.Union):
+    _fields_ = [("i", ctypes.c_int), ("p", ctypes.c_void_p)]
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+queued = 0
+while queued < 1000000 and libc.sigqueue(os.getpid(), signal.SIGRTMIN, sigval(1)) == 0:
+    queued += 1
+print(queued, flush=True)
+sys.stdin.read()
+'''
+#: What the owner's host processes need: a queued signal and a POSIX timer.
+HOST = r'''
+import ctypes, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+class sigval(ctypes.Union):
+    _fields_ = [("i", ctypes.c_int), ("p", ctypes.c_void_p)]
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+timer = ctypes.c_void_p()
+print(libc.sigqueue(os.getpid(), signal.SIGRTMIN, sigval(1)) == 0,
+      libc.timer_create(1, None, ctypes.byref(timer)) == 0)
+'''
+
+
+def test_a_session_leaves_its_owner_queued_signals_and_timers(run: CLI, short_tmp: Path
+                                                              ) -> None:
+    (short_tmp / "hoard.py").write_text(HOARD)
+    hoarder = subprocess.Popen(
+        [sys.executable, "-m", "nonoctl", "launch", "--allow-cwd", "--block-net", "--",
+         "/usr/bin/python3", "-S", "hoard.py"], env=run.env, cwd=short_tmp,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert hoarder.stdout is not None
+        queued = int(hoarder.stdout.readline())
+        assert 0 < queued <= resource.getrlimit(resource.RLIMIT_SIGPENDING)[0] // 8
+        host = subprocess.run(["/usr/bin/python3", "-S", "-c", HOST], capture_output=True,
+                              text=True, check=True, cwd="/")
+        assert host.stdout.split() == ["True", "True"], (queued, host)
+    finally:
+        hoarder.communicate(input="", timeout=60)
+    assert hoarder.returncode == 0

@@ -63,3 +63,26 @@ def test_a_writable_home_keeps_the_start_up_files_of_programs_run_anywhere(
     (home / ".gdbinit").write_text("# the user's\n")  # an existing file: read-only
     assert _plant_in_home(run, short_tmp, ANYWHERE) == [".cargo", ".gdbinit", "notes.txt"]
     assert (home / ".gdbinit").read_text() == "# the user's\n"
+
+
+def test_a_writable_directory_inside_home_keeps_the_start_up_files_below_it(
+        run: CLI, short_tmp: Path) -> None:
+    # The start-up files were kept only in a grant holding all of $HOME: a profile granting
+    # ~/.config (or ~/.local/share) writable left user units, autostart entries, session
+    # environment and editor start-up files under it writable.
+    home = Path(run.env["HOME"])
+    for directory in (".config/systemd", ".local/share"):
+        (home / directory).mkdir(parents=True)
+    (short_tmp / "plant.py").write_text(PLANT)
+    names = (".config/systemd/user/evil.service", ".config/autostart/evil.desktop",
+             ".config/environment.d/evil.conf", ".config/nvim/init.lua",
+             ".local/share/systemd/user/evil.service", ".local/share/applications/e.desktop",
+             ".config/ok.txt", ".local/share/ok.txt")
+    done = run("launch", "--allow-cwd", "-a", str(home / ".config"), "-a",
+               str(home / ".local/share"), "--block-net", "--", "/usr/bin/python3", "-S",
+               "plant.py", str(home), *names)
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")] == [
+        ".config/ok.txt WRITTEN", ".local/share/ok.txt WRITTEN"], done.stdout
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file()) == [
+        ".config/ok.txt", ".local/share/ok.txt"]

@@ -17,19 +17,13 @@ import pytest
 
 from tests.daemon.conftest import NOBODY, as_user
 from tests.daemon.test_cli import CLI
+from tests.redteam._programs import ATTEMPT
 
 pytestmark = pytest.mark.root
 
-PLANT = r'''
-import ctypes, errno, os, shutil, stat
-libc = ctypes.CDLL(None, use_errno=True)
+PLANT = ATTEMPT + r'''
+import os, shutil, stat
 AT_FDCWD = -100
-def attempt(name, call):
-    try:
-        call()
-        print(name, "ok")
-    except OSError as exc:
-        print(name, errno.errorcode[exc.errno])
 def raw(nr, *args):
     if libc.syscall(nr, *args) < 0:
         raise OSError(ctypes.get_errno(), "")

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from nonod.sandbox._mounts import MAX_LISTED, MAX_SUBMODULES
 from tests.daemon.test_cli import CLI
 from tests.redteam._programs import PLANT
 
@@ -34,3 +37,34 @@ def test_a_session_cannot_plant_in_a_submodules_git_directory(run: CLI,
         assert (short_tmp / gitdir / "config").read_text() == "[core]\n"  # as it was
         assert not (short_tmp / gitdir / "hooks" / "post-checkout").exists()
         assert not (short_tmp / gitdir / "info").exists()
+
+
+def _gitdir(path: Path) -> None:
+    (path / "hooks").mkdir(parents=True)
+    (path / "HEAD").write_text("ref: refs/heads/main\n")
+    (path / "config").write_text("[core]\n")
+
+
+@pytest.mark.parametrize("decoys", ["gitdirs", "names"])
+def test_a_real_submodule_cannot_be_hidden_behind_planted_entries(
+        run: CLI, short_tmp: Path, decoys: str) -> None:
+    # What an earlier session of the same repository could leave under .git/modules, ahead
+    # of the real submodule in the walk: 64 fake git directories (only 64 were kept), or
+    # more names than the plan looks through (a tree of a million stalled the daemon).
+    _gitdir(short_tmp / ".git")
+    modules = short_tmp / ".git" / "modules"
+    if decoys == "gitdirs":
+        for i in range(MAX_SUBMODULES):
+            _gitdir(modules / f"a{i:02}")
+    else:
+        for i in range(MAX_LISTED + 1):
+            (modules / "a" / f"d{i}").mkdir(parents=True)
+    _gitdir(modules / "zz")
+    (short_tmp / "plant.py").write_text(PLANT)
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "plant.py", ".", ".git/modules/zz/hooks/post-checkout",
+               ".git/modules/zz/config", ".git/modules/new/config")
+    assert done.returncode == 0, done.stderr
+    assert not [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")]
+    assert not (modules / "zz" / "hooks" / "post-checkout").exists()
+    assert (modules / "zz" / "config").read_text() == "[core]\n"

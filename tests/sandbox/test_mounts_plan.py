@@ -41,8 +41,11 @@ def test_the_persistence_list() -> None:
     security decision, so it is spelled out here too."""
     assert PERSISTENCE_NAMES == (
         ".git/hooks", ".git/config", ".git/info/attributes", ".gitmodules", ".hg/hgrc",
+        ".git/config.worktree", ".git/worktrees",
         ".envrc", ".vscode", ".idea", ".devcontainer", ".github/workflows", ".gitlab-ci.yml",
-        ".pre-commit-config.yaml", ".husky")
+        ".pre-commit-config.yaml", ".husky", ".claude", ".mcp.json", ".gemini", ".cursor",
+        ".aider.conf.yml", ".continue", "opencode.json", ".opencode", ".devcontainer.json",
+        ".zed", ".helix")
     for name in (".bashrc", ".bash_profile", ".profile", ".zshrc", ".bash_aliases",
                  ".ssh/authorized_keys", ".ssh/config", ".config/systemd", ".gitconfig"):
         assert name in HOME_RC_FILES

@@ -305,6 +305,23 @@ def test_set_id_modes_are_refused(arch: Arch, options: SeccompOptions) -> None:
             assert call(mode) == ALLOW, (name, oct(mode))
 
 
+RLIMIT_CORE, RLIMIT_NOFILE, RLIMIT_NPROC = 4, 7, 6
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+@pytest.mark.parametrize("options", ALL_OPTIONS)
+def test_the_core_limit_cannot_be_changed(arch: Arch, options: SeccompOptions) -> None:
+    # At 0 (not the 1 byte the session gets) a pipe core_pattern's helper runs again.
+    assert run(arch, options, "setrlimit", RLIMIT_CORE, 0x1000) == err(errno.EPERM)
+    assert run(arch, options, "setrlimit", RLIMIT_CORE | 1 << 32, 0x1000) == err(errno.EPERM)
+    for new in (0x1000, 1 << 32, 0x7FFF_0000_0000):  # any non-null new limit, either half
+        assert run(arch, options, "prlimit64", 0, RLIMIT_CORE, new, 0) == err(errno.EPERM)
+    assert run(arch, options, "prlimit64", 0, RLIMIT_CORE, 0, 0x1000) == ALLOW  # a read
+    for resource in (RLIMIT_NOFILE, RLIMIT_NPROC):
+        assert run(arch, options, "setrlimit", resource, 0x1000) == ALLOW
+        assert run(arch, options, "prlimit64", 0, resource, 0x1000, 0) == ALLOW
+
+
 @pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
 def test_ioctl_compares_32_bits(arch: Arch) -> None:
     options = SeccompOptions()

@@ -1,0 +1,96 @@
+"""Red team, git hooks outside ``.git/hooks``: ``.git/hooks`` and ``.git/config`` were
+read-only in a session, but a repository whose ``core.hooksPath`` names a directory of its
+working tree (``.githooks``, ``scripts/hooks``: a common way to share hooks) runs its hooks
+from there, and that directory was as writable as the rest. A session rewrote
+``.githooks/pre-commit``; the user's next commit on the host ran it. The directory the
+(read-only) configuration names is kept like ``.git/hooks`` now: read-only if it exists,
+not creatable if it does not."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nonod.sandbox._mounts import git_hooks_path
+from tests.daemon.test_cli import CLI
+from tests.redteam._programs import PLANT
+
+HOOK = "#!/bin/sh\necho the user's hook\n"
+
+
+@pytest.mark.parametrize("hooks", [".githooks", "scripts/hooks"])
+def test_a_session_cannot_rewrite_hooks_kept_where_core_hookspath_points(
+        run: CLI, short_tmp: Path, hooks: str) -> None:
+    subprocess.run(["git", "init", "-q", str(short_tmp)], check=True)
+    subprocess.run(["git", "-C", str(short_tmp), "config", "core.hooksPath", hooks], check=True)
+    if hooks == ".githooks":  # an existing directory: read-only; a missing one: not creatable
+        (short_tmp / hooks).mkdir(parents=True)
+        (short_tmp / hooks / "pre-commit").write_text(HOOK)
+    else:
+        (short_tmp / "scripts").mkdir()
+    (short_tmp / "plant.py").write_text(PLANT)
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "plant.py", ".", f"{hooks}/pre-commit", f"{hooks}/post-checkout", "ok.txt")
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")] == [
+        "ok.txt WRITTEN"], done.stdout
+    if hooks == ".githooks":
+        assert (short_tmp / hooks / "pre-commit").read_text() == HOOK
+        assert sorted(p.name for p in (short_tmp / hooks).iterdir()) == ["pre-commit"]
+    else:
+        assert not (short_tmp / hooks).exists()
+
+
+def test_core_hookspath_is_read_as_git_reads_it() -> None:
+    assert git_hooks_path("[core]\n\thooksPath = .githooks\n") == ".githooks"
+    assert git_hooks_path('[Core]\nHOOKSPATH="a b" # note\n') == "a b"
+    assert git_hooks_path("[core]\nhookspath = x ; comment\n[core]\nhooksPath = y\n") == "y"
+    assert git_hooks_path("[alias]\nhooksPath = no\n[core]\nbare = false\n") is None
+    assert git_hooks_path('[remote "origin"]\nhooksPath = no\n') is None
+
+
+def test_a_planted_git_config_never_blocks_or_redirects_the_daemon(
+        run: CLI, short_tmp: Path) -> None:
+    # A repository a session created is its own: .git/config may be a FIFO or a link when
+    # the next launch reads it for core.hooksPath, in the daemon. Neither is read: the
+    # launch ends at once (a FIFO cannot be kept read-only, so that one is refused, as
+    # before) and the daemon still answers.
+    (short_tmp / ".git").mkdir()
+    os.mkfifo(short_tmp / ".git" / "config")
+    other = short_tmp / "other"
+    other.mkdir()
+    (other / ".git").mkdir()
+    (other / ".git" / "config").symlink_to("/dev/zero")
+    outcomes = []
+    for where in (short_tmp, other):
+        run.cwd = where
+        outcomes.append(run("launch", "--allow-cwd", "--block-net", "--", "true").returncode)
+    assert outcomes == [125, 0]  # refused at step mounts; run
+    assert run("ps").returncode == 0
+
+
+def test_a_session_cannot_redirect_a_linked_worktree_or_add_worktree_config(
+        run: CLI, short_tmp: Path) -> None:
+    # A linked worktree's administrative directory lives in the main repository's .git:
+    # its commondir names the repository git uses there (configuration and hooks with it),
+    # and .git/config.worktree is configuration once extensions.worktreeConfig is on.
+    repo = short_tmp / "repo"
+    git = ["git", "-c", "user.name=u", "-c", "user.email=u@x", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    subprocess.run([*git, "worktree", "add", "-q", str(short_tmp / "linked")], check=True)
+    commondir = repo / ".git" / "worktrees" / "linked" / "commondir"
+    before = commondir.read_text()
+    (repo / "plant.py").write_text(PLANT)
+    run.cwd = repo
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "plant.py", ".", ".git/worktrees/linked/commondir", ".git/config.worktree",
+               ".git/objects/ok")
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")] == [
+        ".git/objects/ok WRITTEN"], done.stdout
+    assert commondir.read_text() == before
+    assert not (repo / ".git" / "config.worktree").exists()
