@@ -19,11 +19,14 @@ in any letter case, each character also as ``%XX`` or ``\\u00XX``:
 - an unquoted multipart name: ``name=_method`` followed by ``;``, a quote or white space.
 
 A quoted ``"_method"`` that is a value, not a key, is refused too (the watch does not parse).
+Only bodies such parsers read are watched (:func:`parsed_for_fields`): no content type, a form,
+or JSON; an upload of another type (``application/octet-stream``, ``image/png``) is not.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Final, final
 
 
@@ -36,12 +39,26 @@ def _char(c: str) -> str:
 _NAME: Final = "".join(_char(c) for c in "_method")
 #: Every spelling; each match ends at the byte that completes it (a form pair's ``=``, the
 #: closing quote, the delimiter after an unquoted name).
-_FIELD: Final = re.compile(
-    (f"[&;]{_NAME}=|[\"']{_NAME}[\"']|name\\s{{0,32}}=\\s{{0,32}}{_NAME}[;\\s\"']").encode(),
-    re.IGNORECASE)
+_FIELD: Final = re.compile(  # searched in lower case
+    (f"[&;]{_NAME}=|[\"']{_NAME}[\"']|name\\s{{0,32}}=\\s{{0,32}}{_NAME}[;\\s\"']").encode())
 #: Bytes kept from the pieces before: more than the longest match (a field split across
 #: pieces is found when its last byte comes).
 _KEEP: Final = 160
+
+
+#: The media types whose bodies frameworks take fields from (Rack reads a POST without one).
+_FORMS: Final = frozenset({b"application/x-www-form-urlencoded", b"multipart/form-data"})
+
+
+def parsed_for_fields(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether a request body of these headers' type is one a framework takes fields from:
+    none given, a form, or JSON (``application/json``, ``...+json``); several
+    ``Content-Type`` headers count as such a body too."""
+    types = [value for name, value in headers if name.lower() == b"content-type"]
+    if len(types) != 1:
+        return True
+    media = types[0].partition(b";")[0].strip().lower()
+    return not media or media in _FORMS or b"json" in media
 
 
 @final
@@ -56,8 +73,10 @@ class BodyOverrideWatch:
 
     def feed(self, data: bytes) -> bool:
         """Whether ``data`` (the next piece) completes a ``_method`` field."""
-        window = self._tail + data
+        window = (self._tail + data).lower()
         self._tail = window[-_KEEP:]
+        if b"%" not in window and b"\\u00" not in window and b"_method" not in window:
+            return False  # no escape: a field would be spelt out (``find`` is fast in C)
         return _FIELD.search(window) is not None
 
     def end(self) -> bool:

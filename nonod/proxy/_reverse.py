@@ -62,7 +62,7 @@ from ..credentials import (
     scrub_replacements,
 )
 from ..errors import NonoError
-from ._bodyoverride import BodyOverrideWatch
+from ._bodyoverride import BodyOverrideWatch, parsed_for_fields
 from ._bulk import pump
 from ._events import CredentialInjected, NetworkEvent, ProxyEvent
 from ._http import BadRequest, check_framing
@@ -490,7 +490,8 @@ class ReverseHandler:
         route = entry.route
         has_body = _has_body(request.headers)
         # On a route with rules, a ``_method`` field in the body is an override as well.
-        watch = BodyOverrideWatch() if has_body and route.endpoint_rules else None
+        watch = (BodyOverrideWatch() if has_body and route.endpoint_rules
+                 and parsed_for_fields(request.headers) else None)
         upstream = pool.pop(route.name, None)
         if upstream is not None and not upstream.idle_and_open():
             await trio.aclose_forcefully(upstream.stream)

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from nonod.proxy._bodyoverride import BodyOverrideWatch
+from nonod.proxy._bodyoverride import BodyOverrideWatch, parsed_for_fields
 
 OVERRIDES = [
     b"_method=DELETE", b"a=1&_method=PATCH", b"a=1;_Method=x", b"a=1&%5F%6d%65%74%68%6F%64=x",
@@ -47,3 +47,13 @@ def test_a_field_after_a_long_body_is_found() -> None:
     assert not watch.feed(b"a=" + b"x" * 100_000)
     assert not watch.feed(b"&_meth")
     assert watch.feed(b"od=DELETE")
+
+
+def test_the_bodies_frameworks_read_fields_from_are_watched() -> None:
+    for value in (b"application/x-www-form-urlencoded", b"Multipart/Form-Data; boundary=x",
+                  b"application/json; charset=utf-8", b"application/vnd.api+json", b""):
+        assert parsed_for_fields([(b"content-type", value)]), value
+    assert parsed_for_fields([])
+    assert parsed_for_fields([(b"content-type", b"image/png"), (b"Content-Type", b"a/json")])
+    for value in (b"application/octet-stream", b"image/png", b"text/plain"):
+        assert not parsed_for_fields([(b"content-type", value)]), value
