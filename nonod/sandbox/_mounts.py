@@ -266,8 +266,16 @@ MAX_GIT_CONFIG = 1 << 16
 def git_hooks_path(text: str) -> str | None:
     """The last ``core.hooksPath`` of a git configuration file's text (what git uses), or
     None. Sections and keys are case-insensitive; a value may be quoted and may carry a
-    ``#``/``;`` comment. Includes are not followed."""
+    ``#``/``;`` comment. Includes are not followed (:func:`git_config_paths` names them)."""
+    return git_config_paths(text)[0]
+
+
+def git_config_paths(text: str) -> tuple[str | None, tuple[str, ...]]:
+    """The last ``core.hooksPath`` of a git configuration file's text, and the files it
+    includes (``include.path`` and every ``includeIf.<condition>.path``, whatever the
+    condition: it may hold where git runs), as written."""
     found: str | None = None
+    includes: list[str] = []
     section = ""
     for raw in text.splitlines():
         line = raw.strip()
@@ -275,7 +283,10 @@ def git_hooks_path(text: str) -> str | None:
             section = line[1:line.find("]")].split(None, 1)[0].lower() if "]" in line else ""
             line = line[line.find("]") + 1:].strip() if "]" in line else ""
         key, sep, value = line.partition("=")
-        if section != "core" or not sep or key.strip().lower() != "hookspath":
+        name = key.strip().lower()
+        wanted = (section == "core" and name == "hookspath") or (
+            section in ("include", "includeif") and name == "path")
+        if not sep or not wanted:
             continue
         value = value.strip()
         if value.startswith('"'):
@@ -285,12 +296,15 @@ def git_hooks_path(text: str) -> str | None:
             for mark in ("#", ";"):
                 value = value.split(mark, 1)[0]
             value = value.strip()
-        found = value or None
-    return found
+        if section == "core":
+            found = value or None
+        elif value:
+            includes.append(value)
+    return found, tuple(includes)
 
 
-def _hooks_path(config: str) -> str | None:
-    """``core.hooksPath`` of the file ``config``, read only if it is a regular file reached
+def _git_config(config: str) -> tuple[str | None, tuple[str, ...]] | None:
+    """:func:`git_config_paths` of the file ``config``, read only if it is a regular file reached
     without following a link at its name (a session may have made a repository's
     ``.git/config`` a FIFO or a link: this runs in the daemon, which never blocks on an open
     and never reads on a session's behalf what that session could not)."""
@@ -306,7 +320,7 @@ def _hooks_path(config: str) -> str | None:
         return None
     finally:
         os.close(fd)
-    return git_hooks_path(data.decode("utf-8", "replace"))
+    return git_config_paths(data.decode("utf-8", "replace"))
 
 
 def _list_some(path: str) -> tuple[str, ...]:
@@ -326,7 +340,7 @@ _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _STAT: lambda path: _kind(os.stat, path),
     _LISTDIR: lambda path: tuple(sorted(os.listdir(path))),
     _LISTSOME: _list_some,
-    _HOOKSPATH: _hooks_path,
+    _HOOKSPATH: _git_config,
     _READLINK: os.readlink,
     _REALPATH: os.path.realpath,
     _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK),
@@ -377,8 +391,9 @@ class _Look:
     def listdir(self, path: str) -> tuple[str, ...]:
         return self._ask(_LISTDIR, path)  # type: ignore[return-value]
 
-    def hooks_path(self, config: str) -> str | None:
-        """:func:`git_hooks_path` of the git configuration file ``config`` (None if none)."""
+    def git_config(self, config: str) -> tuple[str | None, tuple[str, ...]] | None:
+        """:func:`git_config_paths` of the git configuration file ``config`` (None if it is
+        not a regular file)."""
         return self._ask(_HOOKSPATH, config)  # type: ignore[return-value]
 
     def list_some(self, path: str) -> tuple[str, ...]:
@@ -822,27 +837,59 @@ def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
     return found
 
 
+#: How deep included git configuration files are followed (git's own limit is 10).
+MAX_GIT_INCLUDES = 10
+
+
 def _hook_dirs(writable: Sequence[str], home: str, look: _Look) -> list[str]:
-    """Where git runs hooks from besides ``.git/hooks``: ``core.hooksPath`` of each writable
-    grant's repository (relative to its working tree) and of the user's global
-    configuration (absolute or ``~/``), as absolute paths."""
+    """Where git takes hooks and configuration from besides ``.git/hooks`` and
+    ``.git/config``: ``core.hooksPath`` of each writable grant's repository (relative to its
+    working tree) and of the user's global configuration (absolute or ``~/``), and the files
+    these configurations include (relative to the including file), followed to
+    :data:`MAX_GIT_INCLUDES` levels, as absolute paths. An included file in a writable grant
+    (``include.path = ../.gitconfig``, a project's shared settings) would let the session set
+    ``core.fsmonitor`` or ``core.hooksPath`` for the user's next git command."""
     found: list[str] = []
-    configs: list[tuple[str, str | None]] = [
-        (os.path.join(wdir, ".git", "config"), wdir) for wdir in writable
+    configs: list[tuple[str, str | None, int]] = [
+        (os.path.join(wdir, ".git", "config"), wdir, 0) for wdir in writable
         if look.isdir(os.path.join(wdir, ".git")) and not look.islink(os.path.join(wdir, ".git"))]
-    configs += [(os.path.join(home, name), None) for name in (".gitconfig", ".config/git/config")]
-    for config, top in configs:
-        value = look.hooks_path(config)
+    configs += [(os.path.join(home, name), None, 0)
+                for name in (".gitconfig", ".config/git/config")]
+    seen: set[str] = set()
+    while configs:
+        config, top, depth = configs.pop(0)
+        if config in seen:
+            continue
+        seen.add(config)
+        paths = look.git_config(config)
+        if paths is None:
+            continue
+        value, includes = paths
+        for include in includes if depth < MAX_GIT_INCLUDES else ():
+            named = _git_path(include, home, os.path.dirname(config))
+            if named is not None:
+                found.append(named)
+                configs.append((named, top, depth + 1))
         if value is None:
             continue
-        if value.startswith("~/"):
-            value = os.path.join(home, value[2:])
-        elif not value.startswith("/"):
-            if top is None:
-                continue  # relative to whichever repository runs it: nothing to pin here
-            value = os.path.join(top, value)
-        found.append(os.path.normpath(value))
+        if not value.startswith(("~/", "/")) and top is None:
+            continue  # relative to whichever repository runs it: nothing to pin here
+        named = _git_path(value, home, top or "/")
+        if named is not None:
+            found.append(named)
     return found
+
+
+def _git_path(value: str, home: str, base: str) -> str | None:
+    """A path as git reads it in a configuration file: ``~/`` is ``home``, a relative one is
+    below ``base``; None for a ``~user/`` path (another user's home: not the session's)."""
+    if value.startswith("~/"):
+        value = os.path.join(home, value[2:])
+    elif value.startswith("~"):
+        return None
+    elif not value.startswith("/"):
+        value = os.path.join(base, value)
+    return os.path.normpath(value)
 
 
 def _home_rc(home: str) -> list[str]:
