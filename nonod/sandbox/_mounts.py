@@ -1007,6 +1007,30 @@ class _View:
             existing, missing = walk
             self.anchors.update(existing[1:] if missing else existing[1:-1])
 
+    def _keep_link(self, bind: MountOp, path: str) -> None:
+        """The first symbolic link on the way to ``path`` (``path`` itself included), when it
+        lies in a directory the session may write: a mount cannot be placed on a link, and the
+        session could remove it (or rename a file over it) and put its own file or directory
+        in its place (``~/.bashrc -> dotfiles/bashrc``, as GNU Stow makes them). Its name is
+        refused to the creation guard instead, and the directories on its way are anchored;
+        what it points to is guarded on its own (``guard`` follows it)."""
+        if not (bind.writable and bind.kind == BIND_DIR):
+            return
+        look = self._look
+        existing = [bind.target]
+        for part in os.path.relpath(path, bind.target).split("/"):
+            cur = os.path.join(existing[-1], part)
+            if not look.lexists(cur):
+                return
+            if look.islink(cur):
+                parent = existing[-1]
+                if not self._protected.covers(parent) and look.writable_dir(parent) \
+                        and cur not in self.refused:
+                    self.refused.append(cur)
+                    self.anchors.update(existing[1:])
+                return
+            existing.append(cur)
+
     def guard(self, path: str, op: MountOp) -> MountOp | None:
         """Place ``op`` for ``path`` and return it as placed (``absent`` if ``path`` does not
         exist); None if it cannot be guarded (out of the view, or itself a symbolic link: its
@@ -1018,12 +1042,15 @@ class _View:
         look = self._look
         walk = _walk(bind.target, path, look)
         if walk is None:
+            if op.kind == READONLY:
+                self._keep_link(bind, path)
             real = os.path.join(look.realpath(os.path.dirname(path)), os.path.basename(path))
             if real == path:
                 return None
             return self.guard(real, msgspec.structs.replace(op, target=real))
         existing, missing = walk
         if missing is None and op.kind == READONLY and look.islink(path):
+            self._keep_link(bind, path)
             return None
         writable = bind.writable and bind.kind == BIND_DIR and \
             not self._protected.covers(existing[-1])
