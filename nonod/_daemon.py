@@ -96,6 +96,14 @@ class _LauncherHost:
                 self._launcher = await self._nursery.start(self._host)
             return self._launcher
 
+    def session_root(self) -> int | None:
+        """The fork server's pid while sessions share the host's namespaces (landlock-only
+        mode): the control server refuses peers that descend from it."""
+        launcher = self._launcher
+        if launcher is None or launcher.mode == "namespaces":
+            return None
+        return launcher.pid
+
     async def warm_up(self) -> None:
         """Start the fork server now, so that the first launch does not wait for it."""
         try:
@@ -350,6 +358,7 @@ async def _serve(
         secrets=KeychainSecrets(),
         trust=KeyStoreTrust(registry.secret_log),
         launcher_state=lambda: host.state,
+        session_root=host.session_root,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve, bound.sock)

@@ -3,13 +3,16 @@
 It listens where ``[metrics] listen`` says: a TCP port (loopback unless ``allow_remote``; the
 configuration refuses anything else) or a Unix socket (mode 0600, prepared like the control
 socket). One request per connection, a bounded head, a deadline per connection and a cap on
-concurrent connections: a scraper that misbehaves costs the daemon little, and a request that
-fails ends its own connection, never the daemon. Nothing but ``/metrics`` is served, and error
-pages never carry exception text.
+concurrent connections, of which one local uid may hold only a few (so that one user holding
+idle connections cannot keep the scraper out): a scraper that misbehaves costs the daemon
+little, and a request that fails ends its own connection, never the daemon. Nothing but
+``/metrics`` is served, and error pages never carry exception text.
 """
 
 from __future__ import annotations
 
+import socket
+from collections import Counter
 from pathlib import Path
 from typing import Final, final
 
@@ -18,6 +21,7 @@ import structlog
 import trio
 
 from ._config import metrics_endpoint
+from ._loopback_peers import tcp_peer_uid
 from ._metrics import Metrics
 from .control import bind_control_socket
 from .errors import NonoError
@@ -27,6 +31,8 @@ log = structlog.get_logger()
 PATH: Final = b"/metrics"
 #: Scrapes served at once; more connections are closed at once.
 MAX_CONNECTIONS: Final = 16
+#: ... of which one uid (the peer socket's owner, on a loopback port) may hold this many.
+MAX_PER_UID: Final = 4
 #: Seconds a connection has to send its request and read the answer.
 REQUEST_TIMEOUT: Final = 10.0
 #: Largest request head, in bytes.
@@ -45,12 +51,17 @@ class _Endpoint:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._active = 0
+        self._by_uid: Counter[int] = Counter()
 
     async def handle(self, stream: trio.abc.Stream) -> None:
-        if self._active >= MAX_CONNECTIONS:
+        uid = _local_peer_uid(stream)
+        if self._active >= MAX_CONNECTIONS or (uid is not None
+                                               and self._by_uid[uid] >= MAX_PER_UID):
             await trio.aclose_forcefully(stream)
             return
         self._active += 1
+        if uid is not None:
+            self._by_uid[uid] += 1
         try:
             with trio.move_on_after(REQUEST_TIMEOUT):
                 await self._exchange(stream)
@@ -62,6 +73,8 @@ class _Endpoint:
             log.exception("metrics request failed")
         finally:
             self._active -= 1
+            if uid is not None:
+                self._by_uid[uid] -= 1
             await trio.aclose_forcefully(stream)
 
     async def _exchange(self, stream: trio.abc.Stream) -> None:
@@ -84,6 +97,17 @@ class _Endpoint:
             body, content_type = self._metrics.exposition(accept.decode("latin-1"))
             await _send(stream, conn, 200, body, content_type=content_type.encode(),
                         head_only=request.method == b"HEAD")
+
+
+def _local_peer_uid(stream: trio.abc.Stream) -> int | None:
+    """Who holds the other end of a TCP connection from this host (``sock_diag``); None for
+    a Unix socket (only the daemon's user may connect there) or a remote peer."""
+    if not isinstance(stream, trio.SocketStream) or stream.socket.family == socket.AF_UNIX:
+        return None
+    try:
+        return tcp_peer_uid(stream.socket)
+    except OSError:
+        return None
 
 
 async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:

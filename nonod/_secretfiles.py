@@ -9,8 +9,8 @@ mode-000 mount in the session's mount namespace).
 
 The paths come from three places: the daemon's own (``DaemonSecrets``), the launch's policy
 and signing key (:func:`launch_secret_paths`), and every credential file an earlier launch
-used (:class:`SecretFileLog`, kept in the state directory, so that a key file used once stays
-hidden from every later session of any profile).
+of the same user used (:class:`SecretFileLog`, kept in the state directory, so that a key
+file used once stays hidden from every later session of that user, of any profile).
 
 A mount hides one name of a file, not its inode: a hard link elsewhere in the view would
 still read the key. A secret *file* with more than one link is therefore refused
@@ -147,11 +147,16 @@ def with_secrets_hidden(policy: ResolvedPolicy, denials: tuple[Denial, ...]) -> 
 @final
 class SecretFileLog:
     """Every credential file a launch of this daemon has used, kept in its state directory,
-    so that each stays hidden from every later session (not only from its own)."""
+    so that each stays hidden from every later session (not only from its own).
+
+    Each path is remembered for the uid whose launch named it, and masked in that uid's later
+    sessions only (None: the daemon's own, such as trust keys, masked in everyone's): on the
+    system daemon one user names paths in a launch, and must not choose what another user's
+    sessions may read. At most :data:`_MAX_LOGGED` paths per uid."""
 
     def __init__(self, state_dir: Path) -> None:
         self._path = state_dir / LOG_FILE
-        self._known: dict[str, str] = {}
+        self._known: dict[tuple[int | None, str], str] = {}
         self._loaded = False
         # Launches and the trust service call in from worker threads.
         self._lock = threading.Lock()
@@ -168,29 +173,42 @@ class SecretFileLog:
             log.warning("cannot read the secret file log; starting a new one",
                         path=str(self._path), error=str(exc))
             return
-        if isinstance(data, dict):
-            self._known = {str(k): str(v) for k, v in data.items()}
+        if isinstance(data, dict) and isinstance(data.get("paths"), list):
+            for entry in data["paths"]:
+                if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+                    uid = entry.get("uid")
+                    self._known[(uid if isinstance(uid, int) else None, entry["path"])] = \
+                        str(entry.get("why", ""))
+        elif isinstance(data, dict):  # the first format: every path, for everyone
+            self._known = {(None, str(k)): str(v) for k, v in data.items()}
 
-    def paths(self) -> list[SecretPath]:
-        """Blocking."""
+    def paths(self, uid: int | None = None) -> list[SecretPath]:
+        """Blocking. The paths to mask in a session of ``uid``: its own and the daemon's."""
         with self._lock:
             self._load()
-            return [SecretPath(path, why) for path, why in self._known.items()]
+            return [SecretPath(path, why) for (owner, path), why in self._known.items()
+                    if owner is None or owner == uid]
 
-    def remember(self, paths: Iterable[SecretPath]) -> None:
-        """Blocking. Add ``paths``; rewrite the log (0600, atomically) if anything is new."""
+    def remember(self, paths: Iterable[SecretPath], uid: int | None = None) -> None:
+        """Blocking. Add ``paths`` for ``uid``'s later sessions (None: everyone's); rewrite
+        the log (0600, atomically) if anything is new."""
         with self._lock:
-            self._remember(paths)
+            self._remember(paths, uid)
 
-    def _remember(self, paths: Iterable[SecretPath]) -> None:
+    def _remember(self, paths: Iterable[SecretPath], uid: int | None) -> None:
         self._load()
-        new = {s.path: s.why for s in paths if s.path not in self._known}
-        if not new or len(self._known) >= _MAX_LOGGED:
+        new = {(uid, s.path): s.why for s in paths if (uid, s.path) not in self._known}
+        held = sum(1 for owner, _ in self._known if owner == uid)
+        if not new or held >= _MAX_LOGGED:
             return
         self._known.update(new)
+        entries = [{"path": path, "uid": owner, "why": why}
+                   for (owner, path), why in sorted(self._known.items(),
+                                                    key=lambda item: (item[0][1],
+                                                                      item[0][0] or -1))]
         tmp = self._path.with_name(LOG_FILE + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
                      0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self._known, f, sort_keys=True)
+            json.dump({"version": 2, "paths": entries}, f)
         os.replace(tmp, self._path)

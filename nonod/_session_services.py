@@ -15,9 +15,10 @@ import functools
 import os
 import secrets
 import socket
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 import msgspec
 import structlog
@@ -27,6 +28,7 @@ from . import _callerfs
 from ._accept import accept_retrying
 from ._config import NetworkSection
 from ._descriptors import for_sessions
+from ._loopback_peers import SameUidListener, tcp_peer_uid
 from ._writable_links import writable_links
 from .audit._mask import hidden_strings
 from .errors import PolicyError
@@ -43,6 +45,10 @@ PROXY_PORT_RANGE = (20000, 60000)
 #: the daemon's descriptors); more are closed as they come, as are those that would take the
 #: descriptors kept for the daemon itself (``nonod._descriptors``).
 MAX_INBOUND = 256
+#: ... of which one uid other than the session's may hold this many.
+MAX_INBOUND_FOREIGN: Final = MAX_INBOUND // 4
+#: The largest TLS file (CA bundle, client certificate or key) a route may name.
+MAX_TLS_FILE: Final = 1 << 20
 #: Bound, in seconds, of the trust scan of a workdir (read as the caller, in its own thread).
 SCAN_TIMEOUT = 60.0
 
@@ -103,6 +109,17 @@ class SessionServices:
         self._listen_address = "127.0.0.1"
         # Landlock network mode: the proxy listens on the host's loopback, made here.
         self._host_listener: trio.SocketListener | None = None
+        # The forwards' listening sockets on the host, by port (``_open_inbound``).
+        self._inbound: list[tuple[int, list[trio.SocketListener]]] = []
+
+    def discard(self) -> None:
+        """Close the host sockets opened for a launch that did not happen."""
+        listeners = [lst for _, group in self._inbound for lst in group]
+        if self._host_listener is not None:
+            listeners.append(self._host_listener)
+        for listener in listeners:
+            listener.socket.close()
+        self._inbound, self._host_listener = [], None
 
 
 @functools.cache
@@ -201,6 +218,18 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
     return tuple((path, verified.data) for path, verified in report.pins())
 
 
+async def _read_tls_files(loaded: Sequence[Any], caller: Caller | None) -> dict[str, bytes]:
+    """The TLS files of the session's https routes (``tls_ca``, ``tls_client_cert``,
+    ``tls_client_key``: paths from the caller's profile), read as the caller (``_callerfs``:
+    once, never blocking, regular files of at most :data:`MAX_TLS_FILE` bytes). OpenSSL gets
+    these bytes, never the paths: the system daemon lends neither its rights nor a thread."""
+    paths = {path for item in loaded if item.route.scheme == "https"
+             for path in (item.route.tls_ca, item.route.tls_client_cert,
+                          item.route.tls_client_key) if path}
+    return {path: (await _callerfs.open_for(caller, path, max_bytes=MAX_TLS_FILE)).data
+            for path in sorted(paths)}
+
+
 async def prepare(
     policy: ResolvedPolicy,
     request: LaunchRequest,
@@ -255,8 +284,10 @@ async def prepare(
         prepared.credentials = [r.route.name for r in loaded if r.secret is not None]
         table = None
         if routes:
+            tls_files = await _read_tls_files(loaded, caller)
             table = await trio.to_thread.run_sync(functools.partial(
-                proxy.RouteTable, loaded, token=token, extra_ca_file=settings.extra_ca_file))
+                proxy.RouteTable, loaded, token=token, extra_ca_file=settings.extra_ca_file,
+                tls_files=tls_files))
         extra += proxy.child_environment(port, token.reveal())
         extra += credentials.credential_environment(routes, port=port, token=token)
         prepared.hidden.update(hidden_strings(token.reveal()))
@@ -298,7 +329,38 @@ async def prepare(
         prepared.hidden.update(hidden_strings(None, tuple(s.reveal() for _, s in pairs)))
     prepared.request = msgspec.structs.replace(
         request, extra_env=tuple(extra), proxy_port=port, pins=pins)
+    prepared._inbound = await _open_inbound(prepared._listen_ports, prepared._listen_address)
     return prepared
+
+
+async def _open_inbound(ports: Sequence[int], address: str
+                        ) -> list[tuple[int, list[trio.SocketListener]]]:
+    """The host's listening sockets of the session's forwards, opened before anything runs:
+    a port that cannot be bound refuses the launch (it used to kill the program after it had
+    started, with a traceback in the log), and so does one whose descriptor would lie in the
+    daemon's reserve (``_descriptors``): one user's forwards must not fill the descriptor
+    table that every session and client of the daemon shares."""
+    opened: list[tuple[int, list[trio.SocketListener]]] = []
+    try:
+        for port in ports:
+            try:
+                listeners = await trio.open_tcp_listeners(port, host=address)
+            except OSError as exc:
+                raise PolicyError(f"listen port {port} cannot be bound on {address}: "
+                                  f"{exc.strerror or exc}") from None
+            opened.append((port, listeners))
+            if not all(for_sessions(lst.socket.fileno()) for lst in listeners):
+                raise PolicyError(
+                    f"listen port {port}: the daemon keeps its last descriptors for itself "
+                    f"({len(ports)} listen ports asked)",
+                    hint="forward fewer ports, or raise the daemon's descriptor limit "
+                    "(LimitNOFILE=)")
+    except BaseException:
+        for _, group in opened:
+            for listener in group:
+                listener.socket.close()
+        raise
+    return opened
 
 
 async def serve(
@@ -314,41 +376,73 @@ async def serve(
     from . import proxy
 
     async with trio.open_nursery() as nursery:
-        listener: trio.SocketListener | None = prepared._host_listener
-        if listener is None and proc.proxy_listener is not None:
+        listener: trio.abc.Listener[trio.SocketStream] | None = None
+        if prepared._host_listener is not None and prepared.request is not None:
+            # On the host's loopback, where every local user can connect: only the
+            # session's uid may (``_loopback_peers``).
+            uid = prepared.request.uid
+            listener = SameUidListener(prepared._host_listener,
+                                       os.geteuid() if uid is None else uid)
+        elif proc.proxy_listener is not None:
             listener = trio.SocketListener(
                 trio.socket.from_stdlib_socket(proc.proxy_listener))
         if prepared._proxy_args is not None and listener is not None:
             await nursery.start(functools.partial(
                 proxy.serve_proxy, listener, events=events, asker=asker,
                 **prepared._proxy_args))
-        inbound = _Inbound()
-        for port in prepared._listen_ports:
-            listeners = await trio.open_tcp_listeners(port, host=prepared._listen_address)
+        uid = prepared.request.uid if prepared.request is not None else None
+        inbound = _Inbound(os.geteuid() if uid is None else uid)
+        for port, listeners in prepared._inbound:
             for lst in listeners:
                 nursery.start_soon(_forward_inbound, lst, proc, port, events, inbound)
         task_status.started()
-        await trio.sleep_forever()
+        try:
+            await trio.sleep_forever()
+        finally:
+            prepared.discard()  # the forwards' host sockets go with the session
 
 
 @final
 class _Inbound:
-    """The connections open through one session's forwards (:data:`MAX_INBOUND`)."""
+    """The connections open through one session's forwards (:data:`MAX_INBOUND`), and how
+    many of them each peer uid holds: any local user may connect, and one that is not the
+    session's own holds at most :data:`MAX_INBOUND_FOREIGN` (the peer socket's owner, from
+    ``sock_diag``; a peer the kernel does not know counts as one foreign uid)."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: int) -> None:
         self.active = 0
+        self.owner = owner
+        self.by_uid: Counter[int | None] = Counter()
+
+    def admit(self, stream: trio.SocketStream) -> tuple[bool, int | None]:
+        """Count ``stream`` in (True) or say it must be closed (False); and its peer uid."""
+        if self.active >= MAX_INBOUND or not for_sessions(stream.socket.fileno()):
+            return False, None
+        try:
+            uid: int | None = tcp_peer_uid(stream.socket)
+        except OSError:
+            uid = None
+        if uid != self.owner and self.by_uid[uid] >= MAX_INBOUND_FOREIGN:
+            return False, uid
+        self.active += 1
+        self.by_uid[uid] += 1
+        return True, uid
+
+    def release(self, uid: int | None) -> None:
+        self.active -= 1
+        self.by_uid[uid] -= 1
 
 
 async def _forward_inbound(listener: trio.SocketListener, proc: Served, port: int,
                            events: Callable[[object], None], inbound: _Inbound) -> None:
-    async def admitted(stream: trio.SocketStream) -> None:
+    async def admitted(stream: trio.SocketStream, uid: int | None) -> None:
         try:
             await handle(stream)
         except Exception:  # one connection's failure, never the session's (any local user
             log.exception("inbound.connection_failed", port=port)  # may connect here)
             await trio.aclose_forcefully(stream)
         finally:
-            inbound.active -= 1
+            inbound.release(uid)
 
     async def handle(stream: trio.SocketStream) -> None:
         peer = "?"
@@ -392,8 +486,8 @@ async def _forward_inbound(listener: trio.SocketListener, proc: Served, port: in
     async with trio.open_nursery() as nursery:
         while True:
             stream = await accept_retrying(listener.accept, event="inbound.accept_backoff")
-            if inbound.active >= MAX_INBOUND or not for_sessions(stream.socket.fileno()):
+            taken, uid = inbound.admit(stream)
+            if not taken:
                 await trio.aclose_forcefully(stream)  # a flood: not even an event for it
                 continue
-            inbound.active += 1
-            nursery.start_soon(admitted, stream)
+            nursery.start_soon(admitted, stream, uid)

@@ -26,6 +26,9 @@ MAX_PENDING: Final = 1024
 #: Held requests of one user at once, below the daemon's: one user's sessions filling the
 #: queue must not get every other user's requests refused (``approval.limit``).
 MAX_PENDING_PER_UID: Final = 256
+#: Places a user holding fewer than this many still gets once the queue is full (up to twice
+#: its size in all): users at their own caps fill it together, and must lock out no other.
+RESERVED_PER_UID: Final = 16
 
 Answer = Literal["once", "session", "deny"]
 
@@ -92,7 +95,9 @@ class ApprovalQueue:
         return "ap-" + secrets.token_hex(16)
 
     def add(self, pending: Pending) -> None:
-        if len(self._pending) >= self._max:
+        held = self._per_uid[pending.owner_uid]
+        if len(self._pending) >= self._max and not (
+                held < RESERVED_PER_UID and len(self._pending) < 2 * self._max):
             raise ApprovalLimit(f"{self._max} approvals are already pending")
         if self._per_uid[pending.owner_uid] >= self._max_per_uid:
             raise ApprovalLimit(f"{self._max_per_uid} approvals of uid {pending.owner_uid} "

@@ -82,6 +82,7 @@ from ._verify import LEDGER_FILE as LEDGER_FILE
 from ._verify import LedgerView as LedgerView
 from ._verify import VerifyResult as VerifyResult
 from ._verify import read_lines as read_lines
+from ._verify import read_lines_from as read_lines_from
 from ._verify import read_records as read_records
 from ._verify import verify_ledger_file as verify_ledger_file
 from ._verify import verify_session_file as verify_session_file

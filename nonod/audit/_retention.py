@@ -23,7 +23,7 @@ import msgspec
 
 from ._chain import WireLine
 from ._errors import AuditError
-from ._events import Entry, Seal
+from ._events import Entry, Seal, SessionStarted
 from ._verify import AUDIT_FILE, SESSION_ID
 
 _TAIL: Final = 64 * 1024
@@ -35,7 +35,8 @@ class SessionSummary(msgspec.Struct, frozen=True, kw_only=True):
     """One session's audit file at a glance (unverified).
 
     ``started``/``ended`` are the timestamps of its first line and of its seal; ``count`` is
-    the seal's event count, or None while the file is not sealed.
+    the seal's event count, or None while the file is not sealed; ``uid`` is the uid its
+    ``session_started`` record says it ran as (None if that line is unreadable).
     """
 
     session: str
@@ -45,6 +46,7 @@ class SessionSummary(msgspec.Struct, frozen=True, kw_only=True):
     count: int | None = None
     started: str | None = None
     ended: str | None = None
+    uid: int | None = None
 
 
 def _parse_ts(ts: str) -> dt.datetime | None:
@@ -79,8 +81,10 @@ def read_summary(session: str, path: Path) -> SessionSummary | None:
         last = _decode(tail[:-1].rpartition(b"\n")[2])
         if last is not None and isinstance(last[1], Seal):
             sealed, count, ended = True, last[1].count, last[0]
+    uid = started[1].uid if started and isinstance(started[1], SessionStarted) else None
     return SessionSummary(session=session, path=str(path), size=size, sealed=sealed,
-                          count=count, started=started[0] if started else None, ended=ended)
+                          count=count, started=started[0] if started else None, ended=ended,
+                          uid=uid)
 
 
 def list_sessions(state_dir: str | os.PathLike[str]) -> list[SessionSummary]:
@@ -111,11 +115,13 @@ def prune_sessions(
     keep: Collection[str] = (),
     now: dt.datetime | None = None,
     dry_run: bool = False,
+    per_uid: bool = False,
 ) -> list[SessionSummary]:
     """Remove sealed sessions older than ``max_age`` (by seal time) and all but the
-    ``max_count`` most recently sealed; return what was (or, with ``dry_run``, would be)
-    removed. Unsealed sessions and those in ``keep`` are never touched. With neither limit,
-    nothing is removed.
+    ``max_count`` most recently sealed (``per_uid``: of each uid, as the system daemon counts,
+    so that one user's sessions never push out another's); return what was (or, with
+    ``dry_run``, would be) removed. Unsealed sessions and those in ``keep`` are never touched.
+    With neither limit, nothing is removed.
     """
     if max_count is not None and max_count < 0:
         raise AuditError(f"max_count must be >= 0, not {max_count}")
@@ -126,7 +132,10 @@ def prune_sessions(
               if s.sealed and s.ended is not None and s.session not in keep]
     sealed.sort(key=lambda s: (s.ended or "", s.session), reverse=True)  # newest first
     doomed: list[SessionSummary] = []
-    for rank, summary in enumerate(sealed):
+    ranks: dict[int | None, int] = {}
+    for summary in sealed:
+        group = summary.uid if per_uid else None
+        rank = ranks[group] = ranks.get(group, -1) + 1
         too_many = max_count is not None and rank >= max_count
         ended = _parse_ts(summary.ended) if summary.ended else None
         too_old = max_age is not None and ended is not None and when - ended > max_age

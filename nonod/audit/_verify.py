@@ -384,6 +384,42 @@ def read_lines(path: str | os.PathLike[str]) -> list[tuple[Record, bytes]]:
     return out
 
 
+#: What one :func:`read_lines_from` call reads (more only to finish a line longer than this).
+REPLAY_CHUNK: Final = 1 << 20
+
+
+def read_lines_from(path: str | os.PathLike[str], offset: int, *,
+                    chunk: int = REPLAY_CHUNK) -> tuple[list[tuple[Record, bytes]], int]:
+    """:func:`read_lines` a piece at a time: the complete lines that start at byte ``offset``
+    within about ``chunk`` bytes (one line may make it longer), decoded, and the offset after
+    them. No lines: the file ends there (or in a partial line). A replay holds one piece."""
+    file = Path(path)
+    try:
+        with open(file, "rb") as f:
+            f.seek(offset)
+            data = f.read(chunk)
+            while b"\n" not in data and len(data) >= chunk:
+                more = f.read(chunk)
+                if not more:
+                    break
+                data += more
+    except FileNotFoundError as exc:
+        raise AuditNotFound(f"no audit file at {file}") from exc
+    except OSError as exc:
+        raise AuditError(f"cannot read audit file {file}: {exc.strerror}") from exc
+    end = data.rfind(b"\n") + 1
+    out: list[tuple[Record, bytes]] = []
+    for raw in data[:end].split(b"\n")[:-1]:
+        try:
+            out.append((_RECORD_DECODER.decode(raw), raw))
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise AuditVerifyError(str(file), 0,
+                                   f"not a valid audit line at byte {offset}: {_msg(exc)}"
+                                   ) from exc
+        offset += len(raw) + 1
+    return out, offset
+
+
 def read_records(path: str | os.PathLike[str]) -> list[Record]:
     """Decode a session file's lines for display, without verifying the chain.
 

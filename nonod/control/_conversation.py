@@ -45,6 +45,7 @@ from ._errors import (
     error_reply,
 )
 from ._keys import handle_secret, handle_trust, require_root_on_system
+from ._program import program_path
 from ._transport import UnixConnection, check_stdio_fds
 
 _UNPRIVILEGED_PORT_START: Final = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
@@ -64,6 +65,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 CLOSE_TIMEOUT: Final = 1.0
+#: A client's pong to our keepalive ping: header, mask and our 4-byte payload.
+_PONG_BYTES: Final = 10
 _GOING_AWAY: Final = 1001
 #: Records re-encode to the exact bytes of their stored line (the writer's encoding).
 _RECORD_ENCODER: Final = msgspec.json.Encoder(order="sorted")
@@ -117,6 +120,7 @@ class Conversation:
                 data = await self._ws.get_message()
             except ConnectionClosed:
                 return None
+            self._stream.took(data)  # no longer unread bytes of this uid
             if isinstance(data, bytes):
                 await self.send_error(
                     MalformedMessage("binary frames are not used: send JSON in text frames")
@@ -369,8 +373,13 @@ class Conversation:
                 argv = (policy.binary,)
             argv = (*argv, *policy.command_args)  # nono appends them to any command
             system = self._server.info.system
+            executable = None
+            if system and not self.caller.is_root and argv and not request.dry_run:
+                executable = await program_path(self.caller, policy, argv[0], request.env,
+                                                request.cwd)
             launch_request = LaunchRequest(
                 argv=argv,
+                executable=executable,
                 cwd=request.cwd,
                 env=tuple(request.env.items()),
                 uid=self.caller.uid if system else None,
@@ -503,6 +512,7 @@ class Conversation:
             with trio.move_on_after(interval), contextlib.suppress(ConnectionClosed):
                 await self._ws.ping()
                 answered = True
+                self._stream.consumed(_PONG_BYTES)
             if not answered:
                 log.warning("attached client does not answer pings; dropping it",
                             send_timeout=interval)
@@ -534,7 +544,7 @@ class Conversation:
         is sent once (live records of the followed session up to the last replayed ``seq``
         are skipped). A record written after the subscription is never missed.
         """
-        from ..audit import AuditNotFound, Dropped, read_lines
+        from ..audit import AuditNotFound, Dropped, read_lines_from
 
         reg = self._registry
         hub = reg.audit_hub
@@ -552,16 +562,23 @@ class Conversation:
             last_seq = 0
             ended = False
             if request.from_start and session is not None:
-                try:
-                    lines = await trio.to_thread.run_sync(read_lines, reg.audit_path(session))
-                except AuditNotFound:
-                    lines = []
-                for record, raw in lines:
-                    last_seq = record.seq
-                    ended = record.kind == "seal"
-                    if sub.kinds is None or record.kind in sub.kinds:
-                        await self.send(p.AuditRecord(session=session.id,
-                                                      record=msgspec.Raw(raw)))
+                # A piece of the file at a time: a replay holds one piece, however large
+                # the file (up to [audit] session_max_bytes) and however slow the reader.
+                offset = 0
+                while True:
+                    try:
+                        lines, offset = await trio.to_thread.run_sync(
+                            read_lines_from, reg.audit_path(session), offset)
+                    except AuditNotFound:
+                        lines = []
+                    if not lines:
+                        break
+                    for record, raw in lines:
+                        last_seq = record.seq
+                        ended = record.kind == "seal"
+                        if sub.kinds is None or record.kind in sub.kinds:
+                            await self.send(p.AuditRecord(session=session.id,
+                                                          record=msgspec.Raw(raw)))
                 # Nothing more can come: sealed, or ended (or never audited) with no writer.
                 ended = ended or not request.follow or (session.audit is None
                                                         and session.record.state != "starting")

@@ -2,7 +2,12 @@
 
 Two caps, both read from ``[daemon]`` on every accept: ``max_connections`` for everyone
 together and ``max_connections_per_uid`` for each uid (``SO_PEERCRED``), so that one user of
-a system daemon cannot take every slot. A connection over either cap is told why (a typed
+a system daemon cannot take every slot. A few users together could still hold every shared
+slot (two, at the default caps), so on the system daemon a uid is admitted over
+``max_connections`` while it holds fewer than :data:`RESERVED_PER_UID` connections (until
+twice the cap are open in all), and root up to its own per-uid cap: users who hoard slots
+lock neither another user nor the administrator out. A user daemon serves one uid, whose cap
+is ``max_connections``. A connection over a cap is told why (a typed
 ``daemon.too_many_connections`` error) when a refusal slot is free, and simply closed when
 even those are taken: refusing must not cost more than serving.
 """
@@ -10,14 +15,24 @@ even those are taken: refusing must not cost more than serving.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Final, final
 
+import trio
+
+from .._quiet import QuietWarning
 from ..errors import NonoError
 
 #: Refused connections answered at once; more are closed without a word.
 REFUSAL_SLOTS: Final = 16
 #: Longest a refused connection may take to be told why.
 REFUSAL_TIMEOUT: Final = 1.0
+#: Connections each uid is admitted up to even when ``max_connections`` are open.
+RESERVED_PER_UID: Final = 4
+#: Unread request bytes one uid may have in the system daemon, in ``max_message_bytes``.
+RECEIVE_BUDGET_MESSAGES: Final = 4
+#: Longest a read waits for room in its uid's budget before its connection is broken.
+BUDGET_WAIT: Final = 2.0
 
 
 class TooManyConnections(NonoError):
@@ -28,14 +43,16 @@ class TooManyConnections(NonoError):
 class ConnectionCounter:
     """Connections being served, in total and per uid."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, shared: bool = False) -> None:
+        #: Several uids share the daemon (the system daemon): each has its reserve.
+        self._shared = shared
         self.total = 0
         self._by_uid: Counter[int] = Counter()
         self.refusing = 0
 
     def admit(self, uid: int, *, total_cap: int, per_uid_cap: int) -> TooManyConnections | None:
         """Count a new connection from ``uid`` in, or say why it is refused."""
-        if self.total >= total_cap:
+        if self.total >= total_cap and not self._reserved(uid, total_cap):
             return TooManyConnections(
                 f"too many connections to nonod ({self.total} open, max_connections = "
                 f"{total_cap})",
@@ -51,8 +68,73 @@ class ConnectionCounter:
         self._by_uid[uid] += 1
         return None
 
+    def _reserved(self, uid: int, total_cap: int) -> bool:
+        """May ``uid`` have one more connection over the shared cap? Root may (its own cap
+        still holds); anyone else within its small reserve, while the reserves together
+        stay under a second ``total_cap``."""
+        if not self._shared:
+            return False  # one uid: the shared cap is its cap
+        if uid == 0:
+            return True
+        return self._by_uid[uid] < RESERVED_PER_UID and self.total < 2 * total_cap
+
     def release(self, uid: int) -> None:
         self.total -= 1
         self._by_uid[uid] -= 1
         if self._by_uid[uid] <= 0:
             del self._by_uid[uid]
+
+
+class OverBudget(Exception):
+    """A uid's unread request bytes stayed at their budget: the read is refused."""
+
+
+@final
+class ReceiveBudget:
+    """Bytes read from each uid's connections that have not yet been taken as requests.
+
+    What has arrived of an unfinished message stays in the daemon's memory until the message
+    is complete; without a bound per uid, one user's connections, each holding all but the
+    last byte of a ``max_message_bytes`` message, held that much memory each. What a read
+    brings is charged (:meth:`charge`); a request taken or a closed connection gives it back
+    (:meth:`release`). A read waits while its uid holds its whole budget
+    (:meth:`wait_for_room`), and one that waits :data:`BUDGET_WAIT` seconds breaks its
+    connection, which gives back what it held: a uid that fills its budget loses its own
+    connections, never another uid's room.
+    """
+
+    def __init__(self, per_uid: Callable[[], int]) -> None:
+        self._per_uid = per_uid
+        self._held: Counter[int] = Counter()
+        self._freed = trio.Event()
+        self._closing = QuietWarning("closing a control connection: its user's unfinished "
+                                     "requests fill its budget")
+
+    def held(self, uid: int) -> int:
+        return self._held[uid]
+
+    async def wait_for_room(self, uid: int) -> None:
+        """Return once ``uid`` holds less than its budget; OverBudget if it still holds it
+        all after :data:`BUDGET_WAIT`. (The read that follows takes what it gets: the budget
+        may be overrun by one read per connection of the uid.)"""
+        if self._held[uid] < self._per_uid():
+            return
+        with trio.move_on_after(BUDGET_WAIT):
+            while self._held[uid] >= self._per_uid():
+                await self._freed.wait()
+            return
+        reason = f"uid {uid} has {self._held[uid]} bytes of unfinished requests in the daemon"
+        self._closing.warn(reason=reason)
+        raise OverBudget(reason)
+
+    def charge(self, uid: int, count: int) -> None:
+        self._held[uid] += count
+
+    def release(self, uid: int, count: int) -> None:
+        if count <= 0:
+            return
+        self._held[uid] -= count
+        if self._held[uid] <= 0:
+            del self._held[uid]
+        self._freed.set()
+        self._freed = trio.Event()

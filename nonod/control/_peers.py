@@ -1,6 +1,9 @@
 """Who is connecting: the peer's credentials (``SO_PEERCRED``), pinned with ``SO_PEERPIDFD``,
 and whether it may use this daemon (its uid or group, and its namespaces: a process inside a
-session or a container is refused even with the right uid)."""
+session or a container is refused even with the right uid). In landlock-only mode a session
+shares every namespace with the host, so there a peer is also refused when it descends from
+the fork server (:func:`descends_from`): every session process does, the fork server being a
+child subreaper."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import os
 import signal
 import socket
 import struct
+from collections.abc import Callable
 from typing import Final, final
 
 import trio
@@ -18,6 +22,10 @@ from ._errors import AuthRefused, ForeignNamespace
 
 _NAMESPACES: Final = ("user", "mnt", "net", "pid")
 _SO_PEERPIDFD: Final = getattr(socket, "SO_PEERPIDFD", 77)
+#: Ancestors walked before a peer is refused as too deep to check.
+MAX_DEPTH: Final = 256
+#: Walks begun again when the tree changes under one, before the peer is refused.
+_WALKS: Final = 3
 
 
 def _ns_identity(pid: int | str) -> tuple[tuple[int, int], ...]:
@@ -36,12 +44,73 @@ def _peer_groups(pid: int) -> set[int]:
     return set()
 
 
+class TreeChanged(Exception):
+    """A process on the way up exited or was reparented while the walk read it."""
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"PPid:"):
+                return int(line.split()[1])
+    raise TreeChanged
+
+
+def _alive(pidfd: int) -> bool:
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive; signalling needs more than existing
+    return True
+
+
+def descends_from(pid: int, pidfd: int, root: int) -> bool:
+    """Whether process ``pid`` (held by ``pidfd``) has process ``root`` among its ancestors.
+
+    Each parent read is confirmed by its child still being alive afterwards, and each parent
+    is held (a pidfd) before the child's parent is read again: a pid recycled between two
+    reads cannot pass for an ancestor. Raises TreeChanged when the tree changes under the
+    walk or is deeper than :data:`MAX_DEPTH`."""
+    held: list[int] = []
+    try:
+        child, child_fd = pid, pidfd
+        for _ in range(MAX_DEPTH):
+            try:
+                try:
+                    parent = _parent(child)
+                except (PermissionError, FileNotFoundError):
+                    if _alive(child_fd):  # alive, hidden from us (hidepid): not ours, so no
+                        return False      # session's (every session process is our uid's)
+                    raise
+                if not _alive(child_fd):
+                    raise TreeChanged
+                if parent == root:
+                    return True
+                if parent <= 1:
+                    return False
+                held.append(os.pidfd_open(parent))
+                if _parent(child) != parent or not _alive(child_fd):
+                    raise TreeChanged
+            except (FileNotFoundError, ProcessLookupError, ValueError) as exc:
+                raise TreeChanged from exc
+            child, child_fd = parent, held[-1]
+        raise TreeChanged
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
 @final
 class PeerCheck:
     """Decides whether a connected peer may talk to this daemon at all."""
 
-    def __init__(self, *, system: bool, group_gid: int | None) -> None:
+    def __init__(self, *, system: bool, group_gid: int | None,
+                 session_root: Callable[[], int | None] = lambda: None) -> None:
         self._system = system
+        #: The fork server's pid when sessions share the host's namespaces (landlock-only).
+        self._session_root = session_root
         self._group_gid = group_gid
         self._uid = os.geteuid()
         # Clients live in the daemon's namespaces, or in the host's (pid 1's) when a service
@@ -65,6 +134,7 @@ class PeerCheck:
         try:
             self._check_uid(caller)
             self._check_namespaces(caller)
+            self._check_not_in_session(caller, pidfd)
             if pidfd >= 0:
                 try:
                     signal.pidfd_send_signal(pidfd, 0)
@@ -114,6 +184,30 @@ class PeerCheck:
                     f"the connecting process is in another {name} namespace (inside a sandbox "
                     "session or a container); nonod does not take orders from there"
                 )
+
+    def _check_not_in_session(self, caller: sessions.Caller, pidfd: int) -> None:
+        root = self._session_root()
+        if root is None:
+            return  # sessions have namespaces of their own: the check above refused them
+        own = pidfd < 0
+        if own:
+            pidfd = os.pidfd_open(caller.pid)
+        try:
+            for _ in range(_WALKS):
+                try:
+                    inside = descends_from(caller.pid, pidfd, root)
+                except TreeChanged:
+                    continue
+                if inside:
+                    raise AuthRefused(
+                        "the connecting process runs inside a sandbox session (landlock-only "
+                        "mode); nonod does not take orders from there")
+                return
+            raise AuthRefused("the connecting process's ancestry could not be checked (it "
+                              f"changed under every try, or is over {MAX_DEPTH} deep)")
+        finally:
+            if own:
+                os.close(pidfd)
 
 
 def peer_uid(sock: trio.socket.SocketType) -> int:

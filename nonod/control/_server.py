@@ -53,7 +53,14 @@ from ..errors import NonoError
 from ._contracts import DaemonInfo, PolicySource, SecretStore, ServerSettings, TrustService
 from ._conversation import CLOSE_TIMEOUT, Conversation
 from ._errors import AuthRefused, error_reply
-from ._limits import REFUSAL_SLOTS, REFUSAL_TIMEOUT, ConnectionCounter, TooManyConnections
+from ._limits import (
+    RECEIVE_BUDGET_MESSAGES,
+    REFUSAL_SLOTS,
+    REFUSAL_TIMEOUT,
+    ConnectionCounter,
+    ReceiveBudget,
+    TooManyConnections,
+)
 from ._peers import PeerCheck, peer_uid
 from ._transport import UnixConnection
 
@@ -81,6 +88,7 @@ class ControlServer:
         secrets: SecretStore,
         trust: TrustService,
         launcher_state: Callable[[], str] = lambda: "not started",
+        session_root: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.registry = registry
         self.policies = policies
@@ -92,8 +100,13 @@ class ControlServer:
         self.secrets = secrets
         self.trust = trust
         self._launcher_state = launcher_state
-        self._peers = PeerCheck(system=info.system, group_gid=group_gid)
-        self._counter = ConnectionCounter()
+        self._peers = PeerCheck(system=info.system, group_gid=group_gid,
+                                session_root=session_root)
+        self._counter = ConnectionCounter(shared=info.system)
+        #: Unread request bytes per uid, on the daemon its users share (``_limits``).
+        self._budget = ReceiveBudget(
+            lambda: RECEIVE_BUDGET_MESSAGES * self.settings().max_message_bytes
+        ) if info.system else None
         self._refused_logged_at = -1e9
         self._refused_quiet = 0
 
@@ -165,7 +178,7 @@ class ControlServer:
             self._refused_quiet += 1
 
     async def _run_connection(self, sock: trio.socket.SocketType, uid: int) -> None:
-        stream = UnixConnection(sock)
+        stream = UnixConnection(sock, budget=self._budget, uid=uid)
         with bound_contextvars(conn=next(_conn_ids)):
             try:
                 await self._converse(stream)

@@ -7,7 +7,8 @@ blocking calls before it serves anything.
 Rules:
 
 - A user daemon listens on ``$XDG_RUNTIME_DIR/nono/nonod.sock`` (``/tmp/nono-<uid>/`` when
-  ``XDG_RUNTIME_DIR`` is unset), a system daemon on ``/run/nono/nonod.sock``.
+  ``XDG_RUNTIME_DIR`` is unset, or ``~/.cache/nono/run/`` when another user holds that
+  name), a system daemon on ``/run/nono/nonod.sock``.
 - The socket's directory is ``0700`` (``0750`` with a ``socket_group`` for the system daemon),
   owned by the daemon's user, and never a symlink; a directory that fails this is refused, not
   repaired, unless it is the default location (then its mode is corrected).
@@ -58,7 +59,26 @@ def default_socket_path(*, system: bool = False, environ: dict[str, str] | None 
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime and runtime.startswith("/"):
         return os.path.join(plain_path(runtime), "nono", SOCKET_NAME)
-    return f"/tmp/nono-{os.geteuid()}/{SOCKET_NAME}"
+    shared = f"/tmp/nono-{os.geteuid()}"
+    home = env.get("HOME", "")
+    if home.startswith("/"):
+        # Any user can make that name in /tmp first. Taken by another: meet in our home
+        # instead; absent (the other has removed it since): where our daemon already is.
+        own = os.path.join(plain_path(home), ".cache", "nono", "run", SOCKET_NAME)
+        held = _holder(shared)
+        if held is False or (held is None and os.path.lexists(own)):
+            return own
+    return f"{shared}/{SOCKET_NAME}"
+
+
+def _holder(directory: str) -> bool | None:
+    """True: ``directory`` is a directory of ours; False: it is someone else's (or not a
+    directory); None: it does not exist."""
+    try:
+        st = os.lstat(directory)
+    except OSError:
+        return None
+    return st.st_uid == os.geteuid() and stat.S_ISDIR(st.st_mode)
 
 
 def client_socket_path(*, system: bool = False, environ: dict[str, str] | None = None) -> str:

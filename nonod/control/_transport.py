@@ -16,6 +16,10 @@ import trio
 
 from .. import protocol as p
 from ._errors import BadDescriptors
+from ._limits import OverBudget, ReceiveBudget
+
+#: The longest header of a masked client frame (RFC 6455 5.2).
+_FRAME_HEADER: Final = 14
 
 _ANCILLARY_SPACE: Final = socket.CMSG_SPACE(p.PASSED_FDS * array.array("i").itemsize)
 
@@ -28,14 +32,22 @@ class UnixConnection(trio.abc.HalfCloseableStream):
     every read goes through ``recvmsg`` and any ``SCM_RIGHTS`` descriptors land in an inbox of
     at most ``PASSED_FDS``. More than that (or a truncated control message) breaks the
     connection: a well-behaved client never sends more than one launch's worth at a time.
+
+    With a ``budget`` (the system daemon), every read is charged to the peer's ``uid`` until
+    the conversation says the bytes became a request (:meth:`consumed`) or the connection
+    closes; a read that finds no room breaks the connection (``_limits.ReceiveBudget``).
     """
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
+    def __init__(self, sock: trio.socket.SocketType, *, budget: ReceiveBudget | None = None,
+                 uid: int = -1) -> None:
         self.socket = sock
         self._stream = trio.SocketStream(sock)
         self._inbox: list[int] = []
         self._receiving = False
         self.peer_gone = trio.Event()
+        self._budget = budget
+        self._uid = uid
+        self._unread = 0  # bytes read and charged, not yet consumed
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)
@@ -51,6 +63,12 @@ class UnixConnection(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is already reading this connection")
         self._receiving = True
         try:
+            if self._budget is not None:
+                try:
+                    await self._budget.wait_for_room(self._uid)
+                except OverBudget as exc:
+                    self.peer_gone.set()
+                    raise trio.BrokenResourceError(str(exc)) from exc
             try:
                 data, ancdata, flags, _ = await self.socket.recvmsg(
                     max_bytes or 65536, _ANCILLARY_SPACE, socket.MSG_CMSG_CLOEXEC
@@ -60,6 +78,9 @@ class UnixConnection(trio.abc.HalfCloseableStream):
                 if exc.errno == errno.EBADF:
                     raise trio.ClosedResourceError("connection was closed") from exc
                 raise trio.BrokenResourceError(f"connection broke: {exc}") from exc
+            if self._budget is not None:
+                self._unread += len(data)
+                self._budget.charge(self._uid, len(data))
         finally:
             self._receiving = False
         fds = _collect_fds(ancdata)
@@ -76,6 +97,22 @@ class UnixConnection(trio.abc.HalfCloseableStream):
             self.peer_gone.set()
         return data
 
+    def took(self, message: str | bytes) -> None:
+        """The conversation took ``message``: its bytes (and its longest frame header) were
+        read from this connection and are a request now."""
+        if self._budget is not None:
+            size = len(message) if isinstance(message, bytes) else len(
+                message.encode("utf-8", "surrogatepass"))
+            self.consumed(_FRAME_HEADER + size)
+
+    def consumed(self, count: int) -> None:
+        """``count`` bytes read from this connection became a request (or were framing):
+        they no longer count against the peer's budget."""
+        if self._budget is not None:
+            count = min(count, self._unread)
+            self._unread -= count
+            self._budget.release(self._uid, count)
+
     def take_fds(self, count: int) -> tuple[int, ...] | None:
         """The ``count`` oldest passed descriptors (now the caller's to close), or None."""
         if len(self._inbox) < count:
@@ -91,6 +128,7 @@ class UnixConnection(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         self.discard_fds()
+        self.consumed(self._unread)
         await self._stream.aclose()
 
 

@@ -42,7 +42,7 @@ import os
 import select
 import ssl
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, cast, final
 
 import h11
@@ -144,14 +144,18 @@ class RouteTable:
 
     ``extra_ca_file`` is the daemon's ``[network] extra_ca_file`` (PEM), trusted for every
     route in addition to the system roots (``system_roots=False`` leaves those out, for tests
-    that must prove a private CA is what made verification pass). Building loads certificate
-    files (blocking, a few milliseconds); raises RouteConfigError when one cannot be loaded.
+    that must prove a private CA is what made verification pass). ``tls_files``: the bytes of
+    the routes' own TLS files by path, read beforehand as the caller (the daemon passes them:
+    a route's paths come from the caller's profile); a path not in it is loaded by name.
+    Building loads certificates (blocking, a few milliseconds); raises RouteConfigError when
+    one cannot be loaded.
     """
 
     __slots__ = ("_entries", "_token")
 
     def __init__(self, routes: Sequence[LoadedRoute], *, token: PhantomToken,
-                 extra_ca_file: str | None = None, system_roots: bool = True) -> None:
+                 extra_ca_file: str | None = None, system_roots: bool = True,
+                 tls_files: Mapping[str, bytes] | None = None) -> None:
         if not isinstance(token, PhantomToken):
             raise TypeError("token must be a PhantomToken")
         self._token = token
@@ -162,7 +166,8 @@ class RouteTable:
                 raise ValueError(f"route `{name}` is defined twice")
             context = None
             if loaded.route.scheme == "https":
-                context = _client_context(loaded.route, extra_ca_file, system_roots)
+                context = _client_context(loaded.route, extra_ca_file, system_roots,
+                                          tls_files or {})
             self._entries[name] = _Entry(loaded, token, context)
 
     @property
@@ -182,18 +187,24 @@ class RouteTable:
         return f"RouteTable({', '.join(self._entries)})"
 
 
-def _client_context(route: Route, extra_ca_file: str | None, system_roots: bool
-                    ) -> ssl.SSLContext:
+def _client_context(route: Route, extra_ca_file: str | None, system_roots: bool,
+                    tls_files: Mapping[str, bytes]) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the name
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         if system_roots:
             context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-        for cafile in (extra_ca_file, route.tls_ca):
-            if cafile:
-                context.load_verify_locations(cafile=cafile)
+        if extra_ca_file:
+            context.load_verify_locations(cafile=extra_ca_file)
+        if route.tls_ca and route.tls_ca in tls_files:
+            context.load_verify_locations(cadata=tls_files[route.tls_ca].decode("latin-1"))
+        elif route.tls_ca:
+            context.load_verify_locations(cafile=route.tls_ca)
         if route.tls_client_cert is not None and route.tls_client_key is not None:
-            context.load_cert_chain(route.tls_client_cert, route.tls_client_key)
+            with _as_file(tls_files.get(route.tls_client_cert)) as cert, \
+                    _as_file(tls_files.get(route.tls_client_key)) as key:
+                context.load_cert_chain(cert or route.tls_client_cert,
+                                        key or route.tls_client_key)
     except (OSError, ssl.SSLError) as exc:
         raise RouteConfigError(f"route {route.name}: its TLS files cannot be loaded "
                                f"({type(exc).__name__})",
@@ -201,6 +212,22 @@ def _client_context(route: Route, extra_ca_file: str | None, system_roots: bool
                                "extra_ca_file") from exc
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+@contextlib.contextmanager
+def _as_file(data: bytes | None) -> Iterator[str | None]:
+    """A name OpenSSL can open that holds ``data`` (an unlinked memory file), or None."""
+    if data is None:
+        yield None
+        return
+    fd = os.memfd_create("nonod-route-tls", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 # failures, by who caused them

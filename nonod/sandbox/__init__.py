@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from ._api import open_launcher as open_launcher
     from ._mode import MODE_SETTINGS as MODE_SETTINGS
     from ._mode import adapt_policy as adapt_policy
+    from ._plan import find_executable as find_executable
+    from ._plan import sanitize_env as sanitize_env
     from ._types import EnforcementReport as EnforcementReport
     from ._types import ExitStatus as ExitStatus
     from ._types import LaunchRequest as LaunchRequest
@@ -40,5 +42,6 @@ else:
     __getattr__, __dir__ = exports(__name__, {
         "_api": ("GuardReport", "Launcher", "Sandboxed", "launch_and_wait", "open_launcher"),
         "_mode": ("MODE_SETTINGS", "adapt_policy"),
+        "_plan": ("find_executable", "sanitize_env"),
         "_types": ("EnforcementReport", "ExitStatus", "LaunchRequest", "LayerReport"),
     })

@@ -308,6 +308,12 @@ class Launcher:
         return proc
 
     @property
+    def pid(self) -> int:
+        """The fork server's pid: every session's processes descend from it (it is a child
+        subreaper, so nothing a session leaves behind is reparented above it)."""
+        return self._proc.pid
+
+    @property
     def mode(self) -> Literal["namespaces", "landlock-only"]:
         """How sessions are isolated: ``namespaces``, or ``landlock-only`` where the host
         refuses them (``_mode``); decided when the launcher opened."""

@@ -94,10 +94,17 @@ def _not_executable(name: str) -> LaunchError:
                        hint="check its execute permission (chmod +x) and that it is a file")
 
 
+def _executable(path: str) -> bool:
+    return os.access(path, os.X_OK, effective_ids=True) and not os.path.isdir(path)
+
+
 def find_executable(name: str, env: tuple[str, ...], cwd: str) -> str:
+    """``name``'s path, as a shell finds it (``PATH`` in ``env``). Checked with the thread's
+    effective (file system) identity, so that a thread acting as a caller finds what the
+    caller would (``nonod._callerfs.acting_as``)."""
     if "/" in name:
         path = name if os.path.isabs(name) else os.path.join(cwd, name)
-        if os.access(path, os.X_OK) and not os.path.isdir(path):
+        if _executable(path):
             return os.path.normpath(path)
         if os.path.exists(path):
             raise _not_executable(name)
@@ -107,7 +114,7 @@ def find_executable(name: str, env: tuple[str, ...], cwd: str) -> str:
     found_unusable = False
     for directory in search.split(":"):
         path = os.path.join(directory or ".", name)
-        if os.access(path, os.X_OK) and not os.path.isdir(path):
+        if _executable(path):
             return path
         found_unusable = found_unusable or os.path.isfile(path)
     if found_unusable:  # as a shell: only a non-executable file in PATH, no executable one
@@ -309,7 +316,7 @@ def build_plan(
         allow_unix_sockets=unix_sockets, allow_ptrace=request.allow_ptrace,
         refuse_host_ipc=landlock_only))
 
-    executable = find_executable(request.argv[0], env, request.cwd)
+    executable = request.executable or find_executable(request.argv[0], env, request.cwd)
     real = os.path.realpath(executable)
     if not any(real == g.path or real.startswith(g.path.rstrip("/") + "/")
                for g in grants if g.access.reads):

@@ -50,6 +50,9 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
 
     argv: tuple[str, ...]
     cwd: str
+    # The program's path, found by the system daemon with the caller's rights
+    # (``find_executable`` as the caller); None: the engine finds ``argv[0]`` itself.
+    executable: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     extra_env: tuple[tuple[str, str], ...] = ()
     uid: int | None = None

@@ -53,6 +53,11 @@ class LauncherLike(Protocol):
         """``namespaces`` or ``landlock-only`` (``nonod.sandbox._mode``)."""
         ...
 
+    @property
+    def pid(self) -> int:
+        """The fork server's pid, an ancestor of every session process."""
+        ...
+
     async def launch(
         self,
         policy: ResolvedPolicy,

@@ -29,7 +29,7 @@ import signal as _signal
 import time
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Final, final
 
 import msgspec
 import structlog
@@ -77,6 +77,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+#: Live sessions a user of the system daemon may still start once ``max_live`` are live.
+RESERVED_LIVE: Final = 4
 
 
 @final
@@ -316,13 +318,17 @@ class Registry:
         pass over every session known: with a thousand, each pass is measurable)."""
         limits = self._limits()
         live = [s for s in self._sessions.values() if s.live]
-        if len(live) >= limits.max_live:
+        mine = sum(1 for s in live if s.record.owner_uid == plan.owner.uid)
+        if len(live) >= limits.max_live and not (
+                # A few users at their own caps fill max_live together: on the system daemon
+                # a user with fewer than RESERVED_LIVE sessions still launches, up to twice
+                # max_live in all, so that they lock out no other user.
+                self._system and mine < RESERVED_LIVE and len(live) < 2 * limits.max_live):
             raise SessionLimit(
                 f"{len(live)} sessions are live, the limit is {limits.max_live}",
                 hint="raise [sessions] max_live in nonod.toml, or stop sessions",
             )
         if self._system:
-            mine = sum(1 for s in live if s.record.owner_uid == plan.owner.uid)
             if mine >= (per_uid := limits.live_per_uid()):
                 raise SessionLimit(
                     f"this user has {mine} live sessions, the limit per user is {per_uid}",
@@ -559,7 +565,8 @@ class Registry:
         def prune() -> list[str]:
             keep_all = {*keep, *(retain() if retain is not None else ())}
             removed = prune_sessions(self._state_dir, max_age=max_age,
-                                     max_count=settings.keep_sessions, keep=keep_all)
+                                     max_count=settings.keep_sessions, keep=keep_all,
+                                     per_uid=self._system)  # one user's churn, its own
             return [summary.session for summary in removed]
 
         try:

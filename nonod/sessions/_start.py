@@ -20,7 +20,7 @@ import msgspec
 import structlog
 import trio
 
-from .. import _session_services, _xdg
+from .. import _callerfs, _session_services, _xdg
 from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
@@ -33,7 +33,7 @@ from ..audit import Event as AuditEvent
 from ..audit._kernel import FsDeniedMonitor, Watch
 from ..cgroups import SessionGroup
 from ..errors import NonoError, PolicyError
-from ..policy import ResolvedPolicy
+from ..policy import Denial, ResolvedPolicy
 from ..sandbox import LaunchRequest, LayerReport, adapt_policy
 from ._contracts import Caller, GetLauncher, LauncherLike, Process, SessionPlan
 from ._limits import (
@@ -113,6 +113,7 @@ class ProgramStarter:
             prepared: list[_Ready] = []
             masked: list[ResolvedPolicy] = []
             limit_layers: tuple[LayerReport, ...] = ()
+            own = await self._own_secret_denials(plan)
 
             async def prepare() -> None:
                 prepared.append(await self._prepare(session, plan, to_close))
@@ -121,7 +122,7 @@ class ProgramStarter:
                 # The session's private directory (its output log goes there; nothing
                 # writes it before the program runs), then the secret masks.
                 make_private_dirs(session.directory)
-                masked.append(hide_cgroup_tree(self._hide_secrets(plan)))
+                masked.append(hide_cgroup_tree(self._hide_secrets(plan, own)))
 
             async def audit_and_masks() -> None:
                 if not await create_audit(private_dir_and_masks):
@@ -176,6 +177,8 @@ class ProgramStarter:
             proc.enforcement = with_layers(proc.enforcement, limit_layers)
             self._watch_fs_denied(session, proc)
         except BaseException:
+            if session.services is not None:
+                session.services.discard()  # its forwards' host sockets: nothing runs
             with trio.CancelScope(shield=True):
                 await session.close_terminal()
                 if session.cgroup is not None:
@@ -231,15 +234,33 @@ class ProgramStarter:
         session.services = services
         return _Ready(launcher, stdio, services, request)
 
-    def _hide_secrets(self, plan: SessionPlan) -> ResolvedPolicy:
-        """Blocking: ``plan.policy`` with a mask over every file the daemon reads secrets
-        from (see ``_secretfiles``); SecretFileError if one cannot be kept out."""
+    async def _own_secret_denials(self, plan: SessionPlan) -> tuple[Denial, ...] | None:
+        """The system daemon looks at a non-root caller's secret paths as that caller (it
+        lends no rights: as root, "has 2 hard links" told of a file the caller may not see),
+        in the caller's own worker threads and within their time limit (a caller's FUSE
+        file system cannot hold a daemon thread). A path the caller cannot reach is neither
+        masked nor counted: neither the caller nor its session could read it. None: look as
+        the daemon itself (``_hide_secrets``)."""
+        if not self._system or plan.owner.is_root:
+            return None
         sign_key = self._audit_settings().sign_key
-        own = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
-        denials = secret_denials([*own, *self._daemon_secrets.paths(audit_sign_key=sign_key)])
-        earlier = secret_denials(self._secret_log.paths(), check_links=False)
+        paths = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
+        return await _callerfs.run_as(plan.owner, lambda: secret_denials(paths),
+                                      what="the launch's secret files")
+
+    def _hide_secrets(self, plan: SessionPlan, own: tuple[Denial, ...] | None = None
+                      ) -> ResolvedPolicy:
+        """Blocking: ``plan.policy`` with a mask over every file the daemon reads secrets
+        from (see ``_secretfiles``); SecretFileError if one cannot be kept out. ``own``: the
+        masks of the launch's own paths, made as its caller already."""
+        sign_key = self._audit_settings().sign_key
+        paths = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
+        daemons = self._daemon_secrets.paths(audit_sign_key=sign_key)
+        denials = secret_denials([*(paths if own is None else ()), *daemons]) + (own or ())
+        owner = plan.owner.uid  # what one user named is hidden in that user's sessions only
+        earlier = secret_denials(self._secret_log.paths(owner), check_links=False)
         try:
-            self._secret_log.remember(own)
+            self._secret_log.remember(paths, owner)
         except OSError as exc:
             log.warning("cannot record the session's secret files", error=str(exc))
         return with_secrets_hidden(plan.policy, denials + earlier)

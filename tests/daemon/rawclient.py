@@ -53,6 +53,35 @@ def read_frame(sock: socket.socket) -> tuple[int, bytes]:
     return first & 0x0F, read_exact(sock, size)
 
 
+HANDSHAKE = (
+    "GET /nonod HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+    "Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY + "\r\n"
+    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: nono.v1\r\n\r\n"
+).encode()
+
+
+def upgrade(sock: socket.socket) -> bytes:
+    """Send the WebSocket handshake; the daemon's answer (b"" if it closed first)."""
+    sock.sendall(HANDSHAKE)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            return b""
+        head += chunk
+    return head
+
+
+def welcomed(path: str) -> tuple[socket.socket, bytes]:
+    """A connection to ``path`` that has said hello, and the daemon's answer to it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    sock.connect(path)
+    upgrade(sock)
+    sock.sendall(frame(b'{"type": "hello", "protocol": 1}'))
+    return sock, read_frame(sock)[1]
+
+
 def main() -> int:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(30)
@@ -61,20 +90,10 @@ def main() -> int:
     except OSError as exc:
         print("CONNECT-ERROR", errno.errorcode.get(exc.errno or 0, str(exc)), flush=True)
         return 0
-    sock.sendall(
-        (
-            "GET /nonod HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY + "\r\n"
-            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: nono.v1\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        if not chunk:
-            print("CLOSED handshake", flush=True)
-            return 0
-        head += chunk
+    head = upgrade(sock)
+    if not head:
+        print("CLOSED handshake", flush=True)
+        return 0
     if b" 101 " not in head.split(b"\r\n", 1)[0]:
         print("REJECTED", head.split(b"\r\n", 1)[0].decode(), flush=True)
         return 0

@@ -95,3 +95,16 @@ def test_one_user_cannot_take_every_place_in_the_daemons_queue() -> None:
     queue.add(_pending(1001, 0))  # another user still has room
     queue.remove(mine[0])
     queue.add(_pending(1000, 4))  # a freed place is the user's again
+
+
+def test_a_few_users_cannot_take_every_place_in_the_daemons_queue() -> None:
+    """Users at their own caps filled the queue together (1,024 places, 256 each: four of
+    them), and every other user's approvals were refused. Now a user with few places taken
+    still gets one, up to twice the queue's size in all."""
+    queue = ApprovalQueue(max_pending=8, max_per_uid=3)
+    for uid, count in ((1000, 3), (1001, 3), (1002, 2)):  # every shared place
+        for n in range(count):
+            queue.add(_pending(uid, n))
+    queue.add(_pending(1003, 0))  # before: ApprovalLimit
+    with pytest.raises(ApprovalLimit):
+        queue.add(_pending(1000, 3))  # a user at its own cap is still held to it

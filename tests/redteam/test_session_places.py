@@ -17,6 +17,7 @@ import pytest
 
 from nonod._config import Config, parse_config
 from tests.daemon.conftest import DaemonThread, as_user, hello, raw_client, session_env
+from tests.daemon.localusers import LocalUser
 from tests.redteam.test_other_users import INTRUDER, OWNER, _group
 
 pytestmark = [pytest.mark.root,
@@ -79,3 +80,27 @@ def test_the_share_is_a_quarter_unless_set() -> None:
     assert parse_config("[sessions]\nmax_live = 3\n", source="t").sessions.live_per_uid() == 1
     assert parse_config("[sessions]\nmax_live_per_uid = 9\n",
                         source="t").sessions.live_per_uid() == 9
+
+
+def test_a_few_users_cannot_take_every_session_place(short_tmp: Path) -> None:
+    """``max_live_per_uid`` bounds one user; two users at their caps filled ``max_live``
+    together, and every other user's launch (root's too) was ``session.limit``. Now a user
+    with fewer than a few live sessions still launches, up to twice ``max_live`` in all."""
+    from tests.redteam.conftest import shared_daemon, workdir
+
+    with shared_daemon(short_tmp, 3, more="[sessions]\nmax_live = 4\nmax_live_per_uid = 2\n"
+                       ) as (handle, (first, second, third)):
+        held: list[tuple[LocalUser, str]] = []
+        try:
+            for user in (first, second, first, second):  # every shared place
+                reply = _launch(handle, workdir(user), user.uid, user.gid)
+                assert reply["type"] == "launched", reply
+                held.append((user, str(reply["session"]["id"])))  # type: ignore[index]
+            late = _launch(handle, workdir(third), third.uid, third.gid)
+            assert late["type"] == "launched", late  # before: session.limit
+            held.append((third, str(late["session"]["id"])))  # type: ignore[index]
+            again = _launch(handle, workdir(first), first.uid, first.gid)
+            assert again["type"] == "error" and again["code"] == "session.limit", again
+        finally:
+            for user, session in held:
+                _stop_all(handle, user.uid, user.gid, [session])
