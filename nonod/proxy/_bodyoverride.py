@@ -14,11 +14,12 @@ sent (every such parser reads the whole body before it acts, and never gets it).
 in any letter case, each character also as ``%XX`` or ``\\u00XX``:
 
 - a form pair's name: ``_method=`` at the start of the body or after ``&`` or ``;``;
-- a quoted string ``"_method"`` or ``'_method'`` (a JSON key, a multipart part's
-  ``name="_method"``);
-- an unquoted multipart name: ``name=_method`` followed by ``;``, a quote or white space.
+- a JSON key: ``"_method"`` and a ``:`` (white space between them, however much);
+- a multipart part's name: ``name="_method"``, ``name='_method'`` or ``name=_method``
+  followed by ``;``, a quote or white space.
 
-A quoted ``"_method"`` that is a value, not a key, is refused too (the watch does not parse).
+The watch does not parse: such text inside a JSON string (``"x&_method=y"``) is refused too,
+but a ``"_method"`` that is a value, or ``'_method'`` in a code snippet, is not.
 Only bodies such parsers read are watched (:func:`parsed_for_fields`): no content type, a form,
 or JSON; an upload of another type (``application/octet-stream``, ``image/png``) is not.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from typing import Final, final
+from urllib.parse import unquote_to_bytes
 
 
 def _char(c: str) -> str:
@@ -39,11 +41,31 @@ def _char(c: str) -> str:
 _NAME: Final = "".join(_char(c) for c in "_method")
 #: Every spelling; each match ends at the byte that completes it (a form pair's ``=``, the
 #: closing quote, the delimiter after an unquoted name).
-_FIELD: Final = re.compile(  # searched in lower case
-    (f"[&;]{_NAME}=|[\"']{_NAME}[\"']|name\\s{{0,32}}=\\s{{0,32}}{_NAME}[;\\s\"']").encode())
+_FIELD: Final = re.compile(  # searched in lower case, white space runs as one space
+    (f"[&;]{_NAME}=|\"{_NAME}\" ?:|name ?= ?[\"']?{_NAME}[; \"']").encode())
+_U_ESCAPE: Final = re.compile(rb"\\u00([0-9a-f]{2})")
+
+
+def _unescaped(window: bytes) -> bytes:
+    """``window`` (in lower case) with its ``%XX`` and ``\\u00XX`` escapes decoded: the
+    cheap test of whether it can hold a field at all (random bytes hold ``%`` often)."""
+    if b"\\u00" in window:
+        window = _U_ESCAPE.sub(lambda m: bytes.fromhex(m[1].decode()), window)
+    return unquote_to_bytes(window)
 #: Bytes kept from the pieces before: more than the longest match (a field split across
-#: pieces is found when its last byte comes).
+#: pieces is found when its last byte comes), its white space runs squeezed to one space.
 _KEEP: Final = 160
+#: How much of a piece with no field in it is squeezed for the bytes kept (a run of white
+#: space longer than this, where a field has begun without ``_method`` yet, could hide it).
+_SQUEEZED: Final = 4096
+
+
+def _squeezed(data: bytes) -> bytes:
+    """``data`` with each run of white space as one space."""
+    inner = b" ".join(data.split())
+    head = b" " if data[:1].isspace() else b""
+    tail = b" " if data[-1:].isspace() and inner else b""
+    return head + inner + tail
 
 
 #: The media types whose bodies frameworks take fields from (Rack reads a POST without one).
@@ -74,11 +96,16 @@ class BodyOverrideWatch:
     def feed(self, data: bytes) -> bool:
         """Whether ``data`` (the next piece) completes a ``_method`` field."""
         window = (self._tail + data).lower()
+        if b"_method" not in window and (
+                (b"%" not in window and b"\\u00" not in window)
+                or b"_method" not in _unescaped(window)):
+            # Every spelling is ``_method`` once its escapes are decoded: none here.
+            self._tail = _squeezed(window[-_SQUEEZED:])[-_KEEP:]
+            return False
+        window = _squeezed(window)
         self._tail = window[-_KEEP:]
-        if b"%" not in window and b"\\u00" not in window and b"_method" not in window:
-            return False  # no escape: a field would be spelt out (``find`` is fast in C)
         return _FIELD.search(window) is not None
 
     def end(self) -> bool:
         """Whether the body's end completes one (an unquoted multipart name last)."""
-        return self.feed(b"\r\n")
+        return self.feed(b";")

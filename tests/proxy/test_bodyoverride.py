@@ -10,15 +10,17 @@ from nonod.proxy._bodyoverride import BodyOverrideWatch, parsed_for_fields
 
 OVERRIDES = [
     b"_method=DELETE", b"a=1&_method=PATCH", b"a=1;_Method=x", b"a=1&%5F%6d%65%74%68%6F%64=x",
-    b'{"_method":"DELETE"}', b'{"a": 1, "\\u005fmethod": "DELETE"}', b"{'_METHOD': 'x'}",
+    b'{"_method":"DELETE"}', b'{"a": 1, "\\u005fmethod": "DELETE"}', b'{"_METHOD" \n\t : 1}',
     b'--b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--\r\n',
     b"--b\r\nContent-Disposition: form-data; name=_method\r\n\r\nDELETE\r\n--b--\r\n",
     b"content-disposition: form-data; name=_method",
+    b"Content-Disposition: form-data; name='_method'\r\n",
 ]
 BENIGN = [
     b"", b"a=1&b=2", b"my_method=1", b"a=1&_method", b"a=1&_methods=2", b"x_method=DELETE",
     b'{"comment": "self.get_method() and http_method"}', b'{"_method_name": 1}',
     b"name=_methodical;",
+    b'{"body": "call getattr(x, \'_method\') here"}', b'{"field": "_method"}',
 ]
 
 
@@ -47,6 +49,17 @@ def test_a_field_after_a_long_body_is_found() -> None:
     assert not watch.feed(b"a=" + b"x" * 100_000)
     assert not watch.feed(b"&_meth")
     assert watch.feed(b"od=DELETE")
+
+
+def test_a_json_key_is_found_however_much_space_comes_before_its_colon() -> None:
+    watch = BodyOverrideWatch()
+    assert not watch.feed(b'{"a": 1, "_method"')
+    for _ in range(100):
+        assert not watch.feed(b" \n" * 5000)
+    assert watch.feed(b': "DELETE"}')
+    spaced = BodyOverrideWatch()  # a multipart name with white space around its `=`
+    assert not spaced.feed(b"Content-Disposition: form-data; name" + b" " * 2000 + b"=")
+    assert spaced.feed(b' "_method"\r\n\r\nDELETE')
 
 
 def test_the_bodies_frameworks_read_fields_from_are_watched() -> None:
