@@ -1033,9 +1033,10 @@ class _View:
 
     def guard(self, path: str, op: MountOp) -> MountOp | None:
         """Place ``op`` for ``path`` and return it as placed (``absent`` if ``path`` does not
-        exist); None if it cannot be guarded (out of the view, or itself a symbolic link: its
-        target is judged on its own). A symbolic link on the way (``~/.config`` pointing into
-        a dotfiles repository) is followed: the operation goes where the path leads."""
+        exist); None if it cannot be guarded (out of the view). A symbolic link on the way
+        (``~/.config`` pointing into a dotfiles repository), or at ``path`` itself for a
+        read-only operation, is followed: the operation goes where the path leads (and the
+        link's own name is kept, ``_keep_link``)."""
         bind = self._innermost(path)
         if bind is None:
             return None
@@ -1050,8 +1051,13 @@ class _View:
             return self.guard(real, msgspec.structs.replace(op, target=real))
         existing, missing = walk
         if missing is None and op.kind == READONLY and look.islink(path):
+            # A link cannot be mounted over: its name is kept by the creation guard, and what
+            # it leads to (``.git/hooks -> ../githooks``: a shared hooks directory) is kept
+            # at its real path, existing or not.
             self._keep_link(bind, path)
-            return None
+            real = look.realpath(path)
+            return None if real == path else self.guard(
+                real, msgspec.structs.replace(op, target=real))
         writable = bind.writable and bind.kind == BIND_DIR and \
             not self._protected.covers(existing[-1])
         if writable:

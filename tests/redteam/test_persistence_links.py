@@ -4,13 +4,17 @@ mount cannot be placed on a link, so the file the link names was kept read-only 
 itself was not: in a writable ``$HOME`` a session renamed a file of its own over ``.bashrc``
 (or removed the link and wrote a new file, or a new ``.config`` directory), and the user's
 next shell ran it. The name of such a link is refused to the creation guard now: it can be
-removed, never replaced."""
+removed, never replaced. And what a linked persistence name leads to was not kept at all:
+``.git/hooks -> ../githooks`` (a repository sharing its hooks) left ``githooks`` writable."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 from tests.daemon.test_cli import CLI
+from tests.redteam._programs import PLANT
 
 REPLACE = r'''
 import os, sys
@@ -64,3 +68,25 @@ def test_a_linked_start_up_file_cannot_be_replaced(run: CLI, short_tmp: Path) ->
         "the user's\n")
     for name in ("bashrc", "profile", "config/nvim/init.lua"):
         assert (dotfiles / name).read_text() == "the user's\n", name
+
+
+def test_what_a_linked_persistence_name_leads_to_is_kept(run: CLI, short_tmp: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(short_tmp)], check=True)
+    shutil.rmtree(short_tmp / ".git/hooks")
+    (short_tmp / "githooks").mkdir()
+    (short_tmp / "githooks/pre-commit").write_text("the user's\n")
+    (short_tmp / ".git/hooks").symlink_to("../githooks")
+    (short_tmp / "envrc").write_text("the user's\n")
+    (short_tmp / ".envrc").symlink_to("envrc")
+    (short_tmp / ".vscode").symlink_to("editor")  # dangling: its target cannot be made
+    (short_tmp / "plant.py").write_text(PLANT)
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "plant.py", ".", "githooks/pre-commit", ".git/hooks/post-checkout", "envrc",
+               "editor/tasks.json", "ok.txt")
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")] == [
+        "ok.txt WRITTEN"], done.stdout
+    assert sorted(p.name for p in (short_tmp / "githooks").iterdir()) == ["pre-commit"]
+    assert (short_tmp / "githooks/pre-commit").read_text() == "the user's\n"
+    assert (short_tmp / "envrc").read_text() == "the user's\n"
+    assert not (short_tmp / "editor").exists()
