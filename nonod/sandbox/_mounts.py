@@ -258,7 +258,7 @@ def _kind(how: Callable[[str], os.stat_result], path: str) -> int | None:
 # all the plan uses of it (a path's file type, not its times: a directory written into is
 # still the same directory to the plan).
 (_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC, _LISTSOME,
- _HOOKSPATH) = range(10)
+ _HOOKSPATH, _GITFILE) = range(11)
 #: The most of a git configuration file read for its ``core.hooksPath``.
 MAX_GIT_CONFIG = 1 << 16
 
@@ -303,6 +303,39 @@ def git_config_paths(text: str) -> tuple[str | None, tuple[str, ...]]:
     return found, tuple(includes)
 
 
+def _small_file(path: str, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of the regular file ``path``, opened without following a link
+    at its name and without blocking (a FIFO); None if it is not one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _worktree_configs(dotgit: str) -> tuple[str, ...]:
+    """The configuration files git reads in a linked worktree whose ``.git`` is the file
+    ``dotgit`` (``gitdir: <repo>/.git/worktrees/<name>``): its repository's ``config`` (the
+    one ``commondir`` names) and its own ``config.worktree``; none if it is not such a
+    file."""
+    data = _small_file(dotgit, 4096)
+    line = data.decode("utf-8", "replace").strip() if data else ""
+    if not line.startswith("gitdir:"):
+        return ()
+    gitdir = os.path.join(os.path.dirname(dotgit), line.removeprefix("gitdir:").strip())
+    common = _small_file(os.path.join(gitdir, "commondir"), 4096)
+    top = os.path.join(gitdir, common.decode("utf-8", "replace").strip()) if common else gitdir
+    return (os.path.normpath(os.path.join(top, "config")),
+            os.path.normpath(os.path.join(gitdir, "config.worktree")))
+
+
 def _git_config(config: str) -> tuple[str | None, tuple[str, ...]] | None:
     """:func:`git_config_paths` of the file ``config``, read only if it is a regular file reached
     without following a link at its name (a session may have made a repository's
@@ -341,6 +374,7 @@ _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _LISTDIR: lambda path: tuple(sorted(os.listdir(path))),
     _LISTSOME: _list_some,
     _HOOKSPATH: _git_config,
+    _GITFILE: _worktree_configs,
     _READLINK: os.readlink,
     _REALPATH: os.path.realpath,
     _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK),
@@ -395,6 +429,10 @@ class _Look:
         """:func:`git_config_paths` of the git configuration file ``config`` (None if it is
         not a regular file)."""
         return self._ask(_HOOKSPATH, config)  # type: ignore[return-value]
+
+    def worktree_configs(self, dotgit: str) -> tuple[str, ...]:
+        """:func:`_worktree_configs` of the ``.git`` file ``dotgit``."""
+        return self._ask(_GITFILE, dotgit)  # type: ignore[return-value]
 
     def list_some(self, path: str) -> tuple[str, ...]:
         """:func:`_list_some`: at most ``MAX_LISTED + 1`` names."""
@@ -853,6 +891,12 @@ def _hook_dirs(writable: Sequence[str], home: str, look: _Look) -> list[str]:
     configs: list[tuple[str, str | None, int]] = [
         (os.path.join(wdir, ".git", "config"), wdir, 0) for wdir in writable
         if look.isdir(os.path.join(wdir, ".git")) and not look.islink(os.path.join(wdir, ".git"))]
+    # A linked worktree (``.git`` a file): its repository's configuration, whose relative
+    # ``core.hooksPath`` names a directory of this worktree.
+    configs += [(config, wdir, 0) for wdir in writable
+                if look.isfile(os.path.join(wdir, ".git"))
+                and not look.islink(os.path.join(wdir, ".git"))
+                for config in look.worktree_configs(os.path.join(wdir, ".git"))]
     configs += [(os.path.join(home, name), None, 0)
                 for name in (".gitconfig", ".config/git/config")]
     seen: set[str] = set()

@@ -74,6 +74,29 @@ def test_a_session_cannot_rewrite_configuration_the_repository_includes(
     assert list((short_tmp / "shared").iterdir()) == []
 
 
+def test_a_linked_worktree_keeps_the_hooks_its_repository_names(
+        run: CLI, short_tmp: Path) -> None:
+    # An agent given a linked worktree (git worktree add): its .git is a file, the
+    # configuration git uses there is the main repository's, and a relative core.hooksPath
+    # names a directory of the worktree.
+    main, tree = short_tmp / "main", short_tmp / "tree"
+    subprocess.run(["git", "init", "-q", str(main)], check=True)
+    git = ["git", "-C", str(main), "-c", "user.name=u", "-c", "user.email=u@e"]
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "first"], check=True)
+    subprocess.run([*git, "config", "core.hooksPath", ".githooks"], check=True)
+    subprocess.run([*git, "worktree", "add", "-q", str(tree)], check=True)
+    (tree / ".githooks").mkdir()
+    (tree / ".githooks" / "pre-commit").write_text(HOOK)
+    (tree / "plant.py").write_text(PLANT)
+    run.cwd = tree
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "plant.py", ".", ".githooks/pre-commit", ".githooks/post-checkout", "ok.txt")
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")] == [
+        "ok.txt WRITTEN"], done.stdout
+    assert (tree / ".githooks" / "pre-commit").read_text() == HOOK
+
+
 def test_included_configuration_is_named_as_git_reads_it() -> None:
     text = ('[include]\n\tpath = ../.gitconfig\n[includeIf "gitdir:~/w/"]\n'
             '\tpath = "~/w.inc" # note\n[core]\n\thooksPath = h\n[alias]\n\tpath = no\n')
