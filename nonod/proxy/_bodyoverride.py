@@ -68,19 +68,23 @@ def _squeezed(data: bytes) -> bytes:
     return head + inner + tail
 
 
-#: The media types whose bodies frameworks take fields from (Rack reads a POST without one).
-_FORMS: Final = frozenset({b"application/x-www-form-urlencoded", b"multipart/form-data"})
+#: Where a media type ends for the parsers that pick a body's parser: Rack splits at ``;``
+#: or ``,``, PHP at those or a space.
+_MEDIA_END: Final = re.compile(rb"[;,\s]")
 
 
 def parsed_for_fields(headers: Sequence[tuple[bytes, bytes]]) -> bool:
     """Whether a request body of these headers' type is one a framework takes fields from:
-    none given, a form, or JSON (``application/json``, ``...+json``); several
+    none given (Rack reads a POST without one), a form (``application/x-www-form-urlencoded``,
+    ``multipart/...``) or JSON (``application/json``, ``...+json``), read as the most lenient
+    of them reads it (``multipart/form-data,boundary=x`` is a form to Rack); several
     ``Content-Type`` headers count as such a body too."""
     types = [value for name, value in headers if name.lower() == b"content-type"]
     if len(types) != 1:
         return True
-    media = types[0].partition(b";")[0].strip().lower()
-    return not media or media in _FORMS or b"json" in media
+    media = _MEDIA_END.split(types[0].strip().lower(), maxsplit=1)[0]
+    return (not media or media.startswith((b"application/x-www-form-urlencoded", b"multipart/"))
+            or b"json" in media)
 
 
 @final

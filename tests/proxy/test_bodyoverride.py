@@ -64,7 +64,8 @@ def test_a_json_key_is_found_however_much_space_comes_before_its_colon() -> None
 
 def test_the_bodies_frameworks_read_fields_from_are_watched() -> None:
     for value in (b"application/x-www-form-urlencoded", b"Multipart/Form-Data; boundary=x",
-                  b"application/json; charset=utf-8", b"application/vnd.api+json", b""):
+                  b"application/json; charset=utf-8", b"application/vnd.api+json", b"",
+                  b"multipart/form-data,boundary=x", b" application/x-www-form-urlencoded x"):
         assert parsed_for_fields([(b"content-type", value)]), value
     assert parsed_for_fields([])
     assert parsed_for_fields([(b"content-type", b"image/png"), (b"Content-Type", b"a/json")])
