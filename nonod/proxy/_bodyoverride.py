@@ -13,7 +13,9 @@ the end of such a field; the proxy then drops the upstream connection before tha
 sent (every such parser reads the whole body before it acts, and never gets it). Recognised,
 in any letter case, each character also as ``%XX`` or ``\\u00XX``:
 
-- a form pair's name: ``_method=`` at the start of the body or after ``&`` or ``;``;
+- a form pair's name: ``_method=`` at the start of the body or after ``&`` or ``;``, also
+  as a list or a key (``_method[]=``, ``_method[0]=``: qs, Express's parser, makes it a list
+  whose first item method-override takes);
 - a JSON key: ``"_method"`` and a ``:`` (white space between them, however much);
 - a multipart part's name: ``name="_method"``, ``name='_method'`` or ``name=_method``
   followed by ``;``, a quote or white space.
@@ -42,7 +44,7 @@ _NAME: Final = "".join(_char(c) for c in "_method")
 #: Every spelling; each match ends at the byte that completes it (a form pair's ``=``, the
 #: closing quote, the delimiter after an unquoted name).
 _FIELD: Final = re.compile(  # searched in lower case, white space runs as one space
-    (f"[&;]{_NAME}=|\"{_NAME}\" ?:|name ?= ?[\"']?{_NAME}[; \"']").encode())
+    (f"[&;]{_NAME}(?:=|\\[|%5b)|\"{_NAME}\" ?:|name ?= ?[\"']?{_NAME}[; \"'\\[]").encode())
 _U_ESCAPE: Final = re.compile(rb"\\u00([0-9a-f]{2})")
 
 

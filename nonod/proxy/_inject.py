@@ -105,7 +105,9 @@ def overrides_request(headers: Headers, query: str) -> bool:
     if any(name.lower().replace(b"_", b"-") in _OVERRIDE_HEADERS for name, _ in headers):
         return True
     # ``;`` separates pairs too for some parsers (Rack's, Python's before 3.9.2).
-    return any(unquote(pair.partition("=")[0]).lower() == _METHOD_OVERRIDE_PARAM
+    # ``_method[]=DELETE`` is a list to qs (Express), whose method-override takes its first.
+    return any(unquote(pair.partition("=")[0]).lower().partition("[")[0]
+               == _METHOD_OVERRIDE_PARAM
                for _, _, raw in _query_pairs(query) for pair in raw.split(";"))
 
 

@@ -280,7 +280,8 @@ async def test_a_method_override_cannot_pass_the_endpoint_rules(
                            ([("X_HTTP_Method_Override", "DELETE")], ""),
                            ([("x_original_url", "/admin")], ""),
                            ([], "?_method=DELETE"), ([], "?a=1&%5FMETHOD=DELETE"),
-                           ([], "?a=1;_method=DELETE")]:
+                           ([], "?a=1;_method=DELETE"), ([], "?_method[]=DELETE"),
+                           ([], "?_method%5B0%5D=DELETE")]:
         client = await proxy.client()
         response = await client.request("POST", target + query, [bearer(proxy), *headers],
                                         body=b"{}")

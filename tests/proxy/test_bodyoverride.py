@@ -9,7 +9,8 @@ import pytest
 from nonod.proxy._bodyoverride import BodyOverrideWatch, parsed_for_fields
 
 OVERRIDES = [
-    b"_method=DELETE", b"a=1&_method=PATCH", b"a=1;_Method=x", b"a=1&%5F%6d%65%74%68%6F%64=x",
+    b"_method=DELETE", b"a=1&_method=PATCH", b"_method[]=DELETE", b"a=1&_method%5B0%5D=x",
+    b"a=1;_Method=x", b"a=1&%5F%6d%65%74%68%6F%64=x",
     b'{"_method":"DELETE"}', b'{"a": 1, "\\u005fmethod": "DELETE"}', b'{"_METHOD" \n\t : 1}',
     b'--b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--\r\n',
     b"--b\r\nContent-Disposition: form-data; name=_method\r\n\r\nDELETE\r\n--b--\r\n",
