@@ -47,6 +47,17 @@ class Reason(enum.StrEnum):
     CGNAT = "cgnat"
     PRIVATE = "private"
     RESERVED = "reserved"
+    # An answer that is one of the daemon's host's own addresses (the resolver's check).
+    HOST_ADDRESS = "host_address"
+    # A tunnel allowed for one name whose TLS ClientHello asked for another (or was no
+    # whole, well-formed ClientHello in time).
+    SNI_MISMATCH = "sni_mismatch"
+    # Plain HTTP inside a CONNECT tunnel to a looked-up name (each request's Host would
+    # choose the site behind a shared front): the forward proxy serves plain HTTP.
+    PLAIN_HTTP_IN_TUNNEL = "plain_http_in_tunnel"
+    # A host with endpoint rules, asked for other than through its intercepted port (another
+    # port, or plain HTTP), where the rules could not be applied.
+    ENDPOINTS_ONLY = "endpoints_only"
     # Approvals (a policy with ``ask``): an unlisted target was put to the session's asker.
     APPROVED = "approved"
     APPROVAL_DENIED = "approval_denied"

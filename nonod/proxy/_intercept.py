@@ -48,9 +48,16 @@ class Interceptor:
         self._reverse = reverse
         self._limits = limits
         self._emit = emit
-        self._sites = {(route.host, route.port): route.name
-                       for route in reverse.table.routes()
-                       if route.scheme == "https" and route.host in ca.hosts}
+        served = [route for route in reverse.table.routes()
+                  if route.scheme == "https" and route.host in ca.hosts]
+        self._sites = {(route.host, route.port): route.name for route in served}
+        self._filtered = frozenset(route.host for route in served if route.filter_only)
+
+    def filtered(self, host: str) -> bool:
+        """Whether ``host`` (normalised) is reached only through its endpoint rules: the host
+        of an ``allow_domain`` entry with ``endpoints``. Any other way to it (another port, a
+        plain-HTTP request) would pass unfiltered, so the proxy refuses it."""
+        return host in self._filtered
 
     def site(self, host: str, port: int) -> str | None:
         """The route that intercepts ``host:port``, or None (a blind tunnel)."""

@@ -168,10 +168,37 @@ class Resolver:
 
     def _check(self, host: str, address: IPAddress) -> None:
         kind = special_range(address)
-        if kind is None or (self._allow_private and kind is Special.PRIVATE):
-            return
-        raise ResolveError(f"{host} resolves to a {kind.value} address",
-                           reason=Reason(kind.value), refused=True)
+        if kind is not None and not (self._allow_private and kind is Special.PRIVATE):
+            raise ResolveError(f"{host} resolves to a {kind.value} address",
+                               reason=Reason(kind.value), refused=True)
+        if is_host_address(address):
+            raise ResolveError(f"{host} resolves to an address of this host",
+                               reason=Reason.HOST_ADDRESS, refused=True)
+
+
+def is_host_address(address: IPAddress) -> bool:
+    """Whether ``address`` is one of this host's own (in the daemon's network namespace): a
+    public address on an interface reaches every service bound to the wildcard address, as
+    loopback does. Asked of the kernel's routing, no packet sent: a UDP socket ``connect``ed
+    to an own address takes that address as its source (the ``local`` route), and to any
+    other, the address of the interface it leaves by. An address with no route at all is not
+    the host's (a TCP connection to it fails the same way). A probe socket that cannot be
+    made raises ResolveError (fail closed)."""
+    family = socket.AF_INET6 if isinstance(address, ipaddress.IPv6Address) else socket.AF_INET
+    try:
+        probe = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    except OSError:
+        raise ResolveError("no socket to check the address with",
+                           reason=Reason.CONNECT_FAILED, refused=False) from None
+    with probe:
+        if not for_sessions(probe.fileno()):  # the daemon's own (``nonod._descriptors``)
+            raise ResolveError("descriptors kept for the daemon",
+                               reason=Reason.CONNECT_FAILED, refused=False)
+        try:
+            probe.connect((str(address), 9))
+        except OSError:
+            return False
+        return ipaddress.ip_address(probe.getsockname()[0].split("%")[0]) == address
 
 
 def _parse_pins(pins: Mapping[str, str]) -> list[tuple[str, tuple[IPAddress, int | None]]]:

@@ -74,6 +74,7 @@ from ._intercept import Interceptor
 from ._relay import relay
 from ._resolve import Resolved, ResolveError, Resolver, connect_exactly
 from ._reverse import ReverseHandler, RouteTable
+from ._sni import check_first_flight
 
 if TYPE_CHECKING:
     from ..credentials import SessionCA
@@ -395,6 +396,10 @@ class ProxyServer:
         if (decision.reason is Reason.NOT_ALLOWED and self._policy.ask
                 and self._asker is not None and port in self._policy.ports):
             decision = await self._ask(self._asker, exchange, decision)
+        if (decision.allowed and self._intercept is not None
+                and self._intercept.filtered(decision.host)):
+            decision = msgspec.structs.replace(decision, allowed=False,
+                                               reason=Reason.ENDPOINTS_ONLY)
         exchange.host = decision.host
         exchange.decision = decision
         if not decision.allowed:
@@ -462,7 +467,7 @@ class ProxyServer:
         connected = await self._decide_and_connect(stream, conn, exchange, host, port)
         if connected is None:
             return
-        upstream, _ = connected
+        upstream, decision = connected
         async with closing_now(upstream):
             if isinstance(conn, ConnectHead):
                 head, trailing = ESTABLISHED, conn.trailing
@@ -483,6 +488,15 @@ class ProxyServer:
                 return
             exchange.status = 200
             self._emit_open(exchange)
+            if decision.address is None and not self._resolver.pinned(decision.host):
+                checked = await check_first_flight(stream, upstream, bytes(trailing),
+                                                   decision.host, self._limits.idle_timeout)
+                if isinstance(checked, Reason):  # another name, plain HTTP, or nothing
+                    if checked is Reason.PLAIN_HTTP_IN_TUNNEL:  # a client that reads HTTP
+                        await self._answer_inside(stream, checked)
+                    self._emit(exchange, "deny", checked, status=200)
+                    return
+                trailing = checked
             try:
                 if trailing:
                     with trio.fail_after(self._limits.send_timeout):
@@ -496,6 +510,15 @@ class ProxyServer:
             except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the upstream stalled or went away before the relay began
         self._emit(exchange, "allow", exchange.reason, status=200)
+
+    async def _answer_inside(self, stream: trio.abc.Stream, reason: Reason) -> None:
+        """A 403 inside a tunnel whose client spoke HTTP, so that it reads why it ends."""
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # its state, not its bytes
+        conn.next_event()
+        with trio.move_on_after(self._limits.send_timeout):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(refusal(conn, 403, reason))
 
     async def _forward(self, stream: trio.abc.Stream, conn: h11.Connection,
                        request: h11.Request, exchange: Exchange) -> None:

@@ -393,7 +393,9 @@ def build_plan(
     if landlock_net:
         layers.append(partial(
             "network", "Landlock fallback (linux.sandbox_policy=landlock): the host's network, "
-            "TCP connect only to " + (f"the proxy on 127.0.0.1:{request.proxy_port}"
+            "TCP connect only to " + (f"port {request.proxy_port} (the proxy's, on "
+                                      "127.0.0.1; Landlock rules name ports, not addresses: "
+                                      "that port of any other host is reachable too)"
                                       if connect_ports else "nothing")
             + (f", bind only {bind_ports}" if bind_ports else ", no bind")
             + "; UDP, raw, MPTCP and TCP fast open refused by seccomp; the program shares "

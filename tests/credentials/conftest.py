@@ -231,9 +231,10 @@ async def start_route_proxy(nursery: trio.Nursery, pki: Pki
     async def start(routes: Sequence[tuple[Route, str | None]], *, pins: dict[str, str],
                     limits: ProxyLimits | None = None, token: PhantomToken | None = None,
                     ca_file: str | None = None, system_roots: bool = False,
-                    intercept: SessionCA | None = None, within: trio.Nursery | None = None
-                    ) -> RouteProxy:
-        """``within``: the nursery the proxy runs in (the test's by default)."""
+                    intercept: SessionCA | None = None, within: trio.Nursery | None = None,
+                    policy: ProxyPolicy | None = None) -> RouteProxy:
+        """``within``: the nursery the proxy runs in (the test's by default); ``policy``:
+        the allowlist (by default, nothing)."""
         from nonod.credentials import CredentialNotFound
 
         token = token or PhantomToken.new()
@@ -249,7 +250,7 @@ async def start_route_proxy(nursery: trio.Nursery, pki: Pki
         port = listeners[0].socket.getsockname()[1]
         events: list[ProxyEvent] = []
         await (within or nursery).start(functools.partial(
-            serve_proxy, listeners[0], policy=ProxyPolicy(), resolver=Resolver(pins=pins),
+            serve_proxy, listeners[0], policy=policy or ProxyPolicy(), resolver=Resolver(pins=pins),
             events=events.append, limits=limits or ProxyLimits(), proxy_token=token.reveal(),
             routes=table, intercept=intercept))
         return RouteProxy(port=port, token=token, events=events, table=table)

@@ -15,7 +15,7 @@ import trio.testing
 
 from nonod.credentials import CredentialError, Route, SessionCA, session_routes
 from nonod.policy import NetworkPolicy, TlsIntercept
-from nonod.proxy import CredentialInjected, NetworkEvent
+from nonod.proxy import CredentialInjected, NetworkEvent, ProxyPolicy
 from tests.credentials.conftest import (
     Client,
     Pki,
@@ -176,6 +176,33 @@ async def test_a_filter_only_domain_forwards_the_programs_own_headers_and_only_w
     await client.aclose()
     assert [r.target for r in seen.requests] == [b"/ok/x"]
     assert not [e for e in proxy.events if isinstance(e, CredentialInjected)]
+
+
+async def test_a_filter_only_domain_is_reached_through_its_rules_only(
+        nursery: trio.Nursery, pki: Pki,
+        start_route_proxy: Callable[..., Awaitable[RouteProxy]]) -> None:
+    """The profile allows the host (its `allow_domain` entry) on 443 and 80. Before, a
+    CONNECT to port 80 was a blind tunnel to the upstream (200: inside, the rules are not
+    applied), and a plain-HTTP request went out unfiltered."""
+    port, seen = await start_tls_upstream(nursery, pki.server, _echo)
+    ca = SessionCA(["api.github.com"])
+    proxy = await start_route_proxy(
+        [(domain_route(), None)], pins={"api.github.com": f"127.0.0.1:{port}"},
+        intercept=ca, policy=ProxyPolicy(hosts=frozenset({"api.github.com"})))
+    status, _ = await connect(proxy, None, "api.github.com", 80)
+    assert status == 403
+    plain = await (await proxy.client()).request(
+        "GET", "http://api.github.com/other",
+        [("Proxy-Authorization", f"Bearer {proxy.token.reveal()}")])
+    assert plain.status == 403 and b"endpoints_only" in plain.body
+    # Through its interception, the rules still apply as before.
+    _, client = await connect(proxy, ca, "api.github.com")
+    assert (await client.request("GET", "/ok/x")).status == 200
+    await client.aclose()
+    assert [r.target for r in seen.requests] == [b"/ok/x"]
+    refused = [(e.mode, e.port, e.reason) for e in proxy.events
+               if isinstance(e, NetworkEvent) and e.decision == "deny"]
+    assert refused == [("connect", 80, "endpoints_only"), ("http", 80, "endpoints_only")]
 
 
 def test_a_domain_with_endpoints_that_is_also_a_routes_host_is_refused() -> None:
