@@ -341,19 +341,8 @@ def _git_config(config: str) -> tuple[str | None, tuple[str, ...]] | None:
     without following a link at its name (a session may have made a repository's
     ``.git/config`` a FIFO or a link: this runs in the daemon, which never blocks on an open
     and never reads on a session's behalf what that session could not)."""
-    try:
-        fd = os.open(config, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        data = os.read(fd, MAX_GIT_CONFIG)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return git_config_paths(data.decode("utf-8", "replace"))
+    data = _small_file(config, MAX_GIT_CONFIG)
+    return None if data is None else git_config_paths(data.decode("utf-8", "replace"))
 
 
 def _list_some(path: str) -> tuple[str, ...]:
