@@ -7,9 +7,10 @@ its own filesystem view, plus Landlock and seccomp.
 ``landlock-only``: for hosts that refuse ``unshare(CLONE_NEWUSER)`` (Docker's default seccomp
 profile, Ubuntu 24.04's AppArmor restriction, many CI runners). No namespace at all: Landlock
 limits the host's tree to the grants, the network is Landlock's (TCP connect only to the
-daemon's proxy on the host's loopback), seccomp as always, plus System V IPC and message
-queues refused. A denied path inside a granted directory is kept out by granting the
-entries around it instead (``split_around``). What only a mount namespace can give
+daemon's proxy's port, on any address: ``network_ports``), seccomp as always, plus System V
+IPC, message queues, inotify and other processes' limits and scheduling refused. A denied
+path inside a granted directory is kept out by granting the entries around it instead
+(``split_around``). What only a mount namespace can give
 (read-only persistence files, the creation guard, trust pins, a private /tmp) is refused
 unless the profile accepts each missing layer by name (``view_needs``); what a pid namespace
 gives is taken over by the launcher's subreapers or lost, and reported (``docs/sandbox.md``).
@@ -31,7 +32,7 @@ import msgspec
 
 from ..errors import EnforcementUnavailable
 from ..policy import Grant, ResolvedPolicy
-from ._mounts import PRIVATE_TMP, READONLY, MountPlan, base_grants
+from ._mounts import PRIVATE_TMP, PROC_KEYRINGS, READONLY, MountPlan, base_grants
 from ._report import partial
 from ._types import LayerReport
 
@@ -109,6 +110,11 @@ _PERSISTENCE: Final = "persistence"
 _PINS: Final = "trust_pins"
 _CREATION: Final = "creation_guard"
 _TMP: Final = "private_tmp"
+# Not in the view, a socket cannot be reached; Landlock (ABI 7) does not check connect().
+_SOCKETS: Final = "host_unix_sockets"
+# Files of /proc a view masks (the keyrings; for uid 0 what only root may read): /proc cannot
+# be split as other directories are (its process directories come and go).
+_PROC: Final = "host_proc"
 
 
 def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, str]:
@@ -131,6 +137,16 @@ def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, 
     if shared:
         needs[_TMP] = (f"{', '.join(shared)} would be the host's, shared with its other "
                        "processes and sessions, not the session's own")
+    proc = [*(p for p in plan.masked if _under(p, "/proc")),
+            *(p for p in PROC_KEYRINGS if os.path.lexists(p))]
+    if proc:
+        needs[_PROC] = (f"{len(proc)} files of the host's /proc that a view masks would be "
+                        f"readable ({_sample(proc)}): the uid's kernel keys, and for uid 0 the "
+                        "kernel's root-only state")
+    if policy.allow_unix_sockets:
+        needs[_SOCKETS] = ("unix_sockets would reach every pathname socket of the host its uid "
+                           "may connect to (the session bus, ssh and gpg agents, docker's), "
+                           "not only those below the grants")
     return needs
 
 
@@ -151,6 +167,9 @@ def landlock_only_view(policy: ResolvedPolicy, plan: MountPlan, pins: int
     wanted = [g for g in (*base_grants(), *policy.grants)
               if g.path not in _NEVER and (g.path != "/dev/shm" or g.source != "base")]
     denied = {d.path for d in policy.denials} | {os.path.realpath(d.path) for d in policy.denials}
+    # What the view would mask besides (root-only files for uid 0, kernel file systems below
+    # a grant), but /proc (accepted as host_proc above).
+    denied |= {p for p in plan.masked if not _under(p, "/proc")}
     grants, split = split_around(wanted, sorted(denied))
     reason = ("no mount namespace: the host's tree with Landlock rules, not a view of the "
               "grants; paths outside them still exist (stat, chmod, chown, utimes and xattrs "
@@ -214,8 +233,9 @@ def namespaces_layer() -> LayerReport:
         "namespaces", "none (landlock-only mode): the program shares the host's pid, ipc, "
         "uts, mount and network namespaces; it sees host processes in /proc, signals to them "
         "are stopped only by Landlock's signal scope (ABI 6), ptrace and /proc/<pid>/mem, "
-        "environ, fd only by Landlock's domain check and seccomp; the host's System V IPC "
-        "and POSIX message queues are refused by seccomp instead")
+        "environ, fd only by Landlock's domain check and seccomp, their limits, priority and "
+        "CPU affinity (by pid) by seccomp; the host's System V IPC, "
+        "POSIX message queues and inotify are refused by seccomp instead")
 
 
 EMPTY_VIEW: Final = MountPlan(ops=(), masked=(), skipped=(), protected=())

@@ -15,6 +15,7 @@ import os
 import pwd
 import secrets
 from collections.abc import Iterable
+from typing import Final
 
 from ..errors import EnforcementUnavailable, LaunchError
 from ..policy import EnvPolicy, Grant, ResolvedPolicy
@@ -160,6 +161,31 @@ def _degraded(policy: ResolvedPolicy, layer: str, report: LayerReport) -> LayerR
                  "in the profile, or fix the host (see `nonoctl doctor`)",
         )
     return report
+
+
+PORT_RULES: Final = "network_ports"
+
+
+def _accept_port_rules(policy: ResolvedPolicy, connect: list[int], bind: list[int],
+                       unix_sockets: bool) -> None:
+    """Landlock's TCP rules name ports, not addresses: allowing the proxy's port allows it on
+    every host, and a listen port is bound on every interface. ``listen`` on an unbound socket
+    binds an ephemeral port unchecked; seccomp refuses it unless the program may bind a port or
+    make Unix sockets (``refuse_listen``). Refused unless accepted."""
+    if (connect or bind or unix_sockets) and PORT_RULES not in policy.allow_degraded:
+        what = [f"TCP connect to port {port} of any host, not only the proxy on 127.0.0.1"
+                for port in connect]
+        what += [f"bind of port {port} on every address of the host" for port in bind]
+        if bind or unix_sockets:
+            what.append("listen() on an unbound TCP socket binds an ephemeral port on every "
+                        "address (Landlock does not check it; seccomp cannot refuse listen "
+                        "while " + ("ports may be bound)" if bind else "Unix sockets are "
+                                    "allowed)"))
+        raise EnforcementUnavailable(
+            f"{PORT_RULES} cannot be enforced with Landlock network rules, which name ports, "
+            f"not addresses: {'; '.join(what)}", step=PORT_RULES,
+            hint=f'accept it explicitly with "nonod": {{"allow_degraded": ["{PORT_RULES}"]}} '
+                 "in the profile, or run with a private network namespace (see docs/network.md)")
 
 
 def _view_grants(policy: ResolvedPolicy, ops: tuple[MountOp, ...], masked: tuple[str, ...]
@@ -311,10 +337,14 @@ def build_plan(
     # A socket bound into the view (the tool sandbox's) needs socket(AF_UNIX); only a private
     # view has one, where no host socket outside the grants exists.
     unix_sockets = policy.allow_unix_sockets or (bool(request.binds) and not landlock_only)
+    if landlock_net:
+        _accept_port_rules(policy, connect_ports or [], bind_ports or [], unix_sockets)
+    refuse_listen = landlock_net and not bind_ports and not unix_sockets
     seccomp = _filter_for(_seccomp.SeccompOptions(
         landlock_net_fallback=landlock_net, allow_netlink_route=private_net,
         allow_unix_sockets=unix_sockets, allow_ptrace=request.allow_ptrace,
-        refuse_host_ipc=landlock_only))
+        refuse_host_ipc=landlock_only, refuse_host_pids=landlock_only,
+        refuse_host_inotify=landlock_only, refuse_listen=refuse_listen))
 
     executable = request.executable or find_executable(request.argv[0], env, request.cwd)
     real = os.path.realpath(executable)
@@ -393,11 +423,14 @@ def build_plan(
     if landlock_net:
         layers.append(partial(
             "network", "Landlock fallback (linux.sandbox_policy=landlock): the host's network, "
-            "TCP connect only to " + (f"port {request.proxy_port} (the proxy's, on "
-                                      "127.0.0.1; Landlock rules name ports, not addresses: "
-                                      "that port of any other host is reachable too)"
+            "TCP connect only to " + (f"port {request.proxy_port}, the proxy's on 127.0.0.1 "
+                                      "and the same port of any other host (Landlock's rules "
+                                      "name ports, not addresses; accepted: network_ports)"
                                       if connect_ports else "nothing")
-            + (f", bind only {bind_ports}" if bind_ports else ", no bind")
+            + (f", bind only {bind_ports}, on every address, and listen on an ephemeral port"
+               if bind_ports else ", no bind" + (", listen on an ephemeral port of every "
+                                                 "address (unix sockets allowed)"
+                                                 if unix_sockets else ", no listen"))
             + "; UDP, raw, MPTCP and TCP fast open refused by seccomp; the program shares "
             "the host's network namespace"))
     elif net.block:

@@ -42,7 +42,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final, final
 
-from ._seccomp_table import HOST_IPC, IOCTLS, SYSCALLS, TRACING
+from ._seccomp_table import HOST_INOTIFY, HOST_IPC, IOCTLS, SYSCALLS, TRACING
 from ._syscalls import Arch, arch_for_machine, native_arch
 
 # -- classic BPF and seccomp ABI (linux/bpf_common.h, linux/filter.h, linux/seccomp.h) ----------
@@ -131,6 +131,14 @@ S_ISGID: Final = 0o2000
 # to 0, a pipe ``core_pattern`` would run the host's helper on the session's memory again.
 RLIMIT_CORE: Final = 4
 
+# Calls that act on another process named by pid (arg0, or ``who`` after ``which``) with no
+# check beyond the same uid: no Landlock scope or ptrace check covers them, and without a pid
+# namespace every process of the uid on the host is named (``refuse_host_pids``).
+_PID_ARG0: Final = ("sched_setaffinity", "sched_setscheduler", "sched_setparam",
+                    "sched_setattr")
+_WHICH_WHO: Final = (("setpriority", 2), ("ioprio_set", 3))  # (call, its "every process of
+# the uid" which: PRIO_USER, IOPRIO_WHO_USER, where who 0 means the caller's own uid)
+
 # sendto(fd, buf, len, flags, ...), sendmsg(fd, msg, flags), sendmmsg(fd, vec, vlen, flags)
 _SEND_FLAGS_ARG: Final = (("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3))
 
@@ -165,6 +173,22 @@ class SeccompOptions:
 
     ``refuse_host_ipc``: the rows of ``HOST_IPC`` (System V IPC, POSIX message queues) fail
     with ``EPERM``: the session shares the host's IPC namespace (landlock-only mode).
+
+    ``refuse_host_pids``: calls that change another process by pid, checked by the kernel for
+    the same uid only, fail with ``EPERM`` unless they name the caller (pid 0): ``prlimit64``
+    setting a limit, ``setpriority`` and ``ioprio_set`` (and their every-process-of-the-uid
+    forms), ``sched_setaffinity``, ``sched_setscheduler``, ``sched_setparam``,
+    ``sched_setattr``. The session shares the host's pid namespace (landlock-only mode).
+
+    ``refuse_host_inotify``: the rows of ``HOST_INOTIFY`` fail with ``ENOSYS``: the session
+    sees the host's tree, not a view of its grants, and shares the host's inotify counts.
+
+    ``refuse_listen``: ``listen`` fails with ``EACCES`` (what a refused ``bind`` gets from
+    Landlock). On an unbound TCP socket ``listen`` binds an ephemeral port on every address
+    without the kernel asking Landlock (ABI 7 checks ``bind`` only): a session that may bind
+    nothing would accept connections from the host's network. Set where the session has the
+    host's network, may bind no port and creates no Unix sockets (the only other sockets a
+    program could listen on).
     """
 
     landlock_net_fallback: bool = False
@@ -172,6 +196,9 @@ class SeccompOptions:
     allow_unix_sockets: bool = False
     allow_ptrace: bool = False
     refuse_host_ipc: bool = False
+    refuse_host_pids: bool = False
+    refuse_host_inotify: bool = False
+    refuse_listen: bool = False
 
 
 def _errno(value: int) -> int:
@@ -190,7 +217,8 @@ def _label(value: int) -> str:
 
 def _refused(arch: Arch, options: SeccompOptions) -> list[tuple[int, int, str, str]]:
     """The deny table's rows for ``arch``: (number, errno, name, why), in table order."""
-    rows = (*SYSCALLS, *HOST_IPC) if options.refuse_host_ipc else SYSCALLS
+    rows = (*SYSCALLS, *(HOST_IPC if options.refuse_host_ipc else ()),
+            *(HOST_INOTIFY if options.refuse_host_inotify else ()))
     return [(number, row.errno, row.name, row.why) for row in rows
             if (number := arch.nr(row.name)) is not None
             and not (options.allow_ptrace and row.name in TRACING)]
@@ -323,6 +351,13 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     a.jeq(_nr(arch, "personality"), jt="personality")
     a.jeq(_nr(arch, "setrlimit"), jt="setrlimit")
     a.jeq(_nr(arch, "prlimit64"), jt="prlimit64")
+    host_pids = options.refuse_host_pids
+    if host_pids:
+        for name in _PID_ARG0:
+            if (number := arch.nr(name)) is not None:
+                a.jeq(number, jt="pid_arg0")
+        for name, _ in _WHICH_WHO:
+            a.jeq(_nr(arch, name), jt=name)
     mode_args = sorted({index for name, index in _MODE_ARG if arch.nr(name) is not None})
     for name, index in _MODE_ARG:
         if (number := arch.nr(name)) is not None:
@@ -331,6 +366,8 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
         a.jeq(_nr(arch, "setsockopt"), jt="setsockopt")
         for name, _ in _SEND_FLAGS_ARG:
             a.jeq(_nr(arch, name), jt=name)
+    if options.refuse_listen:
+        a.jeq(_nr(arch, "listen"), jt=_label(errno.EACCES))
     refused = _refused(arch, options)
     for number, value, _, _ in refused:
         a.jeq(number, jt=_label(value))
@@ -359,13 +396,32 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     a.label("setrlimit")
     a.load(_arg_low(0))
     a.jeq(RLIMIT_CORE, jt="eperm", jf="allow")
+    # prlimit64 with a new limit: not RLIMIT_CORE, and (refuse_host_pids) only for pid 0.
     a.label("prlimit64")
-    a.load(_arg_low(1))
-    a.jeq(RLIMIT_CORE, jf="allow")
     a.load(_arg_low(2))
-    a.jeq(0, jf="eperm")
+    a.jeq(0, jf="prlimit64_set")
     a.load(_arg_high(2))
-    a.jeq(0, jt="allow", jf="eperm")
+    a.jeq(0, jt="allow")
+    a.label("prlimit64_set")
+    a.load(_arg_low(1))
+    a.jeq(RLIMIT_CORE, jt="eperm")
+    if host_pids:
+        a.load(_arg_low(0))
+        a.jeq(0, jt="allow", jf="eperm")
+    else:
+        a.ret(SECCOMP_RET_ALLOW)
+
+    # 4c. Another process by pid (refuse_host_pids): only pid 0, the caller, is allowed.
+    if host_pids:
+        a.label("pid_arg0")
+        a.load(_arg_low(0))
+        a.jeq(0, jt="allow", jf="eperm")
+        for name, every in _WHICH_WHO:
+            a.label(name)
+            a.load(_arg_low(0))
+            a.jeq(every, jt="eperm")
+            a.load(_arg_low(1))
+            a.jeq(0, jt="allow", jf="eperm")
 
     # 5. ioctl(fd, unsigned int cmd, arg): req | 1 << 32 is the same request to the kernel.
     a.label("ioctl")
@@ -419,7 +475,7 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     a.label("allow")
     a.ret(SECCOMP_RET_ALLOW)
     answers = {errno.EPERM, errno.ENOSYS, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT,
-               errno.EOPNOTSUPP}
+               errno.EOPNOTSUPP, *([errno.EACCES] if options.refuse_listen else [])}
     answers |= {value for _, value, _, _ in refused} | {ioctl.errno for ioctl in IOCTLS}
     for value in sorted(answers):
         a.label(_label(value))
@@ -453,6 +509,11 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
         " S_ISUID or S_ISGID in the mode: EPERM (set-id files run as their owner for anyone)",
         "setrlimit, prlimit64 setting RLIMIT_CORE: EPERM (it stays 1 byte: no core dump, not"
         " even through a pipe core_pattern's helper)",
+        *(["prlimit64 setting a limit, setpriority, ioprio_set, "
+           + ", ".join(name for name in _PID_ARG0 if arch.nr(name) is not None)
+           + " naming a pid other than 0 (the caller), setpriority PRIO_USER, ioprio_set"
+           " IOPRIO_WHO_USER: EPERM (the host's processes of the same uid: no pid namespace)"]
+          if options.refuse_host_pids else []),
         *(f"ioctl {', '.join(i.name for i in IOCTLS if i.errno == value)} (request compared on"
           f" its low 32 bits): {_errno_name(value)}"
           for value in sorted({i.errno for i in IOCTLS})),
@@ -466,6 +527,9 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
         ]
     else:
         lines.append("socket families other than AF_UNIX, AF_INET, AF_INET6: EAFNOSUPPORT")
+    if options.refuse_listen:
+        lines.append("listen: EACCES (on an unbound socket it binds an ephemeral port on every"
+                     " address, which Landlock does not check)")
     if options.landlock_net_fallback:
         lines += [
             "AF_INET/AF_INET6 sockets other than SOCK_STREAM (UDP, raw, packet): EPERM",

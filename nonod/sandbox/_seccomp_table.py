@@ -125,6 +125,17 @@ HOST_IPC: Final[tuple[SyscallRefusal, ...]] = _rows(
     "System V IPC and POSIX message queues of the host's IPC namespace (no namespace of the "
     "session's own: landlock-only mode)", "nono")
 
+# Refused only when the session watches the host's tree (``SeccompOptions.refuse_host_inotify``,
+# the landlock-only mode): Landlock (ABI 7) does not check ``inotify_add_watch``, so a watch on
+# any directory the uid may read outside the grants reports the names of what is created,
+# opened and removed there; and the instances are counted per uid of the host
+# (``fs.inotify.max_user_instances``), with no user namespace to lower the count.
+HOST_INOTIFY: Final[tuple[SyscallRefusal, ...]] = _rows(
+    "inotify_init inotify_init1 inotify_add_watch", errno.ENOSYS,
+    "inotify on the host's tree, outside the grants, and the uid's host-wide instances (no "
+    "mount or user namespace of the session's own: landlock-only mode); ENOSYS, as a kernel "
+    "without inotify answers, so that programs fall back to polling", "nono")
+
 # What ``SeccompOptions.allow_ptrace`` takes off the table (a learn session's tracer).
 TRACING: Final = frozenset({"ptrace", "process_vm_readv"})
 

@@ -158,6 +158,7 @@ async def test_session_reaches_only_its_hosts_and_never_sees_the_real_key(
                 env_var="GITHUB_TOKEN",
                 inject_header="Authorization", credential_format="Bearer {}")),)),
         network_isolation=isolation,
+        allow_degraded=("network_ports",) if isolation == "landlock" else (),
     )
     settings = _session_services.NetworkSettings(resolve={"api.github.com": f"127.0.0.1:{port}"},
                                          extra_ca_file=str(ca_file))

@@ -103,6 +103,7 @@ def _landlock_profile(owner: LocalUser, upstream: int) -> Path:
         "filesystem": {"read": ["/usr", "/etc"]},
         "workdir": {"access": "read"},
         "linux": {"sandbox_policy": "landlock"},
+        "nonod": {"allow_degraded": ["network_ports"]},
         "network": {"credentials": ["svc"], "custom_credentials": {"svc": {
             "upstream": f"http://localhost:{upstream}", "credential_key": f"file://{token}",
             "env_var": "SVC_TOKEN"}}},

@@ -34,6 +34,7 @@ def _policy(work: Path, network: NetworkPolicy | None = None) -> ResolvedPolicy:
         grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
                 Grant(path=str(work), access=Access.READ)),
         denials=(),
+        allow_degraded=("host_proc",),  # landlock-only: every host has /proc/keys
         **({"network": network} if network is not None else {}),  # type: ignore[arg-type]
     )
 
@@ -178,7 +179,8 @@ def _masked(work: Path) -> ResolvedPolicy:
         name="reaper",
         grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
                 Grant(path=str(work), access=Access.READ)),
-        denials=(Denial(path=str(work / "secret")),))
+        denials=(Denial(path=str(work / "secret")),),
+        allow_degraded=("host_proc",))  # landlock-only: every host has /proc/keys
 
 
 def _ppid(pid: int) -> int:

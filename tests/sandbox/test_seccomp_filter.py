@@ -19,7 +19,7 @@ from nonod.sandbox._seccomp import (
     build_filter,
     describe_filter,
 )
-from nonod.sandbox._seccomp_table import HOST_IPC, IOCTLS, SYSCALLS, TRACING
+from nonod.sandbox._seccomp_table import HOST_INOTIFY, HOST_IPC, IOCTLS, SYSCALLS, TRACING
 from nonod.sandbox._syscalls import (
     AARCH64,
     AUDIT_ARCH_ARM,
@@ -447,3 +447,53 @@ def test_host_ipc_refused_only_without_an_ipc_namespace(arch: Arch) -> None:
         assert evaluate(shared, nr, audit_arch=arch.audit_arch) == err(errno.EPERM), name
     docs = (Path(__file__).resolve().parents[2] / "docs" / "seccomp.md").read_text()
     assert all(f"`{name}`" in docs for name in HOST_IPC_CALLS)
+
+
+PRIO_PROCESS, PRIO_USER, IOPRIO_WHO_PROCESS, IOPRIO_WHO_USER = 0, 2, 1, 3
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+def test_host_pids_refused_only_without_a_pid_namespace(arch: Arch) -> None:
+    """Without a pid namespace (landlock-only), calls that change another process by pid name
+    the host's processes of the same uid: only pid 0 (the caller) is allowed."""
+    shared = SeccompOptions(refuse_host_pids=True)
+    for options in (SeccompOptions(), shared):
+        want = err(errno.EPERM) if options.refuse_host_pids else ALLOW
+        for name in ("sched_setaffinity", "sched_setscheduler", "sched_setparam",
+                     "sched_setattr"):
+            assert run(arch, options, name, 4242) == want, name
+            assert run(arch, options, name, 0) == ALLOW, name
+        assert run(arch, options, "prlimit64", 4242, RLIMIT_NOFILE, 0x1000, 0) == want
+        assert run(arch, options, "setpriority", PRIO_PROCESS, 4242, 19) == want
+        assert run(arch, options, "setpriority", PRIO_USER, 0, 19) == want  # the whole uid
+        assert run(arch, options, "ioprio_set", IOPRIO_WHO_PROCESS, 4242, 0) == want
+        assert run(arch, options, "ioprio_set", IOPRIO_WHO_USER, 0, 0) == want
+        assert run(arch, options, "prlimit64", 0, RLIMIT_NOFILE, 0x1000, 0) == ALLOW
+        assert run(arch, options, "prlimit64", 4242, RLIMIT_NOFILE, 0, 0x1000) == ALLOW  # read
+        assert run(arch, options, "prlimit64", 0, RLIMIT_CORE, 0x1000, 0) == err(errno.EPERM)
+        assert run(arch, options, "setpriority", PRIO_PROCESS, 0, 19) == ALLOW
+        assert run(arch, options, "ioprio_set", IOPRIO_WHO_PROCESS, 0, 0) == ALLOW
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+def test_host_inotify_refused_only_without_a_view(arch: Arch) -> None:
+    own = build_filter(SeccompOptions(), arch=arch)
+    shared = build_filter(SeccompOptions(refuse_host_inotify=True), arch=arch)
+    names = {row.name for row in HOST_INOTIFY if arch.nr(row.name) is not None}
+    assert names >= {"inotify_init1", "inotify_add_watch"}
+    for name in names:
+        nr = arch.syscalls[name]
+        assert evaluate(own, nr, audit_arch=arch.audit_arch) == ALLOW, name
+        assert evaluate(shared, nr, audit_arch=arch.audit_arch) == err(errno.ENOSYS), name
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "seccomp.md").read_text()
+    assert all(f"`{row.name}`" in docs for row in HOST_INOTIFY)
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+def test_listen_refused_only_when_asked(arch: Arch) -> None:
+    """On an unbound socket listen binds an ephemeral port that Landlock never checks."""
+    for fallback in (False, True):
+        options = SeccompOptions(landlock_net_fallback=fallback)
+        assert run(arch, options, "listen", 3, 128) == ALLOW
+        refusing = SeccompOptions(landlock_net_fallback=fallback, refuse_listen=True)
+        assert run(arch, refusing, "listen", 3, 128) == err(errno.EACCES)

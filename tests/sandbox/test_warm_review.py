@@ -139,7 +139,7 @@ def test_a_program_that_kills_its_init_at_once_still_ran_on_the_record(
     policy = ResolvedPolicy(
         name="killer", grants=(Grant(path="/usr", access=Access.READ),
                                Grant(path=str(tools), access=Access.READ)),
-        denials=(), allow_degraded=("persistence", "creation_guard"))
+        denials=(), allow_degraded=("persistence", "creation_guard", "host_proc"))
 
     async def main() -> list[str]:
         outcomes = []

@@ -5,6 +5,10 @@
 #   client and the plant running as uid N. PROFILE: a profile path (default: --allow-cwd only).
 # NETARGS (environment): the probe session's network flags, default --block-net; e.g.
 # NETARGS="--allow-domain api.github.com" for a session whose only way out is the proxy.
+# MODE (environment): the daemon's [sandbox] mode, e.g. MODE=landlock-only (the profile must
+# then accept what that mode cannot give, docs/sandbox.md "Without user namespaces").
+# PROBEROOT (environment): where the base directory is made (default /tmp; outside /tmp when
+# the profile accepts the host's /tmp, private_tmp, or the home there is granted with it).
 # Prints the ESCAPED/SKIPPED lines, the summary and the host-side check; leaves its files in
 # the printed base directory.
 set -u
@@ -12,7 +16,7 @@ SHARED=${SHARED:-$(cd "$(dirname "$0")/../../.." && pwd)/shared}
 NETARGS=${NETARGS:---block-net}
 REPO=$1; USERID=${2:-}; PROFILE=${3:-}; PARGS=""; [ -n "$PROFILE" ] && PARGS="--profile $PROFILE"
 PY=$REPO/.venv/bin/python
-BASE=$(mktemp -d /tmp/nprobe-XXXX); chmod 755 $BASE
+BASE=$(mktemp -d "${PROBEROOT:-/tmp}/nprobe-XXXX"); chmod 755 $BASE
 HOMEDIR=$BASE/home; mkdir -p $HOMEDIR
 WORK=$HOMEDIR/probe-work; mkdir -p $WORK
 PLANT=$BASE/plant
@@ -34,13 +38,14 @@ for i in $(seq 50); do [ -f $PLANT/manifest.json ] && break; sleep 0.2; done
 cp $BASE/escape_probes.py $PLANT/manifest.json $WORK/
 if [ -n "$USERID" ]; then chown -R $USERID:$USERID $WORK; fi
 (cd $WORK && asuser git init -q . )
+if [ -n "${MODE:-}" ]; then SANDBOX=$(printf '[sandbox]\nmode = "%s"\n' "$MODE"); else SANDBOX=""; fi
 if [ -n "$USERID" ]; then
   SOCK=$BASE/sys/nonod.sock
-  printf '[daemon]\nsocket = "%s"\nstate_dir = "%s"\nsocket_group = "nogroup"\n' $SOCK $BASE/state > $BASE/nonod.toml
+  printf '[daemon]\nsocket = "%s"\nstate_dir = "%s"\nsocket_group = "nogroup"\n%s\n' $SOCK $BASE/state "$SANDBOX" > $BASE/nonod.toml
   $PY -m nonod --system --config $BASE/nonod.toml > $BASE/daemon.log 2>&1 &
 else
   SOCK=$BASE/run/nonod.sock
-  printf '[daemon]\nsocket = "%s"\nstate_dir = "%s"\n' $SOCK $BASE/state > $BASE/nonod.toml
+  printf '[daemon]\nsocket = "%s"\nstate_dir = "%s"\n%s\n' $SOCK $BASE/state "$SANDBOX" > $BASE/nonod.toml
   $PY -m nonod --config $BASE/nonod.toml > $BASE/daemon.log 2>&1 &
 fi
 DPID=$!
