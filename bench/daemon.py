@@ -49,12 +49,15 @@ fleet (``--fleet N``, off by default; ``--fleet-only`` skips the steps above)
   (``--allow-domain example.com``), launched from one client process with K launches in
   flight (``--fleet-inflight K``, default 2: K threads, each with its own kept connection,
   each sending its next launch as soon as its last one is answered): wall time, failures,
-  the launch latency's p50 per block of 100 (does it grow with the live sessions?), PSS of
-  everything, ``nonoctl ps`` latency with N sessions (p50 of 21 runs after 2 untimed, wall
-  and the nonoctl process's CPU time; timed once the daemon's tree has gone quiet, at most
-  30 s after the last launch, so that it does not time the fleet's own aftermath); then every
-  session is stopped and pruned (also on failure or at ``--fleet-timeout``); with
-  ``--cli-base``, the base's ``nonoctl ps`` too, alternating run by run.
+  the launch latency's p50 per block of 100 (does it grow with the live sessions?), the CPU
+  per session of each kind of process in the daemon's tree during the launches (daemon, fork
+  server, launchers that ended, session processes by name; ``tree_cpu``), of the client and
+  of the whole host, PSS of everything, ``nonoctl ps`` latency with N sessions (p50 of 21
+  runs after 2 untimed, wall and the nonoctl process's CPU time; timed once the daemon's
+  tree has gone quiet, at most 30 s after the last launch, so that it does not time the
+  fleet's own aftermath); then every session is stopped and pruned (also on failure or at
+  ``--fleet-timeout``); with ``--cli-base``, the base's ``nonoctl ps`` too, alternating run
+  by run.
 
 The daemon's launches use the default profile with ``--allow-cwd --block-net`` (the profile
 resolution runs on every launch); the engine and bwrap use bench/_common.py's small policy.
@@ -469,6 +472,45 @@ def _launch_fleet(daemon: Daemon, count: int, inflight: int, deadline: float
     return ids, failures, [ms for _, ms in sorted(latencies)]
 
 
+def _stat_cpu_ms(pid: int) -> tuple[str, float, float]:
+    """(comm, own user + system, reaped children's user + system) of ``pid``, in ms."""
+    head, tail = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+    fields = tail.split()
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+    return (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) * tick,
+            (int(fields[13]) + int(fields[14])) * tick)
+
+
+def tree_cpu(daemon_pid: int) -> dict[str, float]:
+    """CPU time (ms, user + system, all threads) used so far by the daemon's process tree, by
+    kind: the daemon itself, its fork server, and below it by command name (launchers and
+    sessions, with what each has reaped), plus ``reaped`` (what the daemon and the fork
+    server reaped: finished launchers). Only live processes count: read it before the
+    sessions are stopped."""
+    kids = _children()
+    out: dict[str, float] = {}
+    for pid in _tree(daemon_pid, kids):
+        try:
+            comm, own, reaped = _stat_cpu_ms(pid)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        kind = ("daemon" if pid == daemon_pid else
+                "fork server" if b"_forkserver" in cmdline else comm)
+        out[kind] = out.get(kind, 0.0) + own
+        if kind in ("daemon", "fork server"):
+            out["reaped"] = out.get("reaped", 0.0) + reaped
+        else:
+            out[kind] += reaped
+    return out
+
+
+def _busy_ms() -> float:
+    """The host's CPU time spent not idle (all CPUs, every process and the kernel), ms."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path,
           inflight: int = 1, base_bin: Path | None = None) -> dict[str, Any]:
     """``count`` sessions with netns + proxy from one client process (``inflight`` launches
@@ -478,10 +520,15 @@ def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path,
     latencies: list[float] = []
     with daemon.client() as nono:
         try:
+            cpu0, busy0, client0 = tree_cpu(daemon.proc.pid), _busy_ms(), time.process_time()
             t0 = time.perf_counter()
             ids, failures, latencies = _launch_fleet(daemon, count, inflight,
                                                      time.monotonic() + timeout)
             wall = time.perf_counter() - t0
+            cpu1, busy1, client1 = tree_cpu(daemon.proc.pid), _busy_ms(), time.process_time()
+            cpu = {k: (v - cpu0.get(k, 0.0)) / max(1, len(ids)) for k, v in cpu1.items()}
+            cpu["client"] = (client1 - client0) * 1000 / max(1, len(ids))
+            cpu["host (all)"] = (busy1 - busy0) / max(1, len(ids))
             time.sleep(1.0)
             running = sum(1 for s in nono.sessions() if s.state == "running")
             loaded = snapshot(daemon.proc.pid)
@@ -501,7 +548,7 @@ def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path,
             "failed": len(failures) + (len(ids) - running), "failures": failures[:5],
             "launch_s": wall, "stop_s": stop_s, "total": loaded["total"],
             "p50_per_100_ms": [percentile(b, 0.5) for b in blocks], "ps_settle_s": settled_s,
-            **ps}
+            "cpu_ms_per_session": cpu, **ps}
 
 
 #: ``nonoctl ps`` with the fleet live: untimed runs, then timed runs (of each install).
@@ -701,6 +748,10 @@ def _print_fleet(fl: dict[str, Any] | None) -> None:
           + f"; stopped + pruned in {fl['stop_s']:.1f} s")
     print("  launch p50 per 100 sessions, ms: "
           + " ".join(f"{ms:.1f}" for ms in fl["p50_per_100_ms"]))
+    if fl.get("cpu_ms_per_session"):
+        parts = sorted(fl["cpu_ms_per_session"].items(), key=lambda kv: -kv[1])
+        print("  CPU ms per session (user + system, during the launches): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in parts if v >= 0.005))
     for why in fl["failures"]:
         print(f"  failure: {why}")
 

@@ -21,7 +21,8 @@ Per daemon:
   fleet      with ``--fleet N``: bench/daemon.py's fleet (N sessions with netns + proxy,
              ``--fleet-inflight K`` launches in flight) in each daemon, one daemon at a
              time, base / this / this / base: wall time, the daemon's CPU time per session,
-             the launch p50 per 100 sessions; then stopped and pruned
+             the launch p50 per 100 sessions, the CPU per session of every process of the
+             daemon's tree by kind (bench/daemon.py's ``tree_cpu``); then stopped and pruned
 
     .venv/bin/python bench/daemon_ab.py [--base main] [--runs 150] [--sessions 0]
                                         [--fleet N [--fleet-inflight K]] [--json]
@@ -41,7 +42,16 @@ from pathlib import Path
 from typing import Any
 
 from _common import emit, machine, percentile
-from daemon import FLEET_INFLIGHT, OPTIONS, BenchFailure, Daemon, _launch_fleet, _raise_nofile, mem
+from daemon import (
+    FLEET_INFLIGHT,
+    OPTIONS,
+    BenchFailure,
+    Daemon,
+    _launch_fleet,
+    _raise_nofile,
+    mem,
+    tree_cpu,
+)
 
 from nonoctl.client import Connection, RemoteError
 from nonod import protocol as p
@@ -51,11 +61,21 @@ REPO = Path(__file__).resolve().parent.parent
 
 @contextmanager
 def exported(rev: str) -> Iterator[Path]:
-    """``git archive rev`` of this repository in a temporary directory."""
+    """``git archive rev`` of this repository in a temporary directory, with its
+    ``nono-reaper`` built as ``make`` builds it (the archive has the sources only: without
+    the binary the base's fork server falls back to a forked Python init per session, and a
+    fleet compares unlike engines)."""
     with tempfile.TemporaryDirectory(prefix="nono-base-") as base:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True,
                                  capture_output=True, timeout=120).stdout
         subprocess.run(["tar", "-x", "-C", base], input=archive, check=True, timeout=120)
+        reaper = Path(base) / "nonod" / "sandbox" / "nono-reaper"
+        if (Path(base) / "nonod" / "sandbox" / "reaper.c").exists():
+            built = subprocess.run(["make", "-C", base, str(reaper.relative_to(base))],
+                                   capture_output=True, timeout=300, check=False)
+            if built.returncode != 0 or not reaper.exists():
+                raise BenchFailure(f"cannot build {rev}'s nono-reaper: "
+                                   + built.stderr.decode(errors="replace")[-500:])
         yield Path(base)
 
 
@@ -121,17 +141,21 @@ def _stop(side: Side, ids: list[str]) -> None:
 
 def _fleet(side: Side, count: int, inflight: int) -> dict[str, Any]:
     cpu0 = _cpu_ms(side.daemon.proc.pid)
+    tree0 = tree_cpu(side.daemon.proc.pid)
     began = time.perf_counter()
     ids, failures, latencies = _launch_fleet(side.daemon, count, inflight,
                                              time.monotonic() + 600)
     wall = time.perf_counter() - began
     cpu1 = _cpu_ms(side.daemon.proc.pid)
+    tree = {k: (v - tree0.get(k, 0.0)) / max(1, len(ids))
+            for k, v in tree_cpu(side.daemon.proc.pid).items()}
     _stop(side, ids)
     blocks = [latencies[i:i + 100] for i in range(0, len(latencies), 100)]
     return {"side": side.name, "launched": len(ids), "failed": len(failures),
             "failures": failures[:3], "wall_s": wall,
             "cpu_ms_per_session": (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]) / max(1, len(ids)),
-            "p50_per_100_ms": [percentile(b, 0.5) for b in blocks]}
+            "p50_per_100_ms": [percentile(b, 0.5) for b in blocks],
+            "tree_cpu_ms_per_session": tree}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -208,6 +232,10 @@ def print_table(data: dict[str, Any]) -> None:
             print(f"  {r['side']:<22} {r['wall_s']:6.1f} s, {r['launched']} launched, "
                   f"{r['failed']} failed, daemon CPU {r['cpu_ms_per_session']:.2f} ms/session; "
                   "p50 per 100: " + " ".join(f"{ms:.0f}" for ms in r["p50_per_100_ms"]))
+            tree = sorted(r.get("tree_cpu_ms_per_session", {}).items(), key=lambda kv: -kv[1])
+            if tree:
+                print("    CPU ms/session by process: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in tree if v >= 0.005))
             for failure in r.get("failures", ()):
                 print(f"    failed: {failure}")
 

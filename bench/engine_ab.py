@@ -10,6 +10,12 @@ block keeps the back-to-back pattern of ``bench/launch.py`` (each server's refil
 between its own launches only). The first ``--warmup`` runs of each block are not
 recorded.
 
+Per launch, for each engine: ``cpu ms`` and ``faults`` (minor page faults), of the fork server's
+whole process tree (the server, the processes it keeps, the launchers, the inits, the programs:
+the live ones' own counts plus what each has reaped), read from ``/proc`` around each block
+(warm-up runs included), and the p50 of those blocks. The benchmark process's own share (trio,
+``build_plan``) is the same for both engines and not counted.
+
     git worktree add --detach /tmp/base main && make -C /tmp/base nonod/sandbox/nono-reaper
     .venv/bin/python bench/engine_ab.py --before /tmp/base [--rounds 8] [--block 25]
 """
@@ -27,9 +33,32 @@ from _common import POLICY, emit, fork_server, machine, median, percentile
 from launch import REQUEST, BenchFailure, Runner, bwrap, nono_py, nonod
 
 
+def tree_usage(root: int) -> tuple[float, int]:
+    """CPU seconds and minor page faults so far of ``root``'s process tree: for each live
+    process, its own and those of the children it has reaped (a reaped process's move to its
+    parent's count, a live one's are read where it is, so nothing is counted twice)."""
+    cpu, faults = 0.0, 0
+    todo = [root]
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                todo.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            continue  # it ended meanwhile: its counts went to its parent
+        faults += int(fields[7]) + int(fields[8])
+        cpu += sum(int(x) for x in fields[11:15]) / tick
+    return cpu, faults
+
+
 async def _blocks(runners: dict[str, Runner], rounds: int, block: int, warmup: int,
-                  pause: float) -> dict[str, list[float]]:
+                  pause: float, servers: dict[str, int]
+                  ) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, float]]]]:
     samples: dict[str, list[float]] = {name: [] for name in runners}
+    usage: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
     names = list(runners)
     gc.collect()
     gc.disable()
@@ -37,6 +66,7 @@ async def _blocks(runners: dict[str, Runner], rounds: int, block: int, warmup: i
         for r in range(rounds):
             k = r % len(names)
             for name in names[k:] + names[:k]:
+                start = tree_usage(servers[name]) if name in servers else None
                 for i in range(block):
                     if pause:
                         await trio.sleep(pause)
@@ -44,10 +74,14 @@ async def _blocks(runners: dict[str, Runner], rounds: int, block: int, warmup: i
                     await runners[name]()
                     if i >= warmup:
                         samples[name].append((time.perf_counter() - t0) * 1000.0)
+                if start is not None:
+                    end = tree_usage(servers[name])
+                    usage[name].append(((end[0] - start[0]) * 1000.0 / block,
+                                        (end[1] - start[1]) / block))
             gc.collect()
     finally:
         gc.enable()
-    return samples
+    return samples, usage
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -60,10 +94,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"# {name} skipped: {exc}")
         first = await ours.launch(POLICY, REQUEST)
         await first.wait_exited()
-        samples = await _blocks(runners, args.rounds, args.block, args.warmup,
-                                args.pause / 1000)
-    rows = {name: {"p50": median(v), "p90": percentile(v, 0.9), "n": len(v)}
-            for name, v in samples.items()}
+        servers = {"nonod": ours._proc.pid, "nonod@before": before._proc.pid}
+        samples, usage = await _blocks(runners, args.rounds, args.block, args.warmup,
+                                       args.pause / 1000, servers)
+    rows: dict[str, dict[str, Any]] = {
+        name: {"p50": median(v), "p90": percentile(v, 0.9), "n": len(v)}
+        for name, v in samples.items()}
+    for name, blocks in usage.items():
+        rows[name]["cpu_ms"] = median([b[0] for b in blocks])
+        rows[name]["faults"] = median([b[1] for b in blocks])
     return {"machine": machine(), "before": args.before, "rounds": args.rounds,
             "block": args.block, "warmup": args.warmup, "pause_ms": args.pause,
             "enforcement": first.enforcement.summary(), "rows": rows}
@@ -77,12 +116,15 @@ def table(data: dict[str, Any]) -> None:
           f"({data['warmup']} unrecorded), pause {data['pause_ms']:g} ms; "
           f"nonod: {data['enforcement']}")
     rows = data["rows"]
-    print(f"{'contender':<14} {'p50 ms':>8} {'p90 ms':>8} {'n':>5}")
+    print(f"{'contender':<14} {'p50 ms':>8} {'p90 ms':>8} {'n':>5} {'cpu ms':>7} {'faults':>7}")
     for name, row in rows.items():
-        print(f"{name:<14} {row['p50']:8.2f} {row['p90']:8.2f} {row['n']:5d}")
+        cpu = f"{row['cpu_ms']:7.2f} {row['faults']:7.0f}" if "cpu_ms" in row else ""
+        print(f"{name:<14} {row['p50']:8.2f} {row['p90']:8.2f} {row['n']:5d} {cpu}")
     p50 = {name: row["p50"] for name, row in rows.items()}
     if p50.get("nonod@before"):
-        print(f"nonod / nonod@before: {p50['nonod'] / p50['nonod@before']:.2f}x")
+        print(f"nonod / nonod@before: {p50['nonod'] / p50['nonod@before']:.2f}x p50, "
+              f"{rows['nonod']['cpu_ms'] / rows['nonod@before']['cpu_ms']:.2f}x cpu, "
+              f"{rows['nonod']['faults'] / rows['nonod@before']['faults']:.2f}x faults")
     for peer in ("bwrap", "nono-py"):
         if p50.get(peer):
             print(f"nonod / {peer}: {p50['nonod'] / p50[peer]:.2f}x "

@@ -42,7 +42,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, final, get_args
+from typing import TYPE_CHECKING, Final, final, get_args
 
 import trio
 
@@ -61,6 +61,9 @@ from ._verify import (
     scan_ledger,
     scan_session,
 )
+
+if TYPE_CHECKING:
+    from ._syncer import AuditSyncer
 
 DEFAULT_FSYNC_INTERVAL: Final = 1.0
 DEFAULT_FSYNC_EVERY: Final = 1000
@@ -301,7 +304,8 @@ class AuditWriter:
     def __init__(self, token: object, *, session: str, path: Path, fd: int, chain: Chain,
                  digest: hashlib._Hash, hub: AuditHub | None, ledger: Ledger | None,
                  signer: Signer | None, fsync_interval: float, fsync_every: int,
-                 clock: Clock | None, discarded_bytes: int = 0) -> None:
+                 clock: Clock | None, discarded_bytes: int = 0,
+                 syncer: AuditSyncer | None = None) -> None:
         if token is not _PRIVATE:
             raise TypeError("use `await AuditWriter.create(...)` or `open_existing(...)`")
         self.session = session
@@ -333,6 +337,11 @@ class AuditWriter:
         self._dir_unsynced = False
         self._lock = trio.Lock()
         self._wake = trio.Event()
+        #: Does the timed fsyncs instead of :meth:`run` (``create(syncer=...)``).
+        self._syncer = syncer
+        #: Called (on the event loop) when the syncer's fsync of this file failed: the file is
+        #: broken from then on; whoever owns the session stops it.
+        self.on_sync_failed: Callable[[AuditWriteError], None] | None = None
 
     # -- opening
     @classmethod
@@ -349,12 +358,14 @@ class AuditWriter:
         clock: Clock | None = None,
         defer_dir_sync: bool = False,
         first: Callable[[], None] | None = None,
+        syncer: AuditSyncer | None = None,
     ) -> AuditWriter:
         """Start ``<state>/sessions/<session>/audit.ndjson``; it must not exist yet. Its
         directory is fsynced now (its entry durable), or with ``defer_dir_sync`` at the
         writer's first sync, in the same worker thread as the file's fsync. ``first``
         (blocking) runs in the worker thread that makes the file, before it; what it raises
-        is raised as it is, and no file is made."""
+        is raised as it is, and no file is made. With ``syncer`` the timed fsyncs are the
+        syncer's (``nonod.audit._syncer``): no :meth:`run` task is needed."""
         _check_fsync_settings(fsync_interval, fsync_every)
         path = session_dir(state_dir, session) / AUDIT_FILE
 
@@ -379,7 +390,7 @@ class AuditWriter:
         writer = cls(_PRIVATE, session=session, path=path, fd=fd,
                      chain=Chain.for_session(session), digest=hashlib.sha256(), hub=hub,
                      ledger=ledger, signer=signer, fsync_interval=fsync_interval,
-                     fsync_every=fsync_every, clock=clock)
+                     fsync_every=fsync_every, clock=clock, syncer=syncer)
         writer._dir_unsynced = defer_dir_sync
         return writer
 
@@ -461,9 +472,15 @@ class AuditWriter:
         self._pending += 1
         if self._pending == 1:
             self._first_pending_at = trio.current_time()
-            self._wake.set()
+            if self._syncer is None:
+                self._wake.set()
+            elif not self._lock.locked():  # else its holder hands it over (``_unlocked``)
+                self._syncer.due(self, self._first_pending_at + self._interval)
         elif self._pending >= self._every:
-            self._wake.set()
+            if self._syncer is None:
+                self._wake.set()
+            elif not self._lock.locked():
+                self._syncer.due(self, trio.current_time())
         record = Record(seq=appended.seq, ts=appended.ts, prev=appended.prev_hex,
                         hash=appended.hash_hex, event=event)
         if self._hub is not None:
@@ -496,11 +513,54 @@ class AuditWriter:
 
     async def sync(self) -> None:
         """Fsync now (in a worker thread) if anything is pending."""
-        async with self._lock:
-            if self._fd < 0 or self._pending == 0:
-                await trio.lowlevel.checkpoint()
-                return
-            await self._fsync_locked()
+        try:
+            async with self._lock:
+                if self._fd < 0 or self._pending == 0:
+                    await trio.lowlevel.checkpoint()
+                    return
+                await self._fsync_locked()
+        finally:
+            self._unlocked()
+
+    def _unlocked(self) -> None:
+        """The lock was given back: records written meanwhile go to the syncer."""
+        if self._syncer is not None and self._pending and not self._closed \
+                and not self._broken and not self._lock.locked():
+            due = (trio.current_time() if self._pending >= self._every
+                   else self._first_pending_at + self._interval)
+            self._syncer.due(self, due)
+
+    def _begin_timed_sync(self) -> Callable[[], None] | None:
+        """For the syncer: take the lock and return this file's fsync, or None (nothing
+        pending, closed, broken, or its lock held: its holder syncs or hands it over)."""
+        if self._fd < 0 or self._pending == 0 or self._closed or self._broken:
+            return None
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            return None
+        self._catch_up()
+        self._pending = 0
+        self._last_fsync_at = trio.current_time()
+        return self._fsync_blocking()
+
+    def _end_timed_sync(self, outcome: Exception | bool | None) -> None:
+        """For the syncer: its fsync of this file returned (True), raised, or did not run
+        (None: the records stay pending)."""
+        self._lock.release()
+        if outcome is True:
+            self._fsyncs += 1
+        elif outcome is None:  # the daemon is going down: aclose or seal syncs them
+            self._pending = max(self._pending, 1)
+            return
+        else:
+            self._broken = True
+            why = getattr(outcome, "strerror", None) or str(outcome)
+            failed = AuditWriteError(f"cannot sync {self.path}: {why}")
+            if self.on_sync_failed is not None:
+                self.on_sync_failed(failed)
+            return
+        self._unlocked()
 
     def sync_started(self) -> Callable[[], Awaitable[None]]:
         """Start the fsync of the pending records in a worker thread now, without waiting,
@@ -528,6 +588,7 @@ class AuditWriter:
                     settled.append(None)
                 finally:
                     self._lock.release()
+                    self._unlocked()
             if settled[0] is not None:
                 raise settled[0]
 
@@ -581,6 +642,7 @@ class AuditWriter:
                     merkle_root=chain.merkle.root().hex())
         record = self._write(seal)
         self._closed = True
+        self._forget()
         self._sealed = True
         self._wake.set()
         async with self._lock:
@@ -633,6 +695,7 @@ class AuditWriter:
     async def aclose(self) -> None:
         """Fsync and close without sealing (the file stays incomplete). Idempotent."""
         self._closed = True
+        self._forget()
         self._wake.set()
         async with self._lock:
             if self._fd < 0:
@@ -648,9 +711,14 @@ class AuditWriter:
     def _release(self) -> None:
         """Close the descriptor without syncing (a failure path; the file stays unsealed)."""
         self._closed = True
+        self._forget()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def _forget(self) -> None:
+        if self._syncer is not None:
+            self._syncer.forget(self)
 
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(

@@ -31,7 +31,10 @@ class SessionGroup(Protocol):
 
     def kill(self) -> None: ...
 
-    def remove(self) -> bool: ...
+    def remove(self, *, kill: bool = True) -> bool:
+        """Remove the group (True once it is gone), killing what is left in it first; with
+        ``kill=False`` only if nothing is left in it."""
+        ...
 
 
 class CgroupBackend(Protocol):

@@ -163,15 +163,18 @@ class V1Group:
     def kill(self) -> None:
         _files.kill_all(self._dirs.values())
 
-    def remove(self) -> bool:
+    def remove(self, *, kill: bool = True) -> bool:
         self._files.close()
         # An ended session's groups are empty: one rmdir each, nothing to list or kill. A
-        # group that is busy (processes or children left) is emptied and removed as before.
+        # group that is busy (processes or children left) is emptied and removed as before
+        # (``kill=False``: left for a later try).
         busy = [d for d in set(self._dirs.values()) if not _files.remove_if_empty(d)]
-        if busy:
+        if busy and kill:
             _files.kill_all(busy)
         if self._spare is not None and self._spare.remove():
             self._spare = None
+        if busy and not kill:
+            return False
         return self._spare is None and all(_files.remove_tree(d) for d in busy)
 
 

@@ -91,8 +91,10 @@ class V2Group:
         except OSError:
             _files.kill_all([self.path])
 
-    def remove(self) -> bool:
+    def remove(self, *, kill: bool = True) -> bool:
         self._files.close()
+        if not kill:
+            return _files.remove_if_empty(self.path)
         self.kill()
         return _files.remove_tree(self.path)
 

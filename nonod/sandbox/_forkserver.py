@@ -526,7 +526,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
     _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
     _raise_nofile()
     _libc.cap_last()  # read here once, for every launcher (a constant of the kernel)
-    decoder = msgspec.msgpack.Decoder(LaunchPlan)
+    decoder = _launcher.PLAN_DECODER
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     hub = GuardHub(poller, reaper)

@@ -77,6 +77,7 @@ pid first; the init reports the program's exit status on a second pipe.
 from __future__ import annotations
 
 import errno
+import importlib
 import math
 import os
 import resource
@@ -166,6 +167,12 @@ class View(msgspec.Struct, frozen=True, kw_only=True):
     creation_refused: tuple[str, ...]
 
 
+#: Decoders made once, in the fork server, for what launchers decode: msgspec reads a type's
+#: annotations on its first use, which each forked launcher would otherwise do again on pages
+#: it then copies (a ``tuple[MountOp, ...]`` alias is not cached on any class).
+PLAN_DECODER = msgspec.msgpack.Decoder(LaunchPlan)
+
+
 def view_of(plan: LaunchPlan) -> View | None:
     """The part of ``plan`` a warm launcher can prepare ahead (None: without a mount
     namespace there is no root to prepare)."""
@@ -224,6 +231,17 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 T = TypeVar("T")
+
+# ``signal``'s functions are wrappers that turn every number they take or return into an
+# enum member (``getsignal``: a lookup per call; ``pthread_sigmask``: a set of members built
+# from the old mask), which a launcher would run on pages it then copies; the C functions
+# under them take and return plain numbers.
+_csignal = importlib.import_module("_signal")
+_getsignal: Callable[[int], object] = _csignal.getsignal
+_setsignal: Callable[[int, object], object] = _csignal.signal
+_sigmask: Callable[[int, tuple[int, ...]], object] = _csignal.pthread_sigmask
+_SIG_DFL = int(signal.SIG_DFL)
+_UNCATCHABLE = (int(signal.SIGKILL), int(signal.SIGSTOP))
 
 
 def _step(name: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
@@ -285,13 +303,29 @@ def _reset_signals() -> None:
     of one per signal."""
     signal.set_wakeup_fd(-1)  # the fork server's (``_forkserver._wake_on_exits``)
     for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP) or signal.getsignal(sig) is signal.SIG_DFL:
+        if sig in _UNCATCHABLE:
+            continue
+        handler = _getsignal(sig)
+        if isinstance(handler, int) and handler == _SIG_DFL:
             continue
         try:
-            signal.signal(sig, signal.SIG_DFL)
+            _setsignal(sig, _SIG_DFL)
         except (OSError, ValueError):
             pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    _sigmask(signal.SIG_SETMASK, ())
+
+
+def _write_proc(path: str, text: str) -> None:
+    """Write ``text`` to the kernel file ``path`` in one ``write`` (what the id maps need).
+    Not through ``open()``: its file, buffer and text layers (codec lookups included) would
+    be built on pages a forked launcher then copies, for a few bytes."""
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.EIO, "short write", path)
+    finally:
+        os.close(fd)
 
 
 def _pdeathsig() -> None:
@@ -312,18 +346,19 @@ def set_oom_score_adj(value: int) -> None:
     lower it below (and Landlock keeps ``/proc`` read-only for the program in any case)."""
     if value < 0:
         return
-    with open("/proc/self/oom_score_adj", "w") as f:
-        f.write(str(value))
+    _write_proc("/proc/self/oom_score_adj", str(value))
 
 
 def audit_session(tag: int) -> tuple[int, int]:
     """Set our loginuid to ``tag`` (root in the initial user namespace only: the kernel wants
     CAP_AUDIT_CONTROL there) and return ``(audit session id, 0)``, or ``(0, errno)``."""
     try:
-        with open("/proc/self/loginuid", "w") as f:
-            f.write(str(tag))
-        with open("/proc/self/sessionid") as f:
-            ses = int(f.read())
+        _write_proc("/proc/self/loginuid", str(tag))
+        fd = os.open("/proc/self/sessionid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ses = int(os.read(fd, 64))
+        finally:
+            os.close(fd)
     except OSError as exc:
         return 0, exc.errno or 0
     except ValueError:
@@ -350,12 +385,9 @@ def _idmap(plan: LaunchPlan) -> None:
 
 
 def _idmap_ids(uid: int, gid: int, ns_flags: int) -> None:
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{uid} {uid} 1")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{gid} {gid} 1")
+    _write_proc("/proc/self/setgroups", "deny")
+    _write_proc("/proc/self/uid_map", f"{uid} {uid} 1")
+    _write_proc("/proc/self/gid_map", f"{gid} {gid} 1")
     if not ns_flags & _libc.CLONE_NEWNS:  # else the init does it in its fresh /proc
         limit_inotify()
 
@@ -376,8 +408,7 @@ def limit_inotify() -> None:
     runs (0.3-0.5 ms each with ~1500, several ms under load); a fresh procfs has only this
     namespace's. Which namespace a write applies to is the writer's, whatever the mount."""
     for name, limit in SESSION_INOTIFY_LIMITS:
-        with open(f"/proc/sys/user/{name}", "w") as f:
-            f.write(str(limit))
+        _write_proc(f"/proc/sys/user/{name}", str(limit))
 
 
 def join_cgroups(procs: tuple[str, ...], pid: int = 0) -> None:
@@ -505,7 +536,7 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         end = PENDING.size + PENDING.unpack_from(msg)[0]
         pending, msg = msg[PENDING.size:end], msg[end:]
         try:
-            plan = msgspec.msgpack.decode(msg, type=LaunchPlan)
+            plan = PLAN_DECODER.decode(msg)
             if (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag, plan.oom_score_adj) != (
                     uid, gid, ns_flags, audit_tag, oom_score_adj):
                 raise StepFailed("fork", 22, "plan does not match the warm launcher")
@@ -579,6 +610,7 @@ def _end_with_parent(init: int, server: int) -> None:
 
 
 _GUARD_LEN = struct.Struct("<I")
+_OPS_DECODER = msgspec.msgpack.Decoder(tuple[MountOp, ...])  # see ``PLAN_DECODER``
 _NOTHING = _GUARD_LEN.pack(0)  # a guard list is never empty: this header says there is none
 _REPORT = b"R"  # an armed guard's report pipe comes with this (``_send_report``)
 
@@ -704,7 +736,7 @@ def _receive_guard(guard: socket.socket, hub: socket.socket | None
                 os.close(report)
             return None
         data += chunk
-    ops = msgspec.msgpack.decode(data[_GUARD_LEN.size:], type=tuple[MountOp, ...])
+    ops = _OPS_DECODER.decode(data[_GUARD_LEN.size:])
     try:
         view = ViewGuard(ops)
         if hub is None:
@@ -1023,8 +1055,9 @@ def _no_new_privs() -> None:
     _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
 
 
-FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
-             signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
+FORWARDED = tuple(int(sig) for sig in (
+    signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2,
+    signal.SIGWINCH, signal.SIGCONT))
 
 
 def run_init(plan: LaunchPlan, fds: Fds, alive_r: int, guard: socket.socket,
@@ -1168,7 +1201,7 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
     # Until the init forwards them (``_serve_as_init``), the signals it forwards wait here:
     # pid 1 of a namespace drops a signal it has no handler for, so a stop that came between
     # the program's start and the handlers would be lost. The program starts unblocked.
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    _sigmask(signal.SIG_BLOCK, FORWARDED)
     # A warm launch's records before the program exists: once it runs it may kill us before
     # we could write them (it can where it shares no pid namespace with us), and the daemon
     # would take the launch for failed (no pid) while its program ran. The daemon reads the
@@ -1240,7 +1273,7 @@ def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int,
             if guarded is not None:
                 _step("createguard", confine_program, guarded[0], plan.creation_filter,
                       guarded[1])
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            _sigmask(signal.SIG_SETMASK, ())
             os.execve(plan.executable, list(plan.argv), _env_dict(plan.env))
         except OSError as exc:
             _fail(launch_w, StepFailed("exec", exc.errno or 0, plan.executable))
@@ -1273,11 +1306,11 @@ def _serve_as_init(program: int, exit_w: int, control: int,
             pass
 
     for sig in FORWARDED:
-        signal.signal(sig, forward)
+        _setsignal(sig, forward)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # so that SIGCHLD wakes select
+    _setsignal(signal.SIGCHLD, lambda _s, _f: None)  # so that SIGCHLD wakes select
     signal.set_wakeup_fd(wake_w)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # a stop that came early: now
+    _sigmask(signal.SIG_UNBLOCK, FORWARDED)  # a stop that came early: now
     chan = socket.socket(fileno=control)
     watch: list[int] = [wake_r, control]
     if supervisor is not None:
@@ -1347,10 +1380,10 @@ def _become_reaper(program: int, exit_w: int, control: int, ns_flags: int,
     """The init becomes ``nono-reaper``; the signals it forwards (and SIGCHLD) wait, blocked,
     for the reaper's signalfd (blocking runs the handlers of those already caught). Returns
     only if it cannot: the Python loop goes on, and the outer launcher, told so, stays."""
-    held = {*FORWARDED, signal.SIGCHLD}
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    held = (*FORWARDED, int(signal.SIGCHLD))
+    _sigmask(signal.SIG_BLOCK, held)
     _reaper.become(program, exit_w, control, ns_flags, supervisor, handover)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    _sigmask(signal.SIG_UNBLOCK, held)
     if handover is not None:
         with socket.socket(fileno=handover[1]) as outer:
             try:

@@ -38,6 +38,7 @@ from ..audit import Event as AuditEvent
 from ..audit import SignalSent as AuditSignalSent
 from ..audit._fanout import AuditHub
 from ..audit._mask import masked
+from ..audit._syncer import AuditSyncer
 from ..audit._writer import AuditWriter, Ledger, WriterStatistics
 from ..sandbox import EnforcementReport
 from ._settings import AuditSettings
@@ -67,8 +68,10 @@ class SessionAudit:
     def __init__(self, writer: AuditWriter, *, sign_key: str | None,
                  on_broken: Callable[[], None], max_bytes: int,
                  on_full: Callable[[], None], account: Account | None = None,
-                 user_max_bytes: int = 0) -> None:
+                 user_max_bytes: int = 0, timer: bool = True) -> None:
         self._writer = writer
+        #: Its timed fsyncs need :meth:`run` (False: the daemon's syncer does them).
+        self.timer = timer
         self.sign_key = sign_key
         self._on_broken = on_broken
         self._max_bytes = max_bytes
@@ -85,12 +88,15 @@ class SessionAudit:
                      on_broken: Callable[[], None],
                      on_full: Callable[[], None],
                      first: Callable[[], None] | None = None,
-                     account: Account | None = None) -> SessionAudit | None:
+                     account: Account | None = None,
+                     syncer: AuditSyncer | None = None) -> SessionAudit | None:
         """The session's new audit file (None when ``[audit] enabled = false``: ``first`` is
         not run then). Raises AuditError (the launch is refused) if the file or the signing
         key is unavailable. ``first`` (blocking) runs in the file's worker thread, before it
         is made (``AuditWriter.create``); what it raises is raised as it is. ``account``
-        charges the file's size to its user's budget at each write."""
+        charges the file's size to its user's budget at each write. With ``syncer`` (the
+        daemon's) its timed fsyncs are batched with the other sessions' and :meth:`run` is
+        not needed (``timer``); a failed one stops the session as a failed write does."""
         if not settings.enabled:
             if sign_key is not None:
                 raise AuditError("--audit-sign-key was given, but auditing is disabled",
@@ -103,16 +109,23 @@ class SessionAudit:
             # before the program may start, in one worker thread that overlaps the plan.
             writer = await AuditWriter.create(
                 state_dir, session_id, hub=hub, ledger=ledger, signer=signer,
-                fsync_interval=settings.fsync_interval, defer_dir_sync=True, first=first)
+                fsync_interval=settings.fsync_interval, defer_dir_sync=True, first=first,
+                syncer=syncer)
         except AuditError as exc:
             raise AuditError(
                 f"the session's audit record cannot be created: {exc.message}",
                 hint="nothing runs unaudited: check the daemon's state directory "
                 "(or set [audit] enabled = false)",
             ) from exc
+        if syncer is not None:
+            def sync_failed(exc: AuditWriteError) -> None:
+                log.error("audit fsync failed; stopping the session", error=exc.message)
+                on_broken()
+
+            writer.on_sync_failed = sync_failed
         return cls(writer, sign_key=key_name, on_broken=on_broken,
                    max_bytes=settings.session_max_bytes, on_full=on_full, account=account,
-                   user_max_bytes=settings.user_max_bytes)
+                   user_max_bytes=settings.user_max_bytes, timer=syncer is None)
 
     # -- while the session lives
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

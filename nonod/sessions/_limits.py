@@ -11,6 +11,7 @@ RLIMIT_NPROC, as before.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from pathlib import Path
@@ -194,7 +195,8 @@ class SessionCgroups:
     def adopt(self, name: str, made: SessionGroup, layers: tuple[LayerReport, ...],
               limits: CgroupLimits) -> tuple[SessionGroup, tuple[LayerReport, ...]]:
         """The warm launcher's group ``name`` as the session's, and ``layers`` naming it.
-        ``made`` (with ``limits`` written, never joined) is kept for a later launch, or,
+        ``made`` (with ``limits`` written, never joined) is kept for a later launch (one that
+        ``make`` took from the kept ones keeps its name: no renames on the event loop), or,
         when enough are kept, removed with the session's group at its end."""
         if self.backend is None:
             raise ValueError("no cgroup backend: no launcher waits in a group")
@@ -203,11 +205,14 @@ class SessionCgroups:
             spares = self._spares[limits] = []
         kept: SessionGroup | None = None
         if spares is not None and len(spares) < SPARES_PER_LIMITS:
-            try:  # named for what it is now (v1: a rename of each of its few directories)
-                kept = self.backend.spare(made, f"{SPARE_PREFIX}{secrets.token_hex(4)}")
-            except OSError as exc:
-                log.warning("an unused session cgroup cannot be kept", path=made.path,
-                            error=exc.strerror or str(exc))
+            if os.path.basename(made.path).startswith(SPARE_PREFIX):
+                kept = made  # a kept group already (``make``), still unjoined: kept as it is
+            else:
+                try:  # named for what it is now (v1: a rename of each of its few directories)
+                    kept = self.backend.spare(made, f"{SPARE_PREFIX}{secrets.token_hex(4)}")
+                except OSError as exc:
+                    log.warning("an unused session cgroup cannot be kept", path=made.path,
+                                error=exc.strerror or str(exc))
         group = self.backend.adopt(name, made, keep_made=kept is not None)
         if kept is not None and spares is not None:
             spares.append(kept)
@@ -257,8 +262,14 @@ async def remove_group(group: SessionGroup) -> None:
     takes milliseconds, which the event loop must not wait for. The launcher's outer process
     leaves it just after the init: wait for that, bounded. (Its final usage is the caller's
     to read first, as the registry does at a session's end.)"""
+    # The first try only removes what is empty: the outer process usually leaves within
+    # milliseconds of the reply (measured 4-12 ms under load), and listing the groups to kill
+    # it (``kill_all``) costs more than the next try. From the next try on, what is left is
+    # killed, as before.
+    kill = False
     with trio.move_on_after(REMOVE_TIMEOUT):
-        while not await trio.to_thread.run_sync(group.remove):
+        while not await trio.to_thread.run_sync(functools.partial(group.remove, kill=kill)):
+            kill = True
             await trio.sleep(0.02)
         return
     log.warning("a session's cgroup could not be removed; the next daemon start removes it",

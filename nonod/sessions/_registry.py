@@ -46,6 +46,7 @@ from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts
 from ..audit import AuditError, redact_argv
 from ..audit._fanout import AuditHub
 from ..audit._kernel import FsDeniedMonitor
+from ..audit._syncer import AuditSyncer
 from ..audit._writer import Ledger
 from ..errors import NonoError
 from ._audit import CLOSE_TIMEOUT, Account, SessionAudit, close_lost, seal_truncated
@@ -121,11 +122,18 @@ class Registry:
         self._audit_hub = audit_hub
         self._audit_ledger = audit_ledger
         self._nursery = nursery
+        #: The live sessions' timed audit fsyncs, batched (``nonod.audit._syncer``).
+        self._audit_syncer = AuditSyncer(nursery)
         self._state_dir = state_dir
         self._sessions_dir = state_dir / "sessions"
         self._limits = limits
         self._system = system
         self._sessions: dict[str, Session] = {}
+        #: The live ones (starting or running), and their names by owner: a launch's checks
+        #: look these up instead of passing over every session known (``_went_live``).
+        self._live: dict[str, Session] = {}
+        self._live_names: dict[tuple[int, str], str] = {}
+        self._live_per_uid: dict[int, int] = {}
         #: Each user's bytes in session directories (bounded by ``[audit] user_max_bytes``
         #: on the system daemon).
         self._audit_budget = AuditBudget()
@@ -313,19 +321,38 @@ class Registry:
             record=session.write_event, webhook=webhook)
 
     # -- launching
-    def _check_launch(self, plan: SessionPlan) -> list[Session]:
-        """Refuse the launch if a limit or a name says so; returns the live sessions (one
-        pass over every session known: with a thousand, each pass is measurable)."""
+    def _went_live(self, session: Session) -> None:
+        self._live[session.id] = session
+        uid = session.record.owner_uid
+        self._live_names[uid, session.name] = session.id
+        self._live_per_uid[uid] = self._live_per_uid.get(uid, 0) + 1
+
+    def _went_exited(self, session: Session) -> None:
+        """``session``'s record says ``exited`` from now on."""
+        if self._live.pop(session.id, None) is None:
+            return
+        uid = session.record.owner_uid
+        if self._live_names.get((uid, session.name)) == session.id:
+            del self._live_names[uid, session.name]
+        left = self._live_per_uid[uid] - 1
+        if left:
+            self._live_per_uid[uid] = left
+        else:
+            del self._live_per_uid[uid]
+
+    def _check_launch(self, plan: SessionPlan) -> None:
+        """Refuse the launch if a limit or a name says so (lookups: no pass over every
+        session known, which with a thousand live is measurable)."""
         limits = self._limits()
-        live = [s for s in self._sessions.values() if s.live]
-        mine = sum(1 for s in live if s.record.owner_uid == plan.owner.uid)
-        if len(live) >= limits.max_live and not (
+        live = len(self._live)
+        mine = self._live_per_uid.get(plan.owner.uid, 0)
+        if live >= limits.max_live and not (
                 # A few users at their own caps fill max_live together: on the system daemon
                 # a user with fewer than RESERVED_LIVE sessions still launches, up to twice
                 # max_live in all, so that they lock out no other user.
-                self._system and mine < RESERVED_LIVE and len(live) < 2 * limits.max_live):
+                self._system and mine < RESERVED_LIVE and live < 2 * limits.max_live):
             raise SessionLimit(
-                f"{len(live)} sessions are live, the limit is {limits.max_live}",
+                f"{live} sessions are live, the limit is {limits.max_live}",
                 hint="raise [sessions] max_live in nonod.toml, or stop sessions",
             )
         if self._system:
@@ -343,13 +370,13 @@ class Registry:
                     "[audit] keep_days or keep_sessions remove them), or ask the "
                     "administrator to raise [audit] user_max_bytes",
                 )
-        if plan.name is not None:
-            for s in live:
-                if s.name == plan.name and s.record.owner_uid == plan.owner.uid:
-                    raise NameTaken(
-                        f"a live session is already named {plan.name!r} ({s.id})",
-                        hint="choose another --name, or stop that session first",
-                    )
+        holder = (self._live_names.get((plan.owner.uid, plan.name))
+                  if plan.name is not None else None)
+        if holder is not None:
+            raise NameTaken(
+                f"a live session is already named {plan.name!r} ({holder})",
+                hint="choose another --name, or stop that session first",
+            )
         runs_as = plan.request.uid if plan.request.uid is not None else os.geteuid()
         if self._system and runs_as == 0 and not (limits.allow_root
                                                   and plan.policy.allow_root):
@@ -358,7 +385,6 @@ class Registry:
                 hint="run nonoctl as the user the program should run as; root sessions "
                 "need [sessions] allow_root = true and a profile that allows root",
             )
-        return live
 
     def _new_id(self) -> str:
         """An id no session had: not live or remembered, no directory, and (since audit
@@ -370,7 +396,7 @@ class Registry:
                     and (ledger is None or candidate not in ledger)):
                 return candidate
 
-    def _new_name(self, plan: SessionPlan, live: list[Session]) -> str:
+    def _new_name(self, plan: SessionPlan) -> str:
         if plan.name is not None:
             return plan.name
         base = plan.profile or (Path(plan.request.argv[0]).name if plan.request.argv else "")
@@ -378,10 +404,9 @@ class Registry:
         base = base or "session"
         if not base[0].isalnum():
             base = "s" + base
-        taken = {s.name for s in live if s.record.owner_uid == plan.owner.uid}
         while True:
             candidate = f"{base}-{secrets.token_hex(2)}"
-            if candidate not in taken:
+            if (plan.owner.uid, candidate) not in self._live_names:
                 return candidate
 
     async def launch(self, plan: SessionPlan) -> Session:
@@ -404,12 +429,12 @@ class Registry:
             self._metrics.launch_refused(exc.code if isinstance(exc, NonoError) else "internal")
 
     async def _launch(self, plan: SessionPlan) -> Session:
-        live = self._check_launch(plan)
+        self._check_launch(plan)
         session_id = self._new_id()
         request = plan.request
         record = SessionRecord(
             id=session_id,
-            name=self._new_name(plan, live),
+            name=self._new_name(plan),
             owner_uid=plan.owner.uid,
             owner_gid=plan.owner.gid,
             uid=request.uid if request.uid is not None else os.geteuid(),
@@ -430,11 +455,13 @@ class Registry:
         session.policy_approval = plan.policy.network.approval
         # Registered while starting, so the name is reserved and `ps` shows it.
         self._sessions[session_id] = session
+        self._went_live(session)
         try:
             started: Session = await self._nursery.start(self._run_session, session, plan)
         except BaseException:
             del self._sessions[session_id]
             record.state = "exited"
+            self._went_exited(session)
             session.set_exited()  # nobody may wait for it (shutdown lists starting sessions)
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(shutil.rmtree, session.directory, True)
@@ -533,6 +560,7 @@ class Registry:
         await self._starter.release(session)
         saved = await self._close_audit(session)
         record.state = "exited"
+        self._went_exited(session)
         if not saved:
             await self._save(session)
         if self._system:  # the seal, the bundle, the output log and the record count too
@@ -559,7 +587,7 @@ class Registry:
         if settings.keep_days is None and settings.keep_sessions is None:
             return []
         max_age = dt.timedelta(days=settings.keep_days) if settings.keep_days else None
-        keep = [s.id for s in self._sessions.values() if s.live]
+        keep = list(self._live)
         retain = self._retain
 
         def prune() -> list[str]:
@@ -594,7 +622,7 @@ class Registry:
             sign_key=plan.audit_sign_key, hub=self._audit_hub, ledger=self._audit_ledger,
             on_broken=lambda: session.request_stop(reason="error", grace=0),
             on_full=lambda: session.request_stop(reason="audit_limit", grace=0),
-            first=first, account=self._account(session))
+            first=first, account=self._account(session), syncer=self._audit_syncer)
         session.audit = audit
         if audit is None:
             return False
@@ -673,7 +701,7 @@ class Registry:
         return [s.id for s in gone]
 
     def live_sessions(self) -> list[Session]:
-        return [s for s in self._sessions.values() if s.live]
+        return list(self._live.values())
 
     async def shutdown(self) -> None:
         """Stop every live session (SIGTERM, grace, SIGKILL) and wait until all have ended."""

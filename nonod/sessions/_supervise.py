@@ -1,9 +1,10 @@
 """One running session's supervision, from ``started()`` to the program's exit.
 
-:func:`supervise` runs the session's tasks (exit watcher, audit fsync timer, proxy and
-forwards, PTY pump and output-log writer) until the program exits or a stop cancels the
-session's ``stop_scope``; then, shielded and bounded, :func:`terminate` ends the program:
-SIGTERM, the grace period, SIGKILL, a bounded wait. The registry records the end.
+:func:`supervise` runs the session's tasks (exit watcher, audit fsync timer unless the
+daemon's syncer does it, proxy and forwards, PTY pump and output-log writer) until the
+program exits or a stop cancels the session's ``stop_scope``; then, shielded and bounded,
+:func:`terminate` ends the program: SIGTERM, the grace period, SIGKILL, a bounded wait. The
+registry records the end.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ async def supervise(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
         nursery.start_soon(enforce_limits, session, stop_grace)
-        if session.audit is not None:
+        if session.audit is not None and session.audit.timer:
             await nursery.start(session.audit.run)
         if session.services is not None:
             await nursery.start(functools.partial(
@@ -101,11 +102,17 @@ async def enforce_limits(session: Session, stop_grace: Callable[[], float]) -> N
     """End the session at its first OOM kill (cgroup v1 kills one process only) or when its
     wall-clock limit is up."""
     oom = trio.Event()
+    wall_clock = session.record.limits.wall_clock if session.record.limits else None
+    if not wall_clock:  # the common case: the OOM watch alone, no nursery or timer of its own
+        if session.cgroup is not None:
+            await watch_oom(session.cgroup, oom)
+            if oom.is_set():
+                session.request_stop(reason="oom", grace=0)
+        return
     async with trio.open_nursery() as nursery:
         if session.cgroup is not None:
             nursery.start_soon(watch_oom, session.cgroup, oom)
-        wall_clock = session.record.limits.wall_clock if session.record.limits else None
-        with trio.move_on_after(wall_clock if wall_clock else float("inf")):
+        with trio.move_on_after(wall_clock):
             await oom.wait()
             session.request_stop(reason="oom", grace=0)
             return

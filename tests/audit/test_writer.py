@@ -30,6 +30,7 @@ from nonod.audit import (
 )
 from nonod.audit._chain import FOLD_AT
 from nonod.audit._fanout import AuditHub, LiveRecord
+from nonod.audit._syncer import AuditSyncer
 from nonod.audit._writer import AuditWriter, Ledger, append_daemon_lost
 
 from ._support import DIGEST, SESSION, fixed_clock, session_events, write_session
@@ -191,10 +192,15 @@ async def test_fsync_interval_is_honoured(state_dir: Path, autojump_clock: trio.
     # run() returned by itself once the writer was sealed.
 
 
-async def test_fsync_after_n_events(state_dir: Path, autojump_clock: trio.abc.Clock) -> None:
-    writer = await AuditWriter.create(state_dir, SESSION, fsync_interval=3600, fsync_every=3)
+@pytest.mark.parametrize("shared", [False, True], ids=["own task", "daemon's syncer"])
+async def test_fsync_after_n_events(state_dir: Path, autojump_clock: trio.abc.Clock,
+                                    shared: bool) -> None:
     async with trio.open_nursery() as nursery:
-        await nursery.start(writer.run)
+        syncer = AuditSyncer(nursery) if shared else None
+        writer = await AuditWriter.create(state_dir, SESSION, fsync_interval=3600,
+                                          fsync_every=3, syncer=syncer)
+        if syncer is None:
+            await nursery.start(writer.run)
         for event in session_events()[:2]:
             writer.append(event)
         await trio.sleep(1)
@@ -202,8 +208,10 @@ async def test_fsync_after_n_events(state_dir: Path, autojump_clock: trio.abc.Cl
         t1 = trio.current_time()
         writer.append(session_events()[2])
         await trio.testing.wait_all_tasks_blocked()
+        await writer.sync()  # waits for an fsync in flight
         stats = writer.statistics()
-        assert stats.pending == 0 and stats.last_fsync_at == pytest.approx(t1)
+        assert stats.pending == 0 and stats.fsyncs == 1
+        assert stats.last_fsync_at == pytest.approx(t1)
         await writer.aclose()
 
 

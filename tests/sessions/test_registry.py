@@ -249,6 +249,35 @@ async def test_the_live_limit_refuses_a_launch_and_records_nothing(
     await harness.registry.shutdown()
 
 
+async def test_a_refused_launch_frees_its_name_and_its_place(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Refused after it was registered (its services could not be prepared): the name it
+    # reserved and its place under max_live are free again.
+    from nonod import _session_services
+    from nonod.errors import PolicyError
+
+    real_prepare = _session_services.prepare
+
+    async def refuse(*args: Any, **kwargs: Any) -> _session_services.SessionServices:
+        raise PolicyError("refused for the test")
+
+    harness = await open_registry(nursery, tmp_path,
+                                  limits=SessionLimits(max_live=1, shutdown_grace=0.0))
+    monkeypatch.setattr(_session_services, "prepare", refuse)
+    with pytest.raises(PolicyError):
+        await harness.registry.launch(harness.plan(name="job"))
+    monkeypatch.setattr(_session_services, "prepare", real_prepare)
+    session = await harness.registry.launch(harness.plan(name="job"))
+    assert session.name == "job" and harness.registry.live_sessions() == [session]
+    with pytest.raises(SessionLimit):
+        await harness.registry.launch(harness.plan())
+    harness.launcher.launched[0].finish(ExitStatus(code=0))
+    await session.wait_exited()
+    assert harness.registry.live_sessions() == []
+    await harness.registry.shutdown()
+
+
 async def _audited_registry(nursery: trio.Nursery, base: Path) -> Harness:
     harness = await open_registry(nursery, base)
     harness.registry._audit_settings = lambda: AuditSettings(enabled=True)
@@ -417,3 +446,34 @@ async def test_events_tell_each_subscriber_what_it_may_see(harness: Harness) -> 
         theirs.channel.receive_nowait()
     mine.close()
     theirs.close()
+
+
+async def test_running_sessions_records_are_synced_together_by_the_daemon(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # No fsync timer per session: the records written once a program runs (its enforcement
+    # report) are made durable by the registry's one syncer, every live session's in one
+    # worker thread, fsync_interval after the first of them was written.
+    harness = await open_registry(nursery, tmp_path)
+    harness.registry._audit_settings = lambda: AuditSettings(enabled=True, fsync_interval=2.0)
+    with trio.fail_after(10):
+        began = trio.current_time()
+        sessions = [await harness.registry.launch(harness.plan()) for _ in range(3)]
+        launched = trio.current_time() - began
+    audits = [s.audit for s in sessions if s.audit is not None]
+    assert len(audits) == 3 and not any(a.timer for a in audits)
+    assert [a.statistics().pending for a in audits] == [1, 1, 1]
+    with trio.fail_after(10):
+        while any(a.statistics().fsyncs < 2 for a in audits):
+            await trio.sleep(0.05)
+    assert trio.current_time() - began >= 2.0
+    assert [(a.statistics().fsyncs, a.statistics().pending) for a in audits] == [(2, 0)] * 3
+    syncer = harness.registry._audit_syncer
+    assert syncer.files == 3
+    assert syncer.batches == 1 or launched > 1.0  # one batch unless launching took that long
+    for program in harness.launcher.launched:
+        program.finish(ExitStatus(code=0))
+    with trio.fail_after(10):
+        for session in sessions:
+            await session.wait_exited()
+        await harness.registry.shutdown()
