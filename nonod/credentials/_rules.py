@@ -27,9 +27,11 @@ its query string):
 5. on a route with rules, also refused: a segment that decodes to something containing ``/``
    (``%2f``, ``%2F``) or ``%`` (double encoding such as ``%252f``), or ``;`` (a path
    parameter: ``/files/admin;.json`` matches ``/files/*.json`` but is ``/files/admin`` to a
-   server that strips it), or that is not UTF-8. A rule could not say what such a segment
-   means, and an upstream that decodes again would see a different path than the one the
-   rule matched;
+   server that strips it), or that is not UTF-8, or that Unicode compatibility folding
+   (NFKC, which some upstreams apply; slash look-alikes that Windows' best-fit mapping
+   folds) turns into one of these (``..%EF%BC%8F..%EF%BC%8Fadmin``: fullwidth solidus). A
+   rule could not say what such a segment means, and an upstream that decodes again would
+   see a different path than the one the rule matched;
 6. the path sent upstream is rebuilt from the decoded segments with one canonical encoding, so
    the upstream receives exactly the path the rules matched. A route without rules forwards
    its segments as the client encoded them (minus the empty ones): APIs such as GitLab's
@@ -40,6 +42,7 @@ its query string):
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Final, Literal, final
 from urllib.parse import quote, unquote_to_bytes
@@ -188,6 +191,29 @@ class EndpointRules:
         return EndpointVerdict(outcome="denied", path=normalised)
 
 
+#: Characters that are no ``/`` or ``\\`` to Unicode's compatibility folding (NFKC) but are
+#: one to Windows' best-fit mapping (IIS) and look-alike folds.
+_SLASHES: Final = frozenset("\u2215\u2044\u29f8\u2216\u29f5\u29f9")
+
+
+def _check_folded(text: str) -> None:
+    """Refuse a segment that an upstream folding Unicode (NFKC, as some frameworks and
+    Windows' best-fit mapping do) would read as a slash, a backslash, a dot segment, an
+    escape or a path parameter: ``..%EF%BC%8F..%EF%BC%8Fadmin`` (fullwidth solidus) matches
+    ``*`` and is ``../../admin`` once folded."""
+    folded = unicodedata.normalize("NFKC", text)
+    if "/" in folded or any(c in _SLASHES for c in text):
+        raise PathRefused("encoded_slash")
+    if "\\" in folded:
+        raise PathRefused("bad_character")
+    if folded.split(";", 1)[0] in (".", ".."):
+        raise PathRefused("dot_segment")
+    if "%" in folded:
+        raise PathRefused("double_encoding")
+    if ";" in folded:
+        raise PathRefused("path_parameter")
+
+
 def normalise_path(path: str, *, strict: bool) -> NormalisedPath:
     """Normalise a request path as the module docstring says; ``strict`` for routes with
     rules. Raises PathRefused."""
@@ -218,6 +244,8 @@ def normalise_path(path: str, *, strict: bool) -> NormalisedPath:
                 text = once.decode("utf-8")
             except UnicodeDecodeError:
                 raise PathRefused("not_utf8") from None
+            if not text.isascii():
+                _check_folded(text)
             decoded.append(text)
             forward.append(quote(once, safe=_SEGMENT_SAFE))
         else:

@@ -98,12 +98,16 @@ _METHOD_OVERRIDE_PARAM: Final = "_method"
 
 def overrides_request(headers: Headers, query: str) -> bool:
     """Whether a request names another method or path for the upstream than its own: an
-    override header, or a ``_method`` query parameter (spelt in any case, or
-    percent-encoded)."""
-    if any(name.lower() in _OVERRIDE_HEADERS for name, _ in headers):
+    override header (also with ``_`` for ``-``: CGI-style servers such as WEBrick, and
+    Rack or WSGI servers that keep such names, file ``X_HTTP_METHOD_OVERRIDE`` under the
+    same key as ``X-HTTP-Method-Override``), or a ``_method`` query parameter (spelt in any
+    case, or percent-encoded)."""
+    if any(name.lower().replace(b"_", b"-") in _OVERRIDE_HEADERS for name, _ in headers):
         return True
     # ``;`` separates pairs too for some parsers (Rack's, Python's before 3.9.2).
-    return any(unquote(pair.partition("=")[0]).lower() == _METHOD_OVERRIDE_PARAM
+    # ``_method[]=DELETE`` is a list to qs (Express), whose method-override takes its first.
+    return any(unquote(pair.partition("=")[0]).lower().partition("[")[0]
+               == _METHOD_OVERRIDE_PARAM
                for _, _, raw in _query_pairs(query) for pair in raw.split(";"))
 
 

@@ -62,6 +62,7 @@ from ..credentials import (
     scrub_replacements,
 )
 from ..errors import NonoError
+from ._bodyoverride import BodyOverrideWatch, parsed_for_fields
 from ._bulk import pump
 from ._events import CredentialInjected, NetworkEvent, ProxyEvent
 from ._http import BadRequest, check_framing
@@ -515,6 +516,9 @@ class ReverseHandler:
                        pool: dict[str, _Upstream], record: _Record) -> bool:
         route = entry.route
         has_body = _has_body(request.headers)
+        # On a route with rules, a ``_method`` field in the body is an override as well.
+        watch = (BodyOverrideWatch() if has_body and route.endpoint_rules
+                 and parsed_for_fields(request.headers) else None)
         upstream = pool.pop(route.name, None)
         if upstream is not None and not upstream.idle_and_open():
             await trio.aclose_forcefully(upstream.stream)
@@ -527,7 +531,7 @@ class ReverseHandler:
         try:
             try:
                 response = await self._send_request(stream, conn, request, upstream, head,
-                                                     record, has_body)
+                                                     record, has_body, watch)
             except _UpstreamFailed as failed:
                 if not (reused and not has_body and not failed.timeout):
                     raise
@@ -535,7 +539,7 @@ class ReverseHandler:
                 await trio.aclose_forcefully(upstream.stream)
                 upstream = await self._connect(entry, record)
                 response = await self._send_request(stream, conn, request, upstream, head,
-                                                    record, has_body)
+                                                    record, has_body, watch)
             record.address = upstream.address
             status = await self._relay_response(stream, conn, request, upstream, response,
                                                 entry, record)
@@ -559,13 +563,14 @@ class ReverseHandler:
 
     async def _send_request(self, stream: trio.abc.Stream, conn: h11.Connection,
                             request: h11.Request, upstream: _Upstream, head: UpstreamHead,
-                            record: _Record, has_body: bool) -> h11.Response:
+                            record: _Record, has_body: bool,
+                            watch: BodyOverrideWatch | None = None) -> h11.Response:
         limits = self._limits
         data = upstream.conn.send(h11.Request(method=request.method, target=head.target,
                                               headers=head.headers))
         await _to_upstream(upstream, data or b"", limits.send_timeout)
         if has_body:
-            await self._send_body(stream, conn, upstream, record)
+            await self._send_body(stream, conn, upstream, record, watch)
         else:
             if conn.their_state is h11.SEND_BODY:
                 event = await _from_client(stream, conn, limits.idle_timeout)
@@ -581,7 +586,11 @@ class ReverseHandler:
                 raise _UpstreamFailed(timeout=False)
 
     async def _send_body(self, stream: trio.abc.Stream, conn: h11.Connection,
-                         upstream: _Upstream, record: _Record) -> None:
+                         upstream: _Upstream, record: _Record,
+                         watch: BodyOverrideWatch | None = None) -> None:
+        """The request body, piece by piece; a piece that completes a ``_method`` field
+        (``watch``) is not sent: the upstream connection is dropped with the body unfinished
+        (the caller closes it on the refusal)."""
         limits = self._limits
         while True:
             if conn.they_are_waiting_for_100_continue:
@@ -593,9 +602,13 @@ class ReverseHandler:
                 if record.bytes_out > limits.max_body_bytes:
                     raise _Refusal(413, "body_too_large", "the request body is larger than "
                                    f"the proxy forwards ({limits.max_body_bytes} bytes)")
+                if watch is not None and watch.feed(event.data):
+                    raise _body_override()
                 await _to_upstream(upstream, upstream.conn.send(h11.Data(data=event.data))
                                    or b"", limits.idle_timeout)
             elif isinstance(event, h11.EndOfMessage):
+                if watch is not None and watch.end():
+                    raise _body_override()
                 await _to_upstream(upstream, upstream.conn.send(h11.EndOfMessage()) or b"",
                                    limits.send_timeout)
                 return
@@ -907,6 +920,12 @@ def _keeps_alive(response: h11.Response) -> bool:
     return not any(name == b"connection" and b"close" in (t.strip().lower()
                                                          for t in value.split(b","))
                    for name, value in response.headers)
+
+
+def _body_override() -> _Refusal:
+    return _Refusal(403, "method_override", "a route with endpoint rules does not forward a "
+                    "request whose body names another method for the upstream (a _method "
+                    "field)")
 
 
 def _has_body(headers: Sequence[tuple[bytes, bytes]]) -> bool:

@@ -258,7 +258,7 @@ def _kind(how: Callable[[str], os.stat_result], path: str) -> int | None:
 # all the plan uses of it (a path's file type, not its times: a directory written into is
 # still the same directory to the plan).
 (_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC, _LISTSOME,
- _HOOKSPATH) = range(10)
+ _HOOKSPATH, _GITFILE) = range(11)
 #: The most of a git configuration file read for its ``core.hooksPath``.
 MAX_GIT_CONFIG = 1 << 16
 
@@ -266,8 +266,16 @@ MAX_GIT_CONFIG = 1 << 16
 def git_hooks_path(text: str) -> str | None:
     """The last ``core.hooksPath`` of a git configuration file's text (what git uses), or
     None. Sections and keys are case-insensitive; a value may be quoted and may carry a
-    ``#``/``;`` comment. Includes are not followed."""
+    ``#``/``;`` comment. Includes are not followed (:func:`git_config_paths` names them)."""
+    return git_config_paths(text)[0]
+
+
+def git_config_paths(text: str) -> tuple[str | None, tuple[str, ...]]:
+    """The last ``core.hooksPath`` of a git configuration file's text, and the files it
+    includes (``include.path`` and every ``includeIf.<condition>.path``, whatever the
+    condition: it may hold where git runs), as written."""
     found: str | None = None
+    includes: list[str] = []
     section = ""
     for raw in text.splitlines():
         line = raw.strip()
@@ -275,7 +283,10 @@ def git_hooks_path(text: str) -> str | None:
             section = line[1:line.find("]")].split(None, 1)[0].lower() if "]" in line else ""
             line = line[line.find("]") + 1:].strip() if "]" in line else ""
         key, sep, value = line.partition("=")
-        if section != "core" or not sep or key.strip().lower() != "hookspath":
+        name = key.strip().lower()
+        wanted = (section == "core" and name == "hookspath") or (
+            section in ("include", "includeif") and name == "path")
+        if not sep or not wanted:
             continue
         value = value.strip()
         if value.startswith('"'):
@@ -285,28 +296,53 @@ def git_hooks_path(text: str) -> str | None:
             for mark in ("#", ";"):
                 value = value.split(mark, 1)[0]
             value = value.strip()
-        found = value or None
-    return found
+        if section == "core":
+            found = value or None
+        elif value:
+            includes.append(value)
+    return found, tuple(includes)
 
 
-def _hooks_path(config: str) -> str | None:
-    """``core.hooksPath`` of the file ``config``, read only if it is a regular file reached
-    without following a link at its name (a session may have made a repository's
-    ``.git/config`` a FIFO or a link: this runs in the daemon, which never blocks on an open
-    and never reads on a session's behalf what that session could not)."""
+def _small_file(path: str, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of the regular file ``path``, opened without following a link
+    at its name and without blocking (a FIFO); None if it is not one."""
     try:
-        fd = os.open(config, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        data = os.read(fd, MAX_GIT_CONFIG)
+        return os.read(fd, limit)
     except OSError:
         return None
     finally:
         os.close(fd)
-    return git_hooks_path(data.decode("utf-8", "replace"))
+
+
+def _worktree_configs(dotgit: str) -> tuple[str, ...]:
+    """The configuration files git reads in a linked worktree whose ``.git`` is the file
+    ``dotgit`` (``gitdir: <repo>/.git/worktrees/<name>``): its repository's ``config`` (the
+    one ``commondir`` names) and its own ``config.worktree``; none if it is not such a
+    file."""
+    data = _small_file(dotgit, 4096)
+    line = data.decode("utf-8", "replace").strip() if data else ""
+    if not line.startswith("gitdir:"):
+        return ()
+    gitdir = os.path.join(os.path.dirname(dotgit), line.removeprefix("gitdir:").strip())
+    common = _small_file(os.path.join(gitdir, "commondir"), 4096)
+    top = os.path.join(gitdir, common.decode("utf-8", "replace").strip()) if common else gitdir
+    return (os.path.normpath(os.path.join(top, "config")),
+            os.path.normpath(os.path.join(gitdir, "config.worktree")))
+
+
+def _git_config(config: str) -> tuple[str | None, tuple[str, ...]] | None:
+    """:func:`git_config_paths` of the file ``config``, read only if it is a regular file reached
+    without following a link at its name (a session may have made a repository's
+    ``.git/config`` a FIFO or a link: this runs in the daemon, which never blocks on an open
+    and never reads on a session's behalf what that session could not)."""
+    data = _small_file(config, MAX_GIT_CONFIG)
+    return None if data is None else git_config_paths(data.decode("utf-8", "replace"))
 
 
 def _list_some(path: str) -> tuple[str, ...]:
@@ -326,7 +362,8 @@ _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _STAT: lambda path: _kind(os.stat, path),
     _LISTDIR: lambda path: tuple(sorted(os.listdir(path))),
     _LISTSOME: _list_some,
-    _HOOKSPATH: _hooks_path,
+    _HOOKSPATH: _git_config,
+    _GITFILE: _worktree_configs,
     _READLINK: os.readlink,
     _REALPATH: os.path.realpath,
     _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK),
@@ -377,9 +414,14 @@ class _Look:
     def listdir(self, path: str) -> tuple[str, ...]:
         return self._ask(_LISTDIR, path)  # type: ignore[return-value]
 
-    def hooks_path(self, config: str) -> str | None:
-        """:func:`git_hooks_path` of the git configuration file ``config`` (None if none)."""
+    def git_config(self, config: str) -> tuple[str | None, tuple[str, ...]] | None:
+        """:func:`git_config_paths` of the git configuration file ``config`` (None if it is
+        not a regular file)."""
         return self._ask(_HOOKSPATH, config)  # type: ignore[return-value]
+
+    def worktree_configs(self, dotgit: str) -> tuple[str, ...]:
+        """:func:`_worktree_configs` of the ``.git`` file ``dotgit``."""
+        return self._ask(_GITFILE, dotgit)  # type: ignore[return-value]
 
     def list_some(self, path: str) -> tuple[str, ...]:
         """:func:`_list_some`: at most ``MAX_LISTED + 1`` names."""
@@ -822,27 +864,65 @@ def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
     return found
 
 
+#: How deep included git configuration files are followed (git's own limit is 10).
+MAX_GIT_INCLUDES = 10
+
+
 def _hook_dirs(writable: Sequence[str], home: str, look: _Look) -> list[str]:
-    """Where git runs hooks from besides ``.git/hooks``: ``core.hooksPath`` of each writable
-    grant's repository (relative to its working tree) and of the user's global
-    configuration (absolute or ``~/``), as absolute paths."""
+    """Where git takes hooks and configuration from besides ``.git/hooks`` and
+    ``.git/config``: ``core.hooksPath`` of each writable grant's repository (relative to its
+    working tree) and of the user's global configuration (absolute or ``~/``), and the files
+    these configurations include (relative to the including file), followed to
+    :data:`MAX_GIT_INCLUDES` levels, as absolute paths. An included file in a writable grant
+    (``include.path = ../.gitconfig``, a project's shared settings) would let the session set
+    ``core.fsmonitor`` or ``core.hooksPath`` for the user's next git command."""
     found: list[str] = []
-    configs: list[tuple[str, str | None]] = [
-        (os.path.join(wdir, ".git", "config"), wdir) for wdir in writable
+    configs: list[tuple[str, str | None, int]] = [
+        (os.path.join(wdir, ".git", "config"), wdir, 0) for wdir in writable
         if look.isdir(os.path.join(wdir, ".git")) and not look.islink(os.path.join(wdir, ".git"))]
-    configs += [(os.path.join(home, name), None) for name in (".gitconfig", ".config/git/config")]
-    for config, top in configs:
-        value = look.hooks_path(config)
+    # A linked worktree (``.git`` a file): its repository's configuration, whose relative
+    # ``core.hooksPath`` names a directory of this worktree.
+    configs += [(config, wdir, 0) for wdir in writable
+                if look.isfile(os.path.join(wdir, ".git"))
+                and not look.islink(os.path.join(wdir, ".git"))
+                for config in look.worktree_configs(os.path.join(wdir, ".git"))]
+    configs += [(os.path.join(home, name), None, 0)
+                for name in (".gitconfig", ".config/git/config")]
+    seen: set[str] = set()
+    while configs:
+        config, top, depth = configs.pop(0)
+        if config in seen:
+            continue
+        seen.add(config)
+        paths = look.git_config(config)
+        if paths is None:
+            continue
+        value, includes = paths
+        for include in includes if depth < MAX_GIT_INCLUDES else ():
+            named = _git_path(include, home, os.path.dirname(config))
+            if named is not None:
+                found.append(named)
+                configs.append((named, top, depth + 1))
         if value is None:
             continue
-        if value.startswith("~/"):
-            value = os.path.join(home, value[2:])
-        elif not value.startswith("/"):
-            if top is None:
-                continue  # relative to whichever repository runs it: nothing to pin here
-            value = os.path.join(top, value)
-        found.append(os.path.normpath(value))
+        if not value.startswith(("~/", "/")) and top is None:
+            continue  # relative to whichever repository runs it: nothing to pin here
+        named = _git_path(value, home, top or "/")
+        if named is not None:
+            found.append(named)
     return found
+
+
+def _git_path(value: str, home: str, base: str) -> str | None:
+    """A path as git reads it in a configuration file: ``~/`` is ``home``, a relative one is
+    below ``base``; None for a ``~user/`` path (another user's home: not the session's)."""
+    if value.startswith("~/"):
+        value = os.path.join(home, value[2:])
+    elif value.startswith("~"):
+        return None
+    elif not value.startswith("/"):
+        value = os.path.join(base, value)
+    return os.path.normpath(value)
 
 
 def _home_rc(home: str) -> list[str]:
@@ -960,24 +1040,57 @@ class _View:
             existing, missing = walk
             self.anchors.update(existing[1:] if missing else existing[1:-1])
 
+    def _keep_link(self, bind: MountOp, path: str) -> None:
+        """The first symbolic link on the way to ``path`` (``path`` itself included), when it
+        lies in a directory the session may write: a mount cannot be placed on a link, and the
+        session could remove it (or rename a file over it) and put its own file or directory
+        in its place (``~/.bashrc -> dotfiles/bashrc``, as GNU Stow makes them). Its name is
+        refused to the creation guard instead, and the directories on its way are anchored;
+        what it points to is guarded on its own (``guard`` follows it)."""
+        if not (bind.writable and bind.kind == BIND_DIR):
+            return
+        look = self._look
+        existing = [bind.target]
+        for part in os.path.relpath(path, bind.target).split("/"):
+            cur = os.path.join(existing[-1], part)
+            if not look.lexists(cur):
+                return
+            if look.islink(cur):
+                parent = existing[-1]
+                if not self._protected.covers(parent) and look.writable_dir(parent) \
+                        and cur not in self.refused:
+                    self.refused.append(cur)
+                    self.anchors.update(existing[1:])
+                return
+            existing.append(cur)
+
     def guard(self, path: str, op: MountOp) -> MountOp | None:
         """Place ``op`` for ``path`` and return it as placed (``absent`` if ``path`` does not
-        exist); None if it cannot be guarded (out of the view, or itself a symbolic link: its
-        target is judged on its own). A symbolic link on the way (``~/.config`` pointing into
-        a dotfiles repository) is followed: the operation goes where the path leads."""
+        exist); None if it cannot be guarded (out of the view). A symbolic link on the way
+        (``~/.config`` pointing into a dotfiles repository), or at ``path`` itself for a
+        read-only operation, is followed: the operation goes where the path leads (and the
+        link's own name is kept, ``_keep_link``)."""
         bind = self._innermost(path)
         if bind is None:
             return None
         look = self._look
         walk = _walk(bind.target, path, look)
         if walk is None:
+            if op.kind == READONLY:
+                self._keep_link(bind, path)
             real = os.path.join(look.realpath(os.path.dirname(path)), os.path.basename(path))
             if real == path:
                 return None
             return self.guard(real, msgspec.structs.replace(op, target=real))
         existing, missing = walk
         if missing is None and op.kind == READONLY and look.islink(path):
-            return None
+            # A link cannot be mounted over: its name is kept by the creation guard, and what
+            # it leads to (``.git/hooks -> ../githooks``: a shared hooks directory) is kept
+            # at its real path, existing or not.
+            self._keep_link(bind, path)
+            real = look.realpath(path)
+            return None if real == path else self.guard(
+                real, msgspec.structs.replace(op, target=real))
         writable = bind.writable and bind.kind == BIND_DIR and \
             not self._protected.covers(existing[-1])
         if writable:

@@ -8,7 +8,9 @@ name: ``gh issue list`` is ``["issue", "list"]``. ``prefix`` matches the first i
 ``deny`` and ``approve`` rules, ``prefix`` and ``exact`` also match when options placed
 among the words could be read away (``issue -R o/r delete`` is ``issue delete`` to ``gh``),
 and ``contains`` an option (``--force``) also matches it given with a value
-(``--force=true``): a rule that keeps a call out must not be passed by moving an option.
+(``--force=true``), abbreviated (``--forc``), with one dash or two (``-force``), or a
+one-letter one among others (``-qf`` for ``-f``): a rule that keeps a call out must not be
+passed by moving or respelling an option.
 """
 
 from __future__ import annotations
@@ -48,8 +50,24 @@ def _argv_matches(matcher: ArgvMatcher, args: Sequence[str], loose: bool) -> boo
 
 
 def _as_option(item: str, args: Sequence[str]) -> bool:
-    """Whether an option ``item`` (``--force``) is given with its value (``--force=yes``)."""
-    return item.startswith("-") and any(arg.startswith(item + "=") for arg in args)
+    """Whether an option ``item`` is given in another spelling its tool reads the same:
+    with a value (``--force=yes``); a long one abbreviated (``--dele`` for ``--delete``, as
+    GNU getopt and git take any unambiguous prefix) or with one dash instead of two or two
+    instead of one (Go's flag package takes both: ``--auto-approve``, ``-auto-approve``); a
+    one-letter one among others (``-qf`` holds ``-f``)."""
+    if not item.startswith("-") or item in ("-", "--"):
+        return False
+    if len(item) == 2:  # -f
+        return any(arg.startswith("-") and not arg.startswith("--")
+                   and item[1] in arg.partition("=")[0][1:] for arg in args)
+    name = item.lstrip("-")
+    for arg in args:
+        given = arg.partition("=")[0]
+        if given.startswith("-") and given not in ("-", "--"):
+            bare = given.lstrip("-")
+            if bare == name or (given.startswith("--") and name.startswith(bare)):
+                return True
+    return False
 
 
 def _operands_could_be(args: Sequence[str], words: Sequence[str], *, exact: bool) -> bool:

@@ -104,6 +104,14 @@ VECTORS = [
     ("GET", "/user%4", "bad_escape"),
     ("GET", "/user%", "bad_escape"),
     ("GET", "/repos/%ff/issues", "not_utf8"),
+    # what an upstream that folds Unicode (NFKC, Windows' best-fit) reads as one of the above
+    ("GET", "/repos/..%EF%BC%8F..%EF%BC%8Fuser/issues", "encoded_slash"),  # fullwidth /
+    ("GET", "/repos/a%E2%88%95b/issues", "encoded_slash"),  # division slash
+    ("GET", "/repos/%EF%BC%8E%EF%BC%8E/user", "dot_segment"),  # fullwidth ..
+    ("GET", "/repos/a%EF%BC%BCb/issues", "bad_character"),  # fullwidth backslash
+    ("GET", "/files/admin%EF%BC%9B.json", "path_parameter"),  # fullwidth ;
+    ("GET", "/repos/%EF%BC%85%32%66/issues", "double_encoding"),  # fullwidth %
+    ("GET", "/repos/caf%C3%A9/issues", A),  # other non-ASCII text is just text
     ("GET", "user", "not_absolute"),
     ("GET", "", "not_absolute"),
 ]

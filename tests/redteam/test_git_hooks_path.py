@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nonod.sandbox._mounts import git_hooks_path
+from nonod.sandbox._mounts import git_config_paths, git_hooks_path
 from tests.daemon.test_cli import CLI
 from tests.redteam._programs import PLANT
 
@@ -50,6 +50,58 @@ def test_core_hookspath_is_read_as_git_reads_it() -> None:
     assert git_hooks_path("[core]\nhookspath = x ; comment\n[core]\nhooksPath = y\n") == "y"
     assert git_hooks_path("[alias]\nhooksPath = no\n[core]\nbare = false\n") is None
     assert git_hooks_path('[remote "origin"]\nhooksPath = no\n') is None
+
+
+def test_a_session_cannot_rewrite_configuration_the_repository_includes(
+        run: CLI, short_tmp: Path) -> None:
+    # A project shares settings with `git config include.path ../.gitconfig`: git reads that
+    # file of the working tree as the repository's own configuration (core.fsmonitor,
+    # core.hooksPath, aliases run at the user's next git command). It is kept like
+    # .git/config now, and a file an includeIf names is not creatable.
+    subprocess.run(["git", "init", "-q", str(short_tmp)], check=True)
+    git = ["git", "-C", str(short_tmp), "config"]
+    subprocess.run([*git, "include.path", "../.gitconfig"], check=True)
+    subprocess.run([*git, "includeIf.onbranch:main.path", "../shared/git.inc"], check=True)
+    (short_tmp / ".gitconfig").write_text("[alias]\n\tst = status\n")
+    (short_tmp / "shared").mkdir()
+    (short_tmp / "plant.py").write_text(PLANT)
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "plant.py", ".", ".gitconfig", "shared/git.inc", "ok.txt")
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")] == [
+        "ok.txt WRITTEN"], done.stdout
+    assert (short_tmp / ".gitconfig").read_text() == "[alias]\n\tst = status\n"
+    assert list((short_tmp / "shared").iterdir()) == []
+
+
+def test_a_linked_worktree_keeps_the_hooks_its_repository_names(
+        run: CLI, short_tmp: Path) -> None:
+    # An agent given a linked worktree (git worktree add): its .git is a file, the
+    # configuration git uses there is the main repository's, and a relative core.hooksPath
+    # names a directory of the worktree.
+    main, tree = short_tmp / "main", short_tmp / "tree"
+    subprocess.run(["git", "init", "-q", str(main)], check=True)
+    git = ["git", "-C", str(main), "-c", "user.name=u", "-c", "user.email=u@e"]
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "first"], check=True)
+    subprocess.run([*git, "config", "core.hooksPath", ".githooks"], check=True)
+    subprocess.run([*git, "worktree", "add", "-q", str(tree)], check=True)
+    (tree / ".githooks").mkdir()
+    (tree / ".githooks" / "pre-commit").write_text(HOOK)
+    (tree / "plant.py").write_text(PLANT)
+    run.cwd = tree
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "plant.py", ".", ".githooks/pre-commit", ".githooks/post-checkout", "ok.txt")
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")] == [
+        "ok.txt WRITTEN"], done.stdout
+    assert (tree / ".githooks" / "pre-commit").read_text() == HOOK
+
+
+def test_included_configuration_is_named_as_git_reads_it() -> None:
+    text = ('[include]\n\tpath = ../.gitconfig\n[includeIf "gitdir:~/w/"]\n'
+            '\tpath = "~/w.inc" # note\n[core]\n\thooksPath = h\n[alias]\n\tpath = no\n')
+    assert git_config_paths(text) == ("h", ("../.gitconfig", "~/w.inc"))
+    assert git_config_paths("[core]\nbare = false\n") == (None, ())
 
 
 def test_a_planted_git_config_never_blocks_or_redirects_the_daemon(

@@ -185,6 +185,17 @@ def test_deny_and_approve_rules_are_not_passed_by_options_among_the_words() -> N
     forced = _policy(deny=[{"argv": {"contains": ["--force"]}}])
     assert decide(forced, ["push", "--force=true"], {}).decision == "deny"
     assert decide(forced, ["push", "--forceful"], {}).decision == "allow"
+    # Respelt as the tool reads it: git and getopt take an unambiguous prefix, Go's flag
+    # package one dash or two, a one-letter option stands among others.
+    for args in (["push", "--forc"], ["push", "--fo=1"], ["push", "-force"]):
+        assert decide(forced, args, {}).decision == "deny", args
+    short = _policy(deny=[{"argv": {"contains": ["-f"]}}])
+    for args in (["push", "-qf"], ["push", "-vfq", "origin"]):
+        assert decide(short, args, {}).decision == "deny", args
+    go = _policy(deny=[{"argv": {"contains": ["-auto-approve"]}}])
+    assert decide(go, ["apply", "--auto-approve"], {}).decision == "deny"
+    for args in (["push", "--quiet"], ["push", "-q"], ["push", "--", "x-f"]):
+        assert decide(short, args, {}).decision == "allow", args
     assert decide(policy, ["x", "issue", "delete"], {}).decision == "deny"  # default
 
 

@@ -1,0 +1,117 @@
+"""A ``_method`` field in a request body, seen as the body streams through:
+:class:`BodyOverrideWatch`.
+
+Upstreams take the method to run from the body of a request too: Rails' ``Rack::MethodOverride``
+(in every Rails application's middleware) reads ``_method`` from a form body (a POST with
+``application/x-www-form-urlencoded``, ``multipart/form-data``, or no content type), Symfony
+and Laravel from the parsed request (Laravel's is the JSON body for a JSON request), Express's
+``method-override`` from ``req.body`` when told so. On a route with endpoint rules that field
+would have the upstream run a method no rule allows, with the real key.
+
+The watch is fed each piece of the body before it is passed on and says when the piece holds
+the end of such a field; the proxy then drops the upstream connection before that piece is
+sent (every such parser reads the whole body before it acts, and never gets it). Recognised,
+in any letter case, each character also as ``%XX`` or ``\\u00XX``:
+
+- a form pair's name: ``_method=`` at the start of the body or after ``&`` or ``;``, also
+  as a list or a key (``_method[]=``, ``_method[0]=``: qs, Express's parser, makes it a list
+  whose first item method-override takes);
+- a JSON key: ``"_method"`` and a ``:`` (white space between them, however much);
+- a multipart part's name: ``name="_method"``, ``name='_method'`` or ``name=_method``
+  followed by ``;``, a quote or white space.
+
+The watch does not parse: such text inside a JSON string (``"x&_method=y"``) is refused too,
+but a ``"_method"`` that is a value, or ``'_method'`` in a code snippet, is not.
+Only bodies such parsers read are watched (:func:`parsed_for_fields`): no content type, a form,
+or JSON; an upload of another type (``application/octet-stream``, ``image/png``) is not.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Final, final
+from urllib.parse import unquote_to_bytes
+
+
+def _char(c: str) -> str:
+    """One character of the field name: itself, or its ``%XX`` or ``\\u00XX`` escape."""
+    code = f"{ord(c):02x}"
+    return f"(?:{re.escape(c)}|%{code}|\\\\u00{code})"
+
+
+_NAME: Final = "".join(_char(c) for c in "_method")
+#: Every spelling; each match ends at the byte that completes it (a form pair's ``=``, the
+#: closing quote, the delimiter after an unquoted name).
+_FIELD: Final = re.compile(  # searched in lower case, white space runs as one space
+    (f"[&;]{_NAME}(?:=|\\[|%5b)|\"{_NAME}\" ?:|name ?= ?[\"']?{_NAME}[; \"'\\[]").encode())
+_U_ESCAPE: Final = re.compile(rb"\\u00([0-9a-f]{2})")
+
+
+def _unescaped(window: bytes) -> bytes:
+    """``window`` (in lower case) with its ``%XX`` and ``\\u00XX`` escapes decoded: the
+    cheap test of whether it can hold a field at all (random bytes hold ``%`` often)."""
+    if b"\\u00" in window:
+        window = _U_ESCAPE.sub(lambda m: bytes.fromhex(m[1].decode()), window)
+    return unquote_to_bytes(window)
+#: Bytes kept from the pieces before: more than the longest match (a field split across
+#: pieces is found when its last byte comes), its white space runs squeezed to one space.
+_KEEP: Final = 160
+#: How much of a piece with no field in it is squeezed for the bytes kept (a run of white
+#: space longer than this, where a field has begun without ``_method`` yet, could hide it).
+_SQUEEZED: Final = 4096
+
+
+def _squeezed(data: bytes) -> bytes:
+    """``data`` with each run of white space as one space."""
+    inner = b" ".join(data.split())
+    head = b" " if data[:1].isspace() else b""
+    tail = b" " if data[-1:].isspace() and inner else b""
+    return head + inner + tail
+
+
+#: Where a media type ends for the parsers that pick a body's parser: Rack splits at ``;``
+#: or ``,``, PHP at those or a space.
+_MEDIA_END: Final = re.compile(rb"[;,\s]")
+
+
+def parsed_for_fields(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether a request body of these headers' type is one a framework takes fields from:
+    none given (Rack reads a POST without one), a form (``application/x-www-form-urlencoded``,
+    ``multipart/...``) or JSON (``application/json``, ``...+json``), read as the most lenient
+    of them reads it (``multipart/form-data,boundary=x`` is a form to Rack); several
+    ``Content-Type`` headers count as such a body too."""
+    types = [value for name, value in headers if name.lower() == b"content-type"]
+    if len(types) != 1:
+        return True
+    media = _MEDIA_END.split(types[0].strip().lower(), maxsplit=1)[0]
+    return (not media or media.startswith((b"application/x-www-form-urlencoded", b"multipart/"))
+            or b"json" in media)
+
+
+@final
+class BodyOverrideWatch:
+    """Fed a request body piece by piece (:meth:`feed`), then :meth:`end`; True from the
+    piece that completes a ``_method`` field (see the module doc)."""
+
+    __slots__ = ("_tail",)
+
+    def __init__(self) -> None:
+        self._tail = b"&"  # the start of the body begins a form pair
+
+    def feed(self, data: bytes) -> bool:
+        """Whether ``data`` (the next piece) completes a ``_method`` field."""
+        window = (self._tail + data).lower()
+        if b"_method" not in window and (
+                (b"%" not in window and b"\\u00" not in window)
+                or b"_method" not in _unescaped(window)):
+            # Every spelling is ``_method`` once its escapes are decoded: none here.
+            self._tail = _squeezed(window[-_SQUEEZED:])[-_KEEP:]
+            return False
+        window = _squeezed(window)
+        self._tail = window[-_KEEP:]
+        return _FIELD.search(window) is not None
+
+    def end(self) -> bool:
+        """Whether the body's end completes one (an unquoted multipart name last)."""
+        return self.feed(b";")
