@@ -397,6 +397,71 @@ async def test_redirects_are_returned_not_followed(nursery: trio.Nursery, pki: P
     assert len(seen.requests) == 1
 
 
+#: A key with the characters URL encoders and HTML escapers disagree about.
+ODD_REAL = "wJalr/XUtn+FEMI='K7\"MD<ENG>&b~P*x!(0123)"
+
+
+def _encoded_as(value: str, kept: str, *, plus: bool = False, lower: bool = False) -> str:
+    """``value`` percent-encoded by an encoder that keeps letters, digits and ``kept``."""
+    out = []
+    for byte in value.encode():
+        char = chr(byte)
+        if char.isascii() and (char.isalnum() or char in kept):
+            out.append(char)
+        elif char == " " and plus:
+            out.append("+")
+        else:
+            out.append(("%%%02x" if lower else "%%%02X") % byte)
+    return "".join(out)
+
+
+def _html_escaped(value: str, quote: str, apostrophe: str) -> str:
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', quote).replace("'", apostrophe))
+
+
+async def test_a_reflection_in_an_encoders_own_spelling_is_scrubbed(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    """Upstreams re-encode what they reflect with their framework's encoder: a redirect built
+    with Python's ``quote`` keeps ``/``, .NET writes lower-case hex, JavaScript keeps
+    ``!*'()``, Java encodes ``~``; an error page HTML-escapes the header it quotes, each
+    escaper its own way. None of those spellings reaches the program."""
+    spellings = [
+        _encoded_as(ODD_REAL, "-_.~/"),  # Python quote()
+        _encoded_as(ODD_REAL, "-_.!*()", plus=True, lower=True),  # .NET HttpUtility.UrlEncode
+        _encoded_as(ODD_REAL, "-_.!~*'()"),  # JavaScript encodeURIComponent
+        _encoded_as(ODD_REAL, "-_.*", plus=True),  # Java URLEncoder, Ruby www_form
+        _encoded_as(ODD_REAL, "-_.", plus=True),  # PHP urlencode
+        _html_escaped(ODD_REAL, "&quot;", "&#x27;"),  # Python html.escape
+        _html_escaped(ODD_REAL, "&#34;", "&#39;"),  # Go html/template, markupsafe
+        _html_escaped(ODD_REAL, "&quot;", "&#039;"),  # PHP htmlspecialchars
+    ]
+
+    async def reflect(request: UpstreamRequest, respond: Responder) -> None:
+        key = (request.header(b"authorization") or b"").decode().removeprefix("Bearer ")
+        assert key == ODD_REAL
+        forms = [
+            _encoded_as(key, "-_.~/"), _encoded_as(key, "-_.!*()", plus=True, lower=True),
+            _encoded_as(key, "-_.!~*'()"), _encoded_as(key, "-_.*", plus=True),
+            _encoded_as(key, "-_.", plus=True), _html_escaped(key, "&quot;", "&#x27;"),
+            _html_escaped(key, "&#34;", "&#39;"), _html_escaped(key, "&quot;", "&#039;"),
+        ]
+        body = "\n".join(f"<p>{form}</p>" for form in forms).encode()
+        await respond.whole(302, body, [(b"Location", f"https://x.example/cb?k={forms[0]}"),
+                                        (b"Link", f"<https://x.example/?k={forms[1]}>")])
+
+    proxy, _ = await github(nursery, pki, start_route_proxy, reflect, value=ODD_REAL)
+    client = await proxy.client()
+    response = await client.request("GET", "/github/login", [bearer(proxy)])
+    assert response.status == 302
+    raw = response.body + b"".join(v for _, v in response.headers)
+    for spelling in spellings:
+        assert spelling.encode() not in raw, spelling
+    phantom = proxy.token.reveal()
+    assert response.header(b"Location") == f"https://x.example/cb?k={phantom}".encode()
+    assert response.body.count(phantom.encode()) == len(spellings)
+
+
 async def test_gzip_bodies_are_decoded_and_scrubbed(nursery: trio.Nursery, pki: Pki,
                                                     start_route_proxy: StartProxy) -> None:
     async def zipped(request: UpstreamRequest, respond: Responder) -> None:
