@@ -150,6 +150,47 @@ async def test_keep_alive_on_both_sides(nursery: trio.Nursery, pki: Pki,
     assert seen.connections == 1  # one upstream connection carried all three
 
 
+def _connections_to(port: int) -> int:
+    """Established TCP connections of this network namespace whose far end is ``port``, as
+    the kernel lists them (the proxy's side of its upstream connections)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                    count += 1
+    return count
+
+
+async def test_kept_upstream_connections_do_not_multiply_with_the_routes(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    """Each client connection keeps one upstream connection per route it used: with many
+    routes, a session's few allowed connections held many times as many upstream ones (and
+    their TLS state) in the daemon. The kept ones are at most ``max_connections`` in all;
+    a client connection whose kept one was closed connects again."""
+    port, seen = await start_tls_upstream(nursery, pki.server, echo)
+    names = [f"r{i}" for i in range(8)]
+    proxy = await start_route_proxy([(github_route(name=name), REAL) for name in names],
+                                    pins={"api.github.com": f"127.0.0.1:{port}"},
+                                    limits=ProxyLimits(max_connections=4))
+    clients = [await proxy.client() for _ in range(4)]
+    for client in clients:
+        for name in names:
+            response = await client.request("GET", f"/{name}/x", [bearer(proxy)])
+            assert response.status == 200
+            client.next_cycle()
+    assert seen.connections == 32
+    await trio.testing.wait_all_tasks_blocked()  # the proxy is done with the last request
+    assert _connections_to(port) <= 4  # before: 32, eight per client connection
+    # The first client's kept connections were closed; its next request connects again.
+    response = await clients[0].request("GET", "/r0/again", [bearer(proxy)])
+    assert response.status == 200
+    assert seen.connections == 33
+    await trio.testing.wait_all_tasks_blocked()
+    assert _connections_to(port) <= 4
+
+
 async def test_chunked_request_bodies_stream_through(nursery: trio.Nursery, pki: Pki,
                                                      start_route_proxy: StartProxy) -> None:
     proxy, seen = await github(nursery, pki, start_route_proxy)
