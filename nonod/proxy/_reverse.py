@@ -579,7 +579,8 @@ class ReverseHandler:
         self._kept[upstream] = (pool, name)
         while len(self._kept) > self._limits.max_connections:
             oldest, (its_pool, its_name) = self._kept.popitem(last=False)
-            its_pool.pop(its_name, None)
+            if its_pool.get(its_name) is oldest:
+                del its_pool[its_name]
             await trio.aclose_forcefully(oldest.stream)
 
     async def _send_request(self, stream: trio.abc.Stream, conn: h11.Connection,
