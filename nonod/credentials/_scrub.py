@@ -35,13 +35,16 @@ encoding of the phantom token:
 - JSON escapes: ``\\uXXXX`` for every character (lower- and upper-case hex), and the secret
   as JSON encoders write it inside a string (``\\"``, ``\\\\``, ``\\/`` or ``/``, non-ASCII
   characters as ``\\uXXXX`` or as they are) when that differs from the secret;
-- base64, standard and URL-safe, padded and not, when the secret starts on a 3-byte boundary
-  of the encoded data.
+- base64, standard and URL-safe: the secret encoded alone (padded and not), and what the
+  secret alone decides of a larger blob it lies in at any of the three byte alignments (the
+  one or two characters at each end that mix its bits with its neighbours' are left as
+  they are: at most 8 bits of the secret, and the rest of such a blob may decode as
+  garbage after the replacement, whose length differs).
 
 A secret made only of letters, digits and ``-_.`` has a single spelling in all of these (the
 secret itself), so the extra spellings cost nothing for it.
 
-Not recognised: a secret inside a larger base64 blob at another alignment, a mix of cases or
+Not recognised: a secret inside a larger base64 blob broken into lines within it, a mix of cases or
 of escaped and unescaped characters within one occurrence that no encoder above writes, other
 encodings (base32, numeric entities for every character, UTF-16, double encoding), and a
 compressed body (the proxy asks upstreams for ``identity``
@@ -63,7 +66,7 @@ from ._secret import Secret
 #: Below this many bytes, encoded forms of a secret are too likely to occur by chance.
 _MIN_ENCODED: Final = 8
 #: How many first bytes needles must share to be searched for together.
-_GROUP_HEAD: Final = 16
+_GROUP_HEAD: Final = 12
 #: The shortest needle for which a buffer is first narrowed by its sampled bytes (shorter:
 #: the sample would be most of the buffer, and every needle is searched in all of it).
 _SAMPLED_MIN: Final = 8
@@ -81,7 +84,20 @@ def scrub_replacements(secret: Secret, token: PhantomToken) -> dict[bytes, bytes
             padded_real, padded_fake = b64(real), b64(fake)
             table.setdefault(padded_real, padded_fake)
             table.setdefault(padded_real.rstrip(b"="), padded_fake.rstrip(b"="))
+            for shift in (0, 1, 2):
+                table.setdefault(_b64_inside(b64, real, shift), _b64_inside(b64, fake, shift))
     return table
+
+
+def _b64_inside(encode: Callable[[bytes], bytes], data: bytes, shift: int) -> bytes:
+    """The base64 characters that ``data`` alone decides when it lies inside a larger
+    encoded blob, ``shift`` bytes (mod 3) after a 3-byte boundary: each character carries 6
+    bits, so the first ones may hold bits of what comes before, and the last one bits of
+    what follows; those are left out. (Whoever places the secret in a blob chooses the
+    shift: an upstream that base64-encodes a dump of the request puts the program's own
+    headers before it.)"""
+    encoded = encode(bytes(shift) + data)
+    return encoded[-(-8 * shift // 6):8 * (shift + len(data)) // 6]
 
 
 #: The characters percent-encoders leave as they are beyond letters and digits, one set per

@@ -4,6 +4,7 @@ got the real secret; the program never sees it."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import ssl
@@ -501,6 +502,29 @@ async def test_a_reflection_in_an_encoders_own_spelling_is_scrubbed(
     phantom = proxy.token.reveal()
     assert response.header(b"Location") == f"https://x.example/cb?k={phantom}".encode()
     assert response.body.count(phantom.encode()) == len(spellings)
+
+
+async def test_a_reflection_inside_a_base64_blob_is_scrubbed_at_every_alignment(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    """An upstream that answers with a base64 dump of the request (a debug echo, a token
+    that embeds what it was given) puts the key at a byte offset the program picks with the
+    headers it sends before it: each of the three alignments comes back scrubbed."""
+    from tests.credentials.test_scrub import b64_decodings
+
+    async def dump(request: UpstreamRequest, respond: Responder) -> None:
+        raw = b"\r\n".join(name + b": " + value for name, value in request.headers)
+        await respond.whole(200, b'{"dump": "' + base64.b64encode(raw) + b'"}',
+                            [(b"Content-Type", b"application/json")])
+
+    proxy, seen = await github(nursery, pki, start_route_proxy, dump)
+    client = await proxy.client()
+    for pad in range(3):
+        response = await client.request("GET", "/github/debug",
+                                        [("X-Pad", "p" * (pad + 1)), bearer(proxy)])
+        client.next_cycle()
+        blob = json.loads(response.body)["dump"].encode()
+        assert not any(REAL[1:-1].encode() in d for d in b64_decodings(blob)), pad
+    assert [r.header(b"x-pad") for r in seen.requests] == [b"p", b"pp", b"ppp"]
 
 
 async def test_gzip_bodies_are_decoded_and_scrubbed(nursery: trio.Nursery, pki: Pki,

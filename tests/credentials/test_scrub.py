@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
+from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
@@ -295,10 +297,10 @@ def test_any_split_equals_the_whole_with_long_needles(
 
 @st.composite
 def shared_head_tables(draw: st.DrawFn) -> dict[bytes, bytes]:
-    """Needles that share a first stretch of 16 bytes or more, as a secret's spellings do
-    (searched for together, by that head), some of them prefixes of others, beside a
-    needle of their own."""
-    head = bytes(NEEDLE_ALPHABET[x % 2] for x in draw(st.binary(min_size=16, max_size=18)))
+    """Needles that share a first stretch of 11 to 18 bytes, as a secret's spellings do
+    (from 12 on they are searched for together, by that head), some of them prefixes of
+    others, beside a needle of their own."""
+    head = bytes(NEEDLE_ALPHABET[x % 2] for x in draw(st.binary(min_size=11, max_size=18)))
     tails = draw(st.lists(st.binary(max_size=5).map(
         lambda b: bytes(NEEDLE_ALPHABET[x % 3] for x in b)), min_size=1, max_size=4,
         unique=True))
@@ -324,3 +326,40 @@ def test_needles_searched_by_a_shared_head_match_as_the_pattern_does(
     expected = reference(table, body)
     assert stream(Scrubber(table), pieces) == expected
     assert Scrubber(table).replace_all(body) == expected
+
+
+def b64_decodings(blob: bytes) -> list[bytes]:
+    """What a reader can decode of ``blob`` from each of the four character offsets, quad by
+    quad (a quad that does not decode gives ``?``)."""
+    out = []
+    for skip in range(4):
+        decoded = b""
+        for at in range(skip, len(blob) - 3, 4):
+            quad = blob[at:at + 4].replace(b"-", b"+").replace(b"_", b"/")
+            try:
+                decoded += base64.b64decode(quad.rstrip(b"=") + b"==")
+            except binascii.Error:
+                decoded += b"?"
+        out.append(decoded)
+    return out
+
+
+@pytest.mark.parametrize("secret", ["ghp_RealSecret0123456789abcdefXYZ",  # 33: 0 mod 3
+                                    "ghp_RealSecret/0123456789+abcdefXYZ",  # 35: 2 mod 3
+                                    "sk-Real_0123456789abcdefABCDEF=xyz"])  # 34: 1 mod 3
+@pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
+def test_a_secret_inside_a_base64_blob_is_replaced_at_every_alignment(
+        secret: str, encode: Callable[[bytes], bytes]) -> None:
+    """An upstream that base64-encodes a dump of the request (or a token that embeds the
+    key) puts the secret at the alignment the program chooses with what it sends before;
+    whatever that is, and whatever follows, nothing of the secret but its ends can be
+    decoded from what is passed on, split anywhere."""
+    real = secret.encode()
+    table = scrub_replacements(Secret(secret), TOKEN)
+    for before in range(6):
+        blob = encode(b'{"h": "' + b"x" * before + b"Bearer " + real + b'", "n": 1}')
+        assert any(real in d for d in b64_decodings(blob))
+        whole = Scrubber(table).replace_all(blob)
+        assert not any(real[1:-1] in d for d in b64_decodings(whole)), before
+        for cut in range(0, len(blob) + 1, 3):
+            assert stream(Scrubber(table), [blob[:cut], blob[cut:]]) == whole
