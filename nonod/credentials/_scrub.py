@@ -39,7 +39,9 @@ encoding of the phantom token:
   secret alone decides of a larger blob it lies in at any of the three byte alignments (the
   one or two characters at each end that mix its bits with its neighbours' are left as
   they are: at most 8 bits of the secret, and the rest of such a blob may decode as
-  garbage after the replacement, whose length differs).
+  garbage after the replacement, whose length differs);
+- each of these forms that holds a ``/`` also with ``\\/`` for it, as PHP's ``json_encode``
+  writes it in a JSON string (a base64 blob, a URL).
 
 A secret made only of letters, digits and ``-_.`` has a single spelling in all of these (the
 secret itself), so the extra spellings cost nothing for it.
@@ -86,6 +88,10 @@ def scrub_replacements(secret: Secret, token: PhantomToken) -> dict[bytes, bytes
             table.setdefault(padded_real.rstrip(b"="), padded_fake.rstrip(b"="))
             for shift in (0, 1, 2):
                 table.setdefault(_b64_inside(b64, real, shift), _b64_inside(b64, fake, shift))
+        for needle, replacement in list(table.items()):
+            if b"/" in needle and needle != real:  # PHP's json_encode writes `/` as `\/`
+                table.setdefault(needle.replace(b"/", b"\\/"),
+                                 replacement.replace(b"/", b"\\/"))
     return table
 
 

@@ -363,3 +363,20 @@ def test_a_secret_inside_a_base64_blob_is_replaced_at_every_alignment(
         assert not any(real[1:-1] in d for d in b64_decodings(whole)), before
         for cut in range(0, len(blob) + 1, 3):
             assert stream(Scrubber(table), [blob[:cut], blob[cut:]]) == whole
+
+
+def test_a_base64_blob_with_its_slashes_escaped_as_php_writes_json_is_replaced() -> None:
+    """PHP's json_encode writes ``/`` as ``\\/``: a base64 blob that holds the secret, in
+    a JSON answer, spells it with those escapes at every alignment."""
+    secret = "key?>?>0123456789abcdef?>?>"  # its base64 holds `/` at every alignment
+    real = secret.encode()
+    table = scrub_replacements(Secret(secret), TOKEN)
+    for before in range(3):
+        blob = base64.b64encode(b"x" * before + real + b"?>?>tail")
+        assert b"/" in blob
+        body = b'{"b": "' + blob.replace(b"/", b"\\/") + b'"}'
+        out = Scrubber(table).replace_all(body)
+        unescaped = out.replace(b"\\/", b"/")
+        assert not any(real[1:-1] in d for d in b64_decodings(unescaped)), before
+        for cut in range(len(body) + 1):
+            assert stream(Scrubber(table), [body[:cut], body[cut:]]) == out
