@@ -377,8 +377,13 @@ class ReverseHandler:
                     return
                 request = following
         finally:
-            for upstream in pool.values():
+            # Out of the kept ones first, all at once: another connection's request may
+            # close the oldest kept while these are being closed, and must not find them.
+            kept = list(pool.values())
+            pool.clear()
+            for upstream in kept:
                 self._kept.pop(upstream, None)
+            for upstream in kept:
                 await trio.aclose_forcefully(upstream.stream)
 
     async def _next_request(self, stream: trio.abc.Stream, conn: h11.Connection
