@@ -34,7 +34,8 @@ encoding of the phantom token:
 - hex of the bytes (``4142...``), lower- and upper-case;
 - JSON escapes: ``\\uXXXX`` for every character (lower- and upper-case hex), and the secret
   as JSON encoders write it inside a string (``\\"``, ``\\\\``, ``\\/`` or ``/``, non-ASCII
-  characters as ``\\uXXXX`` or as they are) when that differs from the secret;
+  characters as ``\\uXXXX`` or as they are) when that differs from the secret, and as Go's
+  and Rails' encoders write it (``<``, ``>``, ``&`` as ``\\u003c``, ``\\u003e``, ``\\u0026``);
 - base64, standard and URL-safe: the secret encoded alone (padded and not), and what the
   secret alone decides of a larger blob it lies in at any of the three byte alignments (the
   one or two characters at each end that mix its bits with its neighbours' are left as
@@ -186,6 +187,14 @@ def _json_string(data: bytes, *, ascii_only: bool, slash: bool) -> bytes:
     return (text.replace("/", "\\/") if slash else text).encode("utf-8")
 
 
+def _json_html_safe(data: bytes) -> bytes:
+    """The secret inside a JSON string as Go's ``encoding/json`` and Rails' ``to_json`` write
+    it by default: also ``<``, ``>`` and ``&`` as ``\\u003c``, ``\\u003e``, ``\\u0026``."""
+    text = _json_string(data, ascii_only=False, slash=False).decode("utf-8")
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .encode("utf-8"))
+
+
 #: The encoded forms of a secret that are replaced by the same form of the phantom token.
 _ENCODINGS: Final[tuple[Callable[[bytes], bytes], ...]] = (
     *(functools.partial(_percent, kept=k, plus=p, lower=lo)
@@ -195,6 +204,7 @@ _ENCODINGS: Final[tuple[Callable[[bytes], bytes], ...]] = (
     _json_u, _json_u_upper,
     *(functools.partial(_json_string, ascii_only=a, slash=s)
       for a in (True, False) for s in (True, False)),
+    _json_html_safe,
 )
 
 

@@ -82,6 +82,8 @@ def encoded_forms(secret: str) -> dict[str, bytes]:
         "percent_php_urlencode": _percent_keeping(real, "-_.", plus=True),
         "percent_dotnet": _percent_keeping(real, "-_.!*()", plus=True, lower=True),
         "percent_go_path": _percent_keeping(real, "-_.~$&+:=@"),
+        "json_go_html_safe": json.dumps(secret, ensure_ascii=False)[1:-1].replace(
+            "<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode(),
         "html_python": _html_escaped(secret, {'"': "&quot;", "'": "&#x27;"}),
         "html_go": _html_escaped(secret, {'"': "&#34;", "'": "&#39;"}),
         "html_php": _html_escaped(secret, {'"': "&quot;", "'": "&#039;"}),
