@@ -58,6 +58,9 @@ DIR_EVENTS = (_libc.IN_CREATE | _libc.IN_MOVED_TO | _libc.IN_MOVED_FROM | _libc.
 MAX_FDS = 200  # directories per W message (SCM_MAX_FD is 253)
 REPAIR_LOST = 42  # a repair's exit status: guard lost, reported, init killed (reaper_outer.c)
 MAX_MESSAGE = 1 << 20
+BATCH = 16384  # bytes of events read per call of ``handle``: a few hundred events
+LOUD_EVENTS = 2000  # events a second on a client's watches that move it to the loud instance
+_Key = tuple[int, int]  # (the instance's descriptor, a watch descriptor in it)
 
 
 @dataclass
@@ -78,8 +81,22 @@ class _Client:
 
     sock: socket.socket
     on_the_way: frozenset[str] = frozenset()
-    watches: dict[int, list[str]] = field(default_factory=dict)  # wd -> its directories
+    watches: dict[_Key, list[str]] = field(default_factory=dict)  # watch -> its directories
+    #: Per watch, the names in its directories that are on the way (as the kernel gives them).
+    wanted: dict[_Key, frozenset[bytes]] = field(default_factory=dict)
     adopted: _Adopted | None = None
+    loud: bool = False  # its watches are (to be) in the loud instance
+    seen: int = 0  # events on its watches since ``since``
+    since: float = 0.0
+
+    def want(self) -> None:
+        """:attr:`wanted` from :attr:`on_the_way` and :attr:`watches`."""
+        names: dict[str, set[bytes]] = {}
+        for path in self.on_the_way:
+            if name := os.path.basename(path):
+                names.setdefault(os.path.dirname(path), set()).add(os.fsencode(name))
+        self.wanted = {key: frozenset().union(*(names.get(d, ()) for d in dirs))
+                       for key, dirs in self.watches.items()}
 
 
 class GuardHub:
@@ -91,34 +108,49 @@ class GuardHub:
         self._poller = poller
         self._reaper = reaper  # the memfd of nono-reaper, for repairs; -1: none (no adopting)
         self._clients: dict[int, _Client] = {}
-        self._by_wd: dict[int, set[int]] = {}  # wd -> client descriptors
+        self._by_wd: dict[_Key, set[int]] = {}  # watch -> client descriptors
         self._inits: dict[int, _Client] = {}  # an adopted session's init pidfd -> its client
         self._repairs: dict[int, tuple[int, _Client]] = {}  # a repair's pidfd -> pid, client
         self._spare: tuple[int, socket.socket] | None = None  # a repair waiting for a job
         self._spare_retry = 0.0  # when to try spawning one again after a failure
         self.fd = -1
+        self.loud_fd = -1  # the instance of the loud clients, opened for the first one
         self.error = 0
         self._open_inotify()
+
+    def _new_instance(self) -> int:
+        fd = _libc.inotify_init1(_libc.IN_CLOEXEC | _libc.IN_NONBLOCK)
+        self._poller.register(fd, select.POLLIN)
+        return fd
 
     def _open_inotify(self) -> bool:
         """The hub's inotify instance; False (``error`` set) if the user has none left. Tried
         again at each watch request until it succeeds: a shortage when the fork server
         started refuses the launches made during it (fail closed), not every later one."""
         try:
-            self.fd = _libc.inotify_init1(_libc.IN_CLOEXEC | _libc.IN_NONBLOCK)
+            self.fd = self._new_instance()
         except OSError as exc:
             self.error = exc.errno or errno.EMFILE
             return False
         self.error = 0
-        self._poller.register(self.fd, select.POLLIN)
         return True
+
+    def _instance(self, client: _Client) -> int:
+        """The instance ``client``'s watches go to: the loud one if it is loud and that
+        instance exists or can be made (if not, the shared one, as before it was loud)."""
+        if client.loud and self.loud_fd < 0:
+            try:
+                self.loud_fd = self._new_instance()
+            except OSError:
+                client.loud = False
+        return self.loud_fd if client.loud else self.fd
 
     def new_client(self) -> socket.socket:
         """A socket pair for one launcher: the hub keeps one end, the launcher gets the other
         (which the caller closes after the fork)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
-        self._clients[ours.fileno()] = _Client(ours)
+        self._clients[ours.fileno()] = _Client(ours, since=time.monotonic())
         self._poller.register(ours, select.POLLIN)
         return theirs
 
@@ -126,9 +158,9 @@ class GuardHub:
         """Take the event on ``fd``; False if ``fd`` is not the hub's. Never raises: the
         fork server carries every session, and one broken client must not end them all
         (a client that makes the hub fail is dropped; its outer then ends its session)."""
-        if fd == self.fd and fd >= 0:
+        if fd >= 0 and fd in (self.fd, self.loud_fd):
             try:
-                self._events()
+                self._events(fd)
             except Exception:  # noqa: BLE001 - wake everyone: each outer checks its own view
                 self._wake(set(self._clients))
             return True
@@ -163,6 +195,7 @@ class GuardHub:
                 self._drop(client)
             elif msg[:1] == b"O":
                 client.on_the_way = frozenset(msgspec.msgpack.decode(msg[1:], type=list[str]))
+                client.want()
             elif msg[:1] == b"W":
                 names = msgspec.msgpack.decode(msg[1:], type=list[str])
                 self._reply(client, self._watch(client, names, fds))
@@ -184,10 +217,12 @@ class GuardHub:
             return self.error
         if len(names) != len(fds):
             return errno.EINVAL
-        watches: dict[int, list[str]] = {}
+        instance = self._instance(client)
+        watches: dict[_Key, list[str]] = {}
         for name, descriptor in zip(names, fds, strict=True):
             try:
-                wd = _libc.inotify_add_watch(self.fd, f"/proc/self/fd/{descriptor}", DIR_EVENTS)
+                wd = (instance, _libc.inotify_add_watch(instance, f"/proc/self/fd/{descriptor}",
+                                                        DIR_EVENTS))
             except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                     continue  # gone since it was opened: its parent's watch covers that
@@ -199,16 +234,17 @@ class GuardHub:
         for old in client.watches.keys() - watches.keys():
             self._release(old, client)
         client.watches = watches
+        client.want()
         return 0
 
-    def _release(self, wd: int, client: _Client) -> None:
+    def _release(self, wd: _Key, client: _Client) -> None:
         holders = self._by_wd.get(wd)
         if holders is None:
             return
         holders.discard(client.sock.fileno())
         if not holders:
             del self._by_wd[wd]
-            _libc.inotify_rm_watch(self.fd, wd)
+            _libc.inotify_rm_watch(*wd)
 
     def _drop(self, client: _Client) -> None:
         fd = client.sock.fileno()
@@ -373,14 +409,35 @@ class GuardHub:
 
     # ----------------------------------------------------------------------- events
 
-    def _events(self) -> None:
+    def _events(self, instance: int) -> None:
+        """One batch of ``instance``'s events: the rest waits for the next call."""
         wake: set[int] = set()
         try:
-            while data := os.read(self.fd, 65536):
-                self._sort(data, wake)
+            data = os.read(instance, BATCH)
         except BlockingIOError:
-            pass
+            return
+        touched = self._sort(instance, data, wake)
+        if instance == self.fd:
+            wake.update(self._louder(touched))
         self._wake(wake)
+
+    def _louder(self, touched: set[int]) -> set[int]:
+        """Of the clients whose watches the batch touched, those now over ``LOUD_EVENTS`` a
+        second: marked loud, to be woken (they send their watches again, to the loud
+        instance)."""
+        now = time.monotonic()
+        moved: set[int] = set()
+        for fd in touched:
+            client = self._clients.get(fd)
+            if client is None or client.loud:
+                continue
+            elapsed = now - client.since
+            if client.seen > LOUD_EVENTS * max(1.0, elapsed):
+                client.loud = True
+                moved.add(fd)
+            elif elapsed >= 1:
+                client.seen, client.since = 0, now
+        return moved
 
     def _wake(self, wake: set[int]) -> None:
         for fd in wake:
@@ -395,33 +452,39 @@ class GuardHub:
                 except OSError:
                     self._drop(client)
 
-    def _sort(self, data: bytes, wake: set[int]) -> None:
+    def _sort(self, instance: int, data: bytes, wake: set[int]) -> set[int]:
+        """Add to ``wake`` the clients ``data`` concerns; return those it had events for."""
+        touched: set[int] = set()
         offset = 0
         while offset + _EVENT.size <= len(data):
             wd, mask, _, length = _EVENT.unpack_from(data, offset)
-            name = os.fsdecode(data[offset + _EVENT.size:offset + _EVENT.size + length]
-                               .rstrip(b"\0"))
-            offset += _EVENT.size + length
-            if mask & _IN_Q_OVERFLOW:
-                wake.update(self._clients)
+            start = offset + _EVENT.size
+            offset = start + length
+            if mask & _IN_Q_OVERFLOW:  # lost: whoever watches here checks again
+                wake.update(fd for fd, client in self._clients.items()
+                            if not client.watches
+                            or any(key[0] == instance for key in client.watches))
                 continue
-            holders = self._by_wd.get(wd, set())
+            key = (instance, wd)
+            holders = self._by_wd.get(key, set())
             if mask & _IN_IGNORED:  # the directory is gone; its clients rewatch when woken
-                self._by_wd.pop(wd, None)
+                self._by_wd.pop(key, None)
                 for fd in holders:
                     client = self._clients.get(fd)
                     if client is not None:
-                        client.watches.pop(wd, None)
+                        client.watches.pop(key, None)
                 wake.update(holders)
                 continue
+            name = data[start:offset].rstrip(b"\0")
             for fd in holders:
                 client = self._clients.get(fd)
                 if client is None:
                     continue
-                if mask & _WAKE_ALWAYS or any(
-                        os.path.join(d, name) in client.on_the_way
-                        for d in client.watches.get(wd, ())):
+                client.seen += 1
+                touched.add(fd)
+                if mask & _WAKE_ALWAYS or name in client.wanted.get(key, ()):
                     wake.add(fd)
+        return touched
 
 
 __all__ = ["DIR_EVENTS", "MAX_FDS", "GuardHub"]
