@@ -60,6 +60,7 @@ REPAIR_LOST = 42  # a repair's exit status: guard lost, reported, init killed (r
 MAX_MESSAGE = 1 << 20
 BATCH = 16384  # bytes of events read per call of ``handle``: a few hundred events
 LOUD_EVENTS = 2000  # events a second on a client's watches that move it to the loud instance
+LOUD_PAUSE = 0.002  # seconds the loud instance is left after each read: its events gather
 _Key = tuple[int, int]  # (the instance's descriptor, a watch descriptor in it)
 
 
@@ -115,6 +116,7 @@ class GuardHub:
         self._spare_retry = 0.0  # when to try spawning one again after a failure
         self.fd = -1
         self.loud_fd = -1  # the instance of the loud clients, opened for the first one
+        self._pause = -1  # a timerfd: when to read the loud instance again
         self.error = 0
         self._open_inotify()
 
@@ -141,6 +143,8 @@ class GuardHub:
         if client.loud and self.loud_fd < 0:
             try:
                 self.loud_fd = self._new_instance()
+                self._pause = _libc.timerfd()
+                self._poller.register(self._pause, select.POLLIN)
             except OSError:
                 client.loud = False
         return self.loud_fd if client.loud else self.fd
@@ -158,6 +162,11 @@ class GuardHub:
         """Take the event on ``fd``; False if ``fd`` is not the hub's. Never raises: the
         fork server carries every session, and one broken client must not end them all
         (a client that makes the hub fail is dropped; its outer then ends its session)."""
+        if fd == self._pause and fd >= 0:  # the loud instance's pause is over
+            with contextlib.suppress(BlockingIOError):
+                os.read(fd, 8)
+            self._poller.register(self.loud_fd, select.POLLIN)
+            return True
         if fd >= 0 and fd in (self.fd, self.loud_fd):
             try:
                 self._events(fd)
@@ -416,6 +425,11 @@ class GuardHub:
             data = os.read(instance, BATCH)
         except BlockingIOError:
             return
+        if instance == self.loud_fd and self._pause >= 0:
+            # Coalesced: a storm is read every LOUD_PAUSE, many events a wake-up, not the
+            # few that came since the last read (the fork server's cost is per wake-up).
+            self._poller.unregister(instance)
+            _libc.timerfd_after(self._pause, LOUD_PAUSE)
         touched = self._sort(instance, data, wake)
         if instance == self.fd:
             wake.update(self._louder(touched))
