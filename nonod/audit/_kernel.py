@@ -108,6 +108,8 @@ class FsDeniedMonitor:
         self._assembler = Assembler(f"{KEY_PREFIX}{os.getpid()}", syscalls or {})
         self._markers: dict[str, trio.Event] = {}
         self._audit: KernelAudit | None = None
+        # One request at a time on the audit socket, from a thread: see ``release``.
+        self._requests = trio.CapacityLimiter(1)
 
     @property
     def active(self) -> bool:
@@ -133,9 +135,16 @@ class FsDeniedMonitor:
             if self._audit is not None:
                 nonce = secrets.token_hex(8)
                 arrived = self._markers[nonce] = trio.Event()
+                audit = self._audit
                 try:
-                    self._audit.user_message(f"nonod-flush={nonce}")
                     with trio.move_on_after(timeout):
+                        # Sent from a thread: while the kernel's audit backlog is full (a
+                        # session looping on refused calls fills it) the kernel makes every
+                        # sender of an audit request sleep, uninterruptibly, until it drains:
+                        # that must stall this session's end, not the daemon's event loop.
+                        await trio.to_thread.run_sync(
+                            audit.user_message, f"nonod-flush={nonce}",
+                            limiter=self._requests, abandon_on_cancel=True)
                         await arrived.wait()
                     flushed = arrived.is_set()
                     if not flushed:
@@ -311,7 +320,11 @@ async def open_fs_denied_monitor(mode: FsDeniedMode) -> AsyncIterator[FsDeniedMo
         yield FsDeniedMonitor(f"unavailable: {why}")
         return
     monitor = FsDeniedMonitor(MECHANISM, tag, syscalls=syscalls)
-    monitor._audit = audit
+    try:  # the markers' own socket: a send left in a thread never shares the teardown's
+        markers = KernelAudit()
+    except OSError:
+        markers = None
+    monitor._audit = markers or audit
     log.info("fs_denied observation active", mechanism=MECHANISM, enabled_audit=enabled_here)
     try:
         async with trio.open_nursery() as nursery:
@@ -323,6 +336,8 @@ async def open_fs_denied_monitor(mode: FsDeniedMode) -> AsyncIterator[FsDeniedMo
     finally:
         monitor._audit = None
         reader.close()
+        if markers is not None:
+            markers.close()
         _teardown(audit, rules, enabled_here)
 
 

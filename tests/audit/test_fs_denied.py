@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -373,3 +374,88 @@ async def test_not_root_is_reported_unavailable_not_faked(monkeypatch: pytest.Mo
     async with _kernel.open_fs_denied_monitor("auto") as monitor:
         assert not monitor.active and monitor.tag == 0
         assert monitor.status.startswith("unavailable: the daemon is not root")
+
+
+DENIER = r"""
+import os, sys, time
+open("/proc/self/loginuid", "w").write(sys.argv[1])
+os.nice(19)  # the session's CPU share is its cgroup's business: here, the kernel's backlog
+os.setgid(65534); os.setuid(65534)
+for _ in range(31):
+    if os.fork() == 0:
+        break
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        os.open("/etc/shadow", os.O_RDONLY)
+    except PermissionError:
+        pass
+"""
+
+
+@needs_root
+async def test_another_sessions_refusal_storm_does_not_stall_the_daemon_at_a_session_end(
+        ) -> None:
+    """32 processes of one session loop on a refused open: the kernel's audit backlog stays
+    full, and while it is the kernel makes every sender of an audit request (the flush
+    marker each session's end sends) sleep until it drains. That sleep must hold up the
+    ending session, not the daemon's event loop, which serves every other session's proxy
+    and control requests. Measured while 20 sessions end: the time the loop's own thread
+    spent in those requests (before: all of it, 20 to 500 ms each here, how long depends on
+    the backlog at that moment), and the loop's longest lag."""
+    import subprocess
+    import sys
+
+    import trio
+
+    from nonod.audit import _kernel
+
+    async with _kernel.open_fs_denied_monitor("auto") as monitor:
+        if not monitor.active:
+            pytest.fail(f"kernel audit should work as root here: {monitor.status}")
+        audit = monitor._audit
+        assert audit is not None
+        send = audit.user_message
+        loop_thread = threading.get_ident()
+        in_kernel = {"loop": 0.0, "other": 0.0}
+
+        def timed(text: str) -> None:  # the real request, timed, and where it ran
+            start = time.monotonic()
+            try:
+                send(text)
+            finally:
+                where = "loop" if threading.get_ident() == loop_thread else "other"
+                in_kernel[where] += time.monotonic() - start
+
+        audit.user_message = timed  # type: ignore[method-assign]
+        storm = await trio.lowlevel.open_process(
+            [sys.executable, "-S", "-c", DENIER, str(monitor.tag), "4"],
+            stdout=subprocess.DEVNULL)
+        lags: list[float] = []
+        ended: list[float] = []
+
+        async def tick(done: trio.Event) -> None:
+            while not done.is_set():
+                start = trio.current_time()
+                await trio.sleep(0.001)
+                lags.append(trio.current_time() - start - 0.001)
+
+        try:
+            await trio.sleep(0.5)  # the backlog is full by now
+            done = trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(tick, done)
+                for k in range(20):
+                    start = trio.current_time()
+                    await monitor.release(monitor.watch(2**31 - 100 - k, lambda _e: None))
+                    ended.append(trio.current_time() - start)
+                    await trio.sleep(0.05)
+                done.set()
+        finally:
+            with trio.CancelScope(shield=True):
+                await storm.wait()
+    print(f"in the audit requests: {in_kernel['other'] * 1000:.0f} ms in a thread, "
+          f"{in_kernel['loop'] * 1000:.0f} ms on the loop; loop lag max "
+          f"{max(lags) * 1000:.1f} ms; session ends up to {max(ended) * 1000:.0f} ms")
+    assert in_kernel["loop"] == 0.0
+    assert max(lags) < 0.1
