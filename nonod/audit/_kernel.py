@@ -86,6 +86,9 @@ class Watch:
             self.delivered += 1
             self._sink(to_event(denial))
 
+    def count_dropped(self) -> bool:
+        return self._limiter.count_dropped()
+
     def finish(self) -> None:
         owed, last = self._limiter.take_suppressed()
         if owed and last is not None:
@@ -105,7 +108,8 @@ class FsDeniedMonitor:
         self._watches: dict[int, Watch] = {}
         # Denials of a session not watched yet: the program runs before the launch returns.
         self._early: dict[int, list[Denial]] = {}
-        self._assembler = Assembler(f"{KEY_PREFIX}{os.getpid()}", syscalls or {})
+        self._assembler = Assembler(f"{KEY_PREFIX}{os.getpid()}", syscalls or {},
+                                    counted=self._counted)
         self._markers: dict[str, trio.Event] = {}
         self._audit: KernelAudit | None = None
         # One request at a time on the audit socket, from a thread: see ``release``.
@@ -158,6 +162,13 @@ class FsDeniedMonitor:
             self._watches.pop(watch.ses, None)
             watch.finish()
         return flushed
+
+    def _counted(self, ses: int) -> bool:
+        """Whether a call of audit session ``ses`` was counted as dropped (its session over
+        its rate limit) without being parsed: a session looping on refused calls costs the
+        daemon's loop a lookup per record past its limit, not a parse."""
+        watch = self._watches.get(ses)
+        return watch is not None and watch.count_dropped()
 
     def dispatch(self, kind: int, text: str) -> None:
         """One record from the multicast group."""
