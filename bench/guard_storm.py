@@ -27,16 +27,11 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
 
+from bench._tree import use_tree  # noqa: E402
 
-def _tree() -> str:
-    if "--tree" in sys.argv:
-        return sys.argv[sys.argv.index("--tree") + 1]
-    return str(BENCH.parent)
-
-
-sys.path.insert(0, _tree())
-sys.path.insert(1, str(BENCH.parent))
+use_tree()
 
 import trio  # noqa: E402
 
