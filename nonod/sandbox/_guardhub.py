@@ -428,8 +428,13 @@ class GuardHub:
         if instance == self.loud_fd and self._pause >= 0:
             # Coalesced: a storm is read every LOUD_PAUSE, many events a wake-up, not the
             # few that came since the last read (the fork server's cost is per wake-up).
-            self._poller.unregister(instance)
-            _libc.timerfd_after(self._pause, LOUD_PAUSE)
+            # Left only once the timer is armed: an instance nobody reads guards nobody.
+            try:
+                _libc.timerfd_after(self._pause, LOUD_PAUSE)
+            except OSError:
+                pass
+            else:
+                self._poller.unregister(instance)
         touched = self._sort(instance, data, wake)
         if instance == self.fd:
             wake.update(self._louder(touched))
