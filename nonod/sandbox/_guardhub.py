@@ -29,7 +29,21 @@ A watch is added through ``/proc/self/fd/N``, so it is on the inode the session 
 the fork server's own view of that path. One inode watched for several sessions is one watch
 descriptor with several clients; a client's socket closing (its session ended) drops its
 watches. An event wakes only the clients for which it names a path on the way to one of their
-guarded paths; a queue overflow wakes every client.
+guarded paths.
+
+One session must not slow the guards of the others (docs/security-model.md, "The guard hub,
+kept busy by one session"). The kernel queues an instance's events in one line, and a
+program can fill it (files made and removed at full speed in its working directory, which is
+on the way to its ``.git``): the others' changes would wait behind its events, and the
+queue's overflow (``IN_Q_OVERFLOW``: changes lost) would start a repair of every session. So
+a client whose watches see more than ``LOUD_EVENTS`` events a second is moved to a second
+instance, shared only by such clients: it is woken, its launcher or repair sends its watches
+again, and they are added there. An overflow wakes only the clients with a watch in the
+instance that overflowed (they check again: fail closed). Each call of :meth:`handle` reads
+at most ``BATCH`` bytes of one instance, so that the fork server's launches, the other
+instance and the clients' messages are served between batches; the loud instance is read at
+most every ``LOUD_PAUSE`` (a timerfd), so that a storm costs the fork server one wake-up for
+many events (its clients' changes wait up to that much longer).
 """
 
 from __future__ import annotations
