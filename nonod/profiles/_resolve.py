@@ -31,7 +31,7 @@ from typing import Final, final
 import msgspec
 
 from .._units import parse_duration, parse_size
-from ..errors import BroadWorkdir, ExtendsError, PolicyError, ProfileError
+from ..errors import BroadWorkdir, ExtendsError, GrantLinkWritable, PolicyError, ProfileError
 from ..policy import (
     DEFAULT_MAX_PROCESSES,
     QUEUE_BACKEND,
@@ -203,6 +203,9 @@ class _Resolver:
         #: Directory grants found from the working directory (``--allow-cwd``,
         #: ``workdir.access``, a profile's ``$WORKDIR``), with what asked for each.
         self.via_workdir: list[tuple[str, Grant]] = []
+        #: Grants and denials whose path crosses symbolic links: what named each, and the
+        #: links (at their real place).
+        self.linked: list[tuple[str, list[str]]] = []
         self.placeholder_workdir = False
         self.workdir = self._workdir_path()
         self.values = ctx.values(self.workdir)
@@ -227,6 +230,7 @@ class _Resolver:
         self._ignored_settings()
         grants = self._merged_grants()
         denials = self._merged_denials()
+        self._refuse_repointable_links(grants)
         self._masked_grant_notes(grants, denials)
         # command_policies: each tool's executable and its child session's policy, which
         # resolves like any profile for the same user and working directory.
@@ -350,10 +354,17 @@ class _Resolver:
             if "\x00" in given:
                 raise PolicyError("the working directory contains a NUL character")
             path = posixpath.join(self.ctx.workdir, given)
-        return self.fs.realpath(path)
+        crossed: list[str] = []
+        real = self.fs.realpath(path, crossed)
+        if crossed:
+            self.linked.append((f"the working directory `{given or path}`", crossed))
+        return real
 
-    def _place(self, raw: str, *, source: str, literal: bool = False) -> str | None:
-        """The canonical form of a path, or None (with a note) if it is for macOS only."""
+    def _place(self, raw: str, *, source: str, literal: bool = False,
+               what: str | None = None) -> str | None:
+        """The canonical form of a path, or None (with a note) if it is for macOS only.
+        With ``what``, the links followed on the way are kept for
+        :meth:`_refuse_repointable_links`, under that description."""
         if literal:
             if "\x00" in raw:
                 raise PolicyError(f"path {raw!r} contains a NUL character")
@@ -364,7 +375,13 @@ class _Resolver:
             self.note("macos_only", f"`{raw}` exists on macOS only; left out",
                       path=expanded, source=source)
             return None
-        return self.fs.realpath(expanded)
+        if what is None:
+            return self.fs.realpath(expanded)
+        crossed: list[str] = []
+        real = self.fs.realpath(expanded, crossed)
+        if crossed:
+            self.linked.append((what, crossed))
+        return real
 
     def _grant(
         self,
@@ -377,7 +394,7 @@ class _Resolver:
         literal: bool = False,
     ) -> None:
         user = not source.startswith("group:")
-        real = self._place(raw, source=source, literal=literal)
+        real = self._place(raw, source=source, literal=literal, what=f"{key} `{raw}`")
         if real is None:
             return
         if not self.fs.exists(real):
@@ -403,7 +420,7 @@ class _Resolver:
             self.via_workdir.append((f"{key} {raw}", grant))
 
     def _deny(self, raw: str, *, is_file: bool, source: str) -> None:
-        real = self._place(raw, source=source)
+        real = self._place(raw, source=source, what=f"the denial of `{raw}` ({source})")
         if real is None:
             return
         if self.fs.lexists(real):
@@ -443,6 +460,29 @@ class _Resolver:
             raise BroadWorkdir(
                 f"{what} would grant {path} ({access}), and {why}",
                 hint=f"run from a project directory, or grant it by name: --allow {path}")
+
+    def _refuse_repointable_links(self, grants: Sequence[Grant]) -> None:
+        """A grant or denial named through a symbolic link in a directory the session may
+        write is refused: resolution follows links again at every launch, and the session
+        could rename a link of its own over that one, so that the next launch grants, or
+        masks, what the session chose."""
+        if self.placeholder_workdir:
+            return
+        writable = [g.path for g in grants
+                    if g.access.writes and not g.is_file and g.path not in _PRIVATE_DIRS]
+        for what, links in self.linked:
+            for link in links:
+                home = posixpath.dirname(link)
+                held = next((w for w in writable if w == "/" or home == w
+                             or home.startswith(w.rstrip("/") + "/")), None)
+                if held is None:
+                    continue
+                raise GrantLinkWritable(
+                    f"{what} goes through the symbolic link {link}, in {held}, which the "
+                    "session may write: it could re-point the link, and the next launch "
+                    f"would follow it to a place of its choosing",
+                    hint=f"name the link's target instead ({self.fs.realpath(link)}), or "
+                         "keep the link where the session cannot write")
 
     def _profile_grants(self) -> None:
         fs, legacy = self.profile.filesystem, self.profile.policy

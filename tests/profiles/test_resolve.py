@@ -455,3 +455,29 @@ def test_linux_sandbox_policy_selects_the_landlock_network_mode(tmp_path: Path) 
     assert resolve(profile, ctx).network_isolation == "landlock"
     default = parse_profile(b'{"network": {"block": true}}', "q.json")
     assert resolve(default, ctx).network_isolation == "namespaces"
+
+
+def test_a_path_through_a_link_in_a_writable_grant_is_refused(
+        home: Path, project: Path, ctx: ResolveContext, tmp_path: Path) -> None:
+    """The session could replace the link; the next resolution would follow its choice."""
+    from nonod.errors import GrantLinkWritable
+
+    real = tmp_path / "real-data"
+    real.mkdir()
+    (project / "data").symlink_to(real)
+    (home / "data-link").symlink_to(real)
+    (project / "keys").symlink_to(real)
+    writable = {"workdir": {"access": "readwrite"}}
+    for doc, link in (({"read": ["$WORKDIR/data"]}, "data"),
+                      ({"read_file": ["$WORKDIR/data/../x"]}, "data"),  # missing: still
+                      ({"deny": ["$WORKDIR/keys"]}, "keys")):
+        with pytest.raises(GrantLinkWritable, match=str(project / link)):
+            resolved({**writable, "filesystem": doc}, ctx)
+    with pytest.raises(GrantLinkWritable, match="--read"):
+        resolved(writable, ctx, overrides=CliOverrides(read=("data",)))
+    # A link the session cannot write is followed; a read-only working directory holds none.
+    assert grant_for(resolved({**writable, "filesystem": {"read": ["~/data-link"]}}, ctx), real)
+    assert grant_for(resolved({"filesystem": {"read": ["$WORKDIR/data"]}}, ctx), real)
+    # `profile validate` has no working directory of its own: its placeholder is not checked.
+    assert resolved({**writable, "filesystem": {"read": ["$WORKDIR/data"]}}, ctx,
+                    placeholder_workdir=True)
