@@ -26,6 +26,8 @@ from ._load import list_profiles as list_profiles
 from ._load import load_profile as load_profile
 from ._load import parse_profile as parse_profile
 from ._load import user_profiles_dir as user_profiles_dir
+from ._owner import ProfileWritable as ProfileWritable
+from ._owner import check_writers as check_writers
 from ._resolve import CliOverrides as CliOverrides
 from ._resolve import resolve as resolve
 from ._schema import Profile as Profile
