@@ -196,7 +196,7 @@ def _check(
             name=name,
         )
     publisher, key = signer
-    if key.fingerprint in blocked_signers:
+    if key.fingerprint in {identity.lower() for identity in blocked_signers}:
         raise Blocked(
             f"{shown} is signed by a blocklisted key ({_short(key.fingerprint)})", name=name
         )
