@@ -19,6 +19,7 @@ from ._groups import GroupCatalog as GroupCatalog
 from ._groups import GroupEntry as GroupEntry
 from ._groups import PolicyGroup as PolicyGroup
 from ._groups import builtin_groups as builtin_groups
+from ._groups import builtin_network as builtin_network
 from ._load import MAX_PROFILE_BYTES as MAX_PROFILE_BYTES
 from ._load import ProfileInfo as ProfileInfo
 from ._load import builtin_profiles_dir as builtin_profiles_dir
