@@ -166,6 +166,15 @@ def resolve(
     return resolver.run()
 
 
+def _lineage(path: str) -> list[str]:
+    """``path`` (canonical, absolute) and each directory above it, up to ``/``."""
+    out = [path]
+    while path != "/":
+        path = posixpath.dirname(path) or "/"
+        out.append(path)
+    return out
+
+
 def _union(a: Access, b: Access) -> Access:
     reads, writes = a.reads or b.reads, a.writes or b.writes
     if reads and writes:
@@ -198,6 +207,7 @@ class _Resolver:
         self.network = network
         self.source = profile.meta.name or "profile"
         self.notes: list[Note] = []
+        self._noted: set[Note] = set()
         self.grants: list[Grant] = []
         self.denials: list[Denial] = []
         #: Directory grants found from the working directory (``--allow-cwd``,
@@ -212,7 +222,8 @@ class _Resolver:
 
     def note(self, kind: str, message: str, *, path: str = "", source: str = "") -> None:
         note = Note(kind=kind, message=message, path=path, source=source)
-        if note not in self.notes:
+        if note not in self._noted:  # a set: a profile may make tens of thousands of notes
+            self._noted.add(note)
             self.notes.append(note)
 
     def fail(self, path: str, message: str, *, hint: str | None = None) -> ProfileError:
@@ -468,13 +479,12 @@ class _Resolver:
         masks, what the session chose."""
         if self.placeholder_workdir:
             return
-        writable = [g.path for g in grants
-                    if g.access.writes and not g.is_file and g.path not in _PRIVATE_DIRS]
+        writable = {g.path for g in grants
+                    if g.access.writes and not g.is_file and g.path not in _PRIVATE_DIRS}
         for what, links in self.linked:
             for link in links:
-                home = posixpath.dirname(link)
-                held = next((w for w in writable if w == "/" or home == w
-                             or home.startswith(w.rstrip("/") + "/")), None)
+                held = next((p for p in _lineage(posixpath.dirname(link)) if p in writable),
+                            None)
                 if held is None:
                     continue
                 raise GrantLinkWritable(
@@ -504,11 +514,16 @@ class _Resolver:
 
     def _bypass(self) -> None:
         fs = self.profile.filesystem
+        # Indexes, not scans: a profile of 1 MiB may hold tens of thousands of each.
+        denied: dict[str, list[Denial]] = {}
+        for denial in self.denials:
+            denied.setdefault(denial.path, []).append(denial)
+        granted = {g.path for g in self.grants}
         for raw in self._paths([*fs.bypass_protection, *self.profile.policy.override_deny]):
             real = self._place(raw, source="profile")
             if real is None:
                 continue
-            hits = [d for d in self.denials if d.path == real]
+            hits = denied.get(real, [])
             if not hits:
                 self.note("bypass", f"`{raw}` matches no denied path; nothing lifted", path=real)
                 continue
@@ -522,11 +537,11 @@ class _Resolver:
                     raise self.fail("$.filesystem.bypass_protection", f"`{raw}` is denied by "
                                     f"group `{group}`, which cannot be bypassed")
                 self.denials.remove(denial)
+                denied[real].remove(denial)
                 self.note("bypass", f"denial from group `{group}` lifted by bypass_protection",
                           path=real, source=denial.source)
-            if not any(g.path == real or (real.startswith(g.path.rstrip("/") + "/")
-                                          and g.path not in _PRIVATE_DIRS)
-                       for g in self.grants):
+            if real not in granted and not any(
+                    p in granted and p not in _PRIVATE_DIRS for p in _lineage(real)[1:]):
                 self.note("info", f"`{raw}` is no longer denied, but nothing grants access "
                           "to it (bypass_protection does not grant)", path=real)
 
@@ -550,18 +565,18 @@ class _Resolver:
         return tuple(sorted(merged.values(), key=lambda d: d.path))
 
     def _masked_grant_notes(self, grants: Sequence[Grant], denials: Sequence[Denial]) -> None:
+        by_path = {d.path: d for d in denials}
         for grant in grants:
-            for denial in denials:
-                if grant.path == denial.path or grant.path.startswith(
-                    denial.path.rstrip("/") + "/"
-                ):
-                    self.note(
-                        "info",
-                        f"granted, but hidden by the denial of {denial.path} ({denial.source})",
-                        path=grant.path,
-                        source=grant.source,
-                    )
-                    break
+            # the outermost denial holding the grant (the first of the sorted denials)
+            denial = next((by_path[p] for p in reversed(_lineage(grant.path))
+                           if p in by_path), None)
+            if denial is not None:
+                self.note(
+                    "info",
+                    f"granted, but hidden by the denial of {denial.path} ({denial.source})",
+                    path=grant.path,
+                    source=grant.source,
+                )
 
     # --- everything else ---
 
