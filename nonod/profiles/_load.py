@@ -395,6 +395,12 @@ def _merge_network(child: NetworkConfig, merged: NetworkConfig) -> NetworkConfig
     return merged
 
 
+def _identity(item: object) -> object:
+    """What makes two array items the same: the value itself, or its JSON encoding for a
+    struct (equal structs encode alike)."""
+    return item if isinstance(item, str | int | float | bool) else msgspec.json.encode(item)
+
+
 def _merge_value(base: object, child: object) -> object:
     if child is UNSET or child is None:
         return base
@@ -404,8 +410,11 @@ def _merge_value(base: object, child: object) -> object:
         if not isinstance(base, tuple):
             return child
         out = list(base)
+        seen = {_identity(item) for item in out}  # a set: a profile holds tens of thousands
         for item in child:
-            if item not in out:
+            key = _identity(item)
+            if key not in seen:
+                seen.add(key)
                 out.append(item)
         return tuple(out)
     if isinstance(child, dict):
