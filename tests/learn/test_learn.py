@@ -301,14 +301,21 @@ time.sleep(3600)
 '''
 
 
-async def test_the_traced_program_cannot_swap_or_flood_the_trace(scratch: Path) -> None:
+async def _learn_script(scratch: Path, script: str, *, timeout: float
+                        ) -> tuple[LearnResult, Path]:
+    """Learn ``python3 -I script.py`` run in ``scratch/work``; the result and that directory."""
     work = scratch / "work"
     work.mkdir()
-    (work / "swap.py").write_text(SWAPS_THE_TRACE)
+    (work / "script.py").write_text(script)
     with trio.fail_after(60):
-        result = await learn(["/usr/bin/python3", "-I", "swap.py"], cwd=str(work),
+        result = await learn(["/usr/bin/python3", "-I", "script.py"], cwd=str(work),
                              env={"HOME": str(scratch / "home"), "PATH": "/usr/bin:/bin"},
-                             timeout=4, base_profile=None)
+                             timeout=timeout, base_profile=None)
+    return result, work
+
+
+async def test_the_traced_program_cannot_swap_or_flood_the_trace(scratch: Path) -> None:
+    result, work = await _learn_script(scratch, SWAPS_THE_TRACE, timeout=4)
     assert result.timed_out
     assert (work / "after-the-swap").exists()
     # what strace wrote after the swap and the flood was still read: the file it created
@@ -331,13 +338,7 @@ async def test_a_host_named_like_a_network_group_is_not_proposed(scratch: Path) 
     the proposal allowed every host of the group (before: `allow_domain: ["github",
     "llm_apis", "package_registries"]`). Such a name can never be reached as a host in a
     session: it is refused while learning and listed as such, never proposed."""
-    work = scratch / "work"
-    work.mkdir()
-    (work / "ask.py").write_text(ASKS_FOR_GROUP_NAMES)
-    with trio.fail_after(60):
-        result = await learn(["/usr/bin/python3", "-I", "ask.py"], cwd=str(work),
-                             env={"HOME": str(scratch / "home"), "PATH": "/usr/bin:/bin"},
-                             timeout=30, base_profile=None)
+    result, _ = await _learn_script(scratch, ASKS_FOR_GROUP_NAMES, timeout=30)
     assert result.exit_code == 0
     assert not result.outbound
     assert {(r.host, r.reason) for r in result.refused} == {
