@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final, Literal, Protocol, TypeVar
 
+from ._writers import descriptor_path
 from .errors import NonoError
 
 if TYPE_CHECKING:
@@ -274,13 +275,6 @@ class Opened:
     """The path the descriptor was opened at, as the kernel names it ("" if it cannot)."""
 
 
-def _descriptor_path(fd: int) -> str:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return ""
-
-
 def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: int,
               symlinks: Literal["follow", "refuse"] = "follow",
               beneath: str | None = None) -> Opened:
@@ -320,7 +314,7 @@ def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: in
         if len(data) > max_bytes:
             raise FileTooLarge(path, f"is larger than {max_bytes} bytes")
         return Opened(data=data, names=(), uid=info.st_uid, mode=info.st_mode, gid=info.st_gid,
-                      real=_descriptor_path(fd))
+                      real=descriptor_path(fd))
     except OSError as exc:
         raise CallerFileError(path, f"cannot read: {os.strerror(exc.errno or 0)}") from None
     finally:

@@ -49,6 +49,14 @@ def _others(uid: int, gid: int, mode: int, reader: int) -> str | None:
     return None
 
 
+def descriptor_path(fd: int) -> str:
+    """The path an open descriptor was opened at, as the kernel names it ("" if it cannot)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+
+
 def other_writers(real_path: str, uid: int, gid: int, mode: int, *,
                   reader: int) -> tuple[str, bool] | None:
     """Why a user other than ``reader`` (or root) could have written the file at
@@ -72,4 +80,4 @@ def other_writers(real_path: str, uid: int, gid: int, mode: int, *,
         directory = os.path.dirname(directory)
 
 
-__all__ = ["other_writers"]
+__all__ = ["descriptor_path", "other_writers"]
