@@ -85,6 +85,10 @@ class Glob:
     def matches(self, relpath: str) -> bool:
         return self.regex.fullmatch(relpath) is not None
 
+    def names_below(self, reldir: str) -> bool:
+        """Whether the pattern's literal start names a path under directory ``reldir``."""
+        return self.prefix.startswith(reldir + "/")
+
     def could_match_below(self, reldir: str) -> bool:
         """Whether some path under directory ``reldir`` might match (never a false "no")."""
         below = reldir + "/"

@@ -117,6 +117,21 @@ def test_skipped_directories(tmp_path: Path, make_policy: Callable[..., TrustPol
     assert list(outcomes(report)) == ["src/GEMINI.md"]
 
 
+def test_a_file_included_by_name_in_a_skipped_directory_is_verified(
+        tmp_path: Path, make_policy: Callable[..., TrustPolicy]) -> None:
+    """Skipping `node_modules`, `.venv`, `target`... spares a scan their size; a pattern
+    that names a path inside one still reaches it. Before, `node_modules/tool/AGENTS.md`
+    included by name was neither verified nor reported, and the launch went on."""
+    (tmp_path / "node_modules" / "tool").mkdir(parents=True)
+    (tmp_path / "node_modules" / "tool" / "AGENTS.md").write_text("unsigned")
+    (tmp_path / "node_modules" / "other").mkdir()
+    (tmp_path / "node_modules" / "other" / "AGENTS.md").write_text("not named")
+    report = verify_tree(tmp_path, make_policy(
+        includes=["node_modules/tool/AGENTS.md", "**/GEMINI.md"]))
+    assert outcomes(report) == {"node_modules/tool/AGENTS.md": ("unsigned", "trust.unsigned")}
+    assert not report.allowed
+
+
 def test_symlinked_file_leaving_the_root_is_refused(
     tmp_path: Path, key: SigningKey, policy: TrustPolicy
 ) -> None:
