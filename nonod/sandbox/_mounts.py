@@ -7,7 +7,9 @@ launcher child, inside fresh user and mount namespaces, and only executes those 
 1. the host root goes private, a tmpfs becomes the new root, the host moves to ``/oldroot``;
 2. each grant is bind-mounted at its own path (read-only unless it grants write), parents first
    (for a uid-0 session, the read-only ones under ``/etc`` are idmapped trees the fork server
-   made: ``idmapped_trees``);
+   made: ``idmapped_trees``); a writable directory grant in the user's cache home is an
+   overlay instead, the host's directory under a tmpfs of the session's own (``OVERLAY``:
+   host tools run what their caches hold, so the session's writes must not reach them);
 3. inside writable grants, the existing directories on the way to a guarded path (below) are
    bound onto themselves: a mount point cannot be renamed or removed, so the session cannot
    move ``.git`` aside and make a new one with its own hooks;
