@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from nonod.policy import Access, Denial, Grant, ResolvedPolicy
+from nonod.profiles import ResolveContext, load_profile, resolve
 
 from ..conftest import SandboxUser
 from .test_masks import _run_while
@@ -157,3 +158,19 @@ def test_denied_paths_in_a_cache_stay_out_when_the_host_changes_them(
     assert r.stdout.split("\n")[:4] == ["EACCES", "EACCES", "EACCES", "EACCES"], r.stdout
     assert "CANARY" not in r.stdout
     assert (cache / "moved/key").read_text() == "OLD-CANARY\n"
+
+
+def test_the_shipped_go_dev_profile_writes_only_its_own_build_cache(
+        sandbox_user: SandboxUser, cache_home: Path) -> None:
+    """``go-dev`` grants ``~/.cache/go-build`` read-write: resolved for this home (the
+    cache home comes from resolution), a session's compiled package never reaches the
+    host's cache."""
+    ctx = ResolveContext(home=str(cache_home), workdir=str(cache_home / "proj"),
+                         uid=sandbox_user.uid)
+    pol = resolve(load_profile("go-dev", user_dir=None), ctx)
+    assert pol.cache_home == str(cache_home / ".cache")
+    cache = cache_home / ".cache/go-build"
+    r = sandbox_user.run(pol, probe(f"C = {str(cache)!r}\n" + WRITE_AND_READ),
+                         cwd=str(cache_home / "proj"), env=(("HOME", str(cache_home)),))
+    assert r.code == 0, r.stderr
+    _check_private(r.stdout, cache)
