@@ -133,10 +133,9 @@ def test_denied_paths_in_a_cache_stay_out_when_the_host_changes_them(
     present.mkdir()
     (present / "key").write_text("OLD-CANARY\n")
     sandbox_user.chown(present, present / "key")
-    pol = _cached(cache_home, (cache, Access.READWRITE),
-                  denials=(absent, deeper, present))
+    pol = _cached(cache_home, (cache, Access.READWRITE))
     pol = msgspec.structs.replace(pol, denials=(
-        *pol.denials[:-3], Denial(path=str(absent), is_file=True),
+        *pol.denials, Denial(path=str(absent), is_file=True),
         Denial(path=str(deeper), is_file=True), Denial(path=str(present))))
     work = cache_home / "proj"
 
@@ -152,8 +151,7 @@ def test_denied_paths_in_a_cache_stay_out_when_the_host_changes_them(
                    f"t(lambda: open('{absent}').read())\n"
                    f"t(lambda: open('{deeper}').read())\n"
                    f"t(lambda: open('{present}/key').read())\n"
-                   f"t(lambda: os.listdir('{present}'))\n"
-                   f"t(lambda: sorted(os.listdir('{cache}'))[0])\n")
+                   f"t(lambda: os.listdir('{present}'))\n")
     assert r.code == 0, r.stderr
     assert r.stdout.split("\n")[:4] == ["EACCES", "EACCES", "EACCES", "EACCES"], r.stdout
     assert "CANARY" not in r.stdout
