@@ -33,7 +33,15 @@ import msgspec
 
 from ..errors import EnforcementUnavailable
 from ..policy import Grant, ResolvedPolicy
-from ._mounts import OVERLAY, PRIVATE_TMP, PROC_KEYRINGS, READONLY, MountPlan, base_grants
+from ._mounts import (
+    BIND_FILE,
+    OVERLAY,
+    PRIVATE_TMP,
+    PROC_KEYRINGS,
+    READONLY,
+    MountPlan,
+    base_grants,
+)
 from ._report import partial
 from ._types import LayerReport
 
@@ -137,9 +145,12 @@ def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, 
         needs[_CREATION] = (f"{len(plan.creation_refused)} absent guarded paths could be "
                             f"created ({_sample(plan.creation_refused)}); guarded directories "
                             "could be moved aside")
-    caches = [op.target for op in plan.ops if op.kind == OVERLAY]
+    # The overlays, and the writable file grants there the view binds read-only.
+    writes = {g.path for g in policy.grants if g.access.writes}
+    caches = [op.target for op in plan.ops if op.kind == OVERLAY or (
+        op.kind == BIND_FILE and not op.writable and op.target in writes)]
     if caches:
-        needs[_CACHES] = (f"{len(caches)} cache directories ({_sample(caches)}) would be "
+        needs[_CACHES] = (f"{len(caches)} writable cache grants ({_sample(caches)}) would be "
                           "written on the host, not copy-on-write: what host tools later run "
                           "from them (compiled packages, wheels, hooks) could be the "
                           "session's")

@@ -153,14 +153,14 @@ def test_a_writable_cache_needs_accepting_and_is_then_the_hosts(
 
     refused = _run(sandbox_user, policy, code, work)
     assert refused.code == 125 and "ran" not in refused.stdout
-    assert "private_caches: 1 cache directories" in refused.stderr, refused.stderr
+    assert "private_caches: 1 writable cache grants" in refused.stderr, refused.stderr
     assert '"private_caches"' in refused.stderr
     assert not (cache / "obj").exists()
 
     accepted = msgspec.structs.replace(policy, allow_degraded=(*ACCEPTED, "private_caches"))
     result = _run(sandbox_user, accepted, code, work)
     assert result.code == 0 and "ran" in result.stdout, result.stderr
-    assert "private_caches (1 cache directories" in _layers(result)
+    assert "private_caches (1 writable cache grants" in _layers(result)
     assert (cache / "obj").read_text() == "x"
 
 
