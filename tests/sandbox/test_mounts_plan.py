@@ -311,3 +311,14 @@ def test_what_lies_in_an_overlay_needs_no_guard_but_masks(tmp_path: Path) -> Non
     # A verified file's way is still anchored (moved aside, a new one would be read).
     assert p.anchored == (str(proj),)
     assert all(op.kind != ANCHOR or op.target == str(proj) for op in p.ops)
+
+
+def test_a_cache_home_above_the_home_is_not_one(tmp_path: Path) -> None:
+    """``XDG_CACHE_HOME=$HOME`` (or ``/``) would make the working directory copy-on-write:
+    only ``~/.cache`` counts then."""
+    home = tmp_path / "home"
+    (home / "proj").mkdir(parents=True)
+    for cache_home in (home, Path("/")):
+        pol = ResolvedPolicy(name="t", denials=(), cache_home=str(cache_home), grants=(
+            Grant(path=str(home / "proj"), access=Access.READWRITE),))
+        assert _kinds(compile_mounts(pol, home=str(home)))[str(home / "proj")] == {BIND_DIR}
