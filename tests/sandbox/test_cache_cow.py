@@ -130,13 +130,15 @@ def test_denied_paths_in_a_cache_stay_out_when_the_host_changes_them(
     one (the mount is on the overlay's dentry, which the host's rename does not touch)."""
     cache = cache_home / ".cache"
     absent, deeper, present = cache / "token", cache / "gh/hosts.yml", cache / "secret"
+    absent_dir = cache / "creds"
     present.mkdir()
     (present / "key").write_text("OLD-CANARY\n")
     sandbox_user.chown(present, present / "key")
     pol = _cached(cache_home, (cache, Access.READWRITE))
     pol = msgspec.structs.replace(pol, denials=(
         *pol.denials, Denial(path=str(absent), is_file=True),
-        Denial(path=str(deeper), is_file=True), Denial(path=str(present))))
+        Denial(path=str(deeper), is_file=True), Denial(path=str(present)),
+        Denial(path=str(absent_dir))))
     work = cache_home / "proj"
 
     def change() -> None:
@@ -146,14 +148,18 @@ def test_denied_paths_in_a_cache_stay_out_when_the_host_changes_them(
         present.rename(cache / "moved")
         present.mkdir()
         (present / "key").write_text("NEW-CANARY\n")
+        absent_dir.mkdir()
+        (absent_dir / "key").write_text("DIR-CANARY\n")
 
     r = _run_while(sandbox_user, pol, work, change,
                    f"t(lambda: open('{absent}').read())\n"
                    f"t(lambda: open('{deeper}').read())\n"
                    f"t(lambda: open('{present}/key').read())\n"
-                   f"t(lambda: os.listdir('{present}'))\n")
+                   f"t(lambda: os.listdir('{present}'))\n"
+                   f"t(lambda: open('{absent_dir}/key').read())\n"
+                   f"t(lambda: os.listdir('{absent_dir}'))\n")
     assert r.code == 0, r.stderr
-    assert r.stdout.split("\n")[:4] == ["EACCES", "EACCES", "EACCES", "EACCES"], r.stdout
+    assert r.stdout.split("\n")[:6] == ["EACCES"] * 6, r.stdout
     assert "CANARY" not in r.stdout
     assert (cache / "moved/key").read_text() == "OLD-CANARY\n"
 
