@@ -1429,6 +1429,8 @@ def _upper_entry(lower: str, upper: str, rel: str, kind: int) -> None:
             host_dir = False
         if host_dir:
             _same_as(os.path.join(lower, way), made)
+        else:
+            os.chmod(made, 0o755)  # noqa: S103 - not the umask's: the way must be searchable
     last = os.path.join(upper, rel)
     if os.path.lexists(last):
         return

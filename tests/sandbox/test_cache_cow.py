@@ -178,3 +178,22 @@ def test_the_shipped_go_dev_profile_writes_only_its_own_build_cache(
                          cwd=str(cache_home / "proj"), env=(("HOME", str(cache_home)),))
     assert r.code == 0, r.stderr
     _check_private(r.stdout, cache)
+
+
+def test_the_way_made_to_an_absent_denied_path_keeps_its_mode_whatever_the_umask(
+        sandbox_user: SandboxUser, cache_home: Path) -> None:
+    """``~/.cache/gh`` does not exist and ``~/.cache/gh/hosts.yml`` is denied: the upper
+    layer holds ``gh`` (mode 0755, not the daemon's umask's) and the masked file in it."""
+    cache = cache_home / ".cache"
+    pol = _cached(cache_home, (cache, Access.READWRITE))
+    pol = msgspec.structs.replace(pol, denials=(
+        *pol.denials, Denial(path=str(cache / "gh/hosts.yml"), is_file=True)))
+    r = sandbox_user.run(pol, probe(
+        f"t(lambda: oct(os.stat('{cache}/gh').st_mode & 0o777))\n"
+        f"t(lambda: os.listdir('{cache}/gh')[0])\n"
+        f"t(lambda: open('{cache}/gh/hosts.yml').read())\n"
+        f"t(lambda: open('{cache}/gh/config.yml', 'w').write('mine'))\n"),
+        cwd=str(cache_home / "proj"), env=(("HOME", str(cache_home)),), umask=0o177)
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:4] == ["OK 0o755", "OK hosts.yml", "EACCES", "OK 4"], r.stdout
+    assert sorted(os.listdir(cache)) == ["go-build"]
