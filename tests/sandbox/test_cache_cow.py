@@ -54,9 +54,17 @@ WRITE_AND_READ = (
 )
 
 
-def _check_private(stdout: str, cache: Path) -> None:
-    assert stdout.split("\n")[:7] == ["OK entry", "OK HOST-OBJECT", "OK 14", "OK 11",
-                                      "OK SESSION-OBJECT", "OK SESSION-NEW", "OK "], stdout
+def _writes_stay_private(user: SandboxUser, pol: ResolvedPolicy, home: Path,
+                        more: str = "") -> None:
+    """A session of ``pol`` sees the host's entry in ``~/.cache/go-build``, rewrites it,
+    writes a new one and a directory, reads both back (then runs ``more``); the host's cache
+    is as it was."""
+    cache = home / ".cache/go-build"
+    r = user.run(pol, probe(f"C = {str(cache)!r}\n" + WRITE_AND_READ + more),
+                 cwd=str(home / "proj"), env=(("HOME", str(home)),))
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:7] == ["OK entry", "OK HOST-OBJECT", "OK 14", "OK 11",
+                                        "OK SESSION-OBJECT", "OK SESSION-NEW", "OK "], r.stdout
     assert (cache / "ab/entry").read_text() == "HOST-OBJECT\n"
     assert sorted(os.listdir(cache)) == ["ab"]
     assert sorted(os.listdir(cache / "ab")) == ["entry"]
@@ -64,26 +72,17 @@ def _check_private(stdout: str, cache: Path) -> None:
 
 def test_a_writable_cache_grant_is_copy_on_write(
         sandbox_user: SandboxUser, cache_home: Path) -> None:
-    cache = cache_home / ".cache/go-build"
-    pol = _cached(cache_home, (cache, Access.READWRITE))
-    r = sandbox_user.run(pol, probe(f"C = {str(cache)!r}\n" + WRITE_AND_READ),
-                         cwd=str(cache_home / "proj"), env=(("HOME", str(cache_home)),))
-    assert r.code == 0, r.stderr
-    _check_private(r.stdout, cache)
+    pol = _cached(cache_home, (cache_home / ".cache/go-build", Access.READWRITE))
+    _writes_stay_private(sandbox_user, pol, cache_home)
 
 
 def test_a_writable_home_keeps_its_cache_copy_on_write(
         sandbox_user: SandboxUser, cache_home: Path) -> None:
     """A grant holding the cache home: the cache is an overlay inside it; the rest of the
     home is written as before. The policy names no cache home: ``~/.cache`` is one."""
-    cache = cache_home / ".cache/go-build"
     pol = policy((cache_home, Access.READWRITE))
-    r = sandbox_user.run(pol, probe(
-        f"C = {str(cache)!r}\n" + WRITE_AND_READ
-        + f"t(lambda: open('{cache_home}/proj/out', 'w').write('kept'))\n"),
-        cwd=str(cache_home / "proj"), env=(("HOME", str(cache_home)),))
-    assert r.code == 0, r.stderr
-    _check_private(r.stdout, cache)
+    _writes_stay_private(sandbox_user, pol, cache_home,
+                         f"t(lambda: open('{cache_home}/proj/out', 'w').write('kept'))\n")
     assert sorted(os.listdir(cache_home / ".cache")) == ["go-build"]
     assert (cache_home / "proj/out").read_text() == "kept"
 
@@ -173,11 +172,7 @@ def test_the_shipped_go_dev_profile_writes_only_its_own_build_cache(
                          uid=sandbox_user.uid)
     pol = resolve(load_profile("go-dev", user_dir=None), ctx)
     assert pol.cache_home == str(cache_home / ".cache")
-    cache = cache_home / ".cache/go-build"
-    r = sandbox_user.run(pol, probe(f"C = {str(cache)!r}\n" + WRITE_AND_READ),
-                         cwd=str(cache_home / "proj"), env=(("HOME", str(cache_home)),))
-    assert r.code == 0, r.stderr
-    _check_private(r.stdout, cache)
+    _writes_stay_private(sandbox_user, pol, cache_home)
 
 
 def test_the_way_made_to_an_absent_denied_path_keeps_its_mode_whatever_the_umask(
