@@ -270,7 +270,9 @@ class _Resolver:
             max_processes=(DEFAULT_MAX_PROCESSES if p.nonod.max_processes is None
                            else p.nonod.max_processes),
             limits=_limits(p.nonod.limits, p.nonod.max_processes),
-            writable_persistence=self._persistence(),
+            writable_persistence=self._placed(self.profile.nonod.writable_persistence),
+            cache_home=self.fs.realpath(self.values["XDG_CACHE_HOME"]),
+            shared_caches=self._placed(self.profile.nonod.shared_caches),
             binary=self._binary(),
             command_args=tuple(
                 _expand.expand(arg, self.values) for arg in p.command_args + p.brokered_commands
@@ -640,9 +642,10 @@ class _Resolver:
             set_vars=tuple((k, _expand.expand(v, self.values)) for k, v in env.set_vars.items()),
         )
 
-    def _persistence(self) -> tuple[str, ...]:
+    def _placed(self, entries: Sequence[PathEntry]) -> tuple[str, ...]:
+        """The canonical paths of a list of ``nonod`` paths (``writable_persistence``...)."""
         out = []
-        for raw in self._paths(self.profile.nonod.writable_persistence):
+        for raw in self._paths(entries):
             real = self._place(raw, source="profile")
             if real is not None:
                 out.append(real)

@@ -49,7 +49,7 @@ from ._launcher import (
     run_warm,
     view_of,
 )
-from ._mounts import BIND_DIR, BIND_FILE, IDMAP, idmapped_trees
+from ._mounts import BIND_DIR, BIND_FILE, IDMAP, OVERLAY, idmapped_trees
 
 
 def _reap(hub: GuardHub) -> None:
@@ -121,10 +121,11 @@ PoolKey = tuple[WarmKey, bytes]  # and the encoded view (b"": none, only namespa
 def _bound_sources(view: View) -> tuple[tuple[int, int], ...]:
     """(device, inode) of what each of the view's binds names on the host now ((0, 0): not
     there): a warm launcher's prepared binds are current while these stay equal. Idmapped
-    trees are binds too: the fork server clones them when it makes the launcher."""
+    trees are binds too: the fork server clones them when it makes the launcher, and an
+    overlay's lower layer is the host's directory it was made of."""
     out: list[tuple[int, int]] = []
     for op in view.mounts:
-        if op.kind in (BIND_DIR, BIND_FILE, IDMAP):
+        if op.kind in (BIND_DIR, BIND_FILE, IDMAP, OVERLAY):
             try:
                 st = os.stat(op.source)
             except OSError:

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from nonod.errors import ExtendsError, PolicyError, ProfileError
@@ -455,6 +456,28 @@ def test_linux_sandbox_policy_selects_the_landlock_network_mode(tmp_path: Path) 
     assert resolve(profile, ctx).network_isolation == "landlock"
     default = parse_profile(b'{"network": {"block": true}}', "q.json")
     assert resolve(default, ctx).network_isolation == "namespaces"
+
+
+def test_shared_caches_and_the_cache_home_resolve_to_canonical_paths(
+        ctx: ResolveContext, home: Path, tmp_path: Path) -> None:
+    """``nonod.shared_caches`` expands like any path; the cache home is $XDG_CACHE_HOME where
+    the context sets it, else ``~/.cache`` (the sandbox makes writable grants there
+    copy-on-write, but in the shared ones)."""
+    doc: dict[str, object] = {"nonod": {"shared_caches": ["~/.cache/go-build",
+                                                          "$XDG_CACHE_HOME/pip"]}}
+    policy = resolved(doc, ctx)
+    assert policy.cache_home == str(home / ".cache")
+    assert policy.shared_caches == (str(home / ".cache/go-build"), str(home / ".cache/pip"))
+    xdg = tmp_path / "xdg-cache"
+    other = msgspec.structs.replace(ctx, xdg={"XDG_CACHE_HOME": str(xdg)})
+    policy = resolved(doc, other)
+    assert policy.cache_home == str(xdg)
+    assert policy.shared_caches == (str(home / ".cache/go-build"), str(xdg / "pip"))
+
+
+def test_shared_caches_are_checked_as_paths(ctx: ResolveContext) -> None:
+    with pytest.raises(ProfileError, match=r"\$\.nonod\.shared_caches\[0\]"):
+        resolved({"nonod": {"shared_caches": ["$NOPE/x"]}}, ctx)
 
 
 def test_a_path_through_a_link_in_a_writable_grant_is_refused(
