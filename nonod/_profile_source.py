@@ -48,6 +48,7 @@ from .profiles import (
     FsLook,
     Profile,
     ResolveContext,
+    check_writers,
     list_profiles,
     load_profile,
     resolve,
@@ -216,6 +217,7 @@ class ProfilePolicies:
                     "(or to root and is world-readable)",
                     source=name,
                 )
+        check_writers(name, opened, reader=caller.uid if self._system else os.geteuid())
         return opened.data
 
     def _user_dir(self, caller: Caller, env: dict[str, str]) -> Path | None:
