@@ -36,7 +36,7 @@ def _numbers(*names: str) -> dict[str, int]:
 
 
 _NR = _numbers("pivot_root", "keyctl", "capset", "capget", "prctl", "close_range",
-                "mount_setattr", "open_tree", "move_mount")
+                "mount_setattr", "open_tree", "move_mount", "clone")
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -90,6 +90,35 @@ def _check(result: int, what: str = "") -> int:
 
 def unshare(flags: int) -> None:
     _check(_libc.unshare(ctypes.c_int(flags)))
+
+
+# ``syscall`` called the ``PyDLL`` way: the GIL stays held across the call, so both processes
+# of a ``clone`` come back holding it, as ``os.fork``'s do.
+_held_syscall = ctypes.PyDLL(None, use_errno=True).syscall
+_held_syscall.restype = ctypes.c_long
+_SIGCHLD = 17
+
+
+def fork_into(flags: int) -> int:
+    """``os.fork()`` with the new namespaces ``flags`` names (``CLONE_NEW*``): the child
+    starts in them (as pid 1 of a new pid namespace), which ``unshare`` cannot do for the
+    caller's own pid namespace. Returns 0 in the child, its pid in the parent. The
+    interpreter is prepared and told as ``os.fork`` does (``PyOS_BeforeFork``...). For a
+    single-threaded caller only (the fork server): a bare ``clone`` skips libc's fork
+    handlers, which only matter for locks another thread could hold."""
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    # newsp 0: the child goes on on a copy of our stack, as after fork
+    pid = _held_syscall(ctypes.c_long(_NR["clone"]), ctypes.c_ulong(flags | _SIGCHLD),
+                        None, None, None, None)
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, os.strerror(err), "clone")
+    return int(pid)
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int,
