@@ -51,6 +51,11 @@ The steps, in order (``STEPS`` names them in error records):
        leave        in a pid namespace, the outer process then leaves the session to the
                     fork server (``hands_over``)
 
+A warm launcher prepared for a view that leaves the view guard nothing to keep has no outer
+process (``direct``, ``run_direct``): the fork server makes the init in the namespaces
+itself (``_libc.fork_into``) and does steps 2 (none: warm launchers keep the daemon's user),
+4 and the ``oom``/``cgroup`` writes for it from outside.
+
 Without namespaces (``ns_flags`` 0, landlock-only mode: see ``_mode``), steps 3, 4, 7 (the
 new root) and 8 are skipped, and the init is not pid 1 of anything: the outer process and the
 init are child subreapers instead, so that whatever the program leaves behind is reparented to
