@@ -241,25 +241,30 @@ class _Warm:
                 view: View, trees: tuple[int, ...]) -> None:
         """Make the launcher's init straight in its namespaces (``_launcher.run_direct``):
         no outer process. Its id maps, ``oom_score_adj`` and group are written from here
-        before it goes on; if they cannot be, it is killed and the OSError raised."""
-        go_r, go_w = os.pipe()
+        once it says it is dumpable (its ``/proc`` files its own, not root's: a daemon that
+        is not root may write them then), before it goes on; if they cannot be, it is
+        killed and the OSError raised."""
+        go, theirs_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = 0
         try:
             # all but the cgroup namespace: the init's own, once it is in its group
             self.pid = pid = _libc.fork_into(key[2] & ~_libc.CLONE_NEWCGROUP)
             if pid == 0:
                 self.sock.close()
-                os.close(go_w)
+                go.close()
                 try:
                     if self.nicer:
                         os.setpriority(os.PRIO_PROCESS, 0, min(19, self.nice + WARM_NICE))
-                    run_direct(key, theirs.detach(), go_r, reaper, view, trees)
+                    run_direct(key, theirs.detach(), theirs_go.detach(), reaper, view, trees)
                 finally:
                     os._exit(126)
+            theirs_go.close()
+            if go.recv(1) != b"r":
+                raise OSError(errno.ECHILD, "the warm init ended before its maps")
             map_ids(pid, key[0], key[1])
             set_oom_score_adj(key[4], pid)
             join_cgroups(procs, pid)
-            os.write(go_w, b"g")
+            go.send(b"g")
             self.hello = (pid, 0, 0)
         except OSError:
             if pid:
@@ -268,8 +273,8 @@ class _Warm:
             self._remove_group()
             raise
         finally:
-            os.close(go_r)
-            os.close(go_w)
+            go.close()
+            theirs_go.close()
             theirs.close()
             for fd in trees:
                 os.close(fd)

@@ -603,15 +603,18 @@ def run_direct(key: tuple[int, int, int, int, int], sock_fd: int, go: int, reape
                view: View, trees: tuple[int, ...]) -> NoReturn:
     """A warm launcher without an outer process (``direct``): the fork server made this
     process in the session's namespaces (``_libc.fork_into``; all but the cgroup one), pid
-    1 of its pid namespace, wrote its id maps and ``oom_score_adj``, put it in its group, and
-    then says ``g`` on ``go``. Then what ``run_warm``'s init does; its parent is the fork
+    1 of its pid namespace. Once we say ``r`` on the socket ``go`` (dumpable, as
+    ``_dumpable_until_mapped``), it writes our id maps and ``oom_score_adj``, puts us in our
+    group, and says ``g``. Then what ``run_warm``'s init does; our parent is the fork
     server, whose death is ours (``PR_SET_PDEATHSIG``; one that dies before that closes the
     plan socket, on which the init waits). Nothing else: no view guard (nothing to guard),
     no outer to hand the session over from. Never returns."""
     try:
         _close_except((sock_fd, go, reaper, *trees))
         _pdeathsig()
+        _dumpable_until_mapped()  # until ``prepare_init``
         _reset_signals()
+        os.write(go, b"r")
         if os.read(go, 1) != b"g":
             os._exit(EXIT_LAUNCH_FAILED)  # the fork server could not make us a session's
         os.close(go)

@@ -156,3 +156,35 @@ def test_the_fork_servers_death_ends_a_direct_session() -> None:
     finally:
         run.kill()
         run.wait()
+
+
+PARENTS = r"""
+import trio
+from nonod.policy import ResolvedPolicy, Grant, Access
+from nonod.sandbox import LaunchRequest, open_launcher
+policy = ResolvedPolicy(name="direct", grants=(Grant(path="/usr", access=Access.READ),
+                                                Grant(path="/etc", access=Access.READ)),
+                        denials=())
+async def main():
+    async with open_launcher("namespaces") as launcher:
+        for _ in range(4):
+            p = await launcher.launch(policy, LaunchRequest(argv=("/bin/sleep", "0.1"), cwd="/"))
+            parent = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()[1]
+            print(launcher.pid, parent, (await p.wait_exited()).code, flush=True)
+trio.run(main)
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a daemon's fork server as another uid")
+def test_a_daemon_that_is_not_root_gets_direct_launchers_too() -> None:
+    """A fork server that is not root may write a child's id maps only while the child is
+    dumpable (its /proc files its own): the child says when it is, and only then are they
+    written; its sessions are served without an outer process as root's are."""
+    run = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-c", PARENTS], capture_output=True, text=True,
+                         cwd="/", timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines()]
+    assert len(rows) == 4 and all(code == "0" for _, _, code in rows), rows
+    assert all(parent == server for server, parent, _ in rows[1:]), rows
