@@ -198,6 +198,7 @@ class _Resolver:
         self.network = network
         self.source = profile.meta.name or "profile"
         self.notes: list[Note] = []
+        self._noted: set[Note] = set()  # the same notes: one lookup each, not a scan
         self.grants: list[Grant] = []
         self.denials: list[Denial] = []
         #: Directory grants found from the working directory (``--allow-cwd``,
@@ -209,7 +210,8 @@ class _Resolver:
 
     def note(self, kind: str, message: str, *, path: str = "", source: str = "") -> None:
         note = Note(kind=kind, message=message, path=path, source=source)
-        if note not in self.notes:
+        if note not in self._noted:
+            self._noted.add(note)
             self.notes.append(note)
 
     def fail(self, path: str, message: str, *, hint: str | None = None) -> ProfileError:
