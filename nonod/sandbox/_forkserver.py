@@ -201,7 +201,7 @@ class _Warm:
         procs = tuple(sorted({os.path.join(d, "cgroup.procs") for d in self.group_dirs.values()}))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PLAN)  # a plan is one datagram
-        client = hub.new_client()
+        client = hub.new_client(key[0])
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)  # the server's, the session's
         self.nicer = os.geteuid() == 0
         try:
@@ -316,7 +316,7 @@ def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardH
           reaper: int = -1, trees: tuple[int, ...] = ()) -> Cue | None:
     """Fork a launcher that does every step (and reports its init's pid itself); return
     the launch's ``Cue``, or None if the fork failed (reported)."""
-    client = hub.new_client()
+    client = hub.new_client(msg_plan.uid)
     cue, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         pid = os.fork()

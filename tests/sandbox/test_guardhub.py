@@ -153,3 +153,54 @@ def test_a_repair_that_fails_in_any_way_ends_its_session_with_a_report() -> None
             pid, sock = hub._spare
             sock.close()
             assert os.waitpid(pid, 0)[1] == 0
+
+
+def _watch(hub: GuardHub, poller: select.poll, uid: int, directories: list[Path],
+           held: list[socket.socket]) -> bytes:
+    """A client of a session running as ``uid`` asks for ``directories``; the hub's answer.
+    The client is kept open in ``held`` (its watches stay)."""
+    client = hub.new_client(uid)
+    client.settimeout(5)
+    fds = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in directories]
+    try:
+        socket.send_fds(client, [b"W" + msgspec.msgpack.encode([str(d) for d in directories])],
+                        fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    _pump(hub, poller)
+    held.append(client)
+    return client.recv(16)
+
+
+def test_one_uids_sessions_hold_at_most_their_share_of_the_watches(tmp_path: Path) -> None:
+    """The hub's watches count against the fork server's user (root for the system
+    daemon): one user's sessions on distinct directories could take every watch that user
+    has, and every other user's launch (and root's other programs) then got ``ENOSPC``."""
+    import errno
+    import struct
+
+    dirs = [tmp_path / str(i) for i in range(8)]
+    for d in dirs:
+        d.mkdir()
+    poller = select.poll()
+    hub = GuardHub(poller, share=3)
+    held: list[socket.socket] = []
+    try:
+        assert _watch(hub, poller, 1000, dirs[:3], held) == b"k"
+        # The same uid's next session, on a new directory: over its share, refused.
+        refused = _watch(hub, poller, 1000, [dirs[0], dirs[3]], held)
+        assert refused == b"E" + struct.pack("<i", errno.ENOSPC)
+        # Directories it holds already count once, however many of its sessions watch them.
+        assert _watch(hub, poller, 1000, dirs[:3], held) == b"k"
+        # Another uid still has its own share, on the same directories and on others.
+        assert _watch(hub, poller, 1001, [dirs[0], *dirs[4:6]], held) == b"k"
+        assert len(hub._by_wd) == 5  # the refused directory is not watched
+        # Its sessions gone, the first uid may watch new directories again.
+        for client in held[:3]:
+            client.close()
+            _pump(hub, poller)
+        assert _watch(hub, poller, 1000, dirs[5:8], held) == b"k"
+    finally:
+        for client in held:
+            client.close()
