@@ -211,10 +211,13 @@ class GuardHub:
             return errno.EINVAL
         watches: dict[int, list[str]] = {}
         held = self._held.setdefault(client.uid, {})
+        # What this client alone holds goes once replaced (a repair's new directories): not
+        # counted, so that a repair near the share does not end its session.
+        alone = {wd for wd in client.watches if held.get(wd) == {client.sock.fileno()}}
         for name, descriptor in zip(names, fds, strict=True):
             try:
                 wd = _libc.inotify_add_watch(self.fd, f"/proc/self/fd/{descriptor}", DIR_EVENTS)
-                if wd not in held and len(held) >= self._share:
+                if wd not in held and len(held) - len(alone - watches.keys()) >= self._share:
                     if wd not in self._by_wd:  # nobody else's: it was just made
                         _libc.inotify_rm_watch(self.fd, wd)
                     raise OSError(errno.ENOSPC, "this user's sessions hold their share of "

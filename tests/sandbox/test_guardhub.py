@@ -204,3 +204,30 @@ def test_one_uids_sessions_hold_at_most_their_share_of_the_watches(tmp_path: Pat
     finally:
         for client in held:
             client.close()
+
+
+def test_a_repair_at_the_share_keeps_its_session(tmp_path: Path) -> None:
+    """A session whose directories were replaced asks for the new ones (a repair) while
+    still holding the old: at its uid's share, that is not refused."""
+    dirs = [tmp_path / str(i) for i in range(4)]
+    for d in dirs:
+        d.mkdir()
+    poller = select.poll()
+    hub = GuardHub(poller, share=2)
+    held: list[socket.socket] = []
+    try:
+        assert _watch(hub, poller, 1000, dirs[:2], held) == b"k"
+        client = held[0]
+        fds = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in dirs[2:]]
+        try:
+            socket.send_fds(client, [b"W" + msgspec.msgpack.encode([str(d) for d in dirs[2:]])],
+                            fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        _pump(hub, poller)
+        assert client.recv(16) == b"k"
+        assert len(hub._by_wd) == 2  # the old ones released
+    finally:
+        for client in held:
+            client.close()
