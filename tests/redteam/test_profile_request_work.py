@@ -84,11 +84,11 @@ def test_a_resolution_of_many_paths_costs_in_proportion(
 
 def test_one_users_profile_requests_do_not_hold_other_users_launches(
         two_users: tuple[DaemonThread, list[LocalUser]]) -> None:
-    """40 requests of one user at once: another user's launch runs meanwhile (before: it
-    waited until the shared worker threads were free again, minutes)."""
+    """40 requests of one user at once, naming 100,000 paths each: another user's launch
+    runs meanwhile (before: it waited until the shared worker threads were free again)."""
     handle, (owner, attacker) = two_users
     work = workdir(owner)
-    flooder = _flood(handle, attacker, 40, 10_000)
+    flooder = _flood(handle, attacker, 40, 100_000)
     try:
         launch = {"type": "launch", "argv": ["/bin/true"], "cwd": str(work),
                   "env": session_env(work), "options": {"allow_cwd": True}, "stdio": "null"}
@@ -97,7 +97,9 @@ def test_one_users_profile_requests_do_not_hold_other_users_launches(
                                                      prefix=owner.prefix(), timeout=60)]
         took = time.monotonic() - began
         assert replies[1]["type"] == "launched", replies
-        assert took < 15, f"the other user's launch took {took:.1f} s"
+        # 0.5 s here; 12 s while the requests held the shared pool (with the notes' scan
+        # already linear), and no answer within 60 s before that.
+        assert took < 5, f"the other user's launch took {took:.1f} s"
     finally:
         out, _ = flooder.communicate(timeout=300)
     answers = out.splitlines()
