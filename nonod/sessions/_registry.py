@@ -316,7 +316,10 @@ class Registry:
 
     # -- events
     def subscribe_events(self, caller: Caller, session_id: str | None) -> EventFeed:
+        # Feeds whose readers left go now, not at the next event: on a quiet daemon a user's
+        # connections, each subscribing and closing, would otherwise pile them up unbounded.
         feed = EventFeed(caller, session_id)
+        self._feeds = [f for f in self._feeds if f.open]
         self._feeds.append(feed)
         return feed
 
