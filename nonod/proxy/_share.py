@@ -63,7 +63,3 @@ class UidShare:
                 self._held[uid] = left
             else:
                 self._held.pop(uid, None)
-
-    def held(self, uid: int) -> int:
-        with self._lock:
-            return self._held.get(uid, 0)
