@@ -34,7 +34,7 @@ guarded paths; a queue overflow wakes every client.
 The kernel counts the hub's watches against the fork server's user (root, for the system
 daemon), whose every other program (systemd, editors, file managers) shares
 ``fs.inotify.max_user_watches``. A session may ask for up to ``MAX_FDS`` directories, so one
-user's sessions on distinct directories took them all (a few hundred sessions; on a host
+user's sessions on distinct directories could take them all (a few hundred sessions; on a host
 with 4 GiB of memory the limit is about 32,000). Each client carries the uid its session
 runs as, and one uid holds at most :func:`watch_share` distinct watches of the hub; more are
 refused with ``ENOSPC`` (the launch, or the repair, fails: its session ends). A watch shared
