@@ -215,7 +215,7 @@ class _Warm:
         if view is not None and direct(key, view):
             self._direct(key, theirs, procs, reaper, view, trees)
             return
-        client = hub.new_client()
+        client = hub.new_client(key[0])
         try:
             try:
                 self.pid = pid = os.fork()
@@ -371,7 +371,7 @@ def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardH
           reaper: int = -1, trees: tuple[int, ...] = ()) -> Cue | None:
     """Fork a launcher that does every step (and reports its init's pid itself); return
     the launch's ``Cue``, or None if the fork failed (reported)."""
-    client = hub.new_client()
+    client = hub.new_client(msg_plan.uid)
     cue, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         pid = os.fork()
