@@ -192,3 +192,34 @@ def test_the_way_made_to_an_absent_denied_path_keeps_its_mode_whatever_the_umask
     assert r.code == 0, r.stderr
     assert r.stdout.split("\n")[:4] == ["OK 0o755", "OK hosts.yml", "EACCES", "OK 4"], r.stdout
     assert sorted(os.listdir(cache)) == ["go-build"]
+
+
+def test_a_cache_home_the_session_could_make_or_re_point_is_refused(
+        sandbox_user: SandboxUser, world_tmp: Path) -> None:
+    """A writable home without ``~/.cache`` at launch (no overlay can be placed there), or
+    with ``~/.cache`` a link: the session could make the host's cache home itself (or put
+    its own directory in the link's place), and host tools would run what it left there.
+    The name is refused to the creation guard; the rest of the home is written as before.
+    """
+    for linked in (False, True):
+        home = world_tmp / f"home-{linked}"
+        (home / "proj").mkdir(parents=True)
+        if linked:
+            (home / "data/cache").mkdir(parents=True)
+            (home / ".cache").symlink_to("data/cache")
+        for path in (home, *home.rglob("*")):
+            sandbox_user.chown(path)
+        c = f"{home}/.cache"
+        r = sandbox_user.run(policy((home, Access.READWRITE)), probe(
+            f"t(lambda: [os.unlink('{c}')] if os.path.islink('{c}') else [])\n"
+            f"t(lambda: os.makedirs('{c}/go-build'))\n"
+            f"t(lambda: os.symlink('elsewhere', '{c}'))\n"
+            f"t(lambda: os.mkdir('{home}/other'))\n"
+            f"t(lambda: os.rename('{home}/other', '{c}'))\n"
+            f"t(lambda: open('{home}/proj/out', 'w').write('kept'))\n"),
+            cwd=str(home / "proj"), env=(("HOME", str(home)),))
+        assert r.code == 0, r.stderr
+        assert r.stdout.split("\n")[:6] == ["OK ", "EACCES", "EACCES", "OK ",
+                                            "EACCES", "OK 4"], (linked, r.stdout)
+        assert not os.path.lexists(home / ".cache/go-build")
+        assert (home / "proj/out").read_text() == "kept"
