@@ -4,11 +4,11 @@ As ssh does for its own files: a file is the reader's when it belongs to the rea
 root and is writable by no one else, and every directory above it belongs to the reader or
 root and is writable by no one else, or is sticky (``/tmp``: others may add names there, not
 replace the reader's). A group counts as "no one else" only when it is the owner's private
-group (same name, no other members), as user-private-group systems (Debian, Fedora) give
-every user; such group bits are then also checked against a POSIX ACL's named users and
-groups (with an ACL, they are only its mask). Used for what nonod trusts without a
-signature: profiles, and the public keys that become trust anchors. Blocking (``stat`` of
-each directory above the file).
+group (same name, no other members, no other user's primary group), as user-private-group
+systems (Debian, Fedora) give every user; such group bits are then also checked against a
+POSIX ACL's named users and groups (with an ACL, they are only its mask). Used for what
+nonod trusts without a signature: profiles, and the public keys that become trust anchors.
+Blocking (``stat`` of each directory above the file).
 """
 
 from __future__ import annotations
@@ -30,12 +30,16 @@ def _name(uid: int) -> str:
 
 
 def _private_group(gid: int, owner: int) -> bool:
+    """Whether ``gid`` is ``owner``'s private group: named like the owner, no other member
+    listed, and no other user's primary group (``useradd -g``, which lists no member)."""
     try:
         group = grp.getgrgid(gid)
     except KeyError:
         return False
     name = _name(owner)
-    return group.gr_name == name and set(group.gr_mem) <= {name}
+    if group.gr_name != name or not set(group.gr_mem) <= {name}:
+        return False
+    return all(user.pw_uid == owner for user in pwd.getpwall() if user.pw_gid == gid)
 
 
 # A POSIX access ACL as the kernel stores it (``system.posix_acl_access``): a version, then
