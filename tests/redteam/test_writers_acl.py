@@ -5,7 +5,8 @@ The rule for what nonod trusts unsigned (profiles, trust keys' ``.pub``: ``_writ
 only the mode: group bits that allow writing passed when the group was the owner's private
 one. With an ACL those bits are its mask, and a named user of the ACL (``setfacl -m
 u:bob:rwx``) may write too: bob could replace the profile. Such an entry is now named and the
-file refused, as a group or world write bit is."""
+file refused, as a group or world write bit is. Likewise a group named like its owner that
+lists no member is not private when it is another user's primary group."""
 
 from __future__ import annotations
 
