@@ -615,10 +615,11 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
 def _cache_roots(policy: ResolvedPolicy, home: str, look: _Look) -> list[str]:
     """Where host tools keep caches whose contents they run later: the cache home the
     policy was resolved with ($XDG_CACHE_HOME) and ``~/.cache`` (what a tool uses when the
-    variable is not set where it runs), canonical. A cache home at or above ``home``
+    variable is not set where it runs), canonical, and the grants named through a link in
+    one (``policy.cache_links``). A cache home at or above ``home``
     (``XDG_CACHE_HOME=$HOME``) is left out: it would make the whole home copy-on-write."""
     real_home = look.realpath(home)
-    roots = {look.realpath(os.path.join(home, CACHE_HOME))}
+    roots = {look.realpath(os.path.join(home, CACHE_HOME)), *policy.cache_links}
     if policy.cache_home:
         roots.add(policy.cache_home)
     return sorted(root for root in roots if not _under(real_home, root))

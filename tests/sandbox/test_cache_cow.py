@@ -9,6 +9,7 @@ host's entries and its writes stay its own; the host's files never change.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import msgspec
 import pytest
 
 from nonod.policy import Access, Denial, Grant, ResolvedPolicy
-from nonod.profiles import ResolveContext, load_profile, resolve
+from nonod.profiles import ResolveContext, load_profile, parse_profile, resolve
 
 from ..conftest import SandboxUser
 from .test_masks import _run_while
@@ -223,3 +224,36 @@ def test_a_cache_home_the_session_could_make_or_re_point_is_refused(
                                             "EACCES", "OK 4"], (linked, r.stdout)
         assert not os.path.lexists(home / ".cache/go-build")
         assert (home / "proj/out").read_text() == "kept"
+
+
+def test_a_cache_kept_elsewhere_through_a_link_is_copy_on_write(
+        sandbox_user: SandboxUser, cache_home: Path) -> None:
+    """``~/.cache/hf`` a link to ``~/data/hf`` (a cache moved to a larger disk): a profile
+    granting ``~/.cache/hf`` writable resolved to ``~/data/hf``, outside the cache home, and
+    was bound writable; host tools reach it as their cache. It is an overlay now."""
+    store = cache_home / "data/hf"
+    (store / "modules").mkdir(parents=True)
+    (store / "modules/remote.py").write_text("HOST-MODULE\n")
+    (cache_home / ".cache/hf").symlink_to(store)
+    for path in (cache_home / "data", store, store / "modules", store / "modules/remote.py"):
+        sandbox_user.chown(path)
+    ctx = ResolveContext(home=str(cache_home), workdir=str(cache_home / "proj"),
+                         uid=sandbox_user.uid)
+    profile = parse_profile(json.dumps({
+        "meta": {"name": "hf"}, "filesystem": {"allow": ["~/.cache/hf"], "read": ["/usr"]},
+    }).encode(), "hf")
+    resolved = resolve(profile, ctx)
+    assert resolved.cache_links == (str(store),)
+    assert any(g.path == str(store) and g.access.writes for g in resolved.grants)
+    pol = msgspec.structs.replace(_cached(cache_home, (store, Access.READWRITE)),
+                                  cache_links=resolved.cache_links)
+    r = sandbox_user.run(pol, probe(
+        f"t(lambda: open('{store}/modules/remote.py').read().strip())\n"
+        f"t(lambda: open('{store}/modules/remote.py', 'w').write('SESSION'))\n"
+        f"t(lambda: open('{store}/modules/new.py', 'w').write('NEW'))\n"
+        f"t(lambda: open('{store}/modules/remote.py').read())\n"),
+        cwd=str(cache_home / "proj"), env=(("HOME", str(cache_home)),))
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:4] == ["OK HOST-MODULE", "OK 7", "OK 3", "OK SESSION"], r.stdout
+    assert (store / "modules/remote.py").read_text() == "HOST-MODULE\n"
+    assert sorted(os.listdir(store / "modules")) == ["remote.py"]
