@@ -615,13 +615,20 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
 def _cache_roots(policy: ResolvedPolicy, home: str, look: _Look) -> list[str]:
     """Where host tools keep caches whose contents they run later: the cache home the
     policy was resolved with ($XDG_CACHE_HOME) and ``~/.cache`` (what a tool uses when the
-    variable is not set where it runs), canonical, and the grants named through a link in
-    one (``policy.cache_links``). A cache home at or above ``home``
+    variable is not set where it runs), canonical, and where the links in them lead, and
+    the grants named through a link in one (``policy.cache_links``): caches kept on
+    another disk. A cache home at or above ``home``
     (``XDG_CACHE_HOME=$HOME``) is left out: it would make the whole home copy-on-write."""
     real_home = look.realpath(home)
-    roots = {look.realpath(os.path.join(home, CACHE_HOME)), *policy.cache_links}
+    homes = {look.realpath(os.path.join(home, CACHE_HOME))}
     if policy.cache_home:
-        roots.add(policy.cache_home)
+        homes.add(policy.cache_home)
+    roots = {*homes, *policy.cache_links}
+    for cache in homes:  # a cache kept elsewhere, however the grant names it
+        if look.isdir(cache):  # (the first MAX_LISTED names of a huge one)
+            roots.update(look.realpath(os.path.join(cache, name))
+                         for name in look.list_some(cache)[:MAX_LISTED]
+                         if look.islink(os.path.join(cache, name)))
     return sorted(root for root in roots if not _under(real_home, root))
 
 
