@@ -624,11 +624,12 @@ def _cache_roots(policy: ResolvedPolicy, home: str, look: _Look) -> list[str]:
     if policy.cache_home:
         homes.add(policy.cache_home)
     roots = {*homes, *policy.cache_links}
+    shared = _Prefixes(policy.shared_caches)
     for cache in homes:  # a cache kept elsewhere, however the grant names it
-        if look.isdir(cache):  # (the first MAX_LISTED names of a huge one)
-            roots.update(look.realpath(os.path.join(cache, name))
-                         for name in look.list_some(cache)[:MAX_LISTED]
-                         if look.islink(os.path.join(cache, name)))
+        if look.isdir(cache) and not shared.covers(cache):  # (a huge one's first names)
+            links = (os.path.join(cache, name) for name in look.list_some(cache)[:MAX_LISTED])
+            roots.update(look.realpath(link) for link in links
+                         if look.islink(link) and not shared.covers(link))
     return sorted(root for root in roots if not _under(real_home, root))
 
 

@@ -262,18 +262,21 @@ def test_a_cache_kept_elsewhere_through_a_link_is_copy_on_write(
 def test_a_cache_kept_elsewhere_is_copy_on_write_however_granted(
         sandbox_user: SandboxUser, cache_home: Path) -> None:
     """The same store granted by its own path (``~/data`` writable, the link not named):
-    the cache home's links say where its caches are kept."""
+    the cache home's links say where its caches are kept. With the cache home under
+    ``shared_caches``, the store is the host's, as the cache home is."""
     store = cache_home / "data/hf"
     store.mkdir(parents=True)
     (store / "remote.py").write_text("HOST-MODULE\n")
     (cache_home / ".cache/hf").symlink_to(store)
     for path in (cache_home / "data", store, store / "remote.py"):
         sandbox_user.chown(path)
-    r = sandbox_user.run(_cached(cache_home, (cache_home / "data", Access.READWRITE)), probe(
-        f"t(lambda: open('{store}/remote.py', 'w').write('SESSION'))\n"
-        f"t(lambda: open('{cache_home}/data/other', 'w').write('kept'))\n"),
-        cwd=str(cache_home / "proj"), env=(("HOME", str(cache_home)),))
-    assert r.code == 0, r.stderr
-    assert r.stdout.split("\n")[:2] == ["OK 7", "OK 4"], r.stdout
-    assert (store / "remote.py").read_text() == "HOST-MODULE\n"
-    assert (cache_home / "data/other").read_text() == "kept"
+    for shared in ((), (str(cache_home / ".cache"),)):
+        pol = _cached(cache_home, (cache_home / "data", Access.READWRITE), shared_caches=shared)
+        r = sandbox_user.run(pol, probe(
+            f"t(lambda: open('{store}/remote.py', 'w').write('SESSION'))\n"
+            f"t(lambda: open('{cache_home}/data/other', 'w').write('kept'))\n"),
+            cwd=str(cache_home / "proj"), env=(("HOME", str(cache_home)),))
+        assert r.code == 0, r.stderr
+        assert r.stdout.split("\n")[:2] == ["OK 7", "OK 4"], r.stdout
+        assert (store / "remote.py").read_text() == ("SESSION" if shared else "HOST-MODULE\n")
+        assert (cache_home / "data/other").read_text() == "kept"
