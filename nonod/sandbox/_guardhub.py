@@ -31,6 +31,15 @@ descriptor with several clients; a client's socket closing (its session ended) d
 watches. An event wakes only the clients for which it names a path on the way to one of their
 guarded paths.
 
+The kernel counts the hub's watches against the fork server's user (root, for the system
+daemon), whose every other program (systemd, editors, file managers) shares
+``fs.inotify.max_user_watches``. A session may ask for up to ``MAX_FDS`` directories, so one
+user's sessions on distinct directories could take them all (a few hundred sessions; on a host
+with 4 GiB of memory the limit is about 32,000). Each client carries the uid its session
+runs as, and one uid holds at most :func:`watch_share` distinct watches of the hub; more are
+refused with ``ENOSPC`` (the launch, or the repair, fails: its session ends). A watch shared
+by several sessions of one uid counts once (once in each of the two instances below).
+
 One session must not slow the guards of the others (docs/security-model.md, "The guard hub,
 kept busy by one session"). The kernel queues an instance's events in one line, and a
 program can fill it (files made and removed at full speed in its working directory, which is
@@ -76,6 +85,18 @@ BATCH = 16384  # bytes of events read per call of ``handle``: a few hundred even
 LOUD_EVENTS = 2000  # events a second on a client's watches that move it to the loud instance
 LOUD_PAUSE = 0.002  # seconds the loud instance is left after each read: its events gather
 _Key = tuple[int, int]  # (the instance's descriptor, a watch descriptor in it)
+_MAX_USER_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
+
+
+def watch_share() -> int:
+    """The distinct watches one uid's sessions may hold: an eighth of the fork server's
+    user's ``max_user_watches`` (8,192 assumed if unreadable), at least 1,024."""
+    try:
+        with open(_MAX_USER_WATCHES, encoding="ascii") as f:
+            limit = int(f.read().strip())
+    except (OSError, ValueError):
+        limit = 8192
+    return max(1024, limit // 8)
 
 
 @dataclass
@@ -100,6 +121,7 @@ class _Client:
     #: Per watch, the names in its directories that are on the way (as the kernel gives them).
     wanted: dict[_Key, frozenset[bytes]] = field(default_factory=dict)
     adopted: _Adopted | None = None
+    uid: int = -1  # the uid its session runs as: whose share its watches count against
     loud: bool = False  # its watches are (to be) in the loud instance
     seen: int = 0  # events on its watches since ``since``
     since: float = 0.0
@@ -119,8 +141,11 @@ class GuardHub:
     inotify descriptor and its clients' sockets there, and :meth:`handle` takes their
     events."""
 
-    def __init__(self, poller: select.poll, reaper: int = -1) -> None:
+    def __init__(self, poller: select.poll, reaper: int = -1,
+                 share: int | None = None) -> None:
         self._poller = poller
+        self._share = watch_share() if share is None else share
+        self._held: dict[int, dict[_Key, set[int]]] = {}  # uid -> watch -> clients
         self._reaper = reaper  # the memfd of nono-reaper, for repairs; -1: none (no adopting)
         self._clients: dict[int, _Client] = {}
         self._by_wd: dict[_Key, set[int]] = {}  # watch -> client descriptors
@@ -163,12 +188,12 @@ class GuardHub:
                 client.loud = False
         return self.loud_fd if client.loud else self.fd
 
-    def new_client(self) -> socket.socket:
-        """A socket pair for one launcher: the hub keeps one end, the launcher gets the other
-        (which the caller closes after the fork)."""
+    def new_client(self, uid: int = -1) -> socket.socket:
+        """A socket pair for one launcher of a session running as ``uid``: the hub keeps one
+        end, the launcher gets the other (which the caller closes after the fork)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
-        self._clients[ours.fileno()] = _Client(ours, since=time.monotonic())
+        self._clients[ours.fileno()] = _Client(ours, uid=uid, since=time.monotonic())
         self._poller.register(ours, select.POLLIN)
         return theirs
 
@@ -242,10 +267,19 @@ class GuardHub:
             return errno.EINVAL
         instance = self._instance(client)
         watches: dict[_Key, list[str]] = {}
+        held = self._held.setdefault(client.uid, {})
+        # What this client alone holds goes once replaced (a repair's new directories): not
+        # counted, so that a repair near the share does not end its session.
+        alone = {wd for wd in client.watches if held.get(wd) == {client.sock.fileno()}}
         for name, descriptor in zip(names, fds, strict=True):
             try:
                 wd = (instance, _libc.inotify_add_watch(instance, f"/proc/self/fd/{descriptor}",
                                                         DIR_EVENTS))
+                if wd not in held and len(held) - len(alone - watches.keys()) >= self._share:
+                    if wd not in self._by_wd:  # nobody else's: it was just made
+                        _libc.inotify_rm_watch(*wd)
+                    raise OSError(errno.ENOSPC, "this user's sessions hold their share of "
+                                  "the fork server's inotify watches")
             except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                     continue  # gone since it was opened: its parent's watch covers that
@@ -254,6 +288,7 @@ class GuardHub:
                 return exc.errno or errno.EIO
             watches.setdefault(wd, []).append(name)
             self._by_wd.setdefault(wd, set()).add(client.sock.fileno())
+            held.setdefault(wd, set()).add(client.sock.fileno())
         for old in client.watches.keys() - watches.keys():
             self._release(old, client)
         client.watches = watches
@@ -261,6 +296,12 @@ class GuardHub:
         return 0
 
     def _release(self, wd: _Key, client: _Client) -> None:
+        held = self._held.get(client.uid, {})
+        mine = held.get(wd)
+        if mine is not None:
+            mine.discard(client.sock.fileno())
+            if not mine:
+                del held[wd]
         holders = self._by_wd.get(wd)
         if holders is None:
             return
@@ -506,6 +547,7 @@ class GuardHub:
                     client = self._clients.get(fd)
                     if client is not None:
                         client.watches.pop(key, None)
+                        self._held.get(client.uid, {}).pop(key, None)  # gone from its share
                 wake.update(holders)
                 continue
             name = data[start:offset].rstrip(b"\0")
