@@ -10,7 +10,12 @@ Steps nest (``registry.launch`` holds ``prepare``, which holds ``services``...),
 do not add up; ``hop NAME`` rows are worker-thread hops, ``fsync NAME`` rows fsyncs.
 
     .venv/bin/python bench/daemon_steps.py [--runs 100] [--warmup 10] [--fleet N]
-                                           [--base REV] [--json]
+                                           [--base REV] [--timeline] [--json]
+
+``--timeline`` (attached launches) prints, instead of the table, when each step starts and
+ends within a launch: offsets in ms from the client's send of the ``Launch`` request (the
+client and the daemon read the same CLOCK_MONOTONIC), medians over the launches, in order of
+start, and the client's receipt of ``Exited``: what is on the launch's path and what is not.
 
 ``--base REV`` first runs the same with the daemon of that git revision (``git archive``),
 one daemon after the other (not interleaved: compare the counts, and the times only roughly).
@@ -54,12 +59,16 @@ def _run(args: argparse.Namespace, tree: Path | None, name: str) -> dict[str, An
             conn.request(p.ListSessions(brief=True))
             cpu0 = _cpu_ms(daemon.proc.pid)
             samples: list[float] = []
+            marks: list[tuple[float, float]] = []
             if args.fleet:
                 ids, failures, samples = _launch_fleet(daemon, args.fleet, 1,
                                                        time.monotonic() + 600)
                 launches = len(ids)
             else:
-                samples = [side.launch() for _ in range(args.runs)]
+                for _ in range(args.runs):
+                    sent = time.perf_counter()
+                    samples.append(side.launch())
+                    marks.append((sent, time.perf_counter()))
                 launches = args.runs
             cpu1 = _cpu_ms(daemon.proc.pid)
             if args.fleet:
@@ -72,6 +81,7 @@ def _run(args: argparse.Namespace, tree: Path | None, name: str) -> dict[str, An
         finally:
             daemon.close()
         steps: dict[str, list[list[float]]] = json.loads(trace.read_text())
+        events: list[list[Any]] = json.loads(Path(f"{trace}.events").read_text())
     skip = args.warmup
     rows = []
     for step, values in sorted(steps.items(), key=lambda kv: (kv[0][0].isalpha(), kv[0])):
@@ -86,7 +96,29 @@ def _run(args: argparse.Namespace, tree: Path | None, name: str) -> dict[str, An
     return {"tree": name, "machine": machine(), "launches": launches, "fleet": args.fleet,
             "client_p50_ms": percentile(samples, 0.5),
             "daemon_cpu_ms": (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]) / launches,
-            "steps": rows}
+            "steps": rows, "timeline": _timeline(events, marks)}
+
+
+def _timeline(events: list[list[Any]], marks: list[tuple[float, float]]
+              ) -> list[dict[str, Any]]:
+    """Each step's start and end within the launch it falls in (from the client's send of
+    that launch's request to its next send), medians in ms; ``calls`` per launch."""
+    if not marks:
+        return []
+    bounds = [sent for sent, _ in marks] + [marks[-1][1] + 1.0]
+    per: dict[str, list[tuple[float, float]]] = {}
+    for name, start, end in events:
+        for i, (sent, _) in enumerate(marks):
+            if sent <= start < bounds[i + 1]:
+                per.setdefault(name, []).append(((start - sent) * 1000, (end - sent) * 1000))
+                break
+    rows = [{"step": name, "calls": len(spans) / len(marks),
+             "start_ms": percentile([s for s, _ in spans], 0.5),
+             "end_ms": percentile([e for _, e in spans], 0.5)}
+            for name, spans in per.items()]
+    rows.append({"step": "CLIENT has Exited", "calls": 1.0, "start_ms": 0.0,
+                 "end_ms": percentile([(got - sent) * 1000 for sent, got in marks], 0.5)})
+    return sorted(rows, key=lambda r: (r["start_ms"], r["end_ms"]))
 
 
 def _per_launch(values: list[list[float]], skip: int,
@@ -102,6 +134,16 @@ def _per_launch(values: list[list[float]], skip: int,
 def print_table(data: dict[str, Any]) -> None:
     for tree in data["trees"]:
         _print_tree(tree)
+        if data.get("timeline"):
+            _print_timeline(tree)
+
+
+def _print_timeline(data: dict[str, Any]) -> None:
+    print(f"# timeline, {data['tree']}: ms from the client's send of the request (medians)")
+    print(f"{'step':<48} {'calls':>6} {'start':>8} {'end':>8}")
+    for r in data["timeline"]:
+        print(f"{r['step'][:48]:<48} {r['calls']:>6.2f} {r['start_ms']:>8.3f} "
+              f"{r['end_ms']:>8.3f}")
 
 
 def _print_tree(data: dict[str, Any]) -> None:
@@ -128,10 +170,14 @@ def main() -> None:
                         help="N detached sessions with netns + proxy instead")
     parser.add_argument("--base", metavar="REV",
                         help="first the same with the daemon of this git revision")
+    parser.add_argument("--timeline", action="store_true",
+                        help="also each step's start and end within a launch")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     _raise_nofile()  # a fleet's sessions hold descriptors of the daemon (it inherits this)
-    emit(run(args), as_json=args.json, table=print_table)
+    data = run(args)
+    data["timeline"] = args.timeline
+    emit(data, as_json=args.json, table=print_table)
 
 
 if __name__ == "__main__":
