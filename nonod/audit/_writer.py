@@ -562,17 +562,29 @@ class AuditWriter:
             return
         self._unlocked()
 
-    def sync_started(self) -> Callable[[], Awaitable[None]]:
+    def sync_started(self, *, then: Callable[[], None] | None = None
+                     ) -> Callable[[], Awaitable[None]]:
         """Start the fsync of the pending records in a worker thread now, without waiting,
         and return the wait for it (raising AuditWriteError as :meth:`sync` does): for a
         caller with other work to do meanwhile. The calling task must await that wait (once
         or more: later calls give the same result) before the writer syncs, seals or closes
-        again, whatever else happens: the writer is locked until then."""
+        again, whatever else happens: the writer is locked until then. ``then`` (blocking,
+        must not raise) runs in that thread once the fsync has returned, before the wait
+        does; not at all when the fsync failed."""
         self._lock.acquire_nowait()  # trio.WouldBlock if a sync runs: none does at the start
         self._catch_up()
         self._pending = 0
         self._last_fsync_at = trio.current_time()
-        started = Started(self._fsync_blocking(), name=f"audit fsync {self.session}")
+        fsync = self._fsync_blocking()
+        if then is not None:
+            def fsync_then() -> None:
+                fsync()
+                then()
+
+            work = fsync_then
+        else:
+            work = fsync
+        started = Started(work, name=f"audit fsync {self.session}")
         settled: list[AuditWriteError | None] = []
 
         async def wait() -> None:

@@ -20,7 +20,6 @@ previous daemon (the engine ties every session to the daemon's life with
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import os
 import re
 import secrets
@@ -140,6 +139,9 @@ class Registry:
         #: Ended sessions whose audit file waits to be sealed as truncated (``reseal_truncated``
         #: looks at these only, not at every session known).
         self._truncated: set[str] = set()
+        #: Audited sessions' running records, still being written in a worker thread: the
+        #: waits ``_finish`` takes before the record's next write.
+        self._saving: dict[str, Callable[[], Awaitable[None]]] = {}
         self._feeds: list[EventFeed] = []
         #: Every session's pending approvals (``nonoctl approvals``).
         self.approvals = ApprovalQueue(notify=self._emit_approval)
@@ -487,7 +489,8 @@ class Registry:
                 proc = await self._starter.start(
                     session, plan,
                     create_audit=lambda first: self._create_audit(session, plan, first),
-                    parent_group=agent.cgroup if agent is not None else None)
+                    parent_group=agent.cgroup if agent is not None else None,
+                    record_writer=lambda: self._record_writer(session))
             except BaseException:
                 if tools is not None:
                     tools.close()
@@ -503,8 +506,10 @@ class Registry:
             record.pid = proc.pid
             record.enforcement = enforcement_of(proc.enforcement)
             # On disk before anyone hears of it: a daemon killed right after the reply must
-            # still find the record at its next start. Written in a worker thread from now,
-            # while the log line and the enforcement record are made; awaited below.
+            # still find the record at its next start. Audited, it is there already (state
+            # `starting`, written in the gate's worker thread: ``record_writer``), and this
+            # one (running, its pid and enforcement) follows in a worker thread, awaited
+            # before the record's next write (``_finish``); not audited, it is awaited below.
             saving = self._save_started(session)
             log.info("session started", name=record.name, pid=proc.pid, argv0=record.argv[:1],
                      profile=record.profile, uid=record.uid,
@@ -526,7 +531,10 @@ class Registry:
                     if tools is not None:
                         tools.close()
                     raise
-                await saving()
+                if session.audit is None:
+                    await saving()
+                else:
+                    self._saving[session.id] = saving
             task_status.started(session)
             if tools is not None:
                 self._nursery.start_soon(tools.serve, session)
@@ -547,6 +555,9 @@ class Registry:
 
     async def _finish(self, session: Session) -> None:
         record = session.record
+        saving = self._saving.pop(session.id, None)
+        if saving is not None:  # the running record lands before the final one
+            await saving()
         # The state stays "running" until the audit record is final: whoever sees "exited"
         # (ps, inspect, events, wait) can verify a sealed file at once.
         record.ended_at = now()
@@ -674,18 +685,24 @@ class Registry:
     def _save_started(self, session: Session) -> Callable[[], Awaitable[None]]:
         """The session's record as it is now, written in a worker thread from now on; the
         wait for it (a failed write is logged, not raised)."""
+        return Started(self._record_writer(session),
+                       name=f"session record {session.id}").result
+
+    @staticmethod
+    def _record_writer(session: Session) -> Callable[[], None]:
+        """The session's record as it is now, as blocking work for a worker thread (a
+        failed write is logged there, not raised)."""
         data = record_encoder.encode(session.record)
-        started = Started(functools.partial(write_record, session.directory, data),
-                          name=f"session record {session.id}")
+        directory, session_id = session.directory, session.id
 
-        async def written() -> None:
+        def write() -> None:
             try:
-                await started.result()
+                write_record(directory, data)
             except OSError as exc:
-                log.error("cannot persist session record", path=str(session.directory),
-                          error=exc.strerror or str(exc))
+                log.error("cannot persist session record", session=session_id,
+                          path=str(directory), error=exc.strerror or str(exc))
 
-        return written
+        return write
 
     # -- housekeeping
     async def prune(self, caller: Caller) -> list[str]:

@@ -96,10 +96,18 @@ class ProgramStarter:
 
     async def start(self, session: Session, plan: SessionPlan,
                     create_audit: Callable[[Callable[[], None]], Awaitable[bool]],
-                    parent_group: SessionGroup | None = None) -> Process:
+                    parent_group: SessionGroup | None = None,
+                    record_writer: Callable[[], Callable[[], None]] | None = None
+                    ) -> Process:
         """The session's program, running: its stdio (a PTY, passed descriptors or
         /dev/null), its services, its policy with the secret masks, its fs_denied watch.
         Raises to refuse the launch; nothing is left open then.
+
+        ``record_writer`` is called once the session's record is complete but for the
+        program (its argv redacted, its limits and intercepts set), when auditing is on;
+        what it returns (blocking, must not raise) runs in the gate's worker thread once the
+        first audit records are durable, before the program may start (the registry writes
+        the session's record there: no hop of its own).
 
         ``create_audit(first)`` makes ``session.audit``, running ``first`` (blocking: the
         session's private directory and secret masks) in the audit file's worker thread
@@ -142,14 +150,16 @@ class ProgramStarter:
             # Only those: the rest of its added environment (proxy address, `1` flags, bundle
             # paths) is not secret, and blotting it out of argv would garble the record.
             session.record.argv = redact_argv(session.record.argv, services.hidden)
+            session.record.limits = policy.limits
+            session.record.intercepts = services.intercepts
             # Durable before the program exists: nothing runs before its record is on disk.
             # The fsync runs while the engine builds the plan; the launch waits for it.
             durable: Callable[[], Awaitable[None]] | None = None
             if session.audit is not None:
                 session.audit.hidden = services.hidden
-                durable = session.audit.open(session.record, services)
-            session.record.limits = policy.limits
-            session.record.intercepts = services.intercepts
+                durable = session.audit.open(
+                    session.record, services,
+                    then=record_writer() if record_writer is not None else None)
             if session.cgroup is not None and parent_group is not None and \
                     session.cgroup.path.startswith(parent_group.path.rstrip("/") + "/"):
                 # A tool session's groups are inside its agent's: no limits to hand a warm

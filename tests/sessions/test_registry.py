@@ -358,6 +358,73 @@ async def test_the_launch_waits_for_the_first_records_fsync_which_runs_meanwhile
         await harness.registry.shutdown()
 
 
+async def test_an_audited_record_is_on_disk_when_the_gate_opens(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The session's record is written in the gate's worker thread, after the first audit
+    # records' fsync: on disk (state "starting", no program yet) before anything starts,
+    # with no worker-thread hop of its own after the launch; "running" follows.
+    harness = await _audited_registry(nursery, tmp_path)
+    at_gate: list[dict[str, object]] = []
+    real_launch = harness.launcher.launch
+
+    async def launch(policy: ResolvedPolicy, request: LaunchRequest, *,
+                     gate: Callable[[], Awaitable[None]] | None = None, **kw: Any) -> Process:
+        assert gate is not None
+        await gate()
+        (session,) = harness.registry.live_sessions()
+        at_gate.append(stored(harness, session.id))
+        return await real_launch(policy, request, gate=gate, **kw)
+
+    monkeypatch.setattr(harness.launcher, "launch", launch)
+    with trio.fail_after(10):
+        session = await harness.registry.launch(harness.plan(name="job"))
+    (early,) = at_gate
+    assert (early["state"], early["name"], early["argv"], early.get("pid")) == (
+        "starting", "job", ["/bin/fake", "--flag"], None)
+    harness.launcher.launched[0].finish(ExitStatus(code=0))
+    with trio.fail_after(10):
+        await session.wait_exited()
+    assert stored(harness, session.id)["state"] == "exited"
+    with trio.fail_after(10):
+        await harness.registry.shutdown()
+
+
+async def test_a_crash_after_the_gate_leaves_a_record_that_seals_the_audit_file(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon dies once the first records are durable, before the program is heard of
+    # (the state directory is copied then, as a crash would leave it): the next daemon finds
+    # the record, marks the session lost and seals its audit file (daemon_lost). Without a
+    # record the file would stay unsealed for good.
+    import shutil
+
+    from nonod.audit import verify_session_file
+
+    (tmp_path / "live").mkdir()
+    harness = await _audited_registry(nursery, tmp_path / "live")
+    crashed = tmp_path / "crashed"
+
+    async def launch(policy: ResolvedPolicy, request: LaunchRequest, *,
+                     gate: Callable[[], Awaitable[None]] | None = None, **kw: Any) -> Process:
+        assert gate is not None
+        await gate()
+        shutil.copytree(harness.state_dir, crashed / "state")
+        raise OSError("the daemon is gone")
+
+    monkeypatch.setattr(harness.launcher, "launch", launch)
+    with trio.fail_after(10), pytest.raises(OSError, match="the daemon is gone"):
+        await harness.registry.launch(harness.plan(name="job"))
+    await harness.registry.shutdown()
+
+    after = await _audited_registry(nursery, crashed)
+    (lost,) = after.registry.visible(ME, include_exited=True)
+    assert (lost.record.state, lost.record.reason) == ("exited", "daemon_lost")
+    verdict = verify_session_file(crashed / "state" / "sessions" / lost.id / "audit.ndjson")
+    assert verdict.sealed
+    await after.registry.shutdown()
+
+
 async def test_a_launch_refused_while_preparing_closes_its_audit_record(
     tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
