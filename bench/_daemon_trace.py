@@ -55,6 +55,7 @@ STEPS = (
     ("nonod.sessions._registry", "Registry.apply_retention", "24 retention"),
     ("nonod.sessions._limits", "remove_group", "25 cgroup remove"),
     ("nonod.sessions._start", "ProgramStarter.release", "26 fs_denied release"),
+    ("nonod.sessions._start", "ProgramStarter.release_started", "26 fs_denied flush begun"),
 )
 
 _SESSION_ID = re.compile(r"[0-9a-f]{8}")

@@ -32,7 +32,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final, Literal, final
 
@@ -128,27 +128,39 @@ class FsDeniedMonitor:
         """Wait until every record the kernel queued so far has been read (a marker sent
         now comes back after them), then stop delivering to ``watch``. False: the marker
         did not come back in time (denials queued before it may be missing)."""
-        flushed = self._audit is None
-        try:
-            if self._audit is not None:
-                nonce = secrets.token_hex(8)
-                arrived = self._markers[nonce] = trio.Event()
-                try:
-                    self._audit.user_message(f"nonod-flush={nonce}")
-                    with trio.move_on_after(timeout):
-                        await arrived.wait()
-                    flushed = arrived.is_set()
-                    if not flushed:
-                        log.warning("fs_denied: flush marker did not come back",
-                                    timeout=timeout)
-                except OSError as exc:
-                    log.warning("fs_denied: flush marker refused", errno=exc.errno)
-                finally:
-                    self._markers.pop(nonce, None)
-        finally:
-            self._watches.pop(watch.ses, None)
-            watch.finish()
-        return flushed
+        return await self.release_started(watch, timeout=timeout)()
+
+    def release_started(self, watch: Watch, *, timeout: float = 2.0
+                        ) -> Callable[[], Awaitable[bool]]:
+        """:meth:`release`, its marker sent now: the caller does other work while the kernel
+        sends it back, then awaits the returned wait (once, always: it stops the delivery)."""
+        flushed = self._audit is None  # (nothing to flush) when no marker goes out
+        arrived: trio.Event | None = None
+        nonce = secrets.token_hex(8)
+        if self._audit is not None:
+            arrived = self._markers[nonce] = trio.Event()
+            try:
+                self._audit.user_message(f"nonod-flush={nonce}")
+            except OSError as exc:
+                log.warning("fs_denied: flush marker refused", errno=exc.errno)
+                arrived = None
+
+        async def wait() -> bool:
+            try:
+                if arrived is None:
+                    await trio.lowlevel.checkpoint()
+                    return flushed
+                with trio.move_on_after(timeout):
+                    await arrived.wait()
+                if not arrived.is_set():
+                    log.warning("fs_denied: flush marker did not come back", timeout=timeout)
+                return arrived.is_set()
+            finally:
+                self._markers.pop(nonce, None)
+                self._watches.pop(watch.ses, None)
+                watch.finish()
+
+        return wait
 
     def dispatch(self, kind: int, text: str) -> None:
         """One record from the multicast group."""

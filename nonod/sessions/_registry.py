@@ -79,6 +79,8 @@ log = structlog.get_logger()
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 #: Live sessions a user of the system daemon may still start once ``max_live`` are live.
 RESERVED_LIVE: Final = 4
+#: How long after a session's end (its replies sent) its cgroup is removed (seconds).
+AFTER_EXITED: Final = 0.01
 
 
 @final
@@ -562,13 +564,15 @@ class Registry:
         # (ps, inspect, events, wait) can verify a sealed file at once.
         record.ended_at = now()
         group, session.cgroup = session.cgroup, None
+        # Its last filesystem denials are flushed from the kernel while the usage is read.
+        released = self._starter.release_started(session)
         if group is not None:
             record.usage = group.usage()  # the totals: its processes died with its init
         record.reason = end_reason(session.stop_reason, record.usage, record.exit_code)
         await session.close_terminal()
         if session.output is not None:
             session.output.end()
-        await self._starter.release(session)
+        await released()
         saved = await self._close_audit(session)
         record.state = "exited"
         self._went_exited(session)
@@ -582,12 +586,17 @@ class Registry:
             await self.apply_retention()
         session.set_exited()
         if group is not None:
-            await remove_group(group)  # after the reply: nothing waits for this
+            # Nothing waits for what follows: the replies to whoever waited for the end go
+            # out first, and by then the launcher's outer process has usually left the
+            # group, so that one try removes it (no kill, no second try).
+            await trio.sleep(AFTER_EXITED)
         if self._metrics is not None:
             self._metrics.session_ended(record.reason)
         log.info("session ended", name=record.name, exit_code=record.exit_code,
                  signal=record.signal, reason=record.reason)
         self._emit("exited", session)
+        if group is not None:
+            await remove_group(group)
 
     async def apply_retention(self) -> list[str]:
         """Remove sealed sessions beyond ``[audit] keep_days``/``keep_sessions`` (never a live

@@ -322,12 +322,14 @@ class ProgramStarter:
         return msgspec.structs.replace(policy, network=msgspec.structs.replace(
             policy.network, approval=approval))
 
-    async def release(self, session: Session) -> None:
+    def release_started(self, session: Session) -> Callable[[], Awaitable[object]]:
         """The session ended: stop routing its filesystem denials (bounded: records still
-        queued are written first)."""
+        queued are written first). Begun now (the kernel's flush marker sent), ended by the
+        returned wait, which the caller must await: it may work meanwhile."""
         watch = self._fs_watches.pop(session.id, None)
-        if watch is not None and self._fs_denied is not None:
-            await self._fs_denied.release(watch)
+        if watch is None or self._fs_denied is None:
+            return trio.lowlevel.checkpoint
+        return self._fs_denied.release_started(watch)
 
 
 async def _together(*jobs: Callable[[], Awaitable[None]]) -> None:

@@ -365,6 +365,23 @@ async def test_the_flush_marker_comes_back_through_the_kernel() -> None:
             assert await monitor.release(watch, timeout=30) is True
 
 
+@needs_root
+async def test_a_flush_begun_sends_its_marker_before_the_wait() -> None:
+    """``release_started`` sends the marker at once (a session's end reads its cgroup's
+    usage meanwhile): once a later marker has come back, the first one's wait needs no time
+    at all (timeout 0)."""
+    from nonod.audit import _kernel
+
+    async with _kernel.open_fs_denied_monitor("auto") as monitor:
+        if not monitor.active:
+            pytest.fail(f"kernel audit should work as root here: {monitor.status}")
+        first = monitor.release_started(monitor.watch(2**31 - 9, lambda _event: None),
+                                        timeout=0)
+        later = monitor.watch(2**31 - 10, lambda _event: None)
+        assert await monitor.release(later, timeout=30) is True
+        assert await first() is True
+
+
 async def test_not_root_is_reported_unavailable_not_faked(monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
     from nonod.audit import _kernel
