@@ -513,9 +513,6 @@ class Registry:
             # one (running, its pid and enforcement) follows in a worker thread, awaited
             # before the record's next write (``_finish``); not audited, it is awaited below.
             saving = self._save_started(session)
-            log.info("session started", name=record.name, pid=proc.pid, argv0=record.argv[:1],
-                     profile=record.profile, uid=record.uid,
-                     enforcement=record.enforcement.summary)
             # Shielded: the program already runs.
             with trio.CancelScope(shield=True):
                 try:
@@ -542,7 +539,7 @@ class Registry:
                 self._nursery.start_soon(tools.serve, session)
             try:
                 await supervise(session, proc, asker=self._asker(session, proc),
-                                on_started=lambda: self._emit("started", session),
+                                on_started=lambda: self._started(session),
                                 shutdown_grace=lambda: self._limits().shutdown_grace,
                                 stop_grace=lambda: self._limits().stop_grace)
             except Exception:
@@ -554,6 +551,15 @@ class Registry:
                     if tools is not None:
                         await tools.end()  # its tool sessions end before its record closes
                     await self._finish(session)
+
+    def _started(self, session: Session) -> None:
+        """Its tasks are up: say so (the log line waits until here, off the launch reply's
+        path: the supervision's first steps let the reply go out)."""
+        record = session.record
+        log.info("session started", name=record.name, pid=record.pid, argv0=record.argv[:1],
+                 profile=record.profile, uid=record.uid,
+                 enforcement=record.enforcement.summary if record.enforcement else None)
+        self._emit("started", session)
 
     async def _finish(self, session: Session) -> None:
         record = session.record
