@@ -330,8 +330,11 @@ async def test_the_launch_waits_for_the_first_records_fsync_which_runs_meanwhile
 ) -> None:
     # The engine gets the fsync of the first audit records as its gate: it builds its plan
     # while the fsync runs in a worker thread, and starts nothing before the gate opens.
+    # The session's record is written in that thread once they are durable: on disk (state
+    # "starting", no program yet) when the gate opens, with no hop of its own after the
+    # launch; "running" follows.
     harness = await _audited_registry(nursery, tmp_path)
-    at_gate: list[tuple[int, int]] = []
+    at_gate: list[tuple[int, int, object, object]] = []
     real_launch = harness.launcher.launch
 
     async def launch(policy: ResolvedPolicy, request: LaunchRequest, *,
@@ -341,51 +344,21 @@ async def test_the_launch_waits_for_the_first_records_fsync_which_runs_meanwhile
         (session,) = harness.registry.live_sessions()
         assert session.audit is not None
         stats = session.audit.statistics()
-        at_gate.append((stats.fsyncs, stats.pending))
+        record = stored(harness, session.id)
+        at_gate.append((stats.fsyncs, stats.pending, record["state"], record.get("pid")))
         return await real_launch(policy, request, gate=gate, **kw)  # a second wait: no-op
 
     monkeypatch.setattr(harness.launcher, "launch", launch)
     with trio.fail_after(10):
         session = await harness.registry.launch(harness.plan())
-    assert at_gate == [(1, 0)]  # session_started and the trust outcomes: one fsync, done
+    # session_started and the trust outcomes: one fsync, done; the record written after it
+    assert at_gate == [(1, 0, "starting", None)]
     harness.launcher.launched[0].finish(ExitStatus(code=0))
     with trio.fail_after(10):
         await session.wait_exited()
     # The final record is written with the seal (in its worker thread), before the end is
     # reported.
     assert (stored(harness, session.id)["state"], session.record.state) == ("exited", "exited")
-    with trio.fail_after(10):
-        await harness.registry.shutdown()
-
-
-async def test_an_audited_record_is_on_disk_when_the_gate_opens(
-    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The session's record is written in the gate's worker thread, after the first audit
-    # records' fsync: on disk (state "starting", no program yet) before anything starts,
-    # with no worker-thread hop of its own after the launch; "running" follows.
-    harness = await _audited_registry(nursery, tmp_path)
-    at_gate: list[dict[str, object]] = []
-    real_launch = harness.launcher.launch
-
-    async def launch(policy: ResolvedPolicy, request: LaunchRequest, *,
-                     gate: Callable[[], Awaitable[None]] | None = None, **kw: Any) -> Process:
-        assert gate is not None
-        await gate()
-        (session,) = harness.registry.live_sessions()
-        at_gate.append(stored(harness, session.id))
-        return await real_launch(policy, request, gate=gate, **kw)
-
-    monkeypatch.setattr(harness.launcher, "launch", launch)
-    with trio.fail_after(10):
-        session = await harness.registry.launch(harness.plan(name="job"))
-    (early,) = at_gate
-    assert (early["state"], early["name"], early["argv"], early.get("pid")) == (
-        "starting", "job", ["/bin/fake", "--flag"], None)
-    harness.launcher.launched[0].finish(ExitStatus(code=0))
-    with trio.fail_after(10):
-        await session.wait_exited()
-    assert stored(harness, session.id)["state"] == "exited"
     with trio.fail_after(10):
         await harness.registry.shutdown()
 
