@@ -96,7 +96,54 @@ def _run(args: argparse.Namespace, tree: Path | None, name: str) -> dict[str, An
     return {"tree": name, "machine": machine(), "launches": launches, "fleet": args.fleet,
             "client_p50_ms": percentile(samples, 0.5),
             "daemon_cpu_ms": (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]) / launches,
-            "steps": rows, "timeline": _timeline(events, marks)}
+            "steps": rows, "timeline": _timeline(events, marks),
+            "path": _path(events, marks)}
+
+
+#: The attached launch's path, cut at steps every launch has once: (segment, from, to), each
+#: point ``(step, "start" | "end")``; ``CLIENT`` is the client's send (start) and its receipt
+#: of ``Exited`` (end).
+PATH = (
+    ("request to resolution", ("CLIENT", "start"), ("01 resolution", "start")),
+    ("resolution", ("01 resolution", "start"), ("01 resolution", "end")),
+    ("to the engine (prepare, audit file, first records)", ("01 resolution", "end"),
+     ("10 engine: Launcher.launch", "start")),
+    ("engine: Launcher.launch", ("10 engine: Launcher.launch", "start"),
+     ("10 engine: Launcher.launch", "end")),
+    ("to the Launched reply", ("10 engine: Launcher.launch", "end"), ("send Launched", "start")),
+    ("Launched reply to the end's start", ("send Launched", "start"),
+     ("20 finish (all below)", "start")),
+    ("end's start to the seal", ("20 finish (all below)", "start"),
+     ("21 audit close + seal", "start")),
+    ("seal (file, ledger, record)", ("21 audit close + seal", "start"),
+     ("21 audit close + seal", "end")),
+    ("seal to the Exited reply", ("21 audit close + seal", "end"), ("send Exited", "start")),
+    ("Exited reply to the client", ("send Exited", "start"), ("CLIENT", "end")),
+)
+
+
+def _path(events: list[list[Any]], marks: list[tuple[float, float]]) -> list[dict[str, Any]]:
+    """``PATH``'s segments, each measured within each launch (from that launch's first call
+    of a step), medians in ms: the launch's critical path, cut in pieces that add up."""
+    if not marks:
+        return []
+    bounds = [sent for sent, _ in marks] + [marks[-1][1] + 1.0]
+    firsts: list[dict[str, tuple[float, float]]] = [{} for _ in marks]
+    for name, start, end in sorted(events, key=lambda e: e[1]):
+        for i, (sent, _) in enumerate(marks):
+            if sent <= start < bounds[i + 1]:
+                firsts[i].setdefault(name, (start, end))
+                break
+    for i, (sent, got) in enumerate(marks):
+        firsts[i]["CLIENT"] = (sent, got)
+    rows = []
+    for segment, (a, a_at), (b, b_at) in PATH:
+        spans = [(f[b][b_at == "end"] - f[a][a_at == "end"]) * 1000
+                 for f in firsts if a in f and b in f]
+        if spans:
+            rows.append({"segment": segment, "p50_ms": percentile(spans, 0.5),
+                         "launches": len(spans)})
+    return rows
 
 
 def _timeline(events: list[list[Any]], marks: list[tuple[float, float]]
@@ -136,6 +183,16 @@ def print_table(data: dict[str, Any]) -> None:
         _print_tree(tree)
         if data.get("timeline"):
             _print_timeline(tree)
+            _print_path(tree)
+
+
+def _print_path(data: dict[str, Any]) -> None:
+    print(f"# the launch's path, {data['tree']}: each segment within each launch (p50 ms)")
+    total = 0.0
+    for r in data["path"]:
+        total += r["p50_ms"]
+        print(f"{r['segment'][:52]:<52} {r['p50_ms']:>8.3f}  ({r['launches']} launches)")
+    print(f"{'sum of the segments':<52} {total:>8.3f}")
 
 
 def _print_timeline(data: dict[str, Any]) -> None:
