@@ -80,7 +80,7 @@ _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 #: Live sessions a user of the system daemon may still start once ``max_live`` are live.
 RESERVED_LIVE: Final = 4
 #: How long after a session's end (its replies sent) its cgroup is removed (seconds).
-AFTER_EXITED: Final = 0.01
+AFTER_EXITED: Final = 0.002
 
 
 @final
