@@ -593,8 +593,9 @@ class Registry:
         session.set_exited()
         if group is not None:
             # Nothing waits for what follows: the replies to whoever waited for the end go
-            # out first, and by then the launcher's outer process has usually left the
-            # group, so that one try removes it (no kill, no second try).
+            # out first. (Later, the launcher's outer process would more often have left the
+            # group, sparing a second try; but the next launch of a client that launches
+            # back to back would be under way by then, and pay for the removal.)
             await trio.sleep(AFTER_EXITED)
         if self._metrics is not None:
             self._metrics.session_ended(record.reason)
