@@ -339,6 +339,8 @@ class AuditWriter:
         self._wake = trio.Event()
         #: Does the timed fsyncs instead of :meth:`run` (``create(syncer=...)``).
         self._syncer = syncer
+        #: Runs after the file's next fsync, in its thread (:meth:`after_next_sync`).
+        self._after_sync: Callable[[], None] | None = None
         #: Called (on the event loop) when the syncer's fsync of this file failed: the file is
         #: broken from then on; whoever owns the session stops it.
         self.on_sync_failed: Callable[[AuditWriteError], None] | None = None
@@ -562,29 +564,17 @@ class AuditWriter:
             return
         self._unlocked()
 
-    def sync_started(self, *, then: Callable[[], None] | None = None
-                     ) -> Callable[[], Awaitable[None]]:
+    def sync_started(self) -> Callable[[], Awaitable[None]]:
         """Start the fsync of the pending records in a worker thread now, without waiting,
         and return the wait for it (raising AuditWriteError as :meth:`sync` does): for a
         caller with other work to do meanwhile. The calling task must await that wait (once
         or more: later calls give the same result) before the writer syncs, seals or closes
-        again, whatever else happens: the writer is locked until then. ``then`` (blocking,
-        must not raise) runs in that thread once the fsync has returned, before the wait
-        does; not at all when the fsync failed."""
+        again, whatever else happens: the writer is locked until then."""
         self._lock.acquire_nowait()  # trio.WouldBlock if a sync runs: none does at the start
         self._catch_up()
         self._pending = 0
         self._last_fsync_at = trio.current_time()
-        fsync = self._fsync_blocking()
-        if then is not None:
-            def fsync_then() -> None:
-                fsync()
-                then()
-
-            work = fsync_then
-        else:
-            work = fsync
-        started = Started(work, name=f"audit fsync {self.session}")
+        started = Started(self._fsync_blocking(), name=f"audit fsync {self.session}")
         settled: list[AuditWriteError | None] = []
 
         async def wait() -> None:
@@ -606,16 +596,26 @@ class AuditWriter:
 
         return wait
 
+    def after_next_sync(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (blocking, must not raise) in the worker thread of the file's next
+        fsync, once it has returned: timed (the syncer's batch, or :meth:`run`'s), asked for
+        (:meth:`sync`) or the launch's gate. Not at all if that fsync fails, nor at the seal
+        or a close (dropped then). Call it before appending a record, so that one is due."""
+        self._after_sync = fn
+
     def _fsync_blocking(self) -> Callable[[], None]:
         """The file's fsync (and its directory's, the first time when it was deferred), to
-        run in a worker thread."""
+        run in a worker thread; then what :meth:`after_next_sync` asked for."""
         fd, directory = self._fd, self.path.parent if self._dir_unsynced else None
         self._dir_unsynced = False
+        after, self._after_sync = self._after_sync, None
 
         def fsync() -> None:
             os.fsync(fd)
             if directory is not None:
                 _fsync_dir(directory)
+            if after is not None:
+                after()
 
         return fsync
 
@@ -654,6 +654,7 @@ class AuditWriter:
                     merkle_root=chain.merkle.root().hex())
         record = self._write(seal)
         self._closed = True
+        self._after_sync = None  # whatever it was for, the seal's ``then`` supersedes
         self._forget()
         self._sealed = True
         self._wake.set()
@@ -707,6 +708,7 @@ class AuditWriter:
     async def aclose(self) -> None:
         """Fsync and close without sealing (the file stays incomplete). Idempotent."""
         self._closed = True
+        self._after_sync = None
         self._forget()
         self._wake.set()
         async with self._lock:

@@ -176,7 +176,9 @@ class SessionAudit:
         the pid) follows once the program exists (:meth:`started`)."""
         try:
             self._first_records(record, services)
-            synced = self._writer.sync_started(then=then)
+            if then is not None:
+                self._writer.after_next_sync(then)
+            synced = self._writer.sync_started()
         except AuditError as exc:
             raise _not_durable(exc) from exc
 
@@ -206,8 +208,14 @@ class SessionAudit:
                 writer.append(TrustFailed(path=outcome.path, reason=outcome.reason,
                                           code=outcome.outcome))
 
-    def started(self, report: EnforcementReport, pid: int) -> None:
-        """The program exists: what each enforcement layer did, and its pid."""
+    def started(self, report: EnforcementReport, pid: int, *,
+                then: Callable[[], None] | None = None) -> None:
+        """The program exists: what each enforcement layer did, and its pid. ``then``
+        (blocking, must not raise) runs in the worker thread of that record's fsync (the
+        daemon's timed batch, within ``fsync_interval``: no hop of its own), after it; not
+        at all when the session is sealed first (``AuditWriter.after_next_sync``)."""
+        if then is not None:
+            self._writer.after_next_sync(then)
         self._writer.append(AuditEnforcement.from_report(report, pid=pid))
 
     def signal(self, sig: int, *, reason: str, sender: str = "daemon") -> None:

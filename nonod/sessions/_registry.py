@@ -141,9 +141,6 @@ class Registry:
         #: Ended sessions whose audit file waits to be sealed as truncated (``reseal_truncated``
         #: looks at these only, not at every session known).
         self._truncated: set[str] = set()
-        #: Audited sessions' running records, still being written in a worker thread: the
-        #: waits ``_finish`` takes before the record's next write.
-        self._saving: dict[str, Callable[[], Awaitable[None]]] = {}
         self._feeds: list[EventFeed] = []
         #: Every session's pending approvals (``nonoctl approvals``).
         self.approvals = ApprovalQueue(notify=self._emit_approval)
@@ -510,18 +507,20 @@ class Registry:
             # On disk before anyone hears of it: a daemon killed right after the reply must
             # still find the record at its next start. Audited, it is there already (state
             # `starting`, written in the gate's worker thread: ``record_writer``), and this
-            # one (running, its pid and enforcement) follows in a worker thread, awaited
-            # before the record's next write (``_finish``); not audited, it is awaited below.
-            saving = self._save_started(session)
+            # one (running: its pid and enforcement) is written in the worker thread of the
+            # enforcement record's fsync (the daemon's timed batch, within fsync_interval: no
+            # hop of its own); a session that ends before gets its final record instead. Not
+            # audited, it is written in a worker thread now and awaited below.
+            saving = self._save_started(session) if session.audit is None else None
             # Shielded: the program already runs.
             with trio.CancelScope(shield=True):
                 try:
                     if session.audit is not None:
-                        session.audit.started(proc.enforcement, proc.pid)
+                        session.audit.started(proc.enforcement, proc.pid,
+                                              then=self._record_writer(session))
                 except AuditError:
                     # Its record could not be started (disk full): it does not run unaudited.
                     proc.kill()
-                    await saving()
                     with trio.move_on_after(KILL_TIMEOUT):
                         await proc.wait_exited()
                     if session.audit is not None:
@@ -530,10 +529,8 @@ class Registry:
                     if tools is not None:
                         tools.close()
                     raise
-                if session.audit is None:
+                if saving is not None:
                     await saving()
-                else:
-                    self._saving[session.id] = saving
             task_status.started(session)
             if tools is not None:
                 self._nursery.start_soon(tools.serve, session)
@@ -563,9 +560,6 @@ class Registry:
 
     async def _finish(self, session: Session) -> None:
         record = session.record
-        saving = self._saving.pop(session.id, None)
-        if saving is not None:  # the running record lands before the final one
-            await saving()
         # The state stays "running" until the audit record is final: whoever sees "exited"
         # (ps, inspect, events, wait) can verify a sealed file at once.
         record.ended_at = now()

@@ -363,6 +363,33 @@ async def test_the_launch_waits_for_the_first_records_fsync_which_runs_meanwhile
         await harness.registry.shutdown()
 
 
+async def test_a_short_audited_session_has_its_record_written_at_the_gate_and_the_seal(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each write of the record where a worker thread runs anyway: "starting" in the gate's,
+    # "exited" in the seal's. The "running" one waits for the session's next timed audit
+    # fsync (its batch thread), which a session that ends sooner never gets to.
+    from nonod.sessions import _registry
+
+    harness = await open_registry(nursery, tmp_path)
+    harness.registry._audit_settings = lambda: AuditSettings(enabled=True,
+                                                             fsync_interval=3600)
+    written: list[str] = []
+    real_write = _registry.write_record
+
+    def write_record(directory: Path, data: bytes) -> None:
+        written.append(json.loads(data)["state"])
+        real_write(directory, data)
+
+    monkeypatch.setattr(_registry, "write_record", write_record)
+    with trio.fail_after(10):
+        session = await harness.registry.launch(harness.plan())
+        harness.launcher.launched[0].finish(ExitStatus(code=0))
+        await session.wait_exited()
+        await harness.registry.shutdown()
+    assert written == ["starting", "exited"]
+
+
 async def test_a_crash_after_the_gate_leaves_a_record_that_seals_the_audit_file(
     tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
