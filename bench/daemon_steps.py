@@ -10,7 +10,7 @@ Steps nest (``registry.launch`` holds ``prepare``, which holds ``services``...),
 do not add up; ``hop NAME`` rows are worker-thread hops, ``fsync NAME`` rows fsyncs.
 
     .venv/bin/python bench/daemon_steps.py [--runs 100] [--warmup 10] [--fleet N]
-                                           [--base REV] [--timeline] [--json]
+                                           [--base REV [--interleave]] [--timeline] [--json]
 
 ``--timeline`` (attached launches) prints, instead of the table, when each step starts and
 ends within a launch: offsets in ms from the client's send of the ``Launch`` request (the
@@ -18,7 +18,9 @@ client and the daemon read the same CLOCK_MONOTONIC), medians over the launches,
 start, and the client's receipt of ``Exited``: what is on the launch's path and what is not.
 
 ``--base REV`` first runs the same with the daemon of that git revision (``git archive``),
-one daemon after the other (not interleaved: compare the counts, and the times only roughly).
+one daemon after the other (compare the counts, and the times only roughly); with
+``--interleave`` both daemons run at once and their launches alternate (ABAB, then BABA, as
+bench/daemon_ab.py does), so that both see the same load.
 """
 
 from __future__ import annotations
@@ -41,47 +43,120 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.base:
         return {"trees": [_run(args, None, "this checkout")]}
     with exported(args.base) as base:
+        if args.interleave:
+            return {"trees": _run_interleaved(args, base)}
         return {"trees": [_run(args, base, f"base ({args.base})"),
                           _run(args, None, "this checkout")]}
 
 
+class _Traced:
+    """One traced daemon (bench/_daemon_trace.py) with its kept connection, warmed up:
+    what one tree's row needs, launch by launch."""
+
+    def __init__(self, args: argparse.Namespace, tree: Path | None, name: str,
+                 tmp: Path) -> None:
+        self.args = args
+        self.name = name
+        self.trace = tmp / f"steps-{'base' if tree else 'this'}.json"
+        self.daemon = Daemon(tree=tree, trace=self.trace)
+        try:
+            self.side = Side(name, self.daemon)  # bench/daemon_ab.py's attached launches
+            for _ in range(args.warmup):
+                self.side.launch()
+            self.side.conn.request(p.Prune())
+            # Only what follows counts: the samples of the warm-up are dropped below.
+            self.side.conn.request(p.ListSessions(brief=True))
+        except BaseException:
+            self.daemon.close()
+            raise
+        self.cpu0 = _cpu_ms(self.daemon.proc.pid)
+        self.samples: list[float] = []
+        self.marks: list[tuple[float, float]] = []
+        self.cpu1 = self.cpu0
+
+    def launch(self) -> None:
+        sent = time.perf_counter()
+        self.samples.append(self.side.launch())
+        self.marks.append((sent, time.perf_counter()))
+
+    def stop_counting(self) -> None:
+        self.cpu1 = _cpu_ms(self.daemon.proc.pid)
+
+    def close(self) -> None:
+        try:
+            self.side.conn.request(p.Prune())
+            self.side.conn.close()
+        finally:
+            self.daemon.close()
+
+    def result(self, launches: int) -> dict[str, Any]:
+        steps: dict[str, list[list[float]]] = json.loads(self.trace.read_text())
+        events: list[list[Any]] = json.loads(Path(f"{self.trace}.events").read_text())
+        return _result(self.args, self.name, steps, events, self.samples, self.marks,
+                       launches, self.cpu0, self.cpu1)
+
+
+def _run_interleaved(args: argparse.Namespace, base: Path) -> list[dict[str, Any]]:
+    """Both daemons at once, their launches alternated (ABAB, then BABA: each sees the same
+    load), as bench/daemon_ab.py does; each traced."""
+    with tempfile.TemporaryDirectory(prefix="nono-steps-") as tmp:
+        sides = [_Traced(args, base, f"base ({args.base})", Path(tmp))]
+        try:
+            sides.append(_Traced(args, None, "this checkout", Path(tmp)))
+            for i in range(args.runs):
+                for side in (sides if i % 2 == 0 else sides[::-1]):
+                    side.launch()
+            for side in sides:
+                side.stop_counting()
+        finally:
+            for side in sides:
+                side.close()
+        return [side.result(args.runs) for side in sides]
+
+
 def _run(args: argparse.Namespace, tree: Path | None, name: str) -> dict[str, Any]:
+    if not args.fleet:
+        with tempfile.TemporaryDirectory(prefix="nono-steps-") as tmp:
+            traced = _Traced(args, tree, name, Path(tmp))
+            try:
+                for _ in range(args.runs):
+                    traced.launch()
+                traced.stop_counting()
+            finally:
+                traced.close()
+            return traced.result(args.runs)
     with tempfile.TemporaryDirectory(prefix="nono-steps-") as tmp:
         trace = Path(tmp) / "steps.json"
         daemon = Daemon(tree=tree, trace=trace)
         try:
-            side = Side(name, daemon)  # bench/daemon_ab.py's: attached /bin/true launches
+            side = Side(name, daemon)
             conn = side.conn
             for _ in range(args.warmup):
                 side.launch()
             conn.request(p.Prune())
-            # Only what follows counts: the samples of the warm-up are dropped below.
             conn.request(p.ListSessions(brief=True))
             cpu0 = _cpu_ms(daemon.proc.pid)
-            samples: list[float] = []
-            marks: list[tuple[float, float]] = []
-            if args.fleet:
-                ids, failures, samples = _launch_fleet(daemon, args.fleet, 1,
-                                                       time.monotonic() + 600)
-                launches = len(ids)
-            else:
-                for _ in range(args.runs):
-                    sent = time.perf_counter()
-                    samples.append(side.launch())
-                    marks.append((sent, time.perf_counter()))
-                launches = args.runs
+            ids, failures, samples = _launch_fleet(daemon, args.fleet, 1,
+                                                   time.monotonic() + 600)
+            launches = len(ids)
             cpu1 = _cpu_ms(daemon.proc.pid)
-            if args.fleet:
-                for sid in ids:
-                    conn.request(p.Stop(session=sid, timeout=5, force=True))
-                if failures:
-                    raise BenchFailure(f"{len(failures)} failed: {failures[:3]}")
+            for sid in ids:
+                conn.request(p.Stop(session=sid, timeout=5, force=True))
+            if failures:
+                raise BenchFailure(f"{len(failures)} failed: {failures[:3]}")
             conn.request(p.Prune())
             conn.close()
         finally:
             daemon.close()
         steps: dict[str, list[list[float]]] = json.loads(trace.read_text())
         events: list[list[Any]] = json.loads(Path(f"{trace}.events").read_text())
+    return _result(args, name, steps, events, samples, [], launches, cpu0, cpu1)
+
+
+def _result(args: argparse.Namespace, name: str, steps: dict[str, list[list[float]]],
+            events: list[list[Any]], samples: list[float], marks: list[tuple[float, float]],
+            launches: int, cpu0: tuple[float, float], cpu1: tuple[float, float]
+            ) -> dict[str, Any]:
     skip = args.warmup
     rows = []
     for step, values in sorted(steps.items(), key=lambda kv: (kv[0][0].isalpha(), kv[0])):
@@ -98,7 +173,6 @@ def _run(args: argparse.Namespace, tree: Path | None, name: str) -> dict[str, An
             "daemon_cpu_ms": (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]) / launches,
             "steps": rows, "timeline": _timeline(events, marks),
             "path": _path(events, marks)}
-
 
 #: The attached launch's path, cut at steps every launch has once: (segment, from, to), each
 #: point ``(step, "start" | "end")``; ``CLIENT`` is the client's send (start) and its receipt
@@ -227,6 +301,8 @@ def main() -> None:
                         help="N detached sessions with netns + proxy instead")
     parser.add_argument("--base", metavar="REV",
                         help="first the same with the daemon of this git revision")
+    parser.add_argument("--interleave", action="store_true",
+                        help="with --base: both daemons at once, launches alternated")
     parser.add_argument("--timeline", action="store_true",
                         help="also each step's start and end within a launch")
     parser.add_argument("--json", action="store_true")
