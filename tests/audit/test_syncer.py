@@ -149,15 +149,17 @@ async def test_work_after_the_next_sync_runs_in_the_batch_thread_once(
     ran: list[tuple[int, bool]] = []
     async with trio.open_nursery() as nursery:
         syncer = AuditSyncer(nursery)
-        writer = await _writer(state_dir, "a1", syncer)
+        # (The seal's wait for its worker thread lets the autojump clock run to the next
+        # due fsync: no other file has one yet.)
         sealed_first = await _writer(state_dir, "b2", syncer)
-        writer.after_next_sync(lambda: ran.append((threading.get_ident(),
-                                                   writer.statistics().pending == 0)))
-        writer.append(events[0])
         sealed_first.after_next_sync(lambda: ran.append((0, False)))
         sealed_first.append(events[0])
         await sealed_first.seal()
         assert ran == []
+        writer = await _writer(state_dir, "a1", syncer)
+        writer.after_next_sync(lambda: ran.append((threading.get_ident(),
+                                                   writer.statistics().pending == 0)))
+        writer.append(events[0])
         await trio.sleep(5.1)
         await writer.sync()
         assert [(ident != threading.get_ident(), settled) for ident, settled in ran] == [
