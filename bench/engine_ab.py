@@ -14,7 +14,10 @@ Per launch, for each engine: ``cpu ms`` and ``faults`` (minor page faults), of t
 whole process tree (the server, the processes it keeps, the launchers, the inits, the programs:
 the live ones' own counts plus what each has reaped), read from ``/proc`` around each block
 (warm-up runs included), and the p50 of those blocks. The benchmark process's own share (trio,
-``build_plan``) is the same for both engines and not counted.
+``build_plan``) is the same for both engines and not counted. ``/proc`` counts CPU in clock
+ticks (10 ms), a coarse step for a block of launches of a few ms each: as root, where cgroup
+v1's ``cpuacct`` is mounted, each fork server runs in a ``cpuacct`` group of its own and the
+CPU column is that group's (nanoseconds, every process of the tree, ended ones included).
 
     git worktree add --detach /tmp/base main && make -C /tmp/base nonod/sandbox/nono-reaper
     .venv/bin/python bench/engine_ab.py --before /tmp/base [--rounds 8] [--block 25]
@@ -54,8 +57,47 @@ def tree_usage(root: int) -> tuple[float, int]:
     return cpu, faults
 
 
+CPUACCT = "/sys/fs/cgroup/cpuacct"
+
+
+class CpuGroup:
+    """A cgroup v1 ``cpuacct`` group holding one fork server (its children are born there):
+    the CPU of its whole tree in nanoseconds."""
+
+    def __init__(self, name: str, pid: int) -> None:
+        self.path = os.path.join(CPUACCT, f"nono-engine-ab-{os.getpid()}-{name}")
+        os.mkdir(self.path)
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+
+    @staticmethod
+    def make(name: str, pid: int) -> CpuGroup | None:
+        try:
+            return CpuGroup(name, pid)
+        except OSError:
+            return None  # no cpuacct hierarchy, or not root: /proc's ticks then
+
+    def seconds(self) -> float:
+        with open(os.path.join(self.path, "cpuacct.usage")) as f:
+            return int(f.read()) / 1e9
+
+    def remove(self) -> None:
+        """Once its processes have ended (the fork server's tree goes with it)."""
+        for _ in range(100):
+            try:
+                os.rmdir(self.path)
+                return
+            except OSError:
+                time.sleep(0.05)
+
+
+def cpu_and_faults(root: int, group: CpuGroup | None) -> tuple[float, int]:
+    cpu, faults = tree_usage(root)
+    return (group.seconds() if group is not None else cpu), faults
+
+
 async def _blocks(runners: dict[str, Runner], rounds: int, block: int, warmup: int,
-                  pause: float, servers: dict[str, int]
+                  pause: float, servers: dict[str, int], groups: dict[str, CpuGroup | None]
                   ) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, float]]]]:
     samples: dict[str, list[float]] = {name: [] for name in runners}
     usage: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
@@ -66,7 +108,7 @@ async def _blocks(runners: dict[str, Runner], rounds: int, block: int, warmup: i
         for r in range(rounds):
             k = r % len(names)
             for name in names[k:] + names[:k]:
-                start = tree_usage(servers[name]) if name in servers else None
+                start = cpu_and_faults(servers[name], groups[name]) if name in servers else None
                 for i in range(block):
                     if pause:
                         await trio.sleep(pause)
@@ -75,7 +117,7 @@ async def _blocks(runners: dict[str, Runner], rounds: int, block: int, warmup: i
                     if i >= warmup:
                         samples[name].append((time.perf_counter() - t0) * 1000.0)
                 if start is not None:
-                    end = tree_usage(servers[name])
+                    end = cpu_and_faults(servers[name], groups[name])
                     usage[name].append(((end[0] - start[0]) * 1000.0 / block,
                                         (end[1] - start[1]) / block))
             gc.collect()
@@ -85,27 +127,35 @@ async def _blocks(runners: dict[str, Runner], rounds: int, block: int, warmup: i
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    async with fork_server() as ours, fork_server(tree=args.before) as before:
-        runners: dict[str, Runner] = {"nonod": nonod(ours), "nonod@before": nonod(before)}
-        for name, make in (("bwrap", bwrap), ("nono-py", lambda: nono_py("auto"))):
-            try:
-                runners[name] = make()
-            except BenchFailure as exc:
-                print(f"# {name} skipped: {exc}")
-        first = await ours.launch(POLICY, REQUEST)
-        await first.wait_exited()
-        servers = {"nonod": ours._proc.pid, "nonod@before": before._proc.pid}
-        samples, usage = await _blocks(runners, args.rounds, args.block, args.warmup,
-                                       args.pause / 1000, servers)
+    groups: dict[str, CpuGroup | None] = {}
+    try:
+        async with fork_server() as ours, fork_server(tree=args.before) as before:
+            runners: dict[str, Runner] = {"nonod": nonod(ours), "nonod@before": nonod(before)}
+            for name, make in (("bwrap", bwrap), ("nono-py", lambda: nono_py("auto"))):
+                try:
+                    runners[name] = make()
+                except BenchFailure as exc:
+                    print(f"# {name} skipped: {exc}")
+            servers = {"nonod": ours._proc.pid, "nonod@before": before._proc.pid}
+            groups = {name: CpuGroup.make(name, pid) for name, pid in servers.items()}
+            first = await ours.launch(POLICY, REQUEST)
+            await first.wait_exited()
+            samples, used = await _blocks(runners, args.rounds, args.block, args.warmup,
+                                          args.pause / 1000, servers, groups)
+    finally:
+        for group in groups.values():
+            if group is not None:
+                group.remove()
     rows: dict[str, dict[str, Any]] = {
         name: {"p50": median(v), "p90": percentile(v, 0.9), "n": len(v)}
         for name, v in samples.items()}
-    for name, blocks in usage.items():
+    for name, blocks in used.items():
         rows[name]["cpu_ms"] = median([b[0] for b in blocks])
         rows[name]["faults"] = median([b[1] for b in blocks])
     return {"machine": machine(), "before": args.before, "rounds": args.rounds,
             "block": args.block, "warmup": args.warmup, "pause_ms": args.pause,
-            "enforcement": first.enforcement.summary(), "rows": rows}
+            "enforcement": first.enforcement.summary(), "rows": rows,
+            "cpu_from": "cpuacct" if all(groups.values()) else "/proc ticks"}
 
 
 def table(data: dict[str, Any]) -> None:
@@ -114,7 +164,7 @@ def table(data: dict[str, Any]) -> None:
           f"load {m['loadavg_1m']:.2f}, nproc {m['nproc']}")
     print(f"# {data['rounds']} rounds of blocks of {data['block']} back-to-back runs "
           f"({data['warmup']} unrecorded), pause {data['pause_ms']:g} ms; "
-          f"nonod: {data['enforcement']}")
+          f"nonod: {data['enforcement']}; cpu from {data.get('cpu_from', '/proc ticks')}")
     rows = data["rows"]
     print(f"{'contender':<14} {'p50 ms':>8} {'p90 ms':>8} {'n':>5} {'cpu ms':>7} {'faults':>7}")
     for name, row in rows.items():

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final, Literal, Protocol, TypeVar
 
+from ._writers import descriptor_path
 from .errors import NonoError
 
 if TYPE_CHECKING:
@@ -269,6 +270,9 @@ class Opened:
     names: tuple[str, ...]
     uid: int
     mode: int
+    gid: int = -1
+    real: str = ""
+    """The path the descriptor was opened at, as the kernel names it ("" if it cannot)."""
 
 
 def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: int,
@@ -295,7 +299,7 @@ def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: in
             raise FileRefused(path, f"is {what}, not {expected}")
         if kind == "dir":
             return Opened(data=b"", names=_names(path, fd, max_bytes), uid=info.st_uid,
-                          mode=info.st_mode)
+                          mode=info.st_mode, gid=info.st_gid)
         if info.st_size > max_bytes:
             raise FileTooLarge(path, f"is larger than {max_bytes} bytes")
         chunks: list[bytes] = []
@@ -309,7 +313,8 @@ def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: in
         data = b"".join(chunks)
         if len(data) > max_bytes:
             raise FileTooLarge(path, f"is larger than {max_bytes} bytes")
-        return Opened(data=data, names=(), uid=info.st_uid, mode=info.st_mode)
+        return Opened(data=data, names=(), uid=info.st_uid, mode=info.st_mode, gid=info.st_gid,
+                      real=descriptor_path(fd))
     except OSError as exc:
         raise CallerFileError(path, f"cannot read: {os.strerror(exc.errno or 0)}") from None
     finally:

@@ -32,10 +32,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import final
+from typing import TypeVar, final
 
 import msgspec
-import trio
 
 from . import _callerfs, _xdg
 from . import protocol as p
@@ -48,6 +47,7 @@ from .profiles import (
     FsLook,
     Profile,
     ResolveContext,
+    check_writers,
     list_profiles,
     load_profile,
     resolve,
@@ -56,6 +56,7 @@ from .profiles import (
 from .sessions import Caller
 
 DEFAULT_PROFILE = "default"
+T = TypeVar("T")
 #: Resolutions kept (a key is a caller, a profile, a directory and options).
 CACHE_ENTRIES = 64
 
@@ -173,17 +174,31 @@ class ProfilePolicies:
             raise PolicyError(f"cannot resolve the profile: {exc.message}") from None
 
     async def list_profiles(self, caller: Caller) -> tuple[p.ProfileEntry, ...]:
-        return await trio.to_thread.run_sync(self._list, caller)
+        return await self._in_thread(caller, lambda: self._list(caller), "the profile list")
 
     async def show_profile(self, request: p.ProfileShow, caller: Caller) -> p.ProfileDocument:
         data = await self._read_named(request.profile, caller)
-        return await trio.to_thread.run_sync(self._show, request, caller, data)
+        return await self._in_thread(caller, lambda: self._show(request, caller, data),
+                                     request.profile)
 
     async def validate_profile(
         self, request: p.ProfileValidate, caller: Caller
     ) -> p.ProfileValid:
         data = await self._read_named(request.profile, caller)
-        return await trio.to_thread.run_sync(self._validate, request, caller, data)
+        return await self._in_thread(caller, lambda: self._validate(request, caller, data),
+                                     request.profile)
+
+    async def _in_thread(self, caller: Caller, work: Callable[[], T], what: str) -> T:
+        """``work`` on one of the caller's own worker threads, within their time limit, as a
+        launch's resolution is: never on the pool every user's launches and audit writes
+        share, so one user's requests (a resolution of a megabyte of paths is CPU-bound
+        for a second) hold at most that user's few threads, and no other user waits."""
+        try:
+            return await _callerfs.in_thread_of(caller if self._system else None, work,
+                                                what=what)
+        except _callerfs.FileTimeout as exc:
+            raise ProfileError(f"cannot resolve the profile: {exc.reason}",
+                               source=what) from None
 
     async def _read_named(self, name: str | None, caller: Caller) -> bytes | None:
         """A profile *path*'s bytes, read once as the caller; None for a profile name."""
@@ -216,6 +231,7 @@ class ProfilePolicies:
                     "(or to root and is world-readable)",
                     source=name,
                 )
+        check_writers(name, opened, reader=caller.uid if self._system else os.geteuid())
         return opened.data
 
     def _user_dir(self, caller: Caller, env: dict[str, str]) -> Path | None:

@@ -36,6 +36,7 @@ from .policy import DAEMON_BACKEND_PREFIX, Grant, ResolvedPolicy
 from .sandbox import LaunchRequest
 
 if TYPE_CHECKING:
+    from .proxy import UidShare
     from .sessions import Caller
 
 log = structlog.get_logger()
@@ -387,8 +388,12 @@ async def serve(
             listener = trio.SocketListener(
                 trio.socket.from_stdlib_socket(proc.proxy_listener))
         if prepared._proxy_args is not None and listener is not None:
+            runs_as = prepared.request.uid if prepared.request is not None else None
             await nursery.start(functools.partial(
                 proxy.serve_proxy, listener, events=events, asker=asker,
+                # The system daemon's sessions run as their users (a uid is given): each
+                # user's proxies together hold a share of the host's ephemeral ports.
+                share=None if runs_as is None else (_upstream_share(), runs_as),
                 **prepared._proxy_args))
         uid = prepared.request.uid if prepared.request is not None else None
         inbound = _Inbound(os.geteuid() if uid is None else uid)
@@ -400,6 +405,21 @@ async def serve(
             await trio.sleep_forever()
         finally:
             prepared.discard()  # the forwards' host sockets go with the session
+
+
+_shares: trio.lowlevel.RunVar[UidShare] = trio.lowlevel.RunVar("nonod.upstream_share")
+
+
+def _upstream_share() -> UidShare:
+    """The daemon's one count of its users' proxy connections (one per trio run)."""
+    from .proxy import UidShare, uid_share_cap  # the proxy loads with the first session
+
+    try:
+        return _shares.get()
+    except LookupError:
+        share = UidShare(uid_share_cap())
+        _shares.set(share)
+        return share
 
 
 @final

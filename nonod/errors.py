@@ -93,6 +93,12 @@ class ProfileLinkWritable(PolicyError):
     code = "policy.profile_link"
 
 
+class GrantLinkWritable(PolicyError):
+    """A grant or denial is named through a symbolic link the session could re-point."""
+
+    code = "policy.grant_link"
+
+
 class LaunchError(NonoError):
     """A launch was refused or failed before the program could run.
 

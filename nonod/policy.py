@@ -221,6 +221,12 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     allow_root: bool = False
     # Files under writable grants that stay writable although they could run code later.
     writable_persistence: tuple[str, ...] = ()
+    # The user's cache home as resolution knew it ($XDG_CACHE_HOME, else ~/.cache; canonical):
+    # a writable directory grant at or under it (or under ``~/.cache``) is copy-on-write in
+    # the session (``_mounts``: host tools run what their caches hold), unless it lies at or
+    # under one of ``shared_caches`` (profile "nonod": {"shared_caches": [...]}).
+    cache_home: str | None = None
+    shared_caches: tuple[str, ...] = ()
     # Files the session may read but never change wherever its grants would let it: the
     # profile file the launch named (a session that rewrote it chose the next one's policy).
     protected_files: tuple[str, ...] = ()

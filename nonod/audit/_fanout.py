@@ -160,7 +160,7 @@ class Subscription:
             raise StopAsyncIteration from None
 
     def close(self) -> None:
-        """Unsubscribe: the hub forgets this subscriber at its next publish."""
+        """Unsubscribe: the hub forgets this subscriber at its next publish or subscribe."""
         self._receive.close()
         self._end()
 
@@ -213,6 +213,9 @@ class AuditHub:
         if self._closed:
             subscription._end()
         else:
+            # Those that left go now, not at the next publish: on a quiet daemon a user's
+            # connections, each subscribing and closing, would otherwise pile them up.
+            self._subscribers = [s for s in self._subscribers if s._open]
             self._subscribers.append(subscription)
         return subscription
 

@@ -23,19 +23,34 @@ searched whole, as before.
 The needles are the secret itself and these encodings of it, each replaced by the same
 encoding of the phantom token:
 
-- percent-encoding as URL encoders write it (unreserved characters kept, ``%XX`` for the
-  rest in upper-case hex; ``+`` for a space as forms write it);
+- percent-encoding as each common URL encoder writes it: which characters it keeps besides
+  letters and digits differs (RFC 3986's unreserved, also ``/`` for Python's ``quote``,
+  ``!*'()`` for JavaScript, ``*`` but not ``~`` for Java and Ruby forms...), each with ``%XX``
+  in upper- or lower-case hex, and ``%20`` or ``+`` for a space (:data:`_PERCENT_KEPT`);
+- HTML escaping as common escapers write it (``&amp;``, ``&lt;``, ``&gt;``, the quotes as
+  ``&quot;``, ``&#34;``, ``&#39;``, ``&#x27;``, ``&#039;`` or ``&apos;``, and Handlebars'
+  ``&#x3D;``, ``&#x60;``, ``&#x2F;``);
 - percent-encoding of every byte (``%41%42...``), upper- and lower-case hex;
 - hex of the bytes (``4142...``), lower- and upper-case;
 - JSON escapes: ``\\uXXXX`` for every character (lower- and upper-case hex), and the secret
   as JSON encoders write it inside a string (``\\"``, ``\\\\``, ``\\/`` or ``/``, non-ASCII
-  characters as ``\\uXXXX`` or as they are) when that differs from the secret;
-- base64, standard and URL-safe, padded and not, when the secret starts on a 3-byte boundary
-  of the encoded data.
+  characters as ``\\uXXXX`` or as they are) when that differs from the secret, and as Go's
+  and Rails' encoders write it (``<``, ``>``, ``&`` as ``\\u003c``, ``\\u003e``, ``\\u0026``);
+- base64, standard and URL-safe: the secret encoded alone (padded and not), and what the
+  secret alone decides of a larger blob it lies in at any of the three byte alignments (the
+  one or two characters at each end that mix its bits with its neighbours' are left as
+  they are: at most 8 bits of the secret, and the rest of such a blob may decode as
+  garbage after the replacement, whose length differs);
+- each of these forms that holds a ``/`` also with ``\\/`` for it, as PHP's ``json_encode``
+  writes it in a JSON string (a base64 blob, a URL).
 
-Not recognised: a secret inside a larger base64 blob at another alignment, a mix of cases or
-of escaped and unescaped characters within one occurrence, other encodings (base32, HTML
-entities, double encoding), and a compressed body (the proxy asks upstreams for ``identity``
+A secret made only of letters, digits and ``-_.`` has a single spelling in all of these (the
+secret itself), so the extra spellings cost nothing for it.
+
+Not recognised: a secret inside a larger base64 blob broken into lines within it, a mix of cases or
+of escaped and unescaped characters within one occurrence that no encoder above writes, other
+encodings (base32, numeric entities for every character, UTF-16, double encoding), and a
+compressed body (the proxy asks upstreams for ``identity``
 and decodes gzip/deflate itself; any other coding is refused).
 """
 
@@ -47,13 +62,14 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Final, final, overload
-from urllib.parse import quote, quote_plus
 
 from ._phantom import PhantomToken
 from ._secret import Secret
 
 #: Below this many bytes, encoded forms of a secret are too likely to occur by chance.
 _MIN_ENCODED: Final = 8
+#: How many first bytes needles must share to be searched for together.
+_GROUP_HEAD: Final = 12
 #: The shortest needle for which a buffer is first narrowed by its sampled bytes (shorter:
 #: the sample would be most of the buffer, and every needle is searched in all of it).
 _SAMPLED_MIN: Final = 8
@@ -71,15 +87,64 @@ def scrub_replacements(secret: Secret, token: PhantomToken) -> dict[bytes, bytes
             padded_real, padded_fake = b64(real), b64(fake)
             table.setdefault(padded_real, padded_fake)
             table.setdefault(padded_real.rstrip(b"="), padded_fake.rstrip(b"="))
+            for shift in (0, 1, 2):
+                table.setdefault(_b64_inside(b64, real, shift), _b64_inside(b64, fake, shift))
+        for needle, replacement in list(table.items()):
+            if b"/" in needle and needle != real:  # PHP's json_encode writes `/` as `\/`
+                table.setdefault(needle.replace(b"/", b"\\/"),
+                                 replacement.replace(b"/", b"\\/"))
     return table
 
 
-def _quote(data: bytes) -> bytes:
-    return quote(data, safe="").encode("ascii")
+def _b64_inside(encode: Callable[[bytes], bytes], data: bytes, shift: int) -> bytes:
+    """The base64 characters that ``data`` alone decides when it lies inside a larger
+    encoded blob, ``shift`` bytes (mod 3) after a 3-byte boundary: each character carries 6
+    bits, so the first ones may hold bits of what comes before, and the last one bits of
+    what follows; those are left out. (Whoever places the secret in a blob chooses the
+    shift: an upstream that base64-encodes a dump of the request puts the program's own
+    headers before it.)"""
+    encoded = encode(bytes(shift) + data)
+    return encoded[-(-8 * shift // 6):8 * (shift + len(data)) // 6]
 
 
-def _quote_plus(data: bytes) -> bytes:
-    return quote_plus(data, safe="").encode("ascii")
+#: The characters percent-encoders leave as they are beyond letters and digits, one set per
+#: common spelling: RFC 3986's unreserved (Python's ``quote(safe="")``, ``rawurlencode``,
+#: ``Uri.EscapeDataString``, curl), the same with ``/`` (Python's default ``quote``),
+#: JavaScript's ``encodeURIComponent`` and ``encodeURI``, Java's ``URLEncoder`` and Ruby's
+#: ``encode_www_form_component``, PHP's ``urlencode``, .NET's ``HttpUtility.UrlEncode``, and
+#: Go's ``url.PathEscape``. Each is also tried with ``+`` for a space and with lower-case hex
+#: (.NET's ``HttpUtility`` writes ``%2f``).
+_PERCENT_KEPT: Final = ("-_.~", "-_.~/", "-_.!~*'()", "-_.!~*'();/?:@&=+$,#", "-_.*", "-_.",
+                        "-_.!*()", "-_.~$&+:=@")
+_ALNUM: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def _percent(data: bytes, kept: str, *, plus: bool, lower: bool) -> bytes:
+    """``data`` percent-encoded by an encoder that keeps letters, digits and ``kept`` (and
+    writes ``+`` for a space when ``plus``), with upper- or lower-case hex. (Not
+    :func:`urllib.parse.quote`: it always keeps ``~``, which Java's and PHP's encoders do
+    not.)"""
+    keep = _ALNUM | frozenset(kept.encode("ascii"))
+    form = b"%%%02x" if lower else b"%%%02X"
+    return b"".join(bytes([byte]) if byte in keep else b"+" if plus and byte == 0x20
+                    else form % byte for byte in data)
+
+
+#: HTML escaping as common escapers write it (``&``, ``<`` and ``>`` always): Python's
+#: ``html.escape``, markupsafe (Jinja) and Go's ``html/template``, PHP's ``htmlspecialchars``,
+#: Rails' ``html_escape``, XML's ``&apos;``, Handlebars and OWASP's encoder (also ``=``,
+#: `````` and ``/``), and text-node escapers that leave quotes alone.
+_HTML_ESCAPES: Final[tuple[dict[str, str], ...]] = tuple(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", **extra} for extra in (
+        {'"': "&quot;", "'": "&#x27;"}, {'"': "&#34;", "'": "&#39;"},
+        {'"': "&quot;", "'": "&#039;"}, {'"': "&quot;", "'": "&#39;"},
+        {'"': "&quot;", "'": "&apos;"}, {'"': "&quot;"}, {},
+        {'"': "&quot;", "'": "&#x27;", "=": "&#x3D;", "`": "&#x60;", "/": "&#x2F;"},
+    ))
+
+
+def _html(data: bytes, escapes: Mapping[str, str]) -> bytes:
+    return "".join(escapes.get(c, c) for c in data.decode("utf-8")).encode("utf-8")
 
 
 def _percent_all(data: bytes) -> bytes:
@@ -122,13 +187,67 @@ def _json_string(data: bytes, *, ascii_only: bool, slash: bool) -> bytes:
     return (text.replace("/", "\\/") if slash else text).encode("utf-8")
 
 
+def _json_html_safe(data: bytes) -> bytes:
+    """The secret inside a JSON string as Go's ``encoding/json`` and Rails' ``to_json`` write
+    it by default: also ``<``, ``>`` and ``&`` as ``\\u003c``, ``\\u003e``, ``\\u0026``."""
+    text = _json_string(data, ascii_only=False, slash=False).decode("utf-8")
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .encode("utf-8"))
+
+
 #: The encoded forms of a secret that are replaced by the same form of the phantom token.
 _ENCODINGS: Final[tuple[Callable[[bytes], bytes], ...]] = (
-    _quote, _quote_plus, _percent_all, _percent_all_lower, _hex, _hex_upper,
+    *(functools.partial(_percent, kept=k, plus=p, lower=lo)
+      for k in _PERCENT_KEPT for p in (False, True) for lo in (False, True)),
+    *(functools.partial(_html, escapes=e) for e in _HTML_ESCAPES),
+    _percent_all, _percent_all_lower, _hex, _hex_upper,
     _json_u, _json_u_upper,
     *(functools.partial(_json_string, ascii_only=a, slash=s)
       for a in (True, False) for s in (True, False)),
+    _json_html_safe,
 )
+
+
+def _groups(needles: list[bytes]) -> tuple[tuple[bytes, tuple[bytes, ...]], ...]:
+    """``needles`` (longest first) in groups searched for together, each with its head, the
+    first bytes all its members share. A secret's spellings share what comes before the
+    first character an encoder changes; a needle joins a group when that is at least
+    _GROUP_HEAD bytes (``bytes.find`` of a short head would be slower than one find per
+    needle: it skips less far). A needle alone is its own head."""
+    groups: list[tuple[bytes, list[bytes]]] = []
+    for needle in needles:
+        for index, (head, members) in enumerate(groups):
+            shared = _shared(head, needle)
+            if shared >= _GROUP_HEAD:
+                groups[index] = (head[:shared], members)
+                members.append(needle)  # longest first: needles come in that order
+                break
+        else:
+            groups.append((needle, [needle]))
+    return tuple((head, tuple(members)) for head, members in groups)
+
+
+def _shared(a: bytes, b: bytes) -> int:
+    """How many first bytes ``a`` and ``b`` have in common."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _find_group(buffer: bytes | bytearray, head: bytes, members: tuple[bytes, ...],
+                pos: int, end: int) -> tuple[int, bytes | None]:
+    """The first place in ``buffer[pos:end]`` where one of ``members`` (which all begin with
+    ``head``; longest first) lies whole, and the longest one there; ``(-1, None)``: none."""
+    at = buffer.find(head, pos, end)
+    while at != -1:
+        for needle in members:
+            if buffer.startswith(needle, at, end):
+                return at, needle
+        at = buffer.find(head, at + 1, end)
+    return -1, None
 
 
 @final
@@ -140,8 +259,8 @@ class Scrubber:
     does not touch the stream's state.
     """
 
-    __slots__ = ("_firsts", "_held", "_longest", "_marks", "_needles", "_pattern", "_step",
-                 "_table")
+    __slots__ = ("_firsts", "_groups", "_held", "_longest", "_marks", "_needles", "_pattern",
+                 "_step", "_table")
 
     def __init__(self, replacements: Mapping[bytes, bytes]) -> None:
         if not replacements or any(not needle for needle in replacements):
@@ -156,6 +275,7 @@ class Scrubber:
         in_needles = {byte for needle in self._needles for byte in needle}
         self._marks = (bytes(byte in in_needles for byte in range(256))
                        if self._step >= _SAMPLED_MIN else None)
+        self._groups = _groups(self._needles)
         self._held = b""
 
     def fresh(self) -> Scrubber:
@@ -169,6 +289,7 @@ class Scrubber:
         other._firsts = self._firsts
         other._step = self._step
         other._marks = self._marks
+        other._groups = self._groups
         other._held = b""
         return other
 
@@ -203,7 +324,7 @@ class Scrubber:
             buffer = data
         out: list[bytes | bytearray] = []
         pos = 0
-        found: dict[bytes, int] = {}
+        found: dict[bytes, tuple[int, bytes | None]] = {}
         hold = self._hold_from(buffer, pos, end)
         lo, hi = self._window(buffer, end)
         while True:
@@ -237,20 +358,22 @@ class Scrubber:
             return end, end
         return max(0, (first - 1) * step + 1), min(end, (marks.rfind(1) + 1) * step)
 
-    def _search(self, buffer: bytes | bytearray, pos: int, end: int, found: dict[bytes, int]
-                ) -> tuple[int, bytes | None]:
+    def _search(self, buffer: bytes | bytearray, pos: int, end: int,
+                found: dict[bytes, tuple[int, bytes | None]]) -> tuple[int, bytes | None]:
         """The leftmost needle in ``buffer[pos:end]`` (the longest one where several start
-        together), as the pattern would find it. One ``bytes.find`` per needle: a body is
-        mostly free of needles, and ``find`` skips through it far faster than the pattern's
-        alternation, which tries every needle at every position. ``found`` keeps, per needle,
-        where its next occurrence in ``buffer`` is (-1: none): a needle is searched again only
-        once a replacement has moved ``pos`` past it, so each needle scans a buffer about once
-        however many reflections it holds."""
+        together), as the pattern would find it. One ``bytes.find`` per group of needles that
+        share their first bytes (the head): a body is mostly free of needles, and ``find``
+        skips through it far faster than the pattern's alternation, which tries every needle
+        at every position. Needles starting at one place share their head, so they are in one
+        group, tried longest first. ``found`` keeps, per group, where its next match in
+        ``buffer`` is (-1: none): a group is searched again only once a replacement has moved
+        ``pos`` past it, so each group scans a buffer about once however many reflections it
+        holds."""
         best, match = end, None
-        for needle in self._needles:  # longest first: a later one must start strictly earlier
-            start = found.get(needle, -2)
+        for head, members in self._groups:
+            start, needle = found.get(head, (-2, None))
             if -1 < start < pos or start == -2:
-                start = found[needle] = buffer.find(needle, pos, end)
+                start, needle = found[head] = _find_group(buffer, head, members, pos, end)
             if 0 <= start < best:
                 best, match = start, needle
         return best, match

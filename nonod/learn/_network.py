@@ -24,6 +24,7 @@ import structlog
 import trio
 
 from .._accept import accept_retrying
+from ..profiles import builtin_network
 from ..proxy import (
     Decision,
     NetworkEvent,
@@ -42,6 +43,8 @@ log = structlog.get_logger()
 
 _READ_SIZE: Final = 1 << 16
 _NOTHING: Final = ProxyPolicy()  # allows no name at all
+#: The reason a host named like a network group is refused while learning.
+NETWORK_GROUP: Final = "network_group"
 
 
 class OutboundHost(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,6 +89,13 @@ class NetworkRecorder:
     def policy_for(self, request: ProxyRequest) -> ProxyPolicy:
         """Note ``request`` and return the allowlist its connection is served with."""
         decision: Decision = decide(request, _NOTHING)
+        if (decision.reason is Reason.NOT_ALLOWED and decision.host and "." not in decision.host
+                and decision.host in builtin_network().groups):
+            # A profile reads this entry as the group (every LLM API, every registry...), and
+            # no session could reach a host of that name: refused, never proposed.
+            rkey = (decision.host, request.port, NETWORK_GROUP)
+            self._refused[rkey] = self._refused.get(rkey, 0) + 1
+            return _NOTHING
         if decision.reason is Reason.NOT_ALLOWED and decision.host:
             port = decision.port
             if decision.address is None:

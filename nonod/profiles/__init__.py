@@ -19,6 +19,7 @@ from ._groups import GroupCatalog as GroupCatalog
 from ._groups import GroupEntry as GroupEntry
 from ._groups import PolicyGroup as PolicyGroup
 from ._groups import builtin_groups as builtin_groups
+from ._groups import builtin_network as builtin_network
 from ._load import MAX_PROFILE_BYTES as MAX_PROFILE_BYTES
 from ._load import ProfileInfo as ProfileInfo
 from ._load import builtin_profiles_dir as builtin_profiles_dir
@@ -26,6 +27,8 @@ from ._load import list_profiles as list_profiles
 from ._load import load_profile as load_profile
 from ._load import parse_profile as parse_profile
 from ._load import user_profiles_dir as user_profiles_dir
+from ._owner import ProfileWritable as ProfileWritable
+from ._owner import check_writers as check_writers
 from ._resolve import CliOverrides as CliOverrides
 from ._resolve import resolve as resolve
 from ._schema import Profile as Profile

@@ -515,6 +515,7 @@ class _Checker:
                 raise self.fail(f"$.nonod.allow_degraded[{index}]",
                                 f"`{layer}` is not a layer name")
         self.path_entries("$.nonod.writable_persistence", cfg.writable_persistence)
+        self.path_entries("$.nonod.shared_caches", cfg.shared_caches)
         if cfg.binary is not None:
             self.path_value("$.nonod.binary", cfg.binary)
         from .._units import parse_duration, parse_memory

@@ -84,19 +84,22 @@ class FsLook:
         sig = self.stat(path)
         return sig is not None and stat.S_ISDIR(sig)
 
-    def realpath(self, path: str) -> str:
+    def realpath(self, path: str, crossed: list[str] | None = None) -> str:
         """``os.path.realpath(path)`` for an absolute path: symlinks followed, ``..`` and
         ``.`` removed, a missing component and what follows it kept. A symlink loop is rare
         and ``os.path.realpath``'s answer for it is peculiar: it answers then, and this look
         is never reused (:meth:`unchanged` is False); so is a relative path (it depends on the
-        process's working directory)."""
-        resolved, done = self._walk("/", path, {}) if path.startswith("/") else ("", False)
+        process's working directory). ``crossed``, when given, receives every symbolic link
+        followed on the way, each at its real place (its directory resolved)."""
+        resolved, done = (self._walk("/", path, {}, crossed) if path.startswith("/")
+                          else ("", False))
         if not done:
             self._loop = True
             return os.path.realpath(path)
         return resolved
 
-    def _walk(self, base: str, rest: str, seen: dict[str, str | None]) -> tuple[str, bool]:
+    def _walk(self, base: str, rest: str, seen: dict[str, str | None],
+              crossed: list[str] | None = None) -> tuple[str, bool]:
         """``base`` (resolved) joined with ``rest`` (to resolve); False once a loop stopped."""
         if rest.startswith("/"):
             base = "/"
@@ -116,11 +119,13 @@ class FsLook:
                     return candidate, False
                 base = known
                 continue
+            if crossed is not None:
+                crossed.append(candidate)
             target = self.readlink(candidate)
             if target is None or len(seen) >= _MAX_LINKS:
                 return candidate, False
             seen[candidate] = None
-            base, done = self._walk(base, target, seen)
+            base, done = self._walk(base, target, seen, crossed)
             if not done:
                 return base, False
             seen[candidate] = base

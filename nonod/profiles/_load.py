@@ -37,6 +37,7 @@ from ._check import (
     raw_is_empty,
 )
 from ._groups import builtin_groups, builtin_network
+from ._owner import check_writers
 from ._schema import NetworkConfig, Profile, WorkdirConfig
 
 MAX_EXTENDS_DEPTH: Final = 10
@@ -193,15 +194,19 @@ def _find(name: str, user_dir: Path | None, builtin_dir: Path, *, skip_user: boo
 
 
 def _read(found: _Found) -> bytes:
-    """Opened once, never blocking, regular files only (``nonod._callerfs``)."""
+    """Opened once, never blocking, regular files only (``nonod._callerfs``); a user's
+    profile only if no other user could have written it (:mod:`._owner`)."""
     try:
-        return read_path(str(found.path), max_bytes=MAX_PROFILE_BYTES).data
+        opened = read_path(str(found.path), max_bytes=MAX_PROFILE_BYTES)
     except FileMissing:
         raise ProfileNotFound("no such profile file", source=found.source) from None
     except FileTooLarge:
         raise ProfileError(f"larger than {MAX_PROFILE_BYTES} bytes", source=found.source) from None
     except CallerFileError as exc:
         raise ProfileError(f"cannot read profile: {exc.reason}", source=found.source) from None
+    if found.origin != "builtin":  # package data: whoever may change it changes nonod too
+        check_writers(found.source, opened, reader=os.geteuid())
+    return opened.data
 
 
 def load_profile(
@@ -390,6 +395,12 @@ def _merge_network(child: NetworkConfig, merged: NetworkConfig) -> NetworkConfig
     return merged
 
 
+def _identity(item: object) -> object:
+    """What makes two array items the same: the value itself, or its JSON encoding for a
+    struct (equal structs encode alike)."""
+    return item if isinstance(item, str | int | float | bool) else msgspec.json.encode(item)
+
+
 def _merge_value(base: object, child: object) -> object:
     if child is UNSET or child is None:
         return base
@@ -399,8 +410,11 @@ def _merge_value(base: object, child: object) -> object:
         if not isinstance(base, tuple):
             return child
         out = list(base)
+        seen = {_identity(item) for item in out}  # a set: a profile holds tens of thousands
         for item in child:
-            if item not in out:
+            key = _identity(item)
+            if key not in seen:
+                seen.add(key)
                 out.append(item)
         return tuple(out)
     if isinstance(child, dict):

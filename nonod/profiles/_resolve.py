@@ -31,7 +31,7 @@ from typing import Final, final
 import msgspec
 
 from .._units import parse_duration, parse_size
-from ..errors import BroadWorkdir, ExtendsError, PolicyError, ProfileError
+from ..errors import BroadWorkdir, ExtendsError, GrantLinkWritable, PolicyError, ProfileError
 from ..policy import (
     DEFAULT_MAX_PROCESSES,
     QUEUE_BACKEND,
@@ -166,6 +166,15 @@ def resolve(
     return resolver.run()
 
 
+def _lineage(path: str) -> list[str]:
+    """``path`` (canonical, absolute) and each directory above it, up to ``/``."""
+    out = [path]
+    while path != "/":
+        path = posixpath.dirname(path) or "/"
+        out.append(path)
+    return out
+
+
 def _union(a: Access, b: Access) -> Access:
     reads, writes = a.reads or b.reads, a.writes or b.writes
     if reads and writes:
@@ -198,18 +207,23 @@ class _Resolver:
         self.network = network
         self.source = profile.meta.name or "profile"
         self.notes: list[Note] = []
+        self._noted: set[Note] = set()
         self.grants: list[Grant] = []
         self.denials: list[Denial] = []
         #: Directory grants found from the working directory (``--allow-cwd``,
         #: ``workdir.access``, a profile's ``$WORKDIR``), with what asked for each.
         self.via_workdir: list[tuple[str, Grant]] = []
+        #: Grants and denials whose path crosses symbolic links: what named each, and the
+        #: links (at their real place).
+        self.linked: list[tuple[str, list[str]]] = []
         self.placeholder_workdir = False
         self.workdir = self._workdir_path()
         self.values = ctx.values(self.workdir)
 
     def note(self, kind: str, message: str, *, path: str = "", source: str = "") -> None:
         note = Note(kind=kind, message=message, path=path, source=source)
-        if note not in self.notes:
+        if note not in self._noted:  # a set: a profile may make tens of thousands of notes
+            self._noted.add(note)
             self.notes.append(note)
 
     def fail(self, path: str, message: str, *, hint: str | None = None) -> ProfileError:
@@ -227,6 +241,7 @@ class _Resolver:
         self._ignored_settings()
         grants = self._merged_grants()
         denials = self._merged_denials()
+        self._refuse_repointable_links(grants)
         self._masked_grant_notes(grants, denials)
         # command_policies: each tool's executable and its child session's policy, which
         # resolves like any profile for the same user and working directory.
@@ -255,7 +270,9 @@ class _Resolver:
             max_processes=(DEFAULT_MAX_PROCESSES if p.nonod.max_processes is None
                            else p.nonod.max_processes),
             limits=_limits(p.nonod.limits, p.nonod.max_processes),
-            writable_persistence=self._persistence(),
+            writable_persistence=self._placed(self.profile.nonod.writable_persistence),
+            cache_home=self.fs.realpath(self.values["XDG_CACHE_HOME"]),
+            shared_caches=self._placed(self.profile.nonod.shared_caches),
             binary=self._binary(),
             command_args=tuple(
                 _expand.expand(arg, self.values) for arg in p.command_args + p.brokered_commands
@@ -350,10 +367,17 @@ class _Resolver:
             if "\x00" in given:
                 raise PolicyError("the working directory contains a NUL character")
             path = posixpath.join(self.ctx.workdir, given)
-        return self.fs.realpath(path)
+        crossed: list[str] = []
+        real = self.fs.realpath(path, crossed)
+        if crossed:
+            self.linked.append((f"the working directory `{given or path}`", crossed))
+        return real
 
-    def _place(self, raw: str, *, source: str, literal: bool = False) -> str | None:
-        """The canonical form of a path, or None (with a note) if it is for macOS only."""
+    def _place(self, raw: str, *, source: str, literal: bool = False,
+               what: str | None = None) -> str | None:
+        """The canonical form of a path, or None (with a note) if it is for macOS only.
+        With ``what``, the links followed on the way are kept for
+        :meth:`_refuse_repointable_links`, under that description."""
         if literal:
             if "\x00" in raw:
                 raise PolicyError(f"path {raw!r} contains a NUL character")
@@ -364,7 +388,13 @@ class _Resolver:
             self.note("macos_only", f"`{raw}` exists on macOS only; left out",
                       path=expanded, source=source)
             return None
-        return self.fs.realpath(expanded)
+        if what is None:
+            return self.fs.realpath(expanded)
+        crossed: list[str] = []
+        real = self.fs.realpath(expanded, crossed)
+        if crossed:
+            self.linked.append((what, crossed))
+        return real
 
     def _grant(
         self,
@@ -377,7 +407,7 @@ class _Resolver:
         literal: bool = False,
     ) -> None:
         user = not source.startswith("group:")
-        real = self._place(raw, source=source, literal=literal)
+        real = self._place(raw, source=source, literal=literal, what=f"{key} `{raw}`")
         if real is None:
             return
         if not self.fs.exists(real):
@@ -403,7 +433,7 @@ class _Resolver:
             self.via_workdir.append((f"{key} {raw}", grant))
 
     def _deny(self, raw: str, *, is_file: bool, source: str) -> None:
-        real = self._place(raw, source=source)
+        real = self._place(raw, source=source, what=f"the denial of `{raw}` ({source})")
         if real is None:
             return
         if self.fs.lexists(real):
@@ -444,6 +474,28 @@ class _Resolver:
                 f"{what} would grant {path} ({access}), and {why}",
                 hint=f"run from a project directory, or grant it by name: --allow {path}")
 
+    def _refuse_repointable_links(self, grants: Sequence[Grant]) -> None:
+        """A grant or denial named through a symbolic link in a directory the session may
+        write is refused: resolution follows links again at every launch, and the session
+        could rename a link of its own over that one, so that the next launch grants, or
+        masks, what the session chose."""
+        if self.placeholder_workdir:
+            return
+        writable = {g.path for g in grants
+                    if g.access.writes and not g.is_file and g.path not in _PRIVATE_DIRS}
+        for what, links in self.linked:
+            for link in links:
+                held = next((p for p in _lineage(posixpath.dirname(link)) if p in writable),
+                            None)
+                if held is None:
+                    continue
+                raise GrantLinkWritable(
+                    f"{what} goes through the symbolic link {link}, in {held}, which the "
+                    "session may write: it could re-point the link, and the next launch "
+                    f"would follow it to a place of its choosing",
+                    hint=f"name the link's target instead ({self.fs.realpath(link)}), or "
+                         "keep the link where the session cannot write")
+
     def _profile_grants(self) -> None:
         fs, legacy = self.profile.filesystem, self.profile.policy
         for key, access, is_file, old in _FILESYSTEM_GRANTS:
@@ -464,11 +516,16 @@ class _Resolver:
 
     def _bypass(self) -> None:
         fs = self.profile.filesystem
+        # Indexes, not scans: a profile of 1 MiB may hold tens of thousands of each.
+        denied: dict[str, list[Denial]] = {}
+        for denial in self.denials:
+            denied.setdefault(denial.path, []).append(denial)
+        granted = {g.path for g in self.grants}
         for raw in self._paths([*fs.bypass_protection, *self.profile.policy.override_deny]):
             real = self._place(raw, source="profile")
             if real is None:
                 continue
-            hits = [d for d in self.denials if d.path == real]
+            hits = denied.get(real, [])
             if not hits:
                 self.note("bypass", f"`{raw}` matches no denied path; nothing lifted", path=real)
                 continue
@@ -482,11 +539,11 @@ class _Resolver:
                     raise self.fail("$.filesystem.bypass_protection", f"`{raw}` is denied by "
                                     f"group `{group}`, which cannot be bypassed")
                 self.denials.remove(denial)
+                denied[real].remove(denial)
                 self.note("bypass", f"denial from group `{group}` lifted by bypass_protection",
                           path=real, source=denial.source)
-            if not any(g.path == real or (real.startswith(g.path.rstrip("/") + "/")
-                                          and g.path not in _PRIVATE_DIRS)
-                       for g in self.grants):
+            if real not in granted and not any(
+                    p in granted and p not in _PRIVATE_DIRS for p in _lineage(real)[1:]):
                 self.note("info", f"`{raw}` is no longer denied, but nothing grants access "
                           "to it (bypass_protection does not grant)", path=real)
 
@@ -510,18 +567,18 @@ class _Resolver:
         return tuple(sorted(merged.values(), key=lambda d: d.path))
 
     def _masked_grant_notes(self, grants: Sequence[Grant], denials: Sequence[Denial]) -> None:
+        by_path = {d.path: d for d in denials}
         for grant in grants:
-            for denial in denials:
-                if grant.path == denial.path or grant.path.startswith(
-                    denial.path.rstrip("/") + "/"
-                ):
-                    self.note(
-                        "info",
-                        f"granted, but hidden by the denial of {denial.path} ({denial.source})",
-                        path=grant.path,
-                        source=grant.source,
-                    )
-                    break
+            # the outermost denial holding the grant (the first of the sorted denials)
+            denial = next((by_path[p] for p in reversed(_lineage(grant.path))
+                           if p in by_path), None)
+            if denial is not None:
+                self.note(
+                    "info",
+                    f"granted, but hidden by the denial of {denial.path} ({denial.source})",
+                    path=grant.path,
+                    source=grant.source,
+                )
 
     # --- everything else ---
 
@@ -585,9 +642,10 @@ class _Resolver:
             set_vars=tuple((k, _expand.expand(v, self.values)) for k, v in env.set_vars.items()),
         )
 
-    def _persistence(self) -> tuple[str, ...]:
+    def _placed(self, entries: Sequence[PathEntry]) -> tuple[str, ...]:
+        """The canonical paths of a list of ``nonod`` paths (``writable_persistence``...)."""
         out = []
-        for raw in self._paths(self.profile.nonod.writable_persistence):
+        for raw in self._paths(entries):
             real = self._place(raw, source="profile")
             if real is not None:
                 out.append(real)

@@ -348,9 +348,12 @@ class NonodConfig(_Section, frozen=True, kw_only=True):
     ``allow_degraded`` names enforcement layers the session may run without (empty: every
     layer is required); ``writable_persistence`` names files under writable grants that stay
     writable although they can run code later (``.git/hooks``...); ``binary`` is the program to
-    run when the launch request names none; ``unix_sockets`` lets the program create AF_UNIX
-    sockets with ``socket()`` (refused by default: a pathname socket anywhere in its view, such
-    as an agent's, would be reachable; ``socketpair`` always works). ``max_processes`` caps
+    run when the launch request names none; ``shared_caches`` names cache directories a
+    session writes to the host's copy of (by default a writable grant in the user's cache
+    home is copy-on-write: the session's writes stay its own); ``unix_sockets`` lets the
+    program create AF_UNIX sockets with ``socket()`` (refused by default: a pathname socket
+    anywhere in its view, such as an agent's, would be reachable; ``socketpair`` always
+    works). ``max_processes`` caps
     the session's processes and threads (absent: ``DEFAULT_MAX_PROCESSES``; 0: no cap).
     ``allow_root`` lets a root caller of the system daemon run this profile as root (the
     daemon's ``[sessions] allow_root`` must say so too). ``network_unlisted`` is what happens
@@ -361,6 +364,7 @@ class NonodConfig(_Section, frozen=True, kw_only=True):
 
     allow_degraded: tuple[str, ...] = ()
     writable_persistence: tuple[str, ...] = ()
+    shared_caches: tuple[str, ...] = ()
     binary: str | None = None
     unix_sockets: bool | None = None
     max_processes: Annotated[int, msgspec.Meta(ge=0, le=4_194_304)] | None = None

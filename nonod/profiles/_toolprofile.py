@@ -38,10 +38,11 @@ PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 def find_executable(name: str, command: CommandPolicy, env: Mapping[str, str],
-                    look: FsLook) -> str | None:
+                    look: FsLook, crossed: list[str] | None = None) -> str | None:
     """The canonical path of the tool: its pinned ``executable``, or the first file ``name``
     on the caller's ``PATH``; None when there is none. Looked at through ``look``, so a cached
-    resolution is not reused once the answer would change."""
+    resolution is not reused once the answer would change. ``crossed`` receives the symbolic
+    links followed to it."""
     if command.executable is not None:
         candidates = [command.executable]
     else:
@@ -49,7 +50,7 @@ def find_executable(name: str, command: CommandPolicy, env: Mapping[str, str],
         candidates = [posixpath.join(d, name) for d in path.split(":") if d.startswith("/")]
     for candidate in candidates:
         if look.stat(candidate) == stat.S_IFREG:
-            return look.realpath(candidate)
+            return look.realpath(candidate, crossed)
     return None
 
 
@@ -153,7 +154,8 @@ def resolve_tools(
     seen: dict[str, str] = {}
     for name, command in section.commands.items():
         where = key_path("$.command_policies.commands", name)
-        executable = find_executable(name, command, env, look)
+        crossed: list[str] = []
+        executable = find_executable(name, command, env, look, crossed)
         if executable is None:
             note("tool_missing",
                  f"the tool `{name}` is not on PATH (or its `executable` does not exist): "
@@ -173,6 +175,14 @@ def resolve_tools(
                 source=source, path=where,
                 hint="install the tool where the session cannot write, or set "
                 "`allow_writable_executable: true` on the command to accept the risk")
+        link = next((link for link in crossed if _writable(link, agent_grants)), None)
+        if link is not None and not command.allow_writable_executable:
+            raise ProfileError(
+                f"`{name}` is found through the symbolic link {link}, which the session may "
+                f"replace: the next launch would run what it points the link at with the "
+                "tool's own grants and credentials",
+                source=source, path=where,
+                hint=f"name the tool by its real path in `executable` ({executable})")
         edge = command.for_session(where, source)
         if edge == "deny":
             tools.append(ToolPolicy(name=name, executable=executable))

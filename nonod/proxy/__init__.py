@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from ._server import ProxyServer as ProxyServer
     from ._server import ProxyStatistics as ProxyStatistics
     from ._server import serve_proxy as serve_proxy
+    from ._share import UidShare as UidShare
+    from ._share import uid_share_cap as uid_share_cap
 else:
     __getattr__, __dir__ = exports(__name__, {
         "_allowlist": ("DEFAULT_PORTS", "ProxyPolicy", "proxy_policy"),
@@ -61,4 +63,5 @@ else:
         "_resolve": ("PinError", "Resolved", "ResolveError", "Resolver"),
         "_reverse": ("RouteConfigError", "RouteTable"),
         "_server": ("ProxyLimits", "ProxyServer", "ProxyStatistics", "serve_proxy"),
+        "_share": ("UidShare", "uid_share_cap"),
     })

@@ -35,6 +35,7 @@ token ever reaches an event, a log line or an error body.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import json
@@ -347,6 +348,12 @@ class ReverseHandler:
         self._emit = emit
         #: WebSocket relays running now: each holds whole messages in the daemon's memory.
         self._websockets = 0
+        #: Every kept-alive upstream connection of this proxy, waiting in the pool of its
+        #: client connection for the next request, oldest first (with that pool and route).
+        #: At most ``max_connections``: a client connection keeps one per route it used, and
+        #: the routes would otherwise multiply what one session holds in the daemon.
+        self._kept: collections.OrderedDict[_Upstream, tuple[dict[str, _Upstream], str]] = (
+            collections.OrderedDict())
 
     @property
     def table(self) -> RouteTable:
@@ -370,7 +377,13 @@ class ReverseHandler:
                     return
                 request = following
         finally:
-            for upstream in pool.values():
+            # Out of the kept ones first, all at once: another connection's request may
+            # close the oldest kept while these are being closed, and must not find them.
+            kept = list(pool.values())
+            pool.clear()
+            for upstream in kept:
+                self._kept.pop(upstream, None)
+            for upstream in kept:
                 await trio.aclose_forcefully(upstream.stream)
 
     async def _next_request(self, stream: trio.abc.Stream, conn: h11.Connection
@@ -520,6 +533,8 @@ class ReverseHandler:
         watch = (BodyOverrideWatch() if has_body and route.endpoint_rules
                  and parsed_for_fields(request.headers) else None)
         upstream = pool.pop(route.name, None)
+        if upstream is not None:
+            self._kept.pop(upstream, None)
         if upstream is not None and not upstream.idle_and_open():
             await trio.aclose_forcefully(upstream.stream)
             upstream = None
@@ -555,11 +570,23 @@ class ReverseHandler:
         finally:
             if keep:
                 upstream.next_cycle()
-                pool[route.name] = upstream
+                await self._keep(pool, route.name, upstream)
             else:
                 await trio.aclose_forcefully(upstream.stream)
         self._emit(record.event("allow", "forwarded", status))
         return _both_done(conn)
+
+    async def _keep(self, pool: dict[str, _Upstream], name: str, upstream: _Upstream) -> None:
+        """Put ``upstream`` in ``pool`` for the next request on route ``name``; beyond
+        ``max_connections`` kept connections (all client connections together), the one kept
+        longest is closed (its client connection connects again when it needs it)."""
+        pool[name] = upstream
+        self._kept[upstream] = (pool, name)
+        while len(self._kept) > self._limits.max_connections:
+            oldest, (its_pool, its_name) = self._kept.popitem(last=False)
+            if its_pool.get(its_name) is oldest:
+                del its_pool[its_name]
+            await trio.aclose_forcefully(oldest.stream)
 
     async def _send_request(self, stream: trio.abc.Stream, conn: h11.Connection,
                             request: h11.Request, upstream: _Upstream, head: UpstreamHead,

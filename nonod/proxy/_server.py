@@ -74,6 +74,7 @@ from ._intercept import Interceptor
 from ._relay import relay
 from ._resolve import Resolved, ResolveError, Resolver, connect_exactly
 from ._reverse import ReverseHandler, RouteTable
+from ._share import UidShare
 from ._sni import check_first_flight
 
 if TYPE_CHECKING:
@@ -166,7 +167,9 @@ class ProxyServer:
         routes: RouteTable | None = None,
         asker: Asker | None = None,
         intercept: SessionCA | None = None,
+        share: tuple[UidShare, int] | None = None,
     ) -> None:
+        """``share``: the daemon's per-uid count (``_share``) and this session's uid."""
         if proxy_token is not None and not proxy_token:
             raise ValueError("proxy_token must not be empty (use None for no authentication)")
         self._policy = policy
@@ -180,6 +183,7 @@ class ProxyServer:
         self._token = proxy_token
         self._zero_copy = zero_copy
         self._asker = asker
+        self._share = share
         self._active = 0
         self._rejecting = 0
         self._accepted = 0
@@ -211,7 +215,8 @@ class ProxyServer:
             if fd is not None and not for_sessions(fd):
                 self._rejected += 1
                 return None, self._next_conn
-            if self._active < self._limits.max_connections:
+            if self._active < self._limits.max_connections and (
+                    self._share is None or self._share[0].take(self._share[1])):
                 self._active += 1
                 return True, self._next_conn
             self._rejected += 1
@@ -227,6 +232,8 @@ class ProxyServer:
                 self._rejecting -= 1
             else:
                 self._active -= 1
+                if self._share is not None:
+                    self._share[0].give(self._share[1])
 
     async def _serve(self, listener: trio.abc.Listener[trio.abc.Stream],
                      nursery: trio.Nursery) -> NoReturn:
@@ -727,6 +734,7 @@ async def serve_proxy(
     asker: Asker | None = None,
     intercept: SessionCA | None = None,
     fresh_connects: bool = True,
+    share: tuple[UidShare, int] | None = None,
     task_status: trio.TaskStatus[ProxyServer] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve one session's proxy on ``listener`` until cancelled; the listener is closed on
@@ -746,11 +754,12 @@ async def serve_proxy(
     covers is then served by :mod:`nonod.proxy._intercept` instead of a blind tunnel.
     ``fresh_connects=False`` keeps the pump thread from serving fresh CONNECTs (see the
     module docstring): every connection is then accepted and served here (for tests that
-    compare both paths).
+    compare both paths). ``share`` (the system daemon's) also counts each served
+    connection against the session's uid's share of all proxies' connections (``_share``).
     """
     server = ProxyServer(policy=policy, resolver=resolver, events=events, limits=limits,
                          proxy_token=proxy_token, zero_copy=zero_copy, routes=routes,
-                         asker=asker, intercept=intercept)
+                         asker=asker, intercept=intercept, share=share)
     fresh = fresh_connects and zero_copy and intercept is None and fresh_available()
     async with listener, trio.open_nursery() as nursery:
         task_status.started(server)

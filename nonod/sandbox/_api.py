@@ -46,7 +46,9 @@ _HINTS = {
                "kernel.unprivileged_userns_clone, AppArmor's userns restriction, a container's "
                "seccomp profile); `nonoctl doctor` checks",
     "idmap": "the kernel refused the uid/gid map of the session's user namespace",
-    "mounts": "a path in the policy could not be mounted in the session's view",
+    "mounts": "a path in the policy could not be mounted in the session's view (a writable "
+              "cache the kernel cannot overlay: \"nonod\": {\"shared_caches\": [...]} opts "
+              "it out, docs/sandbox.md)",
     "exec": "the program could not be started inside the session",
     "createguard": "the guard that keeps absent persistence files from being created could "
                    "not be set up (docs/sandbox.md, \"The creation guard\"); a profile can "

@@ -43,13 +43,17 @@ from ._launcher import (
     WARM_HELLO,
     LaunchPlan,
     View,
+    direct,
     join_cgroups,
+    map_ids,
     record,
+    run_direct,
     run_outer,
     run_warm,
+    set_oom_score_adj,
     view_of,
 )
-from ._mounts import BIND_DIR, BIND_FILE, IDMAP, idmapped_trees
+from ._mounts import BIND_DIR, BIND_FILE, IDMAP, OVERLAY, idmapped_trees
 
 
 def _reap(hub: GuardHub) -> None:
@@ -121,10 +125,11 @@ PoolKey = tuple[WarmKey, bytes]  # and the encoded view (b"": none, only namespa
 def _bound_sources(view: View) -> tuple[tuple[int, int], ...]:
     """(device, inode) of what each of the view's binds names on the host now ((0, 0): not
     there): a warm launcher's prepared binds are current while these stay equal. Idmapped
-    trees are binds too: the fork server clones them when it makes the launcher."""
+    trees are binds too: the fork server clones them when it makes the launcher, and an
+    overlay's lower layer is the host's directory it was made of."""
     out: list[tuple[int, int]] = []
     for op in view.mounts:
-        if op.kind in (BIND_DIR, BIND_FILE, IDMAP):
+        if op.kind in (BIND_DIR, BIND_FILE, IDMAP, OVERLAY):
             try:
                 st = os.stat(op.source)
             except OSError:
@@ -201,17 +206,22 @@ class _Warm:
         procs = tuple(sorted({os.path.join(d, "cgroup.procs") for d in self.group_dirs.values()}))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PLAN)  # a plan is one datagram
-        client = hub.new_client()
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)  # the server's, the session's
         self.nicer = os.geteuid() == 0
+        self.sock = ours
+        self.audit_tag = key[3]
+        #: The outer's hello, known here when there is no outer (``_launcher.direct``).
+        self.hello: tuple[int, int, int] | None = None
+        if view is not None and direct(key, view):
+            self._direct(key, theirs, procs, reaper, view, trees)
+            return
+        client = hub.new_client(key[0])
         try:
             try:
                 self.pid = pid = os.fork()
             except OSError:
                 ours.close()
-                for directory in sorted(set(self.group_dirs.values())):
-                    with contextlib.suppress(OSError):
-                        os.rmdir(directory)
+                self._remove_group()
                 raise
             if pid == 0:
                 ours.close()
@@ -227,8 +237,53 @@ class _Warm:
             client.close()
             for fd in trees:
                 os.close(fd)
-        self.sock = ours
-        self.audit_tag = key[3]
+
+    def _direct(self, key: WarmKey, theirs: socket.socket, procs: tuple[str, ...], reaper: int,
+                view: View, trees: tuple[int, ...]) -> None:
+        """Make the launcher's init straight in its namespaces (``_launcher.run_direct``):
+        no outer process. Its id maps, ``oom_score_adj`` and group are written from here
+        once it says it is dumpable (its ``/proc`` files its own, not root's: a daemon that
+        is not root may write them then), before it goes on; if they cannot be, it is
+        killed and the OSError raised."""
+        go, theirs_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = 0
+        try:
+            # all but the cgroup namespace: the init's own, once it is in its group
+            self.pid = pid = _libc.fork_into(key[2] & ~_libc.CLONE_NEWCGROUP)
+            if pid == 0:
+                self.sock.close()
+                go.close()
+                try:
+                    if self.nicer:
+                        os.setpriority(os.PRIO_PROCESS, 0, min(19, self.nice + WARM_NICE))
+                    run_direct(key, theirs.detach(), theirs_go.detach(), reaper, view, trees)
+                finally:
+                    os._exit(126)
+            theirs_go.close()
+            if go.recv(1) != b"r":
+                raise OSError(errno.ECHILD, "the warm init ended before its maps")
+            map_ids(pid, key[0], key[1])
+            set_oom_score_adj(key[4], pid)
+            join_cgroups(procs, pid)
+            go.send(b"g")
+            self.hello = (pid, 0, 0)
+        except OSError:
+            if pid:
+                os.kill(pid, signal.SIGKILL)  # reaped with the others
+            self.sock.close()
+            self._remove_group()
+            raise
+        finally:
+            go.close()
+            theirs_go.close()
+            theirs.close()
+            for fd in trees:
+                os.close(fd)
+
+    def _remove_group(self) -> None:
+        for directory in sorted(set(self.group_dirs.values())):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
 
     def stale(self) -> bool:
         """Whether the host's mount table changed since this launcher copied it (its
@@ -251,7 +306,7 @@ class _Warm:
         keep the launch waiting at the refill's."""
         if self.nicer:
             self._restore(self.pid)
-        hello: tuple[int, int, int] | None = None
+        hello = self.hello
         ready = False
         while hello is None or not ready:
             data = self.sock.recv(WARM_HELLO.size)
@@ -316,7 +371,7 @@ def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardH
           reaper: int = -1, trees: tuple[int, ...] = ()) -> Cue | None:
     """Fork a launcher that does every step (and reports its init's pid itself); return
     the launch's ``Cue``, or None if the fork failed (reported)."""
-    client = hub.new_client()
+    client = hub.new_client(msg_plan.uid)
     cue, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         pid = os.fork()

@@ -30,6 +30,15 @@ the fork server's own view of that path. One inode watched for several sessions 
 descriptor with several clients; a client's socket closing (its session ended) drops its
 watches. An event wakes only the clients for which it names a path on the way to one of their
 guarded paths; a queue overflow wakes every client.
+
+The kernel counts the hub's watches against the fork server's user (root, for the system
+daemon), whose every other program (systemd, editors, file managers) shares
+``fs.inotify.max_user_watches``. A session may ask for up to ``MAX_FDS`` directories, so one
+user's sessions on distinct directories could take them all (a few hundred sessions; on a host
+with 4 GiB of memory the limit is about 32,000). Each client carries the uid its session
+runs as, and one uid holds at most :func:`watch_share` distinct watches of the hub; more are
+refused with ``ENOSPC`` (the launch, or the repair, fails: its session ends). A watch shared
+by several sessions of one uid counts once.
 """
 
 from __future__ import annotations
@@ -58,6 +67,18 @@ DIR_EVENTS = (_libc.IN_CREATE | _libc.IN_MOVED_TO | _libc.IN_MOVED_FROM | _libc.
 MAX_FDS = 200  # directories per W message (SCM_MAX_FD is 253)
 REPAIR_LOST = 42  # a repair's exit status: guard lost, reported, init killed (reaper_outer.c)
 MAX_MESSAGE = 1 << 20
+_MAX_USER_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
+
+
+def watch_share() -> int:
+    """The distinct watches one uid's sessions may hold: an eighth of the fork server's
+    user's ``max_user_watches`` (8,192 assumed if unreadable), at least 1,024."""
+    try:
+        with open(_MAX_USER_WATCHES, encoding="ascii") as f:
+            limit = int(f.read().strip())
+    except (OSError, ValueError):
+        limit = 8192
+    return max(1024, limit // 8)
 
 
 @dataclass
@@ -80,6 +101,7 @@ class _Client:
     on_the_way: frozenset[str] = frozenset()
     watches: dict[int, list[str]] = field(default_factory=dict)  # wd -> its directories
     adopted: _Adopted | None = None
+    uid: int = -1  # the uid its session runs as: whose share its watches count against
 
 
 class GuardHub:
@@ -87,8 +109,11 @@ class GuardHub:
     inotify descriptor and its clients' sockets there, and :meth:`handle` takes their
     events."""
 
-    def __init__(self, poller: select.poll, reaper: int = -1) -> None:
+    def __init__(self, poller: select.poll, reaper: int = -1,
+                 share: int | None = None) -> None:
         self._poller = poller
+        self._share = watch_share() if share is None else share
+        self._held: dict[int, dict[int, set[int]]] = {}  # uid -> wd -> client descriptors
         self._reaper = reaper  # the memfd of nono-reaper, for repairs; -1: none (no adopting)
         self._clients: dict[int, _Client] = {}
         self._by_wd: dict[int, set[int]] = {}  # wd -> client descriptors
@@ -113,12 +138,12 @@ class GuardHub:
         self._poller.register(self.fd, select.POLLIN)
         return True
 
-    def new_client(self) -> socket.socket:
-        """A socket pair for one launcher: the hub keeps one end, the launcher gets the other
-        (which the caller closes after the fork)."""
+    def new_client(self, uid: int = -1) -> socket.socket:
+        """A socket pair for one launcher of a session running as ``uid``: the hub keeps one
+        end, the launcher gets the other (which the caller closes after the fork)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
-        self._clients[ours.fileno()] = _Client(ours)
+        self._clients[ours.fileno()] = _Client(ours, uid=uid)
         self._poller.register(ours, select.POLLIN)
         return theirs
 
@@ -185,9 +210,18 @@ class GuardHub:
         if len(names) != len(fds):
             return errno.EINVAL
         watches: dict[int, list[str]] = {}
+        held = self._held.setdefault(client.uid, {})
+        # What this client alone holds goes once replaced (a repair's new directories): not
+        # counted, so that a repair near the share does not end its session.
+        alone = {wd for wd in client.watches if held.get(wd) == {client.sock.fileno()}}
         for name, descriptor in zip(names, fds, strict=True):
             try:
                 wd = _libc.inotify_add_watch(self.fd, f"/proc/self/fd/{descriptor}", DIR_EVENTS)
+                if wd not in held and len(held) - len(alone - watches.keys()) >= self._share:
+                    if wd not in self._by_wd:  # nobody else's: it was just made
+                        _libc.inotify_rm_watch(self.fd, wd)
+                    raise OSError(errno.ENOSPC, "this user's sessions hold their share of "
+                                  "the fork server's inotify watches")
             except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                     continue  # gone since it was opened: its parent's watch covers that
@@ -196,12 +230,19 @@ class GuardHub:
                 return exc.errno or errno.EIO
             watches.setdefault(wd, []).append(name)
             self._by_wd.setdefault(wd, set()).add(client.sock.fileno())
+            held.setdefault(wd, set()).add(client.sock.fileno())
         for old in client.watches.keys() - watches.keys():
             self._release(old, client)
         client.watches = watches
         return 0
 
     def _release(self, wd: int, client: _Client) -> None:
+        held = self._held.get(client.uid, {})
+        mine = held.get(wd)
+        if mine is not None:
+            mine.discard(client.sock.fileno())
+            if not mine:
+                del held[wd]
         holders = self._by_wd.get(wd)
         if holders is None:
             return

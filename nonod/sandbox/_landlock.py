@@ -99,6 +99,9 @@ FS_WRITE: Final = (
 _O_PATH_FLAGS: Final = os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW
 _AT_FDCWD: Final = -100
 _RESOLVE_NO_SYMLINKS: Final = 0x04
+_OPEN_HOW: Final = struct.pack("=QQQ", _O_PATH_FLAGS, 0, _RESOLVE_NO_SYMLINKS)
+_PATH_BENEATH: Final = struct.Struct("=Qi")  # struct landlock_path_beneath_attr (packed)
+_NET_PORT: Final = struct.Struct("=QQ")  # struct landlock_net_port_attr
 _S_IFMT: Final = 0o170000
 _S_IFDIR: Final = 0o040000
 _S_IFLNK: Final = 0o120000
@@ -322,16 +325,22 @@ def _describe(
 # --- probe ------------------------------------------------------------------------------------
 
 
-def _syscall() -> Callable[..., int]:
+def _make_syscall() -> Callable[..., int]:
     # dlopen(NULL): the process's own libc, already mapped; nothing is loaded from disk.
     fn = ctypes.CDLL(None, use_errno=True).syscall
     fn.restype = ctypes.c_long
     return fn
 
 
+#: Made once, at import: in the fork server, for every launcher it forks. A ``CDLL`` made
+#: per call defines a new function-pointer class each time (one per rule of a ruleset), in
+#: each launcher, on pages it then copies from the fork server.
+_SYSCALL: Final = _make_syscall()
+
+
 def probe_abi() -> int:
     """The Landlock ABI version of this kernel, or 0 when Landlock is unavailable."""
-    ret = _syscall()(
+    ret = _SYSCALL(
         ctypes.c_long(_NR_LANDLOCK_CREATE_RULESET),
         ctypes.c_long(0),
         ctypes.c_long(0),
@@ -348,8 +357,12 @@ def probe_abi() -> int:
 # --- child side: os, ctypes, struct and errno only ---------------------------------------------
 
 
-def _call(sc: Callable[..., int], nr: int, *args: int, what: str, path: bytes | None = None) -> int:
-    ret = sc(ctypes.c_long(nr), *[ctypes.c_long(arg) for arg in args])
+def _call(sc: Callable[..., int], nr: int, *args: int | bytes, what: str,
+          path: bytes | None = None) -> int:
+    """``args``: numbers, or bytes the kernel reads (passed as a pointer to their buffer:
+    no ctypes array, whose type each size would otherwise make anew in each launcher)."""
+    ret = sc(ctypes.c_long(nr), *[arg if isinstance(arg, bytes) else ctypes.c_long(arg)
+                                  for arg in args])
     if ret < 0:
         err = ctypes.get_errno()
         raise _error(err, f"{os.strerror(err)} ({what})", path)
@@ -367,16 +380,11 @@ def _open_rule_path(sc: Callable[..., int], path: bytes) -> int:
     Grant paths are canonical, so a symlink here means the tree changed after the policy was
     resolved; following it could move a grant onto another directory.
     """
-    c_path = ctypes.create_string_buffer(path)
-    open_how = struct.pack("=QQQ", _O_PATH_FLAGS, 0, _RESOLVE_NO_SYMLINKS)
-    how = ctypes.create_string_buffer(open_how, len(open_how))
-    ret = sc(
-        ctypes.c_long(_NR_OPENAT2),
-        ctypes.c_long(_AT_FDCWD),
-        ctypes.c_long(ctypes.addressof(c_path)),
-        ctypes.c_long(ctypes.addressof(how)),
-        ctypes.c_long(len(open_how)),
-    )
+    if b"\0" in path:
+        raise _error(errno.EINVAL, "NUL in a Landlock rule path", path)
+    # bytes go to the kernel as pointers to their buffer (NUL-terminated, read only)
+    ret = sc(ctypes.c_long(_NR_OPENAT2), ctypes.c_long(_AT_FDCWD), path, _OPEN_HOW,
+             ctypes.c_long(len(_OPEN_HOW)))
     if ret >= 0:
         return int(ret)
     err = ctypes.get_errno()
@@ -394,22 +402,20 @@ def create_ruleset(handled_fs: int, handled_net: int = 0, scoped: int = 0, *,
                    abi: int = KNOWN_ABI) -> int:
     """A new ruleset descriptor handling these rights (child side)."""
     size = ruleset_attr_size(abi)
-    attr = struct.pack("=QQQ", handled_fs, handled_net, scoped)
-    attr_buf = ctypes.create_string_buffer(attr[:size], size)
-    return _call(_syscall(), _NR_LANDLOCK_CREATE_RULESET, ctypes.addressof(attr_buf), size, 0,
+    attr = struct.pack("=QQQ", handled_fs, handled_net, scoped)[:size]
+    return _call(_SYSCALL, _NR_LANDLOCK_CREATE_RULESET, attr, size, 0,
                  what="landlock_create_ruleset")
 
 
 def add_path_rule(ruleset_fd: int, fd: int, allowed: int, path: bytes | None = None) -> None:
     """Allow ``allowed`` beneath the file or directory open on ``fd`` (child side)."""
-    rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, fd), 12)
-    _call(_syscall(), _NR_LANDLOCK_ADD_RULE, ruleset_fd, LANDLOCK_RULE_PATH_BENEATH,
-          ctypes.addressof(rule), 0, what="landlock_add_rule", path=path)
+    _call(_SYSCALL, _NR_LANDLOCK_ADD_RULE, ruleset_fd, LANDLOCK_RULE_PATH_BENEATH,
+          _PATH_BENEATH.pack(allowed, fd), 0, what="landlock_add_rule", path=path)
 
 
 def restrict_self(ruleset_fd: int) -> None:
     """Enforce the ruleset on the calling thread, as one more layer (child side)."""
-    _call(_syscall(), _NR_LANDLOCK_RESTRICT_SELF, ruleset_fd, 0, what="landlock_restrict_self")
+    _call(_SYSCALL, _NR_LANDLOCK_RESTRICT_SELF, ruleset_fd, 0, what="landlock_restrict_self")
 
 
 def apply_plan(plan: LandlockPlan) -> None:
@@ -435,7 +441,7 @@ def build_ruleset(plan: LandlockPlan) -> tuple[int, RuleIds]:
     rule was put on ((0, 0): the path was gone): a warm launcher builds it ahead and
     enforces it at launch if :func:`rules_current` still holds. Raises like
     :func:`apply_plan`."""
-    sc = _syscall()
+    sc = _SYSCALL
     ruleset_fd = create_ruleset(plan.handled_access_fs, plan.handled_access_net, plan.scoped,
                                 abi=plan.abi)
     ids: list[tuple[int, int]] = []
@@ -465,16 +471,8 @@ def build_ruleset(plan: LandlockPlan) -> tuple[int, RuleIds]:
             finally:
                 os.close(fd)
         for port, allowed in plan.net_rules:
-            rule = ctypes.create_string_buffer(struct.pack("=QQ", allowed, port), 16)
-            _call(
-                sc,
-                _NR_LANDLOCK_ADD_RULE,
-                ruleset_fd,
-                LANDLOCK_RULE_NET_PORT,
-                ctypes.addressof(rule),
-                0,
-                what=f"landlock_add_rule tcp port {port}",
-            )
+            _call(sc, _NR_LANDLOCK_ADD_RULE, ruleset_fd, LANDLOCK_RULE_NET_PORT,
+                  _NET_PORT.pack(allowed, port), 0, what=f"landlock_add_rule tcp port {port}")
     except BaseException:
         os.close(ruleset_fd)
         raise

@@ -51,6 +51,11 @@ The steps, in order (``STEPS`` names them in error records):
        leave        in a pid namespace, the outer process then leaves the session to the
                     fork server (``hands_over``)
 
+A warm launcher prepared for a view that leaves the view guard nothing to keep has no outer
+process (``direct``, ``run_direct``): the fork server makes the init in the namespaces
+itself (``_libc.fork_into``) and does steps 2 (none: warm launchers keep the daemon's user),
+4 and the ``oom``/``cgroup`` writes for it from outside.
+
 Without namespaces (``ns_flags`` 0, landlock-only mode: see ``_mode``), steps 3, 4, 7 (the
 new root) and 8 are skipped, and the init is not pid 1 of anything: the outer process and the
 init are child subreapers instead, so that whatever the program leaves behind is reparented to
@@ -340,13 +345,14 @@ def _dumpable_until_mapped() -> None:
     _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
 
 
-def set_oom_score_adj(value: int) -> None:
-    """The session's ``oom_score_adj``, written while still in the daemon's user namespace: a
-    root daemon holds CAP_SYS_RESOURCE there, which also makes it the floor the program cannot
-    lower it below (and Landlock keeps ``/proc`` read-only for the program in any case)."""
+def set_oom_score_adj(value: int, pid: int = 0) -> None:
+    """The session's ``oom_score_adj``, written from the daemon's user namespace (by the
+    launcher before it leaves it, or for ``pid`` by the fork server): a root daemon holds
+    CAP_SYS_RESOURCE there, which also makes it the floor the program cannot lower it below
+    (and Landlock keeps ``/proc`` read-only for the program in any case)."""
     if value < 0:
         return
-    _write_proc("/proc/self/oom_score_adj", str(value))
+    _write_proc(f"/proc/{pid or 'self'}/oom_score_adj", str(value))
 
 
 def audit_session(tag: int) -> tuple[int, int]:
@@ -518,38 +524,8 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
     if pid == 0:
         os.close(alive_w)
         guard_outer.close()
-        try:
-            prepare_init(alive_r, ns_flags)
-            ready = _prepare_view(view, trees) if view is not None else None
-            plan_sock = socket.socket(fileno=sock_fd)
-            plan_sock.send(READY)
-            if ready is not None:  # after READY: the outer's work must not delay it
-                ready = _arm_guard(guard_init, ready)
-            msg, fds, _, _ = socket.recv_fds(plan_sock, MAX_PLAN + MAX_PENDING,
-                                             FDS_PER_PLAN + MAX_TREES)
-            plan_sock.detach()  # kept open until the program runs: the fork server's cue
-        except (StepFailed, OSError):
-            os._exit(EXIT_LAUNCH_FAILED)
-        if len(msg) < PENDING.size or len(fds) < FDS_PER_PLAN:
-            os._exit(EXIT_LAUNCH_FAILED)
-        launch_w = fds[3]
-        end = PENDING.size + PENDING.unpack_from(msg)[0]
-        pending, msg = msg[PENDING.size:end], msg[end:]
-        try:
-            plan = PLAN_DECODER.decode(msg)
-            if (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag, plan.oom_score_adj) != (
-                    uid, gid, ns_flags, audit_tag, oom_score_adj):
-                raise StepFailed("fork", 22, "plan does not match the warm launcher")
-            if view is not None and view_of(plan) != view:
-                raise StepFailed("fork", 22, "plan does not match the warm launcher's view")
-            confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
-                            guard_init, reaper, tuple(fds[FDS_PER_PLAN:]), sock_fd, ready,
-                            hub, pending)
-        except StepFailed as exc:
-            _fail(launch_w, exc, pending)
-        except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
-            _fail(launch_w, StepFailed("fork_init", 0, f"{type(exc).__name__}: {exc}"), pending)
-        os._exit(EXIT_LAUNCH_FAILED)
+        _warm_init((uid, gid, ns_flags, audit_tag, oom_score_adj), sock_fd, alive_r,
+                   guard_init, reaper, view, trees, hub)
     os.close(alive_r)
     guard_init.close()
     for fd in trees:
@@ -562,6 +538,91 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
         os.close(fd)
     _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
     _outer_life(pid, guard_outer, hub, ns_flags, server, reaper)
+
+
+def _warm_init(key: tuple[int, int, int, int, int], sock_fd: int, alive_r: int,
+               guard: socket.socket | None, reaper: int, view: View | None,
+               trees: tuple[int, ...], hub: int = -1) -> NoReturn:
+    """A warm launcher's init: prepare (and its view, if any), say ``READY``, wait for a
+    plan on ``sock_fd`` that matches ``key`` (uid, gid, namespaces, audit tag,
+    ``oom_score_adj``) and the view, and run it. ``guard``: the socket to the outer process
+    (None: there is none, ``run_direct``)."""
+    try:
+        prepare_init(alive_r, key[2])
+        ready = _prepare_view(view, trees) if view is not None else None
+        plan_sock = socket.socket(fileno=sock_fd)
+        plan_sock.send(READY)
+        if ready is not None and guard is not None:  # after READY: not to delay it
+            ready = _arm_guard(guard, ready)
+        msg, fds, _, _ = socket.recv_fds(plan_sock, MAX_PLAN + MAX_PENDING,
+                                         FDS_PER_PLAN + MAX_TREES)
+        plan_sock.detach()  # kept open until the program runs: the fork server's cue
+    except (StepFailed, OSError):
+        os._exit(EXIT_LAUNCH_FAILED)
+    if len(msg) < PENDING.size or len(fds) < FDS_PER_PLAN:
+        os._exit(EXIT_LAUNCH_FAILED)  # (the fork server's end closed: it has gone)
+    launch_w = fds[3]
+    end = PENDING.size + PENDING.unpack_from(msg)[0]
+    pending, msg = msg[PENDING.size:end], msg[end:]
+    try:
+        plan = PLAN_DECODER.decode(msg)
+        if (plan.uid, plan.gid, plan.ns_flags, plan.audit_tag, plan.oom_score_adj) != key:
+            raise StepFailed("fork", 22, "plan does not match the warm launcher")
+        if view is not None and view_of(plan) != view:
+            raise StepFailed("fork", 22, "plan does not match the warm launcher's view")
+        confine_and_run(plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
+                        guard, reaper, tuple(fds[FDS_PER_PLAN:]), sock_fd, ready,
+                        hub, pending)
+    except StepFailed as exc:
+        _fail(launch_w, exc, pending)
+    except BaseException as exc:  # noqa: BLE001 - reported, and this process ends here
+        _fail(launch_w, StepFailed("fork_init", 0, f"{type(exc).__name__}: {exc}"), pending)
+    os._exit(EXIT_LAUNCH_FAILED)
+
+
+def direct(key: tuple[int, int, int, int, int], view: View | None) -> bool:
+    """Whether a warm launcher for ``key`` (uid, gid, namespaces, audit tag,
+    ``oom_score_adj``) and ``view`` needs no outer process (``run_direct``): a view
+    whose operations leave the view guard nothing to do, in a user, mount and pid namespace
+    of its own, without an audit tag (a process sets its own loginuid only, from the
+    daemon's user namespace)."""
+    needed = _libc.CLONE_NEWUSER | _libc.CLONE_NEWNS | _libc.CLONE_NEWPID
+    return (view is not None and key[2] & needed == needed and not key[3]
+            and not guarded(view.mounts))
+
+
+def map_ids(pid: int, uid: int, gid: int) -> None:
+    """The fork server's part of ``run_direct``: map ``uid`` and ``gid`` to themselves in
+    ``pid``'s new user namespace, setgroups denied (what ``_idmap_ids`` does for itself)."""
+    _write_proc(f"/proc/{pid}/setgroups", "deny")
+    _write_proc(f"/proc/{pid}/uid_map", f"{uid} {uid} 1")
+    _write_proc(f"/proc/{pid}/gid_map", f"{gid} {gid} 1")
+
+
+def run_direct(key: tuple[int, int, int, int, int], sock_fd: int, go: int, reaper: int,
+               view: View, trees: tuple[int, ...]) -> NoReturn:
+    """A warm launcher without an outer process (``direct``): the fork server made this
+    process in the session's namespaces (``_libc.fork_into``; all but the cgroup one), pid
+    1 of its pid namespace. Once we say ``r`` on the socket ``go`` (dumpable, as
+    ``_dumpable_until_mapped``), it writes our id maps and ``oom_score_adj``, puts us in our
+    group, and says ``g``. Then what ``run_warm``'s init does; our parent is the fork
+    server, whose death is ours (``PR_SET_PDEATHSIG``; one that dies before that closes the
+    plan socket, on which the init waits). Nothing else: no view guard (nothing to guard),
+    no outer to hand the session over from. Never returns."""
+    try:
+        _close_except((sock_fd, go, reaper, *trees))
+        _pdeathsig()
+        _dumpable_until_mapped()  # until ``prepare_init``
+        _reset_signals()
+        os.write(go, b"r")
+        if os.read(go, 1) != b"g":
+            os._exit(EXIT_LAUNCH_FAILED)  # the fork server could not make us a session's
+        os.close(go)
+        if key[2] & _libc.CLONE_NEWCGROUP:  # rooted at the group the server put us in
+            _libc.unshare(_libc.CLONE_NEWCGROUP)
+    except OSError:
+        os._exit(EXIT_LAUNCH_FAILED)
+    _warm_init(key, sock_fd, -1, None, reaper, view, trees)
 
 
 def _prepare_view(view: View, trees: tuple[int, ...]) -> Ready:
@@ -1074,7 +1135,8 @@ def run_init(plan: LaunchPlan, fds: Fds, alive_r: int, guard: socket.socket,
 def prepare_init(alive_r: int, ns_flags: int) -> None:
     """The plan-independent steps of the init (a warm launcher runs them ahead of time)."""
     _step("pdeathsig", _pdeathsig)
-    _step("pdeathsig", _check_parent_alive, alive_r)
+    if alive_r >= 0:  # (-1: our parent is the fork server, ``run_direct``)
+        _step("pdeathsig", _check_parent_alive, alive_r)
     _step("setsid", os.setsid)
     if ns_flags & _libc.CLONE_NEWNS:
         _step("mounts", prepare_root)
@@ -1126,7 +1188,7 @@ def _end_descendants() -> None:
             continue
 
 
-def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: int = -1,
+def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket | None, reaper: int = -1,
                     trees: tuple[int, ...] = (), done: int = -1,
                     ready: Ready | None = None, hub: int = -1, pending: bytes = b"") -> None:
     """The init's launch-specific steps, then the program, then the init's life. ``done``
@@ -1157,13 +1219,15 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket, reaper: in
             ruleset = ready.ruleset
         else:
             os.close(ready.ruleset)
-    if ready is not None and ready.armed:
+    if guard is None:  # no outer process: a view with nothing to guard (``direct``)
+        pass
+    elif ready is not None and ready.armed:
         _step("guard", _send_report, guard, plan.mounts, fds[4], handover)
     else:
         _step("guard", _start_guard, guard, plan.mounts, fds[4], handover)
     _step("chdir", os.chdir, plan.cwd)
     _step("rlimits", _rlimits, plan.max_processes)
-    pair = (hub, guard.fileno()) if handover else (-1, -1)
+    pair = (hub, guard.fileno()) if handover and guard is not None else (-1, -1)
     try:
         launch_w, exit_w, control, (done, ruleset, *kept) = _stdio(fds, reaper,
                                                                    (done, ruleset, *pair))

@@ -16,6 +16,12 @@ from ._syscalls import native_arch
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
+# Looked up here, at import (in the fork server): ``CDLL`` makes a function pointer on a
+# name's first use, which each forked launcher would otherwise do again.
+for _name in ("unshare", "mount", "umount2", "ioctl", "statx", "inotify_init1",
+              "inotify_add_watch", "inotify_rm_watch"):
+    getattr(_libc, _name)
+del _name
 
 
 def _numbers(*names: str) -> dict[str, int]:
@@ -30,7 +36,8 @@ def _numbers(*names: str) -> dict[str, int]:
 
 
 _NR = _numbers("pivot_root", "keyctl", "capset", "capget", "prctl", "close_range",
-                "mount_setattr", "open_tree", "move_mount")
+                "mount_setattr", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount",
+                "clone")
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -86,6 +93,35 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(ctypes.c_int(flags)))
 
 
+# ``syscall`` called the ``PyDLL`` way: the GIL stays held across the call, so both processes
+# of a ``clone`` come back holding it, as ``os.fork``'s do.
+_held_syscall = ctypes.PyDLL(None, use_errno=True).syscall
+_held_syscall.restype = ctypes.c_long
+_SIGCHLD = 17
+
+
+def fork_into(flags: int) -> int:
+    """``os.fork()`` with the new namespaces ``flags`` names (``CLONE_NEW*``): the child
+    starts in them (as pid 1 of a new pid namespace), which ``unshare`` cannot do for the
+    caller's own pid namespace. Returns 0 in the child, its pid in the parent. The
+    interpreter is prepared and told as ``os.fork`` does (``PyOS_BeforeFork``...). For a
+    single-threaded caller only (the fork server): a bare ``clone`` skips libc's fork
+    handlers, which only matter for locks another thread could hold."""
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    # newsp 0: the child goes on on a copy of our stack, as after fork
+    pid = _held_syscall(ctypes.c_long(_NR["clone"]), ctypes.c_ulong(flags | _SIGCHLD),
+                        None, None, None, None)
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, os.strerror(err), "clone")
+    return int(pid)
+
+
 def mount(source: str | None, target: str, fstype: str | None, flags: int,
           data: str | None = None) -> None:
     _check(_libc.mount(
@@ -139,6 +175,33 @@ def move_mount(tree: int, target: str) -> None:
                     target.encode(), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), target)
 
 
+_FSOPEN_CLOEXEC = 1
+_FSMOUNT_CLOEXEC = 1
+_FSCONFIG_SET_FLAG = 0
+_FSCONFIG_SET_STRING = 1
+_FSCONFIG_CMD_CREATE = 6
+
+
+def overlay(lower: str, upper: str, work: str, attrs: int) -> int:
+    """A detached overlay mount (``userxattr``: it may be made in a user namespace) of
+    ``lower`` under ``upper``, with ``attrs`` (``MOUNT_ATTR_*``), as a close-on-exec fd for
+    :func:`move_mount`. The paths are passed as they are (the new mount API): no ``,``,
+    ``:`` or ``\\`` in them needs escaping."""
+    fs = _check(_syscall(_NR["fsopen"], b"overlay", ctypes.c_uint(_FSOPEN_CLOEXEC)), "overlay")
+    try:
+        for key, value in ((b"lowerdir+", lower), (b"upperdir", upper), (b"workdir", work)):
+            _check(_syscall(_NR["fsconfig"], ctypes.c_int(fs), ctypes.c_uint(_FSCONFIG_SET_STRING),
+                            key, value.encode(), ctypes.c_int(0)), value)
+        _check(_syscall(_NR["fsconfig"], ctypes.c_int(fs), ctypes.c_uint(_FSCONFIG_SET_FLAG),
+                        b"userxattr", None, ctypes.c_int(0)), "userxattr")
+        _check(_syscall(_NR["fsconfig"], ctypes.c_int(fs), ctypes.c_uint(_FSCONFIG_CMD_CREATE),
+                        None, None, ctypes.c_int(0)), lower)
+        return _check(_syscall(_NR["fsmount"], ctypes.c_int(fs), ctypes.c_uint(_FSMOUNT_CLOEXEC),
+                               ctypes.c_uint(attrs)), lower)
+    finally:
+        os.close(fs)
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_syscall(_NR["prctl"], ctypes.c_int(option), ctypes.c_ulong(arg2),
                            ctypes.c_ulong(arg3), ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)))
@@ -188,6 +251,13 @@ class _CapHeader(ctypes.Structure):
 class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
                 ("inheritable", ctypes.c_uint32)]
+
+
+# ctypes array types, made here once (in the fork server) rather than in each launcher: a
+# new array type is a class, about 0.2 ms and a hundred page faults for a launcher's first.
+_CapPair = _CapData * 2
+_IFREQ = 40  # struct ifreq
+_IfReq = ctypes.c_char * _IFREQ
 
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -243,7 +313,7 @@ def drop_all_capabilities(bounding_dropped: bool = False) -> None:
     if not unprivileged:
         prctl(PR_SET_SECUREBITS, _SECBITS_LOCKED_NOROOT | _SECBIT_NO_CAP_AMBIENT_RAISE_AND_LOCK)
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
+    data = _CapPair()
     _check(_syscall(_NR["capset"], ctypes.byref(header), ctypes.byref(data)))
 
 
@@ -252,7 +322,7 @@ def keep_capabilities_across_exec() -> None:
     process holding them as a user namespace's owner (not uid 0 there) keeps them through
     ``execve`` (the launcher's outer process becoming ``nono-reaper --outer``)."""
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
+    data = _CapPair()
     _check(_syscall(_NR["capget"], ctypes.byref(header), ctypes.byref(data)))
     for half in data:
         half.inheritable = half.permitted
@@ -268,7 +338,7 @@ def uid_without_capabilities() -> bool:
     if 0 in os.getresuid() or prctl(PR_GET_NO_NEW_PRIVS) != 1:
         return False
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
+    data = _CapPair()
     _check(_syscall(_NR["capget"], ctypes.byref(header), ctypes.byref(data)))
     return not any(d.permitted or d.effective for d in data)
 
@@ -281,7 +351,7 @@ def set_loopback_up() -> None:
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = bytearray(struct.pack("16sH22x", b"lo", 0))
-        buf = (ctypes.c_char * len(req)).from_buffer(req)
+        buf = _IfReq.from_buffer(req)
         _check(_libc.ioctl(ctypes.c_int(s.fileno()), ctypes.c_ulong(siocgifflags), buf), "lo")
         flags = struct.unpack_from("16sH", req)[1] | iff_up
         struct.pack_into("16sH", req, 0, b"lo", flags)
@@ -321,6 +391,7 @@ _AT_SYMLINK_NOFOLLOW = 0x100
 _STATX_MODE = 0x2
 _STATX_MNT_ID = 0x1000
 _STATX_BUF = 256
+_StatxBuf = ctypes.c_char * _STATX_BUF  # (see ``_CapPair``)
 _STATX_MODE_OFFSET = 28
 _STATX_MNT_ID_OFFSET = 144
 
@@ -329,7 +400,7 @@ def mount_id(path: str) -> tuple[int, int]:
     """(mount id, st_mode) of what ``path`` names, without following a final symlink: the
     id is that of the mount whose root ``path`` is if something is mounted on it, else of the
     mount containing it."""
-    buf = ctypes.create_string_buffer(_STATX_BUF)
+    buf = _StatxBuf()
     _check(_libc.statx(ctypes.c_int(-100), path.encode(), ctypes.c_int(_AT_SYMLINK_NOFOLLOW),
                        ctypes.c_uint(_STATX_MODE | _STATX_MNT_ID), buf), path)
     raw = buf.raw

@@ -11,7 +11,8 @@ daemon's proxy's port, on any address: ``network_ports``), seccomp as always, pl
 IPC, message queues, inotify and other processes' limits and scheduling refused. A denied
 path inside a granted directory is kept out by granting the entries around it instead
 (``split_around``). What only a mount namespace can give
-(read-only persistence files, the creation guard, trust pins, a private /tmp) is refused
+(read-only persistence files, the creation guard, trust pins, a private /tmp, copy-on-write
+caches) is refused
 unless the profile accepts each missing layer by name (``view_needs``); what a pid namespace
 gives is taken over by the launcher's subreapers or lost, and reported (``docs/sandbox.md``).
 
@@ -32,7 +33,15 @@ import msgspec
 
 from ..errors import EnforcementUnavailable
 from ..policy import Grant, ResolvedPolicy
-from ._mounts import PRIVATE_TMP, PROC_KEYRINGS, READONLY, MountPlan, base_grants
+from ._mounts import (
+    BIND_FILE,
+    OVERLAY,
+    PRIVATE_TMP,
+    PROC_KEYRINGS,
+    READONLY,
+    MountPlan,
+    base_grants,
+)
 from ._report import partial
 from ._types import LayerReport
 
@@ -110,6 +119,8 @@ _PERSISTENCE: Final = "persistence"
 _PINS: Final = "trust_pins"
 _CREATION: Final = "creation_guard"
 _TMP: Final = "private_tmp"
+# Writable grants in the user's cache home, which a view makes copy-on-write (``_mounts``).
+_CACHES: Final = "private_caches"
 # Not in the view, a socket cannot be reached; Landlock (ABI 7) does not check connect().
 _SOCKETS: Final = "host_unix_sockets"
 # Files of /proc a view masks (the keyrings; for uid 0 what only root may read): /proc cannot
@@ -134,6 +145,15 @@ def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, 
         needs[_CREATION] = (f"{len(plan.creation_refused)} absent guarded paths could be "
                             f"created ({_sample(plan.creation_refused)}); guarded directories "
                             "could be moved aside")
+    # The overlays, and the writable file grants there the view binds read-only.
+    writes = {g.path for g in policy.grants if g.access.writes}
+    caches = [op.target for op in plan.ops if op.kind == OVERLAY or (
+        op.kind == BIND_FILE and not op.writable and op.target in writes)]
+    if caches:
+        needs[_CACHES] = (f"{len(caches)} writable cache grants ({_sample(caches)}) would be "
+                          "written on the host, not copy-on-write: what host tools later run "
+                          "from them (compiled packages, wheels, hooks) could be the "
+                          "session's")
     if shared:
         needs[_TMP] = (f"{', '.join(shared)} would be the host's, shared with its other "
                        "processes and sessions, not the session's own")

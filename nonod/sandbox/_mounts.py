@@ -7,7 +7,9 @@ launcher child, inside fresh user and mount namespaces, and only executes those 
 1. the host root goes private, a tmpfs becomes the new root, the host moves to ``/oldroot``;
 2. each grant is bind-mounted at its own path (read-only unless it grants write), parents first
    (for a uid-0 session, the read-only ones under ``/etc`` are idmapped trees the fork server
-   made: ``idmapped_trees``);
+   made: ``idmapped_trees``); a writable directory grant in the user's cache home is an
+   overlay instead, the host's directory under a tmpfs of the session's own (``OVERLAY``:
+   host tools run what their caches hold, so the session's writes must not reach them);
 3. inside writable grants, the existing directories on the way to a guarded path (below) are
    bound onto themselves: a mount point cannot be renamed or removed, so the session cannot
    move ``.git`` aside and make a new one with its own hooks;
@@ -58,9 +60,20 @@ MASK_FILE = 7
 PIN = 8  # a verified file's bytes (plan.pinned[int(source)]) mounted read-only over target
 ANCHOR = 9  # an existing directory bound onto itself (stays writable): it cannot be moved
 IDMAP = 10  # a read-only BIND_DIR attached from a tree the host idmapped (``idmapped_trees``)
+# A writable directory grant in the user's cache home: the host's directory (source) as the
+# lower layer of an overlay whose upper layer is a tmpfs of the session's own (``_overlay``).
+OVERLAY = 11
+# Made in the upper layer of the OVERLAY that holds target, before it is mounted: an opaque
+# directory (UPPER_DIR) or an empty file (UPPER_FILE) where a denied path is absent, so that
+# what the host creates there later stays out of the session's view.
+UPPER_DIR = 12
+UPPER_FILE = 13
 
 OLD = "/oldroot"
 PIN_DIR = "/.nono-pins"
+LAYERS_DIR = "/.nono-layers"  # an overlay's upper and work directories, while it is made
+# The user's cache home when the policy names none ($XDG_CACHE_HOME's default), below $HOME.
+CACHE_HOME = ".cache"
 EMPTY_FILE = "/.nono-empty"
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -553,6 +566,7 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
         prev = binds.get(path)
         binds[path] = MountOp(kind, path, path, writes or bool(prev and prev.writable),
                               device=_under(path, "/dev"))
+    _copy_on_write(binds, _cache_roots(policy, home, look), policy.shared_caches, look)
     trees = [path for path, op in binds.items() if _root_only_tree(op)]
     if hide_root_only and idmap and len(trees) <= MAX_IDMAPPED:
         for path in trees:
@@ -588,10 +602,59 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
     for path in pinned:  # the pins themselves are the plan's (``_plan``), after these
         view.anchor_way(path)
     anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
-    return MountPlan(ops=(*ops, *anchors, *view.ops, *view.later),
+    return MountPlan(ops=(*ops, *view.uppers, *anchors, *view.ops, *view.later),
                      masked=tuple(view.masked), skipped=tuple(view.skipped),
                      protected=tuple(view.protected), absent=tuple(op.target for op in view.later),
                      creation_refused=tuple(view.refused), anchored=tuple(sorted(view.anchors)))
+
+
+def _cache_roots(policy: ResolvedPolicy, home: str, look: _Look) -> list[str]:
+    """Where host tools keep caches whose contents they run later: the cache home the
+    policy was resolved with ($XDG_CACHE_HOME) and ``~/.cache`` (what a tool uses when the
+    variable is not set where it runs), canonical. A cache home at or above ``home``
+    (``XDG_CACHE_HOME=$HOME``) is left out: it would make the whole home copy-on-write."""
+    real_home = look.realpath(home)
+    roots = {look.realpath(os.path.join(home, CACHE_HOME))}
+    if policy.cache_home:
+        roots.add(policy.cache_home)
+    return sorted(root for root in roots if not _under(real_home, root))
+
+
+def _copy_on_write(binds: dict[str, MountOp], roots: Sequence[str], shared: Sequence[str],
+                   look: _Look) -> None:
+    """Make the writable grants in the cache ``roots`` copy-on-write, in ``binds``: a
+    directory becomes an OVERLAY (the session reads the host's cache and writes its own
+    copy), a file read-only (no overlay of a single file). A writable directory grant that
+    holds a root (``$HOME``) gets an OVERLAY at the root. What lies at or under ``shared``
+    (the profile's ``shared_caches``) stays the host's: a shared directory below an overlay
+    is bound writable over it."""
+    kept = _Prefixes(shared)
+    caches = _Prefixes(roots)
+    for path, op in list(binds.items()):
+        if not op.writable or kept.covers(path) or not caches.covers(path):
+            continue
+        if op.kind == BIND_DIR:
+            binds[path] = msgspec.structs.replace(op, kind=OVERLAY)
+        elif op.kind == BIND_FILE:
+            binds[path] = msgspec.structs.replace(op, writable=False)
+    for root in roots:
+        holder = _holder(binds, root)
+        if root not in binds and not kept.covers(root) and look.isdir(root) and \
+                holder is not None and holder.kind == BIND_DIR and holder.writable:
+            binds[root] = MountOp(OVERLAY, root, root, True)
+    for path in shared:
+        holder = _holder(binds, path)
+        if path not in binds and look.isdir(path) and not look.islink(path) and \
+                holder is not None and holder.kind == OVERLAY:
+            binds[path] = MountOp(BIND_DIR, path, path, True)
+
+
+def _holder(binds: dict[str, MountOp], path: str) -> MountOp | None:
+    """The deepest of ``binds`` that ``path`` lies strictly under."""
+    for parent in _lineage(path)[1:]:
+        if parent in binds:
+            return binds[parent]
+    return None
 
 
 def _read_mountinfo() -> str:
@@ -991,6 +1054,7 @@ class _View:
         self.protected: list[str] = []
         self.refused: list[str] = []
         self.anchors: set[str] = set()
+        self.uppers: list[MountOp] = []  # UPPER_* operations (absent denied paths in overlays)
         self._covered = _Prefixes()  # denied paths (present or not): what is under is hidden
         self._protected = _Prefixes()  # ``protected``, for lookups
 
@@ -1033,7 +1097,7 @@ class _View:
         own in their place, they had the program read its own text before the view guard
         covered the new file."""
         bind = self._innermost(path)
-        if bind is None or not (bind.writable and bind.kind == BIND_DIR):
+        if bind is None or not (bind.writable and bind.kind in (BIND_DIR, OVERLAY)):
             return
         walk = _walk(bind.target, path, self._look)
         if walk is not None and not self._protected.covers(walk[0][-1]):
@@ -1073,6 +1137,8 @@ class _View:
         bind = self._innermost(path)
         if bind is None:
             return None
+        if bind.kind == OVERLAY and op.kind in (READONLY, ANCHOR):
+            return None  # what the session writes there stays in its own upper layer
         look = self._look
         walk = _walk(bind.target, path, look)
         if walk is None:
@@ -1083,6 +1149,13 @@ class _View:
                 return None
             return self.guard(real, msgspec.structs.replace(op, target=real))
         existing, missing = walk
+        if missing is not None and bind.kind == OVERLAY and op.kind in (MASK_DIR, MASK_FILE):
+            # The host creating it later changes nothing the session sees: it is present in
+            # the upper layer, opaque (the view guard would not see the host make it: its
+            # watches are on the overlay's inodes), and masked as any present path.
+            self.uppers.append(MountOp(UPPER_DIR if op.kind == MASK_DIR else UPPER_FILE, path))
+            self.ops.append(op)
+            return op
         if missing is None and op.kind == READONLY and look.islink(path):
             # A link cannot be mounted over: its name is kept by the creation guard, and what
             # it leads to (``.git/hooks -> ../githooks``: a shared hooks directory) is kept
@@ -1227,6 +1300,7 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
     read_only_tmpfs: list[str] = []
     host: list[str] = []  # bound host directories: nothing is created under them
     idmapped = iter(trees)
+    uppers = _upper_entries(ops)
     for op in ops:
         target = op.target
         on_host = any(_under(target, h) for h in host)
@@ -1234,6 +1308,12 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
             _mountpoint(target, on_host, directory=True)
             _bind(OLD + op.source, target, writable=op.writable, nodev=not op.device)
             host.append(target)
+        elif op.kind == OVERLAY:
+            _mountpoint(target, on_host, directory=True)
+            _overlay(op, uppers.get(target, ()))
+            host.append(target)
+        elif op.kind in (UPPER_DIR, UPPER_FILE):
+            continue  # made with the overlay they lie in
         elif op.kind == IDMAP:
             tree = next(idmapped, None)
             if tree is None:
@@ -1277,6 +1357,89 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
     _libc.umount2(OLD, _libc.MNT_DETACH)
     os.rmdir(OLD)
     _libc.mount_setattr("/", _libc.MOUNT_ATTR_RDONLY, recursive=False)
+
+
+def _upper_entries(ops: Sequence[MountOp]) -> dict[str, list[MountOp]]:
+    """The UPPER_* operations of ``ops`` by the target of the OVERLAY each lies in (the
+    deepest)."""
+    overlays = {op.target for op in ops if op.kind == OVERLAY}
+    out: dict[str, list[MountOp]] = {}
+    for op in ops:
+        if op.kind in (UPPER_DIR, UPPER_FILE):
+            holder = next((p for p in _lineage(op.target)[1:] if p in overlays), None)
+            if holder is None:
+                raise OSError(errno.EINVAL, "not in a copy-on-write grant", op.target)
+            out.setdefault(holder, []).append(op)
+    return out
+
+
+def _overlay(op: MountOp, entries: Sequence[MountOp]) -> None:
+    """Mount at ``op.target`` the host's directory ``op.source`` under an upper layer of the
+    session's own: a tmpfs mounted at :data:`LAYERS_DIR` while the overlay is made, then
+    detached (the overlay keeps its own clone of it, private to this mount namespace). What
+    the session writes there stays in that tmpfs (charged to the session's memory cgroup,
+    as its private /tmp is) and goes with the session. ``entries``: the UPPER_* operations
+    in this overlay, made in the upper layer first."""
+    lower = OLD + op.source
+    _mkdirs(LAYERS_DIR)
+    _libc.mount("tmpfs", LAYERS_DIR, "tmpfs", _libc.MS_NOSUID | _libc.MS_NODEV, "mode=0700")
+    try:
+        upper, work = LAYERS_DIR + "/upper", LAYERS_DIR + "/work"
+        os.mkdir(upper, 0o700)
+        os.mkdir(work, 0o700)
+        _same_as(lower, upper)  # the overlay's root takes its owner and mode from the upper
+        for entry in entries:
+            _upper_entry(lower, upper, os.path.relpath(entry.target, op.target), entry.kind)
+        fd = _libc.overlay(lower, upper, work, _libc.MOUNT_ATTR_NOSUID | _libc.MOUNT_ATTR_NODEV)
+        try:
+            _libc.move_mount(fd, op.target)
+        finally:
+            os.close(fd)
+    finally:
+        _libc.umount2(LAYERS_DIR, _libc.MNT_DETACH)
+        os.rmdir(LAYERS_DIR)
+
+
+def _same_as(lower: str, upper: str) -> None:
+    """Give the upper layer's directory ``upper`` the owner, mode and times of the host's
+    ``lower`` (as a copy-up would); an owner this namespace does not map stays ours."""
+    st = os.stat(lower)
+    try:
+        os.chown(upper, st.st_uid, st.st_gid)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EPERM):
+            raise
+    os.chmod(upper, stat.S_IMODE(st.st_mode))
+    os.utime(upper, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _upper_entry(lower: str, upper: str, rel: str, kind: int) -> None:
+    """``rel`` in the upper layer: the directories on the way (like the host's where it has
+    them), then an opaque directory (UPPER_DIR) or an empty file (UPPER_FILE), mode 000."""
+    parts = rel.split("/")
+    for depth in range(1, len(parts)):
+        way = "/".join(parts[:depth])
+        made = os.path.join(upper, way)
+        if os.path.isdir(made):
+            continue
+        os.mkdir(made, 0o755)
+        try:
+            host_dir = stat.S_ISDIR(os.lstat(os.path.join(lower, way)).st_mode)
+        except OSError:
+            host_dir = False
+        if host_dir:
+            _same_as(os.path.join(lower, way), made)
+        else:
+            os.chmod(made, 0o755)  # noqa: S103 - not the umask's: the way must be searchable
+    last = os.path.join(upper, rel)
+    if os.path.lexists(last):
+        return
+    if kind == UPPER_DIR:
+        os.mkdir(last, 0o700)
+        os.setxattr(last, "user.overlay.opaque", b"y")
+        os.chmod(last, 0)
+    else:
+        os.close(_create(last, 0))
 
 
 def _mountpoint(target: str, on_host: bool, *, directory: bool) -> None:

@@ -25,6 +25,7 @@ from ._mounts import (
     BIND_DIR,
     BIND_FILE,
     IDMAP,
+    OVERLAY,
     PIN,
     PRIVATE_TMP,
     TMPFS,
@@ -192,7 +193,8 @@ def _view_grants(policy: ResolvedPolicy, ops: tuple[MountOp, ...], masked: tuple
                  ) -> tuple[list[Grant], int]:
     """Landlock's grants in a session's own view (what is visible there), and how many
     paths the view binds."""
-    bound = {op.target for op in ops if op.kind in (BIND_DIR, BIND_FILE, TMPFS, IDMAP)}
+    bound = {op.target for op in ops
+             if op.kind in (BIND_DIR, BIND_FILE, TMPFS, IDMAP, OVERLAY)}
     grants: list[Grant] = list(base_grants())
     # A "/" grant is bound entry by entry, but Landlock takes it whole (masks still hold:
     # they are mode-000 mounts).
@@ -202,6 +204,12 @@ def _view_grants(policy: ResolvedPolicy, ops: tuple[MountOp, ...], masked: tuple
         if visible or grant.path in PRIVATE_TMP:
             grants.append(grant)
     return grants, len(bound)
+
+
+def _copy_on_write_detail(ops: tuple[MountOp, ...]) -> str:
+    """The cache directories the session writes only its own copy of (``_mounts.OVERLAY``)."""
+    overlays = sum(op.kind == OVERLAY for op in ops)
+    return f", {overlays} cache directories copy-on-write" if overlays else ""
 
 
 def _root_only_detail(uid: int, ops: tuple[MountOp, ...]) -> str:
@@ -305,7 +313,7 @@ def build_plan(
         view_layer = applied(
             "filesystem_view", detail=f"{bound} paths bound, {len(mounts.masked)} "
             f"denied paths masked, {len(mounts.protected)} persistence files read-only"
-            + _root_only_detail(uid, mounts.ops))
+            + _copy_on_write_detail(mounts.ops) + _root_only_detail(uid, mounts.ops))
     # "allow_all" reaches only the session's own processes in its pid namespace; without one,
     # the scope keeps it to them (and every process of the uid on the host out of reach).
     isolated_signals = policy.signal_mode != "allow_all" or landlock_only

@@ -550,6 +550,12 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
 
+# ``syscall(2)`` from the process's own libc, made once at import (the fork server's, which
+# launchers inherit: a ``CDLL`` made per call defines a class in each launcher).
+_SYSCALL = ctypes.CDLL(None, use_errno=True).syscall
+_SYSCALL.restype = ctypes.c_long
+
+
 def install_filter(program: bytes, flags: int = 0) -> int:
     """Install ``program`` (from :func:`build_filter`) as this process's seccomp filter.
 
@@ -566,12 +572,11 @@ def install_filter(program: bytes, flags: int = 0) -> int:
     arch = arch_for_machine(os.uname().machine)
     if arch is None:
         raise OSError(errno.ENOSYS, "seccomp: no syscall table for this machine")
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    # fprog holds only the address of insns: both must stay referenced until the call returns.
-    insns = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(count, ctypes.addressof(insns))
-    result = libc.syscall(
+    # fprog holds only the address of program's buffer (the kernel copies it): ``program``
+    # stays referenced until the call returns. No ctypes array for it: its type, one per
+    # size, would be made anew in each launcher.
+    fprog = _SockFprog(count, ctypes.cast(ctypes.c_char_p(program), ctypes.c_void_p))
+    result = _SYSCALL(
         ctypes.c_long(_nr(arch, "seccomp")),
         ctypes.c_long(SECCOMP_SET_MODE_FILTER),
         ctypes.c_long(flags),
@@ -580,5 +585,4 @@ def install_filter(program: bytes, flags: int = 0) -> int:
     if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-    del fprog, insns
     return int(result)

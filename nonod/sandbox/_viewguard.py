@@ -54,8 +54,22 @@ class GuardLost(Exception):
         self.target, self.why = target, why
 
 
+#: The session's own procfs, mounted fresh by its init (``_mounts.prepare_root``).
+PROC = "/proc"
+
+
 def guarded(ops: Sequence[MountOp]) -> tuple[MountOp, ...]:
-    return tuple(op for op in ops if op.kind in GUARDED)
+    """The operations of ``ops`` the guard keeps: those of the ``GUARDED`` kinds, but for
+    the masks of files at the top of the session's own procfs (the root-only files of a root
+    session, ``/proc/keys``), unless an operation mounts something on ``/proc`` itself.
+    Nothing outside the session can take those masks away: procfs has no rename or unlink
+    (only the kernel removes an entry there, when root unloads a module), and ``/proc``, a
+    mount point in the session's read-only root, cannot be renamed either. Guarding them
+    cost every root session a guard set up through the fork server's hub (watches on ``/``
+    and ``/proc``) for nothing."""
+    own_proc = not any(op.target == PROC for op in ops)
+    return tuple(op for op in ops if op.kind in GUARDED and not (
+        own_proc and op.kind == MASK_FILE and os.path.dirname(op.target) == PROC))
 
 
 def _ancestors(path: str) -> list[str]:

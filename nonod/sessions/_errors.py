@@ -21,6 +21,10 @@ class NameTaken(SessionError):
     code = "session.name_taken"
 
 
+class NameInvalid(SessionError):
+    code = "session.name_invalid"
+
+
 class SessionBusy(SessionError):
     code = "session.busy"
 

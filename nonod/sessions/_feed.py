@@ -21,6 +21,9 @@ class LaggingFeed(Generic[T]):
     def __init__(self, backlog: int) -> None:
         self._send, self.channel = trio.open_memory_channel[T](backlog)
         self.lagged = False
+        #: False once nothing more can be offered (lagged, ended or closed): the producer may
+        #: forget it.
+        self.open = True
 
     def offer(self, item: T) -> bool:
         """Queue ``item`` without waiting; False once this feed is gone (lagged or closed)."""
@@ -28,17 +31,21 @@ class LaggingFeed(Generic[T]):
             self._send.send_nowait(item)
         except trio.WouldBlock:
             self.lagged = True
+            self.open = False
             self._send.close()
             return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.open = False
             return False
         return True
 
     def end(self) -> None:
         """No more items: the reader sees the end of the channel after the queued ones."""
+        self.open = False
         self._send.close()
 
     def close(self) -> None:
         """The reader is done (both ends closed)."""
+        self.open = False
         self.channel.close()
         self._send.close()

@@ -80,6 +80,8 @@ class SessionOutput:
         if self._ended:
             sub.end()
         else:
+            # Readers that left go now: a quiet session offers them nothing to find out.
+            self._subs = [s for s in self._subs if s.open]
             self._subs.append(sub)
         return bytes(self._ring), self.total - len(self._ring), sub
 

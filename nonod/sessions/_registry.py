@@ -51,7 +51,14 @@ from ..errors import NonoError
 from ._audit import CLOSE_TIMEOUT, Account, SessionAudit, close_lost, seal_truncated
 from ._audit_budget import AuditBudget, kept_bytes
 from ._contracts import Caller, GetLauncher, PreparedTools, Process, SessionPlan, ToolHook
-from ._errors import NameTaken, RootRefused, SessionAmbiguous, SessionLimit, SessionNotFound
+from ._errors import (
+    NameInvalid,
+    NameTaken,
+    RootRefused,
+    SessionAmbiguous,
+    SessionLimit,
+    SessionNotFound,
+)
 from ._events import ApprovalNotice, EventFeed, LifecycleEvent
 from ._limits import SessionCgroups, end_reason, remove_group
 from ._records import (
@@ -77,6 +84,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+#: What a session id looks like (``_new_id``): no name may, or it would be another session's
+#: id to whoever may see both (root, on the system daemon).
+_ID_SHAPE = re.compile(r"[0-9a-f]{8}")
 #: Live sessions a user of the system daemon may still start once ``max_live`` are live.
 RESERVED_LIVE: Final = 4
 #: How long after a session's end (its replies sent) its cgroup is removed (seconds).
@@ -264,11 +274,19 @@ class Registry:
         return session.directory / AUDIT_FILE
 
     def find(self, ref: str, caller: Caller) -> Session:
-        """A session by id, name or unique id prefix, among those ``caller`` may see."""
+        """A session by id, name or unique id prefix, among those ``caller`` may see.
+
+        A caller who sees other users' sessions (root) gets ``session.ambiguous`` for a name
+        or prefix that matches sessions of more than one user: each user names its own
+        sessions, so one user's name must not pick another user's session for root (a
+        session named like another's id prefix, two users' ``web``). No name has an id's
+        shape, so an id is always one session."""
         exact = self._sessions.get(ref)
         if exact is not None and caller.may_see(exact.record.owner_uid):
             return exact  # by id: one lookup, not a sorted list of every session
         mine = self.visible(caller, include_exited=True)
+        if caller.is_root:
+            self._one_owner(ref, mine)
         named = [s for s in mine if s.name == ref]
         if named:
             live = [s for s in named if s.live]
@@ -284,9 +302,25 @@ class Registry:
                 )
         raise SessionNotFound(f"no session {ref!r}", hint="`nonoctl ps --all` lists them")
 
+    @staticmethod
+    def _one_owner(ref: str, seen: list[Session]) -> None:
+        """Refuse ``ref`` when, as a name or an id prefix, it matches sessions of several
+        users."""
+        matches = [s for s in seen
+                   if s.name == ref or (len(ref) >= 2 and s.id.startswith(ref))]
+        if len({s.record.owner_uid for s in matches}) > 1:
+            ids = ", ".join(f"{s.id} (uid {s.record.owner_uid})" for s in matches[:8])
+            raise SessionAmbiguous(
+                f"{ref!r} matches sessions of several users: {ids}",
+                hint="give the session's full id",
+            )
+
     # -- events
     def subscribe_events(self, caller: Caller, session_id: str | None) -> EventFeed:
+        # Feeds whose readers left go now, not at the next event: on a quiet daemon a user's
+        # connections, each subscribing and closing, would otherwise pile them up unbounded.
         feed = EventFeed(caller, session_id)
+        self._feeds = [f for f in self._feeds if f.open]
         self._feeds.append(feed)
         return feed
 
@@ -371,6 +405,10 @@ class Registry:
                     "[audit] keep_days or keep_sessions remove them), or ask the "
                     "administrator to raise [audit] user_max_bytes",
                 )
+        if plan.name is not None and _ID_SHAPE.fullmatch(plan.name):
+            raise NameInvalid(
+                f"{plan.name!r} looks like a session id; a name cannot",
+                hint="choose a name that is not 8 hexadecimal digits")
         holder = (self._live_names.get((plan.owner.uid, plan.name))
                   if plan.name is not None else None)
         if holder is not None:

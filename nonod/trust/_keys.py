@@ -319,6 +319,21 @@ def _write_new(path: str, text: str, *, replace: bool) -> None:
             pass
 
 
+def _check_writers(path: str, fd: int, info: os.stat_result) -> None:
+    """Refuse a key file that a user other than the reader (or root) could have written,
+    or replaced in its directory (:func:`nonod._writers.other_writers`)."""
+    from .._writers import descriptor_path, other_writers
+
+    real = descriptor_path(fd) or os.path.realpath(path)
+    found = other_writers(real, info.st_uid, info.st_gid, info.st_mode, reader=os.geteuid())
+    if found is not None:
+        why, itself = found
+        raise TrustKeyError(
+            f"key file {path} is not used: {why}, so another user could have "
+            f"{'written' if itself else 'replaced'} it",
+            hint="keep key files in directories only you (or root) may write")
+
+
 def _read_key_file(path: str, *, private: bool) -> str:
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
     fd = os.open(path, flags)
@@ -334,6 +349,8 @@ def _read_key_file(path: str, *, private: bool) -> str:
             )
         if private and info.st_uid != os.geteuid():
             raise TrustKeyError(f"private key file {path} belongs to another user")
+        if not private:  # a public key becomes a trust anchor: it must be the reader's own
+            _check_writers(path, fd, info)
         data = os.read(fd, _MAX_KEY_FILE_BYTES + 1)
     finally:
         os.close(fd)

@@ -31,6 +31,7 @@ Parsing (:func:`parse_policy`) checks the format only. Whether a policy is *trus
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -83,6 +84,10 @@ class Glob:
 
     def matches(self, relpath: str) -> bool:
         return self.regex.fullmatch(relpath) is not None
+
+    def names_below(self, reldir: str) -> bool:
+        """Whether the pattern's literal start names a path under directory ``reldir``."""
+        return self.prefix.startswith(reldir + "/")
 
     def could_match_below(self, reldir: str) -> bool:
         """Whether some path under directory ``reldir`` might match (never a false "no")."""
@@ -188,6 +193,12 @@ def compile_glob(pattern: str) -> Glob:
 # --- the format -------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=MAX_PUBLISHERS)
+def _public_key(text: str) -> PublicKey:
+    """A publisher's key, parsed once (a scan asks for it for every file it verifies)."""
+    return PublicKey.from_b64(text)
+
+
 class _Base(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
 ):
@@ -255,7 +266,7 @@ class Publisher(_Base, frozen=True, kw_only=True):
         """The publisher's public key; only for keyed publishers (checked when parsed)."""
         if self.public_key is None:
             raise TrustPolicyError(f"publisher {self.name!r} has no public key")
-        return PublicKey.from_b64(self.public_key)
+        return _public_key(self.public_key)
 
 
 @final

@@ -2,7 +2,8 @@
 
 Discovery walks the scan root and matches each file's root-relative path against the policy's
 ``includes``. It ignores ``.gitignore`` (ignoring a file must not exempt it from verification),
-never matches ``*.bundle`` files, and skips only the directories in :data:`SKIP_DIRS`.
+never matches ``*.bundle`` files, and skips only the directories in :data:`SKIP_DIRS`, unless a
+pattern names a path inside one by its literal start.
 
 Symlinks are resolved before anything is read. An included path whose real location is outside
 the scan root is refused (it is not the project's file, and a mount over it would pin something
@@ -144,6 +145,14 @@ class _Matcher:
     def could_match_below(self, reldir: str) -> bool:
         return any(glob.could_match_below(reldir) for glob in self._globs)
 
+    def names_below(self, reldir: str) -> bool:
+        return any(glob.names_below(reldir) for glob in self._globs)
+
+    def skips(self, name: str, rel: str) -> bool:
+        """A directory of :data:`SKIP_DIRS` is not entered unless a pattern names a path in
+        it by its literal start (``node_modules/tool/AGENTS.md``, not ``**/AGENTS.md``)."""
+        return name in SKIP_DIRS and not self.names_below(rel)
+
 
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
@@ -182,7 +191,7 @@ def _walk(real_root: str, matcher: _Matcher) -> Iterator[_Found]:
                     pushed.append((*found, True))
                 continue
             if entry.is_dir(follow_symlinks=False):
-                if entry.name in SKIP_DIRS:
+                if matcher.skips(entry.name, rel):
                     continue
                 info = entry.stat(follow_symlinks=False)
                 if (info.st_dev, info.st_ino) in seen:
@@ -219,7 +228,7 @@ def _symlink(
             return _Found(rel, directory, entry.name, None, "symlink target does not exist")
         return None
     if stat.S_ISDIR(info.st_mode):
-        if entry.name in SKIP_DIRS:
+        if matcher.skips(entry.name, rel):
             return None
         if not inside:
             if matcher.could_match_below(rel):

@@ -36,6 +36,8 @@ from ._policy import POLICY_FILE_NAME, Blocklist, Publisher, TrustPolicy, parse_
 
 _T = TypeVar("_T")
 _SHORT: Final = 16
+#: Distinct keys a bundle without a key hint is tried against (nono's bundles carry one).
+_MAX_UNHINTED: Final = 4
 _PREDICATE_KINDS: Final = MappingProxyType(
     {
         INSTRUCTION_PREDICATE_TYPE: "an instruction file attestation",
@@ -167,6 +169,14 @@ def _check(
             hint="add its public key to the trust policy's publishers, or re-sign with a "
             "trusted key",
         )
+    if parsed.hint is None and len({k.fingerprint for _, k in candidates}) > _MAX_UNHINTED:
+        raise UntrustedSigner(
+            f"{shown} is signed by {key_id[:80]!r} without a key hint, and "
+            f"{len(candidates)} publishers have that key id: it is checked against at most "
+            f"{_MAX_UNHINTED} keys",
+            name=name,
+            hint="re-sign it with `nonoctl trust sign` (its bundles name their key)",
+        )
     if parsed.hint is not None:
         hinted = [(p, k) for p, k in candidates if k.fingerprint == parsed.hint.lower()]
         if not hinted:
@@ -182,7 +192,11 @@ def _check(
     # (7) The signature verifies over PAE(payloadType, payload) with that publisher's key.
     message = parsed.envelope.pae()
     signer: tuple[Publisher, PublicKey] | None = None
+    tried: set[str] = set()
     for publisher, key in candidates:
+        if key.fingerprint in tried:  # the same key under several publishers: once
+            continue
+        tried.add(key.fingerprint)
         try:
             key.verify(parsed.envelope.signature.sig, message)
         except BadSignature:
@@ -196,7 +210,7 @@ def _check(
             name=name,
         )
     publisher, key = signer
-    if key.fingerprint in blocked_signers:
+    if key.fingerprint in {identity.lower() for identity in blocked_signers}:
         raise Blocked(
             f"{shown} is signed by a blocklisted key ({_short(key.fingerprint)})", name=name
         )

@@ -4,6 +4,7 @@ got the real secret; the program never sees it."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import ssl
@@ -148,6 +149,47 @@ async def test_keep_alive_on_both_sides(nursery: trio.Nursery, pki: Pki,
         client.next_cycle()
     assert [r.target for r in seen.requests] == [b"/n/0", b"/n/1", b"/n/2"]
     assert seen.connections == 1  # one upstream connection carried all three
+
+
+def _connections_to(port: int) -> int:
+    """Established TCP connections of this network namespace whose far end is ``port``, as
+    the kernel lists them (the proxy's side of its upstream connections)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                    count += 1
+    return count
+
+
+async def test_kept_upstream_connections_do_not_multiply_with_the_routes(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    """Each client connection keeps one upstream connection per route it used: with many
+    routes, a session's few allowed connections held many times as many upstream ones (and
+    their TLS state) in the daemon. The kept ones are at most ``max_connections`` in all;
+    a client connection whose kept one was closed connects again."""
+    port, seen = await start_tls_upstream(nursery, pki.server, echo)
+    names = [f"r{i}" for i in range(8)]
+    proxy = await start_route_proxy([(github_route(name=name), REAL) for name in names],
+                                    pins={"api.github.com": f"127.0.0.1:{port}"},
+                                    limits=ProxyLimits(max_connections=4))
+    clients = [await proxy.client() for _ in range(4)]
+    for client in clients:
+        for name in names:
+            response = await client.request("GET", f"/{name}/x", [bearer(proxy)])
+            assert response.status == 200
+            client.next_cycle()
+    assert seen.connections == 32
+    await trio.testing.wait_all_tasks_blocked()  # the proxy is done with the last request
+    assert _connections_to(port) <= 4  # before: 32, eight per client connection
+    # The first client's kept connections were closed; its next request connects again.
+    response = await clients[0].request("GET", "/r0/again", [bearer(proxy)])
+    assert response.status == 200
+    assert seen.connections == 33
+    await trio.testing.wait_all_tasks_blocked()
+    assert _connections_to(port) <= 4
 
 
 async def test_chunked_request_bodies_stream_through(nursery: trio.Nursery, pki: Pki,
@@ -395,6 +437,94 @@ async def test_redirects_are_returned_not_followed(nursery: trio.Nursery, pki: P
     assert response.header(b"Location") == (
         f"https://evil.example/collect?key={proxy.token.reveal()}".encode())
     assert len(seen.requests) == 1
+
+
+#: A key with the characters URL encoders and HTML escapers disagree about.
+ODD_REAL = "wJalr/XUtn+FEMI='K7\"MD<ENG>&b~P*x!(0123)"
+
+
+def _encoded_as(value: str, kept: str, *, plus: bool = False, lower: bool = False) -> str:
+    """``value`` percent-encoded by an encoder that keeps letters, digits and ``kept``."""
+    out = []
+    for byte in value.encode():
+        char = chr(byte)
+        if char.isascii() and (char.isalnum() or char in kept):
+            out.append(char)
+        elif char == " " and plus:
+            out.append("+")
+        else:
+            out.append(("%%%02x" if lower else "%%%02X") % byte)
+    return "".join(out)
+
+
+def _html_escaped(value: str, quote: str, apostrophe: str) -> str:
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', quote).replace("'", apostrophe))
+
+
+async def test_a_reflection_in_an_encoders_own_spelling_is_scrubbed(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    """Upstreams re-encode what they reflect with their framework's encoder: a redirect built
+    with Python's ``quote`` keeps ``/``, .NET writes lower-case hex, JavaScript keeps
+    ``!*'()``, Java encodes ``~``; an error page HTML-escapes the header it quotes, each
+    escaper its own way. None of those spellings reaches the program."""
+    spellings = [
+        _encoded_as(ODD_REAL, "-_.~/"),  # Python quote()
+        _encoded_as(ODD_REAL, "-_.!*()", plus=True, lower=True),  # .NET HttpUtility.UrlEncode
+        _encoded_as(ODD_REAL, "-_.!~*'()"),  # JavaScript encodeURIComponent
+        _encoded_as(ODD_REAL, "-_.*", plus=True),  # Java URLEncoder, Ruby www_form
+        _encoded_as(ODD_REAL, "-_.", plus=True),  # PHP urlencode
+        _html_escaped(ODD_REAL, "&quot;", "&#x27;"),  # Python html.escape
+        _html_escaped(ODD_REAL, "&#34;", "&#39;"),  # Go html/template, markupsafe
+        _html_escaped(ODD_REAL, "&quot;", "&#039;"),  # PHP htmlspecialchars
+    ]
+
+    async def reflect(request: UpstreamRequest, respond: Responder) -> None:
+        key = (request.header(b"authorization") or b"").decode().removeprefix("Bearer ")
+        assert key == ODD_REAL
+        forms = [
+            _encoded_as(key, "-_.~/"), _encoded_as(key, "-_.!*()", plus=True, lower=True),
+            _encoded_as(key, "-_.!~*'()"), _encoded_as(key, "-_.*", plus=True),
+            _encoded_as(key, "-_.", plus=True), _html_escaped(key, "&quot;", "&#x27;"),
+            _html_escaped(key, "&#34;", "&#39;"), _html_escaped(key, "&quot;", "&#039;"),
+        ]
+        body = "\n".join(f"<p>{form}</p>" for form in forms).encode()
+        await respond.whole(302, body, [(b"Location", f"https://x.example/cb?k={forms[0]}"),
+                                        (b"Link", f"<https://x.example/?k={forms[1]}>")])
+
+    proxy, _ = await github(nursery, pki, start_route_proxy, reflect, value=ODD_REAL)
+    client = await proxy.client()
+    response = await client.request("GET", "/github/login", [bearer(proxy)])
+    assert response.status == 302
+    raw = response.body + b"".join(v for _, v in response.headers)
+    for spelling in spellings:
+        assert spelling.encode() not in raw, spelling
+    phantom = proxy.token.reveal()
+    assert response.header(b"Location") == f"https://x.example/cb?k={phantom}".encode()
+    assert response.body.count(phantom.encode()) == len(spellings)
+
+
+async def test_a_reflection_inside_a_base64_blob_is_scrubbed_at_every_alignment(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    """An upstream that answers with a base64 dump of the request (a debug echo, a token
+    that embeds what it was given) puts the key at a byte offset the program picks with the
+    headers it sends before it: each of the three alignments comes back scrubbed."""
+    from tests.credentials.test_scrub import b64_decodings
+
+    async def dump(request: UpstreamRequest, respond: Responder) -> None:
+        raw = b"\r\n".join(name + b": " + value for name, value in request.headers)
+        await respond.whole(200, b'{"dump": "' + base64.b64encode(raw) + b'"}',
+                            [(b"Content-Type", b"application/json")])
+
+    proxy, seen = await github(nursery, pki, start_route_proxy, dump)
+    client = await proxy.client()
+    for pad in range(3):
+        response = await client.request("GET", "/github/debug",
+                                        [("X-Pad", "p" * (pad + 1)), bearer(proxy)])
+        client.next_cycle()
+        blob = json.loads(response.body)["dump"].encode()
+        assert not any(REAL[1:-1].encode() in d for d in b64_decodings(blob)), pad
+    assert [r.header(b"x-pad") for r in seen.requests] == [b"p", b"pp", b"ppp"]
 
 
 async def test_gzip_bodies_are_decoded_and_scrubbed(nursery: trio.Nursery, pki: Pki,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
+from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
@@ -73,14 +75,40 @@ def encoded_forms(secret: str) -> dict[str, bytes]:
         "json_string_slash_kept": json.dumps(secret)[1:-1].encode(),
         "base64": base64.b64encode(real),
         "base64_url_unpadded": base64.urlsafe_b64encode(real).rstrip(b"="),
+        # Each encoder's own spelling: what it keeps, how it writes a space, hex case.
+        "percent_python_quote": _percent_keeping(real, "-_.~/"),
+        "percent_javascript": _percent_keeping(real, "-_.!~*'()"),
+        "percent_java_form": _percent_keeping(real, "-_.*", plus=True),
+        "percent_php_urlencode": _percent_keeping(real, "-_.", plus=True),
+        "percent_dotnet": _percent_keeping(real, "-_.!*()", plus=True, lower=True),
+        "percent_go_path": _percent_keeping(real, "-_.~$&+:=@"),
+        "json_go_html_safe": json.dumps(secret, ensure_ascii=False)[1:-1].replace(
+            "<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode(),
+        "html_python": _html_escaped(secret, {'"': "&quot;", "'": "&#x27;"}),
+        "html_go": _html_escaped(secret, {'"': "&#34;", "'": "&#39;"}),
+        "html_php": _html_escaped(secret, {'"': "&quot;", "'": "&#039;"}),
+        "html_handlebars": _html_escaped(secret, {'"': "&quot;", "'": "&#x27;", "=": "&#x3D;",
+                                                  "`": "&#x60;", "/": "&#x2F;"}),
     }
+
+
+def _percent_keeping(real: bytes, kept: str, *, plus: bool = False, lower: bool = False
+                     ) -> bytes:
+    hexes = "%{:02x}" if lower else "%{:02X}"
+    return "".join(chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in kept)
+                   else "+" if plus and b == 0x20 else hexes.format(b) for b in real).encode()
+
+
+def _html_escaped(secret: str, quotes: dict[str, str]) -> bytes:
+    escapes = {"&": "&amp;", "<": "&lt;", ">": "&gt;", **quotes}
+    return "".join(escapes.get(c, c) for c in secret).encode()
 
 
 @pytest.mark.parametrize("form", sorted(encoded_forms("x")))
 def test_every_covered_encoding_is_replaced_at_every_split(form: str) -> None:
     """Each form of the secret, reflected in a body, comes out as the phantom token's form,
     whatever the split; nothing of the secret (in any covered form) is left."""
-    secret = 'ghp_Real/"Secret\\With+Odd=Chars 0123456789'
+    secret = 'ghp_Real/"Secret\\With+Odd=Chars 0123456789~*!<&>\''
     table = scrub_replacements(Secret(secret), TOKEN)
     needle = encoded_forms(secret)[form]
     fake = TOKEN.reveal().encode()
@@ -267,3 +295,90 @@ def test_any_split_equals_the_whole_with_long_needles(
     expected = reference(table, body)
     assert stream(Scrubber(table), pieces) == expected
     assert stream_through_one_buffer(Scrubber(table), pieces, b"\0a") == expected
+
+
+@st.composite
+def shared_head_tables(draw: st.DrawFn) -> dict[bytes, bytes]:
+    """Needles that share a first stretch of 11 to 18 bytes, as a secret's spellings do
+    (from 12 on they are searched for together, by that head), some of them prefixes of
+    others, beside a needle of their own."""
+    head = bytes(NEEDLE_ALPHABET[x % 2] for x in draw(st.binary(min_size=11, max_size=18)))
+    tails = draw(st.lists(st.binary(max_size=5).map(
+        lambda b: bytes(NEEDLE_ALPHABET[x % 3] for x in b)), min_size=1, max_size=4,
+        unique=True))
+    needles = [head + tail for tail in tails] + draw(st.lists(st.just(head[3:]), max_size=1))
+    return {n: draw(st.binary(max_size=4)) for n in needles}
+
+
+@settings(max_examples=300, deadline=None)
+@given(shared_head_tables(), st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4),
+                                                st.integers(0, 30)), max_size=6), st.data())
+def test_needles_searched_by_a_shared_head_match_as_the_pattern_does(
+        table: dict[bytes, bytes], placed: list[tuple[int, int, int]],
+        data: st.DataObject) -> None:
+    """Whole needles, needles cut short and filler of their letters, in any order and
+    split anywhere: the output is the whole's, leftmost and longest first."""
+    needles = sorted(table)
+    body = b""
+    for gap, which, cut in placed:
+        needle = needles[which % len(needles)]
+        body += b"ab"[:gap] + needle[:max(len(needle) - cut, 0) if cut > 20 else len(needle)]
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=6)))
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    expected = reference(table, body)
+    assert stream(Scrubber(table), pieces) == expected
+    assert Scrubber(table).replace_all(body) == expected
+
+
+def b64_decodings(blob: bytes) -> list[bytes]:
+    """What a reader can decode of ``blob`` from each of the four character offsets, quad by
+    quad (a quad that does not decode gives ``?``)."""
+    out = []
+    for skip in range(4):
+        decoded = b""
+        for at in range(skip, len(blob) - 3, 4):
+            quad = blob[at:at + 4].replace(b"-", b"+").replace(b"_", b"/")
+            try:
+                decoded += base64.b64decode(quad.rstrip(b"=") + b"==")
+            except binascii.Error:
+                decoded += b"?"
+        out.append(decoded)
+    return out
+
+
+@pytest.mark.parametrize("secret", ["ghp_RealSecret0123456789abcdefXYZ",  # 33: 0 mod 3
+                                    "ghp_RealSecret/0123456789+abcdefXYZ",  # 35: 2 mod 3
+                                    "sk-Real_0123456789abcdefABCDEF=xyz"])  # 34: 1 mod 3
+@pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
+def test_a_secret_inside_a_base64_blob_is_replaced_at_every_alignment(
+        secret: str, encode: Callable[[bytes], bytes]) -> None:
+    """An upstream that base64-encodes a dump of the request (or a token that embeds the
+    key) puts the secret at the alignment the program chooses with what it sends before;
+    whatever that is, and whatever follows, nothing of the secret but its ends can be
+    decoded from what is passed on, split anywhere."""
+    real = secret.encode()
+    table = scrub_replacements(Secret(secret), TOKEN)
+    for before in range(6):
+        blob = encode(b'{"h": "' + b"x" * before + b"Bearer " + real + b'", "n": 1}')
+        assert any(real in d for d in b64_decodings(blob))
+        whole = Scrubber(table).replace_all(blob)
+        assert not any(real[1:-1] in d for d in b64_decodings(whole)), before
+        for cut in range(0, len(blob) + 1, 3):
+            assert stream(Scrubber(table), [blob[:cut], blob[cut:]]) == whole
+
+
+def test_a_base64_blob_with_its_slashes_escaped_as_php_writes_json_is_replaced() -> None:
+    """PHP's json_encode writes ``/`` as ``\\/``: a base64 blob that holds the secret, in
+    a JSON answer, spells it with those escapes at every alignment."""
+    secret = "key?>?>0123456789abcdef?>?>"  # its base64 holds `/` at every alignment
+    real = secret.encode()
+    table = scrub_replacements(Secret(secret), TOKEN)
+    for before in range(3):
+        blob = base64.b64encode(b"x" * before + real + b"?>?>tail")
+        assert b"/" in blob
+        body = b'{"b": "' + blob.replace(b"/", b"\\/") + b'"}'
+        out = Scrubber(table).replace_all(body)
+        unescaped = out.replace(b"\\/", b"/")
+        assert not any(real[1:-1] in d for d in b64_decodings(unescaped)), before
+        for cut in range(len(body) + 1):
+            assert stream(Scrubber(table), [body[:cut], body[cut:]]) == out

@@ -187,3 +187,36 @@ async def test_a_websocket_message_over_the_limit_closes_the_connection(
     with pytest.raises(ConnectionClosed) as closed:
         await ws.get_message()  # type: ignore[attr-defined]
     assert closed.value.reason.code == 1009
+
+
+async def test_a_websocket_handshake_is_a_get_that_the_rules_must_allow(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    """Red team, ninth pass (held): the rules match the program's method, and the upstream
+    handshake always goes out as a GET. A ``POST`` (or ``DELETE``) with ``Upgrade:
+    websocket`` to a path the rules allow for that method would make the upstream run a GET
+    there, which no rule allows; wsproto refuses the program's handshake first (it must be
+    a GET, RFC 6455), so nothing reaches the upstream."""
+    handshakes: list[list[tuple[bytes, bytes]]] = []
+    paths: list[str] = []
+    port = await start_ws_upstream(nursery, pki, handshakes, paths)
+    route = msgspec.structs.replace(GEMINI, endpoint_rules=(("POST", "/v1/upload"),
+                                                            ("DELETE", "/v1/files/*")))
+    proxy = await start_route_proxy(
+        [(route, REAL)], pins={"generativelanguage.googleapis.com": f"127.0.0.1:{port}"})
+    for method, path in (("POST", "/gemini/v1/upload"), ("DELETE", "/gemini/v1/files/a")):
+        stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+        await stream.send_all(
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nx-goog-api-key: {proxy.token.reveal()}\r\n"
+            "Content-Length: 0\r\n\r\n".encode())
+        answer = b""
+        with trio.fail_after(10):
+            while b"\r\n\r\n" not in answer:
+                piece = await stream.receive_some(65536)
+                if not piece:
+                    break
+                answer += piece
+        await stream.aclose()
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:60]
+    assert paths == []

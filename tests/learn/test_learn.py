@@ -301,15 +301,47 @@ time.sleep(3600)
 '''
 
 
-async def test_the_traced_program_cannot_swap_or_flood_the_trace(scratch: Path) -> None:
+async def _learn_script(scratch: Path, script: str, *, timeout: float
+                        ) -> tuple[LearnResult, Path]:
+    """Learn ``python3 -I script.py`` run in ``scratch/work``; the result and that directory."""
     work = scratch / "work"
     work.mkdir()
-    (work / "swap.py").write_text(SWAPS_THE_TRACE)
+    (work / "script.py").write_text(script)
     with trio.fail_after(60):
-        result = await learn(["/usr/bin/python3", "-I", "swap.py"], cwd=str(work),
+        result = await learn(["/usr/bin/python3", "-I", "script.py"], cwd=str(work),
                              env={"HOME": str(scratch / "home"), "PATH": "/usr/bin:/bin"},
-                             timeout=4, base_profile=None)
+                             timeout=timeout, base_profile=None)
+    return result, work
+
+
+async def test_the_traced_program_cannot_swap_or_flood_the_trace(scratch: Path) -> None:
+    result, work = await _learn_script(scratch, SWAPS_THE_TRACE, timeout=4)
     assert result.timed_out
     assert (work / "after-the-swap").exists()
     # what strace wrote after the swap and the flood was still read: the file it created
     assert result.workdir_access is Access.READWRITE
+
+
+ASKS_FOR_GROUP_NAMES = r"""
+import os, socket, urllib.parse
+proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+for host in ("llm_apis", "GitHub", "package_registries."):
+    with socket.create_connection((proxy.hostname, proxy.port), timeout=10) as s:
+        s.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
+        print(host, s.recv(64).split(b"\r\n")[0].decode(), flush=True)
+"""
+
+
+async def test_a_host_named_like_a_network_group_is_not_proposed(scratch: Path) -> None:
+    """A profile reads a dotless `allow_domain` entry that names a network group as the group
+    (`llm_apis`: every LLM API's hosts). The program asked the proxy for `llm_apis` once, and
+    the proposal allowed every host of the group (before: `allow_domain: ["github",
+    "llm_apis", "package_registries"]`). Such a name can never be reached as a host in a
+    session: it is refused while learning and listed as such, never proposed."""
+    result, _ = await _learn_script(scratch, ASKS_FOR_GROUP_NAMES, timeout=30)
+    assert result.exit_code == 0
+    assert not result.outbound
+    assert {(r.host, r.reason) for r in result.refused} == {
+        (name, "network_group") for name in ("llm_apis", "github", "package_registries")}
+    profile = parse_profile(result.to_profile("ask"), "ask")
+    assert not profile.network.allow_domain and profile.network.block

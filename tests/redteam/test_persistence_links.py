@@ -57,11 +57,12 @@ def test_a_linked_start_up_file_cannot_be_replaced(run: CLI, short_tmp: Path) ->
     (short_tmp / "replace.py").write_text(REPLACE)
     done = run("launch", "--allow-cwd", "-a", str(home), "--block-net", "--",
                "/usr/bin/python3", "-S", "replace.py", str(home))
-    assert done.returncode == 0, done.stderr
-    answers = dict(line.split(" ", 1) for line in done.stdout.splitlines())
-    assert answers["notes"] == "ok"  # the rest of $HOME is writable
-    assert answers["rename"] == answers["remove"] == answers["config"] == "PermissionError", (
-        done.stdout)
+    # Since the tenth pass such a launch does not run at all: the denials of `~/.bashrc`
+    # and `~/.config/...` go through links the session could remove, after which the next
+    # launch would mask nothing (tests/redteam/test_grant_links.py). When it ran, the guard
+    # refused replacing each link (PermissionError) and let it be removed.
+    assert done.returncode != 0 and "symbolic link" in done.stderr, done.stderr
+    assert not done.stdout, done.stdout
     for name in (".bashrc", ".profile", ".config"):  # the link, or nothing (removed)
         assert not (home / name).exists() or (home / name).is_symlink(), name
     assert not (home / ".config").exists() or (home / ".config/nvim/init.lua").read_text() == (

@@ -7,9 +7,11 @@ touching the others.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -153,3 +155,83 @@ def test_a_repair_that_fails_in_any_way_ends_its_session_with_a_report() -> None
             pid, sock = hub._spare
             sock.close()
             assert os.waitpid(pid, 0)[1] == 0
+
+
+def _send_dirs(client: socket.socket, directories: list[Path]) -> None:
+    """``client`` asks the hub to watch ``directories`` (a ``W`` with their descriptors)."""
+    fds = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in directories]
+    try:
+        socket.send_fds(client, [b"W" + msgspec.msgpack.encode([str(d) for d in directories])],
+                        fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _watch(hub: GuardHub, poller: select.poll, uid: int, directories: list[Path],
+           held: list[socket.socket]) -> bytes:
+    """A client of a session running as ``uid`` asks for ``directories``; the hub's answer.
+    The client is kept open in ``held`` (its watches stay)."""
+    client = hub.new_client(uid)
+    client.settimeout(5)
+    _send_dirs(client, directories)
+    _pump(hub, poller)
+    held.append(client)
+    return client.recv(16)
+
+
+@contextlib.contextmanager
+def _shared_hub(share: int) -> Iterator[tuple[GuardHub, select.poll, list[socket.socket]]]:
+    """A hub giving each uid ``share`` watches, and the clients a test keeps (closed after)."""
+    poller = select.poll()
+    held: list[socket.socket] = []
+    try:
+        yield GuardHub(poller, share=share), poller, held
+    finally:
+        for client in held:
+            client.close()
+
+
+def _directories(base: Path, count: int) -> list[Path]:
+    made = [base / str(i) for i in range(count)]
+    for directory in made:
+        directory.mkdir()
+    return made
+
+
+def test_one_uids_sessions_hold_at_most_their_share_of_the_watches(tmp_path: Path) -> None:
+    """The hub's watches count against the fork server's user (root for the system
+    daemon): one user's sessions on distinct directories could take every watch that user
+    has, and every other user's launch (and root's other programs) then got ``ENOSPC``."""
+    import errno
+    import struct
+
+    dirs = _directories(tmp_path, 8)
+    with _shared_hub(3) as (hub, poller, held):
+        assert _watch(hub, poller, 1000, dirs[:3], held) == b"k"
+        # The same uid's next session, on a new directory: over its share, refused.
+        refused = _watch(hub, poller, 1000, [dirs[0], dirs[3]], held)
+        assert refused == b"E" + struct.pack("<i", errno.ENOSPC)
+        # Directories it holds already count once, however many of its sessions watch them.
+        assert _watch(hub, poller, 1000, dirs[:3], held) == b"k"
+        # Another uid still has its own share, on the same directories and on others.
+        assert _watch(hub, poller, 1001, [dirs[0], *dirs[4:6]], held) == b"k"
+        assert len(hub._by_wd) == 5  # the refused directory is not watched
+        # Its sessions gone, the first uid may watch new directories again.
+        for client in held[:3]:
+            client.close()
+            _pump(hub, poller)
+        assert _watch(hub, poller, 1000, dirs[5:8], held) == b"k"
+
+
+def test_a_repair_at_the_share_keeps_its_session(tmp_path: Path) -> None:
+    """A session whose directories were replaced asks for the new ones (a repair) while
+    still holding the old: at its uid's share, that is not refused."""
+    dirs = _directories(tmp_path, 4)
+    with _shared_hub(2) as (hub, poller, held):
+        assert _watch(hub, poller, 1000, dirs[:2], held) == b"k"
+        client = held[0]
+        _send_dirs(client, dirs[2:])
+        _pump(hub, poller)
+        assert client.recv(16) == b"k"
+        assert len(hub._by_wd) == 2  # the old ones released

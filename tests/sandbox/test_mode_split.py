@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nonod.policy import Access, Grant
-from nonod.sandbox._mode import split_around
+from nonod.policy import Access, Grant, ResolvedPolicy
+from nonod.sandbox._mode import split_around, view_needs
+from nonod.sandbox._mounts import compile_mounts
 
 
 def _tree(root: Path) -> None:
@@ -54,3 +55,21 @@ def test_a_denied_path_that_does_not_exist_leaves_its_parent_split(tmp_path: Pat
 
     assert split == [str(tmp_path)]  # tmp_path itself is not granted: .aws cannot be made
     assert [g.path for g in grants] == [str(tmp_path / "a")]
+
+
+def test_writable_caches_need_private_caches_without_a_view(tmp_path: Path) -> None:
+    """Without a mount namespace a writable cache grant is the host's: a directory (an
+    overlay in a view) and a file (read-only in a view) both need ``private_caches``."""
+    cache = tmp_path / ".cache"
+    (cache / "go-build").mkdir(parents=True)
+    (cache / "index").write_text("")
+    rw = Access.READWRITE
+    for grant in (Grant(path=str(cache / "go-build"), access=rw),
+                  Grant(path=str(cache / "index"), access=rw, is_file=True)):
+        policy = ResolvedPolicy(name="t", grants=(grant,), denials=(), cache_home=str(cache))
+        needs = view_needs(policy, compile_mounts(policy, home=str(tmp_path)), 0)
+        assert needs["private_caches"].startswith("1 writable cache grants"), needs
+    reading = ResolvedPolicy(name="t", denials=(), cache_home=str(cache),
+                             grants=(Grant(path=str(cache), access=Access.READ),))
+    assert "private_caches" not in view_needs(
+        reading, compile_mounts(reading, home=str(tmp_path)), 0)

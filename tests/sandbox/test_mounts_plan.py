@@ -13,11 +13,16 @@ import pytest
 from nonod.policy import Access, Denial, Grant, ResolvedPolicy
 from nonod.sandbox._mounts import (
     ANCHOR,
+    BIND_DIR,
+    BIND_FILE,
     HOME_RC_FILES,
     MASK_DIR,
     MASK_FILE,
+    OVERLAY,
     PERSISTENCE_NAMES,
     READONLY,
+    UPPER_DIR,
+    UPPER_FILE,
     MountPlan,
     _proc_root_only,
     _proc_top_entries,
@@ -241,3 +246,79 @@ def test_a_plan_is_kept_while_the_host_answers_the_same(tmp_path: Path) -> None:
     fifth = again()
     assert str(work / "elsewhere" / "key") in fifth.absent
     assert str(work / "sub" / "key") not in fifth.absent
+
+
+def _kinds(p: MountPlan) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for op in p.ops:
+        out.setdefault(op.target, set()).add(op.kind)
+    return out
+
+
+def test_writable_cache_grants_are_overlays(tmp_path: Path) -> None:
+    """A writable directory grant in the cache home (``~/.cache`` or the policy's
+    ``cache_home``) is an OVERLAY, a read-only one a bind; a writable grant holding the cache
+    home gets an overlay at it; a writable file grant there is bound read-only; what
+    ``shared_caches`` lists stays a writable bind (over the overlay when below one)."""
+    home = tmp_path / "home"
+    xdg = tmp_path / "xdg"
+    for d in (".cache/go-build", ".cache/pip", ".cache/shared", "proj"):
+        (home / d).mkdir(parents=True)
+    (xdg / "uv").mkdir(parents=True)
+    (home / ".cache/pip/index").write_text("")
+    rw, ro = Access.READWRITE, Access.READ
+    pol = ResolvedPolicy(
+        name="t", denials=(), cache_home=str(xdg), shared_caches=(str(home / ".cache/shared"),),
+        grants=(Grant(path=str(home), access=rw), Grant(path=str(home / ".cache/go-build"),
+                                                        access=rw),
+                Grant(path=str(xdg / "uv"), access=rw), Grant(path=str(xdg), access=ro),
+                Grant(path=str(home / ".cache/pip/index"), access=rw, is_file=True)))
+    p = compile_mounts(pol, home=str(home))
+    kinds = _kinds(p)
+    assert kinds[str(home)] == {BIND_DIR}
+    for path in (home / ".cache", home / ".cache/go-build", xdg / "uv"):
+        assert kinds[str(path)] == {OVERLAY}, path
+    assert kinds[str(xdg)] == {BIND_DIR}
+    index = next(op for op in p.ops if op.target == str(home / ".cache/pip/index"))
+    assert index.kind == BIND_FILE and not index.writable
+    shared = next(op for op in p.ops if op.target == str(home / ".cache/shared"))
+    assert shared.kind == BIND_DIR and shared.writable
+    order = [op.target for op in p.ops]
+    assert order.index(str(home / ".cache")) < order.index(str(home / ".cache/shared"))
+
+
+def test_what_lies_in_an_overlay_needs_no_guard_but_masks(tmp_path: Path) -> None:
+    """In an overlay the session's writes stay its own: no read-only persistence bind, no
+    anchor, nothing refused to the creation guard. A denied path absent at launch is made
+    in the upper layer (UPPER_DIR, UPPER_FILE) and masked as a present one (nothing is
+    left for the view guard to apply later: it cannot see the host write a lower layer)."""
+    home = tmp_path / "home"
+    proj = home / ".cache/proj"
+    (proj / ".git/hooks").mkdir(parents=True)
+    (home / ".cache/present").mkdir()
+    pol = ResolvedPolicy(
+        name="t", grants=(Grant(path=str(home / ".cache"), access=Access.READWRITE),),
+        denials=(Denial(path=str(home / ".cache/gone/dir")),
+                 Denial(path=str(home / ".cache/token"), is_file=True),
+                 Denial(path=str(home / ".cache/present"))))
+    p = compile_mounts(pol, home=str(home), pinned=(str(proj / "AGENTS.md"),))
+    kinds = _kinds(p)
+    assert kinds[str(home / ".cache/gone/dir")] == {UPPER_DIR, MASK_DIR}
+    assert kinds[str(home / ".cache/token")] == {UPPER_FILE, MASK_FILE}
+    assert kinds[str(home / ".cache/present")] == {MASK_DIR}
+    assert not p.absent and not p.creation_refused and not p.protected
+    assert not any(op.kind == READONLY for op in p.ops)
+    # A verified file's way is still anchored (moved aside, a new one would be read).
+    assert p.anchored == (str(proj),)
+    assert all(op.kind != ANCHOR or op.target == str(proj) for op in p.ops)
+
+
+def test_a_cache_home_above_the_home_is_not_one(tmp_path: Path) -> None:
+    """``XDG_CACHE_HOME=$HOME`` (or ``/``) would make the working directory copy-on-write:
+    only ``~/.cache`` counts then."""
+    home = tmp_path / "home"
+    (home / "proj").mkdir(parents=True)
+    for cache_home in (home, Path("/")):
+        pol = ResolvedPolicy(name="t", denials=(), cache_home=str(cache_home), grants=(
+            Grant(path=str(home / "proj"), access=Access.READWRITE),))
+        assert _kinds(compile_mounts(pol, home=str(home)))[str(home / "proj")] == {BIND_DIR}

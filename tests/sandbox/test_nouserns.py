@@ -136,6 +136,34 @@ def test_writable_directory_and_host_tmp_need_accepting(
             in result.stderr)
 
 
+def test_a_writable_cache_needs_accepting_and_is_then_the_hosts(
+        sandbox_user: SandboxUser, world_tmp: Path) -> None:
+    """Without a mount namespace no overlay can be made: a writable grant in the cache home
+    is refused unless the profile accepts ``private_caches``; accepted, the session writes
+    the host's cache, and the report says so."""
+    work = world_tmp / "work"
+    cache = world_tmp / "home" / ".cache" / "go-build"
+    for d in (work, cache):
+        d.mkdir(parents=True)
+        sandbox_user.chown(d)
+    grants = (Grant(path=str(cache), access=Access.READWRITE),)
+    policy = msgspec.structs.replace(_policy(work, grants=grants),
+                                     cache_home=str(cache.parent))
+    code = f"open({str(cache / 'obj')!r}, 'w').write('x'); print('ran')"
+
+    refused = _run(sandbox_user, policy, code, work)
+    assert refused.code == 125 and "ran" not in refused.stdout
+    assert "private_caches: 1 writable cache grants" in refused.stderr, refused.stderr
+    assert '"private_caches"' in refused.stderr
+    assert not (cache / "obj").exists()
+
+    accepted = msgspec.structs.replace(policy, allow_degraded=(*ACCEPTED, "private_caches"))
+    result = _run(sandbox_user, accepted, code, work)
+    assert result.code == 0 and "ran" in result.stdout, result.stderr
+    assert "private_caches (1 writable cache grants" in _layers(result)
+    assert (cache / "obj").read_text() == "x"
+
+
 def test_denial_inside_a_granted_home_kept_out_by_splitting_the_grant(
         sandbox_user: SandboxUser, world_tmp: Path) -> None:
     home, work = world_tmp / "home", world_tmp / "work"

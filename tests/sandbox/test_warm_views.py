@@ -229,6 +229,37 @@ def test_a_bound_directory_replaced_between_launches_is_bound_afresh(world_tmp: 
     assert after == ["replaced"]
 
 
+def test_prepared_copy_on_write_caches_are_each_sessions_own(world_tmp: Path) -> None:
+    """A writable cache grant is an overlay in views built ahead too: every session reads
+    the host's cache as it is (an entry the host adds between launches included) and writes
+    only its own copy, which neither the host nor the next session sees."""
+    cache = world_tmp / "home" / ".cache" / "go-build"
+    cache.mkdir(parents=True)
+    (cache / "entry").write_text("host\n")
+    policy = ResolvedPolicy(
+        name="cache", cache_home=str(cache.parent), denials=(),
+        grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
+                Grant(path=str(cache), access=Access.READWRITE)))
+    code = ("import os, sys\n"
+            "c = sys.argv[1]\n"
+            "print(sorted(os.listdir(c)), open(c + '/entry').read().strip())\n"
+            "open(c + '/entry', 'w').write('session')\n"
+            "open(c + '/mine', 'w').write('session')\n")
+
+    async def main() -> list[list[str]]:
+        async with open_launcher("namespaces") as launcher:
+            seen = [await _read(launcher, policy, cache, code=code) for _ in range(4)]
+            (cache / "added").write_text("host\n")
+            seen.append(await _read(launcher, policy, cache, code=code))
+        return seen
+
+    seen = trio.run(main)
+    assert seen[:4] == [["['entry'] host"]] * 4, seen
+    assert seen[4] == ["['added', 'entry'] host"], seen
+    assert sorted(os.listdir(cache)) == ["added", "entry"]
+    assert (cache / "entry").read_text() == "host\n"
+
+
 def test_a_masked_directory_made_again_between_launches_stays_masked(world_tmp: Path) -> None:
     """The host removes a masked directory and makes it again, with a secret in it, after a
     policy's launchers were prepared (the kernel then drops their mask, which sat on the old

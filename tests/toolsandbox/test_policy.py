@@ -247,6 +247,29 @@ def test_a_tool_the_agent_could_rewrite_is_refused_unless_accepted(tmp_path: Pat
     assert [t.name for t in accepted.tools] == ["gh"]
 
 
+def test_a_tool_found_through_a_link_the_agent_could_repoint_is_refused(
+        tmp_path: Path) -> None:
+    """The agent may write `bin/`, where `gh` is a link to the real tool: it could point the
+    link at another program (an interpreter that runs a script of its own), and the next
+    launch would run that with the tool's credentials. Before: the link was followed."""
+    gh = _gh(tmp_path)
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "gh").symlink_to(gh)
+    ctx = ResolveContext(home=str(tmp_path), workdir=str(tmp_path), uid=1000,
+                         env={"PATH": str(links)})
+    for command in ({"executable": str(links / "gh")}, {}):
+        profile = json.dumps({"filesystem": {"write": [str(links)]},
+                              "command_policies": {"commands": {"gh": command}}}).encode()
+        with pytest.raises(ProfileError, match="is found through the symbolic link") as info:
+            resolve(parse_profile(profile, "agent.json"), ctx)
+        assert gh in str(info.value.hint)
+    readonly = json.dumps({"filesystem": {"read": [str(links)]},
+                           "command_policies": {"commands": {"gh": {}}}}).encode()
+    assert [t.executable for t in resolve(parse_profile(readonly, "agent.json"), ctx).tools] \
+        == [gh]
+
+
 def test_two_tools_on_one_file_are_refused(tmp_path: Path) -> None:
     gh = _gh(tmp_path)
     profile = parse_profile(_tool_profile(tmp_path, {"commands": {

@@ -117,6 +117,21 @@ def test_skipped_directories(tmp_path: Path, make_policy: Callable[..., TrustPol
     assert list(outcomes(report)) == ["src/GEMINI.md"]
 
 
+def test_a_file_included_by_name_in_a_skipped_directory_is_verified(
+        tmp_path: Path, make_policy: Callable[..., TrustPolicy]) -> None:
+    """Skipping `node_modules`, `.venv`, `target`... spares a scan their size; a pattern
+    that names a path inside one still reaches it. Before, `node_modules/tool/AGENTS.md`
+    included by name was neither verified nor reported, and the launch went on."""
+    (tmp_path / "node_modules" / "tool").mkdir(parents=True)
+    (tmp_path / "node_modules" / "tool" / "AGENTS.md").write_text("unsigned")
+    (tmp_path / "node_modules" / "other").mkdir()
+    (tmp_path / "node_modules" / "other" / "AGENTS.md").write_text("not named")
+    report = verify_tree(tmp_path, make_policy(
+        includes=["node_modules/tool/AGENTS.md", "**/GEMINI.md"]))
+    assert outcomes(report) == {"node_modules/tool/AGENTS.md": ("unsigned", "trust.unsigned")}
+    assert not report.allowed
+
+
 def test_symlinked_file_leaving_the_root_is_refused(
     tmp_path: Path, key: SigningKey, policy: TrustPolicy
 ) -> None:
@@ -246,3 +261,35 @@ def test_hostile_file_names_are_escaped_in_messages(
         report.check()
     assert "\x1b" not in info.value.message
     assert "\\x1b[2J" in info.value.message
+
+
+def test_a_policy_of_many_publishers_under_one_key_id_costs_a_scan_little(
+        tmp_path: Path) -> None:
+    """A project policy (a hostile repository's own, when no user-level policy anchors it)
+    listed 1,000 publishers under one key id, and signed 300 files with yet another key and
+    no key hint: each file was checked against every publisher's key, parsed anew each time
+    (0.2 s a file here), so the scan held the caller's worker thread for about a minute,
+    past the launch's scan timeout, which answers the caller but cannot stop the thread.
+    Keys are parsed once now, each distinct key tried once, and a bundle without a key hint
+    is tried against at most a few keys (more is `trust.untrusted_signer`)."""
+    import time
+
+    from nonod.trust import export_public_key, generate_key
+
+    stranger = generate_key("k")
+    publishers = [{"name": f"p{i}", "key_id": "k", "public_key": export_public_key(key)}
+                  for i, key in enumerate(generate_key("k") for _ in range(1_000))]
+    policy = parse_policy(json.dumps({
+        "version": 1, "includes": ["*.md"], "publishers": publishers,
+        "blocklist": {"digests": [], "publishers": []}, "enforcement": "deny"}).encode())
+    for i in range(300):
+        data = f"file {i}".encode()
+        bundle = json.loads(sign_file(data, f"f{i}.md", stranger))
+        del bundle["verificationMaterial"]["publicKey"]["hint"]
+        (tmp_path / f"f{i}.md").write_bytes(data)
+        (tmp_path / f"f{i}.md.bundle").write_text(json.dumps(bundle))
+    started = time.monotonic()
+    report = verify_tree(tmp_path, policy)
+    assert time.monotonic() - started < 10
+    assert {e.code for e in report.entries} == {"trust.untrusted_signer"}
+    assert len(report.entries) == 300

@@ -434,7 +434,8 @@ def test_blocklisted_digest_is_refused_in_every_mode(
 
 
 def test_blocklisted_signer(key: SigningKey, policy: TrustPolicy) -> None:
-    for identity in ("default", key.fingerprint):
+    # A fingerprint is hex, whatever its case (as digests are); before, upper case missed.
+    for identity in ("default", key.fingerprint, key.fingerprint.upper()):
         doc = json.loads(policy.to_json())
         doc["blocklist"]["publishers"] = [
             {"identity": identity, "reason": "key leaked", "added": "2026-02-20"}

@@ -1,0 +1,175 @@
+"""Warm launchers without an outer process (``_launcher.direct``, ``run_direct``): for a
+prepared view with nothing to guard, the fork server makes the session's init straight in
+its namespaces (``_libc.fork_into``) and writes its id maps, ``oom_score_adj`` and group
+itself. The sessions they serve must be what the outer process made them: same namespaces,
+maps, setgroups, limits, and the fork server's death still ends them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from nonod.policy import Access, Grant, ResolvedPolicy
+from nonod.sandbox import LaunchRequest, _libc, open_launcher
+from nonod.sandbox._launcher import View, direct
+from nonod.sandbox._mounts import MASK_FILE, MountOp
+
+from ..proctree import stat, wait_until
+
+pytestmark = pytest.mark.userns
+
+PY = "/usr/bin/python3"
+POLICY = ResolvedPolicy(name="direct", grants=(Grant(path="/usr", access=Access.READ),
+                                                Grant(path="/etc", access=Access.READ)),
+                        denials=())
+#: What a session prints about itself: its parent as pid 1 sees it, its maps, setgroups,
+#: oom_score_adj, cgroup path, and whether pid 1 is its init.
+SHOW = (
+    "import os\n"
+    "r = lambda p: open(p).read().split()\n"
+    "print(os.getppid(), r('/proc/self/uid_map'), r('/proc/self/gid_map'),"
+    " r('/proc/self/setgroups'), r('/proc/self/oom_score_adj'),"
+    " open('/proc/self/cgroup').read().splitlines()[-1])\n"
+)
+
+
+async def _launches(n: int, request: LaunchRequest) -> tuple[int, list[tuple[int, str]]]:
+    """``n`` sessions back to back (after the first, prepared launchers serve them): the
+    fork server's pid, and for each session its init's parent (read while it runs) and
+    what it printed."""
+    seen: list[tuple[int, str]] = []
+    async with open_launcher("namespaces") as launcher:
+        for _ in range(n):
+            out_r, out_w = os.pipe()
+            gate_r, gate_w = os.pipe()
+            try:
+                proc = await launcher.launch(POLICY, request, stdio=(gate_r, out_w, 2))
+            finally:
+                os.close(out_w)
+                os.close(gate_r)
+            parent = int((stat(proc.pid) or ["", "0"])[1])  # the init, while its program waits
+            os.close(gate_w)
+            with os.fdopen(out_r) as out:
+                status = await proc.wait_exited()
+                seen.append((parent, out.read().strip()))
+            assert status.code == 0, status
+        return launcher.pid, seen
+
+
+def test_a_view_with_nothing_to_guard_is_served_without_an_outer_process() -> None:
+    """The init's parent is the fork server itself (an outer launcher before), and the
+    session sees what the outer used to make: its uid and gid mapped to themselves,
+    setgroups denied, the requested oom_score_adj, a cgroup namespace of its own."""
+    request = LaunchRequest(argv=(PY, "-S", "-c", "import sys; sys.stdin.read()\n" + SHOW),
+                            cwd="/", oom_score_adj=700)
+    server, seen = trio.run(_launches, 5, request)
+    uid, gid = os.getuid(), os.getgid()
+    for parent, line in seen[1:]:  # the first launch is cold: its outer stays the parent
+        assert parent == server, (parent, server, line)
+        assert line == (f"1 {[str(uid), str(uid), '1']} {[str(gid), str(gid), '1']} "
+                        "['deny'] ['700'] 0::/"), line
+
+
+def test_direct_only_for_a_view_the_guard_has_nothing_in() -> None:
+    namespaces = (_libc.CLONE_NEWUSER | _libc.CLONE_NEWNS | _libc.CLONE_NEWPID
+                  | _libc.CLONE_NEWNET)
+    plain = View(mounts=(MountOp(MASK_FILE, "/proc/kmsg"),), pinned=(), landlock=None,
+                 creation_refused=())
+    guarded = View(mounts=(MountOp(MASK_FILE, "/home/u/.netrc"),), pinned=(), landlock=None,
+                   creation_refused=())
+    assert direct((0, 0, namespaces, 0, -1), plain)
+    assert not direct((0, 0, namespaces, 0, -1), guarded)  # the outer guards it
+    assert not direct((0, 0, namespaces, 7, -1), plain)  # an audit tag: set by the outer
+    assert not direct((0, 0, namespaces & ~_libc.CLONE_NEWPID, 0, -1), plain)
+    assert not direct((0, 0, namespaces, 0, -1), None)
+
+
+def test_fork_into_starts_the_child_in_its_namespaces() -> None:
+    """pid 1 of a new pid namespace, in a new user and network namespace; the parent
+    writes its maps."""
+    r, w = os.pipe()
+    out_r, out_w = os.pipe()
+    flags = _libc.CLONE_NEWUSER | _libc.CLONE_NEWPID | _libc.CLONE_NEWNET
+    pid = _libc.fork_into(flags)
+    if pid == 0:
+        try:
+            os.close(w)
+            os.read(r, 1)
+            ns = [os.readlink(f"/proc/self/ns/{n}") for n in ("user", "net")]
+            os.write(out_w, f"{os.getpid()} {os.getuid()} {' '.join(ns)}".encode())
+        finally:
+            os._exit(0)
+    os.close(r)
+    os.close(out_w)
+    try:
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{os.getuid()} {os.getuid()} 1"),
+                           ("gid_map", f"{os.getgid()} {os.getgid()} 1")):
+            Path(f"/proc/{pid}/{name}").write_text(text)
+        os.write(w, b"g")
+        got = os.read(out_r, 4096).decode().split()
+    finally:
+        os.close(w)
+        os.close(out_r)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ours = [os.readlink(f"/proc/self/ns/{n}") for n in ("user", "net")]
+    assert got[:2] == ["1", str(os.getuid())]
+    assert got[2] != ours[0] and got[3] != ours[1]
+
+
+#: Four sessions of a policy with nothing to guard, the last sleeping ``argv[1]`` seconds:
+#: for each, the fork server's pid, its init's parent and the init's pid, while it runs.
+SESSIONS = r"""
+import sys, trio
+from nonod.policy import ResolvedPolicy, Grant, Access
+from nonod.sandbox import LaunchRequest, open_launcher
+policy = ResolvedPolicy(name="direct", grants=(Grant(path="/usr", access=Access.READ),
+                                                Grant(path="/etc", access=Access.READ)),
+                        denials=())
+async def main():
+    async with open_launcher("namespaces") as launcher:
+        for i in range(4):
+            argv = ("/bin/sleep", sys.argv[1] if i == 3 else "0.1")
+            p = await launcher.launch(policy, LaunchRequest(argv=argv, cwd="/"))
+            parent = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()[1]
+            print(launcher.pid, parent, p.pid, flush=True)
+            assert (await p.wait_exited()).code == 0
+trio.run(main)
+"""
+
+
+def test_the_fork_servers_death_ends_a_direct_session() -> None:
+    """The init's parent-death signal ties it to the fork server now (as it did to the
+    outer): the server killed, the session (its init, so its pid namespace) ends."""
+    run = subprocess.Popen([sys.executable, "-c", SESSIONS, "60"], stdout=subprocess.PIPE,
+                           text=True)
+    try:
+        assert run.stdout is not None
+        server, parent, init = map(int, [run.stdout.readline() for _ in range(4)][-1].split())
+        assert parent == server  # a direct launcher served it
+        os.kill(server, signal.SIGKILL)
+        wait_until("the session's init ends", lambda: not stat(init) or stat(init)[0] == "Z")
+    finally:
+        run.kill()
+        run.wait()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a daemon's fork server as another uid")
+def test_a_daemon_that_is_not_root_gets_direct_launchers_too() -> None:
+    """A fork server that is not root may write a child's id maps only while the child is
+    dumpable (its /proc files its own): the child says when it is, and only then are they
+    written; its sessions are served without an outer process as root's are."""
+    run = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-c", SESSIONS, "0.1"], capture_output=True,
+                         text=True, cwd="/", timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines()]
+    assert len(rows) == 4, rows
+    assert all(parent == server for server, parent, _ in rows[1:]), rows
