@@ -164,20 +164,17 @@ class SessionAudit:
     def statistics(self) -> WriterStatistics:
         return self._writer.statistics()
 
-    def open(self, record: SessionRecord, services: SessionServices | None, *,
-             then: Callable[[], None] | None = None) -> Callable[[], Awaitable[None]]:
+    def open(self, record: SessionRecord, services: SessionServices | None
+             ) -> Callable[[], Awaitable[None]]:
         """The first records: who starts what, with which policy, and what trust
         verification found. Written now; their fsync starts in a worker thread, and the
         returned wait for it is the launch's gate (``Launcher.launch(gate=...)``): the
         program is not started before they are durable, and not at all if they cannot be
         (AuditError). The caller's task must await it, launch or not (see
-        ``AuditWriter.sync_started``). ``then`` (blocking, must not raise) runs in that
-        thread once they are durable, before the gate opens. The enforcement report (and
-        the pid) follows once the program exists (:meth:`started`)."""
+        ``AuditWriter.sync_started``). The enforcement report (and the pid) follows once
+        the program exists (:meth:`started`)."""
         try:
             self._first_records(record, services)
-            if then is not None:
-                self._writer.after_next_sync(then)
             synced = self._writer.sync_started()
         except AuditError as exc:
             raise _not_durable(exc) from exc

@@ -544,7 +544,7 @@ class Registry:
             record.enforcement = enforcement_of(proc.enforcement)
             # On disk before anyone hears of it: a daemon killed right after the reply must
             # still find the record at its next start. Audited, it is there already (state
-            # `starting`, written in the gate's worker thread: ``record_writer``), and this
+            # `starting`, written beside the gate's fsync: ``record_writer``), and this
             # one (running: its pid and enforcement) is written in the worker thread of the
             # enforcement record's fsync (the daemon's timed batch, within fsync_interval: no
             # hop of its own); a session that ends before gets its final record instead. Not

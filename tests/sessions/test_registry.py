@@ -330,9 +330,9 @@ async def test_the_launch_waits_for_the_first_records_fsync_which_runs_meanwhile
 ) -> None:
     # The engine gets the fsync of the first audit records as its gate: it builds its plan
     # while the fsync runs in a worker thread, and starts nothing before the gate opens.
-    # The session's record is written in that thread once they are durable: on disk (state
-    # "starting", no program yet) when the gate opens, with no hop of its own after the
-    # launch; "running" follows.
+    # The session's record is written beside that fsync, and the gate waits for it too: on
+    # disk (state "starting", no program yet) when the gate opens, with no hop of its own
+    # after the launch; "running" follows.
     harness = await _audited_registry(nursery, tmp_path)
     at_gate: list[tuple[int, int, object, object]] = []
     real_launch = harness.launcher.launch
