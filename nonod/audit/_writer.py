@@ -37,6 +37,7 @@ lines behind), off that path.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
@@ -569,18 +570,27 @@ class AuditWriter:
         and return the wait for it (raising AuditWriteError as :meth:`sync` does): for a
         caller with other work to do meanwhile. The calling task must await that wait (once
         or more: later calls give the same result) before the writer syncs, seals or closes
-        again, whatever else happens: the writer is locked until then."""
+        again, whatever else happens: the writer is locked until then. A directory whose
+        fsync was deferred (``create(defer_dir_sync=True)``) is fsynced at the same time, in
+        a second worker thread, and the wait is for both."""
         self._lock.acquire_nowait()  # trio.WouldBlock if a sync runs: none does at the start
         self._catch_up()
         self._pending = 0
         self._last_fsync_at = trio.current_time()
-        started = Started(self._fsync_blocking(), name=f"audit fsync {self.session}")
+        jobs = []
+        if self._dir_unsynced:  # beside the file's fsync, not after it
+            self._dir_unsynced = False
+            jobs.append(Started(functools.partial(_fsync_dir, self.path.parent),
+                                name=f"audit directory fsync {self.session}"))
+        jobs.append(Started(self._fsync_blocking(), name=f"audit fsync {self.session}"))
         settled: list[AuditWriteError | None] = []
 
         async def wait() -> None:
             if not settled:
                 try:
-                    await started.result()
+                    failed = [exc for exc in [await _failure(job) for job in jobs] if exc]
+                    if failed:
+                        raise failed[0]
                 except Exception as exc:  # noqa: BLE001 - an fsync's failure, kept for each wait
                     self._broken = True
                     why = getattr(exc, "strerror", None) or str(exc)
@@ -739,6 +749,15 @@ class AuditWriter:
             events=self._chain.seq, pending=self._pending, fsyncs=self._fsyncs,
             last_fsync_at=self._last_fsync_at, sealed=self._sealed, broken=self._broken,
         )
+
+
+async def _failure(job: Started[None]) -> Exception | None:
+    """What ``job`` raised (None: it returned); awaited to its end either way."""
+    try:
+        await job.result()
+    except Exception as exc:  # noqa: BLE001 - the caller's to report
+        return exc
+    return None
 
 
 async def sign_sealed(path: Path, signer: Signer, seal: Seal, seal_hash: str,
