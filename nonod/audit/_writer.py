@@ -565,22 +565,26 @@ class AuditWriter:
             return
         self._unlocked()
 
-    def sync_started(self) -> Callable[[], Awaitable[None]]:
+    def sync_started(self, *, beside: Callable[[], None] | None = None
+                     ) -> Callable[[], Awaitable[None]]:
         """Start the fsync of the pending records in a worker thread now, without waiting,
         and return the wait for it (raising AuditWriteError as :meth:`sync` does): for a
         caller with other work to do meanwhile. The calling task must await that wait (once
         or more: later calls give the same result) before the writer syncs, seals or closes
         again, whatever else happens: the writer is locked until then. A directory whose
         fsync was deferred (``create(defer_dir_sync=True)``) is fsynced at the same time, in
-        a second worker thread, and the wait is for both."""
+        a second worker thread, then ``beside`` (blocking, the caller's work: what it raises
+        the wait raises) runs there (in a thread of its own without such a directory); the
+        wait is for all of it."""
         self._lock.acquire_nowait()  # trio.WouldBlock if a sync runs: none does at the start
         self._catch_up()
         self._pending = 0
         self._last_fsync_at = trio.current_time()
         jobs = []
-        if self._dir_unsynced:  # beside the file's fsync, not after it
-            self._dir_unsynced = False
-            jobs.append(Started(functools.partial(_fsync_dir, self.path.parent),
+        directory = self.path.parent if self._dir_unsynced else None
+        self._dir_unsynced = False
+        if directory is not None or beside is not None:  # beside the file's fsync
+            jobs.append(Started(functools.partial(_dir_then, directory, beside),
                                 name=f"audit directory fsync {self.session}"))
         jobs.append(Started(self._fsync_blocking(), name=f"audit fsync {self.session}"))
         settled: list[AuditWriteError | None] = []
@@ -749,6 +753,13 @@ class AuditWriter:
             events=self._chain.seq, pending=self._pending, fsyncs=self._fsyncs,
             last_fsync_at=self._last_fsync_at, sealed=self._sealed, broken=self._broken,
         )
+
+
+def _dir_then(directory: Path | None, then: Callable[[], None] | None) -> None:
+    if directory is not None:
+        _fsync_dir(directory)
+    if then is not None:
+        then()
 
 
 async def _failure(job: Started[None]) -> Exception | None:

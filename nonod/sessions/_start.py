@@ -28,7 +28,6 @@ from .._secretfiles import (
     secret_denials,
     with_secrets_hidden,
 )
-from .._soon import Started
 from ..audit import AuditError, redact_argv
 from ..audit import Event as AuditEvent
 from ..audit._kernel import FsDeniedMonitor, Watch
@@ -107,8 +106,9 @@ class ProgramStarter:
         ``record_writer`` is called once the session's record is complete but for the
         program (its argv redacted, its limits and intercepts set), when auditing is on;
         what it returns (blocking, must not raise: the registry writes the session's record)
-        runs in a worker thread beside the first audit records' fsync, and the launch's gate
-        waits for both: the record is on disk before the program may start.
+        runs beside the first audit records' fsync (``SessionAudit.open(beside=...)``), and
+        the launch's gate waits for both: the record is on disk before the program may
+        start.
 
         ``create_audit(first)`` makes ``session.audit``, running ``first`` (blocking: the
         session's private directory and secret masks) in the audit file's worker thread
@@ -158,10 +158,9 @@ class ProgramStarter:
             durable: Callable[[], Awaitable[None]] | None = None
             if session.audit is not None:
                 session.audit.hidden = services.hidden
-                durable = session.audit.open(session.record, services)
-                if record_writer is not None:
-                    durable = _both(durable, Started(record_writer(),
-                                                     name=f"session record {session.id}").result)
+                durable = session.audit.open(
+                    session.record, services,
+                    beside=record_writer() if record_writer is not None else None)
             if session.cgroup is not None and parent_group is not None and \
                     session.cgroup.path.startswith(parent_group.path.rstrip("/") + "/"):
                 # A tool session's groups are inside its agent's: no limits to hand a warm
@@ -332,19 +331,6 @@ class ProgramStarter:
         if watch is None or self._fs_denied is None:
             return trio.lowlevel.checkpoint
         return self._fs_denied.release_started(watch)
-
-
-def _both(first: Callable[[], Awaitable[None]], second: Callable[[], Awaitable[None]]
-          ) -> Callable[[], Awaitable[None]]:
-    """One wait for two works already under way (the second awaited whatever the first
-    raised: the caller's cleanup must not run while a thread still works)."""
-    async def wait() -> None:
-        try:
-            await first()
-        finally:
-            await second()
-
-    return wait
 
 
 async def _together(*jobs: Callable[[], Awaitable[None]]) -> None:
