@@ -32,7 +32,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final, Literal, final
 
@@ -135,34 +135,46 @@ class FsDeniedMonitor:
         """Wait until every record the kernel queued so far has been read (a marker sent
         now comes back after them), then stop delivering to ``watch``. False: the marker
         did not come back in time (denials queued before it may be missing)."""
-        flushed = self._audit is None
-        try:
-            if self._audit is not None:
-                nonce = secrets.token_hex(8)
-                arrived = self._markers[nonce] = trio.Event()
-                audit = self._audit
-                try:
-                    with trio.move_on_after(timeout):
-                        # Sent from a thread: while the kernel's audit backlog is full (a
-                        # session looping on refused calls fills it) the kernel makes every
-                        # sender of an audit request sleep, uninterruptibly, until it drains:
-                        # that must stall this session's end, not the daemon's event loop.
-                        await trio.to_thread.run_sync(
-                            audit.user_message, f"nonod-flush={nonce}",
-                            limiter=self._requests, abandon_on_cancel=True)
-                        await arrived.wait()
-                    flushed = arrived.is_set()
-                    if not flushed:
-                        log.warning("fs_denied: flush marker did not come back",
-                                    timeout=timeout)
-                except OSError as exc:
-                    log.warning("fs_denied: flush marker refused", errno=exc.errno)
-                finally:
-                    self._markers.pop(nonce, None)
-        finally:
-            self._watches.pop(watch.ses, None)
-            watch.finish()
-        return flushed
+        return await self.release_started(watch, timeout=timeout)()
+
+    def release_started(self, watch: Watch, *, timeout: float = 2.0
+                        ) -> Callable[[], Awaitable[bool]]:
+        """:meth:`release` as a wait the caller awaits once (always: it stops the delivery).
+        The marker goes out when it is awaited, from a worker thread (see there), never from
+        here on the event loop."""
+
+        async def wait() -> bool:
+            flushed = self._audit is None
+            try:
+                if self._audit is not None:
+                    nonce = secrets.token_hex(8)
+                    arrived = self._markers[nonce] = trio.Event()
+                    audit = self._audit
+                    try:
+                        with trio.move_on_after(timeout):
+                            # Sent from a thread: while the kernel's audit backlog is
+                            # full (a session looping on refused calls fills it) the kernel
+                            # makes every sender of an audit request sleep, uninterruptibly,
+                            # until it drains: that must stall this session's end, not the
+                            # daemon's event loop.
+                            await trio.to_thread.run_sync(
+                                audit.user_message, f"nonod-flush={nonce}",
+                                limiter=self._requests, abandon_on_cancel=True)
+                            await arrived.wait()
+                        flushed = arrived.is_set()
+                        if not flushed:
+                            log.warning("fs_denied: flush marker did not come back",
+                                        timeout=timeout)
+                    except OSError as exc:
+                        log.warning("fs_denied: flush marker refused", errno=exc.errno)
+                    finally:
+                        self._markers.pop(nonce, None)
+            finally:
+                self._watches.pop(watch.ses, None)
+                watch.finish()
+            return flushed
+
+        return wait
 
     def _counted(self, ses: int) -> bool:
         """Whether a call of audit session ``ses`` was counted as dropped (its session over
