@@ -103,6 +103,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _fsync_session_dir(directory: Path) -> None:
+    """A session directory's fsync, then its parent's: the directory was made for this
+    session, and its own entry in ``sessions/`` is durable only once that is synced too (on
+    ext4 without a journal, a crash could otherwise lose the whole directory, sealed file and
+    all)."""
+    _fsync_dir(directory)
+    _fsync_dir(directory.parent)
+
+
 def _private_dir(directory: Path) -> None:
     directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.mkdir(mode=0o700, exist_ok=True)
@@ -115,7 +124,7 @@ def _create_file(path: Path, *, sync_dir: bool = True) -> int:
     fd = os.open(path, flags, 0o600)
     try:
         if sync_dir:
-            _fsync_dir(path.parent)
+            _fsync_session_dir(path.parent)
     except BaseException:
         os.close(fd)
         raise
@@ -627,7 +636,7 @@ class AuditWriter:
         def fsync() -> None:
             os.fsync(fd)
             if directory is not None:
-                _fsync_dir(directory)
+                _fsync_session_dir(directory)
             if after is not None:
                 after()
 
@@ -757,7 +766,7 @@ class AuditWriter:
 
 def _dir_then(directory: Path | None, then: Callable[[], None] | None) -> None:
     if directory is not None:
-        _fsync_dir(directory)
+        _fsync_session_dir(directory)
     if then is not None:
         then()
 

@@ -369,9 +369,11 @@ async def test_the_first_sync_fsyncs_a_deferred_directory_beside_the_file(
     writer.append(session_events()[0])
     both = threading.Barrier(2, timeout=5)
     real_fsync = os.fsync
+    calls = iter(range(1 << 30))
 
     def fsync(fd: int) -> None:
-        both.wait()
+        if next(calls) < 2:  # the file's and the directory's (its parent's follows)
+            both.wait()
         real_fsync(fd)
 
     monkeypatch.setattr(_writer.os, "fsync", fsync)
@@ -379,4 +381,29 @@ async def test_the_first_sync_fsyncs_a_deferred_directory_beside_the_file(
         await writer.sync_started()()
     monkeypatch.undo()
     assert writer.statistics().fsyncs == 1
+    await writer.seal()
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+async def test_a_new_session_directorys_own_entry_is_synced(
+        state_dir: Path, monkeypatch: pytest.MonkeyPatch, deferred: bool) -> None:
+    """The session's directory is made for its audit file: the file's entry is durable once
+    that directory is fsynced, and the directory's own entry once ``sessions/`` is (a crash
+    could otherwise lose the whole directory on a file system without a journal)."""
+    from nonod.audit import _writer
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(_writer.os, "fsync", fsync)
+    writer = await AuditWriter.create(state_dir, SESSION, defer_dir_sync=deferred)
+    writer.append(session_events()[0])
+    await writer.sync()
+    monkeypatch.undo()
+    sessions = state_dir / "sessions"
+    assert str(sessions / SESSION) in synced and str(sessions) in synced
     await writer.seal()
