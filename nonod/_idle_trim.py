@@ -2,10 +2,10 @@
 
 After a few hundred launches the C heap and the worker threads' arenas hold a megabyte or
 two of free pages that glibc keeps for reuse (``nonod._malloc``). The daemon looks at its own
-CPU time (all threads) every ``CHECK`` seconds: once it has used ``WORK`` seconds of CPU
-since the last trim and then at most ``QUIET`` over one whole interval, it trims, in a
-worker thread, once: the next trim waits for the next burst. A launch never waits for it
-(the event loop only reads a clock), and a busy daemon is never trimmed, its free pages
+CPU time (all threads) every ``CHECK`` seconds: after an interval in which it used more than
+``QUIET`` seconds of it (busy), the first in which it used less ends the burst, and it trims,
+in a worker thread, once: the next trim waits for the next burst. A launch does not wait for
+it (the event loop only reads a clock), and a busy daemon is never trimmed: its free pages
 are about to be used again.
 """
 
@@ -23,39 +23,39 @@ from . import _malloc
 log = structlog.get_logger()
 
 CHECK: Final = 10.0  # seconds between looks at the CPU clock
-WORK: Final = 0.05  # CPU seconds since the last trim that are worth one (a few launches)
-QUIET: Final = 0.05  # CPU seconds over one interval at most: quiet (0.5 %)
+# CPU seconds over one interval above which the daemon is busy (2 % of a CPU: about ten
+# launches in ten seconds). At idle it uses a tenth of that or less (its heartbeat, the
+# kernel's audit events it watches for denials), which never counts as a burst.
+QUIET: Final = 0.2
 
 
 @final
 class Burst:
-    """Decides, from readings of a CPU clock one interval apart, when a burst is over."""
+    """Decides, from readings of a CPU clock one interval apart, when a burst is over: at
+    the first quiet interval after one or more busy ones."""
 
-    def __init__(self, cpu: float, *, work: float = WORK, quiet: float = QUIET) -> None:
-        self._work = work
+    def __init__(self, cpu: float, *, quiet: float = QUIET) -> None:
         self._quiet = quiet
-        self._since = cpu  # the CPU clock at the last trim
-        self._last = cpu  # at the last reading
+        self._last = cpu
+        self._busy = False
 
     def over(self, cpu: float) -> bool:
-        """True once per burst: enough work since the last trim, and a quiet interval."""
-        quiet = cpu - self._last <= self._quiet
-        self._last = cpu
-        return quiet and cpu - self._since >= self._work
+        used, self._last = cpu - self._last, cpu
+        if used > self._quiet:
+            self._busy = True
+            return False
+        over, self._busy = self._busy, False
+        return over
 
-    def trimmed(self, cpu: float) -> None:
-        self._since = self._last = cpu
 
-
-async def trim_after_bursts(*, interval: float = CHECK,
+async def trim_after_bursts(*, interval: float = CHECK, quiet: float = QUIET,
                             clock: Callable[[], float] = time.process_time) -> None:
     """Run for the daemon's lifetime (``nonod._daemon``); returns at once without glibc."""
     if not _malloc.can_trim():
         return
-    burst = Burst(clock())
+    burst = Burst(clock(), quiet=quiet)
     while True:
         await trio.sleep(interval)
         if burst.over(clock()):
             returned = await trio.to_thread.run_sync(_malloc.trim)
-            burst.trimmed(clock())
             log.debug("free memory returned after a burst", returned=returned)

@@ -36,7 +36,6 @@ from .errors import NonoError
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-DAEMON_ARENAS = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,14 +106,10 @@ def _tell(ready_fd: int | None, message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from . import _malloc
     from ._descriptors import raise_limit
     from .sandbox._libc import forbid_core_dumps
 
     forbid_core_dumps()  # before a single secret is read
-    # Before trio's worker threads: each would otherwise keep an arena of its own, free
-    # pages and all, for the daemon's life (the main one and one shared: ``_malloc``).
-    _malloc.limit_arenas(DAEMON_ARENAS)
     raise_limit()  # sessions' traffic must not fill the daemon's table (``_descriptors``)
     args = _parser().parse_args(argv)
     log = structlog.get_logger()

@@ -1,18 +1,15 @@
 """The C allocator's settings that decide how much freed memory a long-lived process keeps.
 
 Python hands blocks over 512 bytes, and its own 1 MiB arenas, to the C library's ``malloc``.
-glibc keeps what is freed for reuse, and three of its habits make a daemon that has worked
+glibc keeps what is freed for reuse, and two of its habits make a process that has worked
 stay larger than one that has not:
 
 - a free at the top of the heap is returned only past a threshold, and a free anywhere
   else is never returned until ``malloc_trim``: :func:`trim` returns every free page of
-  every arena;
-- each thread that allocates while another holds the main arena gets an arena of its own
-  (up to eight per CPU), and keeps it, free pages and all, after the thread ends:
-  :func:`limit_arenas`;
-- the first large buffer freed raises the size above which buffers are mapped on their own
-  (to as much as 32 MiB), so that later large buffers come from the heap and leave it
-  fragmented: :func:`fix_mmap_threshold` keeps the threshold where it is.
+  every arena (the main one, and those of threads, which outlive their threads);
+- a large buffer freed raises the size above which buffers are mapped on their own (up to
+  32 MiB), so that later buffers under it come from the heap and leave it fragmented:
+  :func:`fix_mmap_threshold` keeps the threshold where it is.
 
 Elsewhere (musl, macOS) these functions do nothing and return False. Imports only ctypes:
 the fork server loads this module.
@@ -29,7 +26,6 @@ _malloc_trim = getattr(_libc, "malloc_trim", None)
 
 # glibc's <malloc.h>
 M_MMAP_THRESHOLD: Final = -3
-M_ARENA_MAX: Final = -8
 
 #: Buffers of this size and more are mapped on their own and unmapped when freed (glibc's
 #: starting value, pinned).
@@ -41,21 +37,11 @@ def can_trim() -> bool:
     return _malloc_trim is not None
 
 
-def _set(param: int, value: int) -> bool:
-    if _mallopt is None:
-        return False
-    return bool(_mallopt(ctypes.c_int(param), ctypes.c_int(value)))
-
-
-def limit_arenas(count: int) -> bool:
-    """At most ``count`` arenas for all of the process's threads (before the threads start:
-    an arena, once made, stays)."""
-    return _set(M_ARENA_MAX, count)
-
-
 def fix_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
     """Map buffers of ``size`` bytes and more on their own, always (no dynamic threshold)."""
-    return _set(M_MMAP_THRESHOLD, size)
+    if _mallopt is None:
+        return False
+    return bool(_mallopt(ctypes.c_int(M_MMAP_THRESHOLD), ctypes.c_int(size)))
 
 
 def trim() -> bool:
