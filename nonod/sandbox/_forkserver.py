@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from .. import _malloc
 from ..cgroups._v1 import apply_limits
 from . import _launcher, _libc, _reaper
 from ._guardhub import GuardHub
@@ -643,6 +644,16 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
             pool.want(plain, None)
 
 
+def _keep_heap_lean() -> None:
+    """Idle memory: large buffers mapped on their own, always, never carved from the heap.
+
+    With glibc's moving threshold (``nonod._malloc``), the heap of a fork server that served
+    a few hundred launches grew by about 0.8 MiB per 250 of free but unreturned pages, and
+    every warm launcher forked afterwards started with a copy of them (docs/benchmarks.md,
+    ``idle3``). Pinned, it stays the size it has after the imports."""
+    _malloc.fix_mmap_threshold()
+
+
 def main(warm_idle: float = WARM_IDLE) -> None:
     fd, parent = int(sys.argv[-2]), int(sys.argv[-1])
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -651,6 +662,7 @@ def main(warm_idle: float = WARM_IDLE) -> None:
         sys.exit(1)  # the daemon died before we could tie our life to it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the daemon's business
     sock = socket.socket(fileno=fd)
+    _keep_heap_lean()
     # Every object made so far (the imports: most of this process) goes to the collector's
     # permanent generation, so that a collection in a forked launcher does not write to
     # their headers and copy the pages they share with us.
