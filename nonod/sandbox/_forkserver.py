@@ -465,7 +465,7 @@ class _Pool:
     """The warm launchers, by key: those with a view (``_launcher.View``: root, binds, masks
     and Landlock ruleset of one policy, built ahead) and, as the fallback for a view nobody
     prepared, those with namespaces and an empty root only. At most ``MAX_VIEWS`` and
-    ``MAX_WARM_KEYS`` keys, the least recently launched dropped first; views idle for
+    ``MAX_WARM_KEYS`` keys, the least recently launched dropped first; keys idle for
     ``idle`` seconds are dropped."""
 
     def __init__(self, hub: GuardHub, reaper: int, idle: float = WARM_IDLE) -> None:
@@ -547,12 +547,14 @@ class _Pool:
             self._refill.pop(0)
 
     def tidy(self) -> None:
-        """Drop the launchers of views idle for ``idle`` seconds, and every launcher made
-        before the host's mount table changed (its copy would keep a file system the host
-        unmounted, a volume it locked, alive and visible; the next launch makes them
-        again); remove the groups of dropped launchers that have ended."""
+        """Drop the launchers of every kind not launched for ``idle`` seconds (a view's, and
+        the plain ones too: an idle daemon keeps none, and its next launch is made cold,
+        then the pool again), and every launcher made before the host's mount table changed
+        (its copy would keep a file system the host unmounted, a volume it locked, alive and
+        visible; the next launch makes them again); remove the groups of dropped launchers
+        that have ended."""
         now = time.monotonic()
-        for key in [k for k, last in self._last.items() if k[1] and now - last > self._idle]:
+        for key in [k for k, last in self._last.items() if now - last > self._idle]:
             self._drop(key)
         generation = self._mounts.generation()
         for ready in self._ready.values():
