@@ -77,6 +77,8 @@ class Reason(enum.StrEnum):
     TOO_MANY_CONNECTIONS = "too_many_connections"
     REQUEST_TIMEOUT = "request_timeout"
     INTERNAL_ERROR = "internal_error"
+    # The session ended (its program exited, or it was stopped) with the request in flight.
+    SESSION_ENDED = "session_ended"
 
 
 @final

@@ -423,6 +423,15 @@ class ReverseHandler:
                 self._emit(record.event("allow" if record.auth == "ok" else "deny",
                                         "client_gone", record.status))
             return False
+        except trio.Cancelled:
+            # The session ended (its program exited, or it was stopped) while this request
+            # was in flight, or just after its response went out, before its record: the
+            # session's audit is still open (it is sealed once its services are done), and
+            # a request that may have reached the upstream must not go unrecorded.
+            if not record.done:
+                self._emit(record.event("allow" if record.auth == "ok" else "deny",
+                                        "session_ended", record.status))
+            raise
         except Exception:
             if not record.done:
                 self._emit(record.event("deny", "internal_error", record.status))

@@ -273,6 +273,17 @@ class ProxyServer:
                                    Reason.TOO_MANY_CONNECTIONS)
             else:
                 await self.handle(stream, exchange, data)
+        except trio.Cancelled:
+            # The session ended with this connection open (its services are cancelled before
+            # its audit file is sealed): what was asked, and allowed, still gets its record.
+            if not exchange.done and exchange.host:
+                allowed = exchange.decision is not None and exchange.decision.allowed
+                try:
+                    self._emit(exchange, "allow" if allowed else "deny", Reason.SESSION_ENDED,
+                               status=exchange.status)
+                except Exception:
+                    log.exception("proxy.event_failed")
+            raise
         except Exception:  # noqa: BLE001 - the per-connection boundary (module docstring)
             self.failed(exchange)
             if not exchange.done:

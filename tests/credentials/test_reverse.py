@@ -666,3 +666,28 @@ async def test_head_and_not_modified_keep_their_length(nursery: trio.Nursery, pk
     client.next_cycle()
     cached = await client.request("GET", "/github/cached", [bearer(proxy)])
     assert (cached.status, cached.header(b"Content-Length")) == (304, b"1234")
+
+
+async def test_a_request_in_flight_when_the_session_ends_is_recorded(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    """The session's services are cancelled when its program ends; a request that reached
+    the upstream (with the real secret) by then still gets its record, before the audit
+    file is sealed. Before: cancelled with its handler, it left no record at all (seen as a
+    lost ``GET`` record in a loaded whole-suite run of tests/toolsandbox/test_real_gh.py)."""
+    reached = trio.Event()
+
+    async def hangs(request: UpstreamRequest, respond: Responder) -> None:
+        reached.set()
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as session:
+        proxy, seen = await github(nursery, pki, start_route_proxy, app=hangs, within=session)
+        client = await proxy.client()
+        await client.send("GET", "/github/repos/o/r/issues", [bearer(proxy)])
+        with trio.fail_after(10):
+            await reached.wait()
+        session.cancel_scope.cancel()  # the program exited: its session's services end
+    assert [r.header(b"authorization") for r in seen.requests] == [f"Bearer {REAL}".encode()]
+    (event,) = network_events(proxy)
+    assert (event.decision, event.reason, event.route, event.auth, event.method) == (
+        "allow", "session_ended", "github", "ok", "GET")

@@ -3,6 +3,7 @@ HTTP), real clients."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -16,13 +17,15 @@ import trio
 import trustme
 from structlog.testing import capture_logs
 
-from nonod.proxy import ProxyLimits, ProxyPolicy, ProxyServer
+from nonod.proxy import ProxyLimits, ProxyPolicy, ProxyServer, serve_proxy
 from tests.proxy.conftest import (
     TOKEN,
     EventLog,
     Proxy,
+    RecordingResolver,
     connect_head,
     echo_handler,
+    fake_dns,
     read_all,
     read_head,
     start_server,
@@ -530,3 +533,36 @@ async def test_a_failure_stays_with_its_connection(nursery: trio.Nursery,
     code, _, _ = await read_head(stream)
     assert code == 200
     await stream.aclose()
+
+
+async def test_a_forward_in_flight_when_the_session_ends_is_recorded(
+        nursery: trio.Nursery) -> None:
+    """A session's services are cancelled when its program ends; a plain HTTP request that
+    reached the upstream by then still gets its record (before the session's audit file is
+    sealed). Before: cancelled with its handler, it left none."""
+    reached = trio.Event()
+
+    async def hangs(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        reached.set()
+        await trio.sleep_forever()
+
+    port = await start_server(nursery, hangs)
+    events: list[Any] = []
+    async with trio.open_nursery() as session:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        proxy_port = listeners[0].socket.getsockname()[1]
+        await session.start(functools.partial(
+            serve_proxy, listeners[0], policy=GITHUB, events=events.append,
+            resolver=RecordingResolver(pins={"plain.example": f"127.0.0.1:{port}"},
+                                       getaddrinfo=fake_dns({})),
+            limits=ProxyLimits()))
+        client = await trio.open_tcp_stream("127.0.0.1", proxy_port)
+        await client.send_all(b"GET http://plain.example/slow HTTP/1.1\r\n"
+                              b"Host: plain.example\r\n\r\n")
+        with trio.fail_after(10):
+            await reached.wait()
+        session.cancel_scope.cancel()  # the program exited: its session's services end
+    (event,) = [e for e in events if e.stage == "close"]
+    assert (event.decision, event.reason, event.host, event.method) == (
+        "allow", "session_ended", "plain.example", "GET")

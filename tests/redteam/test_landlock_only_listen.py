@@ -8,6 +8,7 @@ no port and makes no Unix sockets; where it may, the launch needs ``network_port
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from nonod.policy import NetworkPolicy, ResolvedPolicy
@@ -55,7 +56,9 @@ def test_listen_ports_need_accepting_and_still_work(
     work = world_tmp / "work"
     work.mkdir()
     sandbox_user.chown(work)
-    port = 40000 + sandbox_user.uid % 1000
+    with socket.socket() as probe:  # a port free now (the session shares the host's network)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     network = NetworkPolicy(restricted=True, block=True, listen_ports=(port,))
     request = LaunchRequest(argv=(PYTHON, "-S", "-c", LISTEN, str(port)), cwd=str(work))
 
