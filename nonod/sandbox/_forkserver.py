@@ -53,6 +53,7 @@ from ._launcher import (
     set_oom_score_adj,
     view_of,
 )
+from ._loginuid import Lender, session_of
 from ._mounts import BIND_DIR, BIND_FILE, IDMAP, OVERLAY, idmapped_trees
 
 
@@ -187,7 +188,7 @@ class _Warm:
 
     def __init__(self, key: WarmKey, hub: GuardHub, pool: tuple[tuple[str, str], ...] = (),
                  reaper: int = -1, view: View | None = None,
-                 mounts: MountTable | None = None) -> None:
+                 mounts: MountTable | None = None, lender: Lender | None = None) -> None:
         """With a ``view``, the launcher also builds it (``run_warm``); its binds must still
         name what they named then (``_bound_sources``) when it is handed a plan. Any
         launcher's mount namespace is a copy of the host's mount table (``mounts``) when it
@@ -212,8 +213,9 @@ class _Warm:
         self.audit_tag = key[3]
         #: The outer's hello, known here when there is no outer (``_launcher.direct``).
         self.hello: tuple[int, int, int] | None = None
-        if view is not None and direct(key, view):
-            self._direct(key, theirs, procs, reaper, view, trees)
+        if view is not None and direct(key, view, lender is not None and bool(key[3])
+                                       and lender.usable(key[3])):
+            self._direct(key, theirs, procs, reaper, view, trees, lender)
             return
         client = hub.new_client(key[0])
         try:
@@ -239,17 +241,22 @@ class _Warm:
                 os.close(fd)
 
     def _direct(self, key: WarmKey, theirs: socket.socket, procs: tuple[str, ...], reaper: int,
-                view: View, trees: tuple[int, ...]) -> None:
+                view: View, trees: tuple[int, ...], lender: Lender | None) -> None:
         """Make the launcher's init straight in its namespaces (``_launcher.run_direct``):
         no outer process. Its id maps, ``oom_score_adj`` and group are written from here
         once it says it is dumpable (its ``/proc`` files its own, not root's: a daemon that
         is not root may write them then), before it goes on; if they cannot be, it is
-        killed and the OSError raised."""
+        killed and the OSError raised. With an audit tag, ``lender`` lends it our loginuid
+        for the ``clone`` (``_loginuid``)."""
         go, theirs_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = 0
+        # all but the cgroup namespace: the init's own, once it is in its group
+        flags = key[2] & ~_libc.CLONE_NEWCGROUP
         try:
-            # all but the cgroup namespace: the init's own, once it is in its group
-            self.pid = pid = _libc.fork_into(key[2] & ~_libc.CLONE_NEWCGROUP)
+            if key[3] and lender is not None:
+                self.pid = pid = lender.fork(key[3], lambda: _libc.fork_into(flags))
+            else:
+                self.pid = pid = _libc.fork_into(flags)
             if pid == 0:
                 self.sock.close()
                 go.close()
@@ -266,7 +273,7 @@ class _Warm:
             set_oom_score_adj(key[4], pid)
             join_cgroups(procs, pid)
             go.send(b"g")
-            self.hello = (pid, 0, 0)
+            self.hello = (pid, *session_of(pid)) if key[3] else (pid, 0, 0)
         except OSError:
             if pid:
                 os.kill(pid, signal.SIGKILL)  # reaped with the others
@@ -478,6 +485,7 @@ class _Pool:
         self._refill: list[PoolKey] = []
         self._groups: list[str] = []  # of dropped launchers, removed once empty
         self._mounts = MountTable()
+        self._lender = Lender()  # our loginuid, for direct launchers with an audit tag
         self.subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees
 
     @staticmethod
@@ -539,7 +547,7 @@ class _Pool:
         if len(ready) < depth:
             try:
                 ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper,
-                                   self._recent.get(key), self._mounts))
+                                   self._recent.get(key), self._mounts, self._lender))
             except OSError:
                 depth = 0  # its view's idmapped trees, or the fork: launches go cold
         if len(ready) >= depth:

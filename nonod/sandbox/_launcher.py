@@ -54,7 +54,9 @@ The steps, in order (``STEPS`` names them in error records):
 A warm launcher prepared for a view that leaves the view guard nothing to keep has no outer
 process (``direct``, ``run_direct``): the fork server makes the init in the namespaces
 itself (``_libc.fork_into``) and does steps 2 (none: warm launchers keep the daemon's user),
-4 and the ``oom``/``cgroup`` writes for it from outside.
+4 and the ``oom``/``cgroup`` writes for it from outside; an audit tag, by lending the init
+its own loginuid for the ``clone`` (``_loginuid``), or, where the kernel would not let it
+take it back, with an outer process as before.
 
 Without namespaces (``ns_flags`` 0, landlock-only mode: see ``_mode``), steps 3, 4, 7 (the
 new root) and 8 are skipped, and the init is not pid 1 of anything: the outer process and the
@@ -109,6 +111,7 @@ from ._landlock import (
     restrict_self,
     rules_current,
 )
+from ._loginuid import session_of
 from ._mounts import MountOp, apply_mounts, prepare_root
 from ._seccomp import install_filter
 from ._syscalls import native_arch
@@ -360,16 +363,9 @@ def audit_session(tag: int) -> tuple[int, int]:
     CAP_AUDIT_CONTROL there) and return ``(audit session id, 0)``, or ``(0, errno)``."""
     try:
         _write_proc("/proc/self/loginuid", str(tag))
-        fd = os.open("/proc/self/sessionid", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            ses = int(os.read(fd, 64))
-        finally:
-            os.close(fd)
     except OSError as exc:
         return 0, exc.errno or 0
-    except ValueError:
-        return 0, 22  # EINVAL: an unreadable session id
-    return (ses, 0) if 0 < ses < 0x7FFFFFFF else (0, 75)  # EOVERFLOW: not a record field
+    return session_of()
 
 
 def _switch_user(plan: LaunchPlan) -> None:
@@ -580,14 +576,16 @@ def _warm_init(key: tuple[int, int, int, int, int], sock_fd: int, alive_r: int,
     os._exit(EXIT_LAUNCH_FAILED)
 
 
-def direct(key: tuple[int, int, int, int, int], view: View | None) -> bool:
+def direct(key: tuple[int, int, int, int, int], view: View | None,
+           lends: bool = False) -> bool:
     """Whether a warm launcher for ``key`` (uid, gid, namespaces, audit tag,
     ``oom_score_adj``) and ``view`` needs no outer process (``run_direct``): a view
     whose operations leave the view guard nothing to do, in a user, mount and pid namespace
-    of its own, without an audit tag (a process sets its own loginuid only, from the
-    daemon's user namespace)."""
+    of its own, without an audit tag unless the fork server ``lends`` its loginuid for it
+    (``_loginuid``: a process sets its own loginuid only, from the daemon's user namespace,
+    which the init is born out of)."""
     needed = _libc.CLONE_NEWUSER | _libc.CLONE_NEWNS | _libc.CLONE_NEWPID
-    return (view is not None and key[2] & needed == needed and not key[3]
+    return (view is not None and key[2] & needed == needed and (not key[3] or lends)
             and not guarded(view.mounts))
 
 

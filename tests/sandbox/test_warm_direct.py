@@ -86,6 +86,7 @@ def test_direct_only_for_a_view_the_guard_has_nothing_in() -> None:
     assert direct((0, 0, namespaces, 0, -1), plain)
     assert not direct((0, 0, namespaces, 0, -1), guarded)  # the outer guards it
     assert not direct((0, 0, namespaces, 7, -1), plain)  # an audit tag: set by the outer
+    assert direct((0, 0, namespaces, 7, -1), plain, lends=True)  # unless lent (_loginuid)
     assert not direct((0, 0, namespaces & ~_libc.CLONE_NEWPID, 0, -1), plain)
     assert not direct((0, 0, namespaces, 0, -1), None)
 
