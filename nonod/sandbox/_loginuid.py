@@ -90,10 +90,15 @@ class Lender:
     def fork(self, tag: int, make: Callable[[], int]) -> int:
         """``make()`` (a fork: 0 in the child, its pid here) with our loginuid set to
         ``tag``, and unset again in this process once it returned. Raises OSError (then
-        nothing was made, nothing lent) if the kernel refuses the tag."""
+        nothing was made, nothing lent) if the kernel refuses the tag: the outer launchers
+        tag themselves from then on (``usable``)."""
         if self._fd < 0:
             raise OSError("no loginuid to lend")
-        os.pwrite(self._fd, str(tag).encode(), 0)
+        try:
+            os.pwrite(self._fd, str(tag).encode(), 0)
+        except OSError:
+            self._usable = False
+            raise
         try:
             pid = make()
         except BaseException:

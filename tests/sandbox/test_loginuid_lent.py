@@ -101,15 +101,17 @@ def test_a_tagged_session_needs_no_outer_and_keeps_its_tag_and_session() -> None
     assert after == before
 
 
-#: With a loginuid of its own set, the fork server does not lend it (written back, it
-#: would come with a new session id): the outer launcher tags itself, as before.
-SET_FIRST = r"""
+#: Three tagged sessions from a fork server that must not lend its loginuid: for each, whether
+#: its init's parent is the fork server, its audit session and loginuid (read from the host),
+#: then the fork server's loginuid if unchanged. ``argv[2]``: the loginuid to set first.
+NOT_LENT = r"""
 import os, sys, trio
 sys.path.insert(0, sys.argv[1])
 from tests.sandbox.test_loginuid_lent import POLICY, PROBE, _ids
 from nonod.sandbox import LaunchRequest, open_launcher
-with open("/proc/self/loginuid", "w") as f:
-    f.write("4242")
+if sys.argv[2] != "-":
+    with open("/proc/self/loginuid", "w") as f:
+        f.write(sys.argv[2])
 async def main():
     request = LaunchRequest(argv=("/usr/bin/python3", "-S", "-c", PROBE), cwd="/",
                             audit_tag=0x80000123)
@@ -129,10 +131,18 @@ trio.run(main)
 """
 
 
-def test_a_fork_server_with_its_own_loginuid_leaves_the_tag_to_the_outer() -> None:
+@pytest.mark.parametrize(("prefix", "own"), [
+    # A loginuid of its own: written back, it would come with a new session id.
+    ((), "4242"),
+    # Without CAP_AUDIT_CONTROL the kernel would not let it unset the tag again (the probe
+    # finds out in a child); an outer launcher sets a tag from unset without it.
+    (("setpriv", "--bounding-set", "-audit_control"), "-"),
+])
+def test_the_outer_tags_the_session_where_the_fork_server_cannot_lend(
+        prefix: tuple[str, ...], own: str) -> None:
     root = str(Path(__file__).resolve().parents[2])
-    done = subprocess.run([sys.executable, "-c", SET_FIRST, root], capture_output=True,
-                          text=True, timeout=120, check=False)
+    done = subprocess.run([*prefix, sys.executable, "-c", NOT_LENT, root, own],
+                          capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split("\n")
     parents = [line.split() for line in lines if line.startswith("parent")]
@@ -140,4 +150,32 @@ def test_a_fork_server_with_its_own_loginuid_leaves_the_tag_to_the_outer() -> No
     assert [p[1] for p in parents] == ["False"] * 3, done.stdout
     assert all(int(p[2]) > 0 and p[3] == str(0x80000123) for p in parents), done.stdout
     assert printed == [p[2] for p in parents], done.stdout
-    assert "server True 4242" in done.stdout, done.stdout
+    assert f"server True {UNSET if own == '-' else own}" in done.stdout, done.stdout
+
+
+#: A fork server's lender whose probe passed, after which the kernel stopped letting it
+#: unset its loginuid (here: no CAP_AUDIT_CONTROL; on a host, loginuids made immutable).
+REFUSED_BACK = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from nonod.sandbox._loginuid import Lender
+lender = Lender()
+lender._fd = os.open("/proc/self/loginuid", os.O_RDWR | os.O_CLOEXEC)
+lender._usable = True  # as if probed before the change
+pid = lender.fork(0x80000123, os.fork)
+if pid == 0:
+    os._exit(0)
+print("went on", open("/proc/self/loginuid").read(), flush=True)
+"""
+
+
+def test_a_fork_server_that_cannot_take_its_loginuid_back_ends() -> None:
+    """Fail closed: it would carry the session's tag and audit session into every process it
+    made afterwards."""
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(["setpriv", "--bounding-set", "-audit_control", sys.executable,
+                           "-c", REFUSED_BACK, root],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 70, (done.returncode, done.stdout, done.stderr)
+    assert "went on" not in done.stdout
+    assert "loginuid not taken back" in done.stderr
