@@ -15,11 +15,10 @@ import pytest
 import trio
 
 from nonod.audit._events import FsDenied
-from nonod.audit._kernel import open_fs_denied_monitor
-from nonod.policy import Access, Grant, ResolvedPolicy
-from nonod.sandbox import LaunchRequest, open_launcher
+from nonod.audit._kernel import Watch, open_fs_denied_monitor
+from nonod.sandbox import LaunchRequest, Sandboxed, open_launcher
 
-from ..proctree import stat
+from .test_warm_direct import run_gated
 
 pytestmark = [
     pytest.mark.userns,
@@ -28,9 +27,6 @@ pytestmark = [
 ]
 
 UNSET = "4294967295"
-POLICY = ResolvedPolicy(name="lent", grants=(Grant(path="/usr", access=Access.READ),
-                                              Grant(path="/etc", access=Access.READ)),
-                        denials=())
 #: Waits for its stdin to close, prints its audit session (its loginuid, unmapped in its
 #: user namespace, reads as unset there), then is refused a write to /etc/passwd (EACCES:
 #: one of the daemon's audited failures).
@@ -62,22 +58,15 @@ async def _tagged_sessions(n: int) -> tuple[int, int, tuple[str, str], tuple[str
         async with open_launcher("namespaces") as launcher:
             before = _ids(launcher.pid)
             for _ in range(n):
-                out_r, out_w = os.pipe()
-                gate_r, gate_w = os.pipe()
-                try:
-                    proc = await launcher.launch(POLICY, request, stdio=(gate_r, out_w, 2))
-                finally:
-                    os.close(out_w)
-                    os.close(gate_r)
-                parent = int((stat(proc.pid) or ["", "0"])[1])
-                loginuid = _ids(proc.pid)[0]
                 denials: list[FsDenied] = []
-                watch = monitor.watch(proc.audit_session, denials.append)
-                os.close(gate_w)
-                with os.fdopen(out_r) as out:
-                    status = await proc.wait_exited()
-                    printed = out.read().strip()
-                assert status.code == 0, (status, printed)
+
+                def waiting(proc: Sandboxed, denials: list[FsDenied] = denials
+                            ) -> tuple[str, Watch]:  # its program's loginuid, from the host
+                    return (_ids(proc.pid)[0],
+                            monitor.watch(proc.audit_session, denials.append))
+
+                proc, parent, printed, (loginuid, watch) = await run_gated(launcher, request,
+                                                                           waiting)
                 assert await monitor.release(watch, timeout=30)
                 seen.append((parent, proc.audit_session, f"{loginuid} {printed}", denials))
             after = _ids(launcher.pid)
@@ -107,8 +96,9 @@ def test_a_tagged_session_needs_no_outer_and_keeps_its_tag_and_session() -> None
 NOT_LENT = r"""
 import os, sys, trio
 sys.path.insert(0, sys.argv[1])
-from tests.sandbox.test_loginuid_lent import POLICY, PROBE, _ids
-from nonod.sandbox import LaunchRequest, open_launcher
+from tests.sandbox.test_loginuid_lent import PROBE, _ids
+from tests.sandbox.test_warm_direct import POLICY
+from nonod.sandbox import LaunchRequest, Sandboxed, open_launcher
 if sys.argv[2] != "-":
     with open("/proc/self/loginuid", "w") as f:
         f.write(sys.argv[2])

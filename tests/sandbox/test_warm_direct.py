@@ -10,19 +10,23 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import trio
 
 from nonod.policy import Access, Grant, ResolvedPolicy
-from nonod.sandbox import LaunchRequest, _libc, open_launcher
+from nonod.sandbox import Launcher, LaunchRequest, Sandboxed, _libc, open_launcher
 from nonod.sandbox._launcher import View, direct
 from nonod.sandbox._mounts import MASK_FILE, MountOp
 
 from ..proctree import stat, wait_until
 
 pytestmark = pytest.mark.userns
+
+T = TypeVar("T")
 
 PY = "/usr/bin/python3"
 POLICY = ResolvedPolicy(name="direct", grants=(Grant(path="/usr", access=Access.READ),
@@ -39,6 +43,28 @@ SHOW = (
 )
 
 
+async def run_gated(launcher: Launcher, request: LaunchRequest,
+                    waiting: Callable[[Sandboxed], T]) -> tuple[Sandboxed, int, str, T]:
+    """One session of ``request``, whose program reads its stdin to the end first: while it
+    waits, its init's parent is read and ``waiting(session)`` called. The session, that
+    parent, what the program printed and what ``waiting`` returned; it must exit 0."""
+    out_r, out_w = os.pipe()
+    gate_r, gate_w = os.pipe()
+    try:
+        proc = await launcher.launch(POLICY, request, stdio=(gate_r, out_w, 2))
+    finally:
+        os.close(out_w)
+        os.close(gate_r)
+    parent = int((stat(proc.pid) or ["", "0"])[1])  # the init, while its program waits
+    got = waiting(proc)
+    os.close(gate_w)
+    with os.fdopen(out_r) as out:
+        status = await proc.wait_exited()
+        printed = out.read().strip()
+    assert status.code == 0, (status, printed)
+    return proc, parent, printed, got
+
+
 async def _launches(n: int, request: LaunchRequest) -> tuple[int, list[tuple[int, str]]]:
     """``n`` sessions back to back (after the first, prepared launchers serve them): the
     fork server's pid, and for each session its init's parent (read while it runs) and
@@ -46,19 +72,8 @@ async def _launches(n: int, request: LaunchRequest) -> tuple[int, list[tuple[int
     seen: list[tuple[int, str]] = []
     async with open_launcher("namespaces") as launcher:
         for _ in range(n):
-            out_r, out_w = os.pipe()
-            gate_r, gate_w = os.pipe()
-            try:
-                proc = await launcher.launch(POLICY, request, stdio=(gate_r, out_w, 2))
-            finally:
-                os.close(out_w)
-                os.close(gate_r)
-            parent = int((stat(proc.pid) or ["", "0"])[1])  # the init, while its program waits
-            os.close(gate_w)
-            with os.fdopen(out_r) as out:
-                status = await proc.wait_exited()
-                seen.append((parent, out.read().strip()))
-            assert status.code == 0, status
+            _, parent, printed, _ = await run_gated(launcher, request, lambda _proc: None)
+            seen.append((parent, printed))
         return launcher.pid, seen
 
 
