@@ -55,6 +55,7 @@ from ._launcher import (
 )
 from ._loginuid import Lender, session_of
 from ._mounts import BIND_DIR, BIND_FILE, IDMAP, OVERLAY, idmapped_trees
+from ._viewguard import guarded
 
 
 def _reap(hub: GuardHub) -> None:
@@ -213,8 +214,11 @@ class _Warm:
         self.audit_tag = key[3]
         #: The outer's hello, known here when there is no outer (``_launcher.direct``).
         self.hello: tuple[int, int, int] | None = None
+        #: The hub's end of the socket a direct init hands its view guard over on, if any.
+        self.hub_key: socket.socket | None = None
+        self.hub = hub
         if view is not None and direct(key, view, lender is not None and bool(key[3])
-                                       and lender.usable(key[3])):
+                                       and lender.usable(key[3]), hub.adopts):
             self._direct(key, theirs, procs, reaper, view, trees, lender)
             return
         client = hub.new_client(key[0])
@@ -247,8 +251,12 @@ class _Warm:
         once it says it is dumpable (its ``/proc`` files its own, not root's: a daemon that
         is not root may write them then), before it goes on; if they cannot be, it is
         killed and the OSError raised. With an audit tag, ``lender`` lends it our loginuid
-        for the ``clone`` (``_loginuid``)."""
+        for the ``clone`` (``_loginuid``). A view with something to guard gets a hub socket,
+        on which the init hands the guard over (``_launcher._adopt_ahead``)."""
         go, theirs_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        client: socket.socket | None = None
+        if guarded(view.mounts):
+            self.hub_key, client = self.hub.client_for(key[0])
         pid = 0
         # all but the cgroup namespace: the init's own, once it is in its group
         flags = key[2] & ~_libc.CLONE_NEWCGROUP
@@ -263,7 +271,8 @@ class _Warm:
                 try:
                     if self.nicer:
                         os.setpriority(os.PRIO_PROCESS, 0, min(19, self.nice + WARM_NICE))
-                    run_direct(key, theirs.detach(), theirs_go.detach(), reaper, view, trees)
+                    run_direct(key, theirs.detach(), theirs_go.detach(), reaper, view, trees,
+                               client.detach() if client is not None else -1)
                 finally:
                     os._exit(126)
             theirs_go.close()
@@ -284,6 +293,8 @@ class _Warm:
             go.close()
             theirs_go.close()
             theirs.close()
+            if client is not None:
+                client.close()
             for fd in trees:
                 os.close(fd)
 
@@ -316,6 +327,8 @@ class _Warm:
         hello = self.hello
         ready = False
         while hello is None or not ready:
+            if not self._serve_guard():
+                return None
             data = self.sock.recv(WARM_HELLO.size)
             if data == READY:
                 ready = True
@@ -326,6 +339,27 @@ class _Warm:
             else:
                 return None
         return hello
+
+    def _serve_guard(self) -> bool:
+        """Until the launcher says something, take what its init sends the hub: a direct
+        init hands its view guard over before ``READY`` and waits for the hub's answers
+        (``_launcher._adopt_ahead``), which the server's loop gives only once we are back
+        there. False if the hub dropped it meanwhile (its guard is not set up)."""
+        key = self.hub_key
+        if key is None:
+            return True
+        poll = select.poll()
+        poll.register(self.sock, select.POLLIN)
+        poll.register(key, select.POLLIN)
+        while key.fileno() >= 0:
+            try:
+                events = dict(poll.poll())
+            except InterruptedError:
+                continue
+            if self.sock.fileno() in events:
+                return True
+            self.hub.handle(key.fileno())
+        return False
 
     def _restore(self, pid: int) -> None:
         os.setpriority(os.PRIO_PROCESS, pid, self.nice)
@@ -353,6 +387,8 @@ class _Warm:
             if hello is None:
                 return False
             init_pid, ses, ses_err = hello
+            if self.hub_key is not None and not self.hub.launched(self.hub_key, fds[4]):
+                return False  # its guard is not with the hub (any more): not this launcher
             try:
                 pending = self._into_session(plan, init_pid)
             except OSError as exc:

@@ -538,14 +538,17 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
 
 def _warm_init(key: tuple[int, int, int, int, int], sock_fd: int, alive_r: int,
                guard: socket.socket | None, reaper: int, view: View | None,
-               trees: tuple[int, ...], hub: int = -1) -> NoReturn:
+               trees: tuple[int, ...], hub: int = -1, adopt: int = -1) -> NoReturn:
     """A warm launcher's init: prepare (and its view, if any), say ``READY``, wait for a
     plan on ``sock_fd`` that matches ``key`` (uid, gid, namespaces, audit tag,
     ``oom_score_adj``) and the view, and run it. ``guard``: the socket to the outer process
-    (None: there is none, ``run_direct``)."""
+    (None: there is none, ``run_direct``; then ``adopt``, if any, the hub's socket the view
+    guard is handed over on, ``_adopt_ahead``)."""
     try:
         prepare_init(alive_r, key[2])
         ready = _prepare_view(view, trees) if view is not None else None
+        if ready is not None and adopt >= 0:
+            _adopt_ahead(adopt, ready.view)
         plan_sock = socket.socket(fileno=sock_fd)
         plan_sock.send(READY)
         if ready is not None and guard is not None:  # after READY: not to delay it
@@ -553,7 +556,7 @@ def _warm_init(key: tuple[int, int, int, int, int], sock_fd: int, alive_r: int,
         msg, fds, _, _ = socket.recv_fds(plan_sock, MAX_PLAN + MAX_PENDING,
                                          FDS_PER_PLAN + MAX_TREES)
         plan_sock.detach()  # kept open until the program runs: the fork server's cue
-    except (StepFailed, OSError):
+    except (StepFailed, OSError, GuardLost):
         os._exit(EXIT_LAUNCH_FAILED)
     if len(msg) < PENDING.size or len(fds) < FDS_PER_PLAN:
         os._exit(EXIT_LAUNCH_FAILED)  # (the fork server's end closed: it has gone)
@@ -577,16 +580,17 @@ def _warm_init(key: tuple[int, int, int, int, int], sock_fd: int, alive_r: int,
 
 
 def direct(key: tuple[int, int, int, int, int], view: View | None,
-           lends: bool = False) -> bool:
+           lends: bool = False, adopts: bool = False) -> bool:
     """Whether a warm launcher for ``key`` (uid, gid, namespaces, audit tag,
-    ``oom_score_adj``) and ``view`` needs no outer process (``run_direct``): a view
-    whose operations leave the view guard nothing to do, in a user, mount and pid namespace
-    of its own, without an audit tag unless the fork server ``lends`` its loginuid for it
-    (``_loginuid``: a process sets its own loginuid only, from the daemon's user namespace,
-    which the init is born out of)."""
+    ``oom_score_adj``) and ``view`` needs no outer process (``run_direct``): a view in a
+    user, mount and pid namespace of its own, without an audit tag unless the fork server
+    ``lends`` its loginuid for it (``_loginuid``: a process sets its own loginuid only, from
+    the daemon's user namespace, which the init is born out of), whose operations leave the
+    view guard nothing to do unless the fork server's hub ``adopts`` the guard from the init
+    itself (``_adopt_ahead``)."""
     needed = _libc.CLONE_NEWUSER | _libc.CLONE_NEWNS | _libc.CLONE_NEWPID
     return (view is not None and key[2] & needed == needed and (not key[3] or lends)
-            and not guarded(view.mounts))
+            and (adopts or not guarded(view.mounts)))
 
 
 def map_ids(pid: int, uid: int, gid: int) -> None:
@@ -598,17 +602,18 @@ def map_ids(pid: int, uid: int, gid: int) -> None:
 
 
 def run_direct(key: tuple[int, int, int, int, int], sock_fd: int, go: int, reaper: int,
-               view: View, trees: tuple[int, ...]) -> NoReturn:
+               view: View, trees: tuple[int, ...], hub: int = -1) -> NoReturn:
     """A warm launcher without an outer process (``direct``): the fork server made this
     process in the session's namespaces (``_libc.fork_into``; all but the cgroup one), pid
     1 of its pid namespace. Once we say ``r`` on the socket ``go`` (dumpable, as
     ``_dumpable_until_mapped``), it writes our id maps and ``oom_score_adj``, puts us in our
     group, and says ``g``. Then what ``run_warm``'s init does; our parent is the fork
     server, whose death is ours (``PR_SET_PDEATHSIG``; one that dies before that closes the
-    plan socket, on which the init waits). Nothing else: no view guard (nothing to guard),
-    no outer to hand the session over from. Never returns."""
+    plan socket, on which the init waits). With ``hub`` (the view has something to guard),
+    the init sets the view guard up and hands it to the hub itself once the view is built
+    (``_adopt_ahead``). Never returns."""
     try:
-        _close_except((sock_fd, go, reaper, *trees))
+        _close_except((sock_fd, go, reaper, hub, *trees))
         _pdeathsig()
         _dumpable_until_mapped()  # until ``prepare_init``
         _reset_signals()
@@ -620,7 +625,49 @@ def run_direct(key: tuple[int, int, int, int, int], sock_fd: int, go: int, reape
             _libc.unshare(_libc.CLONE_NEWCGROUP)
     except OSError:
         os._exit(EXIT_LAUNCH_FAILED)
-    _warm_init(key, sock_fd, -1, None, reaper, view, trees)
+    _warm_init(key, sock_fd, -1, None, reaper, view, trees, adopt=hub)
+
+
+def _adopt_ahead(hub_fd: int, view: View) -> None:
+    """A direct init's view guard (``run_direct``), built view and all, before any plan:
+    watched through the fork server's hub as the outer's ``_receive_guard`` has it watched,
+    started, then handed to the hub as the outer's ``_hand_over`` does once the init runs
+    ``nono-reaper`` (``A``: its pidfd, the guard's state, its end of the hub socket); the
+    hub guards the session from then on (its repairs enter through the pidfd) and gets the
+    exit pipe at launch (``GuardHub.launched``). Raises OSError or GuardLost if the guard
+    cannot start or the hub does not take it: the init then ends before ``READY``, and the
+    launch goes to another launcher (fail closed)."""
+    hub = socket.socket(fileno=hub_fd)
+    try:
+        guard = ViewGuard(guarded(view.mounts))
+        hub.sendall(b"O" + msgspec.msgpack.encode(sorted(guard.on_the_way)))
+        _hub_watch(hub, guard)
+        _hub_answer(hub, b"k")
+        guard.start()
+        state = os.memfd_create("nono-view", os.MFD_CLOEXEC)
+        _write_state(state, guard)
+        pidfd = os.pidfd_open(os.getpid())
+        try:
+            socket.send_fds(hub, [b"A"], [pidfd, state, hub.fileno()])
+        finally:
+            os.close(pidfd)
+            os.close(state)
+        _hub_answer(hub, b"h")
+    finally:
+        hub.close()
+
+
+def _hub_answer(hub: socket.socket, expected: bytes) -> None:
+    """Wait for the hub's ``expected`` answer (``c``, a change it woke us for, passing by:
+    it repairs those itself once it has the session); OSError on ``E`` or its end."""
+    while True:
+        reply = hub.recv(64)
+        if reply[:1] == b"E" and len(reply) >= 5:
+            raise OSError(struct.unpack("<i", reply[1:5])[0], "the guard hub cannot watch")
+        if reply[:1] == expected:
+            return
+        if reply[:1] != b"c":
+            raise OSError(errno.EPIPE, "the guard hub did not answer")
 
 
 def _prepare_view(view: View, trees: tuple[int, ...]) -> Ready:
@@ -802,11 +849,7 @@ def _receive_guard(guard: socket.socket, hub: socket.socket | None
             raise OSError(errno.EBADF, "no guard hub in this launcher")
         hub.sendall(b"O" + msgspec.msgpack.encode(sorted(view.on_the_way)))
         _hub_watch(hub, view)
-        reply = hub.recv(64)
-        if reply[:1] == b"E" and len(reply) >= 5:
-            raise OSError(struct.unpack("<i", reply[1:5])[0], "the guard hub cannot watch")
-        if reply[:1] != b"k":
-            raise OSError(errno.EPIPE, "the guard hub did not answer")
+        _hub_answer(hub, b"k")
         view.start()
     except (OSError, GuardLost) as exc:
         err = exc.errno or 0 if isinstance(exc, OSError) else 40  # GuardLost: ELOOP
