@@ -56,7 +56,9 @@ process (``direct``, ``run_direct``): the fork server makes the init in the name
 itself (``_libc.fork_into``) and does steps 2 (none: warm launchers keep the daemon's user),
 4 and the ``oom``/``cgroup`` writes for it from outside; an audit tag, by lending the init
 its own loginuid for the ``clone`` (``_loginuid``), or, where the kernel would not let it
-take it back, with an outer process as before.
+take it back, with an outer process as before. A view with something to guard: the init
+sets the guard up itself and hands it to the fork server's hub before ``READY``
+(``_adopt_ahead``), which guards the session from then on, as after an outer's hand-over.
 
 Without namespaces (``ns_flags`` 0, landlock-only mode: see ``_mode``), steps 3, 4, 7 (the
 new root) and 8 are skipped, and the init is not pid 1 of anything: the outer process and the
