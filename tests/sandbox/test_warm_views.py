@@ -133,9 +133,9 @@ def _waits_for_a_plan(pid: int) -> bool:
 
 def test_a_prepared_launcher_guards_its_view_before_its_launch(world_tmp: Path) -> None:
     """A launcher prepared for a view with a mask has its view guard watching before any
-    plan comes (``_launcher._arm_guard``): once the sessions have ended, the fork server's
-    hub still watches the way to the mask, for the launcher waiting. At launch the init
-    then only passes the report pipe; the sessions are guarded as before."""
+    plan comes (``_launcher._adopt_ahead``; with an outer, ``_arm_guard``): once the
+    sessions have ended, the fork server's hub still watches the way to the mask, for the
+    launcher waiting. The sessions are guarded as before."""
     project = world_tmp / "project"
     project.mkdir()
     (project / "marker").write_text("project\n")
