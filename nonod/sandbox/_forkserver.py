@@ -348,6 +348,8 @@ class _Warm:
         key = self.hub_key
         if key is None:
             return True
+        if key.fileno() < 0:
+            return False
         poll = select.poll()
         poll.register(self.sock, select.POLLIN)
         poll.register(key, select.POLLIN)
