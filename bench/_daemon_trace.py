@@ -7,7 +7,10 @@ call: wall time, and the main thread's CPU time over it (``time.thread_time``: w
 launch at a time the event loop runs little else meanwhile). Also counts every
 ``trio.to_thread.run_sync`` (a hop to a worker thread; by the function it runs, with its
 wall time) and every ``os.fsync`` (by the function that called it). At exit (SIGTERM ends
-the daemon normally) the samples go to OUT.json: ``{"step name": [[wall_ms, cpu_ms], ...]}``.
+the daemon normally) the samples go to OUT.json: ``{"step name": [[wall_ms, cpu_ms], ...]}``,
+and every call's start and end (``time.perf_counter``: CLOCK_MONOTONIC, the clock a client
+on the same host reads too) to OUT.json.events: ``[[name, start_s, end_s], ...]``, for
+bench/daemon_steps.py's ``--timeline``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import importlib
 import inspect
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -40,21 +44,31 @@ STEPS = (
     ("nonod.sessions._limits", "SessionCgroups.adopt", "12 cgroup adopt"),
     ("nonod.sessions._registry", "Registry._save", "13 session record"),
     ("nonod.control._conversation", "Conversation.send", "14 control: send reply"),
+    ("nonod.sandbox._api", "Sandboxed.wait_exited", "15 engine: wait for the exit"),
     ("nonod.sessions._registry", "Registry._finish", "20 finish (all below)"),
+    ("nonod.cgroups._v1", "V1Group.usage", "20a cgroup usage (v1)"),
+    ("nonod.cgroups._v2", "V2Group.usage", "20a cgroup usage (v2)"),
+    ("nonod.sessions._session", "Session.close_terminal", "20b close terminal"),
     ("nonod.sessions._audit", "SessionAudit.close", "21 audit close + seal"),
     ("nonod.audit._writer", "Ledger.record", "22 ledger append"),
     ("nonod.sessions._registry", "Registry.reseal_truncated", "23 reseal_truncated"),
     ("nonod.sessions._registry", "Registry.apply_retention", "24 retention"),
     ("nonod.sessions._limits", "remove_group", "25 cgroup remove"),
     ("nonod.sessions._start", "ProgramStarter.release", "26 fs_denied release"),
+    ("nonod.sessions._start", "ProgramStarter.release_started", "26 fs_denied flush begun"),
 )
 
+_SESSION_ID = re.compile(r"[0-9a-f]{8}")
 SAMPLES: dict[str, list[tuple[float, float]]] = {}
+#: Every call's (name, start, end), in perf_counter seconds.
+EVENTS: list[tuple[str, float, float]] = []
 
 
 def _record(label: str, t0: float, c0: float) -> None:
-    SAMPLES.setdefault(label, []).append(((time.perf_counter() - t0) * 1000,
+    t1 = time.perf_counter()
+    SAMPLES.setdefault(label, []).append(((t1 - t0) * 1000,
                                           (time.thread_time() - c0) * 1000))
+    EVENTS.append((label, t0, t1))
 
 
 def _timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -109,10 +123,13 @@ def install() -> None:
         try:
             return await run_sync(fn, *args, **kwargs)
         finally:
-            SAMPLES.setdefault("hop " + _name(fn), []).append(
-                ((time.perf_counter() - t0) * 1000, 0.0))
+            t1 = time.perf_counter()
+            SAMPLES.setdefault("hop " + _name(fn), []).append(((t1 - t0) * 1000, 0.0))
+            EVENTS.append(("hop " + _name(fn), t0, t1))
 
     trio.to_thread.run_sync = hop  # type: ignore[assignment]
+    _trace_started()
+    _trace_replies()
     real_fsync = os.fsync
 
     def fsync(fd: Any) -> None:
@@ -120,11 +137,53 @@ def install() -> None:
         try:
             real_fsync(fd)
         finally:
+            t1 = time.perf_counter()
             caller = sys._getframe(1).f_code.co_qualname
-            SAMPLES.setdefault("fsync " + caller, []).append(
-                ((time.perf_counter() - t0) * 1000, 0.0))
+            SAMPLES.setdefault("fsync " + caller, []).append(((t1 - t0) * 1000, 0.0))
+            EVENTS.append(("fsync " + caller, t0, t1))
 
     os.fsync = fsync
+
+
+def _trace_started() -> None:
+    """``nonod._soon.Started`` work (started at once, awaited later): its time in the worker
+    thread, as ``soon NAME`` (the name without its session id)."""
+    from nonod import _soon
+
+    init = _soon.Started.__init__
+
+    def started_init(self: Any, fn: Callable[[], Any], *, name: str = "nonod worker") -> None:
+        label = "soon " + " ".join(w for w in name.split() if not _SESSION_ID.fullmatch(w))
+
+        def timed() -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                t1 = time.perf_counter()
+                SAMPLES.setdefault(label, []).append(((t1 - t0) * 1000, 0.0))
+                EVENTS.append((label, t0, t1))
+
+        init(self, timed, name=name)
+
+    _soon.Started.__init__ = started_init  # type: ignore[method-assign]
+
+
+def _trace_replies() -> None:
+    """Each reply sent, by its type (``send Launched``, ``send Exited``): the timeline's
+    marks."""
+    from nonod.control import _conversation
+
+    send = _conversation.Conversation.send
+
+    async def traced(self: Any, reply: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            await send(self, reply)
+        finally:
+            EVENTS.append(("send " + type(reply).__name__, t0, time.perf_counter()))
+
+    _conversation.Conversation.send = traced  # type: ignore[method-assign]
 
 
 def main() -> int:
@@ -142,7 +201,8 @@ def main() -> int:
     for module_name, _, _ in STEPS:
         importlib.import_module(module_name)
     install()
-    atexit.register(lambda: out.write_text(json.dumps(SAMPLES)))
+    atexit.register(lambda: (out.write_text(json.dumps(SAMPLES)),
+                             out.with_name(out.name + ".events").write_text(json.dumps(EVENTS))))
     if os.environ.get("NONO_TRACE_PROFILE"):  # the main thread under cProfile too
         import cProfile
 

@@ -216,12 +216,17 @@ def _kib(path: str, key: str) -> int:
 
 
 def mem(pids: list[int]) -> dict[str, float]:
-    """VmRSS and PSS summed over ``pids``, in MiB (RSS counts shared pages once per process).
+    """VmRSS and PSS summed over ``pids``, in MiB (RSS counts shared pages once per process),
+    and PSS of anonymous memory alone (``pss_anon_mib``: heaps and copies, which the daemon's
+    tree shares with no other process; the rest, the interpreter's and libraries' files, is
+    split with every process on the host that maps them, and moves with the host's load).
     Zombies are left out (the fork server reaps finished launchers at its next request)."""
     pids = [pid for pid in pids if not _zombie(pid)]
     rss = sum(_kib(f"/proc/{pid}/status", "VmRSS") for pid in pids)
     pss = sum(_kib(f"/proc/{pid}/smaps_rollup", "Pss") for pid in pids)
-    return {"processes": len(pids), "rss_mib": rss / 1024, "pss_mib": pss / 1024}
+    anon = sum(_kib(f"/proc/{pid}/smaps_rollup", "Pss_Anon") for pid in pids)
+    return {"processes": len(pids), "rss_mib": rss / 1024, "pss_mib": pss / 1024,
+            "pss_anon_mib": anon / 1024}
 
 
 def _zombie(pid: int) -> bool:

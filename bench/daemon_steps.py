@@ -10,10 +10,17 @@ Steps nest (``registry.launch`` holds ``prepare``, which holds ``services``...),
 do not add up; ``hop NAME`` rows are worker-thread hops, ``fsync NAME`` rows fsyncs.
 
     .venv/bin/python bench/daemon_steps.py [--runs 100] [--warmup 10] [--fleet N]
-                                           [--base REV] [--json]
+                                           [--base REV [--interleave]] [--timeline] [--json]
+
+``--timeline`` (attached launches) prints, instead of the table, when each step starts and
+ends within a launch: offsets in ms from the client's send of the ``Launch`` request (the
+client and the daemon read the same CLOCK_MONOTONIC), medians over the launches, in order of
+start, and the client's receipt of ``Exited``: what is on the launch's path and what is not.
 
 ``--base REV`` first runs the same with the daemon of that git revision (``git archive``),
-one daemon after the other (not interleaved: compare the counts, and the times only roughly).
+one daemon after the other (compare the counts, and the times only roughly); with
+``--interleave`` both daemons run at once and their launches alternate (ABAB, then BABA, as
+bench/daemon_ab.py does), so that both see the same load.
 """
 
 from __future__ import annotations
@@ -36,42 +43,120 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.base:
         return {"trees": [_run(args, None, "this checkout")]}
     with exported(args.base) as base:
+        if args.interleave:
+            return {"trees": _run_interleaved(args, base)}
         return {"trees": [_run(args, base, f"base ({args.base})"),
                           _run(args, None, "this checkout")]}
 
 
+class _Traced:
+    """One traced daemon (bench/_daemon_trace.py) with its kept connection, warmed up:
+    what one tree's row needs, launch by launch."""
+
+    def __init__(self, args: argparse.Namespace, tree: Path | None, name: str,
+                 tmp: Path) -> None:
+        self.args = args
+        self.name = name
+        self.trace = tmp / f"steps-{'base' if tree else 'this'}.json"
+        self.daemon = Daemon(tree=tree, trace=self.trace)
+        try:
+            self.side = Side(name, self.daemon)  # bench/daemon_ab.py's attached launches
+            for _ in range(args.warmup):
+                self.side.launch()
+            self.side.conn.request(p.Prune())
+            # Only what follows counts: the samples of the warm-up are dropped below.
+            self.side.conn.request(p.ListSessions(brief=True))
+        except BaseException:
+            self.daemon.close()
+            raise
+        self.cpu0 = _cpu_ms(self.daemon.proc.pid)
+        self.samples: list[float] = []
+        self.marks: list[tuple[float, float]] = []
+        self.cpu1 = self.cpu0
+
+    def launch(self) -> None:
+        sent = time.perf_counter()
+        self.samples.append(self.side.launch())
+        self.marks.append((sent, time.perf_counter()))
+
+    def stop_counting(self) -> None:
+        self.cpu1 = _cpu_ms(self.daemon.proc.pid)
+
+    def close(self) -> None:
+        try:
+            self.side.conn.request(p.Prune())
+            self.side.conn.close()
+        finally:
+            self.daemon.close()
+
+    def result(self, launches: int) -> dict[str, Any]:
+        steps: dict[str, list[list[float]]] = json.loads(self.trace.read_text())
+        events: list[list[Any]] = json.loads(Path(f"{self.trace}.events").read_text())
+        return _result(self.args, self.name, steps, events, self.samples, self.marks,
+                       launches, self.cpu0, self.cpu1)
+
+
+def _run_interleaved(args: argparse.Namespace, base: Path) -> list[dict[str, Any]]:
+    """Both daemons at once, their launches alternated (ABAB, then BABA: each sees the same
+    load), as bench/daemon_ab.py does; each traced."""
+    with tempfile.TemporaryDirectory(prefix="nono-steps-") as tmp:
+        sides = [_Traced(args, base, f"base ({args.base})", Path(tmp))]
+        try:
+            sides.append(_Traced(args, None, "this checkout", Path(tmp)))
+            for i in range(args.runs):
+                for side in (sides if i % 2 == 0 else sides[::-1]):
+                    side.launch()
+            for side in sides:
+                side.stop_counting()
+        finally:
+            for side in sides:
+                side.close()
+        return [side.result(args.runs) for side in sides]
+
+
 def _run(args: argparse.Namespace, tree: Path | None, name: str) -> dict[str, Any]:
+    if not args.fleet:
+        with tempfile.TemporaryDirectory(prefix="nono-steps-") as tmp:
+            traced = _Traced(args, tree, name, Path(tmp))
+            try:
+                for _ in range(args.runs):
+                    traced.launch()
+                traced.stop_counting()
+            finally:
+                traced.close()
+            return traced.result(args.runs)
     with tempfile.TemporaryDirectory(prefix="nono-steps-") as tmp:
         trace = Path(tmp) / "steps.json"
         daemon = Daemon(tree=tree, trace=trace)
         try:
-            side = Side(name, daemon)  # bench/daemon_ab.py's: attached /bin/true launches
+            side = Side(name, daemon)
             conn = side.conn
             for _ in range(args.warmup):
                 side.launch()
             conn.request(p.Prune())
-            # Only what follows counts: the samples of the warm-up are dropped below.
             conn.request(p.ListSessions(brief=True))
             cpu0 = _cpu_ms(daemon.proc.pid)
-            samples: list[float] = []
-            if args.fleet:
-                ids, failures, samples = _launch_fleet(daemon, args.fleet, 1,
-                                                       time.monotonic() + 600)
-                launches = len(ids)
-            else:
-                samples = [side.launch() for _ in range(args.runs)]
-                launches = args.runs
+            ids, failures, samples = _launch_fleet(daemon, args.fleet, 1,
+                                                   time.monotonic() + 600)
+            launches = len(ids)
             cpu1 = _cpu_ms(daemon.proc.pid)
-            if args.fleet:
-                for sid in ids:
-                    conn.request(p.Stop(session=sid, timeout=5, force=True))
-                if failures:
-                    raise BenchFailure(f"{len(failures)} failed: {failures[:3]}")
+            for sid in ids:
+                conn.request(p.Stop(session=sid, timeout=5, force=True))
+            if failures:
+                raise BenchFailure(f"{len(failures)} failed: {failures[:3]}")
             conn.request(p.Prune())
             conn.close()
         finally:
             daemon.close()
         steps: dict[str, list[list[float]]] = json.loads(trace.read_text())
+        events: list[list[Any]] = json.loads(Path(f"{trace}.events").read_text())
+    return _result(args, name, steps, events, samples, [], launches, cpu0, cpu1)
+
+
+def _result(args: argparse.Namespace, name: str, steps: dict[str, list[list[float]]],
+            events: list[list[Any]], samples: list[float], marks: list[tuple[float, float]],
+            launches: int, cpu0: tuple[float, float], cpu1: tuple[float, float]
+            ) -> dict[str, Any]:
     skip = args.warmup
     rows = []
     for step, values in sorted(steps.items(), key=lambda kv: (kv[0][0].isalpha(), kv[0])):
@@ -86,7 +171,83 @@ def _run(args: argparse.Namespace, tree: Path | None, name: str) -> dict[str, An
     return {"tree": name, "machine": machine(), "launches": launches, "fleet": args.fleet,
             "client_p50_ms": percentile(samples, 0.5),
             "daemon_cpu_ms": (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]) / launches,
-            "steps": rows}
+            "steps": rows, "timeline": _timeline(events, marks),
+            "path": _path(events, marks)}
+
+#: The attached launch's path, cut at steps every launch has once: (segment, from, to), each
+#: point ``(step, "start" | "end")``; ``CLIENT`` is the client's send (start) and its receipt
+#: of ``Exited`` (end).
+PATH = (
+    ("request to resolution", ("CLIENT", "start"), ("01 resolution", "start")),
+    ("resolution", ("01 resolution", "start"), ("01 resolution", "end")),
+    ("to the engine (prepare, audit file, first records)", ("01 resolution", "end"),
+     ("10 engine: Launcher.launch", "start")),
+    ("engine: Launcher.launch", ("10 engine: Launcher.launch", "start"),
+     ("10 engine: Launcher.launch", "end")),
+    ("to the Launched reply", ("10 engine: Launcher.launch", "end"), ("send Launched", "start")),
+    ("Launched reply to the end's start", ("send Launched", "start"),
+     ("20 finish (all below)", "start")),
+    ("end's start to the seal", ("20 finish (all below)", "start"),
+     ("21 audit close + seal", "start")),
+    ("seal (file, ledger, record)", ("21 audit close + seal", "start"),
+     ("21 audit close + seal", "end")),
+    ("seal to the Exited reply", ("21 audit close + seal", "end"), ("send Exited", "start")),
+    ("Exited reply to the client", ("send Exited", "start"), ("CLIENT", "end")),
+)
+
+
+#: Measured the same way, not on the path's sum: how long after the engine's launch returned
+#: the daemon had the program's exit (the engine's report of it, read by its exit watcher).
+ASIDE = (
+    ("(aside) launch returned to exit read", ("10 engine: Launcher.launch", "end"),
+     ("15 engine: wait for the exit", "end")),
+)
+
+
+def _path(events: list[list[Any]], marks: list[tuple[float, float]]) -> list[dict[str, Any]]:
+    """``PATH``'s segments, each measured within each launch (from that launch's first call
+    of a step), medians in ms: the launch's critical path, cut in pieces that add up."""
+    if not marks:
+        return []
+    bounds = [sent for sent, _ in marks] + [marks[-1][1] + 1.0]
+    firsts: list[dict[str, tuple[float, float]]] = [{} for _ in marks]
+    for name, start, end in sorted(events, key=lambda e: e[1]):
+        for i, (sent, _) in enumerate(marks):
+            if sent <= start < bounds[i + 1]:
+                firsts[i].setdefault(name, (start, end))
+                break
+    for i, (sent, got) in enumerate(marks):
+        firsts[i]["CLIENT"] = (sent, got)
+    rows = []
+    for segment, (a, a_at), (b, b_at) in (*PATH, *ASIDE):
+        spans = [(f[b][b_at == "end"] - f[a][a_at == "end"]) * 1000
+                 for f in firsts if a in f and b in f]
+        if spans:
+            rows.append({"segment": segment, "p50_ms": percentile(spans, 0.5),
+                         "launches": len(spans)})
+    return rows
+
+
+def _timeline(events: list[list[Any]], marks: list[tuple[float, float]]
+              ) -> list[dict[str, Any]]:
+    """Each step's start and end within the launch it falls in (from the client's send of
+    that launch's request to its next send), medians in ms; ``calls`` per launch."""
+    if not marks:
+        return []
+    bounds = [sent for sent, _ in marks] + [marks[-1][1] + 1.0]
+    per: dict[str, list[tuple[float, float]]] = {}
+    for name, start, end in events:
+        for i, (sent, _) in enumerate(marks):
+            if sent <= start < bounds[i + 1]:
+                per.setdefault(name, []).append(((start - sent) * 1000, (end - sent) * 1000))
+                break
+    rows = [{"step": name, "calls": len(spans) / len(marks),
+             "start_ms": percentile([s for s, _ in spans], 0.5),
+             "end_ms": percentile([e for _, e in spans], 0.5)}
+            for name, spans in per.items()]
+    rows.append({"step": "CLIENT has Exited", "calls": 1.0, "start_ms": 0.0,
+                 "end_ms": percentile([(got - sent) * 1000 for sent, got in marks], 0.5)})
+    return sorted(rows, key=lambda r: (r["start_ms"], r["end_ms"]))
 
 
 def _per_launch(values: list[list[float]], skip: int,
@@ -102,6 +263,27 @@ def _per_launch(values: list[list[float]], skip: int,
 def print_table(data: dict[str, Any]) -> None:
     for tree in data["trees"]:
         _print_tree(tree)
+        if data.get("timeline"):
+            _print_timeline(tree)
+            _print_path(tree)
+
+
+def _print_path(data: dict[str, Any]) -> None:
+    print(f"# the launch's path, {data['tree']}: each segment within each launch (p50 ms)")
+    total = 0.0
+    for r in data["path"]:
+        aside = r["segment"].startswith("(aside)")
+        total += 0.0 if aside else r["p50_ms"]
+        print(f"{r['segment'][:52]:<52} {r['p50_ms']:>8.3f}  ({r['launches']} launches)")
+    print(f"{'sum of the segments (but the aside)':<52} {total:>8.3f}")
+
+
+def _print_timeline(data: dict[str, Any]) -> None:
+    print(f"# timeline, {data['tree']}: ms from the client's send of the request (medians)")
+    print(f"{'step':<48} {'calls':>6} {'start':>8} {'end':>8}")
+    for r in data["timeline"]:
+        print(f"{r['step'][:48]:<48} {r['calls']:>6.2f} {r['start_ms']:>8.3f} "
+              f"{r['end_ms']:>8.3f}")
 
 
 def _print_tree(data: dict[str, Any]) -> None:
@@ -128,10 +310,16 @@ def main() -> None:
                         help="N detached sessions with netns + proxy instead")
     parser.add_argument("--base", metavar="REV",
                         help="first the same with the daemon of this git revision")
+    parser.add_argument("--interleave", action="store_true",
+                        help="with --base: both daemons at once, launches alternated")
+    parser.add_argument("--timeline", action="store_true",
+                        help="also each step's start and end within a launch")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     _raise_nofile()  # a fleet's sessions hold descriptors of the daemon (it inherits this)
-    emit(run(args), as_json=args.json, table=print_table)
+    data = run(args)
+    data["timeline"] = args.timeline
+    emit(data, as_json=args.json, table=print_table)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ alternating order (AB, BA, ...), and takes bench/daemon.py's memory snapshots of
              each waited for, then pruned): the idle state of a daemon that has worked, as
              bench/daemon.py's runs leave it (``--launches 0``: not measured)
 
-Printed: the median over ``--rounds`` daemons of each tree (PSS, MiB), and the range of the
-total.
+Printed: the median over ``--rounds`` daemons of each tree (PSS, MiB), the range of the
+total, and the median total of anonymous memory alone (PSS of the heaps and their copies,
+which no process outside the daemon's tree shares: the steadier figure on a busy host).
 
     .venv/bin/python bench/idle_ab.py [--base main] [--rounds 3] [--settle 31.5]
                                       [--launches 250] [--json]
@@ -92,7 +93,7 @@ def print_table(data: dict[str, Any]) -> None:
           f"each, PSS MiB; settled = {data['settle_s']:g} s after the launch; worked = as "
           f"long after {data.get('launches', 0)} more")
     print(f"{'tree':<16} {'state':<8} {'daemon':>7} {'fork srv':>8} {'below':>6} {'procs':>5} "
-          f"{'total':>6}  range")
+          f"{'total':>6}  range      anon")
     for name, snaps in data["runs"].items():
         for state in STATES:
             if any(state not in s for s in snaps):
@@ -101,9 +102,10 @@ def print_table(data: dict[str, Any]) -> None:
                    for part in PARTS}
             procs = statistics.median(s[state]["below"]["processes"] for s in snaps)
             totals = [s[state]["total"]["pss_mib"] for s in snaps]
+            anon = statistics.median(s[state]["total"].get("pss_anon_mib", 0.0) for s in snaps)
             print(f"{name:<16} {state:<8} {med['daemon']:>7.1f} {med['fork_server']:>8.1f} "
                   f"{med['below']:>6.1f} {procs:>5.0f} {med['total']:>6.1f}  "
-                  f"{min(totals):.1f}-{max(totals):.1f}")
+                  f"{min(totals):.1f}-{max(totals):.1f}  {anon:>5.1f}")
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ import trio
 
 from . import _logging
 from ._config import Config, ConfigError, LoadedConfig, default_state_dir
+from ._idle_trim import trim_after_bursts
 from ._keyservices import KeychainSecrets, KeyStoreTrust
 from ._limits import LimitSettings
 from ._limits import settings_from as limit_settings
@@ -368,6 +369,7 @@ async def _serve(
         nursery.start_soon(host.warm_up)
         nursery.start_soon(_reseal_periodically, registry)
         nursery.start_soon(_heartbeat, registry)
+        nursery.start_soon(trim_after_bursts)
         task_status.started(server)
         await shutdown.wait()
         log.info("shutting down")

@@ -227,6 +227,9 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # under one of ``shared_caches`` (profile "nonod": {"shared_caches": [...]}).
     cache_home: str | None = None
     shared_caches: tuple[str, ...] = ()
+    # Writable directory grants named through a symbolic link in the cache home (a cache
+    # kept elsewhere: ``~/.cache/huggingface -> /data/hf``), canonical: copy-on-write too.
+    cache_links: tuple[str, ...] = ()
     # Files the session may read but never change wherever its grants would let it: the
     # profile file the launch named (a session that rewrote it chose the next one's policy).
     protected_files: tuple[str, ...] = ()

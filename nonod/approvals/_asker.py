@@ -67,6 +67,9 @@ class SessionAsker:
         self._record = record
         self._webhook = webhook
         self._open = 0
+        # The session's own threads for finding which process asked: its questions never
+        # take the daemon's shared worker threads (40, for every session's file reads).
+        self._lookups = trio.CapacityLimiter(2)
 
     async def __call__(self, ask: ApprovalAsk) -> Verdict:
         facts = self._facts
@@ -78,7 +81,8 @@ class SessionAsker:
         self._open += 1
         try:
             found = await trio.to_thread.run_sync(find_client, facts.pid, ask.client_port,
-                                                  abandon_on_cancel=True)
+                                                  abandon_on_cancel=True,
+                                                  limiter=self._lookups)
             if found is not None:  # the very process that asked, if it can be told
                 pid, command = found[0], redact_argv(found[1], facts.hidden)
             return await self._held(self._pending(

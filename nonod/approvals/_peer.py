@@ -14,6 +14,9 @@ from typing import Final
 
 #: Processes looked at, at most, for one connection.
 MAX_PROCESSES: Final = 65536
+#: Descriptors looked at, at most, for one connection: a session's processes may hold
+#: millions (each a ``readlink`` in the daemon, per question the program asks).
+MAX_DESCRIPTORS: Final = 4096
 
 
 def _socket_inode(session_pid: int, port: int) -> str | None:
@@ -30,18 +33,42 @@ def _socket_inode(session_pid: int, port: int) -> str | None:
     return None
 
 
-def _holder(inode: str) -> int | None:
+def _group(pid: int | str) -> str | None:
+    """The cgroup (v2) of ``pid``, with a trailing ``/``; None if unknown."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as handle:
+            for line in handle:
+                if line.startswith("0::"):
+                    return line[3:].rstrip("\n").rstrip("/") + "/"
+    except OSError:
+        pass
+    return None
+
+
+def _holder(inode: str, session_pid: int) -> int | None:
+    """The process holding ``socket:[inode]``: one of the session's (in its cgroup or one
+    below, its tools'; the host's processes are not looked at, unless the session has no
+    group of its own), within ``MAX_DESCRIPTORS`` descriptors looked at."""
     target = f"socket:[{inode}]"
+    ours = _group(session_pid)
+    if ours is None or ours == _group("self"):
+        ours = None  # no group of its own: every process
+    budget = MAX_DESCRIPTORS
     for count, name in enumerate(os.listdir("/proc")):
         if count > MAX_PROCESSES:
             return None
         if not name.isdigit():
+            continue
+        if ours is not None and not (_group(name) or "").startswith(ours):
             continue
         try:
             fds = os.listdir(f"/proc/{name}/fd")
         except OSError:
             continue
         for fd in fds:
+            budget -= 1
+            if budget < 0:
+                return None
             try:
                 if os.readlink(f"/proc/{name}/fd/{fd}") == target:
                     return int(name)
@@ -58,7 +85,7 @@ def find_client(session_pid: int, port: int) -> tuple[int, tuple[str, ...]] | No
     inode = _socket_inode(session_pid, port)
     if inode is None or inode == "0":
         return None
-    pid = _holder(inode)
+    pid = _holder(inode, session_pid)
     if pid is None:
         return None
     try:

@@ -89,6 +89,16 @@ def _serial(text: str) -> int | None:
         return None
 
 
+def _ses(text: str) -> int:
+    """The ``ses=`` of a SYSCALL record, without parsing the rest (-1: none)."""
+    start = text.find(" ses=")
+    if start < 0:
+        return -1
+    end = text.find(" ", start + 5)
+    value = text[start + 5:end if end >= 0 else len(text)]
+    return int(value) if value.isdigit() else -1
+
+
 def untangle(value: str) -> str | None:
     """A name as the kernel logs it: quoted text, hex (when it has odd bytes) or ``(null)``."""
     if value.startswith('"') and value.endswith('"') and len(value) >= 2:
@@ -128,11 +138,15 @@ class Assembler:
     Only groups keyed ``key`` (our rules) produce a :class:`Denial`; at most ``limit``
     unfinished groups are kept (an EOE lost with a dropped message must not leak memory)."""
 
-    def __init__(self, key: str, syscalls: dict[int, str], *, limit: int = 1024) -> None:
+    def __init__(self, key: str, syscalls: dict[int, str], *, limit: int = 1024,
+                 counted: Callable[[int], bool] = lambda _ses: False) -> None:
         self._key_field = f'key="{key}"'
         self._syscalls = syscalls
         self._limit = limit
         self._pending: dict[int, _Pending] = {}
+        #: Asked with the ``ses`` of each of our SYSCALL records: True if it was counted
+        #: as dropped (its session is over its rate limit), so not worth parsing at all.
+        self._counted = counted
 
     def feed(self, kind: int, text: str) -> Denial | None:
         if kind not in (SYSCALL, PATH, CWD, EOE, LANDLOCK_ACCESS):
@@ -142,8 +156,10 @@ class Assembler:
         if serial is None:
             return None
         group = self._pending.get(serial)
-        if kind == SYSCALL and self._key_field not in text:
-            self._pending.pop(serial, None)  # a Landlock record of someone else's call
+        if kind == SYSCALL and (self._key_field not in text or self._counted(_ses(text))):
+            # A Landlock record of someone else's call, or a call of a session over its
+            # rate limit: its CWD, PATH and EOE records then find no group and cost a lookup.
+            self._pending.pop(serial, None)
             return None
         if kind in (CWD, PATH, EOE) and (group is None or group.syscall is None):
             if kind == EOE:
@@ -223,7 +239,7 @@ def classify(group: _Pending, syscalls: dict[int, str]) -> Denial | None:
 @final
 class RateLimiter:
     """At most ``per_window`` events per ``window`` seconds; the rest are counted, and the
-    count comes back once (with the last one suppressed) when the window is over."""
+    count comes back once (with the first one suppressed) when the window is over."""
 
     def __init__(self, per_window: int = 20, window: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -248,6 +264,15 @@ class RateLimiter:
         self.suppressed += 1
         self.last = denial
         return False, owed, last
+
+    def count_dropped(self) -> bool:
+        """Count one more denial as dropped, without it, if this window has dropped one
+        already (that one, parsed, stands for the rest); False: it must be parsed and given
+        to :meth:`admit` (the window may be over, or the limit not reached)."""
+        if self.last is None or self._clock() - self._start >= self._window:
+            return False
+        self.suppressed += 1
+        return True
 
     def take_suppressed(self) -> tuple[int, Denial | None]:
         owed, last = self.suppressed, self.last

@@ -33,7 +33,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final, Literal, final
 
@@ -66,6 +66,7 @@ FsDeniedMode = Literal["auto", "kernel", "off"]
 Sink = Callable[[FsDenied], None]
 EARLY_SESSIONS: Final = 64
 DROP_WARN_INTERVAL: Final = 10.0
+READ_BATCH: Final = 64  # records read per wake-up of the reader
 EARLY_PER_SESSION: Final = 64
 
 
@@ -87,6 +88,9 @@ class Watch:
             self.delivered += 1
             self._sink(to_event(denial))
 
+    def count_dropped(self) -> bool:
+        return self._limiter.count_dropped()
+
     def finish(self) -> None:
         owed, last = self._limiter.take_suppressed()
         if owed and last is not None:
@@ -106,9 +110,12 @@ class FsDeniedMonitor:
         self._watches: dict[int, Watch] = {}
         # Denials of a session not watched yet: the program runs before the launch returns.
         self._early: dict[int, list[Denial]] = {}
-        self._assembler = Assembler(f"{KEY_PREFIX}{os.getpid()}", syscalls or {})
+        self._assembler = Assembler(f"{KEY_PREFIX}{os.getpid()}", syscalls or {},
+                                    counted=self._counted)
         self._markers: dict[str, trio.Event] = {}
         self._audit: KernelAudit | None = None
+        # One request at a time on the audit socket, from a thread: see ``release``.
+        self._requests = trio.CapacityLimiter(1)
 
     @property
     def active(self) -> bool:
@@ -129,27 +136,53 @@ class FsDeniedMonitor:
         """Wait until every record the kernel queued so far has been read (a marker sent
         now comes back after them), then stop delivering to ``watch``. False: the marker
         did not come back in time (denials queued before it may be missing)."""
-        flushed = self._audit is None
-        try:
-            if self._audit is not None:
-                nonce = secrets.token_hex(8)
-                arrived = self._markers[nonce] = trio.Event()
-                try:
-                    self._audit.user_message(f"nonod-flush={nonce}")
-                    with trio.move_on_after(timeout):
-                        await arrived.wait()
-                    flushed = arrived.is_set()
-                    if not flushed:
-                        log.warning("fs_denied: flush marker did not come back",
-                                    timeout=timeout)
-                except OSError as exc:
-                    log.warning("fs_denied: flush marker refused", errno=exc.errno)
-                finally:
-                    self._markers.pop(nonce, None)
-        finally:
-            self._watches.pop(watch.ses, None)
-            watch.finish()
-        return flushed
+        return await self.release_started(watch, timeout=timeout)()
+
+    def release_started(self, watch: Watch, *, timeout: float = 2.0
+                        ) -> Callable[[], Awaitable[bool]]:
+        """:meth:`release` as a wait the caller awaits once (always: it stops the delivery).
+        The marker goes out when it is awaited, from a worker thread (see there), never from
+        here on the event loop."""
+
+        async def wait() -> bool:
+            flushed = self._audit is None
+            try:
+                if self._audit is not None:
+                    nonce = secrets.token_hex(8)
+                    arrived = self._markers[nonce] = trio.Event()
+                    audit = self._audit
+                    try:
+                        with trio.move_on_after(timeout):
+                            # Sent from a thread: while the kernel's audit backlog is
+                            # full (a session looping on refused calls fills it) the kernel
+                            # makes every sender of an audit request sleep, uninterruptibly,
+                            # until it drains: that must stall this session's end, not the
+                            # daemon's event loop.
+                            await trio.to_thread.run_sync(
+                                audit.user_message, f"nonod-flush={nonce}",
+                                limiter=self._requests, abandon_on_cancel=True)
+                            await arrived.wait()
+                        flushed = arrived.is_set()
+                        if not flushed:
+                            log.warning("fs_denied: flush marker did not come back",
+                                        timeout=timeout)
+                    except OSError as exc:
+                        log.warning("fs_denied: flush marker refused", errno=exc.errno)
+                    finally:
+                        self._markers.pop(nonce, None)
+            finally:
+                self._watches.pop(watch.ses, None)
+                watch.finish()
+            return flushed
+
+        return wait
+
+    def _counted(self, ses: int) -> bool:
+        """Whether a call of audit session ``ses`` was counted as dropped (its session over
+        its rate limit) without being parsed: a session looping on refused calls costs the
+        daemon's loop a lookup per record past its limit, not a parse."""
+        watch = self._watches.get(ses)
+        return watch is not None and watch.count_dropped()
 
     def dispatch(self, kind: int, text: str) -> None:
         """One record from the multicast group."""
@@ -176,29 +209,41 @@ class FsDeniedMonitor:
             early.append(denial)
 
     async def _read(self, sock: trio.socket.SocketType) -> None:
+        """Each record is a datagram of its own: up to READ_BATCH are read per wake-up, with
+        plain reads (not a trip through the event loop each), then the loop's other tasks
+        (every session's proxy) have their turn."""
         overruns, warned = 0, -DROP_WARN_INTERVAL
+        fd = sock.fileno()
         while True:
-            try:
-                data = await sock.recv(1 << 16)
-            except OSError as exc:
-                if exc.errno != _errno.ENOBUFS:
-                    raise
-                # A flood outran us: some records are lost (suppressed counts become lower
-                # bounds). Said at most every DROP_WARN_INTERVAL seconds.
-                overruns += 1
-                if time.monotonic() - warned >= DROP_WARN_INTERVAL:
-                    warned = time.monotonic()
-                    log.warning("fs_denied: audit records were dropped (reader too slow)",
-                                overruns=overruns)
-                continue
-            offset = 0
-            while offset + NLMSG.size <= len(data):
-                length, kind, _, _, _ = NLMSG.unpack_from(data, offset)
-                if length < NLMSG.size:
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(READ_BATCH):
+                try:
+                    data = os.read(fd, 1 << 16)
+                except BlockingIOError:
                     break
-                body = data[offset + NLMSG.size:offset + length]
-                offset += (length + 3) & ~3
-                self.dispatch(kind, body.rstrip(b"\x00").decode("utf-8", "replace"))
+                except OSError as exc:
+                    if exc.errno != _errno.ENOBUFS:
+                        raise
+                    # A flood outran us: some records are lost (suppressed counts become
+                    # lower bounds). Said at most every DROP_WARN_INTERVAL seconds.
+                    overruns += 1
+                    if time.monotonic() - warned >= DROP_WARN_INTERVAL:
+                        warned = time.monotonic()
+                        log.warning("fs_denied: audit records were dropped (reader too slow)",
+                                    overruns=overruns)
+                    continue
+                self._records(data)
+
+    def _records(self, data: bytes) -> None:
+        """The netlink messages in one datagram."""
+        offset = 0
+        while offset + NLMSG.size <= len(data):
+            length, kind, _, _, _ = NLMSG.unpack_from(data, offset)
+            if length < NLMSG.size:
+                break
+            body = data[offset + NLMSG.size:offset + length]
+            offset += (length + 3) & ~3
+            self.dispatch(kind, body.rstrip(b"\x00").decode("utf-8", "replace"))
 
 
 def _setup(mode: FsDeniedMode, tag: int) -> tuple[KernelAudit, list[bytes], bool, dict[int, str]]:
@@ -312,7 +357,11 @@ async def open_fs_denied_monitor(mode: FsDeniedMode) -> AsyncIterator[FsDeniedMo
         yield FsDeniedMonitor(f"unavailable: {why}")
         return
     monitor = FsDeniedMonitor(MECHANISM, tag, syscalls=syscalls)
-    monitor._audit = audit
+    try:  # the markers' own socket: a send left in a thread never shares the teardown's
+        markers = KernelAudit()
+    except OSError:
+        markers = None
+    monitor._audit = markers or audit
     log.info("fs_denied observation active", mechanism=MECHANISM, enabled_audit=enabled_here)
     try:
         async with trio.open_nursery() as nursery:
@@ -324,6 +373,8 @@ async def open_fs_denied_monitor(mode: FsDeniedMode) -> AsyncIterator[FsDeniedMo
     finally:
         monitor._audit = None
         reader.close()
+        if markers is not None:
+            markers.close()
         _teardown(audit, rules, enabled_here)
 
 

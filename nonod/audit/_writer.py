@@ -37,6 +37,7 @@ lines behind), off that path.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
@@ -102,6 +103,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _fsync_session_dir(directory: Path) -> None:
+    """A session directory's fsync, then its parent's: the directory was made for this
+    session, and its own entry in ``sessions/`` is durable only once that is synced too (on
+    ext4 without a journal, a crash could otherwise lose the whole directory, sealed file and
+    all)."""
+    _fsync_dir(directory)
+    _fsync_dir(directory.parent)
+
+
 def _private_dir(directory: Path) -> None:
     directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.mkdir(mode=0o700, exist_ok=True)
@@ -114,7 +124,7 @@ def _create_file(path: Path, *, sync_dir: bool = True) -> int:
     fd = os.open(path, flags, 0o600)
     try:
         if sync_dir:
-            _fsync_dir(path.parent)
+            _fsync_session_dir(path.parent)
     except BaseException:
         os.close(fd)
         raise
@@ -339,6 +349,8 @@ class AuditWriter:
         self._wake = trio.Event()
         #: Does the timed fsyncs instead of :meth:`run` (``create(syncer=...)``).
         self._syncer = syncer
+        #: Runs after the file's next fsync, in its thread (:meth:`after_next_sync`).
+        self._after_sync: Callable[[], None] | None = None
         #: Called (on the event loop) when the syncer's fsync of this file failed: the file is
         #: broken from then on; whoever owns the session stops it.
         self.on_sync_failed: Callable[[AuditWriteError], None] | None = None
@@ -562,23 +574,36 @@ class AuditWriter:
             return
         self._unlocked()
 
-    def sync_started(self) -> Callable[[], Awaitable[None]]:
+    def sync_started(self, *, beside: Callable[[], None] | None = None
+                     ) -> Callable[[], Awaitable[None]]:
         """Start the fsync of the pending records in a worker thread now, without waiting,
         and return the wait for it (raising AuditWriteError as :meth:`sync` does): for a
         caller with other work to do meanwhile. The calling task must await that wait (once
         or more: later calls give the same result) before the writer syncs, seals or closes
-        again, whatever else happens: the writer is locked until then."""
+        again, whatever else happens: the writer is locked until then. A directory whose
+        fsync was deferred (``create(defer_dir_sync=True)``) is fsynced at the same time, in
+        a second worker thread, then ``beside`` (blocking, the caller's work: what it raises
+        the wait raises) runs there (in a thread of its own without such a directory); the
+        wait is for all of it."""
         self._lock.acquire_nowait()  # trio.WouldBlock if a sync runs: none does at the start
         self._catch_up()
         self._pending = 0
         self._last_fsync_at = trio.current_time()
-        started = Started(self._fsync_blocking(), name=f"audit fsync {self.session}")
+        jobs = []
+        directory = self.path.parent if self._dir_unsynced else None
+        self._dir_unsynced = False
+        if directory is not None or beside is not None:  # beside the file's fsync
+            jobs.append(Started(functools.partial(_dir_then, directory, beside),
+                                name=f"audit directory fsync {self.session}"))
+        jobs.append(Started(self._fsync_blocking(), name=f"audit fsync {self.session}"))
         settled: list[AuditWriteError | None] = []
 
         async def wait() -> None:
             if not settled:
                 try:
-                    await started.result()
+                    failed = [exc for exc in [await _failure(job) for job in jobs] if exc]
+                    if failed:
+                        raise failed[0]
                 except Exception as exc:  # noqa: BLE001 - an fsync's failure, kept for each wait
                     self._broken = True
                     why = getattr(exc, "strerror", None) or str(exc)
@@ -594,16 +619,26 @@ class AuditWriter:
 
         return wait
 
+    def after_next_sync(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (blocking, must not raise) in the worker thread of the file's next
+        fsync, once it has returned: timed (the syncer's batch, or :meth:`run`'s), asked for
+        (:meth:`sync`) or the launch's gate. Not at all if that fsync fails, nor at the seal
+        or a close (dropped then). Call it before appending a record, so that one is due."""
+        self._after_sync = fn
+
     def _fsync_blocking(self) -> Callable[[], None]:
         """The file's fsync (and its directory's, the first time when it was deferred), to
-        run in a worker thread."""
+        run in a worker thread; then what :meth:`after_next_sync` asked for."""
         fd, directory = self._fd, self.path.parent if self._dir_unsynced else None
         self._dir_unsynced = False
+        after, self._after_sync = self._after_sync, None
 
         def fsync() -> None:
             os.fsync(fd)
             if directory is not None:
-                _fsync_dir(directory)
+                _fsync_session_dir(directory)
+            if after is not None:
+                after()
 
         return fsync
 
@@ -642,6 +677,7 @@ class AuditWriter:
                     merkle_root=chain.merkle.root().hex())
         record = self._write(seal)
         self._closed = True
+        self._after_sync = None  # whatever it was for, the seal's ``then`` supersedes
         self._forget()
         self._sealed = True
         self._wake.set()
@@ -695,6 +731,7 @@ class AuditWriter:
     async def aclose(self) -> None:
         """Fsync and close without sealing (the file stays incomplete). Idempotent."""
         self._closed = True
+        self._after_sync = None
         self._forget()
         self._wake.set()
         async with self._lock:
@@ -725,6 +762,22 @@ class AuditWriter:
             events=self._chain.seq, pending=self._pending, fsyncs=self._fsyncs,
             last_fsync_at=self._last_fsync_at, sealed=self._sealed, broken=self._broken,
         )
+
+
+def _dir_then(directory: Path | None, then: Callable[[], None] | None) -> None:
+    if directory is not None:
+        _fsync_session_dir(directory)
+    if then is not None:
+        then()
+
+
+async def _failure(job: Started[None]) -> Exception | None:
+    """What ``job`` raised (None: it returned); awaited to its end either way."""
+    try:
+        await job.result()
+    except Exception as exc:  # noqa: BLE001 - the caller's to report
+        return exc
+    return None
 
 
 async def sign_sealed(path: Path, signer: Signer, seal: Seal, seal_hash: str,

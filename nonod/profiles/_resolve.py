@@ -216,6 +216,8 @@ class _Resolver:
         #: Grants and denials whose path crosses symbolic links: what named each, and the
         #: links (at their real place).
         self.linked: list[tuple[str, list[str]]] = []
+        #: The same links by the canonical path they led to (``_cache_links``).
+        self._links_to: dict[str, list[str]] = {}
         self.placeholder_workdir = False
         self.workdir = self._workdir_path()
         self.values = ctx.values(self.workdir)
@@ -272,6 +274,7 @@ class _Resolver:
             limits=_limits(p.nonod.limits, p.nonod.max_processes),
             writable_persistence=self._placed(self.profile.nonod.writable_persistence),
             cache_home=self.fs.realpath(self.values["XDG_CACHE_HOME"]),
+            cache_links=self._cache_links(grants),
             shared_caches=self._placed(self.profile.nonod.shared_caches),
             binary=self._binary(),
             command_args=tuple(
@@ -394,6 +397,7 @@ class _Resolver:
         real = self.fs.realpath(expanded, crossed)
         if crossed:
             self.linked.append((what, crossed))
+            self._links_to.setdefault(real, []).extend(crossed)
         return real
 
     def _grant(
@@ -473,6 +477,19 @@ class _Resolver:
             raise BroadWorkdir(
                 f"{what} would grant {path} ({access}), and {why}",
                 hint=f"run from a project directory, or grant it by name: --allow {path}")
+
+    def _cache_links(self, grants: Sequence[Grant]) -> tuple[str, ...]:
+        """Writable directory grants named through a symbolic link in the cache home
+        (``~/.cache/huggingface -> /data/hf``: a cache kept on another disk): host tools
+        reach them as caches, so they are copy-on-write in the session as the cache home is
+        (``ResolvedPolicy.cache_links``)."""
+        roots = {self.fs.realpath(self.values["XDG_CACHE_HOME"]),
+                 self.fs.realpath(posixpath.join(self.values["HOME"], ".cache"))}
+        return tuple(sorted(
+            g.path for g in grants
+            if g.access.writes and not g.is_file and any(
+                p in roots for link in self._links_to.get(g.path, ())
+                for p in _lineage(posixpath.dirname(link)))))
 
     def _refuse_repointable_links(self, grants: Sequence[Grant]) -> None:
         """A grant or denial named through a symbolic link in a directory the session may

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from .. import _malloc
 from ..cgroups._v1 import apply_limits
 from . import _launcher, _libc, _reaper
 from ._guardhub import GuardHub
@@ -509,7 +510,7 @@ class _Pool:
     """The warm launchers, by key: those with a view (``_launcher.View``: root, binds, masks
     and Landlock ruleset of one policy, built ahead) and, as the fallback for a view nobody
     prepared, those with namespaces and an empty root only. At most ``MAX_VIEWS`` and
-    ``MAX_WARM_KEYS`` keys, the least recently launched dropped first; views idle for
+    ``MAX_WARM_KEYS`` keys, the least recently launched dropped first; keys idle for
     ``idle`` seconds are dropped."""
 
     def __init__(self, hub: GuardHub, reaper: int, idle: float = WARM_IDLE) -> None:
@@ -592,12 +593,14 @@ class _Pool:
             self._refill.pop(0)
 
     def tidy(self) -> None:
-        """Drop the launchers of views idle for ``idle`` seconds, and every launcher made
-        before the host's mount table changed (its copy would keep a file system the host
-        unmounted, a volume it locked, alive and visible; the next launch makes them
-        again); remove the groups of dropped launchers that have ended."""
+        """Drop the launchers of every kind not launched for ``idle`` seconds (a view's, and
+        the plain ones too: an idle daemon keeps none, and its next launch is made cold,
+        then the pool again), and every launcher made before the host's mount table changed
+        (its copy would keep a file system the host unmounted, a volume it locked, alive and
+        visible; the next launch makes them again); remove the groups of dropped launchers
+        that have ended."""
         now = time.monotonic()
-        for key in [k for k, last in self._last.items() if k[1] and now - last > self._idle]:
+        for key in [k for k, last in self._last.items() if now - last > self._idle]:
             self._drop(key)
         generation = self._mounts.generation()
         for ready in self._ready.values():
@@ -689,6 +692,16 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
             pool.want(plain, None)
 
 
+def _keep_heap_lean() -> None:
+    """Idle memory: large buffers mapped on their own, always, never carved from the heap.
+
+    With glibc's moving threshold (``nonod._malloc``), the heap of a fork server that served
+    a few hundred launches grew by about 0.8 MiB per 250 of free but unreturned pages, and
+    every warm launcher forked afterwards started with a copy of them (docs/benchmarks.md,
+    ``idle3``). Pinned, it stays the size it has after the imports."""
+    _malloc.fix_mmap_threshold()
+
+
 def main(warm_idle: float = WARM_IDLE) -> None:
     fd, parent = int(sys.argv[-2]), int(sys.argv[-1])
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -697,6 +710,7 @@ def main(warm_idle: float = WARM_IDLE) -> None:
         sys.exit(1)  # the daemon died before we could tie our life to it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the daemon's business
     sock = socket.socket(fileno=fd)
+    _keep_heap_lean()
     # Every object made so far (the imports: most of this process) goes to the collector's
     # permanent generation, so that a collection in a forked launcher does not write to
     # their headers and copy the pages they share with us.

@@ -33,7 +33,7 @@ A watch is added through ``/proc/self/fd/N``, so it is on the inode the session 
 the fork server's own view of that path. One inode watched for several sessions is one watch
 descriptor with several clients; a client's socket closing (its session ended) drops its
 watches. An event wakes only the clients for which it names a path on the way to one of their
-guarded paths; a queue overflow wakes every client.
+guarded paths.
 
 The kernel counts the hub's watches against the fork server's user (root, for the system
 daemon), whose every other program (systemd, editors, file managers) shares
@@ -42,7 +42,21 @@ user's sessions on distinct directories could take them all (a few hundred sessi
 with 4 GiB of memory the limit is about 32,000). Each client carries the uid its session
 runs as, and one uid holds at most :func:`watch_share` distinct watches of the hub; more are
 refused with ``ENOSPC`` (the launch, or the repair, fails: its session ends). A watch shared
-by several sessions of one uid counts once.
+by several sessions of one uid counts once (once in each of the two instances below).
+
+One session must not slow the guards of the others (docs/security-model.md, "The guard hub,
+kept busy by one session"). The kernel queues an instance's events in one line, and a
+program can fill it (files made and removed at full speed in its working directory, which is
+on the way to its ``.git``): the others' changes would wait behind its events, and the
+queue's overflow (``IN_Q_OVERFLOW``: changes lost) would start a repair of every session. So
+a client whose watches see more than ``LOUD_EVENTS`` events a second is moved to a second
+instance, shared only by such clients: it is woken, its launcher or repair sends its watches
+again, and they are added there. An overflow wakes only the clients with a watch in the
+instance that overflowed (they check again: fail closed). Each call of :meth:`handle` reads
+at most ``BATCH`` bytes of one instance, so that the fork server's launches, the other
+instance and the clients' messages are served between batches; the loud instance is read at
+most every ``LOUD_PAUSE`` (a timerfd), so that a storm costs the fork server one wake-up for
+many events (its clients' changes wait up to that much longer).
 """
 
 from __future__ import annotations
@@ -71,6 +85,10 @@ DIR_EVENTS = (_libc.IN_CREATE | _libc.IN_MOVED_TO | _libc.IN_MOVED_FROM | _libc.
 MAX_FDS = 200  # directories per W message (SCM_MAX_FD is 253)
 REPAIR_LOST = 42  # a repair's exit status: guard lost, reported, init killed (reaper_outer.c)
 MAX_MESSAGE = 1 << 20
+BATCH = 16384  # bytes of events read per call of ``handle``: a few hundred events
+LOUD_EVENTS = 2000  # events a second on a client's watches that move it to the loud instance
+LOUD_PAUSE = 0.002  # seconds the loud instance is left after each read: its events gather
+_Key = tuple[int, int]  # (the instance's descriptor, a watch descriptor in it)
 _MAX_USER_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
 
 
@@ -105,10 +123,24 @@ class _Client:
 
     sock: socket.socket
     on_the_way: frozenset[str] = frozenset()
-    watches: dict[int, list[str]] = field(default_factory=dict)  # wd -> its directories
+    watches: dict[_Key, list[str]] = field(default_factory=dict)  # watch -> its directories
+    #: Per watch, the names in its directories that are on the way (as the kernel gives them).
+    wanted: dict[_Key, frozenset[bytes]] = field(default_factory=dict)
     adopted: _Adopted | None = None
     uid: int = -1  # the uid its session runs as: whose share its watches count against
     woken: bool = False  # sent a ``c`` before it was adopted
+    loud: bool = False  # its watches are (to be) in the loud instance
+    seen: int = 0  # events on its watches since ``since``
+    since: float = 0.0
+
+    def want(self) -> None:
+        """:attr:`wanted` from :attr:`on_the_way` and :attr:`watches`."""
+        names: dict[str, set[bytes]] = {}
+        for path in self.on_the_way:
+            if name := os.path.basename(path):
+                names.setdefault(os.path.dirname(path), set()).add(os.fsencode(name))
+        self.wanted = {key: frozenset().union(*(names.get(d, ()) for d in dirs))
+                       for key, dirs in self.watches.items()}
 
 
 class GuardHub:
@@ -120,30 +152,48 @@ class GuardHub:
                  share: int | None = None) -> None:
         self._poller = poller
         self._share = watch_share() if share is None else share
-        self._held: dict[int, dict[int, set[int]]] = {}  # uid -> wd -> client descriptors
+        self._held: dict[int, dict[_Key, set[int]]] = {}  # uid -> watch -> clients
         self._reaper = reaper  # the memfd of nono-reaper, for repairs; -1: none (no adopting)
         self._clients: dict[int, _Client] = {}
-        self._by_wd: dict[int, set[int]] = {}  # wd -> client descriptors
+        self._by_wd: dict[_Key, set[int]] = {}  # watch -> client descriptors
         self._inits: dict[int, _Client] = {}  # an adopted session's init pidfd -> its client
         self._repairs: dict[int, tuple[int, _Client]] = {}  # a repair's pidfd -> pid, client
         self._spare: tuple[int, socket.socket] | None = None  # a repair waiting for a job
         self._spare_retry = 0.0  # when to try spawning one again after a failure
         self.fd = -1
+        self.loud_fd = -1  # the instance of the loud clients, opened for the first one
+        self._pause = -1  # a timerfd: when to read the loud instance again
         self.error = 0
         self._open_inotify()
+
+    def _new_instance(self) -> int:
+        fd = _libc.inotify_init1(_libc.IN_CLOEXEC | _libc.IN_NONBLOCK)
+        self._poller.register(fd, select.POLLIN)
+        return fd
 
     def _open_inotify(self) -> bool:
         """The hub's inotify instance; False (``error`` set) if the user has none left. Tried
         again at each watch request until it succeeds: a shortage when the fork server
         started refuses the launches made during it (fail closed), not every later one."""
         try:
-            self.fd = _libc.inotify_init1(_libc.IN_CLOEXEC | _libc.IN_NONBLOCK)
+            self.fd = self._new_instance()
         except OSError as exc:
             self.error = exc.errno or errno.EMFILE
             return False
         self.error = 0
-        self._poller.register(self.fd, select.POLLIN)
         return True
+
+    def _instance(self, client: _Client) -> int:
+        """The instance ``client``'s watches go to: the loud one if it is loud and that
+        instance exists or can be made (if not, the shared one, as before it was loud)."""
+        if client.loud and self.loud_fd < 0:
+            try:
+                self.loud_fd = self._new_instance()
+                self._pause = _libc.timerfd()
+                self._poller.register(self._pause, select.POLLIN)
+            except OSError:
+                client.loud = False
+        return self.loud_fd if client.loud else self.fd
 
     def new_client(self, uid: int = -1) -> socket.socket:
         """A socket pair for one launcher of a session running as ``uid``: the hub keeps one
@@ -155,7 +205,7 @@ class GuardHub:
         the hub drops the client)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
-        self._clients[ours.fileno()] = _Client(ours, uid=uid)
+        self._clients[ours.fileno()] = _Client(ours, uid=uid, since=time.monotonic())
         self._poller.register(ours, select.POLLIN)
         return ours, theirs
 
@@ -168,9 +218,14 @@ class GuardHub:
         """Take the event on ``fd``; False if ``fd`` is not the hub's. Never raises: the
         fork server carries every session, and one broken client must not end them all
         (a client that makes the hub fail is dropped; its outer then ends its session)."""
-        if fd == self.fd and fd >= 0:
+        if fd == self._pause and fd >= 0:  # the loud instance's pause is over
+            with contextlib.suppress(BlockingIOError):
+                os.read(fd, 8)
+            self._poller.register(self.loud_fd, select.POLLIN)
+            return True
+        if fd >= 0 and fd in (self.fd, self.loud_fd):
             try:
-                self._events()
+                self._events(fd)
             except Exception:  # noqa: BLE001 - wake everyone: each outer checks its own view
                 self._wake(set(self._clients))
             return True
@@ -205,6 +260,7 @@ class GuardHub:
                 self._drop(client)
             elif msg[:1] == b"O":
                 client.on_the_way = frozenset(msgspec.msgpack.decode(msg[1:], type=list[str]))
+                client.want()
             elif msg[:1] == b"W":
                 names = msgspec.msgpack.decode(msg[1:], type=list[str])
                 self._reply(client, self._watch(client, names, fds))
@@ -229,17 +285,19 @@ class GuardHub:
             return self.error
         if len(names) != len(fds):
             return errno.EINVAL
-        watches: dict[int, list[str]] = {}
+        instance = self._instance(client)
+        watches: dict[_Key, list[str]] = {}
         held = self._held.setdefault(client.uid, {})
         # What this client alone holds goes once replaced (a repair's new directories): not
         # counted, so that a repair near the share does not end its session.
         alone = {wd for wd in client.watches if held.get(wd) == {client.sock.fileno()}}
         for name, descriptor in zip(names, fds, strict=True):
             try:
-                wd = _libc.inotify_add_watch(self.fd, f"/proc/self/fd/{descriptor}", DIR_EVENTS)
+                wd = (instance, _libc.inotify_add_watch(instance, f"/proc/self/fd/{descriptor}",
+                                                        DIR_EVENTS))
                 if wd not in held and len(held) - len(alone - watches.keys()) >= self._share:
                     if wd not in self._by_wd:  # nobody else's: it was just made
-                        _libc.inotify_rm_watch(self.fd, wd)
+                        _libc.inotify_rm_watch(*wd)
                     raise OSError(errno.ENOSPC, "this user's sessions hold their share of "
                                   "the fork server's inotify watches")
             except OSError as exc:
@@ -254,9 +312,10 @@ class GuardHub:
         for old in client.watches.keys() - watches.keys():
             self._release(old, client)
         client.watches = watches
+        client.want()
         return 0
 
-    def _release(self, wd: int, client: _Client) -> None:
+    def _release(self, wd: _Key, client: _Client) -> None:
         held = self._held.get(client.uid, {})
         mine = held.get(wd)
         if mine is not None:
@@ -269,7 +328,7 @@ class GuardHub:
         holders.discard(client.sock.fileno())
         if not holders:
             del self._by_wd[wd]
-            _libc.inotify_rm_watch(self.fd, wd)
+            _libc.inotify_rm_watch(*wd)
 
     def _drop(self, client: _Client) -> None:
         fd = client.sock.fileno()
@@ -488,14 +547,45 @@ class GuardHub:
 
     # ----------------------------------------------------------------------- events
 
-    def _events(self) -> None:
+    def _events(self, instance: int) -> None:
+        """One batch of ``instance``'s events: the rest waits for the next call."""
         wake: set[int] = set()
         try:
-            while data := os.read(self.fd, 65536):
-                self._sort(data, wake)
+            data = os.read(instance, BATCH)
         except BlockingIOError:
-            pass
+            return
+        if instance == self.loud_fd and self._pause >= 0:
+            # Coalesced: a storm is read every LOUD_PAUSE, many events a wake-up, not the
+            # few that came since the last read (the fork server's cost is per wake-up).
+            # Left only once the timer is armed: an instance nobody reads guards nobody.
+            try:
+                _libc.timerfd_after(self._pause, LOUD_PAUSE)
+            except OSError:
+                pass
+            else:
+                self._poller.unregister(instance)
+        touched = self._sort(instance, data, wake)
+        if instance == self.fd:
+            wake.update(self._louder(touched))
         self._wake(wake)
+
+    def _louder(self, touched: set[int]) -> set[int]:
+        """Of the clients whose watches the batch touched, those now over ``LOUD_EVENTS`` a
+        second: marked loud, to be woken (they send their watches again, to the loud
+        instance)."""
+        now = time.monotonic()
+        moved: set[int] = set()
+        for fd in touched:
+            client = self._clients.get(fd)
+            if client is None or client.loud:
+                continue
+            elapsed = now - client.since
+            if client.seen > LOUD_EVENTS * max(1.0, elapsed):
+                client.loud = True
+                moved.add(fd)
+            elif elapsed >= 1:
+                client.seen, client.since = 0, now
+        return moved
 
     def _wake(self, wake: set[int]) -> None:
         for fd in wake:
@@ -511,33 +601,40 @@ class GuardHub:
                 except OSError:
                     self._drop(client)
 
-    def _sort(self, data: bytes, wake: set[int]) -> None:
+    def _sort(self, instance: int, data: bytes, wake: set[int]) -> set[int]:
+        """Add to ``wake`` the clients ``data`` concerns; return those it had events for."""
+        touched: set[int] = set()
         offset = 0
         while offset + _EVENT.size <= len(data):
             wd, mask, _, length = _EVENT.unpack_from(data, offset)
-            name = os.fsdecode(data[offset + _EVENT.size:offset + _EVENT.size + length]
-                               .rstrip(b"\0"))
-            offset += _EVENT.size + length
-            if mask & _IN_Q_OVERFLOW:
-                wake.update(self._clients)
+            start = offset + _EVENT.size
+            offset = start + length
+            if mask & _IN_Q_OVERFLOW:  # lost: whoever watches here checks again
+                wake.update(fd for fd, client in self._clients.items()
+                            if not client.watches
+                            or any(key[0] == instance for key in client.watches))
                 continue
-            holders = self._by_wd.get(wd, set())
+            key = (instance, wd)
+            holders = self._by_wd.get(key, set())
             if mask & _IN_IGNORED:  # the directory is gone; its clients rewatch when woken
-                self._by_wd.pop(wd, None)
+                self._by_wd.pop(key, None)
                 for fd in holders:
                     client = self._clients.get(fd)
                     if client is not None:
-                        client.watches.pop(wd, None)
+                        client.watches.pop(key, None)
+                        self._held.get(client.uid, {}).pop(key, None)  # gone from its share
                 wake.update(holders)
                 continue
+            name = data[start:offset].rstrip(b"\0")
             for fd in holders:
                 client = self._clients.get(fd)
                 if client is None:
                     continue
-                if mask & _WAKE_ALWAYS or any(
-                        os.path.join(d, name) in client.on_the_way
-                        for d in client.watches.get(wd, ())):
+                client.seen += 1
+                touched.add(fd)
+                if mask & _WAKE_ALWAYS or name in client.wanted.get(key, ()):
                     wake.add(fd)
+        return touched
 
 
 __all__ = ["DIR_EVENTS", "MAX_FDS", "GuardHub"]

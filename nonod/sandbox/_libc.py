@@ -387,6 +387,24 @@ def inotify_rm_watch(fd: int, wd: int) -> None:
     _libc.inotify_rm_watch(ctypes.c_int(fd), ctypes.c_int(wd))  # a gone watch is not an error
 
 
+_CLOCK_MONOTONIC = 1
+_TFD_CLOEXEC = os.O_CLOEXEC
+_TFD_NONBLOCK = os.O_NONBLOCK
+
+
+def timerfd() -> int:
+    """A non-blocking monotonic timerfd (``os.timerfd_create`` is Python 3.13's)."""
+    return _check(_libc.timerfd_create(ctypes.c_int(_CLOCK_MONOTONIC),
+                                       ctypes.c_int(_TFD_CLOEXEC | _TFD_NONBLOCK)), "timerfd")
+
+
+def timerfd_after(fd: int, seconds: float) -> None:
+    """Arm ``fd`` to become readable once, ``seconds`` from now (0 disarms it)."""
+    whole, rest = divmod(round(seconds * 1e9), 1_000_000_000)
+    spec = (ctypes.c_long * 4)(0, 0, whole, rest)  # struct itimerspec: interval, value
+    _check(_libc.timerfd_settime(ctypes.c_int(fd), ctypes.c_int(0), spec, None), "timerfd")
+
+
 _AT_SYMLINK_NOFOLLOW = 0x100
 _STATX_MODE = 0x2
 _STATX_MNT_ID = 0x1000

@@ -583,6 +583,10 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
     ops[:0] = _symlink_ops(list(binds) + alias_paths, taken, look)
 
     view = _View(sorted(binds.values(), key=lambda op: _depth(op.target)), look)
+    kept = _Prefixes(policy.shared_caches)
+    for root in (os.path.join(home, CACHE_HOME), *_cache_roots(policy, home, look)):
+        if not kept.covers(root):
+            view.keep_cache_home(root)
     for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
                                    policy.workdir, policy.protected_files):
         view.guard(path, MountOp(READONLY, path))
@@ -611,12 +615,21 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
 def _cache_roots(policy: ResolvedPolicy, home: str, look: _Look) -> list[str]:
     """Where host tools keep caches whose contents they run later: the cache home the
     policy was resolved with ($XDG_CACHE_HOME) and ``~/.cache`` (what a tool uses when the
-    variable is not set where it runs), canonical. A cache home at or above ``home``
+    variable is not set where it runs), canonical, and where the links in them lead, and
+    the grants named through a link in one (``policy.cache_links``): caches kept on
+    another disk. A cache home at or above ``home``
     (``XDG_CACHE_HOME=$HOME``) is left out: it would make the whole home copy-on-write."""
     real_home = look.realpath(home)
-    roots = {look.realpath(os.path.join(home, CACHE_HOME))}
+    homes = {look.realpath(os.path.join(home, CACHE_HOME))}
     if policy.cache_home:
-        roots.add(policy.cache_home)
+        homes.add(policy.cache_home)
+    roots = {*homes, *policy.cache_links}
+    shared = _Prefixes(policy.shared_caches)
+    for cache in homes:  # a cache kept elsewhere, however the grant names it
+        if look.isdir(cache) and not shared.covers(cache):  # (a huge one's first names)
+            links = (os.path.join(cache, name) for name in look.list_some(cache)[:MAX_LISTED])
+            roots.update(look.realpath(link) for link in links
+                         if look.islink(link) and not shared.covers(link))
     return sorted(root for root in roots if not _under(real_home, root))
 
 
@@ -1103,6 +1116,28 @@ class _View:
         if walk is not None and not self._protected.covers(walk[0][-1]):
             existing, missing = walk
             self.anchors.update(existing[1:] if missing else existing[1:-1])
+
+    def keep_cache_home(self, path: str) -> None:
+        """A cache home (``path``) the session could make or re-point in a writable
+        directory grant: absent at launch (no overlay can be placed: the session would make
+        the host's cache home itself), or a symbolic link (the overlay is where it leads;
+        the session could put its own directory in the link's place). Its name is refused
+        to the creation guard and the directories on its way anchored, as for an absent
+        guarded path: host tools would run what the session left there."""
+        bind = self._innermost(path)
+        if bind is None or not (bind.writable and bind.kind == BIND_DIR):
+            return
+        walk = _walk(bind.target, path, self._look)
+        if walk is None or walk[1] is None:
+            self._keep_link(bind, path)  # a link on the way or at the path (else: no-op)
+            return
+        existing, missing = walk
+        parent = existing[-1]
+        if missing is not None and not self._protected.covers(parent) \
+                and self._look.isdir(parent) and self._look.writable_dir(parent) \
+                and missing not in self.refused:
+            self.refused.append(missing)
+            self.anchors.update(existing[1:])
 
     def _keep_link(self, bind: MountOp, path: str) -> None:
         """The first symbolic link on the way to ``path`` (``path`` itself included), when it

@@ -13,13 +13,14 @@ outside the session's pid namespace (the program cannot see or signal it) but in
 and mount namespaces, with the capabilities of the namespace's owner. Every directory on the
 way to each guarded path is watched with inotify, by the fork server's one instance for all
 sessions (``_guardhub``: an instance per session would cap a user at
-``fs.inotify.max_user_instances`` sessions); the outer opens those directories in the
-session's view and hands the descriptors over, so the watches are on the inodes the session
-sees. On a change there the hub wakes the outer, which checks each guarded path's mount id
-(``statx``) and, where the mount is gone, applies the operation again to whatever the path
-names now, then hands over the directories as they are now (a replaced directory is a new
-inode). A pin or read-only bind it cannot re-apply (the path became a symlink, a fifo...)
-ends the session: it must not go on reading unverified bytes or writing where it must not.
+``fs.inotify.max_user_instances`` sessions; a second one for sessions that make storms of
+events there); the outer opens those directories in the session's view and hands the
+descriptors over, so the watches are on the inodes the session sees. On a change there the hub
+wakes the outer, which checks each guarded path's mount id (``statx``) and, where the mount is
+gone, applies the operation again to whatever the path names now, then hands over the
+directories as they are now (a replaced directory is a new inode). A pin or read-only bind it
+cannot re-apply (the path became a symlink, a fifo...) ends the session: it must not go on
+reading unverified bytes or writing where it must not.
 
 Once the init runs ``nono-reaper`` (in a pid namespace), the outer hands this state to the
 hub and exits (``_launcher.hands_over``); from then on each change makes the hub spawn

@@ -164,18 +164,19 @@ class SessionAudit:
     def statistics(self) -> WriterStatistics:
         return self._writer.statistics()
 
-    def open(self, record: SessionRecord, services: SessionServices | None
-             ) -> Callable[[], Awaitable[None]]:
+    def open(self, record: SessionRecord, services: SessionServices | None, *,
+             beside: Callable[[], None] | None = None) -> Callable[[], Awaitable[None]]:
         """The first records: who starts what, with which policy, and what trust
         verification found. Written now; their fsync starts in a worker thread, and the
         returned wait for it is the launch's gate (``Launcher.launch(gate=...)``): the
         program is not started before they are durable, and not at all if they cannot be
         (AuditError). The caller's task must await it, launch or not (see
-        ``AuditWriter.sync_started``). The enforcement report (and the pid) follows once the
-        program exists (:meth:`started`)."""
+        ``AuditWriter.sync_started``; ``beside``, blocking, runs at the same time, in the
+        worker thread of the file's directory's fsync, and the gate waits for it too). The
+        enforcement report (and the pid) follows once the program exists (:meth:`started`)."""
         try:
             self._first_records(record, services)
-            synced = self._writer.sync_started()
+            synced = self._writer.sync_started(beside=beside)
         except AuditError as exc:
             raise _not_durable(exc) from exc
 
@@ -205,8 +206,14 @@ class SessionAudit:
                 writer.append(TrustFailed(path=outcome.path, reason=outcome.reason,
                                           code=outcome.outcome))
 
-    def started(self, report: EnforcementReport, pid: int) -> None:
-        """The program exists: what each enforcement layer did, and its pid."""
+    def started(self, report: EnforcementReport, pid: int, *,
+                then: Callable[[], None] | None = None) -> None:
+        """The program exists: what each enforcement layer did, and its pid. ``then``
+        (blocking, must not raise) runs in the worker thread of that record's fsync (the
+        daemon's timed batch, within ``fsync_interval``: no hop of its own), after it; not
+        at all when the session is sealed first (``AuditWriter.after_next_sync``)."""
+        if then is not None:
+            self._writer.after_next_sync(then)
         self._writer.append(AuditEnforcement.from_report(report, pid=pid))
 
     def signal(self, sig: int, *, reason: str, sender: str = "daemon") -> None:

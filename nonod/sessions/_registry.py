@@ -20,7 +20,6 @@ previous daemon (the engine ties every session to the daemon's life with
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import os
 import re
 import secrets
@@ -90,6 +89,8 @@ _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 _ID_SHAPE = re.compile(r"[0-9a-f]{8}")
 #: Live sessions a user of the system daemon may still start once ``max_live`` are live.
 RESERVED_LIVE: Final = 4
+#: How long after a session's end (its replies sent) its cgroup is removed (seconds).
+AFTER_EXITED: Final = 0.002
 
 
 @final
@@ -525,7 +526,8 @@ class Registry:
                 proc = await self._starter.start(
                     session, plan,
                     create_audit=lambda first: self._create_audit(session, plan, first),
-                    parent_group=agent.cgroup if agent is not None else None)
+                    parent_group=agent.cgroup if agent is not None else None,
+                    record_writer=lambda: self._record_writer(session))
             except BaseException:
                 if tools is not None:
                     tools.close()
@@ -541,21 +543,22 @@ class Registry:
             record.pid = proc.pid
             record.enforcement = enforcement_of(proc.enforcement)
             # On disk before anyone hears of it: a daemon killed right after the reply must
-            # still find the record at its next start. Written in a worker thread from now,
-            # while the log line and the enforcement record are made; awaited below.
-            saving = self._save_started(session)
-            log.info("session started", name=record.name, pid=proc.pid, argv0=record.argv[:1],
-                     profile=record.profile, uid=record.uid,
-                     enforcement=record.enforcement.summary)
+            # still find the record at its next start. Audited, it is there already (state
+            # `starting`, written beside the gate's fsync: ``record_writer``), and this
+            # one (running: its pid and enforcement) is written in the worker thread of the
+            # enforcement record's fsync (the daemon's timed batch, within fsync_interval: no
+            # hop of its own); a session that ends before gets its final record instead. Not
+            # audited, it is written in a worker thread now and awaited below.
+            saving = self._save_started(session) if session.audit is None else None
             # Shielded: the program already runs.
             with trio.CancelScope(shield=True):
                 try:
                     if session.audit is not None:
-                        session.audit.started(proc.enforcement, proc.pid)
+                        session.audit.started(proc.enforcement, proc.pid,
+                                              then=self._record_writer(session))
                 except AuditError:
                     # Its record could not be started (disk full): it does not run unaudited.
                     proc.kill()
-                    await saving()
                     with trio.move_on_after(KILL_TIMEOUT):
                         await proc.wait_exited()
                     if session.audit is not None:
@@ -564,13 +567,14 @@ class Registry:
                     if tools is not None:
                         tools.close()
                     raise
-                await saving()
+                if saving is not None:
+                    await saving()
             task_status.started(session)
             if tools is not None:
                 self._nursery.start_soon(tools.serve, session)
             try:
                 await supervise(session, proc, asker=self._asker(session, proc),
-                                on_started=lambda: self._emit("started", session),
+                                on_started=lambda: self._started(session),
                                 shutdown_grace=lambda: self._limits().shutdown_grace,
                                 stop_grace=lambda: self._limits().stop_grace)
             except Exception:
@@ -583,19 +587,30 @@ class Registry:
                         await tools.end()  # its tool sessions end before its record closes
                     await self._finish(session)
 
+    def _started(self, session: Session) -> None:
+        """Its tasks are up: say so (the log line waits until here, off the launch reply's
+        path: the supervision's first steps let the reply go out)."""
+        record = session.record
+        log.info("session started", name=record.name, pid=record.pid, argv0=record.argv[:1],
+                 profile=record.profile, uid=record.uid,
+                 enforcement=record.enforcement.summary if record.enforcement else None)
+        self._emit("started", session)
+
     async def _finish(self, session: Session) -> None:
         record = session.record
         # The state stays "running" until the audit record is final: whoever sees "exited"
         # (ps, inspect, events, wait) can verify a sealed file at once.
         record.ended_at = now()
         group, session.cgroup = session.cgroup, None
+        # Its last filesystem denials are flushed from the kernel while the usage is read.
+        released = self._starter.release_started(session)
         if group is not None:
             record.usage = group.usage()  # the totals: its processes died with its init
         record.reason = end_reason(session.stop_reason, record.usage, record.exit_code)
         await session.close_terminal()
         if session.output is not None:
             session.output.end()
-        await self._starter.release(session)
+        await released()
         saved = await self._close_audit(session)
         record.state = "exited"
         self._went_exited(session)
@@ -609,12 +624,18 @@ class Registry:
             await self.apply_retention()
         session.set_exited()
         if group is not None:
-            await remove_group(group)  # after the reply: nothing waits for this
+            # Nothing waits for what follows: the replies to whoever waited for the end go
+            # out first. (Later, the launcher's outer process would more often have left the
+            # group, sparing a second try; but the next launch of a client that launches
+            # back to back would be under way by then, and pay for the removal.)
+            await trio.sleep(AFTER_EXITED)
         if self._metrics is not None:
             self._metrics.session_ended(record.reason)
         log.info("session ended", name=record.name, exit_code=record.exit_code,
                  signal=record.signal, reason=record.reason)
         self._emit("exited", session)
+        if group is not None:
+            await remove_group(group)
 
     async def apply_retention(self) -> list[str]:
         """Remove sealed sessions beyond ``[audit] keep_days``/``keep_sessions`` (never a live
@@ -712,18 +733,24 @@ class Registry:
     def _save_started(self, session: Session) -> Callable[[], Awaitable[None]]:
         """The session's record as it is now, written in a worker thread from now on; the
         wait for it (a failed write is logged, not raised)."""
+        return Started(self._record_writer(session),
+                       name=f"session record {session.id}").result
+
+    @staticmethod
+    def _record_writer(session: Session) -> Callable[[], None]:
+        """The session's record as it is now, as blocking work for a worker thread (a
+        failed write is logged there, not raised)."""
         data = record_encoder.encode(session.record)
-        started = Started(functools.partial(write_record, session.directory, data),
-                          name=f"session record {session.id}")
+        directory, session_id = session.directory, session.id
 
-        async def written() -> None:
+        def write() -> None:
             try:
-                await started.result()
+                write_record(directory, data)
             except OSError as exc:
-                log.error("cannot persist session record", path=str(session.directory),
-                          error=exc.strerror or str(exc))
+                log.error("cannot persist session record", session=session_id,
+                          path=str(directory), error=exc.strerror or str(exc))
 
-        return written
+        return write
 
     # -- housekeeping
     async def prune(self, caller: Caller) -> list[str]:

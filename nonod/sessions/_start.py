@@ -96,10 +96,19 @@ class ProgramStarter:
 
     async def start(self, session: Session, plan: SessionPlan,
                     create_audit: Callable[[Callable[[], None]], Awaitable[bool]],
-                    parent_group: SessionGroup | None = None) -> Process:
+                    parent_group: SessionGroup | None = None,
+                    record_writer: Callable[[], Callable[[], None]] | None = None
+                    ) -> Process:
         """The session's program, running: its stdio (a PTY, passed descriptors or
         /dev/null), its services, its policy with the secret masks, its fs_denied watch.
         Raises to refuse the launch; nothing is left open then.
+
+        ``record_writer`` is called once the session's record is complete but for the
+        program (its argv redacted, its limits and intercepts set), when auditing is on;
+        what it returns (blocking, must not raise: the registry writes the session's record)
+        runs beside the first audit records' fsync (``SessionAudit.open(beside=...)``), and
+        the launch's gate waits for both: the record is on disk before the program may
+        start.
 
         ``create_audit(first)`` makes ``session.audit``, running ``first`` (blocking: the
         session's private directory and secret masks) in the audit file's worker thread
@@ -142,14 +151,16 @@ class ProgramStarter:
             # Only those: the rest of its added environment (proxy address, `1` flags, bundle
             # paths) is not secret, and blotting it out of argv would garble the record.
             session.record.argv = redact_argv(session.record.argv, services.hidden)
+            session.record.limits = policy.limits
+            session.record.intercepts = services.intercepts
             # Durable before the program exists: nothing runs before its record is on disk.
             # The fsync runs while the engine builds the plan; the launch waits for it.
             durable: Callable[[], Awaitable[None]] | None = None
             if session.audit is not None:
                 session.audit.hidden = services.hidden
-                durable = session.audit.open(session.record, services)
-            session.record.limits = policy.limits
-            session.record.intercepts = services.intercepts
+                durable = session.audit.open(
+                    session.record, services,
+                    beside=record_writer() if record_writer is not None else None)
             if session.cgroup is not None and parent_group is not None and \
                     session.cgroup.path.startswith(parent_group.path.rstrip("/") + "/"):
                 # A tool session's groups are inside its agent's: no limits to hand a warm
@@ -312,12 +323,14 @@ class ProgramStarter:
         return msgspec.structs.replace(policy, network=msgspec.structs.replace(
             policy.network, approval=approval))
 
-    async def release(self, session: Session) -> None:
+    def release_started(self, session: Session) -> Callable[[], Awaitable[object]]:
         """The session ended: stop routing its filesystem denials (bounded: records still
-        queued are written first)."""
+        queued are written first). Begun now (the kernel's flush marker sent), ended by the
+        returned wait, which the caller must await: it may work meanwhile."""
         watch = self._fs_watches.pop(session.id, None)
-        if watch is not None and self._fs_denied is not None:
-            await self._fs_denied.release(watch)
+        if watch is None or self._fs_denied is None:
+            return trio.lowlevel.checkpoint
+        return self._fs_denied.release_started(watch)
 
 
 async def _together(*jobs: Callable[[], Awaitable[None]]) -> None:

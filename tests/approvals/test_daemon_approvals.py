@@ -229,11 +229,12 @@ def test_save_to_profile_writes_the_host_into_the_callers_profile_file(setup: Se
 
 def test_save_to_profile_is_refused_for_a_file_the_caller_does_not_own(setup: Setup) -> None:
     profile = setup.profile(ASK, name="theirs")
-    os.chown(profile, NOBODY, NOBODY)
     text = profile.read_text()
     with setup.client() as client, setup.events(client) as events:
         proc = setup.launch(profile, "/x")
         pending = next_pending(events)
+        # Given away once the session runs: a profile another user owns is not launched.
+        os.chown(profile, NOBODY, NOBODY)
         refused = setup.cli("approve", pending.id, "--save-to-profile")
         assert refused.returncode != 0 and "not a regular file of yours" in refused.stderr
         # Nothing was decided: the request is still held, until denied.

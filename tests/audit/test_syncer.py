@@ -136,3 +136,36 @@ async def test_the_syncer_ends_when_the_last_file_pending_is_sealed(
         await writer.seal()
     assert trio.current_time() - t0 < 60
     assert syncer.batches == 0
+
+
+async def test_work_after_the_next_sync_runs_in_the_batch_thread_once(
+        state_dir: Path, autojump_clock: trio.abc.Clock) -> None:
+    """``after_next_sync`` (the daemon writes a session's running record so) runs in the
+    timed batch's worker thread once that file's fsync returned, and only then: not again
+    at the next fsync, and not at all when the file is sealed first."""
+    import threading
+
+    events = session_events()
+    ran: list[tuple[int, bool]] = []
+    async with trio.open_nursery() as nursery:
+        syncer = AuditSyncer(nursery)
+        # (The seal's wait for its worker thread lets the autojump clock run to the next
+        # due fsync: no other file has one yet.)
+        sealed_first = await _writer(state_dir, "b2", syncer)
+        sealed_first.after_next_sync(lambda: ran.append((0, False)))
+        sealed_first.append(events[0])
+        await sealed_first.seal()
+        assert ran == []
+        writer = await _writer(state_dir, "a1", syncer)
+        writer.after_next_sync(lambda: ran.append((threading.get_ident(),
+                                                   writer.statistics().pending == 0)))
+        writer.append(events[0])
+        await trio.sleep(5.1)
+        await writer.sync()
+        assert [(ident != threading.get_ident(), settled) for ident, settled in ran] == [
+            (True, True)]
+        writer.append(events[1])
+        await trio.sleep(5.1)
+        await writer.sync()
+        assert writer.statistics().fsyncs == 2 and len(ran) == 1
+        await writer.seal()

@@ -354,3 +354,56 @@ async def test_bad_fsync_settings_create_nothing(state_dir: Path) -> None:
     with pytest.raises(AuditError, match="fsync_interval"):
         await AuditWriter.create(state_dir, SESSION, fsync_interval=float("nan"))
     assert not (state_dir / "sessions" / SESSION).exists()
+
+
+async def test_the_first_sync_fsyncs_a_deferred_directory_beside_the_file(
+        state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``create(defer_dir_sync=True)``: the launch's gate (``sync_started``) fsyncs the file
+    and its directory at the same time, in two worker threads (each fsync here waits for
+    the other to have begun), and its wait is for both."""
+    import threading
+
+    from nonod.audit import _writer
+
+    writer = await AuditWriter.create(state_dir, SESSION, defer_dir_sync=True)
+    writer.append(session_events()[0])
+    both = threading.Barrier(2, timeout=5)
+    real_fsync = os.fsync
+    calls = iter(range(1 << 30))
+
+    def fsync(fd: int) -> None:
+        if next(calls) < 2:  # the file's and the directory's (its parent's follows)
+            both.wait()
+        real_fsync(fd)
+
+    monkeypatch.setattr(_writer.os, "fsync", fsync)
+    with trio.fail_after(30):
+        await writer.sync_started()()
+    monkeypatch.undo()
+    assert writer.statistics().fsyncs == 1
+    await writer.seal()
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+async def test_a_new_session_directorys_own_entry_is_synced(
+        state_dir: Path, monkeypatch: pytest.MonkeyPatch, deferred: bool) -> None:
+    """The session's directory is made for its audit file: the file's entry is durable once
+    that directory is fsynced, and the directory's own entry once ``sessions/`` is (a crash
+    could otherwise lose the whole directory on a file system without a journal)."""
+    from nonod.audit import _writer
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(_writer.os, "fsync", fsync)
+    writer = await AuditWriter.create(state_dir, SESSION, defer_dir_sync=deferred)
+    writer.append(session_events()[0])
+    await writer.sync()
+    monkeypatch.undo()
+    sessions = state_dir / "sessions"
+    assert str(sessions / SESSION) in synced and str(sessions) in synced
+    await writer.seal()

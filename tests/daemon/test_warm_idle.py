@@ -1,5 +1,5 @@
 """``[sandbox] warm_idle`` in a real ``nonod``: once no launch came for it, the fork server
-keeps one warm launcher, and the cgroups made for the ones it ended are gone."""
+keeps no warm launcher, and the cgroups made for the ones it ended are gone."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _memory_group(pid: int) -> Path:
     raise AssertionError(f"{pid} has no memory cgroup")
 
 
-def test_an_idle_daemon_keeps_one_warm_launcher_and_removes_the_others_group(
+def test_an_idle_daemon_keeps_no_warm_launcher_and_removes_their_groups(
         short_tmp: Path) -> None:
     socket_path = short_tmp / "run" / "nonod.sock"
     config = short_tmp / "nonod.toml"
@@ -61,10 +61,9 @@ def test_an_idle_daemon_keeps_one_warm_launcher_and_removes_the_others_group(
 
         wait_until("two warm launchers", lambda: len(warm_groups()) == 2)
         groups = warm_groups()
-        wait_until("one warm launcher", lambda: len(children(server)) == 1)
-        (kept,) = children(server)
-        wait_until("the ended launcher's group removed",
-                   lambda: [g for g in groups if g.exists()] == [_memory_group(kept)])
+        wait_until("no warm launcher", lambda: not children(server))
+        wait_until("the ended launchers' groups removed",
+                   lambda: not [g for g in groups if g.exists()])
     finally:
         if pid:
             os.kill(pid, signal.SIGTERM)

@@ -9,6 +9,7 @@ host's entries and its writes stay its own; the host's files never change.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import msgspec
 import pytest
 
 from nonod.policy import Access, Denial, Grant, ResolvedPolicy
-from nonod.profiles import ResolveContext, load_profile, resolve
+from nonod.profiles import ResolveContext, load_profile, parse_profile, resolve
 
 from ..conftest import SandboxUser
 from .test_masks import _run_while
@@ -192,3 +193,92 @@ def test_the_way_made_to_an_absent_denied_path_keeps_its_mode_whatever_the_umask
     assert r.code == 0, r.stderr
     assert r.stdout.split("\n")[:4] == ["OK 0o755", "OK hosts.yml", "EACCES", "OK 4"], r.stdout
     assert sorted(os.listdir(cache)) == ["go-build"]
+
+
+def _session(user: SandboxUser, pol: ResolvedPolicy, home: Path, code: str) -> list[str]:
+    """The probe lines of a session of ``pol`` run from ``home/proj`` with that ``HOME``."""
+    r = user.run(pol, probe(code), cwd=str(home / "proj"), env=(("HOME", str(home)),))
+    assert r.code == 0, r.stderr
+    return r.stdout.split("\n")
+
+
+def _linked_store(user: SandboxUser, home: Path) -> Path:
+    """``home/data/hf`` with ``modules/remote.py`` (the host's), ``~/.cache/hf`` linking
+    to it: a cache moved to a larger disk."""
+    store = home / "data/hf"
+    (store / "modules").mkdir(parents=True)
+    (store / "modules/remote.py").write_text("HOST-MODULE\n")
+    (home / ".cache/hf").symlink_to(store)
+    for path in (home / "data", store, store / "modules", store / "modules/remote.py"):
+        user.chown(path)
+    return store
+
+
+def test_a_cache_home_the_session_could_make_or_re_point_is_refused(
+        sandbox_user: SandboxUser, world_tmp: Path) -> None:
+    """A writable home without ``~/.cache`` at launch (no overlay can be placed there), or
+    with ``~/.cache`` a link: the session could make the host's cache home itself (or put
+    its own directory in the link's place), and host tools would run what it left there.
+    The name is refused to the creation guard; the rest of the home is written as before.
+    """
+    for linked in (False, True):
+        home = world_tmp / f"home-{linked}"
+        (home / "proj").mkdir(parents=True)
+        if linked:
+            (home / "data/cache").mkdir(parents=True)
+            (home / ".cache").symlink_to("data/cache")
+        for path in (home, *home.rglob("*")):
+            sandbox_user.chown(path)
+        c = f"{home}/.cache"
+        out = _session(sandbox_user, policy((home, Access.READWRITE)), home,
+                       f"t(lambda: [os.unlink('{c}')] if os.path.islink('{c}') else [])\n"
+                       f"t(lambda: os.makedirs('{c}/go-build'))\n"
+                       f"t(lambda: os.symlink('elsewhere', '{c}'))\n"
+                       f"t(lambda: os.mkdir('{home}/other'))\n"
+                       f"t(lambda: os.rename('{home}/other', '{c}'))\n"
+                       f"t(lambda: open('{home}/proj/out', 'w').write('kept'))\n")
+        assert out[:6] == ["OK ", "EACCES", "EACCES", "OK ", "EACCES", "OK 4"], (linked, out)
+        assert not os.path.lexists(home / ".cache/go-build")
+        assert (home / "proj/out").read_text() == "kept"
+
+
+def test_a_cache_kept_elsewhere_through_a_link_is_copy_on_write(
+        sandbox_user: SandboxUser, cache_home: Path) -> None:
+    """``~/.cache/hf`` a link to ``~/data/hf`` (a cache moved to a larger disk): a profile
+    granting ``~/.cache/hf`` writable resolved to ``~/data/hf``, outside the cache home, and
+    was bound writable; host tools reach it as their cache. It is an overlay now."""
+    store = _linked_store(sandbox_user, cache_home)
+    ctx = ResolveContext(home=str(cache_home), workdir=str(cache_home / "proj"),
+                         uid=sandbox_user.uid)
+    profile = parse_profile(json.dumps({
+        "meta": {"name": "hf"}, "filesystem": {"allow": ["~/.cache/hf"], "read": ["/usr"]},
+    }).encode(), "hf")
+    resolved = resolve(profile, ctx)
+    assert resolved.cache_links == (str(store),)
+    assert any(g.path == str(store) and g.access.writes for g in resolved.grants)
+    pol = msgspec.structs.replace(_cached(cache_home, (store, Access.READWRITE)),
+                                  cache_links=resolved.cache_links)
+    out = _session(sandbox_user, pol, cache_home,
+                   f"t(lambda: open('{store}/modules/remote.py').read().strip())\n"
+                   f"t(lambda: open('{store}/modules/remote.py', 'w').write('SESSION'))\n"
+                   f"t(lambda: open('{store}/modules/new.py', 'w').write('NEW'))\n"
+                   f"t(lambda: open('{store}/modules/remote.py').read())\n")
+    assert out[:4] == ["OK HOST-MODULE", "OK 7", "OK 3", "OK SESSION"], out
+    assert (store / "modules/remote.py").read_text() == "HOST-MODULE\n"
+    assert sorted(os.listdir(store / "modules")) == ["remote.py"]
+
+
+def test_a_cache_kept_elsewhere_is_copy_on_write_however_granted(
+        sandbox_user: SandboxUser, cache_home: Path) -> None:
+    """The same store granted by its own path (``~/data`` writable, the link not named):
+    the cache home's links say where its caches are kept. With the cache home under
+    ``shared_caches``, the store is the host's, as the cache home is."""
+    module = _linked_store(sandbox_user, cache_home) / "modules/remote.py"
+    for shared in ((), (str(cache_home / ".cache"),)):
+        pol = _cached(cache_home, (cache_home / "data", Access.READWRITE), shared_caches=shared)
+        out = _session(sandbox_user, pol, cache_home,
+                       f"t(lambda: open('{module}', 'w').write('SESSION'))\n"
+                       f"t(lambda: open('{cache_home}/data/other', 'w').write('kept'))\n")
+        assert out[:2] == ["OK 7", "OK 4"], out
+        assert module.read_text() == ("SESSION" if shared else "HOST-MODULE\n")
+        assert (cache_home / "data/other").read_text() == "kept"

@@ -221,7 +221,7 @@ def test_other_names_are_created_with_the_programs_umask(
         "t(lambda: os.open('made.txt', os.O_CREAT | os.O_EXCL | os.O_WRONLY))\n"
         "t(lambda: os.mkdir('newdir'))\n"
         f"t(lambda: open('{home}/.bashrc.bak', 'w').write('ok'))\n"
-        f"t(lambda: os.mkdir('{home}/.cache'))\n"
+        f"t(lambda: os.mkdir('{home}/Documents'))\n"
         "t(lambda: open('/dev/shm/scratch', 'w').write('t'))\n"
         "t(lambda: openat2('o2.txt'))\n"
         "t(lambda: openat2('/o2b.txt', 0x10, os.open('.', os.O_PATH)))\n"  # RESOLVE_IN_ROOT
@@ -246,7 +246,7 @@ def test_other_names_are_created_with_the_programs_umask(
     assert (work / "hard").stat().st_ino == (work / "made.txt").stat().st_ino
     assert (work / "src" / "moved.txt").read_text() == "deep"
     assert (work / "src" / "kernel.txt").read_text() == "k"
-    assert (home / ".bashrc.bak").read_text() == "ok" and (home / ".cache").is_dir()
+    assert (home / ".bashrc.bak").read_text() == "ok" and (home / "Documents").is_dir()
     assert mode(work / "o2.txt") == 0o640 and mode(work / "o2b.txt") == 0o640
     assert not (home / "o2c.txt").exists()
 

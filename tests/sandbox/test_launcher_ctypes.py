@@ -10,6 +10,7 @@ exist before and after each step runs (in a forked child where the step confines
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import struct
@@ -26,8 +27,15 @@ from nonod.sandbox._seccomp import install_filter
 ALLOW_ALL = struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000)
 
 
+#: What ctypes makes a class of: arrays, pointers, function pointers (a ``CDLL``'s), structures.
+_CTYPES = (ctypes.Array, ctypes._Pointer, ctypes._CFuncPtr, ctypes.Structure, ctypes.Union,
+           ctypes._SimpleCData)
+
+
 def _classes() -> int:
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, type))
+    """The ctypes classes that exist (other classes a step may make are not this test's: in
+    a whole test run, modules other tests imported anew make their own on first use)."""
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, type) and issubclass(obj, _CTYPES))
 
 
 def _in_child(step: str, tree: Path) -> int:

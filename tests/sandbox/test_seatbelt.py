@@ -161,10 +161,12 @@ class FakeMacPath:
                 parent = posixpath.dirname(parent)
         self.files = files
 
-    def realpath(self, path: str) -> str:
+    def realpath(self, path: str, crossed: list[str] | None = None) -> str:
         path = posixpath.normpath(path)
         for alias in ("/etc", "/tmp", "/var"):
             if path == alias or path.startswith(alias + "/"):
+                if crossed is not None:  # the link followed, as ``FsLook.realpath`` reports it
+                    crossed.append(alias)
                 return "/private" + path
         return path
 

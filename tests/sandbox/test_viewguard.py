@@ -8,6 +8,7 @@ Without the guard every one of these reads the host's new file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -139,6 +140,68 @@ def test_a_denied_directory_the_host_creates_after_the_outer_left_is_masked(
     assert r.code == 0, r.stderr
     assert r.stdout.split("\n")[:2] == ["EACCES", "EACCES"], r.stdout
     assert "CANARY" not in r.stdout
+
+
+def _instances_watching(work: Path, directory: Path) -> tuple[int, list[int]]:
+    """(the fork server's inotify instances, the descriptors of those watching
+    ``directory``), for the session running in ``work``."""
+    ino = f"ino:{os.stat(directory).st_ino:x} "
+    for entry in Path("/proc").iterdir():
+        try:
+            if not (entry.name.isdigit() and os.readlink(entry / "cwd") == str(work)):
+                continue
+            init = _ppid(entry.name)
+            if Path(f"/proc/{init}/comm").read_text().strip() != "nono-reaper":
+                continue  # the init itself, or a process of another session
+            server = Path(f"/proc/{_ppid(init)}")
+            instances = []
+            for fd in (server / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == "anon_inode:inotify":
+                        instances.append(int(fd.name))
+            return len(instances), [fd for fd in instances
+                                    if ino in (server / "fdinfo" / str(fd)).read_text()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return 0, []
+
+
+def test_a_session_moved_to_the_loud_queue_is_still_guarded(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """A program that makes and removes thousands of files in its watched home is moved to
+    the hub's loud inotify instance (its repair sends its watches again, there): a denied
+    directory the host creates afterwards is still masked."""
+    denied = home / ".aws"
+
+    seen: list[tuple[int, list[int]]] = []
+
+    def make() -> None:
+        seen.append(_instances_watching(home / "work", home))
+        denied.mkdir()
+        (denied / "NAME").write_text("LOUD-KEY-CANARY\n")
+        sandbox_user.chown(denied)
+        sandbox_user.chown(denied / "NAME")
+
+    storm = (
+        "import time\n"
+        "time.sleep(0.3)\n"  # past the hand-over: the fork server's hub guards it
+        "for k in range(4000):\n"
+        f"    open('{home}/storm', 'w').close()\n"
+        f"    os.unlink('{home}/storm')\n"
+    )
+    thread = _meanwhile(home / "work", make)
+    try:
+        r = sandbox_user.run(policy((home, Access.READWRITE), denials=(denied,)), probe(
+            storm + WAIT + f"t(lambda: open('{denied}/NAME').read())\n"
+                           f"t(lambda: os.listdir('{denied}'))\n"), cwd=str(home / "work"))
+    finally:
+        thread.join()
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["EACCES", "EACCES"], r.stdout
+    assert "CANARY" not in r.stdout
+    # Its home is watched in the second instance, the loud one, and no longer in the first.
+    [(count, watching)] = seen
+    assert count == 2 and len(watching) == 1, seen
 
 
 def test_git_config_stays_read_only_after_git_rewrites_it_by_rename(

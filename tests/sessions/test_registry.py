@@ -330,8 +330,11 @@ async def test_the_launch_waits_for_the_first_records_fsync_which_runs_meanwhile
 ) -> None:
     # The engine gets the fsync of the first audit records as its gate: it builds its plan
     # while the fsync runs in a worker thread, and starts nothing before the gate opens.
+    # The session's record is written beside that fsync, and the gate waits for it too: on
+    # disk (state "starting", no program yet) when the gate opens, with no hop of its own
+    # after the launch; "running" follows.
     harness = await _audited_registry(nursery, tmp_path)
-    at_gate: list[tuple[int, int]] = []
+    at_gate: list[tuple[int, int, object, object]] = []
     real_launch = harness.launcher.launch
 
     async def launch(policy: ResolvedPolicy, request: LaunchRequest, *,
@@ -341,13 +344,15 @@ async def test_the_launch_waits_for_the_first_records_fsync_which_runs_meanwhile
         (session,) = harness.registry.live_sessions()
         assert session.audit is not None
         stats = session.audit.statistics()
-        at_gate.append((stats.fsyncs, stats.pending))
+        record = stored(harness, session.id)
+        at_gate.append((stats.fsyncs, stats.pending, record["state"], record.get("pid")))
         return await real_launch(policy, request, gate=gate, **kw)  # a second wait: no-op
 
     monkeypatch.setattr(harness.launcher, "launch", launch)
     with trio.fail_after(10):
         session = await harness.registry.launch(harness.plan())
-    assert at_gate == [(1, 0)]  # session_started and the trust outcomes: one fsync, done
+    # session_started and the trust outcomes: one fsync, done; the record written after it
+    assert at_gate == [(1, 0, "starting", None)]
     harness.launcher.launched[0].finish(ExitStatus(code=0))
     with trio.fail_after(10):
         await session.wait_exited()
@@ -356,6 +361,68 @@ async def test_the_launch_waits_for_the_first_records_fsync_which_runs_meanwhile
     assert (stored(harness, session.id)["state"], session.record.state) == ("exited", "exited")
     with trio.fail_after(10):
         await harness.registry.shutdown()
+
+
+async def test_a_short_audited_session_has_its_record_written_at_the_gate_and_the_seal(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each write of the record where a worker thread runs anyway: "starting" in the gate's,
+    # "exited" in the seal's. The "running" one waits for the session's next timed audit
+    # fsync (its batch thread), which a session that ends sooner never gets to.
+    from nonod.sessions import _registry
+
+    harness = await open_registry(nursery, tmp_path)
+    harness.registry._audit_settings = lambda: AuditSettings(enabled=True,
+                                                             fsync_interval=3600)
+    written: list[str] = []
+    real_write = _registry.write_record
+
+    def write_record(directory: Path, data: bytes) -> None:
+        written.append(json.loads(data)["state"])
+        real_write(directory, data)
+
+    monkeypatch.setattr(_registry, "write_record", write_record)
+    with trio.fail_after(10):
+        session = await harness.registry.launch(harness.plan())
+        harness.launcher.launched[0].finish(ExitStatus(code=0))
+        await session.wait_exited()
+        await harness.registry.shutdown()
+    assert written == ["starting", "exited"]
+
+
+async def test_a_crash_after_the_gate_leaves_a_record_that_seals_the_audit_file(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon dies once the first records are durable, before the program is heard of
+    # (the state directory is copied then, as a crash would leave it): the next daemon finds
+    # the record, marks the session lost and seals its audit file (daemon_lost). Without a
+    # record the file would stay unsealed for good.
+    import shutil
+
+    from nonod.audit import verify_session_file
+
+    (tmp_path / "live").mkdir()
+    harness = await _audited_registry(nursery, tmp_path / "live")
+    crashed = tmp_path / "crashed"
+
+    async def launch(policy: ResolvedPolicy, request: LaunchRequest, *,
+                     gate: Callable[[], Awaitable[None]] | None = None, **kw: Any) -> Process:
+        assert gate is not None
+        await gate()
+        shutil.copytree(harness.state_dir, crashed / "state")
+        raise OSError("the daemon is gone")
+
+    monkeypatch.setattr(harness.launcher, "launch", launch)
+    with trio.fail_after(10), pytest.raises(OSError, match="the daemon is gone"):
+        await harness.registry.launch(harness.plan(name="job"))
+    await harness.registry.shutdown()
+
+    after = await _audited_registry(nursery, crashed)
+    (lost,) = after.registry.visible(ME, include_exited=True)
+    assert (lost.record.state, lost.record.reason) == ("exited", "daemon_lost")
+    verdict = verify_session_file(crashed / "state" / "sessions" / lost.id / "audit.ndjson")
+    assert verdict.sealed
+    await after.registry.shutdown()
 
 
 async def test_a_launch_refused_while_preparing_closes_its_audit_record(

@@ -1,0 +1,141 @@
+"""Which process asked: the lookup a program's question makes the daemon do (real /proc).
+
+A session's processes may hold millions of descriptors (thousands of processes, 20,000 each
+here); finding the holder of the asking socket reads one link per descriptor, in the daemon,
+for every question the program asks. The lookup is bounded whatever the session holds
+(red team, twelfth pass).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from nonod.approvals._peer import find_client
+
+HOARD = """
+import os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(min(hard, 20000) - 64)]
+print(len(fds), flush=True)
+sys.stdin.read()
+"""
+
+HOLD = """
+import socket, sys
+held = [socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+        for _ in range(int(sys.argv[2]) if len(sys.argv) > 2 else 1)]
+print(" ".join(str(s.getsockname()[1]) for s in held), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_question_looks_at_a_bounded_number_of_descriptors() -> None:
+    """Four processes holding about 80,000 descriptors come before the one that asked (in
+    /proc's order): the lookup gives up after 4,096 of them (``MAX_DESCRIPTORS``) (the approval then
+    names the session's program) instead of reading them all (before: about 0.5 s of the
+    daemon's CPU per question here, and no bound at all)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    hoarders = [subprocess.Popen([sys.executable, "-S", "-c", HOARD], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    holder = None
+    try:
+        held = sum(int(h.stdout.readline()) for h in hoarders if h.stdout is not None)
+        assert held > 70000
+        holder = subprocess.Popen([sys.executable, "-S", "-c", HOLD,
+                                   str(server.getsockname()[1])],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())
+        start = time.perf_counter()
+        found = find_client(os.getpid(), port)
+        took = time.perf_counter() - start
+        print(f"{held} descriptors held before the asker; the lookup took {took * 1000:.0f} "
+              f"ms and found {found}")
+        assert found is None or found[0] == holder.pid
+        assert took < 0.25
+    finally:
+        for process in [*hoarders, *([holder] if holder else [])]:
+            process.kill()
+            process.wait()
+        server.close()
+
+
+def test_the_asker_is_found_among_few_descriptors() -> None:
+    """The ordinary case still names the process: a session's few descriptors are within
+    the bound."""
+    server = socket.create_server(("127.0.0.1", 0))
+    holder = subprocess.Popen([sys.executable, "-S", "-c", HOLD, str(server.getsockname()[1])],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())
+        found = find_client(os.getpid(), port)
+        assert found is not None and found[0] == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+        server.close()
+
+
+async def test_one_sessions_questions_leave_the_daemons_worker_threads_to_the_others(
+        ) -> None:
+    """16 questions of one session at once, each lookup slowed by descriptors its processes
+    hold: they run in that session's own two threads, and none of the daemon's shared worker
+    threads (trio's default pool, which every session's file reads and launches draw from)
+    is taken (before: one for each question, up to the pool's 40 for three sessions)."""
+    import trio
+
+    from nonod.approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts
+    from nonod.policy import ApprovalBackend, ApprovalPolicy
+    from nonod.proxy import ApprovalAsk, Verdict
+
+    async def deny(backend: ApprovalBackend, pending: Pending, deadline: float
+                   ) -> tuple[Verdict, str]:
+        return "deny", "webhook:w"
+
+    server = socket.create_server(("127.0.0.1", 0), backlog=64)
+    hoarders = [subprocess.Popen([sys.executable, "-S", "-c", HOARD], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    holder = None
+    try:
+        for h in hoarders:
+            assert h.stdout is not None and int(h.stdout.readline()) > 0
+        holder = subprocess.Popen([sys.executable, "-S", "-c", HOLD,
+                                   str(server.getsockname()[1]), "16"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout is not None
+        ports = [int(p) for p in holder.stdout.readline().split()]
+        policy = ApprovalPolicy(backend="w", timeout_secs=30, backends=(
+            ApprovalBackend(name="w", type="webhook", url="https://h.example", key="k"),))
+        asker = SessionAsker(queue=ApprovalQueue(), policy=policy, timeout=30,
+                             facts=SessionFacts(session_id="s1", name="a", owner_uid=0,
+                                                pid=os.getpid(), command=("a",),
+                                                profile=None),
+                             record=lambda _r: None, webhook=deny)
+        shared = trio.to_thread.current_default_thread_limiter()
+        taken = [0]
+        verdicts: list[Verdict] = []
+
+        async def one(port: int) -> None:
+            verdicts.append(await asker(ApprovalAsk(mode="connect", host=f"h{port}.example",
+                                                    port=443, client_port=port)))
+
+        async with trio.open_nursery() as nursery:
+            for port in ports:
+                nursery.start_soon(one, port)
+            while len(verdicts) < len(ports):
+                taken[0] = max(taken[0], shared.borrowed_tokens)
+                await trio.sleep(0.001)
+        print(f"shared worker threads taken at most: {taken[0]}")
+        assert verdicts == ["deny"] * 16
+        assert taken[0] == 0
+    finally:
+        for process in [*hoarders, *([holder] if holder else [])]:
+            process.kill()
+            process.wait()
+        server.close()
