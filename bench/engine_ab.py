@@ -21,6 +21,13 @@ CPU column is that group's (nanoseconds, every process of the tree, ended ones i
 
     git worktree add --detach /tmp/base main && make -C /tmp/base nonod/sandbox/nono-reaper
     .venv/bin/python bench/engine_ab.py --before /tmp/base [--rounds 8] [--block 25]
+                                        [--audit-tag]
+
+``--audit-tag``: the launches carry an audit tag, as the root daemon's do when kernel-audit
+``fs_denied`` is on (root only: the loginuid is written from the initial user namespace).
+``--daemon-policy``: the daemon's default profile with ``--allow-cwd --block-net``, resolved
+for this user in ``/tmp`` (bench/daemon.py's launches; its view has masks to guard) instead
+of the bench's two read-only grants.
 """
 
 from __future__ import annotations
@@ -31,9 +38,32 @@ import os
 import time
 from typing import Any
 
+import msgspec
 import trio
 from _common import POLICY, emit, fork_server, machine, median, percentile
 from launch import REQUEST, BenchFailure, Runner, bwrap, nono_py, nonod
+
+from nonod.policy import ResolvedPolicy
+from nonod.sandbox import LaunchRequest
+
+AUDIT_TAG = 0x80000000 + 4242  # the daemon draws its tag from 0x80000000 up
+
+
+def _daemon_policy() -> tuple[ResolvedPolicy, LaunchRequest]:
+    """The daemon's default profile with bench/daemon.py's options, for this user in /tmp."""
+    from daemon import OPTIONS
+
+    from nonod import protocol as p
+    from nonod._profile_source import ProfilePolicies
+    from nonod.sessions import Caller
+
+    env = (("PATH", "/usr/bin:/bin"), ("HOME", os.path.expanduser("~")))
+    launch = p.Launch(argv=REQUEST.argv, cwd="/tmp", env=dict(env), options=OPTIONS,
+                      detach=False, stdio="null")
+    policies = ProfilePolicies(system=False, profile_dir=lambda: None)
+    policy, _ = policies._resolve_launch(launch, Caller(uid=os.getuid(), gid=os.getgid(),
+                                                        pid=os.getpid()), None)
+    return policy, LaunchRequest(argv=REQUEST.argv, cwd="/tmp", env=env)
 
 
 def tree_usage(root: int) -> tuple[float, int]:
@@ -130,7 +160,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     groups: dict[str, CpuGroup | None] = {}
     try:
         async with fork_server() as ours, fork_server(tree=args.before) as before:
-            runners: dict[str, Runner] = {"nonod": nonod(ours), "nonod@before": nonod(before)}
+            policy, request = _daemon_policy() if args.daemon_policy else (POLICY, REQUEST)
+            if args.audit_tag:
+                request = msgspec.structs.replace(request, audit_tag=AUDIT_TAG)
+            runners: dict[str, Runner] = {"nonod": nonod(ours, policy, request),
+                                          "nonod@before": nonod(before, policy, request)}
             for name, make in (("bwrap", bwrap), ("nono-py", lambda: nono_py("auto"))):
                 try:
                     runners[name] = make()
@@ -138,7 +172,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     print(f"# {name} skipped: {exc}")
             servers = {"nonod": ours._proc.pid, "nonod@before": before._proc.pid}
             groups = {name: CpuGroup.make(name, pid) for name, pid in servers.items()}
-            first = await ours.launch(POLICY, REQUEST)
+            first = await ours.launch(policy, request)
             await first.wait_exited()
             samples, used = await _blocks(runners, args.rounds, args.block, args.warmup,
                                           args.pause / 1000, servers, groups)
@@ -155,6 +189,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {"machine": machine(), "before": args.before, "rounds": args.rounds,
             "block": args.block, "warmup": args.warmup, "pause_ms": args.pause,
             "enforcement": first.enforcement.summary(), "rows": rows,
+            "audit_tag": args.audit_tag, "daemon_policy": args.daemon_policy,
             "cpu_from": "cpuacct" if all(groups.values()) else "/proc ticks"}
 
 
@@ -164,7 +199,9 @@ def table(data: dict[str, Any]) -> None:
           f"load {m['loadavg_1m']:.2f}, nproc {m['nproc']}")
     print(f"# {data['rounds']} rounds of blocks of {data['block']} back-to-back runs "
           f"({data['warmup']} unrecorded), pause {data['pause_ms']:g} ms; "
-          f"nonod: {data['enforcement']}; cpu from {data.get('cpu_from', '/proc ticks')}")
+          f"nonod: {data['enforcement']}; cpu from {data.get('cpu_from', '/proc ticks')}"
+          f"{'; audit-tagged' if data.get('audit_tag') else ''}"
+          f"{'; the daemon default profile' if data.get('daemon_policy') else ''}")
     rows = data["rows"]
     print(f"{'contender':<14} {'p50 ms':>8} {'p90 ms':>8} {'n':>5} {'cpu ms':>7} {'faults':>7}")
     for name, row in rows.items():
@@ -190,6 +227,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="unrecorded runs per block")
     parser.add_argument("--pause", type=float, default=0.0, metavar="MS",
                         help="idle time before each run (0: back to back)")
+    parser.add_argument("--audit-tag", action="store_true",
+                        help="tag the launches for kernel audit, as the root daemon does")
+    parser.add_argument("--daemon-policy", action="store_true",
+                        help="the daemon's default profile (a view with masks) instead")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not os.path.isdir(args.before) or args.block <= args.warmup or args.rounds < 1:

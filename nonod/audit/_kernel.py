@@ -11,8 +11,9 @@ call, so the observer asks the kernel to report exactly that:
      tag, exit code -EACCES, -EPERM or -EROFS, key ``nonod:<daemon pid>``. Rules left by a
      dead daemon (their pid is gone) are removed first.
   3. Each launcher writes the tag to ``/proc/self/loginuid`` before it leaves the initial
-     user namespace; the kernel gives it a fresh audit session id (``ses=``), which the
-     launcher reports with the init's pid. The program cannot change either.
+     user namespace (or the fork server lends it its own for the init's ``clone``:
+     ``nonod.sandbox._loginuid``); the kernel gives it a fresh audit session id (``ses=``),
+     which the launch reports with the init's pid. The program cannot change either.
   4. A reader bound to the audit multicast group gathers records by serial (SYSCALL, CWD,
      PATH..., LANDLOCK_ACCESS, EOE), turns each group into a :class:`Denial`, and hands it to
      the session watching that ``ses``, rate-limited.

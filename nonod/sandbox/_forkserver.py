@@ -54,7 +54,9 @@ from ._launcher import (
     set_oom_score_adj,
     view_of,
 )
+from ._loginuid import Lender, session_of
 from ._mounts import BIND_DIR, BIND_FILE, IDMAP, OVERLAY, idmapped_trees
+from ._viewguard import guarded
 
 
 def _reap(hub: GuardHub) -> None:
@@ -188,7 +190,7 @@ class _Warm:
 
     def __init__(self, key: WarmKey, hub: GuardHub, pool: tuple[tuple[str, str], ...] = (),
                  reaper: int = -1, view: View | None = None,
-                 mounts: MountTable | None = None) -> None:
+                 mounts: MountTable | None = None, lender: Lender | None = None) -> None:
         """With a ``view``, the launcher also builds it (``run_warm``); its binds must still
         name what they named then (``_bound_sources``) when it is handed a plan. Any
         launcher's mount namespace is a copy of the host's mount table (``mounts``) when it
@@ -213,8 +215,12 @@ class _Warm:
         self.audit_tag = key[3]
         #: The outer's hello, known here when there is no outer (``_launcher.direct``).
         self.hello: tuple[int, int, int] | None = None
-        if view is not None and direct(key, view):
-            self._direct(key, theirs, procs, reaper, view, trees)
+        #: The hub's end of the socket a direct init hands its view guard over on, if any.
+        self.hub_key: socket.socket | None = None
+        self.hub = hub
+        if view is not None and direct(key, view, lender is not None and bool(key[3])
+                                       and lender.usable(key[3]), hub.adopts):
+            self._direct(key, theirs, procs, reaper, view, trees, lender)
             return
         client = hub.new_client(key[0])
         try:
@@ -240,24 +246,34 @@ class _Warm:
                 os.close(fd)
 
     def _direct(self, key: WarmKey, theirs: socket.socket, procs: tuple[str, ...], reaper: int,
-                view: View, trees: tuple[int, ...]) -> None:
+                view: View, trees: tuple[int, ...], lender: Lender | None) -> None:
         """Make the launcher's init straight in its namespaces (``_launcher.run_direct``):
         no outer process. Its id maps, ``oom_score_adj`` and group are written from here
         once it says it is dumpable (its ``/proc`` files its own, not root's: a daemon that
         is not root may write them then), before it goes on; if they cannot be, it is
-        killed and the OSError raised."""
+        killed and the OSError raised. With an audit tag, ``lender`` lends it our loginuid
+        for the ``clone`` (``_loginuid``). A view with something to guard gets a hub socket,
+        on which the init hands the guard over (``_launcher._adopt_ahead``)."""
         go, theirs_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        client: socket.socket | None = None
+        if guarded(view.mounts):
+            self.hub_key, client = self.hub.client_for(key[0])
         pid = 0
+        # all but the cgroup namespace: the init's own, once it is in its group
+        flags = key[2] & ~_libc.CLONE_NEWCGROUP
         try:
-            # all but the cgroup namespace: the init's own, once it is in its group
-            self.pid = pid = _libc.fork_into(key[2] & ~_libc.CLONE_NEWCGROUP)
+            if key[3] and lender is not None:
+                self.pid = pid = lender.fork(key[3], lambda: _libc.fork_into(flags))
+            else:
+                self.pid = pid = _libc.fork_into(flags)
             if pid == 0:
                 self.sock.close()
                 go.close()
                 try:
                     if self.nicer:
                         os.setpriority(os.PRIO_PROCESS, 0, min(19, self.nice + WARM_NICE))
-                    run_direct(key, theirs.detach(), theirs_go.detach(), reaper, view, trees)
+                    run_direct(key, theirs.detach(), theirs_go.detach(), reaper, view, trees,
+                               client.detach() if client is not None else -1)
                 finally:
                     os._exit(126)
             theirs_go.close()
@@ -267,7 +283,7 @@ class _Warm:
             set_oom_score_adj(key[4], pid)
             join_cgroups(procs, pid)
             go.send(b"g")
-            self.hello = (pid, 0, 0)
+            self.hello = (pid, *session_of(pid)) if key[3] else (pid, 0, 0)
         except OSError:
             if pid:
                 os.kill(pid, signal.SIGKILL)  # reaped with the others
@@ -278,6 +294,8 @@ class _Warm:
             go.close()
             theirs_go.close()
             theirs.close()
+            if client is not None:
+                client.close()
             for fd in trees:
                 os.close(fd)
 
@@ -310,6 +328,8 @@ class _Warm:
         hello = self.hello
         ready = False
         while hello is None or not ready:
+            if not self._serve_guard():
+                return None
             data = self.sock.recv(WARM_HELLO.size)
             if data == READY:
                 ready = True
@@ -320,6 +340,29 @@ class _Warm:
             else:
                 return None
         return hello
+
+    def _serve_guard(self) -> bool:
+        """Until the launcher says something, take what its init sends the hub: a direct
+        init hands its view guard over before ``READY`` and waits for the hub's answers
+        (``_launcher._adopt_ahead``), which the server's loop gives only once we are back
+        there. False if the hub dropped it meanwhile (its guard is not set up)."""
+        key = self.hub_key
+        if key is None:
+            return True
+        if key.fileno() < 0:
+            return False
+        poll = select.poll()
+        poll.register(self.sock, select.POLLIN)
+        poll.register(key, select.POLLIN)
+        while key.fileno() >= 0:
+            try:
+                events = dict(poll.poll())
+            except InterruptedError:
+                continue
+            if self.sock.fileno() in events:
+                return True
+            self.hub.handle(key.fileno())
+        return False
 
     def _restore(self, pid: int) -> None:
         os.setpriority(os.PRIO_PROCESS, pid, self.nice)
@@ -347,6 +390,8 @@ class _Warm:
             if hello is None:
                 return False
             init_pid, ses, ses_err = hello
+            if self.hub_key is not None and not self.hub.launched(self.hub_key, fds[4]):
+                return False  # its guard is not with the hub (any more): not this launcher
             try:
                 pending = self._into_session(plan, init_pid)
             except OSError as exc:
@@ -479,6 +524,7 @@ class _Pool:
         self._refill: list[PoolKey] = []
         self._groups: list[str] = []  # of dropped launchers, removed once empty
         self._mounts = MountTable()
+        self._lender = Lender()  # our loginuid, for direct launchers with an audit tag
         self.subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees
 
     @staticmethod
@@ -540,7 +586,7 @@ class _Pool:
         if len(ready) < depth:
             try:
                 ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper,
-                                   self._recent.get(key), self._mounts))
+                                   self._recent.get(key), self._mounts, self._lender))
             except OSError:
                 depth = 0  # its view's idmapped trees, or the fork: launches go cold
         if len(ready) >= depth:

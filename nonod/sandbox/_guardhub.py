@@ -14,6 +14,10 @@ sessions. The fork server holds one for all of them. Each launcher's outer proce
                  the guard's state, the session's end of this socket), once the init no
                  longer dies with the outer: the hub guards this session from now on
   hub -> outer   ``h``: taken (the outer leaves); ``E`` + errno: not (the session ends)
+  init -> hub    ``A`` with three (the pidfd, the memfd, the socket's end): an init without an
+                 outer (``_launcher.direct``), its view built and watched before any plan;
+                 until its launch (``launched``: the fork server passes the exit pipe) the
+                 guard's records wait in a pipe of the hub's; ``h`` or ``E`` as for ``H``
 
 Once it has taken a session (in a pid namespace, the outer launcher leaves once the init
 runs ``nono-reaper``: one process per session), a change on the way starts a repair instead
@@ -109,6 +113,8 @@ class _Adopted:
     peer: int  # the session's end of its hub socket, for the repairs' ``W``
     repair: int = 0  # the pid of the repair running, 0: none
     again: bool = False  # a change came while it ran
+    hold: int = -1  # adopted ahead (``A``): where the records wait until the launch (read end)
+    launched: bool = True  # False until ``launched`` for one adopted ahead
 
 
 @dataclass
@@ -122,6 +128,7 @@ class _Client:
     wanted: dict[_Key, frozenset[bytes]] = field(default_factory=dict)
     adopted: _Adopted | None = None
     uid: int = -1  # the uid its session runs as: whose share its watches count against
+    woken: bool = False  # sent a ``c`` before it was adopted
     loud: bool = False  # its watches are (to be) in the loud instance
     seen: int = 0  # events on its watches since ``since``
     since: float = 0.0
@@ -191,11 +198,21 @@ class GuardHub:
     def new_client(self, uid: int = -1) -> socket.socket:
         """A socket pair for one launcher of a session running as ``uid``: the hub keeps one
         end, the launcher gets the other (which the caller closes after the fork)."""
+        return self.client_for(uid)[1]
+
+    def client_for(self, uid: int = -1) -> tuple[socket.socket, socket.socket]:
+        """``new_client``, with the hub's end too: the key ``launched`` takes (closed once
+        the hub drops the client)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
         self._clients[ours.fileno()] = _Client(ours, uid=uid, since=time.monotonic())
         self._poller.register(ours, select.POLLIN)
-        return theirs
+        return ours, theirs
+
+    @property
+    def adopts(self) -> bool:
+        """Whether sessions can be guarded here without an outer launcher (repairs run)."""
+        return self._reaper >= 0
 
     def handle(self, fd: int) -> bool:
         """Take the event on ``fd``; False if ``fd`` is not the hub's. Never raises: the
@@ -249,6 +266,9 @@ class GuardHub:
                 self._reply(client, self._watch(client, names, fds))
             elif msg[:1] == b"H" and len(fds) == 4 and client.adopted is None:
                 self._adopt(client, fds)
+                fds = []
+            elif msg[:1] == b"A" and len(fds) == 3 and client.adopted is None:
+                self._adopt_ahead(client, fds)
                 fds = []
             else:
                 self._drop(client)  # not our protocol: that launcher is broken
@@ -319,6 +339,7 @@ class GuardHub:
         client.sock.close()
         adopted = client.adopted
         if adopted is not None:  # a repair still running ends on its own (``reaped``)
+            self._pass_held(adopted, last=True)
             self._inits.pop(adopted.pidfd, None)
             self._poller.unregister(adopted.pidfd)
             for descriptor in (adopted.pidfd, adopted.report, adopted.config, adopted.peer):
@@ -358,6 +379,58 @@ class GuardHub:
             client.sock.send(b"h")
         except OSError:
             self._drop(client)
+
+    def _adopt_ahead(self, client: _Client, fds: list[int]) -> None:
+        """``A``: guard the session of an init without an outer launcher from now on, before
+        its launch; its records wait in a pipe until ``launched``. A change it was woken for
+        before (``c``: no outer reads it) is repaired at once."""
+        hold, held = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(hold, False)
+        self._adopt(client, [fds[0], held, fds[1], fds[2]])
+        if client.adopted is None:
+            os.close(hold)
+            return
+        client.adopted.hold = hold
+        client.adopted.launched = False
+        if client.woken:
+            self._repair(client)
+
+    def launched(self, key: socket.socket, report: int) -> bool:
+        """The session of ``key`` (``client_for``), adopted ahead, is being launched: its
+        guard's records go to ``report`` (the exit pipe) from now on, those held first.
+        False if the hub does not guard it (any more): the launch must not go on."""
+        client = self._clients.get(key.fileno())
+        adopted = client.adopted if client is not None and client.sock is key else None
+        if adopted is None or adopted.launched:
+            return False
+        held = adopted.report
+        adopted.report = fcntl.fcntl(report, fcntl.F_DUPFD_CLOEXEC, 3)
+        adopted.launched = True
+        os.close(held)  # ours; a repair running has its own, drained when it ends
+        self._pass_held(adopted)
+        return True
+
+    @staticmethod
+    def _pass_held(adopted: _Adopted, last: bool = False) -> None:
+        """Write what the guard reported before the launch to the exit pipe (once launched);
+        once no repair can write there any more (or the session is ``last`` seen), close
+        the holding pipe."""
+        if adopted.hold < 0 or not (adopted.launched or last):
+            return
+        if not adopted.launched:
+            os.close(adopted.hold)  # never launched: nobody to report to
+            adopted.hold = -1
+            return
+        try:
+            while data := os.read(adopted.hold, 65536):
+                os.write(adopted.report, data)
+        except BlockingIOError:
+            pass
+        except OSError:
+            pass  # the daemon has gone
+        if last or not adopted.repair:
+            os.close(adopted.hold)
+            adopted.hold = -1
 
     def _repair(self, client: _Client) -> None:
         """Hand ``client``'s session to the spare repair (after the one running; without a
@@ -437,6 +510,7 @@ class GuardHub:
             if adopted is None or adopted.repair != pid:
                 return  # the session has ended meanwhile
             adopted.repair = 0
+            self._pass_held(adopted)
             code = os.waitstatus_to_exitcode(status)
             if code == 0:
                 if adopted.again:
@@ -519,6 +593,7 @@ class GuardHub:
             if client is not None and client.adopted is not None:
                 self._repair(client)
             elif client is not None:
+                client.woken = True
                 try:
                     client.sock.send(b"c")
                 except BlockingIOError:

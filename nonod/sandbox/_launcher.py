@@ -54,7 +54,11 @@ The steps, in order (``STEPS`` names them in error records):
 A warm launcher prepared for a view that leaves the view guard nothing to keep has no outer
 process (``direct``, ``run_direct``): the fork server makes the init in the namespaces
 itself (``_libc.fork_into``) and does steps 2 (none: warm launchers keep the daemon's user),
-4 and the ``oom``/``cgroup`` writes for it from outside.
+4 and the ``oom``/``cgroup`` writes for it from outside; an audit tag, by lending the init
+its own loginuid for the ``clone`` (``_loginuid``), or, where the kernel would not let it
+take it back, with an outer process as before. A view with something to guard: the init
+sets the guard up itself and hands it to the fork server's hub before ``READY``
+(``_adopt_ahead``), which guards the session from then on, as after an outer's hand-over.
 
 Without namespaces (``ns_flags`` 0, landlock-only mode: see ``_mode``), steps 3, 4, 7 (the
 new root) and 8 are skipped, and the init is not pid 1 of anything: the outer process and the
@@ -109,6 +113,7 @@ from ._landlock import (
     restrict_self,
     rules_current,
 )
+from ._loginuid import session_of
 from ._mounts import MountOp, apply_mounts, prepare_root
 from ._seccomp import install_filter
 from ._syscalls import native_arch
@@ -360,16 +365,9 @@ def audit_session(tag: int) -> tuple[int, int]:
     CAP_AUDIT_CONTROL there) and return ``(audit session id, 0)``, or ``(0, errno)``."""
     try:
         _write_proc("/proc/self/loginuid", str(tag))
-        fd = os.open("/proc/self/sessionid", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            ses = int(os.read(fd, 64))
-        finally:
-            os.close(fd)
     except OSError as exc:
         return 0, exc.errno or 0
-    except ValueError:
-        return 0, 22  # EINVAL: an unreadable session id
-    return (ses, 0) if 0 < ses < 0x7FFFFFFF else (0, 75)  # EOVERFLOW: not a record field
+    return session_of()
 
 
 def _switch_user(plan: LaunchPlan) -> None:
@@ -542,14 +540,17 @@ def run_warm(uid: int, gid: int, ns_flags: int, sock_fd: int, audit_tag: int = 0
 
 def _warm_init(key: tuple[int, int, int, int, int], sock_fd: int, alive_r: int,
                guard: socket.socket | None, reaper: int, view: View | None,
-               trees: tuple[int, ...], hub: int = -1) -> NoReturn:
+               trees: tuple[int, ...], hub: int = -1, adopt: int = -1) -> NoReturn:
     """A warm launcher's init: prepare (and its view, if any), say ``READY``, wait for a
     plan on ``sock_fd`` that matches ``key`` (uid, gid, namespaces, audit tag,
     ``oom_score_adj``) and the view, and run it. ``guard``: the socket to the outer process
-    (None: there is none, ``run_direct``)."""
+    (None: there is none, ``run_direct``; then ``adopt``, if any, the hub's socket the view
+    guard is handed over on, ``_adopt_ahead``)."""
     try:
         prepare_init(alive_r, key[2])
         ready = _prepare_view(view, trees) if view is not None else None
+        if ready is not None and adopt >= 0:
+            _adopt_ahead(adopt, ready.view)
         plan_sock = socket.socket(fileno=sock_fd)
         plan_sock.send(READY)
         if ready is not None and guard is not None:  # after READY: not to delay it
@@ -557,7 +558,7 @@ def _warm_init(key: tuple[int, int, int, int, int], sock_fd: int, alive_r: int,
         msg, fds, _, _ = socket.recv_fds(plan_sock, MAX_PLAN + MAX_PENDING,
                                          FDS_PER_PLAN + MAX_TREES)
         plan_sock.detach()  # kept open until the program runs: the fork server's cue
-    except (StepFailed, OSError):
+    except (StepFailed, OSError, GuardLost):
         os._exit(EXIT_LAUNCH_FAILED)
     if len(msg) < PENDING.size or len(fds) < FDS_PER_PLAN:
         os._exit(EXIT_LAUNCH_FAILED)  # (the fork server's end closed: it has gone)
@@ -580,15 +581,18 @@ def _warm_init(key: tuple[int, int, int, int, int], sock_fd: int, alive_r: int,
     os._exit(EXIT_LAUNCH_FAILED)
 
 
-def direct(key: tuple[int, int, int, int, int], view: View | None) -> bool:
+def direct(key: tuple[int, int, int, int, int], view: View | None,
+           lends: bool = False, adopts: bool = False) -> bool:
     """Whether a warm launcher for ``key`` (uid, gid, namespaces, audit tag,
-    ``oom_score_adj``) and ``view`` needs no outer process (``run_direct``): a view
-    whose operations leave the view guard nothing to do, in a user, mount and pid namespace
-    of its own, without an audit tag (a process sets its own loginuid only, from the
-    daemon's user namespace)."""
+    ``oom_score_adj``) and ``view`` needs no outer process (``run_direct``): a view in a
+    user, mount and pid namespace of its own, without an audit tag unless the fork server
+    ``lends`` its loginuid for it (``_loginuid``: a process sets its own loginuid only, from
+    the daemon's user namespace, which the init is born out of), whose operations leave the
+    view guard nothing to do unless the fork server's hub ``adopts`` the guard from the init
+    itself (``_adopt_ahead``)."""
     needed = _libc.CLONE_NEWUSER | _libc.CLONE_NEWNS | _libc.CLONE_NEWPID
-    return (view is not None and key[2] & needed == needed and not key[3]
-            and not guarded(view.mounts))
+    return (view is not None and key[2] & needed == needed and (not key[3] or lends)
+            and (adopts or not guarded(view.mounts)))
 
 
 def map_ids(pid: int, uid: int, gid: int) -> None:
@@ -600,17 +604,18 @@ def map_ids(pid: int, uid: int, gid: int) -> None:
 
 
 def run_direct(key: tuple[int, int, int, int, int], sock_fd: int, go: int, reaper: int,
-               view: View, trees: tuple[int, ...]) -> NoReturn:
+               view: View, trees: tuple[int, ...], hub: int = -1) -> NoReturn:
     """A warm launcher without an outer process (``direct``): the fork server made this
     process in the session's namespaces (``_libc.fork_into``; all but the cgroup one), pid
     1 of its pid namespace. Once we say ``r`` on the socket ``go`` (dumpable, as
     ``_dumpable_until_mapped``), it writes our id maps and ``oom_score_adj``, puts us in our
     group, and says ``g``. Then what ``run_warm``'s init does; our parent is the fork
     server, whose death is ours (``PR_SET_PDEATHSIG``; one that dies before that closes the
-    plan socket, on which the init waits). Nothing else: no view guard (nothing to guard),
-    no outer to hand the session over from. Never returns."""
+    plan socket, on which the init waits). With ``hub`` (the view has something to guard),
+    the init sets the view guard up and hands it to the hub itself once the view is built
+    (``_adopt_ahead``). Never returns."""
     try:
-        _close_except((sock_fd, go, reaper, *trees))
+        _close_except((sock_fd, go, reaper, hub, *trees))
         _pdeathsig()
         _dumpable_until_mapped()  # until ``prepare_init``
         _reset_signals()
@@ -622,7 +627,49 @@ def run_direct(key: tuple[int, int, int, int, int], sock_fd: int, go: int, reape
             _libc.unshare(_libc.CLONE_NEWCGROUP)
     except OSError:
         os._exit(EXIT_LAUNCH_FAILED)
-    _warm_init(key, sock_fd, -1, None, reaper, view, trees)
+    _warm_init(key, sock_fd, -1, None, reaper, view, trees, adopt=hub)
+
+
+def _adopt_ahead(hub_fd: int, view: View) -> None:
+    """A direct init's view guard (``run_direct``), built view and all, before any plan:
+    watched through the fork server's hub as the outer's ``_receive_guard`` has it watched,
+    started, then handed to the hub as the outer's ``_hand_over`` does once the init runs
+    ``nono-reaper`` (``A``: its pidfd, the guard's state, its end of the hub socket); the
+    hub guards the session from then on (its repairs enter through the pidfd) and gets the
+    exit pipe at launch (``GuardHub.launched``). Raises OSError or GuardLost if the guard
+    cannot start or the hub does not take it: the init then ends before ``READY``, and the
+    launch goes to another launcher (fail closed)."""
+    hub = socket.socket(fileno=hub_fd)
+    try:
+        guard = ViewGuard(guarded(view.mounts))
+        hub.sendall(b"O" + msgspec.msgpack.encode(sorted(guard.on_the_way)))
+        _hub_watch(hub, guard)
+        _hub_answer(hub, b"k")
+        guard.start()
+        state = os.memfd_create("nono-view", os.MFD_CLOEXEC)
+        _write_state(state, guard)
+        pidfd = os.pidfd_open(os.getpid())
+        try:
+            socket.send_fds(hub, [b"A"], [pidfd, state, hub.fileno()])
+        finally:
+            os.close(pidfd)
+            os.close(state)
+        _hub_answer(hub, b"h")
+    finally:
+        hub.close()
+
+
+def _hub_answer(hub: socket.socket, expected: bytes) -> None:
+    """Wait for the hub's ``expected`` answer (``c``, a change it woke us for, passing by:
+    it repairs those itself once it has the session); OSError on ``E`` or its end."""
+    while True:
+        reply = hub.recv(64)
+        if reply[:1] == b"E" and len(reply) >= 5:
+            raise OSError(struct.unpack("<i", reply[1:5])[0], "the guard hub cannot watch")
+        if reply[:1] == expected:
+            return
+        if reply[:1] != b"c":
+            raise OSError(errno.EPIPE, "the guard hub did not answer")
 
 
 def _prepare_view(view: View, trees: tuple[int, ...]) -> Ready:
@@ -804,11 +851,7 @@ def _receive_guard(guard: socket.socket, hub: socket.socket | None
             raise OSError(errno.EBADF, "no guard hub in this launcher")
         hub.sendall(b"O" + msgspec.msgpack.encode(sorted(view.on_the_way)))
         _hub_watch(hub, view)
-        reply = hub.recv(64)
-        if reply[:1] == b"E" and len(reply) >= 5:
-            raise OSError(struct.unpack("<i", reply[1:5])[0], "the guard hub cannot watch")
-        if reply[:1] != b"k":
-            raise OSError(errno.EPIPE, "the guard hub did not answer")
+        _hub_answer(hub, b"k")
         view.start()
     except (OSError, GuardLost) as exc:
         err = exc.errno or 0 if isinstance(exc, OSError) else 40  # GuardLost: ELOOP

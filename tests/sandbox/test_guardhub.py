@@ -235,3 +235,53 @@ def test_a_repair_at_the_share_keeps_its_session(tmp_path: Path) -> None:
         _pump(hub, poller)
         assert client.recv(16) == b"k"
         assert len(hub._by_wd) == 2  # the old ones released
+
+
+def test_a_session_adopted_ahead_gets_what_was_held_at_its_launch_and_only_then() -> None:
+    """``A`` (a direct init hands its guard over before any plan): the hub gives its repairs
+    a pipe of its own to report to; ``launched`` passes the exit pipe, what was held first,
+    once. A launcher whose guard the hub does not hold (never adopted, or dropped since) is
+    refused: its session would run unguarded."""
+    import subprocess
+
+    from nonod.sandbox import _reaper
+    from nonod.sandbox._launcher import GUARD_RESTORED, REC_GUARD, RECORD, record
+
+    poller = select.poll()
+    hub = GuardHub(poller, _reaper.load())
+    ours, client = hub.client_for()
+    other, other_client = hub.client_for()
+    client.settimeout(5)
+    init = subprocess.Popen(["sleep", "60"])
+    pidfd = os.pidfd_open(init.pid)
+    state = os.memfd_create("state")
+    exit_r, exit_w = os.pipe()
+    try:
+        try:
+            socket.send_fds(client, [b"A"], [pidfd, state, client.fileno()])
+        finally:
+            os.close(pidfd)
+            os.close(state)
+        _pump(hub, poller)
+        assert client.recv(16) == b"h"
+        adopted = hub._clients[ours.fileno()].adopted
+        assert adopted is not None
+        held = record(REC_GUARD, 7, GUARD_RESTORED, b"/etc/shadow")
+        os.write(adopted.report, held)  # what a repair before the launch reports
+        assert hub.launched(other, exit_w) is False  # never adopted
+        assert hub.launched(ours, exit_w) is True
+        os.set_blocking(exit_r, False)
+        assert os.read(exit_r, 4096) == held
+        assert RECORD.unpack_from(held)[0] == REC_GUARD
+        assert hub.launched(ours, exit_w) is False  # once
+        init.kill()
+        init.wait()
+        _pump(hub, poller)  # the init's pidfd: the session is dropped
+        assert ours.fileno() < 0
+        assert hub.launched(ours, exit_w) is False
+    finally:
+        init.kill()
+        for end in (client, other_client):
+            end.close()
+        os.close(exit_r)
+        os.close(exit_w)

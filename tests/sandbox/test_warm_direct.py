@@ -6,23 +6,29 @@ maps, setgroups, limits, and the fork server's death still ends them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import trio
 
-from nonod.policy import Access, Grant, ResolvedPolicy
-from nonod.sandbox import LaunchRequest, _libc, open_launcher
+from nonod.policy import Access, Denial, Grant, ResolvedPolicy
+from nonod.sandbox import Launcher, LaunchRequest, Sandboxed, _libc, open_launcher
+from nonod.sandbox._api import GuardReport
 from nonod.sandbox._launcher import View, direct
 from nonod.sandbox._mounts import MASK_FILE, MountOp
 
-from ..proctree import stat, wait_until
+from ..proctree import children, stat, wait_until
 
 pytestmark = pytest.mark.userns
+
+T = TypeVar("T")
 
 PY = "/usr/bin/python3"
 POLICY = ResolvedPolicy(name="direct", grants=(Grant(path="/usr", access=Access.READ),
@@ -39,6 +45,29 @@ SHOW = (
 )
 
 
+async def run_gated(launcher: Launcher, request: LaunchRequest,
+                    waiting: Callable[[Sandboxed], T], policy: ResolvedPolicy = POLICY
+                    ) -> tuple[Sandboxed, int, str, T]:
+    """One session of ``request``, whose program reads its stdin to the end first: while it
+    waits, its init's parent is read and ``waiting(session)`` called. The session, that
+    parent, what the program printed and what ``waiting`` returned; it must exit 0."""
+    out_r, out_w = os.pipe()
+    gate_r, gate_w = os.pipe()
+    try:
+        proc = await launcher.launch(policy, request, stdio=(gate_r, out_w, 2))
+    finally:
+        os.close(out_w)
+        os.close(gate_r)
+    parent = int((stat(proc.pid) or ["", "0"])[1])  # the init, while its program waits
+    got = waiting(proc)
+    os.close(gate_w)
+    with os.fdopen(out_r) as out:
+        status = await proc.wait_exited()
+        printed = out.read().strip()
+    assert status.code == 0, (status, printed)
+    return proc, parent, printed, got
+
+
 async def _launches(n: int, request: LaunchRequest) -> tuple[int, list[tuple[int, str]]]:
     """``n`` sessions back to back (after the first, prepared launchers serve them): the
     fork server's pid, and for each session its init's parent (read while it runs) and
@@ -46,19 +75,8 @@ async def _launches(n: int, request: LaunchRequest) -> tuple[int, list[tuple[int
     seen: list[tuple[int, str]] = []
     async with open_launcher("namespaces") as launcher:
         for _ in range(n):
-            out_r, out_w = os.pipe()
-            gate_r, gate_w = os.pipe()
-            try:
-                proc = await launcher.launch(POLICY, request, stdio=(gate_r, out_w, 2))
-            finally:
-                os.close(out_w)
-                os.close(gate_r)
-            parent = int((stat(proc.pid) or ["", "0"])[1])  # the init, while its program waits
-            os.close(gate_w)
-            with os.fdopen(out_r) as out:
-                status = await proc.wait_exited()
-                seen.append((parent, out.read().strip()))
-            assert status.code == 0, status
+            _, parent, printed, _ = await run_gated(launcher, request, lambda _proc: None)
+            seen.append((parent, printed))
         return launcher.pid, seen
 
 
@@ -86,6 +104,7 @@ def test_direct_only_for_a_view_the_guard_has_nothing_in() -> None:
     assert direct((0, 0, namespaces, 0, -1), plain)
     assert not direct((0, 0, namespaces, 0, -1), guarded)  # the outer guards it
     assert not direct((0, 0, namespaces, 7, -1), plain)  # an audit tag: set by the outer
+    assert direct((0, 0, namespaces, 7, -1), plain, lends=True)  # unless lent (_loginuid)
     assert not direct((0, 0, namespaces & ~_libc.CLONE_NEWPID, 0, -1), plain)
     assert not direct((0, 0, namespaces, 0, -1), None)
 
@@ -173,3 +192,109 @@ def test_a_daemon_that_is_not_root_gets_direct_launchers_too() -> None:
     rows = [line.split() for line in run.stdout.splitlines()]
     assert len(rows) == 4, rows
     assert all(parent == server for server, parent, _ in rows[1:]), rows
+
+
+def _mount_points(pid: int) -> list[str]:
+    try:
+        return [line.split()[4] for line in Path(f"/proc/{pid}/mountinfo").read_text()
+                .splitlines()]
+    except OSError:
+        return []
+
+
+def _waiting_inits(server: int) -> list[int]:
+    """The fork server's children waiting in a socket's recv: direct inits for a plan (and
+    the hub's spare repair, for a job)."""
+    return [pid for pid in children(server) if _wchan(pid) == "__skb_wait_for_more_packets"]
+
+
+def _wchan(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return ""
+
+
+def _sockets(pid: int) -> int:
+    """How many sockets ``pid`` holds (a direct init that has handed its guard to the hub
+    keeps only its plan socket)."""
+    count = 0
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+def test_a_view_with_a_mask_is_guarded_by_the_hub_without_an_outer(world_tmp: Path) -> None:
+    """A prepared view with something to guard: the init sets the view guard up and hands it
+    to the fork server's hub before any plan (``_launcher._adopt_ahead``), and its session
+    has no outer process. A masked file the host replaces before the launch (the waiting
+    init's view repaired by the hub) and again while the program runs stays masked; each
+    restore is reported to the session it belongs to."""
+    project = world_tmp / "project"
+    project.mkdir()
+    secret = project / ".env"
+    secret.write_text("SECRET\n")
+    policy = ResolvedPolicy(name="masked", grants=(
+        *POLICY.grants, Grant(path=str(project), access=Access.READ)),
+        denials=(Denial(path=str(secret), is_file=True),))
+    request = LaunchRequest(argv=(PY, "-S", "-c", (
+        "import sys; sys.stdin.read()\n"
+        "try: print(open(sys.argv[1]).read().strip())\n"
+        "except OSError as e: print(e.errno)\n"), str(secret)), cwd="/")
+
+    def replace(name: str) -> None:
+        secret.rename(project / name)
+        secret.write_text("NEW-SECRET\n")
+
+    async def main() -> tuple[int, bool, list[tuple[int, str, list[GuardReport]]]]:
+        seen: list[tuple[int, str, list[GuardReport]]] = []
+        async with open_launcher("namespaces") as launcher:
+            for i in range(3):
+                if i == 2:  # before the launch: the waiting init's view, repaired
+                    covered = await trio.to_thread.run_sync(
+                        _replaced_before_launch, launcher.pid, secret, replace)
+                reports: list[GuardReport] = []
+
+                def waiting_session(proc: Sandboxed, i: int = i,
+                                    reports: list[GuardReport] = reports) -> None:
+                    proc.on_guard = reports.append
+                    if i == 1:  # while the program runs (``pid``: its init's, as launched)
+                        replace(".env.2")
+                        wait_until("the hub covers the new file",
+                                   lambda: str(secret) in _mount_points(proc.pid))
+
+                proc, parent, printed, _ = await run_gated(launcher, request,
+                                                           waiting_session, policy)
+                seen.append((parent, printed, reports))
+        # The last session ran on an init covered before its launch, unless the host's
+        # mount table changed meanwhile (another program's mount: a new launcher, which
+        # covers the new file as it starts, not a repair, and reports nothing).
+        return launcher.pid, proc.pid in covered, seen
+
+    server, repaired, seen = trio.run(main)
+    assert [printed for _, printed, _ in seen] == ["13"] * 3, seen  # EACCES: masked
+    assert seen[1][0] == seen[2][0] == server, (server, seen)
+    restored = GuardReport("restored", str(secret), what="mask")
+    assert [reports for _, _, reports in seen][:2] == [[], [restored]], seen
+    if repaired:
+        assert seen[2][2] == [restored], seen
+
+
+def _replaced_before_launch(server: int, masked: Path, replace: Callable[[str], None]
+                            ) -> list[int]:
+    """Replace ``masked`` while direct inits wait with its view (the mask on it) built, and
+    wait until the hub has covered the new file in each: their pids. (One the fork server
+    lets go meanwhile, because another program on the host changed the mount table, is
+    not waited for.)"""
+    def waiting() -> list[int]:  # with the view built and the guard with the hub
+        return [pid for pid in _waiting_inits(server)
+                if str(masked) in _mount_points(pid) and _sockets(pid) == 1]
+
+    wait_until("a direct init waiting with the view", lambda: bool(waiting()))
+    inits = waiting()  # (two, for a view launched back to back)
+    replace(".env.1")
+    wait_until("the hub covers the new file", lambda: all(
+        str(masked) in _mount_points(init) or not stat(init) for init in inits))
+    return inits

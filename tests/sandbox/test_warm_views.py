@@ -124,11 +124,18 @@ def _inotify_watches(pid: int) -> int:
     return count
 
 
+def _waits_for_a_plan(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text() == "__skb_wait_for_more_packets"
+    except OSError:
+        return False
+
+
 def test_a_prepared_launcher_guards_its_view_before_its_launch(world_tmp: Path) -> None:
     """A launcher prepared for a view with a mask has its view guard watching before any
-    plan comes (``_launcher._arm_guard``): once the sessions have ended, the fork server's
-    hub still watches the way to the mask, for the launcher waiting. At launch the init
-    then only passes the report pipe; the sessions are guarded as before."""
+    plan comes (``_launcher._adopt_ahead``; with an outer, ``_arm_guard``): once the
+    sessions have ended, the fork server's hub still watches the way to the mask, for the
+    launcher waiting. The sessions are guarded as before."""
     project = world_tmp / "project"
     project.mkdir()
     (project / "marker").write_text("project\n")
@@ -142,9 +149,12 @@ def test_a_prepared_launcher_guards_its_view_before_its_launch(world_tmp: Path) 
                       for _ in range(3)]
             server = launcher._proc.pid
 
-            def only_waiting_launchers() -> bool:  # the sessions' outers have gone
-                outers = children(server)
-                return bool(outers) and all(children(outer) for outer in outers)
+            def only_waiting_launchers() -> bool:  # the sessions' outers and inits have gone
+                # An outer waits with its init below it; a direct init (no outer) waits in
+                # its plan socket's recv.
+                ours = children(server)
+                return bool(ours) and all(children(pid) or _waits_for_a_plan(pid)
+                                          for pid in ours)
 
             def watching() -> bool:
                 return only_waiting_launchers() and _inotify_watches(server) > 0
