@@ -273,6 +273,10 @@ async def prepare(
         routes = credentials.session_routes(net, _builtin_routes())
         loaded = await credentials.load_route_secrets(routes, environ=environ, options=sources)
         credentials.require_route_secrets(loaded)  # before anything is opened
+        # The program never holds these, but may piece one together from what an upstream
+        # reflects in a form the scrubber does not know: it never reaches the audit file.
+        prepared.hidden.update(hidden_strings(
+            None, tuple(r.secret.reveal() for r in loaded if r.secret is not None)))
         if policy.network_isolation == "landlock":
             # No namespace of its own: the session connects to the proxy on the host's
             # loopback (Landlock lets it reach that port and no other).
