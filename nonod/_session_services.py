@@ -378,6 +378,16 @@ async def serve(
 ) -> None:
     """Serve the session's proxy and inbound forwards until cancelled. ``asker``
     (``nonod.proxy.Asker``) decides unlisted hosts when the profile says ``ask``."""
+    try:
+        await _serve(prepared, proc, events, asker, task_status)
+    finally:
+        table = (prepared._proxy_args or {}).get("routes")
+        if table is not None:
+            table.forget()  # the session's real secrets go with it, whoever holds the table
+
+
+async def _serve(prepared: SessionServices, proc: Served, events: Callable[[object], None],
+                 asker: Any, task_status: trio.TaskStatus[None]) -> None:
     from . import proxy
 
     async with trio.open_nursery() as nursery:

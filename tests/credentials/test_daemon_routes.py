@@ -9,6 +9,7 @@ never the phantom token.
 from __future__ import annotations
 
 import asyncio
+import gc
 import grp
 import json
 import os
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import websockets
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from nonod.credentials import Secret
 from tests.daemon.conftest import DaemonThread
 from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
 from tests.daemon.test_cli import CLI, cli_env
@@ -190,11 +192,12 @@ def ws_upstream(tmp_path: Path) -> Iterator[Upstream]:
 
 
 def launch(upstream: Upstream, base: Path, credential_key: str, *program: str,
-           client_env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str],
-                                                                  DaemonThread]:
+           client_env: dict[str, str] | None = None,
+           after: Callable[[], None] | None = None,
+           ) -> tuple[subprocess.CompletedProcess[str], DaemonThread]:
     """``nonoctl launch`` of ``program`` (in ``base/work``, holding inside.py) with one route,
     ``wsapi``, to the fake upstream, through a daemon pinned to it; the daemon is stopped
-    before this returns."""
+    before this returns (``after`` is called once the session ended, before that)."""
     work = base / "work"
     work.mkdir(mode=0o755, exist_ok=True)
     (work / "inside.py").write_text(INSIDE)
@@ -217,6 +220,8 @@ def launch(upstream: Upstream, base: Path, credential_key: str, *program: str,
     try:
         run = CLI({**cli_env(daemon.socket, base), **(client_env or {})}, work)
         done = run("launch", "--profile", str(profile), "--allow-cwd", "--", *program)
+        if after is not None:
+            after()
     finally:
         daemon.stop()
     return done, daemon
@@ -295,6 +300,26 @@ def test_a_route_secret_the_program_pieced_together_stays_out_of_the_audit(
     assert "blocked.invalid" in audit  # the requests are recorded...
     assert REAL.lower() not in audit.lower()  # ...without the key (hosts are lower case)
     assert "/stolen/[redacted]" in audit
+
+
+def test_a_sessions_route_secret_is_let_go_when_it_ends(
+        ws_upstream: Upstream, short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python cannot wipe a string, but the daemon holds a session's real secret only while
+    # the session runs: nothing long-lived (a cancelled timer of the proxy's pump, waiting
+    # for its deadline with its callback) may keep the session's route table alive.
+    variable = f"NONO_E2E_KEY_{uuid.uuid4().hex[:8].upper()}"
+    monkeypatch.setenv(variable, REAL)
+    kept: list[int] = []
+
+    def count() -> None:
+        gc.collect()
+        kept.append(sum(1 for o in gc.get_objects() if isinstance(o, Secret)))
+
+    done, _ = launch(ws_upstream, short_tmp, f"env://{variable}",
+                     PY, "-S", "inside.py", str(SITE), "0", "echo", after=count)
+    assert done.returncode == 0, done.stderr
+    assert [head["x-api-key"] for head in ws_upstream.handshakes] == [REAL]
+    assert kept == [0]
 
 
 @pytest.mark.parametrize("source", ["env", "keychain"])
