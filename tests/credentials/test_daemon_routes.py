@@ -311,9 +311,14 @@ def test_a_sessions_route_secret_is_let_go_when_it_ends(
     monkeypatch.setenv(variable, REAL)
     kept: list[int] = []
 
-    def count() -> None:
+    def secrets() -> set[int]:
         gc.collect()
-        kept.append(sum(1 for o in gc.get_objects() if isinstance(o, Secret)))
+        return {id(o) for o in gc.get_objects() if isinstance(o, Secret)}
+
+    before = secrets()  # other tests' (alive, so their ids are not reused)
+
+    def count() -> None:
+        kept.append(len(secrets() - before))
 
     done, _ = launch(ws_upstream, short_tmp, f"env://{variable}",
                      PY, "-S", "inside.py", str(SITE), "0", "echo", after=count)
