@@ -273,6 +273,10 @@ async def prepare(
         routes = credentials.session_routes(net, _builtin_routes())
         loaded = await credentials.load_route_secrets(routes, environ=environ, options=sources)
         credentials.require_route_secrets(loaded)  # before anything is opened
+        # The program never holds these, but may piece one together from what an upstream
+        # reflects in a form the scrubber does not know: it never reaches the audit file.
+        prepared.hidden.update(hidden_strings(
+            None, tuple(r.secret.reveal() for r in loaded if r.secret is not None)))
         if policy.network_isolation == "landlock":
             # No namespace of its own: the session connects to the proxy on the host's
             # loopback (Landlock lets it reach that port and no other).
@@ -374,6 +378,16 @@ async def serve(
 ) -> None:
     """Serve the session's proxy and inbound forwards until cancelled. ``asker``
     (``nonod.proxy.Asker``) decides unlisted hosts when the profile says ``ask``."""
+    try:
+        await _serve(prepared, proc, events, asker, task_status)
+    finally:
+        table = (prepared._proxy_args or {}).get("routes")
+        if table is not None:
+            table.forget()  # the session's real secrets go with it, whoever holds the table
+
+
+async def _serve(prepared: SessionServices, proc: Served, events: Callable[[object], None],
+                 asker: Any, task_status: trio.TaskStatus[None]) -> None:
     from . import proxy
 
     async with trio.open_nursery() as nursery:

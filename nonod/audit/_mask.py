@@ -24,8 +24,10 @@ E = TypeVar("E", bound=msgspec.Struct)
 
 
 def hidden_strings(phantom: str | None, secrets: tuple[str, ...] = ()) -> dict[str, str]:
-    """The replacement table for one session: its phantom token and its real values."""
-    table = {value: REDACTED for value in secrets if len(value) >= MIN_HIDDEN}
+    """The replacement table for one session: its phantom token and its real values (each
+    also in lower case, as the proxy records a host)."""
+    table = {spelling: REDACTED for value in secrets if len(value) >= MIN_HIDDEN
+             for spelling in (value, value.lower())}
     if phantom and len(phantom) >= MIN_HIDDEN:
         table[phantom] = PHANTOM
     return table

@@ -250,6 +250,18 @@ def _find_group(buffer: bytes | bytearray, head: bytes, members: tuple[bytes, ..
     return -1, None
 
 
+def _uncached(pattern: bytes) -> re.Pattern[bytes]:
+    """``re.compile`` without ``re``'s module cache, which would keep a pattern of the real
+    secret (the last 512 patterns any code compiled) long after its session ended. The
+    compiler's own entry point is not public API: where it is missing, ``re.compile``."""
+    compiler = getattr(re, "_compiler", None)  # CPython 3.11 and later
+    compile_ = getattr(compiler, "compile", None)
+    if compile_ is None:
+        return re.compile(pattern)
+    compiled: re.Pattern[bytes] = compile_(pattern, 0)
+    return compiled
+
+
 @final
 class Scrubber:
     """A streaming replacer for a fixed set of needles (leftmost match, longest first).
@@ -267,7 +279,7 @@ class Scrubber:
             raise ValueError("a Scrubber needs non-empty needles")
         self._table = dict(replacements)
         self._needles = sorted(self._table, key=len, reverse=True)
-        self._pattern = re.compile(b"|".join(re.escape(n) for n in self._needles))
+        self._pattern = _uncached(b"|".join(re.escape(n) for n in self._needles))
         self._longest = len(self._needles[0])
         self._firsts = re.compile(b"[" + b"".join(
             re.escape(bytes([b])) for b in sorted({n[0] for n in self._needles})) + b"]")

@@ -365,6 +365,26 @@ def _text_value(data: bytes, text: str) -> str:
 
 # 1Password
 
+#: What of the daemon's environment ``op`` gets: where its sign-in and configuration are
+#: (``HOME``, ``XDG_*``, ``OP_*``), how it reaches 1Password (proxy and CA settings, the
+#: desktop app's session bus) and the locale. Nothing else: the daemon's environment holds
+#: the ``env://`` secrets of its routes, and ``op``, once exec'd, is dumpable, so every
+#: process of the daemon's user could read them in its ``/proc/PID/environ`` while it runs.
+_OP_NAMES: Final = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ", "LANG", "LANGUAGE",
+    "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR",
+    "DBUS_SESSION_BUS_ADDRESS", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
+    "NO_PROXY", "no_proxy",
+})
+
+
+def op_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment ``op read`` runs with: the names of :data:`_OP_NAMES`, ``LC_*`` and
+    ``OP_*`` (``OP_SERVICE_ACCOUNT_TOKEN``, ``OP_CONNECT_*``, ``OP_SESSION_*``...)."""
+    return {name: value for name, value in environ.items()
+            if name in _OP_NAMES or name.startswith(("LC_", "OP_"))}
+
 
 def _from_op(ref: CredentialRef, options: SourceOptions) -> str:
     command = shutil.which(options.op_command)
@@ -379,6 +399,7 @@ def _from_op(ref: CredentialRef, options: SourceOptions) -> str:
         # that kept our pipes open would otherwise keep us waiting).
         with subprocess.Popen([command, "read", ref.text], stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              env=op_environment(os.environ),
                               start_new_session=True) as process:
             try:
                 stdout, _ = process.communicate(timeout=options.op_timeout)

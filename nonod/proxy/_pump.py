@@ -119,6 +119,10 @@ def _masks(up: _Way, down: _Way) -> tuple[int, int]:
     return ((up.waits & _IN) | (down.waits & _OUT), (down.waits & _IN) | (up.waits & _OUT))
 
 
+def _nothing() -> None:
+    return None
+
+
 @final
 class _Timer:
     __slots__ = ("alive", "callback", "deadline")
@@ -127,7 +131,10 @@ class _Timer:
         self.deadline, self.callback, self.alive = deadline, callback, True
 
     def cancel(self) -> None:
+        # A cancelled timer stays in the heap until its deadline: its callback (a bound
+        # method, holding the session's proxy, route table and real secrets) goes now.
         self.alive = False
+        self.callback = _nothing
 
 
 @final

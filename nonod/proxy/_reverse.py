@@ -184,6 +184,11 @@ class RouteTable:
     def get(self, name: str) -> _Entry | None:
         return self._entries.get(name)
 
+    def forget(self) -> None:
+        """Let go of every route and its secret (the session ended): whatever still holds
+        the table holds no real credential."""
+        self._entries = {}
+
     def __repr__(self) -> str:
         return f"RouteTable({', '.join(self._entries)})"
 

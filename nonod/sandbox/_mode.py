@@ -69,7 +69,8 @@ def probe_namespaces(flags: int) -> int:
     try:
         done = subprocess.run([sys.executable, "-I", "-S", "-c", _PROBE.format(flags=flags)],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=30, check=False)
+                              stderr=subprocess.DEVNULL, timeout=30, check=False,
+                              env={"PATH": os.defpath})  # not the daemon's env:// secrets
     except (OSError, subprocess.TimeoutExpired):
         return 1  # EPERM: whatever stopped the probe would stop a launch
     return done.returncode if done.returncode > 0 else (0 if done.returncode == 0 else 1)

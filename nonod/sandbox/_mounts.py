@@ -828,7 +828,8 @@ def idmap_available() -> bool:
                 [sys.executable, "-I", "-c", "import sys\n"
                  "from nonod.sandbox._mounts import idmap_works\n"
                  "sys.exit(0 if idmap_works() else 1)"],
-                stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False,
+                env={"PATH": os.defpath})  # not the daemon's env:// secrets
             _available.append(done.returncode == 0)
         except (OSError, subprocess.TimeoutExpired):
             _available.append(False)

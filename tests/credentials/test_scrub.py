@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import json
 import re
 from collections.abc import Callable
@@ -382,3 +383,18 @@ def test_a_base64_blob_with_its_slashes_escaped_as_php_writes_json_is_replaced()
         assert not any(real[1:-1] in d for d in b64_decodings(unescaped)), before
         for cut in range(len(body) + 1):
             assert stream(Scrubber(table), [body[:cut], body[cut:]]) == out
+
+
+def test_a_dropped_scrubber_leaves_no_pattern_of_its_secret_behind() -> None:
+    # The needles are the real secret in every encoding: a compiled pattern of them must go
+    # with the scrubber (with its session), not stay in `re`'s module cache, which keeps the
+    # last 512 patterns any code compiled for as long as the daemon runs.
+    secret = "rt12x" + PhantomToken.new().reveal()[:24]  # a value no earlier test compiled
+    scrubber = Scrubber(scrub_replacements(Secret(secret), PhantomToken.new()))
+    assert scrubber.fresh().replace_all(b"key " + secret.encode()) != b"key " + secret.encode()
+    del scrubber
+    gc.collect()
+    left = [o for o in gc.get_objects()
+            if isinstance(o, re.Pattern) and isinstance(o.pattern, bytes)
+            and secret.encode() in o.pattern]
+    assert left == []

@@ -214,3 +214,4 @@ def test_without_daemon_stores_a_file_is_still_read(tmp_path: Path) -> None:
     key = write_private(tmp_path / "key", VALUE + "\n")
     options = SourceOptions(daemon_stores=False)
     assert resolve_credential(f"file://{key}", environ={}, options=options).reveal() == VALUE
+
