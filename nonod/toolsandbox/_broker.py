@@ -40,7 +40,7 @@ from ..errors import NonoError
 from ..policy import ApprovalPolicy, Limits, ResolvedPolicy, ToolPolicy
 from ..profiles._tools import InvocationPolicy
 from ..sandbox import LaunchRequest
-from ..sandbox._plan import BASE_ENV
+from ..sandbox._plan import BASE_ENV, sanitize_env
 from ..sessions import Caller, NotRunning, Session, SessionPlan
 from ..sessions._supervise import KILL_TIMEOUT
 from ._calls import Call, CallError, peer_pid, receive_call, reply, signals
@@ -277,7 +277,9 @@ class Tools:
             return
         policy = (msgspec.json.decode(tool.invocation, type=InvocationPolicy)
                   if tool.invocation else None)
-        verdict = decide(policy, call.frame.argv, call.frame.env)
+        # `env` matchers judge the environment the tool will get, not the one the caller
+        # reports: the tool's comes from the agent's launch and its own policy.
+        verdict = decide(policy, call.frame.argv, self._env_of(tool, call))
         if verdict.decision == "approve":
             verdict = await self._approve(stream, tool, call, verdict)
         if not verdict.allowed:
@@ -332,6 +334,14 @@ class Tools:
         said = "no answer in time" if answer == "timeout" else "a person said no"
         return Verdict(decision="deny", rule=verdict.rule,
                        reason=f"not approved ({said}): {verdict.reason}")
+
+    def _env_of(self, tool: ToolPolicy, call: Call) -> dict[str, str]:
+        """The environment the tool's program starts with (before the daemon's own proxy
+        variables and phantom tokens): what its invocation rules are about."""
+        if tool.policy is None:
+            return {}
+        env = tool_env(self.plan.request.env, call.frame.env, tool.policy.env.allow_vars)
+        return dict(item.split("=", 1) for item in sanitize_env(tool.policy.env, env, ()))
 
     def _child_plan(self, session: Session, tool: ToolPolicy, call: Call) -> SessionPlan:
         if tool.policy is None:

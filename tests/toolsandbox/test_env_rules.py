@@ -1,0 +1,100 @@
+"""Red team (fourteenth pass), per-tool sandboxes: an invocation rule's ``env`` matcher was
+judged on the environment the *caller* wrote into its call, while the tool gets another one:
+the agent's launch environment (the user's), the caller's values only for ``allow_vars``, and
+never the caller's base variables (``HOME``, ``PATH``). The agent left ``TARGET`` out of its
+call and the deny rule on ``TARGET=prod`` did not match, yet the tool ran with the user's
+``TARGET=prod``; it wrote ``HOME=/safe`` into its call and passed an allow rule on it, yet the
+tool ran with the user's ``HOME``. The rules now judge the environment the tool starts with.
+
+A real daemon (on a thread), a real agent session making the calls by hand on its tool
+socket (what the shim does), a real tool session printing what it got."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.conftest import DaemonThread
+from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
+from tests.daemon.test_cli import CLI, cli_env
+from tests.toolsandbox._fakes import tool_dirs
+
+pytestmark = [pytest.mark.root, pytest.mark.userns]
+
+PY = "/usr/bin/python3"
+
+TOOL = f'''#!{PY}
+import json, os
+print(json.dumps({{"TARGET": os.environ.get("TARGET"), "HOME": os.environ.get("HOME")}}))
+'''
+
+# Each call by hand: [the daemon's answer, what the tool printed (None: it did not run)].
+PROBE = r'''
+import array, json, os, socket, struct, sys
+def call(argv, env):
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect("/.nono-tool.sock")
+    out_r, out_w = os.pipe()
+    body = json.dumps({"tool": "deployer", "argv": argv, "cwd": os.getcwd(),
+                       "env": env}).encode()
+    conn.sendmsg([struct.pack(">I", len(body))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                   array.array("i", [0, out_w, 2]))])
+    conn.sendall(body)
+    os.close(out_w)
+    answer = conn.makefile().readline()
+    conn.close()
+    printed = os.read(out_r, 1 << 16)
+    os.close(out_r)
+    return [json.loads(answer), json.loads(printed) if printed else None]
+print(json.dumps({
+    "prod_unsaid": call(["deploy"], {}),
+    "staging_said": call(["deploy"], {"TARGET": "staging"}),
+    "home_claimed": call(["show"], {"HOME": "/safe"}),
+}))
+'''
+
+
+def test_env_rules_judge_the_environment_the_tool_gets(short_tmp: Path) -> None:
+    work, tool = tool_dirs(short_tmp, "deployer", TOOL)
+    (work / "probe.py").write_text(PROBE)
+    profile = short_tmp / "agent.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": "agent"},
+        "filesystem": {"read": ["/usr", "/etc", "/lib", "/lib64", str(tool.parent)]},
+        "network": {"block": True},
+        "command_policies": {"commands": {"deployer": {
+            "executable": str(tool), "from": {"session": {
+                "sandbox": {"fs_read": ["."],
+                            "environment": {"allow_vars": ["TARGET", "HOME"]}},
+                "invocation_policy": {
+                    "default": "deny",
+                    "deny": [{"argv": {"prefix": ["deploy"]},
+                              "env": {"TARGET": {"equals": "prod"}},
+                              "reason": "no deploys to prod"}],
+                    "allow": [{"argv": {"prefix": ["deploy"]}},
+                              {"argv": {"prefix": ["show"]},
+                               "env": {"HOME": {"equals": "/safe"}}}]}}}}}},
+    }))
+    daemon = DaemonThread(short_tmp).start()
+    try:
+        run = CLI(cli_env(daemon.socket, short_tmp, TARGET="prod",
+                          PATH=f"{tool.parent}:/usr/bin:/bin"), work)
+        done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
+                   PY, "-S", "probe.py")
+    finally:
+        daemon.stop()
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # The user launched the agent with TARGET=prod: a call that does not override it runs
+    # the tool with prod, so the deny rule is about it (before: the tool ran, printing prod).
+    answer, printed = out["prod_unsaid"]
+    assert printed is None and "no deploys to prod" in answer.get("refused", ""), out
+    # The caller's own TARGET (an allowed variable) is what the tool gets: allowed.
+    answer, printed = out["staging_said"]
+    assert answer.get("exit") == 0 and printed["TARGET"] == "staging", out
+    # HOME is a base variable: never the caller's, so a rule on HOME=/safe is not met by
+    # claiming it (before: allowed, and the tool ran with the user's HOME).
+    answer, printed = out["home_claimed"]
+    assert printed is None and "refused" in answer, out
