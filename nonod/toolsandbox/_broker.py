@@ -184,7 +184,8 @@ class Tools:
     asker: Callable[[], SessionAsker]
     listener: socket.socket
     host_path: Path
-    #: ``(tool, rule)`` pairs a person approved for the rest of the session.
+    #: ``(tool, rule)`` pairs a person approved for the rest of the session (for the
+    #: ``default``, the rule is ``default:`` and the call's arguments).
     approved: set[tuple[str, str]] = field(default_factory=set)
     _scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _finished: trio.Event = field(default_factory=trio.Event)
@@ -321,8 +322,11 @@ class Tools:
                        verdict: Verdict) -> Verdict:
         """An ``approve`` verdict, answered: a person (``nonoctl approve``, the client API)
         says ``once``/``session`` (allowed; ``session``: this rule's calls of this tool pass
-        from now on) or ``deny``; no answer in time denies."""
-        key = (tool.name, verdict.rule)
+        from now on) or ``deny``; no answer in time denies. A call held by the policy's
+        ``default`` was matched by no rule: what the person saw is this call, so ``session``
+        lets this same call (these arguments) pass again, never every call no rule names."""
+        key = (tool.name, verdict.rule if verdict.rule != "default"
+               else "default:" + json.dumps(list(call.frame.argv)))
         if key in self.approved:
             return Verdict(decision="allow", rule=verdict.rule, reason="approved earlier")
         answer = await self.asker().ask_tool(tool.name, call.frame.argv,

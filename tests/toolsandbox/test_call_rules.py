@@ -1,4 +1,7 @@
-"""Red team (fourteenth pass), per-tool sandboxes: an invocation rule's ``env`` matcher was
+"""Red team (fourteenth pass), per-tool sandboxes: what a tool's invocation rules and a
+person's approvals are about.
+
+An invocation rule's ``env`` matcher was
 judged on the environment the *caller* wrote into its call, while the tool gets another one:
 the agent's launch environment (the user's), the caller's values only for ``allow_vars``, and
 never the caller's base variables (``HOME``, ``PATH``). The agent left ``TARGET`` out of its
@@ -7,7 +10,12 @@ call and the deny rule on ``TARGET=prod`` did not match, yet the tool ran with t
 tool ran with the user's ``HOME``. The rules now judge the environment the tool starts with.
 
 A real daemon (on a thread), a real agent session making the calls by hand on its tool
-socket (what the shim does), a real tool session printing what it got."""
+socket (what the shim does), a real tool session printing what it got.
+
+A person's ``--session`` answer to a call that the policy's ``default: "approve"`` held (no
+rule named it) let every later call no rule names run without asking: the person approved
+``deployer comment 1`` and the agent then ran ``deployer repo delete``. Such an answer now
+covers that same call only."""
 
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from tests.daemon.conftest import DaemonThread
 from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
 from tests.daemon.test_cli import CLI, cli_env
 from tests.toolsandbox._fakes import tool_dirs
+from tests.toolsandbox.test_daemon_tools import _pending
 
 pytestmark = [pytest.mark.root, pytest.mark.userns]
 
@@ -56,27 +65,31 @@ print(json.dumps({
 '''
 
 
-def test_env_rules_judge_the_environment_the_tool_gets(short_tmp: Path) -> None:
-    work, tool = tool_dirs(short_tmp, "deployer", TOOL)
-    (work / "probe.py").write_text(PROBE)
-    profile = short_tmp / "agent.json"
+def _profile(base: Path, tool: Path, invocation: dict[str, object],
+             allow_vars: list[str]) -> Path:
+    profile = base / "agent.json"
     profile.write_text(json.dumps({
         "meta": {"name": "agent"},
         "filesystem": {"read": ["/usr", "/etc", "/lib", "/lib64", str(tool.parent)]},
         "network": {"block": True},
         "command_policies": {"commands": {"deployer": {
             "executable": str(tool), "from": {"session": {
-                "sandbox": {"fs_read": ["."],
-                            "environment": {"allow_vars": ["TARGET", "HOME"]}},
-                "invocation_policy": {
-                    "default": "deny",
-                    "deny": [{"argv": {"prefix": ["deploy"]},
-                              "env": {"TARGET": {"equals": "prod"}},
-                              "reason": "no deploys to prod"}],
-                    "allow": [{"argv": {"prefix": ["deploy"]}},
-                              {"argv": {"prefix": ["show"]},
-                               "env": {"HOME": {"equals": "/safe"}}}]}}}}}},
+                "sandbox": {"fs_read": ["."], "environment": {"allow_vars": allow_vars}},
+                "invocation_policy": invocation}}}}},
     }))
+    return profile
+
+
+def test_env_rules_judge_the_environment_the_tool_gets(short_tmp: Path) -> None:
+    work, tool = tool_dirs(short_tmp, "deployer", TOOL)
+    (work / "probe.py").write_text(PROBE)
+    profile = _profile(short_tmp, tool, {
+        "default": "deny",
+        "deny": [{"argv": {"prefix": ["deploy"]}, "env": {"TARGET": {"equals": "prod"}},
+                  "reason": "no deploys to prod"}],
+        "allow": [{"argv": {"prefix": ["deploy"]}},
+                  {"argv": {"prefix": ["show"]}, "env": {"HOME": {"equals": "/safe"}}}]},
+        ["TARGET", "HOME"])
     daemon = DaemonThread(short_tmp).start()
     try:
         run = CLI(cli_env(daemon.socket, short_tmp, TARGET="prod",
@@ -98,3 +111,42 @@ def test_env_rules_judge_the_environment_the_tool_gets(short_tmp: Path) -> None:
     # claiming it (before: allowed, and the tool ran with the user's HOME).
     answer, printed = out["home_claimed"]
     assert printed is None and "refused" in answer, out
+
+
+# The agent runs the tool (through the shim) three times and prints what each printed.
+CALLS = r'''
+import json, subprocess
+def run(*argv):
+    done = subprocess.run(["deployer", *argv], capture_output=True, text=True, timeout=120)
+    return [done.returncode, done.stdout]
+print(json.dumps({"first": run("comment", "1"), "again": run("comment", "1"),
+                  "other": run("repo", "delete")}))
+'''
+
+
+def test_a_session_answer_to_the_default_covers_that_call_only(short_tmp: Path) -> None:
+    work, tool = tool_dirs(short_tmp, "deployer", TOOL)
+    (work / "calls.py").write_text(CALLS)
+    profile = _profile(short_tmp, tool, {"default": "approve",
+                                         "allow": [{"argv": {"prefix": ["status"]}}]}, [])
+    daemon = DaemonThread(short_tmp).start()
+    try:
+        run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{tool.parent}:/usr/bin:/bin"), work)
+        agent = run.popen("launch", "--profile", str(profile), "--allow-cwd", "--",
+                          PY, "-S", "calls.py")
+        seen: set[str] = set()
+        first = _pending(run, seen)
+        assert first["path"] == "comment 1", first
+        assert run("approve", str(first["id"]), "--session").returncode == 0
+        # The same call again passes on that answer; another call no rule names is asked
+        # about (before: it ran at once, "approved earlier").
+        other = _pending(run, seen)
+        assert other["path"] == "repo delete", other
+        assert run("deny", str(other["id"])).returncode == 0
+        stdout, stderr = agent.communicate(timeout=120)
+    finally:
+        daemon.stop()
+    assert agent.returncode == 0, stderr
+    out = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert out["first"][0] == out["again"][0] == 0, out
+    assert out["other"] == [126, ""], out
