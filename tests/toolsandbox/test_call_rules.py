@@ -150,3 +150,34 @@ def test_a_session_answer_to_the_default_covers_that_call_only(short_tmp: Path) 
     out = json.loads(stdout.decode().strip().splitlines()[-1])
     assert out["first"][0] == out["again"][0] == 0, out
     assert out["other"] == [126, ""], out
+
+
+# The agent's call (held by an approve rule) whose words, joined with spaces, read as a GET:
+# `-f` makes gh send a POST, and `-X GET` is inside the field's value.
+SPOOF = r'''
+import subprocess
+subprocess.run(["deployer", "api", "repos/o/r/issues", "-f", "body=hi -X GET"], timeout=120)
+'''
+
+
+def test_a_held_calls_question_shows_where_each_argument_ends(short_tmp: Path) -> None:
+    work, tool = tool_dirs(short_tmp, "deployer", TOOL)
+    (work / "spoof.py").write_text(SPOOF)
+    profile = _profile(short_tmp, tool, {"default": "deny",
+                                         "approve": [{"argv": {"prefix": ["api"]}}]}, [])
+    daemon = DaemonThread(short_tmp).start()
+    try:
+        run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{tool.parent}:/usr/bin:/bin"), work)
+        agent = run.popen("launch", "--profile", str(profile), "--allow-cwd", "--",
+                          PY, "-S", "spoof.py")
+        asked = _pending(run, set())
+        listed = run("approvals").stdout
+        inspected = run("approvals", "inspect", str(asked["id"])).stdout
+        assert run("deny", str(asked["id"])).returncode == 0
+        agent.communicate(timeout=120)
+    finally:
+        daemon.stop()
+    # Before: "api repos/o/r/issues -f body=hi -X GET", a GET to the person reading it.
+    assert asked["path"] == "api repos/o/r/issues -f 'body=hi -X GET'", asked
+    assert "deployer api repos/o/r/issues -f 'body=hi -X GET'" in listed, listed
+    assert "command: deployer api repos/o/r/issues -f 'body=hi -X GET'" in inspected, inspected
