@@ -87,6 +87,20 @@ def within(policy: ResolvedPolicy, agent: Limits) -> ResolvedPolicy:
         max_processes=limits.max_processes if limits.max_processes else policy.max_processes)
 
 
+#: Variables that make a tool run a program, or read configuration or a repository, that
+#: their value names. From the caller they pass only when ``allow_vars`` names them exactly,
+#: never through a pattern (``GIT_*`` for ``GIT_AUTHOR_NAME`` must not bring
+#: ``GIT_EDITOR``): the agent would choose code that runs with the tool's credentials. (The
+#: launch's own filter drops the loader and interpreter ones, ``LD_*``, ``GIT_CONFIG_*``...,
+#: whoever set them.)
+CHOOSES_CODE: Final = (
+    "*ASKPASS*", "*EDITOR*", "*PAGER*", "*BROWSER*", "*_COMMAND", "*_CMD", "*_PROGRAM",
+    "SHELL", "GIT_SSH", "GIT_EXTERNAL_DIFF", "GIT_TEMPLATE_DIR", "GIT_DIR", "GIT_WORK_TREE",
+    "GIT_COMMON_DIR", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_*",
+    "GIT_ATTR_SOURCE", "GIT_CEILING_DIRECTORIES", "GIT_NAMESPACE", "*CONFIG*", "XDG_*",
+    "*_HOME", "*_PATH", "*_DIR", "*_DIRS", "*_FILE", "*_PLUGINS*", "*_EXTENSIONS*")
+
+
 def tool_env(launch: Sequence[tuple[str, str]], caller: Mapping[str, str],
              allow_vars: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """The environment a tool session starts from (its policy then filters it, as any
@@ -96,8 +110,11 @@ def tool_env(launch: Sequence[tuple[str, str]], caller: Mapping[str, str],
     configuration it reads, with the tool's credentials."""
     env = dict(launch)
     for key, value in caller.items():
-        if _matches(key, allow_vars) and not _matches(key, BASE_ENV):
-            env[key] = value
+        if not _matches(key, allow_vars) or _matches(key, BASE_ENV):
+            continue
+        if _matches(key, CHOOSES_CODE) and key not in allow_vars:
+            continue  # a program or configuration the caller would choose: named exactly only
+        env[key] = value
     return tuple(env.items())
 
 

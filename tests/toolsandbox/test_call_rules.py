@@ -36,7 +36,8 @@ PY = "/usr/bin/python3"
 
 TOOL = f'''#!{PY}
 import json, os
-print(json.dumps({{"TARGET": os.environ.get("TARGET"), "HOME": os.environ.get("HOME")}}))
+print(json.dumps({{k: os.environ.get(k) for k in
+                  ("TARGET", "HOME", "GIT_AUTHOR_NAME", "GIT_EDITOR", "GH_CONFIG_DIR")}}))
 '''
 
 # Each call by hand: [the daemon's answer, what the tool printed (None: it did not run)].
@@ -181,3 +182,30 @@ def test_a_held_calls_question_shows_where_each_argument_ends(short_tmp: Path) -
     assert asked["path"] == "api repos/o/r/issues -f 'body=hi -X GET'", asked
     assert "deployer api repos/o/r/issues -f 'body=hi -X GET'" in listed, listed
     assert "command: deployer api repos/o/r/issues -f 'body=hi -X GET'" in inspected, inspected
+
+
+# The agent calls its tool with variables that would make it run the agent's program (an
+# editor git starts) or read the agent's configuration, beside a plain one.
+CHOOSES = r'''
+import os, subprocess
+subprocess.run(["deployer", "show"], timeout=120, env={**os.environ, "GIT_AUTHOR_NAME": "agent",
+               "GIT_EDITOR": "./evil", "GH_CONFIG_DIR": os.getcwd()})
+'''
+
+
+def test_a_pattern_in_allow_vars_passes_no_variable_that_names_code(short_tmp: Path) -> None:
+    work, tool = tool_dirs(short_tmp, "deployer", TOOL)
+    (work / "chooses.py").write_text(CHOOSES)
+    profile = _profile(short_tmp, tool, {"default": "allow"}, ["GIT_*", "GH_*"])
+    daemon = DaemonThread(short_tmp).start()
+    try:
+        run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{tool.parent}:/usr/bin:/bin"), work)
+        done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
+                   PY, "-S", "chooses.py")
+    finally:
+        daemon.stop()
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["GIT_AUTHOR_NAME"] == "agent", got  # a plain value passes
+    # Before: "./evil" and the agent's directory, with the tool's credentials.
+    assert got["GIT_EDITOR"] is None and got["GH_CONFIG_DIR"] is None, got
