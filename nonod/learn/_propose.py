@@ -203,9 +203,9 @@ class LearnResult(msgspec.Struct, frozen=True, kw_only=True):
             times = "time" if host.count == 1 else "times"
             lines.append(f"  {host.hostname}:{host.port}  ({host.count} {times})")
         # What the profile will say is wider than the pairs seen: ports are not per host.
-        for port in sorted({h.port for h in self.outbound} - set(_DEFAULT_PORTS)):
-            asked = ", ".join(sorted({h.hostname for h in self.outbound if h.port == port}))
-            lines.append(f"  open_port {port}  (for every host the profile allows, not only "
+        for extra in sorted({h.port for h in self.outbound} - set(_DEFAULT_PORTS)):
+            asked = ", ".join(sorted({h.hostname for h in self.outbound if h.port == extra}))
+            lines.append(f"  open_port {extra}  (for every host the profile allows, not only "
                          f"{asked}; and each host above on 80 and 443 too)")
         for port in self.listening:
             how = "listened on" if port.source == "traced" else "forwarded"
