@@ -8,6 +8,7 @@ from typing import Final
 
 import msgspec
 
+from .._text import printable
 from ..errors import PolicyError
 from ..policy import Access, Grant, ResolvedPolicy
 from ..proxy import ProxyRequest, decide, proxy_policy
@@ -239,7 +240,9 @@ class LearnResult(msgspec.Struct, frozen=True, kw_only=True):
                              f"{item.covered_by})")
         for note in self.notes:
             lines.append(f"note: {note}")
-        return lines
+        # Paths and targets are the program's to name: a line break or carriage return in one
+        # would draw lines of the summary that no entry of the proposal matches.
+        return [printable(line) for line in lines]
 
     # -- reduction against a base ------------------------------------------------------------
 

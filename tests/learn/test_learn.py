@@ -345,3 +345,40 @@ async def test_a_host_named_like_a_network_group_is_not_proposed(scratch: Path) 
         (name, "network_group") for name in ("llm_apis", "github", "package_registries")}
     profile = parse_profile(result.to_profile("ask"), "ask")
     assert not profile.network.allow_domain and profile.network.block
+
+
+# Two files outside the working directory, with names that draw lines (made by the test:
+# a repository or an archive the program unpacked earlier can hold such names), are read.
+DRAWING_NAMES = ("a\r  read_file  /srv/app/config.toml", "b\nnote: nothing else was used/x")
+READS_DRAWING_NAMES = r"""
+import os, sys
+for name in sys.argv[1:]:
+    open(name).read()
+"""
+
+
+async def test_names_the_program_chose_draw_no_lines_of_the_summary(scratch: Path) -> None:
+    """The summary is one line per item, and the paths in it are the program's to choose: a
+    file named with a carriage return drew over its own line (`read_file
+    /srv/app/config.toml` where a file of another name is granted), one with a line break
+    added a line of its own (`note: nothing else was used`). Both are shown escaped."""
+    data = scratch / "data"
+    paths = [data / name for name in DRAWING_NAMES]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    work = scratch / "work"
+    work.mkdir()
+    (work / "script.py").write_text(READS_DRAWING_NAMES)
+    with trio.fail_after(60):
+        result = await learn(["/usr/bin/python3", "-I", "script.py", *map(str, paths)],
+                             cwd=str(work), env={"HOME": str(scratch / "home"),
+                                                 "PATH": "/usr/bin:/bin"},
+                             timeout=30, base_profile=None)
+    assert result.exit_code == 0
+    assert {g.path for g in result.grants} >= set(map(str, paths))  # granted by their names
+    lines = result.summary_lines()
+    assert not any(c in line for line in lines for c in "\r\n"), lines
+    text = "\n".join(lines)
+    assert "a\\x0d  read_file  /srv/app/config.toml  (used)" in text
+    assert "b\\x0anote: nothing else was used/x  (used)" in text
