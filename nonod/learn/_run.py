@@ -40,6 +40,16 @@ PROGRESS_INTERVAL: Final = 0.5
 #: refused (and reported), everything else is read-write.
 READ_ONLY_TREES: Final = ("/usr", "/etc", "/boot", "/sys", "/run", "/snap", "/bin", "/sbin",
                           "/lib", "/lib32", "/lib64", "/libx32", "/nix")
+#: Host state outside those trees that code is later run from, outside any sandbox and often
+#: as root: package managers' databases and maintainer scripts, job spools (cron, at),
+#: cloud-init's per-boot scripts, polkit's local rules, container images and sandboxed apps,
+#: add-on software. Seen read-only as well: a learn run as root wrote
+#: ``/var/lib/dpkg/info/*.postinst``, which the next ``apt`` runs as root.
+RUNS_LATER: Final = ("/opt", "/var/spool", "/var/lib/dpkg", "/var/lib/apt", "/var/lib/rpm",
+                     "/var/lib/dnf", "/var/lib/pacman", "/var/lib/ucf", "/var/lib/dkms",
+                     "/var/lib/cloud", "/var/lib/polkit-1", "/var/lib/systemd",
+                     "/var/lib/snapd", "/var/lib/flatpak", "/var/lib/docker",
+                     "/var/lib/containers", "/var/lib/sudo")
 #: Each session gets its own empty instance of these (see docs/profiles.md).
 _PRIVATE: Final = ("/tmp", "/var/tmp", "/dev/shm")
 #: Provided fresh by the sandbox; never bound from the host.
@@ -97,8 +107,9 @@ def _whole_tree(root: str = "/") -> list[Grant]:
 
     A grant of ``/`` itself cannot be mounted by the engine, so the top-level entries are
     granted one by one; a directory that holds one of the private temporary directories
-    (``/var`` holds ``/var/tmp``) is granted entry by entry too, so that the private
-    directory is not hidden under a bind of its parent. Symlinks are left to the engine,
+    (``/var`` holds ``/var/tmp``) or one of :data:`RUNS_LATER` (``/var/lib`` holds
+    ``/var/lib/dpkg``) is granted entry by entry too, so that the private directory is not
+    hidden under a bind of its parent and the other is read-only. Symlinks are left to the engine,
     which recreates those on the way to what it binds.
     """
     grants: list[Grant] = []
@@ -110,10 +121,11 @@ def _whole_tree(root: str = "/") -> list[Grant]:
         path = os.path.join(root, name)
         if path in _PRIVATE or path in _PROVIDED or os.path.islink(path):
             continue
-        if any(_under(private, path) for private in _PRIVATE):
+        if any(_under(kept, path) and kept != path for kept in (*_PRIVATE, *RUNS_LATER)) \
+                and not any(_under(path, tree) for tree in READ_ONLY_TREES):
             grants.extend(_whole_tree(path))
             continue
-        read_only = any(_under(path, tree) for tree in READ_ONLY_TREES)
+        read_only = any(_under(path, tree) for tree in (*READ_ONLY_TREES, *RUNS_LATER))
         access = Access.READ if read_only else Access.READWRITE
         if os.path.isdir(path):
             grants.append(Grant(path=path, access=access, source="learn"))

@@ -3,6 +3,8 @@ recording proxy, the fold, and the proposal run back under the engine."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -382,3 +384,40 @@ async def test_names_the_program_chose_draw_no_lines_of_the_summary(scratch: Pat
     text = "\n".join(lines)
     assert "a\\x0d  read_file  /srv/app/config.toml  (used)" in text
     assert "b\\x0anote: nothing else was used/x  (used)" in text
+
+
+WRITES_WHAT_RUNS_LATER = r"""
+import json, os, secrets
+out = {}
+tag = secrets.token_hex(4)
+for directory in ("/var/lib/dpkg/info", "/var/spool", "/opt"):
+    path = os.path.join(directory, f"nono-learn-{tag}.postinst")
+    try:
+        with open(path, "x") as f:
+            f.write("#!/bin/sh\\ntouch /tmp/ran-as-root\\n")
+        out[directory] = path
+    except OSError as exc:
+        out[directory] = exc.errno
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.root
+async def test_a_learn_run_as_root_does_not_write_what_runs_later(
+        scratch: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Everything outside the operating system's trees was writable while learning, and as
+    root that took in the host state code is run from later, outside any sandbox: the program
+    wrote a maintainer script into `/var/lib/dpkg/info` (the next `apt` runs it as root), a
+    file into the job spools and into `/opt`. Those trees are read-only while learning now,
+    and the attempts are reported under "left out"."""
+    capfd.readouterr()
+    result, _ = await _learn_script(scratch, WRITES_WHAT_RUNS_LATER, timeout=30)
+    out = capfd.readouterr().out
+    written = json.loads(out.strip().splitlines()[-1])
+    for path in written.values():  # before: each was written; clean up before failing
+        if isinstance(path, str):
+            os.unlink(path)
+    assert result.exit_code == 0
+    assert written == {d: errno.EROFS for d in ("/var/lib/dpkg/info", "/var/spool", "/opt")}
+    left_out = {s.path for s in result.skipped if "refused" in s.reason}
+    assert any(p.startswith("/var/lib/dpkg/info/nono-learn-") for p in left_out), left_out
