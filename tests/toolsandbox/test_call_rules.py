@@ -1,73 +1,51 @@
-"""Red team (fourteenth pass), per-tool sandboxes: what a tool's invocation rules and a
-person's approvals are about.
+"""Red team (fourteenth pass), per-tool sandboxes: what a tool's invocation rules, its
+environment and a person's approvals are about. A real daemon (on a thread), a real agent
+session calling its tool (through the shim, or by hand on its tool socket), a real tool
+session printing the variables it got.
 
-An invocation rule's ``env`` matcher was
-judged on the environment the *caller* wrote into its call, while the tool gets another one:
-the agent's launch environment (the user's), the caller's values only for ``allow_vars``, and
-never the caller's base variables (``HOME``, ``PATH``). The agent left ``TARGET`` out of its
-call and the deny rule on ``TARGET=prod`` did not match, yet the tool ran with the user's
-``TARGET=prod``; it wrote ``HOME=/safe`` into its call and passed an allow rule on it, yet the
-tool ran with the user's ``HOME``. The rules now judge the environment the tool starts with.
-
-A real daemon (on a thread), a real agent session making the calls by hand on its tool
-socket (what the shim does), a real tool session printing what it got.
-
-A person's ``--session`` answer to a call that the policy's ``default: "approve"`` held (no
-rule named it) let every later call no rule names run without asking: the person approved
-``deployer comment 1`` and the agent then ran ``deployer repo delete``. Such an answer now
-covers that same call only."""
+- An invocation rule's ``env`` matcher was judged on the environment the *caller* wrote into
+  its call, while the tool gets the agent's launch environment (the user's), the caller's
+  values only for ``allow_vars``, never the caller's base variables (``HOME``, ``PATH``).
+- A person's ``--session`` answer to a call that ``default: "approve"`` held let every later
+  call no rule names run without asking.
+- A held call's arguments were shown joined with spaces: one argument could read as others.
+- A pattern in ``allow_vars`` (``GIT_*``) passed the caller's ``GIT_EDITOR``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.daemon.conftest import DaemonThread
 from tests.daemon.conftest import short_tmp as short_tmp  # the fixture
 from tests.daemon.test_cli import CLI, cli_env
-from tests.toolsandbox._fakes import tool_dirs
+from tests.toolsandbox._fakes import HAND_CALL, tool_dirs
 from tests.toolsandbox.test_daemon_tools import _pending
 
 pytestmark = [pytest.mark.root, pytest.mark.userns]
 
 PY = "/usr/bin/python3"
-
 TOOL = f'''#!{PY}
 import json, os
 print(json.dumps({{k: os.environ.get(k) for k in
                   ("TARGET", "HOME", "GIT_AUTHOR_NAME", "GIT_EDITOR", "GH_CONFIG_DIR")}}))
 '''
-
-# Each call by hand: [the daemon's answer, what the tool printed (None: it did not run)].
-PROBE = r'''
-import array, json, os, socket, struct, sys
-def call(argv, env):
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.connect("/.nono-tool.sock")
-    out_r, out_w = os.pipe()
-    body = json.dumps({"tool": "deployer", "argv": argv, "cwd": os.getcwd(),
-                       "env": env}).encode()
-    conn.sendmsg([struct.pack(">I", len(body))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                                   array.array("i", [0, out_w, 2]))])
-    conn.sendall(body)
-    os.close(out_w)
-    answer = conn.makefile().readline()
-    conn.close()
-    printed = os.read(out_r, 1 << 16)
-    os.close(out_r)
-    return [json.loads(answer), json.loads(printed) if printed else None]
-print(json.dumps({
-    "prod_unsaid": call(["deploy"], {}),
-    "staging_said": call(["deploy"], {"TARGET": "staging"}),
-    "home_claimed": call(["show"], {"HOME": "/safe"}),
-}))
-'''
+#: The agent's command: its script, ``agent.py``, in the working directory.
+AGENT = (PY, "-S", "agent.py")
 
 
-def _profile(base: Path, tool: Path, invocation: dict[str, object],
-             allow_vars: list[str]) -> Path:
+@contextlib.contextmanager
+def _agent_of(base: Path, script: str, invocation: dict[str, object],
+              allow_vars: tuple[str, ...] = (), **env: str) -> Iterator[tuple[CLI, Path]]:
+    """A daemon, and the ``nonoctl`` to launch ``script`` as an agent whose tool
+    ``deployer`` has ``invocation`` and ``allow_vars``; ``env``: the user's, at launch."""
+    work, tool = tool_dirs(base, "deployer", TOOL)
+    (work / "agent.py").write_text(script)
     profile = base / "agent.json"
     profile.write_text(json.dumps({
         "meta": {"name": "agent"},
@@ -75,32 +53,49 @@ def _profile(base: Path, tool: Path, invocation: dict[str, object],
         "network": {"block": True},
         "command_policies": {"commands": {"deployer": {
             "executable": str(tool), "from": {"session": {
-                "sandbox": {"fs_read": ["."], "environment": {"allow_vars": allow_vars}},
+                "sandbox": {"fs_read": ["."],
+                            "environment": {"allow_vars": list(allow_vars)}},
                 "invocation_policy": invocation}}}}},
     }))
-    return profile
+    daemon = DaemonThread(base).start()
+    try:
+        yield CLI(cli_env(daemon.socket, base, PATH=f"{tool.parent}:/usr/bin:/bin", **env),
+                  work), profile
+    finally:
+        daemon.stop()
+
+
+def _launch(run: CLI, profile: Path) -> dict[str, Any]:
+    """Runs the agent to its end; what it printed last, as JSON."""
+    done = run("launch", "--profile", str(profile), "--allow-cwd", "--", *AGENT)
+    assert done.returncode == 0, done.stderr
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+# Each call by hand: [the daemon's answer, what the tool printed (None: it did not run)].
+BY_HAND = HAND_CALL + r'''
+def tried(argv, env):
+    answer, printed = call("deployer", argv, os.getcwd(), env)
+    return [answer, json.loads(printed) if printed else None]
+print(json.dumps({
+    "prod_unsaid": tried(["deploy"], {}),
+    "staging_said": tried(["deploy"], {"TARGET": "staging"}),
+    "home_claimed": tried(["show"], {"HOME": "/safe"}),
+}))
+'''
 
 
 def test_env_rules_judge_the_environment_the_tool_gets(short_tmp: Path) -> None:
-    work, tool = tool_dirs(short_tmp, "deployer", TOOL)
-    (work / "probe.py").write_text(PROBE)
-    profile = _profile(short_tmp, tool, {
+    invocation = {
         "default": "deny",
         "deny": [{"argv": {"prefix": ["deploy"]}, "env": {"TARGET": {"equals": "prod"}},
                   "reason": "no deploys to prod"}],
         "allow": [{"argv": {"prefix": ["deploy"]}},
-                  {"argv": {"prefix": ["show"]}, "env": {"HOME": {"equals": "/safe"}}}]},
-        ["TARGET", "HOME"])
-    daemon = DaemonThread(short_tmp).start()
-    try:
-        run = CLI(cli_env(daemon.socket, short_tmp, TARGET="prod",
-                          PATH=f"{tool.parent}:/usr/bin:/bin"), work)
-        done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
-                   PY, "-S", "probe.py")
-    finally:
-        daemon.stop()
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+                  {"argv": {"prefix": ["show"]}, "env": {"HOME": {"equals": "/safe"}}}]}
+    with _agent_of(short_tmp, BY_HAND, invocation, ("TARGET", "HOME"),
+                   TARGET="prod") as (run, profile):
+        out = _launch(run, profile)
     # The user launched the agent with TARGET=prod: a call that does not override it runs
     # the tool with prod, so the deny rule is about it (before: the tool ran, printing prod).
     answer, printed = out["prod_unsaid"]
@@ -114,7 +109,7 @@ def test_env_rules_judge_the_environment_the_tool_gets(short_tmp: Path) -> None:
     assert printed is None and "refused" in answer, out
 
 
-# The agent runs the tool (through the shim) three times and prints what each printed.
+# The agent runs the tool (through the shim) three times and prints what each gave.
 CALLS = r'''
 import json, subprocess
 def run(*argv):
@@ -126,15 +121,9 @@ print(json.dumps({"first": run("comment", "1"), "again": run("comment", "1"),
 
 
 def test_a_session_answer_to_the_default_covers_that_call_only(short_tmp: Path) -> None:
-    work, tool = tool_dirs(short_tmp, "deployer", TOOL)
-    (work / "calls.py").write_text(CALLS)
-    profile = _profile(short_tmp, tool, {"default": "approve",
-                                         "allow": [{"argv": {"prefix": ["status"]}}]}, [])
-    daemon = DaemonThread(short_tmp).start()
-    try:
-        run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{tool.parent}:/usr/bin:/bin"), work)
-        agent = run.popen("launch", "--profile", str(profile), "--allow-cwd", "--",
-                          PY, "-S", "calls.py")
+    invocation = {"default": "approve", "allow": [{"argv": {"prefix": ["status"]}}]}
+    with _agent_of(short_tmp, CALLS, invocation) as (run, profile):
+        agent = run.popen("launch", "--profile", str(profile), "--allow-cwd", "--", *AGENT)
         seen: set[str] = set()
         first = _pending(run, seen)
         assert first["path"] == "comment 1", first
@@ -145,8 +134,6 @@ def test_a_session_answer_to_the_default_covers_that_call_only(short_tmp: Path) 
         assert other["path"] == "repo delete", other
         assert run("deny", str(other["id"])).returncode == 0
         stdout, stderr = agent.communicate(timeout=120)
-    finally:
-        daemon.stop()
     assert agent.returncode == 0, stderr
     out = json.loads(stdout.decode().strip().splitlines()[-1])
     assert out["first"][0] == out["again"][0] == 0, out
@@ -162,22 +149,14 @@ subprocess.run(["deployer", "api", "repos/o/r/issues", "-f", "body=hi -X GET"], 
 
 
 def test_a_held_calls_question_shows_where_each_argument_ends(short_tmp: Path) -> None:
-    work, tool = tool_dirs(short_tmp, "deployer", TOOL)
-    (work / "spoof.py").write_text(SPOOF)
-    profile = _profile(short_tmp, tool, {"default": "deny",
-                                         "approve": [{"argv": {"prefix": ["api"]}}]}, [])
-    daemon = DaemonThread(short_tmp).start()
-    try:
-        run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{tool.parent}:/usr/bin:/bin"), work)
-        agent = run.popen("launch", "--profile", str(profile), "--allow-cwd", "--",
-                          PY, "-S", "spoof.py")
+    invocation = {"default": "deny", "approve": [{"argv": {"prefix": ["api"]}}]}
+    with _agent_of(short_tmp, SPOOF, invocation) as (run, profile):
+        agent = run.popen("launch", "--profile", str(profile), "--allow-cwd", "--", *AGENT)
         asked = _pending(run, set())
         listed = run("approvals").stdout
         inspected = run("approvals", "inspect", str(asked["id"])).stdout
         assert run("deny", str(asked["id"])).returncode == 0
         agent.communicate(timeout=120)
-    finally:
-        daemon.stop()
     # Before: "api repos/o/r/issues -f body=hi -X GET", a GET to the person reading it.
     assert asked["path"] == "api repos/o/r/issues -f 'body=hi -X GET'", asked
     assert "deployer api repos/o/r/issues -f 'body=hi -X GET'" in listed, listed
@@ -194,18 +173,9 @@ subprocess.run(["deployer", "show"], timeout=120, env={**os.environ, "GIT_AUTHOR
 
 
 def test_a_pattern_in_allow_vars_passes_no_variable_that_names_code(short_tmp: Path) -> None:
-    work, tool = tool_dirs(short_tmp, "deployer", TOOL)
-    (work / "chooses.py").write_text(CHOOSES)
-    profile = _profile(short_tmp, tool, {"default": "allow"}, ["GIT_*", "GH_*"])
-    daemon = DaemonThread(short_tmp).start()
-    try:
-        run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{tool.parent}:/usr/bin:/bin"), work)
-        done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
-                   PY, "-S", "chooses.py")
-    finally:
-        daemon.stop()
-    assert done.returncode == 0, done.stderr
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    with _agent_of(short_tmp, CHOOSES, {"default": "allow"},
+                   ("GIT_*", "GH_*")) as (run, profile):
+        got = _launch(run, profile)
     assert got["GIT_AUTHOR_NAME"] == "agent", got  # a plain value passes
     # Before: "./evil" and the agent's directory, with the tool's credentials.
     assert got["GIT_EDITOR"] is None and got["GH_CONFIG_DIR"] is None, got
