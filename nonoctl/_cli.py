@@ -802,9 +802,11 @@ def _cmd_approvals(args: argparse.Namespace, command: list[str], out: Output) ->
             if out.json_mode:
                 out.json(one.approval)
             else:
+                import shlex  # only here: nonoctl's start stays lean
+
                 a = one.approval
                 out.line(_approval_line(a))
-                out.line(f"  command: {' '.join(a.command)}")
+                out.line(f"  command: {shlex.join(a.command)}")
                 out.line(f"  backend: {a.backend}  profile: {a.profile or '-'}")
                 out.line(f"  since {a.created.isoformat()}, denied at {a.expires.isoformat()}")
             return EXIT_OK

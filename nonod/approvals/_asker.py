@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import shlex
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, final
 
@@ -95,10 +96,12 @@ class SessionAsker:
                        timeout: float | None = None) -> Verdict:
         """A call of a tool whose ``invocation_policy`` says ``approve``
         (``nonod.toolsandbox``): mode ``tool``, the tool's name as ``host``, its arguments
-        (redacted) as ``path``; ``pid`` is the caller (the shim)."""
+        (redacted) as ``path``, each quoted as a shell would need it, so that the words the
+        person reads are the tool's arguments (``-f 'body=x -X GET'`` is one argument, not
+        an option the call lacks); ``pid`` is the caller (the shim)."""
         command = redact_argv((tool, *argv), self._facts.hidden)
         fields: dict[str, Any] = {"mode": "tool", "host": tool, "port": 0, "method": "",
-                                  "path": " ".join(command[1:]), "pid": pid,
+                                  "path": shlex.join(command[1:]), "pid": pid,
                                   "command": command}
         if self._open >= MAX_OPEN_PER_SESSION:
             return self._over_limit(**fields)

@@ -8,6 +8,7 @@ from typing import Final
 
 import msgspec
 
+from .._text import printable
 from ..errors import PolicyError
 from ..policy import Access, Grant, ResolvedPolicy
 from ..proxy import ProxyRequest, decide, proxy_policy
@@ -202,6 +203,11 @@ class LearnResult(msgspec.Struct, frozen=True, kw_only=True):
         for host in self.outbound:
             times = "time" if host.count == 1 else "times"
             lines.append(f"  {host.hostname}:{host.port}  ({host.count} {times})")
+        # What the profile will say is wider than the pairs seen: ports are not per host.
+        for extra in sorted({h.port for h in self.outbound} - set(_DEFAULT_PORTS)):
+            asked = ", ".join(sorted({h.hostname for h in self.outbound if h.port == extra}))
+            lines.append(f"  open_port {extra}  (for every host the profile allows, not only "
+                         f"{asked}; and each host above on 80 and 443 too)")
         for port in self.listening:
             how = "listened on" if port.source == "traced" else "forwarded"
             lines.append(f"  listen_port {port.port}  ({how}, {port.address})")
@@ -234,7 +240,9 @@ class LearnResult(msgspec.Struct, frozen=True, kw_only=True):
                              f"{item.covered_by})")
         for note in self.notes:
             lines.append(f"note: {note}")
-        return lines
+        # Paths and targets are the program's to name: a line break or carriage return in one
+        # would draw lines of the summary that no entry of the proposal matches.
+        return [printable(line) for line in lines]
 
     # -- reduction against a base ------------------------------------------------------------
 

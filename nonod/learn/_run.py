@@ -40,6 +40,16 @@ PROGRESS_INTERVAL: Final = 0.5
 #: refused (and reported), everything else is read-write.
 READ_ONLY_TREES: Final = ("/usr", "/etc", "/boot", "/sys", "/run", "/snap", "/bin", "/sbin",
                           "/lib", "/lib32", "/lib64", "/libx32", "/nix")
+#: Host state outside those trees that code is later run from, outside any sandbox and often
+#: as root: package managers' databases and maintainer scripts, job spools (cron, at),
+#: cloud-init's per-boot scripts, polkit's local rules, container images and sandboxed apps,
+#: add-on software. Seen read-only as well: a learn run as root wrote
+#: ``/var/lib/dpkg/info/*.postinst``, which the next ``apt`` runs as root.
+RUNS_LATER: Final = ("/opt", "/var/spool", "/var/lib/dpkg", "/var/lib/apt", "/var/lib/rpm",
+                     "/var/lib/dnf", "/var/lib/pacman", "/var/lib/ucf", "/var/lib/dkms",
+                     "/var/lib/cloud", "/var/lib/polkit-1", "/var/lib/systemd",
+                     "/var/lib/snapd", "/var/lib/flatpak", "/var/lib/docker",
+                     "/var/lib/containers", "/var/lib/sudo")
 #: Each session gets its own empty instance of these (see docs/profiles.md).
 _PRIVATE: Final = ("/tmp", "/var/tmp", "/dev/shm")
 #: Provided fresh by the sandbox; never bound from the host.
@@ -92,14 +102,35 @@ def _under(path: str, parent: str) -> bool:
     return path == parent or parent == "/" or path.startswith(parent.rstrip("/") + "/")
 
 
-def _whole_tree(root: str = "/") -> list[Grant]:
+def others_homes(uid: int, home: str) -> tuple[str, ...]:
+    """For a root caller (``uid`` 0), the home directories of the host's other accounts
+    (users and services, ``/etc/passwd``): root may write them all, and what a user's start-up
+    files or a service's state hold runs later as that user. Empty for anyone else, whom file
+    permissions keep out of them."""
+    if uid != 0:
+        return ()
+    import pwd  # only a root caller needs the account list
+
+    mine = os.path.realpath(home)
+    homes = set()
+    for account in pwd.getpwall():
+        path = os.path.realpath(account.pw_dir) if account.pw_dir else "/"
+        if (path not in ("/", mine) and os.path.isdir(path)
+                and not any(_under(path, tree) for tree in (*READ_ONLY_TREES, *_PRIVATE))):
+            homes.add(path)
+    return tuple(sorted(homes))
+
+
+def _whole_tree(root: str = "/", kept: tuple[str, ...] = RUNS_LATER) -> list[Grant]:
     """Grants for everything below ``root`` except what the sandbox provides itself.
 
     A grant of ``/`` itself cannot be mounted by the engine, so the top-level entries are
     granted one by one; a directory that holds one of the private temporary directories
-    (``/var`` holds ``/var/tmp``) is granted entry by entry too, so that the private
-    directory is not hidden under a bind of its parent. Symlinks are left to the engine,
-    which recreates those on the way to what it binds.
+    (``/var`` holds ``/var/tmp``) or one of :data:`RUNS_LATER` (``/var/lib`` holds
+    ``/var/lib/dpkg``) is granted entry by entry too, so that the private directory is not
+    hidden under a bind of its parent and the other is read-only. ``kept``: the trees seen
+    read-only (:data:`RUNS_LATER`, and other accounts' homes for a root caller). Symlinks
+    are left to the engine, which recreates those on the way to what it binds.
     """
     grants: list[Grant] = []
     try:
@@ -110,10 +141,11 @@ def _whole_tree(root: str = "/") -> list[Grant]:
         path = os.path.join(root, name)
         if path in _PRIVATE or path in _PROVIDED or os.path.islink(path):
             continue
-        if any(_under(private, path) for private in _PRIVATE):
-            grants.extend(_whole_tree(path))
+        if any(_under(inner, path) and inner != path for inner in (*_PRIVATE, *kept)) \
+                and not any(_under(path, tree) for tree in READ_ONLY_TREES):
+            grants.extend(_whole_tree(path, kept))
             continue
-        read_only = any(_under(path, tree) for tree in READ_ONLY_TREES)
+        read_only = any(_under(path, tree) for tree in (*READ_ONLY_TREES, *kept))
         access = Access.READ if read_only else Access.READWRITE
         if os.path.isdir(path):
             grants.append(Grant(path=path, access=access, source="learn"))
@@ -156,7 +188,7 @@ def recording_policy(
     base = resolve(_profile({"workdir": {"access": "readwrite"}}), ctx,
                    overrides=CliOverrides(allow=(ctx.workdir,)))
     grants = [g for g in base.grants if not any(_under(g.path, p) for p in _PROVIDED)]
-    grants.extend(_whole_tree())
+    grants.extend(_whole_tree(kept=(*RUNS_LATER, *others_homes(ctx.uid, ctx.home))))
     grants.append(Grant(path="/var/tmp", access=Access.READWRITE, source="learn"))
     grants.append(Grant(path=os.path.realpath(trace_dir), access=Access.READWRITE,
                         source="learn"))

@@ -40,7 +40,7 @@ from ..errors import NonoError
 from ..policy import ApprovalPolicy, Limits, ResolvedPolicy, ToolPolicy
 from ..profiles._tools import InvocationPolicy
 from ..sandbox import LaunchRequest
-from ..sandbox._plan import BASE_ENV
+from ..sandbox._plan import BASE_ENV, sanitize_env
 from ..sessions import Caller, NotRunning, Session, SessionPlan
 from ..sessions._supervise import KILL_TIMEOUT
 from ._calls import Call, CallError, peer_pid, receive_call, reply, signals
@@ -87,6 +87,20 @@ def within(policy: ResolvedPolicy, agent: Limits) -> ResolvedPolicy:
         max_processes=limits.max_processes if limits.max_processes else policy.max_processes)
 
 
+#: Variables that make a tool run a program, or read configuration or a repository, that
+#: their value names. From the caller they pass only when ``allow_vars`` names them exactly,
+#: never through a pattern (``GIT_*`` for ``GIT_AUTHOR_NAME`` must not bring
+#: ``GIT_EDITOR``): the agent would choose code that runs with the tool's credentials. (The
+#: launch's own filter drops the loader and interpreter ones, ``LD_*``, ``GIT_CONFIG_*``...,
+#: whoever set them.)
+CHOOSES_CODE: Final = (
+    "*ASKPASS*", "*EDITOR*", "*PAGER*", "*BROWSER*", "*_COMMAND", "*_CMD", "*_PROGRAM",
+    "SHELL", "GIT_SSH", "GIT_EXTERNAL_DIFF", "GIT_TEMPLATE_DIR", "GIT_DIR", "GIT_WORK_TREE",
+    "GIT_COMMON_DIR", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_*",
+    "GIT_ATTR_SOURCE", "GIT_CEILING_DIRECTORIES", "GIT_NAMESPACE", "*CONFIG*", "XDG_*",
+    "*_HOME", "*_PATH", "*_DIR", "*_DIRS", "*_FILE", "*_PLUGINS*", "*_EXTENSIONS*")
+
+
 def tool_env(launch: Sequence[tuple[str, str]], caller: Mapping[str, str],
              allow_vars: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """The environment a tool session starts from (its policy then filters it, as any
@@ -96,8 +110,11 @@ def tool_env(launch: Sequence[tuple[str, str]], caller: Mapping[str, str],
     configuration it reads, with the tool's credentials."""
     env = dict(launch)
     for key, value in caller.items():
-        if _matches(key, allow_vars) and not _matches(key, BASE_ENV):
-            env[key] = value
+        if not _matches(key, allow_vars) or _matches(key, BASE_ENV):
+            continue
+        if _matches(key, CHOOSES_CODE) and key not in allow_vars:
+            continue  # a program or configuration the caller would choose: named exactly only
+        env[key] = value
     return tuple(env.items())
 
 
@@ -184,7 +201,8 @@ class Tools:
     asker: Callable[[], SessionAsker]
     listener: socket.socket
     host_path: Path
-    #: ``(tool, rule)`` pairs a person approved for the rest of the session.
+    #: ``(tool, rule)`` pairs a person approved for the rest of the session (for the
+    #: ``default``, the rule is ``default:`` and the call's arguments).
     approved: set[tuple[str, str]] = field(default_factory=set)
     _scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _finished: trio.Event = field(default_factory=trio.Event)
@@ -277,7 +295,9 @@ class Tools:
             return
         policy = (msgspec.json.decode(tool.invocation, type=InvocationPolicy)
                   if tool.invocation else None)
-        verdict = decide(policy, call.frame.argv, call.frame.env)
+        # `env` matchers judge the environment the tool will get, not the one the caller
+        # reports: the tool's comes from the agent's launch and its own policy.
+        verdict = decide(policy, call.frame.argv, self._env_of(tool, call))
         if verdict.decision == "approve":
             verdict = await self._approve(stream, tool, call, verdict)
         if not verdict.allowed:
@@ -319,8 +339,11 @@ class Tools:
                        verdict: Verdict) -> Verdict:
         """An ``approve`` verdict, answered: a person (``nonoctl approve``, the client API)
         says ``once``/``session`` (allowed; ``session``: this rule's calls of this tool pass
-        from now on) or ``deny``; no answer in time denies."""
-        key = (tool.name, verdict.rule)
+        from now on) or ``deny``; no answer in time denies. A call held by the policy's
+        ``default`` was matched by no rule: what the person saw is this call, so ``session``
+        lets this same call (these arguments) pass again, never every call no rule names."""
+        key = (tool.name, verdict.rule if verdict.rule != "default"
+               else "default:" + json.dumps(list(call.frame.argv)))
         if key in self.approved:
             return Verdict(decision="allow", rule=verdict.rule, reason="approved earlier")
         answer = await self.asker().ask_tool(tool.name, call.frame.argv,
@@ -332,6 +355,14 @@ class Tools:
         said = "no answer in time" if answer == "timeout" else "a person said no"
         return Verdict(decision="deny", rule=verdict.rule,
                        reason=f"not approved ({said}): {verdict.reason}")
+
+    def _env_of(self, tool: ToolPolicy, call: Call) -> dict[str, str]:
+        """The environment the tool's program starts with (before the daemon's own proxy
+        variables and phantom tokens): what its invocation rules are about."""
+        if tool.policy is None:
+            return {}
+        env = tool_env(self.plan.request.env, call.frame.env, tool.policy.env.allow_vars)
+        return dict(item.split("=", 1) for item in sanitize_env(tool.policy.env, env, ()))
 
     def _child_plan(self, session: Session, tool: ToolPolicy, call: Call) -> SessionPlan:
         if tool.policy is None:

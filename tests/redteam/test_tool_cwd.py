@@ -13,28 +13,18 @@ import secrets
 from pathlib import Path
 
 from tests.daemon.test_cli import CLI, cli_env
+from tests.toolsandbox._fakes import HAND_CALL
 from tests.toolsandbox.test_daemon_tools import PY, Upstream, _setup
 from tests.toolsandbox.test_daemon_tools import github as github  # the fixture
 
 # The agent calls gh by hand (what the shim does) in three directories, and prints what
 # each call answered.
-PROBE = r'''
-import array, json, os, socket, struct, sys
-def call(cwd):
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.connect("/.nono-tool.sock")
-    out_r, out_w = os.pipe()
-    body = json.dumps({"tool": "gh", "argv": ["issue", "list"], "cwd": cwd, "env": {}}).encode()
-    conn.sendmsg([struct.pack(">I", len(body))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                                   array.array("i", [0, out_w, 2]))])
-    conn.sendall(body)
-    os.close(out_w)
-    answer = conn.makefile().readline()
-    conn.close()
-    printed = os.read(out_r, 1 << 16)
-    os.close(out_r)
-    return [json.loads(answer) if answer else None, bool(printed)]
-print(json.dumps({name: call(path) for name, path in
+PROBE = HAND_CALL + r'''
+import sys
+def outcome(cwd):
+    answer, printed = call("gh", ["issue", "list"], cwd, {})
+    return [answer, bool(printed)]
+print(json.dumps({name: outcome(path) for name, path in
                   zip(("hidden", "missing", "own"), sys.argv[1:])}))
 '''
 

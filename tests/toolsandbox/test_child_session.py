@@ -36,3 +36,8 @@ def test_a_tool_gets_the_users_base_variables_and_only_allowed_ones_from_its_cal
               "GH_CONFIG_DIR": "/agent/gh", "OTHER": "x"}
     env = dict(tool_env(launch, caller, ("GH_REPO", "PATH", "LC_*")))
     assert env == {"PATH": "/usr/bin", "HOME": "/home/u", "LANG": "C", "GH_REPO": "o/r"}
+    # A variable that names code or configuration passes from the caller only by its name.
+    caller = {"GIT_AUTHOR_NAME": "a", "GIT_EDITOR": "./evil", "GIT_PAGER": "./evil",
+              "GH_CONFIG_DIR": "/agent/gh"}
+    assert dict(tool_env((), caller, ("GIT_*", "GH_*"))) == {"GIT_AUTHOR_NAME": "a"}
+    assert dict(tool_env((), caller, ("GIT_EDITOR",))) == {"GIT_EDITOR": "./evil"}
