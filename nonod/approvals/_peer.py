@@ -34,15 +34,21 @@ def _socket_inode(session_pid: int, port: int) -> str | None:
 
 
 def _group(pid: int | str) -> str | None:
-    """The cgroup (v2) of ``pid``, with a trailing ``/``; None if unknown."""
+    """The cgroup of ``pid`` in the hierarchy the daemon gives each session a group of its
+    own in: v1's ``pids`` where it is bound (hybrid hosts, whose v2 tree holds no session
+    groups), else v2's; with the hierarchy's name and a trailing ``/``. None if unknown."""
+    unified = None
     try:
         with open(f"/proc/{pid}/cgroup") as handle:
             for line in handle:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if "pids" in controllers.split(","):
+                    return f"pids:{path.rstrip('/')}/"
                 if line.startswith("0::"):
-                    return line[3:].rstrip("\n").rstrip("/") + "/"
-    except OSError:
-        pass
-    return None
+                    unified = f"0:{path.rstrip('/')}/"
+    except (OSError, ValueError):
+        return None
+    return unified
 
 
 def _holder(inode: str, session_pid: int) -> int | None:

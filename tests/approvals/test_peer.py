@@ -13,6 +13,9 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from nonod.approvals._peer import find_client
 
@@ -65,21 +68,33 @@ def test_a_question_looks_at_a_bounded_number_of_descriptors() -> None:
         server.close()
 
 
+PIDS = Path("/sys/fs/cgroup/pids")
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not PIDS.is_dir(),
+                    reason="needs root and the v1 pids hierarchy (a session's own group)")
 def test_the_asker_is_found_among_few_descriptors() -> None:
     """The ordinary case still names the process: a session's few descriptors are within
-    the bound."""
+    the bound, wherever its group is on the host (here v1's ``pids``, whose group the
+    daemon gives each session on a hybrid host: the whole host's descriptors, which a busy
+    host has more of than the bound, are not looked at)."""
     server = socket.create_server(("127.0.0.1", 0))
     holder = subprocess.Popen([sys.executable, "-S", "-c", HOLD, str(server.getsockname()[1])],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    group = PIDS / f"nono-test-peer-{os.getpid()}"
+    group.mkdir()
     try:
+        (group / "cgroup.procs").write_text(str(holder.pid))
         assert holder.stdout is not None
         port = int(holder.stdout.readline())
-        found = find_client(os.getpid(), port)
+        found = find_client(holder.pid, port)
         assert found is not None and found[0] == holder.pid
     finally:
         holder.kill()
         holder.wait()
         server.close()
+        group.rmdir()
 
 
 async def test_one_sessions_questions_leave_the_daemons_worker_threads_to_the_others(
@@ -139,3 +154,35 @@ async def test_one_sessions_questions_leave_the_daemons_worker_threads_to_the_ot
             process.kill()
             process.wait()
         server.close()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not PIDS.is_dir(),
+                    reason="needs root and the v1 pids hierarchy (a session's own group)")
+def test_the_asker_in_its_sessions_group_is_found_past_the_hosts_descriptors() -> None:
+    """A session in a v1 group of its own (hybrid hosts: the v2 tree holds no session groups)
+    is looked for there: its asker is named however many descriptors the host's other
+    processes hold. Before: the v2 group alone was read, every process on the host was
+    looked at, and the bound ran out first (no name)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    hoarders = [subprocess.Popen([sys.executable, "-S", "-c", HOARD], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    holder = None
+    group = PIDS / f"nono-test-peer-{os.getpid()}"
+    group.mkdir()
+    try:
+        assert sum(int(h.stdout.readline()) for h in hoarders if h.stdout is not None) > 8192
+        holder = subprocess.Popen([sys.executable, "-S", "-c", HOLD,
+                                   str(server.getsockname()[1])],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        (group / "cgroup.procs").write_text(str(holder.pid))
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())
+        found = find_client(holder.pid, port)
+        assert found is not None and found[0] == holder.pid
+    finally:
+        for process in [*hoarders, *([holder] if holder else [])]:
+            process.kill()
+            process.wait()
+        server.close()
+        group.rmdir()
