@@ -384,8 +384,11 @@ class GuardHub:
         """``A``: guard the session of an init without an outer launcher from now on, before
         its launch; its records wait in a pipe until ``launched``. A change it was woken for
         before (``c``: no outer reads it) is repaired at once."""
-        hold, held = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(hold, False)
+        # Both ends non-blocking: nobody reads the pipe before the launch, and a full one
+        # must not hang a repair's record (the view then repaired no more) or ``_lost``'s
+        # (the fork server, every session with it). A record that does not fit is dropped:
+        # each is one write below PIPE_BUF, whole or not at all, and no program has run.
+        hold, held = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._adopt(client, [fds[0], held, fds[1], fds[2]])
         if client.adopted is None:
             os.close(hold)

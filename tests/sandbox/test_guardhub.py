@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from nonod.sandbox._guardhub import GuardHub
+from nonod.sandbox._guardhub import GuardHub, _Adopted
 
 
 def _pump(hub: GuardHub, poller: select.poll, timeout_ms: int = 200) -> None:
@@ -237,6 +237,25 @@ def test_a_repair_at_the_share_keeps_its_session(tmp_path: Path) -> None:
         assert len(hub._by_wd) == 2  # the old ones released
 
 
+def _adopted_ahead(hub: GuardHub, poller: select.poll, client: socket.socket,
+                   ours: socket.socket, init: int) -> _Adopted:
+    """``client`` (the init ``init``'s end; ``ours``, the hub's) hands its guard over before
+    any plan (``A``: the init's pidfd, a state memfd, its hub socket); the hub's record of
+    the adoption."""
+    pidfd = os.pidfd_open(init)
+    state = os.memfd_create("state")
+    try:
+        socket.send_fds(client, [b"A"], [pidfd, state, client.fileno()])
+    finally:
+        os.close(pidfd)
+        os.close(state)
+    _pump(hub, poller)
+    assert client.recv(16) == b"h"
+    adopted = hub._clients[ours.fileno()].adopted
+    assert adopted is not None
+    return adopted
+
+
 def test_a_session_adopted_ahead_gets_what_was_held_at_its_launch_and_only_then() -> None:
     """``A`` (a direct init hands its guard over before any plan): the hub gives its repairs
     a pipe of its own to report to; ``launched`` passes the exit pipe, what was held first,
@@ -253,19 +272,9 @@ def test_a_session_adopted_ahead_gets_what_was_held_at_its_launch_and_only_then(
     other, other_client = hub.client_for()
     client.settimeout(5)
     init = subprocess.Popen(["sleep", "60"])
-    pidfd = os.pidfd_open(init.pid)
-    state = os.memfd_create("state")
     exit_r, exit_w = os.pipe()
     try:
-        try:
-            socket.send_fds(client, [b"A"], [pidfd, state, client.fileno()])
-        finally:
-            os.close(pidfd)
-            os.close(state)
-        _pump(hub, poller)
-        assert client.recv(16) == b"h"
-        adopted = hub._clients[ours.fileno()].adopted
-        assert adopted is not None
+        adopted = _adopted_ahead(hub, poller, client, ours, init.pid)
         held = record(REC_GUARD, 7, GUARD_RESTORED, b"/etc/shadow")
         os.write(adopted.report, held)  # what a repair before the launch reports
         assert hub.launched(other, exit_w) is False  # never adopted
@@ -285,3 +294,57 @@ def test_a_session_adopted_ahead_gets_what_was_held_at_its_launch_and_only_then(
             end.close()
         os.close(exit_r)
         os.close(exit_w)
+
+
+def test_a_full_holding_pipe_before_the_launch_blocks_neither_the_hub_nor_a_repair() -> None:
+    """A direct init's guard reports into a holding pipe until its launch (``A``), which
+    nobody reads before then: a launcher that waits long while the host keeps changing what
+    its view guards fills it. Its write end was blocking: a repair then hung on its record
+    (the waiting view repaired no more), and a guard lost then (``_lost``) hung the fork
+    server itself, every session's launches and repairs with it. Now a record that does
+    not fit is dropped (nobody has seen the session yet) and the lost guard still ends the
+    init."""
+    import subprocess
+    import threading
+
+    from nonod.sandbox import _reaper
+
+    poller = select.poll()
+    hub = GuardHub(poller, _reaper.load())
+    ours, client = hub.client_for()
+    client.settimeout(5)
+    init = subprocess.Popen(["sleep", "60"])
+    try:
+        adopted = _adopted_ahead(hub, poller, client, ours, init.pid)
+        writer = subprocess.Popen(  # a repair's records, until the pipe is full
+            ["python3", "-c", f"import os\nwhile True: os.write({adopted.report}, b'r' * 512)"],
+            pass_fds=[adopted.report], stderr=subprocess.DEVNULL)
+        try:
+            writer.wait(timeout=5)  # EAGAIN (a blocking pipe: still writing)
+        except subprocess.TimeoutExpired:
+            writer.kill()
+            writer.wait()
+        assert writer.returncode == 1  # the write that did not fit failed, not waited
+        adopted.repair = 12345  # as if a repair ran, and failed:
+        fake = os.pidfd_open(os.getpid())
+        poller.register(fake, select.POLLIN)
+        hub._repairs[fake] = (12345, hub._clients[ours.fileno()])
+        done = threading.Thread(target=hub.reaped, args=(12345, 1 << 8), daemon=True)
+        done.start()
+        done.join(5)
+        stuck = done.is_alive()
+        if stuck:  # let it go: drain the pipe
+            os.set_blocking(adopted.hold, False)
+            with contextlib.suppress(BlockingIOError):
+                while os.read(adopted.hold, 65536):
+                    pass
+            done.join(5)
+        assert not stuck
+        assert os.waitpid(init.pid, 0)[1] == 9  # the lost guard ended the init (SIGKILL)
+    finally:
+        init.kill()
+        client.close()
+        if hub._spare is not None:
+            pid, sock = hub._spare
+            sock.close()
+            os.waitpid(pid, 0)
