@@ -21,6 +21,7 @@ import trio
 from nonod.policy import Access, Denial, Grant, NetworkPolicy, ResolvedPolicy
 from nonod.sandbox import LaunchRequest, _reaper, open_launcher
 from nonod.sandbox._api import GuardReport, Sandboxed
+from nonod.sandbox._forkserver import WARM_IDLE
 
 pytestmark = [pytest.mark.userns, pytest.mark.root]
 
@@ -49,13 +50,13 @@ async def _named(pid: int, name: str) -> None:
 
 @asynccontextmanager
 async def _session(world_tmp: Path, code: str, mode: str = "namespaces",
-                   policy: ResolvedPolicy | None = None
+                   policy: ResolvedPolicy | None = None, warm_idle: float = WARM_IDLE
                    ) -> AsyncIterator[tuple[Sandboxed, trio.lowlevel.FdStream, int]]:
     """``code`` in a session whose init has become the reaper: the session, the program's
     stdout, and the write end of its stdin (closed on exit if still open)."""
     out_r, out_w = os.pipe()
     in_r, in_w = os.pipe()
-    async with open_launcher(mode) as launcher:  # type: ignore[arg-type]
+    async with open_launcher(mode, warm_idle=warm_idle) as launcher:  # type: ignore[arg-type]
         proc = await launcher.launch(policy or _policy(world_tmp), LaunchRequest(
             argv=(PY, "-S", "-c", code), cwd=str(world_tmp)), stdio=(in_r, out_w, 2))
         os.close(out_w)
@@ -436,9 +437,11 @@ def _children_named(parent: int, name: str) -> list[int]:
 
 async def test_the_spare_repair_ends_with_the_last_guarded_session(world_tmp: Path) -> None:
     """The spare is there for the sessions the fork server guards: once none is left, it
-    ends (the fork server's children are its launchers again)."""
+    ends (the fork server's children are its launchers again). A warm launcher made for the
+    same view meanwhile guards its view at the hub ahead of its launch (a direct one) and
+    keeps the spare until it is dropped, ``warm_idle`` after the last launch: short here."""
     async with _session(world_tmp, "import sys; sys.stdin.read()", "namespaces",
-                        _masked(world_tmp)) as (proc, _, stdin):
+                        _masked(world_tmp), warm_idle=0.5) as (proc, _, stdin):
         await _outer_left(proc.pid)
         server = _ppid(proc.pid)
         with trio.fail_after(10):
