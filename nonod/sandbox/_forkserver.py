@@ -320,15 +320,18 @@ class _Warm:
 
     def _wait_ready(self) -> tuple[int, int, int] | None:
         """The outer's hello and the init's ``READY`` (in either order): (init pid, audit
-        session, errno), or None if the launcher died first (preparing its view, say).
+        session, errno), or None if the launcher died first (preparing its view, say), or
+        is not ready within ``READY_PATIENCE``: then it is killed, and the launch goes cold.
         Both processes get the session's priority back first: one still preparing must not
         keep the launch waiting at the refill's."""
         if self.nicer:
             self._restore(self.pid)
+        deadline = time.monotonic() + READY_PATIENCE
         hello = self.hello
         ready = False
         while hello is None or not ready:
-            if not self._serve_guard():
+            if not self._serve_guard(deadline) or not _readable_by(self.sock, deadline):
+                self._stuck(deadline)
                 return None
             data = self.sock.recv(WARM_HELLO.size)
             if data == READY:
@@ -341,11 +344,12 @@ class _Warm:
                 return None
         return hello
 
-    def _serve_guard(self) -> bool:
+    def _serve_guard(self, deadline: float) -> bool:
         """Until the launcher says something, take what its init sends the hub: a direct
         init hands its view guard over before ``READY`` and waits for the hub's answers
         (``_launcher._adopt_ahead``), which the server's loop gives only once we are back
-        there. False if the hub dropped it meanwhile (its guard is not set up)."""
+        there. False if the hub dropped it meanwhile (its guard is not set up), or at
+        ``deadline``."""
         key = self.hub_key
         if key is None:
             return True
@@ -355,14 +359,27 @@ class _Warm:
         poll.register(self.sock, select.POLLIN)
         poll.register(key, select.POLLIN)
         while key.fileno() >= 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
             try:
-                events = dict(poll.poll())
+                events = dict(poll.poll(math.ceil(left * 1000)))
             except InterruptedError:
                 continue
             if self.sock.fileno() in events:
                 return True
-            self.hub.handle(key.fileno())
+            if key.fileno() in events:
+                self.hub.handle(key.fileno())
         return False
+
+    def _stuck(self, deadline: float) -> None:
+        """A launcher not ready by ``deadline`` (its view's preparation hangs: a path on a
+        file system whose server stopped answering, say) is killed, not waited for: the
+        fork server serves every session's launches and repairs, and must not wait with
+        them on one launcher. Its init dies with its outer process (or is the process)."""
+        if time.monotonic() >= deadline and _child_of_ours(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
 
     def _restore(self, pid: int) -> None:
         os.setpriority(os.PRIO_PROCESS, pid, self.nice)
@@ -411,6 +428,37 @@ class _Warm:
         finally:
             if not handed:
                 self.sock.close()
+
+
+#: Seconds a launch waits for a warm launcher still preparing its view (normally a few
+#: milliseconds) before it kills it and is made cold (``_Warm._stuck``).
+READY_PATIENCE = 5.0
+
+
+def _child_of_ours(pid: int) -> bool:
+    """Whether ``pid`` is still a child of this process (not reaped, its number not taken
+    by another process since)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return len(fields) > 1 and fields[1] == str(os.getpid()).encode()
+
+
+def _readable_by(sock: socket.socket, deadline: float) -> bool:
+    """Whether ``sock`` has something to read (or its end) before ``deadline``."""
+    poll = select.poll()
+    poll.register(sock, select.POLLIN)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            return bool(poll.poll(math.ceil(left * 1000)))
+        except InterruptedError:
+            continue
 
 
 def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardHub,
