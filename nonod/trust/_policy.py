@@ -92,8 +92,8 @@ class Glob:
     def could_match_below(self, reldir: str) -> bool:
         """Whether some path under directory ``reldir`` might match (never a false "no")."""
         below = reldir + "/"
-        if self.exact:
-            return self.pattern.startswith(below)
+        if self.exact:  # the literal path, unescaped (``\\*`` names a file called ``*``)
+            return self.prefix.startswith(below)
         return below.startswith(self.prefix) or self.prefix.startswith(below)
 
 

@@ -305,3 +305,11 @@ def test_random_globs_compile_or_raise_value_error(pattern: str, path: str) -> N
     glob.matches(path)
     if glob.matches(path) and "/" in path:
         assert glob.could_match_below(path.rsplit("/", 1)[0])
+
+
+def test_an_escaped_exact_pattern_is_looked_for_below_its_literal_directory() -> None:
+    """An exact pattern with an escape (``\\/``, ``we\\ird/AGENTS.md``) names its literal path:
+    the scan must enter the directories on its way (before: the raw pattern, backslashes
+    and all, was compared, and a scan skipping ``weird`` never verified the file)."""
+    assert compile_glob("\\/").could_match_below("")
+    assert compile_glob("we\\ird/AGENTS.md").could_match_below("weird")
