@@ -74,6 +74,17 @@ PIN_DIR = "/.nono-pins"
 LAYERS_DIR = "/.nono-layers"  # an overlay's upper and work directories, while it is made
 # The user's cache home when the policy names none ($XDG_CACHE_HOME's default), below $HOME.
 CACHE_HOME = ".cache"
+# Caches kept outside the cache home, below $HOME, whose contents host tools run later
+# without checking them again (the places each tool uses when its variable is not set): Go's
+# module cache, Cargo's crate sources (``build.rs``), the jars of Maven and Gradle and
+# Gradle's wrapper distributions, npm's cache (``npx`` runs what ``_npx`` holds), uv's
+# Python installations and tools, pnpm's and Bun's stores, Yarn's, NuGet's, conda's
+# packages, Dart's pub cache. Copy-on-write as the cache home is.
+HOME_CACHES = (
+    "go/pkg/mod", ".cargo/registry", ".cargo/git", ".m2/repository", ".gradle/caches",
+    ".gradle/wrapper", ".npm", ".local/share/uv", ".local/share/pnpm", ".bun/install/cache",
+    ".yarn/berry/cache", ".nuget/packages", ".conda/pkgs", ".pub-cache",
+)
 EMPTY_FILE = "/.nono-empty"
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -584,7 +595,8 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
 
     view = _View(sorted(binds.values(), key=lambda op: _depth(op.target)), look)
     kept = _Prefixes(policy.shared_caches)
-    for root in (os.path.join(home, CACHE_HOME), *_cache_roots(policy, home, look)):
+    written = (os.path.join(home, rel) for rel in (CACHE_HOME, *HOME_CACHES))
+    for root in (*written, *_cache_roots(policy, home, look)):
         if not kept.covers(root):
             view.keep_cache_home(root)
     for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
@@ -617,13 +629,14 @@ def _cache_roots(policy: ResolvedPolicy, home: str, look: _Look) -> list[str]:
     policy was resolved with ($XDG_CACHE_HOME) and ``~/.cache`` (what a tool uses when the
     variable is not set where it runs), canonical, and where the links in them lead, and
     the grants named through a link in one (``policy.cache_links``): caches kept on
-    another disk. A cache home at or above ``home``
+    another disk; and :data:`HOME_CACHES`, canonical. A cache home at or above ``home``
     (``XDG_CACHE_HOME=$HOME``) is left out: it would make the whole home copy-on-write."""
     real_home = look.realpath(home)
     homes = {look.realpath(os.path.join(home, CACHE_HOME))}
     if policy.cache_home:
         homes.add(policy.cache_home)
-    roots = {*homes, *policy.cache_links}
+    roots = {*homes, *policy.cache_links,
+             *(look.realpath(os.path.join(home, rel)) for rel in HOME_CACHES)}
     shared = _Prefixes(policy.shared_caches)
     for cache in homes:  # a cache kept elsewhere, however the grant names it
         if look.isdir(cache) and not shared.covers(cache):  # (a huge one's first names)

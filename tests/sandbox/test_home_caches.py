@@ -1,0 +1,87 @@
+"""Caches kept outside the cache home are copy-on-write too (branch ``redteam14``).
+
+Go builds what ``~/go/pkg/mod`` holds without checking it again, Cargo runs the ``build.rs``
+of ``~/.cargo/registry/src``, Maven and Gradle load the jars of ``~/.m2`` and
+``~/.gradle/caches``, ``npx`` runs what ``~/.npm/_npx`` holds: a session with a writable
+home, or a writable grant of one of them, wrote code the host runs later. Each is an overlay
+now, like the cache home; an absent one is refused to the creation guard.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nonod.policy import Access
+
+from ..conftest import SandboxUser
+from .test_sandbox import policy, probe
+
+pytestmark = pytest.mark.userns
+
+# (place, file in it) as a host tool left them.
+PLANTED = (("go/pkg/mod/example.com/m@v1.0.0", "m.go"),
+           (".cargo/registry/src/index-1/crate-1.0.0", "build.rs"),
+           (".m2/repository/org/x/1.0", "x-1.0.jar"),
+           (".npm/_npx/0abc/node_modules/tool", "index.js"))
+
+
+@pytest.fixture
+def home(world_tmp: Path, sandbox_user: SandboxUser) -> Path:
+    home = world_tmp / "home"
+    (home / "proj").mkdir(parents=True)
+    for place, name in PLANTED:
+        (home / place).mkdir(parents=True)
+        (home / place / name).write_text("HOST\n")
+    for path in (home, *home.rglob("*")):
+        sandbox_user.chown(path)
+    return home
+
+
+def _session(user: SandboxUser, home: Path, grant: Path, code: str) -> list[str]:
+    r = user.run(policy((grant, Access.READWRITE), (home / "proj", Access.READWRITE)),
+                 probe(code), cwd=str(home / "proj"), env=(("HOME", str(home)),))
+    assert r.code == 0, r.stderr
+    return r.stdout.split("\n")
+
+
+@pytest.mark.parametrize("granted", ["home", "each"])
+def test_caches_outside_the_cache_home_are_copy_on_write(
+        sandbox_user: SandboxUser, home: Path, granted: str) -> None:
+    """Each planted file is read, rewritten and read back in the session, and a new one is
+    made beside it; on the host every file is as the tool left it and nothing was added.
+    Granted as a writable home, and as a writable grant of the tool's own directory."""
+    for place, name in PLANTED:
+        grant = home if granted == "home" else home / place.split("/")[0]
+        f = home / place / name
+        out = _session(sandbox_user, home, grant,
+                       f"t(lambda: open('{f}').read().strip())\n"
+                       f"t(lambda: open('{f}', 'w').write('SESSION'))\n"
+                       f"t(lambda: open('{f}.new', 'w').write('NEW'))\n"
+                       f"t(lambda: open('{f}').read())\n")
+        assert out[:4] == ["OK HOST", "OK 7", "OK 3", "OK SESSION"], (place, out)
+        assert f.read_text() == "HOST\n", place
+        assert os.listdir(home / place) == [name], place
+
+
+def test_an_absent_cache_outside_the_cache_home_is_refused_in_a_writable_home(
+        sandbox_user: SandboxUser, world_tmp: Path) -> None:
+    """No ``~/go`` and no ``~/.gradle`` at launch: no overlay can be placed, and the session
+    would make the host's module cache itself. The names are refused to the creation guard;
+    the rest of the home is written."""
+    home = world_tmp / "fresh"
+    (home / "proj").mkdir(parents=True)
+    (home / ".cargo").mkdir()
+    for path in (home, *home.rglob("*")):
+        sandbox_user.chown(path)
+    out = _session(sandbox_user, home, home,
+                   f"t(lambda: os.makedirs('{home}/go/pkg/mod/example.com'))\n"
+                   f"t(lambda: os.makedirs('{home}/.cargo/registry/src'))\n"
+                   f"t(lambda: os.mkdir('{home}/other'))\n"
+                   f"t(lambda: os.rename('{home}/other', '{home}/.gradle'))\n"
+                   f"t(lambda: open('{home}/.cargo/env', 'w').write('kept'))\n")
+    assert out[:5] == ["EACCES", "EACCES", "OK ", "EACCES", "OK 4"], out
+    assert sorted(os.listdir(home)) == [".cargo", "other", "proj"]
+    assert os.listdir(home / ".cargo") == ["env"]
