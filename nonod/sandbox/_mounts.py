@@ -599,6 +599,9 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
     for root in (*written, *_cache_roots(policy, home, look)):
         if not kept.covers(root):
             view.keep_cache_home(root)
+    for op in binds.values():
+        if op.kind == OVERLAY:
+            view.keep_overlay(op.target)
     for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
                                    policy.workdir, policy.protected_files):
         view.guard(path, MountOp(READONLY, path))
@@ -1130,6 +1133,18 @@ class _View:
         if walk is not None and not self._protected.covers(walk[0][-1]):
             existing, missing = walk
             self.anchors.update(existing[1:] if missing else existing[1:-1])
+
+    def keep_overlay(self, target: str) -> None:
+        """Anchor the directories between a writable directory grant and an overlay below it
+        (``~/go`` and ``~/go/pkg`` for ``~/go/pkg/mod`` in a writable home): the overlay's
+        own directory is a mount point, the way to it is not, and moved aside (with the
+        cache's path made again in its place) it let the session write the host's cache."""
+        bind = self._innermost(os.path.dirname(target))
+        if bind is None or not (bind.writable and bind.kind == BIND_DIR):
+            return
+        walk = _walk(bind.target, target, self._look)
+        if walk is not None and walk[1] is None:
+            self.anchors.update(walk[0][1:-1])
 
     def keep_cache_home(self, path: str) -> None:
         """A cache home (``path``) the session could make or re-point in a writable

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from nonod.policy import Access
@@ -85,3 +86,35 @@ def test_an_absent_cache_outside_the_cache_home_is_refused_in_a_writable_home(
     assert out[:5] == ["EACCES", "EACCES", "OK ", "EACCES", "OK 4"], out
     assert sorted(os.listdir(home)) == [".cargo", "other", "proj"]
     assert os.listdir(home / ".cargo") == ["env"]
+
+
+def test_the_way_to_a_cache_cannot_be_moved_aside(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """The overlay is at the cache itself (``~/go/pkg/mod``, a cache home kept at
+    ``~/.var/cache``); the directories between the writable grant and it are not mount points.
+    Renamed aside, with the cache's path made again in their place, the session's files were
+    the host's cache: the next host build ran them. The way is anchored (``EBUSY``)."""
+    deep = home / ".var/cache/go-build"
+    deep.mkdir(parents=True)
+    (deep / "entry").write_text("HOST\n")
+    for path in (home / ".var", home / ".var/cache", deep, deep / "entry"):
+        sandbox_user.chown(path)
+    pol = msgspec.structs.replace(policy((home, Access.READWRITE)),
+                                  cache_home=str(home / ".var/cache"))
+    mod = "go/pkg/mod/example.com/m@v1.0.0"
+    r = sandbox_user.run(pol, probe(
+        f"t(lambda: os.rename('{home}/go', '{home}/go.aside'))\n"
+        f"t(lambda: os.rename('{home}/go/pkg', '{home}/go/pkg.aside'))\n"
+        f"t(lambda: os.makedirs('{home}/{mod}', exist_ok=True))\n"
+        f"t(lambda: open('{home}/{mod}/m.go', 'w').write('SESSION'))\n"
+        f"t(lambda: os.rename('{home}/.var', '{home}/var.aside'))\n"
+        f"t(lambda: os.makedirs('{deep}', exist_ok=True))\n"
+        f"t(lambda: open('{deep}/entry', 'w').write('SESSION'))\n"
+        f"t(lambda: open('{home}/proj/out', 'w').write('kept'))\n"),
+        cwd=str(home / "proj"), env=(("HOME", str(home)),))
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:8] == ["EBUSY", "EBUSY", "OK ", "OK 7", "EBUSY", "OK ", "OK 7",
+                                        "OK 4"], r.stdout
+    assert (home / mod / "m.go").read_text() == "HOST\n"
+    assert (deep / "entry").read_text() == "HOST\n"
+    assert sorted(os.listdir(home)) == [".cargo", ".m2", ".npm", ".var", "go", "proj"]
