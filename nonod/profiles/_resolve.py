@@ -50,6 +50,7 @@ from ..policy import (
 )
 from . import _expand
 from ._broad import broad_directory, named_by, through_workdir
+from ._caches import moved_caches
 from ._check import check_profile, reserved_env_name
 from ._expand import ResolveContext
 from ._fslook import FsLook
@@ -275,6 +276,7 @@ class _Resolver:
             writable_persistence=self._placed(self.profile.nonod.writable_persistence),
             cache_home=self.fs.realpath(self.values["XDG_CACHE_HOME"]),
             cache_links=self._cache_links(grants),
+            cache_dirs=moved_caches(self.ctx.env),
             shared_caches=self._placed(self.profile.nonod.shared_caches),
             binary=self._binary(),
             command_args=tuple(

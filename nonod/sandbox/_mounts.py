@@ -595,7 +595,8 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
 
     view = _View(sorted(binds.values(), key=lambda op: _depth(op.target)), look)
     kept = _Prefixes(policy.shared_caches)
-    written = (os.path.join(home, rel) for rel in (CACHE_HOME, *HOME_CACHES))
+    written = (*(os.path.join(home, rel) for rel in (CACHE_HOME, *HOME_CACHES)),
+               *policy.cache_dirs)
     for root in (*written, *_cache_roots(policy, home, look)):
         if not kept.covers(root):
             view.keep_cache_home(root)
@@ -632,14 +633,16 @@ def _cache_roots(policy: ResolvedPolicy, home: str, look: _Look) -> list[str]:
     policy was resolved with ($XDG_CACHE_HOME) and ``~/.cache`` (what a tool uses when the
     variable is not set where it runs), canonical, and where the links in them lead, and
     the grants named through a link in one (``policy.cache_links``): caches kept on
-    another disk; and :data:`HOME_CACHES`, canonical. A cache home at or above ``home``
+    another disk; and :data:`HOME_CACHES` and the caches the caller's environment moved
+    (``policy.cache_dirs``), canonical. A cache home at or above ``home``
     (``XDG_CACHE_HOME=$HOME``) is left out: it would make the whole home copy-on-write."""
     real_home = look.realpath(home)
     homes = {look.realpath(os.path.join(home, CACHE_HOME))}
     if policy.cache_home:
         homes.add(policy.cache_home)
     roots = {*homes, *policy.cache_links,
-             *(look.realpath(os.path.join(home, rel)) for rel in HOME_CACHES)}
+             *(look.realpath(os.path.join(home, rel)) for rel in HOME_CACHES),
+             *(look.realpath(path) for path in policy.cache_dirs)}
     shared = _Prefixes(policy.shared_caches)
     for cache in homes:  # a cache kept elsewhere, however the grant names it
         if look.isdir(cache) and not shared.covers(cache):  # (a huge one's first names)

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from nonod.policy import Access
+from nonod.profiles import ResolveContext, parse_profile, resolve
 
 from ..conftest import SandboxUser
 from .test_sandbox import policy, probe
@@ -118,3 +119,39 @@ def test_the_way_to_a_cache_cannot_be_moved_aside(
     assert (home / mod / "m.go").read_text() == "HOST\n"
     assert (deep / "entry").read_text() == "HOST\n"
     assert sorted(os.listdir(home)) == [".cargo", ".m2", ".npm", ".var", "go", "proj"]
+
+
+def test_caches_the_callers_environment_moved_are_copy_on_write(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """``GOCACHE`` and ``GOPATH`` in the caller's environment (how its host tools are set
+    up) move Go's build and module caches out of ``~/.cache`` and ``~/go``: the host's next
+    build reads them there. Resolution names them (``cache_dirs``); a writable grant that
+    holds them makes them overlays, and an absent one is refused to the creation guard."""
+    gocache, modcache = home / "build/go-cache", home / "work/go/pkg/mod"
+    (gocache / "ab").mkdir(parents=True)
+    (gocache / "ab/entry-d").write_text("HOST\n")
+    modcache.mkdir(parents=True)
+    for path in (home / "build", home / "work", *(home / "build").rglob("*"),
+                 *(home / "work").rglob("*")):
+        sandbox_user.chown(path)
+    ctx = ResolveContext.for_user(home=str(home), workdir=str(home / "proj"),
+                                  uid=sandbox_user.uid, environ={
+                                      "GOCACHE": str(gocache), "GOPATH": f"{home}/work/go:/x",
+                                      "CARGO_HOME": f"{home}/rust", "HOME": str(home)})
+    resolved = resolve(parse_profile(b'{"filesystem": {"read": ["/usr"]}}', "t"), ctx)
+    assert resolved.cache_dirs == tuple(sorted((str(gocache), str(modcache),
+                                                f"{home}/rust/git", f"{home}/rust/registry")))
+    pol = msgspec.structs.replace(policy((home, Access.READWRITE)),
+                                  cache_dirs=resolved.cache_dirs)
+    r = sandbox_user.run(pol, probe(
+        f"t(lambda: open('{gocache}/ab/entry-d', 'w').write('SESSION'))\n"
+        f"t(lambda: os.makedirs('{modcache}/example.com/m@v1'))\n"
+        f"t(lambda: os.makedirs('{home}/rust/registry/src'))\n"
+        f"t(lambda: open('{home}/build/other', 'w').write('kept'))\n"),
+        cwd=str(home / "proj"), env=(("HOME", str(home)),))
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:4] == ["OK 7", "OK ", "EACCES", "OK 4"], r.stdout
+    assert (gocache / "ab/entry-d").read_text() == "HOST\n"
+    assert os.listdir(modcache) == []
+    assert not (home / "rust").exists()
+    assert (home / "build/other").read_text() == "kept"
