@@ -155,3 +155,14 @@ def test_caches_the_callers_environment_moved_are_copy_on_write(
     assert os.listdir(modcache) == []
     assert not (home / "rust").exists()
     assert (home / "build/other").read_text() == "kept"
+
+
+def test_a_moved_cache_that_holds_the_working_directory_is_not_one(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """``HF_HOME`` at the directory the project lies in: taken as a cache root, the
+    project itself would be copy-on-write and the session's work lost."""
+    ctx = ResolveContext.for_user(home=str(home), workdir=str(home / "proj"),
+                                  uid=sandbox_user.uid, environ={
+                                      "HF_HOME": str(home / "proj"), "GOCACHE": str(home)})
+    resolved = resolve(parse_profile(b'{"filesystem": {"read": ["/usr"]}}', "t"), ctx)
+    assert resolved.cache_dirs == ()
