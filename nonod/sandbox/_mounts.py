@@ -208,6 +208,21 @@ HOME_RC_FILES = (
     # Editors' extensions, loaded at every start (VS Code, VSCodium, Cursor, Windsurf).
     ".vscode/extensions", ".vscode/argv.json", ".vscode-oss/extensions", ".cursor/extensions",
     ".windsurf/extensions",
+    # Build tools' and shells' user configuration that names a program or code they run at
+    # every invocation anywhere: Go's env file (GOFLAGS=-toolexec=..., CC), Gradle's init
+    # scripts and JVM options, `mvn`'s sourced .mavenrc, Bun's preloads, the prompt's custom
+    # commands, other shells' rc files and the zsh/bash frameworks their rc files source,
+    # Jupyter's Python configuration, Julia's and R's start-up, Terraform's provider
+    # overrides, Docker's CLI plugins; and the package indexes the next install fetches code
+    # from (pip, uv, conda).
+    ".config/go/env", ".gradle/init.gradle", ".gradle/init.gradle.kts", ".gradle/init.d",
+    ".gradle/gradle.properties", ".mavenrc", ".bunfig.toml", ".config/starship.toml",
+    ".kshrc", ".mkshrc", ".cshrc", ".tcshrc", ".config/nushell", ".xonshrc", ".config/xonsh",
+    ".config/elvish", ".oh-my-zsh", ".oh-my-bash", ".bash_it", ".zprezto",
+    ".jupyter/jupyter_config.py", ".jupyter/jupyter_notebook_config.py",
+    ".jupyter/jupyter_server_config.py", ".jupyter/jupyter_lab_config.py", ".julia/config",
+    ".Renviron", ".terraformrc", ".docker/cli-plugins", ".config/pip", ".pip",
+    ".config/uv/uv.toml", ".condarc",
 )
 
 
