@@ -656,7 +656,7 @@ def _cache_roots(policy: ResolvedPolicy, home: str, look: _Look) -> list[str]:
     if policy.cache_home:
         homes.add(policy.cache_home)
     roots = {*homes, *policy.cache_links,
-             *(look.realpath(os.path.join(home, rel)) for rel in HOME_CACHES),
+             *(_home_cache(home, real_home, rel, look) for rel in HOME_CACHES),
              *(look.realpath(path) for path in policy.cache_dirs)}
     shared = _Prefixes(policy.shared_caches)
     for cache in homes:  # a cache kept elsewhere, however the grant names it
@@ -665,6 +665,21 @@ def _cache_roots(policy: ResolvedPolicy, home: str, look: _Look) -> list[str]:
             roots.update(look.realpath(link) for link in links
                          if look.islink(link) and not shared.covers(link))
     return sorted(root for root in roots if not _under(real_home, root))
+
+
+def _home_cache(home: str, real_home: str, rel: str, look: _Look) -> str:
+    """:data:`HOME_CACHES` entry ``rel`` of ``home``, canonical: below the canonical home
+    unless a symbolic link lies on its way before the first absent name (most homes have few
+    of them: an ``lstat`` per name, asked once in the plan, where a ``realpath`` would ask
+    again from ``/`` at every launch of a kept plan)."""
+    way = home
+    for name in rel.split("/"):
+        way = os.path.join(way, name)
+        if not look.lexists(way):
+            break
+        if look.islink(way):
+            return look.realpath(os.path.join(home, rel))
+    return os.path.join(real_home, rel)
 
 
 def _copy_on_write(binds: dict[str, MountOp], roots: Sequence[str], shared: Sequence[str],
@@ -686,8 +701,8 @@ def _copy_on_write(binds: dict[str, MountOp], roots: Sequence[str], shared: Sequ
             binds[path] = msgspec.structs.replace(op, writable=False)
     for root in roots:
         holder = _holder(binds, root)
-        if root not in binds and not kept.covers(root) and look.isdir(root) and \
-                holder is not None and holder.kind == BIND_DIR and holder.writable:
+        if root not in binds and holder is not None and holder.kind == BIND_DIR and \
+                holder.writable and not kept.covers(root) and look.isdir(root):
             binds[root] = MountOp(OVERLAY, root, root, True)
     for path in shared:
         holder = _holder(binds, path)

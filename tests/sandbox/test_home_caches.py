@@ -166,3 +166,24 @@ def test_a_moved_cache_that_holds_the_working_directory_is_not_one(
                                       "HF_HOME": str(home / "proj"), "GOCACHE": str(home)})
     resolved = resolve(parse_profile(b'{"filesystem": {"read": ["/usr"]}}', "t"), ctx)
     assert resolved.cache_dirs == ()
+
+
+def test_a_cache_outside_the_cache_home_kept_elsewhere_through_a_link(
+        sandbox_user: SandboxUser, world_tmp: Path) -> None:
+    """``~/go`` a link to ``~/data/go`` (kept on another disk), ``~/data`` granted writable:
+    the module cache is where the link leads, and an overlay there."""
+    home = world_tmp / "linked"
+    mod = home / "data/go/pkg/mod/example.com/m@v1.0.0"
+    mod.mkdir(parents=True)
+    (mod / "m.go").write_text("HOST\n")
+    (home / "proj").mkdir()
+    (home / "go").symlink_to("data/go")
+    for path in (home, *home.rglob("*")):
+        sandbox_user.chown(path)
+    out = _session(sandbox_user, home, home / "data",
+                   f"t(lambda: open('{mod}/m.go').read().strip())\n"
+                   f"t(lambda: open('{mod}/m.go', 'w').write('SESSION'))\n"
+                   f"t(lambda: open('{home}/data/other', 'w').write('kept'))\n")
+    assert out[:3] == ["OK HOST", "OK 7", "OK 4"], out
+    assert (mod / "m.go").read_text() == "HOST\n"
+    assert (home / "data/other").read_text() == "kept"
