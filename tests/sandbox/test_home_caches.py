@@ -10,6 +10,7 @@ now, like the cache home; an absent one is refused to the creation guard.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import msgspec
@@ -20,6 +21,7 @@ from nonod.profiles import ResolveContext, parse_profile, resolve
 
 from ..conftest import SandboxUser
 from .test_sandbox import policy, probe
+from .test_viewguard import WAIT, _meanwhile
 
 pytestmark = pytest.mark.userns
 
@@ -187,3 +189,39 @@ def test_a_cache_outside_the_cache_home_kept_elsewhere_through_a_link(
     assert out[:3] == ["OK HOST", "OK 7", "OK 4"], out
     assert (mod / "m.go").read_text() == "HOST\n"
     assert (home / "data/other").read_text() == "kept"
+
+
+def test_a_cache_the_host_removes_and_makes_again_stays_out_of_reach(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """The overlay lies on the host's directory entry (``~/.cache`` in a writable home, and
+    ``~/go/pkg/mod`` below its anchored way): when the host removes the cache during the
+    session (``rm -rf ~/.cache``, a cache clean-up) the kernel drops the mounts on it, and the
+    directory a host tool makes again was the session's to write. The view guard masks what
+    is made there instead."""
+    for d in (".cache/go-build", "go/pkg/mod"):
+        (home / d).mkdir(parents=True, exist_ok=True)
+        sandbox_user.chown(*(home / d).parents, home / d)
+    work = home / "proj"
+    pol = policy((home, Access.READWRITE))
+
+    def change() -> None:
+        for d in (".cache", "go"):
+            shutil.rmtree(home / d)
+        for d in (".cache/go-build", "go/pkg/mod"):
+            (home / d).mkdir(parents=True)
+            sandbox_user.chown(*(p for p in (home / d).parents if p != home.parent and
+                                 home in p.parents), home / d)
+
+    thread = _meanwhile(work, change)
+    try:
+        r = sandbox_user.run(pol, probe(
+            WAIT + f"t(lambda: open('{home}/.cache/go-build/entry', 'w').write('SESSION'))\n"
+            f"t(lambda: open('{home}/go/pkg/mod/m.go', 'w').write('SESSION'))\n"
+            f"t(lambda: open('{home}/other', 'w').write('kept'))\n"),
+            cwd=str(work), env=(("HOME", str(home)),))
+    finally:
+        thread.join()
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:3] == ["EACCES", "EACCES", "OK 4"], r.stdout
+    assert os.listdir(home / ".cache/go-build") == []
+    assert os.listdir(home / "go/pkg/mod") == []
