@@ -198,9 +198,12 @@ def test_a_cache_the_host_removes_and_makes_again_stays_out_of_reach(
     session (``rm -rf ~/.cache``, a cache clean-up) the kernel drops the mounts on it, and the
     directory a host tool makes again was the session's to write. The view guard masks what
     is made there instead."""
-    for d in (".cache/go-build", "go/pkg/mod"):
+    def made(d: str) -> None:  # ``d`` and the directories on its way, inside ``home`` only
         (home / d).mkdir(parents=True, exist_ok=True)
-        sandbox_user.chown(*(home / d).parents, home / d)
+        sandbox_user.chown(*(p for p in (home / d).parents if home in p.parents), home / d)
+
+    for d in (".cache/go-build", "go/pkg/mod"):
+        made(d)
     work = home / "proj"
     pol = policy((home, Access.READWRITE))
 
@@ -208,9 +211,7 @@ def test_a_cache_the_host_removes_and_makes_again_stays_out_of_reach(
         for d in (".cache", "go"):
             shutil.rmtree(home / d)
         for d in (".cache/go-build", "go/pkg/mod"):
-            (home / d).mkdir(parents=True)
-            sandbox_user.chown(*(p for p in (home / d).parents if p != home.parent and
-                                 home in p.parents), home / d)
+            made(d)
 
     thread = _meanwhile(work, change)
     try:
