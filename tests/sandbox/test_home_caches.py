@@ -20,6 +20,7 @@ from nonod.policy import Access
 from nonod.profiles import ResolveContext, parse_profile, resolve
 
 from ..conftest import SandboxUser
+from .test_cache_cow import _session as _lines
 from .test_sandbox import policy, probe
 from .test_viewguard import WAIT, _meanwhile
 
@@ -45,10 +46,8 @@ def home(world_tmp: Path, sandbox_user: SandboxUser) -> Path:
 
 
 def _session(user: SandboxUser, home: Path, grant: Path, code: str) -> list[str]:
-    r = user.run(policy((grant, Access.READWRITE), (home / "proj", Access.READWRITE)),
-                 probe(code), cwd=str(home / "proj"), env=(("HOME", str(home)),))
-    assert r.code == 0, r.stderr
-    return r.stdout.split("\n")
+    return _lines(user, policy((grant, Access.READWRITE), (home / "proj", Access.READWRITE)),
+                  home, code)
 
 
 @pytest.mark.parametrize("granted", ["home", "each"])
@@ -105,19 +104,16 @@ def test_the_way_to_a_cache_cannot_be_moved_aside(
     pol = msgspec.structs.replace(policy((home, Access.READWRITE)),
                                   cache_home=str(home / ".var/cache"))
     mod = "go/pkg/mod/example.com/m@v1.0.0"
-    r = sandbox_user.run(pol, probe(
-        f"t(lambda: os.rename('{home}/go', '{home}/go.aside'))\n"
-        f"t(lambda: os.rename('{home}/go/pkg', '{home}/go/pkg.aside'))\n"
-        f"t(lambda: os.makedirs('{home}/{mod}', exist_ok=True))\n"
-        f"t(lambda: open('{home}/{mod}/m.go', 'w').write('SESSION'))\n"
-        f"t(lambda: os.rename('{home}/.var', '{home}/var.aside'))\n"
-        f"t(lambda: os.makedirs('{deep}', exist_ok=True))\n"
-        f"t(lambda: open('{deep}/entry', 'w').write('SESSION'))\n"
-        f"t(lambda: open('{home}/proj/out', 'w').write('kept'))\n"),
-        cwd=str(home / "proj"), env=(("HOME", str(home)),))
-    assert r.code == 0, r.stderr
-    assert r.stdout.split("\n")[:8] == ["EBUSY", "EBUSY", "OK ", "OK 7", "EBUSY", "OK ", "OK 7",
-                                        "OK 4"], r.stdout
+    out = _lines(sandbox_user, pol, home,
+                 f"t(lambda: os.rename('{home}/go', '{home}/go.aside'))\n"
+                 f"t(lambda: os.rename('{home}/go/pkg', '{home}/go/pkg.aside'))\n"
+                 f"t(lambda: os.makedirs('{home}/{mod}', exist_ok=True))\n"
+                 f"t(lambda: open('{home}/{mod}/m.go', 'w').write('SESSION'))\n"
+                 f"t(lambda: os.rename('{home}/.var', '{home}/var.aside'))\n"
+                 f"t(lambda: os.makedirs('{deep}', exist_ok=True))\n"
+                 f"t(lambda: open('{deep}/entry', 'w').write('SESSION'))\n"
+                 f"t(lambda: open('{home}/proj/out', 'w').write('kept'))\n")
+    assert out[:8] == ["EBUSY", "EBUSY", "OK ", "OK 7", "EBUSY", "OK ", "OK 7", "OK 4"], out
     assert (home / mod / "m.go").read_text() == "HOST\n"
     assert (deep / "entry").read_text() == "HOST\n"
     assert sorted(os.listdir(home)) == [".cargo", ".m2", ".npm", ".var", "go", "proj"]
@@ -127,8 +123,8 @@ def test_caches_the_callers_environment_moved_are_copy_on_write(
         sandbox_user: SandboxUser, home: Path) -> None:
     """``GOCACHE`` and ``GOPATH`` in the caller's environment (how its host tools are set
     up) move Go's build and module caches out of ``~/.cache`` and ``~/go``: the host's next
-    build reads them there. Resolution names them (``cache_dirs``); a writable grant that
-    holds them makes them overlays, and an absent one is refused to the creation guard."""
+    build reads them there. Named in ``cache_dirs``, a writable grant that holds them makes
+    them overlays, and an absent one (``CARGO_HOME``'s) is refused to the creation guard."""
     gocache, modcache = home / "build/go-cache", home / "work/go/pkg/mod"
     (gocache / "ab").mkdir(parents=True)
     (gocache / "ab/entry-d").write_text("HOST\n")
@@ -136,38 +132,39 @@ def test_caches_the_callers_environment_moved_are_copy_on_write(
     for path in (home / "build", home / "work", *(home / "build").rglob("*"),
                  *(home / "work").rglob("*")):
         sandbox_user.chown(path)
-    ctx = ResolveContext.for_user(home=str(home), workdir=str(home / "proj"),
-                                  uid=sandbox_user.uid, environ={
-                                      "GOCACHE": str(gocache), "GOPATH": f"{home}/work/go:/x",
-                                      "CARGO_HOME": f"{home}/rust", "HOME": str(home)})
-    resolved = resolve(parse_profile(b'{"filesystem": {"read": ["/usr"]}}', "t"), ctx)
-    assert resolved.cache_dirs == tuple(sorted((str(gocache), str(modcache),
-                                                f"{home}/rust/git", f"{home}/rust/registry")))
-    pol = msgspec.structs.replace(policy((home, Access.READWRITE)),
-                                  cache_dirs=resolved.cache_dirs)
-    r = sandbox_user.run(pol, probe(
-        f"t(lambda: open('{gocache}/ab/entry-d', 'w').write('SESSION'))\n"
-        f"t(lambda: os.makedirs('{modcache}/example.com/m@v1'))\n"
-        f"t(lambda: os.makedirs('{home}/rust/registry/src'))\n"
-        f"t(lambda: open('{home}/build/other', 'w').write('kept'))\n"),
-        cwd=str(home / "proj"), env=(("HOME", str(home)),))
-    assert r.code == 0, r.stderr
-    assert r.stdout.split("\n")[:4] == ["OK 7", "OK ", "EACCES", "OK 4"], r.stdout
+    moved = (str(gocache), f"{home}/rust/registry", str(modcache))
+    pol = msgspec.structs.replace(policy((home, Access.READWRITE)), cache_dirs=moved)
+    out = _lines(sandbox_user, pol, home,
+                 f"t(lambda: open('{gocache}/ab/entry-d', 'w').write('SESSION'))\n"
+                 f"t(lambda: os.makedirs('{modcache}/example.com/m@v1'))\n"
+                 f"t(lambda: os.makedirs('{home}/rust/registry/src'))\n"
+                 f"t(lambda: open('{home}/build/other', 'w').write('kept'))\n")
+    assert out[:4] == ["OK 7", "OK ", "EACCES", "OK 4"], out
     assert (gocache / "ab/entry-d").read_text() == "HOST\n"
     assert os.listdir(modcache) == []
     assert not (home / "rust").exists()
     assert (home / "build/other").read_text() == "kept"
 
 
-def test_a_moved_cache_that_holds_the_working_directory_is_not_one(
-        sandbox_user: SandboxUser, home: Path) -> None:
+def _moved(home: Path, environ: dict[str, str]) -> tuple[str, ...]:
+    """``cache_dirs`` as resolution finds them for ``environ`` (the caller's)."""
+    ctx = ResolveContext.for_user(home=str(home), workdir=str(home / "proj"), uid=0,
+                                  environ=environ)
+    return resolve(parse_profile(b'{"filesystem": {"read": ["/usr"]}}', "t"), ctx).cache_dirs
+
+
+def test_resolution_names_the_caches_the_callers_environment_moved(home: Path) -> None:
+    assert _moved(home, {"GOCACHE": f"{home}/build/go-cache", "GOPATH": f"{home}/work/go:/x",
+                         "CARGO_HOME": f"{home}/rust", "UV_CACHE_DIR": "relative/uv",
+                         "CONDA_PKGS_DIRS": "/c1,/c2"}) == (
+        "/c1", "/c2", f"{home}/build/go-cache", f"{home}/rust/git", f"{home}/rust/registry",
+        f"{home}/work/go/pkg/mod")
+
+
+def test_a_moved_cache_that_holds_the_working_directory_is_not_one(home: Path) -> None:
     """``HF_HOME`` at the directory the project lies in: taken as a cache root, the
     project itself would be copy-on-write and the session's work lost."""
-    ctx = ResolveContext.for_user(home=str(home), workdir=str(home / "proj"),
-                                  uid=sandbox_user.uid, environ={
-                                      "HF_HOME": str(home / "proj"), "GOCACHE": str(home)})
-    resolved = resolve(parse_profile(b'{"filesystem": {"read": ["/usr"]}}', "t"), ctx)
-    assert resolved.cache_dirs == ()
+    assert _moved(home, {"HF_HOME": str(home / "proj"), "GOCACHE": str(home)}) == ()
 
 
 def test_a_cache_outside_the_cache_home_kept_elsewhere_through_a_link(
