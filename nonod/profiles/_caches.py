@@ -43,15 +43,22 @@ MOVED: Final = {
 }
 
 
+# The entries of CONDA_PKGS_DIRS looked at: each is a path the plan asks about at every
+# launch, and the caller writes the list.
+MAX_LISTED: Final = 16
+
+
 def moved_caches(env: Mapping[str, str]) -> tuple[str, ...]:
     """The cache directories the variables of :data:`MOVED` in ``env`` name, normalized
-    (absolute values only; ``GOPATH``'s first entry, each of ``CONDA_PKGS_DIRS``)."""
+    (absolute values only; ``GOPATH``'s first entry, the first :data:`MAX_LISTED` of
+    ``CONDA_PKGS_DIRS``)."""
     out: set[str] = set()
     for key, below in MOVED.items():
         value = env.get(key, "")
         if key == "GOPATH":
-            value = value.split(":")[0]
-        for entry in value.split(",") if key == "CONDA_PKGS_DIRS" else (value,):
+            value = value.split(":", 1)[0]
+        listed = value.split(",", MAX_LISTED)[:MAX_LISTED] if key == "CONDA_PKGS_DIRS" else ()
+        for entry in listed or (value,):
             if entry.startswith("/"):
                 out.update(posixpath.normpath(posixpath.join(entry, rel)) for rel in below)
     return tuple(sorted(out))

@@ -223,3 +223,11 @@ def test_a_cache_the_host_removes_and_makes_again_stays_out_of_reach(
     assert r.stdout.split("\n")[:3] == ["EACCES", "EACCES", "OK 4"], r.stdout
     assert os.listdir(home / ".cache/go-build") == []
     assert os.listdir(home / "go/pkg/mod") == []
+
+
+def test_a_long_list_of_moved_caches_is_looked_at_up_to_a_bound(home: Path) -> None:
+    """The caller writes ``CONDA_PKGS_DIRS``: each entry would be a path every launch asks
+    the host about."""
+    many = ",".join(f"/pkgs/{i}" for i in range(100_000))
+    assert _moved(home, {"CONDA_PKGS_DIRS": many}) == tuple(sorted(
+        f"/pkgs/{i}" for i in range(16)))
