@@ -79,11 +79,13 @@ CACHE_HOME = ".cache"
 # module cache, Cargo's crate sources (``build.rs``), the jars of Maven and Gradle and
 # Gradle's wrapper distributions, npm's cache (``npx`` runs what ``_npx`` holds), uv's
 # Python installations and tools, pnpm's and Bun's stores, Yarn's, NuGet's, conda's
-# packages, Dart's pub cache. Copy-on-write as the cache home is.
+# packages, Dart's pub cache, pipx's virtual environments (the tools ~/.local/bin links to).
+# Copy-on-write as the cache home is.
 HOME_CACHES = (
     "go/pkg/mod", ".cargo/registry", ".cargo/git", ".m2/repository", ".gradle/caches",
     ".gradle/wrapper", ".npm", ".local/share/uv", ".local/share/pnpm", ".bun/install/cache",
-    ".yarn/berry/cache", ".nuget/packages", ".conda/pkgs", ".pub-cache",
+    ".yarn/berry/cache", ".nuget/packages", ".conda/pkgs", ".pub-cache", ".local/share/pipx",
+    ".local/pipx",
 )
 EMPTY_FILE = "/.nono-empty"
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.userns
 PLANTED = (("go/pkg/mod/example.com/m@v1.0.0", "m.go"),
            (".cargo/registry/src/index-1/crate-1.0.0", "build.rs"),
            (".m2/repository/org/x/1.0", "x-1.0.jar"),
-           (".npm/_npx/0abc/node_modules/tool", "index.js"))
+           (".npm/_npx/0abc/node_modules/tool", "index.js"),
+           (".local/share/pipx/venvs/black/bin", "black"))
 
 
 @pytest.fixture
@@ -116,7 +117,7 @@ def test_the_way_to_a_cache_cannot_be_moved_aside(
     assert out[:8] == ["EBUSY", "EBUSY", "OK ", "OK 7", "EBUSY", "OK ", "OK 7", "OK 4"], out
     assert (home / mod / "m.go").read_text() == "HOST\n"
     assert (deep / "entry").read_text() == "HOST\n"
-    assert sorted(os.listdir(home)) == [".cargo", ".m2", ".npm", ".var", "go", "proj"]
+    assert sorted(os.listdir(home)) == [".cargo", ".local", ".m2", ".npm", ".var", "go", "proj"]
 
 
 def test_caches_the_callers_environment_moved_are_copy_on_write(
