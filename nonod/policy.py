@@ -230,6 +230,9 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # Writable directory grants named through a symbolic link in the cache home (a cache
     # kept elsewhere: ``~/.cache/huggingface -> /data/hf``), canonical: copy-on-write too.
     cache_links: tuple[str, ...] = ()
+    # Caches the caller's environment moved out of their default places (``GOCACHE``,
+    # ``GOPATH``, ``CARGO_HOME``...: ``profiles._caches``), as written: copy-on-write too.
+    cache_dirs: tuple[str, ...] = ()
     # Files the session may read but never change wherever its grants would let it: the
     # profile file the launch named (a session that rewrote it chose the next one's policy).
     protected_files: tuple[str, ...] = ()
