@@ -221,6 +221,10 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     allow_root: bool = False
     # Files under writable grants that stay writable although they could run code later.
     writable_persistence: tuple[str, ...] = ()
+    # The home directory resolution expanded ``~`` and ``$HOME`` with: the view's protections
+    # of the home (shell and tool start-up files, caches) are placed by it, so a caller whose
+    # ``HOME`` variable differs from the home the grants name cannot have them placed elsewhere.
+    home: str | None = None
     # The user's cache home as resolution knew it ($XDG_CACHE_HOME, else ~/.cache; canonical):
     # a writable directory grant at or under it (or under ``~/.cache``) is copy-on-write in
     # the session (``_mounts``: host tools run what their caches hold), unless it lies at or

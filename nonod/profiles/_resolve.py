@@ -274,6 +274,7 @@ class _Resolver:
                            else p.nonod.max_processes),
             limits=_limits(p.nonod.limits, p.nonod.max_processes),
             writable_persistence=self._placed(self.profile.nonod.writable_persistence),
+            home=self.values["HOME"],
             cache_home=self.fs.realpath(self.values["XDG_CACHE_HOME"]),
             cache_links=self._cache_links(grants),
             cache_dirs=self._cache_dirs(),
