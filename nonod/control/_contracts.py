@@ -5,6 +5,7 @@ its handlers call (profiles, secrets, trust keys) as small protocols, implemente
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,9 +19,12 @@ class PolicySource(Protocol):
     """Profiles, as the control server needs them (implemented over ``nonod.profiles``)."""
 
     async def resolve_launch(
-        self, request: p.Launch, caller: sessions.Caller
+        self, request: p.Launch, caller: sessions.Caller, *,
+        also: Callable[[], None] | None = None
     ) -> tuple[ResolvedPolicy, str | None]:
-        """The policy for a launch, and the profile's name for records (None: no profile)."""
+        """The policy for a launch, and the profile's name for records (None: no profile).
+        ``also`` (blocking, never raises): the launch's other reads of the caller's files,
+        run as the caller in the resolution's worker thread once the policy is resolved."""
         ...
 
     async def list_profiles(self, caller: sessions.Caller) -> tuple[p.ProfileEntry, ...]: ...

@@ -355,9 +355,14 @@ class Conversation:
                     "choose the system daemon's audit signing key (--audit-sign-key)",
                     "the daemon's [audit] sign_key signs every session; sign with your own "
                     "key in your user daemon")
+            system = self._server.info.system
+            # The trust policies are read in the profile's worker thread: one hop less.
+            reads = None if request.dry_run or request.options.trust_override else \
+                sessions.CallerReads(workdir=request.cwd, env=request.env, owner=self.caller,
+                                     system=system)
             try:
-                policy, profile = await self._server.policies.resolve_launch(request,
-                                                                             self.caller)
+                policy, profile = await self._server.policies.resolve_launch(
+                    request, self.caller, also=reads.read if reads is not None else None)
                 policy = effective_limits(policy, request.options, self._server.limits())
                 self._check_listen_ports(policy)
             except NonoError as exc:
@@ -372,7 +377,6 @@ class Conversation:
                     )
                 argv = (policy.binary,)
             argv = (*argv, *policy.command_args)  # nono appends them to any command
-            system = self._server.info.system
             executable = None
             if system and not self.caller.is_root and argv and not request.dry_run:
                 executable = await program_path(self.caller, policy, argv[0], request.env,
@@ -405,6 +409,7 @@ class Conversation:
                 term=request.term,
                 trust_override=request.options.trust_override,
                 audit_sign_key=request.options.audit_sign_key,
+                caller_reads=reads,
             )
             session = await self._registry.launch(plan)
         finally:
