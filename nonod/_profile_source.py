@@ -175,7 +175,8 @@ class ProfilePolicies:
             return policy, name
 
         try:
-            return await _callerfs.in_thread_of(who, work, what="the launch's profile")
+            return await _callerfs.in_thread_of(
+                who, work, what="the launch's profile" + (" and trust policies" if also else ""))
         except _callerfs.FileTimeout as exc:
             raise PolicyError(f"cannot resolve the profile: {exc.message}") from None
 
