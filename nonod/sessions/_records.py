@@ -127,28 +127,30 @@ def write_record(directory: Path, data: bytes) -> None:
     the whole fits in one page; else, or if the rewrite fails, a temporary file renamed over
     it, as before. Every session's record changes two or three times: each temporary file was
     an inode allocated and one freed, and on ext4 without a journal (this project's hosts)
-    each allocation scans past the inodes freed in the last seconds. Either way a reader
-    sees the old record or the new one, but a reader racing a rewrite may see a page
-    half-copied (``read_records`` runs before any session does; ``nonoctl``'s offline
-    lookup by name skips an unreadable record)."""
+    each allocation scans past the inodes freed in the last seconds. A daemon killed during a
+    write leaves the old record or the new one; a reader racing a rewrite may see a page
+    half-copied (``read_records`` runs before any session does; ``nonoctl``'s offline lookup
+    by name skips an unreadable record)."""
     text = data + b"\n"
     path = directory / "session.json"
-    flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        if _rewritten(path, text):
-            return
+        fd = _create(path)
     except FileNotFoundError:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-    else:
-        try:
-            write_all(fd, text)
-        finally:
-            os.close(fd)
+        fd = _create(path)
+    except FileExistsError:
+        if not _rewritten(path, text):
+            _replace(directory, text)
         return
-    _replace(directory, text)
+    try:
+        write_all(fd, text)
+    finally:
+        os.close(fd)
+
+
+def _create(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                   0o600)
 
 
 def _rewritten(path: Path, text: bytes) -> bool:
@@ -157,7 +159,7 @@ def _rewritten(path: Path, text: bytes) -> bool:
     if len(text) > IN_PLACE_MAX:
         return False
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
     try:

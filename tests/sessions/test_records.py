@@ -28,7 +28,8 @@ def _record(session_id: str, **fields: object) -> SessionRecord:
 def test_a_record_is_rewritten_in_place_and_reads_back_as_the_last_one(tmp_path: Path) -> None:
     directory = tmp_path / "sessions" / "0123abcd"
     long = _record("0123abcd", name="x" * 300)
-    write_record(directory, record_encoder.encode(long))
+    descriptors = len(os.listdir("/proc/self/fd"))
+    write_record(directory, record_encoder.encode(long))  # its directory made on the way
     path = directory / "session.json"
     inode = path.stat().st_ino
     short = _record("0123abcd", state="exited", exit_code=0)
@@ -37,6 +38,7 @@ def test_a_record_is_rewritten_in_place_and_reads_back_as_the_last_one(tmp_path:
     assert sorted(os.listdir(directory)) == ["session.json"]
     assert record_decoder.decode(path.read_bytes()) == short  # the longer one's tail: blanks
     assert read_records(tmp_path / "sessions") == [short]
+    assert len(os.listdir("/proc/self/fd")) == descriptors
 
 
 def test_a_record_larger_than_a_page_is_replaced_whole(tmp_path: Path) -> None:
@@ -49,3 +51,12 @@ def test_a_record_larger_than_a_page_is_replaced_whole(tmp_path: Path) -> None:
     write_record(directory, record_encoder.encode(small))  # the file is past a page now
     assert read_records(tmp_path / "sessions") == [small]
     assert sorted(os.listdir(directory)) == ["session.json"]
+
+
+def test_a_fifo_in_the_records_place_is_replaced_without_blocking(tmp_path: Path) -> None:
+    directory = tmp_path / "0123abcd"
+    directory.mkdir()
+    os.mkfifo(directory / "session.json")
+    record = _record("0123abcd")
+    write_record(directory, record_encoder.encode(record))
+    assert read_records(tmp_path) == [record]
