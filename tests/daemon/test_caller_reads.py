@@ -1,6 +1,7 @@
 """A launch reads its caller's trust policies in the worker thread that resolves its profile
-(``nonod.sessions.CallerReads``): one hop less on every launch's path, and the same answers
-and refusals as when they were read on a thread of their own."""
+(``nonod.sessions.CallerReads``): one hop less on every launch's path. (The refusals of an
+unreadable policy, the same as when it was read on a thread of its own, are
+tests/daemon/test_bad_inputs.py's and test_caller_files.py's.)"""
 
 from __future__ import annotations
 
@@ -63,24 +64,3 @@ def test_the_trust_policies_are_read_in_the_profiles_worker_thread(
             assert not isinstance(reply, p.ErrorReply), reply
     assert {"profile", "trust"} in jobs
     assert {"trust"} not in jobs
-
-
-def test_a_trust_policy_read_in_the_profiles_thread_still_refuses_the_launch(
-        daemon_thread: DaemonThread, short_tmp: Path) -> None:
-    """A project policy that cannot be read (a directory here) refuses the launch with the
-    trust error, after the profile resolved, as when it was read on its own."""
-    from nonoctl.client import RemoteError
-
-    work = short_tmp / "work"
-    (work / "trust-policy.json").mkdir(parents=True)
-    with daemon_thread.connect() as conn:
-        with pytest.raises(RemoteError) as info:
-            conn.request(p.Launch(argv=("true",), cwd=str(work), env=session_env(work),
-                                  options=p.LaunchOptions(allow_cwd=True), detach=True))
-        assert info.value.remote_code.split(".")[0] == "trust", info.value.reply
-        assert "trust-policy.json" in info.value.message
-        with pytest.raises(RemoteError) as gone:  # the profile's error comes first, as before
-            conn.request(p.Launch(argv=("true",), cwd=str(work / "gone"),
-                                  env=session_env(work), options=p.LaunchOptions(
-                                      allow_cwd=True), detach=True))
-        assert "does not exist" in gone.value.message
