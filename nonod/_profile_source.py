@@ -148,13 +148,15 @@ class ProfilePolicies:
 
     # -- PolicySource
     async def resolve_launch(
-        self, request: p.Launch, caller: Caller, *, also: Callable[[], None] | None = None
+        self, request: p.Launch, caller: Caller, *,
+        also: Callable[[ResolvedPolicy, _callerfs.Identity | None], None] | None = None
     ) -> tuple[ResolvedPolicy, str | None]:
         """One worker thread (the caller's, bounded in time as its file reads are): the
         working directory checked and a profile path read as the caller, then the profile
         loaded and resolved (or its cached resolution checked, as the caller), then ``also``
         (blocking, must not raise: the launch's other reads of the caller's files,
-        ``nonod.sessions.CallerReads``), as the caller, when the resolution succeeded."""
+        ``nonod.sessions.CallerReads``) when the resolution succeeded, given the policy and
+        the identity to read as (None: the daemon's own, a user daemon's caller)."""
         _check_named(request.profile)
         who = caller if self._system else None
 
@@ -170,8 +172,7 @@ class ProfilePolicies:
                 policy = msgspec.structs.replace(
                     policy, protected_files=(*policy.protected_files, profile_file))
             if also is not None:
-                with _callerfs.acting_as(identity):
-                    also()
+                also(policy, identity)
             return policy, name
 
         try:

@@ -249,13 +249,15 @@ async def prepare(
     trust_override: bool = False,
     caller: Caller | None = None,
     trust_files: Callable[[], PolicyFiles | None] | None = None,
+    caller_identity: _callerfs.Identity | None = None,
 ) -> SessionServices:
     """Everything decided before the launch. Raises to refuse it; nothing is left running.
 
     ``user_config_dir`` is where the caller's user-level trust policy lives (None: it could
     not be located, which is recorded); ``caller`` is whose identity reads the caller's files
     (None: the daemon's own, as a user daemon's caller); ``trust_files``: the trust policy
-    files, read as ``caller`` already (see ``_verify_instruction_files``).
+    files, read as ``caller`` already (see ``_verify_instruction_files``);
+    ``caller_identity``: ``caller``'s, when already known.
     """
     from . import credentials, proxy
 
@@ -273,7 +275,8 @@ async def prepare(
 
     sources = credentials.SourceOptions()
     if caller is not None:  # file:// credentials: opened as the caller, and must be its own
-        identity = await trio.to_thread.run_sync(_callerfs.Identity.of, caller)
+        identity = caller_identity if caller_identity is not None else \
+            await trio.to_thread.run_sync(_callerfs.Identity.of, caller)
         sources = credentials.SourceOptions(file_owner=caller.uid, file_identity=identity,
                                             daemon_stores=caller.uid == 0)
     net = policy.network

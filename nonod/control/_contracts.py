@@ -7,12 +7,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .. import protocol as p
 from .. import sessions
 from .._config import DaemonSection
 from ..policy import ResolvedPolicy
+
+if TYPE_CHECKING:
+    from .._callerfs import Identity
 
 
 class PolicySource(Protocol):
@@ -20,11 +23,12 @@ class PolicySource(Protocol):
 
     async def resolve_launch(
         self, request: p.Launch, caller: sessions.Caller, *,
-        also: Callable[[], None] | None = None
+        also: Callable[[ResolvedPolicy, Identity | None], None] | None = None
     ) -> tuple[ResolvedPolicy, str | None]:
         """The policy for a launch, and the profile's name for records (None: no profile).
         ``also`` (blocking, never raises): the launch's other reads of the caller's files,
-        run as the caller in the resolution's worker thread once the policy is resolved."""
+        run in the resolution's worker thread once the policy is resolved, given it and the
+        identity to read the caller's files with (None: the daemon's own)."""
         ...
 
     async def list_profiles(self, caller: sessions.Caller) -> tuple[p.ProfileEntry, ...]: ...

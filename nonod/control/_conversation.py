@@ -356,10 +356,12 @@ class Conversation:
                     "the daemon's [audit] sign_key signs every session; sign with your own "
                     "key in your user daemon")
             system = self._server.info.system
-            # The trust policies are read in the profile's worker thread: one hop less.
-            reads = None if request.dry_run or request.options.trust_override else \
-                sessions.CallerReads(workdir=request.cwd, env=request.env, owner=self.caller,
-                                     system=system)
+            # The caller's files a launch reads are read in the profile's worker thread.
+            reads = None if request.dry_run else sessions.CallerReads(
+                workdir=request.cwd, env=request.env, owner=self.caller, system=system,
+                trust=not request.options.trust_override,
+                audit_sign_key=(request.options.audit_sign_key
+                                or self._registry.audit_settings().sign_key))
             try:
                 policy, profile = await self._server.policies.resolve_launch(
                     request, self.caller, also=reads.read if reads is not None else None)

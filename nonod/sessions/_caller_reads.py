@@ -3,15 +3,16 @@
 Each read the daemon makes for a caller runs in a worker thread of that caller's, bounded in
 time (``nonod._callerfs``): a caller's file system may hang. Each such thread is a hop: a
 wake-up of the event loop and a wait for the GIL, about 1 ms of a launch's path on a busy
-host. The profile's resolution is one; the trust policies' read was another, right after it.
+host. The profile's resolution is one; the trust policies' read was another, right after it,
+and on the system daemon the caller's groups (for ``file://`` credentials) and, for a caller
+other than root, the launch's own secret files looked at as the caller, one each.
 :class:`CallerReads` is what the connection handler hands the resolution to run in the same
-thread, as the caller, once the profile is resolved (``PolicySource.resolve_launch(also=)``),
-and what the session's preparation later takes the answers from (``SessionPlan``): the
-user-level and the project trust policy files (``nonod.trust.read_policy_files``).
+thread once the profile is resolved (``PolicySource.resolve_launch(also=)``), and what the
+session's start later takes the answers from (``SessionPlan``).
 
 A read's failure is kept and raised where the read used to be made, so a launch is refused
 with the same error, in the same order, as before. Nothing read here decides anything on its
-own: the policies are verified, and the instruction files read, where they were.
+own: the policies are verified, the instruction files read and the masks made where they were.
 """
 
 from __future__ import annotations
@@ -21,40 +22,62 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, final
 
-from .. import _xdg
+from .. import _callerfs, _xdg
 from ._contracts import Caller
 
 if TYPE_CHECKING:
+    from ..policy import Denial, ResolvedPolicy
     from ..trust import PolicyFiles
 
 
 @final
 class CallerReads:
-    """The trust policy files of one launch, read by :meth:`read` (blocking, as the caller,
-    in the resolution's worker thread), taken by :meth:`trust_files`."""
+    """One launch's reads of its caller's files, made by :meth:`read` (blocking, in the
+    resolution's worker thread), taken by :meth:`trust_files`, :meth:`secret_denials` and
+    :attr:`identity`."""
 
     def __init__(self, *, workdir: str, env: Mapping[str, str], owner: Caller,
-                 system: bool) -> None:
+                 system: bool, trust: bool = True, audit_sign_key: str | None = None) -> None:
         self._workdir = workdir
+        self._trust = trust
         self._env = dict(env)
         self._owner = owner
         self._system = system
+        self._audit_sign_key = audit_sign_key
         self._read = False
+        #: The caller's identity (its groups from the group database) on the system daemon.
+        self.identity: _callerfs.Identity | None = None
         self._files: PolicyFiles | None = None
         self._failed: Exception | None = None
+        self._secrets: tuple[Denial, ...] | None = None
+        self._secrets_failed: Exception | None = None
 
-    def read(self) -> None:
-        """Blocking, as the caller: read the trust policy files. Never raises: a failure is
-        kept for :meth:`trust_files`."""
+    def read(self, policy: ResolvedPolicy, identity: _callerfs.Identity | None) -> None:
+        """Blocking, with the daemon's own identity; the caller's files are read with
+        ``identity`` (the caller's on the system daemon, None on a user daemon): the trust
+        policy files, and on the system daemon for a caller other than root the launch's own
+        secret files (``nonod._secretfiles``) of ``policy``. Never raises: a failure is kept
+        for the method that gives that answer."""
         from .. import trust
+        from .._secretfiles import launch_secret_paths, secret_denials
 
-        try:
-            config = user_config_dir(self._env, self._owner, system=self._system)
-            self._files = trust.read_policy_files(
-                trust.user_policy_path(config) if config is not None else None, self._workdir)
-        except Exception as exc:  # noqa: BLE001 - raised again where the read used to be
-            self._failed = exc
-        self._read = True
+        self.identity = identity
+        with _callerfs.acting_as(identity):
+            try:
+                if self._trust:  # not with --trust-override
+                    config = user_config_dir(self._env, self._owner, system=self._system)
+                    self._files = trust.read_policy_files(
+                        trust.user_policy_path(config) if config is not None else None,
+                        self._workdir)
+                    self._read = True
+            except Exception as exc:  # noqa: BLE001 - raised again where the read used to be
+                self._failed = exc
+            if self._system and not self._owner.is_root:
+                try:
+                    self._secrets = secret_denials(
+                        launch_secret_paths(policy, audit_sign_key=self._audit_sign_key))
+                except Exception as exc:  # noqa: BLE001 - raised again at the session's start
+                    self._secrets_failed = exc
 
     def trust_files(self) -> PolicyFiles | None:
         """The files :meth:`read` found (what their read raised, raised again); None if it
@@ -62,6 +85,13 @@ class CallerReads:
         if self._failed is not None:
             raise self._failed
         return self._files if self._read else None
+
+    def secret_denials(self) -> tuple[Denial, ...] | None:
+        """The masks of the launch's own secret files, as the caller saw them (what looking
+        raised, raised again); None if :meth:`read` did not look (the start looks itself)."""
+        if self._secrets_failed is not None:
+            raise self._secrets_failed
+        return self._secrets
 
 
 def user_config_dir(env: Mapping[str, str], owner: Caller, *, system: bool) -> Path | None:

@@ -237,6 +237,7 @@ class ProgramStarter:
                                             system=self._system),
             trust_override=plan.trust_override,
             trust_files=plan.caller_reads.trust_files if plan.caller_reads else None,
+            caller_identity=plan.caller_reads.identity if plan.caller_reads else None,
             caller=plan.owner if self._system else None,
         )
         if services.request is None:
@@ -256,6 +257,10 @@ class ProgramStarter:
         the daemon itself (``_hide_secrets``)."""
         if not self._system or plan.owner.is_root:
             return None
+        if plan.caller_reads is not None:
+            looked = plan.caller_reads.secret_denials()  # in the profile's thread
+            if looked is not None:
+                return looked
         sign_key = self._audit_settings().sign_key
         paths = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
         return await _callerfs.run_as(plan.owner, lambda: secret_denials(paths),

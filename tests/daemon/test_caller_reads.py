@@ -5,6 +5,8 @@ tests/daemon/test_bad_inputs.py's and test_caller_files.py's.)"""
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +32,9 @@ def _marking(mark: str, fn: Callable[..., object]) -> Callable[..., object]:
     return marked
 
 
-def test_the_trust_policies_are_read_in_the_profiles_worker_thread(
-        daemon_thread: DaemonThread, short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each worker job of the daemon, with what it did: the trust policies' read is in the
-    same job as the profile's resolution, and in no job of its own."""
+def _count_jobs(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
+    """Each worker job ``trio.to_thread.run_sync`` runs from now on, as the set of marks
+    (``_marking``) of what it did."""
     jobs: list[set[str]] = []
     run_sync = trio.to_thread.run_sync
 
@@ -50,10 +51,17 @@ def test_the_trust_policies_are_read_in_the_profiles_worker_thread(
         return await run_sync(job, **kwargs)
 
     monkeypatch.setattr(trio.to_thread, "run_sync", counted)
-    monkeypatch.setattr(trust, "read_policy_files",
-                        _marking("trust", trust.read_policy_files))
+    monkeypatch.setattr(trust, "read_policy_files", _marking("trust", trust.read_policy_files))
     monkeypatch.setattr(ProfilePolicies, "_resolve_launch",
                         _marking("profile", ProfilePolicies._resolve_launch))
+    return jobs
+
+
+def test_the_trust_policies_are_read_in_the_profiles_worker_thread(
+        daemon_thread: DaemonThread, short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each worker job of the daemon, with what it did: the trust policies' read is in the
+    same job as the profile's resolution, and in no job of its own."""
+    jobs = _count_jobs(monkeypatch)
     work = short_tmp / "work"
     work.mkdir()
     with daemon_thread.connect() as conn:
@@ -64,3 +72,45 @@ def test_the_trust_policies_are_read_in_the_profiles_worker_thread(
             assert not isinstance(reply, p.ErrorReply), reply
     assert {"profile", "trust"} in jobs
     assert {"trust"} not in jobs
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")
+def test_the_system_daemon_reads_as_the_caller_in_the_profiles_worker_thread(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user of the system daemon: the caller's groups and its launch's own secret files
+    (looked at as the caller) come from the profile's job too, not from jobs of their own."""
+    from nonod import _callerfs, _secretfiles, sandbox
+    from nonod.audit import _writer
+
+    from .conftest import hello, raw_client
+    from .localusers import local_users, socket_group
+
+    jobs = _count_jobs(monkeypatch)
+    monkeypatch.setattr(_callerfs.Identity, "of",
+                        classmethod(_marking("identity", _callerfs.Identity.of.__func__)))
+    monkeypatch.setattr(_secretfiles, "secret_denials",
+                        _marking("secrets", _secretfiles.secret_denials))
+    monkeypatch.setattr(_writer, "_create_file", _marking("audit", _writer._create_file))
+    monkeypatch.setattr(sandbox, "find_executable", _marking("program", sandbox.find_executable))
+    daemon = DaemonThread(short_tmp, config=f'[daemon]\nsocket_group = "{socket_group()}"\n',
+                          system=True).start()
+    try:
+        with local_users(short_tmp, 1) as (user,):
+            work = user.home / "work"
+            work.mkdir()
+            os.chown(work, user.uid, user.gid)
+            replies = [json.loads(line) for line in raw_client(daemon.socket, [
+                hello(), {"type": "launch", "argv": ["true"], "cwd": str(work),
+                          "env": session_env(work), "options": {"allow_cwd": True},
+                          "detach": True, "stdio": "null"}], prefix=user.prefix())
+                if line.startswith("{")]
+            assert replies[1]["type"] == "launched", replies
+    finally:
+        daemon.stop()
+    assert {"profile", "trust", "identity", "secrets"} <= next(
+        (marks for marks in jobs if "profile" in marks), set())
+    # The program's path is still found in a job of its own; the daemon's own secret files
+    # are looked at (as the daemon) in the audit file's.
+    assert all(marks & {"profile", "program"} for marks in jobs if "identity" in marks), jobs
+    assert all(marks & {"profile", "audit"} for marks in jobs if "secrets" in marks), jobs
