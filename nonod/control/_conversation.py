@@ -361,7 +361,8 @@ class Conversation:
                 workdir=request.cwd, env=request.env, owner=self.caller, system=system,
                 trust=not request.options.trust_override,
                 audit_sign_key=(request.options.audit_sign_key
-                                or self._registry.audit_settings().sign_key))
+                                or self._registry.audit_settings().sign_key),
+                program=request.argv[0] if request.argv else None)
             try:
                 policy, profile = await self._server.policies.resolve_launch(
                     request, self.caller, also=reads.read if reads is not None else None)
@@ -381,8 +382,8 @@ class Conversation:
             argv = (*argv, *policy.command_args)  # nono appends them to any command
             executable = None
             if system and not self.caller.is_root and argv and not request.dry_run:
-                executable = await program_path(self.caller, policy, argv[0], request.env,
-                                                request.cwd)
+                executable = (reads.program(argv[0]) if reads is not None else None) or \
+                    await program_path(self.caller, policy, argv[0], request.env, request.cwd)
             launch_request = LaunchRequest(
                 argv=argv,
                 executable=executable,

@@ -20,6 +20,7 @@ what these return into wire messages.
 
 from ._audit import SessionAudit as SessionAudit
 from ._caller_reads import CallerReads as CallerReads
+from ._caller_reads import find_program as find_program
 from ._contracts import Caller as Caller
 from ._contracts import GetLauncher as GetLauncher
 from ._contracts import LauncherLike as LauncherLike

@@ -5,7 +5,8 @@ time (``nonod._callerfs``): a caller's file system may hang. Each such thread is
 wake-up of the event loop and a wait for the GIL, about 1 ms of a launch's path on a busy
 host. The profile's resolution is one; the trust policies' read was another, right after it,
 and on the system daemon the caller's groups (for ``file://`` credentials) and, for a caller
-other than root, the launch's own secret files looked at as the caller, one each.
+other than root, the launch's own secret files and its program looked for as the caller, one
+each.
 :class:`CallerReads` is what the connection handler hands the resolution to run in the same
 thread once the profile is resolved (``PolicySource.resolve_launch(also=)``), and what the
 session's start later takes the answers from (``SessionPlan``).
@@ -37,9 +38,15 @@ class CallerReads:
     :attr:`identity`."""
 
     def __init__(self, *, workdir: str, env: Mapping[str, str], owner: Caller,
-                 system: bool, trust: bool = True, audit_sign_key: str | None = None) -> None:
+                 system: bool, trust: bool = True, audit_sign_key: str | None = None,
+                 program: str | None = None) -> None:
         self._workdir = workdir
         self._trust = trust
+        #: The program named by the launch (None: the profile's ``binary``), looked for as the
+        #: caller on the system daemon for a caller other than root.
+        self._program_named = program
+        self._program: tuple[str, str] | None = None
+        self._program_failed: tuple[str, Exception] | None = None
         self._env = dict(env)
         self._owner = owner
         self._system = system
@@ -55,9 +62,10 @@ class CallerReads:
     def read(self, policy: ResolvedPolicy, identity: _callerfs.Identity | None) -> None:
         """Blocking, with the daemon's own identity; the caller's files are read with
         ``identity`` (the caller's on the system daemon, None on a user daemon): the trust
-        policy files, and on the system daemon for a caller other than root the launch's own
-        secret files (``nonod._secretfiles``) of ``policy``. Never raises: a failure is kept
-        for the method that gives that answer."""
+        policy files; on the system daemon for a caller other than root also the launch's
+        own secret files (``nonod._secretfiles``) of ``policy`` and where the caller finds
+        the program (``nonod.control._program``). Never raises: a failure is kept for the
+        method that gives that answer."""
         from .. import trust
         from .._secretfiles import launch_secret_paths, secret_denials
 
@@ -78,6 +86,13 @@ class CallerReads:
                         launch_secret_paths(policy, audit_sign_key=self._audit_sign_key))
                 except Exception as exc:  # noqa: BLE001 - raised again at the session's start
                     self._secrets_failed = exc
+                name = self._program_named or policy.binary
+                if name:
+                    try:
+                        self._program = (name, find_program(policy, name, self._env,
+                                                            self._workdir))
+                    except Exception as exc:  # noqa: BLE001 - raised again where it was
+                        self._program_failed = (name, exc)
 
     def trust_files(self) -> PolicyFiles | None:
         """The files :meth:`read` found (what their read raised, raised again); None if it
@@ -86,12 +101,29 @@ class CallerReads:
             raise self._failed
         return self._files if self._read else None
 
+    def program(self, name: str) -> str | None:
+        """Where the caller finds ``name`` (what looking raised, raised again); None if
+        :meth:`read` did not look for that name (the caller looks itself then)."""
+        if self._program_failed is not None and self._program_failed[0] == name:
+            raise self._program_failed[1]
+        if self._program is not None and self._program[0] == name:
+            return self._program[1]
+        return None
+
     def secret_denials(self) -> tuple[Denial, ...] | None:
         """The masks of the launch's own secret files, as the caller saw them (what looking
         raised, raised again); None if :meth:`read` did not look (the start looks itself)."""
         if self._secrets_failed is not None:
             raise self._secrets_failed
         return self._secrets
+
+
+def find_program(policy: ResolvedPolicy, name: str, env: Mapping[str, str], cwd: str) -> str:
+    """Blocking, with this thread's identity: ``name``'s path as the session's ``PATH`` finds
+    it; the engine's ``LaunchError`` (``launch.failed``, step ``exec``) when it finds none."""
+    from ..sandbox import find_executable, sanitize_env
+
+    return find_executable(name, sanitize_env(policy.env, env.items(), ()), cwd)
 
 
 def user_config_dir(env: Mapping[str, str], owner: Caller, *, system: bool) -> Path | None:

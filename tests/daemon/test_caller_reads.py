@@ -78,8 +78,9 @@ def test_the_trust_policies_are_read_in_the_profiles_worker_thread(
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")
 def test_the_system_daemon_reads_as_the_caller_in_the_profiles_worker_thread(
         short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A user of the system daemon: the caller's groups and its launch's own secret files
-    (looked at as the caller) come from the profile's job too, not from jobs of their own."""
+    """A user of the system daemon: the caller's groups, its launch's own secret files and
+    its program (looked for as the caller) come from the profile's job too, not from jobs of
+    their own."""
     from nonod import _callerfs, _secretfiles, sandbox
     from nonod.audit import _writer
 
@@ -108,9 +109,8 @@ def test_the_system_daemon_reads_as_the_caller_in_the_profiles_worker_thread(
             assert replies[1]["type"] == "launched", replies
     finally:
         daemon.stop()
-    assert {"profile", "trust", "identity", "secrets"} <= next(
+    assert {"profile", "trust", "identity", "secrets", "program"} <= next(
         (marks for marks in jobs if "profile" in marks), set())
-    # The program's path is still found in a job of its own; the daemon's own secret files
-    # are looked at (as the daemon) in the audit file's.
-    assert all(marks & {"profile", "program"} for marks in jobs if "identity" in marks), jobs
+    assert all("profile" in marks for marks in jobs if marks & {"identity", "program"}), jobs
+    # the daemon's own secret files are looked at (as the daemon) in the audit file's job
     assert all(marks & {"profile", "audit"} for marks in jobs if "secrets" in marks), jobs
