@@ -2,8 +2,8 @@
 
 Each read the daemon makes for a caller runs in a worker thread of that caller's, bounded in
 time (``nonod._callerfs``): a caller's file system may hang. Each such thread is a hop: a
-wake-up of the event loop and a wait for the GIL, about 1 ms of a launch's path on a busy
-host. The profile's resolution is one; the trust policies' read was another, right after it,
+wake-up of the event loop and a wait for the GIL (about 0.1 ms of the daemon's CPU, and on
+a busy host about 1 ms of a launch's path where nothing else runs beside it). The profile's resolution is one; the trust policies' read was another, right after it,
 and on the system daemon the caller's groups (for ``file://`` credentials) and, for a caller
 other than root, the launch's own secret files and its program looked for as the caller, one
 each.
