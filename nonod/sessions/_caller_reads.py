@@ -2,11 +2,11 @@
 
 Each read the daemon makes for a caller runs in a worker thread of that caller's, bounded in
 time (``nonod._callerfs``): a caller's file system may hang. Each such thread is a hop: a
-wake-up of the event loop and a wait for the GIL (about 0.1 ms of the daemon's CPU, and on
-a busy host about 1 ms of a launch's path where nothing else runs beside it). The profile's resolution is one; the trust policies' read was another, right after it,
-and on the system daemon the caller's groups (for ``file://`` credentials) and, for a caller
-other than root, the launch's own secret files and its program looked for as the caller, one
-each.
+wake-up of the event loop and a wait for the GIL (about 0.1 ms of the daemon's CPU, and on a
+busy host about 1 ms of a launch's path where nothing else runs beside it). The profile's
+resolution is one; the trust policies' read was another, and on the system daemon the
+caller's groups (for ``file://`` credentials) and, for a caller other than root, the
+launch's own secret files and its program looked for as the caller, one each.
 :class:`CallerReads` is what the connection handler hands the resolution to run in the same
 thread once the profile is resolved (``PolicySource.resolve_launch(also=)``), and what the
 session's start later takes the answers from (``SessionPlan``).
@@ -93,6 +93,7 @@ class CallerReads:
                                                             self._workdir))
                     except Exception as exc:  # noqa: BLE001 - raised again where it was
                         self._program_failed = (name, exc)
+        self._env = {}  # the plan, and so this, lives as long as the session: not its copy
 
     def trust_files(self) -> PolicyFiles | None:
         """The files :meth:`read` found (what their read raised, raised again); None if it
