@@ -355,9 +355,17 @@ class Conversation:
                     "choose the system daemon's audit signing key (--audit-sign-key)",
                     "the daemon's [audit] sign_key signs every session; sign with your own "
                     "key in your user daemon")
+            system = self._server.info.system
+            # The caller's files a launch reads are read in the profile's worker thread.
+            reads = None if request.dry_run else sessions.CallerReads(
+                workdir=request.cwd, env=request.env, owner=self.caller, system=system,
+                trust=not request.options.trust_override,
+                audit_sign_key=(request.options.audit_sign_key
+                                or self._registry.audit_settings().sign_key),
+                program=request.argv[0] if request.argv else None)
             try:
-                policy, profile = await self._server.policies.resolve_launch(request,
-                                                                             self.caller)
+                policy, profile = await self._server.policies.resolve_launch(
+                    request, self.caller, also=reads.read if reads is not None else None)
                 policy = effective_limits(policy, request.options, self._server.limits())
                 self._check_listen_ports(policy)
             except NonoError as exc:
@@ -372,11 +380,10 @@ class Conversation:
                     )
                 argv = (policy.binary,)
             argv = (*argv, *policy.command_args)  # nono appends them to any command
-            system = self._server.info.system
             executable = None
             if system and not self.caller.is_root and argv and not request.dry_run:
-                executable = await program_path(self.caller, policy, argv[0], request.env,
-                                                request.cwd)
+                executable = (reads.program(argv[0]) if reads is not None else None) or \
+                    await program_path(self.caller, policy, argv[0], request.env, request.cwd)
             launch_request = LaunchRequest(
                 argv=argv,
                 executable=executable,
@@ -405,6 +412,7 @@ class Conversation:
                 term=request.term,
                 trust_override=request.options.trust_override,
                 audit_sign_key=request.options.audit_sign_key,
+                caller_reads=reads,
             )
             session = await self._registry.launch(plan)
         finally:
