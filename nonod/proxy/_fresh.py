@@ -56,6 +56,7 @@ import structlog
 import trio
 
 from .._accept import PAUSE, RETRY_ERRNOS
+from .._descriptors import watermark
 from ._allowlist import ProxyPolicy
 from ._connect_head import ESTABLISHED, ConnectHead, parse_connect
 from ._decide import Decision, Reason
@@ -142,6 +143,7 @@ class _Acceptor:
         self._listener = socket.socket(fileno=self._fd)
         self._retry: _Timer | None = None
         self._stopped = False
+        self.no_delay = False  # whether accepted sockets have TCP_NODELAY already
         self._posted: deque[NetworkEvent] = deque()
         self._plans: dict[bytes, tuple[ProxyPolicy, _Plan]] = {}  # the pump thread's
         #: Held by the pump thread across a client-visible step and the post of its event,
@@ -154,6 +156,9 @@ class _Acceptor:
     def start(self) -> None:
         if not self._stopped:
             self._listener.setblocking(False)
+            # The sockets it accepts inherit it from the listener (the kernel copies the
+            # option with the socket): one call per proxy rather than one per connection.
+            self.no_delay = _no_delay(self._listener)
             self.pump.watch(self._fd, select.EPOLLIN, self._accept)
 
     def stop(self) -> None:
@@ -247,13 +252,14 @@ class _Acceptor:
             self.pump.unwatch(self._fd)
             self._retry = self.pump.at(time.monotonic() + PAUSE, self.start)
             return
-        admitted, conn = self.server._admit(sock.fileno())
+        below = watermark()  # one look at the descriptor limit for both of its sockets
+        admitted, conn = self.server._admit(sock.fileno(), below)
         if admitted is None:
             sock.close()  # a flood, or the daemon's reserve: not even a 503 for this one
         elif not admitted:
             self.hand_over(sock, None, time.monotonic(), False, conn)
         else:
-            fresh = _Fresh(self, sock, conn)
+            fresh = _Fresh(self, sock, conn, below)
             fresh.guarded(fresh.begin)
 
 
@@ -261,8 +267,9 @@ class _Acceptor:
 class _Fresh:
     """One admitted connection until it is handed over, refused or its tunnel has ended."""
 
-    def __init__(self, owner: _Acceptor, sock: socket.socket, conn: int) -> None:
+    def __init__(self, owner: _Acceptor, sock: socket.socket, conn: int, below: int) -> None:
         self.owner = owner
+        self.below = below
         self.server = owner.server
         self.pump = owner.pump
         self.client = sock
@@ -283,7 +290,8 @@ class _Fresh:
 
     def begin(self) -> None:
         self.client.setblocking(False)
-        _no_delay(self.client)
+        if not self.owner.no_delay:
+            _no_delay(self.client)
         data = self._read()
         if data is None:
             self._wait(self.client.fileno(), select.EPOLLIN, self._readable,
@@ -335,7 +343,7 @@ class _Fresh:
         while self.addresses:
             address, port = self.addresses.pop(0)
             try:
-                upstream, connected = start_connect(address, port)
+                upstream, connected = start_connect(address, port, below=self.below)
             except OSError:
                 continue
             _no_delay(upstream)
@@ -414,7 +422,7 @@ class _Fresh:
         self.upstream = upstream
         self.tunnel = Tunnel(self.client, upstream, self.owner.limits.idle_timeout,
                              functools.partial(self.guarded, self._ended),
-                             to_b=trailing, to_a=ESTABLISHED[sent:])
+                             to_b=trailing, to_a=ESTABLISHED[sent:], closing=True)
         self.pump.add(self.tunnel)
 
     def _ended(self, tunnel: Tunnel) -> None:
@@ -491,7 +499,11 @@ class _Fresh:
             self.timer = None
 
 
-def _no_delay(sock: socket.socket) -> None:
-    """Small writes go out at once, as on trio's path (``trio.SocketStream`` sets it)."""
-    with contextlib.suppress(OSError):
+def _no_delay(sock: socket.socket) -> bool:
+    """Small writes go out at once, as on trio's path (``trio.SocketStream`` sets it);
+    whether the option is set."""
+    try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        return False
+    return True

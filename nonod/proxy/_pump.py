@@ -96,11 +96,11 @@ class Tunnel:
     thread calls ``on_end(tunnel)`` once the tunnel has ended (any thread's exception
     there is logged); ``error`` then holds an unexpected socket error, if any."""
 
-    __slots__ = ("a", "b", "cancelled", "down", "ended", "error", "idle", "last", "masks",
-                 "on_end", "socks", "up")
+    __slots__ = ("a", "b", "cancelled", "closing", "down", "ended", "error", "idle", "last",
+                 "masks", "on_end", "socks", "up")
 
     def __init__(self, a: Sock, b: Sock, idle: float, on_end: Callable[[Tunnel], None], *,
-                 to_b: bytes = b"", to_a: bytes = b"") -> None:
+                 to_b: bytes = b"", to_a: bytes = b"", closing: bool = False) -> None:
         self.a, self.b = a.fileno(), b.fileno()
         self.socks: dict[int, Sock] = {self.a: a, self.b: b}
         self.up, self.down = _Way(self.a, self.b, to_b), _Way(self.b, self.a, to_a)
@@ -111,6 +111,9 @@ class Tunnel:
         self.cancelled = False
         self.error: BaseException | None = None
         self.on_end = on_end
+        #: ``on_end`` closes both sockets, in the thread, whatever happens: closing a socket
+        #: takes it out of the epoll, so the thread spares the ``epoll_ctl`` calls.
+        self.closing = closing
 
 
 def _masks(up: _Way, down: _Way) -> tuple[int, int]:
@@ -241,17 +244,25 @@ class _Pump:
             self.end(tunnel)
         for call in calls:
             _guarded(call)
+        # The watched descriptors first (a fresh request's accept, head and connect), then
+        # the tunnels: a request's answer does not wait behind the end of an earlier tunnel
+        # reported in the same turn.
+        ready: list[tuple[Tunnel, int, int]] = []
         for fd, events in self._epoll.poll(max(0.0, wake_at - now)):
-            if fd == self._wake:
+            served = self._tunnels.get(fd)
+            if served is not None:
+                ready.append((served, fd, events))
+                continue
+            watcher = self._watched.get(fd)
+            if watcher is not None:
+                _guarded(watcher, events)
+            elif fd == self._wake:
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(self._wake)
-                continue
-            served = self._tunnels.get(fd)
-            if served is None:
-                watcher = self._watched.get(fd)
-                if watcher is not None:
-                    _guarded(watcher, events)
-                continue
+            else:  # a stray (a closing tunnel's socket left open by a bug): never spin on it
+                with contextlib.suppress(OSError):
+                    self._epoll.unregister(fd)
+        for served, fd, events in ready:
             if served.ended:
                 continue
             try:
@@ -348,7 +359,7 @@ class _Pump:
         self._live.discard(tunnel)
         for sock, mask in zip((tunnel.a, tunnel.b), tunnel.masks, strict=True):
             del self._tunnels[sock]
-            if mask:
+            if mask and not tunnel.closing:
                 with contextlib.suppress(OSError):  # never left waiting for want of this
                     self._epoll.unregister(sock)
         for way in (tunnel.up, tunnel.down):
