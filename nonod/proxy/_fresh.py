@@ -44,6 +44,7 @@ import functools
 import os
 import select
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -143,7 +144,8 @@ class _Acceptor:
         self._listener = socket.socket(fileno=self._fd)
         self._retry: _Timer | None = None
         self._stopped = False
-        self.no_delay = False  # whether accepted sockets have TCP_NODELAY already
+        self.no_delay = False  # whether the listener passes TCP_NODELAY on
+        self._queued = 0  # connections queued before it did (at most)
         self._posted: deque[NetworkEvent] = deque()
         self._plans: dict[bytes, tuple[ProxyPolicy, _Plan]] = {}  # the pump thread's
         #: Held by the pump thread across a client-visible step and the post of its event,
@@ -157,8 +159,11 @@ class _Acceptor:
         if not self._stopped:
             self._listener.setblocking(False)
             # The sockets it accepts inherit it from the listener (the kernel copies the
-            # option with the socket): one call per proxy rather than one per connection.
+            # listener's options into each connection it completes): one call per proxy
+            # rather than one per connection, except for those completed before, already in
+            # its queue, which get it one by one.
             self.no_delay = _no_delay(self._listener)
+            self._queued = _queue_length(self._listener) if self.no_delay else 0
             self.pump.watch(self._fd, select.EPOLLIN, self._accept)
 
     def stop(self) -> None:
@@ -259,6 +264,9 @@ class _Acceptor:
         elif not admitted:
             self.hand_over(sock, None, time.monotonic(), False, conn)
         else:
+            if not self.no_delay or self._queued > 0:
+                self._queued -= 1
+                _no_delay(sock)
             fresh = _Fresh(self, sock, conn, below)
             fresh.guarded(fresh.begin)
 
@@ -290,8 +298,6 @@ class _Fresh:
 
     def begin(self) -> None:
         self.client.setblocking(False)
-        if not self.owner.no_delay:
-            _no_delay(self.client)
         data = self._read()
         if data is None:
             self._wait(self.client.fileno(), select.EPOLLIN, self._readable,
@@ -497,6 +503,16 @@ class _Fresh:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+def _queue_length(listener: socket.socket) -> int:
+    """How many connections wait in ``listener``'s accept queue (``tcpi_unacked`` of a
+    listening socket's ``TCP_INFO``); a great many if the kernel does not say."""
+    try:
+        info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+    except OSError:
+        return 1 << 30
+    return int.from_bytes(info[24:28], sys.byteorder) if len(info) >= 28 else 1 << 30
 
 
 def _no_delay(sock: socket.socket) -> bool:

@@ -317,6 +317,35 @@ class _Pump:
     def _move(self, tunnel: Tunnel, way: _Way) -> None:
         """Move what can move now, then leave ``way.waits`` at what it waits for."""
         turn, emptied = 0, False
+        if way.pipe is None and not way.held:
+            # Copying, nothing held: read at once; a short read (a message, not a bulk
+            # transfer) is written on straight away, with nothing kept past this call.
+            try:
+                data = os.read(way.src, _COPY_SIZE)
+            except BlockingIOError:
+                way.waits = _IN
+                return
+            n = len(data)
+            if n == 0:
+                self._source_ended(tunnel, way)
+                return
+            way.moved += n
+            tunnel.last = time.monotonic()
+            if n < _COPY_SIZE:
+                try:
+                    sent = os.write(way.dst, data)
+                except BlockingIOError:
+                    sent = 0
+                if sent == n:
+                    way.waits = _IN
+                else:
+                    way.held = memoryview(data)[sent:]
+                    way.waits = _OUT
+                return
+            way.held = memoryview(data)  # a full read: a bulk transfer, perhaps
+            if way.can_splice:
+                way.pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            turn = n
         while True:
             if (way.held or way.piped) and not _flush(way):
                 way.waits = _OUT
@@ -324,18 +353,27 @@ class _Pump:
             if emptied or turn >= _TURN:
                 way.waits = _IN  # the source was emptied (or the turn is over): wait for it
                 return
-            n = _fill(way)
-            if n is None:
+            got = _fill(way)
+            if got is None:
                 way.waits = _IN
                 return
-            if n == 0:
-                tunnel.socks[way.dst].shutdown(socket.SHUT_WR)
-                way.waits = 0
+            if got == 0:
+                self._source_ended(tunnel, way)
                 return
-            turn += n
-            way.moved += n
+            turn += got
+            way.moved += got
             tunnel.last = time.monotonic()
-            emptied = n < way.chunk
+            emptied = got < way.chunk
+
+    @staticmethod
+    def _source_ended(tunnel: Tunnel, way: _Way) -> None:
+        """``way``'s source reached end of file (all it read is written): half-close its
+        sink, unless the tunnel ends now and its sink is closed at once (the close sends the
+        FIN; nothing is left unread on it, its own direction having ended)."""
+        other = tunnel.down if way is tunnel.up else tunnel.up
+        if other.waits or not tunnel.closing:
+            tunnel.socks[way.dst].shutdown(socket.SHUT_WR)
+        way.waits = 0
 
     def _sweep(self, now: float) -> None:
         """End the tunnels idle for their timeout; the next sweep is at the earliest of the

@@ -7,6 +7,7 @@ still holds for a watermark read once per connection."""
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,54 +24,68 @@ POLICY = ProxyPolicy(hosts=frozenset({"api.github.com"}))
 StartProxy = Callable[..., Awaitable[Proxy]]
 
 
-def own_sockets() -> list[socket.socket]:
-    """This process's stream sockets (duplicates of its descriptors: the caller closes them)."""
-    found = []
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            sock = socket.socket(fileno=os.dup(int(name)))
-        except OSError:
-            continue
-        if sock.type == socket.SOCK_STREAM:
-            found.append(sock)
-        else:
-            sock.close()
-    return found
-
-
-def address_of(sock: socket.socket, which: str) -> object:
-    try:
-        return sock.getpeername() if which == "peer" else sock.getsockname()
-    except OSError:
-        return None
-
-
 def epoll_targets(epoll_fd: int) -> set[int]:
     """The descriptors registered in epoll ``epoll_fd`` (its ``fdinfo``)."""
     with open(f"/proc/self/fdinfo/{epoll_fd}") as info:
         return {int(line.split()[1]) for line in info if line.startswith("tfd:")}
 
 
+async def tunnel_through(proxy: Proxy) -> trio.SocketStream:
+    """A client's stream with a tunnel open through ``proxy``."""
+    stream = await proxy.open()
+    await stream.send_all(connect_head("api.github.com:443", token=TOKEN))
+    assert (await read_head(stream))[0] == 200
+    return stream
+
+
 async def test_accepted_sockets_get_no_delay_from_the_listener(start_proxy: StartProxy,
                                                                 echo_port: int) -> None:
     proxy = await start_proxy(POLICY, pins={"api.github.com": f"127.0.0.1:{echo_port}"},
                               token=TOKEN)
-    stream = await proxy.open()
-    await stream.send_all(connect_head("api.github.com:443", token=TOKEN))
-    assert (await read_head(stream))[0] == 200  # the pump accepted it
-    client, proxy_address = stream.socket.getsockname(), stream.socket.getpeername()
-    sockets = own_sockets()
-    try:
-        accepted = [s for s in sockets if address_of(s, "peer") == client]
-        listener = [s for s in sockets if s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-                    and address_of(s, "name") == proxy_address]
-        assert accepted and listener
-        for sock in accepted + listener:
-            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-    finally:
-        for sock in sockets:
-            sock.close()
+    stream = await tunnel_through(proxy)  # accepted by the pump
+    assert no_delay_of_accepted(stream) == [1]
+    listeners = []
+    for fd in list(the_pump()._watched):
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            if sock.getsockname() == ("127.0.0.1", proxy.port):
+                listeners.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    assert listeners == [1]  # what the kernel copies to each socket it accepts
     await stream.aclose()
+
+
+async def test_a_connection_queued_before_the_proxy_started_gets_no_delay_too(
+        echo_port: int) -> None:
+    """The kernel copies the listener's option when it completes a connection: one that
+    waited in the queue from before gets it from the pump itself."""
+    from nonod.proxy import Resolver, serve_proxy
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    early = await trio.open_tcp_stream(*listeners[0].socket.getsockname()[:2])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(
+            serve_proxy, listeners[0], policy=POLICY, events=lambda _: None,
+            resolver=Resolver(pins={"api.github.com": f"127.0.0.1:{echo_port}"})))
+        await early.send_all(connect_head("api.github.com:443"))
+        assert (await read_head(early))[0] == 200
+        assert no_delay_of_accepted(early) == [1]
+        nursery.cancel_scope.cancel()
+    await early.aclose()
+
+
+def no_delay_of_accepted(stream: trio.SocketStream) -> list[int]:
+    """``TCP_NODELAY`` of the pump's socket at the other end of ``stream``."""
+    ends = (stream.socket.getpeername(), stream.socket.getsockname())
+    return [sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            for tunnel in set(the_pump()._tunnels.values())
+            for sock in tunnel.socks.values() if addresses(sock) == ends]
+
+
+def addresses(sock: socket.socket | trio.socket.SocketType) -> object:
+    """``sock``'s own address and its peer's (None once it is not connected)."""
+    try:
+        return sock.getsockname(), sock.getpeername()
+    except OSError:
+        return None
 
 
 async def test_ended_fresh_tunnels_leave_nothing_in_the_pump_s_epoll(
@@ -78,17 +93,18 @@ async def test_ended_fresh_tunnels_leave_nothing_in_the_pump_s_epoll(
     proxy = await start_proxy(POLICY, pins={"api.github.com": f"127.0.0.1:{echo_port}"},
                               token=TOKEN)
     epoll_fd = the_pump()._epoll.fileno()
+    await (await tunnel_through(proxy)).aclose()  # the pump watches the listener by now
+    with trio.fail_after(5):
+        await proxy.events.wait_for(1, stage="close")
     before = epoll_targets(epoll_fd)
     for _ in range(20):
-        stream = await proxy.open()
-        await stream.send_all(connect_head("api.github.com:443", token=TOKEN))
-        assert (await read_head(stream))[0] == 200
+        stream = await tunnel_through(proxy)
         await stream.send_all(b"ping")
         await stream.send_eof()
         assert await read_all(stream) == b"ping"
         await stream.aclose()
     with trio.fail_after(5):
-        await proxy.events.wait_for(20, stage="close")
+        await proxy.events.wait_for(21, stage="close")
     # Every tunnel's sockets are closed by now (before its close event was posted), and a
     # closed socket is out of the epoll.
     assert epoll_targets(epoll_fd) <= before
