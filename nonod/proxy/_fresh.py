@@ -73,9 +73,11 @@ log = structlog.get_logger()
 
 _READ_SIZE: Final = 1 << 16
 #: How long events wait in the pump thread for others to go to trio's thread with them (each
-#: delivery is a wake-up of trio's loop and a few hand-overs of the GIL between the threads:
-#: 2 ms cost a fresh request about 50 us of CPU time more than 50 ms; 10 ms: about 20 us).
-REPORT_DELAY: Final = 0.01
+#: delivery is a wake-up of trio's loop and a few hand-overs of the GIL between the threads,
+#: during which the pump waits: 2 ms cost a fresh request about 50 us of CPU time more than
+#: 50 ms; 10 ms: about 20 us). An audit record comes at most this late; the session's end
+#: delivers what is posted at once.
+REPORT_DELAY: Final = 0.05
 #: Plans kept per proxy, and the longest head kept: at most 64 KiB per session. Reading and
 #: checking a head costs a fresh request about 40 us on this path (in place, caches cold).
 _PLANS: Final = 32
