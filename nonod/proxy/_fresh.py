@@ -144,6 +144,7 @@ class _Acceptor:
         self.live: set[_Fresh] = set()
         self._fd = os.dup(listener)  # ours: the caller closes its own after we let go
         self._listener = socket.socket(fileno=self._fd)
+        self._family = int(self._listener.family)
         self._retry: _Timer | None = None
         self._stopped = False
         self.no_delay = False  # whether the listener passes TCP_NODELAY on
@@ -246,7 +247,8 @@ class _Acceptor:
         waiting connections wake the thread again at once (after its tunnels' turn), and a
         fresh request is spared the ``accept`` that finds none, and its exception."""
         try:
-            sock, _peer = self._listener.accept()
+            # (not ``accept()``: it makes enums of the listener's family and type each time)
+            fd, _peer = self._listener._accept()  # type: ignore[attr-defined]
         except BlockingIOError:
             return
         except OSError as exc:
@@ -259,6 +261,7 @@ class _Acceptor:
             self.pump.unwatch(self._fd)
             self._retry = self.pump.at(time.monotonic() + PAUSE, self.start)
             return
+        sock = socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
         below = watermark()  # one look at the descriptor limit for both of its sockets
         admitted, conn = self.server._admit(sock.fileno(), below)
         if admitted is None:

@@ -48,6 +48,8 @@ log = structlog.get_logger()
 
 _IN: Final = select.EPOLLIN
 _OUT: Final = select.EPOLLOUT
+_ERR: Final = select.EPOLLERR
+_HUP: Final = select.EPOLLHUP
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_NONBLOCK", 0) | getattr(os, "SPLICE_F_MOVE", 0)
 _F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ (Linux), missing from older Pythons
 #: A direction copies through userspace in reads of this size until one fills it.
@@ -220,13 +222,15 @@ class _Pump:
                 log.exception("proxy.pump_failed")
 
     def _turn(self) -> None:
-        cancelled: list[Tunnel] = []
-        calls: list[Callable[[], None]] = []
+        cancelled: list[Tunnel] | None = None
+        calls: list[Callable[[], None]] | None = None
         with self._lock:
             while self._new:
                 tunnel = self._new.popleft()
                 self._live.add(tunnel)
-                self._next_sweep = min(self._next_sweep, tunnel.last + tunnel.idle)
+                deadline = tunnel.last + tunnel.idle
+                if deadline < self._next_sweep:
+                    self._next_sweep = deadline
             if self._cancelled:
                 cancelled = list(self._cancelled)
                 self._cancelled.clear()
@@ -234,16 +238,19 @@ class _Pump:
                 calls = list(self._calls)
                 self._calls.clear()
             now = time.monotonic()
-            wake_at = min(self._next_sweep, now + _MAX_WAIT)
-            if self._timers:
-                wake_at = min(wake_at, self._timers[0][0])
             if cancelled or calls:
                 wake_at = now  # what they do may want a turn sooner: no wait this time
+            else:
+                wake_at = min(self._next_sweep, now + _MAX_WAIT)
+                if self._timers and self._timers[0][0] < wake_at:
+                    wake_at = self._timers[0][0]
             self._wake_at = wake_at
-        for tunnel in cancelled:
-            self.end(tunnel)
-        for call in calls:
-            _guarded(call)
+        if cancelled:
+            for tunnel in cancelled:
+                self.end(tunnel)
+        if calls:
+            for call in calls:
+                _guarded(call)
         # The watched descriptors first (a fresh request's accept, head and connect), then
         # the tunnels: a request's answer does not wait behind the end of an earlier tunnel
         # reported in the same turn.
@@ -280,14 +287,14 @@ class _Pump:
             self._sweep(now)
 
     def _serve(self, tunnel: Tunnel, fd: int, events: int) -> None:
-        if events & select.EPOLLERR:
+        if events & _ERR:
             error = tunnel.socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if error in _GONE:
                 self._end(tunnel)
                 return
             if error:
                 raise OSError(error, os.strerror(error))
-        hangup = events & select.EPOLLHUP
+        hangup = events & _HUP
         up, down = tunnel.up, tunnel.down
         for way in (up, down):
             if way.waits and (hangup or fd == (way.src if way.waits == _IN else way.dst)):
@@ -301,8 +308,8 @@ class _Pump:
         if not up.waits and not down.waits:
             self._end(tunnel)
             return
-        masks = _masks(up, down)
-        if masks != tunnel.masks:
+        masks = ((up.waits & _IN) | (down.waits & _OUT), (down.waits & _IN) | (up.waits & _OUT))
+        if masks != tunnel.masks:  # (as _masks has them)
             for sock, old, new in zip((tunnel.a, tunnel.b), tunnel.masks, masks, strict=True):
                 if old == new:
                     continue
