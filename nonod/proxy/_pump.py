@@ -161,16 +161,23 @@ class _Pump:
         self._new: deque[Tunnel] = deque()
         self._cancelled: deque[Tunnel] = deque()
         self._calls: deque[Callable[[], None]] = deque()
-        threading.Thread(target=self._run, name="nonod-proxy-pump", daemon=True).start()
+        thread = threading.Thread(target=self._run, name="nonod-proxy-pump", daemon=True)
+        thread.start()
+        self._ident = thread.ident
 
     # the caller's side (trio's thread)
 
     def add(self, tunnel: Tunnel) -> None:
         """Relay ``tunnel`` (from any thread)."""
         self._tunnels[tunnel.a] = self._tunnels[tunnel.b] = tunnel
-        with self._lock:
-            self._new.append(tunnel)
-            wake = tunnel.last + tunnel.idle < self._wake_at
+        if threading.get_ident() == self._ident:  # the thread's own (a fresh CONNECT's)
+            self._live.add(tunnel)
+            self._next_sweep = min(self._next_sweep, tunnel.last + tunnel.idle)
+            wake = False  # its next wait is computed after this
+        else:
+            with self._lock:
+                self._new.append(tunnel)
+                wake = tunnel.last + tunnel.idle < self._wake_at
         for sock, mask in zip((tunnel.a, tunnel.b), tunnel.masks, strict=True):
             if mask:
                 self._epoll.register(sock, mask)
@@ -222,35 +229,15 @@ class _Pump:
                 log.exception("proxy.pump_failed")
 
     def _turn(self) -> None:
-        cancelled: list[Tunnel] | None = None
-        calls: list[Callable[[], None]] | None = None
-        with self._lock:
-            while self._new:
-                tunnel = self._new.popleft()
-                self._live.add(tunnel)
-                deadline = tunnel.last + tunnel.idle
-                if deadline < self._next_sweep:
-                    self._next_sweep = deadline
-            if self._cancelled:
-                cancelled = list(self._cancelled)
-                self._cancelled.clear()
-            if self._calls:
-                calls = list(self._calls)
-                self._calls.clear()
+        if self._new or self._cancelled or self._calls:
+            now, wake_at = self._take()
+        else:  # nothing handed over: no lock (the common turn)
             now = time.monotonic()
-            if cancelled or calls:
-                wake_at = now  # what they do may want a turn sooner: no wait this time
-            else:
-                wake_at = min(self._next_sweep, now + _MAX_WAIT)
-                if self._timers and self._timers[0][0] < wake_at:
-                    wake_at = self._timers[0][0]
+            wake_at = self._wake_time(now)
             self._wake_at = wake_at
-        if cancelled:
-            for tunnel in cancelled:
-                self.end(tunnel)
-        if calls:
-            for call in calls:
-                _guarded(call)
+            if self._new or self._cancelled or self._calls:
+                # Handed over meanwhile: ``add`` may have read the old ``_wake_at``.
+                now, wake_at = self._take()
         # The watched descriptors first (a fresh request's accept, head and connect), then
         # the tunnels: a request's answer does not wait behind the end of an earlier tunnel
         # reported in the same turn.
@@ -285,6 +272,39 @@ class _Pump:
                 _guarded(timer.callback)
         if now >= self._next_sweep:
             self._sweep(now)
+
+    def _wake_time(self, now: float) -> float:
+        """When the thread must wake at the latest: the next idle deadline or timer."""
+        wake_at = min(self._next_sweep, now + _MAX_WAIT)
+        if self._timers and self._timers[0][0] < wake_at:
+            wake_at = self._timers[0][0]
+        return wake_at
+
+    def _take(self) -> tuple[float, float]:
+        """Take what other threads handed over (new tunnels, cancellations, calls), run
+        it, and publish when the thread wakes next: the time now and that."""
+        cancelled: list[Tunnel] | None = None
+        calls: list[Callable[[], None]] | None = None
+        with self._lock:
+            while self._new:
+                tunnel = self._new.popleft()
+                self._live.add(tunnel)
+                self._next_sweep = min(self._next_sweep, tunnel.last + tunnel.idle)
+            if self._cancelled:
+                cancelled = list(self._cancelled)
+                self._cancelled.clear()
+            if self._calls:
+                calls = list(self._calls)
+                self._calls.clear()
+            now = time.monotonic()
+            # What cancellations and calls do may want a turn sooner: no wait this time.
+            wake_at = now if cancelled or calls else self._wake_time(now)
+            self._wake_at = wake_at
+        for tunnel in cancelled or ():
+            self.end(tunnel)
+        for call in calls or ():
+            _guarded(call)
+        return now, wake_at
 
     def _serve(self, tunnel: Tunnel, fd: int, events: int) -> None:
         if events & _ERR:
