@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 import trio
 
-from nonod.proxy import ProxyPolicy
+from nonod.proxy import ProxyLimits, ProxyPolicy
 from nonod.proxy._pump import the_pump
 from nonod.proxy._resolve import start_connect
 from tests.proxy.conftest import TOKEN, Proxy, connect_head, read_all, read_head
@@ -125,3 +125,18 @@ def echo_port_sync() -> Iterator[int]:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
         yield int(listener.getsockname()[1])
+
+
+async def test_a_fresh_tunnel_still_ends_when_idle(start_proxy: StartProxy,
+                                                   echo_port: int) -> None:
+    """The pump adds a fresh CONNECT's tunnel to its own set at once (no hand-over): its
+    idle deadline is still kept."""
+    proxy = await start_proxy(POLICY, pins={"api.github.com": f"127.0.0.1:{echo_port}"},
+                              token=TOKEN, limits=ProxyLimits(idle_timeout=0.3))
+    stream = await tunnel_through(proxy)
+    start = trio.current_time()
+    with trio.fail_after(5):
+        assert await read_all(stream) == b""  # ended by the proxy, not by us
+        await proxy.events.wait_for(1, stage="close")
+    assert 0.25 <= trio.current_time() - start < 2
+    await stream.aclose()
