@@ -22,9 +22,9 @@ Measurements:
   roundtrip     the same number of 64-byte round trips over one tunnel that is already open
   concurrent    --tunnels (default 1000) tunnels opened at once, one round trip each: wall time
 
-With each of throughput and latency, the proxy process's own CPU time (all its threads, from
-/proc/<pid>/task/*/schedstat) per GiB and per request: it moves less with the machine's load
-than the wall-clock figures do. With --rounds N, throughput is also given against direct's in the
+With each of throughput and latency, the proxy process's own CPU time (user + system, from
+/proc/<pid>/stat) per GiB and per request: it moves less with the machine's load than the
+wall-clock figures do. With --rounds N, throughput is also given against direct's in the
 same round (median and range of those ratios): the load moves both alike within a round.
 
     .venv/bin/python bench/proxy.py [--size BYTES] [--requests N] [--tunnels N] [--before DIR]
@@ -296,17 +296,12 @@ def concurrent(route: Route, ports: dict[str, int], n: int) -> tuple[float, int]
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """CPU time of process ``pid`` so far, all its threads (0 for None: no proxy process):
-    the scheduler's own count in nanoseconds (``/proc/<pid>/task/*/schedstat``), not the
-    10 ms ticks of ``/proc/<pid>/stat`` (5 us per request over 2000 requests)."""
+    """User + system CPU time of process ``pid`` so far (0 for None: no proxy process)."""
     if pid is None:
         return 0.0
-    total = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(FileNotFoundError), \
-                open(f"/proc/{pid}/task/{task}/schedstat") as stat:
-            total += int(stat.read().split()[0])
-    return total / 1e9
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(samples: list[float], q: float) -> float:
