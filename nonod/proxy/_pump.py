@@ -21,7 +21,11 @@ The thread also runs what :mod:`._fresh` gives it for the common fresh CONNECT (
 reading the head, connecting upstream): descriptors watched with a callback
 (:meth:`_Pump.watch`), one-shot timers (:meth:`_Pump.at`) and functions handed over from other
 threads (:meth:`_Pump.call_soon`). Such a tunnel is added with an ``on_end`` callback, which
-the thread calls when the tunnel ends, instead of a waiting task.
+the thread calls when the tunnel ends, instead of a waiting task, and which closes its
+sockets there and then (``closing``): the closes take them out of the epoll, and the last
+direction to end leaves its FIN to the close. A tunnel the thread adds itself joins its set
+at once; one from another thread is handed over (a queue and a lock), which a turn of the
+thread looks at only when something is there.
 """
 
 from __future__ import annotations
