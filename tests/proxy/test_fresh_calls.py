@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import select
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -140,3 +141,24 @@ async def test_a_fresh_tunnel_still_ends_when_idle(start_proxy: StartProxy,
         await proxy.events.wait_for(1, stage="close")
     assert 0.25 <= trio.current_time() - start < 2
     await stream.aclose()
+
+
+async def test_a_descriptor_the_pump_does_not_know_is_dropped_from_its_epoll() -> None:
+    """Were a bug to leave a socket in the pump's epoll that no tunnel or watcher owns (a
+    closing tunnel's socket not closed), the thread takes it out rather than be woken for
+    it again and again."""
+    pump = the_pump()
+    epoll_fd = pump._epoll.fileno()
+    left, right = socket.socketpair()
+    with left, right:
+        right.send(b"x")  # readable from now on: a level-triggered epoll reports it each turn
+        pump._epoll.register(left.fileno(), select.EPOLLIN)
+        token, seen = trio.lowlevel.current_trio_token(), trio.Event()
+
+        def after_a_turn() -> None:  # at the start of a turn: the poll comes after it
+            pump.call_soon(lambda: token.run_sync_soon(seen.set))
+
+        pump.call_soon(after_a_turn)
+        with trio.fail_after(5):
+            await seen.wait()
+        assert left.fileno() not in epoll_targets(epoll_fd)
