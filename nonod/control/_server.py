@@ -58,6 +58,7 @@ from ._limits import (
     REFUSAL_SLOTS,
     REFUSAL_TIMEOUT,
     ConnectionCounter,
+    LaunchShares,
     ReceiveBudget,
     TooManyConnections,
 )
@@ -107,6 +108,8 @@ class ControlServer:
         self._budget = ReceiveBudget(
             lambda: RECEIVE_BUDGET_MESSAGES * self.settings().max_message_bytes
         ) if info.system else None
+        #: Launches worked on at once per uid, on the daemon its users share (``_limits``).
+        self.launch_shares = LaunchShares() if info.system else None
         self._refused_logged_at = -1e9
         self._refused_quiet = 0
 
