@@ -107,7 +107,7 @@ def _tell(ready_fd: int | None, message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ._descriptors import raise_limit
-    from .sandbox._libc import forbid_core_dumps
+    from .sandbox._libc import forbid_core_dumps, keep_out_of_swap
 
     forbid_core_dumps()  # before a single secret is read
     raise_limit()  # sessions' traffic must not fill the daemon's table (``_descriptors``)
@@ -128,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         state_dir = Path(config.daemon.state_dir or default_state_dir(system=args.system))
         ready_fd = _daemonize(state_dir / "nonod.log")
     _logging.configure_logging(level=config.daemon.log_level, fmt=config.daemon.log_format)
+    # Still before a secret is read, and after --daemonize's forks (a lock is not inherited).
+    log.info("memory locked out of swap" if keep_out_of_swap() else
+             "memory not locked: without CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK, "
+             "secrets in this daemon's memory may be written to swap")
     # Imported here: the engine and profile layers are only needed by a running daemon.
     from ._profile_source import ProfilePolicies
     from ._units import parse_duration

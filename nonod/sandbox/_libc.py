@@ -235,6 +235,36 @@ def forbid_core_dumps() -> None:
     prctl(PR_SET_DUMPABLE, 0)
 
 
+#: ``mlockall`` flags: what is mapped now, what will be, each page as it is first touched.
+MCL_CURRENT: Final = 1
+MCL_FUTURE: Final = 2
+MCL_ONFAULT: Final = 4
+#: The capability that lifts ``RLIMIT_MEMLOCK`` for ``mlock``.
+CAP_IPC_LOCK: Final = 14
+
+
+def keep_out_of_swap() -> bool:
+    """Lock this process's pages in memory, those mapped now and later, each once touched:
+    the daemon's real credentials (and the fork server's launch plans) never reach a swap
+    device, where they would outlive the process. Only where the lock cannot run into
+    ``RLIMIT_MEMLOCK`` (``CAP_IPC_LOCK`` in effect, as for root, or no limit): under a finite
+    limit a later allocation past it would fail. The limit is never raised, since every
+    session inherits it; the lock itself is not inherited. True if locked."""
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_MEMLOCK)[0] != resource.RLIM_INFINITY:
+        try:
+            with open("/proc/self/status", encoding="ascii") as status:
+                effective = next(int(line.split()[1], 16) for line in status
+                                 if line.startswith("CapEff:"))
+        except (OSError, StopIteration, ValueError):
+            return False
+        if not effective >> CAP_IPC_LOCK & 1:
+            return False
+    locked: int = _libc.mlockall(ctypes.c_int(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT))
+    return locked == 0
+
+
 def close_range(first: int, last: int) -> None:
     _check(_syscall(_NR["close_range"], ctypes.c_uint(first), ctypes.c_uint(last),
                     ctypes.c_uint(0)))
