@@ -9,9 +9,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 from ._syscalls import native_arch
+
+T = TypeVar("T")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -239,8 +242,11 @@ def forbid_core_dumps() -> None:
 MCL_CURRENT: Final = 1
 MCL_FUTURE: Final = 2
 MCL_ONFAULT: Final = 4
+_LOCK_FLAGS: Final = MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT
 #: The capability that lifts ``RLIMIT_MEMLOCK`` for ``mlock``.
 CAP_IPC_LOCK: Final = 14
+#: Did :func:`keep_out_of_swap` lock this process?
+_locked = False
 
 
 def keep_out_of_swap() -> bool:
@@ -261,8 +267,23 @@ def keep_out_of_swap() -> bool:
             return False
         if not effective >> CAP_IPC_LOCK & 1:
             return False
-    locked: int = _libc.mlockall(ctypes.c_int(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT))
-    return locked == 0
+    global _locked
+    result: int = _libc.mlockall(ctypes.c_int(_LOCK_FLAGS))
+    _locked = result == 0
+    return _locked
+
+
+def while_unlocked(work: Callable[[], T]) -> T:
+    """``work()`` with this process's memory unlocked for its length, if
+    :func:`keep_out_of_swap` locked it, then locked again. The kernel will not discard locked
+    pages (``MADV_DONTNEED``), so ``malloc_trim`` gives nothing of a locked heap back."""
+    if not _locked:
+        return work()
+    _libc.munlockall()
+    try:
+        return work()
+    finally:
+        _libc.mlockall(ctypes.c_int(_LOCK_FLAGS))
 
 
 def close_range(first: int, last: int) -> None:

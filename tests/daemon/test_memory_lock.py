@@ -103,3 +103,34 @@ def test_a_daemon_that_may_not_lock_runs_unlocked(user_daemon: UserDaemon) -> No
     assert user_daemon.uid == NOBODY
     assert _locked_kib(user_daemon.pid) == 0
     assert _locked_kib(_fork_server(user_daemon.pid)) == 0
+
+
+def test_a_locked_daemon_still_gives_back_what_a_burst_freed() -> None:
+    """The kernel discards no locked page, so ``malloc_trim`` returned nothing of a locked
+    heap: the idle trim (``nonod._idle_trim``) is made with the memory unlocked for its
+    length, and locked again after."""
+    if os.geteuid() != 0:
+        pytest.skip("locking memory without a limit needs CAP_IPC_LOCK")
+    script = """
+from nonod import _malloc
+from nonod.sandbox._libc import keep_out_of_swap
+
+def figure(name, path="/proc/self/status"):
+    for line in open(path):
+        if line.startswith(name):
+            return int(line.split()[1])
+
+assert keep_out_of_swap()
+junk = [bytes(2000) for _ in range(20000)]  # 40 MiB of glibc's heap, its top held up:
+kept = junk[::50]
+before = figure("Anonymous:", "/proc/self/smaps_rollup")
+del junk
+_malloc.trim()
+print(before, figure("Anonymous:", "/proc/self/smaps_rollup"), figure("VmLck:"))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True, env={**os.environ,
+                                                       "PYTHONPATH": str(HERE.parents[1])})
+    before, after, locked = map(int, done.stdout.split())
+    assert after < before - 20_000, (before, after)  # before this: nothing given back
+    assert locked > 0  # and locked again
