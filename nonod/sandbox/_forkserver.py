@@ -754,6 +754,7 @@ def main(warm_idle: float = WARM_IDLE) -> None:
     fd, parent = int(sys.argv[-2]), int(sys.argv[-1])
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     _libc.forbid_core_dumps()
+    _libc.keep_out_of_swap()  # launch plans hold the sessions' environments
     if os.getppid() != parent:
         sys.exit(1)  # the daemon died before we could tie our life to it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the daemon's business
