@@ -29,7 +29,7 @@ import msgspec
 
 from .. import _malloc
 from ..cgroups._v1 import apply_limits
-from . import _launcher, _libc, _reaper
+from . import _cinit, _launcher, _libc, _reaper
 from ._guardhub import GuardHub
 from ._launcher import (
     FDS_PER_PLAN,
@@ -190,7 +190,8 @@ class _Warm:
 
     def __init__(self, key: WarmKey, hub: GuardHub, pool: tuple[tuple[str, str], ...] = (),
                  reaper: int = -1, view: View | None = None,
-                 mounts: MountTable | None = None, lender: Lender | None = None) -> None:
+                 mounts: MountTable | None = None, lender: Lender | None = None,
+                 config: int = -1) -> None:
         """With a ``view``, the launcher also builds it (``run_warm``); its binds must still
         name what they named then (``_bound_sources``) when it is handed a plan. Any
         launcher's mount namespace is a copy of the host's mount table (``mounts``) when it
@@ -218,6 +219,11 @@ class _Warm:
         #: The hub's end of the socket a direct init hands its view guard over on, if any.
         self.hub_key: socket.socket | None = None
         self.hub = hub
+        #: Its init is ``nono-reaper --init`` (``_cinit``): plans go to it in the flat form.
+        self.c_init = False
+        if config >= 0:
+            self._c_direct(key, theirs, procs, reaper, config, trees)
+            return
         if view is not None and direct(key, view, lender is not None and bool(key[3])
                                        and lender.usable(key[3]), hub.adopts):
             self._direct(key, theirs, procs, reaper, view, trees, lender)
@@ -296,6 +302,54 @@ class _Warm:
             theirs.close()
             if client is not None:
                 client.close()
+            for fd in trees:
+                os.close(fd)
+
+    def _c_direct(self, key: WarmKey, theirs: socket.socket, procs: tuple[str, ...],
+                  reaper: int, config: int, trees: tuple[int, ...]) -> None:
+        """``_direct`` with the init in C (``_cinit.spawn``): the spawned helper says the
+        init's pid, the init ``r``; then as ``_direct``."""
+        go, theirs_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = 0
+        try:
+            helper = _cinit.spawn(reaper, key[2], theirs.fileno(), theirs_go.fileno(), config,
+                                  trees)
+            theirs_go.close()
+            theirs.close()
+            for fd in trees:
+                os.close(fd)
+            trees = ()
+            said: int | None = None
+            ready = False
+            try:
+                while said is None or not ready:
+                    word = go.recv(8)
+                    if word == b"r":
+                        ready = True
+                    elif (said := _cinit.init_pid(word)) is None:
+                        raise OSError(errno.ECHILD, "the C init ended before its maps")
+                    else:
+                        self.pid = pid = said
+            finally:
+                os.waitpid(helper, 0)
+            if self.nicer:
+                os.setpriority(os.PRIO_PROCESS, pid, min(19, self.nice + WARM_NICE))
+            map_ids(pid, key[0], key[1])
+            set_oom_score_adj(key[4], pid)
+            join_cgroups(procs, pid)
+            go.send(b"g")
+            self.hello = (pid, 0, 0)
+            self.c_init = True
+        except OSError:
+            if pid:
+                os.kill(pid, signal.SIGKILL)  # reaped with the others
+            self.sock.close()
+            self._remove_group()
+            raise
+        finally:
+            go.close()
+            theirs_go.close()
+            theirs.close()
             for fd in trees:
                 os.close(fd)
 
@@ -401,6 +455,11 @@ class _Warm:
         ``cgroup`` (None) and this launcher ends."""
         handed = False
         try:
+            if self.c_init:
+                flat = _cinit.launch_message(plan)
+                if flat is None:
+                    return False  # not for a C init: the launch goes the Python way
+                msg = flat
             if self.stale():
                 return False  # the host changed its mounts, or replaced a bound path, since
             hello = self._wait_ready()
@@ -573,6 +632,7 @@ class _Pool:
         self._groups: list[str] = []  # of dropped launchers, removed once empty
         self._mounts = MountTable()
         self._lender = Lender()  # our loginuid, for direct launchers with an audit tag
+        self._configs = _cinit.Configs()  # the flat forms of views with a C init
         self.subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees
 
     @staticmethod
@@ -633,8 +693,12 @@ class _Pool:
         depth = WARM_DEPTH if key in self._hot else 1
         if len(ready) < depth:
             try:
-                ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper,
-                                   self._recent.get(key), self._mounts, self._lender))
+                view = self._recent.get(key)
+                config = (self._configs.fd(key[1], view)
+                          if view is not None and _cinit.covers(key[0], view, self._reaper)
+                          else -1)
+                ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper, view,
+                                   self._mounts, self._lender, config))
             except OSError:
                 depth = 0  # its view's idmapped trees, or the fork: launches go cold
         if len(ready) >= depth:

@@ -76,6 +76,16 @@ char *take_str(struct reader *r) {
     return s;
 }
 
+/* A string that can be a path: shorter than PATH_MAX, no NUL inside. */
+char *take_path(struct reader *r) {
+    struct reader peek = *r;
+    uint32_t len;
+    if (take_u32(&peek, &len) || len >= 4096 || (size_t)(peek.end - peek.p) < len ||
+        memchr(peek.p, '\0', len))
+        return NULL;
+    return take_str(r);
+}
+
 /* Kill and reap whatever was reparented to us until nothing is left. */
 void end_descendants(void) {
     char path[64], buf[4096];

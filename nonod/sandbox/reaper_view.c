@@ -1,0 +1,315 @@
+/* nono-reaper --init, the preparation: the session's root and the view's mounts, what
+ * _launcher.prepare_init and _launcher._prepare_view (_mounts.prepare_root, apply_mounts with
+ * prepared=True) do in Python, step for step, for the operations the fork server's flat form
+ * covers (_cinit.view_config). Runs before any plan exists: a failure makes the init exit
+ * (126), and the fork server launches on another launcher or cold, as for the Python init.
+ *
+ * The mount steps come from the fork server (config memfd, "NGV1"): each is
+ *   u8 step (STEP_*), u8 kind (_mounts' MountOp kind), u8 flags (F_*), str target, str source
+ * with whether the target lies under an earlier host bind ("on_host") worked out by the
+ * fork server from the operations' order, as apply_mounts does while it goes. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/keyctl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "reaper.h"
+
+#define OLD "/oldroot"
+#define EMPTY_FILE "/.nono-empty"
+#define MAX_STEPS 4096
+
+/* struct mount_attr, and the attributes (linux/mount.h; not included: glibc's sys/mount.h
+ * may define them too) */
+#define ATTR_RDONLY 0x1ULL
+#define ATTR_NOSUID 0x2ULL
+#define ATTR_NODEV 0x4ULL
+#define ATTR_NOEXEC 0x8ULL
+#define AT_RECURSIVE_ 0x8000
+#define MOVE_MOUNT_F_EMPTY_PATH_ 0x4
+
+/* The flat form's steps (_cinit) and the MountOp kinds a cover step carries (_mounts). */
+enum { STEP_BIND = 1, STEP_TMPFS = 2, STEP_SYMLINK = 3, STEP_COVER = 4, STEP_IDMAP = 5 };
+enum { K_READONLY = 5, K_MASK_DIR = 6, K_MASK_FILE = 7, K_ANCHOR = 9 };
+enum { F_WRITABLE = 1, F_DEVICE = 2, F_ON_HOST = 4, F_FILE = 8, F_ABSENT = 16 };
+
+static int setattr(const char *path, uint64_t set, int recursive) {
+    uint64_t attr[4] = {set, 0, 0, 0}; /* attr_set, attr_clr, propagation, userns_fd */
+    return (int)syscall(SYS_mount_setattr, AT_FDCWD, path, recursive ? AT_RECURSIVE_ : 0,
+                        attr, sizeof attr);
+}
+
+/* _mounts._mkdirs: each component made 0755 (chmod'ed so, whatever the umask) unless there. */
+static int mkdirs(const char *path) {
+    char cur[4096];
+    size_t len = strlen(path);
+    if (len >= sizeof cur)
+        return errno = ENAMETOOLONG, -1;
+    memcpy(cur, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (cur[i] != '/' && cur[i] != '\0')
+            continue;
+        char c = cur[i];
+        cur[i] = '\0';
+        if (mkdir(cur, 0755) == 0) {
+            if (chmod(cur, 0755) < 0)
+                return -1;
+        } else if (errno != EEXIST) {
+            return -1;
+        }
+        cur[i] = c;
+    }
+    return 0;
+}
+
+static int parent_dirs(const char *path) {
+    char dir[4096];
+    size_t len = strlen(path);
+    if (len >= sizeof dir)
+        return errno = ENAMETOOLONG, -1;
+    memcpy(dir, path, len + 1);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0; /* "/" itself */
+    *slash = '\0';
+    return mkdirs(dir);
+}
+
+/* _mounts._touch: the file with exactly ``mode``, its directories made first. */
+static int touch(const char *path, mode_t mode) {
+    if (parent_dirs(path) < 0)
+        return -1;
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    int r = fchmod(fd, mode);
+    close(fd);
+    return r;
+}
+
+/* _mounts._bind: a recursive bind of the host's ``source`` (under OLD), then nosuid
+ * (and nodev, read-only as asked) on the whole tree. */
+static int bind_host(const char *source, const char *target, int writable, int nodev) {
+    char src[4200];
+    if ((size_t)snprintf(src, sizeof src, "%s%s", OLD, source) >= sizeof src)
+        return errno = ENAMETOOLONG, -1;
+    if (mount(src, target, NULL, MS_BIND | MS_REC, NULL) < 0)
+        return -1;
+    return setattr(target, ATTR_NOSUID | (nodev ? ATTR_NODEV : 0) | (writable ? 0 : ATTR_RDONLY),
+                   1);
+}
+
+static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+
+/* _mounts.prepare_root and _setup_dev: a tmpfs root with the host under OLD, a fresh /proc,
+ * a minimal /dev. */
+static int prepare_root(void) {
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+        mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0 ||
+        chdir("/tmp") < 0 || mkdir("oldroot", 0700) < 0 ||
+        syscall(SYS_pivot_root, ".", "oldroot") < 0 || chdir("/") < 0 || touch(EMPTY_FILE, 0) < 0 ||
+        mkdirs("/proc") < 0 ||
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 ||
+        mkdirs("/dev/pts") < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof dev_nodes / sizeof *dev_nodes; i++) {
+        char path[32];
+        snprintf(path, sizeof path, "/dev/%s", dev_nodes[i]);
+        if (touch(path, 0644) < 0 || bind_host(path, path, 1, 0) < 0)
+            return -1;
+    }
+    if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+              "newinstance,ptmxmode=0666,mode=620") < 0 ||
+        symlink("pts/ptmx", "/dev/ptmx") < 0 || symlink("/proc/self/fd", "/dev/fd") < 0 ||
+        symlink("/proc/self/fd/0", "/dev/stdin") < 0 ||
+        symlink("/proc/self/fd/1", "/dev/stdout") < 0 ||
+        symlink("/proc/self/fd/2", "/dev/stderr") < 0)
+        return -1;
+    return 0;
+}
+
+static int write_file(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(text);
+    ssize_t n = write(fd, text, len);
+    close(fd);
+    return n == (ssize_t)len ? 0 : (errno = n < 0 ? errno : EIO, -1);
+}
+
+/* _launcher.limit_inotify, through the fresh /proc. */
+static int limit_inotify(void) {
+    return write_file("/proc/sys/user/max_inotify_instances", "32") < 0 ||
+                   write_file("/proc/sys/user/max_inotify_watches", "16384") < 0
+               ? -1
+               : 0;
+}
+
+/* _libc.set_loopback_up */
+static int loopback_up(void) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -1;
+    struct ifreq req;
+    memset(&req, 0, sizeof req);
+    memcpy(req.ifr_name, "lo", 3);
+    int r = ioctl(s, SIOCGIFFLAGS, &req);
+    if (r == 0) {
+        req.ifr_flags |= IFF_UP;
+        r = ioctl(s, SIOCSIFFLAGS, &req);
+    }
+    close(s);
+    return r;
+}
+
+/* _libc.drop_bounding_set (in a user namespace of our own: every drop is allowed) */
+static int drop_bounding_set(void) {
+    for (int cap = 0; cap < 64; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            return -1;
+    return 0;
+}
+
+/* _mounts._mountpoint */
+static int mountpoint(const char *target, int on_host, int directory) {
+    struct stat st;
+    if (on_host)
+        return lstat(target, &st);
+    if (directory)
+        return mkdirs(target);
+    if (stat(target, &st) == 0)
+        return 0;
+    return touch(target, 0644);
+}
+
+/* _mounts.cover, for the kinds a flat form carries (a pin falls back to Python). */
+static int cover(int kind, const char *target, int absent) {
+    struct stat st;
+    if (lstat(target, &st) < 0) {
+        if (absent && (errno == ENOENT || errno == ENOTDIR || errno == EACCES))
+            return 0; /* the view guard would mount it if it appears: not a C init's view */
+        return -1;
+    }
+    if (S_ISLNK(st.st_mode)) {
+        if (kind == K_MASK_DIR || kind == K_MASK_FILE || absent)
+            return 0;
+        return errno = ELOOP, -1;
+    }
+    if (kind == K_READONLY || kind == K_ANCHOR) {
+        if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+            return errno = ELOOP, -1;
+        if (mount(target, target, NULL, MS_BIND | MS_REC, NULL) < 0)
+            return -1;
+        return setattr(target,
+                       ATTR_NOSUID | ATTR_NODEV | (kind == K_READONLY ? ATTR_RDONLY : 0),
+                       kind == K_READONLY);
+    }
+    if (S_ISDIR(st.st_mode)) {
+        if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  "mode=000,size=4k") < 0)
+            return -1;
+        return setattr(target, ATTR_RDONLY, 0);
+    }
+    if (mount(EMPTY_FILE, target, NULL, MS_BIND, NULL) < 0)
+        return -1;
+    return setattr(target, ATTR_RDONLY | ATTR_NOEXEC | ATTR_NODEV, 0);
+}
+
+/* One step of the view; 0, or -1 with errno. */
+static int view_step(int step, int kind, int flags, const char *target, const char *source,
+                     const char **ro_tmpfs, size_t *n_ro, struct trees *trees) {
+    int on_host = (flags & F_ON_HOST) != 0;
+    struct stat st;
+    switch (step) {
+    case STEP_BIND:
+        if (mountpoint(target, on_host, !(flags & F_FILE)) < 0)
+            return -1;
+        return bind_host(source, target, flags & F_WRITABLE, !(flags & F_DEVICE));
+    case STEP_TMPFS:
+        if (on_host && (stat(target, &st) < 0 || !S_ISDIR(st.st_mode)))
+            return 0; /* the host has no such directory: nothing of its to hide */
+        if (mountpoint(target, on_host, 1) < 0 ||
+            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0)
+            return -1;
+        if (!(flags & F_WRITABLE))
+            ro_tmpfs[(*n_ro)++] = target;
+        return 0;
+    case STEP_SYMLINK:
+        if (on_host)
+            return 0;
+        if (parent_dirs(target) < 0)
+            return -1;
+        if (lstat(target, &st) == 0)
+            return 0;
+        return symlink(source, target);
+    case STEP_IDMAP: /* the next tree the fork server idmapped for this launcher */
+        if (trees->next >= trees->n)
+            return errno = EBADF, -1;
+        if (mountpoint(target, on_host, 1) < 0)
+            return -1;
+        return (int)syscall(SYS_move_mount, trees->fds[trees->next++], "", AT_FDCWD, target,
+                            MOVE_MOUNT_F_EMPTY_PATH_);
+    case STEP_COVER:
+        if (kind != K_READONLY && kind != K_MASK_DIR && kind != K_MASK_FILE && kind != K_ANCHOR)
+            return errno = EINVAL, -1;
+        return cover(kind, target, flags & F_ABSENT);
+    default:
+        return errno = EINVAL, -1;
+    }
+}
+
+/* The view's mounts from ``config`` (apply_mounts after prepare_root), then the old root
+ * detached and the new one read-only. */
+static int view_mounts(struct reader *config, struct trees *trees) {
+    uint32_t n;
+    if (take_u32(config, &n) || n > MAX_STEPS)
+        return errno = EINVAL, -1;
+    const char **ro_tmpfs = calloc(n ? n : 1, sizeof *ro_tmpfs);
+    if (!ro_tmpfs)
+        return -1;
+    size_t n_ro = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        unsigned char head[3];
+        char *target, *source = NULL;
+        if (take(config, head, 3) || !(target = take_path(config)) ||
+            !(source = take_path(config)))
+            return errno = EINVAL, -1;
+        if (target[0] != '/' || view_step(head[0], head[1], head[2], target, source, ro_tmpfs,
+                                          &n_ro, trees) < 0)
+            return target[0] != '/' ? (errno = EINVAL, -1) : -1;
+        free(source); /* the target may be kept in ro_tmpfs: the process is short of none */
+    }
+    for (size_t i = 0; i < trees->n; i++)
+        close(trees->fds[i]);
+    for (size_t i = 0; i < n_ro; i++)
+        if (setattr(ro_tmpfs[i], ATTR_RDONLY, 0) < 0)
+            return -1;
+    if (umount2(OLD, MNT_DETACH) < 0 || rmdir(OLD) < 0 || setattr("/", ATTR_RDONLY, 0) < 0)
+        return -1;
+    return 0;
+}
+
+int view_prepare(struct reader *config, int ns_flags, struct trees *trees) {
+    if (setsid() < 0 || prepare_root() < 0 || limit_inotify() < 0)
+        return -1;
+    prctl(PR_SET_DUMPABLE, 0); /* the program (same uid) must not read our memory */
+    if ((ns_flags & CLONE_NEWNET) && loopback_up() < 0)
+        return -1;
+    if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 || drop_bounding_set() < 0)
+        return -1;
+    return view_mounts(config, trees);
+}
