@@ -1,0 +1,364 @@
+"""The warm direct init in C (``nono-reaper --init``, ``_cinit``): what the kernel shows of a
+session must be the same down both paths (the Python init forced with
+``NONO_PYTHON_INIT``), no Python process is forked for a warm launch it covers, its failures
+are the Python init's, and the flat forms it reads are checked strictly."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import socket
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from nonod.errors import LaunchError
+from nonod.policy import Access, Grant, ResolvedPolicy
+from nonod.sandbox import Launcher, LaunchRequest, _cinit, _libc, _reaper, open_launcher
+from nonod.sandbox._launcher import (
+    PENDING,
+    REC_ERROR,
+    REC_PID,
+    RECORD,
+    STEPS,
+    LaunchPlan,
+    View,
+    map_ids,
+    record,
+)
+from nonod.sandbox._mounts import MountOp, idmapped_trees
+from nonod.sandbox._plan import build_plan
+
+from ..proctree import children, wait_until
+
+pytestmark = pytest.mark.userns
+
+PY = "/usr/bin/python3"
+SRC = Path(_reaper.__file__).with_name("reaper_init.c")
+#: Two read-only grants: binds, the masks of the session's /proc, tmpfs, symbolic links, an
+#: idmapped tree for root's /etc, the Landlock ruleset. (A mask on a host path leaves the
+#: view guard work: the Python init's, ``_cinit.covers``.)
+POLICY = ResolvedPolicy(
+    name="cinit",
+    grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ)),
+    denials=(),
+)
+#: What a session shows of itself: its status fields, pid 1's name, its mounts without
+#: their numbers (ids and devices differ between any two sessions), a denied write's errno
+#: (read-only view: EROFS) and a denied read outside the view's binds but inside its root
+#: (Landlock: EACCES), a masked file of /proc.
+SHOW = r"""
+import os, re
+def err(f):
+    try:
+        f()
+    except OSError as e:
+        return e.errno
+    return 0
+st = dict(l.split(':', 1) for l in open('/proc/self/status').read().splitlines())
+print({k: st[k].strip() for k in ('NoNewPrivs', 'Seccomp', 'CapEff', 'CapBnd', 'CapPrm',
+                                  'CapAmb', 'CapInh')})
+print(open('/proc/1/comm').read().strip() == 'nono-reaper')
+for line in open('/proc/self/mountinfo').read().splitlines():
+    f = line.split()
+    print(f[3], f[4], f[5], *f[f.index('-') + 1:f.index('-') + 2])
+print(err(lambda: open('/usr/nono-cinit', 'w')), err(lambda: os.listdir('/dev/pts/../..')),
+      err(lambda: os.listdir('/proc/1/root')), err(lambda: open('/.nono-empty')),
+      err(lambda: open('/proc/kmsg')))
+print(os.getcwd(), sorted(os.environ.items()))
+import resource
+print([resource.getrlimit(r) for r in (resource.RLIMIT_CORE, resource.RLIMIT_NOFILE,
+                                       resource.RLIMIT_SIGPENDING, resource.RLIMIT_NPROC)])
+print(sorted(os.listdir('/proc/self/fd')))
+"""
+
+
+def _request(*argv: str, cwd: str = "/usr") -> LaunchRequest:
+    return LaunchRequest(argv=argv, env=(("PATH", "/usr/bin"), ("NONO_X", "1")), cwd=cwd)
+
+
+async def _show(python: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[str, bool]:
+    """What a warm (second) session prints, down the C path or the Python one; and whether
+    its init's executable was the reaper's memfd right after the launch."""
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "1" if python else "")
+    outputs: list[str] = []
+    memfd = False
+    async with open_launcher("namespaces") as launcher:
+        for _ in range(2):
+            out_r, out_w = os.pipe()
+            gate_r, gate_w = os.pipe()
+            code = "import sys; sys.stdin.read()\n" + SHOW
+            try:
+                proc = await launcher.launch(POLICY, _request(PY, "-c", code),
+                                             stdio=(gate_r, out_w, 2))
+            finally:
+                os.close(out_w)
+                os.close(gate_r)
+            memfd = os.readlink(f"/proc/{proc.pid}/exe").startswith("/memfd:nono-reaper")
+            os.close(gate_w)
+            with os.fdopen(out_r) as out:
+                status = await proc.wait_exited()
+                outputs.append(out.read())
+            assert status.code == 0, outputs[-1]
+    return outputs[-1], memfd
+
+
+def test_steps_match_the_launcher() -> None:
+    """The C stage's step numbers are the indices of ``_launcher.STEPS``: the daemon names
+    a failed step by them."""
+    body = SRC.read_text()
+    found = dict(re.findall(r"S_([A-Z_]+) = (\d+)", body))
+    assert found, "no step numbers in reaper_init.c"
+    for name, index in found.items():
+        assert STEPS[int(index)] == name.lower(), name
+
+
+def test_same_session_down_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Status fields (no_new_privs, seccomp, capabilities), the session's mounts, a denied
+    write, the Landlock domain (a denied read), limits, descriptors, environment and working
+    directory: equal for the C init and the Python one. Only pid 1's name differs while
+    the Python init has not become ``nono-reaper`` yet (50 ms after the launch)."""
+    c_out, c_memfd = trio.run(_show, False, monkeypatch)
+    py_out, py_memfd = trio.run(_show, True, monkeypatch)
+    assert c_memfd and not py_memfd  # the C path was taken, and the other was not
+    c_lines, py_lines = c_out.splitlines(), py_out.splitlines()
+    assert c_lines[1] == "True"
+    del c_lines[1], py_lines[1]
+    assert c_lines == py_lines
+    status = eval(c_lines[0])  # noqa: S307 - our own program's repr of a dict of str
+    assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
+    assert status["CapEff"] == status["CapBnd"] == "0000000000000000"
+    errors = c_lines[-4].split()
+    assert errors[0] == str(errno.EROFS)
+
+
+def _exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
+def _waiting_pythons(server: int) -> set[int]:
+    """The fork server's children that are Python interpreters with no child: warm inits
+    made for a view, waiting (a session's init has its program; the view-less launcher's
+    outer process, made once and kept, has its init)."""
+    return {pid for pid in children(server)
+            if "python" in Path(_exe(pid)).name and not children(pid)}
+
+
+def _c_init_waiting(server: int) -> bool:
+    return any(_exe(pid).startswith("/memfd:nono-reaper") for pid in children(server))
+
+
+async def _gated(launcher: Launcher) -> tuple[int, str]:
+    """A session whose program waits on its stdin: its init and that init's executable
+    right after the launch; then it is let go and waited for."""
+    gate_r, gate_w = os.pipe()
+    try:
+        proc = await launcher.launch(POLICY, _request(PY, "-c", "import sys; sys.stdin.read()"),
+                                     stdio=(gate_r, 1, 2))
+    finally:
+        os.close(gate_r)
+    exe = os.readlink(f"/proc/{proc.pid}/exe")
+    os.close(gate_w)
+    await proc.wait_exited()
+    return proc.pid, exe
+
+
+async def _c_launches(monkeypatch: pytest.MonkeyPatch) -> tuple[list[set[int]], list[str]]:
+    """Four warm launches, each once a C init waits for it: the waiting Python inits before
+    each, and each session's init's executable."""
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "")
+    seen: list[set[int]] = []
+    inits: list[str] = []
+    async with open_launcher("namespaces") as launcher:
+        await (await launcher.launch(POLICY, _request("/bin/true"))).wait_exited()
+        for _ in range(4):
+            wait_until("a C init ready", lambda: _c_init_waiting(launcher.pid))
+            seen.append(_waiting_pythons(launcher.pid))
+            inits.append((await _gated(launcher))[1])
+    return seen, inits
+
+
+async def _py_launches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python path, the same way: a Python init waits for the next launch."""
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "1")
+    async with open_launcher("namespaces") as launcher:
+        await (await launcher.launch(POLICY, _request("/bin/true"))).wait_exited()
+        await _gated(launcher)
+        wait_until("a Python init made for the next launch",
+                   lambda: bool(_waiting_pythons(launcher.pid)))
+
+
+def test_no_python_process_forked_for_a_warm_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Launch after launch, no Python init waits under the fork server, and each session's
+    init is ``nono-reaper`` from its birth; the forced Python path forks one per launch,
+    which this test sees."""
+    seen, inits = trio.run(_c_launches, monkeypatch)
+    assert seen == [set()] * 4, seen
+    assert all(exe.startswith("/memfd:nono-reaper") for exe in inits), inits
+    trio.run(_py_launches, monkeypatch)
+
+
+async def _failure(monkeypatch: pytest.MonkeyPatch, python: bool, request: LaunchRequest
+                   ) -> tuple[str | None, str]:
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "1" if python else "")
+    async with open_launcher("namespaces") as launcher:
+        ok = await launcher.launch(POLICY, _request("/bin/true"))
+        await ok.wait_exited()
+        with pytest.raises(LaunchError) as caught:
+            await launcher.launch(POLICY, request)
+        return caught.value.step, str(caught.value)
+
+
+@pytest.mark.parametrize("request_", [
+    _request("/usr/bin/nono-no-such-program"),
+    _request("/bin/true", cwd="/usr/nono-no-such-dir"),
+    _request("/etc/hostname"),
+], ids=["exec", "chdir", "exec-masked"])
+def test_failures_are_the_python_inits(monkeypatch: pytest.MonkeyPatch,
+                                      request_: LaunchRequest) -> None:
+    """A step the C init cannot take fails the launch with the Python init's record: same
+    step, same errno, same detail."""
+    c = trio.run(_failure, monkeypatch, False, request_)
+    py = trio.run(_failure, monkeypatch, True, request_)
+    assert c == py
+
+
+# --- the flat forms, strictly read -------------------------------------------------------
+
+def _plan() -> LaunchPlan:
+    plan, _ = build_plan(POLICY, _request("/bin/true"))
+    return plan
+
+
+class _Init:
+    """``nono-reaper --init`` driven as the fork server drives it (``_Warm._c_direct``)."""
+
+    def __init__(self, config: bytes, ops: tuple[MountOp, ...] = ()) -> None:
+        self.reaper = _reaper.load()
+        assert self.reaper >= 0, "make did not build nonod/sandbox/nono-reaper"
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        go, theirs_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fd = os.memfd_create("cfg", os.MFD_CLOEXEC)
+        os.write(fd, config)
+        flags = _libc.CLONE_NEWUSER | _libc.CLONE_NEWNS | _libc.CLONE_NEWPID
+        trees = idmapped_trees(ops)
+        helper = _cinit.spawn(self.reaper, flags, theirs.fileno(), theirs_go.fileno(), fd,
+                              trees)
+        for tree in trees:
+            os.close(tree)
+        theirs.close()
+        theirs_go.close()
+        os.close(fd)
+        words = [go.recv(8), go.recv(8)]
+        assert os.waitpid(helper, 0)[1] == 0
+        self.pid = next(p for p in map(_cinit.init_pid, words) if p is not None)
+        assert b"r" in words
+        map_ids(self.pid, os.getuid(), os.getgid())
+        go.send(b"g")
+        go.close()
+
+    def ready(self) -> bytes:
+        return self.sock.recv(8)
+
+    def close(self) -> int:
+        self.sock.close()
+        os.close(self.reaper)
+        return os.waitpid(self.pid, 0)[1]
+
+
+def _launch(init: _Init, message: bytes, pending: bytes = b"") -> bytes:
+    """Hand ``message`` over with six descriptors; what the launch pipe got."""
+    launch_r, launch_w = os.pipe()
+    exit_r, exit_w = os.pipe()
+    control, theirs = socket.socketpair()
+    fds = [0, 1, 2, launch_w, exit_w, theirs.fileno()]
+    socket.send_fds(init.sock, [PENDING.pack(len(pending)), pending, message], fds)
+    for fd in (launch_w, exit_w):
+        os.close(fd)
+    theirs.close()
+    with os.fdopen(launch_r, "rb") as got:
+        data = got.read()
+    os.close(exit_r)
+    control.close()
+    return data
+
+
+def _error(data: bytes) -> tuple[str, int, bytes]:
+    kind, step, err, size = RECORD.unpack_from(data)
+    assert kind == REC_ERROR
+    return STEPS[step], err, data[RECORD.size:RECORD.size + size]
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda c: c[:-1],  # short
+    lambda c: c + b"\0",  # trailing bytes
+    lambda c: b"NGV2" + c[4:],  # another version
+    lambda c: c[:4] + struct.pack("<I", 1 << 30) + c[8:],  # a count past the limit
+], ids=["short", "trailing", "magic", "count"])
+def test_malformed_view_config_ends_before_ready(mangle: object) -> None:
+    """A config the C init cannot read whole makes it exit before READY (the fork server
+    then launches elsewhere): nothing is half applied to a launch."""
+    plan = _plan()
+    view = View(mounts=plan.mounts, pinned=(), landlock=plan.landlock,
+                       creation_refused=())
+    config = _cinit.view_config(view)
+    init = _Init(mangle(config), view.mounts)  # type: ignore[operator]
+    assert init.ready() == b""
+    assert init.close() != 0
+
+
+def _messages() -> Iterator[tuple[str, bytes]]:
+    good = _cinit.launch_message(_plan())
+    assert good is not None
+    yield "short", good[:-1]
+    yield "trailing", good + b"x"
+    yield "magic", b"NGLX" + good[4:]
+    yield "flags", good[:4] + struct.pack("<I", 0x80) + good[8:]
+    yield "port", good[:8] + struct.pack("<I", 70000) + good[12:]
+
+
+@pytest.mark.parametrize("name,message", list(_messages()), ids=[n for n, _ in _messages()])
+def test_malformed_launch_message_is_a_failed_launch(name: str, message: bytes) -> None:
+    """A launch message the C init cannot read whole is a failed launch at step ``fork``
+    (after the fork server's pending records), as a plan the Python init cannot take."""
+    plan = _plan()
+    view = View(mounts=plan.mounts, pinned=(), landlock=plan.landlock,
+                       creation_refused=())
+    init = _Init(_cinit.view_config(view), view.mounts)
+    assert init.ready() == b"R"
+    pending = record(REC_PID, 1234, 0)
+    data = _launch(init, message, pending)
+    assert data.startswith(pending)
+    step, err, _ = _error(data[len(pending):])
+    assert (step, err) == ("fork", errno.EINVAL), name
+    assert os.WEXITSTATUS(init.close()) == 126
+
+
+def test_launch_message_refuses_what_it_cannot_describe() -> None:
+    """Plans the flat form does not carry go the Python way (None): never half in C."""
+    plan = _plan()
+    assert _cinit.launch_message(plan) is not None
+    for changed in (
+        {"argv": ()},
+        {"argv": ("/bin/true", "a\0b")},
+        {"env": ("=x",)},
+        {"switch_user": True},
+    ):
+        fields = {f: getattr(plan, f) for f in plan.__struct_fields__}
+        fields.update(changed)
+        assert _cinit.launch_message(LaunchPlan(**fields)) is None, changed
+
+
+def test_the_binary_refuses_bad_arguments() -> None:
+    reaper = Path(_reaper.__file__).with_name("nono-reaper")
+    for argv in (["--init"], ["--init", "x", "3", "4", "5"], ["--init", "1", "3", "4", "5"],
+                 ["--init", str(1 << 40), "3", "4", "5"]):
+        assert subprocess.run([str(reaper), *argv], check=False).returncode == 126, argv
