@@ -67,8 +67,6 @@ static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM,
                                 SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
 
 struct launch {
-    const unsigned char *pending;
-    uint32_t n_pending;
     uint32_t flags, proxy_port;
     uint64_t max_processes, nofile_cur, nofile_max;
     char *executable, *cwd;
@@ -76,6 +74,16 @@ struct launch {
     const unsigned char *seccomp;
     uint32_t n_seccomp;
 };
+
+/* The fork server's records for the launch pipe (the init's pid...): written once, before
+ * the program starts or before the first error, whichever comes first (_launcher._fail). */
+static const unsigned char *pending;
+static uint32_t n_pending;
+
+static void write_pending(int launch_w) {
+    write_all(launch_w, pending, n_pending);
+    n_pending = 0;
+}
 
 static void report(int launch_w, int step, int err, const char *detail) {
     size_t len = detail ? strlen(detail) : 0;
@@ -87,6 +95,7 @@ static void report(int launch_w, int step, int err, const char *detail) {
     put32(rec + 5, (uint32_t)err);
     put32(rec + 9, (uint32_t)len);
     memcpy(rec + 13, detail, len);
+    write_pending(launch_w);
     write_all(launch_w, rec, 13 + len);
 }
 
@@ -259,7 +268,7 @@ static _Noreturn void launch(struct launch *l, int *fds, int plan_fd, struct rul
     if (setrlimit(RLIMIT_NOFILE, &nofile) < 0)
         fail(launch_w, S_RLIMITS, errno, NULL);
     block_forwarded(SIG_BLOCK); /* until serve_init's signalfd: see _confined_tail */
-    write_all(launch_w, l->pending, l->n_pending);
+    write_pending(launch_w);
     pid_t pid;
     if (l->flags & FLAG_TTY) {
         pid = fork_program(l, launch_w, exit_w);
@@ -365,15 +374,13 @@ static void init_run(int ns_flags, int plan_fd, int go_fd, int config_fd, struct
         return; /* (the fork server's end closed: it has gone) */
     struct reader r = {buf, buf + n};
     struct launch l = {0};
-    if (take_u32(&r, &l.n_pending) || l.n_pending > MAX_PENDING ||
-        (size_t)(r.end - r.p) < l.n_pending)
+    if (take_u32(&r, &n_pending) || n_pending > MAX_PENDING ||
+        (size_t)(r.end - r.p) < n_pending)
         return;
-    l.pending = r.p;
-    r.p += l.n_pending;
-    if (n_fds != FDS_PER_PLAN || parse_launch(&r, &l) < 0 || r.p != r.end) {
-        write_all(fds[3], l.pending, l.n_pending);
+    pending = r.p;
+    r.p += n_pending;
+    if (n_fds != FDS_PER_PLAN || parse_launch(&r, &l) < 0 || r.p != r.end)
         fail(fds[3], S_FORK, EINVAL, "malformed launch message for the C init");
-    }
     launch(&l, fds, plan_fd, rs);
 }
 

@@ -144,12 +144,23 @@ def _exe(pid: int) -> str:
         return ""
 
 
-def _waiting_pythons(server: int) -> set[int]:
-    """The fork server's children that are Python interpreters with no child: warm inits
-    made for a view, waiting (a session's init has its program; the view-less launcher's
-    outer process, made once and kept, has its init)."""
+def _pid_one(pid: int) -> bool:
+    """Whether ``pid`` is pid 1 of a pid namespace of its own (an init, not an outer)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    nspid = next((line.split()[1:] for line in status.splitlines()
+                  if line.startswith("NSpid:")), [])
+    return len(nspid) > 1 and nspid[-1] == "1"
+
+
+def _python_inits(server: int) -> set[int]:
+    """The fork server's children that are Python interpreters and a session's init: the
+    warm inits for a view, waiting or launched (the view-less launcher's outer process,
+    made once and kept, is no init; its own init is not the server's child)."""
     return {pid for pid in children(server)
-            if "python" in Path(_exe(pid)).name and not children(pid)}
+            if "python" in Path(_exe(pid)).name and _pid_one(pid)}
 
 
 def _c_init_waiting(server: int) -> bool:
@@ -172,8 +183,8 @@ async def _gated(launcher: Launcher) -> tuple[int, str]:
 
 
 async def _c_launches(monkeypatch: pytest.MonkeyPatch) -> tuple[list[set[int]], list[str]]:
-    """Four warm launches, each once a C init waits for it: the waiting Python inits before
-    each, and each session's init's executable."""
+    """Four warm launches, each once a C init waits for it: the Python inits before each,
+    and each session's init's executable."""
     monkeypatch.setenv(_cinit.FORCE_PYTHON, "")
     seen: list[set[int]] = []
     inits: list[str] = []
@@ -181,7 +192,7 @@ async def _c_launches(monkeypatch: pytest.MonkeyPatch) -> tuple[list[set[int]], 
         await (await launcher.launch(POLICY, _request("/bin/true"))).wait_exited()
         for _ in range(4):
             wait_until("a C init ready", lambda: _c_init_waiting(launcher.pid))
-            seen.append(_waiting_pythons(launcher.pid))
+            seen.append(_python_inits(launcher.pid))
             inits.append((await _gated(launcher))[1])
     return seen, inits
 
@@ -193,12 +204,12 @@ async def _py_launches(monkeypatch: pytest.MonkeyPatch) -> None:
         await (await launcher.launch(POLICY, _request("/bin/true"))).wait_exited()
         await _gated(launcher)
         wait_until("a Python init made for the next launch",
-                   lambda: bool(_waiting_pythons(launcher.pid)))
+                   lambda: bool(_python_inits(launcher.pid)))
 
 
 def test_no_python_process_forked_for_a_warm_launch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Launch after launch, no Python init waits under the fork server, and each session's
-    init is ``nono-reaper`` from its birth; the forced Python path forks one per launch,
+    """Launch after launch, no init under the fork server is a Python interpreter, and each
+    session's init is ``nono-reaper`` from its birth; the forced Python path forks one per launch,
     which this test sees."""
     seen, inits = trio.run(_c_launches, monkeypatch)
     assert seen == [set()] * 4, seen
@@ -362,3 +373,21 @@ def test_the_binary_refuses_bad_arguments() -> None:
     for argv in (["--init"], ["--init", "x", "3", "4", "5"], ["--init", "1", "3", "4", "5"],
                  ["--init", str(1 << 40), "3", "4", "5"]):
         assert subprocess.run([str(reaper), *argv], check=False).returncode == 126, argv
+
+
+def test_a_failed_step_follows_the_pending_records() -> None:
+    """A step that fails at launch is reported after the fork server's records (the init's
+    pid, its group's name...), which the daemon needs for a failed launch too: as the
+    Python init's ``_fail(launch_w, exc, pending)``."""
+    plan = _plan()
+    view = View(mounts=plan.mounts, pinned=(), landlock=plan.landlock, creation_refused=())
+    init = _Init(_cinit.view_config(view), view.mounts)
+    assert init.ready() == b"R"
+    fields = {f: getattr(plan, f) for f in plan.__struct_fields__}
+    message = _cinit.launch_message(LaunchPlan(**{**fields, "cwd": "/nono-no-such-dir"}))
+    assert message is not None
+    pending = record(REC_PID, 1234, 0)
+    data = _launch(init, message, pending)
+    assert data.startswith(pending), data
+    assert _error(data[len(pending):]) == ("chdir", errno.ENOENT, b"/nono-no-such-dir")
+    assert os.WEXITSTATUS(init.close()) == 126
