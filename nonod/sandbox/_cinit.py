@@ -3,7 +3,8 @@
 
 The fork server decides before it makes a launcher (:func:`covers`, never half in C): a
 view the Python init would prepare without an outer process (``_launcher.direct``), that
-leaves the view guard nothing to do, with no audit tag, no creation guard, no pinned file
+leaves the view guard nothing to do, with no audit tag unless the fork server can lend its
+loginuid for it, no creation guard, no pinned file
 and only the mount operations the C stage knows (binds, tmpfs, symbolic links, masks,
 read-only and anchored paths, idmapped trees: no overlay). Everything else, and
 everything when :data:`FORCE_PYTHON` is set in the fork server's environment, keeps the
@@ -76,11 +77,14 @@ def _path_ok(path: str | bytes) -> bool:
     return b"\0" not in raw and len(raw) <= MAX_PATH
 
 
-def covers(key: tuple[int, int, int, int, int], view: View | None, reaper: int) -> bool:
-    """Whether a launcher for ``key`` and ``view`` gets the C init (see the module)."""
+def covers(key: tuple[int, int, int, int, int], view: View | None, reaper: int,
+           lends: bool = False) -> bool:
+    """Whether a launcher for ``key`` and ``view`` gets the C init (see the module);
+    ``lends``: the fork server can lend its loginuid for an audit tag (``_loginuid``),
+    for the spawn of the helper, whose clone the init inherits it from."""
     if reaper < 0 or view is None or forced_python():
         return False
-    if not direct(key, view) or guarded(view.mounts) or key[3]:
+    if not direct(key, view, lends) or guarded(view.mounts):
         return False
     if view.pinned or view.creation_refused or len(view.mounts) > MAX_STEPS:
         return False

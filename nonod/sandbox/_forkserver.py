@@ -222,7 +222,7 @@ class _Warm:
         #: Its init is ``nono-reaper --init`` (``_cinit``): plans go to it in the flat form.
         self.c_init = False
         if config >= 0:
-            self._c_direct(key, theirs, procs, reaper, config, trees)
+            self._c_direct(key, theirs, procs, reaper, config, trees, lender)
             return
         if view is not None and direct(key, view, lender is not None and bool(key[3])
                                        and lender.usable(key[3]), hub.adopts):
@@ -306,14 +306,19 @@ class _Warm:
                 os.close(fd)
 
     def _c_direct(self, key: WarmKey, theirs: socket.socket, procs: tuple[str, ...],
-                  reaper: int, config: int, trees: tuple[int, ...]) -> None:
+                  reaper: int, config: int, trees: tuple[int, ...],
+                  lender: Lender | None) -> None:
         """``_direct`` with the init in C (``_cinit.spawn``): the spawned helper says the
-        init's pid, the init ``r``; then as ``_direct``."""
+        init's pid, the init ``r``; then as ``_direct``. An audit tag is lent for the
+        helper's spawn: the init it clones inherits the loginuid and the audit session."""
         go, theirs_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = 0
         try:
-            helper = _cinit.spawn(reaper, key[2], theirs.fileno(), theirs_go.fileno(), config,
-                                  trees)
+            def spawn() -> int:
+                return _cinit.spawn(reaper, key[2], theirs.fileno(), theirs_go.fileno(),
+                                    config, trees)
+
+            helper = lender.fork(key[3], spawn) if key[3] and lender is not None else spawn()
             theirs_go.close()
             theirs.close()
             for fd in trees:
@@ -338,7 +343,7 @@ class _Warm:
             set_oom_score_adj(key[4], pid)
             join_cgroups(procs, pid)
             go.send(b"g")
-            self.hello = (pid, 0, 0)
+            self.hello = (pid, *session_of(pid)) if key[3] else (pid, 0, 0)
             self.c_init = True
         except OSError:
             if pid:
@@ -694,8 +699,11 @@ class _Pool:
         if len(ready) < depth:
             try:
                 view = self._recent.get(key)
+                tag = key[0][3]
+                lends = bool(tag) and self._lender.usable(tag)
                 config = (self._configs.fd(key[1], view)
-                          if view is not None and _cinit.covers(key[0], view, self._reaper)
+                          if view is not None and _cinit.covers(key[0], view, self._reaper,
+                                                                lends)
                           else -1)
                 ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper, view,
                                    self._mounts, self._lender, config))

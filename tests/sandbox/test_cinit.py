@@ -391,3 +391,43 @@ def test_a_failed_step_follows_the_pending_records() -> None:
     assert data.startswith(pending), data
     assert _error(data[len(pending):]) == ("chdir", errno.ENOENT, b"/nono-no-such-dir")
     assert os.WEXITSTATUS(init.close()) == 126
+
+
+async def _tagged(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, int, str]]:
+    from nonod.audit._kernel import open_fs_denied_monitor
+
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "")
+    seen: list[tuple[str, str, int, str]] = []
+    async with open_fs_denied_monitor("auto") as monitor:
+        if not monitor.active:
+            pytest.skip(f"no kernel audit here: {monitor.status}")
+        request = LaunchRequest(argv=(PY, "-S", "-c", "import sys; sys.stdin.read()"),
+                                cwd="/", audit_tag=monitor.tag)
+        async with open_launcher("namespaces") as launcher:
+            for _ in range(3):
+                gate_r, gate_w = os.pipe()
+                try:
+                    proc = await launcher.launch(POLICY, request, stdio=(gate_r, 1, 2))
+                finally:
+                    os.close(gate_r)
+                seen.append((os.readlink(f"/proc/{proc.pid}/exe"),
+                             Path(f"/proc/{proc.pid}/loginuid").read_text(), monitor.tag,
+                             Path(f"/proc/{proc.pid}/sessionid").read_text()
+                             + f" {proc.audit_session}"))
+                os.close(gate_w)
+                await proc.wait_exited()
+    return seen
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="kernel audit and loginuids need root")
+def test_an_audit_tag_is_lent_to_the_c_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an audit tag the fork server lends its loginuid for the helper's spawn: the C
+    init (warm launches after the first) carries the tag and the audit session the launch
+    reports."""
+    seen = trio.run(_tagged, monkeypatch)
+    for exe, loginuid, tag, sessions in seen[1:]:
+        assert exe.startswith("/memfd:nono-reaper"), seen
+        assert int(loginuid) == tag
+        ours, reported = sessions.split()
+        assert ours == reported and int(ours) not in (0, 4294967295)
