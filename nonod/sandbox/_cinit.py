@@ -2,9 +2,10 @@
 ``reaper_init.c``): no forked interpreter per launch.
 
 The fork server decides before it makes a launcher (:func:`covers`, never half in C): a
-view the Python init would prepare without an outer process (``_launcher.direct``), that
-leaves the view guard nothing to do, with no audit tag unless the fork server can lend its
-loginuid for it, no creation guard, no pinned file
+view the Python init would prepare without an outer process (``_launcher.direct``: one
+that leaves the view guard nothing to do, or whose guard the fork server's hub adopts from
+the init, with no audit tag unless the fork server can lend its loginuid for it), no
+creation guard, no pinned file
 and only the mount operations the C stage knows (binds, tmpfs, symbolic links, masks,
 read-only and anchored paths, idmapped trees: no overlay). Everything else, and
 everything when :data:`FORCE_PYTHON` is set in the fork server's environment, keeps the
@@ -33,6 +34,8 @@ import resource
 import struct
 from collections.abc import Sequence
 
+import msgspec
+
 from . import _launcher
 from ._launcher import LaunchPlan, View, direct, program_nofile
 from ._mounts import (
@@ -48,7 +51,7 @@ from ._mounts import (
     TMPFS,
     MountOp,
 )
-from ._viewguard import guarded
+from ._viewguard import ViewGuard, guarded
 
 #: Set (to anything but "" or "0") in the fork server's environment: every init stays Python.
 FORCE_PYTHON = "NONO_PYTHON_INIT"
@@ -61,6 +64,8 @@ _U8x3 = struct.Struct("<BBB")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _LAUNCH_HEAD = struct.Struct("<4sIIQQQ")
+_OP = struct.Struct("<IIq")  # as ``_reaper._OP``
+_IDENT = struct.Struct("<QQ")
 MAX_STEPS = 4096  # reaper_view.c
 MAX_RULES = 4096  # reaper_confine.c
 MAX_PATH = 4095
@@ -78,13 +83,14 @@ def _path_ok(path: str | bytes) -> bool:
 
 
 def covers(key: tuple[int, int, int, int, int], view: View | None, reaper: int,
-           lends: bool = False) -> bool:
+           lends: bool = False, adopts: bool = False) -> bool:
     """Whether a launcher for ``key`` and ``view`` gets the C init (see the module);
     ``lends``: the fork server can lend its loginuid for an audit tag (``_loginuid``),
-    for the spawn of the helper, whose clone the init inherits it from."""
+    for the spawn of the helper, whose clone the init inherits it from; ``adopts``: its
+    hub takes a view guard from the init (``_launcher._adopt_ahead``)."""
     if reaper < 0 or view is None or forced_python():
         return False
-    if not direct(key, view, lends) or guarded(view.mounts):
+    if not direct(key, view, lends, adopts):
         return False
     if view.pinned or view.creation_refused or len(view.mounts) > MAX_STEPS:
         return False
@@ -134,19 +140,39 @@ def mount_steps(ops: Sequence[MountOp]) -> bytes:
 
 
 def view_config(view: View) -> bytes:
-    """``NGV1``: the mount steps, then the Landlock ruleset (``reaper_confine.c``)."""
+    """``NGV1``: the mount steps, the Landlock ruleset (``reaper_confine.c``), then the view
+    guard's state and the hub's ``O`` message (``guard_state``)."""
     ll = view.landlock
     out = [b"NGV1", mount_steps(view.mounts)]
     if ll is None or not ll.abi:
         out.append(struct.pack("<IQQQII", 0, 0, 0, 0, 0, 0))
-        return b"".join(out)
-    out.append(struct.pack("<IQQQI", ll.abi, ll.handled_access_fs, ll.handled_access_net,
-                           ll.scoped, len(ll.rules)))
-    for path, allowed, is_file in ll.rules:
-        out += [_str(path), _U64.pack(allowed), bytes((int(is_file),))]
-    out.append(_U32.pack(len(ll.net_rules)))
-    out += [struct.pack("<QQ", port, allowed) for port, allowed in ll.net_rules]
+    else:
+        out.append(struct.pack("<IQQQI", ll.abi, ll.handled_access_fs, ll.handled_access_net,
+                               ll.scoped, len(ll.rules)))
+        for path, allowed, is_file in ll.rules:
+            out += [_str(path), _U64.pack(allowed), bytes((int(is_file),))]
+        out.append(_U32.pack(len(ll.net_rules)))
+        out += [struct.pack("<QQ", port, allowed) for port, allowed in ll.net_rules]
+    state, on_the_way = guard_state(view.mounts)
+    out += [_U32.pack(len(state)), state, _U32.pack(len(on_the_way)), on_the_way]
     return b"".join(out)
+
+
+def guard_state(ops: Sequence[MountOp]) -> tuple[bytes, bytes]:
+    """What ``_launcher._adopt_ahead`` works from, for ``reaper_outer.c``'s ``adopt_guard``:
+    the guard's state as ``_reaper.outer_config`` writes it, before any mount id is taken
+    (-1) or directory watched ((0, 0)), and the hub's ``O`` message; empty: nothing to
+    guard."""
+    todo = guarded(ops)
+    if not todo:
+        return b"", b""
+    guard = ViewGuard(todo)
+    out = [b"NGO1", _U32.pack(len(guard.ops))]
+    for op in guard.ops:
+        out += [_OP.pack(op.kind, int(op.absent), -1), _str(op.target), _str(op.source)]
+    out.append(_U32.pack(len(guard.dirs)))
+    out += [_str(directory) + _IDENT.pack(0, 0) for directory in guard.dirs]
+    return b"".join(out), b"O" + msgspec.msgpack.encode(sorted(guard.on_the_way))
 
 
 class Configs:
@@ -209,12 +235,14 @@ def launch_message(plan: LaunchPlan) -> bytes | None:
 
 
 def spawn(reaper: int, ns_flags: int, plan_fd: int, go_fd: int, config_fd: int,
-          trees: Sequence[int] = ()) -> int:
+          trees: Sequence[int] = (), hub: int = -1) -> int:
     """Spawn ``nono-reaper --init`` with the descriptors (``trees``: the view's idmapped
-    trees, ``_mounts.idmapped_trees``); its pid. It says ``P`` + the init's pid on
-    ``go_fd``, the init ``r``."""
-    passed = (plan_fd, go_fd, config_fd, *trees)
-    argv = ["nono-reaper", "--init", str(ns_flags), *(str(fd) for fd in passed)]
+    trees, ``_mounts.idmapped_trees``; ``hub``: the socket its view guard goes to the hub
+    on, -1: nothing to guard); its pid. It says ``P`` + the init's pid on ``go_fd``, the
+    init ``r``."""
+    passed = (plan_fd, go_fd, config_fd, *((hub,) if hub >= 0 else ()), *trees)
+    argv = ["nono-reaper", "--init", str(ns_flags), str(plan_fd), str(go_fd), str(config_fd),
+            str(hub), *(str(fd) for fd in trees)]
     for fd in passed:
         os.set_inheritable(fd, True)
     try:

@@ -312,15 +312,20 @@ class _Warm:
         init's pid, the init ``r``; then as ``_direct``. An audit tag is lent for the
         helper's spawn: the init it clones inherits the loginuid and the audit session."""
         go, theirs_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        client: socket.socket | None = None
+        if self.view is not None and guarded(self.view.mounts):
+            self.hub_key, client = self.hub.client_for(key[0])
         pid = 0
         try:
             def spawn() -> int:
                 return _cinit.spawn(reaper, key[2], theirs.fileno(), theirs_go.fileno(),
-                                    config, trees)
+                                    config, trees, client.fileno() if client else -1)
 
             helper = lender.fork(key[3], spawn) if key[3] and lender is not None else spawn()
             theirs_go.close()
             theirs.close()
+            if client is not None:
+                client.close()
             for fd in trees:
                 os.close(fd)
             trees = ()
@@ -355,6 +360,8 @@ class _Warm:
             go.close()
             theirs_go.close()
             theirs.close()
+            if client is not None:
+                client.close()
             for fd in trees:
                 os.close(fd)
 
@@ -703,7 +710,7 @@ class _Pool:
                 lends = bool(tag) and self._lender.usable(tag)
                 config = (self._configs.fd(key[1], view)
                           if view is not None and _cinit.covers(key[0], view, self._reaper,
-                                                                lends)
+                                                                lends, self._hub.adopts)
                           else -1)
                 ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper, view,
                                    self._mounts, self._lender, config))

@@ -33,6 +33,8 @@ void guard_stop(void);
 
 /* nono-reaper --outer (reaper_outer.c): the launcher's outer process, the view guard. */
 int outer_main(int argc, char **argv);
+/* reaper_outer.c: a C init's view guard, handed to the fork server's hub (0, or -1). */
+int adopt_guard(struct reader *state, const unsigned char *on_the_way, size_t len, int hub_fd);
 /* nono-reaper --repair (reaper_outer.c): one round of the view guard, for the fork server. */
 int repair_main(int argc, char **argv);
 

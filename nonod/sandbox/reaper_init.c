@@ -1,6 +1,6 @@
 /* nono-reaper --init: a warm launcher's init in C from its first instruction (_cinit).
  *
- *   argv: nono-reaper --init NS_FLAGS PLAN_FD GO_FD CONFIG_FD [TREE_FD...]
+ *   argv: nono-reaper --init NS_FLAGS PLAN_FD GO_FD CONFIG_FD HUB_FD [TREE_FD...]
  *
  * The fork server spawns this (posix_spawn: no copy of its address space), and it clones
  * the init into the session's namespaces (NS_FLAGS but the cgroup one) as a sibling
@@ -13,7 +13,9 @@
  *     GO_FD, and on with "g" (anything else: exit);
  *   - its own cgroup namespace; the root, /proc, /dev, lo, keyring, bounding set and the
  *     view's mounts (reaper_view.c) and the Landlock ruleset (reaper_confine.c), from the
- *     flat form in the sealed memfd CONFIG_FD ("NGV1", _cinit.view_config);
+ *     flat form in the sealed memfd CONFIG_FD ("NGV1", _cinit.view_config); a view with
+ *     something to guard has its guard handed to the fork server's hub on HUB_FD (-1:
+ *     none), as _launcher._adopt_ahead (reaper_outer.c, adopt_guard);
  *   - "R" (READY) on PLAN_FD, then one launch message with six descriptors (stdin, stdout,
  *     stderr, the launch pipe, the exit pipe, the control socket): the records the fork
  *     server has for the launch pipe (u32 length + bytes, as for the Python init), then
@@ -304,10 +306,10 @@ static int by_number(const void *a, const void *b) {
     return *(const int *)a - *(const int *)b;
 }
 
-/* Close every descriptor from 3 up but these three and the trees. */
-static void close_except(int a, int b, int c, const struct trees *trees) {
-    int keep[3 + 64] = {a, b, c};
-    size_t n = 3;
+/* Close every descriptor from 3 up but these (-1: none) and the trees. */
+static void close_except(int a, int b, int c, int d, const struct trees *trees) {
+    int keep[4 + 64] = {a, b, c, d < 0 ? a : d};
+    size_t n = 4;
     for (size_t i = 0; i < trees->n; i++)
         keep[n++] = trees->fds[i];
     qsort(keep, n, sizeof *keep, by_number);
@@ -322,7 +324,25 @@ static void close_except(int a, int b, int c, const struct trees *trees) {
 }
 
 /* The init, in its namespaces; returns only to exit 126. */
-static void init_run(int ns_flags, int plan_fd, int go_fd, int config_fd, struct trees *trees) {
+/* The guard's part of the config: u32 length + the guard's state ("NGO1", empty: nothing to
+ * guard), u32 length + the hub's "O" message. */
+static int guard_ahead(struct reader *config, int hub_fd) {
+    uint32_t n, m;
+    if (take_u32(config, &n) || (size_t)(config->end - config->p) < n)
+        return -1;
+    struct reader state = {config->p, config->p + n};
+    config->p += n;
+    if (take_u32(config, &m) || (size_t)(config->end - config->p) < m)
+        return -1;
+    const unsigned char *on_the_way = config->p;
+    config->p += m;
+    if (!n)
+        return hub_fd < 0 && !m ? 0 : -1;
+    return hub_fd >= 0 && m ? adopt_guard(&state, on_the_way, m, hub_fd) : -1;
+}
+
+static void init_run(int ns_flags, int plan_fd, int go_fd, int config_fd, int hub_fd,
+                     struct trees *trees) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     prctl(PR_SET_DUMPABLE, 1); /* until the fork server has written our maps */
     prctl(PR_SET_NAME, "nono-reaper");
@@ -343,7 +363,8 @@ static void init_run(int ns_flags, int plan_fd, int go_fd, int config_fd, struct
         return;
     struct ruleset *rs = ruleset_load(&config);
     const char *detail;
-    if (!rs || config.p != config.end || ruleset_build(rs, &detail))
+    if (!rs || ruleset_build(rs, &detail) || guard_ahead(&config, hub_fd) < 0 ||
+        config.p != config.end)
         return;
     if (send(plan_fd, "R", 1, MSG_NOSIGNAL) != 1)
         return;
@@ -385,22 +406,24 @@ static void init_run(int ns_flags, int plan_fd, int go_fd, int config_fd, struct
 }
 
 int init_main(int argc, char **argv) {
-    long ns_flags, plan_fd, go_fd, config_fd;
+    long ns_flags, plan_fd, go_fd, config_fd, hub_fd;
     struct trees trees = {.n = 0};
-    if (argc < 6 || argc > 6 + 64 || number(argv[2], &ns_flags) || number(argv[3], &plan_fd) ||
-        number(argv[4], &go_fd) || number(argv[5], &config_fd) || plan_fd < 3 || go_fd < 3 ||
+    if (argc < 7 || argc > 7 + 64 || number(argv[2], &ns_flags) || number(argv[3], &plan_fd) ||
+        number(argv[4], &go_fd) || number(argv[5], &config_fd) || number(argv[6], &hub_fd) ||
+        hub_fd < -1 || hub_fd > INT32_MAX || (hub_fd >= 0 && hub_fd < 3) || plan_fd < 3 ||
+        go_fd < 3 ||
         config_fd < 3 || plan_fd > INT32_MAX || go_fd > INT32_MAX || config_fd > INT32_MAX || ns_flags & ~(long)(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID |
                                             CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
                                             CLONE_NEWCGROUP))
         return 126;
     /* only ours from here: the fork server's others are close-on-exec, but make sure */
-    for (int i = 6; i < argc; i++) {
+    for (int i = 7; i < argc; i++) { /* at most 64: argc is bounded above */
         long fd;
         if (number(argv[i], &fd) || fd < 3 || fd > INT32_MAX)
             return 126;
         trees.fds[trees.n++] = (int)fd;
     }
-    close_except((int)plan_fd, (int)go_fd, (int)config_fd, &trees);
+    close_except((int)plan_fd, (int)go_fd, (int)config_fd, (int)hub_fd, &trees);
     long flags = CLONE_PARENT | (ns_flags & ~(long)CLONE_NEWCGROUP);
     pid_t pid = (pid_t)syscall(SYS_clone, flags, 0, NULL, NULL, 0);
     if (pid < 0)
@@ -410,6 +433,6 @@ int init_main(int argc, char **argv) {
         put32(said + 1, (uint32_t)pid);
         return send((int)go_fd, said, sizeof said, MSG_NOSIGNAL) == (ssize_t)sizeof said ? 0 : 126;
     }
-    init_run((int)ns_flags, (int)plan_fd, (int)go_fd, (int)config_fd, &trees);
+    init_run((int)ns_flags, (int)plan_fd, (int)go_fd, (int)config_fd, (int)hub_fd, &trees);
     _exit(126);
 }

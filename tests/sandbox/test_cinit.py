@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from nonod.errors import LaunchError
-from nonod.policy import Access, Grant, ResolvedPolicy
+from nonod.policy import Access, Denial, Grant, ResolvedPolicy
 from nonod.sandbox import Launcher, LaunchRequest, _cinit, _libc, _reaper, open_launcher
 from nonod.sandbox._launcher import (
     PENDING,
@@ -82,7 +82,8 @@ def _request(*argv: str, cwd: str = "/usr") -> LaunchRequest:
     return LaunchRequest(argv=argv, env=(("PATH", "/usr/bin"), ("NONO_X", "1")), cwd=cwd)
 
 
-async def _show(python: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[str, bool]:
+async def _show(python: bool, monkeypatch: pytest.MonkeyPatch,
+                policy: ResolvedPolicy = POLICY) -> tuple[str, bool]:
     """What a warm (second) session prints, down the C path or the Python one; and whether
     its init's executable was the reaper's memfd right after the launch."""
     monkeypatch.setenv(_cinit.FORCE_PYTHON, "1" if python else "")
@@ -94,7 +95,7 @@ async def _show(python: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[str, boo
             gate_r, gate_w = os.pipe()
             code = "import sys; sys.stdin.read()\n" + SHOW
             try:
-                proc = await launcher.launch(POLICY, _request(PY, "-c", code),
+                proc = await launcher.launch(policy, _request(PY, "-c", code),
                                              stdio=(gate_r, out_w, 2))
             finally:
                 os.close(out_w)
@@ -118,13 +119,24 @@ def test_steps_match_the_launcher() -> None:
         assert STEPS[int(index)] == name.lower(), name
 
 
-def test_same_session_down_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("masked", [False, True], ids=["unguarded", "guarded"])
+def test_same_session_down_both_paths(monkeypatch: pytest.MonkeyPatch, world_tmp: Path,
+                                      masked: bool) -> None:
     """Status fields (no_new_privs, seccomp, capabilities), the session's mounts, a denied
     write, the Landlock domain (a denied read), limits, descriptors, environment and working
     directory: equal for the C init and the Python one. Only pid 1's name differs while
-    the Python init has not become ``nono-reaper`` yet (50 ms after the launch)."""
-    c_out, c_memfd = trio.run(_show, False, monkeypatch)
-    py_out, py_memfd = trio.run(_show, True, monkeypatch)
+    the Python init has not become ``nono-reaper`` yet (50 ms after the launch). Guarded: a
+    host file masked (the view guard handed to the hub by the init, in C too)."""
+    policy = POLICY
+    if masked:
+        secret = world_tmp / "project" / ".env"
+        secret.parent.mkdir()
+        secret.write_text("SECRET\n")
+        policy = ResolvedPolicy(name="masked", grants=(
+            *POLICY.grants, Grant(path=str(secret.parent), access=Access.READ)),
+            denials=(Denial(path=str(secret), is_file=True),))
+    c_out, c_memfd = trio.run(_show, False, monkeypatch, policy)
+    py_out, py_memfd = trio.run(_show, True, monkeypatch, policy)
     assert c_memfd and not py_memfd  # the C path was taken, and the other was not
     c_lines, py_lines = c_out.splitlines(), py_out.splitlines()
     assert c_lines[1] == "True"
