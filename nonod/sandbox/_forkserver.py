@@ -285,25 +285,28 @@ class _Warm:
             theirs_go.close()
             if go.recv(1) != b"r":
                 raise OSError(errno.ECHILD, "the warm init ended before its maps")
-            map_ids(pid, key[0], key[1])
-            set_oom_score_adj(key[4], pid)
-            join_cgroups(procs, pid)
-            go.send(b"g")
-            self.hello = (pid, *session_of(pid)) if key[3] else (pid, 0, 0)
+            self._let_go(key, pid, procs, go)
         except OSError:
-            if pid:
-                os.kill(pid, signal.SIGKILL)  # reaped with the others
-            self.sock.close()
-            self._remove_group()
+            self._failed(pid)
             raise
         finally:
-            go.close()
-            theirs_go.close()
-            theirs.close()
-            if client is not None:
-                client.close()
-            for fd in trees:
-                os.close(fd)
+            _close(go, theirs_go, theirs, client, trees)
+
+    def _let_go(self, key: WarmKey, pid: int, procs: tuple[str, ...], go: socket.socket) -> None:
+        """A direct init said ``r``: its id maps, ``oom_score_adj`` and group, then ``g``."""
+        map_ids(pid, key[0], key[1])
+        set_oom_score_adj(key[4], pid)
+        join_cgroups(procs, pid)
+        go.send(b"g")
+        self.hello = (pid, *session_of(pid)) if key[3] else (pid, 0, 0)
+
+    def _failed(self, pid: int) -> None:
+        """A direct launcher that could not be made: its init (if any) killed, reaped with
+        the others."""
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+        self.sock.close()
+        self._remove_group()
 
     def _c_direct(self, key: WarmKey, theirs: socket.socket, procs: tuple[str, ...],
                   reaper: int, config: int, trees: tuple[int, ...],
@@ -322,12 +325,7 @@ class _Warm:
                                     config, trees, client.fileno() if client else -1)
 
             helper = lender.fork(key[3], spawn) if key[3] and lender is not None else spawn()
-            theirs_go.close()
-            theirs.close()
-            if client is not None:
-                client.close()
-            for fd in trees:
-                os.close(fd)
+            _close(theirs_go, theirs, client, trees)
             trees = ()
             said: int | None = None
             ready = False
@@ -344,26 +342,13 @@ class _Warm:
                 os.waitpid(helper, 0)
             if self.nicer:
                 os.setpriority(os.PRIO_PROCESS, pid, min(19, self.nice + WARM_NICE))
-            map_ids(pid, key[0], key[1])
-            set_oom_score_adj(key[4], pid)
-            join_cgroups(procs, pid)
-            go.send(b"g")
-            self.hello = (pid, *session_of(pid)) if key[3] else (pid, 0, 0)
+            self._let_go(key, pid, procs, go)
             self.c_init = True
         except OSError:
-            if pid:
-                os.kill(pid, signal.SIGKILL)  # reaped with the others
-            self.sock.close()
-            self._remove_group()
+            self._failed(pid)
             raise
         finally:
-            go.close()
-            theirs_go.close()
-            theirs.close()
-            if client is not None:
-                client.close()
-            for fd in trees:
-                os.close(fd)
+            _close(go, theirs_go, theirs, client, trees)
 
     def _remove_group(self) -> None:
         for directory in sorted(set(self.group_dirs.values())):
@@ -499,6 +484,16 @@ class _Warm:
         finally:
             if not handed:
                 self.sock.close()
+
+
+def _close(*held: socket.socket | tuple[int, ...] | None) -> None:
+    """Close sockets (closing one twice does nothing) and descriptors."""
+    for item in held:
+        if isinstance(item, socket.socket):
+            item.close()
+        elif item is not None:
+            for fd in item:
+                os.close(fd)
 
 
 #: Seconds a launch waits for a warm launcher still preparing its view (normally a few

@@ -10,6 +10,7 @@
 int number(const char *s, long *out); /* a whole decimal argument; -1 if it is not */
 void put32(unsigned char *p, uint32_t v); /* little endian */
 void write_all(int fd, const void *data, size_t len);
+int send_fds(int sock, const void *data, size_t len, const int *fds, size_t n); /* n <= 4 */
 void end_descendants(void);
 
 /* The configuration the Python side serialized (little endian, strings length-prefixed). */

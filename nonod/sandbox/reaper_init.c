@@ -147,8 +147,7 @@ static void block_forwarded(int how) {
 }
 
 /* _launcher._hand_over_listener */
-static int proxy_listener(int control, unsigned port, const char **detail) {
-    *detail = NULL;
+static int proxy_listener(int control, unsigned port) {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -159,20 +158,7 @@ static int proxy_listener(int control, unsigned port, const char **detail) {
         err = errno;
     } else {
         unsigned char tag[3] = {'L', (unsigned char)port, (unsigned char)(port >> 8)};
-        struct iovec iov = {.iov_base = tag, .iov_len = 3};
-        union {
-            char buf[CMSG_SPACE(sizeof(int))];
-            struct cmsghdr align;
-        } u;
-        memset(&u, 0, sizeof u);
-        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                             .msg_controllen = sizeof u.buf};
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &s, sizeof(int));
-        if (sendmsg(control, &msg, 0) < 0)
+        if (send_fds(control, tag, sizeof tag, &s, 1) < 0)
             err = errno;
     }
     close(s);
@@ -256,7 +242,7 @@ static _Noreturn void launch(struct launch *l, int *fds, int plan_fd, struct rul
     int last = rs->fd > done ? rs->fd : done;
     if (syscall(SYS_close_range, (unsigned)last + 1, ~0U, 0) < 0)
         fail(launch_w, S_CLOSE_FDS, errno, NULL);
-    if (l->proxy_port && (err = proxy_listener(control, l->proxy_port, &detail)))
+    if (l->proxy_port && (err = proxy_listener(control, l->proxy_port)))
         fail(launch_w, S_LOOPBACK, err, NULL);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         fail(launch_w, S_NO_NEW_PRIVS, errno, NULL);

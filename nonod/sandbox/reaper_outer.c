@@ -737,21 +737,7 @@ int adopt_guard(struct reader *state, const unsigned char *on_the_way, size_t le
     int rc = -1;
     if (memfd >= 0 && pidfd >= 0 && save(memfd) == 0) {
         int fds[3] = {pidfd, memfd, hub};
-        char tag = 'A';
-        struct iovec iov = {.iov_base = &tag, .iov_len = 1};
-        union {
-            char buf[CMSG_SPACE(sizeof fds)];
-            struct cmsghdr align;
-        } u;
-        memset(&u, 0, sizeof u);
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                            .msg_controllen = sizeof u.buf};
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof fds);
-        memcpy(CMSG_DATA(c), fds, sizeof fds);
-        if (sendmsg(hub, &mh, MSG_NOSIGNAL) == 1 && hub_answer('h') == 0)
+        if (send_fds(hub, "A", 1, fds, 3) == 0 && hub_answer('h') == 0)
             rc = 0;
     }
     if (memfd >= 0)

@@ -52,13 +52,14 @@ static int setattr(const char *path, uint64_t set, int recursive) {
                         attr, sizeof attr);
 }
 
-/* _mounts._mkdirs: each component made 0755 (chmod'ed so, whatever the umask) unless there. */
-static int mkdirs(const char *path) {
+/* _mounts._mkdirs of the first ``len`` bytes of ``path``: each component made 0755
+ * (chmod'ed so, whatever the umask) unless there. */
+static int mkdirs_n(const char *path, size_t len) {
     char cur[4096];
-    size_t len = strlen(path);
     if (len >= sizeof cur)
         return errno = ENAMETOOLONG, -1;
-    memcpy(cur, path, len + 1);
+    memcpy(cur, path, len);
+    cur[len] = '\0';
     for (size_t i = 1; i <= len; i++) {
         if (cur[i] != '/' && cur[i] != '\0')
             continue;
@@ -75,17 +76,13 @@ static int mkdirs(const char *path) {
     return 0;
 }
 
+static int mkdirs(const char *path) {
+    return mkdirs_n(path, strlen(path));
+}
+
 static int parent_dirs(const char *path) {
-    char dir[4096];
-    size_t len = strlen(path);
-    if (len >= sizeof dir)
-        return errno = ENAMETOOLONG, -1;
-    memcpy(dir, path, len + 1);
-    char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir)
-        return 0; /* "/" itself */
-    *slash = '\0';
-    return mkdirs(dir);
+    const char *slash = strrchr(path, '/');
+    return !slash || slash == path ? 0 : mkdirs_n(path, (size_t)(slash - path));
 }
 
 /* _mounts._touch: the file with exactly ``mode``, its directories made first. */
