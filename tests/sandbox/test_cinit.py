@@ -443,3 +443,38 @@ def test_an_audit_tag_is_lent_to_the_c_init(monkeypatch: pytest.MonkeyPatch) -> 
         assert int(loginuid) == tag
         ours, reported = sessions.split()
         assert ours == reported and int(ours) not in (0, 4294967295)
+
+
+TTY = (
+    "import os\n"
+    "print(os.getsid(0) == os.getpid(), os.tcgetpgrp(0) == os.getpgrp(), os.isatty(0))\n"
+)
+
+
+async def _on_a_terminal(monkeypatch: pytest.MonkeyPatch, python: bool) -> list[str]:
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "1" if python else "")
+    seen: list[str] = []
+    async with open_launcher("namespaces") as launcher:
+        for _ in range(2):
+            main, tty = os.openpty()
+            out_r, out_w = os.pipe()
+            try:
+                proc = await launcher.launch(POLICY, _request(PY, "-S", "-c", TTY),
+                                             stdio=(tty, out_w, 2), controlling_tty=True)
+            finally:
+                os.close(out_w)
+                os.close(tty)
+            status = await proc.wait_exited()
+            with os.fdopen(out_r) as out:
+                seen.append(f"{status.code} {out.read().strip()}")
+            os.close(main)
+    return seen
+
+
+def test_a_controlling_terminal_as_down_the_python_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session on a terminal (``controlling_tty``): the program leads its own session with
+    the terminal as its controlling one, as the Python init makes it (the C init forks it
+    for that instead of ``posix_spawn``)."""
+    c = trio.run(_on_a_terminal, monkeypatch, False)
+    assert c == trio.run(_on_a_terminal, monkeypatch, True)
+    assert c[-1] == "0 True True True", c
