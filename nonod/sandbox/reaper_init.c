@@ -394,13 +394,13 @@ static void init_run(int ns_flags, int plan_fd, int go_fd, int config_fd, int hu
 int init_main(int argc, char **argv) {
     long ns_flags, plan_fd, go_fd, config_fd, hub_fd;
     struct trees trees = {.n = 0};
+    const long known = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
+                       CLONE_NEWUTS | CLONE_NEWCGROUP;
     if (argc < 7 || argc > 7 + 64 || number(argv[2], &ns_flags) || number(argv[3], &plan_fd) ||
         number(argv[4], &go_fd) || number(argv[5], &config_fd) || number(argv[6], &hub_fd) ||
-        hub_fd < -1 || hub_fd > INT32_MAX || (hub_fd >= 0 && hub_fd < 3) || plan_fd < 3 ||
-        go_fd < 3 ||
-        config_fd < 3 || plan_fd > INT32_MAX || go_fd > INT32_MAX || config_fd > INT32_MAX || ns_flags & ~(long)(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID |
-                                            CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
-                                            CLONE_NEWCGROUP))
+        ns_flags & ~known || plan_fd < 3 || go_fd < 3 || config_fd < 3 || hub_fd < -1 ||
+        (hub_fd >= 0 && hub_fd < 3) || plan_fd > INT32_MAX || go_fd > INT32_MAX ||
+        config_fd > INT32_MAX || hub_fd > INT32_MAX)
         return 126;
     /* only ours from here: the fork server's others are close-on-exec, but make sure */
     for (int i = 7; i < argc; i++) { /* at most 64: argc is bounded above */
