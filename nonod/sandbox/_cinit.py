@@ -5,11 +5,10 @@ The fork server decides before it makes a launcher (:func:`covers`, never half i
 view the Python init would prepare without an outer process (``_launcher.direct``: one
 that leaves the view guard nothing to do, or whose guard the fork server's hub adopts from
 the init, with no audit tag unless the fork server can lend its loginuid for it), no
-creation guard, no pinned file
-and only the mount operations the C stage knows (binds, tmpfs, symbolic links, masks,
-read-only and anchored paths, idmapped trees: no overlay). Everything else, and
-everything when :data:`FORCE_PYTHON` is set in the fork server's environment, keeps the
-Python init.
+creation guard, and only the mount operations the C stage knows (binds, tmpfs, symbolic
+links, masks, read-only and anchored paths, pins, idmapped trees: no overlay). Everything
+else, and everything when :data:`FORCE_PYTHON` is set in the fork server's environment,
+keeps the Python init.
 
 The fork server computes what the init does as flat, strictly checked forms: the view
 (:func:`view_config`: the mount steps with their resolved arguments, the Landlock rules as
@@ -46,6 +45,7 @@ from ._mounts import (
     MASK_DIR,
     MASK_FILE,
     OVERLAY,
+    PIN,
     READONLY,
     SYMLINK,
     TMPFS,
@@ -56,10 +56,10 @@ from ._viewguard import ViewGuard, guarded
 #: Set (to anything but "" or "0") in the fork server's environment: every init stays Python.
 FORCE_PYTHON = "NONO_PYTHON_INIT"
 
-STEP_BIND, STEP_TMPFS, STEP_SYMLINK, STEP_COVER, STEP_IDMAP = 1, 2, 3, 4, 5
+STEP_BIND, STEP_TMPFS, STEP_SYMLINK, STEP_COVER, STEP_IDMAP, STEP_PIN = 1, 2, 3, 4, 5, 6
 F_WRITABLE, F_DEVICE, F_ON_HOST, F_FILE, F_ABSENT = 1, 2, 4, 8, 16
 _COVERS = (MASK_DIR, MASK_FILE, READONLY, ANCHOR)
-_KINDS = frozenset({BIND_DIR, BIND_FILE, TMPFS, SYMLINK, IDMAP, *_COVERS})
+_KINDS = frozenset({BIND_DIR, BIND_FILE, TMPFS, SYMLINK, IDMAP, PIN, *_COVERS})
 _U8x3 = struct.Struct("<BBB")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -69,6 +69,7 @@ _IDENT = struct.Struct("<QQ")
 MAX_STEPS = 4096  # reaper_view.c
 MAX_RULES = 4096  # reaper_confine.c
 MAX_PATH = 4095
+MAX_PINNED = 8 << 20  # the view's flat form is at most 16 MiB (reaper_init.c)
 FLAG_TTY = 1
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
@@ -92,7 +93,11 @@ def covers(key: tuple[int, int, int, int, int], view: View | None, reaper: int,
         return False
     if not direct(key, view, lends, adopts):
         return False
-    if view.pinned or view.creation_refused or len(view.mounts) > MAX_STEPS:
+    if view.creation_refused or len(view.mounts) > MAX_STEPS:
+        return False
+    if sum(map(len, view.pinned)) > MAX_PINNED or not all(
+            op.source.isdigit() and int(op.source) < len(view.pinned)
+            for op in view.mounts if op.kind == PIN):
         return False
     if any(op.kind not in _KINDS or not (_path_ok(op.target) and _path_ok(op.source))
            or not op.target.startswith("/") for op in view.mounts):
@@ -110,8 +115,12 @@ def _str(value: str | bytes) -> bytes:
     return _U32.pack(len(raw)) + raw
 
 
-def _step(op: MountOp, on_host: bool) -> bytes:
+def _step(op: MountOp, on_host: bool, pinned: Sequence[bytes]) -> bytes:
     host = F_ON_HOST if on_host else 0
+    if op.kind == PIN:  # the verified bytes follow, ``source`` their index
+        data = pinned[int(op.source)]
+        return (_U8x3.pack(STEP_PIN, op.kind, 0) + _str(op.target) + _str(op.source)
+                + _U32.pack(len(data)) + data)
     if op.kind in (BIND_DIR, BIND_FILE):
         flags = (host | (F_WRITABLE if op.writable else 0) | (F_DEVICE if op.device else 0)
                  | (F_FILE if op.kind == BIND_FILE else 0))
@@ -127,13 +136,14 @@ def _step(op: MountOp, on_host: bool) -> bytes:
     return _U8x3.pack(STEP_COVER, op.kind, flags) + _str(op.target) + _str("")
 
 
-def mount_steps(ops: Sequence[MountOp]) -> bytes:
+def mount_steps(ops: Sequence[MountOp], pinned: Sequence[bytes] = ()) -> bytes:
     """The view's mounts as ``reaper_view.c`` applies them, each with whether its target
-    lies under an earlier host bind (what ``_mounts.apply_mounts`` tracks as it goes)."""
+    lies under an earlier host bind (what ``_mounts.apply_mounts`` tracks as it goes); a
+    pin with its verified bytes."""
     out = [_U32.pack(len(ops))]
     host: list[str] = []
     for op in ops:
-        out.append(_step(op, any(_under(op.target, h) for h in host)))
+        out.append(_step(op, any(_under(op.target, h) for h in host), pinned))
         if op.kind in (BIND_DIR, IDMAP, OVERLAY):
             host.append(op.target)
     return b"".join(out)
@@ -143,7 +153,7 @@ def view_config(view: View) -> bytes:
     """``NGV1``: the mount steps, the Landlock ruleset (``reaper_confine.c``), then the view
     guard's state and the hub's ``O`` message (``guard_state``)."""
     ll = view.landlock
-    out = [b"NGV1", mount_steps(view.mounts)]
+    out = [b"NGV1", mount_steps(view.mounts, view.pinned)]
     if ll is None or not ll.abi:
         out.append(struct.pack("<IQQQII", 0, 0, 0, 0, 0, 0))
     else:

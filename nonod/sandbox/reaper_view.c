@@ -6,6 +6,7 @@
  *
  * The mount steps come from the fork server (config memfd, "NGV1"): each is
  *   u8 step (STEP_*), u8 kind (_mounts' MountOp kind), u8 flags (F_*), str target, str source
+ * (a pin: then u32 length + the verified bytes, its source being their index)
  * with whether the target lies under an earlier host bind ("on_host") worked out by the
  * fork server from the operations' order, as apply_mounts does while it goes. */
 #define _GNU_SOURCE
@@ -30,6 +31,7 @@
 
 #define OLD "/oldroot"
 #define EMPTY_FILE "/.nono-empty"
+#define PIN_DIR "/.nono-pins"
 #define MAX_STEPS 4096
 
 /* struct mount_attr, and the attributes (linux/mount.h; not included: glibc's sys/mount.h
@@ -42,7 +44,7 @@
 #define MOVE_MOUNT_F_EMPTY_PATH_ 0x4
 
 /* The flat form's steps (_cinit) and the MountOp kinds a cover step carries (_mounts). */
-enum { STEP_BIND = 1, STEP_TMPFS = 2, STEP_SYMLINK = 3, STEP_COVER = 4, STEP_IDMAP = 5 };
+enum { STEP_BIND = 1, STEP_TMPFS = 2, STEP_SYMLINK = 3, STEP_COVER = 4, STEP_IDMAP = 5, STEP_PIN = 6 };
 enum { K_READONLY = 5, K_MASK_DIR = 6, K_MASK_FILE = 7, K_ANCHOR = 9 };
 enum { F_WRITABLE = 1, F_DEVICE = 2, F_ON_HOST = 4, F_FILE = 8, F_ABSENT = 16 };
 
@@ -226,6 +228,34 @@ static int cover(int kind, const char *target, int absent) {
     return setattr(target, ATTR_RDONLY | ATTR_NOEXEC | ATTR_NODEV, 0);
 }
 
+/* _mounts._pin: the verified bytes in a file of the session's root (the read and execute
+ * bits of what it covers), bound read-only over ``target``. */
+static int pin(const char *target, const char *index, const unsigned char *data, size_t len) {
+    struct stat st;
+    char copy[64];
+    if (stat(target, &st) < 0 || !S_ISREG(st.st_mode))
+        return errno = ENOENT, -1; /* "verified file is not in the session's view" */
+    if ((size_t)snprintf(copy, sizeof copy, "%s/%s", PIN_DIR, index) >= sizeof copy ||
+        mkdirs(PIN_DIR) < 0)
+        return errno = errno ? errno : EINVAL, -1;
+    int fd = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 0555);
+    if (fd < 0)
+        return -1;
+    int ok = fchmod(fd, st.st_mode & 0555) == 0;
+    while (ok && len) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        ok = n > 0;
+        data += ok ? n : 0;
+        len -= ok ? (size_t)n : 0;
+    }
+    close(fd);
+    if (!ok || mount(copy, target, NULL, MS_BIND, NULL) < 0)
+        return -1;
+    return setattr(target, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV, 0);
+}
+
 /* One step of the view; 0, or -1 with errno. */
 static int view_step(int step, int kind, int flags, const char *target, const char *source,
                      const char **ro_tmpfs, size_t *n_ro, struct trees *trees) {
@@ -283,11 +313,21 @@ static int view_mounts(struct reader *config, struct trees *trees) {
         unsigned char head[3];
         char *target, *source = NULL;
         if (take(config, head, 3) || !(target = take_path(config)) ||
-            !(source = take_path(config)))
+            !(source = take_path(config)) || target[0] != '/')
             return errno = EINVAL, -1;
-        if (target[0] != '/' || view_step(head[0], head[1], head[2], target, source, ro_tmpfs,
-                                          &n_ro, trees) < 0)
-            return target[0] != '/' ? (errno = EINVAL, -1) : -1;
+        if (head[0] == STEP_PIN) {
+            uint32_t len;
+            if (take_u32(config, &len) || (size_t)(config->end - config->p) < len ||
+                strspn(source, "0123456789") != strlen(source) || !source[0])
+                return errno = EINVAL, -1;
+            const unsigned char *data = config->p;
+            config->p += len;
+            if (pin(target, source, data, len) < 0)
+                return -1;
+        } else if (view_step(head[0], head[1], head[2], target, source, ro_tmpfs, &n_ro,
+                             trees) < 0) {
+            return -1;
+        }
         free(source); /* the target may be kept in ro_tmpfs: the process is short of none */
     }
     for (size_t i = 0; i < trees->n; i++)

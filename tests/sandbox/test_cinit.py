@@ -78,12 +78,15 @@ print(sorted(os.listdir('/proc/self/fd')))
 """
 
 
-def _request(*argv: str, cwd: str = "/usr") -> LaunchRequest:
-    return LaunchRequest(argv=argv, env=(("PATH", "/usr/bin"), ("NONO_X", "1")), cwd=cwd)
+def _request(*argv: str, cwd: str = "/usr",
+             pins: tuple[tuple[str, bytes], ...] = ()) -> LaunchRequest:
+    return LaunchRequest(argv=argv, env=(("PATH", "/usr/bin"), ("NONO_X", "1")), cwd=cwd,
+                         pins=pins)
 
 
 async def _show(python: bool, monkeypatch: pytest.MonkeyPatch,
-                policy: ResolvedPolicy = POLICY) -> tuple[str, bool]:
+                policy: ResolvedPolicy = POLICY,
+                pins: tuple[tuple[str, bytes], ...] = ()) -> tuple[str, bool]:
     """What a warm (second) session prints, down the C path or the Python one; and whether
     its init's executable was the reaper's memfd right after the launch."""
     monkeypatch.setenv(_cinit.FORCE_PYTHON, "1" if python else "")
@@ -93,9 +96,10 @@ async def _show(python: bool, monkeypatch: pytest.MonkeyPatch,
         for _ in range(2):
             out_r, out_w = os.pipe()
             gate_r, gate_w = os.pipe()
-            code = "import sys; sys.stdin.read()\n" + SHOW
+            code = "import sys; sys.stdin.read()\n" + SHOW + "".join(
+                f"print(open({path!r}).read())\n" for path, _ in pins)
             try:
-                proc = await launcher.launch(policy, _request(PY, "-c", code),
+                proc = await launcher.launch(policy, _request(PY, "-c", code, pins=pins),
                                              stdio=(gate_r, out_w, 2))
             finally:
                 os.close(out_w)
@@ -119,24 +123,36 @@ def test_steps_match_the_launcher() -> None:
         assert STEPS[int(index)] == name.lower(), name
 
 
-@pytest.mark.parametrize("masked", [False, True], ids=["unguarded", "guarded"])
+@pytest.mark.parametrize("masked", [False, True, "pinned"],
+                         ids=["unguarded", "guarded", "pinned"])
 def test_same_session_down_both_paths(monkeypatch: pytest.MonkeyPatch, world_tmp: Path,
-                                      masked: bool) -> None:
+                                      masked: bool | str) -> None:
     """Status fields (no_new_privs, seccomp, capabilities), the session's mounts, a denied
     write, the Landlock domain (a denied read), limits, descriptors, environment and working
     directory: equal for the C init and the Python one. Only pid 1's name differs while
     the Python init has not become ``nono-reaper`` yet (50 ms after the launch). Guarded: a
-    host file masked (the view guard handed to the hub by the init, in C too)."""
+    host file masked (the view guard handed to the hub by the init, in C too). Pinned: a
+    verified file's bytes shown instead of the host's."""
     policy = POLICY
-    if masked:
+    pins: tuple[tuple[str, bytes], ...] = ()
+    if masked == "pinned":
+        verified = world_tmp / "project" / "AGENTS.md"
+        verified.parent.mkdir()
+        verified.write_text("HOST\n")
+        pins = ((str(verified), b"VERIFIED\n"),)
+        policy = ResolvedPolicy(name="pinned", grants=(
+            *POLICY.grants, Grant(path=str(verified.parent), access=Access.READ)), denials=())
+    elif masked:
         secret = world_tmp / "project" / ".env"
         secret.parent.mkdir()
         secret.write_text("SECRET\n")
         policy = ResolvedPolicy(name="masked", grants=(
             *POLICY.grants, Grant(path=str(secret.parent), access=Access.READ)),
             denials=(Denial(path=str(secret), is_file=True),))
-    c_out, c_memfd = trio.run(_show, False, monkeypatch, policy)
-    py_out, py_memfd = trio.run(_show, True, monkeypatch, policy)
+    c_out, c_memfd = trio.run(_show, False, monkeypatch, policy, pins)
+    py_out, py_memfd = trio.run(_show, True, monkeypatch, policy, pins)
+    if pins:
+        assert c_out.splitlines()[-2:] == ["VERIFIED", ""] and "HOST" not in c_out
     assert c_memfd and not py_memfd  # the C path was taken, and the other was not
     c_lines, py_lines = c_out.splitlines(), py_out.splitlines()
     assert c_lines[1] == "True"
@@ -145,7 +161,7 @@ def test_same_session_down_both_paths(monkeypatch: pytest.MonkeyPatch, world_tmp
     status = eval(c_lines[0])  # noqa: S307 - our own program's repr of a dict of str
     assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
     assert status["CapEff"] == status["CapBnd"] == "0000000000000000"
-    errors = c_lines[-4].split()
+    errors = c_lines[-4 - 2 * len(pins)].split()
     assert errors[0] == str(errno.EROFS)
 
 
