@@ -260,7 +260,7 @@ async def _failure(monkeypatch: pytest.MonkeyPatch, python: bool, request: Launc
     _request("/usr/bin/nono-no-such-program"),
     _request("/bin/true", cwd="/usr/nono-no-such-dir"),
     _request("/etc/hostname"),
-], ids=["exec", "chdir", "exec-masked"])
+], ids=["exec", "chdir", "exec-not-executable"])
 def test_failures_are_the_python_inits(monkeypatch: pytest.MonkeyPatch,
                                       request_: LaunchRequest) -> None:
     """A step the C init cannot take fails the launch with the Python init's record: same
