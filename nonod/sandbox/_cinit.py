@@ -6,7 +6,7 @@ view the Python init would prepare without an outer process (``_launcher.direct`
 that leaves the view guard nothing to do, or whose guard the fork server's hub adopts from
 the init, with no audit tag unless the fork server can lend its loginuid for it), no
 creation guard, and only the mount operations the C stage knows (binds, tmpfs, symbolic
-links, masks, read-only and anchored paths, pins, idmapped trees: no overlay). Everything
+links, masks, read-only and anchored paths, pins, idmapped trees, overlays). Everything
 else, and everything when :data:`FORCE_PYTHON` is set in the fork server's environment,
 keeps the Python init.
 
@@ -49,17 +49,21 @@ from ._mounts import (
     READONLY,
     SYMLINK,
     TMPFS,
+    UPPER_DIR,
+    UPPER_FILE,
     MountOp,
+    _upper_entries,
 )
 from ._viewguard import ViewGuard, guarded
 
 #: Set (to anything but "" or "0") in the fork server's environment: every init stays Python.
 FORCE_PYTHON = "NONO_PYTHON_INIT"
 
-STEP_BIND, STEP_TMPFS, STEP_SYMLINK, STEP_COVER, STEP_IDMAP, STEP_PIN = 1, 2, 3, 4, 5, 6
+STEP_BIND, STEP_TMPFS, STEP_SYMLINK, STEP_COVER, STEP_IDMAP, STEP_PIN, STEP_OVERLAY = range(1, 8)
 F_WRITABLE, F_DEVICE, F_ON_HOST, F_FILE, F_ABSENT = 1, 2, 4, 8, 16
 _COVERS = (MASK_DIR, MASK_FILE, READONLY, ANCHOR)
-_KINDS = frozenset({BIND_DIR, BIND_FILE, TMPFS, SYMLINK, IDMAP, PIN, *_COVERS})
+_UPPER = (UPPER_DIR, UPPER_FILE)
+_KINDS = frozenset({BIND_DIR, BIND_FILE, TMPFS, SYMLINK, IDMAP, PIN, OVERLAY, *_UPPER, *_COVERS})
 _U8x3 = struct.Struct("<BBB")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -95,6 +99,10 @@ def covers(key: tuple[int, int, int, int, int], view: View | None, reaper: int,
         return False
     if view.creation_refused or len(view.mounts) > MAX_STEPS:
         return False
+    try:
+        _upper_entries(view.mounts)
+    except OSError:
+        return False  # the Python init fails it, as it does
     if sum(map(len, view.pinned)) > MAX_PINNED or not all(
             op.source.isdigit() and int(op.source) < len(view.pinned)
             for op in view.mounts if op.kind == PIN):
@@ -115,8 +123,15 @@ def _str(value: str | bytes) -> bytes:
     return _U32.pack(len(raw)) + raw
 
 
-def _step(op: MountOp, on_host: bool, pinned: Sequence[bytes]) -> bytes:
+def _step(op: MountOp, on_host: bool, pinned: Sequence[bytes],
+          uppers: dict[str, list[MountOp]]) -> bytes:
     host = F_ON_HOST if on_host else 0
+    if op.kind == OVERLAY:  # its upper layer's entries follow, relative to it
+        entries = uppers.get(op.target, [])
+        return (_U8x3.pack(STEP_OVERLAY, op.kind, host) + _str(op.target) + _str(op.source)
+                + _U32.pack(len(entries))
+                + b"".join(bytes((e.kind,)) + _str(os.path.relpath(e.target, op.target))
+                           for e in entries))
     if op.kind == PIN:  # the verified bytes follow, ``source`` their index
         data = pinned[int(op.source)]
         return (_U8x3.pack(STEP_PIN, op.kind, 0) + _str(op.target) + _str(op.source)
@@ -139,11 +154,14 @@ def _step(op: MountOp, on_host: bool, pinned: Sequence[bytes]) -> bytes:
 def mount_steps(ops: Sequence[MountOp], pinned: Sequence[bytes] = ()) -> bytes:
     """The view's mounts as ``reaper_view.c`` applies them, each with whether its target
     lies under an earlier host bind (what ``_mounts.apply_mounts`` tracks as it goes); a
-    pin with its verified bytes."""
-    out = [_U32.pack(len(ops))]
+    pin with its verified bytes, an overlay with its upper layer's entries (which are no
+    step of their own)."""
+    uppers = _upper_entries(ops)
+    steps = [op for op in ops if op.kind not in _UPPER]
+    out = [_U32.pack(len(steps))]
     host: list[str] = []
-    for op in ops:
-        out.append(_step(op, any(_under(op.target, h) for h in host), pinned))
+    for op in steps:
+        out.append(_step(op, any(_under(op.target, h) for h in host), pinned, uppers))
         if op.kind in (BIND_DIR, IDMAP, OVERLAY):
             host.append(op.target)
     return b"".join(out)

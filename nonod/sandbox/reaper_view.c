@@ -6,7 +6,8 @@
  *
  * The mount steps come from the fork server (config memfd, "NGV1"): each is
  *   u8 step (STEP_*), u8 kind (_mounts' MountOp kind), u8 flags (F_*), str target, str source
- * (a pin: then u32 length + the verified bytes, its source being their index)
+ * (a pin: then u32 length + the verified bytes, its source being their index; an overlay:
+ * then u32 count + its upper layer's entries, each u8 kind and str path relative to it)
  * with whether the target lies under an earlier host bind ("on_host") worked out by the
  * fork server from the operations' order, as apply_mounts does while it goes. */
 #define _GNU_SOURCE
@@ -25,6 +26,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "reaper.h"
@@ -32,6 +34,8 @@
 #define OLD "/oldroot"
 #define EMPTY_FILE "/.nono-empty"
 #define PIN_DIR "/.nono-pins"
+#define LAYERS_DIR "/.nono-layers"
+#define MAX_ENTRIES 4096
 #define MAX_STEPS 4096
 
 /* struct mount_attr, and the attributes (linux/mount.h; not included: glibc's sys/mount.h
@@ -44,7 +48,11 @@
 #define MOVE_MOUNT_F_EMPTY_PATH_ 0x4
 
 /* The flat form's steps (_cinit) and the MountOp kinds a cover step carries (_mounts). */
-enum { STEP_BIND = 1, STEP_TMPFS = 2, STEP_SYMLINK = 3, STEP_COVER = 4, STEP_IDMAP = 5, STEP_PIN = 6 };
+enum {
+    STEP_BIND = 1, STEP_TMPFS = 2, STEP_SYMLINK = 3, STEP_COVER = 4, STEP_IDMAP = 5,
+    STEP_PIN = 6, STEP_OVERLAY = 7,
+};
+enum { K_UPPER_DIR = 12, K_UPPER_FILE = 13 }; /* an overlay's entries (_mounts.UPPER_*) */
 enum { K_READONLY = 5, K_MASK_DIR = 6, K_MASK_FILE = 7, K_ANCHOR = 9 };
 enum { F_WRITABLE = 1, F_DEVICE = 2, F_ON_HOST = 4, F_FILE = 8, F_ABSENT = 16 };
 
@@ -256,6 +264,121 @@ static int pin(const char *target, const char *index, const unsigned char *data,
     return setattr(target, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV, 0);
 }
 
+/* _mounts._same_as: the upper layer's ``upper`` takes the owner (where this namespace maps
+ * it), mode and times of the host's ``lower``, as a copy-up would. */
+static int same_as(const char *lower, const char *upper) {
+    struct stat st;
+    if (stat(lower, &st) < 0)
+        return -1;
+    if (chown(upper, st.st_uid, st.st_gid) < 0 && errno != EINVAL && errno != EPERM)
+        return -1;
+    struct timespec times[2] = {st.st_atim, st.st_mtim};
+    if (chmod(upper, st.st_mode & 07777) < 0 || utimensat(AT_FDCWD, upper, times, 0) < 0)
+        return -1;
+    return 0;
+}
+
+static int join(char *out, const char *a, const char *b) {
+    return (size_t)snprintf(out, 4096, "%s/%s", a, b) >= 4096 ? (errno = ENAMETOOLONG, -1) : 0;
+}
+
+/* _mounts._upper_entry: ``rel`` in the upper layer: the directories on the way (like the
+ * host's where it has them), then an opaque directory or an empty file, mode 000. */
+static int upper_entry(const char *lower, const char *upper, const char *rel, int kind) {
+    char way[4096], made[4096], host[4096], last[4096];
+    struct stat st;
+    for (const char *slash = strchr(rel, '/'); slash; slash = strchr(slash + 1, '/')) {
+        size_t n = (size_t)(slash - rel);
+        memcpy(way, rel, n);
+        way[n] = '\0';
+        if (join(made, upper, way) < 0)
+            return -1;
+        if (stat(made, &st) == 0 && S_ISDIR(st.st_mode))
+            continue;
+        if (mkdir(made, 0755) < 0 || join(host, lower, way) < 0)
+            return -1;
+        if (lstat(host, &st) == 0 && S_ISDIR(st.st_mode)) {
+            if (same_as(host, made) < 0)
+                return -1;
+        } else if (chmod(made, 0755) < 0) {
+            return -1;
+        }
+    }
+    if (join(last, upper, rel) < 0)
+        return -1;
+    if (lstat(last, &st) == 0)
+        return 0;
+    if (kind == K_UPPER_DIR)
+        return mkdir(last, 0700) < 0 || setxattr(last, "user.overlay.opaque", "y", 1, 0) < 0 ||
+                       chmod(last, 0) < 0
+                   ? -1
+                   : 0;
+    int fd = open(last, O_WRONLY | O_CREAT | O_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int r = fchmod(fd, 0);
+    close(fd);
+    return r;
+}
+
+/* _libc.overlay: a detached overlay (userxattr: made in a user namespace) of ``lower``
+ * under ``upper``, nosuid and nodev, as a descriptor for move_mount. */
+static int overlay_fd(const char *lower, const char *upper, const char *work) {
+    int fs = (int)syscall(SYS_fsopen, "overlay", 1 /* FSOPEN_CLOEXEC */);
+    if (fs < 0)
+        return -1;
+    int mnt = -1;
+    if (syscall(SYS_fsconfig, fs, 1 /* SET_STRING */, "lowerdir+", lower, 0) == 0 &&
+        syscall(SYS_fsconfig, fs, 1, "upperdir", upper, 0) == 0 &&
+        syscall(SYS_fsconfig, fs, 1, "workdir", work, 0) == 0 &&
+        syscall(SYS_fsconfig, fs, 0 /* SET_FLAG */, "userxattr", NULL, 0) == 0 &&
+        syscall(SYS_fsconfig, fs, 6 /* CMD_CREATE */, NULL, NULL, 0) == 0)
+        mnt = (int)syscall(SYS_fsmount, fs, 1 /* FSMOUNT_CLOEXEC */, ATTR_NOSUID | ATTR_NODEV);
+    int err = errno;
+    close(fs);
+    errno = err;
+    return mnt;
+}
+
+/* _mounts._overlay: the host's ``source`` at ``target`` under an upper layer of the
+ * session's own (a tmpfs at LAYERS_DIR while it is made, detached after), its entries
+ * (``config``: u32 count, then u8 kind + str path each) made in the upper layer first. */
+static int overlay(struct reader *config, const char *target, const char *source) {
+    char lower[4096], upper[] = LAYERS_DIR "/upper", work[] = LAYERS_DIR "/work";
+    uint32_t n;
+    if (join(lower, OLD, source[0] == '/' ? source + 1 : source) < 0 ||
+        take_u32(config, &n) || n > MAX_ENTRIES)
+        return errno = errno ? errno : EINVAL, -1;
+    if (mkdirs(LAYERS_DIR) < 0 ||
+        mount("tmpfs", LAYERS_DIR, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700") < 0)
+        return -1;
+    int rc = mkdir(upper, 0700) < 0 || mkdir(work, 0700) < 0 || same_as(lower, upper) < 0;
+    for (uint32_t i = 0; !rc && i < n; i++) {
+        unsigned char kind;
+        char *rel;
+        if (take(config, &kind, 1) || !(rel = take_path(config)) || !rel[0] || rel[0] == '/' ||
+            (kind != K_UPPER_DIR && kind != K_UPPER_FILE)) {
+            errno = EINVAL;
+            rc = 1;
+            break;
+        }
+        rc = upper_entry(lower, upper, rel, kind) < 0;
+        free(rel);
+    }
+    if (!rc) {
+        int mnt = overlay_fd(lower, upper, work);
+        rc = mnt < 0 || syscall(SYS_move_mount, mnt, "", AT_FDCWD, target,
+                                MOVE_MOUNT_F_EMPTY_PATH_) < 0;
+        if (mnt >= 0)
+            close(mnt);
+    }
+    int err = errno;
+    if (umount2(LAYERS_DIR, MNT_DETACH) < 0 || rmdir(LAYERS_DIR) < 0)
+        return -1;
+    errno = err;
+    return rc ? -1 : 0;
+}
+
 /* One step of the view; 0, or -1 with errno. */
 static int view_step(int step, int kind, int flags, const char *target, const char *source,
                      const char **ro_tmpfs, size_t *n_ro, struct trees *trees) {
@@ -315,7 +438,10 @@ static int view_mounts(struct reader *config, struct trees *trees) {
         if (take(config, head, 3) || !(target = take_path(config)) ||
             !(source = take_path(config)) || target[0] != '/')
             return errno = EINVAL, -1;
-        if (head[0] == STEP_PIN) {
+        if (head[0] == STEP_OVERLAY) {
+            if (mountpoint(target, head[2] & F_ON_HOST, 1) < 0 || overlay(config, target, source) < 0)
+                return -1;
+        } else if (head[0] == STEP_PIN) {
             uint32_t len;
             if (take_u32(config, &len) || (size_t)(config->end - config->p) < len ||
                 strspn(source, "0123456789") != strlen(source) || !source[0])

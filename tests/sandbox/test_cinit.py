@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 
@@ -86,7 +87,7 @@ def _request(*argv: str, cwd: str = "/usr",
 
 async def _show(python: bool, monkeypatch: pytest.MonkeyPatch,
                 policy: ResolvedPolicy = POLICY,
-                pins: tuple[tuple[str, bytes], ...] = ()) -> tuple[str, bool]:
+                pins: tuple[tuple[str, bytes], ...] = (), extra: str = "") -> tuple[str, bool]:
     """What a warm (second) session prints, down the C path or the Python one; and whether
     its init's executable was the reaper's memfd right after the launch."""
     monkeypatch.setenv(_cinit.FORCE_PYTHON, "1" if python else "")
@@ -97,7 +98,7 @@ async def _show(python: bool, monkeypatch: pytest.MonkeyPatch,
             out_r, out_w = os.pipe()
             gate_r, gate_w = os.pipe()
             code = "import sys; sys.stdin.read()\n" + SHOW + "".join(
-                f"print(open({path!r}).read())\n" for path, _ in pins)
+                f"print(open({path!r}).read())\n" for path, _ in pins) + extra
             try:
                 proc = await launcher.launch(policy, _request(PY, "-c", code, pins=pins),
                                              stdio=(gate_r, out_w, 2))
@@ -123,8 +124,8 @@ def test_steps_match_the_launcher() -> None:
         assert STEPS[int(index)] == name.lower(), name
 
 
-@pytest.mark.parametrize("masked", [False, True, "pinned"],
-                         ids=["unguarded", "guarded", "pinned"])
+@pytest.mark.parametrize("masked", [False, True, "pinned", "overlay"],
+                         ids=["unguarded", "guarded", "pinned", "overlay"])
 def test_same_session_down_both_paths(monkeypatch: pytest.MonkeyPatch, world_tmp: Path,
                                       masked: bool | str) -> None:
     """Status fields (no_new_privs, seccomp, capabilities), the session's mounts, a denied
@@ -132,10 +133,28 @@ def test_same_session_down_both_paths(monkeypatch: pytest.MonkeyPatch, world_tmp
     directory: equal for the C init and the Python one. Only pid 1's name differs while
     the Python init has not become ``nono-reaper`` yet (50 ms after the launch). Guarded: a
     host file masked (the view guard handed to the hub by the init, in C too). Pinned: a
-    verified file's bytes shown instead of the host's."""
+    verified file's bytes shown instead of the host's. Overlay: a writable cache, copy-on-write
+    (the session's write stays its own)."""
     policy = POLICY
     pins: tuple[tuple[str, bytes], ...] = ()
-    if masked == "pinned":
+    extra = ""
+    if masked == "overlay":
+        cache = world_tmp / "home" / ".cache"
+        (cache / "go-build" / "ab").mkdir(parents=True)
+        (cache / "go-build" / "ab" / "entry").write_text("HOST\n")
+        build = cache / "go-build"
+        # Denied paths absent in the cache: made in the upper layer (UPPER_*), then masked.
+        policy = msgspec.structs.replace(ResolvedPolicy(name="cow", grants=(
+            *POLICY.grants, Grant(path=str(build), access=Access.READWRITE)),
+            denials=(Denial(path=str(build / "gone")),
+                     Denial(path=str(build / "sub" / "gone.txt"), is_file=True))),
+            cache_home=str(cache))
+        entry = str(build / "ab" / "entry")
+        extra = (f"print(sorted(os.listdir({str(build)!r})), sorted(os.listdir("
+                 f"{str(build / 'sub')!r})), oct(os.stat({str(build / 'gone')!r}).st_mode))\n"
+                 f"open({entry!r}, 'w').write('SESSION')\n"
+                 f"print(open({entry!r}).read())\n")
+    elif masked == "pinned":
         verified = world_tmp / "project" / "AGENTS.md"
         verified.parent.mkdir()
         verified.write_text("HOST\n")
@@ -149,8 +168,12 @@ def test_same_session_down_both_paths(monkeypatch: pytest.MonkeyPatch, world_tmp
         policy = ResolvedPolicy(name="masked", grants=(
             *POLICY.grants, Grant(path=str(secret.parent), access=Access.READ)),
             denials=(Denial(path=str(secret), is_file=True),))
-    c_out, c_memfd = trio.run(_show, False, monkeypatch, policy, pins)
-    py_out, py_memfd = trio.run(_show, True, monkeypatch, policy, pins)
+    c_out, c_memfd = trio.run(_show, False, monkeypatch, policy, pins, extra)
+    py_out, py_memfd = trio.run(_show, True, monkeypatch, policy, pins, extra)
+    if extra:
+        assert c_out.splitlines()[-1] == "SESSION" and "overlay" in c_out
+        assert c_out.splitlines()[-2] == "['ab', 'gone', 'sub'] ['gone.txt'] 0o40000", c_out
+        assert (world_tmp / "home/.cache/go-build/ab/entry").read_text() == "HOST\n"
     if pins:
         assert c_out.splitlines()[-2:] == ["VERIFIED", ""] and "HOST" not in c_out
     assert c_memfd and not py_memfd  # the C path was taken, and the other was not
@@ -161,7 +184,7 @@ def test_same_session_down_both_paths(monkeypatch: pytest.MonkeyPatch, world_tmp
     status = eval(c_lines[0])  # noqa: S307 - our own program's repr of a dict of str
     assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
     assert status["CapEff"] == status["CapBnd"] == "0000000000000000"
-    errors = c_lines[-4 - 2 * len(pins)].split()
+    errors = c_lines[-4 - 2 * len(pins) - 2 * bool(extra)].split()
     assert errors[0] == str(errno.EROFS)
 
 
