@@ -439,7 +439,8 @@ static int view_mounts(struct reader *config, struct trees *trees) {
             !(source = take_path(config)) || target[0] != '/')
             return errno = EINVAL, -1;
         if (head[0] == STEP_OVERLAY) {
-            if (mountpoint(target, head[2] & F_ON_HOST, 1) < 0 || overlay(config, target, source) < 0)
+            if (mountpoint(target, head[2] & F_ON_HOST, 1) < 0 ||
+                overlay(config, target, source) < 0)
                 return -1;
         } else if (head[0] == STEP_PIN) {
             uint32_t len;
