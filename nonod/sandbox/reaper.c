@@ -142,11 +142,75 @@ static int answer(int chan) {
     return send_reply(chan, (const char *)err, sizeof err, -1) == 0;
 }
 
+/* The init's life once the program runs (see the top of this file): forward, reap, answer,
+ * report the program's exit on EXIT_FD and exit. */
+_Noreturn void serve_init(pid_t program, int exit_fd, int control, int subreaper, int lifeline) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++)
+        sigaddset(&set, forwarded[i]);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    if (sfd < 0)
+        _exit(126);
+
+    int status = 0xFF00;
+    struct pollfd watch[4] = {{.fd = sfd, .events = POLLIN},
+                              {.fd = control, .events = POLLIN},
+                              {.fd = guard_listener(), .events = POLLIN},
+                              /* hang-up only: the fork server's messages are not ours */
+                              {.fd = lifeline, .events = 0}};
+    for (;;) {
+        pid_t pid;
+        int st, done = 0;
+        while ((pid = waitpid(-1, &st, WNOHANG)) != 0) {
+            if (pid < 0) {
+                if (errno == EINTR)
+                    continue;
+                done = 1; /* no child left */
+                break;
+            }
+            if (pid == program) {
+                status = st;
+                done = 1;
+                break;
+            }
+        }
+        if (done)
+            break;
+        if (poll(watch, 4, -1) < 0) /* a negative fd is skipped */
+            continue;
+        if (watch[3].revents & (POLLHUP | POLLERR | POLLNVAL))
+            _exit(0); /* the fork server is gone: so is the session (the namespace ends) */
+        if (watch[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+                if (si.ssi_signo != SIGCHLD)
+                    kill(program, (int)si.ssi_signo);
+                break;
+            }
+        }
+        if (watch[1].fd >= 0 && watch[1].revents && !answer(watch[1].fd))
+            watch[1].fd = -1; /* the daemon went away; PDEATHSIG will follow */
+        if (watch[2].fd >= 0 && watch[2].revents && guard_serve_one() < 0) {
+            guard_stop();
+            watch[2].fd = -1;
+        }
+    }
+    if (subreaper)
+        end_descendants();
+    report_exit(exit_fd, status);
+    _exit(0);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--outer"))
         return outer_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--repair"))
         return repair_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--init"))
+        return init_main(argc, argv);
     long program, exit_fd, control, subreaper, lifeline, handover, listener = -1, config = -1;
     prctl(PR_SET_DUMPABLE, 0);
     prctl(PR_SET_NAME, "nono-reaper"); /* not "6", the memfd's number */
@@ -165,61 +229,5 @@ int main(int argc, char **argv) {
         close((int)handover);
     }
 
-    sigset_t set;
-    sigemptyset(&set);
-    for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++)
-        sigaddset(&set, forwarded[i]);
-    sigaddset(&set, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
-    if (sfd < 0)
-        return 126;
-
-    int status = 0xFF00;
-    struct pollfd watch[4] = {{.fd = sfd, .events = POLLIN},
-                              {.fd = (int)control, .events = POLLIN},
-                              {.fd = guard_listener(), .events = POLLIN},
-                              /* hang-up only: the fork server's messages are not ours */
-                              {.fd = (int)lifeline, .events = 0}};
-    for (;;) {
-        pid_t pid;
-        int st, done = 0;
-        while ((pid = waitpid(-1, &st, WNOHANG)) != 0) {
-            if (pid < 0) {
-                if (errno == EINTR)
-                    continue;
-                done = 1; /* no child left */
-                break;
-            }
-            if (pid == (pid_t)program) {
-                status = st;
-                done = 1;
-                break;
-            }
-        }
-        if (done)
-            break;
-        if (poll(watch, 4, -1) < 0) /* a negative fd is skipped */
-            continue;
-        if (watch[3].revents & (POLLHUP | POLLERR | POLLNVAL))
-            _exit(0); /* the fork server is gone: so is the session (the namespace ends) */
-        if (watch[0].revents & POLLIN) {
-            struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-                if (si.ssi_signo != SIGCHLD)
-                    kill((pid_t)program, (int)si.ssi_signo);
-                break;
-            }
-        }
-        if (watch[1].fd >= 0 && watch[1].revents && !answer(watch[1].fd))
-            watch[1].fd = -1; /* the daemon went away; PDEATHSIG will follow */
-        if (watch[2].fd >= 0 && watch[2].revents && guard_serve_one() < 0) {
-            guard_stop();
-            watch[2].fd = -1;
-        }
-    }
-    if (subreaper)
-        end_descendants();
-    report_exit((int)exit_fd, status);
-    _exit(0);
+    serve_init((pid_t)program, (int)exit_fd, (int)control, (int)subreaper, (int)lifeline);
 }
