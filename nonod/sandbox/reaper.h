@@ -18,6 +18,9 @@ struct reader {
 int take(struct reader *r, void *out, size_t n);
 int take_u32(struct reader *r, uint32_t *v);
 int take_u64(struct reader *r, uint64_t *v);
+/* A count of entries of at least min_size bytes each: -1 if that many cannot fit in what is
+ * left, so that no count is ever allocated for before the bytes it needs are there. */
+int take_count(struct reader *r, size_t min_size, uint32_t *n);
 char *take_str(struct reader *r);
 
 /* Read the creation guard's configuration from config_fd (closed) and serve listener_fd;

@@ -372,7 +372,8 @@ static int load(int fd) {
     struct reader r = {buf, buf + st.st_size};
     char magic[4];
     uint32_t n;
-    if (take(&r, magic, 4) || memcmp(magic, "NGO1", 4) || take_u32(&r, &n))
+    /* each operation: kind, absent, mount id and two lengths (24) */
+    if (take(&r, magic, 4) || memcmp(magic, "NGO1", 4) || take_count(&r, 24, &n))
         return -1;
     if (!(ops = calloc(n ? n : 1, sizeof *ops)) ||
         !(repaired = calloc(n ? n : 1, sizeof *repaired)))
@@ -387,7 +388,7 @@ static int load(int fd) {
         op->absent = absent != 0;
         op->mount = (int64_t)mount;
     }
-    if (take_u32(&r, &n) || !(dirs = calloc(n ? n : 1, sizeof *dirs)) ||
+    if (take_count(&r, 20, &n) || !(dirs = calloc(n ? n : 1, sizeof *dirs)) ||
         !(watched = calloc(n ? n : 1, sizeof *watched)))
         return -1;
     for (n_dirs = 0; n_dirs < n; n_dirs++)

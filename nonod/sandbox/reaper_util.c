@@ -63,6 +63,12 @@ int take_u64(struct reader *r, uint64_t *v) {
     return 0;
 }
 
+int take_count(struct reader *r, size_t min_size, uint32_t *n) {
+    if (take_u32(r, n))
+        return -1;
+    return *n > (size_t)(r->end - r->p) / min_size ? -1 : 0;
+}
+
 char *take_str(struct reader *r) {
     uint32_t len;
     if (take_u32(r, &len) || (size_t)(r->end - r->p) < len)

@@ -1,0 +1,238 @@
+"""``nono-reaper``'s parsers fed random and mutated input, run as the real binary: the
+creation guard's configuration (``NGC1``, read by the init), the view guard's state
+(``NGO1``, read by ``--outer`` and ``--repair``), a spare repair's job message (``J`` and four
+descriptors), the command lines and the daemon's requests on the control socket. Whatever
+it gets, the binary must refuse or go on: an exit status it documents, never a signal (a
+crash, or a sanitizer's abort in the ``make reaper-asan`` build, which these runs use when
+``NONO_REAPER_BINARY`` names it).
+
+Each run is one process with nothing to act on: the init with no child (it reports and
+exits at once), a repair whose session has already ended (its pidfd names a reaped
+process, so ``setns`` fails with ``ESRCH`` after the state is read). Nothing is mounted or
+killed. The inputs come from a seeded generator: a failure prints its seed and case."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from nonod.sandbox import _reaper
+from nonod.sandbox._createserve import Supervisor
+from nonod.sandbox._viewguard import ViewGuard
+
+BINARY = Path(os.environ.get(_reaper.OVERRIDE) or _reaper.BINARY)
+if not BINARY.is_file():
+    pytest.skip("nono-reaper is not built (make)", allow_module_level=True)
+
+SEED = int(os.environ.get("NONO_FUZZ_SEED", "20261205"))
+ROUNDS = int(os.environ.get("NONO_FUZZ_ROUNDS", "300"))
+# The sanitized build is dynamic and leaks at exit on purpose (the state lives for the
+# process): a leak report is not what is looked for here.
+ENV = {"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1"}
+
+
+# ------------------------------------------------------------------ valid inputs to mutate
+
+class _Guard:
+    """What ``guard_config`` reads of a supervisor."""
+
+    def __init__(self, rng: random.Random) -> None:
+        def names() -> frozenset[str]:
+            return frozenset(rng.choice([".envrc", ".git", ".vscode", "x" * rng.randint(1, 300)])
+                             for _ in range(rng.randint(0, 4)))
+        self.refused = {(rng.getrandbits(64), rng.getrandbits(64)): names()
+                        for _ in range(rng.randint(0, 5))}
+        self.refused_at = {os.fsencode("/w" + "/d" * rng.randint(0, 50)): names()
+                           for _ in range(rng.randint(0, 3))}
+        self.ruled = {(rng.getrandbits(64), rng.getrandbits(64)) for _ in range(rng.randint(0, 6))}
+
+
+class _Op:
+    def __init__(self, rng: random.Random) -> None:
+        self.kind = rng.choice([5, 6, 7, 8, 9, rng.getrandbits(32)])
+        self.absent = rng.random() < 0.5
+        self.target = "/t" * rng.randint(1, 40)
+        self.source = "s" * rng.randint(0, 64)
+
+
+class _View:
+    """What ``outer_config`` reads of a view guard."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.ops = [_Op(rng) for _ in range(rng.randint(0, 6))]
+        self.dirs = ["/d" * rng.randint(1, 30) for _ in range(rng.randint(0, 6))]
+        self.watched = [(rng.getrandbits(64), rng.getrandbits(64)) for _ in self.dirs]
+        self._mounts = {op.target: rng.randint(-1, 1 << 40) for op in self.ops}
+
+    def mounted(self, target: str) -> int:
+        return self._mounts[target]
+
+
+def guard_config(rng: random.Random) -> bytes:
+    data = _reaper.guard_config(cast(Supervisor, _Guard(rng)))
+    assert data is not None
+    return data
+
+
+def outer_config(rng: random.Random) -> bytes:
+    return _reaper.outer_config(cast(ViewGuard, _View(rng)))
+
+
+def mutate(rng: random.Random, data: bytes) -> bytes:
+    """A few random edits of ``data``: bit flips, length fields made huge or off by one,
+    truncation, insertion, random bytes."""
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        how = rng.randrange(7)
+        at = rng.randrange(len(buf) + 1)
+        if how == 0 and buf:
+            buf[min(at, len(buf) - 1)] ^= 1 << rng.randrange(8)
+        elif how == 1 and len(buf) >= 4:  # a u32 (a count or a length) set to an edge
+            at = min(at, len(buf) - 4)
+            value = rng.choice([0, 1, 0xFF, 0xFFFF, 0x10000, 0x10001, 0x7FFFFFFF, 0x80000000,
+                                0xFFFFFFFE, 0xFFFFFFFF,
+                                struct.unpack_from("<I", buf, at)[0] + rng.choice([-1, 1])])
+            struct.pack_into("<I", buf, at, value & 0xFFFFFFFF)
+        elif how == 2:
+            del buf[at:]
+        elif how == 3:
+            buf[at:at] = rng.randbytes(rng.randint(1, 16))
+        elif how == 4:
+            del buf[at:at + rng.randint(1, 16)]
+        elif how == 5 and buf:
+            end = min(len(buf), at + rng.randint(1, 32))
+            buf[at:end] = rng.randbytes(end - at)
+        else:
+            buf += rng.randbytes(rng.randint(0, 64))
+    return bytes(buf)
+
+
+def inputs(rng: random.Random, valid: Callable[[random.Random], bytes], magic: bytes
+           ) -> Iterator[bytes]:
+    """The valid input as is, edge cases, then mutants of valid ones and random bytes."""
+    yield valid(rng)
+    yield b""
+    yield magic
+    yield magic + b"\xff\xff\xff\xff"
+    yield magic + bytes(4 * 3)
+    for _ in range(ROUNDS):
+        choice = rng.random()
+        if choice < 0.85:
+            yield mutate(rng, valid(rng))
+        elif choice < 0.95:
+            yield magic + rng.randbytes(rng.randint(0, 200))
+        else:
+            yield rng.randbytes(rng.randint(0, 200))
+
+
+# ------------------------------------------------------------------ running the binary
+
+def _memfd(data: bytes) -> int:
+    fd = os.memfd_create("fuzz", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    return fd
+
+
+def _spawn(argv: list[str], fds: dict[int, int] | None = None) -> int:
+    """Start the binary with ``fds`` (source: target) and nothing else open; its pid."""
+    actions: list[tuple[Any, ...]] = [(os.POSIX_SPAWN_DUP2, src, dst)
+                                      for src, dst in (fds or {}).items()]
+    return os.posix_spawn(str(BINARY), argv, ENV, file_actions=actions)
+
+
+def _status(pid: int, what: object) -> int:
+    _, status = os.waitpid(pid, 0)
+    assert not os.WIFSIGNALED(status), (
+        f"seed {SEED}: {signal.Signals(os.WTERMSIG(status)).name} on {what!r}")
+    return os.WEXITSTATUS(status)
+
+
+@contextlib.contextmanager
+def _ended_pidfd() -> Iterator[int]:
+    """A pidfd of a process that has ended and been reaped: a session gone meanwhile."""
+    pid = os.posix_spawn("/bin/true", ["true"], {})
+    fd = os.pidfd_open(pid)
+    os.waitpid(pid, 0)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def run_init(config: bytes) -> tuple[int, bytes]:
+    """The init with a creation guard configured by ``config`` and no program: (its exit
+    status, what it wrote on its exit pipe)."""
+    exit_r, exit_w = os.pipe()
+    listener = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    memfd = _memfd(config)
+    try:
+        pid = _spawn(["nono-reaper", "0", "3", "-1", "0", "-1", "-1", "4", "5"],
+                     {exit_w: 3, listener: 4, memfd: 5})
+    finally:
+        for fd in (exit_w, listener, memfd):
+            os.close(fd)
+    status = _status(pid, config)
+    with os.fdopen(exit_r, "rb") as f:
+        return status, f.read()
+
+
+def run_repair(config: bytes) -> tuple[int, bytes]:
+    """A repair of a session that has ended with the view guard's state ``config``: (its exit
+    status, the state left in the memfd)."""
+    ours, hub = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    report_r, report_w = os.pipe()
+    memfd = _memfd(config)
+    with _ended_pidfd() as pidfd, ours:
+        try:
+            pid = _spawn(["nono-repair", "--repair", str(os.getpid())],
+                         {pidfd: 3, hub.fileno(): 4, report_w: 5, memfd: 6})
+        finally:
+            hub.close()
+            os.close(report_w)
+        status = _status(pid, config)
+    os.close(report_r)
+    state = os.pread(memfd, len(config) + 1, 0)
+    os.close(memfd)
+    return status, state
+
+
+# ------------------------------------------------------------------ the tests
+
+def test_the_valid_inputs_are_read() -> None:
+    """The harness's own check: a valid configuration is accepted (the init reports its
+    childless end, the repair finds its session gone), so what the mutants get is a parse."""
+    rng = random.Random(SEED)
+    for _ in range(5):
+        status, record = run_init(guard_config(rng))
+        assert (status, record) == (0, bytes([3]) + struct.pack("<iiI", 255, 0, 0))
+        config = outer_config(rng)
+        assert run_repair(config) == (0, config)
+
+
+def test_the_creation_guards_configuration_fuzzed() -> None:
+    """The init refuses (126, nothing reported) what it cannot read whole, and reads the rest:
+    never a crash."""
+    rng = random.Random(SEED)
+    for config in inputs(rng, guard_config, b"NGC1"):
+        status, record = run_init(config)
+        assert status in (0, 126), (SEED, config)
+        assert (record == b"") == (status == 126), (SEED, config)
+
+
+def test_the_view_guards_state_fuzzed() -> None:
+    """A repair refuses (2) a state it cannot read whole, leaving it as it was; never a
+    crash."""
+    rng = random.Random(SEED + 1)
+    for config in inputs(rng, outer_config, b"NGO1"):
+        status, state = run_repair(config)
+        assert status in (0, 2), (SEED, config)
+        assert state == config, (SEED, config)
