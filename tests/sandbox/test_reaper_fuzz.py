@@ -236,3 +236,118 @@ def test_the_view_guards_state_fuzzed() -> None:
         status, state = run_repair(config)
         assert status in (0, 2), (SEED, config)
         assert state == config, (SEED, config)
+
+
+def _send_job(sock: socket.socket, tag: bytes, fds: list[int], split: bool) -> None:
+    if not fds:
+        sock.send(tag)
+        return
+    ancdata = ([(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+               if not split else
+               [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd)) for fd in fds])
+    sock.sendmsg([tag], ancdata)
+
+
+def test_a_spare_repairs_job_fuzzed() -> None:
+    """A spare repair takes exactly "J" and four descriptors, then reads the state on the
+    fourth; anything else ends it (0) before it acts: never a crash."""
+    rng = random.Random(SEED + 2)
+    config = outer_config(rng)
+    null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    with _ended_pidfd() as pidfd:
+        cases: list[tuple[bytes, int, bool]] = [(b"J", 4, False)]
+        cases += [(rng.choice([b"", b"J", b"j", b"JJ", rng.randbytes(rng.randint(1, 8))]),
+                   rng.choice([0, 1, 3, 4, 4, 5, 8]), rng.random() < 0.2)
+                  for _ in range(ROUNDS // 5)]
+        for tag, count, split in cases:
+            ours, job = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            ours_hub, hub = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            report_r, report_w = os.pipe()
+            memfd = _memfd(config)
+            with ours, ours_hub:
+                pid = _spawn(["nono-repair", "--repair", str(os.getpid()), "--spare"],
+                             {job.fileno(): 3})
+                job.close()
+                fds = [pidfd, hub.fileno(), report_w, memfd] + [null] * 4
+                with contextlib.suppress(OSError):  # the repair may be gone already
+                    if tag:
+                        _send_job(ours, tag, fds[:count], split)
+                ours.shutdown(socket.SHUT_WR)
+                status = _status(pid, (tag, count, split))
+            hub.close()
+            for fd in (report_r, report_w, memfd):
+                os.close(fd)
+            assert status == 0, (SEED, tag, count, split)
+    os.close(null)
+
+
+def _word(rng: random.Random) -> str:
+    return rng.choice(["", "-", "0", "-1", "1", "3", "x", "12x", " 1", "1 ", "+1", "0x10",
+                       "99999999999999999999", "-99999999999999999999", "2147483648",
+                       "4294967299", "-2147483649", "--spare", "--outer", "--repair",
+                       rng.randbytes(4).hex()])
+
+
+def test_command_lines_fuzzed() -> None:
+    """Each mode refuses a command line it cannot read (126, or 2 for a repair) without
+    acting: never a crash. (The outer's is always made unreadable here: a readable one
+    would signal the pid it names.)"""
+    rng = random.Random(SEED + 3)
+    for _ in range(ROUNDS):
+        mode = rng.randrange(3)
+        words = [_word(rng) for _ in range(rng.randint(0, 10))]
+        if mode == 0:
+            argv = ["nono-reaper", *words]
+            # fds above 2 are closed in the child: whatever the numbers, nothing is named
+        elif mode == 1:
+            argv = ["nono-outer", "--outer", *words[:6], "not a number"]
+        else:
+            argv = ["nono-repair", "--repair", *words[:3]]
+        pid = _spawn(argv)
+        status = _status(pid, argv)
+        assert status in (0, 126, 2, 255), (SEED, argv, status)
+
+
+def test_control_requests_fuzzed() -> None:
+    """The init answers "C" and a port (exactly three bytes) with a connection or an errno,
+    ignores every other message, and is still the program's init afterwards: it forwards
+    SIGTERM and reports how the program ended."""
+    rng = random.Random(SEED + 4)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    port = server.getsockname()[1]
+    exit_r, exit_w = os.pipe()
+    ours, control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.posix_spawn("/bin/sh", [
+        "sh", "-c", 'sleep 60 & exec "$0" "$!" 3 4 0 -1 -1', str(BINARY)], ENV,
+        file_actions=[(os.POSIX_SPAWN_DUP2, exit_w, 3),
+                      (os.POSIX_SPAWN_DUP2, control.fileno(), 4)])
+    os.close(exit_w)
+    control.close()
+    ours.settimeout(10)
+    with server, ours:
+        for _ in range(ROUNDS):
+            valid = rng.random() < 0.3
+            if valid:
+                msg = b"C" + struct.pack("<H", rng.choice([port, 1]))
+            else:
+                msg = rng.randbytes(rng.choice([1, 2, 3, 4, 5, 63, 64, 65, 200]))
+                if len(msg) == 3 and msg[:1] == b"C":
+                    msg = b"D" + msg[1:]
+            ours.send(msg)
+            if not valid:
+                continue
+            reply, ancdata, _, _ = ours.recvmsg(16, socket.CMSG_SPACE(4))
+            fds = [fd for _, _, data in ancdata for fd in struct.unpack(f"{len(data) // 4}i", data)]
+            for fd in fds:
+                os.close(fd)
+            if msg[1:] == struct.pack("<H", port):
+                assert (reply, len(fds)) == (b"K", 1)
+                server.accept()[0].close()
+            else:
+                assert (reply[:1], len(fds), len(reply)) == (b"E", 0, 5)
+        os.kill(pid, signal.SIGTERM)
+        assert _status(pid, "SIGTERM") == 0
+    with os.fdopen(exit_r, "rb") as f:
+        assert f.read() == bytes([3]) + struct.pack("<iiI", -1, signal.SIGTERM, 0)
