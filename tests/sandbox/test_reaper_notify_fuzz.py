@@ -50,24 +50,27 @@ COMPONENTS = [b'.envrc', b'.ENVRC', b'.vscode', b'.github', b'.git', b'.gitmodul
 PREFIXES = [b'', b'/', b'./', b'/proc/self/cwd/', b'/proc/thread-self/cwd/', b'/dev/fd/3/',
             b'/proc/self/fd/3/', b'/proc/1/cwd/', b'//', WORK + b'/', HOME + b'/', b'/tmp/']
 def path():
+    if rng.random() < 0.4:  # a fresh name in the guarded directory: what the reaper emulates
+        return rng.choice([b'', b'./', WORK + b'/']) + b'n%d' % rng.randrange(200)
     parts = [rng.choice(COMPONENTS) for _ in range(rng.choice([1, 1, 1, 2, 3]))]
     return rng.choice(PREFIXES) + b'/'.join(parts) + rng.choice([b'', b'', b'/'])
 def pointer():
     kind = rng.random()
-    if kind < 0.8:
+    if kind < 0.9:
         return buf(path())
     return rng.choice([0, page + 4096, page + 4095, 0xffff800000000000, (1 << 63) + 5,
                        (1 << 64) - 1, 1])
 DIRFDS = [-100, -100, -100, 0, 1, 3, 4, 99, -1, 0x7fffffff, (1 << 32) - 100, (1 << 64) - 100]
 def dirfd():
     return rng.choice(DIRFDS)
-def flags():
-    f = rng.choice([0o101, 0o1101, 0o301, 0o100, 0o102, 0o2000101, 0o10000101, 0o20200000,
+def flags():  # always O_NONBLOCK: an open of a FIFO made earlier must not wait for a reader
+    f = 0o4000 | rng.choice([0o101, 0o1101, 0o301, 0o100, 0o102, 0o2000101, 0o10000101, 0o20200000,
                     0o20200101, 0o40000101, rng.getrandbits(32), rng.getrandbits(64)])
-    return f
-def mode():
-    return rng.choice([0o644, 0o7777, 0o10644, 0o20644, 0o60644, 0o140644, rng.getrandbits(32),
-                       rng.getrandbits(64)])
+    return f & ((1 << 64) - 1)
+def mode():  # never a FIFO: creat() of one (no O_NONBLOCK there) would wait for a reader
+    m = rng.choice([0o644, 0o7777, 0o20644, 0o60644, 0o140644, rng.getrandbits(32),
+                    rng.getrandbits(64)])
+    return m ^ 0o10000 if m & 0o170000 == 0o10000 else m
 def how():
     size = rng.choice([0, 8, 24, 24, 24, 32, 4096, 4097, 1 << 40])
     raw = struct.pack('<QQQ', flags(), mode(), rng.choice([0, 0, 1, 2, 4, 8, 0x10, 0x20, 0x3f,
