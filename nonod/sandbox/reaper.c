@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -175,12 +176,21 @@ int main(int argc, char **argv) {
     if (sfd < 0)
         return 126;
 
+    /* epoll, not poll: poll refuses more descriptors than RLIMIT_NOFILE, which the program
+     * may lower for this process (prlimit, same uid): the loop then spun, answering nothing
+     * and never seeing the lifeline's hang-up. What is registered here stays registered. */
+    enum { SIGNALS, CONTROL, LISTENER, LIFELINE, WATCHED };
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        return 126;
+    int fds[WATCHED] = {sfd, (int)control, guard_listener(), (int)lifeline};
+    for (int i = 0; i < WATCHED; i++) {
+        /* the lifeline: hang-up only (always reported); the fork server's messages are not ours */
+        struct epoll_event ev = {.events = i == LIFELINE ? 0 : EPOLLIN, .data.u32 = (uint32_t)i};
+        if (fds[i] >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) < 0)
+            return 126;
+    }
     int status = 0xFF00;
-    struct pollfd watch[4] = {{.fd = sfd, .events = POLLIN},
-                              {.fd = (int)control, .events = POLLIN},
-                              {.fd = guard_listener(), .events = POLLIN},
-                              /* hang-up only: the fork server's messages are not ours */
-                              {.fd = (int)lifeline, .events = 0}};
     for (;;) {
         pid_t pid;
         int st, done = 0;
@@ -199,23 +209,23 @@ int main(int argc, char **argv) {
         }
         if (done)
             break;
-        if (poll(watch, 4, -1) < 0) /* a negative fd is skipped */
-            continue;
-        if (watch[3].revents & (POLLHUP | POLLERR | POLLNVAL))
+        struct epoll_event evs[WATCHED];
+        uint32_t revents[WATCHED] = {0};
+        int n = epoll_wait(ep, evs, WATCHED, -1);
+        for (int i = 0; i < n; i++)
+            revents[evs[i].data.u32] = evs[i].events;
+        if (revents[LIFELINE] & (EPOLLHUP | EPOLLERR))
             _exit(0); /* the fork server is gone: so is the session (the namespace ends) */
-        if (watch[0].revents & POLLIN) {
+        if (revents[SIGNALS] & EPOLLIN) {
             struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-                if (si.ssi_signo != SIGCHLD)
-                    kill((pid_t)program, (int)si.ssi_signo);
-                break;
-            }
+            if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si && si.ssi_signo != SIGCHLD)
+                kill((pid_t)program, (int)si.ssi_signo);
         }
-        if (watch[1].fd >= 0 && watch[1].revents && !answer(watch[1].fd))
-            watch[1].fd = -1; /* the daemon went away; PDEATHSIG will follow */
-        if (watch[2].fd >= 0 && watch[2].revents && guard_serve_one() < 0) {
+        if (revents[CONTROL] && !answer(fds[CONTROL])) /* the daemon went away */
+            epoll_ctl(ep, EPOLL_CTL_DEL, fds[CONTROL], NULL);
+        if (revents[LISTENER] && guard_serve_one() < 0) {
+            epoll_ctl(ep, EPOLL_CTL_DEL, fds[LISTENER], NULL);
             guard_stop();
-            watch[2].fd = -1;
         }
     }
     if (subreaper)
