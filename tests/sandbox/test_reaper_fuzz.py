@@ -172,13 +172,13 @@ def run_init(config: bytes) -> tuple[int, bytes]:
     """The init with a creation guard configured by ``config`` and no program: (its exit
     status, what it wrote on its exit pipe)."""
     exit_r, exit_w = os.pipe()
-    listener = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    listener, quiet = os.pipe()  # a stand-in epoll accepts (/dev/null it refuses); never read
     memfd = _memfd(config)
     try:
         pid = _spawn(["nono-reaper", "0", "3", "-1", "0", "-1", "-1", "4", "5"],
                      {exit_w: 3, listener: 4, memfd: 5})
     finally:
-        for fd in (exit_w, listener, memfd):
+        for fd in (exit_w, listener, quiet, memfd):
             os.close(fd)
     status = _status(pid, config)
     with os.fdopen(exit_r, "rb") as f:
