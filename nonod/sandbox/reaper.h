@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 /* reaper_util.c */
-int number(const char *s, long *out); /* a whole decimal argument; -1 if it is not */
+int number(const char *s, long *out); /* a whole decimal int argument; -1 if it is not */
 void put32(unsigned char *p, uint32_t v); /* little endian */
 void write_all(int fd, const void *data, size_t len);
 void end_descendants(void);

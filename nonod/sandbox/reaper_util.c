@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,9 @@ int number(const char *s, long *out) {
     char *end;
     errno = 0;
     *out = strtol(s, &end, 10);
-    return errno || *s == '\0' || *end != '\0' ? -1 : 0;
+    /* every number here is an int (a pid, a descriptor, a flag): one that is not would be
+     * truncated where it is used ("4294967299" naming descriptor 3) */
+    return errno || *s == '\0' || *end != '\0' || *out < INT_MIN || *out > INT_MAX ? -1 : 0;
 }
 
 void put32(unsigned char *p, uint32_t v) {

@@ -351,3 +351,14 @@ def test_control_requests_fuzzed() -> None:
         assert _status(pid, "SIGTERM") == 0
     with os.fdopen(exit_r, "rb") as f:
         assert f.read() == bytes([3]) + struct.pack("<iiI", -1, signal.SIGTERM, 0)
+
+
+def test_a_number_past_an_int_is_refused_not_truncated() -> None:
+    """"4294967299" is not descriptor 3 (it was, truncated to an int): the init refuses its
+    command line and writes nothing there."""
+    exit_r, exit_w = os.pipe()
+    pid = _spawn(["nono-reaper", "0", str((1 << 32) + 3), "-1", "0", "-1", "-1"], {exit_w: 3})
+    os.close(exit_w)
+    assert _status(pid, "4294967299") == 126
+    with os.fdopen(exit_r, "rb") as f:
+        assert f.read() == b""
