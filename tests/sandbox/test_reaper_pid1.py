@@ -7,13 +7,19 @@ with ``epoll``, registered before the program can act."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import trio
+
+from nonod.policy import NetworkPolicy
+from nonod.sandbox._api import Sandboxed
 
 from ..conftest import SandboxUser
 from .test_createguard import AFTER_REAPER, layout_policy
 from .test_createguard import layout as layout  # the fixture
+from .test_reaper import _exited, _line, _policy, _session
 from .test_sandbox import probe
 
 pytestmark = pytest.mark.userns
@@ -44,3 +50,54 @@ def test_an_init_whose_descriptor_limit_is_lowered_still_answers_and_reports(
         3, ["OK ", "EACCES", "EACCES", "forwarded True"]), r.stderr
     assert (work / "before").is_file()
     assert not (work / "after").exists() and not (work / ".envrc").exists()
+
+
+# A listener whose accept queue is full: a connection to it waits for a SYN-ACK that never
+# comes (the kernel drops the SYN), until the reaper's five seconds are up.
+STALLS_CONNECT = (
+    "import socket, signal, sys, threading, time\n"
+    "got = threading.Event()\n"
+    "signal.signal(signal.SIGUSR1, lambda *_: got.set())\n"
+    "srv = socket.socket(); srv.bind(('127.0.0.1', 5003)); srv.listen(0)\n"
+    "held = []\n"
+    "for _ in range(3):\n"
+    "    c = socket.socket(); c.setblocking(False); held.append(c)\n"
+    "    try: c.connect(('127.0.0.1', 5003))\n"
+    "    except BlockingIOError: pass\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.readline()\n"  # the daemon's connect is on its way
+    "start = time.monotonic()\n"
+    "os.kill(1, signal.SIGUSR1)\n"
+    "got.wait(10)\n"
+    "print(f'{time.monotonic() - start:.3f}', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+@pytest.mark.root
+async def test_a_connect_that_never_completes_does_not_stall_the_init(world_tmp: Path) -> None:
+    """While the init's connection for the daemon waits on a listener that accepts nothing,
+    it still forwards signals (it waited in ``poll`` for up to five seconds, answering
+    nothing); the daemon gets ``ETIMEDOUT`` after those five seconds."""
+    policy = _policy(world_tmp, NetworkPolicy(restricted=True, block=True))
+    results: list[BaseException | None] = []
+
+    async def connect(proc: Sandboxed) -> None:
+        try:
+            await proc.connect_inside(5003)
+            results.append(None)
+        except OSError as exc:
+            results.append(exc)
+
+    async with _session(world_tmp, "import os\n" + STALLS_CONNECT, policy=policy) as (
+            proc, out, stdin):
+        assert await _line(out) == b"ready\n"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connect, proc)
+            await trio.sleep(0.3)  # the connect is under way (no event to wait for)
+            os.write(stdin, b"go\n")
+            latency = float(await _line(out))
+        os.close(stdin)
+        assert await _exited(proc) == (0, None)
+    assert latency < 2, latency
+    assert len(results) == 1 and isinstance(results[0], TimeoutError), results
