@@ -19,6 +19,7 @@ import random
 import signal
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -317,15 +318,7 @@ def test_control_requests_fuzzed() -> None:
     server.bind(("127.0.0.1", 0))
     server.listen(64)
     port = server.getsockname()[1]
-    exit_r, exit_w = os.pipe()
-    ours, control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    pid = os.posix_spawn("/bin/sh", [
-        "sh", "-c", 'sleep 60 & exec "$0" "$!" 3 4 0 -1 -1', str(BINARY)], ENV,
-        file_actions=[(os.POSIX_SPAWN_DUP2, exit_w, 3),
-                      (os.POSIX_SPAWN_DUP2, control.fileno(), 4)])
-    os.close(exit_w)
-    control.close()
-    ours.settimeout(10)
+    pid, ours, exit_r = _init_of_a_sleep()
     with server, ours:
         for _ in range(ROUNDS):
             valid = rng.random() < 0.3
@@ -347,10 +340,61 @@ def test_control_requests_fuzzed() -> None:
                 server.accept()[0].close()
             else:
                 assert (reply[:1], len(fds), len(reply)) == (b"E", 0, 5)
-        os.kill(pid, signal.SIGTERM)
-        assert _status(pid, "SIGTERM") == 0
+    _terminated(pid, exit_r)
+
+
+def _init_of_a_sleep() -> tuple[int, socket.socket, int]:
+    """The init of a ``sleep 60``, run directly: its pid, the daemon's end of its control
+    socket, the read end of its exit pipe."""
+    exit_r, exit_w = os.pipe()
+    ours, control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.posix_spawn("/bin/sh", [
+        "sh", "-c", 'sleep 60 & exec "$0" "$!" 3 4 0 -1 -1', str(BINARY)], ENV,
+        file_actions=[(os.POSIX_SPAWN_DUP2, exit_w, 3),
+                      (os.POSIX_SPAWN_DUP2, control.fileno(), 4)])
+    os.close(exit_w)
+    control.close()
+    ours.settimeout(10)
+    # Answered once the init waits in its loop (signals blocked, forwarded from then on);
+    # port 1: refused at once (or, if something listens there, a connection to close).
+    ours.send(b"C" + struct.pack("<H", 1))
+    _, ancdata, _, _ = ours.recvmsg(16, socket.CMSG_SPACE(4))
+    for _, _, data in ancdata:
+        os.close(struct.unpack("i", data[:4])[0])
+    return pid, ours, exit_r
+
+
+def _terminated(pid: int, exit_r: int) -> float:
+    """SIGTERM to the init: it forwards it and reports the sleep's death; how long it took."""
+    start = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    assert _status(pid, "SIGTERM") == 0
+    took = time.monotonic() - start
     with os.fdopen(exit_r, "rb") as f:
         assert f.read() == bytes([3]) + struct.pack("<iiI", -1, signal.SIGTERM, 0)
+    return took
+
+
+def test_a_daemon_gone_while_its_connection_waits_leaves_the_init_serving() -> None:
+    """The daemon asks for a connection to a listener that accepts nothing, then goes away:
+    the init drops the connection and still forwards a signal at once (it waited out its
+    five seconds first)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        held = [socket.socket() for _ in range(3)]  # the accept queue, full
+        for c in held:
+            c.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                c.connect(("127.0.0.1", port))
+        pid, ours, exit_r = _init_of_a_sleep()
+        with ours:
+            ours.send(b"C" + struct.pack("<H", port))
+        took = _terminated(pid, exit_r)
+        for c in held:
+            c.close()
+    assert took < 2, took
 
 
 def test_a_number_past_an_int_is_refused_not_truncated() -> None:
