@@ -161,29 +161,9 @@ static int answer(struct pending *p, uint32_t index) {
     return ok;
 }
 
-int main(int argc, char **argv) {
-    if (argc > 1 && !strcmp(argv[1], "--outer"))
-        return outer_main(argc, argv);
-    if (argc > 1 && !strcmp(argv[1], "--repair"))
-        return repair_main(argc, argv);
-    long program, exit_fd, control, subreaper, lifeline, handover, listener = -1, config = -1;
-    prctl(PR_SET_DUMPABLE, 0);
-    prctl(PR_SET_NAME, "nono-reaper"); /* not "6", the memfd's number */
-    if ((argc != 7 && argc != 9) || number(argv[1], &program) || number(argv[2], &exit_fd) ||
-        number(argv[3], &control) || number(argv[4], &subreaper) ||
-        number(argv[5], &lifeline) || number(argv[6], &handover) ||
-        (argc == 9 && (number(argv[7], &listener) || number(argv[8], &config))))
-        return 126;
-    if (listener >= 0 && guard_load((int)config, (int)listener) < 0)
-        return 126; /* the program would wait for answers nobody gives: end the session */
-    if (handover >= 0) {
-        /* The outer launcher leaves once it hears this: its death must not be ours. A fork
-         * server that dies from now on hangs the lifeline up (polled below). */
-        prctl(PR_SET_PDEATHSIG, 0);
-        send((int)handover, "h", 1, MSG_NOSIGNAL);
-        close((int)handover);
-    }
-
+/* The init's life once the program runs (see the top of this file): forward, reap, answer,
+ * report the program's exit on EXIT_FD and exit. */
+_Noreturn void serve_init(pid_t program, int exit_fd, int control, int subreaper, int lifeline) {
     sigset_t set;
     sigemptyset(&set);
     for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++)
@@ -192,7 +172,7 @@ int main(int argc, char **argv) {
     sigprocmask(SIG_BLOCK, &set, NULL);
     int sfd = signalfd(-1, &set, SFD_CLOEXEC);
     if (sfd < 0)
-        return 126;
+        _exit(126);
 
     /* epoll, not poll: poll refuses more descriptors than RLIMIT_NOFILE, which the program
      * may lower for this process (prlimit, same uid): the loop then spun, answering nothing
@@ -200,15 +180,15 @@ int main(int argc, char **argv) {
     enum { SIGNALS, CONTROL, LISTENER, LIFELINE, CONNECTING, WATCHED };
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
-        return 126;
-    int fds[LIFELINE + 1] = {sfd, (int)control, guard_listener(), (int)lifeline};
+        _exit(126);
+    int fds[LIFELINE + 1] = {sfd, control, guard_listener(), lifeline};
     for (int i = 0; i <= LIFELINE; i++) {
         /* the lifeline: hang-up only (always reported); the fork server's messages are not ours */
         struct epoll_event ev = {.events = i == LIFELINE ? 0 : EPOLLIN, .data.u32 = (uint32_t)i};
         if (fds[i] >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) < 0)
-            return 126;
+            _exit(126);
     }
-    struct pending conn = {.chan = (int)control, .sock = -1, .ep = ep};
+    struct pending conn = {.chan = control, .sock = -1, .ep = ep};
     uint32_t chan_events = EPOLLIN;
     int status = 0xFF00;
     for (;;) {
@@ -221,7 +201,7 @@ int main(int argc, char **argv) {
                 done = 1; /* no child left */
                 break;
             }
-            if (pid == (pid_t)program) {
+            if (pid == program) {
                 status = st;
                 done = 1;
                 break;
@@ -239,7 +219,7 @@ int main(int argc, char **argv) {
         if (revents[SIGNALS] & EPOLLIN) {
             struct signalfd_siginfo si;
             if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si && si.ssi_signo != SIGCHLD)
-                kill((pid_t)program, (int)si.ssi_signo);
+                kill(program, (int)si.ssi_signo);
         }
         /* While a connection is under way the channel is watched for its hang-up only: the
          * daemon sends nothing before its answer. */
@@ -267,6 +247,34 @@ int main(int argc, char **argv) {
     }
     if (subreaper)
         end_descendants();
-    report_exit((int)exit_fd, status);
+    report_exit(exit_fd, status);
     _exit(0);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--outer"))
+        return outer_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--repair"))
+        return repair_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--init"))
+        return init_main(argc, argv);
+    long program, exit_fd, control, subreaper, lifeline, handover, listener = -1, config = -1;
+    prctl(PR_SET_DUMPABLE, 0);
+    prctl(PR_SET_NAME, "nono-reaper"); /* not "6", the memfd's number */
+    if ((argc != 7 && argc != 9) || number(argv[1], &program) || number(argv[2], &exit_fd) ||
+        number(argv[3], &control) || number(argv[4], &subreaper) ||
+        number(argv[5], &lifeline) || number(argv[6], &handover) ||
+        (argc == 9 && (number(argv[7], &listener) || number(argv[8], &config))))
+        return 126;
+    if (listener >= 0 && guard_load((int)config, (int)listener) < 0)
+        return 126; /* the program would wait for answers nobody gives: end the session */
+    if (handover >= 0) {
+        /* The outer launcher leaves once it hears this: its death must not be ours. A fork
+         * server that dies from now on hangs the lifeline up (watched in serve_init). */
+        prctl(PR_SET_PDEATHSIG, 0);
+        send((int)handover, "h", 1, MSG_NOSIGNAL);
+        close((int)handover);
+    }
+
+    serve_init((pid_t)program, (int)exit_fd, (int)control, (int)subreaper, (int)lifeline);
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -83,6 +84,39 @@ char *take_str(struct reader *r) {
     s[len] = '\0';
     r->p += len;
     return s;
+}
+
+/* ``len`` bytes of ``data`` and ``n`` (at most 4) descriptors in one message; 0 or -1. */
+int send_fds(int sock, const void *data, size_t len, const int *fds, size_t n) {
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    union {
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    if (n > 4)
+        return errno = EINVAL, -1;
+    memset(&u, 0, sizeof u);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                         .msg_controllen = CMSG_SPACE(n * sizeof(int))};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(n * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+    ssize_t sent;
+    while ((sent = sendmsg(sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    return sent == (ssize_t)len ? 0 : -1;
+}
+
+/* A string that can be a path: shorter than PATH_MAX, no NUL inside. */
+char *take_path(struct reader *r) {
+    struct reader peek = *r;
+    uint32_t len;
+    if (take_u32(&peek, &len) || len >= 4096 || (size_t)(peek.end - peek.p) < len ||
+        memchr(peek.p, '\0', len))
+        return NULL;
+    return take_str(r);
 }
 
 /* Kill and reap whatever was reparented to us until nothing is left. */
