@@ -7,7 +7,7 @@
 #include <sys/types.h>
 
 /* reaper_util.c */
-int number(const char *s, long *out); /* a whole decimal argument; -1 if it is not */
+int number(const char *s, long *out); /* a whole decimal int argument; -1 if it is not */
 void put32(unsigned char *p, uint32_t v); /* little endian */
 void write_all(int fd, const void *data, size_t len);
 int send_fds(int sock, const void *data, size_t len, const int *fds, size_t n); /* n <= 4 */
@@ -20,6 +20,9 @@ struct reader {
 int take(struct reader *r, void *out, size_t n);
 int take_u32(struct reader *r, uint32_t *v);
 int take_u64(struct reader *r, uint64_t *v);
+/* A count of entries of at least min_size bytes each: -1 if that many cannot fit in what is
+ * left, so that no count is ever allocated for before the bytes it needs are there. */
+int take_count(struct reader *r, size_t min_size, uint32_t *n);
 char *take_str(struct reader *r);
 char *take_path(struct reader *r); /* shorter than 4096, no NUL inside; NULL if not */
 

@@ -367,7 +367,8 @@ static int parent_gone(pid_t parent) {
 static int load_state(struct reader *r) {
     char magic[4];
     uint32_t n;
-    if (take(r, magic, 4) || memcmp(magic, "NGO1", 4) || take_u32(r, &n) || n > 4096)
+    /* each operation: kind, absent, mount id and two lengths (24) */
+    if (take(r, magic, 4) || memcmp(magic, "NGO1", 4) || take_count(r, 24, &n) || n > 4096)
         return -1;
     if (!(ops = calloc(n ? n : 1, sizeof *ops)) ||
         !(repaired = calloc(n ? n : 1, sizeof *repaired)))
@@ -382,7 +383,7 @@ static int load_state(struct reader *r) {
         op->absent = absent != 0;
         op->mount = (int64_t)mount;
     }
-    if (take_u32(r, &n) || n > 65536 || !(dirs = calloc(n ? n : 1, sizeof *dirs)) ||
+    if (take_count(r, 20, &n) || n > 65536 || !(dirs = calloc(n ? n : 1, sizeof *dirs)) ||
         !(watched = calloc(n ? n : 1, sizeof *watched)))
         return -1;
     for (n_dirs = 0; n_dirs < n; n_dirs++)
