@@ -506,12 +506,25 @@ def the_pump() -> _Pump:
     return _pump
 
 
+@final
+class Moved:
+    """Bytes a relay moved each way, kept when it is cancelled (for the audit record of a
+    tunnel cut by its session's end)."""
+
+    __slots__ = ("to_client", "to_upstream")
+
+    def __init__(self) -> None:
+        self.to_upstream = 0
+        self.to_client = 0
+
+
 async def pump(a: trio.socket.SocketType, b: trio.socket.SocketType, *,
-               idle_timeout: float) -> tuple[int, int]:
+               idle_timeout: float, moved: Moved | None = None) -> tuple[int, int]:
     """Relay between the connected sockets ``a`` (the client's) and ``b`` (the upstream's) in
     the pump thread until the tunnel ends (see the module docstring); returns ``(bytes a to
-    b, bytes b to a)``. Cancelled, it returns only once the thread has let go of both sockets
-    (at once) and then raises ``Cancelled``; an unexpected socket error is raised here."""
+    b, bytes b to a)``, also left in ``moved``. Cancelled, it returns only once the thread has
+    let go of both sockets (at once) and then raises ``Cancelled``, with what was moved until
+    then in ``moved``; an unexpected socket error is raised here."""
     await trio.lowlevel.checkpoint_if_cancelled()
     task = trio.lowlevel.current_task()
     token = trio.lowlevel.current_trio_token()
@@ -529,6 +542,8 @@ async def pump(a: trio.socket.SocketType, b: trio.socket.SocketType, *,
         return trio.lowlevel.Abort.FAILED  # the thread wakes us once it has let go
 
     await trio.lowlevel.wait_task_rescheduled(abort)
+    if moved is not None:
+        moved.to_upstream, moved.to_client = tunnel.up.moved, tunnel.down.moved
     if tunnel.error is not None:
         raise tunnel.error
     if tunnel.cancelled:

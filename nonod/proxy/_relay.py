@@ -15,7 +15,7 @@ from typing import Final, final
 
 import trio
 
-from ._pump import pump
+from ._pump import Moved, pump
 
 _COPY_SIZE: Final = 1 << 16
 
@@ -55,17 +55,19 @@ async def relay(
     *,
     idle_timeout: float,
     zero_copy: bool = True,
+    moved: Moved | None = None,
 ) -> tuple[int, int]:
     """Move bytes between ``client`` and ``upstream`` until both directions end, either side
     breaks, or the tunnel is idle for ``idle_timeout`` seconds. Returns ``(bytes to upstream,
-    bytes to client)``. Peer errors end the tunnel quietly; they are not raised.
+    bytes to client)``, also left in ``moved``, where they are too when the relay is
+    cancelled or fails. Peer errors end the tunnel quietly; they are not raised.
 
     Between plain sockets (``zero_copy``) the pump thread relays and the idle timeout runs on
     the real clock; otherwise the direction to the upstream runs in the calling task and the
     other in one child task, and the nursery's own cancel scope carries the idle deadline."""
     sockets = plain_sockets(client, upstream) if zero_copy else None
     if sockets is not None:
-        return await pump(*sockets, idle_timeout=idle_timeout)
+        return await pump(*sockets, idle_timeout=idle_timeout, moved=moved)
     counter: Counter | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -76,6 +78,8 @@ async def relay(
             await _copy_one_way(client, upstream, counter, True, scope)
     finally:
         totals = (0, 0) if counter is None else (counter.to_upstream, counter.to_client)
+        if moved is not None:
+            moved.to_upstream, moved.to_client = totals
     return totals
 
 

@@ -1,0 +1,60 @@
+"""A tunnel still open when its session ends: what it moved is in the audit record.
+
+A program that keeps its tunnel open until its session ends (it exits, is stopped, or its
+time is up) has its proxy cancelled with the tunnel in the middle of a transfer. Before, the
+pump thread's fresh CONNECT reported no ``close`` at all for it (only its ``open``, with no
+byte count), and trio's path reported ``session_ended`` with 0 bytes: an upload of any size
+out of the session left an audit trail that said nothing of it. Real sockets, a real
+upstream that counts what it receives, the proxy cancelled as a session's services are.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import trio
+
+from nonod.proxy import NetworkEvent, ProxyLimits, ProxyPolicy, serve_proxy
+from tests.proxy.conftest import RecordingResolver, connect_head, fake_dns, read_head, start_server
+
+POLICY = ProxyPolicy(hosts=frozenset({"sink.example"}))
+SENT = 3 << 20  # more than one pump turn's worth of pipe and socket buffers
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh", "trio"])
+async def test_a_tunnel_cut_by_the_sessions_end_is_recorded_with_its_bytes(
+        nursery: trio.Nursery, fresh: bool) -> None:
+    received = 0
+    enough = trio.Event()
+
+    async def sink(stream: trio.SocketStream) -> None:
+        nonlocal received
+        async for data in stream:
+            received += len(data)
+            if received >= SENT:
+                enough.set()
+        await trio.sleep_forever()
+
+    port = await start_server(nursery, sink)
+    events: list[NetworkEvent] = []
+    async with trio.open_nursery() as session:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        proxy_port = listeners[0].socket.getsockname()[1]
+        await session.start(functools.partial(
+            serve_proxy, listeners[0], policy=POLICY, events=events.append,
+            resolver=RecordingResolver(pins={"sink.example": f"127.0.0.1:{port}"},
+                                       getaddrinfo=fake_dns({})),
+            limits=ProxyLimits(), fresh_connects=fresh))
+        client = await trio.open_tcp_stream("127.0.0.1", proxy_port)
+        await client.send_all(connect_head("sink.example:443"))
+        assert (await read_head(client))[0] == 200
+        await client.send_all(b"x" * SENT)
+        with trio.fail_after(10):
+            await enough.wait()
+        session.cancel_scope.cancel()  # the program exited: its session's services end
+    closes = [e for e in events if e.stage == "close"]
+    assert [(e.decision, e.reason, e.host) for e in closes] == [
+        ("allow", "session_ended", "sink.example")]
+    assert closes[0].bytes_out == received >= SENT
+    await client.aclose()
