@@ -11,14 +11,18 @@ upstream that counts what it receives, the proxy cancelled as a session's servic
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
 
 from nonod.proxy import NetworkEvent, ProxyLimits, ProxyPolicy, serve_proxy
+from tests.credentials.conftest import Pki, RouteProxy, pki, start_route_proxy  # noqa: F401 - fixtures
+from tests.credentials.test_websocket import GEMINI, REAL, open_route, start_ws_upstream
 from tests.proxy.conftest import RecordingResolver, connect_head, fake_dns, read_head, start_server
 
 POLICY = ProxyPolicy(hosts=frozenset({"sink.example"}))
+StartRouteProxy = Callable[..., Awaitable[RouteProxy]]
 SENT = 3 << 20  # more than one pump turn's worth of pipe and socket buffers
 
 
@@ -58,3 +62,24 @@ async def test_a_tunnel_cut_by_the_sessions_end_is_recorded_with_its_bytes(
         ("allow", "session_ended", "sink.example")]
     assert closes[0].bytes_out == received >= SENT
     await client.aclose()
+
+
+async def test_a_websocket_cut_by_the_sessions_end_is_recorded_with_its_bytes(
+        nursery: trio.Nursery, pki: Pki,  # noqa: F811
+        start_route_proxy: StartRouteProxy) -> None:  # noqa: F811
+    """The same for a credential route's WebSocket: its messages out, before the session's
+    end, were recorded as 0 bytes."""
+    port = await start_ws_upstream(nursery, pki, [], [])
+    message = "m" * 60_000
+    async with trio.open_nursery() as session:
+        proxy = await start_route_proxy(
+            [(GEMINI, REAL)], pins={"generativelanguage.googleapis.com": f"127.0.0.1:{port}"},
+            within=session)
+        ws = await open_route(nursery, proxy, "/gemini/v1beta/live")
+        for _ in range(20):
+            await ws.send_message(message)  # type: ignore[attr-defined]
+            assert await ws.get_message() == message  # type: ignore[attr-defined]
+        session.cancel_scope.cancel()  # the program exited: its session's services end
+    (event,) = [e for e in proxy.events if isinstance(e, NetworkEvent)]
+    assert (event.mode, event.decision, event.reason) == ("websocket", "allow", "session_ended")
+    assert event.bytes_out == event.bytes_in == 20 * len(message)
