@@ -48,6 +48,8 @@ import outcome
 import structlog
 import trio
 
+from .._descriptors import watermark
+
 log = structlog.get_logger()
 
 _IN: Final = select.EPOLLIN
@@ -375,7 +377,7 @@ class _Pump:
                 return
             way.held = memoryview(data)  # a full read: a bulk transfer, perhaps
             if way.can_splice:
-                way.pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+                _go_bulk(way)
             turn = n
         while True:
             if (way.held or way.piped) and not _flush(way):
@@ -458,7 +460,7 @@ def _fill(way: _Way) -> int | None:
             return None
         way.held = memoryview(data)
         if len(data) == _COPY_SIZE and way.can_splice:
-            way.pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            _go_bulk(way)
         return len(data)
     try:
         n = os.splice(way.src, way.pipe[1], way.chunk, flags=_SPLICE_FLAGS)
@@ -478,6 +480,26 @@ def _fill(way: _Way) -> int | None:
             way.chunk = fcntl.fcntl(way.pipe[1], _F_SETPIPE_SZ, _BULK_PIPE)
     way.piped = n
     return n
+
+
+def _go_bulk(way: _Way) -> None:
+    """Give ``way`` its pipe for ``splice``; without one (its descriptors would lie in the
+    daemon's reserve, ``nonod._descriptors``, or the table is full) it copies through
+    userspace from now on: a session's tunnels never take the descriptors the daemon serves
+    its control connections and launches with."""
+    try:
+        pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        way.can_splice = False
+        return
+    if max(pipe) >= watermark():
+        os.close(pipe[0])
+        os.close(pipe[1])
+        way.can_splice = False
+        return
+    way.pipe = pipe
 
 
 def _flush(way: _Way) -> bool:
