@@ -10,25 +10,32 @@ upstream that counts what it receives, the proxy cancelled as a session's servic
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
 
-from nonod.proxy import NetworkEvent, ProxyLimits, ProxyPolicy, serve_proxy
+from nonod.proxy import NetworkEvent, ProxyPolicy
 from tests.credentials.conftest import Pki, RouteProxy, pki, start_route_proxy  # noqa: F401 - fixtures
 from tests.credentials.test_websocket import GEMINI, REAL, open_route, start_ws_upstream
-from tests.proxy.conftest import RecordingResolver, connect_head, fake_dns, read_head, start_server
+from tests.proxy.conftest import (
+    Proxy,
+    connect_head,
+    read_head,
+    start_proxy,  # noqa: F401 - a fixture
+    start_server,
+)
 
 POLICY = ProxyPolicy(hosts=frozenset({"sink.example"}))
 StartRouteProxy = Callable[..., Awaitable[RouteProxy]]
+StartProxy = Callable[..., Awaitable[Proxy]]
 SENT = 3 << 20  # more than one pump turn's worth of pipe and socket buffers
 
 
 @pytest.mark.parametrize("fresh", [True, False], ids=["fresh", "trio"])
 async def test_a_tunnel_cut_by_the_sessions_end_is_recorded_with_its_bytes(
-        nursery: trio.Nursery, fresh: bool) -> None:
+        nursery: trio.Nursery, start_proxy: StartProxy,  # noqa: F811
+        fresh: bool) -> None:
     received = 0
     enough = trio.Event()
 
@@ -41,23 +48,17 @@ async def test_a_tunnel_cut_by_the_sessions_end_is_recorded_with_its_bytes(
         await trio.sleep_forever()
 
     port = await start_server(nursery, sink)
-    events: list[NetworkEvent] = []
     async with trio.open_nursery() as session:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        proxy_port = listeners[0].socket.getsockname()[1]
-        await session.start(functools.partial(
-            serve_proxy, listeners[0], policy=POLICY, events=events.append,
-            resolver=RecordingResolver(pins={"sink.example": f"127.0.0.1:{port}"},
-                                       getaddrinfo=fake_dns({})),
-            limits=ProxyLimits(), fresh_connects=fresh))
-        client = await trio.open_tcp_stream("127.0.0.1", proxy_port)
+        proxy = await start_proxy(POLICY, pins={"sink.example": f"127.0.0.1:{port}"},
+                                  fresh=fresh, within=session)
+        client = await proxy.open()
         await client.send_all(connect_head("sink.example:443"))
         assert (await read_head(client))[0] == 200
         await client.send_all(b"x" * SENT)
         with trio.fail_after(10):
             await enough.wait()
         session.cancel_scope.cancel()  # the program exited: its session's services end
-    closes = [e for e in events if e.stage == "close"]
+    closes = [e for e in proxy.events if e.stage == "close"]
     assert [(e.decision, e.reason, e.host) for e in closes] == [
         ("allow", "session_ended", "sink.example")]
     assert closes[0].bytes_out == received >= SENT
