@@ -335,8 +335,27 @@ class Conversation:
                 f"use a port of {floor} or above")
 
     async def _launch(self, request: p.Launch) -> None:
+        shares = self._server.launch_shares
+        async with (contextlib.nullcontext() if shares is None
+                    else shares.turn(self.caller.uid)):
+            session = await self._start_session(request)
+        if session is None:
+            return  # a dry run, answered
+        if request.detach:
+            await self.send(p.Launched(session=session_detail(session, live_usage=False)))
+            return
+        try:
+            await self.send(p.Launched(session=session_detail(session, live_usage=False)))
+            await self._reply_when_exited(session)
+        finally:
+            if session.live:
+                log.info("attached client went away; stopping its session", session=session.id)
+                session.request_stop(reason="client_gone", grace=self._registry.limits().stop_grace)
+
+    async def _start_session(self, request: p.Launch) -> sessions.Session | None:
+        """The session ``request`` asks for, launched; None for a dry run (answered here).
+        On the system daemon it runs in one of the caller's launch turns (``_limits``)."""
         fds: tuple[int, ...] | None = None
-        session: sessions.Session | None = None
         try:
             if request.stdio == "passed":
                 fds = self._stream.take_fds(p.PASSED_FDS)
@@ -399,7 +418,7 @@ class Conversation:
                     gid=self.caller.gid if system else os.getegid(),
                     policy=msgspec.Raw(msgspec.json.encode(policy)), summary=summarize(policy),
                 ))
-                return
+                return None
             plan = sessions.SessionPlan(
                 policy=policy,
                 request=launch_request,
@@ -414,22 +433,12 @@ class Conversation:
                 audit_sign_key=request.options.audit_sign_key,
                 caller_reads=reads,
             )
-            session = await self._registry.launch(plan)
+            return await self._registry.launch(plan)
         finally:
             # The engine has its own copies by now; ours would keep the caller's terminal open.
             for fd in fds or ():
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        if request.detach:
-            await self.send(p.Launched(session=session_detail(session, live_usage=False)))
-            return
-        try:
-            await self.send(p.Launched(session=session_detail(session, live_usage=False)))
-            await self._reply_when_exited(session)
-        finally:
-            if session.live:
-                log.info("attached client went away; stopping its session", session=session.id)
-                session.request_stop(reason="client_gone", grace=self._registry.limits().stop_grace)
 
     async def _logs(self, request: p.Logs) -> None:
         session = self._registry.find(request.session, self.caller)

@@ -354,6 +354,7 @@ def build_plan(
         landlock_net_fallback=landlock_net, allow_netlink_route=private_net,
         allow_unix_sockets=unix_sockets, allow_ptrace=request.allow_ptrace,
         refuse_host_ipc=landlock_only, refuse_host_pids=landlock_only,
+        protect_init=not landlock_only,
         refuse_host_inotify=landlock_only, refuse_listen=refuse_listen))
 
     executable = request.executable or find_executable(request.argv[0], env, request.cwd)

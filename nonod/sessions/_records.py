@@ -123,8 +123,8 @@ def write_record(directory: Path, data: bytes) -> None:
     """``directory``'s ``session.json`` says ``data`` from now on.
 
     Made with the first record (``O_EXCL``, one write: no temporary file), then rewritten in
-    place, padded with blanks to the length it had (JSON ends in whitespace as well), while
-    the whole fits in one page; else, or if the rewrite fails, a temporary file renamed over
+    place, padded with blanks to a page (JSON ends in whitespace as well), while the whole
+    fits in one page; else, or if the rewrite fails, a temporary file renamed over
     it, as before. Every session's record changes two or three times: each temporary file was
     an inode allocated and one freed, and on ext4 without a journal (this project's hosts)
     each allocation scans past the inodes freed in the last seconds. A daemon killed during a
@@ -143,9 +143,18 @@ def write_record(directory: Path, data: bytes) -> None:
             _replace(directory, text)
         return
     try:
-        write_all(fd, text)
+        write_all(fd, _padded(text))
     finally:
         os.close(fd)
+
+
+def _padded(text: bytes) -> bytes:
+    """``text`` padded with blanks to a page when it fits in one: the file keeps that size
+    while it is rewritten in place, so no crash (a power loss) can leave an inode whose size
+    disagrees with its data (the old record cut short, or NULs after it: a record the next
+    daemon could not read, its session never sealed as ``daemon_lost``). The file takes a
+    block either way; its allocated size is what the audit budget counts."""
+    return text.ljust(IN_PLACE_MAX, b" ") if len(text) <= IN_PLACE_MAX else text
 
 
 def _create(path: Path) -> int:
@@ -164,9 +173,9 @@ def _rewritten(path: Path, text: bytes) -> bool:
         return False
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > IN_PLACE_MAX:
-            return False
-        padded = text.ljust(st.st_size, b" ")
+        if not stat.S_ISREG(st.st_mode) or st.st_size > IN_PLACE_MAX or st.st_nlink != 1:
+            return False  # a second name would be written through too (a rename replaces one)
+        padded = _padded(text)  # a page: a file made smaller (an older daemon's) grows once
         return os.pwrite(fd, padded, 0) == len(padded)
     except OSError:
         return False
@@ -178,7 +187,7 @@ def _replace(directory: Path, text: bytes) -> None:
     tmp = directory / "session.json.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        write_all(fd, text)
+        write_all(fd, _padded(text))
     finally:
         os.close(fd)
     os.replace(tmp, directory / "session.json")

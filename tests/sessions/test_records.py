@@ -60,3 +60,30 @@ def test_a_fifo_in_the_records_place_is_replaced_without_blocking(tmp_path: Path
     record = _record("0123abcd")
     write_record(directory, record_encoder.encode(record))
     assert read_records(tmp_path) == [record]
+
+
+def test_a_records_size_stays_one_page_while_it_grows_and_shrinks(tmp_path: Path) -> None:
+    """A rewrite never changes the file's size: a power loss cannot leave a size that
+    disagrees with the data on disk (a longer record cut at the old size, or the old one
+    followed by NULs up to the new size), which the next daemon could not read."""
+    directory = tmp_path / "0123abcd"
+    path = directory / "session.json"
+    sizes = []
+    for record in (_record("0123abcd"), _record("0123abcd", name="x" * 1000),
+                   _record("0123abcd", state="exited")):
+        write_record(directory, record_encoder.encode(record))
+        sizes.append(path.stat().st_size)
+        assert read_records(tmp_path) == [record]
+    assert sizes == [IN_PLACE_MAX] * 3
+
+
+def test_a_record_with_a_second_name_is_replaced_not_written_through(tmp_path: Path) -> None:
+    directory = tmp_path / "0123abcd"
+    first = _record("0123abcd")
+    write_record(directory, record_encoder.encode(first))
+    other = tmp_path / "elsewhere"
+    os.link(directory / "session.json", other)
+    second = _record("0123abcd", state="exited")
+    write_record(directory, record_encoder.encode(second))
+    assert read_records(tmp_path) == [second]
+    assert record_decoder.decode(other.read_bytes()) == first  # the other name kept its data
