@@ -86,3 +86,16 @@ def test_the_connect_head_reads_the_fields_h11_reads(rest: bytes) -> None:
     request = conn.next_event()
     assert isinstance(request, h11.Request)
     assert parsed.headers == [(n, v) for n, v in request.headers]
+
+
+def test_the_proxy_and_the_metrics_endpoint_bring_the_linear_reader_with_them() -> None:
+    """Each in a fresh interpreter: importing what reads program (or local users') heads is
+    enough, whatever was imported before."""
+    import subprocess
+    import sys
+
+    for module in ("nonod.proxy._server", "nonod.proxy._reverse", "nonod._metrics_server"):
+        check = (f"import {module}, h11._readers as r; "
+                 "from nonod.proxy._h11_lines import LINEAR; "
+                 "raise SystemExit(r.header_field_re is not LINEAR)")
+        assert subprocess.run([sys.executable, "-c", check], check=False).returncode == 0, module
