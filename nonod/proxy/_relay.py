@@ -76,11 +76,25 @@ async def relay(
             counter = Counter(scope, idle_timeout)
             nursery.start_soon(_copy_one_way, upstream, client, counter, False, scope)
             await _copy_one_way(client, upstream, counter, True, scope)
+    except BaseExceptionGroup as group:
+        # Cancelled in both directions (the session ended): raised as one Cancelled, as the
+        # pump's path raises it, so that the caller's ``except trio.Cancelled`` (which
+        # records the request) sees it; before, the group passed it by, and no record.
+        cancelled, rest = group.split(trio.Cancelled)
+        if rest is not None or cancelled is None:
+            raise
+        raise _first(cancelled) from None
     finally:
         totals = (0, 0) if counter is None else (counter.to_upstream, counter.to_client)
         if moved is not None:
             moved.to_upstream, moved.to_client = totals
     return totals
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception in ``group`` that is not itself a group."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def _copy_one_way(

@@ -32,10 +32,11 @@ StartProxy = Callable[..., Awaitable[Proxy]]
 SENT = 3 << 20  # more than one pump turn's worth of pipe and socket buffers
 
 
-@pytest.mark.parametrize("fresh", [True, False], ids=["fresh", "trio"])
+@pytest.mark.parametrize(("fresh", "zero_copy"), [(True, True), (False, True), (False, False)],
+                         ids=["fresh", "trio", "copy"])
 async def test_a_tunnel_cut_by_the_sessions_end_is_recorded_with_its_bytes(
         nursery: trio.Nursery, start_proxy: StartProxy,  # noqa: F811
-        fresh: bool) -> None:
+        fresh: bool, zero_copy: bool) -> None:
     received = 0
     enough = trio.Event()
 
@@ -50,7 +51,7 @@ async def test_a_tunnel_cut_by_the_sessions_end_is_recorded_with_its_bytes(
     port = await start_server(nursery, sink)
     async with trio.open_nursery() as session:
         proxy = await start_proxy(POLICY, pins={"sink.example": f"127.0.0.1:{port}"},
-                                  fresh=fresh, within=session)
+                                  fresh=fresh, zero_copy=zero_copy, within=session)
         client = await proxy.open()
         await client.send_all(connect_head("sink.example:443"))
         assert (await read_head(client))[0] == 200
