@@ -10,7 +10,9 @@ breaks, or when no byte moved for ``idle_timeout`` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Final, final
 
 import trio
@@ -78,12 +80,9 @@ async def relay(
             await _copy_one_way(client, upstream, counter, True, scope)
     except BaseExceptionGroup as group:
         # Cancelled in both directions (the session ended): raised as one Cancelled, as the
-        # pump's path raises it, so that the caller's ``except trio.Cancelled`` (which
-        # records the request) sees it; before, the group passed it by, and no record.
-        cancelled, rest = group.split(trio.Cancelled)
-        if rest is not None or cancelled is None:
-            raise
-        raise _first(cancelled) from None
+        # pump's path raises it (see :func:`one_cancelled`).
+        raise_one_cancelled(group)
+        raise
     finally:
         totals = (0, 0) if counter is None else (counter.to_upstream, counter.to_client)
         if moved is not None:
@@ -91,10 +90,29 @@ async def relay(
     return totals
 
 
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first exception in ``group`` that is not itself a group."""
-    first = group.exceptions[0]
-    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+def raise_one_cancelled(group: BaseExceptionGroup[BaseException]) -> None:
+    """If ``group`` holds nothing but cancellations, raise the first as the one
+    ``trio.Cancelled`` it is; else return (the caller raises ``group``)."""
+    cancelled, rest = group.split(trio.Cancelled)
+    if rest is None and cancelled is not None:
+        first: BaseException = cancelled
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+@contextlib.contextmanager
+def one_cancelled() -> Iterator[None]:
+    """Let a group of nothing but cancellations (a nursery inside, cancelled because the
+    session ended) out as one ``trio.Cancelled``: a request's handler records the request
+    in its ``except trio.Cancelled``, which a group passes by (before: no record of a
+    request cut in such a nursery: the copying relay, a tunnel's first-flight wait, the
+    reverse proxy's two-task body)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        raise_one_cancelled(group)
+        raise
 
 
 async def _copy_one_way(

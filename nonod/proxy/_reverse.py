@@ -83,6 +83,7 @@ from ._inject import (
 )
 from ._offload import Seats, Stop, run_stoppable
 from ._pump import Moved
+from ._relay import one_cancelled
 from ._resolve import ResolveError, Resolver, connect_exactly
 from ._tls import TlsStream, receive_into
 from ._vectored import send_pieces, write_pieces
@@ -421,7 +422,8 @@ class ReverseHandler:
         if site is not None:
             record.mode = "intercept"
         try:
-            return await self._route_request(stream, conn, request, pool, record, site)
+            with one_cancelled():  # a nursery's group of them, too
+                return await self._route_request(stream, conn, request, pool, record, site)
         except _Refusal as refusal:
             return await self._refuse(stream, conn, record, refusal)
         except _ClientGone:

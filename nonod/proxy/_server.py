@@ -72,7 +72,7 @@ from ._http import (
 )
 from ._intercept import Interceptor
 from ._pump import Moved
-from ._relay import relay
+from ._relay import one_cancelled, relay
 from ._resolve import Resolved, ResolveError, Resolver, connect_exactly
 from ._reverse import ReverseHandler, RouteTable
 from ._share import UidShare
@@ -273,7 +273,8 @@ class ProxyServer:
                 await self._refuse(stream, h11.Connection(h11.SERVER), exchange, 503,
                                    Reason.TOO_MANY_CONNECTIONS)
             else:
-                await self.handle(stream, exchange, data)
+                with one_cancelled():  # a nursery's group of them, too
+                    await self.handle(stream, exchange, data)
         except trio.Cancelled:
             # The session ended with this connection open (its services are cancelled before
             # its audit file is sealed): what was asked, and allowed, still gets its record.

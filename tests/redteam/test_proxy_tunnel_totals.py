@@ -10,17 +10,21 @@ upstream that counts what it receives, the proxy cancelled as a session's servic
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+import trio.testing
 
-from nonod.proxy import NetworkEvent, ProxyPolicy
+from nonod.proxy import NetworkEvent, ProxyPolicy, Resolver, serve_proxy
+from nonod.proxy._resolve import Resolved
 from tests.credentials.conftest import Pki, RouteProxy, pki, start_route_proxy  # noqa: F401 - fixtures
 from tests.credentials.test_websocket import GEMINI, REAL, open_route, start_ws_upstream
 from tests.proxy.conftest import (
     Proxy,
     connect_head,
+    echo_port,  # noqa: F401 - a fixture
     read_head,
     start_proxy,  # noqa: F401 - a fixture
     start_server,
@@ -85,3 +89,31 @@ async def test_a_websocket_cut_by_the_sessions_end_is_recorded_with_its_bytes(
     (event,) = [e for e in proxy.events if isinstance(e, NetworkEvent)]
     assert (event.mode, event.decision, event.reason) == ("websocket", "allow", "session_ended")
     assert event.bytes_out == event.bytes_in == 20 * len(message)
+
+
+async def test_a_tunnel_waiting_for_its_first_bytes_when_the_session_ends_is_recorded(
+        nursery: trio.Nursery, echo_port: int) -> None:  # noqa: F811
+    """A tunnel to a looked-up name holds the client's first bytes until it can judge them
+    (the SNI check); the session's end there left no ``close`` (the cancellations of its two
+    waits came out as a group the handler did not catch)."""
+
+    class LookedUp(Resolver):  # a name looked up (not pinned) that answers the echo server
+        async def resolve(self, host: str, port: int) -> Resolved:
+            return Resolved(host=host, addresses=(("127.0.0.1", echo_port),))
+
+    events: list[NetworkEvent] = []
+    async with trio.open_nursery() as session:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        await session.start(functools.partial(
+            serve_proxy, listeners[0], policy=POLICY, resolver=LookedUp(),
+            events=events.append))
+        client = await trio.open_tcp_stream("127.0.0.1",
+                                            listeners[0].socket.getsockname()[1])
+        await client.send_all(connect_head("sink.example:443"))
+        assert (await read_head(client))[0] == 200
+        await client.send_all(b"\x16\x03\x01")  # the start of a TLS record: judged later
+        await trio.testing.wait_all_tasks_blocked()
+        session.cancel_scope.cancel()
+    closes = [e for e in events if e.stage == "close"]
+    assert [(e.decision, e.reason) for e in closes] == [("allow", "session_ended")]
+    await client.aclose()
