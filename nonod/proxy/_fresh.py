@@ -33,7 +33,8 @@ the connection released from the cap, when the tunnel ends, before its ``close``
 reaches ``events``.
 
 Cancelling :func:`serve_fresh` stops accepting and closes every connection it holds, as
-cancelling trio's path does (no close events for tunnels cut by the shutdown).
+cancelling trio's path does: a request already decided (a tunnel, a connection under way)
+gets a ``close`` event with reason ``session_ended`` and the bytes it moved.
 """
 
 from __future__ import annotations
@@ -437,10 +438,12 @@ class _Fresh:
         self.pump.add(self.tunnel)
 
     def _ended(self, tunnel: Tunnel) -> None:
-        if tunnel.cancelled:  # by stop(): no event, as when trio's path is cancelled
-            self._close(None)
-            return
         exchange = self.exchange
+        if tunnel.cancelled:  # by stop(): the session ended with the tunnel open
+            exchange.bytes_out += tunnel.up.moved
+            exchange.bytes_in += tunnel.down.moved
+            self._close(exchange.close("allow", Reason.SESSION_ENDED, exchange.status))
+            return
         if tunnel.error is not None:
             try:
                 raise tunnel.error
@@ -486,9 +489,14 @@ class _Fresh:
                 self.owner.post(event)
 
     def drop(self) -> None:
-        """Close at once (the proxy is stopping): no answer, no event."""
+        """Close at once (the session ends, its proxy stops): no answer; a request that was
+        decided gets its ``session_ended`` record, with what its tunnel moved, as on trio's
+        path (before, none: a tunnel cut by the end left only its ``open``, without bytes)."""
         if self.tunnel is not None and not self.tunnel.ended:
-            self.pump.end(self.tunnel)  # calls _ended, which closes
+            self.pump.end(self.tunnel)  # calls _ended, which closes and reports
+        elif self.exchange.host and not self.exchange.done:
+            self._close(self.exchange.close("allow", Reason.SESSION_ENDED,
+                                            self.exchange.status))
         else:
             self._close(None)
 

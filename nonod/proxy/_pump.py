@@ -48,6 +48,8 @@ import outcome
 import structlog
 import trio
 
+from .._descriptors import watermark
+
 log = structlog.get_logger()
 
 _IN: Final = select.EPOLLIN
@@ -375,7 +377,7 @@ class _Pump:
                 return
             way.held = memoryview(data)  # a full read: a bulk transfer, perhaps
             if way.can_splice:
-                way.pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+                _go_bulk(way)
             turn = n
         while True:
             if (way.held or way.piped) and not _flush(way):
@@ -458,7 +460,7 @@ def _fill(way: _Way) -> int | None:
             return None
         way.held = memoryview(data)
         if len(data) == _COPY_SIZE and way.can_splice:
-            way.pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            _go_bulk(way)
         return len(data)
     try:
         n = os.splice(way.src, way.pipe[1], way.chunk, flags=_SPLICE_FLAGS)
@@ -478,6 +480,26 @@ def _fill(way: _Way) -> int | None:
             way.chunk = fcntl.fcntl(way.pipe[1], _F_SETPIPE_SZ, _BULK_PIPE)
     way.piped = n
     return n
+
+
+def _go_bulk(way: _Way) -> None:
+    """Give ``way`` its pipe for ``splice``; without one (its descriptors would lie in the
+    daemon's reserve, ``nonod._descriptors``, or the table is full) it copies through
+    userspace from now on: a session's tunnels never take the descriptors the daemon serves
+    its control connections and launches with."""
+    try:
+        pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        way.can_splice = False
+        return
+    if max(pipe) >= watermark():
+        os.close(pipe[0])
+        os.close(pipe[1])
+        way.can_splice = False
+        return
+    way.pipe = pipe
 
 
 def _flush(way: _Way) -> bool:
@@ -506,12 +528,25 @@ def the_pump() -> _Pump:
     return _pump
 
 
+@final
+class Moved:
+    """Bytes a relay moved each way, kept when it is cancelled (for the audit record of a
+    tunnel cut by its session's end)."""
+
+    __slots__ = ("to_client", "to_upstream")
+
+    def __init__(self) -> None:
+        self.to_upstream = 0
+        self.to_client = 0
+
+
 async def pump(a: trio.socket.SocketType, b: trio.socket.SocketType, *,
-               idle_timeout: float) -> tuple[int, int]:
+               idle_timeout: float, moved: Moved | None = None) -> tuple[int, int]:
     """Relay between the connected sockets ``a`` (the client's) and ``b`` (the upstream's) in
     the pump thread until the tunnel ends (see the module docstring); returns ``(bytes a to
-    b, bytes b to a)``. Cancelled, it returns only once the thread has let go of both sockets
-    (at once) and then raises ``Cancelled``; an unexpected socket error is raised here."""
+    b, bytes b to a)``, also left in ``moved``. Cancelled, it returns only once the thread has
+    let go of both sockets (at once) and then raises ``Cancelled``, with what was moved until
+    then in ``moved``; an unexpected socket error is raised here."""
     await trio.lowlevel.checkpoint_if_cancelled()
     task = trio.lowlevel.current_task()
     token = trio.lowlevel.current_trio_token()
@@ -529,6 +564,8 @@ async def pump(a: trio.socket.SocketType, b: trio.socket.SocketType, *,
         return trio.lowlevel.Abort.FAILED  # the thread wakes us once it has let go
 
     await trio.lowlevel.wait_task_rescheduled(abort)
+    if moved is not None:
+        moved.to_upstream, moved.to_client = tunnel.up.moved, tunnel.down.moved
     if tunnel.error is not None:
         raise tunnel.error
     if tunnel.cancelled:
