@@ -518,9 +518,9 @@ class Cue(NamedTuple):
 class _InFlight:
     """Launches between their hand-over and their program's start, by their ``Cue``. Warm
     launchers are made again only when none is in flight (or the oldest has taken
-    ``PATIENCE``): on a 2-CPU machine their ~5 ms of CPU, and the server's own forks, would
-    otherwise compete with the launch that follows, the guard hub's answer to its view
-    guard included."""
+    ``PATIENCE``), unless the next launch would find none (``_Pool.refill_in``): on a 2-CPU
+    machine their ~5 ms of CPU, and the server's own forks, would otherwise compete with
+    the launch that follows, the guard hub's answer to its view guard included."""
 
     PATIENCE = 0.1  # seconds: a launch taking longer no longer holds the refill back
 
@@ -622,9 +622,18 @@ class _Pool:
         for launcher in self._ready.pop(key, []):
             self._groups.extend(launcher.discard())
 
-    @property
-    def pending(self) -> bool:
-        return bool(self._refill)
+    def refill_in(self, inflight: _InFlight) -> int | None:
+        """Milliseconds until the next refill may go (0: now; None: nothing to refill).
+        It waits for the launches in flight (``_InFlight``) while its key still has a
+        launcher waiting; a key with none left is refilled at once: its next launch would
+        be made cold, which costs that launch more (an outer process, every step on its
+        path) than a launcher prepared at ``WARM_NICE`` beside the launches in flight.
+        With launches back to back from several clients one is nearly always in flight,
+        and a refill that waited for none left every other launch cold (a fleet of 300
+        from 2 clients: 45% cold; docs/benchmarks.md, ``fleet2``)."""
+        if not self._refill:
+            return None
+        return 0 if not self._ready.get(self._refill[0]) else inflight.wait_ms()
 
     def refill_one(self) -> None:
         """Make one launcher for the first key short of its depth."""
@@ -686,7 +695,8 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
     pool = _Pool(hub, reaper, warm_idle)
     inflight = _InFlight(poller)
     while True:
-        events = poller.poll(inflight.wait_ms() if pool.pending else SPARE_DELAY_MS
+        refill = pool.refill_in(inflight)
+        events = poller.poll(refill if refill is not None else SPARE_DELAY_MS
                              if hub.wants_spare() else REAP_INTERVAL_MS)
         if not events:
             hub.idle()
@@ -699,11 +709,12 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
             elif not inflight.ended(fd):
                 hub.handle(fd)
         if not launch_waiting:
-            # No launch waiting: reap ended launchers; once no launch is in flight, prepare
-            # one warm launcher, then look again for launches before the next.
+            # No launch waiting: reap ended launchers; once no launch is in flight (or the
+            # next launch would find no launcher at all), prepare one warm launcher, then
+            # look again for launches before the next.
             _reap(hub)
             pool.tidy()
-            if pool.pending and not inflight.wait_ms():
+            if pool.refill_in(inflight) == 0:
                 pool.refill_one()
             continue
         try:
