@@ -56,6 +56,7 @@ from ._launcher import (
 )
 from ._loginuid import Lender, session_of
 from ._mounts import BIND_DIR, BIND_FILE, IDMAP, OVERLAY, idmapped_trees
+from ._poller import EPoller, Poller
 from ._viewguard import guarded
 
 
@@ -72,7 +73,7 @@ def _reap(hub: GuardHub) -> None:
         hub.reaped(pid, status)
 
 
-def _wake_on_exits(poller: select.poll) -> int:
+def _wake_on_exits(poller: Poller) -> int:
     """A pipe that becomes readable when a child exits (SIGCHLD), registered in ``poller``: an
     outer launcher that leaves its session (``_launcher.hands_over``) is reaped at once, not left
     a zombie until the next round. Launchers drop this (``_launcher._reset_signals``)."""
@@ -524,7 +525,7 @@ class _InFlight:
 
     PATIENCE = 0.1  # seconds: a launch taking longer no longer holds the refill back
 
-    def __init__(self, poller: select.poll) -> None:
+    def __init__(self, poller: Poller) -> None:
         self._poller = poller
         self._cues: dict[int, tuple[Cue, float]] = {}
 
@@ -688,7 +689,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
     _raise_nofile()
     _libc.cap_last()  # read here once, for every launcher (a constant of the kernel)
     decoder = _launcher.PLAN_DECODER
-    poller = select.poll()
+    poller = EPoller()  # not select.poll: its cost grew with the sessions' descriptors
     poller.register(sock, select.POLLIN)
     hub = GuardHub(poller, reaper)
     exited = _wake_on_exits(poller)
@@ -701,18 +702,23 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
         if not events:
             hub.idle()
         launch_waiting = False
+        # Reaped when a child has exited (SIGCHLD) and at every quiet spell: each
+        # ``waitpid(-1)`` looks at every child, every live session's init among them.
+        reap = not events
         for fd, _ in events:
             if fd == sock.fileno():
                 launch_waiting = True
             elif fd == exited:
                 _drain(exited)  # a child exited: reaped below
+                reap = True
             elif not inflight.ended(fd):
                 hub.handle(fd)
+        if reap:
+            _reap(hub)
         if not launch_waiting:
             # No launch waiting: reap ended launchers; once no launch is in flight (or the
             # next launch would find no launcher at all), prepare one warm launcher, then
             # look again for launches before the next.
-            _reap(hub)
             pool.tidy()
             if pool.refill_in(inflight) == 0:
                 pool.refill_one()
@@ -721,7 +727,6 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
             msg, fds, _, _ = socket.recv_fds(sock, MAX_PLAN, FDS_PER_PLAN)
         except InterruptedError:
             continue
-        _reap(hub)
         if not msg:
             return  # the daemon closed its end
         if len(fds) != FDS_PER_PLAN:
