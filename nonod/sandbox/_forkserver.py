@@ -271,8 +271,6 @@ class _Warm:
                 self.sock.close()
                 go.close()
                 try:
-                    if self.nicer:
-                        os.setpriority(os.PRIO_PROCESS, 0, min(19, self.nice + WARM_NICE))
                     run_direct(key, theirs.detach(), theirs_go.detach(), reaper, view, trees,
                                client.detach() if client is not None else -1)
                 finally:
@@ -283,6 +281,8 @@ class _Warm:
             map_ids(pid, key[0], key[1])
             set_oom_score_adj(key[4], pid)
             join_cgroups(procs, pid)
+            if self.nicer:  # only now: the server waited for its ``r``, and launches with it
+                os.setpriority(os.PRIO_PROCESS, pid, min(19, self.nice + WARM_NICE))
             go.send(b"g")
             self.hello = (pid, *session_of(pid)) if key[3] else (pid, 0, 0)
         except OSError:
