@@ -204,15 +204,15 @@ class ProxyServer:
 
     # accepting
 
-    def _admit(self, fd: int | None) -> tuple[bool | None, int]:
+    def _admit(self, fd: int | None, below: int | None = None) -> tuple[bool | None, int]:
         """Count one accepted connection, its socket ``fd`` (None: not a socket), from either
         thread: serve it (True), refuse it with 503 (False) or just close it (None: under a
-        flood, or when ``fd`` lies in the daemon's reserve, ``nonod._descriptors``); and its
-        number."""
+        flood, or when ``fd`` lies in the daemon's reserve, ``nonod._descriptors``, whose
+        ``watermark()`` the caller may have just read: ``below``); and its number."""
         with self._counts:
             self._accepted += 1
             self._next_conn += 1
-            if fd is not None and not for_sessions(fd):
+            if fd is not None and not (for_sessions(fd) if below is None else fd < below):
                 self._rejected += 1
                 return None, self._next_conn
             if self._active < self._limits.max_connections and (
