@@ -47,7 +47,7 @@ each contender back to back, as bench/launch.py does by default):
 fleet (``--fleet N``, off by default; ``--fleet-only`` skips the steps above)
   N detached ``sleep 600`` sessions with a network namespace and the proxy
   (``--allow-domain example.com``), launched from one client process with K launches in
-  flight (``--fleet-inflight K``, default 2: K threads, each with its own kept connection,
+  flight (``--fleet-inflight K``, default 4: K threads, each with its own kept connection,
   each sending its next launch as soon as its last one is answered): wall time, failures,
   the launch latency's p50 per block of 100 (does it grow with the live sessions?), the CPU
   per session of each kind of process in the daemon's tree during the launches (daemon, fork
@@ -63,7 +63,7 @@ The daemon's launches use the default profile with ``--allow-cwd --block-net`` (
 resolution runs on every launch); the engine and bwrap use bench/_common.py's small policy.
 
     .venv/bin/python bench/daemon.py [--runs 100] [--warmup 10] [--sessions 100]
-                                     [--fleet 1000] [--fleet-inflight 2] [--fleet-only]
+                                     [--fleet 1000] [--fleet-inflight 4] [--fleet-only]
                                      [--fleet-timeout 120] [--editable] [--cli-base REV]
                                      [--json]
 """
@@ -100,7 +100,10 @@ VENV_BIN = Path(sys.executable).parent
 OPTIONS = p.LaunchOptions(allow_cwd=True, block_net=True)
 FLEET_OPTIONS = p.LaunchOptions(allow_cwd=True, allow_domain=("example.com",))
 # Launches the fleet keeps in flight (connections of one client process); see the docstring.
-FLEET_INFLIGHT = 2
+# 4, measured against 2 (fleets of 300 alternating 2/4/4/2, 2026-12-05 19:35 UTC: 7.5 and
+# 11.3 s against 5.6 and 7.9 s; docs/benchmarks.md, ``fleet2``): each launch waits on
+# hops between the daemon, the fork server and the launchers, which more in flight overlap.
+FLEET_INFLIGHT = 4
 
 
 class BenchFailure(Exception):

@@ -56,6 +56,7 @@ from ._launcher import (
 )
 from ._loginuid import Lender, session_of
 from ._mounts import BIND_DIR, BIND_FILE, IDMAP, OVERLAY, idmapped_trees
+from ._poller import EPoller, Poller
 from ._viewguard import guarded
 
 
@@ -72,7 +73,7 @@ def _reap(hub: GuardHub) -> None:
         hub.reaped(pid, status)
 
 
-def _wake_on_exits(poller: select.poll) -> int:
+def _wake_on_exits(poller: Poller) -> int:
     """A pipe that becomes readable when a child exits (SIGCHLD), registered in ``poller``: an
     outer launcher that leaves its session (``_launcher.hands_over``) is reaped at once, not left
     a zombie until the next round. Launchers drop this (``_launcher._reset_signals``)."""
@@ -276,8 +277,6 @@ class _Warm:
                 self.sock.close()
                 go.close()
                 try:
-                    if self.nicer:
-                        os.setpriority(os.PRIO_PROCESS, 0, min(19, self.nice + WARM_NICE))
                     run_direct(key, theirs.detach(), theirs_go.detach(), reaper, view, trees,
                                client.detach() if client is not None else -1)
                 finally:
@@ -293,7 +292,11 @@ class _Warm:
             _close(go, theirs_go, theirs, client, trees)
 
     def _let_go(self, key: WarmKey, pid: int, procs: tuple[str, ...], go: socket.socket) -> None:
-        """A direct init said ``r``: its id maps, ``oom_score_adj`` and group, then ``g``."""
+        """A direct init said ``r``: its refill priority (only now: the server waited for
+        its ``r``, and every launch with it), id maps, ``oom_score_adj`` and group, then
+        ``g``."""
+        if self.nicer:
+            os.setpriority(os.PRIO_PROCESS, pid, min(19, self.nice + WARM_NICE))
         map_ids(pid, key[0], key[1])
         set_oom_score_adj(key[4], pid)
         join_cgroups(procs, pid)
@@ -340,8 +343,6 @@ class _Warm:
                         self.pid = pid = said
             finally:
                 os.waitpid(helper, 0)
-            if self.nicer:
-                os.setpriority(os.PRIO_PROCESS, pid, min(19, self.nice + WARM_NICE))
             self._let_go(key, pid, procs, go)
             self.c_init = True
         except OSError:
@@ -584,13 +585,13 @@ class Cue(NamedTuple):
 class _InFlight:
     """Launches between their hand-over and their program's start, by their ``Cue``. Warm
     launchers are made again only when none is in flight (or the oldest has taken
-    ``PATIENCE``): on a 2-CPU machine their ~5 ms of CPU, and the server's own forks, would
-    otherwise compete with the launch that follows, the guard hub's answer to its view
-    guard included."""
+    ``PATIENCE``), unless the next launch would find none (``_Pool.refill_in``): on a 2-CPU
+    machine their ~5 ms of CPU, and the server's own forks, would otherwise compete with
+    the launch that follows, the guard hub's answer to its view guard included."""
 
     PATIENCE = 0.1  # seconds: a launch taking longer no longer holds the refill back
 
-    def __init__(self, poller: select.poll) -> None:
+    def __init__(self, poller: Poller) -> None:
         self._poller = poller
         self._cues: dict[int, tuple[Cue, float]] = {}
 
@@ -689,9 +690,18 @@ class _Pool:
         for launcher in self._ready.pop(key, []):
             self._groups.extend(launcher.discard())
 
-    @property
-    def pending(self) -> bool:
-        return bool(self._refill)
+    def refill_in(self, inflight: _InFlight) -> int | None:
+        """Milliseconds until the next refill may go (0: now; None: nothing to refill).
+        It waits for the launches in flight (``_InFlight``) while its key still has a
+        launcher waiting; a key with none left is refilled at once: its next launch would
+        be made cold, which costs that launch more (an outer process, every step on its
+        path) than a launcher prepared at ``WARM_NICE`` beside the launches in flight.
+        With launches back to back from several clients one is nearly always in flight,
+        and a refill that waited for none left every other launch cold (a fleet of 300
+        from 2 clients: 45% cold; docs/benchmarks.md, ``fleet2``)."""
+        if not self._refill:
+            return None
+        return 0 if not self._ready.get(self._refill[0]) else inflight.wait_ms()
 
     def refill_one(self) -> None:
         """Make one launcher for the first key short of its depth."""
@@ -753,38 +763,44 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
     _raise_nofile()
     _libc.cap_last()  # read here once, for every launcher (a constant of the kernel)
     decoder = _launcher.PLAN_DECODER
-    poller = select.poll()
+    poller = EPoller()  # not select.poll: its cost grew with the sessions' descriptors
     poller.register(sock, select.POLLIN)
     hub = GuardHub(poller, reaper)
     exited = _wake_on_exits(poller)
     pool = _Pool(hub, reaper, warm_idle)
     inflight = _InFlight(poller)
     while True:
-        events = poller.poll(inflight.wait_ms() if pool.pending else SPARE_DELAY_MS
+        refill = pool.refill_in(inflight)
+        events = poller.poll(refill if refill is not None else SPARE_DELAY_MS
                              if hub.wants_spare() else REAP_INTERVAL_MS)
         if not events:
             hub.idle()
         launch_waiting = False
+        # Reaped when a child has exited (SIGCHLD) and at every quiet spell: each
+        # ``waitpid(-1)`` looks at every child, every live session's init among them.
+        reap = not events
         for fd, _ in events:
             if fd == sock.fileno():
                 launch_waiting = True
             elif fd == exited:
                 _drain(exited)  # a child exited: reaped below
+                reap = True
             elif not inflight.ended(fd):
                 hub.handle(fd)
-        if not launch_waiting:
-            # No launch waiting: reap ended launchers; once no launch is in flight, prepare
-            # one warm launcher, then look again for launches before the next.
+        if reap:
             _reap(hub)
+        if not launch_waiting:
+            # No launch waiting: reap ended launchers; once no launch is in flight (or the
+            # next launch would find no launcher at all), prepare one warm launcher, then
+            # look again for launches before the next.
             pool.tidy()
-            if pool.pending and not inflight.wait_ms():
+            if pool.refill_in(inflight) == 0:
                 pool.refill_one()
             continue
         try:
             msg, fds, _, _ = socket.recv_fds(sock, MAX_PLAN, FDS_PER_PLAN)
         except InterruptedError:
             continue
-        _reap(hub)
         if not msg:
             return  # the daemon closed its end
         if len(fds) != FDS_PER_PLAN:

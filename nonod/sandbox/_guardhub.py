@@ -75,6 +75,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from . import _libc, _reaper
+from ._poller import Poller
 
 _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 _IN_Q_OVERFLOW = 0x4000
@@ -148,7 +149,7 @@ class GuardHub:
     inotify descriptor and its clients' sockets there, and :meth:`handle` takes their
     events."""
 
-    def __init__(self, poller: select.poll, reaper: int = -1,
+    def __init__(self, poller: Poller, reaper: int = -1,
                  share: int | None = None) -> None:
         self._poller = poller
         self._share = watch_share() if share is None else share

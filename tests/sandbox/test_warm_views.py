@@ -9,6 +9,7 @@ import os
 import select
 import shutil
 import socket
+import typing
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ import trio
 from nonod.errors import LaunchError
 from nonod.policy import Access, Denial, Grant, ResolvedPolicy
 from nonod.sandbox import Launcher, LaunchRequest, open_launcher
-from nonod.sandbox._forkserver import Cue, _InFlight
+from nonod.sandbox._forkserver import Cue, _InFlight, _Pool, _Warm
+from nonod.sandbox._guardhub import GuardHub
 from nonod.sandbox._landlock import (
     LandlockPlan,
     build_ruleset,
@@ -364,6 +366,29 @@ def test_the_refill_waits_for_the_launch_in_flight_until_its_init_lets_go() -> N
     assert inflight.ended(ours.fileno())
     assert inflight.wait_ms() == 0
     assert ours.fileno() == -1  # closed by the pool
+
+
+def test_a_key_left_without_a_launcher_is_refilled_beside_a_launch_in_flight() -> None:
+    """``_Pool.refill_in``: a refill waits for the launch in flight while its key still has
+    a launcher waiting, and goes at once when the launches took every launcher of the key
+    (its next launch would be made cold: launches back to back from several clients, with
+    one nearly always in flight, went cold one in two)."""
+    poller = select.poll()
+    inflight = _InFlight(poller)
+    pool = _Pool(GuardHub(poller), -1)
+    assert pool.refill_in(inflight) is None  # nothing launched, nothing to refill
+    key = ((os.getuid(), os.getgid(), 0, 0, 0), b"a view")
+    pool.want(key, None)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    inflight.add(Cue(ours))
+    assert pool.refill_in(inflight) == 0  # no launcher left for it: now
+    # One launcher waits for the key (what the decision counts; no process is made here).
+    pool._ready[key] = [typing.cast(_Warm, object())]
+    assert 0 < (pool.refill_in(inflight) or 0) <= _InFlight.PATIENCE * 1000
+    theirs.close()
+    assert [fd for fd, _ in poller.poll(1000)] == [ours.fileno()]
+    assert inflight.ended(ours.fileno())
+    assert pool.refill_in(inflight) == 0  # nothing in flight: the second one now
 
 
 def test_a_warm_launch_is_reported_by_its_init_alone(world_tmp: Path) -> None:
