@@ -279,7 +279,9 @@ def test_a_view_with_a_mask_is_guarded_by_the_hub_without_an_outer(world_tmp: Pa
     restored = GuardReport("restored", str(secret), what="mask")
     assert [reports for _, _, reports in seen][:2] == [[], [restored]], seen
     if repaired:
-        assert seen[2][2] == [restored], seen
+        # the rename and the new file may reach the hub as one change or as two, each
+        # repaired and reported: what matters is that the reports are this session's
+        assert seen[2][2] and set(seen[2][2]) == {restored}, seen
 
 
 def _replaced_before_launch(server: int, masked: Path, replace: Callable[[str], None]
