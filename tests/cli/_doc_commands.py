@@ -68,6 +68,7 @@ def in_markdown(path: Path, root: Path) -> Iterator[Found]:
     joined), and inline code spans elsewhere."""
     lines = path.read_text(encoding="utf-8").splitlines()
     fenced = False
+    output = False  # a ```text block: a program's output, quoted, not command lines
     pending = ""
     start = 0
     paragraph: list[tuple[int, str]] = []
@@ -83,7 +84,10 @@ def in_markdown(path: Path, root: Path) -> Iterator[Found]:
         if _FENCE.match(line):
             yield from spans()
             fenced = not fenced
+            output = fenced and line.strip().lstrip("`~").strip() == "text"
             pending = ""
+            continue
+        if output:
             continue
         if fenced:
             if not pending:
