@@ -60,6 +60,38 @@ trio.run(main)
     assert int(returned) > 20 * 1024  # KiB returned of about 40 MiB freed
 
 
+def test_a_quiet_daemon_frees_the_reference_cycles_a_burst_left() -> None:
+    # A session with a proxy ends as a cycle (its server, acceptor, nurseries, tasks, records)
+    # that refcounting never frees. Automatic collection is off here, so that only the task's
+    # own collection can be what frees them (an idle daemon allocates too little to run one).
+    freed = _run("""
+import gc, weakref
+import trio
+from nonod._idle_trim import trim_after_bursts
+
+class Node:
+    pass
+
+async def main():
+    gc.disable()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: trim_after_bursts(interval=0.2, quiet=0.02))
+        await trio.sleep(0.3)
+        nodes = [Node() for _ in range(200000)]  # the burst: CPU time, and cycles
+        for a, b in zip(nodes[::2], nodes[1::2]):
+            a.peer, b.peer = b, a
+        last = weakref.ref(nodes[-1])
+        del nodes, a, b
+        assert last() is not None  # garbage, not yet freed
+        await trio.sleep(1.0)  # quiet: at least one whole interval with (almost) no work
+        print(last() is None)
+        nursery.cancel_scope.cancel()
+
+trio.run(main)
+""").stdout.split()[-1]
+    assert freed == "True"
+
+
 def test_a_burst_ends_once_and_a_busy_process_is_left_alone() -> None:
     burst = Burst(0.0, quiet=0.2)
     assert not burst.over(0.05)  # quiet from the start: nothing to return
