@@ -66,6 +66,9 @@ async def trim_after_bursts(*, interval: float = CHECK, quiet: float = QUIET,
     while True:
         await trio.sleep(interval)
         if burst.over(clock()):
+            began = time.perf_counter()
             collected = gc.collect()
+            took = time.perf_counter() - began
             returned = _malloc.can_trim() and await trio.to_thread.run_sync(_malloc.trim)
-            log.debug("memory returned after a burst", collected=collected, returned=returned)
+            log.debug("memory returned after a burst", collected=collected,
+                      collect_ms=round(took * 1000, 1), returned=returned)
