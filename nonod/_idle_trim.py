@@ -24,39 +24,14 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
-from typing import Final, final
 
 import structlog
 import trio
 
 from . import _malloc
+from ._malloc import CHECK, QUIET, Burst
 
 log = structlog.get_logger()
-
-CHECK: Final = 10.0  # seconds between looks at the CPU clock
-# CPU seconds over one interval above which the daemon is busy (2 % of a CPU: about ten
-# launches in ten seconds). At idle it uses a tenth of that or less (its heartbeat, the
-# kernel's audit events it watches for denials), which never counts as a burst.
-QUIET: Final = 0.2
-
-
-@final
-class Burst:
-    """Decides, from readings of a CPU clock one interval apart, when a burst is over: at
-    the first quiet interval after one or more busy ones."""
-
-    def __init__(self, cpu: float, *, quiet: float = QUIET) -> None:
-        self._quiet = quiet
-        self._last = cpu
-        self._busy = False
-
-    def over(self, cpu: float) -> bool:
-        used, self._last = cpu - self._last, cpu
-        if used > self._quiet:
-            self._busy = True
-            return False
-        over, self._busy = self._busy, False
-        return over
 
 
 async def trim_after_bursts(*, interval: float = CHECK, quiet: float = QUIET,

@@ -60,6 +60,26 @@ trio.run(main)
     assert int(returned) > 20 * 1024  # KiB returned of about 40 MiB freed
 
 
+def test_the_fork_servers_loop_returns_what_a_burst_freed_once_it_is_quiet() -> None:
+    # The fork server has no timer: its loop ticks the trimmer each time it wakes with no
+    # launch waiting (at least once a second). The burst is the litter, then quiet wakes.
+    out = _run(ANONYMOUS + """
+import time
+from nonod._malloc import TrimAfterBursts
+
+trimmer = TrimAfterBursts(interval=0.2, quiet=0.02)
+""" + LITTER + """
+before = anonymous_kib()
+trimmed, ends = False, time.monotonic() + 5.0
+while not trimmed and time.monotonic() < ends:
+    time.sleep(0.05)  # the loop's wait in poll()
+    trimmed = trimmer.tick()
+print(trimmed, before - anonymous_kib())
+""").stdout.split()
+    assert out[0] == "True"
+    assert int(out[1]) > 20 * 1024  # KiB returned of about 40 MiB freed
+
+
 def test_a_quiet_daemon_frees_the_reference_cycles_a_burst_left() -> None:
     # A session with a proxy ends as a cycle (its server, acceptor, nurseries, tasks, records)
     # that refcounting never frees. Automatic collection is off here, so that only the task's
