@@ -685,6 +685,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
     exited = _wake_on_exits(poller)
     pool = _Pool(hub, reaper, warm_idle)
     inflight = _InFlight(poller)
+    trimmer = _malloc.TrimAfterBursts()  # its free heap back once a burst of work is over
     while True:
         events = poller.poll(inflight.wait_ms() if pool.pending else SPARE_DELAY_MS
                              if hub.wants_spare() else REAP_INTERVAL_MS)
@@ -703,6 +704,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
             # one warm launcher, then look again for launches before the next.
             _reap(hub)
             pool.tidy()
+            trimmer.tick()
             if pool.pending and not inflight.wait_ms():
                 pool.refill_one()
             continue
