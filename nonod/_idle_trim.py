@@ -3,11 +3,13 @@
 A burst leaves two kinds of it:
 
 - garbage in reference cycles: a session with a proxy ends as a cycle (the session, its
-  proxy server and acceptor, their trio nurseries and finished tasks, its records: about
-  60 KiB each), which only the cyclic collector frees, and an idle daemon allocates too
-  little to run a full collection for hours. 300 such sessions left the daemon 17 MiB
-  larger until the next burst; each survivor also keeps its allocator arena mapped
-  (CPython frees an arena only once every block in it is free);
+  proxy server and acceptor, their trio nurseries and finished tasks, its records), which
+  only the cyclic collector frees, and an idle daemon allocates too little to run a full
+  collection for hours: 300 such sessions, stopped and pruned, were all still there. What
+  the collection frees goes back to CPython's allocator, which returns an arena only once
+  every block in it is free: about 1 MiB of 17 after those 300 (docs/benchmarks.md,
+  "idle4"); the rest is reused by the next burst, or returned by the trim below when the
+  daemon runs on glibc's ``malloc`` (``PYTHONMALLOC=malloc``, docs/operations.md);
 - free pages that glibc keeps for reuse in the C heap and the worker threads' arenas
   (``nonod._malloc``): a megabyte or two after a few hundred launches.
 
