@@ -38,16 +38,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import daemon as fleets
 from _common import emit, machine
-from daemon import (
-    FLEET_INFLIGHT,
-    OPTIONS,
-    BenchFailure,
-    Daemon,
-    _launch_fleet,
-    _raise_nofile,
-    snapshot,
-)
+from daemon import OPTIONS, BenchFailure, Daemon, snapshot
 from daemon_ab import REPO, exported
 
 STATES = ("fresh", "idle", "settled", "worked", "fleet")
@@ -68,7 +61,8 @@ def _launch(daemon: Daemon, count: int) -> float:
 def _fleet(daemon: Daemon, count: int) -> float:
     """``count`` live sessions (bench/daemon.py's fleet), then all stopped and pruned; when
     they ended."""
-    ids, failures, _ = _launch_fleet(daemon, count, FLEET_INFLIGHT, time.monotonic() + 600)
+    ids, failures, _ = fleets._launch_fleet(daemon, count, fleets.FLEET_INFLIGHT,
+                                             time.monotonic() + 600)
     if failures:
         raise BenchFailure(f"{len(failures)} fleet launches failed: {failures[0]}")
     with daemon.client() as nono:
@@ -102,7 +96,7 @@ def _one(tree: Path, settle: float, launches: int, fleet: int) -> dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    _raise_nofile()
+    fleets._raise_nofile()  # the daemons inherit it: a fleet holds many descriptors
     with ExitStack() as stack:
         trees = {f"base ({args.base})": stack.enter_context(exported(args.base)),
                  "this checkout": REPO}
