@@ -8,8 +8,8 @@ A burst leaves two kinds of it:
   collection for hours: 300 such sessions, stopped and pruned, were all still there. What
   the collection frees goes back to CPython's allocator, which returns an arena only once
   every block in it is free: about 1 MiB of 17 after those 300 (docs/benchmarks.md,
-  "idle4"); the rest is reused by the next burst, or returned by the trim below when the
-  daemon runs on glibc's ``malloc`` (``PYTHONMALLOC=malloc``, docs/operations.md);
+  "idle4"); the rest is reused by the next burst. On glibc's ``malloc``
+  (``PYTHONMALLOC=malloc``, docs/operations.md) the trim below returns 5 MiB more of it;
 - free pages that glibc keeps for reuse in the C heap and the worker threads' arenas
   (``nonod._malloc``): a megabyte or two after a few hundred launches.
 
