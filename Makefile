@@ -34,7 +34,8 @@ $(REAPER): $(REAPER_SRC) nonod/sandbox/reaper.h
 	  -o $@ $(REAPER_SRC)
 
 # A debug build for review only, never shipped: ASan + UBSan, dynamic (ASan has no static
-# runtime), run by the tests when NONO_REAPER_BINARY names it (_reaper.load).
+# runtime), run by the tests when NONO_REAPER_BINARY names it (_reaper.load); `make test`
+# builds it, so the test that starts it as a session's init runs on CI too.
 REAPER_ASAN := nonod/sandbox/nono-reaper-asan
 $(REAPER_ASAN): $(REAPER_SRC) nonod/sandbox/reaper.h
 	$(CC) -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
@@ -50,7 +51,7 @@ typecheck: venv
 
 # The suite includes tests/cli/test_wheel_install.py: the wheel built from this tree, installed
 # with its dependencies into a fresh venv, must list the built-in profiles and launch gitbot.
-pytest: venv system-deps
+pytest: venv system-deps $(REAPER_ASAN)
 	@# pytest exits 5 when it collected no test: that must fail, never pass silently.
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc = 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc

@@ -9,6 +9,9 @@ an interpreter:
   nono-py       nono_py.start_proxy (PyPI nono-py), when it is installed
   nonod-before  with --before DIR: our proxy as the tree in DIR has it (splice on), e.g.
                 ``git archive main nonod | tar -x -C DIR``: before and after in one run
+  floor         with --floor: the least a splice(2) relay can do, for the ceiling on this
+                kernel: a CONNECT head read, no check, one thread per direction, blocking
+                splice through a 1 MiB pipe (a plain loop, as a C relay would run it)
 
 Measurements:
 
@@ -21,16 +24,18 @@ Measurements:
 
 With each of throughput and latency, the proxy process's own CPU time (user + system, from
 /proc/<pid>/stat) per GiB and per request: it moves less with the machine's load than the
-wall-clock figures do.
+wall-clock figures do. With --rounds N, throughput is also given against direct's in the
+same round (median and range of those ratios): the load moves both alike within a round.
 
     .venv/bin/python bench/proxy.py [--size BYTES] [--requests N] [--tunnels N] [--before DIR]
-                                    [--json]
+                                    [--floor] [--only TEST...] [--rounds N] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import json
 import os
@@ -108,6 +113,42 @@ def _nono_py_main() -> None:
     print(json.dumps({"port": handle.port, "token": token}), flush=True)
     sys.stdin.read()  # until the parent closes our stdin
     handle.shutdown()
+
+
+def _floor_main() -> None:
+    """The ``floor`` contender (see the module docstring); prints its port."""
+    import fcntl
+    import threading
+
+    def one_way(src: socket.socket, dst: socket.socket) -> None:
+        out, into = os.pipe()
+        fcntl.fcntl(into, 1031, CHUNK)  # F_SETPIPE_SZ
+        while n := os.splice(src.fileno(), into, CHUNK, flags=os.SPLICE_F_MOVE):
+            while n:
+                n -= os.splice(out, dst.fileno(), n, flags=os.SPLICE_F_MOVE)
+        dst.shutdown(socket.SHUT_WR)
+        os.close(out)
+        os.close(into)
+
+    def serve(client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(4096)
+        host, port = head.split()[1].decode().rsplit(":", 1)
+        with client, socket.create_connection((host, int(port))) as upstream:
+            for sock in (client, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            other = threading.Thread(target=one_way, args=(client, upstream))
+            other.start()
+            with contextlib.suppress(OSError):
+                one_way(upstream, client)
+            other.join()
+
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+    print(json.dumps({"port": listener.getsockname()[1], "token": ""}), flush=True)
+    while True:
+        threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
 
 
 def _tree() -> str:
@@ -289,6 +330,21 @@ def measure(route: Route, tests: list[tuple[str, Callable[[Route], Any]]], size:
     return row
 
 
+def _paired(rounds: dict[str, dict[str, list[float]]],
+            results: dict[str, dict[str, float]]) -> None:
+    """Each contender's throughput against direct's in the same round (the load moves both
+    alike within a round, not across rounds): the median and the range of those ratios."""
+    direct = rounds["direct"].get("throughput_MiBps", [])
+    for name, row in rounds.items():
+        ours = row.get("throughput_MiBps", [])
+        if name == "direct" or not ours or len(ours) != len(direct):
+            continue
+        ratios = [mine / theirs for mine, theirs in zip(ours, direct, strict=True)]
+        results[name]["throughput_paired"] = statistics.median(ratios)
+        results[name]["throughput_paired_min"] = min(ratios)
+        results[name]["throughput_paired_max"] = max(ratios)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -297,6 +353,8 @@ def main() -> None:
     parser.add_argument("--tunnels", type=int, default=1000)
     parser.add_argument("--before", metavar="DIR",
                         help="also time the nonod of the tree in DIR, as nonod-before")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time a plain blocking splice relay (the ceiling)")
     parser.add_argument("--only", nargs="+", metavar="TEST",
                         choices=("throughput", "latency", "roundtrip", "concurrent"),
                         help="run only these measurements (the others print as -)")
@@ -314,6 +372,8 @@ def main() -> None:
             trio.run(_nonod_main, int(rest[0]), int(rest[1]), rest[2] == "splice")
         elif role == "nono-py":
             _nono_py_main()
+        elif role == "floor":
+            _floor_main()
         return
 
     import resource
@@ -338,6 +398,10 @@ def main() -> None:
             routes.append(Route(name, info["port"], info["token"],
                                 {"source": "source.example:443", "echo": "echo.example:443"},
                                 proc.pid))
+        if args.floor:
+            proc, info = _child(["floor"])
+            children.append(proc)
+            routes.append(Route("floor", info["port"], "", loopback, proc.pid))
         try:
             import nono_py  # noqa: F401
 
@@ -360,6 +424,7 @@ def main() -> None:
                     rounds[route.name].setdefault(key, []).append(value)
         results = {name: {key: statistics.median(values) for key, values in row.items()}
                    for name, row in rounds.items()}
+        _paired(rounds, results)
     finally:
         for proc in children:
             if proc.stdin is not None:
@@ -398,6 +463,10 @@ def main() -> None:
         if "throughput_MiBps" in row:
             figures.append(f"throughput {row['throughput_MiBps'] / direct['throughput_MiBps']:.0%}"
                            " of direct")
+            if "throughput_paired" in row and len(rounds["direct"]["throughput_MiBps"]) > 1:
+                figures.append(f"round by round {row['throughput_paired']:.0%} "
+                               f"({row['throughput_paired_min']:.0%}-"
+                               f"{row['throughput_paired_max']:.0%})")
         if figures:
             print(f"{name}: {', '.join(figures)}")
 

@@ -39,6 +39,7 @@ from ._limits import settings_from as limit_settings
 from ._notify import notify
 from ._secretfiles import DaemonSecrets
 from ._session_services import NetworkSettings
+from ._statedir import claim_state_dir
 from .audit._fanout import AuditHub
 from .audit._kernel import open_fs_denied_monitor
 from .audit._writer import Ledger
@@ -235,10 +236,10 @@ async def run_daemon(
     """Serve until shut down. ``task_status.started`` gets the server once it accepts."""
     state = _State(loaded, reload)
     gid = _group_gid(state.config.daemon.socket_group) if options.system else None
-    state_dir = options.state_dir or (
+    state_dir = claim_state_dir(options.state_dir or (
         Path(state.config.daemon.state_dir) if state.config.daemon.state_dir
         else default_state_dir(system=options.system)
-    )
+    ))
     bound = _open_socket(state, options, gid)
     shutdown = trio.Event()
     hub = AuditHub()

@@ -83,7 +83,8 @@ def _daemonize(log_file: Path) -> int | None:
         os._exit(EXIT_OK)  # the daemon is not a session leader: no terminal can adopt it
     os.chdir("/")
     log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    out = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    out = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                  | os.O_NOFOLLOW, 0o600)
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     os.dup2(null, 0)
     os.dup2(out, 1)
@@ -107,7 +108,7 @@ def _tell(ready_fd: int | None, message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ._descriptors import raise_limit
-    from .sandbox._libc import forbid_core_dumps
+    from .sandbox._libc import forbid_core_dumps, keep_out_of_swap
 
     forbid_core_dumps()  # before a single secret is read
     raise_limit()  # sessions' traffic must not fill the daemon's table (``_descriptors``)
@@ -125,9 +126,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = loaded.config
     ready_fd: int | None = None
     if args.daemonize:
-        state_dir = Path(config.daemon.state_dir or default_state_dir(system=args.system))
+        from ._statedir import StateDirError, claim_state_dir
+
+        try:  # before its log is opened there
+            state_dir = claim_state_dir(
+                Path(config.daemon.state_dir or default_state_dir(system=args.system)))
+        except StateDirError as exc:
+            sys.stderr.write(f"nonod: {exc.diagnostics()}\n")
+            return EXIT_FAILED
         ready_fd = _daemonize(state_dir / "nonod.log")
     _logging.configure_logging(level=config.daemon.log_level, fmt=config.daemon.log_format)
+    # Still before a secret is read, and after --daemonize's forks (a lock is not inherited).
+    log.info("memory locked out of swap" if keep_out_of_swap() else
+             "memory not locked: without CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK, "
+             "secrets in this daemon's memory may be written to swap")
     # Imported here: the engine and profile layers are only needed by a running daemon.
     from ._profile_source import ProfilePolicies
     from ._units import parse_duration

@@ -93,7 +93,12 @@ def fix_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
 
 def trim() -> bool:
     """Give every free page of every arena back to the system; True if any was. Takes the
-    arenas' locks and walks their free lists: call it from a worker thread."""
+    arenas' locks and walks their free lists: call it from a worker thread. A process whose
+    memory is locked (``keep_out_of_swap``) is unlocked for the trim: the kernel discards no
+    locked page."""
     if _malloc_trim is None:
         return False
-    return bool(_malloc_trim(ctypes.c_size_t(0)))
+    from .sandbox._libc import while_unlocked  # the fork server has it loaded already
+
+    trim_all = _malloc_trim
+    return bool(while_unlocked(lambda: trim_all(ctypes.c_size_t(0))))

@@ -25,6 +25,7 @@ from ._loopback_peers import tcp_peer_uid
 from ._metrics import Metrics
 from .control import bind_control_socket
 from .errors import NonoError
+from .proxy import _h11_lines  # noqa: F401 - h11's header lines read in linear time
 
 log = structlog.get_logger()
 

@@ -148,16 +148,21 @@ class ProfilePolicies:
 
     # -- PolicySource
     async def resolve_launch(
-        self, request: p.Launch, caller: Caller
+        self, request: p.Launch, caller: Caller, *,
+        also: Callable[[ResolvedPolicy, _callerfs.Identity | None], None] | None = None
     ) -> tuple[ResolvedPolicy, str | None]:
         """One worker thread (the caller's, bounded in time as its file reads are): the
         working directory checked and a profile path read as the caller, then the profile
-        loaded and resolved (or its cached resolution checked, as the caller)."""
+        loaded and resolved (or its cached resolution checked, as the caller), then ``also``
+        (blocking, must not raise: the launch's other reads of the caller's files,
+        ``nonod.sessions.CallerReads``) when the resolution succeeded, given the policy and
+        the identity to read as (None: the daemon's own, a user daemon's caller)."""
         _check_named(request.profile)
         who = caller if self._system else None
 
         def work() -> tuple[ResolvedPolicy, str | None]:
-            with _callerfs.acting_as(_callerfs.Identity.of(who) if who is not None else None):
+            identity = _callerfs.Identity.of(who) if who is not None else None
+            with _callerfs.acting_as(identity):
                 _check_workdir(request.cwd)
                 data = self._named_data(request.profile, caller)
                 profile_file = (os.path.realpath(request.profile) if data is not None
@@ -166,10 +171,13 @@ class ProfilePolicies:
             if profile_file is not None:  # read-only in the session, wherever it lies
                 policy = msgspec.structs.replace(
                     policy, protected_files=(*policy.protected_files, profile_file))
+            if also is not None:
+                also(policy, identity)
             return policy, name
 
         try:
-            return await _callerfs.in_thread_of(who, work, what="the launch's profile")
+            return await _callerfs.in_thread_of(
+                who, work, what="the launch's profile" + (" and trust policies" if also else ""))
         except _callerfs.FileTimeout as exc:
             raise PolicyError(f"cannot resolve the profile: {exc.message}") from None
 

@@ -38,6 +38,7 @@ from .sandbox import LaunchRequest
 if TYPE_CHECKING:
     from .proxy import UidShare
     from .sessions import Caller
+    from .trust import PolicyFiles
 
 log = structlog.get_logger()
 
@@ -157,7 +158,8 @@ def _daemon_anchors(declared: Any) -> list[Any]:
 
 async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
                                     caller: Caller | None, prepared: SessionServices,
-                                    grants: Sequence[Grant] = ()
+                                    grants: Sequence[Grant] = (),
+                                    read: Callable[[], PolicyFiles | None] | None = None
                                     ) -> tuple[tuple[str, bytes], ...]:
     """Verify the workdir's included files; raise TrustError to refuse the launch, also
     when a verified file's name goes through a symbolic link ``grants`` let the session
@@ -166,7 +168,9 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
     The policies and the instruction files are read as ``caller`` (``nonod._callerfs``: the
     system daemon never lends its rights, nothing blocks); the user-level policy is anchored
     to the daemon's keys with the daemon's own identity. Every outcome lands in ``prepared``
-    for the audit record, "no policy, nothing verified" included.
+    for the audit record, "no policy, nothing verified" included. ``read``: the policy files
+    as already read as ``caller`` (``nonod.sessions.CallerReads``; it raises what their read
+    raised, None: read them here).
     """
     from . import trust
 
@@ -175,11 +179,14 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
             "the user-level trust policy could not be located (no absolute XDG_CONFIG_HOME "
             "and no home directory for this uid): only the workdir's policy is checked")
     try:
-        files = await _callerfs.run_as(
-            caller, functools.partial(
-                trust.read_policy_files,
-                trust.user_policy_path(user_config_dir) if user_config_dir else None, workdir),
-            timeout=_callerfs.DEFAULT_TIMEOUT, what="the trust policies")
+        files = read() if read is not None else None
+        if files is None:
+            files = await _callerfs.run_as(
+                caller, functools.partial(
+                    trust.read_policy_files,
+                    trust.user_policy_path(user_config_dir) if user_config_dir else None,
+                    workdir),
+                timeout=_callerfs.DEFAULT_TIMEOUT, what="the trust policies")
         # No policy file at either level (the common case): nothing to verify, no thread.
         policy = await trio.to_thread.run_sync(functools.partial(
             trust.load_policies, files, user_anchors=_daemon_anchors)) if files.found else None
@@ -241,12 +248,16 @@ async def prepare(
     user_config_dir: Path | None = None,
     trust_override: bool = False,
     caller: Caller | None = None,
+    trust_files: Callable[[], PolicyFiles | None] | None = None,
+    caller_identity: _callerfs.Identity | None = None,
 ) -> SessionServices:
     """Everything decided before the launch. Raises to refuse it; nothing is left running.
 
     ``user_config_dir`` is where the caller's user-level trust policy lives (None: it could
     not be located, which is recorded); ``caller`` is whose identity reads the caller's files
-    (None: the daemon's own, as a user daemon's caller).
+    (None: the daemon's own, as a user daemon's caller); ``trust_files``: the trust policy
+    files, read as ``caller`` already (see ``_verify_instruction_files``);
+    ``caller_identity``: ``caller``'s, when already known.
     """
     from . import credentials, proxy
 
@@ -258,13 +269,14 @@ async def prepare(
 
     if not trust_override:
         pins = pins + await _verify_instruction_files(
-            request.cwd, user_config_dir, caller, prepared, policy.grants)
+            request.cwd, user_config_dir, caller, prepared, policy.grants, trust_files)
     else:
         prepared.trust_warnings.append("trust verification skipped (--trust-override)")
 
     sources = credentials.SourceOptions()
     if caller is not None:  # file:// credentials: opened as the caller, and must be its own
-        identity = await trio.to_thread.run_sync(_callerfs.Identity.of, caller)
+        identity = caller_identity if caller_identity is not None else \
+            await trio.to_thread.run_sync(_callerfs.Identity.of, caller)
         sources = credentials.SourceOptions(file_owner=caller.uid, file_identity=identity,
                                             daemon_stores=caller.uid == 0)
     net = policy.network

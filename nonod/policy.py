@@ -221,6 +221,10 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     allow_root: bool = False
     # Files under writable grants that stay writable although they could run code later.
     writable_persistence: tuple[str, ...] = ()
+    # The home directory resolution expanded ``~`` and ``$HOME`` with: the view's protections
+    # of the home (shell and tool start-up files, caches) are placed by it, so a caller whose
+    # ``HOME`` variable differs from the home the grants name cannot have them placed elsewhere.
+    home: str | None = None
     # The user's cache home as resolution knew it ($XDG_CACHE_HOME, else ~/.cache; canonical):
     # a writable directory grant at or under it (or under ``~/.cache``) is copy-on-write in
     # the session (``_mounts``: host tools run what their caches hold), unless it lies at or
@@ -230,6 +234,9 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # Writable directory grants named through a symbolic link in the cache home (a cache
     # kept elsewhere: ``~/.cache/huggingface -> /data/hf``), canonical: copy-on-write too.
     cache_links: tuple[str, ...] = ()
+    # Caches the caller's environment moved out of their default places (``GOCACHE``,
+    # ``GOPATH``, ``CARGO_HOME``...: ``profiles._caches``), as written: copy-on-write too.
+    cache_dirs: tuple[str, ...] = ()
     # Files the session may read but never change wherever its grants would let it: the
     # profile file the launch named (a session that rewrote it chose the next one's policy).
     protected_files: tuple[str, ...] = ()

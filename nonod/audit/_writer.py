@@ -36,11 +36,13 @@ lines behind), off that path.
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import functools
 import hashlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final, get_args
@@ -178,6 +180,53 @@ class FirstFailed(Exception):
 
 
 @final
+class _FairTurns:
+    """One holder at a time; those waiting are served one owner after the other (round
+    robin), each owner's in the order they came. On the system daemon the ledger's appends
+    are its users' seals: first come first served, one user's sessions ending together (each
+    seal a file fsync, a ledger line and its fsync) put every one of them ahead of another
+    user's, whose session then ended seconds later."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiting: dict[object, collections.deque[trio.Event]] = {}
+
+    @asynccontextmanager
+    async def hold(self, owner: object) -> AsyncIterator[None]:
+        if self._held:
+            turn = trio.Event()
+            self._waiting.setdefault(owner, collections.deque()).append(turn)
+            try:
+                await turn.wait()
+            except BaseException:
+                if turn.is_set():
+                    self._pass_on()  # handed over as it was cancelled: to the next
+                else:
+                    queue = self._waiting[owner]
+                    queue.remove(turn)
+                    if not queue:
+                        del self._waiting[owner]
+                raise
+        else:
+            self._held = True
+        try:
+            yield
+        finally:
+            self._pass_on()
+
+    def _pass_on(self) -> None:
+        if not self._waiting:
+            self._held = False
+            return
+        owner, queue = next(iter(self._waiting.items()))
+        del self._waiting[owner]
+        turn = queue.popleft()
+        if queue:
+            self._waiting[owner] = queue  # behind the other owners
+        turn.set()
+
+
+@final
 class Ledger:
     """``<state>/ledger.ndjson``: a chain with one line per sealed session.
 
@@ -200,7 +249,8 @@ class Ledger:
         self._chain.head = bytes.fromhex(view.head)
         self._sessions = {sid: line for sid, (line, _) in view.entries.items()}
         self._clock = clock
-        self._lock = trio.Lock()
+        #: Appends one at a time, owners served in turn (:class:`_FairTurns`).
+        self._turns = _FairTurns()
 
     @classmethod
     async def open(cls, state_dir: Path, *, clock: Clock = utc_timestamp) -> Ledger:
@@ -249,14 +299,17 @@ class Ledger:
 
     async def record(self, entry: SessionSealed, *,
                      first: Callable[[], None] | None = None,
-                     then: Callable[[], None] | None = None) -> int:
+                     then: Callable[[], None] | None = None,
+                     owner: object = None) -> int:
         """Append ``entry`` and fsync; return its line number.
 
         ``first`` (blocking) runs before, in the same worker thread: a sealed file's own
         fsync, which must be done before its ledger line is written. If it raises, the
         ledger is left as it was and the error is raised as :class:`FirstFailed`. ``then``
-        (blocking, must not raise) runs in that thread too, once the line is durable."""
-        async with self._lock:
+        (blocking, must not raise) runs in that thread too, once the line is durable.
+        Appends waiting for one another are served ``owner`` after ``owner`` (the session's
+        uid on the system daemon), so one owner's many never wait ahead of another's one."""
+        async with self._turns.hold(owner):
             if self._fd < 0:
                 raise AuditClosed("the ledger is closed")
             if entry.session in self._sessions:
@@ -287,7 +340,7 @@ class Ledger:
             return seq
 
     async def aclose(self) -> None:
-        async with self._lock:
+        async with self._turns.hold(None):
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
@@ -354,6 +407,8 @@ class AuditWriter:
         #: Called (on the event loop) when the syncer's fsync of this file failed: the file is
         #: broken from then on; whoever owns the session stops it.
         self.on_sync_failed: Callable[[AuditWriteError], None] | None = None
+        #: Whose session this is, for the ledger's turns (``Ledger.record``); None: shared.
+        self.owner: int | None = None
 
     # -- opening
     @classmethod
@@ -710,7 +765,7 @@ class AuditWriter:
                     await self._ledger.record(SessionSealed(
                         session=self.session, count=seal.count, merkle_root=seal.merkle_root,
                         seal_hash=record.hash, file_sha256=file_sha256), first=sync_and_close,
-                        then=last)
+                        then=last, owner=self.owner)
                 else:
                     await trio.to_thread.run_sync(sync_close_then)
             except FirstFailed as failed:

@@ -5,22 +5,30 @@ its handlers call (profiles, secrets, trust keys) as small protocols, implemente
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .. import protocol as p
 from .. import sessions
 from .._config import DaemonSection
 from ..policy import ResolvedPolicy
 
+if TYPE_CHECKING:
+    from .._callerfs import Identity
+
 
 class PolicySource(Protocol):
     """Profiles, as the control server needs them (implemented over ``nonod.profiles``)."""
 
     async def resolve_launch(
-        self, request: p.Launch, caller: sessions.Caller
+        self, request: p.Launch, caller: sessions.Caller, *,
+        also: Callable[[ResolvedPolicy, Identity | None], None] | None = None
     ) -> tuple[ResolvedPolicy, str | None]:
-        """The policy for a launch, and the profile's name for records (None: no profile)."""
+        """The policy for a launch, and the profile's name for records (None: no profile).
+        ``also`` (blocking, never raises): the launch's other reads of the caller's files,
+        run in the resolution's worker thread once the policy is resolved, given it and the
+        identity to read the caller's files with (None: the daemon's own)."""
         ...
 
     async def list_profiles(self, caller: sessions.Caller) -> tuple[p.ProfileEntry, ...]: ...

@@ -335,8 +335,27 @@ class Conversation:
                 f"use a port of {floor} or above")
 
     async def _launch(self, request: p.Launch) -> None:
+        shares = self._server.launch_shares
+        async with (contextlib.nullcontext() if shares is None
+                    else shares.turn(self.caller.uid)):
+            session = await self._start_session(request)
+        if session is None:
+            return  # a dry run, answered
+        if request.detach:
+            await self.send(p.Launched(session=session_detail(session, live_usage=False)))
+            return
+        try:
+            await self.send(p.Launched(session=session_detail(session, live_usage=False)))
+            await self._reply_when_exited(session)
+        finally:
+            if session.live:
+                log.info("attached client went away; stopping its session", session=session.id)
+                session.request_stop(reason="client_gone", grace=self._registry.limits().stop_grace)
+
+    async def _start_session(self, request: p.Launch) -> sessions.Session | None:
+        """The session ``request`` asks for, launched; None for a dry run (answered here).
+        On the system daemon it runs in one of the caller's launch turns (``_limits``)."""
         fds: tuple[int, ...] | None = None
-        session: sessions.Session | None = None
         try:
             if request.stdio == "passed":
                 fds = self._stream.take_fds(p.PASSED_FDS)
@@ -355,9 +374,17 @@ class Conversation:
                     "choose the system daemon's audit signing key (--audit-sign-key)",
                     "the daemon's [audit] sign_key signs every session; sign with your own "
                     "key in your user daemon")
+            system = self._server.info.system
+            # The caller's files a launch reads are read in the profile's worker thread.
+            reads = None if request.dry_run else sessions.CallerReads(
+                workdir=request.cwd, env=request.env, owner=self.caller, system=system,
+                trust=not request.options.trust_override,
+                audit_sign_key=(request.options.audit_sign_key
+                                or self._registry.audit_settings().sign_key),
+                program=request.argv[0] if request.argv else None)
             try:
-                policy, profile = await self._server.policies.resolve_launch(request,
-                                                                             self.caller)
+                policy, profile = await self._server.policies.resolve_launch(
+                    request, self.caller, also=reads.read if reads is not None else None)
                 policy = effective_limits(policy, request.options, self._server.limits())
                 self._check_listen_ports(policy)
             except NonoError as exc:
@@ -372,11 +399,10 @@ class Conversation:
                     )
                 argv = (policy.binary,)
             argv = (*argv, *policy.command_args)  # nono appends them to any command
-            system = self._server.info.system
             executable = None
             if system and not self.caller.is_root and argv and not request.dry_run:
-                executable = await program_path(self.caller, policy, argv[0], request.env,
-                                                request.cwd)
+                executable = (reads.program(argv[0]) if reads is not None else None) or \
+                    await program_path(self.caller, policy, argv[0], request.env, request.cwd)
             launch_request = LaunchRequest(
                 argv=argv,
                 executable=executable,
@@ -392,7 +418,7 @@ class Conversation:
                     gid=self.caller.gid if system else os.getegid(),
                     policy=msgspec.Raw(msgspec.json.encode(policy)), summary=summarize(policy),
                 ))
-                return
+                return None
             plan = sessions.SessionPlan(
                 policy=policy,
                 request=launch_request,
@@ -405,23 +431,14 @@ class Conversation:
                 term=request.term,
                 trust_override=request.options.trust_override,
                 audit_sign_key=request.options.audit_sign_key,
+                caller_reads=reads,
             )
-            session = await self._registry.launch(plan)
+            return await self._registry.launch(plan)
         finally:
             # The engine has its own copies by now; ours would keep the caller's terminal open.
             for fd in fds or ():
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        if request.detach:
-            await self.send(p.Launched(session=session_detail(session, live_usage=False)))
-            return
-        try:
-            await self.send(p.Launched(session=session_detail(session, live_usage=False)))
-            await self._reply_when_exited(session)
-        finally:
-            if session.live:
-                log.info("attached client went away; stopping its session", session=session.id)
-                session.request_stop(reason="client_gone", grace=self._registry.limits().stop_grace)
 
     async def _logs(self, request: p.Logs) -> None:
         session = self._registry.find(request.session, self.caller)

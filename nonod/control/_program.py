@@ -19,8 +19,5 @@ async def program_path(caller: sessions.Caller, policy: ResolvedPolicy, name: st
                        env: Mapping[str, str], cwd: str) -> str:
     """``name``'s path as ``caller`` would find it with the session's ``PATH``; the engine's
     ``LaunchError`` (``launch.failed``, step ``exec``) when it finds none."""
-    from ..sandbox import find_executable, sanitize_env
-
-    session_env = sanitize_env(policy.env, env.items(), ())
     return await _callerfs.run_as(
-        caller, lambda: find_executable(name, session_env, cwd), what=name)
+        caller, lambda: sessions.find_program(policy, name, env, cwd), what=name)

@@ -58,6 +58,8 @@ from ._limits import (
     REFUSAL_SLOTS,
     REFUSAL_TIMEOUT,
     ConnectionCounter,
+    ConnectionRate,
+    LaunchShares,
     ReceiveBudget,
     TooManyConnections,
 )
@@ -107,6 +109,10 @@ class ControlServer:
         self._budget = ReceiveBudget(
             lambda: RECEIVE_BUDGET_MESSAGES * self.settings().max_message_bytes
         ) if info.system else None
+        #: Launches worked on at once per uid, on the daemon its users share (``_limits``).
+        self.launch_shares = LaunchShares() if info.system else None
+        #: New connections per uid and second, likewise.
+        self._rate = ConnectionRate() if info.system else None
         self._refused_logged_at = -1e9
         self._refused_quiet = 0
 
@@ -136,20 +142,43 @@ class ControlServer:
             task_status.started()
             while True:
                 conn, _ = await accept_retrying(sock.accept, event="accept failed; retrying")
-                settings = self.settings()
                 uid = peer_uid(conn)
-                refusal = self._counter.admit(uid, total_cap=settings.max_connections,
-                                              per_uid_cap=settings.max_connections_per_uid)
-                if refusal is None:
-                    nursery.start_soon(self._run_connection, conn, uid)
-                    continue
-                self._quiet_warning("too many control connections; refusing a new one",
-                                    reason=refusal.message)
-                if self._counter.refusing >= REFUSAL_SLOTS:
+                wait = 0.0 if self._rate is None else self._rate.delay(uid, trio.current_time())
+                if wait is None:
+                    # Closed unread: telling it why would cost what serving it does.
+                    self._quiet_warning("a user opens control connections too fast; closing "
+                                        "a new one", uid=uid)
                     conn.close()
-                    continue
-                self._counter.refusing += 1
-                nursery.start_soon(self._run_refusal, conn, refusal, settings)
+                elif wait:
+                    nursery.start_soon(self._admit_later, nursery, conn, uid, wait)
+                else:
+                    self._admit(nursery, conn, uid)
+
+    async def _admit_later(self, nursery: trio.Nursery, conn: trio.socket.SocketType, uid: int,
+                           wait: float) -> None:
+        """Admit ``conn`` once its uid's rate allows (``_limits.ConnectionRate``)."""
+        try:
+            await trio.sleep(wait)
+        except BaseException:
+            conn.close()
+            raise
+        self._admit(nursery, conn, uid)
+
+    def _admit(self, nursery: trio.Nursery, conn: trio.socket.SocketType, uid: int) -> None:
+        """Serve ``conn``, or refuse it when it is over a cap."""
+        settings = self.settings()
+        refusal = self._counter.admit(uid, total_cap=settings.max_connections,
+                                      per_uid_cap=settings.max_connections_per_uid)
+        if refusal is None:
+            nursery.start_soon(self._run_connection, conn, uid)
+            return
+        self._quiet_warning("too many control connections; refusing a new one",
+                            reason=refusal.message)
+        if self._counter.refusing >= REFUSAL_SLOTS:
+            conn.close()
+            return
+        self._counter.refusing += 1
+        nursery.start_soon(self._run_refusal, conn, refusal, settings)
 
     async def _run_refusal(
         self, sock: trio.socket.SocketType, refusal: TooManyConnections, settings: ServerSettings

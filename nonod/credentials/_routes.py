@@ -214,7 +214,14 @@ class _BuiltinTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 def builtin_routes() -> dict[str, Route]:
-    """nonod's built-in routes by name (``nonod/data/credential_routes.json``)."""
+    """nonod's built-in routes by name (``nonod/data/credential_routes.json``): a new dict
+    of the routes read once per process (a Route is frozen; the package's data file does not
+    change under a running daemon, whose every launch asks for them, a few times)."""
+    return dict(_builtin_table())
+
+
+@functools.cache
+def _builtin_table() -> Mapping[str, Route]:
     data = read_data("credential_routes.json")
     table = msgspec.json.decode(data, type=_BuiltinTable)
     return {

@@ -50,6 +50,7 @@ from ..policy import (
 )
 from . import _expand
 from ._broad import broad_directory, named_by, through_workdir
+from ._caches import moved_caches
 from ._check import check_profile, reserved_env_name
 from ._expand import ResolveContext
 from ._fslook import FsLook
@@ -273,8 +274,10 @@ class _Resolver:
                            else p.nonod.max_processes),
             limits=_limits(p.nonod.limits, p.nonod.max_processes),
             writable_persistence=self._placed(self.profile.nonod.writable_persistence),
+            home=self.values["HOME"],
             cache_home=self.fs.realpath(self.values["XDG_CACHE_HOME"]),
             cache_links=self._cache_links(grants),
+            cache_dirs=self._cache_dirs(),
             shared_caches=self._placed(self.profile.nonod.shared_caches),
             binary=self._binary(),
             command_args=tuple(
@@ -490,6 +493,13 @@ class _Resolver:
             if g.access.writes and not g.is_file and any(
                 p in roots for link in self._links_to.get(g.path, ())
                 for p in _lineage(posixpath.dirname(link)))))
+
+    def _cache_dirs(self) -> tuple[str, ...]:
+        """The caches the caller's environment moved (``_caches``), except one that holds
+        the working directory (``HF_HOME=/data`` with the project in ``/data/proj``): the
+        project would be copy-on-write, and every write of the session lost with it."""
+        held = _lineage(self.workdir)
+        return tuple(p for p in moved_caches(self.ctx.env) if self.fs.realpath(p) not in held)
 
     def _refuse_repointable_links(self, grants: Sequence[Grant]) -> None:
         """A grant or denial named through a symbolic link in a directory the session may

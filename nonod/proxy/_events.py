@@ -122,7 +122,7 @@ class Exchange:
         elapsed = (self.clock() - self.started) * 1000
         return NetworkEvent(
             mode=self.mode, decision=decision, host=self.host, port=self.port,
-            reason=reason.value, status=status, bytes_in=self.bytes_in,
+            reason=reason._value_, status=status, bytes_in=self.bytes_in,
             bytes_out=self.bytes_out, duration_ms=round(elapsed, 3), stage=stage,
             method=self.method if self.mode == "http" else "", path=self.path,
             address=self.address,

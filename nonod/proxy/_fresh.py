@@ -33,7 +33,8 @@ the connection released from the cap, when the tunnel ends, before its ``close``
 reaches ``events``.
 
 Cancelling :func:`serve_fresh` stops accepting and closes every connection it holds, as
-cancelling trio's path does (no close events for tunnels cut by the shutdown).
+cancelling trio's path does: a request already decided (a tunnel, a connection under way)
+gets a ``close`` event with reason ``session_ended`` and the bytes it moved.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import functools
 import os
 import select
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -56,6 +58,7 @@ import structlog
 import trio
 
 from .._accept import PAUSE, RETRY_ERRNOS
+from .._descriptors import watermark
 from ._allowlist import ProxyPolicy
 from ._connect_head import ESTABLISHED, ConnectHead, parse_connect
 from ._decide import Decision, Reason
@@ -71,9 +74,11 @@ log = structlog.get_logger()
 
 _READ_SIZE: Final = 1 << 16
 #: How long events wait in the pump thread for others to go to trio's thread with them (each
-#: delivery is a wake-up of trio's loop and a few hand-overs of the GIL between the threads:
-#: 2 ms cost a fresh request about 50 us of CPU time more than 50 ms; 10 ms: about 20 us).
-REPORT_DELAY: Final = 0.01
+#: delivery is a wake-up of trio's loop and a few hand-overs of the GIL between the threads,
+#: during which the pump waits: 2 ms cost a fresh request about 50 us of CPU time more than
+#: 50 ms; 10 ms: about 20 us). An audit record comes at most this late; the session's end
+#: delivers what is posted at once.
+REPORT_DELAY: Final = 0.05
 #: Plans kept per proxy, and the longest head kept: at most 64 KiB per session. Reading and
 #: checking a head costs a fresh request about 40 us on this path (in place, caches cold).
 _PLANS: Final = 32
@@ -140,8 +145,11 @@ class _Acceptor:
         self.live: set[_Fresh] = set()
         self._fd = os.dup(listener)  # ours: the caller closes its own after we let go
         self._listener = socket.socket(fileno=self._fd)
+        self._family = int(self._listener.family)
         self._retry: _Timer | None = None
         self._stopped = False
+        self.no_delay = False  # whether the listener passes TCP_NODELAY on
+        self._queued = 0  # connections queued before it did (at most)
         self._posted: deque[NetworkEvent] = deque()
         self._plans: dict[bytes, tuple[ProxyPolicy, _Plan]] = {}  # the pump thread's
         #: Held by the pump thread across a client-visible step and the post of its event,
@@ -154,6 +162,12 @@ class _Acceptor:
     def start(self) -> None:
         if not self._stopped:
             self._listener.setblocking(False)
+            # The sockets it accepts inherit it from the listener (the kernel copies the
+            # listener's options into each connection it completes): one call per proxy
+            # rather than one per connection, except for those completed before, already in
+            # its queue, which get it one by one.
+            self.no_delay = _no_delay(self._listener)
+            self._queued = _queue_length(self._listener) if self.no_delay else 0
             self.pump.watch(self._fd, select.EPOLLIN, self._accept)
 
     def stop(self) -> None:
@@ -234,7 +248,8 @@ class _Acceptor:
         waiting connections wake the thread again at once (after its tunnels' turn), and a
         fresh request is spared the ``accept`` that finds none, and its exception."""
         try:
-            sock, _peer = self._listener.accept()
+            # (not ``accept()``: it makes enums of the listener's family and type each time)
+            fd, _peer = self._listener._accept()  # type: ignore[attr-defined]
         except BlockingIOError:
             return
         except OSError as exc:
@@ -247,13 +262,18 @@ class _Acceptor:
             self.pump.unwatch(self._fd)
             self._retry = self.pump.at(time.monotonic() + PAUSE, self.start)
             return
-        admitted, conn = self.server._admit(sock.fileno())
+        sock = socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
+        below = watermark()  # one look at the descriptor limit for both of its sockets
+        admitted, conn = self.server._admit(sock.fileno(), below)
         if admitted is None:
             sock.close()  # a flood, or the daemon's reserve: not even a 503 for this one
         elif not admitted:
             self.hand_over(sock, None, time.monotonic(), False, conn)
         else:
-            fresh = _Fresh(self, sock, conn)
+            if not self.no_delay or self._queued > 0:
+                self._queued -= 1
+                _no_delay(sock)
+            fresh = _Fresh(self, sock, conn, below)
             fresh.guarded(fresh.begin)
 
 
@@ -261,8 +281,9 @@ class _Acceptor:
 class _Fresh:
     """One admitted connection until it is handed over, refused or its tunnel has ended."""
 
-    def __init__(self, owner: _Acceptor, sock: socket.socket, conn: int) -> None:
+    def __init__(self, owner: _Acceptor, sock: socket.socket, conn: int, below: int) -> None:
         self.owner = owner
+        self.below = below
         self.server = owner.server
         self.pump = owner.pump
         self.client = sock
@@ -283,7 +304,6 @@ class _Fresh:
 
     def begin(self) -> None:
         self.client.setblocking(False)
-        _no_delay(self.client)
         data = self._read()
         if data is None:
             self._wait(self.client.fileno(), select.EPOLLIN, self._readable,
@@ -335,7 +355,7 @@ class _Fresh:
         while self.addresses:
             address, port = self.addresses.pop(0)
             try:
-                upstream, connected = start_connect(address, port)
+                upstream, connected = start_connect(address, port, below=self.below)
             except OSError:
                 continue
             _no_delay(upstream)
@@ -414,14 +434,16 @@ class _Fresh:
         self.upstream = upstream
         self.tunnel = Tunnel(self.client, upstream, self.owner.limits.idle_timeout,
                              functools.partial(self.guarded, self._ended),
-                             to_b=trailing, to_a=ESTABLISHED[sent:])
+                             to_b=trailing, to_a=ESTABLISHED[sent:], closing=True)
         self.pump.add(self.tunnel)
 
     def _ended(self, tunnel: Tunnel) -> None:
-        if tunnel.cancelled:  # by stop(): no event, as when trio's path is cancelled
-            self._close(None)
-            return
         exchange = self.exchange
+        if tunnel.cancelled:  # by stop(): the session ended with the tunnel open
+            exchange.bytes_out += tunnel.up.moved
+            exchange.bytes_in += tunnel.down.moved
+            self._close(exchange.close("allow", Reason.SESSION_ENDED, exchange.status))
+            return
         if tunnel.error is not None:
             try:
                 raise tunnel.error
@@ -467,9 +489,14 @@ class _Fresh:
                 self.owner.post(event)
 
     def drop(self) -> None:
-        """Close at once (the proxy is stopping): no answer, no event."""
+        """Close at once (the session ends, its proxy stops): no answer; a request that was
+        decided gets its ``session_ended`` record, with what its tunnel moved, as on trio's
+        path (before, none: a tunnel cut by the end left only its ``open``, without bytes)."""
         if self.tunnel is not None and not self.tunnel.ended:
-            self.pump.end(self.tunnel)  # calls _ended, which closes
+            self.pump.end(self.tunnel)  # calls _ended, which closes and reports
+        elif self.exchange.host and not self.exchange.done:
+            self._close(self.exchange.close("allow", Reason.SESSION_ENDED,
+                                            self.exchange.status))
         else:
             self._close(None)
 
@@ -491,7 +518,21 @@ class _Fresh:
             self.timer = None
 
 
-def _no_delay(sock: socket.socket) -> None:
-    """Small writes go out at once, as on trio's path (``trio.SocketStream`` sets it)."""
-    with contextlib.suppress(OSError):
+def _queue_length(listener: socket.socket) -> int:
+    """How many connections wait in ``listener``'s accept queue (``tcpi_unacked`` of a
+    listening socket's ``TCP_INFO``); a great many if the kernel does not say."""
+    try:
+        info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+    except OSError:
+        return 1 << 30
+    return int.from_bytes(info[24:28], sys.byteorder) if len(info) >= 28 else 1 << 30
+
+
+def _no_delay(sock: socket.socket) -> bool:
+    """Small writes go out at once, as on trio's path (``trio.SocketStream`` sets it);
+    whether the option is set."""
+    try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        return False
+    return True

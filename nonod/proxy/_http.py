@@ -12,6 +12,7 @@ from typing import Final
 
 import h11
 
+from . import _h11_lines  # noqa: F401 - h11's header lines read in linear time
 from ._decide import Reason
 
 Headers = Sequence[tuple[bytes, bytes]]

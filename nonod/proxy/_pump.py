@@ -21,7 +21,11 @@ The thread also runs what :mod:`._fresh` gives it for the common fresh CONNECT (
 reading the head, connecting upstream): descriptors watched with a callback
 (:meth:`_Pump.watch`), one-shot timers (:meth:`_Pump.at`) and functions handed over from other
 threads (:meth:`_Pump.call_soon`). Such a tunnel is added with an ``on_end`` callback, which
-the thread calls when the tunnel ends, instead of a waiting task.
+the thread calls when the tunnel ends, instead of a waiting task, and which closes its
+sockets there and then (``closing``): the closes take them out of the epoll, and the last
+direction to end leaves its FIN to the close. A tunnel the thread adds itself joins its set
+at once; one from another thread is handed over (a queue and a lock), which a turn of the
+thread looks at only when something is there.
 """
 
 from __future__ import annotations
@@ -44,10 +48,14 @@ import outcome
 import structlog
 import trio
 
+from .._descriptors import watermark
+
 log = structlog.get_logger()
 
 _IN: Final = select.EPOLLIN
 _OUT: Final = select.EPOLLOUT
+_ERR: Final = select.EPOLLERR
+_HUP: Final = select.EPOLLHUP
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_NONBLOCK", 0) | getattr(os, "SPLICE_F_MOVE", 0)
 _F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ (Linux), missing from older Pythons
 #: A direction copies through userspace in reads of this size until one fills it.
@@ -96,11 +104,11 @@ class Tunnel:
     thread calls ``on_end(tunnel)`` once the tunnel has ended (any thread's exception
     there is logged); ``error`` then holds an unexpected socket error, if any."""
 
-    __slots__ = ("a", "b", "cancelled", "down", "ended", "error", "idle", "last", "masks",
-                 "on_end", "socks", "up")
+    __slots__ = ("a", "b", "cancelled", "closing", "down", "ended", "error", "idle", "last",
+                 "masks", "on_end", "socks", "up")
 
     def __init__(self, a: Sock, b: Sock, idle: float, on_end: Callable[[Tunnel], None], *,
-                 to_b: bytes = b"", to_a: bytes = b"") -> None:
+                 to_b: bytes = b"", to_a: bytes = b"", closing: bool = False) -> None:
         self.a, self.b = a.fileno(), b.fileno()
         self.socks: dict[int, Sock] = {self.a: a, self.b: b}
         self.up, self.down = _Way(self.a, self.b, to_b), _Way(self.b, self.a, to_a)
@@ -111,6 +119,9 @@ class Tunnel:
         self.cancelled = False
         self.error: BaseException | None = None
         self.on_end = on_end
+        #: ``on_end`` closes both sockets, in the thread, whatever happens: closing a socket
+        #: takes it out of the epoll, so the thread spares the ``epoll_ctl`` calls.
+        self.closing = closing
 
 
 def _masks(up: _Way, down: _Way) -> tuple[int, int]:
@@ -156,16 +167,23 @@ class _Pump:
         self._new: deque[Tunnel] = deque()
         self._cancelled: deque[Tunnel] = deque()
         self._calls: deque[Callable[[], None]] = deque()
-        threading.Thread(target=self._run, name="nonod-proxy-pump", daemon=True).start()
+        thread = threading.Thread(target=self._run, name="nonod-proxy-pump", daemon=True)
+        thread.start()
+        self._ident = thread.ident
 
     # the caller's side (trio's thread)
 
     def add(self, tunnel: Tunnel) -> None:
         """Relay ``tunnel`` (from any thread)."""
         self._tunnels[tunnel.a] = self._tunnels[tunnel.b] = tunnel
-        with self._lock:
-            self._new.append(tunnel)
-            wake = tunnel.last + tunnel.idle < self._wake_at
+        if threading.get_ident() == self._ident:  # the thread's own (a fresh CONNECT's)
+            self._live.add(tunnel)
+            self._next_sweep = min(self._next_sweep, tunnel.last + tunnel.idle)
+            wake = False  # its next wait is computed after this
+        else:
+            with self._lock:
+                self._new.append(tunnel)
+                wake = tunnel.last + tunnel.idle < self._wake_at
         for sock, mask in zip((tunnel.a, tunnel.b), tunnel.masks, strict=True):
             if mask:
                 self._epoll.register(sock, mask)
@@ -217,41 +235,34 @@ class _Pump:
                 log.exception("proxy.pump_failed")
 
     def _turn(self) -> None:
-        cancelled: list[Tunnel] = []
-        calls: list[Callable[[], None]] = []
-        with self._lock:
-            while self._new:
-                tunnel = self._new.popleft()
-                self._live.add(tunnel)
-                self._next_sweep = min(self._next_sweep, tunnel.last + tunnel.idle)
-            if self._cancelled:
-                cancelled = list(self._cancelled)
-                self._cancelled.clear()
-            if self._calls:
-                calls = list(self._calls)
-                self._calls.clear()
+        if self._new or self._cancelled or self._calls:
+            now, wake_at = self._take()
+        else:  # nothing handed over: no lock (the common turn)
             now = time.monotonic()
-            wake_at = min(self._next_sweep, now + _MAX_WAIT)
-            if self._timers:
-                wake_at = min(wake_at, self._timers[0][0])
-            if cancelled or calls:
-                wake_at = now  # what they do may want a turn sooner: no wait this time
+            wake_at = self._wake_time(now)
             self._wake_at = wake_at
-        for tunnel in cancelled:
-            self.end(tunnel)
-        for call in calls:
-            _guarded(call)
+            if self._new or self._cancelled or self._calls:
+                # Handed over meanwhile: ``add`` may have read the old ``_wake_at``.
+                now, wake_at = self._take()
+        # The watched descriptors first (a fresh request's accept, head and connect), then
+        # the tunnels: a request's answer does not wait behind the end of an earlier tunnel
+        # reported in the same turn.
+        ready: list[tuple[Tunnel, int, int]] = []
         for fd, events in self._epoll.poll(max(0.0, wake_at - now)):
-            if fd == self._wake:
+            served = self._tunnels.get(fd)
+            if served is not None:
+                ready.append((served, fd, events))
+                continue
+            watcher = self._watched.get(fd)
+            if watcher is not None:
+                _guarded(watcher, events)
+            elif fd == self._wake:
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(self._wake)
-                continue
-            served = self._tunnels.get(fd)
-            if served is None:
-                watcher = self._watched.get(fd)
-                if watcher is not None:
-                    _guarded(watcher, events)
-                continue
+            else:  # a stray (a closing tunnel's socket left open by a bug): never spin on it
+                with contextlib.suppress(OSError):
+                    self._epoll.unregister(fd)
+        for served, fd, events in ready:
             if served.ended:
                 continue
             try:
@@ -268,15 +279,48 @@ class _Pump:
         if now >= self._next_sweep:
             self._sweep(now)
 
+    def _wake_time(self, now: float) -> float:
+        """When the thread must wake at the latest: the next idle deadline or timer."""
+        wake_at = min(self._next_sweep, now + _MAX_WAIT)
+        if self._timers and self._timers[0][0] < wake_at:
+            wake_at = self._timers[0][0]
+        return wake_at
+
+    def _take(self) -> tuple[float, float]:
+        """Take what other threads handed over (new tunnels, cancellations, calls), run
+        it, and publish when the thread wakes next: the time now and that."""
+        cancelled: list[Tunnel] | None = None
+        calls: list[Callable[[], None]] | None = None
+        with self._lock:
+            while self._new:
+                tunnel = self._new.popleft()
+                self._live.add(tunnel)
+                self._next_sweep = min(self._next_sweep, tunnel.last + tunnel.idle)
+            if self._cancelled:
+                cancelled = list(self._cancelled)
+                self._cancelled.clear()
+            if self._calls:
+                calls = list(self._calls)
+                self._calls.clear()
+            now = time.monotonic()
+            # What cancellations and calls do may want a turn sooner: no wait this time.
+            wake_at = now if cancelled or calls else self._wake_time(now)
+            self._wake_at = wake_at
+        for tunnel in cancelled or ():
+            self.end(tunnel)
+        for call in calls or ():
+            _guarded(call)
+        return now, wake_at
+
     def _serve(self, tunnel: Tunnel, fd: int, events: int) -> None:
-        if events & select.EPOLLERR:
+        if events & _ERR:
             error = tunnel.socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if error in _GONE:
                 self._end(tunnel)
                 return
             if error:
                 raise OSError(error, os.strerror(error))
-        hangup = events & select.EPOLLHUP
+        hangup = events & _HUP
         up, down = tunnel.up, tunnel.down
         for way in (up, down):
             if way.waits and (hangup or fd == (way.src if way.waits == _IN else way.dst)):
@@ -290,8 +334,8 @@ class _Pump:
         if not up.waits and not down.waits:
             self._end(tunnel)
             return
-        masks = _masks(up, down)
-        if masks != tunnel.masks:
+        masks = ((up.waits & _IN) | (down.waits & _OUT), (down.waits & _IN) | (up.waits & _OUT))
+        if masks != tunnel.masks:  # (as _masks has them)
             for sock, old, new in zip((tunnel.a, tunnel.b), tunnel.masks, masks, strict=True):
                 if old == new:
                     continue
@@ -306,6 +350,35 @@ class _Pump:
     def _move(self, tunnel: Tunnel, way: _Way) -> None:
         """Move what can move now, then leave ``way.waits`` at what it waits for."""
         turn, emptied = 0, False
+        if way.pipe is None and not way.held:
+            # Copying, nothing held: read at once; a short read (a message, not a bulk
+            # transfer) is written on straight away, with nothing kept past this call.
+            try:
+                data = os.read(way.src, _COPY_SIZE)
+            except BlockingIOError:
+                way.waits = _IN
+                return
+            n = len(data)
+            if n == 0:
+                self._source_ended(tunnel, way)
+                return
+            way.moved += n
+            tunnel.last = time.monotonic()
+            if n < _COPY_SIZE:
+                try:
+                    sent = os.write(way.dst, data)
+                except BlockingIOError:
+                    sent = 0
+                if sent == n:
+                    way.waits = _IN
+                else:
+                    way.held = memoryview(data)[sent:]
+                    way.waits = _OUT
+                return
+            way.held = memoryview(data)  # a full read: a bulk transfer, perhaps
+            if way.can_splice:
+                _go_bulk(way)
+            turn = n
         while True:
             if (way.held or way.piped) and not _flush(way):
                 way.waits = _OUT
@@ -313,18 +386,27 @@ class _Pump:
             if emptied or turn >= _TURN:
                 way.waits = _IN  # the source was emptied (or the turn is over): wait for it
                 return
-            n = _fill(way)
-            if n is None:
+            got = _fill(way)
+            if got is None:
                 way.waits = _IN
                 return
-            if n == 0:
-                tunnel.socks[way.dst].shutdown(socket.SHUT_WR)
-                way.waits = 0
+            if got == 0:
+                self._source_ended(tunnel, way)
                 return
-            turn += n
-            way.moved += n
+            turn += got
+            way.moved += got
             tunnel.last = time.monotonic()
-            emptied = n < way.chunk
+            emptied = got < way.chunk
+
+    @staticmethod
+    def _source_ended(tunnel: Tunnel, way: _Way) -> None:
+        """``way``'s source reached end of file (all it read is written): half-close its
+        sink, unless the tunnel ends now and its sink is closed at once (the close sends the
+        FIN; nothing is left unread on it, its own direction having ended)."""
+        other = tunnel.down if way is tunnel.up else tunnel.up
+        if other.waits or not tunnel.closing:
+            tunnel.socks[way.dst].shutdown(socket.SHUT_WR)
+        way.waits = 0
 
     def _sweep(self, now: float) -> None:
         """End the tunnels idle for their timeout; the next sweep is at the earliest of the
@@ -348,7 +430,7 @@ class _Pump:
         self._live.discard(tunnel)
         for sock, mask in zip((tunnel.a, tunnel.b), tunnel.masks, strict=True):
             del self._tunnels[sock]
-            if mask:
+            if mask and not tunnel.closing:
                 with contextlib.suppress(OSError):  # never left waiting for want of this
                     self._epoll.unregister(sock)
         for way in (tunnel.up, tunnel.down):
@@ -378,7 +460,7 @@ def _fill(way: _Way) -> int | None:
             return None
         way.held = memoryview(data)
         if len(data) == _COPY_SIZE and way.can_splice:
-            way.pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            _go_bulk(way)
         return len(data)
     try:
         n = os.splice(way.src, way.pipe[1], way.chunk, flags=_SPLICE_FLAGS)
@@ -398,6 +480,26 @@ def _fill(way: _Way) -> int | None:
             way.chunk = fcntl.fcntl(way.pipe[1], _F_SETPIPE_SZ, _BULK_PIPE)
     way.piped = n
     return n
+
+
+def _go_bulk(way: _Way) -> None:
+    """Give ``way`` its pipe for ``splice``; without one (its descriptors would lie in the
+    daemon's reserve, ``nonod._descriptors``, or the table is full) it copies through
+    userspace from now on: a session's tunnels never take the descriptors the daemon serves
+    its control connections and launches with."""
+    try:
+        pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        way.can_splice = False
+        return
+    if max(pipe) >= watermark():
+        os.close(pipe[0])
+        os.close(pipe[1])
+        way.can_splice = False
+        return
+    way.pipe = pipe
 
 
 def _flush(way: _Way) -> bool:
@@ -426,12 +528,25 @@ def the_pump() -> _Pump:
     return _pump
 
 
+@final
+class Moved:
+    """Bytes a relay moved each way, kept when it is cancelled (for the audit record of a
+    tunnel cut by its session's end)."""
+
+    __slots__ = ("to_client", "to_upstream")
+
+    def __init__(self) -> None:
+        self.to_upstream = 0
+        self.to_client = 0
+
+
 async def pump(a: trio.socket.SocketType, b: trio.socket.SocketType, *,
-               idle_timeout: float) -> tuple[int, int]:
+               idle_timeout: float, moved: Moved | None = None) -> tuple[int, int]:
     """Relay between the connected sockets ``a`` (the client's) and ``b`` (the upstream's) in
     the pump thread until the tunnel ends (see the module docstring); returns ``(bytes a to
-    b, bytes b to a)``. Cancelled, it returns only once the thread has let go of both sockets
-    (at once) and then raises ``Cancelled``; an unexpected socket error is raised here."""
+    b, bytes b to a)``, also left in ``moved``. Cancelled, it returns only once the thread has
+    let go of both sockets (at once) and then raises ``Cancelled``, with what was moved until
+    then in ``moved``; an unexpected socket error is raised here."""
     await trio.lowlevel.checkpoint_if_cancelled()
     task = trio.lowlevel.current_task()
     token = trio.lowlevel.current_trio_token()
@@ -449,6 +564,8 @@ async def pump(a: trio.socket.SocketType, b: trio.socket.SocketType, *,
         return trio.lowlevel.Abort.FAILED  # the thread wakes us once it has let go
 
     await trio.lowlevel.wait_task_rescheduled(abort)
+    if moved is not None:
+        moved.to_upstream, moved.to_client = tunnel.up.moved, tunnel.down.moved
     if tunnel.error is not None:
         raise tunnel.error
     if tunnel.cancelled:

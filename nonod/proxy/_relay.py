@@ -10,12 +10,14 @@ breaks, or when no byte moved for ``idle_timeout`` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Final, final
 
 import trio
 
-from ._pump import pump
+from ._pump import Moved, pump
 
 _COPY_SIZE: Final = 1 << 16
 
@@ -55,17 +57,19 @@ async def relay(
     *,
     idle_timeout: float,
     zero_copy: bool = True,
+    moved: Moved | None = None,
 ) -> tuple[int, int]:
     """Move bytes between ``client`` and ``upstream`` until both directions end, either side
     breaks, or the tunnel is idle for ``idle_timeout`` seconds. Returns ``(bytes to upstream,
-    bytes to client)``. Peer errors end the tunnel quietly; they are not raised.
+    bytes to client)``, also left in ``moved``, where they are too when the relay is
+    cancelled or fails. Peer errors end the tunnel quietly; they are not raised.
 
     Between plain sockets (``zero_copy``) the pump thread relays and the idle timeout runs on
     the real clock; otherwise the direction to the upstream runs in the calling task and the
     other in one child task, and the nursery's own cancel scope carries the idle deadline."""
     sockets = plain_sockets(client, upstream) if zero_copy else None
     if sockets is not None:
-        return await pump(*sockets, idle_timeout=idle_timeout)
+        return await pump(*sockets, idle_timeout=idle_timeout, moved=moved)
     counter: Counter | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -74,9 +78,41 @@ async def relay(
             counter = Counter(scope, idle_timeout)
             nursery.start_soon(_copy_one_way, upstream, client, counter, False, scope)
             await _copy_one_way(client, upstream, counter, True, scope)
+    except BaseExceptionGroup as group:
+        # Cancelled in both directions (the session ended): raised as one Cancelled, as the
+        # pump's path raises it (see :func:`one_cancelled`).
+        raise_one_cancelled(group)
+        raise
     finally:
         totals = (0, 0) if counter is None else (counter.to_upstream, counter.to_client)
+        if moved is not None:
+            moved.to_upstream, moved.to_client = totals
     return totals
+
+
+def raise_one_cancelled(group: BaseExceptionGroup[BaseException]) -> None:
+    """If ``group`` holds nothing but cancellations, raise the first as the one
+    ``trio.Cancelled`` it is; else return (the caller raises ``group``)."""
+    cancelled, rest = group.split(trio.Cancelled)
+    if rest is None and cancelled is not None:
+        first: BaseException = cancelled
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+@contextlib.contextmanager
+def one_cancelled() -> Iterator[None]:
+    """Let a group of nothing but cancellations (a nursery inside, cancelled because the
+    session ended) out as one ``trio.Cancelled``: a request's handler records the request
+    in its ``except trio.Cancelled``, which a group passes by (before: no record of a
+    request cut in such a nursery: the copying relay, a tunnel's first-flight wait, the
+    reverse proxy's two-task body)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        raise_one_cancelled(group)
+        raise
 
 
 async def _copy_one_way(

@@ -235,16 +235,19 @@ def _parse_pin_target(host: str, target: str) -> tuple[IPAddress, int | None]:
     return address, int(port_text)
 
 
-def start_connect(address: str, port: int) -> tuple[socket.socket, bool]:
+def start_connect(address: str, port: int, *, below: int | None = None
+                  ) -> tuple[socket.socket, bool]:
     """A non-blocking TCP connection to exactly ``address`` (an address literal, the one that
     was checked: no name lookup, so no window for DNS rebinding between the check and the
     connect), begun: the socket, and whether it is connected already (a loopback or local
     upstream); if not, it is once writable, with its ``SO_ERROR`` saying how it went. A
     connection refused at once raises OSError, and so does a socket whose number lies in
-    the daemon's reserve (EMFILE)."""
+    the daemon's reserve (EMFILE; ``below``: its ``watermark()``, if the caller has just
+    read it)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-    if not for_sessions(sock.fileno()):  # the daemon's own (``nonod._descriptors``)
+    fd = sock.fileno()  # the daemon's own above the watermark (``nonod._descriptors``)
+    if not (for_sessions(fd) if below is None else fd < below):
         sock.close()
         raise OSError(errno.EMFILE, "descriptors kept for the daemon")
     error = sock.connect_ex((address, port))

@@ -82,6 +82,8 @@ from ._inject import (
     upstream_head,
 )
 from ._offload import Seats, Stop, run_stoppable
+from ._pump import Moved
+from ._relay import one_cancelled
 from ._resolve import ResolveError, Resolver, connect_exactly
 from ._tls import TlsStream, receive_into
 from ._vectored import send_pieces, write_pieces
@@ -420,7 +422,8 @@ class ReverseHandler:
         if site is not None:
             record.mode = "intercept"
         try:
-            return await self._route_request(stream, conn, request, pool, record, site)
+            with one_cancelled():  # a nursery's group of them, too
+                return await self._route_request(stream, conn, request, pool, record, site)
         except _Refusal as refusal:
             return await self._refuse(stream, conn, record, refusal)
         except _ClientGone:
@@ -859,17 +862,18 @@ class ReverseHandler:
             upstream = await self._connect(entry, record)
             self._injected(route, head)
             scrubber = entry.new_scrubber()
+            moved = Moved()  # counted also when the session's end cancels the relay
             try:
                 outcome = await relay_websocket(
                     client=stream, request=request, trailing=conn.trailing_data[0],
                     route=route, secret=secret, token=self._table.token,
                     upstream=upstream.stream, resource=head.target.decode("ascii"),
-                    scrubber=scrubber, limits=self._limits)
+                    scrubber=scrubber, limits=self._limits, moved=moved)
             finally:
+                record.bytes_in, record.bytes_out = moved.to_client, moved.to_upstream
                 await trio.aclose_forcefully(upstream.stream)
         finally:
             self._websockets -= 1
-        record.bytes_in, record.bytes_out = outcome.bytes_in, outcome.bytes_out
         self._emit(record.event("allow", outcome.reason, outcome.status))
         return False
 

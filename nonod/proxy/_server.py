@@ -71,7 +71,8 @@ from ._http import (
     upstream_request_headers,
 )
 from ._intercept import Interceptor
-from ._relay import relay
+from ._pump import Moved
+from ._relay import one_cancelled, relay
 from ._resolve import Resolved, ResolveError, Resolver, connect_exactly
 from ._reverse import ReverseHandler, RouteTable
 from ._share import UidShare
@@ -204,15 +205,15 @@ class ProxyServer:
 
     # accepting
 
-    def _admit(self, fd: int | None) -> tuple[bool | None, int]:
+    def _admit(self, fd: int | None, below: int | None = None) -> tuple[bool | None, int]:
         """Count one accepted connection, its socket ``fd`` (None: not a socket), from either
         thread: serve it (True), refuse it with 503 (False) or just close it (None: under a
-        flood, or when ``fd`` lies in the daemon's reserve, ``nonod._descriptors``); and its
-        number."""
+        flood, or when ``fd`` lies in the daemon's reserve, ``nonod._descriptors``, whose
+        ``watermark()`` the caller may have just read: ``below``); and its number."""
         with self._counts:
             self._accepted += 1
             self._next_conn += 1
-            if fd is not None and not for_sessions(fd):
+            if fd is not None and not (for_sessions(fd) if below is None else fd < below):
                 self._rejected += 1
                 return None, self._next_conn
             if self._active < self._limits.max_connections and (
@@ -272,7 +273,8 @@ class ProxyServer:
                 await self._refuse(stream, h11.Connection(h11.SERVER), exchange, 503,
                                    Reason.TOO_MANY_CONNECTIONS)
             else:
-                await self.handle(stream, exchange, data)
+                with one_cancelled():  # a nursery's group of them, too
+                    await self.handle(stream, exchange, data)
         except trio.Cancelled:
             # The session ended with this connection open (its services are cancelled before
             # its audit file is sealed): what was asked, and allowed, still gets its record.
@@ -515,18 +517,19 @@ class ProxyServer:
                     self._emit(exchange, "deny", checked, status=200)
                     return
                 trailing = checked
+            moved = Moved()  # counted even when the session's end cancels the relay
             try:
                 if trailing:
                     with trio.fail_after(self._limits.send_timeout):
                         await upstream.send_all(trailing)
                     exchange.bytes_out += len(trailing)
-                moved_out, moved_in = await relay(stream, upstream,
-                                                  idle_timeout=self._limits.idle_timeout,
-                                                  zero_copy=self._zero_copy)
-                exchange.bytes_out += moved_out
-                exchange.bytes_in += moved_in
+                await relay(stream, upstream, idle_timeout=self._limits.idle_timeout,
+                            zero_copy=self._zero_copy, moved=moved)
             except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the upstream stalled or went away before the relay began
+            finally:
+                exchange.bytes_out += moved.to_upstream
+                exchange.bytes_in += moved.to_client
         self._emit(exchange, "allow", exchange.reason, status=200)
 
     async def _answer_inside(self, stream: trio.abc.Stream, reason: Reason) -> None:

@@ -46,6 +46,7 @@ from trio_websocket import (
 
 from ..credentials import PhantomToken, Route, Scrubber, Secret
 from ._inject import websocket_headers
+from ._pump import Moved
 from ._relay import Counter
 from ._replayed import Replayed
 
@@ -89,6 +90,7 @@ async def relay_websocket(
     resource: str,
     scrubber: Scrubber | None,
     limits: ProxyLimits,
+    moved: Moved | None = None,
 ) -> WebSocketOutcome:
     """Run one proxied WebSocket to its end. ``resource`` is the upstream target (it holds
     the credential in ``url_path``/``query_param`` modes: never log it).
@@ -97,6 +99,9 @@ async def relay_websocket(
     nursery that runs it: the upstream side gets a nursery of its own, whose failures become
     an answer to the program here and never travel further (a refusal carries the upstream's
     body, which could quote the credential).
+
+    ``moved`` gets the message bytes relayed each way, also when this is cancelled (the
+    session ended with the WebSocket open: its record still counts them).
     """
     extra = websocket_headers(route, secret, token, request.headers)
     async with trio.open_nursery() as program_side:
@@ -126,7 +131,8 @@ async def relay_websocket(
                 except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                     outcome = WebSocketOutcome(status=0, reason="client_gone")
                 else:
-                    counter = await _relay(inward, outward, scrubber, limits.idle_timeout)
+                    counter = await _relay(inward, outward, scrubber, limits.idle_timeout,
+                                           moved or Moved())
                     outcome = WebSocketOutcome(status=101, reason="forwarded",
                                                bytes_in=counter.to_client,
                                                bytes_out=counter.to_upstream)
@@ -163,12 +169,15 @@ async def _reject(offer: WebSocketRequest, status: int) -> None:
 
 
 async def _relay(inward: WebSocketConnection, outward: WebSocketConnection,
-                 scrubber: Scrubber | None, idle: float) -> Counter:
+                 scrubber: Scrubber | None, idle: float, moved: Moved) -> Counter:
     with trio.CancelScope(deadline=trio.current_time() + idle) as scope:
         counter = Counter(scope, idle)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_pump, inward, outward, None, counter, True, scope)
-            nursery.start_soon(_pump, outward, inward, scrubber, counter, False, scope)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_pump, inward, outward, None, counter, True, scope)
+                nursery.start_soon(_pump, outward, inward, scrubber, counter, False, scope)
+        finally:
+            moved.to_upstream, moved.to_client = counter.to_upstream, counter.to_client
     for side in (inward, outward):
         with trio.move_on_after(1, shield=True):
             await side.aclose()

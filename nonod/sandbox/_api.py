@@ -21,6 +21,7 @@ from .. import _descriptors
 from ..errors import LaunchError
 from ..policy import ResolvedPolicy
 from . import _reaper
+from ._cinit import FORCE_PYTHON
 from ._forkserver import WARM_IDLE
 from ._launcher import (
     GUARD_LOST,
@@ -356,8 +357,10 @@ def _launch_error(step_index: int, err: int, detail: str) -> LaunchError:
 
 
 def _reaper_override() -> dict[str, str]:
-    binary = os.environ.get(_reaper.OVERRIDE)
-    return {_reaper.OVERRIDE: binary} if binary else {}
+    """What the fork server takes from our environment: another reaper build, and whether
+    every init stays Python (``_cinit.FORCE_PYTHON``: the tests run both paths)."""
+    out = {name: os.environ.get(name, "") for name in (_reaper.OVERRIDE, FORCE_PYTHON)}
+    return {name: value for name, value in out.items() if value}
 
 
 def server_command(*, warm_idle: float = WARM_IDLE, prelude: str = "") -> list[str]:

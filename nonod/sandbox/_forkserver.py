@@ -29,7 +29,7 @@ import msgspec
 
 from .. import _malloc
 from ..cgroups._v1 import apply_limits
-from . import _launcher, _libc, _reaper
+from . import _cinit, _launcher, _libc, _reaper
 from ._guardhub import GuardHub
 from ._launcher import (
     FDS_PER_PLAN,
@@ -190,7 +190,8 @@ class _Warm:
 
     def __init__(self, key: WarmKey, hub: GuardHub, pool: tuple[tuple[str, str], ...] = (),
                  reaper: int = -1, view: View | None = None,
-                 mounts: MountTable | None = None, lender: Lender | None = None) -> None:
+                 mounts: MountTable | None = None, lender: Lender | None = None,
+                 config: int = -1) -> None:
         """With a ``view``, the launcher also builds it (``run_warm``); its binds must still
         name what they named then (``_bound_sources``) when it is handed a plan. Any
         launcher's mount namespace is a copy of the host's mount table (``mounts``) when it
@@ -218,6 +219,11 @@ class _Warm:
         #: The hub's end of the socket a direct init hands its view guard over on, if any.
         self.hub_key: socket.socket | None = None
         self.hub = hub
+        #: Its init is ``nono-reaper --init`` (``_cinit``): plans go to it in the flat form.
+        self.c_init = False
+        if config >= 0:
+            self._c_direct(key, theirs, procs, reaper, config, trees, lender)
+            return
         if view is not None and direct(key, view, lender is not None and bool(key[3])
                                        and lender.usable(key[3]), hub.adopts):
             self._direct(key, theirs, procs, reaper, view, trees, lender)
@@ -279,25 +285,70 @@ class _Warm:
             theirs_go.close()
             if go.recv(1) != b"r":
                 raise OSError(errno.ECHILD, "the warm init ended before its maps")
-            map_ids(pid, key[0], key[1])
-            set_oom_score_adj(key[4], pid)
-            join_cgroups(procs, pid)
-            go.send(b"g")
-            self.hello = (pid, *session_of(pid)) if key[3] else (pid, 0, 0)
+            self._let_go(key, pid, procs, go)
         except OSError:
-            if pid:
-                os.kill(pid, signal.SIGKILL)  # reaped with the others
-            self.sock.close()
-            self._remove_group()
+            self._failed(pid)
             raise
         finally:
-            go.close()
-            theirs_go.close()
-            theirs.close()
-            if client is not None:
-                client.close()
-            for fd in trees:
-                os.close(fd)
+            _close(go, theirs_go, theirs, client, trees)
+
+    def _let_go(self, key: WarmKey, pid: int, procs: tuple[str, ...], go: socket.socket) -> None:
+        """A direct init said ``r``: its id maps, ``oom_score_adj`` and group, then ``g``."""
+        map_ids(pid, key[0], key[1])
+        set_oom_score_adj(key[4], pid)
+        join_cgroups(procs, pid)
+        go.send(b"g")
+        self.hello = (pid, *session_of(pid)) if key[3] else (pid, 0, 0)
+
+    def _failed(self, pid: int) -> None:
+        """A direct launcher that could not be made: its init (if any) killed, reaped with
+        the others."""
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+        self.sock.close()
+        self._remove_group()
+
+    def _c_direct(self, key: WarmKey, theirs: socket.socket, procs: tuple[str, ...],
+                  reaper: int, config: int, trees: tuple[int, ...],
+                  lender: Lender | None) -> None:
+        """``_direct`` with the init in C (``_cinit.spawn``): the spawned helper says the
+        init's pid, the init ``r``; then as ``_direct``. An audit tag is lent for the
+        helper's spawn: the init it clones inherits the loginuid and the audit session."""
+        go, theirs_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        client: socket.socket | None = None
+        if self.view is not None and guarded(self.view.mounts):
+            self.hub_key, client = self.hub.client_for(key[0])
+        pid = 0
+        try:
+            def spawn() -> int:
+                return _cinit.spawn(reaper, key[2], theirs.fileno(), theirs_go.fileno(),
+                                    config, trees, client.fileno() if client else -1)
+
+            helper = lender.fork(key[3], spawn) if key[3] and lender is not None else spawn()
+            _close(theirs_go, theirs, client, trees)
+            trees = ()
+            said: int | None = None
+            ready = False
+            try:
+                while said is None or not ready:
+                    word = go.recv(8)
+                    if word == b"r":
+                        ready = True
+                    elif (said := _cinit.init_pid(word)) is None:
+                        raise OSError(errno.ECHILD, "the C init ended before its maps")
+                    else:
+                        self.pid = pid = said
+            finally:
+                os.waitpid(helper, 0)
+            if self.nicer:
+                os.setpriority(os.PRIO_PROCESS, pid, min(19, self.nice + WARM_NICE))
+            self._let_go(key, pid, procs, go)
+            self.c_init = True
+        except OSError:
+            self._failed(pid)
+            raise
+        finally:
+            _close(go, theirs_go, theirs, client, trees)
 
     def _remove_group(self) -> None:
         for directory in sorted(set(self.group_dirs.values())):
@@ -401,6 +452,11 @@ class _Warm:
         ``cgroup`` (None) and this launcher ends."""
         handed = False
         try:
+            if self.c_init:
+                flat = _cinit.launch_message(plan)
+                if flat is None:
+                    return False  # not for a C init: the launch goes the Python way
+                msg = flat
             if self.stale():
                 return False  # the host changed its mounts, or replaced a bound path, since
             hello = self._wait_ready()
@@ -428,6 +484,16 @@ class _Warm:
         finally:
             if not handed:
                 self.sock.close()
+
+
+def _close(*held: socket.socket | tuple[int, ...] | None) -> None:
+    """Close sockets (closing one twice does nothing) and descriptors."""
+    for item in held:
+        if isinstance(item, socket.socket):
+            item.close()
+        elif item is not None:
+            for fd in item:
+                os.close(fd)
 
 
 #: Seconds a launch waits for a warm launcher still preparing its view (normally a few
@@ -573,6 +639,7 @@ class _Pool:
         self._groups: list[str] = []  # of dropped launchers, removed once empty
         self._mounts = MountTable()
         self._lender = Lender()  # our loginuid, for direct launchers with an audit tag
+        self._configs = _cinit.Configs()  # the flat forms of views with a C init
         self.subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees
 
     @staticmethod
@@ -633,8 +700,15 @@ class _Pool:
         depth = WARM_DEPTH if key in self._hot else 1
         if len(ready) < depth:
             try:
-                ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper,
-                                   self._recent.get(key), self._mounts, self._lender))
+                view = self._recent.get(key)
+                tag = key[0][3]
+                lends = bool(tag) and self._lender.usable(tag)
+                config = (self._configs.fd(key[1], view)
+                          if view is not None and _cinit.covers(key[0], view, self._reaper,
+                                                                lends, self._hub.adopts)
+                          else -1)
+                ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper, view,
+                                   self._mounts, self._lender, config))
             except OSError:
                 depth = 0  # its view's idmapped trees, or the fork: launches go cold
         if len(ready) >= depth:
@@ -756,6 +830,7 @@ def main(warm_idle: float = WARM_IDLE) -> None:
     fd, parent = int(sys.argv[-2]), int(sys.argv[-1])
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     _libc.forbid_core_dumps()
+    _libc.keep_out_of_swap()  # launch plans hold the sessions' environments
     if os.getppid() != parent:
         sys.exit(1)  # the daemon died before we could tie our life to it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the daemon's business

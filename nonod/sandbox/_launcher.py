@@ -59,6 +59,10 @@ its own loginuid for the ``clone`` (``_loginuid``), or, where the kernel would n
 take it back, with an outer process as before. A view with something to guard: the init
 sets the guard up itself and hands it to the fork server's hub before ``READY``
 (``_adopt_ahead``), which guards the session from then on, as after an outer's hand-over.
+Where the fork server's flat form covers the view and the plan (``_cinit.covers``), such a
+direct init is not this code at all but ``nono-reaper --init`` (``reaper_init.c``), which
+does the same steps in C from its first instruction; this module stays the reference for
+what it does, and the path for everything else.
 
 Without namespaces (``ns_flags`` 0, landlock-only mode: see ``_mode``), steps 3, 4, 7 (the
 new root) and 8 are skipped, and the init is not pid 1 of anything: the outer process and the

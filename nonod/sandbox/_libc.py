@@ -9,9 +9,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 from ._syscalls import native_arch
+
+T = TypeVar("T")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -233,6 +236,54 @@ def forbid_core_dumps() -> None:
     (sessions set the same limit for themselves, and their seccomp filter keeps it)."""
     set_no_core_dump()
     prctl(PR_SET_DUMPABLE, 0)
+
+
+#: ``mlockall`` flags: what is mapped now, what will be, each page as it is first touched.
+MCL_CURRENT: Final = 1
+MCL_FUTURE: Final = 2
+MCL_ONFAULT: Final = 4
+_LOCK_FLAGS: Final = MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT
+#: The capability that lifts ``RLIMIT_MEMLOCK`` for ``mlock``.
+CAP_IPC_LOCK: Final = 14
+#: Did :func:`keep_out_of_swap` lock this process?
+_locked = False
+
+
+def keep_out_of_swap() -> bool:
+    """Lock this process's pages in memory, those mapped now and later, each once touched:
+    the daemon's real credentials (and the fork server's launch plans) never reach a swap
+    device, where they would outlive the process. Only where the lock cannot run into
+    ``RLIMIT_MEMLOCK`` (``CAP_IPC_LOCK`` in effect, as for root, or no limit): under a finite
+    limit a later allocation past it would fail. The limit is never raised, since every
+    session inherits it; the lock itself is not inherited. True if locked."""
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_MEMLOCK)[0] != resource.RLIM_INFINITY:
+        try:
+            with open("/proc/self/status", encoding="ascii") as status:
+                effective = next(int(line.split()[1], 16) for line in status
+                                 if line.startswith("CapEff:"))
+        except (OSError, StopIteration, ValueError):
+            return False
+        if not effective >> CAP_IPC_LOCK & 1:
+            return False
+    global _locked
+    result: int = _libc.mlockall(ctypes.c_int(_LOCK_FLAGS))
+    _locked = result == 0
+    return _locked
+
+
+def while_unlocked(work: Callable[[], T]) -> T:
+    """``work()`` with this process's memory unlocked for its length, if
+    :func:`keep_out_of_swap` locked it, then locked again. The kernel will not discard locked
+    pages (``MADV_DONTNEED``), so ``malloc_trim`` gives nothing of a locked heap back."""
+    if not _locked:
+        return work()
+    _libc.munlockall()
+    try:
+        return work()
+    finally:
+        _libc.mlockall(ctypes.c_int(_LOCK_FLAGS))
 
 
 def close_range(first: int, last: int) -> None:

@@ -74,6 +74,19 @@ PIN_DIR = "/.nono-pins"
 LAYERS_DIR = "/.nono-layers"  # an overlay's upper and work directories, while it is made
 # The user's cache home when the policy names none ($XDG_CACHE_HOME's default), below $HOME.
 CACHE_HOME = ".cache"
+# Caches kept outside the cache home, below $HOME, whose contents host tools run later
+# without checking them again (the places each tool uses when its variable is not set): Go's
+# module cache, Cargo's crate sources (``build.rs``), the jars of Maven and Gradle and
+# Gradle's wrapper distributions, npm's cache (``npx`` runs what ``_npx`` holds), uv's
+# Python installations and tools, pnpm's and Bun's stores, Yarn's, NuGet's, conda's
+# packages, Dart's pub cache, pipx's virtual environments (the tools ~/.local/bin links to).
+# Copy-on-write as the cache home is.
+HOME_CACHES = (
+    "go/pkg/mod", ".cargo/registry", ".cargo/git", ".m2/repository", ".gradle/caches",
+    ".gradle/wrapper", ".npm", ".local/share/uv", ".local/share/pnpm", ".bun/install/cache",
+    ".yarn/berry/cache", ".nuget/packages", ".conda/pkgs", ".pub-cache", ".local/share/pipx",
+    ".local/pipx",
+)
 EMPTY_FILE = "/.nono-empty"
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -197,6 +210,21 @@ HOME_RC_FILES = (
     # Editors' extensions, loaded at every start (VS Code, VSCodium, Cursor, Windsurf).
     ".vscode/extensions", ".vscode/argv.json", ".vscode-oss/extensions", ".cursor/extensions",
     ".windsurf/extensions",
+    # Build tools' and shells' user configuration that names a program or code they run at
+    # every invocation anywhere: Go's env file (GOFLAGS=-toolexec=..., CC), Gradle's init
+    # scripts and JVM options, `mvn`'s sourced .mavenrc, Bun's preloads, the prompt's custom
+    # commands, other shells' rc files and the zsh/bash frameworks their rc files source,
+    # Jupyter's Python configuration, Julia's and R's start-up, Terraform's provider
+    # overrides, Docker's CLI plugins; and the package indexes the next install fetches code
+    # from (pip, uv, conda).
+    ".config/go/env", ".gradle/init.gradle", ".gradle/init.gradle.kts", ".gradle/init.d",
+    ".gradle/gradle.properties", ".mavenrc", ".bunfig.toml", ".config/starship.toml",
+    ".kshrc", ".mkshrc", ".cshrc", ".tcshrc", ".config/nushell", ".xonshrc", ".config/xonsh",
+    ".config/elvish", ".oh-my-zsh", ".oh-my-bash", ".bash_it", ".zprezto",
+    ".jupyter/jupyter_config.py", ".jupyter/jupyter_notebook_config.py",
+    ".jupyter/jupyter_server_config.py", ".jupyter/jupyter_lab_config.py", ".julia/config",
+    ".Renviron", ".terraformrc", ".docker/cli-plugins", ".config/pip", ".pip",
+    ".config/uv/uv.toml", ".condarc",
 )
 
 
@@ -584,9 +612,14 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
 
     view = _View(sorted(binds.values(), key=lambda op: _depth(op.target)), look)
     kept = _Prefixes(policy.shared_caches)
-    for root in (os.path.join(home, CACHE_HOME), *_cache_roots(policy, home, look)):
+    written = (*(os.path.join(home, rel) for rel in (CACHE_HOME, *HOME_CACHES)),
+               *policy.cache_dirs)
+    for root in (*written, *_cache_roots(policy, home, look)):
         if not kept.covers(root):
             view.keep_cache_home(root)
+    for op in binds.values():
+        if op.kind == OVERLAY:
+            view.keep_overlay(op.target)
     for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
                                    policy.workdir, policy.protected_files):
         view.guard(path, MountOp(READONLY, path))
@@ -617,13 +650,16 @@ def _cache_roots(policy: ResolvedPolicy, home: str, look: _Look) -> list[str]:
     policy was resolved with ($XDG_CACHE_HOME) and ``~/.cache`` (what a tool uses when the
     variable is not set where it runs), canonical, and where the links in them lead, and
     the grants named through a link in one (``policy.cache_links``): caches kept on
-    another disk. A cache home at or above ``home``
+    another disk; and :data:`HOME_CACHES` and the caches the caller's environment moved
+    (``policy.cache_dirs``), canonical. A cache home at or above ``home``
     (``XDG_CACHE_HOME=$HOME``) is left out: it would make the whole home copy-on-write."""
     real_home = look.realpath(home)
     homes = {look.realpath(os.path.join(home, CACHE_HOME))}
     if policy.cache_home:
         homes.add(policy.cache_home)
-    roots = {*homes, *policy.cache_links}
+    roots = {*homes, *policy.cache_links,
+             *(_home_cache(home, real_home, rel, look) for rel in HOME_CACHES),
+             *(look.realpath(path) for path in policy.cache_dirs)}
     shared = _Prefixes(policy.shared_caches)
     for cache in homes:  # a cache kept elsewhere, however the grant names it
         if look.isdir(cache) and not shared.covers(cache):  # (a huge one's first names)
@@ -631,6 +667,21 @@ def _cache_roots(policy: ResolvedPolicy, home: str, look: _Look) -> list[str]:
             roots.update(look.realpath(link) for link in links
                          if look.islink(link) and not shared.covers(link))
     return sorted(root for root in roots if not _under(real_home, root))
+
+
+def _home_cache(home: str, real_home: str, rel: str, look: _Look) -> str:
+    """:data:`HOME_CACHES` entry ``rel`` of ``home``, canonical: below the canonical home
+    unless a symbolic link lies on its way before the first absent name (most homes have few
+    of them: an ``lstat`` per name, asked once in the plan, where a ``realpath`` would ask
+    again from ``/`` at every launch of a kept plan)."""
+    way = home
+    for name in rel.split("/"):
+        way = os.path.join(way, name)
+        if not look.lexists(way):
+            break
+        if look.islink(way):
+            return look.realpath(os.path.join(home, rel))
+    return os.path.join(real_home, rel)
 
 
 def _copy_on_write(binds: dict[str, MountOp], roots: Sequence[str], shared: Sequence[str],
@@ -652,8 +703,8 @@ def _copy_on_write(binds: dict[str, MountOp], roots: Sequence[str], shared: Sequ
             binds[path] = msgspec.structs.replace(op, writable=False)
     for root in roots:
         holder = _holder(binds, root)
-        if root not in binds and not kept.covers(root) and look.isdir(root) and \
-                holder is not None and holder.kind == BIND_DIR and holder.writable:
+        if root not in binds and holder is not None and holder.kind == BIND_DIR and \
+                holder.writable and not kept.covers(root) and look.isdir(root):
             binds[root] = MountOp(OVERLAY, root, root, True)
     for path in shared:
         holder = _holder(binds, path)
@@ -1117,6 +1168,18 @@ class _View:
         if walk is not None and not self._protected.covers(walk[0][-1]):
             existing, missing = walk
             self.anchors.update(existing[1:] if missing else existing[1:-1])
+
+    def keep_overlay(self, target: str) -> None:
+        """Anchor the directories between a writable directory grant and an overlay below it
+        (``~/go`` and ``~/go/pkg`` for ``~/go/pkg/mod`` in a writable home): the overlay's
+        own directory is a mount point, the way to it is not, and moved aside (with the
+        cache's path made again in its place) it let the session write the host's cache."""
+        bind = self._innermost(os.path.dirname(target))
+        if bind is None or not (bind.writable and bind.kind == BIND_DIR):
+            return
+        walk = _walk(bind.target, target, self._look)
+        if walk is not None and walk[1] is None:
+            self.anchors.update(walk[0][1:-1])
 
     def keep_cache_home(self, path: str) -> None:
         """A cache home (``path``) the session could make or re-point in a writable

@@ -125,7 +125,9 @@ def find_executable(name: str, env: tuple[str, ...], cwd: str) -> str:
                       errno=errno.ENOENT, detail=name)
 
 
-def _home_of(uid: int, env: tuple[tuple[str, str], ...]) -> str:
+def _home_of(uid: int, env: tuple[tuple[str, str], ...], resolved: str | None = None) -> str:
+    if resolved is not None:
+        return resolved
     for key, value in env:
         if key == "HOME" and os.path.isabs(value):
             return value
@@ -284,7 +286,7 @@ def build_plan(
     landlock_only = mode == _mode.LANDLOCK_ONLY
     policy = _mode.adapt_policy(policy, mode)
     env = sanitize_env(policy.env, request.env, request.extra_env)
-    home = _home_of(uid, request.env)
+    home = _home_of(uid, request.env, policy.home)
     # A root session's /etc: idmapped where the kernel can (landlock-only mode has no view of
     # its own: the walk's masks become Landlock's exceptions there).
     idmap = uid == 0 and not landlock_only and idmap_available()
@@ -352,6 +354,7 @@ def build_plan(
         landlock_net_fallback=landlock_net, allow_netlink_route=private_net,
         allow_unix_sockets=unix_sockets, allow_ptrace=request.allow_ptrace,
         refuse_host_ipc=landlock_only, refuse_host_pids=landlock_only,
+        protect_init=not landlock_only,
         refuse_host_inotify=landlock_only, refuse_listen=refuse_listen))
 
     executable = request.executable or find_executable(request.argv[0], env, request.cwd)

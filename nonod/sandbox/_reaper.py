@@ -18,6 +18,9 @@ stays (no pid namespace, or an init that stays Python). Elsewhere it leaves the 
 fork server (``_launcher.hands_over``), whose hub runs ``--repair`` (:func:`repair_argv`) for
 each change on the way to a guarded path.
 
+With ``--init`` (``reaper_init.c``, ``_cinit``) the binary is a warm direct launcher's whole
+init, from its first instruction, where the fork server's flat form covers the view.
+
 Without the binary (a wheel installed without building it, a kernel that refuses to execute
 memfds) :func:`load` returns -1 and both stay the Python loops, which do the same; so does an
 init whose creation guard refuses a name that does not fold to ASCII (the reaper compares

@@ -139,6 +139,9 @@ _PID_ARG0: Final = ("sched_setaffinity", "sched_setscheduler", "sched_setparam",
 _WHICH_WHO: Final = (("setpriority", 2), ("ioprio_set", 3))  # (call, its "every process of
 # the uid" which: PRIO_USER, IOPRIO_WHO_USER, where who 0 means the caller's own uid)
 
+# The session's init in its own pid namespace (``protect_init``).
+INIT_PID: Final = 1
+
 # sendto(fd, buf, len, flags, ...), sendmsg(fd, msg, flags), sendmmsg(fd, vec, vlen, flags)
 _SEND_FLAGS_ARG: Final = (("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3))
 
@@ -180,6 +183,12 @@ class SeccompOptions:
     forms), ``sched_setaffinity``, ``sched_setscheduler``, ``sched_setparam``,
     ``sched_setattr``. The session shares the host's pid namespace (landlock-only mode).
 
+    ``protect_init``: the same calls fail with ``EPERM`` when they name pid 1 (and
+    ``setpriority``/``ioprio_set`` process group 1), the session's init in its own pid
+    namespace: it runs with the program's uid in the program's user namespace, so the kernel
+    would let the program lower its limits (``RLIMIT_CPU``: the kernel kills it; ``NOFILE``)
+    or starve it (``SCHED_IDLE``), and with it the exit record and the signals it forwards.
+
     ``refuse_host_inotify``: the rows of ``HOST_INOTIFY`` fail with ``ENOSYS``: the session
     sees the host's tree, not a view of its grants, and shares the host's inotify counts.
 
@@ -197,6 +206,7 @@ class SeccompOptions:
     allow_ptrace: bool = False
     refuse_host_ipc: bool = False
     refuse_host_pids: bool = False
+    protect_init: bool = False
     refuse_host_inotify: bool = False
     refuse_listen: bool = False
 
@@ -352,7 +362,8 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     a.jeq(_nr(arch, "setrlimit"), jt="setrlimit")
     a.jeq(_nr(arch, "prlimit64"), jt="prlimit64")
     host_pids = options.refuse_host_pids
-    if host_pids:
+    init_pid = options.protect_init and not host_pids  # refusing every pid but 0 covers it
+    if host_pids or init_pid:
         for name in _PID_ARG0:
             if (number := arch.nr(name)) is not None:
                 a.jeq(number, jt="pid_arg0")
@@ -408,10 +419,14 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     if host_pids:
         a.load(_arg_low(0))
         a.jeq(0, jt="allow", jf="eperm")
+    elif init_pid:
+        a.load(_arg_low(0))
+        a.jeq(INIT_PID, jt="eperm", jf="allow")
     else:
         a.ret(SECCOMP_RET_ALLOW)
 
-    # 4c. Another process by pid (refuse_host_pids): only pid 0, the caller, is allowed.
+    # 4c. Another process by pid (refuse_host_pids): only pid 0, the caller, is allowed;
+    # (protect_init) any but the init, pid 1 (or its process group, 1).
     if host_pids:
         a.label("pid_arg0")
         a.load(_arg_low(0))
@@ -422,6 +437,16 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
             a.jeq(every, jt="eperm")
             a.load(_arg_low(1))
             a.jeq(0, jt="allow", jf="eperm")
+    elif init_pid:
+        a.label("pid_arg0")
+        a.load(_arg_low(0))
+        a.jeq(INIT_PID, jt="eperm", jf="allow")
+        for name, every in _WHICH_WHO:
+            a.label(name)
+            a.load(_arg_low(0))
+            a.jeq(every, jt="allow")  # a uid's every process: only lowers their priority
+            a.load(_arg_low(1))
+            a.jeq(INIT_PID, jt="eperm", jf="allow")
 
     # 5. ioctl(fd, unsigned int cmd, arg): req | 1 << 32 is the same request to the kernel.
     a.label("ioctl")
@@ -514,6 +539,11 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
            + " naming a pid other than 0 (the caller), setpriority PRIO_USER, ioprio_set"
            " IOPRIO_WHO_USER: EPERM (the host's processes of the same uid: no pid namespace)"]
           if options.refuse_host_pids else []),
+        *(["prlimit64 setting a limit, setpriority, ioprio_set, "
+           + ", ".join(name for name in _PID_ARG0 if arch.nr(name) is not None)
+           + " naming pid 1 (setpriority, ioprio_set: or process group 1): EPERM (the"
+           " session's init, which the kernel would let the program limit or starve)"]
+          if options.protect_init and not options.refuse_host_pids else []),
         *(f"ioctl {', '.join(i.name for i in IOCTLS if i.errno == value)} (request compared on"
           f" its low 32 bits): {_errno_name(value)}"
           for value in sorted({i.errno for i in IOCTLS})),

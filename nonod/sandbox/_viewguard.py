@@ -41,7 +41,18 @@ import stat
 from collections.abc import Sequence
 
 from . import _libc
-from ._mounts import ANCHOR, MASK_DIR, MASK_FILE, PIN, READONLY, CannotCover, MountOp, cover
+from ._mounts import (
+    ANCHOR,
+    BIND_DIR,
+    MASK_DIR,
+    MASK_FILE,
+    OVERLAY,
+    PIN,
+    READONLY,
+    CannotCover,
+    MountOp,
+    cover,
+)
 
 GUARDED = frozenset({ANCHOR, PIN, MASK_DIR, MASK_FILE, READONLY})
 _ATTEMPTS = 100
@@ -69,8 +80,21 @@ def guarded(ops: Sequence[MountOp]) -> tuple[MountOp, ...]:
     cost every root session a guard set up through the fork server's hub (watches on ``/``
     and ``/proc``) for nothing."""
     own_proc = not any(op.target == PROC for op in ops)
-    return tuple(op for op in ops if op.kind in GUARDED and not (
-        own_proc and op.kind == MASK_FILE and os.path.dirname(op.target) == PROC))
+    return (*(op for op in ops if op.kind in GUARDED and not (
+        own_proc and op.kind == MASK_FILE and os.path.dirname(op.target) == PROC)),
+        *_overlays_on_host(ops))
+
+
+def _overlays_on_host(ops: Sequence[MountOp]) -> tuple[MountOp, ...]:
+    """A mask for each copy-on-write cache (OVERLAY) mounted on a directory entry of a
+    writable host bind (``~/.cache`` in a writable home), kept by the guard only: the launcher
+    mounted the overlay there, and its id is what :meth:`ViewGuard.start` finds. The host
+    removing that directory (a cache clean-up) drops the overlay with it, and the directory a
+    host tool makes again in its place would be the host's, writable by the session: the
+    mask goes over it instead (the session loses its cache, not the host)."""
+    writable = [op.target for op in ops if op.kind == BIND_DIR and op.writable]
+    return tuple(MountOp(MASK_DIR, op.target) for op in ops if op.kind == OVERLAY and any(
+        op.target.startswith(bind.rstrip("/") + "/") for bind in writable))
 
 
 def _ancestors(path: str) -> list[str]:

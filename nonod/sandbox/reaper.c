@@ -34,16 +34,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "reaper.h"
@@ -94,52 +95,160 @@ static int send_reply(int chan, const char *tag, size_t len, int fd) {
     return 0;
 }
 
-static int connect_local(unsigned port) {
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (s < 0)
-        return -errno;
-    if (connect(s, (struct sockaddr *)&addr, sizeof addr) < 0) {
-        int err = errno;
-        if (err == EINPROGRESS) {
-            struct pollfd p = {.fd = s, .events = POLLOUT};
-            int r;
-            while ((r = poll(&p, 1, CONNECT_TIMEOUT_MS)) < 0 && errno == EINTR)
-                ;
-            socklen_t len = sizeof err;
-            if (r == 0)
-                err = ETIMEDOUT;
-            else if (r < 0 || getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-                err = errno;
-        }
-        if (err) {
-            close(s);
-            return -err;
-        }
-    }
-    return s;
+/* The daemon's connect request under way: at most one (the daemon waits for each answer),
+ * waited for in the init's loop with everything else, so that a listener that accepts
+ * nothing holds up nothing but the daemon's request. */
+struct pending {
+    int chan, sock, ep;
+    struct timespec deadline;
+};
+
+static int64_t ms_until(const struct timespec *t) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t ms = (int64_t)(t->tv_sec - now.tv_sec) * 1000 + (t->tv_nsec - now.tv_nsec) / 1000000;
+    return ms < 0 ? 0 : ms;
 }
 
-/* One request from the daemon; 0 when the channel is gone. */
-static int answer(int chan) {
+/* Answer the request: the connected socket ("K"), or "E" + errno; 0 when the channel is gone. */
+static int reply(int chan, int sock, int err) {
+    if (!err)
+        return send_reply(chan, "K", 1, sock) == 0;
+    unsigned char msg[5] = {'E'};
+    put32(msg + 1, (uint32_t)err);
+    return send_reply(chan, (const char *)msg, sizeof msg, -1) == 0;
+}
+
+/* End the connection under way (err: 0 to ask the socket how it went); the channel's return. */
+static int finish(struct pending *p, int err) {
+    socklen_t len = sizeof err;
+    if (!err && getsockopt(p->sock, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    epoll_ctl(p->ep, EPOLL_CTL_DEL, p->sock, NULL);
+    int ok = reply(p->chan, p->sock, err);
+    close(p->sock);
+    p->sock = -1;
+    return ok;
+}
+
+/* One request from the daemon: answered, or its connection left under way in p; 0 when the
+ * channel is gone. */
+static int answer(struct pending *p, uint32_t index) {
     unsigned char msg[64];
     ssize_t n;
-    while ((n = recv(chan, msg, sizeof msg, 0)) < 0 && errno == EINTR)
+    while ((n = recv(p->chan, msg, sizeof msg, 0)) < 0 && errno == EINTR)
         ;
     if (n <= 0)
         return 0;
     if (n != 3 || msg[0] != 'C')
         return 1;
-    int s = connect_local((unsigned)msg[1] | ((unsigned)msg[2] << 8));
-    if (s >= 0) {
-        int ok = send_reply(chan, "K", 1, s);
-        close(s);
-        return ok == 0;
+    unsigned port = (unsigned)msg[1] | ((unsigned)msg[2] << 8);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s < 0)
+        return reply(p->chan, -1, errno);
+    int err = connect(s, (struct sockaddr *)&addr, sizeof addr) < 0 ? errno : 0;
+    struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = index};
+    if (err == EINPROGRESS && epoll_ctl(p->ep, EPOLL_CTL_ADD, s, &ev) == 0) {
+        p->sock = s;
+        clock_gettime(CLOCK_MONOTONIC, &p->deadline);
+        p->deadline.tv_sec += CONNECT_TIMEOUT_MS / 1000;
+        return 1;
     }
-    unsigned char err[5] = {'E'};
-    put32(err + 1, (uint32_t)-s);
-    return send_reply(chan, (const char *)err, sizeof err, -1) == 0;
+    int ok = reply(p->chan, s, err);
+    close(s);
+    return ok;
+}
+
+/* The init's life once the program runs (see the top of this file): forward, reap, answer,
+ * report the program's exit on EXIT_FD and exit. */
+_Noreturn void serve_init(pid_t program, int exit_fd, int control, int subreaper, int lifeline) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++)
+        sigaddset(&set, forwarded[i]);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    if (sfd < 0)
+        _exit(126);
+
+    /* epoll, not poll: poll refuses more descriptors than RLIMIT_NOFILE, which the program
+     * may lower for this process (prlimit, same uid): the loop then spun, answering nothing
+     * and never seeing the lifeline's hang-up. What is registered here stays registered. */
+    enum { SIGNALS, CONTROL, LISTENER, LIFELINE, CONNECTING, WATCHED };
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        _exit(126);
+    int fds[LIFELINE + 1] = {sfd, control, guard_listener(), lifeline};
+    for (int i = 0; i <= LIFELINE; i++) {
+        /* the lifeline: hang-up only (always reported); the fork server's messages are not ours */
+        struct epoll_event ev = {.events = i == LIFELINE ? 0 : EPOLLIN, .data.u32 = (uint32_t)i};
+        if (fds[i] >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) < 0)
+            _exit(126);
+    }
+    struct pending conn = {.chan = control, .sock = -1, .ep = ep};
+    uint32_t chan_events = EPOLLIN;
+    int status = 0xFF00;
+    for (;;) {
+        pid_t pid;
+        int st, done = 0;
+        while ((pid = waitpid(-1, &st, WNOHANG)) != 0) {
+            if (pid < 0) {
+                if (errno == EINTR)
+                    continue;
+                done = 1; /* no child left */
+                break;
+            }
+            if (pid == program) {
+                status = st;
+                done = 1;
+                break;
+            }
+        }
+        if (done)
+            break;
+        struct epoll_event evs[WATCHED];
+        uint32_t revents[WATCHED] = {0};
+        int n = epoll_wait(ep, evs, WATCHED, conn.sock >= 0 ? (int)ms_until(&conn.deadline) : -1);
+        for (int i = 0; i < n; i++)
+            revents[evs[i].data.u32] = evs[i].events;
+        if (revents[LIFELINE] & (EPOLLHUP | EPOLLERR))
+            _exit(0); /* the fork server is gone: so is the session (the namespace ends) */
+        if (revents[SIGNALS] & EPOLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si && si.ssi_signo != SIGCHLD)
+                kill(program, (int)si.ssi_signo);
+        }
+        /* While a connection is under way the channel is watched for its hang-up only: the
+         * daemon sends nothing before its answer. */
+        int chan_ok = 1;
+        if (conn.sock >= 0 && (revents[CONTROL] & (EPOLLHUP | EPOLLERR)))
+            chan_ok = 0;
+        else if (conn.sock >= 0 && (revents[CONNECTING] || ms_until(&conn.deadline) == 0))
+            chan_ok = finish(&conn, revents[CONNECTING] ? 0 : ETIMEDOUT);
+        else if (conn.sock < 0 && revents[CONTROL])
+            chan_ok = answer(&conn, CONNECTING);
+        if (!chan_ok) { /* the daemon went away */
+            if (conn.sock >= 0)
+                finish(&conn, ECONNABORTED);
+            epoll_ctl(ep, EPOLL_CTL_DEL, fds[CONTROL], NULL);
+            fds[CONTROL] = -1;
+        } else if (fds[CONTROL] >= 0 && (conn.sock >= 0) != (chan_events == 0)) {
+            struct epoll_event ev = {.events = conn.sock >= 0 ? 0 : EPOLLIN, .data.u32 = CONTROL};
+            chan_events = ev.events;
+            epoll_ctl(ep, EPOLL_CTL_MOD, fds[CONTROL], &ev);
+        }
+        if (revents[LISTENER] && guard_serve_one() < 0) {
+            epoll_ctl(ep, EPOLL_CTL_DEL, fds[LISTENER], NULL);
+            guard_stop();
+        }
+    }
+    if (subreaper)
+        end_descendants();
+    report_exit(exit_fd, status);
+    _exit(0);
 }
 
 int main(int argc, char **argv) {
@@ -147,6 +256,8 @@ int main(int argc, char **argv) {
         return outer_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--repair"))
         return repair_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--init"))
+        return init_main(argc, argv);
     long program, exit_fd, control, subreaper, lifeline, handover, listener = -1, config = -1;
     prctl(PR_SET_DUMPABLE, 0);
     prctl(PR_SET_NAME, "nono-reaper"); /* not "6", the memfd's number */
@@ -159,67 +270,11 @@ int main(int argc, char **argv) {
         return 126; /* the program would wait for answers nobody gives: end the session */
     if (handover >= 0) {
         /* The outer launcher leaves once it hears this: its death must not be ours. A fork
-         * server that dies from now on hangs the lifeline up (polled below). */
+         * server that dies from now on hangs the lifeline up (watched in serve_init). */
         prctl(PR_SET_PDEATHSIG, 0);
         send((int)handover, "h", 1, MSG_NOSIGNAL);
         close((int)handover);
     }
 
-    sigset_t set;
-    sigemptyset(&set);
-    for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++)
-        sigaddset(&set, forwarded[i]);
-    sigaddset(&set, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
-    if (sfd < 0)
-        return 126;
-
-    int status = 0xFF00;
-    struct pollfd watch[4] = {{.fd = sfd, .events = POLLIN},
-                              {.fd = (int)control, .events = POLLIN},
-                              {.fd = guard_listener(), .events = POLLIN},
-                              /* hang-up only: the fork server's messages are not ours */
-                              {.fd = (int)lifeline, .events = 0}};
-    for (;;) {
-        pid_t pid;
-        int st, done = 0;
-        while ((pid = waitpid(-1, &st, WNOHANG)) != 0) {
-            if (pid < 0) {
-                if (errno == EINTR)
-                    continue;
-                done = 1; /* no child left */
-                break;
-            }
-            if (pid == (pid_t)program) {
-                status = st;
-                done = 1;
-                break;
-            }
-        }
-        if (done)
-            break;
-        if (poll(watch, 4, -1) < 0) /* a negative fd is skipped */
-            continue;
-        if (watch[3].revents & (POLLHUP | POLLERR | POLLNVAL))
-            _exit(0); /* the fork server is gone: so is the session (the namespace ends) */
-        if (watch[0].revents & POLLIN) {
-            struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-                if (si.ssi_signo != SIGCHLD)
-                    kill((pid_t)program, (int)si.ssi_signo);
-                break;
-            }
-        }
-        if (watch[1].fd >= 0 && watch[1].revents && !answer(watch[1].fd))
-            watch[1].fd = -1; /* the daemon went away; PDEATHSIG will follow */
-        if (watch[2].fd >= 0 && watch[2].revents && guard_serve_one() < 0) {
-            guard_stop();
-            watch[2].fd = -1;
-        }
-    }
-    if (subreaper)
-        end_descendants();
-    report_exit((int)exit_fd, status);
-    _exit(0);
+    serve_init((pid_t)program, (int)exit_fd, (int)control, (int)subreaper, (int)lifeline);
 }

@@ -4,11 +4,13 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* reaper_util.c */
-int number(const char *s, long *out); /* a whole decimal argument; -1 if it is not */
+int number(const char *s, long *out); /* a whole decimal int argument; -1 if it is not */
 void put32(unsigned char *p, uint32_t v); /* little endian */
 void write_all(int fd, const void *data, size_t len);
+int send_fds(int sock, const void *data, size_t len, const int *fds, size_t n); /* n <= 4 */
 void end_descendants(void);
 
 /* The configuration the Python side serialized (little endian, strings length-prefixed). */
@@ -18,7 +20,11 @@ struct reader {
 int take(struct reader *r, void *out, size_t n);
 int take_u32(struct reader *r, uint32_t *v);
 int take_u64(struct reader *r, uint64_t *v);
+/* A count of entries of at least min_size bytes each: -1 if that many cannot fit in what is
+ * left, so that no count is ever allocated for before the bytes it needs are there. */
+int take_count(struct reader *r, size_t min_size, uint32_t *n);
 char *take_str(struct reader *r);
+char *take_path(struct reader *r); /* shorter than 4096, no NUL inside; NULL if not */
 
 /* Read the creation guard's configuration from config_fd (closed) and serve listener_fd;
  * -1 if the configuration is unreadable. */
@@ -31,7 +37,43 @@ void guard_stop(void);
 
 /* nono-reaper --outer (reaper_outer.c): the launcher's outer process, the view guard. */
 int outer_main(int argc, char **argv);
+/* reaper_outer.c: a C init's view guard, handed to the fork server's hub (0, or -1). */
+int adopt_guard(struct reader *state, const unsigned char *on_the_way, size_t len, int hub_fd);
 /* nono-reaper --repair (reaper_outer.c): one round of the view guard, for the fork server. */
 int repair_main(int argc, char **argv);
+
+/* reaper.c: the init's life once its program runs (forward, reap, answer, report). */
+_Noreturn void serve_init(pid_t program, int exit_fd, int control, int subreaper, int lifeline);
+/* nono-reaper --init (reaper_init.c): the warm direct init from its first instruction. */
+int init_main(int argc, char **argv);
+/* reaper_view.c: the session's root and view, before any plan (exit 126 on any failure). */
+struct trees {
+    int fds[64]; /* the idmapped trees (_mounts.idmapped_trees), for the IDMAP steps in order */
+    size_t n, next;
+};
+int view_prepare(struct reader *config, int ns_flags, struct trees *trees);
+/* reaper_confine.c: the launch's confinement; each returns 0 or an errno, with a detail. */
+struct rule {
+    char *path;
+    uint64_t allowed;
+    int is_file;
+    dev_t dev; /* what the rule was put on; 0, 0: the path was gone */
+    ino_t ino;
+};
+struct ruleset {
+    uint32_t abi; /* 0: no Landlock */
+    uint64_t fs, net, scoped;
+    uint32_t n, n_ports;
+    struct rule *rules;
+    uint64_t (*ports)[2]; /* port, allowed */
+    int fd;               /* built, not enforced; -1: none */
+};
+struct ruleset *ruleset_load(struct reader *config);
+int ruleset_build(struct ruleset *rs, const char **detail);
+int ruleset_current(const struct ruleset *rs);
+int ruleset_enforce(struct ruleset *rs, const char **detail);
+int drop_capabilities(void);
+int session_rlimits(uint64_t max_processes);
+int install_seccomp(const unsigned char *prog, size_t len);
 
 #endif

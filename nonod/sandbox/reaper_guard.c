@@ -71,7 +71,7 @@ static struct ident *ruled;
 
 static int take_names(struct reader *r, struct names *names) {
     uint32_t n;
-    if (take_u32(r, &n) || n > 65536)
+    if (take_count(r, 4, &n) || n > 65536) /* each a length and its bytes */
         return -1;
     names->n = n;
     names->v = calloc(n ? n : 1, sizeof *names->v);
@@ -103,7 +103,8 @@ int guard_load(int config_fd, int listener_fd) {
     uint32_t n;
     if (take(&r, magic, 4) || memcmp(magic, "NGC1", 4))
         return -1;
-    if (take_u32(&r, &n) || !(guarded = calloc(n ? n : 1, sizeof *guarded)))
+    /* each guarded directory: its identity (16) and its names' count (4) */
+    if (take_count(&r, 20, &n) || !(guarded = calloc(n ? n : 1, sizeof *guarded)))
         return -1;
     for (n_guarded = 0; n_guarded < n; n_guarded++) {
         uint64_t dev, ino;
@@ -113,12 +114,12 @@ int guard_load(int config_fd, int listener_fd) {
         guarded[n_guarded].dev = (dev_t)dev;
         guarded[n_guarded].ino = (ino_t)ino;
     }
-    if (take_u32(&r, &n) || !(paths = calloc(n ? n : 1, sizeof *paths)))
+    if (take_count(&r, 8, &n) || !(paths = calloc(n ? n : 1, sizeof *paths)))
         return -1;
     for (n_paths = 0; n_paths < n; n_paths++)
         if (!(paths[n_paths].path = take_str(&r)) || take_names(&r, &paths[n_paths].names))
             return -1;
-    if (take_u32(&r, &n) || !(ruled = calloc(n ? n : 1, sizeof *ruled)))
+    if (take_count(&r, 16, &n) || !(ruled = calloc(n ? n : 1, sizeof *ruled)))
         return -1;
     for (n_ruled = 0; n_ruled < n; n_ruled++) {
         uint64_t dev, ino;

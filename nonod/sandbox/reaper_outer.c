@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -362,17 +363,12 @@ static int parent_gone(pid_t parent) {
 
 /* ------------------------------------------------------------------ the configuration */
 
-static int load(int fd) {
-    struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size > (16 << 20))
-        return -1;
-    unsigned char *buf = malloc((size_t)st.st_size);
-    if (!buf || pread(fd, buf, (size_t)st.st_size, 0) != st.st_size)
-        return -1;
-    struct reader r = {buf, buf + st.st_size};
+/* The guard's state (``_reaper.outer_config``, "NGO1") from r, which it must fill exactly. */
+static int load_state(struct reader *r) {
     char magic[4];
     uint32_t n;
-    if (take(&r, magic, 4) || memcmp(magic, "NGO1", 4) || take_u32(&r, &n))
+    /* each operation: kind, absent, mount id and two lengths (24) */
+    if (take(r, magic, 4) || memcmp(magic, "NGO1", 4) || take_count(r, 24, &n) || n > 4096)
         return -1;
     if (!(ops = calloc(n ? n : 1, sizeof *ops)) ||
         !(repaired = calloc(n ? n : 1, sizeof *repaired)))
@@ -381,22 +377,33 @@ static int load(int fd) {
         struct op *op = &ops[n_ops];
         uint32_t absent;
         uint64_t mount;
-        if (take_u32(&r, &op->kind) || take_u32(&r, &absent) || take_u64(&r, &mount) ||
-            !(op->target = take_str(&r)) || !(op->source = take_str(&r)))
+        if (take_u32(r, &op->kind) || take_u32(r, &absent) || take_u64(r, &mount) ||
+            !(op->target = take_str(r)) || !(op->source = take_str(r)))
             return -1;
         op->absent = absent != 0;
         op->mount = (int64_t)mount;
     }
-    if (take_u32(&r, &n) || !(dirs = calloc(n ? n : 1, sizeof *dirs)) ||
+    if (take_count(r, 20, &n) || n > 65536 || !(dirs = calloc(n ? n : 1, sizeof *dirs)) ||
         !(watched = calloc(n ? n : 1, sizeof *watched)))
         return -1;
     for (n_dirs = 0; n_dirs < n; n_dirs++)
-        if (!(dirs[n_dirs] = take_str(&r)) || take_u64(&r, &watched[n_dirs][0]) ||
-            take_u64(&r, &watched[n_dirs][1]))
+        if (!(dirs[n_dirs] = take_str(r)) || take_u64(r, &watched[n_dirs][0]) ||
+            take_u64(r, &watched[n_dirs][1]))
             return -1;
-    int whole = r.p == r.end;
+    return r->p == r->end ? 0 : -1;
+}
+
+static int load(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size > (16 << 20))
+        return -1;
+    unsigned char *buf = malloc((size_t)st.st_size);
+    if (!buf || pread(fd, buf, (size_t)st.st_size, 0) != st.st_size)
+        return -1;
+    struct reader r = {buf, buf + st.st_size};
+    int rc = load_state(&r);
     free(buf);
-    return whole ? 0 : -1;
+    return rc;
 }
 
 /* ------------------------------------------------------------------ the outer's life */
@@ -672,4 +679,73 @@ int repair_main(int argc, char **argv) {
     report = REPORT;
     init_pidfd = PIDFD;
     _exit(repair());
+}
+
+/* ------------------------------------------------------------------ a C init's guard */
+
+/* The hub's ``expected`` answer, passing "c" (a change it woke us for: it repairs those
+ * itself once it has the session): 0, or an errno (``_launcher._hub_answer``). */
+static int hub_answer(char expected) {
+    for (;;) {
+        char msg[64];
+        ssize_t n;
+        while ((n = recv(hub, msg, sizeof msg, 0)) < 0 && errno == EINTR)
+            ;
+        if (n <= 0)
+            return EPIPE;
+        if (msg[0] == 'E' && n >= 5) {
+            int32_t e;
+            memcpy(&e, msg + 1, 4);
+            return e ? e : EIO;
+        }
+        if (msg[0] == expected)
+            return 0;
+        if (msg[0] != 'c')
+            return EPIPE;
+    }
+}
+
+/* _launcher._adopt_ahead for the C init (reaper_init.c), its view built: ``state`` the
+ * guard's operations and directories ("NGO1", no mount taken yet), ``on_the_way`` the "O"
+ * message for the hub (the names a change must touch to matter). The hub watches the
+ * directories, each mount's id is taken (ViewGuard.start) and what is gone covered again,
+ * then the hub gets the init's pidfd, the state in a memfd and its socket ("A") and guards
+ * the session from then on. 0, or -1: the init must end before READY (fail closed). */
+int adopt_guard(struct reader *state, const unsigned char *on_the_way, size_t len, int hub_fd) {
+    hub = hub_fd;
+    if (load_state(state) < 0 || send(hub, on_the_way, len, MSG_NOSIGNAL) != (ssize_t)len ||
+        hub_watch() < 0 || hub_answer('k'))
+        return -1;
+    for (size_t i = 0; i < n_ops; i++) { /* ViewGuard.start */
+        int64_t mount, parent;
+        int mode;
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", ops[i].target);
+        char *slash = strrchr(dir, '/');
+        if (!slash)
+            return -1;
+        slash[slash == dir] = '\0'; /* "/x" -> "/" */
+        current(ops[i].target, &mount, &mode);
+        current(dir, &parent, &mode);
+        if (mount == -2 || parent == -2)
+            return -1;
+        ops[i].mount = mount != parent ? mount : -1;
+    }
+    if (check())
+        return -1;
+    int memfd = memfd_create("nono-view", MFD_CLOEXEC);
+    int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    int rc = -1;
+    if (memfd >= 0 && pidfd >= 0 && save(memfd) == 0) {
+        int fds[3] = {pidfd, memfd, hub};
+        if (send_fds(hub, "A", 1, fds, 3) == 0 && hub_answer('h') == 0)
+            rc = 0;
+    }
+    if (memfd >= 0)
+        close(memfd);
+    if (pidfd >= 0)
+        close(pidfd);
+    close(hub);
+    hub = -1;
+    return rc;
 }

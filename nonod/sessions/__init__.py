@@ -12,12 +12,15 @@ Split by ownership: ``_registry`` (all sessions: launching, recording the end),
 ``_supervise`` (one running session until its program exits), ``_events`` (lifecycle events
 and their subscribers), ``_session`` (one session: stop, signals, terminal), ``_output``
 (terminal output: ring, log file, feeds), ``_records`` (``session.json`` and the session
-directories), ``_audit`` (a session's audit record for its whole life), ``_contracts`` (what
+directories), ``_caller_reads`` (a launch's reads of its caller's files, in the profile's
+thread), ``_audit`` (a session's audit record for its whole life), ``_contracts`` (what
 the sessions need of the engine), and ``_errors``/``_settings``. The control server turns
 what these return into wire messages.
 """
 
 from ._audit import SessionAudit as SessionAudit
+from ._caller_reads import CallerReads as CallerReads
+from ._caller_reads import find_program as find_program
 from ._contracts import Caller as Caller
 from ._contracts import GetLauncher as GetLauncher
 from ._contracts import LauncherLike as LauncherLike

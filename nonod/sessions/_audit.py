@@ -89,14 +89,16 @@ class SessionAudit:
                      on_full: Callable[[], None],
                      first: Callable[[], None] | None = None,
                      account: Account | None = None,
-                     syncer: AuditSyncer | None = None) -> SessionAudit | None:
+                     syncer: AuditSyncer | None = None,
+                     owner: int | None = None) -> SessionAudit | None:
         """The session's new audit file (None when ``[audit] enabled = false``: ``first`` is
         not run then). Raises AuditError (the launch is refused) if the file or the signing
         key is unavailable. ``first`` (blocking) runs in the file's worker thread, before it
         is made (``AuditWriter.create``); what it raises is raised as it is. ``account``
         charges the file's size to its user's budget at each write. With ``syncer`` (the
         daemon's) its timed fsyncs are batched with the other sessions' and :meth:`run` is
-        not needed (``timer``); a failed one stops the session as a failed write does."""
+        not needed (``timer``); a failed one stops the session as a failed write does.
+        ``owner`` (the system daemon's user) takes its own turns at the ledger."""
         if not settings.enabled:
             if sign_key is not None:
                 raise AuditError("--audit-sign-key was given, but auditing is disabled",
@@ -117,6 +119,7 @@ class SessionAudit:
                 hint="nothing runs unaudited: check the daemon's state directory "
                 "(or set [audit] enabled = false)",
             ) from exc
+        writer.owner = owner
         if syncer is not None:
             def sync_failed(exc: AuditWriteError) -> None:
                 log.error("audit fsync failed; stopping the session", error=exc.message)

@@ -19,6 +19,7 @@ from ..policy import ResolvedPolicy
 from ..sandbox import EnforcementReport, ExitStatus, GuardReport, LaunchRequest
 
 if TYPE_CHECKING:
+    from ._caller_reads import CallerReads
     from ._session import Session
 
 
@@ -109,6 +110,9 @@ class SessionPlan:
     audit_sign_key: str | None = None
     #: The session this one runs a tool for (``nonod.toolsandbox``).
     parent: str | None = None
+    #: What was read of the caller's files in the profile's worker thread (``_caller_reads``;
+    #: None: the preparation reads them itself).
+    caller_reads: CallerReads | None = None
 
 
 class PreparedTools(Protocol):

@@ -1,7 +1,7 @@
 """Session records: what ``session.json`` holds, and the session directories on disk.
 
 Records persist as ``<state_dir>/sessions/<id>/session.json`` (directories ``0700``, files
-``0600``, written atomically), beside the session's ``output.log`` and audit file. A record
+``0600``; see :func:`write_record`), beside the session's ``output.log`` and audit file. A record
 never holds the environment (it may carry secrets), and its ``argv`` is redacted by the audit
 rule.
 """
@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Final
 
@@ -112,12 +113,81 @@ def forget_session(directory: Path) -> None:
             directory.rmdir()
 
 
+#: The most a record rewritten in place may take (with its padding): one page, which one
+#: ``pwrite`` at offset 0 replaces whole even when the daemon is killed during it (the kernel
+#: stops a write for a fatal signal only between pages).
+IN_PLACE_MAX: Final = 4096
+
+
 def write_record(directory: Path, data: bytes) -> None:
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """``directory``'s ``session.json`` says ``data`` from now on.
+
+    Made with the first record (``O_EXCL``, one write: no temporary file), then rewritten in
+    place, padded with blanks to a page (JSON ends in whitespace as well), while the whole
+    fits in one page; else, or if the rewrite fails, a temporary file renamed over
+    it, as before. Every session's record changes two or three times: each temporary file was
+    an inode allocated and one freed, and on ext4 without a journal (this project's hosts)
+    each allocation scans past the inodes freed in the last seconds. A daemon killed during a
+    write leaves the old record or the new one; a reader racing a rewrite may see a page
+    half-copied (``read_records`` runs before any session does; ``nonoctl``'s offline lookup
+    by name skips an unreadable record)."""
+    text = data + b"\n"
+    path = directory / "session.json"
+    try:
+        fd = _create(path)
+    except FileNotFoundError:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = _create(path)
+    except FileExistsError:
+        if not _rewritten(path, text):
+            _replace(directory, text)
+        return
+    try:
+        write_all(fd, _padded(text))
+    finally:
+        os.close(fd)
+
+
+def _padded(text: bytes) -> bytes:
+    """``text`` padded with blanks to a page when it fits in one: the file keeps that size
+    while it is rewritten in place, so no crash (a power loss) can leave an inode whose size
+    disagrees with its data (the old record cut short, or NULs after it: a record the next
+    daemon could not read, its session never sealed as ``daemon_lost``). The file takes a
+    block either way; its allocated size is what the audit budget counts."""
+    return text.ljust(IN_PLACE_MAX, b" ") if len(text) <= IN_PLACE_MAX else text
+
+
+def _create(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                   0o600)
+
+
+def _rewritten(path: Path, text: bytes) -> bool:
+    """``text`` over the record at ``path`` in one ``pwrite``; False if it did not fit in a
+    page or did not go in whole (then nothing trusts what is there: it is replaced)."""
+    if len(text) > IN_PLACE_MAX:
+        return False
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > IN_PLACE_MAX or st.st_nlink != 1:
+            return False  # a second name would be written through too (a rename replaces one)
+        padded = _padded(text)  # a page: a file made smaller (an older daemon's) grows once
+        return os.pwrite(fd, padded, 0) == len(padded)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _replace(directory: Path, text: bytes) -> None:
     tmp = directory / "session.json.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        write_all(fd, data + b"\n")
+        write_all(fd, _padded(text))
     finally:
         os.close(fd)
     os.replace(tmp, directory / "session.json")

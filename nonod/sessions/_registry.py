@@ -681,7 +681,8 @@ class Registry:
             sign_key=plan.audit_sign_key, hub=self._audit_hub, ledger=self._audit_ledger,
             on_broken=lambda: session.request_stop(reason="error", grace=0),
             on_full=lambda: session.request_stop(reason="audit_limit", grace=0),
-            first=first, account=self._account(session), syncer=self._audit_syncer)
+            first=first, account=self._account(session), syncer=self._audit_syncer,
+            owner=session.record.owner_uid if self._system else None)
         session.audit = audit
         if audit is None:
             return False

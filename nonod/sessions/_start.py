@@ -13,14 +13,13 @@ import contextlib
 import errno
 import os
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, final
 
 import msgspec
 import structlog
 import trio
 
-from .. import _callerfs, _session_services, _xdg
+from .. import _callerfs, _session_services
 from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
@@ -35,7 +34,8 @@ from ..cgroups import SessionGroup
 from ..errors import NonoError, PolicyError
 from ..policy import Denial, ResolvedPolicy
 from ..sandbox import LaunchRequest, LayerReport, adapt_policy
-from ._contracts import Caller, GetLauncher, LauncherLike, Process, SessionPlan
+from ._caller_reads import user_config_dir
+from ._contracts import GetLauncher, LauncherLike, Process, SessionPlan
 from ._limits import (
     SessionCgroups,
     cgroup_limits,
@@ -233,8 +233,11 @@ class ProgramStarter:
             settings=self._network(),
             environ=dict(os.environ),  # env:// reads the daemon's environment
             listen_ports=plan.policy.network.listen_ports,
-            user_config_dir=user_config_dir(plan.request, plan.owner, system=self._system),
+            user_config_dir=user_config_dir(dict(plan.request.env), plan.owner,
+                                            system=self._system),
             trust_override=plan.trust_override,
+            trust_files=plan.caller_reads.trust_files if plan.caller_reads else None,
+            caller_identity=plan.caller_reads.identity if plan.caller_reads else None,
             caller=plan.owner if self._system else None,
         )
         if services.request is None:
@@ -254,6 +257,10 @@ class ProgramStarter:
         the daemon itself (``_hide_secrets``)."""
         if not self._system or plan.owner.is_root:
             return None
+        if plan.caller_reads is not None:
+            looked = plan.caller_reads.secret_denials()  # in the profile's thread
+            if looked is not None:
+                return looked
         sign_key = self._audit_settings().sign_key
         paths = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
         return await _callerfs.run_as(plan.owner, lambda: secret_denials(paths),
@@ -350,13 +357,3 @@ async def _together(*jobs: Callable[[], Awaitable[None]]) -> None:
             nursery.start_soon(run, job, nursery.cancel_scope)
     if failure:
         raise failure[0]
-
-
-def user_config_dir(request: LaunchRequest, owner: Caller, *, system: bool) -> Path | None:
-    """The caller's nono config dir (its user-level trust policy lives there), or None.
-
-    From its uid (``nonod._xdg``): a system daemon's caller's password-database home, a user
-    daemon's own user; an absolute ``XDG_CONFIG_HOME`` in the request is honoured, a relative
-    or empty one means ``$HOME/.config`` (XDG spec)."""
-    uid = owner.uid if system else os.geteuid()
-    return _xdg.nono_config_dir(uid, dict(request.env), env_home=not system)

@@ -39,6 +39,28 @@ NONO_FACTS = [
 ]
 
 
+def test_the_builtin_routes_are_read_once_and_each_caller_gets_its_own_table(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every launch asks for them (its secret files, its routes): the data file is read and
+    decoded once per process, and a caller's changes to its table stay its own."""
+    from nonod.credentials import _routes
+
+    _routes._builtin_table.cache_clear()
+    reads: list[str] = []
+    read_data = _routes.read_data
+
+    def counted(name: str) -> bytes:
+        reads.append(name)
+        return read_data(name)
+
+    monkeypatch.setattr(_routes, "read_data", counted)
+    first = builtin_routes()
+    first.pop("openai")
+    second = builtin_routes()
+    assert reads == ["credential_routes.json"]
+    assert "openai" in second and len(second) == len(first) + 1
+
+
 @pytest.mark.parametrize(("name", "upstream", "key", "header", "fmt", "variables"), NONO_FACTS)
 def test_builtin_routes_follow_nono(name: str, upstream: str, key: str, header: str, fmt: str,
                                     variables: tuple[str, ...]) -> None:

@@ -122,12 +122,15 @@ async def start_proxy(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]
     async def start(policy: ProxyPolicy, *, pins: dict[str, str] | None = None,
                     limits: ProxyLimits | None = None, token: str | None = None,
                     dns: dict[str, list[str]] | None = None, zero_copy: bool = True,
-                    asker: Asker | None = None, fresh: bool = True) -> Proxy:
+                    asker: Asker | None = None, fresh: bool = True,
+                    within: trio.Nursery | None = None) -> Proxy:
+        """``within``: the nursery the proxy runs in (the test's by default): cancelling it
+        ends the proxy as a session's end does."""
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
         events = EventLog()
         resolver = RecordingResolver(pins=pins, getaddrinfo=fake_dns(dns or {}))
-        server = await nursery.start(functools.partial(
+        server = await (within or nursery).start(functools.partial(
             serve_proxy, listeners[0], policy=policy, resolver=resolver,
             events=events.append, limits=limits or ProxyLimits(), proxy_token=token,
             zero_copy=zero_copy, asker=asker, fresh_connects=fresh))

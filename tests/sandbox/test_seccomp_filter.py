@@ -475,6 +475,36 @@ def test_host_pids_refused_only_without_a_pid_namespace(arch: Arch) -> None:
         assert run(arch, options, "ioprio_set", IOPRIO_WHO_PROCESS, 0, 0) == ALLOW
 
 
+PRIO_PGRP, IOPRIO_WHO_PGRP = 1, 2
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+def test_the_init_is_protected_in_its_own_pid_namespace(arch: Arch) -> None:
+    """With a pid namespace, pid 1 is the session's init: the calls that would limit or
+    starve it fail; every other pid of the session, and the caller's own, stay allowed."""
+    options = SeccompOptions(protect_init=True)
+    for name in ("sched_setaffinity", "sched_setscheduler", "sched_setparam",
+                 "sched_setattr"):
+        assert run(arch, options, name, 1) == err(errno.EPERM), name
+        assert run(arch, options, name, 4242) == ALLOW, name
+        assert run(arch, options, name, 0) == ALLOW, name
+    assert run(arch, options, "prlimit64", 1, RLIMIT_NOFILE, 0x1000, 0) == err(errno.EPERM)
+    assert run(arch, options, "prlimit64", 1, RLIMIT_NOFILE, 0, 0x1000) == ALLOW  # read
+    assert run(arch, options, "prlimit64", 4242, RLIMIT_NOFILE, 0x1000, 0) == ALLOW
+    assert run(arch, options, "prlimit64", 1, RLIMIT_CORE, 0x1000, 0) == err(errno.EPERM)
+    for which in (PRIO_PROCESS, PRIO_PGRP):
+        assert run(arch, options, "setpriority", which, 1, 19) == err(errno.EPERM)
+        assert run(arch, options, "setpriority", which, 4242, 19) == ALLOW
+    assert run(arch, options, "setpriority", PRIO_USER, 1, 19) == ALLOW  # a uid, not a pid
+    for which in (IOPRIO_WHO_PROCESS, IOPRIO_WHO_PGRP):
+        assert run(arch, options, "ioprio_set", which, 1, 0) == err(errno.EPERM)
+        assert run(arch, options, "ioprio_set", which, 4242, 0) == ALLOW
+    # refusing the host's pids (landlock-only) already covers pid 1
+    both = SeccompOptions(protect_init=True, refuse_host_pids=True)
+    assert run(arch, both, "prlimit64", 4242, RLIMIT_NOFILE, 0x1000, 0) == err(errno.EPERM)
+    assert run(arch, both, "prlimit64", 0, RLIMIT_NOFILE, 0x1000, 0) == ALLOW
+
+
 @pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
 def test_host_inotify_refused_only_without_a_view(arch: Arch) -> None:
     own = build_filter(SeccompOptions(), arch=arch)

@@ -1,0 +1,164 @@
+"""What the fresh CONNECT's saved system calls must not lose (nonod.proxy._fresh, ._pump),
+checked on the real sockets and the real epoll of this process: accepted sockets still have
+``TCP_NODELAY`` (set once, on the listener), an ended tunnel leaves nothing in the pump's
+epoll (its sockets are closed rather than unregistered), and the daemon's descriptor reserve
+still holds for a watermark read once per connection."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import select
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+import trio
+
+from nonod.proxy import ProxyLimits, ProxyPolicy
+from nonod.proxy._pump import the_pump
+from nonod.proxy._resolve import start_connect
+from tests.proxy.conftest import TOKEN, Proxy, connect_head, read_all, read_head
+
+POLICY = ProxyPolicy(hosts=frozenset({"api.github.com"}))
+StartProxy = Callable[..., Awaitable[Proxy]]
+
+
+def epoll_targets(epoll_fd: int) -> set[int]:
+    """The descriptors registered in epoll ``epoll_fd`` (its ``fdinfo``)."""
+    with open(f"/proc/self/fdinfo/{epoll_fd}") as info:
+        return {int(line.split()[1]) for line in info if line.startswith("tfd:")}
+
+
+async def tunnel_through(proxy: Proxy) -> trio.SocketStream:
+    """A client's stream with a tunnel open through ``proxy``."""
+    stream = await proxy.open()
+    await stream.send_all(connect_head("api.github.com:443", token=TOKEN))
+    assert (await read_head(stream))[0] == 200
+    return stream
+
+
+async def test_accepted_sockets_get_no_delay_from_the_listener(start_proxy: StartProxy,
+                                                                echo_port: int) -> None:
+    proxy = await start_proxy(POLICY, pins={"api.github.com": f"127.0.0.1:{echo_port}"},
+                              token=TOKEN)
+    stream = await tunnel_through(proxy)  # accepted by the pump
+    assert no_delay_of_accepted(stream) == [1]
+    listeners = []
+    for fd in list(the_pump()._watched):
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            if sock.getsockname() == ("127.0.0.1", proxy.port):
+                listeners.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    assert listeners == [1]  # what the kernel copies to each socket it accepts
+    await stream.aclose()
+
+
+async def test_a_connection_queued_before_the_proxy_started_gets_no_delay_too(
+        echo_port: int) -> None:
+    """The kernel copies the listener's option when it completes a connection: one that
+    waited in the queue from before gets it from the pump itself."""
+    from nonod.proxy import Resolver, serve_proxy
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    early = await trio.open_tcp_stream(*listeners[0].socket.getsockname()[:2])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(
+            serve_proxy, listeners[0], policy=POLICY, events=lambda _: None,
+            resolver=Resolver(pins={"api.github.com": f"127.0.0.1:{echo_port}"})))
+        await early.send_all(connect_head("api.github.com:443"))
+        assert (await read_head(early))[0] == 200
+        assert no_delay_of_accepted(early) == [1]
+        nursery.cancel_scope.cancel()
+    await early.aclose()
+
+
+def no_delay_of_accepted(stream: trio.SocketStream) -> list[int]:
+    """``TCP_NODELAY`` of the pump's socket at the other end of ``stream``."""
+    ends = (stream.socket.getpeername(), stream.socket.getsockname())
+    return [sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            for tunnel in set(the_pump()._tunnels.values())
+            for sock in tunnel.socks.values() if addresses(sock) == ends]
+
+
+def addresses(sock: socket.socket | trio.socket.SocketType) -> object:
+    """``sock``'s own address and its peer's (None once it is not connected)."""
+    try:
+        return sock.getsockname(), sock.getpeername()
+    except OSError:
+        return None
+
+
+async def test_ended_fresh_tunnels_leave_nothing_in_the_pump_s_epoll(
+        start_proxy: StartProxy, echo_port: int) -> None:
+    proxy = await start_proxy(POLICY, pins={"api.github.com": f"127.0.0.1:{echo_port}"},
+                              token=TOKEN)
+    epoll_fd = the_pump()._epoll.fileno()
+    await (await tunnel_through(proxy)).aclose()  # the pump watches the listener by now
+    with trio.fail_after(5):
+        await proxy.events.wait_for(1, stage="close")
+    before = epoll_targets(epoll_fd)
+    for _ in range(20):
+        stream = await tunnel_through(proxy)
+        await stream.send_all(b"ping")
+        await stream.send_eof()
+        assert await read_all(stream) == b"ping"
+        await stream.aclose()
+    with trio.fail_after(5):
+        await proxy.events.wait_for(21, stage="close")
+    # Every tunnel's sockets are closed by now (before its close event was posted), and a
+    # closed socket is out of the epoll.
+    assert epoll_targets(epoll_fd) <= before
+
+
+def test_a_connect_above_a_given_watermark_is_refused(echo_port_sync: int) -> None:
+    with pytest.raises(OSError) as raised:
+        start_connect("127.0.0.1", echo_port_sync, below=0)
+    assert raised.value.errno == errno.EMFILE
+    sock, _ = start_connect("127.0.0.1", echo_port_sync, below=1 << 30)
+    sock.close()
+
+
+@pytest.fixture
+def echo_port_sync() -> Iterator[int]:
+    """A listening TCP port on loopback (connections are left in its backlog)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield int(listener.getsockname()[1])
+
+
+async def test_a_fresh_tunnel_still_ends_when_idle(start_proxy: StartProxy,
+                                                   echo_port: int) -> None:
+    """The pump adds a fresh CONNECT's tunnel to its own set at once (no hand-over): its
+    idle deadline is still kept."""
+    proxy = await start_proxy(POLICY, pins={"api.github.com": f"127.0.0.1:{echo_port}"},
+                              token=TOKEN, limits=ProxyLimits(idle_timeout=0.3))
+    stream = await tunnel_through(proxy)
+    start = trio.current_time()
+    with trio.fail_after(5):
+        assert await read_all(stream) == b""  # ended by the proxy, not by us
+        await proxy.events.wait_for(1, stage="close")
+    assert 0.25 <= trio.current_time() - start < 2
+    await stream.aclose()
+
+
+async def test_a_descriptor_the_pump_does_not_know_is_dropped_from_its_epoll() -> None:
+    """Were a bug to leave a socket in the pump's epoll that no tunnel or watcher owns (a
+    closing tunnel's socket not closed), the thread takes it out rather than be woken for
+    it again and again."""
+    pump = the_pump()
+    epoll_fd = pump._epoll.fileno()
+    left, right = socket.socketpair()
+    with left, right:
+        right.send(b"x")  # readable from now on: a level-triggered epoll reports it each turn
+        pump._epoll.register(left.fileno(), select.EPOLLIN)
+        token, seen = trio.lowlevel.current_trio_token(), trio.Event()
+
+        def after_a_turn() -> None:  # at the start of a turn: the poll comes after it
+            pump.call_soon(lambda: token.run_sync_soon(seen.set))
+
+        pump.call_soon(after_a_turn)
+        with trio.fail_after(5):
+            await seen.wait()
+        assert left.fileno() not in epoll_targets(epoll_fd)

@@ -1,0 +1,69 @@
+"""Red team, the daemon's state directory under another user's control: the audit files, the
+ledger, the session records and ``--daemonize``'s log live there, and the daemon took the
+directory it was given (``[daemon] state_dir``, ``$XDG_STATE_HOME``) whoever owned it or the
+directories above it. Root's daemon started with a user's environment (``sudo -E nonoctl``:
+``$HOME`` is that user's) kept its state in ``~user/.local/state/nono``; the user, owning the
+directories above, could rename it away and put a directory of theirs in its place, where the
+daemon then wrote (and the user could remove) the next sessions' audit files, and where its
+log, opened by name, could be a link to any file root may write. Another user's directory
+made first at a configured path (under ``/tmp``) was taken too. Now the directory, its links
+resolved, must be the daemon's user's and every directory above it the daemon's user's or
+root's (``nonod/_statedir.py``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nonod._statedir import StateDirError, claim_state_dir
+from tests.daemon.conftest import DaemonThread
+from tests.daemon.localusers import LocalUser, local_users
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
+
+
+@pytest.fixture
+def other(short_tmp: Path) -> Iterator[LocalUser]:
+    with local_users(short_tmp, 1) as made:
+        yield made[0]
+
+
+def test_roots_daemon_refuses_a_state_directory_below_a_users_home(
+        other: LocalUser, short_tmp: Path) -> None:
+    # As `sudo -E`: root's own daemon, its state where the user's $XDG_STATE_HOME points.
+    state_home = other.home / ".local" / "state"
+    subprocess.run([*other.prefix(), "mkdir", "-p", str(state_home)], check=True)
+    handle = DaemonThread(state_home / "nono", socket_path=short_tmp / "run" / "nonod.sock")
+    with pytest.raises(BaseExceptionGroup) as refused:
+        handle.start()  # before: it started, and wrote its ledger there
+    assert refused.group_contains(StateDirError, match=f"belongs to uid {other.uid}")
+    assert not (state_home / "nono").exists()  # nothing made there
+
+
+def test_a_state_directory_another_user_made_first_is_refused(
+        other: LocalUser, short_tmp: Path) -> None:
+    squatted = Path("/tmp") / f"nono-state-{other.name}"
+    subprocess.run([*other.prefix(), "mkdir", "-m", "777", str(squatted)], check=True)
+    try:
+        with pytest.raises(StateDirError, match="belongs to uid"):
+            claim_state_dir(squatted)
+        assert squatted.stat().st_uid == other.uid  # and it was left as it was
+        assert oct(squatted.stat().st_mode & 0o777) == "0o777"
+    finally:
+        subprocess.run(["rm", "-rf", str(squatted)], check=False)
+
+
+def test_the_daemons_own_state_directory_is_taken_through_a_link(short_tmp: Path) -> None:
+    own = short_tmp / "real-state"
+    own.mkdir(mode=0o755)
+    link = short_tmp / "state-link"
+    link.symlink_to(own)
+    assert claim_state_dir(link) == own.resolve()  # used resolved: a later swap changes nothing
+    assert own.stat().st_mode & 0o777 == 0o700
+    made = claim_state_dir(short_tmp / "new" / "state")
+    assert made.is_dir() and made.stat().st_mode & 0o777 == 0o700
