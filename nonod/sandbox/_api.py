@@ -379,10 +379,10 @@ def server_command(*, warm_idle: float = WARM_IDLE, prelude: str = "") -> list[s
 def server_environment() -> dict[str, str]:
     """The fork server's environment, all of it: nothing of ours for sessions to find in
     /proc, but a debug build of the reaper that whoever started the daemon named
-    (``_reaper.OVERRIDE``), and glibc's ``malloc`` as its allocator: it returns the server's
-    free pages once the server goes idle (``_forkserver._Pool.tidy``), where CPython's own
-    keeps each 1 MiB arena mapped while a block in it lives (a burst of 300 live sessions
-    left the server 7 MiB of them)."""
+    (``_reaper.OVERRIDE``), and glibc's ``malloc`` as its allocator: the server's loop
+    returns its free pages once a burst of work is over (``_malloc.TrimAfterBursts``), where
+    CPython's own allocator keeps each 1 MiB arena mapped while a block in it lives (a
+    burst of 300 live sessions left the server 7 MiB of them)."""
     return {"PATH": os.defpath, "PYTHONMALLOC": "malloc", **_reaper_override()}
 
 
