@@ -1,8 +1,9 @@
 """The C allocator's settings that decide how much freed memory a long-lived process keeps.
 
-Python hands blocks over 512 bytes, and its own 1 MiB arenas, to the C library's ``malloc``.
-glibc keeps what is freed for reuse, and two of its habits make a process that has worked
-stay larger than one that has not:
+Python hands blocks over 512 bytes, and its own 1 MiB arenas, to the C library's ``malloc``
+(every block, in a process started with ``PYTHONMALLOC=malloc``: the fork server). glibc
+keeps what is freed for reuse, and two of its habits make a process that has worked stay
+larger than one that has not:
 
 - a free at the top of the heap is returned only past a threshold, and a free anywhere
   else is never returned until ``malloc_trim``: :func:`trim` returns every free page of
@@ -11,8 +12,9 @@ stay larger than one that has not:
   32 MiB), so that later buffers under it come from the heap and leave it fragmented:
   :func:`fix_mmap_threshold` keeps the threshold where it is.
 
-Elsewhere (musl, macOS) these functions do nothing and return False. Imports only ctypes:
-the fork server loads this module.
+:class:`Burst` decides when a burst of work is over (the daemon's ``nonod._idle_trim``, the
+fork server's loop through :class:`TrimAfterBursts`). Elsewhere (musl, macOS) the trims do
+nothing and return False. Imports only ctypes and time: the fork server loads this module.
 """
 
 from __future__ import annotations
