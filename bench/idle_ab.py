@@ -13,13 +13,18 @@ alternating order (AB, BA, ...), and takes bench/daemon.py's memory snapshots of
   worked     ``--settle`` seconds after ``--launches`` more (250 by default, back to back,
              each waited for, then pruned): the idle state of a daemon that has worked, as
              bench/daemon.py's runs leave it (``--launches 0``: not measured)
+  fleet      ``--settle`` seconds after a fleet of ``--fleet`` live sessions (300 by default:
+             bench/daemon.py's fleet, netns + proxy, two launches in flight, ``sleep 600``),
+             all stopped and pruned: what a burst of live sessions leaves (``--fleet 0``: not
+             measured)
 
 Printed: the median over ``--rounds`` daemons of each tree (PSS, MiB), the range of the
-total, and the median total of anonymous memory alone (PSS of the heaps and their copies,
-which no process outside the daemon's tree shares: the steadier figure on a busy host).
+total, and the medians of anonymous memory alone (PSS of the heaps and their copies, which
+no process outside the daemon's tree shares: the steadier figure on a busy host), of the
+daemon (``d.anon``) and of the whole tree (``anon``).
 
     .venv/bin/python bench/idle_ab.py [--base main] [--rounds 3] [--settle 31.5]
-                                      [--launches 250] [--json]
+                                      [--launches 250] [--fleet 300] [--json]
 """
 
 from __future__ import annotations
@@ -33,11 +38,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import daemon as fleets
 from _common import emit, machine
-from daemon import OPTIONS, Daemon, snapshot
+from daemon import OPTIONS, BenchFailure, Daemon, snapshot
 from daemon_ab import REPO, exported
 
-STATES = ("fresh", "idle", "settled", "worked")
+STATES = ("fresh", "idle", "settled", "worked", "fleet")
 PARTS = ("daemon", "fork_server", "below", "total")
 
 
@@ -52,7 +58,21 @@ def _launch(daemon: Daemon, count: int) -> float:
     return time.monotonic()
 
 
-def _one(tree: Path, settle: float, launches: int) -> dict[str, Any]:
+def _fleet(daemon: Daemon, count: int) -> float:
+    """``count`` live sessions (bench/daemon.py's fleet), then all stopped and pruned; when
+    they ended."""
+    ids, failures, _ = fleets._launch_fleet(daemon, count, fleets.FLEET_INFLIGHT,
+                                             time.monotonic() + 600)
+    if failures:
+        raise BenchFailure(f"{len(failures)} fleet launches failed: {failures[0]}")
+    with daemon.client() as nono:
+        for sid in ids:
+            nono.stop(sid, timeout=5, force=True)
+        nono.prune()
+    return time.monotonic()
+
+
+def _one(tree: Path, settle: float, launches: int, fleet: int) -> dict[str, Any]:
     daemon = Daemon(tree=tree)
     try:
         time.sleep(1.0)
@@ -66,12 +86,17 @@ def _one(tree: Path, settle: float, launches: int) -> dict[str, Any]:
             launched = _launch(daemon, launches)
             time.sleep(max(0.0, launched + settle - time.monotonic()))
             out["worked"] = snapshot(daemon.proc.pid)
+        if fleet:
+            launched = _fleet(daemon, fleet)
+            time.sleep(max(0.0, launched + settle - time.monotonic()))
+            out["fleet"] = snapshot(daemon.proc.pid)
         return out
     finally:
         daemon.close()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    fleets._raise_nofile()  # the daemons inherit it: a fleet holds many descriptors
     with ExitStack() as stack:
         trees = {f"base ({args.base})": stack.enter_context(exported(args.base)),
                  "this checkout": REPO}
@@ -81,9 +106,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
         for i in range(args.rounds):
             for name in (list(trees) if i % 2 == 0 else list(trees)[::-1]):
-                runs[name].append(_one(trees[name], args.settle, args.launches))
+                runs[name].append(_one(trees[name], args.settle, args.launches,
+                                                 args.fleet))
     return {"machine": machine(), "base": args.base, "rounds": args.rounds,
-            "settle_s": args.settle, "launches": args.launches, "runs": runs}
+            "settle_s": args.settle, "launches": args.launches, "fleet": args.fleet, "runs": runs}
 
 
 def print_table(data: dict[str, Any]) -> None:
@@ -91,9 +117,10 @@ def print_table(data: dict[str, Any]) -> None:
     print(f"# nonod idle memory A/B, lone daemons alternating -- {m['date']}, load "
           f"{m['loadavg_1m']:.2f}, nproc {m['nproc']}; median of {data['rounds']} daemons "
           f"each, PSS MiB; settled = {data['settle_s']:g} s after the launch; worked = as "
-          f"long after {data.get('launches', 0)} more")
+          f"long after {data.get('launches', 0)} more; fleet = as long after "
+          f"{data.get('fleet', 0)} live sessions")
     print(f"{'tree':<16} {'state':<8} {'daemon':>7} {'fork srv':>8} {'below':>6} {'procs':>5} "
-          f"{'total':>6}  range      anon")
+          f"{'total':>6}  range      d.anon  anon")
     for name, snaps in data["runs"].items():
         for state in STATES:
             if any(state not in s for s in snaps):
@@ -102,10 +129,12 @@ def print_table(data: dict[str, Any]) -> None:
                    for part in PARTS}
             procs = statistics.median(s[state]["below"]["processes"] for s in snaps)
             totals = [s[state]["total"]["pss_mib"] for s in snaps]
-            anon = statistics.median(s[state]["total"].get("pss_anon_mib", 0.0) for s in snaps)
+            anon = {part: statistics.median(s[state][part].get("pss_anon_mib", 0.0)
+                                            for s in snaps) for part in ("daemon", "total")}
             print(f"{name:<16} {state:<8} {med['daemon']:>7.1f} {med['fork_server']:>8.1f} "
                   f"{med['below']:>6.1f} {procs:>5.0f} {med['total']:>6.1f}  "
-                  f"{min(totals):.1f}-{max(totals):.1f}  {anon:>5.1f}")
+                  f"{min(totals):.1f}-{max(totals):.1f}  {anon['daemon']:>6.1f} "
+                  f"{anon['total']:>5.1f}")
 
 
 def main() -> None:
@@ -116,6 +145,8 @@ def main() -> None:
                         help="seconds after the launch for the settled snapshot")
     parser.add_argument("--launches", type=int, default=250,
                         help="launches before the worked snapshot (0: none)")
+    parser.add_argument("--fleet", type=int, default=300,
+                        help="live sessions before the fleet snapshot (0: none)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     emit(run(args), as_json=args.json, table=print_table)

@@ -42,6 +42,7 @@ GENESIS_TAG: Final = b"nono/audit/genesis/v1\x00"
 LEAF_PREFIX: Final = b"\x00"
 NODE_PREFIX: Final = b"\x01"
 EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
+HASH_SIZE: Final = 32  # SHA-256
 _sha256: Final = hashlib.sha256
 
 #: ``2025-06-01T12:00:00.123456Z``
@@ -131,25 +132,32 @@ class MerkleAccumulator:
 
     def __init__(self) -> None:
         self._stack: list[tuple[int, bytes]] = []  # (leaves under it, subtree root)
-        self._queued: list[bytes] = []
+        # The queued entry hashes side by side in one buffer, not an object each: the
+        # daemon's ledger queues one per sealed session, and a burst's worth of small
+        # objects kept for hours holds the allocator's arenas (docs/daemon.md).
+        self._queued = bytearray()
         self.size = 0
 
     def add(self, entry: bytes) -> None:
+        if len(entry) != HASH_SIZE:
+            raise ValueError(f"a Merkle entry is a {HASH_SIZE}-byte hash, not {len(entry)} bytes")
         queued = self._queued
-        queued.append(entry)
+        queued += entry
         self.size += 1
-        if len(queued) >= FOLD_AT:
+        if len(queued) >= FOLD_AT * HASH_SIZE:
             self.fold()
 
     def fold(self) -> None:
         stack = self._stack
-        for entry in self._queued:
-            width, node = 1, _sha256(LEAF_PREFIX + entry).digest()
+        queued = memoryview(self._queued)
+        for at in range(0, len(queued), HASH_SIZE):
+            width, node = 1, _sha256(LEAF_PREFIX + queued[at:at + HASH_SIZE]).digest()
             while stack and stack[-1][0] == width:
                 left = stack.pop()[1]
                 width, node = width * 2, _sha256(NODE_PREFIX + left + node).digest()
             stack.append((width, node))
-        self._queued.clear()
+        queued.release()
+        self._queued = bytearray()
 
     def root(self) -> bytes:
         self.fold()

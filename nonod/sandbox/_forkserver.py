@@ -769,6 +769,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
     exited = _wake_on_exits(poller)
     pool = _Pool(hub, reaper, warm_idle)
     inflight = _InFlight(poller)
+    trimmer = _malloc.TrimAfterBursts()  # its free heap back once a burst of work is over
     while True:
         refill = pool.refill_in(inflight)
         events = poller.poll(refill if refill is not None else SPARE_DELAY_MS
@@ -794,6 +795,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
             # next launch would find no launcher at all), prepare one warm launcher, then
             # look again for launches before the next.
             pool.tidy()
+            trimmer.tick()
             if pool.refill_in(inflight) == 0:
                 pool.refill_one()
             continue

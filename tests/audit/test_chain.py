@@ -72,6 +72,22 @@ def test_queued_entries_fold_to_the_same_root() -> None:
     assert snapshot.root() == _reference([*leaves, extra]) != acc.root()
 
 
+def test_queued_entries_are_copied_into_one_buffer_not_kept_as_objects() -> None:
+    """The daemon's ledger queues one entry per sealed session until it folds: kept as the
+    caller's objects, a burst's worth of them stays spread over the allocator's arenas and
+    holds them mapped (docs/daemon.md). The accumulator keeps no reference to an entry."""
+    import sys
+
+    acc = MerkleAccumulator()
+    entry = hashlib.sha256(b"sealed session").digest()
+    references = sys.getrefcount(entry)
+    acc.add(entry)
+    assert sys.getrefcount(entry) == references
+    assert acc.root() == _reference([entry])
+    with pytest.raises(ValueError, match="32-byte"):
+        acc.add(b"short")
+
+
 def test_leaf_and_node_hashes_are_domain_separated() -> None:
     a, b = hashlib.sha256(b"a").digest(), hashlib.sha256(b"b").digest()
     # A two-leaf root is not the leaf hash of the concatenation, nor a bare hash of it.

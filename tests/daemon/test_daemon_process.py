@@ -236,6 +236,38 @@ def test_a_lost_session_ends_when_it_was_last_known_alive_not_at_the_next_start(
         os.kill(nonod.pid(), signal.SIGTERM)
 
 
+def _environ(pid: int) -> dict[str, str]:
+    """The environment process ``pid`` was executed with (what its interpreter read)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def _fork_server(daemon: int) -> int:
+    children = [int(task) for t in Path(f"/proc/{daemon}/task").iterdir()
+                for task in (t / "children").read_text().split()]
+    return next(c for c in children
+                if b"_forkserver" in Path(f"/proc/{c}/cmdline").read_bytes())
+
+
+def test_the_fork_server_runs_on_glibc_malloc_whatever_the_daemon_runs_on(
+    nonod: Nonod,
+) -> None:
+    """CPython's small-object allocator keeps a 1 MiB arena mapped while one block in it
+    lives: the fork server runs on glibc's ``malloc`` (``PYTHONMALLOC``), whose free pages it
+    returns after a burst (docs/daemon.md). Its environment is its own, never the daemon's:
+    an allocator named for the daemon does not reach it."""
+    nonod.env["PYTHONMALLOC"] = "pymalloc"
+    assert nonod.start().returncode == 0
+    pid = nonod.pid()
+    try:
+        nonod.launch_sleeper()  # the fork server runs
+        server = _environ(_fork_server(pid))
+        assert server["PYTHONMALLOC"] == "malloc"
+        assert sorted(k for k in server if k.startswith("PYTHON")) == ["PYTHONMALLOC"]
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+
 def test_the_daemon_does_not_load_rich() -> None:
     """structlog imports rich when it is installed (for tracebacks the daemon renders plainly):
     the daemon's entry point keeps it out (3.5 MiB of its memory)."""

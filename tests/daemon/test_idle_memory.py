@@ -60,6 +60,58 @@ trio.run(main)
     assert int(returned) > 20 * 1024  # KiB returned of about 40 MiB freed
 
 
+def test_the_fork_servers_loop_returns_what_a_burst_freed_once_it_is_quiet() -> None:
+    # The fork server has no timer: its loop ticks the trimmer each time it wakes with no
+    # launch waiting (at least once a second). The burst is the litter, then quiet wakes.
+    out = _run(ANONYMOUS + """
+import time
+from nonod._malloc import TrimAfterBursts
+
+trimmer = TrimAfterBursts(interval=0.2, quiet=0.02)
+""" + LITTER + """
+before = anonymous_kib()
+trimmed, ends = False, time.monotonic() + 5.0
+while not trimmed and time.monotonic() < ends:
+    time.sleep(0.05)  # the loop's wait in poll()
+    trimmed = trimmer.tick()
+print(trimmed, before - anonymous_kib())
+""").stdout.split()
+    assert out[0] == "True"
+    assert int(out[1]) > 20 * 1024  # KiB returned of about 40 MiB freed
+
+
+def test_a_quiet_daemon_frees_the_reference_cycles_a_burst_left() -> None:
+    # A session with a proxy ends as a cycle (its server, acceptor, nurseries, tasks, records)
+    # that refcounting never frees. Automatic collection is off here, so that only the task's
+    # own collection can be what frees them (an idle daemon allocates too little to run one).
+    freed = _run("""
+import gc, weakref
+import trio
+from nonod._idle_trim import trim_after_bursts
+
+class Node:
+    pass
+
+async def main():
+    gc.disable()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: trim_after_bursts(interval=0.2, quiet=0.02))
+        await trio.sleep(0.3)
+        nodes = [Node() for _ in range(200000)]  # the burst: CPU time, and cycles
+        for a, b in zip(nodes[::2], nodes[1::2]):
+            a.peer, b.peer = b, a
+        last = weakref.ref(nodes[-1])
+        del nodes, a, b
+        assert last() is not None  # garbage, not yet freed
+        await trio.sleep(1.0)  # quiet: at least one whole interval with (almost) no work
+        print(last() is None)
+        nursery.cancel_scope.cancel()
+
+trio.run(main)
+""").stdout.split()[-1]
+    assert freed == "True"
+
+
 def test_a_burst_ends_once_and_a_busy_process_is_left_alone() -> None:
     burst = Burst(0.0, quiet=0.2)
     assert not burst.over(0.05)  # quiet from the start: nothing to return
