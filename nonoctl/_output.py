@@ -226,6 +226,8 @@ class Output:
             rows.append(("output log", f"{d.log_path} ({d.output_bytes} bytes this run)"))
         if d.intercepts:
             rows.append(("tls intercept", ", ".join(d.intercepts)))
+        if d.secret_env:
+            rows.append(("secrets in env", ", ".join(d.secret_env) + " (env_credentials)"))
         if d.limits is not None:
             rows.append(("limits", _limits(d.limits)))
         if d.usage is not None:
@@ -262,6 +264,9 @@ class Output:
     def enforcement_warning(self, d: p.SessionDetail) -> None:
         if d.enforcement is not None and not d.enforcement.fully_enforced:
             self.note(f"nonoctl: warning: session {d.id} is {d.enforcement.summary}")
+        if d.secret_env:
+            self.note(f"nonoctl: note: session {d.id} holds real secrets in its environment "
+                      f"(env_credentials): {', '.join(d.secret_env)}")
 
     def exited(self, e: p.Exited) -> None:
         if self.json_mode:

@@ -106,6 +106,9 @@ class SessionServices:
         self.approval_keys: dict[str, bytes] = {}
         #: The hosts whose TLS is intercepted (the session CA's names).
         self.intercepts: tuple[str, ...] = ()
+        #: The variables that hold real secrets (``env_credentials``): said at launch, in
+        #: ``inspect`` and in the audit's ``session_started``; never their values.
+        self.secret_env: tuple[str, ...] = ()
         self._proxy_args: dict[str, Any] | None = None
         self._listen_ports: tuple[int, ...] = ()
         self._listen_address = "127.0.0.1"
@@ -343,6 +346,7 @@ async def prepare(
             credentials.resolve_env_credentials, net.env_credentials, environ=environ,
             options=sources))
         extra += [(name, secret.reveal()) for name, secret in pairs]
+        prepared.secret_env = tuple(name for name, _ in pairs)
         prepared.hidden.update(hidden_strings(None, tuple(s.reveal() for _, s in pairs)))
     prepared.request = msgspec.structs.replace(
         request, extra_env=tuple(extra), proxy_port=port, pins=pins)

@@ -275,6 +275,9 @@ class SessionDetail(SessionInfo, frozen=True, kw_only=True):
     limits: Limits | None = None
     #: The hosts whose TLS the daemon intercepts for it (``network.tls_intercept``).
     intercepts: tuple[str, ...] = ()
+    #: The variables of its environment that hold real secrets (``env_credentials``: the
+    #: program reads their values; phantom tokens are not among them).
+    secret_env: tuple[str, ...] = ()
 
 
 class SecretEntry(_Info, frozen=True, kw_only=True):

@@ -154,6 +154,9 @@ class SessionStarted(_Event, frozen=True, kw_only=True, tag="session_started"):
     pid: int | None = None
     profile: str | None = None
     profile_digest: str | None = None
+    #: The variables of the program's environment that hold real secrets
+    #: (``env_credentials``), by name: never their values.
+    secret_env: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         redacted = redact_argv(self.argv)

@@ -82,6 +82,8 @@ def summarize(event: Entry) -> str:
             parts.append(f"cwd {event.cwd}")
             if event.pid is not None:
                 parts.append(f"pid {event.pid}")
+            if event.secret_env:
+                parts.append(f"secrets in env {','.join(event.secret_env)}")
             return ", ".join(parts)
         case Enforcement():
             head = "fully enforced" if event.fully_enforced else "PARTIALLY enforced"

@@ -196,7 +196,8 @@ class SessionAudit:
         writer.append(SessionStarted(
             session=record.id, argv=record.argv, cwd=record.cwd, uid=record.uid,
             gid=record.gid, name=record.name, profile=record.profile,
-            policy_digest=record.policy_digest))
+            policy_digest=record.policy_digest,
+            secret_env=services.secret_env if services is not None else ()))
         if services is None:
             return
         for warning in services.trust_warnings:

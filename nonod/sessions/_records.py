@@ -64,6 +64,8 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     usage: p.Usage | None = None
     #: The hosts whose TLS the daemon intercepts for it (its session CA's names).
     intercepts: tuple[str, ...] = ()
+    #: The variables of its environment that hold real secrets (``env_credentials``).
+    secret_env: tuple[str, ...] = ()
 
 
 record_decoder = msgspec.json.Decoder(SessionRecord)

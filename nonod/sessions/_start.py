@@ -153,6 +153,7 @@ class ProgramStarter:
             session.record.argv = redact_argv(session.record.argv, services.hidden)
             session.record.limits = policy.limits
             session.record.intercepts = services.intercepts
+            session.record.secret_env = services.secret_env
             # Durable before the program exists: nothing runs before its record is on disk.
             # The fsync runs while the engine builds the plan; the launch waits for it.
             durable: Callable[[], Awaitable[None]] | None = None
