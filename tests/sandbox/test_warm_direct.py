@@ -275,10 +275,11 @@ def test_a_view_with_a_mask_is_guarded_by_the_hub_without_an_outer(world_tmp: Pa
 
     server, repaired, seen = trio.run(main)
     assert [printed for _, printed, _ in seen] == ["13"] * 3, seen  # EACCES: masked
-    assert seen[1][0] == seen[2][0] == server, (server, seen)
+    assert seen[1][0] == server, (server, seen)
     restored = GuardReport("restored", str(secret), what="mask")
     assert [reports for _, _, reports in seen][:2] == [[], [restored]], seen
-    if repaired:
+    if repaired:  # it ran on a waiting direct init (otherwise on one made after: cold)
+        assert seen[2][0] == server, (server, seen)
         # the rename and the new file may reach the hub as one change or as two, each
         # repaired and reported: what matters is that the reports are this session's
         assert seen[2][2] and set(seen[2][2]) == {restored}, seen
