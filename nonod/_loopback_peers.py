@@ -31,7 +31,8 @@ _HEADER: Final = struct.Struct("=IHHII")  # nlmsghdr
 # inet_diag_req_v2: family, protocol, ext, pad, states; then inet_diag_sockid: ports (big
 # endian), source and destination (16 bytes each), interface, cookie.
 _REQUEST: Final = struct.Struct("=BBBBI")
-_UID_OFFSET: Final = _HEADER.size + 4 + 48 + 12  # inet_diag_msg: ..., expires, rqueue, wqueue
+#: inet_diag_msg: ..., expires, rqueue, wqueue; then uid and inode.
+_UID_OFFSET: Final = _HEADER.size + 4 + 48 + 12
 
 
 def _address(host: str) -> bytes:
@@ -43,7 +44,10 @@ def tcp_peer_uid(sock: socket.socket | trio.socket.SocketType) -> int:
     """The uid owning the socket at the other end of the local TCP connection ``sock``.
 
     Raises OSError when the kernel does not know it (the peer has gone, or is not on this
-    host's loopback)."""
+    host's loopback), and when the peer has closed its socket: what the kernel keeps of a
+    closed socket (``FIN_WAIT2`` or ``TIME_WAIT`` after ``close``) it reports with uid 0
+    whoever held it, so a client that sends and closes before the accept would pass for
+    root. A socket with a file (an inode) is one some process still holds."""
     local_host, local_port = sock.getsockname()[:2]
     peer_host, peer_port = sock.getpeername()[:2]
     family = socket.AF_INET6 if ":" in peer_host else socket.AF_INET
@@ -64,9 +68,12 @@ def tcp_peer_uid(sock: socket.socket | trio.socket.SocketType) -> int:
     if kind == _NLMSG_ERROR:
         code = -struct.unpack_from("=i", reply, _HEADER.size)[0]
         raise OSError(code or errno.EPROTO, os.strerror(code or errno.EPROTO))
-    if kind != _SOCK_DIAG_BY_FAMILY or len(reply) < _UID_OFFSET + 4:
+    if kind != _SOCK_DIAG_BY_FAMILY or len(reply) < _UID_OFFSET + 8:
         raise OSError(errno.EPROTO, "unexpected sock_diag reply")
-    return int(struct.unpack_from("=I", reply, _UID_OFFSET)[0])
+    uid, inode = struct.unpack_from("=II", reply, _UID_OFFSET)
+    if not inode:
+        raise OSError(errno.ENOTCONN, "the peer has closed its socket")
+    return int(uid)
 
 
 @final
