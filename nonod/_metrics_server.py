@@ -4,13 +4,16 @@ It listens where ``[metrics] listen`` says: a TCP port (loopback unless ``allow_
 configuration refuses anything else) or a Unix socket (mode 0600, prepared like the control
 socket). One request per connection, a bounded head, a deadline per connection and a cap on
 concurrent connections, of which one local uid may hold only a few (so that one user holding
-idle connections cannot keep the scraper out): a scraper that misbehaves costs the daemon
-little, and a request that fails ends its own connection, never the daemon. Nothing but
-``/metrics`` is served, and error pages never carry exception text.
+idle connections cannot keep the scraper out), and a rate of new connections per local uid (so
+that one user connecting and closing in a loop cannot keep the daemon's event loop busy; a peer
+that has closed its socket before it is served is closed unread): a scraper that misbehaves
+costs the daemon little, and a request that fails ends its own connection, never the daemon.
+Nothing but ``/metrics`` is served, and error pages never carry exception text.
 """
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections import Counter
 from pathlib import Path
@@ -20,10 +23,12 @@ import h11
 import structlog
 import trio
 
+from ._accept import accept_retrying
 from ._config import metrics_endpoint
 from ._loopback_peers import tcp_peer_uid
 from ._metrics import Metrics
 from .control import bind_control_socket
+from .control._limits import ConnectionRate
 from .errors import NonoError
 from .proxy import _h11_lines  # noqa: F401 - h11's header lines read in linear time
 
@@ -34,6 +39,10 @@ PATH: Final = b"/metrics"
 MAX_CONNECTIONS: Final = 16
 #: ... of which one uid (the peer socket's owner, on a loopback port) may hold this many.
 MAX_PER_UID: Final = 4
+#: New connections one local uid (root too) may open at once, and per second after that; a
+#: scraper opens one every few seconds.
+NEW_CONNECTIONS_BURST: Final = 16
+NEW_CONNECTIONS_PER_SECOND: Final = 4.0
 #: Seconds a connection has to send its request and read the answer.
 REQUEST_TIMEOUT: Final = 10.0
 #: Largest request head, in bytes.
@@ -53,16 +62,39 @@ class _Endpoint:
         self._metrics = metrics
         self._active = 0
         self._by_uid: Counter[int] = Counter()
+        self._rate = ConnectionRate(NEW_CONNECTIONS_BURST, NEW_CONNECTIONS_PER_SECOND,
+                                    waiting=0, spare_root=False)
 
-    async def handle(self, stream: trio.abc.Stream) -> None:
-        uid = _local_peer_uid(stream)
-        if self._active >= MAX_CONNECTIONS or (uid is not None
-                                               and self._by_uid[uid] >= MAX_PER_UID):
-            await trio.aclose_forcefully(stream)
-            return
+    async def serve(self, listener: trio.SocketListener) -> None:
+        """Accept connections until cancelled: each admitted one is served in a task of its
+        own; a refused one is closed at once, before a task or a byte is spent on it."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                sock, _ = await accept_retrying(listener.socket.accept,
+                                                event="metrics accept failed; retrying")
+                admitted, uid = self._admit(sock)
+                if admitted:
+                    nursery.start_soon(self.handle, trio.SocketStream(sock), uid)
+                else:
+                    sock.close()
+
+    def _admit(self, sock: trio.socket.SocketType) -> tuple[bool, int | None]:
+        """Count ``sock`` in (True) or say it must be closed (False); and its peer's uid."""
+        try:
+            uid = _local_peer_uid(sock)
+        except _PeerGone:
+            return False, None  # nobody is left to read an answer
+        if self._active >= MAX_CONNECTIONS or (uid is not None and (
+                self._by_uid[uid] >= MAX_PER_UID
+                or self._rate.delay(uid, trio.current_time()) is None)):
+            return False, uid
         self._active += 1
         if uid is not None:
             self._by_uid[uid] += 1
+        return True, uid
+
+    async def handle(self, stream: trio.abc.Stream, uid: int | None) -> None:
+        """Serve one admitted connection (counted in by :meth:`_admit`), then close it."""
         try:
             with trio.move_on_after(REQUEST_TIMEOUT):
                 await self._exchange(stream)
@@ -100,14 +132,21 @@ class _Endpoint:
                         head_only=request.method == b"HEAD")
 
 
-def _local_peer_uid(stream: trio.abc.Stream) -> int | None:
+class _PeerGone(Exception):
+    """The peer has closed its socket already."""
+
+
+def _local_peer_uid(sock: trio.socket.SocketType) -> int | None:
     """Who holds the other end of a TCP connection from this host (``sock_diag``); None for
-    a Unix socket (only the daemon's user may connect there) or a remote peer."""
-    if not isinstance(stream, trio.SocketStream) or stream.socket.family == socket.AF_UNIX:
+    a Unix socket (only the daemon's user may connect there) or a remote peer. _PeerGone
+    when the peer of this host has closed its socket."""
+    if sock.family == socket.AF_UNIX:
         return None
     try:
-        return tcp_peer_uid(stream.socket)
-    except OSError:
+        return tcp_peer_uid(sock)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise _PeerGone from exc
         return None
 
 
@@ -153,7 +192,9 @@ async def serve_metrics(metrics: Metrics, listen: str, *,
                            hint="[metrics] listen in nonod.toml") from exc
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, _Endpoint(metrics).handle, listeners)
+            server = _Endpoint(metrics)
+            for listener in listeners:
+                nursery.start_soon(server.serve, listener)
             log.info("serving metrics", listen=listen)
             task_status.started(listen)
     finally:

@@ -111,22 +111,26 @@ class ConnectionRate:
     """
 
     def __init__(self, burst: int = NEW_CONNECTIONS_BURST,
-                 per_second: float = NEW_CONNECTIONS_PER_SECOND) -> None:
+                 per_second: float = NEW_CONNECTIONS_PER_SECOND, *,
+                 waiting: int = NEW_CONNECTIONS_WAITING, spare_root: bool = True) -> None:
         self._burst = float(burst)
         self._per_second = per_second
+        #: Connections of one uid that may wait for a token (0: none wait, the rest close).
+        self._waiting = waiting
+        self._spare_root = spare_root
         #: Each uid's tokens (below zero: owed to waiting connections) and when counted.
         self._buckets: dict[int, tuple[float, float]] = {}
 
     def delay(self, uid: int, now: float) -> float | None:
         """Seconds a new connection of ``uid`` must wait for its token (0: none; the token
         is taken, or promised), or None when too many of the uid's already wait."""
-        if uid == 0:
+        if uid == 0 and self._spare_root:
             return 0.0
         if len(self._buckets) > 1024:
             self._forget_full(now)
         tokens, then = self._buckets.get(uid, (self._burst, now))
         tokens = min(self._burst, tokens + (now - then) * self._per_second) - 1.0
-        if tokens < -NEW_CONNECTIONS_WAITING:
+        if tokens < -self._waiting:
             self._buckets[uid] = (tokens + 1.0, now)
             return None
         self._buckets[uid] = (tokens, now)
