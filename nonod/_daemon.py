@@ -17,6 +17,7 @@ A second SIGTERM/SIGINT during shutdown skips the grace period. SIGHUP re-reads 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import grp
 import os
 import signal
@@ -282,7 +283,10 @@ async def run_daemon(
                     from ._metrics_server import serve_metrics
 
                     metrics.observe(registry)
-                    await root.start(serve_metrics, metrics, state.config.metrics.listen)
+                    # The system daemon starts even while another user holds its port.
+                    await root.start(functools.partial(
+                        serve_metrics, metrics, state.config.metrics.listen,
+                        wait_for_port=options.system))
                 try:
                     await _serve(state, options, bound, registry, policies, host, shutdown,
                                  gid, state_dir, task_status)

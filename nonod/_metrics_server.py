@@ -13,6 +13,7 @@ Nothing but ``/metrics`` is served, and error pages never carry exception text.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 from collections import Counter
@@ -43,6 +44,8 @@ MAX_PER_UID: Final = 4
 #: scraper opens one every few seconds.
 NEW_CONNECTIONS_BURST: Final = 16
 NEW_CONNECTIONS_PER_SECOND: Final = 4.0
+#: Seconds between the system daemon's tries of a metrics port another process holds.
+PORT_RETRY: Final = 2.0
 #: Seconds a connection has to send its request and read the answer.
 REQUEST_TIMEOUT: Final = 10.0
 #: Largest request head, in bytes.
@@ -174,18 +177,23 @@ async def _send(stream: trio.abc.Stream, conn: h11.Connection, status: int, body
     await stream.send_all(data)
 
 
-async def serve_metrics(metrics: Metrics, listen: str, *,
+async def serve_metrics(metrics: Metrics, listen: str, *, wait_for_port: bool = False,
                         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``metrics`` on ``listen`` until cancelled; ``started()`` gets the address.
-    Raises MetricsError (before ``started``) if it cannot listen there."""
+    Raises MetricsError (before ``started``) if it cannot listen there, except, with
+    ``wait_for_port`` (the system daemon), for a TCP port another process holds: any local
+    user may bind a port above 1024 first, and that must not keep the daemon from starting.
+    It starts without the endpoint, says so, and takes the port once it is free."""
     endpoint = metrics_endpoint(listen)
     bound = None
+    waited = False
     try:
         if isinstance(endpoint, str):
             bound = bind_control_socket(Path(endpoint), default_location=False)
             listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(bound.sock))]
         else:
-            listeners = await trio.open_tcp_listeners(endpoint[1], host=endpoint[0])
+            listeners, waited = await _tcp_listeners(endpoint, listen, wait_for_port,
+                                                     task_status)
     except (OSError, NonoError) as exc:
         detail = exc.message if isinstance(exc, NonoError) else exc.strerror or str(exc)
         raise MetricsError(f"cannot serve metrics on {listen}: {detail}",
@@ -196,7 +204,28 @@ async def serve_metrics(metrics: Metrics, listen: str, *,
             for listener in listeners:
                 nursery.start_soon(server.serve, listener)
             log.info("serving metrics", listen=listen)
-            task_status.started(listen)
+            if not waited:
+                task_status.started(listen)
     finally:
         if bound is not None:
             bound.release()
+
+
+async def _tcp_listeners(endpoint: tuple[str, int], listen: str, wait_for_port: bool,
+                         task_status: trio.TaskStatus[str]
+                         ) -> tuple[list[trio.SocketListener], bool]:
+    """Listeners on the TCP ``endpoint``, and whether ``task_status`` was told to go on
+    without them: with ``wait_for_port``, a port in use is tried again every
+    :data:`PORT_RETRY` seconds meanwhile."""
+    try:
+        return await trio.open_tcp_listeners(endpoint[1], host=endpoint[0]), False
+    except OSError as exc:
+        if not wait_for_port or exc.errno != errno.EADDRINUSE:
+            raise
+    log.error("metrics.listen: another process holds the metrics port; serving no metrics "
+              "until it is free", listen=listen, retry_every=PORT_RETRY)
+    task_status.started(listen)
+    while True:
+        await trio.sleep(PORT_RETRY)
+        with contextlib.suppress(OSError):  # the daemon runs: never fatal from here on
+            return await trio.open_tcp_listeners(endpoint[1], host=endpoint[0]), True
