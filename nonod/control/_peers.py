@@ -8,6 +8,8 @@ child subreaper."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import os
 import signal
 import socket
@@ -22,6 +24,12 @@ from ._errors import AuthRefused, ForeignNamespace
 
 _NAMESPACES: Final = ("user", "mnt", "net", "pid")
 _SO_PEERPIDFD: Final = getattr(socket, "SO_PEERPIDFD", 77)
+#: ioctls: a pidfd's user namespace (Linux 6.11), a namespace's parent and owner.
+_PIDFD_GET_USER_NAMESPACE: Final = 0xFF09
+_NS_GET_PARENT: Final = 0xB702
+_NS_GET_OWNER_UID: Final = 0xB704
+#: User namespaces nest at most this deep (the kernel's bound).
+_MAX_USERNS_DEPTH: Final = 33
 #: Ancestors walked before a peer is refused as too deep to check.
 MAX_DEPTH: Final = 256
 #: Walks begun again when the tree changes under one, before the peer is refused.
@@ -211,9 +219,70 @@ class PeerCheck:
 
 
 def peer_uid(sock: trio.socket.SocketType) -> int:
-    """The connecting uid (``SO_PEERCRED``); -1 if the kernel will not say (refused later)."""
+    """The uid a connection counts against (``_limits``): the connecting uid
+    (``SO_PEERCRED``), or, for a peer in a user namespace below the daemon's, the uid that
+    made the outermost of those namespaces, unless root made it. A user with subordinate
+    ids (``/etc/subuid``, ``newuidmap``) runs processes under thousands of host uids there,
+    each with a share of its own; all of them are that user's. -1 if the kernel will not
+    say (the peer has gone; such a connection is refused later anyway, and all of them
+    share one count)."""
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pidfd = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERPIDFD)
     except OSError:
         return -1
-    return int(struct.unpack("3i", raw)[1])
+    try:
+        userns = fcntl.ioctl(pidfd, _PIDFD_GET_USER_NAMESPACE)
+    except OSError:
+        return -1
+    finally:
+        os.close(pidfd)
+    uid = int(struct.unpack("3i", raw)[1])
+    try:
+        if _same_namespace(userns, _served_user_namespaces()):
+            return uid
+        owner = _outermost_owner(userns)
+    finally:
+        os.close(userns)
+    # Root's namespaces (the daemon's own sessions, root's containers) hold other users'
+    # processes by design: those still count as themselves.
+    return uid if owner == 0 else owner
+
+
+def _same_namespace(fd: int, namespaces: frozenset[tuple[int, int]]) -> bool:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino) in namespaces
+
+
+@functools.cache
+def _served_user_namespaces() -> frozenset[tuple[int, int]]:
+    """The user namespaces clients may be in: the daemon's, and the host's (``PeerCheck``)."""
+    found = set()
+    for pid in ("self", "1"):
+        with contextlib.suppress(OSError):
+            st = os.stat(f"/proc/{pid}/ns/user")
+            found.add((st.st_dev, st.st_ino))
+    return frozenset(found)
+
+
+def _outermost_owner(userns: int) -> int:
+    """The owner (seen from here) of the namespace on ``userns``'s way up whose parent is one
+    the daemon serves; -1 when there is none within the kernel's nesting bound."""
+    current = userns
+    try:
+        for _ in range(_MAX_USERNS_DEPTH):
+            try:
+                parent = fcntl.ioctl(current, _NS_GET_PARENT)
+            except OSError:
+                return -1  # its parent is out of our sight: not below us
+            if _same_namespace(parent, _served_user_namespaces()):
+                os.close(parent)
+                owner = fcntl.ioctl(current, _NS_GET_OWNER_UID, b"\0" * 4)
+                return int(struct.unpack("=I", owner)[0])
+            if current != userns:
+                os.close(current)
+            current = parent
+        return -1
+    finally:
+        if current != userns:
+            os.close(current)

@@ -1,0 +1,100 @@
+"""Red team, one local user as many uids: the system daemon's shares are per uid (connections
+held, new connections per second, unread request bytes), and a user with subordinate ids
+(``/etc/subuid``, which ``useradd`` fills for every regular user on Debian and Ubuntu) can run
+processes under thousands of host uids through ``newuidmap`` (``unshare --map-users``) in a
+user namespace of its own, in the host's network and mount namespaces, and with its own group
+(the socket group, when that is its group). Such processes are refused at the peer check (their
+user namespace is not the host's), but only after the daemon admitted them by their uid: one
+member of the socket group holding connections under 8 subordinate uids took every place the
+per-uid reserve keeps for other users, and another user got ``daemon.too_many_connections``.
+Now a peer in a user namespace below the daemon's is counted as the uid that made the
+outermost of those namespaces (``peer_uid`` in ``nonod/control/_peers.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread, hello, raw_client
+from tests.daemon.localusers import LocalUser
+from tests.redteam.conftest import shared_daemon
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
+
+#: Subordinate uids the attacker is given, and how many it connects under.
+FIRST_SUBUID = 330000
+SUBUIDS = 8
+PER_SUBUID = 2
+
+#: Runs inside the attacker's user namespace (uids 1.. are its subordinate ids): under each
+#: of the first N uids opens K connections to the socket that send nothing; prints "held"
+#: once all are open, and holds them until its stdin closes.
+HOLDER = r"""
+import os, socket, sys
+path, uids, each = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ready_r, ready_w = os.pipe()
+release_r, release_w = os.pipe()
+for uid in range(1, uids + 1):
+    if os.fork() == 0:
+        os.close(release_w)
+        os.setresuid(uid, uid, uid)
+        held = []
+        for _ in range(each):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(path)
+            held.append(sock)
+        os.write(ready_w, b"x")
+        os.read(release_r, 1)
+        os._exit(0)
+os.close(release_r)
+got = 0
+while got < uids:
+    got += len(os.read(ready_r, uids))
+print("held", flush=True)
+sys.stdin.read()
+os.close(release_w)
+for _ in range(uids):
+    os.wait()
+"""
+
+
+@pytest.fixture
+def setting(short_tmp: Path) -> Iterator[tuple[DaemonThread, list[LocalUser]]]:
+    with shared_daemon(short_tmp, 2, daemon=(
+            "max_connections = 8\nmax_connections_per_uid = 2\nhandshake_timeout = 60\n"
+    )) as (handle, users):
+        attacker = users[1]
+        last = FIRST_SUBUID + 99
+        subprocess.run(["usermod", "--add-subuids", f"{FIRST_SUBUID}-{last}",
+                        "--add-subgids", f"{FIRST_SUBUID}-{last}", attacker.name], check=True)
+        yield handle, users
+
+
+def _status_of(handle: DaemonThread, user: LocalUser) -> dict[str, object]:
+    lines = raw_client(handle.socket, [hello(), {"type": "status"}], prefix=user.prefix())
+    return dict(json.loads(lines[-1] if lines[-1].startswith("{") else lines[0]))
+
+
+def test_one_user_under_many_subordinate_uids_does_not_take_every_place(
+        setting: tuple[DaemonThread, list[LocalUser]]) -> None:
+    handle, (victim, attacker) = setting
+    holder = subprocess.Popen(
+        [*attacker.prefix(), "unshare", f"--map-users={FIRST_SUBUID},1,100", "--map-user=0",
+         "--map-group=0", SYSTEM_PYTHON, "-c", HOLDER, str(handle.socket), str(SUBUIDS),
+         str(PER_SUBUID)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        # Accepted in order: the attacker's connections were all judged before this one.
+        reply = _status_of(handle, victim)
+        # Before: {"type": "error", "code": "daemon.too_many_connections", ...}
+        assert reply["type"] == "daemon_status", reply
+    finally:
+        holder.communicate("", timeout=60)
