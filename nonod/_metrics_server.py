@@ -28,6 +28,7 @@ from ._accept import accept_retrying
 from ._config import metrics_endpoint
 from ._loopback_peers import tcp_peer_uid
 from ._metrics import Metrics
+from ._subids import owner_of
 from .control import bind_control_socket
 from .control._limits import ConnectionRate
 from .errors import NonoError
@@ -146,7 +147,7 @@ def _local_peer_uid(sock: trio.socket.SocketType) -> int | None:
     if sock.family == socket.AF_UNIX:
         return None
     try:
-        return tcp_peer_uid(sock)
+        return owner_of(tcp_peer_uid(sock))  # a subordinate uid counts as its user
     except OSError as exc:
         if exc.errno == errno.ENOTCONN:
             raise _PeerGone from exc

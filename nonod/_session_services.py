@@ -29,6 +29,7 @@ from ._accept import accept_retrying
 from ._config import NetworkSection
 from ._descriptors import for_sessions
 from ._loopback_peers import SameUidListener, tcp_peer_uid
+from ._subids import owner_of
 from ._writable_links import writable_links
 from .audit._mask import hidden_strings
 from .errors import PolicyError
@@ -469,7 +470,7 @@ class _Inbound:
         if self.active >= MAX_INBOUND or not for_sessions(stream.socket.fileno()):
             return False, None
         try:
-            uid: int | None = tcp_peer_uid(stream.socket)
+            uid: int | None = owner_of(tcp_peer_uid(stream.socket))  # subordinate: its user's
         except OSError:
             uid = None
         if uid != self.owner and self.by_uid[uid] >= MAX_INBOUND_FOREIGN:
