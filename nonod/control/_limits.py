@@ -15,13 +15,13 @@ even those are taken: refusing must not cost more than serving.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Final, final
 
 import trio
 
 from .._quiet import QuietWarning
-from .._uid_turns import UidTurns
 from ..errors import NonoError
 
 #: Refused connections answered at once; more are closed without a word.
@@ -198,7 +198,8 @@ class ReceiveBudget:
         self._freed = trio.Event()
 
 
-def launch_shares() -> UidTurns:
+@final
+class LaunchShares:
     """Launches the system daemon works on at once, per uid.
 
     Every launch goes through one fork server, which takes plans one at a time, and through
@@ -210,4 +211,23 @@ def launch_shares() -> UidTurns:
     at most that many of each other user's ahead of it. A user daemon has one caller and no
     shares.
     """
-    return UidTurns(LAUNCHES_PER_UID)
+
+    def __init__(self, per_uid: int = LAUNCHES_PER_UID) -> None:
+        self._per_uid = per_uid
+        self._turns: dict[int, trio.Semaphore] = {}
+        self._waiting: Counter[int] = Counter()
+
+    @asynccontextmanager
+    async def turn(self, uid: int) -> AsyncIterator[None]:
+        """Hold one of ``uid``'s turns while the block runs (waiting for one first)."""
+        turns = self._turns.get(uid)
+        if turns is None:
+            turns = self._turns[uid] = trio.Semaphore(self._per_uid)
+        self._waiting[uid] += 1
+        try:
+            async with turns:
+                yield
+        finally:
+            self._waiting[uid] -= 1
+            if not self._waiting[uid]:
+                del self._waiting[uid], self._turns[uid]

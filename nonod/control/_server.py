@@ -60,9 +60,9 @@ from ._limits import (
     REFUSAL_TIMEOUT,
     ConnectionCounter,
     ConnectionRate,
+    LaunchShares,
     ReceiveBudget,
     TooManyConnections,
-    launch_shares,
 )
 from ._peers import PeerCheck, peer_uid
 from ._transport import UnixConnection
@@ -111,7 +111,7 @@ class ControlServer:
             lambda: RECEIVE_BUDGET_MESSAGES * self.settings().max_message_bytes
         ) if info.system else None
         #: Launches worked on at once per uid, on the daemon its users share (``_limits``).
-        self.launch_shares = launch_shares() if info.system else None
+        self.launch_shares = LaunchShares() if info.system else None
         #: New connections per uid and second, likewise.
         self._rate = ConnectionRate() if info.system else None
         self._refused_logged_at = -1e9

@@ -41,7 +41,6 @@ from .._secretfiles import (
     SecretFileLog,
 )
 from .._soon import Started
-from .._uid_turns import UidTurns
 from ..approvals import ApprovalQueue, Pending, SessionAsker, SessionFacts
 from ..audit import AuditError, redact_argv
 from ..audit._fanout import AuditHub
@@ -92,9 +91,6 @@ _ID_SHAPE = re.compile(r"[0-9a-f]{8}")
 RESERVED_LIVE: Final = 4
 #: How long after a session's end (its replies sent) its cgroup is removed (seconds).
 AFTER_EXITED: Final = 0.002
-#: Sessions of one uid the system daemon ends at once (``_finish``); the uid's further ends
-#: wait for its own turns, never for another uid's.
-ENDS_PER_UID: Final = 4
 
 
 @final
@@ -143,9 +139,6 @@ class Registry:
         self._sessions_dir = state_dir / "sessions"
         self._limits = limits
         self._system = system
-        #: On the system daemon, a session's end (usage, seal, record, cgroup) is worked on
-        #: in one of its owner's turns (``_finish``).
-        self._end_turns = UidTurns(ENDS_PER_UID) if system else None
         self._sessions: dict[str, Session] = {}
         #: The live ones (starting or running), and their names by owner: a launch's checks
         #: look these up instead of passing over every session known (``_went_live``).
@@ -604,22 +597,10 @@ class Registry:
         self._emit("started", session)
 
     async def _finish(self, session: Session) -> None:
-        """The session's end, in one of its owner's turns on the system daemon: one user's
-        sessions ending all at once (their usage read on the event loop, their kernel audit
-        flushes, seals, records and cgroups in worker threads) are worked on a few at a
-        time, so another user's launches and ends do not queue behind all of them."""
-        session.record.ended_at = now()
-        turns = self._end_turns
-        if turns is None:
-            await self._end(session)
-            return
-        async with turns.turn(session.record.owner_uid):
-            await self._end(session)
-
-    async def _end(self, session: Session) -> None:
         record = session.record
         # The state stays "running" until the audit record is final: whoever sees "exited"
         # (ps, inspect, events, wait) can verify a sealed file at once.
+        record.ended_at = now()
         group, session.cgroup = session.cgroup, None
         # Its last filesystem denials are flushed from the kernel while the usage is read.
         released = self._starter.release_started(session)

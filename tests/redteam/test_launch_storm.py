@@ -4,7 +4,7 @@ daemon shares (records, audit files, cgroups). A member of the socket group laun
 connections at once had all of them in that queue (and as many sessions starting and ending
 at once in the daemon's one event loop), and another user's session waited behind the whole
 storm: 5.8 s from launch to end instead of 0.1 s, behind 48 connections. Now each uid has a few
-launch turns (``nonod/control/_limits.py``, ``launch_shares``): its further launches wait for
+launch turns (``nonod/control/_limits.py``, ``LaunchShares``): its further launches wait for
 its own turns, never ahead of another user's (0.3 s here)."""
 
 from __future__ import annotations
