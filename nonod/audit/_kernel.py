@@ -98,6 +98,15 @@ class Watch:
 
 
 @final
+class _Flush:
+    """One flush marker, and whether it came back (``FsDeniedMonitor._flushed``)."""
+
+    def __init__(self) -> None:
+        self.flushed = False
+        self.done = trio.Event()
+
+
+@final
 class FsDeniedMonitor:
     """The daemon's observer. ``status`` is ``kernel-audit`` or ``unavailable: <why>``;
     ``tag`` is the loginuid launchers write (0 when unavailable)."""
@@ -116,6 +125,8 @@ class FsDeniedMonitor:
         self._audit: KernelAudit | None = None
         # One request at a time on the audit socket, from a thread: see ``release``.
         self._requests = trio.CapacityLimiter(1)
+        #: The flush marker the next ``release`` calls wait for, until it goes out.
+        self._next_flush: _Flush | None = None
 
     @property
     def active(self) -> bool:
@@ -148,34 +159,66 @@ class FsDeniedMonitor:
             flushed = self._audit is None
             try:
                 if self._audit is not None:
-                    nonce = secrets.token_hex(8)
-                    arrived = self._markers[nonce] = trio.Event()
-                    audit = self._audit
-                    try:
-                        with trio.move_on_after(timeout):
-                            # Sent from a thread: while the kernel's audit backlog is
-                            # full (a session looping on refused calls fills it) the kernel
-                            # makes every sender of an audit request sleep, uninterruptibly,
-                            # until it drains: that must stall this session's end, not the
-                            # daemon's event loop.
-                            await trio.to_thread.run_sync(
-                                audit.user_message, f"nonod-flush={nonce}",
-                                limiter=self._requests, abandon_on_cancel=True)
-                            await arrived.wait()
-                        flushed = arrived.is_set()
-                        if not flushed:
-                            log.warning("fs_denied: flush marker did not come back",
-                                        timeout=timeout)
-                    except OSError as exc:
-                        log.warning("fs_denied: flush marker refused", errno=exc.errno)
-                    finally:
-                        self._markers.pop(nonce, None)
+                    flushed = await self._flushed(timeout)
             finally:
                 self._watches.pop(watch.ses, None)
                 watch.finish()
             return flushed
 
         return wait
+
+    async def _flushed(self, timeout: float) -> bool:
+        """Whether every record the kernel queued before this call has been read (a marker
+        sent after the call came back) within ``timeout``.
+
+        One marker serves every call made before it goes out: the calls that come while a
+        marker is being sent wait for the next one together. Each session's end makes such a
+        call, and one user's hundreds of sessions ending at once used to put as many markers,
+        one at a time, ahead of another user's end (300 waits of up to 0.3 s)."""
+        batch = self._next_flush
+        if batch is not None:
+            with trio.move_on_after(timeout):
+                await batch.done.wait()
+            return batch.flushed
+        batch = self._next_flush = _Flush()
+        try:
+            if self._audit is not None:
+                batch.flushed = await self._send_marker(self._audit, batch, timeout)
+        finally:
+            if self._next_flush is batch:
+                self._next_flush = None
+            batch.done.set()
+        return batch.flushed
+
+    async def _send_marker(self, audit: KernelAudit, batch: _Flush, timeout: float) -> bool:
+        nonce = secrets.token_hex(8)
+        arrived = self._markers[nonce] = trio.Event()
+
+        def went_out() -> None:  # on the loop, just before the send: later calls wait
+            if self._next_flush is batch:  # for the next marker
+                self._next_flush = None
+
+        def send() -> None:
+            trio.from_thread.run_sync(went_out)
+            audit.user_message(f"nonod-flush={nonce}")
+
+        try:
+            with trio.move_on_after(timeout):
+                # Sent from a thread: while the kernel's audit backlog is full (a session
+                # looping on refused calls fills it) the kernel makes every sender of an
+                # audit request sleep, uninterruptibly, until it drains: that must stall
+                # the sessions' ends, not the daemon's event loop.
+                await trio.to_thread.run_sync(send, limiter=self._requests,
+                                              abandon_on_cancel=True)
+                await arrived.wait()
+            if not arrived.is_set():
+                log.warning("fs_denied: flush marker did not come back", timeout=timeout)
+            return arrived.is_set()
+        except OSError as exc:
+            log.warning("fs_denied: flush marker refused", errno=exc.errno)
+            return False
+        finally:
+            self._markers.pop(nonce, None)
 
     def _counted(self, ses: int) -> bool:
         """Whether a call of audit session ``ses`` was counted as dropped (its session over

@@ -493,3 +493,39 @@ async def test_another_sessions_refusal_storm_does_not_stall_the_daemon_at_a_ses
           f"{max(lags) * 1000:.1f} ms; session ends up to {max(ended) * 1000:.0f} ms")
     assert in_kernel["loop"] == 0.0
     assert max(lags) < 0.1
+
+
+@needs_root
+async def test_one_marker_flushes_every_release_asked_before_it_went_out() -> None:
+    """Each session's end asks for a flush; one user's hundreds of sessions ending at once
+    put as many markers, one request at a time, ahead of another user's end (300 waits of up
+    to 0.3 s, red team's eighteenth pass). Now the releases asked while a marker goes out wait
+    for the next one together: 300 at once take a few markers, and each is flushed."""
+    import trio
+
+    from nonod.audit import _kernel
+
+    async with _kernel.open_fs_denied_monitor("auto") as monitor:
+        if not monitor.active:
+            pytest.fail(f"kernel audit should work as root here: {monitor.status}")
+        audit = monitor._audit
+        assert audit is not None
+        send = audit.user_message
+        sent: list[str] = []
+
+        def counted(text: str) -> None:  # the real request, counted
+            sent.append(text)
+            send(text)
+
+        audit.user_message = counted  # type: ignore[method-assign]
+        results: list[bool] = []
+
+        async def end(ses: int) -> None:
+            results.append(await monitor.release(monitor.watch(ses, lambda _e: None),
+                                                 timeout=30))
+
+        async with trio.open_nursery() as nursery:
+            for k in range(300):
+                nursery.start_soon(end, 2**31 - 1000 - k)
+    assert results == [True] * 300
+    assert len(sent) <= 5, len(sent)  # before: 300, one per release
