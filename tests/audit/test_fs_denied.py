@@ -11,7 +11,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,19 @@ def test_denials_before_the_watch_are_kept_for_it() -> None:
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="kernel audit rules need root (CAP_AUDIT_CONTROL)")
+
+@asynccontextmanager
+async def _active_monitor() -> AsyncIterator[tuple[FsDeniedMonitor, KernelAudit]]:
+    """The daemon's monitor on this host's kernel audit, and the socket its markers go out on
+    (as root, where kernel audit must work)."""
+    from nonod.audit import _kernel
+
+    async with _kernel.open_fs_denied_monitor("auto") as monitor:
+        if not monitor.active:
+            pytest.fail(f"kernel audit should work as root here: {monitor.status}")
+        assert monitor._audit is not None
+        yield monitor, monitor._audit
+
 
 PROBE = r"""
 import base64, os, socket, sys
@@ -442,13 +456,7 @@ async def test_another_sessions_refusal_storm_does_not_stall_the_daemon_at_a_ses
 
     import trio
 
-    from nonod.audit import _kernel
-
-    async with _kernel.open_fs_denied_monitor("auto") as monitor:
-        if not monitor.active:
-            pytest.fail(f"kernel audit should work as root here: {monitor.status}")
-        audit = monitor._audit
-        assert audit is not None
+    async with _active_monitor() as (monitor, audit):
         send = audit.user_message
         loop_thread = threading.get_ident()
         in_kernel = {"loop": 0.0, "other": 0.0}
@@ -503,13 +511,7 @@ async def test_one_marker_flushes_every_release_asked_before_it_went_out() -> No
     for the next one together: 300 at once take a few markers, and each is flushed."""
     import trio
 
-    from nonod.audit import _kernel
-
-    async with _kernel.open_fs_denied_monitor("auto") as monitor:
-        if not monitor.active:
-            pytest.fail(f"kernel audit should work as root here: {monitor.status}")
-        audit = monitor._audit
-        assert audit is not None
+    async with _active_monitor() as (monitor, audit):
         send = audit.user_message
         sent: list[str] = []
 

@@ -2,7 +2,12 @@
 ``run`` (``nonoctl`` against a user daemon of the test's own uid), and for the attacks by
 other local users a system daemon whose socket group holds fresh real users."""
 
+import http.server
+import json
+import os
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +25,8 @@ from tests.daemon.localusers import LocalUser, local_users, socket_group
 from tests.daemon.test_caller_files import system_daemon
 from tests.daemon.test_cli import CLI, cli_env
 
-__all__ = ["daemon_thread", "run", "short_tmp", "system_daemon", "two_users"]
+__all__ = ["daemon_thread", "metrics_daemon", "run", "short_tmp", "system_daemon", "two_users",
+           "upstream"]
 
 
 @pytest.fixture
@@ -99,3 +105,95 @@ def client_dir() -> str:
     """Where ``rawclient.py`` sits, readable by every uid: the scripts run as other users
     import its WebSocket helpers from there."""
     return str(reachable_script("rawclient.py").parent)
+
+
+def free_port() -> int:
+    """A TCP port of the loopback that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def metrics_daemon(short_tmp: Path) -> Iterator[tuple[DaemonThread, LocalUser, int]]:
+    """A system daemon serving its metrics on a loopback port, one real user, the port."""
+    port = free_port()
+    with shared_daemon(short_tmp, 1, more=(
+            f'[metrics]\nenabled = true\nlisten = "127.0.0.1:{port}"\n')) as (handle, users):
+        yield handle, users[0], port
+
+
+class RecordingUpstream(http.server.BaseHTTPRequestHandler):
+    """A route's upstream: answers every GET with ``ok``, keeping its path and credential."""
+
+    seen: list[str] = []
+
+    def do_GET(self) -> None:
+        RecordingUpstream.seen.append(f"{self.path} {self.headers.get('Authorization')}")
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream() -> Iterator[int]:
+    """A RecordingUpstream on a loopback port (its ``seen`` emptied), the port."""
+    RecordingUpstream.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RecordingUpstream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def route_profile(directory: Path, upstream: int, secret: str, *,
+                  owner: LocalUser | None = None, allow_root: bool = False) -> Path:
+    """A profile in ``directory``: Landlock network isolation (the session's proxy on the
+    host's loopback), one route to the local ``upstream`` whose secret is ``secret`` in a
+    0600 file of ``owner``'s (root's without one)."""
+    token = directory / "token"
+    token.write_text(secret)
+    token.chmod(0o600)
+    profile = directory / "landlock.json"
+    nonod: dict[str, object] = {"allow_degraded": ["network_ports"]}
+    if allow_root:
+        nonod["allow_root"] = True
+    profile.write_text(json.dumps({
+        "meta": {"name": "landlock"},
+        "filesystem": {"read": ["/usr", "/etc"]},
+        "workdir": {"access": "read"},
+        "linux": {"sandbox_policy": "landlock"},
+        "nonod": nonod,
+        "network": {"credentials": ["svc"], "custom_credentials": {"svc": {
+            "upstream": f"http://localhost:{upstream}", "credential_key": f"file://{token}",
+            "env_var": "SVC_TOKEN"}}},
+    }))
+    if owner is not None:
+        os.chown(token, owner.uid, owner.gid)
+        os.chown(profile, owner.uid, owner.gid)
+    return profile
+
+
+#: The start of a script another user runs: finds the session's shell whose command line holds
+#: the marker (``sys.argv[1]``), and takes the token and the route's base URL after it
+#: (``token``, ``base``); prints NOT-FOUND and exits when there is none.
+FIND_TOKEN = r"""
+import os, sys
+marker = sys.argv[1]
+for pid in os.listdir("/proc"):
+    try:
+        args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+        continue
+    if marker.encode() in args and args[0] == b"/bin/sh":
+        at = args.index(marker.encode())
+        token, base = args[at + 1].decode(), args[at + 2].decode()
+        break
+else:
+    print("NOT-FOUND"); sys.exit(0)
+"""

@@ -12,12 +12,10 @@ never taken for anyone."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import pytest
 from nonod._loopback_peers import tcp_peer_uid
 from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread, hello, raw_client, session_env
 from tests.daemon.localusers import LocalUser
-from tests.redteam.conftest import shared_daemon
+from tests.redteam.conftest import FIND_TOKEN, RecordingUpstream, route_profile, shared_daemon
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -37,20 +35,10 @@ TRIES = 200
 #: Another user's side: find the session's shell by its command line, take the token and the
 #: route's address from it, and send a request to PATH TRIES times, closing each connection at
 #: once (nobody reads an answer) unless READ is given. Prints how many were sent.
-BLIND = r"""
-import os, socket, sys, urllib.parse
-marker, path, tries, read = sys.argv[1], sys.argv[2], int(sys.argv[3]), len(sys.argv) > 4
-for pid in os.listdir("/proc"):
-    try:
-        args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-    except OSError:
-        continue
-    if marker.encode() in args and args[0] == b"/bin/sh":
-        at = args.index(marker.encode())
-        token, base = args[at + 1].decode(), urllib.parse.urlsplit(args[at + 2].decode())
-        break
-else:
-    print("NOT-FOUND"); sys.exit(0)
+BLIND = FIND_TOKEN + r"""
+import socket, urllib.parse
+path, tries, read = sys.argv[2], int(sys.argv[3]), len(sys.argv) > 4
+base = urllib.parse.urlsplit(base)
 request = (f"GET {base.path.rstrip('/')}{path} HTTP/1.1\r\nHost: {base.netloc}\r\n"
            f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n").encode()
 sent = 0
@@ -64,31 +52,6 @@ print("SENT", sent)
 """
 
 
-class _Upstream(http.server.BaseHTTPRequestHandler):
-    seen: list[str] = []
-
-    def do_GET(self) -> None:
-        _Upstream.seen.append(f"{self.path} {self.headers.get('Authorization')}")
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def upstream() -> Iterator[int]:
-    _Upstream.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
 @pytest.fixture
 def setting(short_tmp: Path, upstream: int) -> Iterator[tuple[DaemonThread, list[LocalUser]]]:
     with shared_daemon(short_tmp, 1, more=(
@@ -97,32 +60,12 @@ def setting(short_tmp: Path, upstream: int) -> Iterator[tuple[DaemonThread, list
         yield setting
 
 
-def _roots_landlock_profile(base: Path, upstream: int) -> Path:
-    """Root's profile: Landlock network isolation (the proxy on the host's loopback), one
-    route whose secret is root's own 0600 file."""
-    token = base / "token"
-    token.write_text("ROOTS-REAL-SECRET")
-    token.chmod(0o600)
-    profile = base / "landlock.json"
-    profile.write_text(json.dumps({
-        "meta": {"name": "landlock"},
-        "filesystem": {"read": ["/usr", "/etc"]},
-        "workdir": {"access": "read"},
-        "linux": {"sandbox_policy": "landlock"},
-        "nonod": {"allow_degraded": ["network_ports"], "allow_root": True},
-        "network": {"credentials": ["svc"], "custom_credentials": {"svc": {
-            "upstream": f"http://localhost:{upstream}", "credential_key": f"file://{token}",
-            "env_var": "SVC_TOKEN"}}},
-    }))
-    return profile
-
-
 def test_another_user_cannot_send_blind_requests_through_roots_loopback_proxy(
         setting: tuple[DaemonThread, list[LocalUser]], short_tmp: Path, upstream: int) -> None:
     handle, (thief,) = setting
     work = short_tmp / "rootwork"
     work.mkdir()
-    profile = _roots_landlock_profile(short_tmp, upstream)
+    profile = route_profile(short_tmp, upstream, "ROOTS-REAL-SECRET", allow_root=True)
     launch = {"type": "launch", "argv": ["/bin/sh", "-c",
                                          'exec /bin/sh -c "while :; do sleep 1; done" '
                                          f'{MARKER} "$SVC_TOKEN" "$SVC_BASE_URL"'],
@@ -140,9 +83,9 @@ def test_another_user_cannot_send_blind_requests_through_roots_loopback_proxy(
         mine = subprocess.run([SYSTEM_PYTHON, "-c", BLIND, MARKER, "/mine", "1", "read"],
                               capture_output=True, text=True, timeout=60, cwd="/")
         assert mine.stdout.startswith("SENT"), mine.stdout + mine.stderr
-        assert "/mine Bearer ROOTS-REAL-SECRET" in _Upstream.seen
+        assert "/mine Bearer ROOTS-REAL-SECRET" in RecordingUpstream.seen
         # Before: most of the thief's requests reached the upstream with root's secret.
-        assert [seen for seen in _Upstream.seen if seen.startswith("/blind")] == []
+        assert [seen for seen in RecordingUpstream.seen if seen.startswith("/blind")] == []
     finally:
         raw_client(handle.socket, [hello(), {"type": "stop", "session": "rootagent",
                                              "force": True}])

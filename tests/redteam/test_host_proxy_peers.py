@@ -11,11 +11,9 @@ process of another uid is closed before a byte is read (its uid is the kernel's,
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import pytest
 
 from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread, hello, raw_client, session_env
 from tests.daemon.localusers import LocalUser
-from tests.redteam.conftest import shared_daemon
+from tests.redteam.conftest import FIND_TOKEN, RecordingUpstream, route_profile, shared_daemon
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -32,20 +30,8 @@ MARKER = "nono-rt4-marker"
 
 #: Another user's side: find the session's shell by its command line, take the token and
 #: the route's address from it, and ask the route. Prints the status, or the error.
-THIEF = r"""
-import os, sys, urllib.request
-marker = sys.argv[1]
-for pid in os.listdir("/proc"):
-    try:
-        args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-    except OSError:
-        continue
-    if marker.encode() in args and args[0] == b"/bin/sh":
-        at = args.index(marker.encode())
-        token, base = args[at + 1].decode(), args[at + 2].decode()
-        break
-else:
-    print("NOT-FOUND"); sys.exit(0)
+THIEF = FIND_TOKEN + r"""
+import urllib.request
 request = urllib.request.Request(base + "/stolen", headers={"Authorization": "Bearer " + token})
 try:
     with urllib.request.urlopen(request, timeout=10) as reply:
@@ -54,31 +40,6 @@ except Exception as exc:
     print("REFUSED", type(exc).__name__, getattr(exc, "code", ""),
           getattr(exc, "read", lambda: b"")()[:200])
 """
-
-
-class _Upstream(http.server.BaseHTTPRequestHandler):
-    seen: list[str] = []
-
-    def do_GET(self) -> None:
-        _Upstream.seen.append(f"{self.path} {self.headers.get('Authorization')}")
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def upstream() -> Iterator[int]:
-    _Upstream.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
@@ -93,23 +54,7 @@ def _landlock_profile(owner: LocalUser, upstream: int) -> Path:
     """The owner's profile: Landlock network isolation, one route whose secret is the
     owner's own 0600 file."""
     owner.home.chmod(0o755)
-    token = owner.home / "token"
-    token.write_text("OWNERS-REAL-SECRET")
-    token.chmod(0o600)
-    os.chown(token, owner.uid, owner.gid)
-    profile = owner.home / "landlock.json"
-    profile.write_text(json.dumps({
-        "meta": {"name": "landlock"},
-        "filesystem": {"read": ["/usr", "/etc"]},
-        "workdir": {"access": "read"},
-        "linux": {"sandbox_policy": "landlock"},
-        "nonod": {"allow_degraded": ["network_ports"]},
-        "network": {"credentials": ["svc"], "custom_credentials": {"svc": {
-            "upstream": f"http://localhost:{upstream}", "credential_key": f"file://{token}",
-            "env_var": "SVC_TOKEN"}}},
-    }))
-    os.chown(profile, owner.uid, owner.gid)
-    return profile
+    return route_profile(owner.home, upstream, "OWNERS-REAL-SECRET", owner=owner)
 
 
 def test_another_user_cannot_use_a_sessions_proxy_on_the_hosts_loopback(
@@ -130,12 +75,12 @@ def test_another_user_cannot_use_a_sessions_proxy_on_the_hosts_loopback(
         assert done.stdout.startswith(("STATUS", "REFUSED")), done.stdout + done.stderr
         # before: STATUS 200, and the upstream got the owner's real secret
         assert done.stdout.startswith("REFUSED"), done.stdout
-        assert not any("OWNERS-REAL-SECRET" in seen for seen in _Upstream.seen)
+        assert not any("OWNERS-REAL-SECRET" in seen for seen in RecordingUpstream.seen)
         # The owner's own processes still reach the route through it.
         mine = subprocess.run([*owner.prefix(), SYSTEM_PYTHON, "-c", THIEF, MARKER],
                               capture_output=True, text=True, timeout=60, cwd="/")
         assert mine.stdout.startswith("STATUS 200"), mine.stdout + mine.stderr
-        assert _Upstream.seen == ["/stolen Bearer OWNERS-REAL-SECRET"]
+        assert RecordingUpstream.seen == ["/stolen Bearer OWNERS-REAL-SECRET"]
     finally:
         raw_client(handle.socket, [hello(), {"type": "stop", "session": "agent",
                                              "force": True}], prefix=owner.prefix())
@@ -155,4 +100,4 @@ def test_the_session_itself_still_reaches_its_routes(
                        prefix=owner.prefix())
     exited = json.loads(lines[-1])
     assert exited["type"] == "exited" and exited["exit_code"] == 0, lines
-    assert _Upstream.seen == ["/inside Bearer OWNERS-REAL-SECRET"]
+    assert RecordingUpstream.seen == ["/inside Bearer OWNERS-REAL-SECRET"]

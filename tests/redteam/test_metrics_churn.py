@@ -10,19 +10,15 @@ question as uid 0: the kernel reports a closing socket's leftover (``TIME_WAIT``
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from nonod.control._limits import ConnectionRate
 from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread
 from tests.daemon.localusers import LocalUser
-from tests.redteam.conftest import shared_daemon
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -46,20 +42,6 @@ for _ in range(count):
         pass
 print(done, flush=True)
 """
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def metrics_daemon(short_tmp: Path) -> Iterator[tuple[DaemonThread, LocalUser, int]]:
-    port = _free_port()
-    with shared_daemon(short_tmp, 1, more=(
-            f'[metrics]\nenabled = true\nlisten = "127.0.0.1:{port}"\n')) as (handle, users):
-        yield handle, users[0], port
-
 
 def _scrape(port: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,6 +20,7 @@ import pytest
 
 from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread, hello, raw_client
 from tests.daemon.localusers import LocalUser, local_users, socket_group
+from tests.redteam.conftest import free_port
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -34,12 +34,6 @@ sock.listen()
 print("holding", flush=True)
 sys.stdin.read()
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -56,7 +50,7 @@ def _scrape(port: int) -> int:
 
 def test_another_user_holding_the_metrics_port_does_not_keep_the_daemon_down(
         squatter: LocalUser, short_tmp: Path) -> None:
-    port = _free_port()
+    port = free_port()
     holder = subprocess.Popen([*squatter.prefix(), SYSTEM_PYTHON, "-c", HOLDER, str(port)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
     assert holder.stdout is not None

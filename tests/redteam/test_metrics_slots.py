@@ -8,33 +8,16 @@ kernel's answer for the peer socket, ``sock_diag``) holds at most 4 of them."""
 from __future__ import annotations
 
 import os
-import socket
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.daemon.conftest import DaemonThread
 from tests.daemon.localusers import LocalUser
-from tests.redteam.conftest import hold_tcp, shared_daemon
+from tests.redteam.conftest import hold_tcp
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def metrics_daemon(short_tmp: Path) -> Iterator[tuple[DaemonThread, LocalUser, int]]:
-    port = _free_port()
-    with shared_daemon(short_tmp, 1, more=(
-            f'[metrics]\nenabled = true\nlisten = "127.0.0.1:{port}"\n')) as (handle, users):
-        yield handle, users[0], port
 
 
 def test_one_user_cannot_keep_the_scraper_from_the_metrics(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import pytest
 from nonod._subids import owner_of
 from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread, hello, raw_client
 from tests.daemon.localusers import LocalUser
-from tests.redteam.conftest import shared_daemon
+from tests.redteam.conftest import free_port, shared_daemon
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -74,13 +73,7 @@ for _ in range(uids):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-METRICS_PORT = _free_port()
+METRICS_PORT = free_port()
 
 
 @pytest.fixture
