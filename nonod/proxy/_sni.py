@@ -42,12 +42,13 @@ def is_tls(data: bytes | bytearray) -> bool:
     return bool(data) and data[0] == _HANDSHAKE
 
 
-def first_flight(data: bytes) -> bool:
+def first_flight(data: bytes | bytearray, line: RequestLine | None = None) -> bool:
     """Whether ``data`` (the client's first bytes) can be judged: the whole first record of
     TLS, or enough of anything else to tell an HTTP request line (or ``_MAX_LINE`` bytes
-    without telling). Raises NotClientHello for a record longer than TLS allows."""
+    without telling). Raises NotClientHello for a record longer than TLS allows. ``line``:
+    the reader of the request line that read a shorter ``data`` already (it reads on)."""
     if not is_tls(data):
-        return request_line(data) is not None or len(data) >= _MAX_LINE
+        return (line or RequestLine()).judge(data) is not None or len(data) >= _MAX_LINE
     if len(data) < _HEADER:
         return False
     length = int.from_bytes(data[3:5], "big")
@@ -110,9 +111,10 @@ async def check_first_flight(client: trio.abc.Stream, upstream: trio.SocketStrea
     speaks first (SSH, SMTP). A ClientHello that is fragmented or malformed, or first bytes
     not judged within ``timeout``, end the tunnel (fail closed)."""
     buffer = bytearray(data)
+    line = RequestLine()  # read on as bytes come, never again from the start
     with trio.move_on_after(timeout) as waited:
         try:
-            while not first_flight(bytes(buffer)):
+            while not first_flight(buffer, line):
                 more = await _client_or_upstream(client, upstream)
                 if more is None:  # the upstream spoke first: judged by what came before
                     return Reason.SNI_MISMATCH if is_tls(buffer) else bytes(buffer)
@@ -125,7 +127,7 @@ async def check_first_flight(client: trio.abc.Stream, upstream: trio.SocketStrea
     if not whole:  # the client said nothing, and ended its side or ran out of time
         return Reason.REQUEST_TIMEOUT if waited.cancelled_caught else whole
     if not is_tls(whole):
-        if request_line(whole) is False:
+        if line.judge(whole) is False:
             return whole
         return Reason.PLAIN_HTTP_IN_TUNNEL  # a request line, or still undecided: fail closed
     try:
@@ -139,43 +141,85 @@ async def check_first_flight(client: trio.abc.Stream, upstream: trio.SocketStrea
     return whole
 
 
-def request_line(data: bytes) -> bool | None:
+def request_line(data: bytes | bytearray) -> bool | None:
     """Whether ``data`` opens with an HTTP request line, ``METHOD SP TARGET SP HTTP/`` (also
     h2c's ``PRI * HTTP/2.0``), read as leniently as servers do (empty lines before it, runs
     of spaces or tabs, any case of ``HTTP``): True, False, or None while what came could
     still become one."""
-    at = 0
-    while at < len(data) and data[at] in b"\r\n":
-        at += 1
-    method = at
-    while at < len(data) and data[at] in _TOKEN:
-        at += 1
-    named = at > method
-    at, gap = _blanks(data, at)
-    if at == len(data):
-        return None if named or at == method else False
-    if not (named and gap):
-        return False
-    target = at
-    while at < len(data) and 0x20 < data[at] != 0x7F:
-        at += 1
-    named = at > target
-    at, gap = _blanks(data, at)
-    if at == len(data):
-        return None
-    if not (named and gap):
-        return False
-    version = data[at:at + len(_VERSION)].upper()
-    if not _VERSION.startswith(version):
-        return False
-    return True if len(version) == len(_VERSION) else None
+    return RequestLine().judge(data)
 
 
-def _blanks(data: bytes, at: int) -> tuple[int, bool]:
-    start = at
+class RequestLine:
+    """:func:`request_line` read on as the bytes come: each :meth:`judge` is given what came
+    so far (what it was given before, and more) and goes on where the last one stopped, so
+    first bytes that come one at a time are read once in all, not once per read (before, a
+    client sending its 8 KiB a byte at a time cost the event loop seconds of CPU)."""
+
+    __slots__ = ("_at", "_phase", "_start", "_verdict")
+
+    def __init__(self) -> None:
+        # phases: 0 empty lines, 1 method, 2 blanks, 3 target, 4 blanks, 5 version
+        self._at = self._phase = self._start = 0
+        self._verdict: bool | None = None
+
+    def judge(self, data: bytes | bytearray) -> bool | None:
+        """True, False, or None while ``data`` could still become a request line."""
+        if self._verdict is None:
+            self._verdict = self._read(data)
+        return self._verdict
+
+    def _read(self, data: bytes | bytearray) -> bool | None:
+        end = len(data)
+        at, phase, start = self._at, self._phase, self._start
+        try:
+            if phase == 0:
+                while at < end and data[at] in b"\r\n":
+                    at += 1
+                if at == end:
+                    return None
+                phase, start = 1, at
+            if phase == 1:
+                while at < end and data[at] in _TOKEN:
+                    at += 1
+                if at == end:
+                    return None
+                if at == start:
+                    return False  # no method: blanks or other bytes first
+                phase, start = 2, at
+            if phase == 2:
+                at = _blanks(data, at)
+                if at == end:
+                    return None
+                if at == start:
+                    return False  # the method runs into other bytes
+                phase, start = 3, at
+            if phase == 3:
+                while at < end and 0x20 < data[at] != 0x7F:
+                    at += 1
+                if at == end:
+                    return None
+                if at == start:
+                    return False  # no target
+                phase, start = 4, at
+            if phase == 4:
+                at = _blanks(data, at)
+                if at == end:
+                    return None
+                if at == start:
+                    return False  # the target runs into other bytes
+                phase, start = 5, at
+            version = bytes(data[start:start + len(_VERSION)]).upper()
+            if not _VERSION.startswith(version):
+                return False
+            return True if len(version) == len(_VERSION) else None
+        finally:
+            self._at, self._phase, self._start = at, phase, start
+
+
+def _blanks(data: bytes | bytearray, at: int) -> int:
     while at < len(data) and data[at] in b" \t":
         at += 1
-    return at, at > start
+    return at
 
 
 async def _client_or_upstream(client: trio.abc.Stream, upstream: trio.SocketStream
