@@ -202,10 +202,13 @@ class FsDeniedMonitor:
         denial = self._assembler.feed(kind, text)
         if denial is not None:
             w = self._watches.get(denial.ses)
-            if w is not None:
-                w.deliver(denial)
-            else:
+            if w is None:
                 self._keep_early(denial)
+                return
+            try:
+                w.deliver(denial)
+            except Exception:  # one session's record never ends the reader (the daemon)
+                log.exception("fs_denied: a denial could not be recorded", ses=denial.ses)
 
     def _keep_early(self, denial: Denial) -> None:
         early = self._early.get(denial.ses)
