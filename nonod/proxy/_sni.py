@@ -112,17 +112,32 @@ async def check_first_flight(client: trio.abc.Stream, upstream: trio.SocketStrea
     not judged within ``timeout``, end the tunnel (fail closed)."""
     buffer = bytearray(data)
     line = RequestLine()  # read on as bytes come, never again from the start
+    read, spoke, broken = False, False, False
     with trio.move_on_after(timeout) as waited:
-        try:
-            while not first_flight(buffer, line):
-                more = await _client_or_upstream(client, upstream)
-                if more is None:  # the upstream spoke first: judged by what came before
-                    return Reason.SNI_MISMATCH if is_tls(buffer) else bytes(buffer)
-                if not more:
-                    break  # the client ended its side
-                buffer += more
-        except (trio.BrokenResourceError, trio.ClosedResourceError, NotClientHello):
-            return Reason.SNI_MISMATCH
+        # One watch of the upstream for the whole wait, not one per read (a client sending
+        # its bytes one at a time costs a read each, not a pair of tasks each).
+        async with trio.open_nursery() as nursery:
+            async def upstream_speaks() -> None:
+                nonlocal spoke
+                await trio.lowlevel.wait_readable(upstream.socket)
+                spoke = True
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(upstream_speaks)
+            try:
+                while not first_flight(buffer, line):
+                    more = await client.receive_some(_MAX_RECORD + _HEADER)
+                    if not more:
+                        break  # the client ended its side
+                    buffer += more  # bytes read are never dropped, whoever came first
+                read = True
+            except (trio.BrokenResourceError, trio.ClosedResourceError, NotClientHello):
+                broken = True
+            nursery.cancel_scope.cancel()
+    if broken:
+        return Reason.SNI_MISMATCH
+    if spoke and not read:  # the upstream spoke first: judged by what came before
+        return Reason.SNI_MISMATCH if is_tls(buffer) else bytes(buffer)
     whole = bytes(buffer)
     if not whole:  # the client said nothing, and ended its side or ran out of time
         return Reason.REQUEST_TIMEOUT if waited.cancelled_caught else whole
@@ -220,26 +235,6 @@ def _blanks(data: bytes | bytearray, at: int) -> int:
     while at < len(data) and data[at] in b" \t":
         at += 1
     return at
-
-
-async def _client_or_upstream(client: trio.abc.Stream, upstream: trio.SocketStream
-                              ) -> bytes | None:
-    """The client's next bytes, or None if the upstream has something to say first."""
-    result: list[bytes | None] = []
-    async with trio.open_nursery() as nursery:
-        async def from_client() -> None:
-            result.append(bytes(await client.receive_some(_MAX_RECORD + _HEADER)))
-            nursery.cancel_scope.cancel()
-
-        async def from_upstream() -> None:
-            await trio.lowlevel.wait_readable(upstream.socket)
-            result.append(None)
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(from_client)
-        nursery.start_soon(from_upstream)
-    # Both may have finished: bytes read are never dropped.
-    return next((piece for piece in result if piece is not None), None)
 
 
 class _Reader:

@@ -49,7 +49,44 @@ async def test_first_bytes_sent_one_at_a_time_cost_the_same_per_byte_to_the_end(
     await client.send_all(b"a")
     answer = await client.receive_some(4096)
     assert b"403" in answer  # 8 KiB undecided: refused as plain HTTP (fail closed)
+    await trio.testing.wait_all_tasks_blocked()  # its record is written after the answer
     assert [e.reason for e in events if e.stage == "close"] == ["plain_http_in_tunnel"]
     # The last KiB (7 KiB held) costs what the first did; before, 3 to 4 times as much.
     assert max(costs[-2:]) < 1.6 * min(costs[:2]), costs
+    await client.aclose()
+
+
+class Spawned(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.count += 1
+
+
+async def test_first_bytes_sent_one_at_a_time_cost_a_read_each_not_tasks(
+        nursery: trio.Nursery, echo_port: int) -> None:  # noqa: F811
+    """Each read of the first bytes cost two new tasks too (a nursery watching the client
+    and the upstream), some 20 µs of the event loop per byte: 32 tunnels fed a byte per
+    millisecond each kept the loop 80% busy. One watch of the upstream now serves the wait."""
+
+    class LookedUp(Resolver):
+        async def resolve(self, host: str, port: int) -> Resolved:
+            return Resolved(host=host, addresses=(("127.0.0.1", echo_port),))
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    await nursery.start(functools.partial(
+        serve_proxy, listeners[0], policy=POLICY, resolver=LookedUp(), events=lambda _e: None))
+    client = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
+    await client.send_all(connect_head("sink.example:443"))
+    assert (await read_head(client))[0] == 200
+    spawned = Spawned()
+    trio.lowlevel.add_instrument(spawned)
+    try:
+        for _ in range(512):
+            await client.send_all(b"a")
+            await trio.testing.wait_all_tasks_blocked()
+    finally:
+        trio.lowlevel.remove_instrument(spawned)
+    assert spawned.count < 8, spawned.count  # before: two per byte
     await client.aclose()
