@@ -30,6 +30,11 @@ _TOKEN: Final = frozenset(b"!#$%&'*+-.^_`|~0123456789"
 _VERSION: Final = b"HTTP/"
 #: First bytes still undecided after this many count as a request line (fail closed).
 _MAX_LINE: Final = 8192
+_BLANKS: Final = frozenset(b" \t")
+#: A request line's parts before its version, each the bytes it is made of: the method, the
+#: blanks after it, the target (any visible byte), the blanks after that.
+_PARTS: Final = (_TOKEN, _BLANKS, frozenset(range(0x21, 0x7F)) | frozenset(range(0x80, 0x100)),
+                 _BLANKS)
 
 
 class NotClientHello(ValueError):
@@ -173,7 +178,7 @@ class RequestLine:
     __slots__ = ("_at", "_phase", "_start", "_verdict")
 
     def __init__(self) -> None:
-        # phases: 0 empty lines, 1 method, 2 blanks, 3 target, 4 blanks, 5 version
+        # phases: 0 empty lines, 1 to 4 the _PARTS, 5 the version
         self._at = self._phase = self._start = 0
         self._verdict: bool | None = None
 
@@ -193,48 +198,21 @@ class RequestLine:
                 if at == end:
                     return None
                 phase, start = 1, at
-            if phase == 1:
-                while at < end and data[at] in _TOKEN:
+            while phase <= len(_PARTS):
+                part = _PARTS[phase - 1]
+                while at < end and data[at] in part:
                     at += 1
                 if at == end:
                     return None
                 if at == start:
-                    return False  # no method: blanks or other bytes first
-                phase, start = 2, at
-            if phase == 2:
-                at = _blanks(data, at)
-                if at == end:
-                    return None
-                if at == start:
-                    return False  # the method runs into other bytes
-                phase, start = 3, at
-            if phase == 3:
-                while at < end and 0x20 < data[at] != 0x7F:
-                    at += 1
-                if at == end:
-                    return None
-                if at == start:
-                    return False  # no target
-                phase, start = 4, at
-            if phase == 4:
-                at = _blanks(data, at)
-                if at == end:
-                    return None
-                if at == start:
-                    return False  # the target runs into other bytes
-                phase, start = 5, at
+                    return False  # a part missing, or run into other bytes
+                phase, start = phase + 1, at
             version = bytes(data[start:start + len(_VERSION)]).upper()
             if not _VERSION.startswith(version):
                 return False
             return True if len(version) == len(_VERSION) else None
         finally:
             self._at, self._phase, self._start = at, phase, start
-
-
-def _blanks(data: bytes | bytearray, at: int) -> int:
-    while at < len(data) and data[at] in b" \t":
-        at += 1
-    return at
 
 
 class _Reader:

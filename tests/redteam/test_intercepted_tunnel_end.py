@@ -24,16 +24,24 @@ from tests.credentials.conftest import start_route_proxy as start_route_proxy
 from tests.intercept.test_intercept_proxy import REAL, _echo, connect
 from tests.proxy.conftest import connect_head, read_head
 
+StartRouteProxy = Callable[..., Awaitable[RouteProxy]]
 
-async def test_an_intercepted_tunnel_cut_by_the_sessions_end_is_recorded(
-        nursery: trio.Nursery, pki: Pki,
-        start_route_proxy: Callable[..., Awaitable[RouteProxy]]) -> None:
+
+async def intercepting(nursery: trio.Nursery, session: trio.Nursery, pki: Pki,
+                       start_route_proxy: StartRouteProxy) -> tuple[RouteProxy, SessionCA]:
+    """A proxy in ``session`` intercepting ``api.github.com`` (a TLS echo upstream)."""
     port, _ = await start_tls_upstream(nursery, pki.server, _echo)
     ca = SessionCA(["api.github.com"])
+    proxy = await start_route_proxy([(github_route(), REAL)],
+                                    pins={"api.github.com": f"127.0.0.1:{port}"},
+                                    intercept=ca, within=session)
+    return proxy, ca
+
+
+async def test_an_intercepted_tunnel_cut_by_the_sessions_end_is_recorded(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartRouteProxy) -> None:
     async with trio.open_nursery() as session:
-        proxy = await start_route_proxy([(github_route(), REAL)],
-                                        pins={"api.github.com": f"127.0.0.1:{port}"},
-                                        intercept=ca, within=session)
+        proxy, ca = await intercepting(nursery, session, pki, start_route_proxy)
         status, client = await connect(proxy, ca, "api.github.com")
         assert status == 200
         answer = await client.request("GET", "/user")
@@ -50,15 +58,10 @@ async def test_an_intercepted_tunnel_cut_by_the_sessions_end_is_recorded(
 
 
 async def test_an_intercepted_tunnel_cut_in_its_handshake_is_recorded(
-        nursery: trio.Nursery, pki: Pki,
-        start_route_proxy: Callable[..., Awaitable[RouteProxy]]) -> None:
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartRouteProxy) -> None:
     """The same when the session ends before the client's TLS handshake is done."""
-    port, _ = await start_tls_upstream(nursery, pki.server, _echo)
-    ca = SessionCA(["api.github.com"])
     async with trio.open_nursery() as session:
-        proxy = await start_route_proxy([(github_route(), REAL)],
-                                        pins={"api.github.com": f"127.0.0.1:{port}"},
-                                        intercept=ca, within=session)
+        proxy, _ = await intercepting(nursery, session, pki, start_route_proxy)
         client = await trio.open_tcp_stream("127.0.0.1", proxy.port)
         await client.send_all(connect_head("api.github.com:443", token=proxy.token.reveal()))
         assert (await read_head(client))[0] == 200  # and no TLS after it
