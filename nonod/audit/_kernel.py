@@ -199,16 +199,17 @@ class FsDeniedMonitor:
                 if f"nonod-flush={nonce}" in text:
                     event.set()
             return
-        denial = self._assembler.feed(kind, text)
-        if denial is not None:
+        try:
+            denial = self._assembler.feed(kind, text)
+            if denial is None:
+                return
             w = self._watches.get(denial.ses)
             if w is None:
                 self._keep_early(denial)
-                return
-            try:
+            else:
                 w.deliver(denial)
-            except Exception:  # one session's record never ends the reader (the daemon)
-                log.exception("fs_denied: a denial could not be recorded", ses=denial.ses)
+        except Exception:  # one record never ends the reader, nor with it the daemon
+            log.exception("fs_denied: a kernel record could not be handled", kind=kind)
 
     def _keep_early(self, denial: Denial) -> None:
         early = self._early.get(denial.ses)
