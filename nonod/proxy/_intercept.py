@@ -23,10 +23,10 @@ import h11
 import structlog
 import trio
 
+from .._cancelled import one_cancelled
 from ._decide import Reason
 from ._events import NetworkEvent, ProxyEvent
 from ._http import BadRequest
-from ._relay import one_cancelled
 from ._replayed import Replayed
 
 if TYPE_CHECKING:

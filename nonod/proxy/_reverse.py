@@ -50,6 +50,7 @@ import h11
 import msgspec
 import trio
 
+from .._cancelled import one_cancelled
 from ..credentials import (
     ROUTE_NAME,
     EndpointDenied,
@@ -83,7 +84,6 @@ from ._inject import (
 )
 from ._offload import Seats, Stop, run_stoppable
 from ._pump import Moved
-from ._relay import one_cancelled
 from ._resolve import ResolveError, Resolver, connect_exactly
 from ._tls import TlsStream, receive_into
 from ._vectored import send_pieces, write_pieces

@@ -52,6 +52,7 @@ import trio
 from structlog.contextvars import bound_contextvars
 
 from .._accept import accept_retrying
+from .._cancelled import one_cancelled
 from .._descriptors import for_sessions
 from ._allowlist import ProxyPolicy
 from ._ask import ApprovalAsk, Asker, Verdict
@@ -73,7 +74,7 @@ from ._http import (
 )
 from ._intercept import Interceptor
 from ._pump import Moved
-from ._relay import one_cancelled, relay
+from ._relay import relay
 from ._resolve import Resolved, ResolveError, Resolver, connect_exactly
 from ._reverse import ReverseHandler, RouteTable
 from ._share import UidShare
