@@ -75,7 +75,9 @@ class _JoiningConnection(WebSocketConnection):
     ``_SHORT_PIECE`` and passes them on joined: trio-websocket keeps every piece wsproto
     reads (a fragment, or what one read of the socket held of it) as an object of its own
     until the message's last, and counts only their payload against ``max_message_size``,
-    so a message in tiny fragments held many times its size. Each byte is joined once."""
+    so a message in tiny fragments held many times its size. Each byte is joined once.
+    An empty piece is dropped: it counts nothing against the limit, so a program streaming
+    empty fragments made the daemon hold an entry for each, without end."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -84,6 +86,8 @@ class _JoiningConnection(WebSocketConnection):
 
     async def _handle_message_event(
             self, event: wsproto.events.BytesMessage | wsproto.events.TextMessage) -> None:
+        if not event.data and not event.message_finished:
+            return  # an empty fragment (or a character's first bytes): nothing to hold
         if not event.message_finished and self._short_size + len(event.data) < _SHORT_PIECE:
             self._short.append(event.data)
             self._short_size += len(event.data)

@@ -86,3 +86,32 @@ async def test_a_message_in_small_fragments_is_relayed_holding_near_its_size(
     # times its size with two-byte fragments.
     assert held < 3 * limit, held
     await stream.aclose()
+
+
+@pytest.mark.parametrize("opcode", [2, 1], ids=["binary", "text"])
+async def test_empty_fragments_are_not_held_without_end(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy, opcode: int) -> None:
+    # An empty fragment adds nothing to a message's size, so no limit ever counted it; yet
+    # each was kept (one list entry, 8 bytes, for 6 on the wire): a program streaming them
+    # made the daemon's memory grow without end, whatever max_websocket_message_bytes said.
+    limit = 1 << 16
+    port = await start_ws_upstream(nursery, pki, [], [], max_message=limit)
+    proxy = await start_route_proxy(
+        [(GEMINI, REAL)], pins={"generativelanguage.googleapis.com": f"127.0.0.1:{port}"},
+        limits=ProxyLimits(max_websocket_message_bytes=limit))
+    stream = await open_raw(proxy, "/gemini/live")
+    empties = frame(0, b"", last=False) * (1 << 19)  # 3 MiB on the wire
+    await stream.send_all(frame(opcode, b"a", last=False))
+    before = resident()
+    await stream.send_all(empties)
+    await trio.testing.wait_all_tasks_blocked()  # the proxy has read them all
+    held = resident() - before
+    await stream.send_all(frame(0, b"z", last=True))
+    echoed = b""
+    while len(echoed) < 4:
+        more = await stream.receive_some(65536)
+        assert more, echoed
+        echoed += more
+    assert echoed == bytes([0x80 | opcode, 2]) + b"az"  # the message, its empties dropped
+    assert held < 2 * limit, held  # before: some 4.5 MB, an entry per empty fragment
+    await stream.aclose()
