@@ -114,8 +114,11 @@ def untangle(value: str) -> str | None:
 def readable(name: str) -> str:
     """``name`` (from :func:`untangle`) as a record may hold it: bytes that are not UTF-8
     (a program may name its files so) as ``\\xNN`` text. Their surrogates cannot be
-    encoded as JSON: before, one such name ended the daemon's reader, and the daemon."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    encoded as JSON: before, one such name ended the daemon's reader, and the daemon. A
+    backslash of the name is written ``\\x5c``, so that ``\\xNN`` always stands for one
+    byte (before, a file named with the four characters ``\\xff`` read as the byte)."""
+    escaped = name.replace("\\", "\\x5c")
+    return escaped.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,13 @@ from tests.daemon.test_cli import CLI, cli_env
 
 PROGRAM = r"""
 import os
-os.symlink("secret/key", b"link\xff")  # a name that is not UTF-8, to a denied file
-try:
-    os.open(b"link\xff", os.O_RDONLY)
-except PermissionError:
-    print("refused", flush=True)
+# a name that is not UTF-8, and one of the four characters \xff (review13), to a denied file
+for name in (b"link\xff", b"link\\xff"):
+    os.symlink("secret/key", name)
+    try:
+        os.open(name, os.O_RDONLY)
+    except PermissionError:
+        print("refused", flush=True)
 """
 
 
@@ -42,7 +44,7 @@ def test_a_denied_name_that_is_not_utf8_is_recorded_and_the_daemon_goes_on(
         run = CLI(cli_env(daemon.socket, short_tmp), work)
         first = run("launch", "--profile", str(profile), "--allow-cwd", "--",
                     "/usr/bin/python3", "-S", "undecodable.py")
-        assert first.returncode == 0 and "refused" in first.stdout, first.stderr
+        assert first.returncode == 0 and first.stdout.count("refused") == 2, first.stderr
         # The daemon is still there: another launch, and its list (before: gone).
         second = run("launch", "--profile", str(profile), "--allow-cwd", "--",
                      "/usr/bin/python3", "-S", "-c", "print('after')")
@@ -54,8 +56,10 @@ def test_a_denied_name_that_is_not_utf8_is_recorded_and_the_daemon_goes_on(
         verify_session_file(path)
         records[path] = [json.loads(line)["event"] for line in path.read_text().splitlines()]
     denied = [e for events in records.values() for e in events if e["type"] == "fs_denied"]
-    assert [(e["path"], e["operation"]) for e in denied] == [
-        (f"{work}/link\\xff", "read")]
+    # The byte is \xff; the name's own backslash \x5c, so the two are told apart (before,
+    # both were recorded as link\xff).
+    assert sorted((e["path"], e["operation"]) for e in denied) == [
+        (f"{work}/link\\x5cxff", "read"), (f"{work}/link\\xff", "read")]
 
 
 def test_any_record_with_a_lone_surrogate_is_written_with_it_escaped() -> None:
