@@ -30,17 +30,20 @@ def claim_state_dir(path: Path) -> Path:
     """``path`` made or taken as the daemon's state directory, resolved; StateDirError if it
     (or a directory above it) belongs to another user, or is not a directory. Nothing is
     made below another user's directory."""
-    real = Path(os.path.realpath(path))
     try:
+        real = Path(os.path.realpath(path))  # a link that goes while it is read: OSError
         for directory in real.parents:  # those that exist, before anything is made
             if directory.exists():
                 _check_owner(directory, path, last=False)
         real.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Every one of them again, now that all exist: a directory missing above was made
-        # by another user between the look and the mkdir (in a sticky /tmp), or by us.
-        for directory in real.parents:
+        # by another user between the look and the mkdir (in a sticky /tmp), or by us. From
+        # the top down, none a link: one checked is root's or ours, so no one else can
+        # change it, and the next is looked up through it (a link put there meanwhile, to
+        # a directory of root's, passed before and stayed the other user's to repoint).
+        for directory in reversed(real.parents):
             _check_owner(directory, path, last=False)
-        st = os.stat(real)
+        st = os.lstat(real)
     except OSError as exc:
         raise StateDirError(f"cannot use the state directory {path}: "
                             f"{exc.strerror or exc}") from exc
@@ -52,8 +55,13 @@ def claim_state_dir(path: Path) -> Path:
 
 
 def _check_owner(directory: Path, path: Path, *, last: bool) -> None:
-    """The state directory ``last`` must be ours; a directory above it ours or root's."""
-    owner = os.stat(directory).st_uid
+    """The state directory ``last`` must be ours; a directory above it ours or root's, and
+    a directory, not a link (the path was resolved: a link is one put there since)."""
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        raise StateDirError(f"{directory} changed while the daemon made its state directory "
+                            f"{path} (it is no longer a directory); refusing to use it")
+    owner = st.st_uid
     me = os.geteuid()
     if owner == me or (owner == 0 and not last):
         return

@@ -117,3 +117,57 @@ def test_a_directory_another_user_makes_while_the_daemon_makes_its_own_is_refuse
         squatter.kill()
         squatter.wait()
     assert taken  # the daemon did make its own, all the other times
+
+
+#: Puts a link at ``argv[1]`` to ``argv[2]`` and removes it, as fast as it can (review13).
+LINKER = """
+import os, sys
+while True:
+    try:
+        os.symlink(sys.argv[2], sys.argv[1])
+    except OSError:
+        pass
+    try:
+        os.unlink(sys.argv[1])
+    except OSError:
+        pass
+"""
+
+
+def test_a_link_another_user_puts_above_while_the_daemon_makes_its_own_is_refused(
+        other: LocalUser, short_tmp: Path) -> None:
+    """As the directory above, a link: put there by another user after the daemon resolved
+    its path and before its ``mkdir``, to a directory of root's. The daemon made its state
+    directory through the link and checked what it pointed to (root's), so it took a path
+    whose link the other user could point elsewhere at any time afterwards (their own
+    directory: the next audit files theirs to read and replace)."""
+    sticky = short_tmp / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    roots = short_tmp / "roots"
+    roots.mkdir(mode=0o755)
+    above = sticky / "above"
+    linker = subprocess.Popen([*other.prefix(), SYSTEM_PYTHON, "-c", LINKER, str(above),
+                               str(roots)], cwd="/")
+    taken = through = 0
+    try:
+        for _ in range(1500):
+            try:
+                made = claim_state_dir(above / "state")
+            except StateDirError:
+                pass  # the link was there when the daemon looked, or it changed
+            else:
+                taken += 1
+                # Made through the link, as a path that keeps it (before: about 1 in 100).
+                through += made != roots / "state" and (roots / "state").exists()
+            for leftover in (roots / "state", above / "state"):
+                with contextlib.suppress(OSError):
+                    leftover.rmdir()
+            with contextlib.suppress(OSError):
+                if not above.is_symlink() and above.stat().st_uid == 0:
+                    above.rmdir()
+    finally:
+        linker.kill()
+        linker.wait()
+    assert taken  # the daemon did make its own, the other times
+    assert not through, f"{through} state directories were made through the other's link"
