@@ -225,6 +225,52 @@ HOME_RC_FILES = (
     ".jupyter/jupyter_server_config.py", ".jupyter/jupyter_lab_config.py", ".julia/config",
     ".Renviron", ".terraformrc", ".docker/cli-plugins", ".config/pip", ".pip",
     ".config/uv/uv.toml", ".condarc",
+    # Red team, nineteenth pass: the same kinds of file under other names. Logins the host
+    # lets in as the user (sshd reads authorized_keys2 by default; Kerberos, rhosts and ssh's
+    # user environment); mail delivery that pipes each message to a command; what an
+    # interactive shell or the pager runs without being asked (bash-completion sources
+    # ~/.bash_completion at every start and a command's user completion when it is
+    # completed; Debian's lesspipe runs lessfilter on every file less opens, and a lesskey
+    # file can set LESSOPEN); other editors' and REPLs' start-up code and language servers;
+    # package managers' configuration naming a program they run (npm's script-shell, git and
+    # node-options) or the index code is fetched from; Nix expressions every nix command
+    # evaluates; Podman's hooks and quadlets (made user units at login); systemd's user
+    # tmpfiles (run at login); the desktop's database of settings (custom shortcuts'
+    # commands), shell extensions, service menus and session scripts; sound servers'
+    # configuration that runs commands or loads modules; players', file managers' and
+    # terminals' scripts and start commands; window managers' autostarts; version control
+    # front ends' custom commands and aliases.
+    ".ssh/authorized_keys2", ".ssh/environment", ".k5login", ".k5users", ".rhosts", ".shosts",
+    ".forward", ".procmailrc", ".mailfilter", ".qmail", ".muttrc", ".config/mutt",
+    ".neomuttrc", ".config/neomutt", ".mailcap",
+    ".bash_completion", ".local/share/bash-completion", ".lessfilter", ".config/lessfilter",
+    ".lesskey", ".config/lesskey", ".less", ".screenrc",
+    ".exrc", ".gvimrc", ".config/vim", ".spacemacs", ".doom.d", ".config/doom", ".emacs.el",
+    ".config/helix", ".config/zed", ".config/micro", ".config/kak", ".config/sublime-text",
+    ".config/sublime-text-3", ".config/VSCodium/User", ".config/Cursor/User",
+    ".config/Windsurf/User", ".config/Code - OSS/User",
+    ".ghci", ".ghc/ghci.conf", ".ocamlinit", ".guile", ".sbclrc", ".octaverc", ".pryrc",
+    ".config/irb", ".perldb", ".rdbgrc",
+    ".npmrc", ".config/pnpm/rc", ".gemrc", ".m2/settings.xml", ".nuget/NuGet/NuGet.Config",
+    ".config/pypoetry/config.toml", ".sbt/1.0/plugins", ".lein/profiles.clj",
+    ".clojure/deps.edn", ".cabal/config", ".stack/config.yaml", ".R/Makevars",
+    ".cpan/CPAN/MyConfig.pm", ".config/composer/config.json", ".composer/config.json",
+    ".config/nixpkgs", ".nixpkgs",
+    ".config/containers", ".docker/config.json", ".config/user-tmpfiles.d",
+    ".local/share/user-tmpfiles.d",
+    ".config/dconf", ".local/share/gnome-shell/extensions", ".local/share/kservices5",
+    ".local/share/kio/servicemenus", ".local/share/plasma", ".local/share/kwin",
+    ".local/share/nautilus-python", ".local/share/konsole", ".config/xfce4", ".config/lxsession",
+    ".xinputrc", ".xbindkeysrc", ".Xresources", ".Xdefaults",
+    ".config/pipewire", ".config/wireplumber", ".config/pulse", ".config/mpv",
+    ".config/ranger", ".config/yazi", ".config/lf", ".config/zellij", ".config/ghostty",
+    ".config/foot", ".config/terminator",
+    ".config/openbox", ".config/awesome", ".config/bspwm", ".config/sxhkd", ".config/qtile",
+    ".xmonad", ".config/xmonad", ".config/herbstluftwm", ".config/river", ".config/niri",
+    ".config/labwc", ".config/wayfire.ini", ".config/waybar", ".config/polybar", ".config/eww",
+    ".fluxbox", ".icewm",
+    ".config/gh/config.yml", ".config/jj", ".jjconfig.toml", ".config/lazygit", ".tigrc",
+    ".config/tig",
 )
 
 
