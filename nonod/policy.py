@@ -240,6 +240,12 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # Files the session may read but never change wherever its grants would let it: the
     # profile file the launch named (a session that rewrote it chose the next one's policy).
     protected_files: tuple[str, ...] = ()
+    # The symbolic links resolution followed to a denied path (``~/.aws -> dotfiles/aws``),
+    # at their real place: where one lies in a writable directory grant the session cannot
+    # remove or rename it (``_mounts.LINK_ANCHOR``), or the next launch's denial would name
+    # nothing and what the link led to would be readable. Resolution refuses such a link in
+    # its own writable grants; a learn run adds the whole tree's after resolution.
+    denial_links: tuple[str, ...] = ()
     # Processes and threads the session may have at once (RLIMIT_NPROC, counted in the
     # session's own user namespace); 0: no cap.
     max_processes: int = DEFAULT_MAX_PROCESSES

@@ -204,6 +204,7 @@ def recording_policy(
         network=NetworkPolicy(restricted=True),
         groups=base.groups,
         notes=base.notes,
+        denial_links=base.denial_links,  # in the whole tree's writable grants: kept in place
     )
 
 

@@ -219,6 +219,8 @@ class _Resolver:
         self.linked: list[tuple[str, list[str]]] = []
         #: The same links by the canonical path they led to (``_cache_links``).
         self._links_to: dict[str, list[str]] = {}
+        #: The links followed to denied paths (``ResolvedPolicy.denial_links``).
+        self.denial_links: list[str] = []
         self.placeholder_workdir = False
         self.workdir = self._workdir_path()
         self.values = ctx.values(self.workdir)
@@ -279,6 +281,7 @@ class _Resolver:
             cache_links=self._cache_links(grants),
             cache_dirs=self._cache_dirs(),
             shared_caches=self._placed(self.profile.nonod.shared_caches),
+            denial_links=tuple(self.denial_links),
             binary=self._binary(),
             command_args=tuple(
                 _expand.expand(arg, self.values) for arg in p.command_args + p.brokered_commands
@@ -440,9 +443,12 @@ class _Resolver:
             self.via_workdir.append((f"{key} {raw}", grant))
 
     def _deny(self, raw: str, *, is_file: bool, source: str) -> None:
+        linked = len(self.linked)
         real = self._place(raw, source=source, what=f"the denial of `{raw}` ({source})")
         if real is None:
             return
+        for _, crossed in self.linked[linked:]:
+            self.denial_links.extend(c for c in crossed if c not in self.denial_links)
         if self.fs.lexists(real):
             is_file = not self.fs.isdir(real)
         self.denials.append(Denial(path=real, is_file=is_file, source=source))

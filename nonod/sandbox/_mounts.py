@@ -68,6 +68,10 @@ OVERLAY = 11
 # what the host creates there later stays out of the session's view.
 UPPER_DIR = 12
 UPPER_FILE = 13
+# A symbolic link bound onto itself (not what it points to): a mount point cannot be removed
+# or renamed over, so the session keeps the link a denial was resolved through
+# (``ResolvedPolicy.denial_links``). Applied by the Python init only (``_cinit.covers``).
+LINK_ANCHOR = 14
 
 OLD = "/oldroot"
 PIN_DIR = "/.nono-pins"
@@ -671,6 +675,8 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
+    for link in policy.denial_links:
+        view.keep_denial_link(link)
     bound = _Prefixes(binds)
     for point in look.kernel_mounts():
         if point not in binds and bound.covers(point):
@@ -685,10 +691,12 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
     for path in pinned:  # the pins themselves are the plan's (``_plan``), after these
         view.anchor_way(path)
     anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
+    anchors += [MountOp(LINK_ANCHOR, a) for a in sorted(view.link_anchors)]
     return MountPlan(ops=(*ops, *view.uppers, *anchors, *view.ops, *view.later),
                      masked=tuple(view.masked), skipped=tuple(view.skipped),
                      protected=tuple(view.protected), absent=tuple(op.target for op in view.later),
-                     creation_refused=tuple(view.refused), anchored=tuple(sorted(view.anchors)))
+                     creation_refused=tuple(view.refused),
+                     anchored=tuple(sorted(view.anchors | view.link_anchors)))
 
 
 def _cache_roots(policy: ResolvedPolicy, home: str, look: _Look) -> list[str]:
@@ -1165,6 +1173,7 @@ class _View:
         self.protected: list[str] = []
         self.refused: list[str] = []
         self.anchors: set[str] = set()
+        self.link_anchors: set[str] = set()  # LINK_ANCHOR: links bound onto themselves
         self.uppers: list[MountOp] = []  # UPPER_* operations (absent denied paths in overlays)
         self._covered = _Prefixes()  # denied paths (present or not): what is under is hidden
         self._protected = _Prefixes()  # ``protected``, for lookups
@@ -1214,6 +1223,20 @@ class _View:
         if walk is not None and not self._protected.covers(walk[0][-1]):
             existing, missing = walk
             self.anchors.update(existing[1:] if missing else existing[1:-1])
+
+    def keep_denial_link(self, path: str) -> None:
+        """A symbolic link a denial was resolved through (``~/.aws -> dotfiles/aws``), in a
+        writable directory grant: bound onto itself (``LINK_ANCHOR``) and the directories on
+        its way anchored, so the session can neither remove it nor move its way aside, and
+        the next launch's denial still names what it leads to."""
+        bind = self._innermost(path)
+        if bind is None or bind.target == path or not (bind.writable and bind.kind == BIND_DIR):
+            return
+        walk = _walk(bind.target, path, self._look)
+        if walk is None or walk[1] is not None or not self._look.islink(path):
+            return
+        self.anchors.update(walk[0][1:-1])
+        self.link_anchors.add(path)
 
     def keep_overlay(self, target: str) -> None:
         """Anchor the directories between a writable directory grant and an overlay below it
@@ -1483,6 +1506,9 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
                     os.symlink(op.source, target)
         elif op.kind == PIN:
             _pin(target, pinned[int(op.source)], int(op.source))
+        elif op.kind == LINK_ANCHOR:
+            if os.path.islink(target):  # gone since the plan: nothing of the host's to keep
+                _libc.bind_link(target)
         elif op.kind in (MASK_DIR, MASK_FILE, READONLY, ANCHOR):
             try:
                 mode = os.lstat(target).st_mode
