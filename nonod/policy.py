@@ -246,6 +246,12 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # nothing and what the link led to would be readable. Resolution refuses such a link in
     # its own writable grants; a learn run adds the whole tree's after resolution.
     denial_links: tuple[str, ...] = ()
+    # The XDG base directories the caller's environment moved from their places under the
+    # home (``XDG_CONFIG_HOME=~/cfg``): (the default place relative to the home, ".config",
+    # ".local/share" or ".local/state"; where it is, canonical). The persistence names under
+    # the default place (``.config/git``...) are kept at the moved place too: the host's
+    # programs, started with the same environment, read them there.
+    xdg_homes: tuple[tuple[str, str], ...] = ()
     # Processes and threads the session may have at once (RLIMIT_NPROC, counted in the
     # session's own user namespace); 0: no cap.
     max_processes: int = DEFAULT_MAX_PROCESSES

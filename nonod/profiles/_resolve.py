@@ -282,6 +282,7 @@ class _Resolver:
             cache_dirs=self._cache_dirs(),
             shared_caches=self._placed(self.profile.nonod.shared_caches),
             denial_links=tuple(self.denial_links),
+            xdg_homes=self._xdg_homes(),
             binary=self._binary(),
             command_args=tuple(
                 _expand.expand(arg, self.values) for arg in p.command_args + p.brokered_commands
@@ -499,6 +500,14 @@ class _Resolver:
             if g.access.writes and not g.is_file and any(
                 p in roots for link in self._links_to.get(g.path, ())
                 for p in _lineage(posixpath.dirname(link)))))
+
+    def _xdg_homes(self) -> tuple[tuple[str, str], ...]:
+        """The XDG base directories the caller's environment moved (``ResolvedPolicy``)."""
+        home = self.values["HOME"]
+        moved = ((rel, self.fs.realpath(self.values[key]))
+                 for key, rel in _expand.MOVED_HOMES)
+        return tuple((rel, place) for rel, place in moved
+                     if place != self.fs.realpath(posixpath.join(home, rel)))
 
     def _cache_dirs(self) -> tuple[str, ...]:
         """The caches the caller's environment moved (``_caches``), except one that holds

@@ -671,7 +671,7 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
         if op.kind == OVERLAY:
             view.keep_overlay(op.target)
     for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
-                                   policy.workdir, policy.protected_files):
+                                   policy.workdir, policy.protected_files, policy.xdg_homes):
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
@@ -1107,13 +1107,20 @@ def _git_path(value: str, home: str, base: str) -> str | None:
     return os.path.normpath(value)
 
 
-def _home_rc(home: str) -> list[str]:
-    return [os.path.join(home, rc) for rc in HOME_RC_FILES]
+def _home_rc(home: str, moved: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """:data:`HOME_RC_FILES` in ``home``, and those under a base directory the caller's
+    environment moved (``ResolvedPolicy.xdg_homes``) at its place as well."""
+    out = [os.path.join(home, rc) for rc in HOME_RC_FILES]
+    for rel, place in moved:
+        out += [os.path.join(place, rc[len(rel) + 1:]) for rc in HOME_RC_FILES
+                if rc.startswith(rel + "/")]
+    return out
 
 
 def _persistence_paths(view: _View, home: str, allowed: set[str],
                        denied: Sequence[str], look: _Look, workdir: str | None = None,
-                       protected: Sequence[str] = ()) -> list[str]:
+                       protected: Sequence[str] = (),
+                       moved: Sequence[tuple[str, str]] = ()) -> list[str]:
     """The persistence paths to keep in every writable directory grant: the names of
     :data:`PERSISTENCE_NAMES` (those under a repository directory only if it exists: a
     repository the session makes is its own), a ``.git`` *file* (a worktree's pointer to its
@@ -1130,7 +1137,7 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
         names = list(PERSISTENCE_NAMES)
         # $HOME's start-up files wherever the grant lies: all of them in a grant holding
         # $HOME, the ones below it in a grant inside $HOME (a writable ~/.config).
-        names += [os.path.relpath(rc, wdir) for rc in _home_rc(home) if _under(rc, wdir)]
+        names += [os.path.relpath(rc, wdir) for rc in _home_rc(home, moved) if _under(rc, wdir)]
         if workdir is not None and _under(workdir, wdir):
             names += [os.path.relpath(os.path.join(workdir, f), wdir) for f in TRUST_FILES]
         names += [os.path.relpath(f, wdir) for f in protected if _under(f, wdir)]

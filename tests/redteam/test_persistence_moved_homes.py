@@ -1,0 +1,39 @@
+"""Red team, nineteenth pass: start-up files under an XDG base directory the caller's
+environment moved. The persistence list names ``.config/git``, ``.config/nvim``,
+``.config/fish``, ``.local/share/applications``... under the home; a caller with
+``XDG_CONFIG_HOME=~/dotconfig`` (or ``XDG_DATA_HOME``, ``XDG_STATE_HOME``) has its shells,
+git and editors read them there instead, and a session with the home writable wrote them
+(git's ``core.fsmonitor`` runs for every git command, ``init.lua`` at every start). They are
+now kept at the moved place too (``ResolvedPolicy.xdg_homes``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.daemon.test_cli import CLI
+from tests.redteam._programs import PLANT
+
+MOVED = (
+    "dotconfig/git/config", "dotconfig/nvim/init.lua", "dotconfig/fish/config.fish",
+    "dotconfig/systemd/user/evil.service", "dotconfig/autostart/evil.desktop",
+    "dotdata/applications/evil.desktop", "dotdata/nvim/site/plugin/evil.lua",
+    "dotdata/bash-completion/completions/git", "dotstate/nvim/trust",
+)
+
+
+def test_start_up_files_under_moved_base_directories_are_kept(run: CLI, short_tmp: Path) -> None:
+    """Before: all nine written; now none, and the rest of the moved directories (and of
+    ``$HOME``) stays writable."""
+    home = Path(run.env["HOME"])
+    for directory in ("dotconfig", "dotdata", "dotstate"):
+        (home / directory).mkdir(parents=True, exist_ok=True)
+    run.env.update(XDG_CONFIG_HOME=str(home / "dotconfig"), XDG_DATA_HOME=str(home / "dotdata"),
+                   XDG_STATE_HOME=str(home / "dotstate"))
+    (short_tmp / "plant.py").write_text(PLANT)
+    done = run("launch", "--allow-cwd", "-a", str(home), "--block-net", "--", "/usr/bin/python3",
+               "-S", "plant.py", str(home), *MOVED, "dotconfig/ok.txt", "dotdata/ok.txt")
+    assert done.returncode == 0, done.stderr
+    written = [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")]
+    assert written == ["dotconfig/ok.txt WRITTEN", "dotdata/ok.txt WRITTEN"], done.stdout
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file()) == [
+        "dotconfig/ok.txt", "dotdata/ok.txt"]
