@@ -37,3 +37,24 @@ def test_start_up_files_under_moved_base_directories_are_kept(run: CLI, short_tm
     assert written == ["dotconfig/ok.txt WRITTEN", "dotdata/ok.txt WRITTEN"], done.stdout
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file()) == [
         "dotconfig/ok.txt", "dotdata/ok.txt"]
+
+
+def test_pipx_environments_moved_by_the_caller_are_copy_on_write(run: CLI,
+                                                                 short_tmp: Path) -> None:
+    """pipx keeps its tools' virtual environments in ``$XDG_DATA_HOME/pipx`` (or
+    ``$PIPX_HOME``), and ``~/.local/bin`` links to them: the list of moved caches had uv's and
+    pnpm's places under a moved ``XDG_DATA_HOME``, not pipx's. Before: the host's tool read
+    ``SESSION``; now the session's write stays in its own upper layer."""
+    home = Path(run.env["HOME"])
+    tools = [home / "dotdata/pipx/venvs/black/bin/black", home / "px/venvs/ruff/bin/ruff"]
+    for tool in tools:
+        tool.parent.mkdir(parents=True)
+        tool.write_text("HOST\n")
+    run.env.update(XDG_DATA_HOME=str(home / "dotdata"), PIPX_HOME=str(home / "px"))
+    code = ("import sys\nfor p in sys.argv[1:]:\n"
+            "    open(p, 'w').write('SESSION')\n    print(open(p).read())\n")
+    done = run("launch", "--allow-cwd", "-a", str(home), "--block-net", "--", "/usr/bin/python3",
+               "-S", "-c", code, *map(str, tools))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["SESSION", "SESSION"]  # the session's own copy
+    assert [tool.read_text() for tool in tools] == ["HOST\n", "HOST\n"]
