@@ -252,6 +252,11 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # the default place (``.config/git``...) are kept at the moved place too: the host's
     # programs, started with the same environment, read them there.
     xdg_homes: tuple[tuple[str, str], ...] = ()
+    # For a root caller: the home directories of the host's other accounts (the password
+    # database, canonical). Root may write them all, so their start-up files are kept, as
+    # the caller's are, wherever a writable directory grant holds them (a root session with
+    # ``/home`` writable wrote another user's ``.bashrc``, run at that user's next login).
+    other_homes: tuple[str, ...] = ()
     # Processes and threads the session may have at once (RLIMIT_NPROC, counted in the
     # session's own user namespace); 0: no cap.
     max_processes: int = DEFAULT_MAX_PROCESSES

@@ -167,6 +167,13 @@ def resolve(
     return resolver.run()
 
 
+# Where system accounts' homes are placeholders (``/usr/sbin``, ``/dev``, ``/run/sshd``),
+# never a person's or a service's files: not other accounts' homes for a root caller.
+_PLACEHOLDER_TREES: Final = frozenset({"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
+                                       "/libx32", "/dev", "/proc", "/sys", "/run", "/boot",
+                                       "/etc"})
+
+
 def _lineage(path: str) -> list[str]:
     """``path`` (canonical, absolute) and each directory above it, up to ``/``."""
     out = [path]
@@ -221,6 +228,10 @@ class _Resolver:
         self._links_to: dict[str, list[str]] = {}
         #: The links followed to denied paths (``ResolvedPolicy.denial_links``).
         self.denial_links: list[str] = []
+        #: A root caller's view of the other accounts' homes (``ResolvedPolicy.other_homes``),
+        #: and the always-on groups' denials in a home (relative), placed in each of them.
+        self.other_homes: tuple[str, ...] = ()
+        self._home_denials: list[tuple[str, bool, str]] = []
         self.placeholder_workdir = False
         self.workdir = self._workdir_path()
         self.values = ctx.values(self.workdir)
@@ -245,6 +256,7 @@ class _Resolver:
         self._bypass()
         self._ignored_settings()
         grants = self._merged_grants()
+        self._other_homes(grants)
         denials = self._merged_denials()
         self._refuse_repointable_links(grants)
         self._masked_grant_notes(grants, denials)
@@ -283,6 +295,7 @@ class _Resolver:
             shared_caches=self._placed(self.profile.nonod.shared_caches),
             denial_links=tuple(self.denial_links),
             xdg_homes=self._xdg_homes(),
+            other_homes=self.other_homes,
             binary=self._binary(),
             command_args=tuple(
                 _expand.expand(arg, self.values) for arg in p.command_args + p.brokered_commands
@@ -362,6 +375,8 @@ class _Resolver:
                 source = f"group:{name}"
                 if entry.access == "deny":
                     self._deny(entry.path, is_file=entry.file, source=source)
+                    if group.required and entry.path.startswith("~/"):
+                        self._home_denials.append((entry.path[2:], entry.file, source))
                 else:
                     self._grant(entry.path, Access(entry.access), is_file=entry.file,
                                 source=source, key=f"group {name}")
@@ -443,9 +458,12 @@ class _Resolver:
         if source == "profile" and not grant.is_file and through_workdir(raw):
             self.via_workdir.append((f"{key} {raw}", grant))
 
-    def _deny(self, raw: str, *, is_file: bool, source: str) -> None:
+    def _deny(self, raw: str, *, is_file: bool, source: str, literal: bool = False) -> None:
+        """``literal``: ``raw`` is another account's path, taken as written, and the links
+        on its way are that account's (not recorded: a root caller is not refused for them)."""
         linked = len(self.linked)
-        real = self._place(raw, source=source, what=f"the denial of `{raw}` ({source})")
+        real = self._place(raw, source=source, literal=literal,
+                           what=None if literal else f"the denial of `{raw}` ({source})")
         if real is None:
             return
         for _, crossed in self.linked[linked:]:
@@ -500,6 +518,28 @@ class _Resolver:
             if g.access.writes and not g.is_file and any(
                 p in roots for link in self._links_to.get(g.path, ())
                 for p in _lineage(posixpath.dirname(link)))))
+
+    def _other_homes(self, grants: Sequence[Grant]) -> None:
+        """For a root caller, the other accounts' homes its grants show
+        (``ResolvedPolicy.other_homes``: existing directories at or under a directory grant,
+        canonical, other than the caller's home and the placeholders of system accounts in
+        the system's trees, ``/usr/sbin``, ``/dev``...), and the always-on deny groups'
+        denials placed in each of them: root reads and writes every home."""
+        if self.ctx.uid != 0 or self.ctx.platform != "linux":
+            return
+        import pwd  # only a root caller needs the account list
+
+        shown = {g.path for g in grants if not g.is_file}
+        mine = self.fs.realpath(self.values["HOME"])
+        homes = {self.fs.realpath(a.pw_dir) for a in pwd.getpwall() if a.pw_dir.startswith("/")}
+        self.other_homes = tuple(sorted(
+            h for h in homes if h not in ("/", mine)
+            and not _PLACEHOLDER_TREES.intersection(_lineage(h))
+            and shown.intersection(_lineage(h)) and self.fs.isdir(h)))
+        for home in self.other_homes:
+            for rel, is_file, source in self._home_denials:
+                self._deny(posixpath.join(home, rel), is_file=is_file, source=source,
+                           literal=True)
 
     def _xdg_homes(self) -> tuple[tuple[str, str], ...]:
         """The XDG base directories the caller's environment moved (``ResolvedPolicy``)."""

@@ -671,7 +671,8 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
         if op.kind == OVERLAY:
             view.keep_overlay(op.target)
     for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
-                                   policy.workdir, policy.protected_files, policy.xdg_homes):
+                                   policy.workdir, policy.protected_files, policy.xdg_homes,
+                                   policy.other_homes):
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
@@ -1120,7 +1121,8 @@ def _home_rc(home: str, moved: Sequence[tuple[str, str]] = ()) -> list[str]:
 def _persistence_paths(view: _View, home: str, allowed: set[str],
                        denied: Sequence[str], look: _Look, workdir: str | None = None,
                        protected: Sequence[str] = (),
-                       moved: Sequence[tuple[str, str]] = ()) -> list[str]:
+                       moved: Sequence[tuple[str, str]] = (),
+                       others: Sequence[str] = ()) -> list[str]:
     """The persistence paths to keep in every writable directory grant: the names of
     :data:`PERSISTENCE_NAMES` (those under a repository directory only if it exists: a
     repository the session makes is its own), a ``.git`` *file* (a worktree's pointer to its
@@ -1138,6 +1140,10 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
         # $HOME's start-up files wherever the grant lies: all of them in a grant holding
         # $HOME, the ones below it in a grant inside $HOME (a writable ~/.config).
         names += [os.path.relpath(rc, wdir) for rc in _home_rc(home, moved) if _under(rc, wdir)]
+        # Other accounts' homes a root session may write (``policy.other_homes``).
+        names += [os.path.relpath(rc, wdir) for other in others
+                  if _under(other, wdir) or _under(wdir, other)
+                  for rc in _home_rc(other) if _under(rc, wdir)]
         if workdir is not None and _under(workdir, wdir):
             names += [os.path.relpath(os.path.join(workdir, f), wdir) for f in TRUST_FILES]
         names += [os.path.relpath(f, wdir) for f in protected if _under(f, wdir)]
