@@ -71,6 +71,7 @@ from ._schema import (
     When,
     endpoint_allow_list,
 )
+from ._startup import moved_startup_files
 from ._toolprofile import resolve_tools
 
 
@@ -292,6 +293,7 @@ class _Resolver:
             cache_home=self.fs.realpath(self.values["XDG_CACHE_HOME"]),
             cache_links=self._cache_links(grants),
             cache_dirs=self._cache_dirs(),
+            protected_files=self._moved_startup_files(),
             shared_caches=self._placed(self.profile.nonod.shared_caches),
             denial_links=tuple(self.denial_links),
             xdg_homes=self._xdg_homes(),
@@ -548,6 +550,15 @@ class _Resolver:
                  for key, rel in _expand.MOVED_HOMES)
         return tuple((rel, place) for rel, place in moved
                      if place != self.fs.realpath(posixpath.join(home, rel)))
+
+    def _moved_startup_files(self) -> tuple[str, ...]:
+        """The start-up files the caller's environment moved (``_startup``), kept read-only
+        wherever a writable grant holds them, except one at or above the working directory
+        (``IPYTHONDIR=/data`` with the project in ``/data/proj``: the project itself would
+        be read-only)."""
+        held = _lineage(self.workdir)
+        return tuple(p for p in moved_startup_files(self.ctx.env)
+                     if self.fs.realpath(p) not in held)
 
     def _cache_dirs(self) -> tuple[str, ...]:
         """The caches the caller's environment moved (``_caches``), except one that holds
