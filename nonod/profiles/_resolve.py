@@ -71,6 +71,7 @@ from ._schema import (
     When,
     endpoint_allow_list,
 )
+from ._secrets_moved import moved_secrets
 from ._startup import moved_startup_files
 from ._toolprofile import resolve_tools
 
@@ -250,6 +251,7 @@ class _Resolver:
         p = self.profile
         self._legacy_notes()
         active = self._groups()
+        self._moved_secrets()
         workdir_access = self._workdir_grant()
         self._profile_grants()
         self._cli_grants()
@@ -550,6 +552,16 @@ class _Resolver:
                  for key, rel in _expand.MOVED_HOMES)
         return tuple((rel, place) for rel, place in moved
                      if place != self.fs.realpath(posixpath.join(home, rel)))
+
+    def _moved_secrets(self) -> None:
+        """The credentials the caller's environment moved (``_secrets_moved``), denied as the
+        always-on groups' are, except a place at or above the working directory (denied, it
+        would hide the project itself)."""
+        held = _lineage(self.workdir)
+        for key, path in moved_secrets(self.ctx.env):
+            if self.fs.realpath(path) not in held:
+                self._deny(path, is_file=not self.fs.isdir(path), source=f"env:{key}",
+                           literal=True)
 
     def _moved_startup_files(self) -> tuple[str, ...]:
         """The start-up files the caller's environment moved (``_startup``), kept read-only
