@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.daemon.test_cli import CLI
-from tests.redteam._programs import PLANT
+from tests.redteam.test_persistence_moved_homes import plant_only_the_ordinary
 
 #: variable -> where it points (below $HOME), and the file the session tries to plant.
 MOVED = {
@@ -33,12 +33,5 @@ def test_start_up_files_moved_by_the_callers_variables_are_kept(run: CLI,
     for directory in ("env", "zsh", "rust", "gradle"):
         (home / directory).mkdir(parents=True, exist_ok=True)
     run.env.update({key: str(home / place) for key, (place, _) in MOVED.items()})
-    (short_tmp / "plant.py").write_text(PLANT)
-    planted = [name for _, name in MOVED.values()]
-    done = run("launch", "--allow-cwd", "-a", str(home), "--block-net", "--", "/usr/bin/python3",
-               "-S", "plant.py", str(home), *planted, "env/ok.txt", "rust/ok.txt")
-    assert done.returncode == 0, done.stderr
-    written = [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")]
-    assert written == ["env/ok.txt WRITTEN", "rust/ok.txt WRITTEN"], done.stdout
-    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file()) == [
-        "env/ok.txt", "rust/ok.txt"]
+    plant_only_the_ordinary(run, short_tmp, [name for _, name in MOVED.values()],
+                            ("env/ok.txt", "rust/ok.txt"))

@@ -8,6 +8,7 @@ now kept at the moved place too (``ResolvedPolicy.xdg_homes``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.daemon.test_cli import CLI
@@ -29,14 +30,22 @@ def test_start_up_files_under_moved_base_directories_are_kept(run: CLI, short_tm
         (home / directory).mkdir(parents=True, exist_ok=True)
     run.env.update(XDG_CONFIG_HOME=str(home / "dotconfig"), XDG_DATA_HOME=str(home / "dotdata"),
                    XDG_STATE_HOME=str(home / "dotstate"))
+    plant_only_the_ordinary(run, short_tmp, MOVED, ("dotconfig/ok.txt", "dotdata/ok.txt"))
+
+
+def plant_only_the_ordinary(run: CLI, short_tmp: Path, names: Sequence[str],
+                            ordinary: tuple[str, ...]) -> None:
+    """A session with ``$HOME`` writable plants ``names`` and ``ordinary`` there: only the
+    ordinary files may be written, and the host's home holds no other file afterwards."""
+    home = Path(run.env["HOME"])
     (short_tmp / "plant.py").write_text(PLANT)
     done = run("launch", "--allow-cwd", "-a", str(home), "--block-net", "--", "/usr/bin/python3",
-               "-S", "plant.py", str(home), *MOVED, "dotconfig/ok.txt", "dotdata/ok.txt")
+               "-S", "plant.py", str(home), *names, *ordinary)
     assert done.returncode == 0, done.stderr
     written = [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")]
-    assert written == ["dotconfig/ok.txt WRITTEN", "dotdata/ok.txt WRITTEN"], done.stdout
+    assert written == [f"{name} WRITTEN" for name in ordinary], done.stdout
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file()) == [
-        "dotconfig/ok.txt", "dotdata/ok.txt"]
+        *ordinary]
 
 
 def test_pipx_environments_moved_by_the_caller_are_copy_on_write(run: CLI,
