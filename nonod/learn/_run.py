@@ -205,6 +205,15 @@ def recording_policy(
         groups=base.groups,
         notes=base.notes,
         denial_links=base.denial_links,  # in the whole tree's writable grants: kept in place
+        # What the resolution found of the caller's home and environment, for the view's
+        # protections as in any session: the home, the caches (copy-on-write) and start-up
+        # files (read-only) the caller's variables moved.
+        home=base.home,
+        cache_home=base.cache_home,
+        cache_links=base.cache_links,
+        cache_dirs=base.cache_dirs,
+        xdg_homes=base.xdg_homes,
+        protected_files=base.protected_files,
     )
 
 

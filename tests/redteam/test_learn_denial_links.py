@@ -112,3 +112,50 @@ def test_a_bound_link_holds_for_root_and_another_user(sandbox_user: SandboxUser,
     assert r.code == 0, r.stderr
     assert r.stdout.splitlines() == ["EBUSY", "EBUSY", "EBUSY", "OK dotfiles/aws", "EACCES"]
     assert (home / ".aws").is_symlink()
+
+
+#: What a learn run's program tries to leave for the host where the caller's environment
+#: moved its start-up files and caches.
+PLANTS = r'''
+import os, sys
+out = []
+for p in sys.argv[2:]:
+    try:
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        open(p, "a").write("touch /tmp/pwned\n")
+        out.append(f"{os.path.basename(p)} WRITTEN")
+    except OSError as e:
+        out.append(f"{os.path.basename(p)} {type(e).__name__}")
+open(sys.argv[1], "w").write("\n".join(out) + "\n")
+'''
+
+
+async def test_a_learn_session_keeps_the_moved_start_up_files_and_caches(scratch: Path) -> None:
+    """The recording policy is built anew from its resolution, and kept only the grants and
+    denials: the start-up files and caches the caller's environment moved (``BASH_ENV``,
+    ``XDG_CONFIG_HOME``'s git configuration, ``GOMODCACHE``) were written on the host by the
+    learn run's program. Now they are kept as in any session."""
+    home = scratch / "home"
+    for directory in ("env", "dotconfig/git", "gomod/example.com"):
+        (home / directory).mkdir(parents=True)
+    (home / "gomod/example.com/m.go").write_text("HOST\n")
+    work = scratch / "work"
+    work.mkdir()
+    (work / "plants.py").write_text(PLANTS)
+    targets = [home / "env/bash_env.sh", home / "dotconfig/git/config",
+               home / "gomod/example.com/m.go", home / "env/ok.txt"]
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "BASH_ENV": str(home / "env/bash_env.sh"),
+           "XDG_CONFIG_HOME": str(home / "dotconfig"), "GOMODCACHE": str(home / "gomod")}
+    with trio.fail_after(120):
+        result = await learn(["/usr/bin/python3", "-I", "plants.py", str(work / "out.txt"),
+                              *map(str, targets)], cwd=str(work), env=env, timeout=60,
+                             base_profile=None)
+    assert result.exit_code == 0
+    lines = (work / "out.txt").read_text().splitlines()
+    # EACCES (the creation guard) for the absent file, EROFS in the existing git directory
+    assert [line.split()[1] for line in lines] == [
+        "PermissionError", "OSError", "WRITTEN", "WRITTEN"], lines
+    assert not (home / "env/bash_env.sh").exists()
+    assert not (home / "dotconfig/git/config").exists()
+    assert (home / "gomod/example.com/m.go").read_text() == "HOST\n"  # its own copy
+    assert (home / "env/ok.txt").is_file()
