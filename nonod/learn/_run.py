@@ -185,10 +185,13 @@ def recording_policy(
     """
     # The working directory named as well: the whole host is visible here anyway, so a
     # learn run from $HOME or / is not the broad grant resolution refuses.
+    # A root caller's: read-only, and named to resolution so that the always-on deny groups
+    # are placed in them too (another user's ~/.ssh was readable to a root learn run).
+    homes = others_homes(ctx.uid, ctx.home)
     base = resolve(_profile({"workdir": {"access": "readwrite"}}), ctx,
-                   overrides=CliOverrides(allow=(ctx.workdir,)))
+                   overrides=CliOverrides(allow=(ctx.workdir,), read=homes))
     grants = [g for g in base.grants if not any(_under(g.path, p) for p in _PROVIDED)]
-    grants.extend(_whole_tree(kept=(*RUNS_LATER, *others_homes(ctx.uid, ctx.home))))
+    grants.extend(_whole_tree(kept=(*RUNS_LATER, *homes)))
     grants.append(Grant(path="/var/tmp", access=Access.READWRITE, source="learn"))
     grants.append(Grant(path=os.path.realpath(trace_dir), access=Access.READWRITE,
                         source="learn"))

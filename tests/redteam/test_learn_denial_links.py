@@ -10,9 +10,12 @@ links a denial was resolved through are now bound onto themselves in the session
 from __future__ import annotations
 
 import os
+import secrets
+import subprocess
 from pathlib import Path
 
 import msgspec
+import pytest
 import trio
 
 from nonod.learn import learn
@@ -159,3 +162,37 @@ async def test_a_learn_session_keeps_the_moved_start_up_files_and_caches(scratch
     assert not (home / "dotconfig/git/config").exists()
     assert (home / "gomod/example.com/m.go").read_text() == "HOST\n"  # its own copy
     assert (home / "env/ok.txt").is_file()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="useradd, a root learn run")
+async def test_a_root_learn_session_cannot_read_another_accounts_credentials(
+        scratch: Path) -> None:
+    """A root learn run sees the whole host, other accounts' homes read-only; the always-on
+    deny groups were placed in the caller's home only, so its program read another user's
+    private key and shell history. Now they are masked there too."""
+    victim = scratch / "victim"
+    (victim / ".ssh").mkdir(parents=True)
+    (victim / ".ssh" / "id_ed25519").write_text("PRIVATE KEY\n")
+    (victim / ".bash_history").write_text("mysql -p hunter2\n")
+    (victim / "notes.txt").write_text("plain\n")
+    name = f"nonol18{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "--no-create-home", "--home-dir", str(victim), name],
+                   check=True, capture_output=True)
+    work = scratch / "work"
+    work.mkdir()
+    reads = ("import sys\nout = []\nfor p in sys.argv[2:]:\n    try:\n"
+             "        out.append(open(p).read().strip() or 'EMPTY')\n"
+             "    except OSError as e:\n        out.append(type(e).__name__)\n"
+             "open(sys.argv[1], 'w').write('\\n'.join(out) + '\\n')\n")
+    try:
+        with trio.fail_after(120):
+            result = await learn(
+                ["/usr/bin/python3", "-I", "-c", reads, str(work / "out.txt"),
+                 *(str(victim / n) for n in (".ssh/id_ed25519", ".bash_history", "notes.txt"))],
+                cwd=str(work), env={"HOME": str(scratch / "home"), "PATH": "/usr/bin:/bin"},
+                timeout=60, base_profile=None)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+    assert result.exit_code == 0
+    lines = (work / "out.txt").read_text().splitlines()
+    assert lines[2] == "plain" and not {"PRIVATE KEY", "mysql -p hunter2"} & set(lines), lines
