@@ -257,6 +257,10 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # the caller's are, wherever a writable directory grant holds them (a root session with
     # ``/home`` writable wrote another user's ``.bashrc``, run at that user's next login).
     other_homes: tuple[str, ...] = ()
+    # The caller's global git configuration where its environment moved it
+    # (``GIT_CONFIG_GLOBAL``, ``$XDG_CONFIG_HOME/git/config``): its ``core.hooksPath`` and
+    # includes are kept as ``~/.gitconfig``'s are (``_mounts._hook_dirs``).
+    git_configs: tuple[str, ...] = ()
     # Processes and threads the session may have at once (RLIMIT_NPROC, counted in the
     # session's own user namespace); 0: no cap.
     max_processes: int = DEFAULT_MAX_PROCESSES

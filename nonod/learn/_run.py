@@ -217,6 +217,7 @@ def recording_policy(
         cache_dirs=base.cache_dirs,
         xdg_homes=base.xdg_homes,
         protected_files=base.protected_files,
+        git_configs=base.git_configs,
     )
 
 

@@ -300,6 +300,7 @@ class _Resolver:
             denial_links=tuple(self.denial_links),
             xdg_homes=self._xdg_homes(),
             other_homes=self.other_homes,
+            git_configs=self._git_configs(),
             binary=self._binary(),
             command_args=tuple(
                 _expand.expand(arg, self.values) for arg in p.command_args + p.brokered_commands
@@ -544,6 +545,14 @@ class _Resolver:
             for rel, is_file, source in self._home_denials:
                 self._deny(posixpath.join(home, rel), is_file=is_file, source=source,
                            literal=True)
+
+    def _git_configs(self) -> tuple[str, ...]:
+        """The caller's global git configuration files its environment moved."""
+        named = self.ctx.env.get("GIT_CONFIG_GLOBAL", "")
+        found = [posixpath.normpath(named)] if named.startswith("/") else []
+        found += [posixpath.join(place, "git/config") for rel, place in self._xdg_homes()
+                  if rel == ".config"]
+        return tuple(found)
 
     def _xdg_homes(self) -> tuple[tuple[str, str], ...]:
         """The XDG base directories the caller's environment moved (``ResolvedPolicy``)."""

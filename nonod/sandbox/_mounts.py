@@ -672,7 +672,7 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
             view.keep_overlay(op.target)
     for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
                                    policy.workdir, policy.protected_files, policy.xdg_homes,
-                                   policy.other_homes):
+                                   policy.other_homes, policy.git_configs):
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
@@ -1051,7 +1051,8 @@ def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
 MAX_GIT_INCLUDES = 10
 
 
-def _hook_dirs(writable: Sequence[str], home: str, look: _Look) -> list[str]:
+def _hook_dirs(writable: Sequence[str], home: str, look: _Look,
+               moved: Sequence[str] = ()) -> list[str]:
     """Where git takes hooks and configuration from besides ``.git/hooks`` and
     ``.git/config``: ``core.hooksPath`` of each writable grant's repository (relative to its
     working tree) and of the user's global configuration (absolute or ``~/``), and the files
@@ -1071,6 +1072,7 @@ def _hook_dirs(writable: Sequence[str], home: str, look: _Look) -> list[str]:
                 for config in look.worktree_configs(os.path.join(wdir, ".git"))]
     configs += [(os.path.join(home, name), None, 0)
                 for name in (".gitconfig", ".config/git/config")]
+    configs += [(config, None, 0) for config in moved]  # ``policy.git_configs``
     seen: set[str] = set()
     while configs:
         config, top, depth = configs.pop(0)
@@ -1122,7 +1124,8 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
                        denied: Sequence[str], look: _Look, workdir: str | None = None,
                        protected: Sequence[str] = (),
                        moved: Sequence[tuple[str, str]] = (),
-                       others: Sequence[str] = ()) -> list[str]:
+                       others: Sequence[str] = (),
+                       git_configs: Sequence[str] = ()) -> list[str]:
     """The persistence paths to keep in every writable directory grant: the names of
     :data:`PERSISTENCE_NAMES` (those under a repository directory only if it exists: a
     repository the session makes is its own), a ``.git`` *file* (a worktree's pointer to its
@@ -1134,7 +1137,7 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
     out: list[str] = []
     seen: set[str] = set()
     kept_out = _Prefixes((*allowed, *denied))
-    protected = (*protected, *_hook_dirs(view.writable_dirs(), home, look))
+    protected = (*protected, *_hook_dirs(view.writable_dirs(), home, look, git_configs))
     for wdir in view.writable_dirs():
         names = list(PERSISTENCE_NAMES)
         # $HOME's start-up files wherever the grant lies: all of them in a grant holding

@@ -35,3 +35,23 @@ def test_start_up_files_moved_by_the_callers_variables_are_kept(run: CLI,
     run.env.update({key: str(home / place) for key, (place, _) in MOVED.items()})
     plant_only_the_ordinary(run, short_tmp, [name for _, name in MOVED.values()],
                             ("env/ok.txt", "rust/ok.txt"))
+
+
+def test_hooks_a_moved_global_git_configuration_names_are_kept(run: CLI,
+                                                              short_tmp: Path) -> None:
+    """``core.hooksPath`` of the user's global git configuration is kept read-only where it
+    points into a writable grant; the configuration was looked for at ``~/.gitconfig`` and
+    ``~/.config/git/config`` only. With ``GIT_CONFIG_GLOBAL`` or ``XDG_CONFIG_HOME``
+    elsewhere (dotfiles: ``hooksPath = ~/dotfiles/githooks``), the session wrote a hook every
+    host commit in every repository then ran. Before: both written; now neither."""
+    home = Path(run.env["HOME"])
+    for hooks in ("githooks", "xdghooks"):
+        (home / hooks).mkdir(parents=True, exist_ok=True)
+    elsewhere = short_tmp / "dotfiles"
+    (elsewhere / "xdg" / "git").mkdir(parents=True)
+    (elsewhere / "gitconfig").write_text(f"[core]\n\thooksPath = {home}/githooks\n")
+    (elsewhere / "xdg" / "git" / "config").write_text(f"[core]\n\thooksPath = {home}/xdghooks\n")
+    run.env.update(GIT_CONFIG_GLOBAL=str(elsewhere / "gitconfig"),
+                   XDG_CONFIG_HOME=str(elsewhere / "xdg"))
+    plant_only_the_ordinary(run, short_tmp, ("githooks/pre-commit", "xdghooks/pre-commit"),
+                            ("notes.txt",))
