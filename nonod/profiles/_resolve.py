@@ -23,6 +23,7 @@ comes from the :class:`ResolveContext`, never from ``os.environ``.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from collections.abc import Iterable, Sequence
@@ -174,6 +175,25 @@ def resolve(
 _PLACEHOLDER_TREES: Final = frozenset({"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
                                        "/libx32", "/dev", "/proc", "/sys", "/run", "/boot",
                                        "/etc"})
+
+
+_accounts: tuple[tuple[int, int, int], tuple[str, ...]] | None = None
+
+
+def _account_homes() -> tuple[str, ...]:
+    """The absolute home directories of the password database, read again when
+    ``/etc/passwd`` changes (``getpwall`` costs as much as the rest of a resolution)."""
+    global _accounts
+    import pwd  # only a root caller needs the account list
+
+    try:
+        st = os.stat("/etc/passwd")
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (0, 0, 0)
+    if _accounts is None or _accounts[0] != key:
+        _accounts = (key, tuple(a.pw_dir for a in pwd.getpwall() if a.pw_dir.startswith("/")))
+    return _accounts[1]
 
 
 def _lineage(path: str) -> list[str]:
@@ -532,11 +552,11 @@ class _Resolver:
         denials placed in each of them: root reads and writes every home."""
         if self.ctx.uid != 0 or self.ctx.platform != "linux":
             return
-        import pwd  # only a root caller needs the account list
-
-        shown = {g.path for g in grants if not g.is_file}
+        # (a grant of /tmp is the session's private one: nothing of the host's shows there)
+        shown = {g.path for g in grants if not g.is_file and g.path not in _PRIVATE_DIRS}
         mine = self.fs.realpath(self.values["HOME"])
-        homes = {self.fs.realpath(a.pw_dir) for a in pwd.getpwall() if a.pw_dir.startswith("/")}
+        homes = {self.fs.realpath(h) for h in _account_homes()
+                 if not _PLACEHOLDER_TREES.intersection(_lineage(posixpath.normpath(h)))}
         self.other_homes = tuple(sorted(
             h for h in homes if h not in ("/", mine)
             and not _PLACEHOLDER_TREES.intersection(_lineage(h))
