@@ -44,13 +44,16 @@ MAX_LISTED: Final = 16
 
 def moved_secrets(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """(variable, path) for each place the variables of :data:`MOVED` in ``env`` name,
-    normalized (absolute values only; the first :data:`MAX_LISTED` entries of a list)."""
+    normalized (absolute values only, never a top-level directory such as ``/etc`` or
+    ``/home``: masked, it would hide the system from the session; the first
+    :data:`MAX_LISTED` entries of a list)."""
     out: set[tuple[str, str]] = set()
     for key, below in MOVED.items():
         value = env.get(key, "")
         entries = value.split(":", MAX_LISTED)[:MAX_LISTED] if key in LISTS else [value]
         for entry in entries:
-            if entry.startswith("/"):
-                out.update((key, posixpath.normpath(posixpath.join(entry, rel)))
-                           for rel in below)
+            if not entry.startswith("/"):
+                continue
+            paths = (posixpath.normpath(posixpath.join(entry, rel)) for rel in below)
+            out.update((key, path) for path in paths if path.count("/") > 1)
     return tuple(sorted(out))
