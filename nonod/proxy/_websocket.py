@@ -77,7 +77,8 @@ class _JoiningConnection(WebSocketConnection):
     until the message's last, and counts only their payload against ``max_message_size``,
     so a message in tiny fragments held many times its size. Each byte is joined once.
     An empty piece is dropped: it counts nothing against the limit, so a program streaming
-    empty fragments made the daemon hold an entry for each, without end."""
+    empty fragments made the daemon hold an entry for each, without end. A text message is
+    held to the limit in its UTF-8 bytes, not its characters."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -98,6 +99,11 @@ class _JoiningConnection(WebSocketConnection):
                 event = dataclasses.replace(event, data="".join(pieces))
             else:
                 event = dataclasses.replace(event, data=b"".join(pieces))
+        if isinstance(event.data, str) and not event.data.isascii():
+            # trio-websocket counts a text piece's characters: its bytes beyond them too, so
+            # the limit is in bytes (before, four-byte characters made 4 times the limit).
+            self._message_size += len(event.data.encode("utf-8", "surrogatepass")) - len(
+                event.data)
         await super()._handle_message_event(event)
 
 

@@ -115,3 +115,26 @@ async def test_empty_fragments_are_not_held_without_end(
     assert echoed == bytes([0x80 | opcode, 2]) + b"az"  # the message, its empties dropped
     assert held < 2 * limit, held  # before: some 4.5 MB, an entry per empty fragment
     await stream.aclose()
+
+
+async def test_a_text_message_is_held_to_its_limit_in_bytes_not_characters(
+        nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy) -> None:
+    # trio-websocket counts a text message's characters against max_message_size: one of
+    # four-byte characters was 4 times max_websocket_message_bytes, on the wire and held.
+    limit = 1 << 16
+    port = await start_ws_upstream(nursery, pki, [], [], max_message=4 * limit)
+    proxy = await start_route_proxy(
+        [(GEMINI, REAL)], pins={"generativelanguage.googleapis.com": f"127.0.0.1:{port}"},
+        limits=ProxyLimits(max_websocket_message_bytes=limit))
+    stream = await open_raw(proxy, "/gemini/live")
+    piece = "\U0001f600".encode() * 5000  # 20,000 bytes, 5,000 characters
+    await stream.send_all(frame(1, piece, last=False) + frame(0, piece, last=False) * 2
+                          + frame(0, piece, last=True))  # 80,000 bytes, 20,000 characters
+    answer = b""
+    while len(answer) < 4:
+        more = await stream.receive_some(65536)
+        assert more, answer
+        answer += more
+    # The connection closed as too big (before: the message echoed, 80,000 bytes long).
+    assert answer[0] == 0x88 and int.from_bytes(answer[2:4], "big") == 1009, answer[:10]
+    await stream.aclose()
