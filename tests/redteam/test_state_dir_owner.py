@@ -70,18 +70,19 @@ def test_the_daemons_own_state_directory_is_taken_through_a_link(short_tmp: Path
     assert made.is_dir() and made.stat().st_mode & 0o777 == 0o700
 
 
-#: Makes and removes ``argv[1]`` as fast as it can, as another user (review12).
+#: Makes and removes ``argv[1]`` as fast as it can, as another user (review12): a directory,
+#: or (review13) a link to ``argv[2]``.
 SQUATTER = """
 import os, sys
+make = (lambda: os.symlink(sys.argv[2], sys.argv[1])) if sys.argv[2:] else (
+    lambda: os.mkdir(sys.argv[1]))
+undo = os.unlink if sys.argv[2:] else os.rmdir
 while True:
-    try:
-        os.mkdir(sys.argv[1])
-    except OSError:
-        pass
-    try:
-        os.rmdir(sys.argv[1])
-    except OSError:
-        pass
+    for step in (make, lambda: undo(sys.argv[1])):
+        try:
+            step()
+        except OSError:
+            pass
 """
 
 
@@ -119,20 +120,6 @@ def test_a_directory_another_user_makes_while_the_daemon_makes_its_own_is_refuse
     assert taken  # the daemon did make its own, all the other times
 
 
-#: Puts a link at ``argv[1]`` to ``argv[2]`` and removes it, as fast as it can (review13).
-LINKER = """
-import os, sys
-while True:
-    try:
-        os.symlink(sys.argv[2], sys.argv[1])
-    except OSError:
-        pass
-    try:
-        os.unlink(sys.argv[1])
-    except OSError:
-        pass
-"""
-
 
 def test_a_link_another_user_puts_above_while_the_daemon_makes_its_own_is_refused(
         other: LocalUser, short_tmp: Path) -> None:
@@ -147,7 +134,7 @@ def test_a_link_another_user_puts_above_while_the_daemon_makes_its_own_is_refuse
     roots = short_tmp / "roots"
     roots.mkdir(mode=0o755)
     above = sticky / "above"
-    linker = subprocess.Popen([*other.prefix(), SYSTEM_PYTHON, "-c", LINKER, str(above),
+    linker = subprocess.Popen([*other.prefix(), SYSTEM_PYTHON, "-c", SQUATTER, str(above),
                                str(roots)], cwd="/")
     taken = through = 0
     try:

@@ -56,17 +56,24 @@ async def open_raw(proxy: RouteProxy, path: str) -> trio.SocketStream:
     return stream
 
 
+async def open_through_route(nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy,
+                             limit: int, *, upstream_limit: int | None = None
+                             ) -> trio.SocketStream:
+    """A raw WebSocket to a real TLS echo upstream through a route proxy with ``limit``."""
+    port = await start_ws_upstream(nursery, pki, [], [], max_message=upstream_limit or limit)
+    proxy = await start_route_proxy(
+        [(GEMINI, REAL)], pins={"generativelanguage.googleapis.com": f"127.0.0.1:{port}"},
+        limits=ProxyLimits(max_websocket_message_bytes=limit))
+    return await open_raw(proxy, "/gemini/live")
+
+
 @pytest.mark.parametrize(("size", "opcode"), [(2, 2), (2, 1), (1024, 2)],
                          ids=["two-bytes", "two-characters", "a-kib"])
 async def test_a_message_in_small_fragments_is_relayed_holding_near_its_size(
         nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy, size: int,
         opcode: int) -> None:
     limit = 1 << 20
-    port = await start_ws_upstream(nursery, pki, [], [], max_message=limit)
-    proxy = await start_route_proxy(
-        [(GEMINI, REAL)], pins={"generativelanguage.googleapis.com": f"127.0.0.1:{port}"},
-        limits=ProxyLimits(max_websocket_message_bytes=limit))
-    stream = await open_raw(proxy, "/gemini/live")
+    stream = await open_through_route(nursery, pki, start_route_proxy, limit)
     piece, count = b"y" * size, limit // size  # the message is the limit, to the byte
     data = frame(opcode, piece, last=False) + frame(0, piece, last=False) * (count - 2)
     last = frame(0, piece, last=True)
@@ -95,11 +102,7 @@ async def test_empty_fragments_are_not_held_without_end(
     # each was kept (one list entry, 8 bytes, for 6 on the wire): a program streaming them
     # made the daemon's memory grow without end, whatever max_websocket_message_bytes said.
     limit = 1 << 16
-    port = await start_ws_upstream(nursery, pki, [], [], max_message=limit)
-    proxy = await start_route_proxy(
-        [(GEMINI, REAL)], pins={"generativelanguage.googleapis.com": f"127.0.0.1:{port}"},
-        limits=ProxyLimits(max_websocket_message_bytes=limit))
-    stream = await open_raw(proxy, "/gemini/live")
+    stream = await open_through_route(nursery, pki, start_route_proxy, limit)
     empties = frame(0, b"", last=False) * (1 << 19)  # 3 MiB on the wire
     await stream.send_all(frame(opcode, b"a", last=False))
     before = resident()
@@ -122,11 +125,8 @@ async def test_a_text_message_is_held_to_its_limit_in_bytes_not_characters(
     # trio-websocket counts a text message's characters against max_message_size: one of
     # four-byte characters was 4 times max_websocket_message_bytes, on the wire and held.
     limit = 1 << 16
-    port = await start_ws_upstream(nursery, pki, [], [], max_message=4 * limit)
-    proxy = await start_route_proxy(
-        [(GEMINI, REAL)], pins={"generativelanguage.googleapis.com": f"127.0.0.1:{port}"},
-        limits=ProxyLimits(max_websocket_message_bytes=limit))
-    stream = await open_raw(proxy, "/gemini/live")
+    stream = await open_through_route(nursery, pki, start_route_proxy, limit,
+                                      upstream_limit=4 * limit)
     piece = "\U0001f600".encode() * 5000  # 20,000 bytes, 5,000 characters
     await stream.send_all(frame(1, piece, last=False) + frame(0, piece, last=False) * 2
                           + frame(0, piece, last=True))  # 80,000 bytes, 20,000 characters
