@@ -1053,9 +1053,12 @@ def _cmd_profile(args: argparse.Namespace, command: list[str], out: Output) -> i
     if args.action != "list" and not args.target:
         out.error(f"`profile {args.action}` needs a profile name or file")
         return EXIT_USAGE
+    # The environment a launch would carry: the daemon looks profiles up (XDG_CONFIG_HOME)
+    # and resolves them (HOME, the XDG directories) with it, as it does for the launch.
+    env, _ = launch_environment()
     with _connect(args) as conn:
         if args.action == "list":
-            reply = conn.request(p.ProfileList())
+            reply = conn.request(p.ProfileList(env=env))
             if isinstance(reply, p.Profiles):
                 out.profiles(reply.profiles)
             return EXIT_OK
@@ -1063,12 +1066,12 @@ def _cmd_profile(args: argparse.Namespace, command: list[str], out: Output) -> i
         if args.action == "show":
             reply = conn.request(p.ProfileShow(
                 profile=target, resolved=args.resolved, cwd=working_directory(),
-                options=_options(args),
+                options=_options(args), env=env,
             ))
             if isinstance(reply, p.ProfileDocument):
                 out.profile_document(reply)
             return EXIT_OK
-        reply = conn.request(p.ProfileValidate(profile=target))
+        reply = conn.request(p.ProfileValidate(profile=target, env=env))
         if isinstance(reply, p.ProfileValid):
             out.profile_valid(reply)
         return EXIT_OK
