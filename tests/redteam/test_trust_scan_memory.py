@@ -57,7 +57,7 @@ def test_a_scan_keeps_a_bounded_sum_of_verified_bytes(
     # Verified files up to the bound together launch, and the session reads them.
     fits = short_tmp / "fits"
     fits.mkdir()
-    _signed_tree(fits, 3, MAX_VERIFIED_BYTES // 4)
+    _signed_tree(fits, 4, MAX_VERIFIED_BYTES // 4)  # the whole bound
     done = CLI(cli_env(daemon_thread.socket, short_tmp), fits)(
-        "launch", "--allow-cwd", "--", "/bin/sh", "-c", "head -c 7 d2/GEMINI.md")
+        "launch", "--allow-cwd", "--", "/bin/sh", "-c", "head -c 7 d3/GEMINI.md")
     assert (done.returncode, done.stdout) == (0, "# rules"), done.stderr
