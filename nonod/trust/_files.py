@@ -7,9 +7,10 @@ each with its ``.bundle`` beside it. :func:`read_policy_files` reads them by the
 resolved beneath the workdir, so a symlink cannot lead out of it) with the identity of the
 calling thread: the daemon calls it acting as its caller. The user-level policy is used only
 if no user but the reader and root could have written, replaced or removed it
-(``nonod._writers``). :func:`load_policies` verifies and merges them. Who anchors the user-level policy is the one difference between the two
-programs and is a parameter: the daemon passes the publishers made from its own keys, the
-CLI (which has no keys) checks the policy against its own publishers, for consistency only.
+(``nonod._writers``). :func:`load_policies` verifies and merges them. Who anchors the
+user-level policy is the one difference between the two programs and is a parameter: the
+daemon passes the publishers made from its own keys, the CLI (which has no keys) checks the
+policy against its own publishers, for consistency only.
 """
 
 from __future__ import annotations
