@@ -1140,12 +1140,19 @@ def _user_trust_dir() -> Path:
 
 
 def _write_file(path: Path, data: bytes, *, replace: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary file renamed into place)."""
+    """Write ``data`` to ``path`` atomically (a temporary file renamed into place). The
+    temporary file is made anew (``O_EXCL``, never through a link): these are written into
+    repositories (bundles, policies), where a name planted as a link to one of the user's
+    files (``.GEMINI.md.bundle.PID.tmp -> ~/.bashrc``) was written through."""
     if not replace and path.exists():
         raise NonoError(f"{path} already exists", hint="pass --force to replace it")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        tmp.write_bytes(data)
+        tmp.unlink(missing_ok=True)  # our name: whatever is there is a leftover or a plant
+        fd = os.open(tmp, flags, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
