@@ -96,20 +96,21 @@ def _read_own(path: Path) -> bytes | None:
 
 def _absent_writers(path: Path, reader: int) -> str | None:
     """Who besides ``reader`` and root could have removed ``path`` (or a missing directory
-    on the way to it): the nearest directory above that exists, and those above it."""
+    on the way to it): the nearest directory above that exists, and those above its real
+    path."""
     directory = path.parent
     while True:
         try:
             info = os.stat(directory)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             if directory == directory.parent:
                 return None
             directory = directory.parent
             continue
         except OSError as exc:
             return f"{directory} cannot be checked ({exc.strerror})"
-        found = other_writers(str(directory), info.st_uid, info.st_gid, info.st_mode,
-                              reader=reader)
+        found = other_writers(os.path.realpath(directory), info.st_uid, info.st_gid,
+                              info.st_mode, reader=reader)
         return None if found is None else found[0]
 
 
