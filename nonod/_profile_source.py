@@ -282,6 +282,15 @@ class ProfilePolicies:
             data = self._named_data(request.profile, caller)
             profile_file = (os.path.realpath(request.profile) if data is not None
                             and request.profile is not None else None)
+        policy, _ = self._resolve_launch(request, caller, data)
+        if profile_file is not None:  # read-only in the session, wherever it lies
+            policy = msgspec.structs.replace(
+                policy, protected_files=(*policy.protected_files, profile_file))
+        return policy
+
+    def _resolve_launch(
+        self, request: p.Launch, caller: Caller, data: bytes | None
+    ) -> tuple[ResolvedPolicy, str | None]:
         profile = self._load(request.profile, caller, request.env, data)
         ctx = self._context(caller, request.env, request.cwd)
         overrides = overrides_from(request.options)
@@ -290,10 +299,7 @@ class ProfilePolicies:
         policy = self._resolve(profile, ctx, caller, overrides, key=key)
         if request.profile is not None and _is_path(request.profile):
             self._check_profile_links(request.profile, caller, policy)
-        if profile_file is not None:  # read-only in the session, wherever it lies
-            policy = msgspec.structs.replace(
-                policy, protected_files=(*policy.protected_files, profile_file))
-        return policy
+        return policy, request.profile
 
     def _check_profile_links(self, path: str, caller: Caller, policy: ResolvedPolicy) -> None:
         """Refuse a profile path that goes through a symbolic link the session could

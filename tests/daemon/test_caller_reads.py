@@ -52,8 +52,8 @@ def _count_jobs(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
 
     monkeypatch.setattr(trio.to_thread, "run_sync", counted)
     monkeypatch.setattr(trust, "read_policy_files", _marking("trust", trust.read_policy_files))
-    monkeypatch.setattr(ProfilePolicies, "_launch_policy",
-                        _marking("profile", ProfilePolicies._launch_policy))
+    monkeypatch.setattr(ProfilePolicies, "_resolve_launch",
+                        _marking("profile", ProfilePolicies._resolve_launch))
     return jobs
 
 
