@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Final
 import msgspec
 
 from . import _libc
+from ._mountevents import MountEvents
 
 if TYPE_CHECKING:  # (the policy's types: the fork server, which makes no plan, never loads them)
     from ..policy import Denial, Grant, ResolvedPolicy
@@ -408,7 +409,7 @@ _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _READLINK: os.readlink,
     _REALPATH: os.path.realpath,
     _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK),
-    _MOUNTS: lambda _: tuple(kernel_mounts(_read_mountinfo())),
+    _MOUNTS: lambda _: _host_kernel_mounts(),
     _PROC: lambda _: tuple(_proc_root_only()),
 }
 
@@ -431,11 +432,23 @@ class _Look:
     def unchanged(self) -> bool:
         """Whether the host answers every question as it did (then the plan is the same:
         it is a function of the policy, its arguments and these answers)."""
+        lstat, stat_, ifmt = os.lstat, os.stat, stat.S_IFMT
         try:
-            return all(_QUESTIONS[what](path) == answer
-                       for (what, path), answer in self._answers.items())
+            for (what, path), answer in self._answers.items():
+                if what > _STAT:
+                    if _QUESTIONS[what](path) != answer:
+                        return False
+                    continue
+                # Most questions (~90 of ~100): ``_kind`` inlined, one call fewer each.
+                try:
+                    got: int | None = ifmt((lstat if what == _LSTAT else stat_)(path).st_mode)
+                except (OSError, ValueError):
+                    got = None
+                if got != answer:
+                    return False
         except OSError:
             return False
+        return True
 
     def lexists(self, path: str) -> bool:
         return self._ask(_LSTAT, path) is not None
@@ -724,6 +737,21 @@ def _holder(binds: dict[str, MountOp], path: str) -> MountOp | None:
 def _read_mountinfo() -> str:
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         return f.read()
+
+
+_mount_events = MountEvents()
+_kernel_points: tuple[str, ...] = ()
+_kernel_points_lock = _thread.allocate_lock()
+
+
+def _host_kernel_mounts() -> tuple[str, ...]:
+    """:func:`kernel_mounts` of this process's mount table, read and parsed again only when
+    the kernel says the table changed since the last read (``_mountevents``)."""
+    global _kernel_points
+    with _kernel_points_lock:
+        if _mount_events.changed():
+            _kernel_points = tuple(kernel_mounts(_read_mountinfo()))
+        return _kernel_points
 
 
 def kernel_mounts(mountinfo: str) -> list[str]:
