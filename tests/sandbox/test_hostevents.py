@@ -1,5 +1,6 @@
-"""The kept plan's look at the mount table: read again only when the kernel says it changed
-(``_mountevents``), and then always (mounts here are real, in the test's mount namespace)."""
+"""The kept plan's look at the mount table and at the modes of ``/proc``'s top files: asked
+again only when the kernel says they changed (``_hostevents``), and then always (mounts and
+``chmod`` here are real)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from nonod.policy import Access, Grant, ResolvedPolicy
 from nonod.sandbox import _mounts
-from nonod.sandbox._mountevents import MountEvents
+from nonod.sandbox._hostevents import MountEvents, ProcTopEvents
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 
@@ -90,3 +91,47 @@ def test_a_forked_child_does_not_take_its_parents_change(mount_point: Path) -> N
     assert events.changed() is False
     subprocess.run(["umount", str(mount_point)], check=True)
     assert events.changed() is True
+
+
+def test_unchanged_modes_at_the_top_of_proc_are_not_asked_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A root session's kept plan asks which files at the top of ``/proc`` only root may
+    read: once the answer is known, the next launch lists ``/proc`` (a module's files may
+    come or go) and asks the kernel for mode changes, instead of an ``lstat`` per file."""
+    first = _mounts._host_proc_root_only()
+    asked: list[str] = []
+    lstat = os.lstat
+
+    def counted(path: str, *args: object, **kwargs: object) -> os.stat_result:
+        asked.append(path)
+        return lstat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_mounts.os, "lstat", counted)
+    assert _mounts._host_proc_root_only() == first
+    assert not [path for path in asked if path.startswith("/proc/")]
+
+
+@pytest.mark.root
+@needs_root
+def test_a_mode_changed_at_the_top_of_proc_is_asked_again() -> None:
+    """A file made root-only (by the host's root, after the daemon started) is in the next
+    answer, and out of it again once its mode is back; a forked child's ask takes nothing
+    from its parent's."""
+    path = "/proc/version"  # world-readable; root-only for a moment here
+    mode = os.lstat(path).st_mode & 0o7777
+    events = ProcTopEvents()
+    assert events.changed() is True  # the first ask: nothing known yet
+    assert path not in _mounts._host_proc_root_only()
+    try:
+        os.chmod(path, 0o400)
+        pid = os.fork()
+        if pid == 0:  # the child: a queue of its own (its first ask says "changed")
+            os._exit(0 if events.changed() and not events.changed() else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert events.changed() is True
+        assert events.changed() is False
+        assert path in _mounts._host_proc_root_only()
+    finally:
+        os.chmod(path, mode)
+    assert path not in _mounts._host_proc_root_only()
