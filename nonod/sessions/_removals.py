@@ -28,8 +28,11 @@ from ._limits import REMOVE_TIMEOUT
 
 log = structlog.get_logger()
 
-#: How long after the first ended session's group was queued its batch is removed (seconds).
-BATCH_DELAY: Final = 0.05
+#: How long after the first ended session's group was queued its batch is removed (seconds):
+#: a client launching back to back ends a session every ~17 ms on a quiet 2-CPU host, a
+#: fleet several at once. Left that long, a group costs only its directories: its session's
+#: processes have ended (the outer launcher's leaves within milliseconds).
+BATCH_DELAY: Final = 0.1
 
 
 class _Queued(NamedTuple):
