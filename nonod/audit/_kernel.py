@@ -81,6 +81,10 @@ class Watch:
         self._sink = sink
         self._limiter = limiter
         self.delivered = 0
+        #: Times records of this session may have been missed: an overrun of the reader while
+        #: it was watched (the kernel dropped records, whose unknown), or the flush marker
+        #: at its end not back in time.
+        self.lost = 0
 
     def deliver(self, denial: Denial) -> None:
         record, owed, last = self._limiter.admit(denial)
@@ -97,6 +101,8 @@ class Watch:
         owed, last = self._limiter.take_suppressed()
         if owed and last is not None:
             self._sink(to_event(last, suppressed=owed))
+        if self.lost:  # the session's record says that some of its denials may be missing
+            self._sink(FsDenied(path="", operation="", mechanism=MECHANISM, lost=self.lost))
 
 
 @final
@@ -188,6 +194,8 @@ class FsDeniedMonitor:
                                     timeout=timeout)
             finally:
                 self._markers.pop(nonce, None)
+                if not flushed:  # denials still queued in the kernel are not read now
+                    watch.lost += 1
                 self._stop(watch)
             return flushed
 
@@ -241,13 +249,17 @@ class FsDeniedMonitor:
                 if f"nonod-flush={nonce}" in text:
                     event.set()
             return
-        denial = self._assembler.feed(kind, text)
-        if denial is not None:
+        try:
+            denial = self._assembler.feed(kind, text)
+            if denial is None:
+                return
             w = self._watches.get(denial.ses)
-            if w is not None:
-                w.deliver(denial)
-            else:
+            if w is None:
                 self._keep_early(denial)
+            else:
+                w.deliver(denial)
+        except Exception:  # one record never ends the reader, nor with it the daemon
+            log.exception("fs_denied: a kernel record could not be handled", kind=kind)
 
     def _keep_early(self, denial: Denial) -> None:
         early = self._early.get(denial.ses)
@@ -275,8 +287,12 @@ class FsDeniedMonitor:
                     if exc.errno != _errno.ENOBUFS:
                         raise
                     # A flood outran us: some records are lost (suppressed counts become
-                    # lower bounds). Said at most every DROP_WARN_INTERVAL seconds.
+                    # lower bounds), of any session watched now (the flood's or another's):
+                    # each one's audit says so at its end. Logged at most every
+                    # DROP_WARN_INTERVAL seconds.
                     overruns += 1
+                    for watch in self._watches.values():
+                        watch.lost += 1
                     if time.monotonic() - warned >= DROP_WARN_INTERVAL:
                         warned = time.monotonic()
                         log.warning("fs_denied: audit records were dropped (reader too slow)",
