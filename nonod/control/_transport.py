@@ -9,6 +9,7 @@ import array
 import contextlib
 import errno
 import os
+import re
 import socket
 import stat
 from typing import Final, final
@@ -29,8 +30,12 @@ SMALL_FRAMES_BURST: Final = 64
 SMALL_FRAMES_PER_SECOND: Final = 64.0
 #: A frame with at least this much payload is not small: its bytes cost more than its frame.
 SMALL_FRAME: Final = 1024
-#: The end of the opening handshake's HTTP head, after which frames begin.
-_HEAD_END: Final = b"\r\n\r\n"
+#: The end of the opening handshake's HTTP head, after which frames begin: where h11 (under
+#: wsproto's handshake) ends it, a bare line feed's blank line too (before, only \r\n\r\n
+#: was looked for, and a head ended with \n\n left every frame after it unpaced).
+_HEAD_END: Final = re.compile(b"\n\r?\n")
+#: Bytes of a read kept for the next, where the head's end may begin (the longest end, less one).
+_HEAD_END_KEPT: Final = 2
 _MAX_HEAD: Final = 64 * 1024
 
 
@@ -62,12 +67,12 @@ class FramePace:
         view = memoryview(data)
         if self._in_head:
             seen = self._head + bytes(view[: _MAX_HEAD])
-            end = seen.find(_HEAD_END)
-            if end < 0:
-                self._head = seen[-(len(_HEAD_END) - 1):]
+            end = _HEAD_END.search(seen)
+            if end is None:
+                self._head = seen[-_HEAD_END_KEPT:]
                 return  # the handshake's own reader bounds the head
             self._in_head = False
-            view = view[end + len(_HEAD_END) - len(self._head):]
+            view = view[end.end() - len(self._head):]
             self._head = b""
         while view:
             if self._skip:

@@ -64,3 +64,16 @@ def test_any_split_of_the_reads_finds_the_same_frames(cuts: list[int]) -> None:
     feed(fine, cuts)
     with pytest.raises(TooManyFrames):
         feed(fine + frame(0x9, b""), cuts)
+
+
+@pytest.mark.parametrize("end", [b"\n\n", b"\r\n\n", b"\n\r\n"],
+                         ids=["bare-lf", "crlf-lf", "lf-crlf"])
+def test_a_head_ended_as_h11_ends_it_is_followed(end: bytes) -> None:
+    # h11 (under wsproto's handshake) ends a head at \n\r?\n, not only at \r\n\r\n: a head
+    # ended with bare line feeds left the pace reading the frames as head, never charged
+    # (review13). Cut at every byte of the head's end too.
+    head = b"GET /nonod HTTP/1.1\nHost: x" + end
+    smalls = frame(0x0, b"", fin=False) * (SMALL_FRAMES_BURST + 1)
+    for cut in range(len(head) - 4, len(head) + 1):
+        with pytest.raises(TooManyFrames):
+            feed(head + frame(0x1, b"a", fin=False) + smalls, [cut])

@@ -90,3 +90,22 @@ def test_small_frames_cannot_hold_the_event_loop(short_tmp: Path) -> None:
     print("status, median and slowest:", took[len(took) // 2], took[-1])
     assert took[len(took) // 2] < 0.25, took  # before: 0.3 s at the median, here
     assert SMALL_FRAMES_BURST < 500  # the first batch alone is over the burst
+
+
+def test_a_handshake_ended_with_bare_line_feeds_is_paced_too(short_tmp: Path) -> None:
+    """h11 under the handshake ends a head at ``\\n\\n`` as well as ``\\r\\n\\r\\n``; the pace
+    looked for the latter only, so a client that ended its head with bare line feeds was
+    never paced: its 40,000 empty fragments all taken, then its request answered (review13)."""
+    scripts = Path(tempfile.mkdtemp(prefix="nono-script-", dir="/tmp"))
+    scripts.chmod(0o755)
+    attacker_py = scripts / "frames.py"
+    handshake = ATTACKER.index('s.sendall(b"GET'), ATTACKER.index("head = b")
+    bare = ATTACKER[handshake[0]:handshake[1]].replace(r"\r\n", r"\n")
+    attacker_py.write_text(ATTACKER[:handshake[0]] + bare + ATTACKER[handshake[1]:])
+    attacker_py.chmod(0o644)
+    with shared_daemon(short_tmp, 1) as (daemon, (attacker,)):
+        out = subprocess.run(
+            [*attacker.prefix(), SYSTEM_PYTHON, str(attacker_py), str(daemon.socket), "empty",
+             "40000"], stdout=subprocess.PIPE, text=True, timeout=120, check=True).stdout
+    result = json.loads(out)
+    assert result["state"] == "closed" and result["sent"] < 40_000, result
