@@ -779,7 +779,8 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
     pool = _Pool(hub, reaper, warm_idle)
     inflight = _InFlight(poller)
     trimmer = _malloc.TrimAfterBursts()  # its free heap back once a burst of work is over
-    renewal = _renewal.Renewal()  # a fresh start once it carries nothing (``_renewal``)
+    # a fresh start once it carries nothing (``_renewal``), which loads the reaper again
+    renewal = _renewal.Renewal(files=(os.environ.get(_reaper.OVERRIDE) or str(_reaper.BINARY),))
     while True:
         refill = pool.refill_in(inflight)
         events = poller.poll(refill if refill is not None else SPARE_DELAY_MS

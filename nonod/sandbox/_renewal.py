@@ -17,10 +17,16 @@ is what the daemon knows it by. It then looks as it did when the daemon started 
 it has no child left and holds nothing (no warm launcher either: those go ``[sandbox]
 warm_idle`` seconds after the last launch, and the exit of the last one wakes the loop), its
 anonymous memory has grown by ``GROWTH`` over what it had when it started serving, and
-neither the interpreter nor any module it loaded has been replaced on disk since it started
-(an upgrade in place: the fresh start would run code the daemon was not started with; the
-server then stays as it is, for good). While anything is held it looks at two attributes;
-with nothing held, a child (one ``waitid``); then its memory (``/proc/self/status``).
+neither the interpreter, nor any module it loaded, nor the reaper's binary has been
+replaced on disk since it started (an upgrade in place: the fresh start would run code the
+daemon was not started with; the server then stays as it is, for good). While anything is
+held it looks at two attributes; with nothing held, for a child (one ``waitid``); then at
+its memory (``/proc/self/status``).
+
+The fresh start is the daemon's own start of the server again, with its window: until its
+``main`` runs (the interpreter's start and its imports, about 0.1 s of CPU), the server is
+dumpable again (``execve`` resets it) and its memory not yet locked; it holds no plan then,
+only the socket (docs/security-model.md).
 """
 
 from __future__ import annotations
@@ -46,10 +52,10 @@ def anon_kib() -> int:
     return 0
 
 
-def _files() -> dict[str, _Stamp]:
-    """Device, inode, size and modification time of the interpreter and of every module file
-    loaded (None for one that is gone)."""
-    paths = {sys.executable}
+def _files(more: tuple[str, ...] = ()) -> dict[str, _Stamp]:
+    """Device, inode, size and modification time of the interpreter, of every module file
+    loaded and of ``more`` (left out: those that are gone)."""
+    paths = {sys.executable, *more}
     paths.update(f for m in list(sys.modules.values())
                  if isinstance(f := getattr(m, "__file__", None), str))
     out: dict[str, _Stamp] = {}
@@ -75,16 +81,18 @@ def childless() -> bool:
 class Renewal:
     """When to start afresh (see the module). Made when the server starts serving."""
 
-    def __init__(self, *, growth: int | None = None) -> None:
+    def __init__(self, *, growth: int | None = None, files: tuple[str, ...] = ()) -> None:
+        """``files``: what else a fresh start reads (the reaper's binary)."""
         self._limit = anon_kib() + (GROWTH if growth is None else growth)
-        self._files = _files()
+        self._more = files
+        self._files = _files(files)
 
     def due(self, holds_nothing: bool) -> bool:
         """``holds_nothing``: the server's own account of what it holds (no launcher, guard
         client or launch in flight, no group left to remove)."""
         if not holds_nothing or not childless() or anon_kib() <= self._limit:
             return False
-        if _files() != self._files:
+        if _files(self._more) != self._files:
             self._limit = sys.maxsize  # replaced on disk: never
             return False
         return True

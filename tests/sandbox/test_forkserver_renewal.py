@@ -75,6 +75,24 @@ print(renewal.due(True))
     assert out == ["False", "False"]
 
 
+def test_a_binary_it_would_load_again_replaced_stops_it(tmp_path: Path) -> None:
+    # The reaper's binary, which a fresh start reads into its memfd again.
+    (tmp_path / "nono-reaper").write_bytes(b"\x7fELF old")
+    out = _run("""
+import os
+from nonod.sandbox import _renewal
+
+renewal = _renewal.Renewal(growth=2048, files=(os.path.abspath("nono-reaper"),))
+litter = [bytes(1000) for _ in range(8000)]
+print(renewal.due(True))
+with open("nono-reaper.new", "wb") as new:
+    new.write(b"\\x7fELF new")
+os.replace("nono-reaper.new", "nono-reaper")
+print(renewal.due(True))
+""", cwd=tmp_path)
+    assert out == ["True", "False"]
+
+
 @pytest.mark.userns
 async def test_a_server_that_grew_starts_afresh_once_idle_and_serves_on(tmp_path: Path) -> None:
     starts = tmp_path / "starts"
