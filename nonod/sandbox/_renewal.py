@@ -24,7 +24,7 @@ held it looks at two attributes; with nothing held, for a child (one ``waitid``)
 its memory (``/proc/self/status``).
 
 The fresh start is the daemon's own start of the server again, with its window: until its
-``main`` runs (the interpreter's start and its imports, about 0.1 s of CPU), the server is
+``main`` runs (the interpreter's start and its imports, 40 to 50 ms of CPU), the server is
 dumpable again (``execve`` resets it) and its memory not yet locked; it holds no plan then,
 only the socket (docs/security-model.md).
 """
