@@ -36,6 +36,10 @@ def claim_state_dir(path: Path) -> Path:
             if directory.exists():
                 _check_owner(directory, path, last=False)
         real.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Every one of them again, now that all exist: a directory missing above was made
+        # by another user between the look and the mkdir (in a sticky /tmp), or by us.
+        for directory in real.parents:
+            _check_owner(directory, path, last=False)
         st = os.stat(real)
     except OSError as exc:
         raise StateDirError(f"cannot use the state directory {path}: "

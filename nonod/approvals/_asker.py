@@ -18,6 +18,7 @@ from typing import Any, Final, final
 import structlog
 import trio
 
+from .._cancelled import one_cancelled
 from ..audit import Approval, AuditError, redact_argv
 from ..policy import ApprovalBackend, ApprovalPolicy
 from ..proxy import ApprovalAsk, Verdict
@@ -140,7 +141,9 @@ class SessionAsker:
         verdict: Verdict = "timeout"
         decider = "timeout"
         try:
-            with trio.move_on_at(started + wait):
+            # A chain's members wait in a nursery: the session's end leaves it as a group
+            # of cancellations, let out as the one Cancelled recorded below.
+            with one_cancelled(), trio.move_on_at(started + wait):
                 try:
                     verdict, decider = await self._ask(backend, pending, started + wait)
                 except ApprovalLimit as exc:  # the queue is full for this user (or all)

@@ -27,6 +27,7 @@ import msgspec
 import trio
 
 from ..policy import ApprovalBackend
+from ..proxy import _h11_lines  # noqa: F401 - a webhook's answer read in linear time
 from ._asker import Said
 from ._queue import Pending
 

@@ -50,6 +50,7 @@ from .. import sessions
 from .._accept import accept_retrying
 from .._limits import LimitSettings
 from ..errors import NonoError
+from ..proxy import _h11_lines  # noqa: F401 - the handshake's header lines in linear time
 from ._contracts import DaemonInfo, PolicySource, SecretStore, ServerSettings, TrustService
 from ._conversation import CLOSE_TIMEOUT, Conversation
 from ._errors import AuthRefused, error_reply

@@ -10,13 +10,12 @@ breaks, or when no byte moved for ``idle_timeout`` seconds.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from typing import Final, final
 
 import trio
 
+from .._cancelled import raise_one_cancelled
 from ._pump import Moved, pump
 
 _COPY_SIZE: Final = 1 << 16
@@ -88,31 +87,6 @@ async def relay(
         if moved is not None:
             moved.to_upstream, moved.to_client = totals
     return totals
-
-
-def raise_one_cancelled(group: BaseExceptionGroup[BaseException]) -> None:
-    """If ``group`` holds nothing but cancellations, raise the first as the one
-    ``trio.Cancelled`` it is; else return (the caller raises ``group``)."""
-    cancelled, rest = group.split(trio.Cancelled)
-    if rest is None and cancelled is not None:
-        first: BaseException = cancelled
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
-
-
-@contextlib.contextmanager
-def one_cancelled() -> Iterator[None]:
-    """Let a group of nothing but cancellations (a nursery inside, cancelled because the
-    session ended) out as one ``trio.Cancelled``: a request's handler records the request
-    in its ``except trio.Cancelled``, which a group passes by (before: no record of a
-    request cut in such a nursery: the copying relay, a tunnel's first-flight wait, the
-    reverse proxy's two-task body)."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        raise_one_cancelled(group)
-        raise
 
 
 async def _copy_one_way(

@@ -50,6 +50,7 @@ import h11
 import msgspec
 import trio
 
+from .._cancelled import one_cancelled
 from ..credentials import (
     ROUTE_NAME,
     EndpointDenied,
@@ -66,7 +67,7 @@ from ..errors import NonoError
 from ._bodyoverride import BodyOverrideWatch, parsed_for_fields
 from ._bulk import pump
 from ._events import CredentialInjected, NetworkEvent, ProxyEvent
-from ._http import BadRequest, check_framing
+from ._http import BadRequest, check_framing, joined
 from ._inject import (
     AuthOutcome,
     BadTarget,
@@ -83,7 +84,6 @@ from ._inject import (
 )
 from ._offload import Seats, Stop, run_stoppable
 from ._pump import Moved
-from ._relay import one_cancelled
 from ._resolve import ResolveError, Resolver, connect_exactly
 from ._tls import TlsStream, receive_into
 from ._vectored import send_pieces, write_pieces
@@ -636,12 +636,19 @@ class ReverseHandler:
         (``watch``) is not sent: the upstream connection is dropped with the body unfinished
         (the caller closes it on the refusal)."""
         limits = self._limits
+        pending: object | None = None
         while True:
             if conn.they_are_waiting_for_100_continue:
                 continue_head = conn.send(h11.InformationalResponse(status_code=100, headers=[]))
                 await _to_client(stream, continue_head or b"", limits.send_timeout)
-            event = await _from_client(stream, conn, limits.idle_timeout)
+            event = (pending if pending is not None else
+                     await _from_client(stream, conn, limits.idle_timeout))
+            pending = None
             if isinstance(event, h11.Data):
+                try:
+                    event, pending = joined(conn, event)
+                except h11.RemoteProtocolError:
+                    raise _Refusal(400, "bad_request", "the request body is malformed") from None
                 record.bytes_out += len(event.data)
                 if record.bytes_out > limits.max_body_bytes:
                     raise _Refusal(413, "body_too_large", "the request body is larger than "

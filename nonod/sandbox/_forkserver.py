@@ -840,6 +840,9 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
             inflight.add(cue)
         for fd in fds:
             os.close(fd)
+        # Let go of the plan before the next launchers are forked: each would start with a
+        # copy of the program's environment (its real secrets), not locked out of swap.
+        del msg, plan
         if warm:  # the next launches like this one skip namespaces, root and view
             pool.want(viewed, view)
             pool.want(plain, None)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
+from ..proxy import _h11_lines  # noqa: F401 - a sink's answer read in linear time
 from ._errors import ExportError, SinkError, describe
 
 MAX_RESPONSE: Final = 64 * 1024

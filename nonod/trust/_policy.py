@@ -13,8 +13,9 @@ The format (nono's, key for key)::
       "enforcement": "deny"
     }
 
-``instruction_patterns`` (nono's old name for ``includes``) is read too; ``files`` (explicit
-paths outside any project) is kept for the daemon. Keyless publishers (``issuer``,
+``instruction_patterns`` (nono's old name for ``includes``) is read too. ``files`` (absolute
+paths outside any project) is refused when it lists anything: nothing verifies such files, and
+a policy must not say it checks what no one checks. Keyless publishers (``issuer``,
 ``repository``, ``workflow``, ``build_signer_uri``, ``ref_pattern``) parse, so nono policies that
 trust a CI identity load, but they never match: nonod verifies keyed signatures only. Unlike
 nono, unknown keys are errors that name their JSON path, and a keyed publisher must carry its
@@ -51,7 +52,6 @@ from ._limits import POLICY_FILE_NAME as POLICY_FILE_NAME
 
 POLICY_VERSION: Final = 1
 MAX_INCLUDES: Final = 100
-MAX_FILES: Final = 1_000
 MAX_PUBLISHERS: Final = 1_000
 MAX_BLOCKLIST: Final = 10_000
 
@@ -314,8 +314,11 @@ class _PolicyFile(
             )
         if len(self.includes) > MAX_INCLUDES:
             raise ValueError(f"more than {MAX_INCLUDES} include patterns")
-        if len(self.files) > MAX_FILES:
-            raise ValueError(f"more than {MAX_FILES} files")
+        if self.files:
+            raise ValueError(
+                "`files` is not enforced: nonod verifies only the files `includes` matches "
+                "under a session's working directory; remove `files`"
+            )
         if len(self.publishers) > MAX_PUBLISHERS:
             raise ValueError(f"more than {MAX_PUBLISHERS} publishers")
         for pattern in self.includes:
@@ -341,7 +344,6 @@ class TrustPolicy:
     publishers: tuple[Publisher, ...]
     blocklist: Blocklist
     enforcement: EnforcementMode
-    files: tuple[str, ...] = ()
     source: str = POLICY_FILE_NAME
     sha256: str | None = None
     signed_by: str | None = None
@@ -366,7 +368,6 @@ class TrustPolicy:
             publishers=self.publishers,
             blocklist=self.blocklist,
             enforcement=self.enforcement,
-            files=self.files,
         )
         return msgspec.json.format(msgspec.json.encode(wire), indent=2) + b"\n"
 
@@ -413,7 +414,6 @@ def parse_policy(data: bytes, *, source: str = POLICY_FILE_NAME) -> TrustPolicy:
         publishers=wire.publishers,
         blocklist=wire.blocklist,
         enforcement=wire.enforcement,
-        files=wire.files,
         source=source,
         sha256=hashlib.sha256(data).hexdigest(),
     )
@@ -468,7 +468,7 @@ def merge_policies(user: TrustPolicy | None, project: TrustPolicy | None) -> Tru
 
     Both must come from ``load_policy`` (verified). With both, the project policy must be
     signed by a key the user policy trusts (a project cannot vouch for itself); publishers are
-    the user's first, then the project's (first of a name wins), includes, files and blocklists
+    the user's first, then the project's (first of a name wins), includes and blocklists
     are unions, and enforcement is the strictest (``deny`` > ``warn`` > ``audit``). A project
     policy alone is used as is, marked not authoritative, with a warning.
     """
@@ -511,7 +511,6 @@ def merge_policies(user: TrustPolicy | None, project: TrustPolicy | None) -> Tru
     return TrustPolicy(
         version=max(user.version, project.version),
         includes=_union(user.includes, project.includes),
-        files=_union(user.files, project.files),
         publishers=tuple(publishers.values()),
         blocklist=Blocklist(digests=tuple(digests.values()), publishers=tuple(blocked.values())),
         enforcement=strictest,

@@ -24,15 +24,18 @@ from typing import Final, Literal, final
 
 from .._callerfs import CallerFileError, FileTooLarge, read_optional, read_path
 from ._bundle import MAX_BUNDLE_BYTES, shown_name
-from ._errors import BadBundle, TrustError, TrustPolicyError
+from ._errors import BadBundle, TooLarge, TrustError, TrustPolicyError
 from ._policy import EnforcementMode, Glob, TrustPolicy
 from ._verify import VerifiedFile, verify_file
 
 SKIP_DIRS: Final = frozenset({".git", ".venv", "node_modules", "__pycache__", ".tox", "target"})
 """Directory names the scan never enters (wherever they are in the tree)."""
 MAX_DEPTH: Final = 32
-MAX_FILE_BYTES: Final = 16 << 20
-"""An included file larger than this fails (its verified copy is kept in memory)."""
+MAX_VERIFIED_BYTES: Final = 512 << 10
+"""The verified files of one scan, together: their bytes are kept in the daemon's memory and
+go to the session in its launch plan (one message of at most 1 MiB, ``_launcher.MAX_PLAN``).
+Past it a file is refused (``too large to pin``) unread, however many names the tree gives
+it (hard links, copies of one signed file): a larger file could never be pinned anyway."""
 
 Status = Literal["verified", "unsigned", "failed"]
 
@@ -46,6 +49,7 @@ _LABELS: Final = MappingProxyType(
         "trust.blocked": "blocked",
         "trust.subject_mismatch": "subject mismatch",
         "trust.policy": "policy",
+        "trust.too_large": "too large to pin",
         "trust.failed": "refused",
     }
 )
@@ -247,12 +251,16 @@ def _symlink(
     return _Found(rel, directory, entry.name, os.path.relpath(target, real_root))
 
 
-def _read_file(real_root: str, real_rel: str) -> bytes:
+def _read_file(real_root: str, real_rel: str, max_bytes: int) -> bytes:
     """The file's bytes, opened once beneath the root with no symlink on the way
-    (``nonod._callerfs``: regular files only, never blocking, bounded)."""
+    (``nonod._callerfs``: regular files only, never blocking, at most ``max_bytes``)."""
     try:
-        return read_path(real_rel, max_bytes=MAX_FILE_BYTES, symlinks="refuse",
+        return read_path(real_rel, max_bytes=max_bytes, symlinks="refuse",
                          beneath=real_root).data
+    except FileTooLarge:
+        raise TooLarge(
+            f"too large to pin: the verified files of a scan may hold {MAX_VERIFIED_BYTES} "
+            f"bytes in all, {max_bytes} were left for this one") from None
     except CallerFileError as exc:
         raise TrustError(exc.reason) from None
 
@@ -301,6 +309,7 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy) -> TrustRepor
         )
 
     entries: list[FileOutcome] = []
+    kept = 0  # bytes of the verified files so far (:data:`MAX_VERIFIED_BYTES`)
     for found in _walk(real_root, matcher):
         if found.real_rel is None:
             refusal = TrustError(f"{shown_name(found.rel)}: {found.refusal}")
@@ -308,7 +317,7 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy) -> TrustRepor
             continue
         real_path = os.path.join(real_root, found.real_rel)
         try:
-            data = _read_file(real_root, found.real_rel)
+            data = _read_file(real_root, found.real_rel, MAX_VERIFIED_BYTES - kept)
             bundle = _read_bundle(real_root, found.directory, found.entry_name + ".bundle")
             verified = verify_file(data, found.entry_name, bundle, policy)
         except TrustPolicyError:
@@ -318,6 +327,7 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy) -> TrustRepor
                 exc = TrustError(f"{shown_name(found.rel)}: {exc.message}")
             entries.append(failed(found, exc, real_path))
             continue
+        kept += len(data)
         entries.append(
             FileOutcome(
                 path=found.rel,

@@ -4,6 +4,7 @@ queue, the deadline, and the two audit records of each approval."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -109,3 +110,19 @@ async def test_the_queue_is_answered_by_its_owner_only(nursery: trio.Nursery) ->
     await closed.wait()
     await trio.testing.wait_all_tasks_blocked()
     assert result == ["session"] and queue.visible(Viewer(0)) == []
+
+
+async def test_a_chain_cut_by_the_sessions_end_is_decided_on_record() -> None:
+    """A chain's members wait in a nursery: the session's end leaves it as a group of
+    ``Cancelled``, which the ask still records as denied by ``cancelled``."""
+    records: list[Approval] = []
+    asker = SessionAsker(queue=ApprovalQueue(), policy=chain("all", "a", "b"), timeout=60,
+                         facts=FACTS, record=records.append,
+                         webhook=hooks({"a": None, "b": None}))
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(asker.ask_tool, "gh", ("pr",), pid=42))
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+    assert [(r.stage, r.decision, r.decider) for r in records] == [
+        ("requested", "", ""), ("decided", "deny", "cancelled")]

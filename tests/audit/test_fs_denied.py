@@ -11,7 +11,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -400,6 +401,42 @@ async def test_the_flush_marker_comes_back_through_the_kernel() -> None:
             assert await monitor.release(watch, timeout=30) is True
 
 
+@asynccontextmanager
+async def _audited_monitor() -> AsyncIterator[tuple[Any, Any]]:
+    """The daemon's fs_denied monitor on the real kernel audit, and its netlink client."""
+    from nonod.audit import _kernel
+
+    async with _kernel.open_fs_denied_monitor("auto") as monitor:
+        if not monitor.active:
+            pytest.fail(f"kernel audit should work as root here: {monitor.status}")
+        audit = monitor._audit
+        assert audit is not None
+        yield monitor, audit
+
+
+@needs_root
+async def test_the_flush_marker_goes_out_before_the_end_waits_for_it() -> None:
+    """A session's end begins its release (``release_started``), reads the session's usage,
+    then waits: the marker is sent from a worker thread at the beginning, so the kernel's
+    round trip overlaps that work instead of following it. (Before: sent only once the wait
+    was awaited.)"""
+    import trio
+
+    async with _audited_monitor() as (monitor, audit):
+        send = audit.user_message
+        sent = threading.Event()
+
+        def seen(text: str) -> None:
+            send(text)
+            sent.set()
+
+        audit.user_message = seen  # type: ignore[method-assign]
+        wait = monitor.release_started(monitor.watch(2**31 - 9, lambda _e: None), timeout=30)
+        # Not awaited yet: the marker is on its way all the same.
+        assert await trio.to_thread.run_sync(sent.wait, 10)
+        assert await wait() is True
+
+
 async def test_not_root_is_reported_unavailable_not_faked(monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
     from nonod.audit import _kernel
@@ -442,13 +479,7 @@ async def test_another_sessions_refusal_storm_does_not_stall_the_daemon_at_a_ses
 
     import trio
 
-    from nonod.audit import _kernel
-
-    async with _kernel.open_fs_denied_monitor("auto") as monitor:
-        if not monitor.active:
-            pytest.fail(f"kernel audit should work as root here: {monitor.status}")
-        audit = monitor._audit
-        assert audit is not None
+    async with _audited_monitor() as (monitor, audit):
         send = audit.user_message
         loop_thread = threading.get_ident()
         in_kernel = {"loop": 0.0, "other": 0.0}

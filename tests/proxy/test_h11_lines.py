@@ -88,13 +88,16 @@ def test_the_connect_head_reads_the_fields_h11_reads(rest: bytes) -> None:
     assert parsed.headers == [(n, v) for n, v in request.headers]
 
 
-def test_the_proxy_and_the_metrics_endpoint_bring_the_linear_reader_with_them() -> None:
+def test_every_reader_of_untrusted_heads_brings_the_linear_reader_with_it() -> None:
     """Each in a fresh interpreter: importing what reads program (or local users') heads is
-    enough, whatever was imported before."""
+    enough, whatever was imported before: the proxy, the metrics endpoint, the control
+    socket's handshake, a webhook's and a log sink's answers."""
     import subprocess
     import sys
 
-    for module in ("nonod.proxy._server", "nonod.proxy._reverse", "nonod._metrics_server"):
+    for module in ("nonod.proxy._server", "nonod.proxy._reverse", "nonod._metrics_server",
+                   "nonod.control._server", "nonod.approvals._webhook",
+                   "nonod.shipping._http"):
         check = (f"import {module}, h11._readers as r; "
                  "from nonod.proxy._h11_lines import LINEAR; "
                  "raise SystemExit(r.header_field_re is not LINEAR)")

@@ -12,6 +12,7 @@ root's (``nonod/_statedir.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from nonod._statedir import StateDirError, claim_state_dir
-from tests.daemon.conftest import DaemonThread
+from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread
 from tests.daemon.localusers import LocalUser, local_users
 
 pytestmark = [pytest.mark.root,
@@ -67,3 +68,52 @@ def test_the_daemons_own_state_directory_is_taken_through_a_link(short_tmp: Path
     assert own.stat().st_mode & 0o777 == 0o700
     made = claim_state_dir(short_tmp / "new" / "state")
     assert made.is_dir() and made.stat().st_mode & 0o777 == 0o700
+
+
+#: Makes and removes ``argv[1]`` as fast as it can, as another user (review12).
+SQUATTER = """
+import os, sys
+while True:
+    try:
+        os.mkdir(sys.argv[1])
+    except OSError:
+        pass
+    try:
+        os.rmdir(sys.argv[1])
+    except OSError:
+        pass
+"""
+
+
+def test_a_directory_another_user_makes_while_the_daemon_makes_its_own_is_refused(
+        other: LocalUser, short_tmp: Path) -> None:
+    """A directory missing above the state directory when the daemon looked, made by another
+    user before its ``mkdir`` (a sticky, world-writable directory such as ``/tmp``): the
+    daemon made its state directory inside the other user's, who could then rename it away
+    and put their own in its place. Won about once in a hundred tries on this machine."""
+    sticky = short_tmp / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    above = sticky / "above"
+    squatter = subprocess.Popen([*other.prefix(), SYSTEM_PYTHON, "-c", SQUATTER, str(above)],
+                                cwd="/")
+    taken = 0
+    try:
+        for _ in range(1500):
+            try:
+                claim_state_dir(above / "state")
+            except StateDirError:
+                pass  # the other user's directory was there already when the daemon looked
+            else:
+                owner = above.stat().st_uid
+                assert owner != other.uid, f"the state directory was made in uid {owner}'s"
+                taken += 1
+            with contextlib.suppress(OSError):
+                (above / "state").rmdir()
+            with contextlib.suppress(OSError):
+                if above.stat().st_uid == 0:
+                    above.rmdir()
+    finally:
+        squatter.kill()
+        squatter.wait()
+    assert taken  # the daemon did make its own, all the other times

@@ -69,13 +69,16 @@ def test_init_policy_is_noNOs_shape(key: SigningKey) -> None:
 
 
 def test_to_json_round_trips(key: SigningKey) -> None:
-    policy = parse(doc(key, files=["~/.claude/skills/x/SKILL.md"]))
+    policy = parse(doc(key, files=[]))
     again = parse_policy(policy.to_json())
-    assert (again.includes, again.files, again.publishers) == (
-        policy.includes,
-        policy.files,
-        policy.publishers,
-    )
+    assert (again.includes, again.publishers) == (policy.includes, policy.publishers)
+
+
+def test_files_outside_the_project_are_refused_not_ignored(key: SigningKey) -> None:
+    """Nothing verifies ``files``: a policy listing any is refused (it used to load, and
+    those files went unchecked in every mode)."""
+    with pytest.raises(TrustPolicyError, match="`files` is not enforced"):
+        parse(doc(key, files=["~/.claude/skills/x/SKILL.md"]))
 
 
 def test_old_includes_name_is_read(key: SigningKey) -> None:
