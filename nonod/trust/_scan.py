@@ -13,7 +13,7 @@ real root, one path component at a time with ``O_NOFOLLOW``, so a symlink swappe
 resolution fails the open instead of redirecting it. The bytes read are the bytes verified.
 
 The policy's ``files`` are verified after the walk, each like an included file
-(:func:`_verify_listed`): ``~`` is expanded with the home the caller gives (never the
+(:func:`_read_listed`): ``~`` is expanded with the home the caller gives (never the
 reader's own), the path is resolved, the real file read once with no symlink on the way and its
 ``.bundle`` read beside the name as written. A listed file that is missing fails, as in nono
 (which cannot digest it). The scan's byte cap (:data:`MAX_VERIFIED_BYTES`) counts them too.
