@@ -213,12 +213,13 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
         raise trust.TrustPolicyError(f"cannot verify instruction files: {exc.message}",
                                      hint=exc.hint) from None
     prepared.trust_warnings.extend(report.warnings)
-    pinned = [entry for entry in report.entries if entry.verified is not None
-              and entry.real_path is not None and (not entry.listed or (
-                  view is not None and shown_in_view(entry.real_path, view)))]
+    pinned = []
     for entry in report.entries:
-        if entry.verified is not None and entry not in pinned:
-            prepared.trust_warnings.append(f"{entry.path}: {UNPINNED}")
+        if entry.verified is not None and entry.real_path is not None:
+            if not entry.listed or (view is not None and shown_in_view(entry.real_path, view)):
+                pinned.append(entry)
+            else:
+                prepared.trust_warnings.append(f"{entry.path}: {UNPINNED}")
         prepared.trust.append(TrustOutcome(
             path=entry.path, outcome=entry.status, reason=entry.reason or "",
             sha256=entry.verified.sha256 if entry.verified is not None else ""))

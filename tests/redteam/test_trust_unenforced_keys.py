@@ -127,3 +127,25 @@ def test_a_project_policy_listing_a_file_outside_the_grants_does_not_expose_it(
     warnings = [str(e["reason"]) for e in _last_audit(daemon_thread)
                 if e["type"] == "trust_failed" and e["code"] == "warning"]
     assert any(w.startswith(f"{secret}: verified, not pinned") for w in warnings), warnings
+
+
+def test_trust_verify_and_list_report_the_listed_files(
+        daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    """Client-side, the same scan: ``trust verify --all`` and ``trust list`` show each listed
+    file by its full path, ``~`` expanded with the caller's home."""
+    config, key = _listing_user_policy(
+        short_tmp, ["~/.claude/skills/mine/SKILL.md", "~/.claude/skills/gone/SKILL.md"])
+    env = _launch_env(daemon_thread, short_tmp, config)
+    home = Path(env["HOME"])
+    skill = _skill(home, SKILL, key)
+    work = short_tmp / "proj"
+    work.mkdir()
+    run = CLI(env, work)
+    verified = run("trust", "verify", "--all")
+    gone = home / ".claude" / "skills" / "gone" / "SKILL.md"
+    assert verified.returncode == 1, verified.stderr
+    assert f"OK   {skill}" in verified.stdout and f"FAIL {gone}: " in verified.stdout
+    listed = run("trust", "list", "--json")
+    assert listed.returncode in (0, 1), listed.stderr
+    files = {f["path"]: f["status"] for f in json.loads(listed.stdout)["files"]}
+    assert files == {str(skill): "verified", str(gone): "failed"}
