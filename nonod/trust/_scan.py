@@ -296,10 +296,9 @@ def expand_listed(path: str, root: str, home: str | None) -> str:
     return os.path.normpath(os.path.join(root, path))
 
 
-def _read_listed(path: str, max_bytes: int) -> tuple[str, bytes, bytes | None]:
-    """A listed file's real path, its bytes (read once at the real path with no symlink on the
-    way) and its sidecar's (beside the name as listed, symlinks followed), or None."""
-    real = os.path.realpath(path)
+def _read_listed(path: str, real: str, max_bytes: int) -> tuple[bytes, bytes | None]:
+    """A listed file's bytes (read once at its real path ``real`` with no symlink on the way)
+    and its sidecar's (beside the name as listed, symlinks followed), or None."""
     try:
         data = read_path(real, max_bytes=max_bytes, symlinks="refuse").data
     except FileMissing:
@@ -317,7 +316,7 @@ def _read_listed(path: str, max_bytes: int) -> tuple[str, bytes, bytes | None]:
                         f"{MAX_BUNDLE_BYTES} bytes") from None
     except CallerFileError as exc:
         raise BadBundle(f"{os.path.basename(path)}.bundle: {exc.reason}") from None
-    return real, data, bundle
+    return data, bundle
 
 
 def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
@@ -378,12 +377,19 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
         kept += len(data)
         entries.append(FileOutcome(path=found.rel, status="verified", blocking=False,
                                    real_path=real_path, verified=verified))
+    # A file already verified (included, or listed under another name) is not read again:
+    # one outcome and one pin per real file.
+    done = {entry.real_path for entry in entries if entry.real_path is not None}
     for listed in policy.files:
         shown = listed
         listed_real: str | None = None
         try:
             shown = expand_listed(listed, real_root, home)
-            listed_real, data, bundle = _read_listed(shown, MAX_VERIFIED_BYTES - kept)
+            listed_real = os.path.realpath(shown)
+            if listed_real in done:
+                continue
+            done.add(listed_real)
+            data, bundle = _read_listed(shown, listed_real, MAX_VERIFIED_BYTES - kept)
             verified = verify_file(data, os.path.basename(shown), bundle, policy)
         except TrustPolicyError:
             raise

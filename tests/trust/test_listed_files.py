@@ -87,6 +87,18 @@ def test_tilde_needs_a_home_and_relative_paths_are_the_scan_roots(
     assert "no home directory" in (report.entries[0].reason or "")
 
 
+def test_a_file_included_or_listed_twice_is_verified_and_pinned_once(
+        tmp_path: Path, key: SigningKey, make_policy: Callable[..., TrustPolicy]) -> None:
+    _signed(tmp_path / "GEMINI.md", key)
+    _signed(tmp_path / "home" / "SKILL.md", key)
+    policy = dataclasses.replace(make_policy(includes=["GEMINI.md"]), files=(
+        str(tmp_path / "GEMINI.md"), "~/SKILL.md", str(tmp_path / "home" / "SKILL.md")))
+    report = verify_tree(tmp_path, policy, home=str(tmp_path / "home"))
+    assert [(e.path, e.listed) for e in report.entries] == [
+        ("GEMINI.md", False), (str(tmp_path / "home" / "SKILL.md"), True)]
+    assert len(report.pins()) == 2
+
+
 def test_listed_files_count_in_the_scans_byte_cap(
         tmp_path: Path, key: SigningKey, listing: Callable[..., TrustPolicy]) -> None:
     big = _signed(tmp_path / "big.md", key, b"#" * (MAX_VERIFIED_BYTES - 10))
