@@ -1269,7 +1269,8 @@ def _included_files() -> list[Path]:
         raise NonoError(f"no {_POLICY_FILE} here", hint="run `nonoctl trust init`")
     policy = trust.parse_policy(files.project, source=str(files.project_path))
     report = trust.verify_tree(Path.cwd(), policy)
-    return [Path(entry.path) for entry in report.entries if entry.real_path is not None]
+    return [Path(entry.path) for entry in report.entries
+            if entry.real_path is not None and not entry.listed]
 
 
 def _load_trust_policy(args: argparse.Namespace, out: Output) -> trust.TrustPolicy | None:
@@ -1306,7 +1307,7 @@ def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> in
     if policy is None:
         return EXIT_USAGE if args.policy is not None else EXIT_FAILURE
     if args.all:
-        report = trust.verify_tree(Path.cwd(), policy)
+        report = trust.verify_tree(Path.cwd(), policy, home=os.path.expanduser("~"))
         for entry in report.entries:
             if entry.status == "verified":
                 out.line(f"OK   {entry.path}")
@@ -1343,7 +1344,7 @@ def _trust_list(args: argparse.Namespace, out: Output) -> int:
     policy = _load_trust_policy(args, out)
     if policy is None:
         return EXIT_USAGE if args.policy is not None else EXIT_FAILURE
-    report = trust.verify_tree(Path.cwd(), policy)
+    report = trust.verify_tree(Path.cwd(), policy, home=os.path.expanduser("~"))
     publishers: list[dict[str, str | None]] = []
     for pub in policy.publishers:
         fingerprint = None

@@ -13,10 +13,12 @@ The format (nono's, key for key)::
       "enforcement": "deny"
     }
 
-``instruction_patterns`` (nono's old name for ``includes``) is read too. ``files`` (absolute
-paths outside any project) is refused when it lists anything: nothing verifies such files, and
-a policy must not say it checks what no one checks. Keyless publishers (``issuer``,
-``repository``, ``workflow``, ``build_signer_uri``, ``ref_pattern``) parse, so nono policies that
+``instruction_patterns`` (nono's old name for ``includes``) is read too. ``files`` lists
+instruction files by path, wherever they are (``~/.claude/skills/my-skill/SKILL.md``; ``~``
+is the caller's home, a relative path is relative to the scan root), at most
+:data:`MAX_FILES`; the scan verifies each as it verifies an included file (``_scan``).
+Keyless publishers (``issuer``, ``repository``, ``workflow``, ``build_signer_uri``,
+``ref_pattern``) parse, so nono policies that
 trust a CI identity load, but they never match: nonod verifies keyed signatures only. Unlike
 nono, unknown keys are errors that name their JSON path, and a keyed publisher must carry its
 ``public_key``.
@@ -52,6 +54,7 @@ from ._limits import POLICY_FILE_NAME as POLICY_FILE_NAME
 
 POLICY_VERSION: Final = 1
 MAX_INCLUDES: Final = 100
+MAX_FILES: Final = 1_000
 MAX_PUBLISHERS: Final = 1_000
 MAX_BLOCKLIST: Final = 10_000
 
@@ -314,11 +317,11 @@ class _PolicyFile(
             )
         if len(self.includes) > MAX_INCLUDES:
             raise ValueError(f"more than {MAX_INCLUDES} include patterns")
-        if self.files:
-            raise ValueError(
-                "`files` is not enforced: nonod verifies only the files `includes` matches "
-                "under a session's working directory; remove `files`"
-            )
+        if len(self.files) > MAX_FILES:
+            raise ValueError(f"more than {MAX_FILES} files ({len(self.files)} listed)")
+        for path in self.files:
+            if not path or "\0" in path:
+                raise ValueError(f"invalid file path {path!r}: empty or with a NUL byte")
         if len(self.publishers) > MAX_PUBLISHERS:
             raise ValueError(f"more than {MAX_PUBLISHERS} publishers")
         for pattern in self.includes:
@@ -344,6 +347,7 @@ class TrustPolicy:
     publishers: tuple[Publisher, ...]
     blocklist: Blocklist
     enforcement: EnforcementMode
+    files: tuple[str, ...] = ()
     source: str = POLICY_FILE_NAME
     sha256: str | None = None
     signed_by: str | None = None
@@ -368,6 +372,7 @@ class TrustPolicy:
             publishers=self.publishers,
             blocklist=self.blocklist,
             enforcement=self.enforcement,
+            files=self.files,
         )
         return msgspec.json.format(msgspec.json.encode(wire), indent=2) + b"\n"
 
@@ -414,6 +419,7 @@ def parse_policy(data: bytes, *, source: str = POLICY_FILE_NAME) -> TrustPolicy:
         publishers=wire.publishers,
         blocklist=wire.blocklist,
         enforcement=wire.enforcement,
+        files=wire.files,
         source=source,
         sha256=hashlib.sha256(data).hexdigest(),
     )
@@ -468,8 +474,9 @@ def merge_policies(user: TrustPolicy | None, project: TrustPolicy | None) -> Tru
 
     Both must come from ``load_policy`` (verified). With both, the project policy must be
     signed by a key the user policy trusts (a project cannot vouch for itself); publishers are
-    the user's first, then the project's (first of a name wins), includes and blocklists
-    are unions, and enforcement is the strictest (``deny`` > ``warn`` > ``audit``). A project
+    the user's first, then the project's (first of a name wins), includes, ``files`` (the
+    same string once, the user's first) and blocklists are unions, and enforcement is the
+    strictest (``deny`` > ``warn`` > ``audit``). A project
     policy alone is used as is, marked not authoritative, with a warning.
     """
     for policy in (user, project):
@@ -511,6 +518,7 @@ def merge_policies(user: TrustPolicy | None, project: TrustPolicy | None) -> Tru
     return TrustPolicy(
         version=max(user.version, project.version),
         includes=_union(user.includes, project.includes),
+        files=_union(user.files, project.files),
         publishers=tuple(publishers.values()),
         blocklist=Blocklist(digests=tuple(digests.values()), publishers=tuple(blocked.values())),
         enforcement=strictest,
