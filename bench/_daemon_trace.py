@@ -152,7 +152,8 @@ def _trace_started() -> None:
 
     init = _soon.Started.__init__
 
-    def started_init(self: Any, fn: Callable[[], Any], *, name: str = "nonod worker") -> None:
+    def started_init(self: Any, fn: Callable[[], Any], *, name: str = "nonod worker",
+                     **more: Any) -> None:
         label = "soon " + " ".join(w for w in name.split() if not _SESSION_ID.fullmatch(w))
 
         def timed() -> Any:
@@ -164,7 +165,7 @@ def _trace_started() -> None:
                 SAMPLES.setdefault(label, []).append(((t1 - t0) * 1000, 0.0))
                 EVENTS.append((label, t0, t1))
 
-        init(self, timed, name=name)
+        init(self, timed, name=name, **more)  # (``start``: a later revision's)
 
     _soon.Started.__init__ = started_init  # type: ignore[method-assign]
 

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -100,9 +98,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with ExitStack() as stack:
         trees = {f"base ({args.base})": stack.enter_context(exported(args.base)),
                  "this checkout": REPO}
-        for tree in trees.values():  # compiled first, as an installed package is
-            subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "nonod")],
-                           check=True, stdout=subprocess.DEVNULL)
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
         for i in range(args.rounds):
             for name in (list(trees) if i % 2 == 0 else list(trees)[::-1]):

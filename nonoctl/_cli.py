@@ -1053,9 +1053,12 @@ def _cmd_profile(args: argparse.Namespace, command: list[str], out: Output) -> i
     if args.action != "list" and not args.target:
         out.error(f"`profile {args.action}` needs a profile name or file")
         return EXIT_USAGE
+    # The environment a launch would carry: the daemon looks profiles up (XDG_CONFIG_HOME)
+    # and resolves them (HOME, the XDG directories) with it, as it does for the launch.
+    env, _ = launch_environment()
     with _connect(args) as conn:
         if args.action == "list":
-            reply = conn.request(p.ProfileList())
+            reply = conn.request(p.ProfileList(env=env))
             if isinstance(reply, p.Profiles):
                 out.profiles(reply.profiles)
             return EXIT_OK
@@ -1063,12 +1066,12 @@ def _cmd_profile(args: argparse.Namespace, command: list[str], out: Output) -> i
         if args.action == "show":
             reply = conn.request(p.ProfileShow(
                 profile=target, resolved=args.resolved, cwd=working_directory(),
-                options=_options(args),
+                options=_options(args), env=env,
             ))
             if isinstance(reply, p.ProfileDocument):
                 out.profile_document(reply)
             return EXIT_OK
-        reply = conn.request(p.ProfileValidate(profile=target))
+        reply = conn.request(p.ProfileValidate(profile=target, env=env))
         if isinstance(reply, p.ProfileValid):
             out.profile_valid(reply)
         return EXIT_OK
@@ -1137,12 +1140,19 @@ def _user_trust_dir() -> Path:
 
 
 def _write_file(path: Path, data: bytes, *, replace: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary file renamed into place)."""
+    """Write ``data`` to ``path`` atomically (a temporary file renamed into place). The
+    temporary file is made anew (``O_EXCL``, never through a link): these are written into
+    repositories (bundles, policies), where a name planted as a link to one of the user's
+    files (``.GEMINI.md.bundle.PID.tmp -> ~/.bashrc``) was written through."""
     if not replace and path.exists():
         raise NonoError(f"{path} already exists", hint="pass --force to replace it")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        tmp.write_bytes(data)
+        tmp.unlink(missing_ok=True)  # our name: whatever is there is a leftover or a plant
+        fd = os.open(tmp, flags, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -1259,7 +1269,8 @@ def _included_files() -> list[Path]:
         raise NonoError(f"no {_POLICY_FILE} here", hint="run `nonoctl trust init`")
     policy = trust.parse_policy(files.project, source=str(files.project_path))
     report = trust.verify_tree(Path.cwd(), policy)
-    return [Path(entry.path) for entry in report.entries if entry.real_path is not None]
+    return [Path(entry.path) for entry in report.entries
+            if entry.real_path is not None and not entry.listed]
 
 
 def _load_trust_policy(args: argparse.Namespace, out: Output) -> trust.TrustPolicy | None:
@@ -1296,7 +1307,7 @@ def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> in
     if policy is None:
         return EXIT_USAGE if args.policy is not None else EXIT_FAILURE
     if args.all:
-        report = trust.verify_tree(Path.cwd(), policy)
+        report = trust.verify_tree(Path.cwd(), policy, home=os.path.expanduser("~"))
         for entry in report.entries:
             if entry.status == "verified":
                 out.line(f"OK   {entry.path}")
@@ -1333,7 +1344,7 @@ def _trust_list(args: argparse.Namespace, out: Output) -> int:
     policy = _load_trust_policy(args, out)
     if policy is None:
         return EXIT_USAGE if args.policy is not None else EXIT_FAILURE
-    report = trust.verify_tree(Path.cwd(), policy)
+    report = trust.verify_tree(Path.cwd(), policy, home=os.path.expanduser("~"))
     publishers: list[dict[str, str | None]] = []
     for pub in policy.publishers:
         fingerprint = None

@@ -19,11 +19,12 @@ def _drop_working_directory() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Before structlog, msgspec and trio-websocket are imported: what they would load for
+    # Before hashlib, structlog, msgspec and trio-websocket are imported: what they would load for
     # nothing (``nonod._lean``).
     from . import _lean
 
     _lean.keep_out_rich()
+    _lean.import_hashlib()
     _lean.import_structlog()
     _lean.import_msgspec()
     _lean.import_trio_websocket()

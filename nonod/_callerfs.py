@@ -170,6 +170,16 @@ def _fs_ids(libc: ctypes.CDLL, fsuid_nr: int, fsgid_nr: int) -> tuple[int, int]:
             libc.syscall(fsgid_nr, ctypes.c_uint(0xFFFFFFFF)))
 
 
+def acting_uid() -> int:
+    """The uid this thread opens files as: the caller's inside :func:`acting_as`, otherwise
+    the process's own."""
+    try:
+        fsuid_nr, fsgid_nr, _ = _numbers()
+    except NonoError:  # no per-thread identity here (acting_as refuses another one)
+        return os.geteuid()
+    return int(_fs_ids(_libc(), fsuid_nr, fsgid_nr)[0])
+
+
 @contextlib.contextmanager
 def acting_as(identity: Identity | None) -> Iterator[None]:
     """Within the block, this thread opens files with ``identity``'s rights (None: unchanged).

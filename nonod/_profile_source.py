@@ -162,18 +162,10 @@ class ProfilePolicies:
 
         def work() -> tuple[ResolvedPolicy, str | None]:
             identity = _callerfs.Identity.of(who) if who is not None else None
-            with _callerfs.acting_as(identity):
-                _check_workdir(request.cwd)
-                data = self._named_data(request.profile, caller)
-                profile_file = (os.path.realpath(request.profile) if data is not None
-                                and request.profile is not None else None)
-            policy, name = self._resolve_launch(request, caller, data)
-            if profile_file is not None:  # read-only in the session, wherever it lies
-                policy = msgspec.structs.replace(
-                    policy, protected_files=(*policy.protected_files, profile_file))
+            policy = self._launch_policy(request, caller, identity)
             if also is not None:
                 also(policy, identity)
-            return policy, name
+            return policy, request.profile
 
         try:
             return await _callerfs.in_thread_of(
@@ -181,10 +173,18 @@ class ProfilePolicies:
         except _callerfs.FileTimeout as exc:
             raise PolicyError(f"cannot resolve the profile: {exc.message}") from None
 
-    async def list_profiles(self, caller: Caller) -> tuple[p.ProfileEntry, ...]:
-        return await self._in_thread(caller, lambda: self._list(caller), "the profile list")
+    async def list_profiles(self, request: p.ProfileList,
+                            caller: Caller) -> tuple[p.ProfileEntry, ...]:
+        return await self._in_thread(caller, lambda: self._list(caller, request.env),
+                                     "the profile list")
 
     async def show_profile(self, request: p.ProfileShow, caller: Caller) -> p.ProfileDocument:
+        if request.resolved:  # by the launch's own steps, so it is the launch's policy
+            policy, _ = await self.resolve_launch(p.Launch(
+                profile=request.profile, cwd=request.cwd, env=request.env,
+                options=request.options, dry_run=True), caller)
+            return p.ProfileDocument(name=policy.name, source=request.profile, resolved=True,
+                                     document=msgspec.Raw(msgspec.json.encode(policy)))
         data = await self._read_named(request.profile, caller)
         return await self._in_thread(caller, lambda: self._show(request, caller, data),
                                      request.profile)
@@ -271,6 +271,23 @@ class ProfilePolicies:
         return load_profile(name or DEFAULT_PROFILE, user_dir=self._user_dir(caller, env),
                             data=data)
 
+    def _launch_policy(self, request: p.Launch, caller: Caller,
+                       identity: _callerfs.Identity | None) -> ResolvedPolicy:
+        """Blocking: the policy ``request`` launches with (what a dry run and ``profile show
+        --resolved`` print too): the working directory checked and a profile path read as
+        the caller, the profile loaded and resolved, the path's links checked, the file kept
+        read-only in the session."""
+        with _callerfs.acting_as(identity):
+            _check_workdir(request.cwd)
+            data = self._named_data(request.profile, caller)
+            profile_file = (os.path.realpath(request.profile) if data is not None
+                            and request.profile is not None else None)
+        policy, _ = self._resolve_launch(request, caller, data)
+        if profile_file is not None:  # read-only in the session, wherever it lies
+            policy = msgspec.structs.replace(
+                policy, protected_files=(*policy.protected_files, profile_file))
+        return policy
+
     def _resolve_launch(
         self, request: p.Launch, caller: Caller, data: bytes | None
     ) -> tuple[ResolvedPolicy, str | None]:
@@ -319,8 +336,8 @@ class ProfilePolicies:
                 self.cache.put(key, policy, look)
             return policy
 
-    def _list(self, caller: Caller) -> tuple[p.ProfileEntry, ...]:
-        found = list_profiles(self._user_dir(caller, {}))
+    def _list(self, caller: Caller, env: dict[str, str]) -> tuple[p.ProfileEntry, ...]:
+        found = list_profiles(self._user_dir(caller, env))
         return tuple(
             p.ProfileEntry(
                 name=info.name,
@@ -332,24 +349,18 @@ class ProfilePolicies:
 
     def _show(self, request: p.ProfileShow, caller: Caller,
               data: bytes | None) -> p.ProfileDocument:
-        profile = self._load(request.profile, caller, {}, data)
-        if request.resolved:
-            ctx = self._context(caller, {}, request.cwd)
-            policy = self._resolve(profile, ctx, caller, overrides_from(request.options))
-            document = msgspec.json.encode(policy)
-        else:
-            document = msgspec.json.encode(profile)
+        profile = self._load(request.profile, caller, request.env, data)
         return p.ProfileDocument(
             name=profile.meta.name or request.profile,
             source=request.profile,
-            resolved=request.resolved,
-            document=msgspec.Raw(document),
+            resolved=False,
+            document=msgspec.Raw(msgspec.json.encode(profile)),
         )
 
     def _validate(self, request: p.ProfileValidate, caller: Caller,
                   data: bytes | None) -> p.ProfileValid:
-        profile = self._load(request.profile, caller, {}, data)
-        ctx = self._context(caller, {}, "/")  # no launch: a stand-in working directory
+        profile = self._load(request.profile, caller, request.env, data)
+        ctx = self._context(caller, request.env, "/")  # no launch: a stand-in workdir
         policy = self._resolve(profile, ctx, caller, placeholder_workdir=True)
         return p.ProfileValid(
             name=profile.meta.name or request.profile,

@@ -30,10 +30,11 @@ from ._config import NetworkSection
 from ._descriptors import for_sessions
 from ._loopback_peers import SameUidListener, tcp_peer_uid
 from ._subids import owner_of
+from ._view_reads import shown_in_view
 from ._writable_links import writable_links
 from .audit._mask import hidden_strings
 from .errors import PolicyError
-from .policy import DAEMON_BACKEND_PREFIX, Grant, ResolvedPolicy
+from .policy import DAEMON_BACKEND_PREFIX, ResolvedPolicy
 from .sandbox import LaunchRequest
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ MAX_INBOUND_FOREIGN: Final = MAX_INBOUND // 4
 MAX_TLS_FILE: Final = 1 << 20
 #: Bound, in seconds, of the trust scan of a workdir (read as the caller, in its own thread).
 SCAN_TIMEOUT = 60.0
+#: The audit's warning for a verified file of a policy's ``files`` that is not pinned.
+UNPINNED: Final = ("verified, not pinned: the session's view does not show this path (a "
+                   "trust policy's `files` never grants a read)")
 
 
 #: ``[network]`` in nonod.toml, declared once in ``nonod._config``: ``resolve`` pins host names
@@ -162,12 +166,16 @@ def _daemon_anchors(declared: Any) -> list[Any]:
 
 async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
                                     caller: Caller | None, prepared: SessionServices,
-                                    grants: Sequence[Grant] = (),
+                                    view: ResolvedPolicy | None = None,
                                     read: Callable[[], PolicyFiles | None] | None = None
                                     ) -> tuple[tuple[str, bytes], ...]:
-    """Verify the workdir's included files; raise TrustError to refuse the launch, also
-    when a verified file's name goes through a symbolic link ``grants`` let the session
-    re-point.
+    """Verify the workdir's included files and the policy's listed ``files``; raise TrustError
+    to refuse the launch, also when a pinned file's name goes through a symbolic link the
+    grants of ``view`` (the session's policy) let the session re-point.
+
+    ``~`` in ``files`` is the home resolution expanded the profile with (``view.home``). A
+    verified listed file is pinned only where ``view`` shows that path anyway
+    (``nonod._view_reads``): a policy's list never grants a read.
 
     The policies and the instruction files are read as ``caller`` (``nonod._callerfs``: the
     system daemon never lends its rights, nothing blocks); the user-level policy is anchored
@@ -199,13 +207,20 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
                 f"no trust policy found (looked in {files.looked_in()}): nothing verified")
             return ()
         report = await _callerfs.run_as(
-            caller, functools.partial(trust.verify_tree, workdir, policy),
+            caller, functools.partial(trust.verify_tree, workdir, policy,
+                                      home=view.home if view is not None else None),
             timeout=SCAN_TIMEOUT, what=f"the trust scan of {workdir}")
     except _callerfs.CallerFileError as exc:
         raise trust.TrustPolicyError(f"cannot verify instruction files: {exc.message}",
                                      hint=exc.hint) from None
     prepared.trust_warnings.extend(report.warnings)
+    pinned = []
     for entry in report.entries:
+        if entry.verified is not None and entry.real_path is not None:
+            if not entry.listed or (view is not None and shown_in_view(entry.real_path, view)):
+                pinned.append(entry)
+            else:
+                prepared.trust_warnings.append(f"{entry.path}: {UNPINNED}")
         prepared.trust.append(TrustOutcome(
             path=entry.path, outcome=entry.status, reason=entry.reason or "",
             sha256=entry.verified.sha256 if entry.verified is not None else ""))
@@ -215,8 +230,8 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
     # one (or its link's target rewritten) at the next launch.
     policy_files = (trust.POLICY_FILE_NAME, trust.POLICY_FILE_NAME + ".bundle")
     names = [*(os.path.join(workdir, name) for name in policy_files),
-             *(os.path.join(workdir, entry.path) for entry in report.entries
-               if entry.verified is not None)]
+             *(os.path.join(workdir, entry.path) for entry in pinned)]
+    grants = view.grants if view is not None else ()
     links = await _callerfs.run_as(
         caller, lambda: [link for name in names for link in writable_links(name, grants)],
         timeout=_callerfs.DEFAULT_TIMEOUT, what="the verified files' names")
@@ -227,7 +242,8 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
             "it at other text",
             hint="replace the link by the file itself, or keep the link where the session "
                  "cannot write")
-    return tuple((path, verified.data) for path, verified in report.pins())
+    return tuple((entry.real_path, entry.verified.data) for entry in pinned
+                 if entry.real_path is not None and entry.verified is not None)
 
 
 async def _read_tls_files(loaded: Sequence[Any], caller: Caller | None) -> dict[str, bytes]:
@@ -273,7 +289,7 @@ async def prepare(
 
     if not trust_override:
         pins = pins + await _verify_instruction_files(
-            request.cwd, user_config_dir, caller, prepared, policy.grants, trust_files)
+            request.cwd, user_config_dir, caller, prepared, policy, trust_files)
     else:
         prepared.trust_warnings.append("trust verification skipped (--trust-override)")
 

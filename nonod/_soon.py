@@ -9,17 +9,23 @@ work has run to its end (a descriptor it uses stays valid until then).
 
 The threads count against trio's default thread limiter, as ``to_thread.run_sync``'s do:
 when it is full, the work starts when it is first awaited instead (after a token is free).
+
+:meth:`Started.pair`: two works in two threads, with one thread woken from the event loop
+(the first's thread starts the second's). Waking a worker costs the loop more than the work
+it hands over on a busy host: it holds the GIL while the kernel switches to the woken
+thread, which finds the GIL taken and switches back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar, final
+from typing import Any, Generic, TypeVar, final
 
 import outcome
 import trio
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 @final
@@ -27,20 +33,55 @@ class Started(Generic[T]):
     """``fn()`` running in a worker thread from construction on (from the event loop), or
     from the first wait when trio's default thread limiter has no token free."""
 
-    def __init__(self, fn: Callable[[], T], *, name: str = "nonod worker") -> None:
+    def __init__(self, fn: Callable[[], T], *, name: str = "nonod worker",
+                 start: bool = True) -> None:
         self._fn = fn
         self._name = name
         self._limiter = trio.to_thread.current_default_thread_limiter()
         self._done = trio.Event()
         self._result: outcome.Outcome[T] | None = None
         self._running = False
+        #: Holds a thread token, not started yet (``start=False``: ``pair`` starts it).
+        self._held = False
         try:
             self._limiter.acquire_on_behalf_of_nowait(self)
         except trio.WouldBlock:
             return  # as many worker threads as trio allows are busy: at the first wait
-        self._start()
+        self._held = True
+        if start:
+            self._start()
 
-    def _start(self) -> None:
+    @staticmethod
+    def pair(first: Callable[[], T], second: Callable[[], U], *,
+             names: tuple[str, str] = ("nonod worker", "nonod worker")
+             ) -> tuple[Started[T], Started[U]]:
+        """``first`` and ``second``, each in a worker thread of its own from now on, as two
+        ``Started`` would run them, but with one thread woken from the event loop: the
+        first's thread starts the second's, then runs ``first``. (Without a thread token for
+        both, each that has one starts as it would alone.)"""
+        one = Started(first, name=names[0], start=False)
+        two = Started(second, name=names[1], start=False)
+        if not (one._held and two._held):
+            for each in (one, two):
+                if each._held:
+                    each._start()
+            return one, two
+        fn2, deliver2 = two._job()
+        fn1, deliver1 = one._job()
+
+        def both() -> T:  # in the first's worker thread
+            try:
+                trio.lowlevel.start_thread_soon(fn2, deliver2, name=names[1])
+            except BaseException as exc:  # noqa: BLE001 - no thread: the second's wait raises it
+                deliver2(outcome.Error(exc))
+            return fn1()
+
+        trio.lowlevel.start_thread_soon(both, deliver1, name=names[0])
+        return one, two
+
+    def _job(self) -> tuple[Callable[[], T], Callable[[outcome.Outcome[T]], Any]]:
+        """What its worker thread runs, and how that delivers (on the event loop: this takes
+        the loop's token); it counts as running from now on."""
         token = trio.lowlevel.current_trio_token()
 
         def finished() -> None:  # back on the event loop
@@ -52,13 +93,19 @@ class Started(Generic[T]):
             token.run_sync_soon(finished)
 
         self._running = True
-        trio.lowlevel.start_thread_soon(self._fn, deliver, name=self._name)
+        self._held = False
+        return self._fn, deliver
+
+    def _start(self) -> None:
+        fn, deliver = self._job()
+        trio.lowlevel.start_thread_soon(fn, deliver, name=self._name)
 
     async def result(self) -> T:
         """What ``fn`` returned (it raised: that, again at each call)."""
         with trio.CancelScope(shield=True):
             if not self._running:
-                await self._limiter.acquire_on_behalf_of(self)
+                if not self._held:
+                    await self._limiter.acquire_on_behalf_of(self)
                 self._start()
             await self._done.wait()
         result = self._result

@@ -50,7 +50,11 @@ def claim_state_dir(path: Path) -> Path:
         # Again, now that it exists, following nothing: a link raced in is refused here.
         if _resolve(real, path) != real:
             raise StateDirError(f"the state directory {path} changed while it was claimed")
-        for directory in real.parents:
+        # Every directory above again, now that all exist: one missing above was made by
+        # another user between the look and the mkdir (in a sticky /tmp), or by us. From the
+        # top down, none a link: one checked is root's or ours, so no one else can change
+        # it, and the next is looked up through it.
+        for directory in reversed(real.parents):
             _check_owner(directory, path, last=False)
         fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
@@ -105,9 +109,16 @@ def _resolve(path: Path, given: Path) -> Path:
 
 
 def _check_owner(directory: Path, path: Path, *, last: bool, owner: int | None = None) -> None:
-    """The state directory ``last`` must be ours; a directory above it ours or root's."""
+    """The state directory ``last`` must be ours; a directory above it ours or root's, and
+    a directory, not a link (the path was resolved: a link is one put there since).
+    ``owner``: the state directory's, from its open descriptor."""
     if owner is None:
-        owner = os.stat(directory).st_uid
+        st = os.lstat(directory)
+        if not stat.S_ISDIR(st.st_mode):
+            raise StateDirError(f"{directory} changed while the daemon made its state "
+                                f"directory {path} (it is no longer a directory); refusing "
+                                "to use it")
+        owner = st.st_uid
     me = os.geteuid()
     if owner == me or (owner == 0 and not last):
         return

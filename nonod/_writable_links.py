@@ -17,7 +17,7 @@ from .policy import Grant
 
 #: Granted as such, these are the session's own tmpfs, never the host's directory
 #: (``nonod.sandbox._mounts.PRIVATE_TMP``).
-_PRIVATE: frozenset[str] = frozenset({"/tmp", "/var/tmp", "/dev/shm"})
+PRIVATE_TMPS: frozenset[str] = frozenset({"/tmp", "/var/tmp", "/dev/shm"})
 
 
 def writable_links(path: str, grants: Sequence[Grant]) -> list[str]:
@@ -30,14 +30,14 @@ def writable_links(path: str, grants: Sequence[Grant]) -> list[str]:
         if not os.path.islink(part):
             continue
         home = os.path.realpath(os.path.dirname(part))
-        if any(g.access.writes and not g.is_file and g.path not in _PRIVATE
-               and _inside(home, g.path) for g in grants):
+        if any(g.access.writes and not g.is_file and g.path not in PRIVATE_TMPS
+               and inside(home, g.path) for g in grants):
             found.append(part)
     return found
 
 
-def _inside(path: str, parent: str) -> bool:
+def inside(path: str, parent: str) -> bool:
     return path == parent or parent == "/" or path.startswith(parent.rstrip("/") + "/")
 
 
-__all__ = ["writable_links"]
+__all__ = ["PRIVATE_TMPS", "inside", "writable_links"]

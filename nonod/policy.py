@@ -240,6 +240,27 @@ class ResolvedPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # Files the session may read but never change wherever its grants would let it: the
     # profile file the launch named (a session that rewrote it chose the next one's policy).
     protected_files: tuple[str, ...] = ()
+    # The symbolic links resolution followed to a denied path (``~/.aws -> dotfiles/aws``),
+    # at their real place: where one lies in a writable directory grant the session cannot
+    # remove or rename it (``_mounts.LINK_ANCHOR``), or the next launch's denial would name
+    # nothing and what the link led to would be readable. Resolution refuses such a link in
+    # its own writable grants; a learn run adds the whole tree's after resolution.
+    denial_links: tuple[str, ...] = ()
+    # The XDG base directories the caller's environment moved from their places under the
+    # home (``XDG_CONFIG_HOME=~/cfg``): (the default place relative to the home, ".config",
+    # ".local/share" or ".local/state"; where it is, canonical). The persistence names under
+    # the default place (``.config/git``...) are kept at the moved place too: the host's
+    # programs, started with the same environment, read them there.
+    xdg_homes: tuple[tuple[str, str], ...] = ()
+    # For a root caller: the home directories of the host's other accounts (the password
+    # database, canonical). Root may write them all, so their start-up files are kept, as
+    # the caller's are, wherever a writable directory grant holds them (a root session with
+    # ``/home`` writable wrote another user's ``.bashrc``, run at that user's next login).
+    other_homes: tuple[str, ...] = ()
+    # The caller's global git configuration where its environment moved it
+    # (``GIT_CONFIG_GLOBAL``, ``$XDG_CONFIG_HOME/git/config``): its ``core.hooksPath`` and
+    # includes are kept as ``~/.gitconfig``'s are (``_mounts._hook_dirs``).
+    git_configs: tuple[str, ...] = ()
     # Processes and threads the session may have at once (RLIMIT_NPROC, counted in the
     # session's own user namespace); 0: no cap.
     max_processes: int = DEFAULT_MAX_PROCESSES

@@ -109,6 +109,17 @@ def env_entry_fits(name: str, value: str) -> bool:
         value.encode("utf-8", "surrogateescape")) + 2 <= MAX_ARG_STRLEN
 
 
+def _check_env(env: dict[str, str]) -> None:
+    for key, value in env.items():
+        _check_text("env", key)
+        _check_text("env", value)
+        if not key or "=" in key:
+            raise ValueError(f"env name {key!r} is not a variable name")
+        if not env_entry_fits(key, value):
+            raise ValueError(f"env {key} is longer than the kernel takes ({MAX_ARG_STRLEN} "
+                             "bytes with its name)")
+
+
 def _check_abs(where: str, value: str) -> None:
     _check_text(where, value)
     if not value.startswith("/"):
@@ -338,14 +349,7 @@ class Launch(Request, frozen=True, kw_only=True, tag="launch"):
                                  f"({MAX_ARG_STRLEN} bytes)")
         if self.argv and not self.argv[0]:
             raise ValueError("argv[0] is empty")
-        for key, value in self.env.items():
-            _check_text("env", key)
-            _check_text("env", value)
-            if not key or "=" in key:
-                raise ValueError(f"env name {key!r} is not a variable name")
-            if not env_entry_fits(key, value):
-                raise ValueError(f"env {key} is longer than the kernel takes ({MAX_ARG_STRLEN} "
-                                 "bytes with its name)")
+        _check_env(self.env)
         if self.profile is not None:
             _check_text("profile", self.profile)
 
@@ -441,8 +445,17 @@ class AuditFollow(Request, frozen=True, kw_only=True, tag="audit_follow"):
             raise ValueError("follow=false only makes sense with from_start")
 
 
-class ProfileList(Request, frozen=True, kw_only=True, tag="profile_list"):
-    pass
+#: The client's environment, as a launch carries it: the profile requests look a profile up,
+#: and resolve it, where the launch would (``XDG_CONFIG_HOME``, a user daemon's ``HOME``...).
+#: Empty (an older client): the defaults, which may not be the launch's.
+ProfileEnv = dict[ShortText, ArgText]
+
+
+class ProfileList(Request, frozen=True, kw_only=True, tag="profile_list", omit_defaults=True):
+    env: ProfileEnv = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_env(self.env)
 
 
 class ProfileShow(Request, frozen=True, kw_only=True, tag="profile_show"):
@@ -450,17 +463,21 @@ class ProfileShow(Request, frozen=True, kw_only=True, tag="profile_show"):
     resolved: bool = False
     cwd: PathText = "/"
     options: LaunchOptions = LaunchOptions()
+    env: ProfileEnv = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_abs("cwd", self.cwd)
         _check_text("profile", self.profile)
+        _check_env(self.env)
 
 
 class ProfileValidate(Request, frozen=True, kw_only=True, tag="profile_validate"):
     profile: ShortText
+    env: ProfileEnv = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_text("profile", self.profile)
+        _check_env(self.env)
 
 
 #: A credential name, as the keychain accepts it (the daemon checks it precisely).

@@ -233,7 +233,10 @@ class Chain:
         if self.seq >= MAX_SEQ:
             raise OverflowError("audit chain sequence exhausted")
         encode = self._encoder.encode
-        body = encode(event)
+        try:
+            body = encode(event)
+        except UnicodeEncodeError:  # a text field holds a lone surrogate: see _printable
+            body = encode(_printable(msgspec.to_builtins(event)))
         seq = self.seq + 1
         prev = self.head
         digest = entry_hash(self.tag, prev, seq, ts, body)
@@ -243,3 +246,17 @@ class Chain:
         self.head = digest
         self.merkle.add(digest)
         return Appended(seq, ts, prev, digest, line, prev_hex, hash_hex)
+
+
+def _printable(value: object) -> object:
+    """``value`` (an event as builtins) with each character JSON cannot hold (a lone
+    surrogate: bytes that were not UTF-8, kept by ``surrogateescape``) written as
+    ``\\udcXX`` text: such an event is recorded, never refused (before, its write raised,
+    and where that was the kernel's denial reader, the daemon ended)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {key: _printable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_printable(item) for item in value]
+    return value

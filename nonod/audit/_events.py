@@ -301,7 +301,11 @@ class FsDenied(_Event, frozen=True, kw_only=True, tag="fs_denied"):
     refused it). ``pid`` is the host pid. For a refused creation the kernel names only the
     directory, so ``path`` is that directory. A non-zero ``suppressed`` makes this a summary:
     that many denials were not recorded one by one (rate limit); the path and operation are
-    those of the last of them.
+    those of the last of them. A non-zero ``lost`` (path and operation empty, at the
+    session's end) says that some of this session's denials may be missing, uncounted: the
+    daemon's reader of the kernel's records was overrun while the session was watched (a
+    flood of refused calls, maybe another session's: the kernel dropped records then), or
+    the flush at its end did not come back in time; ``lost`` counts such times.
     """
 
     path: str
@@ -310,6 +314,7 @@ class FsDenied(_Event, frozen=True, kw_only=True, tag="fs_denied"):
     errno: str | None = None
     mechanism: str = ""
     suppressed: int = 0
+    lost: int = 0
 
 
 class ViewGuarded(_Event, frozen=True, kw_only=True, tag="view_guard"):

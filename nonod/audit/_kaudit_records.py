@@ -111,6 +111,16 @@ def untangle(value: str) -> str | None:
         return value
 
 
+def readable(name: str) -> str:
+    """``name`` (from :func:`untangle`) as a record may hold it: bytes that are not UTF-8
+    (a program may name its files so) as ``\\xNN`` text. Their surrogates cannot be
+    encoded as JSON: before, one such name ended the daemon's reader, and the daemon. A
+    backslash of the name is written ``\\x5c``, so that ``\\xNN`` always stands for one
+    byte (before, a file named with the four characters ``\\xff`` read as the byte)."""
+    escaped = name.replace("\\", "\\x5c")
+    return escaped.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True, slots=True)
 class Denial:
     """One refused call of a tagged process, as the kernel reported it."""
@@ -281,6 +291,6 @@ class RateLimiter:
 
 
 def to_event(denial: Denial, *, suppressed: int = 0) -> FsDenied:
-    return FsDenied(path=denial.path, operation=denial.operation, pid=denial.pid,
+    return FsDenied(path=readable(denial.path), operation=denial.operation, pid=denial.pid,
                     errno=denial.errno, suppressed=suppressed,
                     mechanism=MECHANISM + ("+landlock" if denial.landlock else ""))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as _errno
+import functools
 import os
 import secrets
 import socket
@@ -37,6 +38,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final, Literal, final
 
+import outcome
 import structlog
 import trio
 
@@ -79,6 +81,10 @@ class Watch:
         self._sink = sink
         self._limiter = limiter
         self.delivered = 0
+        #: Times records of this session may have been missed: an overrun of the reader while
+        #: it was watched (the kernel dropped records, whose unknown), or the flush marker
+        #: at its end not back in time.
+        self.lost = 0
 
     def deliver(self, denial: Denial) -> None:
         record, owed, last = self._limiter.admit(denial)
@@ -95,15 +101,8 @@ class Watch:
         owed, last = self._limiter.take_suppressed()
         if owed and last is not None:
             self._sink(to_event(last, suppressed=owed))
-
-
-@final
-class _Flush:
-    """One flush marker, and whether it came back (``FsDeniedMonitor._flushed``)."""
-
-    def __init__(self) -> None:
-        self.flushed = False
-        self.done = trio.Event()
+        if self.lost:  # the session's record says that some of its denials may be missing
+            self._sink(FsDenied(path="", operation="", mechanism=MECHANISM, lost=self.lost))
 
 
 @final
@@ -125,8 +124,6 @@ class FsDeniedMonitor:
         self._audit: KernelAudit | None = None
         # One request at a time on the audit socket, from a thread: see ``release``.
         self._requests = trio.CapacityLimiter(1)
-        #: The flush marker the next ``release`` calls wait for, until it goes out.
-        self._next_flush: _Flush | None = None
 
     @property
     def active(self) -> bool:
@@ -152,73 +149,91 @@ class FsDeniedMonitor:
     def release_started(self, watch: Watch, *, timeout: float = 2.0
                         ) -> Callable[[], Awaitable[bool]]:
         """:meth:`release` as a wait the caller awaits once (always: it stops the delivery).
-        The marker goes out when it is awaited, from a worker thread (see there), never from
-        here on the event loop."""
+        The marker goes out now, from a worker thread (see there), never from the event
+        loop: the kernel's round trip overlaps whatever the caller does before it waits (a
+        session's end reads its usage meanwhile). When the one request thread is busy (the
+        previous marker is still in the kernel) it goes out when the wait is awaited."""
+        audit = self._audit
+        if audit is None:
+            async def finish() -> bool:
+                self._stop(watch)
+                return True
+
+            return finish
+        nonce = secrets.token_hex(8)
+        arrived = self._markers[nonce] = trio.Event()
+        refused: list[BaseException] = []
+        sent = self._send_marker_now(audit, nonce, arrived, refused)
 
         async def wait() -> bool:
-            flushed = self._audit is None
+            flushed = False
             try:
-                if self._audit is not None:
-                    flushed = await self._flushed(timeout)
+                with trio.move_on_after(timeout):
+                    if not sent:
+                        try:
+                            # Sent from a thread: while the kernel's audit backlog is full
+                            # (a session looping on refused calls fills it) the kernel makes
+                            # every sender of an audit request sleep, uninterruptibly, until
+                            # it drains: that must stall this session's end, not the
+                            # daemon's event loop.
+                            await trio.to_thread.run_sync(
+                                audit.user_message, f"nonod-flush={nonce}",
+                                limiter=self._requests, abandon_on_cancel=True)
+                        except OSError as exc:
+                            refused.append(exc)
+                    if not refused:
+                        await arrived.wait()
+                if refused:
+                    if not isinstance(refused[0], OSError):
+                        raise refused[0]
+                    log.warning("fs_denied: flush marker refused", errno=refused[0].errno)
+                else:
+                    flushed = arrived.is_set()
+                    if not flushed:
+                        log.warning("fs_denied: flush marker did not come back",
+                                    timeout=timeout)
             finally:
-                self._watches.pop(watch.ses, None)
-                watch.finish()
+                self._markers.pop(nonce, None)
+                if not flushed:  # denials still queued in the kernel are not read now
+                    watch.lost += 1
+                self._stop(watch)
             return flushed
 
         return wait
 
-    async def _flushed(self, timeout: float) -> bool:
-        """Whether every record the kernel queued before this call has been read (a marker
-        sent after the call came back) within ``timeout``.
-
-        One marker serves every call made before it goes out: the calls that come while a
-        marker is being sent wait for the next one together. Each session's end makes such a
-        call, and one user's hundreds of sessions ending at once used to put as many markers,
-        one at a time, ahead of another user's end (300 waits of up to 0.3 s)."""
-        batch = self._next_flush
-        if batch is not None:
-            with trio.move_on_after(timeout):
-                await batch.done.wait()
-            return batch.flushed
-        batch = self._next_flush = _Flush()
+    def _send_marker_now(self, audit: KernelAudit, nonce: str, arrived: trio.Event,
+                         refused: list[BaseException]) -> bool:
+        """Hand the flush marker ``nonce`` to a worker thread now, if the one request thread
+        is free (False: it is not; nothing was sent). What the send raised is put in
+        ``refused`` and ends the wait (``arrived`` set). The thread may outlive the wait (a
+        full backlog, the timeout): it holds the request token until the kernel takes the
+        message, as ``to_thread.run_sync(abandon_on_cancel=True)`` with the same limiter
+        would."""
         try:
-            if self._audit is not None:
-                batch.flushed = await self._send_marker(self._audit, batch, timeout)
-        finally:
-            if self._next_flush is batch:
-                self._next_flush = None
-            batch.done.set()
-        return batch.flushed
-
-    async def _send_marker(self, audit: KernelAudit, batch: _Flush, timeout: float) -> bool:
-        nonce = secrets.token_hex(8)
-        arrived = self._markers[nonce] = trio.Event()
-
-        def went_out() -> None:  # on the loop, just before the send: later calls wait
-            if self._next_flush is batch:  # for the next marker
-                self._next_flush = None
-
-        def send() -> None:
-            trio.from_thread.run_sync(went_out)
-            audit.user_message(f"nonod-flush={nonce}")
-
-        try:
-            with trio.move_on_after(timeout):
-                # Sent from a thread: while the kernel's audit backlog is full (a session
-                # looping on refused calls fills it) the kernel makes every sender of an
-                # audit request sleep, uninterruptibly, until it drains: that must stall
-                # the sessions' ends, not the daemon's event loop.
-                await trio.to_thread.run_sync(send, limiter=self._requests,
-                                              abandon_on_cancel=True)
-                await arrived.wait()
-            if not arrived.is_set():
-                log.warning("fs_denied: flush marker did not come back", timeout=timeout)
-            return arrived.is_set()
-        except OSError as exc:
-            log.warning("fs_denied: flush marker refused", errno=exc.errno)
+            self._requests.acquire_on_behalf_of_nowait(arrived)
+        except trio.WouldBlock:
             return False
-        finally:
-            self._markers.pop(nonce, None)
+        token = trio.lowlevel.current_trio_token()
+
+        def finished(result: outcome.Outcome[None]) -> None:  # back on the event loop
+            self._requests.release_on_behalf_of(arrived)
+            if isinstance(result, outcome.Error):
+                refused.append(result.error)
+                arrived.set()
+
+        def deliver(result: outcome.Outcome[None]) -> None:  # in the worker thread
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(finished, result)
+
+        trio.lowlevel.start_thread_soon(
+            functools.partial(audit.user_message, f"nonod-flush={nonce}"), deliver,
+            name="nonod fs_denied flush")
+        return True
+
+    def _stop(self, watch: Watch) -> None:
+        """Stop delivering to ``watch`` (what its rate limit suppressed is reported first)."""
+        self._watches.pop(watch.ses, None)
+        watch.finish()
 
     def _counted(self, ses: int) -> bool:
         """Whether a call of audit session ``ses`` was counted as dropped (its session over
@@ -234,13 +249,17 @@ class FsDeniedMonitor:
                 if f"nonod-flush={nonce}" in text:
                     event.set()
             return
-        denial = self._assembler.feed(kind, text)
-        if denial is not None:
+        try:
+            denial = self._assembler.feed(kind, text)
+            if denial is None:
+                return
             w = self._watches.get(denial.ses)
-            if w is not None:
-                w.deliver(denial)
-            else:
+            if w is None:
                 self._keep_early(denial)
+            else:
+                w.deliver(denial)
+        except Exception:  # one record never ends the reader, nor with it the daemon
+            log.exception("fs_denied: a kernel record could not be handled", kind=kind)
 
     def _keep_early(self, denial: Denial) -> None:
         early = self._early.get(denial.ses)
@@ -268,8 +287,12 @@ class FsDeniedMonitor:
                     if exc.errno != _errno.ENOBUFS:
                         raise
                     # A flood outran us: some records are lost (suppressed counts become
-                    # lower bounds). Said at most every DROP_WARN_INTERVAL seconds.
+                    # lower bounds), of any session watched now (the flood's or another's):
+                    # each one's audit says so at its end. Logged at most every
+                    # DROP_WARN_INTERVAL seconds.
                     overruns += 1
+                    for watch in self._watches.values():
+                        watch.lost += 1
                     if time.monotonic() - warned >= DROP_WARN_INTERVAL:
                         warned = time.monotonic()
                         log.warning("fs_denied: audit records were dropped (reader too slow)",

@@ -116,6 +116,9 @@ def summarize(event: Entry) -> str:
         case CredentialInjected():
             into = f" into {event.into}" if event.into else ""
             return f"{event.credential} ({event.source}) for route {event.route}{into}"
+        case FsDenied(lost=lost) if lost:
+            return (f"some denials may be missing ({lost}x: the kernel dropped records in a "
+                    f"flood of refused calls, or they were not read by the session's end)")
         case FsDenied():
             extra = [x for x in (f"pid {event.pid}" if event.pid is not None else "",
                                  event.errno or "", event.mechanism) if x]

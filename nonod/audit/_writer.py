@@ -644,13 +644,17 @@ class AuditWriter:
         self._catch_up()
         self._pending = 0
         self._last_fsync_at = trio.current_time()
-        jobs = []
+        jobs: list[Started[None]] = []
         directory = self.path.parent if self._dir_unsynced else None
         self._dir_unsynced = False
+        file_sync = self._fsync_blocking()
+        name = f"audit fsync {self.session}"
         if directory is not None or beside is not None:  # beside the file's fsync
-            jobs.append(Started(functools.partial(_dir_then, directory, beside),
-                                name=f"audit directory fsync {self.session}"))
-        jobs.append(Started(self._fsync_blocking(), name=f"audit fsync {self.session}"))
+            # One thread woken from the event loop; the file's starts the directory's.
+            jobs.extend(Started.pair(file_sync, functools.partial(_dir_then, directory, beside),
+                                     names=(name, f"audit directory fsync {self.session}")))
+        else:
+            jobs.append(Started(file_sync, name=name))
         settled: list[AuditWriteError | None] = []
 
         async def wait() -> None:

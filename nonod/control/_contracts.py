@@ -31,7 +31,9 @@ class PolicySource(Protocol):
         identity to read the caller's files with (None: the daemon's own)."""
         ...
 
-    async def list_profiles(self, caller: sessions.Caller) -> tuple[p.ProfileEntry, ...]: ...
+    async def list_profiles(
+        self, request: p.ProfileList, caller: sessions.Caller
+    ) -> tuple[p.ProfileEntry, ...]: ...
 
     async def show_profile(
         self, request: p.ProfileShow, caller: sessions.Caller

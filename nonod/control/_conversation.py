@@ -230,7 +230,7 @@ class Conversation:
             case p.AuditFollow():
                 await self._audit_follow(request)
             case p.ProfileList():
-                profiles = await self._server.policies.list_profiles(self.caller)
+                profiles = await self._server.policies.list_profiles(request, self.caller)
                 await self.send(p.Profiles(profiles=profiles))
             case p.ProfileShow():
                 shown = await self._server.policies.show_profile(request, self.caller)

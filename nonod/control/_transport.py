@@ -1,6 +1,7 @@
 """The byte stream under the WebSocket: a Unix socket read with ``recvmsg`` so that the
-descriptors a client passes (``SCM_RIGHTS``, a launch's stdio) are kept, and the check that
-passed descriptors may be a session's stdio."""
+descriptors a client passes (``SCM_RIGHTS``, a launch's stdio) are kept, the pace of the
+small frames a client may send (:class:`FramePace`), and the check that passed descriptors
+may be a session's stdio."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import array
 import contextlib
 import errno
 import os
+import re
 import socket
 import stat
 from typing import Final, final
@@ -20,6 +22,99 @@ from ._limits import OverBudget, ReceiveBudget
 
 #: The longest header of a masked client frame (RFC 6455 5.2).
 _FRAME_HEADER: Final = 14
+#: Small frames that are not a whole message (a fragment, a ping, a pong) one connection may
+#: send at once, and per second after that. Each costs the event loop about as much as a
+#: whole request's framing (wsproto's and trio-websocket's work per frame, some 10-20 us);
+#: nonod's clients send a message as one frame and a pong per keepalive ping.
+SMALL_FRAMES_BURST: Final = 64
+SMALL_FRAMES_PER_SECOND: Final = 64.0
+#: A frame with at least this much payload is not small: its bytes cost more than its frame.
+SMALL_FRAME: Final = 1024
+#: The end of the opening handshake's HTTP head, after which frames begin: where h11 (under
+#: wsproto's handshake) ends it, a bare line feed's blank line too (before, only \r\n\r\n
+#: was looked for, and a head ended with \n\n left every frame after it unpaced).
+_HEAD_END: Final = re.compile(b"\n\r?\n")
+#: Bytes of a read kept for the next, where the head's end may begin (the longest end, less one).
+_HEAD_END_KEPT: Final = 2
+_MAX_HEAD: Final = 64 * 1024
+
+
+class TooManyFrames(Exception):
+    """A client sent small frames faster than :data:`SMALL_FRAMES_PER_SECOND`."""
+
+
+@final
+class FramePace:
+    """Follows the client's frames through the bytes read (the HTTP head of the handshake
+    first), and charges each small frame that is not a whole message against a token bucket.
+
+    A message cut into one-byte fragments (or a stream of empty ones, which never reach
+    ``max_message_bytes``), or a flood of pings or pongs, made the daemon's event loop parse
+    some 50,000 frames a second per connection: four such connections made another client's
+    request take 0.3 s instead of 1 ms. Such a connection is now broken at once.
+    """
+
+    def __init__(self) -> None:
+        self._in_head = True  # still in the handshake's HTTP head
+        self._head = b""  # its last bytes, in case its end is split across reads
+        self._header = b""  # a frame header split across reads
+        self._skip = 0  # payload bytes of the current frame still to come
+        self._tokens = float(SMALL_FRAMES_BURST)
+        self._at = 0.0
+
+    def feed(self, data: bytes, now: float) -> None:
+        """Account for ``data``, the next bytes read; raise :class:`TooManyFrames`."""
+        view = memoryview(data)
+        if self._in_head:
+            seen = self._head + bytes(view[: _MAX_HEAD])
+            end = _HEAD_END.search(seen)
+            if end is None:
+                self._head = seen[-_HEAD_END_KEPT:]
+                return  # the handshake's own reader bounds the head
+            self._in_head = False
+            view = view[end.end() - len(self._head):]
+            self._head = b""
+        while view:
+            if self._skip:
+                taken = min(self._skip, len(view))
+                self._skip -= taken
+                view = view[taken:]
+                continue
+            need = self._header_size(self._header + bytes(view[:14]))
+            if need is None or len(self._header) + len(view) < need:
+                self._header += bytes(view)
+                return
+            header = self._header + bytes(view[: need - len(self._header)])
+            view = view[need - len(self._header):]
+            self._header = b""
+            self._frame(header, now)
+
+    @staticmethod
+    def _header_size(start: bytes) -> int | None:
+        if len(start) < 2:
+            return None
+        size = start[1] & 0x7F
+        extra = 2 if size == 126 else 8 if size == 127 else 0
+        return 2 + extra + (4 if start[1] & 0x80 else 0)
+
+    def _frame(self, header: bytes, now: float) -> None:
+        size = header[1] & 0x7F
+        if size == 126:
+            size = int.from_bytes(header[2:4], "big")
+        elif size == 127:
+            size = int.from_bytes(header[2:10], "big")
+        self._skip = size
+        whole = header[0] & 0x80 and header[0] & 0x0F in (0x1, 0x2)
+        if whole or size >= SMALL_FRAME:
+            return
+        self._tokens = min(float(SMALL_FRAMES_BURST),
+                           self._tokens + (now - self._at) * SMALL_FRAMES_PER_SECOND)
+        self._at = now
+        if self._tokens < 1:
+            raise TooManyFrames(
+                f"more than {SMALL_FRAMES_PER_SECOND:.0f} small frames a second that are not "
+                "a whole message (fragments, pings, pongs)")
+        self._tokens -= 1
 
 _ANCILLARY_SPACE: Final = socket.CMSG_SPACE(p.PASSED_FDS * array.array("i").itemsize)
 
@@ -48,6 +143,7 @@ class UnixConnection(trio.abc.HalfCloseableStream):
         self._budget = budget
         self._uid = uid
         self._unread = 0  # bytes read and charged, not yet consumed
+        self._pace = FramePace()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)
@@ -95,6 +191,13 @@ class UnixConnection(trio.abc.HalfCloseableStream):
             raise trio.BrokenResourceError("peer sent an oversized control message")
         if not data:
             self.peer_gone.set()
+            return data
+        try:
+            self._pace.feed(data, trio.current_time())
+        except TooManyFrames as exc:
+            self.discard_fds()
+            self.peer_gone.set()
+            raise trio.BrokenResourceError(str(exc)) from None
         return data
 
     def took(self, message: str | bytes) -> None:

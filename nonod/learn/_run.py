@@ -185,10 +185,13 @@ def recording_policy(
     """
     # The working directory named as well: the whole host is visible here anyway, so a
     # learn run from $HOME or / is not the broad grant resolution refuses.
+    # A root caller's: read-only, and named to resolution so that the always-on deny groups
+    # are placed in them too (another user's ~/.ssh was readable to a root learn run).
+    homes = others_homes(ctx.uid, ctx.home)
     base = resolve(_profile({"workdir": {"access": "readwrite"}}), ctx,
-                   overrides=CliOverrides(allow=(ctx.workdir,)))
+                   overrides=CliOverrides(allow=(ctx.workdir,), read=homes))
     grants = [g for g in base.grants if not any(_under(g.path, p) for p in _PROVIDED)]
-    grants.extend(_whole_tree(kept=(*RUNS_LATER, *others_homes(ctx.uid, ctx.home))))
+    grants.extend(_whole_tree(kept=(*RUNS_LATER, *homes)))
     grants.append(Grant(path="/var/tmp", access=Access.READWRITE, source="learn"))
     grants.append(Grant(path=os.path.realpath(trace_dir), access=Access.READWRITE,
                         source="learn"))
@@ -204,6 +207,17 @@ def recording_policy(
         network=NetworkPolicy(restricted=True),
         groups=base.groups,
         notes=base.notes,
+        denial_links=base.denial_links,  # in the whole tree's writable grants: kept in place
+        # What the resolution found of the caller's home and environment, for the view's
+        # protections as in any session: the home, the caches (copy-on-write) and start-up
+        # files (read-only) the caller's variables moved.
+        home=base.home,
+        cache_home=base.cache_home,
+        cache_links=base.cache_links,
+        cache_dirs=base.cache_dirs,
+        xdg_homes=base.xdg_homes,
+        protected_files=base.protected_files,
+        git_configs=base.git_configs,
     )
 
 

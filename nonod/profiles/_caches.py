@@ -39,7 +39,8 @@ MOVED: Final = {
     "NUGET_PACKAGES": ("",),
     "PUB_CACHE": ("",),
     "CONDA_PKGS_DIRS": ("",),  # a comma-separated list
-    "XDG_DATA_HOME": ("uv", "pnpm"),  # uv's Pythons and tools, pnpm's store
+    "PIPX_HOME": ("",),  # the tools' virtual environments (what ~/.local/bin links to)
+    "XDG_DATA_HOME": ("uv", "pnpm", "pipx"),  # uv's Pythons and tools, pnpm's store, pipx's
 }
 
 

@@ -42,6 +42,9 @@ _XDG_DEFAULTS: Final = (
     ("XDG_STATE_HOME", ".local/state"),
     ("XDG_CACHE_HOME", ".cache"),
 )
+# The ones whose defaults hold start-up files (``_mounts.HOME_RC_FILES``): the cache home
+# has copy-on-write of its own (``ResolvedPolicy.cache_home``).
+MOVED_HOMES: Final = _XDG_DEFAULTS[:3]
 _XDG_KEYS: Final = frozenset({key for key, _ in _XDG_DEFAULTS} | {"XDG_RUNTIME_DIR"})
 
 _REFERENCE = re.compile(r"\$(?:\{(?P<braced>[^}]*)\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")

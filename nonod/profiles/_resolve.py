@@ -23,6 +23,7 @@ comes from the :class:`ResolveContext`, never from ``os.environ``.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from collections.abc import Iterable, Sequence
@@ -71,6 +72,8 @@ from ._schema import (
     When,
     endpoint_allow_list,
 )
+from ._secrets_moved import moved_secrets
+from ._startup import moved_startup_files
 from ._toolprofile import resolve_tools
 
 
@@ -167,6 +170,32 @@ def resolve(
     return resolver.run()
 
 
+# Where system accounts' homes are placeholders (``/usr/sbin``, ``/dev``, ``/run/sshd``),
+# never a person's or a service's files: not other accounts' homes for a root caller.
+_PLACEHOLDER_TREES: Final = frozenset({"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
+                                       "/libx32", "/dev", "/proc", "/sys", "/run", "/boot",
+                                       "/etc"})
+
+
+_accounts: tuple[tuple[int, int, int], tuple[str, ...]] | None = None
+
+
+def _account_homes() -> tuple[str, ...]:
+    """The absolute home directories of the password database, read again when
+    ``/etc/passwd`` changes (``getpwall`` costs as much as the rest of a resolution)."""
+    global _accounts
+    import pwd  # only a root caller needs the account list
+
+    try:
+        st = os.stat("/etc/passwd")
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (0, 0, 0)
+    if _accounts is None or _accounts[0] != key:
+        _accounts = (key, tuple(a.pw_dir for a in pwd.getpwall() if a.pw_dir.startswith("/")))
+    return _accounts[1]
+
+
 def _lineage(path: str) -> list[str]:
     """``path`` (canonical, absolute) and each directory above it, up to ``/``."""
     out = [path]
@@ -219,6 +248,12 @@ class _Resolver:
         self.linked: list[tuple[str, list[str]]] = []
         #: The same links by the canonical path they led to (``_cache_links``).
         self._links_to: dict[str, list[str]] = {}
+        #: The links followed to denied paths (``ResolvedPolicy.denial_links``).
+        self.denial_links: list[str] = []
+        #: A root caller's view of the other accounts' homes (``ResolvedPolicy.other_homes``),
+        #: and the always-on groups' denials in a home (relative), placed in each of them.
+        self.other_homes: tuple[str, ...] = ()
+        self._home_denials: list[tuple[str, bool, str]] = []
         self.placeholder_workdir = False
         self.workdir = self._workdir_path()
         self.values = ctx.values(self.workdir)
@@ -236,6 +271,7 @@ class _Resolver:
         p = self.profile
         self._legacy_notes()
         active = self._groups()
+        self._moved_secrets()
         workdir_access = self._workdir_grant()
         self._profile_grants()
         self._cli_grants()
@@ -243,6 +279,7 @@ class _Resolver:
         self._bypass()
         self._ignored_settings()
         grants = self._merged_grants()
+        self._other_homes(grants)
         denials = self._merged_denials()
         self._refuse_repointable_links(grants)
         self._masked_grant_notes(grants, denials)
@@ -278,7 +315,12 @@ class _Resolver:
             cache_home=self.fs.realpath(self.values["XDG_CACHE_HOME"]),
             cache_links=self._cache_links(grants),
             cache_dirs=self._cache_dirs(),
+            protected_files=self._moved_startup_files(),
             shared_caches=self._placed(self.profile.nonod.shared_caches),
+            denial_links=tuple(self.denial_links),
+            xdg_homes=self._xdg_homes(),
+            other_homes=self.other_homes,
+            git_configs=self._git_configs(),
             binary=self._binary(),
             command_args=tuple(
                 _expand.expand(arg, self.values) for arg in p.command_args + p.brokered_commands
@@ -358,6 +400,8 @@ class _Resolver:
                 source = f"group:{name}"
                 if entry.access == "deny":
                     self._deny(entry.path, is_file=entry.file, source=source)
+                    if group.required and entry.path.startswith("~/"):
+                        self._home_denials.append((entry.path[2:], entry.file, source))
                 else:
                     self._grant(entry.path, Access(entry.access), is_file=entry.file,
                                 source=source, key=f"group {name}")
@@ -439,10 +483,16 @@ class _Resolver:
         if source == "profile" and not grant.is_file and through_workdir(raw):
             self.via_workdir.append((f"{key} {raw}", grant))
 
-    def _deny(self, raw: str, *, is_file: bool, source: str) -> None:
-        real = self._place(raw, source=source, what=f"the denial of `{raw}` ({source})")
+    def _deny(self, raw: str, *, is_file: bool, source: str, literal: bool = False) -> None:
+        """``literal``: ``raw`` is another account's path, taken as written, and the links
+        on its way are that account's (not recorded: a root caller is not refused for them)."""
+        linked = len(self.linked)
+        real = self._place(raw, source=source, literal=literal,
+                           what=None if literal else f"the denial of `{raw}` ({source})")
         if real is None:
             return
+        for _, crossed in self.linked[linked:]:
+            self.denial_links.extend(c for c in crossed if c not in self.denial_links)
         if self.fs.lexists(real):
             is_file = not self.fs.isdir(real)
         self.denials.append(Denial(path=real, is_file=is_file, source=source))
@@ -493,6 +543,63 @@ class _Resolver:
             if g.access.writes and not g.is_file and any(
                 p in roots for link in self._links_to.get(g.path, ())
                 for p in _lineage(posixpath.dirname(link)))))
+
+    def _other_homes(self, grants: Sequence[Grant]) -> None:
+        """For a root caller, the other accounts' homes its grants show
+        (``ResolvedPolicy.other_homes``: existing directories at or under a directory grant,
+        canonical, other than the caller's home and the placeholders of system accounts in
+        the system's trees, ``/usr/sbin``, ``/dev``...), and the always-on deny groups'
+        denials placed in each of them: root reads and writes every home."""
+        if self.ctx.uid != 0 or self.ctx.platform != "linux":
+            return
+        # (a grant of /tmp is the session's private one: nothing of the host's shows there)
+        shown = {g.path for g in grants if not g.is_file and g.path not in _PRIVATE_DIRS}
+        mine = self.fs.realpath(self.values["HOME"])
+        homes = {self.fs.realpath(h) for h in _account_homes()
+                 if not _PLACEHOLDER_TREES.intersection(_lineage(posixpath.normpath(h)))}
+        self.other_homes = tuple(sorted(
+            h for h in homes if h not in ("/", mine)
+            and not _PLACEHOLDER_TREES.intersection(_lineage(h))
+            and shown.intersection(_lineage(h)) and self.fs.isdir(h)))
+        for home in self.other_homes:
+            for rel, is_file, source in self._home_denials:
+                self._deny(posixpath.join(home, rel), is_file=is_file, source=source,
+                           literal=True)
+
+    def _git_configs(self) -> tuple[str, ...]:
+        """The caller's global git configuration files its environment moved."""
+        named = self.ctx.env.get("GIT_CONFIG_GLOBAL", "")
+        found = [posixpath.normpath(named)] if named.startswith("/") else []
+        found += [posixpath.join(place, "git/config") for rel, place in self._xdg_homes()
+                  if rel == ".config"]
+        return tuple(found)
+
+    def _xdg_homes(self) -> tuple[tuple[str, str], ...]:
+        """The XDG base directories the caller's environment moved (``ResolvedPolicy``)."""
+        home = self.values["HOME"]
+        moved = ((rel, self.fs.realpath(self.values[key]))
+                 for key, rel in _expand.MOVED_HOMES)
+        return tuple((rel, place) for rel, place in moved
+                     if place != self.fs.realpath(posixpath.join(home, rel)))
+
+    def _moved_secrets(self) -> None:
+        """The credentials the caller's environment moved (``_secrets_moved``), denied as the
+        always-on groups' are, except a place at or above the working directory (denied, it
+        would hide the project itself)."""
+        held = _lineage(self.workdir)
+        for key, path in moved_secrets(self.ctx.env):
+            if self.fs.realpath(path) not in held:
+                self._deny(path, is_file=not self.fs.isdir(path), source=f"env:{key}",
+                           literal=True)
+
+    def _moved_startup_files(self) -> tuple[str, ...]:
+        """The start-up files the caller's environment moved (``_startup``), kept read-only
+        wherever a writable grant holds them, except one at or above the working directory
+        (``IPYTHONDIR=/data`` with the project in ``/data/proj``: the project itself would
+        be read-only)."""
+        held = _lineage(self.workdir)
+        return tuple(p for p in moved_startup_files(self.ctx.env)
+                     if self.fs.realpath(p) not in held)
 
     def _cache_dirs(self) -> tuple[str, ...]:
         """The caches the caller's environment moved (``_caches``), except one that holds

@@ -62,6 +62,20 @@ class BadRequest(Exception):
         self.reason = reason
 
 
+def joined(conn: h11.Connection, first: h11.Data) -> tuple[h11.Data, object | None]:
+    """``first`` with every Data event ``conn`` holds right after it (from bytes read
+    already) as one, and the event that ended the run (None: h11 needs more bytes). A body
+    in tiny chunks then goes on as one write per read, not one per chunk (before, a body of
+    one-byte chunks cost the event loop some 50 us per byte, every session's proxy with it)."""
+    pieces = [first.data]
+    while True:
+        event = conn.next_event()
+        if not isinstance(event, h11.Data):
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            return h11.Data(data=data), None if event is h11.NEED_DATA else event
+        pieces.append(event.data)
+
+
 def connect_target(target: bytes) -> tuple[str, int]:
     """``host`` and ``port`` of a CONNECT request target (authority form, port required)."""
     text = _ascii(target)

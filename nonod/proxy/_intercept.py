@@ -23,6 +23,7 @@ import h11
 import structlog
 import trio
 
+from .._cancelled import one_cancelled
 from ._decide import Reason
 from ._events import NetworkEvent, ProxyEvent
 from ._http import BadRequest
@@ -66,18 +67,32 @@ class Interceptor:
     async def serve(self, stream: trio.abc.Stream, conn: h11.Connection, site: str,
                     host: str, port: int) -> None:
         """Answer the CONNECT (h11 has read its head), take over the tunnel as ``host`` and
-        serve the requests inside on route ``site``. The caller owns and closes ``stream``."""
+        serve the requests inside on route ``site``. The caller owns and closes ``stream``.
+        The tunnel gets its own record whatever ends it: the session's end too (before, a
+        tunnel cut by it had none, only the records of the requests it carried)."""
         started = trio.current_time()
+        host = host.lower().rstrip(".")
+        try:
+            with one_cancelled():  # a nursery's group of them, too
+                decision, reason, status = await self._serve(stream, conn, site, host, port)
+        except trio.Cancelled:
+            self._event(host, port, started, "allow", Reason.SESSION_ENDED, 200)
+            raise
+        self._event(host, port, started, decision, reason, status)
+
+    async def _serve(self, stream: trio.abc.Stream, conn: h11.Connection, site: str,
+                     host: str, port: int
+                     ) -> tuple[Literal["allow", "deny"], str, int]:
+        """:meth:`serve`'s work; the tunnel's decision, reason and status for its record."""
         if not isinstance(conn.next_event(), h11.EndOfMessage):
             raise BadRequest(400, Reason.BAD_REQUEST)
-        host = host.lower().rstrip(".")
         limits = self._limits
         try:
             with trio.fail_after(limits.send_timeout):
                 await stream.send_all(conn.send(h11.Response(
                     status_code=200, headers=[], reason=b"Connection established")) or b"")
         except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
-            return
+            return "allow", "intercepted", 0  # the client never took its 200
         trailing, _ = conn.trailing_data
         tls = trio.SSLStream(Replayed(stream, bytes(trailing)), self._ca.server_context(host),
                              server_side=True, https_compatible=True)
@@ -88,8 +103,7 @@ class Interceptor:
             cause = exc.__cause__ or exc
             log.info("proxy.intercept_client_rejected", host=host, port=port,
                      problem=type(cause).__name__, detail=str(cause)[:200])
-            self._event(host, port, started, "deny", "client_tls_rejected")
-            return
+            return "deny", "client_tls_rejected", 200
         inner = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
         try:
             with trio.fail_after(limits.head_timeout):
@@ -99,13 +113,13 @@ class Interceptor:
             request = None
         if request is not None:
             await self._reverse.serve(tls, inner, request, site=site)
-        self._event(host, port, started, "allow", "intercepted")
+        return "allow", "intercepted", 200
 
     def _event(self, host: str, port: int, started: float,
-               decision: Literal["allow", "deny"], reason: str) -> None:
+               decision: Literal["allow", "deny"], reason: str, status: int) -> None:
         elapsed = (trio.current_time() - started) * 1000
         self._emit(NetworkEvent(mode="connect", decision=decision, host=host, port=port,
-                                reason=reason, status=200, duration_ms=round(elapsed, 3),
+                                reason=reason, status=status, duration_ms=round(elapsed, 3),
                                 route=self.site(host, port) or ""))
 
 

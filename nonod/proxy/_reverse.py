@@ -67,7 +67,7 @@ from ..errors import NonoError
 from ._bodyoverride import BodyOverrideWatch, parsed_for_fields
 from ._bulk import pump
 from ._events import CredentialInjected, NetworkEvent, ProxyEvent
-from ._http import BadRequest, check_framing
+from ._http import BadRequest, check_framing, joined
 from ._inject import (
     AuthOutcome,
     BadTarget,
@@ -636,12 +636,19 @@ class ReverseHandler:
         (``watch``) is not sent: the upstream connection is dropped with the body unfinished
         (the caller closes it on the refusal)."""
         limits = self._limits
+        pending: object | None = None
         while True:
             if conn.they_are_waiting_for_100_continue:
                 continue_head = conn.send(h11.InformationalResponse(status_code=100, headers=[]))
                 await _to_client(stream, continue_head or b"", limits.send_timeout)
-            event = await _from_client(stream, conn, limits.idle_timeout)
+            event = (pending if pending is not None else
+                     await _from_client(stream, conn, limits.idle_timeout))
+            pending = None
             if isinstance(event, h11.Data):
+                try:
+                    event, pending = joined(conn, event)
+                except h11.RemoteProtocolError:
+                    raise _Refusal(400, "bad_request", "the request body is malformed") from None
                 record.bytes_out += len(event.data)
                 if record.bytes_out > limits.max_body_bytes:
                     raise _Refusal(413, "body_too_large", "the request body is larger than "

@@ -67,6 +67,7 @@ from ._http import (
     check_framing,
     connect_target,
     downstream_response_headers,
+    joined,
     path_for_audit,
     proxy_authorized,
     upstream_request_headers,
@@ -586,13 +587,17 @@ class ProxyServer:
         await _to_upstream(upstream, up.send(h11.Request(method=request.method, target=target,
                                                          headers=headers)))
         # The request body, as it comes.
+        pending: object | None = None
         while True:
             if conn.they_are_waiting_for_100_continue:
                 await client.send_all(conn.send(h11.InformationalResponse(status_code=100,
                                                                           headers=[])))
             try:
                 with trio.fail_after(limits.idle_timeout):
-                    event = await _next_event(client, conn)
+                    event = pending if pending is not None else await _next_event(client, conn)
+                pending = None
+                if isinstance(event, h11.Data):
+                    event, pending = joined(conn, event)
             except h11.RemoteProtocolError:
                 raise BadRequest(400, Reason.BAD_REQUEST) from None
             except trio.TooSlowError:
@@ -618,10 +623,13 @@ class ProxyServer:
         with trio.fail_after(limits.send_timeout):
             await client.send_all(conn.send(response) or b"")
         exchange.status = event.status_code
+        pending = None
         while True:
             with trio.fail_after(limits.idle_timeout):
-                event = await _from_upstream(upstream, up)
+                event = pending if pending is not None else await _from_upstream(upstream, up)
+            pending = None
             if isinstance(event, h11.Data):
+                event, pending = joined(up, event)
                 with trio.fail_after(limits.idle_timeout):
                     await client.send_all(conn.send(h11.Data(data=event.data)) or b"")
                 exchange.bytes_in += len(event.data)

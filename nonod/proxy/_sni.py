@@ -30,6 +30,11 @@ _TOKEN: Final = frozenset(b"!#$%&'*+-.^_`|~0123456789"
 _VERSION: Final = b"HTTP/"
 #: First bytes still undecided after this many count as a request line (fail closed).
 _MAX_LINE: Final = 8192
+_BLANKS: Final = frozenset(b" \t")
+#: A request line's parts before its version, each the bytes it is made of: the method, the
+#: blanks after it, the target (any visible byte), the blanks after that.
+_PARTS: Final = (_TOKEN, _BLANKS, frozenset(range(0x21, 0x7F)) | frozenset(range(0x80, 0x100)),
+                 _BLANKS)
 
 
 class NotClientHello(ValueError):
@@ -42,12 +47,13 @@ def is_tls(data: bytes | bytearray) -> bool:
     return bool(data) and data[0] == _HANDSHAKE
 
 
-def first_flight(data: bytes) -> bool:
+def first_flight(data: bytes | bytearray, line: RequestLine | None = None) -> bool:
     """Whether ``data`` (the client's first bytes) can be judged: the whole first record of
     TLS, or enough of anything else to tell an HTTP request line (or ``_MAX_LINE`` bytes
-    without telling). Raises NotClientHello for a record longer than TLS allows."""
+    without telling). Raises NotClientHello for a record longer than TLS allows. ``line``:
+    the reader of the request line that read a shorter ``data`` already (it reads on)."""
     if not is_tls(data):
-        return request_line(data) is not None or len(data) >= _MAX_LINE
+        return (line or RequestLine()).judge(data) is not None or len(data) >= _MAX_LINE
     if len(data) < _HEADER:
         return False
     length = int.from_bytes(data[3:5], "big")
@@ -110,22 +116,38 @@ async def check_first_flight(client: trio.abc.Stream, upstream: trio.SocketStrea
     speaks first (SSH, SMTP). A ClientHello that is fragmented or malformed, or first bytes
     not judged within ``timeout``, end the tunnel (fail closed)."""
     buffer = bytearray(data)
+    line = RequestLine()  # read on as bytes come, never again from the start
+    read, spoke, broken = False, False, False
     with trio.move_on_after(timeout) as waited:
-        try:
-            while not first_flight(bytes(buffer)):
-                more = await _client_or_upstream(client, upstream)
-                if more is None:  # the upstream spoke first: judged by what came before
-                    return Reason.SNI_MISMATCH if is_tls(buffer) else bytes(buffer)
-                if not more:
-                    break  # the client ended its side
-                buffer += more
-        except (trio.BrokenResourceError, trio.ClosedResourceError, NotClientHello):
-            return Reason.SNI_MISMATCH
+        # One watch of the upstream for the whole wait, not one per read (a client sending
+        # its bytes one at a time costs a read each, not a pair of tasks each).
+        async with trio.open_nursery() as nursery:
+            async def upstream_speaks() -> None:
+                nonlocal spoke
+                await trio.lowlevel.wait_readable(upstream.socket)
+                spoke = True
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(upstream_speaks)
+            try:
+                while not first_flight(buffer, line):
+                    more = await client.receive_some(_MAX_RECORD + _HEADER)
+                    if not more:
+                        break  # the client ended its side
+                    buffer += more  # bytes read are never dropped, whoever came first
+                read = True
+            except (trio.BrokenResourceError, trio.ClosedResourceError, NotClientHello):
+                broken = True
+            nursery.cancel_scope.cancel()
+    if broken:
+        return Reason.SNI_MISMATCH
+    if spoke and not read:  # the upstream spoke first: judged by what came before
+        return Reason.SNI_MISMATCH if is_tls(buffer) else bytes(buffer)
     whole = bytes(buffer)
     if not whole:  # the client said nothing, and ended its side or ran out of time
         return Reason.REQUEST_TIMEOUT if waited.cancelled_caught else whole
     if not is_tls(whole):
-        if request_line(whole) is False:
+        if line.judge(whole) is False:
             return whole
         return Reason.PLAIN_HTTP_IN_TUNNEL  # a request line, or still undecided: fail closed
     try:
@@ -139,63 +161,58 @@ async def check_first_flight(client: trio.abc.Stream, upstream: trio.SocketStrea
     return whole
 
 
-def request_line(data: bytes) -> bool | None:
+def request_line(data: bytes | bytearray) -> bool | None:
     """Whether ``data`` opens with an HTTP request line, ``METHOD SP TARGET SP HTTP/`` (also
     h2c's ``PRI * HTTP/2.0``), read as leniently as servers do (empty lines before it, runs
     of spaces or tabs, any case of ``HTTP``): True, False, or None while what came could
     still become one."""
-    at = 0
-    while at < len(data) and data[at] in b"\r\n":
-        at += 1
-    method = at
-    while at < len(data) and data[at] in _TOKEN:
-        at += 1
-    named = at > method
-    at, gap = _blanks(data, at)
-    if at == len(data):
-        return None if named or at == method else False
-    if not (named and gap):
-        return False
-    target = at
-    while at < len(data) and 0x20 < data[at] != 0x7F:
-        at += 1
-    named = at > target
-    at, gap = _blanks(data, at)
-    if at == len(data):
-        return None
-    if not (named and gap):
-        return False
-    version = data[at:at + len(_VERSION)].upper()
-    if not _VERSION.startswith(version):
-        return False
-    return True if len(version) == len(_VERSION) else None
+    return RequestLine().judge(data)
 
 
-def _blanks(data: bytes, at: int) -> tuple[int, bool]:
-    start = at
-    while at < len(data) and data[at] in b" \t":
-        at += 1
-    return at, at > start
+class RequestLine:
+    """:func:`request_line` read on as the bytes come: each :meth:`judge` is given what came
+    so far (what it was given before, and more) and goes on where the last one stopped, so
+    first bytes that come one at a time are read once in all, not once per read (before, a
+    client sending its 8 KiB a byte at a time cost the event loop seconds of CPU)."""
 
+    __slots__ = ("_at", "_phase", "_start", "_verdict")
 
-async def _client_or_upstream(client: trio.abc.Stream, upstream: trio.SocketStream
-                              ) -> bytes | None:
-    """The client's next bytes, or None if the upstream has something to say first."""
-    result: list[bytes | None] = []
-    async with trio.open_nursery() as nursery:
-        async def from_client() -> None:
-            result.append(bytes(await client.receive_some(_MAX_RECORD + _HEADER)))
-            nursery.cancel_scope.cancel()
+    def __init__(self) -> None:
+        # phases: 0 empty lines, 1 to 4 the _PARTS, 5 the version
+        self._at = self._phase = self._start = 0
+        self._verdict: bool | None = None
 
-        async def from_upstream() -> None:
-            await trio.lowlevel.wait_readable(upstream.socket)
-            result.append(None)
-            nursery.cancel_scope.cancel()
+    def judge(self, data: bytes | bytearray) -> bool | None:
+        """True, False, or None while ``data`` could still become a request line."""
+        if self._verdict is None:
+            self._verdict = self._read(data)
+        return self._verdict
 
-        nursery.start_soon(from_client)
-        nursery.start_soon(from_upstream)
-    # Both may have finished: bytes read are never dropped.
-    return next((piece for piece in result if piece is not None), None)
+    def _read(self, data: bytes | bytearray) -> bool | None:
+        end = len(data)
+        at, phase, start = self._at, self._phase, self._start
+        try:
+            if phase == 0:
+                while at < end and data[at] in b"\r\n":
+                    at += 1
+                if at == end:
+                    return None
+                phase, start = 1, at
+            while phase <= len(_PARTS):
+                part = _PARTS[phase - 1]
+                while at < end and data[at] in part:
+                    at += 1
+                if at == end:
+                    return None
+                if at == start:
+                    return False  # a part missing, or run into other bytes
+                phase, start = phase + 1, at
+            version = bytes(data[start:start + len(_VERSION)]).upper()
+            if not _VERSION.startswith(version):
+                return False
+            return True if len(version) == len(_VERSION) else None
+        finally:
+            self._at, self._phase, self._start = at, phase, start
 
 
 class _Reader:

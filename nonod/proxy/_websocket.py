@@ -23,16 +23,22 @@ limit: each is at most ``max_websocket_message_bytes`` (larger ones close that s
 "message too big"), no message waits in a queue (``message_queue_size=0``: a side that does
 not read stops the other side's reading), and a session relays at most ``max_websockets`` at
 once (:class:`ReverseHandler`). About three messages per direction are held at worst (the one
-read and waiting, the one being sent, its frame).
+read and waiting, the one being sent, its frame). A message is read in pieces (its
+fragments, cut where the socket's reads end), passed on joined into pieces of at least
+``_SHORT_PIECE`` (:class:`_JoiningConnection`), so what a message in tiny fragments holds
+stays near its size too (before, two-byte fragments held some 30 times the message's size).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, cast
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import h11
 import msgspec
 import trio
+import wsproto.events
 import wsproto.utilities
 from trio_websocket import (
     ConnectionClosed,
@@ -40,9 +46,8 @@ from trio_websocket import (
     HandshakeError,
     WebSocketConnection,
     WebSocketRequest,
-    wrap_client_stream,
-    wrap_server_stream,
 )
+from wsproto import ConnectionType, WSConnection
 
 from ..credentials import PhantomToken, Route, Scrubber, Secret
 from ._inject import websocket_headers
@@ -60,6 +65,69 @@ _UNSENDABLE: Final = frozenset({1005, 1006, 1015})
 #: answer the upstream with a server's refusal on the client's h11 connection, which h11
 #: refuses in turn (``role=CLIENT state=SEND_BODY``). The program gets 502 either way.
 _HANDSHAKE_BUGS: Final = (h11.ProtocolError, wsproto.utilities.ProtocolError)
+#: A message's pieces are passed on joined into pieces at least this long (each piece is a
+#: Python object of its own, some 40 bytes beyond its payload, until the message ends).
+_SHORT_PIECE: Final = 1024
+
+
+class _JoiningConnection(WebSocketConnection):
+    """A WebSocket that holds a message's short pieces aside until they come to
+    ``_SHORT_PIECE`` and passes them on joined: trio-websocket keeps every piece wsproto
+    reads (a fragment, or what one read of the socket held of it) as an object of its own
+    until the message's last, and counts only their payload against ``max_message_size``,
+    so a message in tiny fragments held many times its size. Each byte is joined once.
+    An empty piece is dropped: it counts nothing against the limit, so a program streaming
+    empty fragments made the daemon hold an entry for each, without end. A text message is
+    held to the limit in its UTF-8 bytes, not its characters."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._short: list[Any] = []  # bytes-like, or str: pieces of one message
+        self._short_size = 0
+
+    async def _handle_message_event(
+            self, event: wsproto.events.BytesMessage | wsproto.events.TextMessage) -> None:
+        if not event.data and not event.message_finished:
+            return  # an empty fragment (or a character's first bytes): nothing to hold
+        if not event.message_finished and self._short_size + len(event.data) < _SHORT_PIECE:
+            self._short.append(event.data)
+            self._short_size += len(event.data)
+            return
+        if self._short:
+            pieces, self._short, self._short_size = [*self._short, event.data], [], 0
+            if isinstance(event, wsproto.events.TextMessage):
+                event = dataclasses.replace(event, data="".join(pieces))
+            else:
+                event = dataclasses.replace(event, data=b"".join(pieces))
+        if isinstance(event.data, str) and not event.data.isascii():
+            # trio-websocket counts a text piece's characters: its bytes beyond them too, so
+            # the limit is in bytes (before, four-byte characters made 4 times the limit).
+            self._message_size += len(event.data.encode("utf-8", "surrogatepass")) - len(
+                event.data)
+        await super()._handle_message_event(event)
+
+
+async def _wrap_server(nursery: trio.Nursery, stream: trio.abc.Stream, *,
+                       max_message_size: int) -> WebSocketRequest:
+    """trio-websocket's ``wrap_server_stream`` (no message queue) with a joining connection."""
+    connection = _JoiningConnection(stream, WSConnection(ConnectionType.SERVER),
+                                    message_queue_size=0, max_message_size=max_message_size)
+    nursery.start_soon(connection._reader_task)
+    return await connection._get_request()
+
+
+async def _wrap_client(nursery: trio.Nursery, stream: trio.abc.Stream, host: str,
+                       resource: str, *, subprotocols: Sequence[str],
+                       extra_headers: list[tuple[bytes, bytes]],
+                       max_message_size: int) -> WebSocketConnection:
+    """trio-websocket's ``wrap_client_stream`` (no message queue) with a joining connection."""
+    connection = _JoiningConnection(
+        stream, WSConnection(ConnectionType.CLIENT), host=host, path=resource,
+        client_subprotocols=subprotocols, client_extra_headers=extra_headers,
+        message_queue_size=0, max_message_size=max_message_size)
+    nursery.start_soon(connection._reader_task)
+    await connection._open_handshake.wait()
+    return connection
 
 
 class WebSocketOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,9 +175,9 @@ async def relay_websocket(
     async with trio.open_nursery() as program_side:
         try:
             with trio.fail_after(limits.head_timeout):
-                offer = await wrap_server_stream(
+                offer = await _wrap_server(
                     program_side, Replayed(client, _replay_head(request) + trailing),
-                    message_queue_size=0, max_message_size=limits.max_websocket_message_bytes)
+                    max_message_size=limits.max_websocket_message_bytes)
         except (trio.TooSlowError, HandshakeError, ConnectionClosed, trio.BrokenResourceError,
                 trio.ClosedResourceError):
             program_side.cancel_scope.cancel()
@@ -119,12 +187,9 @@ async def relay_websocket(
         try:
             async with trio.open_nursery() as upstream_side:
                 with trio.fail_after(limits.response_timeout):
-                    outward = await wrap_client_stream(
-                        # trio-websocket annotates SocketStream | SSLStream, uses any Stream
-                        upstream_side, cast("trio.SocketStream", upstream), route.authority,
-                        resource,
+                    outward = await _wrap_client(
+                        upstream_side, upstream, route.authority, resource,
                         subprotocols=offer.proposed_subprotocols, extra_headers=extra,
-                        message_queue_size=0,
                         max_message_size=limits.max_websocket_message_bytes)
                 try:
                     inward = await offer.accept(subprotocol=outward.subprotocol)

@@ -396,14 +396,15 @@ def _started_with_nofile() -> str:
 
 
 @asynccontextmanager
-async def open_launcher(mode: ModeSetting = "auto", *, warm_idle: float = WARM_IDLE
-                        ) -> AsyncIterator[Launcher]:
+async def open_launcher(mode: ModeSetting = "auto", *, warm_idle: float = WARM_IDLE,
+                        prelude: str = "") -> AsyncIterator[Launcher]:
     """Start the fork server; stop it (and every session it started) on exit.
 
     ``mode`` (the daemon's ``[sandbox] mode``): ``auto`` probes once whether the kernel lets a
     child create the session namespaces and runs ``landlock-only`` when it does not.
     ``warm_idle`` (``[sandbox] warm_idle``): seconds without a launch of a kind after which
-    one warm launcher is kept for it instead of two.
+    one warm launcher is kept for it instead of two. ``prelude``: code the server runs first
+    (``server_command``; for tests).
 
     Started from this (the main) thread on purpose: PR_SET_PDEATHSIG ties the server's life to
     the thread that forked it, and trio's own ``open_process`` forks from a worker thread.
@@ -415,7 +416,7 @@ async def open_launcher(mode: ModeSetting = "auto", *, warm_idle: float = WARM_I
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PLAN)
     try:
         proc = subprocess.Popen(
-            [*server_command(warm_idle=warm_idle, prelude=_started_with_nofile()),
+            [*server_command(warm_idle=warm_idle, prelude=_started_with_nofile() + prelude),
              str(theirs.fileno()), str(os.getpid())],
             pass_fds=(theirs.fileno(),),
             env=server_environment(),

@@ -29,7 +29,7 @@ import msgspec
 
 from .. import _malloc
 from ..cgroups._v1 import apply_limits
-from . import _cinit, _launcher, _libc, _reaper
+from . import _cinit, _launcher, _libc, _reaper, _renewal
 from ._guardhub import GuardHub
 from ._launcher import (
     FDS_PER_PLAN,
@@ -599,6 +599,10 @@ class _InFlight:
         self._poller.register(cue.sock, select.POLLIN)
         self._cues[cue.sock.fileno()] = (cue, time.monotonic())
 
+    @property
+    def holds_nothing(self) -> bool:
+        return not self._cues
+
     def ended(self, fd: int) -> bool:
         """Take the event on ``fd``: let the launch go; False if ``fd`` is not a cue's."""
         entry = self._cues.pop(fd, None)
@@ -724,6 +728,11 @@ class _Pool:
         if len(ready) >= depth:
             self._refill.pop(0)
 
+    @property
+    def holds_nothing(self) -> bool:
+        """No launcher waits, and no group of a dropped one is left to remove."""
+        return not any(self._ready.values()) and not self._groups
+
     def tidy(self) -> None:
         """Drop the launchers of every kind not launched for ``idle`` seconds (a view's, and
         the plain ones too: an idle daemon keeps none, and its next launch is made cold,
@@ -770,6 +779,8 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
     pool = _Pool(hub, reaper, warm_idle)
     inflight = _InFlight(poller)
     trimmer = _malloc.TrimAfterBursts()  # its free heap back once a burst of work is over
+    # a fresh start once it carries nothing (``_renewal``), which loads the reaper again
+    renewal = _renewal.Renewal(files=(os.environ.get(_reaper.OVERRIDE) or str(_reaper.BINARY),))
     while True:
         refill = pool.refill_in(inflight)
         events = poller.poll(refill if refill is not None else SPARE_DELAY_MS
@@ -796,6 +807,8 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
             # look again for launches before the next.
             pool.tidy()
             trimmer.tick()
+            if renewal.due(pool.holds_nothing and hub.holds_nothing and inflight.holds_nothing):
+                _renewal.renew(sock.fileno(), _launcher.INHERITED_NOFILE)
             if pool.refill_in(inflight) == 0:
                 pool.refill_one()
             continue

@@ -465,6 +465,11 @@ class GuardHub:
             return
         self._lost(client, f"\0the view guard's repair could not start: {error}")
 
+    @property
+    def holds_nothing(self) -> bool:
+        """No client, adopted init, repair or spare: nothing a fresh hub would not have."""
+        return not (self._clients or self._inits or self._repairs or self._spare)
+
     def wants_spare(self) -> bool:
         """Whether a spare repair is to be spawned (``idle``): sessions are guarded here and
         none is waiting."""

@@ -178,6 +178,19 @@ def move_mount(tree: int, target: str) -> None:
                     target.encode(), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), target)
 
 
+def bind_link(path: str) -> None:
+    """Bind the symbolic link ``path`` onto itself, not what it leads to (the final
+    component is followed neither by ``open_tree`` nor by ``move_mount``): a mount point
+    cannot be removed, or renamed over, from the mount namespace it is in."""
+    tree = _check(_syscall(_NR["open_tree"], ctypes.c_int(-100), path.encode(),
+                           ctypes.c_uint(OPEN_TREE_CLONE | _AT_SYMLINK_NOFOLLOW
+                                         | os.O_CLOEXEC)), path)
+    try:
+        move_mount(tree, path)
+    finally:
+        os.close(tree)
+
+
 _FSOPEN_CLOEXEC = 1
 _FSMOUNT_CLOEXEC = 1
 _FSCONFIG_SET_FLAG = 0

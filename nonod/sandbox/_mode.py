@@ -145,7 +145,8 @@ def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, 
     if plan.creation_refused or plan.anchored:
         needs[_CREATION] = (f"{len(plan.creation_refused)} absent guarded paths could be "
                             f"created ({_sample(plan.creation_refused)}); guarded directories "
-                            "could be moved aside")
+                            "could be moved aside, and the links denials were resolved through "
+                            "removed")
     # The overlays, and the writable file grants there the view binds read-only.
     writes = {g.path for g in policy.grants if g.access.writes}
     caches = [op.target for op in plan.ops if op.kind == OVERLAY or (

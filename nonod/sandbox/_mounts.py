@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Final
 import msgspec
 
 from . import _libc
+from ._hostevents import MountEvents, ProcTopEvents
 
 if TYPE_CHECKING:  # (the policy's types: the fork server, which makes no plan, never loads them)
     from ..policy import Denial, Grant, ResolvedPolicy
@@ -68,6 +69,10 @@ OVERLAY = 11
 # what the host creates there later stays out of the session's view.
 UPPER_DIR = 12
 UPPER_FILE = 13
+# A symbolic link bound onto itself (not what it points to): a mount point cannot be removed
+# or renamed over, so the session keeps the link a denial was resolved through
+# (``ResolvedPolicy.denial_links``). Applied by the Python init only (``_cinit.covers``).
+LINK_ANCHOR = 14
 
 OLD = "/oldroot"
 PIN_DIR = "/.nono-pins"
@@ -225,6 +230,52 @@ HOME_RC_FILES = (
     ".jupyter/jupyter_server_config.py", ".jupyter/jupyter_lab_config.py", ".julia/config",
     ".Renviron", ".terraformrc", ".docker/cli-plugins", ".config/pip", ".pip",
     ".config/uv/uv.toml", ".condarc",
+    # Red team, nineteenth pass: the same kinds of file under other names. Logins the host
+    # lets in as the user (sshd reads authorized_keys2 by default; Kerberos, rhosts and ssh's
+    # user environment); mail delivery that pipes each message to a command; what an
+    # interactive shell or the pager runs without being asked (bash-completion sources
+    # ~/.bash_completion at every start and a command's user completion when it is
+    # completed; Debian's lesspipe runs lessfilter on every file less opens, and a lesskey
+    # file can set LESSOPEN); other editors' and REPLs' start-up code and language servers;
+    # package managers' configuration naming a program they run (npm's script-shell, git and
+    # node-options) or the index code is fetched from; Nix expressions every nix command
+    # evaluates; Podman's hooks and quadlets (made user units at login); systemd's user
+    # tmpfiles (run at login); the desktop's database of settings (custom shortcuts'
+    # commands), shell extensions, service menus and session scripts; sound servers'
+    # configuration that runs commands or loads modules; players', file managers' and
+    # terminals' scripts and start commands; window managers' autostarts; version control
+    # front ends' custom commands and aliases.
+    ".ssh/authorized_keys2", ".ssh/environment", ".k5login", ".k5users", ".rhosts", ".shosts",
+    ".forward", ".procmailrc", ".mailfilter", ".qmail", ".muttrc", ".config/mutt",
+    ".neomuttrc", ".config/neomutt", ".mailcap",
+    ".bash_completion", ".local/share/bash-completion", ".lessfilter", ".config/lessfilter",
+    ".lesskey", ".config/lesskey", ".less", ".screenrc",
+    ".exrc", ".gvimrc", ".config/vim", ".spacemacs", ".doom.d", ".config/doom", ".emacs.el",
+    ".config/helix", ".config/zed", ".config/micro", ".config/kak", ".config/sublime-text",
+    ".config/sublime-text-3", ".config/VSCodium/User", ".config/Cursor/User",
+    ".config/Windsurf/User", ".config/Code - OSS/User",
+    ".ghci", ".ghc/ghci.conf", ".ocamlinit", ".guile", ".sbclrc", ".octaverc", ".pryrc",
+    ".config/irb", ".perldb", ".rdbgrc",
+    ".npmrc", ".config/pnpm/rc", ".gemrc", ".m2/settings.xml", ".nuget/NuGet/NuGet.Config",
+    ".config/pypoetry/config.toml", ".sbt/1.0/plugins", ".lein/profiles.clj",
+    ".clojure/deps.edn", ".cabal/config", ".stack/config.yaml", ".R/Makevars",
+    ".cpan/CPAN/MyConfig.pm", ".config/composer/config.json", ".composer/config.json",
+    ".config/nixpkgs", ".nixpkgs",
+    ".config/containers", ".docker/config.json", ".config/user-tmpfiles.d",
+    ".local/share/user-tmpfiles.d",
+    ".config/dconf", ".local/share/gnome-shell/extensions", ".local/share/kservices5",
+    ".local/share/kio/servicemenus", ".local/share/plasma", ".local/share/kwin",
+    ".local/share/nautilus-python", ".local/share/konsole", ".config/xfce4", ".config/lxsession",
+    ".xinputrc", ".xbindkeysrc", ".Xresources", ".Xdefaults",
+    ".config/pipewire", ".config/wireplumber", ".config/pulse", ".config/mpv",
+    ".config/ranger", ".config/yazi", ".config/lf", ".config/zellij", ".config/ghostty",
+    ".config/foot", ".config/terminator",
+    ".config/openbox", ".config/awesome", ".config/bspwm", ".config/sxhkd", ".config/qtile",
+    ".xmonad", ".config/xmonad", ".config/herbstluftwm", ".config/river", ".config/niri",
+    ".config/labwc", ".config/wayfire.ini", ".config/waybar", ".config/polybar", ".config/eww",
+    ".fluxbox", ".icewm",
+    ".config/gh/config.yml", ".config/jj", ".jjconfig.toml", ".config/lazygit", ".tigrc",
+    ".config/tig",
 )
 
 
@@ -408,8 +459,8 @@ _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _READLINK: os.readlink,
     _REALPATH: os.path.realpath,
     _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK),
-    _MOUNTS: lambda _: tuple(kernel_mounts(_read_mountinfo())),
-    _PROC: lambda _: tuple(_proc_root_only()),
+    _MOUNTS: lambda _: _host_kernel_mounts(),
+    _PROC: lambda _: _host_proc_root_only(),
 }
 
 
@@ -431,11 +482,23 @@ class _Look:
     def unchanged(self) -> bool:
         """Whether the host answers every question as it did (then the plan is the same:
         it is a function of the policy, its arguments and these answers)."""
+        lstat, stat_, ifmt = os.lstat, os.stat, stat.S_IFMT
         try:
-            return all(_QUESTIONS[what](path) == answer
-                       for (what, path), answer in self._answers.items())
+            for (what, path), answer in self._answers.items():
+                if what > _STAT:
+                    if _QUESTIONS[what](path) != answer:
+                        return False
+                    continue
+                # Most questions (~90 of ~100): ``_kind`` inlined, one call fewer each.
+                try:
+                    got: int | None = ifmt((lstat if what == _LSTAT else stat_)(path).st_mode)
+                except (OSError, ValueError):
+                    got = None
+                if got != answer:
+                    return False
         except OSError:
             return False
+        return True
 
     def lexists(self, path: str) -> bool:
         return self._ask(_LSTAT, path) is not None
@@ -621,10 +684,13 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
         if op.kind == OVERLAY:
             view.keep_overlay(op.target)
     for path in _persistence_paths(view, home, set(policy.writable_persistence), denied, look,
-                                   policy.workdir, policy.protected_files):
+                                   policy.workdir, policy.protected_files, policy.xdg_homes,
+                                   policy.other_homes, policy.git_configs):
         view.guard(path, MountOp(READONLY, path))
     for denial in sorted(policy.denials, key=lambda d: _depth(d.path)):
         view.deny(denial)
+    for link in policy.denial_links:
+        view.keep_denial_link(link)
     bound = _Prefixes(binds)
     for point in look.kernel_mounts():
         if point not in binds and bound.covers(point):
@@ -639,10 +705,12 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
     for path in pinned:  # the pins themselves are the plan's (``_plan``), after these
         view.anchor_way(path)
     anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
+    anchors += [MountOp(LINK_ANCHOR, a) for a in sorted(view.link_anchors)]
     return MountPlan(ops=(*ops, *view.uppers, *anchors, *view.ops, *view.later),
                      masked=tuple(view.masked), skipped=tuple(view.skipped),
                      protected=tuple(view.protected), absent=tuple(op.target for op in view.later),
-                     creation_refused=tuple(view.refused), anchored=tuple(sorted(view.anchors)))
+                     creation_refused=tuple(view.refused),
+                     anchored=tuple(sorted(view.anchors | view.link_anchors)))
 
 
 def _cache_roots(policy: ResolvedPolicy, home: str, look: _Look) -> list[str]:
@@ -724,6 +792,21 @@ def _holder(binds: dict[str, MountOp], path: str) -> MountOp | None:
 def _read_mountinfo() -> str:
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         return f.read()
+
+
+_mount_events = MountEvents()
+_kernel_points: tuple[str, ...] = ()
+_kernel_points_lock = _thread.allocate_lock()
+
+
+def _host_kernel_mounts() -> tuple[str, ...]:
+    """:func:`kernel_mounts` of this process's mount table, read and parsed again only when
+    the kernel says the table changed since the last read (``_hostevents``)."""
+    global _kernel_points
+    with _kernel_points_lock:
+        if _mount_events.changed():
+            _kernel_points = tuple(kernel_mounts(_read_mountinfo()))
+        return _kernel_points
 
 
 def kernel_mounts(mountinfo: str) -> list[str]:
@@ -898,12 +981,31 @@ def idmap_works() -> bool:
     return True
 
 
-def _proc_root_only() -> list[str]:
+_proc_events = ProcTopEvents()
+_proc_answer: tuple[tuple[tuple[str, int], ...], tuple[str, ...]] | None = None
+_proc_lock = _thread.allocate_lock()
+
+
+def _host_proc_root_only() -> tuple[str, ...]:
+    """:func:`_proc_root_only`, each file's mode asked again only when ``/proc``'s listing
+    differs from the last one (a module loaded or unloaded) or the kernel says a mode there
+    changed since (``_hostevents``): one listing instead of ~40 ``lstat`` per launch."""
+    global _proc_answer
+    with _proc_lock:
+        changed = _proc_events.changed()  # first: a chmod after it is reported next time
+        entries = tuple(_proc_top_entries())
+        if changed or _proc_answer is None or _proc_answer[0] != entries:
+            _proc_answer = (entries, tuple(_proc_root_only(entries)))
+        return _proc_answer[1]
+
+
+def _proc_root_only(entries: Iterable[tuple[str, int]] | None = None) -> list[str]:
     """The kernel's files at the top of ``/proc`` that only root may read (``slabinfo``,
     ``vmallocinfo``, ``timer_list``, ``kpageflags``...: heap layout, addresses and physical
-    page state that exploits lean on). A session's fresh procfs has the same ones."""
+    page state that exploits lean on). A session's fresh procfs has the same ones.
+    ``entries``: ``_proc_top_entries()`` read already."""
     found: list[str] = []
-    for name, d_type in _proc_top_entries():
+    for name, d_type in _proc_top_entries() if entries is None else entries:
         if d_type != _DT_REG and d_type != _DT_UNKNOWN:
             continue
         path = "/proc/" + name
@@ -996,7 +1098,8 @@ def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
 MAX_GIT_INCLUDES = 10
 
 
-def _hook_dirs(writable: Sequence[str], home: str, look: _Look) -> list[str]:
+def _hook_dirs(writable: Sequence[str], home: str, look: _Look,
+               moved: Sequence[str] = ()) -> list[str]:
     """Where git takes hooks and configuration from besides ``.git/hooks`` and
     ``.git/config``: ``core.hooksPath`` of each writable grant's repository (relative to its
     working tree) and of the user's global configuration (absolute or ``~/``), and the files
@@ -1016,6 +1119,7 @@ def _hook_dirs(writable: Sequence[str], home: str, look: _Look) -> list[str]:
                 for config in look.worktree_configs(os.path.join(wdir, ".git"))]
     configs += [(os.path.join(home, name), None, 0)
                 for name in (".gitconfig", ".config/git/config")]
+    configs += [(config, None, 0) for config in moved]  # ``policy.git_configs``
     seen: set[str] = set()
     while configs:
         config, top, depth = configs.pop(0)
@@ -1053,13 +1157,22 @@ def _git_path(value: str, home: str, base: str) -> str | None:
     return os.path.normpath(value)
 
 
-def _home_rc(home: str) -> list[str]:
-    return [os.path.join(home, rc) for rc in HOME_RC_FILES]
+def _home_rc(home: str, moved: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """:data:`HOME_RC_FILES` in ``home``, and those under a base directory the caller's
+    environment moved (``ResolvedPolicy.xdg_homes``) at its place as well."""
+    out = [os.path.join(home, rc) for rc in HOME_RC_FILES]
+    for rel, place in moved:
+        out += [os.path.join(place, rc[len(rel) + 1:]) for rc in HOME_RC_FILES
+                if rc.startswith(rel + "/")]
+    return out
 
 
 def _persistence_paths(view: _View, home: str, allowed: set[str],
                        denied: Sequence[str], look: _Look, workdir: str | None = None,
-                       protected: Sequence[str] = ()) -> list[str]:
+                       protected: Sequence[str] = (),
+                       moved: Sequence[tuple[str, str]] = (),
+                       others: Sequence[str] = (),
+                       git_configs: Sequence[str] = ()) -> list[str]:
     """The persistence paths to keep in every writable directory grant: the names of
     :data:`PERSISTENCE_NAMES` (those under a repository directory only if it exists: a
     repository the session makes is its own), a ``.git`` *file* (a worktree's pointer to its
@@ -1071,12 +1184,16 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
     out: list[str] = []
     seen: set[str] = set()
     kept_out = _Prefixes((*allowed, *denied))
-    protected = (*protected, *_hook_dirs(view.writable_dirs(), home, look))
+    protected = (*protected, *_hook_dirs(view.writable_dirs(), home, look, git_configs))
     for wdir in view.writable_dirs():
         names = list(PERSISTENCE_NAMES)
         # $HOME's start-up files wherever the grant lies: all of them in a grant holding
         # $HOME, the ones below it in a grant inside $HOME (a writable ~/.config).
-        names += [os.path.relpath(rc, wdir) for rc in _home_rc(home) if _under(rc, wdir)]
+        names += [os.path.relpath(rc, wdir) for rc in _home_rc(home, moved) if _under(rc, wdir)]
+        # Other accounts' homes a root session may write (``policy.other_homes``).
+        names += [os.path.relpath(rc, wdir) for other in others
+                  if _under(other, wdir) or _under(wdir, other)
+                  for rc in _home_rc(other) if _under(rc, wdir)]
         if workdir is not None and _under(workdir, wdir):
             names += [os.path.relpath(os.path.join(workdir, f), wdir) for f in TRUST_FILES]
         names += [os.path.relpath(f, wdir) for f in protected if _under(f, wdir)]
@@ -1119,6 +1236,7 @@ class _View:
         self.protected: list[str] = []
         self.refused: list[str] = []
         self.anchors: set[str] = set()
+        self.link_anchors: set[str] = set()  # LINK_ANCHOR: links bound onto themselves
         self.uppers: list[MountOp] = []  # UPPER_* operations (absent denied paths in overlays)
         self._covered = _Prefixes()  # denied paths (present or not): what is under is hidden
         self._protected = _Prefixes()  # ``protected``, for lookups
@@ -1168,6 +1286,20 @@ class _View:
         if walk is not None and not self._protected.covers(walk[0][-1]):
             existing, missing = walk
             self.anchors.update(existing[1:] if missing else existing[1:-1])
+
+    def keep_denial_link(self, path: str) -> None:
+        """A symbolic link a denial was resolved through (``~/.aws -> dotfiles/aws``), in a
+        writable directory grant: bound onto itself (``LINK_ANCHOR``) and the directories on
+        its way anchored, so the session can neither remove it nor move its way aside, and
+        the next launch's denial still names what it leads to."""
+        bind = self._innermost(path)
+        if bind is None or bind.target == path or not (bind.writable and bind.kind == BIND_DIR):
+            return
+        walk = _walk(bind.target, path, self._look)
+        if walk is None or walk[1] is not None or not self._look.islink(path):
+            return
+        self.anchors.update(walk[0][1:-1])
+        self.link_anchors.add(path)
 
     def keep_overlay(self, target: str) -> None:
         """Anchor the directories between a writable directory grant and an overlay below it
@@ -1437,6 +1569,9 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
                     os.symlink(op.source, target)
         elif op.kind == PIN:
             _pin(target, pinned[int(op.source)], int(op.source))
+        elif op.kind == LINK_ANCHOR:
+            if os.path.islink(target):  # gone since the plan: nothing of the host's to keep
+                _libc.bind_link(target)
         elif op.kind in (MASK_DIR, MASK_FILE, READONLY, ANCHOR):
             try:
                 mode = os.lstat(target).st_mode

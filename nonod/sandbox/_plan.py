@@ -443,7 +443,8 @@ def build_plan(
                                                  "address (unix sockets allowed)"
                                                  if unix_sockets else ", no listen"))
             + "; UDP, raw, MPTCP and TCP fast open refused by seccomp; the program shares "
-            "the host's network namespace"))
+            "the host's network namespace, and /proc/net lists its TCP connections and Unix "
+            "socket names (no mount can hide each process's /proc/<pid>/net)"))
     elif net.block:
         layers.append(applied("network", detail="blocked: private network namespace, no proxy"))
     elif net.restricted:

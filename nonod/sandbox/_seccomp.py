@@ -184,10 +184,11 @@ class SeccompOptions:
     ``sched_setattr``. The session shares the host's pid namespace (landlock-only mode).
 
     ``protect_init``: the same calls fail with ``EPERM`` when they name pid 1 (and
-    ``setpriority``/``ioprio_set`` process group 1), the session's init in its own pid
-    namespace: it runs with the program's uid in the program's user namespace, so the kernel
-    would let the program lower its limits (``RLIMIT_CPU``: the kernel kills it; ``NOFILE``)
-    or starve it (``SCHED_IDLE``), and with it the exit record and the signals it forwards.
+    ``setpriority``/``ioprio_set`` process group 1, or every process of a uid: ``PRIO_USER``,
+    ``IOPRIO_WHO_USER``), the session's init in its own pid namespace: it runs with the
+    program's uid in the program's user namespace, so the kernel would let the program lower
+    its limits (``RLIMIT_CPU``: the kernel kills it; ``NOFILE``) or starve it (``SCHED_IDLE``,
+    nice 19, the idle I/O class), and with it the exit record and the signals it forwards.
 
     ``refuse_host_inotify``: the rows of ``HOST_INOTIFY`` fail with ``ENOSYS``: the session
     sees the host's tree, not a view of its grants, and shares the host's inotify counts.
@@ -426,7 +427,8 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
         a.ret(SECCOMP_RET_ALLOW)
 
     # 4c. Another process by pid (refuse_host_pids): only pid 0, the caller, is allowed;
-    # (protect_init) any but the init, pid 1 (or its process group, 1).
+    # (protect_init) any but the init, pid 1 (or its process group, 1, or its uid's every
+    # process).
     if host_pids:
         a.label("pid_arg0")
         a.load(_arg_low(0))
@@ -444,7 +446,7 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
         for name, every in _WHICH_WHO:
             a.label(name)
             a.load(_arg_low(0))
-            a.jeq(every, jt="allow")  # a uid's every process: only lowers their priority
+            a.jeq(every, jt="eperm")  # a uid's every process: the init is one of them
             a.load(_arg_low(1))
             a.jeq(INIT_PID, jt="eperm", jf="allow")
 
@@ -541,7 +543,8 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
           if options.refuse_host_pids else []),
         *(["prlimit64 setting a limit, setpriority, ioprio_set, "
            + ", ".join(name for name in _PID_ARG0 if arch.nr(name) is not None)
-           + " naming pid 1 (setpriority, ioprio_set: or process group 1): EPERM (the"
+           + " naming pid 1 (setpriority, ioprio_set: or process group 1), setpriority"
+           " PRIO_USER, ioprio_set IOPRIO_WHO_USER: EPERM (the"
            " session's init, which the kernel would let the program limit or starve)"]
           if options.protect_init and not options.refuse_host_pids else []),
         *(f"ioctl {', '.join(i.name for i in IOCTLS if i.errno == value)} (request compared on"

@@ -60,7 +60,7 @@ from ._errors import (
     SessionNotFound,
 )
 from ._events import ApprovalNotice, EventFeed, LifecycleEvent
-from ._limits import SessionCgroups, end_reason, remove_group
+from ._limits import SessionCgroups, end_reason
 from ._records import (
     SessionRecord,
     enforcement_of,
@@ -73,6 +73,7 @@ from ._records import (
     touch_heartbeat,
     write_record,
 )
+from ._removals import GroupRemovals
 from ._session import Session
 from ._settings import AuditSettings, SessionLimits
 from ._start import ProgramStarter
@@ -89,7 +90,7 @@ _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 _ID_SHAPE = re.compile(r"[0-9a-f]{8}")
 #: Live sessions a user of the system daemon may still start once ``max_live`` are live.
 RESERVED_LIVE: Final = 4
-#: How long after a session's end (its replies sent) its cgroup is removed (seconds).
+#: How long after a session's end its log line and event wait for its replies (seconds).
 AFTER_EXITED: Final = 0.002
 
 
@@ -135,6 +136,8 @@ class Registry:
         self._nursery = nursery
         #: The live sessions' timed audit fsyncs, batched (``nonod.audit._syncer``).
         self._audit_syncer = AuditSyncer(nursery)
+        #: Ended sessions' cgroups, removed in batches (``_removals``).
+        self._removals = GroupRemovals(nursery)
         self._state_dir = state_dir
         self._sessions_dir = state_dir / "sessions"
         self._limits = limits
@@ -625,9 +628,8 @@ class Registry:
         session.set_exited()
         if group is not None:
             # Nothing waits for what follows: the replies to whoever waited for the end go
-            # out first. (Later, the launcher's outer process would more often have left the
-            # group, sparing a second try; but the next launch of a client that launches
-            # back to back would be under way by then, and pay for the removal.)
+            # out first. (The group is removed later, with those of the sessions that end
+            # meanwhile: ``_removals``.)
             await trio.sleep(AFTER_EXITED)
         if self._metrics is not None:
             self._metrics.session_ended(record.reason)
@@ -635,7 +637,7 @@ class Registry:
                  signal=record.signal, reason=record.reason)
         self._emit("exited", session)
         if group is not None:
-            await remove_group(group)
+            self._removals.add(group)
 
     async def apply_retention(self) -> list[str]:
         """Remove sealed sessions beyond ``[audit] keep_days``/``keep_sessions`` (never a live

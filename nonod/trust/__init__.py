@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ._errors import Blocked as Blocked
     from ._errors import DigestMismatch as DigestMismatch
     from ._errors import SubjectMismatch as SubjectMismatch
+    from ._errors import TooLarge as TooLarge
     from ._errors import TrustError as TrustError
     from ._errors import TrustKeyError as TrustKeyError
     from ._errors import TrustPolicyError as TrustPolicyError
@@ -84,7 +85,8 @@ else:
         ),
         "_errors": (
             "BadBundle", "BadSignature", "Blocked", "DigestMismatch", "SubjectMismatch",
-            "TrustError", "TrustKeyError", "TrustPolicyError", "Unsigned", "UntrustedSigner",
+            "TooLarge", "TrustError", "TrustKeyError", "TrustPolicyError", "Unsigned",
+            "UntrustedSigner",
         ),
         "_files": (
             "PolicyFiles", "load_policies", "read_policy_files", "self_anchored",

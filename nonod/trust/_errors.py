@@ -72,6 +72,13 @@ class Unsigned(TrustError):
     code = "trust.unsigned"
 
 
+class TooLarge(TrustError):
+    """A file the policy includes is larger than what is left of the scan's bound on verified
+    bytes (``_scan.MAX_VERIFIED_BYTES``): it could not be pinned, so it is not read."""
+
+    code = "trust.too_large"
+
+
 class TrustPolicyError(TrustError):
     """A trust policy is malformed, unsigned, signed by a key nobody trusts, or unusable (no
     publisher to trust). The policy's author or the caller is at fault, not a checked file."""

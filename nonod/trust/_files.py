@@ -5,26 +5,34 @@ Two levels: the user-level policy (``<nono config dir>/trust-policy.json``, see
 each with its ``.bundle`` beside it. :func:`read_policy_files` reads them by the rules of
 ``nonod._callerfs`` (opened once, ``O_NONBLOCK``, regular files only, bounded; the project's
 resolved beneath the workdir, so a symlink cannot lead out of it) with the identity of the
-calling thread: the daemon calls it acting as its caller. :func:`load_policies` verifies and
-merges them. Who anchors the user-level policy is the one difference between the two
-programs and is a parameter: the daemon passes the publishers made from its own keys, the
-CLI (which has no keys) checks the policy against its own publishers, for consistency only.
+calling thread: the daemon calls it acting as its caller. The user-level policy is used only
+if no user but the reader and root could have written, replaced or removed it
+(``nonod._writers``). :func:`load_policies` verifies and merges them. Who anchors the
+user-level policy is the one difference between the two programs and is a parameter: the
+daemon passes the publishers made from its own keys, the CLI (which has no keys) checks the
+policy against its own publishers, for consistency only.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._callerfs import CallerFileError, read_optional
+from .._callerfs import CallerFileError, FileMissing, acting_uid, read_optional, read_path
+from .._writers import other_writers
 from ._errors import TrustPolicyError
 from ._limits import MAX_BUNDLE_BYTES, MAX_POLICY_BYTES, POLICY_FILE_NAME
 
 # The parser and the verifier are imported where a policy was found: most launches find none.
 if TYPE_CHECKING:
     from ._policy import Publisher, TrustPolicy
+
+_READ_HINT = "a trust policy and its bundle must be regular files you can read"
+_WRITERS_HINT = ("keep your user-level trust policy in a directory only you (or root) may "
+                 "write")
 
 #: Given the user-level policy as declared (not yet verified), the publishers that may sign it.
 Anchors = Callable[["TrustPolicy"], Sequence["Publisher"]]
@@ -56,10 +64,54 @@ def _read(path: Path, *, max_bytes: int, beneath: str | None = None) -> bytes | 
     try:
         return read_optional(name, max_bytes=max_bytes, beneath=beneath)
     except CallerFileError as exc:
+        raise TrustPolicyError(f"cannot read {path}: {exc.reason}", hint=_READ_HINT) from None
+
+
+def _read_own(path: Path) -> bytes | None:
+    """The user-level policy's bytes (None: there is none), read only if no user but the
+    reader and root could have written it, or replaced or removed it in its directory
+    (``nonod._writers``): it is signed, so no one else can forge it, but whoever may write
+    there can take it away or put an older signed version back."""
+    reader = acting_uid()
+    try:
+        opened = read_path(str(path), max_bytes=MAX_POLICY_BYTES)
+    except FileMissing:
+        found = _absent_writers(path, reader)
+        if found is not None:
+            raise TrustPolicyError(
+                f"no user-level trust policy at {path}, and {found}: another user could have "
+                "removed it", hint=_WRITERS_HINT) from None
+        return None
+    except CallerFileError as exc:
+        raise TrustPolicyError(f"cannot read {path}: {exc.reason}", hint=_READ_HINT) from None
+    found_file = other_writers(opened.real or os.path.realpath(path), opened.uid, opened.gid,
+                               opened.mode, reader=reader)
+    if found_file is not None:
+        why, itself = found_file
         raise TrustPolicyError(
-            f"cannot read {path}: {exc.reason}",
-            hint="a trust policy and its bundle must be regular files you can read",
-        ) from None
+            f"{path} is not used: {why}, so another user could have "
+            f"{'written' if itself else 'replaced'} it", hint=_WRITERS_HINT)
+    return opened.data
+
+
+def _absent_writers(path: Path, reader: int) -> str | None:
+    """Who besides ``reader`` and root could have removed ``path`` (or a missing directory
+    on the way to it): the nearest directory above that exists, and those above its real
+    path."""
+    directory = path.parent
+    while True:
+        try:
+            info = os.stat(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            if directory == directory.parent:
+                return None
+            directory = directory.parent
+            continue
+        except OSError as exc:
+            return f"{directory} cannot be checked ({exc.strerror})"
+        found = other_writers(os.path.realpath(directory), info.st_uid, info.st_gid,
+                              info.st_mode, reader=reader)
+        return None if found is None else found[0]
 
 
 def user_policy_path(config_dir: Path) -> Path:
@@ -73,7 +125,7 @@ def read_policy_files(user_path: Path | None, workdir: str | None) -> PolicyFile
     project_path = Path(workdir) / POLICY_FILE_NAME if workdir is not None else None
     user = user_bundle = project = project_bundle = None
     if user_path is not None:
-        user = _read(user_path, max_bytes=MAX_POLICY_BYTES)
+        user = _read_own(user_path)
         if user is not None:
             user_bundle = _read(user_path.with_name(user_path.name + ".bundle"),
                                 max_bytes=MAX_BUNDLE_BYTES)

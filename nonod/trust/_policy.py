@@ -13,9 +13,12 @@ The format (nono's, key for key)::
       "enforcement": "deny"
     }
 
-``instruction_patterns`` (nono's old name for ``includes``) is read too; ``files`` (explicit
-paths outside any project) is kept for the daemon. Keyless publishers (``issuer``,
-``repository``, ``workflow``, ``build_signer_uri``, ``ref_pattern``) parse, so nono policies that
+``instruction_patterns`` (nono's old name for ``includes``) is read too. ``files`` lists
+instruction files by path, wherever they are (``~/.claude/skills/my-skill/SKILL.md``; ``~``
+is the caller's home, a relative path is relative to the scan root), at most
+:data:`MAX_FILES`; the scan verifies each as it verifies an included file (``_scan``).
+Keyless publishers (``issuer``, ``repository``, ``workflow``, ``build_signer_uri``,
+``ref_pattern``) parse, so nono policies that
 trust a CI identity load, but they never match: nonod verifies keyed signatures only. Unlike
 nono, unknown keys are errors that name their JSON path, and a keyed publisher must carry its
 ``public_key``.
@@ -315,7 +318,10 @@ class _PolicyFile(
         if len(self.includes) > MAX_INCLUDES:
             raise ValueError(f"more than {MAX_INCLUDES} include patterns")
         if len(self.files) > MAX_FILES:
-            raise ValueError(f"more than {MAX_FILES} files")
+            raise ValueError(f"more than {MAX_FILES} files ({len(self.files)} listed)")
+        for path in self.files:
+            if not path or "\0" in path:
+                raise ValueError(f"invalid file path {path!r}: empty or with a NUL byte")
         if len(self.publishers) > MAX_PUBLISHERS:
             raise ValueError(f"more than {MAX_PUBLISHERS} publishers")
         for pattern in self.includes:
@@ -468,8 +474,9 @@ def merge_policies(user: TrustPolicy | None, project: TrustPolicy | None) -> Tru
 
     Both must come from ``load_policy`` (verified). With both, the project policy must be
     signed by a key the user policy trusts (a project cannot vouch for itself); publishers are
-    the user's first, then the project's (first of a name wins), includes, files and blocklists
-    are unions, and enforcement is the strictest (``deny`` > ``warn`` > ``audit``). A project
+    the user's first, then the project's (first of a name wins), includes, ``files`` (the
+    same string once, the user's first) and blocklists are unions, and enforcement is the
+    strictest (``deny`` > ``warn`` > ``audit``). A project
     policy alone is used as is, marked not authoritative, with a warning.
     """
     for policy in (user, project):

@@ -11,6 +11,14 @@ else), and so is a symlinked directory leading outside the root when an include 
 match beneath it; neither is followed. Included files are then opened from a descriptor of the
 real root, one path component at a time with ``O_NOFOLLOW``, so a symlink swapped in after
 resolution fails the open instead of redirecting it. The bytes read are the bytes verified.
+
+The policy's ``files`` are verified after the walk, each like an included file
+(:func:`_read_listed`): ``~`` is expanded with the home the caller gives (never the
+reader's own), the path is resolved, the real file read once with no symlink on the way and its
+``.bundle`` read beside the name as written. A listed file that is missing fails, as in nono
+(which cannot digest it). The scan's byte cap (:data:`MAX_VERIFIED_BYTES`) counts them too.
+Whether a verified listed file is pinned in a session is the daemon's decision (only where the
+session could read that path anyway), not the scan's.
 """
 
 from __future__ import annotations
@@ -22,17 +30,20 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Literal, final
 
-from .._callerfs import CallerFileError, FileTooLarge, read_optional, read_path
+from .._callerfs import CallerFileError, FileMissing, FileTooLarge, read_optional, read_path
 from ._bundle import MAX_BUNDLE_BYTES, shown_name
-from ._errors import BadBundle, TrustError, TrustPolicyError
+from ._errors import BadBundle, TooLarge, TrustError, TrustPolicyError
 from ._policy import EnforcementMode, Glob, TrustPolicy
 from ._verify import VerifiedFile, verify_file
 
 SKIP_DIRS: Final = frozenset({".git", ".venv", "node_modules", "__pycache__", ".tox", "target"})
 """Directory names the scan never enters (wherever they are in the tree)."""
 MAX_DEPTH: Final = 32
-MAX_FILE_BYTES: Final = 16 << 20
-"""An included file larger than this fails (its verified copy is kept in memory)."""
+MAX_VERIFIED_BYTES: Final = 512 << 10
+"""The verified files of one scan, together: their bytes are kept in the daemon's memory and
+go to the session in its launch plan (one message of at most 1 MiB, ``_launcher.MAX_PLAN``).
+Past it a file is refused (``too large to pin``) unread, however many names the tree gives
+it (hard links, copies of one signed file): a larger file could never be pinned anyway."""
 
 Status = Literal["verified", "unsigned", "failed"]
 
@@ -46,6 +57,7 @@ _LABELS: Final = MappingProxyType(
         "trust.blocked": "blocked",
         "trust.subject_mismatch": "subject mismatch",
         "trust.policy": "policy",
+        "trust.too_large": "too large to pin",
         "trust.failed": "refused",
     }
 )
@@ -56,7 +68,8 @@ _LABELS: Final = MappingProxyType(
 class FileOutcome:
     """What the scan concluded about one included path.
 
-    ``path`` is relative to the scan root, as the program sees it; ``real_path`` the absolute
+    ``path`` is relative to the scan root, as the program sees it (for a file of the policy's
+    ``files``: the absolute path, ``~`` expanded); ``real_path`` the absolute
     real path the verified bytes belong over (``None`` when the path was refused before being
     read). ``code``/``reason`` say why it is not verified; ``blocking`` whether it refuses the
     launch under the report's enforcement mode.
@@ -69,6 +82,7 @@ class FileOutcome:
     reason: str | None = None
     real_path: str | None = None
     verified: VerifiedFile | None = None
+    listed: bool = False  # named by the policy's ``files`` (``path`` is then absolute)
 
     @property
     def label(self) -> str:
@@ -247,12 +261,16 @@ def _symlink(
     return _Found(rel, directory, entry.name, os.path.relpath(target, real_root))
 
 
-def _read_file(real_root: str, real_rel: str) -> bytes:
+def _read_file(real_root: str, real_rel: str, max_bytes: int) -> bytes:
     """The file's bytes, opened once beneath the root with no symlink on the way
-    (``nonod._callerfs``: regular files only, never blocking, bounded)."""
+    (``nonod._callerfs``: regular files only, never blocking, at most ``max_bytes``)."""
     try:
-        return read_path(real_rel, max_bytes=MAX_FILE_BYTES, symlinks="refuse",
+        return read_path(real_rel, max_bytes=max_bytes, symlinks="refuse",
                          beneath=real_root).data
+    except FileTooLarge:
+        raise TooLarge(
+            f"too large to pin: the verified files of a scan may hold {MAX_VERIFIED_BYTES} "
+            f"bytes in all, {max_bytes} were left for this one") from None
     except CallerFileError as exc:
         raise TrustError(exc.reason) from None
 
@@ -268,47 +286,85 @@ def _read_bundle(real_root: str, directory: str, name: str) -> bytes | None:
         raise BadBundle(f"{name}: {exc.reason}") from None
 
 
-def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy) -> TrustReport:
-    """Verify every file under ``root`` that ``policy`` includes; report each outcome.
+def expand_listed(path: str, root: str, home: str | None) -> str:
+    """A ``files`` entry as an absolute path: ``~`` and ``~/...`` from ``home`` (nono's
+    expansion; a ``~`` with no home known is refused), a relative path from the scan root."""
+    if path == "~" or path.startswith("~/"):
+        if not home:
+            raise TrustError(f"{shown_name(path)}: no home directory is known to expand '~'")
+        path = home.rstrip("/") + path[1:]
+    return os.path.normpath(os.path.join(root, path))
+
+
+def _read_listed(path: str, real: str, max_bytes: int) -> tuple[bytes, bytes | None]:
+    """A listed file's bytes (read once at its real path ``real`` with no symlink on the way)
+    and its sidecar's (beside the name as listed, symlinks followed), or None."""
+    try:
+        data = read_path(real, max_bytes=max_bytes, symlinks="refuse").data
+    except FileMissing:
+        raise TrustError(f"{shown_name(path)}: missing (nothing to verify)") from None
+    except FileTooLarge:
+        raise TooLarge(
+            f"too large to pin: the verified files of a scan may hold {MAX_VERIFIED_BYTES} "
+            f"bytes in all, {max_bytes} were left for this one") from None
+    except CallerFileError as exc:
+        raise TrustError(f"{shown_name(path)}: {exc.reason}") from None
+    try:
+        bundle = read_optional(path + ".bundle", max_bytes=MAX_BUNDLE_BYTES)
+    except FileTooLarge:
+        raise BadBundle(f"{os.path.basename(path)}.bundle is too large; the limit is "
+                        f"{MAX_BUNDLE_BYTES} bytes") from None
+    except CallerFileError as exc:
+        raise BadBundle(f"{os.path.basename(path)}.bundle: {exc.reason}") from None
+    return data, bundle
+
+
+def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
+                home: str | None = None) -> TrustReport:
+    """Verify every file under ``root`` that ``policy`` includes, and every file its ``files``
+    lists (``~`` is ``home``); report each outcome.
 
     Never raises for a file's failure: each one is an entry (``verified``, ``unsigned`` or
     ``failed`` with the error's code and message), blocking according to the enforcement mode.
     Raises :class:`TrustError` only when the root cannot be scanned, and
-    :class:`TrustPolicyError` when files are included but the policy trusts no keyed publisher.
-    Call :meth:`TrustReport.check` to turn a blocked scan into the launch refusal.
+    :class:`TrustPolicyError` when files are included or listed but the policy trusts no keyed
+    publisher. Call :meth:`TrustReport.check` to turn a blocked scan into the launch refusal.
     """
     real_root = os.path.realpath(root)
     if not os.path.isdir(real_root):
         raise TrustError(f"scan root {os.fspath(root)} is not a directory")
     matcher = _Matcher(policy.globs())
     enforcement = policy.enforcement
-    if policy.includes and not policy.keyed_publishers():
+    if (policy.includes or policy.files) and not policy.keyed_publishers():
         raise TrustPolicyError(
             f"{policy.source} includes files but trusts no keyed publisher",
             hint="add your key with `nonoctl trust init` / `nonoctl trust export-key`",
         )
 
-    def failed(found: _Found, error: TrustError, real_path: str | None) -> FileOutcome:
+    def failed(path: str, error: TrustError, real_path: str | None,
+               listed: bool = False) -> FileOutcome:
         status: Status = "unsigned" if error.code == "trust.unsigned" else "failed"
         blocking = enforcement == "deny" or error.code == "trust.blocked"
         return FileOutcome(
-            path=found.rel,
+            path=path,
             status=status,
             blocking=blocking,
             code=error.code,
             reason=error.message,
             real_path=real_path,
+            listed=listed,
         )
 
     entries: list[FileOutcome] = []
+    kept = 0  # bytes of the verified files so far (:data:`MAX_VERIFIED_BYTES`)
     for found in _walk(real_root, matcher):
         if found.real_rel is None:
             refusal = TrustError(f"{shown_name(found.rel)}: {found.refusal}")
-            entries.append(failed(found, refusal, None))
+            entries.append(failed(found.rel, refusal, None))
             continue
         real_path = os.path.join(real_root, found.real_rel)
         try:
-            data = _read_file(real_root, found.real_rel)
+            data = _read_file(real_root, found.real_rel, MAX_VERIFIED_BYTES - kept)
             bundle = _read_bundle(real_root, found.directory, found.entry_name + ".bundle")
             verified = verify_file(data, found.entry_name, bundle, policy)
         except TrustPolicyError:
@@ -316,17 +372,33 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy) -> TrustRepor
         except TrustError as exc:
             if exc.code == "trust.failed":
                 exc = TrustError(f"{shown_name(found.rel)}: {exc.message}")
-            entries.append(failed(found, exc, real_path))
+            entries.append(failed(found.rel, exc, real_path))
             continue
-        entries.append(
-            FileOutcome(
-                path=found.rel,
-                status="verified",
-                blocking=False,
-                real_path=real_path,
-                verified=verified,
-            )
-        )
+        kept += len(data)
+        entries.append(FileOutcome(path=found.rel, status="verified", blocking=False,
+                                   real_path=real_path, verified=verified))
+    # A file already verified (included, or listed under another name) is not read again:
+    # one outcome and one pin per real file.
+    done = {entry.real_path for entry in entries if entry.real_path is not None}
+    for listed in policy.files:
+        shown = listed
+        listed_real: str | None = None
+        try:
+            shown = expand_listed(listed, real_root, home)
+            listed_real = os.path.realpath(shown)
+            if listed_real in done:
+                continue
+            done.add(listed_real)
+            data, bundle = _read_listed(shown, listed_real, MAX_VERIFIED_BYTES - kept)
+            verified = verify_file(data, os.path.basename(shown), bundle, policy)
+        except TrustPolicyError:
+            raise
+        except TrustError as exc:
+            entries.append(failed(shown, exc, listed_real, listed=True))
+            continue
+        kept += len(data)
+        entries.append(FileOutcome(path=shown, status="verified", blocking=False,
+                                   real_path=listed_real, verified=verified, listed=True))
     return TrustReport(
         root=real_root,
         enforcement=enforcement,

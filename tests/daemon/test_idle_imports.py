@@ -45,6 +45,7 @@ NOT_AT_IDLE = (
     "asyncio",  # structlog's async logging methods, which need an asyncio loop (nonod._lean)
     "pickle",  # structlog's, for one exception class (nonod._lean)
     "ssl", "_ssl",  # trio's and trio-websocket's TLS streams, a webhook's client (nonod._lean)
+    "_hashlib",  # OpenSSL's libcrypto, for trio's hmac: built-in digests instead (nonod._lean)
     "nonod.proxy._server", "nonod.proxy._reverse", "nonod.credentials._keychain",
     "nonod.credentials._session_ca",
     "nonod.trust._policy", "nonod.trust._verify",  # a launch that finds no trust policy
@@ -105,6 +106,36 @@ def test_structlog_still_reaches_asyncio_when_asked() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, env={"PYTHONPATH": str(REPO)}).stdout.split("\n")
     assert out[:3] == ["False", "no running event loop", "True"]
+
+
+HASH_PROBE = """
+import sys
+from nonod import _lean
+_lean.import_hashlib()
+_lean.import_trio_websocket()  # trio imports hmac: the stand-in's reason
+import hashlib, hmac
+maps = open("/proc/self/maps").read()
+print("_hashlib" in sys.modules, "libcrypto" in maps)
+ours = [hashlib.new(name, b"nono").hexdigest() for name in ("sha256", "sha1", "md5", "sha512",
+        "blake2b", "sha3_256")]
+mac = hmac.new(b"key", b"message", hashlib.sha256).hexdigest()
+same = (hmac.compare_digest(b"abc", b"abc"), hmac.compare_digest(b"abc", b"abd"))
+key = hashlib.scrypt(b"password", salt=b"salt", n=16, r=1, p=1)
+import _hashlib  # loaded by scrypt: the real library, as ssl would load it
+theirs = [_hashlib.new(name, b"nono").hexdigest() for name in ("sha256", "sha1", "md5",
+          "sha512", "blake2b", "sha3_256")]
+print(ours == theirs, mac == _hashlib.hmac_digest(b"key", b"message", "sha256").hex(), same,
+      key == _hashlib.scrypt(b"password", salt=b"salt", n=16, r=1, p=1),
+      hmac.compare_digest.__module__, "libcrypto" in open("/proc/self/maps").read())
+"""
+
+
+def test_hashlib_and_hmac_run_without_openssl_and_agree_with_it() -> None:
+    out = subprocess.run([sys.executable, "-c", HASH_PROBE], capture_output=True, text=True,
+                         check=True, env={"PYTHONPATH": str(REPO)}).stdout.splitlines()
+    assert out[0] == "False False"  # not loaded, not mapped
+    # the same digests and HMAC as OpenSSL's; a constant-time comparison (CPython's own)
+    assert out[1] == "True True (True, False) True _operator True"
 
 
 TLS_PROBE = """

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 import trio
@@ -90,3 +91,36 @@ async def test_with_no_thread_token_free_the_work_starts_at_the_first_wait() -> 
         limiter.release_on_behalf_of(holder)
     assert ran == [1] and got == [2]
     assert limiter.borrowed_tokens == 0  # given back once the work ended
+
+
+async def test_a_pair_runs_at_once_side_by_side_with_one_thread_woken_by_the_loop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Started.pair``: both works run at the same time (each waits for the other to have
+    begun), neither awaited yet, and the event loop hands over one of them: the first's
+    thread starts the second's."""
+    from nonod import _soon
+
+    loop = threading.get_ident()
+    from_loop: list[str | None] = []
+    start_thread = trio.lowlevel.start_thread_soon
+
+    def seen(fn: Any, deliver: Any, name: str | None = None) -> None:
+        if threading.get_ident() == loop:
+            from_loop.append(name)
+        start_thread(fn, deliver, name=name)
+
+    monkeypatch.setattr(_soon.trio.lowlevel, "start_thread_soon", seen)
+    began = {"first": threading.Event(), "second": threading.Event()}
+
+    def work(me: str, other: str) -> str:
+        began[me].set()
+        assert began[other].wait(10)  # side by side, not one after the other
+        return me
+
+    one, two = Started.pair(lambda: work("first", "second"), lambda: work("second", "first"),
+                            names=("one", "two"))
+    assert await trio.to_thread.run_sync(began["second"].wait, 10)  # before any wait
+    assert await one.result() == "first" and await two.result() == "second"
+    assert from_loop == ["one"]
+    limiter = trio.to_thread.current_default_thread_limiter()
+    assert limiter.borrowed_tokens == 0

@@ -5,8 +5,16 @@ from __future__ import annotations
 import ssl
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from nonod.proxy._sni import NotClientHello, client_hello_name, first_flight, request_line
+from nonod.proxy._sni import (
+    NotClientHello,
+    RequestLine,
+    client_hello_name,
+    first_flight,
+    request_line,
+)
 
 
 def hello(name: str) -> bytes:
@@ -86,3 +94,15 @@ def test_request_lines_are_told_from_other_protocols(data: bytes, verdict: bool 
                                                      ) -> None:
     assert request_line(data) is verdict
     assert first_flight(data) is (verdict is not None)
+
+
+@given(st.binary(max_size=40).map(lambda b: bytes(
+    b"\r\n \tGETPOST/x*HTPht1.\x00\x7f"[c % 21] for c in b)), st.data())
+def test_the_request_line_read_on_in_pieces_is_judged_as_if_read_at_once(
+        data: bytes, draw: st.DataObject) -> None:
+    """:class:`RequestLine` given what came so far, read after read, says what a fresh read
+    of the same bytes says (it goes on where it stopped instead of reading them again)."""
+    line = RequestLine()
+    cuts = sorted(draw.draw(st.lists(st.integers(0, len(data)), max_size=6)))
+    for cut in [*cuts, len(data)]:
+        assert line.judge(data[:cut]) is request_line(data[:cut])

@@ -70,18 +70,19 @@ def test_the_daemons_own_state_directory_is_taken_through_a_link(short_tmp: Path
     assert made.is_dir() and made.stat().st_mode & 0o777 == 0o700
 
 
-#: Makes and removes ``argv[1]`` as fast as it can, as another user (review12).
+#: Makes and removes ``argv[1]`` as fast as it can, as another user (review12): a directory,
+#: or (review13) a link to ``argv[2]``.
 SQUATTER = """
 import os, sys
+make = (lambda: os.symlink(sys.argv[2], sys.argv[1])) if sys.argv[2:] else (
+    lambda: os.mkdir(sys.argv[1]))
+undo = os.unlink if sys.argv[2:] else os.rmdir
 while True:
-    try:
-        os.mkdir(sys.argv[1])
-    except OSError:
-        pass
-    try:
-        os.rmdir(sys.argv[1])
-    except OSError:
-        pass
+    for step in (make, lambda: undo(sys.argv[1])):
+        try:
+            step()
+        except OSError:
+            pass
 """
 
 
@@ -117,3 +118,43 @@ def test_a_directory_another_user_makes_while_the_daemon_makes_its_own_is_refuse
         squatter.kill()
         squatter.wait()
     assert taken  # the daemon did make its own, all the other times
+
+
+
+def test_a_link_another_user_puts_above_while_the_daemon_makes_its_own_is_refused(
+        other: LocalUser, short_tmp: Path) -> None:
+    """As the directory above, a link: put there by another user after the daemon resolved
+    its path and before its ``mkdir``, to a directory of root's. The daemon made its state
+    directory through the link and checked what it pointed to (root's), so it took a path
+    whose link the other user could point elsewhere at any time afterwards (their own
+    directory: the next audit files theirs to read and replace)."""
+    sticky = short_tmp / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    roots = short_tmp / "roots"
+    roots.mkdir(mode=0o755)
+    above = sticky / "above"
+    linker = subprocess.Popen([*other.prefix(), SYSTEM_PYTHON, "-c", SQUATTER, str(above),
+                               str(roots)], cwd="/")
+    taken = through = 0
+    try:
+        for _ in range(1500):
+            try:
+                made = claim_state_dir(above / "state")
+            except StateDirError:
+                pass  # the link was there when the daemon looked, or it changed
+            else:
+                taken += 1
+                # Made through the link, as a path that keeps it (before: about 1 in 100).
+                through += made != roots / "state" and (roots / "state").exists()
+            for leftover in (roots / "state", above / "state"):
+                with contextlib.suppress(OSError):
+                    leftover.rmdir()
+            with contextlib.suppress(OSError):
+                if not above.is_symlink() and above.stat().st_uid == 0:
+                    above.rmdir()
+    finally:
+        linker.kill()
+        linker.wait()
+    assert taken  # the daemon did make its own, the other times
+    assert not through, f"{through} state directories were made through the other's link"

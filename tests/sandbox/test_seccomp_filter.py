@@ -495,7 +495,10 @@ def test_the_init_is_protected_in_its_own_pid_namespace(arch: Arch) -> None:
     for which in (PRIO_PROCESS, PRIO_PGRP):
         assert run(arch, options, "setpriority", which, 1, 19) == err(errno.EPERM)
         assert run(arch, options, "setpriority", which, 4242, 19) == ALLOW
-    assert run(arch, options, "setpriority", PRIO_USER, 1, 19) == ALLOW  # a uid, not a pid
+    # every process of a uid: the init is one of them (redteam18: it reniced the init)
+    for who in (0, 1, 4242):
+        assert run(arch, options, "setpriority", PRIO_USER, who, 19) == err(errno.EPERM)
+        assert run(arch, options, "ioprio_set", IOPRIO_WHO_USER, who, 0) == err(errno.EPERM)
     for which in (IOPRIO_WHO_PROCESS, IOPRIO_WHO_PGRP):
         assert run(arch, options, "ioprio_set", which, 1, 0) == err(errno.EPERM)
         assert run(arch, options, "ioprio_set", which, 4242, 0) == ALLOW

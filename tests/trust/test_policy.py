@@ -69,13 +69,26 @@ def test_init_policy_is_noNOs_shape(key: SigningKey) -> None:
 
 
 def test_to_json_round_trips(key: SigningKey) -> None:
-    policy = parse(doc(key, files=["~/.claude/skills/x/SKILL.md"]))
+    policy = parse(doc(key, files=[]))
     again = parse_policy(policy.to_json())
-    assert (again.includes, again.files, again.publishers) == (
-        policy.includes,
-        policy.files,
-        policy.publishers,
-    )
+    assert (again.includes, again.publishers) == (policy.includes, policy.publishers)
+
+
+def test_files_parse_and_round_trip_as_nonos(key: SigningKey) -> None:
+    """nono's ``files`` key loads (it was refused while nothing verified it) and is written
+    back as it was."""
+    listed = ["~/.claude/skills/x/SKILL.md", "/etc/agents/AGENTS.md"]
+    policy = parse(doc(key, files=listed))
+    assert policy.files == tuple(listed)
+    assert parse_policy(policy.to_json()).files == tuple(listed)
+
+
+def test_more_than_a_thousand_files_are_refused_by_name(key: SigningKey) -> None:
+    parse(doc(key, files=[f"/skills/{i}.md" for i in range(1_000)]))
+    with pytest.raises(TrustPolicyError, match=r"more than 1000 files \(1001 listed\)"):
+        parse(doc(key, files=[f"/skills/{i}.md" for i in range(1_001)]))
+    with pytest.raises(TrustPolicyError, match="invalid file path"):
+        parse(doc(key, files=[""]))
 
 
 def test_old_includes_name_is_read(key: SigningKey) -> None:
@@ -192,12 +205,13 @@ def signed(data: bytes, key: SigningKey, trusted: TrustPolicy | None = None) -> 
 
 def test_merge_rules(key: SigningKey) -> None:
     colleague = generate_key("colleague")
-    user_doc = doc(key, includes=[], enforcement="warn")
+    user_doc = doc(key, includes=[], enforcement="warn", files=["~/a.md", "/b.md"])
     user_doc["publishers"][0]["name"] = "me"
     user_doc["blocklist"]["digests"] = [{"sha256": "a" * 64, "description": "u", "added": "x"}]
     user = signed(json.dumps(user_doc).encode(), key)
 
-    project_doc = doc(key, includes=["GEMINI.md", "*.prompt"], enforcement="audit")
+    project_doc = doc(key, includes=["GEMINI.md", "*.prompt"], enforcement="audit",
+                      files=["/b.md", "~/c.md"])
     project_doc["publishers"] = [
         {"name": "me", "key_id": "other", "public_key": export_public_key(colleague)},
         {"name": "colleague", "key_id": "colleague", "public_key": export_public_key(colleague)},
@@ -213,6 +227,7 @@ def test_merge_rules(key: SigningKey) -> None:
     assert [p.name for p in merged.publishers] == ["me", "colleague"]
     assert merged.publishers[0].key_id == "default"  # the user's "me" wins
     assert merged.includes == ("GEMINI.md", "*.prompt")
+    assert merged.files == ("~/a.md", "/b.md", "~/c.md")  # deduplicated by string, as nono
     assert [d.description for d in merged.blocklist.digests] == ["u", "p"]
     assert merged.enforcement == "warn"  # strictest of warn and audit
 

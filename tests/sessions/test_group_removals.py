@@ -1,0 +1,68 @@
+"""Ended sessions' cgroups removed in batches (``_removals``), against the real kernel (v1
+or v2): the groups of sessions that end together go in one worker job, in order; a group a
+process stays in is tried again and what is left in it killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from nonod.policy import ResolvedPolicy
+from nonod.sessions import _removals
+from nonod.sessions._limits import SessionCgroups
+from nonod.sessions._removals import GroupRemovals
+
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create cgroups"),
+              pytest.mark.root]
+
+
+async def test_groups_ending_together_go_in_one_job_and_a_process_left_is_killed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cgroups = SessionCgroups.open(tmp_path)
+    if cgroups.backend is None:
+        cgroups.close()
+        pytest.skip(cgroups.why)
+    batches: list[list[str]] = []  # each worker job's groups, in the order tried
+    remove_all = _removals._remove_all
+
+    def seen(batch: list[Any]) -> Any:
+        batches.append([os.path.basename(queued.group.path) for queued in batch])
+        return remove_all(batch)
+
+    monkeypatch.setattr(_removals, "_remove_all", seen)
+    policy = ResolvedPolicy(name="fake", grants=(), denials=())
+    staying: subprocess.Popen[bytes] | None = None
+    try:
+        groups = []
+        for name in ("s1", "s2", "s3"):
+            group, _ = await cgroups.make(name, policy)
+            assert group is not None
+            groups.append(group)
+        staying = subprocess.Popen(["sleep", "60"])
+        for path in groups[1].procs:
+            Path(path).write_text(str(staying.pid))
+        async with trio.open_nursery() as nursery:
+            removals = GroupRemovals(nursery)
+            for group in groups:
+                removals.add(group)
+            assert removals.pending() == 3
+            await removals.drained()
+            assert removals.pending() == 0
+            nursery.cancel_scope.cancel()
+        # One job for the three, in order; the busy one again in the next ones (the first
+        # of those killed what stayed; it leaves the group once it has exited).
+        assert batches[0] == ["s1", "s2", "s3"]
+        assert len(batches) >= 2 and all(batch == ["s2"] for batch in batches[1:])
+        assert staying.wait(10) == -signal.SIGKILL
+        for group in groups:
+            assert not any(os.path.exists(os.path.dirname(p)) for p in group.procs)
+    finally:
+        if staying is not None and staying.poll() is None:
+            staying.kill()
+        cgroups.close()
