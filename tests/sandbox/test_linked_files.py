@@ -15,10 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from nonod.sandbox._linkscan import scan
+from nonod.errors import EnforcementUnavailable
+from nonod.policy import Access
+from nonod.sandbox import LaunchRequest
+from nonod.sandbox._linkscan import Budget, scan
 from nonod.sandbox._mounts import BIND_DIR, MASK_DIR, OVERLAY, READONLY, MountOp
+from nonod.sandbox._plan import build_plan
 
 from ..conftest import SandboxUser
+from .test_sandbox import policy, probe
 
 SITE = ".venv/lib/python3.12/site-packages/pkg"
 ARCHIVE = ".cache/uv/archive-v0/Xq3/pkg"
@@ -41,6 +46,60 @@ def uv_home(world_tmp: Path, sandbox_user: SandboxUser) -> Path:
     for path in (home, *home.rglob("*")):
         sandbox_user.chown(path)
     return home
+
+
+@pytest.mark.userns
+def test_a_cache_file_linked_into_the_workdir_cannot_be_written_through_it(
+        sandbox_user: SandboxUser, uv_home: Path) -> None:
+    proj = uv_home / "proj"
+    cached = uv_home / ARCHIVE / "__init__.py"
+    before = os.stat(cached)
+    linked = f"{proj}/{SITE}/__init__.py"
+    r = sandbox_user.run(policy((proj, Access.READWRITE), (uv_home / ".cache", Access.READ)),
+                         probe(
+        f"L = {linked!r}\n"
+        "t(lambda: open(L).read().strip())\n"
+        "t(lambda: open(L, 'w').write('POISON'))\n"
+        "t(lambda: open(L, 'r+').write('POISON'))\n"
+        "t(lambda: open(L, 'a').write('POISON'))\n"
+        "t(lambda: os.truncate(L, 0))\n"
+        "t(lambda: os.chmod(L, 0o777))\n"
+        "t(lambda: open('/proc/self/fd/%d' % os.open(L, os.O_RDONLY), 'w').write('P'))\n"
+        "t(lambda: os.link(L, 'again'))\n"
+        "t(lambda: os.unlink(L))\n"
+        "t(lambda: open('new.py', 'w').write('upgraded'))\n"
+        "t(lambda: os.replace('new.py', L))\n"
+        "t(lambda: open('main.py', 'w').write('edited'))\n"
+        "t(lambda: open('a', 'w').write('both'))\n"
+        "t(lambda: open('b').read())\n"
+    ), cwd=str(proj))
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:14] == [
+        "OK HOST-CODE", "EROFS", "EROFS", "EROFS", "EROFS", "EROFS", "EROFS", "EXDEV",
+        "EBUSY", "OK 8", "EBUSY", "OK 6", "OK 4", "OK both"], r.stdout
+    after = os.stat(cached)
+    assert cached.read_text() == "HOST-CODE\n"
+    assert (after.st_ino, after.st_mtime_ns, after.st_nlink) == \
+        (before.st_ino, before.st_mtime_ns, before.st_nlink)
+    assert (proj / "main.py").read_text() == "edited"
+
+
+@pytest.mark.userns
+def test_a_writable_cache_grant_does_not_open_the_link(
+        sandbox_user: SandboxUser, uv_home: Path) -> None:
+    """The cache granted writable too (copy-on-write, an overlay): its link in the project
+    is still a name outside what the session writes in place."""
+    proj = uv_home / "proj"
+    cached = uv_home / ARCHIVE / "__init__.py"
+    pol = policy((proj, Access.READWRITE), (uv_home / ".cache", Access.READWRITE),
+                 cache_home=str(uv_home / ".cache"))
+    r = sandbox_user.run(pol, probe(
+        f"t(lambda: open({str(proj / SITE / '__init__.py')!r}, 'w').write('POISON'))\n"
+        f"t(lambda: open({str(cached)!r}, 'w').write('OWN-COPY'))\n"
+        f"t(lambda: open({str(cached)!r}).read())\n"), cwd=str(proj))
+    assert r.code == 0, r.stderr
+    assert r.stdout.split("\n")[:3] == ["EROFS", "OK 8", "OK OWN-COPY"], r.stdout
+    assert cached.read_text() == "HOST-CODE\n"
 
 
 def _ops(*ops: MountOp) -> tuple[MountOp, ...]:
@@ -69,3 +128,47 @@ def test_the_scan_finds_names_with_a_link_outside_the_writable_grants(
     assert scan(_ops(MountOp(BIND_DIR, proj, proj, True), MountOp(READONLY, linked))).names == ()
     # A read-only grant of the project: nothing to do.
     assert scan(_ops(MountOp(BIND_DIR, proj, proj, False))).names == ()
+
+
+def test_a_scan_cut_short_refuses_the_launch_unless_accepted(uv_home: Path) -> None:
+    proj = uv_home / "proj"
+    cut = scan(_ops(MountOp(BIND_DIR, str(proj), str(proj), True)), Budget(entries=2))
+    assert cut.incomplete == "more than 2 entries in the writable grants"
+    too_many = scan(_ops(MountOp(BIND_DIR, str(proj), str(proj), True)), Budget(names=0))
+    assert too_many.incomplete.startswith("1 names to make read-only")
+    req = LaunchRequest(argv=("/bin/true",), cwd=str(proj))
+    pol = policy((proj, Access.READWRITE))
+    plan, report = build_plan(pol, req)
+    assert MountOp(READONLY, str(proj / SITE / "__init__.py")) in plan.mounts
+    layer = next(layer for layer in report.layers if layer.name == "linked_files")
+    assert layer.state == "applied"
+    assert layer.detail.startswith("1 names of 1 files hard-linked outside the writable grants")
+    many = proj / "many"
+    many.mkdir()
+    for i in range(600):  # past a budget of 500 entries
+        (many / str(i)).touch()
+    budget = Budget(entries=500)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("nonod.sandbox._linkscan.DEFAULT", budget)
+        with pytest.raises(EnforcementUnavailable, match="linked_files cannot be enforced"):
+            build_plan(pol, req)
+        accepted = policy((proj, Access.READWRITE), allow_degraded=("linked_files",))
+        _, report = build_plan(accepted, req)
+    assert "linked_files: partial" in report.summary()
+    assert not report.fully_enforced
+
+
+def test_landlock_only_mode_refuses_a_linked_workdir_unless_accepted(uv_home: Path) -> None:
+    from nonod.sandbox import _mode
+
+    proj = uv_home / "proj"
+    req = LaunchRequest(argv=("/bin/true",), cwd=str(proj))
+    others = ("creation_guard", "host_proc", "persistence")  # what the mode needs besides
+    with pytest.raises(EnforcementUnavailable, match="linked_files cannot be enforced"):
+        build_plan(policy((proj, Access.READWRITE), allow_degraded=others), req,
+                   mode=_mode.LANDLOCK_ONLY)
+    plan, report = build_plan(policy((proj, Access.READWRITE),
+                                     allow_degraded=(*others, "linked_files")), req,
+                              mode=_mode.LANDLOCK_ONLY)
+    assert "linked_files: unavailable (1 names of 1 files" in report.summary()
+    assert plan.mounts == ()
