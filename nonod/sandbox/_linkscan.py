@@ -14,7 +14,10 @@ than names found has a name elsewhere (a cache, another project, a backup made w
 of the name onto itself. A write open, ``truncate``, ``chmod`` then fail with ``EROFS``;
 ``unlink`` and ``rename`` over it with ``EBUSY`` (a mount point); a link of it elsewhere with
 ``EXDEV``. An inode whose every name lies in the writable grants is left alone: the session
-may already write each of them.
+may already write each of them. A directory below a grant that holds only such names (and
+directories like it) is bound read-only whole, one mount instead of one per file: pnpm's
+package directories, a uv wheel's subpackages. Nothing can be created in it either; the grant
+itself is never bound whole.
 
 What the walk does not enter: the targets of the view's other operations below a writable
 grant (overlays, read-only binds, masks, pins: the session cannot write there, or writes
@@ -24,7 +27,8 @@ links are not followed (what one leads to is judged where it lies).
 The walk is bounded (``Budget``: entries looked at, seconds, names made read-only): past a
 bound, or at a directory it cannot list that the session could open, the scan is
 ``incomplete`` and says why; the plan then refuses the launch unless the profile accepts the
-layer ``linked_files`` degraded. Nothing is cached between launches: a link the host adds
+layer ``linked_files`` degraded (it is
+bound read-only as far as the walk went). Nothing is cached between launches: a link the host adds
 to an existing file changes neither the file's directory nor its times as seen from there,
 so no (directory, mtime) key would notice it.
 """
@@ -35,19 +39,19 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Final, NamedTuple, final
 
-from ._mounts import ANCHOR, BIND_DIR, BIND_FILE, READONLY, SYMLINK, MountOp
+from ._mounts import ANCHOR, BIND_DIR, BIND_FILE, LINKED, READONLY, SYMLINK, MountOp
 
 #: The layer's name in the enforcement report (and in ``allow_degraded``).
 LAYER: Final = "linked_files"
 
 
 class Budget(NamedTuple):
-    entries: int = 500_000  # directory entries looked at
-    seconds: float = 5.0
-    names: int = 8192  # names made read-only: each is a mount in the session
+    entries: int = 200_000  # directory entries looked at (about a second, docs/benchmarks.md)
+    seconds: float = 10.0  # a slow file system's bound (network homes)
+    mounts: int = 8192  # read-only binds the session gets
 
 
 DEFAULT: Final = Budget()
@@ -55,14 +59,22 @@ DEFAULT: Final = Budget()
 
 @final
 class LinkScan(NamedTuple):
-    names: tuple[str, ...]  # names to bind read-only, sorted
-    inodes: int  # inodes they are names of
+    targets: tuple[str, ...]  # files and directories to bind read-only, sorted
+    names: int  # the names of linked files they cover
+    inodes: int  # the files (inodes) those are names of
+    dirs: int  # how many of ``targets`` are directories
     entries: int  # directory entries looked at
     seconds: float
     incomplete: str  # why the walk stopped before the end ("" when it did not)
 
     def ops(self) -> tuple[MountOp, ...]:
-        return tuple(MountOp(READONLY, name) for name in self.names)
+        return tuple(MountOp(LINKED, target) for target in self.targets)
+
+    def describe(self) -> str:
+        return (f"{self.names} names of {self.inodes} files hard-linked outside the writable "
+                f"grants, in {len(self.targets)} read-only binds ({self.dirs} of directories "
+                f"that hold only such files); {self.entries} entries walked in "
+                f"{self.seconds * 1000:.0f} ms")
 
 
 class _Stop(Exception):
@@ -71,84 +83,126 @@ class _Stop(Exception):
         self.why = why
 
 
+@final
+class _Walk:
+    """What the walk saw: each directory's entry count and walked subdirectories, and the
+    names of each inode with more than one link."""
+
+    def __init__(self, stops: set[str], budget: Budget) -> None:
+        self._stops = stops
+        self._budget = budget
+        self._deadline = time.monotonic() + budget.seconds
+        self.entries = 0
+        self.counts: dict[str, int] = {}
+        self.subdirs: dict[str, list[str]] = {}
+        self.seen: dict[tuple[int, int], list[str]] = {}
+        self.links: dict[tuple[int, int], int] = {}
+
+    def file(self, path: str, st: os.stat_result) -> None:
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            names = self.seen.setdefault(key, [])
+            if path not in names:
+                names.append(path)
+            self.links[key] = st.st_nlink
+
+    def tree(self, root: str) -> None:
+        """Walk ``root`` (not entering :attr:`_stops` below it). A directory it cannot list
+        that the session could open ends the walk."""
+        stack = [root]
+        budget = self._budget
+        while stack:
+            top = stack.pop()
+            try:
+                it = os.scandir(top)
+            except FileNotFoundError:
+                continue
+            except PermissionError as exc:
+                if _closed_to_us(top):
+                    continue  # (nor is it, or what holds it, bound whole)
+                why = os.strerror(exc.errno or errno.EACCES)
+                raise _Stop(f"{top} cannot be listed ({why})") from None
+            count = 0
+            subdirs: list[str] = []
+            self.counts[top] = 0  # until it is listed to the end
+            self.subdirs[top] = subdirs
+            with it:
+                for entry in it:
+                    count += 1
+                    self.entries += 1
+                    if self.entries > budget.entries:
+                        raise _Stop(f"more than {budget.entries} entries in the writable "
+                                    "grants")
+                    if not self.entries & 0x3FF and time.monotonic() > self._deadline:
+                        raise _Stop(f"the walk took more than {budget.seconds:g} s")
+                    path = entry.path
+                    if path in self._stops:
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            subdirs.append(path)
+                            stack.append(path)
+                        elif entry.is_file(follow_symlinks=False):
+                            self.file(path, entry.stat(follow_symlinks=False))
+                    except FileNotFoundError:
+                        continue  # removed while we walked: no name left to write
+            self.counts[top] = count
+
+
 def scan(ops: Sequence[MountOp], budget: Budget | None = None) -> LinkScan:
     """The names in the writable grants of ``ops`` (a mount plan's operations) that share
-    their inode with a name outside them (module docstring); ``budget``: :data:`DEFAULT`."""
+    their inode with a name outside them, as read-only binds (module docstring);
+    ``budget``: :data:`DEFAULT`."""
     start = time.monotonic()
     budget = budget or DEFAULT
     roots = sorted(op.target for op in ops if op.kind == BIND_DIR and op.writable)
-    files = [op.target for op in ops if op.kind == BIND_FILE and op.writable]
     # Below a writable grant, what another operation mounts is not this grant's to walk: a
     # nested writable grant is walked as a root of its own, the rest is not writable there
     # (anchors stay writable: bound onto themselves, walked through).
     stops = {op.target for op in ops if op.kind not in (ANCHOR, SYMLINK)}
-    seen: dict[tuple[int, int], list[str]] = {}
-    links: dict[tuple[int, int], int] = {}
-    entries = 0
+    walk = _Walk(stops, budget)
     incomplete = ""
-    deadline = start + budget.seconds
     try:
         for root in roots:
-            for path, st in _files(root, stops):
-                entries += 1
-                if entries > budget.entries:
-                    raise _Stop(f"more than {budget.entries} entries in the writable grants")
-                if not entries & 0x3FF and time.monotonic() > deadline:
-                    raise _Stop(f"the walk took more than {budget.seconds:g} s")
-                if st.st_nlink > 1:
-                    key = (st.st_dev, st.st_ino)
-                    seen.setdefault(key, []).append(path)
-                    links[key] = st.st_nlink
-        for path in files:
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-                key = (st.st_dev, st.st_ino)
-                names = seen.setdefault(key, [])
-                if path not in names:
-                    names.append(path)
-                links[key] = st.st_nlink
+            walk.tree(root)
+        for op in ops:
+            if op.kind == BIND_FILE and op.writable:
+                try:
+                    walk.file(op.target, os.lstat(op.target))
+                except FileNotFoundError:
+                    continue
     except _Stop as stop:
         incomplete = stop.why
     already = {op.target for op in ops if op.kind == READONLY}
-    found = [key for key, names in seen.items() if links[key] > len(names)]
-    names = sorted(n for key in found for n in seen[key] if n not in already)
-    if len(names) > budget.names:
-        incomplete = incomplete or (f"{len(names)} names to make read-only, more than "
-                                    f"{budget.names}")
-        names = names[:budget.names]
-    return LinkScan(names=tuple(names), inodes=len(found), entries=entries,
+    found = [key for key, names in walk.seen.items() if walk.links[key] > len(names)]
+    linked = {name for key in found for name in walk.seen[key] if name not in already}
+    whole = _whole(walk, linked, set(roots))
+    targets = sorted({*(d for d in whole if os.path.dirname(d) not in whole),
+                      *(n for n in linked if os.path.dirname(n) not in whole)})
+    if len(targets) > budget.mounts:
+        incomplete = incomplete or (f"{len(targets)} read-only binds needed, more than "
+                                    f"{budget.mounts}")
+        targets = targets[:budget.mounts]
+    return LinkScan(targets=tuple(targets), names=len(linked), inodes=len(found),
+                    dirs=sum(t in whole for t in targets), entries=walk.entries,
                     seconds=time.monotonic() - start, incomplete=incomplete)
 
 
-def _files(root: str, stops: set[str]) -> Iterator[tuple[str, os.stat_result]]:
-    """Each regular file below ``root`` (not entering ``stops`` other than ``root``), with
-    its ``lstat``. A directory it cannot list that the session could open ends the walk."""
-    stack = [root]
-    while stack:
-        top = stack.pop()
-        try:
-            it = os.scandir(top)
-        except FileNotFoundError:
+def _whole(walk: _Walk, linked: set[str], roots: set[str]) -> set[str]:
+    """The walked directories, below a root, whose every entry is a name in ``linked`` or a
+    directory like them (deepest first, so a parent sees its children's answer)."""
+    direct: dict[str, int] = {}
+    for name in linked:
+        parent = os.path.dirname(name)
+        direct[parent] = direct.get(parent, 0) + 1
+    whole: set[str] = set()
+    for path in sorted(walk.subdirs, key=lambda p: p.count("/"), reverse=True):
+        count = walk.counts[path]
+        if path in roots or not count:
             continue
-        except PermissionError as exc:
-            if _closed_to_us(top):
-                continue
-            why = os.strerror(exc.errno or errno.EACCES)
-            raise _Stop(f"{top} cannot be listed ({why})") from None
-        with it:
-            for entry in it:
-                path = entry.path
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        if path not in stops:
-                            stack.append(path)
-                    elif entry.is_file(follow_symlinks=False):
-                        yield path, entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # removed while we walked: no name left to write
+        if count == direct.get(path, 0) + sum(d in whole for d in walk.subdirs[path]):
+            whole.add(path)
+    return whole
 
 
 def _closed_to_us(path: str) -> bool:

@@ -72,6 +72,10 @@ UPPER_FILE = 13
 # or renamed over, so the session keeps the link a denial was resolved through
 # (``ResolvedPolicy.denial_links``). Applied by the Python init only (``_cinit.covers``).
 LINK_ANCHOR = 14
+# A file whose inode has a link outside the writable grants (a cache's, ``_linkscan``), or a
+# directory holding only such files, bound onto itself read-only. Not guarded: a name the
+# host replaces while the session runs is a new link, which no launch-time scan sees either.
+LINKED = 15
 
 OLD = "/oldroot"
 PIN_DIR = "/.nono-pins"
@@ -1525,6 +1529,8 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
         elif op.kind == LINK_ANCHOR:
             if os.path.islink(target):  # gone since the plan: nothing of the host's to keep
                 _libc.bind_link(target)
+        elif op.kind == LINKED:
+            _linked(target)
         elif op.kind in (MASK_DIR, MASK_FILE, READONLY, ANCHOR):
             try:
                 mode = os.lstat(target).st_mode
@@ -1681,6 +1687,17 @@ def cover(op: MountOp, mode: int) -> bool:
         _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY | _libc.MOUNT_ATTR_NOEXEC
                             | _libc.MOUNT_ATTR_NODEV, recursive=False)
     return True
+
+
+def _linked(target: str) -> None:
+    """``target`` (a LINKED operation) read-only, if it is still a file or directory: gone
+    or replaced by a link since the scan, it names no inode of the host's."""
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        cover(MountOp(READONLY, target), mode)
 
 
 def _pin(target: str, data: bytes, index: int) -> None:

@@ -264,20 +264,16 @@ def _linked_layer(policy: ResolvedPolicy, linked: _linkscan.LinkScan, landlock_o
     """The names of the writable grants whose inode has a name outside them, made read-only
     (``_linkscan``): refused if the walk was cut short, or without a view to bind them in,
     unless the profile accepts it."""
-    if not linked.names and not linked.incomplete:
+    if not linked.targets and not linked.incomplete:
         return None
-    found = (f"{len(linked.names)} names of {linked.inodes} files hard-linked outside the "
-             f"writable grants ({linked.entries} entries walked in "
-             f"{linked.seconds * 1000:.0f} ms)")
     if landlock_only:
-        report = unavailable(_linkscan.LAYER, f"{found} stay writable: no view to bind them "
-                             "read-only in (landlock-only mode)")
+        report = unavailable(_linkscan.LAYER, "no view to bind them read-only in "
+                             "(landlock-only mode): they stay writable", detail=linked.describe())
     elif linked.incomplete:
         report = partial(_linkscan.LAYER, f"the walk stopped early: {linked.incomplete}; "
-                         "files linked past that point stay writable", detail=found
-                         + " bound read-only")
+                         "files linked past that point stay writable", detail=linked.describe())
     else:
-        report = applied(_linkscan.LAYER, detail=found + " bound read-only")
+        report = applied(_linkscan.LAYER, detail=linked.describe())
     return _degraded(policy, _linkscan.LAYER, report)
 
 

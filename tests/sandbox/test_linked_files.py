@@ -19,7 +19,7 @@ from nonod.errors import EnforcementUnavailable
 from nonod.policy import Access
 from nonod.sandbox import LaunchRequest
 from nonod.sandbox._linkscan import Budget, scan
-from nonod.sandbox._mounts import BIND_DIR, MASK_DIR, OVERLAY, READONLY, MountOp
+from nonod.sandbox._mounts import BIND_DIR, LINKED, MASK_DIR, OVERLAY, READONLY, MountOp
 from nonod.sandbox._plan import build_plan
 
 from ..conftest import SandboxUser
@@ -31,15 +31,19 @@ ARCHIVE = ".cache/uv/archive-v0/Xq3/pkg"
 
 @pytest.fixture
 def uv_home(world_tmp: Path, sandbox_user: SandboxUser) -> Path:
-    """``home`` with uv's cache entry ``pkg/__init__.py`` hard-linked into
-    ``proj/.venv``, a file of the project's own, and a file with two names both in the
+    """``home`` with uv's cache entry ``pkg/__init__.py`` and ``pkg/sub/mod.py``
+    hard-linked into ``proj/.venv`` (beside files uv and Python write there: ``pyvenv.cfg``,
+    ``__pycache__``), a file of the project's own, and a file with two names both in the
     project (``a`` and ``b``)."""
     home = world_tmp / "home"
-    for d in (ARCHIVE, f"proj/{SITE}"):
+    for d in (f"{ARCHIVE}/sub", f"proj/{SITE}/sub", f"proj/{SITE}/__pycache__"):
         (home / d).mkdir(parents=True)
-    cached = home / ARCHIVE / "__init__.py"
-    cached.write_text("HOST-CODE\n")
-    os.link(cached, home / "proj" / SITE / "__init__.py")
+    (home / "proj/.venv/pyvenv.cfg").write_text("home = /usr/bin\n")
+    (home / "proj" / SITE / "__pycache__/__init__.cpython-312.pyc").write_text("pyc")
+    for name in ("__init__.py", "sub/mod.py"):
+        cached = home / ARCHIVE / name
+        cached.write_text("HOST-CODE\n")
+        os.link(cached, home / "proj" / SITE / name)
     (home / "proj/main.py").write_text("mine\n")
     (home / "proj/a").write_text("twins\n")
     os.link(home / "proj/a", home / "proj/b")
@@ -72,13 +76,17 @@ def test_a_cache_file_linked_into_the_workdir_cannot_be_written_through_it(
         "t(lambda: open('main.py', 'w').write('edited'))\n"
         "t(lambda: open('a', 'w').write('both'))\n"
         "t(lambda: open('b').read())\n"
+        f"S = {str(proj / SITE)!r}\n"
+        "t(lambda: open(S + '/sub/mod.py', 'a').write('POISON'))\n"
+        "t(lambda: open(S + '/sub/new.py', 'w').write('x'))\n"
+        "t(lambda: open(S + '/__pycache__/y.pyc', 'w').write('pyc'))\n"
     ), cwd=str(proj))
     assert r.code == 0, r.stderr
-    assert r.stdout.split("\n")[:14] == [
+    assert r.stdout.split("\n")[:17] == [
         "OK HOST-CODE", "EROFS", "EROFS", "EROFS", "EROFS", "EROFS", "EROFS", "EXDEV",
-        "EBUSY", "OK 8", "EBUSY", "OK 6", "OK 4", "OK both"], r.stdout
+        "EBUSY", "OK 8", "EBUSY", "OK 6", "OK 4", "OK both", "EROFS", "EROFS", "OK 3"], r.stdout
     after = os.stat(cached)
-    assert cached.read_text() == "HOST-CODE\n"
+    assert cached.read_text() == (uv_home / ARCHIVE / "sub/mod.py").read_text() == "HOST-CODE\n"
     assert (after.st_ino, after.st_mtime_ns, after.st_nlink) == \
         (before.st_ino, before.st_mtime_ns, before.st_nlink)
     assert (proj / "main.py").read_text() == "edited"
@@ -109,40 +117,51 @@ def _ops(*ops: MountOp) -> tuple[MountOp, ...]:
 def test_the_scan_finds_names_with_a_link_outside_the_writable_grants(
         uv_home: Path) -> None:
     proj = str(uv_home / "proj")
-    linked = f"{proj}/{SITE}/__init__.py"
+    site = f"{proj}/{SITE}"
+    # ``sub`` holds only linked names: bound whole; ``pkg`` holds ``__pycache__`` too.
+    linked = (f"{site}/__init__.py", f"{site}/sub")
     found = scan(_ops(MountOp(BIND_DIR, proj, proj, True)))
-    assert found.names == (linked,) and found.inodes == 1 and not found.incomplete
+    assert found.targets == linked and not found.incomplete
+    assert (found.names, found.inodes, found.dirs) == (2, 2, 1)
+    assert found.ops() == tuple(MountOp(LINKED, t) for t in linked)
     # Both names writable (the cache's directory a writable bind of the host's): nothing
     # the session could not already write.
     home = str(uv_home)
-    assert scan(_ops(MountOp(BIND_DIR, home, home, True))).names == ()
-    # The cache an overlay below a writable home: its name is not the host's to write.
+    assert scan(_ops(MountOp(BIND_DIR, home, home, True))).targets == ()
+    # The cache an overlay below a writable home: its names are not the host's to write.
     cache = str(uv_home / ".cache")
     assert scan(_ops(MountOp(BIND_DIR, home, home, True),
-                     MountOp(OVERLAY, cache, cache, True))).names == (linked,)
+                     MountOp(OVERLAY, cache, cache, True))).targets == linked
     # A read-only bind or a mask over the way: not walked.
     venv = f"{proj}/.venv"
     assert scan(_ops(MountOp(BIND_DIR, proj, proj, True),
-                     MountOp(BIND_DIR, venv, venv, False))).names == ()
-    assert scan(_ops(MountOp(BIND_DIR, proj, proj, True), MountOp(MASK_DIR, venv))).names == ()
-    assert scan(_ops(MountOp(BIND_DIR, proj, proj, True), MountOp(READONLY, linked))).names == ()
+                     MountOp(BIND_DIR, venv, venv, False))).targets == ()
+    assert scan(_ops(MountOp(BIND_DIR, proj, proj, True),
+                     MountOp(MASK_DIR, venv))).targets == ()
+    assert scan(_ops(MountOp(BIND_DIR, proj, proj, True),
+                     MountOp(READONLY, linked[0]))).targets == linked[1:]
     # A read-only grant of the project: nothing to do.
-    assert scan(_ops(MountOp(BIND_DIR, proj, proj, False))).names == ()
+    assert scan(_ops(MountOp(BIND_DIR, proj, proj, False))).targets == ()
+    # The grant itself is never bound whole, even when it holds only linked names.
+    assert scan(_ops(MountOp(BIND_DIR, f"{site}/sub", f"{site}/sub", True))).targets == (
+        f"{site}/sub/mod.py",)
 
 
 def test_a_scan_cut_short_refuses_the_launch_unless_accepted(uv_home: Path) -> None:
     proj = uv_home / "proj"
     cut = scan(_ops(MountOp(BIND_DIR, str(proj), str(proj), True)), Budget(entries=2))
     assert cut.incomplete == "more than 2 entries in the writable grants"
-    too_many = scan(_ops(MountOp(BIND_DIR, str(proj), str(proj), True)), Budget(names=0))
-    assert too_many.incomplete.startswith("1 names to make read-only")
+    too_many = scan(_ops(MountOp(BIND_DIR, str(proj), str(proj), True)), Budget(mounts=1))
+    assert too_many.incomplete == "2 read-only binds needed, more than 1"
+    assert too_many.targets == (str(proj / SITE / "__init__.py"),)
     req = LaunchRequest(argv=("/bin/true",), cwd=str(proj))
     pol = policy((proj, Access.READWRITE))
     plan, report = build_plan(pol, req)
-    assert MountOp(READONLY, str(proj / SITE / "__init__.py")) in plan.mounts
+    assert MountOp(LINKED, str(proj / SITE / "__init__.py")) in plan.mounts
     layer = next(layer for layer in report.layers if layer.name == "linked_files")
     assert layer.state == "applied"
-    assert layer.detail.startswith("1 names of 1 files hard-linked outside the writable grants")
+    assert layer.detail.startswith("2 names of 2 files hard-linked outside the writable "
+                                   "grants, in 2 read-only binds (1 of directories")
     many = proj / "many"
     many.mkdir()
     for i in range(600):  # past a budget of 500 entries
@@ -170,5 +189,5 @@ def test_landlock_only_mode_refuses_a_linked_workdir_unless_accepted(uv_home: Pa
     plan, report = build_plan(policy((proj, Access.READWRITE),
                                      allow_degraded=(*others, "linked_files")), req,
                               mode=_mode.LANDLOCK_ONLY)
-    assert "linked_files: unavailable (1 names of 1 files" in report.summary()
+    assert "linked_files: unavailable (no view to bind them" in report.summary()
     assert plan.mounts == ()
