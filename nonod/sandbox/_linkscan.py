@@ -88,8 +88,13 @@ class _Walk:
     """What the walk saw: each directory's entry count and walked subdirectories, and the
     names of each inode with more than one link."""
 
-    def __init__(self, stops: set[str], budget: Budget) -> None:
+    def __init__(self, stops: set[str], budget: Budget, uid: int) -> None:
         self._stops = stops
+        self._uid = uid
+        # Walking for another uid (the system daemon, as root, for its caller): what the
+        # session could not enter is not listed either (its names would show in the
+        # session's mount table).
+        self._for_other = uid != os.geteuid()
         self._budget = budget
         self._deadline = time.monotonic() + budget.seconds
         self.entries = 0
@@ -118,7 +123,11 @@ class _Walk:
             except FileNotFoundError:
                 continue
             except PermissionError as exc:
-                if _closed_to_us(top):
+                try:
+                    closed = _closed(os.lstat(top), self._uid)
+                except FileNotFoundError:
+                    continue
+                if closed:
                     continue  # (nor is it, or what holds it, bound whole)
                 why = os.strerror(exc.errno or errno.EACCES)
                 raise _Stop(f"{top} cannot be listed ({why})") from None
@@ -141,7 +150,9 @@ class _Walk:
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             subdirs.append(path)
-                            stack.append(path)
+                            if not (self._for_other and _closed(
+                                    entry.stat(follow_symlinks=False), self._uid)):
+                                stack.append(path)
                         elif entry.is_file(follow_symlinks=False):
                             self.file(path, entry.stat(follow_symlinks=False))
                     except FileNotFoundError:
@@ -149,10 +160,11 @@ class _Walk:
             self.counts[top] = count
 
 
-def scan(ops: Sequence[MountOp], budget: Budget | None = None) -> LinkScan:
+def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | None = None
+         ) -> LinkScan:
     """The names in the writable grants of ``ops`` (a mount plan's operations) that share
     their inode with a name outside them, as read-only binds (module docstring);
-    ``budget``: :data:`DEFAULT`."""
+    ``budget``: :data:`DEFAULT`; ``uid``: the session's (default: ours)."""
     start = time.monotonic()
     budget = budget or DEFAULT
     roots = sorted(op.target for op in ops if op.kind == BIND_DIR and op.writable)
@@ -160,7 +172,7 @@ def scan(ops: Sequence[MountOp], budget: Budget | None = None) -> LinkScan:
     # nested writable grant is walked as a root of its own, the rest is not writable there
     # (anchors stay writable: bound onto themselves, walked through).
     stops = {op.target for op in ops if op.kind not in (ANCHOR, SYMLINK)}
-    walk = _Walk(stops, budget)
+    walk = _Walk(stops, budget, os.geteuid() if uid is None else uid)
     incomplete = ""
     try:
         for root in roots:
@@ -205,12 +217,10 @@ def _whole(walk: _Walk, linked: set[str], roots: set[str]) -> set[str]:
     return whole
 
 
-def _closed_to_us(path: str) -> bool:
-    """A directory neither listed nor entered by this uid, and not its own to ``chmod``:
-    the session (the same uid, or the caller's under a system daemon that reads with more
-    rights) cannot open a name in it either."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return True
-    return st.st_uid != os.geteuid() and not os.access(path, os.X_OK)
+def _closed(st: os.stat_result, uid: int) -> bool:
+    """A directory ``uid`` can neither enter nor ``chmod``: not its own, and no search bit
+    for the group class (which bounds every ACL entry but the owner's) or others. (Its
+    owner may ``chmod`` it in the session: never closed to it.)"""
+    if uid == 0 or st.st_uid == uid:
+        return False
+    return not st.st_mode & (stat.S_IXGRP | stat.S_IXOTH)

@@ -312,7 +312,7 @@ def build_plan(
         policy = narrow_sys(policy)  # sysfs's root-only files (``_mounts.SYS_FOR_ROOT``)
     mounts = compile_mounts(policy, home=home, hide_root_only=uid == 0, idmap=idmap,
                             pinned=tuple(os.path.realpath(path) for path, _ in request.pins))
-    linked = _linkscan.scan(mounts.ops)  # at each launch: never part of a kept plan
+    linked = _linkscan.scan(mounts.ops, uid=uid)  # at each launch: never in a kept plan
     abi = _host_abi() if landlock_abi is None else landlock_abi
     if landlock_only:
         if abi < 1:  # nothing else would confine the filesystem: never accepted

@@ -22,7 +22,7 @@ from nonod.sandbox._linkscan import Budget, scan
 from nonod.sandbox._mounts import BIND_DIR, LINKED, MASK_DIR, OVERLAY, READONLY, MountOp
 from nonod.sandbox._plan import build_plan
 
-from ..conftest import SandboxUser
+from ..conftest import NOBODY, SandboxUser
 from .test_sandbox import policy, probe
 
 SITE = ".venv/lib/python3.12/site-packages/pkg"
@@ -145,6 +145,30 @@ def test_the_scan_finds_names_with_a_link_outside_the_writable_grants(
     # The grant itself is never bound whole, even when it holds only linked names.
     assert scan(_ops(MountOp(BIND_DIR, f"{site}/sub", f"{site}/sub", True))).targets == (
         f"{site}/sub/mod.py",)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="walks for another uid as root")
+def test_a_walk_for_another_uid_lists_only_what_it_could_enter(
+        uv_home: Path, world_tmp: Path) -> None:
+    """The system daemon walks as root for its caller: a directory the caller can neither
+    enter nor chmod is not listed (the names of its linked files would show in the
+    session's mount table); one of its own, whatever its mode, is."""
+    proj = uv_home / "proj"
+    theirs, own = proj / "theirs", proj / "own"
+    for d in (theirs, own):
+        d.mkdir()
+        os.link(uv_home / ARCHIVE / "__init__.py", d / "x.py")
+        (d / "y").write_text("")
+    os.chown(theirs, 0, 0)
+    os.chown(own, NOBODY, NOBODY)
+    theirs.chmod(0o700)
+    own.chmod(0)
+    ops = _ops(MountOp(BIND_DIR, str(proj), str(proj), True))
+    assert f"{theirs}/x.py" not in scan(ops, uid=NOBODY).targets
+    assert f"{own}/x.py" in scan(ops, uid=NOBODY).targets
+    assert f"{theirs}/x.py" in scan(ops).targets
+    theirs.chmod(0o701)  # searchable: a known name can be opened
+    assert f"{theirs}/x.py" in scan(ops, uid=NOBODY).targets
 
 
 def test_a_scan_cut_short_refuses_the_launch_unless_accepted(uv_home: Path) -> None:
