@@ -102,20 +102,24 @@ class _Walk:
         self.subdirs: dict[str, list[str]] = {}
         self.seen: dict[tuple[int, int], list[str]] = {}
         self.links: dict[tuple[int, int], int] = {}
+        #: The directory each walked directory, and each name in :attr:`seen`, lies in.
+        self.parent: dict[str, str] = {}
 
-    def file(self, path: str, st: os.stat_result) -> None:
+    def file(self, path: str, st: os.stat_result, parent: str = "") -> None:
         if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             names = self.seen.setdefault(key, [])
             if path not in names:
                 names.append(path)
             self.links[key] = st.st_nlink
+            self.parent[path] = parent
 
     def tree(self, root: str) -> None:
         """Walk ``root`` (not entering :attr:`_stops` below it). A directory it cannot list
         that the session could open ends the walk."""
         stack = [root]
         budget = self._budget
+        stops, parent, seen, links = self._stops, self.parent, self.seen, self.links
         while stack:
             top = stack.pop()
             try:
@@ -138,26 +142,37 @@ class _Walk:
             with it:
                 for entry in it:
                     count += 1
-                    self.entries += 1
-                    if self.entries > budget.entries:
+                    if self.entries + count > budget.entries:
                         raise _Stop(f"more than {budget.entries} entries in the writable "
                                     "grants")
-                    if not self.entries & 0x3FF and time.monotonic() > self._deadline:
+                    if not count & 0x3FF and time.monotonic() > self._deadline:
                         raise _Stop(f"the walk took more than {budget.seconds:g} s")
                     path = entry.path
-                    if path in self._stops:
+                    if path in stops:
                         continue
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             subdirs.append(path)
+                            parent[path] = top
                             if not (self._for_other and _closed(
                                     entry.stat(follow_symlinks=False), self._uid)):
                                 stack.append(path)
-                        elif entry.is_file(follow_symlinks=False):
-                            self.file(path, entry.stat(follow_symlinks=False))
+                        elif entry.is_file(follow_symlinks=False):  # (a regular file)
+                            st = entry.stat(follow_symlinks=False)
+                            if st.st_nlink > 1:
+                                key = (st.st_dev, st.st_ino)
+                                if key in seen:
+                                    seen[key].append(path)
+                                else:
+                                    seen[key] = [path]
+                                links[key] = st.st_nlink
+                                parent[path] = top
                     except FileNotFoundError:
                         continue  # removed while we walked: no name left to write
             self.counts[top] = count
+            self.entries += count
+            if time.monotonic() > self._deadline:
+                raise _Stop(f"the walk took more than {budget.seconds:g} s")
 
 
 def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | None = None
@@ -189,8 +204,9 @@ def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | Non
     found = [key for key, names in walk.seen.items() if walk.links[key] > len(names)]
     linked = {name for key in found for name in walk.seen[key] if name not in already}
     whole = _whole(walk, linked, set(roots))
-    targets = sorted({*(d for d in whole if os.path.dirname(d) not in whole),
-                      *(n for n in linked if os.path.dirname(n) not in whole)})
+    parent = walk.parent
+    targets = sorted({*(d for d in whole if parent[d] not in whole),
+                      *(n for n in linked if parent[n] not in whole)})
     if len(targets) > budget.mounts:
         incomplete = incomplete or (f"{len(targets)} read-only binds needed, more than "
                                     f"{budget.mounts}")
@@ -205,7 +221,7 @@ def _whole(walk: _Walk, linked: set[str], roots: set[str]) -> set[str]:
     directory like them (deepest first, so a parent sees its children's answer)."""
     direct: dict[str, int] = {}
     for name in linked:
-        parent = os.path.dirname(name)
+        parent = walk.parent[name]
         direct[parent] = direct.get(parent, 0) + 1
     whole: set[str] = set()
     for path in sorted(walk.subdirs, key=lambda p: p.count("/"), reverse=True):
