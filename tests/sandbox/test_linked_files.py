@@ -14,16 +14,17 @@ import os
 from pathlib import Path
 
 import pytest
+import trio
 
 from nonod.errors import EnforcementUnavailable
 from nonod.policy import Access
-from nonod.sandbox import LaunchRequest
+from nonod.sandbox import LaunchRequest, open_launcher
 from nonod.sandbox._linkscan import Budget, scan
 from nonod.sandbox._mounts import BIND_DIR, LINKED, MASK_DIR, OVERLAY, READONLY, MountOp
 from nonod.sandbox._plan import build_plan
 
 from ..conftest import NOBODY, SandboxUser
-from .test_sandbox import policy, probe
+from .test_sandbox import PY, policy, probe
 
 SITE = ".venv/lib/python3.12/site-packages/pkg"
 ARCHIVE = ".cache/uv/archive-v0/Xq3/pkg"
@@ -216,3 +217,47 @@ def test_landlock_only_mode_refuses_a_linked_workdir_unless_accepted(uv_home: Pa
                               mode=_mode.LANDLOCK_ONLY)
     assert "linked_files: unavailable (no view to bind them" in report.summary()
     assert plan.mounts == ()
+
+
+@pytest.mark.userns
+def test_views_built_ahead_hold_the_read_only_binds(world_tmp: Path) -> None:
+    """Six sessions back to back through one fork server: after the first ones, warm
+    launchers serve views they built ahead; each still finds the linked name read-only.
+    A name linked on the host between two launches is found by the next one's walk."""
+    cache, proj = world_tmp / "cache", world_tmp / "proj"
+    cache.mkdir()
+    proj.mkdir()
+    for name in ("a.py", "b.py"):
+        (cache / name).write_text("HOST-CODE\n")
+    linked, later = proj / "a.py", proj / "later.py"
+    os.link(cache / "a.py", linked)
+    code = ("import errno, sys\n"
+            "for p in sys.argv[1:]:\n"
+            "    try:\n"
+            "        open(p, 'a').close(); print('OK')\n"
+            "    except OSError as e:\n"
+            "        print(errno.errorcode[e.errno])\n")
+    pol = policy((proj, Access.READWRITE))
+
+    async def main() -> list[list[str]]:
+        seen = []
+        async with open_launcher("namespaces") as launcher:
+            for i in range(6):
+                if i == 4:  # the host replaces it with a link of the cache's
+                    later.unlink()
+                    os.link(cache / "b.py", later)
+                out_r, out_w = os.pipe()
+                try:
+                    proc = await launcher.launch(pol, LaunchRequest(
+                        argv=(PY, "-S", "-c", code, str(linked), str(later)), cwd=str(proj)),
+                        stdio=(0, out_w, 2))
+                finally:
+                    os.close(out_w)
+                with os.fdopen(out_r, "rb") as out:
+                    assert (await proc.wait_exited()).code == 0
+                    seen.append(out.read().decode().split())
+        return seen
+
+    later.write_text("mine\n")
+    assert trio.run(main) == [["EROFS", "OK"]] * 4 + [["EROFS", "EROFS"]] * 2
+    assert (cache / "a.py").read_text() == (cache / "b.py").read_text() == "HOST-CODE\n"
