@@ -1690,14 +1690,19 @@ def cover(op: MountOp, mode: int) -> bool:
 
 
 def _linked(target: str) -> None:
-    """``target`` (a LINKED operation) read-only, if it is still a file or directory: gone
-    or replaced by a link since the scan, it names no inode of the host's."""
+    """``target`` (a LINKED operation) read-only, as a READONLY operation absent at launch
+    is (so does the C init): gone or a symbolic link since the walk, it names no inode of
+    the host's to keep."""
     try:
         mode = os.lstat(target).st_mode
-    except FileNotFoundError:
-        return
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        cover(MountOp(READONLY, target), mode)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+            return
+        raise
+    try:
+        cover(MountOp(READONLY, target, absent=True), mode)
+    except CannotCover as exc:
+        raise OSError(errno.ELOOP, exc.why, target) from None
 
 
 def _pin(target: str, data: bytes, index: int) -> None:

@@ -18,7 +18,7 @@ import trio
 
 from nonod.errors import EnforcementUnavailable
 from nonod.policy import Access
-from nonod.sandbox import LaunchRequest, open_launcher
+from nonod.sandbox import LaunchRequest, _cinit, open_launcher
 from nonod.sandbox._linkscan import Budget, scan
 from nonod.sandbox._mounts import BIND_DIR, LINKED, MASK_DIR, OVERLAY, READONLY, MountOp
 from nonod.sandbox._plan import build_plan
@@ -220,10 +220,14 @@ def test_landlock_only_mode_refuses_a_linked_workdir_unless_accepted(uv_home: Pa
 
 
 @pytest.mark.userns
-def test_views_built_ahead_hold_the_read_only_binds(world_tmp: Path) -> None:
+@pytest.mark.parametrize("python", [False, True], ids=["c-init", "python-init"])
+def test_views_built_ahead_hold_the_read_only_binds(
+        world_tmp: Path, monkeypatch: pytest.MonkeyPatch, python: bool) -> None:
     """Six sessions back to back through one fork server: after the first ones, warm
-    launchers serve views they built ahead; each still finds the linked name read-only.
-    A name linked on the host between two launches is found by the next one's walk."""
+    launchers serve views they built ahead (run by the C init, or the Python one forced);
+    each still finds the linked name read-only. A name linked on the host between two
+    launches is found by the next one's walk."""
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "1" if python else "")
     cache, proj = world_tmp / "cache", world_tmp / "proj"
     cache.mkdir()
     proj.mkdir()
@@ -261,3 +265,10 @@ def test_views_built_ahead_hold_the_read_only_binds(world_tmp: Path) -> None:
     later.write_text("mine\n")
     assert trio.run(main) == [["EROFS", "OK"]] * 4 + [["EROFS", "EROFS"]] * 2
     assert (cache / "a.py").read_text() == (cache / "b.py").read_text() == "HOST-CODE\n"
+
+
+def test_the_c_init_applies_a_linked_name_as_a_read_only_cover() -> None:
+    """The C init knows no LINKED kind: it gets a READONLY cover absent at launch, which
+    skips a name gone or made a symbolic link since the walk, as ``_mounts._linked``."""
+    assert _cinit.mount_steps([MountOp(LINKED, "/w/a.py")]) == \
+        _cinit.mount_steps([MountOp(READONLY, "/w/a.py", absent=True)])
