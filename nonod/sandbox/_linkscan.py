@@ -104,15 +104,35 @@ class _Walk:
         self.links: dict[tuple[int, int], int] = {}
         #: The directory each walked directory, and each name in :attr:`seen`, lies in.
         self.parent: dict[str, str] = {}
+        #: (device, inode) of each directory a name in :attr:`seen` lies in: the same
+        #: directory reached by two paths (a host bind mount of it, both granted) holds one
+        #: name, not two, however many paths lead to it.
+        self.dir_ids: dict[str, tuple[int, int]] = {}
 
-    def file(self, path: str, st: os.stat_result, parent: str = "") -> None:
+    def file(self, path: str, st: os.stat_result) -> None:
+        """A file grant (``path``, its ``lstat``)."""
         if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             names = self.seen.setdefault(key, [])
             if path not in names:
                 names.append(path)
             self.links[key] = st.st_nlink
+            parent = os.path.dirname(path)
             self.parent[path] = parent
+            self._dir_id(parent)
+
+    def _dir_id(self, directory: str) -> None:
+        if directory not in self.dir_ids:
+            try:
+                st = os.lstat(directory)
+            except FileNotFoundError:
+                return
+            self.dir_ids[directory] = (st.st_dev, st.st_ino)
+
+    def names(self, key: tuple[int, int]) -> int:
+        """How many distinct names of inode ``key`` the walk found."""
+        return len({(self.dir_ids.get(self.parent[n]), os.path.basename(n))
+                    for n in self.seen[key]})
 
     def tree(self, root: str) -> None:
         """Walk ``root`` (not entering :attr:`_stops` below it). A directory it cannot list
@@ -167,6 +187,7 @@ class _Walk:
                                     seen[key] = [path]
                                 links[key] = st.st_nlink
                                 parent[path] = top
+                                self._dir_id(top)
                     except FileNotFoundError:
                         continue  # removed while we walked: no name left to write
             self.counts[top] = count
@@ -201,7 +222,7 @@ def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | Non
     except _Stop as stop:
         incomplete = stop.why
     already = {op.target for op in ops if op.kind == READONLY}
-    found = [key for key, names in walk.seen.items() if walk.links[key] > len(names)]
+    found = [key for key in walk.seen if walk.links[key] > walk.names(key)]
     linked = {name for key in found for name in walk.seen[key] if name not in already}
     whole = _whole(walk, linked, set(roots))
     parent = walk.parent

@@ -11,6 +11,8 @@ real, and the host's inode is read after them.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,6 +173,30 @@ def test_a_walk_for_another_uid_lists_only_what_it_could_enter(
     assert f"{theirs}/x.py" in scan(ops).targets
     theirs.chmod(0o701)  # searchable: a known name can be opened
     assert f"{theirs}/x.py" in scan(ops, uid=NOBODY).targets
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="a bind mount, in a mount namespace of its own")
+def test_one_directory_granted_by_two_paths_holds_one_name(uv_home: Path) -> None:
+    """The project bind-mounted on the host at a second path, both granted writable: the
+    walk meets the linked file twice, but it is one name of the inode (the cache holds the
+    other), so both paths are bound read-only."""
+    proj, again = uv_home / "proj", uv_home / "again"
+    again.mkdir()
+    code = (
+        "import sys, ctypes, os\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+        "from nonod.sandbox._linkscan import scan\n"
+        "from nonod.sandbox._mounts import BIND_DIR, MountOp\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "assert libc.mount(sys.argv[1].encode(), sys.argv[2].encode(), None, 4096, None) == 0\n"
+        "ops = [MountOp(BIND_DIR, p, p, True) for p in sys.argv[1:3]]\n"
+        "print('\\n'.join(scan(ops).targets))\n")
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                           "-c", code, str(proj), str(again)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [f"{again}/{SITE}/__init__.py", f"{again}/{SITE}/sub",
+                                   f"{proj}/{SITE}/__init__.py", f"{proj}/{SITE}/sub"]
 
 
 def test_a_scan_cut_short_refuses_the_launch_unless_accepted(uv_home: Path) -> None:
