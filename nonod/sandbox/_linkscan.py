@@ -222,7 +222,8 @@ def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | Non
     except _Stop as stop:
         incomplete = stop.why
     already = {op.target for op in ops if op.kind == READONLY}
-    found = [key for key in walk.seen if walk.links[key] > walk.names(key)]
+    found = [key for key, paths in walk.seen.items()  # (fewer paths: fewer names)
+             if walk.links[key] > len(paths) or walk.links[key] > walk.names(key)]
     linked = {name for key in found for name in walk.seen[key] if name not in already}
     whole = _whole(walk, linked, set(roots))
     parent = walk.parent
