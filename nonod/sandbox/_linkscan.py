@@ -8,9 +8,10 @@ changes: every later ``uv sync`` on the host links the session's bytes.
 
 ``scan`` runs in the parent at each launch, after ``compile_mounts``: it walks the writable
 directory grants of the view (and looks at the writable file grants) and counts, for each
-regular file with more than one link, the names of it found there. An inode with more links
+regular file with more than one link, the names of it found there (by directory identity and
+name: one directory reached by two granted paths holds one name). An inode with more links
 than names found has a name elsewhere (a cache, another project, a backup made with
-``cp -al``): each of its names in the view becomes a ``READONLY`` operation, a read-only bind
+``cp -al``): each of its names in the view becomes a ``LINKED`` operation, a read-only bind
 of the name onto itself. A write open, ``truncate``, ``chmod`` then fail with ``EROFS``;
 ``unlink`` and ``rename`` over it with ``EBUSY`` (a mount point); a link of it elsewhere with
 ``EXDEV``. An inode whose every name lies in the writable grants is left alone: the session
@@ -24,13 +25,12 @@ grant (overlays, read-only binds, masks, pins: the session cannot write there, o
 only its own copy) and the other writable directory grants (walked on their own). Symbolic
 links are not followed (what one leads to is judged where it lies).
 
-The walk is bounded (``Budget``: entries looked at, seconds, names made read-only): past a
-bound, or at a directory it cannot list that the session could open, the scan is
-``incomplete`` and says why; the plan then refuses the launch unless the profile accepts the
-layer ``linked_files`` degraded (it is
-bound read-only as far as the walk went). Nothing is cached between launches: a link the host adds
-to an existing file changes neither the file's directory nor its times as seen from there,
-so no (directory, mtime) key would notice it.
+The walk is bounded (``Budget``: entries looked at, seconds, binds): past a bound, or at a
+directory it cannot list that the session could open, the scan is ``incomplete`` and says
+why; the plan then refuses the launch unless the profile accepts the layer ``linked_files``
+degraded (what was found is bound all the same). Nothing is cached between launches: a link
+the host adds to an existing file (``git clone --local``, ``cp -al``) changes that file's
+inode only, no directory of the grant, so no (directory, mtime) key would notice it.
 """
 
 from __future__ import annotations
