@@ -271,7 +271,8 @@ def _linked_layer(policy: ResolvedPolicy, linked: _linkscan.LinkScan, landlock_o
                              "(landlock-only mode): they stay writable", detail=linked.describe())
     elif linked.incomplete:
         report = partial(_linkscan.LAYER, f"the walk stopped early: {linked.incomplete}; "
-                         "files linked past that point stay writable", detail=linked.describe())
+                         "files linked past that point stay writable (grant a smaller tree "
+                         "writable)", detail=linked.describe())
     else:
         report = applied(_linkscan.LAYER, detail=linked.describe())
     return _degraded(policy, _linkscan.LAYER, report)
