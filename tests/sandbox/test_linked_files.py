@@ -199,6 +199,39 @@ def test_one_directory_granted_by_two_paths_holds_one_name(uv_home: Path) -> Non
                                    f"{proj}/{SITE}/__init__.py", f"{proj}/{SITE}/sub"]
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="walks as another uid (setpriv)")
+def test_a_directory_the_walk_cannot_list_but_the_session_could_open_stops_it(
+        uv_home: Path, staged_python: tuple[list[str], dict[str, str]]) -> None:
+    """Walking as the session's own uid (a user daemon): a directory of its own it cannot
+    list (mode 000: the session may chmod it and write in it) cuts the walk short; one of
+    another uid without search bits for group or others is skipped."""
+    proj = uv_home / "proj"
+    own, theirs = proj / "own", proj / "theirs"
+    for d in (own, theirs):
+        d.mkdir()
+    os.chown(own, NOBODY, NOBODY)
+    own.chmod(0)
+    theirs.chmod(0o700)  # root's
+    code = (
+        "import sys\n"
+        "from nonod.sandbox._linkscan import scan\n"
+        "from nonod.sandbox._mounts import BIND_DIR, MountOp\n"
+        "print(scan([MountOp(BIND_DIR, sys.argv[1], sys.argv[1], True)]).incomplete)\n")
+    python, env = staged_python
+
+    def walk() -> str:
+        done = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                               "--clear-groups", *python, "-c", code, str(proj)],
+                              capture_output=True, text=True, check=False, cwd="/",
+                              env={"PATH": "/usr/bin:/bin", **env})
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert walk() == f"{own} cannot be listed (Permission denied)"
+    own.rmdir()
+    assert walk() == ""
+
+
 def test_a_scan_cut_short_refuses_the_launch_unless_accepted(uv_home: Path) -> None:
     proj = uv_home / "proj"
     cut = scan(_ops(MountOp(BIND_DIR, str(proj), str(proj), True)), Budget(entries=2))
