@@ -207,6 +207,9 @@ def recording_policy(
         network=NetworkPolicy(restricted=True),
         groups=base.groups,
         notes=base.notes,
+        # The whole tree is writable here: the walk for hard-linked files (``_linkscan``)
+        # cannot cover it within its bound; what it found by then is still bound read-only.
+        allow_degraded=("linked_files",),
         denial_links=base.denial_links,  # in the whole tree's writable grants: kept in place
         # What the resolution found of the caller's home and environment, for the view's
         # protections as in any session: the home, the caches (copy-on-write) and start-up

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -237,8 +238,12 @@ class Launcher:
         ``gate``, if given, is awaited once the plan is built and before anything of the
         launch starts (the fork server has not heard of it yet): what it raises refuses the
         launch. The daemon's gate is its audit record's fsync, which runs meanwhile."""
-        plan, report = build_plan(policy, request, controlling_tty=controlling_tty,
-                                  mode=self.mode)
+        # In a worker thread: the plan walks the writable grants for hard-linked files
+        # (``_linkscan``, up to about a second on a node_modules-sized tree), which must not
+        # hold up every other session's tasks.
+        plan, report = await trio.to_thread.run_sync(
+            functools.partial(build_plan, policy, request, controlling_tty=controlling_tty,
+                              mode=self.mode), abandon_on_cancel=True)
         if gate is not None:
             await gate()
         launch_r, launch_w = os.pipe2(os.O_CLOEXEC)

@@ -42,6 +42,7 @@ from ._mounts import (
     BIND_DIR,
     BIND_FILE,
     IDMAP,
+    LINKED,
     MASK_DIR,
     MASK_FILE,
     OVERLAY,
@@ -63,7 +64,8 @@ STEP_BIND, STEP_TMPFS, STEP_SYMLINK, STEP_COVER, STEP_IDMAP, STEP_PIN, STEP_OVER
 F_WRITABLE, F_DEVICE, F_ON_HOST, F_FILE, F_ABSENT = 1, 2, 4, 8, 16
 _COVERS = (MASK_DIR, MASK_FILE, READONLY, ANCHOR)
 _UPPER = (UPPER_DIR, UPPER_FILE)
-_KINDS = frozenset({BIND_DIR, BIND_FILE, TMPFS, SYMLINK, IDMAP, PIN, OVERLAY, *_UPPER, *_COVERS})
+_KINDS = frozenset({BIND_DIR, BIND_FILE, TMPFS, SYMLINK, IDMAP, PIN, OVERLAY, LINKED, *_UPPER,
+                    *_COVERS})
 _U8x3 = struct.Struct("<BBB")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -147,6 +149,8 @@ def _step(op: MountOp, on_host: bool, pinned: Sequence[bytes],
         return _U8x3.pack(STEP_IDMAP, op.kind, host) + _str(op.target) + _str("")
     if op.kind == SYMLINK:
         return _U8x3.pack(STEP_SYMLINK, op.kind, host) + _str(op.target) + _str(op.source)
+    if op.kind == LINKED:  # a read-only bind of what is there still (``_mounts._linked``)
+        return _U8x3.pack(STEP_COVER, READONLY, F_ABSENT) + _str(op.target) + _str("")
     flags = F_ABSENT if op.absent else 0
     return _U8x3.pack(STEP_COVER, op.kind, flags) + _str(op.target) + _str("")
 

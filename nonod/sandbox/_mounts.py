@@ -73,6 +73,10 @@ UPPER_FILE = 13
 # or renamed over, so the session keeps the link a denial was resolved through
 # (``ResolvedPolicy.denial_links``). Applied by the Python init only (``_cinit.covers``).
 LINK_ANCHOR = 14
+# A file whose inode has a link outside the writable grants (a cache's, ``_linkscan``), or a
+# directory holding only such files, bound onto itself read-only. Not guarded: a name the
+# host replaces while the session runs is a new link, which no launch-time scan sees either.
+LINKED = 15
 
 OLD = "/oldroot"
 PIN_DIR = "/.nono-pins"
@@ -1572,6 +1576,8 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
         elif op.kind == LINK_ANCHOR:
             if os.path.islink(target):  # gone since the plan: nothing of the host's to keep
                 _libc.bind_link(target)
+        elif op.kind == LINKED:
+            _linked(target)
         elif op.kind in (MASK_DIR, MASK_FILE, READONLY, ANCHOR):
             try:
                 mode = os.lstat(target).st_mode
@@ -1728,6 +1734,22 @@ def cover(op: MountOp, mode: int) -> bool:
         _libc.mount_setattr(target, _libc.MOUNT_ATTR_RDONLY | _libc.MOUNT_ATTR_NOEXEC
                             | _libc.MOUNT_ATTR_NODEV, recursive=False)
     return True
+
+
+def _linked(target: str) -> None:
+    """``target`` (a LINKED operation) read-only, as a READONLY operation absent at launch
+    is (so does the C init): gone or a symbolic link since the walk, it names no inode of
+    the host's to keep."""
+    try:
+        mode = os.lstat(target).st_mode
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+            return
+        raise
+    try:
+        cover(MountOp(READONLY, target, absent=True), mode)
+    except CannotCover as exc:
+        raise OSError(errno.ELOOP, exc.why, target) from None
 
 
 def _pin(target: str, data: bytes, index: int) -> None:

@@ -19,7 +19,7 @@ from typing import Final
 
 from ..errors import EnforcementUnavailable, LaunchError
 from ..policy import EnvPolicy, Grant, ResolvedPolicy
-from . import _createguard, _landlock, _libc, _mode, _seccomp
+from . import _createguard, _landlock, _libc, _linkscan, _mode, _seccomp
 from ._launcher import LaunchPlan
 from ._mounts import (
     BIND_DIR,
@@ -259,6 +259,25 @@ def _creation_layer(policy: ResolvedPolicy, refused: tuple[str, ...], abi: int
     return _degraded(policy, "creation_guard", report)
 
 
+def _linked_layer(policy: ResolvedPolicy, linked: _linkscan.LinkScan, landlock_only: bool
+                  ) -> LayerReport | None:
+    """The names of the writable grants whose inode has a name outside them, made read-only
+    (``_linkscan``): refused if the walk was cut short, or without a view to bind them in,
+    unless the profile accepts it."""
+    if not linked.targets and not linked.incomplete:
+        return None
+    if landlock_only:
+        report = unavailable(_linkscan.LAYER, "no view to bind them read-only in "
+                             "(landlock-only mode): they stay writable", detail=linked.describe())
+    elif linked.incomplete:
+        report = partial(_linkscan.LAYER, f"the walk stopped early: {linked.incomplete}; "
+                         "files linked past that point stay writable (grant a smaller tree "
+                         "writable)", detail=linked.describe())
+    else:
+        report = applied(_linkscan.LAYER, detail=linked.describe())
+    return _degraded(policy, _linkscan.LAYER, report)
+
+
 @functools.cache
 def _host_abi() -> int:
     """The kernel's Landlock ABI: it cannot change while we run."""
@@ -294,6 +313,7 @@ def build_plan(
         policy = narrow_sys(policy)  # sysfs's root-only files (``_mounts.SYS_FOR_ROOT``)
     mounts = compile_mounts(policy, home=home, hide_root_only=uid == 0, idmap=idmap,
                             pinned=tuple(os.path.realpath(path) for path, _ in request.pins))
+    linked = _linkscan.scan(mounts.ops, uid=uid)  # at each launch: never in a kept plan
     abi = _host_abi() if landlock_abi is None else landlock_abi
     if landlock_only:
         if abi < 1:  # nothing else would confine the filesystem: never accepted
@@ -365,7 +385,7 @@ def build_plan(
             f"{executable} is not readable in the session: grant it (or its directory) in the "
             "profile", step="exec", errno=13, detail=executable)
 
-    ops = list(mounts.ops)
+    ops = [*mounts.ops, *(() if landlock_only else linked.ops())]
     for index, (path, _) in enumerate(() if landlock_only else request.pins):
         if not os.path.isabs(path):
             raise LaunchError(f"pinned path must be absolute: {path}", step="mounts")
@@ -421,6 +441,9 @@ def build_plan(
         applied("capabilities", detail="all dropped, securebits locked"),
         _processes_layer(policy.max_processes, uid, landlock_only),
     ]
+    linked_layer = _linked_layer(policy, linked, landlock_only)
+    if linked_layer is not None:
+        layers.append(linked_layer)
     if creation_layer is not None:
         # The launch fails at step `createguard` if the guard cannot be set up.
         layers.append(creation_layer)

@@ -1,0 +1,264 @@
+"""Files of the writable grants whose inode has a name the session may not write.
+
+A mount acts on a name, Landlock on the path used: neither refuses a write because the inode
+has another link. uv (its default link mode on Linux) and pnpm hard-link their caches into
+projects, so a session that may write its working directory rewrites
+``.venv/.../site-packages/pkg/__init__.py`` in place and the same inode in ``~/.cache/uv``
+changes: every later ``uv sync`` on the host links the session's bytes.
+
+``scan`` runs in the parent at each launch, after ``compile_mounts``: it walks the writable
+directory grants of the view (and looks at the writable file grants) and counts, for each
+regular file with more than one link, the names of it found there (by directory identity and
+name: one directory reached by two granted paths holds one name). An inode with more links
+than names found has a name elsewhere (a cache, another project, a backup made with
+``cp -al``): each of its names in the view becomes a ``LINKED`` operation, a read-only bind
+of the name onto itself. A write open, ``truncate``, ``chmod`` then fail with ``EROFS``;
+``unlink`` and ``rename`` over it with ``EBUSY`` (a mount point); a link of it elsewhere with
+``EXDEV``. An inode whose every name lies in the writable grants is left alone: the session
+may already write each of them. A directory below a grant that holds only such names (and
+directories like it) is bound read-only whole, one mount instead of one per file: pnpm's
+package directories, a uv wheel's subpackages. Nothing can be created in it either; the grant
+itself is never bound whole.
+
+What the walk does not enter: the targets of the view's other operations below a writable
+grant (overlays, read-only binds, masks, pins: the session cannot write there, or writes
+only its own copy) and the other writable directory grants (walked on their own). Symbolic
+links are not followed (what one leads to is judged where it lies).
+
+The walk is bounded (``Budget``: entries looked at, seconds, binds): past a bound, or at a
+directory it cannot list that the session could open, the scan is ``incomplete`` and says
+why; the plan then refuses the launch unless the profile accepts the layer ``linked_files``
+degraded (what was found is bound all the same). Nothing is cached between launches: a link
+the host adds to an existing file (``git clone --local``, ``cp -al``) changes that file's
+inode only, no directory of the grant, so no (directory, mtime) key would notice it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from collections.abc import Sequence
+from typing import Final, NamedTuple, final
+
+from ._mounts import ANCHOR, BIND_DIR, BIND_FILE, LINKED, READONLY, SYMLINK, MountOp
+
+#: The layer's name in the enforcement report (and in ``allow_degraded``).
+LAYER: Final = "linked_files"
+
+
+class Budget(NamedTuple):
+    entries: int = 200_000  # directory entries looked at (about a second, docs/benchmarks.md)
+    seconds: float = 10.0  # a slow file system's bound (network homes)
+    mounts: int = 8192  # read-only binds the session gets
+
+
+DEFAULT: Final = Budget()
+
+
+@final
+class LinkScan(NamedTuple):
+    targets: tuple[str, ...]  # files and directories to bind read-only, sorted
+    names: int  # the names of linked files they cover
+    inodes: int  # the files (inodes) those are names of
+    dirs: int  # how many of ``targets`` are directories
+    entries: int  # directory entries looked at
+    seconds: float
+    incomplete: str  # why the walk stopped before the end ("" when it did not)
+
+    def ops(self) -> tuple[MountOp, ...]:
+        return tuple(MountOp(LINKED, target) for target in self.targets)
+
+    def describe(self) -> str:
+        return (f"{self.names} names of {self.inodes} files hard-linked outside the writable "
+                f"grants, in {len(self.targets)} read-only binds ({self.dirs} of directories "
+                f"that hold only such files); {self.entries} entries walked in "
+                f"{self.seconds * 1000:.0f} ms")
+
+
+class _Stop(Exception):
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+@final
+class _Walk:
+    """What the walk saw: each directory's entry count and walked subdirectories, and the
+    names of each inode with more than one link."""
+
+    def __init__(self, stops: set[str], budget: Budget, uid: int) -> None:
+        self._stops = stops
+        self._uid = uid
+        # Walking for another uid (the system daemon, as root, for its caller): what the
+        # session could not enter is not listed either (its names would show in the
+        # session's mount table).
+        self._for_other = uid != os.geteuid()
+        self._budget = budget
+        self._deadline = time.monotonic() + budget.seconds
+        self.entries = 0
+        self.counts: dict[str, int] = {}
+        self.subdirs: dict[str, list[str]] = {}
+        self.seen: dict[tuple[int, int], list[str]] = {}
+        self.links: dict[tuple[int, int], int] = {}
+        #: The directory each walked directory, and each name in :attr:`seen`, lies in.
+        self.parent: dict[str, str] = {}
+        #: (device, inode) of each directory a name in :attr:`seen` lies in: the same
+        #: directory reached by two paths (a host bind mount of it, both granted) holds one
+        #: name, not two, however many paths lead to it.
+        self.dir_ids: dict[str, tuple[int, int]] = {}
+
+    def file(self, path: str, st: os.stat_result) -> None:
+        """A file grant (``path``, its ``lstat``)."""
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            names = self.seen.setdefault(key, [])
+            if path not in names:
+                names.append(path)
+            self.links[key] = st.st_nlink
+            parent = os.path.dirname(path)
+            self.parent[path] = parent
+            self._dir_id(parent)
+
+    def _dir_id(self, directory: str) -> None:
+        if directory not in self.dir_ids:
+            try:
+                st = os.lstat(directory)
+            except FileNotFoundError:
+                return
+            self.dir_ids[directory] = (st.st_dev, st.st_ino)
+
+    def names(self, key: tuple[int, int]) -> int:
+        """How many distinct names of inode ``key`` the walk found."""
+        return len({(self.dir_ids.get(self.parent[n]), os.path.basename(n))
+                    for n in self.seen[key]})
+
+    def tree(self, root: str) -> None:
+        """Walk ``root`` (not entering :attr:`_stops` below it). A directory it cannot list
+        that the session could open ends the walk."""
+        stack = [root]
+        budget = self._budget
+        stops, parent, seen, links = self._stops, self.parent, self.seen, self.links
+        while stack:
+            top = stack.pop()
+            try:
+                it = os.scandir(top)
+            except FileNotFoundError:
+                continue
+            except PermissionError as exc:
+                try:
+                    closed = _closed(os.lstat(top), self._uid)
+                except FileNotFoundError:
+                    continue
+                if closed:
+                    continue  # (nor is it, or what holds it, bound whole)
+                why = os.strerror(exc.errno or errno.EACCES)
+                raise _Stop(f"{top} cannot be listed ({why})") from None
+            count = 0
+            subdirs: list[str] = []
+            self.counts[top] = 0  # until it is listed to the end
+            self.subdirs[top] = subdirs
+            with it:
+                for entry in it:
+                    count += 1
+                    if self.entries + count > budget.entries:
+                        raise _Stop(f"more than {budget.entries} entries in the writable "
+                                    "grants")
+                    if not count & 0x3FF and time.monotonic() > self._deadline:
+                        raise _Stop(f"the walk took more than {budget.seconds:g} s")
+                    path = entry.path
+                    if path in stops:
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            subdirs.append(path)
+                            parent[path] = top
+                            if not (self._for_other and _closed(
+                                    entry.stat(follow_symlinks=False), self._uid)):
+                                stack.append(path)
+                        elif entry.is_file(follow_symlinks=False):  # (a regular file)
+                            st = entry.stat(follow_symlinks=False)
+                            if st.st_nlink > 1:
+                                key = (st.st_dev, st.st_ino)
+                                if key in seen:
+                                    seen[key].append(path)
+                                else:
+                                    seen[key] = [path]
+                                links[key] = st.st_nlink
+                                parent[path] = top
+                                self._dir_id(top)
+                    except FileNotFoundError:
+                        continue  # removed while we walked: no name left to write
+            self.counts[top] = count
+            self.entries += count
+            if time.monotonic() > self._deadline:
+                raise _Stop(f"the walk took more than {budget.seconds:g} s")
+
+
+def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | None = None
+         ) -> LinkScan:
+    """The names in the writable grants of ``ops`` (a mount plan's operations) that share
+    their inode with a name outside them, as read-only binds (module docstring);
+    ``budget``: :data:`DEFAULT`; ``uid``: the session's (default: ours)."""
+    start = time.monotonic()
+    budget = budget or DEFAULT
+    roots = sorted(op.target for op in ops if op.kind == BIND_DIR and op.writable)
+    # Below a writable grant, what another operation mounts is not this grant's to walk: a
+    # nested writable grant is walked as a root of its own, the rest is not writable there
+    # (anchors stay writable: bound onto themselves, walked through).
+    stops = {op.target for op in ops if op.kind not in (ANCHOR, SYMLINK)}
+    walk = _Walk(stops, budget, os.geteuid() if uid is None else uid)
+    incomplete = ""
+    try:
+        for root in roots:
+            walk.tree(root)
+        for op in ops:
+            if op.kind == BIND_FILE and op.writable:
+                try:
+                    walk.file(op.target, os.lstat(op.target))
+                except FileNotFoundError:
+                    continue
+    except _Stop as stop:
+        incomplete = stop.why
+    already = {op.target for op in ops if op.kind == READONLY}
+    found = [key for key, paths in walk.seen.items()  # (fewer paths: fewer names)
+             if walk.links[key] > len(paths) or walk.links[key] > walk.names(key)]
+    linked = {name for key in found for name in walk.seen[key] if name not in already}
+    whole = _whole(walk, linked, set(roots))
+    parent = walk.parent
+    targets = sorted({*(d for d in whole if parent[d] not in whole),
+                      *(n for n in linked if parent[n] not in whole)})
+    if len(targets) > budget.mounts:
+        incomplete = incomplete or (f"{len(targets)} read-only binds needed, more than "
+                                    f"{budget.mounts}")
+        targets = targets[:budget.mounts]
+    return LinkScan(targets=tuple(targets), names=len(linked), inodes=len(found),
+                    dirs=sum(t in whole for t in targets), entries=walk.entries,
+                    seconds=time.monotonic() - start, incomplete=incomplete)
+
+
+def _whole(walk: _Walk, linked: set[str], roots: set[str]) -> set[str]:
+    """The walked directories, below a root, whose every entry is a name in ``linked`` or a
+    directory like them (deepest first, so a parent sees its children's answer)."""
+    direct: dict[str, int] = {}
+    for name in linked:
+        parent = walk.parent[name]
+        direct[parent] = direct.get(parent, 0) + 1
+    whole: set[str] = set()
+    for path in sorted(walk.subdirs, key=lambda p: p.count("/"), reverse=True):
+        count = walk.counts[path]
+        if path in roots or not count:
+            continue
+        if count == direct.get(path, 0) + sum(d in whole for d in walk.subdirs[path]):
+            whole.add(path)
+    return whole
+
+
+def _closed(st: os.stat_result, uid: int) -> bool:
+    """A directory ``uid`` can neither enter nor ``chmod``: not its own, and no search bit
+    for the group class (which bounds every ACL entry but the owner's) or others. (Its
+    owner may ``chmod`` it in the session: never closed to it.)"""
+    if uid == 0 or st.st_uid == uid:
+        return False
+    return not st.st_mode & (stat.S_IXGRP | stat.S_IXOTH)
