@@ -266,6 +266,14 @@ class Launcher:
                 theirs.close()
             with trio.fail_after(LAUNCH_TIMEOUT):
                 records = await _read_records(launch_stream)
+        except trio.TooSlowError:
+            # A launch error like any other, not an exception that ends the client's
+            # connection: on a host busy enough, the launcher's records may not come in time.
+            await exit_stream.aclose()
+            control.close()
+            raise LaunchError(f"the launcher did not report within {LAUNCH_TIMEOUT:g} s "
+                              "(the host may be overloaded); the launch was abandoned",
+                              step="fork") from None
         except BaseException:
             await exit_stream.aclose()
             control.close()
