@@ -329,7 +329,7 @@ def _hog_inotify(uid: int, leave: int) -> subprocess.Popen[str]:
     return hog
 
 
-@pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)
+@pytest.mark.parametrize("sandbox_user", ["own"], indirect=True)  # an inotify count of its own
 def test_without_an_inotify_instance_the_launch_is_refused_not_unguarded(
         sandbox_user: SandboxUser, home: Path) -> None:
     """Fail closed: a user out of inotify instances (``fs.inotify.max_user_instances``) gets
@@ -362,7 +362,7 @@ trio.run(main)
 """
 
 
-@pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)
+@pytest.mark.parametrize("sandbox_user", ["own"], indirect=True)  # an inotify count of its own
 def test_one_inotify_instance_guards_every_session_of_a_launcher(
         sandbox_user: SandboxUser, home: Path) -> None:
     """The user has a single inotify instance left: the fork server's guard hub takes it,
@@ -409,7 +409,7 @@ trio.run(main)
 """
 
 
-@pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)
+@pytest.mark.parametrize("sandbox_user", ["own"], indirect=True)  # an inotify count of its own
 def test_a_fork_server_started_during_a_shortage_guards_once_it_is_over(
         sandbox_user: SandboxUser, home: Path) -> None:
     """The user is out of inotify instances when the fork server starts: its guarded launches
