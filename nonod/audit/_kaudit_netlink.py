@@ -53,6 +53,10 @@ UNSET_LOGINUID: Final = 0xFFFFFFFF
 #: Exists while auditing is on because a nonod instance turned it on (tmpfs: a reboot, which
 #: also resets the kernel's audit state, removes it).
 ENABLED_MARKER: Final = "/run/nonod-audit-enabled"
+#: Held (``flock``) by a nonod instance while it changes the host's audit set-up: its start
+#: (enable, rules) and its end (rules removed, the last one out disables) are one step each
+#: for the other instances.
+SETUP_LOCK: Final = "/run/nonod-audit.lock"
 
 
 class KernelAuditUnavailable(Exception):

@@ -522,3 +522,43 @@ async def test_another_sessions_refusal_storm_does_not_stall_the_daemon_at_a_ses
           f"{max(lags) * 1000:.1f} ms; session ends up to {max(ended) * 1000:.0f} ms")
     assert in_kernel["loop"] == 0.0
     assert max(lags) < 0.1
+
+
+@needs_root
+def test_an_instance_sets_up_only_when_no_other_is_changing_the_host_audit() -> None:
+    """One instance ending (its rules gone, none left: it disables auditing) and another
+    starting (auditing on: it leaves it, adds its rules) interleaved, and the new one ran
+    with auditing off, its denials never reported. Each step holds the host's set-up lock:
+    here the test holds it, as an instance ending would, and the set-up waits for it."""
+    import fcntl
+
+    from nonod.audit import _kernel
+    from nonod.audit._kaudit_netlink import SETUP_LOCK
+
+    from ..proctree import wait_until
+
+    ours = f"nonod:{os.getpid()}"
+    made: list[tuple[KernelAudit, list[bytes], bool, dict[int, str]]] = []
+    tid: list[int] = []
+
+    def start() -> None:
+        tid.append(threading.get_native_id())
+        made.append(_kernel._setup("kernel", 0x80000000 + 4242))
+
+    fd = os.open(SETUP_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    starting = threading.Thread(target=start)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        starting.start()
+        wait_until("the set-up waits for the lock", lambda: bool(tid) and Path(
+            f"/proc/self/task/{tid[0]}/syscall").read_text().split()[0] == "73")  # flock
+        assert ours not in _audit_status()[2]  # nothing changed meanwhile
+    finally:
+        os.close(fd)
+        starting.join()
+    [(audit, rules, enabled_here, _)] = made
+    try:
+        assert _audit_status()[2].count(ours) == 3
+    finally:
+        _kernel._teardown(audit, rules, enabled_here)
+    assert ours not in _audit_status()[2]
