@@ -492,36 +492,43 @@ async def test_another_sessions_refusal_storm_does_not_stall_the_daemon_at_a_ses
 
         audit.user_message = timed  # type: ignore[method-assign]
         storm = await trio.lowlevel.open_process(
-            [sys.executable, "-S", "-c", DENIER, str(monitor.tag), "4"],
+            [sys.executable, "-S", "-c", DENIER, str(monitor.tag), "6"],
             stdout=subprocess.DEVNULL)
         lags: list[float] = []
+        calm: list[float] = []  # the same ticks, storm and all, while no session ends
         ended: list[float] = []
 
-        async def tick(done: trio.Event) -> None:
+        async def tick(done: trio.Event, into: list[float]) -> None:
             while not done.is_set():
                 start = trio.current_time()
                 await trio.sleep(0.001)
-                lags.append(trio.current_time() - start - 0.001)
+                into.append(trio.current_time() - start - 0.001)
 
         try:
             await trio.sleep(0.5)  # the backlog is full by now
-            done = trio.Event()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(tick, done)
-                for k in range(20):
-                    start = trio.current_time()
-                    await monitor.release(monitor.watch(2**31 - 100 - k, lambda _e: None))
-                    ended.append(trio.current_time() - start)
-                    await trio.sleep(0.05)
-                done.set()
+            for into, ending in ((calm, False), (lags, True)):
+                done = trio.Event()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(tick, done, into)
+                    for k in range(20):
+                        start = trio.current_time()
+                        if ending:
+                            await monitor.release(monitor.watch(2**31 - 100 - k,
+                                                                lambda _e: None))
+                        ended.append(trio.current_time() - start)
+                        await trio.sleep(0.05)
+                    done.set()
         finally:
             with trio.CancelScope(shield=True):
                 await storm.wait()
     print(f"in the audit requests: {in_kernel['other'] * 1000:.0f} ms in a thread, "
           f"{in_kernel['loop'] * 1000:.0f} ms on the loop; loop lag max "
-          f"{max(lags) * 1000:.1f} ms; session ends up to {max(ended) * 1000:.0f} ms")
+          f"{max(lags) * 1000:.1f} ms ({max(calm) * 1000:.1f} ms with no session ending); "
+          f"session ends up to {max(ended) * 1000:.0f} ms")
     assert in_kernel["loop"] == 0.0
-    assert max(lags) < 0.1
+    # The lag the session ends add: what the host's other load adds (the storm's, other
+    # runs') shows in the calm ticks of this same run too.
+    assert max(lags) < 0.1 + max(calm)
 
 
 @needs_root
