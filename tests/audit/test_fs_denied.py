@@ -492,7 +492,7 @@ async def test_another_sessions_refusal_storm_does_not_stall_the_daemon_at_a_ses
 
         audit.user_message = timed  # type: ignore[method-assign]
         storm = await trio.lowlevel.open_process(
-            [sys.executable, "-S", "-c", DENIER, str(monitor.tag), "6"],
+            [sys.executable, "-S", "-c", DENIER, str(monitor.tag), "4"],
             stdout=subprocess.DEVNULL)
         lags: list[float] = []
         calm: list[float] = []  # the same ticks, storm and all, while no session ends
@@ -510,7 +510,7 @@ async def test_another_sessions_refusal_storm_does_not_stall_the_daemon_at_a_ses
                 done = trio.Event()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(tick, done, into)
-                    for k in range(20):
+                    for k in range(20 if ending else 10):
                         start = trio.current_time()
                         if ending:
                             await monitor.release(monitor.watch(2**31 - 100 - k,
