@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import errno as _errno
-import fcntl
 import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Final, Literal, final
 
 import structlog
@@ -49,11 +48,11 @@ from ._kaudit_netlink import (
     KEY_PREFIX,
     NETLINK_AUDIT,
     NLMSG,
-    SETUP_LOCK,
     KernelAudit,
     KernelAuditUnavailable,
     check_host,
     exit_rule,
+    host_setup_lock,
     nonod_rules,
     pid_alive,
 )
@@ -264,25 +263,6 @@ class FsDeniedMonitor:
             self.dispatch(kind, body.rstrip(b"\x00").decode("utf-8", "replace"))
 
 
-@contextmanager
-def _host_setup_lock() -> Iterator[None]:
-    """The host's audit set-up to this instance alone (``SETUP_LOCK``). Without it, one
-    instance ending (its rules gone, none left, so it disables auditing) and one starting
-    (auditing on, so it leaves it, and adds its rules) interleave: the new one runs with
-    auditing off and reports no denial. Held for a few netlink requests; a host whose /run
-    cannot hold the file goes without."""
-    try:
-        fd = os.open(SETUP_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # (releases the lock)
-
-
 def _setup(mode: FsDeniedMode, tag: int) -> tuple[KernelAudit, list[bytes], bool, dict[int, str]]:
     arch, syscalls = check_host()
     try:
@@ -290,7 +270,7 @@ def _setup(mode: FsDeniedMode, tag: int) -> tuple[KernelAudit, list[bytes], bool
     except OSError as exc:
         raise KernelAuditUnavailable(f"no audit netlink socket ({os.strerror(exc.errno or 0)})"
                                      ) from exc
-    with _host_setup_lock():
+    with host_setup_lock():
         return _setup_locked(audit, mode, tag, arch, syscalls)
 
 
@@ -344,7 +324,7 @@ def _enable(audit: KernelAudit) -> None:
 
 
 def _teardown(audit: KernelAudit, rules: list[bytes], enabled_here: bool) -> None:
-    with _host_setup_lock():
+    with host_setup_lock():
         _teardown_locked(audit, rules, enabled_here)
 
 
