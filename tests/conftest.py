@@ -26,6 +26,10 @@ settings.load_profile("nono")
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "sandbox_runner.py"
 NOBODY = 65534
+#: An unprivileged uid of this run's own: no account, no other process on the host (this
+#: process's pid is in it). For tests that use up what the kernel counts per user (inotify
+#: instances), which every concurrent run's sessions as ``nobody`` share with them.
+OWN_UID = 0x70000000 + os.getpid()
 
 
 def _python_reachable_by(uid: int) -> list[str] | None:
@@ -128,6 +132,8 @@ def sandbox_user(request: pytest.FixtureRequest,
     if request.param == "root":
         return SandboxUser("root", 0, [sys.executable], {})
     python, env = staged_python
+    if request.param == "own":  # (parametrized indirectly, for the tests that ask for it)
+        return SandboxUser("own", OWN_UID, python, env)
     return SandboxUser("unprivileged", NOBODY, python, env)
 
 

@@ -8,10 +8,13 @@ kernel audit at all (root in the initial user namespace, a known architecture).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 import socket
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final, final
 
 from ._kaudit_records import ARCHES
@@ -53,6 +56,29 @@ UNSET_LOGINUID: Final = 0xFFFFFFFF
 #: Exists while auditing is on because a nonod instance turned it on (tmpfs: a reboot, which
 #: also resets the kernel's audit state, removes it).
 ENABLED_MARKER: Final = "/run/nonod-audit-enabled"
+#: Held (``flock``) by a nonod instance while it changes the host's audit set-up: its start
+#: (enable, rules) and its end (rules removed, the last one out disables) are one step each
+#: for the other instances.
+SETUP_LOCK: Final = "/run/nonod-audit.lock"
+
+
+@contextmanager
+def host_setup_lock() -> Iterator[None]:
+    """The host's audit set-up to this instance alone (``SETUP_LOCK``). Without it, one
+    instance ending (its rules gone, none left, so it disables auditing) and one starting
+    (auditing on, so it leaves it, and adds its rules) interleave: the new one runs with
+    auditing off and reports no denial. Held for a few netlink requests; a host whose /run
+    cannot hold the file goes without."""
+    try:
+        fd = os.open(SETUP_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (releases the lock)
 
 
 class KernelAuditUnavailable(Exception):

@@ -54,6 +54,7 @@ from ._kaudit_netlink import (
     KernelAuditUnavailable,
     check_host,
     exit_rule,
+    host_setup_lock,
     nonod_rules,
     pid_alive,
 )
@@ -319,6 +320,13 @@ def _setup(mode: FsDeniedMode, tag: int) -> tuple[KernelAudit, list[bytes], bool
     except OSError as exc:
         raise KernelAuditUnavailable(f"no audit netlink socket ({os.strerror(exc.errno or 0)})"
                                      ) from exc
+    with host_setup_lock():
+        return _setup_locked(audit, mode, tag, arch, syscalls)
+
+
+def _setup_locked(audit: KernelAudit, mode: FsDeniedMode, tag: int, arch: int,
+                  syscalls: dict[int, str]
+                  ) -> tuple[KernelAudit, list[bytes], bool, dict[int, str]]:
     enabled_here = False
     try:
         enabled, auditd = audit.status()
@@ -350,11 +358,11 @@ def _setup(mode: FsDeniedMode, tag: int) -> tuple[KernelAudit, list[bytes], bool
             _enable(audit)
             enabled_here = True
     except OSError as exc:
-        _teardown(audit, [], enabled_here)
+        _teardown_locked(audit, [], enabled_here)
         raise KernelAuditUnavailable(
             f"the kernel refused the audit set-up ({os.strerror(exc.errno or 0)})") from exc
     except BaseException:
-        _teardown(audit, [], enabled_here)
+        _teardown_locked(audit, [], enabled_here)
         raise
     return audit, rules, enabled_here, syscalls
 
@@ -366,6 +374,11 @@ def _enable(audit: KernelAudit) -> None:
 
 
 def _teardown(audit: KernelAudit, rules: list[bytes], enabled_here: bool) -> None:
+    with host_setup_lock():
+        _teardown_locked(audit, rules, enabled_here)
+
+
+def _teardown_locked(audit: KernelAudit, rules: list[bytes], enabled_here: bool) -> None:
     try:
         for rule in rules:
             try:

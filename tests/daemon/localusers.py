@@ -41,9 +41,30 @@ def socket_group() -> str:
     raise RuntimeError("neither nogroup nor nobody exists")
 
 
+def _name() -> str:
+    """A fresh user name that says which process made it: ``nonot<pid>x<random>``."""
+    return f"{PREFIX}{os.getpid()}x{secrets.token_hex(4)}"
+
+
+def _stale(name: str) -> bool:
+    """Whether ``name`` is a test user left by a test process that is gone. A live one's
+    users are its own: another run on the same host (a second worktree, CI next to a
+    developer) must not lose them in the middle of its tests."""
+    maker = name.removeprefix(PREFIX).partition("x")
+    if not (maker[1] and maker[0].isdigit()):
+        return True  # the older name without its maker
+    try:
+        os.kill(int(maker[0]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _remove_stale() -> None:
     for entry in pwd.getpwall():
-        if entry.pw_name.startswith(PREFIX):
+        if entry.pw_name.startswith(PREFIX) and _stale(entry.pw_name):
             subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
 
 
@@ -55,7 +76,7 @@ def local_users(base: Path, count: int) -> Iterator[list[LocalUser]]:
     made: list[LocalUser] = []
     try:
         for _ in range(count):
-            name = PREFIX + secrets.token_hex(4)
+            name = _name()
             home = base / name
             subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", str(home),
                             "--gid", group, "--shell", "/usr/sbin/nologin", name],

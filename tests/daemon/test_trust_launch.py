@@ -11,6 +11,7 @@ import pytest
 
 from nonod import trust
 
+from ..proctree import wait_until
 from .conftest import DaemonThread, hello, raw_client, session_env
 from .localusers import local_users, socket_group
 from .test_cli import CLI, cli_env
@@ -63,10 +64,8 @@ def test_the_session_reads_the_verified_bytes_whatever_happens_on_the_host(
     """TOCTOU: GEMINI.md is rewritten on the host right after the launch is accepted and again
     while the program runs, in place and then by rename (which detaches the pin's mount: the
     view guard puts it back); the program reads the verified content every time."""
-    import os
     import subprocess
     import sys
-    import time
 
     work = short_tmp / "proj"
     work.mkdir()
@@ -91,7 +90,9 @@ def test_the_session_reads_the_verified_bytes_whatever_happens_on_the_host(
     third = proc.stdout.readline()
     (work / "GEMINI.md.new").write_text("# SWAPPED by rename, as editors save\n")
     os.replace(work / "GEMINI.md.new", work / "GEMINI.md")
-    time.sleep(0.3)  # the view guard's re-mount (the window before it: docs/trust.md)
+    # The view guard's re-mount (the window before it: docs/trust.md): the program reads
+    # once its view (the shell's root, through /proc) holds the verified bytes again.
+    wait_until("the guard put the pin back", lambda: _seen_by_sh(work) == b"# rules\n")
     proc.stdin.write(b"\n")
     proc.stdin.close()
     fourth = proc.stdout.readline()
@@ -102,6 +103,18 @@ def test_the_session_reads_the_verified_bytes_whatever_happens_on_the_host(
     guarded = [e for e in events if e["type"] == "view_guard"]
     assert guarded == [{"type": "view_guard", "action": "restored",
                         "path": str(work / "GEMINI.md"), "what": "pin"}], guarded
+
+
+def _seen_by_sh(work: Path) -> bytes | None:
+    """``work/GEMINI.md`` as the session's shell (running in ``work``) sees it."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and (entry / "comm").read_text() == "sh\n"
+                    and os.readlink(entry / "cwd") == str(work)):
+                return (entry / "root" / str(work / "GEMINI.md").lstrip("/")).read_bytes()
+        except OSError:
+            continue  # gone meanwhile, or not ours
+    return None
 
 
 # --- where the user-level policy is found (never skipped silently) -------------------------

@@ -21,14 +21,15 @@ BAD_LINE = b"x:" + b" " * 60_000 + b"\x00"
 
 
 def seconds_to_read(head: bytes) -> float:
+    """This thread's CPU seconds to read ``head`` (wall time would hold the host's load)."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=1 << 17)
     conn.receive_data(head)
-    started = time.monotonic()
+    started = time.thread_time()
     try:
         conn.next_event()
     except h11.RemoteProtocolError:
         pass
-    return time.monotonic() - started
+    return time.thread_time() - started
 
 
 def test_h11_in_this_process_reads_header_lines_with_the_linear_expression() -> None:
@@ -44,21 +45,21 @@ def test_a_line_of_blanks_that_does_not_match_is_refused_at_once() -> None:
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 17)
     conn.send(h11.Request(method="GET", target="/", headers=[("Host", "a")]))
     conn.receive_data(b"HTTP/1.1 200 OK\r\n" + BAD_LINE + b"\r\n\r\n")  # an upstream's
-    started = time.monotonic()
+    started = time.thread_time()
     try:
         conn.next_event()
     except h11.RemoteProtocolError:
         pass
-    assert time.monotonic() - started < 1.0
+    assert time.thread_time() - started < 1.0
 
 
 def test_the_fresh_paths_connect_head_is_read_at_once_too() -> None:
     # Before: 5 s, in the pump thread that relays every tunnel of the daemon.
     for head in (b"CONNECT a:443 HTTP/1.1\r\n" + BAD_LINE,
                  b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nx:" + b"\t " * 30_000):
-        started = time.monotonic()
+        started = time.thread_time()
         assert parse_connect(head, 1 << 17) is None
-        assert time.monotonic() - started < 1.0
+        assert time.thread_time() - started < 1.0
 
 
 LINE_BYTES = st.lists(st.sampled_from([b" ", b"\t", b"a", b"-", b":", b"\x00", b"\x80",

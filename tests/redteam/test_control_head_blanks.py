@@ -13,8 +13,10 @@ real socket; the test process imports nothing that patches h11 in the daemon.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,9 +41,20 @@ def refused_after(path: str) -> float:
         return time.monotonic() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time process ``pid`` (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_a_handshake_with_a_long_run_of_blanks_is_refused_at_once(
         user_daemon: UserDaemon) -> None:  # noqa: F811
+    # Counted in the daemon's CPU time (its loop runs the reader): the wall time of an
+    # answer also holds whatever else the host runs meanwhile.
+    cpu = cpu_seconds(user_daemon.pid)
     took = sorted(refused_after(str(user_daemon.socket)) for _ in range(ROUNDS))
+    spent = (cpu_seconds(user_daemon.pid) - cpu) / ROUNDS
+    print(f"per handshake: {spent * 1000:.0f} ms of the daemon's CPU; answered after {took}")
     # before: 0.8-1.5 s each on this machine, the daemon's event loop held all along
-    assert took[ROUNDS // 2] < 0.25, took
+    assert spent < 0.25, took
     assert user_daemon.nonoctl("daemon", "status").returncode == 0

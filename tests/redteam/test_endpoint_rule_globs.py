@@ -32,9 +32,9 @@ RULE = ("GET", "/files/*-*-*.whl")
 def test_an_in_segment_glob_is_matched_in_linear_time() -> None:
     rules = EndpointRules([RULE])
     for segment in ("-" * 60_000, "a-" * 30_000, "-" * 30_000 + ".wh"):
-        started = time.monotonic()
+        started = time.thread_time()  # this thread's CPU, whatever else the host runs
         assert rules.explain("GET", "/files/" + segment).outcome == "denied"
-        assert time.monotonic() - started < 1.0  # before: hours for the first
+        assert time.thread_time() - started < 1.0  # before: hours for the first
     assert rules.explain("GET", "/files/a-b-c.whl").outcome == "allowed"
 
 

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import DaemonThread, as_user, hello, raw_client, session_env
-from tests.daemon.localusers import socket_group
+from tests.daemon.conftest import hello, raw_client, session_env
 from tests.daemon.test_cli import CLI
+from tests.redteam.conftest import shared_daemon, workdir
 
 pytestmark = [pytest.mark.root, pytest.mark.userns,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
 
-NOBODY = 65534
 GRAB = r'''
 import ctypes, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
@@ -41,34 +40,31 @@ time.sleep(120)
 TRY = "import ctypes; print(ctypes.CDLL(None).inotify_init1(0))"
 
 
-def test_a_session_cannot_take_its_owners_last_inotify_instance(
-        system_daemon: DaemonThread, short_tmp: Path) -> None:
-    import grp
-
-    gid = grp.getgrnam(socket_group()).gr_gid
-    work = short_tmp / "work"
-    work.mkdir(mode=0o777)
-    (work / "grab.py").write_text(GRAB)
-    launch = {"type": "launch", "argv": ["/usr/bin/python3", "-S", "grab.py"],
-              "cwd": str(work), "env": session_env(work), "options": {"allow_cwd": True},
-              "detach": True, "stdio": "pty", "name": "grabber"}
-    replies = [json.loads(x) for x in raw_client(system_daemon.socket, [hello(), launch],
-                                                 prefix=as_user(NOBODY, gid))]
-    assert replies[1]["type"] == "launched", replies
-    try:
-        # The first output of the session: how many it took (the read is bounded).
-        follow = {"type": "logs", "session": "grabber", "follow": True}
-        output = json.loads(raw_client(system_daemon.socket, [hello(), follow],
-                                       prefix=as_user(NOBODY, gid))[1])
-        taken = int(base64.b64decode(str(output["data"])))
-        assert taken > 0
-        host = subprocess.run([*as_user(NOBODY, gid), "/usr/bin/python3", "-c", TRY],
-                              capture_output=True, text=True, check=True, cwd="/")
-        assert int(host.stdout) >= 0, f"the session took {taken}; the host got none"
-    finally:
-        raw_client(system_daemon.socket, [hello(), {"type": "stop", "session": "grabber",
-                                                    "force": True}],
-                   prefix=as_user(NOBODY, gid))
+def test_a_session_cannot_take_its_owners_last_inotify_instance(short_tmp: Path) -> None:
+    # Its owner is a user of its own: nobody's instances are shared with every session of
+    # the concurrent test runs on the host, which may hold some at any moment.
+    with shared_daemon(short_tmp, 1) as (handle, [owner]):
+        work = workdir(owner)
+        (work / "grab.py").write_text(GRAB)
+        launch = {"type": "launch", "argv": ["/usr/bin/python3", "-S", "grab.py"],
+                  "cwd": str(work), "env": session_env(work), "options": {"allow_cwd": True},
+                  "detach": True, "stdio": "pty", "name": "grabber"}
+        replies = [json.loads(x) for x in raw_client(handle.socket, [hello(), launch],
+                                                     prefix=owner.prefix())]
+        assert replies[1]["type"] == "launched", replies
+        try:
+            # The first output of the session: how many it took (the read is bounded).
+            follow = {"type": "logs", "session": "grabber", "follow": True}
+            output = json.loads(raw_client(handle.socket, [hello(), follow],
+                                           prefix=owner.prefix())[1])
+            taken = int(base64.b64decode(str(output["data"])))
+            assert taken > 0
+            host = subprocess.run([*owner.prefix(), "/usr/bin/python3", "-c", TRY],
+                                  capture_output=True, text=True, check=True, cwd="/")
+            assert int(host.stdout) >= 0, f"the session took {taken}; the host got none"
+        finally:
+            raw_client(handle.socket, [hello(), {"type": "stop", "session": "grabber",
+                                                 "force": True}], prefix=owner.prefix())
 
 
 #: Queues real-time signals to itself until the kernel says no, prints how many it got, then

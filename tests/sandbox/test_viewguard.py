@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -23,6 +24,7 @@ from nonod.policy import Access
 from nonod.sandbox import LaunchRequest
 
 from ..conftest import Result, SandboxUser
+from ..proctree import wait_until
 from .test_sandbox import home as home  # the fixture
 from .test_sandbox import policy, probe
 
@@ -35,9 +37,6 @@ WAIT = (
     "while not os.path.exists('go'):\n"
     "    time.sleep(0.01)\n"
 )
-
-
-SETTLE = 0.3
 
 
 def _ppid(pid: str | int) -> int:
@@ -63,35 +62,87 @@ def _guarded_by_the_fork_server(work: Path) -> bool:
     return False
 
 
-def _meanwhile(work: Path, change: Callable[[], None]) -> threading.Thread:
+def _view(work: Path) -> Path:
+    """The session's view of the file system, as its program running in ``work`` sees it
+    (its root, through /proc: the host's root reads the session's mounts there)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and os.readlink(entry / "cwd") == str(work)
+                    and Path(f"/proc/{_ppid(entry.name)}/comm").read_text().strip()
+                    == "nono-reaper"):
+                return entry / "root"
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours
+    return Path("/proc/0/root")  # none (any more): a view that does not exist
+
+
+def _seen(view: Path, path: Path) -> Path:
+    """``path`` as the session sees it."""
+    return view / str(path).lstrip("/")
+
+
+def _masked(view: Path, path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(_seen(view, path)).st_mode) == 0
+    return False
+
+
+def _read_only(view: Path, path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return bool(os.statvfs(_seen(view, path)).f_flag & os.ST_RDONLY)
+    return False
+
+
+def _reads(view: Path, path: Path, text: str) -> bool:
+    with contextlib.suppress(OSError):
+        return _seen(view, path).read_text() == text
+    return False
+
+
+def _until(what: str, check: Callable[[], bool]) -> None:
+    """Wait until ``check()`` holds, or give up quietly after 20 s: the program then looks
+    at an unprotected view and the test fails on what it reads."""
+    with contextlib.suppress(AssertionError):
+        wait_until(what, check)
+
+
+def _meanwhile(work: Path, change: Callable[[], None], restored: Callable[[Path], bool],
+               ready: str = "ready", go: str = "go") -> threading.Thread:
     """Do ``change`` once the program is ready and the fork server guards it (if it never
     does, ``go`` never comes and the run times out: the test must exercise the hub's repairs,
-    ``nono-reaper --repair`` in ``reaper_outer.c``)."""
+    ``nono-reaper --repair`` in ``reaper_outer.c``); then, once the session's view shows the
+    protection back (``restored(view)``), let the program look. The guard re-mounts within
+    a millisecond when idle and later on a loaded machine: the window in between is
+    documented (docs/trust.md); what is tested is that the protection comes back, and that
+    it comes back in the session's view, for its program to find. ``ready`` and ``go``:
+    the names of the files the program makes and waits for."""
     def run() -> None:
         deadline = time.monotonic() + 30
-        while not (work / "ready").exists() and time.monotonic() < deadline:
+        while not (work / ready).exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         while not _guarded_by_the_fork_server(work):
             if time.monotonic() > deadline:
                 return
             time.sleep(0.01)
         change()
-        # The guard re-mounts within a millisecond when idle; a loaded CI machine can delay
-        # it. The window in between is documented (docs/trust.md); what is tested here is
-        # that the protection comes back, so give it time before the program looks.
-        time.sleep(SETTLE)
-        (work / "go").touch()
+        _until("the guard restored the view", lambda: restored(_view(work)))
+        (work / go).touch()
 
     thread = threading.Thread(target=run)
     thread.start()
     return thread
 
 
+VERIFIED = "# verified rules\n"
+
+
 def _run_pinned(sandbox_user: SandboxUser, work: Path, rules: Path,
-                change: Callable[[], None], code: str) -> Result:
+                change: Callable[[], None], code: str,
+                restored: Callable[[Path], bool] | None = None) -> Result:
     """Run ``code`` in ``work`` with ``rules`` pinned to ``# verified rules``, while the host
-    does ``change`` once the program is ready."""
-    thread = _meanwhile(work, change)
+    does ``change`` once the program is ready (then the program looks once ``restored``,
+    by default once the session reads the verified bytes at ``rules`` again)."""
+    thread = _meanwhile(work, change, restored or (lambda view: _reads(view, rules, VERIFIED)))
     try:
         request = LaunchRequest(argv=tuple(probe(code)), cwd=str(work),
                                 pins=((str(rules), b"# verified rules\n"),))
@@ -112,7 +163,7 @@ def _read_masked_while(sandbox_user: SandboxUser, home: Path, denied: Path, secr
         sandbox_user.chown(denied)
         sandbox_user.chown(denied / "NAME")
 
-    thread = _meanwhile(home / "work", make)
+    thread = _meanwhile(home / "work", make, lambda view: _masked(view, denied))
     try:
         return sandbox_user.run(policy((home, Access.READWRITE), denials=(denied,)), probe(
             WAIT + f"t(lambda: open('{denied}/NAME').read())\n"
@@ -182,19 +233,23 @@ def test_a_session_moved_to_the_loud_queue_is_still_guarded(
         sandbox_user.chown(denied)
         sandbox_user.chown(denied / "NAME")
 
-    storm = (
+    storm = (  # once the fork server's hub guards it (past the hand-over)
         "import time\n"
-        "time.sleep(0.3)\n"  # past the hand-over: the fork server's hub guards it
+        "open('up', 'w').close()\n"
+        "while not os.path.exists('handed'):\n"
+        "    time.sleep(0.01)\n"
         "for k in range(4000):\n"
         f"    open('{home}/storm', 'w').close()\n"
         f"    os.unlink('{home}/storm')\n"
     )
-    thread = _meanwhile(home / "work", make)
+    handed = _meanwhile(home / "work", lambda: None, lambda _view: True, "up", "handed")
+    thread = _meanwhile(home / "work", make, lambda view: _masked(view, denied))
     try:
         r = sandbox_user.run(policy((home, Access.READWRITE), denials=(denied,)), probe(
             storm + WAIT + f"t(lambda: open('{denied}/NAME').read())\n"
                            f"t(lambda: os.listdir('{denied}'))\n"), cwd=str(home / "work"))
     finally:
+        handed.join()
         thread.join()
     assert r.code == 0, r.stderr
     assert r.stdout.split("\n")[:2] == ["EACCES", "EACCES"], r.stdout
@@ -217,7 +272,8 @@ def test_git_config_stays_read_only_after_git_rewrites_it_by_rename(
         (git / "config.lock").write_text("[core]\n\tbare = false\n")
         os.replace(git / "config.lock", git / "config")
 
-    thread = _meanwhile(work, git_config_set)
+    thread = _meanwhile(work, git_config_set,
+                        lambda view: _read_only(view, git / "config"))
     try:
         r = sandbox_user.run(policy((work, Access.READWRITE)), probe(
             WAIT + "t(lambda: open('.git/config', 'a').write('[core]\\n\\tfsmonitor = x\\n'))\n"),
@@ -273,7 +329,7 @@ def _hog_inotify(uid: int, leave: int) -> subprocess.Popen[str]:
     return hog
 
 
-@pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)
+@pytest.mark.parametrize("sandbox_user", ["own"], indirect=True)  # an inotify count of its own
 def test_without_an_inotify_instance_the_launch_is_refused_not_unguarded(
         sandbox_user: SandboxUser, home: Path) -> None:
     """Fail closed: a user out of inotify instances (``fs.inotify.max_user_instances``) gets
@@ -306,7 +362,7 @@ trio.run(main)
 """
 
 
-@pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)
+@pytest.mark.parametrize("sandbox_user", ["own"], indirect=True)  # an inotify count of its own
 def test_one_inotify_instance_guards_every_session_of_a_launcher(
         sandbox_user: SandboxUser, home: Path) -> None:
     """The user has a single inotify instance left: the fork server's guard hub takes it,
@@ -353,7 +409,7 @@ trio.run(main)
 """
 
 
-@pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)
+@pytest.mark.parametrize("sandbox_user", ["own"], indirect=True)  # an inotify count of its own
 def test_a_fork_server_started_during_a_shortage_guards_once_it_is_over(
         sandbox_user: SandboxUser, home: Path) -> None:
     """The user is out of inotify instances when the fork server starts: its guarded launches
@@ -399,7 +455,8 @@ def test_a_pinned_file_replaced_by_a_symlink_ends_the_session(
         os.replace(work / "GEMINI.md.link", rules)
 
     r = _run_pinned(sandbox_user, work, rules, link,
-                    WAIT + "t(lambda: open('GEMINI.md').read().strip())\n")
+                    WAIT + "t(lambda: open('GEMINI.md').read().strip())\n",
+                    lambda view: not view.exists())  # the session is over
     assert "INJECTED" not in r.stdout
     assert r.code == 128 + 9, (r.code, r.stdout, r.stderr)  # SIGKILL from the guard
 
@@ -421,7 +478,8 @@ def test_a_pin_follows_its_path_when_the_host_replaces_a_directory_on_the_way(
         os.rename(docs, work / "docs.old")
         docs.mkdir()
         (docs / "GEMINI.md").write_text("# INJECTED in a new directory\n")
-        time.sleep(SETTLE)
+        _until("the pin covers the new directory's file",
+               lambda: _reads(_view(work), rules, VERIFIED))
         (docs / "GEMINI.md.tmp").write_text("# INJECTED again, by rename\n")
         os.replace(docs / "GEMINI.md.tmp", docs / "GEMINI.md")
 

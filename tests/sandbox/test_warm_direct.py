@@ -226,6 +226,10 @@ def _sockets(pid: int) -> int:
     return count
 
 
+#: Launches of one session of the mask test at most, until one runs as the test needs.
+ATTEMPTS = 5
+
+
 def test_a_view_with_a_mask_is_guarded_by_the_hub_without_an_outer(world_tmp: Path) -> None:
     """A prepared view with something to guard: the init sets the view guard up and hands it
     to the fork server's hub before any plan (``_launcher._adopt_ahead``), and its session
@@ -248,41 +252,50 @@ def test_a_view_with_a_mask_is_guarded_by_the_hub_without_an_outer(world_tmp: Pa
         secret.rename(project / name)
         secret.write_text("NEW-SECRET\n")
 
-    async def main() -> tuple[int, bool, list[tuple[int, str, list[GuardReport]]]]:
-        seen: list[tuple[int, str, list[GuardReport]]] = []
+    async def main() -> tuple[int, list[list[tuple[int, str, list[GuardReport], bool]]]]:
+        """The launcher's pid and, for each of the three sessions, its attempts: the init's
+        parent, what the program printed, its reports, and whether it ran as the test
+        needs (the second straight under the fork server, the third on a waiting init
+        covered before its launch). A launch may go cold or take a launcher made after
+        the change when another program on the host changes the mount table meanwhile
+        (the fork server then lets its waiting inits go, or makes new ones, which cover
+        the new file as they start, not as a repair): that attempt is made again."""
+        tried: list[list[tuple[int, str, list[GuardReport], bool]]] = [[], [], []]
         async with open_launcher("namespaces") as launcher:
             for i in range(3):
-                if i == 2:  # before the launch: the waiting init's view, repaired
-                    covered = await trio.to_thread.run_sync(
-                        _replaced_before_launch, launcher.pid, secret, replace)
-                reports: list[GuardReport] = []
+                while len(tried[i]) < ATTEMPTS and not any(a[3] for a in tried[i]):
+                    covered: list[int] = []
+                    if i == 2:  # before the launch: the waiting init's view, repaired
+                        covered = await trio.to_thread.run_sync(
+                            _replaced_before_launch, launcher.pid, secret, replace)
+                    reports: list[GuardReport] = []
 
-                def waiting_session(proc: Sandboxed, i: int = i,
-                                    reports: list[GuardReport] = reports) -> None:
-                    proc.on_guard = reports.append
-                    if i == 1:  # while the program runs (``pid``: its init's, as launched)
-                        replace(".env.2")
-                        wait_until("the hub covers the new file",
-                                   lambda: str(secret) in _mount_points(proc.pid))
+                    def waiting_session(proc: Sandboxed, i: int = i,
+                                        reports: list[GuardReport] = reports) -> None:
+                        proc.on_guard = reports.append
+                        if i == 1:  # while the program runs (``pid``: its init's)
+                            replace(".env.2")
+                            wait_until("the hub covers the new file",
+                                       lambda: str(secret) in _mount_points(proc.pid))
 
-                proc, parent, printed, _ = await run_gated(launcher, request,
-                                                           waiting_session, policy)
-                seen.append((parent, printed, reports))
-        # The last session ran on an init covered before its launch, unless the host's
-        # mount table changed meanwhile (another program's mount: a new launcher, which
-        # covers the new file as it starts, not a repair, and reports nothing).
-        return launcher.pid, proc.pid in covered, seen
+                    proc, parent, printed, _ = await run_gated(launcher, request,
+                                                               waiting_session, policy)
+                    wanted = (True, parent == launcher.pid, proc.pid in covered)[i]
+                    tried[i].append((parent, printed, reports, wanted))
+        return launcher.pid, tried
 
-    server, repaired, seen = trio.run(main)
-    assert [printed for _, printed, _ in seen] == ["13"] * 3, seen  # EACCES: masked
-    assert seen[1][0] == server, (server, seen)
+    server, tried = trio.run(main)
+    print("launches per session:", [len(attempts) for attempts in tried])
+    # Masked in every session, however it was launched.
+    assert {printed for attempts in tried for _, printed, _, _ in attempts} == {"13"}, tried
+    first, running, before = ([a for a in attempts if a[3]] for attempts in tried)
+    assert first and running and before, tried  # each ran as needed within ATTEMPTS
     restored = GuardReport("restored", str(secret), what="mask")
-    assert [reports for _, _, reports in seen][:2] == [[], [restored]], seen
-    if repaired:  # it ran on a waiting direct init (otherwise on one made after: cold)
-        assert seen[2][0] == server, (server, seen)
-        # the rename and the new file may reach the hub as one change or as two, each
-        # repaired and reported: what matters is that the reports are this session's
-        assert seen[2][2] and set(seen[2][2]) == {restored}, seen
+    assert first[0][2] == [] and running[0][2] == [restored], tried
+    assert running[0][0] == before[0][0] == server, (server, tried)
+    # the rename and the new file may reach the hub as one change or as two, each repaired
+    # and reported: what matters is that the reports are this session's
+    assert before[0][2] and set(before[0][2]) == {restored}, tried
 
 
 def _replaced_before_launch(server: int, masked: Path, replace: Callable[[str], None]

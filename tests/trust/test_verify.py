@@ -320,10 +320,10 @@ def test_statement_changed_after_signing(good: dict[str, Any], policy: TrustPoli
 
 def test_oversized_bundle_fails_fast(policy: TrustPolicy) -> None:
     huge = b'{"mediaType": "' + b"a" * (50 * 1024 * 1024) + b'"}'
-    start = time.monotonic()
+    start = time.thread_time()  # this thread's CPU, whatever else the host runs
     with pytest.raises(BadBundle, match=r"bundle is 52428817 bytes; the limit is 1048576"):
         check(huge, policy)
-    assert time.monotonic() - start < 0.5
+    assert time.thread_time() - start < 0.5
 
 
 def test_bundle_renamed_for_another_file(key: SigningKey, policy: TrustPolicy) -> None:
