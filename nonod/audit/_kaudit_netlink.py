@@ -70,7 +70,7 @@ def host_setup_lock() -> Iterator[None]:
     auditing off and reports no denial. Held for a few netlink requests; a host whose /run
     cannot hold the file goes without."""
     try:
-        fd = os.open(SETUP_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(SETUP_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError:
         yield
         return
