@@ -781,4 +781,8 @@ class Registry:
             await session.wait_exited()
         for feed in self._feeds:
             feed.end()
+        # The ended sessions' groups still queued (``_removals``) are removed, and their
+        # control files closed, before the subtrees go: a daemon stopped in its process
+        # (tests, an embedding program) would otherwise keep their descriptors.
+        await trio.to_thread.run_sync(self._removals.give_up)
         await trio.to_thread.run_sync(self._starter.cgroups.close)

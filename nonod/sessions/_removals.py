@@ -80,6 +80,13 @@ class GroupRemovals:
         while self._queued or self._removing:
             await self._batch_done.wait()
 
+    def give_up(self) -> None:
+        """Blocking, at the daemon's exit: one last try at each group still queued, its
+        processes killed; its control files are closed whether or not it goes."""
+        batch, self._queued = self._queued, []
+        for queued in batch:
+            queued.group.remove(kill=True)
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()

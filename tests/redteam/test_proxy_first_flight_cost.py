@@ -12,7 +12,6 @@ waits until the proxy is blocked again before sending the next).
 from __future__ import annotations
 
 import functools
-import statistics
 import time
 
 import trio
@@ -53,9 +52,10 @@ async def test_first_bytes_sent_one_at_a_time_cost_the_same_per_byte_to_the_end(
     await trio.testing.wait_all_tasks_blocked()  # its record is written after the answer
     assert [e.reason for e in events if e.stage == "close"] == ["plain_http_in_tunnel"]
     # The last KiBs (up to 7 KiB held) cost what the first did; before, the last cost 3 to 4
-    # times the first (a rescan per read): the middle of the last three about 2.3 times the
-    # middle of the first three. Middles, so that one round a busy host slowed decides nothing.
-    assert statistics.median(costs[-3:]) < 1.8 * statistics.median(costs[:3]), costs
+    # times the first (a rescan per read): the cheapest of the last three about 2.5 times the
+    # cheapest of the first three. The cheapest of each: a busy host only adds to a round's
+    # CPU time (rounds of the same work measured 1x to 4x apart under load).
+    assert min(costs[-3:]) < 1.8 * min(costs[:3]), costs
     await client.aclose()
 
 
