@@ -293,8 +293,13 @@ def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: in
     A file: its bytes (at most ``max_bytes``). A directory: its entry names (at most
     ``max_bytes`` of them; 0: opened and checked, not listed). Raises
     :class:`CallerFileError` subclasses.
+
+    A file is first opened as a path only (``O_PATH``: no driver's ``open`` runs, no read
+    permission is asked) and opened to read only once it is known to be a regular file: a
+    name a policy lists can be a device whose open acts (``/dev/watchdog`` arms the host's
+    reboot timer), which the daemon must never do on a caller's behalf.
     """
-    flags = _OPEN_FLAGS | (os.O_DIRECTORY if kind == "dir" else 0)
+    flags = _OPEN_FLAGS | os.O_DIRECTORY if kind == "dir" else os.O_PATH | os.O_CLOEXEC
     try:
         fd = _open(path, flags, symlinks=symlinks, beneath=beneath)
     except OSError as exc:
@@ -307,6 +312,12 @@ def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: in
             what = _KINDS.get(fmt, "not a regular file")
             expected = "a directory" if kind == "dir" else "a regular file"
             raise FileRefused(path, f"is {what}, not {expected}")
+        if kind == "file":
+            handle, fd = fd, -1
+            try:
+                fd = _reopen(path, handle)
+            finally:
+                os.close(handle)
         if kind == "dir":
             return Opened(data=b"", names=_names(path, fd, max_bytes), uid=info.st_uid,
                           mode=info.st_mode, gid=info.st_gid)
@@ -328,7 +339,17 @@ def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: in
     except OSError as exc:
         raise CallerFileError(path, f"cannot read: {os.strerror(exc.errno or 0)}") from None
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
+
+
+def _reopen(path: str, handle: int) -> int:
+    """The regular file open as a path on ``handle``, opened to read with this thread's
+    identity (the kernel asks for read permission now)."""
+    try:
+        return os.open(f"/proc/self/fd/{handle}", _OPEN_FLAGS)
+    except OSError as exc:
+        raise _refusal(path, exc) from None
 
 
 def _names(path: str, fd: int, limit: int) -> tuple[str, ...]:

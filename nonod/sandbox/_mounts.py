@@ -400,15 +400,24 @@ def git_config_paths(text: str) -> tuple[str | None, tuple[str, ...]]:
 
 
 def _small_file(path: str, limit: int) -> bytes | None:
-    """At most ``limit`` bytes of the regular file ``path``, opened without following a link
-    at its name and without blocking (a FIFO); None if it is not one."""
+    """At most ``limit`` bytes of the regular file ``path``, not through a link at its name;
+    None if it is not one. Its kind is asked on a path-only descriptor (``O_PATH``) before
+    it is opened to read: a name a session wrote (an included configuration, a client's
+    ``GIT_CONFIG_GLOBAL``) can be a FIFO, which would block, or a device, whose driver's
+    ``open`` acts (``/dev/watchdog`` arms the host's reboot timer)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        handle = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
             return None
+        fd = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    finally:
+        os.close(handle)
+    try:
         return os.read(fd, limit)
     except OSError:
         return None

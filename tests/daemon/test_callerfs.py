@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -25,8 +26,10 @@ from nonod._callerfs import (
     read_path,
     run_as,
 )
+from nonod.sandbox import _libc
 
 NOBODY = 65534
+IN_OPEN = 0x20
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching fsuid needs root")
 
 
@@ -104,6 +107,27 @@ def test_what_is_refused_after_fstat(tree: Path) -> None:
         read_path(str(tree / "link"), max_bytes=100, symlinks="refuse")
     with pytest.raises(FileRefused):
         read_path("../" + tree.name + "/public", max_bytes=100, beneath=str(tree))
+
+
+@needs_root
+@pytest.mark.root
+def test_a_device_is_refused_without_being_opened(tree: Path) -> None:
+    """A name a policy lists (a trust policy's ``files``) can be a device whose open acts
+    (``/dev/watchdog``): the daemon learns its kind without opening it (inotify sees no
+    open of it), then refuses it."""
+    device = tree / "null-copy"
+    os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+    watch = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        _libc.inotify_add_watch(watch, str(device), IN_OPEN)
+        with pytest.raises(FileRefused, match="a character device"):
+            read_path(str(device), max_bytes=100)
+        with pytest.raises(FileRefused, match="a character device"):
+            read_path(str(device), max_bytes=100, symlinks="refuse")
+        with pytest.raises(BlockingIOError):
+            os.read(watch, 4096)  # no event: never opened
+    finally:
+        os.close(watch)
 
 
 @needs_root

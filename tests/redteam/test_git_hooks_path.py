@@ -9,12 +9,15 @@ not creatable if it does not."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from nonod.sandbox._mounts import git_config_paths, git_hooks_path
+from nonod.policy import Access, Grant, ResolvedPolicy
+from nonod.sandbox import _libc
+from nonod.sandbox._mounts import compile_mounts, git_config_paths, git_hooks_path
 from tests.daemon.test_cli import CLI
 from tests.redteam._programs import PLANT
 
@@ -42,6 +45,8 @@ def test_a_session_cannot_rewrite_hooks_kept_where_core_hookspath_points(
         assert sorted(p.name for p in (short_tmp / hooks).iterdir()) == ["pre-commit"]
     else:
         assert not (short_tmp / hooks).exists()
+
+IN_OPEN = 0x20
 
 
 def test_core_hookspath_is_read_as_git_reads_it() -> None:
@@ -146,3 +151,30 @@ def test_a_session_cannot_redirect_a_linked_worktree_or_add_worktree_config(
         ".git/objects/ok WRITTEN"], done.stdout
     assert commondir.read_text() == before
     assert not (repo / ".git" / "config.worktree").exists()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a device node")
+def test_a_device_a_git_configuration_names_is_never_opened(tmp_path: Path) -> None:
+    # A session writes its project's .git/config: an include of a device (or a client's
+    # GIT_CONFIG_GLOBAL naming one) had the daemon, as root, run the driver's open at the
+    # next launch (/dev/watchdog arms the host's reboot timer). It learns the kind first.
+    device = tmp_path / "null-copy"
+    os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / ".git" / "config").write_text(f"[include]\n\tpath = {device}\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    policy = ResolvedPolicy(name="git", grants=(
+        Grant(path="/usr", access=Access.READ),
+        Grant(path=str(project), access=Access.READWRITE)), denials=(),
+        git_configs=(str(device),))
+    watch = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        _libc.inotify_add_watch(watch, str(device), IN_OPEN)
+        compile_mounts(policy, home=str(home))
+        with pytest.raises(BlockingIOError):
+            os.read(watch, 4096)  # no event: never opened
+    finally:
+        os.close(watch)
