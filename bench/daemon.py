@@ -73,6 +73,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -471,7 +472,7 @@ def _launch_fleet(daemon: Daemon, count: int, inflight: int, deadline: float
                                       stdio="null", options=FLEET_OPTIONS).id
                 except RemoteError as exc:
                     with lock:
-                        failures.append(str(exc))
+                        failures.append(f"{exc.remote_code}: {exc}")
                     continue
                 with lock:
                     ids.append(sid)
@@ -483,6 +484,17 @@ def _launch_fleet(daemon: Daemon, count: int, inflight: int, deadline: float
     for t in threads:
         t.join()
     return ids, failures, [ms for _, ms in sorted(latencies)]
+
+
+def failure_kinds(failures: list[str]) -> dict[str, int]:
+    """How many failures of each kind: the error's dotted code and step (``launch.fork:
+    ...``), its text's first words otherwise."""
+    kinds: dict[str, int] = {}
+    for why in failures:
+        match = re.match(r"(stop \S+: )?([a-z_]+\.[a-z_.]+)", why)
+        kind = match.group(2) if match else " ".join(why.split()[:6])
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
 
 
 def _stat_cpu_ms(pid: int) -> tuple[str, float, float]:
@@ -553,12 +565,13 @@ def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path,
                 try:
                     nono.stop(sid, timeout=5, force=True)
                 except RemoteError as exc:
-                    failures.append(f"stop {sid}: {exc}")
+                    failures.append(f"stop {sid}: {exc.remote_code}: {exc}")
             nono.prune()
             stop_s = time.perf_counter() - t1
     blocks = [latencies[i:i + 100] for i in range(0, len(latencies), 100)]
     return {"requested": count, "inflight": inflight, "launched": len(ids), "running": running,
             "failed": len(failures) + (len(ids) - running), "failures": failures[:5],
+            "failure_kinds": failure_kinds(failures),
             "launch_s": wall, "stop_s": stop_s, "total": loaded["total"],
             "p50_per_100_ms": [percentile(b, 0.5) for b in blocks], "ps_settle_s": settled_s,
             "cpu_ms_per_session": cpu, **ps}
@@ -767,6 +780,8 @@ def _print_fleet(fl: dict[str, Any] | None) -> None:
               + ", ".join(f"{k} {v:.2f}" for k, v in parts if v >= 0.005))
     for why in fl["failures"]:
         print(f"  failure: {why}")
+    for kind, n in fl.get("failure_kinds", {}).items():
+        print(f"  failures by code: {n} x {kind}")
 
 
 def main() -> None:

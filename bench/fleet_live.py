@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import emit, machine, percentile
-from daemon import Daemon, _launch_fleet, _raise_nofile, tree_cpu
+from daemon import Daemon, _launch_fleet, _raise_nofile, failure_kinds, tree_cpu
 from daemon_ab import exported
 
 from nonoctl.client import RemoteError
@@ -35,6 +35,9 @@ def _batch(daemon: Daemon, count: int) -> dict[str, Any]:
     after = tree_cpu(daemon.proc.pid)
     per = {k: (after.get(k, 0.0) - before.get(k, 0.0)) / max(1, len(ids))
            for k in ("daemon", "fork server")}
+    if failures:
+        print(f"batch: {failure_kinds(failures)}; first: {failures[0]}", file=sys.stderr,
+              flush=True)
     return {"ids": ids, "failed": len(failures), "p50_ms": percentile(latencies, 0.5),
             "daemon_ms": per["daemon"], "fork_server_ms": per["fork server"],
             "load": os.getloadavg()[0]}
@@ -57,9 +60,13 @@ def one(tree: Path | None, name: str, live: int, batch: int) -> list[dict[str, A
     try:
         for want in (0, live):
             if len(alive) < want:
-                ids, _, _ = _launch_fleet(daemon, want - len(alive), 2,
-                                          time.monotonic() + 900)
+                ids, failures, _ = _launch_fleet(daemon, want - len(alive), 2,
+                                                 time.monotonic() + 900)
                 alive += ids
+                if failures:  # (the fill gives up after more than 10)
+                    print(f"{name}: {len(failures)} launches failed filling to {want}: "
+                          f"{failure_kinds(failures)}; first: {failures[0]}",
+                          file=sys.stderr, flush=True)
             time.sleep(1.0)
             row = _batch(daemon, batch)
             _stop(daemon, row.pop("ids"))
