@@ -93,6 +93,7 @@ from launch import Contender, bwrap, make, measure, nonod, summarize, versions
 from nonoctl.client import Client, Connection, DaemonUnreachable, RemoteError
 from nonod import protocol as p
 from nonod._profile_source import ProfilePolicies
+from nonod.errors import NonoError
 from nonod.policy import ResolvedPolicy
 from nonod.sandbox import LaunchRequest, open_launcher
 from nonod.sessions import Caller
@@ -474,6 +475,10 @@ def _launch_fleet(daemon: Daemon, count: int, inflight: int, deadline: float
                     with lock:
                         failures.append(f"{exc.remote_code}: {exc}")
                     continue
+                except NonoError as exc:  # the connection lost: counted, not a dead thread
+                    with lock:
+                        failures.append(f"{exc.code}: {exc}")
+                    return
                 with lock:
                     ids.append(sid)
                     latencies.append((index, (time.perf_counter() - began) * 1000))
