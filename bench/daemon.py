@@ -491,6 +491,20 @@ def _launch_fleet(daemon: Daemon, count: int, inflight: int, deadline: float
     return ids, failures, [ms for _, ms in sorted(latencies)]
 
 
+def dropped_connections(daemon: Daemon) -> list[str]:
+    """Why the daemon dropped client connections (``control connection failed`` in its log:
+    an exception other than a request's error): the last line of each traceback."""
+    daemon.log.flush()
+    lines = (daemon.base / "nonod.log").read_text(errors="replace").splitlines()
+    out: list[str] = []
+    for at, line in enumerate(lines):
+        if "control connection failed" not in line:
+            continue
+        tail = [x for x in lines[at + 1:at + 200] if x and not x.startswith((" ", "Traceback"))]
+        out.append(tail[0] if tail else line)
+    return out
+
+
 def failure_kinds(failures: list[str]) -> dict[str, int]:
     """How many failures of each kind: the error's dotted code and step (``launch.fork:
     ...``), its text's first words otherwise."""
@@ -573,10 +587,12 @@ def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path,
                     failures.append(f"stop {sid}: {exc.remote_code}: {exc}")
             nono.prune()
             stop_s = time.perf_counter() - t1
+    dropped = dropped_connections(daemon) if any("connection_lost" in why
+                                                 for why in failures) else []
     blocks = [latencies[i:i + 100] for i in range(0, len(latencies), 100)]
     return {"requested": count, "inflight": inflight, "launched": len(ids), "running": running,
             "failed": len(failures) + (len(ids) - running), "failures": failures[:5],
-            "failure_kinds": failure_kinds(failures),
+            "failure_kinds": failure_kinds(failures), "dropped": dropped[:5],
             "launch_s": wall, "stop_s": stop_s, "total": loaded["total"],
             "p50_per_100_ms": [percentile(b, 0.5) for b in blocks], "ps_settle_s": settled_s,
             "cpu_ms_per_session": cpu, **ps}
@@ -787,6 +803,8 @@ def _print_fleet(fl: dict[str, Any] | None) -> None:
         print(f"  failure: {why}")
     for kind, n in fl.get("failure_kinds", {}).items():
         print(f"  failures by code: {n} x {kind}")
+    for why in fl.get("dropped", ()):
+        print(f"  the daemon dropped a connection on: {why}")
 
 
 def main() -> None:

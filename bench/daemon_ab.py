@@ -49,6 +49,7 @@ from daemon import (
     Daemon,
     _launch_fleet,
     _raise_nofile,
+    dropped_connections,
     mem,
     tree_cpu,
 )
@@ -151,8 +152,12 @@ def _fleet(side: Side, count: int, inflight: int) -> dict[str, Any]:
             for k, v in tree_cpu(side.daemon.proc.pid).items()}
     _stop(side, ids)
     blocks = [latencies[i:i + 100] for i in range(0, len(latencies), 100)]
-    return {"side": side.name, "launched": len(ids), "failed": len(failures),
-            "failures": failures[:3], "wall_s": wall,
+    failed = len(failures)
+    if any("connection_lost" in why for why in failures):  # why, from the daemon's log
+        failures = failures[:3] + [f"dropped on: {why}"
+                                   for why in dropped_connections(side.daemon)[:3]]
+    return {"side": side.name, "launched": len(ids), "failed": failed,
+            "failures": failures[:6], "wall_s": wall,
             "cpu_ms_per_session": (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]) / max(1, len(ids)),
             "p50_per_100_ms": [percentile(b, 0.5) for b in blocks],
             "tree_cpu_ms_per_session": tree}
