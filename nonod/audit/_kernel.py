@@ -107,6 +107,18 @@ class Watch:
 
 
 @final
+class _Flush:
+    """One flush marker and the releases waiting for it (``FsDeniedMonitor.release_started``).
+    ``arrived`` is set when it comes back, or when its send failed (``refused``)."""
+
+    def __init__(self) -> None:
+        self.nonce = secrets.token_hex(8)
+        self.arrived = trio.Event()
+        self.refused: BaseException | None = None
+        self.waiters = 0
+
+
+@final
 class FsDeniedMonitor:
     """The daemon's observer. ``status`` is ``kernel-audit`` or ``unavailable: <why>``;
     ``tag`` is the loginuid launchers write (0 when unavailable)."""
@@ -121,10 +133,12 @@ class FsDeniedMonitor:
         self._early: dict[int, list[Denial]] = {}
         self._assembler = Assembler(f"{KEY_PREFIX}{os.getpid()}", syscalls or {},
                                     counted=self._counted)
-        self._markers: dict[str, trio.Event] = {}
+        self._markers: dict[str, _Flush] = {}
         self._audit: KernelAudit | None = None
-        # One request at a time on the audit socket, from a thread: see ``release``.
-        self._requests = trio.CapacityLimiter(1)
+        # One request at a time on the audit socket, from a thread: see ``_send_queued``.
+        self._sending = False
+        #: The marker not sent yet that the releases asked now wait for (``release_started``).
+        self._queued: _Flush | None = None
 
     @property
     def active(self) -> bool:
@@ -150,51 +164,48 @@ class FsDeniedMonitor:
     def release_started(self, watch: Watch, *, timeout: float = 2.0
                         ) -> Callable[[], Awaitable[bool]]:
         """:meth:`release` as a wait the caller awaits once (always: it stops the delivery).
-        The marker goes out now, from a worker thread (see there), never from the event
-        loop: the kernel's round trip overlaps whatever the caller does before it waits (a
-        session's end reads its usage meanwhile). When the one request thread is busy (the
-        previous marker is still in the kernel) it goes out when the wait is awaited."""
-        audit = self._audit
-        if audit is None:
+        The marker goes out now, from a worker thread (see ``_send_queued``), never from the
+        event loop: the kernel's round trip overlaps whatever the caller does before it waits
+        (a session's end reads its usage meanwhile).
+
+        One marker serves every release asked before it goes out: while the one request
+        thread is busy (the previous marker is still in the kernel) the releases asked
+        meanwhile join one queued marker, sent the moment the thread is free. One user's
+        hundreds of sessions ending at once used to queue as many markers, one at a time,
+        ahead of another user's end."""
+        if self._audit is None:
             async def finish() -> bool:
                 self._stop(watch)
                 return True
 
             return finish
-        nonce = secrets.token_hex(8)
-        arrived = self._markers[nonce] = trio.Event()
-        refused: list[BaseException] = []
-        sent = self._send_marker_now(audit, nonce, arrived, refused)
+        flush = self._queued
+        if flush is None:
+            flush = self._queued = _Flush()
+            self._markers[flush.nonce] = flush
+            self._send_queued()
+        flush.waiters += 1
 
         async def wait() -> bool:
             flushed = False
             try:
                 with trio.move_on_after(timeout):
-                    if not sent:
-                        try:
-                            # Sent from a thread: while the kernel's audit backlog is full
-                            # (a session looping on refused calls fills it) the kernel makes
-                            # every sender of an audit request sleep, uninterruptibly, until
-                            # it drains: that must stall this session's end, not the
-                            # daemon's event loop.
-                            await trio.to_thread.run_sync(
-                                audit.user_message, f"nonod-flush={nonce}",
-                                limiter=self._requests, abandon_on_cancel=True)
-                        except OSError as exc:
-                            refused.append(exc)
-                    if not refused:
-                        await arrived.wait()
-                if refused:
-                    if not isinstance(refused[0], OSError):
-                        raise refused[0]
-                    log.warning("fs_denied: flush marker refused", errno=refused[0].errno)
+                    await flush.arrived.wait()
+                if flush.refused is not None:
+                    if not isinstance(flush.refused, OSError):
+                        raise flush.refused
+                    log.warning("fs_denied: flush marker refused", errno=flush.refused.errno)
                 else:
-                    flushed = arrived.is_set()
+                    flushed = flush.arrived.is_set()
                     if not flushed:
                         log.warning("fs_denied: flush marker did not come back",
                                     timeout=timeout)
             finally:
-                self._markers.pop(nonce, None)
+                flush.waiters -= 1
+                if not flush.waiters:  # nobody waits for it any more
+                    self._markers.pop(flush.nonce, None)
+                    if self._queued is flush:
+                        self._queued = None
                 if not flushed:  # denials still queued in the kernel are not read now
                     watch.lost += 1
                 self._stop(watch)
@@ -202,34 +213,42 @@ class FsDeniedMonitor:
 
         return wait
 
-    def _send_marker_now(self, audit: KernelAudit, nonce: str, arrived: trio.Event,
-                         refused: list[BaseException]) -> bool:
-        """Hand the flush marker ``nonce`` to a worker thread now, if the one request thread
-        is free (False: it is not; nothing was sent). What the send raised is put in
-        ``refused`` and ends the wait (``arrived`` set). The thread may outlive the wait (a
-        full backlog, the timeout): it holds the request token until the kernel takes the
-        message, as ``to_thread.run_sync(abandon_on_cancel=True)`` with the same limiter
-        would."""
-        try:
-            self._requests.acquire_on_behalf_of_nowait(arrived)
-        except trio.WouldBlock:
-            return False
+    def _send_queued(self) -> None:
+        """Hand the queued marker to a worker thread, unless the one request thread is busy
+        (it comes back here when it is free). From then on, a release waits for the next
+        marker: this one may already be in the kernel.
+
+        Sent from a thread: while the kernel's audit backlog is full (a session looping on
+        refused calls fills it) the kernel makes every sender of an audit request sleep,
+        uninterruptibly, until it drains: that must stall the sessions' ends, not the
+        daemon's event loop. The thread may outlive the waits (a full backlog, the
+        timeout); no other marker goes out before it returns. What the send raised ends the
+        waits for that marker."""
+        flush, audit = self._queued, self._audit
+        if flush is None or self._sending:
+            return
+        self._queued = None
+        if audit is None:  # the monitor is closing: the marker would never come back
+            flush.refused = OSError(_errno.ESHUTDOWN, "the fs_denied monitor is closing")
+            flush.arrived.set()
+            return
+        self._sending = True
         token = trio.lowlevel.current_trio_token()
 
         def finished(result: outcome.Outcome[None]) -> None:  # back on the event loop
-            self._requests.release_on_behalf_of(arrived)
+            self._sending = False
             if isinstance(result, outcome.Error):
-                refused.append(result.error)
-                arrived.set()
+                flush.refused = result.error
+                flush.arrived.set()
+            self._send_queued()
 
         def deliver(result: outcome.Outcome[None]) -> None:  # in the worker thread
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(finished, result)
 
         trio.lowlevel.start_thread_soon(
-            functools.partial(audit.user_message, f"nonod-flush={nonce}"), deliver,
+            functools.partial(audit.user_message, f"nonod-flush={flush.nonce}"), deliver,
             name="nonod fs_denied flush")
-        return True
 
     def _stop(self, watch: Watch) -> None:
         """Stop delivering to ``watch`` (what its rate limit suppressed is reported first)."""
@@ -246,9 +265,9 @@ class FsDeniedMonitor:
     def dispatch(self, kind: int, text: str) -> None:
         """One record from the multicast group."""
         if kind == AUDIT_TRUSTED_APP:
-            for nonce, event in self._markers.items():
+            for nonce, flush in self._markers.items():
                 if f"nonod-flush={nonce}" in text:
-                    event.set()
+                    flush.arrived.set()
             return
         try:
             denial = self._assembler.feed(kind, text)

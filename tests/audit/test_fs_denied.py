@@ -600,3 +600,62 @@ def test_an_instance_sets_up_only_when_no_other_is_changing_the_host_audit() -> 
     finally:
         _kernel._teardown(audit, rules, enabled_here)
     assert ours not in _audit_status()[2]
+
+
+@needs_root
+async def test_one_marker_serves_every_release_asked_before_it_goes_out() -> None:
+    """Each session's end asks for a flush; one user's hundreds of sessions ending at once
+    used to queue as many markers, one request at a time, ahead of another user's end (red
+    team's eighteenth pass). The releases asked while a marker is in the kernel now wait
+    for one queued marker together: 300 ends at once take a few markers, each flushed."""
+    import trio
+
+    async with _audited_monitor() as (monitor, audit):
+        send = audit.user_message
+        sent: list[str] = []
+
+        def counted(text: str) -> None:  # the real request, counted
+            sent.append(text)
+            send(text)
+
+        audit.user_message = counted  # type: ignore[method-assign]
+        # As the session ends do it: each release begins, then each end awaits its wait.
+        waits = [monitor.release_started(monitor.watch(2**31 - 1000 - k, lambda _e: None),
+                                         timeout=30) for k in range(300)]
+        results: list[bool] = []
+
+        async def end(wait: Any) -> None:
+            results.append(await wait())
+
+        async with trio.open_nursery() as nursery:
+            for wait in waits:
+                nursery.start_soon(end, wait)
+    assert results == [True] * 300
+    assert len(sent) <= 5, len(sent)  # before: 300, one per release
+
+
+@needs_root
+async def test_a_release_asked_after_a_marker_went_out_waits_for_the_next_one() -> None:
+    """A marker already handed to the kernel does not flush what was queued after it: the
+    release asked while it is in flight waits for a marker of its own, sent once the first
+    is through."""
+    import trio
+
+    async with _audited_monitor() as (monitor, audit):
+        send = audit.user_message
+        sent: list[str] = []
+        gate = threading.Event()
+
+        def held(text: str) -> None:  # the first marker is in the kernel until the gate opens
+            gate.wait(30)
+            sent.append(text)
+            send(text)
+
+        audit.user_message = held  # type: ignore[method-assign]
+        first = monitor.release_started(monitor.watch(2**31 - 21, lambda _e: None), timeout=30)
+        await trio.sleep(0)  # the first marker's thread is under way
+        later = monitor.release_started(monitor.watch(2**31 - 22, lambda _e: None), timeout=30)
+        gate.set()
+        assert await first() is True
+        assert await later() is True
+    assert len(sent) == 2 and sent[0] != sent[1], sent
