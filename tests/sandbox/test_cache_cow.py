@@ -22,6 +22,7 @@ from nonod.profiles import ResolveContext, load_profile, parse_profile, resolve
 from ..conftest import SandboxUser
 from .test_masks import _run_while
 from .test_sandbox import policy, probe
+from .test_viewguard import _masked
 
 pytestmark = pytest.mark.userns
 
@@ -157,7 +158,9 @@ def test_denied_paths_in_a_cache_stay_out_when_the_host_changes_them(
                    f"t(lambda: open('{present}/key').read())\n"
                    f"t(lambda: os.listdir('{present}'))\n"
                    f"t(lambda: open('{absent_dir}/key').read())\n"
-                   f"t(lambda: os.listdir('{absent_dir}'))\n")
+                   f"t(lambda: os.listdir('{absent_dir}'))\n",
+                   lambda view: all(_masked(view, path) for path in
+                                    (absent, deeper, present, absent_dir)))
     assert r.code == 0, r.stderr
     assert r.stdout.split("\n")[:6] == ["EACCES"] * 6, r.stdout
     assert "CANARY" not in r.stdout

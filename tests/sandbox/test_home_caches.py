@@ -22,7 +22,7 @@ from nonod.profiles import ResolveContext, parse_profile, resolve
 from ..conftest import SandboxUser
 from .test_cache_cow import _session as _lines
 from .test_sandbox import policy, probe
-from .test_viewguard import WAIT, _meanwhile
+from .test_viewguard import WAIT, _masked, _meanwhile
 
 pytestmark = pytest.mark.userns
 
@@ -211,7 +211,8 @@ def test_a_cache_the_host_removes_and_makes_again_stays_out_of_reach(
         for d in (".cache/go-build", "go/pkg/mod"):
             made(d)
 
-    thread = _meanwhile(work, change)
+    thread = _meanwhile(work, change, lambda view: all(
+        _masked(view, home / d) for d in (".cache/go-build", "go/pkg/mod")))
     try:
         r = sandbox_user.run(pol, probe(
             WAIT + f"t(lambda: open('{home}/.cache/go-build/entry', 'w').write('SESSION'))\n"

