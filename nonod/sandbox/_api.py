@@ -43,6 +43,9 @@ from ._plan import NS_FLAGS, build_plan
 from ._types import EnforcementReport, ExitStatus, LaunchRequest
 
 LAUNCH_TIMEOUT = 30.0
+#: How long a launch given up on after ``LAUNCH_TIMEOUT`` is still waited for, to end what
+#: its launcher started late (``_end_abandoned``).
+ABANDONED_PATIENCE = 600.0
 _HINTS = {
     "unshare": "unprivileged user namespaces may be disabled (sysctl "
                "kernel.unprivileged_userns_clone, AppArmor's userns restriction, a container's "
@@ -269,17 +272,20 @@ class Launcher:
         except trio.TooSlowError:
             # A launch error like any other, not an exception that ends the client's
             # connection: on a host busy enough, the launcher's records may not come in time.
-            await exit_stream.aclose()
-            control.close()
+            # The launcher goes on meanwhile and would run the program, unknown to the
+            # daemon: whatever it reports later is ended (``_end_abandoned``).
+            trio.lowlevel.spawn_system_task(
+                _end_abandoned, plan, launch_stream, exit_stream, control,
+                name="nonod.sandbox.abandoned_launch")
             raise LaunchError(f"the launcher did not report within {LAUNCH_TIMEOUT:g} s "
                               "(the host may be overloaded); the launch was abandoned",
                               step="fork") from None
         except BaseException:
             await exit_stream.aclose()
             control.close()
-            raise
-        finally:
             await launch_stream.aclose()
+            raise
+        await launch_stream.aclose()
         pid = 0
         ses = ses_err = 0
         group = ""
@@ -343,6 +349,37 @@ class Launcher:
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+
+
+async def _end_abandoned(plan: LaunchPlan, launch_stream: trio.lowlevel.FdStream,
+                         exit_stream: trio.lowlevel.FdStream,
+                         control: trio.socket.SocketType) -> None:
+    """A launch the daemon gave up on (``LAUNCH_TIMEOUT``): read what its launcher reports
+    late, kill the init of a program it ran (its whole pid namespace goes with it), wait
+    for the init's end and remove the warm group it ran in, within ``ABANDONED_PATIENCE``.
+    (The launcher wrote on into a closed pipe before, and the program ran on, in a group
+    the daemon never heard of, listed nowhere and ended by nothing but its own exit.)"""
+    try:
+        with trio.move_on_after(ABANDONED_PATIENCE):
+            records = await _read_records(launch_stream)
+            pid = next((a for kind, a, _, _ in records if kind == REC_PID), 0)
+            group = next((d.decode("ascii", "replace") for kind, _, _, d in records
+                          if kind == REC_CGROUP), "")
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    pidfd = os.pidfd_open(pid)
+                    try:
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    finally:
+                        os.close(pidfd)
+                await _read_records(exit_stream, until=REC_EXIT)  # the init has ended
+            _drop_group(plan, group)
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # (nothing left to end)
+    finally:
+        launch_stream.close()
+        exit_stream.close()
+        control.close()
 
 
 def _drop_group(plan: LaunchPlan, group: str) -> None:
