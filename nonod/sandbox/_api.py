@@ -370,9 +370,11 @@ async def _end_abandoned(plan: LaunchPlan, launch_stream: trio.lowlevel.FdStream
                     pidfd = os.pidfd_open(pid)
                     try:
                         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                        # Readable once the init has exited, which waits for every other
+                        # process of its namespace to be gone: the group is empty then.
+                        await trio.lowlevel.wait_readable(pidfd)
                     finally:
                         os.close(pidfd)
-                await _read_records(exit_stream, until=REC_EXIT)  # the init has ended
             _drop_group(plan, group)
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # (nothing left to end)
