@@ -163,6 +163,7 @@ def test_a_walk_for_another_uid_lists_only_what_it_could_enter(
         d.mkdir()
         os.link(uv_home / ARCHIVE / "__init__.py", d / "x.py")
         (d / "y").write_text("")
+    os.chown(uv_home / ARCHIVE / "__init__.py", NOBODY, NOBODY)  # (the caller's to write)
     os.chown(theirs, 0, 0)
     os.chown(own, NOBODY, NOBODY)
     theirs.chmod(0o700)
@@ -173,6 +174,33 @@ def test_a_walk_for_another_uid_lists_only_what_it_could_enter(
     assert f"{theirs}/x.py" in scan(ops).targets
     theirs.chmod(0o701)  # searchable: a known name can be opened
     assert f"{theirs}/x.py" in scan(ops, uid=NOBODY).targets
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="walks for another uid as root")
+def test_a_walk_for_another_uid_binds_no_file_the_caller_could_not_write(
+        uv_home: Path) -> None:
+    """In another user's directory the caller may enter but not list (0750, a group it is
+    not in; 0711), a linked file the caller may not write was bound all the same: its name
+    showed in the session's mount table, and the caller could not write it anyway. One
+    others may write stays bound."""
+    proj = uv_home / "proj"
+    theirs = proj / "theirs"
+    theirs.mkdir()
+    for name, mode in (("sealed", 0o644), ("open", 0o666)):
+        outside = uv_home / name  # (the home is not granted: the link is outside)
+        outside.write_text(f"{name}\n")
+        os.chown(outside, 0, 0)
+        outside.chmod(mode)
+        os.link(outside, theirs / f"{name}-name.py")
+    (theirs / "plain").write_text("")  # (so the directory is not bound whole)
+    os.chown(theirs, 0, 0)
+    ops = _ops(MountOp(BIND_DIR, str(proj), str(proj), True))
+    for mode in (0o750, 0o711):
+        theirs.chmod(mode)
+        targets = scan(ops, uid=NOBODY).targets
+        assert f"{theirs}/sealed-name.py" not in targets, oct(mode)
+        assert f"{theirs}/open-name.py" in targets, oct(mode)
+    assert f"{theirs}/sealed-name.py" in scan(ops).targets  # root's session may write it
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="a bind mount, in a mount namespace of its own")
