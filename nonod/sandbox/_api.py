@@ -18,7 +18,7 @@ from typing import Literal, final
 import msgspec
 import trio
 
-from .. import _descriptors
+from .. import _callerfs, _descriptors
 from ..errors import LaunchError
 from ..policy import ResolvedPolicy
 from . import _reaper
@@ -43,6 +43,8 @@ from ._plan import NS_FLAGS, build_plan
 from ._types import EnforcementReport, ExitStatus, LaunchRequest
 
 LAUNCH_TIMEOUT = 30.0
+#: How long a launch's plan may take to make (its walks of the grants included).
+PLAN_TIMEOUT = 30.0
 #: How long a launch given up on after ``LAUNCH_TIMEOUT`` is still waited for, to end what
 #: its launcher started late (``_end_abandoned``).
 ABANDONED_PATIENCE = 600.0
@@ -243,10 +245,20 @@ class Launcher:
         launch. The daemon's gate is its audit record's fsync, which runs meanwhile."""
         # In a worker thread: the plan walks the writable grants for hard-linked files
         # (``_linkscan``, up to about a second on a node_modules-sized tree), which must not
-        # hold up every other session's tasks.
-        plan, report = await trio.to_thread.run_sync(
-            functools.partial(build_plan, policy, request, controlling_tty=controlling_tty,
-                              mode=self.mode), abandon_on_cancel=True)
+        # hold up every other session's tasks. One of the session's user's own threads
+        # (``_callerfs``), within a bound: a walk stuck in that user's file system (a FUSE
+        # server that never answers) held one of the daemon's shared threads for good, and
+        # a few such launches held them all, and every user's work done in threads.
+        uid = os.geteuid() if request.uid is None else request.uid
+        with trio.move_on_after(PLAN_TIMEOUT) as waited:
+            plan, report = await trio.to_thread.run_sync(
+                functools.partial(build_plan, policy, request, controlling_tty=controlling_tty,
+                                  mode=self.mode),
+                limiter=_callerfs.threads_of(uid), abandon_on_cancel=True)
+        if waited.cancelled_caught:
+            raise LaunchError(f"the launch's plan was not made within {PLAN_TIMEOUT:g} s (a "
+                              "file system in its grants that does not answer, or too many "
+                              "of this user's launches at once)", step="mounts")
         if gate is not None:
             await gate()
         launch_r, launch_w = os.pipe2(os.O_CLOEXEC)
