@@ -157,10 +157,13 @@ class _Walk:
                     closed = _closed(os.lstat(top), self._uid)
                 except FileNotFoundError:
                     continue
+                except PermissionError:  # (its parent lists but cannot be searched)
+                    closed = self._closed_at(parent.get(top, ""))
                 if closed:
                     continue  # (nor is it, or what holds it, bound whole)
                 why = os.strerror(exc.errno or errno.EACCES)
                 raise _Stop(f"{top} cannot be listed ({why})") from None
+            pushed = len(stack)
             count = 0
             subdirs: list[str] = []
             self.counts[top] = 0  # until it is listed to the end
@@ -198,10 +201,25 @@ class _Walk:
                                 self._dir_id(top)
                     except FileNotFoundError:
                         continue  # removed while we walked: no name left to write
+                    except PermissionError as exc:  # ``top`` lists but cannot be searched
+                        if self._closed_at(top):
+                            del stack[pushed:]  # (nor what it holds)
+                            break
+                        why = os.strerror(exc.errno or errno.EACCES)
+                        raise _Stop(f"{path} cannot be looked at ({why})") from None
             self.counts[top] = count
             self.entries += count
             if time.monotonic() > self._deadline:
                 raise _Stop(f"the walk took more than {budget.seconds:g} s")
+
+
+    def _closed_at(self, directory: str) -> bool:
+        """:func:`_closed` of ``directory`` for the session (False when it cannot be told:
+        the walk then stops rather than skip what the session might open)."""
+        try:
+            return bool(directory) and _closed(os.lstat(directory), self._uid)
+        except OSError:
+            return False
 
 
 def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | None = None

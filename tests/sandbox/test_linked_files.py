@@ -260,6 +260,43 @@ def test_a_directory_the_walk_cannot_list_but_the_session_could_open_stops_it(
     assert walk() == ""
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="walks as another uid (setpriv)")
+def test_a_directory_the_walk_can_list_but_not_search_is_judged_not_raised(
+        uv_home: Path, staged_python: tuple[list[str], dict[str, str]]) -> None:
+    """A directory with read but no search permission lists its names, but looking at them
+    fails: one of the session's own (it may ``chmod`` it) cuts the walk short, as one it
+    cannot list does; another uid's without search bits for group or others is skipped,
+    with what it holds. Both raised ``PermissionError`` out of the walk before, refusing
+    the launch with a file error even where the profile accepts ``linked_files``."""
+    proj = uv_home / "proj"
+    own, theirs = proj / "own", proj / "theirs"
+    for d in (own, theirs):
+        (d / "sub").mkdir(parents=True)
+        (d / "file").write_text("")
+    os.chown(own, NOBODY, NOBODY)
+    own.chmod(0o600)
+    theirs.chmod(0o744)  # root's
+    code = (
+        "import sys\n"
+        "from nonod.sandbox._linkscan import scan\n"
+        "from nonod.sandbox._mounts import BIND_DIR, MountOp\n"
+        "print(scan([MountOp(BIND_DIR, sys.argv[1], sys.argv[1], True)]).incomplete)\n")
+    python, env = staged_python
+
+    def walk() -> str:
+        done = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                               "--clear-groups", *python, "-c", code, str(proj)],
+                              capture_output=True, text=True, check=False, cwd="/",
+                              env={"PATH": "/usr/bin:/bin", **env})
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert walk() in (f"{own}/file cannot be looked at (Permission denied)",
+                      f"{own}/sub cannot be listed (Permission denied)")
+    own.chmod(0o700)
+    assert walk() == ""
+
+
 def test_a_scan_cut_short_refuses_the_launch_unless_accepted(uv_home: Path) -> None:
     proj = uv_home / "proj"
     cut = scan(_ops(MountOp(BIND_DIR, str(proj), str(proj), True)), Budget(entries=2))
