@@ -227,6 +227,24 @@ def test_one_directory_granted_by_two_paths_holds_one_name(uv_home: Path) -> Non
                                    f"{proj}/{SITE}/__init__.py", f"{proj}/{SITE}/sub"]
 
 
+_WALK = ("import sys\n"
+         "from nonod.sandbox._linkscan import scan\n"
+         "from nonod.sandbox._mounts import BIND_DIR, MountOp\n"
+         "print(scan([MountOp(BIND_DIR, sys.argv[1], sys.argv[1], True)]).incomplete)\n")
+
+
+def _walk_as_nobody(grant: Path, staged_python: tuple[list[str], dict[str, str]]) -> str:
+    """Why the walk of the writable grant ``grant``, made as uid 65534 (a user daemon
+    walks as its user), stopped early ("" when it did not)."""
+    python, env = staged_python
+    done = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                           "--clear-groups", *python, "-c", _WALK, str(grant)],
+                          capture_output=True, text=True, check=False, cwd="/",
+                          env={"PATH": "/usr/bin:/bin", **env})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="walks as another uid (setpriv)")
 def test_a_directory_the_walk_cannot_list_but_the_session_could_open_stops_it(
         uv_home: Path, staged_python: tuple[list[str], dict[str, str]]) -> None:
@@ -240,24 +258,9 @@ def test_a_directory_the_walk_cannot_list_but_the_session_could_open_stops_it(
     os.chown(own, NOBODY, NOBODY)
     own.chmod(0)
     theirs.chmod(0o700)  # root's
-    code = (
-        "import sys\n"
-        "from nonod.sandbox._linkscan import scan\n"
-        "from nonod.sandbox._mounts import BIND_DIR, MountOp\n"
-        "print(scan([MountOp(BIND_DIR, sys.argv[1], sys.argv[1], True)]).incomplete)\n")
-    python, env = staged_python
-
-    def walk() -> str:
-        done = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                               "--clear-groups", *python, "-c", code, str(proj)],
-                              capture_output=True, text=True, check=False, cwd="/",
-                              env={"PATH": "/usr/bin:/bin", **env})
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
-    assert walk() == f"{own} cannot be listed (Permission denied)"
+    assert _walk_as_nobody(proj, staged_python) == f"{own} cannot be listed (Permission denied)"
     own.rmdir()
-    assert walk() == ""
+    assert _walk_as_nobody(proj, staged_python) == ""
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="walks as another uid (setpriv)")
@@ -276,25 +279,11 @@ def test_a_directory_the_walk_can_list_but_not_search_is_judged_not_raised(
     os.chown(own, NOBODY, NOBODY)
     own.chmod(0o600)
     theirs.chmod(0o744)  # root's
-    code = (
-        "import sys\n"
-        "from nonod.sandbox._linkscan import scan\n"
-        "from nonod.sandbox._mounts import BIND_DIR, MountOp\n"
-        "print(scan([MountOp(BIND_DIR, sys.argv[1], sys.argv[1], True)]).incomplete)\n")
-    python, env = staged_python
-
-    def walk() -> str:
-        done = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                               "--clear-groups", *python, "-c", code, str(proj)],
-                              capture_output=True, text=True, check=False, cwd="/",
-                              env={"PATH": "/usr/bin:/bin", **env})
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
-    assert walk() in (f"{own}/file cannot be looked at (Permission denied)",
-                      f"{own}/sub cannot be listed (Permission denied)")
+    assert _walk_as_nobody(proj, staged_python) in (
+        f"{own}/file cannot be looked at (Permission denied)",
+        f"{own}/sub cannot be listed (Permission denied)")
     own.chmod(0o700)
-    assert walk() == ""
+    assert _walk_as_nobody(proj, staged_python) == ""
 
 
 def test_a_scan_cut_short_refuses_the_launch_unless_accepted(uv_home: Path) -> None:
