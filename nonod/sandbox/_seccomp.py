@@ -111,7 +111,10 @@ SOCK_SEQPACKET: Final = 5
 SOCK_PACKET: Final = 10  # socket(AF_INET, SOCK_PACKET) is turned into an AF_PACKET socket
 
 IPPROTO_IP: Final = 0
+IPPROTO_ICMP: Final = 1
 IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
+IPPROTO_ICMPV6: Final = 58
 IPPROTO_MPTCP: Final = 262
 TCP_FASTOPEN: Final = 23
 TCP_FASTOPEN_CONNECT: Final = 30
@@ -156,8 +159,10 @@ class SeccompOptions:
     other types (UDP, raw) fail with ``EPERM``, other stream protocols (MPTCP, SCTP, SMC) with
     ``EPROTONOSUPPORT``, and TCP fast open (``TCP_FASTOPEN``/``TCP_FASTOPEN_CONNECT`` options,
     ``MSG_FASTOPEN`` sends, which connect without a connect call) with ``EOPNOTSUPP``.
-    Without it, inet sockets of type stream, datagram and seqpacket are allowed (the network
-    namespace contains them) and raw and packet ones fail with ``EPERM``.
+    Without it, inet sockets of TCP, UDP and ping (ICMP datagrams) are allowed (the network
+    namespace contains them), raw and packet ones fail with ``EPERM``, and any other protocol
+    or a seqpacket socket with ``EPROTONOSUPPORT``: the kernel would run modprobe on the
+    host for a protocol it lacks, and load its module where the host has one.
 
     ``allow_netlink_route``: ``AF_NETLINK`` sockets with protocol ``NETLINK_ROUTE`` are allowed
     (other netlink protocols fail with ``EPROTONOSUPPORT``); otherwise the whole family fails
@@ -478,9 +483,28 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
         a.jeq(IPPROTO_IP, jt="allow")
         a.jeq(IPPROTO_TCP, jt="allow", jf="eprotonosupport")
     else:
-        a.jeq(SOCK_STREAM, jt="allow")
-        a.jeq(SOCK_DGRAM, jt="allow")
-        a.jeq(SOCK_SEQPACKET, jt="allow", jf="eperm")
+        # Only what every kernel has built in: a (type, protocol) the kernel lacks makes it
+        # run modprobe on the host, as root, twice per call, and load the module if the
+        # host has it (SCTP, L2TP, SMC: kernel code no agent needs, with a history of bugs).
+        a.jeq(SOCK_STREAM, jt="inet_stream")
+        a.jeq(SOCK_DGRAM, jt="inet_dgram")
+        a.jeq(SOCK_SEQPACKET, jt="eprotonosupport", jf="eperm")
+        a.label("inet_stream")
+        a.load(_arg_low(2))
+        a.jeq(IPPROTO_IP, jt="allow")
+        a.jeq(IPPROTO_TCP, jt="allow", jf="eprotonosupport")
+        a.label("inet_dgram")
+        a.load(_arg_low(2))
+        a.jeq(IPPROTO_IP, jt="allow")
+        a.jeq(IPPROTO_UDP, jt="allow")
+        a.jeq(IPPROTO_ICMP, jt="inet_icmp")
+        a.jeq(IPPROTO_ICMPV6, jt="inet6_icmp", jf="eprotonosupport")
+        a.label("inet_icmp")  # ping sockets, of their own family only
+        a.load(_arg_low(0))
+        a.jeq(AF_INET, jt="allow", jf="eprotonosupport")
+        a.label("inet6_icmp")
+        a.load(_arg_low(0))
+        a.jeq(AF_INET6, jt="allow", jf="eprotonosupport")
 
     a.label("socketpair")
     a.load(_arg_low(0))
@@ -572,7 +596,12 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
             "sendto, sendmsg, sendmmsg with MSG_FASTOPEN: EOPNOTSUPP",
         ]
     else:
-        lines.append("AF_INET/AF_INET6 sockets of type SOCK_RAW, SOCK_PACKET: EPERM")
+        lines += [
+            "AF_INET/AF_INET6 sockets of type SOCK_RAW, SOCK_PACKET: EPERM",
+            "AF_INET/AF_INET6 sockets other than TCP, UDP and ping (SCTP, L2TP, SMC, MPTCP,"
+            " UDP-Lite, any SOCK_SEQPACKET): EPROTONOSUPPORT (a protocol the kernel lacks"
+            " makes it run modprobe on the host and load the module)",
+        ]
     lines.append("socketpair families other than AF_UNIX: EAFNOSUPPORT")
     return lines
 
