@@ -118,6 +118,10 @@ IPPROTO_ICMPV6: Final = 58
 IPPROTO_MPTCP: Final = 262
 TCP_FASTOPEN: Final = 23
 TCP_FASTOPEN_CONNECT: Final = 30
+#: TCP signature keys (RFC 2385 MD5, RFC 5925 TCP-AO): setting one allocates the hash the
+#: caller names (TCP-AO: any name, as ``hmac(...)``), which the crypto API loads as a module
+#: (``crypto-<name>``) through modprobe on the host when the kernel lacks it.
+TCP_KEY_OPTIONS: Final = (14, 32, 38, 39, 40)  # MD5SIG, MD5SIG_EXT, AO_ADD_KEY, _DEL_KEY, _INFO
 MSG_FASTOPEN: Final = 0x20000000
 
 # chmod(path, mode), fchmod(fd, mode), fchmodat(dirfd, path, mode), fchmodat2(..., mode, flags),
@@ -379,8 +383,8 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     for name, index in _MODE_ARG:
         if (number := arch.nr(name)) is not None:
             a.jeq(number, jt=f"mode_arg{index}")
+    a.jeq(_nr(arch, "setsockopt"), jt="setsockopt")
     if fallback:
-        a.jeq(_nr(arch, "setsockopt"), jt="setsockopt")
         for name, _ in _SEND_FLAGS_ARG:
             a.jeq(_nr(arch, name), jt=name)
     if options.refuse_listen:
@@ -510,14 +514,18 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     a.load(_arg_low(0))
     a.jeq(AF_UNIX, jt="allow", jf="eafnosupport")
 
+    # setsockopt(fd, int level, int optname, ...)
+    a.label("setsockopt")
+    a.load(_arg_low(1))
+    a.jeq(IPPROTO_TCP, jf="allow")
+    a.load(_arg_low(2))
+    for option in TCP_KEY_OPTIONS:
+        a.jeq(option, jt="enoprotoopt")  # what a kernel without them answers
     if fallback:
-        # setsockopt(fd, int level, int optname, ...)
-        a.label("setsockopt")
-        a.load(_arg_low(1))
-        a.jeq(IPPROTO_TCP, jf="allow")
-        a.load(_arg_low(2))
         a.jeq(TCP_FASTOPEN, jt="eopnotsupp")
-        a.jeq(TCP_FASTOPEN_CONNECT, jt="eopnotsupp", jf="allow")
+        a.jeq(TCP_FASTOPEN_CONNECT, jt="eopnotsupp")
+    a.ret(SECCOMP_RET_ALLOW)
+    if fallback:
         for name, flags_arg in _SEND_FLAGS_ARG:
             a.label(name)
             a.load(_arg_low(flags_arg))
@@ -526,7 +534,8 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     a.label("allow")
     a.ret(SECCOMP_RET_ALLOW)
     answers = {errno.EPERM, errno.ENOSYS, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT,
-               errno.EOPNOTSUPP, *([errno.EACCES] if options.refuse_listen else [])}
+               errno.EOPNOTSUPP, errno.ENOPROTOOPT,
+               *([errno.EACCES] if options.refuse_listen else [])}
     answers |= {value for _, value, _, _ in refused} | {ioctl.errno for ioctl in IOCTLS}
     for value in sorted(answers):
         a.label(_label(value))
@@ -602,6 +611,9 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
             " UDP-Lite, any SOCK_SEQPACKET): EPROTONOSUPPORT (a protocol the kernel lacks"
             " makes it run modprobe on the host and load the module)",
         ]
+    lines.append("setsockopt IPPROTO_TCP TCP_MD5SIG, TCP_MD5SIG_EXT, TCP_AO_ADD_KEY,"
+                 " TCP_AO_DEL_KEY, TCP_AO_INFO: ENOPROTOOPT (a key's hash, named by the caller"
+                 " for TCP-AO, is loaded as a crypto module through modprobe on the host)")
     lines.append("socketpair families other than AF_UNIX: EAFNOSUPPORT")
     return lines
 

@@ -19,6 +19,7 @@ import platform
 import resource
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import termios
@@ -116,6 +117,14 @@ def _socket(family: int, type_: int, proto: int = 0) -> Probe:
 
 
 # -- probes ---------------------------------------------------------------------------------------
+
+
+def _tcp_md5_key() -> int:
+    """``setsockopt(TCP_MD5SIG)`` with a 16-byte key for 127.0.0.1 (struct tcp_md5sig)."""
+    peer = struct.pack("=HH4s", socket.AF_INET, 0, socket.inet_aton("127.0.0.1"))
+    key = peer.ljust(128, b"\0") + struct.pack("=BBHI", 0, 0, 16, 0) + b"k" * 80
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return _attempt(lambda: sock.setsockopt(socket.IPPROTO_TCP, 14, key))
 
 _TIOCSTI = 0x5412
 _TIOCLINUX = 0x541C
@@ -277,6 +286,9 @@ CASES: dict[str, Case] = {
     "inet_stream": Case(_socket(socket.AF_INET, socket.SOCK_STREAM), DEFAULT, 0),
     "inet6_stream": Case(_socket(socket.AF_INET6, socket.SOCK_STREAM), DEFAULT, 0),
     "inet_udp": Case(_socket(socket.AF_INET, socket.SOCK_DGRAM), DEFAULT, 0),
+    # Setting a TCP-MD5 key allocates the md5 hash (a TCP-AO key, any hash the caller
+    # names), which the kernel may load as a module, through modprobe on the host.
+    "tcp_md5sig": Case(_tcp_md5_key, DEFAULT, errno.ENOPROTOOPT, control_differs=True),
     "inet6_udp": Case(_socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDP),
                       DEFAULT, 0),
     # Any other protocol may be one the kernel loads a module for, running modprobe on the

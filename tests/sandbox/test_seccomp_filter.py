@@ -393,6 +393,19 @@ def test_inet_types(arch: Arch, family: int) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+@pytest.mark.parametrize("options", ALL_OPTIONS)
+def test_tcp_signature_keys(arch: Arch, options: SeccompOptions) -> None:
+    # TCP_MD5SIG, TCP_MD5SIG_EXT, TCP_AO_ADD_KEY, TCP_AO_DEL_KEY, TCP_AO_INFO
+    for option in (14, 32, 38, 39, 40, 38 | 1 << 32):
+        assert run(arch, options, "setsockopt", 3, 6, option) == err(errno.ENOPROTOOPT)
+        assert run(arch, options, "setsockopt", 3, 6 | 1 << 32, option) == err(
+            errno.ENOPROTOOPT)
+        assert run(arch, options, "setsockopt", 3, 1, option) == ALLOW  # SOL_SOCKET's
+    for option in (1, 3, 41, 42):  # TCP_NODELAY, TCP_CORK, TCP_AO_GET_KEYS, TCP_AO_REPAIR
+        assert run(arch, options, "setsockopt", 3, 6, option) == ALLOW
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
 def test_tcp_fast_open(arch: Arch) -> None:
     netns = SeccompOptions()
     fallback = SeccompOptions(landlock_net_fallback=True)
