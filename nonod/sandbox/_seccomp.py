@@ -28,7 +28,10 @@ refusals, each answered with an errno the program can handle):
    fail with their errno.
 4. ``socket`` allows ``AF_UNIX``, ``AF_INET`` and ``AF_INET6`` (and ``AF_NETLINK`` with
    ``NETLINK_ROUTE`` when asked); other families fail with ``EAFNOSUPPORT``. See
-   :class:`SeccompOptions` for the inet socket types and the Landlock-only network fallback.
+   :class:`SeccompOptions` for the inet socket types and protocols and the Landlock-only
+   network fallback. ``setsockopt`` of a TCP signature key (``TCP_KEY_OPTIONS``) fails with
+   ``ENOPROTOOPT``. Both keep the kernel from loading modules (through modprobe on the
+   host) for a protocol or a hash the session names.
 
 ``docs/seccomp.md`` explains each refusal and errno; :func:`describe_filter` lists them.
 """
