@@ -42,6 +42,7 @@ def upstream(*, sends: bool) -> Iterator[tuple[int, list[int]]]:
     server.bind(("127.0.0.1", 0))
     server.listen(8)
     sent: list[int] = []
+    held: list[socket.socket] = []  # connections never read stay open until the end
     stop = threading.Event()
 
     def serve() -> None:
@@ -50,12 +51,11 @@ def upstream(*, sends: bool) -> Iterator[tuple[int, list[int]]]:
                 conn, _ = server.accept()
             except OSError:
                 return
+            sent.append(0)
             if not sends:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                threading.Thread(target=stop.wait, args=(60,), daemon=True).start()
-                sent.append(0)
+                held.append(conn)
                 continue
-            sent.append(0)
             threading.Thread(target=feed, args=(conn, len(sent) - 1), daemon=True).start()
 
     def feed(conn: socket.socket, index: int) -> None:
@@ -76,6 +76,8 @@ def upstream(*, sends: bool) -> Iterator[tuple[int, list[int]]]:
     finally:
         stop.set()
         server.close()
+        for conn in held:
+            conn.close()
 
 
 def daemon_side(proxy_port: int) -> tuple[int, int]:
