@@ -429,6 +429,7 @@ async def _serve(prepared: SessionServices, proc: Served, events: Callable[[obje
             # On the host's loopback, where every local user can connect: only the
             # session's uid may (``_loopback_peers``).
             uid = prepared.request.uid
+            proxy.bound_buffers(prepared._host_listener.socket)
             listener = SameUidListener(prepared._host_listener,
                                        os.geteuid() if uid is None else uid)
         elif proc.proxy_listener is not None:

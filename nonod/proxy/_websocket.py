@@ -189,7 +189,7 @@ async def relay_websocket(
                 with trio.fail_after(limits.response_timeout):
                     outward = await _wrap_client(
                         upstream_side, upstream, route.authority, resource,
-                        subprotocols=offer.proposed_subprotocols, extra_headers=extra,
+                        subprotocols=_offered(offer, token), extra_headers=extra,
                         max_message_size=limits.max_websocket_message_bytes)
                 try:
                     inward = await offer.accept(subprotocol=outward.subprotocol)
@@ -217,6 +217,15 @@ async def relay_websocket(
             outcome = failed
         program_side.cancel_scope.cancel()
     return outcome or WebSocketOutcome(status=0, reason="upstream_error")
+
+
+def _offered(offer: WebSocketRequest, token: PhantomToken) -> list[str]:
+    """The program's subprotocols for the upstream handshake, without any that holds the
+    phantom token: a client that carries its token there (Kubernetes' ``base64url.bearer.
+    authorization.k8s.io.<token>``) sent it upstream, the one handshake header the proxy
+    passed on unfiltered. The upstream can only choose among what it was offered."""
+    phantom = token.reveal()
+    return [name for name in offer.proposed_subprotocols if phantom not in name]
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
