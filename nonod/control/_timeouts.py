@@ -4,11 +4,10 @@ A connection waiting for its next request for ``idle_timeout`` is closed, and on
 take a reply within ``send_timeout`` is dropped (``_conversation``). Each wait was a
 ``trio.move_on_after``: a cancel scope with a deadline, which trio keeps in its deadline heap
 until the deadline passes (ten minutes for the idle one) even after the wait ended and the
-scope exited, unless more than a thousand such stale entries pile up. After a burst of
-requests the idle daemon held hundreds of them (a scope, a tuple, a float and an int each),
-allocated among the burst's own short-lived objects: the 1 MiB arenas of CPython's allocator
-they landed in stayed mapped for those ten minutes though nothing else in them lived
-(docs/benchmarks.md, "idle6").
+scope exited, unless more than a thousand such stale entries pile up: two per request, and
+hundreds of them (a scope, a tuple, a float and an int each) in the idle daemon for ten
+minutes after a burst (docs/benchmarks.md, "idle6": they were not, alone, what keeps its
+memory after the burst).
 
 Here each wait is a cancel scope without a deadline, listed with its deadline in
 :class:`Timeouts`; one task sleeps until the earliest deadline listed and cancels the waits

@@ -3,8 +3,8 @@ own tables and its event loop's timers are what they were before it.
 
 - Each control request used to leave two trio deadlines behind (the wait for the next request,
   ``idle_timeout``, ten minutes; the reply's ``send_timeout``), each a cancel scope kept in
-  trio's heap until its deadline passed: hundreds after a burst, which kept 1 MiB arenas of
-  the idle daemon mapped (``nonod/control/_timeouts.py``; docs/benchmarks.md, "idle6").
+  trio's heap until its deadline passed: hundreds after a burst
+  (``nonod/control/_timeouts.py``; docs/benchmarks.md, "idle6").
 - Launched, ended and pruned sessions leave no entry in the registry's tables, no cgroup
   queued for removal, no pending approval, and no object of a cgroup already removed (the
   removal task held its last batch until the next session ended).
