@@ -98,7 +98,7 @@ class Conversation:
     async def send(self, reply: p.AnyReply) -> None:
         """Send one message. A vanished client cancels the whole conversation, and so does
         one that does not take the message within ``send_timeout`` (it stopped reading)."""
-        with trio.move_on_after(self._settings.send_timeout) as sending:
+        with self._server.timeouts.waiting(self._settings.send_timeout) as sending:
             try:
                 await self._ws.send_message(p.encode(reply).decode("utf-8"))
                 return
@@ -165,7 +165,7 @@ class Conversation:
             await self.send(p.Welcome(protocol=p.PROTOCOL_VERSION, daemon=info.version,
                                       pid=info.pid, uid=info.uid, system=info.system))
             while True:
-                with trio.move_on_after(self._settings.idle_timeout) as idle:
+                with self._server.timeouts.waiting(self._settings.idle_timeout) as idle:
                     request = await self.receive()
                 if idle.cancelled_caught:
                     log.info("closing an idle control connection",
