@@ -222,8 +222,9 @@ class ProxyServer:
         if fd is not None:
             # Also here, not only on the listener: the program runs before the daemon
             # serves it, and what it connected meanwhile waited in the backlog with the
-            # kernel's own buffers (a stalled upload held up to tcp_rmem's maximum).
-            conn = socket.socket(fileno=fd)
+            # kernel's own buffers (a stalled upload held up to tcp_rmem's maximum). (The
+            # family and type given: SOL_SOCKET options need neither, and asking costs.)
+            conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
             try:
                 bound_buffers(conn)
             finally:
