@@ -103,6 +103,22 @@ async def settled(read: Callable[[], int]) -> int:
     return last
 
 
+def pusher(sock: socket.socket) -> Callable[[], int]:
+    """A call that sends on the non-blocking ``sock`` until it would block: the bytes sent
+    so far, in all."""
+    data, pushed = b"y" * 65536, 0
+
+    def push() -> int:
+        nonlocal pushed
+        try:
+            while True:
+                pushed += sock.send(data)
+        except BlockingIOError:
+            return pushed
+
+    return push
+
+
 async def tunnel(proxy: Proxy, *, rcvbuf: int | None = None) -> socket.socket:
     """A tunnel to ``up.example`` (pinned to the upstream), as a non-blocking socket."""
     sock = socket.socket()
@@ -132,17 +148,7 @@ async def test_a_stalled_tunnel_holds_little_on_the_programs_side(
             held = daemon_side(proxy.port)[1]  # bytes waiting to go to the program
         else:
             client = await tunnel(proxy)
-            data, pushed = b"y" * 65536, 0
-
-            def push() -> int:
-                nonlocal pushed
-                try:
-                    while True:
-                        pushed += client.send(data)
-                except BlockingIOError:
-                    return pushed
-
-            await settled(push)
+            await settled(pusher(client))
             held = daemon_side(proxy.port)[0]  # bytes the program sent, not yet passed on
         client.close()
     # Before: 3 to 4 MB waiting for a download, up to tcp_rmem's maximum for an upload.
@@ -171,17 +177,7 @@ async def test_a_connection_made_before_the_proxy_serves_holds_little_too(
             head += early.recv(1)
         assert head.startswith(b"HTTP/1.1 200"), head
         early.setblocking(False)
-        data, pushed = b"y" * 65536, 0
-
-        def push() -> int:
-            nonlocal pushed
-            try:
-                while True:
-                    pushed += early.send(data)
-            except BlockingIOError:
-                return pushed
-
-        await settled(push)
+        await settled(pusher(early))
         held = daemon_side(proxy_port)[0]
         early.close()
     assert held <= HELD, f"the daemon's end holds {held} bytes"
