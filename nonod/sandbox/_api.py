@@ -415,9 +415,8 @@ def _pidfd_of_init(pid: int, group: str, server: int) -> int:
         else:
             status = dict(line.split(":", 1) for line in _proc_lines(pid, "status")
                           if ":" in line)
-            parent = int(status.get("PPid", "0"))
-            ours = (status.get("NSpid", "").split()[-1:] == ["1"]
-                    and len(status["NSpid"].split()) > 1
+            nspids, parent = status.get("NSpid", "").split(), int(status.get("PPid", "0"))
+            ours = (len(nspids) > 1 and nspids[-1] == "1"
                     and (parent == server or _parent_of(parent) == server))
     except (OSError, ValueError):
         ours = False
