@@ -219,6 +219,16 @@ class ProxyServer:
         thread: serve it (True), refuse it with 503 (False) or just close it (None: under a
         flood, or when ``fd`` lies in the daemon's reserve, ``nonod._descriptors``, whose
         ``watermark()`` the caller may have just read: ``below``); and its number."""
+        if fd is not None:
+            # Also here, not only on the listener: the program runs before the daemon
+            # serves it, and what it connected meanwhile waited in the backlog with the
+            # kernel's own buffers (a stalled upload held up to tcp_rmem's maximum). (The
+            # family and type given: SOL_SOCKET options need neither, and asking costs.)
+            conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
+            try:
+                bound_buffers(conn)
+            finally:
+                conn.detach()
         with self._counts:
             self._accepted += 1
             self._next_conn += 1
@@ -751,9 +761,9 @@ async def _next_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Re
 
 
 
-def bound_buffers(sock: trio.socket.SocketType) -> None:
+def bound_buffers(sock: trio.socket.SocketType | socket.socket) -> None:
     """Give a proxy listener's connections :data:`CLIENT_BUFFER` each way (they inherit it
-    from the listener, accepted on trio's path or the pump thread's)."""
+    from the listener, accepted on trio's path or the pump thread's), or one connection."""
     for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, option, CLIENT_BUFFER)

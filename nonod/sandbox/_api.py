@@ -287,7 +287,7 @@ class Launcher:
             # The launcher goes on meanwhile and would run the program, unknown to the
             # daemon: whatever it reports later is ended (``_end_abandoned``).
             trio.lowlevel.spawn_system_task(
-                _end_abandoned, plan, launch_stream, exit_stream, control,
+                _end_abandoned, plan, launch_stream, exit_stream, control, self._proc.pid,
                 name="nonod.sandbox.abandoned_launch")
             raise LaunchError(f"the launcher did not report within {LAUNCH_TIMEOUT:g} s "
                               "(the host may be overloaded); the launch was abandoned",
@@ -365,7 +365,7 @@ class Launcher:
 
 async def _end_abandoned(plan: LaunchPlan, launch_stream: trio.lowlevel.FdStream,
                          exit_stream: trio.lowlevel.FdStream,
-                         control: trio.socket.SocketType) -> None:
+                         control: trio.socket.SocketType, server: int) -> None:
     """A launch the daemon gave up on (``LAUNCH_TIMEOUT``): read what its launcher reports
     late, kill the init of a program it ran (its whole pid namespace goes with it), wait
     for the init's end and remove the warm group it ran in, within ``ABANDONED_PATIENCE``.
@@ -377,16 +377,16 @@ async def _end_abandoned(plan: LaunchPlan, launch_stream: trio.lowlevel.FdStream
             pid = next((a for kind, a, _, _ in records if kind == REC_PID), 0)
             group = next((d.decode("ascii", "replace") for kind, _, _, d in records
                           if kind == REC_CGROUP), "")
-            if pid:
-                with contextlib.suppress(ProcessLookupError):
-                    pidfd = os.pidfd_open(pid)
-                    try:
+            pidfd = _pidfd_of_init(pid, group, server) if pid else -1
+            if pidfd >= 0:
+                try:
+                    with contextlib.suppress(ProcessLookupError):  # (reaped since)
                         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                        # Readable once the init has exited, which waits for every other
-                        # process of its namespace to be gone: the group is empty then.
-                        await trio.lowlevel.wait_readable(pidfd)
-                    finally:
-                        os.close(pidfd)
+                    # Readable once the init has exited, which waits for every other
+                    # process of its namespace to be gone: the group is empty then.
+                    await trio.lowlevel.wait_readable(pidfd)
+                finally:
+                    os.close(pidfd)
             _drop_group(plan, group)
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # (nothing left to end)
@@ -394,6 +394,48 @@ async def _end_abandoned(plan: LaunchPlan, launch_stream: trio.lowlevel.FdStream
         launch_stream.close()
         exit_stream.close()
         control.close()
+
+
+def _pidfd_of_init(pid: int, group: str, server: int) -> int:
+    """A pidfd of an abandoned launch's init, -1 unless ``pid`` still names it: its program
+    may have ended by the time the late report is read, the init with it, and the pid (one
+    of ``kernel.pid_max``, 32768 by default) named another process since. The init is in
+    the launch's own warm ``group`` (named at random); without one, it is a pid namespace's
+    init whose parent is the fork server ``server`` or one of its launchers. Read through
+    /proc after the pidfd is open: while the pidfd's process is not reaped (the kill that
+    follows fails with ESRCH otherwise), the pid is still its own."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # (gone, or no pid at all)
+        return -1
+    try:
+        if group:
+            lines = _proc_lines(pid, "cgroup")
+            ours = any(group in line.split(":", 2)[-1].split("/") for line in lines)
+        else:
+            status = dict(line.split(":", 1) for line in _proc_lines(pid, "status")
+                          if ":" in line)
+            nspids, parent = status.get("NSpid", "").split(), int(status.get("PPid", "0"))
+            ours = (len(nspids) > 1 and nspids[-1] == "1"
+                    and (parent == server or _parent_of(parent) == server))
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        os.close(pidfd)
+        return -1
+    return pidfd
+
+
+def _proc_lines(pid: int, name: str) -> list[str]:
+    with open(f"/proc/{pid}/{name}", encoding="utf-8", errors="replace") as f:
+        return f.read().splitlines()
+
+
+def _parent_of(pid: int) -> int:
+    for line in _proc_lines(pid, "status"):
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    return 0
 
 
 def _drop_group(plan: LaunchPlan, group: str) -> None:

@@ -14,6 +14,7 @@ real upstream, real sockets; the daemon's side is read with ``ss``.
 
 from __future__ import annotations
 
+import functools
 import socket
 import subprocess
 import threading
@@ -24,8 +25,8 @@ from contextlib import contextmanager
 import pytest
 import trio
 
-from nonod.proxy import ProxyPolicy
-from tests.proxy.conftest import Proxy
+from nonod.proxy import ProxyLimits, ProxyPolicy, serve_proxy
+from tests.proxy.conftest import EventLog, Proxy, RecordingResolver, fake_dns
 from tests.proxy.conftest import start_proxy as start_proxy  # the fixture
 
 StartProxy = Callable[..., Awaitable[Proxy]]
@@ -102,6 +103,22 @@ async def settled(read: Callable[[], int]) -> int:
     return last
 
 
+def pusher(sock: socket.socket) -> Callable[[], int]:
+    """A call that sends on the non-blocking ``sock`` until it would block: the bytes sent
+    so far, in all."""
+    data, pushed = b"y" * 65536, 0
+
+    def push() -> int:
+        nonlocal pushed
+        try:
+            while True:
+                pushed += sock.send(data)
+        except BlockingIOError:
+            return pushed
+
+    return push
+
+
 async def tunnel(proxy: Proxy, *, rcvbuf: int | None = None) -> socket.socket:
     """A tunnel to ``up.example`` (pinned to the upstream), as a non-blocking socket."""
     sock = socket.socket()
@@ -131,18 +148,36 @@ async def test_a_stalled_tunnel_holds_little_on_the_programs_side(
             held = daemon_side(proxy.port)[1]  # bytes waiting to go to the program
         else:
             client = await tunnel(proxy)
-            data, pushed = b"y" * 65536, 0
-
-            def push() -> int:
-                nonlocal pushed
-                try:
-                    while True:
-                        pushed += client.send(data)
-                except BlockingIOError:
-                    return pushed
-
-            await settled(push)
+            await settled(pusher(client))
             held = daemon_side(proxy.port)[0]  # bytes the program sent, not yet passed on
         client.close()
     # Before: 3 to 4 MB waiting for a download, up to tcp_rmem's maximum for an upload.
+    assert held <= HELD, f"the daemon's end holds {held} bytes"
+
+
+async def test_a_connection_made_before_the_proxy_serves_holds_little_too(
+        nursery: trio.Nursery) -> None:
+    """The program runs before the daemon serves its proxy's listener (the listener comes
+    from the session's init, the daemon serves it after the launch): a connection made
+    meanwhile waits in the listener's backlog, created with the kernel's own buffers, and
+    an upload it stalls held up to ``tcp_rmem``'s maximum on the daemon's end. Its buffers
+    are bounded when it is accepted."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    proxy_port = listeners[0].socket.getsockname()[1]
+    early = socket.create_connection(("127.0.0.1", proxy_port))  # in the backlog
+    with upstream(sends=False) as (port, _):
+        await nursery.start(functools.partial(
+            serve_proxy, listeners[0], policy=ProxyPolicy(hosts=frozenset({"up.example"})),
+            resolver=RecordingResolver(pins={"up.example": f"127.0.0.1:{port}"},
+                                       getaddrinfo=fake_dns({})),
+            events=EventLog().append, limits=ProxyLimits()))
+        early.sendall(b"CONNECT up.example:443 HTTP/1.1\r\nHost: up.example:443\r\n\r\n")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += early.recv(1)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        early.setblocking(False)
+        await settled(pusher(early))
+        held = daemon_side(proxy_port)[0]
+        early.close()
     assert held <= HELD, f"the daemon's end holds {held} bytes"
