@@ -68,7 +68,7 @@ async def supervise(
         nursery.start_soon(enforce_limits, session, stop_grace)
         if session.audit is not None and session.audit.timer:
             await nursery.start(session.audit.run)
-        if session.services is not None:
+        if session.services is not None and not session.services.idle(proc):
             await nursery.start(functools.partial(
                 _session_services.serve, session.services, proc, session.audit_event,
                 asker=asker))

@@ -544,3 +544,31 @@ async def test_running_sessions_records_are_synced_together_by_the_daemon(
         for session in sessions:
             await session.wait_exited()
         await harness.registry.shutdown()
+
+
+def _task_names() -> list[str]:
+    """Every task of this trio run, by name."""
+    names: list[str] = []
+
+    def walk(task: trio.lowlevel.Task) -> None:
+        names.append(task.name)
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child)
+
+    walk(trio.lowlevel.current_root_task())
+    return names
+
+
+async def test_a_session_with_nothing_to_serve_has_no_services_task(harness: Harness) -> None:
+    """No proxy, no forwards (the network open or blocked): the session's services have
+    nothing to serve, and no task waits to be cancelled for them (one less per session)."""
+    session = await harness.registry.launch(harness.plan(name="quiet"))
+    await trio.testing.wait_all_tasks_blocked()
+
+    assert session.services is not None and session.services.idle(
+        harness.launcher.launched[0])
+    assert not [name for name in _task_names() if name.endswith("_session_services.serve")]
+    harness.launcher.launched[0].finish(ExitStatus(code=0))
+    await session.wait_exited()
+    assert session.record.exit_code == 0
