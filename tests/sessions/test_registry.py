@@ -572,3 +572,27 @@ async def test_a_session_with_nothing_to_serve_has_no_services_task(harness: Har
     harness.launcher.launched[0].finish(ExitStatus(code=0))
     await session.wait_exited()
     assert session.record.exit_code == 0
+
+
+async def test_live_sessions_oom_watches_share_one_task_which_ends_with_the_registry(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Each live session's cgroup is watched for its first OOM kill (cgroup v1's eventfd);
+    the watches of all sessions are one task's, not a task per session (a spawn, steps and
+    a cancellation at each session's end), and it ends with the registry."""
+    harness = await open_registry(nursery, tmp_path)
+    sessions = [await harness.registry.launch(harness.plan()) for _ in range(3)]
+    await trio.testing.wait_all_tasks_blocked()
+    signal = sessions[0].cgroup.oom_eventfd() if sessions[0].cgroup is not None else None
+    if signal is None:
+        pytest.skip("no cgroup v1 memory hierarchy here: no OOM signal to watch")
+    os.close(signal)
+
+    names = _task_names()
+    assert not [name for name in names if name.endswith("enforce_limits")]
+    assert names.count("nonod oom watch") == 1
+
+    with trio.fail_after(10):
+        await harness.registry.shutdown()
+    await trio.testing.wait_all_tasks_blocked()
+    assert "nonod oom watch" not in _task_names()
