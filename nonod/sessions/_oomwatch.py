@@ -20,6 +20,7 @@ import math
 import os
 import select
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final, final
 
 import trio
@@ -33,15 +34,15 @@ LINGER: Final = 2.0
 
 
 @final
+@dataclass(slots=True, eq=False)
 class _Watch:
-    __slots__ = ("efd", "fired", "group", "on_oom", "settling")
+    """One session's group: its eventfd, and what to call at its first OOM kill."""
 
-    def __init__(self, efd: int, group: SessionGroup, on_oom: Callable[[], None]) -> None:
-        self.efd = efd
-        self.group = group
-        self.on_oom = on_oom
-        self.settling = False
-        self.fired = False
+    efd: int
+    group: SessionGroup
+    on_oom: Callable[[], None]
+    settling: bool = False  # a signal came: its kill is being confirmed (``_settle``)
+    fired: bool = False
 
 
 @final
