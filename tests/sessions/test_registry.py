@@ -596,3 +596,23 @@ async def test_live_sessions_oom_watches_share_one_task_which_ends_with_the_regi
         await harness.registry.shutdown()
     await trio.testing.wait_all_tasks_blocked()
     assert "nonod oom watch" not in _task_names()
+
+
+async def test_when_exited_calls_back_once_the_record_is_final_or_at_once_after(
+    harness: Harness,
+) -> None:
+    """What an attached client's wait uses instead of a task of its own (the control
+    conversation's ``Exited`` reply): called once the record is final, as ``wait_exited``
+    returns; at once for a session that has ended; not at all once forgotten."""
+    session = await harness.registry.launch(harness.plan(name="cb"))
+    seen: list[str] = []
+    session.when_exited(lambda: seen.append(session.record.state))
+    forget = session.when_exited(lambda: seen.append("forgotten"))
+    forget()
+    assert not session.exited
+
+    harness.launcher.launched[0].finish(ExitStatus(code=0))
+    await session.wait_exited()
+    assert seen == ["exited"] and session.exited
+    session.when_exited(lambda: seen.append("after"))
+    assert seen == ["exited", "after"]
