@@ -53,7 +53,7 @@ def test_the_scans_redact_what_the_regular_expressions_did() -> None:
 def test_a_megabyte_argument_is_redacted_in_linear_time(arg: str) -> None:
     started = time.process_time()
     redact_argv([arg])
-    assert time.process_time() - started < 1.0  # before: hours for each
+    assert time.process_time() - started < 1.0  # 0.2 to 25 ms; before: hours for each
 
 
 @pytest.mark.root
