@@ -4,9 +4,10 @@ Every argv the daemon records (a launch's, a held tool call's, an approval's que
 through ``redact_argv``, whose scans for ``scheme://user:password@`` and ``?name=value``
 were regular expressions tried at every position of the argument: each start cost the rest
 of a run of letters (or of ``?``), so one argument of 120,000 ``x`` (within what ``execve``
-takes) took 13 s of CPU (40 s on a loaded host), in the event loop of the system daemon, for every user. A member of the
-socket group sent one launch; every client waited. The scans are linear now, and redact
-exactly what they did (``_redact_url_parts`` against the old expressions, below)."""
+takes) took 13 s of CPU (40 s on a loaded host), in the event loop of the system daemon,
+for every user. A member of the socket group sent one launch; every client waited. The
+scans are linear now, and redact exactly what they did (``_redact_url_parts`` against the
+old expressions, below)."""
 
 from __future__ import annotations
 
