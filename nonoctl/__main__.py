@@ -7,6 +7,18 @@ import os
 import sys
 
 
+def _drop_working_directory() -> None:
+    """``python -m nonoctl`` puts the working directory first on ``sys.path``, and nonoctl is
+    run in directories the user did not write (a cloned repository): a ``nonod/`` or a
+    ``msgspec.py`` planted there would run as the user at the first import. Our own package
+    is already imported; nothing else of ours is looked up there (``nonod.__main__`` does the
+    same for the daemon; it cannot be imported from here before this has run)."""
+    if sys.flags.safe_path or not sys.path:
+        return
+    if sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+
+
 def main() -> None:
     # msgspec imports typing_extensions only to improve type-hint introspection we do not use,
     # and falls back to ``typing`` without it; skipping it saves ~10 ms of every command's
@@ -43,4 +55,5 @@ def _exit(code: int) -> None:
 
 
 if __name__ == "__main__":
+    _drop_working_directory()
     main()

@@ -41,7 +41,7 @@ from nonod.errors import NonoError
 from . import _fastargs
 from ._flags import GLOBAL, JSON, LAUNCH_FLAGS, LAUNCH_OWN, PS, STOP, Flag
 from ._output import Output
-from ._sanitize import OutputFilter
+from ._sanitize import OutputFilter, field
 from .client import (
     ClientError,
     Connection,
@@ -782,13 +782,14 @@ def _cmd_events(args: argparse.Namespace, command: list[str], out: Output) -> in
 def _approval_target(a: p.ApprovalInfo) -> str:
     """What is asked about: ``host:port`` (and ``method path``), or a tool call's command."""
     if a.mode == "tool":  # a tool sandbox's approve rule (docs/tool-sandboxes.md)
-        return f"{a.host} {a.path}".rstrip()
-    return f"{a.host}:{a.port}" + (f" {a.method} {a.path}" if a.method else "")
+        return field(f"{a.host} {a.path}".rstrip())  # the agent's words: no lines of theirs
+    return field(f"{a.host}:{a.port}" + (f" {a.method} {a.path}" if a.method else ""))
 
 
 def _approval_line(a: p.ApprovalInfo) -> str:
     left = max(0, int((a.expires - dt.datetime.now(dt.UTC)).total_seconds()))
-    return (f"{a.id}  {a.session_name} ({a.session[:12]})  {a.mode} {_approval_target(a)}"
+    return (f"{a.id}  {field(a.session_name)} ({a.session[:12]})  {a.mode} "
+            f"{_approval_target(a)}"
             f"  pid {a.pid}  {left}s left")
 
 
@@ -806,8 +807,8 @@ def _cmd_approvals(args: argparse.Namespace, command: list[str], out: Output) ->
 
                 a = one.approval
                 out.line(_approval_line(a))
-                out.line(f"  command: {shlex.join(a.command)}")
-                out.line(f"  backend: {a.backend}  profile: {a.profile or '-'}")
+                out.line(f"  command: {field(shlex.join(a.command))}")
+                out.line(f"  backend: {a.backend}  profile: {field(a.profile or '-')}")
                 out.line(f"  since {a.created.isoformat()}, denied at {a.expires.isoformat()}")
             return EXIT_OK
         listed = _expect(conn.request(p.ApprovalList(session=args.session)), p.Approvals)
@@ -1253,7 +1254,7 @@ def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int
                 out.json({"file": str(path), "bundle": str(bundle), "key_id": reply.key_id,
                           "fingerprint": reply.fingerprint})
             else:
-                out.line(f"signed {path} -> {bundle}")
+                out.line(f"signed {field(str(path))} -> {field(str(bundle))}")
     return EXIT_OK
 
 
@@ -1309,10 +1310,11 @@ def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> in
     if args.all:
         report = trust.verify_tree(Path.cwd(), policy, home=os.path.expanduser("~"))
         for entry in report.entries:
+            # The repository's names: shown as fields, they draw no lines of their own.
             if entry.status == "verified":
-                out.line(f"OK   {entry.path}")
+                out.line(f"OK   {field(entry.path)}")
             else:
-                out.line(f"FAIL {entry.path}: {entry.reason or entry.label}")
+                out.line(f"FAIL {field(entry.path)}: {field(entry.reason or entry.label)}")
         return EXIT_FAILURE if report.failures() else EXIT_OK
     failed = 0
     for name in files:
@@ -1368,16 +1370,16 @@ def _trust_list(args: argparse.Namespace, out: Output) -> int:
         out.note(f"nonoctl: warning: {warning}")
     out.line("publishers:")
     for pub_info in publishers:
-        line = f"  {pub_info['name']}  {pub_info['key_id'] or '-'}"
+        line = f"  {field(str(pub_info['name']))}  {field(str(pub_info['key_id'] or '-'))}"
         if pub_info["fingerprint"]:
             line += f"  {pub_info['fingerprint']}"
         out.line(line)
     out.line("files:" if files else "files: (none included)")
     for entry in report.entries:
         if entry.status == "failed":
-            out.line(f"  {entry.path}  failed: {entry.reason or entry.label}")
+            out.line(f"  {field(entry.path)}  failed: {field(entry.reason or entry.label)}")
         else:
-            out.line(f"  {entry.path}  {entry.status}")
+            out.line(f"  {field(entry.path)}  {entry.status}")
     return EXIT_OK
 
 

@@ -29,8 +29,10 @@ from typing import Final, final
 from nonod._text import printable
 
 # A line break or a tab keeps its meaning in free text; everything else non-printable is
-# escaped. "\r" stays for the "\r\n" a terminal program writes (and nonoctl's own notes).
-_KEPT_IN_TEXT: Final = r"(\r\n|\r|\n|\t)"
+# escaped. "\r" stays only where it ends a line (the "\r\n" a terminal program writes, and
+# nonoctl's own notes in raw mode): anywhere else it returns to the line's start, and what
+# follows draws over what came before (a value's "FAIL x\rOK   y" shows as "OK   y").
+_KEPT_IN_TEXT: Final = r"(\r\n|\r\Z|\n|\t)"
 # What passes through OutputFilter: colours, CRLF and LF line ends, tabs.
 _OUTPUT_KEPT: Final = r"(\x1b\[[0-9;:]{0,64}m|\r\n|\n|\t)"
 # A chunk ending with the start of something kept is held back until the next chunk.
@@ -51,7 +53,9 @@ def field(value: str) -> str:
 
 def text(value: str) -> str:
     """Free text (a message, a line of ours that embeds values): line breaks and tabs kept,
-    every other non-printable character shown as an escape."""
+    every other non-printable character shown as an escape (a carriage return too, but at
+    a line's end). A value embedded in a line of ours goes through :func:`field` first: its
+    line breaks are its own to show, not to draw lines with."""
     if value.isprintable():
         return value
     kept = _pattern(_KEPT_IN_TEXT)

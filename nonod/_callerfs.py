@@ -137,6 +137,11 @@ class Identity:
             groups = (caller.gid,)
         return cls(uid=caller.uid, gid=caller.gid, groups=groups)
 
+    @classmethod
+    def session(cls, uid: int, gid: int) -> Identity:
+        """A session's own rights: its launcher drops every supplementary group."""
+        return cls(uid=uid, gid=gid, groups=())
+
 
 # -------------------------------------------------------------- per-thread credentials
 

@@ -70,8 +70,19 @@ _SECRET_PARTS: Final = ("token", "secret", "passw", "passphrase", "apikey", "pri
                         "accesskey", "credential", "bearer", "cookie", "authorization")
 _SECRET_WORDS: Final = frozenset({"key", "pass", "pwd", "auth", "pat", "pin", "otp"})
 _WORD_SPLIT: Final = re.compile(r"[^a-z0-9]+")
-_USERINFO: Final = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:\s]*:)[^/?#@\s]+@")
-_QUERY_PAIR: Final = re.compile(r"(?P<head>[?&](?P<name>[^=&#\s]+)=)(?P<value>[^&#\s]*)")
+# Both scans are linear in the argument's length: a match may start only where a run of the
+# characters it begins with starts, and no part gives back what it took (possessive). Tried
+# at every position, ``scheme://`` and ``?name=`` cost the rest of a run at each of its
+# characters: one 120 KB argument of one letter took 40 s of the daemon's event loop.
+# Where a scheme's run begins with digits, ``+``, ``.`` or ``-``, they are ``lead`` (kept as
+# they are); the scheme starts at the run's first letter, where the old scan's leftmost
+# match started.
+_USERINFO: Final = re.compile(r"(?<![A-Za-z0-9+.-])(?P<lead>[0-9+.-]*+)"
+                              r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*+://[^/?#@:\s]*+:)"
+                              r"[^/?#@\s]++@")
+#: A query parameter's name (``?`` and ``&`` start one; a name may hold ``?``), its value.
+_NAME_RUN: Final = re.compile(r"[^=&#\s]+")
+_VALUE: Final = re.compile(r"[^&#\s]*+")
 
 
 def _looks_secret(name: str) -> bool:
@@ -83,14 +94,36 @@ def _looks_secret(name: str) -> bool:
 
 
 def _redact_url_parts(arg: str) -> str:
-    arg = _USERINFO.sub(lambda m: m["head"] + REDACTED + "@", arg)
+    if "://" in arg:
+        arg = _USERINFO.sub(lambda m: m["lead"] + m["head"] + REDACTED + "@", arg)
+    return _redact_query(arg) if "=" in arg else arg
 
-    def query(m: re.Match[str]) -> str:
-        if m["value"] and _looks_secret(m["name"]):
-            return m["head"] + REDACTED
-        return m[0]
 
-    return _QUERY_PAIR.sub(query, arg)
+def _redact_query(arg: str) -> str:
+    r"""Each ``[?&]name=value`` with a secret-looking name, its value redacted; the pairs
+    found as the regular expression ``[?&]([^=&#\s]+)=([^&#\s]*)`` would find them, left
+    to right, but each run of name characters is looked at once: the leftmost start in a run
+    is the ``&`` before it or its first ``?``, and every start in a run ends where the run
+    does, so all of them match (``=`` after it) or none does."""
+    out: list[str] = []
+    done = at = 0
+    while (run := _NAME_RUN.search(arg, at)) is not None:
+        start, end = run.span()
+        at = end
+        if start and arg[start - 1] == "&":
+            begin = start - 1
+        else:
+            begin = arg.find("?", start, end - 1)  # a name follows it in the run
+            if begin < 0:
+                continue
+        if arg[end:end + 1] != "=":
+            continue
+        value_end = _VALUE.match(arg, end + 1).end()  # type: ignore[union-attr]
+        if value_end > end + 1 and _looks_secret(arg[begin + 1:end]):
+            out += (arg[done:end + 1], REDACTED)
+            done = value_end
+        at = value_end
+    return "".join(out) + arg[done:] if out else arg
 
 
 def redact_argv(argv: Sequence[str], secrets: Iterable[str] = ()) -> tuple[str, ...]:

@@ -471,7 +471,8 @@ _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _GITFILE: _worktree_configs,
     _READLINK: os.readlink,
     _REALPATH: os.path.realpath,
-    _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK),
+    # The thread's file identity (the session's while the plan is made for another user).
+    _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK, effective_ids=True),
     _MOUNTS: lambda _: _host_kernel_mounts(),
     _PROC: lambda _: _host_proc_root_only(),
 }

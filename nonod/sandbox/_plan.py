@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Final
 
+from .._callerfs import Identity, acting_as
 from ..errors import EnforcementUnavailable, LaunchError
 from ..policy import EnvPolicy, Grant, ResolvedPolicy
 from . import _createguard, _landlock, _libc, _linkscan, _mode, _seccomp
@@ -311,8 +312,14 @@ def build_plan(
     idmap = uid == 0 and not landlock_only and idmap_available()
     if uid == 0:
         policy = narrow_sys(policy)  # sysfs's root-only files (``_mounts.SYS_FOR_ROOT``)
-    mounts = compile_mounts(policy, home=home, hide_root_only=uid == 0, idmap=idmap,
-                            pinned=tuple(os.path.realpath(path) for path, _ in request.pins))
+    # The plan's questions of the host (what exists, links, listings, git configurations)
+    # are asked with the session's own file rights, as its launcher will act: a system
+    # daemon's answers as root made a denied name in another user's 0700 directory a mask
+    # that failed the launch only when the file existed, and followed a git include into
+    # files only root may read (``Identity.session``).
+    with acting_as(Identity.session(uid, gid) if uid != me else None):
+        mounts = compile_mounts(policy, home=home, hide_root_only=uid == 0, idmap=idmap,
+                                pinned=tuple(os.path.realpath(path) for path, _ in request.pins))
     linked = _linkscan.scan(mounts.ops, uid=uid)  # at each launch: never in a kept plan
     abi = _host_abi() if landlock_abi is None else landlock_abi
     if landlock_only:
