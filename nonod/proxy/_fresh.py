@@ -281,6 +281,16 @@ class _Acceptor:
 class _Fresh:
     """One admitted connection until it is handed over, refused or its tunnel has ended."""
 
+    # Until a step sets them (immutable class-level defaults: fewer steps per request).
+    head: ConnectHead | None = None
+    addresses: list[tuple[str, int]]  # set with the plan, before any connect
+    deadline = 0.0
+    upstream: socket.socket | None = None
+    watching: int | None = None
+    timer: _Timer | None = None
+    tunnel: Tunnel | None = None
+    closed = False
+
     def __init__(self, owner: _Acceptor, sock: socket.socket, conn: int, below: int) -> None:
         self.owner = owner
         self.below = below
@@ -288,16 +298,8 @@ class _Fresh:
         self.pump = owner.pump
         self.client = sock
         self.conn = conn
-        self.accepted = time.monotonic()
-        self.exchange = Exchange(started=self.accepted, clock=time.monotonic)
-        self.head: ConnectHead | None = None
-        self.addresses: list[tuple[str, int]] = []
-        self.deadline = 0.0
-        self.upstream: socket.socket | None = None
-        self.watching: int | None = None
-        self.timer: _Timer | None = None
-        self.tunnel: Tunnel | None = None
-        self.closed = False
+        self.accepted = now = time.monotonic()
+        self.exchange = Exchange(started=now, clock=time.monotonic)
         owner.live.add(self)
 
     # the head

@@ -313,23 +313,26 @@ class _Pump:
         return now, wake_at
 
     def _serve(self, tunnel: Tunnel, fd: int, events: int) -> None:
-        if events & _ERR:
-            error = tunnel.socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if error in _GONE:
-                self._end(tunnel)
-                return
-            if error:
-                raise OSError(error, os.strerror(error))
-        hangup = events & _HUP
         up, down = tunnel.up, tunnel.down
-        for way in (up, down):
-            if way.waits and (hangup or fd == (way.src if way.waits == _IN else way.dst)):
-                try:
-                    self._move(tunnel, way)
-                except OSError as exc:
-                    if exc.errno not in _GONE:
-                        raise
+        way = up if fd == tunnel.a else down
+        if events == _IN and way.waits == _IN:
+            # Readable only, and the direction reading from ``fd`` waits for that (a
+            # message's turn): that direction alone; the epoll's masks stand while it waits
+            # as before.
+            if not self._step(tunnel, way) or way.waits == _IN:
+                return
+        else:
+            if events & _ERR:
+                error = tunnel.socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if error in _GONE:
                     self._end(tunnel)
+                    return
+                if error:
+                    raise OSError(error, os.strerror(error))
+            hangup = events & _HUP
+            for way in (up, down):
+                if (way.waits and (hangup or fd == (way.src if way.waits == _IN else way.dst))
+                        and not self._step(tunnel, way)):
                     return
         if not up.waits and not down.waits:
             self._end(tunnel)
@@ -346,6 +349,17 @@ class _Pump:
                 else:
                     self._epoll.modify(sock, new)
             tunnel.masks = masks
+
+    def _step(self, tunnel: Tunnel, way: _Way) -> bool:
+        """:meth:`_move`; False if the tunnel ended for a peer gone."""
+        try:
+            self._move(tunnel, way)
+        except OSError as exc:
+            if exc.errno not in _GONE:
+                raise
+            self._end(tunnel)
+            return False
+        return True
 
     def _move(self, tunnel: Tunnel, way: _Way) -> None:
         """Move what can move now, then leave ``way.waits`` at what it waits for."""
