@@ -134,6 +134,10 @@ def _nothing() -> None:
     return None
 
 
+def _ended(_: Tunnel) -> None:
+    return None
+
+
 @final
 class _Timer:
     __slots__ = ("alive", "callback", "deadline")
@@ -452,7 +456,10 @@ class _Pump:
                 os.close(way.pipe[0])
                 os.close(way.pipe[1])
                 way.pipe = None
-        _guarded(tunnel.on_end, tunnel)
+        on_end, tunnel.on_end = tunnel.on_end, _ended
+        # (called once; let go of it: a fresh CONNECT's ``on_end`` holds its connection,
+        # which holds the tunnel, a cycle that only the garbage collector would free)
+        _guarded(on_end, tunnel)
 
 
 def _guarded(call: Callable[..., None], *args: object) -> None:
