@@ -123,10 +123,11 @@ class Exchange:
     def event(self, decision: Literal["allow", "deny"], reason: Reason, status: int,
               stage: Literal["open", "close"]) -> NetworkEvent:
         elapsed = (self.clock() - self.started) * 1000
+        # (to the microsecond: ``round(elapsed, 3)`` goes through a decimal string)
         return NetworkEvent(
             mode=self.mode, decision=decision, host=self.host, port=self.port,
             reason=reason._value_, status=status, bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out, duration_ms=round(elapsed, 3), stage=stage,
+            bytes_out=self.bytes_out, duration_ms=round(elapsed * 1000) / 1000, stage=stage,
             method=self.method if self.mode == "http" else "", path=self.path,
             address=self.address,
         )

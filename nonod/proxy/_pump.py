@@ -69,6 +69,8 @@ _TURN: Final = 1 << 22
 #: The longest the thread waits without looking at its idle deadlines (a new tunnel's first
 #: deadline is at least this far off unless its idle timeout is shorter: then it wakes it).
 _MAX_WAIT: Final = 1.0
+#: An empty view (of an empty, immutable ``bytes``: it holds no byte of any tunnel).
+_NOTHING_HELD: Final = memoryview(b"")
 # Errors that mean the peer went away: the tunnel just ends.
 _GONE: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT,
                           errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNABORTED})
@@ -89,7 +91,8 @@ class _Way:
         self.chunk = _COPY_SIZE
         self.grown = False
         self.can_splice = True
-        self.held = memoryview(held)  # read, not yet written (copy mode)
+        # read, not yet written (copy mode); most directions start with nothing held
+        self.held = memoryview(held) if held else _NOTHING_HELD
         self.piped = 0  # in the pipe, not yet spliced out (splice mode)
         self.moved = 0
 
