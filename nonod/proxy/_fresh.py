@@ -39,6 +39,7 @@ gets a ``close`` event with reason ``session_ended`` and the bytes it moved.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import functools
@@ -209,9 +210,11 @@ class _Acceptor:
             self._plans[data] = (policy, plan)
         return plan
 
-    def hand_over(self, sock: socket.socket, data: bytes | None, accepted: float,
+    def hand_over(self, client: _socket.socket, data: bytes | None, accepted: float,
                   admitted: bool, conn: int) -> None:
-        """Trio's path serves ``sock`` from here (:meth:`ProxyServer.adopt`)."""
+        """Trio's path serves ``client`` from here (:meth:`ProxyServer.adopt`), as the
+        standard library's socket that trio takes."""
+        sock = socket.socket(self._family, socket.SOCK_STREAM, 0, client.detach())
         try:
             self._trio.run_sync_soon(self.server.adopt, self._nursery, sock, data, accepted,
                                      admitted, conn)
@@ -262,7 +265,9 @@ class _Acceptor:
             self.pump.unwatch(self._fd)
             self._retry = self.pump.at(time.monotonic() + PAUSE, self.start)
             return
-        sock = socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
+        # The C type, not its ``socket.socket`` subclass: no Python steps to make or close it
+        # (a request handed to trio's path gets the subclass then).
+        sock = _socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
         below = watermark()  # one look at the descriptor limit for both of its sockets
         admitted, conn = self.server._admit(sock.fileno(), below)
         if admitted is None:
@@ -291,7 +296,8 @@ class _Fresh:
     tunnel: Tunnel | None = None
     closed = False
 
-    def __init__(self, owner: _Acceptor, sock: socket.socket, conn: int, below: int) -> None:
+    def __init__(self, owner: _Acceptor, sock: _socket.socket, conn: int, below: int
+                 ) -> None:
         self.owner = owner
         self.below = below
         self.server = owner.server
@@ -530,7 +536,7 @@ def _queue_length(listener: socket.socket) -> int:
     return int.from_bytes(info[24:28], sys.byteorder) if len(info) >= 28 else 1 << 30
 
 
-def _no_delay(sock: socket.socket) -> bool:
+def _no_delay(sock: _socket.socket) -> bool:
     """Small writes go out at once, as on trio's path (``trio.SocketStream`` sets it);
     whether the option is set."""
     try:

@@ -30,6 +30,7 @@ thread looks at only when something is there.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import fcntl
@@ -97,7 +98,7 @@ class _Way:
         self.moved = 0
 
 
-Sock = trio.socket.SocketType | socket.socket
+Sock = trio.socket.SocketType | _socket.socket
 
 
 @final
