@@ -290,7 +290,7 @@ class _Fresh:
     head: ConnectHead | None = None
     addresses: list[tuple[str, int]]  # set with the plan, before any connect
     deadline = 0.0
-    upstream: socket.socket | None = None
+    upstream: _socket.socket | None = None
     watching: int | None = None
     timer: _Timer | None = None
     tunnel: Tunnel | None = None
@@ -363,7 +363,8 @@ class _Fresh:
         while self.addresses:
             address, port = self.addresses.pop(0)
             try:
-                upstream, connected = start_connect(address, port, below=self.below)
+                upstream, connected = start_connect(address, port, below=self.below,
+                                                   kind=_socket.socket)
             except OSError:
                 continue
             _no_delay(upstream)
@@ -417,7 +418,7 @@ class _Fresh:
             pass  # the client went away (or its buffer is full): it gets no answer
         self._close(self.exchange.close("allow", reason, status))
 
-    def _established(self, upstream: socket.socket, address: str, port: int) -> None:
+    def _established(self, upstream: _socket.socket, address: str, port: int) -> None:
         exchange = self.exchange
         trailing = b"" if self.head is None else self.head.trailing
         exchange.address = address_text(address, port)
