@@ -23,9 +23,10 @@ Measurements:
   concurrent    --tunnels (default 1000) tunnels opened at once, one round trip each: wall time
 
 With each of throughput and latency, the proxy process's own CPU time (user + system, from
-/proc/<pid>/stat) per GiB and per request: it moves less with the machine's load than the
-wall-clock figures do. With --rounds N, throughput is also given against direct's in the
-same round (median and range of those ratios): the load moves both alike within a round.
+/proc/<pid>/stat) per GiB and per request (of which user time, in brackets: the
+interpreter's share): it moves less with the machine's load than the wall-clock figures
+do. With --rounds N, throughput is also given against direct's in the same round (median
+and range of those ratios): the load moves both alike within a round.
 
     .venv/bin/python bench/proxy.py [--size BYTES] [--requests N] [--tunnels N] [--before DIR]
                                     [--floor] [--only TEST...] [--rounds N] [--json]
@@ -297,11 +298,17 @@ def concurrent(route: Route, ports: dict[str, int], n: int) -> tuple[float, int]
 
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU time of process ``pid`` so far (0 for None: no proxy process)."""
+    return sum(cpu_times(pid))
+
+
+def cpu_times(pid: int | None) -> tuple[float, float]:
+    """User and system CPU time of process ``pid`` so far (0 for None: no proxy process)."""
     if pid is None:
-        return 0.0
+        return 0.0, 0.0
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -314,9 +321,10 @@ def measure(route: Route, tests: list[tuple[str, Callable[[Route], Any]]], size:
     """One round of ``tests`` on ``route``: its row of figures."""
     row: dict[str, float] = {}
     for test, run in tests:
-        before = cpu_seconds(route.pid)
+        user, system = cpu_times(route.pid)
         value = run(route)
-        used = cpu_seconds(route.pid) - before
+        user_after, system_after = cpu_times(route.pid)
+        used = user_after - user + system_after - system
         if test == "throughput":
             row["throughput_cpu_ms_per_GiB"] = used * 1000 * (1 << 30) / size
             row["throughput_MiBps"] = value / (1 << 20)
@@ -325,6 +333,7 @@ def measure(route: Route, tests: list[tuple[str, Callable[[Route], Any]]], size:
         else:
             if test == "latency":
                 row["latency_cpu_us"] = used * 1e6 / requests
+                row["latency_user_us"] = (user_after - user) * 1e6 / requests
             row[f"{test}_p50_ms"] = pct(value, 0.50)
             row[f"{test}_p99_ms"] = pct(value, 0.99)
     return row
@@ -445,12 +454,14 @@ def main() -> None:
         return format(row[key], form) if key in row else "-"
 
     for name, row in results.items():
+        user_cell = f" (user {row['latency_user_us']:.0f})" if "latency_user_us" in row else ""
         concurrent_cell = "-" if "concurrent_s" not in row else (
             f"{row['concurrent_s']:.2f} ({row['concurrent_failed']:.0f})")
         print(f"| {name} | {cell(row, 'throughput_MiBps', '.0f')} | "
               f"{cell(row, 'throughput_cpu_ms_per_GiB', '.0f')} | "
               f"{cell(row, 'latency_p50_ms', '.3f')} | {cell(row, 'latency_p99_ms', '.3f')} | "
-              f"{cell(row, 'latency_cpu_us', '.0f')} | {cell(row, 'roundtrip_p50_ms', '.3f')} | "
+              f"{cell(row, 'latency_cpu_us', '.0f')}{user_cell} | "
+              f"{cell(row, 'roundtrip_p50_ms', '.3f')} | "
               f"{cell(row, 'roundtrip_p99_ms', '.3f')} | {concurrent_cell} |")
     direct = results["direct"]
     for name, row in results.items():

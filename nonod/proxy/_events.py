@@ -89,23 +89,26 @@ def log_network_event(event: ProxyEvent) -> None:
 class Exchange:
     """What is known so far about one connection's request, for its audit event."""
 
+    # What nothing has set yet: immutable class-level defaults, which an assignment shadows
+    # per instance (one request's constructor then runs two lines, not fourteen).
+    mode: Literal["connect", "http"] = "http"
+    host = ""
+    port = 0
+    method = ""
+    path = ""
+    address = ""
+    status = 0
+    bytes_in = 0
+    bytes_out = 0
+    decision: Decision | None = None
+    done = False
+    #: The client's own TCP port (it names the client's socket; for approvals).
+    client_port = 0
+
     def __init__(self, *, started: float, clock: Callable[[], float] = trio.current_time
                  ) -> None:
         self.started = started
         self.clock = clock
-        self.mode: Literal["connect", "http"] = "http"
-        self.host = ""
-        self.port = 0
-        self.method = ""
-        self.path = ""
-        self.address = ""
-        self.status = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.decision: Decision | None = None
-        self.done = False
-        #: The client's own TCP port (it names the client's socket; for approvals).
-        self.client_port = 0
 
     @property
     def reason(self) -> Reason:
@@ -120,10 +123,11 @@ class Exchange:
     def event(self, decision: Literal["allow", "deny"], reason: Reason, status: int,
               stage: Literal["open", "close"]) -> NetworkEvent:
         elapsed = (self.clock() - self.started) * 1000
+        # (to the microsecond: ``round(elapsed, 3)`` goes through a decimal string)
         return NetworkEvent(
             mode=self.mode, decision=decision, host=self.host, port=self.port,
             reason=reason._value_, status=status, bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out, duration_ms=round(elapsed, 3), stage=stage,
+            bytes_out=self.bytes_out, duration_ms=round(elapsed * 1000) / 1000, stage=stage,
             method=self.method if self.mode == "http" else "", path=self.path,
             address=self.address,
         )

@@ -39,6 +39,7 @@ gets a ``close`` event with reason ``session_ended`` and the bytes it moved.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import functools
@@ -209,9 +210,11 @@ class _Acceptor:
             self._plans[data] = (policy, plan)
         return plan
 
-    def hand_over(self, sock: socket.socket, data: bytes | None, accepted: float,
+    def hand_over(self, client: _socket.socket, data: bytes | None, accepted: float,
                   admitted: bool, conn: int) -> None:
-        """Trio's path serves ``sock`` from here (:meth:`ProxyServer.adopt`)."""
+        """Trio's path serves ``client`` from here (:meth:`ProxyServer.adopt`), as the
+        standard library's socket that trio takes."""
+        sock = socket.socket(self._family, socket.SOCK_STREAM, 0, client.detach())
         try:
             self._trio.run_sync_soon(self.server.adopt, self._nursery, sock, data, accepted,
                                      admitted, conn)
@@ -262,7 +265,9 @@ class _Acceptor:
             self.pump.unwatch(self._fd)
             self._retry = self.pump.at(time.monotonic() + PAUSE, self.start)
             return
-        sock = socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
+        # The C type, not its ``socket.socket`` subclass: no Python steps to make or close it
+        # (a request handed to trio's path gets the subclass then).
+        sock = _socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
         below = watermark()  # one look at the descriptor limit for both of its sockets
         admitted, conn = self.server._admit(sock.fileno(), below)
         if admitted is None:
@@ -281,23 +286,26 @@ class _Acceptor:
 class _Fresh:
     """One admitted connection until it is handed over, refused or its tunnel has ended."""
 
-    def __init__(self, owner: _Acceptor, sock: socket.socket, conn: int, below: int) -> None:
+    # Until a step sets them (immutable class-level defaults: fewer steps per request).
+    head: ConnectHead | None = None
+    addresses: list[tuple[str, int]]  # set with the plan, before any connect
+    deadline = 0.0
+    upstream: _socket.socket | None = None
+    watching: int | None = None
+    timer: _Timer | None = None
+    tunnel: Tunnel | None = None
+    closed = False
+
+    def __init__(self, owner: _Acceptor, sock: _socket.socket, conn: int, below: int
+                 ) -> None:
         self.owner = owner
         self.below = below
         self.server = owner.server
         self.pump = owner.pump
         self.client = sock
         self.conn = conn
-        self.accepted = time.monotonic()
-        self.exchange = Exchange(started=self.accepted, clock=time.monotonic)
-        self.head: ConnectHead | None = None
-        self.addresses: list[tuple[str, int]] = []
-        self.deadline = 0.0
-        self.upstream: socket.socket | None = None
-        self.watching: int | None = None
-        self.timer: _Timer | None = None
-        self.tunnel: Tunnel | None = None
-        self.closed = False
+        self.accepted = now = time.monotonic()
+        self.exchange = Exchange(started=now, clock=time.monotonic)
         owner.live.add(self)
 
     # the head
@@ -355,7 +363,8 @@ class _Fresh:
         while self.addresses:
             address, port = self.addresses.pop(0)
             try:
-                upstream, connected = start_connect(address, port, below=self.below)
+                upstream, connected = start_connect(address, port, below=self.below,
+                                                   kind=_socket.socket)
             except OSError:
                 continue
             _no_delay(upstream)
@@ -409,7 +418,7 @@ class _Fresh:
             pass  # the client went away (or its buffer is full): it gets no answer
         self._close(self.exchange.close("allow", reason, status))
 
-    def _established(self, upstream: socket.socket, address: str, port: int) -> None:
+    def _established(self, upstream: _socket.socket, address: str, port: int) -> None:
         exchange = self.exchange
         trailing = b"" if self.head is None else self.head.trailing
         exchange.address = address_text(address, port)
@@ -528,7 +537,7 @@ def _queue_length(listener: socket.socket) -> int:
     return int.from_bytes(info[24:28], sys.byteorder) if len(info) >= 28 else 1 << 30
 
 
-def _no_delay(sock: socket.socket) -> bool:
+def _no_delay(sock: _socket.socket) -> bool:
     """Small writes go out at once, as on trio's path (``trio.SocketStream`` sets it);
     whether the option is set."""
     try:

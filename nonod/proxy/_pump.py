@@ -30,6 +30,7 @@ thread looks at only when something is there.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import fcntl
@@ -69,6 +70,8 @@ _TURN: Final = 1 << 22
 #: The longest the thread waits without looking at its idle deadlines (a new tunnel's first
 #: deadline is at least this far off unless its idle timeout is shorter: then it wakes it).
 _MAX_WAIT: Final = 1.0
+#: An empty view (of an empty, immutable ``bytes``: it holds no byte of any tunnel).
+_NOTHING_HELD: Final = memoryview(b"")
 # Errors that mean the peer went away: the tunnel just ends.
 _GONE: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT,
                           errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNABORTED})
@@ -89,12 +92,13 @@ class _Way:
         self.chunk = _COPY_SIZE
         self.grown = False
         self.can_splice = True
-        self.held = memoryview(held)  # read, not yet written (copy mode)
+        # read, not yet written (copy mode); most directions start with nothing held
+        self.held = memoryview(held) if held else _NOTHING_HELD
         self.piped = 0  # in the pipe, not yet spliced out (splice mode)
         self.moved = 0
 
 
-Sock = trio.socket.SocketType | socket.socket
+Sock = trio.socket.SocketType | _socket.socket
 
 
 @final
@@ -131,6 +135,10 @@ def _masks(up: _Way, down: _Way) -> tuple[int, int]:
 
 
 def _nothing() -> None:
+    return None
+
+
+def _ended(_: Tunnel) -> None:
     return None
 
 
@@ -313,23 +321,26 @@ class _Pump:
         return now, wake_at
 
     def _serve(self, tunnel: Tunnel, fd: int, events: int) -> None:
-        if events & _ERR:
-            error = tunnel.socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if error in _GONE:
-                self._end(tunnel)
-                return
-            if error:
-                raise OSError(error, os.strerror(error))
-        hangup = events & _HUP
         up, down = tunnel.up, tunnel.down
-        for way in (up, down):
-            if way.waits and (hangup or fd == (way.src if way.waits == _IN else way.dst)):
-                try:
-                    self._move(tunnel, way)
-                except OSError as exc:
-                    if exc.errno not in _GONE:
-                        raise
+        way = up if fd == tunnel.a else down
+        if events == _IN and way.waits == _IN:
+            # Readable only, and the direction reading from ``fd`` waits for that (a
+            # message's turn): that direction alone; the epoll's masks stand while it waits
+            # as before.
+            if not self._step(tunnel, way) or way.waits == _IN:
+                return
+        else:
+            if events & _ERR:
+                error = tunnel.socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if error in _GONE:
                     self._end(tunnel)
+                    return
+                if error:
+                    raise OSError(error, os.strerror(error))
+            hangup = events & _HUP
+            for way in (up, down):
+                if (way.waits and (hangup or fd == (way.src if way.waits == _IN else way.dst))
+                        and not self._step(tunnel, way)):
                     return
         if not up.waits and not down.waits:
             self._end(tunnel)
@@ -346,6 +357,17 @@ class _Pump:
                 else:
                     self._epoll.modify(sock, new)
             tunnel.masks = masks
+
+    def _step(self, tunnel: Tunnel, way: _Way) -> bool:
+        """:meth:`_move`; False if the tunnel ended for a peer gone."""
+        try:
+            self._move(tunnel, way)
+        except OSError as exc:
+            if exc.errno not in _GONE:
+                raise
+            self._end(tunnel)
+            return False
+        return True
 
     def _move(self, tunnel: Tunnel, way: _Way) -> None:
         """Move what can move now, then leave ``way.waits`` at what it waits for."""
@@ -438,7 +460,10 @@ class _Pump:
                 os.close(way.pipe[0])
                 os.close(way.pipe[1])
                 way.pipe = None
-        _guarded(tunnel.on_end, tunnel)
+        on_end, tunnel.on_end = tunnel.on_end, _ended
+        # (called once; let go of it: a fresh CONNECT's ``on_end`` holds its connection,
+        # which holds the tunnel, a cycle that only the garbage collector would free)
+        _guarded(on_end, tunnel)
 
 
 def _guarded(call: Callable[..., None], *args: object) -> None:

@@ -8,13 +8,14 @@ and the connection.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import ipaddress
 import math
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar, overload
 
 import msgspec
 import trio
@@ -235,17 +236,27 @@ def _parse_pin_target(host: str, target: str) -> tuple[IPAddress, int | None]:
     return address, int(port_text)
 
 
+_Sock = TypeVar("_Sock", bound=_socket.socket)
+
+
+@overload
 def start_connect(address: str, port: int, *, below: int | None = None
-                  ) -> tuple[socket.socket, bool]:
+                  ) -> tuple[socket.socket, bool]: ...
+@overload
+def start_connect(address: str, port: int, *, below: int | None = None,
+                  kind: type[_Sock]) -> tuple[_Sock, bool]: ...
+def start_connect(address: str, port: int, *, below: int | None = None,
+                  kind: type[_socket.socket] = socket.socket) -> tuple[_socket.socket, bool]:
     """A non-blocking TCP connection to exactly ``address`` (an address literal, the one that
     was checked: no name lookup, so no window for DNS rebinding between the check and the
     connect), begun: the socket, and whether it is connected already (a loopback or local
     upstream); if not, it is once writable, with its ``SO_ERROR`` saying how it went. A
     connection refused at once raises OSError, and so does a socket whose number lies in
     the daemon's reserve (EMFILE; ``below``: its ``watermark()``, if the caller has just
-    read it)."""
+    read it). ``kind``: the socket's type (the pump takes the C type, which has no Python
+    steps to make or close; trio takes the standard library's)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    sock = kind(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     fd = sock.fileno()  # the daemon's own above the watermark (``nonod._descriptors``)
     if not (for_sessions(fd) if below is None else fd < below):
         sock.close()

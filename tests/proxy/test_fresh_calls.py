@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import errno
 import functools
+import gc
 import os
 import select
 import socket
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import trio
 
 from nonod.proxy import ProxyLimits, ProxyPolicy
+from nonod.proxy._fresh import _Acceptor
 from nonod.proxy._pump import the_pump
 from nonod.proxy._resolve import start_connect
 from tests.proxy.conftest import TOKEN, Proxy, connect_head, read_all, read_head
@@ -162,3 +165,28 @@ async def test_a_descriptor_the_pump_does_not_know_is_dropped_from_its_epoll() -
         with trio.fail_after(5):
             await seen.wait()
         assert left.fileno() not in epoll_targets(epoll_fd)
+
+
+async def test_an_ended_fresh_tunnel_is_freed_without_the_garbage_collector(
+        start_proxy: StartProxy, echo_port: int) -> None:
+    """Its connection, tunnel, sockets and buffers go when it ends (reference counts): no
+    cycle among them is left for the collector to find, per request, later."""
+    proxy = await start_proxy(POLICY, pins={"api.github.com": f"127.0.0.1:{echo_port}"},
+                              token=TOKEN)
+    gc.collect()
+    gc.disable()
+    try:
+        stream = await tunnel_through(proxy)
+        [acceptor] = [watcher.__self__ for watcher in list(the_pump()._watched.values())
+                      if isinstance(getattr(watcher, "__self__", None), _Acceptor)
+                      and watcher.__self__._listener.getsockname()[1] == proxy.port]
+        [fresh] = [weakref.ref(held) for held in list(acceptor.live)]
+        await stream.send_all(b"ping")
+        await stream.send_eof()
+        assert await read_all(stream) == b"ping"
+        await stream.aclose()
+        with trio.fail_after(5):
+            await proxy.events.wait_for(1, stage="close")  # posted by a turn before this one
+        assert fresh() is None
+    finally:
+        gc.enable()
