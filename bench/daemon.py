@@ -124,7 +124,7 @@ class Daemon:
     """``python -m nonod`` (foreground) in a short temporary directory."""
 
     def __init__(self, config: str = "", tree: Path | None = None,
-                 trace: Path | None = None) -> None:
+                 trace: Path | None = None, wrapper: str = "_daemon_trace.py") -> None:
         self.base = Path(tempfile.mkdtemp(prefix="ndb-", dir="/tmp"))
         self.base.chmod(0o755)
         self.home = Path(f"{self.base}-home")
@@ -151,9 +151,10 @@ class Daemon:
         if trace is not None and "NONO_TRACE_PROFILE" in os.environ:
             daemon_env["NONO_TRACE_PROFILE"] = os.environ["NONO_TRACE_PROFILE"]
         # ``trace``: the daemon with its launch steps timed, samples written there at exit
-        # (bench/_daemon_trace.py, for bench/daemon_steps.py)
+        # (bench/_daemon_trace.py, for bench/daemon_steps.py; ``wrapper`` another such
+        # script: bench/_daemon_tasks.py, for bench/daemon_tasks.py)
         entry = (["-m", "nonod"] if trace is None else
-                 [str(Path(__file__).resolve().parent / "_daemon_trace.py"), str(trace)])
+                 [str(Path(__file__).resolve().parent / wrapper), str(trace)])
         self.proc = subprocess.Popen(
             [sys.executable, *entry, "--socket", str(self.socket),
              "--config", str(self.base / "nonod.toml")],

@@ -11,7 +11,8 @@ Per daemon:
   launch     ``/bin/true`` through a kept ``Connection``: ``Launch(detach=False,
              stdio="null")`` to ``Exited`` (bench/daemon.py's ``client`` row), p50/p25/min
   cpu        the daemon process's user and system CPU time per launch (all its threads; the
-             fork server and launchers are other processes)
+             fork server and launchers are other processes), and its event loop's (the main
+             thread's: what runs one piece at a time, the fleet's bound)
   idle       the daemon's PSS once the launches are over (both run, so shared pages split
              between them as between any two processes: compare the two, not with a lone
              daemon's figure)
@@ -86,6 +87,13 @@ def _cpu_ms(pid: int) -> tuple[float, float]:
     return int(fields[11]) * tick, int(fields[12]) * tick
 
 
+def _loop_cpu_ms(pid: int) -> float:
+    """User + system CPU of the daemon's main thread, its event loop (ms): the part of its
+    work that runs one piece at a time, whatever the cores (the worker threads' is not)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 class Side:
     """One daemon and its kept connection."""
 
@@ -141,13 +149,13 @@ def _stop(side: Side, ids: list[str]) -> None:
 
 
 def _fleet(side: Side, count: int, inflight: int) -> dict[str, Any]:
-    cpu0 = _cpu_ms(side.daemon.proc.pid)
+    cpu0, loop0 = _cpu_ms(side.daemon.proc.pid), _loop_cpu_ms(side.daemon.proc.pid)
     tree0 = tree_cpu(side.daemon.proc.pid)
     began = time.perf_counter()
     ids, failures, latencies = _launch_fleet(side.daemon, count, inflight,
                                              time.monotonic() + 600)
     wall = time.perf_counter() - began
-    cpu1 = _cpu_ms(side.daemon.proc.pid)
+    cpu1, loop1 = _cpu_ms(side.daemon.proc.pid), _loop_cpu_ms(side.daemon.proc.pid)
     tree = {k: (v - tree0.get(k, 0.0)) / max(1, len(ids))
             for k, v in tree_cpu(side.daemon.proc.pid).items()}
     _stop(side, ids)
@@ -159,6 +167,7 @@ def _fleet(side: Side, count: int, inflight: int) -> dict[str, Any]:
     return {"side": side.name, "launched": len(ids), "failed": failed,
             "failures": failures[:6], "wall_s": wall,
             "cpu_ms_per_session": (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]) / max(1, len(ids)),
+            "loop_cpu_ms_per_session": (loop1 - loop0) / max(1, len(ids)),
             "p50_per_100_ms": [percentile(b, 0.5) for b in blocks],
             "tree_cpu_ms_per_session": tree}
 
@@ -178,21 +187,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for side in sides:
                 side.launch()
         before = [_cpu_ms(s.daemon.proc.pid) for s in sides]
+        loop_before = [_loop_cpu_ms(s.daemon.proc.pid) for s in sides]
         for i in range(args.runs):
             for side in (sides if i % 2 == 0 else sides[::-1]):
                 side.samples.append(side.launch())
         after = [_cpu_ms(s.daemon.proc.pid) for s in sides]
+        loop_after = [_loop_cpu_ms(s.daemon.proc.pid) for s in sides]
         for side in sides:
             side.conn.request(p.Prune())
         time.sleep(1.0)  # the warm launchers are ready again: the steady idle state
         out: dict[str, Any] = {"machine": machine(), "base": args.base, "runs": args.runs,
                                "sides": []}
-        for side, b, a in zip(sides, before, after, strict=True):
+        for side, b, a, lb, la in zip(sides, before, after, loop_before, loop_after,
+                                      strict=True):
             out["sides"].append({
                 "name": side.name,
                 "p50": percentile(side.samples, 0.5), "p25": percentile(side.samples, 0.25),
                 "min": min(side.samples),
                 "cpu_user_ms": (a[0] - b[0]) / args.runs, "cpu_sys_ms": (a[1] - b[1]) / args.runs,
+                "loop_cpu_ms": (la - lb) / args.runs,
                 "idle_pss_mib": mem([side.daemon.proc.pid])["pss_mib"],
             })
         if args.sessions:
@@ -219,23 +232,26 @@ def print_table(data: dict[str, Any]) -> None:
     print(f"# nonod A/B, interleaved -- {m['date']}, load {m['loadavg_1m']:.2f}, "
           f"nproc {m['nproc']}; {data['runs']} launches each")
     print(f"{'daemon':<22} {'p50 ms':>7} {'p25 ms':>7} {'min ms':>7} {'user ms':>8} "
-          f"{'sys ms':>7} {'idle PSS':>9} {'ps full':>8} {'ps brief':>9}")
+          f"{'sys ms':>7} {'loop ms':>8} {'idle PSS':>9} {'ps full':>8} {'ps brief':>9}")
     for s in data["sides"]:
         full = f"{s['list_full_ms']:.1f}" if s.get("list_full_ms") is not None else "-"
         brief = f"{s['list_brief_ms']:.1f}" if s.get("list_brief_ms") is not None else "-"
         print(f"{s['name']:<22} {s['p50']:>7.2f} {s['p25']:>7.2f} {s['min']:>7.2f} "
-              f"{s['cpu_user_ms']:>8.2f} {s['cpu_sys_ms']:>7.2f} {s['idle_pss_mib']:>8.1f}M "
+              f"{s['cpu_user_ms']:>8.2f} {s['cpu_sys_ms']:>7.2f} {s['loop_cpu_ms']:>8.2f} "
+              f"{s['idle_pss_mib']:>8.1f}M "
               f"{full:>8} {brief:>9}")
     a, b = data["sides"]
     print(f"after/before: p50 {b['p50'] / a['p50']:.3f}, daemon CPU "
-          f"{(b['cpu_user_ms'] + b['cpu_sys_ms']) / (a['cpu_user_ms'] + a['cpu_sys_ms']):.3f}")
+          f"{(b['cpu_user_ms'] + b['cpu_sys_ms']) / (a['cpu_user_ms'] + a['cpu_sys_ms']):.3f}, "
+          f"event loop's CPU {b['loop_cpu_ms'] / a['loop_cpu_ms']:.3f}")
     fleet = data.get("fleet")
     if fleet:
         print(f"fleet: {fleet['count']} sessions (netns + proxy), {fleet['inflight']} in flight, "
               "one daemon at a time")
         for r in fleet["runs"]:
             print(f"  {r['side']:<22} {r['wall_s']:6.1f} s, {r['launched']} launched, "
-                  f"{r['failed']} failed, daemon CPU {r['cpu_ms_per_session']:.2f} ms/session; "
+                  f"{r['failed']} failed, daemon CPU {r['cpu_ms_per_session']:.2f} ms/session "
+                  f"(event loop {r.get('loop_cpu_ms_per_session', 0.0):.2f}); "
                   "p50 per 100: " + " ".join(f"{ms:.0f}" for ms in r["p50_per_100_ms"]))
             tree = sorted(r.get("tree_cpu_ms_per_session", {}).items(), key=lambda kv: -kv[1])
             if tree:

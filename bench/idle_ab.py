@@ -12,7 +12,10 @@ alternating order (AB, BA, ...), and takes bench/daemon.py's memory snapshots of
              ``[sandbox] warm_idle`` of 30 s), the steady idle state
   worked     ``--settle`` seconds after ``--launches`` more (250 by default, back to back,
              each waited for, then pruned): the idle state of a daemon that has worked, as
-             bench/daemon.py's runs leave it (``--launches 0``: not measured)
+             bench/daemon.py's runs leave it (``--launches 0``: not measured); with
+             ``--sleeps N``, N live ``sleep 600`` sessions first, stopped and pruned before
+             the launches, as bench/daemon.py's memory step runs before its latency runs
+             (its 100: the table's "settled after the latency runs")
   fleet      ``--settle`` seconds after a fleet of ``--fleet`` live sessions (300 by default:
              bench/daemon.py's fleet, netns + proxy, two launches in flight, ``sleep 600``),
              all stopped and pruned: what a burst of live sessions leaves (``--fleet 0``: not
@@ -24,7 +27,7 @@ no process outside the daemon's tree shares: the steadier figure on a busy host)
 daemon (``d.anon``) and of the whole tree (``anon``).
 
     .venv/bin/python bench/idle_ab.py [--base main] [--rounds 3] [--settle 31.5]
-                                      [--launches 250] [--fleet 300] [--json]
+                                      [--launches 250] [--sleeps 0] [--fleet 300] [--json]
 """
 
 from __future__ import annotations
@@ -56,6 +59,18 @@ def _launch(daemon: Daemon, count: int) -> float:
     return time.monotonic()
 
 
+def _sleeps(daemon: Daemon, count: int) -> None:
+    """``count`` live ``sleep 600`` sessions (bench/daemon.py's memory step), then stopped
+    and pruned."""
+    with daemon.client() as nono:
+        ids = [nono.launch(["sleep", "600"], cwd=str(daemon.work), env=daemon.env,
+                           stdio="null", options=OPTIONS).id for _ in range(count)]
+        time.sleep(1.0)
+        for sid in ids:
+            nono.stop(sid)
+        nono.prune()
+
+
 def _fleet(daemon: Daemon, count: int) -> float:
     """``count`` live sessions (bench/daemon.py's fleet), then all stopped and pruned; when
     they ended."""
@@ -70,7 +85,8 @@ def _fleet(daemon: Daemon, count: int) -> float:
     return time.monotonic()
 
 
-def _one(tree: Path, settle: float, launches: int, fleet: int) -> dict[str, Any]:
+def _one(tree: Path, settle: float, launches: int, fleet: int, sleeps: int = 0
+         ) -> dict[str, Any]:
     daemon = Daemon(tree=tree)
     try:
         time.sleep(1.0)
@@ -81,6 +97,7 @@ def _one(tree: Path, settle: float, launches: int, fleet: int) -> dict[str, Any]
         time.sleep(max(0.0, launched + settle - time.monotonic()))
         out["settled"] = snapshot(daemon.proc.pid)
         if launches:
+            _sleeps(daemon, sleeps)
             launched = _launch(daemon, launches)
             time.sleep(max(0.0, launched + settle - time.monotonic()))
             out["worked"] = snapshot(daemon.proc.pid)
@@ -102,9 +119,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.rounds):
             for name in (list(trees) if i % 2 == 0 else list(trees)[::-1]):
                 runs[name].append(_one(trees[name], args.settle, args.launches,
-                                                 args.fleet))
+                                       args.fleet, args.sleeps))
     return {"machine": machine(), "base": args.base, "rounds": args.rounds,
-            "settle_s": args.settle, "launches": args.launches, "fleet": args.fleet, "runs": runs}
+            "settle_s": args.settle, "launches": args.launches, "sleeps": args.sleeps,
+            "fleet": args.fleet, "runs": runs}
 
 
 def print_table(data: dict[str, Any]) -> None:
@@ -112,7 +130,8 @@ def print_table(data: dict[str, Any]) -> None:
     print(f"# nonod idle memory A/B, lone daemons alternating -- {m['date']}, load "
           f"{m['loadavg_1m']:.2f}, nproc {m['nproc']}; median of {data['rounds']} daemons "
           f"each, PSS MiB; settled = {data['settle_s']:g} s after the launch; worked = as "
-          f"long after {data.get('launches', 0)} more; fleet = as long after "
+          f"long after {data.get('sleeps', 0)} live sleeps and {data.get('launches', 0)} "
+          f"launches more; fleet = as long after "
           f"{data.get('fleet', 0)} live sessions")
     print(f"{'tree':<16} {'state':<8} {'daemon':>7} {'fork srv':>8} {'below':>6} {'procs':>5} "
           f"{'total':>6}  range      d.anon  anon")
@@ -140,6 +159,9 @@ def main() -> None:
                         help="seconds after the launch for the settled snapshot")
     parser.add_argument("--launches", type=int, default=250,
                         help="launches before the worked snapshot (0: none)")
+    parser.add_argument("--sleeps", type=int, default=0,
+                        help="live sleep sessions before the worked launches (100: as "
+                        "bench/daemon.py's memory step)")
     parser.add_argument("--fleet", type=int, default=300,
                         help="live sessions before the fleet snapshot (0: none)")
     parser.add_argument("--json", action="store_true")

@@ -401,6 +401,12 @@ def _limiter(uid: int) -> trio.CapacityLimiter:
     return limiter
 
 
+def threads_of(uid: int) -> trio.CapacityLimiter:
+    """``uid``'s worker threads (:data:`THREADS_PER_CALLER`), for other work done for that
+    user that may stall in its file systems (the launch's plan, ``nonod.sandbox``)."""
+    return _limiter(uid)
+
+
 async def run_as(caller: _HasUid | None, fn: Callable[[], T], *,
                  timeout: float = DEFAULT_TIMEOUT, what: str = "") -> T:
     """Run ``fn`` in a worker thread acting as ``caller`` (None: as the daemon itself),

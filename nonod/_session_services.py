@@ -122,6 +122,13 @@ class SessionServices:
         # The forwards' listening sockets on the host, by port (``_open_inbound``).
         self._inbound: list[tuple[int, list[trio.SocketListener]]] = []
 
+    def idle(self, proc: Served) -> bool:
+        """Nothing to serve for ``proc``: no proxy (no route table either), no forwards, no
+        listener (no host socket to close either). :func:`serve` would only wait to be
+        cancelled: a session with its network blocked needs no task for it."""
+        return (self._proxy_args is None and not self._inbound
+                and self._host_listener is None and proc.proxy_listener is None)
+
     def discard(self) -> None:
         """Close the host sockets opened for a launch that did not happen."""
         listeners = [lst for _, group in self._inbound for lst in group]
@@ -429,6 +436,7 @@ async def _serve(prepared: SessionServices, proc: Served, events: Callable[[obje
             # On the host's loopback, where every local user can connect: only the
             # session's uid may (``_loopback_peers``).
             uid = prepared.request.uid
+            proxy.bound_buffers(prepared._host_listener.socket)
             listener = SameUidListener(prepared._host_listener,
                                        os.geteuid() if uid is None else uid)
         elif proc.proxy_listener is not None:

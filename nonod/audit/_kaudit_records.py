@@ -27,6 +27,9 @@ CWD: Final = 1307
 EOE: Final = 1320
 PROCTITLE: Final = 1327
 LANDLOCK_ACCESS: Final = 1423
+#: The types :class:`Assembler` reads; the rest are passed over (and dropped by the reader
+#: socket's filter before they reach the daemon: ``_kernel._reader_socket``).
+ASSEMBLED: Final = frozenset({SYSCALL, PATH, CWD, EOE, LANDLOCK_ACCESS})
 
 #: Refusals reported: a missing path (ENOENT) is not one (see docs/audit.md).
 DENIED_ERRNOS: Final = (_errno.EACCES, _errno.EPERM, _errno.EROFS)
@@ -159,7 +162,7 @@ class Assembler:
         self._counted = counted
 
     def feed(self, kind: int, text: str) -> Denial | None:
-        if kind not in (SYSCALL, PATH, CWD, EOE, LANDLOCK_ACCESS):
+        if kind not in ASSEMBLED:
             return None
         # Cheap checks first: a flood of records that are not ours must cost little.
         serial = _serial(text)

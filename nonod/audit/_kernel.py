@@ -27,12 +27,15 @@ runs it all for the daemon.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno as _errno
 import functools
 import os
 import secrets
 import socket
+import struct
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -58,7 +61,15 @@ from ._kaudit_netlink import (
     nonod_rules,
     pid_alive,
 )
-from ._kaudit_records import DENIED_ERRNOS, MECHANISM, Assembler, Denial, RateLimiter, to_event
+from ._kaudit_records import (
+    ASSEMBLED,
+    DENIED_ERRNOS,
+    MECHANISM,
+    Assembler,
+    Denial,
+    RateLimiter,
+    to_event,
+)
 
 log = structlog.get_logger()
 
@@ -415,9 +426,56 @@ def _teardown_locked(audit: KernelAudit, rules: list[bytes], enabled_here: bool)
         audit.close()
 
 
+#: The record types the reader is given (``_reader_socket``): those the assembler reads, and
+#: the flush markers.
+READ_TYPES: Final = frozenset({*ASSEMBLED, AUDIT_TRUSTED_APP})
+_SO_ATTACH_FILTER: Final = 26
+_BPF_INSN: Final = struct.Struct("HBBI")
+_BPF_LDH_ABS: Final = 0x28  # BPF_LD | BPF_H | BPF_ABS: A = the 16 bits at k (big-endian)
+_BPF_JEQ_K: Final = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+_BPF_RET_K: Final = 0x06  # BPF_RET | BPF_K
+_NLMSG_TYPE_AT: Final = 4  # nlmsghdr: u32 length, then u16 type (host order)
+
+
+def record_type_filter(kinds: frozenset[int]) -> bytes:
+    """A classic BPF socket filter (``SO_ATTACH_FILTER``'s instructions) that keeps the
+    netlink messages whose type is one of ``kinds`` and drops the others in the kernel.
+
+    The audit multicast group carries every audit record of the host: each session's own
+    ``LOGIN`` and ``PROCTITLE`` (its launcher writes the tag to ``loginuid``), other
+    programs' (``sshd``, PAM, other rules). The assembler passes over all of them, but only
+    after each woke the daemon's reader and was read, decoded and looked at on its event
+    loop; dropped here they cost neither, nor a place in the socket's receive buffer."""
+    wanted = sorted(kinds)
+    # ``ld h`` loads the type in network byte order; the kernel writes it in the host's.
+    swap = sys.byteorder == "little"
+    program = [_BPF_INSN.pack(_BPF_LDH_ABS, 0, 0, _NLMSG_TYPE_AT)]
+    for i, kind in enumerate(wanted):
+        value = ((kind & 0xFF) << 8 | kind >> 8) if swap else kind
+        # Equal: jump to the last instruction (keep); else on to the next comparison.
+        program.append(_BPF_INSN.pack(_BPF_JEQ_K, len(wanted) - i, 0, value))
+    program.append(_BPF_INSN.pack(_BPF_RET_K, 0, 0, 0))  # none matched: drop
+    program.append(_BPF_INSN.pack(_BPF_RET_K, 0, 0, 0xFFFFFFFF))  # keep it whole
+    return b"".join(program)
+
+
+def _attach_filter(sock: socket.socket, kinds: frozenset[int]) -> None:
+    """Attach :func:`record_type_filter` to ``sock``; a kernel that refuses it only costs
+    the reader the records it would have dropped (the assembler passes over them)."""
+    code = array.array("B", record_type_filter(kinds))  # the kernel copies it at the call
+    # struct sock_fprog: unsigned short len; (padding;) struct sock_filter *filter
+    fprog = struct.pack("HL", len(code) // _BPF_INSN.size, code.buffer_info()[0])
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+    except OSError as exc:
+        log.info("fs_denied: the reader takes every audit record (no socket filter)",
+                 errno=exc.errno)
+
+
 def _reader_socket() -> socket.socket:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT)
     try:
+        _attach_filter(sock, READ_TYPES)
         try:
             sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
         except OSError:

@@ -788,11 +788,15 @@ class AuditWriter:
         return seal
 
     async def aclose(self) -> None:
-        """Fsync and close without sealing (the file stays incomplete). Idempotent."""
+        """Fsync and close without sealing (the file stays incomplete). Idempotent: a
+        writer already closed (sealed, as every session's end does before it closes it) and
+        not locked returns at once, without passing through the event loop."""
         self._closed = True
         self._after_sync = None
         self._forget()
         self._wake.set()
+        if self._fd < 0 and not self._lock.locked():
+            return
         async with self._lock:
             if self._fd < 0:
                 await trio.lowlevel.checkpoint()

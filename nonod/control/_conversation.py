@@ -11,7 +11,6 @@ A client that stops reading is dropped after ``send_timeout``; an idle one after
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, assert_never, final
@@ -31,7 +30,7 @@ from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest
 from ._approvals import feed_reply, handle_approval
 from ._contracts import ServerSettings
-from ._convert import exited_after, session_detail, session_info
+from ._convert import exited, exited_after, session_detail, session_info
 from ._errors import (
     BadDescriptors,
     FileProblem,
@@ -98,7 +97,7 @@ class Conversation:
     async def send(self, reply: p.AnyReply) -> None:
         """Send one message. A vanished client cancels the whole conversation, and so does
         one that does not take the message within ``send_timeout`` (it stopped reading)."""
-        with trio.move_on_after(self._settings.send_timeout) as sending:
+        with self._server.timeouts.waiting(self._settings.send_timeout) as sending:
             try:
                 await self._ws.send_message(p.encode(reply).decode("utf-8"))
                 return
@@ -165,7 +164,7 @@ class Conversation:
             await self.send(p.Welcome(protocol=p.PROTOCOL_VERSION, daemon=info.version,
                                       pid=info.pid, uid=info.uid, system=info.system))
             while True:
-                with trio.move_on_after(self._settings.idle_timeout) as idle:
+                with self._server.timeouts.waiting(self._settings.idle_timeout) as idle:
                     request = await self.receive()
                 if idle.cancelled_caught:
                     log.info("closing an idle control connection",
@@ -295,7 +294,40 @@ class Conversation:
             await self.send(final)
 
     async def _reply_when_exited(self, session: sessions.Session) -> None:
-        await self._stream_reply(functools.partial(exited_after, session), self._refuse_in_stream)
+        """``Exited`` once the session has ended; until then the client's messages are
+        served (``signal``; anything else refused) and a client that closes ends the
+        conversation, as ``_stream_reply`` would, but in this task: the session's end cancels
+        the wait for the next message (never the handling of one), where a reader task of
+        its own was spawned, stepped and cancelled for each attached launch."""
+        waiting: list[trio.CancelScope] = []
+
+        def ended() -> None:
+            for scope in waiting:
+                scope.cancel()
+
+        forget = session.when_exited(ended)
+        try:
+            while not session.exited:
+                with trio.CancelScope() as wait:
+                    waiting.append(wait)
+                    try:
+                        message = await self.receive()
+                    finally:
+                        waiting.remove(wait)
+                if wait.cancelled_caught:
+                    break
+                if message is None:  # the client left: so does the conversation
+                    self.scope.cancel()
+                    await trio.lowlevel.checkpoint()
+                    return
+                try:
+                    if not await self._refuse_in_stream(message):
+                        return  # the stream ends early: no reply (``_stream_reply``'s rule)
+                except NonoError as exc:
+                    await self.send_error(exc)
+        finally:
+            forget()
+        await self.send(exited(session.record))
 
     async def _refuse_in_stream(self, message: p.AnyRequest) -> bool:
         """While a reply streams: ``signal`` is served, anything else refused."""

@@ -65,6 +65,7 @@ from ._limits import (
     TooManyConnections,
 )
 from ._peers import PeerCheck, peer_uid
+from ._timeouts import Timeouts
 from ._transport import UnixConnection
 
 log = structlog.get_logger()
@@ -116,6 +117,8 @@ class ControlServer:
         self._rate = ConnectionRate() if info.system else None
         self._refused_logged_at = -1e9
         self._refused_quiet = 0
+        #: The connections' idle and send timeouts (not a trio deadline per wait: ``_timeouts``).
+        self.timeouts = Timeouts()
 
     def status(self, caller: sessions.Caller | None = None) -> p.DaemonStatus:
         """The daemon's status; session counts are ``caller``'s own (root's: all)."""
@@ -140,6 +143,7 @@ class ControlServer:
         """Accept connections until cancelled."""
         sock = trio.socket.from_stdlib_socket(listener)
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.timeouts.run, name="nonod control timeouts")
             task_status.started()
             while True:
                 conn, _ = await accept_retrying(sock.accept, event="accept failed; retrying")

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from ._server import ProxyLimits as ProxyLimits
     from ._server import ProxyServer as ProxyServer
     from ._server import ProxyStatistics as ProxyStatistics
+    from ._server import bound_buffers as bound_buffers
     from ._server import serve_proxy as serve_proxy
     from ._share import UidShare as UidShare
     from ._share import uid_share_cap as uid_share_cap
@@ -62,6 +63,7 @@ else:
         "_http": ("child_environment",),
         "_resolve": ("PinError", "Resolved", "ResolveError", "Resolver"),
         "_reverse": ("RouteConfigError", "RouteTable"),
-        "_server": ("ProxyLimits", "ProxyServer", "ProxyStatistics", "serve_proxy"),
+        "_server": ("ProxyLimits", "ProxyServer", "ProxyStatistics", "bound_buffers",
+                    "serve_proxy"),
         "_share": ("UidShare", "uid_share_cap"),
     })

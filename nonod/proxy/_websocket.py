@@ -31,6 +31,7 @@ stays near its size too (before, two-byte fragments held some 30 times the messa
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -189,7 +190,7 @@ async def relay_websocket(
                 with trio.fail_after(limits.response_timeout):
                     outward = await _wrap_client(
                         upstream_side, upstream, route.authority, resource,
-                        subprotocols=offer.proposed_subprotocols, extra_headers=extra,
+                        subprotocols=_offered(offer, token), extra_headers=extra,
                         max_message_size=limits.max_websocket_message_bytes)
                 try:
                     inward = await offer.accept(subprotocol=outward.subprotocol)
@@ -217,6 +218,26 @@ async def relay_websocket(
             outcome = failed
         program_side.cancel_scope.cancel()
     return outcome or WebSocketOutcome(status=0, reason="upstream_error")
+
+
+def _offered(offer: WebSocketRequest, token: PhantomToken) -> list[str]:
+    """The program's subprotocols for the upstream handshake, without any that holds the
+    phantom token, as written or base64-encoded: a client that carries its token there
+    (Kubernetes' ``base64url.bearer.authorization.k8s.io.<token in unpadded base64url>``)
+    sent it upstream, the one handshake header the proxy passed on unfiltered. The upstream
+    can only choose among what it was offered."""
+    phantom = token.reveal()
+    spellings = {spelling for spelling in (phantom, *_base64_of(phantom)) if spelling}
+    return [name for name in offer.proposed_subprotocols
+            if not any(spelling in name for spelling in spellings)]
+
+
+def _base64_of(text: str) -> tuple[str, str]:
+    """``text`` in base64url and in base64, cut to its whole 4-character groups: the same
+    however the encoder pads (and whatever follows it) when the token starts a group."""
+    whole = len(text.encode()) // 3 * 4
+    return (base64.urlsafe_b64encode(text.encode()).decode()[:whole],
+            base64.b64encode(text.encode()).decode()[:whole])
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

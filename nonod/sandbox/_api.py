@@ -18,7 +18,7 @@ from typing import Literal, final
 import msgspec
 import trio
 
-from .. import _descriptors
+from .. import _callerfs, _descriptors
 from ..errors import LaunchError
 from ..policy import ResolvedPolicy
 from . import _reaper
@@ -43,6 +43,11 @@ from ._plan import NS_FLAGS, build_plan
 from ._types import EnforcementReport, ExitStatus, LaunchRequest
 
 LAUNCH_TIMEOUT = 30.0
+#: How long a launch's plan may take to make (its walks of the grants included).
+PLAN_TIMEOUT = 30.0
+#: How long a launch given up on after ``LAUNCH_TIMEOUT`` is still waited for, to end what
+#: its launcher started late (``_end_abandoned``).
+ABANDONED_PATIENCE = 600.0
 _HINTS = {
     "unshare": "unprivileged user namespaces may be disabled (sysctl "
                "kernel.unprivileged_userns_clone, AppArmor's userns restriction, a container's "
@@ -240,10 +245,20 @@ class Launcher:
         launch. The daemon's gate is its audit record's fsync, which runs meanwhile."""
         # In a worker thread: the plan walks the writable grants for hard-linked files
         # (``_linkscan``, up to about a second on a node_modules-sized tree), which must not
-        # hold up every other session's tasks.
-        plan, report = await trio.to_thread.run_sync(
-            functools.partial(build_plan, policy, request, controlling_tty=controlling_tty,
-                              mode=self.mode), abandon_on_cancel=True)
+        # hold up every other session's tasks. One of the session's user's own threads
+        # (``_callerfs``), within a bound: a walk stuck in that user's file system (a FUSE
+        # server that never answers) held one of the daemon's shared threads for good, and
+        # a few such launches held them all, and every user's work done in threads.
+        uid = os.geteuid() if request.uid is None else request.uid
+        with trio.move_on_after(PLAN_TIMEOUT) as waited:
+            plan, report = await trio.to_thread.run_sync(
+                functools.partial(build_plan, policy, request, controlling_tty=controlling_tty,
+                                  mode=self.mode),
+                limiter=_callerfs.threads_of(uid), abandon_on_cancel=True)
+        if waited.cancelled_caught:
+            raise LaunchError(f"the launch's plan was not made within {PLAN_TIMEOUT:g} s (a "
+                              "file system in its grants that does not answer, or too many "
+                              "of this user's launches at once)", step="mounts")
         if gate is not None:
             await gate()
         launch_r, launch_w = os.pipe2(os.O_CLOEXEC)
@@ -269,17 +284,20 @@ class Launcher:
         except trio.TooSlowError:
             # A launch error like any other, not an exception that ends the client's
             # connection: on a host busy enough, the launcher's records may not come in time.
-            await exit_stream.aclose()
-            control.close()
+            # The launcher goes on meanwhile and would run the program, unknown to the
+            # daemon: whatever it reports later is ended (``_end_abandoned``).
+            trio.lowlevel.spawn_system_task(
+                _end_abandoned, plan, launch_stream, exit_stream, control, self._proc.pid,
+                name="nonod.sandbox.abandoned_launch")
             raise LaunchError(f"the launcher did not report within {LAUNCH_TIMEOUT:g} s "
                               "(the host may be overloaded); the launch was abandoned",
                               step="fork") from None
         except BaseException:
             await exit_stream.aclose()
             control.close()
-            raise
-        finally:
             await launch_stream.aclose()
+            raise
+        await launch_stream.aclose()
         pid = 0
         ses = ses_err = 0
         group = ""
@@ -343,6 +361,81 @@ class Launcher:
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+
+
+async def _end_abandoned(plan: LaunchPlan, launch_stream: trio.lowlevel.FdStream,
+                         exit_stream: trio.lowlevel.FdStream,
+                         control: trio.socket.SocketType, server: int) -> None:
+    """A launch the daemon gave up on (``LAUNCH_TIMEOUT``): read what its launcher reports
+    late, kill the init of a program it ran (its whole pid namespace goes with it), wait
+    for the init's end and remove the warm group it ran in, within ``ABANDONED_PATIENCE``.
+    (The launcher wrote on into a closed pipe before, and the program ran on, in a group
+    the daemon never heard of, listed nowhere and ended by nothing but its own exit.)"""
+    try:
+        with trio.move_on_after(ABANDONED_PATIENCE):
+            records = await _read_records(launch_stream)
+            pid = next((a for kind, a, _, _ in records if kind == REC_PID), 0)
+            group = next((d.decode("ascii", "replace") for kind, _, _, d in records
+                          if kind == REC_CGROUP), "")
+            pidfd = _pidfd_of_init(pid, group, server) if pid else -1
+            if pidfd >= 0:
+                try:
+                    with contextlib.suppress(ProcessLookupError):  # (reaped since)
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    # Readable once the init has exited, which waits for every other
+                    # process of its namespace to be gone: the group is empty then.
+                    await trio.lowlevel.wait_readable(pidfd)
+                finally:
+                    os.close(pidfd)
+            _drop_group(plan, group)
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # (nothing left to end)
+    finally:
+        launch_stream.close()
+        exit_stream.close()
+        control.close()
+
+
+def _pidfd_of_init(pid: int, group: str, server: int) -> int:
+    """A pidfd of an abandoned launch's init, -1 unless ``pid`` still names it: its program
+    may have ended by the time the late report is read, the init with it, and the pid (one
+    of ``kernel.pid_max``, 32768 by default) named another process since. The init is in
+    the launch's own warm ``group`` (named at random); without one, it is a pid namespace's
+    init whose parent is the fork server ``server`` or one of its launchers. Read through
+    /proc after the pidfd is open: while the pidfd's process is not reaped (the kill that
+    follows fails with ESRCH otherwise), the pid is still its own."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # (gone, or no pid at all)
+        return -1
+    try:
+        if group:
+            lines = _proc_lines(pid, "cgroup")
+            ours = any(group in line.split(":", 2)[-1].split("/") for line in lines)
+        else:
+            status = dict(line.split(":", 1) for line in _proc_lines(pid, "status")
+                          if ":" in line)
+            nspids, parent = status.get("NSpid", "").split(), int(status.get("PPid", "0"))
+            ours = (len(nspids) > 1 and nspids[-1] == "1"
+                    and (parent == server or _parent_of(parent) == server))
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        os.close(pidfd)
+        return -1
+    return pidfd
+
+
+def _proc_lines(pid: int, name: str) -> list[str]:
+    with open(f"/proc/{pid}/{name}", encoding="utf-8", errors="replace") as f:
+        return f.read().splitlines()
+
+
+def _parent_of(pid: int) -> int:
+    for line in _proc_lines(pid, "status"):
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    return 0
 
 
 def _drop_group(plan: LaunchPlan, group: str) -> None:

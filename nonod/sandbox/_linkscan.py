@@ -15,7 +15,9 @@ than names found has a name elsewhere (a cache, another project, a backup made w
 of the name onto itself. A write open, ``truncate``, ``chmod`` then fail with ``EROFS``;
 ``unlink`` and ``rename`` over it with ``EBUSY`` (a mount point); a link of it elsewhere with
 ``EXDEV``. An inode whose every name lies in the writable grants is left alone: the session
-may already write each of them. A directory below a grant that holds only such names (and
+may already write each of them; so is one the session's uid may not write (another user's,
+no write bit for the group class or others): no name of it is written, and a bind would show
+its name in the session's mount table. A directory below a grant that holds only such names (and
 directories like it) is bound read-only whole, one mount instead of one per file: pnpm's
 package directories, a uv wheel's subpackages. Nothing can be created in it either; the grant
 itself is never bound whole.
@@ -102,6 +104,8 @@ class _Walk:
         self.subdirs: dict[str, list[str]] = {}
         self.seen: dict[tuple[int, int], list[str]] = {}
         self.links: dict[tuple[int, int], int] = {}
+        #: The inodes in :attr:`seen` the session's uid may not write (nor ``chmod``).
+        self.sealed: set[tuple[int, int]] = set()
         #: The directory each walked directory, and each name in :attr:`seen`, lies in.
         self.parent: dict[str, str] = {}
         #: (device, inode) of each directory a name in :attr:`seen` lies in: the same
@@ -117,6 +121,8 @@ class _Walk:
             if path not in names:
                 names.append(path)
             self.links[key] = st.st_nlink
+            if not _may_write(st, self._uid):
+                self.sealed.add(key)
             parent = os.path.dirname(path)
             self.parent[path] = parent
             self._dir_id(parent)
@@ -151,10 +157,13 @@ class _Walk:
                     closed = _closed(os.lstat(top), self._uid)
                 except FileNotFoundError:
                     continue
+                except PermissionError:  # (its parent lists but cannot be searched)
+                    closed = self._closed_at(parent.get(top, ""))
                 if closed:
                     continue  # (nor is it, or what holds it, bound whole)
                 why = os.strerror(exc.errno or errno.EACCES)
                 raise _Stop(f"{top} cannot be listed ({why})") from None
+            pushed = len(stack)
             count = 0
             subdirs: list[str] = []
             self.counts[top] = 0  # until it is listed to the end
@@ -185,15 +194,32 @@ class _Walk:
                                     seen[key].append(path)
                                 else:
                                     seen[key] = [path]
+                                    if not _may_write(st, self._uid):
+                                        self.sealed.add(key)
                                 links[key] = st.st_nlink
                                 parent[path] = top
                                 self._dir_id(top)
                     except FileNotFoundError:
                         continue  # removed while we walked: no name left to write
+                    except PermissionError as exc:  # ``top`` lists but cannot be searched
+                        if self._closed_at(top):
+                            del stack[pushed:]  # (nor what it holds)
+                            break
+                        why = os.strerror(exc.errno or errno.EACCES)
+                        raise _Stop(f"{path} cannot be looked at ({why})") from None
             self.counts[top] = count
             self.entries += count
             if time.monotonic() > self._deadline:
                 raise _Stop(f"the walk took more than {budget.seconds:g} s")
+
+
+    def _closed_at(self, directory: str) -> bool:
+        """:func:`_closed` of ``directory`` for the session (False when it cannot be told:
+        the walk then stops rather than skip what the session might open)."""
+        try:
+            return bool(directory) and _closed(os.lstat(directory), self._uid)
+        except OSError:
+            return False
 
 
 def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | None = None
@@ -222,8 +248,12 @@ def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | Non
     except _Stop as stop:
         incomplete = stop.why
     already = {op.target for op in ops if op.kind == READONLY}
+    # An inode the session may not write is written through no name of it: its names are
+    # left unbound (walking as root for another uid, binding them showed in the session's
+    # mount table the names of files in directories it cannot list: mode 0750, 0711).
     found = [key for key, paths in walk.seen.items()  # (fewer paths: fewer names)
-             if walk.links[key] > len(paths) or walk.links[key] > walk.names(key)]
+             if key not in walk.sealed
+             and (walk.links[key] > len(paths) or walk.links[key] > walk.names(key))]
     linked = {name for key in found for name in walk.seen[key] if name not in already}
     whole = _whole(walk, linked, set(roots))
     parent = walk.parent
@@ -253,6 +283,14 @@ def _whole(walk: _Walk, linked: set[str], roots: set[str]) -> set[str]:
         if count == direct.get(path, 0) + sum(d in whole for d in walk.subdirs[path]):
             whole.add(path)
     return whole
+
+
+def _may_write(st: os.stat_result, uid: int) -> bool:
+    """Whether ``uid`` may write (or ``chmod``) the file: its own, or a write bit for the
+    group class (which bounds every ACL entry but the owner's; the groups of ``uid`` are
+    not known here) or others. (Not the session's capabilities in its user namespace: they
+    cover only files whose owner and group are mapped there, its own.)"""
+    return uid == 0 or st.st_uid == uid or bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def _closed(st: os.stat_result, uid: int) -> bool:

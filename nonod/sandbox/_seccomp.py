@@ -28,7 +28,10 @@ refusals, each answered with an errno the program can handle):
    fail with their errno.
 4. ``socket`` allows ``AF_UNIX``, ``AF_INET`` and ``AF_INET6`` (and ``AF_NETLINK`` with
    ``NETLINK_ROUTE`` when asked); other families fail with ``EAFNOSUPPORT``. See
-   :class:`SeccompOptions` for the inet socket types and the Landlock-only network fallback.
+   :class:`SeccompOptions` for the inet socket types and protocols and the Landlock-only
+   network fallback. ``setsockopt`` of a TCP signature key (``TCP_KEY_OPTIONS``) fails with
+   ``ENOPROTOOPT``. Both keep the kernel from loading modules (through modprobe on the
+   host) for a protocol or a hash the session names.
 
 ``docs/seccomp.md`` explains each refusal and errno; :func:`describe_filter` lists them.
 """
@@ -111,10 +114,17 @@ SOCK_SEQPACKET: Final = 5
 SOCK_PACKET: Final = 10  # socket(AF_INET, SOCK_PACKET) is turned into an AF_PACKET socket
 
 IPPROTO_IP: Final = 0
+IPPROTO_ICMP: Final = 1
 IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
+IPPROTO_ICMPV6: Final = 58
 IPPROTO_MPTCP: Final = 262
 TCP_FASTOPEN: Final = 23
 TCP_FASTOPEN_CONNECT: Final = 30
+#: TCP signature keys (RFC 2385 MD5, RFC 5925 TCP-AO): setting one allocates the hash the
+#: caller names (TCP-AO: any name, as ``hmac(...)``), which the crypto API loads as a module
+#: (``crypto-<name>``) through modprobe on the host when the kernel lacks it.
+TCP_KEY_OPTIONS: Final = (14, 32, 38, 39, 40)  # MD5SIG, MD5SIG_EXT, AO_ADD_KEY, _DEL_KEY, _INFO
 MSG_FASTOPEN: Final = 0x20000000
 
 # chmod(path, mode), fchmod(fd, mode), fchmodat(dirfd, path, mode), fchmodat2(..., mode, flags),
@@ -156,8 +166,10 @@ class SeccompOptions:
     other types (UDP, raw) fail with ``EPERM``, other stream protocols (MPTCP, SCTP, SMC) with
     ``EPROTONOSUPPORT``, and TCP fast open (``TCP_FASTOPEN``/``TCP_FASTOPEN_CONNECT`` options,
     ``MSG_FASTOPEN`` sends, which connect without a connect call) with ``EOPNOTSUPP``.
-    Without it, inet sockets of type stream, datagram and seqpacket are allowed (the network
-    namespace contains them) and raw and packet ones fail with ``EPERM``.
+    Without it, inet sockets of TCP, UDP and ping (ICMP datagrams) are allowed (the network
+    namespace contains them), raw and packet ones fail with ``EPERM``, and any other protocol
+    or a seqpacket socket with ``EPROTONOSUPPORT``: the kernel would run modprobe on the
+    host for a protocol it lacks, and load its module where the host has one.
 
     ``allow_netlink_route``: ``AF_NETLINK`` sockets with protocol ``NETLINK_ROUTE`` are allowed
     (other netlink protocols fail with ``EPROTONOSUPPORT``); otherwise the whole family fails
@@ -374,8 +386,8 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     for name, index in _MODE_ARG:
         if (number := arch.nr(name)) is not None:
             a.jeq(number, jt=f"mode_arg{index}")
+    a.jeq(_nr(arch, "setsockopt"), jt="setsockopt")
     if fallback:
-        a.jeq(_nr(arch, "setsockopt"), jt="setsockopt")
         for name, _ in _SEND_FLAGS_ARG:
             a.jeq(_nr(arch, name), jt=name)
     if options.refuse_listen:
@@ -478,22 +490,45 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
         a.jeq(IPPROTO_IP, jt="allow")
         a.jeq(IPPROTO_TCP, jt="allow", jf="eprotonosupport")
     else:
-        a.jeq(SOCK_STREAM, jt="allow")
-        a.jeq(SOCK_DGRAM, jt="allow")
-        a.jeq(SOCK_SEQPACKET, jt="allow", jf="eperm")
+        # Only what every kernel has built in: a (type, protocol) the kernel lacks makes it
+        # run modprobe on the host, as root, twice per call, and load the module if the
+        # host has it (SCTP, L2TP, SMC: kernel code no agent needs, with a history of bugs).
+        a.jeq(SOCK_STREAM, jt="inet_stream")
+        a.jeq(SOCK_DGRAM, jt="inet_dgram")
+        a.jeq(SOCK_SEQPACKET, jt="eprotonosupport", jf="eperm")
+        a.label("inet_stream")
+        a.load(_arg_low(2))
+        a.jeq(IPPROTO_IP, jt="allow")
+        a.jeq(IPPROTO_TCP, jt="allow", jf="eprotonosupport")
+        a.label("inet_dgram")
+        a.load(_arg_low(2))
+        a.jeq(IPPROTO_IP, jt="allow")
+        a.jeq(IPPROTO_UDP, jt="allow")
+        a.jeq(IPPROTO_ICMP, jt="inet_icmp")
+        a.jeq(IPPROTO_ICMPV6, jt="inet6_icmp", jf="eprotonosupport")
+        a.label("inet_icmp")  # ping sockets, of their own family only
+        a.load(_arg_low(0))
+        a.jeq(AF_INET, jt="allow", jf="eprotonosupport")
+        a.label("inet6_icmp")
+        a.load(_arg_low(0))
+        a.jeq(AF_INET6, jt="allow", jf="eprotonosupport")
 
     a.label("socketpair")
     a.load(_arg_low(0))
     a.jeq(AF_UNIX, jt="allow", jf="eafnosupport")
 
+    # setsockopt(fd, int level, int optname, ...)
+    a.label("setsockopt")
+    a.load(_arg_low(1))
+    a.jeq(IPPROTO_TCP, jf="allow")
+    a.load(_arg_low(2))
+    for option in TCP_KEY_OPTIONS:
+        a.jeq(option, jt="enoprotoopt")  # what a kernel without them answers
     if fallback:
-        # setsockopt(fd, int level, int optname, ...)
-        a.label("setsockopt")
-        a.load(_arg_low(1))
-        a.jeq(IPPROTO_TCP, jf="allow")
-        a.load(_arg_low(2))
         a.jeq(TCP_FASTOPEN, jt="eopnotsupp")
-        a.jeq(TCP_FASTOPEN_CONNECT, jt="eopnotsupp", jf="allow")
+        a.jeq(TCP_FASTOPEN_CONNECT, jt="eopnotsupp")
+    a.ret(SECCOMP_RET_ALLOW)
+    if fallback:
         for name, flags_arg in _SEND_FLAGS_ARG:
             a.label(name)
             a.load(_arg_low(flags_arg))
@@ -502,7 +537,8 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     a.label("allow")
     a.ret(SECCOMP_RET_ALLOW)
     answers = {errno.EPERM, errno.ENOSYS, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT,
-               errno.EOPNOTSUPP, *([errno.EACCES] if options.refuse_listen else [])}
+               errno.EOPNOTSUPP, errno.ENOPROTOOPT,
+               *([errno.EACCES] if options.refuse_listen else [])}
     answers |= {value for _, value, _, _ in refused} | {ioctl.errno for ioctl in IOCTLS}
     for value in sorted(answers):
         a.label(_label(value))
@@ -572,7 +608,15 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
             "sendto, sendmsg, sendmmsg with MSG_FASTOPEN: EOPNOTSUPP",
         ]
     else:
-        lines.append("AF_INET/AF_INET6 sockets of type SOCK_RAW, SOCK_PACKET: EPERM")
+        lines += [
+            "AF_INET/AF_INET6 sockets of type SOCK_RAW, SOCK_PACKET: EPERM",
+            "AF_INET/AF_INET6 sockets other than TCP, UDP and ping (SCTP, L2TP, SMC, MPTCP,"
+            " UDP-Lite, any SOCK_SEQPACKET): EPROTONOSUPPORT (a protocol the kernel lacks"
+            " makes it run modprobe on the host and load the module)",
+        ]
+    lines.append("setsockopt IPPROTO_TCP TCP_MD5SIG, TCP_MD5SIG_EXT, TCP_AO_ADD_KEY,"
+                 " TCP_AO_DEL_KEY, TCP_AO_INFO: ENOPROTOOPT (a key's hash, named by the caller"
+                 " for TCP-AO, is loaded as a crypto module through modprobe on the host)")
     lines.append("socketpair families other than AF_UNIX: EAFNOSUPPORT")
     return lines
 

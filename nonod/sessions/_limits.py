@@ -40,7 +40,6 @@ SPARE_LIMITS_KEPT: Final = 8
 #: The name of a kept group starts with this (then it is no session's yet).
 SPARE_PREFIX: Final = "spare-"
 REMOVE_TIMEOUT: Final = 5.0
-OOM_SETTLE: Final = 1.0
 
 
 def cgroup_limits(policy: ResolvedPolicy) -> tuple[CgroupLimits, tuple[str, ...]]:
@@ -274,27 +273,3 @@ async def remove_group(group: SessionGroup) -> None:
         return
     log.warning("a session's cgroup could not be removed; the next daemon start removes it",
                 path=group.path)
-
-
-async def watch_oom(group: SessionGroup, on_oom: trio.Event) -> None:
-    """Set ``on_oom`` at the first OOM kill in the group (v1: an eventfd on
-    ``memory.oom_control``; v2 kills the whole group itself and needs no watch)."""
-    efd = group.oom_eventfd()
-    if efd is None:
-        return
-    try:
-        # An OOM kill before the eventfd was registered is in the counter already.
-        while not group.oom_kills():
-            await trio.lowlevel.wait_readable(efd)
-            try:
-                os.eventfd_read(efd)
-            except BlockingIOError:
-                continue
-            # The kernel signals when the OOM starts, before its killer has chosen and
-            # counted: give it a moment to show (bounded; a removed group signals too).
-            with trio.move_on_after(OOM_SETTLE):
-                while not group.oom_kills():
-                    await trio.sleep(0.005)
-        on_oom.set()
-    finally:
-        os.close(efd)

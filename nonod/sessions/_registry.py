@@ -61,6 +61,7 @@ from ._errors import (
 )
 from ._events import ApprovalNotice, EventFeed, LifecycleEvent
 from ._limits import SessionCgroups, end_reason
+from ._oomwatch import OomWatches
 from ._records import (
     SessionRecord,
     enforcement_of,
@@ -138,6 +139,8 @@ class Registry:
         self._audit_syncer = AuditSyncer(nursery)
         #: Ended sessions' cgroups, removed in batches (``_removals``).
         self._removals = GroupRemovals(nursery)
+        #: Every live session's OOM watch, in one task (``_oomwatch``).
+        self._oom = OomWatches(nursery)
         self._state_dir = state_dir
         self._sessions_dir = state_dir / "sessions"
         self._limits = limits
@@ -579,7 +582,7 @@ class Registry:
                 await supervise(session, proc, asker=self._asker(session, proc),
                                 on_started=lambda: self._started(session),
                                 shutdown_grace=lambda: self._limits().shutdown_grace,
-                                stop_grace=lambda: self._limits().stop_grace)
+                                stop_grace=lambda: self._limits().stop_grace, oom=self._oom)
             except Exception:
                 # The session root: whatever went wrong here ends this session only.
                 log.exception("session supervision failed; the program was killed")
@@ -781,6 +784,7 @@ class Registry:
             await session.wait_exited()
         for feed in self._feeds:
             feed.end()
+        self._oom.close()
         # The ended sessions' groups still queued (``_removals``) are removed, and their
         # control files closed, before the subtrees go: a daemon stopped in its process
         # (tests, an embedding program) would otherwise keep their descriptors.

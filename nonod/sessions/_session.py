@@ -14,6 +14,7 @@ import fcntl
 import struct
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
 
@@ -63,6 +64,8 @@ class Session:
         #: The client attached to the terminal (one at a time), or None.
         self.attached_by: object | None = None
         self._exited = trio.Event()
+        #: Called once the record is final (``when_exited``), before the waiters wake.
+        self._on_exited: list[Callable[[], None]] | None = None
         self._scope = trio.CancelScope()
         self._stop_reason: p.EndReason = ""
         self._stop_grace: float | None = None
@@ -137,6 +140,28 @@ class Session:
     async def wait_exited(self) -> None:
         """Wait until the session has ended and its record is final."""
         await self._exited.wait()
+
+    @property
+    def exited(self) -> bool:
+        """The session has ended and its record is final."""
+        return self._exited.is_set()
+
+    def when_exited(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fn`` (on the event loop, must not raise) once the session has ended and
+        its record is final, as :meth:`wait_exited` would return, without a task waiting for
+        it; at once if it has. Returns what forgets ``fn``."""
+        if self._exited.is_set():
+            fn()
+            return lambda: None
+        if self._on_exited is None:
+            self._on_exited = []
+        self._on_exited.append(fn)
+
+        def forget() -> None:
+            if self._on_exited is not None and fn in self._on_exited:
+                self._on_exited.remove(fn)
+
+        return forget
 
     @property
     def attached(self) -> bool:
@@ -219,6 +244,9 @@ class Session:
         self._exited.set()
         self.process = None
         self.services = None
+        called, self._on_exited = self._on_exited or [], None
+        for fn in called:
+            fn()
 
     def open_terminal(self, master: int, *, term: p.TermSize | None,
                       output: SessionOutput) -> None:

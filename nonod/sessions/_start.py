@@ -144,7 +144,7 @@ class ProgramStarter:
                 session.cgroup, limit_layers = await self.cgroups.make(
                     session.id, plan.policy, parent_group)
 
-            await _together(audit_and_masks, prepare, make_group)
+            await _together(audit_and_masks, make_group, prepare)
             launcher, stdio, services, request = prepared[0]
             policy = masked[0]
             # The secrets it will hold (its phantom token, env_credentials) never reach a file.
@@ -341,9 +341,15 @@ class ProgramStarter:
         return self._fs_denied.release_started(watch)
 
 
-async def _together(*jobs: Callable[[], Awaitable[None]]) -> None:
-    """Run ``jobs`` concurrently. The first to fail cancels the others and its exception is
-    raised as it is (a launch's refusal keeps its error code), not in an exception group."""
+async def _together(background: Callable[[], Awaitable[None]],
+                    *inline: Callable[[], Awaitable[None]]) -> None:
+    """Run ``background`` in a task of its own while ``inline`` run in this one, one after
+    the other. The first to fail cancels the others and its exception is raised as it is (a
+    launch's refusal keeps its error code), not in an exception group.
+
+    ``background`` is the job that waits (a worker thread); the inline ones seldom do (a
+    kept cgroup, services without trust files or route secrets): a task each cost the event
+    loop more than they did."""
     failure: list[Exception] = []
 
     async def run(job: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
@@ -354,7 +360,12 @@ async def _together(*jobs: Callable[[], Awaitable[None]]) -> None:
             scope.cancel()
 
     async with trio.open_nursery() as nursery:
-        for job in jobs:
-            nursery.start_soon(run, job, nursery.cancel_scope)
+        nursery.start_soon(run, background, nursery.cancel_scope)
+        # Its worker thread had better start before the inline jobs' work: it waits longest.
+        await trio.lowlevel.checkpoint()
+        for job in inline:
+            await run(job, nursery.cancel_scope)
+            if failure:
+                break
     if failure:
         raise failure[0]

@@ -20,7 +20,7 @@ import trio
 from .. import _session_services
 from ..audit import AuditError
 from ._contracts import Process
-from ._limits import watch_oom
+from ._oomwatch import OomWatches
 from ._output import SessionOutput
 from ._session import Session
 
@@ -42,11 +42,13 @@ async def supervise(
     on_started: Callable[[], None],
     shutdown_grace: Callable[[], float],
     stop_grace: Callable[[], float],
+    oom: OomWatches,
     asker: SessionAsker | None = None,
 ) -> None:
     """Serve ``session`` until its program has exited (or could not be made to).
 
-    ``stop_grace`` is the grace of a wall-clock stop; ``asker`` answers the proxy's approval
+    ``stop_grace`` is the grace of a wall-clock stop; ``oom`` watches for its first OOM kill
+    (the daemon's one watch of every session's); ``asker`` answers the proxy's approval
     questions (None: the profile asks none).
 
     ``on_started`` runs once every task is up; ``shutdown_grace`` is the grace period when the
@@ -63,60 +65,55 @@ async def supervise(
             session.record.signal = status.signal
         exited.set()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
-        nursery.start_soon(enforce_limits, session, stop_grace)
-        if session.audit is not None and session.audit.timer:
-            await nursery.start(session.audit.run)
-        if session.services is not None:
-            await nursery.start(functools.partial(
-                _session_services.serve, session.services, proc, session.audit_event,
-                asker=asker))
-        pump_done = trio.Event()
-        if session.output is not None:
-            nursery.start_soon(session.output.run_writer)
+    # Its OOM kills are watched with every other session's: no task of its own for them.
+    end_oom = oom.watch(session.cgroup, functools.partial(
+        session.request_stop, reason="oom", grace=0)) if session.cgroup is not None else None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            wall_clock = session.record.limits.wall_clock if session.record.limits else None
+            if wall_clock:
+                nursery.start_soon(enforce_wall_clock, session, wall_clock, stop_grace)
+            if session.audit is not None and session.audit.timer:
+                await nursery.start(session.audit.run)
+            if session.services is not None and not session.services.idle(proc):
+                await nursery.start(functools.partial(
+                    _session_services.serve, session.services, proc, session.audit_event,
+                    asker=asker))
+            pump_done = trio.Event()
+            if session.output is not None:
+                nursery.start_soon(session.output.run_writer)
 
-            async def pump(output: SessionOutput) -> None:
-                try:
-                    await session.pump_terminal(output)
-                finally:
-                    pump_done.set()
+                async def pump(output: SessionOutput) -> None:
+                    try:
+                        await session.pump_terminal(output)
+                    finally:
+                        pump_done.set()
 
-            nursery.start_soon(pump, session.output)
-        on_started()
-        try:
-            with session.stop_scope:
-                await exited.wait()
-        finally:
-            with trio.CancelScope(shield=True):
-                if not exited.is_set():
-                    await terminate(session, proc, exited, watch_scope, shutdown_grace)
-                if session.output is not None:
-                    with trio.move_on_after(DRAIN_TIMEOUT):
-                        await pump_done.wait()
-                    session.output.end()
-            nursery.cancel_scope.cancel()
+                nursery.start_soon(pump, session.output)
+            on_started()
+            try:
+                with session.stop_scope:
+                    await exited.wait()
+            finally:
+                with trio.CancelScope(shield=True):
+                    if not exited.is_set():
+                        await terminate(session, proc, exited, watch_scope, shutdown_grace)
+                    if session.output is not None:
+                        with trio.move_on_after(DRAIN_TIMEOUT):
+                            await pump_done.wait()
+                        session.output.end()
+                nursery.cancel_scope.cancel()
+    finally:
+        if end_oom is not None:
+            end_oom()
 
 
-async def enforce_limits(session: Session, stop_grace: Callable[[], float]) -> None:
-    """End the session at its first OOM kill (cgroup v1 kills one process only) or when its
-    wall-clock limit is up."""
-    oom = trio.Event()
-    wall_clock = session.record.limits.wall_clock if session.record.limits else None
-    if not wall_clock:  # the common case: the OOM watch alone, no nursery or timer of its own
-        if session.cgroup is not None:
-            await watch_oom(session.cgroup, oom)
-            if oom.is_set():
-                session.request_stop(reason="oom", grace=0)
-        return
-    async with trio.open_nursery() as nursery:
-        if session.cgroup is not None:
-            nursery.start_soon(watch_oom, session.cgroup, oom)
-        with trio.move_on_after(wall_clock):
-            await oom.wait()
-            session.request_stop(reason="oom", grace=0)
-            return
-        session.request_stop(reason="wall_clock", grace=stop_grace())
+async def enforce_wall_clock(session: Session, wall_clock: float,
+                             stop_grace: Callable[[], float]) -> None:
+    """End the session when its wall-clock limit is up."""
+    await trio.sleep(wall_clock)
+    session.request_stop(reason="wall_clock", grace=stop_grace())
 
 
 async def terminate(

@@ -28,6 +28,7 @@ from nonod.audit._kaudit_netlink import (
 from nonod.audit._kaudit_records import (
     CWD,
     EOE,
+    LANDLOCK_ACCESS,
     PATH,
     SYSCALL,
     SYSCALLS_X86_64,
@@ -464,6 +465,35 @@ async def test_the_flush_marker_goes_out_before_the_end_waits_for_it() -> None:
         # Not awaited yet: the marker is on its way all the same.
         assert await trio.to_thread.run_sync(sent.wait, 10)
         assert await wait() is True
+
+
+@needs_root
+async def test_the_reader_is_given_only_the_record_types_it_reads() -> None:
+    """The audit multicast group carries every record of the host (each launch's ``LOGIN``
+    and ``PROCTITLE``, other programs' user messages); the reader's socket filter drops in
+    the kernel the types the assembler passes over, so they no longer wake the daemon's
+    event loop. The markers and the records of a denial still come through."""
+    import trio
+
+    from nonod.audit import _kernel
+
+    async with _audited_monitor() as (monitor, audit):
+        kinds: list[int] = []
+        dispatch = monitor.dispatch
+
+        def counted(kind: int, text: str) -> None:
+            kinds.append(kind)
+            dispatch(kind, text)
+
+        monitor.dispatch = counted
+        for _ in range(5):  # AUDIT_USER (1005): a user message of another type
+            await trio.to_thread.run_sync(audit.request, 1005, b"nonod-test not ours\x00")
+        # The marker comes back after them (one queue): they were dropped, not late.
+        assert await monitor.release(monitor.watch(2**31 - 11, lambda _e: None), timeout=30)
+        assert AUDIT_TRUSTED_APP in kinds
+        assert 1005 not in kinds
+        assert set(kinds) <= _kernel.READ_TYPES
+        assert {SYSCALL, PATH, CWD, EOE, LANDLOCK_ACCESS} <= _kernel.READ_TYPES
 
 
 async def test_not_root_is_reported_unavailable_not_faked(monkeypatch: pytest.MonkeyPatch

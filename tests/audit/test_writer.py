@@ -87,6 +87,21 @@ async def test_no_appends_after_seal(state_dir: Path) -> None:
         writer.append(Seal(session=SESSION, count=0, head=DIGEST, merkle_root=DIGEST))  # type: ignore[arg-type]
 
 
+async def test_closing_a_sealed_writer_does_not_pass_through_the_event_loop(
+    state_dir: Path,
+) -> None:
+    """Every session's end seals its file, then closes the writer (``SessionAudit.close``):
+    the close has nothing left to do and returns at once (it took two trips through the
+    loop, the lock's and a checkpoint's, per session)."""
+    writer = await AuditWriter.create(state_dir, SESSION)
+    writer.append(session_events()[0])
+    await writer.seal()
+    with trio.testing.assert_no_checkpoints():
+        await writer.aclose()
+        await writer.aclose()
+    assert writer.statistics().sealed
+
+
 async def test_written_before_broadcast(state_dir: Path) -> None:
     """The hub's filter runs synchronously inside publish: each time it runs, the line it is
     about to deliver must already be in the file."""

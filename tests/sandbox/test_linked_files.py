@@ -163,6 +163,7 @@ def test_a_walk_for_another_uid_lists_only_what_it_could_enter(
         d.mkdir()
         os.link(uv_home / ARCHIVE / "__init__.py", d / "x.py")
         (d / "y").write_text("")
+    os.chown(uv_home / ARCHIVE / "__init__.py", NOBODY, NOBODY)  # (the caller's to write)
     os.chown(theirs, 0, 0)
     os.chown(own, NOBODY, NOBODY)
     theirs.chmod(0o700)
@@ -173,6 +174,33 @@ def test_a_walk_for_another_uid_lists_only_what_it_could_enter(
     assert f"{theirs}/x.py" in scan(ops).targets
     theirs.chmod(0o701)  # searchable: a known name can be opened
     assert f"{theirs}/x.py" in scan(ops, uid=NOBODY).targets
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="walks for another uid as root")
+def test_a_walk_for_another_uid_binds_no_file_the_caller_could_not_write(
+        uv_home: Path) -> None:
+    """In another user's directory the caller may enter but not list (0750, a group it is
+    not in; 0711), a linked file the caller may not write was bound all the same: its name
+    showed in the session's mount table, and the caller could not write it anyway. One
+    others may write stays bound."""
+    proj = uv_home / "proj"
+    theirs = proj / "theirs"
+    theirs.mkdir()
+    for name, mode in (("sealed", 0o644), ("open", 0o666)):
+        outside = uv_home / name  # (the home is not granted: the link is outside)
+        outside.write_text(f"{name}\n")
+        os.chown(outside, 0, 0)
+        outside.chmod(mode)
+        os.link(outside, theirs / f"{name}-name.py")
+    (theirs / "plain").write_text("")  # (so the directory is not bound whole)
+    os.chown(theirs, 0, 0)
+    ops = _ops(MountOp(BIND_DIR, str(proj), str(proj), True))
+    for mode in (0o750, 0o711):
+        theirs.chmod(mode)
+        targets = scan(ops, uid=NOBODY).targets
+        assert f"{theirs}/sealed-name.py" not in targets, oct(mode)
+        assert f"{theirs}/open-name.py" in targets, oct(mode)
+    assert f"{theirs}/sealed-name.py" in scan(ops).targets  # root's session may write it
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="a bind mount, in a mount namespace of its own")
@@ -199,6 +227,24 @@ def test_one_directory_granted_by_two_paths_holds_one_name(uv_home: Path) -> Non
                                    f"{proj}/{SITE}/__init__.py", f"{proj}/{SITE}/sub"]
 
 
+_WALK = ("import sys\n"
+         "from nonod.sandbox._linkscan import scan\n"
+         "from nonod.sandbox._mounts import BIND_DIR, MountOp\n"
+         "print(scan([MountOp(BIND_DIR, sys.argv[1], sys.argv[1], True)]).incomplete)\n")
+
+
+def _walk_as_nobody(grant: Path, staged_python: tuple[list[str], dict[str, str]]) -> str:
+    """Why the walk of the writable grant ``grant``, made as uid 65534 (a user daemon
+    walks as its user), stopped early ("" when it did not)."""
+    python, env = staged_python
+    done = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                           "--clear-groups", *python, "-c", _WALK, str(grant)],
+                          capture_output=True, text=True, check=False, cwd="/",
+                          env={"PATH": "/usr/bin:/bin", **env})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="walks as another uid (setpriv)")
 def test_a_directory_the_walk_cannot_list_but_the_session_could_open_stops_it(
         uv_home: Path, staged_python: tuple[list[str], dict[str, str]]) -> None:
@@ -212,24 +258,32 @@ def test_a_directory_the_walk_cannot_list_but_the_session_could_open_stops_it(
     os.chown(own, NOBODY, NOBODY)
     own.chmod(0)
     theirs.chmod(0o700)  # root's
-    code = (
-        "import sys\n"
-        "from nonod.sandbox._linkscan import scan\n"
-        "from nonod.sandbox._mounts import BIND_DIR, MountOp\n"
-        "print(scan([MountOp(BIND_DIR, sys.argv[1], sys.argv[1], True)]).incomplete)\n")
-    python, env = staged_python
-
-    def walk() -> str:
-        done = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                               "--clear-groups", *python, "-c", code, str(proj)],
-                              capture_output=True, text=True, check=False, cwd="/",
-                              env={"PATH": "/usr/bin:/bin", **env})
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
-    assert walk() == f"{own} cannot be listed (Permission denied)"
+    assert _walk_as_nobody(proj, staged_python) == f"{own} cannot be listed (Permission denied)"
     own.rmdir()
-    assert walk() == ""
+    assert _walk_as_nobody(proj, staged_python) == ""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="walks as another uid (setpriv)")
+def test_a_directory_the_walk_can_list_but_not_search_is_judged_not_raised(
+        uv_home: Path, staged_python: tuple[list[str], dict[str, str]]) -> None:
+    """A directory with read but no search permission lists its names, but looking at them
+    fails: one of the session's own (it may ``chmod`` it) cuts the walk short, as one it
+    cannot list does; another uid's without search bits for group or others is skipped,
+    with what it holds. Both raised ``PermissionError`` out of the walk before, refusing
+    the launch with a file error even where the profile accepts ``linked_files``."""
+    proj = uv_home / "proj"
+    own, theirs = proj / "own", proj / "theirs"
+    for d in (own, theirs):
+        (d / "sub").mkdir(parents=True)
+        (d / "file").write_text("")
+    os.chown(own, NOBODY, NOBODY)
+    own.chmod(0o600)
+    theirs.chmod(0o744)  # root's
+    assert _walk_as_nobody(proj, staged_python) in (
+        f"{own}/file cannot be looked at (Permission denied)",
+        f"{own}/sub cannot be listed (Permission denied)")
+    own.chmod(0o700)
+    assert _walk_as_nobody(proj, staged_python) == ""
 
 
 def test_a_scan_cut_short_refuses_the_launch_unless_accepted(uv_home: Path) -> None:

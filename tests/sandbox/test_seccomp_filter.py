@@ -371,11 +371,18 @@ def test_socket_families(arch: Arch, options: SeccompOptions) -> None:
 def test_inet_types(arch: Arch, family: int) -> None:
     netns = SeccompOptions()
     fallback = SeccompOptions(landlock_net_fallback=True)
-    for type_ in (1, 2, 5, 2 | 0x80000):
+    for type_ in (1, 2, 2 | 0x80000):
         assert run(arch, netns, "socket", family, type_) == ALLOW
     for type_ in (3, 4, 6, 10, 3 | 0x800):
         assert run(arch, netns, "socket", family, type_) == err(errno.EPERM)
-    assert run(arch, netns, "socket", family, 1, 262) == ALLOW
+    # TCP, UDP and ping only: any other protocol may be a module the kernel would load.
+    ping = 1 if family == 2 else 58
+    for type_, proto in ((1, 6), (1 | 0x800, 6 | 1 << 32), (2, 17), (2, ping)):
+        assert run(arch, netns, "socket", family, type_, proto) == ALLOW, (type_, proto)
+    for type_, proto in ((1, 262), (1, 132), (1, 256), (1, 17), (2, 115), (2, 136),
+                         (2, 59 - ping), (2, 6), (5, 0), (5, 132)):
+        assert run(arch, netns, "socket", family, type_, proto) == err(
+            errno.EPROTONOSUPPORT), (type_, proto)
 
     for proto in (0, 6, 6 | 1 << 32):
         assert run(arch, fallback, "socket", family, 1 | 0x80000, proto) == ALLOW
@@ -383,6 +390,19 @@ def test_inet_types(arch: Arch, family: int) -> None:
         assert run(arch, fallback, "socket", family, 1, proto) == err(errno.EPROTONOSUPPORT)
     for type_ in (2, 3, 5, 10):
         assert run(arch, fallback, "socket", family, type_, 0) == err(errno.EPERM)
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+@pytest.mark.parametrize("options", ALL_OPTIONS)
+def test_tcp_signature_keys(arch: Arch, options: SeccompOptions) -> None:
+    # TCP_MD5SIG, TCP_MD5SIG_EXT, TCP_AO_ADD_KEY, TCP_AO_DEL_KEY, TCP_AO_INFO
+    for option in (14, 32, 38, 39, 40, 38 | 1 << 32):
+        assert run(arch, options, "setsockopt", 3, 6, option) == err(errno.ENOPROTOOPT)
+        assert run(arch, options, "setsockopt", 3, 6 | 1 << 32, option) == err(
+            errno.ENOPROTOOPT)
+        assert run(arch, options, "setsockopt", 3, 1, option) == ALLOW  # SOL_SOCKET's
+    for option in (1, 3, 41, 42):  # TCP_NODELAY, TCP_CORK, TCP_AO_GET_KEYS, TCP_AO_REPAIR
+        assert run(arch, options, "setsockopt", 3, 6, option) == ALLOW
 
 
 @pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)

@@ -544,3 +544,75 @@ async def test_running_sessions_records_are_synced_together_by_the_daemon(
         for session in sessions:
             await session.wait_exited()
         await harness.registry.shutdown()
+
+
+def _task_names() -> list[str]:
+    """Every task of this trio run, by name."""
+    names: list[str] = []
+
+    def walk(task: trio.lowlevel.Task) -> None:
+        names.append(task.name)
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child)
+
+    walk(trio.lowlevel.current_root_task())
+    return names
+
+
+async def test_a_session_with_nothing_to_serve_has_no_services_task(harness: Harness) -> None:
+    """No proxy, no forwards (the network open or blocked): the session's services have
+    nothing to serve, and no task waits to be cancelled for them (one less per session)."""
+    session = await harness.registry.launch(harness.plan(name="quiet"))
+    await trio.testing.wait_all_tasks_blocked()
+
+    assert session.services is not None and session.services.idle(
+        harness.launcher.launched[0])
+    assert not [name for name in _task_names() if name.endswith("_session_services.serve")]
+    harness.launcher.launched[0].finish(ExitStatus(code=0))
+    await session.wait_exited()
+    assert session.record.exit_code == 0
+
+
+async def test_live_sessions_oom_watches_share_one_task_which_ends_with_the_registry(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Each live session's cgroup is watched for its first OOM kill (cgroup v1's eventfd);
+    the watches of all sessions are one task's, not a task per session (a spawn, steps and
+    a cancellation at each session's end), and it ends with the registry."""
+    harness = await open_registry(nursery, tmp_path)
+    sessions = [await harness.registry.launch(harness.plan()) for _ in range(3)]
+    await trio.testing.wait_all_tasks_blocked()
+    signal = sessions[0].cgroup.oom_eventfd() if sessions[0].cgroup is not None else None
+    if signal is None:
+        pytest.skip("no cgroup v1 memory hierarchy here: no OOM signal to watch")
+    os.close(signal)
+
+    names = _task_names()
+    assert not [name for name in names if name.endswith("enforce_limits")]
+    assert names.count("nonod oom watch") == 1
+
+    with trio.fail_after(10):
+        await harness.registry.shutdown()
+    await trio.testing.wait_all_tasks_blocked()
+    assert "nonod oom watch" not in _task_names()
+
+
+async def test_when_exited_calls_back_once_the_record_is_final_or_at_once_after(
+    harness: Harness,
+) -> None:
+    """What an attached client's wait uses instead of a task of its own (the control
+    conversation's ``Exited`` reply): called once the record is final, as ``wait_exited``
+    returns; at once for a session that has ended; not at all once forgotten."""
+    session = await harness.registry.launch(harness.plan(name="cb"))
+    seen: list[str] = []
+    session.when_exited(lambda: seen.append(session.record.state))
+    forget = session.when_exited(lambda: seen.append("forgotten"))
+    forget()
+    assert not session.exited
+
+    harness.launcher.launched[0].finish(ExitStatus(code=0))
+    await session.wait_exited()
+    assert seen == ["exited"] and session.exited
+    session.when_exited(lambda: seen.append("after"))
+    assert seen == ["exited", "after"]
