@@ -56,12 +56,12 @@ fleet (``--fleet N``, off by default; ``--fleet-only`` skips the steps above)
   per session off the inits and 3 off the programs), of the client and of the whole host,
   and the host's split (bench/_hostcpu.py: ``/proc/stat``'s categories, kernel threads by
   name and workqueue, other processes, softirqs by kind; with ``$BENCH_PERF_CONTROL`` a
-  ``perf record --control`` records the launches' window alone), PSS of everything, ``nonoctl ps`` latency with N sessions (p50 of 21
-  runs after 2 untimed, wall and the nonoctl process's CPU time; timed once the daemon's
-  tree has gone quiet, at most 30 s after the last launch, so that it does not time the
-  fleet's own aftermath); then every session is stopped and pruned (also on failure or at
-  ``--fleet-timeout``); with ``--cli-base``, the base's ``nonoctl ps`` too, alternating run
-  by run.
+  ``perf record --control`` records the launches' window alone), PSS of everything,
+  ``nonoctl ps`` latency with N sessions (p50 of 21 runs after 2 untimed, wall and the
+  nonoctl process's CPU time; timed once the daemon's tree has gone quiet, at most 30 s
+  after the last launch, so that it does not time the fleet's own aftermath); then every
+  session is stopped and pruned (also on failure or at ``--fleet-timeout``); with
+  ``--cli-base``, the base's ``nonoctl ps`` too, alternating run by run.
 
 The daemon's launches use the default profile with ``--allow-cwd --block-net`` (the profile
 resolution runs on every launch); the engine and bwrap use bench/_common.py's small policy.
