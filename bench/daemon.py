@@ -51,13 +51,17 @@ fleet (``--fleet N``, off by default; ``--fleet-only`` skips the steps above)
   each sending its next launch as soon as its last one is answered): wall time, failures,
   the launch latency's p50 per block of 100 (does it grow with the live sessions?), the CPU
   per session of each kind of process in the daemon's tree during the launches (daemon, fork
-  server, launchers that ended, session processes by name; ``tree_cpu``), of the client and
-  of the whole host, PSS of everything, ``nonoctl ps`` latency with N sessions (p50 of 21
-  runs after 2 untimed, wall and the nonoctl process's CPU time; timed once the daemon's
-  tree has gone quiet, at most 30 s after the last launch, so that it does not time the
-  fleet's own aftermath); then every session is stopped and pruned (also on failure or at
-  ``--fleet-timeout``); with ``--cli-base``, the base's ``nonoctl ps`` too, alternating run
-  by run.
+  server, launchers that ended, session processes by name; ``tree_cpu``: each live
+  process's own time exact, from ``schedstat``, not in whole 10 ms ticks, which cut 6-7 ms
+  per session off the inits and 3 off the programs), of the client and of the whole host,
+  and the host's split (bench/_hostcpu.py: ``/proc/stat``'s categories, kernel threads by
+  name and workqueue, other processes, softirqs by kind; with ``$BENCH_PERF_CONTROL`` a
+  ``perf record --control`` records the launches' window alone), PSS of everything,
+  ``nonoctl ps`` latency with N sessions (p50 of 21 runs after 2 untimed, wall and the
+  nonoctl process's CPU time; timed once the daemon's tree has gone quiet, at most 30 s
+  after the last launch, so that it does not time the fleet's own aftermath); then every
+  session is stopped and pruned (also on failure or at ``--fleet-timeout``); with
+  ``--cli-base``, the base's ``nonoctl ps`` too, alternating run by run.
 
 The daemon's launches use the default profile with ``--allow-cwd --block-net`` (the profile
 resolution runs on every launch); the engine and bwrap use bench/_common.py's small policy.
@@ -85,6 +89,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Final
 
+import _hostcpu
 import trio
 from _common import emit, machine, percentile
 from _wheel import installed_cli
@@ -240,6 +245,14 @@ def mem(pids: list[int]) -> dict[str, float]:
             "pss_anon_mib": anon / 1024}
 
 
+def _cmdline(pid: int) -> bytes:
+    """``pid``'s command line; empty once it has ended (a launcher that just exited)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
@@ -251,8 +264,7 @@ def snapshot(daemon_pid: int) -> dict[str, dict[str, float]]:
     """The daemon alone; its fork server alone; everything below the fork server (its warm
     launchers, and every session's init and program); all of it together."""
     kids = _children()
-    fork_server = [c for c in kids.get(daemon_pid, ())
-                   if b"_forkserver" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    fork_server = [c for c in kids.get(daemon_pid, ()) if b"_forkserver" in _cmdline(c)]
     below = _tree(fork_server[0], kids)[1:] if fork_server else []
     return {
         "daemon": mem([daemon_pid]),
@@ -519,11 +531,8 @@ def failure_kinds(failures: list[str]) -> dict[str, int]:
 
 def _stat_cpu_ms(pid: int) -> tuple[str, float, float]:
     """(comm, own user + system, reaped children's user + system) of ``pid``, in ms."""
-    head, tail = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
-    fields = tail.split()
-    tick = 1000 / os.sysconf("SC_CLK_TCK")
-    return (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) * tick,
-            (int(fields[13]) + int(fields[14])) * tick)
+    comm, _, own, reaped = _hostcpu.process_cpu(pid)
+    return comm, own, reaped
 
 
 def tree_cpu(daemon_pid: int) -> dict[str, float]:
@@ -565,12 +574,17 @@ def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path,
     latencies: list[float] = []
     with daemon.client() as nono:
         try:
+            _hostcpu.perf_control("enable")
+            host0 = _hostcpu.snapshot()
             cpu0, busy0, client0 = tree_cpu(daemon.proc.pid), _busy_ms(), time.process_time()
             t0 = time.perf_counter()
             ids, failures, latencies = _launch_fleet(daemon, count, inflight,
                                                      time.monotonic() + timeout)
             wall = time.perf_counter() - t0
             cpu1, busy1, client1 = tree_cpu(daemon.proc.pid), _busy_ms(), time.process_time()
+            _hostcpu.perf_control("disable")
+            host = _hostcpu.split(host0, _hostcpu.snapshot(),
+                                  {os.getpid(), *_tree(daemon.proc.pid, _children())})
             cpu = {k: (v - cpu0.get(k, 0.0)) / max(1, len(ids)) for k, v in cpu1.items()}
             cpu["client"] = (client1 - client0) * 1000 / max(1, len(ids))
             cpu["host (all)"] = (busy1 - busy0) / max(1, len(ids))
@@ -596,7 +610,7 @@ def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path,
             "failure_kinds": failure_kinds(failures), "dropped": dropped[:5],
             "launch_s": wall, "stop_s": stop_s, "total": loaded["total"],
             "p50_per_100_ms": [percentile(b, 0.5) for b in blocks], "ps_settle_s": settled_s,
-            "cpu_ms_per_session": cpu, **ps}
+            "cpu_ms_per_session": cpu, "host_cpu": host, **ps}
 
 
 #: ``nonoctl ps`` with the fleet live: untimed runs, then timed runs (of each install).
@@ -800,6 +814,9 @@ def _print_fleet(fl: dict[str, Any] | None) -> None:
         parts = sorted(fl["cpu_ms_per_session"].items(), key=lambda kv: -kv[1])
         print("  CPU ms per session (user + system, during the launches): "
               + ", ".join(f"{k} {v:.2f}" for k, v in parts if v >= 0.005))
+    if fl.get("host_cpu"):
+        for line in _hostcpu.describe(fl["host_cpu"], fl["launched"]):
+            print("  " + line)
     for why in fl["failures"]:
         print(f"  failure: {why}")
     for kind, n in fl.get("failure_kinds", {}).items():

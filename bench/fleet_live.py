@@ -4,8 +4,9 @@ One daemon (bench/daemon.py's ``Daemon``): ``--batch`` fleet sessions (``sleep 6
 network namespace and the proxy, bench/daemon.py's ``FLEET_OPTIONS``) launched one at a time
 with no other session alive, then stopped; then ``--live`` sessions launched (2 in flight)
 and left running, and the same batch again beside them. Per batch: the launch latency's p50
-and the CPU per launch of the daemon and of its fork server (``tree_cpu``), which the host's
-load stretches less than the wall time. With ``--base REV``, a daemon of that revision
+and the CPU per launch of the daemon, of its fork server, of what they reaped (ended
+launchers) and of the sessions' own processes (each init and program; ``tree_cpu``), which
+the host's load stretches less than the wall time. With ``--base REV``, a daemon of that revision
 (``git archive``, bench/daemon_ab.py's ``exported``) first and last, this checkout's twice
 between (base / this / this / base).
 
@@ -34,12 +35,14 @@ def _batch(daemon: Daemon, count: int) -> dict[str, Any]:
     ids, failures, latencies = _launch_fleet(daemon, count, 1, time.monotonic() + 600)
     after = tree_cpu(daemon.proc.pid)
     per = {k: (after.get(k, 0.0) - before.get(k, 0.0)) / max(1, len(ids))
-           for k in ("daemon", "fork server")}
+           for k in after}
+    sessions = sum(v for k, v in per.items() if k not in ("daemon", "fork server", "reaped"))
     if failures:
         print(f"batch: {failure_kinds(failures)}; first: {failures[0]}", file=sys.stderr,
               flush=True)
     return {"ids": ids, "failed": len(failures), "p50_ms": percentile(latencies, 0.5),
-            "daemon_ms": per["daemon"], "fork_server_ms": per["fork server"],
+            "daemon_ms": per.get("daemon", 0.0), "fork_server_ms": per.get("fork server", 0.0),
+            "reaped_ms": per.get("reaped", 0.0), "sessions_ms": sessions,
             "load": os.getloadavg()[0]}
 
 
@@ -80,7 +83,9 @@ def one(tree: Path | None, name: str, live: int, batch: int) -> list[dict[str, A
 
 def _line(row: dict[str, Any]) -> str:
     return (f"{row['tree']:<16} {row['live']:>5} live  p50 {row['p50_ms']:7.1f} ms  daemon "
-            f"{row['daemon_ms']:6.2f}  fork server {row['fork_server_ms']:6.2f} ms/launch  "
+            f"{row['daemon_ms']:6.2f}  fork server {row['fork_server_ms']:6.2f}  reaped "
+            f"{row.get('reaped_ms', 0.0):5.2f}  sessions {row.get('sessions_ms', 0.0):6.2f} "
+            "ms/launch  "
             f"failed {row['failed']}  load {row['load']:.1f}")
 
 

@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import msgspec
@@ -55,6 +56,7 @@ from ._launcher import (
     view_of,
 )
 from ._loginuid import Lender, session_of
+from ._lowfds import LowSlots
 from ._mounts import BIND_DIR, BIND_FILE, IDMAP, OVERLAY, idmapped_trees
 from ._poller import EPoller, Poller
 from ._viewguard import guarded
@@ -260,7 +262,9 @@ class _Warm:
         is not root may write them then), before it goes on; if they cannot be, it is
         killed and the OSError raised. With an audit tag, ``lender`` lends it our loginuid
         for the ``clone`` (``_loginuid``). A view with something to guard gets a hub socket,
-        on which the init hands the guard over (``_launcher._adopt_ahead``)."""
+        on which the init hands the guard over (``_launcher._adopt_ahead``). What the init
+        keeps is lent to it in the server's low slots (``_lowfds``), and only those and the
+        server's first descriptors are copied into its table, not every session's."""
         go, theirs_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         client: socket.socket | None = None
         if guarded(view.mounts):
@@ -268,28 +272,43 @@ class _Warm:
         pid = 0
         # all but the cgroup namespace: the init's own, once it is in its group
         flags = key[2] & ~_libc.CLONE_NEWCGROUP
-        try:
-            if key[3] and lender is not None:
-                self.pid = pid = lender.fork(key[3], lambda: _libc.fork_into(flags))
-            else:
-                self.pid = pid = _libc.fork_into(flags)
-            if pid == 0:
-                self.sock.close()
-                go.close()
-                try:
-                    run_direct(key, theirs.detach(), theirs_go.detach(), reaper, view, trees,
-                               client.detach() if client is not None else -1)
-                finally:
-                    os._exit(126)
-            theirs_go.close()
-            if go.recv(1) != b"r":
-                raise OSError(errno.ECHILD, "the warm init ended before its maps")
-            self._let_go(key, pid, procs, go)
-        except OSError:
-            self._failed(pid)
-            raise
-        finally:
-            _close(go, theirs_go, theirs, client, trees)
+        kept = (theirs.fileno(), theirs_go.fileno(), reaper,
+                client.fileno() if client is not None else -1, *trees)
+        live = tuple(fd for fd in kept if fd >= 0)
+        with _lent(live) as (slots, below):
+            at = dict(zip(live, slots, strict=False))  # (empty: nothing lent)
+            try:
+                if key[3] and lender is not None:
+                    self.pid = pid = lender.fork(key[3], lambda: _libc.fork_into(flags, below))
+                else:
+                    self.pid = pid = _libc.fork_into(flags, below)
+                if pid == 0:
+                    # With ``below``, our table holds the server's first descriptors and
+                    # the lent copies alone (``run_direct`` closes all but those): the
+                    # sockets' own numbers are not ours to close.
+                    for server_end in (self.sock, go):
+                        if below:
+                            server_end.detach()
+                        else:
+                            server_end.close()
+                    for child_end in (theirs, theirs_go, client):
+                        if child_end is not None:
+                            child_end.detach()
+                    mine = [at.get(fd, fd) for fd in kept]
+                    try:
+                        run_direct(key, mine[0], mine[1], mine[2], view, tuple(mine[4:]),
+                                   mine[3])
+                    finally:
+                        os._exit(126)
+                theirs_go.close()
+                if go.recv(1) != b"r":  # (said once it has its own table)
+                    raise OSError(errno.ECHILD, "the warm init ended before its maps")
+                self._let_go(key, pid, procs, go)
+            except OSError:
+                self._failed(pid)
+                raise
+            finally:
+                _close(go, theirs_go, theirs, client, trees)
 
     def _let_go(self, key: WarmKey, pid: int, procs: tuple[str, ...], go: socket.socket) -> None:
         """A direct init said ``r``: its refill priority (only now: the server waited for
@@ -759,11 +778,28 @@ class _Pool:
         self._groups = left
 
 
+#: The low descriptor numbers direct inits take their descriptors in (``_lowfds``): made
+#: when ``serve`` starts; None (the whole table copied) in a process that is no fork server.
+_slots: LowSlots | None = None
+
+
+@contextlib.contextmanager
+def _lent(fds: tuple[int, ...]) -> Iterator[tuple[tuple[int, ...], int]]:
+    """``LowSlots.lend`` of the server's slots; ``((), 0)`` without them."""
+    if _slots is None:
+        yield (), 0
+        return
+    with _slots.lend(fds) as lent:
+        yield lent
+
+
 def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
           warm_idle: float = WARM_IDLE) -> None:
     """Serve launch requests on ``sock`` until the daemon closes it. ``reaper``: the memfd
     every session's init becomes once its program runs (``_reaper``); None loads it, -1
     keeps the Python init. ``warm_idle``: see ``_Pool``."""
+    global _slots
+    _slots = LowSlots()  # first: below every descriptor a session adds
     if reaper is None:
         reaper = _reaper.load()
     # A session's init outlives its outer launcher (``_launcher.hands_over``): it is reparented

@@ -103,19 +103,38 @@ _held_syscall.restype = ctypes.c_long
 _SIGCHLD = 17
 
 
-def fork_into(flags: int) -> int:
+#: ``clone``: share the parent's descriptor table; ``close_range``: take a table of one's
+#: own first, holding only the descriptors below the range (the rest are never copied).
+CLONE_FILES = 0x00000400
+CLOSE_RANGE_UNSHARE = 1 << 1
+_ALL_ABOVE = ctypes.c_uint(0xFFFFFFFF)
+
+
+def fork_into(flags: int, below: int = 0) -> int:
     """``os.fork()`` with the new namespaces ``flags`` names (``CLONE_NEW*``): the child
     starts in them (as pid 1 of a new pid namespace), which ``unshare`` cannot do for the
     caller's own pid namespace. Returns 0 in the child, its pid in the parent. The
     interpreter is prepared and told as ``os.fork`` does (``PyOS_BeforeFork``...). For a
     single-threaded caller only (the fork server): a bare ``clone`` skips libc's fork
-    handlers, which only matter for locks another thread could hold."""
+    handlers, which only matter for locks another thread could hold.
+
+    With ``below``: the child's descriptor table holds only our descriptors below
+    ``below``, none of the others copied or referenced (``_lowfds``): it shares ours at the
+    clone, and its first act is ``close_range(below, ~0U, CLOSE_RANGE_UNSHARE)``; a child
+    that cannot take its own table ends at once (status 126). The caller must not change
+    its descriptors below ``below`` until the child has said something after that, or
+    ended."""
     api = ctypes.pythonapi
+    nr_close_range, start = ctypes.c_long(_NR["close_range"]), ctypes.c_uint(below)
+    unshare = ctypes.c_uint(CLOSE_RANGE_UNSHARE)
+    shared = CLONE_FILES if below > 0 else 0
     api.PyOS_BeforeFork()
     # newsp 0: the child goes on on a copy of our stack, as after fork
-    pid = _held_syscall(ctypes.c_long(_NR["clone"]), ctypes.c_ulong(flags | _SIGCHLD),
+    pid = _held_syscall(ctypes.c_long(_NR["clone"]), ctypes.c_ulong(flags | shared | _SIGCHLD),
                         None, None, None, None)
     if pid == 0:
+        if shared and _held_syscall(nr_close_range, start, _ALL_ABOVE, unshare) != 0:
+            os._exit(126)  # still sharing the server's table: nothing may run on it
         api.PyOS_AfterFork_Child()
         return 0
     err = ctypes.get_errno()
