@@ -51,7 +51,9 @@ async def test_accepted_sockets_get_no_delay_from_the_listener(start_proxy: Star
     listeners = []
     for fd in list(the_pump()._watched):
         with socket.socket(fileno=os.dup(fd)) as sock:
-            if sock.getsockname() == ("127.0.0.1", proxy.port):
+            # an accepted tunnel's socket has the listener's address too: listeners only
+            if (sock.getsockname() == ("127.0.0.1", proxy.port)
+                    and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
                 listeners.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
     assert listeners == [1]  # what the kernel copies to each socket it accepts
     await stream.aclose()
