@@ -149,8 +149,8 @@ def _step(op: MountOp, on_host: bool, pinned: Sequence[bytes],
         return _U8x3.pack(STEP_IDMAP, op.kind, host) + _str(op.target) + _str("")
     if op.kind == SYMLINK:
         return _U8x3.pack(STEP_SYMLINK, op.kind, host) + _str(op.target) + _str(op.source)
-    if op.kind == LINKED:  # a read-only bind of what is there still (``_mounts._linked``)
-        return _U8x3.pack(STEP_COVER, READONLY, F_ABSENT) + _str(op.target) + _str("")
+    if op.kind == LINKED:  # a read-only bind; gone or a link since the walk: fails
+        return _U8x3.pack(STEP_COVER, READONLY, 0) + _str(op.target) + _str("")
     flags = F_ABSENT if op.absent else 0
     return _U8x3.pack(STEP_COVER, op.kind, flags) + _str(op.target) + _str("")
 

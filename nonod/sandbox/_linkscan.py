@@ -83,10 +83,20 @@ class _Stop(Exception):
         self.why = why
 
 
+_Key = tuple[int, int]
+
+
 @final
 class _Walk:
     """What the walk saw: each directory's entry count and walked subdirectories, and the
-    names of each inode with more than one link."""
+    names of each inode with more than one link.
+
+    The tree may change while it is walked: another session on the same project, or the
+    host, renames in it. A name moved from a directory not listed yet into one already
+    listed would never be seen, so each directory's identity and times are read before it
+    is listed, and :meth:`settle` lists again every directory that changed since, until a
+    pass over them all finds none changed: the listings then hold together, as of that
+    pass. Names no longer where a listing put them are dropped (:meth:`live`)."""
 
     def __init__(self, stops: set[str], budget: Budget, uid: int) -> None:
         self._stops = stops
@@ -100,14 +110,19 @@ class _Walk:
         self.entries = 0
         self.counts: dict[str, int] = {}
         self.subdirs: dict[str, list[str]] = {}
-        self.seen: dict[tuple[int, int], list[str]] = {}
-        self.links: dict[tuple[int, int], int] = {}
+        self.seen: dict[_Key, list[str]] = {}
+        self.links: dict[_Key, int] = {}
         #: The directory each walked directory, and each name in :attr:`seen`, lies in.
         self.parent: dict[str, str] = {}
         #: (device, inode) of each directory a name in :attr:`seen` lies in: the same
         #: directory reached by two paths (a host bind mount of it, both granted) holds one
         #: name, not two, however many paths lead to it.
-        self.dir_ids: dict[str, tuple[int, int]] = {}
+        self.dir_ids: dict[str, _Key] = {}
+        #: Each listed directory's (device, inode, mtime, ctime), read before its listing.
+        self.stamps: dict[str, tuple[int, int, int, int]] = {}
+        #: The names with more than one link each directory held at its last listing.
+        self.files: dict[str, dict[str, _Key]] = {}
+        self._grants: set[str] = set()
 
     def file(self, path: str, st: os.stat_result) -> None:
         """A file grant (``path``, its ``lstat``)."""
@@ -119,17 +134,20 @@ class _Walk:
             self.links[key] = st.st_nlink
             parent = os.path.dirname(path)
             self.parent[path] = parent
-            self._dir_id(parent)
+            self._grants.add(path)
+            if parent not in self.dir_ids:
+                try:
+                    dir_st = os.lstat(parent)
+                except FileNotFoundError:
+                    return
+                self.dir_ids[parent] = (dir_st.st_dev, dir_st.st_ino)
 
-    def _dir_id(self, directory: str) -> None:
-        if directory not in self.dir_ids:
-            try:
-                st = os.lstat(directory)
-            except FileNotFoundError:
-                return
-            self.dir_ids[directory] = (st.st_dev, st.st_ino)
+    def live(self, path: str, key: _Key) -> bool:
+        """Whether ``path`` still named ``key`` at its directory's last listing."""
+        return path in self._grants or self.files.get(
+            self.parent[path], {}).get(os.path.basename(path)) == key
 
-    def names(self, key: tuple[int, int]) -> int:
+    def names(self, key: _Key) -> int:
         """How many distinct names of inode ``key`` the walk found."""
         return len({(self.dir_ids.get(self.parent[n]), os.path.basename(n))
                     for n in self.seen[key]})
@@ -138,62 +156,110 @@ class _Walk:
         """Walk ``root`` (not entering :attr:`_stops` below it). A directory it cannot list
         that the session could open ends the walk."""
         stack = [root]
+        while stack:
+            stack.extend(self._list(stack.pop()))
+
+    def settle(self) -> None:
+        """List again each directory that changed since its listing (and walk what came
+        into it), until a pass finds none changed; the budget bounds it."""
+        while True:
+            changed = [top for top, stamp in self.stamps.items() if _stamp(top) != stamp]
+            if not changed:
+                return
+            for top in changed:
+                if top in self.stamps:  # (not below one pruned just now)
+                    self._again(top)
+            if time.monotonic() > self._deadline:
+                raise _Stop(f"the writable grants kept changing for {self._budget.seconds:g} "
+                            "s while they were walked")
+
+    def _again(self, top: str) -> None:
+        before = self.stamps[top]
+        now = _stamp(top)
+        if now is None or now[:2] != before[:2]:  # gone, or another directory by that name
+            self._prune(top)
+            if now is not None:
+                self.tree(top)
+            return
+        old = self.subdirs[top]
+        for sub in self._list(top):
+            if sub not in self.stamps:  # new here: moved in, or made, since the listing
+                self.tree(sub)
+        for sub in set(old).difference(self.subdirs.get(top, ())):
+            self._prune(sub)
+
+    def _prune(self, top: str) -> None:
+        """Forget the listings of ``top`` and below (gone from where they were)."""
+        stack = [top]
+        while stack:
+            path = stack.pop()
+            self.stamps.pop(path, None)
+            self.counts.pop(path, None)
+            self.files.pop(path, None)
+            stack.extend(self.subdirs.pop(path, ()))
+
+    def _list(self, top: str) -> list[str]:
+        """List ``top``: its subdirectories to walk."""
         budget = self._budget
         stops, parent, seen, links = self._stops, self.parent, self.seen, self.links
-        while stack:
-            top = stack.pop()
-            try:
-                it = os.scandir(top)
-            except FileNotFoundError:
-                continue
-            except PermissionError as exc:
-                try:
-                    closed = _closed(os.lstat(top), self._uid)
-                except FileNotFoundError:
+        try:
+            st = os.lstat(top)  # (before the listing: a change during it shows in settle)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except PermissionError as exc:
+            raise _Stop(f"{top} cannot be listed ({os.strerror(exc.errno or 0)})") from None
+        try:
+            it = os.scandir(top)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except PermissionError as exc:
+            if _closed(st, self._uid):
+                return []  # (nor is it, or what holds it, bound whole)
+            why = os.strerror(exc.errno or errno.EACCES)
+            raise _Stop(f"{top} cannot be listed ({why})") from None
+        self.stamps[top] = _times(st)
+        self.dir_ids[top] = (st.st_dev, st.st_ino)
+        count = 0
+        subdirs: list[str] = []
+        walk: list[str] = []
+        files: dict[str, _Key] = {}
+        self.counts[top] = 0  # until it is listed to the end
+        self.subdirs[top] = subdirs
+        self.files[top] = files
+        with it:
+            for entry in it:
+                count += 1
+                if self.entries + count > budget.entries:
+                    raise _Stop(f"more than {budget.entries} entries in the writable grants")
+                if not count & 0x3FF and time.monotonic() > self._deadline:
+                    raise _Stop(f"the walk took more than {budget.seconds:g} s")
+                path = entry.path
+                if path in stops:
                     continue
-                if closed:
-                    continue  # (nor is it, or what holds it, bound whole)
-                why = os.strerror(exc.errno or errno.EACCES)
-                raise _Stop(f"{top} cannot be listed ({why})") from None
-            count = 0
-            subdirs: list[str] = []
-            self.counts[top] = 0  # until it is listed to the end
-            self.subdirs[top] = subdirs
-            with it:
-                for entry in it:
-                    count += 1
-                    if self.entries + count > budget.entries:
-                        raise _Stop(f"more than {budget.entries} entries in the writable "
-                                    "grants")
-                    if not count & 0x3FF and time.monotonic() > self._deadline:
-                        raise _Stop(f"the walk took more than {budget.seconds:g} s")
-                    path = entry.path
-                    if path in stops:
-                        continue
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            subdirs.append(path)
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirs.append(path)
+                        parent[path] = top
+                        if not (self._for_other and _closed(
+                                entry.stat(follow_symlinks=False), self._uid)):
+                            walk.append(path)
+                    elif entry.is_file(follow_symlinks=False):  # (a regular file)
+                        st = entry.stat(follow_symlinks=False)
+                        if st.st_nlink > 1:
+                            key = (st.st_dev, st.st_ino)
+                            names = seen.setdefault(key, [])
+                            if path not in names:
+                                names.append(path)
+                            links[key] = st.st_nlink
                             parent[path] = top
-                            if not (self._for_other and _closed(
-                                    entry.stat(follow_symlinks=False), self._uid)):
-                                stack.append(path)
-                        elif entry.is_file(follow_symlinks=False):  # (a regular file)
-                            st = entry.stat(follow_symlinks=False)
-                            if st.st_nlink > 1:
-                                key = (st.st_dev, st.st_ino)
-                                if key in seen:
-                                    seen[key].append(path)
-                                else:
-                                    seen[key] = [path]
-                                links[key] = st.st_nlink
-                                parent[path] = top
-                                self._dir_id(top)
-                    except FileNotFoundError:
-                        continue  # removed while we walked: no name left to write
-            self.counts[top] = count
-            self.entries += count
-            if time.monotonic() > self._deadline:
-                raise _Stop(f"the walk took more than {budget.seconds:g} s")
+                            files[entry.name] = key
+                except FileNotFoundError:
+                    continue  # removed while we walked: no name left to write
+        self.counts[top] = count
+        self.entries += count
+        if time.monotonic() > self._deadline:
+            raise _Stop(f"the walk took more than {budget.seconds:g} s")
+        return walk
 
 
 def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | None = None
@@ -219,11 +285,14 @@ def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | Non
                     walk.file(op.target, os.lstat(op.target))
                 except FileNotFoundError:
                     continue
+        walk.settle()
     except _Stop as stop:
         incomplete = stop.why
+    for key, paths in walk.seen.items():  # only where the last listings put them
+        paths[:] = [path for path in paths if walk.live(path, key)]
     already = {op.target for op in ops if op.kind == READONLY}
     found = [key for key, paths in walk.seen.items()  # (fewer paths: fewer names)
-             if walk.links[key] > len(paths) or walk.links[key] > walk.names(key)]
+             if paths and (walk.links[key] > len(paths) or walk.links[key] > walk.names(key))]
     linked = {name for key in found for name in walk.seen[key] if name not in already}
     whole = _whole(walk, linked, set(roots))
     parent = walk.parent
@@ -253,6 +322,23 @@ def _whole(walk: _Walk, linked: set[str], roots: set[str]) -> set[str]:
         if count == direct.get(path, 0) + sum(d in whole for d in walk.subdirs[path]):
             whole.add(path)
     return whole
+
+
+def _times(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _stamp(path: str) -> tuple[int, int, int, int] | None:
+    """The directory at ``path`` now, as :attr:`_Walk.stamps` holds it (None: no
+    directory there any more)."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError as exc:
+        raise _Stop(f"{path} cannot be looked at again ({os.strerror(exc.errno or errno.EACCES)})"
+                    ) from None
+    return _times(st) if stat.S_ISDIR(st.st_mode) else None
 
 
 def _closed(st: os.stat_result, uid: int) -> bool:

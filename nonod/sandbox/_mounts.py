@@ -1746,17 +1746,11 @@ def cover(op: MountOp, mode: int) -> bool:
 
 
 def _linked(target: str) -> None:
-    """``target`` (a LINKED operation) read-only, as a READONLY operation absent at launch
-    is (so does the C init): gone or a symbolic link since the walk, it names no inode of
-    the host's to keep."""
+    """``target`` (a LINKED operation) read-only. Gone, or a symbolic link, since the walk
+    (another session on the same project, or the host, moved it): the launch fails rather
+    than leave the name's new place writable (so does the C init)."""
     try:
-        mode = os.lstat(target).st_mode
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
-            return
-        raise
-    try:
-        cover(MountOp(READONLY, target, absent=True), mode)
+        cover(MountOp(READONLY, target), os.lstat(target).st_mode)
     except CannotCover as exc:
         raise OSError(errno.ELOOP, exc.why, target) from None
 
