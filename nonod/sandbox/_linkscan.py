@@ -60,6 +60,7 @@ DEFAULT: Final = Budget()
 @final
 class LinkScan(NamedTuple):
     targets: tuple[str, ...]  # files and directories to bind read-only, sorted
+    ids: tuple[tuple[int, int], ...]  # each target's (device, inode) when it was walked
     names: int  # the names of linked files they cover
     inodes: int  # the files (inodes) those are names of
     dirs: int  # how many of ``targets`` are directories
@@ -68,7 +69,10 @@ class LinkScan(NamedTuple):
     incomplete: str  # why the walk stopped before the end ("" when it did not)
 
     def ops(self) -> tuple[MountOp, ...]:
-        return tuple(MountOp(LINKED, target) for target in self.targets)
+        """One LINKED operation per target, its source the walk's ``device:inode`` of it:
+        what the mount binds must still be that (``_mounts._linked``)."""
+        return tuple(MountOp(LINKED, target, f"{dev}:{ino}")
+                     for target, (dev, ino) in zip(self.targets, self.ids, strict=True))
 
     def describe(self) -> str:
         return (f"{self.names} names of {self.inodes} files hard-linked outside the writable "
@@ -302,7 +306,10 @@ def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | Non
         incomplete = incomplete or (f"{len(targets)} read-only binds needed, more than "
                                     f"{budget.mounts}")
         targets = targets[:budget.mounts]
-    return LinkScan(targets=tuple(targets), names=len(linked), inodes=len(found),
+    ids = {name: key for key in found for name in walk.seen[key]}
+    return LinkScan(targets=tuple(targets),
+                    ids=tuple(walk.dir_ids[t] if t in whole else ids[t] for t in targets),
+                    names=len(linked), inodes=len(found),
                     dirs=sum(t in whole for t in targets), entries=walk.entries,
                     seconds=time.monotonic() - start, incomplete=incomplete)
 

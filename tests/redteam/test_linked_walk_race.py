@@ -15,10 +15,14 @@ import os
 import select
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
+from nonod.errors import LaunchError
 from nonod.policy import Access
+from nonod.sandbox import LaunchRequest, _cinit, _linkscan, open_launcher
 
 from ..conftest import Result, SandboxUser
 from ..sandbox.test_sandbox import PY, policy, probe
@@ -131,3 +135,56 @@ def test_names_moved_while_the_walk_goes_are_still_bound_read_only(
             second.stdout
     cache = project.parent / ".cache/tool"
     assert (cache / "f.py").read_text() == (cache / "g.py").read_text() == "HOST-CODE\n"
+
+
+@pytest.mark.userns
+@pytest.mark.parametrize("python", [False, True], ids=["c-init", "python-init"])
+@pytest.mark.parametrize("swap", ["symlink", "directory"])
+def test_a_name_moved_after_the_walk_is_not_covered_by_another(
+        world_tmp: Path, monkeypatch: pytest.MonkeyPatch, python: bool, swap: str) -> None:
+    """Between the walk and the mounts, the linked file's directory moved aside (as the
+    first session above can, timed by its watch) and its name taken by a decoy holding a
+    file of the same name: a link to the decoy, or the decoy directory itself. The
+    read-only bind must not land on the decoy and leave the moved linked file writable.
+    (The walk is the real one; the wrapper only times the move just after it.)"""
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "1" if python else "")
+    cache, proj = world_tmp / "cache", world_tmp / "proj"
+    (proj / "P").mkdir(parents=True)
+    (proj / "D").mkdir()
+    cache.mkdir()
+    (cache / "f.py").write_text("HOST-CODE\n")
+    os.link(cache / "f.py", proj / "P/f.py")
+    (proj / "P/own.txt").write_text("mine\n")
+    (proj / "D/f.py").write_text("decoy\n")
+    walk = _linkscan.scan
+
+    def walk_then_move(*args: Any, **kw: Any) -> _linkscan.LinkScan:
+        found = walk(*args, **kw)
+        assert str(proj / "P/f.py") in found.targets
+        os.rename(proj / "P", proj / "P2")
+        if swap == "symlink":
+            os.symlink("D", proj / "P")
+        else:
+            os.rename(proj / "D", proj / "P")
+        return found
+
+    monkeypatch.setattr(_linkscan, "scan", walk_then_move)
+    code = "open('P2/f.py', 'a').write('POISON'); print('WRITTEN')"
+
+    async def main() -> str:
+        async with open_launcher("namespaces") as launcher:
+            out_r, out_w = os.pipe()
+            try:
+                proc = await launcher.launch(policy((proj, Access.READWRITE)), LaunchRequest(
+                    argv=(PY, "-S", "-c", code), cwd=str(proj)), stdio=(0, out_w, out_w))
+            except LaunchError as exc:
+                return f"refused: {exc}"
+            finally:
+                os.close(out_w)
+            with os.fdopen(out_r, "rb") as out:
+                await proc.wait_exited()
+                return out.read().decode()
+
+    outcome = trio.run(main)
+    assert (cache / "f.py").read_text() == "HOST-CODE\n", outcome
+    assert outcome.startswith("refused") or "Read-only file system" in outcome, outcome
