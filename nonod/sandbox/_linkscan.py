@@ -126,6 +126,8 @@ class _Walk:
         self.stamps: dict[str, tuple[int, int, int, int]] = {}
         #: The names with more than one link each directory held at its last listing.
         self.files: dict[str, dict[str, _Key]] = {}
+        #: Whether a directory was listed again (names may have gone from where they were).
+        self.moved = False
         self._grants: set[str] = set()
 
     def file(self, path: str, st: os.stat_result) -> None:
@@ -148,8 +150,7 @@ class _Walk:
 
     def live(self, path: str, key: _Key) -> bool:
         """Whether ``path`` still named ``key`` at its directory's last listing."""
-        return path in self._grants or self.files.get(
-            self.parent[path], {}).get(os.path.basename(path)) == key
+        return path in self._grants or self.files.get(self.parent[path], {}).get(path) == key
 
     def names(self, key: _Key) -> int:
         """How many distinct names of inode ``key`` the walk found."""
@@ -178,6 +179,7 @@ class _Walk:
                             "s while they were walked")
 
     def _again(self, top: str) -> None:
+        self.moved = True
         before = self.stamps[top]
         now = _stamp(top)
         if now is None or now[:2] != before[:2]:  # gone, or another directory by that name
@@ -204,23 +206,32 @@ class _Walk:
 
     def _list(self, top: str) -> list[str]:
         """List ``top``: its subdirectories to walk."""
-        budget = self._budget
-        stops, parent, seen, links = self._stops, self.parent, self.seen, self.links
-        try:
-            st = os.lstat(top)  # (before the listing: a change during it shows in settle)
+        try:  # (its identity and times read on the descriptor listed: no race between)
+            fd = os.open(top, _DIRECTORY)
         except (FileNotFoundError, NotADirectoryError):
             return []
-        except PermissionError as exc:
-            raise _Stop(f"{top} cannot be listed ({os.strerror(exc.errno or 0)})") from None
-        try:
-            it = os.scandir(top)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        except PermissionError as exc:
-            if _closed(st, self._uid):
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return []  # a link now: its directory changed, and is listed again
+            if not isinstance(exc, PermissionError):
+                raise
+            try:
+                closed = _closed(os.lstat(top), self._uid)
+            except FileNotFoundError:
+                return []
+            if closed:
                 return []  # (nor is it, or what holds it, bound whole)
             why = os.strerror(exc.errno or errno.EACCES)
             raise _Stop(f"{top} cannot be listed ({why})") from None
+        try:
+            return self._entries(top, fd)
+        finally:
+            os.close(fd)
+
+    def _entries(self, top: str, fd: int) -> list[str]:
+        budget = self._budget
+        stops, parent, seen, links = self._stops, self.parent, self.seen, self.links
+        st = os.fstat(fd)
         self.stamps[top] = _times(st)
         self.dir_ids[top] = (st.st_dev, st.st_ino)
         count = 0
@@ -230,14 +241,15 @@ class _Walk:
         self.counts[top] = 0  # until it is listed to the end
         self.subdirs[top] = subdirs
         self.files[top] = files
-        with it:
+        prefix = top.rstrip("/") + "/"
+        with os.scandir(fd) as it:
             for entry in it:
                 count += 1
                 if self.entries + count > budget.entries:
                     raise _Stop(f"more than {budget.entries} entries in the writable grants")
                 if not count & 0x3FF and time.monotonic() > self._deadline:
                     raise _Stop(f"the walk took more than {budget.seconds:g} s")
-                path = entry.path
+                path = prefix + entry.name
                 if path in stops:
                     continue
                 try:
@@ -251,12 +263,13 @@ class _Walk:
                         st = entry.stat(follow_symlinks=False)
                         if st.st_nlink > 1:
                             key = (st.st_dev, st.st_ino)
-                            names = seen.setdefault(key, [])
-                            if path not in names:
-                                names.append(path)
+                            if key not in seen:
+                                seen[key] = [path]
+                            elif path not in seen[key]:  # (listed again: known there)
+                                seen[key].append(path)
                             links[key] = st.st_nlink
                             parent[path] = top
-                            files[entry.name] = key
+                            files[path] = key
                 except FileNotFoundError:
                     continue  # removed while we walked: no name left to write
         self.counts[top] = count
@@ -292,8 +305,9 @@ def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | Non
         walk.settle()
     except _Stop as stop:
         incomplete = stop.why
-    for key, paths in walk.seen.items():  # only where the last listings put them
-        paths[:] = [path for path in paths if walk.live(path, key)]
+    if walk.moved:  # the names only where the last listings put them
+        for key, paths in walk.seen.items():
+            paths[:] = [path for path in paths if walk.live(path, key)]
     already = {op.target for op in ops if op.kind == READONLY}
     found = [key for key, paths in walk.seen.items()  # (fewer paths: fewer names)
              if paths and (walk.links[key] > len(paths) or walk.links[key] > walk.names(key))]
@@ -329,6 +343,9 @@ def _whole(walk: _Walk, linked: set[str], roots: set[str]) -> set[str]:
         if count == direct.get(path, 0) + sum(d in whole for d in walk.subdirs[path]):
             whole.add(path)
     return whole
+
+
+_DIRECTORY: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _times(st: os.stat_result) -> tuple[int, int, int, int]:
