@@ -199,7 +199,7 @@ DENIED_EPERM = {
     "swapoff", "acct", "quotactl", "quotactl_fd", "vhangup", "sethostname", "setdomainname",
     "fanotify_init", "syslog", "settimeofday", "clock_settime", "adjtimex", "clock_adjtime",
     "modify_ldt", "ioperm", "iopl", "mbind", "set_mempolicy", "get_mempolicy", "migrate_pages",
-    "move_pages", "set_mempolicy_home_node", "uselib", "lookup_dcookie", "nfsservctl", "_sysctl",
+    "move_pages", "set_mempolicy_home_node", "memfd_secret", "uselib", "lookup_dcookie", "nfsservctl", "_sysctl",
     "sysfs", "ustat", "create_module", "get_kernel_syms", "query_module", "afs_syscall",
     "tuxcall", "security", "vserver", "getpmsg", "putpmsg",
 }
