@@ -31,6 +31,12 @@ why; the plan then refuses the launch unless the profile accepts the layer ``lin
 degraded (what was found is bound all the same). Nothing is cached between launches: a link
 the host adds to an existing file (``git clone --local``, ``cp -al``) changes that file's
 inode only, no directory of the grant, so no (directory, mtime) key would notice it.
+
+The tree may change while it is walked (another session on the same project renames in it,
+timed by an inotify watch on the walk's ``opendir``): ``_Walk.settle`` lists again what
+changed until nothing did, and each target carries the walk's ``device:inode`` of it, which
+the mount checks at a lookup that follows no link (``_mounts._linked``): a name moved after
+the walk fails the launch instead of leaving its new place writable.
 """
 
 from __future__ import annotations

@@ -74,8 +74,9 @@ UPPER_FILE = 13
 # (``ResolvedPolicy.denial_links``). Applied by the Python init only (``_cinit.covers``).
 LINK_ANCHOR = 14
 # A file whose inode has a link outside the writable grants (a cache's, ``_linkscan``), or a
-# directory holding only such files, bound onto itself read-only. Not guarded: a name the
-# host replaces while the session runs is a new link, which no launch-time scan sees either.
+# directory holding only such files, bound onto itself read-only; ``source`` is the walk's
+# ``device:inode`` of it, which the bind checks (``_linked``). Not guarded: a name the host
+# replaces while the session runs is a new link, which no launch-time scan sees either.
 LINKED = 15
 
 OLD = "/oldroot"
