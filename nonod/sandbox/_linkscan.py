@@ -173,16 +173,22 @@ class _Walk:
     def settle(self) -> None:
         """List again each directory that changed since its listing (and walk what came
         into it), until a pass finds none changed; the budget bounds it."""
+        changing = _Stop(f"the writable grants kept changing for {self._budget.seconds:g} s "
+                         "while they were walked")
         while True:
             changed = [top for top, stamp in self.stamps.items() if _stamp(top) != stamp]
             if not changed:
                 return
-            for top in changed:
-                if top in self.stamps:  # (not below one pruned just now)
-                    self._again(top)
+            try:
+                for top in changed:
+                    if top in self.stamps:  # (not below one pruned just now)
+                        self._again(top)
+            except _Stop:
+                if time.monotonic() > self._deadline:
+                    raise changing from None
+                raise
             if time.monotonic() > self._deadline:
-                raise _Stop(f"the writable grants kept changing for {self._budget.seconds:g} "
-                            "s while they were walked")
+                raise changing
 
     def _again(self, top: str) -> None:
         self.moved = True
