@@ -7,7 +7,8 @@ project's own files) and ``linked`` (every file a hard link of a store outside i
 ``pnpm install`` leaves them). Then:
 
 - the walk's CPU time (``time.process_time``: the machine's load hardly moves it) and what it
-  found, per tree;
+  found, per tree; with ``--before DIR``, also the walk's CPU in that checkout and in this
+  one, each in a process of its own, alternating three times (medians);
 - with ``--launch``: a session (``/bin/true``, the tree writable) launched ``--rounds`` times
   per tree through one fork server, median wall time; ``--before DIR`` does the same with
   another checkout (a worktree of main), alternating with this one run by run, so the two
@@ -83,8 +84,20 @@ def build(root: Path, packages: int, linked: bool) -> Path:
     return proj
 
 
-def walk_cpu(proj: Path, rounds: int) -> tuple[float, str]:
-    sys.path.insert(0, str(HERE))
+#: The walk's CPU in another checkout (``--before``): medians in ms, one per tree.
+WALK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from linkscan import walk_cpu
+print(" ".join(f"{walk_cpu(Path(p), int(sys.argv[3]), sys.argv[1])[0] * 1000:.1f}"
+               for p in sys.argv[4:]))
+"""
+
+
+def walk_cpu(proj: Path, rounds: int, tree: str = str(HERE)) -> tuple[float, str]:
+    sys.path.insert(0, tree)
     from nonod.sandbox._linkscan import Budget, scan
     from nonod.sandbox._mounts import BIND_DIR, MountOp
 
@@ -113,6 +126,20 @@ def main() -> None:
             for linked in (False, True):
                 name = f"{n * 50} files, {'linked' if linked else 'plain'}"
                 trees.append((name, build(root / f"{n}-{linked}", n, linked)))
+        if args.before:  # each checkout's walk in a process of its own, alternating
+            walks: dict[str, list[list[float]]] = {"after": [], "before": []}
+            for _ in range(3):
+                for label, tree in (("before", args.before), ("after", str(HERE))):
+                    out = subprocess.run(
+                        [sys.executable, "-c", WALK, tree, str(HERE / "bench"),
+                         str(args.rounds), *(str(p) for _, p in trees)],
+                        check=True, capture_output=True, text=True).stdout
+                    walks[label].append([float(x) for x in out.split()])
+            for i, (name, _) in enumerate(trees):
+                after, before = (statistics.median(run[i] for run in walks[label])
+                                 for label in ("after", "before"))
+                print(f"walk {name}: before {before:.1f} ms CPU, after {after:.1f} ms CPU, "
+                      f"after/before {after / before:.2f}")
         for name, proj in trees:
             cpu, found = walk_cpu(proj, args.rounds)
             print(f"walk {name}: {cpu * 1000:.1f} ms CPU (median of {args.rounds}); {found}")

@@ -61,7 +61,7 @@ from ._viewguard import ViewGuard, guarded
 FORCE_PYTHON = "NONO_PYTHON_INIT"
 
 STEP_BIND, STEP_TMPFS, STEP_SYMLINK, STEP_COVER, STEP_IDMAP, STEP_PIN, STEP_OVERLAY = range(1, 8)
-F_WRITABLE, F_DEVICE, F_ON_HOST, F_FILE, F_ABSENT = 1, 2, 4, 8, 16
+F_WRITABLE, F_DEVICE, F_ON_HOST, F_FILE, F_ABSENT, F_LINKED = 1, 2, 4, 8, 16, 32
 _COVERS = (MASK_DIR, MASK_FILE, READONLY, ANCHOR)
 _UPPER = (UPPER_DIR, UPPER_FILE)
 _KINDS = frozenset({BIND_DIR, BIND_FILE, TMPFS, SYMLINK, IDMAP, PIN, OVERLAY, LINKED, *_UPPER,
@@ -149,8 +149,8 @@ def _step(op: MountOp, on_host: bool, pinned: Sequence[bytes],
         return _U8x3.pack(STEP_IDMAP, op.kind, host) + _str(op.target) + _str("")
     if op.kind == SYMLINK:
         return _U8x3.pack(STEP_SYMLINK, op.kind, host) + _str(op.target) + _str(op.source)
-    if op.kind == LINKED:  # a read-only bind of what is there still (``_mounts._linked``)
-        return _U8x3.pack(STEP_COVER, READONLY, F_ABSENT) + _str(op.target) + _str("")
+    if op.kind == LINKED:  # the walk's inode, bound read-only (``_mounts._linked``)
+        return _U8x3.pack(STEP_COVER, READONLY, F_LINKED) + _str(op.target) + _str(op.source)
     flags = F_ABSENT if op.absent else 0
     return _U8x3.pack(STEP_COVER, op.kind, flags) + _str(op.target) + _str("")
 

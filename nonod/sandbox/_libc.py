@@ -197,6 +197,43 @@ def move_mount(tree: int, target: str) -> None:
                     target.encode(), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), target)
 
 
+_NR_OPENAT2 = 437  # the same on every architecture (the syscall tables' common part)
+_RESOLVE_NO_SYMLINKS = 0x04
+_MOVE_MOUNT_T_EMPTY_PATH = 0x40
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def open_path(path: str) -> int:
+    """``path`` as an ``O_PATH`` descriptor, with no symbolic link followed anywhere on the
+    way (``ELOOP`` if there is one)."""
+    how = _OpenHow(os.O_PATH | os.O_CLOEXEC, 0, _RESOLVE_NO_SYMLINKS)
+    return _check(_syscall(_NR_OPENAT2, ctypes.c_int(-100), path.encode(),
+                           ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))), path)
+
+
+def bind_read_only(fd: int, path: str) -> None:
+    """Bind what ``fd`` (an ``O_PATH`` descriptor) is onto itself, read-only, nosuid and
+    nodev, and what is mounted below it with it: no second lookup of ``path`` (named in
+    errors only) that a rename could redirect."""
+    tree = _check(_syscall(_NR["open_tree"], ctypes.c_int(fd), b"",
+                           ctypes.c_uint(OPEN_TREE_CLONE | AT_EMPTY_PATH | AT_RECURSIVE
+                                         | os.O_CLOEXEC)), path)
+    try:
+        attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
+        _check(_syscall(_NR["mount_setattr"], ctypes.c_int(tree), b"",
+                        ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE), ctypes.byref(attr),
+                        ctypes.c_size_t(ctypes.sizeof(attr))), path)
+        _check(_syscall(_NR["move_mount"], ctypes.c_int(tree), b"", ctypes.c_int(fd), b"",
+                        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_EMPTY_PATH)),
+               path)
+    finally:
+        os.close(tree)
+
+
 def bind_link(path: str) -> None:
     """Bind the symbolic link ``path`` onto itself, not what it leads to (the final
     component is followed neither by ``open_tree`` nor by ``move_mount``): a mount point

@@ -33,6 +33,12 @@ why; the plan then refuses the launch unless the profile accepts the layer ``lin
 degraded (what was found is bound all the same). Nothing is cached between launches: a link
 the host adds to an existing file (``git clone --local``, ``cp -al``) changes that file's
 inode only, no directory of the grant, so no (directory, mtime) key would notice it.
+
+The tree may change while it is walked (another session on the same project renames in it,
+timed by an inotify watch on the walk's ``opendir``): ``_Walk.settle`` lists again what
+changed until nothing did, and each target carries the walk's ``device:inode`` of it, which
+the mount checks at a lookup that follows no link (``_mounts._linked``): a name moved after
+the walk fails the launch instead of leaving its new place writable.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ DEFAULT: Final = Budget()
 @final
 class LinkScan(NamedTuple):
     targets: tuple[str, ...]  # files and directories to bind read-only, sorted
+    ids: tuple[tuple[int, int], ...]  # each target's (device, inode) when it was walked
     names: int  # the names of linked files they cover
     inodes: int  # the files (inodes) those are names of
     dirs: int  # how many of ``targets`` are directories
@@ -70,7 +77,10 @@ class LinkScan(NamedTuple):
     incomplete: str  # why the walk stopped before the end ("" when it did not)
 
     def ops(self) -> tuple[MountOp, ...]:
-        return tuple(MountOp(LINKED, target) for target in self.targets)
+        """One LINKED operation per target, its source the walk's ``device:inode`` of it:
+        what the mount binds must still be that (``_mounts._linked``)."""
+        return tuple(MountOp(LINKED, target, f"{dev}:{ino}")
+                     for target, (dev, ino) in zip(self.targets, self.ids, strict=True))
 
     def describe(self) -> str:
         return (f"{self.names} names of {self.inodes} files hard-linked outside the writable "
@@ -85,10 +95,20 @@ class _Stop(Exception):
         self.why = why
 
 
+_Key = tuple[int, int]
+
+
 @final
 class _Walk:
     """What the walk saw: each directory's entry count and walked subdirectories, and the
-    names of each inode with more than one link."""
+    names of each inode with more than one link.
+
+    The tree may change while it is walked: another session on the same project, or the
+    host, renames in it. A name moved from a directory not listed yet into one already
+    listed would never be seen, so each directory's identity and times are read before it
+    is listed, and :meth:`settle` lists again every directory that changed since, until a
+    pass over them all finds none changed: the listings then hold together, as of that
+    pass. Names no longer where a listing put them are dropped (:meth:`live`)."""
 
     def __init__(self, stops: set[str], budget: Budget, uid: int) -> None:
         self._stops = stops
@@ -102,16 +122,23 @@ class _Walk:
         self.entries = 0
         self.counts: dict[str, int] = {}
         self.subdirs: dict[str, list[str]] = {}
-        self.seen: dict[tuple[int, int], list[str]] = {}
-        self.links: dict[tuple[int, int], int] = {}
+        self.seen: dict[_Key, list[str]] = {}
+        self.links: dict[_Key, int] = {}
         #: The inodes in :attr:`seen` the session's uid may not write (nor ``chmod``).
-        self.sealed: set[tuple[int, int]] = set()
+        self.sealed: set[_Key] = set()
         #: The directory each walked directory, and each name in :attr:`seen`, lies in.
         self.parent: dict[str, str] = {}
         #: (device, inode) of each directory a name in :attr:`seen` lies in: the same
         #: directory reached by two paths (a host bind mount of it, both granted) holds one
         #: name, not two, however many paths lead to it.
-        self.dir_ids: dict[str, tuple[int, int]] = {}
+        self.dir_ids: dict[str, _Key] = {}
+        #: Each listed directory's (device, inode, mtime, ctime), read before its listing.
+        self.stamps: dict[str, tuple[int, int, int, int]] = {}
+        #: The names with more than one link each directory held at its last listing.
+        self.files: dict[str, dict[str, _Key]] = {}
+        #: Whether a directory was listed again (names may have gone from where they were).
+        self.moved = False
+        self._grants: set[str] = set()
 
     def file(self, path: str, st: os.stat_result) -> None:
         """A file grant (``path``, its ``lstat``)."""
@@ -125,17 +152,19 @@ class _Walk:
                 self.sealed.add(key)
             parent = os.path.dirname(path)
             self.parent[path] = parent
-            self._dir_id(parent)
+            self._grants.add(path)
+            if parent not in self.dir_ids:
+                try:
+                    dir_st = os.lstat(parent)
+                except FileNotFoundError:
+                    return
+                self.dir_ids[parent] = (dir_st.st_dev, dir_st.st_ino)
 
-    def _dir_id(self, directory: str) -> None:
-        if directory not in self.dir_ids:
-            try:
-                st = os.lstat(directory)
-            except FileNotFoundError:
-                return
-            self.dir_ids[directory] = (st.st_dev, st.st_ino)
+    def live(self, path: str, key: _Key) -> bool:
+        """Whether ``path`` still named ``key`` at its directory's last listing."""
+        return path in self._grants or self.files.get(self.parent[path], {}).get(path) == key
 
-    def names(self, key: tuple[int, int]) -> int:
+    def names(self, key: _Key) -> int:
         """How many distinct names of inode ``key`` the walk found."""
         return len({(self.dir_ids.get(self.parent[n]), os.path.basename(n))
                     for n in self.seen[key]})
@@ -144,73 +173,138 @@ class _Walk:
         """Walk ``root`` (not entering :attr:`_stops` below it). A directory it cannot list
         that the session could open ends the walk."""
         stack = [root]
+        while stack:
+            stack.extend(self._list(stack.pop()))
+
+    def settle(self) -> None:
+        """List again each directory that changed since its listing (and walk what came
+        into it), until a pass finds none changed; the budget bounds it."""
+        changing = _Stop(f"the writable grants kept changing for {self._budget.seconds:g} s "
+                         "while they were walked")
+        while True:
+            changed = [top for top, stamp in self.stamps.items() if _stamp(top) != stamp]
+            if not changed:
+                return
+            try:
+                for top in changed:
+                    if top in self.stamps:  # (not below one pruned just now)
+                        self._again(top)
+            except _Stop:
+                if time.monotonic() > self._deadline:
+                    raise changing from None
+                raise
+            if time.monotonic() > self._deadline:
+                raise changing
+
+    def _again(self, top: str) -> None:
+        self.moved = True
+        before = self.stamps[top]
+        now = _stamp(top)
+        if now is None or now[:2] != before[:2]:  # gone, or another directory by that name
+            self._prune(top)
+            if now is not None:
+                self.tree(top)
+            return
+        old = self.subdirs[top]
+        for sub in self._list(top):
+            if sub not in self.stamps:  # new here: moved in, or made, since the listing
+                self.tree(sub)
+        for sub in set(old).difference(self.subdirs.get(top, ())):
+            self._prune(sub)
+
+    def _prune(self, top: str) -> None:
+        """Forget the listings of ``top`` and below (gone from where they were)."""
+        stack = [top]
+        while stack:
+            path = stack.pop()
+            self.stamps.pop(path, None)
+            self.counts.pop(path, None)
+            self.files.pop(path, None)
+            stack.extend(self.subdirs.pop(path, ()))
+
+    def _list(self, top: str) -> list[str]:
+        """List ``top``: its subdirectories to walk."""
+        try:  # (its identity and times read on the descriptor listed: no race between)
+            fd = os.open(top, _DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return []  # a link now: its directory changed, and is listed again
+            if not isinstance(exc, PermissionError):
+                raise
+            try:
+                closed = _closed(os.lstat(top), self._uid)
+            except FileNotFoundError:
+                return []
+            except PermissionError:  # (its parent lists but cannot be searched)
+                closed = self._closed_at(self.parent.get(top, ""))
+            if closed:
+                return []  # (nor is it, or what holds it, bound whole)
+            why = os.strerror(exc.errno or errno.EACCES)
+            raise _Stop(f"{top} cannot be listed ({why})") from None
+        try:
+            return self._entries(top, fd)
+        finally:
+            os.close(fd)
+
+    def _entries(self, top: str, fd: int) -> list[str]:
         budget = self._budget
         stops, parent, seen, links = self._stops, self.parent, self.seen, self.links
-        while stack:
-            top = stack.pop()
-            try:
-                it = os.scandir(top)
-            except FileNotFoundError:
-                continue
-            except PermissionError as exc:
-                try:
-                    closed = _closed(os.lstat(top), self._uid)
-                except FileNotFoundError:
+        st = os.fstat(fd)
+        self.stamps[top] = _times(st)
+        self.dir_ids[top] = (st.st_dev, st.st_ino)
+        count = 0
+        subdirs: list[str] = []
+        walk: list[str] = []
+        files: dict[str, _Key] = {}
+        self.counts[top] = 0  # until it is listed to the end
+        self.subdirs[top] = subdirs
+        self.files[top] = files
+        prefix = top.rstrip("/") + "/"
+        with os.scandir(fd) as it:
+            for entry in it:
+                count += 1
+                if self.entries + count > budget.entries:
+                    raise _Stop(f"more than {budget.entries} entries in the writable grants")
+                if not count & 0x3FF and time.monotonic() > self._deadline:
+                    raise _Stop(f"the walk took more than {budget.seconds:g} s")
+                path = prefix + entry.name
+                if path in stops:
                     continue
-                except PermissionError:  # (its parent lists but cannot be searched)
-                    closed = self._closed_at(parent.get(top, ""))
-                if closed:
-                    continue  # (nor is it, or what holds it, bound whole)
-                why = os.strerror(exc.errno or errno.EACCES)
-                raise _Stop(f"{top} cannot be listed ({why})") from None
-            pushed = len(stack)
-            count = 0
-            subdirs: list[str] = []
-            self.counts[top] = 0  # until it is listed to the end
-            self.subdirs[top] = subdirs
-            with it:
-                for entry in it:
-                    count += 1
-                    if self.entries + count > budget.entries:
-                        raise _Stop(f"more than {budget.entries} entries in the writable "
-                                    "grants")
-                    if not count & 0x3FF and time.monotonic() > self._deadline:
-                        raise _Stop(f"the walk took more than {budget.seconds:g} s")
-                    path = entry.path
-                    if path in stops:
-                        continue
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            subdirs.append(path)
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirs.append(path)
+                        parent[path] = top
+                        if not (self._for_other and _closed(
+                                entry.stat(follow_symlinks=False), self._uid)):
+                            walk.append(path)
+                    elif entry.is_file(follow_symlinks=False):  # (a regular file)
+                        st = entry.stat(follow_symlinks=False)
+                        if st.st_nlink > 1:
+                            key = (st.st_dev, st.st_ino)
+                            if key not in seen:
+                                seen[key] = [path]
+                                if not _may_write(st, self._uid):
+                                    self.sealed.add(key)
+                            elif path not in seen[key]:  # (listed again: known there)
+                                seen[key].append(path)
+                            links[key] = st.st_nlink
                             parent[path] = top
-                            if not (self._for_other and _closed(
-                                    entry.stat(follow_symlinks=False), self._uid)):
-                                stack.append(path)
-                        elif entry.is_file(follow_symlinks=False):  # (a regular file)
-                            st = entry.stat(follow_symlinks=False)
-                            if st.st_nlink > 1:
-                                key = (st.st_dev, st.st_ino)
-                                if key in seen:
-                                    seen[key].append(path)
-                                else:
-                                    seen[key] = [path]
-                                    if not _may_write(st, self._uid):
-                                        self.sealed.add(key)
-                                links[key] = st.st_nlink
-                                parent[path] = top
-                                self._dir_id(top)
-                    except FileNotFoundError:
-                        continue  # removed while we walked: no name left to write
-                    except PermissionError as exc:  # ``top`` lists but cannot be searched
-                        if self._closed_at(top):
-                            del stack[pushed:]  # (nor what it holds)
-                            break
-                        why = os.strerror(exc.errno or errno.EACCES)
-                        raise _Stop(f"{path} cannot be looked at ({why})") from None
-            self.counts[top] = count
-            self.entries += count
-            if time.monotonic() > self._deadline:
-                raise _Stop(f"the walk took more than {budget.seconds:g} s")
+                            files[path] = key
+                except FileNotFoundError:
+                    continue  # removed while we walked: no name left to write
+                except PermissionError as exc:  # ``top`` lists but cannot be searched
+                    if self._closed_at(top):
+                        walk.clear()  # (nor what it holds)
+                        break
+                    why = os.strerror(exc.errno or errno.EACCES)
+                    raise _Stop(f"{path} cannot be looked at ({why})") from None
+        self.counts[top] = count
+        self.entries += count
+        if time.monotonic() > self._deadline:
+            raise _Stop(f"the walk took more than {budget.seconds:g} s")
+        return walk
 
 
     def _closed_at(self, directory: str) -> bool:
@@ -245,14 +339,18 @@ def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | Non
                     walk.file(op.target, os.lstat(op.target))
                 except FileNotFoundError:
                     continue
+        walk.settle()
     except _Stop as stop:
         incomplete = stop.why
+    if walk.moved:  # the names only where the last listings put them
+        for key, paths in walk.seen.items():
+            paths[:] = [path for path in paths if walk.live(path, key)]
     already = {op.target for op in ops if op.kind == READONLY}
     # An inode the session may not write is written through no name of it: its names are
     # left unbound (walking as root for another uid, binding them showed in the session's
     # mount table the names of files in directories it cannot list: mode 0750, 0711).
     found = [key for key, paths in walk.seen.items()  # (fewer paths: fewer names)
-             if key not in walk.sealed
+             if paths and key not in walk.sealed
              and (walk.links[key] > len(paths) or walk.links[key] > walk.names(key))]
     linked = {name for key in found for name in walk.seen[key] if name not in already}
     whole = _whole(walk, linked, set(roots))
@@ -263,7 +361,10 @@ def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | Non
         incomplete = incomplete or (f"{len(targets)} read-only binds needed, more than "
                                     f"{budget.mounts}")
         targets = targets[:budget.mounts]
-    return LinkScan(targets=tuple(targets), names=len(linked), inodes=len(found),
+    ids = {name: key for key in found for name in walk.seen[key]}
+    return LinkScan(targets=tuple(targets),
+                    ids=tuple(walk.dir_ids[t] if t in whole else ids[t] for t in targets),
+                    names=len(linked), inodes=len(found),
                     dirs=sum(t in whole for t in targets), entries=walk.entries,
                     seconds=time.monotonic() - start, incomplete=incomplete)
 
@@ -291,6 +392,26 @@ def _may_write(st: os.stat_result, uid: int) -> bool:
     not known here) or others. (Not the session's capabilities in its user namespace: they
     cover only files whose owner and group are mapped there, its own.)"""
     return uid == 0 or st.st_uid == uid or bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+_DIRECTORY: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _times(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _stamp(path: str) -> tuple[int, int, int, int] | None:
+    """The directory at ``path`` now, as :attr:`_Walk.stamps` holds it (None: no
+    directory there any more)."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError as exc:
+        raise _Stop(f"{path} cannot be looked at again ({os.strerror(exc.errno or errno.EACCES)})"
+                    ) from None
+    return _times(st) if stat.S_ISDIR(st.st_mode) else None
 
 
 def _closed(st: os.stat_result, uid: int) -> bool:

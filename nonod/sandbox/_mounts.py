@@ -74,8 +74,9 @@ UPPER_FILE = 13
 # (``ResolvedPolicy.denial_links``). Applied by the Python init only (``_cinit.covers``).
 LINK_ANCHOR = 14
 # A file whose inode has a link outside the writable grants (a cache's, ``_linkscan``), or a
-# directory holding only such files, bound onto itself read-only. Not guarded: a name the
-# host replaces while the session runs is a new link, which no launch-time scan sees either.
+# directory holding only such files, bound onto itself read-only; ``source`` is the walk's
+# ``device:inode`` of it, which the bind checks (``_linked``). Not guarded: a name the host
+# replaces while the session runs is a new link, which no launch-time scan sees either.
 LINKED = 15
 
 OLD = "/oldroot"
@@ -1587,7 +1588,7 @@ def apply_mounts(ops: Sequence[MountOp], *, prepared: bool = False,
             if os.path.islink(target):  # gone since the plan: nothing of the host's to keep
                 _libc.bind_link(target)
         elif op.kind == LINKED:
-            _linked(target)
+            _linked(op)
         elif op.kind in (MASK_DIR, MASK_FILE, READONLY, ANCHOR):
             try:
                 mode = os.lstat(target).st_mode
@@ -1746,20 +1747,23 @@ def cover(op: MountOp, mode: int) -> bool:
     return True
 
 
-def _linked(target: str) -> None:
-    """``target`` (a LINKED operation) read-only, as a READONLY operation absent at launch
-    is (so does the C init): gone or a symbolic link since the walk, it names no inode of
-    the host's to keep."""
+def _linked(op: MountOp) -> None:
+    """``op.target`` (a LINKED operation) read-only: looked up once, with no symbolic link
+    anywhere on the way, and bound only if it is still the inode the walk found
+    (``op.source``, ``device:inode``). Moved since the walk (another session on the same
+    project, or the host, renamed it, or put a link or another directory in its way): the
+    launch fails rather than cover a decoy and leave the name's new place writable (so does
+    the C init)."""
+    dev, _, ino = op.source.partition(":")
+    fd = _libc.open_path(op.target)
     try:
-        mode = os.lstat(target).st_mode
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
-            return
-        raise
-    try:
-        cover(MountOp(READONLY, target, absent=True), mode)
-    except CannotCover as exc:
-        raise OSError(errno.ELOOP, exc.why, target) from None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (int(dev), int(ino)):
+            raise OSError(errno.ESTALE, "not the file the walk for hard-linked files found "
+                          "there (moved since)", op.target)
+        _libc.bind_read_only(fd, op.target)
+    finally:
+        os.close(fd)
 
 
 def _pin(target: str, data: bytes, index: int) -> None:

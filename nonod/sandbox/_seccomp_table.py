@@ -109,6 +109,9 @@ SYSCALLS: Final[tuple[SyscallRefusal, ...]] = (
     *_rows("mbind set_mempolicy get_mempolicy migrate_pages move_pages", _EPERM, _NUMA,
            "Docker", "Flatpak"),
     *_rows("set_mempolicy_home_node", _EPERM, _NUMA, "Docker"),
+    *_rows("memfd_secret", _EPERM,
+           "takes pages out of the kernel's direct map, splitting its large pages for the whole "
+           "host until it reboots", "nono"),
     *_rows("uselib", _EPERM, _OBSOLETE, "Docker", "systemd @obsolete", "Flatpak"),
     *_rows("lookup_dcookie", _EPERM, _OBSOLETE, "Docker", "systemd @debug"),
     *_rows("nfsservctl", _EPERM, _OBSOLETE, "Docker", "systemd @privileged"),

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/keyctl.h>
+#include <linux/openat2.h>
 #include <net/if.h>
 #include <sched.h>
 #include <stdio.h>
@@ -46,6 +47,8 @@
 #define ATTR_NOEXEC 0x8ULL
 #define AT_RECURSIVE_ 0x8000
 #define MOVE_MOUNT_F_EMPTY_PATH_ 0x4
+#define MOVE_MOUNT_T_EMPTY_PATH_ 0x40
+#define OPEN_TREE_CLONE_ 1
 
 /* The flat form's steps (_cinit) and the MountOp kinds a cover step carries (_mounts). */
 enum {
@@ -54,7 +57,7 @@ enum {
 };
 enum { K_UPPER_DIR = 12, K_UPPER_FILE = 13 }; /* an overlay's entries (_mounts.UPPER_*) */
 enum { K_READONLY = 5, K_MASK_DIR = 6, K_MASK_FILE = 7, K_ANCHOR = 9 };
-enum { F_WRITABLE = 1, F_DEVICE = 2, F_ON_HOST = 4, F_FILE = 8, F_ABSENT = 16 };
+enum { F_WRITABLE = 1, F_DEVICE = 2, F_ON_HOST = 4, F_FILE = 8, F_ABSENT = 16, F_LINKED = 32 };
 
 static int setattr(const char *path, uint64_t set, int recursive) {
     uint64_t attr[4] = {set, 0, 0, 0}; /* attr_set, attr_clr, propagation, userns_fd */
@@ -234,6 +237,43 @@ static int cover(int kind, const char *target, int absent) {
     if (mount(EMPTY_FILE, target, NULL, MS_BIND, NULL) < 0)
         return -1;
     return setattr(target, ATTR_RDONLY | ATTR_NOEXEC | ATTR_NODEV, 0);
+}
+
+/* _mounts._linked: ``target`` looked up once with no symbolic link on the way, and bound
+ * read-only onto itself only if it is still the inode the walk found (``id``,
+ * "device:inode"); moved since, the launch fails (ESTALE) rather than cover a decoy. */
+static int linked(const char *target, const char *id) {
+    unsigned long long dev, ino;
+    char extra;
+    if (sscanf(id, "%llu:%llu%c", &dev, &ino, &extra) != 2)
+        return errno = EINVAL, -1;
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS};
+    int fd = (int)syscall(SYS_openat2, AT_FDCWD, target, &how, sizeof how);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    int tree = -1, rc = -1;
+    uint64_t attr[4] = {ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV, 0, 0, 0};
+    if (fstat(fd, &st) < 0)
+        goto out;
+    if ((unsigned long long)st.st_dev != dev || (unsigned long long)st.st_ino != ino) {
+        errno = ESTALE;
+        goto out;
+    }
+    tree = (int)syscall(SYS_open_tree, fd, "",
+                        OPEN_TREE_CLONE_ | O_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE_);
+    if (tree < 0 ||
+        syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE_, attr, sizeof attr) < 0)
+        goto out;
+    rc = (int)syscall(SYS_move_mount, tree, "", fd, "",
+                      MOVE_MOUNT_F_EMPTY_PATH_ | MOVE_MOUNT_T_EMPTY_PATH_);
+out:;
+    int err = errno;
+    if (tree >= 0)
+        close(tree);
+    close(fd);
+    errno = err;
+    return rc;
 }
 
 /* _mounts._pin: the verified bytes in a file of the session's root (the read and execute
@@ -416,6 +456,8 @@ static int view_step(int step, int kind, int flags, const char *target, const ch
     case STEP_COVER:
         if (kind != K_READONLY && kind != K_MASK_DIR && kind != K_MASK_FILE && kind != K_ANCHOR)
             return errno = EINVAL, -1;
+        if (flags & F_LINKED)
+            return kind == K_READONLY ? linked(target, source) : (errno = EINVAL, -1);
         return cover(kind, target, flags & F_ABSENT);
     default:
         return errno = EINVAL, -1;

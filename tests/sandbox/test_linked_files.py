@@ -127,7 +127,10 @@ def test_the_scan_finds_names_with_a_link_outside_the_writable_grants(
     found = scan(_ops(MountOp(BIND_DIR, proj, proj, True)))
     assert found.targets == linked and not found.incomplete
     assert (found.names, found.inodes, found.dirs) == (2, 2, 1)
-    assert found.ops() == tuple(MountOp(LINKED, t) for t in linked)
+    ids = tuple((st.st_dev, st.st_ino) for st in map(os.lstat, linked))
+    assert found.ids == ids  # what the mount must still find there (``_mounts._linked``)
+    assert found.ops() == tuple(MountOp(LINKED, t, f"{d}:{i}")
+                                for t, (d, i) in zip(linked, ids, strict=True))
     # Both names writable (the cache's directory a writable bind of the host's): nothing
     # the session could not already write.
     home = str(uv_home)
@@ -296,7 +299,8 @@ def test_a_scan_cut_short_refuses_the_launch_unless_accepted(uv_home: Path) -> N
     req = LaunchRequest(argv=("/bin/true",), cwd=str(proj))
     pol = policy((proj, Access.READWRITE))
     plan, report = build_plan(pol, req)
-    assert MountOp(LINKED, str(proj / SITE / "__init__.py")) in plan.mounts
+    assert (LINKED, str(proj / SITE / "__init__.py")) in {(op.kind, op.target)
+                                                          for op in plan.mounts}
     layer = next(layer for layer in report.layers if layer.name == "linked_files")
     assert layer.state == "applied"
     assert layer.detail.startswith("2 names of 2 files hard-linked outside the writable "
@@ -381,7 +385,13 @@ def test_views_built_ahead_hold_the_read_only_binds(
 
 
 def test_the_c_init_applies_a_linked_name_as_a_read_only_cover() -> None:
-    """The C init knows no LINKED kind: it gets a READONLY cover absent at launch, which
-    skips a name gone or made a symbolic link since the walk, as ``_mounts._linked``."""
-    assert _cinit.mount_steps([MountOp(LINKED, "/w/a.py")]) == \
-        _cinit.mount_steps([MountOp(READONLY, "/w/a.py", absent=True)])
+    """The C init knows no LINKED kind: it gets a READONLY cover flagged as a linked name,
+    with the walk's ``device:inode`` of it, which it binds only if it still finds that
+    inode there with no symbolic link on the way, as ``_mounts._linked`` (moved by another
+    session meanwhile: ``tests/redteam/test_linked_walk_race.py``)."""
+    def text(value: str) -> bytes:
+        return len(value).to_bytes(4, "little") + value.encode()
+
+    assert _cinit.mount_steps([MountOp(LINKED, "/w/a.py", "2049:77")]) == (
+        (1).to_bytes(4, "little") + bytes([_cinit.STEP_COVER, READONLY, _cinit.F_LINKED])
+        + text("/w/a.py") + text("2049:77"))

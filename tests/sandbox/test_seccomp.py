@@ -493,6 +493,7 @@ _PROBE_ARGS: dict[str, tuple[Arg, ...]] = {
     "pidfd_getfd": (-1, 0, 0),
     "kcmp": (_NO_PID, _NO_PID, 0, 0, 0),
     "process_madvise": (-1, 0, 0, 0, 1),
+    "memfd_secret": (0x7FFFFFFF,),  # unknown flags: EINVAL
     "keyctl": (9999, 0, 0, 0, 0),
     "add_key": (_BAD_ADDRESS, _BAD_ADDRESS, 0, 0, 0),
     "request_key": (_BAD_ADDRESS, _BAD_ADDRESS, 0, 0),

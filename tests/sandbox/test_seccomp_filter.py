@@ -199,9 +199,9 @@ DENIED_EPERM = {
     "swapoff", "acct", "quotactl", "quotactl_fd", "vhangup", "sethostname", "setdomainname",
     "fanotify_init", "syslog", "settimeofday", "clock_settime", "adjtimex", "clock_adjtime",
     "modify_ldt", "ioperm", "iopl", "mbind", "set_mempolicy", "get_mempolicy", "migrate_pages",
-    "move_pages", "set_mempolicy_home_node", "uselib", "lookup_dcookie", "nfsservctl", "_sysctl",
-    "sysfs", "ustat", "create_module", "get_kernel_syms", "query_module", "afs_syscall",
-    "tuxcall", "security", "vserver", "getpmsg", "putpmsg",
+    "move_pages", "set_mempolicy_home_node", "memfd_secret", "uselib", "lookup_dcookie",
+    "nfsservctl", "_sysctl", "sysfs", "ustat", "create_module", "get_kernel_syms",
+    "query_module", "afs_syscall", "tuxcall", "security", "vserver", "getpmsg", "putpmsg",
 }
 DENIED_ENOSYS = {"clone3"}
 # Rows that exist on x86_64 only (aarch64 uses the generic table, without these).
