@@ -26,6 +26,28 @@ int take_count(struct reader *r, size_t min_size, uint32_t *n);
 char *take_str(struct reader *r);
 char *take_path(struct reader *r); /* shorter than 4096, no NUL inside; NULL if not */
 
+/* reaper_guard.c: the creation guard's state (the decisions of _createserve). */
+struct names {
+    size_t n;
+    char **v; /* folded, ASCII */
+};
+struct guarded { /* a guarded directory by identity, and the names refused in it */
+    dev_t dev;
+    ino_t ino;
+    struct names names;
+};
+struct bypath { /* the same by path */
+    char *path;
+    struct names names;
+};
+struct ident {
+    dev_t dev;
+    ino_t ino;
+};
+int take_names(struct reader *r, struct names *names); /* u32 count, each a str */
+/* Serve listener_fd with this state (kept; ``r`` sorted here). */
+void guard_set(struct guarded *g, size_t n_g, struct bypath *p, size_t n_p, struct ident *r,
+               size_t n_r, int listener_fd);
 /* Read the creation guard's configuration from config_fd (closed) and serve listener_fd;
  * -1 if the configuration is unreadable. */
 int guard_load(int config_fd, int listener_fd);
