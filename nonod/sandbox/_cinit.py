@@ -4,11 +4,18 @@
 The fork server decides before it makes a launcher (:func:`covers`, never half in C): a
 view the Python init would prepare without an outer process (``_launcher.direct``: one
 that leaves the view guard nothing to do, or whose guard the fork server's hub adopts from
-the init, with no audit tag unless the fork server can lend its loginuid for it), no
-creation guard, and only the mount operations the C stage knows (binds, tmpfs, symbolic
-links, masks, read-only and anchored paths, pins, idmapped trees, overlays). Everything
-else, and everything when :data:`FORCE_PYTHON` is set in the fork server's environment,
-keeps the Python init.
+the init, with no audit tag unless the fork server can lend its loginuid for it), a
+creation guard only if every refused name folds to ASCII (``reaper_guard.c`` compares them
+so; :func:`creation_section`), and only the mount operations the C stage knows (binds,
+tmpfs, symbolic links, masks, read-only and anchored paths, pins, idmapped trees,
+overlays). Everything else, and everything when :data:`FORCE_PYTHON` is set in the fork
+server's environment, keeps the Python init.
+
+A creation guard in C is the Python init's (``_createguard``, ``_createserve``): its pins
+after the view's mounts, layer 2 built at launch once the init is confined, the program
+forked to enforce it and install the notifying filter (the plan's ``creation_filter``,
+carried in the launch message), and the listener served by the init (``reaper_create.c``,
+``reaper_guard.c``).
 
 The fork server computes what the init does as flat, strictly checked forms: the view
 (:func:`view_config`: the mount steps with their resolved arguments, the Landlock rules as
@@ -101,8 +108,7 @@ def covers(key: tuple[int, int, int, int, int], view: View | None, reaper: int,
         return False
     if not direct(key, view, lends, adopts):
         return False
-    if (view.creation_refused or len(view.mounts) > MAX_STEPS
-            or creation_section(view) is None):
+    if len(view.mounts) > MAX_STEPS or creation_section(view) is None:
         return False
     try:
         _upper_entries(view.mounts)
