@@ -16,9 +16,12 @@ import trio
 from nonod.sandbox import Launcher, LaunchRequest, _cinit, open_launcher
 from nonod.sandbox._launcher import View
 
+from ..conftest import SandboxUser
 from ..proctree import wait_until
+from . import test_home_caches
 from .test_cinit import _c_init_waiting, _python_inits
 from .test_createguard import OPENAT2, layout_policy
+from .test_home_caches import home as cache_home  # noqa: F401 - the fixture
 from .test_sandbox import probe
 
 pytestmark = pytest.mark.userns
@@ -126,3 +129,16 @@ def test_the_creation_section_carries_folded_names_and_refuses_non_ascii() -> No
     assert b".envrc" in section and b".ENVRC" not in section and b"/h" in section
     assert _cinit.creation_section(_view(("/w/.\u00e9nv",))) is None
     assert _cinit.creation_section(_view(())) == bytes(8)
+
+
+@pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)
+def test_an_unprivileged_servers_guarded_sessions_survive_their_repairs(
+        monkeypatch: pytest.MonkeyPatch, sandbox_user: SandboxUser,
+        cache_home: Path) -> None:  # noqa: F811 - the fixture
+    """A writable home's view (a creation guard, and a view guard for its caches) launched
+    warm by an unprivileged fork server: the host removes and makes again the caches, the
+    hub repairs the view, the session goes on (a C init there made every repair fail, and
+    the session was ended: ``_cinit.covers`` keeps such a view on the Python init)."""
+    monkeypatch.setenv("NONO_TEST_WARM_INIT", "1")
+    test_home_caches.test_a_cache_the_host_removes_and_makes_again_stays_out_of_reach(
+        sandbox_user, cache_home)
