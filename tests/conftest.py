@@ -16,7 +16,7 @@ import pytest
 from hypothesis import settings
 
 from nonod.policy import ResolvedPolicy
-from nonod.sandbox import LaunchRequest, _reaper
+from nonod.sandbox import LaunchRequest, _cinit, _reaper
 
 # How long one example takes is not a property of the code under test: on a shared 2-CPU
 # machine it follows the load, and hypothesis's default 200 ms deadline then fails at random.
@@ -116,8 +116,11 @@ class SandboxUser:
             cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
                    *cmd]
         proc_env = {"PATH": "/usr/bin:/bin", **self.env}
-        if os.environ.get(_reaper.OVERRIDE):  # a debug build of the reaper (make reaper-asan)
-            proc_env[_reaper.OVERRIDE] = os.environ[_reaper.OVERRIDE]
+        # a debug build of the reaper (make reaper-asan); warm launches (sandbox_runner)
+        for name in (_reaper.OVERRIDE, _cinit.FORCE_PYTHON, "NONO_TEST_WARM_INIT",
+                     "NONO_TEST_INIT_LOG"):
+            if os.environ.get(name):
+                proc_env[name] = os.environ[name]
         proc = subprocess.run(cmd, input=line + stdin, capture_output=True, timeout=timeout,
                               env=proc_env, cwd="/", check=False, umask=umask)
         return Result(proc.returncode, proc.stdout.decode(errors="replace"),

@@ -4,11 +4,18 @@
 The fork server decides before it makes a launcher (:func:`covers`, never half in C): a
 view the Python init would prepare without an outer process (``_launcher.direct``: one
 that leaves the view guard nothing to do, or whose guard the fork server's hub adopts from
-the init, with no audit tag unless the fork server can lend its loginuid for it), no
-creation guard, and only the mount operations the C stage knows (binds, tmpfs, symbolic
-links, masks, read-only and anchored paths, pins, idmapped trees, overlays). Everything
-else, and everything when :data:`FORCE_PYTHON` is set in the fork server's environment,
-keeps the Python init.
+the init, with no audit tag unless the fork server can lend its loginuid for it), a
+creation guard only if every refused name folds to ASCII (``reaper_guard.c`` compares them
+so; :func:`creation_section`), and only the mount operations the C stage knows (binds,
+tmpfs, symbolic links, masks, read-only and anchored paths, pins, idmapped trees,
+overlays). Everything else, and everything when :data:`FORCE_PYTHON` is set in the fork
+server's environment, keeps the Python init.
+
+A creation guard in C is the Python init's (``_createguard``, ``_createserve``): its pins
+after the view's mounts, layer 2 built at launch once the init is confined, the program
+forked to enforce it and install the notifying filter (the plan's ``creation_filter``,
+carried in the launch message), and the listener served by the init (``reaper_create.c``,
+``reaper_guard.c``).
 
 The fork server computes what the init does as flat, strictly checked forms: the view
 (:func:`view_config`: the mount steps with their resolved arguments, the Landlock rules as
@@ -36,6 +43,8 @@ from collections.abc import Sequence
 import msgspec
 
 from . import _launcher
+from ._createguard import MAKE_RIGHTS, guarded_dirs
+from ._createserve import fold
 from ._launcher import LaunchPlan, View, direct, program_nofile
 from ._mounts import (
     ANCHOR,
@@ -99,7 +108,14 @@ def covers(key: tuple[int, int, int, int, int], view: View | None, reaper: int,
         return False
     if not direct(key, view, lends, adopts):
         return False
-    if view.creation_refused or len(view.mounts) > MAX_STEPS:
+    if os.geteuid() != 0 and guarded(view.mounts):
+        # The hub's repairs enter the session through the init's pidfd (``reaper_outer.c``,
+        # ``setns``), which the kernel lets a fork server without CAP_SYS_PTRACE in its own
+        # user namespace do only to an init whose image was exec'd inside the session's:
+        # the C init's was exec'd before its clone into it (a Python init's is once it
+        # has become the reaper), so each repair failed and ended the session.
+        return False
+    if len(view.mounts) > MAX_STEPS or creation_section(view) is None:
         return False
     try:
         _upper_entries(view.mounts)
@@ -171,11 +187,44 @@ def mount_steps(ops: Sequence[MountOp], pinned: Sequence[bytes] = ()) -> bytes:
     return b"".join(out)
 
 
+def writable_roots(view: View) -> list[str]:
+    """Where the first Landlock layer lets the session create entries, normalized and sorted
+    as ``_createguard.prepare`` walks them (``_launcher._writable_roots``)."""
+    rules = view.landlock.rules if view.landlock is not None else ()
+    return sorted({os.path.normpath(os.fsdecode(path)) for path, allowed, is_file in rules
+                   if not is_file and allowed & MAKE_RIGHTS})
+
+
+def creation_section(view: View) -> bytes | None:
+    """The creation guard's part of the view (``reaper_create.c``): each guarded directory
+    with the names refused in it, folded, and the writable roots; None if ``reaper_guard.c``
+    could not compare a name (it folds to ASCII only) or a path does not fit."""
+    if not view.creation_refused:
+        return _U32.pack(0) + _U32.pack(0)
+    dirs = guarded_dirs(view.creation_refused)
+    roots = writable_roots(view)
+    out = [_U32.pack(len(dirs))]
+    for directory, names in dirs.items():
+        folded = sorted({fold(name) for name in names})
+        if not all(name.isascii() and _path_ok(name) for name in folded) or not _path_ok(
+                directory):
+            return None
+        out += [_str(directory), _U32.pack(len(folded)), *(_str(name) for name in folded)]
+    if not all(_path_ok(root) and root.startswith("/") for root in roots):
+        return None
+    out += [_U32.pack(len(roots)), *(_str(root) for root in roots)]
+    return b"".join(out)
+
+
 def view_config(view: View) -> bytes:
-    """``NGV1``: the mount steps, the Landlock ruleset (``reaper_confine.c``), then the view
-    guard's state and the hub's ``O`` message (``guard_state``)."""
+    """``NGV1``: the mount steps, the creation guard's part (``creation_section``), the
+    Landlock ruleset (``reaper_confine.c``), then the view guard's state and the hub's ``O``
+    message (``guard_state``)."""
     ll = view.landlock
-    out = [b"NGV1", mount_steps(view.mounts, view.pinned)]
+    creation = creation_section(view)
+    if creation is None:
+        raise ValueError("the creation guard's names do not fold to ASCII")  # not covered
+    out = [b"NGV1", mount_steps(view.mounts, view.pinned), creation]
     if ll is None or not ll.abi:
         out.append(struct.pack("<IQQQII", 0, 0, 0, 0, 0, 0))
     else:
@@ -245,7 +294,8 @@ def _limit(value: int) -> int:
 def launch_message(plan: LaunchPlan) -> bytes | None:
     """``NGL1``: what the C init does at launch (``reaper_init.c``); None if the plan has
     something it cannot describe (then the Python path launches it)."""
-    if (plan.switch_user or plan.creation_refused or not plan.argv
+    if (plan.switch_user or not plan.argv or bool(plan.creation_refused)
+            != bool(plan.creation_filter)
             or not all(_path_ok(s) for s in (plan.executable, plan.cwd))):
         return None
     env: dict[str, str] = {}
@@ -262,6 +312,7 @@ def launch_message(plan: LaunchPlan) -> bytes | None:
            _str(plan.executable), _str(plan.cwd), _U32.pack(len(plan.argv)),
            *(_str(arg) for arg in plan.argv), _U32.pack(len(env)),
            *(_str(f"{name}={value}") for name, value in env.items()),
+           _U32.pack(len(plan.creation_filter)), plan.creation_filter,
            _U32.pack(len(plan.seccomp)), plan.seccomp]
     return b"".join(out)
 

@@ -26,6 +26,48 @@ int take_count(struct reader *r, size_t min_size, uint32_t *n);
 char *take_str(struct reader *r);
 char *take_path(struct reader *r); /* shorter than 4096, no NUL inside; NULL if not */
 
+/* reaper_guard.c: the creation guard's state (the decisions of _createserve). */
+struct names {
+    size_t n;
+    char **v; /* folded, ASCII */
+};
+struct guarded { /* a guarded directory by identity, and the names refused in it */
+    dev_t dev;
+    ino_t ino;
+    struct names names;
+};
+struct bypath { /* the same by path */
+    char *path;
+    struct names names;
+};
+struct ident {
+    dev_t dev;
+    ino_t ino;
+};
+int take_names(struct reader *r, struct names *names); /* u32 count, each a str */
+/* Serve listener_fd with this state (kept; ``r`` sorted here). */
+void guard_set(struct guarded *g, size_t n_g, struct bypath *p, size_t n_p, struct ident *r,
+               size_t n_r, int listener_fd);
+/* reaper_create.c: the creation guard's pins, layer 2 and the program's confinement, for the
+ * C init (the Python init's _createguard). */
+struct creation {
+    uint32_t n; /* guarded directories (0: no creation guard) */
+    struct bypath *dirs;
+    uint32_t n_roots;
+    char **roots; /* where the first layer lets the session create entries */
+};
+struct prepared {
+    int ruleset; /* layer 2, for the program */
+    struct guarded *guarded;
+    struct bypath *paths;
+    struct ident *ruled;
+    size_t n_guarded, n_paths, n_ruled, cap_ruled;
+};
+int creation_load(struct reader *r, struct creation *c);
+int creation_pin(const struct creation *c);
+int creation_prepare(const struct creation *c, uint32_t abi, struct prepared *p,
+                     const char **detail);
+int creation_confine(int ruleset, const unsigned char *prog, size_t len, int sock);
 /* Read the creation guard's configuration from config_fd (closed) and serve listener_fd;
  * -1 if the configuration is unreadable. */
 int guard_load(int config_fd, int listener_fd);

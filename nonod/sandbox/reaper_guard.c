@@ -43,24 +43,6 @@ static const struct {
     {0xFB04, "ffl"}, {0xFB05, "st"}, {0xFB06, "st"},
 };
 
-struct names {
-    size_t n;
-    char **v;
-};
-struct guarded {
-    dev_t dev;
-    ino_t ino;
-    struct names names;
-};
-struct bypath {
-    char *path;
-    struct names names;
-};
-struct ident {
-    dev_t dev;
-    ino_t ino;
-};
-
 static int listener = -1;
 static size_t n_guarded, n_paths, n_ruled;
 static struct guarded *guarded;
@@ -69,7 +51,7 @@ static struct ident *ruled;
 
 /* ------------------------------------------------------------------ the configuration */
 
-static int take_names(struct reader *r, struct names *names) {
+int take_names(struct reader *r, struct names *names) {
     uint32_t n;
     if (take_count(r, 4, &n) || n > 65536) /* each a length and its bytes */
         return -1;
@@ -130,11 +112,22 @@ int guard_load(int config_fd, int listener_fd) {
     }
     if (r.p != r.end)
         return -1;
-    qsort(ruled, n_ruled, sizeof *ruled, cmp_ident);
     free(buf);
+    guard_set(guarded, n_guarded, paths, n_paths, ruled, n_ruled, listener_fd);
+    return 0;
+}
+
+void guard_set(struct guarded *g, size_t n_g, struct bypath *p, size_t n_p, struct ident *r,
+               size_t n_r, int listener_fd) {
+    guarded = g;
+    n_guarded = n_g;
+    paths = p;
+    n_paths = n_p;
+    ruled = r;
+    n_ruled = n_r;
+    qsort(ruled, n_ruled, sizeof *ruled, cmp_ident);
     listener = listener_fd;
     umask(0); /* emulated creations apply the program's umask themselves */
-    return 0;
 }
 
 int guard_listener(void) { return listener; }

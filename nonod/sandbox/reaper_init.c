@@ -12,8 +12,9 @@
  *   - parent-death signal, dumpable until the fork server has written its id maps: "r" on
  *     GO_FD, and on with "g" (anything else: exit);
  *   - its own cgroup namespace; the root, /proc, /dev, lo, keyring, bounding set and the
- *     view's mounts (reaper_view.c) and the Landlock ruleset (reaper_confine.c), from the
- *     flat form in the sealed memfd CONFIG_FD ("NGV1", _cinit.view_config); a view with
+ *     view's mounts (reaper_view.c), the creation guard's pins (reaper_create.c) and the
+ *     Landlock ruleset (reaper_confine.c), from the flat form in the sealed memfd CONFIG_FD
+ *     ("NGV1", _cinit.view_config); a view with
  *     something to guard has its guard handed to the fork server's hub on HUB_FD (-1:
  *     none), as _launcher._adopt_ahead (reaper_outer.c, adopt_guard);
  *   - "R" (READY) on PLAN_FD, then one launch message with six descriptors (stdin, stdout,
@@ -23,7 +24,9 @@
  *   - the launch's steps as _launcher.confine_and_run and _confined_tail, each failure a
  *     record (REC_ERROR, the step's index in _launcher.STEPS, errno, detail) on the launch
  *     pipe after the pending records, and exit 126: the program never runs unconfined;
- *   - the program (posix_spawn, or fork for a controlling terminal), then serve_init.
+ *   - the program (posix_spawn, or fork for a controlling terminal or under the creation
+ *     guard: layer 2 built here, confined in the program, its listener served by this
+ *     init, reaper_create.c and reaper_guard.c), then serve_init.
  *
  * Any failure before READY: exit 126, and the fork server launches elsewhere (fail closed).
  * Every length and count read is bounded and the whole message must be consumed. */
@@ -55,7 +58,7 @@
 enum {
     S_FORK = 0, S_SETSID = 6, S_LOOPBACK = 8, S_CHDIR = 10, S_RLIMITS = 11, S_STDIO = 12,
     S_CLOSE_FDS = 13, S_NO_NEW_PRIVS = 14, S_LANDLOCK = 15, S_CAPS = 16, S_SECCOMP = 17,
-    S_EXEC = 18,
+    S_EXEC = 18, S_CREATEGUARD = 21,
 };
 #define REC_ERROR 2
 #define MAX_CONFIG (16u << 20)
@@ -73,8 +76,8 @@ struct launch {
     uint64_t max_processes, nofile_cur, nofile_max;
     char *executable, *cwd;
     char **argv, **envp;
-    const unsigned char *seccomp;
-    uint32_t n_seccomp;
+    const unsigned char *seccomp, *creation_filter;
+    uint32_t n_seccomp, n_creation_filter;
 };
 
 /* The fork server's records for the launch pipe (the init's pid...): written once, before
@@ -130,7 +133,12 @@ static int parse_launch(struct reader *r, struct launch *l) {
         take_u64(r, &l->max_processes) || take_u64(r, &l->nofile_cur) ||
         take_u64(r, &l->nofile_max) || !(l->executable = take_path(r)) ||
         !(l->cwd = take_path(r)) || !(l->argv = take_strings(r)) || !l->argv[0] ||
-        !(l->envp = take_strings(r)) || take_u32(r, &n) || (size_t)(r->end - r->p) != n)
+        !(l->envp = take_strings(r)) || take_u32(r, &l->n_creation_filter) ||
+        (size_t)(r->end - r->p) < l->n_creation_filter)
+        return -1;
+    l->creation_filter = r->p;
+    r->p += l->n_creation_filter;
+    if (take_u32(r, &n) || (size_t)(r->end - r->p) != n)
         return -1;
     l->seccomp = r->p;
     l->n_seccomp = n;
@@ -165,22 +173,82 @@ static int proxy_listener(int control, unsigned port) {
     return err;
 }
 
-/* The program with a controlling terminal (_launcher._fork_program): a child that reports
- * its own failure on the launch pipe. */
-static pid_t fork_program(const struct launch *l, int launch_w, int exit_w) {
+/* The program forked (_launcher._fork_program), for a controlling terminal or to confine
+ * itself under the creation guard (``guard``: layer 2 and the socket its listener goes to
+ * the init on; NULL: none): a child that reports its own failure on the launch pipe. */
+static pid_t fork_program(const struct launch *l, int launch_w, int exit_w, const int *guard) {
     pid_t pid = fork();
     if (pid != 0)
         return pid;
     close(exit_w);
     if (setsid() < 0)
         fail(launch_w, S_SETSID, errno, NULL);
-    if (ioctl(0, TIOCSCTTY, 0) < 0)
+    if ((l->flags & FLAG_TTY) && ioctl(0, TIOCSCTTY, 0) < 0)
         fail(launch_w, S_SETSID, errno, "tty");
+    int err;
+    if (guard && (err = creation_confine(guard[0], l->creation_filter, l->n_creation_filter,
+                                         guard[1])))
+        fail(launch_w, S_CREATEGUARD, err, NULL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     execve(l->executable, l->argv, l->envp);
     fail(launch_w, S_EXEC, errno, l->executable);
+}
+
+/* The listener the program sends once confined (creation_confine), or -1 (it failed and
+ * said why on the launch pipe). */
+static int receive_listener(int sock) {
+    char tag;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 4)];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {.iov_base = &tag, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                         .msg_controllen = sizeof u.buf};
+    ssize_t n;
+    while ((n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    int fd = -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); n > 0 && c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (fd < 0 && tag == 'L')
+                fd = got;
+            else
+                close(got);
+        }
+    }
+    return fd;
+}
+
+/* _launcher._fork_guarded: layer 2 built, the program forked to confine itself with it, and
+ * its listener served by this init from then on (reaper_guard.c, in serve_init). */
+static pid_t fork_guarded(const struct launch *l, const struct creation *c, uint32_t abi,
+                          int launch_w, int exit_w) {
+    struct prepared p;
+    const char *detail;
+    int err = creation_prepare(c, abi, &p, &detail), pair[2];
+    if (err)
+        fail(launch_w, S_CREATEGUARD, err, detail);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
+        fail(launch_w, S_CREATEGUARD, errno, "socketpair");
+    int guard[2] = {p.ruleset, pair[1]};
+    pid_t pid = fork_program(l, launch_w, exit_w, guard);
+    close(pair[1]);
+    close(p.ruleset);
+    if (pid > 0) {
+        int listener = receive_listener(pair[0]);
+        if (listener >= 0)
+            guard_set(p.guarded, p.n_guarded, p.paths, p.n_paths, p.ruled, p.n_ruled, listener);
+    }
+    close(pair[0]);
+    return pid;
 }
 
 static pid_t spawn_program(const struct launch *l, int *err) {
@@ -225,7 +293,8 @@ static int place(int *fds, size_t n) {
 }
 
 /* At launch: the steps, the program, the init's life. */
-static _Noreturn void launch(struct launch *l, int *fds, int plan_fd, struct ruleset *rs) {
+static _Noreturn void launch(struct launch *l, int *fds, int plan_fd, struct ruleset *rs,
+                             const struct creation *c) {
     int launch_w = fds[3];
     const char *detail;
     int err;
@@ -258,8 +327,9 @@ static _Noreturn void launch(struct launch *l, int *fds, int plan_fd, struct rul
     block_forwarded(SIG_BLOCK); /* until serve_init's signalfd: see _confined_tail */
     write_pending(launch_w);
     pid_t pid;
-    if (l->flags & FLAG_TTY) {
-        pid = fork_program(l, launch_w, exit_w);
+    if (c->n || l->flags & FLAG_TTY) {
+        pid = c->n ? fork_guarded(l, c, rs->abi, launch_w, exit_w)
+                   : fork_program(l, launch_w, exit_w, NULL);
         if (pid < 0) {
             report(launch_w, S_EXEC, errno, "fork");
             _exit(126);
@@ -345,7 +415,9 @@ static void init_run(int ns_flags, int plan_fd, int go_fd, int config_fd, int hu
     if ((ns_flags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0)
         return;
     struct reader config;
-    if (read_config(config_fd, &config) < 0 || view_prepare(&config, ns_flags, trees) < 0)
+    struct creation creation = {0};
+    if (read_config(config_fd, &config) < 0 || view_prepare(&config, ns_flags, trees) < 0 ||
+        creation_load(&config, &creation) < 0 || (creation.n && creation_pin(&creation) < 0))
         return;
     struct ruleset *rs = ruleset_load(&config);
     const char *detail;
@@ -388,7 +460,9 @@ static void init_run(int ns_flags, int plan_fd, int go_fd, int config_fd, int hu
     r.p += n_pending;
     if (n_fds != FDS_PER_PLAN || parse_launch(&r, &l) < 0 || r.p != r.end)
         fail(fds[3], S_FORK, EINVAL, "malformed launch message for the C init");
-    launch(&l, fds, plan_fd, rs);
+    if (!creation.n != !l.n_creation_filter)
+        fail(fds[3], S_FORK, EINVAL, "the launch's creation filter is not its view's");
+    launch(&l, fds, plan_fd, rs, &creation);
 }
 
 int init_main(int argc, char **argv) {
