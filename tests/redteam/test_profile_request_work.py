@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from nonod import _callerfs
 from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread, hello, raw_client, session_env
 from tests.daemon.localusers import LocalUser
 from tests.redteam.conftest import client_dir, workdir
@@ -70,16 +71,23 @@ def _flood(handle: DaemonThread, user: LocalUser, connections: int,
 
 
 def test_a_resolution_of_many_paths_costs_in_proportion(
-        two_users: tuple[DaemonThread, list[LocalUser]]) -> None:
-    """One request naming 100,000 paths is answered within seconds (before: about 75 s of
-    the daemon's CPU, the work growing with the square of the paths)."""
+        two_users: tuple[DaemonThread, list[LocalUser]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """One request naming 100,000 paths costs the daemon about a second of CPU (before:
+    about 75 s, the work growing with the square of the paths). Measured as the CPU time of
+    this process (the daemon runs in it; the flooder does not), not on the wall clock: on a
+    loaded host a second of CPU is ten or twenty seconds of wall time."""
     handle, (_owner, attacker) = two_users
-    began = time.monotonic()
+    # The caller's time limit (10 s on the wall clock, for a hung file system) would refuse
+    # the request on a host loaded that much; the limit is not what is measured here, and
+    # with 120 s a quadratic resolution still ends in bounded time, refused.
+    monkeypatch.setitem(_callerfs.in_thread_of.__kwdefaults__, "timeout", 120.0)
+    cpu = time.process_time()
     flooder = _flood(handle, attacker, 1, 100_000)
-    out, _ = flooder.communicate(timeout=60)
-    took = time.monotonic() - began
+    out, _ = flooder.communicate(timeout=300)
+    spent = time.process_time() - cpu
     assert out.splitlines() == ["profile ", "done"], out
-    assert took < 20, f"one profile request took {took:.1f} s"
+    # About 1.3 s here; 75 s before.
+    assert spent < 15, f"one profile request cost the daemon {spent:.1f} s of CPU"
 
 
 def test_one_users_profile_requests_do_not_hold_other_users_launches(
