@@ -78,11 +78,23 @@ def launch(client: Client, profile: Path, cwd: Path, argv: list[str],
                          options=p.LaunchOptions(**options))  # type: ignore[arg-type]
 
 
+def _answer_time(client: Client) -> float:
+    """The quickest of three ``sessions`` round trips: what the daemon takes, less the
+    moments a loaded host did not run it."""
+    took = []
+    for _ in range(3):
+        started = time.monotonic()
+        client.sessions()
+        took.append(time.monotonic() - started)
+    return min(took)
+
+
 def test_a_session_past_its_memory_limit_is_killed_with_reason_oom(
         client: Client, profile: Path, short_tmp: Path) -> None:
     (short_tmp / "alloc.py").write_text(ALLOCATE)
     neighbour = launch(client, profile, short_tmp, [PY, "-S", "-c", "import time; time.sleep(60)"],
                        memory=32 << 20)
+    answered_before = _answer_time(client)
     hog = launch(client, profile, short_tmp, [PY, "-S", "alloc.py"], memory=32 << 20)
     layer = {lay.name: lay for lay in (hog.enforcement.layers if hog.enforcement else ())}
     assert layer["limits"].state == "applied", layer["limits"]
@@ -99,10 +111,11 @@ def test_a_session_past_its_memory_limit_is_killed_with_reason_oom(
     assert ended_event["reason"] == "oom" and ended_event["signal"] == 9
     usage = ended_event["usage"]
     assert usage["oom_kills"] >= 1 and usage["memory_peak_bytes"] > 16 << 20
-    # The neighbour and the daemon are untouched, and answer at once.
-    started = time.monotonic()
+    # The neighbour and the daemon are untouched, and answer at once: as fast as before the
+    # hog (the quickest of three answers each, with a margin for a loaded host's noise).
+    answered_after = _answer_time(client)
+    assert answered_after < 0.5 + 10 * answered_before, (answered_before, answered_after)
     live = {s.id: s for s in client.sessions()}
-    assert time.monotonic() - started < 1.0
     assert neighbour.id in live and live[neighbour.id].state == "running"
     assert live[neighbour.id].usage is not None and live[neighbour.id].usage.oom_kills == 0
     client.stop(neighbour.id, force=True)
