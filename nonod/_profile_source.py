@@ -76,13 +76,17 @@ class ResolutionCache:
     def get(self, key: bytes) -> ResolvedPolicy | None:
         with self._lock:
             entry = self._entries.get(key)
+        # Checked outside the lock (a caller's file system may be slow): another thread may
+        # evict or replace the entry meanwhile, so only the entry checked is touched after.
         if entry is not None and entry[1].unchanged():
             with self._lock:
-                self._entries.move_to_end(key)
+                if self._entries.get(key) is entry:
+                    self._entries.move_to_end(key)
                 self.hits += 1
             return entry[0]
         with self._lock:
-            self._entries.pop(key, None)
+            if entry is not None and self._entries.get(key) is entry:
+                del self._entries[key]
             self.misses += 1
         return None
 

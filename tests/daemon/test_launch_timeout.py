@@ -37,7 +37,7 @@ def test_a_launch_that_times_out_is_refused_by_name_and_leaves_nothing_running(
     assert done.returncode != 0
     assert "did not report within" in done.stderr, done.stderr
     assert "connection" not in done.stderr.lower(), done.stderr
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while _alive(token) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(token), "a program the daemon refused kept running"

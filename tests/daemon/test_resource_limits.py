@@ -16,6 +16,7 @@ from nonoctl.client import Client, RemoteError
 from nonod import protocol as p
 from nonod.cgroups import CgroupLimits, open_backend
 
+from ..proctree import wait_until
 from .conftest import DaemonThread, wait_pid_gone
 from .test_cli import CLI, cli_env
 
@@ -78,11 +79,23 @@ def launch(client: Client, profile: Path, cwd: Path, argv: list[str],
                          options=p.LaunchOptions(**options))  # type: ignore[arg-type]
 
 
+def _answer_time(client: Client) -> float:
+    """The quickest of three ``sessions`` round trips: what the daemon takes, less the
+    moments a loaded host did not run it."""
+    took = []
+    for _ in range(3):
+        started = time.monotonic()
+        client.sessions()
+        took.append(time.monotonic() - started)
+    return min(took)
+
+
 def test_a_session_past_its_memory_limit_is_killed_with_reason_oom(
         client: Client, profile: Path, short_tmp: Path) -> None:
     (short_tmp / "alloc.py").write_text(ALLOCATE)
     neighbour = launch(client, profile, short_tmp, [PY, "-S", "-c", "import time; time.sleep(60)"],
                        memory=32 << 20)
+    answered_before = _answer_time(client)
     hog = launch(client, profile, short_tmp, [PY, "-S", "alloc.py"], memory=32 << 20)
     layer = {lay.name: lay for lay in (hog.enforcement.layers if hog.enforcement else ())}
     assert layer["limits"].state == "applied", layer["limits"]
@@ -99,10 +112,11 @@ def test_a_session_past_its_memory_limit_is_killed_with_reason_oom(
     assert ended_event["reason"] == "oom" and ended_event["signal"] == 9
     usage = ended_event["usage"]
     assert usage["oom_kills"] >= 1 and usage["memory_peak_bytes"] > 16 << 20
-    # The neighbour and the daemon are untouched, and answer at once.
-    started = time.monotonic()
+    # The neighbour and the daemon are untouched, and answer at once: as fast as before the
+    # hog (the quickest of three answers each, with a margin for a loaded host's noise).
+    answered_after = _answer_time(client)
+    assert answered_after < 0.5 + 10 * answered_before, (answered_before, answered_after)
     live = {s.id: s for s in client.sessions()}
-    assert time.monotonic() - started < 1.0
     assert neighbour.id in live and live[neighbour.id].state == "running"
     assert live[neighbour.id].usage is not None and live[neighbour.id].usage.oom_kills == 0
     client.stop(neighbour.id, force=True)
@@ -416,18 +430,27 @@ def test_a_group_made_for_a_launch_that_went_warm_serves_the_next_launch(
     memory = next(sub for sub in backend.subtrees() if "/memory" in sub)
     sessions = [launch(client, profile, short_tmp, ["/bin/sleep", "60"], max_processes=30)
                 for _ in range(10)]
-    groups = [entry for entry in os.listdir(memory) if os.path.isdir(Path(memory, entry))]
     used = set()
     for session in sessions:
         lines = Path(f"/proc/{session.pid}/cgroup").read_text().splitlines()
         used.add(next(line.rsplit("/", 1)[1] for line in lines if ":memory:" in line))
-    unused = [g for g in groups if g not in used]
+    assert len(used) == len(sessions)
+
+    def unused() -> list[str]:
+        return [entry for entry in os.listdir(memory)
+                if os.path.isdir(Path(memory, entry)) and entry not in used]
+
+    def a_few(groups: list[str]) -> bool:
+        return len(groups) <= 4 and 1 <= sum(1 for g in groups if g.startswith("spare-")) <= 2
+
     # Besides the sessions' own groups: warm launchers waiting for the next launch (two at
     # most per kind) and the spares kept (two at most for these limits, named for what they
-    # are). Made per launch, there would be one per warm session.
-    assert len(used) == len(sessions)
-    assert len(unused) <= 4, (unused, used)
-    assert 1 <= sum(1 for g in unused if g.startswith("spare-")) <= 2, unused
+    # are). Made per launch, there would be one per warm session. Once the pool has settled:
+    # on a loaded host the groups of launchers just retired (their launch went cold, or
+    # their pool was refilled) are still being removed when the last launch returns.
+    wait_until("the unused groups are a few", lambda: a_few(unused()), timeout=30)
+    left = unused()
+    assert a_few(left), (left, used)
     for session in sessions:
         client.stop(session.id, force=True)
 

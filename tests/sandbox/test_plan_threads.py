@@ -48,8 +48,11 @@ def _unanswered_fuse(where: Path) -> Iterator[None]:
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/fuse"),
                     reason="mounts a FUSE file system")
 def test_plans_stuck_in_one_users_file_system_leave_another_users_launch_alone(
-        world_tmp: Path) -> None:
+        world_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     theirs, mine = world_tmp / "theirs", world_tmp / "mine"
+    # The stuck plans are not given up (30 s) within the bounds below, however loaded the
+    # host: their threads stay taken for the whole test.
+    monkeypatch.setattr(_api, "PLAN_TIMEOUT", 300.0)
     (theirs / "stuck").mkdir(parents=True)
     mine.mkdir()
     stuck_launches = 8
@@ -63,11 +66,13 @@ def test_plans_stuck_in_one_users_file_system_leave_another_users_launch_alone(
                 nursery.start_soon(launcher.launch, policy((theirs, Access.READWRITE)),
                                    LaunchRequest(argv=("/bin/true",), cwd=str(theirs),
                                                  uid=NOBODY, gid=NOBODY))
-            with trio.fail_after(10):  # (state no event announces: their threads taken)
+            # (state no event announces: their threads taken; bounds generous for a loaded
+            # host, the stuck plans hold their threads until the end)
+            with trio.fail_after(60):
                 while shared.borrowed_tokens < shared.total_tokens and \
                         own.borrowed_tokens < own.total_tokens:
                     await trio.sleep(0.01)
-            with trio.fail_after(20):
+            with trio.fail_after(60):
                 proc = await launcher.launch(policy((mine, Access.READWRITE)),
                                              LaunchRequest(argv=("/bin/true",), cwd=str(mine)))
                 assert (await proc.wait_exited()).code == 0
@@ -87,7 +92,8 @@ def test_a_plan_stuck_in_a_file_system_is_a_launch_error_in_time(
 
     async def main() -> None:
         async with open_launcher() as launcher:
-            with trio.fail_after(10), pytest.raises(LaunchError, match="plan was not made"):
+            # (the plan's 1 s limit, or never: 30 s for a loaded host)
+            with trio.fail_after(30), pytest.raises(LaunchError, match="plan was not made"):
                 await launcher.launch(policy((theirs, Access.READWRITE)),
                                       LaunchRequest(argv=("/bin/true",), cwd=str(theirs),
                                                     uid=NOBODY, gid=NOBODY))

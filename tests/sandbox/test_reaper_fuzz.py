@@ -364,15 +364,12 @@ def _init_of_a_sleep() -> tuple[int, socket.socket, int]:
     return pid, ours, exit_r
 
 
-def _terminated(pid: int, exit_r: int) -> float:
-    """SIGTERM to the init: it forwards it and reports the sleep's death; how long it took."""
-    start = time.monotonic()
+def _terminated(pid: int, exit_r: int) -> None:
+    """SIGTERM to the init: it forwards it and reports the sleep's death."""
     os.kill(pid, signal.SIGTERM)
     assert _status(pid, "SIGTERM") == 0
-    took = time.monotonic() - start
     with os.fdopen(exit_r, "rb") as f:
         assert f.read() == bytes([3]) + struct.pack("<iiI", -1, signal.SIGTERM, 0)
-    return took
 
 
 def test_a_daemon_gone_while_its_connection_waits_leaves_the_init_serving() -> None:
@@ -389,12 +386,17 @@ def test_a_daemon_gone_while_its_connection_waits_leaves_the_init_serving() -> N
             with contextlib.suppress(BlockingIOError):
                 c.connect(("127.0.0.1", port))
         pid, ours, exit_r = _init_of_a_sleep()
+        asked = time.monotonic()
         with ours:
             ours.send(b"C" + struct.pack("<H", port))
-        took = _terminated(pid, exit_r)
+        _terminated(pid, exit_r)
+        took = time.monotonic() - asked
         for c in held:
             c.close()
-    assert took < 2, took
+    # From the request on: the init's five seconds (CONNECT_TIMEOUT_MS) began after it, so
+    # an init that waited them out takes 5 s or more here, however loaded the host; one
+    # that dropped the connection at once, milliseconds.
+    assert took < 4.5, took
 
 
 def test_a_number_past_an_int_is_refused_not_truncated() -> None:
