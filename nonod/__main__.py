@@ -14,7 +14,11 @@ def _drop_working_directory() -> None:
     looked up there."""
     if sys.flags.safe_path or not sys.path:
         return
-    if sys.path[0] in ("", os.getcwd()):
+    try:
+        cwd = os.getcwd()
+    except OSError:  # removed: the first entry is still the one ``-m`` made for it
+        cwd = sys.path[0]
+    if sys.path[0] in ("", cwd):
         del sys.path[0]
 
 
