@@ -172,7 +172,7 @@ async def test_a_connection_made_before_the_proxy_serves_holds_little_too(
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     proxy_port = listeners[0].socket.getsockname()[1]
     early = socket.create_connection(("127.0.0.1", proxy_port))  # in the backlog
-    with upstream(sends=False) as (port, _):
+    with upstream(sends=False) as (port, _, _):
         await nursery.start(functools.partial(
             serve_proxy, listeners[0], policy=ProxyPolicy(hosts=frozenset({"up.example"})),
             resolver=RecordingResolver(pins={"up.example": f"127.0.0.1:{port}"},
