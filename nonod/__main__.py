@@ -16,8 +16,8 @@ def _drop_working_directory() -> None:
         return
     try:
         cwd = os.getcwd()
-    except OSError:  # removed: the first entry is still the one ``-m`` made for it
-        cwd = sys.path[0]
+    except OSError:  # removed: ``-m`` made no entry for it (or "")
+        cwd = ""
     if sys.path[0] in ("", cwd):
         del sys.path[0]
 
