@@ -301,7 +301,7 @@ class _Warm:
                     finally:
                         os._exit(126)
                 theirs_go.close()
-                if go.recv(1) != b"r":  # (said once it has its own table)
+                if _first_word(go, pid) != b"r":  # (said once it has its own table)
                     raise OSError(errno.ECHILD, "the warm init ended before its maps")
                 self._let_go(key, pid, procs, go)
             except OSError:
@@ -776,6 +776,21 @@ class _Pool:
             except OSError:
                 left.append(directory)  # its launcher is still exiting
         self._groups = left
+
+
+def _first_word(go: socket.socket, pid: int) -> bytes:
+    """What the direct init ``pid`` says first on ``go``, or b"" if it ends without a word.
+    Its end of ``go`` stays open in our low slot until then (``_lowfds``), so the init's
+    death alone is no end of file here: its pidfd says it."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        poll = select.poll()
+        poll.register(go, select.POLLIN)
+        poll.register(pidfd, select.POLLIN)
+        ready = {fd for fd, _ in poll.poll()}
+        return go.recv(1) if go.fileno() in ready else b""
+    finally:
+        os.close(pidfd)
 
 
 #: The low descriptor numbers direct inits take their descriptors in (``_lowfds``): made
