@@ -1319,10 +1319,11 @@ def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> in
     failed = 0
     for name in files:
         path = Path(name)
+        shown = field(name)  # a repository's name (a shell's glob): no lines of its own
         try:
             data = path.read_bytes()
         except OSError as exc:
-            out.line(f"FAIL {name}: cannot read: {exc.strerror}")
+            out.line(f"FAIL {shown}: cannot read: {exc.strerror}")
             failed += 1
             continue
         bundle_path = path.with_name(path.name + ".bundle")
@@ -1330,10 +1331,10 @@ def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> in
         try:
             trust.verify_file(data, path.name, bundle, policy)
         except trust.TrustError as exc:
-            out.line(f"FAIL {name}: {exc.message}")
+            out.line(f"FAIL {shown}: {field(exc.message)}")
             failed += 1
         else:
-            out.line(f"OK   {name}")
+            out.line(f"OK   {shown}")
     return EXIT_FAILURE if failed else EXIT_OK
 
 

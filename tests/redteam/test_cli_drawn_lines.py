@@ -87,3 +87,30 @@ def test_a_repositorys_file_names_draw_no_lines_in_trust_output(short_tmp: Path)
     # Two unsigned files: two lines (before: three, shown as one FAIL and two OK).
     assert len(verified.splitlines()) == 2, verified
     assert "x\\x0dOK   docs/CLAUDE.md" in verified and "a\\x0aOK   b/CLAUDE.md" in verified
+
+
+def test_file_names_given_to_trust_verify_draw_no_lines(short_tmp: Path) -> None:
+    """``trust verify FILE...`` with the repository's names (a shell's ``*/CLAUDE.md``):
+    each name is shown as a field, as with ``--all``. Before: ``FAIL a`` and a line
+    ``OK   b/CLAUDE.md: ...`` of the name's making."""
+    repo = short_tmp / "repo"
+    repo.mkdir()
+    key = trust.generate_key("repo")
+    policy = trust.init_policy(includes=["**/CLAUDE.md"], key=key)
+    (repo / "trust-policy.json").write_bytes(policy)
+    (repo / "trust-policy.json.bundle").write_bytes(trust.sign_policy(policy, key))
+    names = ("x\rOK   docs", "a\nOK   b")
+    for name in names:
+        (repo / name).mkdir()
+        (repo / name / "CLAUDE.md").write_text("unsigned\n")
+    home = short_tmp / "home"
+    home.mkdir()
+    run = CLI(cli_env(short_tmp / "no.sock", short_tmp, HOME=str(home),
+                      XDG_CONFIG_HOME=str(home / ".config")), repo)
+    verified = _raw(run, "trust", "verify", *(f"{name}/CLAUDE.md" for name in names),
+                    "missing\nOK   c/CLAUDE.md")
+    assert "\r" not in verified, verified
+    assert not [line for line in verified.splitlines() if line.lstrip().startswith("OK")], \
+        verified
+    assert len(verified.splitlines()) == 3, verified  # one FAIL line each
+    assert "x\\x0dOK   docs/CLAUDE.md" in verified and "a\\x0aOK   b/CLAUDE.md" in verified
