@@ -63,27 +63,41 @@ def _raw(run: CLI, *args: str) -> str:
     return done.stdout.decode()
 
 
-def test_a_repositorys_file_names_draw_no_lines_in_trust_output(short_tmp: Path) -> None:
-    """A cloned repository with its own (self-signed) trust policy: ``trust verify --all``
-    and ``trust list`` in it. Before: an ``OK`` line for each unsigned file."""
+#: Directories of a cloned repository, each holding an unsigned ``CLAUDE.md``.
+DRAWING_NAMES = ("x\rOK   docs", "a\nOK   b")
+
+
+def _repository(short_tmp: Path) -> CLI:
+    """A cloned repository with its own (self-signed) trust policy and a directory of each
+    of :data:`DRAWING_NAMES`; ``nonoctl`` run in it."""
     repo = short_tmp / "repo"
     repo.mkdir()
     key = trust.generate_key("repo")
     policy = trust.init_policy(includes=["**/CLAUDE.md"], key=key)
     (repo / "trust-policy.json").write_bytes(policy)
     (repo / "trust-policy.json.bundle").write_bytes(trust.sign_policy(policy, key))
-    for name in ("x\rOK   docs", "a\nOK   b"):
+    for name in DRAWING_NAMES:
         (repo / name).mkdir()
         (repo / name / "CLAUDE.md").write_text("unsigned\n")
     home = short_tmp / "home"
     home.mkdir()
-    run = CLI(cli_env(short_tmp / "no.sock", short_tmp, HOME=str(home),
-                      XDG_CONFIG_HOME=str(home / ".config")), repo)
+    return CLI(cli_env(short_tmp / "no.sock", short_tmp, HOME=str(home),
+                       XDG_CONFIG_HOME=str(home / ".config")), repo)
+
+
+def _no_line_drawn(out: str) -> None:
+    assert "\r" not in out, out
+    assert not [line for line in out.splitlines() if line.lstrip().startswith("OK")], out
+
+
+def test_a_repositorys_file_names_draw_no_lines_in_trust_output(short_tmp: Path) -> None:
+    """``trust verify --all`` and ``trust list`` in the repository. Before: an ``OK`` line
+    for each unsigned file."""
+    run = _repository(short_tmp)
     verified = _raw(run, "trust", "verify", "--all")
     listed = _raw(run, "trust", "list")
     for out in (verified, listed):
-        assert "\r" not in out, out
-        assert not [line for line in out.splitlines() if line.lstrip().startswith("OK")], out
+        _no_line_drawn(out)
     # Two unsigned files: two lines (before: three, shown as one FAIL and two OK).
     assert len(verified.splitlines()) == 2, verified
     assert "x\\x0dOK   docs/CLAUDE.md" in verified and "a\\x0aOK   b/CLAUDE.md" in verified
@@ -93,24 +107,9 @@ def test_file_names_given_to_trust_verify_draw_no_lines(short_tmp: Path) -> None
     """``trust verify FILE...`` with the repository's names (a shell's ``*/CLAUDE.md``):
     each name is shown as a field, as with ``--all``. Before: ``FAIL a`` and a line
     ``OK   b/CLAUDE.md: ...`` of the name's making."""
-    repo = short_tmp / "repo"
-    repo.mkdir()
-    key = trust.generate_key("repo")
-    policy = trust.init_policy(includes=["**/CLAUDE.md"], key=key)
-    (repo / "trust-policy.json").write_bytes(policy)
-    (repo / "trust-policy.json.bundle").write_bytes(trust.sign_policy(policy, key))
-    names = ("x\rOK   docs", "a\nOK   b")
-    for name in names:
-        (repo / name).mkdir()
-        (repo / name / "CLAUDE.md").write_text("unsigned\n")
-    home = short_tmp / "home"
-    home.mkdir()
-    run = CLI(cli_env(short_tmp / "no.sock", short_tmp, HOME=str(home),
-                      XDG_CONFIG_HOME=str(home / ".config")), repo)
-    verified = _raw(run, "trust", "verify", *(f"{name}/CLAUDE.md" for name in names),
+    run = _repository(short_tmp)
+    verified = _raw(run, "trust", "verify", *(f"{name}/CLAUDE.md" for name in DRAWING_NAMES),
                     "missing\nOK   c/CLAUDE.md")
-    assert "\r" not in verified, verified
-    assert not [line for line in verified.splitlines() if line.lstrip().startswith("OK")], \
-        verified
+    _no_line_drawn(verified)
     assert len(verified.splitlines()) == 3, verified  # one FAIL line each
     assert "x\\x0dOK   docs/CLAUDE.md" in verified and "a\\x0aOK   b/CLAUDE.md" in verified

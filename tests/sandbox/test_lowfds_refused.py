@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,9 +20,10 @@ from nonod.sandbox._cinit import FORCE_PYTHON
 
 pytestmark = pytest.mark.userns
 
+ROOT = Path(__file__).resolve().parents[2]  # the script imports the tests' policy from here
+
 SCRIPT = r"""
 import errno, struct, trio
-from nonod.policy import Access, Grant, ResolvedPolicy
 from nonod.sandbox import LaunchRequest, _libc, open_launcher
 from nonod.sandbox._seccomp import (SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, install_filter)
 from nonod.sandbox._syscalls import native_arch
@@ -39,9 +41,7 @@ program = b"".join(insn.pack(*i) for i in (
 _libc.prctl(38, 1)  # PR_SET_NO_NEW_PRIVS
 install_filter(program)
 
-policy = ResolvedPolicy(name="refused", grants=(Grant(path="/usr", access=Access.READ),
-                                                 Grant(path="/etc", access=Access.READ)),
-                        denials=())
+from tests.sandbox.test_warm_direct import POLICY as policy
 
 async def main():
     async with open_launcher("namespaces") as launcher:
@@ -59,7 +59,7 @@ def test_a_direct_init_that_cannot_take_its_own_table_does_not_stall_the_server(
     env = {**os.environ, FORCE_PYTHON: "1"}  # the Python direct init (``_Warm._direct``)
     try:
         proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                              timeout=60, env=env, check=False)
+                              timeout=60, env=env, check=False, cwd=ROOT)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the fork server stalled: {exc.stdout!r}")
     assert proc.returncode == 0, proc.stderr
