@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ._errors import CredentialNotFound as CredentialNotFound
     from ._errors import CredentialUnavailable as CredentialUnavailable
     from ._errors import InsecureSource as InsecureSource
+    from ._errors import RouteElsewhere as RouteElsewhere
     from ._errors import SourceNotPermitted as SourceNotPermitted
     from ._errors import UnknownRoute as UnknownRoute
     from ._errors import UnsupportedSource as UnsupportedSource
@@ -76,8 +77,8 @@ else:
     __getattr__, __dir__ = exports(__name__, {
         "_errors": (
             "BadReference", "BadValue", "CredentialError", "CredentialNotFound",
-            "CredentialUnavailable", "InsecureSource", "SourceNotPermitted", "UnknownRoute",
-            "UnsupportedSource",
+            "CredentialUnavailable", "InsecureSource", "RouteElsewhere", "SourceNotPermitted",
+            "UnknownRoute", "UnsupportedSource",
         ),
         "_keychain": ("Keychain", "SecretInfo", "SecretStatus"),
         "_phantom": ("PhantomToken",),

@@ -67,6 +67,13 @@ class BadValue(CredentialError):
     code = "credential.bad_value"
 
 
+class RouteElsewhere(CredentialError):
+    """A profile's route takes a built-in route's name or credential to another upstream than
+    the built-in's (``docs/credentials.md``, "Built-in names and credentials stay home")."""
+
+    code = "credential.route_elsewhere"
+
+
 class UnknownRoute(CredentialError):
     """A profile enables a credential route that is neither built in nor defined by the
     profile's ``custom_credentials``."""

@@ -16,6 +16,13 @@ nono's conventions, kept here:
 - a name with ``-`` (``google-ai``) also gets the ``_`` spelling of both variables
   (``GOOGLE_AI_BASE_URL``), since shells cannot use the other.
 
+One departure from nono: a custom route that takes a built-in route's *name* or *credential*
+(``github``, ``env://GITHUB_TOKEN``, the keychain account ``gemini``) must send it to the
+built-in's upstream host (scheme, host and port; the path may differ). Otherwise a profile
+from a repository could keep the name a person reads (``credentials: github``, or
+``--credential github`` typed on purpose) and send the real token to a host of its choosing
+(:class:`~._errors.RouteElsewhere`).
+
 :func:`load_route_secrets` reads each route's secret for a session (in worker threads). A
 route whose secret cannot be read stays in the table without one (the proxy would answer its
 requests with 503); :func:`require_route_secrets` turns such a route into a refused launch,
@@ -35,7 +42,7 @@ import trio
 
 from .._data import read_data
 from ..policy import CustomCredential, NetworkPolicy
-from ._errors import BadValue, CredentialError, UnknownRoute
+from ._errors import BadValue, CredentialError, RouteElsewhere, UnknownRoute
 from ._phantom import PhantomToken
 from ._rules import EndpointRules
 from ._secret import Secret
@@ -265,10 +272,12 @@ def session_routes(network: NetworkPolicy,
     for name in network.credentials:
         if name in custom:
             try:
-                routes.append(route_from_custom(name, custom[name]))
+                route = route_from_custom(name, custom[name])
             except ValueError as exc:
                 raise CredentialError(f"network.custom_credentials.{name}: {exc}",
                                       reference=name) from None
+            _stays_home(route, table)
+            routes.append(route)
         elif name in table:
             routes.append(table[name])
         else:
@@ -278,6 +287,30 @@ def session_routes(network: NetworkPolicy,
     if network.tls_intercept is not None:
         routes += _domain_routes(network, routes)
     return tuple(routes)
+
+
+def _secret_of(reference: str) -> tuple[str, ...]:
+    """What a reference reads, whatever its spelling (``gemini`` and ``keyring://nono/gemini``
+    are one keychain entry)."""
+    ref = parse_credential_ref(reference)
+    return (ref.kind, ref.service, ref.account, ref.variable, ref.path, ref.name)
+
+
+def _stays_home(route: Route, table: Mapping[str, Route]) -> None:
+    """Refuse a profile's route that takes a built-in route's name or credential elsewhere."""
+    place = (route.scheme, route.host, route.port)
+    secret = _secret_of(route.credential_key)
+    for builtin in table.values():
+        takes = ("name" if builtin.name == route.name
+                 else "credential" if _secret_of(builtin.credential_key) == secret else None)
+        if takes is None or place == (builtin.scheme, builtin.host, builtin.port):
+            continue
+        raise RouteElsewhere(
+            f"network.custom_credentials.{route.name} uses the {takes} of the built-in route "
+            f"`{builtin.name}` ({builtin.credential_key}, for {builtin.upstream}) with another "
+            f"upstream, {route.upstream}", reference=route.credential_key,
+            hint="a built-in route's name and credential go to its own host only: give the "
+            "route another name and its secret another reference")
 
 
 def _domain_routes(network: NetworkPolicy, routes: Sequence[Route]) -> list[Route]:

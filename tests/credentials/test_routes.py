@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from nonod.credentials import (
@@ -13,6 +14,7 @@ from nonod.credentials import (
     CredentialNotFound,
     PhantomToken,
     Route,
+    RouteElsewhere,
     UnknownRoute,
     builtin_routes,
     credential_environment,
@@ -130,12 +132,17 @@ def test_the_gitbot_profile_gives_its_routes(tmp_path: Path) -> None:
 
 
 def test_custom_definitions_replace_builtins_and_unknown_names_fail() -> None:
-    custom = CustomCredential(upstream="https://proxy.example/v1", credential_key="mine",
+    custom = CustomCredential(upstream="https://api.openai.com/v2", credential_key="mine",
                               inject_header="Authorization", credential_format="Bearer {}")
     network = NetworkPolicy(restricted=True, credentials=("openai",),
                             custom_credentials=(("openai", custom),))
     (route,) = session_routes(network)
-    assert (route.upstream, route.origin) == ("https://proxy.example/v1", "profile")
+    assert (route.upstream, route.origin) == ("https://api.openai.com/v2", "profile")
+    # ... at the built-in's host only (redteam27): the name is what a person reads.
+    elsewhere = msgspec.structs.replace(custom, upstream="https://proxy.example/v1")
+    with pytest.raises(RouteElsewhere, match="built-in route `openai`"):
+        session_routes(msgspec.structs.replace(
+            network, custom_credentials=(("openai", elsewhere),)))
     with pytest.raises(UnknownRoute, match="nope") as info:
         session_routes(NetworkPolicy(restricted=True, credentials=("nope",)))
     assert info.value.hint is not None and "gemini" in info.value.hint
