@@ -311,6 +311,10 @@ class Output:
         if s.listen_ports:
             self.line(f"listening:   {', '.join(str(port) for port in s.listen_ports)}")
         self.line(f"credentials: {', '.join(s.credentials) or 'none'}")
+        for route in s.routes:  # which secret goes where: a profile picks both
+            self.line(f"             {field(route)}")
+        for index, weakened in enumerate(s.weakened):
+            self.line(f"{'weakened:' if index == 0 else '':<12} {field(weakened)}")
         if s.intercepts:
             self.line(f"intercepts:  TLS of {', '.join(s.intercepts)} (the session's own CA)")
         for index, tool in enumerate(s.tools):  # each in a session of its own

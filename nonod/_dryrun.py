@@ -1,5 +1,11 @@
 """The summary a dry run leads with (``nonoctl launch --dry-run``): filesystem grants, the
-network mode and why, credential routes. Computed from the resolved policy, in the daemon."""
+network mode and why, credential routes. Computed from the resolved policy, in the daemon.
+
+A profile may come from the repository the program works on, so the summary says what such a
+profile can hand out or take away beyond its paths and hosts: which secret each route sends to
+which upstream, the real secrets and host variables put into the program's environment, and
+every protection the profile turns off (``weakened``). Writable and broad grants lead the
+paths, so the few lines a person reads are not the ones a profile chose to put first."""
 
 from __future__ import annotations
 
@@ -14,8 +20,11 @@ _UNRESTRICTED_REASON = (
 
 
 def summarize(policy: ResolvedPolicy) -> DryRunSummary:
-    chosen = tuple((g.path, g.access) for g in policy.grants
-                   if not g.source.startswith("group:") and g.source != "base")
+    asked = [g for g in policy.grants if not g.source.startswith("group:") and g.source != "base"]
+    # Writable first, then the broadest (fewest path components): what matters is shown
+    # within the first lines whatever order the profile wrote its grants in.
+    asked.sort(key=lambda g: (not g.access.writes, g.path.count("/"), g.path))
+    chosen = tuple((g.path, g.access) for g in asked)
     net = policy.network
     return DryRunSummary(
         grants=len(policy.grants),
@@ -27,6 +36,8 @@ def summarize(policy: ResolvedPolicy) -> DryRunSummary:
         hosts=net.allow_domain if net.restricted and not net.block else (),
         listen_ports=net.listen_ports,
         credentials=_routes(net),
+        routes=_route_lines(net),
+        weakened=_weakened(policy),
         tools=tuple(_tool(tool) for tool in policy.tools),
         intercepts=_intercepts(net),
     )
@@ -43,6 +54,45 @@ def _intercepts(net: NetworkPolicy) -> tuple[str, ...]:
 def _routes(net: NetworkPolicy) -> tuple[str, ...]:
     """The route names, each once (a custom credential may also be listed by name)."""
     return tuple(dict.fromkeys((*net.credentials, *(n for n, _ in net.custom_credentials))))
+
+
+def _route_lines(net: NetworkPolicy) -> tuple[str, ...]:
+    """``github: env://GITHUB_TOKEN -> https://api.github.com`` for each route a session would
+    use (raises the launch's own CredentialError for a route it would refuse), then each
+    ``env_credentials`` variable and the reference it holds the real value of."""
+    lines: list[str] = []
+    if net.restricted and not net.block:
+        from .credentials import session_routes  # as _intercepts: only when asked
+
+        lines += [f"{r.name}: {r.credential_key} -> {r.upstream}"
+                  + (" (built-in)" if r.origin == "builtin" else "")
+                  for r in session_routes(net) if not r.filter_only]
+    lines += [f"{var}: {ref} (its real value, in the program's environment)"
+              for ref, var in net.env_credentials]
+    return tuple(lines)
+
+
+def _weakened(policy: ResolvedPolicy) -> tuple[str, ...]:
+    """Every protection the profile (or the command line) turned off, one line each."""
+    said = [f"lifted: {note.path}, {note.message}" for note in policy.notes
+            if note.kind == "bypass" and "lifted by" in note.message]
+    for what, values in (
+            ("runs without", policy.allow_degraded),
+            ("writable although the host runs it later", policy.writable_persistence),
+            ("host cache written in place", policy.shared_caches),
+            ("variables of your environment passed in", policy.env.allow_vars)):
+        if values:
+            said.append(f"{what}: {', '.join(values)}")
+    if policy.allow_unix_sockets:
+        said.append("may create Unix sockets (nonod.unix_sockets): any listening one in its "
+                    "view is reachable")
+    for what, value in (("signals", policy.signal_mode),
+                        ("process information", policy.process_info_mode)):
+        if value == "allow_all":
+            said.append(f"{what}: every process of the user (allow_all)")
+    if policy.ipc_mode == "full":
+        said.append("ipc: the host's System V and POSIX IPC (ipc_mode full)")
+    return tuple(said)
 
 
 def _tool(tool: ToolPolicy) -> str:

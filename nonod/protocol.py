@@ -654,8 +654,11 @@ class DryRunSummary(msgspec.Struct, frozen=True, kw_only=True):
     the working directory or the command line asked for (not the built-in groups'), as
     ``(path, access)``. ``network`` is ``blocked`` (no network), ``allowlist`` (only
     ``hosts``, through the proxy) or ``unrestricted`` (the host's network as it is), and
-    ``network_reason`` says why. ``credentials`` names the credential routes, ``tools`` the
-    tools that run in sessions of their own and what each gets.
+    ``network_reason`` says why. ``credentials`` names the credential routes, ``routes`` says
+    which secret each sends to which upstream (and which real secrets the environment holds),
+    ``weakened`` every protection the policy turns off, ``tools`` the tools that run in
+    sessions of their own and what each gets. ``main_paths`` lists writable and broad grants
+    first.
     """
 
     grants: int
@@ -667,6 +670,10 @@ class DryRunSummary(msgspec.Struct, frozen=True, kw_only=True):
     hosts: tuple[str, ...] = ()
     listen_ports: tuple[int, ...] = ()
     credentials: tuple[str, ...] = ()
+    #: ``NAME: REFERENCE -> UPSTREAM`` per route, ``VAR: REFERENCE (...)`` per env credential.
+    routes: tuple[str, ...] = ()
+    #: One line per protection turned off (a lifted denial, a degraded layer...).
+    weakened: tuple[str, ...] = ()
     #: One line per tool of ``command_policies``: what its own session gets.
     tools: tuple[str, ...] = ()
     #: The hosts whose TLS the daemon would intercept (``network.tls_intercept``).

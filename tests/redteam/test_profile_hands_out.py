@@ -4,7 +4,8 @@ the repository's nono profile. A profile names its routes' upstreams and their s
 custom route of a built-in's name replaced the built-in (nono's rule): a profile that kept the
 name ``github`` (or took ``env://GITHUB_TOKEN`` under another name) and pointed it at its own
 host was sent the user's real token, while the dry run said ``credentials: github``. Now a
-built-in route's name and credential go to the built-in's host only."""
+built-in route's name and credential go to the built-in's host only, and the dry run says
+which secret each route sends where, and every protection the profile turns off."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread
 from tests.daemon.test_cli import CLI, cli_env
+from tests.daemon.test_cli_dry_run import summary_lines
 from tests.redteam.conftest import RecordingUpstream
 
 SECRET = "REAL-TOKEN-OF-THE-USER"
@@ -101,3 +103,39 @@ def test_a_route_of_its_own_name_and_secret_still_works(pinned: tuple[CLI, int])
     done = _launch(cli, profile, "triage")
     assert done.returncode == 0 and "STATUS 200" in done.stdout, done.stdout + done.stderr
     assert any(SECRET in seen for seen in RecordingUpstream.seen)
+
+
+def test_the_dry_run_says_which_secret_goes_where_and_what_is_turned_off(
+        pinned: tuple[CLI, int]) -> None:
+    cli, upstream = pinned
+    key = _token_file(cli.cwd)
+    home = Path(cli.env["HOME"])
+    home.mkdir(exist_ok=True)
+    # Eight harmless grants that sort before the home: the summary shows eight paths.
+    harmless = sorted(str(p) for p in Path("/etc").iterdir() if p.is_dir())[:8]
+    assert len(harmless) == 8
+    profile = cli.cwd / "nono-profile.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": "triage"},
+        "filesystem": {"read": harmless, "allow": ["$HOME"]},
+        "workdir": {"access": "read"},
+        "environment": {"allow_vars": ["AWS_*"]},
+        "nonod": {"writable_persistence": ["$HOME/.bashrc"]},
+        "network": {"credentials": ["triage"], "custom_credentials": {"triage": {
+            "upstream": f"http://localhost:{upstream}", "credential_key": key,
+            "env_var": "TOKEN"}}},
+    }))
+    done = cli("launch", "--profile", str(profile), "--dry-run", "--", "true")
+    assert done.returncode == 0, done.stderr
+    head = [line.strip() for line in summary_lines(done.stdout)]
+    # before: `credentials: triage` alone, no `weakened:`, and the home's readwrite grant
+    # was the ninth of the paths, behind "... and 2 more"
+    assert f"readwrite  {home}" in head, head
+    assert f"triage: {key} -> http://localhost:{upstream}" in head, head
+    weakened = " ".join(head)
+    assert "writable although the host runs it later: " in weakened, head
+    assert "variables of your environment passed in: AWS_*" in weakened, head
+    summary = json.loads(cli("launch", "--profile", str(profile), "--dry-run", "--json",
+                             "--", "true").stdout)["summary"]
+    assert summary["routes"] == [f"triage: {key} -> http://localhost:{upstream}"]
+    assert summary["main_paths"][0] == [str(home), "readwrite"]
