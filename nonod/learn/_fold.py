@@ -9,7 +9,10 @@ host, ``..`` removed, records of the same file merged):
 3. **Only successful uses count.** A path that was only looked at (``stat``, ``access``,
    ``readlink``) or that every attempt failed on (a missing file probed on a search path)
    needs no grant. A write the recording session refused (a read-only system tree, host
-   permissions) is reported in ``skipped``.
+   permissions) is reported in ``skipped``. So is a write the trace calls successful on a
+   path the recording session saw read-only (``recording``: its grants): the kernel never
+   made it, so it is a line the program wrote into the trace, or a link it left behind that
+   now leads there, and the program is not proposed what it could not do while learning.
 4. **What each use needs.** Reading or executing a file needs read on it; writing needs
    write; listing or opening a directory needs read on the directory; creating, removing or
    renaming an entry needs write on the directory that holds it. A need on a path that no
@@ -48,6 +51,7 @@ SANDBOX_TREES: Final = ("/proc", "/dev")
 #: Failures that mean "the recording session (or the host) said no", as opposed to a probe.
 _REFUSALS: Final = frozenset({"EACCES", "EPERM", "EROFS"})
 _GRANTING: Final = Use.READ | Use.WRITE | Use.EXEC | Use.LIST | Use.CREATE | Use.REMOVE
+_CHANGES: Final = Use.WRITE | Use.CREATE | Use.REMOVE
 
 
 class ProposedGrant(msgspec.Struct, frozen=True, kw_only=True):
@@ -235,9 +239,11 @@ def fold(
     *,
     ignore: Sequence[str] = (),
     hidden: Sequence[Denial] = (),
+    recording: Sequence[Grant] = (),
 ) -> Folded:
     """Apply the module's rule to ``obs``. ``ignore`` are learn's own paths; ``hidden`` are
-    extra denials (the daemon's files) reported like the deny groups'."""
+    extra denials (the daemon's files) reported like the deny groups'; ``recording`` the
+    grants the program ran under (rule 3)."""
     records = canonical_records(obs)
     denials = (*coverage.denials, *hidden)
     denied: list[DeniedTouch] = []
@@ -252,12 +258,26 @@ def fold(
                                       uses=_use_names(record.any)))
             continue
         refused = record.errors & _REFUSALS
-        if refused and record.failed & (Use.WRITE | Use.CREATE | Use.REMOVE) \
-                and not record.ok & (Use.WRITE | Use.CREATE | Use.REMOVE):
+        if refused and record.failed & _CHANGES and not record.ok & _CHANGES:
             skipped.append(Skipped(path=path, reason="writing was refused while learning ("
                                    + ", ".join(sorted(refused)) + ")"))
-        needs.extend(_needs_of(path, record.ok))
+        ok = record.ok
+        if ok & _CHANGES and _read_only(path, recording):
+            ok &= ~_CHANGES
+            skipped.append(Skipped(path=path, reason="read-only while learning, so never "
+                                   "written: the trace's word for it is the program's"))
+        needs.extend(_needs_of(path, ok))
     return _Folder(coverage, needs, denied, skipped).run()
+
+
+def _read_only(path: str, recording: Sequence[Grant]) -> bool:
+    """Whether the most specific of ``recording``'s grants that holds ``path`` is read-only
+    (False where none does: the sandbox's own trees, the private temporary directories)."""
+    holding = [g for g in recording
+               if g.path == path or (not g.is_file and _under(path, g.path))]
+    if not holding:
+        return False
+    return not max(holding, key=lambda g: len(g.path)).access.writes
 
 
 def _needs_of(path: str, ok: Use) -> Iterable[_Need]:

@@ -501,7 +501,7 @@ async def _learn_in(
         recorder.note_direct(address, dport, count)
     folded = await trio.to_thread.run_sync(functools.partial(
         fold, observations, coverage, ignore=(trace_dir,),
-        hidden=[d for d in policy.denials if d.source == "daemon"]))
+        hidden=[d for d in policy.denials if d.source == "daemon"], recording=policy.grants))
     status = box[0] if box else ExitStatus(signal=signal.SIGKILL)
     notes: list[str] = []
     if follower.parser.skipped:

@@ -7,7 +7,9 @@ import errno
 import json
 import os
 import secrets
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import msgspec
@@ -458,3 +460,50 @@ async def test_a_learn_run_as_root_does_not_write_other_users_homes(
     assert result.exit_code == 0
     assert not (home / ".bashrc").exists()  # before: it held the program's line
     assert said == errno.EROFS
+
+
+#: Claims writes it could not make while learning: a line written into strace's output
+#: (beyond where strace writes, so strace does not write over it) saying ``FORGED`` was
+#: opened for writing, and a file it wrote in its working directory, replaced at the end by a
+#: link to ``LINKED`` (learn resolves names on the host after the run).
+CLAIMS_WRITES = r'''
+import os
+args = open(f"/proc/{os.getppid()}/cmdline", "rb").read().split(b"\0")
+trace = args[args.index(b"-o") + 1].decode()
+line = f'{os.getpid()} openat(AT_FDCWD, "{FORGED}", O_WRONLY|O_TRUNC) = 9<{FORGED}>\n'
+fd = os.open(trace, os.O_WRONLY)
+os.pwrite(fd, b"\n" + line.encode(), os.fstat(fd).st_size + 65536)
+os.close(fd)
+with open("hook", "w") as f:
+    f.write("harmless\n")
+os.unlink("hook")
+os.symlink(LINKED, "hook")
+print("claimed", flush=True)
+'''
+
+
+@pytest.mark.root
+async def test_a_write_the_learn_run_could_not_make_is_not_proposed(scratch: Path) -> None:
+    """`/opt` is read-only while learning (code is run from it later, as root): the program
+    could not write there, but learn proposed write access to two files in it, because the
+    trace said so (a line the program wrote into strace's output) and because a name the
+    program wrote now leads there (a link left behind). A write the recording session saw
+    read-only is left out now, and said to be."""
+    target = Path(tempfile.mkdtemp(prefix="nono-rt27-", dir="/opt"))
+    try:
+        forged, linked = target / "forged.sh", target / "linked.sh"
+        for path in (forged, linked):
+            path.write_text("#!/bin/sh\n")
+        result, work = await _learn_script(
+            scratch, f"FORGED = {str(forged)!r}\nLINKED = {str(linked)!r}\n" + CLAIMS_WRITES,
+            timeout=30)
+        assert result.exit_code == 0
+        assert (work / "hook").is_symlink()
+        for path in (forged, linked):
+            # before: each proposed with write access (a file grant readwrite)
+            assert not _covers(result, path, Access.WRITE), result.grants
+            assert path.read_text() == "#!/bin/sh\n"  # and indeed never written
+        left_out = {s.path for s in result.skipped if "read-only while learning" in s.reason}
+        assert str(linked) in left_out, result.skipped
+    finally:
+        shutil.rmtree(target)
