@@ -92,6 +92,11 @@ def _weakened(policy: ResolvedPolicy) -> tuple[str, ...]:
             said.append(f"{what}: every process of the user (allow_all)")
     if policy.ipc_mode == "full":
         said.append("ipc: the host's System V and POSIX IPC (ipc_mode full)")
+    net = policy.network
+    if net.approval is not None and net.restricted and not net.block:
+        hooks = [f"{b.name} {b.url}" for b in net.approval.backends if b.type == "webhook"]
+        said.append(f"hosts outside the allow list: asked of `{net.approval.backend}`"
+                    + (f" (webhooks: {', '.join(hooks)})" if hooks else ""))
     return tuple(said)
 
 

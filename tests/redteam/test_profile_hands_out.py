@@ -120,7 +120,7 @@ def test_the_dry_run_says_which_secret_goes_where_and_what_is_turned_off(
         "filesystem": {"read": harmless, "allow": ["$HOME"]},
         "workdir": {"access": "read"},
         "environment": {"allow_vars": ["AWS_*"]},
-        "nonod": {"writable_persistence": ["$HOME/.bashrc"]},
+        "nonod": {"writable_persistence": ["$HOME/.bashrc"], "network_unlisted": "ask"},
         "network": {"credentials": ["triage"], "custom_credentials": {"triage": {
             "upstream": f"http://localhost:{upstream}", "credential_key": key,
             "env_var": "TOKEN"}}},
@@ -135,6 +135,7 @@ def test_the_dry_run_says_which_secret_goes_where_and_what_is_turned_off(
     weakened = " ".join(head)
     assert "writable although the host runs it later: " in weakened, head
     assert "variables of your environment passed in: AWS_*" in weakened, head
+    assert "hosts outside the allow list: asked of `queue`" in weakened, head
     summary = json.loads(cli("launch", "--profile", str(profile), "--dry-run", "--json",
                              "--", "true").stdout)["summary"]
     assert summary["routes"] == [f"triage: {key} -> http://localhost:{upstream}"]
