@@ -110,17 +110,19 @@ def test_the_dry_run_says_which_secret_goes_where_and_what_is_turned_off(
     cli, upstream = pinned
     key = _token_file(cli.cwd)
     home = Path(cli.env["HOME"])
-    home.mkdir(exist_ok=True)
+    (home / ".aws").mkdir(parents=True, exist_ok=True)
     # Eight harmless grants that sort before the home: the summary shows eight paths.
     harmless = sorted(str(p) for p in Path("/etc").iterdir() if p.is_dir())[:8]
     assert len(harmless) == 8
     profile = cli.cwd / "nono-profile.json"
     profile.write_text(json.dumps({
         "meta": {"name": "triage"},
-        "filesystem": {"read": harmless, "allow": ["$HOME"]},
+        "filesystem": {"read": harmless, "allow": ["$HOME"],
+                       "bypass_protection": ["$HOME/.aws"]},
         "workdir": {"access": "read"},
         "environment": {"allow_vars": ["AWS_*"]},
-        "nonod": {"writable_persistence": ["$HOME/.bashrc"], "network_unlisted": "ask"},
+        "nonod": {"writable_persistence": ["$HOME/.bashrc"], "network_unlisted": "ask",
+                  "allow_degraded": ["seccomp"]},
         "network": {"credentials": ["triage"], "custom_credentials": {"triage": {
             "upstream": f"http://localhost:{upstream}", "credential_key": key,
             "env_var": "TOKEN"}}},
@@ -136,6 +138,8 @@ def test_the_dry_run_says_which_secret_goes_where_and_what_is_turned_off(
     assert "writable although the host runs it later: " in weakened, head
     assert "variables of your environment passed in: AWS_*" in weakened, head
     assert "hosts outside the allow list: asked of `queue`" in weakened, head
+    assert f"lifted: {home}/.aws, denial from group `deny_credentials`" in weakened, head
+    assert "runs without: seccomp" in weakened, head
     summary = json.loads(cli("launch", "--profile", str(profile), "--dry-run", "--json",
                              "--", "true").stdout)["summary"]
     assert summary["routes"] == [f"triage: {key} -> http://localhost:{upstream}"]
