@@ -144,3 +144,29 @@ def test_the_dry_run_says_which_secret_goes_where_and_what_is_turned_off(
                              "--", "true").stdout)["summary"]
     assert summary["routes"] == [f"triage: {key} -> http://localhost:{upstream}"]
     assert summary["main_paths"][0] == [str(home), "readwrite"]
+
+
+def test_a_pattern_in_allow_vars_hands_over_no_key_of_the_caller(
+        pinned: tuple[CLI, int]) -> None:
+    """`allow_vars: ["*"]` (or `AWS_*`) in a repository's profile passed every variable of
+    the caller's shell, keys included, to the program, silently (no `env_credentials`, no
+    note). A variable named like a secret passes only when the profile names it exactly."""
+    cli, _ = pinned
+    profile = cli.cwd / "nono-profile.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": "triage"},
+        "filesystem": {"read": ["/usr", "/etc"]},
+        "workdir": {"access": "read"},
+        "network": {"block": True},
+        "environment": {"allow_vars": ["*", "WEBHOOK_SECRET"]},
+    }))
+    cli.env.update(GITHUB_TOKEN=SECRET, AWS_SECRET_ACCESS_KEY=SECRET + "-AWS",
+                   OPENAI_API_KEY=SECRET + "-OPENAI", AWS_REGION="eu-west-1",
+                   WEBHOOK_SECRET="named-on-purpose")
+    done = cli("launch", "--profile", str(profile), "--", "/usr/bin/env")
+    assert done.returncode == 0, done.stderr
+    seen = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    # before: all three keys were in the program's environment
+    assert SECRET not in done.stdout, sorted(seen)
+    assert seen.get("AWS_REGION") == "eu-west-1"  # what is not a key still passes
+    assert seen.get("WEBHOOK_SECRET") == "named-on-purpose"  # named exactly: passed
