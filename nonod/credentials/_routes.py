@@ -18,7 +18,8 @@ nono's conventions, kept here:
 
 One departure from nono: a custom route that takes a built-in route's *name* or *credential*
 (``github``, ``env://GITHUB_TOKEN``, the keychain account ``gemini``) must send it to the
-built-in's upstream host (scheme, host and port; the path may differ). Otherwise a profile
+built-in's upstream host (scheme, host and port; the path may differ), trusting no CA of its
+own (``tls_ca``). Otherwise a profile
 from a repository could keep the name a person reads (``credentials: github``, or
 ``--credential github`` typed on purpose) and send the real token to a host of its choosing
 (:class:`~._errors.RouteElsewhere`).
@@ -303,8 +304,20 @@ def _stays_home(route: Route, table: Mapping[str, Route]) -> None:
     for builtin in table.values():
         takes = ("name" if builtin.name == route.name
                  else "credential" if _secret_of(builtin.credential_key) == secret else None)
-        if takes is None or place == (builtin.scheme, builtin.host, builtin.port):
+        if takes is None:
             continue
+        if place == (builtin.scheme, builtin.host, builtin.port):
+            if route.tls_ca is None:
+                continue
+            # Trusting a CA the profile chose for the built-in's host would let whoever holds
+            # that CA (and a place on the network path) read the credential.
+            raise RouteElsewhere(
+                f"network.custom_credentials.{route.name} uses the {takes} of the built-in "
+                f"route `{builtin.name}` with a CA of its own (tls_ca {route.tls_ca})",
+                reference=route.credential_key,
+                hint="a built-in route's host is verified with the system's CAs and the "
+                "daemon's [network] extra_ca_file only: drop tls_ca, or give the route "
+                "another name and its secret another reference")
         raise RouteElsewhere(
             f"network.custom_credentials.{route.name} uses the {takes} of the built-in route "
             f"`{builtin.name}` ({builtin.credential_key}, for {builtin.upstream}) with another "

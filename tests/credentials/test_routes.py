@@ -143,6 +143,11 @@ def test_custom_definitions_replace_builtins_and_unknown_names_fail() -> None:
     with pytest.raises(RouteElsewhere, match="built-in route `openai`"):
         session_routes(msgspec.structs.replace(
             network, custom_credentials=(("openai", elsewhere),)))
+    # nor with a CA of the profile's own for the built-in's host (a repository's file)
+    own_ca = msgspec.structs.replace(custom, tls_ca="/work/repo/ca.pem")
+    with pytest.raises(RouteElsewhere, match="a CA of its own"):
+        session_routes(msgspec.structs.replace(
+            network, custom_credentials=(("openai", own_ca),)))
     with pytest.raises(UnknownRoute, match="nope") as info:
         session_routes(NetworkPolicy(restricted=True, credentials=("nope",)))
     assert info.value.hint is not None and "gemini" in info.value.hint
