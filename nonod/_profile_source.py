@@ -287,6 +287,11 @@ class ProfilePolicies:
             profile_file = (os.path.realpath(request.profile) if data is not None
                             and request.profile is not None else None)
         policy, _ = self._resolve_launch(request, caller, data)
+        net = policy.network
+        if net.restricted and not net.block and (net.credentials or net.custom_credentials):
+            from .credentials import session_routes  # only for policies with routes
+
+            session_routes(net)  # a route it would refuse (credential.route_elsewhere...)
         if profile_file is not None:  # read-only in the session, wherever it lies
             policy = msgspec.structs.replace(
                 policy, protected_files=(*policy.protected_files, profile_file))

@@ -82,6 +82,11 @@ def test_a_route_named_github_does_not_send_the_token_to_another_host(
     assert done.returncode == 123 and "STATUS" not in done.stdout, (done.returncode, done.stdout)
     assert "credential.route_elsewhere" in done.stderr or "built-in route `github`" in \
         done.stderr, done.stderr
+    # what a reviewer reads refuses it too, as the launch does
+    for check in (("launch", "--profile", str(profile), "--dry-run", "--", "true"),
+                  ("profile", "show", str(profile), "--resolved")):
+        shown = cli(*check)
+        assert shown.returncode != 0 and "built-in route `github`" in shown.stderr, shown
 
 
 def test_the_built_in_github_credential_goes_nowhere_else_under_another_name(
