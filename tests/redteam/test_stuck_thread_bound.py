@@ -7,7 +7,6 @@ together hold at most ``_callerfs.THREADS_IN_ALL``; past it a launch is refused 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -19,9 +18,9 @@ import pytest
 
 from nonod import _callerfs
 from nonod.sandbox import _api
-from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread, hello, raw_client, session_env
+from tests.daemon.conftest import DaemonThread
 from tests.daemon.localusers import LocalUser
-from tests.redteam.conftest import client_dir, shared_daemon, workdir
+from tests.redteam.conftest import launch_as, send_launches, shared_daemon, workdir
 from tests.sandbox.test_plan_threads import _unanswered_fuse
 
 pytestmark = [pytest.mark.root,
@@ -30,30 +29,6 @@ pytestmark = [pytest.mark.root,
 
 #: The bound for this test: two accounts' four stuck threads fill it.
 BOUND = 8
-
-#: Launches ``/bin/true`` in its working directory on N connections at once; prints "sent"
-#: once every launch is sent, then each answer's type (or "gone") as it comes, until all are
-#: answered. Standard library only (and rawclient's helpers): it runs as another user.
-LAUNCHER = r"""
-import json, sys
-sys.path.insert(0, sys.argv[1])
-from rawclient import frame, read_frame, welcomed
-path, cwd, count, env = sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5])
-launch = frame(json.dumps({"type": "launch", "argv": ["/bin/true"], "cwd": cwd, "env": env,
-                           "options": {"allow_cwd": True, "block_net": True},
-                           "detach": True, "stdio": "null"}).encode())
-socks = [welcomed(path)[0] for _ in range(count)]
-for sock in socks:
-    sock.settimeout(600)
-    sock.sendall(launch)
-print("sent", flush=True)
-for sock in socks:
-    try:
-        print(json.loads(read_frame(sock)[1]).get("type"), flush=True)
-    except OSError:
-        print("gone", flush=True)
-"""
-
 
 @pytest.fixture
 def daemon(short_tmp: Path, monkeypatch: pytest.MonkeyPatch
@@ -87,29 +62,6 @@ def _wait_stuck(count: int) -> None:
         time.sleep(0.05)
 
 
-def _launch(handle: DaemonThread, user: LocalUser, work: Path) -> tuple[dict[str, object],
-                                                                         float]:
-    """``user``'s launch of ``/bin/true``: the answer, and how long it took."""
-    began = time.monotonic()
-    lines = raw_client(handle.socket, [hello(), {
-        "type": "launch", "argv": ["/bin/true"], "cwd": str(work), "env": session_env(work),
-        "options": {"allow_cwd": True, "block_net": True}, "detach": True, "stdio": "null"}],
-        prefix=user.prefix(), timeout=300)
-    return json.loads(lines[1]), time.monotonic() - began
-
-
-def _stick(handle: DaemonThread, user: LocalUser, work: Path, count: int
-           ) -> subprocess.Popen[str]:
-    """``count`` launches of ``user`` sent (their plans go on to stick in its grant)."""
-    launcher = subprocess.Popen(
-        [*user.prefix(), SYSTEM_PYTHON, "-c", LAUNCHER, client_dir(), str(handle.socket),
-         str(work), str(count), json.dumps(session_env(work))],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, cwd="/")
-    assert launcher.stdout is not None
-    assert launcher.stdout.readline().strip() == "sent"
-    return launcher
-
-
 def test_many_accounts_stuck_file_systems_hold_a_bounded_number_of_threads(
         daemon: tuple[DaemonThread, list[LocalUser]]) -> None:
     handle, (first, second, victim) = daemon
@@ -122,16 +74,16 @@ def test_many_accounts_stuck_file_systems_hold_a_bounded_number_of_threads(
             os.chown(stuck, user.uid, user.gid)
             mounts.enter_context(_unanswered_fuse(stuck))
         try:
-            launchers.append(_stick(handle, first, works[first.name], 4))
+            launchers.append(send_launches(handle, first, works[first.name], 4))
             _wait_stuck(4)
             # Below the bound: the first account's stuck threads keep nobody else waiting.
-            answer, _ = _launch(handle, victim, works[victim.name])
+            answer, _ = launch_as(handle, victim, works[victim.name])
             assert answer["type"] == "launched", answer
-            launchers.append(_stick(handle, second, works[second.name], 4))
+            launchers.append(send_launches(handle, second, works[second.name], 4))
             _wait_stuck(BOUND)
             # At the bound: refused at once and said why (on main: launched, the daemon
             # holding 4 threads per account whatever the number of accounts).
-            answer, took = _launch(handle, victim, works[victim.name])
+            answer, took = launch_as(handle, victim, works[victim.name])
             assert answer["type"] == "error", answer
             assert answer["code"] == "daemon.busy", answer
             assert f"all {BOUND} of the daemon's threads" in str(answer["message"]), answer
