@@ -300,6 +300,8 @@ class Opened:
     gid: int = -1
     real: str = ""
     """The path the descriptor was opened at, as the kernel names it ("" if it cannot)."""
+    identity: tuple[int, int] = (0, 0)
+    """Its ``(st_dev, st_ino)``."""
 
 
 def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: int,
@@ -352,7 +354,7 @@ def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: in
         if len(data) > max_bytes:
             raise FileTooLarge(path, f"is larger than {max_bytes} bytes")
         return Opened(data=data, names=(), uid=info.st_uid, mode=info.st_mode, gid=info.st_gid,
-                      real=descriptor_path(fd))
+                      real=descriptor_path(fd), identity=(info.st_dev, info.st_ino))
     except OSError as exc:
         raise CallerFileError(path, f"cannot read: {os.strerror(exc.errno or 0)}") from None
     finally:
