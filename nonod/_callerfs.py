@@ -405,7 +405,7 @@ class _Threads:
     abandoned one too. A CapacityLimiter-like object for ``trio.to_thread.run_sync``; used
     from the trio thread only."""
 
-    def __init__(self, own: trio.CapacityLimiter, every: dict[int, _Threads]) -> None:
+    def __init__(self, own: trio.CapacityLimiter, every: _Taken) -> None:
         self._own = own
         self._every = every
 
@@ -419,20 +419,28 @@ class _Threads:
 
     async def acquire_on_behalf_of(self, borrower: object) -> None:
         await self._own.acquire_on_behalf_of(borrower)
-        taken = sum(threads.borrowed_tokens for threads in self._every.values())
-        if taken > THREADS_IN_ALL:  # (this one's counted already)
+        if self._every.threads >= THREADS_IN_ALL:
             self._own.release_on_behalf_of(borrower)
             raise ThreadsExhausted(
                 "no worker thread free", f"all {THREADS_IN_ALL} of the daemon's threads for "
                 "callers' file systems are taken (file systems that do not answer: some may "
                 "be stuck there); refused at once",
                 hint="retry later; the host's administrator can look for a hung mount")
+        self._every.threads += 1
 
     def release_on_behalf_of(self, borrower: object) -> None:
         self._own.release_on_behalf_of(borrower)
+        self._every.threads -= 1
 
 
-_limiters: trio.lowlevel.RunVar[dict[int, _Threads]] | None = None
+@dataclass
+class _Taken:
+    """Threads taken by every uid together, in one trio run."""
+
+    threads: int = 0
+
+
+_limiters: trio.lowlevel.RunVar[tuple[dict[int, _Threads], _Taken]] | None = None
 _limiters_lock = threading.Lock()
 
 
@@ -447,13 +455,13 @@ def _limiter(uid: int) -> trio.CapacityLimiter:
         if _limiters is None:
             _limiters = trio.lowlevel.RunVar("nonod._callerfs.limiters")
     try:
-        per_uid = _limiters.get()
+        per_uid, taken = _limiters.get()
     except LookupError:
-        per_uid = {}
-        _limiters.set(per_uid)
+        per_uid, taken = {}, _Taken()
+        _limiters.set((per_uid, taken))
     threads = per_uid.get(uid)
     if threads is None:
-        threads = per_uid[uid] = _Threads(trio.CapacityLimiter(THREADS_PER_CALLER), per_uid)
+        threads = per_uid[uid] = _Threads(trio.CapacityLimiter(THREADS_PER_CALLER), taken)
     return cast("trio.CapacityLimiter", threads)
 
 
