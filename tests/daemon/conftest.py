@@ -45,6 +45,7 @@ def short_tmp() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(f"{path}-home", ignore_errors=True)  # session_env's home, beside it
 
 
 def _loaded(config_text: str | None) -> LoadedConfig:
