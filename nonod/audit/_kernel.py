@@ -82,6 +82,10 @@ EARLY_SESSIONS: Final = 64
 DROP_WARN_INTERVAL: Final = 10.0
 READ_BATCH: Final = 64  # records read per wake-up of the reader
 EARLY_PER_SESSION: Final = 64
+#: Audit sessions whose early denials were dropped (``_keep_early``), remembered so that
+#: their watch says some are missing; past this many, the oldest is forgotten and every
+#: session up to its id is told so (ids only grow).
+EARLY_DROPPED_KEPT: Final = 4096
 
 
 @final
@@ -142,6 +146,8 @@ class FsDeniedMonitor:
         self._watches: dict[int, Watch] = {}
         # Denials of a session not watched yet: the program runs before the launch returns.
         self._early: dict[int, list[Denial]] = {}
+        self._early_dropped: dict[int, None] = {}  # in the order they were dropped
+        self._dropped_upto = 0  # the highest id forgotten from ``_early_dropped``
         self._assembler = Assembler(f"{KEY_PREFIX}{os.getpid()}", syscalls or {},
                                     counted=self._counted)
         self._markers: dict[str, _Flush] = {}
@@ -162,6 +168,9 @@ class FsDeniedMonitor:
         """Deliver the denials of audit session ``ses`` to ``sink`` until :meth:`release`."""
         w = Watch(ses, sink, RateLimiter(self._per_second))
         self._watches[ses] = w
+        if ses in self._early_dropped or ses <= self._dropped_upto:
+            self._early_dropped.pop(ses, None)
+            w.lost += 1  # denials of its start were dropped before it was watched
         for denial in self._early.pop(ses, ()):
             w.deliver(denial)
         return w
@@ -293,13 +302,29 @@ class FsDeniedMonitor:
             log.exception("fs_denied: a kernel record could not be handled", kind=kind)
 
     def _keep_early(self, denial: Denial) -> None:
+        """Keep a denial for the session that will watch its ``ses``, bounded. What the
+        bounds drop is remembered by session: anyone whose loginuid is unset may write the
+        daemon's tag (readable in any session process's ``/proc/<pid>/loginuid``) and make
+        denials under audit sessions of its own, as many as it likes, which must not push a
+        session's first denials out unsaid."""
         early = self._early.get(denial.ses)
         if early is None:
             if len(self._early) >= EARLY_SESSIONS:
-                self._early.pop(next(iter(self._early)))
+                oldest = next(iter(self._early))
+                del self._early[oldest]
+                self._early_dropped_for(oldest)
             early = self._early[denial.ses] = []
         if len(early) < EARLY_PER_SESSION:
             early.append(denial)
+        else:
+            self._early_dropped_for(denial.ses)
+
+    def _early_dropped_for(self, ses: int) -> None:
+        self._early_dropped[ses] = None
+        if len(self._early_dropped) > EARLY_DROPPED_KEPT:
+            forgotten = next(iter(self._early_dropped))
+            del self._early_dropped[forgotten]
+            self._dropped_upto = max(self._dropped_upto, forgotten)
 
     async def _read(self, sock: trio.socket.SocketType) -> None:
         """Each record is a datagram of its own: up to READ_BATCH are read per wake-up, with

@@ -192,6 +192,33 @@ def test_denials_before_the_watch_are_kept_for_it() -> None:
     monitor.dispatch(AUDIT_TRUSTED_APP, "audit(1.2:3): msg='nonod-flush=00'")  # no waiter
 
 
+def test_early_denials_dropped_at_the_bounds_are_said_missing_at_the_watch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``EARLY_SESSIONS`` sessions, or ``EARLY_PER_SESSION`` denials of one, early
+    denials are dropped: the session's watch then says some are missing, also once so many
+    were dropped that its own id was forgotten (every id up to the forgotten one is told)."""
+    from nonod.audit import _kernel
+
+    monkeypatch.setattr(_kernel, "EARLY_DROPPED_KEPT", 3)
+    monitor = FsDeniedMonitor("kernel-audit", 1, syscalls=SYSCALLS_X86_64)
+    serial = iter(range(100, 10_000))
+
+    def deny(ses: int, times: int = 1) -> None:
+        for _ in range(times):
+            for kind, text in _group(next(serial), syscall=257, exit_code=-13, ses=ses,
+                                     paths=('name="/x" nametype=NORMAL',),
+                                     key=f"nonod:{os.getpid()}"):
+                monitor.dispatch(kind, text)
+
+    deny(1, times=_kernel.EARLY_PER_SESSION + 1)  # one past its own bound
+    for ses in range(2, 2 + _kernel.EARLY_SESSIONS + 4):  # pushes 2, 3, 4, 5 out
+        deny(ses)
+    said = {ses: monitor.watch(ses, lambda _e: None).lost
+            for ses in (1, 2, 5, 6, 2 + _kernel.EARLY_SESSIONS + 3)}
+    # 1 and 2 forgotten (only three are kept): told by the id; 5 remembered; 6 kept whole.
+    assert said == {1: 1, 2: 1, 5: 1, 6: 0, 2 + _kernel.EARLY_SESSIONS + 3: 0}
+
+
 # ------------------------------------------------------------------ real kernel, as root
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
