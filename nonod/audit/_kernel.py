@@ -278,9 +278,14 @@ class FsDeniedMonitor:
     def _counted(self, ses: int) -> bool:
         """Whether a call of audit session ``ses`` was counted as dropped (its session over
         its rate limit) without being parsed: a session looping on refused calls costs the
-        daemon's loop a lookup per record past its limit, not a parse."""
+        daemon's loop a lookup per record past its limit, not a parse. So does one not
+        watched (yet, or ever: another user's, see ``_keep_early``) past its early bound:
+        what it would have kept is dropped, and its watch will say so."""
         watch = self._watches.get(ses)
-        return watch is not None and watch.count_dropped()
+        if watch is None:
+            return (ses in self._early_dropped
+                    and len(self._early.get(ses, ())) >= EARLY_PER_SESSION)
+        return watch.count_dropped()
 
     def dispatch(self, kind: int, text: str) -> None:
         """One record from the multicast group."""

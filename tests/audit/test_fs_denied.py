@@ -38,7 +38,7 @@ from nonod.audit._kaudit_records import (
     parse_record,
     untangle,
 )
-from nonod.audit._kernel import FsDeniedMonitor
+from nonod.audit._kernel import EARLY_PER_SESSION, FsDeniedMonitor
 
 from ..daemon.conftest import DaemonThread
 from ..daemon.conftest import short_tmp as short_tmp
@@ -137,7 +137,8 @@ def test_a_session_past_its_limit_costs_a_lookup_per_call_not_a_parse() -> None:
     daemon's event loop, which serves every session's proxy, read every record. Past its
     limit the calls are counted from their SYSCALL record's ``ses=`` alone: measured as CPU
     per call against the calls within the limit, in one process (before: the same cost,
-    every call parsed, joined and classified)."""
+    every call parsed, joined and classified). So are an unwatched session's past its early
+    bound (before: each parsed, then dropped)."""
     import time
 
     calls = 3000
@@ -164,6 +165,27 @@ def test_a_session_past_its_limit_costs_a_lookup_per_call_not_a_parse() -> None:
     within, past = min(cost(10**9) for _ in range(3)), min(cost(2) for _ in range(3))
     print(f"per call: {within * 1e6:.1f} us within the limit, {past * 1e6:.1f} us past it")
     assert past < within / 3
+
+    def unwatched() -> float:
+        """The same calls of an audit session no watch has (another local user's, which
+        wrote the daemon's tag to its loginuid): past its early bound, before: each parsed
+        and dropped."""
+        monitor = FsDeniedMonitor("kernel-audit", 1, syscalls=SYSCALLS_X86_64)
+        for group in records[:EARLY_PER_SESSION]:
+            for kind, text in group:
+                monitor.dispatch(kind, text)
+        start = time.process_time()
+        for group in records[EARLY_PER_SESSION:]:
+            for kind, text in group:
+                monitor.dispatch(kind, text)
+        spent = time.process_time() - start
+        said = monitor.watch(7, lambda _e: None)
+        assert said.lost == 1
+        return spent / (calls - EARLY_PER_SESSION)
+
+    early = min(unwatched() for _ in range(3))
+    print(f"per call: {early * 1e6:.1f} us past the early bound of a session not watched")
+    assert early < within / 3
 
 
 def test_a_new_window_reports_what_the_last_one_dropped_first() -> None:
