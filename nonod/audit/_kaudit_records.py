@@ -134,6 +134,7 @@ class Denial:
     operation: str
     errno: str
     landlock: bool = False
+    uid: int = -1  # the caller's uid, as the initial user namespace sees it
 
 
 @dataclass(slots=True)
@@ -225,6 +226,7 @@ def classify(group: _Pending, syscalls: dict[int, str]) -> Denial | None:
         code = -int(sc.get("exit", "0"))
         ses = int(sc.get("ses", "-1"))
         pid = int(sc.get("pid", "0"))
+        uid = int(sc.get("uid", "-1"))
     except ValueError:
         return None
     if code not in DENIED_ERRNOS or number not in syscalls:
@@ -253,7 +255,7 @@ def classify(group: _Pending, syscalls: dict[int, str]) -> Denial | None:
         name = os.path.normpath(name) if name.startswith("/") else name
     return Denial(ses=ses, pid=pid, path=name, operation=operation,
                   errno=_errno.errorcode.get(code, str(code)),
-                  landlock=group.landlock is not None)
+                  landlock=group.landlock is not None, uid=uid)
 
 
 # ------------------------------------------------------------------------ rate limiting

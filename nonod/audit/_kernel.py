@@ -146,6 +146,7 @@ class FsDeniedMonitor:
         self._watches: dict[int, Watch] = {}
         # Denials of a session not watched yet: the program runs before the launch returns.
         self._early: dict[int, list[Denial]] = {}
+        self._early_by_uid: dict[int, dict[int, None]] = {}  # uid: its early sessions, in order
         self._early_dropped: dict[int, None] = {}  # in the order they were dropped
         self._dropped_upto = 0  # the highest id forgotten from ``_early_dropped``
         self._assembler = Assembler(f"{KEY_PREFIX}{os.getpid()}", syscalls or {},
@@ -171,7 +172,10 @@ class FsDeniedMonitor:
         if ses in self._early_dropped or ses <= self._dropped_upto:
             self._early_dropped.pop(ses, None)
             w.lost += 1  # denials of its start were dropped before it was watched
-        for denial in self._early.pop(ses, ()):
+        early = self._early.pop(ses, ())
+        if early:
+            self._early_forget(early[0].uid, ses)
+        for denial in early:
             w.deliver(denial)
         return w
 
@@ -307,22 +311,40 @@ class FsDeniedMonitor:
             log.exception("fs_denied: a kernel record could not be handled", kind=kind)
 
     def _keep_early(self, denial: Denial) -> None:
-        """Keep a denial for the session that will watch its ``ses``, bounded. What the
-        bounds drop is remembered by session: anyone whose loginuid is unset may write the
-        daemon's tag (readable in any session process's ``/proc/<pid>/loginuid``) and make
-        denials under audit sessions of its own, as many as it likes, which must not push a
-        session's first denials out unsaid."""
+        """Keep a denial for the session that will watch its ``ses``, bounded. Anyone whose
+        loginuid is unset may write the daemon's tag (readable in any session process's
+        ``/proc/<pid>/loginuid``) and make denials under audit sessions of its own, as many
+        as it likes: past the bound, the uid with the most early sessions loses its oldest
+        (``_early_evict``), and what is dropped is remembered by session, so that its watch
+        says so."""
         early = self._early.get(denial.ses)
         if early is None:
             if len(self._early) >= EARLY_SESSIONS:
-                oldest = next(iter(self._early))
-                del self._early[oldest]
-                self._early_dropped_for(oldest)
+                self._early_dropped_for(self._early_evict())
             early = self._early[denial.ses] = []
+            self._early_by_uid.setdefault(denial.uid, {})[denial.ses] = None
         if len(early) < EARLY_PER_SESSION:
             early.append(denial)
         else:
             self._early_dropped_for(denial.ses)
+
+    def _early_evict(self) -> int:
+        """Drop the oldest early session of the uid that has the most (one user making
+        audit sessions by the hundred pushes out its own first, not another user's)."""
+        uid = max(self._early_by_uid, key=lambda u: len(self._early_by_uid[u]))
+        ses = self._early_forget(uid)
+        del self._early[ses]
+        return ses
+
+    def _early_forget(self, uid: int, ses: int | None = None) -> int:
+        """Take ``ses`` (the oldest of ``uid``'s when None) off ``uid``'s early sessions."""
+        of_uid = self._early_by_uid[uid]
+        if ses is None:
+            ses = next(iter(of_uid))
+        del of_uid[ses]
+        if not of_uid:
+            del self._early_by_uid[uid]
+        return ses
 
     def _early_dropped_for(self, ses: int) -> None:
         self._early_dropped[ses] = None
