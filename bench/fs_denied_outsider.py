@@ -27,47 +27,41 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
 
-LOOP = r"""
+#: argv: the loginuid to write ("-": none), seconds, "fresh" for a fresh process (a fresh
+#: audit session) every 64 refused opens, else one process throughout, and the file to open.
+FLOOD = r"""
 import os, sys, time
-if sys.argv[1] != "-":
-    open("/proc/self/loginuid", "w").write(sys.argv[1])
-end = time.monotonic() + float(sys.argv[2])
-while time.monotonic() < end:
-    try:
-        os.open("/etc/shadow", os.O_RDONLY)
-    except PermissionError:
-        pass
-"""
+loginuid, end, fresh = sys.argv[1], time.monotonic() + float(sys.argv[2]), sys.argv[3] == "fresh"
 
-FRESH = r"""
-import os, sys, time
-end = time.monotonic() + float(sys.argv[2])
+def refuse_64():
+    for _ in range(64):
+        try:
+            os.open(sys.argv[4], os.O_RDONLY)
+        except PermissionError:
+            pass
+
+if loginuid != "-" and not fresh:
+    open("/proc/self/loginuid", "w").write(loginuid)
 while time.monotonic() < end:
-    pid = os.fork()
-    if pid == 0:
-        open("/proc/self/loginuid", "w").write(sys.argv[1])
-        for _ in range(64):
-            try:
-                os.open("/etc/shadow", os.O_RDONLY)
-            except PermissionError:
-                pass
+    if not fresh:
+        refuse_64()
+    elif (pid := os.fork()) == 0:
+        open("/proc/self/loginuid", "w").write(loginuid)
+        refuse_64()
         os._exit(0)
-    os.waitpid(pid, 0)
+    else:
+        os.waitpid(pid, 0)
 """
 
+#: The same, landlocked first (no rule: every read refused by Landlock, after the file's
+#: own permissions allowed it).
 LANDLOCK = r"""
-import ctypes, os, sys, time
+import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
-handled = ctypes.c_uint64(1 << 2)  # LANDLOCK_ACCESS_FS_READ_FILE, no rule: every read refused
+handled = ctypes.c_uint64(1 << 2)  # LANDLOCK_ACCESS_FS_READ_FILE
 fd = libc.syscall(444, ctypes.byref(handled), 8, 0)
 assert fd >= 0 and libc.prctl(38, 1, 0, 0, 0) == 0 and libc.syscall(446, fd, 0) == 0
-end = time.monotonic() + float(sys.argv[2])
-while time.monotonic() < end:
-    try:
-        os.open("/etc/passwd", os.O_RDONLY)
-    except PermissionError:
-        pass
-"""
+""" + FLOOD
 
 #: Run in the checkout under test: the monitor, each flood as the user, the CPU per flood.
 MONITOR = r"""
@@ -81,11 +75,11 @@ user, seconds, floods = sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4])
 async def main():
     async with _kernel.open_fs_denied_monitor("auto") as monitor:
         out = {}
-        for name, (code, loginuid) in floods.items():
+        for name, (code, loginuid, how, path) in floods.items():
             value = {"tag": str(monitor.tag), "random": str(monitor.tag + 12345)}.get(loginuid, "-")
             flood = subprocess.Popen(["setpriv", f"--reuid={user}", f"--regid={user}",
                                       "--clear-groups", sys.executable, "-S", "-c", code,
-                                      value, str(seconds + 1)])
+                                      value, str(seconds + 1), how, path])
             await trio.sleep(0.5)
             cpu, wall = time.process_time(), time.monotonic()
             await trio.sleep(seconds)
@@ -96,8 +90,10 @@ async def main():
 trio.run(main)
 """
 
-FLOODS = {"random": (LOOP, "random"), "tag": (LOOP, "tag"), "fresh": (FRESH, "tag"),
-          "landlock": (LANDLOCK, "-")}
+FLOODS = {"random": (FLOOD, "random", "one", "/etc/shadow"),
+          "tag": (FLOOD, "tag", "one", "/etc/shadow"),
+          "fresh": (FLOOD, "tag", "fresh", "/etc/shadow"),
+          "landlock": (LANDLOCK, "-", "one", "/etc/passwd")}
 
 
 def run(tree: str, user: str, seconds: float) -> dict[str, float]:

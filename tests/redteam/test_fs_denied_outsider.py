@@ -71,32 +71,43 @@ async def _read_all_so_far(monitor: FsDeniedMonitor) -> None:
     assert await monitor.release(monitor.watch(2**31 - 77, lambda _e: None), timeout=30)
 
 
-@needs_root
-async def test_another_users_audit_sessions_do_not_push_a_sessions_denials_out(
-        short_tmp: Path) -> None:
+async def _victims_audit_after_a_flood(base: Path, *, by_its_own_user: bool
+                                       ) -> list[FsDenied]:
+    """A session's first denial kept for its watch, then a flood of ``EARLY_SESSIONS + 8``
+    audit sessions by a fresh real user (the session's own user too, or not); what the
+    session's watch then gets."""
     from nonod.audit import _kernel
 
     async with _kernel.open_fs_denied_monitor("auto") as monitor:
         if not monitor.active:
             pytest.fail(f"kernel audit should work as root here: {monitor.status}")
-        victim = subprocess.Popen([sys.executable, "-S", "-c", VICTIM, str(monitor.tag)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert victim.stdin is not None and victim.stdout is not None
-        try:
-            ses = int(victim.stdout.readline())
-            assert victim.stdout.readline() == "refused\n"
-            await _read_all_so_far(monitor)  # its denial is kept for its watch now
-            with local_users(short_tmp, 1) as (attacker,):
+        with local_users(base, 1) as (flooder,):
+            victim = subprocess.Popen(
+                [*(flooder.prefix() if by_its_own_user else []), sys.executable, "-S", "-c",
+                 VICTIM, str(monitor.tag)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
+            assert victim.stdin is not None and victim.stdout is not None
+            try:
+                ses = int(victim.stdout.readline())
+                assert victim.stdout.readline() == "refused\n"
+                await _read_all_so_far(monitor)  # its denial is kept for its watch now
                 done = await trio.run_process(
-                    [*attacker.prefix(), sys.executable, "-S", "-c", ATTACKER,
+                    [*flooder.prefix(), sys.executable, "-S", "-c", ATTACKER,
                      str(victim.pid), str(EARLY_SESSIONS + 8)],
                     capture_stdout=True, cwd="/")
-            assert done.stdout == b"done\n"
-            await _read_all_so_far(monitor)
-            seen: list[FsDenied] = []
-            assert await monitor.release(monitor.watch(ses, seen.append), timeout=30)
-        finally:
-            victim.communicate("\n")
+                assert done.stdout == b"done\n"
+                await _read_all_so_far(monitor)
+                seen: list[FsDenied] = []
+                assert await monitor.release(monitor.watch(ses, seen.append), timeout=30)
+            finally:
+                victim.communicate("\n")
+    return seen
+
+
+@needs_root
+async def test_another_users_audit_sessions_do_not_push_a_sessions_denials_out(
+        short_tmp: Path) -> None:
+    seen = await _victims_audit_after_a_flood(short_tmp, by_its_own_user=False)
     # Its refused open is in its audit: the other user's audit sessions were pushed out, not
     # the session's (before: nothing at all, not even that denials may be missing).
     assert [(e.path, e.lost) for e in seen] == [("/etc/shadow", 0)], seen
@@ -106,30 +117,7 @@ async def test_another_users_audit_sessions_do_not_push_a_sessions_denials_out(
 async def test_a_users_own_audit_sessions_pushed_out_are_said_missing(short_tmp: Path) -> None:
     """The same flood by the session's own user: its first denial is pushed out by that
     user's other audit sessions, and its audit says that denials may be missing."""
-    from nonod.audit import _kernel
-
-    async with _kernel.open_fs_denied_monitor("auto") as monitor:
-        if not monitor.active:
-            pytest.fail(f"kernel audit should work as root here: {monitor.status}")
-        with local_users(short_tmp, 1) as (user,):
-            victim = subprocess.Popen(
-                [*user.prefix(), sys.executable, "-S", "-c", VICTIM, str(monitor.tag)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
-            assert victim.stdin is not None and victim.stdout is not None
-            try:
-                ses = int(victim.stdout.readline())
-                assert victim.stdout.readline() == "refused\n"
-                await _read_all_so_far(monitor)
-                done = await trio.run_process(
-                    [*user.prefix(), sys.executable, "-S", "-c", ATTACKER,
-                     str(victim.pid), str(EARLY_SESSIONS + 8)],
-                    capture_stdout=True, cwd="/")
-                assert done.stdout == b"done\n"
-                await _read_all_so_far(monitor)
-                seen: list[FsDenied] = []
-                assert await monitor.release(monitor.watch(ses, seen.append), timeout=30)
-            finally:
-                victim.communicate("\n")
+    seen = await _victims_audit_after_a_flood(short_tmp, by_its_own_user=True)
     assert [e.path for e in seen if not e.lost] == []
     (lost,) = [e for e in seen if e.lost]
     assert summarize(lost).startswith("some denials may be missing"), summarize(lost)
