@@ -274,6 +274,7 @@ class _Walk:
                     continue
                 try:
                     if entry.is_dir(follow_symlinks=False):
+                        _within_path_max(path)
                         subdirs.append(path)
                         parent[path] = top
                         if not (self._for_other and _closed(
@@ -282,6 +283,7 @@ class _Walk:
                     elif entry.is_file(follow_symlinks=False):  # (a regular file)
                         st = entry.stat(follow_symlinks=False)
                         if st.st_nlink > 1:
+                            _within_path_max(path)
                             key = (st.st_dev, st.st_ino)
                             if key not in seen:
                                 seen[key] = [path]
@@ -395,6 +397,17 @@ def _may_write(st: os.stat_result, uid: int) -> bool:
 
 
 _DIRECTORY: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PATH_MAX: Final = 4096  # the kernel's, with the NUL
+
+
+def _within_path_max(path: str) -> None:
+    """A directory to list, or a linked name to bind, is looked up by its path: one past the
+    kernel's limit (a tree a session left, one component at a time) cannot be, so the walk
+    stops there (the launch is refused unless the layer is accepted degraded) rather than
+    raise ``ENAMETOOLONG`` out of the plan."""
+    if len(os.fsencode(path)) >= _PATH_MAX:
+        raise _Stop(f"a path in the writable grants is longer than {_PATH_MAX - 1} bytes "
+                    f"({path[:80]}...)")
 
 
 def _times(st: os.stat_result) -> tuple[int, int, int, int]:
