@@ -388,6 +388,20 @@ def _refuse_if_own(path: str, exc: OSError, *, itself: bool = False) -> None:
         return
 
 
+def _may_create_in(path: str) -> bool:
+    """Whether this thread's uid (the session's) may create entries in the directory
+    ``path``: its permissions say so, or it owns the directory and may ``chmod`` it (a
+    session that took away its own write bit on its workdir made the next launch refuse no
+    name there, then gave the bit back and wrote ``.envrc``)."""
+    if os.access(path, os.W_OK | os.X_OK, effective_ids=True):
+        return True
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == _fs_uid()
+
+
 def _kind(how: Callable[[str], os.stat_result], path: str) -> int | None:
     try:
         return stat.S_IFMT(how(path).st_mode)
@@ -526,7 +540,7 @@ _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _READLINK: os.readlink,
     _REALPATH: os.path.realpath,
     # The thread's file identity (the session's while the plan is made for another user).
-    _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK, effective_ids=True),
+    _ACCESS: lambda path: _may_create_in(path),
     _MOUNTS: lambda _: _host_kernel_mounts(),
     _PROC: lambda _: _host_proc_root_only(),
 }

@@ -61,3 +61,34 @@ def test_a_directory_the_session_closed_refuses_the_next_launch(
     assert f"{repo}/.git is closed to the session's own uid" in r.stderr
     for hook in HOOKS:
         assert not (repo / hook).exists()
+
+
+def test_a_directory_the_session_made_unwritable_still_has_its_names_refused(
+        world_tmp: Path, sandbox_user: SandboxUser) -> None:
+    """The plan refused a missing persistence name only where the session could create it,
+    and judged that by the directory's mode, which the session may change: with its own
+    write bit taken off the workdir and ``.git``, the next launch refused neither ``.envrc``
+    nor ``.git/worktrees`` (nothing at all: no creation guard), and that session put the
+    bit back and wrote both on the host."""
+    if sandbox_user.uid == 0:
+        pytest.skip("root's looks pass every mode")
+    repo = world_tmp / "work"
+    (repo / ".git/hooks").mkdir(parents=True)
+    (repo / ".git/HEAD").write_text("ref: refs/heads/main\n")
+    for path in (repo, *repo.rglob("*")):
+        sandbox_user.chown(path)
+    pol = policy((repo, Access.READWRITE))
+    write = ("t(lambda: open('.envrc', 'w').write('evil'))\n"
+             "t(lambda: os.makedirs('.git/worktrees/w'))\n"
+             "t(lambda: open('.git/worktrees/w/commondir', 'w').write('evil'))\n")
+    refused = ["EACCES", "EACCES", "ENOENT"]
+    r = sandbox_user.run(pol, probe(write), cwd=str(repo))
+    assert r.stdout.splitlines() == refused, r.stderr
+    r = sandbox_user.run(pol, probe("t(lambda: os.chmod('.', 0o555))\n"
+                                    "t(lambda: os.chmod('.git', 0o555))\n"), cwd=str(repo))
+    assert r.stdout.splitlines() == ["OK ", "OK "], r.stderr
+    r = sandbox_user.run(pol, probe("t(lambda: os.chmod('.', 0o755))\n"
+                                    "t(lambda: os.chmod('.git', 0o755))\n" + write),
+                         cwd=str(repo))
+    assert r.stdout.splitlines() == ["OK ", "OK ", *refused], r.stderr
+    assert not (repo / ".envrc").exists() and not (repo / ".git/worktrees").exists()
