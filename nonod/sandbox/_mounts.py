@@ -368,9 +368,16 @@ def _refuse_if_own(path: str, exc: OSError, *, itself: bool = False) -> None:
     """Raise :class:`ClosedBySession` if ``exc`` (met looking at ``path``) is a permission
     error caused by a directory this thread's uid owns: the deepest of ``path``'s
     directories (``path`` itself with ``itself``) that can still be looked at is the one
-    that stops the look."""
+    that stops the look. A link to a place the session may not look into (another user's
+    directory) is not that."""
     if not isinstance(exc, PermissionError):
         return
+    if not itself:
+        try:
+            os.lstat(path)
+            return  # reachable itself: what stopped the look lies past a symbolic link
+        except OSError:
+            pass
     uid = _fs_uid()
     closed = path if itself else os.path.dirname(path)
     while True:

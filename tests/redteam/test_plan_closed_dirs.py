@@ -92,3 +92,22 @@ def test_a_directory_the_session_made_unwritable_still_has_its_names_refused(
                          cwd=str(repo))
     assert r.stdout.splitlines() == ["OK ", "OK ", *refused], r.stderr
     assert not (repo / ".envrc").exists() and not (repo / ".git/worktrees").exists()
+
+
+def test_a_link_into_another_users_closed_directory_is_no_refusal(
+        world_tmp: Path, sandbox_user: SandboxUser) -> None:
+    """What a link leads to, closed by its own owner (not the session's uid), stays what it
+    was to the plan: the launch goes on (the link's name is kept as before)."""
+    if sandbox_user.uid == 0:
+        pytest.skip("root's looks pass every mode")
+    closed = world_tmp / "roots"
+    (closed / "vscode").mkdir(parents=True)
+    closed.chmod(0o700)  # root's
+    work = world_tmp / "work"
+    work.mkdir()
+    (work / ".vscode").symlink_to(closed / "vscode")
+    (work / ".git").symlink_to(closed / "git")
+    sandbox_user.chown(work)
+    r = sandbox_user.run(policy((work, Access.READWRITE)), probe("t(lambda: 1)\n"),
+                         cwd=str(work))
+    assert r.stdout.splitlines() == ["OK 1"], r.stderr
