@@ -1161,14 +1161,17 @@ def _write_file(path: Path, data: bytes, *, replace: bool = True) -> None:
 
 
 def _read_for_signing(path: Path) -> bytes:
+    """A FILE named to ``trust sign``: opened once, never blocking (a FIFO is refused, not
+    waited on), a regular file of at most the bytes a signing request takes."""
+    from nonod import _callerfs
+
     try:
-        size = path.stat().st_size
-        if size > p.MAX_TRUST_SIGN_BYTES:
-            raise NonoError(f"{path} is {size} bytes; the limit for signing is "
-                            f"{p.MAX_TRUST_SIGN_BYTES}")
-        return path.read_bytes()
-    except OSError as exc:
-        raise NonoError(f"cannot read {path}: {exc.strerror}") from exc
+        return _callerfs.read_path(str(path), max_bytes=p.MAX_TRUST_SIGN_BYTES).data
+    except _callerfs.FileTooLarge:
+        raise NonoError(f"{path} is larger than the limit for signing, "
+                        f"{p.MAX_TRUST_SIGN_BYTES} bytes") from None
+    except _callerfs.CallerFileError as exc:
+        raise NonoError(f"cannot read {path}: {exc.reason}") from None
 
 
 def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int:
@@ -1229,19 +1232,18 @@ def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int
         out.line(f"wrote {target}")
         return EXIT_OK
     # sign, sign-policy
-    if action == "sign-policy":
-        if args.user:
-            paths = [_user_trust_dir() / _POLICY_FILE]
-        else:
-            paths = [Path(files[0]) if files else Path(_POLICY_FILE)]
-    elif args.all:
-        paths = _included_files()
-        if not paths:
+    if args.all:
+        contents = _included_files()
+        if not contents:
             out.note(f"nonoctl: {_POLICY_FILE} includes no file here")
             return EXIT_OK
     else:
-        paths = [Path(f) for f in files]
-    contents = [(path, _read_for_signing(path)) for path in paths]
+        if action == "sign-policy":
+            paths = [_user_trust_dir() / _POLICY_FILE] if args.user else [
+                Path(files[0]) if files else Path(_POLICY_FILE)]
+        else:
+            paths = [Path(f) for f in files]
+        contents = [(path, _read_for_signing(path)) for path in paths]
     with _connect(args) as conn:
         for path, data in contents:
             reply = conn.request(p.TrustSign(key=key, name=path.name, data=data,
@@ -1258,9 +1260,10 @@ def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int
     return EXIT_OK
 
 
-def _included_files() -> list[Path]:
+def _included_files() -> list[tuple[Path, bytes]]:
     """The files ./trust-policy.json includes under the current directory, found by the same
-    scan the daemon runs at launch (the policy is parsed, not verified: this only lists)."""
+    scan the daemon runs at launch (the policy is parsed, not verified: this only lists),
+    and their bytes: each the file the scan found, read once (``trust.read_scanned``)."""
     from pathlib import Path
 
     from nonod import trust
@@ -1270,8 +1273,8 @@ def _included_files() -> list[Path]:
         raise NonoError(f"no {_POLICY_FILE} here", hint="run `nonoctl trust init`")
     policy = trust.parse_policy(files.project, source=str(files.project_path))
     report = trust.verify_tree(Path.cwd(), policy)
-    return [Path(entry.path) for entry in report.entries
-            if entry.real_path is not None and not entry.listed]
+    return [(Path(entry.path), trust.read_scanned(report, entry, p.MAX_TRUST_SIGN_BYTES))
+            for entry in report.entries if entry.real_path is not None and not entry.listed]
 
 
 def _load_trust_policy(args: argparse.Namespace, out: Output) -> trust.TrustPolicy | None:

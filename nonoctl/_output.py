@@ -121,6 +121,17 @@ def _top_row(info: p.SessionInfo, share: float | None) -> tuple[str, ...]:
             _command(info.argv, 30))
 
 
+def _whole_or_not(info: p.SessionInfo) -> str:
+    """``inspect``'s command: the session's argv as the daemon keeps it, and whether that is
+    a prefix of the one it ran (the audit file has that one whole)."""
+    text = " ".join(info.argv)
+    cut = info.argv_shortened
+    if cut is None:
+        return text
+    return (f"{text} ... (shortened: {cut.arguments} arguments, {cut.bytes} bytes in all; "
+            f"`nonoctl audit show {info.id}` has them whole)")
+
+
 def _command(argv: Sequence[str], width: int = 40) -> str:
     text = " ".join(argv)
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -209,7 +220,7 @@ class Output:
         rows = [
             ("id", d.id), ("name", d.name), ("state", _status(d)),
             ("pid", str(d.pid) if d.pid else "-"), ("profile", d.profile or "(none)"),
-            ("command", " ".join(d.argv)), ("cwd", d.cwd), ("uid/gid", f"{d.uid}/{d.gid}"),
+            ("command", _whole_or_not(d)), ("cwd", d.cwd), ("uid/gid", f"{d.uid}/{d.gid}"),
             ("started", f"{d.started_at.isoformat()} ({_age(d.started_at, now)})"),
         ]
         if d.parent is not None:

@@ -20,7 +20,9 @@ workdir, the workdir itself) goes through this module. The rules:
   after ``fstat``, every read is bounded in size, and every call is bounded in time. A call
   that overruns is abandoned: its thread still counts against the caller's own cap of
   threads in use (:data:`THREADS_PER_CALLER`), so one caller's stuck reads stall that caller
-  only.
+  only, and against the cap of all callers' threads together (:data:`THREADS_IN_ALL`), past
+  which a request is refused at once, never queued (many accounts' stuck file systems held
+  four threads each, without a bound on the sum).
 * **Symlinks where asked.** ``symlinks="refuse"`` resolves with ``openat2``
   ``RESOLVE_NO_SYMLINKS`` (no symlink anywhere on the path); ``beneath=DIR`` resolves the
   name inside ``DIR`` with ``RESOLVE_BENEATH`` as well (for files in a workdir a session may
@@ -47,10 +49,10 @@ import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Final, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Final, Literal, Protocol, TypeVar, cast
 
 from ._writers import descriptor_path
-from .errors import NonoError
+from .errors import DaemonBusy, NonoError
 
 if TYPE_CHECKING:
     import trio
@@ -59,6 +61,9 @@ T = TypeVar("T")
 
 #: Worker threads one uid may hold at once in this module (stuck ones included).
 THREADS_PER_CALLER: Final = 4
+#: Worker threads all uids together may hold at once in this module (stuck ones included):
+#: past it a request that needs a new thread is refused at once (:class:`ThreadsExhausted`).
+THREADS_IN_ALL = 256
 #: Default bound, in seconds, of one read on a caller's behalf.
 DEFAULT_TIMEOUT: Final = 10.0
 
@@ -109,6 +114,13 @@ class FileTimeout(CallerFileError):
     """The read did not finish in time (a hung filesystem), or the caller's threads are busy."""
 
     code = "file.timeout"
+
+
+class ThreadsExhausted(FileTimeout, DaemonBusy):
+    """Every thread the daemon gives callers' reads and plans is taken (:data:`THREADS_IN_ALL`):
+    refused at once rather than queued behind threads that may never return."""
+
+    code = "daemon.busy"
 
 
 class _HasUid(Protocol):
@@ -288,6 +300,8 @@ class Opened:
     gid: int = -1
     real: str = ""
     """The path the descriptor was opened at, as the kernel names it ("" if it cannot)."""
+    identity: tuple[int, int] = (0, 0)
+    """Its ``(st_dev, st_ino)``."""
 
 
 def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: int,
@@ -340,7 +354,7 @@ def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: in
         if len(data) > max_bytes:
             raise FileTooLarge(path, f"is larger than {max_bytes} bytes")
         return Opened(data=data, names=(), uid=info.st_uid, mode=info.st_mode, gid=info.st_gid,
-                      real=descriptor_path(fd))
+                      real=descriptor_path(fd), identity=(info.st_dev, info.st_ino))
     except OSError as exc:
         raise CallerFileError(path, f"cannot read: {os.strerror(exc.errno or 0)}") from None
     finally:
@@ -383,12 +397,57 @@ def read_optional(path: str, *, max_bytes: int,
 # ------------------------------------------------------------------- bounded threads
 
 
-_limiters: trio.lowlevel.RunVar[dict[int, trio.CapacityLimiter]] | None = None
+class _Threads:
+    """One uid's worker threads: its own :data:`THREADS_PER_CALLER` (waited for, first come
+    first served), within :data:`THREADS_IN_ALL` for every uid together (never waited for:
+    refused at once when all are taken, so one user's stuck threads never keep another
+    user waiting below that bound). A thread keeps its place in both until it returns, an
+    abandoned one too. A CapacityLimiter-like object for ``trio.to_thread.run_sync``; used
+    from the trio thread only."""
+
+    def __init__(self, own: trio.CapacityLimiter, every: _Taken) -> None:
+        self._own = own
+        self._every = every
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self._own.total_tokens)
+
+    @property
+    def borrowed_tokens(self) -> int:
+        return int(self._own.borrowed_tokens)
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        await self._own.acquire_on_behalf_of(borrower)
+        if self._every.threads >= THREADS_IN_ALL:
+            self._own.release_on_behalf_of(borrower)
+            raise ThreadsExhausted(
+                "no worker thread free", f"all {THREADS_IN_ALL} of the daemon's threads for "
+                "callers' file systems are taken (file systems that do not answer: some may "
+                "be stuck there); refused at once",
+                hint="retry later; the host's administrator can look for a hung mount")
+        self._every.threads += 1
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        self._own.release_on_behalf_of(borrower)
+        self._every.threads -= 1
+
+
+@dataclass
+class _Taken:
+    """Threads taken by every uid together, in one trio run."""
+
+    threads: int = 0
+
+
+_limiters: trio.lowlevel.RunVar[tuple[dict[int, _Threads], _Taken]] | None = None
 _limiters_lock = threading.Lock()
 
 
 def _limiter(uid: int) -> trio.CapacityLimiter:
-    """``uid``'s own limiter in this trio run (one daemon loop; tests run several)."""
+    """``uid``'s own threads in this trio run (one daemon loop; tests run several), as the
+    ``limiter`` of ``trio.to_thread.run_sync`` (:class:`_Threads`, a CapacityLimiter-like
+    object, which trio takes)."""
     global _limiters
     import trio
 
@@ -396,19 +455,20 @@ def _limiter(uid: int) -> trio.CapacityLimiter:
         if _limiters is None:
             _limiters = trio.lowlevel.RunVar("nonod._callerfs.limiters")
     try:
-        per_uid = _limiters.get()
+        per_uid, taken = _limiters.get()
     except LookupError:
-        per_uid = {}
-        _limiters.set(per_uid)
-    limiter = per_uid.get(uid)
-    if limiter is None:
-        limiter = per_uid[uid] = trio.CapacityLimiter(THREADS_PER_CALLER)
-    return limiter
+        per_uid, taken = {}, _Taken()
+        _limiters.set((per_uid, taken))
+    threads = per_uid.get(uid)
+    if threads is None:
+        threads = per_uid[uid] = _Threads(trio.CapacityLimiter(THREADS_PER_CALLER), taken)
+    return cast("trio.CapacityLimiter", threads)
 
 
 def threads_of(uid: int) -> trio.CapacityLimiter:
-    """``uid``'s worker threads (:data:`THREADS_PER_CALLER`), for other work done for that
-    user that may stall in its file systems (the launch's plan, ``nonod.sandbox``)."""
+    """``uid``'s worker threads (:data:`THREADS_PER_CALLER`, within :data:`THREADS_IN_ALL`),
+    for other work done for that user that may stall in its file systems (the launch's plan,
+    ``nonod.sandbox``); taking one raises :class:`ThreadsExhausted` past the second bound."""
     return _limiter(uid)
 
 

@@ -174,6 +174,8 @@ class ProfilePolicies:
         try:
             return await _callerfs.in_thread_of(
                 who, work, what="the launch's profile" + (" and trust policies" if also else ""))
+        except _callerfs.ThreadsExhausted:
+            raise
         except _callerfs.FileTimeout as exc:
             raise PolicyError(f"cannot resolve the profile: {exc.message}") from None
 
@@ -208,6 +210,8 @@ class ProfilePolicies:
         try:
             return await _callerfs.in_thread_of(caller if self._system else None, work,
                                                 what=what)
+        except _callerfs.ThreadsExhausted:
+            raise
         except _callerfs.FileTimeout as exc:
             raise ProfileError(f"cannot resolve the profile: {exc.reason}",
                                source=what) from None
@@ -220,6 +224,8 @@ class ProfilePolicies:
         try:
             return await _callerfs.run_as(caller if self._system else None,
                                           lambda: self._named_data(name, caller), what=name)
+        except _callerfs.ThreadsExhausted:
+            raise
         except _callerfs.FileTimeout as exc:
             raise ProfileError(f"cannot read profile: {exc.reason}", source=name) from None
 

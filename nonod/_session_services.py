@@ -217,6 +217,8 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
             caller, functools.partial(trust.verify_tree, workdir, policy,
                                       home=view.home if view is not None else None),
             timeout=SCAN_TIMEOUT, what=f"the trust scan of {workdir}")
+    except _callerfs.ThreadsExhausted:
+        raise
     except _callerfs.CallerFileError as exc:
         raise trust.TrustPolicyError(f"cannot verify instruction files: {exc.message}",
                                      hint=exc.hint) from None

@@ -124,6 +124,20 @@ class LaunchError(NonoError):
         self.detail = detail
 
 
+class DaemonBusy(NonoError):
+    """Refused at once: the daemon holds all it gives every caller together of something
+    (threads stuck in file systems, launches it gave up on); a request that needs more is
+    refused rather than kept waiting on what may never be let go."""
+
+    code = "daemon.busy"
+
+
+class LaunchBusy(LaunchError, DaemonBusy):
+    """A launch refused at once for what the daemon holds (:class:`DaemonBusy`)."""
+
+    code = "daemon.busy"
+
+
 class EnforcementUnavailable(LaunchError):
     """A layer the policy requires cannot be applied on this machine."""
 

@@ -243,8 +243,18 @@ class Limits(_Info, frozen=True, kw_only=True, omit_defaults=True):
     wall_clock: float | None = None
 
 
+class ArgvShortened(_Info, frozen=True, kw_only=True):
+    """A session's ``argv`` as the daemon keeps it is a prefix of the one it ran (at most
+    ``ARGV_KEPT`` bytes of arguments; the last one kept may be cut): the whole one had
+    ``arguments`` arguments of ``bytes`` bytes (UTF-8) in all. Its audit file has it whole."""
+
+    arguments: int
+    bytes: int
+
+
 class SessionInfo(_Info, frozen=True, kw_only=True):
-    """One session, as ``ps --json`` prints it."""
+    """One session, as ``ps --json`` prints it. ``argv_shortened``: set when ``argv`` is a
+    prefix of the one it ran (:class:`ArgvShortened`)."""
 
     id: str
     name: str
@@ -252,6 +262,7 @@ class SessionInfo(_Info, frozen=True, kw_only=True):
     pid: int | None = None
     profile: str | None = None
     argv: tuple[str, ...] = ()
+    argv_shortened: ArgvShortened | None = None
     started_at: _dt.datetime
     ended_at: _dt.datetime | None = None
     exit_code: int | None = None

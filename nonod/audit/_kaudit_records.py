@@ -134,6 +134,7 @@ class Denial:
     operation: str
     errno: str
     landlock: bool = False
+    uid: int = -1  # the caller's uid, as the initial user namespace sees it
 
 
 @dataclass(slots=True)
@@ -141,7 +142,9 @@ class _Pending:
     syscall: dict[str, str] | None = None
     cwd: str | None = None
     paths: list[dict[str, str]] = field(default_factory=list)
-    landlock: dict[str, str] | None = None
+    #: The LANDLOCK_ACCESS record as read: parsed only if the group proves ours (every
+    #: landlocked process of the host has its denials logged, no rule or tag needed).
+    landlock: str | None = None
 
 
 @final
@@ -181,23 +184,28 @@ class Assembler:
         if kind == EOE:
             del self._pending[serial]
             return classify(group, self._syscalls) if group is not None else None
+        if kind == LANDLOCK_ACCESS:  # logged during the call, before its SYSCALL record
+            self._group(serial, group).landlock = text
+            return None
         try:
             _, fields = parse_record(text)
         except ValueError:
             return None
-        if group is None:
-            if len(self._pending) >= self._limit:
-                self._pending.pop(next(iter(self._pending)))
-            group = self._pending[serial] = _Pending()
+        group = self._group(serial, group)
         if kind == SYSCALL:
             group.syscall = fields
         elif kind == CWD:
             group.cwd = untangle(fields.get("cwd", ""))
-        elif kind == PATH:
+        else:
             group.paths.append(fields)
-        else:  # LANDLOCK_ACCESS: logged during the call, before its SYSCALL record
-            group.landlock = fields
         return None
+
+    def _group(self, serial: int, group: _Pending | None) -> _Pending:
+        if group is None:
+            if len(self._pending) >= self._limit:
+                self._pending.pop(next(iter(self._pending)))
+            group = self._pending[serial] = _Pending()
+        return group
 
 
 def _flags_operation(flags: int, paths: list[dict[str, str]]) -> str:
@@ -218,6 +226,7 @@ def classify(group: _Pending, syscalls: dict[int, str]) -> Denial | None:
         code = -int(sc.get("exit", "0"))
         ses = int(sc.get("ses", "-1"))
         pid = int(sc.get("pid", "0"))
+        uid = int(sc.get("uid", "-1"))
     except ValueError:
         return None
     if code not in DENIED_ERRNOS or number not in syscalls:
@@ -234,7 +243,10 @@ def classify(group: _Pending, syscalls: dict[int, str]) -> Denial | None:
     named = [p for p in group.paths if p.get("nametype") != "PARENT"] or group.paths
     name = untangle(named[0].get("name", "")) if named else None
     if name is None and group.landlock is not None:
-        name = untangle(group.landlock.get("path", ""))
+        try:
+            name = untangle(parse_record(group.landlock)[1].get("path", ""))
+        except ValueError:
+            name = None
     if name is None:
         name = "?"
     elif not name.startswith("/") and group.cwd:
@@ -243,7 +255,7 @@ def classify(group: _Pending, syscalls: dict[int, str]) -> Denial | None:
         name = os.path.normpath(name) if name.startswith("/") else name
     return Denial(ses=ses, pid=pid, path=name, operation=operation,
                   errno=_errno.errorcode.get(code, str(code)),
-                  landlock=group.landlock is not None)
+                  landlock=group.landlock is not None, uid=uid)
 
 
 # ------------------------------------------------------------------------ rate limiting

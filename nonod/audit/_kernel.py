@@ -82,6 +82,10 @@ EARLY_SESSIONS: Final = 64
 DROP_WARN_INTERVAL: Final = 10.0
 READ_BATCH: Final = 64  # records read per wake-up of the reader
 EARLY_PER_SESSION: Final = 64
+#: Audit sessions whose early denials were dropped (``_keep_early``), remembered so that
+#: their watch says some are missing; past this many, the oldest is forgotten and every
+#: session up to its id is told so (ids only grow).
+EARLY_DROPPED_KEPT: Final = 4096
 
 
 @final
@@ -142,6 +146,9 @@ class FsDeniedMonitor:
         self._watches: dict[int, Watch] = {}
         # Denials of a session not watched yet: the program runs before the launch returns.
         self._early: dict[int, list[Denial]] = {}
+        self._early_by_uid: dict[int, dict[int, None]] = {}  # uid: its early sessions, in order
+        self._early_dropped: dict[int, None] = {}  # in the order they were dropped
+        self._dropped_upto = 0  # the highest id forgotten from ``_early_dropped``
         self._assembler = Assembler(f"{KEY_PREFIX}{os.getpid()}", syscalls or {},
                                     counted=self._counted)
         self._markers: dict[str, _Flush] = {}
@@ -162,7 +169,13 @@ class FsDeniedMonitor:
         """Deliver the denials of audit session ``ses`` to ``sink`` until :meth:`release`."""
         w = Watch(ses, sink, RateLimiter(self._per_second))
         self._watches[ses] = w
-        for denial in self._early.pop(ses, ()):
+        if ses in self._early_dropped or ses <= self._dropped_upto:
+            self._early_dropped.pop(ses, None)
+            w.lost += 1  # denials of its start were dropped before it was watched
+        early = self._early.pop(ses, ())
+        if early:
+            self._early_forget(early[0].uid, ses)
+        for denial in early:
             w.deliver(denial)
         return w
 
@@ -269,9 +282,14 @@ class FsDeniedMonitor:
     def _counted(self, ses: int) -> bool:
         """Whether a call of audit session ``ses`` was counted as dropped (its session over
         its rate limit) without being parsed: a session looping on refused calls costs the
-        daemon's loop a lookup per record past its limit, not a parse."""
+        daemon's loop a lookup per record past its limit, not a parse. So does one not
+        watched (yet, or ever: another user's, see ``_keep_early``) past its early bound:
+        what it would have kept is dropped, and its watch will say so."""
         watch = self._watches.get(ses)
-        return watch is not None and watch.count_dropped()
+        if watch is None:
+            return (ses in self._early_dropped
+                    and len(self._early.get(ses, ())) >= EARLY_PER_SESSION)
+        return watch.count_dropped()
 
     def dispatch(self, kind: int, text: str) -> None:
         """One record from the multicast group."""
@@ -293,13 +311,47 @@ class FsDeniedMonitor:
             log.exception("fs_denied: a kernel record could not be handled", kind=kind)
 
     def _keep_early(self, denial: Denial) -> None:
+        """Keep a denial for the session that will watch its ``ses``, bounded. Anyone whose
+        loginuid is unset may write the daemon's tag (readable in any session process's
+        ``/proc/<pid>/loginuid``) and make denials under audit sessions of its own, as many
+        as it likes: past the bound, the uid with the most early sessions loses its oldest
+        (``_early_evict``), and what is dropped is remembered by session, so that its watch
+        says so."""
         early = self._early.get(denial.ses)
         if early is None:
             if len(self._early) >= EARLY_SESSIONS:
-                self._early.pop(next(iter(self._early)))
+                self._early_dropped_for(self._early_evict())
             early = self._early[denial.ses] = []
+            self._early_by_uid.setdefault(denial.uid, {})[denial.ses] = None
         if len(early) < EARLY_PER_SESSION:
             early.append(denial)
+        else:
+            self._early_dropped_for(denial.ses)
+
+    def _early_evict(self) -> int:
+        """Drop the oldest early session of the uid that has the most (one user making
+        audit sessions by the hundred pushes out its own first, not another user's)."""
+        uid = max(self._early_by_uid, key=lambda u: len(self._early_by_uid[u]))
+        ses = self._early_forget(uid)
+        del self._early[ses]
+        return ses
+
+    def _early_forget(self, uid: int, ses: int | None = None) -> int:
+        """Take ``ses`` (the oldest of ``uid``'s when None) off ``uid``'s early sessions."""
+        of_uid = self._early_by_uid[uid]
+        if ses is None:
+            ses = next(iter(of_uid))
+        del of_uid[ses]
+        if not of_uid:
+            del self._early_by_uid[uid]
+        return ses
+
+    def _early_dropped_for(self, ses: int) -> None:
+        self._early_dropped[ses] = None
+        if len(self._early_dropped) > EARLY_DROPPED_KEPT:
+            forgotten = next(iter(self._early_dropped))
+            del self._early_dropped[forgotten]
+            self._dropped_upto = max(self._dropped_upto, forgotten)
 
     async def _read(self, sock: trio.socket.SocketType) -> None:
         """Each record is a datagram of its own: up to READ_BATCH are read per wake-up, with

@@ -16,8 +16,8 @@ def session_info(record: SessionRecord, usage: p.Usage | None = None, *,
     kind = p.SessionRow if brief else p.SessionInfo
     return kind(
         id=r.id, name=r.name, state=r.state, pid=r.pid, profile=r.profile, argv=r.argv,
-        started_at=r.started_at, ended_at=r.ended_at, exit_code=r.exit_code,
-        signal=r.signal, enforcement=None if brief else r.enforcement,
+        argv_shortened=r.argv_shortened, started_at=r.started_at, ended_at=r.ended_at,
+        exit_code=r.exit_code, signal=r.signal, enforcement=None if brief else r.enforcement,
         usage=None if brief else usage or r.usage, parent=r.parent,
     )
 
@@ -29,8 +29,9 @@ def session_detail(session: Session, *, live_usage: bool = True) -> p.SessionDet
     r = session.record
     return p.SessionDetail(
         id=r.id, name=r.name, state=r.state, pid=r.pid, profile=r.profile, argv=r.argv,
-        started_at=r.started_at, ended_at=r.ended_at, exit_code=r.exit_code,
-        signal=r.signal, enforcement=r.enforcement, uid=r.uid, gid=r.gid, cwd=r.cwd,
+        argv_shortened=r.argv_shortened, started_at=r.started_at, ended_at=r.ended_at,
+        exit_code=r.exit_code, signal=r.signal, enforcement=r.enforcement, uid=r.uid,
+        gid=r.gid, cwd=r.cwd,
         detached=r.detached, tty=r.tty, attached=session.attached,
         reason=r.reason,
         policy_digest=r.policy_digest,

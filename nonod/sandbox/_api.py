@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import msgspec
 import trio
 
 from .. import _callerfs, _descriptors
-from ..errors import LaunchError
+from ..errors import LaunchBusy, LaunchError
 from ..policy import ResolvedPolicy
 from . import _reaper
 from ._cinit import FORCE_PYTHON
@@ -48,6 +49,12 @@ PLAN_TIMEOUT = 30.0
 #: How long a launch given up on after ``LAUNCH_TIMEOUT`` is still waited for, to end what
 #: its launcher started late (``_end_abandoned``).
 ABANDONED_PATIENCE = 600.0
+#: Launches given up on and still waited for (each holds its launch pipe, exit pipe and
+#: control socket for up to ``ABANDONED_PATIENCE``) that one uid may have, and all uids
+#: together: past either, that uid's launches (past the second, everyone's) are refused at
+#: once (``daemon.busy``) until some end.
+ABANDONED_PER_UID = 4
+ABANDONED_IN_ALL = 64
 _HINTS = {
     "unshare": "unprivileged user namespaces may be disabled (sysctl "
                "kernel.unprivileged_userns_clone, AppArmor's userns restriction, a container's "
@@ -228,6 +235,8 @@ class Launcher:
         self._sock = sock
         self._send_lock = trio.Lock()
         self._encoder = msgspec.msgpack.Encoder()
+        #: Launches given up on whose launchers are still waited for, per uid.
+        self._abandoned: Counter[int] = Counter()
 
     async def launch(
         self,
@@ -250,6 +259,7 @@ class Launcher:
         # server that never answers) held one of the daemon's shared threads for good, and
         # a few such launches held them all, and every user's work done in threads.
         uid = os.geteuid() if request.uid is None else request.uid
+        self._refuse_past_abandoned(uid)
         with trio.move_on_after(PLAN_TIMEOUT) as waited:
             plan, report = await trio.to_thread.run_sync(
                 functools.partial(build_plan, policy, request, controlling_tty=controlling_tty,
@@ -286,8 +296,9 @@ class Launcher:
             # connection: on a host busy enough, the launcher's records may not come in time.
             # The launcher goes on meanwhile and would run the program, unknown to the
             # daemon: whatever it reports later is ended (``_end_abandoned``).
+            self._abandoned[uid] += 1
             trio.lowlevel.spawn_system_task(
-                _end_abandoned, plan, launch_stream, exit_stream, control, self._proc.pid,
+                self._end_abandoned_of, uid, plan, launch_stream, exit_stream, control,
                 name="nonod.sandbox.abandoned_launch")
             raise LaunchError(f"the launcher did not report within {LAUNCH_TIMEOUT:g} s "
                               "(the host may be overloaded); the launch was abandoned",
@@ -340,6 +351,36 @@ class Launcher:
                          audit_session=ses, audit_session_error=ses_err)
         proc.cgroup = group
         return proc
+
+    def _refuse_past_abandoned(self, uid: int) -> None:
+        """Refuse ``uid``'s launch at once while it has ``ABANDONED_PER_UID`` launches given
+        up on and still waited for, or all uids ``ABANDONED_IN_ALL``: each holds three
+        descriptors for up to ``ABANDONED_PATIENCE``, and a user whose launches stall past
+        ``LAUNCH_TIMEOUT`` (a file system in its grants that answers the daemon and not the
+        launcher) could have made them every 30 s on each of its connections."""
+        mine, every = self._abandoned[uid], sum(self._abandoned.values())
+        if mine < ABANDONED_PER_UID and every < ABANDONED_IN_ALL:
+            return
+        whose, bound = (("this user's", ABANDONED_PER_UID) if mine >= ABANDONED_PER_UID
+                        else ("all users'", ABANDONED_IN_ALL))
+        raise LaunchBusy(
+            f"{whose} launches given up on are at their bound ({bound}): their launchers did "
+            f"not report within {LAUNCH_TIMEOUT:g} s and are still waited for (up to "
+            f"{ABANDONED_PATIENCE:g} s each); refused at once", step="fork",
+            hint="a file system in the grants that stalls the launcher (a FUSE mount) keeps "
+                 "them; retry once it answers or is gone")
+
+    async def _end_abandoned_of(self, uid: int, plan: LaunchPlan,
+                                launch_stream: trio.lowlevel.FdStream,
+                                exit_stream: trio.lowlevel.FdStream,
+                                control: trio.socket.SocketType) -> None:
+        """``_end_abandoned``, counted as ``uid``'s until it is over."""
+        try:
+            await _end_abandoned(plan, launch_stream, exit_stream, control, self._proc.pid)
+        finally:
+            self._abandoned[uid] -= 1
+            if not self._abandoned[uid]:
+                del self._abandoned[uid]
 
     @property
     def pid(self) -> int:

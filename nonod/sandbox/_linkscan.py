@@ -138,6 +138,8 @@ class _Walk:
         self.files: dict[str, dict[str, _Key]] = {}
         #: Whether a directory was listed again (names may have gone from where they were).
         self.moved = False
+        #: Why names were left out (paths past the kernel's limit); the walk went on.
+        self.skipped = ""
         self._grants: set[str] = set()
 
     def file(self, path: str, st: os.stat_result) -> None:
@@ -274,6 +276,8 @@ class _Walk:
                     continue
                 try:
                     if entry.is_dir(follow_symlinks=False):
+                        if self._too_long(path):
+                            continue
                         subdirs.append(path)
                         parent[path] = top
                         if not (self._for_other and _closed(
@@ -281,7 +285,7 @@ class _Walk:
                             walk.append(path)
                     elif entry.is_file(follow_symlinks=False):  # (a regular file)
                         st = entry.stat(follow_symlinks=False)
-                        if st.st_nlink > 1:
+                        if st.st_nlink > 1 and not self._too_long(path):
                             key = (st.st_dev, st.st_ino)
                             if key not in seen:
                                 seen[key] = [path]
@@ -306,6 +310,19 @@ class _Walk:
             raise _Stop(f"the walk took more than {budget.seconds:g} s")
         return walk
 
+
+    def _too_long(self, path: str) -> bool:
+        """Whether ``path`` is past the kernel's limit: a directory to list, or a linked name
+        to bind, is looked up by its path, and such a one (a tree a session left, made one
+        component at a time) cannot be. It is left out, the walk goes on, and the scan is
+        incomplete (the launch refused unless the layer is accepted degraded), rather than
+        ``ENAMETOOLONG`` raised out of the plan."""
+        if len(os.fsencode(path)) < _PATH_MAX:
+            return False
+        self.skipped = self.skipped or (
+            f"a path in the writable grants is longer than {_PATH_MAX - 1} bytes "
+            f"({path[:80]}...)")
+        return True
 
     def _closed_at(self, directory: str) -> bool:
         """:func:`_closed` of ``directory`` for the session (False when it cannot be told:
@@ -342,6 +359,7 @@ def scan(ops: Sequence[MountOp], budget: Budget | None = None, *, uid: int | Non
         walk.settle()
     except _Stop as stop:
         incomplete = stop.why
+    incomplete = incomplete or walk.skipped
     if walk.moved:  # the names only where the last listings put them
         for key, paths in walk.seen.items():
             paths[:] = [path for path in paths if walk.live(path, key)]
@@ -395,6 +413,8 @@ def _may_write(st: os.stat_result, uid: int) -> bool:
 
 
 _DIRECTORY: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PATH_MAX: Final = 4096  # the kernel's, with the NUL
+
 
 
 def _times(st: os.stat_result) -> tuple[int, int, int, int]:

@@ -344,10 +344,78 @@ class _Prefixes:
         return any(p in self._set for p in _lineage(path))
 
 
+class ClosedBySession(Exception):
+    """A path the plan must look at is hidden from the session's uid by a directory that uid
+    owns (it took its own permissions away: ``chmod 000``). Taking it for absent would leave
+    unprotected what lies there (a submodule's hooks, a ``core.hooksPath``) in a session
+    that can ``chmod`` the directory back: the launch is refused instead."""
+
+    def __init__(self, path: str, closed: str) -> None:
+        super().__init__(path, closed)
+        self.path, self.closed = path, closed
+
+
+def _fs_uid() -> int:
+    """The uid this thread opens files as (the session's while a plan is made for it)."""
+    with open("/proc/thread-self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return int(line.split()[4])
+    return os.geteuid()
+
+
+def _refuse_if_own(path: str, exc: OSError, *, itself: bool = False) -> None:
+    """Raise :class:`ClosedBySession` if ``exc`` (met looking at ``path``) is a permission
+    error caused by a directory this thread's uid owns: the deepest of ``path``'s
+    directories (``path`` itself with ``itself``) that can still be looked at is the one
+    that stops the look. A link to a place the session may not look into (another user's
+    directory) is not that."""
+    if not isinstance(exc, PermissionError):
+        return
+    if not itself:
+        try:
+            os.lstat(path)
+            return  # reachable itself: what stopped the look lies past a symbolic link
+        except OSError:
+            pass
+    uid = _fs_uid()
+    closed = path if itself else os.path.dirname(path)
+    while True:
+        try:
+            st = os.lstat(closed)
+        except PermissionError:
+            if closed in ("/", ""):
+                return
+            closed = os.path.dirname(closed)
+            continue
+        except OSError:
+            return
+        if uid != 0 and st.st_uid == uid and stat.S_ISDIR(st.st_mode):
+            raise ClosedBySession(path, closed) from None
+        return
+
+
+def _may_create_in(path: str) -> bool:
+    """Whether this thread's uid (the session's) may create entries in the directory
+    ``path``: its permissions say so, or it owns the directory and may ``chmod`` it (a
+    session that took away its own write bit on its workdir made the next launch refuse no
+    name there, then gave the bit back and wrote ``.envrc``)."""
+    if os.access(path, os.W_OK | os.X_OK, effective_ids=True):
+        return True
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == _fs_uid()
+
+
 def _kind(how: Callable[[str], os.stat_result], path: str) -> int | None:
     try:
         return stat.S_IFMT(how(path).st_mode)
-    except (OSError, ValueError):
+    except OSError as exc:
+        _refuse_if_own(path, exc)
+        return None
+    except ValueError:
         return None
 
 
@@ -408,7 +476,8 @@ def _small_file(path: str, limit: int) -> bytes | None:
     ``open`` acts (``/dev/watchdog`` arms the host's reboot timer)."""
     try:
         handle = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+    except OSError as exc:
+        _refuse_if_own(path, exc)
         return None
     try:
         if not stat.S_ISREG(os.fstat(handle).st_mode):
@@ -455,7 +524,12 @@ def _list_some(path: str) -> tuple[str, ...]:
     """Up to ``MAX_LISTED + 1`` names of the directory (more than ``MAX_LISTED``: too many to
     look through), without reading the rest of a huge one."""
     names: list[str] = []
-    with os.scandir(path) as entries:
+    try:
+        listing = os.scandir(path)
+    except OSError as exc:
+        _refuse_if_own(path, exc, itself=True)
+        raise
+    with listing as entries:
         for entry in entries:
             names.append(entry.name)
             if len(names) > MAX_LISTED:
@@ -473,7 +547,7 @@ _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _READLINK: os.readlink,
     _REALPATH: os.path.realpath,
     # The thread's file identity (the session's while the plan is made for another user).
-    _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK, effective_ids=True),
+    _ACCESS: lambda path: _may_create_in(path),
     _MOUNTS: lambda _: _host_kernel_mounts(),
     _PROC: lambda _: _host_proc_root_only(),
 }

@@ -31,6 +31,7 @@ from ._mounts import (
     PIN,
     PRIVATE_TMP,
     TMPFS,
+    ClosedBySession,
     MountOp,
     base_grants,
     compile_mounts,
@@ -320,9 +321,16 @@ def build_plan(
     # daemon's answers as root made a denied name in another user's 0700 directory a mask
     # that failed the launch only when the file existed, and followed a git include into
     # files only root may read (``Identity.session``).
-    with acting_as(Identity.session(uid, gid) if uid != me else None):
-        mounts = compile_mounts(policy, home=home, hide_root_only=uid == 0, idmap=idmap,
-                                pinned=tuple(os.path.realpath(path) for path, _ in request.pins))
+    try:
+        with acting_as(Identity.session(uid, gid) if uid != me else None):
+            mounts = compile_mounts(policy, home=home, hide_root_only=uid == 0, idmap=idmap,
+                                    pinned=tuple(os.path.realpath(p) for p, _ in request.pins))
+    except ClosedBySession as exc:
+        raise LaunchError(
+            f"{exc.closed} is closed to the session's own uid, which owns it: what lies "
+            "below it cannot be looked at to be protected", step="mounts",
+            errno=errno.EACCES, detail=exc.path,
+            hint=f"give it back its owner's permissions (chmod u+rwx {exc.closed})") from None
     linked = _linkscan.scan(mounts.ops, uid=uid)  # at each launch: never in a kept plan
     abi = _host_abi() if landlock_abi is None else landlock_abi
     if landlock_only:

@@ -168,7 +168,8 @@ class SessionAudit:
         return self._writer.statistics()
 
     def open(self, record: SessionRecord, services: SessionServices | None, *,
-             beside: Callable[[], None] | None = None) -> Callable[[], Awaitable[None]]:
+             beside: Callable[[], None] | None = None,
+             argv: tuple[str, ...] | None = None) -> Callable[[], Awaitable[None]]:
         """The first records: who starts what, with which policy, and what trust
         verification found. Written now; their fsync starts in a worker thread, and the
         returned wait for it is the launch's gate (``Launcher.launch(gate=...)``): the
@@ -176,9 +177,10 @@ class SessionAudit:
         (AuditError). The caller's task must await it, launch or not (see
         ``AuditWriter.sync_started``; ``beside``, blocking, runs at the same time, in the
         worker thread of the file's directory's fsync, and the gate waits for it too). The
-        enforcement report (and the pid) follows once the program exists (:meth:`started`)."""
+        enforcement report (and the pid) follows once the program exists (:meth:`started`).
+        ``argv``: the whole one, where the record keeps a prefix (``shorten_argv``)."""
         try:
-            self._first_records(record, services)
+            self._first_records(record, services, record.argv if argv is None else argv)
             synced = self._writer.sync_started(beside=beside)
         except AuditError as exc:
             raise _not_durable(exc) from exc
@@ -191,10 +193,11 @@ class SessionAudit:
 
         return durable
 
-    def _first_records(self, record: SessionRecord, services: SessionServices | None) -> None:
+    def _first_records(self, record: SessionRecord, services: SessionServices | None,
+                       argv: tuple[str, ...]) -> None:
         writer = self._writer
         writer.append(SessionStarted(
-            session=record.id, argv=record.argv, cwd=record.cwd, uid=record.uid,
+            session=record.id, argv=argv, cwd=record.cwd, uid=record.uid,
             gid=record.gid, name=record.name, profile=record.profile,
             policy_digest=record.policy_digest,
             secret_env=services.secret_env if services is not None else ()))

@@ -3,7 +3,8 @@
 Records persist as ``<state_dir>/sessions/<id>/session.json`` (directories ``0700``, files
 ``0600``; see :func:`write_record`), beside the session's ``output.log`` and audit file. A record
 never holds the environment (it may carry secrets), and its ``argv`` is redacted by the audit
-rule.
+rule and kept to a prefix of at most :data:`ARGV_KEPT` bytes (:func:`shorten_argv`; the audit
+file has it whole).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from ._output import write_all
 log = structlog.get_logger()
 
 RECORD_VERSION: Final = 1
+#: Bytes (UTF-8) of a session's arguments its record keeps, in the daemon's memory, in
+#: ``session.json`` and in every ``ps``/``inspect`` reply: a launch's argv may be up to a
+#: control message's size (1 MiB), and a uid's ended sessions are bounded by its disk budget
+#: only (GiBs of the system daemon's memory, and of root's ``ps --all`` replies).
+ARGV_KEPT: Final = 4096
 
 
 class SessionRecord(msgspec.Struct, kw_only=True):
@@ -40,6 +46,8 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     gid: int
     profile: str | None = None
     argv: tuple[str, ...] = ()
+    #: Set when ``argv`` is a prefix of the one the session ran (:func:`shorten_argv`).
+    argv_shortened: p.ArgvShortened | None = None
     cwd: str = "/"
     #: The session that ran this one as a tool (``nonod.toolsandbox``).
     parent: str | None = None
@@ -66,6 +74,29 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     intercepts: tuple[str, ...] = ()
     #: The variables of its environment that hold real secrets (``env_credentials``).
     secret_env: tuple[str, ...] = ()
+
+
+def shorten_argv(record: SessionRecord) -> None:
+    """Keep a prefix of ``record.argv`` of at most :data:`ARGV_KEPT` bytes: whole arguments
+    while they fit, the one that does not cut to what is left (at a character), none after
+    it; ``argv_shortened`` says what the whole one was. Called once its audit record holds
+    it whole (``session_started``), and on records read from disk."""
+    sizes = [len(arg.encode("utf-8", "surrogatepass")) for arg in record.argv]
+    if sum(sizes) <= ARGV_KEPT:
+        return
+    kept: list[str] = []
+    room = ARGV_KEPT
+    for arg, size in zip(record.argv, sizes, strict=True):
+        if size > room:
+            cut = arg.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
+            if cut:
+                kept.append(cut)
+            break
+        kept.append(arg)
+        room -= size
+    shortened = record.argv_shortened or p.ArgvShortened(arguments=len(record.argv),
+                                                         bytes=sum(sizes))
+    record.argv, record.argv_shortened = tuple(kept), shortened
 
 
 record_decoder = msgspec.json.Decoder(SessionRecord)
@@ -218,6 +249,7 @@ def read_records(sessions_dir: Path) -> list[SessionRecord]:
         if record.id != entry.name:
             log.warning("ignoring a session record filed under another id", path=str(path))
             continue
+        shorten_argv(record)  # (one written before the bound)
         out.append(record)
     return out
 

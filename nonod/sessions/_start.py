@@ -44,7 +44,7 @@ from ._limits import (
     with_layers,
 )
 from ._output import SessionOutput
-from ._records import make_private_dirs
+from ._records import make_private_dirs, shorten_argv
 from ._session import Session
 from ._settings import AuditSettings, SessionLimits
 
@@ -157,10 +157,12 @@ class ProgramStarter:
             # Durable before the program exists: nothing runs before its record is on disk.
             # The fsync runs while the engine builds the plan; the launch waits for it.
             durable: Callable[[], Awaitable[None]] | None = None
+            whole = session.record.argv
+            shorten_argv(session.record)  # (whole in the audit file's session_started)
             if session.audit is not None:
                 session.audit.hidden = services.hidden
                 durable = session.audit.open(
-                    session.record, services,
+                    session.record, services, argv=whole,
                     beside=record_writer() if record_writer is not None else None)
             if session.cgroup is not None and parent_group is not None and \
                     session.cgroup.path.startswith(parent_group.path.rstrip("/") + "/"):

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from ._scan import SKIP_DIRS as SKIP_DIRS
     from ._scan import FileOutcome as FileOutcome
     from ._scan import TrustReport as TrustReport
+    from ._scan import read_scanned as read_scanned
     from ._scan import verify_tree as verify_tree
     from ._sign import sign_file as sign_file
     from ._sign import sign_policy as sign_policy
@@ -101,7 +102,7 @@ else:
             "EnforcementMode", "Publisher", "TrustPolicy", "init_policy", "merge_policies",
             "parse_policy", "publisher_for_key",
         ),
-        "_scan": ("SKIP_DIRS", "FileOutcome", "TrustReport", "verify_tree"),
+        "_scan": ("SKIP_DIRS", "FileOutcome", "TrustReport", "read_scanned", "verify_tree"),
         "_sign": ("sign_file", "sign_policy"),
         "_verify": ("VerifiedFile", "load_policy", "verify_file"),
     })

@@ -83,6 +83,9 @@ class FileOutcome:
     real_path: str | None = None
     verified: VerifiedFile | None = None
     listed: bool = False  # named by the policy's ``files`` (``path`` is then absolute)
+    #: ``(st_dev, st_ino)`` of the real file as the walk found it (None: refused before):
+    #: ``nonoctl trust sign --all`` signs only that file (``read_scanned``).
+    identity: tuple[int, int] | None = None
 
     @property
     def label(self) -> str:
@@ -147,6 +150,7 @@ class _Found:
     entry_name: str
     real_rel: str | None  # path of the real file relative to the real root; None if refused
     refusal: str | None = None
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the real file
 
 
 class _Matcher:
@@ -219,7 +223,9 @@ def _walk(real_root: str, matcher: _Matcher) -> Iterator[_Found]:
                 continue
             if entry.name.endswith(".bundle") or not matcher.matches(rel):
                 continue
-            yield _Found(rel, directory, entry.name, os.path.relpath(entry.path, real_root))
+            info = entry.stat(follow_symlinks=False)
+            yield _Found(rel, directory, entry.name, os.path.relpath(entry.path, real_root),
+                         identity=(info.st_dev, info.st_ino))
         stack.extend(reversed(pushed))
 
 
@@ -258,7 +264,8 @@ def _symlink(
         return None
     if not inside:
         return _Found(rel, directory, entry.name, None, "symlink leaves the scan root")
-    return _Found(rel, directory, entry.name, os.path.relpath(target, real_root))
+    return _Found(rel, directory, entry.name, os.path.relpath(target, real_root),
+                  identity=(info.st_dev, info.st_ino))
 
 
 def _read_file(real_root: str, real_rel: str, max_bytes: int) -> bytes:
@@ -284,6 +291,30 @@ def _read_bundle(real_root: str, directory: str, name: str) -> bytes | None:
         raise BadBundle(f"{name} is too large; the limit is {MAX_BUNDLE_BYTES} bytes") from None
     except CallerFileError as exc:
         raise BadBundle(f"{name}: {exc.reason}") from None
+
+
+def read_scanned(report: TrustReport, entry: FileOutcome, max_bytes: int) -> bytes:
+    """Blocking: the bytes of the file the scan found for ``entry``, read from one open
+    beneath the scan's root, with no symlink on the way, never blocking, a regular file
+    only (``nonod._callerfs``), and only if it is still the file the walk found (its device
+    and inode): ``trust sign --all`` opened each by name after the scan, and whatever was
+    put there meanwhile (by a session writing the repository) was read: a FIFO (the command
+    waited for good) or a link to another file (signed as this one). Raises
+    :class:`TrustError`."""
+    if entry.real_path is None or entry.identity is None:
+        raise TrustError(f"{shown_name(entry.path)}: {entry.reason or 'refused by the scan'}")
+    real_rel = os.path.relpath(entry.real_path, report.root)
+    try:
+        opened = read_path(real_rel, max_bytes=max_bytes, symlinks="refuse",
+                           beneath=report.root)
+    except FileTooLarge:
+        raise TooLarge(f"{shown_name(entry.path)} is larger than {max_bytes} bytes") from None
+    except CallerFileError as exc:
+        raise TrustError(f"{shown_name(entry.path)}: {exc.reason}") from None
+    if opened.identity != entry.identity:
+        raise TrustError(f"{shown_name(entry.path)} was replaced since the scan found it",
+                         hint="run the command again once nothing writes the repository")
+    return opened.data
 
 
 def expand_listed(path: str, root: str, home: str | None) -> str:
@@ -342,7 +373,7 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
         )
 
     def failed(path: str, error: TrustError, real_path: str | None,
-               listed: bool = False) -> FileOutcome:
+               listed: bool = False, identity: tuple[int, int] | None = None) -> FileOutcome:
         status: Status = "unsigned" if error.code == "trust.unsigned" else "failed"
         blocking = enforcement == "deny" or error.code == "trust.blocked"
         return FileOutcome(
@@ -353,6 +384,7 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
             reason=error.message,
             real_path=real_path,
             listed=listed,
+            identity=identity,
         )
 
     entries: list[FileOutcome] = []
@@ -372,11 +404,12 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
         except TrustError as exc:
             if exc.code == "trust.failed":
                 exc = TrustError(f"{shown_name(found.rel)}: {exc.message}")
-            entries.append(failed(found.rel, exc, real_path))
+            entries.append(failed(found.rel, exc, real_path, identity=found.identity))
             continue
         kept += len(data)
         entries.append(FileOutcome(path=found.rel, status="verified", blocking=False,
-                                   real_path=real_path, verified=verified))
+                                   real_path=real_path, verified=verified,
+                                   identity=found.identity))
     # A file already verified (included, or listed under another name) is not read again:
     # one outcome and one pin per real file.
     done = {entry.real_path for entry in entries if entry.real_path is not None}

@@ -73,3 +73,24 @@ def test_the_ps_table_shows_every_column_as_documented() -> None:
     Output(stdout=plain).sessions(infos[:1])
     assert plain.getvalue().splitlines()[1].split() == [
         "aaaa1111", "bot", "running", "42", "gitbot", "3h", "ago", "python3", "bot.py"]
+
+
+def test_inspect_says_when_the_command_is_a_prefix_of_the_one_run() -> None:
+    import datetime as dt
+
+    from nonod import protocol as p
+
+    when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    detail = p.SessionDetail(id="abcd1234", name="bot", state="exited", started_at=when,
+                             uid=1000, gid=1000, cwd="/srv", argv=("/bin/echo", "aaa"),
+                             argv_shortened=p.ArgvShortened(arguments=7, bytes=600010))
+    sink = io.StringIO()
+    Output(stdout=sink).session(detail)
+    (command,) = [line for line in sink.getvalue().splitlines() if line.startswith("command")]
+    assert command.endswith("/bin/echo aaa ... (shortened: 7 arguments, 600010 bytes in all; "
+                            "`nonoctl audit show abcd1234` has them whole)"), command
+    whole = io.StringIO()
+    Output(stdout=whole).session(p.SessionDetail(
+        id="abcd1234", name="bot", state="exited", started_at=when, uid=1000, gid=1000,
+        cwd="/srv", argv=("/bin/echo", "aaa")))
+    assert "command" in whole.getvalue() and "shortened" not in whole.getvalue()

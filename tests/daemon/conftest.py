@@ -12,6 +12,7 @@ Both use a short directory under /tmp (Unix socket paths are limited to 108 byte
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -45,6 +46,7 @@ def short_tmp() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(f"{path}-home", ignore_errors=True)  # session_env's home, beside it
 
 
 def _loaded(config_text: str | None) -> LoadedConfig:
@@ -178,6 +180,7 @@ def reachable_script(name: str) -> Path:
     """A copy of a helper script of this directory (rawclient.py, fakeserver.py) that any uid
     can read: the checkout may sit under /root (0700), as CI's clone can."""
     directory = Path(tempfile.mkdtemp(prefix="nono-script-", dir="/tmp"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     directory.chmod(0o755)
     copy = directory / name
     shutil.copyfile(HERE / name, copy)

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,10 @@ from tests.daemon.conftest import (
     SYSTEM_PYTHON,
     DaemonThread,
     daemon_thread,
+    hello,
+    raw_client,
     reachable_script,
+    session_env,
     short_tmp,
 )
 from tests.daemon.localusers import LocalUser, local_users, socket_group
@@ -197,3 +201,51 @@ for pid in os.listdir("/proc"):
 else:
     print("NOT-FOUND"); sys.exit(0)
 """
+
+
+#: Launches ARGV (JSON) in its working directory on N connections at once; prints "sent"
+#: once every launch is sent, then each answer (or {"type": "gone"}) as it comes, until all
+#: are answered. Standard library only (and rawclient's helpers): it runs as another user.
+LAUNCHER = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from rawclient import frame, read_frame, welcomed
+path, cwd, count, env = sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5])
+launch = frame(json.dumps({"type": "launch", "argv": json.loads(sys.argv[6]), "cwd": cwd,
+                           "env": env, "options": {"allow_cwd": True, "block_net": True},
+                           "detach": True, "stdio": "null"}).encode())
+socks = [welcomed(path)[0] for _ in range(count)]
+for sock in socks:
+    sock.settimeout(600)
+    sock.sendall(launch)
+print("sent", flush=True)
+for sock in socks:
+    try:
+        print(read_frame(sock)[1].decode(), flush=True)
+    except OSError:
+        print('{"type": "gone"}', flush=True)
+"""
+
+
+def send_launches(handle: DaemonThread, user: LocalUser, work: Path, count: int,
+                  argv: tuple[str, ...] = ("/bin/true",)) -> subprocess.Popen[str]:
+    """``count`` launches of ``argv`` by ``user`` in ``work``, sent on connections of their
+    own and not yet answered (``LAUNCHER``: its output has the answers)."""
+    launcher = subprocess.Popen(
+        [*user.prefix(), SYSTEM_PYTHON, "-c", LAUNCHER, client_dir(), str(handle.socket),
+         str(work), str(count), json.dumps(session_env(work)), json.dumps(list(argv))],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, cwd="/")
+    assert launcher.stdout is not None
+    assert launcher.stdout.readline().strip() == "sent"
+    return launcher
+
+
+def launch_as(handle: DaemonThread, user: LocalUser, work: Path,
+              argv: tuple[str, ...] = ("/bin/true",)) -> tuple[dict[str, object], float]:
+    """``user``'s launch of ``argv`` in ``work``: the answer, and how long it took."""
+    began = time.monotonic()
+    lines = raw_client(handle.socket, [hello(), {
+        "type": "launch", "argv": list(argv), "cwd": str(work), "env": session_env(work),
+        "options": {"allow_cwd": True, "block_net": True}, "detach": True, "stdio": "null"}],
+        prefix=user.prefix(), timeout=300)
+    return json.loads(lines[1]), time.monotonic() - began

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -65,8 +64,7 @@ print(json.dumps({"sent": sent, "state": state}))
 
 
 def test_small_frames_cannot_hold_the_event_loop(short_tmp: Path) -> None:
-    scripts = Path(tempfile.mkdtemp(prefix="nono-script-", dir="/tmp"))
-    scripts.chmod(0o755)
+    scripts = short_tmp  # 0755 in /tmp: the attacking user reads its script there
     attacker_py = scripts / "frames.py"
     attacker_py.write_text(ATTACKER)
     attacker_py.chmod(0o644)
@@ -96,8 +94,7 @@ def test_a_handshake_ended_with_bare_line_feeds_is_paced_too(short_tmp: Path) ->
     """h11 under the handshake ends a head at ``\\n\\n`` as well as ``\\r\\n\\r\\n``; the pace
     looked for the latter only, so a client that ended its head with bare line feeds was
     never paced: its 40,000 empty fragments all taken, then its request answered (review13)."""
-    scripts = Path(tempfile.mkdtemp(prefix="nono-script-", dir="/tmp"))
-    scripts.chmod(0o755)
+    scripts = short_tmp  # 0755 in /tmp: the attacking user reads its script there
     attacker_py = scripts / "frames.py"
     handshake = ATTACKER.index('s.sendall(b"GET'), ATTACKER.index("head = b")
     bare = ATTACKER[handshake[0]:handshake[1]].replace(r"\r\n", r"\n")

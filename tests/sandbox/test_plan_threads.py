@@ -100,3 +100,35 @@ def test_a_plan_stuck_in_a_file_system_is_a_launch_error_in_time(
 
     with _unanswered_fuse(theirs / "stuck"):
         trio.run(main)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/fuse"),
+                    reason="mounts a FUSE file system")
+def test_a_plan_past_the_bound_of_all_users_threads_is_refused_at_once(
+        world_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every thread of all users taken (stuck plans of one user here, the bound lowered
+    to theirs), another user's plan is refused at once, not queued behind them."""
+    theirs, mine = world_tmp / "theirs", world_tmp / "mine"
+    (theirs / "stuck").mkdir(parents=True)
+    mine.mkdir()
+    monkeypatch.setattr(_api, "PLAN_TIMEOUT", 300.0)
+    monkeypatch.setattr(_callerfs, "THREADS_IN_ALL", _callerfs.THREADS_PER_CALLER)
+
+    async def main() -> None:
+        own = _callerfs.threads_of(NOBODY)
+        async with open_launcher() as launcher, trio.open_nursery() as nursery:
+            for _ in range(_callerfs.THREADS_PER_CALLER):
+                nursery.start_soon(launcher.launch, policy((theirs, Access.READWRITE)),
+                                   LaunchRequest(argv=("/bin/true",), cwd=str(theirs),
+                                                 uid=NOBODY, gid=NOBODY))
+            with trio.fail_after(60):  # (state no event announces: their threads taken)
+                while own.borrowed_tokens < own.total_tokens:
+                    await trio.sleep(0.01)
+            with trio.fail_after(10), pytest.raises(_callerfs.ThreadsExhausted,
+                                                    match="refused at once"):
+                await launcher.launch(policy((mine, Access.READWRITE)),
+                                      LaunchRequest(argv=("/bin/true",), cwd=str(mine)))
+            nursery.cancel_scope.cancel()
+
+    with _unanswered_fuse(theirs / "stuck"):
+        trio.run(main)

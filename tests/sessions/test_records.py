@@ -8,12 +8,15 @@ import datetime as dt
 import os
 from pathlib import Path
 
+from nonod import protocol as p
 from nonod.sessions._records import (
+    ARGV_KEPT,
     IN_PLACE_MAX,
     SessionRecord,
     read_records,
     record_decoder,
     record_encoder,
+    shorten_argv,
     write_record,
 )
 
@@ -87,3 +90,28 @@ def test_a_record_with_a_second_name_is_replaced_not_written_through(tmp_path: P
     write_record(directory, record_encoder.encode(second))
     assert read_records(tmp_path) == [second]
     assert record_decoder.decode(other.read_bytes()) == first  # the other name kept its data
+
+
+def test_a_long_argv_is_kept_as_a_prefix_cut_at_a_character_and_said_so() -> None:
+    short = _record("0123abcd", argv=("/bin/echo", "x" * 100))
+    shorten_argv(short)
+    assert short.argv == ("/bin/echo", "x" * 100) and short.argv_shortened is None
+    # The cut falls inside a two-byte character: the character goes, and what follows.
+    argv = ("a" * (ARGV_KEPT - 1), "é" * 10, "tail")
+    record = _record("0123abcd", argv=argv)
+    shorten_argv(record)
+    assert record.argv == ("a" * (ARGV_KEPT - 1),)
+    whole = p.ArgvShortened(arguments=3, bytes=ARGV_KEPT - 1 + 20 + 4)
+    assert record.argv_shortened == whole
+    shorten_argv(record)  # (again: what the whole one was stays)
+    assert record.argv_shortened == whole
+
+
+def test_a_record_written_before_the_bound_is_read_back_shortened(tmp_path: Path) -> None:
+    directory = tmp_path / "sessions" / "0123abcd"
+    write_record(directory, record_encoder.encode(
+        _record("0123abcd", argv=("/bin/true", "y" * 3 * ARGV_KEPT))))
+    (read,) = read_records(tmp_path / "sessions")
+    assert read.argv == ("/bin/true", "y" * (ARGV_KEPT - len("/bin/true")))
+    assert read.argv_shortened == p.ArgvShortened(arguments=2,
+                                                  bytes=len("/bin/true") + 3 * ARGV_KEPT)

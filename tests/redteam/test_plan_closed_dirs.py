@@ -1,0 +1,113 @@
+"""A session hides what the next launch must protect by closing its own directories.
+
+The plan looks at the project as the session's uid (``Identity.session``): what it cannot
+look at it took for absent. A session that owns a directory may take its own permissions
+away (``chmod 000``, or ``0600``: listed but not searched); the next launch then found no
+submodule git directory under ``.git/modules`` and no ``core.hooksPath`` in ``.git/config``,
+so none of them was made read-only, and that session gave the directory its permissions back
+and wrote the hooks git runs on the host. The walk for linked files refused such a launch,
+but only as its own layer, which a profile may accept degraded (and which a walk past its
+budget never reaches)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nonod.policy import Access
+
+from ..conftest import SandboxUser
+from ..sandbox.test_sandbox import policy, probe
+
+pytestmark = pytest.mark.userns
+
+HOOKS = (".git/modules/sub/hooks/post-checkout", ".githooks/pre-commit")
+
+
+@pytest.fixture
+def repo(world_tmp: Path, sandbox_user: SandboxUser) -> Path:
+    """A repository with a submodule's git directory and a ``core.hooksPath`` in the
+    workdir, all the session's own."""
+    if sandbox_user.uid == 0:
+        pytest.skip("root's looks pass every mode")
+    work = world_tmp / "work"
+    for d in (".git/hooks", ".git/modules/sub/hooks", ".githooks"):
+        (work / d).mkdir(parents=True)
+    (work / ".git/HEAD").write_text("ref: refs/heads/main\n")
+    (work / ".git/config").write_text("[core]\n\thooksPath = .githooks\n")
+    (work / ".git/modules/sub/HEAD").write_text("ref: refs/heads/main\n")
+    (work / ".git/modules/sub/config").write_text("[core]\n")
+    for path in (work, *work.rglob("*")):
+        sandbox_user.chown(path)
+    return work
+
+
+@pytest.mark.parametrize("mode", [0o000, 0o600])
+def test_a_directory_the_session_closed_refuses_the_next_launch(
+        repo: Path, sandbox_user: SandboxUser, mode: int) -> None:
+    pol = policy((repo, Access.READWRITE), allow_degraded=("linked_files",))
+    write = "".join(f"t(lambda: open('{hook}', 'w').write('evil'))\n" for hook in HOOKS)
+    r = sandbox_user.run(pol, probe(write), cwd=str(repo))
+    assert r.stdout.splitlines() == ["EROFS", "EROFS"], r.stderr  # protected while visible
+    r = sandbox_user.run(pol, probe(
+        f"t(lambda: os.chmod('.git/modules/sub', {mode}))\n"
+        f"t(lambda: os.chmod('.git', {mode}))\n"), cwd=str(repo))
+    assert r.stdout.splitlines() == ["OK ", "OK "], r.stderr
+    r = sandbox_user.run(pol, probe(
+        "t(lambda: os.chmod('.git', 0o755))\n"
+        "t(lambda: os.chmod('.git/modules/sub', 0o755))\n" + write), cwd=str(repo))
+    assert r.code != 0 and "launch.failed" in r.stderr, (r.stdout, r.stderr)
+    assert f"{repo}/.git is closed to the session's own uid" in r.stderr
+    for hook in HOOKS:
+        assert not (repo / hook).exists()
+
+
+def test_a_directory_the_session_made_unwritable_still_has_its_names_refused(
+        world_tmp: Path, sandbox_user: SandboxUser) -> None:
+    """The plan refused a missing persistence name only where the session could create it,
+    and judged that by the directory's mode, which the session may change: with its own
+    write bit taken off the workdir and ``.git``, the next launch refused neither ``.envrc``
+    nor ``.git/worktrees`` (nothing at all: no creation guard), and that session put the
+    bit back and wrote both on the host."""
+    if sandbox_user.uid == 0:
+        pytest.skip("root's looks pass every mode")
+    repo = world_tmp / "work"
+    (repo / ".git/hooks").mkdir(parents=True)
+    (repo / ".git/HEAD").write_text("ref: refs/heads/main\n")
+    for path in (repo, *repo.rglob("*")):
+        sandbox_user.chown(path)
+    pol = policy((repo, Access.READWRITE))
+    write = ("t(lambda: open('.envrc', 'w').write('evil'))\n"
+             "t(lambda: os.makedirs('.git/worktrees/w'))\n"
+             "t(lambda: open('.git/worktrees/w/commondir', 'w').write('evil'))\n")
+    refused = ["EACCES", "EACCES", "ENOENT"]
+    r = sandbox_user.run(pol, probe(write), cwd=str(repo))
+    assert r.stdout.splitlines() == refused, r.stderr
+    r = sandbox_user.run(pol, probe("t(lambda: os.chmod('.', 0o555))\n"
+                                    "t(lambda: os.chmod('.git', 0o555))\n"), cwd=str(repo))
+    assert r.stdout.splitlines() == ["OK ", "OK "], r.stderr
+    r = sandbox_user.run(pol, probe("t(lambda: os.chmod('.', 0o755))\n"
+                                    "t(lambda: os.chmod('.git', 0o755))\n" + write),
+                         cwd=str(repo))
+    assert r.stdout.splitlines() == ["OK ", "OK ", *refused], r.stderr
+    assert not (repo / ".envrc").exists() and not (repo / ".git/worktrees").exists()
+
+
+def test_a_link_into_another_users_closed_directory_is_no_refusal(
+        world_tmp: Path, sandbox_user: SandboxUser) -> None:
+    """What a link leads to, closed by its own owner (not the session's uid), stays what it
+    was to the plan: the launch goes on (the link's name is kept as before)."""
+    if sandbox_user.uid == 0:
+        pytest.skip("root's looks pass every mode")
+    closed = world_tmp / "roots"
+    (closed / "vscode").mkdir(parents=True)
+    closed.chmod(0o700)  # root's
+    work = world_tmp / "work"
+    work.mkdir()
+    (work / ".vscode").symlink_to(closed / "vscode")
+    (work / ".git").symlink_to(closed / "git")
+    sandbox_user.chown(work)
+    r = sandbox_user.run(policy((work, Access.READWRITE)), probe("t(lambda: 1)\n"),
+                         cwd=str(work))
+    assert r.stdout.splitlines() == ["OK 1"], r.stderr
