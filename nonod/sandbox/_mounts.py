@@ -37,7 +37,6 @@ from __future__ import annotations
 import _thread
 import errno
 import os
-import re
 import stat
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -45,7 +44,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from . import _libc
+from . import _libc, _mounttable
 from ._hostevents import MountEvents, ProcTopEvents
 
 if TYPE_CHECKING:  # (the policy's types: the fork server, which makes no plan, never loads them)
@@ -355,7 +354,7 @@ def _kind(how: Callable[[str], os.stat_result], path: str) -> int | None:
 # all the plan uses of it (a path's file type, not its times: a directory written into is
 # still the same directory to the plan).
 (_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC, _LISTSOME,
- _HOOKSPATH, _GITFILE) = range(11)
+ _HOOKSPATH, _GITFILE, _ALIASES) = range(12)
 #: The most of a git configuration file read for its ``core.hooksPath``.
 MAX_GIT_CONFIG = 1 << 16
 
@@ -476,6 +475,7 @@ _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _ACCESS: lambda path: os.access(path, os.W_OK | os.X_OK, effective_ids=True),
     _MOUNTS: lambda _: _host_kernel_mounts(),
     _PROC: lambda _: _host_proc_root_only(),
+    _ALIASES: lambda path: _host_aliases(path),
 }
 
 
@@ -557,6 +557,10 @@ class _Look:
 
     def kernel_mounts(self) -> tuple[str, ...]:
         return self._ask(_MOUNTS, "")  # type: ignore[return-value]
+
+    def aliases(self, path: str) -> tuple[str, ...]:
+        """The other paths the host's mount table shows the directory ``path`` at."""
+        return self._ask(_ALIASES, path)  # type: ignore[return-value]
 
     def proc_root_only(self) -> tuple[str, ...]:
         return self._ask(_PROC, "")  # type: ignore[return-value]
@@ -717,6 +721,7 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
             view.ops.append(MountOp(MASK_FILE, path))
             view.masked.append(path)
     view.ops += [MountOp(MASK_FILE, path) for path in PROC_KEYRINGS if look.lexists(path)]
+    view.keep_aliases()  # (after the masks: a masked alias shows nothing)
     for path in pinned:  # the pins themselves are the plan's (``_plan``), after these
         view.anchor_way(path)
     anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
@@ -811,17 +816,38 @@ def _read_mountinfo() -> str:
 
 _mount_events = MountEvents()
 _kernel_points: tuple[str, ...] = ()
-_kernel_points_lock = _thread.allocate_lock()
+_table = _mounttable.Table(())
+_aliases: dict[str, tuple[str, ...]] = {}  # asked of ``_table``, until it is read again
+_table_lock = _thread.allocate_lock()
+
+
+def _read_table() -> None:
+    """Read and parse this process's mount table again if the kernel says it changed since
+    the last read (``_hostevents``). The caller holds ``_table_lock``."""
+    global _kernel_points, _table
+    if _mount_events.changed():
+        text = _read_mountinfo()
+        _kernel_points = tuple(kernel_mounts(text))
+        _table = _mounttable.Table(_mounttable.parse(text))
+        _aliases.clear()
 
 
 def _host_kernel_mounts() -> tuple[str, ...]:
-    """:func:`kernel_mounts` of this process's mount table, read and parsed again only when
-    the kernel says the table changed since the last read (``_hostevents``)."""
-    global _kernel_points
-    with _kernel_points_lock:
-        if _mount_events.changed():
-            _kernel_points = tuple(kernel_mounts(_read_mountinfo()))
+    """:func:`kernel_mounts` of this process's mount table."""
+    with _table_lock:
+        _read_table()
         return _kernel_points
+
+
+def _host_aliases(path: str) -> tuple[str, ...]:
+    """The other paths this process's mount table shows the directory ``path`` at
+    (:meth:`_mounttable.Table.aliases`)."""
+    with _table_lock:
+        _read_table()
+        found = _aliases.get(path)
+        if found is None:
+            found = _aliases[path] = _table.aliases(path)
+        return found
 
 
 def kernel_mounts(mountinfo: str) -> list[str]:
@@ -833,15 +859,8 @@ def kernel_mounts(mountinfo: str) -> list[str]:
             continue
         fstype = fields[fields.index("-", 6) + 1]
         if fstype in KERNEL_FS_TYPES:
-            points.append(_unescape_octal(fields[4]))
+            points.append(_mounttable.unescape(fields[4]))
     return points
-
-
-def _unescape_octal(text: str) -> str:
-    """A mountinfo field: space, tab, newline and backslash are written as ``\\ooo``."""
-    if "\\" not in text:
-        return text
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
 def narrow_sys(policy: ResolvedPolicy) -> ResolvedPolicy:
@@ -1288,6 +1307,36 @@ class _View:
         self._covered.add(placed.target)
         if not placed.absent:
             self.masked.append(placed.target)
+
+    def keep_aliases(self) -> None:
+        """Refuse each refused name at every other path the host shows its directory at
+        (a bind mount of it, or of an ancestor, below a writable grant, which the view binds
+        with its mounts): layer 2 is built by path, so the walk must meet each such path as
+        guarded (no rule on it or on the directories on its way), or a rule above it would
+        grant the name there (``_mounttable``)."""
+        names: dict[str, list[str]] = {}
+        for path in self.refused:
+            names.setdefault(os.path.dirname(path), []).append(os.path.basename(path))
+        for directory, refused in names.items():
+            for alias in self._look.aliases(directory):
+                bind = self._innermost(alias)
+                if bind is None or not self._shown_writable(bind, alias):
+                    continue
+                walk = _walk(bind.target, alias, self._look)
+                if walk is not None:  # (moved below a rule, the way would take it along)
+                    self.anchors.update(walk[0][1:])
+                for name in refused:
+                    path = os.path.join(alias, name)
+                    if path not in self.refused:
+                        self.refused.append(path)
+
+    def _shown_writable(self, bind: MountOp, path: str) -> bool:
+        """Whether the session sees the host's ``path`` and may create there: below
+        ``bind``, its innermost bind, a writable directory one (recursive: the host's mounts
+        come along), neither masked nor under a private tmp mount placed over part of it."""
+        if not (bind.writable and bind.kind == BIND_DIR) or self._covered.covers(path):
+            return False
+        return not any(_under(path, tmp) and _under(tmp, bind.target) for tmp in PRIVATE_TMP)
 
     def anchor_way(self, path: str) -> None:
         """Anchor the existing directories on the way to ``path`` inside a writable grant
