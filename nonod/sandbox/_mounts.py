@@ -558,9 +558,10 @@ class _Look:
     def kernel_mounts(self) -> tuple[str, ...]:
         return self._ask(_MOUNTS, "")  # type: ignore[return-value]
 
-    def aliases(self, path: str) -> tuple[str, ...]:
-        """The other paths the host's mount table shows the directory ``path`` at."""
-        return self._ask(_ALIASES, path)  # type: ignore[return-value]
+    def aliases(self, paths: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+        """For each directory of ``paths``, the other paths the host's mount table shows it
+        at (one question: one look at the table when a kept plan is checked)."""
+        return self._ask(_ALIASES, "\0".join(paths))  # type: ignore[return-value]
 
     def proc_root_only(self) -> tuple[str, ...]:
         return self._ask(_PROC, "")  # type: ignore[return-value]
@@ -817,7 +818,7 @@ def _read_mountinfo() -> str:
 _mount_events = MountEvents()
 _kernel_points: tuple[str, ...] = ()
 _table = _mounttable.Table(())
-_aliases: dict[str, tuple[str, ...]] = {}  # asked of ``_table``, until it is read again
+_aliases: dict[str, tuple[tuple[str, ...], ...]] = {}  # asked of ``_table`` since its read
 _table_lock = _thread.allocate_lock()
 
 
@@ -839,14 +840,14 @@ def _host_kernel_mounts() -> tuple[str, ...]:
         return _kernel_points
 
 
-def _host_aliases(path: str) -> tuple[str, ...]:
-    """The other paths this process's mount table shows the directory ``path`` at
-    (:meth:`_mounttable.Table.aliases`)."""
+def _host_aliases(paths: str) -> tuple[tuple[str, ...], ...]:
+    """For each directory in ``paths`` (joined by NUL), the other paths this process's mount
+    table shows it at (:meth:`_mounttable.Table.aliases`)."""
     with _table_lock:
         _read_table()
-        found = _aliases.get(path)
+        found = _aliases.get(paths)
         if found is None:
-            found = _aliases[path] = _table.aliases(path)
+            found = _aliases[paths] = tuple(_table.aliases(p) for p in paths.split("\0"))
         return found
 
 
@@ -1317,8 +1318,10 @@ class _View:
         names: dict[str, list[str]] = {}
         for path in self.refused:
             names.setdefault(os.path.dirname(path), []).append(os.path.basename(path))
-        for directory, refused in names.items():
-            for alias in self._look.aliases(directory):
+        if not names:
+            return
+        for refused, aliases in zip(names.values(), self._look.aliases(list(names)), strict=True):
+            for alias in aliases:
                 bind = self._innermost(alias)
                 if bind is None or not self._shown_writable(bind, alias):
                     continue
