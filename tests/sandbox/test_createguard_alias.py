@@ -181,7 +181,8 @@ def test_a_refused_name_is_refused_when_a_writable_grant_is_a_mount_on_the_way(
     """A grant of its own that is the workdir's ``.git`` bound elsewhere, the first writable
     root the walk meets (``a-git`` sorts before ``home``): ``.git/info`` is guarded there
     too, and no rule goes on ``a-git``, which is ``.git``, on the way to ``.git/info`` by
-    either path."""
+    either path. (It held on main too, for another reason: a writable grant is a guarded
+    directory itself, its own persistence names refused; kept so that it keeps holding.)"""
     home, work = layout
     info = work / ".git" / "info"
     info.mkdir(parents=True)
