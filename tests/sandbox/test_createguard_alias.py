@@ -19,12 +19,14 @@ import pytest
 from nonod.policy import Access, Grant
 from nonod.sandbox import LaunchRequest
 from nonod.sandbox._mounts import ANCHOR
-from nonod.sandbox._mounttable import Table, parse
+from nonod.sandbox._mounttable import parse
 from nonod.sandbox._plan import build_plan
 
 from ..conftest import SandboxUser
 from .test_createguard import layout, layout_policy, run_in  # noqa: F401 - the fixture
 from .test_sandbox import probe
+
+pytestmark = [pytest.mark.userns, pytest.mark.root]
 
 Mount = Callable[..., Path]
 
@@ -50,43 +52,6 @@ def mount(world_tmp: Path) -> Iterator[Mount]:
         subprocess.run(["umount", "-l", max(points, key=len)], check=True)
 
 
-# --- the mount table, as a tree --------------------------------------------------------------
-
-
-MOUNTINFO = """\
-20 1 8:1 / / rw - ext4 /dev/sda1 rw
-21 20 8:2 / /home rw - ext4 /dev/sda2 rw
-22 21 8:2 /u/work /home/u/sub/alias rw - ext4 /dev/sda2 rw
-23 21 8:2 /u /home/u/sub/up rw - ext4 /dev/sda2 rw
-24 21 0:40 / /home/u/sub/hidden rw - tmpfs tmpfs rw
-25 21 8:2 /u/work /home/u/sub/shadowed rw - ext4 /dev/sda2 rw
-26 25 0:41 / /home/u/sub/shadowed rw - tmpfs tmpfs rw
-27 21 8:2 /u/work//deleted /home/u/sub/gone rw - ext4 /dev/sda2 rw
-28 23 8:2 /u/work /home/u/sub/up/work rw - ext4 /dev/sda2 rw
-29 21 8:2 /u/w\\040x /home/u/sp rw - ext4 /dev/sda2 rw
-"""
-
-
-def test_the_table_shows_a_directory_at_each_visible_mount_of_it() -> None:
-    """A bind of the directory (22), of an ancestor (23: ``up/work`` is not one, a mount
-    is on it: 28 is), not one stacked under another (25 under 26), nor one of a directory
-    removed since (27); escaped names (29)."""
-    table = Table(parse(MOUNTINFO))
-    assert table.at("/home/u/sub/shadowed").id == 26  # type: ignore[union-attr]
-    assert table.at("/home/u/sub/up/work/x").id == 28  # type: ignore[union-attr]
-    assert table.aliases("/home/u/work") == ("/home/u/sub/alias", "/home/u/sub/up/work")
-    assert table.aliases("/home/u/work/.git") == ("/home/u/sub/alias/.git",
-                                                  "/home/u/sub/up/work/.git")
-    assert table.aliases("/home/u") == ("/home/u/sub/up",)
-    assert table.aliases("/home/u/w x") == ("/home/u/sub/up/w x", "/home/u/sp")
-    assert table.aliases("/srv") == ()
-
-
-# --- in real sessions ------------------------------------------------------------------------
-
-
-@pytest.mark.userns
-@pytest.mark.root
 def test_a_refused_name_is_refused_through_a_second_mount_of_its_directory(
         sandbox_user: SandboxUser, layout: tuple[Path, Path],  # noqa: F811 - the fixture
         mount: Mount) -> None:
@@ -100,8 +65,6 @@ def test_a_refused_name_is_refused_through_a_second_mount_of_its_directory(
     assert (work / "made").is_dir()  # any other name: still made (by the init)
 
 
-@pytest.mark.userns
-@pytest.mark.root
 def test_a_refused_name_is_refused_through_a_mount_of_an_ancestor(
         sandbox_user: SandboxUser, layout: tuple[Path, Path],  # noqa: F811 - the fixture
         mount: Mount) -> None:
@@ -119,8 +82,6 @@ def test_a_refused_name_is_refused_through_a_mount_of_an_ancestor(
     assert (work / "made.txt").is_file()
 
 
-@pytest.mark.userns
-@pytest.mark.root
 def test_a_refused_name_is_refused_below_a_deeper_guarded_directory_of_a_mount(
         sandbox_user: SandboxUser, layout: tuple[Path, Path],  # noqa: F811 - the fixture
         mount: Mount) -> None:
@@ -136,8 +97,6 @@ def test_a_refused_name_is_refused_below_a_deeper_guarded_directory_of_a_mount(
     assert (out, _made(info / "attributes")) == (["EACCES"], [])
 
 
-@pytest.mark.userns
-@pytest.mark.root
 def test_a_refused_name_is_refused_when_a_directory_on_the_way_is_shown_elsewhere(
         sandbox_user: SandboxUser, layout: tuple[Path, Path],  # noqa: F811 - the fixture
         mount: Mount) -> None:
@@ -156,8 +115,6 @@ def test_a_refused_name_is_refused_when_a_directory_on_the_way_is_shown_elsewher
     assert (home / "sub" / "made").is_dir()
 
 
-@pytest.mark.userns
-@pytest.mark.root
 def test_a_refused_name_is_refused_through_nested_mounts(
         sandbox_user: SandboxUser, layout: tuple[Path, Path],  # noqa: F811 - the fixture
         mount: Mount) -> None:
@@ -173,8 +130,6 @@ def test_a_refused_name_is_refused_through_nested_mounts(
     assert (out, _made(work / ".vscode", work / ".envrc")) == (["EACCES", "EACCES"], [])
 
 
-@pytest.mark.userns
-@pytest.mark.root
 def test_a_refused_name_is_refused_when_a_writable_grant_is_a_mount_on_the_way(
         sandbox_user: SandboxUser, layout: tuple[Path, Path],  # noqa: F811 - the fixture
         mount: Mount, world_tmp: Path) -> None:
@@ -202,8 +157,6 @@ def test_a_refused_name_is_refused_when_a_writable_grant_is_a_mount_on_the_way(
     assert (info / "made.txt").is_file()
 
 
-@pytest.mark.userns
-@pytest.mark.root
 def test_the_way_to_a_second_mount_cannot_be_moved_below_a_ruled_directory(
         sandbox_user: SandboxUser, layout: tuple[Path, Path],  # noqa: F811 - the fixture
         mount: Mount) -> None:
@@ -222,8 +175,6 @@ def test_the_way_to_a_second_mount_cannot_be_moved_below_a_ruled_directory(
     assert (out, _made(work / ".vscode")) == (["EBUSY", "ENOENT"], [])
 
 
-@pytest.mark.userns
-@pytest.mark.root
 def test_a_mount_hidden_by_another_is_not_an_alias(
         sandbox_user: SandboxUser, layout: tuple[Path, Path],  # noqa: F811 - the fixture
         mount: Mount) -> None:
@@ -237,7 +188,6 @@ def test_a_mount_hidden_by_another_is_not_an_alias(
     assert (out, _made(work / ".vscode")) == (["OK "], [])
 
 
-@pytest.mark.root
 def test_a_kept_plan_is_made_again_when_the_host_mounts_a_guarded_directory_elsewhere(
         layout: tuple[Path, Path], mount: Mount) -> None:  # noqa: F811 - the fixture
     """Plans are kept while the host answers their questions alike (``_mounts._Look``): the
