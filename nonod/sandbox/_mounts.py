@@ -818,6 +818,7 @@ def _read_mountinfo() -> str:
 _mount_events = MountEvents()
 _kernel_points: tuple[str, ...] = ()
 _table = _mounttable.Table(())
+ALIAS_ANSWERS: Final = 256  # the most kept: one per set of guarded directories asked
 _aliases: dict[str, tuple[tuple[str, ...], ...]] = {}  # asked of ``_table`` since its read
 _table_lock = _thread.allocate_lock()
 
@@ -847,6 +848,8 @@ def _host_aliases(paths: str) -> tuple[tuple[str, ...], ...]:
         _read_table()
         found = _aliases.get(paths)
         if found is None:
+            if len(_aliases) >= ALIAS_ANSWERS:
+                _aliases.clear()  # (a daemon whose table does not change, many workdirs)
             found = _aliases[paths] = tuple(_table.aliases(p) for p in paths.split("\0"))
         return found
 
