@@ -299,7 +299,8 @@ class MountPlan(msgspec.Struct, frozen=True, kw_only=True):
     protected: tuple[str, ...]  # persistence files made read-only
     absent: tuple[str, ...] = ()  # guarded paths missing at launch (the view guard watches)
     #: The first missing component of each absent guarded path whose parent directory exists
-    #: and is writable in the session: what the creation guard must refuse to create.
+    #: and is writable in the session (or its user's own): what the creation guard must
+    #: refuse to create.
     creation_refused: tuple[str, ...] = ()
     anchored: tuple[str, ...] = ()  # directories bound onto themselves so they cannot move
 
@@ -354,7 +355,7 @@ def _kind(how: Callable[[str], os.stat_result], path: str) -> int | None:
 # all the plan uses of it (a path's file type, not its times: a directory written into is
 # still the same directory to the plan).
 (_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC, _LISTSOME,
- _HOOKSPATH, _GITFILE, _ALIASES) = range(12)
+ _HOOKSPATH, _GITFILE, _ALIASES, _OWNER) = range(13)
 #: The most of a git configuration file read for its ``core.hooksPath``.
 MAX_GIT_CONFIG = 1 << 16
 
@@ -476,6 +477,7 @@ _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _MOUNTS: lambda _: _host_kernel_mounts(),
     _PROC: lambda _: _host_proc_root_only(),
     _ALIASES: lambda path: _host_aliases(path),
+    _OWNER: lambda path: _owner(path),
 }
 
 
@@ -554,6 +556,10 @@ class _Look:
 
     def writable_dir(self, path: str) -> bool:
         return self._ask(_ACCESS, path) is True
+
+    def owner(self, path: str) -> int | None:
+        """The uid that owns ``path`` (not through a link at its name), None if not there."""
+        return self._ask(_OWNER, path)  # type: ignore[return-value]
 
     def kernel_mounts(self) -> tuple[str, ...]:
         return self._ask(_MOUNTS, "")  # type: ignore[return-value]
@@ -808,6 +814,27 @@ def _holder(binds: dict[str, MountOp], path: str) -> MountOp | None:
         if parent in binds:
             return binds[parent]
     return None
+
+
+def _owner(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_uid
+    except (OSError, ValueError):
+        return None
+
+
+def _file_uid() -> int:
+    """The uid this thread opens files as (``_callerfs.acting_as`` changes it: the session's
+    while a plan is made for another user), from its ``Uid:`` line (real, effective, saved,
+    file system)."""
+    try:
+        with open("/proc/thread-self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[4])
+    except (OSError, IndexError, ValueError):
+        pass
+    return os.geteuid()
 
 
 def _read_mountinfo() -> str:
@@ -1266,6 +1293,7 @@ class _View:
     def __init__(self, binds: Sequence[MountOp], look: _Look) -> None:
         self.binds = binds
         self._look = look
+        self._uid = _file_uid()  # the session's
         self._by_target = {_key(op.target): op for op in binds}
         self.ops: list[MountOp] = []
         self.later: list[MountOp] = []
@@ -1336,6 +1364,12 @@ class _View:
                     if path not in self.refused:
                         self.refused.append(path)
 
+    def _could_write(self, directory: str) -> bool:
+        """Whether the session may create entries in ``directory``, or could make it so: a
+        directory its user owns but made read-only is its to ``chmod`` back (Landlock does not
+        mediate ``chmod``), so its missing names are refused as a writable one's are."""
+        return self._look.writable_dir(directory) or self._look.owner(directory) == self._uid
+
     def _shown_writable(self, bind: MountOp, path: str) -> bool:
         """Whether the session sees the host's ``path`` and may create there: below
         ``bind``, its innermost bind, a writable directory one (recursive: the host's mounts
@@ -1400,7 +1434,7 @@ class _View:
         existing, missing = walk
         parent = existing[-1]
         if missing is not None and not self._protected.covers(parent) \
-                and self._look.isdir(parent) and self._look.writable_dir(parent) \
+                and self._look.isdir(parent) and self._could_write(parent) \
                 and missing not in self.refused:
             self.refused.append(missing)
             self.anchors.update(existing[1:])
@@ -1422,7 +1456,7 @@ class _View:
                 return
             if look.islink(cur):
                 parent = existing[-1]
-                if not self._protected.covers(parent) and look.writable_dir(parent) \
+                if not self._protected.covers(parent) and self._could_write(parent) \
                         and cur not in self.refused:
                     self.refused.append(cur)
                     self.anchors.update(existing[1:])
@@ -1478,7 +1512,7 @@ class _View:
         later = msgspec.structs.replace(op, absent=True)
         self.later.append(later)
         parent = existing[-1]
-        if writable and look.isdir(parent) and look.writable_dir(parent) \
+        if writable and look.isdir(parent) and self._could_write(parent) \
                 and missing not in self.refused:
             self.refused.append(missing)
         return later
