@@ -11,7 +11,9 @@ pieces that only the program (not the session's init) carries:
    a rule on every writable grant root that is not on the way to a guarded directory and,
    walking down from those that are, on every existing directory off the way. Creating any
    entry directly in a guarded directory, or in a directory made in one later, fails there
-   with ``EACCES``.
+   with ``EACCES``. A rule is on an inode, whatever path placed it: no directory on the way
+   gets one through a second path (a mount) either, and the plan lists the guarded
+   directories at every path the view shows them at (``_mounts._View.keep_aliases``).
 2. **A seccomp user-notification filter** on the creation syscalls. The session's init
    answers each one (``_createserve``): it performs the creations that layer 2 refused but
    that are not of a refused name, on the directory descriptor it checked, and lets every
@@ -34,6 +36,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, NamedTuple
 
@@ -244,9 +247,27 @@ def pin_dirs(refused: Sequence[str]) -> None:
                             recursive=True)
 
 
+def _way_identities(guarded: Iterable[str]) -> set[Identity]:
+    """The directories on the way to the guarded ones, by identity (as the session sees them:
+    a mount's root where one is). A Landlock rule is on an inode, whatever path placed it, and
+    the kernel checks it on every path through that inode: one on a directory on the way,
+    placed through a second mount of it, would grant creating in the guarded directory."""
+    out: set[Identity] = set()
+    for path in on_the_way(guarded):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            out.add((st.st_dev, st.st_ino))
+    return out
+
+
 def prepare(refused: Sequence[str], writable: Sequence[str], abi: int) -> Guard:
     """Open the guarded directories and build layer 2 (init side, after the first layer: the
-    walk sees what the session sees). Raises ``OSError`` when the guard cannot be built."""
+    walk sees what the session sees); a directory off the way by path that is one on the way
+    by identity (a second mount of it) gets no rule. Raises ``OSError`` when the guard cannot
+    be built."""
     if abi < 2:
         raise OSError(errno.ENOTSUP, f"Landlock ABI {abi}: the creation guard needs REFER (v2+)")
     dirs = guarded_dirs(refused)
@@ -258,6 +279,7 @@ def prepare(refused: Sequence[str], writable: Sequence[str], abi: int) -> Guard:
             fd = os.open(path, _DIR_FLAGS | os.O_NOFOLLOW)
             keep.append(fd)
             guarded[_identity(fd)] = names
+        way = _way_identities(dirs)
         ruleset = _landlock.create_ruleset(LAYER2_RIGHTS, abi=abi)
         ruled: set[Identity] = set()
         roots = {os.path.normpath(w) for w in writable}
@@ -272,8 +294,8 @@ def prepare(refused: Sequence[str], writable: Sequence[str], abi: int) -> Guard:
                 raise
             try:
                 ident = _identity(fd)
-                if ident in guarded:
-                    continue  # the same directory reached through another mount
+                if ident in way:
+                    continue  # a directory on the way, reached through another mount
                 _landlock.add_path_rule(ruleset, fd, LAYER2_RIGHTS, os.fsencode(path))
                 ruled.add(ident)
             finally:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import _thread
 import errno
 import os
-import re
 import stat
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -45,7 +44,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from . import _libc
+from . import _libc, _mounttable
 from ._hostevents import MountEvents, ProcTopEvents
 
 if TYPE_CHECKING:  # (the policy's types: the fork server, which makes no plan, never loads them)
@@ -300,7 +299,8 @@ class MountPlan(msgspec.Struct, frozen=True, kw_only=True):
     protected: tuple[str, ...]  # persistence files made read-only
     absent: tuple[str, ...] = ()  # guarded paths missing at launch (the view guard watches)
     #: The first missing component of each absent guarded path whose parent directory exists
-    #: and is writable in the session: what the creation guard must refuse to create.
+    #: and is writable in the session (or its user's own): what the creation guard must
+    #: refuse to create.
     creation_refused: tuple[str, ...] = ()
     anchored: tuple[str, ...] = ()  # directories bound onto themselves so they cannot move
 
@@ -423,7 +423,7 @@ def _kind(how: Callable[[str], os.stat_result], path: str) -> int | None:
 # all the plan uses of it (a path's file type, not its times: a directory written into is
 # still the same directory to the plan).
 (_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC, _LISTSOME,
- _HOOKSPATH, _GITFILE) = range(11)
+ _HOOKSPATH, _GITFILE, _ALIASES, _OWNER) = range(13)
 #: The most of a git configuration file read for its ``core.hooksPath``.
 MAX_GIT_CONFIG = 1 << 16
 
@@ -550,6 +550,8 @@ _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _ACCESS: lambda path: _may_create_in(path),
     _MOUNTS: lambda _: _host_kernel_mounts(),
     _PROC: lambda _: _host_proc_root_only(),
+    _ALIASES: lambda path: _host_aliases(path),
+    _OWNER: lambda path: _owner(path),
 }
 
 
@@ -629,8 +631,17 @@ class _Look:
     def writable_dir(self, path: str) -> bool:
         return self._ask(_ACCESS, path) is True
 
+    def owner(self, path: str) -> int | None:
+        """The uid that owns ``path`` (not through a link at its name), None if not there."""
+        return self._ask(_OWNER, path)  # type: ignore[return-value]
+
     def kernel_mounts(self) -> tuple[str, ...]:
         return self._ask(_MOUNTS, "")  # type: ignore[return-value]
+
+    def aliases(self, paths: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+        """For each directory of ``paths``, the other paths the host's mount table shows it
+        at (one question: one look at the table when a kept plan is checked)."""
+        return self._ask(_ALIASES, "\0".join(paths))  # type: ignore[return-value]
 
     def proc_root_only(self) -> tuple[str, ...]:
         return self._ask(_PROC, "")  # type: ignore[return-value]
@@ -791,6 +802,7 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
             view.ops.append(MountOp(MASK_FILE, path))
             view.masked.append(path)
     view.ops += [MountOp(MASK_FILE, path) for path in PROC_KEYRINGS if look.lexists(path)]
+    view.keep_aliases()  # (after the masks: a masked alias shows nothing)
     for path in pinned:  # the pins themselves are the plan's (``_plan``), after these
         view.anchor_way(path)
     anchors = [MountOp(ANCHOR, a, writable=True) for a in sorted(view.anchors, key=_depth)]
@@ -878,6 +890,27 @@ def _holder(binds: dict[str, MountOp], path: str) -> MountOp | None:
     return None
 
 
+def _owner(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_uid
+    except (OSError, ValueError):
+        return None
+
+
+def _file_uid() -> int:
+    """The uid this thread opens files as (``_callerfs.acting_as`` changes it: the session's
+    while a plan is made for another user), from its ``Uid:`` line (real, effective, saved,
+    file system)."""
+    try:
+        with open("/proc/thread-self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[4])
+    except (OSError, IndexError, ValueError):
+        pass
+    return os.geteuid()
+
+
 def _read_mountinfo() -> str:
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         return f.read()
@@ -885,17 +918,41 @@ def _read_mountinfo() -> str:
 
 _mount_events = MountEvents()
 _kernel_points: tuple[str, ...] = ()
-_kernel_points_lock = _thread.allocate_lock()
+_table = _mounttable.Table(())
+ALIAS_ANSWERS: Final = 256  # the most kept: one per set of guarded directories asked
+_aliases: dict[str, tuple[tuple[str, ...], ...]] = {}  # asked of ``_table`` since its read
+_table_lock = _thread.allocate_lock()
+
+
+def _read_table() -> None:
+    """Read and parse this process's mount table again if the kernel says it changed since
+    the last read (``_hostevents``). The caller holds ``_table_lock``."""
+    global _kernel_points, _table
+    if _mount_events.changed():
+        text = _read_mountinfo()
+        _kernel_points = tuple(kernel_mounts(text))
+        _table = _mounttable.Table(_mounttable.parse(text))
+        _aliases.clear()
 
 
 def _host_kernel_mounts() -> tuple[str, ...]:
-    """:func:`kernel_mounts` of this process's mount table, read and parsed again only when
-    the kernel says the table changed since the last read (``_hostevents``)."""
-    global _kernel_points
-    with _kernel_points_lock:
-        if _mount_events.changed():
-            _kernel_points = tuple(kernel_mounts(_read_mountinfo()))
+    """:func:`kernel_mounts` of this process's mount table."""
+    with _table_lock:
+        _read_table()
         return _kernel_points
+
+
+def _host_aliases(paths: str) -> tuple[tuple[str, ...], ...]:
+    """For each directory in ``paths`` (joined by NUL), the other paths this process's mount
+    table shows it at (:meth:`_mounttable.Table.aliases`)."""
+    with _table_lock:
+        _read_table()
+        found = _aliases.get(paths)
+        if found is None:
+            if len(_aliases) >= ALIAS_ANSWERS:
+                _aliases.clear()  # (a daemon whose table does not change, many workdirs)
+            found = _aliases[paths] = tuple(_table.aliases(p) for p in paths.split("\0"))
+        return found
 
 
 def kernel_mounts(mountinfo: str) -> list[str]:
@@ -907,15 +964,8 @@ def kernel_mounts(mountinfo: str) -> list[str]:
             continue
         fstype = fields[fields.index("-", 6) + 1]
         if fstype in KERNEL_FS_TYPES:
-            points.append(_unescape_octal(fields[4]))
+            points.append(_mounttable.unescape(fields[4]))
     return points
-
-
-def _unescape_octal(text: str) -> str:
-    """A mountinfo field: space, tab, newline and backslash are written as ``\\ooo``."""
-    if "\\" not in text:
-        return text
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
 def narrow_sys(policy: ResolvedPolicy) -> ResolvedPolicy:
@@ -1317,6 +1367,7 @@ class _View:
     def __init__(self, binds: Sequence[MountOp], look: _Look) -> None:
         self.binds = binds
         self._look = look
+        self._uid = _file_uid()  # the session's
         self._by_target = {_key(op.target): op for op in binds}
         self.ops: list[MountOp] = []
         self.later: list[MountOp] = []
@@ -1362,6 +1413,44 @@ class _View:
         self._covered.add(placed.target)
         if not placed.absent:
             self.masked.append(placed.target)
+
+    def keep_aliases(self) -> None:
+        """Refuse each refused name at every other path the host shows its directory at
+        (a bind mount of it, or of an ancestor, below a writable grant, which the view binds
+        with its mounts): layer 2 is built by path, so the walk must meet each such path as
+        guarded (no rule on it or on the directories on its way), or a rule above it would
+        grant the name there (``_mounttable``)."""
+        names: dict[str, list[str]] = {}
+        for path in self.refused:
+            names.setdefault(os.path.dirname(path), []).append(os.path.basename(path))
+        if not names:
+            return
+        for refused, aliases in zip(names.values(), self._look.aliases(list(names)), strict=True):
+            for alias in aliases:
+                bind = self._innermost(alias)
+                if bind is None or not self._shown_writable(bind, alias):
+                    continue
+                walk = _walk(bind.target, alias, self._look)
+                if walk is not None:  # (moved below a rule, the way would take it along)
+                    self.anchors.update(walk[0][1:])
+                for name in refused:
+                    path = os.path.join(alias, name)
+                    if path not in self.refused:
+                        self.refused.append(path)
+
+    def _could_write(self, directory: str) -> bool:
+        """Whether the session may create entries in ``directory``, or could make it so: a
+        directory its user owns but made read-only is its to ``chmod`` back (Landlock does not
+        mediate ``chmod``), so its missing names are refused as a writable one's are."""
+        return self._look.writable_dir(directory) or self._look.owner(directory) == self._uid
+
+    def _shown_writable(self, bind: MountOp, path: str) -> bool:
+        """Whether the session sees the host's ``path`` and may create there: below
+        ``bind``, its innermost bind, a writable directory one (recursive: the host's mounts
+        come along), neither masked nor under a private tmp mount placed over part of it."""
+        if not (bind.writable and bind.kind == BIND_DIR) or self._covered.covers(path):
+            return False
+        return not any(_under(path, tmp) and _under(tmp, bind.target) for tmp in PRIVATE_TMP)
 
     def anchor_way(self, path: str) -> None:
         """Anchor the existing directories on the way to ``path`` inside a writable grant
@@ -1419,7 +1508,7 @@ class _View:
         existing, missing = walk
         parent = existing[-1]
         if missing is not None and not self._protected.covers(parent) \
-                and self._look.isdir(parent) and self._look.writable_dir(parent) \
+                and self._look.isdir(parent) and self._could_write(parent) \
                 and missing not in self.refused:
             self.refused.append(missing)
             self.anchors.update(existing[1:])
@@ -1441,7 +1530,7 @@ class _View:
                 return
             if look.islink(cur):
                 parent = existing[-1]
-                if not self._protected.covers(parent) and look.writable_dir(parent) \
+                if not self._protected.covers(parent) and self._could_write(parent) \
                         and cur not in self.refused:
                     self.refused.append(cur)
                     self.anchors.update(existing[1:])
@@ -1497,7 +1586,7 @@ class _View:
         later = msgspec.structs.replace(op, absent=True)
         self.later.append(later)
         parent = existing[-1]
-        if writable and look.isdir(parent) and look.writable_dir(parent) \
+        if writable and look.isdir(parent) and self._could_write(parent) \
                 and missing not in self.refused:
             self.refused.append(missing)
         return later

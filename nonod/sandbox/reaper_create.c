@@ -5,7 +5,8 @@
  *     ancestors below their mount bound onto themselves (creation_pin);
  *   - at launch, confined by the session's first layer (the walk sees what the session sees):
  *     prepare, the guarded directories opened and kept, layer 2 built on every writable root
- *     off the way to them and every directory off the way below those on it (creation_prepare);
+ *     off the way to them and every directory off the way below those on it, but none that is
+ *     on the way by identity (a second mount of it: the rule is on the inode) (creation_prepare);
  *   - in the program just before execve: confine_program, layer 2 enforced, the notifying
  *     filter installed with a listener, the listener sent to the init (creation_confine).
  *
@@ -216,15 +217,49 @@ static int is_root(const struct creation *c, const char *path) {
     return known(c->roots, c->n_roots, path);
 }
 
-static int guarded_ident(const struct prepared *p, const struct stat *st) {
-    for (size_t i = 0; i < p->n_guarded; i++)
-        if (p->guarded[i].dev == st->st_dev && p->guarded[i].ino == st->st_ino)
+/* The directories on the way, by identity (_createguard._way_identities). */
+struct idents {
+    struct ident *v;
+    size_t n, cap;
+};
+
+static int has_ident(const struct idents *w, const struct stat *st) {
+    for (size_t i = 0; i < w->n; i++)
+        if (w->v[i].dev == st->st_dev && w->v[i].ino == st->st_ino)
             return 1;
     return 0;
 }
 
+/* Each guarded directory and its ancestors that are directories, as the session sees them
+ * (a Landlock rule is on an inode: one placed through a second mount of a directory on the
+ * way would be met on the way too). 0, or an errno. */
+static int way_idents(const struct creation *c, struct idents *w) {
+    for (uint32_t i = 0; i < c->n; i++) {
+        char path[4096];
+        strcpy(path, c->dirs[i].path); /* take_path: shorter than 4096 */
+        for (;;) {
+            struct stat st;
+            if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && !has_ident(w, &st)) {
+                if (w->n == w->cap) {
+                    size_t cap = w->cap ? w->cap * 2 : 64;
+                    struct ident *more = realloc(w->v, cap * sizeof *more);
+                    if (!more)
+                        return ENOMEM;
+                    w->v = more, w->cap = cap;
+                }
+                w->v[w->n++] = (struct ident){st.st_dev, st.st_ino};
+            }
+            if (!strcmp(path, "/"))
+                break;
+            up(path);
+        }
+    }
+    return 0;
+}
+
 /* The rule on one directory off the way (_createguard.prepare's loop): 0, or an errno. */
-static int rule_on(const struct creation *c, struct prepared *p, const char *path) {
+static int rule_on(const struct creation *c, struct prepared *p, const struct idents *way,
+                   const char *path) {
     int fd = open(path, DIR_FLAGS);
     if (fd < 0) {
         if (is_root(c, path))
@@ -237,7 +272,7 @@ static int rule_on(const struct creation *c, struct prepared *p, const char *pat
     int err = 0;
     if (fstat(fd, &st) < 0) {
         err = errno;
-    } else if (!guarded_ident(p, &st)) { /* else the same directory through another mount */
+    } else if (!has_ident(way, &st)) { /* else on the way, through another mount */
         struct landlock_path_beneath_attr pb = {.allowed_access = LAYER2_RIGHTS, .parent_fd = fd};
         if (syscall(SYS_landlock_add_rule, p->ruleset, LANDLOCK_RULE_PATH_BENEATH, &pb, 0) < 0) {
             err = errno;
@@ -259,7 +294,8 @@ static int rule_on(const struct creation *c, struct prepared *p, const char *pat
 /* _createguard.layer2_dirs, each directory ruled as it is found. */
 static int walk(const struct creation *c, struct prepared *p, const char **detail) {
     struct list stack = {0}, seen = {0};
-    int err = 0;
+    struct idents way = {0};
+    int err = way_idents(c, &way);
     size_t steps = 0;
     for (uint32_t i = 0; !err && i < c->n_roots; i++) {
         if (push(&stack, strdup(c->roots[i])) < 0)
@@ -269,7 +305,7 @@ static int walk(const struct creation *c, struct prepared *p, const char **detai
             if (++steps > MAX_WALK) {
                 err = E2BIG;
             } else if (!on_the_way(c, path)) {
-                if ((err = rule_on(c, p, path)))
+                if ((err = rule_on(c, p, &way, path)))
                     *detail = strdup(path);
             } else if (known(seen.v, seen.n, path)) {
                 /* listed already (a root under another's way) */
@@ -285,6 +321,7 @@ static int walk(const struct creation *c, struct prepared *p, const char **detai
         free(seen.v[i]);
     free(stack.v);
     free(seen.v);
+    free(way.v);
     return err;
 }
 

@@ -448,3 +448,21 @@ def test_a_guarded_directory_removed_by_the_host_is_guarded_again_at_its_path(
         thread.join()
     assert out == ["OK ", "OK 1", "EACCES", "EACCES"]
     assert not (git / "info" / "attributes").exists()
+
+
+def test_a_directory_its_user_made_read_only_is_guarded_all_the_same(
+        sandbox_user: SandboxUser, layout: tuple[Path, Path]) -> None:
+    """``.git/info`` of mode 0555, owned by the session's user: not writable when the plan is
+    made, but the session may ``chmod`` it back (Landlock does not mediate ``chmod``), so
+    ``attributes`` is refused there as in a writable one."""
+    home, work = layout
+    info = work / ".git" / "info"
+    info.mkdir(parents=True)
+    sandbox_user.chown(work / ".git", info)
+    info.chmod(0o555)
+    out = run_in(sandbox_user, home, work,
+                 f"t(lambda: os.chmod('{info}', 0o755))\n"
+                 f"t(lambda: os.close(os.open('{info}/attributes', os.O_CREAT | os.O_WRONLY)))\n"
+                 f"t(lambda: os.close(os.open('{info}/exclude', os.O_CREAT | os.O_WRONLY)))\n")
+    assert (out, (info / "attributes").exists()) == (["OK ", "EACCES", "OK "], False)
+    assert (info / "exclude").is_file()
