@@ -108,6 +108,15 @@ def exit_rule(arch: int, syscalls: dict[int, str], tag: int, code: int, key: byt
                           *values, *flags, len(key)) + key
 
 
+def rule_values(data: bytes) -> dict[int, int]:
+    """The fields of a listed rule and their values (a string field's: its length)."""
+    head = RULE_HEAD.unpack_from(data)
+    count = min(head[2], AUDIT_MAX_FIELDS)
+    fields = head[3 + AUDIT_BITMASK_SIZE:3 + AUDIT_BITMASK_SIZE + count]
+    values = head[3 + AUDIT_BITMASK_SIZE + AUDIT_MAX_FIELDS:]
+    return dict(zip(fields, values, strict=False))
+
+
 def rule_key(data: bytes) -> str | None:
     """The key of a listed rule (``struct audit_rule_data``), if it has one."""
     head = RULE_HEAD.unpack_from(data)
