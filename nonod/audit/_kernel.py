@@ -7,9 +7,13 @@ call, so the observer asks the kernel to report exactly that:
 
   1. At daemon start (root in the initial user namespace only), ``AUDIT_GET`` the status;
      enable auditing if it is off and the mode allows it (remembered, undone at shutdown).
-  2. Add syscall-exit rules for the daemon's tag: file system calls, ``auid`` equal to the
-     tag, exit code -EACCES, -EPERM or -EROFS, key ``nonod:<daemon pid>``. Rules left by a
-     dead daemon (their pid is gone) are removed first.
+  2. Rules left by a dead daemon (their pid is gone) are removed; a presence rule (it
+     matches no call) says the instance needs auditing on. For each uid with a live session
+     (``_kaudit_rules.UidRules``, added before its first session's program runs, removed
+     after its last): syscall-exit rules for file system calls, ``auid`` equal to the tag,
+     real ``uid`` equal to that uid, exit code -EACCES, -EPERM or -EROFS, key
+     ``nonod:<daemon pid>``. (The tag alone is readable and writable by any user whose
+     loginuid is unset: the uid keeps users with no session out.)
   3. Each launcher writes the tag to ``/proc/self/loginuid`` before it leaves the initial
      user namespace (or the fork server lends it its own for the init's ``clone``:
      ``nonod.sandbox._loginuid``); the kernel gives it a fresh audit session id (``ses=``),
@@ -17,8 +21,8 @@ call, so the observer asks the kernel to report exactly that:
   4. A reader bound to the audit multicast group gathers records by serial (SYSCALL, CWD,
      PATH..., LANDLOCK_ACCESS, EOE), turns each group into a :class:`Denial`, and hands it to
      the session watching that ``ses``, rate-limited.
-  5. At shutdown: our rules removed; the last nonod instance out (no ``nonod:`` rules left)
-     disables auditing again if a nonod instance enabled it (``ENABLED_MARKER``).
+  5. At shutdown: every rule of our key removed; the last nonod instance out (no ``nonod:``
+     rules left) disables auditing again if a nonod instance enabled it (``ENABLED_MARKER``).
 
 The record parsing and classification (``_kaudit_records``) are pure and tested without a
 kernel; ``_kaudit_netlink`` is the netlink client; this module's ``open_fs_denied_monitor``
