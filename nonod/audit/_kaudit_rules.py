@@ -81,23 +81,27 @@ class UidRules:
         """Count a live session of ``uid``; its rules are in the kernel when this returns
         True. False: the kernel refused them (logged; the session is not counted)."""
         self._live[uid] = self._live.get(uid, 0) + 1
-        while uid not in self._installed:
-            removed = self._removing.get(uid)
-            if removed is not None:  # wait for the removal, then add them again
-                await removed.wait()
-                continue
-            async with self._adding:
-                if uid in self._installed or uid in self._removing:
+        try:
+            while uid not in self._installed:
+                removed = self._removing.get(uid)
+                if removed is not None:  # wait for the removal, then add them again
+                    await removed.wait()
                     continue
-                rules = self._rules(uid)
-                try:
-                    await trio.to_thread.run_sync(_add_all, self._adder, rules)
-                except OSError as exc:
-                    log.warning("fs_denied: the kernel refused a user's audit rules",
-                                uid=uid, errno=exc.errno)
-                    self._forget(uid)
-                    return False
-                self._installed[uid] = rules
+                async with self._adding:
+                    if uid in self._installed or uid in self._removing:
+                        continue
+                    rules = self._rules(uid)
+                    try:
+                        await trio.to_thread.run_sync(_add_all, self._adder, rules)
+                    except OSError as exc:
+                        log.warning("fs_denied: the kernel refused a user's audit rules",
+                                    uid=uid, errno=exc.errno)
+                        self.leave(uid)
+                        return False
+                    self._installed[uid] = rules
+        except BaseException:  # cancelled (the launch is refused): not counted
+            self.leave(uid)
+            raise
         return True
 
     def leave(self, uid: int) -> None:

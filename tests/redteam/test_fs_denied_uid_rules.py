@@ -209,6 +209,31 @@ async def test_a_launch_after_a_removal_began_waits_for_it_and_adds_them_again(
 
 
 @needs_root
+async def test_a_launch_refused_while_it_waited_for_the_rules_is_not_counted(
+        short_tmp: Path) -> None:
+    """A launch cancelled while its admission waits (here for a removal under way) leaves
+    no live session counted: the uid's rules still go."""
+    async with _monitor(linger=0) as (monitor, _):
+        rules = monitor.rules
+        assert rules is not None
+        with local_users(short_tmp, 1) as (member,):
+            assert await monitor.admit(member.uid)
+            monitor.leave(member.uid)
+            await trio.testing.wait_all_tasks_blocked()  # its removal task is in the kernel
+            assert member.uid in rules._removing, "the removal is not under way"
+            with trio.move_on_after(0):
+                await monitor.admit(member.uid)
+            await rules.settled()
+            # The user's next session: its rules come and go with it alone.
+            assert await monitor.admit(member.uid)
+            assert _rule_uids() == [member.uid] * 3
+            monitor.leave(member.uid)
+            await rules.settled()
+            assert _rule_uids() == []
+            assert rules.installed() == frozenset()
+
+
+@needs_root
 def test_the_daemon_holds_a_users_rules_while_its_session_lives(
         short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the daemon: a launch adds the rules of the uid its program runs as before
