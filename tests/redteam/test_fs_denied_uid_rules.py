@@ -24,10 +24,12 @@ import trio.testing
 from nonod.audit import FsDenied, _kaudit_rules
 from nonod.audit._kaudit_netlink import AUDIT_UID, KernelAudit, nonod_rules, rule_values
 from nonod.audit._kaudit_records import SYSCALL, parse_record
+from nonod.audit._kaudit_rules import UidRules
 from nonod.audit._kernel import FsDeniedMonitor, open_fs_denied_monitor
 from tests.audit.test_fs_denied import needs_root
 from tests.daemon.localusers import LocalUser, local_users
 from tests.proctree import wait_until
+from tests.redteam.test_fs_denied_outsider import ATTACKER as OUTSIDER
 
 from ..daemon.conftest import DaemonThread
 from ..daemon.conftest import short_tmp as short_tmp
@@ -50,24 +52,6 @@ for i in range(int(sys.argv[2])):
         pass
 print("refused", flush=True)
 sys.stdin.read()
-"""
-
-#: The outsider: reads the tag from the session's process, then makes ``argv[2]`` refused
-#: opens, each in a fresh process that wrote the tag to its own loginuid.
-OUTSIDER = r"""
-import os, sys
-tag = open(f"/proc/{sys.argv[1]}/loginuid").read()
-for _ in range(int(sys.argv[2])):
-    pid = os.fork()
-    if pid == 0:
-        open("/proc/self/loginuid", "w").write(tag)
-        try:
-            os.open("/etc/shadow", os.O_RDONLY)
-        except PermissionError:
-            os._exit(0)
-        os._exit(1)
-    assert os.waitpid(pid, 0)[1] == 0
-print("done", flush=True)
 """
 
 
@@ -107,10 +91,28 @@ def _start_session(user: LocalUser, tag: int, refused: int) -> tuple[subprocess.
     return proc, ses
 
 
+async def _tagged_calls(monitor: FsDeniedMonitor, user: LocalUser, refused: int) -> None:
+    """A process of ``user`` with the tag, refused ``refused`` opens, over, and read."""
+    session, _ = _start_session(user, monitor.tag, refused)
+    session.communicate("")
+    await _read_all_so_far(monitor)
+
+
 async def _outsider_flood(outsider: LocalUser, target: int, count: int) -> None:
     done = await trio.run_process([*outsider.prefix(), sys.executable, "-S", "-c", OUTSIDER,
                                    str(target), str(count)], capture_stdout=True, cwd="/")
     assert done.stdout == b"done\n"
+
+
+async def _removal_under_way(monitor: FsDeniedMonitor, uid: int) -> UidRules:
+    """A session of ``uid`` admitted and over: its rules' removal has begun (linger 0)."""
+    rules = monitor.rules
+    assert rules is not None
+    assert await monitor.admit(uid)
+    monitor.leave(uid)
+    await trio.testing.wait_all_tasks_blocked()  # its removal task is in the kernel
+    assert uid in rules._removing, "the removal is not under way"
+    return rules
 
 
 def _rule_uids() -> list[int]:
@@ -180,9 +182,7 @@ async def test_a_users_rules_go_after_its_last_session(short_tmp: Path) -> None:
             await monitor.rules.settled()
             assert _rule_uids() == []
             assert monitor.rules.installed() == frozenset()
-            session, _ = _start_session(member, monitor.tag, 5)  # no session of it now
-            session.communicate("")
-            await _read_all_so_far(monitor)
+            await _tagged_calls(monitor, member, 5)  # no session of it now
     assert reached.get(member.uid, 0) == 0, reached
 
 
@@ -193,18 +193,11 @@ async def test_a_launch_after_a_removal_began_waits_for_it_and_adds_them_again(
     milliseconds per rule) when its next session is admitted: the admission waits for the
     removal and adds the rules again, so the new session's denials are reported."""
     async with _monitor(linger=0) as (monitor, reached):
-        rules = monitor.rules
-        assert rules is not None
         with local_users(short_tmp, 1) as (member,):
-            assert await monitor.admit(member.uid)
-            monitor.leave(member.uid)
-            await trio.testing.wait_all_tasks_blocked()  # its removal task is in the kernel
-            assert member.uid in rules._removing, "the removal is not under way"
+            await _removal_under_way(monitor, member.uid)
             assert await monitor.admit(member.uid)
             assert _rule_uids() == [member.uid] * 3
-            session, _ = _start_session(member, monitor.tag, 2)
-            session.communicate("")
-            await _read_all_so_far(monitor)
+            await _tagged_calls(monitor, member, 2)
     assert reached.get(member.uid, 0) == 2, reached
 
 
@@ -214,13 +207,8 @@ async def test_a_launch_refused_while_it_waited_for_the_rules_is_not_counted(
     """A launch cancelled while its admission waits (here for a removal under way) leaves
     no live session counted: the uid's rules still go."""
     async with _monitor(linger=0) as (monitor, _):
-        rules = monitor.rules
-        assert rules is not None
         with local_users(short_tmp, 1) as (member,):
-            assert await monitor.admit(member.uid)
-            monitor.leave(member.uid)
-            await trio.testing.wait_all_tasks_blocked()  # its removal task is in the kernel
-            assert member.uid in rules._removing, "the removal is not under way"
+            rules = await _removal_under_way(monitor, member.uid)
             with trio.move_on_after(0):
                 await monitor.admit(member.uid)
             await rules.settled()
