@@ -246,3 +246,44 @@ def test_the_daemon_holds_a_users_rules_while_its_session_lives(
         daemon.stop()
     [audit_file] = list(daemon.state_dir.rglob("audit.ndjson"))
     assert "/usr/nono-kaudit" in audit_file.read_text()
+
+
+#: A daemon's monitor in a process of its own: a session of uid 65534 admitted, then it
+#: says so and waits to be killed.
+CRASHING = r"""
+import sys, trio
+from nonod.audit._kernel import open_fs_denied_monitor
+
+async def main():
+    async with open_fs_denied_monitor("auto") as monitor:
+        assert monitor.active and await monitor.admit(65534)
+        print("admitted", flush=True)
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+@needs_root
+async def test_a_crashed_daemons_uid_rules_go_at_the_next_start() -> None:
+    """A daemon killed while a uid's rules are held leaves them; the next one to start
+    removes every rule of the dead pid, its presence rule and the uid's."""
+    crashed = subprocess.Popen([sys.executable, "-c", CRASHING], stdout=subprocess.PIPE,
+                               text=True, cwd=Path(__file__).resolve().parents[2])
+    assert crashed.stdout is not None
+    try:
+        assert "admitted\n" in iter(crashed.stdout.readline, ""), "it did not start"
+    finally:
+        crashed.kill()
+        crashed.wait()
+    audit = KernelAudit()
+    try:
+        left = [body for key, body in nonod_rules(audit) if key == f"nonod:{crashed.pid}"]
+        assert sorted(rule_values(body).get(AUDIT_UID, -1) for body in left) == [
+            -1, 65534, 65534, 65534]
+        async with open_fs_denied_monitor("auto") as monitor:
+            assert monitor.active
+            assert not [key for key, _ in nonod_rules(audit)
+                        if key == f"nonod:{crashed.pid}"]
+    finally:
+        audit.close()
