@@ -96,6 +96,9 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
     async with _kernel.open_fs_denied_monitor("auto") as monitor:
         if not monitor.active:
             raise SystemExit(f"kernel audit unavailable: {monitor.status}")
+        admit = getattr(monitor, "admit", None)  # (a tree from before the uid rules: none)
+        if admit is not None and not await admit(65534):  # the flood's user has a session
+            raise SystemExit("the kernel refused the audit rules of uid 65534")
         idle_cpu, _, _ = await _ticking(args.seconds, False, monitor, args)
         cpu, lags, calls = await _ticking(args.seconds, True, monitor, args)
     return {"tree": os.path.dirname(os.path.dirname(nonod.__file__)), "procs": args.procs,

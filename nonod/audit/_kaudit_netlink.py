@@ -36,6 +36,7 @@ AUDIT_NLGRP_READLOG: Final = 1
 AUDIT_STATUS_ENABLED: Final = 0x1
 AUDIT_FILTER_EXIT: Final = 0x04
 AUDIT_ALWAYS: Final = 2
+AUDIT_UID: Final = 1  # the real uid (the kernel compares kuids: the host's, any namespace)
 AUDIT_LOGINUID: Final = 9
 AUDIT_ARCH: Final = 11
 AUDIT_EXIT: Final = 103
@@ -88,12 +89,16 @@ class KernelAuditUnavailable(Exception):
 # ---------------------------------------------------------------------- netlink client
 
 
-def exit_rule(arch: int, syscalls: dict[int, str], tag: int, code: int, key: bytes) -> bytes:
+def exit_rule(arch: int, syscalls: dict[int, str], tag: int, code: int, key: bytes,
+              uid: int | None = None) -> bytes:
+    """A syscall-exit rule: one of ``syscalls`` on ``arch`` that failed with ``-code``,
+    made by a process whose loginuid is ``tag`` (and whose real uid is ``uid``, if given),
+    logged under ``key``. No ``syscalls``: a rule that never matches (its mask is empty)."""
     mask = [0] * AUDIT_BITMASK_SIZE
     for nr in syscalls:
         mask[nr // 32] |= 1 << (nr % 32)
     chosen = [(AUDIT_ARCH, arch), (AUDIT_LOGINUID, tag), (AUDIT_EXIT, (-code) & 0xFFFFFFFF),
-              (AUDIT_FILTERKEY, len(key))]
+              *(() if uid is None else ((AUDIT_UID, uid),)), (AUDIT_FILTERKEY, len(key))]
     fields = [0] * AUDIT_MAX_FIELDS
     values = [0] * AUDIT_MAX_FIELDS
     flags = [0] * AUDIT_MAX_FIELDS
@@ -101,6 +106,15 @@ def exit_rule(arch: int, syscalls: dict[int, str], tag: int, code: int, key: byt
         fields[i], values[i], flags[i] = name, value, AUDIT_EQUAL
     return RULE_HEAD.pack(AUDIT_FILTER_EXIT, AUDIT_ALWAYS, len(chosen), *mask, *fields,
                           *values, *flags, len(key)) + key
+
+
+def rule_values(data: bytes) -> dict[int, int]:
+    """The fields of a listed rule and their values (a string field's: its length)."""
+    head = RULE_HEAD.unpack_from(data)
+    count = min(head[2], AUDIT_MAX_FIELDS)
+    fields = head[3 + AUDIT_BITMASK_SIZE:3 + AUDIT_BITMASK_SIZE + count]
+    values = head[3 + AUDIT_BITMASK_SIZE + AUDIT_MAX_FIELDS:]
+    return dict(zip(fields, values, strict=False))
 
 
 def rule_key(data: bytes) -> str | None:

@@ -7,9 +7,13 @@ call, so the observer asks the kernel to report exactly that:
 
   1. At daemon start (root in the initial user namespace only), ``AUDIT_GET`` the status;
      enable auditing if it is off and the mode allows it (remembered, undone at shutdown).
-  2. Add syscall-exit rules for the daemon's tag: file system calls, ``auid`` equal to the
-     tag, exit code -EACCES, -EPERM or -EROFS, key ``nonod:<daemon pid>``. Rules left by a
-     dead daemon (their pid is gone) are removed first.
+  2. Rules left by a dead daemon (their pid is gone) are removed; a presence rule (it
+     matches no call) says the instance needs auditing on. For each uid with a live session
+     (``_kaudit_rules.UidRules``, added before its first session's program runs, removed
+     after its last): syscall-exit rules for file system calls, ``auid`` equal to the tag,
+     real ``uid`` equal to that uid, exit code -EACCES, -EPERM or -EROFS, key
+     ``nonod:<daemon pid>``. (The tag alone is readable and writable by any user whose
+     loginuid is unset: the uid keeps users with no session out.)
   3. Each launcher writes the tag to ``/proc/self/loginuid`` before it leaves the initial
      user namespace (or the fork server lends it its own for the init's ``clone``:
      ``nonod.sandbox._loginuid``); the kernel gives it a fresh audit session id (``ses=``),
@@ -17,8 +21,8 @@ call, so the observer asks the kernel to report exactly that:
   4. A reader bound to the audit multicast group gathers records by serial (SYSCALL, CWD,
      PATH..., LANDLOCK_ACCESS, EOE), turns each group into a :class:`Denial`, and hands it to
      the session watching that ``ses``, rate-limited.
-  5. At shutdown: our rules removed; the last nonod instance out (no ``nonod:`` rules left)
-     disables auditing again if a nonod instance enabled it (``ENABLED_MARKER``).
+  5. At shutdown: every rule of our key removed; the last nonod instance out (no ``nonod:``
+     rules left) disables auditing again if a nonod instance enabled it (``ENABLED_MARKER``).
 
 The record parsing and classification (``_kaudit_records``) are pure and tested without a
 kernel; ``_kaudit_netlink`` is the netlink client; this module's ``open_fs_denied_monitor``
@@ -39,12 +43,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Final, Literal, final
+from typing import Final, Literal, NamedTuple, final
 
 import outcome
 import structlog
 import trio
 
+from . import _kaudit_rules
 from ._events import FsDenied
 from ._kaudit_netlink import (
     AUDIT_NLGRP_READLOG,
@@ -56,20 +61,19 @@ from ._kaudit_netlink import (
     KernelAudit,
     KernelAuditUnavailable,
     check_host,
-    exit_rule,
     host_setup_lock,
     nonod_rules,
     pid_alive,
 )
 from ._kaudit_records import (
     ASSEMBLED,
-    DENIED_ERRNOS,
     MECHANISM,
     Assembler,
     Denial,
     RateLimiter,
     to_event,
 )
+from ._kaudit_rules import UidRules, presence_rule
 
 log = structlog.get_logger()
 
@@ -139,9 +143,11 @@ class FsDeniedMonitor:
     ``tag`` is the loginuid launchers write (0 when unavailable)."""
 
     def __init__(self, status: str, tag: int = 0, *, syscalls: dict[int, str] | None = None,
-                 per_second: int = 20) -> None:
+                 per_second: int = 20, rules: UidRules | None = None) -> None:
         self.status = status
         self.tag = tag
+        #: The tag's rules of each uid with a live session (None: no kernel audit).
+        self.rules = rules
         self._per_second = per_second
         self._watches: dict[int, Watch] = {}
         # Denials of a session not watched yet: the program runs before the launch returns.
@@ -164,6 +170,17 @@ class FsDeniedMonitor:
 
     def statistics(self) -> dict[str, int]:
         return {"sessions": len(self._watches)}
+
+    async def admit(self, uid: int) -> bool:
+        """A session of ``uid`` is about to start: the kernel reports its refused calls once
+        this returns True (``UidRules.admit``; its first session waits for the rules). Each
+        True is matched by one :meth:`leave` at the session's end."""
+        return self.rules is None or await self.rules.admit(uid)
+
+    def leave(self, uid: int) -> None:
+        """A session :meth:`admit` let in is over (its uid's rules go after its last)."""
+        if self.rules is not None:
+            self.rules.leave(uid)
 
     def watch(self, ses: int, sink: Sink) -> Watch:
         """Deliver the denials of audit session ``ses`` to ``sink`` until :meth:`release`."""
@@ -395,7 +412,20 @@ class FsDeniedMonitor:
             self.dispatch(kind, body.rstrip(b"\x00").decode("utf-8", "replace"))
 
 
-def _setup(mode: FsDeniedMode, tag: int) -> tuple[KernelAudit, list[bytes], bool, dict[int, str]]:
+class _HostSetup(NamedTuple):
+    """What ``_setup`` made: its socket, whether it enabled auditing, the syscall table."""
+
+    audit: KernelAudit
+    enabled_here: bool
+    arch: int
+    syscalls: dict[int, str]
+
+
+def _our_key() -> bytes:
+    return f"{KEY_PREFIX}{os.getpid()}".encode()
+
+
+def _setup(mode: FsDeniedMode, tag: int) -> _HostSetup:
     arch, syscalls = check_host()
     try:
         audit = KernelAudit()
@@ -403,12 +433,13 @@ def _setup(mode: FsDeniedMode, tag: int) -> tuple[KernelAudit, list[bytes], bool
         raise KernelAuditUnavailable(f"no audit netlink socket ({os.strerror(exc.errno or 0)})"
                                      ) from exc
     with host_setup_lock():
-        return _setup_locked(audit, mode, tag, arch, syscalls)
+        enabled_here = _setup_locked(audit, mode, tag, arch)
+    return _HostSetup(audit, enabled_here, arch, syscalls)
 
 
-def _setup_locked(audit: KernelAudit, mode: FsDeniedMode, tag: int, arch: int,
-                  syscalls: dict[int, str]
-                  ) -> tuple[KernelAudit, list[bytes], bool, dict[int, str]]:
+def _setup_locked(audit: KernelAudit, mode: FsDeniedMode, tag: int, arch: int) -> bool:
+    """Auditing on, dead instances' rules gone, this one's presence rule added (the rules
+    that report calls are each uid's, ``UidRules``). True: auditing was enabled here."""
     enabled_here = False
     try:
         enabled, auditd = audit.status()
@@ -425,28 +456,18 @@ def _setup_locked(audit: KernelAudit, mode: FsDeniedMode, tag: int, arch: int,
             owner = key.removeprefix(KEY_PREFIX)
             if owner.isdigit() and not pid_alive(int(owner)):
                 audit.delete_rule(body)  # left by a daemon that died without cleaning up
-        ours = f"{KEY_PREFIX}{os.getpid()}".encode()
-        rules = [exit_rule(arch, syscalls, tag, code, ours) for code in DENIED_ERRNOS]
-        added: list[bytes] = []
-        try:
-            for rule in rules:
-                audit.add_rule(rule)
-                added.append(rule)
-        except OSError:
-            for rule in added:
-                audit.delete_rule(rule)
-            raise
+        audit.add_rule(presence_rule(arch, tag, _our_key()))
         if audit.status()[0] == 0:  # another instance disabled it while we were adding
             _enable(audit)
             enabled_here = True
     except OSError as exc:
-        _teardown_locked(audit, [], enabled_here)
+        _teardown_locked(audit, enabled_here)
         raise KernelAuditUnavailable(
             f"the kernel refused the audit set-up ({os.strerror(exc.errno or 0)})") from exc
     except BaseException:
-        _teardown_locked(audit, [], enabled_here)
+        _teardown_locked(audit, enabled_here)
         raise
-    return audit, rules, enabled_here, syscalls
+    return enabled_here
 
 
 def _enable(audit: KernelAudit) -> None:
@@ -455,14 +476,20 @@ def _enable(audit: KernelAudit) -> None:
         f.write(f"{os.getpid()}\n")
 
 
-def _teardown(audit: KernelAudit, rules: list[bytes], enabled_here: bool) -> None:
+def _teardown(audit: KernelAudit, enabled_here: bool) -> None:
     with host_setup_lock():
-        _teardown_locked(audit, rules, enabled_here)
+        _teardown_locked(audit, enabled_here)
 
 
-def _teardown_locked(audit: KernelAudit, rules: list[bytes], enabled_here: bool) -> None:
+def _teardown_locked(audit: KernelAudit, enabled_here: bool) -> None:
+    """Every rule of this instance removed (its presence rule, each uid's still held: as
+    listed by the kernel, whatever a removal left), auditing disabled again by the last
+    instance out if one of them enabled it; ``audit`` closed."""
+    ours = _our_key().decode()
     try:
-        for rule in rules:
+        for key, rule in nonod_rules(audit):
+            if key != ours:
+                continue
             try:
                 audit.delete_rule(rule)
             except OSError as exc:
@@ -541,39 +568,68 @@ def _reader_socket() -> socket.socket:
     return sock
 
 
+def _rule_sockets() -> tuple[KernelAudit, KernelAudit]:
+    """The sockets ``UidRules`` adds and removes rules on (each one request at a time)."""
+    try:
+        adder = KernelAudit()
+    except OSError as exc:
+        raise KernelAuditUnavailable(f"no audit netlink socket ({os.strerror(exc.errno or 0)})"
+                                     ) from exc
+    try:
+        return adder, KernelAudit()
+    except OSError as exc:
+        adder.close()
+        raise KernelAuditUnavailable(f"no audit netlink socket ({os.strerror(exc.errno or 0)})"
+                                     ) from exc
+
+
 @asynccontextmanager
-async def open_fs_denied_monitor(mode: FsDeniedMode) -> AsyncIterator[FsDeniedMonitor]:
+async def open_fs_denied_monitor(mode: FsDeniedMode, *, linger: float | None = None
+                                 ) -> AsyncIterator[FsDeniedMonitor]:
     """The daemon's observer for its lifetime; never raises for an unusable host: the
-    monitor then says ``unavailable: <why>`` and sessions report it."""
+    monitor then says ``unavailable: <why>`` and sessions report it. ``linger``: seconds a
+    uid's rules outlive its last session (``UidRules``; None: ``_kaudit_rules.RULE_LINGER``)."""
     if mode == "off":
         yield FsDeniedMonitor('unavailable: [audit] fs_denied = "off"')
         return
     tag = 0x80000000 + secrets.randbelow(0x7FFF0000)  # never 0xFFFFFFFF (unset)
     why = ""
     try:
-        audit, rules, enabled_here, syscalls = _setup(mode, tag)
+        setup = _setup(mode, tag)
     except KernelAuditUnavailable as exc:
         why = str(exc)
     else:
         try:
-            reader = _reader_socket()
+            adder, remover = _rule_sockets()
+            try:
+                reader = _reader_socket()
+            except KernelAuditUnavailable:
+                adder.close()
+                remover.close()
+                raise
         except KernelAuditUnavailable as exc:
-            _teardown(audit, rules, enabled_here)
+            _teardown(setup.audit, setup.enabled_here)
             why = str(exc)
     if why:
         log.info("fs_denied observation unavailable", reason=why)
         yield FsDeniedMonitor(f"unavailable: {why}")
         return
-    monitor = FsDeniedMonitor(MECHANISM, tag, syscalls=syscalls)
+    audit = setup.audit
+    uid_rules = UidRules(adder, remover, arch=setup.arch, syscalls=setup.syscalls, tag=tag,
+                         key=_our_key(),
+                         linger=_kaudit_rules.RULE_LINGER if linger is None else linger)
+    monitor = FsDeniedMonitor(MECHANISM, tag, syscalls=setup.syscalls, rules=uid_rules)
     try:  # the markers' own socket: a send left in a thread never shares the teardown's
         markers = KernelAudit()
     except OSError:
         markers = None
     monitor._audit = markers or audit
-    log.info("fs_denied observation active", mechanism=MECHANISM, enabled_audit=enabled_here)
+    log.info("fs_denied observation active", mechanism=MECHANISM,
+             enabled_audit=setup.enabled_here)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(monitor._read, trio.socket.from_stdlib_socket(reader))
+            await nursery.start(uid_rules.run)
             try:
                 yield monitor
             finally:
@@ -581,9 +637,10 @@ async def open_fs_denied_monitor(mode: FsDeniedMode) -> AsyncIterator[FsDeniedMo
     finally:
         monitor._audit = None
         reader.close()
-        if markers is not None:
-            markers.close()
-        _teardown(audit, rules, enabled_here)
+        for sock in (markers, adder, remover):
+            if sock is not None:
+                sock.close()
+        _teardown(audit, setup.enabled_here)  # (every rule still held: see _teardown_locked)
 
 
 __all__ = ["FsDeniedMode", "FsDeniedMonitor", "Watch", "open_fs_denied_monitor"]

@@ -663,10 +663,21 @@ class ProxyServer:
                       decision: Literal["allow", "deny"] = "deny") -> None:
         sent = 0
         data = refusal(conn, status, reason)
+        try:
+            written = write_now(stream, data)
+        except trio.BrokenResourceError:
+            data, written = b"", 0  # the client went away; it gets no answer
+        if data and written == len(data):
+            # Its event before this task yields: the program may act on the answer at once
+            # (a refused open, whose fs_denied event the daemon's reader writes when it
+            # runs), and the session's events keep the order it saw (docs/audit.md).
+            self._emit(exchange, decision, reason, status=status)
+            await trio.lowlevel.checkpoint()
+            return
         if data:
             with trio.move_on_after(self._limits.send_timeout):
                 try:
-                    await stream.send_all(data)
+                    await stream.send_all(data[written:])
                     sent = status
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass  # the client went away; it gets no answer

@@ -90,6 +90,7 @@ class ProgramStarter:
         self._secret_log = secret_log
         self._fs_denied = fs_denied
         self._fs_watches: dict[str, Watch] = {}
+        self._fs_admitted: dict[str, int] = {}  # session id: the uid its program runs as
         #: The sessions' cgroups (set by ``Registry.load``, closed by ``Registry.shutdown``).
         self.cgroups = SessionCgroups(None, "the daemon has not looked for cgroups yet")
         self._metrics = metrics
@@ -191,6 +192,7 @@ class ProgramStarter:
             proc.enforcement = with_layers(proc.enforcement, limit_layers)
             self._watch_fs_denied(session, proc)
         except BaseException:
+            self._leave_fs_denied(session)
             if session.services is not None:
                 session.services.discard()  # its forwards' host sockets: nothing runs
             with trio.CancelScope(shield=True):
@@ -246,9 +248,10 @@ class ProgramStarter:
         if services.request is None:
             raise NonoError("session services produced no launch request")
         request = msgspec.structs.replace(services.request, oom_score_adj=limits.oom_score_adj)
+        session.services = services
         if self._fs_denied is not None and self._fs_denied.active:
             request = msgspec.structs.replace(request, audit_tag=self._fs_denied.tag)
-        session.services = services
+            await self._admit_fs_denied(self._fs_denied, session, request)
         return _Ready(launcher, stdio, services, request)
 
     async def _own_secret_denials(self, plan: SessionPlan) -> tuple[Denial, ...] | None:
@@ -286,6 +289,19 @@ class ProgramStarter:
             log.warning("cannot record the session's secret files", error=str(exc))
         return with_secrets_hidden(plan.policy, denials + earlier)
 
+    async def _admit_fs_denied(self, monitor: FsDeniedMonitor, session: Session,
+                               request: LaunchRequest) -> None:
+        """Before the program runs: the kernel's audit rules name the uid it runs as (a
+        request to the kernel at that uid's first live session only; ``UidRules``)."""
+        uid = os.geteuid() if request.uid is None else request.uid
+        if await monitor.admit(uid):
+            self._fs_admitted[session.id] = uid
+
+    def _leave_fs_denied(self, session: Session) -> None:
+        uid = self._fs_admitted.pop(session.id, None)
+        if uid is not None and self._fs_denied is not None:
+            self._fs_denied.leave(uid)
+
     def _watch_fs_denied(self, session: Session, proc: Process) -> None:
         """Route the session's filesystem denials to its audit stream; say in its
         enforcement report whether they are observed (observation never refuses a launch)."""
@@ -293,7 +309,10 @@ class ProgramStarter:
         if monitor is None:
             return
         ses = proc.audit_session
-        if ses:
+        if ses and monitor.active and session.id not in self._fs_admitted:
+            layer = LayerReport(name="fs_denied", state="off", reason=(
+                "unavailable: the kernel refused the audit rules of the session's user"))
+        elif ses:
             def sink(event: AuditEvent) -> None:
                 if self._metrics is not None:
                     self._metrics.fs_denied()
@@ -339,8 +358,17 @@ class ProgramStarter:
         returned wait, which the caller must await: it may work meanwhile."""
         watch = self._fs_watches.pop(session.id, None)
         if watch is None or self._fs_denied is None:
+            self._leave_fs_denied(session)
             return trio.lowlevel.checkpoint
-        return self._fs_denied.release_started(watch)
+        released = self._fs_denied.release_started(watch)
+
+        async def release() -> bool:
+            try:
+                return await released()
+            finally:
+                self._leave_fs_denied(session)  # its uid's rules go after its last session
+
+        return release
 
 
 async def _together(background: Callable[[], Awaitable[None]],

@@ -432,11 +432,12 @@ def test_session_events_in_order_and_kernel_state_restored(short_tmp: Path,
     layers = {lay["name"]: lay for e in events if e["type"] == "enforcement"
               for lay in e["layers"]}
     assert layers["fs_denied"]["state"] == "applied"
-    # The daemon's three rules existed while it ran (it runs in this process); afterwards
+    # The daemon's rules existed while it ran (it runs in this process): its presence rule
+    # and the three of the session's user (kept a while past its last session); afterwards
     # they are gone, and auditing is off again if it was off before, unless another nonod
     # instance (a concurrent test run) holds rules and so keeps auditing on.
     ours = f"nonod:{os.getpid()}"
-    assert enabled_during == 1 and rules_during.count(ours) == 3
+    assert enabled_during == 1 and rules_during.count(ours) == 4
     assert ours not in rules_before
     assert ours not in _audit_status()[2]
     if enabled_before == 0:
@@ -641,6 +642,7 @@ async def test_another_sessions_refusal_storm_does_not_stall_the_daemon_at_a_ses
                 in_kernel[where] += time.monotonic() - start
 
         audit.user_message = timed  # type: ignore[method-assign]
+        assert await monitor.admit(65534)  # the storm's user has a session
         storm = await trio.lowlevel.open_process(
             [sys.executable, "-S", "-c", DENIER, str(monitor.tag), "4"],
             stdout=subprocess.DEVNULL)
@@ -695,7 +697,7 @@ def test_an_instance_sets_up_only_when_no_other_is_changing_the_host_audit() -> 
     from ..proctree import wait_until
 
     ours = f"nonod:{os.getpid()}"
-    made: list[tuple[KernelAudit, list[bytes], bool, dict[int, str]]] = []
+    made: list[Any] = []
     tid: list[int] = []
 
     def start() -> None:
@@ -713,11 +715,11 @@ def test_an_instance_sets_up_only_when_no_other_is_changing_the_host_audit() -> 
     finally:
         os.close(fd)
         starting.join()
-    [(audit, rules, enabled_here, _)] = made
+    [setup] = made
     try:
-        assert _audit_status()[2].count(ours) == 3
+        assert _audit_status()[2].count(ours) == 1  # its presence rule
     finally:
-        _kernel._teardown(audit, rules, enabled_here)
+        _kernel._teardown(setup.audit, setup.enabled_here)
     assert ours not in _audit_status()[2]
 
 

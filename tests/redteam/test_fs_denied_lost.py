@@ -92,6 +92,7 @@ async def test_a_session_whose_denials_the_kernel_dropped_is_told_so(
     async with _kernel.open_fs_denied_monitor("auto") as monitor:
         if not monitor.active:
             pytest.fail(f"kernel audit should work as root here: {monitor.status}")
+        assert await monitor.admit(65534)  # both run as a user with a session
         storm = await trio.lowlevel.open_process(
             [sys.executable, "-S", "-c", DENIER, str(monitor.tag), "5"],
             stdout=subprocess.DEVNULL)

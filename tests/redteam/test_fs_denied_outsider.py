@@ -82,6 +82,8 @@ async def _victims_audit_after_a_flood(base: Path, *, by_its_own_user: bool
         if not monitor.active:
             pytest.fail(f"kernel audit should work as root here: {monitor.status}")
         with local_users(base, 1) as (flooder,):
+            # The session's user has a live session (its rules are in the kernel).
+            assert await monitor.admit(flooder.uid if by_its_own_user else 65534)
             victim = subprocess.Popen(
                 [*(flooder.prefix() if by_its_own_user else []), sys.executable, "-S", "-c",
                  VICTIM, str(monitor.tag)],

@@ -53,6 +53,7 @@ async def _tagged_sessions(n: int) -> tuple[int, int, tuple[str, str], tuple[str
     async with open_fs_denied_monitor("auto") as monitor:
         if not monitor.active:
             pytest.fail(f"kernel audit should work as root here: {monitor.status}")
+        assert await monitor.admit(os.geteuid())  # the sessions' user (the daemon's launch)
         request = LaunchRequest(argv=("/usr/bin/python3", "-S", "-c", PROBE), cwd="/",
                                 audit_tag=monitor.tag)
         async with open_launcher("namespaces") as launcher:
