@@ -237,6 +237,8 @@ class Launcher:
         self._encoder = msgspec.msgpack.Encoder()
         #: Launches given up on whose launchers are still waited for, per uid.
         self._abandoned: Counter[int] = Counter()
+        #: Each uid's places (``_take_place``), while one is taken or waited for.
+        self._places: dict[int, trio.CapacityLimiter] = {}
 
     async def launch(
         self,
@@ -271,43 +273,53 @@ class Launcher:
                               "of this user's launches at once)", step="mounts")
         if gate is not None:
             await gate()
-        launch_r, launch_w = os.pipe2(os.O_CLOEXEC)
-        exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        control = trio.socket.from_stdlib_socket(ours)
-        launch_stream = trio.lowlevel.FdStream(launch_r)
-        exit_stream = trio.lowlevel.FdStream(exit_r)
+        # One of the uid's places from here until its launcher reports; a launch given up
+        # on keeps it until its launcher is no longer waited for (``_take_place``).
+        place = await self._take_place(uid)
+        held = True
         try:
+            launch_r, launch_w = os.pipe2(os.O_CLOEXEC)
+            exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            control = trio.socket.from_stdlib_socket(ours)
+            launch_stream = trio.lowlevel.FdStream(launch_r)
+            exit_stream = trio.lowlevel.FdStream(exit_r)
             try:
-                async with self._send_lock:
-                    await self._sock.sendmsg(
-                        [self._encoder.encode(plan)],
-                        [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                          _fd_array(*stdio, launch_w, exit_w, theirs.fileno()))],
-                    )
-            finally:
-                os.close(launch_w)
-                os.close(exit_w)
-                theirs.close()
-            with trio.fail_after(LAUNCH_TIMEOUT):
-                records = await _read_records(launch_stream)
-        except trio.TooSlowError:
-            # A launch error like any other, not an exception that ends the client's
-            # connection: on a host busy enough, the launcher's records may not come in time.
-            # The launcher goes on meanwhile and would run the program, unknown to the
-            # daemon: whatever it reports later is ended (``_end_abandoned``).
-            self._abandoned[uid] += 1
-            trio.lowlevel.spawn_system_task(
-                self._end_abandoned_of, uid, plan, launch_stream, exit_stream, control,
-                name="nonod.sandbox.abandoned_launch")
-            raise LaunchError(f"the launcher did not report within {LAUNCH_TIMEOUT:g} s "
-                              "(the host may be overloaded); the launch was abandoned",
-                              step="fork") from None
-        except BaseException:
-            await exit_stream.aclose()
-            control.close()
-            await launch_stream.aclose()
-            raise
+                try:
+                    async with self._send_lock:
+                        await self._sock.sendmsg(
+                            [self._encoder.encode(plan)],
+                            [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                              _fd_array(*stdio, launch_w, exit_w, theirs.fileno()))],
+                        )
+                finally:
+                    os.close(launch_w)
+                    os.close(exit_w)
+                    theirs.close()
+                with trio.fail_after(LAUNCH_TIMEOUT):
+                    records = await _read_records(launch_stream)
+            except trio.TooSlowError:
+                # A launch error like any other, not an exception that ends the client's
+                # connection: on a host busy enough, the launcher's records may not come in
+                # time. The launcher goes on meanwhile and would run the program, unknown to
+                # the daemon: whatever it reports later is ended (``_end_abandoned``).
+                trio.lowlevel.spawn_system_task(
+                    self._end_abandoned_of, uid, place, plan, launch_stream, exit_stream,
+                    control, name="nonod.sandbox.abandoned_launch")
+                # (Counted after the spawn, which may raise: the task runs only later.)
+                self._abandoned[uid] += 1
+                held = False
+                raise LaunchError(f"the launcher did not report within {LAUNCH_TIMEOUT:g} s "
+                                  "(the host may be overloaded); the launch was abandoned",
+                                  step="fork") from None
+            except BaseException:
+                await exit_stream.aclose()
+                control.close()
+                await launch_stream.aclose()
+                raise
+        finally:
+            if held:
+                self._give_back(uid, place)
         await launch_stream.aclose()
         pid = 0
         ses = ses_err = 0
@@ -370,14 +382,49 @@ class Launcher:
             hint="a file system in the grants that stalls the launcher (a FUSE mount) keeps "
                  "them; retry once it answers or is gone")
 
-    async def _end_abandoned_of(self, uid: int, plan: LaunchPlan,
+    async def _take_place(self, uid: int) -> object:
+        """One of ``uid``'s ``ABANDONED_PER_UID`` places, waited for within
+        ``LAUNCH_TIMEOUT`` (``LaunchBusy`` past it): a launch holds one from its plan's send
+        until its launcher reports, and one given up on until its launcher is no longer
+        waited for. The bound was looked at when a launch began and counted when it was
+        given up on: a user's launches sent at once all passed the look, and all were given
+        up on together, past its bound and the bound of all users."""
+        places = self._places.get(uid)
+        if places is None:
+            places = self._places[uid] = trio.CapacityLimiter(ABANDONED_PER_UID)
+        place = object()
+        try:
+            with trio.move_on_after(LAUNCH_TIMEOUT):
+                await places.acquire_on_behalf_of(place)
+                return place
+        finally:
+            self._forget_idle(uid)
+        raise LaunchBusy(
+            f"this user's launches waiting for their launchers or given up on are at their "
+            f"bound ({ABANDONED_PER_UID}) and none ended within {LAUNCH_TIMEOUT:g} s; refused",
+            step="fork", hint="a file system in the grants that stalls the launcher (a FUSE "
+                              "mount) keeps them; retry once it answers or is gone")
+
+    def _give_back(self, uid: int, place: object) -> None:
+        self._places[uid].release_on_behalf_of(place)
+        self._forget_idle(uid)
+
+    def _forget_idle(self, uid: int) -> None:
+        places = self._places.get(uid)
+        if places is not None and not places.borrowed_tokens and \
+                not places.statistics().tasks_waiting:
+            del self._places[uid]
+
+    async def _end_abandoned_of(self, uid: int, place: object, plan: LaunchPlan,
                                 launch_stream: trio.lowlevel.FdStream,
                                 exit_stream: trio.lowlevel.FdStream,
                                 control: trio.socket.SocketType) -> None:
-        """``_end_abandoned``, counted as ``uid``'s until it is over."""
+        """``_end_abandoned``, counted as ``uid``'s, and holding its ``place``, until it is
+        over."""
         try:
             await _end_abandoned(plan, launch_stream, exit_stream, control, self._proc.pid)
         finally:
+            self._give_back(uid, place)
             self._abandoned[uid] -= 1
             if not self._abandoned[uid]:
                 del self._abandoned[uid]

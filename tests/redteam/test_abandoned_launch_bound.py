@@ -94,3 +94,28 @@ def test_launches_given_up_on_are_bounded_per_user_and_in_all(
     while (answer := launch_as(handle, victim, works[victim.name])[0])["type"] != "launched":
         assert answer["code"] == "daemon.busy", answer
         assert time.monotonic() < deadline, answer
+
+
+def test_one_users_launches_at_once_stay_within_its_bound(
+        daemon: tuple[DaemonThread, list[LocalUser]]) -> None:
+    """The bound per uid was looked at when a launch began and counted when it was given
+    up on: one user's launches sent at once (up to its 4 launch turns, ``LaunchShares``)
+    all passed the look and were all given up on together, past the user's bound (4 + 3 at
+    the defaults) and here past the bound of all users (every other user's launch refused).
+    Now a launch holds one of its uid's ``ABANDONED_PER_UID`` places from its plan's send
+    until its launcher reports or, given up on, is no longer waited for; the others wait
+    for a place within the launch's timeout, then are refused (``daemon.busy``)."""
+    handle, (first, _, victim) = daemon
+    works = {user.name: workdir(user) for user in (first, victim)}
+    with ExitStack() as mounts:
+        where = works[first.name] / "fs"
+        where.mkdir()
+        program = (str(mounts.enter_context(picky_fuse(where, first.uid, first.gid))),)
+        answers = _answers(send_launches(handle, first, works[first.name], IN_ALL + 1,
+                                         program))
+        # On main: all IN_ALL + 1 given up on (and every user's launch refused after).
+        assert sum(_given_up(answer) for answer in answers) == PER_UID, answers
+        assert all(_given_up(answer) or answer["code"] == "daemon.busy"
+                   for answer in answers), answers
+        answer, _ = launch_as(handle, victim, works[victim.name])
+        assert answer["type"] == "launched", answer
