@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import functools
 import gc
 import os
 import sys
@@ -1243,10 +1244,15 @@ def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int
                 Path(files[0]) if files else Path(_POLICY_FILE)]
         else:
             paths = [Path(f) for f in files]
-        contents = [(path, _read_for_signing(path)) for path in paths]
+        contents = [(path, functools.partial(_read_for_signing, path)) for path in paths]
+    # One file's bytes held at a time, not every file's (a repository may include thousands
+    # of 512 KiB files): each is read once to be checked before anything is signed (a
+    # refusal signs nothing), and again, checked again, at its turn to be signed.
+    for _, read in contents:
+        read()
     with _connect(args) as conn:
-        for path, data in contents:
-            reply = conn.request(p.TrustSign(key=key, name=path.name, data=data,
+        for path, read in contents:
+            reply = conn.request(p.TrustSign(key=key, name=path.name, data=read(),
                                              policy=action == "sign-policy"))
             if not isinstance(reply, p.TrustSigned):
                 return EXIT_FAILURE
@@ -1260,10 +1266,10 @@ def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int
     return EXIT_OK
 
 
-def _included_files() -> list[tuple[Path, bytes]]:
+def _included_files() -> list[tuple[Path, Callable[[], bytes]]]:
     """The files ./trust-policy.json includes under the current directory, found by the same
     scan the daemon runs at launch (the policy is parsed, not verified: this only lists),
-    and their bytes: each the file the scan found, read once (``trust.read_scanned``)."""
+    and how to read each: the file the scan found, from one open (``trust.read_scanned``)."""
     from pathlib import Path
 
     from nonod import trust
@@ -1273,7 +1279,8 @@ def _included_files() -> list[tuple[Path, bytes]]:
         raise NonoError(f"no {_POLICY_FILE} here", hint="run `nonoctl trust init`")
     policy = trust.parse_policy(files.project, source=str(files.project_path))
     report = trust.verify_tree(Path.cwd(), policy)
-    return [(Path(entry.path), trust.read_scanned(report, entry, p.MAX_TRUST_SIGN_BYTES))
+    return [(Path(entry.path), functools.partial(trust.read_scanned, report, entry,
+                                                 p.MAX_TRUST_SIGN_BYTES))
             for entry in report.entries if entry.real_path is not None and not entry.listed]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,3 +114,50 @@ def test_a_file_swapped_after_the_scan_is_not_read(
     with pytest.raises(trust.TrustError, match=expected):
         trust.read_scanned(report, entry, MAX_TRUST_SIGN_BYTES)
 
+
+
+#: Runs the command given and prints its peak resident size (KiB) last on stderr: measured
+#: from a small process of its own, since a child's peak counts its parent's size at the
+#: fork (the test process's, with its daemon).
+_PEAK = ("import resource, subprocess, sys\n"
+         "done = subprocess.run(sys.argv[1:])\n"
+         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+         "sys.exit(done.returncode)\n")
+
+
+def _signing_peak_kib(run: CLI) -> int:
+    """The peak resident size of one ``trust sign --all`` (KiB), which must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, sys.executable, "-m", "nonoctl", "trust", "sign", "--all",
+         "--key", run.env["NONO_TEST_KEYREF"]], env=run.env, cwd=run.cwd, capture_output=True,
+        check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(b"signed ") >= 1, done.stdout
+    return int(done.stderr.splitlines()[-1])
+
+
+def test_signing_many_included_files_holds_one_at_a_time(
+        daemon_thread: DaemonThread, short_tmp: Path,
+        shared_repo: tuple[Path, LocalUser]) -> None:
+    """All included files were read before the first was signed, each up to 512 KiB and
+    with no bound on their number: a repository with an included file in each of many
+    directories made ``trust sign --all`` hold all of them (5 GB for 10,000). Now each is
+    read to be checked before any is signed, and again at its turn, one held at a time.
+    Measured: the peak resident size with 200 such files against that with 1."""
+    repo, _ = shared_repo
+    run = _signer(daemon_thread, short_tmp, repo)
+    big = b"#" * (MAX_TRUST_SIGN_BYTES - 1024)
+    (repo / "AGENTS.md").write_bytes(big)
+    one = _signing_peak_kib(run)
+    for index in range(200):
+        (repo / f"d{index:03}").mkdir()
+    done = run("trust", "init", "--force", "--include", "GEMINI.md", "--include", "AGENTS.md",
+               "--include", "d*/AGENTS.md", "--key", run.env["NONO_TEST_KEYREF"])
+    assert done.returncode == 0, done.stderr
+    assert run("trust", "sign-policy", "--key", run.env["NONO_TEST_KEYREF"]).returncode == 0
+    for index in range(200):
+        (repo / f"d{index:03}" / "AGENTS.md").write_bytes(big)
+    many = _signing_peak_kib(run)
+    assert (repo / "d199" / "AGENTS.md.bundle").exists()
+    # On main: 200 x 511 KiB more (about 110 MiB); now about 12 MiB.
+    assert many - one < 40 * 1024, (one, many)
