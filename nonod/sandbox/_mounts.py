@@ -1152,13 +1152,22 @@ def _proc_top_entries() -> list[tuple[str, int]]:
         os.close(fd)
 
 
-def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
-    """The git directories of the submodules of ``wdir``'s repository, relative to ``wdir``:
-    those under ``.git/modules`` (a submodule's name may hold slashes; a submodule's own
-    submodules are under its ``modules``). None when there are more than
+def _submodule_names(wdir: str, look: _Look) -> list[str] | None:
+    """The names to keep of the submodules of ``wdir``'s repository, relative to ``wdir``:
+    :data:`SUBMODULE_NAMES` of each git directory under ``.git/modules`` (a submodule's name
+    may hold slashes; a submodule's own submodules are under its ``modules``), and ``HEAD``
+    and ``config`` of each directory on the way to one. None when there are more than
     :data:`MAX_SUBMODULES` or more than :data:`MAX_LISTED` names to look through: then all of
-    ``.git/modules`` is kept instead."""
+    ``.git/modules`` is kept instead.
+
+    A git directory is one holding a ``HEAD`` or a ``config`` file: the session may rename a
+    ``HEAD`` away, never a kept ``config``. ``.git/modules`` and a git directory's
+    ``modules`` are never git directories themselves, and the directories on the way may
+    not be given a ``HEAD`` or a ``config``: a session that did either (or renamed a
+    submodule's ``HEAD`` away, when only ``HEAD`` counted) made the next launch take its
+    submodules for something else and keep none of their hooks."""
     found: list[str] = []
+    tops = {".git/modules"}
     stack = [".git/modules"]
     listed = 0
     while stack:
@@ -1166,10 +1175,12 @@ def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
         path = os.path.join(wdir, rel)
         if not look.isdir(path) or look.islink(path):
             continue
-        if look.lexists(os.path.join(path, "HEAD")):
+        if rel not in tops and (look.lexists(os.path.join(path, "HEAD"))
+                                or look.isfile(os.path.join(path, "config"))):
             if len(found) == MAX_SUBMODULES:
                 return None
             found.append(rel)
+            tops.add(rel + "/modules")
             stack.append(rel + "/modules")
             continue
         try:
@@ -1180,7 +1191,13 @@ def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
         if listed > MAX_LISTED:
             return None
         stack += sorted((f"{rel}/{name}" for name in names), reverse=True)
-    return found
+    keep = [f"{gitdir}/{leaf}" for gitdir in found for leaf in SUBMODULE_NAMES]
+    for gitdir in found:
+        way = os.path.dirname(gitdir)
+        while way and way not in tops:
+            keep += [f"{way}/HEAD", f"{way}/config"]
+            way = os.path.dirname(way)
+    return keep
 
 
 #: How deep included git configuration files are followed (git's own limit is 10).
@@ -1292,11 +1309,9 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
                 names.append(repo)
             if not look.isdir(top):
                 names = [n for n in names if not n.startswith(repo + "/")]
-        gitdirs = _submodule_gitdirs(wdir, look)
-        if gitdirs is None:  # too many to look through: all of them, read-only
-            names.append(".git/modules")
-        else:
-            names += [f"{gitdir}/{leaf}" for gitdir in gitdirs for leaf in SUBMODULE_NAMES]
+        submodules = _submodule_names(wdir, look)
+        # Too many to look through: all of them, read-only.
+        names += [".git/modules"] if submodules is None else submodules
         for name in names:
             path = os.path.normpath(os.path.join(wdir, name))
             if path in seen or kept_out.covers(path):

@@ -68,3 +68,42 @@ def test_a_real_submodule_cannot_be_hidden_behind_planted_entries(
     assert not [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")]
     assert not (modules / "zz" / "hooks" / "post-checkout").exists()
     assert (modules / "zz" / "config").read_text() == "[core]\n"
+
+
+#: What a session leaves under ``.git/modules`` for the next launch, the submodules' own
+#: ``hooks`` and ``config`` being read-only: a ``HEAD`` planted at the top (``.git/modules``
+#: taken for a git directory, its submodules never looked for) or in the directory on the
+#: way to ``vendor/tool`` (the same for ``vendor``), or a submodule's ``HEAD`` renamed away
+#: (``zz`` taken for a directory of submodules).
+HIDE = {
+    "planted-head": "open('.git/modules/HEAD', 'w').write('ref: refs/heads/main\\n')",
+    "planted-on-the-way": "open('.git/modules/vendor/HEAD', 'w').write('x')",
+    "renamed-head": "os.rename('.git/modules/zz/HEAD', '.git/modules/zz/HEAD.away'); "
+                    "os.rename('.git/modules/vendor/tool/HEAD', "
+                    "'.git/modules/vendor/tool/HEAD.away')",
+}
+
+
+@pytest.mark.parametrize("how", sorted(HIDE))
+def test_a_submodule_stays_kept_when_a_session_moves_its_head(
+        run: CLI, short_tmp: Path, how: str) -> None:
+    _gitdir(short_tmp / ".git")
+    modules = short_tmp / ".git" / "modules"
+    for gitdir in ("zz", "vendor/tool"):
+        _gitdir(modules / gitdir)
+    (short_tmp / "plant.py").write_text(PLANT)
+    # (Now refused where it plants a name on the way; the next launch is what must hold.)
+    first = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S", "-c",
+                f"import os\ntry:\n    {HIDE[how]}; print('HIDDEN')\n"
+                "except OSError as exc:\n    print(exc.strerror)")
+    assert first.returncode == 0 and first.stdout.strip(), first.stderr
+    targets = [f".git/modules/{gitdir}/{leaf}" for gitdir in ("zz", "vendor/tool")
+               for leaf in ("hooks/post-checkout", "config")]
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "plant.py", ".", *targets)
+    assert done.returncode == 0, done.stderr
+    assert not [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")], \
+        done.stdout
+    for gitdir in ("zz", "vendor/tool"):
+        assert not (modules / gitdir / "hooks" / "post-checkout").exists()
+        assert (modules / gitdir / "config").read_text() == "[core]\n"
