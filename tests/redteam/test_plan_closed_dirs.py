@@ -111,3 +111,27 @@ def test_a_link_into_another_users_closed_directory_is_no_refusal(
     r = sandbox_user.run(policy((work, Access.READWRITE)), probe("t(lambda: 1)\n"),
                          cwd=str(work))
     assert r.stdout.splitlines() == ["OK 1"], r.stderr
+
+
+def test_a_link_into_a_directory_the_session_owns_is_followed_to_it(
+        world_tmp: Path, sandbox_user: SandboxUser) -> None:
+    """A persistence name reached through a link (``.vscode`` -> ``hidden``) into a directory
+    the session owns (review20). The look at ``.vscode/...`` would stop at the link, which
+    is not a directory, and take what lies below for absent; but the plan follows the link
+    and keeps what it leads to read-only as a whole, nothing below looked at: the session
+    can neither close it nor, closed already, open it again and write there."""
+    if sandbox_user.uid == 0:
+        pytest.skip("root's looks pass every mode")
+    work = world_tmp / "work"
+    (work / "hidden").mkdir(parents=True)
+    (work / ".vscode").symlink_to("hidden")
+    for path in (work, work / "hidden"):
+        sandbox_user.chown(path)
+    pol = policy((work, Access.READWRITE))
+    r = sandbox_user.run(pol, probe("t(lambda: open('.vscode/tasks.json', 'w').write('x'))\n"
+                                    "t(lambda: os.chmod('hidden', 0))\n"), cwd=str(work))
+    assert r.stdout.splitlines() == ["EROFS", "EROFS"], (r.stdout, r.stderr)
+    (work / "hidden").chmod(0)  # as a session of an earlier release could have left it
+    r = sandbox_user.run(pol, probe("t(lambda: os.chmod('hidden', 0o755))\n"), cwd=str(work))
+    assert r.stdout.splitlines() == ["EROFS"], (r.stdout, r.stderr)
+    assert not (work / "hidden" / "tasks.json").exists()
