@@ -1214,9 +1214,11 @@ def _hook_dirs(writable: Sequence[str], home: str, look: _Look,
     (``include.path = ../.gitconfig``, a project's shared settings) would let the session set
     ``core.fsmonitor`` or ``core.hooksPath`` for the user's next git command."""
     found: list[str] = []
+    # ``.git`` may be a link to the repository (Android's repo tool lays checkouts out so):
+    # git reads the configuration it leads to, and so does the plan.
     configs: list[tuple[str, str | None, int]] = [
         (os.path.join(wdir, ".git", "config"), wdir, 0) for wdir in writable
-        if look.isdir(os.path.join(wdir, ".git")) and not look.islink(os.path.join(wdir, ".git"))]
+        if look.isdir(os.path.join(wdir, ".git"))]
     # A linked worktree (``.git`` a file): its repository's configuration, whose relative
     # ``core.hooksPath`` names a directory of this worktree.
     configs += [(config, wdir, 0) for wdir in writable
