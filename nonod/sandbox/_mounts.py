@@ -1173,8 +1173,8 @@ def _submodule_names(wdir: str, look: _Look) -> list[str] | None:
     while stack:
         rel = stack.pop()
         path = os.path.join(wdir, rel)
-        if not look.isdir(path) or look.islink(path):
-            continue
+        if not look.isdir(path):  # (through a link too: git follows it; the names are
+            continue              # kept where it leads, and the walk's bounds hold)
         if rel not in tops and (look.lexists(os.path.join(path, "HEAD"))
                                 or look.isfile(os.path.join(path, "config"))):
             if len(found) == MAX_SUBMODULES:

@@ -107,3 +107,28 @@ def test_a_submodule_stays_kept_when_a_session_moves_its_head(
     for gitdir in ("zz", "vendor/tool"):
         assert not (modules / gitdir / "hooks" / "post-checkout").exists()
         assert (modules / gitdir / "config").read_text() == "[core]\n"
+
+
+@pytest.mark.parametrize("link", [".git/modules", ".git/modules/lib"])
+def test_a_submodule_behind_a_link_the_session_made_is_kept(
+        run: CLI, short_tmp: Path, link: str) -> None:
+    # A session of a repository without submodules makes .git/modules (or a submodule's
+    # place in it) a link into its workdir; the user then adds a submodule on the host, and
+    # git puts its git directory where the link leads. The plan did not follow links there.
+    _gitdir(short_tmp / ".git")
+    if link != ".git/modules":
+        (short_tmp / ".git" / "modules").mkdir()
+    first = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S", "-c",
+                f"import os; os.mkdir('mods'); os.symlink(os.path.relpath('mods', "
+                f"os.path.dirname('{link}')), '{link}')")
+    assert first.returncode == 0, first.stderr
+    _gitdir(short_tmp / ".git" / "modules" / "lib")  # `git submodule add ... lib`, on the host
+    (short_tmp / "plant.py").write_text(PLANT)
+    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
+               "plant.py", ".", ".git/modules/lib/hooks/post-checkout",
+               ".git/modules/lib/config")
+    assert done.returncode == 0, done.stderr
+    assert not [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")], \
+        done.stdout
+    assert not (short_tmp / ".git/modules/lib/hooks/post-checkout").exists()
+    assert (short_tmp / ".git/modules/lib/config").read_text() == "[core]\n"
