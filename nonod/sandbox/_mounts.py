@@ -369,7 +369,9 @@ def _refuse_if_own(path: str, exc: OSError, *, itself: bool = False) -> None:
     error caused by a directory this thread's uid owns: the deepest of ``path``'s
     directories (``path`` itself with ``itself``) that can still be looked at is the one
     that stops the look. A link to a place the session may not look into (another user's
-    directory) is not that."""
+    directory) is not that. Links on the way are followed as far as they can be read: the
+    directory that stops the look may lie where one leads (``.git/modules/lib -> ../../mods``,
+    ``mods`` closed), and the link itself, not being a directory, said nothing."""
     if not isinstance(exc, PermissionError):
         return
     if not itself:
@@ -379,7 +381,7 @@ def _refuse_if_own(path: str, exc: OSError, *, itself: bool = False) -> None:
         except OSError:
             pass
     uid = _fs_uid()
-    closed = path if itself else os.path.dirname(path)
+    closed = os.path.realpath(path if itself else os.path.dirname(path))
     while True:
         try:
             st = os.lstat(closed)

@@ -135,3 +135,32 @@ def test_a_link_into_a_directory_the_session_owns_is_followed_to_it(
     r = sandbox_user.run(pol, probe("t(lambda: os.chmod('hidden', 0o755))\n"), cwd=str(work))
     assert r.stdout.splitlines() == ["EROFS"], (r.stdout, r.stderr)
     assert not (work / "hidden" / "tasks.json").exists()
+
+
+def test_a_directory_the_session_closed_behind_a_link_refuses_the_next_launch(
+        world_tmp: Path, sandbox_user: SandboxUser) -> None:
+    """A submodule's git directory reached through a link (``.git/modules/lib`` ->
+    ``mods``), closed by the session (an anchor, not read-only: ``chmod`` works there). The
+    look below stopped at the link, which is not a directory, so the directory that stopped
+    it was not judged and the submodule was taken for absent (review20)."""
+    if sandbox_user.uid == 0:
+        pytest.skip("root's looks pass every mode")
+    work = world_tmp / "work"
+    for d in (".git/hooks", ".git/modules", "mods/hooks"):
+        (work / d).mkdir(parents=True)
+    (work / ".git/HEAD").write_text("ref: refs/heads/main\n")
+    (work / "mods/HEAD").write_text("ref: refs/heads/main\n")
+    (work / "mods/config").write_text("[core]\n")
+    (work / ".git/modules/lib").symlink_to("../../mods")
+    for path in (work, *work.rglob("*")):
+        if not path.is_symlink():
+            sandbox_user.chown(path)
+    pol = policy((work, Access.READWRITE), allow_degraded=("linked_files",))
+    hook = "t(lambda: open('.git/modules/lib/hooks/post-checkout', 'w').write('evil'))\n"
+    r = sandbox_user.run(pol, probe(hook + "t(lambda: os.chmod('mods', 0))\n"), cwd=str(work))
+    assert r.stdout.splitlines() == ["EROFS", "OK "], (r.stdout, r.stderr)
+    r = sandbox_user.run(pol, probe("t(lambda: os.chmod('mods', 0o755))\n" + hook),
+                         cwd=str(work))
+    assert r.code != 0 and "launch.failed" in r.stderr, (r.stdout, r.stderr)
+    assert f"{work}/mods is closed to the session's own uid" in r.stderr
+    assert not (work / "mods/hooks/post-checkout").exists()
