@@ -1172,11 +1172,17 @@ def _submodule_names(wdir: str, look: _Look) -> list[str] | None:
     tops = {".git/modules"}
     stack = [".git/modules"]
     listed = 0
+    linked: set[str] = set()  # where the links walked through lead: each is walked once
     while stack:
         rel = stack.pop()
         path = os.path.join(wdir, rel)
-        if not look.isdir(path):  # (through a link too: git follows it; the names are
-            continue              # kept where it leads, and the walk's bounds hold)
+        if not look.isdir(path):
+            continue
+        if look.islink(path):  # git follows it: so does the walk, where it leads, once
+            real = look.realpath(path)
+            if real in linked:
+                continue
+            linked.add(real)
         if rel not in tops and (look.lexists(os.path.join(path, "HEAD"))
                                 or look.isfile(os.path.join(path, "config"))):
             if len(found) == MAX_SUBMODULES:
@@ -1199,7 +1205,7 @@ def _submodule_names(wdir: str, look: _Look) -> list[str] | None:
         while way and way not in tops:
             keep += [f"{way}/HEAD", f"{way}/config"]
             way = os.path.dirname(way)
-    return keep
+    return list(dict.fromkeys(keep))
 
 
 #: How deep included git configuration files are followed (git's own limit is 10).

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nonod.sandbox._mounts import MAX_LISTED, MAX_SUBMODULES
+from nonod.sandbox._mounts import MAX_LISTED, MAX_SUBMODULES, _Look, _submodule_names
 from tests.daemon.test_cli import CLI
 from tests.redteam._programs import PLANT
 
@@ -132,3 +132,15 @@ def test_a_submodule_behind_a_link_the_session_made_is_kept(
         done.stdout
     assert not (short_tmp / ".git/modules/lib/hooks/post-checkout").exists()
     assert (short_tmp / ".git/modules/lib/config").read_text() == "[core]\n"
+
+
+def test_a_link_loop_under_git_modules_is_walked_once(tmp_path: Path) -> None:
+    # Links are followed now: a loop (``a -> .``, ``x -> ..``) must not have the walk come
+    # round until the kernel's ELOOP, finding the same git directory forty times over.
+    modules = tmp_path / ".git" / "modules"
+    _gitdir(modules / "lib")
+    (modules / "a").symlink_to(".")
+    (modules / "x").symlink_to("..")
+    names = _submodule_names(str(tmp_path), _Look())
+    assert names is not None and len(names) == len(set(names)) < 20, names
+    assert ".git/modules/lib/hooks" in names
