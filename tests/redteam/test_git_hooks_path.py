@@ -92,15 +92,20 @@ def test_a_linked_worktree_keeps_the_hooks_its_repository_names(
     subprocess.run([*git, "worktree", "add", "-q", str(tree)], check=True)
     (tree / ".githooks").mkdir()
     (tree / ".githooks" / "pre-commit").write_text(HOOK)
-    (tree / "plant.py").write_text(PLANT)
-    run.cwd = tree
+    _hooks_stay(run, tree)
+
+
+def _hooks_stay(run: CLI, work: Path) -> None:
+    """A session in ``work`` writes ``.githooks/pre-commit`` and ``post-checkout`` in vain
+    (and ``ok.txt``, which it may)."""
+    (work / "plant.py").write_text(PLANT)
+    run.cwd = work
     done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
                "plant.py", ".", ".githooks/pre-commit", ".githooks/post-checkout", "ok.txt")
     assert done.returncode == 0, done.stderr
     assert [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")] == [
         "ok.txt WRITTEN"], done.stdout
-    assert (tree / ".githooks" / "pre-commit").read_text() == HOOK
-
+    assert (work / ".githooks" / "pre-commit").read_text() == HOOK
 
 
 def test_a_repository_whose_git_directory_is_a_link_keeps_its_hooks_path(
@@ -119,14 +124,7 @@ def test_a_repository_whose_git_directory_is_a_link_keeps_its_hooks_path(
     (work / ".git").symlink_to(store)
     assert subprocess.run(["git", "-C", str(work), "config", "core.hooksPath"], check=True,
                           capture_output=True, text=True).stdout == ".githooks\n"
-    (work / "plant.py").write_text(PLANT)
-    run.cwd = work
-    done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
-               "plant.py", ".", ".githooks/pre-commit", ".githooks/post-checkout", "ok.txt")
-    assert done.returncode == 0, done.stderr
-    assert [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")] == [
-        "ok.txt WRITTEN"], done.stdout
-    assert (work / ".githooks" / "pre-commit").read_text() == HOOK
+    _hooks_stay(run, work)
 
 
 def test_included_configuration_is_named_as_git_reads_it() -> None:

@@ -31,15 +31,22 @@ def repo(world_tmp: Path, sandbox_user: SandboxUser) -> Path:
     workdir, all the session's own."""
     if sandbox_user.uid == 0:
         pytest.skip("root's looks pass every mode")
-    work = world_tmp / "work"
-    for d in (".git/hooks", ".git/modules/sub/hooks", ".githooks"):
-        (work / d).mkdir(parents=True)
-    (work / ".git/HEAD").write_text("ref: refs/heads/main\n")
-    (work / ".git/config").write_text("[core]\n\thooksPath = .githooks\n")
-    (work / ".git/modules/sub/HEAD").write_text("ref: refs/heads/main\n")
-    (work / ".git/modules/sub/config").write_text("[core]\n")
+    return _owned(world_tmp / "work", sandbox_user, (".git/modules/sub/hooks", ".githooks"), {
+        ".git/config": "[core]\n\thooksPath = .githooks\n",
+        ".git/modules/sub/HEAD": "ref: refs/heads/main\n",
+        ".git/modules/sub/config": "[core]\n"})
+
+
+def _owned(work: Path, user: SandboxUser, dirs: tuple[str, ...],
+           files: dict[str, str]) -> Path:
+    """``work``, a repository with ``dirs`` and ``files`` besides its ``.git/hooks`` and
+    ``HEAD``, all of them ``user``'s."""
+    for d in (".git/hooks", *dirs):
+        (work / d).mkdir(parents=True, exist_ok=True)
+    for name, text in {".git/HEAD": "ref: refs/heads/main\n", **files}.items():
+        (work / name).write_text(text)
     for path in (work, *work.rglob("*")):
-        sandbox_user.chown(path)
+        user.chown(path)
     return work
 
 
@@ -145,16 +152,9 @@ def test_a_directory_the_session_closed_behind_a_link_refuses_the_next_launch(
     it was not judged and the submodule was taken for absent (review20)."""
     if sandbox_user.uid == 0:
         pytest.skip("root's looks pass every mode")
-    work = world_tmp / "work"
-    for d in (".git/hooks", ".git/modules", "mods/hooks"):
-        (work / d).mkdir(parents=True)
-    (work / ".git/HEAD").write_text("ref: refs/heads/main\n")
-    (work / "mods/HEAD").write_text("ref: refs/heads/main\n")
-    (work / "mods/config").write_text("[core]\n")
+    work = _owned(world_tmp / "work", sandbox_user, (".git/modules", "mods/hooks"),
+                  {"mods/HEAD": "ref: refs/heads/main\n", "mods/config": "[core]\n"})
     (work / ".git/modules/lib").symlink_to("../../mods")
-    for path in (work, *work.rglob("*")):
-        if not path.is_symlink():
-            sandbox_user.chown(path)
     pol = policy((work, Access.READWRITE), allow_degraded=("linked_files",))
     hook = "t(lambda: open('.git/modules/lib/hooks/post-checkout', 'w').write('evil'))\n"
     r = sandbox_user.run(pol, probe(hook + "t(lambda: os.chmod('mods', 0))\n"), cwd=str(work))
