@@ -369,7 +369,9 @@ def _refuse_if_own(path: str, exc: OSError, *, itself: bool = False) -> None:
     error caused by a directory this thread's uid owns: the deepest of ``path``'s
     directories (``path`` itself with ``itself``) that can still be looked at is the one
     that stops the look. A link to a place the session may not look into (another user's
-    directory) is not that."""
+    directory) is not that. Links on the way are followed as far as they can be read: the
+    directory that stops the look may lie where one leads (``.git/modules/lib -> ../../mods``,
+    ``mods`` closed), and the link itself, not being a directory, said nothing."""
     if not isinstance(exc, PermissionError):
         return
     if not itself:
@@ -379,7 +381,7 @@ def _refuse_if_own(path: str, exc: OSError, *, itself: bool = False) -> None:
         except OSError:
             pass
     uid = _fs_uid()
-    closed = path if itself else os.path.dirname(path)
+    closed = os.path.realpath(path if itself else os.path.dirname(path))
     while True:
         try:
             st = os.lstat(closed)
@@ -1202,24 +1204,41 @@ def _proc_top_entries() -> list[tuple[str, int]]:
         os.close(fd)
 
 
-def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
-    """The git directories of the submodules of ``wdir``'s repository, relative to ``wdir``:
-    those under ``.git/modules`` (a submodule's name may hold slashes; a submodule's own
-    submodules are under its ``modules``). None when there are more than
+def _submodule_names(wdir: str, look: _Look) -> list[str] | None:
+    """The names to keep of the submodules of ``wdir``'s repository, relative to ``wdir``:
+    :data:`SUBMODULE_NAMES` of each git directory under ``.git/modules`` (a submodule's name
+    may hold slashes; a submodule's own submodules are under its ``modules``), and ``HEAD``
+    and ``config`` of each directory on the way to one. None when there are more than
     :data:`MAX_SUBMODULES` or more than :data:`MAX_LISTED` names to look through: then all of
-    ``.git/modules`` is kept instead."""
+    ``.git/modules`` is kept instead.
+
+    A git directory is one holding a ``HEAD`` or a ``config`` file: the session may rename a
+    ``HEAD`` away, never a kept ``config``. ``.git/modules`` and a git directory's
+    ``modules`` are never git directories themselves, and the directories on the way may
+    not be given a ``HEAD`` or a ``config``: a session that did either (or renamed a
+    submodule's ``HEAD`` away, when only ``HEAD`` counted) made the next launch take its
+    submodules for something else and keep none of their hooks."""
     found: list[str] = []
+    tops = {".git/modules"}
     stack = [".git/modules"]
     listed = 0
+    linked: set[str] = set()  # where the links walked through lead: each is walked once
     while stack:
         rel = stack.pop()
         path = os.path.join(wdir, rel)
-        if not look.isdir(path) or look.islink(path):
+        if not look.isdir(path):
             continue
-        if look.lexists(os.path.join(path, "HEAD")):
+        if look.islink(path):  # git follows it: so does the walk, where it leads, once
+            real = look.realpath(path)
+            if real in linked:
+                continue
+            linked.add(real)
+        if rel not in tops and (look.lexists(os.path.join(path, "HEAD"))
+                                or look.isfile(os.path.join(path, "config"))):
             if len(found) == MAX_SUBMODULES:
                 return None
             found.append(rel)
+            tops.add(rel + "/modules")
             stack.append(rel + "/modules")
             continue
         try:
@@ -1230,7 +1249,13 @@ def _submodule_gitdirs(wdir: str, look: _Look) -> list[str] | None:
         if listed > MAX_LISTED:
             return None
         stack += sorted((f"{rel}/{name}" for name in names), reverse=True)
-    return found
+    keep = [f"{gitdir}/{leaf}" for gitdir in found for leaf in SUBMODULE_NAMES]
+    for gitdir in found:
+        way = os.path.dirname(gitdir)
+        while way and way not in tops:
+            keep += [f"{way}/HEAD", f"{way}/config"]
+            way = os.path.dirname(way)
+    return list(dict.fromkeys(keep))
 
 
 #: How deep included git configuration files are followed (git's own limit is 10).
@@ -1247,9 +1272,11 @@ def _hook_dirs(writable: Sequence[str], home: str, look: _Look,
     (``include.path = ../.gitconfig``, a project's shared settings) would let the session set
     ``core.fsmonitor`` or ``core.hooksPath`` for the user's next git command."""
     found: list[str] = []
+    # ``.git`` may be a link to the repository (Android's repo tool lays checkouts out so):
+    # git reads the configuration it leads to, and so does the plan.
     configs: list[tuple[str, str | None, int]] = [
         (os.path.join(wdir, ".git", "config"), wdir, 0) for wdir in writable
-        if look.isdir(os.path.join(wdir, ".git")) and not look.islink(os.path.join(wdir, ".git"))]
+        if look.isdir(os.path.join(wdir, ".git"))]
     # A linked worktree (``.git`` a file): its repository's configuration, whose relative
     # ``core.hooksPath`` names a directory of this worktree.
     configs += [(config, wdir, 0) for wdir in writable
@@ -1342,11 +1369,9 @@ def _persistence_paths(view: _View, home: str, allowed: set[str],
                 names.append(repo)
             if not look.isdir(top):
                 names = [n for n in names if not n.startswith(repo + "/")]
-        gitdirs = _submodule_gitdirs(wdir, look)
-        if gitdirs is None:  # too many to look through: all of them, read-only
-            names.append(".git/modules")
-        else:
-            names += [f"{gitdir}/{leaf}" for gitdir in gitdirs for leaf in SUBMODULE_NAMES]
+        submodules = _submodule_names(wdir, look)
+        # Too many to look through: all of them, read-only.
+        names += [".git/modules"] if submodules is None else submodules
         for name in names:
             path = os.path.normpath(os.path.join(wdir, name))
             if path in seen or kept_out.covers(path):

@@ -92,14 +92,39 @@ def test_a_linked_worktree_keeps_the_hooks_its_repository_names(
     subprocess.run([*git, "worktree", "add", "-q", str(tree)], check=True)
     (tree / ".githooks").mkdir()
     (tree / ".githooks" / "pre-commit").write_text(HOOK)
-    (tree / "plant.py").write_text(PLANT)
-    run.cwd = tree
+    _hooks_stay(run, tree)
+
+
+def _hooks_stay(run: CLI, work: Path) -> None:
+    """A session in ``work`` writes ``.githooks/pre-commit`` and ``post-checkout`` in vain
+    (and ``ok.txt``, which it may)."""
+    (work / "plant.py").write_text(PLANT)
+    run.cwd = work
     done = run("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/python3", "-S",
                "plant.py", ".", ".githooks/pre-commit", ".githooks/post-checkout", "ok.txt")
     assert done.returncode == 0, done.stderr
     assert [line for line in done.stdout.splitlines() if line.endswith("WRITTEN")] == [
         "ok.txt WRITTEN"], done.stdout
-    assert (tree / ".githooks" / "pre-commit").read_text() == HOOK
+    assert (work / ".githooks" / "pre-commit").read_text() == HOOK
+
+
+def test_a_repository_whose_git_directory_is_a_link_keeps_its_hooks_path(
+        run: CLI, short_tmp: Path) -> None:
+    # ``.git`` a symbolic link to the repository kept elsewhere (as Android's repo tool
+    # lays out its checkouts): git reads the configuration it leads to, and runs the hooks
+    # its relative core.hooksPath names in the working tree. The plan read no configuration
+    # through a link (review20): .githooks was writable, and a session rewrote pre-commit.
+    store, work = short_tmp / "store" / "proj.git", short_tmp / "work"
+    subprocess.run(["git", "init", "-q", "--bare", str(store)], check=True)
+    subprocess.run(["git", "-C", str(store), "config", "core.bare", "false"], check=True)
+    subprocess.run(["git", "-C", str(store), "config", "core.hooksPath", ".githooks"],
+                   check=True)
+    (work / ".githooks").mkdir(parents=True)
+    (work / ".githooks" / "pre-commit").write_text(HOOK)
+    (work / ".git").symlink_to(store)
+    assert subprocess.run(["git", "-C", str(work), "config", "core.hooksPath"], check=True,
+                          capture_output=True, text=True).stdout == ".githooks\n"
+    _hooks_stay(run, work)
 
 
 def test_included_configuration_is_named_as_git_reads_it() -> None:

@@ -31,15 +31,22 @@ def repo(world_tmp: Path, sandbox_user: SandboxUser) -> Path:
     workdir, all the session's own."""
     if sandbox_user.uid == 0:
         pytest.skip("root's looks pass every mode")
-    work = world_tmp / "work"
-    for d in (".git/hooks", ".git/modules/sub/hooks", ".githooks"):
-        (work / d).mkdir(parents=True)
-    (work / ".git/HEAD").write_text("ref: refs/heads/main\n")
-    (work / ".git/config").write_text("[core]\n\thooksPath = .githooks\n")
-    (work / ".git/modules/sub/HEAD").write_text("ref: refs/heads/main\n")
-    (work / ".git/modules/sub/config").write_text("[core]\n")
+    return _owned(world_tmp / "work", sandbox_user, (".git/modules/sub/hooks", ".githooks"), {
+        ".git/config": "[core]\n\thooksPath = .githooks\n",
+        ".git/modules/sub/HEAD": "ref: refs/heads/main\n",
+        ".git/modules/sub/config": "[core]\n"})
+
+
+def _owned(work: Path, user: SandboxUser, dirs: tuple[str, ...],
+           files: dict[str, str]) -> Path:
+    """``work``, a repository with ``dirs`` and ``files`` besides its ``.git/hooks`` and
+    ``HEAD``, all of them ``user``'s."""
+    for d in (".git/hooks", *dirs):
+        (work / d).mkdir(parents=True, exist_ok=True)
+    for name, text in {".git/HEAD": "ref: refs/heads/main\n", **files}.items():
+        (work / name).write_text(text)
     for path in (work, *work.rglob("*")):
-        sandbox_user.chown(path)
+        user.chown(path)
     return work
 
 
@@ -111,3 +118,49 @@ def test_a_link_into_another_users_closed_directory_is_no_refusal(
     r = sandbox_user.run(policy((work, Access.READWRITE)), probe("t(lambda: 1)\n"),
                          cwd=str(work))
     assert r.stdout.splitlines() == ["OK 1"], r.stderr
+
+
+def test_a_link_into_a_directory_the_session_owns_is_followed_to_it(
+        world_tmp: Path, sandbox_user: SandboxUser) -> None:
+    """A persistence name reached through a link (``.vscode`` -> ``hidden``) into a directory
+    the session owns (review20). The look at ``.vscode/...`` would stop at the link, which
+    is not a directory, and take what lies below for absent; but the plan follows the link
+    and keeps what it leads to read-only as a whole, nothing below looked at: the session
+    can neither close it nor, closed already, open it again and write there."""
+    if sandbox_user.uid == 0:
+        pytest.skip("root's looks pass every mode")
+    work = world_tmp / "work"
+    (work / "hidden").mkdir(parents=True)
+    (work / ".vscode").symlink_to("hidden")
+    for path in (work, work / "hidden"):
+        sandbox_user.chown(path)
+    pol = policy((work, Access.READWRITE))
+    r = sandbox_user.run(pol, probe("t(lambda: open('.vscode/tasks.json', 'w').write('x'))\n"
+                                    "t(lambda: os.chmod('hidden', 0))\n"), cwd=str(work))
+    assert r.stdout.splitlines() == ["EROFS", "EROFS"], (r.stdout, r.stderr)
+    (work / "hidden").chmod(0)  # as a session of an earlier release could have left it
+    r = sandbox_user.run(pol, probe("t(lambda: os.chmod('hidden', 0o755))\n"), cwd=str(work))
+    assert r.stdout.splitlines() == ["EROFS"], (r.stdout, r.stderr)
+    assert not (work / "hidden" / "tasks.json").exists()
+
+
+def test_a_directory_the_session_closed_behind_a_link_refuses_the_next_launch(
+        world_tmp: Path, sandbox_user: SandboxUser) -> None:
+    """A submodule's git directory reached through a link (``.git/modules/lib`` ->
+    ``mods``), closed by the session (an anchor, not read-only: ``chmod`` works there). The
+    look below stopped at the link, which is not a directory, so the directory that stopped
+    it was not judged and the submodule was taken for absent (review20)."""
+    if sandbox_user.uid == 0:
+        pytest.skip("root's looks pass every mode")
+    work = _owned(world_tmp / "work", sandbox_user, (".git/modules", "mods/hooks"),
+                  {"mods/HEAD": "ref: refs/heads/main\n", "mods/config": "[core]\n"})
+    (work / ".git/modules/lib").symlink_to("../../mods")
+    pol = policy((work, Access.READWRITE), allow_degraded=("linked_files",))
+    hook = "t(lambda: open('.git/modules/lib/hooks/post-checkout', 'w').write('evil'))\n"
+    r = sandbox_user.run(pol, probe(hook + "t(lambda: os.chmod('mods', 0))\n"), cwd=str(work))
+    assert r.stdout.splitlines() == ["EROFS", "OK "], (r.stdout, r.stderr)
+    r = sandbox_user.run(pol, probe("t(lambda: os.chmod('mods', 0o755))\n" + hook),
+                         cwd=str(work))
+    assert r.code != 0 and "launch.failed" in r.stderr, (r.stdout, r.stderr)
+    assert f"{work}/mods is closed to the session's own uid" in r.stderr
+    assert not (work / "mods/hooks/post-checkout").exists()
