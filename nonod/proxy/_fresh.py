@@ -61,6 +61,7 @@ import trio
 from .._accept import PAUSE, RETRY_ERRNOS
 from .._descriptors import watermark
 from ._allowlist import ProxyPolicy
+from ._buffers import bound_buffers
 from ._connect_head import ESTABLISHED, ConnectHead, parse_connect
 from ._decide import Decision, Reason
 from ._events import Exchange, NetworkEvent
@@ -149,7 +150,9 @@ class _Acceptor:
         self._family = int(self._listener.family)
         self._retry: _Timer | None = None
         self._stopped = False
-        self.no_delay = False  # whether the listener passes TCP_NODELAY on
+        #: Whether the listener passes ``TCP_NODELAY`` and the buffers' bound on to the
+        #: connections the kernel completes (it copies its options into each).
+        self.inherits = False
         self._queued = 0  # connections queued before it did (at most)
         self._posted: deque[NetworkEvent] = deque()
         self._plans: dict[bytes, tuple[ProxyPolicy, _Plan]] = {}  # the pump thread's
@@ -163,12 +166,14 @@ class _Acceptor:
     def start(self) -> None:
         if not self._stopped:
             self._listener.setblocking(False)
-            # The sockets it accepts inherit it from the listener (the kernel copies the
-            # listener's options into each connection it completes): one call per proxy
-            # rather than one per connection, except for those completed before, already in
-            # its queue, which get it one by one.
-            self.no_delay = _no_delay(self._listener)
-            self._queued = _queue_length(self._listener) if self.no_delay else 0
+            # The sockets it accepts inherit them from the listener (the kernel copies the
+            # listener's options into each connection it completes): calls per proxy rather
+            # than per connection, except for those completed before, already in its queue,
+            # which get them one by one. (The program runs before the daemon serves its
+            # listener: what it connected meanwhile has the kernel's own buffers, and a
+            # stalled upload through it held up to tcp_rmem's maximum.)
+            self.inherits = _no_delay(self._listener) and bound_buffers(self._listener)
+            self._queued = _queue_length(self._listener) if self.inherits else 0
             self.pump.watch(self._fd, select.EPOLLIN, self._accept)
 
     def stop(self) -> None:
@@ -268,16 +273,17 @@ class _Acceptor:
         # The C type, not its ``socket.socket`` subclass: no Python steps to make or close it
         # (a request handed to trio's path gets the subclass then).
         sock = _socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
+        if not self.inherits or self._queued > 0:
+            self._queued -= 1
+            _no_delay(sock)
+            bound_buffers(sock)
         below = watermark()  # one look at the descriptor limit for both of its sockets
-        admitted, conn = self.server._admit(sock.fileno(), below)
+        admitted, conn = self.server._admit(fd, below)
         if admitted is None:
             sock.close()  # a flood, or the daemon's reserve: not even a 503 for this one
         elif not admitted:
             self.hand_over(sock, None, time.monotonic(), False, conn)
         else:
-            if not self.no_delay or self._queued > 0:
-                self._queued -= 1
-                _no_delay(sock)
             fresh = _Fresh(self, sock, conn, below)
             fresh.guarded(fresh.begin)
 
