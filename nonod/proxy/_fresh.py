@@ -428,6 +428,14 @@ class _Fresh:
         exchange = self.exchange
         trailing = b"" if self.head is None else self.head.trailing
         exchange.address = address_text(address, port)
+        # Everything but the event's post is done before the 200 goes: the client it wakes
+        # may wait for this thread's CPU, and then its next message for its next poll.
+        opened = exchange.event("allow", exchange.reason, 200, "open")
+        self.upstream = upstream
+        self.tunnel = tunnel = Tunnel(self.client, upstream, self.owner.limits.idle_timeout,
+                                      functools.partial(self.guarded, self._ended),
+                                      to_b=trailing, closing=True)
+        self.pump.add(tunnel)  # (nothing is relayed before this step returns)
         # The 200 and its event in one step for trio's thread (which delivers what was
         # posted before its own events): no event of a later request of the client, refused
         # on trio's path, goes to ``events`` ahead of this tunnel's open.
@@ -439,18 +447,16 @@ class _Fresh:
             except OSError:
                 sent = -1
             if sent >= 0:
-                exchange.status = 200
-                self.owner.post(exchange.event("allow", exchange.reason, 200, "open"))
+                self.owner.post(opened)
         if sent < 0:
-            upstream.close()
+            tunnel.on_end = _not_reported
+            self.pump.end(tunnel)  # out of the pump; _close closes both sockets
             self._close(exchange.close("allow", exchange.reason, 0))
             return
+        exchange.status = 200
         exchange.bytes_out = len(trailing)  # counted from here, as on trio's path
-        self.upstream = upstream
-        self.tunnel = Tunnel(self.client, upstream, self.owner.limits.idle_timeout,
-                             functools.partial(self.guarded, self._ended),
-                             to_b=trailing, to_a=ESTABLISHED[sent:], closing=True)
-        self.pump.add(self.tunnel)
+        if sent < len(ESTABLISHED):
+            self.pump.hold(tunnel, ESTABLISHED[sent:])
 
     def _ended(self, tunnel: Tunnel) -> None:
         exchange = self.exchange
@@ -531,6 +537,10 @@ class _Fresh:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+def _not_reported(_: Tunnel) -> None:
+    """The end of a tunnel whose 200 was never sent (its record is the connection's own)."""
 
 
 def _queue_length(listener: socket.socket) -> int:

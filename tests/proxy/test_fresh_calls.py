@@ -1,8 +1,9 @@
 """What the fresh CONNECT's saved system calls must not lose (nonod.proxy._fresh, ._pump),
 checked on the real sockets and the real epoll of this process: accepted sockets still have
-``TCP_NODELAY`` and the bound on their buffers (set once, on the listener), an ended tunnel leaves nothing in the pump's
-epoll (its sockets are closed rather than unregistered), and the daemon's descriptor reserve
-still holds for a watermark read once per connection."""
+``TCP_NODELAY`` and the bound on their buffers (set once, on the listener), an ended tunnel
+leaves nothing in the pump's epoll (its sockets are closed rather than unregistered), the
+daemon's descriptor reserve still holds for a watermark read once per connection, and bytes
+held for a tunnel already added go first."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import trio
 from nonod.proxy import ProxyLimits, ProxyPolicy
 from nonod.proxy._buffers import CLIENT_BUFFER
 from nonod.proxy._fresh import _Acceptor
-from nonod.proxy._pump import the_pump
+from nonod.proxy._pump import Tunnel, the_pump
 from nonod.proxy._resolve import start_connect
 from tests.proxy.conftest import TOKEN, Proxy, connect_head, read_all, read_head
 
@@ -211,3 +212,37 @@ async def test_an_ended_fresh_tunnel_is_freed_without_the_garbage_collector(
         assert fresh() is None
     finally:
         gc.enable()
+
+
+async def test_bytes_held_after_a_tunnel_was_added_go_before_what_its_other_side_sent(
+        ) -> None:
+    """A fresh CONNECT's tunnel is in the pump before its ``200`` is sent; were the send
+    short, the rest goes through the tunnel (``_Pump.hold``), ahead of what the upstream
+    sent already (a server that speaks first)."""
+    pump = the_pump()
+    (client, a), (b, upstream) = socket.socketpair(), socket.socketpair()
+    ended, token = trio.Event(), trio.lowlevel.current_trio_token()
+    with client, a, b, upstream:
+        upstream.sendall(b"banner")  # readable when the tunnel is added
+
+        def start() -> None:  # one step of the pump thread: no turn in between
+            tunnel = Tunnel(a, b, 30, lambda _: token.run_sync_soon(ended.set))
+            pump.add(tunnel)
+            pump.hold(tunnel, b"HTTP/1.1 200 Connection established\r\n\r\n"[9:])
+            with pytest.raises(ValueError):
+                pump.hold(tunnel, b"twice")
+
+        pump.call_soon(start)
+        upstream.shutdown(socket.SHUT_WR)
+        client.shutdown(socket.SHUT_WR)
+        with trio.fail_after(5):
+            got = await trio.to_thread.run_sync(read_to_end, client)
+            await ended.wait()
+    assert got == b"200 Connection established\r\n\r\nbanner"
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
