@@ -413,7 +413,8 @@ class Conversation:
                 trust=not request.options.trust_override,
                 audit_sign_key=(request.options.audit_sign_key
                                 or self._registry.audit_settings().sign_key),
-                program=request.argv[0] if request.argv else None)
+                program=request.argv[0] if request.argv else None,
+                masks=self._registry.secret_masks(self.caller, request.options.audit_sign_key))
             try:
                 policy, profile = await self._server.policies.resolve_launch(
                     request, self.caller, also=reads.read if reads is not None else None)

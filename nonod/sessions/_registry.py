@@ -20,6 +20,7 @@ previous daemon (the engine ties every session to the daemon's life with
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 import secrets
@@ -77,11 +78,13 @@ from ._records import (
 from ._removals import GroupRemovals
 from ._session import Session
 from ._settings import AuditSettings, SessionLimits
-from ._start import ProgramStarter
+from ._slot import NextSlot, clear_slot
+from ._start import ProgramStarter, SecretMasks
 from ._supervise import KILL_TIMEOUT, supervise
 
 if TYPE_CHECKING:
     from .._metrics import Metrics
+    from ..policy import Denial, ResolvedPolicy
 
 log = structlog.get_logger()
 
@@ -143,6 +146,8 @@ class Registry:
         self._oom = OomWatches(nursery)
         self._state_dir = state_dir
         self._sessions_dir = state_dir / "sessions"
+        #: The next session's directory and audit file, made ahead (``_slot``).
+        self._slot = NextSlot(self._sessions_dir)
         self._limits = limits
         self._system = system
         self._sessions: dict[str, Session] = {}
@@ -168,6 +173,7 @@ class Registry:
     async def load(self) -> list[str]:
         """Create the state directory and read earlier records; returns ids marked lost."""
         await trio.to_thread.run_sync(make_private_dirs, self._state_dir, self._sessions_dir)
+        await trio.to_thread.run_sync(clear_slot, self._sessions_dir)  # an earlier daemon's
         records = await trio.to_thread.run_sync(read_records, self._sessions_dir)
         if self._limits().cgroups:
             self._starter.cgroups = await trio.to_thread.run_sync(SessionCgroups.open,
@@ -362,6 +368,13 @@ class Registry:
             record=session.write_event, webhook=webhook)
 
     # -- launching
+    def secret_masks(self, owner: Caller, audit_sign_key: str | None
+                     ) -> Callable[[ResolvedPolicy, tuple[Denial, ...] | None], SecretMasks]:
+        """Blocking, for a launch's resolution thread (``CallerReads(masks=...)``): the
+        secret masks of ``owner``'s launch of a policy, made ahead (``ProgramStarter``)."""
+        return functools.partial(self._starter.secret_masks, owner_uid=owner.uid,
+                                 audit_sign_key=audit_sign_key)
+
     def _went_live(self, session: Session) -> None:
         self._live[session.id] = session
         uid = session.record.owner_uid
@@ -601,6 +614,8 @@ class Registry:
                  profile=record.profile, uid=record.uid,
                  enforcement=record.enforcement.summary if record.enforcement else None)
         self._emit("started", session)
+        if self._audit_settings().enabled:  # the next launch's directory and audit file
+            self._slot.refill()
 
     async def _finish(self, session: Session) -> None:
         record = session.record
@@ -676,7 +691,7 @@ class Registry:
         return removed
 
     async def _create_audit(self, session: Session, plan: SessionPlan,
-                            first: Callable[[], None]) -> bool:
+                            first: Callable[[], None] | None) -> bool:
         """The session's audit record, before anything else: failing refuses the launch.
         Nothing runs unaudited unless ``[audit] enabled = false``. ``first`` (blocking) runs
         in the file's worker thread, before it is made; False: auditing is off, ``first``
@@ -687,7 +702,8 @@ class Registry:
             on_broken=lambda: session.request_stop(reason="error", grace=0),
             on_full=lambda: session.request_stop(reason="audit_limit", grace=0),
             first=first, account=self._account(session), syncer=self._audit_syncer,
-            owner=session.record.owner_uid if self._system else None)
+            owner=session.record.owner_uid if self._system else None,
+            made=lambda: self._slot.claim(session.directory))
         session.audit = audit
         if audit is None:
             return False
@@ -790,3 +806,4 @@ class Registry:
         # (tests, an embedding program) would otherwise keep their descriptors.
         await trio.to_thread.run_sync(self._removals.give_up)
         await trio.to_thread.run_sync(self._starter.cgroups.close)
+        await self._slot.aclose()
