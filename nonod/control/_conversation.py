@@ -375,9 +375,11 @@ class Conversation:
             return  # a dry run, answered
         if request.detach:
             await self.send(p.Launched(session=session_detail(session, live_usage=False)))
+            self._registry.launch_answered()
             return
         try:
             await self.send(p.Launched(session=session_detail(session, live_usage=False)))
+            self._registry.launch_answered()
             await self._reply_when_exited(session)
         finally:
             if session.live:

@@ -614,7 +614,12 @@ class Registry:
                  profile=record.profile, uid=record.uid,
                  enforcement=record.enforcement.summary if record.enforcement else None)
         self._emit("started", session)
-        if self._audit_settings().enabled:  # the next launch's directory and audit file
+
+    def launch_answered(self) -> None:
+        """A launch's reply went out: the next launch's directory and audit file are made now
+        (``_slot``), while its program runs; not before the reply, which the supervision's
+        first steps (this session's task runs on after ``started()``) already delay."""
+        if self._audit_settings().enabled:
             self._slot.refill()
 
     async def _finish(self, session: Session) -> None:

@@ -33,6 +33,7 @@ def _slot_file(harness: Harness) -> Path:
 async def _run_one(harness: Harness, plan: SessionPlan | None = None) -> str:
     with trio.fail_after(10):
         session = await harness.registry.launch(plan or harness.plan())
+        harness.registry.launch_answered()  # as the control server does, once it replied
         harness.launcher.launched[-1].finish(ExitStatus(code=0))
         await session.wait_exited()
     return session.id
@@ -42,7 +43,7 @@ async def test_a_launch_takes_the_directory_and_audit_file_made_ahead(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     harness = await _audited_registry(nursery, tmp_path)
-    await _run_one(harness)  # the first makes its own; once it started, the next is made
+    await _run_one(harness)  # the first makes its own; once it is answered, the next is made
     assert await harness.registry._slot.made()
     ahead = os.stat(_slot_file(harness)).st_ino
 
