@@ -379,8 +379,8 @@ class Conversation:
             return
         try:
             await self.send(p.Launched(session=session_detail(session, live_usage=False)))
-            self._registry.launch_answered()
             await self._reply_when_exited(session)
+            self._registry.launch_answered()
         finally:
             if session.live:
                 log.info("attached client went away; stopping its session", session=session.id)
