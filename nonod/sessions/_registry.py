@@ -594,6 +594,7 @@ class Registry:
             try:
                 await supervise(session, proc, asker=self._asker(session, proc),
                                 on_started=lambda: self._started(session),
+                                on_exit_read=lambda: self._exit_read(session),
                                 shutdown_grace=lambda: self._limits().shutdown_grace,
                                 stop_grace=lambda: self._limits().stop_grace, oom=self._oom)
             except Exception:
@@ -615,6 +616,14 @@ class Registry:
                  enforcement=record.enforcement.summary if record.enforcement else None)
         self._emit("started", session)
 
+    def _exit_read(self, session: Session) -> None:
+        """Its program's exit status is read: the flush of its last filesystem denials goes
+        out now (its marker's round trip through the kernel overlaps the supervision's
+        unwinding and the usage read), not once the session's end begins. Every denial of
+        its program was made before that exit, so the marker follows them either way."""
+        if session.denials_flushed is None:
+            session.denials_flushed = self._starter.release_started(session)
+
     def launch_answered(self) -> None:
         """A launch was answered (detached: ``Launched``; attached: ``Exited``): the next
         launch's directory and audit file are made now (``_slot``). Not in the session's
@@ -630,8 +639,10 @@ class Registry:
         # (ps, inspect, events, wait) can verify a sealed file at once.
         record.ended_at = now()
         group, session.cgroup = session.cgroup, None
-        # Its last filesystem denials are flushed from the kernel while the usage is read.
-        released = self._starter.release_started(session)
+        # Its last filesystem denials are flushed from the kernel while the usage is read
+        # (begun when its exit was read, if it was: ``_exit_read``).
+        released = session.denials_flushed or self._starter.release_started(session)
+        session.denials_flushed = None
         if group is not None:
             record.usage = group.usage()  # the totals: its processes died with its init
         record.reason = end_reason(session.stop_reason, record.usage, record.exit_code)

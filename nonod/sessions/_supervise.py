@@ -44,6 +44,7 @@ async def supervise(
     stop_grace: Callable[[], float],
     oom: OomWatches,
     asker: SessionAsker | None = None,
+    on_exit_read: Callable[[], None] | None = None,
 ) -> None:
     """Serve ``session`` until its program has exited (or could not be made to).
 
@@ -52,7 +53,9 @@ async def supervise(
     questions (None: the profile asks none).
 
     ``on_started`` runs once every task is up; ``shutdown_grace`` is the grace period when the
-    session is cancelled from outside (the daemon shutting down) rather than stopped."""
+    session is cancelled from outside (the daemon shutting down) rather than stopped.
+    ``on_exit_read`` runs as soon as the program's exit status is read (before this
+    returns: the session's end can begin what waits on the kernel meanwhile)."""
     watch_scope = trio.CancelScope(shield=True)
     exited = trio.Event()
 
@@ -63,6 +66,8 @@ async def supervise(
             status = await proc.wait_exited()
             session.record.exit_code = status.code
             session.record.signal = status.signal
+            if on_exit_read is not None:
+                on_exit_read()
         exited.set()
 
     # Its OOM kills are watched with every other session's: no task of its own for them.
