@@ -53,6 +53,8 @@ STEPS = (
     ("nonod.sessions._audit", "SessionAudit.started", "13b enforcement record"),
     ("nonod.sessions._records", "enforcement_of", "13c enforcement for the record"),
     ("nonod.control._convert", "session_detail", "13e reply's session detail"),
+    ("nonod.sessions._oomwatch", "OomWatches.watch", "13f OOM watch begun"),
+    ("nonod.sessions._registry", "Registry._started", "13g started: log line, event"),
     ("nonod.control._conversation", "Conversation.send", "14 control: send reply"),
     ("nonod.sandbox._api", "Sandboxed.wait_exited", "15 engine: wait for the exit"),
     ("nonod.sessions._oomwatch", "OomWatches._end", "19 OOM watch ended"),

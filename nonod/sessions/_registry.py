@@ -467,13 +467,19 @@ class Registry:
             if (plan.owner.uid, candidate) not in self._live_names:
                 return candidate
 
-    async def launch(self, plan: SessionPlan) -> Session:
-        """Start a session; raise ``NonoError`` (nothing is recorded) if it cannot start."""
+    async def launch(self, plan: SessionPlan, *, replied: trio.Event | None = None
+                     ) -> Session:
+        """Start a session; raise ``NonoError`` (nothing is recorded) if it cannot start.
+
+        ``replied``: set by the caller once it has answered the launch (always, also when it
+        fails to): the session's OOM watch, its "started" log line and event wait for it, so
+        that they do not run before the reply (this session's task runs on after the start,
+        before the caller's)."""
         if self._metrics is None:
-            return await self._launch(plan)
+            return await self._launch(plan, replied)
         began = time.perf_counter()
         try:
-            session = await self._launch(plan)
+            session = await self._launch(plan, replied)
         except Exception as exc:
             self.launch_refused(exc)
             raise
@@ -486,7 +492,7 @@ class Registry:
         if self._metrics is not None:
             self._metrics.launch_refused(exc.code if isinstance(exc, NonoError) else "internal")
 
-    async def _launch(self, plan: SessionPlan) -> Session:
+    async def _launch(self, plan: SessionPlan, replied: trio.Event | None) -> Session:
         self._check_launch(plan)
         session_id = self._new_id()
         request = plan.request
@@ -515,7 +521,8 @@ class Registry:
         self._sessions[session_id] = session
         self._went_live(session)
         try:
-            started: Session = await self._nursery.start(self._run_session, session, plan)
+            started: Session = await self._nursery.start(self._run_session, session, plan,
+                                                         replied)
         except BaseException:
             del self._sessions[session_id]
             record.state = "exited"
@@ -530,6 +537,7 @@ class Registry:
         self,
         session: Session,
         plan: SessionPlan,
+        replied: trio.Event | None = None,
         *,
         task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -595,6 +603,7 @@ class Registry:
                 await supervise(session, proc, asker=self._asker(session, proc),
                                 on_started=lambda: self._started(session),
                                 on_exit_read=lambda: self._exit_read(session),
+                                replied=replied,
                                 shutdown_grace=lambda: self._limits().shutdown_grace,
                                 stop_grace=lambda: self._limits().stop_grace, oom=self._oom)
             except Exception:

@@ -652,3 +652,31 @@ async def test_the_last_denials_flush_begins_when_the_exit_is_read_and_is_awaite
         await session.wait_exited()
 
     assert order == ["flush begun", "end begun", "flush awaited"]
+
+
+async def test_started_waits_for_the_launchs_reply_and_comes_even_if_stopped_before(
+    harness: Harness,
+) -> None:
+    # The session's task runs on after the start, before its caller's: its "started" event
+    # and log line (and its OOM watch) wait until the caller says it replied.
+    reg = harness.registry
+    feed = reg.subscribe_events(ME, None)
+    replied = trio.Event()
+    session = await reg.launch(harness.plan(), replied=replied)
+    await trio.testing.wait_all_tasks_blocked()
+    with pytest.raises(trio.WouldBlock):
+        feed.channel.receive_nowait()
+
+    replied.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert feed.channel.receive_nowait().kind == "started"
+
+    stopped = await reg.launch(harness.plan(), replied=trio.Event())  # never replied to
+    stopped.request_stop(reason="stopped", grace=0)
+    with trio.fail_after(10):
+        await stopped.wait_exited()
+        assert [(await feed.channel.receive()).kind for _ in range(2)] == ["started", "exited"]
+    harness.launcher.launched[0].finish(ExitStatus(code=0))
+    with trio.fail_after(10):
+        await session.wait_exited()
+    feed.close()
