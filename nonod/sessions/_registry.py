@@ -682,7 +682,7 @@ class Registry:
                  signal=record.signal, reason=record.reason)
         self._emit("exited", session)
         if group is not None:
-            self._removals.add(group)
+            self._removals.add(group, close=tuple(self._oom.closing()))
 
     async def apply_retention(self) -> list[str]:
         """Remove sealed sessions beyond ``[audit] keep_days``/``keep_sessions`` (never a live
