@@ -23,8 +23,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, final
 
+import structlog
+
 from .. import _callerfs, _xdg
 from ._contracts import Caller
+
+log = structlog.get_logger()
 
 if TYPE_CHECKING:
     from ..policy import Denial, ResolvedPolicy
@@ -73,8 +77,9 @@ class CallerReads:
         ``identity`` (the caller's on the system daemon, None on a user daemon): the trust
         policy files; on the system daemon for a caller other than root also the launch's
         own secret files (``nonod._secretfiles``) of ``policy`` and where the caller finds
-        the program (``nonod.control._program``). Never raises: a failure is kept for the
-        method that gives that answer."""
+        the program (``nonod.control._program``); then, with the daemon's identity, the
+        launch's secret masks (``masks``: ``ProgramStarter.secret_masks``). Never raises: a
+        failure is kept for the method that gives that answer."""
         from .. import trust
         from .._secretfiles import launch_secret_paths, secret_denials
 
@@ -104,7 +109,11 @@ class CallerReads:
                         self._program_failed = (name, exc)
         caller_masked = self._system and not self._owner.is_root
         if self._make_masks is not None and not (caller_masked and self._secrets is None):
-            self._masks = self._make_masks(policy, self._secrets if caller_masked else None)
+            try:  # with the daemon's identity again (its own files, earlier launches')
+                self._masks = self._make_masks(policy,
+                                               self._secrets if caller_masked else None)
+            except Exception:  # not made here: the session's start makes them
+                log.exception("could not make the launch's secret masks ahead")
         self._env = {}  # the plan, and so this, lives as long as the session: not its copy
 
     def trust_files(self) -> PolicyFiles | None:
