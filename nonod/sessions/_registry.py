@@ -550,11 +550,17 @@ class Registry:
                     tools = self.tools.prepare(session, plan)
                     plan = tools.plan
                 agent = self._sessions.get(plan.parent) if plan.parent else None
+                settings = self._audit_settings()
                 proc = await self._starter.start(
                     session, plan,
                     create_audit=lambda first: self._create_audit(session, plan, first),
                     parent_group=agent.cgroup if agent is not None else None,
-                    record_writer=lambda: self._record_writer(session))
+                    record_writer=lambda: self._record_writer(session),
+                    # No worker thread for the file (a slot) or a signing key: it does
+                    # not wait, and needs no task of its own.
+                    audit_waits=not (settings.enabled and self._slot.ready()
+                                     and plan.audit_sign_key is None
+                                     and settings.sign_key is None))
             except BaseException:
                 if tools is not None:
                     tools.close()

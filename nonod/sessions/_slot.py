@@ -79,6 +79,11 @@ class NextSlot:
         if self._job is None:
             self._job = Started(lambda: make_slot(self._sessions_dir), name="next session slot")
 
+    def ready(self) -> bool:
+        """A slot is made and may be claimed (never waits)."""
+        made = self._job.finished() if self._job is not None else None
+        return isinstance(made, outcome.Value)
+
     def claim(self, directory: Path) -> int | None:
         """The slot as ``directory`` (a new session's, not there yet) with its file as
         ``audit_file``: the file's descriptor. None when no slot is ready (its worker thread

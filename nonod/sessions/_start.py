@@ -108,8 +108,8 @@ class ProgramStarter:
     async def start(self, session: Session, plan: SessionPlan,
                     create_audit: Callable[[Callable[[], None] | None], Awaitable[bool]],
                     parent_group: SessionGroup | None = None,
-                    record_writer: Callable[[], Callable[[], None]] | None = None
-                    ) -> Process:
+                    record_writer: Callable[[], Callable[[], None]] | None = None,
+                    audit_waits: bool = True) -> Process:
         """The session's program, running: its stdio (a PTY, passed descriptors or
         /dev/null), its services, its policy with the secret masks, its fs_denied watch.
         Raises to refuse the launch; nothing is left open then.
@@ -127,7 +127,9 @@ class ProgramStarter:
         It runs while the services are prepared and the session's cgroup made (all three
         mostly wait on the disk, the kernel and worker threads), and its first records are
         fsynced before the program exists. Any of them failing cancels the others and
-        refuses the launch."""
+        refuses the launch. ``audit_waits`` False (the registry's file is made ahead, no
+        signing key to load): with the masks made too, the three run one after the other in
+        this task, none in a task of its own."""
         to_close: list[int] = []
         try:
             prepared: list[_Ready] = []
@@ -162,7 +164,11 @@ class ProgramStarter:
                 session.cgroup, limit_layers = await self.cgroups.make(
                     session.id, plan.policy, parent_group)
 
-            await _together(audit_and_masks, make_group, prepare)
+            if premasked is None or audit_waits:
+                await _together(audit_and_masks, make_group, prepare)
+            else:  # nothing of the audit file's waits (``audit_waits``): no task for it
+                for job in (audit_and_masks, make_group, prepare):
+                    await job()
             launcher, stdio, services, request = prepared[0]
             policy = masked[0]
             # The secrets it will hold (its phantom token, env_credentials) never reach a file.

@@ -62,11 +62,20 @@ async def test_a_launch_takes_the_directory_and_audit_file_made_ahead(
         await harness.registry.shutdown()
 
 
+class _Spawned(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.names.append(task.name)
+
+
 async def test_with_a_slot_and_masks_made_in_the_resolution_no_thread_makes_the_file(
     tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The launch's worker threads: the gate's pair and the seal's, none for the audit file
-    # or its directory (the slot) nor for the secret masks (made in the resolution's thread).
+    # or its directory (the slot) nor for the secret masks (made in the resolution's thread);
+    # and since nothing of it waits, no task of its own either.
     harness = await _audited_registry(nursery, tmp_path)
     await _run_one(harness)
     assert await harness.registry._slot.made()
@@ -83,10 +92,16 @@ async def test_with_a_slot_and_masks_made_in_the_resolution_no_thread_makes_the_
                         trust=False, masks=harness.registry.secret_masks(ME, None))
     reads.read(plan.policy, None)  # as the resolution's thread does
     plan = dataclasses.replace(plan, caller_reads=reads)
-    with trio.fail_after(10):
-        session = await harness.registry.launch(plan)
+    spawned = _Spawned()
+    trio.lowlevel.add_instrument(spawned)
+    try:
+        with trio.fail_after(10):
+            session = await harness.registry.launch(plan)
+    finally:
+        trio.lowlevel.remove_instrument(spawned)
 
     assert [hop for hop in hops if "make" in hop or "private_dir" in hop] == []
+    assert [name for name in spawned.names if "_together" in name] == []
     harness.launcher.launched[-1].finish(ExitStatus(code=0))
     with trio.fail_after(10):
         await session.wait_exited()
