@@ -97,9 +97,9 @@ class NextSlot:
         self._job = None
         try:
             fd = made.unwrap()
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - the launch makes its own instead
             log.warning("cannot make the next session's directory ahead",
-                        error=exc.strerror or str(exc))
+                        error=getattr(exc, "strerror", None) or str(exc))
             return None
         try:
             os.rename(self._sessions_dir / SLOT_DIR, directory)
@@ -123,10 +123,9 @@ class NextSlot:
         """Wait for the slot being made, if one is; True when one is ready to claim."""
         if self._job is None:
             return False
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(Exception):
             await self._job.result()
-        made = self._job.finished()
-        return made is not None and isinstance(made, outcome.Value)
+        return self.ready()
 
     async def aclose(self) -> None:
         """Close the descriptor of a slot made and not claimed (its directory stays until
@@ -136,7 +135,7 @@ class NextSlot:
             return
         try:
             fd = await job.result()
-        except OSError:
+        except Exception:  # noqa: BLE001 - none was made: nothing to close
             return
         os.close(fd)
 

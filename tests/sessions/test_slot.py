@@ -163,3 +163,21 @@ def test_clearing_a_slot_never_removes_a_file_with_records(tmp_path: Path) -> No
     clear_slot(tmp_path)
 
     assert (tmp_path / SLOT_DIR / SLOT_FILE).read_text() == '{"seq": 1}\n'
+
+
+async def test_a_slot_that_cannot_be_made_leaves_the_launch_to_make_its_own(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    harness = await _audited_registry(nursery, tmp_path)
+    sessions = harness.state_dir / "sessions"
+    (sessions / SLOT_DIR).mkdir()
+    (sessions / SLOT_DIR / SLOT_FILE).write_text("kept\n")  # never removed: no slot made
+    await _run_one(harness)
+    assert not await harness.registry._slot.made()
+
+    second = await _run_one(harness)
+
+    assert verify_session_file(sessions / second / "audit.ndjson").sealed
+    assert (sessions / SLOT_DIR / SLOT_FILE).read_text() == "kept\n"
+    with trio.fail_after(10):
+        await harness.registry.shutdown()
