@@ -35,7 +35,7 @@ from nonod.sandbox._launcher import (
 from nonod.sandbox._mounts import MountOp, idmapped_trees
 from nonod.sandbox._plan import build_plan
 
-from ..proctree import children, wait_until
+from ..proctree import launchers, wait_until
 
 pytestmark = pytest.mark.userns
 
@@ -210,12 +210,12 @@ def _python_inits(server: int) -> set[int]:
     """The fork server's children that are Python interpreters and a session's init: the
     warm inits for a view, waiting or launched (the view-less launcher's outer process,
     made once and kept, is no init; its own init is not the server's child)."""
-    return {pid for pid in children(server)
+    return {pid for pid in launchers(server)
             if "python" in Path(_exe(pid)).name and _pid_one(pid)}
 
 
 def _c_init_waiting(server: int) -> bool:
-    return any(_exe(pid).startswith("/memfd:nono-reaper") for pid in children(server))
+    return any(_exe(pid).startswith("/memfd:nono-reaper") for pid in launchers(server))
 
 
 async def _gated(launcher: Launcher) -> tuple[int, str]:
@@ -473,15 +473,17 @@ async def _tagged(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, int, 
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="kernel audit and loginuids need root")
 def test_an_audit_tag_is_lent_to_the_c_init(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With an audit tag the fork server lends its loginuid for the helper's spawn: the C
-    init (warm launches after the first) carries the tag and the audit session the launch
-    reports."""
+    """With an audit tag a loginuid is lent for the init's clone (by the spawner, or the
+    fork server for a helper's spawn): the C init (warm launches after the first) carries
+    the tag and the audit session the launch reports, a fresh one for each session (the
+    daemon watches each session's denials by it)."""
     seen = trio.run(_tagged, monkeypatch)
     for exe, loginuid, tag, sessions in seen[1:]:
         assert exe.startswith("/memfd:nono-reaper"), seen
         assert int(loginuid) == tag
         ours, reported = sessions.split()
         assert ours == reported and int(ours) not in (0, 4294967295)
+    assert len({sessions for *_, sessions in seen}) == len(seen), seen
 
 
 TTY = (
