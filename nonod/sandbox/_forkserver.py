@@ -104,7 +104,8 @@ def _drain(fd: int) -> None:
 
 # At most this many keys without a view, and with one, have warm launchers; the least
 # recently launched is dropped for a new one. With the depths below, at most 8 launchers
-# wait (4 x 1 + 2 x 2), as many as before views were prepared (4 keys x 2).
+# wait (4 x 1 + 2 x 2), as many as before views were prepared (4 keys x 2); 12 while both
+# views are busy (4 x 1 + 2 x ``BUSY_DEPTH``).
 MAX_WARM_KEYS = 4
 MAX_VIEWS = 2
 # Launchers kept ready per key: one, and two for a view launched again within ``HOT``
@@ -766,7 +767,7 @@ class _Pool:
         self._hub = hub
         self._poller = poller  # C inits are made without waiting (``_Warm._c_direct``)
         #: Whether C inits are made by a spawner (``_cinit.Spawner``): started for the
-        #: first, ended once no launcher waits (``tidy``), as they are.
+        #: first, ended once no view is kept (``tidy``: dropped after ``idle``).
         self._spawns = spawns
         self._spawner: _cinit.Spawner | None = None
         self._idle = idle
@@ -936,8 +937,8 @@ class _Pool:
             except OSError:
                 left.append(directory)  # its launcher is still exiting
         self._groups = left
-        if self._spawner is not None and not any(self._ready.values()):
-            self._spawner.close()  # it ends on its socket's end, reaped with the others
+        if self._spawner is not None and not any(key[1] for key in self._recent):
+            self._spawner.close()  # no view kept: it ends on its socket's end, reaped
             self._spawner = None
 
 
