@@ -871,19 +871,39 @@ class _Pool:
         if len(ready) < depth:
             try:
                 view = self._recent.get(key)
-                tag = key[0][3]
-                lends = bool(tag) and self._lender.usable(tag)
-                config = (self._configs.fd(key[1], view)
-                          if view is not None and _cinit.covers(key[0], view, self._reaper,
-                                                                lends, self._hub.adopts)
-                          else -1)
-                ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper, view,
-                                   self._mounts, self._lender, config, self._poller,
-                                   self._spawner_for(config)))
+                ready.append(self._make(key, view, self._config(key, view)))
             except OSError:
                 depth = 0  # its view's idmapped trees, or the fork: launches go cold
         if len(ready) >= depth:
             self._refill.pop(0)
+
+    def make_now(self, key: PoolKey | None, view: View | None) -> _Warm | None:
+        """A launcher made for the launch at hand, which found none ready for its view
+        ``key`` launched before: only a C init's (its spawn, namespaces and view are a few
+        ms of CPU; a cold launch forks an interpreter, an outer process and a Python init,
+        about three times as much, and a fleet bound by the CPU waits for it all the same:
+        docs/benchmarks.md, ``fleet5``). None: the launch goes cold, as before."""
+        if key is None or view is None or key not in self._recent:
+            return None
+        try:
+            config = self._config(key, view)
+            return self._make(key, view, config) if config >= 0 else None
+        except OSError:
+            return None
+
+    def _config(self, key: PoolKey, view: View | None) -> int:
+        """The sealed flat form of ``view`` if a C init covers it (``_cinit.covers``),
+        else -1."""
+        tag = key[0][3]
+        lends = bool(tag) and self._lender.usable(tag)
+        if view is None or not _cinit.covers(key[0], view, self._reaper, lends,
+                                             self._hub.adopts):
+            return -1
+        return self._configs.fd(key[1], view)
+
+    def _make(self, key: PoolKey, view: View | None, config: int) -> _Warm:
+        return _Warm(key[0], self._hub, self.subtrees, self._reaper, view, self._mounts,
+                     self._lender, config, self._poller, self._spawner_for(config))
 
     def _spawner_for(self, config: int) -> _cinit.Spawner | None:
         """The spawner, started now if a C init is to be made and none runs."""
@@ -1032,7 +1052,8 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
             continue
         pool.subtrees = plan.cgroup_pool
         viewed, plain, view = _Pool.keys(plan)
-        ready = pool.take(viewed)  # its view built: only the program's own steps remain
+        # its view built: only the program's own steps remain (or built now, in C)
+        ready = pool.take(viewed) or (pool.make_now(viewed, view) if warm else None)
         cue = ready.hand_over(msg, fds, plan) if ready is not None else False
         if cue is False:
             cue = _launch_plain(plan, msg, fds, pool.take(plain), sock, hub, reaper)

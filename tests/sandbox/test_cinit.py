@@ -268,6 +268,45 @@ def test_no_python_process_forked_for_a_warm_launch(monkeypatch: pytest.MonkeyPa
     trio.run(_py_launches, monkeypatch)
 
 
+async def _at_once(monkeypatch: pytest.MonkeyPatch, count: int) -> list[bytes]:
+    """``count`` launches of a view launched once before, sent together while one launcher
+    waits for it: each session's init's command line, read while its program runs."""
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "")
+    seen: list[bytes] = []
+    async with open_launcher("namespaces") as launcher:
+        await (await launcher.launch(POLICY, _request("/bin/true"))).wait_exited()
+        wait_until("a C init ready", lambda: _c_init_waiting(launcher.pid))
+        gates = [os.pipe() for _ in range(count)]
+
+        async def one(gate: int) -> None:
+            proc = await launcher.launch(
+                POLICY, _request(PY, "-c", "import sys; sys.stdin.read()"), stdio=(gate, 1, 2))
+            seen.append(Path(f"/proc/{proc.pid}/cmdline").read_bytes())
+            os.close(gate)
+            await proc.wait_exited()
+
+        async with trio.open_nursery() as nursery:
+            for gate_r, _ in gates:
+                nursery.start_soon(one, gate_r)
+            await trio.to_thread.run_sync(
+                lambda: wait_until("every launch's init", lambda: len(seen) == count))
+            for _, gate_w in gates:
+                os.close(gate_w)
+    return seen
+
+
+def test_launches_that_find_no_launcher_ready_get_a_c_init_not_a_cold_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch of a view the fork server knows, finding no launcher ready (four at once,
+    one waiting), gets a C init made for it there and then (``_Pool.make_now``), not the
+    cold path's outer process and Python init (whose reaper, exec'd later, has the
+    reaper's arguments on its command line; a C init keeps its helper's or spawner's):
+    in a fleet at 4 in flight, the cold launches were 9-16% of them and cost about three
+    times a C init's CPU (docs/benchmarks.md, ``fleet5``)."""
+    seen = trio.run(_at_once, monkeypatch, 4)
+    assert all(line.split(b"\0")[1] in (b"--init", b"--spawner") for line in seen), seen
+
+
 async def _failure(monkeypatch: pytest.MonkeyPatch, python: bool, request: LaunchRequest
                    ) -> tuple[str | None, str]:
     monkeypatch.setenv(_cinit.FORCE_PYTHON, "1" if python else "")
