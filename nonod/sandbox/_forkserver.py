@@ -782,6 +782,10 @@ class _Pool:
         self._mounts = MountTable()
         self._lender = Lender()  # our loginuid, for direct launchers with an audit tag
         self._configs = _cinit.Configs()  # the flat forms of views with a C init
+        #: ``_cinit.covers`` by key and what else it reads (0.13 ms per launcher for the
+        #: daemon's profile; what it checks of the view is in the key, the flat form made
+        #: from it is kept by ``_configs`` as long).
+        self._covered: dict[tuple[PoolKey, bool, bool], bool] = {}
         self.subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees
 
     @staticmethod
@@ -826,6 +830,8 @@ class _Pool:
             self._refill.append(key)
 
     def _drop(self, key: PoolKey) -> None:
+        for asked in [a for a in self._covered if a[0] == key]:
+            del self._covered[asked]
         del self._recent[key]
         del self._last[key]
         self._hot.discard(key)
@@ -896,10 +902,14 @@ class _Pool:
         else -1."""
         tag = key[0][3]
         lends = bool(tag) and self._lender.usable(tag)
-        if view is None or not _cinit.covers(key[0], view, self._reaper, lends,
-                                             self._hub.adopts):
+        if view is None:
             return -1
-        return self._configs.fd(key[1], view)
+        asked = (key, lends, self._hub.adopts)
+        covered = self._covered.get(asked)
+        if covered is None:
+            covered = _cinit.covers(key[0], view, self._reaper, lends, self._hub.adopts)
+            self._covered[asked] = covered
+        return self._configs.fd(key[1], view) if covered else -1
 
     def _make(self, key: PoolKey, view: View | None, config: int) -> _Warm:
         return _Warm(key[0], self._hub, self.subtrees, self._reaper, view, self._mounts,
