@@ -58,6 +58,7 @@ from daemon import (
     _raise_nofile,
     daemon_policy,
     dropped_connections,
+    init_kinds,
     mem,
     tree_cpu,
 )
@@ -166,6 +167,7 @@ def _fleet(side: Side, count: int, inflight: int) -> dict[str, Any]:
     cpu1, loop1 = _cpu_ms(side.daemon.proc.pid), _loop_cpu_ms(side.daemon.proc.pid)
     tree = {k: (v - tree0.get(k, 0.0)) / max(1, len(ids))
             for k, v in tree_cpu(side.daemon.proc.pid).items()}
+    inits = init_kinds(side.daemon.proc.pid)
     _stop(side, ids)
     blocks = [latencies[i:i + 100] for i in range(0, len(latencies), 100)]
     failed = len(failures)
@@ -177,7 +179,7 @@ def _fleet(side: Side, count: int, inflight: int) -> dict[str, Any]:
             "cpu_ms_per_session": (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]) / max(1, len(ids)),
             "loop_cpu_ms_per_session": (loop1 - loop0) / max(1, len(ids)),
             "p50_per_100_ms": [percentile(b, 0.5) for b in blocks],
-            "tree_cpu_ms_per_session": tree}
+            "tree_cpu_ms_per_session": tree, "init_kinds": inits}
 
 
 async def _rounds_with_engine(sides: list[Side], args: argparse.Namespace,
@@ -301,6 +303,9 @@ def print_table(data: dict[str, Any]) -> None:
             if tree:
                 print("    CPU ms/session by process: "
                       + ", ".join(f"{k} {v:.2f}" for k, v in tree if v >= 0.005))
+            if r.get("init_kinds"):
+                print("    the live sessions' inits: " + ", ".join(
+                    f"{kind} {n}" for kind, n in r["init_kinds"].items()))
             for failure in r.get("failures", ()):
                 print(f"    failed: {failure}")
 
