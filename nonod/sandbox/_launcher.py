@@ -304,8 +304,10 @@ def program_nofile(inherited: tuple[int, int]) -> tuple[int, int]:
 
 
 def _program_limits() -> None:
-    """The init takes the program's descriptor limit just before it starts it (the program
-    inherits it): until then, the launchers pass descriptors under the fork server's."""
+    """The program's descriptor limit, taken just before it starts: by the init for a
+    spawned program (which inherits it), by a forked one itself once it has passed the init
+    its creation guard's listener. Until then, the launchers pass descriptors under the fork
+    server's limit; so does the init of a forked program, for good."""
     resource.setrlimit(resource.RLIMIT_NOFILE, program_nofile(
         INHERITED_NOFILE or resource.getrlimit(resource.RLIMIT_NOFILE)))
 
@@ -1307,7 +1309,6 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
     _step("caps", _libc.drop_all_capabilities, bool(plan.ns_flags & _libc.CLONE_NEWUSER))
     if plan.seccomp:
         _step("seccomp", install_filter, plan.seccomp)
-    _step("rlimits", _program_limits)
     supervisor: Supervisor | None = None
     # Until the init forwards them (``_serve_as_init``), the signals it forwards wait here:
     # pid 1 of a namespace drops a signal it has no handler for, so a stop that came between
@@ -1326,6 +1327,7 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
         else:
             # vfork-style spawn: no copy of our page tables; an exec failure comes back as
             # OSError
+            _step("rlimits", _program_limits)
             try:
                 pid = os.posix_spawn(plan.executable, list(plan.argv), _env_dict(plan.env),
                                      setsid=True, setsigmask=())
@@ -1384,6 +1386,7 @@ def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int,
             if guarded is not None:
                 _step("createguard", confine_program, guarded[0], plan.creation_filter,
                       guarded[1])
+            _step("rlimits", _program_limits)  # after the listener's pass, as the init's
             _sigmask(signal.SIG_SETMASK, ())
             os.execve(plan.executable, list(plan.argv), _env_dict(plan.env))
         except OSError as exc:

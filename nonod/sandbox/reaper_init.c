@@ -173,6 +173,15 @@ static int proxy_listener(int control, unsigned port) {
     return err;
 }
 
+/* _launcher._program_limits: the program's descriptor limit, taken just before it starts
+ * (by the init for a spawned program, by a forked one once it has passed its listener).
+ * The init of a forked program keeps the fork server's: its passes are not refused while
+ * another session of the user holds its own limit's worth in flight. */
+static int program_limits(const struct launch *l) {
+    struct rlimit nofile = {(rlim_t)l->nofile_cur, (rlim_t)l->nofile_max};
+    return setrlimit(RLIMIT_NOFILE, &nofile) < 0 ? errno : 0;
+}
+
 /* The program forked (_launcher._fork_program), for a controlling terminal or to confine
  * itself under the creation guard (``guard``: layer 2 and the socket its listener goes to
  * the init on; NULL: none): a child that reports its own failure on the launch pipe. */
@@ -189,6 +198,8 @@ static pid_t fork_program(const struct launch *l, int launch_w, int exit_w, cons
     if (guard && (err = creation_confine(guard[0], l->creation_filter, l->n_creation_filter,
                                          guard[1])))
         fail(launch_w, S_CREATEGUARD, err, NULL);
+    if ((err = program_limits(l)))
+        fail(launch_w, S_RLIMITS, err, NULL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -321,9 +332,6 @@ static _Noreturn void launch(struct launch *l, int *fds, int plan_fd, struct rul
         fail(launch_w, S_CAPS, err, NULL);
     if (l->n_seccomp && (err = install_seccomp(l->seccomp, l->n_seccomp)))
         fail(launch_w, S_SECCOMP, err, NULL);
-    struct rlimit nofile = {(rlim_t)l->nofile_cur, (rlim_t)l->nofile_max};
-    if (setrlimit(RLIMIT_NOFILE, &nofile) < 0)
-        fail(launch_w, S_RLIMITS, errno, NULL);
     block_forwarded(SIG_BLOCK); /* until serve_init's signalfd: see _confined_tail */
     write_pending(launch_w);
     pid_t pid;
@@ -334,6 +342,8 @@ static _Noreturn void launch(struct launch *l, int *fds, int plan_fd, struct rul
             report(launch_w, S_EXEC, errno, "fork");
             _exit(126);
         }
+    } else if ((err = program_limits(l))) {
+        fail(launch_w, S_RLIMITS, err, NULL);
     } else if ((pid = spawn_program(l, &err)) < 0) {
         report(launch_w, S_EXEC, err, l->executable);
         _exit(126);
