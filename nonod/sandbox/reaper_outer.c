@@ -618,8 +618,14 @@ static int repair(void) {
     if (load(CONFIG) < 0)
         return 2;
     int entered = enter();
-    if (entered)
-        return entered > 0 ? 0 : 2;
+    if (entered > 0)
+        return 0;
+    if (entered < 0) { /* not the session's view: it cannot be guarded, it must end */
+        snprintf(lost_why, sizeof lost_why,
+                 "the view guard's repair cannot enter the session: %s", strerror(errno));
+        lose(0, 0);
+        return REPAIR_LOST;
+    }
     int rc = check(), err = rc == -1 ? errno : 0, watch = 1;
     while (!rc && watch) {
         if (hub_watch() < 0) {
