@@ -109,13 +109,6 @@ def covers(key: tuple[int, int, int, int, int], view: View | None, reaper: int,
         return False
     if not direct(key, view, lends, adopts):
         return False
-    if os.geteuid() != 0 and guarded(view.mounts):
-        # The hub's repairs enter the session through the init's pidfd (``reaper_outer.c``,
-        # ``setns``), which the kernel lets a fork server without CAP_SYS_PTRACE in its own
-        # user namespace do only to an init whose image was exec'd inside the session's:
-        # the C init's was exec'd before its clone into it (a Python init's is once it
-        # has become the reaper), so each repair failed and ended the session.
-        return False
     if len(view.mounts) > MAX_STEPS or creation_section(view) is None:
         return False
     try:

@@ -640,11 +640,13 @@ def _adopt_ahead(hub_fd: int, view: View) -> None:
     """A direct init's view guard (``run_direct``), built view and all, before any plan:
     watched through the fork server's hub as the outer's ``_receive_guard`` has it watched,
     started, then handed to the hub as the outer's ``_hand_over`` does once the init runs
-    ``nono-reaper`` (``A``: its pidfd, the guard's state, its end of the hub socket); the
-    hub guards the session from then on (its repairs enter through the pidfd) and gets the
-    exit pipe at launch (``GuardHub.launched``). Raises OSError or GuardLost if the guard
-    cannot start or the hub does not take it: the init then ends before ``READY``, and the
-    launch goes to another launcher (fail closed)."""
+    ``nono-reaper`` (``A``: its pidfd, the guard's state, its end of the hub socket and its
+    mount namespace); the hub guards the session from then on (its repairs enter through
+    that namespace: this process's image was exec'd outside the session's user namespace,
+    and the kernel refuses a fork server without CAP_SYS_PTRACE ``setns`` on its pidfd) and
+    gets the exit pipe at launch (``GuardHub.launched``). Raises OSError or GuardLost if the
+    guard cannot start or the hub does not take it: the init then ends before ``READY``, and
+    the launch goes to another launcher (fail closed)."""
     hub = socket.socket(fileno=hub_fd)
     try:
         guard = ViewGuard(guarded(view.mounts))
@@ -654,12 +656,13 @@ def _adopt_ahead(hub_fd: int, view: View) -> None:
         guard.start()
         state = os.memfd_create("nono-view", os.MFD_CLOEXEC)
         _write_state(state, guard)
+        mntns = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         pidfd = os.pidfd_open(os.getpid())
         try:
-            socket.send_fds(hub, [b"A"], [pidfd, state, hub.fileno()])
+            socket.send_fds(hub, [b"A"], [pidfd, state, hub.fileno(), mntns])
         finally:
-            os.close(pidfd)
-            os.close(state)
+            for fd in (pidfd, state, mntns):
+                os.close(fd)
         _hub_answer(hub, b"h")
     finally:
         hub.close()
