@@ -56,7 +56,8 @@ def _inits(server: int) -> list[int]:
 
 def _argv_of(pid: int) -> str:
     """The first two words of ``pid``'s command line (anyone's to read): ``nono-reaper
-    --init`` for the C init; "?" if it has gone."""
+    --init`` for the C init (``nono-reaper --spawner`` for one the spawner cloned); "?" if
+    it has gone."""
     try:
         words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]
     except OSError:
