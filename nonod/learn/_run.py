@@ -4,12 +4,14 @@ recording proxy beside it, the time limit, and the fold at the end."""
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import secrets
 import shutil
 import signal
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, final
@@ -51,6 +53,9 @@ RUNS_LATER: Final = ("/opt", "/var/spool", "/var/lib/dpkg", "/var/lib/apt", "/va
                      "/var/lib/snapd", "/var/lib/flatpak", "/var/lib/docker",
                      "/var/lib/containers", "/var/lib/sudo")
 #: Each session gets its own empty instance of these (see docs/profiles.md).
+#: Entries looked at below those trees (and other accounts' homes, for a root caller) for
+#: symbolic links out of them (:func:`link_targets`).
+LINK_SCAN_LIMIT: Final = 20_000
 _PRIVATE: Final = ("/tmp", "/var/tmp", "/dev/shm")
 #: Provided fresh by the sandbox; never bound from the host.
 _PROVIDED: Final = ("/proc", "/dev")
@@ -119,6 +124,49 @@ def others_homes(uid: int, home: str) -> tuple[str, ...]:
                 and not any(_under(path, tree) for tree in (*READ_ONLY_TREES, *_PRIVATE))):
             homes.add(path)
     return tuple(sorted(homes))
+
+
+def link_targets(trees: Sequence[str], *, own: Sequence[str] = (),
+                 limit: int = LINK_SCAN_LIMIT) -> tuple[str, ...]:
+    """Where the symbolic links at and below ``trees`` (seen read-only while learning) lead,
+    where that is outside every tree seen read-only: the kernel follows a link in a
+    read-only tree (``/opt/app -> /srv/app``) to its target, which the whole tree's grants
+    would leave writable, and what the program writes there is run later under the link's
+    name. What a target holds is looked at too. Breadth first, shallow links before deep
+    ones, at most ``limit`` entries in all (a deeper link past it stays writable). Targets
+    in ``own`` (the working directory, the trace directory: the program's by the caller's
+    choice), in the sandbox's own trees or the private temporary ones are left out."""
+    found: list[str] = []
+    queue = deque(trees)
+    looked = 0
+
+    def outside(real: str) -> bool:
+        return not any(_under(real, tree) for tree in (
+            *READ_ONLY_TREES, *trees, *found, *_PRIVATE, *_PROVIDED)) and not any(
+            _under(real, mine) for mine in own)
+
+    for tree in trees:  # a tree that is itself a link, or has one on its way
+        real = os.path.realpath(tree)
+        if real != tree and outside(real):
+            found.append(real)
+            queue.append(real)
+    while queue and looked < limit:
+        directory = queue.popleft()
+        try:
+            with os.scandir(directory) as entries:
+                listed = list(itertools.islice(entries, limit - looked))
+        except OSError:
+            continue
+        looked += len(listed)
+        for entry in listed:
+            if entry.is_symlink():
+                real = os.path.realpath(entry.path)
+                if outside(real):
+                    found.append(real)
+                    queue.append(real)
+            elif entry.is_dir(follow_symlinks=False):
+                queue.append(entry.path)
+    return tuple(found)
 
 
 def _whole_tree(root: str = "/", kept: tuple[str, ...] = RUNS_LATER) -> list[Grant]:
@@ -191,10 +239,12 @@ def recording_policy(
     base = resolve(_profile({"workdir": {"access": "readwrite"}}), ctx,
                    overrides=CliOverrides(allow=(ctx.workdir,), read=homes))
     grants = [g for g in base.grants if not any(_under(g.path, p) for p in _PROVIDED)]
-    grants.extend(_whole_tree(kept=(*RUNS_LATER, *homes)))
+    trace_real = os.path.realpath(trace_dir)
+    kept = (*RUNS_LATER, *homes)
+    grants.extend(_whole_tree(kept=(*kept, *link_targets(
+        kept, own=(os.path.realpath(ctx.workdir), trace_real)))))
     grants.append(Grant(path="/var/tmp", access=Access.READWRITE, source="learn"))
-    grants.append(Grant(path=os.path.realpath(trace_dir), access=Access.READWRITE,
-                        source="learn"))
+    grants.append(Grant(path=trace_real, access=Access.READWRITE, source="learn"))
     hidden = [Denial(path=os.path.realpath(p), is_file=os.path.isfile(p), source="daemon")
               for p in hide]
     return ResolvedPolicy(

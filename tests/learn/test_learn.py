@@ -507,3 +507,50 @@ async def test_a_write_the_learn_run_could_not_make_is_not_proposed(scratch: Pat
         assert str(linked) in left_out, result.skipped
     finally:
         shutil.rmtree(target)
+
+
+#: Writes a script through each of ``THROUGH`` (names in read-only trees that are links to
+#: places the learn run may write) and says what each write did.
+WRITES_THROUGH_LINKS = r'''
+import errno
+said = []
+for path in THROUGH:
+    try:
+        with open(path, "w") as f:
+            f.write("echo planted\n")
+        said.append("written")
+    except OSError as exc:
+        said.append(errno.errorcode[exc.errno])
+print("THROUGH", *said, flush=True)
+'''
+
+
+@pytest.mark.root
+async def test_code_run_later_reached_through_a_link_stays_read_only(
+        scratch: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`/opt` is read-only while learning, but a name in it that is a symbolic link to a
+    directory elsewhere (`/opt/app -> /srv/app`, a bigger disk) was followed by the kernel
+    to a place the recording session sees writable: the program wrote `/opt/app/run.sh`,
+    which the host runs later. So did a link one level down (`/opt/tool/current`). What the
+    links in the read-only trees lead to is read-only too now."""
+    top, nested = scratch / "app", scratch / "tool-1.0"
+    for real in (top, nested):
+        real.mkdir()
+    link = Path("/opt") / f"nono-rt28-{secrets.token_hex(4)}"
+    holder = Path(tempfile.mkdtemp(prefix="nono-rt28-", dir="/opt"))
+    link.symlink_to(top)
+    (holder / "current").symlink_to(nested)
+    try:
+        capfd.readouterr()
+        through = [str(link / "run.sh"), str(holder / "current" / "run.sh")]
+        result, _ = await _learn_script(
+            scratch, f"THROUGH = {through!r}\n" + WRITES_THROUGH_LINKS, timeout=30)
+        said = [line for line in capfd.readouterr().out.splitlines()
+                if line.startswith("THROUGH")]
+    finally:
+        link.unlink()
+        shutil.rmtree(holder)
+    assert result.exit_code == 0
+    # before: both written, on the host, where /opt's names lead
+    assert not (top / "run.sh").exists() and not (nested / "run.sh").exists()
+    assert said == ["THROUGH EROFS EROFS"], said
