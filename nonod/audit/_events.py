@@ -93,6 +93,13 @@ def _looks_secret(name: str) -> bool:
     return any(word in _SECRET_WORDS for word in _WORD_SPLIT.split(lowered))
 
 
+def value_holds_secret(value: str) -> bool:
+    """Whether the audit's rule redacts part of ``value`` as a URL's: its password
+    (``scheme://user:password@``) or a secret-looking query parameter (``?api_key=v``). A
+    variable's name may say nothing of it (``DATABASE_URL``)."""
+    return _redact_url_parts(value) != value
+
+
 def _redact_url_parts(arg: str) -> str:
     if "://" in arg:
         arg = _USERINFO.sub(lambda m: m["lead"] + m["head"] + REDACTED + "@", arg)
