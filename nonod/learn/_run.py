@@ -53,9 +53,9 @@ RUNS_LATER: Final = ("/opt", "/var/spool", "/var/lib/dpkg", "/var/lib/apt", "/va
                      "/var/lib/snapd", "/var/lib/flatpak", "/var/lib/docker",
                      "/var/lib/containers", "/var/lib/sudo")
 #: Each session gets its own empty instance of these (see docs/profiles.md).
-#: Entries looked at below those trees (and other accounts' homes, for a root caller) for
-#: symbolic links out of them (:func:`link_targets`).
-LINK_SCAN_LIMIT: Final = 20_000
+#: Entries looked at below each of those trees (and each other account's home, for a root
+#: caller) for symbolic links out of them (:func:`link_targets`).
+LINK_SCAN_LIMIT: Final = 5_000
 _PRIVATE: Final = ("/tmp", "/var/tmp", "/dev/shm")
 #: Provided fresh by the sandbox; never bound from the host.
 _PROVIDED: Final = ("/proc", "/dev")
@@ -132,40 +132,41 @@ def link_targets(trees: Sequence[str], *, own: Sequence[str] = (),
     where that is outside every tree seen read-only: the kernel follows a link in a
     read-only tree (``/opt/app -> /srv/app``) to its target, which the whole tree's grants
     would leave writable, and what the program writes there is run later under the link's
-    name. What a target holds is looked at too. Breadth first, shallow links before deep
-    ones, at most ``limit`` entries in all (a deeper link past it stays writable). Targets
-    in ``own`` (the working directory, the trace directory: the program's by the caller's
+    name. What a target holds is looked at too. Each tree breadth first, shallow links
+    before deep ones, at most ``limit`` entries below it (a deeper link past them stays
+    writable; one user's home full of entries uses up its own share only). Targets in
+    ``own`` (the working directory, the trace directory: the program's by the caller's
     choice), in the sandbox's own trees or the private temporary ones are left out."""
     found: list[str] = []
-    queue = deque(trees)
-    looked = 0
 
     def outside(real: str) -> bool:
         return not any(_under(real, tree) for tree in (
             *READ_ONLY_TREES, *trees, *found, *_PRIVATE, *_PROVIDED)) and not any(
             _under(real, mine) for mine in own)
 
-    for tree in trees:  # a tree that is itself a link, or has one on its way
-        real = os.path.realpath(tree)
+    for tree in trees:
+        queue = deque([tree])
+        real = os.path.realpath(tree)  # a tree that is itself a link, or has one on its way
         if real != tree and outside(real):
             found.append(real)
             queue.append(real)
-    while queue and looked < limit:
-        directory = queue.popleft()
-        try:
-            with os.scandir(directory) as entries:
-                listed = list(itertools.islice(entries, limit - looked))
-        except OSError:
-            continue
-        looked += len(listed)
-        for entry in listed:
-            if entry.is_symlink():
-                real = os.path.realpath(entry.path)
-                if outside(real):
-                    found.append(real)
-                    queue.append(real)
-            elif entry.is_dir(follow_symlinks=False):
-                queue.append(entry.path)
+        looked = 0
+        while queue and looked < limit:
+            directory = queue.popleft()
+            try:
+                with os.scandir(directory) as entries:
+                    listed = list(itertools.islice(entries, limit - looked))
+            except OSError:
+                continue
+            looked += len(listed)
+            for entry in listed:
+                if entry.is_symlink():
+                    real = os.path.realpath(entry.path)
+                    if outside(real):
+                        found.append(real)
+                        queue.append(real)
+                elif entry.is_dir(follow_symlinks=False):
+                    queue.append(entry.path)
     return tuple(found)
 
 
