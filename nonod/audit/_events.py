@@ -93,10 +93,21 @@ def _looks_secret(name: str) -> bool:
     return any(word in _SECRET_WORDS for word in _WORD_SPLIT.split(lowered))
 
 
+#: A URL's userinfo, from just after its ``://`` to its ``@``.
+_URL_USER: Final = re.compile(r"[^/?#@\s]++@")
+
+
 def value_holds_secret(value: str) -> bool:
-    """Whether the audit's rule redacts part of ``value`` as a URL's: its password
-    (``scheme://user:password@``) or a secret-looking query parameter (``?api_key=v``). A
-    variable's name may say nothing of it (``DATABASE_URL``)."""
+    """Whether ``value`` holds a secret as a URL does: a userinfo (``scheme://user:password@``,
+    and a token alone as the user, ``https://TOKEN@github.com/...``, a Sentry DSN), or a
+    query parameter the audit's rule redacts (``?api_key=v``). A variable's name may say
+    nothing of it (``DATABASE_URL``). Linear in ``value``: each scan for a userinfo stops at
+    the next ``/``, so at the next ``://``."""
+    at = value.find("://")
+    while at >= 0:
+        if _URL_USER.match(value, at + 3):
+            return True
+        at = value.find("://", at + 3)
     return _redact_url_parts(value) != value
 
 

@@ -179,10 +179,11 @@ def test_a_pattern_in_allow_vars_hands_over_no_key_of_the_caller(
 
 def test_a_pattern_in_allow_vars_hands_over_no_password_in_a_url(
         pinned: tuple[CLI, int]) -> None:
-    """A variable whose name says nothing but whose value holds a secret the audit's rule
-    redacts, a URL's password (`DATABASE_URL=postgres://app:PASSWORD@db/app`, a proxy's) or
-    a key in its query (`?api_key=`), passed through `allow_vars: ["*"]` as well. It passes
-    only when the profile names it exactly now, as a secret-named one does."""
+    """A variable whose name says nothing but whose value holds a secret as a URL does, a
+    password (`DATABASE_URL=postgres://app:PASSWORD@db/app`, a proxy's), a token as the
+    user (a git remote, a Sentry DSN) or a key in its query (`?api_key=`), passed through
+    `allow_vars: ["*"]` as well. It passes only when the profile names it exactly now, as a
+    secret-named one does."""
     cli, _ = pinned
     profile = cli.cwd / "nono-profile.json"
     profile.write_text(json.dumps({
@@ -195,12 +196,14 @@ def test_a_pattern_in_allow_vars_hands_over_no_password_in_a_url(
     cli.env.update(DATABASE_URL=f"postgres://app:{SECRET}-DB@db.internal/app",
                    all_proxy=f"http://me:{SECRET}-PROXY@proxy.internal:3128",
                    METRICS_ENDPOINT=f"https://metrics.example/push?api_key={SECRET}-Q",
+                   GIT_REMOTE=f"https://{SECRET}-GIT@github.com/org/repo.git",
+                   SENTRY_DSN=f"https://{SECRET}-DSN@o1.ingest.sentry.io/1",
                    PLAIN_URL="https://example.org/a?page=2",
                    NAMED_URL="https://u:named-on-purpose@example.org/")
     done = cli("launch", "--profile", str(profile), "--", "/usr/bin/env")
     assert done.returncode == 0, done.stderr
     seen = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-    # before: all three were in the program's environment
+    # before: all five were in the program's environment
     assert SECRET not in done.stdout, sorted(seen)
     assert seen.get("PLAIN_URL") == "https://example.org/a?page=2"  # no secret: passed
     assert seen.get("NAMED_URL") == "https://u:named-on-purpose@example.org/"  # named
