@@ -56,6 +56,9 @@ RUNS_LATER: Final = ("/opt", "/var/spool", "/var/lib/dpkg", "/var/lib/apt", "/va
 #: Entries looked at below each of those trees (and each other account's home, for a root
 #: caller) for symbolic links out of them (:func:`link_targets`).
 LINK_SCAN_LIMIT: Final = 5_000
+#: Entries past which a directory holding a tree seen read-only is granted read-only whole,
+#: not entry by entry (:func:`_whole_tree`).
+SPLIT_LIMIT: Final = 1_000
 _PRIVATE: Final = ("/tmp", "/var/tmp", "/dev/shm")
 #: Provided fresh by the sandbox; never bound from the host.
 _PROVIDED: Final = ("/proc", "/dev")
@@ -170,6 +173,15 @@ def link_targets(trees: Sequence[str], *, own: Sequence[str] = (),
     return tuple(found)
 
 
+def _crowded(directory: str) -> bool:
+    """Whether ``directory`` holds more than :data:`SPLIT_LIMIT` entries."""
+    try:
+        with os.scandir(directory) as entries:
+            return sum(1 for _ in itertools.islice(entries, SPLIT_LIMIT + 1)) > SPLIT_LIMIT
+    except OSError:
+        return False
+
+
 def _whole_tree(root: str = "/", kept: tuple[str, ...] = RUNS_LATER) -> list[Grant]:
     """Grants for everything below ``root`` except what the sandbox provides itself.
 
@@ -178,7 +190,10 @@ def _whole_tree(root: str = "/", kept: tuple[str, ...] = RUNS_LATER) -> list[Gra
     (``/var`` holds ``/var/tmp``) or one of :data:`RUNS_LATER` (``/var/lib`` holds
     ``/var/lib/dpkg``) is granted entry by entry too, so that the private directory is not
     hidden under a bind of its parent and the other is read-only. ``kept``: the trees seen
-    read-only (:data:`RUNS_LATER`, and other accounts' homes for a root caller). Symlinks
+    read-only (:data:`RUNS_LATER`, other accounts' homes for a root caller, and where the
+    links in those lead, :func:`link_targets`). A directory of more than
+    :data:`SPLIT_LIMIT` entries on the way to one is granted read-only as a whole instead
+    (the safe side: its entries one by one could be a grant each of a million). Symlinks
     are left to the engine, which recreates those on the way to what it binds.
     """
     grants: list[Grant] = []
@@ -192,7 +207,11 @@ def _whole_tree(root: str = "/", kept: tuple[str, ...] = RUNS_LATER) -> list[Gra
             continue
         if any(_under(inner, path) and inner != path for inner in (*_PRIVATE, *kept)) \
                 and not any(_under(path, tree) for tree in READ_ONLY_TREES):
-            grants.extend(_whole_tree(path, kept))
+            if _crowded(path) and not any(_under(p, path) for p in _PRIVATE):
+                # (a link's target deep in a directory of thousands: one grant, read-only)
+                grants.append(Grant(path=path, access=Access.READ, source="learn"))
+            else:
+                grants.extend(_whole_tree(path, kept))
             continue
         read_only = any(_under(path, tree) for tree in (*READ_ONLY_TREES, *kept))
         access = Access.READ if read_only else Access.READWRITE

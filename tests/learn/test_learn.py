@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from nonod.learn import LearnError, LearnProgress, LearnResult, learn
+from nonod.learn._run import SPLIT_LIMIT, _whole_tree
 from nonod.policy import Access
 from nonod.profiles import parse_profile
 
@@ -554,3 +555,19 @@ async def test_code_run_later_reached_through_a_link_stays_read_only(
     # before: both written, on the host, where /opt's names lead
     assert not (top / "run.sh").exists() and not (nested / "run.sh").exists()
     assert said == ["THROUGH EROFS EROFS"], said
+
+
+def test_a_crowded_directory_on_the_way_to_a_kept_tree_is_one_read_only_grant(
+        tmp_path: Path) -> None:
+    """A link's target kept read-only (above) may lie deep in a directory of thousands of
+    entries (a user's link into a big shared directory, for a root caller's run): the whole
+    tree's grants gave each entry of each directory on the way a grant of its own, a
+    recording session of thousands of mounts. Past `SPLIT_LIMIT` entries the directory is
+    one read-only grant instead."""
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(SPLIT_LIMIT + 100):
+        (big / f"e{i}").mkdir()
+    grants = _whole_tree(str(tmp_path), kept=(str(big / "e7" / "target"),))
+    # before: a grant for each of the other 1,099 entries
+    assert [(g.path, g.access) for g in grants] == [(str(big), Access.READ)]
