@@ -53,6 +53,10 @@ RUNS_LATER: Final = ("/opt", "/var/spool", "/var/lib/dpkg", "/var/lib/apt", "/va
                      "/var/lib/snapd", "/var/lib/flatpak", "/var/lib/docker",
                      "/var/lib/containers", "/var/lib/sudo")
 #: Each session gets its own empty instance of these (see docs/profiles.md).
+#: Trees of the operating system's looked through for links out of them too: what is run
+#: from ``/usr/local`` comes first in ``PATH``, and ``/etc`` names what services run. (The
+#: rest of the read-only trees are too big to walk at each learn run.)
+LINKED_SYSTEM_TREES: Final = ("/usr/local", "/etc")
 #: Entries looked at below each of those trees (and each other account's home, for a root
 #: caller) for symbolic links out of them (:func:`link_targets`).
 LINK_SCAN_LIMIT: Final = 5_000
@@ -262,7 +266,7 @@ def recording_policy(
     trace_real = os.path.realpath(trace_dir)
     kept = (*RUNS_LATER, *homes)
     grants.extend(_whole_tree(kept=(*kept, *link_targets(
-        kept, own=(os.path.realpath(ctx.workdir), trace_real)))))
+        (*kept, *LINKED_SYSTEM_TREES), own=(os.path.realpath(ctx.workdir), trace_real)))))
     grants.append(Grant(path="/var/tmp", access=Access.READWRITE, source="learn"))
     grants.append(Grant(path=trace_real, access=Access.READWRITE, source="learn"))
     hidden = [Denial(path=os.path.realpath(p), is_file=os.path.isfile(p), source="daemon")

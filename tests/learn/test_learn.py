@@ -532,29 +532,34 @@ async def test_code_run_later_reached_through_a_link_stays_read_only(
     """`/opt` is read-only while learning, but a name in it that is a symbolic link to a
     directory elsewhere (`/opt/app -> /srv/app`, a bigger disk) was followed by the kernel
     to a place the recording session sees writable: the program wrote `/opt/app/run.sh`,
-    which the host runs later. So did a link one level down (`/opt/tool/current`). What the
-    links in the read-only trees lead to is read-only too now."""
-    top, nested = scratch / "app", scratch / "tool-1.0"
-    for real in (top, nested):
+    which the host runs later. So did a link one level down (`/opt/tool/current`) and one in
+    `/usr/local` (first in `PATH`). What the links in those trees lead to is read-only too
+    now."""
+    top, nested, local = scratch / "app", scratch / "tool-1.0", scratch / "local"
+    for real in (top, nested, local):
         real.mkdir()
     link = Path("/opt") / f"nono-rt28-{secrets.token_hex(4)}"
+    in_path = Path("/usr/local") / f"nono-rt28-{secrets.token_hex(4)}"
     holder = Path(tempfile.mkdtemp(prefix="nono-rt28-", dir="/opt"))
     link.symlink_to(top)
+    in_path.symlink_to(local)
     (holder / "current").symlink_to(nested)
     try:
         capfd.readouterr()
-        through = [str(link / "run.sh"), str(holder / "current" / "run.sh")]
+        through = [str(link / "run.sh"), str(holder / "current" / "run.sh"),
+                   str(in_path / "run.sh")]
         result, _ = await _learn_script(
             scratch, f"THROUGH = {through!r}\n" + WRITES_THROUGH_LINKS, timeout=30)
         said = [line for line in capfd.readouterr().out.splitlines()
                 if line.startswith("THROUGH")]
     finally:
         link.unlink()
+        in_path.unlink()
         shutil.rmtree(holder)
     assert result.exit_code == 0
-    # before: both written, on the host, where /opt's names lead
-    assert not (top / "run.sh").exists() and not (nested / "run.sh").exists()
-    assert said == ["THROUGH EROFS EROFS"], said
+    # before: all three written, on the host, where the names lead
+    assert not any((real / "run.sh").exists() for real in (top, nested, local))
+    assert said == ["THROUGH EROFS EROFS EROFS"], said
 
 
 def test_a_crowded_directory_on_the_way_to_a_kept_tree_is_one_read_only_grant(
