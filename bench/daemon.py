@@ -559,6 +559,37 @@ def tree_cpu(daemon_pid: int) -> dict[str, float]:
     return out
 
 
+def init_kinds(daemon_pid: int) -> dict[str, int]:
+    """How the live sessions' inits were made, read from their command lines: ``warm C``
+    (``nono-reaper --init``: a warm launcher's C init, ``_cinit``), ``warm Python`` (a warm
+    direct init that exec'd the reaper, no outer launcher: its hand-over argument -1) and
+    ``cold or outer`` (the reaper exec'd with an outer launcher's hand-over socket: a launch
+    that found no warm launcher ready, or a warm launcher with an outer process)."""
+    kids = _children()
+    servers = [pid for pid in kids.get(daemon_pid, ())
+               if b"_forkserver" in _cmdline(pid)]
+    out = {"warm C": 0, "warm Python": 0, "cold or outer": 0}
+    for server in servers:
+        for pid in kids.get(server, ()):
+            argv = _cmdline(pid).split(b"\0")
+            if not argv[0].endswith(b"nono-reaper"):
+                continue
+            if argv[1:2] in ([b"--init"], [b"--spawner"]):
+                out["warm C"] += 1
+            elif len(argv) > 6 and argv[6].isdigit():
+                out["cold or outer"] += 1
+            elif len(argv) > 6:
+                out["warm Python"] += 1
+    return out
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _busy_ms() -> float:
     """The host's CPU time spent not idle (all CPUs, every process and the kernel), ms."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -590,6 +621,7 @@ def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path,
             cpu["host (all)"] = (busy1 - busy0) / max(1, len(ids))
             time.sleep(1.0)
             running = sum(1 for s in nono.sessions() if s.state == "running")
+            inits = init_kinds(daemon.proc.pid)
             loaded = snapshot(daemon.proc.pid)
             settled_s = _settle(daemon.proc.pid)
             ps = _ps_times(daemon, bin_dir, base_bin)
@@ -610,7 +642,7 @@ def fleet(daemon: Daemon, count: int, timeout: float, bin_dir: Path,
             "failure_kinds": failure_kinds(failures), "dropped": dropped[:5],
             "launch_s": wall, "stop_s": stop_s, "total": loaded["total"],
             "p50_per_100_ms": [percentile(b, 0.5) for b in blocks], "ps_settle_s": settled_s,
-            "cpu_ms_per_session": cpu, "host_cpu": host, **ps}
+            "cpu_ms_per_session": cpu, "host_cpu": host, "init_kinds": inits, **ps}
 
 
 #: ``nonoctl ps`` with the fleet live: untimed runs, then timed runs (of each install).
@@ -808,6 +840,9 @@ def _print_fleet(fl: dict[str, Any] | None) -> None:
           + (f" {fl['ps_settle_s']:.1f} s after the launches settled" if "ps_settle_s" in fl
              else "")
           + f"; stopped + pruned in {fl['stop_s']:.1f} s")
+    if fl.get("init_kinds"):
+        print("  the live sessions' inits: " + ", ".join(
+            f"{kind} {n}" for kind, n in fl["init_kinds"].items()))
     print("  launch p50 per 100 sessions, ms: "
           + " ".join(f"{ms:.1f}" for ms in fl["p50_per_100_ms"]))
     if fl.get("cpu_ms_per_session"):

@@ -10,6 +10,11 @@ Per daemon:
 
   launch     ``/bin/true`` through a kept ``Connection``: ``Launch(detach=False,
              stdio="null")`` to ``Exited`` (bench/daemon.py's ``client`` row), p50/p25/min
+  engine     with ``--engine``: the engine in this process (``open_launcher()``: launch +
+             wait_exited) with the policy the daemon resolves for that launch
+             (bench/daemon.py's ``engine-prof`` row), a third contender in each round: each
+             tree's added latency (its p50 less the engine's) read in one run, the row of
+             issue 15's table (engine + <= 3 ms)
   cpu        the daemon process's user and system CPU time per launch (all its threads; the
              fork server and launchers are other processes), and its event loop's (the main
              thread's: what runs one piece at a time, the fleet's bound)
@@ -25,7 +30,7 @@ Per daemon:
              the launch p50 per 100 sessions, the CPU per session of every process of the
              daemon's tree by kind (bench/daemon.py's ``tree_cpu``); then stopped and pruned
 
-    .venv/bin/python bench/daemon_ab.py [--base main] [--runs 150] [--sessions 0]
+    .venv/bin/python bench/daemon_ab.py [--base main] [--runs 150] [--engine] [--sessions 0]
                                         [--fleet N [--fleet-inflight K]] [--json]
 """
 
@@ -42,6 +47,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import trio
 from _common import emit, machine, percentile
 from daemon import (
     FLEET_INFLIGHT,
@@ -50,10 +56,13 @@ from daemon import (
     Daemon,
     _launch_fleet,
     _raise_nofile,
+    daemon_policy,
     dropped_connections,
+    init_kinds,
     mem,
     tree_cpu,
 )
+from launch import nonod
 
 from nonoctl.client import Connection, RemoteError
 from nonod import protocol as p
@@ -158,6 +167,7 @@ def _fleet(side: Side, count: int, inflight: int) -> dict[str, Any]:
     cpu1, loop1 = _cpu_ms(side.daemon.proc.pid), _loop_cpu_ms(side.daemon.proc.pid)
     tree = {k: (v - tree0.get(k, 0.0)) / max(1, len(ids))
             for k, v in tree_cpu(side.daemon.proc.pid).items()}
+    inits = init_kinds(side.daemon.proc.pid)
     _stop(side, ids)
     blocks = [latencies[i:i + 100] for i in range(0, len(latencies), 100)]
     failed = len(failures)
@@ -169,7 +179,34 @@ def _fleet(side: Side, count: int, inflight: int) -> dict[str, Any]:
             "cpu_ms_per_session": (cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]) / max(1, len(ids)),
             "loop_cpu_ms_per_session": (loop1 - loop0) / max(1, len(ids)),
             "p50_per_100_ms": [percentile(b, 0.5) for b in blocks],
-            "tree_cpu_ms_per_session": tree}
+            "tree_cpu_ms_per_session": tree, "init_kinds": inits}
+
+
+async def _rounds_with_engine(sides: list[Side], args: argparse.Namespace,
+                              engine: list[float]) -> None:
+    """The timed rounds with the engine as a third contender: base, this, engine, then the
+    order turned round at each round (each sees the same load). The daemons' launches block
+    this loop: nothing else runs on it meanwhile."""
+    from nonod.sandbox import open_launcher
+
+    policy, request = daemon_policy(sides[1].daemon)
+    async with open_launcher() as launcher:
+        run_engine = nonod(launcher, policy, request)
+        for _ in range(args.warmup):
+            await run_engine()
+
+        async def timed_engine() -> None:
+            began = time.perf_counter()
+            await run_engine()
+            engine.append((time.perf_counter() - began) * 1000)
+
+        for i in range(args.runs):
+            order: list[Side | None] = [*sides, None]
+            for each in (order if i % 2 == 0 else order[::-1]):
+                if each is None:
+                    await timed_engine()
+                else:
+                    each.samples.append(each.launch())
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -188,16 +225,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 side.launch()
         before = [_cpu_ms(s.daemon.proc.pid) for s in sides]
         loop_before = [_loop_cpu_ms(s.daemon.proc.pid) for s in sides]
-        for i in range(args.runs):
-            for side in (sides if i % 2 == 0 else sides[::-1]):
-                side.samples.append(side.launch())
+        engine: list[float] = []
+        if args.engine:
+            trio.run(_rounds_with_engine, sides, args, engine)
+        else:
+            for i in range(args.runs):
+                for side in (sides if i % 2 == 0 else sides[::-1]):
+                    side.samples.append(side.launch())
         after = [_cpu_ms(s.daemon.proc.pid) for s in sides]
         loop_after = [_loop_cpu_ms(s.daemon.proc.pid) for s in sides]
         for side in sides:
             side.conn.request(p.Prune())
         time.sleep(1.0)  # the warm launchers are ready again: the steady idle state
         out: dict[str, Any] = {"machine": machine(), "base": args.base, "runs": args.runs,
-                               "sides": []}
+                               "sides": [],
+                               "engine_p50": percentile(engine, 0.5) if engine else None}
         for side, b, a, lb, la in zip(sides, before, after, loop_before, loop_after,
                                       strict=True):
             out["sides"].append({
@@ -241,6 +283,10 @@ def print_table(data: dict[str, Any]) -> None:
               f"{s['idle_pss_mib']:>8.1f}M "
               f"{full:>8} {brief:>9}")
     a, b = data["sides"]
+    engine = data.get("engine_p50")
+    if engine is not None:
+        print(f"engine, the daemon's policy, in this process: p50 {engine:.2f} ms; added: "
+              f"base {a['p50'] - engine:+.2f} ms, this {b['p50'] - engine:+.2f} ms")
     print(f"after/before: p50 {b['p50'] / a['p50']:.3f}, daemon CPU "
           f"{(b['cpu_user_ms'] + b['cpu_sys_ms']) / (a['cpu_user_ms'] + a['cpu_sys_ms']):.3f}, "
           f"event loop's CPU {b['loop_cpu_ms'] / a['loop_cpu_ms']:.3f}")
@@ -257,6 +303,9 @@ def print_table(data: dict[str, Any]) -> None:
             if tree:
                 print("    CPU ms/session by process: "
                       + ", ".join(f"{k} {v:.2f}" for k, v in tree if v >= 0.005))
+            if r.get("init_kinds"):
+                print("    the live sessions' inits: " + ", ".join(
+                    f"{kind} {n}" for kind, n in r["init_kinds"].items()))
             for failure in r.get("failures", ()):
                 print(f"    failed: {failure}")
 
@@ -266,6 +315,8 @@ def main() -> None:
     parser.add_argument("--base", default="main", help="git revision to compare against")
     parser.add_argument("--runs", type=int, default=150, help="timed launches per daemon")
     parser.add_argument("--warmup", type=int, default=10, help="untimed launches first")
+    parser.add_argument("--engine", action="store_true",
+                        help="the engine with the daemon's policy as a third contender")
     parser.add_argument("--sessions", type=int, default=0,
                         help="then N idle sessions in each, for the ps round trip")
     parser.add_argument("--fleet", type=int, default=0, metavar="N",

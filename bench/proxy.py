@@ -25,11 +25,21 @@ Measurements:
 With each of throughput and latency, the proxy process's own CPU time (user + system, from
 /proc/<pid>/stat) per GiB and per request (of which user time, in brackets: the
 interpreter's share): it moves less with the machine's load than the wall-clock figures
-do. With --rounds N, throughput is also given against direct's in the same round (median
-and range of those ratios): the load moves both alike within a round.
+do. Each contender has an upstream process of its own: with latency, that upstream's CPU
+time per request and the client's (this process's) are given too, what a request through
+the contender costs the other two ends (on 2 CPUs the three processes of a request mostly
+run one after the other, on one CPU: the request waits for all of it). With --rounds N,
+throughput is also given against direct's in the same round (median and range of those
+ratios): the load moves both alike within a round.
+
+With --interleave B, the latency requests of a round alternate between the contenders in
+blocks of B (the first contender of each block rotating), so that a change of the machine's
+load in the round falls on all of them alike; the one-contender-after-another order of a
+round otherwise puts seconds between them.
 
     .venv/bin/python bench/proxy.py [--size BYTES] [--requests N] [--tunnels N] [--before DIR]
-                                    [--floor] [--only TEST...] [--rounds N] [--json]
+                                    [--floor] [--only TEST...] [--rounds N] [--interleave B]
+                                    [--json]
 """
 
 from __future__ import annotations
@@ -181,6 +191,8 @@ class Route:
     token: str = ""
     targets: dict[str, str] = field(default_factory=dict)  # source/echo -> host:port
     pid: int | None = None  # the proxy's process, for its CPU time
+    ports: dict[str, int] = field(default_factory=dict)  # its upstream's source and echo
+    upstream_pid: int | None = None  # its upstream's process
 
     def head(self, which: str) -> bytes:
         target = self.targets[which]
@@ -316,24 +328,73 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+@dataclass
+class Spent:
+    """CPU seconds spent so far by a route's proxy (user, system), its upstream and this
+    process (the client)."""
+
+    user: float
+    system: float
+    upstream: float
+    client: float
+
+    @classmethod
+    def now(cls, route: Route) -> Spent:
+        return cls(*cpu_times(route.pid), cpu_seconds(route.upstream_pid), time.process_time())
+
+    def __sub__(self, before: Spent) -> Spent:
+        return Spent(self.user - before.user, self.system - before.system,
+                     self.upstream - before.upstream, self.client - before.client)
+
+    def __add__(self, other: Spent) -> Spent:
+        return Spent(self.user + other.user, self.system + other.system,
+                     self.upstream + other.upstream, self.client + other.client)
+
+
+def latency_row(samples: list[float], spent: Spent) -> dict[str, float]:
+    """The latency figures of ``samples`` (one per request), and the CPU ``spent`` on them
+    per request."""
+    n = len(samples)
+    return {"latency_cpu_us": (spent.user + spent.system) * 1e6 / n,
+            "latency_user_us": spent.user * 1e6 / n,
+            "latency_upstream_cpu_us": spent.upstream * 1e6 / n,
+            "latency_client_cpu_us": spent.client * 1e6 / n,
+            "latency_p50_ms": pct(samples, 0.50), "latency_p99_ms": pct(samples, 0.99)}
+
+
+def interleaved_latency(routes: list[Route], requests: int, block: int
+                        ) -> dict[str, dict[str, float]]:
+    """``requests`` fresh requests on each route, in blocks of ``block`` alternating between
+    the routes (the first route of each block rotating): each route's latency row."""
+    samples: dict[str, list[float]] = {route.name: [] for route in routes}
+    spent = {route.name: Spent(0, 0, 0, 0) for route in routes}
+    for index in range(-(-requests // block)):
+        start = index % len(routes)
+        for route in routes[start:] + routes[:start]:
+            count = min(block, requests - index * block)
+            before = Spent.now(route)
+            samples[route.name] += latency(route, route.ports, count)
+            spent[route.name] += Spent.now(route) - before
+    return {name: latency_row(samples[name], spent[name]) for name in samples}
+
+
 def measure(route: Route, tests: list[tuple[str, Callable[[Route], Any]]], size: int,
             requests: int) -> dict[str, float]:
     """One round of ``tests`` on ``route``: its row of figures."""
     row: dict[str, float] = {}
     for test, run in tests:
-        user, system = cpu_times(route.pid)
+        before = Spent.now(route)
         value = run(route)
-        user_after, system_after = cpu_times(route.pid)
-        used = user_after - user + system_after - system
+        spent = Spent.now(route) - before
+        used = spent.user + spent.system
         if test == "throughput":
             row["throughput_cpu_ms_per_GiB"] = used * 1000 * (1 << 30) / size
             row["throughput_MiBps"] = value / (1 << 20)
         elif test == "concurrent":
             row["concurrent_s"], row["concurrent_failed"] = value
+        elif test == "latency":
+            row.update(latency_row(value, spent))
         else:
-            if test == "latency":
-                row["latency_cpu_us"] = used * 1e6 / requests
-                row["latency_user_us"] = (user_after - user) * 1e6 / requests
             row[f"{test}_p50_ms"] = pct(value, 0.50)
             row[f"{test}_p99_ms"] = pct(value, 0.99)
     return row
@@ -370,6 +431,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat the measurements, contenders alternated, and report "
                              "each figure's median over the rounds")
+    parser.add_argument("--interleave", type=int, default=0, metavar="B",
+                        help="latency: alternate the contenders in blocks of B requests "
+                             "within each round")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -391,46 +455,61 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     children: list[subprocess.Popen[str]] = []
     try:
-        proc, ports = _child(["upstream", str(args.size)])
-        children.append(proc)
-        loopback = {"source": f"127.0.0.1:{ports['source']}",
-                    "echo": f"127.0.0.1:{ports['echo']}"}
-        routes = [Route("direct")]
+
+        def upstream() -> tuple[dict[str, int], int]:
+            """An upstream of the contender's own: its ports and its process."""
+            proc, ports = _child(["upstream", str(args.size)])
+            children.append(proc)
+            return ports, proc.pid
+
+        ports, pid = upstream()
+        routes = [Route("direct", ports=ports, upstream_pid=pid)]
         ours = [("nonod", "splice", None), ("nonod-copy", "copy", None)]
         if args.before:
             ours.append(("nonod-before", "splice", os.path.abspath(args.before)))
         for name, mode, tree in ours:
+            ports, pid = upstream()
             proc, info = _child(["nonod", str(ports["source"]), str(ports["echo"]), mode], tree)
             children.append(proc)
             if tree is not None and info["tree"] != tree:
                 raise SystemExit(f"{name}: nonod came from {info['tree']}, not {tree}")
             routes.append(Route(name, info["port"], info["token"],
                                 {"source": "source.example:443", "echo": "echo.example:443"},
-                                proc.pid))
-        if args.floor:
-            proc, info = _child(["floor"])
-            children.append(proc)
-            routes.append(Route("floor", info["port"], "", loopback, proc.pid))
+                                proc.pid, ports, pid))
+        peers = ["floor"] if args.floor else []
         try:
             import nono_py  # noqa: F401
 
-            proc, info = _child(["nono-py"])
-            children.append(proc)
-            routes.append(Route("nono-py", info["port"], info["token"], loopback, proc.pid))
+            peers.append("nono-py")
         except ImportError:
             pass
+        for name in peers:
+            ports, pid = upstream()
+            proc, info = _child([name])
+            children.append(proc)
+            routes.append(Route(name, info["port"], info["token"],
+                                {which: f"127.0.0.1:{port}" for which, port in ports.items()},
+                                proc.pid, ports, pid))
         tests: list[tuple[str, Callable[[Route], Any]]] = [
-            ("throughput", lambda r: throughput(r, ports, args.size)),
-            ("latency", lambda r: latency(r, ports, args.requests)),
-            ("roundtrip", lambda r: roundtrips(r, ports, args.requests)),
-            ("concurrent", lambda r: concurrent(r, ports, args.tunnels)),
+            ("throughput", lambda r: throughput(r, r.ports, args.size)),
+            ("latency", lambda r: latency(r, r.ports, args.requests)),
+            ("roundtrip", lambda r: roundtrips(r, r.ports, args.requests)),
+            ("concurrent", lambda r: concurrent(r, r.ports, args.tunnels)),
         ]
         tests = [(name, run) for name, run in tests if not args.only or name in args.only]
+        interleave = args.interleave > 0 and any(name == "latency" for name, _ in tests)
+        if interleave:
+            tests = [(name, run) for name, run in tests if name != "latency"]
         rounds: dict[str, dict[str, list[float]]] = {route.name: {} for route in routes}
         for _ in range(args.rounds):
             for route in routes:
                 for key, value in measure(route, tests, args.size, args.requests).items():
                     rounds[route.name].setdefault(key, []).append(value)
+            if interleave:
+                for name, row in interleaved_latency(routes, args.requests,
+                                                     args.interleave).items():
+                    for key, value in row.items():
+                        rounds[name].setdefault(key, []).append(value)
         results = {name: {key: statistics.median(values) for key, values in row.items()}
                    for name, row in rounds.items()}
         _paired(rounds, results)
@@ -444,7 +523,7 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"size={args.size} requests={args.requests} tunnels={args.tunnels} "
-          f"rounds={args.rounds} cpus={os.cpu_count()}")
+          f"rounds={args.rounds} interleave={args.interleave} cpus={os.cpu_count()}")
     print("| route | throughput MiB/s | proxy CPU ms/GiB | request p50 ms | request p99 ms |"
           " proxy CPU us/request | round trip p50 ms | round trip p99 ms |"
           " tunnels at once, s (failed) |")
@@ -454,7 +533,9 @@ def main() -> None:
         return format(row[key], form) if key in row else "-"
 
     for name, row in results.items():
-        user_cell = f" (user {row['latency_user_us']:.0f})" if "latency_user_us" in row else ""
+        user_cell = "" if "latency_user_us" not in row else (
+            f" (user {row['latency_user_us']:.0f}; upstream "
+            f"{row['latency_upstream_cpu_us']:.0f}, client {row['latency_client_cpu_us']:.0f})")
         concurrent_cell = "-" if "concurrent_s" not in row else (
             f"{row['concurrent_s']:.2f} ({row['concurrent_failed']:.0f})")
         print(f"| {name} | {cell(row, 'throughput_MiBps', '.0f')} | "
@@ -469,8 +550,11 @@ def main() -> None:
             continue
         figures = []
         if "latency_p50_ms" in row:
-            figures.append("added request latency p50 "
-                           f"{row['latency_p50_ms'] - direct['latency_p50_ms']:.3f} ms")
+            added = row["latency_p50_ms"] - direct["latency_p50_ms"]
+            figures.append(f"added request latency p50 {added:.3f} ms")
+            peer = results.get("nono-py", {}).get("latency_p50_ms")
+            if peer is not None and name != "nono-py" and peer > direct["latency_p50_ms"]:
+                figures.append(f"{added / (peer - direct['latency_p50_ms']):.2f}x nono-py's")
         if "throughput_MiBps" in row:
             figures.append(f"throughput {row['throughput_MiBps'] / direct['throughput_MiBps']:.0%}"
                            " of direct")

@@ -100,6 +100,11 @@ class Started(Generic[T]):
         fn, deliver = self._job()
         trio.lowlevel.start_thread_soon(fn, deliver, name=self._name)
 
+    def finished(self) -> outcome.Outcome[T] | None:
+        """What ``fn`` returned or raised once its thread delivered it to the event loop;
+        None before (never waits)."""
+        return self._result if self._done.is_set() else None
+
     async def result(self) -> T:
         """What ``fn`` returned (it raised: that, again at each call)."""
         with trio.CancelScope(shield=True):

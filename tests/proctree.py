@@ -26,6 +26,24 @@ def children(pid: int) -> set[int]:
     return {k for k in kids if (stat(k) or ["X"])[0] not in ("Z", "X")}
 
 
+#: The fork server's spawner of C inits (``_cinit.Spawner``): a child of the server while
+#: launchers wait, none itself.
+SPAWNER = "nono-spawner"
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def launchers(server: int) -> set[int]:
+    """A fork server's live children but its spawner: its warm launchers (their outer
+    process, or their init), the sessions' inits and its repairs."""
+    return {pid for pid in children(server) if comm(pid) != SPAWNER}
+
+
 def oldest(pids: set[int]) -> int:
     return min(pids, key=lambda pid: int(stat(pid)[19]))  # starttime, in clock ticks
 

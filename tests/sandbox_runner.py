@@ -9,7 +9,8 @@ launched once before with ``/bin/true``, the launch sent once an init waits for 
 init where ``_cinit.covers`` the view, the Python one with ``NONO_PYTHON_INIT`` set, so that
 a test module runs down either path. ``NONO_TEST_INIT_LOG``: a file each launch appends its
 init's executable to, as it was right after the launch (``/memfd:nono-reaper...``: the C
-init), to check which path the launches took.
+init; where the runner may not read it, the init's first two words, ``nono-reaper --init``
+for the C init), to check which path the launches took.
 """
 
 from __future__ import annotations
@@ -53,6 +54,16 @@ def _inits(server: int) -> list[int]:
     return out
 
 
+def _argv_of(pid: int) -> str:
+    """The first two words of ``pid``'s command line (anyone's to read): ``nono-reaper
+    --init`` for the C init; "?" if it has gone."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]
+    except OSError:
+        return "?"
+    return b" ".join(words).decode(errors="replace") or "?"
+
+
 async def warm_launch_and_wait(policy: ResolvedPolicy, request: LaunchRequest
                                ) -> tuple[ExitStatus, EnforcementReport]:
     async with open_launcher() as launcher:
@@ -71,8 +82,8 @@ async def warm_launch_and_wait(policy: ResolvedPolicy, request: LaunchRequest
         if os.environ.get(INIT_LOG):
             try:
                 exe = os.readlink(f"/proc/{proc.pid}/exe")
-            except OSError:
-                exe = "?"
+            except OSError:  # a non-dumpable init, not an unprivileged runner's to read
+                exe = _argv_of(proc.pid)
             with open(os.environ[INIT_LOG], "a") as log:
                 log.write(exe + "\n")
         return await proc.wait_exited(), proc.enforcement

@@ -426,13 +426,18 @@ class AuditWriter:
         defer_dir_sync: bool = False,
         first: Callable[[], None] | None = None,
         syncer: AuditSyncer | None = None,
+        made: int | None = None,
     ) -> AuditWriter:
         """Start ``<state>/sessions/<session>/audit.ndjson``; it must not exist yet. Its
         directory is fsynced now (its entry durable), or with ``defer_dir_sync`` at the
         writer's first sync, in the same worker thread as the file's fsync. ``first``
         (blocking) runs in the worker thread that makes the file, before it; what it raises
         is raised as it is, and no file is made. With ``syncer`` the timed fsyncs are the
-        syncer's (``nonod.audit._syncer``): no :meth:`run` task is needed."""
+        syncer's (``nonod.audit._syncer``): no :meth:`run` task is needed.
+
+        ``made``: the file is there already, empty, made ahead (``nonod.sessions._slot``),
+        and this is its descriptor (``O_APPEND``), which the writer takes (closed if
+        ``first`` fails); no worker thread is woken unless ``first`` is given."""
         _check_fsync_settings(fsync_interval, fsync_every)
         path = session_dir(state_dir, session) / AUDIT_FILE
 
@@ -441,19 +446,24 @@ class AuditWriter:
                 try:
                     first()
                 except BaseException as exc:  # noqa: BLE001 - the caller's, raised below
+                    if made is not None:
+                        os.close(made)
                     return exc
+            if made is not None:
+                return made
             return _create_file(path, sync_dir=not defer_dir_sync)
 
         try:
-            made = await trio.to_thread.run_sync(make)
+            result = make() if made is not None and first is None \
+                else await trio.to_thread.run_sync(make)
         except FileExistsError as exc:
             raise AuditError(f"session {session} already has an audit file",
                              hint="AuditWriter.open_existing continues one") from exc
         except OSError as exc:
             raise AuditWriteError(f"cannot create {path}: {exc.strerror}") from exc
-        if isinstance(made, BaseException):
-            raise made
-        fd = made
+        if isinstance(result, BaseException):
+            raise result
+        fd = result
         writer = cls(_PRIVATE, session=session, path=path, fd=fd,
                      chain=Chain.for_session(session), digest=hashlib.sha256(), hub=hub,
                      ledger=ledger, signer=signer, fsync_interval=fsync_interval,

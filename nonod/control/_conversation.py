@@ -367,24 +367,38 @@ class Conversation:
                 f"use a port of {floor} or above")
 
     async def _launch(self, request: p.Launch) -> None:
+        # The session's supervision waits for this before its OOM watch and its "started"
+        # log line and event: the reply goes out first (``Registry.launch(replied=)``).
+        replied = trio.Event()
+        try:
+            await self._launch_and_reply(request, replied)
+        finally:
+            replied.set()
+
+    async def _launch_and_reply(self, request: p.Launch, replied: trio.Event) -> None:
         shares = self._server.launch_shares
         async with (contextlib.nullcontext() if shares is None
                     else shares.turn(self.caller.uid)):
-            session = await self._start_session(request)
+            session = await self._start_session(request, replied)
         if session is None:
             return  # a dry run, answered
         if request.detach:
             await self.send(p.Launched(session=session_detail(session, live_usage=False)))
+            replied.set()
+            self._registry.launch_answered()
             return
         try:
             await self.send(p.Launched(session=session_detail(session, live_usage=False)))
+            replied.set()
             await self._reply_when_exited(session)
+            self._registry.launch_answered()
         finally:
             if session.live:
                 log.info("attached client went away; stopping its session", session=session.id)
                 session.request_stop(reason="client_gone", grace=self._registry.limits().stop_grace)
 
-    async def _start_session(self, request: p.Launch) -> sessions.Session | None:
+    async def _start_session(self, request: p.Launch, replied: trio.Event | None = None
+                             ) -> sessions.Session | None:
         """The session ``request`` asks for, launched; None for a dry run (answered here).
         On the system daemon it runs in one of the caller's launch turns (``_limits``)."""
         fds: tuple[int, ...] | None = None
@@ -413,7 +427,8 @@ class Conversation:
                 trust=not request.options.trust_override,
                 audit_sign_key=(request.options.audit_sign_key
                                 or self._registry.audit_settings().sign_key),
-                program=request.argv[0] if request.argv else None)
+                program=request.argv[0] if request.argv else None,
+                masks=self._registry.secret_masks(self.caller, request.options.audit_sign_key))
             try:
                 policy, profile = await self._server.policies.resolve_launch(
                     request, self.caller, also=reads.read if reads is not None else None)
@@ -465,7 +480,7 @@ class Conversation:
                 audit_sign_key=request.options.audit_sign_key,
                 caller_reads=reads,
             )
-            return await self._registry.launch(plan)
+            return await self._registry.launch(plan, replied=replied)
         finally:
             # The engine has its own copies by now; ours would keep the caller's terminal open.
             for fd in fds or ():

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ._ask import ApprovalAsk as ApprovalAsk
     from ._ask import Asker as Asker
     from ._ask import Verdict as Verdict
+    from ._buffers import bound_buffers as bound_buffers
     from ._decide import Decision as Decision
     from ._decide import ProxyRequest as ProxyRequest
     from ._decide import Reason as Reason
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
     from ._server import ProxyLimits as ProxyLimits
     from ._server import ProxyServer as ProxyServer
     from ._server import ProxyStatistics as ProxyStatistics
-    from ._server import bound_buffers as bound_buffers
     from ._server import serve_proxy as serve_proxy
     from ._share import UidShare as UidShare
     from ._share import uid_share_cap as uid_share_cap
@@ -58,12 +58,12 @@ else:
     __getattr__, __dir__ = exports(__name__, {
         "_allowlist": ("DEFAULT_PORTS", "ProxyPolicy", "proxy_policy"),
         "_ask": ("ApprovalAsk", "Asker", "Verdict"),
+        "_buffers": ("bound_buffers",),
         "_decide": ("Decision", "ProxyRequest", "Reason", "decide"),
         "_events": ("CredentialInjected", "NetworkEvent", "ProxyEvent", "log_network_event"),
         "_http": ("child_environment",),
         "_resolve": ("PinError", "Resolved", "ResolveError", "Resolver"),
         "_reverse": ("RouteConfigError", "RouteTable"),
-        "_server": ("ProxyLimits", "ProxyServer", "ProxyStatistics", "bound_buffers",
-                    "serve_proxy"),
+        "_server": ("ProxyLimits", "ProxyServer", "ProxyStatistics", "serve_proxy"),
         "_share": ("UidShare", "uid_share_cap"),
     })

@@ -61,6 +61,7 @@ import trio
 from .._accept import PAUSE, RETRY_ERRNOS
 from .._descriptors import watermark
 from ._allowlist import ProxyPolicy
+from ._buffers import bound_buffers
 from ._connect_head import ESTABLISHED, ConnectHead, parse_connect
 from ._decide import Decision, Reason
 from ._events import Exchange, NetworkEvent
@@ -149,7 +150,9 @@ class _Acceptor:
         self._family = int(self._listener.family)
         self._retry: _Timer | None = None
         self._stopped = False
-        self.no_delay = False  # whether the listener passes TCP_NODELAY on
+        #: Whether the listener passes ``TCP_NODELAY`` and the buffers' bound on to the
+        #: connections the kernel completes (it copies its options into each).
+        self.inherits = False
         self._queued = 0  # connections queued before it did (at most)
         self._posted: deque[NetworkEvent] = deque()
         self._plans: dict[bytes, tuple[ProxyPolicy, _Plan]] = {}  # the pump thread's
@@ -163,12 +166,14 @@ class _Acceptor:
     def start(self) -> None:
         if not self._stopped:
             self._listener.setblocking(False)
-            # The sockets it accepts inherit it from the listener (the kernel copies the
-            # listener's options into each connection it completes): one call per proxy
-            # rather than one per connection, except for those completed before, already in
-            # its queue, which get it one by one.
-            self.no_delay = _no_delay(self._listener)
-            self._queued = _queue_length(self._listener) if self.no_delay else 0
+            # The sockets it accepts inherit them from the listener (the kernel copies the
+            # listener's options into each connection it completes): calls per proxy rather
+            # than per connection, except for those completed before, already in its queue,
+            # which get them one by one. (The program runs before the daemon serves its
+            # listener: what it connected meanwhile has the kernel's own buffers, and a
+            # stalled upload through it held up to tcp_rmem's maximum.)
+            self.inherits = _no_delay(self._listener) and bound_buffers(self._listener)
+            self._queued = _queue_length(self._listener) if self.inherits else 0
             self.pump.watch(self._fd, select.EPOLLIN, self._accept)
 
     def stop(self) -> None:
@@ -268,16 +273,17 @@ class _Acceptor:
         # The C type, not its ``socket.socket`` subclass: no Python steps to make or close it
         # (a request handed to trio's path gets the subclass then).
         sock = _socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
+        if not self.inherits or self._queued > 0:
+            self._queued -= 1
+            _no_delay(sock)
+            bound_buffers(sock)
         below = watermark()  # one look at the descriptor limit for both of its sockets
-        admitted, conn = self.server._admit(sock.fileno(), below)
+        admitted, conn = self.server._admit(fd, below)
         if admitted is None:
             sock.close()  # a flood, or the daemon's reserve: not even a 503 for this one
         elif not admitted:
             self.hand_over(sock, None, time.monotonic(), False, conn)
         else:
-            if not self.no_delay or self._queued > 0:
-                self._queued -= 1
-                _no_delay(sock)
             fresh = _Fresh(self, sock, conn, below)
             fresh.guarded(fresh.begin)
 
@@ -422,6 +428,14 @@ class _Fresh:
         exchange = self.exchange
         trailing = b"" if self.head is None else self.head.trailing
         exchange.address = address_text(address, port)
+        # Everything but the event's post is done before the 200 goes: the client it wakes
+        # may wait for this thread's CPU, and then its next message for its next poll.
+        opened = exchange.event("allow", exchange.reason, 200, "open")
+        self.upstream = upstream
+        self.tunnel = tunnel = Tunnel(self.client, upstream, self.owner.limits.idle_timeout,
+                                      functools.partial(self.guarded, self._ended),
+                                      to_b=trailing, closing=True)
+        self.pump.add(tunnel)  # (nothing is relayed before this step returns)
         # The 200 and its event in one step for trio's thread (which delivers what was
         # posted before its own events): no event of a later request of the client, refused
         # on trio's path, goes to ``events`` ahead of this tunnel's open.
@@ -433,18 +447,16 @@ class _Fresh:
             except OSError:
                 sent = -1
             if sent >= 0:
-                exchange.status = 200
-                self.owner.post(exchange.event("allow", exchange.reason, 200, "open"))
+                self.owner.post(opened)
         if sent < 0:
-            upstream.close()
+            tunnel.on_end = _not_reported
+            self.pump.end(tunnel)  # out of the pump; _close closes both sockets
             self._close(exchange.close("allow", exchange.reason, 0))
             return
+        exchange.status = 200
         exchange.bytes_out = len(trailing)  # counted from here, as on trio's path
-        self.upstream = upstream
-        self.tunnel = Tunnel(self.client, upstream, self.owner.limits.idle_timeout,
-                             functools.partial(self.guarded, self._ended),
-                             to_b=trailing, to_a=ESTABLISHED[sent:], closing=True)
-        self.pump.add(self.tunnel)
+        if sent < len(ESTABLISHED):
+            self.pump.hold(tunnel, ESTABLISHED[sent:])
 
     def _ended(self, tunnel: Tunnel) -> None:
         exchange = self.exchange
@@ -525,6 +537,10 @@ class _Fresh:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+def _not_reported(_: Tunnel) -> None:
+    """The end of a tunnel whose 200 was never sent (its record is the connection's own)."""
 
 
 def _queue_length(listener: socket.socket) -> int:

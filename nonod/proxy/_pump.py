@@ -228,6 +228,16 @@ class _Pump:
         heapq.heappush(self._timers, (deadline, next(self._seq), timer))
         return timer
 
+    def hold(self, tunnel: Tunnel, data: bytes) -> None:
+        """``data`` goes to ``tunnel``'s a before anything b sends (the rest of a first
+        write to a that fell short, made after the tunnel was added)."""
+        way = tunnel.down
+        if way.held or way.piped:
+            raise ValueError("the tunnel holds bytes for a already")
+        way.held = memoryview(data)
+        way.waits = _OUT
+        self._remask(tunnel)
+
     def end(self, tunnel: Tunnel) -> None:
         """End ``tunnel`` now, as cancelled."""
         tunnel.cancelled = True
@@ -345,6 +355,11 @@ class _Pump:
         if not up.waits and not down.waits:
             self._end(tunnel)
             return
+        self._remask(tunnel)
+
+    def _remask(self, tunnel: Tunnel) -> None:
+        """The epoll waits for what the tunnel's directions wait for now."""
+        up, down = tunnel.up, tunnel.down
         masks = ((up.waits & _IN) | (down.waits & _OUT), (down.waits & _IN) | (up.waits & _OUT))
         if masks != tunnel.masks:  # (as _masks has them)
             for sock, old, new in zip((tunnel.a, tunnel.b), tunnel.masks, masks, strict=True):

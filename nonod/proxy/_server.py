@@ -56,6 +56,7 @@ from .._cancelled import one_cancelled
 from .._descriptors import for_sessions
 from ._allowlist import ProxyPolicy
 from ._ask import ApprovalAsk, Asker, Verdict
+from ._buffers import bound_buffers
 from ._connect_head import ESTABLISHED, ConnectHead, parse_connect
 from ._decide import Decision, ProxyRequest, Reason, decide
 from ._eager import close_now, closing_now, read_now, write_now
@@ -86,13 +87,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 _READ_SIZE: Final = 1 << 16
-#: What the daemon's end of a program's connection may buffer each way (``SO_SNDBUF`` and
-#: ``SO_RCVBUF``; the kernel counts twice that). That end is on the loopback of the session's
-#: network namespace (or the host's), where this is no limit on speed; left to the kernel's
-#: tuning, a tunnel whose program stopped reading (or outran an upstream that does not read)
-#: kept up to ``tcp_wmem``'s maximum (4 MiB) or ``tcp_rmem``'s (6 MiB by default, often more)
-#: there, for each of the session's connections, out of the host's TCP memory.
-CLIENT_BUFFER: Final = 256 * 1024
 
 
 class ProxyLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -219,16 +213,6 @@ class ProxyServer:
         thread: serve it (True), refuse it with 503 (False) or just close it (None: under a
         flood, or when ``fd`` lies in the daemon's reserve, ``nonod._descriptors``, whose
         ``watermark()`` the caller may have just read: ``below``); and its number."""
-        if fd is not None:
-            # Also here, not only on the listener: the program runs before the daemon
-            # serves it, and what it connected meanwhile waited in the backlog with the
-            # kernel's own buffers (a stalled upload held up to tcp_rmem's maximum). (The
-            # family and type given: SOL_SOCKET options need neither, and asking costs.)
-            conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
-            try:
-                bound_buffers(conn)
-            finally:
-                conn.detach()
         with self._counts:
             self._accepted += 1
             self._next_conn += 1
@@ -259,8 +243,14 @@ class ProxyServer:
                      nursery: trio.Nursery) -> NoReturn:
         while True:
             stream = await accept_retrying(listener.accept, event="proxy.accept_backoff")
-            admitted, conn = self._admit(
-                stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None)
+            fd = None
+            if isinstance(stream, trio.SocketStream):
+                fd = stream.socket.fileno()
+                # Also here, not only on the listener: the program runs before the daemon
+                # serves it, and what it connected meanwhile waited in the backlog with the
+                # kernel's own buffers (a stalled upload held up to tcp_rmem's maximum).
+                bound_buffers(stream.socket)
+            admitted, conn = self._admit(fd)
             if admitted is None:
                 await trio.aclose_forcefully(stream)  # not even a 503 for this one
                 continue
@@ -770,14 +760,6 @@ async def _next_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Re
         return None
     raise h11.RemoteProtocolError("expected a request")
 
-
-
-def bound_buffers(sock: trio.socket.SocketType | socket.socket) -> None:
-    """Give a proxy listener's connections :data:`CLIENT_BUFFER` each way (they inherit it
-    from the listener, accepted on trio's path or the pump thread's), or one connection."""
-    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, option, CLIENT_BUFFER)
 
 
 async def serve_proxy(

@@ -104,7 +104,8 @@ def _drain(fd: int) -> None:
 
 # At most this many keys without a view, and with one, have warm launchers; the least
 # recently launched is dropped for a new one. With the depths below, at most 8 launchers
-# wait (4 x 1 + 2 x 2), as many as before views were prepared (4 keys x 2).
+# wait (4 x 1 + 2 x 2), as many as before views were prepared (4 keys x 2); 12 while both
+# views are busy (4 x 1 + 2 x ``BUSY_DEPTH``).
 MAX_WARM_KEYS = 4
 MAX_VIEWS = 2
 # Launchers kept ready per key: one, and two for a view launched again within ``HOT``
@@ -112,6 +113,11 @@ MAX_VIEWS = 2
 # launcher still preparing).
 WARM_DEPTH = 2
 HOT = 1.0
+# A view launched within ``HOT`` of a launch of it beside another one in flight (several
+# clients) keeps this many, refilled at once: at 4 in flight, two left 44% of the launches
+# to find none and go cold, their launches coming in bursts (docs/benchmarks.md,
+# ``fleet5``).
+BUSY_DEPTH = 4
 # A view not launched for this long has its launchers dropped (those without a view stay,
 # one per key): the daemon's ``[sandbox] warm_idle``.
 WARM_IDLE = 30.0
@@ -191,16 +197,22 @@ class _Warm:
     audit tag (written before the namespaces were made); its init waits in a cgroup of its
     own when the daemon's sessions get v1 cgroups (``pool``)."""
 
+    #: A C init's words still to come on its ``go`` socket (``_c_direct``).
+    _making: _Making | None = None
+
     def __init__(self, key: WarmKey, hub: GuardHub, pool: tuple[tuple[str, str], ...] = (),
                  reaper: int = -1, view: View | None = None,
                  mounts: MountTable | None = None, lender: Lender | None = None,
-                 config: int = -1) -> None:
+                 config: int = -1, poller: Poller | None = None,
+                 spawner: _cinit.Spawner | None = None) -> None:
         """With a ``view``, the launcher also builds it (``run_warm``); its binds must still
         name what they named then (``_bound_sources``) when it is handed a plan. Any
         launcher's mount namespace is a copy of the host's mount table (``mounts``) when it
         was made, which must not have changed since (``stale``). Raises OSError if the
         view's idmapped trees cannot be made or the fork fails (the pool then makes none for
-        this key until it is launched again)."""
+        this key until it is launched again). With ``poller``, a C init is made without
+        waiting for it (``_c_direct``): the caller hands ``made`` what its ``go_fd`` says;
+        with ``spawner``, by that (``_cinit.Spawner``), not by a helper of its own."""
         self.view = view
         self.mounts = mounts
         self.generation = mounts.generation() if mounts is not None else 0
@@ -225,7 +237,7 @@ class _Warm:
         #: Its init is ``nono-reaper --init`` (``_cinit``): plans go to it in the flat form.
         self.c_init = False
         if config >= 0:
-            self._c_direct(key, theirs, procs, reaper, config, trees, lender)
+            self._c_direct(key, theirs, procs, reaper, config, trees, lender, poller, spawner)
             return
         if view is not None and direct(key, view, lender is not None and bool(key[3])
                                        and lender.usable(key[3]), hub.adopts):
@@ -332,43 +344,95 @@ class _Warm:
 
     def _c_direct(self, key: WarmKey, theirs: socket.socket, procs: tuple[str, ...],
                   reaper: int, config: int, trees: tuple[int, ...],
-                  lender: Lender | None) -> None:
-        """``_direct`` with the init in C (``_cinit.spawn``): the spawned helper says the
-        init's pid, the init ``r``; then as ``_direct``. An audit tag is lent for the
-        helper's spawn: the init it clones inherits the loginuid and the audit session."""
+                  lender: Lender | None, poller: Poller | None,
+                  spawner: _cinit.Spawner | None) -> None:
+        """``_direct`` with the init in C, made by the ``spawner`` (``_cinit.Spawner``) or
+        else by a helper spawned for it (``_cinit.spawn``), without waiting: the spawner or
+        helper says the init's pid, the init ``r``, on the ``go`` socket, which the
+        server's loop watches (``poller``; ``made``) until both came, then lets the init go
+        as ``_direct`` does; a launch that takes the launcher before waits for them
+        (``_finish``), and so does this without a ``poller``. An audit tag is lent for the
+        init's clone, by the spawner or by ``lender`` for the helper's spawn: the init
+        inherits the loginuid and a fresh audit session. (Waiting here held the server's loop
+        6-17 ms per launcher while the CPUs were busy, and launches from several clients
+        found none ready: docs/benchmarks.md, ``fleet5``.)"""
         go, theirs_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         client: socket.socket | None = None
         if self.view is not None and guarded(self.view.mounts):
             self.hub_key, client = self.hub.client_for(key[0])
-        pid = 0
         try:
             def spawn() -> int:
                 return _cinit.spawn(reaper, key[2], theirs.fileno(), theirs_go.fileno(),
                                     config, trees, client.fileno() if client else -1)
 
-            helper = lender.fork(key[3], spawn) if key[3] and lender is not None else spawn()
-            _close(theirs_go, theirs, client, trees)
-            trees = ()
-            said: int | None = None
-            ready = False
-            try:
-                while said is None or not ready:
-                    word = go.recv(8)
-                    if word == b"r":
-                        ready = True
-                    elif (said := _cinit.init_pid(word)) is None:
-                        raise OSError(errno.ECHILD, "the C init ended before its maps")
-                    else:
-                        self.pid = pid = said
-            finally:
-                os.waitpid(helper, 0)
-            self._let_go(key, pid, procs, go)
-            self.c_init = True
+            lends = bool(key[3]) and lender is not None and lender.usable(key[3])
+            if spawner is not None and (lends or not key[3]) and spawner.spawn(
+                    key[2], theirs.fileno(), theirs_go.fileno(), config, trees,
+                    client.fileno() if client else -1, key[3]):
+                pass
+            elif key[3] and lender is not None:
+                lender.fork(key[3], spawn)
+            else:
+                spawn()  # (reaped by the server's loop, with every other child)
         except OSError:
-            self._failed(pid)
+            go.close()
+            self._failed(0)
             raise
         finally:
-            _close(go, theirs_go, theirs, client, trees)
+            _close(theirs_go, theirs, client, trees)
+        self.c_init = True
+        self.pid = 0
+        self._making = _Making(key, procs, go, poller)
+        if poller is None and not self._finish(time.monotonic() + READY_PATIENCE):
+            raise OSError(errno.ECHILD, "the C init ended before its maps")
+
+    def made(self) -> bool | None:
+        """Take what the ``go`` socket has (the server's loop saw it readable): True once
+        the init was let go, None while the helper or the init has more to say, False if
+        either ended first (the launcher killed: drop it)."""
+        making = self._making
+        if making is None:
+            return True
+        try:
+            while True:
+                try:
+                    word = making.go.recv(8, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    return None
+                if not making.take(word):
+                    raise OSError(errno.ECHILD, "the C init ended before its maps")
+                if making.pid:
+                    self.pid = making.pid
+                if making.done:
+                    self._let_go(making.key, making.pid, making.procs, making.go)
+                    return True
+        except OSError:
+            self._failed(making.pid)
+            return False
+        finally:
+            if making.done or self.sock.fileno() < 0:
+                self._making = None
+                making.close()
+
+    def _finish(self, deadline: float) -> bool:
+        """Wait (at most until ``deadline``) for the helper's and the init's words and let
+        the init go; False if it ended first (killed), or is late (killed too)."""
+        making = self._making
+        while making is not None and self._making is not None:
+            if not _readable_by(making.go, deadline):
+                self._failed(making.pid)
+                self._making = None
+                making.close()
+                return False
+            if self.made() is False:
+                return False
+        return True
+
+    @property
+    def go_fd(self) -> int:
+        """The ``go`` socket the server's loop watches while the launcher is made (-1:
+        made)."""
+        return self._making.go.fileno() if self._making is not None else -1
 
     def _remove_group(self) -> None:
         for directory in sorted(set(self.group_dirs.values())):
@@ -386,8 +450,14 @@ class _Warm:
     def discard(self) -> tuple[str, ...]:
         """Let the launcher go (its init exits on the closed socket); the directories of its
         group, for the caller to remove once it has."""
-        self.sock.close()
+        self._close()
         return tuple(sorted(set(self.group_dirs.values())))
+
+    def _close(self) -> None:
+        self.sock.close()
+        if self._making is not None:
+            self._making.close()
+            self._making = None
 
     def _wait_ready(self) -> tuple[int, int, int] | None:
         """The outer's hello and the init's ``READY`` (in either order): (init pid, audit
@@ -395,9 +465,11 @@ class _Warm:
         is not ready within ``READY_PATIENCE``: then it is killed, and the launch goes cold.
         Both processes get the session's priority back first: one still preparing must not
         keep the launch waiting at the refill's."""
+        deadline = time.monotonic() + READY_PATIENCE
+        if not self._finish(deadline):
+            return None
         if self.nicer:
             self._restore(self.pid)
-        deadline = time.monotonic() + READY_PATIENCE
         hello = self.hello
         ready = False
         while hello is None or not ready:
@@ -503,7 +575,41 @@ class _Warm:
             return False
         finally:
             if not handed:
-                self.sock.close()
+                self._close()
+
+
+class _Making:
+    """A C init being made (``_Warm._c_direct``): its helper's ``P`` + pid and the init's
+    ``r`` still to come on ``go``, in either order."""
+
+    def __init__(self, key: WarmKey, procs: tuple[str, ...], go: socket.socket,
+                 poller: Poller | None) -> None:
+        self.key, self.procs, self.go, self._poller = key, procs, go, poller
+        self.pid = 0
+        self.ready = False
+        if poller is not None:
+            poller.register(go, select.POLLIN)
+
+    def close(self) -> None:
+        """Stop watching ``go`` (before it is closed: ``_poller``) and close it."""
+        if self._poller is not None and self.go.fileno() >= 0:
+            self._poller.unregister(self.go)
+        self.go.close()
+
+    @property
+    def done(self) -> bool:
+        return bool(self.pid) and self.ready
+
+    def take(self, word: bytes) -> bool:
+        """One word from the helper or the init; False for anything else (an end)."""
+        if word == b"r" and not self.ready:
+            self.ready = True
+            return True
+        said = _cinit.init_pid(word)
+        if said is None or self.pid:
+            return False
+        self.pid = said
+        return True
 
 
 def _close(*held: socket.socket | tuple[int, ...] | None) -> None:
@@ -622,6 +728,11 @@ class _InFlight:
     def holds_nothing(self) -> bool:
         return not self._cues
 
+    @property
+    def count(self) -> int:
+        """How many launches are in flight."""
+        return len(self._cues)
+
     def ended(self, fd: int) -> bool:
         """Take the event on ``fd``: let the launch go; False if ``fd`` is not a cue's."""
         entry = self._cues.pop(fd, None)
@@ -651,19 +762,30 @@ class _Pool:
     ``MAX_WARM_KEYS`` keys, the least recently launched dropped first; keys idle for
     ``idle`` seconds are dropped."""
 
-    def __init__(self, hub: GuardHub, reaper: int, idle: float = WARM_IDLE) -> None:
+    def __init__(self, hub: GuardHub, reaper: int, idle: float = WARM_IDLE,
+                 poller: Poller | None = None, spawns: bool = False) -> None:
         self._hub = hub
+        self._poller = poller  # C inits are made without waiting (``_Warm._c_direct``)
+        #: Whether C inits are made by a spawner (``_cinit.Spawner``): started for the
+        #: first, ended once no view is kept (``tidy``: dropped after ``idle``).
+        self._spawns = spawns
+        self._spawner: _cinit.Spawner | None = None
         self._idle = idle
         self._reaper = reaper
         self._ready: dict[PoolKey, list[_Warm]] = {}
         self._recent: dict[PoolKey, View | None] = {}  # oldest first
         self._last: dict[PoolKey, float] = {}  # when each key was last launched
         self._hot: set[PoolKey] = set()  # views launched back to back: WARM_DEPTH
+        self._busy: dict[PoolKey, float] = {}  # a view's last launch beside another one
         self._refill: list[PoolKey] = []
         self._groups: list[str] = []  # of dropped launchers, removed once empty
         self._mounts = MountTable()
         self._lender = Lender()  # our loginuid, for direct launchers with an audit tag
         self._configs = _cinit.Configs()  # the flat forms of views with a C init
+        #: ``_cinit.covers`` by key and what else it reads (0.13 ms per launcher for the
+        #: daemon's profile; what it checks of the view is in the key, the flat form made
+        #: from it is kept by ``_configs`` as long).
+        self._covered: dict[tuple[PoolKey, bool, bool], bool] = {}
         self.subtrees: tuple[tuple[str, str], ...] = ()  # the daemon's v1 subtrees
 
     @staticmethod
@@ -684,9 +806,10 @@ class _Pool:
         waiting = self._ready.get(key, []) if key is not None else []
         return waiting.pop(0) if waiting else None  # the oldest: the likeliest to be done
 
-    def want(self, key: PoolKey | None, view: View | None) -> None:
-        """Keep launchers ready for ``key`` (just launched): refilled when nothing is in
-        flight (``serve``)."""
+    def want(self, key: PoolKey | None, view: View | None, inflight: int = 1) -> None:
+        """Keep launchers ready for ``key`` (just launched, with ``inflight`` launches in
+        flight, itself included): refilled when nothing is in flight (``serve``), or at
+        once for a key left without any, or busy (``refill_in``)."""
         if key is None:
             return
         now = time.monotonic()
@@ -694,6 +817,8 @@ class _Pool:
             self._hot.add(key)
         else:
             self._hot.discard(key)  # launched again after a while: one launcher will do
+        if key[1] and inflight > 1:
+            self._busy[key] = now
         self._last[key] = now
         self._recent.pop(key, None)
         self._recent[key] = view
@@ -705,9 +830,12 @@ class _Pool:
             self._refill.append(key)
 
     def _drop(self, key: PoolKey) -> None:
+        for asked in [a for a in self._covered if a[0] == key]:
+            del self._covered[asked]
         del self._recent[key]
         del self._last[key]
         self._hot.discard(key)
+        self._busy.pop(key, None)
         if key in self._refill:
             self._refill.remove(key)
         for launcher in self._ready.pop(key, []):
@@ -721,31 +849,94 @@ class _Pool:
         path) than a launcher prepared at ``WARM_NICE`` beside the launches in flight.
         With launches back to back from several clients one is nearly always in flight,
         and a refill that waited for none left every other launch cold (a fleet of 300
-        from 2 clients: 45% cold; docs/benchmarks.md, ``fleet2``)."""
+        from 2 clients: 45% cold; docs/benchmarks.md, ``fleet2``); so does a busy key's
+        (``_busy``: launched beside another launch lately; at 4 in flight their launches
+        come in bursts, and a refill that waited left 44% cold; ``fleet5``). One client's
+        launches back to back (one in flight) still wait for it."""
         if not self._refill:
             return None
-        return 0 if not self._ready.get(self._refill[0]) else inflight.wait_ms()
+        key = self._refill[0]
+        return 0 if not self._ready.get(key) or self._busy_now(key) else inflight.wait_ms()
+
+    def _busy_now(self, key: PoolKey) -> bool:
+        """Whether ``key`` was launched beside another launch within ``HOT``."""
+        return time.monotonic() - self._busy.get(key, -HOT) < HOT
+
+    def _depth(self, key: PoolKey) -> int:
+        """Launchers kept for ``key``: one; ``WARM_DEPTH`` for a view launched back to back
+        (``HOT``); ``BUSY_DEPTH`` for a busy one (``_busy_now``)."""
+        if key not in self._hot:
+            return 1
+        return BUSY_DEPTH if self._busy_now(key) else WARM_DEPTH
 
     def refill_one(self) -> None:
         """Make one launcher for the first key short of its depth."""
         key = self._refill[0]
         ready = self._ready.setdefault(key, [])
-        depth = WARM_DEPTH if key in self._hot else 1
+        depth = self._depth(key)
         if len(ready) < depth:
             try:
                 view = self._recent.get(key)
-                tag = key[0][3]
-                lends = bool(tag) and self._lender.usable(tag)
-                config = (self._configs.fd(key[1], view)
-                          if view is not None and _cinit.covers(key[0], view, self._reaper,
-                                                                lends, self._hub.adopts)
-                          else -1)
-                ready.append(_Warm(key[0], self._hub, self.subtrees, self._reaper, view,
-                                   self._mounts, self._lender, config))
+                ready.append(self._make(key, view, self._config(key, view)))
             except OSError:
                 depth = 0  # its view's idmapped trees, or the fork: launches go cold
         if len(ready) >= depth:
             self._refill.pop(0)
+
+    def make_now(self, key: PoolKey | None, view: View | None) -> _Warm | None:
+        """A launcher made for the launch at hand, which found none ready for its view
+        ``key`` launched before: only a C init's (its spawn, namespaces and view are a few
+        ms of CPU; a cold launch forks an interpreter, an outer process and a Python init,
+        about three times as much, and a fleet bound by the CPU waits for it all the same:
+        docs/benchmarks.md, ``fleet5``). None: the launch goes cold, as before."""
+        if key is None or view is None or key not in self._recent:
+            return None
+        try:
+            config = self._config(key, view)
+            return self._make(key, view, config) if config >= 0 else None
+        except OSError:
+            return None
+
+    def _config(self, key: PoolKey, view: View | None) -> int:
+        """The sealed flat form of ``view`` if a C init covers it (``_cinit.covers``),
+        else -1."""
+        tag = key[0][3]
+        lends = bool(tag) and self._lender.usable(tag)
+        if view is None:
+            return -1
+        asked = (key, lends, self._hub.adopts)
+        covered = self._covered.get(asked)
+        if covered is None:
+            covered = _cinit.covers(key[0], view, self._reaper, lends, self._hub.adopts)
+            self._covered[asked] = covered
+        return self._configs.fd(key[1], view) if covered else -1
+
+    def _make(self, key: PoolKey, view: View | None, config: int) -> _Warm:
+        return _Warm(key[0], self._hub, self.subtrees, self._reaper, view, self._mounts,
+                     self._lender, config, self._poller, self._spawner_for(config))
+
+    def _spawner_for(self, config: int) -> _cinit.Spawner | None:
+        """The spawner, started now if a C init is to be made and none runs."""
+        if config >= 0 and self._spawns and self._spawner is None:
+            try:
+                self._spawner = _cinit.Spawner(self._reaper)
+            except OSError:
+                self._spawns = False  # each launcher spawns its own helper
+        return self._spawner
+
+    def made(self, fd: int) -> bool:
+        """Take the event on ``fd`` if it is the ``go`` socket of a launcher being made
+        (``_Warm.made``): one whose helper or init ended first is dropped. False if ``fd``
+        is no such socket."""
+        for ready in self._ready.values():
+            for launcher in ready:
+                if launcher.go_fd != fd:
+                    continue
+                if launcher.made() is False:
+                    ready.remove(launcher)
+                    self._groups.extend(launcher.discard())
+                return True
+        return False
 
     @property
     def holds_nothing(self) -> bool:
@@ -776,6 +967,9 @@ class _Pool:
             except OSError:
                 left.append(directory)  # its launcher is still exiting
         self._groups = left
+        if self._spawner is not None and not any(key[1] for key in self._recent):
+            self._spawner.close()  # no view kept: it ends on its socket's end, reaped
+            self._spawner = None
 
 
 def _first_word(go: socket.socket, pid: int) -> bytes:
@@ -827,7 +1021,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
     poller.register(sock, select.POLLIN)
     hub = GuardHub(poller, reaper)
     exited = _wake_on_exits(poller)
-    pool = _Pool(hub, reaper, warm_idle)
+    pool = _Pool(hub, reaper, warm_idle, poller, reaper >= 0 and not _cinit.forced_python())
     inflight = _InFlight(poller)
     trimmer = _malloc.TrimAfterBursts()  # its free heap back once a burst of work is over
     # a fresh start once it carries nothing (``_renewal``), which loads the reaper again
@@ -848,7 +1042,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
             elif fd == exited:
                 _drain(exited)  # a child exited: reaped below
                 reap = True
-            elif not inflight.ended(fd):
+            elif not inflight.ended(fd) and not pool.made(fd):
                 hub.handle(fd)
         if reap:
             _reap(hub)
@@ -883,7 +1077,8 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
             continue
         pool.subtrees = plan.cgroup_pool
         viewed, plain, view = _Pool.keys(plan)
-        ready = pool.take(viewed)  # its view built: only the program's own steps remain
+        # its view built: only the program's own steps remain (or built now, in C)
+        ready = pool.take(viewed) or (pool.make_now(viewed, view) if warm else None)
         cue = ready.hand_over(msg, fds, plan) if ready is not None else False
         if cue is False:
             cue = _launch_plain(plan, msg, fds, pool.take(plain), sock, hub, reaper)
@@ -895,7 +1090,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
         # copy of the program's environment (its real secrets), not locked out of swap.
         del msg, plan
         if warm:  # the next launches like this one skip namespaces, root and view
-            pool.want(viewed, view)
+            pool.want(viewed, view, inflight.count)
             pool.want(plain, None)
 
 

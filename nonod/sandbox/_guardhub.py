@@ -14,20 +14,24 @@ sessions. The fork server holds one for all of them. Each launcher's outer proce
                  the guard's state, the session's end of this socket), once the init no
                  longer dies with the outer: the hub guards this session from now on
   hub -> outer   ``h``: taken (the outer leaves); ``E`` + errno: not (the session ends)
-  init -> hub    ``A`` with three (the pidfd, the memfd, the socket's end): an init without an
-                 outer (``_launcher.direct``), its view built and watched before any plan;
+  init -> hub    ``A`` with four (the pidfd, the memfd, the socket's end, the init's mount
+                 namespace): an init without an outer (``_launcher.direct``), its view built
+                 and watched before any plan;
                  until its launch (``launched``: the fork server passes the exit pipe) the
                  guard's records wait in a pipe of the hub's; ``h`` or ``E`` as for ``H``
 
 Once it has taken a session (in a pid namespace, the outer launcher leaves once the init
 runs ``nono-reaper``: one process per session), a change on the way starts a repair instead
 of a ``c``: ``nono-reaper --repair`` (``reaper_outer.c``) enters the session's user and mount
-namespaces through the init's pidfd, does what the outer did on ``c`` (its ``W`` arrive on the
+namespaces through the init's pidfd, or, for an init adopted ahead, through the mount
+namespace it sent and that namespace's owner (its image may have been exec'd outside the
+session's user namespace, and the kernel then lets only a fork server with CAP_SYS_PTRACE in
+its own enter through the pidfd), does what the outer did on ``c`` (its ``W`` arrive on the
 session's socket like the outer's), and writes the state back to the memfd; one at a time per
 session, again if a change came meanwhile. One repair is kept spawned ahead of need (from the
 fork server's memfd of the reaper), waiting for its job (``J`` and the session's four
-descriptors), so that a change waits for a message, not for an exec. The session is dropped
-when its init exits (its pidfd).
+descriptors, five with the mount namespace), so that a change waits for a message, not for an
+exec. The session is dropped when its init exits (its pidfd).
 
 A watch is added through ``/proc/self/fd/N``, so it is on the inode the session sees, whatever
 the fork server's own view of that path. One inode watched for several sessions is one watch
@@ -116,6 +120,7 @@ class _Adopted:
     again: bool = False  # a change came while it ran
     hold: int = -1  # adopted ahead (``A``): where the records wait until the launch (read end)
     launched: bool = True  # False until ``launched`` for one adopted ahead
+    mntns: int = -1  # the init's mount namespace (adopted ahead): what its repairs enter
 
 
 @dataclass
@@ -268,7 +273,7 @@ class GuardHub:
             elif msg[:1] == b"H" and len(fds) == 4 and client.adopted is None:
                 self._adopt(client, fds)
                 fds = []
-            elif msg[:1] == b"A" and len(fds) == 3 and client.adopted is None:
+            elif msg[:1] == b"A" and len(fds) == 4 and client.adopted is None:
                 self._adopt_ahead(client, fds)
                 fds = []
             else:
@@ -345,6 +350,8 @@ class GuardHub:
             self._poller.unregister(adopted.pidfd)
             for descriptor in (adopted.pidfd, adopted.report, adopted.config, adopted.peer):
                 os.close(descriptor)
+            if adopted.mntns >= 0:
+                os.close(adopted.mntns)
             client.adopted = None
             if not self._inits and self._spare is not None:
                 # No session left to guard: the spare's socket closed, it exits (reaped).
@@ -367,13 +374,15 @@ class GuardHub:
             self.reaped(pid, status)
 
     def _adopt(self, client: _Client, fds: list[int]) -> None:
-        """Guard ``client``'s session from now on (``H``: its outer launcher leaves)."""
+        """Guard ``client``'s session from now on (``H``: its outer launcher leaves; a fifth
+        descriptor, the init's mount namespace: ``A``)."""
         if self._reaper < 0:
             for descriptor in fds:
                 os.close(descriptor)
             self._reply(client, errno.ENOEXEC)
             return
-        client.adopted = _Adopted(fds[0], fds[1], fds[2], fds[3])
+        client.adopted = _Adopted(fds[0], fds[1], fds[2], fds[3],
+                                  mntns=fds[4] if len(fds) > 4 else -1)
         self._inits[fds[0]] = client
         self._poller.register(fds[0], select.POLLIN)
         try:
@@ -390,7 +399,7 @@ class GuardHub:
         # (the fork server, every session with it). A record that does not fit is dropped:
         # each is one write below PIPE_BUF, whole or not at all, and no program has run.
         hold, held = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._adopt(client, [fds[0], held, fds[1], fds[2]])
+        self._adopt(client, [fds[0], held, fds[1], fds[2], fds[3]])
         if client.adopted is None:
             os.close(hold)
             return
@@ -447,6 +456,8 @@ class GuardHub:
             return
         adopted.again = False
         job = [adopted.pidfd, adopted.peer, adopted.report, adopted.config]
+        if adopted.mntns >= 0:
+            job.append(adopted.mntns)
         for _ in range(2):  # a spare that died meanwhile: once more with a new one
             try:
                 if self._spare is None:

@@ -304,8 +304,10 @@ def program_nofile(inherited: tuple[int, int]) -> tuple[int, int]:
 
 
 def _program_limits() -> None:
-    """The init takes the program's descriptor limit just before it starts it (the program
-    inherits it): until then, the launchers pass descriptors under the fork server's."""
+    """The program's descriptor limit, taken just before it starts: by the init for a
+    spawned program (which inherits it), by a forked one itself once it has passed the init
+    its creation guard's listener. Until then, the launchers pass descriptors under the fork
+    server's limit; so does the init of a forked program, for good."""
     resource.setrlimit(resource.RLIMIT_NOFILE, program_nofile(
         INHERITED_NOFILE or resource.getrlimit(resource.RLIMIT_NOFILE)))
 
@@ -638,11 +640,13 @@ def _adopt_ahead(hub_fd: int, view: View) -> None:
     """A direct init's view guard (``run_direct``), built view and all, before any plan:
     watched through the fork server's hub as the outer's ``_receive_guard`` has it watched,
     started, then handed to the hub as the outer's ``_hand_over`` does once the init runs
-    ``nono-reaper`` (``A``: its pidfd, the guard's state, its end of the hub socket); the
-    hub guards the session from then on (its repairs enter through the pidfd) and gets the
-    exit pipe at launch (``GuardHub.launched``). Raises OSError or GuardLost if the guard
-    cannot start or the hub does not take it: the init then ends before ``READY``, and the
-    launch goes to another launcher (fail closed)."""
+    ``nono-reaper`` (``A``: its pidfd, the guard's state, its end of the hub socket and its
+    mount namespace); the hub guards the session from then on (its repairs enter through
+    that namespace: this process's image was exec'd outside the session's user namespace,
+    and the kernel refuses a fork server without CAP_SYS_PTRACE ``setns`` on its pidfd) and
+    gets the exit pipe at launch (``GuardHub.launched``). Raises OSError or GuardLost if the
+    guard cannot start or the hub does not take it: the init then ends before ``READY``, and
+    the launch goes to another launcher (fail closed)."""
     hub = socket.socket(fileno=hub_fd)
     try:
         guard = ViewGuard(guarded(view.mounts))
@@ -652,12 +656,13 @@ def _adopt_ahead(hub_fd: int, view: View) -> None:
         guard.start()
         state = os.memfd_create("nono-view", os.MFD_CLOEXEC)
         _write_state(state, guard)
+        mntns = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         pidfd = os.pidfd_open(os.getpid())
         try:
-            socket.send_fds(hub, [b"A"], [pidfd, state, hub.fileno()])
+            socket.send_fds(hub, [b"A"], [pidfd, state, hub.fileno(), mntns])
         finally:
-            os.close(pidfd)
-            os.close(state)
+            for fd in (pidfd, state, mntns):
+                os.close(fd)
         _hub_answer(hub, b"h")
     finally:
         hub.close()
@@ -1307,7 +1312,6 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
     _step("caps", _libc.drop_all_capabilities, bool(plan.ns_flags & _libc.CLONE_NEWUSER))
     if plan.seccomp:
         _step("seccomp", install_filter, plan.seccomp)
-    _step("rlimits", _program_limits)
     supervisor: Supervisor | None = None
     # Until the init forwards them (``_serve_as_init``), the signals it forwards wait here:
     # pid 1 of a namespace drops a signal it has no handler for, so a stop that came between
@@ -1326,6 +1330,7 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
         else:
             # vfork-style spawn: no copy of our page tables; an exec failure comes back as
             # OSError
+            _step("rlimits", _program_limits)
             try:
                 pid = os.posix_spawn(plan.executable, list(plan.argv), _env_dict(plan.env),
                                      setsid=True, setsigmask=())
@@ -1384,6 +1389,7 @@ def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int,
             if guarded is not None:
                 _step("createguard", confine_program, guarded[0], plan.creation_filter,
                       guarded[1])
+            _step("rlimits", _program_limits)  # after the listener's pass, as the init's
             _sigmask(signal.SIG_SETMASK, ())
             os.execve(plan.executable, list(plan.argv), _env_dict(plan.env))
         except OSError as exc:

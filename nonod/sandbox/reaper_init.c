@@ -173,6 +173,15 @@ static int proxy_listener(int control, unsigned port) {
     return err;
 }
 
+/* _launcher._program_limits: the program's descriptor limit, taken just before it starts
+ * (by the init for a spawned program, by a forked one once it has passed its listener).
+ * The init of a forked program keeps the fork server's: its passes are not refused while
+ * another session of the user holds its own limit's worth in flight. */
+static int program_limits(const struct launch *l) {
+    struct rlimit nofile = {(rlim_t)l->nofile_cur, (rlim_t)l->nofile_max};
+    return setrlimit(RLIMIT_NOFILE, &nofile) < 0 ? errno : 0;
+}
+
 /* The program forked (_launcher._fork_program), for a controlling terminal or to confine
  * itself under the creation guard (``guard``: layer 2 and the socket its listener goes to
  * the init on; NULL: none): a child that reports its own failure on the launch pipe. */
@@ -189,6 +198,8 @@ static pid_t fork_program(const struct launch *l, int launch_w, int exit_w, cons
     if (guard && (err = creation_confine(guard[0], l->creation_filter, l->n_creation_filter,
                                          guard[1])))
         fail(launch_w, S_CREATEGUARD, err, NULL);
+    if ((err = program_limits(l)))
+        fail(launch_w, S_RLIMITS, err, NULL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -321,9 +332,6 @@ static _Noreturn void launch(struct launch *l, int *fds, int plan_fd, struct rul
         fail(launch_w, S_CAPS, err, NULL);
     if (l->n_seccomp && (err = install_seccomp(l->seccomp, l->n_seccomp)))
         fail(launch_w, S_SECCOMP, err, NULL);
-    struct rlimit nofile = {(rlim_t)l->nofile_cur, (rlim_t)l->nofile_max};
-    if (setrlimit(RLIMIT_NOFILE, &nofile) < 0)
-        fail(launch_w, S_RLIMITS, errno, NULL);
     block_forwarded(SIG_BLOCK); /* until serve_init's signalfd: see _confined_tail */
     write_pending(launch_w);
     pid_t pid;
@@ -334,6 +342,8 @@ static _Noreturn void launch(struct launch *l, int *fds, int plan_fd, struct rul
             report(launch_w, S_EXEC, errno, "fork");
             _exit(126);
         }
+    } else if ((err = program_limits(l))) {
+        fail(launch_w, S_RLIMITS, err, NULL);
     } else if ((pid = spawn_program(l, &err)) < 0) {
         report(launch_w, S_EXEC, err, l->executable);
         _exit(126);
@@ -465,11 +475,122 @@ static void init_run(int ns_flags, int plan_fd, int go_fd, int config_fd, int hu
     launch(&l, fds, plan_fd, rs, &creation);
 }
 
+/* Make the init as init_main's helper does, from a process whose descriptors are ``plan``,
+ * ``go``, ``config``, ``hub`` (-1: none) and the trees, plus those of the caller that the
+ * child closes first (close_except): the parent gets the init's pid (or -1), the child never
+ * returns. */
+static pid_t clone_init(long ns_flags, int plan_fd, int go_fd, int config_fd, int hub_fd,
+                        struct trees *trees) {
+    long flags = CLONE_PARENT | (ns_flags & ~(long)CLONE_NEWCGROUP);
+    pid_t pid = (pid_t)syscall(SYS_clone, flags, 0, NULL, NULL, 0);
+    if (pid != 0)
+        return pid < 0 ? -1 : pid;
+    close_except(plan_fd, go_fd, config_fd, hub_fd, trees);
+    init_run((int)ns_flags, plan_fd, go_fd, config_fd, hub_fd, trees);
+    _exit(126);
+}
+
+static int said_pid(int go_fd, pid_t pid) {
+    unsigned char said[5] = {'P'};
+    put32(said + 1, (uint32_t)pid);
+    return send(go_fd, said, sizeof said, MSG_NOSIGNAL) == (ssize_t)sizeof said ? 0 : -1;
+}
+
+#define KNOWN_NS (CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | \
+                  CLONE_NEWUTS | CLONE_NEWCGROUP)
+
+/* nono-reaper --spawner SOCK: init_main's helper for every launcher, started once by the fork
+ * server (_cinit.Spawner), so that each launcher's spawn neither copies the fork server's
+ * descriptor table (five per live session) nor holds its loop while the kernel forks. Each
+ * request on SOCK (SEQPACKET) is "NGS1", u32 NS_FLAGS, u32 TAG, u8 HAS_HUB, u8 N_TREES, with
+ * the descriptors PLAN, GO, CONFIG, [HUB], TREES... in order: the init is cloned as the fork
+ * server's child (CLONE_PARENT) and says "P" + its pid on GO, as init_main's does; a request
+ * that does not check out makes nothing (the fork server sees GO end). A TAG (not 0) is lent
+ * as the fork server lends it to a helper (_loginuid): our loginuid set to it for the clone
+ * alone, so that the init carries it and a fresh audit session, then unset again; a tag
+ * that cannot be set makes nothing, and one that cannot be taken back ends this process
+ * (what it made later would carry it). The end of SOCK (the fork server gone, or renewed)
+ * ends this process. */
+int spawner_main(int argc, char **argv) {
+    long sock;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_NAME, "nono-spawner");
+    if (argc != 3 || number(argv[2], &sock) || sock < 3 || sock > INT32_MAX)
+        return 126;
+    struct trees none = {.n = 0};
+    close_except((int)sock, (int)sock, (int)sock, -1, &none);
+    /* Our table is a copy of the fork server's, as large as its highest descriptor, ours
+     * among them: moved low, the inits' copies of our table span a few numbers alone. */
+    int low = fcntl((int)sock, F_DUPFD_CLOEXEC, 3);
+    if (low < 0)
+        return 126;
+    if (low < sock) {
+        close((int)sock);
+        sock = low;
+    } else {
+        close(low);
+    }
+    int loginuid = open("/proc/self/loginuid", O_RDWR | O_CLOEXEC); /* -1: no tag lent */
+    for (;;) {
+        unsigned char head[14];
+        union {
+            char buf[CMSG_SPACE(sizeof(int) * (4 + 64))];
+            struct cmsghdr align;
+        } u;
+        struct iovec iov = {.iov_base = head, .iov_len = sizeof head};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                             .msg_controllen = sizeof u.buf};
+        ssize_t n;
+        while ((n = recvmsg((int)sock, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+            ;
+        if (n <= 0)
+            return 0;
+        int fds[4 + 64];
+        size_t n_fds = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                continue;
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k && n_fds < sizeof fds / sizeof *fds; i++)
+                memcpy(&fds[n_fds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        }
+        uint32_t ns_flags = 0, tag = 0;
+        if (n == (ssize_t)sizeof head) {
+            memcpy(&ns_flags, head + 4, 4);
+            memcpy(&tag, head + 8, 4);
+        }
+        unsigned has_hub = n == (ssize_t)sizeof head ? head[12] : 2, n_trees = head[13];
+        int ok = n == (ssize_t)sizeof head && !memcmp(head, "NGS1", 4) && has_hub <= 1 &&
+                 !(ns_flags & ~(uint32_t)KNOWN_NS) && n_trees <= 64 &&
+                 n_fds == 3 + has_hub + n_trees && !(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
+        for (size_t i = 0; ok && i < n_fds; i++)
+            ok = fds[i] >= 3 && fcntl(fds[i], F_SETFD, 0) == 0; /* as the helper has them */
+        char lent[16];
+        int n_lent = snprintf(lent, sizeof lent, "%u", (unsigned)tag);
+        if (ok && tag && (tag == UINT32_MAX || loginuid < 0 ||
+                          pwrite(loginuid, lent, (size_t)n_lent, 0) != n_lent))
+            ok = 0;
+        pid_t pid = -1;
+        if (ok) {
+            struct trees trees = {.n = n_trees};
+            memcpy(trees.fds, fds + 3 + has_hub, n_trees * sizeof *fds);
+            pid = clone_init((long)ns_flags, fds[0], fds[1], fds[2], has_hub ? fds[3] : -1,
+                             &trees);
+        }
+        int kept = !(ok && tag) || pwrite(loginuid, "4294967295", 10, 0) == 10;
+        if (pid > 0)
+            said_pid(fds[1], pid);
+        for (size_t i = 0; i < n_fds; i++)
+            close(fds[i]);
+        if (!kept)
+            return 70; /* _loginuid.EXIT_STUCK */
+    }
+}
+
 int init_main(int argc, char **argv) {
     long ns_flags, plan_fd, go_fd, config_fd, hub_fd;
     struct trees trees = {.n = 0};
-    const long known = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
-                       CLONE_NEWUTS | CLONE_NEWCGROUP;
+    const long known = KNOWN_NS;
     if (argc < 7 || argc > 7 + 64 || number(argv[2], &ns_flags) || number(argv[3], &plan_fd) ||
         number(argv[4], &go_fd) || number(argv[5], &config_fd) || number(argv[6], &hub_fd) ||
         ns_flags & ~known || plan_fd < 3 || go_fd < 3 || config_fd < 3 || hub_fd < -1 ||
@@ -484,15 +605,7 @@ int init_main(int argc, char **argv) {
         trees.fds[trees.n++] = (int)fd;
     }
     close_except((int)plan_fd, (int)go_fd, (int)config_fd, (int)hub_fd, &trees);
-    long flags = CLONE_PARENT | (ns_flags & ~(long)CLONE_NEWCGROUP);
-    pid_t pid = (pid_t)syscall(SYS_clone, flags, 0, NULL, NULL, 0);
-    if (pid < 0)
-        return 126;
-    if (pid > 0) {
-        unsigned char said[5] = {'P'};
-        put32(said + 1, (uint32_t)pid);
-        return send((int)go_fd, said, sizeof said, MSG_NOSIGNAL) == (ssize_t)sizeof said ? 0 : 126;
-    }
-    init_run((int)ns_flags, (int)plan_fd, (int)go_fd, (int)config_fd, (int)hub_fd, &trees);
-    _exit(126);
+    pid_t pid = clone_init(ns_flags, (int)plan_fd, (int)go_fd, (int)config_fd, (int)hub_fd,
+                           &trees);
+    return pid > 0 && said_pid((int)go_fd, pid) == 0 ? 0 : 126;
 }

@@ -29,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/nsfs.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -514,7 +516,7 @@ int outer_main(int argc, char **argv) {
 
 /* ------------------------------------------------------------------ a repair (--repair) */
 
-enum { JOB_FD = 3, PIDFD = 3, HUB = 4, REPORT = 5, CONFIG = 6 };
+enum { JOB_FD = 3, PIDFD = 3, HUB = 4, REPORT = 5, CONFIG = 6, MNTNS = 7 };
 /* Exit status of a repair whose guard is lost, reported and the init killed (``_guardhub``:
  * any status but 0 and this one is a failure the fork server reports itself). */
 enum { REPAIR_LOST = 42 };
@@ -582,13 +584,48 @@ static int hub_reply(void) {
     return e ? e : EIO;
 }
 
-/* One repair, the four descriptors in hand. */
+/* The session's mount namespace, from its init (an adopted-ahead one, ``A``), or -1. */
+static int session_mntns = -1;
+
+/* Into the session's user and mount namespaces: 0, 1 (the session has ended meanwhile: nothing
+ * to do) or -1. Through the init's mount namespace where it sent it (``A``): its image may have
+ * been exec'd before its clone into the session's user namespace (the C init; a Python one
+ * until it has become the reaper), and then the kernel refuses ``setns`` on its pidfd (a
+ * ptrace access check) to a fork server without CAP_SYS_PTRACE in its own user namespace;
+ * the namespace's own descriptor needs only the capabilities of its owner. */
+static int enter(void) {
+    if (session_mntns < 0) {
+        if (syscall(SYS_setns, init_pidfd, CLONE_NEWUSER | CLONE_NEWNS) == 0)
+            return 0;
+        return errno == ESRCH ? 1 : -1;
+    }
+    struct pollfd ended = {.fd = init_pidfd, .events = POLLIN};
+    if (poll(&ended, 1, 0) != 0) /* readable: the init has exited */
+        return 1;
+    int owner = ioctl(session_mntns, NS_GET_USERNS);
+    int rc = owner >= 0 && setns(owner, CLONE_NEWUSER) == 0 &&
+                     setns(session_mntns, CLONE_NEWNS) == 0
+                 ? 0
+                 : -1;
+    if (owner >= 0)
+        close(owner);
+    return rc;
+}
+
+/* One repair, the four (or five) descriptors in hand. */
 static int repair(void) {
     signal(SIGPIPE, SIG_IGN);
     if (load(CONFIG) < 0)
         return 2;
-    if (syscall(SYS_setns, init_pidfd, CLONE_NEWUSER | CLONE_NEWNS) < 0)
-        return errno == ESRCH ? 0 : 2; /* ESRCH: the session has ended meanwhile */
+    int entered = enter();
+    if (entered > 0)
+        return 0;
+    if (entered < 0) { /* not the session's view: it cannot be guarded, it must end */
+        snprintf(lost_why, sizeof lost_why,
+                 "the view guard's repair cannot enter the session: %s", strerror(errno));
+        lose(0, 0);
+        return REPAIR_LOST;
+    }
     int rc = check(), err = rc == -1 ? errno : 0, watch = 1;
     while (!rc && watch) {
         if (hub_watch() < 0) {
@@ -620,12 +657,13 @@ static int repair(void) {
     return save(CONFIG) < 0 ? 2 : 0;
 }
 
-/* A spare's job: "J" and the four descriptors on JOB_FD, numbered 3 to 6 here. */
+/* A spare's job: "J" and the four descriptors on JOB_FD, numbered 3 to 6 here, and the
+ * session's mount namespace (an init adopted ahead) on 7 if there is a fifth. */
 static int take_job(void) {
     char tag;
     struct iovec iov = {.iov_base = &tag, .iov_len = 1};
     union {
-        char buf[CMSG_SPACE(4 * sizeof(int))];
+        char buf[CMSG_SPACE(5 * sizeof(int))];
         struct cmsghdr align;
     } u;
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
@@ -634,20 +672,23 @@ static int take_job(void) {
     while ((n = recvmsg(JOB_FD, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
         ;
     struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&mh) : NULL;
-    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
-        c->cmsg_len != CMSG_LEN(4 * sizeof(int)) || tag != 'J' || (mh.msg_flags & MSG_CTRUNC))
+    int n_fds = !c ? 0 : c->cmsg_len == CMSG_LEN(4 * sizeof(int)) ? 4
+                       : c->cmsg_len == CMSG_LEN(5 * sizeof(int)) ? 5 : 0;
+    if (!n_fds || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || tag != 'J' ||
+        (mh.msg_flags & MSG_CTRUNC))
         return -1; /* the fork server is gone, or sent no job: nothing to do */
-    int fds[4], high[4];
-    memcpy(fds, CMSG_DATA(c), sizeof fds);
+    int fds[5], high[5];
+    memcpy(fds, CMSG_DATA(c), (size_t)n_fds * sizeof(int));
     close(JOB_FD);
-    for (int i = 0; i < 4; i++) { /* above 6 first, so that no dup2 below hits a source */
+    for (int i = 0; i < n_fds; i++) { /* above 7 first, so that no dup2 below hits a source */
         if ((high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) < 0)
             return -1;
         close(fds[i]);
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < n_fds; i++)
         if (dup2(high[i], 3 + i) < 0 || close(high[i]) < 0)
             return -1;
+    session_mntns = n_fds == 5 ? MNTNS : -1;
     return 0;
 }
 
@@ -655,8 +696,9 @@ static int take_job(void) {
  * session whose outer has left (the fork server's hub runs it on each change, one at a time
  * per session). With the descriptors PIDFD (the init's), HUB (the session's hub socket),
  * REPORT (its exit pipe) and CONFIG (the guard's state) on 3 to 6; with --spare it is spawned
- * ahead of need and waits for them ("J") on 3, so that a change does not wait for an exec.
- * It enters the session's user and mount namespaces through the init's pidfd (with the
+ * ahead of need and waits for them ("J") on 3, so that a change does not wait for an exec
+ * (with a fifth, MNTNS, for an init adopted ahead). It enters the session's user and mount
+ * namespaces (``enter``: through the init's pidfd, or MNTNS and its owner; with the
  * capabilities of their owner there), covers again what lost its mount, has the hub watch the
  * directories on the way anew, checks once more after each new watch, and writes the state
  * back to CONFIG. Exit 0: done (or nothing to do); REPAIR_LOST: the guard is lost (reported
@@ -709,8 +751,9 @@ static int hub_answer(char expected) {
  * guard's operations and directories ("NGO1", no mount taken yet), ``on_the_way`` the "O"
  * message for the hub (the names a change must touch to matter). The hub watches the
  * directories, each mount's id is taken (ViewGuard.start) and what is gone covered again,
- * then the hub gets the init's pidfd, the state in a memfd and its socket ("A") and guards
- * the session from then on. 0, or -1: the init must end before READY (fail closed). */
+ * then the hub gets the init's pidfd, the state in a memfd, its socket and its mount
+ * namespace ("A": the repairs enter through that, ``enter``) and guards the session from
+ * then on. 0, or -1: the init must end before READY (fail closed). */
 int adopt_guard(struct reader *state, const unsigned char *on_the_way, size_t len, int hub_fd) {
     hub = hub_fd;
     if (load_state(state) < 0 || send(hub, on_the_way, len, MSG_NOSIGNAL) != (ssize_t)len ||
@@ -735,16 +778,19 @@ int adopt_guard(struct reader *state, const unsigned char *on_the_way, size_t le
         return -1;
     int memfd = memfd_create("nono-view", MFD_CLOEXEC);
     int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    int mntns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC); /* for the repairs: enter */
     int rc = -1;
-    if (memfd >= 0 && pidfd >= 0 && save(memfd) == 0) {
-        int fds[3] = {pidfd, memfd, hub};
-        if (send_fds(hub, "A", 1, fds, 3) == 0 && hub_answer('h') == 0)
+    if (memfd >= 0 && pidfd >= 0 && mntns >= 0 && save(memfd) == 0) {
+        int fds[4] = {pidfd, memfd, hub, mntns};
+        if (send_fds(hub, "A", 1, fds, 4) == 0 && hub_answer('h') == 0)
             rc = 0;
     }
     if (memfd >= 0)
         close(memfd);
     if (pidfd >= 0)
         close(pidfd);
+    if (mntns >= 0)
+        close(mntns);
     close(hub);
     hub = -1;
     return rc;

@@ -90,7 +90,8 @@ class SessionAudit:
                      first: Callable[[], None] | None = None,
                      account: Account | None = None,
                      syncer: AuditSyncer | None = None,
-                     owner: int | None = None) -> SessionAudit | None:
+                     owner: int | None = None,
+                     made: Callable[[], int | None] | None = None) -> SessionAudit | None:
         """The session's new audit file (None when ``[audit] enabled = false``: ``first`` is
         not run then). Raises AuditError (the launch is refused) if the file or the signing
         key is unavailable. ``first`` (blocking) runs in the file's worker thread, before it
@@ -98,7 +99,9 @@ class SessionAudit:
         charges the file's size to its user's budget at each write. With ``syncer`` (the
         daemon's) its timed fsyncs are batched with the other sessions' and :meth:`run` is
         not needed (``timer``); a failed one stops the session as a failed write does.
-        ``owner`` (the system daemon's user) takes its own turns at the ledger."""
+        ``owner`` (the system daemon's user) takes its own turns at the ledger. ``made``
+        gives the descriptor of the session's directory and empty file made ahead
+        (``_slot.NextSlot.claim``), or None: the file is made here."""
         if not settings.enabled:
             if sign_key is not None:
                 raise AuditError("--audit-sign-key was given, but auditing is disabled",
@@ -112,7 +115,7 @@ class SessionAudit:
             writer = await AuditWriter.create(
                 state_dir, session_id, hub=hub, ledger=ledger, signer=signer,
                 fsync_interval=settings.fsync_interval, defer_dir_sync=True, first=first,
-                syncer=syncer)
+                syncer=syncer, made=made() if made is not None else None)
         except AuditError as exc:
             raise AuditError(
                 f"the session's audit record cannot be created: {exc.message}",

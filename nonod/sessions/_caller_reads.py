@@ -19,16 +19,25 @@ own: the policies are verified, the instruction files read and the masks made wh
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, final
+
+import structlog
 
 from .. import _callerfs, _xdg
 from ._contracts import Caller
 
+log = structlog.get_logger()
+
 if TYPE_CHECKING:
     from ..policy import Denial, ResolvedPolicy
     from ..trust import PolicyFiles
+    from ._start import SecretMasks
+
+    #: Makes a launch's secret masks (``Registry.secret_masks``), given the policy and the
+    #: masks of its own files made as the caller (None: made with the daemon's identity).
+    MakeMasks = Callable[[ResolvedPolicy, tuple[Denial, ...] | None], SecretMasks]
 
 
 @final
@@ -39,7 +48,7 @@ class CallerReads:
 
     def __init__(self, *, workdir: str, env: Mapping[str, str], owner: Caller,
                  system: bool, trust: bool = True, audit_sign_key: str | None = None,
-                 program: str | None = None) -> None:
+                 program: str | None = None, masks: MakeMasks | None = None) -> None:
         self._workdir = workdir
         self._trust = trust
         #: The program named by the launch (None: the profile's ``binary``), looked for as the
@@ -58,14 +67,19 @@ class CallerReads:
         self._failed: Exception | None = None
         self._secrets: tuple[Denial, ...] | None = None
         self._secrets_failed: Exception | None = None
+        #: The launch's secret masks are made here too, with the daemon's identity: its
+        #: start then wakes no worker thread for them (``ProgramStarter._premasked``).
+        self._make_masks = masks
+        self._masks: SecretMasks | None = None
 
     def read(self, policy: ResolvedPolicy, identity: _callerfs.Identity | None) -> None:
         """Blocking, with the daemon's own identity; the caller's files are read with
         ``identity`` (the caller's on the system daemon, None on a user daemon): the trust
         policy files; on the system daemon for a caller other than root also the launch's
         own secret files (``nonod._secretfiles``) of ``policy`` and where the caller finds
-        the program (``nonod.control._program``). Never raises: a failure is kept for the
-        method that gives that answer."""
+        the program (``nonod.control._program``); then, with the daemon's identity, the
+        launch's secret masks (``masks``: ``ProgramStarter.secret_masks``). Never raises: a
+        failure is kept for the method that gives that answer."""
         from .. import trust
         from .._secretfiles import launch_secret_paths, secret_denials
 
@@ -93,6 +107,13 @@ class CallerReads:
                                                             self._workdir))
                     except Exception as exc:  # noqa: BLE001 - raised again where it was
                         self._program_failed = (name, exc)
+        caller_masked = self._system and not self._owner.is_root
+        if self._make_masks is not None and not (caller_masked and self._secrets is None):
+            try:  # with the daemon's identity again (its own files, earlier launches')
+                self._masks = self._make_masks(policy,
+                                               self._secrets if caller_masked else None)
+            except Exception:  # not made here: the session's start makes them
+                log.exception("could not make the launch's secret masks ahead")
         self._env = {}  # the plan, and so this, lives as long as the session: not its copy
 
     def trust_files(self) -> PolicyFiles | None:
@@ -110,6 +131,10 @@ class CallerReads:
         if self._program is not None and self._program[0] == name:
             return self._program[1]
         return None
+
+    def masks(self) -> SecretMasks | None:
+        """The launch's secret masks made by :meth:`read` (None: not made there)."""
+        return self._masks
 
     def secret_denials(self) -> tuple[Denial, ...] | None:
         """The masks of the launch's own secret files, as the caller saw them (what looking

@@ -58,6 +58,8 @@ class OomWatches:
         #: is watched (moved, not cancelled: a watch coming and going wakes no task).
         self._wait: trio.CancelScope | None = None
         self._closed = False
+        #: Ended watches' eventfds, not closed yet (:meth:`closing`).
+        self._unclosed: list[int] = []
 
     def watch(self, group: SessionGroup, on_oom: Callable[[], None]
               ) -> Callable[[], None] | None:
@@ -93,11 +95,21 @@ class OomWatches:
 
         return end
 
+    def closing(self) -> list[int]:
+        """The eventfds of the watches ended since the last call, for the caller to close:
+        a cgroup v1 OOM eventfd's close takes the kernel from 0.05 to over 1 ms, which the
+        end of a watch (on a session's end's path) leaves to the group removal's worker
+        thread (``_removals``)."""
+        unclosed, self._unclosed = self._unclosed, []
+        return unclosed
+
     def close(self) -> None:
         """End every watch, and the task (the daemon is stopping)."""
         self._closed = True
         for watch in list(self._watches.values()):
             self._end(watch)
+        for efd in self.closing():
+            os.close(efd)
         if self._wait is not None:
             self._wait.cancel()
         elif not self._running and self._epoll is not None:
@@ -109,7 +121,7 @@ class OomWatches:
             return
         if self._epoll is not None:
             self._epoll.unregister(watch.efd)
-        os.close(watch.efd)
+        self._unclosed.append(watch.efd)
         if not self._watches and self._wait is not None:
             self._wait.deadline = trio.current_time() + LINGER
 

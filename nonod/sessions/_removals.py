@@ -18,6 +18,8 @@ What is left at the daemon's exit is removed by ``SessionCgroups.close``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Final, NamedTuple, final
 
 import structlog
@@ -39,14 +41,22 @@ class _Queued(NamedTuple):
     group: SessionGroup
     deadline: float  # trio time past which it is given up on
     kill: bool  # tried once already: kill what is left in it
+    close: tuple[int, ...] = ()  # descriptors to close first (its ended OOM watch's)
+
+
+def _close_all(fds: tuple[int, ...]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _remove_all(batch: list[_Queued]) -> list[_Queued]:
     """Blocking: try each group once, in order; those still there."""
     left: list[_Queued] = []
     for queued in batch:
+        _close_all(queued.close)
         if not queued.group.remove(kill=queued.kill):
-            left.append(queued._replace(kill=True))
+            left.append(queued._replace(kill=True, close=()))
     return left
 
 
@@ -63,9 +73,12 @@ class GroupRemovals:
         self._removing = False
         self._batch_done = trio.Event()
 
-    def add(self, group: SessionGroup) -> None:
-        """Queue ``group`` (its session has ended, its usage read) for removal."""
-        self._queued.append(_Queued(group, trio.current_time() + REMOVE_TIMEOUT, False))
+    def add(self, group: SessionGroup, *, close: tuple[int, ...] = ()) -> None:
+        """Queue ``group`` (its session has ended, its usage read) for removal, and ``close``
+        (descriptors: an ended OOM watch's eventfd) to be closed before it, in the same
+        worker thread."""
+        self._queued.append(_Queued(group, trio.current_time() + REMOVE_TIMEOUT, False,
+                                    close))
         self._wake.set()
         if not self._running:
             self._running = True
@@ -85,6 +98,7 @@ class GroupRemovals:
         processes killed; its control files are closed whether or not it goes."""
         batch, self._queued = self._queued, []
         for queued in batch:
+            _close_all(queued.close)
             queued.group.remove(kill=True)
 
     async def _run(self) -> None:

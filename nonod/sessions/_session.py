@@ -14,7 +14,7 @@ import fcntl
 import struct
 import termios
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
 
@@ -77,6 +77,9 @@ class Session:
         self.audit: SessionAudit | None = None
         #: What its profile says about unlisted hosts (None: they are refused).
         self.policy_approval: ApprovalPolicy | None = None
+        #: The wait for its last filesystem denials, begun when its program's exit was read
+        #: (``Registry._exit_read``); its end awaits it (once).
+        self.denials_flushed: Callable[[], Awaitable[object]] | None = None
         if record.state == "exited":
             self._exited.set()
 

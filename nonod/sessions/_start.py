@@ -23,6 +23,7 @@ from .. import _callerfs, _session_services
 from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
+    SecretPath,
     launch_secret_paths,
     secret_denials,
     with_secrets_hidden,
@@ -53,6 +54,16 @@ if TYPE_CHECKING:
     from .._session_services import SessionServices
 
 log = structlog.get_logger()
+
+
+class SecretMasks(NamedTuple):
+    """A launch's secret masks, made ahead in its resolution's worker thread
+    (``CallerReads``), and the secret files they were made for: the launch's own, then the
+    daemon's. ``failed``: what making them raised (the launch is refused with it)."""
+
+    of: tuple[SecretPath, ...]
+    denials: tuple[Denial, ...]
+    failed: Exception | None = None
 
 
 class _Ready(NamedTuple):
@@ -96,10 +107,10 @@ class ProgramStarter:
         self._metrics = metrics
 
     async def start(self, session: Session, plan: SessionPlan,
-                    create_audit: Callable[[Callable[[], None]], Awaitable[bool]],
+                    create_audit: Callable[[Callable[[], None] | None], Awaitable[bool]],
                     parent_group: SessionGroup | None = None,
-                    record_writer: Callable[[], Callable[[], None]] | None = None
-                    ) -> Process:
+                    record_writer: Callable[[], Callable[[], None]] | None = None,
+                    audit_waits: bool = True) -> Process:
         """The session's program, running: its stdio (a PTY, passed descriptors or
         /dev/null), its services, its policy with the secret masks, its fs_denied watch.
         Raises to refuse the launch; nothing is left open then.
@@ -117,13 +128,17 @@ class ProgramStarter:
         It runs while the services are prepared and the session's cgroup made (all three
         mostly wait on the disk, the kernel and worker threads), and its first records are
         fsynced before the program exists. Any of them failing cancels the others and
-        refuses the launch."""
+        refuses the launch. ``audit_waits`` False (the registry's file is made ahead, no
+        signing key to load): with the masks made too, the three run one after the other in
+        this task, none in a task of its own."""
         to_close: list[int] = []
         try:
             prepared: list[_Ready] = []
             masked: list[ResolvedPolicy] = []
             limit_layers: tuple[LayerReport, ...] = ()
-            own = await self._own_secret_denials(plan)
+            # Made in the resolution's thread (the same files as now: else made here).
+            premasked = self._premasked(plan)
+            own = None if premasked is not None else await self._own_secret_denials(plan)
 
             async def prepare() -> None:
                 prepared.append(await self._prepare(session, plan, to_close))
@@ -135,8 +150,13 @@ class ProgramStarter:
                 masked.append(hide_cgroup_tree(self._hide_secrets(plan, own)))
 
             async def audit_and_masks() -> None:
-                if not await create_audit(private_dir_and_masks):
-                    await trio.to_thread.run_sync(private_dir_and_masks)
+                if premasked is None:
+                    if not await create_audit(private_dir_and_masks):
+                        await trio.to_thread.run_sync(private_dir_and_masks)
+                    return
+                masked.append(hide_cgroup_tree(premasked))
+                if not await create_audit(None):  # the directory is the file's, else:
+                    await trio.to_thread.run_sync(make_private_dirs, session.directory)
 
             async def make_group() -> None:
                 nonlocal limit_layers
@@ -145,7 +165,11 @@ class ProgramStarter:
                 session.cgroup, limit_layers = await self.cgroups.make(
                     session.id, plan.policy, parent_group)
 
-            await _together(audit_and_masks, make_group, prepare)
+            if premasked is None or audit_waits:
+                await _together(audit_and_masks, make_group, prepare)
+            else:  # nothing of the audit file's waits (``audit_waits``): no task for it
+                for job in (audit_and_masks, make_group, prepare):
+                    await job()
             launcher, stdio, services, request = prepared[0]
             policy = masked[0]
             # The secrets it will hold (its phantom token, env_credentials) never reach a file.
@@ -277,17 +301,55 @@ class ProgramStarter:
         """Blocking: ``plan.policy`` with a mask over every file the daemon reads secrets
         from (see ``_secretfiles``); SecretFileError if one cannot be kept out. ``own``: the
         masks of the launch's own paths, made as its caller already."""
+        paths, daemons = self._secret_paths(plan.policy, plan.audit_sign_key)
+        return with_secrets_hidden(plan.policy,
+                                   self._masks_of(paths, daemons, plan.owner.uid, own))
+
+    def secret_masks(self, policy: ResolvedPolicy, own: tuple[Denial, ...] | None, *,
+                     owner_uid: int, audit_sign_key: str | None) -> SecretMasks:
+        """Blocking, with the daemon's own identity: what :meth:`_hide_secrets` would add to
+        ``policy`` for a launch of ``owner_uid``, made ahead (in the launch's resolution
+        thread: ``CallerReads``); what making them raised is kept, not raised."""
+        paths, daemons = self._secret_paths(policy, audit_sign_key)
+        try:
+            denials = self._masks_of(paths, daemons, owner_uid, own)
+        except Exception as exc:  # noqa: BLE001 - raised at the launch's start (_premasked)
+            return SecretMasks((*paths, *daemons), (), exc)
+        return SecretMasks((*paths, *daemons), denials)
+
+    def _premasked(self, plan: SessionPlan) -> ResolvedPolicy | None:
+        """``plan.policy`` with the masks its resolution's thread made, if they were made for
+        the secret files it names now (else None: they are made at the start); what making
+        them raised is raised."""
+        made = plan.caller_reads.masks() if plan.caller_reads is not None else None
+        if made is None:
+            return None
+        paths, daemons = self._secret_paths(plan.policy, plan.audit_sign_key)
+        if made.of != (*paths, *daemons):
+            return None
+        if made.failed is not None:
+            raise made.failed
+        return with_secrets_hidden(plan.policy, made.denials)
+
+    def _secret_paths(self, policy: ResolvedPolicy, audit_sign_key: str | None
+                      ) -> tuple[list[SecretPath], list[SecretPath]]:
+        """The secret files a launch of ``policy`` names, and the daemon's."""
         sign_key = self._audit_settings().sign_key
-        paths = launch_secret_paths(plan.policy, audit_sign_key=plan.audit_sign_key or sign_key)
-        daemons = self._daemon_secrets.paths(audit_sign_key=sign_key)
+        return (launch_secret_paths(policy, audit_sign_key=audit_sign_key or sign_key),
+                self._daemon_secrets.paths(audit_sign_key=sign_key))
+
+    def _masks_of(self, paths: list[SecretPath], daemons: list[SecretPath], owner: int,
+                  own: tuple[Denial, ...] | None) -> tuple[Denial, ...]:
+        """Blocking: the masks of the launch's secret files (``own``: made as its caller
+        already), the daemon's, and those ``owner``'s earlier launches named; ``paths``
+        remembered for ``owner``'s later sessions (hidden in that user's sessions only)."""
         denials = secret_denials([*(paths if own is None else ()), *daemons]) + (own or ())
-        owner = plan.owner.uid  # what one user named is hidden in that user's sessions only
         earlier = secret_denials(self._secret_log.paths(owner), check_links=False)
         try:
             self._secret_log.remember(paths, owner)
         except OSError as exc:
             log.warning("cannot record the session's secret files", error=str(exc))
-        return with_secrets_hidden(plan.policy, denials + earlier)
+        return denials + earlier
 
     async def _admit_fs_denied(self, monitor: FsDeniedMonitor, session: Session,
                                request: LaunchRequest) -> None:

@@ -44,6 +44,8 @@ async def supervise(
     stop_grace: Callable[[], float],
     oom: OomWatches,
     asker: SessionAsker | None = None,
+    on_exit_read: Callable[[], None] | None = None,
+    replied: trio.Event | None = None,
 ) -> None:
     """Serve ``session`` until its program has exited (or could not be made to).
 
@@ -52,7 +54,11 @@ async def supervise(
     questions (None: the profile asks none).
 
     ``on_started`` runs once every task is up; ``shutdown_grace`` is the grace period when the
-    session is cancelled from outside (the daemon shutting down) rather than stopped."""
+    session is cancelled from outside (the daemon shutting down) rather than stopped.
+    ``on_exit_read`` runs as soon as the program's exit status is read (before this
+    returns: the session's end can begin what waits on the kernel meanwhile). With
+    ``replied``, the OOM watch and ``on_started`` wait for it (the launch's reply first);
+    what serves the program (proxy, terminal, timers) does not."""
     watch_scope = trio.CancelScope(shield=True)
     exited = trio.Event()
 
@@ -63,11 +69,11 @@ async def supervise(
             status = await proc.wait_exited()
             session.record.exit_code = status.code
             session.record.signal = status.signal
+            if on_exit_read is not None:
+                on_exit_read()
         exited.set()
 
-    # Its OOM kills are watched with every other session's: no task of its own for them.
-    end_oom = oom.watch(session.cgroup, functools.partial(
-        session.request_stop, reason="oom", grace=0)) if session.cgroup is not None else None
+    end_oom: Callable[[], None] | None = None
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
@@ -91,11 +97,22 @@ async def supervise(
                         pump_done.set()
 
                 nursery.start_soon(pump, session.output)
-            on_started()
+            told = False
             try:
                 with session.stop_scope:
+                    if replied is not None:
+                        await replied.wait()
+                    # Its OOM kills are watched with every other session's: no task of its
+                    # own for them (one counted before the watch began is found by it).
+                    if session.cgroup is not None:
+                        end_oom = oom.watch(session.cgroup, functools.partial(
+                            session.request_stop, reason="oom", grace=0))
+                    told = True
+                    on_started()
                     await exited.wait()
             finally:
+                if not told:  # stopped before the reply went out: it started all the same
+                    on_started()
                 with trio.CancelScope(shield=True):
                     if not exited.is_set():
                         await terminate(session, proc, exited, watch_scope, shutdown_grace)

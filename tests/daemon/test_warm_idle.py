@@ -15,7 +15,7 @@ from nonoctl.client import Client
 from nonod import protocol as p
 from nonod.cgroups import open_backend
 
-from ..proctree import children, wait_until
+from ..proctree import children, launchers, wait_until
 from .conftest import session_env, wait_pid_gone
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,12 +56,12 @@ def test_an_idle_daemon_keeps_no_warm_launcher_and_removes_their_groups(
         server = next(c for c in children(pid)
                       if b"_forkserver" in Path(f"/proc/{c}/cmdline").read_bytes())
         def warm_groups() -> set[Path]:  # (the session's own launcher may still be exiting)
-            return {g for g in map(_memory_group, children(server))
+            return {g for g in map(_memory_group, launchers(server))
                     if g.name.startswith("warm-")}
 
         wait_until("two warm launchers", lambda: len(warm_groups()) == 2)
         groups = warm_groups()
-        wait_until("no warm launcher", lambda: not children(server))
+        wait_until("no warm launcher", lambda: not launchers(server))
         wait_until("the ended launchers' groups removed",
                    lambda: not [g for g in groups if g.exists()])
     finally:

@@ -1,11 +1,13 @@
 """What the fresh CONNECT's saved system calls must not lose (nonod.proxy._fresh, ._pump),
 checked on the real sockets and the real epoll of this process: accepted sockets still have
-``TCP_NODELAY`` (set once, on the listener), an ended tunnel leaves nothing in the pump's
-epoll (its sockets are closed rather than unregistered), and the daemon's descriptor reserve
-still holds for a watermark read once per connection."""
+``TCP_NODELAY`` and the bound on their buffers (set once, on the listener), an ended tunnel
+leaves nothing in the pump's epoll (its sockets are closed rather than unregistered), the
+daemon's descriptor reserve still holds for a watermark read once per connection, and bytes
+held for a tunnel already added go first."""
 
 from __future__ import annotations
 
+import _socket
 import errno
 import functools
 import gc
@@ -19,8 +21,9 @@ import pytest
 import trio
 
 from nonod.proxy import ProxyLimits, ProxyPolicy
+from nonod.proxy._buffers import CLIENT_BUFFER
 from nonod.proxy._fresh import _Acceptor
-from nonod.proxy._pump import the_pump
+from nonod.proxy._pump import Tunnel, the_pump
 from nonod.proxy._resolve import start_connect
 from tests.proxy.conftest import TOKEN, Proxy, connect_head, read_all, read_head
 
@@ -42,27 +45,32 @@ async def tunnel_through(proxy: Proxy) -> trio.SocketStream:
     return stream
 
 
-async def test_accepted_sockets_get_no_delay_from_the_listener(start_proxy: StartProxy,
-                                                                echo_port: int) -> None:
+#: ``TCP_NODELAY``, ``SO_SNDBUF`` and ``SO_RCVBUF`` as the kernel reports them once set
+#: (it doubles the buffers' sizes).
+BOUNDED = (1, 2 * CLIENT_BUFFER, 2 * CLIENT_BUFFER)
+
+
+async def test_accepted_sockets_get_no_delay_and_bounded_buffers_from_the_listener(
+        start_proxy: StartProxy, echo_port: int) -> None:
     proxy = await start_proxy(POLICY, pins={"api.github.com": f"127.0.0.1:{echo_port}"},
                               token=TOKEN)
     stream = await tunnel_through(proxy)  # accepted by the pump
-    assert no_delay_of_accepted(stream) == [1]
+    assert options_of_accepted(stream) == [BOUNDED]
     listeners = []
     for fd in list(the_pump()._watched):
         with socket.socket(fileno=os.dup(fd)) as sock:
             # an accepted tunnel's socket has the listener's address too: listeners only
             if (sock.getsockname() == ("127.0.0.1", proxy.port)
                     and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
-                listeners.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-    assert listeners == [1]  # what the kernel copies to each socket it accepts
+                listeners.append(options(sock))
+    assert listeners == [BOUNDED]  # what the kernel copies to each socket it accepts
     await stream.aclose()
 
 
-async def test_a_connection_queued_before_the_proxy_started_gets_no_delay_too(
+async def test_a_connection_queued_before_the_proxy_started_gets_them_too(
         echo_port: int) -> None:
-    """The kernel copies the listener's option when it completes a connection: one that
-    waited in the queue from before gets it from the pump itself."""
+    """The kernel copies the listener's options when it completes a connection: one that
+    waited in the queue from before gets them from the pump itself."""
     from nonod.proxy import Resolver, serve_proxy
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -73,17 +81,24 @@ async def test_a_connection_queued_before_the_proxy_started_gets_no_delay_too(
             resolver=Resolver(pins={"api.github.com": f"127.0.0.1:{echo_port}"})))
         await early.send_all(connect_head("api.github.com:443"))
         assert (await read_head(early))[0] == 200
-        assert no_delay_of_accepted(early) == [1]
+        assert options_of_accepted(early) == [BOUNDED]
         nursery.cancel_scope.cancel()
     await early.aclose()
 
 
-def no_delay_of_accepted(stream: trio.SocketStream) -> list[int]:
-    """``TCP_NODELAY`` of the pump's socket at the other end of ``stream``."""
+def options_of_accepted(stream: trio.SocketStream) -> list[tuple[int, int, int]]:
+    """:func:`options` of the pump's socket at the other end of ``stream``."""
     ends = (stream.socket.getpeername(), stream.socket.getsockname())
-    return [sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-            for tunnel in set(the_pump()._tunnels.values())
+    return [options(sock) for tunnel in set(the_pump()._tunnels.values())
             for sock in tunnel.socks.values() if addresses(sock) == ends]
+
+
+def options(sock: socket.socket | trio.socket.SocketType | _socket.socket
+            ) -> tuple[int, int, int]:
+    """``sock``'s ``TCP_NODELAY``, ``SO_SNDBUF`` and ``SO_RCVBUF``."""
+    return (sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
 def addresses(sock: socket.socket | trio.socket.SocketType) -> object:
@@ -197,3 +212,37 @@ async def test_an_ended_fresh_tunnel_is_freed_without_the_garbage_collector(
         assert fresh() is None
     finally:
         gc.enable()
+
+
+async def test_bytes_held_after_a_tunnel_was_added_go_before_what_its_other_side_sent(
+        ) -> None:
+    """A fresh CONNECT's tunnel is in the pump before its ``200`` is sent; were the send
+    short, the rest goes through the tunnel (``_Pump.hold``), ahead of what the upstream
+    sent already (a server that speaks first)."""
+    pump = the_pump()
+    (client, a), (b, upstream) = socket.socketpair(), socket.socketpair()
+    ended, token = trio.Event(), trio.lowlevel.current_trio_token()
+    with client, a, b, upstream:
+        upstream.sendall(b"banner")  # readable when the tunnel is added
+
+        def start() -> None:  # one step of the pump thread: no turn in between
+            tunnel = Tunnel(a, b, 30, lambda _: token.run_sync_soon(ended.set))
+            pump.add(tunnel)
+            pump.hold(tunnel, b"HTTP/1.1 200 Connection established\r\n\r\n"[9:])
+            with pytest.raises(ValueError):
+                pump.hold(tunnel, b"twice")
+
+        pump.call_soon(start)
+        upstream.shutdown(socket.SHUT_WR)
+        client.shutdown(socket.SHUT_WR)
+        with trio.fail_after(5):
+            got = await trio.to_thread.run_sync(read_to_end, client)
+            await ended.wait()
+    assert got == b"200 Connection established\r\n\r\nbanner"
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data

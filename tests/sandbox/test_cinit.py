@@ -35,7 +35,7 @@ from nonod.sandbox._launcher import (
 from nonod.sandbox._mounts import MountOp, idmapped_trees
 from nonod.sandbox._plan import build_plan
 
-from ..proctree import children, wait_until
+from ..proctree import launchers, wait_until
 
 pytestmark = pytest.mark.userns
 
@@ -210,12 +210,12 @@ def _python_inits(server: int) -> set[int]:
     """The fork server's children that are Python interpreters and a session's init: the
     warm inits for a view, waiting or launched (the view-less launcher's outer process,
     made once and kept, is no init; its own init is not the server's child)."""
-    return {pid for pid in children(server)
+    return {pid for pid in launchers(server)
             if "python" in Path(_exe(pid)).name and _pid_one(pid)}
 
 
 def _c_init_waiting(server: int) -> bool:
-    return any(_exe(pid).startswith("/memfd:nono-reaper") for pid in children(server))
+    return any(_exe(pid).startswith("/memfd:nono-reaper") for pid in launchers(server))
 
 
 async def _gated(launcher: Launcher) -> tuple[int, str]:
@@ -266,6 +266,45 @@ def test_no_python_process_forked_for_a_warm_launch(monkeypatch: pytest.MonkeyPa
     assert seen == [set()] * 4, seen
     assert all(exe.startswith("/memfd:nono-reaper") for exe in inits), inits
     trio.run(_py_launches, monkeypatch)
+
+
+async def _at_once(monkeypatch: pytest.MonkeyPatch, count: int) -> list[bytes]:
+    """``count`` launches of a view launched once before, sent together while one launcher
+    waits for it: each session's init's command line, read while its program runs."""
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "")
+    seen: list[bytes] = []
+    async with open_launcher("namespaces") as launcher:
+        await (await launcher.launch(POLICY, _request("/bin/true"))).wait_exited()
+        wait_until("a C init ready", lambda: _c_init_waiting(launcher.pid))
+        gates = [os.pipe() for _ in range(count)]
+
+        async def one(gate: int) -> None:
+            proc = await launcher.launch(
+                POLICY, _request(PY, "-c", "import sys; sys.stdin.read()"), stdio=(gate, 1, 2))
+            seen.append(Path(f"/proc/{proc.pid}/cmdline").read_bytes())
+            os.close(gate)
+            await proc.wait_exited()
+
+        async with trio.open_nursery() as nursery:
+            for gate_r, _ in gates:
+                nursery.start_soon(one, gate_r)
+            await trio.to_thread.run_sync(
+                lambda: wait_until("every launch's init", lambda: len(seen) == count))
+            for _, gate_w in gates:
+                os.close(gate_w)
+    return seen
+
+
+def test_launches_that_find_no_launcher_ready_get_a_c_init_not_a_cold_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch of a view the fork server knows, finding no launcher ready (four at once,
+    one waiting), gets a C init made for it there and then (``_Pool.make_now``), not the
+    cold path's outer process and Python init (whose reaper, exec'd later, has the
+    reaper's arguments on its command line; a C init keeps its helper's or spawner's):
+    in a fleet at 4 in flight, the cold launches were 9-16% of them and cost about three
+    times a C init's CPU (docs/benchmarks.md, ``fleet5``)."""
+    seen = trio.run(_at_once, monkeypatch, 4)
+    assert all(line.split(b"\0")[1] in (b"--init", b"--spawner") for line in seen), seen
 
 
 async def _failure(monkeypatch: pytest.MonkeyPatch, python: bool, request: LaunchRequest
@@ -473,15 +512,17 @@ async def _tagged(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, int, 
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="kernel audit and loginuids need root")
 def test_an_audit_tag_is_lent_to_the_c_init(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With an audit tag the fork server lends its loginuid for the helper's spawn: the C
-    init (warm launches after the first) carries the tag and the audit session the launch
-    reports."""
+    """With an audit tag a loginuid is lent for the init's clone (by the spawner, or the
+    fork server for a helper's spawn): the C init (warm launches after the first) carries
+    the tag and the audit session the launch reports, a fresh one for each session (the
+    daemon watches each session's denials by it)."""
     seen = trio.run(_tagged, monkeypatch)
     for exe, loginuid, tag, sessions in seen[1:]:
         assert exe.startswith("/memfd:nono-reaper"), seen
         assert int(loginuid) == tag
         ours, reported = sessions.split()
         assert ours == reported and int(ours) not in (0, 4294967295)
+    assert len({sessions for *_, sessions in seen}) == len(seen), seen
 
 
 TTY = (

@@ -138,7 +138,8 @@ def test_an_unprivileged_servers_guarded_sessions_survive_their_repairs(
     """A writable home's view (a creation guard, and a view guard for its caches) launched
     warm by an unprivileged fork server: the host removes and makes again the caches, the
     hub repairs the view, the session goes on (a C init there made every repair fail, and
-    the session was ended: ``_cinit.covers`` keeps such a view on the Python init)."""
+    the session was ended: the repairs entered through the init's pidfd; now through the
+    mount namespace the init hands the hub, ``reaper_outer.c``'s ``enter``)."""
     monkeypatch.setenv("NONO_TEST_WARM_INIT", "1")
     test_home_caches.test_a_cache_the_host_removes_and_makes_again_stays_out_of_reach(
         sandbox_user, cache_home)

@@ -16,7 +16,7 @@ import pytest
 
 from nonod.errors import EnforcementUnavailable
 from nonod.policy import Access, Denial, Grant, ResolvedPolicy
-from nonod.sandbox import LaunchRequest
+from nonod.sandbox import LaunchRequest, _cinit
 from nonod.sandbox._createguard import first_missing, guarded_dirs, layer2_dirs, prepare
 from nonod.sandbox._plan import build_plan
 
@@ -448,6 +448,29 @@ def test_a_guarded_directory_removed_by_the_host_is_guarded_again_at_its_path(
         thread.join()
     assert out == ["OK ", "OK 1", "EACCES", "EACCES"]
     assert not (git / "info" / "attributes").exists()
+
+
+@pytest.mark.parametrize("init", ["c", "python"])
+def test_a_guarded_directory_removed_by_the_host_is_guarded_again_on_a_warm_launch(
+        monkeypatch: pytest.MonkeyPatch, sandbox_user: SandboxUser, layout: tuple[Path, Path],
+        world_tmp: Path, init: str) -> None:
+    """The same, launched warm as a daemon launches (an init waiting in its view hands its
+    view guard to the fork server's hub, and the hub's repairs re-cover ``.git/info``), by
+    each init: the session goes on, for an unprivileged fork server too. Its repairs entered
+    through the init's pidfd, which the kernel refused them (the init's image was exec'd
+    outside the session's user namespace: the C init's always, the Python init's for its
+    first ``REAPER_AFTER``), and each ended the session (killed, 137)."""
+    log = world_tmp / "inits"
+    log.touch(mode=0o666)
+    log.chmod(0o666)
+    monkeypatch.setenv("NONO_TEST_WARM_INIT", "1")
+    monkeypatch.setenv("NONO_TEST_INIT_LOG", str(log))
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "1" if init == "python" else "")
+    test_a_guarded_directory_removed_by_the_host_is_guarded_again_at_its_path(
+        sandbox_user, layout)
+    exe = log.read_text().splitlines()[-1]
+    c_init = exe.startswith(("/memfd:nono-reaper", "nono-reaper --init"))
+    assert c_init == (init == "c"), exe
 
 
 def test_a_directory_its_user_made_read_only_is_guarded_all_the_same(

@@ -1,32 +1,41 @@
 """Descriptors held in flight (sent over a Unix socket, never received) count against every
 process of the same user that passes descriptors without CAP_SYS_RESOURCE in the host's user
 namespace: the kernel refuses such a send (ETOOMANYREFS) once the user's count exceeds the
-sender's soft RLIMIT_NOFILE. A session's launchers pass descriptors at every launch (the view
-guard), so they run under the fork server's limit, and programs get a hard limit lowered by
-``NOFILE_RESERVE``: neither a session nor a daemon started with a low soft limit can make the
-next launches of the same user fail."""
+sender's soft RLIMIT_NOFILE. A session's launchers pass descriptors at every launch of a view
+with something to guard (a mask: ``POLICY``'s denial), and a program forked under the
+creation guard passes the init its listener: they do it under the fork server's limit, and
+programs get a hard limit lowered by ``NOFILE_RESERVE``, so neither a session nor a daemon
+started with a low soft limit can make the next launches of the same user fail."""
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 
-from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy
-from nonod.sandbox import LaunchRequest, open_launcher
+from nonod.policy import Access, Denial, Grant, NetworkPolicy, ResolvedPolicy
+from nonod.sandbox import LaunchRequest, _cinit, open_launcher
 from nonod.sandbox._launcher import NOFILE_RESERVE, program_nofile
+from tests.conftest import OWN_UID
+from tests.proctree import wait_until
+from tests.sandbox.test_cinit import _c_init_waiting
 
 pytestmark = pytest.mark.userns
 
 POLICY = ResolvedPolicy(
     name="in-flight",
     grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ)),
-    denials=(),
+    # A file masked under a grant: the view guard keeps the mask, and each launch passes it
+    # descriptors (the step that the descriptors in flight refuse).
+    denials=(Denial(path="/etc/shadow", is_file=True),),
     network=NetworkPolicy(restricted=True, block=True),
 )
 
@@ -57,35 +66,98 @@ def test_a_programs_limit_keeps_the_reserve_below_the_launchers() -> None:
     assert program_nofile((1024, 1024)) == (768, 768)  # a quarter at most
 
 
-async def _launch_true(launcher: object) -> int:
-    proc = await launcher.launch(POLICY, LaunchRequest(argv=("/usr/bin/true",), cwd="/"),  # type: ignore[attr-defined]
-                                 stdio=(0, 1, 2))
+#: Whom the holder and the next launch run as: the kernel counts descriptors in flight per
+#: user, host-wide. As root, a uid of this run's own, so that nothing else holding root's (a
+#: concurrent run's holder, another test's socket not yet collected) shortens the holder's
+#: share or lengthens the next launch's; otherwise the user running the tests.
+USER = OWN_UID if os.geteuid() == 0 else None
+
+
+async def _launch(launcher: object, uid: int | None = None, policy: ResolvedPolicy = POLICY
+                  ) -> int:
+    request = LaunchRequest(argv=("/usr/bin/true",), cwd="/", uid=uid, gid=uid)
+    proc = await launcher.launch(policy, request, stdio=(0, 1, 2))  # type: ignore[attr-defined]
     with trio.fail_after(30):
         return (await proc.wait_exited()).code  # type: ignore[no-any-return]
 
 
-async def test_a_session_holding_descriptors_in_flight_cannot_stop_the_next_launch() -> None:
+async def _launch_seen(launcher: object, uid: int | None, policy: ResolvedPolicy,
+                       argv: tuple[str, ...]) -> tuple[int, str]:
+    """The exit code of a program that reads its stdin first, and its init's executable
+    meanwhile."""
+    gate_r, gate_w = os.pipe()
+    try:
+        proc = await launcher.launch(  # type: ignore[attr-defined]
+            policy, LaunchRequest(argv=argv, cwd="/", uid=uid, gid=uid), stdio=(gate_r, 1, 2))
+    finally:
+        os.close(gate_r)
+    try:
+        exe = os.readlink(f"/proc/{proc.pid}/exe")
+    finally:
+        os.close(gate_w)
+    with trio.fail_after(30):
+        return (await proc.wait_exited()).code, exe
+
+
+@asynccontextmanager
+async def _holding(launcher: object, uid: int | None) -> AsyncIterator[None]:
+    """A session (``HOLDER``) of ``uid`` holding all the descriptors in flight it can."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    out_r, out_w = os.pipe()
+    in_r, in_w = os.pipe()
+    holder = await launcher.launch(  # type: ignore[attr-defined]
+        POLICY, LaunchRequest(argv=("/usr/bin/python3", "-I", "-c", HOLDER), cwd="/",
+                              uid=uid, gid=uid),
+        stdio=(in_r, out_w, 2))
+    os.close(out_w)
+    os.close(in_r)
+    try:
+        with os.fdopen(out_r) as out:
+            line = await trio.to_thread.run_sync(out.readline)
+        held, its_hard, err = (int(x) for x in line.split())
+        assert its_hard == program_nofile((hard, hard))[1]
+        assert err == errno.ETOOMANYREFS, line
+        if uid is not None:  # the count is its alone: it held all it could
+            assert held > its_hard - 250, line
+        yield
+    finally:
+        os.close(in_w)
+        with trio.fail_after(30):
+            await holder.wait_exited()
+
+
+async def test_a_session_holding_descriptors_in_flight_cannot_stop_the_next_launch() -> None:
+    async with open_launcher("namespaces") as launcher, _holding(launcher, USER):
+        assert await _launch(launcher, USER) == 0
+
+
+@pytest.mark.parametrize("init", ["python", "c"])
+async def test_a_session_holding_descriptors_in_flight_cannot_stop_a_creation_guarded_launch(
+        monkeypatch: pytest.MonkeyPatch, world_tmp: Path, init: str) -> None:
+    """A writable directory without ``.envrc`` and the like: the program confines itself
+    under the creation guard and passes its listener to the init -- under the program's
+    limit until now, which the holder's count exceeds. ``c``: a warm launch served by
+    ``nono-reaper --init`` (``reaper_init.c``), once one waits for the view: the fork
+    server's own user's only (another's launches cold), which the holder then shares."""
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "1" if init == "python" else "")
+    uid = USER if init == "python" else None
+    if uid is not None:
+        os.chown(world_tmp, uid, uid)
+    guarded = msgspec.structs.replace(POLICY, grants=(
+        *POLICY.grants, Grant(path=str(world_tmp), access=Access.READWRITE)))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = ("/usr/bin/python3", "-I", "-c", "import resource, sys; sys.stdin.read(); sys."
+               f"exit(resource.getrlimit(resource.RLIMIT_NOFILE)[1] != "
+               f"{program_nofile((hard, hard))[1]})")
     async with open_launcher("namespaces") as launcher:
-        out_r, out_w = os.pipe()
-        in_r, in_w = os.pipe()
-        holder = await launcher.launch(
-            POLICY, LaunchRequest(argv=("/usr/bin/python3", "-I", "-c", HOLDER), cwd="/"),
-            stdio=(in_r, out_w, 2))
-        os.close(out_w)
-        os.close(in_r)
-        try:
-            with os.fdopen(out_r) as out:
-                line = await trio.to_thread.run_sync(out.readline)
-            held, its_hard, err = (int(x) for x in line.split())
-            assert its_hard == program_nofile((hard, hard))[1]
-            assert held > its_hard - 250, line  # it held all it could
-            assert err == 109  # ETOOMANYREFS
-            assert await _launch_true(launcher) == 0
-        finally:
-            os.close(in_w)
-            with trio.fail_after(30):
-                await holder.wait_exited()
+        if init == "c":
+            assert await _launch(launcher, uid, guarded) == 0
+            wait_until("a C init ready", lambda: _c_init_waiting(launcher.pid))
+        async with _holding(launcher, uid):
+            # it runs, with the program's limit all the same (taken after the pass)
+            code, exe = await _launch_seen(launcher, uid, guarded, lowered)
+    assert code == 0
+    assert exe.startswith("/memfd:nono-reaper") == (init == "c"), exe
 
 
 @contextmanager
@@ -116,7 +188,7 @@ async def test_launches_pass_descriptors_under_the_fork_servers_limit_not_the_in
         try:
             for _ in range(8):  # 2000 in flight: root (CAP_SYS_RESOURCE) may
                 socket.send_fds(a, [b"x"], [dev_null] * 250)
-            assert await _launch_true(launcher) == 0
+            assert await _launch(launcher) == 0
         finally:
             os.close(dev_null)
             a.close()

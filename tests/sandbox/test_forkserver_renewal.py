@@ -19,7 +19,7 @@ import trio
 from nonod.policy import Access, Grant, ResolvedPolicy
 from nonod.sandbox import LaunchRequest, open_launcher
 
-from ..proctree import children, wait_until
+from ..proctree import launchers, wait_until
 
 RULE = """
 import os, signal, sys
@@ -119,7 +119,7 @@ async def test_a_server_that_grew_starts_afresh_once_idle_and_serves_on(tmp_path
                                                            cwd="/"), stdio=(0, 1, 2))
         # Its warm launchers go after warm_idle; the session's init stays its child.
         await trio.to_thread.run_sync(
-            wait_until, "only the session left", lambda: len(children(server)) == 1)
+            wait_until, "only the session left", lambda: len(launchers(server)) == 1)
         assert starts.read_text().count("start") == 1
         live.kill()
         with trio.fail_after(30):

@@ -240,15 +240,16 @@ def test_a_repair_at_the_share_keeps_its_session(tmp_path: Path) -> None:
 def _adopted_ahead(hub: GuardHub, poller: select.poll, client: socket.socket,
                    ours: socket.socket, init: int) -> _Adopted:
     """``client`` (the init ``init``'s end; ``ours``, the hub's) hands its guard over before
-    any plan (``A``: the init's pidfd, a state memfd, its hub socket); the hub's record of
-    the adoption."""
+    any plan (``A``: the init's pidfd, a state memfd, its hub socket, its mount namespace);
+    the hub's record of the adoption."""
     pidfd = os.pidfd_open(init)
     state = os.memfd_create("state")
+    mntns = os.open(f"/proc/{init}/ns/mnt", os.O_RDONLY)
     try:
-        socket.send_fds(client, [b"A"], [pidfd, state, client.fileno()])
+        socket.send_fds(client, [b"A"], [pidfd, state, client.fileno(), mntns])
     finally:
-        os.close(pidfd)
-        os.close(state)
+        for fd in (pidfd, state, mntns):
+            os.close(fd)
     _pump(hub, poller)
     assert client.recv(16) == b"h"
     adopted = hub._clients[ours.fileno()].adopted

@@ -452,3 +452,47 @@ async def test_the_spare_repair_ends_with_the_last_guarded_session(world_tmp: Pa
         with trio.fail_after(10):
             while _children_named(server, "nono-repair"):
                 await trio.sleep(0.005)
+
+
+def test_a_repair_that_cannot_enter_the_session_ends_it_with_the_reason() -> None:
+    """A spare repair whose job names a mount namespace it cannot enter (here no namespace
+    at all) for a session still running does not leave it unguarded: it reports the guard
+    lost with why, kills the init through its pidfd and exits ``REPAIR_LOST``, as for a
+    path it cannot cover again."""
+    import random
+    import socket
+    import subprocess
+
+    from nonod.sandbox._guardhub import REPAIR_LOST
+    from nonod.sandbox._launcher import GUARD_LOST, REC_GUARD, RECORD
+
+    from .test_reaper_fuzz import _memfd, _spawn, outer_config
+
+    init = subprocess.Popen(["sleep", "60"])
+    pidfd = os.pidfd_open(init.pid)
+    ours, job = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours_hub, hub = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    report_r, report_w = os.pipe()
+    memfd = _memfd(outer_config(random.Random(0)))
+    not_a_namespace = os.open("/dev/null", os.O_RDONLY)
+    try:
+        pid = _spawn(["nono-repair", "--repair", str(os.getpid()), "--spare"],
+                     {job.fileno(): 3})
+        job.close()
+        socket.send_fds(ours, [b"J"], [pidfd, hub.fileno(), report_w, memfd, not_a_namespace])
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == REPAIR_LOST
+        assert init.wait(timeout=10) == -signal.SIGKILL
+        os.close(report_w)
+        with os.fdopen(report_r, "rb") as f:
+            data = f.read()
+    finally:
+        init.kill()
+        for end in (ours, ours_hub, hub):
+            end.close()
+        for fd in (pidfd, memfd, not_a_namespace):
+            os.close(fd)
+    kind, _, b, n = RECORD.unpack_from(data)
+    assert (kind, b) == (REC_GUARD, GUARD_LOST)
+    assert data[RECORD.size:RECORD.size + n].startswith(
+        b"\0the view guard's repair cannot enter the session: "), data

@@ -250,13 +250,14 @@ def _send_job(sock: socket.socket, tag: bytes, fds: list[int], split: bool) -> N
 
 
 def test_a_spare_repairs_job_fuzzed() -> None:
-    """A spare repair takes exactly "J" and four descriptors, then reads the state on the
-    fourth; anything else ends it (0) before it acts: never a crash."""
+    """A spare repair takes exactly "J" and four descriptors (five: the session's mount
+    namespace), then reads the state on the fourth; anything else ends it (0) before it
+    acts: never a crash."""
     rng = random.Random(SEED + 2)
     config = outer_config(rng)
     null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     with _ended_pidfd() as pidfd:
-        cases: list[tuple[bytes, int, bool]] = [(b"J", 4, False)]
+        cases: list[tuple[bytes, int, bool]] = [(b"J", 4, False), (b"J", 5, False)]
         cases += [(rng.choice([b"", b"J", b"j", b"JJ", rng.randbytes(rng.randint(1, 8))]),
                    rng.choice([0, 1, 3, 4, 4, 5, 8]), rng.random() < 0.2)
                   for _ in range(ROUNDS // 5)]

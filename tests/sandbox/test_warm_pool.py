@@ -14,7 +14,7 @@ import trio
 from nonod.policy import Access, Grant, ResolvedPolicy
 from nonod.sandbox import LaunchRequest, open_launcher
 
-from ..proctree import children, wait_until
+from ..proctree import launchers, wait_until
 
 pytestmark = pytest.mark.userns
 
@@ -32,7 +32,7 @@ async def test_a_views_launcher_ends_after_warm_idle_and_comes_back() -> None:
                 assert (await proc.wait_exited()).code == 0
 
         def pooled(count: int) -> None:  # the server answers nothing: watch it from here
-            wait_until(f"{count} warm launchers", lambda: len(children(server)) == count)
+            wait_until(f"{count} warm launchers", lambda: len(launchers(server)) == count)
 
         await launch()
         await trio.to_thread.run_sync(pooled, 2)  # the view's and the plain one

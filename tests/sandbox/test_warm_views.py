@@ -18,7 +18,7 @@ import trio
 from nonod.errors import LaunchError
 from nonod.policy import Access, Denial, Grant, ResolvedPolicy
 from nonod.sandbox import Launcher, LaunchRequest, open_launcher
-from nonod.sandbox._forkserver import Cue, _InFlight, _Pool, _Warm
+from nonod.sandbox._forkserver import BUSY_DEPTH, WARM_DEPTH, Cue, _InFlight, _Pool, _Warm
 from nonod.sandbox._guardhub import GuardHub
 from nonod.sandbox._landlock import (
     LandlockPlan,
@@ -29,7 +29,7 @@ from nonod.sandbox._landlock import (
 )
 from nonod.sandbox._types import LayerReport
 
-from ..proctree import children, wait_until
+from ..proctree import children, launchers, wait_until
 
 #: Every test here launches sessions in new namespaces.
 pytestmark = pytest.mark.userns
@@ -154,7 +154,7 @@ def test_a_prepared_launcher_guards_its_view_before_its_launch(world_tmp: Path) 
             def only_waiting_launchers() -> bool:  # the sessions' outers and inits have gone
                 # An outer waits with its init below it; a direct init (no outer) waits in
                 # its plan socket's recv.
-                ours = children(server)
+                ours = launchers(server)
                 return bool(ours) and all(children(pid) or _waits_for_a_plan(pid)
                                           for pid in ours)
 
@@ -389,6 +389,37 @@ def test_a_key_left_without_a_launcher_is_refilled_beside_a_launch_in_flight() -
     assert [fd for fd, _ in poller.poll(1000)] == [ours.fileno()]
     assert inflight.ended(ours.fileno())
     assert pool.refill_in(inflight) == 0  # nothing in flight: the second one now
+
+
+def test_a_view_launched_beside_other_launches_keeps_four_launchers_refilled_at_once(
+        ) -> None:
+    """``_Pool``: a view launched again within ``HOT`` while another launch is in flight
+    (several clients) keeps ``BUSY_DEPTH`` launchers, refilled at once even with launchers
+    left and launches in flight: at 4 in flight the launches come in bursts, and with two
+    launchers refilled after the launches in flight 44% of a fleet's launches found none
+    and went cold (docs/benchmarks.md, ``fleet5``). One client's launches back to back
+    keep two, refilled once the launch in flight let go."""
+    poller = select.poll()
+    inflight = _InFlight(poller)
+    pool = _Pool(GuardHub(poller), -1)
+    one, busy = ((os.getuid(), os.getgid(), 0, 0, 0), b"a view"), (
+        (os.getuid(), os.getgid(), 0, 0, 0), b"another view")
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(2)]
+    for ours, _ in pairs:
+        inflight.add(Cue(ours))
+    for _ in range(2):  # back to back: hot
+        pool.want(one, None, inflight=1)
+        pool.want(busy, None, inflight=2)
+    assert (pool._depth(one), pool._depth(busy)) == (WARM_DEPTH, BUSY_DEPTH) == (2, 4)
+    pool._ready[busy] = [typing.cast(_Warm, object())] * 3  # (no process made here)
+    pool._ready[one] = [typing.cast(_Warm, object())]
+    assert pool._refill[0] == one
+    assert 0 < (pool.refill_in(inflight) or 0) <= _InFlight.PATIENCE * 1000
+    pool._refill.remove(one)
+    assert pool.refill_in(inflight) == 0  # the busy view's fourth: now, launches in flight
+    for ours, theirs in pairs:
+        theirs.close()
+        inflight.ended(ours.fileno())
 
 
 def test_a_warm_launch_is_reported_by_its_init_alone(world_tmp: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,42 @@ async def test_groups_ending_together_go_in_one_job_and_a_process_left_is_killed
         if staying is not None and staying.poll() is None:
             staying.kill()
         cgroups.close()
+
+
+@pytest.fixture
+def cgroups(tmp_path: Path) -> Iterator[SessionCgroups]:
+    opened = SessionCgroups.open(tmp_path)
+    try:
+        if opened.backend is None:
+            pytest.skip(opened.why)
+        yield opened
+    finally:
+        opened.close()
+
+
+async def test_an_ended_oom_watchs_eventfd_is_closed_by_the_removal_not_on_the_loop(
+        cgroups: SessionCgroups) -> None:
+    # Closing a v1 OOM eventfd takes the kernel up to a millisecond and more: the watch's end
+    # (on the session's end's path) leaves it open, and the group's removal, in its worker
+    # thread, closes it before removing the group.
+    from nonod.sessions._oomwatch import OomWatches
+
+    group, _ = await cgroups.make("s1", ResolvedPolicy(name="fake", grants=(), denials=()))
+    assert group is not None
+    async with trio.open_nursery() as nursery:
+        watches = OomWatches(nursery)
+        end = watches.watch(group, lambda: None)
+        if end is None:
+            pytest.skip("no OOM eventfd (cgroup v2, or no memory hierarchy)")
+        (efd,) = watches._watches
+        end()
+        assert os.readlink(f"/proc/self/fd/{efd}") == "anon_inode:[eventfd]"  # still open
+        closing = tuple(watches.closing())
+        assert closing == (efd,) and watches.closing() == []
+        removals = GroupRemovals(nursery)
+        removals.add(group, close=closing)
+        await removals.drained()
+        gone = not os.path.exists(f"/proc/self/fd/{efd}")  # (or its number reused)
+        assert gone or os.readlink(f"/proc/self/fd/{efd}") != "anon_inode:[eventfd]"
+        watches.close()
+        nursery.cancel_scope.cancel()

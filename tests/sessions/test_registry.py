@@ -616,3 +616,67 @@ async def test_when_exited_calls_back_once_the_record_is_final_or_at_once_after(
     assert seen == ["exited"] and session.exited
     session.when_exited(lambda: seen.append("after"))
     assert seen == ["exited", "after"]
+
+
+async def test_the_last_denials_flush_begins_when_the_exit_is_read_and_is_awaited_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The flush marker's round trip through the kernel overlaps the supervision's unwinding:
+    # it begins when the program's exit status is read, before the session's end does, and
+    # the end awaits that one flush (no second marker).
+    from nonod.sessions._registry import Registry
+    from nonod.sessions._start import ProgramStarter
+
+    order: list[str] = []
+    real_release, real_finish = ProgramStarter.release_started, Registry._finish
+
+    def release_started(self: ProgramStarter, session: Any) -> Callable[[], Awaitable[object]]:
+        order.append("flush begun")
+        wait = real_release(self, session)
+
+        async def awaited() -> object:
+            order.append("flush awaited")
+            return await wait()
+
+        return awaited
+
+    async def finish(self: Registry, session: Any) -> None:
+        order.append("end begun")
+        await real_finish(self, session)
+
+    monkeypatch.setattr(ProgramStarter, "release_started", release_started)
+    monkeypatch.setattr(Registry, "_finish", finish)
+    session = await harness.registry.launch(harness.plan())
+    harness.launcher.launched[0].finish(ExitStatus(code=0))
+    with trio.fail_after(10):
+        await session.wait_exited()
+
+    assert order == ["flush begun", "end begun", "flush awaited"]
+
+
+async def test_started_waits_for_the_launchs_reply_and_comes_even_if_stopped_before(
+    harness: Harness,
+) -> None:
+    # The session's task runs on after the start, before its caller's: its "started" event
+    # and log line (and its OOM watch) wait until the caller says it replied.
+    reg = harness.registry
+    feed = reg.subscribe_events(ME, None)
+    replied = trio.Event()
+    session = await reg.launch(harness.plan(), replied=replied)
+    await trio.testing.wait_all_tasks_blocked()
+    with pytest.raises(trio.WouldBlock):
+        feed.channel.receive_nowait()
+
+    replied.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert feed.channel.receive_nowait().kind == "started"
+
+    stopped = await reg.launch(harness.plan(), replied=trio.Event())  # never replied to
+    stopped.request_stop(reason="stopped", grace=0)
+    with trio.fail_after(10):
+        await stopped.wait_exited()
+        assert [(await feed.channel.receive()).kind for _ in range(2)] == ["started", "exited"]
+    harness.launcher.launched[0].finish(ExitStatus(code=0))
+    with trio.fail_after(10):
+        await session.wait_exited()
+    feed.close()

@@ -1,0 +1,183 @@
+"""The next session's directory and audit file, made ahead (``nonod.sessions._slot``): a
+launch takes them with two renames and wakes no worker thread for them; the audit contract
+(first records durable before the program, the file sealed and verifying at the end) holds
+for a file made ahead as for one made at the launch; a slot is never taken for a session by
+any reader of ``sessions/``, and one left by a daemon that died goes at the next start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from nonod.audit import list_sessions, verify_session_file
+from nonod.policy import Denial, NetworkPolicy, ResolvedPolicy
+from nonod.sandbox import ExitStatus, LaunchRequest
+from nonod.sessions import CallerReads, Process, SessionPlan
+from nonod.sessions._records import read_records
+from nonod.sessions._slot import SLOT_DIR, SLOT_FILE, clear_slot, make_slot
+
+from .test_registry import ME, Harness, _audited_registry
+
+
+def _slot_file(harness: Harness) -> Path:
+    return harness.state_dir / "sessions" / SLOT_DIR / SLOT_FILE
+
+
+async def _run_one(harness: Harness, plan: SessionPlan | None = None) -> str:
+    with trio.fail_after(10):
+        session = await harness.registry.launch(plan or harness.plan())
+        harness.registry.launch_answered()  # as the control server does, once it replied
+        harness.launcher.launched[-1].finish(ExitStatus(code=0))
+        await session.wait_exited()
+    return session.id
+
+
+async def test_a_launch_takes_the_directory_and_audit_file_made_ahead(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    harness = await _audited_registry(nursery, tmp_path)
+    await _run_one(harness)  # the first makes its own; once it is answered, the next is made
+    assert await harness.registry._slot.made()
+    ahead = os.stat(_slot_file(harness)).st_ino
+
+    second = await _run_one(harness)
+
+    audit = harness.state_dir / "sessions" / second / "audit.ndjson"
+    assert os.stat(audit).st_ino == ahead  # the very file made ahead, renamed
+    assert oct(os.stat(audit.parent).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(audit).st_mode & 0o777) == "0o600"
+    events = [json.loads(line)["event"]["type"] for line in audit.read_text().splitlines()]
+    assert events[0] == "session_started"
+    assert verify_session_file(audit).sealed
+    assert not (audit.parent / SLOT_FILE).exists()
+    assert await harness.registry._slot.made()  # and the next one is there again
+    with trio.fail_after(10):
+        await harness.registry.shutdown()
+
+
+class _Spawned(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.names.append(task.name)
+
+
+async def test_with_a_slot_and_masks_made_in_the_resolution_no_thread_makes_the_file(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The launch's worker threads: the gate's pair and the seal's, none for the audit file
+    # or its directory (the slot) nor for the secret masks (made in the resolution's thread);
+    # and since nothing of it waits, no task of its own either.
+    harness = await _audited_registry(nursery, tmp_path)
+    await _run_one(harness)
+    assert await harness.registry._slot.made()
+    hops: list[str] = []
+    real = trio.to_thread.run_sync
+
+    async def run_sync(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(fn, "__qualname__", repr(fn)))
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", run_sync)
+    plan = harness.plan()
+    reads = CallerReads(workdir=plan.request.cwd, env={}, owner=ME, system=False,
+                        trust=False, masks=harness.registry.secret_masks(ME, None))
+    reads.read(plan.policy, None)  # as the resolution's thread does
+    plan = dataclasses.replace(plan, caller_reads=reads)
+    spawned = _Spawned()
+    trio.lowlevel.add_instrument(spawned)
+    try:
+        with trio.fail_after(10):
+            session = await harness.registry.launch(plan)
+    finally:
+        trio.lowlevel.remove_instrument(spawned)
+
+    assert [hop for hop in hops if "make" in hop or "private_dir" in hop] == []
+    assert [name for name in spawned.names if "_together" in name] == []
+    harness.launcher.launched[-1].finish(ExitStatus(code=0))
+    with trio.fail_after(10):
+        await session.wait_exited()
+        await harness.registry.shutdown()
+
+
+async def test_masks_made_for_other_secret_files_are_made_again_at_the_start(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The resolution's thread made the masks of a policy naming no secret file; the launch's
+    # policy names one (the plan changed after the resolution): that file is masked all the
+    # same.
+    secret = tmp_path / "token"
+    secret.write_text("s3cret")
+    secret.chmod(0o600)
+    harness = await _audited_registry(nursery, tmp_path)
+    plan = harness.plan()
+    reads = CallerReads(workdir=plan.request.cwd, env={}, owner=ME, system=False,
+                        trust=False, masks=harness.registry.secret_masks(ME, None))
+    reads.read(plan.policy, None)
+    naming = ResolvedPolicy(name="fake", grants=(), denials=(), network=NetworkPolicy(
+        env_credentials=((f"file://{secret}", "TOKEN"),)))
+    launched: list[tuple[Denial, ...]] = []
+    real_launch = harness.launcher.launch
+
+    async def launch(policy: ResolvedPolicy, request: LaunchRequest, **kw: Any) -> Process:
+        launched.append(policy.denials)
+        return await real_launch(policy, request, **kw)
+
+    monkeypatch.setattr(harness.launcher, "launch", launch)
+    await _run_one(harness, dataclasses.replace(plan, policy=naming, caller_reads=reads))
+
+    assert str(secret) in {denial.path for denial in launched[0]}
+    with trio.fail_after(10):
+        await harness.registry.shutdown()
+
+
+async def test_a_slot_is_no_session_and_one_left_behind_goes_at_the_next_start(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    sessions = tmp_path / "state" / "sessions"
+    sessions.mkdir(parents=True)
+    os.close(make_slot(sessions))  # what a daemon that died leaves
+    assert list_sessions(tmp_path / "state") == []
+    assert read_records(sessions) == []
+
+    harness = await _audited_registry(nursery, tmp_path)
+
+    assert not (sessions / SLOT_DIR).exists()
+    assert harness.registry.statistics() == (0, 0)
+    with trio.fail_after(10):
+        await harness.registry.shutdown()
+
+
+def test_clearing_a_slot_never_removes_a_file_with_records(tmp_path: Path) -> None:
+    os.close(make_slot(tmp_path))
+    (tmp_path / SLOT_DIR / SLOT_FILE).write_text('{"seq": 1}\n')
+
+    clear_slot(tmp_path)
+
+    assert (tmp_path / SLOT_DIR / SLOT_FILE).read_text() == '{"seq": 1}\n'
+
+
+async def test_a_slot_that_cannot_be_made_leaves_the_launch_to_make_its_own(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    harness = await _audited_registry(nursery, tmp_path)
+    sessions = harness.state_dir / "sessions"
+    (sessions / SLOT_DIR).mkdir()
+    (sessions / SLOT_DIR / SLOT_FILE).write_text("kept\n")  # never removed: no slot made
+    await _run_one(harness)
+    assert not await harness.registry._slot.made()
+
+    second = await _run_one(harness)
+
+    assert verify_session_file(sessions / second / "audit.ndjson").sealed
+    assert (sessions / SLOT_DIR / SLOT_FILE).read_text() == "kept\n"
+    with trio.fail_after(10):
+        await harness.registry.shutdown()
