@@ -93,6 +93,24 @@ def _looks_secret(name: str) -> bool:
     return any(word in _SECRET_WORDS for word in _WORD_SPLIT.split(lowered))
 
 
+#: A URL's userinfo, from just after its ``://`` to its ``@``.
+_URL_USER: Final = re.compile(r"[^/?#@\s]++@")
+
+
+def value_holds_secret(value: str) -> bool:
+    """Whether ``value`` holds a secret as a URL does: a userinfo (``scheme://user:password@``,
+    and a token alone as the user, ``https://TOKEN@github.com/...``, a Sentry DSN), or a
+    query parameter the audit's rule redacts (``?api_key=v``). A variable's name may say
+    nothing of it (``DATABASE_URL``). Linear in ``value``: each scan for a userinfo stops at
+    the next ``/``, so at the next ``://``."""
+    at = value.find("://")
+    while at >= 0:
+        if _URL_USER.match(value, at + 3):
+            return True
+        at = value.find("://", at + 3)
+    return _redact_url_parts(value) != value
+
+
 def _redact_url_parts(arg: str) -> str:
     if "://" in arg:
         arg = _USERINFO.sub(lambda m: m["lead"] + m["head"] + REDACTED + "@", arg)

@@ -4,12 +4,14 @@ recording proxy beside it, the time limit, and the fold at the end."""
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import secrets
 import shutil
 import signal
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, final
@@ -51,6 +53,16 @@ RUNS_LATER: Final = ("/opt", "/var/spool", "/var/lib/dpkg", "/var/lib/apt", "/va
                      "/var/lib/snapd", "/var/lib/flatpak", "/var/lib/docker",
                      "/var/lib/containers", "/var/lib/sudo")
 #: Each session gets its own empty instance of these (see docs/profiles.md).
+#: Trees of the operating system's looked through for links out of them too: what is run
+#: from ``/usr/local`` comes first in ``PATH``, and ``/etc`` names what services run. (The
+#: rest of the read-only trees are too big to walk at each learn run.)
+LINKED_SYSTEM_TREES: Final = ("/usr/local", "/etc")
+#: Entries looked at below each of those trees (and each other account's home, for a root
+#: caller) for symbolic links out of them (:func:`link_targets`).
+LINK_SCAN_LIMIT: Final = 5_000
+#: Entries past which a directory holding a tree seen read-only is granted read-only whole,
+#: not entry by entry (:func:`_whole_tree`).
+SPLIT_LIMIT: Final = 1_000
 _PRIVATE: Final = ("/tmp", "/var/tmp", "/dev/shm")
 #: Provided fresh by the sandbox; never bound from the host.
 _PROVIDED: Final = ("/proc", "/dev")
@@ -121,6 +133,59 @@ def others_homes(uid: int, home: str) -> tuple[str, ...]:
     return tuple(sorted(homes))
 
 
+def link_targets(trees: Sequence[str], *, own: Sequence[str] = (),
+                 limit: int = LINK_SCAN_LIMIT) -> tuple[str, ...]:
+    """Where the symbolic links at and below ``trees`` (seen read-only while learning) lead,
+    where that is outside every tree seen read-only: the kernel follows a link in a
+    read-only tree (``/opt/app -> /srv/app``) to its target, which the whole tree's grants
+    would leave writable, and what the program writes there is run later under the link's
+    name. What a target holds is looked at too. Each tree breadth first, shallow links
+    before deep ones, at most ``limit`` entries below it (a deeper link past them stays
+    writable; one user's home full of entries uses up its own share only). Targets in
+    ``own`` (the working directory, the trace directory: the program's by the caller's
+    choice), in the sandbox's own trees or the private temporary ones are left out."""
+    found: list[str] = []
+
+    def outside(real: str) -> bool:
+        return not any(_under(real, tree) for tree in (
+            *READ_ONLY_TREES, *trees, *found, *_PRIVATE, *_PROVIDED)) and not any(
+            _under(real, mine) for mine in own)
+
+    for tree in trees:
+        queue = deque([tree])
+        real = os.path.realpath(tree)  # a tree that is itself a link, or has one on its way
+        if real != tree and outside(real):
+            found.append(real)
+            queue.append(real)
+        looked = 0
+        while queue and looked < limit:
+            directory = queue.popleft()
+            try:
+                with os.scandir(directory) as entries:
+                    listed = list(itertools.islice(entries, limit - looked))
+            except OSError:
+                continue
+            looked += len(listed)
+            for entry in listed:
+                if entry.is_symlink():
+                    real = os.path.realpath(entry.path)
+                    if outside(real):
+                        found.append(real)
+                        queue.append(real)
+                elif entry.is_dir(follow_symlinks=False):
+                    queue.append(entry.path)
+    return tuple(found)
+
+
+def _crowded(directory: str) -> bool:
+    """Whether ``directory`` holds more than :data:`SPLIT_LIMIT` entries."""
+    try:
+        with os.scandir(directory) as entries:
+            return sum(1 for _ in itertools.islice(entries, SPLIT_LIMIT + 1)) > SPLIT_LIMIT
+    except OSError:
+        return False
+
+
 def _whole_tree(root: str = "/", kept: tuple[str, ...] = RUNS_LATER) -> list[Grant]:
     """Grants for everything below ``root`` except what the sandbox provides itself.
 
@@ -129,7 +194,10 @@ def _whole_tree(root: str = "/", kept: tuple[str, ...] = RUNS_LATER) -> list[Gra
     (``/var`` holds ``/var/tmp``) or one of :data:`RUNS_LATER` (``/var/lib`` holds
     ``/var/lib/dpkg``) is granted entry by entry too, so that the private directory is not
     hidden under a bind of its parent and the other is read-only. ``kept``: the trees seen
-    read-only (:data:`RUNS_LATER`, and other accounts' homes for a root caller). Symlinks
+    read-only (:data:`RUNS_LATER`, other accounts' homes for a root caller, and where the
+    links in those lead, :func:`link_targets`). A directory of more than
+    :data:`SPLIT_LIMIT` entries on the way to one is granted read-only as a whole instead
+    (the safe side: its entries one by one could be a grant each of a million). Symlinks
     are left to the engine, which recreates those on the way to what it binds.
     """
     grants: list[Grant] = []
@@ -143,7 +211,11 @@ def _whole_tree(root: str = "/", kept: tuple[str, ...] = RUNS_LATER) -> list[Gra
             continue
         if any(_under(inner, path) and inner != path for inner in (*_PRIVATE, *kept)) \
                 and not any(_under(path, tree) for tree in READ_ONLY_TREES):
-            grants.extend(_whole_tree(path, kept))
+            if _crowded(path) and not any(_under(p, path) for p in _PRIVATE):
+                # (a link's target deep in a directory of thousands: one grant, read-only)
+                grants.append(Grant(path=path, access=Access.READ, source="learn"))
+            else:
+                grants.extend(_whole_tree(path, kept))
             continue
         read_only = any(_under(path, tree) for tree in (*READ_ONLY_TREES, *kept))
         access = Access.READ if read_only else Access.READWRITE
@@ -191,10 +263,12 @@ def recording_policy(
     base = resolve(_profile({"workdir": {"access": "readwrite"}}), ctx,
                    overrides=CliOverrides(allow=(ctx.workdir,), read=homes))
     grants = [g for g in base.grants if not any(_under(g.path, p) for p in _PROVIDED)]
-    grants.extend(_whole_tree(kept=(*RUNS_LATER, *homes)))
+    trace_real = os.path.realpath(trace_dir)
+    kept = (*RUNS_LATER, *homes)
+    grants.extend(_whole_tree(kept=(*kept, *link_targets(
+        (*kept, *LINKED_SYSTEM_TREES), own=(os.path.realpath(ctx.workdir), trace_real)))))
     grants.append(Grant(path="/var/tmp", access=Access.READWRITE, source="learn"))
-    grants.append(Grant(path=os.path.realpath(trace_dir), access=Access.READWRITE,
-                        source="learn"))
+    grants.append(Grant(path=trace_real, access=Access.READWRITE, source="learn"))
     hidden = [Denial(path=os.path.realpath(p), is_file=os.path.isfile(p), source="daemon")
               for p in hide]
     return ResolvedPolicy(

@@ -19,6 +19,7 @@ from typing import Final
 
 from .._callerfs import Identity, acting_as
 from ..audit._events import _looks_secret as looks_secret
+from ..audit._events import value_holds_secret
 from ..errors import EnforcementUnavailable, LaunchError
 from ..policy import EnvPolicy, Grant, ResolvedPolicy
 from . import _createguard, _landlock, _libc, _linkscan, _mode, _seccomp
@@ -74,9 +75,10 @@ def sanitize_env(rules: EnvPolicy, env: Iterable[tuple[str, str]],
                  extra: Iterable[tuple[str, str]]) -> tuple[str, ...]:
     """The program's environment: base names and ``allow_vars``, minus ``deny_vars``, the
     never-pass list, and injection variables and variables named like secrets
-    (``GITHUB_TOKEN``, ``AWS_SECRET_ACCESS_KEY``: the audit's redaction rule) not named
-    exactly; then ``set_vars`` and ``extra`` (proxy variables, phantom tokens). A pattern
-    (``*``, ``AWS_*``) in a profile from a repository does not hand it the caller's keys."""
+    (``GITHUB_TOKEN``, ``AWS_SECRET_ACCESS_KEY``: the audit's redaction rule) or holding
+    one in a URL (``DATABASE_URL=postgres://u:password@h``) not named exactly; then
+    ``set_vars`` and ``extra`` (proxy variables, phantom tokens). A pattern (``*``,
+    ``AWS_*``) in a profile from a repository does not hand it the caller's keys."""
     allow = (*BASE_ENV, *rules.allow_vars)
     out: dict[str, str] = {}
     for key, value in env:
@@ -84,7 +86,8 @@ def sanitize_env(rules: EnvPolicy, env: Iterable[tuple[str, str]],
             continue
         if _matches(key, NEVER_PASS):
             continue
-        if (_matches(key, INJECTION) or looks_secret(key)) and key not in rules.allow_vars:
+        if (_matches(key, INJECTION) or looks_secret(key) or value_holds_secret(value)) \
+                and key not in rules.allow_vars:
             continue
         out[key] = value
     for key, value in (*rules.set_vars, *extra):

@@ -594,6 +594,8 @@ class Registry:
                     proc.kill()
                     with trio.move_on_after(KILL_TIMEOUT):
                         await proc.wait_exited()
+                    # Its fs_denied watch, and its uid's audit rules (``_finish`` is not run).
+                    await self._starter.release_started(session)()
                     if session.audit is not None:
                         await session.audit.aclose()
                         session.audit = None

@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from nonod.learn import LearnError, LearnProgress, LearnResult, learn
+from nonod.learn._run import SPLIT_LIMIT, _whole_tree
 from nonod.policy import Access
 from nonod.profiles import parse_profile
 
@@ -507,3 +508,71 @@ async def test_a_write_the_learn_run_could_not_make_is_not_proposed(scratch: Pat
         assert str(linked) in left_out, result.skipped
     finally:
         shutil.rmtree(target)
+
+
+#: Writes a script through each of ``THROUGH`` (names in read-only trees that are links to
+#: places the learn run may write) and says what each write did.
+WRITES_THROUGH_LINKS = r'''
+import errno
+said = []
+for path in THROUGH:
+    try:
+        with open(path, "w") as f:
+            f.write("echo planted\n")
+        said.append("written")
+    except OSError as exc:
+        said.append(errno.errorcode[exc.errno])
+print("THROUGH", *said, flush=True)
+'''
+
+
+@pytest.mark.root
+async def test_code_run_later_reached_through_a_link_stays_read_only(
+        scratch: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`/opt` is read-only while learning, but a name in it that is a symbolic link to a
+    directory elsewhere (`/opt/app -> /srv/app`, a bigger disk) was followed by the kernel
+    to a place the recording session sees writable: the program wrote `/opt/app/run.sh`,
+    which the host runs later. So did a link one level down (`/opt/tool/current`) and one in
+    `/usr/local` (first in `PATH`). What the links in those trees lead to is read-only too
+    now."""
+    top, nested, local = scratch / "app", scratch / "tool-1.0", scratch / "local"
+    for real in (top, nested, local):
+        real.mkdir()
+    link = Path("/opt") / f"nono-rt28-{secrets.token_hex(4)}"
+    in_path = Path("/usr/local") / f"nono-rt28-{secrets.token_hex(4)}"
+    holder = Path(tempfile.mkdtemp(prefix="nono-rt28-", dir="/opt"))
+    link.symlink_to(top)
+    in_path.symlink_to(local)
+    (holder / "current").symlink_to(nested)
+    try:
+        capfd.readouterr()
+        through = [str(link / "run.sh"), str(holder / "current" / "run.sh"),
+                   str(in_path / "run.sh")]
+        result, _ = await _learn_script(
+            scratch, f"THROUGH = {through!r}\n" + WRITES_THROUGH_LINKS, timeout=30)
+        said = [line for line in capfd.readouterr().out.splitlines()
+                if line.startswith("THROUGH")]
+    finally:
+        link.unlink()
+        in_path.unlink()
+        shutil.rmtree(holder)
+    assert result.exit_code == 0
+    # before: all three written, on the host, where the names lead
+    assert not any((real / "run.sh").exists() for real in (top, nested, local))
+    assert said == ["THROUGH EROFS EROFS EROFS"], said
+
+
+def test_a_crowded_directory_on_the_way_to_a_kept_tree_is_one_read_only_grant(
+        tmp_path: Path) -> None:
+    """A link's target kept read-only (above) may lie deep in a directory of thousands of
+    entries (a user's link into a big shared directory, for a root caller's run): the whole
+    tree's grants gave each entry of each directory on the way a grant of its own, a
+    recording session of thousands of mounts. Past `SPLIT_LIMIT` entries the directory is
+    one read-only grant instead."""
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(SPLIT_LIMIT + 100):
+        (big / f"e{i}").mkdir()
+    grants = _whole_tree(str(tmp_path), kept=(str(big / "e7" / "target"),))
+    # before: a grant for each of the other 1,099 entries
+    assert [(g.path, g.access) for g in grants] == [(str(big), Access.READ)]

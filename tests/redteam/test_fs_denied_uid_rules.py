@@ -22,10 +22,12 @@ import trio
 import trio.testing
 
 from nonod.audit import FsDenied, _kaudit_rules
+from nonod.audit._errors import AuditWriteError
 from nonod.audit._kaudit_netlink import AUDIT_UID, KernelAudit, nonod_rules, rule_values
 from nonod.audit._kaudit_records import SYSCALL, parse_record
 from nonod.audit._kaudit_rules import UidRules
 from nonod.audit._kernel import FsDeniedMonitor, open_fs_denied_monitor
+from nonod.sessions._audit import SessionAudit
 from tests.audit.test_fs_denied import needs_root
 from tests.daemon.localusers import LocalUser, local_users
 from tests.proctree import wait_until
@@ -246,6 +248,34 @@ def test_the_daemon_holds_a_users_rules_while_its_session_lives(
         daemon.stop()
     [audit_file] = list(daemon.state_dir.rglob("audit.ndjson"))
     assert "/usr/nono-kaudit" in audit_file.read_text()
+
+
+@needs_root
+def test_a_launch_refused_after_its_program_started_keeps_no_rules(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch whose enforcement record cannot be written (the daemon's disk full; the
+    write's failure is injected here) kills its program and is refused after the program
+    ran: its admission was never left, so its uid's rules stayed in the kernel until the
+    daemon stopped, and its fs_denied watch in the monitor. Now the refusal releases both."""
+    monkeypatch.setattr(_kaudit_rules, "RULE_LINGER", 0.0)
+
+    def disk_full(*_args: object, **_kwargs: object) -> None:
+        raise AuditWriteError("cannot write to audit.ndjson: No space left on device")
+
+    monkeypatch.setattr(SessionAudit, "started", disk_full)
+    work = short_tmp / "work"
+    work.mkdir()
+    daemon = DaemonThread(short_tmp, config='[audit]\nfs_denied = "auto"\n').start()
+    try:
+        run = CLI(cli_env(daemon.socket, short_tmp), work)
+        refused = run("launch", "-d", "--allow-cwd", "--", "/usr/bin/sleep", "600")
+        assert refused.returncode != 0, refused.stdout
+        assert "No space left" in refused.stderr, refused.stderr
+        # before: the uid's three rules stayed for as long as the daemon ran
+        wait_until("the refused launch's user's rules are removed",
+                   lambda: _rule_uids() == [], timeout=5)
+    finally:
+        daemon.stop()
 
 
 #: A daemon's monitor in a process of its own: a session of uid 65534 admitted, then it

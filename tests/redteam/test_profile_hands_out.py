@@ -151,27 +151,57 @@ def test_the_dry_run_says_which_secret_goes_where_and_what_is_turned_off(
     assert summary["main_paths"][0] == [str(home), "readwrite"]
 
 
-def test_a_pattern_in_allow_vars_hands_over_no_key_of_the_caller(
-        pinned: tuple[CLI, int]) -> None:
-    """`allow_vars: ["*"]` (or `AWS_*`) in a repository's profile passed every variable of
-    the caller's shell, keys included, to the program, silently (no `env_credentials`, no
-    note). A variable named like a secret passes only when the profile names it exactly."""
-    cli, _ = pinned
+def _env_through_allow_vars(cli: CLI, allow_vars: list[str], **env: str
+                            ) -> tuple[str, dict[str, str]]:
+    """`/usr/bin/env` run by a repository's profile with ``allow_vars``, launched from a
+    shell holding ``env``: what it printed, and as variables."""
     profile = cli.cwd / "nono-profile.json"
     profile.write_text(json.dumps({
         "meta": {"name": "triage"},
         "filesystem": {"read": ["/usr", "/etc"]},
         "workdir": {"access": "read"},
         "network": {"block": True},
-        "environment": {"allow_vars": ["*", "WEBHOOK_SECRET"]},
+        "environment": {"allow_vars": allow_vars},
     }))
-    cli.env.update(GITHUB_TOKEN=SECRET, AWS_SECRET_ACCESS_KEY=SECRET + "-AWS",
-                   OPENAI_API_KEY=SECRET + "-OPENAI", AWS_REGION="eu-west-1",
-                   WEBHOOK_SECRET="named-on-purpose")
+    cli.env.update(env)
     done = cli("launch", "--profile", str(profile), "--", "/usr/bin/env")
     assert done.returncode == 0, done.stderr
-    seen = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    return done.stdout, dict(line.split("=", 1) for line in done.stdout.splitlines()
+                             if "=" in line)
+
+
+def test_a_pattern_in_allow_vars_hands_over_no_key_of_the_caller(
+        pinned: tuple[CLI, int]) -> None:
+    """`allow_vars: ["*"]` (or `AWS_*`) in a repository's profile passed every variable of
+    the caller's shell, keys included, to the program, silently (no `env_credentials`, no
+    note). A variable named like a secret passes only when the profile names it exactly."""
+    out, seen = _env_through_allow_vars(
+        pinned[0], ["*", "WEBHOOK_SECRET"], GITHUB_TOKEN=SECRET,
+        AWS_SECRET_ACCESS_KEY=SECRET + "-AWS", OPENAI_API_KEY=SECRET + "-OPENAI",
+        AWS_REGION="eu-west-1", WEBHOOK_SECRET="named-on-purpose")
     # before: all three keys were in the program's environment
-    assert SECRET not in done.stdout, sorted(seen)
+    assert SECRET not in out, sorted(seen)
     assert seen.get("AWS_REGION") == "eu-west-1"  # what is not a key still passes
     assert seen.get("WEBHOOK_SECRET") == "named-on-purpose"  # named exactly: passed
+
+
+def test_a_pattern_in_allow_vars_hands_over_no_password_in_a_url(
+        pinned: tuple[CLI, int]) -> None:
+    """A variable whose name says nothing but whose value holds a secret as a URL does, a
+    password (`DATABASE_URL=postgres://app:PASSWORD@db/app`, a proxy's), a token as the
+    user (a git remote, a Sentry DSN) or a key in its query (`?api_key=`), passed through
+    `allow_vars: ["*"]` as well. It passes only when the profile names it exactly now, as a
+    secret-named one does."""
+    out, seen = _env_through_allow_vars(
+        pinned[0], ["*", "NAMED_URL"],
+        DATABASE_URL=f"postgres://app:{SECRET}-DB@db.internal/app",
+        all_proxy=f"http://me:{SECRET}-PROXY@proxy.internal:3128",
+        METRICS_ENDPOINT=f"https://metrics.example/push?api_key={SECRET}-Q",
+        GIT_REMOTE=f"https://{SECRET}-GIT@github.com/org/repo.git",
+        SENTRY_DSN=f"https://{SECRET}-DSN@o1.ingest.sentry.io/1",
+        PLAIN_URL="https://example.org/a?page=2",
+        NAMED_URL="https://u:named-on-purpose@example.org/")
+    # before: all five were in the program's environment
+    assert SECRET not in out, sorted(seen)
+    assert seen.get("PLAIN_URL") == "https://example.org/a?page=2"  # no secret: passed
+    assert seen.get("NAMED_URL") == "https://u:named-on-purpose@example.org/"  # named
