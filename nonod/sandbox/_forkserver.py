@@ -852,11 +852,18 @@ class _Pool:
         from 2 clients: 45% cold; docs/benchmarks.md, ``fleet2``); so does a busy key's
         (``_busy``: launched beside another launch lately; at 4 in flight their launches
         come in bursts, and a refill that waited left 44% cold; ``fleet5``). One client's
-        launches back to back (one in flight) still wait for it."""
+        launches back to back (one in flight) still wait for it. Any such key to refill
+        counts, not only the first: behind a key that could wait, a busy one waited too
+        (review21)."""
         if not self._refill:
             return None
-        key = self._refill[0]
-        return 0 if not self._ready.get(key) or self._busy_now(key) else inflight.wait_ms()
+        return 0 if self._urgent() is not None else inflight.wait_ms()
+
+    def _urgent(self) -> PoolKey | None:
+        """The first key to refill that cannot wait for the launches in flight: none of its
+        launchers left, or busy (``refill_in``)."""
+        return next((key for key in self._refill
+                     if not self._ready.get(key) or self._busy_now(key)), None)
 
     def _busy_now(self, key: PoolKey) -> bool:
         """Whether ``key`` was launched beside another launch within ``HOT``."""
@@ -870,8 +877,13 @@ class _Pool:
         return BUSY_DEPTH if self._busy_now(key) else WARM_DEPTH
 
     def refill_one(self) -> None:
-        """Make one launcher for the first key short of its depth."""
-        key = self._refill[0]
+        """Make one launcher for the first key that cannot wait (``_urgent``), else the
+        first key; one still short of its depth then goes behind the others, so keys take
+        turns. (The first key kept its place until it had its depth: one whose launches
+        took each launcher as it was made, a busy view's, had every refill, and another
+        view's launches found none: review21.)"""
+        key = self._urgent() or self._refill[0]
+        self._refill.remove(key)
         ready = self._ready.setdefault(key, [])
         depth = self._depth(key)
         if len(ready) < depth:
@@ -880,8 +892,8 @@ class _Pool:
                 ready.append(self._make(key, view, self._config(key, view)))
             except OSError:
                 depth = 0  # its view's idmapped trees, or the fork: launches go cold
-        if len(ready) >= depth:
-            self._refill.pop(0)
+        if len(ready) < depth:
+            self._refill.append(key)
 
     def make_now(self, key: PoolKey | None, view: View | None) -> _Warm | None:
         """A launcher made for the launch at hand, which found none ready for its view

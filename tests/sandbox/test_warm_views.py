@@ -18,7 +18,15 @@ import trio
 from nonod.errors import LaunchError
 from nonod.policy import Access, Denial, Grant, ResolvedPolicy
 from nonod.sandbox import Launcher, LaunchRequest, open_launcher
-from nonod.sandbox._forkserver import BUSY_DEPTH, WARM_DEPTH, Cue, _InFlight, _Pool, _Warm
+from nonod.sandbox._forkserver import (
+    BUSY_DEPTH,
+    WARM_DEPTH,
+    Cue,
+    PoolKey,
+    _InFlight,
+    _Pool,
+    _Warm,
+)
 from nonod.sandbox._guardhub import GuardHub
 from nonod.sandbox._landlock import (
     LandlockPlan,
@@ -413,13 +421,74 @@ def test_a_view_launched_beside_other_launches_keeps_four_launchers_refilled_at_
     assert (pool._depth(one), pool._depth(busy)) == (WARM_DEPTH, BUSY_DEPTH) == (2, 4)
     pool._ready[busy] = [typing.cast(_Warm, object())] * 3  # (no process made here)
     pool._ready[one] = [typing.cast(_Warm, object())]
-    assert pool._refill[0] == one
+    pool._refill.remove(busy)
     assert 0 < (pool.refill_in(inflight) or 0) <= _InFlight.PATIENCE * 1000
-    pool._refill.remove(one)
+    pool._refill.append(busy)
     assert pool.refill_in(inflight) == 0  # the busy view's fourth: now, launches in flight
     for ours, theirs in pairs:
         theirs.close()
         inflight.ended(ours.fileno())
+
+
+def _refills(pool: _Pool, monkeypatch: pytest.MonkeyPatch) -> list[PoolKey]:
+    """The keys ``pool`` makes launchers for from here (in order; no process is made)."""
+    made: list[PoolKey] = []
+
+    def make(key: PoolKey, view: object, config: int) -> _Warm:
+        made.append(key)
+        return typing.cast(_Warm, object())
+
+    monkeypatch.setattr(pool, "_make", make)
+    return made
+
+
+def test_a_busy_view_is_refilled_at_once_behind_a_view_that_can_wait(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_Pool.refill_in``/``refill_one``: a busy view (``BUSY_DEPTH``) short of launchers
+    behind a view that still has one and can wait for the launches in flight: the busy
+    one is refilled now, first (the first key alone decided, and the busy view's refill
+    waited for the launches in flight: review21)."""
+    poller = select.poll()
+    inflight = _InFlight(poller)
+    pool = _Pool(GuardHub(poller), -1)
+    made = _refills(pool, monkeypatch)
+    one, busy = ((os.getuid(), os.getgid(), 0, 0, 0), b"a view"), (
+        (os.getuid(), os.getgid(), 0, 0, 0), b"another view")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    inflight.add(Cue(ours))
+    for _ in range(2):
+        pool.want(one, None, inflight=1)
+        pool.want(busy, None, inflight=2)
+    pool._ready[one] = [typing.cast(_Warm, object())]
+    pool._ready[busy] = [typing.cast(_Warm, object())] * 3
+    assert pool._refill == [one, busy]
+    assert pool.refill_in(inflight) == 0
+    pool.refill_one()
+    assert made == [busy]
+    assert 0 < (pool.refill_in(inflight) or 0) <= _InFlight.PATIENCE * 1000  # one: waits
+    theirs.close()
+    inflight.ended(ours.fileno())
+
+
+def test_views_take_turns_at_the_refill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_Pool.refill_one``: a busy view whose launches take each launcher as it is made
+    does not keep every refill; another view short of launchers gets the next (a key kept
+    the first place until it had its depth, and the other view's launches found none:
+    review21)."""
+    poller = select.poll()
+    pool = _Pool(GuardHub(poller), -1)
+    made = _refills(pool, monkeypatch)
+    busy, other = ((os.getuid(), os.getgid(), 0, 0, 0), b"a view"), (
+        (os.getuid(), os.getgid(), 0, 0, 0), b"another view")
+    for _ in range(2):
+        pool.want(busy, None, inflight=2)
+        pool.want(other, None, inflight=2)
+    for _ in range(4):
+        pool.refill_one()
+        if made[-1] == busy:  # its launch took it at once, and wants another
+            pool.take(busy)
+            pool.want(busy, None, inflight=2)
+    assert made == [busy, other, busy, other]
 
 
 def test_a_warm_launch_is_reported_by_its_init_alone(world_tmp: Path) -> None:
