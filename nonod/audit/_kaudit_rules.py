@@ -71,11 +71,17 @@ class UidRules:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Hold the removal tasks until cancelled (``open_fs_denied_monitor``'s nursery)."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+        """Hold the removal tasks until cancelled (``open_fs_denied_monitor``'s nursery).
+        Once it is over, a :meth:`leave` schedules no removal: the monitor's teardown removes
+        every rule of its key (a daemon cancelled from outside ends this task before its
+        sessions' shielded ends leave)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
 
     async def admit(self, uid: int) -> bool:
         """Count a live session of ``uid``; its rules are in the kernel when this returns
@@ -107,10 +113,19 @@ class UidRules:
     def leave(self, uid: int) -> None:
         """One session of ``uid`` is over (admitted before); after its last, its rules are
         removed ``linger`` seconds later if no session of it started meanwhile."""
-        if self._forget(uid) and self._nursery is not None:
-            self._retiring += 1
-            self._settled = trio.Event()
+        if not self._forget(uid) or self._nursery is None:
+            return
+        self._retiring += 1
+        self._settled = trio.Event()
+        try:
             self._nursery.start_soon(self._retire, uid)
+        except RuntimeError:  # closed to new tasks: ``run`` is ending (the teardown removes)
+            self._retired()
+
+    def _retired(self) -> None:
+        self._retiring -= 1
+        if not self._retiring:
+            self._settled.set()
 
     async def settled(self) -> None:
         """Wait until every removal asked so far is done (or found needless)."""
@@ -143,9 +158,7 @@ class UidRules:
                 del self._removing[uid]
                 removed.set()
         finally:
-            self._retiring -= 1
-            if not self._retiring:
-                self._settled.set()
+            self._retired()
 
 
 def _uid_rules(arch: int, syscalls: dict[int, str], tag: int, key: bytes, uid: int

@@ -204,6 +204,27 @@ async def test_a_launch_after_a_removal_began_waits_for_it_and_adds_them_again(
 
 
 @needs_root
+async def test_a_session_ending_after_the_daemon_was_cancelled_leaves_without_error(
+        short_tmp: Path) -> None:
+    """A daemon cancelled from outside (its nursery's cancel) ends the monitor's tasks at
+    once, its sessions' shielded ends after: their leave raised (the removal tasks' nursery
+    was closed), which hung the daemon's shutdown with a session's record left unwritten.
+    Now it schedules nothing, and the monitor's teardown removes the uid's rules."""
+    with local_users(short_tmp, 1) as (member,):
+        with trio.CancelScope() as daemon:
+            async with _monitor(linger=60) as (monitor, _):
+                assert await monitor.admit(member.uid)
+                assert monitor.rules is not None
+                daemon.cancel()
+                with trio.CancelScope(shield=True):  # as ``Registry.shutdown`` runs
+                    await trio.testing.wait_all_tasks_blocked()  # the monitor's tasks ended
+                    monitor.leave(member.uid)
+                    await monitor.rules.settled()
+                    assert _rule_uids() == [member.uid] * 3  # not removed yet
+        assert _rule_uids() == []
+
+
+@needs_root
 async def test_a_launch_refused_while_it_waited_for_the_rules_is_not_counted(
         short_tmp: Path) -> None:
     """A launch cancelled while its admission waits (here for a removal under way) leaves
