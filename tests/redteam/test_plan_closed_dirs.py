@@ -20,7 +20,9 @@ from nonod.policy import Access
 from ..conftest import SandboxUser
 from ..sandbox.test_sandbox import policy, probe
 
-pytestmark = pytest.mark.userns
+# root's looks pass every mode: only a session of another uid can close a directory to them
+pytestmark = [pytest.mark.userns,
+              pytest.mark.parametrize("sandbox_user", ["unprivileged"], indirect=True)]
 
 HOOKS = (".git/modules/sub/hooks/post-checkout", ".githooks/pre-commit")
 
@@ -29,8 +31,6 @@ HOOKS = (".git/modules/sub/hooks/post-checkout", ".githooks/pre-commit")
 def repo(world_tmp: Path, sandbox_user: SandboxUser) -> Path:
     """A repository with a submodule's git directory and a ``core.hooksPath`` in the
     workdir, all the session's own."""
-    if sandbox_user.uid == 0:
-        pytest.skip("root's looks pass every mode")
     return _owned(world_tmp / "work", sandbox_user, (".git/modules/sub/hooks", ".githooks"), {
         ".git/config": "[core]\n\thooksPath = .githooks\n",
         ".git/modules/sub/HEAD": "ref: refs/heads/main\n",
@@ -77,8 +77,6 @@ def test_a_directory_the_session_made_unwritable_still_has_its_names_refused(
     write bit taken off the workdir and ``.git``, the next launch refused neither ``.envrc``
     nor ``.git/worktrees`` (nothing at all: no creation guard), and that session put the
     bit back and wrote both on the host."""
-    if sandbox_user.uid == 0:
-        pytest.skip("root's looks pass every mode")
     repo = world_tmp / "work"
     (repo / ".git/hooks").mkdir(parents=True)
     (repo / ".git/HEAD").write_text("ref: refs/heads/main\n")
@@ -105,8 +103,6 @@ def test_a_link_into_another_users_closed_directory_is_no_refusal(
         world_tmp: Path, sandbox_user: SandboxUser) -> None:
     """What a link leads to, closed by its own owner (not the session's uid), stays what it
     was to the plan: the launch goes on (the link's name is kept as before)."""
-    if sandbox_user.uid == 0:
-        pytest.skip("root's looks pass every mode")
     closed = world_tmp / "roots"
     (closed / "vscode").mkdir(parents=True)
     closed.chmod(0o700)  # root's
@@ -127,8 +123,6 @@ def test_a_link_into_a_directory_the_session_owns_is_followed_to_it(
     is not a directory, and take what lies below for absent; but the plan follows the link
     and keeps what it leads to read-only as a whole, nothing below looked at: the session
     can neither close it nor, closed already, open it again and write there."""
-    if sandbox_user.uid == 0:
-        pytest.skip("root's looks pass every mode")
     work = world_tmp / "work"
     (work / "hidden").mkdir(parents=True)
     (work / ".vscode").symlink_to("hidden")
@@ -150,8 +144,6 @@ def test_a_directory_the_session_closed_behind_a_link_refuses_the_next_launch(
     ``mods``), closed by the session (an anchor, not read-only: ``chmod`` works there). The
     look below stopped at the link, which is not a directory, so the directory that stopped
     it was not judged and the submodule was taken for absent (review20)."""
-    if sandbox_user.uid == 0:
-        pytest.skip("root's looks pass every mode")
     work = _owned(world_tmp / "work", sandbox_user, (".git/modules", "mods/hooks"),
                   {"mods/HEAD": "ref: refs/heads/main\n", "mods/config": "[core]\n"})
     (work / ".git/modules/lib").symlink_to("../../mods")
