@@ -626,13 +626,22 @@ async def open_fs_denied_monitor(mode: FsDeniedMode, *, linger: float | None = N
     monitor._audit = markers or audit
     log.info("fs_denied observation active", mechanism=MECHANISM,
              enabled_audit=setup.enabled_here)
+    # The reader outlives a cancel from outside until the monitor closes: a daemon cancelled
+    # so stops its sessions in a shielded scope, and each end's flush marker must be read.
+    reading = trio.CancelScope(shield=True)
+
+    async def read() -> None:
+        with reading:
+            await monitor._read(trio.socket.from_stdlib_socket(reader))
+
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(monitor._read, trio.socket.from_stdlib_socket(reader))
+            nursery.start_soon(read)
             await nursery.start(uid_rules.run)
             try:
                 yield monitor
             finally:
+                reading.cancel()
                 nursery.cancel_scope.cancel()
     finally:
         monitor._audit = None

@@ -780,3 +780,24 @@ async def test_a_release_asked_after_a_marker_went_out_waits_for_the_next_one() 
         assert await first() is True
         assert await later() is True
     assert len(sent) == 2 and sent[0] != sent[1], sent
+
+
+@needs_root
+async def test_a_release_after_the_daemon_was_cancelled_still_reads_its_marker() -> None:
+    """A daemon cancelled from outside stops its sessions in a shielded scope; the monitor's
+    reader used to end at the cancel, so each session's flush marker never came back (a
+    2 s wait, its denials marked lost). It now reads until the monitor closes."""
+    import trio
+    import trio.testing
+
+    from nonod.audit._kernel import open_fs_denied_monitor
+
+    with trio.CancelScope() as daemon:
+        async with open_fs_denied_monitor("auto") as monitor:
+            assert monitor.active, monitor.status
+            watch = monitor.watch(2**31 - 23, lambda _e: None)
+            daemon.cancel()
+            with trio.CancelScope(shield=True):  # as ``Registry.shutdown`` runs
+                await trio.testing.wait_all_tasks_blocked()
+                assert await monitor.release(watch, timeout=10)
+    assert watch.lost == 0
