@@ -286,6 +286,12 @@ def test_early_denials_dropped_at_the_bounds_are_said_missing_at_the_watch(
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="kernel audit rules need root (CAP_AUDIT_CONTROL)")
 
+#: Processes that write the daemon's tag to their own loginuid need theirs unset (as a
+#: service's is, and root's in CI); one with a login's cannot.
+needs_unset_loginuid = pytest.mark.skipif(
+    Path("/proc/self/loginuid").read_text().strip() != str(2**32 - 1),
+    reason="the tagged processes need an unset loginuid (this one has a login's)")
+
 PROBE = r"""
 import base64, os, socket, sys
 from urllib.parse import urlsplit

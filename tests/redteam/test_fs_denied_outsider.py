@@ -26,12 +26,10 @@ import trio
 from nonod.audit import FsDenied
 from nonod.audit._kernel import EARLY_SESSIONS, FsDeniedMonitor
 from nonod.audit._render import summarize
-from tests.audit.test_fs_denied import needs_root
+from tests.audit.test_fs_denied import needs_root, needs_unset_loginuid
 from tests.daemon.localusers import local_users
 
-pytestmark = pytest.mark.skipif(
-    Path("/proc/self/loginuid").read_text().strip() != str(2**32 - 1),
-    reason="the attacker's processes need an unset loginuid (this one has a login's)")
+pytestmark = needs_unset_loginuid
 
 VICTIM = r"""
 import os, sys

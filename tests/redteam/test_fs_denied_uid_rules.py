@@ -28,7 +28,7 @@ from nonod.audit._kaudit_records import SYSCALL, parse_record
 from nonod.audit._kaudit_rules import UidRules
 from nonod.audit._kernel import FsDeniedMonitor, open_fs_denied_monitor
 from nonod.sessions._audit import SessionAudit
-from tests.audit.test_fs_denied import needs_root
+from tests.audit.test_fs_denied import needs_root, needs_unset_loginuid
 from tests.daemon.localusers import LocalUser, local_users
 from tests.proctree import wait_until
 from tests.redteam.test_fs_denied_outsider import ATTACKER as OUTSIDER
@@ -37,9 +37,7 @@ from ..daemon.conftest import DaemonThread
 from ..daemon.conftest import short_tmp as short_tmp
 from ..daemon.test_cli import CLI, cli_env
 
-pytestmark = pytest.mark.skipif(
-    Path("/proc/self/loginuid").read_text().strip() != str(2**32 - 1),
-    reason="the users' processes need an unset loginuid (this one has a login's)")
+pytestmark = needs_unset_loginuid
 
 #: A session's process: writes the tag, says its audit session, is refused ``argv[2]``
 #: opens (one path each, under root's 0700 home), then waits for its stdin to close.
