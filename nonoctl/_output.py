@@ -239,6 +239,8 @@ class Output:
             rows.append(("tls intercept", ", ".join(d.intercepts)))
         if d.secret_env:
             rows.append(("secrets in env", ", ".join(d.secret_env) + " (env_credentials)"))
+        for line in d.weakened:
+            rows.append(("turned off", line))
         if d.limits is not None:
             rows.append(("limits", _limits(d.limits)))
         if d.usage is not None:
@@ -278,6 +280,9 @@ class Output:
         if d.secret_env:
             self.note(f"nonoctl: note: session {d.id} holds real secrets in its environment "
                       f"(env_credentials): {', '.join(d.secret_env)}")
+        if d.weakened:
+            self.note(f"nonoctl: note: session {d.id} runs with protections turned off by its "
+                      f"profile or command line: {'; '.join(d.weakened)}")
 
     def exited(self, e: p.Exited) -> None:
         if self.json_mode:

@@ -37,7 +37,7 @@ def summarize(policy: ResolvedPolicy) -> DryRunSummary:
         listen_ports=net.listen_ports,
         credentials=_routes(net),
         routes=_route_lines(net),
-        weakened=_weakened(policy),
+        weakened=weakened(policy),
         tools=tuple(_tool(tool) for tool in policy.tools),
         intercepts=_intercepts(net),
     )
@@ -72,8 +72,9 @@ def _route_lines(net: NetworkPolicy) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _weakened(policy: ResolvedPolicy) -> tuple[str, ...]:
-    """Every protection the profile (or the command line) turned off, one line each."""
+def weakened(policy: ResolvedPolicy) -> tuple[str, ...]:
+    """Every protection the profile (or the command line) turned off, one line each: the
+    dry run's summary, and a launched session's record, audit and ``nonoctl`` note."""
     said = [f"lifted: {note.path}, {note.message}" for note in policy.notes
             if note.kind == "bypass" and "lifted by" in note.message]
     for what, values in (

@@ -300,6 +300,9 @@ class SessionDetail(SessionInfo, frozen=True, kw_only=True):
     #: The variables of its environment that hold real secrets (``env_credentials``: the
     #: program reads their values; phantom tokens are not among them).
     secret_env: tuple[str, ...] = ()
+    #: The protections its profile or command line turned off, one line each (the dry
+    #: run's ``weakened``).
+    weakened: tuple[str, ...] = ()
 
 
 class SecretEntry(_Info, frozen=True, kw_only=True):

@@ -208,6 +208,8 @@ class SessionStarted(_Event, frozen=True, kw_only=True, tag="session_started"):
     #: The variables of the program's environment that hold real secrets
     #: (``env_credentials``), by name: never their values.
     secret_env: tuple[str, ...] = ()
+    #: The protections its profile or command line turned off, one line each.
+    weakened: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         redacted = redact_argv(self.argv)

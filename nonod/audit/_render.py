@@ -84,6 +84,8 @@ def summarize(event: Entry) -> str:
                 parts.append(f"pid {event.pid}")
             if event.secret_env:
                 parts.append(f"secrets in env {','.join(event.secret_env)}")
+            if event.weakened:
+                parts.append(f"turned off: {'; '.join(event.weakened)}")
             return ", ".join(parts)
         case Enforcement():
             head = "fully enforced" if event.fully_enforced else "PARTIALLY enforced"

@@ -38,7 +38,7 @@ def session_detail(session: Session, *, live_usage: bool = True) -> p.SessionDet
         log_path=str(session.log_path) if r.tty else None,
         output_bytes=session.output.total if session.output is not None else 0,
         usage=session.usage() if live_usage else r.usage, limits=r.limits, parent=r.parent,
-        intercepts=r.intercepts, secret_env=r.secret_env,
+        intercepts=r.intercepts, secret_env=r.secret_env, weakened=r.weakened,
     )
 
 

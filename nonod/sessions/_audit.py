@@ -203,7 +203,8 @@ class SessionAudit:
             session=record.id, argv=argv, cwd=record.cwd, uid=record.uid,
             gid=record.gid, name=record.name, profile=record.profile,
             policy_digest=record.policy_digest,
-            secret_env=services.secret_env if services is not None else ()))
+            secret_env=services.secret_env if services is not None else (),
+            weakened=record.weakened))
         if services is None:
             return
         for warning in services.trust_warnings:

@@ -74,6 +74,8 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     intercepts: tuple[str, ...] = ()
     #: The variables of its environment that hold real secrets (``env_credentials``).
     secret_env: tuple[str, ...] = ()
+    #: The protections its profile or command line turned off (``_dryrun.weakened``).
+    weakened: tuple[str, ...] = ()
 
 
 def shorten_argv(record: SessionRecord) -> None:

@@ -20,6 +20,7 @@ import structlog
 import trio
 
 from .. import _callerfs, _session_services
+from .._dryrun import weakened
 from .._secretfiles import (
     DaemonSecrets,
     SecretFileLog,
@@ -179,6 +180,7 @@ class ProgramStarter:
             session.record.limits = policy.limits
             session.record.intercepts = services.intercepts
             session.record.secret_env = services.secret_env
+            session.record.weakened = weakened(policy)
             # Durable before the program exists: nothing runs before its record is on disk.
             # The fsync runs while the engine builds the plan; the launch waits for it.
             durable: Callable[[], Awaitable[None]] | None = None

@@ -1,0 +1,57 @@
+"""A launch whose profile turns protections off (``environment.allow_vars``,
+``nonod.writable_persistence``, ``allow_degraded``...) says so, one line each, as the dry run
+does: on ``nonoctl launch``'s standard error, in ``inspect`` and in the audit's
+``session_started``. Before, only a dry run listed them: a repository's profile could pass
+the caller's ``AWS_*`` variables in, or let the program write a file the host runs later,
+and a plain launch said nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import DaemonThread
+from .test_cli import CLI, cli_env
+
+
+@pytest.fixture
+def run(daemon_thread: DaemonThread, short_tmp: Path) -> CLI:
+    return CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
+
+
+def test_what_the_profile_turned_off_is_said_at_launch(
+        run: CLI, daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    profile = short_tmp / "p.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": "weak"},
+        "environment": {"allow_vars": ["AWS_*"]},
+        "nonod": {"writable_persistence": [str(short_tmp / ".envrc")]},
+    }))
+    done = run("launch", "--profile", str(profile), "--allow-cwd", "--block-net",
+               "--name", "weak", "--", "/bin/true")
+    assert done.returncode == 0, done.stderr
+    assert "runs with protections turned off by its profile or command line" in done.stderr
+    assert "variables of your environment passed in: AWS_*" in done.stderr, done.stderr
+    assert "writable although the host runs it later" in done.stderr, done.stderr
+    shown = run("inspect", "weak")
+    assert shown.returncode == 0, shown.stderr
+    assert "turned off" in shown.stdout and "AWS_*" in shown.stdout, shown.stdout
+    detail = json.loads(run("inspect", "weak", "--json").stdout)
+    assert any("AWS_*" in line for line in detail["weakened"]), detail["weakened"]
+    [audit] = list(daemon_thread.state_dir.rglob("audit.ndjson"))
+    first = json.loads(audit.read_text().splitlines()[0])["event"]
+    assert first["type"] == "session_started", first
+    assert first["weakened"] == detail["weakened"], first
+
+
+def test_a_profile_that_turns_nothing_off_says_nothing(
+        run: CLI, daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    profile = short_tmp / "p.json"
+    profile.write_text(json.dumps({"meta": {"name": "plain"}}))
+    done = run("launch", "--profile", str(profile), "--allow-cwd", "--block-net",
+               "--name", "plain", "--", "/bin/true")
+    assert done.returncode == 0, done.stderr
+    assert "turned off" not in done.stderr, done.stderr
+    assert json.loads(run("inspect", "plain", "--json").stdout)["weakened"] == []
