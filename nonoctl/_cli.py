@@ -337,7 +337,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     validate.add_argument("target", metavar="PROFILE", help="name or file")
 
     secret = command("secret", _cmd_secret,
-                     "store, list, test or delete secrets in the daemon's keychain")
+                     "store, list, test or delete secrets in the daemon's keychain, and say "
+                     "which hosts each may be sent to")
     secret.set_defaults(name=None)
     secret_actions = actions(secret)
     for action, text in (("set", "store a secret: the value is read from a no-echo prompt, "
@@ -347,6 +348,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         secret_actions(action, text).add_argument(
             "name", nargs="?", metavar="NAME", help="the credential's name")
     secret_actions("list", "the names (never the values) in the daemon's keychain")
+    hosts = secret_actions("hosts", "the upstreams a secret may be sent to: its first route "
+                           "binds it; a route elsewhere is refused until added here")
+    hosts.add_argument("name", nargs="?", metavar="NAME",
+                       help="the secret as a route names it (credential_key): github_token, "
+                       "env://VAR, file:///path")
+    hosts.add_argument("--add", action="append", default=[], metavar="URL",
+                       help="allow this upstream too (https://host[:port]); repeatable")
+    hosts.add_argument("--clear", action="store_true",
+                       help="forget every upstream: the next route binds it again")
 
     trust_cmd = command("trust", _cmd_trust,
                         "keys, signatures and policies for instruction files (keys live in "
@@ -1106,6 +1116,13 @@ def _cmd_secret(args: argparse.Namespace, command: list[str], out: Output) -> in
         out.error(f"`secret {args.action}` needs a NAME")
         return EXIT_USAGE
     name: str = args.name
+    if args.action == "hosts":
+        with _connect(args) as conn:
+            reply = conn.request(p.SecretBindings(reference=name, add=tuple(args.add),
+                                                  clear=args.clear))
+        if isinstance(reply, p.SecretBound):
+            out.secret_hosts(reply)
+        return EXIT_OK
     if args.action == "set":
         value = _read_secret_value(name)
         if not value:

@@ -241,6 +241,8 @@ class Output:
             rows.append(("secrets in env", ", ".join(d.secret_env) + " (env_credentials)"))
         for line in d.weakened:
             rows.append(("turned off", line))
+        for line in d.secrets_bound:
+            rows.append(("secret bound", line))
         if d.limits is not None:
             rows.append(("limits", _limits(d.limits)))
         if d.usage is not None:
@@ -283,6 +285,9 @@ class Output:
         if d.weakened:
             self.note(f"nonoctl: note: session {d.id} runs with protections turned off by its "
                       f"profile or command line: {'; '.join(d.weakened)}")
+        for line in d.secrets_bound:
+            self.note(f"nonoctl: note: secret {line} (its first route): a profile that sends "
+                      "it to another host is refused (`nonoctl secret hosts NAME` lists them)")
 
     def exited(self, e: p.Exited) -> None:
         if self.json_mode:
@@ -384,6 +389,14 @@ class Output:
             self.json(reply)
         else:
             self.line(f"{verb} {reply.name}" + (f" ({reply.source})" if reply.source else ""))
+
+    def secret_hosts(self, bound: p.SecretBound) -> None:
+        if self.json_mode:
+            self.json(bound)
+        elif not bound.hosts:
+            self.line(f"{field(bound.reference)}: bound to no upstream (its next route binds it)")
+        else:
+            self.line(f"{field(bound.reference)}: {', '.join(field(h) for h in bound.hosts)}")
 
     def secret_state(self, state: p.SecretState) -> None:
         if self.json_mode:

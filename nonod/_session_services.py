@@ -38,6 +38,7 @@ from .policy import DAEMON_BACKEND_PREFIX, ResolvedPolicy
 from .sandbox import LaunchRequest
 
 if TYPE_CHECKING:
+    from .credentials import SecretHosts
     from .proxy import UidShare
     from .sessions import Caller
     from .trust import PolicyFiles
@@ -114,6 +115,9 @@ class SessionServices:
         #: The variables that hold real secrets (``env_credentials``): said at launch, in
         #: ``inspect`` and in the audit's ``session_started``; never their values.
         self.secret_env: tuple[str, ...] = ()
+        #: The secrets this launch routed for the first time, now bound to their upstreams
+        #: (``credentials._hosts``): said at launch, in ``inspect`` and in the audit.
+        self.secrets_bound: tuple[str, ...] = ()
         self._proxy_args: dict[str, Any] | None = None
         self._listen_ports: tuple[int, ...] = ()
         self._listen_address = "127.0.0.1"
@@ -279,6 +283,7 @@ async def prepare(
     caller: Caller | None = None,
     trust_files: Callable[[], PolicyFiles | None] | None = None,
     caller_identity: _callerfs.Identity | None = None,
+    secret_hosts: SecretHosts | None = None,
 ) -> SessionServices:
     """Everything decided before the launch. Raises to refuse it; nothing is left running.
 
@@ -286,7 +291,8 @@ async def prepare(
     not be located, which is recorded); ``caller`` is whose identity reads the caller's files
     (None: the daemon's own, as a user daemon's caller); ``trust_files``: the trust policy
     files, read as ``caller`` already (see ``_verify_instruction_files``);
-    ``caller_identity``: ``caller``'s, when already known.
+    ``caller_identity``: ``caller``'s, when already known; ``secret_hosts``: where each of
+    the caller's secrets has been sent (a route elsewhere refuses the launch).
     """
     from . import credentials, proxy
 
@@ -312,6 +318,10 @@ async def prepare(
     port = request.proxy_port
     if net.restricted and not net.block:
         routes = credentials.session_routes(net, _builtin_routes())
+        sent = [(r.name, r.credential_key, r.upstream) for r in routes if not r.filter_only]
+        if secret_hosts is not None and sent:  # before any secret is read
+            prepared.secrets_bound = await trio.to_thread.run_sync(
+                secret_hosts.admit, caller.uid if caller is not None else None, sent)
         loaded = await credentials.load_route_secrets(routes, environ=environ, options=sources)
         credentials.require_route_secrets(loaded)  # before anything is opened
         # The program never holds these, but may piece one together from what an upstream

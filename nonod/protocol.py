@@ -303,6 +303,9 @@ class SessionDetail(SessionInfo, frozen=True, kw_only=True):
     #: The protections its profile or command line turned off, one line each (the dry
     #: run's ``weakened``).
     weakened: tuple[str, ...] = ()
+    #: The secrets its launch routed for the first time, each now bound to its upstreams
+    #: (``github_token -> https://api.github.com``): a route elsewhere is refused later.
+    secrets_bound: tuple[str, ...] = ()
 
 
 class SecretEntry(_Info, frozen=True, kw_only=True):
@@ -524,6 +527,20 @@ class SecretTest(Request, frozen=True, kw_only=True, tag="secret_test"):
     name: SecretName
 
 
+#: An upstream URL given to ``SecretBindings.add`` (``https://api.example.com``).
+UpstreamUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+
+
+class SecretBindings(Request, frozen=True, kw_only=True, tag="secret_bindings"):
+    """The upstreams a secret reference (a route's ``credential_key``: ``github_token``,
+    ``env://VAR``, ``file:///path``) may be sent to, for the caller (``nonoctl secret hosts``):
+    listed, grown by ``add``, or forgotten (``clear``: its next route binds it again)."""
+
+    reference: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    add: Annotated[tuple[UpstreamUrl, ...], msgspec.Meta(max_length=32)] = ()
+    clear: bool = False
+
+
 #: A trust key name, or a ``file:///abs/path`` key ref (the daemon checks it precisely).
 TrustKeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 #: The most file content ``TrustSign`` carries (base64 on the wire must fit one message).
@@ -614,6 +631,7 @@ AnyRequest = (
     | SecretList
     | SecretDelete
     | SecretTest
+    | SecretBindings
     | TrustKeygen
     | TrustExportKey
     | TrustSign
@@ -814,6 +832,14 @@ class SecretStored(Reply, frozen=True, kw_only=True, tag="secret_stored"):
     source: str = ""
 
 
+class SecretBound(Reply, frozen=True, kw_only=True, tag="secret_bound"):
+    """The answer to ``SecretBindings``: the upstreams the reference may be sent to (none:
+    never routed, or just cleared)."""
+
+    reference: str
+    hosts: tuple[str, ...] = ()
+
+
 class SecretState(Reply, frozen=True, kw_only=True, tag="secret_state"):
     """The answer to ``SecretTest``: found or not, never the value."""
 
@@ -909,6 +935,7 @@ AnyReply = (
     | Secrets
     | SecretStored
     | SecretState
+    | SecretBound
     | TrustKey
     | TrustSigned
     | TrustPolicyDocument

@@ -210,6 +210,8 @@ class SessionStarted(_Event, frozen=True, kw_only=True, tag="session_started"):
     secret_env: tuple[str, ...] = ()
     #: The protections its profile or command line turned off, one line each.
     weakened: tuple[str, ...] = ()
+    #: The secret references this launch routed for the first time, with their upstreams.
+    secrets_bound: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         redacted = redact_argv(self.argv)

@@ -86,6 +86,8 @@ def summarize(event: Entry) -> str:
                 parts.append(f"secrets in env {','.join(event.secret_env)}")
             if event.weakened:
                 parts.append(f"turned off: {'; '.join(event.weakened)}")
+            if event.secrets_bound:
+                parts.append(f"secrets bound: {'; '.join(event.secrets_bound)}")
             return ", ".join(parts)
         case Enforcement():
             head = "fully enforced" if event.fully_enforced else "PARTIALLY enforced"

@@ -43,7 +43,7 @@ from ._errors import (
     VersionMismatch,
     error_reply,
 )
-from ._keys import handle_secret, handle_trust, require_root_on_system
+from ._keys import handle_secret, handle_secret_bindings, handle_trust, require_root_on_system
 from ._program import program_path
 from ._transport import UnixConnection, check_stdio_fds
 
@@ -247,6 +247,9 @@ class Conversation:
             case p.SecretSet() | p.SecretList() | p.SecretDelete() | p.SecretTest():
                 await self.send(await handle_secret(self._server.secrets, request, self.caller,
                                                     system=self._server.info.system))
+            case p.SecretBindings():
+                await self.send(await handle_secret_bindings(
+                    reg.secret_hosts, request, self.caller, system=self._server.info.system))
             case p.TrustKeygen() | p.TrustExportKey() | p.TrustSign() | p.TrustInit():
                 await self.send(await handle_trust(self._server.trust, request, self.caller,
                                                    system=self._server.info.system))

@@ -39,6 +39,7 @@ def session_detail(session: Session, *, live_usage: bool = True) -> p.SessionDet
         output_bytes=session.output.total if session.output is not None else 0,
         usage=session.usage() if live_usage else r.usage, limits=r.limits, parent=r.parent,
         intercepts=r.intercepts, secret_env=r.secret_env, weakened=r.weakened,
+        secrets_bound=r.secrets_bound,
     )
 
 

@@ -5,14 +5,18 @@ module imports neither ``credentials`` nor ``trust``. What was done is logged, n
 
 from __future__ import annotations
 
-from typing import assert_never
+from typing import TYPE_CHECKING, assert_never
 
 import structlog
+import trio
 
 from .. import protocol as p
 from .. import sessions
 from ._contracts import SecretStore, TrustService
 from ._errors import Forbidden
+
+if TYPE_CHECKING:
+    from ..credentials._hosts import SecretHosts
 
 log = structlog.get_logger()
 
@@ -51,6 +55,23 @@ async def handle_secret(
             return await secrets.list()
         case _:
             assert_never(request)
+
+async def handle_secret_bindings(hosts: SecretHosts, request: p.SecretBindings,
+                                 caller: sessions.Caller, *, system: bool) -> p.SecretBound:
+    """``nonoctl secret hosts``: each caller's own bindings on the system daemon (every user
+    routes secrets of their own), the daemon's on a user daemon."""
+    uid = caller.uid if system else None
+    ref = request.reference
+    if request.clear:
+        await trio.to_thread.run_sync(hosts.clear, uid, ref)
+        log.info("secret hosts cleared", reference=ref, uid=caller.uid)
+    if request.add:
+        bound = await trio.to_thread.run_sync(hosts.add, uid, ref, request.add)
+        log.info("secret hosts added", reference=ref, hosts=list(request.add), uid=caller.uid)
+        return p.SecretBound(reference=ref, hosts=bound)
+    return p.SecretBound(reference=ref,
+                         hosts=await trio.to_thread.run_sync(hosts.hosts, uid, ref))
+
 
 async def handle_trust(
     keys: TrustService,

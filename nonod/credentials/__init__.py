@@ -33,9 +33,13 @@ if TYPE_CHECKING:
     from ._errors import CredentialUnavailable as CredentialUnavailable
     from ._errors import InsecureSource as InsecureSource
     from ._errors import RouteElsewhere as RouteElsewhere
+    from ._errors import SecretElsewhere as SecretElsewhere
+    from ._errors import SecretHostsError as SecretHostsError
     from ._errors import SourceNotPermitted as SourceNotPermitted
     from ._errors import UnknownRoute as UnknownRoute
     from ._errors import UnsupportedSource as UnsupportedSource
+    from ._hosts import SecretHosts as SecretHosts
+    from ._hosts import origin_of as origin_of
     from ._keychain import Keychain as Keychain
     from ._keychain import SecretInfo as SecretInfo
     from ._keychain import SecretStatus as SecretStatus
@@ -77,9 +81,10 @@ else:
     __getattr__, __dir__ = exports(__name__, {
         "_errors": (
             "BadReference", "BadValue", "CredentialError", "CredentialNotFound",
-            "CredentialUnavailable", "InsecureSource", "RouteElsewhere", "SourceNotPermitted",
-            "UnknownRoute", "UnsupportedSource",
+            "CredentialUnavailable", "InsecureSource", "RouteElsewhere", "SecretElsewhere",
+            "SecretHostsError", "SourceNotPermitted", "UnknownRoute", "UnsupportedSource",
         ),
+        "_hosts": ("SecretHosts", "origin_of"),
         "_keychain": ("Keychain", "SecretInfo", "SecretStatus"),
         "_phantom": ("PhantomToken",),
         "_routes": (

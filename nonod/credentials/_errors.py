@@ -79,3 +79,17 @@ class UnknownRoute(CredentialError):
     profile's ``custom_credentials``."""
 
     code = "credential.unknown_route"
+
+
+class SecretElsewhere(CredentialError):
+    """A route would send a secret to an upstream it has never been sent to
+    (``docs/credentials.md``, "Each secret stays with its hosts")."""
+
+    code = "credential.secret_elsewhere"
+
+
+class SecretHostsError(CredentialError):
+    """Where secrets have been sent cannot be read, kept or grown (the state directory's
+    ``secret-hosts.json``, or its bounds)."""
+
+    code = "credential.secret_hosts"

@@ -204,7 +204,7 @@ class SessionAudit:
             gid=record.gid, name=record.name, profile=record.profile,
             policy_digest=record.policy_digest,
             secret_env=services.secret_env if services is not None else (),
-            weakened=record.weakened))
+            weakened=record.weakened, secrets_bound=record.secrets_bound))
         if services is None:
             return
         for warning in services.trust_warnings:

@@ -76,6 +76,8 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     secret_env: tuple[str, ...] = ()
     #: The protections its profile or command line turned off (``_dryrun.weakened``).
     weakened: tuple[str, ...] = ()
+    #: The secrets its launch routed for the first time (``credentials._hosts``).
+    secrets_bound: tuple[str, ...] = ()
 
 
 def shorten_argv(record: SessionRecord) -> None:

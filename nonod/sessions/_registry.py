@@ -48,6 +48,7 @@ from ..audit._fanout import AuditHub
 from ..audit._kernel import FsDeniedMonitor
 from ..audit._syncer import AuditSyncer
 from ..audit._writer import Ledger
+from ..credentials._hosts import SecretHosts
 from ..errors import NonoError
 from ._audit import CLOSE_TIMEOUT, Account, SessionAudit, close_lost, seal_truncated
 from ._audit_budget import AuditBudget, kept_bytes
@@ -128,12 +129,15 @@ class Registry:
         #: Every file a secret came from (masked in every session); the trust service adds
         #: the file keys it uses.
         self.secret_log = secret_log or SecretFileLog(state_dir)
+        #: Where each user's secrets have been sent (``nonoctl secret hosts``).
+        self.secret_hosts = SecretHosts(state_dir)
         self._starter = ProgramStarter(
             get_launcher=get_launcher, limits=limits, system=system,
             network=self._network, audit=self._audit_settings,
             daemon_secrets=daemon_secrets or DaemonSecrets(config_file=None,
                                                            state_dir=str(state_dir)),
             secret_log=self.secret_log, fs_denied=fs_denied, metrics=metrics,
+            secret_hosts=self.secret_hosts,
         )
         self._audit_hub = audit_hub
         self._audit_ledger = audit_ledger

@@ -53,6 +53,7 @@ from ._settings import AuditSettings, SessionLimits
 if TYPE_CHECKING:
     from .._metrics import Metrics
     from .._session_services import SessionServices
+    from ..credentials import SecretHosts
 
 log = structlog.get_logger()
 
@@ -92,6 +93,7 @@ class ProgramStarter:
         secret_log: SecretFileLog,
         fs_denied: FsDeniedMonitor | None,
         metrics: Metrics | None,
+        secret_hosts: SecretHosts | None = None,
     ) -> None:
         self._get_launcher = get_launcher
         self._limits = limits
@@ -106,6 +108,7 @@ class ProgramStarter:
         #: The sessions' cgroups (set by ``Registry.load``, closed by ``Registry.shutdown``).
         self.cgroups = SessionCgroups(None, "the daemon has not looked for cgroups yet")
         self._metrics = metrics
+        self._secret_hosts = secret_hosts
 
     async def start(self, session: Session, plan: SessionPlan,
                     create_audit: Callable[[Callable[[], None] | None], Awaitable[bool]],
@@ -181,6 +184,7 @@ class ProgramStarter:
             session.record.intercepts = services.intercepts
             session.record.secret_env = services.secret_env
             session.record.weakened = weakened(policy)
+            session.record.secrets_bound = services.secrets_bound
             # Durable before the program exists: nothing runs before its record is on disk.
             # The fsync runs while the engine builds the plan; the launch waits for it.
             durable: Callable[[], Awaitable[None]] | None = None
@@ -270,6 +274,7 @@ class ProgramStarter:
             trust_files=plan.caller_reads.trust_files if plan.caller_reads else None,
             caller_identity=plan.caller_reads.identity if plan.caller_reads else None,
             caller=plan.owner if self._system else None,
+            secret_hosts=self._secret_hosts,
         )
         if services.request is None:
             raise NonoError("session services produced no launch request")

@@ -1,0 +1,202 @@
+"""Where each secret has been sent: a secret goes to the upstreams it went to before, and to
+another only when its owner says so (``nonoctl secret hosts NAME --add URL``).
+
+A profile names a route's secret by reference (``credential_key``: a keychain account such as
+``github_token``, ``env://OPENAI_API_KEY``, ``file:///run/keys/token``). A profile from a
+repository can guess the names people use, and route one to a host of its own: the daemon would
+put the real value into the requests it forwards there. So the first launch that routes a
+reference binds it to that route's upstream (scheme, host and port), the launch says so, and a
+later route of the same reference to any other upstream refuses the launch
+(:class:`~._errors.SecretElsewhere`) until its owner adds the upstream. Bindings are per user
+(the system daemon's callers each have their own; None is the daemon's own) and kept in the
+state directory (``secret-hosts.json``, 0600, replaced atomically and made durable before
+the launch goes on).
+
+The first launch is trusted: a reference first routed by a hostile profile is bound to its
+host; the note at launch, and the refusal of the user's own profile afterwards, show it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final, final
+from urllib.parse import urlsplit
+
+import structlog
+
+from ._errors import BadReference, SecretElsewhere, SecretHostsError
+from ._sources import parse_credential_ref
+
+log = structlog.get_logger()
+
+HOSTS_FILE: Final = "secret-hosts.json"
+#: Bounds: references per user, upstreams per reference.
+MAX_REFERENCES: Final = 512
+MAX_ORIGINS: Final = 32
+_MAX_FILE: Final = 4 * 1024 * 1024
+
+
+def origin_of(url: str) -> str:
+    """``https://host[:port]`` of an upstream URL: lower-case host, the port only when it is
+    not the scheme's default. Raises BadReference for anything but an http(s) URL with a
+    host."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise BadReference(f"`{url}` is not an http(s) URL") from None
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("https", "http") or not host or parts.username is not None \
+            or parts.password is not None:
+        raise BadReference(f"`{url}` is not an http(s) URL with a host",
+                           hint="give the upstream as a route names it: https://api.example.com")
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+@final
+class SecretHosts:
+    """The upstreams each user's secret references have been sent to. Thread-safe: launches
+    call :meth:`admit` from the event loop (it never blocks on the file unless something is
+    new), the ``secret hosts`` verb from a worker thread."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._path = state_dir / HOSTS_FILE
+        self._bound: dict[tuple[int | None, str], list[str]] = {}
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    def admit(self, uid: int | None,
+              routes: Iterable[tuple[str, str, str]]) -> tuple[str, ...]:
+        """Blocking (reads the file the first time; writes it when something is new).
+        ``routes``: (route name, credential reference, upstream URL). Raises SecretElsewhere
+        when a reference is bound and the upstream is not among its hosts; otherwise binds
+        the references routed for the first time and returns one line for each
+        (``github_token -> https://api.github.com``). Nothing is bound unless every route
+        passes."""
+        with self._lock:
+            self._load()
+            new: dict[tuple[int | None, str], list[str]] = {}
+            for name, reference, upstream in routes:
+                origin = origin_of(upstream)
+                key = (uid, reference)
+                known = self._bound.get(key)
+                if known is None:
+                    bound = new.setdefault(key, [])
+                    if origin not in bound:
+                        bound.append(origin)
+                elif origin not in known:
+                    raise SecretElsewhere(
+                        f"route `{name}` would send the secret `{reference}` to {origin}; it "
+                        f"has been sent only to {', '.join(known)}",
+                        hint=f"if that host should get it: `nonoctl secret hosts {reference} "
+                             f"--add {origin}`; otherwise, do not run this profile")
+            if not new:
+                return ()
+            held = sum(1 for owner, _ in self._bound if owner == uid)
+            if held + len(new) > MAX_REFERENCES:
+                raise SecretHostsError(f"more than {MAX_REFERENCES} secret references are bound "
+                                   "for this user", hint="`nonoctl secret hosts NAME --clear` "
+                                   "forgets the bindings of a reference no longer used")
+            self._bound.update(new)
+            self._save()
+            return tuple(f"{ref} -> {', '.join(origins)}" for (_, ref), origins in new.items())
+
+    def hosts(self, uid: int | None, reference: str) -> tuple[str, ...]:
+        """Blocking. The upstreams ``reference`` is bound to (none: it was never routed)."""
+        with self._lock:
+            self._load()
+            return tuple(self._bound.get((uid, reference), ()))
+
+    def add(self, uid: int | None, reference: str, urls: Iterable[str]) -> tuple[str, ...]:
+        """Blocking. Bind ``reference`` to these upstreams too; returns its hosts."""
+        parse_credential_ref(reference)
+        origins = [origin_of(url) for url in urls]
+        with self._lock:
+            self._load()
+            key = (uid, reference)
+            bound = list(self._bound.get(key, ()))
+            for origin in origins:
+                if origin not in bound:
+                    bound.append(origin)
+            if len(bound) > MAX_ORIGINS:
+                raise SecretHostsError(f"`{reference}` would be bound to more than {MAX_ORIGINS} "
+                                   "upstreams")
+            if key not in self._bound and \
+                    sum(1 for owner, _ in self._bound if owner == uid) >= MAX_REFERENCES:
+                raise SecretHostsError(f"more than {MAX_REFERENCES} secret references are bound "
+                                   "for this user")
+            if bound != self._bound.get(key):
+                self._bound[key] = bound
+                self._save()
+            return tuple(bound)
+
+    def clear(self, uid: int | None, reference: str) -> None:
+        """Blocking. Forget where ``reference`` went: its next route binds it again."""
+        with self._lock:
+            self._load()
+            if self._bound.pop((uid, reference), None) is not None:
+                self._save()
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        try:
+            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            self._loaded = True
+            return
+        try:
+            with os.fdopen(fd, "rb") as f:
+                data = json.loads(f.read(_MAX_FILE + 1))
+        except (OSError, ValueError) as exc:
+            # Starting afresh would let the next launch bind every secret anew: refuse until
+            # the operator looks (the error names the file).
+            raise SecretHostsError(f"cannot read {self._path}: {exc}", hint="restore or remove "
+                               "the file; removing it forgets where every secret went") from None
+        if not isinstance(data, dict) or data.get("version") != 1 or \
+                not isinstance(data.get("bindings"), list):
+            raise SecretHostsError(f"{self._path} is not a secret-hosts file (version 1)")
+        for entry in data["bindings"]:
+            uid, ref, origins = (entry.get("uid"), entry.get("reference"),
+                                 entry.get("origins")) if isinstance(entry, dict) else (0, 0, 0)
+            if not (uid is None or isinstance(uid, int)) or not isinstance(ref, str) or \
+                    not isinstance(origins, list) or \
+                    not all(isinstance(o, str) for o in origins):
+                raise SecretHostsError(f"{self._path} holds a malformed binding")
+            self._bound[(uid, ref)] = list(origins)
+        self._loaded = True
+
+    def _save(self) -> None:
+        """Replace the file, durably. A failure refuses what asked (the bindings made stay
+        in memory: stricter, never looser, until the daemon restarts)."""
+        try:
+            self._write()
+        except OSError as exc:
+            raise SecretHostsError(f"cannot save where secrets were sent ({self._path}): "
+                                   f"{exc.strerror or exc}") from None
+
+    def _write(self) -> None:
+        entries = [{"uid": uid, "reference": ref, "origins": origins}
+                   for (uid, ref), origins in sorted(
+                       self._bound.items(), key=lambda item: (item[0][0] or -1, item[0][1]))]
+        tmp = self._path.with_name(HOSTS_FILE + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"version": 1, "bindings": entries}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._path)
+        dirfd = os.open(self._path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+        log.info("secret hosts saved", references=len(entries))

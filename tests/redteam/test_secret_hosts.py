@@ -1,0 +1,100 @@
+"""A secret stays with the hosts it has been sent to. The seed stores its GitHub token as the
+keychain account ``github_token``; a repository's profile that guesses the name (or any name:
+``env://OPENAI_API_KEY``, a token file's path) and routes it to a host of its own was sent the
+real value by the proxy. Now a reference's first route binds it to that upstream, the launch
+says so, and a route of it elsewhere refuses the launch, before any secret is read, until its
+owner adds the host (``nonoctl secret hosts NAME --add URL``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.redteam.conftest import RecordingUpstream
+from tests.redteam.test_profile_hands_out import (
+    ASK,
+    CLI,
+    SECRET,
+    SYSTEM_PYTHON,
+    _token_file,
+    pinned,
+)
+
+__all__ = ["pinned"]  # the fixture, used by name
+
+
+def _profile(directory: Path, name: str, upstream: str, key: str) -> Path:
+    profile = directory / f"{name}.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": name},
+        "filesystem": {"read": ["/usr", "/etc"]},
+        "workdir": {"access": "read"},
+        "network": {"credentials": [name], "custom_credentials": {name: {
+            "upstream": upstream, "credential_key": key, "env_var": "TOKEN"}}},
+    }))
+    return profile
+
+
+def test_a_secret_routed_to_another_host_than_before_refuses_the_launch(
+        pinned: tuple[CLI, int]) -> None:
+    cli, upstream = pinned
+    key = _token_file(cli.cwd)
+    mine = _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
+    done = cli("launch", "--profile", str(mine), "--", SYSTEM_PYTHON, "-c", ASK, "mine")
+    assert done.returncode == 0 and "STATUS 200" in done.stdout, done.stdout + done.stderr
+    assert f"secret {key} -> http://localhost:{upstream} (its first route)" in done.stderr, \
+        done.stderr
+    seen = len(RecordingUpstream.seen)
+
+    # The repository's profile: the same secret, to another upstream.
+    theirs = _profile(cli.cwd, "theirs", f"http://127.0.0.1:{upstream}", key)
+    refused = cli("launch", "--profile", str(theirs), "--", SYSTEM_PYTHON, "-c", ASK, "theirs")
+    # before: STATUS 200, the other upstream got the user's token
+    assert refused.returncode != 0 and "STATUS" not in refused.stdout, refused.stdout
+    assert f"would send the secret `{key}` to http://127.0.0.1:{upstream}" in refused.stderr
+    assert f"has been sent only to http://localhost:{upstream}" in refused.stderr
+    assert f"nonoctl secret hosts {key} --add http://127.0.0.1:{upstream}" in refused.stderr
+    assert len(RecordingUpstream.seen) == seen
+    assert SECRET not in refused.stdout + refused.stderr
+
+    listed = cli("secret", "hosts", key, "--json")
+    assert json.loads(listed.stdout)["hosts"] == [f"http://localhost:{upstream}"]
+
+    # Its owner says that host may have it: the same profile launches.
+    added = cli("secret", "hosts", key, "--add", f"http://127.0.0.1:{upstream}/any/path")
+    assert added.returncode == 0, added.stderr
+    assert f"http://localhost:{upstream}, http://127.0.0.1:{upstream}" in added.stdout
+    again = cli("launch", "--profile", str(theirs), "--", "/bin/true")
+    assert again.returncode == 0, again.stderr
+    assert "its first route" not in again.stderr
+
+
+def test_bindings_survive_a_restart_and_clear_forgets_them(
+        pinned: tuple[CLI, int], short_tmp: Path) -> None:
+    cli, upstream = pinned
+    key = _token_file(cli.cwd)
+    mine = _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
+    assert cli("launch", "--profile", str(mine), "--", "/bin/true").returncode == 0
+    [saved] = list(short_tmp.rglob("secret-hosts.json"))
+    assert saved.stat().st_mode & 0o777 == 0o600
+    assert json.loads(saved.read_text())["bindings"] == [
+        {"uid": None, "reference": key, "origins": [f"http://localhost:{upstream}"]}]
+    theirs = _profile(cli.cwd, "theirs", f"http://127.0.0.1:{upstream}", key)
+    assert cli("launch", "--profile", str(theirs), "--", "/bin/true").returncode != 0
+    cleared = cli("secret", "hosts", key, "--clear")
+    assert cleared.returncode == 0 and "bound to no upstream" in cleared.stdout, cleared.stdout
+    # Its next route binds it again (here: the other one).
+    done = cli("launch", "--profile", str(theirs), "--", "/bin/true")
+    assert done.returncode == 0 and "its first route" in done.stderr, done.stderr
+
+
+def test_bad_input_to_secret_hosts_is_refused_and_changes_nothing(
+        pinned: tuple[CLI, int], short_tmp: Path) -> None:
+    cli, _ = pinned
+    for args in (("gh", "--add", "ftp://example.com"), ("gh", "--add", "https://u:p@h.example"),
+                 ("keyring://nothing", "--add", "https://api.example.com"),
+                 ("gh", "--add", "https://h.example:99999")):
+        done = cli("secret", "hosts", *args)
+        assert done.returncode != 0, (args, done.stdout)
+        assert "Traceback" not in done.stderr, done.stderr
+    assert not list(short_tmp.rglob("secret-hosts.json"))
