@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from nonod.credentials import builtin_routes
 from nonod.profiles import builtin_groups, builtin_profiles_dir
 from nonod.profiles._groups import GroupEntry, builtin_network
 
@@ -121,6 +122,18 @@ def test_network_profiles_are_nonos_but_for_gitlab() -> None:
     for name, profile in NETWORK["profiles"].items():
         assert list(ours.profiles[name].groups) == [
             g for g in profile["groups"] if g != "gitlab"], name
+
+
+def test_builtin_credential_routes_are_nonos() -> None:
+    ours = builtin_routes()
+    assert set(ours) == set(NETWORK["credentials"])
+    for name, spec in NETWORK["credentials"].items():
+        route = ours[name]
+        assert (route.upstream, route.inject_header, route.credential_format) == (
+            spec["upstream"], spec.get("inject_header", "Authorization"),
+            spec.get("credential_format", "Bearer {}")), name
+        assert route.credential_key == spec.get("credential_key", name), name
+        assert route.env_var == spec.get("env_var"), name
 
 
 #: What nonod's copies of nono's built-in profiles leave out, and why.
