@@ -39,7 +39,7 @@ from nonod import protocol as p
 from nonod.control._socketdir import plain_path
 from nonod.errors import NonoError
 
-from . import _fastargs
+from . import _fastargs, _nono
 from ._flags import GLOBAL, JSON, LAUNCH_FLAGS, LAUNCH_OWN, PS, STOP, Flag
 from ._output import Output
 from ._sanitize import OutputFilter, field
@@ -163,6 +163,7 @@ def _options(args: argparse.Namespace) -> p.LaunchOptions:
         workdir=_abs(args.workdir) if args.workdir else None,
         block_net=args.block_net,
         allow_domain=tuple(args.allow_domain),
+        network_profile=args.network_profile,
         listen_ports=tuple(args.listen_port),
         credentials=tuple(args.credential),
         env_credential_map=tuple(args.env_credential_map),
@@ -502,7 +503,21 @@ def _stdio_fds() -> tuple[list[int], list[int]]:
     return fds, opened
 
 
+def _nono_variables(args: argparse.Namespace, out: Output, *, with_profile: bool) -> bool:
+    """nono's ``NONO_*`` variables into the launch flags ``args`` (``_nono``); False (and
+    the error said) when one cannot be honoured."""
+    try:
+        _nono.apply_environment(vars(args), os.environ, with_profile=with_profile,
+                                note=out.note)
+    except _nono.NonoVariableError as exc:
+        out.error(str(exc))
+        return False
+    return True
+
+
 def _cmd_launch(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    if not _nono_variables(args, out, with_profile=True):
+        return EXIT_USAGE
     if args.profile and args.profile_name:
         out.error("give the profile once: as PROFILE or as --profile")
         return EXIT_USAGE
@@ -1066,6 +1081,8 @@ def _cmd_profile(args: argparse.Namespace, command: list[str], out: Output) -> i
             return EXIT_OK
         target = _profile_arg(args.target) or ""
         if args.action == "show":
+            if not _nono_variables(args, out, with_profile=False):
+                return EXIT_USAGE
             reply = conn.request(p.ProfileShow(
                 profile=target, resolved=args.resolved, cwd=working_directory(),
                 options=_options(args), env=env,
@@ -1794,6 +1811,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in words:
         cut = words.index("--")
         words, command = words[:cut], words[cut + 1 :]
+    if _command_word(words) in ("launch", "run", "profile"):
+        refused = _nono.refused_flag(words)
+        if refused is not None:
+            Output(json=False).error(f"nono's {refused[0]} is not supported by nonoctl: "
+                                     f"{refused[1]}")
+            return EXIT_USAGE
+        words = _nono.join_env_credential_map(words)
     args = _fast_args(words)
     if args is None:
         word = _command_word(words)
