@@ -170,6 +170,21 @@ def test_anthropic_is_nonos_route_and_a_keychain_account_is_a_custom_route() -> 
                                                                  ("ANTHROPIC_API_KEY",))
 
 
+
+def test_a_passed_on_anthropic_key_is_replaced_by_the_phantom_token() -> None:
+    # Before: the phantom went to ANTHROPIC, and a profile that named ANTHROPIC_API_KEY in
+    # allow_vars handed the program the caller's real key, which its SDK then used.
+    from nonod.policy import EnvPolicy
+    from nonod.sandbox import sanitize_env
+
+    (route,) = session_routes(NetworkPolicy(restricted=True, credentials=("anthropic",)))
+    env = sanitize_env(EnvPolicy(allow_vars=("ANTHROPIC_API_KEY",)),
+                       [("ANTHROPIC_API_KEY", "sk-ant-real")],
+                       credential_environment([route], port=7, token=TOKEN))
+    assert f"ANTHROPIC_API_KEY={TOKEN.reveal()}" in env
+    assert not any("sk-ant-real" in item for item in env)
+
+
 def test_uri_keys_without_env_var_get_no_phantom_variable() -> None:
     route = Route(name="svc", upstream="https://svc.example", credential_key="op://v/i/f")
     assert route.phantom_variables() == ()
