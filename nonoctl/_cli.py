@@ -356,7 +356,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                            include=[], policy=None, all=False)
     trust_actions = actions(trust_cmd)
 
-    key = option("--key", "--keyref", dest="key", default="default", metavar="NAME",
+    key = option("--key", "--keyref", "--id", dest="key", default="default", metavar="NAME",
                  help="key name in the keychain, or a file:///abs/path key ref (default: "
                  "default)")
     user = option("--user", action="store_true",
@@ -372,8 +372,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "--pem", action="store_true", help="PEM, not base64")
     init = trust_actions("init", "write a trust policy whose publisher is KEY", key, user)
     init.add_argument("--force", action="store_true", help="replace an existing policy")
-    init.add_argument("--include", action="append", default=[], metavar="PATTERN",
-                      help="a glob of files to verify (repeatable)")
+    init.add_argument("--include", action="extend", nargs="+", default=[], metavar="PATTERN",
+                      help="globs of files to verify (repeatable; several after one "
+                      "--include, as in nono)")
     trust_actions("sign", "sign files (FILE.bundle beside each)", key, every).add_argument(
         "files", nargs="*", metavar="FILE", help="the files to sign")
     trust_actions("sign-policy", "sign a trust policy", key, user).add_argument(
@@ -1192,12 +1193,18 @@ def _read_for_signing(path: Path) -> bytes:
         raise NonoError(f"cannot read {path}: {exc.reason}") from None
 
 
+def _trust_key(ref: str) -> str:
+    """A key option's value as the daemon names keys: nono's ``keystore://NAME`` is the
+    keychain key NAME."""
+    return ref[len("keystore://"):] if ref.startswith("keystore://") else ref
+
+
 def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int:
     from pathlib import Path
 
     action: str = args.action
     files: list[str] = args.files
-    key: str = args.key
+    key = _trust_key(args.key)
     takes_files = {"sign": "FILE...", "verify": "FILE...", "sign-policy": "[FILE]"}
     if action not in takes_files and files:
         out.error(f"`trust {action}` takes no FILE")

@@ -183,3 +183,17 @@ def test_a_switch_that_is_neither_true_nor_false_is_an_error() -> None:
         _with_env(["launch"], {"NONO_BLOCK_NET": "maybe"})
     with pytest.raises(_nono.NonoVariableError, match="empty entry"):
         _with_env(["launch"], {"NONO_ALLOW": "/a,,/b"})
+
+
+@pytest.mark.parametrize(("words", "key", "include"), [
+    (["trust", "export-key", "--id", "ci"], "ci", []),
+    (["trust", "keygen", "--keyref", "keystore://ci"], "ci", []),
+    (["trust", "init", "--include", "SKILLS*", "CLAUDE*", "--key", "k"], "k", ["SKILLS*",
+                                                                           "CLAUDE*"]),
+    (["trust", "init", "--include", "A", "--include", "B"], "default", ["A", "B"]),
+])
+def test_nonos_trust_options(words: list[str], key: str, include: list[str]) -> None:
+    # nono's keygen and export-key name the key with --id, its key refs keystore://NAME, and
+    # its init takes several patterns after one --include.
+    args = _cli.build_parser("trust").parse_args(words)
+    assert (_cli._trust_key(args.key), args.include) == (key, include)
