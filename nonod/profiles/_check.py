@@ -55,8 +55,8 @@ _ENV_PATTERN = re.compile(r"[^*]+\*?|\*")
 _LAYER_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _KEY_NAME = re.compile(r"[A-Za-z0-9_]+")
-_KEY_SCHEMES: Final = ("op://", "bw://", "apple-password://", "file://", "env://", "keyring://",
-                         "systemd-creds://")
+_KEY_SCHEMES: Final = ("op://", "bw://", "apple-password://", "apple-passwords://", "file://",
+                         "env://", "keyring://", "systemd-creds://")
 _WHEN = re.compile(r"!?(linux|macos)")
 _LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "[::1]")
 _PROXY_VARS: Final = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"})
