@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nonoctl import _cli, _nono
 from nonoctl._flags import JSON, LAUNCH_FLAGS, LAUNCH_OWN
@@ -197,3 +199,25 @@ def test_nonos_trust_options(words: list[str], key: str, include: list[str]) -> 
     # its init takes several patterns after one --include.
     args = _cli.build_parser("trust").parse_args(words)
     assert (_cli._trust_key(args.key), args.include) == (key, include)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["--env-credential-map", "op://v/i/f", "K", "a=B", "x=", "=Y",
+                                 "file:///a=b/c", "bot", "--allow", "-d", "1X", ""]),
+                max_size=8))
+def test_joining_nonos_two_words_changes_nothing_else(words: list[str]) -> None:
+    joined = _nono.join_env_credential_map(words)
+    # Only a `--env-credential-map REF VAR` pair is rewritten, into `REF=VAR`; every other
+    # word stays, in order.
+    rebuilt: list[str] = []
+    at = 0
+    for word in joined:
+        if rebuilt and rebuilt[-1] == "--env-credential-map" and at < len(words) \
+                and word != words[at]:
+            ref, _, var = word.rpartition("=")
+            rebuilt += [ref, var]
+            at += 2
+        else:
+            rebuilt.append(word)
+            at += 1
+    assert rebuilt == words
