@@ -39,7 +39,7 @@ from nonod import protocol as p
 from nonod.control._socketdir import plain_path
 from nonod.errors import NonoError
 
-from . import _fastargs
+from . import _fastargs, _nono
 from ._flags import GLOBAL, JSON, LAUNCH_FLAGS, LAUNCH_OWN, PS, STOP, Flag
 from ._output import Output
 from ._sanitize import OutputFilter, field
@@ -163,6 +163,7 @@ def _options(args: argparse.Namespace) -> p.LaunchOptions:
         workdir=_abs(args.workdir) if args.workdir else None,
         block_net=args.block_net,
         allow_domain=tuple(args.allow_domain),
+        network_profile=args.network_profile,
         listen_ports=tuple(args.listen_port),
         credentials=tuple(args.credential),
         env_credential_map=tuple(args.env_credential_map),
@@ -365,7 +366,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                            include=[], policy=None, all=False)
     trust_actions = actions(trust_cmd)
 
-    key = option("--key", "--keyref", dest="key", default="default", metavar="NAME",
+    key = option("--key", "--keyref", "--id", dest="key", default="default", metavar="NAME",
                  help="key name in the keychain, or a file:///abs/path key ref (default: "
                  "default)")
     user = option("--user", action="store_true",
@@ -381,8 +382,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "--pem", action="store_true", help="PEM, not base64")
     init = trust_actions("init", "write a trust policy whose publisher is KEY", key, user)
     init.add_argument("--force", action="store_true", help="replace an existing policy")
-    init.add_argument("--include", action="append", default=[], metavar="PATTERN",
-                      help="a glob of files to verify (repeatable)")
+    init.add_argument("--include", action="extend", nargs="+", default=[], metavar="PATTERN",
+                      help="globs of files to verify (repeatable; several after one "
+                      "--include, as in nono)")
     trust_actions("sign", "sign files (FILE.bundle beside each)", key, every).add_argument(
         "files", nargs="*", metavar="FILE", help="the files to sign")
     trust_actions("sign-policy", "sign a trust policy", key, user).add_argument(
@@ -512,7 +514,21 @@ def _stdio_fds() -> tuple[list[int], list[int]]:
     return fds, opened
 
 
+def _nono_variables(args: argparse.Namespace, out: Output, *, with_profile: bool) -> bool:
+    """nono's ``NONO_*`` variables into the launch flags ``args`` (``_nono``); False (and
+    the error said) when one cannot be honoured."""
+    try:
+        _nono.apply_environment(vars(args), os.environ, with_profile=with_profile,
+                                note=out.note)
+    except _nono.NonoVariableError as exc:
+        out.error(str(exc))
+        return False
+    return True
+
+
 def _cmd_launch(args: argparse.Namespace, command: list[str], out: Output) -> int:
+    if not _nono_variables(args, out, with_profile=True):
+        return EXIT_USAGE
     if args.profile and args.profile_name:
         out.error("give the profile once: as PROFILE or as --profile")
         return EXIT_USAGE
@@ -1076,6 +1092,8 @@ def _cmd_profile(args: argparse.Namespace, command: list[str], out: Output) -> i
             return EXIT_OK
         target = _profile_arg(args.target) or ""
         if args.action == "show":
+            if not _nono_variables(args, out, with_profile=False):
+                return EXIT_USAGE
             reply = conn.request(p.ProfileShow(
                 profile=target, resolved=args.resolved, cwd=working_directory(),
                 options=_options(args), env=env,
@@ -1192,12 +1210,18 @@ def _read_for_signing(path: Path) -> bytes:
         raise NonoError(f"cannot read {path}: {exc.reason}") from None
 
 
+def _trust_key(ref: str) -> str:
+    """A key option's value as the daemon names keys: nono's ``keystore://NAME`` is the
+    keychain key NAME."""
+    return ref[len("keystore://"):] if ref.startswith("keystore://") else ref
+
+
 def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int:
     from pathlib import Path
 
     action: str = args.action
     files: list[str] = args.files
-    key: str = args.key
+    key = _trust_key(args.key)
     takes_files = {"sign": "FILE...", "verify": "FILE...", "sign-policy": "[FILE]"}
     if action not in takes_files and files:
         out.error(f"`trust {action}` takes no FILE")
@@ -1811,6 +1835,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in words:
         cut = words.index("--")
         words, command = words[:cut], words[cut + 1 :]
+    if _command_word(words) in ("launch", "run", "profile"):
+        refused = _nono.refused_flag(words)
+        if refused is not None:
+            Output(json=False).error(f"nono's {refused[0]} is not supported by nonoctl: "
+                                     f"{refused[1]}")
+            return EXIT_USAGE
+        words = _nono.join_env_credential_map(words)
     args = _fast_args(words)
     if args is None:
         word = _command_word(words)

@@ -78,14 +78,19 @@ LAUNCH_FLAGS: Final[tuple[tuple[str, tuple[Flag, ...]], ...]] = (
     )),
     ("network and credentials (as nono)", (
         Flag(("--block-net", "--net-block"), "block_net", "flag", "no network at all"),
-        Flag(("--allow-domain", "--allow-host"), "allow_domain", "append",
+        Flag(("--allow-domain", "--allow-host", "--allow-proxy", "--proxy-allow"),
+             "allow_domain", "append",
              "reach HOST (or *.suffix) through the proxy", metavar="HOST"),
-        Flag(("--listen-port",), "listen_port", "append",
+        Flag(("--listen-port", "--allow-bind"), "listen_port", "append",
              "forward host 127.0.0.1:PORT into the session", metavar="PORT", convert=int),
+        Flag(("--network-profile",), "network_profile", "store",
+             "reach the hosts of a built-in network profile (developer, minimal, ...) through "
+             "the proxy; replaces the profile's", metavar="NAME"),
         Flag(("--credential", "--proxy-credential"), "credential", "append",
              "a credential route (openai, github, ...) through the proxy", metavar="NAME"),
         Flag(("--env-credential-map",), "env_credential_map", "append",
-             "put credential REF into environment variable VAR", metavar="REF=VAR"),
+             "put credential REF into environment variable VAR (nono's two words, REF VAR, "
+             "work too)", metavar="REF=VAR"),
     )),
     ("resource limits (the session's own cgroup)", (
         Flag(("--memory",), "memory", "store", "memory limit, such as 512M (no swap on top); "
@@ -114,7 +119,7 @@ LAUNCH_FLAGS: Final[tuple[tuple[str, tuple[Flag, ...]], ...]] = (
 LAUNCH_OWN: Final = (
     Flag(("-p", "--profile"), "profile", "store", "profile name or JSON file"),
     Flag(("--name",), "name", "store", "a name for the session (unique among live ones)"),
-    Flag(("-d", "--detach"), "detach", "flag",
+    Flag(("-d", "--detach", "--detached"), "detach", "flag",
          "run in the background on a terminal of the daemon's"),
     Flag(("--dry-run",), "dry_run", "flag", "show the resolved policy and command; run nothing"),
     Flag(("--audit-sign-key",), "audit_sign_key", "store",

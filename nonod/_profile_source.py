@@ -135,6 +135,7 @@ def overrides_from(options: p.LaunchOptions) -> CliOverrides:
         workdir=options.workdir,
         block_net=options.block_net,
         allow_domain=options.allow_domain,
+        network_profile=options.network_profile,
         listen_port=options.listen_ports,
         credentials=options.credentials,
         env_credential_map=tuple(pairs),

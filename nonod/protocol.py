@@ -156,6 +156,8 @@ class LaunchOptions(_Value, frozen=True, kw_only=True):
     workdir: PathText | None = None
     block_net: bool = False
     allow_domain: tuple[ShortText, ...] = ()
+    #: ``--network-profile``: a built-in network profile, replacing the profile's.
+    network_profile: ShortText | None = None
     listen_ports: tuple[Port, ...] = ()
     #: ``--credential`` / ``--proxy-credential`` names (routes such as ``github``).
     credentials: tuple[ShortText, ...] = ()

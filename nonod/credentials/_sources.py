@@ -4,14 +4,15 @@ A reference is one of:
 
 ==================================  ======================================================
 ``NAME``                            the keychain: keyring service ``nono``, account ``NAME``
-``keyring://SERVICE/ACCOUNT``       the keychain, any service
+``keyring://SERVICE/ACCOUNT``       the keychain, any service; ``?decode=go-keyring`` reads a
+                                    value a Go tool stored (``gh``: ``go-keyring-base64:...``)
 ``env://VAR``                       a variable of the daemon's own environment
 ``file:///abs/path``                a file owned by the expected user, mode ``0600``/``0400``
 ``op://vault/item/field``           1Password, through ``op read`` (the CLI must be signed in)
 ``systemd-creds://NAME``            ``$CREDENTIALS_DIRECTORY/NAME`` (systemd ``LoadCredential=``)
 ==================================  ======================================================
 
-``bw://`` and ``apple-password://`` are nono references that nonod does not read; they fail
+``bw://`` and ``apple-password(s)://`` are nono references that nonod does not read; they fail
 with :class:`UnsupportedSource` rather than being taken for a keychain name.
 
 Everything here blocks (D-Bus, files, a subprocess): call it from a worker thread
@@ -59,7 +60,9 @@ SourceKind = Literal["keychain", "env", "file", "op", "systemd"]
 ACCOUNT_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SYSTEMD_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,254}")
-_UNSUPPORTED: Final = ("bw://", "apple-password://")
+_UNSUPPORTED: Final = ("bw://", "apple-password://", "apple-passwords://")
+#: What ``zalando/go-keyring`` puts before the base64 of a value it stores.
+_GO_KEYRING_PREFIX: Final = "go-keyring-base64:"
 _MAX_VALUE: Final = 64 * 1024
 _STORE_HINT: Final = ("store it with `nonoctl secret set {name}`, or with secret-tool: "
                       "secret-tool store --label='nono: {name}' service nono username {name} "
@@ -77,6 +80,8 @@ class CredentialRef(msgspec.Struct, frozen=True, kw_only=True):
     variable: str = ""
     path: str = ""
     name: str = ""
+    #: ``keyring://...?decode=go-keyring``: the stored value is a Go tool's encoding.
+    go_keyring: bool = False
 
 
 class SourceOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -128,10 +133,16 @@ def parse_credential_ref(text: str) -> CredentialRef:
             f"`{scheme}://` credentials are not supported by nonod", reference=text,
             hint="store the value in the keychain (`nonoctl secret set NAME`) and use its name")
     if text.startswith("keyring://"):
-        service, sep, account = text[len("keyring://"):].partition("/")
-        if not sep or not service or not ACCOUNT_NAME.fullmatch(account):
+        where, _, query = text[len("keyring://"):].partition("?")
+        service, sep, account = where.partition("/")
+        if not sep or not service or "#" in text or not ACCOUNT_NAME.fullmatch(account):
             raise BadReference(f"`{text}` is not keyring://SERVICE/ACCOUNT", reference=text)
-        return CredentialRef(text=text, kind="keychain", service=service, account=account)
+        # nono's one query parameter; anything else is refused, as nono refuses it.
+        if query and query != "decode=go-keyring":
+            raise BadReference(f"`{text}`: the only query a keyring reference takes is "
+                               "?decode=go-keyring", reference=text)
+        return CredentialRef(text=text, kind="keychain", service=service, account=account,
+                             go_keyring=bool(query))
     if text.startswith("env://"):
         variable = text[len("env://"):]
         if not _ENV_NAME.fullmatch(variable):
@@ -293,7 +304,23 @@ def _from_keychain(ref: CredentialRef, backend: KeyringBackend | None) -> str:
         raise CredentialNotFound(
             f"`{ref.text}`: no keychain entry for service `{ref.service}`, account "
             f"`{ref.account}`", reference=ref.text, hint=hint)
-    return value
+    return _go_keyring_decoded(ref, value) if ref.go_keyring else value
+
+
+def _go_keyring_decoded(ref: CredentialRef, value: str) -> str:
+    """A value ``zalando/go-keyring`` stored (``go-keyring-base64:`` and base64), decoded."""
+    import base64
+    import binascii
+
+    if not value.startswith(_GO_KEYRING_PREFIX):
+        raise BadValue(f"`{ref.text}`: the stored value does not start with "
+                       f"`{_GO_KEYRING_PREFIX}`", reference=ref.text,
+                       hint="leave out ?decode=go-keyring for a value a Go tool did not store")
+    try:
+        return base64.b64decode(value[len(_GO_KEYRING_PREFIX):], validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise BadValue(f"`{ref.text}`: the stored go-keyring value is not base64 of UTF-8 "
+                       "text", reference=ref.text) from None
 
 
 # files

@@ -55,8 +55,8 @@ _ENV_PATTERN = re.compile(r"[^*]+\*?|\*")
 _LAYER_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _KEY_NAME = re.compile(r"[A-Za-z0-9_]+")
-_KEY_SCHEMES: Final = ("op://", "bw://", "apple-password://", "file://", "env://", "keyring://",
-                         "systemd-creds://")
+_KEY_SCHEMES: Final = ("op://", "bw://", "apple-password://", "apple-passwords://", "file://",
+                         "env://", "keyring://", "systemd-creds://")
 _WHEN = re.compile(r"!?(linux|macos)")
 _LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "[::1]")
 _PROXY_VARS: Final = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"})
@@ -69,6 +69,11 @@ def reserved_env_name(name: str) -> bool:
     return (
         upper == "PATH" or upper in _PROXY_VARS or upper.startswith(_RESERVED_ENV_PREFIXES)
     )
+
+
+def raw_is_null(raw: Raw) -> bool:
+    """True for an absent value or ``null`` only."""
+    return bytes(raw).strip(b" \t\r\n") in (b"", b"null")
 
 
 def raw_is_empty(raw: Raw) -> bool:
@@ -364,12 +369,15 @@ class _Checker:
     def custom_credential(self, path: str, name: str, cred: CustomCredentialDef) -> None:
         if not _ROUTE_NAME.fullmatch(name):
             raise self.fail(path, f"`{name}` is not a credential name (letters, digits, - _)")
-        for field, what in (("auth", "OAuth2 token exchange (`auth`)"),
-                            ("aws_auth", "AWS SigV4 signing (`aws_auth`)"),
-                            ("proxy", "proxy-side overrides (`proxy`)")):
-            if not raw_is_empty(getattr(cred, field)):
+        # `aws_auth: {}` is nono's signing route with every default (its documented Bedrock
+        # example), not an absent one; an empty `proxy` overrides nothing.
+        for field, what, empty in (("auth", "OAuth2 token exchange (`auth`)", raw_is_null),
+                                   ("aws_auth", "AWS SigV4 signing (`aws_auth`)", raw_is_null),
+                                   ("proxy", "proxy-side overrides (`proxy`)", raw_is_empty)):
+            if not empty(getattr(cred, field)):
                 raise self.unsupported(f"{path}.{field}", what,
-                                       "use `credential_key` with a header, url_path, "
+                                       "nonod's proxy injects a stored credential only",
+                                       hint="use `credential_key` with a header, url_path, "
                                        "query_param or basic_auth injection")
         self.upstream(f"{path}.upstream", cred.upstream)
         key = cred.credential_key
@@ -377,6 +385,7 @@ class _Checker:
             raise self.fail(path, "a custom credential needs `credential_key`")
         if not key:
             raise self.fail(f"{path}.credential_key", "`credential_key` is empty")
+        self.not_captured(f"{path}.credential_key", key)
         uri = key.startswith(_KEY_SCHEMES)
         if not uri and not _KEY_NAME.fullmatch(key):
             raise self.fail(
@@ -485,11 +494,21 @@ class _Checker:
         if reserved_env_name(name):
             raise self.fail(path, f"`{name}` is reserved: nonod sets it itself")
 
+    def not_captured(self, path: str, key: str) -> None:
+        """nono's ``cmd://NAME``: the output of a ``credential_capture`` command."""
+        if key.startswith("cmd://"):
+            raise self.unsupported(path, "a `cmd://` credential (a `credential_capture` "
+                                   "command's output)", "nonod never runs profile commands "
+                                   "to fetch credentials",
+                                   hint="store the value with `nonoctl secret set NAME` and "
+                                   "name the keychain account NAME instead")
+
     def env_credentials(self, path: str, mapping: dict[str, str | EnvCredentialEntry]) -> None:
         for key, value in mapping.items():
             where = _key_path(path, key)
             if not key:
                 raise self.fail(where, "empty credential reference")
+            self.not_captured(where, key)
             if isinstance(value, EnvCredentialEntry):
                 self.when(f"{where}.when", value.when)
                 self.env_var(f"{where}.env_var", value.env_var)

@@ -96,6 +96,7 @@ class CliOverrides(msgspec.Struct, frozen=True, kw_only=True):
     workdir: str | None = None
     block_net: bool = False
     allow_domain: tuple[str, ...] = ()
+    network_profile: str | None = None
     listen_port: tuple[int, ...] = ()
     credentials: tuple[str, ...] = ()
     env_credential_map: tuple[tuple[str, str], ...] = ()
@@ -802,6 +803,14 @@ class _Resolver:
                     (rule.method, rule.path) for rule in entry.endpoints)))
         domains += [*net.proxy_allow, *net.allow_proxy, *net.allow_hosts]
         profile_name = net.network_profile if isinstance(net.network_profile, str) else None
+        if self.cli.network_profile is not None:
+            # nono's --network-profile: replaces the profile's (its hosts are not added).
+            if self.cli.network_profile not in self.network.profiles:
+                raise PolicyError(
+                    f"--network-profile: unknown network profile `{self.cli.network_profile}`",
+                    hint="built-in network profiles: " + ", ".join(sorted(
+                        self.network.profiles)))
+            profile_name = self.cli.network_profile
         if profile_name is not None:
             domains += self.network.hosts(profile_name)
         for host in self.cli.allow_domain:

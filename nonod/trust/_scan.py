@@ -47,6 +47,9 @@ it (hard links, copies of one signed file): a larger file could never be pinned 
 
 Status = Literal["verified", "unsigned", "failed"]
 
+#: nono's one bundle for many files (``nono trust sign --multi-subject``), at the scan root.
+MULTI_SUBJECT_BUNDLE: Final = ".nono-trust.bundle"
+
 _LABELS: Final = MappingProxyType(
     {
         "trust.unsigned": "unsigned",
@@ -110,6 +113,9 @@ class TrustReport:
     authoritative: bool
     entries: tuple[FileOutcome, ...]
     warnings: tuple[str, ...] = ()
+    #: The root holds nono's multi-subject bundle (:data:`MULTI_SUBJECT_BUNDLE`), which
+    #: nonod does not read: a refusal for unsigned files says so.
+    multi_subject_bundle: bool = False
 
     @property
     def blocking(self) -> tuple[FileOutcome, ...]:
@@ -137,10 +143,12 @@ class TrustReport:
         if not blocking:
             return self
         lines = "\n".join(f"  {shown_name(entry.path)} ({entry.label})" for entry in blocking)
-        raise TrustError(
-            f"instruction files failed trust verification:\n{lines}",
-            hint="`nonoctl trust list` shows each file's status and reason",
-        )
+        hint = "`nonoctl trust list` shows each file's status and reason"
+        if self.multi_subject_bundle and any(e.status == "unsigned" for e in blocking):
+            hint = (f"{MULTI_SUBJECT_BUNDLE} here is nono's multi-subject bundle, which nonod "
+                    "does not read: sign each file with `nonoctl trust sign FILE` (a "
+                    "FILE.bundle beside it, which nono reads too); " + hint)
+        raise TrustError(f"instruction files failed trust verification:\n{lines}", hint=hint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,4 +446,5 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
         authoritative=policy.authoritative,
         entries=tuple(entries),
         warnings=policy.warnings,
+        multi_subject_bundle=os.path.lexists(os.path.join(real_root, MULTI_SUBJECT_BUNDLE)),
     )

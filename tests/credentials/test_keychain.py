@@ -8,6 +8,7 @@ found by our keychain source; what ``nonoctl secret set`` stores must be found b
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 import trio
 
 from nonod.credentials import (
+    BadValue,
     CredentialNotFound,
     CredentialUnavailable,
     Keychain,
@@ -63,6 +65,32 @@ def test_a_secret_stored_with_nonos_secret_tool_command_is_found(keyring_env: Se
     keyring = resolve_credential(f"keyring://nono/{name}", environ={},
                                  keyring_backend=secret_service_backend())  # type: ignore[arg-type]
     assert keyring == secret
+
+
+def test_a_token_gh_stored_is_read_with_nonos_go_keyring_decode(keyring_env: SecretService
+                                                                   ) -> None:
+    # The GitHub CLI (zalando/go-keyring) stores `go-keyring-base64:` and the base64 of its
+    # token under service `gh:github.com`; nono reads it with ?decode=go-keyring.
+    user = unique("octocat")
+    token = "gho_" + uuid.uuid4().hex
+    stored = keyring_env.secret_tool(
+        "store", "--label=gh", "service", "gh:github.com", "username", user,
+        stdin="go-keyring-base64:" + base64.b64encode(token.encode()).decode())
+    assert stored.returncode == 0, stored.stderr
+    backend = secret_service_backend()
+    secret = resolve_credential(f"keyring://gh:github.com/{user}?decode=go-keyring",
+                                environ={}, keyring_backend=backend)  # type: ignore[arg-type]
+    assert secret.reveal() == token
+    raw = resolve_credential(f"keyring://gh:github.com/{user}", environ={},
+                             keyring_backend=backend)  # type: ignore[arg-type]
+    assert raw.reveal().startswith("go-keyring-base64:")
+    plain = unique("plain")
+    keyring_env.secret_tool("store", "--label=x", "service", "nono", "username", plain,
+                            stdin="not-encoded")
+    with pytest.raises(BadValue, match="does not start with `go-keyring-base64:`") as info:
+        resolve_credential(f"keyring://nono/{plain}?decode=go-keyring", environ={},
+                           keyring_backend=backend)  # type: ignore[arg-type]
+    assert "not-encoded" not in str(info.value)
 
 
 def test_the_default_backend_in_a_fresh_process(secret_service: SecretService) -> None:

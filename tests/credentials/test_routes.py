@@ -29,7 +29,8 @@ TOKEN = PhantomToken("a" * 64)
 # (name, upstream, keychain account / reference, header, format, phantom variables)
 NONO_FACTS = [
     ("openai", "https://api.openai.com/v1", "openai", "Authorization", "Bearer {}", ("OPENAI",)),
-    ("anthropic", "https://api.anthropic.com", "anthropic", "x-api-key", "{}", ("ANTHROPIC",)),
+    ("anthropic", "https://api.anthropic.com", "env://ANTHROPIC_API_KEY", "x-api-key", "{}",
+     ("ANTHROPIC_API_KEY",)),
     ("gemini", "https://generativelanguage.googleapis.com", "gemini", "x-goog-api-key", "{}",
      ("GEMINI",)),
     ("google-ai", "https://generativelanguage.googleapis.com", "google-ai", "x-goog-api-key",
@@ -151,6 +152,37 @@ def test_custom_definitions_replace_builtins_and_unknown_names_fail() -> None:
     with pytest.raises(UnknownRoute, match="nope") as info:
         session_routes(NetworkPolicy(restricted=True, credentials=("nope",)))
     assert info.value.hint is not None and "gemini" in info.value.hint
+
+
+def test_anthropic_is_nonos_route_and_a_keychain_account_is_a_custom_route() -> None:
+    # nono 0.66 (network-policy.json): the key from ANTHROPIC_API_KEY, the phantom token where
+    # Anthropic's SDKs read it. The docs' alternative for a key kept in the keychain.
+    (builtin,) = session_routes(NetworkPolicy(restricted=True, credentials=("anthropic",)))
+    env = dict(credential_environment([builtin], port=7, token=TOKEN))
+    assert env == {"ANTHROPIC_BASE_URL": "http://127.0.0.1:7/anthropic",
+                   "ANTHROPIC_API_KEY": TOKEN.reveal()}
+    custom = CustomCredential(upstream="https://api.anthropic.com", credential_key="anthropic",
+                              inject_header="x-api-key", credential_format="{}",
+                              env_var="ANTHROPIC_API_KEY")
+    (route,) = session_routes(NetworkPolicy(restricted=True, credentials=("anthropic",),
+                                            custom_credentials=(("anthropic", custom),)))
+    assert (route.credential_key, route.phantom_variables()) == ("anthropic",
+                                                                 ("ANTHROPIC_API_KEY",))
+
+
+
+def test_a_passed_on_anthropic_key_is_replaced_by_the_phantom_token() -> None:
+    # Before: the phantom went to ANTHROPIC, and a profile that named ANTHROPIC_API_KEY in
+    # allow_vars handed the program the caller's real key, which its SDK then used.
+    from nonod.policy import EnvPolicy
+    from nonod.sandbox import sanitize_env
+
+    (route,) = session_routes(NetworkPolicy(restricted=True, credentials=("anthropic",)))
+    env = sanitize_env(EnvPolicy(allow_vars=("ANTHROPIC_API_KEY",)),
+                       [("ANTHROPIC_API_KEY", "sk-ant-real")],
+                       credential_environment([route], port=7, token=TOKEN))
+    assert f"ANTHROPIC_API_KEY={TOKEN.reveal()}" in env
+    assert not any("sk-ant-real" in item for item in env)
 
 
 def test_uri_keys_without_env_var_get_no_phantom_variable() -> None:

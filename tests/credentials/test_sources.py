@@ -31,6 +31,8 @@ VALUE = "sk-test-0123456789abcdefSECRET"
     ("gemini", "keychain", {"service": "nono", "account": "gemini"}),
     ("google-ai", "keychain", {"service": "nono", "account": "google-ai"}),
     ("keyring://other/acct", "keychain", {"service": "other", "account": "acct"}),
+    ("keyring://gh:github.com/octocat?decode=go-keyring", "keychain",
+     {"service": "gh:github.com", "account": "octocat", "go_keyring": True}),
     ("env://GITHUB_TOKEN", "env", {"variable": "GITHUB_TOKEN"}),
     ("file:///run/keys/gh", "file", {"path": "/run/keys/gh"}),
     ("op://Dev/OpenAI API Key/credential", "op", {}),
@@ -48,14 +50,15 @@ def test_references_parse(text: str, kind: str, fields: dict[str, str]) -> None:
     "", "keyring://", "keyring://svc", "keyring://svc/", "env://", "env://1BAD", "env://A-B",
     "file://relative/path", "file:///a/../etc/shadow", "op://vault/item", "op://v//f",
     "systemd-creds://", "systemd-creds://../x", "systemd-creds://a/b", "ftp://x", "bad name",
-    "line\nbreak", ".hidden",
+    "line\nbreak", ".hidden", "keyring://svc/acct?decode=base64", "keyring://svc/acct?x=1",
+    "keyring://svc/acct#frag",
 ])
 def test_bad_references_are_refused(text: str) -> None:
     with pytest.raises(BadReference):
         parse_credential_ref(text)
 
 
-@pytest.mark.parametrize("text", ["bw://item", "apple-password://x"])
+@pytest.mark.parametrize("text", ["bw://item", "apple-password://x", "apple-passwords://x"])
 def test_nono_references_we_do_not_read_say_so(text: str) -> None:
     with pytest.raises(UnsupportedSource, match="not supported"):
         resolve_credential(text, environ={})

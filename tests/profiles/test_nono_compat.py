@@ -233,3 +233,35 @@ def test_nonos_store_variables_say_why_they_are_refused(variable: str) -> None:
 @pytest.mark.parametrize("section", [{}, {"commands": {}}, {"executable_dirs": ["/opt/bin"]}])
 def test_command_policies_without_commands_is_inactive_as_in_nono(section: object) -> None:
     parse_profile(_bytes({"command_policies": section}), "p.json")
+
+
+@pytest.mark.parametrize(("doc", "path"), [
+    ({"env_credentials": {"cmd://gh": "GH_TOKEN"}}, '$.env_credentials["cmd://gh"]'),
+    ({"secrets": {"cmd://gh": {"env_var": "GH_TOKEN"}}}, '$.secrets["cmd://gh"]'),
+    ({"network": {"credentials": ["gh"], "custom_credentials": {"gh": {
+        "upstream": "https://api.github.com", "credential_key": "cmd://gh",
+        "env_var": "GH_TOKEN"}}}}, "$.network.custom_credentials.gh.credential_key"),
+])
+def test_a_cmd_credential_is_refused_as_nonos_capture(doc: object, path: str) -> None:
+    with pytest.raises(UnsupportedFeature, match="credential_capture") as info:
+        parse_profile(_bytes(doc), "p.json")
+    assert info.value.path == path
+    assert info.value.hint is not None and "nonoctl secret set" in info.value.hint
+
+
+@pytest.mark.parametrize(("field", "value", "refused"), [
+    ("aws_auth", {}, True), ("aws_auth", None, False), ("auth", {}, True),
+    ("proxy", {}, False), ("proxy", {"inject_header": "x"}, True),
+])
+def test_an_empty_signing_block_is_a_signing_route_an_empty_override_is_none(
+    field: str, value: object, refused: bool
+) -> None:
+    data = _bytes({"network": {"custom_credentials": {"r": {
+        "upstream": "https://api.example.com", "credential_key": "k", field: value}}}})
+    if not refused:
+        parse_profile(data, "p.json")
+        return
+    with pytest.raises(UnsupportedFeature) as info:
+        parse_profile(data, "p.json")
+    assert info.value.path == f"$.network.custom_credentials.r.{field}"
+    assert info.value.hint is not None

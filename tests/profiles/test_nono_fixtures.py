@@ -17,6 +17,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nono"
 CHAINED = "not tools that call tools"
 PORTS = "only through its proxy, host by host"
 COMMAND_DENY = "never stops a program that another one starts"
+CAPTURE = "never runs profile commands to fetch credentials"
 
 # file -> None (loads and resolves) or (error code, JSON path, fragment of the message)
 EXPECTED: dict[str, tuple[str, str, str] | None] = {
@@ -47,12 +48,19 @@ EXPECTED: dict[str, tuple[str, str, str] | None] = {
     "tool-sandbox-make-cc.json":
         ("profile.unsupported", "$.command_policies.commands.make.can_use", CHAINED),
     "tool-sandbox-gh-endpoint-policy.json": None,
+    # nono's credential-injection.mdx: a route fed by a host command, one signed with SigV4
+    # (an empty `aws_auth` is a signing route with every default, not an absent one).
+    "credential-cmd-capture.json":
+        ("profile.unsupported", "$.network.custom_credentials.github.credential_key", CAPTURE),
+    "credential-aws-sigv4.json":
+        ("profile.unsupported", "$.network.custom_credentials.bedrock.aws_auth",
+         "AWS SigV4 signing"),
 }
 
 
 def test_every_fixture_has_an_expectation() -> None:
     assert sorted(p.name for p in FIXTURES.glob("*.json")) == sorted(EXPECTED)
-    assert len(EXPECTED) == 19
+    assert len(EXPECTED) == 21
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
