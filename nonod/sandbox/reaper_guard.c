@@ -247,7 +247,8 @@ static int in_marks(const struct marks *m, pid_t pid, uint64_t start) {
 }
 
 /* Room for one more mark: the dead are swept when full (a process gone is nobody's parent,
- * nor a caller). */
+ * nor a caller). A sweep comes just before a mark is added: once marked, confined is never
+ * empty again. */
 static int room(struct marks *m) {
     if (m->n < MAX_MARKS)
         return 1;
@@ -303,7 +304,7 @@ static int known(pid_t tid) {
             return 0;
         if (pid == program.pid && start == program.start)
             return 1;
-        if (ppid <= 0 || ppid == init_pid)
+        if (ppid <= 0 || pid == init_pid)
             return 0; /* reparented to the init, or never the program's */
         pid_t again;
         uint64_t again_start;
