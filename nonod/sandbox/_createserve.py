@@ -276,7 +276,10 @@ class Domains:
 
     def mark(self, tid: int, marks: set[Proc], still_waiting: Callable[[], bool]) -> None:
         """Record the thread group of ``tid`` in ``marks`` (its call waits: it has not run).
-        If it cannot be read while the call still waits, stop emulating for anyone."""
+        If it cannot be read while the call still waits, stop emulating for anyone. No check
+        that the call still waits is needed after a read that worked: a waiting thread is
+        alive, so its tid named it; if it died (killed), its call never runs, and the mark,
+        of whatever took the tid, only refuses more."""
         try:
             pid = _tgid(tid)
             proc = (pid, _stat(pid)[1])

@@ -271,7 +271,9 @@ void guard_program(pid_t pid) {
         lost = 1;
 }
 
-/* Record the thread group of tid, whose call waits (it has not run). */
+/* Record the thread group of tid, whose call waits (it has not run). A read that worked
+ * needs no check after it: a waiting thread is alive, so its tid named it; a thread killed
+ * meanwhile never runs its call, and a mark of whatever took its tid only refuses more. */
 static void mark(struct marks *m, pid_t tid, uint64_t id) {
     pid_t pid = tgid_of(tid), ppid;
     uint64_t start;
