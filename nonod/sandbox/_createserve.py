@@ -237,7 +237,7 @@ Proc = tuple[int, int]  # (pid of a thread group, its start time in clock ticks)
 
 #: How many marks of each kind are kept before the dead ones are swept (and, if all are
 #: alive, the init stops emulating for anyone: fail closed).
-MAX_MARKS: Final = 4096
+MAX_MARKS: Final = 8192  # above the default cap on a session's processes (4096)
 #: How many parents a chain may have before it counts as unknown.
 MAX_CHAIN: Final = 1024
 

@@ -56,7 +56,7 @@ static const struct {
 #endif
 #define CLONE_PARENT_ 0x00008000
 #define PR_SET_CHILD_SUBREAPER_ 36
-#define MAX_MARKS 4096 /* of each kind, before the dead are swept (_createserve.MAX_MARKS) */
+#define MAX_MARKS 8192 /* of each kind, before the dead are swept (_createserve.MAX_MARKS) */
 #define MAX_CHAIN 1024 /* parents before a chain counts as unknown */
 
 static int listener = -1;
