@@ -17,7 +17,10 @@ pieces that only the program (not the session's init) carries:
 2. **A seccomp user-notification filter** on the creation syscalls. The session's init
    answers each one (``_createserve``): it performs the creations that layer 2 refused but
    that are not of a refused name, on the directory descriptor it checked, and lets every
-   other call continue into the kernel, which still applies both layers.
+   other call continue into the kernel, which still applies both layers. The same filter
+   tells the init of every ``landlock_restrict_self``, new child subreaper and ``clone``
+   with ``CLONE_PARENT`` (:data:`WATCHED`), so that it emulates only for processes still in
+   the program's own domain (``_createserve``, "Nested domains").
 
 So the init never has to refuse anything: whatever it lets through meets layer 2, and what it
 does itself is one allowed name in one directory it opened, under the first layer only.
