@@ -22,7 +22,7 @@ pieces that only the program (not the session's init) carries:
    with ``CLONE_PARENT`` (:data:`WATCHED`), so that it emulates only for processes still in
    the program's own domain (``_createserve``, "Nested domains").
 
-So the init never has to refuse anything: whatever it lets through meets layer 2, and what it
+So the init never has to refuse a creation: whatever it lets through meets layer 2, and what it
 does itself is one allowed name in one directory it opened, under the first layer only.
 
 Guarded directories and their ancestors below their mount are bound onto themselves in the

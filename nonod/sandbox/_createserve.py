@@ -13,10 +13,11 @@ the parent directory the way the kernel would resolve it (from ``/proc/<tid>/cwd
 * anything else, including every refused name: **continue** into the kernel, where both
   Landlock layers apply. A refused name then fails with ``EACCES`` from layer 2.
 
-The init never needs to refuse: what it lets through still meets layer 2, and what it does
-itself is one allowed name in a directory it opened and checked, under the first layer (the
-session's rules) only. A program that changes its path buffer after the read gains nothing:
-the emulation uses the init's copy, and a continued call is checked by the kernel.
+The init never needs to refuse a creation: what it lets through still meets layer 2, and
+what it does itself is one allowed name in a directory it opened and checked, under the first
+layer (the session's rules) only. A program that changes its path buffer after the read
+gains nothing: the emulation uses the init's copy, and a continued call is checked by the
+kernel.
 
 The init resolves paths with its own access to ``/proc`` (``/proc/1/cwd`` is its own
 directory): that changes which path leads to a directory, never what may be created there,
