@@ -13,7 +13,12 @@ Inside each session a Python program times ``--ops`` rounds of ``open(O_CREAT|O_
 The session without the guard opts every refused name out (``writable_persistence``), so it
 has the same mounts and layers but no second Landlock layer and no notifying filter.
 
-    .venv/bin/python bench/createguard.py [--ops 2000] [--json]
+With ``--nested``, a third session with the guard first runs a child that confines itself
+further (``landlock_restrict_self``, as an agent's tool sandbox does) and exits: from then
+on the init reads each emulated caller's ancestry (``_createserve.Domains``), which here is
+the program itself.
+
+    .venv/bin/python bench/createguard.py [--ops 2000] [--nested] [--json]
 """
 
 from __future__ import annotations
@@ -35,6 +40,17 @@ from nonod.sandbox import LaunchRequest, launch_and_wait
 PROGRAM = r"""
 import os, sys, time, json
 ops = int(sys.argv[1])
+if sys.argv[2] == "nested":  # a tool sandbox ran: the init now checks each caller's ancestry
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    pid = os.fork()
+    if pid == 0:
+        attr = ctypes.create_string_buffer((1 << 1).to_bytes(8, "little"), 8)
+        fd = libc.syscall(444, attr, 8, 0)
+        os._exit(0 if fd >= 0 and libc.syscall(446, fd, 0) == 0 else 1)
+    if os.waitpid(pid, 0)[1] != 0:
+        raise SystemExit("the tool could not confine itself")
 os.mkdir("new")
 open("existing", "w").close()
 creat = os.O_CREAT | os.O_EXCL | os.O_WRONLY
@@ -64,9 +80,11 @@ def _policy(work: Path, *, guard: bool) -> ResolvedPolicy:
         denials=(), writable_persistence=opt_out)
 
 
-async def _session(work: Path, ops: int, guard: bool) -> dict[str, float]:
+async def _session(work: Path, ops: int, guard: bool, nested: bool = False
+                   ) -> dict[str, float]:
     out_r, out_w = os.pipe()
-    request = LaunchRequest(argv=("/usr/bin/python3", "-S", "-c", PROGRAM, str(ops)),
+    request = LaunchRequest(argv=("/usr/bin/python3", "-S", "-c", PROGRAM, str(ops),
+                                  "nested" if nested else "flat"),
                             cwd=str(work), env=tuple(ENV.items()))
     status, report = await launch_and_wait(_policy(work, guard=guard), request,
                                            stdio=(0, out_w, 2))
@@ -86,15 +104,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", default=None,
                         help="where to make the workdirs (default: the system's temp dir)")
+    parser.add_argument("--nested", action="store_true",
+                        help="also a guarded session in which a tool sandbox ran first")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results: dict[str, dict[str, list[float]]] = {"guard": {}, "no guard": {}}
+    kinds = [("guard", True, False), ("no guard", False, False)]
+    if args.nested:
+        kinds.append(("guard, nested", True, True))
+    results: dict[str, dict[str, list[float]]] = {label: {} for label, _, _ in kinds}
     for _ in range(args.rounds):
-        for label, guard in (("guard", True), ("no guard", False)):
+        for label, guard, nested in kinds:
             work = Path(tempfile.mkdtemp(prefix="nono-bench-", dir=args.dir))
             (work / "src").mkdir()
             try:
-                for k, v in trio.run(_session, work, args.ops, guard).items():
+                for k, v in trio.run(_session, work, args.ops, guard, nested).items():
                     results[label].setdefault(k, []).append(v)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
@@ -106,9 +129,10 @@ def main() -> None:
         print()
         return
     print(f"p50 per call in microseconds, median of {args.rounds} sessions x {args.ops} calls")
-    print(f"{'':20} {'no guard':>10} {'guard':>10}")
+    labels = [label for label, _, _ in kinds]
+    print(f"{'':20}" + "".join(f" {label:>14}" for label in labels))
     for k in summary["guard"]:
-        print(f"{k:20} {summary['no guard'][k]:>10} {summary['guard'][k]:>10}")
+        print(f"{k:20}" + "".join(f" {summary[label][k]:>14}" for label in labels))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,12 @@ pieces that only the program (not the session's init) carries:
 2. **A seccomp user-notification filter** on the creation syscalls. The session's init
    answers each one (``_createserve``): it performs the creations that layer 2 refused but
    that are not of a refused name, on the directory descriptor it checked, and lets every
-   other call continue into the kernel, which still applies both layers.
+   other call continue into the kernel, which still applies both layers. The same filter
+   tells the init of every ``landlock_restrict_self``, new child subreaper and ``clone``
+   with ``CLONE_PARENT`` (:data:`WATCHED`), so that it emulates only for processes still in
+   the program's own domain (``_createserve``, "Nested domains").
 
-So the init never has to refuse anything: whatever it lets through meets layer 2, and what it
+So the init never has to refuse a creation: whatever it lets through meets layer 2, and what it
 does itself is one allowed name in one directory it opened, under the first layer only.
 
 Guarded directories and their ancestors below their mount are bound onto themselves in the
@@ -41,7 +44,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Final, NamedTuple
 
 from . import _landlock, _libc
-from ._seccomp import SECCOMP_RET_ALLOW, SECCOMP_RET_KILL_PROCESS, Assembler, install_filter
+from ._seccomp import (
+    SECCOMP_RET_ALLOW,
+    SECCOMP_RET_ERRNO,
+    SECCOMP_RET_KILL_PROCESS,
+    Assembler,
+    install_filter,
+)
 from ._syscalls import Arch
 
 MAKE_RIGHTS: Final = (
@@ -72,6 +81,20 @@ SYSCALLS: Final[dict[str, dict[str, int]]] = {
 }
 # Where open and openat keep their flags: only those with O_CREAT are notified.
 _OPEN_FLAGS_ARG: Final = {"open": 1, "openat": 2}
+
+# The calls that tell the init which processes left the program's own domain (see
+# ``_createserve``, "Nested domains"): every ``landlock_restrict_self``,
+# ``prctl(PR_SET_CHILD_SUBREAPER)`` (orphans then move to that process, not to the init), and
+# ``clone`` with ``CLONE_PARENT`` (the child's parent is then the caller's parent). A seccomp
+# filter of the program's own with a listener, whose notifications would come before ours,
+# cannot be installed: the kernel refuses a second listener on a task's filters (EBUSY).
+WATCHED: Final[dict[str, dict[str, int]]] = {
+    "x86_64": {"landlock_restrict_self": 446, "prctl": 157, "clone": 56},
+    "aarch64": {"landlock_restrict_self": 446, "prctl": 167, "clone": 220},
+}
+CLONE3: Final = 435  # the generic table: the same on x86_64 and aarch64
+PR_SET_CHILD_SUBREAPER: Final = 36
+CLONE_PARENT: Final = 0x00008000
 
 _DIR_FLAGS: Final = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -129,12 +152,25 @@ def syscall_table(arch: Arch) -> dict[str, int]:
     return table
 
 
+def watched_table(arch: Arch) -> dict[str, int]:
+    table = WATCHED.get(arch.name)
+    if table is None:
+        raise ValueError(f"no watched syscall table for {arch.name}")
+    return table
+
+
 def build_notify_filter(arch: Arch) -> bytes:
     """The program's second filter: a foreign ABI is killed (as by the session's filter),
     the creation syscalls go to the supervisor (``open``/``openat`` only with ``O_CREAT``
-    in their flags' low 32 bits; ``openat2`` always, its flags being behind a pointer),
-    everything else is allowed (the session's own filter still applies)."""
+    in their flags' low 32 bits; ``openat2`` always, its flags being behind a pointer), and
+    so do the calls that nest a domain or move a process's parent (:data:`WATCHED`; ``prctl``
+    only for ``PR_SET_CHILD_SUBREAPER`` and ``clone`` only with ``CLONE_PARENT``, in the low
+    32 bits of their first argument, as the kernel reads it);
+    ``clone3``, whose flags are behind a pointer, fails with ``ENOSYS`` (libc falls back to
+    ``clone``; the session's filter answers the same); everything else is allowed (the
+    session's own filter still applies)."""
     table = syscall_table(arch)
+    watched = watched_table(arch)
     a = Assembler()
     a.load(4)  # seccomp_data.arch
     a.jeq(arch.audit_arch, jt="native")
@@ -147,7 +183,21 @@ def build_notify_filter(arch: Arch) -> bytes:
     a.label("dispatch")
     for name, number in table.items():
         a.jeq(number, jt=name if name in _OPEN_FLAGS_ARG else "notify")
+    a.jeq(watched["landlock_restrict_self"], jt="notify")
+    a.jeq(watched["prctl"], jt="prctl")
+    a.jeq(watched["clone"], jt="clone")
+    a.jeq(CLONE3, jt="enosys")
     a.ret(SECCOMP_RET_ALLOW)
+    a.label("prctl")  # prctl(option, ...)
+    a.load(16)
+    a.jeq(PR_SET_CHILD_SUBREAPER, jt="notify")
+    a.ret(SECCOMP_RET_ALLOW)
+    a.label("clone")  # clone(flags, ...) on both ABIs
+    a.load(16)
+    a.jset(CLONE_PARENT, jt="notify")
+    a.ret(SECCOMP_RET_ALLOW)
+    a.label("enosys")
+    a.ret(SECCOMP_RET_ERRNO | errno.ENOSYS)
     for name, index in _OPEN_FLAGS_ARG.items():
         if name in table:
             a.label(name)

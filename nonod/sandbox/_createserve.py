@@ -13,10 +13,11 @@ the parent directory the way the kernel would resolve it (from ``/proc/<tid>/cwd
 * anything else, including every refused name: **continue** into the kernel, where both
   Landlock layers apply. A refused name then fails with ``EACCES`` from layer 2.
 
-The init never needs to refuse: what it lets through still meets layer 2, and what it does
-itself is one allowed name in a directory it opened and checked, under the first layer (the
-session's rules) only. A program that changes its path buffer after the read gains nothing:
-the emulation uses the init's copy, and a continued call is checked by the kernel.
+The init never needs to refuse a creation: what it lets through still meets layer 2, and
+what it does itself is one allowed name in a directory it opened and checked, under the first
+layer (the session's rules) only. A program that changes its path buffer after the read
+gains nothing: the emulation uses the init's copy, and a continued call is checked by the
+kernel.
 
 The init resolves paths with its own access to ``/proc`` (``/proc/1/cwd`` is its own
 directory): that changes which path leads to a directory, never what may be created there,
@@ -27,6 +28,24 @@ Emulations that do not fit are continued (the kernel then refuses in a guarded d
 a final component that already exists (an open of it creates nothing; a symlink is followed
 by the kernel), device nodes, ``linkat(AT_EMPTY_PATH)``, and any call whose memory the init
 cannot read (a non-dumpable program). Standard library and ctypes only.
+
+**Nested domains** (:class:`Domains`). Emulating is doing what the *program's* domain may do;
+a process that confined itself further (an agent's sandbox for its tool commands) may not.
+The kernel shows no other process a thread's Landlock domain, so the init keeps track: the
+filter notifies every ``landlock_restrict_self`` *before* it runs, and the init marks the
+caller's whole thread group (by pid and start time) before letting it continue. Once any
+process is marked, a creation is emulated only for a thread whose ancestry, parent by parent
+(each link read twice, around the parent's own record, so that a reused pid is never taken
+for the parent), reaches the program's first process without passing a marked process or
+reaching a process that made itself a child subreaper; anything else (an orphan reparented
+to the init, a chain that changed while read, a ``/proc`` entry that cannot be read) is
+continued, and layer 2 refuses. What would let a confined process's descendant show an
+unconfined parent is watched too: ``clone`` with ``CLONE_PARENT`` fails with ``EPERM`` for a
+caller not known to be in the program's domain, ``clone3`` (flags behind a pointer) is
+``ENOSYS`` for all, and a new child subreaper is recorded. (A seccomp filter of the
+program's own that notifies ``landlock_restrict_self`` to a listener of its own would come
+first and hide it, but the kernel refuses a second listener among a task's filters: EBUSY.)
+Until a first mark, nothing is read per creation.
 """
 
 from __future__ import annotations
@@ -37,10 +56,17 @@ import os
 import stat
 import struct
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
-from ._createguard import Guard, Identity, syscall_table
+from ._createguard import (
+    CLONE_PARENT,
+    PR_SET_CHILD_SUBREAPER,
+    Guard,
+    Identity,
+    syscall_table,
+    watched_table,
+)
 from ._syscalls import Arch
 
 SECCOMP_IOCTL_NOTIF_RECV: Final = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)
@@ -208,12 +234,116 @@ def _exists(dirfd: int, name: bytes) -> bool:
     return True
 
 
+Proc = tuple[int, int]  # (pid of a thread group, its start time in clock ticks)
+
+#: How many marks of each kind are kept before the dead ones are swept (and, if all are
+#: alive, the init stops emulating for anyone: fail closed).
+MAX_MARKS: Final = 8192  # above the default cap on a session's processes (4096)
+#: How many parents a chain may have before it counts as unknown.
+MAX_CHAIN: Final = 1024
+
+
+def _stat(pid: int) -> tuple[int, int]:
+    """(parent pid, start time) of process ``pid``, from ``/proc/<pid>/stat``."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    fields = data[data.rindex(b")") + 2:].split()  # the name may hold spaces and parens
+    return int(fields[1]), int(fields[19])
+
+
+def _tgid(tid: int) -> int:
+    with open(f"/proc/{tid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"Tgid:"):
+                return int(line.split()[1])
+    raise ValueError(f"no Tgid for thread {tid}")
+
+
+class Domains:
+    """Which processes are known to be in the program's own Landlock domain (the module's
+    "Nested domains"): the program's first process, the thread groups that confined
+    themselves further, the child subreapers."""
+
+    def __init__(self, program: int, confined: Iterable[Proc] = (),
+                 subreapers: Iterable[Proc] = (), lost: bool = False) -> None:
+        self.init = os.getpid()
+        self.confined: set[Proc] = set(confined)
+        self.subreapers: set[Proc] = set(subreapers)
+        self.lost = lost  # a mark could not be taken: emulate for no one
+        try:
+            self.program: Proc | None = (program, _stat(program)[1])
+        except (OSError, ValueError, IndexError):
+            self.program, self.lost = None, True
+
+    def mark(self, tid: int, marks: set[Proc], still_waiting: Callable[[], bool]) -> None:
+        """Record the thread group of ``tid`` in ``marks`` (its call waits: it has not run).
+        If it cannot be read while the call still waits, stop emulating for anyone. No check
+        that the call still waits is needed after a read that worked: a waiting thread is
+        alive, so its tid named it; if it died (killed), its call never runs, and the mark,
+        of whatever took the tid, only refuses more."""
+        try:
+            pid = _tgid(tid)
+            proc = (pid, _stat(pid)[1])
+        except (OSError, ValueError, IndexError):
+            if still_waiting():
+                self.lost = True
+            return
+        if proc not in marks and not self._room(marks):
+            self.lost = True
+            return
+        marks.add(proc)
+
+    def _room(self, marks: set[Proc]) -> bool:
+        """Whether one more fits, after sweeping the dead if full. (A sweep comes just before
+        a mark is added: once marked, ``confined`` is never empty again.)"""
+        if len(marks) < MAX_MARKS:
+            return True
+        for proc in list(marks):  # a process gone is nobody's parent, nor a caller
+            try:
+                alive = _stat(proc[0])[1] == proc[1]
+            except (OSError, ValueError, IndexError):
+                alive = False
+            if not alive:
+                marks.discard(proc)
+        return len(marks) < MAX_MARKS
+
+    def known(self, tid: int) -> bool:
+        """Whether thread ``tid`` (its call waiting) is known to be in the program's domain:
+        always, until a first process confined itself; after that, only if its ancestry
+        reaches the program as described in the module's "Nested domains"."""
+        if self.lost:
+            return False
+        if not self.confined:
+            return True
+        try:
+            pid = _tgid(tid)
+            ppid, start = _stat(pid)
+            for _ in range(MAX_CHAIN):
+                if (pid, start) in self.confined:
+                    return False
+                if (pid, start) == self.program:
+                    return True
+                if ppid <= 0 or pid == self.init:
+                    return False  # reparented to the init, or never the program's
+                up, up_start = _stat(ppid)
+                if _stat(pid) != (ppid, start):
+                    return False  # reparented while read: ppid may name another process
+                if (ppid, up_start) in self.subreapers:
+                    return False  # it may have adopted an orphan of a confined process
+                pid, ppid, start = ppid, up, up_start
+        except (OSError, ValueError, IndexError):
+            pass
+        return False
+
+
 class Supervisor:
     """Serves the listener handed over by the program (``_createguard.confine_program``)."""
 
-    def __init__(self, listener: int, guard: Guard, arch: Arch) -> None:
+    def __init__(self, listener: int, guard: Guard, arch: Arch, domains: Domains) -> None:
         self.listener = listener
         self.names = {nr: name for name, nr in syscall_table(arch).items()}
+        self.watched = {nr: name for name, nr in watched_table(arch).items()}
+        self.domains = domains
         self.guarded = guard.guarded
         self.refused = {ident: frozenset(fold(n) for n in names)
                         for ident, names in guard.guarded.items()}
@@ -236,6 +366,14 @@ class Supervisor:
                 return  # the target went away before we received it
             raise
         notif_id, tid, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf.raw)
+        if nr in self.watched:
+            try:
+                error, flags = self._watch(notif_id, tid, self.watched[nr], args)
+            except Exception:  # noqa: BLE001 - a surprise in a mark: emulate for no one,
+                self.domains.lost = True  # after which letting any of these calls go is safe
+                error, flags = 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE
+            self._send(notif_id, 0, error, flags)
+            return
         call: _Call | None = None
         result: tuple[str, int, int] | None = None
         try:
@@ -251,6 +389,27 @@ class Supervisor:
         finally:
             if call is not None:
                 call.close()
+
+    def _watch(self, notif_id: int, tid: int, name: str, a: list[int]) -> tuple[int, int]:
+        """(error, flags) for a call that nests a domain or may move a parent. Marks are taken
+        before the call is let go; a mark that cannot be taken stops all emulation."""
+        domains = self.domains
+        if name == "landlock_restrict_self":
+            domains.mark(tid, domains.confined, lambda: self._waiting(notif_id))
+        elif name == "prctl":
+            if a[0] & 0xFFFFFFFF == PR_SET_CHILD_SUBREAPER and a[1]:
+                domains.mark(tid, domains.subreapers, lambda: self._waiting(notif_id))
+        elif name == "clone" and a[0] & CLONE_PARENT and not domains.known(tid):
+            return -errno.EPERM, 0  # its child would show the caller's parent as its own
+        return 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE
+
+    def _waiting(self, notif_id: int) -> bool:
+        buf = ctypes.create_string_buffer(struct.pack("=Q", notif_id), 8)
+        try:
+            _ioctl(self.listener, SECCOMP_IOCTL_NOTIF_ID_VALID, buf)
+        except OSError:
+            return False
+        return True
 
     # -- what to do --
 
@@ -324,17 +483,19 @@ class Supervisor:
             return True  # cannot tell: the kernel decides
         return folded in self.refused_at.get(path, ())
 
-    def _creatable(self, fd: int, name: bytes) -> None:
+    def _creatable(self, call: _Call, fd: int, name: bytes) -> None:
         """Continue unless this creation is one the init must do (see the module doc)."""
         if not self.needs_help(fd) or self._refused(fd, name) or _exists(fd, name):
             raise Continue
+        if not self.domains.known(call.tid):
+            raise Continue  # maybe in a domain of its own: layer 2 decides
 
     def _open(self, call: _Call, dirfd: int, addr: int, flags: int, mode: int
               ) -> tuple[str, int, int]:
         if not flags & os.O_CREAT or flags & os.O_PATH:
             raise Continue  # nothing is created (O_PATH ignores O_CREAT)
         parent, name = call.parent(dirfd, call.string(addr), dir_ok=False)
-        self._creatable(parent, name)
+        self._creatable(call, parent, name)
         perm = mode & 0o7777 & ~call.umask()
         call.check()
         try:
@@ -359,7 +520,7 @@ class Supervisor:
         if not flags & os.O_CREAT or flags & os.O_PATH:
             raise Continue
         parent, name = call.parent(dirfd, call.string(addr), dir_ok=False, resolve=resolve)
-        self._creatable(parent, name)
+        self._creatable(call, parent, name)
         perm = mode & 0o7777 & ~call.umask()
         call.check()
         try:
@@ -375,7 +536,7 @@ class Supervisor:
 
     def _mkdir(self, call: _Call, dirfd: int, addr: int, mode: int) -> tuple[str, int, int]:
         parent, name = call.parent(dirfd, call.string(addr), dir_ok=True)
-        self._creatable(parent, name)
+        self._creatable(call, parent, name)
         perm = mode & 0o1777 & ~call.umask()
         call.check()
         return _result(lambda: os.mkdir(name, perm, dir_fd=parent))
@@ -386,7 +547,7 @@ class Supervisor:
         if kind not in (0, stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK):
             raise Continue  # devices: never on the init's behalf
         parent, name = call.parent(dirfd, call.string(addr), dir_ok=False)
-        self._creatable(parent, name)
+        self._creatable(call, parent, name)
         perm = mode & 0o7777 & ~call.umask()
         call.check()
         return _result(lambda: os.mknod(name, (kind or stat.S_IFREG) | perm, 0, dir_fd=parent))
@@ -395,7 +556,7 @@ class Supervisor:
                  ) -> tuple[str, int, int]:
         target = call.string(target_addr)
         parent, name = call.parent(dirfd, call.string(addr), dir_ok=False)
-        self._creatable(parent, name)
+        self._creatable(call, parent, name)
         call.check()
         return _result(lambda: os.symlink(target, name, dir_fd=parent))
 
@@ -405,7 +566,7 @@ class Supervisor:
             raise Continue
         src, src_name = call.parent(olddir, call.string(old_addr), dir_ok=False)
         dst, dst_name = call.parent(newdir, call.string(new_addr), dir_ok=False)
-        self._pair(src, src_name, dst, dst_name, fresh=True)
+        self._pair(call, src, src_name, dst, dst_name, fresh=True)
         call.check()
         return _result(lambda: os.link(src_name, dst_name, src_dir_fd=src, dst_dir_fd=dst,
                                        follow_symlinks=bool(flags & AT_SYMLINK_FOLLOW)))
@@ -414,12 +575,12 @@ class Supervisor:
                 flags: int) -> tuple[str, int, int]:
         src, src_name = call.parent(olddir, call.string(old_addr), dir_ok=True)
         dst, dst_name = call.parent(newdir, call.string(new_addr), dir_ok=True)
-        self._pair(src, src_name, dst, dst_name, fresh=False)
+        self._pair(call, src, src_name, dst, dst_name, fresh=False)
         call.check()
         return _result(lambda: _renameat2(src, src_name, dst, dst_name, flags))
 
-    def _pair(self, src: int, src_name: bytes, dst: int, dst_name: bytes, *, fresh: bool
-              ) -> None:
+    def _pair(self, call: _Call, src: int, src_name: bytes, dst: int, dst_name: bytes, *,
+              fresh: bool) -> None:
         """Link and rename: emulated when layer 2 refuses on either side (a move out of a
         guarded directory is a REFER there); never when either name is a refused one."""
         if self._refused(src, src_name) or self._refused(dst, dst_name):
@@ -427,6 +588,8 @@ class Supervisor:
         if fresh and _exists(dst, dst_name):
             raise Continue
         if not (self.needs_help(dst) or self.needs_help(src)):
+            raise Continue
+        if not self.domains.known(call.tid):
             raise Continue
 
     # -- answers --

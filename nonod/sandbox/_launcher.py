@@ -107,7 +107,7 @@ import msgspec
 from ..cgroups._types import CgroupLimits
 from . import _libc, _reaper
 from ._createguard import MAKE_RIGHTS, Guard, confine_program, pin_dirs, prepare
-from ._createserve import Supervisor
+from ._createserve import Domains, Supervisor
 from ._guardhub import MAX_FDS
 from ._landlock import (
     LandlockPlan,
@@ -1371,7 +1371,7 @@ def _fork_guarded(plan: LaunchPlan, launch_w: int, exit_w: int) -> tuple[int, Su
             os.close(fd)
         return pid, None  # the program failed before exec and reported why
     os.umask(0)  # emulated creations apply the program's umask themselves
-    return pid, Supervisor(fds[0], guard, native_arch())
+    return pid, Supervisor(fds[0], guard, native_arch(), Domains(pid))
 
 
 def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int,

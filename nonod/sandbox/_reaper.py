@@ -97,9 +97,11 @@ def _names(names: frozenset[str]) -> bytes | None:
 
 def guard_config(supervisor: Supervisor) -> bytes | None:
     """What ``reaper_guard.c`` reads: the guarded directories by identity and by path with
-    their refused names, folded, and the directories with a layer-2 rule of their own (all
-    little endian). None if a refused name does not fold to ASCII."""
-    out = [b"NGC1", _U32.pack(len(supervisor.refused))]
+    their refused names, folded, the directories with a layer-2 rule of their own, then
+    what the init learnt of nested domains (``_createserve.Domains``: whether it stopped
+    emulating, the processes marked confined, the child subreapers; each process as pid and
+    start time), all little endian. None if a refused name does not fold to ASCII."""
+    out = [b"NGC2", _U32.pack(len(supervisor.refused))]
     for (dev, ino), names in supervisor.refused.items():
         packed = _names(names)
         if packed is None:
@@ -113,6 +115,11 @@ def guard_config(supervisor: Supervisor) -> bytes | None:
         out += [_U32.pack(len(path)), path, packed]
     out.append(_U32.pack(len(supervisor.ruled)))
     out += [_IDENT.pack(dev, ino) for dev, ino in sorted(supervisor.ruled)]
+    domains = supervisor.domains  # what the init has seen of nested domains so far
+    out.append(bytes([domains.lost]))
+    for marks in (domains.confined, domains.subreapers):
+        out.append(_U32.pack(len(marks)))
+        out += [_IDENT.pack(pid, start) for pid, start in sorted(marks)]
     return b"".join(out)
 
 

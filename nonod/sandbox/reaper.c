@@ -164,6 +164,8 @@ static int answer(struct pending *p, uint32_t index) {
 /* The init's life once the program runs (see the top of this file): forward, reap, answer,
  * report the program's exit on EXIT_FD and exit. */
 _Noreturn void serve_init(pid_t program, int exit_fd, int control, int subreaper, int lifeline) {
+    if (guard_listener() >= 0)
+        guard_program(program); /* the domain the guard emulates for */
     sigset_t set;
     sigemptyset(&set);
     for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++)

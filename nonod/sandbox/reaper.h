@@ -71,6 +71,8 @@ int creation_confine(int ruleset, const unsigned char *prog, size_t len, int soc
 /* Read the creation guard's configuration from config_fd (closed) and serve listener_fd;
  * -1 if the configuration is unreadable. */
 int guard_load(int config_fd, int listener_fd);
+/* The program's first process: the root of the domain emulations are done for. */
+void guard_program(pid_t pid);
 /* The listener being served, or -1. */
 int guard_listener(void);
 /* Answer one notification; -1 when the listener is broken (then call guard_stop). */

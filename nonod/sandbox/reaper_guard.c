@@ -11,6 +11,14 @@
  * non-ASCII characters whose fold is ASCII (FOLDS, checked against Python's unicodedata by
  * tests/sandbox/test_reaper.py). Any other non-ASCII character makes a name that no refused
  * name can equal.
+ *
+ * Nested domains (_createserve's "Nested domains", class Domains): a creation is emulated
+ * only for a thread known to be in the program's own Landlock domain. The notifying filter
+ * also sends landlock_restrict_self, prctl(PR_SET_CHILD_SUBREAPER) and clone with
+ * CLONE_PARENT here: the first marks the caller's thread group (pid, start time) before it is
+ * let go, the second records a subreaper, the last fails with EPERM for a caller not known
+ * to be in the program's domain. Once a process is marked, a caller's
+ * ancestry must reach the program without a marked process or a subreaper on the way.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,11 +51,33 @@ static const struct {
     {0xFB04, "ffl"}, {0xFB05, "st"}, {0xFB06, "st"},
 };
 
+#ifndef SYS_landlock_restrict_self
+#define SYS_landlock_restrict_self 446
+#endif
+#define CLONE_PARENT_ 0x00008000
+#define PR_SET_CHILD_SUBREAPER_ 36
+#define MAX_MARKS 8192 /* of each kind, before the dead are swept (_createserve.MAX_MARKS) */
+#define MAX_CHAIN 1024 /* parents before a chain counts as unknown */
+
 static int listener = -1;
 static size_t n_guarded, n_paths, n_ruled;
 static struct guarded *guarded;
 static struct bypath *paths;
 static struct ident *ruled;
+
+/* A process: the pid of a thread group and its start time (clock ticks since boot). */
+struct proc {
+    pid_t pid;
+    uint64_t start;
+};
+struct marks {
+    size_t n;
+    struct proc v[MAX_MARKS];
+};
+static struct marks confined, subreapers;
+static struct proc program = {-1, 0};
+static pid_t init_pid = -1;
+static int lost; /* a mark could not be taken: emulate for no one */
 
 /* ------------------------------------------------------------------ the configuration */
 
@@ -83,7 +113,7 @@ int guard_load(int config_fd, int listener_fd) {
     struct reader r = {buf, buf + st.st_size};
     char magic[4];
     uint32_t n;
-    if (take(&r, magic, 4) || memcmp(magic, "NGC1", 4))
+    if (take(&r, magic, 4) || memcmp(magic, "NGC2", 4))
         return -1;
     /* each guarded directory: its identity (16) and its names' count (4) */
     if (take_count(&r, 20, &n) || !(guarded = calloc(n ? n : 1, sizeof *guarded)))
@@ -110,6 +140,21 @@ int guard_load(int config_fd, int listener_fd) {
         ruled[n_ruled].dev = (dev_t)dev;
         ruled[n_ruled].ino = (ino_t)ino;
     }
+    unsigned char was_lost;
+    if (take(&r, &was_lost, 1) || was_lost > 1)
+        return -1;
+    lost = was_lost;
+    struct marks *kinds[2] = {&confined, &subreapers};
+    for (int k = 0; k < 2; k++) {
+        if (take_count(&r, 16, &n) || n > MAX_MARKS)
+            return -1;
+        for (kinds[k]->n = 0; kinds[k]->n < n; kinds[k]->n++) {
+            uint64_t pid, start;
+            if (take_u64(&r, &pid) || take_u64(&r, &start) || pid == 0 || pid > INT32_MAX)
+                return -1;
+            kinds[k]->v[kinds[k]->n] = (struct proc){(pid_t)pid, start};
+        }
+    }
     if (r.p != r.end)
         return -1;
     free(buf);
@@ -131,6 +176,170 @@ void guard_set(struct guarded *g, size_t n_g, struct bypath *p, size_t n_p, stru
 }
 
 int guard_listener(void) { return listener; }
+
+/* ------------------------------------------------------------------ nested domains */
+
+/* Parent pid and start time of process pid (/proc/<pid>/stat); -1 if unreadable. */
+static int proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the name may hold spaces and parens */
+    if (!p || p[1] != ' ')
+        return -1;
+    p += 2;
+    unsigned long long parent = 0, began = 0;
+    for (int i = 0; i < 20; i++) { /* state, ppid, ... starttime (the 22nd field) */
+        char *end = NULL;
+        if (i == 1 || i == 19) {
+            unsigned long long v = strtoull(p, &end, 10);
+            if (end == p)
+                return -1;
+            if (i == 1)
+                parent = v;
+            else
+                began = v;
+        } else if (!(end = strchr(p, ' '))) {
+            return -1;
+        }
+        if (*end != ' ') /* more fields follow the start time */
+            return -1;
+        p = end + 1;
+    }
+    if (parent > INT32_MAX)
+        return -1;
+    *ppid = (pid_t)parent;
+    *start = began;
+    return 0;
+}
+
+static pid_t tgid_of(pid_t tid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    char *line = strstr(buf, "\nTgid:");
+    if (!line)
+        return -1;
+    char *end;
+    unsigned long v = strtoul(line + 6, &end, 10);
+    return end == line + 6 || v == 0 || v > INT32_MAX ? -1 : (pid_t)v;
+}
+
+static int in_marks(const struct marks *m, pid_t pid, uint64_t start) {
+    for (size_t i = 0; i < m->n; i++)
+        if (m->v[i].pid == pid && m->v[i].start == start)
+            return 1;
+    return 0;
+}
+
+/* Room for one more mark: the dead are swept when full (a process gone is nobody's parent,
+ * nor a caller). A sweep comes just before a mark is added: once marked, confined is never
+ * empty again. */
+static int room(struct marks *m) {
+    if (m->n < MAX_MARKS)
+        return 1;
+    size_t kept = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        pid_t ppid;
+        uint64_t start;
+        if (proc_stat(m->v[i].pid, &ppid, &start) == 0 && start == m->v[i].start)
+            m->v[kept++] = m->v[i];
+    }
+    m->n = kept;
+    return m->n < MAX_MARKS;
+}
+
+void guard_program(pid_t pid) {
+    pid_t ppid;
+    init_pid = getpid();
+    program.pid = pid;
+    if (proc_stat(pid, &ppid, &program.start) < 0)
+        lost = 1;
+}
+
+/* Record the thread group of tid, whose call waits (it has not run). A read that worked
+ * needs no check after it: a waiting thread is alive, so its tid named it; a thread killed
+ * meanwhile never runs its call, and a mark of whatever took its tid only refuses more. */
+static void mark(struct marks *m, pid_t tid, uint64_t id) {
+    pid_t pid = tgid_of(tid), ppid;
+    uint64_t start;
+    if (pid < 0 || proc_stat(pid, &ppid, &start) < 0) {
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0)
+            lost = 1; /* the caller is there and cannot be read: fail closed */
+        return;
+    }
+    if (in_marks(m, pid, start))
+        return;
+    if (!room(m)) {
+        lost = 1;
+        return;
+    }
+    m->v[m->n++] = (struct proc){pid, start};
+}
+
+/* 1 if thread tid is known to be in the program's own domain, 0 if not or unknown. */
+static int known(pid_t tid) {
+    if (lost)
+        return 0;
+    if (!confined.n)
+        return 1;
+    pid_t pid = tgid_of(tid), ppid, up;
+    uint64_t start, up_start;
+    if (pid < 0 || proc_stat(pid, &ppid, &start) < 0)
+        return 0;
+    for (int depth = 0; depth < MAX_CHAIN; depth++) {
+        if (in_marks(&confined, pid, start))
+            return 0;
+        if (pid == program.pid && start == program.start)
+            return 1;
+        if (ppid <= 0 || pid == init_pid)
+            return 0; /* reparented to the init, or never the program's */
+        pid_t again;
+        uint64_t again_start;
+        if (proc_stat(ppid, &up, &up_start) < 0 || proc_stat(pid, &again, &again_start) < 0 ||
+            again != ppid || again_start != start)
+            return 0; /* reparented while read: ppid may name another process */
+        if (in_marks(&subreapers, ppid, up_start))
+            return 0; /* it may have adopted an orphan of a confined process */
+        pid = ppid;
+        ppid = up;
+        start = up_start;
+    }
+    return 0;
+}
+
+/* A call that may nest a domain or move a parent: 0 (continue) or an errno to answer. */
+static int watch(const struct seccomp_notif *req) {
+    const __u64 *a = req->data.args;
+    pid_t tid = (pid_t)req->pid;
+    switch (req->data.nr) {
+    case SYS_landlock_restrict_self:
+        mark(&confined, tid, req->id);
+        return 0;
+    case SYS_prctl:
+        if ((a[0] & 0xFFFFFFFF) == PR_SET_CHILD_SUBREAPER_ && a[1])
+            mark(&subreapers, tid, req->id);
+        return 0;
+    case SYS_clone:
+        return (a[0] & CLONE_PARENT_) && !known(tid) ? EPERM : 0;
+    default:
+        return -1;
+    }
+}
 
 void guard_stop(void) {
     /* The listener broke: closing it makes every creation syscall still to come fail
@@ -421,8 +630,9 @@ static int exists(int dirfd, const char *name) {
 }
 
 /* Continue unless this creation is one the reaper must do. */
-static int creatable(int fd, const char *name) {
-    return needs_help(fd) == 1 && !refused(fd, name) && exists(fd, name) == 0 ? 0 : CONTINUE;
+static int creatable(struct call *c, int fd, const char *name) {
+    return needs_help(fd) == 1 && !refused(fd, name) && exists(fd, name) == 0 && known(c->tid)
+               ? 0 : CONTINUE;
 }
 
 static int done(struct result *res, int err) {
@@ -440,7 +650,7 @@ static int do_open(struct call *c, int dirfd, uint64_t addr, uint64_t flags, uin
     if (!string_at(c, addr, buf))
         return CONTINUE;
     int parent = parent_of(c, dirfd, buf, 0, resolve, &name);
-    if (parent < 0 || creatable(parent, name) || umask_of(c, &mask))
+    if (parent < 0 || creatable(c, parent, name) || umask_of(c, &mask))
         return CONTINUE;
     mode_t perm = (mode_t)(mode & 07777) & ~mask;
     if (!still_waiting(c))
@@ -485,7 +695,7 @@ static int do_mkdir(struct call *c, int dirfd, uint64_t addr, uint64_t mode, str
     if (!string_at(c, addr, buf))
         return CONTINUE;
     int parent = parent_of(c, dirfd, buf, 1, 0, &name);
-    if (parent < 0 || creatable(parent, name) || umask_of(c, &mask) || !still_waiting(c))
+    if (parent < 0 || creatable(c, parent, name) || umask_of(c, &mask) || !still_waiting(c))
         return CONTINUE;
     return done(res, mkdirat(parent, name, (mode_t)(mode & 01777) & ~mask) ? errno : 0);
 }
@@ -498,7 +708,7 @@ static int do_mknod(struct call *c, int dirfd, uint64_t addr, uint64_t mode, str
     if (!string_at(c, addr, buf))
         return CONTINUE;
     int parent = parent_of(c, dirfd, buf, 0, 0, &name);
-    if (parent < 0 || creatable(parent, name) || umask_of(c, &mask) || !still_waiting(c))
+    if (parent < 0 || creatable(c, parent, name) || umask_of(c, &mask) || !still_waiting(c))
         return CONTINUE;
     mode_t perm = (mode_t)(mode & 07777) & ~mask;
     return done(res, mknodat(parent, name, (kind ? kind : S_IFREG) | perm, 0) ? errno : 0);
@@ -510,19 +720,20 @@ static int do_symlink(struct call *c, uint64_t target_addr, int dirfd, uint64_t 
     if (!string_at(c, target_addr, target) || !string_at(c, addr, buf))
         return CONTINUE;
     int parent = parent_of(c, dirfd, buf, 0, 0, &name);
-    if (parent < 0 || creatable(parent, name) || !still_waiting(c))
+    if (parent < 0 || creatable(c, parent, name) || !still_waiting(c))
         return CONTINUE;
     return done(res, symlinkat(target, parent, name) ? errno : 0);
 }
 
 /* Link and rename: emulated when layer 2 refuses on either side; never for a refused name. */
-static int pair_ok(int src, const char *src_name, int dst, const char *dst_name, int fresh) {
+static int pair_ok(struct call *c, int src, const char *src_name, int dst, const char *dst_name,
+                   int fresh) {
     if (refused(src, src_name) || refused(dst, dst_name))
         return CONTINUE;
     if (fresh && exists(dst, dst_name) != 0)
         return CONTINUE;
     int d = needs_help(dst), s = needs_help(src);
-    if (d < 0 || s < 0 || !(d || s))
+    if (d < 0 || s < 0 || !(d || s) || !known(c->tid))
         return CONTINUE;
     return 0;
 }
@@ -538,7 +749,7 @@ static int do_pair(struct call *c, int olddir, uint64_t old_addr, int newdir, ui
     if (src < 0)
         return CONTINUE;
     int dst = parent_of(c, newdir, new, !is_link, 0, &dst_name);
-    if (dst < 0 || pair_ok(src, src_name, dst, dst_name, is_link) || !still_waiting(c))
+    if (dst < 0 || pair_ok(c, src, src_name, dst, dst_name, is_link) || !still_waiting(c))
         return CONTINUE;
     if (is_link)
         return done(res, linkat(src, src_name, dst, dst_name,
@@ -617,6 +828,10 @@ int guard_serve_one(void) {
     memset(&req, 0, sizeof req);
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0)
         return errno == ENOENT || errno == EINTR ? 0 : -1;
+    int watched = watch(&req);
+    if (watched >= 0)
+        return send_resp(req.id, 0, watched ? -watched : 0,
+                         watched ? 0 : SECCOMP_USER_NOTIF_FLAG_CONTINUE);
     struct call c = {.id = req.id, .tid = (pid_t)req.pid, .mem = -1};
     struct result res = {0};
     int rc = CONTINUE;

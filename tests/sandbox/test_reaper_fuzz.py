@@ -1,5 +1,5 @@
 """``nono-reaper``'s parsers fed random and mutated input, run as the real binary: the
-creation guard's configuration (``NGC1``, read by the init), the view guard's state
+creation guard's configuration (``NGC2``, read by the init), the view guard's state
 (``NGO1``, read by ``--outer`` and ``--repair``), a spare repair's job message (``J`` and four
 descriptors), the command lines and the daemon's requests on the control socket. Whatever
 it gets, the binary must refuse or go on: an exit status it documents, never a signal (a
@@ -55,6 +55,19 @@ class _Guard:
         self.refused_at = {os.fsencode("/w" + "/d" * rng.randint(0, 50)): names()
                            for _ in range(rng.randint(0, 3))}
         self.ruled = {(rng.getrandbits(64), rng.getrandbits(64)) for _ in range(rng.randint(0, 6))}
+        self.domains = _Domains(rng)
+
+
+class _Domains:
+    """What ``guard_config`` reads of the nested domains seen so far."""
+
+    def __init__(self, rng: random.Random) -> None:
+        def procs() -> set[tuple[int, int]]:
+            return {(rng.randint(1, 1 << 22), rng.getrandbits(64))
+                    for _ in range(rng.randint(0, 4))}
+        self.lost = rng.random() < 0.2
+        self.confined = procs()
+        self.subreapers = procs()
 
 
 class _Op:
@@ -223,7 +236,7 @@ def test_the_creation_guards_configuration_fuzzed() -> None:
     """The init refuses (126, nothing reported) what it cannot read whole, and reads the rest:
     never a crash."""
     rng = random.Random(SEED)
-    for config in inputs(rng, guard_config, b"NGC1"):
+    for config in inputs(rng, guard_config, b"NGC2"):
         status, record = run_init(config)
         assert status in (0, 126), (SEED, config)
         assert (record == b"") == (status == 126), (SEED, config)
