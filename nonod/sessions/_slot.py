@@ -75,8 +75,12 @@ class NextSlot:
         self._job: Started[int] | None = None
 
     def refill(self) -> None:
-        """Start making the next slot in a worker thread, unless one is made or being made."""
-        if self._job is None:
+        """Start making the next slot in a worker thread, unless one is made or being made.
+        A job that found every thread token of trio's default limiter taken was not started
+        and nothing waits for it (``Started`` starts such work at its first wait): it is
+        replaced, so that a refill while the threads are busy does not end the slots for the
+        daemon's life."""
+        if self._job is None or not self._job.started:
             self._job = Started(lambda: make_slot(self._sessions_dir), name="next session slot")
 
     def ready(self) -> bool:
@@ -131,7 +135,7 @@ class NextSlot:
         """Close the descriptor of a slot made and not claimed (its directory stays until
         the next start)."""
         job, self._job = self._job, None
-        if job is None:
+        if job is None or not job.started:  # never started: nothing made, none to make now
             return
         try:
             fd = await job.result()

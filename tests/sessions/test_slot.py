@@ -181,3 +181,38 @@ async def test_a_slot_that_cannot_be_made_leaves_the_launch_to_make_its_own(
     assert (sessions / SLOT_DIR / SLOT_FILE).read_text() == "kept\n"
     with trio.fail_after(10):
         await harness.registry.shutdown()
+
+
+async def _slot_appears(harness: Harness) -> None:
+    """Wait (up to the caller's deadline) for the slot's file: made in a worker thread."""
+    while not _slot_file(harness).exists():
+        await trio.sleep(0.01)
+
+
+async def test_a_refill_while_every_worker_thread_is_taken_is_made_once_one_is_free(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # review22: a refill that found trio's default thread limiter full left a job never
+    # started (``Started`` starts such a job at its first wait, and nothing waits for a
+    # slot): no slot was made again for the daemon's life, whatever the launches after.
+    harness = await _audited_registry(nursery, tmp_path)
+    limiter = trio.to_thread.current_default_thread_limiter()
+    holders = [object() for _ in range(int(limiter.total_tokens))]
+    for holder in holders:
+        limiter.acquire_on_behalf_of_nowait(holder)
+    try:
+        harness.registry.launch_answered()  # a launch answered while the threads are busy
+    finally:
+        for holder in holders:
+            limiter.release_on_behalf_of(holder)
+    await _run_one(harness)  # the next launch, answered once threads are free again
+
+    with trio.fail_after(5):
+        await _slot_appears(harness)
+    ahead = os.stat(_slot_file(harness)).st_ino
+    second = await _run_one(harness)
+    audit = harness.state_dir / "sessions" / second / "audit.ndjson"
+    assert os.stat(audit).st_ino == ahead
+    assert verify_session_file(audit).sealed
+    with trio.fail_after(10):
+        await harness.registry.shutdown()
