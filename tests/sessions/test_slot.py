@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import outcome
 import pytest
 import trio
 
@@ -216,3 +217,47 @@ async def test_a_refill_while_every_worker_thread_is_taken_is_made_once_one_is_f
     assert verify_session_file(audit).sealed
     with trio.fail_after(10):
         await harness.registry.shutdown()
+
+
+class _Died(BaseException):
+    """The daemon's death at that point (nothing after it runs)."""
+
+
+class _DiesAfterOneRename:
+    """``os`` for ``nonod.sessions._slot``, whose process dies right after its first rename."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def rename(self, src: Path, dst: Path) -> None:
+        os.rename(src, dst)
+        raise _Died
+
+
+async def test_a_daemon_that_dies_between_the_claims_two_renames_leaves_nothing_behind(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # review22: the claim renamed the slot's directory to the session's id first, then its
+    # file; a daemon that died between the two left sessions/<id>/audit.next: no session
+    # (no record, no audit file), never removed by the next start, retention or prune.
+    from nonod.sessions import _slot
+
+    harness = await _audited_registry(nursery, tmp_path)
+    first = await _run_one(harness)
+    assert await harness.registry._slot.made()
+    job = harness.registry._slot._job
+    assert job is not None
+    made = job.finished()
+    assert isinstance(made, outcome.Value)
+    sessions = harness.state_dir / "sessions"
+    monkeypatch.setattr(_slot, "os", _DiesAfterOneRename())
+    with pytest.raises(_Died):
+        harness.registry._slot.claim(sessions / "0123abcd")
+    monkeypatch.undo()
+    os.close(made.value)
+    with trio.fail_after(10):
+        await harness.registry.shutdown()
+
+    await _audited_registry(nursery, tmp_path)  # the next start
+
+    assert sorted(os.listdir(sessions)) == [first]
