@@ -261,3 +261,33 @@ async def test_a_daemon_that_dies_between_the_claims_two_renames_leaves_nothing_
     await _audited_registry(nursery, tmp_path)  # the next start
 
     assert sorted(os.listdir(sessions)) == [first]
+
+
+async def test_two_launches_racing_for_one_slot_one_takes_it_the_other_makes_its_own(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # review22, held: the claim is synchronous on the event loop (the job is dropped before
+    # the renames), so of two launches started together exactly one gets the slot's file.
+    harness = await _audited_registry(nursery, tmp_path)
+    await _run_one(harness)
+    assert await harness.registry._slot.made()
+    ahead = os.stat(_slot_file(harness)).st_ino
+    started: list[Any] = []
+
+    async def launch() -> None:
+        started.append(await harness.registry.launch(harness.plan()))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as both:
+            both.start_soon(launch)
+            both.start_soon(launch)
+    for fake in harness.launcher.launched[-2:]:
+        fake.finish(ExitStatus(code=0))
+    with trio.fail_after(10):
+        for session in started:
+            await session.wait_exited()
+    files = [harness.state_dir / "sessions" / s.id / "audit.ndjson" for s in started]
+    assert sorted(os.stat(f).st_ino == ahead for f in files) == [False, True]
+    assert all(verify_session_file(f).sealed for f in files)
+    with trio.fail_after(10):
+        await harness.registry.shutdown()
