@@ -198,7 +198,7 @@ async def test_a_refill_while_every_worker_thread_is_taken_is_made_once_one_is_f
     # slot): no slot was made again for the daemon's life, whatever the launches after.
     harness = await _audited_registry(nursery, tmp_path)
     limiter = trio.to_thread.current_default_thread_limiter()
-    holders = [object() for _ in range(int(limiter.total_tokens))]
+    holders = [object() for _ in range(int(limiter.total_tokens - limiter.borrowed_tokens))]
     for holder in holders:
         limiter.acquire_on_behalf_of_nowait(holder)
     try:
