@@ -100,6 +100,13 @@ class Started(Generic[T]):
         fn, deliver = self._job()
         trio.lowlevel.start_thread_soon(fn, deliver, name=self._name)
 
+    @property
+    def started(self) -> bool:
+        """Its worker thread was started (at construction, or by a first wait); False while
+        the work waits for a token of trio's default thread limiter, which only a wait asks
+        for again (nothing starts it otherwise)."""
+        return self._running
+
     def finished(self) -> outcome.Outcome[T] | None:
         """What ``fn`` returned or raised once its thread delivered it to the event loop;
         None before (never waits)."""

@@ -11,9 +11,10 @@ holds the tag's rules of the uids that have a live session, and of those only.
   them (about 25 µs each here), the program runs after. Later sessions of the uid cost a
   dictionary lookup.
 - ``leave(uid)``: one less; after the last, a task of the monitor removes the uid's rules
-  once ``linger`` seconds passed with no session of it (a user's sessions launched one after
-  another keep them), off every launch's and end's path (a removal takes the kernel about
-  10 ms). A launch of that uid meanwhile waits for the removal, then adds them again.
+  once ``linger`` seconds passed with no session of it, counted from the end of its last
+  session, not of an earlier one (a user's sessions launched one after another keep them),
+  off every launch's and end's path (a removal takes the kernel about 10 ms). A launch of
+  that uid meanwhile waits for the removal, then adds them again.
 - ``remaining()``: the rules still held, for the monitor's teardown.
 
 The kernel compares the rule's uid with the calling task's real kuid, the host's uid
@@ -24,6 +25,7 @@ Adds and removals are requests on two sockets of their own, one request on each 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Final, final
 
 import structlog
@@ -59,6 +61,8 @@ class UidRules:
         self._live: dict[int, int] = {}  # uid: its live sessions
         self._installed: dict[int, list[bytes]] = {}  # uid: its rules in the kernel
         self._removing: dict[int, trio.Event] = {}  # uid: set when its rules are gone
+        #: uid: when its last session ended (trio time): its removal is due ``linger`` later.
+        self._left: dict[int, float] = {}
         self._adding = trio.Lock()
         self._removals = trio.Lock()
         self._retiring = 0  # removal tasks not done
@@ -115,6 +119,7 @@ class UidRules:
         removed ``linger`` seconds later if no session of it started meanwhile."""
         if not self._forget(uid) or self._nursery is None:
             return
+        self._left[uid] = trio.current_time()
         self._retiring += 1
         self._settled = trio.Event()
         try:
@@ -147,7 +152,12 @@ class UidRules:
     async def _retire(self, uid: int) -> None:
         try:
             await trio.sleep(self.linger)
-            if uid in self._live or uid in self._removing or uid not in self._installed:
+            if uid in self._live or uid in self._removing:
+                return
+            if trio.current_time() < self._left.get(uid, -math.inf) + self.linger:
+                return  # a later last session ended since: its own removal is due later
+            self._left.pop(uid, None)
+            if uid not in self._installed:
                 return
             rules = self._installed.pop(uid)
             removed = self._removing[uid] = trio.Event()

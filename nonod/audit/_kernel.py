@@ -636,9 +636,10 @@ async def open_fs_denied_monitor(mode: FsDeniedMode, *, linger: float | None = N
 
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(read)
-            await nursery.start(uid_rules.run)
             try:
+                nursery.start_soon(read)
+                # (The first await: a cancel from outside can land here, the reader started.)
+                await nursery.start(uid_rules.run)
                 yield monitor
             finally:
                 reading.cancel()

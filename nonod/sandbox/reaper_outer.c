@@ -600,8 +600,11 @@ static int enter(void) {
         return errno == ESRCH ? 1 : -1;
     }
     struct pollfd ended = {.fd = init_pidfd, .events = POLLIN};
-    if (poll(&ended, 1, 0) != 0) /* readable: the init has exited */
+    int polled = poll(&ended, 1, 0);
+    if (polled > 0) /* readable: the init has exited */
         return 1;
+    if (polled < 0) /* not known to have ended: not repaired, so not guarded (fail closed) */
+        return -1;
     int owner = ioctl(session_mntns, NS_GET_USERNS);
     int rc = owner >= 0 && setns(owner, CLONE_NEWUSER) == 0 &&
                      setns(session_mntns, CLONE_NEWNS) == 0

@@ -6,15 +6,16 @@ project's hosts) each allocation walks the inodes freed in the last seconds; wit
 and the worker thread that does it, about a millisecond of a launch's path. :class:`NextSlot`
 makes them ahead, in a worker thread, as ``sessions/.next/audit.next`` (a name that is no
 session id and no audit file: every reader of ``sessions/`` passes over it), and a launch
-*claims* them: two renames on the event loop (``.next`` to the session's id, ``audit.next``
-to ``audit.ndjson``), no allocation, no thread. The next slot is made once the launch's
-reply went out (``Registry``).
+*claims* them: two renames on the event loop (``audit.next`` to ``audit.ndjson`` inside the
+slot, then ``.next`` to the session's id), no allocation, no thread. The next slot is made
+once the launch's reply went out (``Registry``).
 
 What the audit contract needs stays where it was: the slot's file is empty until the
 session's first records; the gate's directory fsyncs (the session's directory, then
 ``sessions/``) run after the renames, so the file's entry and the directory's are durable
 before the program exists, as for a file made at the launch. A slot left by a daemon that
-died is removed at the next start (its file only while empty: :func:`clear_slot`).
+died is removed at the next start, one that died in a claim's renames too (its file only
+while empty: :func:`clear_slot`).
 """
 
 from __future__ import annotations
@@ -41,15 +42,17 @@ _FLAGS: Final = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEX
 
 
 def clear_slot(sessions_dir: Path) -> None:
-    """Blocking: remove the slot in ``sessions_dir`` if there is one; its file only while it
-    is empty (nothing but a slot's empty file is ever removed here)."""
+    """Blocking: remove the slot in ``sessions_dir`` if there is one; its file (``audit.next``,
+    or ``audit.ndjson`` once a claim renamed it and the daemon died before the directory's
+    rename) only while it is empty (nothing but a slot's empty file is ever removed here)."""
+    from ..audit import AUDIT_FILE
+
     directory = sessions_dir / SLOT_DIR
-    file = directory / SLOT_FILE
-    try:
-        st = os.lstat(file)
-    except OSError:
-        pass
-    else:
+    for file in (directory / SLOT_FILE, directory / AUDIT_FILE):
+        try:
+            st = os.lstat(file)
+        except OSError:
+            continue
         if stat.S_ISREG(st.st_mode) and st.st_size == 0:
             os.unlink(file)
     with contextlib.suppress(OSError):
@@ -75,8 +78,12 @@ class NextSlot:
         self._job: Started[int] | None = None
 
     def refill(self) -> None:
-        """Start making the next slot in a worker thread, unless one is made or being made."""
-        if self._job is None:
+        """Start making the next slot in a worker thread, unless one is made or being made.
+        A job that found every thread token of trio's default limiter taken was not started
+        and nothing waits for it (``Started`` starts such work at its first wait): it is
+        replaced, so that a refill while the threads are busy does not end the slots for the
+        daemon's life."""
+        if self._job is None or not self._job.started:
             self._job = Started(lambda: make_slot(self._sessions_dir), name="next session slot")
 
     def ready(self) -> bool:
@@ -101,20 +108,16 @@ class NextSlot:
             log.warning("cannot make the next session's directory ahead",
                         error=getattr(exc, "strerror", None) or str(exc))
             return None
+        # The file's rename first, inside the slot: a daemon that dies between the two
+        # leaves a slot (``clear_slot`` removes it at the next start), never a directory
+        # under a session's id with no session in it.
+        slot = self._sessions_dir / SLOT_DIR
         try:
-            os.rename(self._sessions_dir / SLOT_DIR, directory)
+            os.rename(slot / SLOT_FILE, slot / AUDIT_FILE)
+            os.rename(slot, directory)
         except OSError as exc:
             os.close(fd)
-            log.warning("cannot claim the next session's directory",
-                        error=exc.strerror or str(exc))
-            return None
-        try:
-            os.rename(directory / SLOT_FILE, directory / AUDIT_FILE)
-        except OSError as exc:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(directory / SLOT_FILE)
-            log.warning("cannot claim the next session's audit file",
+            log.warning("cannot claim the next session's directory and audit file",
                         error=exc.strerror or str(exc))
             return None
         return fd
@@ -131,7 +134,7 @@ class NextSlot:
         """Close the descriptor of a slot made and not claimed (its directory stays until
         the next start)."""
         job, self._job = self._job, None
-        if job is None:
+        if job is None or not job.started:  # never started: nothing made, none to make now
             return
         try:
             fd = await job.result()

@@ -77,28 +77,33 @@ async def supervise(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
-            wall_clock = session.record.limits.wall_clock if session.record.limits else None
-            if wall_clock:
-                nursery.start_soon(enforce_wall_clock, session, wall_clock, stop_grace)
-            if session.audit is not None and session.audit.timer:
-                await nursery.start(session.audit.run)
-            if session.services is not None and not session.services.idle(proc):
-                await nursery.start(functools.partial(
-                    _session_services.serve, session.services, proc, session.audit_event,
-                    asker=asker))
-            pump_done = trio.Event()
-            if session.output is not None:
-                nursery.start_soon(session.output.run_writer)
-
-                async def pump(output: SessionOutput) -> None:
-                    try:
-                        await session.pump_terminal(output)
-                    finally:
-                        pump_done.set()
-
-                nursery.start_soon(pump, session.output)
             told = False
+            pump_done: trio.Event | None = None
+            # From the watch's start on, whatever ends this (a service that fails to start,
+            # a cancel from outside at one of these awaits) ends the program in ``finally``:
+            # the shielded watch would otherwise hold the nursery until it exits itself.
             try:
+                wall_clock = (session.record.limits.wall_clock if session.record.limits
+                              else None)
+                if wall_clock:
+                    nursery.start_soon(enforce_wall_clock, session, wall_clock, stop_grace)
+                if session.audit is not None and session.audit.timer:
+                    await nursery.start(session.audit.run)
+                if session.services is not None and not session.services.idle(proc):
+                    await nursery.start(functools.partial(
+                        _session_services.serve, session.services, proc, session.audit_event,
+                        asker=asker))
+                if session.output is not None:
+                    nursery.start_soon(session.output.run_writer)
+                    done = pump_done = trio.Event()
+
+                    async def pump(output: SessionOutput) -> None:
+                        try:
+                            await session.pump_terminal(output)
+                        finally:
+                            done.set()
+
+                    nursery.start_soon(pump, session.output)
                 with session.stop_scope:
                     if replied is not None:
                         await replied.wait()
@@ -110,15 +115,20 @@ async def supervise(
                     told = True
                     on_started()
                     await exited.wait()
+            except Exception:
+                session.end_with("error")  # (a service that could not start): said so
+                raise
             finally:
-                if not told:  # stopped before the reply went out: it started all the same
+                if not told:  # stopped before the reply went out (or its services failed to
+                    # start): it started all the same
                     on_started()
                 with trio.CancelScope(shield=True):
                     if not exited.is_set():
                         await terminate(session, proc, exited, watch_scope, shutdown_grace)
                     if session.output is not None:
-                        with trio.move_on_after(DRAIN_TIMEOUT):
-                            await pump_done.wait()
+                        if pump_done is not None:
+                            with trio.move_on_after(DRAIN_TIMEOUT):
+                                await pump_done.wait()
                         session.output.end()
                 nursery.cancel_scope.cancel()
     finally:

@@ -807,3 +807,49 @@ async def test_a_release_after_the_daemon_was_cancelled_still_reads_its_marker()
                 await trio.testing.wait_all_tasks_blocked()
                 assert await monitor.release(watch, timeout=10)
     assert watch.lost == 0
+
+
+#: The daemon's monitor opened under a cancel from outside (a daemon stopped as it starts):
+#: its first await is the uid rules' task's start, where the cancel lands.
+_OPENED_CANCELLED = r"""
+import trio
+from nonod.audit import _kaudit_rules
+from nonod.audit._kernel import open_fs_denied_monitor
+
+real = _kaudit_rules.UidRules.run
+
+async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
+    print("rules' task started", flush=True)
+    await real(self, task_status=task_status)
+
+_kaudit_rules.UidRules.run = run
+
+async def main():
+    with trio.CancelScope() as outside:
+        outside.cancel()
+        async with open_fs_denied_monitor("auto"):
+            print("opened", flush=True)
+    print("ended", flush=True)
+
+trio.run(main)
+"""
+
+
+@needs_root
+def test_a_monitor_cancelled_while_it_opens_ends() -> None:
+    """review22: a cancel from outside that landed at the start of the uid rules' task
+    (the monitor's first await) left its body without cancelling the reader's shielded
+    scope, and the monitor's nursery waited for that reader for good: a daemon stopped as
+    it started (Ctrl-C, a caller's cancel) hung there, a second interrupt too."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        done = subprocess.run([sys.executable, "-c", _OPENED_CANCELLED], cwd=repo,
+                              capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the monitor did not end: {exc.stdout!r}") from None
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stdout.splitlines() if not line.startswith("20")]  # (logs)
+    assert said == ["rules' task started", "ended"], done.stdout

@@ -336,3 +336,27 @@ async def test_a_crashed_daemons_uid_rules_go_at_the_next_start() -> None:
                         if key == f"nonod:{crashed.pid}"]
     finally:
         audit.close()
+
+
+@needs_root
+async def test_a_users_rules_outlive_its_last_session_by_the_linger_not_its_first(
+        short_tmp: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """review22: each last session's end scheduled a removal ``linger`` seconds later, and
+    the first to wake removed the rules if no session of the uid was live at that moment,
+    though a later one had ended only now: a user's sessions one after another (a short
+    one every 6 s with a 10 s linger) lost and added again their rules every 10 s, the
+    next launch waiting for the removal. Now the rules go ``linger`` seconds after the
+    uid's last session ended."""
+    async with _monitor(linger=10) as (monitor, _):
+        rules = monitor.rules
+        assert rules is not None
+        with local_users(short_tmp, 1) as (member,):
+            assert await monitor.admit(member.uid)
+            monitor.leave(member.uid)  # t=0: its first session is over
+            await trio.sleep(6)
+            assert await monitor.admit(member.uid)
+            monitor.leave(member.uid)  # t=6: its next, over too
+            await trio.sleep(6)  # t=12: 6 s after its last session
+            assert _rule_uids() == [member.uid] * 3
+            await rules.settled()  # t=16: 10 s after its last session
+            assert _rule_uids() == []

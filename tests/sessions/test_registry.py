@@ -680,3 +680,37 @@ async def test_started_waits_for_the_launchs_reply_and_comes_even_if_stopped_bef
     with trio.fail_after(10):
         await session.wait_exited()
     feed.close()
+
+
+async def test_a_session_whose_services_fail_to_start_has_its_program_ended(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review22: the supervision started the session's services (``nursery.start``) before
+    the ``try`` whose ``finally`` ends the program. A start that raised (here: a proxy
+    listener nobody listens on, which trio refuses to serve) or a cancel from outside that
+    landed there left the nursery waiting for the shielded exit watch: the program ran on,
+    without its services or its wall-clock limit, a stop reached nothing and the session
+    never ended ("the program was killed", said the log)."""
+    not_listening = socket.socket()  # a stream socket, never listened on
+    real_launch = harness.launcher.launch
+
+    async def launch(policy: ResolvedPolicy, request: LaunchRequest, **kw: Any) -> Process:
+        program = await real_launch(policy, request, **kw)
+        program.proxy_listener = not_listening  # type: ignore[attr-defined]
+        return program
+
+    monkeypatch.setattr(harness.launcher, "launch", launch)
+    try:
+        session = await harness.registry.launch(harness.plan(name="served"))
+        with trio.move_on_after(5):
+            await session.wait_exited()
+        ended = session.exited
+    finally:
+        for program in harness.launcher.launched:  # (before: it ran until it ended itself)
+            program.finish(ExitStatus(code=0))
+        not_listening.close()
+
+    assert ended, "the session did not end"
+    sent = harness.launcher.launched[0].signals  # ended by the daemon (grace 0: a kill)
+    assert sent and session.record.signal == sent[-1]
+    assert session.record.reason == "error"
