@@ -121,7 +121,7 @@ def install() -> None:
         owner: Any = module
         *path, attr = qualname.split(".")
         for part in path:
-            owner = getattr(owner, part)
+            owner = getattr(owner, part, None)
         if not hasattr(owner, attr):  # another revision's daemon: not there
             continue
         setattr(owner, attr, _timed(label, getattr(owner, attr)))
