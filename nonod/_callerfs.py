@@ -513,6 +513,11 @@ async def in_thread_of(caller: _HasUid | None, fn: Callable[[], T], *,
                                         "or too many of your reads at once)")
 
 
+#: Seconds a worker of :func:`in_thread_then` waits for the loop to take its answer before
+#: it goes on anyway (the loop takes it at once unless the run is ending).
+_ANSWER_TAKEN_WAIT: Final = 1.0
+
+
 @final
 class GoesOn(Generic[R]):
     """What a worker thread of :func:`in_thread_then` goes on doing once it has answered:
@@ -635,11 +640,14 @@ async def in_thread_then(
     answer: list[outcome.Outcome[tuple[T, Callable[[], R] | None]]] = []
     context = contextvars.copy_context()
 
+    taken = threading.Event()
+
     def report(result: outcome.Outcome[tuple[T, Callable[[], R] | None]]) -> None:
         answer.append(result)
         if not (isinstance(result, outcome.Value) and result.value[1] is not None):
             later._release()  # nothing goes on in the thread
         answered.set()
+        taken.set()
 
     def body() -> None:
         first = outcome.capture(context.run, fn)
@@ -650,6 +658,10 @@ async def in_thread_then(
             return
         if rest is None:
             return
+        # The rest waits until the loop has the answer: run at once, it held the GIL
+        # (its system calls are short: the loop, woken, seldom took it between two) and the
+        # answer reached the loop only once the rest was done.
+        taken.wait(_ANSWER_TAKEN_WAIT)
         if later._abandoned():
             later._finish(outcome.Error(_Abandoned()))
             return

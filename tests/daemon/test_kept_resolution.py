@@ -112,7 +112,7 @@ def _wait_starting(daemon: DaemonThread) -> p.SessionInfo:
         while True:
             listed = conn.request(p.ListSessions(all=True))
             assert isinstance(listed, p.SessionList), listed
-            live = [s for s in listed.sessions if s.state != "exited"]
+            live = [s for s in listed.sessions if s.state == "starting"]
             if live:
                 return live[0]
             assert time.monotonic() < deadline, "the held launch never reached the registry"
