@@ -49,6 +49,7 @@ STEPS = (
     ("nonod.sandbox._api", "Launcher.launch", "10 engine: Launcher.launch"),
     ("nonod.sandbox._plan", "build_plan", "11 engine: build_plan"),
     ("nonod._profile_source", "KeptCheck.wait_passed", "11a gate: kept resolution's check"),
+    ("nonod.sandbox._api", "Launcher._take_place", "11b engine: the gate passed, a place"),
     ("nonod.sessions._limits", "SessionCgroups.adopt", "12 cgroup adopt"),
     ("nonod.sessions._registry", "Registry._save", "13 session record"),
     ("nonod.sessions._start", "ProgramStarter._watch_fs_denied", "13a fs_denied watch"),
