@@ -75,6 +75,11 @@ class ResolutionCache:
     def __init__(self, size: int = CACHE_ENTRIES) -> None:
         self._size = size
         self._entries: OrderedDict[bytes, tuple[ResolvedPolicy, FsLook]] = OrderedDict()
+        #: Keys whose kept resolution was found stale after a launch went on with it: their
+        #: next launches check first (:meth:`kept` answers None) until a check passes. A
+        #: resolution whose files change at every launch costs a resolution per launch, as
+        #: before, not a launch prepared twice.
+        self._doubted: set[bytes] = set()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -88,6 +93,7 @@ class ResolutionCache:
             with self._lock:
                 if self._entries.get(key) is entry:
                     self._entries.move_to_end(key)
+                self._doubted.discard(key)
                 self.hits += 1
             return entry[0]
         with self._lock:
@@ -98,9 +104,10 @@ class ResolutionCache:
 
     def kept(self, key: bytes) -> tuple[ResolvedPolicy, FsLook] | None:
         """The entry under ``key``, *not checked*: only for a launch that checks it before
-        its program may start (:meth:`confirm`, ``KeptCheck``); counted there."""
+        its program may start (:meth:`confirm`, ``KeptCheck``); counted there. None also for
+        a key doubted (its last such check failed): check it first (:meth:`get`)."""
         with self._lock:
-            return self._entries.get(key)
+            return None if key in self._doubted else self._entries.get(key)
 
     def confirm(self, key: bytes, entry: tuple[ResolvedPolicy, FsLook]) -> bool:
         """Blocking (as the caller, as :meth:`get`): True when the filesystem still answers
@@ -115,6 +122,9 @@ class ResolutionCache:
             else:
                 if current:
                     del self._entries[key]
+                if len(self._doubted) >= 4 * self._size:
+                    self._doubted.clear()  # bounded: forgetting a doubt costs one redo
+                self._doubted.add(key)
                 self.misses += 1
         return unchanged
 

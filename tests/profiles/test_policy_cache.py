@@ -204,3 +204,36 @@ def _check_as_nobody(base: Path, nobody: Caller) -> None:
     (_, passed), (_, checked) = _early(policies, launch, nobody)
     assert passed is True and checked is True
     assert (policies.cache.misses, policies.cache.hits) == (1, 1)
+
+
+def test_after_a_stale_kept_resolution_the_next_launches_check_first_until_one_passes(
+        policies: ProfilePolicies, home: Path) -> None:
+    """A resolution whose files change at every launch must not make every launch be
+    prepared twice: once a launch went on with a stale one, that key's launches check before
+    they go on (no check left for the gate), until a check passes."""
+    import contextlib
+
+    import trio
+
+    from nonod.errors import ResolutionChanged
+
+    async def checks() -> list[bool]:
+        left: list[bool] = []
+        for change in (False, True, True, False, False):
+            if change:  # a denied directory turned symlink, and back
+                if (home / ".ssh").is_symlink():
+                    (home / ".ssh").unlink()
+                    (home / "keys").rename(home / ".ssh")
+                else:
+                    (home / ".ssh").rename(home / "keys")
+                    (home / ".ssh").symlink_to(home / "keys")
+            _, _, check = await policies.resolve_launch_early(request(home), ME)
+            left.append(check is not None)
+            if check is not None:
+                with contextlib.suppress(ResolutionChanged):
+                    await check.wait_passed()
+        return left
+
+    # 1st: resolved; 2nd: kept, found stale at the gate; 3rd: doubted, checked first (stale
+    # again: resolved); 4th: doubted, checked first, passes; 5th: kept again
+    assert trio.run(checks) == [False, True, False, False, True]
