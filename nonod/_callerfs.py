@@ -677,10 +677,13 @@ async def in_thread_then(
     try:
         with trio.move_on_after(timeout):
             await answered.wait()
-    finally:
-        if not answer:
-            later.close()  # cancelled or timed out: abandoned, its place kept until it ends
+    except BaseException:
+        # Cancelled (the answer may have come meanwhile, never to be taken): abandoned, its
+        # place kept until the thread ends.
+        later.close()
+        raise
     if not answer:
+        later.close()  # timed out: the same
         raise FileTimeout(what or "a file", f"not read within {timeout:g} s (a hung "
                                             "filesystem, or too many of your reads at once)")
     result = answer[0]
