@@ -595,8 +595,8 @@ class GoesOn(Generic[R]):
             if result is None:
                 raise FileTimeout(self._what, f"not checked within {timeout:g} s (a hung "
                                               "filesystem, or too many of your reads at once)")
-        else:
-            await trio.lowlevel.checkpoint()
+        else:  # a cancel point, no trip through the scheduler (the gate's caller has had one)
+            await trio.lowlevel.checkpoint_if_cancelled()
         self._release()
         return result.unwrap()
 
