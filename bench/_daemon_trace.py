@@ -32,6 +32,7 @@ from typing import Any
 STEPS = (
     ("nonod.control._conversation", "Conversation.receive", "00 control: receive request"),
     ("nonod._profile_source", "ProfilePolicies.resolve_launch", "01 resolution"),
+    ("nonod._profile_source", "ProfilePolicies.resolve_launch_early", "01 resolution"),
     ("nonod._profile_source", "ProfilePolicies._launch_policy", "01a profile loaded, resolved"),
     ("nonod.profiles._fslook", "FsLook.unchanged", "01b kept resolution checked"),
     ("nonod.sessions._caller_reads", "CallerReads.read", "01c caller's other files"),
@@ -47,6 +48,8 @@ STEPS = (
     ("nonod.sessions._limits", "SessionCgroups.create", "09 cgroup create"),
     ("nonod.sandbox._api", "Launcher.launch", "10 engine: Launcher.launch"),
     ("nonod.sandbox._plan", "build_plan", "11 engine: build_plan"),
+    ("nonod._profile_source", "KeptCheck.wait_passed", "11a gate: kept resolution's check"),
+    ("nonod.sandbox._api", "Launcher._take_place", "11b engine: the gate passed, a place"),
     ("nonod.sessions._limits", "SessionCgroups.adopt", "12 cgroup adopt"),
     ("nonod.sessions._registry", "Registry._save", "13 session record"),
     ("nonod.sessions._start", "ProgramStarter._watch_fs_denied", "13a fs_denied watch"),
@@ -119,7 +122,7 @@ def install() -> None:
         owner: Any = module
         *path, attr = qualname.split(".")
         for part in path:
-            owner = getattr(owner, part)
+            owner = getattr(owner, part, None)
         if not hasattr(owner, attr):  # another revision's daemon: not there
             continue
         setattr(owner, attr, _timed(label, getattr(owner, attr)))
@@ -141,6 +144,7 @@ def install() -> None:
             EVENTS.append(("hop " + _name(fn), t0, t1))
 
     trio.to_thread.run_sync = hop  # type: ignore[assignment]
+    _trace_goes_on()
     _trace_started()
     _trace_replies()
     real_fsync = os.fsync
@@ -156,6 +160,28 @@ def install() -> None:
             EVENTS.append(("fsync " + caller, t0, t1))
 
     os.fsync = fsync
+
+
+def _trace_goes_on() -> None:
+    """``nonod._callerfs.in_thread_then`` (a later revision's): a hop that answers before its
+    thread is done, as ``hop NAME (answer)``."""
+    from nonod import _callerfs
+
+    then = getattr(_callerfs, "in_thread_then", None)
+    if then is None:
+        return
+
+    async def hop(caller: Any, fn: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await then(caller, fn, **kwargs)
+        finally:
+            t1 = time.perf_counter()
+            label = "hop " + _name(fn) + " (answer)"
+            SAMPLES.setdefault(label, []).append(((t1 - t0) * 1000, 0.0))
+            EVENTS.append((label, t0, t1))
+
+    _callerfs.in_thread_then = hop
 
 
 def _trace_started() -> None:

@@ -184,6 +184,8 @@ PATH = (
      ("10 engine: Launcher.launch", "start")),
     ("engine: Launcher.launch", ("10 engine: Launcher.launch", "start"),
      ("10 engine: Launcher.launch", "end")),
+    ("  of which: to the gate passed (plan, fsyncs, checks)",
+     ("10 engine: Launcher.launch", "start"), ("11b engine: the gate passed, a place", "start")),
     ("to the Launched reply", ("10 engine: Launcher.launch", "end"), ("send Launched", "start")),
     ("Launched reply to the end's start", ("send Launched", "start"),
      ("20 finish (all below)", "start")),
@@ -201,6 +203,8 @@ PATH = (
 ASIDE = (
     ("(aside) launch returned to exit read", ("10 engine: Launcher.launch", "end"),
      ("15 engine: wait for the exit", "end")),
+    ("(aside) the client's send to the gate passed", ("CLIENT", "start"),
+     ("11b engine: the gate passed, a place", "start")),
 )
 
 
@@ -272,7 +276,7 @@ def _print_path(data: dict[str, Any]) -> None:
     print(f"# the launch's path, {data['tree']}: each segment within each launch (p50 ms)")
     total = 0.0
     for r in data["path"]:
-        aside = r["segment"].startswith("(aside)")
+        aside = r["segment"].startswith(("(aside)", "  of which"))
         total += 0.0 if aside else r["p50_ms"]
         print(f"{r['segment'][:52]:<52} {r['p50_ms']:>8.3f}  ({r['launches']} launches)")
     print(f"{'sum of the segments (but the aside)':<52} {total:>8.3f}")

@@ -39,6 +39,7 @@ what a file holds.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import errno
 import functools
@@ -49,15 +50,27 @@ import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Final, Literal, Protocol, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    ClassVar,
+    Final,
+    Generic,
+    Literal,
+    Protocol,
+    TypeVar,
+    cast,
+    final,
+)
 
 from ._writers import descriptor_path
 from .errors import DaemonBusy, NonoError
 
 if TYPE_CHECKING:
+    import outcome
     import trio
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: Worker threads one uid may hold at once in this module (stuck ones included).
 THREADS_PER_CALLER: Final = 4
@@ -498,6 +511,186 @@ async def in_thread_of(caller: _HasUid | None, fn: Callable[[], T], *,
         return await trio.to_thread.run_sync(fn, limiter=_limiter(uid), abandon_on_cancel=True)
     raise FileTimeout(what or "a file", f"not read within {timeout:g} s (a hung filesystem, "
                                         "or too many of your reads at once)")
+
+
+#: Seconds a worker of :func:`in_thread_then` waits for the loop to take its answer before
+#: it goes on anyway (the loop takes it at once unless the run is ending).
+_ANSWER_TAKEN_WAIT: Final = 1.0
+
+
+@final
+class GoesOn(Generic[R]):
+    """What a worker thread of :func:`in_thread_then` goes on doing once it has answered:
+    its ``rest``, whose outcome :meth:`wait` gives (once). Made and used in the trio thread
+    but for ``_finish``, the worker's.
+
+    The thread keeps its place among the caller's threads until ``rest`` returns, an
+    abandoned one too. It hands its place back without waking the event loop when nobody
+    waits yet (the place goes back when :meth:`wait` or :meth:`close` finds it done), and
+    through the loop only when someone waits or gave up."""
+
+    def __init__(self, token: trio.lowlevel.TrioToken, limiter: trio.CapacityLimiter,
+                 what: str) -> None:
+        import trio
+
+        self._token = token
+        self._limiter = limiter
+        self._what = what
+        self._lock = threading.Lock()
+        self._outcome: outcome.Outcome[R] | None = None  # set once, by the worker
+        self._wake = False  # someone waits or gave up: the worker's end goes through the loop
+        self._closed = False  # given up: a ``rest`` not begun is not run
+        self._released = False  # the place handed back (trio thread only)
+        self._used = False
+        self._arrived_event = trio.Event()
+
+    # -- the worker's side
+    def _abandoned(self) -> bool:
+        with self._lock:
+            return self._closed
+
+    def _finish(self, result: outcome.Outcome[R]) -> None:
+        import trio
+
+        with self._lock:
+            self._outcome = result
+            wake = self._wake
+        if wake:
+            with contextlib.suppress(trio.RunFinishedError):  # the daemon is gone: no place
+                self._token.run_sync_soon(self._arrived)
+
+    # -- the trio thread's side
+    def _arrived(self) -> None:
+        self._release()
+        self._arrived_event.set()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._limiter.release_on_behalf_of(self)
+
+    def done(self) -> bool:
+        """True once ``rest`` has returned (or raised)."""
+        with self._lock:
+            return self._outcome is not None
+
+    async def wait(self, timeout: float = DEFAULT_TIMEOUT) -> R:
+        """``rest``'s return value (what it raised, raised), waited for at most ``timeout``
+        seconds (:class:`FileTimeout`: the thread is abandoned, still counted against the
+        caller until it returns). Once only."""
+        import trio
+
+        if self._used:
+            raise RuntimeError("GoesOn.wait is called once")
+        self._used = True
+        with self._lock:
+            result = self._outcome
+            self._wake = result is None
+        if result is None:
+            with trio.move_on_after(timeout):
+                await self._arrived_event.wait()
+            with self._lock:
+                result = self._outcome
+                self._closed = True
+            if result is None:
+                raise FileTimeout(self._what, f"not checked within {timeout:g} s (a hung "
+                                              "filesystem, or too many of your reads at once)")
+        else:  # a cancel point, no trip through the scheduler (the gate's caller has had one)
+            await trio.lowlevel.checkpoint_if_cancelled()
+        self._release()
+        return result.unwrap()
+
+    def close(self) -> None:
+        """Nobody will wait: a ``rest`` not begun yet is not run, and the thread's place
+        goes back once it returns (at once if it has). Idempotent."""
+        with self._lock:
+            self._closed = True
+            done = self._outcome is not None
+            self._wake = True
+        if done:
+            self._release()
+
+
+class _Abandoned(Exception):
+    """A ``rest`` not run: nobody waits for it any more (never raised to a caller)."""
+
+
+async def in_thread_then(
+    caller: _HasUid | None, fn: Callable[[], tuple[T, Callable[[], R] | None]], *,
+    timeout: float = DEFAULT_TIMEOUT, what: str = "",
+) -> tuple[T, GoesOn[R] | None]:
+    """:func:`in_thread_of`, for work whose answer comes before its end: ``fn`` returns its
+    answer and what the same thread does next (None: nothing). The answer comes back as soon
+    as ``fn`` returns, with a :class:`GoesOn` for the rest, which runs meanwhile in that
+    thread (no second thread woken, no second trip through the loop when it is done first:
+    its outcome is taken when :meth:`GoesOn.wait` is called). Identities are ``fn``'s and
+    ``rest``'s to take (:func:`acting_as`), as with :func:`in_thread_of`.
+
+    Whoever gets a :class:`GoesOn` waits for it or closes it; the thread keeps its place
+    among the caller's threads until ``rest`` returns, so a ``rest`` stuck in the caller's
+    file system counts against the caller's bound as any other read does."""
+    import outcome
+    import trio
+
+    uid = caller.uid if caller is not None else os.geteuid()
+    limiter = _limiter(uid)
+    token = trio.lowlevel.current_trio_token()
+    later: GoesOn[R] = GoesOn(token, limiter, what or "a file")
+    answered = trio.Event()
+    answer: list[outcome.Outcome[tuple[T, Callable[[], R] | None]]] = []
+    context = contextvars.copy_context()
+
+    taken = threading.Event()
+
+    def report(result: outcome.Outcome[tuple[T, Callable[[], R] | None]]) -> None:
+        answer.append(result)
+        if not (isinstance(result, outcome.Value) and result.value[1] is not None):
+            later._release()  # nothing goes on in the thread
+        answered.set()
+        taken.set()
+
+    def body() -> None:
+        first = outcome.capture(context.run, fn)
+        rest = first.value[1] if isinstance(first, outcome.Value) else None
+        try:
+            token.run_sync_soon(report, first)
+        except trio.RunFinishedError:
+            return
+        if rest is None:
+            return
+        # The rest waits until the loop has the answer: run at once, it held the GIL
+        # (its system calls are short: the loop, woken, seldom took it between two) and the
+        # answer reached the loop only once the rest was done.
+        taken.wait(_ANSWER_TAKEN_WAIT)
+        if later._abandoned():
+            later._finish(outcome.Error(_Abandoned()))
+            return
+        later._finish(outcome.capture(context.run, rest))
+
+    await limiter.acquire_on_behalf_of(later)
+    try:
+        trio.lowlevel.start_thread_soon(body, lambda _: None,
+                                        name=f"{getattr(fn, '__name__', 'work')} (goes on)")
+    except BaseException:
+        limiter.release_on_behalf_of(later)
+        raise
+    try:
+        with trio.move_on_after(timeout):
+            await answered.wait()
+    except BaseException:
+        # Cancelled (the answer may have come meanwhile, never to be taken): abandoned, its
+        # place kept until the thread ends.
+        later.close()
+        raise
+    if not answer:
+        later.close()  # timed out: the same
+        raise FileTimeout(what or "a file", f"not read within {timeout:g} s (a hung "
+                                            "filesystem, or too many of your reads at once)")
+    result = answer[0]
+    if isinstance(result, outcome.Error):
+        later.close()
+    value, rest = result.unwrap()
+    return value, (later if rest is not None else None)
 
 
 async def open_for(caller: _HasUid | None, path: str, *, kind: Literal["file", "dir"] = "file",

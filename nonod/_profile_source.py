@@ -39,7 +39,13 @@ import msgspec
 from . import _callerfs, _xdg
 from . import protocol as p
 from ._writable_links import writable_links
-from .errors import PolicyError, ProfileError, ProfileLinkWritable, ProfileNotFound
+from .errors import (
+    PolicyError,
+    ProfileError,
+    ProfileLinkWritable,
+    ProfileNotFound,
+    ResolutionChanged,
+)
 from .policy import ResolvedPolicy
 from .profiles import (
     MAX_PROFILE_BYTES,
@@ -69,6 +75,11 @@ class ResolutionCache:
     def __init__(self, size: int = CACHE_ENTRIES) -> None:
         self._size = size
         self._entries: OrderedDict[bytes, tuple[ResolvedPolicy, FsLook]] = OrderedDict()
+        #: Keys whose kept resolution was found stale after a launch went on with it: their
+        #: next launches check first (:meth:`kept` answers None) until a check passes. A
+        #: resolution whose files change at every launch costs a resolution per launch, as
+        #: before, not a launch prepared twice.
+        self._doubted: set[bytes] = set()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -82,6 +93,7 @@ class ResolutionCache:
             with self._lock:
                 if self._entries.get(key) is entry:
                     self._entries.move_to_end(key)
+                self._doubted.discard(key)
                 self.hits += 1
             return entry[0]
         with self._lock:
@@ -90,12 +102,67 @@ class ResolutionCache:
             self.misses += 1
         return None
 
+    def kept(self, key: bytes) -> tuple[ResolvedPolicy, FsLook] | None:
+        """The entry under ``key``, *not checked*: only for a launch that checks it before
+        its program may start (:meth:`confirm`, ``KeptCheck``); counted there. None also for
+        a key doubted (its last such check failed): check it first (:meth:`get`)."""
+        with self._lock:
+            return None if key in self._doubted else self._entries.get(key)
+
+    def confirm(self, key: bytes, entry: tuple[ResolvedPolicy, FsLook]) -> bool:
+        """Blocking (as the caller, as :meth:`get`): True when the filesystem still answers
+        every question ``entry``'s resolution asked; a stale entry is dropped then."""
+        unchanged = entry[1].unchanged()
+        with self._lock:
+            current = self._entries.get(key) is entry
+            if unchanged:
+                if current:
+                    self._entries.move_to_end(key)
+                self.hits += 1
+            else:
+                if current:
+                    del self._entries[key]
+                if len(self._doubted) >= 4 * self._size:
+                    self._doubted.clear()  # bounded: forgetting a doubt costs one redo
+                self._doubted.add(key)
+                self.misses += 1
+        return unchanged
+
     def put(self, key: bytes, policy: ResolvedPolicy, look: FsLook) -> None:
         with self._lock:
             self._entries[key] = (policy, look)
             self._entries.move_to_end(key)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
+
+
+@final
+class KeptCheck:
+    """A kept resolution's check, running in the resolution's worker thread while the
+    launch is prepared (``ProfilePolicies.resolve_launch_early``); the launch's gate waits
+    for it (``nonod.sessions.ResolutionCheck``)."""
+
+    def __init__(self, goes_on: _callerfs.GoesOn[bool]) -> None:
+        self._goes_on = goes_on
+
+    async def wait_passed(self) -> None:
+        """Return once the filesystem was found to answer every question the kept
+        resolution asked; raise :class:`ResolutionChanged` when it does not (the launch is
+        then redone on a fresh resolution), :class:`PolicyError` when the check did not
+        end in time (as a resolution that does not, refused)."""
+        try:
+            unchanged = await self._goes_on.wait()
+        except _callerfs.FileTimeout as exc:
+            raise PolicyError(f"cannot check the profile's resolution: {exc.message}") from None
+        if not unchanged:
+            raise ResolutionChanged(
+                "a path the profile's resolution looked at changed while the launch was "
+                "prepared; nothing of it ran")
+
+    def close(self) -> None:
+        """Not waited for (the launch failed before its gate): the thread's place goes
+        back once the check returns."""
+        self._goes_on.close()
 
 
 def _is_path(value: str) -> bool:
@@ -179,6 +246,36 @@ class ProfilePolicies:
             raise
         except _callerfs.FileTimeout as exc:
             raise PolicyError(f"cannot resolve the profile: {exc.message}") from None
+
+    async def resolve_launch_early(
+        self, request: p.Launch, caller: Caller, *,
+        also: Callable[[ResolvedPolicy, _callerfs.Identity | None], None] | None = None
+    ) -> tuple[ResolvedPolicy, str | None, KeptCheck | None]:
+        """:meth:`resolve_launch`, answering before a kept resolution is checked: the check
+        (``FsLook.unchanged``, as the caller) runs next in the same worker thread, while the
+        launch is prepared, and the returned :class:`KeptCheck` says whether it passed. None:
+        the profile was resolved now (nothing to check). Whoever gets one must make the
+        launch's gate wait for it (``SessionPlan.resolution_check``), or close it: no
+        program may start under a resolution whose check has not passed."""
+        _check_named(request.profile)
+        who = caller if self._system else None
+
+        def work() -> tuple[tuple[ResolvedPolicy, str | None], Callable[[], bool] | None]:
+            identity = _callerfs.Identity.of(who) if who is not None else None
+            later: list[Callable[[], bool]] = []
+            policy = self._launch_policy(request, caller, identity, later=later)
+            if also is not None:
+                also(policy, identity)
+            return (policy, request.profile), (later[0] if later else None)
+
+        what = "the launch's profile" + (" and trust policies" if also else "")
+        try:
+            (policy, profile), goes_on = await _callerfs.in_thread_then(who, work, what=what)
+        except _callerfs.ThreadsExhausted:
+            raise
+        except _callerfs.FileTimeout as exc:
+            raise PolicyError(f"cannot resolve the profile: {exc.message}") from None
+        return policy, profile, (KeptCheck(goes_on) if goes_on is not None else None)
 
     async def list_profiles(self, request: p.ProfileList,
                             caller: Caller) -> tuple[p.ProfileEntry, ...]:
@@ -283,17 +380,18 @@ class ProfilePolicies:
                             data=data)
 
     def _launch_policy(self, request: p.Launch, caller: Caller,
-                       identity: _callerfs.Identity | None) -> ResolvedPolicy:
+                       identity: _callerfs.Identity | None, *,
+                       later: list[Callable[[], bool]] | None = None) -> ResolvedPolicy:
         """Blocking: the policy ``request`` launches with (what a dry run and ``profile show
         --resolved`` print too): the working directory checked and a profile path read as
         the caller, the profile loaded and resolved, the path's links checked, the file kept
-        read-only in the session."""
+        read-only in the session. ``later``: see :meth:`_resolve`."""
         with _callerfs.acting_as(identity):
             _check_workdir(request.cwd)
             data = self._named_data(request.profile, caller)
             profile_file = (os.path.realpath(request.profile) if data is not None
                             and request.profile is not None else None)
-        policy, _ = self._resolve_launch(request, caller, data)
+        policy, _ = self._resolve_launch(request, caller, data, later=later)
         net = policy.network
         if net.restricted and not net.block and (net.credentials or net.custom_credentials):
             from .credentials import session_routes  # only for policies with routes
@@ -305,14 +403,15 @@ class ProfilePolicies:
         return policy
 
     def _resolve_launch(
-        self, request: p.Launch, caller: Caller, data: bytes | None
+        self, request: p.Launch, caller: Caller, data: bytes | None, *,
+        later: list[Callable[[], bool]] | None = None
     ) -> tuple[ResolvedPolicy, str | None]:
         profile = self._load(request.profile, caller, request.env, data)
         ctx = self._context(caller, request.env, request.cwd)
         overrides = overrides_from(request.options)
         # everything the resolution depends on, besides the filesystem (checked by the look)
         key = msgspec.msgpack.encode((caller.uid, caller.gid, profile, ctx, overrides))
-        policy = self._resolve(profile, ctx, caller, overrides, key=key)
+        policy = self._resolve(profile, ctx, caller, overrides, key=key, later=later)
         if request.profile is not None and _is_path(request.profile):
             self._check_profile_links(request.profile, caller, policy)
         return policy, request.profile
@@ -335,16 +434,28 @@ class ProfilePolicies:
 
     def _resolve(self, profile: Profile, ctx: ResolveContext, caller: Caller,
                  overrides: CliOverrides | None = None, *, key: bytes | None = None,
-                 placeholder_workdir: bool = False) -> ResolvedPolicy:
+                 placeholder_workdir: bool = False,
+                 later: list[Callable[[], bool]] | None = None) -> ResolvedPolicy:
         """``resolve``, looking at the filesystem as the caller (system daemon). With ``key``
         the result is cached; the cache's check of what the resolution looked at runs as the
         caller too, so a check made with root's rights never serves a caller a resolution it
-        could no longer get."""
+        could no longer get. With ``later`` too, a cached resolution is returned *unchecked*
+        and its check (blocking, as the caller; True: it passed) is appended to ``later``,
+        for the caller to run before anything of the launch runs."""
         identity = _callerfs.Identity.of(caller) if self._system else None
         with _callerfs.acting_as(identity):
             if key is None:
                 return resolve(profile, ctx, overrides=overrides,
                                placeholder_workdir=placeholder_workdir)
+            if later is not None and (entry := self.cache.kept(key)) is not None:
+                cache = self.cache
+
+                def check() -> bool:
+                    with _callerfs.acting_as(identity):
+                        return cache.confirm(key, entry)
+
+                later.append(check)
+                return entry[0]
             policy = self.cache.get(key)
             if policy is None:
                 look = FsLook()

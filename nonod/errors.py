@@ -99,6 +99,13 @@ class GrantLinkWritable(PolicyError):
     code = "policy.grant_link"
 
 
+class ResolutionChanged(PolicyError):
+    """A kept profile resolution was found stale before the launch's program could start
+    (``nonod._profile_source.KeptCheck``): the launch is redone on a fresh resolution."""
+
+    code = "policy.resolution_changed"
+
+
 class LaunchError(NonoError):
     """A launch was refused or failed before the program could run.
 

@@ -31,6 +31,16 @@ class PolicySource(Protocol):
         identity to read the caller's files with (None: the daemon's own)."""
         ...
 
+    async def resolve_launch_early(
+        self, request: p.Launch, caller: sessions.Caller, *,
+        also: Callable[[ResolvedPolicy, Identity | None], None] | None = None
+    ) -> tuple[ResolvedPolicy, str | None, sessions.ResolutionCheck | None]:
+        """:meth:`resolve_launch`, answered before a kept (cached) resolution's check is
+        done: that check comes third (None: nothing left to check), still running; the
+        launch's gate must wait for it to pass (``SessionPlan.resolution_check``), or the
+        caller close it."""
+        ...
+
     async def list_profiles(
         self, request: p.ProfileList, caller: sessions.Caller
     ) -> tuple[p.ProfileEntry, ...]: ...

@@ -25,7 +25,7 @@ from .. import sessions
 from .._dryrun import summarize
 from .._limits import effective as effective_limits
 from ..conversation import State, message_tag, next_state
-from ..errors import NonoError
+from ..errors import NonoError, ResolutionChanged
 from ..policy import ResolvedPolicy
 from ..sandbox import LaunchRequest
 from ._approvals import feed_reply, handle_approval
@@ -403,7 +403,12 @@ class Conversation:
     async def _start_session(self, request: p.Launch, replied: trio.Event | None = None
                              ) -> sessions.Session | None:
         """The session ``request`` asks for, launched; None for a dry run (answered here).
-        On the system daemon it runs in one of the caller's launch turns (``_limits``)."""
+        On the system daemon it runs in one of the caller's launch turns (``_limits``).
+
+        A kept resolution of its profile is used before its check is done (the check runs
+        while the launch is prepared, and the launch's gate waits for it). Found stale, the
+        launch is refused before anything of it ran (``ResolutionChanged``) and redone here
+        once, on a resolution made afresh (checked before the launch is prepared)."""
         fds: tuple[int, ...] | None = None
         try:
             if request.stdio == "passed":
@@ -414,6 +419,25 @@ class Conversation:
                         "with its frame"
                     )
                 check_stdio_fds(fds)
+            try:
+                return await self._resolve_and_launch(request, fds, replied, early=True)
+            except ResolutionChanged:
+                log.info("the kept resolution of the launch's profile changed before its "
+                         "program started; launching again on a fresh resolution")
+                return await self._resolve_and_launch(request, fds, replied, early=False)
+        finally:
+            # The engine has its own copies by now; ours would keep the caller's terminal open.
+            for fd in fds or ():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    async def _resolve_and_launch(self, request: p.Launch, fds: tuple[int, ...] | None,
+                                  replied: trio.Event | None, *, early: bool
+                                  ) -> sessions.Session | None:
+        """:meth:`_start_session`'s launch, once. ``early``: a kept resolution is used
+        unchecked, its check left running for the gate (``resolve_launch_early``)."""
+        check: sessions.ResolutionCheck | None = None
+        try:
             if request.options.audit_sign_key is not None:
                 # A key the caller names is loaded with the daemon's rights: on the system
                 # daemon that would sign this user's record with root's key (a file only root
@@ -433,8 +457,12 @@ class Conversation:
                 program=request.argv[0] if request.argv else None,
                 masks=self._registry.secret_masks(self.caller, request.options.audit_sign_key))
             try:
-                policy, profile = await self._server.policies.resolve_launch(
-                    request, self.caller, also=reads.read if reads is not None else None)
+                if early and reads is not None:  # a launch (a dry run prints what it checked)
+                    policy, profile, check = await self._server.policies.resolve_launch_early(
+                        request, self.caller, also=reads.read)
+                else:
+                    policy, profile = await self._server.policies.resolve_launch(
+                        request, self.caller, also=reads.read if reads is not None else None)
                 policy = effective_limits(policy, request.options, self._server.limits())
                 self._check_listen_ports(policy)
             except NonoError as exc:
@@ -482,13 +510,12 @@ class Conversation:
                 trust_override=request.options.trust_override,
                 audit_sign_key=request.options.audit_sign_key,
                 caller_reads=reads,
+                resolution_check=check,
             )
             return await self._registry.launch(plan, replied=replied)
         finally:
-            # The engine has its own copies by now; ours would keep the caller's terminal open.
-            for fd in fds or ():
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            if check is not None:  # waited for by the gate, or given up on here
+                check.close()
 
     async def _logs(self, request: p.Logs) -> None:
         session = self._registry.find(request.session, self.caller)

@@ -18,9 +18,12 @@ reuse is exact, not a heuristic on timestamps.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import posixpath
 import stat
+from pathlib import Path
 from typing import Final, final
 
 #: What one look at a path returns: the file type (``stat.S_IFMT``), or None when missing.
@@ -28,6 +31,68 @@ Signature = int | None
 
 _ABSENT: Final = -1  # no answer of this pass for a path (no file type is negative)
 _MAX_LINKS: Final = 40  # as the kernel's own limit on symlinks followed in one lookup
+
+
+#: ``looks.c`` built (``make``): the check's system calls in one call, without the GIL.
+_NATIVE_LIBRARY: Final = "libnonolooks.so"
+_MISSING: Final = -1  # looks.c's answer for a failed call
+
+
+@functools.cache
+def _native() -> ctypes.CDLL | None:
+    """``libnonolooks.so`` beside this module, or None (not built: the check stays Python's,
+    with the same answers)."""
+    path = Path(__file__).with_name(_NATIVE_LIBRARY)
+    if not path.is_file():
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError:
+        return None
+    strings, ints, longs = (ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_int),
+                            ctypes.POINTER(ctypes.c_long))
+    lib.nono_lstat_differs.argtypes = (strings, ints, longs, ctypes.c_long, ints)
+    lib.nono_lstat_differs.restype = ctypes.c_long
+    lib.nono_stat_differs.argtypes = (strings, ints, longs, ctypes.c_long, ints, ctypes.c_long)
+    lib.nono_stat_differs.restype = ctypes.c_long
+    return lib
+
+
+@final
+class _Batch:
+    """A complete look's ``lstat`` and ``stat`` questions as ``looks.c`` takes them: made
+    once, asked by any number of threads (each call has its own answers' buffer)."""
+
+    def __init__(self, order: tuple[tuple[str, Signature], ...],
+                 stats: tuple[tuple[str, Signature], ...]) -> None:
+        index = {path: i for i, (path, _) in enumerate(order)}
+        self._keep = ([os.fsencode(p) for p, _ in order], [os.fsencode(p) for p, _ in stats])
+        n, m = len(order), len(stats)
+        self.n, self.m = n, m
+        self.paths = (ctypes.c_char_p * n)(*self._keep[0])
+        self.recorded = (ctypes.c_int * n)(*(_MISSING if r is None else r for _, r in order))
+        self.parent = (ctypes.c_long * n)(
+            *(index.get(posixpath.dirname(p), -1) for p, _ in order))
+        self.stat_paths = (ctypes.c_char_p * m)(*self._keep[1])
+        self.stat_recorded = (ctypes.c_int * m)(*(_MISSING if r is None else r
+                                                  for _, r in stats))
+        self.same = (ctypes.c_long * m)(*(index.get(p, -1) for p, _ in stats))
+
+    @staticmethod
+    def of(order: tuple[tuple[str, Signature], ...],
+           stats: tuple[tuple[str, Signature], ...]) -> _Batch | None:
+        """None for a path ``looks.c`` cannot be given (a NUL byte: Python's look refused
+        it, ``ValueError``, and the Python check asks it the same way)."""
+        if any("\0" in p for p, _ in order) or any("\0" in p for p, _ in stats):
+            return None
+        return _Batch(order, stats)
+
+    def differs(self, lib: ctypes.CDLL) -> bool:
+        now = (ctypes.c_int * max(self.n, 1))()
+        if lib.nono_lstat_differs(self.paths, self.recorded, self.parent, self.n, now) >= 0:
+            return True
+        return bool(lib.nono_stat_differs(self.stat_paths, self.stat_recorded, self.same,
+                                          self.m, now, self.n) >= 0)
 
 
 def _signature(path: str, *, follow: bool) -> Signature:
@@ -56,6 +121,7 @@ class FsLook:
         self._links: dict[str, str | None] = {}
         self._loop = False
         self._order: tuple[tuple[str, Signature], ...] = ()
+        self._batch: _Batch | None = None
 
     # -- primitive looks, each recorded
     def lstat(self, path: str) -> Signature:
@@ -147,9 +213,18 @@ class FsLook:
 
         Each derived answer is what the system call would have returned at the moment of the
         look it derives from, within the same pass: no weaker than asking each path in turn.
+
+        With ``libnonolooks.so`` built (``looks.c``) the ``lstat`` and ``stat`` questions are
+        asked by it, in one call that gives up the GIL once, by the same rules.
         """
         if self._loop:
             return False
+        lib = _native()
+        batch = self._native_batch() if lib is not None else None
+        if lib is not None and batch is not None:
+            if batch.differs(lib):
+                return False
+            return all(_readlink(p) == t for p, t in self._links.items())
         now: dict[str, Signature] = {}
         lstat, dirname, ifmt = os.lstat, posixpath.dirname, stat.S_IFMT
         for path, recorded in self._by_depth():
@@ -177,6 +252,14 @@ class FsLook:
         if len(self._order) != len(self._lstat):
             self._order = tuple(sorted(self._lstat.items(), key=lambda item: len(item[0])))
         return self._order
+
+    def _native_batch(self) -> _Batch | None:
+        """The look's questions for ``looks.c`` (made again when the look grew)."""
+        order = self._by_depth()
+        batch = self._batch
+        if batch is None or batch.n != len(order) or batch.m != len(self._stat):
+            batch = self._batch = _Batch.of(order, tuple(self._stat.items()))
+        return batch
 
     def looks(self) -> int:
         """How many distinct looks were recorded (what :meth:`unchanged` repeats)."""

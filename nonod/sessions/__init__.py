@@ -25,6 +25,7 @@ from ._contracts import Caller as Caller
 from ._contracts import GetLauncher as GetLauncher
 from ._contracts import LauncherLike as LauncherLike
 from ._contracts import Process as Process
+from ._contracts import ResolutionCheck as ResolutionCheck
 from ._contracts import SessionPlan as SessionPlan
 from ._errors import NameTaken as NameTaken
 from ._errors import NoTerminal as NoTerminal

@@ -76,6 +76,21 @@ class LauncherLike(Protocol):
 GetLauncher = Callable[[], Awaitable[LauncherLike]]
 
 
+class ResolutionCheck(Protocol):
+    """A kept profile resolution's check, running while the launch is prepared
+    (``nonod._profile_source.KeptCheck``). The launch's gate waits for it: no program starts
+    under a resolution whose check has not passed."""
+
+    async def wait_passed(self) -> None:
+        """Return once the check passed; raise (``ResolutionChanged``: the resolution is
+        stale) otherwise."""
+        ...
+
+    def close(self) -> None:
+        """Nobody will wait for it (the launch failed first)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Caller:
     """A peer of the control socket, from ``SO_PEERCRED``."""
@@ -113,6 +128,9 @@ class SessionPlan:
     #: What was read of the caller's files in the profile's worker thread (``_caller_reads``;
     #: None: the preparation reads them itself).
     caller_reads: CallerReads | None = None
+    #: The check of a kept resolution of ``policy``, still running (None: the policy was
+    #: checked or resolved before the plan was made): the launch's gate waits for it to pass.
+    resolution_check: ResolutionCheck | None = None
 
 
 class PreparedTools(Protocol):

@@ -205,10 +205,17 @@ class ProgramStarter:
                 request = msgspec.structs.replace(
                     request, cgroup_procs=session.cgroup.procs,
                     cgroup_pool=self.cgroups.pool(), cgroup_limits=cgroup_limits(policy)[0])
+            gate = durable
+            if plan.resolution_check is not None:
+                # Beside the engine's plan and the first records' fsync: the policy's kept
+                # resolution, checked in its worker thread. Nothing of the launch starts
+                # before it passed; a stale one refuses this launch (``ResolutionChanged``),
+                # which the caller redoes on a fresh resolution.
+                gate = _after(durable, plan.resolution_check.wait_passed)
             try:
                 proc = await launcher.launch(
                     policy, request, stdio=stdio,
-                    controlling_tty=plan.stdio == "pty", gate=durable,
+                    controlling_tty=plan.stdio == "pty", gate=gate,
                 )
             except BaseException:
                 if durable is not None:  # awaited in any case: the writer waits for it
@@ -438,6 +445,16 @@ class ProgramStarter:
                 self._leave_fs_denied(session)  # its uid's rules go after its last session
 
         return release
+
+
+def _after(first: Callable[[], Awaitable[None]] | None,
+           then: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """A gate that waits for ``first`` (if any), then for ``then``."""
+    async def gate() -> None:
+        if first is not None:
+            await first()
+        await then()
+    return gate
 
 
 async def _together(background: Callable[[], Awaitable[None]],

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from nonod import _callerfs, trust
 from nonod import protocol as p
-from nonod import trust
 from nonod._profile_source import ProfilePolicies
 
 from .conftest import DaemonThread, session_env
@@ -51,6 +51,23 @@ def _count_jobs(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
         return await run_sync(job, **kwargs)
 
     monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    in_thread_then = _callerfs.in_thread_then
+
+    async def counted_then(caller: object, fn: Callable[[], tuple[object, object]],
+                           **kwargs: object) -> object:
+        # A job that answers, then goes on in the same thread (a kept resolution's check).
+        marks: set[str] = set()
+        jobs.append(marks)
+
+        def job() -> tuple[object, object]:
+            _job.marks = marks
+            try:
+                return fn()
+            finally:
+                _job.marks = None
+        return await in_thread_then(caller, job, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_callerfs, "in_thread_then", counted_then)
     monkeypatch.setattr(trust, "read_policy_files", _marking("trust", trust.read_policy_files))
     monkeypatch.setattr(ProfilePolicies, "_resolve_launch",
                         _marking("profile", ProfilePolicies._resolve_launch))
@@ -81,7 +98,7 @@ def test_the_system_daemon_reads_as_the_caller_in_the_profiles_worker_thread(
     """A user of the system daemon: the caller's groups, its launch's own secret files and
     its program (looked for as the caller) come from the profile's job too, not from jobs of
     their own."""
-    from nonod import _callerfs, _secretfiles, sandbox
+    from nonod import _secretfiles, sandbox
     from nonod.audit import _writer
 
     from .conftest import hello, raw_client

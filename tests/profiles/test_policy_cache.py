@@ -127,3 +127,113 @@ def test_a_missing_working_directory_refuses_the_launch(
                     options=launch.options, detach=True, stdio="null")
     with pytest.raises(PolicyError, match="does not exist"):
         trio.run(policies.resolve_launch, gone, ME)
+
+
+def _early(policies: ProfilePolicies, launch: p.Launch, caller: Caller = ME
+           ) -> list[tuple[ResolvedPolicy, bool | str]]:
+    """Two launches of ``launch`` through ``resolve_launch_early``, each with its check's
+    verdict: True (passed, or nothing to check), else the refusal's code."""
+    import trio
+
+    from nonod.errors import NonoError
+
+    async def twice() -> list[tuple[ResolvedPolicy, bool | str]]:
+        got: list[tuple[ResolvedPolicy, bool | str]] = []
+        for _ in range(2):
+            policy, _, check = await policies.resolve_launch_early(launch, caller)
+            verdict: bool | str = True
+            if check is not None:
+                try:
+                    await check.wait_passed()
+                except NonoError as exc:
+                    verdict = exc.code
+            got.append((policy, verdict))
+        return got
+
+    return trio.run(twice)
+
+
+def test_an_early_launch_gets_the_kept_resolution_and_its_check_after(
+        policies: ProfilePolicies, home: Path) -> None:
+    (first, passed), (again, checked) = _early(policies, request(home))
+    assert again == first and passed is True and checked is True
+    assert (policies.cache.misses, policies.cache.hits) == (1, 1)  # counted by the check
+
+
+def test_an_early_launchs_check_finds_a_change_and_drops_the_entry(
+        policies: ProfilePolicies, home: Path) -> None:
+    resolve(policies, request(home))
+    (home / ".ssh").rename(home / "keys")
+    (home / ".ssh").symlink_to(home / "keys")
+    (kept, verdict), (fresh, passed) = _early(policies, request(home))
+    assert verdict == "policy.resolution_changed"
+    assert str(home / "keys") not in {d.path for d in kept.denials}  # what the gate refuses
+    assert passed is True and str(home / "keys") in {d.path for d in fresh.denials}
+    # the first resolution, the check that failed, the fresh resolution after it
+    assert (policies.cache.misses, policies.cache.hits) == (3, 0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching fsuid needs root")
+def test_the_system_daemons_early_check_looks_as_the_caller() -> None:
+    """The check left to run after the answer still takes the caller's file identity: a
+    granted path below a directory only root may search is missing to the caller (as its
+    resolution found it); checked as root it would be there, and the check would fail."""
+    import shutil
+    import tempfile
+
+    nobody = Caller(uid=65534, gid=65534, pid=os.getpid())
+    base = Path(tempfile.mkdtemp(prefix="nono-early-", dir="/tmp"))  # reachable by nobody
+    base.chmod(0o755)
+    try:
+        _check_as_nobody(base, nobody)
+    finally:
+        shutil.rmtree(base)
+
+
+def _check_as_nobody(base: Path, nobody: Caller) -> None:
+    work = base / "work"
+    work.mkdir(mode=0o777)
+    closed = base / "closed"
+    (closed / "inside").mkdir(parents=True)
+    closed.chmod(0o700)
+    launch = p.Launch(argv=("/bin/true",), cwd=str(work),
+                      env={"PATH": "/usr/bin:/bin"},
+                      options=p.LaunchOptions(read=(str(closed / "inside"),)),
+                      detach=True, stdio="null")
+    policies = ProfilePolicies(system=True, profile_dir=lambda: None)
+    (_, passed), (_, checked) = _early(policies, launch, nobody)
+    assert passed is True and checked is True
+    assert (policies.cache.misses, policies.cache.hits) == (1, 1)
+
+
+def test_after_a_stale_kept_resolution_the_next_launches_check_first_until_one_passes(
+        policies: ProfilePolicies, home: Path) -> None:
+    """A resolution whose files change at every launch must not make every launch be
+    prepared twice: once a launch went on with a stale one, that key's launches check before
+    they go on (no check left for the gate), until a check passes."""
+    import contextlib
+
+    import trio
+
+    from nonod.errors import ResolutionChanged
+
+    async def checks() -> list[bool]:
+        left: list[bool] = []
+        for change in (False, True, True, False, False):
+            if change:  # a denied directory turned symlink, and back
+                if (home / ".ssh").is_symlink():
+                    (home / ".ssh").unlink()
+                    (home / "keys").rename(home / ".ssh")
+                else:
+                    (home / ".ssh").rename(home / "keys")
+                    (home / ".ssh").symlink_to(home / "keys")
+            _, _, check = await policies.resolve_launch_early(request(home), ME)
+            left.append(check is not None)
+            if check is not None:
+                with contextlib.suppress(ResolutionChanged):
+                    await check.wait_passed()
+        return left
+
+    # 1st: resolved; 2nd: kept, found stale at the gate; 3rd: doubted, checked first (stale
+    # again: resolved); 4th: doubted, checked first, passes; 5th: kept again
+    assert trio.run(checks) == [False, True, False, False, True]

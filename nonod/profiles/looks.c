@@ -1,0 +1,58 @@
+/* libnonolooks.so: FsLook.unchanged's system calls (nonod/profiles/_fslook.py) in one call.
+ *
+ * A kept profile resolution is checked by asking the filesystem again every question its
+ * resolution asked (~80-230 lstat/stat calls for the default profile). From Python each call
+ * gives up the interpreter's lock and takes it back: run beside the daemon's event loop (a
+ * launch's check goes on while the launch is prepared), the loop woke for every one of them
+ * and found the lock taken again. Called through ctypes (which lets the lock go for the whole
+ * call), these questions are asked with the lock given up once; the answers and the rules that
+ * derive some of them are _fslook's, unchanged:
+ *
+ *   - lstat of each path, parents before what is below them; a path recorded missing whose
+ *     parent (recorded, index ``parent[i]``) is missing now is missing too, not asked;
+ *   - stat of each path; where the same path's lstat (index ``same[j]``) found no symlink now
+ *     (or nothing), stat's answer is that one, not asked.
+ *
+ * An answer is the file type (st_mode & S_IFMT), or -1 when the call failed (any errno).
+ * Each function returns the index of the first path whose answer differs from the recorded
+ * one, or -1 when none does. The calls are made with this thread's credentials: the caller's
+ * file identity on the system daemon (nonod._callerfs.acting_as). */
+#define _GNU_SOURCE
+#include <sys/stat.h>
+
+#define MISSING (-1)
+#define NOT_ASKED (-2)
+
+static int look(const char *path, int follow) {
+    struct stat st;
+    int rc = follow ? stat(path, &st) : lstat(path, &st);
+    return rc == 0 ? (int)(st.st_mode & S_IFMT) : MISSING;
+}
+
+long nono_lstat_differs(const char *const *paths, const int *recorded, const long *parent,
+                        long n, int *now) {
+    for (long i = 0; i < n; i++) {
+        if (recorded[i] == MISSING && parent[i] >= 0 && parent[i] < i &&
+            now[parent[i]] == MISSING) {
+            now[i] = MISSING;
+            continue;
+        }
+        int got = look(paths[i], 0);
+        if (got != recorded[i])
+            return i;
+        now[i] = got;
+    }
+    return -1;
+}
+
+long nono_stat_differs(const char *const *paths, const int *recorded, const long *same,
+                       long m, const int *now, long n) {
+    for (long j = 0; j < m; j++) {
+        int seen = same[j] >= 0 && same[j] < n ? now[same[j]] : NOT_ASKED;
+        if (seen == NOT_ASKED || (seen != MISSING && S_ISLNK(seen)))
+            seen = look(paths[j], 1);
+        if (seen != recorded[j])
+            return j;
+    }
+    return -1;
+}
