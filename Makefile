@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then echo /usr/bin/python3; else echo python3; fi)
 VENV ?= .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := gcc libc6-dev bubblewrap gnome-keyring libsecret-tools strace iproute2 curl dbus util-linux python3-venv systemd prometheus rsyslog rsyslog-gnutls gh
+SYSTEM_PACKAGES := gcc libc6-dev bubblewrap uidmap gnome-keyring libsecret-tools strace iproute2 curl dbus util-linux python3-venv systemd prometheus rsyslog rsyslog-gnutls gh
 STAMP := $(VENV)/.installed
 
 .PHONY: all test lint typecheck pytest demo system-deps venv clean bench reaper-asan
