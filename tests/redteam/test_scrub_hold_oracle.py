@@ -16,7 +16,9 @@ a real TLS upstream that streams the program's body back in two pieces, a pause 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import h11
 import pytest
@@ -98,3 +100,137 @@ def test_what_waits_does_not_depend_on_the_secret() -> None:
             piece = b"line\n" + form[:k]
             held = [len(piece) - len(s.fresh().feed(piece)) for s in scrubbers]
             assert held[0] == held[1], (form[:k], held)
+
+
+# ------------------------------------------------------------ from inside a real session
+
+SESSION_HOST = "echo.example.test"
+SESSION_PAUSE = 0.6
+CANDIDATES = "QRSTUVWX"  # REAL's fifth character, R, among them
+
+#: The program: for each candidate fifth character, send ``ghp_<c>`` through its route and
+#: see whether the reflected guess comes before the upstream's pause. The one that waits is
+#: the key's (before); now every guess waits alike.
+GUESSER = r'''
+import json, os, socket, time
+base = os.environ["ECHOAPI_BASE_URL"]  # http://127.0.0.1:PORT/echoapi
+port = int(base.split(":")[2].split("/")[0])
+token = os.environ["ECHOAPI_KEY"]
+waited = {}
+for c in sys_argv_candidates:
+    guess = ("ghp_" + c).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /echoapi/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+              + token.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(guess) + guess)
+    got = b""
+    s.settimeout(10)
+    while b"\r\n\r\n" not in got:
+        got += s.recv(4096)
+    s.settimeout(PAUSE / 2)
+    try:
+        while guess not in got:
+            more = s.recv(4096)
+            if not more:
+                break
+            got += more
+    except TimeoutError:
+        pass
+    waited[c] = guess not in got
+    s.close()
+print(json.dumps(waited))
+'''
+
+
+def _streaming_upstream(ca_dir: Path) -> tuple[int, Path, Callable[[], None]]:
+    """A TLS server on a thread: each POST's body comes back in a chunked response, then a
+    pause, then a line end."""
+    import http.server
+    import ssl
+    import threading
+
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(SESSION_HOST).configure_cert(context)
+    ca_file = ca_dir / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    ca_file.chmod(0o644)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            first = b"you said: " + body
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(first), first))
+            self.wfile.flush()
+            time.sleep(SESSION_PAUSE)
+            self.wfile.write(b"1\r\n\n\r\n0\r\n\r\n")
+            self.wfile.flush()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return int(server.server_address[1]), ca_file, stop
+
+
+@pytest.mark.root
+@pytest.mark.userns
+def test_a_session_cannot_tell_the_keys_next_character_by_what_waits(short_tmp: Path) -> None:
+    import json
+
+    from tests.daemon.conftest import DaemonThread
+    from tests.daemon.test_cli import CLI, cli_env
+
+    port, ca_file, stop = _streaming_upstream(short_tmp)
+    try:
+        secret = short_tmp / "echo.key"
+        secret.write_text(REAL + "\n")
+        secret.chmod(0o600)
+        work = short_tmp / "work"
+        work.mkdir(mode=0o755)
+        (work / "guess.py").write_text(
+            GUESSER.replace("sys_argv_candidates", repr(CANDIDATES))
+            .replace("PAUSE", repr(SESSION_PAUSE)))
+        profile = short_tmp / "echo.json"
+        profile.write_text(json.dumps({
+            "meta": {"name": "scrub-oracle"},
+            "filesystem": {"read": ["/usr", "/etc", "/lib", "/lib64"]},
+            "network": {
+                "allow_hosts": [SESSION_HOST],
+                "credentials": ["echoapi"],
+                "custom_credentials": {"echoapi": {
+                    "upstream": f"https://{SESSION_HOST}",
+                    "credential_key": f"file://{secret}", "env_var": "ECHOAPI_KEY"}},
+            },
+        }))
+        config = (f'[network]\nresolve = {{"{SESSION_HOST}" = "127.0.0.1:{port}"}}\n'
+                  f'extra_ca_file = "{ca_file}"\n')
+        daemon = DaemonThread(short_tmp, config=config).start()
+        try:
+            run = CLI(cli_env(daemon.socket, short_tmp), work)
+            done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
+                       "/usr/bin/python3", "-S", "guess.py")
+        finally:
+            daemon.stop()
+    finally:
+        stop()
+    assert done.returncode == 0, done.stderr
+    waited: dict[str, bool] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert REAL[4] in waited and set(waited) == set(CANDIDATES)
+    # Before: {"R": true} and every other candidate false, which spelt the key's next
+    # character. Now what waits is the same for every guess.
+    assert len(set(waited.values())) == 1, waited
