@@ -300,17 +300,31 @@ def downstream_head(headers: Headers, scrubber: Scrubber | None, *, has_body: bo
                     ) -> list[tuple[bytes, bytes]]:
     """The upstream response's headers as the program gets them: end-to-end only, every
     value scrubbed; without ``Content-Length`` (and ``Content-Encoding``, which the proxy has
-    decoded) when a body follows, because scrubbing may change its length."""
+    decoded) when a body follows, because scrubbing may change its length.
+
+    A bodiless answer (``HEAD``, ``304``) keeps its length, unless it names a content
+    coding: then neither, as a ``GET`` through the proxy would carry neither (nor the coded
+    body's ``Content-Range``, whose total is that length too). Its length is
+    the compressed length of a body the program never sees, which for a body that reflects
+    the credential and something the program chose is shorter the more of the key the
+    program guessed (BREACH; docs/security-model.md, thirtieth pass)."""
     listed: set[bytes] = set()
+    coded = False
     for name, value in headers:
-        if name.lower() == b"connection":
+        lower = name.lower()
+        if lower == b"connection":
             listed.update(t.strip().lower() for t in value.split(b",") if t.strip())
+        elif lower == b"content-encoding":
+            coded = coded or any(t.strip().lower() not in (b"", b"identity")
+                                 for t in value.split(b","))
     out = []
     for name, value in headers:
         lower = name.lower()
         if lower in _RESPONSE_DROP or lower in listed or lower.startswith(b"proxy-"):
             continue
-        if has_body and lower in (b"content-length", b"content-encoding"):
+        if (has_body or coded) and lower in (b"content-length", b"content-encoding"):
+            continue
+        if coded and lower == b"content-range":  # the coded body's range and length
             continue
         out.append((name, scrubber.replace_all(value) if scrubber is not None else value))
     return out
