@@ -11,7 +11,9 @@ would have the upstream run a method no rule allows, with the real key.
 The watch is fed each piece of the body before it is passed on and says when the piece holds
 the end of such a field; the proxy then drops the upstream connection before that piece is
 sent (every such parser reads the whole body before it acts, and never gets it). Recognised,
-in any letter case, each character also as ``%XX`` or ``\\u00XX``:
+in any letter case, each character also as ``%XX`` or ``\\u00XX``, and ``.method`` for
+``_method`` after any spaces (``+``, ``%20``): PHP, under Symfony and Laravel, drops a name's
+leading spaces and makes its ``.`` ``_``, so ``.method=DELETE`` is ``$_POST['_method']``:
 
 - a form pair's name: ``_method=`` at the start of the body or after ``&`` or ``;``, also
   as a list or a key (``_method[]=``, ``_method[0]=``: qs, Express's parser, makes it a list
@@ -40,12 +42,21 @@ def _char(c: str) -> str:
     return f"(?:{re.escape(c)}|%{code}|\\\\u00{code})"
 
 
-_NAME: Final = "".join(_char(c) for c in "_method")
+#: ``_method``, or ``.method``: PHP (under Symfony and Laravel) files a field's name with its
+#: leading spaces dropped and every ``.`` and space made ``_`` (``php_register_variable_ex``).
+_NAME: Final = (f"(?:{_char(' ')}|\\+)*(?:{_char('_')}|{_char('.')})"
+                + "".join(_char(c) for c in "method"))
 #: Every spelling; each match ends at the byte that completes it (a form pair's ``=``, the
 #: closing quote, the delimiter after an unquoted name).
 _FIELD: Final = re.compile(  # searched in lower case, white space runs as one space
     (f"[&;]{_NAME}(?:=|\\[|%5b)|\"{_NAME}\" ?:|name ?= ?[\"']?{_NAME}[; \"'\\[]").encode())
+#: What every spelling holds once its escapes are decoded.
+_MARKS: Final = (b"_method", b".method")
 _U_ESCAPE: Final = re.compile(rb"\\u00([0-9a-f]{2})")
+
+
+def _marked(window: bytes) -> bool:
+    return any(mark in window for mark in _MARKS)
 
 
 def _unescaped(window: bytes) -> bytes:
@@ -101,12 +112,16 @@ class BodyOverrideWatch:
 
     def feed(self, data: bytes) -> bool:
         """Whether ``data`` (the next piece) completes a ``_method`` field."""
-        window = (self._tail + data).lower()
-        if b"_method" not in window and (
+        # A form's space (``+``, ``%20``) as a space: PHP drops the leading ones of a name, so
+        # a run of them, however long, must not push the ``&`` before it out of the tail.
+        window = (self._tail + data).lower().replace(b"%20", b" ").replace(b"+", b" ")
+        if not _marked(window) and (
                 (b"%" not in window and b"\\u00" not in window)
-                or b"_method" not in _unescaped(window)):
-            # Every spelling is ``_method`` once its escapes are decoded: none here.
-            self._tail = _squeezed(window[-_SQUEEZED:])[-_KEEP:]
+                or not _marked(_unescaped(window))):
+            # Every spelling is ``_method`` or ``.method`` once its escapes are decoded.
+            kept = window.rstrip()
+            self._tail = _squeezed(kept[-_SQUEEZED:])[-_KEEP:] + (
+                b" " if len(kept) < len(window) else b"")
             return False
         window = _squeezed(window)
         self._tail = window[-_KEEP:]

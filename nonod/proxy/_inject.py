@@ -11,7 +11,7 @@ import base64
 import binascii
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, unquote_plus
 
 import msgspec
 
@@ -106,9 +106,16 @@ def overrides_request(headers: Headers, query: str) -> bool:
         return True
     # ``;`` separates pairs too for some parsers (Rack's, Python's before 3.9.2).
     # ``_method[]=DELETE`` is a list to qs (Express), whose method-override takes its first.
-    return any(unquote(pair.partition("=")[0]).lower().partition("[")[0]
-               == _METHOD_OVERRIDE_PARAM
+    return any(_field_name(pair.partition("=")[0]) == _METHOD_OVERRIDE_PARAM
                for _, _, raw in _query_pairs(query) for pair in raw.split(";"))
+
+
+def _field_name(raw: str) -> str:
+    """A query field's name as the most lenient parser files it, lower-cased: decoded (``+``
+    a space), up to a ``[``, and as PHP names it (under Symfony and Laravel): leading spaces
+    dropped, every ``.`` and space made ``_`` (``.method`` is ``_method``)."""
+    name = unquote_plus(raw).lower().partition("[")[0].lstrip(" ")
+    return name.replace(".", "_").replace(" ", "_")
 
 
 def is_websocket(headers: Headers) -> bool:
