@@ -90,6 +90,7 @@ from ._vectored import send_pieces, write_pieces
 
 if TYPE_CHECKING:
     from ._server import ProxyLimits
+    from ._share import UidShare
 
 _READ_SIZE: Final = 1 << 16
 #: A response body of at least this many bytes with a Content-Length is read past h11, in
@@ -348,7 +349,8 @@ class ReverseHandler:
     """Serves credential-route requests on client connections of one session's proxy."""
 
     def __init__(self, table: RouteTable, *, resolver: Resolver, limits: ProxyLimits,
-                 emit: Callable[[ProxyEvent], None]) -> None:
+                 emit: Callable[[ProxyEvent], None],
+                 share: tuple[UidShare, int] | None = None) -> None:
         self._table = table
         self._resolver = resolver
         self._limits = limits
@@ -361,6 +363,11 @@ class ReverseHandler:
         #: the routes would otherwise multiply what one session holds in the daemon.
         self._kept: collections.OrderedDict[_Upstream, tuple[dict[str, _Upstream], str]] = (
             collections.OrderedDict())
+        #: The system daemon's per-uid count of connections (``_share``) and the session's
+        #: uid: each kept connection takes a place of it too (a kept connection is an
+        #: ephemeral port of the host, beyond the one its program connection was counted
+        #: for), given back when it leaves ``_kept``.
+        self._share = share
 
     @property
     def table(self) -> RouteTable:
@@ -389,7 +396,7 @@ class ReverseHandler:
             kept = list(pool.values())
             pool.clear()
             for upstream in kept:
-                self._kept.pop(upstream, None)
+                self._unkeep(upstream)
             for upstream in kept:
                 await trio.aclose_forcefully(upstream.stream)
 
@@ -551,7 +558,7 @@ class ReverseHandler:
                  and parsed_for_fields(request.headers) else None)
         upstream = pool.pop(route.name, None)
         if upstream is not None:
-            self._kept.pop(upstream, None)
+            self._unkeep(upstream)
         if upstream is not None and not upstream.idle_and_open():
             await trio.aclose_forcefully(upstream.stream)
             upstream = None
@@ -596,14 +603,29 @@ class ReverseHandler:
     async def _keep(self, pool: dict[str, _Upstream], name: str, upstream: _Upstream) -> None:
         """Put ``upstream`` in ``pool`` for the next request on route ``name``; beyond
         ``max_connections`` kept connections (all client connections together), the one kept
-        longest is closed (its client connection connects again when it needs it)."""
+        longest is closed (its client connection connects again when it needs it). On the
+        system daemon a kept connection takes a place of its uid's share of connections
+        (``_share``); with the share full it is closed instead of kept."""
+        if self._share is not None and not self._share[0].take(self._share[1]):
+            await trio.aclose_forcefully(upstream.stream)
+            return
         pool[name] = upstream
         self._kept[upstream] = (pool, name)
         while len(self._kept) > self._limits.max_connections:
             oldest, (its_pool, its_name) = self._kept.popitem(last=False)
+            self._give_back()
             if its_pool.get(its_name) is oldest:
                 del its_pool[its_name]
             await trio.aclose_forcefully(oldest.stream)
+
+    def _unkeep(self, upstream: _Upstream) -> None:
+        """Take ``upstream`` out of the kept ones (if it is one), giving its place back."""
+        if self._kept.pop(upstream, None) is not None:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        if self._share is not None:
+            self._share[0].give(self._share[1])
 
     async def _send_request(self, stream: trio.abc.Stream, conn: h11.Connection,
                             request: h11.Request, upstream: _Upstream, head: UpstreamHead,
