@@ -31,7 +31,8 @@ or JSON; an upload of another type (``application/octet-stream``, ``image/png``)
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from typing import Final, final
 from urllib.parse import unquote_to_bytes
 
@@ -130,3 +131,64 @@ class BodyOverrideWatch:
     def end(self) -> bool:
         """Whether the body's end completes one (an unquoted multipart name last)."""
         return self.feed(b";")
+
+
+#: How many decoded bytes one step of a compressed body's decoding makes at most.
+_INFLATE_STEP: Final = 1 << 16
+
+
+class UnreadableBody(Exception):
+    """A compressed body the watch cannot read: it does not decode (``too_large`` False) or
+    it expands past the watch's limit (True)."""
+
+    def __init__(self, *, too_large: bool) -> None:
+        super().__init__("expands past the limit" if too_large else "does not decode")
+        self.too_large = too_large
+
+
+@final
+class DecodedBodyWatch:
+    """:class:`BodyOverrideWatch` over a ``gzip`` or ``deflate`` body's decoded bytes, for an
+    upstream that decodes a request body before its framework reads the fields (ASP.NET
+    Core's request decompression, Apache's ``DEFLATE`` input filter): decoded in bounded
+    steps, every member of a multi-member body, at most ``limit`` bytes in all. Raises
+    UnreadableBody for a body that does not decode or expands past ``limit``."""
+
+    __slots__ = ("_inflater", "_left", "_watch")
+
+    def __init__(self, limit: int) -> None:
+        self._watch = BodyOverrideWatch()
+        self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib headers
+        self._left = limit
+
+    def feed(self, data: bytes) -> bool:
+        """Whether ``data`` (the next compressed piece) completes a ``_method`` field."""
+        return any(self.steps(data))
+
+    def steps(self, data: bytes) -> Iterator[bool]:
+        """:meth:`feed` one decoding step at a time (at most ``_INFLATE_STEP`` decoded
+        bytes each): whether that step completed a field. The caller may let other work run
+        between steps (a small piece can expand a thousandfold)."""
+        pending = data
+        while pending:
+            try:
+                if self._inflater.eof:  # another member follows (gzip's concatenation)
+                    self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)
+                out = self._inflater.decompress(pending, _INFLATE_STEP)
+            except zlib.error:
+                raise UnreadableBody(too_large=False) from None
+            yield self._seen(out)
+            pending = (self._inflater.unconsumed_tail if not self._inflater.eof
+                       else self._inflater.unused_data)
+
+    def end(self) -> bool:
+        """Whether the body's end completes one; a body cut short does not decode."""
+        if not self._inflater.eof:
+            raise UnreadableBody(too_large=False)
+        return self._watch.end()
+
+    def _seen(self, out: bytes) -> bool:
+        self._left -= len(out)
+        if self._left < 0:
+            raise UnreadableBody(too_large=True)
+        return bool(out) and self._watch.feed(out)

@@ -64,7 +64,7 @@ from ..credentials import (
     scrub_replacements,
 )
 from ..errors import NonoError
-from ._bodyoverride import BodyOverrideWatch, parsed_for_fields
+from ._bodyoverride import BodyOverrideWatch, DecodedBodyWatch, UnreadableBody, parsed_for_fields
 from ._bulk import pump
 from ._events import CredentialInjected, NetworkEvent, ProxyEvent
 from ._http import BadRequest, check_framing, joined
@@ -553,9 +553,17 @@ class ReverseHandler:
                        pool: dict[str, _Upstream], record: _Record) -> bool:
         route = entry.route
         has_body = _has_body(request.headers)
-        # On a route with rules, a ``_method`` field in the body is an override as well.
-        watch = (BodyOverrideWatch() if has_body and route.endpoint_rules
-                 and parsed_for_fields(request.headers) else None)
+        # On a route with rules, a ``_method`` field in the body is an override as well,
+        # also in a compressed body (an upstream may decode it before its framework reads it).
+        watch: BodyOverrideWatch | DecodedBodyWatch | None = None
+        if has_body and route.endpoint_rules and parsed_for_fields(request.headers):
+            coding = content_decoding(request.headers)
+            if coding == "unsupported":
+                raise _Refusal(415, "body_encoding", "a route with endpoint rules does not "
+                               "forward a form or JSON body in a content coding the proxy "
+                               "cannot read (it reads gzip and deflate)")
+            watch = (BodyOverrideWatch() if coding == "identity"
+                     else DecodedBodyWatch(self._limits.max_body_bytes))
         upstream = pool.pop(route.name, None)
         if upstream is not None:
             self._unkeep(upstream)
@@ -630,7 +638,8 @@ class ReverseHandler:
     async def _send_request(self, stream: trio.abc.Stream, conn: h11.Connection,
                             request: h11.Request, upstream: _Upstream, head: UpstreamHead,
                             record: _Record, has_body: bool,
-                            watch: BodyOverrideWatch | None = None) -> h11.Response:
+                            watch: BodyOverrideWatch | DecodedBodyWatch | None = None,
+                            ) -> h11.Response:
         limits = self._limits
         data = upstream.conn.send(h11.Request(method=request.method, target=head.target,
                                               headers=head.headers))
@@ -653,7 +662,8 @@ class ReverseHandler:
 
     async def _send_body(self, stream: trio.abc.Stream, conn: h11.Connection,
                          upstream: _Upstream, record: _Record,
-                         watch: BodyOverrideWatch | None = None) -> None:
+                         watch: BodyOverrideWatch | DecodedBodyWatch | None = None,
+                         ) -> None:
         """The request body, piece by piece; a piece that completes a ``_method`` field
         (``watch``) is not sent: the upstream connection is dropped with the body unfinished
         (the caller closes it on the refusal)."""
@@ -675,12 +685,12 @@ class ReverseHandler:
                 if record.bytes_out > limits.max_body_bytes:
                     raise _Refusal(413, "body_too_large", "the request body is larger than "
                                    f"the proxy forwards ({limits.max_body_bytes} bytes)")
-                if watch is not None and watch.feed(event.data):
+                if watch is not None and await _watched(watch, event.data):
                     raise _body_override()
                 await _to_upstream(upstream, upstream.conn.send(h11.Data(data=event.data))
                                    or b"", limits.idle_timeout)
             elif isinstance(event, h11.EndOfMessage):
-                if watch is not None and watch.end():
+                if watch is not None and await _watched(watch, None):
                     raise _body_override()
                 await _to_upstream(upstream, upstream.conn.send(h11.EndOfMessage()) or b"",
                                    limits.send_timeout)
@@ -994,6 +1004,27 @@ def _keeps_alive(response: h11.Response) -> bool:
     return not any(name == b"connection" and b"close" in (t.strip().lower()
                                                          for t in value.split(b","))
                    for name, value in response.headers)
+
+
+async def _watched(watch: BodyOverrideWatch | DecodedBodyWatch, data: bytes | None) -> bool:
+    """Whether the body's next piece (``None``: its end) completes a ``_method`` field; a
+    compressed body that does not decode, or expands past the body limit, is refused. A
+    compressed piece is decoded a step at a time, other tasks running between the steps."""
+    try:
+        if data is None:
+            return watch.end()
+        if isinstance(watch, BodyOverrideWatch):
+            return watch.feed(data)
+        for found in watch.steps(data):
+            if found:
+                return True
+            await trio.lowlevel.checkpoint()
+        return False
+    except UnreadableBody as exc:
+        if exc.too_large:
+            raise _Refusal(413, "body_too_large", "the request body expands past what the "
+                           "proxy forwards") from None
+        raise _Refusal(400, "bad_request", "the request body does not decode") from None
 
 
 def _body_override() -> _Refusal:
