@@ -49,8 +49,11 @@ _NAME: Final = (f"(?:{_char(' ')}|\\+)*(?:{_char('_')}|{_char('.')})"
                 + "".join(_char(c) for c in "method"))
 #: Every spelling; each match ends at the byte that completes it (a form pair's ``=``, the
 #: closing quote, the delimiter after an unquoted name).
+#: A NUL right after the name ends it too: PHP takes a name's ``strlen``, so
+#: ``_method%00x=DELETE`` is ``$_POST['_method']`` (JSON keys are not cut so).
 _FIELD: Final = re.compile(  # searched in lower case, white space runs as one space
-    (f"[&;]{_NAME}(?:=|\\[|%5b)|\"{_NAME}\" ?:|name ?= ?[\"']?{_NAME}[; \"'\\[]").encode())
+    (f"[&;]{_NAME}(?:=|\\[|%5b|%00|\\x00)|\"{_NAME}\" ?:"
+     f"|name ?= ?[\"']?{_NAME}[; \"'\\[\\x00]").encode())
 #: What every spelling holds once its escapes are decoded.
 _MARKS: Final = (b"_method", b".method")
 _U_ESCAPE: Final = re.compile(rb"\\u00([0-9a-f]{2})")

@@ -112,9 +112,10 @@ def overrides_request(headers: Headers, query: str) -> bool:
 
 def _field_name(raw: str) -> str:
     """A query field's name as the most lenient parser files it, lower-cased: decoded (``+``
-    a space), up to a ``[``, and as PHP names it (under Symfony and Laravel): leading spaces
-    dropped, every ``.`` and space made ``_`` (``.method`` is ``_method``)."""
-    name = unquote_plus(raw).lower().partition("[")[0].lstrip(" ")
+    a space), up to a ``[`` or a NUL (PHP takes the name's ``strlen``), and as PHP names it
+    (under Symfony and Laravel): leading spaces dropped, every ``.`` and space made ``_``
+    (``.method`` and ``_method%00x`` are ``_method``)."""
+    name = unquote_plus(raw).lower().partition("\0")[0].partition("[")[0].lstrip(" ")
     return name.replace(".", "_").replace(" ", "_")
 
 

@@ -40,9 +40,10 @@ FORM = [("Content-Type", "application/x-www-form-urlencoded")]
 
 
 def php_name(raw: str) -> str:
-    """A field name as PHP files it (``php_register_variable_ex``): leading spaces dropped,
-    then ``.`` and spaces up to the first ``[`` made ``_``; what comes before the ``[``."""
-    name = raw.lstrip(" ")
+    """A field name as PHP files it (``php_register_variable_ex``): cut at a NUL (it takes
+    the name's ``strlen``), leading spaces dropped, then ``.`` and spaces up to the first
+    ``[`` made ``_``; what comes before the ``[``."""
+    name = raw.partition("\0")[0].lstrip(" ")
     head, bracket, _ = name.partition("[")
     return head.replace(".", "_").replace(" ", "_") if bracket or head else ""
 
@@ -65,7 +66,7 @@ async def symfony(request: UpstreamRequest, respond: Responder) -> None:
             b"application/x-www-form-urlencoded") else {}
         if b"multipart/" in (request.header(b"content-type") or b""):
             for part in request.body.split(b"\r\n--"):
-                if b'name=".method"' in part:
+                if b'name=".method"' in part or b'name="_method\0' in part:
                     body["_method"] = part.rsplit(b"\r\n\r\n", 1)[1].split(b"\r\n")[0].decode()
         method = body.get("_method") or php_fields(query).get("_method") or method
     await respond.whole(200, method.upper().encode())
@@ -82,8 +83,14 @@ async def symfony(request: UpstreamRequest, respond: Responder) -> None:
     ("", b"a=1&%20%2Emethod=DELETE", FORM),
     ("", b'--b\r\nContent-Disposition: form-data; name=".method"\r\n\r\nDELETE\r\n--b--\r\n',
      [("Content-Type", "multipart/form-data; boundary=b")]),
+    ("?_method%00x=DELETE", b"{}", []),
+    ("", b"a=1&_method%00=DELETE", FORM),
+    ("", b"a=1&%2Emethod%00%00junk=DELETE", FORM),
+    ("", b'--b\r\nContent-Disposition: form-data; name="_method\0x"\r\n\r\nDELETE\r\n--b--\r\n',
+     [("Content-Type", "multipart/form-data; boundary=b")]),
 ], ids=["query", "query-escaped", "query-space", "query-list", "form", "form-escaped",
-        "form-space", "form-escaped-space", "multipart"])
+        "form-space", "form-escaped-space", "multipart", "query-nul", "form-nul",
+        "form-dot-nul", "multipart-nul"])
 async def test_an_override_named_as_php_names_it_is_refused(
         nursery: trio.Nursery, pki: Pki, start_route_proxy: StartProxy, query: str,
         body: bytes, headers: list[tuple[str, str]]) -> None:
