@@ -4,10 +4,11 @@ On a route with endpoint rules the proxy refuses a request that names another me
 upstream: an override header, or a ``_method`` field in the query or the body (Rack, Express,
 Symfony and Laravel run the method it names, with the real key). PHP, under Symfony and
 Laravel (which honour ``_method`` by default), files the query's and a form body's fields
-under names it changes first: leading spaces are dropped and every ``.`` or space before a
-``[`` becomes ``_``. So ``?.method=DELETE``, a form body ``.method=DELETE`` or ``+.method=``,
-and a multipart part named ``.method`` are ``$_GET['_method']``/``$_POST['_method']`` to it:
-a rule that allows ``POST`` had the upstream run ``DELETE``.
+under names it changes first: leading spaces are dropped, every ``.`` or space before a
+``[`` becomes ``_``, and a NUL ends the name. So ``?.method=DELETE``, ``?_method%00x=``, a
+form body ``.method=DELETE`` or ``+.method=``, and a multipart part named ``.method`` are
+``$_GET['_method']``/``$_POST['_method']`` to it: a rule that allows ``POST`` had the
+upstream run ``DELETE``.
 
 Now the names are compared as PHP files them. A real proxy and a real TLS upstream that takes
 its method as Symfony does from fields named as PHP names them.
