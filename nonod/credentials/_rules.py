@@ -36,7 +36,9 @@ its query string):
    the upstream receives exactly the path the rules matched. A route without rules forwards
    its segments as the client encoded them (minus the empty ones): APIs such as GitLab's
    need ``%2F`` inside a segment (``/projects/group%2Fproject``). A segment that would decode
-   to ``.`` or ``..`` even after a second decoding is refused there too.
+   to ``.`` or ``..`` even after a second decoding is refused there too, and so is one that
+   holds a dot segment between the slashes it decodes to, once or twice
+   (``x%2F..%2F..%2Fadmin``: ``/admin`` to an upstream that decodes ``%2F`` first).
 """
 
 from __future__ import annotations
@@ -242,6 +244,14 @@ def _check_folded(text: str) -> None:
         raise PathRefused("path_parameter")
 
 
+def _holds_dots(segment: bytes) -> bool:
+    """Whether a decoded segment is, or holds between the slashes it decoded to, a dot
+    segment (also before a ``;``): ``..``, and ``x/../../admin`` from ``x%2F..%2F..%2Fadmin``,
+    which an upstream that decodes ``%2F`` before it resolves dot segments serves as
+    ``/admin``, outside the route's base path."""
+    return any(part.split(b";", 1)[0] in _DOTS for part in segment.split(b"/"))
+
+
 def normalise_path(path: str, *, strict: bool) -> NormalisedPath:
     """Normalise a request path as the module docstring says; ``strict`` for routes with
     rules. Raises PathRefused."""
@@ -277,9 +287,11 @@ def normalise_path(path: str, *, strict: bool) -> NormalisedPath:
             decoded.append(text)
             forward.append(quote(once, safe=_SEGMENT_SAFE))
         else:
+            if _holds_dots(once):
+                raise PathRefused("dot_segment")
             if b"%" in once:
                 twice = unquote_to_bytes(once.decode("latin-1"))
-                dots = twice.split(b";", 1)[0] in _DOTS
+                dots = _holds_dots(twice)
                 if dots or b"\\" in twice:
                     raise PathRefused("dot_segment" if dots else "bad_character")
             decoded.append(once.decode("utf-8", "replace"))

@@ -5,11 +5,17 @@ request, a ``Location`` with the key in its query. The proxy passes every respon
 value through :meth:`Scrubber.replace_all` and every body through a :class:`Scrubber` fed chunk
 by chunk, so the program sees its phantom token where the real value was.
 
-Across chunks, the scrubber holds back the shortest tail that could still become a match: at
-most ``len(longest needle) - 1`` bytes, and only when those bytes are the beginning of a needle.
-A stream whose chunks end in ordinary text (an SSE event ends in ``\\n\\n``) is passed on at
-once, so scrubbing adds no latency to streaming. The output of any split of a body equals
-the output of the whole body (tested over every split position).
+Across chunks, the scrubber holds back a tail that could still become a match, chosen
+without looking at the secret: the trailing run of visible bytes (``!`` to ``~``, and any
+other byte a needle holds), at most :attr:`Scrubber.reach` bytes (a power of two less one, at
+least 255, and at least the longest needle's length less one: it tells little of the secret's
+length). Holding back only a tail that *is* the beginning
+of a needle made the timing and framing of a streamed body an oracle: a program whose
+upstream reflects its bytes learnt, guess by guess, which characters begin the real secret
+(docs/security-model.md, "The scrubber's held-back tail, an oracle for the credential"). A
+stream whose chunks end in a line break or a space (an SSE event ends in ``\\n\\n``) is
+passed on at once, so scrubbing adds no latency to streaming there. The output of any split
+of a body equals the output of the whole body (tested over every split position).
 
 Within a buffer, one pass first narrows where a needle can be: every needle is at least
 ``m`` bytes long (the shortest one), so a whole needle in the buffer covers one of the bytes
@@ -73,6 +79,11 @@ _GROUP_HEAD: Final = 12
 #: The shortest needle for which a buffer is first narrowed by its sampled bytes (shorter:
 #: the sample would be most of the buffer, and every needle is searched in all of it).
 _SAMPLED_MIN: Final = 8
+#: The fewest bytes a stream's held-back tail may reach (Scrubber.reach).
+_MIN_REACH: Final = 256
+#: The bytes a held-back tail is made of whatever the secret: the visible ASCII characters,
+#: which every API key, and every encoded form of one, is written in.
+_VISIBLE: Final = frozenset(range(0x21, 0x7F))
 
 
 def scrub_replacements(secret: Secret, token: PhantomToken) -> dict[bytes, bytes]:
@@ -271,7 +282,7 @@ class Scrubber:
     does not touch the stream's state.
     """
 
-    __slots__ = ("_firsts", "_groups", "_held", "_longest", "_marks", "_needles", "_pattern",
+    __slots__ = ("_groups", "_held", "_marks", "_needles", "_pattern", "_reach", "_runs",
                  "_step", "_table")
 
     def __init__(self, replacements: Mapping[bytes, bytes]) -> None:
@@ -280,11 +291,14 @@ class Scrubber:
         self._table = dict(replacements)
         self._needles = sorted(self._table, key=len, reverse=True)
         self._pattern = _uncached(b"|".join(re.escape(n) for n in self._needles))
-        self._longest = len(self._needles[0])
-        self._firsts = re.compile(b"[" + b"".join(
-            re.escape(bytes([b])) for b in sorted({n[0] for n in self._needles})) + b"]")
         self._step = len(self._needles[-1])
         in_needles = {byte for needle in self._needles for byte in needle}
+        # What is held back at the end of a piece must not depend on the secret (it would
+        # be an oracle for it): any trailing run of these bytes, up to _reach of them. Every
+        # needle is made of them and is at most _reach + 1 bytes long, so every tail that
+        # could still become a match is held back, and more.
+        self._runs = bytes(byte in in_needles or byte in _VISIBLE for byte in range(256))
+        self._reach = max(_MIN_REACH, 1 << (len(self._needles[0]) - 1).bit_length()) - 1
         self._marks = (bytes(byte in in_needles for byte in range(256))
                        if self._step >= _SAMPLED_MIN else None)
         self._groups = _groups(self._needles)
@@ -297,8 +311,8 @@ class Scrubber:
         other._table = self._table
         other._needles = self._needles
         other._pattern = self._pattern
-        other._longest = self._longest
-        other._firsts = self._firsts
+        other._runs = self._runs
+        other._reach = self._reach
         other._step = self._step
         other._marks = self._marks
         other._groups = self._groups
@@ -322,15 +336,26 @@ class Scrubber:
     def feed_part(self, data: bytes | bytearray, end: int) -> bytes | bytearray | memoryview:
         """:meth:`feed` with ``data[:end]`` as the piece (a reused buffer, filled up to
         ``end``), without copying it: when nothing is replaced or held back the result is
-        ``data`` itself (``end == len(data)``) or a memoryview of its first ``end`` bytes."""
-        out = self._feed(data, end)
+        ``data`` itself (``end == len(data)``) or a memoryview of its first ``end`` bytes;
+        when only a tail is held back, a memoryview of what comes before it."""
+        out = self._feed(data, end, view=True)
         return memoryview(data)[:end] if out is data and end < len(data) else out
 
-    def _feed(self, data: bytes | bytearray, end: int) -> bytes | bytearray:
+    @overload
+    def _feed(self, data: bytes | bytearray, end: int) -> bytes | bytearray: ...
+    @overload
+    def _feed(self, data: bytes | bytearray, end: int, *, view: bool
+              ) -> bytes | bytearray | memoryview: ...
+
+    def _feed(self, data: bytes | bytearray, end: int, *, view: bool = False
+              ) -> bytes | bytearray | memoryview:
         """:meth:`feed` of ``data[:end]``; when nothing is replaced or held back, ``data``
-        itself (the caller knows where the piece ends)."""
+        itself (the caller knows where the piece ends). ``view``: when nothing is replaced
+        but a tail is held back, a memoryview of what comes before it, not a copy (a piece
+        of text mostly ends inside a word, whose end is held back)."""
         if self._held:
-            buffer: bytes | bytearray = self._held + data[:end]
+            # One copy (a piece that ends inside a word leaves its end held back).
+            buffer: bytes | bytearray = self._held + memoryview(data)[:end]
             end = len(buffer)
         else:
             buffer = data
@@ -352,6 +377,8 @@ class Scrubber:
             self._held = bytes(buffer[hold:end])
             if pos == 0 and hold == end:
                 return buffer  # nothing replaced, nothing held: no copy
+            if pos == 0 and view:
+                return memoryview(buffer)[:hold]  # nothing replaced: no copy either
             out.append(buffer[pos:hold])
             return b"".join(out)
 
@@ -397,26 +424,20 @@ class Scrubber:
     def _replace(self, match: re.Match[bytes]) -> bytes:
         return self._table[match.group()]
 
+    @property
+    def reach(self) -> int:
+        """The most bytes a stream's held-back tail holds."""
+        return self._reach
+
     def _hold_from(self, buffer: bytes | bytearray, pos: int, end: int) -> int:
-        """The first position at or after ``pos`` where a needle could begin but does not fit
-        in ``buffer[:end]`` yet (the rest could complete it), or ``end``. Per needle, only
-        the places where its first two bytes occur in the last ``len(needle) - 1`` bytes are
-        looked at (and the very last byte for its first byte), with ``bytes.find``: the tail
-        of a text body is full of bytes that begin some needle."""
-        best = end
-        if self._firsts.search(buffer, max(pos, end - self._longest + 1), end) is None:
-            return end  # no byte of the tail begins any needle
-        for needle in self._needles:
-            start = max(pos, end - len(needle) + 1)
-            if start >= best:
-                continue
-            head = needle[:2]
-            at = buffer.find(head, start, min(best + 1, end))
-            while 0 <= at < best:
-                if needle.startswith(buffer[at:end]):
-                    best = at
-                    break
-                at = buffer.find(head, at + 1, min(best + 1, end))
-            if start <= end - 1 < best and buffer[end - 1] == needle[0]:
-                best = end - 1
-        return best
+        """Where the held-back tail of ``buffer[:end]`` begins (at or after ``pos``; ``end``:
+        nothing is held back): the trailing run of visible bytes, at most ``reach`` of them.
+        Every place where a needle could begin but does not fit yet lies in that run.
+
+        Not only those places: which bytes wait for the next piece must not tell whether they
+        begin the secret. Held back only when they did, a program whose upstream reflects
+        its bytes could tell, by when (and in which chunk) its guess came back, whether the
+        guess was the beginning of the real secret, one character after the other."""
+        start = max(pos, end - self._reach)
+        marks = buffer[start:end].translate(self._runs)
+        return start + marks.rfind(0) + 1

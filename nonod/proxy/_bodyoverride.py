@@ -11,7 +11,9 @@ would have the upstream run a method no rule allows, with the real key.
 The watch is fed each piece of the body before it is passed on and says when the piece holds
 the end of such a field; the proxy then drops the upstream connection before that piece is
 sent (every such parser reads the whole body before it acts, and never gets it). Recognised,
-in any letter case, each character also as ``%XX`` or ``\\u00XX``:
+in any letter case, each character also as ``%XX`` or ``\\u00XX``, and ``.method`` for
+``_method`` after any spaces (``+``, ``%20``): PHP, under Symfony and Laravel, drops a name's
+leading spaces and makes its ``.`` ``_``, so ``.method=DELETE`` is ``$_POST['_method']``:
 
 - a form pair's name: ``_method=`` at the start of the body or after ``&`` or ``;``, also
   as a list or a key (``_method[]=``, ``_method[0]=``: qs, Express's parser, makes it a list
@@ -29,7 +31,8 @@ or JSON; an upload of another type (``application/octet-stream``, ``image/png``)
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from typing import Final, final
 from urllib.parse import unquote_to_bytes
 
@@ -40,12 +43,24 @@ def _char(c: str) -> str:
     return f"(?:{re.escape(c)}|%{code}|\\\\u00{code})"
 
 
-_NAME: Final = "".join(_char(c) for c in "_method")
+#: ``_method``, or ``.method``: PHP (under Symfony and Laravel) files a field's name with its
+#: leading spaces dropped and every ``.`` and space made ``_`` (``php_register_variable_ex``).
+_NAME: Final = (f"(?:{_char(' ')}|\\+)*(?:{_char('_')}|{_char('.')})"
+                + "".join(_char(c) for c in "method"))
 #: Every spelling; each match ends at the byte that completes it (a form pair's ``=``, the
 #: closing quote, the delimiter after an unquoted name).
+#: A NUL right after the name ends it too: PHP takes a name's ``strlen``, so
+#: ``_method%00x=DELETE`` is ``$_POST['_method']`` (JSON keys are not cut so).
 _FIELD: Final = re.compile(  # searched in lower case, white space runs as one space
-    (f"[&;]{_NAME}(?:=|\\[|%5b)|\"{_NAME}\" ?:|name ?= ?[\"']?{_NAME}[; \"'\\[]").encode())
+    (f"[&;]{_NAME}(?:=|\\[|%5b|%00|\\x00)|\"{_NAME}\" ?:"
+     f"|name ?= ?[\"']?{_NAME}[; \"'\\[\\x00]").encode())
+#: What every spelling holds once its escapes are decoded.
+_MARKS: Final = (b"_method", b".method")
 _U_ESCAPE: Final = re.compile(rb"\\u00([0-9a-f]{2})")
+
+
+def _marked(window: bytes) -> bool:
+    return any(mark in window for mark in _MARKS)
 
 
 def _unescaped(window: bytes) -> bytes:
@@ -101,12 +116,16 @@ class BodyOverrideWatch:
 
     def feed(self, data: bytes) -> bool:
         """Whether ``data`` (the next piece) completes a ``_method`` field."""
-        window = (self._tail + data).lower()
-        if b"_method" not in window and (
+        # A form's space (``+``, ``%20``) as a space: PHP drops the leading ones of a name, so
+        # a run of them, however long, must not push the ``&`` before it out of the tail.
+        window = (self._tail + data).lower().replace(b"%20", b" ").replace(b"+", b" ")
+        if not _marked(window) and (
                 (b"%" not in window and b"\\u00" not in window)
-                or b"_method" not in _unescaped(window)):
-            # Every spelling is ``_method`` once its escapes are decoded: none here.
-            self._tail = _squeezed(window[-_SQUEEZED:])[-_KEEP:]
+                or not _marked(_unescaped(window))):
+            # Every spelling is ``_method`` or ``.method`` once its escapes are decoded.
+            kept = window.rstrip()
+            self._tail = _squeezed(kept[-_SQUEEZED:])[-_KEEP:] + (
+                b" " if len(kept) < len(window) else b"")
             return False
         window = _squeezed(window)
         self._tail = window[-_KEEP:]
@@ -115,3 +134,64 @@ class BodyOverrideWatch:
     def end(self) -> bool:
         """Whether the body's end completes one (an unquoted multipart name last)."""
         return self.feed(b";")
+
+
+#: How many decoded bytes one step of a compressed body's decoding makes at most.
+_INFLATE_STEP: Final = 1 << 16
+
+
+class UnreadableBody(Exception):
+    """A compressed body the watch cannot read: it does not decode (``too_large`` False) or
+    it expands past the watch's limit (True)."""
+
+    def __init__(self, *, too_large: bool) -> None:
+        super().__init__("expands past the limit" if too_large else "does not decode")
+        self.too_large = too_large
+
+
+@final
+class DecodedBodyWatch:
+    """:class:`BodyOverrideWatch` over a ``gzip`` or ``deflate`` body's decoded bytes, for an
+    upstream that decodes a request body before its framework reads the fields (ASP.NET
+    Core's request decompression, Apache's ``DEFLATE`` input filter): decoded in bounded
+    steps, every member of a multi-member body, at most ``limit`` bytes in all. Raises
+    UnreadableBody for a body that does not decode or expands past ``limit``."""
+
+    __slots__ = ("_inflater", "_left", "_watch")
+
+    def __init__(self, limit: int) -> None:
+        self._watch = BodyOverrideWatch()
+        self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib headers
+        self._left = limit
+
+    def feed(self, data: bytes) -> bool:
+        """Whether ``data`` (the next compressed piece) completes a ``_method`` field."""
+        return any(self.steps(data))
+
+    def steps(self, data: bytes) -> Iterator[bool]:
+        """:meth:`feed` one decoding step at a time (at most ``_INFLATE_STEP`` decoded
+        bytes each): whether that step completed a field. The caller may let other work run
+        between steps (a small piece can expand a thousandfold)."""
+        pending = data
+        while pending:
+            try:
+                if self._inflater.eof:  # another member follows (gzip's concatenation)
+                    self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)
+                out = self._inflater.decompress(pending, _INFLATE_STEP)
+            except zlib.error:
+                raise UnreadableBody(too_large=False) from None
+            yield self._seen(out)
+            pending = (self._inflater.unconsumed_tail if not self._inflater.eof
+                       else self._inflater.unused_data)
+
+    def end(self) -> bool:
+        """Whether the body's end completes one; a body cut short does not decode."""
+        if not self._inflater.eof:
+            raise UnreadableBody(too_large=False)
+        return self._watch.end()
+
+    def _seen(self, out: bytes) -> bool:
+        self._left -= len(out)
+        if self._left < 0:
+            raise UnreadableBody(too_large=True)
+        return bool(out) and self._watch.feed(out)

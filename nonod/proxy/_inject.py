@@ -11,7 +11,7 @@ import base64
 import binascii
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, unquote_plus
 
 import msgspec
 
@@ -106,9 +106,17 @@ def overrides_request(headers: Headers, query: str) -> bool:
         return True
     # ``;`` separates pairs too for some parsers (Rack's, Python's before 3.9.2).
     # ``_method[]=DELETE`` is a list to qs (Express), whose method-override takes its first.
-    return any(unquote(pair.partition("=")[0]).lower().partition("[")[0]
-               == _METHOD_OVERRIDE_PARAM
+    return any(_field_name(pair.partition("=")[0]) == _METHOD_OVERRIDE_PARAM
                for _, _, raw in _query_pairs(query) for pair in raw.split(";"))
+
+
+def _field_name(raw: str) -> str:
+    """A query field's name as the most lenient parser files it, lower-cased: decoded (``+``
+    a space), up to a ``[`` or a NUL (PHP takes the name's ``strlen``), and as PHP names it
+    (under Symfony and Laravel): leading spaces dropped, every ``.`` and space made ``_``
+    (``.method`` and ``_method%00x`` are ``_method``)."""
+    name = unquote_plus(raw).lower().partition("\0")[0].partition("[")[0].lstrip(" ")
+    return name.replace(".", "_").replace(" ", "_")
 
 
 def is_websocket(headers: Headers) -> bool:
@@ -300,17 +308,31 @@ def downstream_head(headers: Headers, scrubber: Scrubber | None, *, has_body: bo
                     ) -> list[tuple[bytes, bytes]]:
     """The upstream response's headers as the program gets them: end-to-end only, every
     value scrubbed; without ``Content-Length`` (and ``Content-Encoding``, which the proxy has
-    decoded) when a body follows, because scrubbing may change its length."""
+    decoded) when a body follows, because scrubbing may change its length.
+
+    A bodiless answer (``HEAD``, ``304``) keeps its length, unless it names a content
+    coding: then neither, as a ``GET`` through the proxy would carry neither (nor the coded
+    body's ``Content-Range``, whose total is that length too). Its length is
+    the compressed length of a body the program never sees, which for a body that reflects
+    the credential and something the program chose is shorter the more of the key the
+    program guessed (BREACH; docs/security-model.md, thirtieth pass)."""
     listed: set[bytes] = set()
+    coded = False
     for name, value in headers:
-        if name.lower() == b"connection":
+        lower = name.lower()
+        if lower == b"connection":
             listed.update(t.strip().lower() for t in value.split(b",") if t.strip())
+        elif lower == b"content-encoding":
+            coded = coded or any(t.strip().lower() not in (b"", b"identity")
+                                 for t in value.split(b","))
     out = []
     for name, value in headers:
         lower = name.lower()
         if lower in _RESPONSE_DROP or lower in listed or lower.startswith(b"proxy-"):
             continue
-        if has_body and lower in (b"content-length", b"content-encoding"):
+        if (has_body or coded) and lower in (b"content-length", b"content-encoding"):
+            continue
+        if coded and lower == b"content-range":  # the coded body's range and length
             continue
         out.append((name, scrubber.replace_all(value) if scrubber is not None else value))
     return out

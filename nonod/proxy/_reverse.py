@@ -64,7 +64,7 @@ from ..credentials import (
     scrub_replacements,
 )
 from ..errors import NonoError
-from ._bodyoverride import BodyOverrideWatch, parsed_for_fields
+from ._bodyoverride import BodyOverrideWatch, DecodedBodyWatch, UnreadableBody, parsed_for_fields
 from ._bulk import pump
 from ._events import CredentialInjected, NetworkEvent, ProxyEvent
 from ._http import BadRequest, check_framing, joined
@@ -90,6 +90,7 @@ from ._vectored import send_pieces, write_pieces
 
 if TYPE_CHECKING:
     from ._server import ProxyLimits
+    from ._share import UidShare
 
 _READ_SIZE: Final = 1 << 16
 #: A response body of at least this many bytes with a Content-Length is read past h11, in
@@ -348,7 +349,8 @@ class ReverseHandler:
     """Serves credential-route requests on client connections of one session's proxy."""
 
     def __init__(self, table: RouteTable, *, resolver: Resolver, limits: ProxyLimits,
-                 emit: Callable[[ProxyEvent], None]) -> None:
+                 emit: Callable[[ProxyEvent], None],
+                 share: tuple[UidShare, int] | None = None) -> None:
         self._table = table
         self._resolver = resolver
         self._limits = limits
@@ -361,6 +363,11 @@ class ReverseHandler:
         #: the routes would otherwise multiply what one session holds in the daemon.
         self._kept: collections.OrderedDict[_Upstream, tuple[dict[str, _Upstream], str]] = (
             collections.OrderedDict())
+        #: The system daemon's per-uid count of connections (``_share``) and the session's
+        #: uid: each kept connection takes a place of it too (a kept connection is an
+        #: ephemeral port of the host, beyond the one its program connection was counted
+        #: for), given back when it leaves ``_kept``.
+        self._share = share
 
     @property
     def table(self) -> RouteTable:
@@ -389,7 +396,7 @@ class ReverseHandler:
             kept = list(pool.values())
             pool.clear()
             for upstream in kept:
-                self._kept.pop(upstream, None)
+                self._unkeep(upstream)
             for upstream in kept:
                 await trio.aclose_forcefully(upstream.stream)
 
@@ -546,12 +553,20 @@ class ReverseHandler:
                        pool: dict[str, _Upstream], record: _Record) -> bool:
         route = entry.route
         has_body = _has_body(request.headers)
-        # On a route with rules, a ``_method`` field in the body is an override as well.
-        watch = (BodyOverrideWatch() if has_body and route.endpoint_rules
-                 and parsed_for_fields(request.headers) else None)
+        # On a route with rules, a ``_method`` field in the body is an override as well,
+        # also in a compressed body (an upstream may decode it before its framework reads it).
+        watch: BodyOverrideWatch | DecodedBodyWatch | None = None
+        if has_body and route.endpoint_rules and parsed_for_fields(request.headers):
+            coding = content_decoding(request.headers)
+            if coding == "unsupported":
+                raise _Refusal(415, "body_encoding", "a route with endpoint rules does not "
+                               "forward a form or JSON body in a content coding the proxy "
+                               "cannot read (it reads gzip and deflate)")
+            watch = (BodyOverrideWatch() if coding == "identity"
+                     else DecodedBodyWatch(self._limits.max_body_bytes))
         upstream = pool.pop(route.name, None)
         if upstream is not None:
-            self._kept.pop(upstream, None)
+            self._unkeep(upstream)
         if upstream is not None and not upstream.idle_and_open():
             await trio.aclose_forcefully(upstream.stream)
             upstream = None
@@ -596,19 +611,35 @@ class ReverseHandler:
     async def _keep(self, pool: dict[str, _Upstream], name: str, upstream: _Upstream) -> None:
         """Put ``upstream`` in ``pool`` for the next request on route ``name``; beyond
         ``max_connections`` kept connections (all client connections together), the one kept
-        longest is closed (its client connection connects again when it needs it)."""
+        longest is closed (its client connection connects again when it needs it). On the
+        system daemon a kept connection takes a place of its uid's share of connections
+        (``_share``); with the share full it is closed instead of kept."""
+        if self._share is not None and not self._share[0].take(self._share[1]):
+            await trio.aclose_forcefully(upstream.stream)
+            return
         pool[name] = upstream
         self._kept[upstream] = (pool, name)
         while len(self._kept) > self._limits.max_connections:
             oldest, (its_pool, its_name) = self._kept.popitem(last=False)
+            self._give_back()
             if its_pool.get(its_name) is oldest:
                 del its_pool[its_name]
             await trio.aclose_forcefully(oldest.stream)
 
+    def _unkeep(self, upstream: _Upstream) -> None:
+        """Take ``upstream`` out of the kept ones (if it is one), giving its place back."""
+        if self._kept.pop(upstream, None) is not None:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        if self._share is not None:
+            self._share[0].give(self._share[1])
+
     async def _send_request(self, stream: trio.abc.Stream, conn: h11.Connection,
                             request: h11.Request, upstream: _Upstream, head: UpstreamHead,
                             record: _Record, has_body: bool,
-                            watch: BodyOverrideWatch | None = None) -> h11.Response:
+                            watch: BodyOverrideWatch | DecodedBodyWatch | None = None,
+                            ) -> h11.Response:
         limits = self._limits
         data = upstream.conn.send(h11.Request(method=request.method, target=head.target,
                                               headers=head.headers))
@@ -631,7 +662,8 @@ class ReverseHandler:
 
     async def _send_body(self, stream: trio.abc.Stream, conn: h11.Connection,
                          upstream: _Upstream, record: _Record,
-                         watch: BodyOverrideWatch | None = None) -> None:
+                         watch: BodyOverrideWatch | DecodedBodyWatch | None = None,
+                         ) -> None:
         """The request body, piece by piece; a piece that completes a ``_method`` field
         (``watch``) is not sent: the upstream connection is dropped with the body unfinished
         (the caller closes it on the refusal)."""
@@ -653,12 +685,12 @@ class ReverseHandler:
                 if record.bytes_out > limits.max_body_bytes:
                     raise _Refusal(413, "body_too_large", "the request body is larger than "
                                    f"the proxy forwards ({limits.max_body_bytes} bytes)")
-                if watch is not None and watch.feed(event.data):
+                if watch is not None and await _watched(watch, event.data):
                     raise _body_override()
                 await _to_upstream(upstream, upstream.conn.send(h11.Data(data=event.data))
                                    or b"", limits.idle_timeout)
             elif isinstance(event, h11.EndOfMessage):
-                if watch is not None and watch.end():
+                if watch is not None and await _watched(watch, None):
                     raise _body_override()
                 await _to_upstream(upstream, upstream.conn.send(h11.EndOfMessage()) or b"",
                                    limits.send_timeout)
@@ -972,6 +1004,27 @@ def _keeps_alive(response: h11.Response) -> bool:
     return not any(name == b"connection" and b"close" in (t.strip().lower()
                                                          for t in value.split(b","))
                    for name, value in response.headers)
+
+
+async def _watched(watch: BodyOverrideWatch | DecodedBodyWatch, data: bytes | None) -> bool:
+    """Whether the body's next piece (``None``: its end) completes a ``_method`` field; a
+    compressed body that does not decode, or expands past the body limit, is refused. A
+    compressed piece is decoded a step at a time, other tasks running between the steps."""
+    try:
+        if data is None:
+            return watch.end()
+        if isinstance(watch, BodyOverrideWatch):
+            return watch.feed(data)
+        for found in watch.steps(data):
+            if found:
+                return True
+            await trio.lowlevel.checkpoint()
+        return False
+    except UnreadableBody as exc:
+        if exc.too_large:
+            raise _Refusal(413, "body_too_large", "the request body expands past what the "
+                           "proxy forwards") from None
+        raise _Refusal(400, "bad_request", "the request body does not decode") from None
 
 
 def _body_override() -> _Refusal:

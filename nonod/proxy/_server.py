@@ -197,7 +197,7 @@ class ProxyServer:
         self._next_conn = 0
         self._counts = threading.Lock()  # the pump thread admits and releases too
         self._reverse = None if routes is None else ReverseHandler(
-            routes, resolver=resolver, limits=limits, emit=self._emit_route_event)
+            routes, resolver=resolver, limits=limits, emit=self._emit_route_event, share=share)
         self._intercept = None if intercept is None or self._reverse is None else Interceptor(
             intercept, self._reverse, limits=limits, emit=self._emit_route_event)
 

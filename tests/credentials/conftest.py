@@ -22,6 +22,7 @@ import trustme
 
 from nonod.credentials import LoadedRoute, PhantomToken, Route, Secret, SessionCA
 from nonod.proxy import ProxyEvent, ProxyLimits, ProxyPolicy, Resolver, RouteTable, serve_proxy
+from nonod.proxy._share import UidShare
 
 KEYRING_PASSWORD = "test-keyring-password"
 
@@ -232,9 +233,11 @@ async def start_route_proxy(nursery: trio.Nursery, pki: Pki
                     limits: ProxyLimits | None = None, token: PhantomToken | None = None,
                     ca_file: str | None = None, system_roots: bool = False,
                     intercept: SessionCA | None = None, within: trio.Nursery | None = None,
-                    policy: ProxyPolicy | None = None) -> RouteProxy:
+                    policy: ProxyPolicy | None = None,
+                    share: tuple[UidShare, int] | None = None) -> RouteProxy:
         """``within``: the nursery the proxy runs in (the test's by default); ``policy``:
-        the allowlist (by default, nothing)."""
+        the allowlist (by default, nothing); ``share``: the system daemon's per-uid count
+        and the session's uid."""
         from nonod.credentials import CredentialNotFound
 
         token = token or PhantomToken.new()
@@ -252,7 +255,7 @@ async def start_route_proxy(nursery: trio.Nursery, pki: Pki
         await (within or nursery).start(functools.partial(
             serve_proxy, listeners[0], policy=policy or ProxyPolicy(), resolver=Resolver(pins=pins),
             events=events.append, limits=limits or ProxyLimits(), proxy_token=token.reveal(),
-            routes=table, intercept=intercept))
+            routes=table, intercept=intercept, share=share))
         return RouteProxy(port=port, token=token, events=events, table=table)
 
     yield start

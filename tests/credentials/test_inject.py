@@ -155,8 +155,14 @@ def test_downstream_head_scrubs_and_reframes() -> None:
     out = dict(downstream_head(upstream, scrubber, has_body=True))
     assert out == {b"Content-Type": b"application/json",
                    b"Location": b"https://x/?key=" + T.encode(), b"X-Echo": b"token " + T.encode()}
-    kept = names(downstream_head(upstream, scrubber, has_body=False))
-    assert b"content-length" in kept  # a HEAD answer or a 304 keeps its length
+    plain = [(n, v) for n, v in upstream if n != b"Content-Encoding"]
+    kept = names(downstream_head(plain, scrubber, has_body=False))
+    assert b"content-length" in kept  # a HEAD answer or a 304 keeps its length, unless coded
+    coded = names(downstream_head([*upstream, (b"Content-Range", b"bytes */1234")], scrubber,
+                                  has_body=False))
+    assert not {b"content-length", b"content-encoding", b"content-range"} & set(coded)
+    identity = [*plain, (b"Content-Encoding", b"identity")]
+    assert b"content-length" in names(downstream_head(identity, scrubber, has_body=False))
 
 
 def test_websocket_headers() -> None:

@@ -137,13 +137,18 @@ def test_a_non_ascii_secret_in_json_u_escapes() -> None:
 
 
 def test_ordinary_text_is_passed_on_at_once() -> None:
-    """Nothing is held back unless it could begin a needle: an SSE event is not delayed."""
+    """Text ending in a line break or a space is passed on whole: an SSE event is not
+    delayed. A trailing run of visible bytes is held back, whether it begins the secret or
+    not (what waits must not tell which: tests/redteam/test_scrub_hold_oracle.py)."""
     scrubber = Scrubber(scrub_replacements(SECRET, TOKEN))
     event = b"data: {\"delta\": \"hello\"}\n\n"
     assert scrubber.feed(event) == event
     real = SECRET.reveal().encode()
-    assert scrubber.feed(b"x" + real[:5]) == b"x"  # a possible beginning is held...
-    assert scrubber.feed(b"!") == real[:5] + b"!"  # ...and released when it is not one
+    assert scrubber.feed(b"x " + real[:5]) == b"x "  # a possible beginning is held...
+    assert scrubber.feed(b"! ") == real[:5] + b"! "  # ...and released when it is not one
+    wrong = b"ghp_Q"
+    assert wrong != real[:5]
+    assert Scrubber(scrub_replacements(SECRET, TOKEN)).feed(b"x " + wrong) == b"x "
 
 
 def test_byte_at_a_time() -> None:
@@ -192,14 +197,15 @@ def test_a_reused_bytearray_is_passed_on_uncopied_and_what_is_held_is_kept() -> 
     a secret at the end of the buffer) is its own copy, not a view of the buffer."""
     real = SECRET.reveal().encode()
     scrubber = Scrubber(scrub_replacements(SECRET, TOKEN))
-    buffer = bytearray(b"x" * 100)
+    buffer = bytearray(b"x" * 99 + b"\n")
     assert scrubber.feed(buffer) is buffer
-    buffer[:] = b"y" * 90 + real[:10]
+    buffer[:] = b"y" * 89 + b" " + real[:10]
     out = scrubber.feed(buffer)
-    assert out == b"y" * 90
+    assert out == b"y" * 89 + b" "
     buffer[:] = real[10:] + b"z" * (100 - len(real) + 10)  # the refill completes the secret
     rest = scrubber.feed(buffer) + scrubber.flush()
-    assert bytes(out + rest) == b"y" * 90 + TOKEN.reveal().encode() + b"z" * (110 - len(real))
+    assert bytes(out + rest) == (b"y" * 89 + b" " + TOKEN.reveal().encode()
+                                 + b"z" * (110 - len(real)))
 
 
 def stream_through_one_buffer(scrubber: Scrubber, chunks: list[bytes], stale: bytes) -> bytes:
@@ -228,9 +234,9 @@ def test_a_partly_filled_buffer_is_scrubbed_up_to_its_end_only() -> None:
             got = stream_through_one_buffer(Scrubber(table), [body[:cut], body[cut:]], stale)
             assert got == expected, (stale, cut)
     scrubber = Scrubber(table)
-    buffer = bytearray(b"plain text" + real)  # a secret after the end: not this piece's
-    out = scrubber.feed_part(buffer, 10)
-    assert isinstance(out, memoryview) and out.obj is buffer and bytes(out) == b"plain text"
+    buffer = bytearray(b"plain text\n" + real)  # a secret after the end: not this piece's
+    out = scrubber.feed_part(buffer, 11)
+    assert isinstance(out, memoryview) and out.obj is buffer and bytes(out) == b"plain text\n"
     assert scrubber.flush() == b""
 
 
@@ -258,7 +264,8 @@ def test_a_secret_at_every_offset_in_a_body_of_zeros_is_replaced() -> None:
             body = b"\0" * offset + form + b"\0" * (3 * step) + form + b"\0" * offset
             expected = reference(table, body)
             assert form not in expected and expected.count(table[form]) == 2
-            assert bytes(Scrubber(table).feed(bytearray(body))) == expected
+            whole = Scrubber(table)  # a form at the very end waits for the flush
+            assert bytes(whole.feed(bytearray(body))) + whole.flush() == expected
             cut = len(body) // 2 + offset % 7
             assert stream_through_one_buffer(Scrubber(table), [body[:cut], body[cut:]],
                                              b"\0") == expected, (form, offset)

@@ -93,8 +93,21 @@ async def test_a_route_request_body_in_one_byte_chunks_costs_the_loop_little(
         assert more, answer[-300:]
         answer += more
     spent = time.thread_time() - before
-    assert answer.startswith(b"HTTP/1.1 200") and b"got %d" % CHUNKS in answer
+    assert answer.startswith(b"HTTP/1.1 200") and b"got %d" % CHUNKS in chunked_body(answer)
     assert seen.requests[0].body == b"x" * CHUNKS
     print(f"{spent / CHUNKS * 1e6:.1f} us per chunk")
     assert spent / CHUNKS < 20e-6, f"{spent / CHUNKS * 1e6:.1f} us per chunk"
     await client.aclose()
+
+
+def chunked_body(answer: bytes) -> bytes:
+    """The body of a whole chunked answer, its framing taken off (the proxy passes a word
+    cut at a piece's end in the next chunk: docs/credentials.md, the scrubber)."""
+    rest = answer.partition(b"\r\n\r\n")[2]
+    body = b""
+    while True:
+        size, _, rest = rest.partition(b"\r\n")
+        length = int(size.split(b";")[0], 16)
+        if not length:
+            return body
+        body, rest = body + rest[:length], rest[length + 2:]
