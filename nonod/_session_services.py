@@ -175,10 +175,13 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
                                     caller: Caller | None, prepared: SessionServices,
                                     view: ResolvedPolicy | None = None,
                                     read: Callable[[], PolicyFiles | None] | None = None
-                                    ) -> tuple[tuple[str, bytes], ...]:
+                                    ) -> tuple[tuple[tuple[str, bytes], ...],
+                                               tuple[int, int] | None]:
     """Verify the workdir's included files and the policy's listed ``files``; raise TrustError
     to refuse the launch, also when a pinned file's name goes through a symbolic link the
-    grants of ``view`` (the session's policy) let the session re-point.
+    grants of ``view`` (the session's policy) let the session re-point. Returns the pins and
+    the ``(st_dev, st_ino)`` of the workdir all of this was decided for: its policies read
+    and its files verified in that one directory (``LaunchRequest.cwd_identity``).
 
     ``~`` in ``files`` is the home resolution expanded the profile with (``view.home``). A
     verified listed file is pinned only where ``view`` shows that path anyway
@@ -212,10 +215,11 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
         if policy is None:
             prepared.trust_warnings.append(
                 f"no trust policy found (looked in {files.looked_in()}): nothing verified")
-            return ()
+            return (), files.workdir_identity
         report = await _callerfs.run_as(
             caller, functools.partial(trust.verify_tree, workdir, policy,
-                                      home=view.home if view is not None else None),
+                                      home=view.home if view is not None else None,
+                                      expect=files.workdir_identity),
             timeout=SCAN_TIMEOUT, what=f"the trust scan of {workdir}")
     except _callerfs.ThreadsExhausted:
         raise
@@ -252,7 +256,8 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
             hint="replace the link by the file itself, or keep the link where the session "
                  "cannot write")
     return tuple((entry.real_path, entry.verified.data) for entry in pinned
-                 if entry.real_path is not None and entry.verified is not None)
+                 if entry.real_path is not None and entry.verified is not None), \
+        report.root_identity
 
 
 async def _read_tls_files(loaded: Sequence[Any], caller: Caller | None) -> dict[str, bytes]:
@@ -295,10 +300,12 @@ async def prepare(
     prepared._listen_address = settings.listen_address
     extra: list[tuple[str, str]] = list(request.extra_env)
     pins: tuple[tuple[str, bytes], ...] = request.pins
+    cwd_identity = request.cwd_identity
 
     if not trust_override:
-        pins = pins + await _verify_instruction_files(
+        verified, cwd_identity = await _verify_instruction_files(
             request.cwd, user_config_dir, caller, prepared, policy, trust_files)
+        pins = pins + verified
     else:
         prepared.trust_warnings.append("trust verification skipped (--trust-override)")
 
@@ -375,7 +382,7 @@ async def prepare(
         prepared.secret_env = tuple(name for name, _ in pairs)
         prepared.hidden.update(hidden_strings(None, tuple(s.reveal() for _, s in pairs)))
     prepared.request = msgspec.structs.replace(
-        request, extra_env=tuple(extra), proxy_port=port, pins=pins)
+        request, extra_env=tuple(extra), proxy_port=port, pins=pins, cwd_identity=cwd_identity)
     prepared._inbound = await _open_inbound(prepared._listen_ports, prepared._listen_address)
     return prepared
 

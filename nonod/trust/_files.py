@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from ._policy import Publisher, TrustPolicy
 
 _READ_HINT = "a trust policy and its bundle must be regular files you can read"
+_REPLACED_HINT = ("a directory above the working directory is one another user (or another "
+                  "session) may rename in; keep projects where only you may")
 _WRITERS_HINT = ("keep your user-level trust policy in a directory only you (or root) may "
                  "write")
 
@@ -48,6 +50,11 @@ class PolicyFiles:
     user_bundle: bytes | None = None
     project: bytes | None = None
     project_bundle: bytes | None = None
+    #: ``(st_dev, st_ino)`` of the workdir whose project policy was looked for, the same
+    #: before and after the look (None: no workdir). What the daemon decides from the
+    #: policies holds for that directory only: the session must run in it
+    #: (``LaunchRequest.cwd_identity``), not in one renamed into its place since.
+    workdir_identity: tuple[int, int] | None = None
 
     @property
     def found(self) -> bool:
@@ -121,9 +128,12 @@ def user_policy_path(config_dir: Path) -> Path:
 
 def read_policy_files(user_path: Path | None, workdir: str | None) -> PolicyFiles:
     """Blocking: read the user-level policy at ``user_path`` and the project policy at the
-    top of ``workdir`` (either may be skipped with None), as this thread may."""
+    top of ``workdir`` (either may be skipped with None), as this thread may. The workdir
+    must be one directory throughout (``PolicyFiles.workdir_identity``): one renamed into
+    its place meanwhile (by whoever may rename in a directory above it) is refused."""
     project_path = Path(workdir) / POLICY_FILE_NAME if workdir is not None else None
     user = user_bundle = project = project_bundle = None
+    identity = workdir_identity(workdir) if workdir is not None else None
     if user_path is not None:
         user = _read_own(user_path)
         if user is not None:
@@ -134,8 +144,23 @@ def read_policy_files(user_path: Path | None, workdir: str | None) -> PolicyFile
         if project is not None:
             project_bundle = _read(project_path.with_name(project_path.name + ".bundle"),
                                    max_bytes=MAX_BUNDLE_BYTES, beneath=workdir)
+        if workdir_identity(workdir) != identity:
+            raise TrustPolicyError(f"the working directory {workdir} was replaced while its "
+                                   "trust policy was read", hint=_REPLACED_HINT)
     return PolicyFiles(user_path=user_path, project_path=project_path, user=user,
-                       user_bundle=user_bundle, project=project, project_bundle=project_bundle)
+                       user_bundle=user_bundle, project=project, project_bundle=project_bundle,
+                       workdir_identity=identity)
+
+
+def workdir_identity(workdir: str) -> tuple[int, int]:
+    """Blocking: ``(st_dev, st_ino)`` of the directory ``workdir`` names now, looked up with
+    this thread's identity (TrustPolicyError if it cannot be)."""
+    try:
+        info = os.stat(workdir)
+    except OSError as exc:
+        raise TrustPolicyError(f"cannot look at the working directory {workdir}: "
+                               f"{exc.strerror or exc}", hint=_REPLACED_HINT) from None
+    return info.st_dev, info.st_ino
 
 
 def self_anchored(declared: TrustPolicy) -> Sequence[Publisher]:

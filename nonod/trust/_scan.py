@@ -110,6 +110,9 @@ class TrustReport:
     authoritative: bool
     entries: tuple[FileOutcome, ...]
     warnings: tuple[str, ...] = ()
+    #: ``(st_dev, st_ino)`` of the root scanned, the same before and after the scan: what
+    #: was verified is in that directory only (the session must run in it).
+    root_identity: tuple[int, int] | None = None
 
     @property
     def blocking(self) -> tuple[FileOutcome, ...]:
@@ -351,7 +354,8 @@ def _read_listed(path: str, real: str, max_bytes: int) -> tuple[bytes, bytes | N
 
 
 def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
-                home: str | None = None) -> TrustReport:
+                home: str | None = None,
+                expect: tuple[int, int] | None = None) -> TrustReport:
     """Verify every file under ``root`` that ``policy`` includes, and every file its ``files``
     lists (``~`` is ``home``); report each outcome.
 
@@ -360,10 +364,18 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
     Raises :class:`TrustError` only when the root cannot be scanned, and
     :class:`TrustPolicyError` when files are included or listed but the policy trusts no keyed
     publisher. Call :meth:`TrustReport.check` to turn a blocked scan into the launch refusal.
+
+    The root must be one directory from the scan's start to its end, and ``expect`` (the
+    ``(st_dev, st_ino)`` the policies were read from) if given: a directory renamed into its
+    place (by whoever may rename in a directory above it) raises :class:`TrustError`. The
+    walk between the two looks goes by path.
     """
     real_root = os.path.realpath(root)
     if not os.path.isdir(real_root):
         raise TrustError(f"scan root {os.fspath(root)} is not a directory")
+    first = _identity(real_root, root)
+    if expect is not None and first != expect:
+        raise TrustError(_replaced(root))
     matcher = _Matcher(policy.globs())
     enforcement = policy.enforcement
     if (policy.includes or policy.files) and not policy.keyed_publishers():
@@ -432,10 +444,26 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
         kept += len(data)
         entries.append(FileOutcome(path=shown, status="verified", blocking=False,
                                    real_path=listed_real, verified=verified, listed=True))
+    if _identity(real_root, root) != first:
+        raise TrustError(_replaced(root))
     return TrustReport(
         root=real_root,
         enforcement=enforcement,
         authoritative=policy.authoritative,
         entries=tuple(entries),
         warnings=policy.warnings,
+        root_identity=first,
     )
+
+
+def _identity(real_root: str, root: str | os.PathLike[str]) -> tuple[int, int]:
+    try:
+        info = os.stat(real_root)
+    except OSError as exc:
+        raise TrustError(f"cannot scan {os.fspath(root)}: {exc.strerror}") from None
+    return info.st_dev, info.st_ino
+
+
+def _replaced(root: str | os.PathLike[str]) -> str:
+    return (f"the working directory {os.fspath(root)} was replaced while its instruction "
+            "files were verified (renamed in a directory above it)")
