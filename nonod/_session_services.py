@@ -460,7 +460,10 @@ async def _serve(prepared: SessionServices, proc: Served, events: Callable[[obje
                 share=None if runs_as is None else (_upstream_share(), runs_as),
                 **prepared._proxy_args))
         uid = prepared.request.uid if prepared.request is not None else None
-        inbound = _Inbound(os.geteuid() if uid is None else uid)
+        # Each forwarded connection holds two of the daemon's descriptors: on the system
+        # daemon it counts in its peer's share of the proxies' (``UidShare``), one pool.
+        inbound = _Inbound(os.geteuid() if uid is None else uid,
+                           share=None if uid is None else _upstream_share())
         for port, listeners in prepared._inbound:
             for lst in listeners:
                 nursery.start_soon(_forward_inbound, lst, proc, port, events, inbound)
@@ -493,10 +496,13 @@ class _Inbound:
     session's own holds at most :data:`MAX_INBOUND_FOREIGN` (the peer socket's owner, from
     ``sock_diag``; a peer the kernel does not know counts as one foreign uid)."""
 
-    def __init__(self, owner: int) -> None:
+    def __init__(self, owner: int, share: UidShare | None = None) -> None:
         self.active = 0
         self.owner = owner
         self.by_uid: Counter[int | None] = Counter()
+        #: The system daemon's count of each uid's connections (``UidShare``): a peer's
+        #: connections here count in its share (every peer the kernel does not know in one).
+        self._share = share
 
     def admit(self, stream: trio.SocketStream) -> tuple[bool, int | None]:
         """Count ``stream`` in (True) or say it must be closed (False); and its peer uid."""
@@ -508,6 +514,8 @@ class _Inbound:
             uid = None
         if uid != self.owner and self.by_uid[uid] >= MAX_INBOUND_FOREIGN:
             return False, uid
+        if self._share is not None and not self._share.take(_share_key(uid)):
+            return False, uid
         self.active += 1
         self.by_uid[uid] += 1
         return True, uid
@@ -515,6 +523,13 @@ class _Inbound:
     def release(self, uid: int | None) -> None:
         self.active -= 1
         self.by_uid[uid] -= 1
+        if self._share is not None:
+            self._share.give(_share_key(uid))
+
+
+def _share_key(uid: int | None) -> int:
+    """A peer's key in ``UidShare``: its uid, or -1 for every peer the kernel does not know."""
+    return -1 if uid is None else uid
 
 
 async def _forward_inbound(listener: trio.SocketListener, proc: Served, port: int,

@@ -1,13 +1,12 @@
-"""Red team, twenty-ninth pass (found, not closed): the part of the daemon's descriptor table
-sessions' traffic may use (``nonod/_descriptors.py``: everything below the reserve) is one
-pool for every user of a system daemon. Each connection a session's program opens through
-its proxy costs the daemon a descriptor or two, and one user's sessions holding tunnels can
-take the whole pool: every other user's sessions then have each new proxy connection closed
-at once (their agents cannot reach their APIs) for as long as that user holds on. With the
-limits systemd gives a service (524,288) one user's share of sessions (a quarter of
-``max_live``, 256 x 256 tunnels) does not reach it, four users do; with a smaller hard limit
-(this host's 20,000, a container's) two sessions of one user do. A share per uid needs every
-proxy's descriptors counted by the session's uid, opened and closed, and was not done here.
+"""Red team, twenty-ninth pass: the part of the daemon's descriptor table sessions' traffic
+may use (``nonod/_descriptors.py``: everything below the reserve) is one pool for every user
+of a system daemon. Each connection a session's program holds through its proxy costs the
+daemon two descriptors (two more for a tunnel copying in bulk), and one user's session
+holding tunnels took the whole pool: every other user's sessions then had each new tunnel
+refused (``502``) for as long as that user held on, their agents cut off from their APIs.
+Each uid's share of proxy connections (``nonod/proxy/_share.py``, bounded by the host's
+ephemeral ports until now) is now also bounded by half of that part of the table, at six
+descriptors a connection: past it the user's own next connection is ``503``.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import pytest
 from tests.daemon.conftest import hello, raw_client, session_env, wait_pid_gone
 from tests.daemon.localusers import LocalUser, local_users, socket_group
 from tests.daemon.test_cli import REPO
+from tests.redteam.conftest import free_port, hold_tcp
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="useradd, a system daemon")]
@@ -51,6 +51,22 @@ with open("tunnels.tmp", "w") as f:
     f.write(repr(answers))
 os.rename("tunnels.tmp", "tunnels")
 time.sleep(float(sys.argv[2]))
+'''
+
+
+#: Listens inside the session (its listen port) and holds every connection for a while.
+SERVER = r'''
+import socket, sys, threading, time
+server = socket.socket()
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen(1024)
+held = []
+def serve():
+    while True:
+        held.append(server.accept()[0])
+threading.Thread(target=serve, daemon=True).start()
+open("listening", "w").close()
+time.sleep(120)
 '''
 
 
@@ -102,6 +118,7 @@ def _work(user: LocalUser) -> Path:
     work = user.home / "work"
     work.mkdir()
     (work / "tunnels.py").write_text(TUNNELS)
+    (work / "server.py").write_text(SERVER)
     for path in (work, *work.iterdir()):
         os.chown(path, user.uid, user.gid)
     return work
@@ -125,13 +142,37 @@ def _tunnels(daemon: SystemNonod, user: LocalUser, work: Path, name: str, count:
     return answers
 
 
-@pytest.mark.xfail(strict=True, reason="the sessions' part of the daemon's descriptor table "
-                   "is shared by every user: no share per uid (docs/security-model.md, "
-                   "twenty-ninth pass, found and not closed)")
 def test_one_users_tunnels_do_not_close_another_users_proxy_connections(
         shared: tuple[SystemNonod, list[LocalUser]]) -> None:
     daemon, (victim, hoarder) = shared
     hoarded = _tunnels(daemon, hoarder, _work(hoarder), "hoard", 256, 120)
-    assert hoarded.get("HTTP/1.1 200 Connection established", 0) > 100, hoarded
+    # 384 descriptors for sessions' traffic: 32 connections for one uid (before: 174 held,
+    # and the rest 502 once the pool was full).
+    assert hoarded.get("HTTP/1.1 200 Connection established", 0) == 32, hoarded
+    assert hoarded.get("HTTP/1.1 503 Service Unavailable", 0) > 100, hoarded
     mine = _tunnels(daemon, victim, _work(victim), "mine", 1, 0)
-    assert mine == {"HTTP/1.1 200 Connection established": 1}, (mine, hoarded)
+    assert mine == {"HTTP/1.1 200 Connection established": 1}, (mine, hoarded)  # before: 502
+
+
+def test_one_users_connections_to_its_forwards_do_not_close_another_users_either(
+        shared: tuple[SystemNonod, list[LocalUser]]) -> None:
+    """The same pool through a session's forwarded port: each connection from the host
+    holds two of the daemon's descriptors, and counts in its peer's share."""
+    daemon, (victim, hoarder) = shared
+    work, port = _work(hoarder), free_port()
+    launch = {"type": "launch", "argv": ["/usr/bin/python3", "-S", "server.py", str(port)],
+              "cwd": str(work), "env": session_env(work), "detach": True, "stdio": "null",
+              "name": "server", "options": {"allow_cwd": True, "block_net": True,
+                                            "listen_ports": [port]}}
+    reply = json.loads(raw_client(daemon.socket, [hello(), launch], prefix=hoarder.prefix())[1])
+    assert reply["type"] == "launched", reply
+    deadline = time.monotonic() + 60
+    while not (work / "listening").exists():
+        assert time.monotonic() < deadline, "the session's server did not start"
+        time.sleep(0.1)
+    holder = hold_tcp(hoarder, port, 256)  # before: 256 held, and the pool full
+    try:
+        mine = _tunnels(daemon, victim, _work(victim), "mine", 1, 0)
+        assert mine == {"HTTP/1.1 200 Connection established": 1}, mine  # before: 502
+    finally:
+        holder.communicate("", timeout=60)
