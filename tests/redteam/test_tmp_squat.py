@@ -105,3 +105,20 @@ def test_the_users_own_directory_there_is_granted_and_a_kept_resolution_is_not_r
     again = _launch(handle, victim, "again", _writes(place))
     assert not list(place.iterdir()), again  # before: the kept resolution granted it
     assert again["type"] == "error" and again["code"] == "policy.others_place", again
+
+
+def test_a_working_directory_below_another_users_tmp_directory_is_refused(
+        two_users: tuple[DaemonThread, list[LocalUser]], place: Path) -> None:
+    """The working directory is granted too: below a directory another user made in
+    ``/tmp`` (open to the user, who made its project there), that user may rename the
+    project and put anything in its place at any time."""
+    handle, (victim, other) = two_users
+    shared = _made_by(other, place)
+    project = _made_by(victim, shared / "proj", 0o755)
+    launch = {"type": "launch", "argv": ["/bin/true"], "cwd": str(project),
+              "env": session_env(project), "options": {"allow_cwd": True}, "detach": True,
+              "stdio": "null", "name": "below"}
+    reply = json.loads(raw_client(handle.socket, [hello(), launch], prefix=victim.prefix(),
+                                  timeout=60)[1])
+    assert reply["type"] == "error" and reply["code"] == "policy.others_place", reply
+    assert "the working directory" in reply["message"], reply
