@@ -26,7 +26,8 @@ workdir, the workdir itself) goes through this module. The rules:
 * **Symlinks where asked.** ``symlinks="refuse"`` resolves with ``openat2``
   ``RESOLVE_NO_SYMLINKS`` (no symlink anywhere on the path); ``beneath=DIR`` resolves the
   name inside ``DIR`` with ``RESOLVE_BENEATH`` as well (for files in a workdir a session may
-  have written).
+  have written); ``DIR`` may be a directory's descriptor, opened once by the caller, so
+  that every read is of that directory whatever its path names meanwhile.
 
 The blocking part (:func:`read_path`, :func:`acting_as`) imports nothing but the standard
 library, so the CLI reads its own files by the same rules; trio is imported by the async
@@ -265,7 +266,7 @@ def _openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
 
 
 def _open(path: str, flags: int, *, symlinks: Literal["follow", "refuse"],
-          beneath: str | None) -> int:
+          beneath: str | int | None) -> int:
     if beneath is None and symlinks == "follow":
         return os.open(path, flags)
     resolve = _RESOLVE_NO_MAGICLINKS
@@ -273,6 +274,8 @@ def _open(path: str, flags: int, *, symlinks: Literal["follow", "refuse"],
         resolve |= _RESOLVE_NO_SYMLINKS
     if beneath is None:
         return _openat2(-100, path, flags, resolve)  # AT_FDCWD; paths here are absolute
+    if isinstance(beneath, int):  # a directory already open: whatever its path names now
+        return _openat2(beneath, path, flags, resolve | _RESOLVE_BENEATH)
     try:
         root = _openat2(-100, beneath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, resolve)
     except FileNotFoundError:
@@ -319,7 +322,7 @@ class Opened:
 
 def read_path(path: str, *, kind: Literal["file", "dir"] = "file", max_bytes: int,
               symlinks: Literal["follow", "refuse"] = "follow",
-              beneath: str | None = None) -> Opened:
+              beneath: str | int | None = None) -> Opened:
     """Blocking: open ``path`` once (with this thread's identity), check it, read it.
 
     A file: its bytes (at most ``max_bytes``). A directory: its entry names (at most
@@ -399,7 +402,7 @@ def _names(path: str, fd: int, limit: int) -> tuple[str, ...]:
 
 def read_optional(path: str, *, max_bytes: int,
                   symlinks: Literal["follow", "refuse"] = "follow",
-                  beneath: str | None = None) -> bytes | None:
+                  beneath: str | int | None = None) -> bytes | None:
     """Blocking: a regular file's bytes as :func:`read_path` reads them, None if it is absent."""
     try:
         return read_path(path, max_bytes=max_bytes, symlinks=symlinks, beneath=beneath).data

@@ -179,10 +179,13 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
                                     caller: Caller | None, prepared: SessionServices,
                                     view: ResolvedPolicy | None = None,
                                     read: Callable[[], PolicyFiles | None] | None = None
-                                    ) -> tuple[tuple[str, bytes], ...]:
+                                    ) -> tuple[tuple[tuple[str, bytes], ...],
+                                               tuple[int, int] | None]:
     """Verify the workdir's included files and the policy's listed ``files``; raise TrustError
     to refuse the launch, also when a pinned file's name goes through a symbolic link the
-    grants of ``view`` (the session's policy) let the session re-point.
+    grants of ``view`` (the session's policy) let the session re-point. Returns the pins and
+    the ``(st_dev, st_ino)`` of the workdir all of this was decided for: its policies read
+    and its files verified in that one directory (``LaunchRequest.cwd_identity``).
 
     ``~`` in ``files`` is the home resolution expanded the profile with (``view.home``). A
     verified listed file is pinned only where ``view`` shows that path anyway
@@ -216,10 +219,11 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
         if policy is None:
             prepared.trust_warnings.append(
                 f"no trust policy found (looked in {files.looked_in()}): nothing verified")
-            return ()
+            return (), files.workdir_identity
         report = await _callerfs.run_as(
             caller, functools.partial(trust.verify_tree, workdir, policy,
-                                      home=view.home if view is not None else None),
+                                      home=view.home if view is not None else None,
+                                      expect=files.workdir_identity),
             timeout=SCAN_TIMEOUT, what=f"the trust scan of {workdir}")
     except _callerfs.ThreadsExhausted:
         raise
@@ -256,7 +260,8 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
             hint="replace the link by the file itself, or keep the link where the session "
                  "cannot write")
     return tuple((entry.real_path, entry.verified.data) for entry in pinned
-                 if entry.real_path is not None and entry.verified is not None)
+                 if entry.real_path is not None and entry.verified is not None), \
+        report.root_identity
 
 
 async def _read_tls_files(loaded: Sequence[Any], caller: Caller | None) -> dict[str, bytes]:
@@ -301,10 +306,12 @@ async def prepare(
     prepared._listen_address = settings.listen_address
     extra: list[tuple[str, str]] = list(request.extra_env)
     pins: tuple[tuple[str, bytes], ...] = request.pins
+    cwd_identity = request.cwd_identity
 
     if not trust_override:
-        pins = pins + await _verify_instruction_files(
+        verified, cwd_identity = await _verify_instruction_files(
             request.cwd, user_config_dir, caller, prepared, policy, trust_files)
+        pins = pins + verified
     else:
         prepared.trust_warnings.append("trust verification skipped (--trust-override)")
 
@@ -385,7 +392,7 @@ async def prepare(
         prepared.secret_env = tuple(name for name, _ in pairs)
         prepared.hidden.update(hidden_strings(None, tuple(s.reveal() for _, s in pairs)))
     prepared.request = msgspec.structs.replace(
-        request, extra_env=tuple(extra), proxy_port=port, pins=pins)
+        request, extra_env=tuple(extra), proxy_port=port, pins=pins, cwd_identity=cwd_identity)
     prepared._inbound = await _open_inbound(prepared._listen_ports, prepared._listen_address)
     return prepared
 
@@ -463,7 +470,10 @@ async def _serve(prepared: SessionServices, proc: Served, events: Callable[[obje
                 share=None if runs_as is None else (_upstream_share(), runs_as),
                 **prepared._proxy_args))
         uid = prepared.request.uid if prepared.request is not None else None
-        inbound = _Inbound(os.geteuid() if uid is None else uid)
+        # Each forwarded connection holds two of the daemon's descriptors: on the system
+        # daemon it counts in its peer's share of the proxies' (``UidShare``), one pool.
+        inbound = _Inbound(os.geteuid() if uid is None else uid,
+                           share=None if uid is None else _upstream_share())
         for port, listeners in prepared._inbound:
             for lst in listeners:
                 nursery.start_soon(_forward_inbound, lst, proc, port, events, inbound)
@@ -496,10 +506,13 @@ class _Inbound:
     session's own holds at most :data:`MAX_INBOUND_FOREIGN` (the peer socket's owner, from
     ``sock_diag``; a peer the kernel does not know counts as one foreign uid)."""
 
-    def __init__(self, owner: int) -> None:
+    def __init__(self, owner: int, share: UidShare | None = None) -> None:
         self.active = 0
         self.owner = owner
         self.by_uid: Counter[int | None] = Counter()
+        #: The system daemon's count of each uid's connections (``UidShare``): a peer's
+        #: connections here count in its share (every peer the kernel does not know in one).
+        self._share = share
 
     def admit(self, stream: trio.SocketStream) -> tuple[bool, int | None]:
         """Count ``stream`` in (True) or say it must be closed (False); and its peer uid."""
@@ -511,6 +524,8 @@ class _Inbound:
             uid = None
         if uid != self.owner and self.by_uid[uid] >= MAX_INBOUND_FOREIGN:
             return False, uid
+        if self._share is not None and not self._share.take(_share_key(uid)):
+            return False, uid
         self.active += 1
         self.by_uid[uid] += 1
         return True, uid
@@ -518,6 +533,13 @@ class _Inbound:
     def release(self, uid: int | None) -> None:
         self.active -= 1
         self.by_uid[uid] -= 1
+        if self._share is not None:
+            self._share.give(_share_key(uid))
+
+
+def _share_key(uid: int | None) -> int:
+    """A peer's key in ``UidShare``: its uid, or -1 for every peer the kernel does not know."""
+    return -1 if uid is None else uid
 
 
 async def _forward_inbound(listener: trio.SocketListener, proc: Served, port: int,

@@ -106,6 +106,13 @@ class ResolutionChanged(PolicyError):
     code = "policy.resolution_changed"
 
 
+class GrantOthersPlace(PolicyError):
+    """A grant or the working directory is named through a name another user made in a
+    directory every user may write (``/tmp``): what it is, and where it leads, are theirs."""
+
+    code = "policy.others_place"
+
+
 class LaunchError(NonoError):
     """A launch was refused or failed before the program could run.
 

@@ -28,6 +28,9 @@ from typing import Final, final
 
 #: What one look at a path returns: the file type (``stat.S_IFMT``), or None when missing.
 Signature = int | None
+#: Who may make names there and whose it is, from the same look: (a directory every user may
+#: write in, like ``/tmp``; its owner's uid).
+Who = tuple[bool, int]
 
 _ABSENT: Final = -1  # no answer of this pass for a path (no file type is negative)
 _MAX_LINKS: Final = 40  # as the kernel's own limit on symlinks followed in one lookup
@@ -103,6 +106,10 @@ def _signature(path: str, *, follow: bool) -> Signature:
     return stat.S_IFMT(st.st_mode)
 
 
+def _who(st: os.stat_result) -> Who:
+    return stat.S_ISDIR(st.st_mode) and bool(st.st_mode & stat.S_IWOTH), st.st_uid
+
+
 def _readlink(path: str) -> str | None:
     try:
         return os.readlink(path)
@@ -117,6 +124,7 @@ class FsLook:
 
     def __init__(self) -> None:
         self._lstat: dict[str, Signature] = {}
+        self._who: dict[str, Who] = {}  # from the same ``lstat`` as ``_lstat``'s answer
         self._stat: dict[str, Signature] = {}
         self._links: dict[str, str | None] = {}
         self._loop = False
@@ -126,7 +134,13 @@ class FsLook:
     # -- primitive looks, each recorded
     def lstat(self, path: str) -> Signature:
         if path not in self._lstat:
-            self._lstat[path] = _signature(path, follow=False)
+            try:
+                st = os.lstat(path)
+            except (OSError, ValueError):
+                self._lstat[path] = None
+            else:
+                self._lstat[path] = stat.S_IFMT(st.st_mode)
+                self._who[path] = _who(st)
         return self._lstat[path]
 
     def stat(self, path: str) -> Signature:
@@ -150,14 +164,17 @@ class FsLook:
         sig = self.stat(path)
         return sig is not None and stat.S_ISDIR(sig)
 
-    def realpath(self, path: str, crossed: list[str] | None = None) -> str:
+    def realpath(self, path: str, crossed: list[str] | None = None,
+                 placed: list[tuple[str, int]] | None = None) -> str:
         """``os.path.realpath(path)`` for an absolute path: symlinks followed, ``..`` and
         ``.`` removed, a missing component and what follows it kept. A symlink loop is rare
         and ``os.path.realpath``'s answer for it is peculiar: it answers then, and this look
         is never reused (:meth:`unchanged` is False); so is a relative path (it depends on the
         process's working directory). ``crossed``, when given, receives every symbolic link
-        followed on the way, each at its real place (its directory resolved)."""
-        resolved, done = (self._walk("/", path, {}, crossed) if path.startswith("/")
+        followed on the way, each at its real place (its directory resolved); ``placed``
+        every name met on the way in a directory every user may write (``/tmp``), with its
+        owner's uid: whoever made it first chose what it is."""
+        resolved, done = (self._walk("/", path, {}, crossed, placed) if path.startswith("/")
                           else ("", False))
         if not done:
             self._loop = True
@@ -165,7 +182,8 @@ class FsLook:
         return resolved
 
     def _walk(self, base: str, rest: str, seen: dict[str, str | None],
-              crossed: list[str] | None = None) -> tuple[str, bool]:
+              crossed: list[str] | None = None,
+              placed: list[tuple[str, int]] | None = None) -> tuple[str, bool]:
         """``base`` (resolved) joined with ``rest`` (to resolve); False once a loop stopped."""
         if rest.startswith("/"):
             base = "/"
@@ -176,6 +194,8 @@ class FsLook:
                 continue
             candidate = posixpath.join(base, name)
             sig = self.lstat(candidate)
+            if placed is not None and sig is not None and self._open_to_all(base):
+                placed.append((candidate, self._who[candidate][1]))
             if sig is None or not stat.S_ISLNK(sig):
                 base = candidate
                 continue
@@ -191,11 +211,16 @@ class FsLook:
             if target is None or len(seen) >= _MAX_LINKS:
                 return candidate, False
             seen[candidate] = None
-            base, done = self._walk(base, target, seen, crossed)
+            base, done = self._walk(base, target, seen, crossed, placed)
             if not done:
                 return base, False
             seen[candidate] = base
         return base, True
+
+    def _open_to_all(self, directory: str) -> bool:
+        """Whether every user may make names in ``directory`` (resolved)."""
+        return directory != "/" and self.lstat(directory) is not None and \
+            self._who[directory][0]
 
     # -- validation
     def unchanged(self) -> bool:
@@ -222,7 +247,7 @@ class FsLook:
         lib = _native()
         batch = self._native_batch() if lib is not None else None
         if lib is not None and batch is not None:
-            if batch.differs(lib):
+            if batch.differs(lib) or not self._same_owners():
                 return False
             return all(_readlink(p) == t for p, t in self._links.items())
         now: dict[str, Signature] = {}
@@ -232,9 +257,16 @@ class FsLook:
                 now[path] = None  # below a parent missing now: missing too
                 continue
             try:
-                current: Signature = ifmt(lstat(path).st_mode)
+                st = lstat(path)
             except (OSError, ValueError):
-                current = None
+                current: Signature = None
+            else:
+                current = ifmt(st.st_mode)
+                # Who owns a name in a directory open to all, and whether a directory is
+                # open to all (``placed``): a name removed and made again by another user
+                # keeps its type.
+                if self._who_matters(path) and _who(st) != self._who.get(path):
+                    return False
             if current != recorded:
                 return False
             now[path] = current
@@ -245,6 +277,28 @@ class FsLook:
             if seen != recorded:
                 return False
         return all(_readlink(p) == t for p, t in self._links.items())
+
+    def _same_owners(self) -> bool:
+        """The ``placed`` half of the check that ``looks.c`` does not ask: each name in a
+        directory open to all (and each such directory) still has the owner and openness it
+        had (asked after the native pass, a few ``lstat`` of ``/tmp``'s names at most)."""
+        for path, recorded in self._lstat.items():
+            if recorded is None or not self._who_matters(path):
+                continue
+            try:
+                st = os.lstat(path)
+            except (OSError, ValueError):
+                return False
+            if _who(st) != self._who.get(path):
+                return False
+        return True
+
+    def _who_matters(self, path: str) -> bool:
+        for place in (path, posixpath.dirname(path)):
+            who = self._who.get(place)
+            if who is not None and who[0]:
+                return True
+        return False
 
     def _by_depth(self) -> tuple[tuple[str, Signature], ...]:
         """The ``lstat`` looks, each parent before what is below it (kept once sorted: a look

@@ -32,7 +32,14 @@ from typing import Final, final
 import msgspec
 
 from .._units import parse_duration, parse_size
-from ..errors import BroadWorkdir, ExtendsError, GrantLinkWritable, PolicyError, ProfileError
+from ..errors import (
+    BroadWorkdir,
+    ExtendsError,
+    GrantLinkWritable,
+    GrantOthersPlace,
+    PolicyError,
+    ProfileError,
+)
 from ..policy import (
     DEFAULT_MAX_PROCESSES,
     QUEUE_BACKEND,
@@ -255,6 +262,9 @@ class _Resolver:
         #: and the always-on groups' denials in a home (relative), placed in each of them.
         self.other_homes: tuple[str, ...] = ()
         self._home_denials: list[tuple[str, bool, str]] = []
+        #: Names met on the way to a grant or the working directory in a directory every
+        #: user may write (``/tmp``): what named each, the name, its owner's uid.
+        self.placed: list[tuple[str, str, int]] = []
         self.placeholder_workdir = False
         self.workdir = self._workdir_path()
         self.values = ctx.values(self.workdir)
@@ -283,6 +293,7 @@ class _Resolver:
         self._other_homes(grants)
         denials = self._merged_denials()
         self._refuse_repointable_links(grants)
+        self._refuse_others_places()
         self._masked_grant_notes(grants, denials)
         # command_policies: each tool's executable and its child session's policy, which
         # resolves like any profile for the same user and working directory.
@@ -419,16 +430,21 @@ class _Resolver:
                 raise PolicyError("the working directory contains a NUL character")
             path = posixpath.join(self.ctx.workdir, given)
         crossed: list[str] = []
-        real = self.fs.realpath(path, crossed)
+        placed: list[tuple[str, int]] = []
+        real = self.fs.realpath(path, crossed, placed)
+        what = f"the working directory `{given or path}`"
         if crossed:
-            self.linked.append((f"the working directory `{given or path}`", crossed))
+            self.linked.append((what, crossed))
+        self.placed.extend((what, name, uid) for name, uid in placed)
         return real
 
     def _place(self, raw: str, *, source: str, literal: bool = False,
-               what: str | None = None) -> str | None:
+               what: str | None = None, given: bool = False) -> str | None:
         """The canonical form of a path, or None (with a note) if it is for macOS only.
         With ``what``, the links followed on the way are kept for
-        :meth:`_refuse_repointable_links`, under that description."""
+        :meth:`_refuse_repointable_links`, under that description; ``given`` (a grant), and
+        the names on the way in directories every user may write, for
+        :meth:`_refuse_others_places`."""
         if literal:
             if "\x00" in raw:
                 raise PolicyError(f"path {raw!r} contains a NUL character")
@@ -442,10 +458,12 @@ class _Resolver:
         if what is None:
             return self.fs.realpath(expanded)
         crossed: list[str] = []
-        real = self.fs.realpath(expanded, crossed)
+        placed: list[tuple[str, int]] | None = [] if given else None
+        real = self.fs.realpath(expanded, crossed, placed)
         if crossed:
             self.linked.append((what, crossed))
             self._links_to.setdefault(real, []).extend(crossed)
+        self.placed.extend((what, name, uid) for name, uid in placed or ())
         return real
 
     def _grant(
@@ -459,7 +477,8 @@ class _Resolver:
         literal: bool = False,
     ) -> None:
         user = not source.startswith("group:")
-        real = self._place(raw, source=source, literal=literal, what=f"{key} `{raw}`")
+        real = self._place(raw, source=source, literal=literal, what=f"{key} `{raw}`",
+                           given=True)
         if real is None:
             return
         if not self.fs.exists(real):
@@ -630,6 +649,24 @@ class _Resolver:
                     f"would follow it to a place of its choosing",
                     hint=f"name the link's target instead ({self.fs.realpath(link)}), or "
                          "keep the link where the session cannot write")
+
+    def _refuse_others_places(self) -> None:
+        """A grant or the working directory named through a name another user (not the
+        caller, not root) made in a directory every user may write is refused: in ``/tmp``
+        a name is whoever's made it first, and a profile's ``$TMPDIR/tool-$UID`` made first
+        by another user is that user's directory, or a link to a place of its choosing; the
+        session would write its files there and read what that user put there."""
+        if self.placeholder_workdir:
+            return
+        for what, name, uid in self.placed:
+            if uid in (self.ctx.uid, 0):
+                continue
+            raise GrantOthersPlace(
+                f"{what} goes through {name}, which user {uid} made in "
+                f"{posixpath.dirname(name)}, a directory every user may write: what it is "
+                "and where it leads are that user's, and the session would share it",
+                hint=f"have {name} removed (by its owner or root) and made by you, or name "
+                     "another path")
 
     def _profile_grants(self) -> None:
         fs, legacy = self.profile.filesystem, self.profile.policy

@@ -7,8 +7,9 @@ that range holds can exist at once, whatever program makes them, and a proxy ser
 256 connections for each of a user's sessions: one user's sessions holding idle tunnels to
 one host could leave every other program of the host unable to connect there. So the
 connections of one uid's sessions, all proxies together, are bounded by a share of the
-range (:func:`uid_share_cap`); a connection over it is refused like one over the session's
-own cap (503). Used from trio's thread and the pump thread alike.
+range (:func:`uid_share_cap`), and by a share of the daemon's descriptor table where that is
+the smaller; a connection over it is refused like one over the session's own cap (503).
+Used from trio's thread and the pump thread alike.
 """
 
 from __future__ import annotations
@@ -31,10 +32,22 @@ def ephemeral_ports() -> int:
     return max(1, high - low + 1)
 
 
+#: A connection costs the daemon two descriptors (client, upstream), and a tunnel copying in
+#: bulk two pipes more: one uid's connections keep to half of the descriptors sessions'
+#: traffic may use (``nonod._descriptors``) at this many per connection.
+_DESCRIPTORS_PER_CONNECTION: Final = 6
+
+
 def uid_share_cap() -> int:
     """The connections one uid's sessions may hold at once: an eighth of the ephemeral
-    ports, at least 256 (one session's own cap)."""
-    return max(256, ephemeral_ports() // 8)
+    ports, at least 256 (one session's own cap); and, where the daemon's descriptor table is
+    smaller than that makes room for, at most what half of the table's part for sessions'
+    traffic holds (every user's sessions share that part: one user's tunnels filled it,
+    and every other user's proxy connections were refused; the twenty-ninth pass)."""
+    from .._descriptors import watermark
+
+    ports = max(256, ephemeral_ports() // 8)
+    return max(1, min(ports, watermark() // (2 * _DESCRIPTORS_PER_CONNECTION)))
 
 
 @final

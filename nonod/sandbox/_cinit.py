@@ -87,6 +87,9 @@ MAX_RULES = 4096  # reaper_confine.c
 MAX_PATH = 4095
 MAX_PINNED = 8 << 20  # the view's flat form is at most 16 MiB (reaper_init.c)
 FLAG_TTY = 1
+#: The launch message carries the working directory's device and inode after its path
+#: (``LaunchPlan.cwd_identity``), checked after the chdir.
+FLAG_CWD_ID = 2
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 
@@ -301,9 +304,12 @@ def launch_message(plan: LaunchPlan) -> bytes | None:
         return None
     soft, hard = program_nofile(_launcher.INHERITED_NOFILE
                                 or resource.getrlimit(resource.RLIMIT_NOFILE))
-    out = [_LAUNCH_HEAD.pack(b"NGL1", FLAG_TTY if plan.controlling_tty else 0,
-                             plan.proxy_port, plan.max_processes, _limit(soft), _limit(hard)),
-           _str(plan.executable), _str(plan.cwd), _U32.pack(len(plan.argv)),
+    flags = (FLAG_TTY if plan.controlling_tty else 0) | \
+        (FLAG_CWD_ID if plan.cwd_identity is not None else 0)
+    cwd_id = b"".join(_U64.pack(n) for n in plan.cwd_identity or ())
+    out = [_LAUNCH_HEAD.pack(b"NGL1", flags, plan.proxy_port, plan.max_processes,
+                             _limit(soft), _limit(hard)),
+           _str(plan.executable), _str(plan.cwd), cwd_id, _U32.pack(len(plan.argv)),
            *(_str(arg) for arg in plan.argv), _U32.pack(len(env)),
            *(_str(f"{name}={value}") for name, value in env.items()),
            _U32.pack(len(plan.creation_filter)), plan.creation_filter,

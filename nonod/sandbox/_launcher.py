@@ -168,6 +168,10 @@ class LaunchPlan(msgspec.Struct, frozen=True, kw_only=True):
     # the program's notifying filter for them (``_createguard``); empty: no creation guard.
     creation_refused: tuple[str, ...] = ()
     creation_filter: bytes = b""
+    # The working directory's ``(st_dev, st_ino)`` in the session, checked right after the
+    # chdir (``LaunchRequest.cwd_identity``; None: not checked): a directory renamed into its
+    # place after the daemon verified it refuses the launch (``ESTALE``).
+    cwd_identity: tuple[int, int] | None = None
 
 
 class View(msgspec.Struct, frozen=True, kw_only=True):
@@ -268,6 +272,21 @@ def _step(name: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T
         raise
     except Exception as exc:  # noqa: BLE001 - any surprise is a failed step, never a launch
         raise StepFailed(name, 0, f"{type(exc).__name__}: {exc}") from None
+
+
+#: The detail of a working directory that is not the one the daemon verified (``ESTALE``).
+CWD_REPLACED = "is not the directory verified at launch: renamed or replaced since"
+
+
+def enter_cwd(cwd: str, identity: tuple[int, int] | None) -> None:
+    """``chdir`` to ``cwd``; then, if ``identity`` is given, the directory entered must be
+    that ``(st_dev, st_ino)``, else ``ESTALE`` (``LaunchPlan.cwd_identity``)."""
+    os.chdir(cwd)
+    if identity is None:
+        return
+    info = os.stat(".")
+    if (info.st_dev, info.st_ino) != identity:
+        raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), f"{cwd} {CWD_REPLACED}")
 
 
 def _fail(launch_w: int, exc: StepFailed, pending: bytes = b"") -> NoReturn:
@@ -1277,7 +1296,7 @@ def confine_and_run(plan: LaunchPlan, fds: Fds, guard: socket.socket | None, rea
         _step("guard", _send_report, guard, plan.mounts, fds[4], handover)
     else:
         _step("guard", _start_guard, guard, plan.mounts, fds[4], handover)
-    _step("chdir", os.chdir, plan.cwd)
+    _step("chdir", enter_cwd, plan.cwd, plan.cwd_identity)
     _step("rlimits", _rlimits, plan.max_processes)
     pair = (hub, guard.fileno()) if handover and guard is not None else (-1, -1)
     try:

@@ -25,9 +25,12 @@ from ..policy import EnvPolicy, Grant, ResolvedPolicy
 from . import _createguard, _landlock, _libc, _linkscan, _mode, _seccomp
 from ._launcher import LaunchPlan
 from ._mounts import (
+    ANCHOR,
     BIND_DIR,
     BIND_FILE,
     IDMAP,
+    LINKED,
+    MASK_DIR,
     OVERLAY,
     PIN,
     PRIVATE_TMP,
@@ -292,6 +295,30 @@ def _host_abi() -> int:
     return _landlock.probe_abi()
 
 
+#: Mount operations whose target shows the host's own directory (its device and inode),
+#: and those that put another one in its place.
+_HOST_DIRS: Final = frozenset({BIND_DIR, IDMAP, ANCHOR, LINKED})
+_OTHER_DIRS: Final = frozenset({TMPFS, MASK_DIR, OVERLAY})
+
+
+def _host_cwd(identity: tuple[int, int] | None, cwd: str,
+              ops: Iterable[MountOp]) -> tuple[int, int] | None:
+    """``identity``, to be checked in the session, if its working directory there is the
+    host's directory (the nearest mount at or above ``cwd`` binds one); None where the view
+    shows another directory at that path whatever the host has (a mask, a copy-on-write
+    overlay, the root's own tmpfs), which no check by identity fits."""
+    if identity is None:
+        return None
+    real = os.path.realpath(cwd)
+    nearest: MountOp | None = None
+    for op in ops:
+        placed = op.kind in _HOST_DIRS or op.kind in _OTHER_DIRS
+        above = real == op.target or real.startswith(op.target.rstrip("/") + "/")
+        if placed and above and (nearest is None or len(op.target) >= len(nearest.target)):
+            nearest = op
+    return identity if nearest is not None and nearest.kind in _HOST_DIRS else None
+
+
 def build_plan(
     policy: ResolvedPolicy,
     request: LaunchRequest,
@@ -446,6 +473,8 @@ def build_plan(
         max_processes=policy.max_processes + 2 if policy.max_processes else 0,
         creation_refused=refused,
         creation_filter=_notify_filter() if refused else b"",
+        cwd_identity=request.cwd_identity if landlock_only
+        else _host_cwd(request.cwd_identity, request.cwd, ops),
     )
     layers = [
         _mode.namespaces_layer() if landlock_only else applied(

@@ -85,6 +85,12 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
     # become a session's ((controller, subtree) pairs), and the limits it then writes there.
     cgroup_pool: tuple[tuple[str, str], ...] = ()
     cgroup_limits: CgroupLimits | None = None
+    # ``(st_dev, st_ino)`` of the working directory the daemon read the trust policies from
+    # and verified (``nonod.trust.PolicyFiles.workdir_identity``): the program starts only in
+    # that directory. The view names ``cwd`` again by path, and a directory renamed into its
+    # place meanwhile (by whoever may rename in a directory above it) was never verified.
+    # None: not checked (no trust verification asked).
+    cwd_identity: tuple[int, int] | None = None
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -67,6 +67,8 @@ enum {
 #define MAX_ARGS 65536u
 #define FDS_PER_PLAN 6
 #define FLAG_TTY 1u
+#define FLAG_CWD_ID 2u /* _cinit.FLAG_CWD_ID: cwd_dev, cwd_ino follow the cwd */
+#define CWD_REPLACED "is not the directory verified at launch: renamed or replaced since"
 
 static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM,
                                 SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
@@ -75,6 +77,7 @@ struct launch {
     uint32_t flags, proxy_port;
     uint64_t max_processes, nofile_cur, nofile_max;
     char *executable, *cwd;
+    uint64_t cwd_dev, cwd_ino; /* with FLAG_CWD_ID: what the chdir must enter */
     char **argv, **envp;
     const unsigned char *seccomp, *creation_filter;
     uint32_t n_seccomp, n_creation_filter;
@@ -129,10 +132,12 @@ static int parse_launch(struct reader *r, struct launch *l) {
     char magic[4];
     uint32_t n;
     if (take(r, magic, 4) || memcmp(magic, "NGL1", 4) || take_u32(r, &l->flags) ||
-        l->flags & ~FLAG_TTY || take_u32(r, &l->proxy_port) || l->proxy_port > 65535 ||
-        take_u64(r, &l->max_processes) || take_u64(r, &l->nofile_cur) ||
-        take_u64(r, &l->nofile_max) || !(l->executable = take_path(r)) ||
-        !(l->cwd = take_path(r)) || !(l->argv = take_strings(r)) || !l->argv[0] ||
+        l->flags & ~(FLAG_TTY | FLAG_CWD_ID) || take_u32(r, &l->proxy_port) ||
+        l->proxy_port > 65535 || take_u64(r, &l->max_processes) ||
+        take_u64(r, &l->nofile_cur) || take_u64(r, &l->nofile_max) ||
+        !(l->executable = take_path(r)) || !(l->cwd = take_path(r)) ||
+        (l->flags & FLAG_CWD_ID && (take_u64(r, &l->cwd_dev) || take_u64(r, &l->cwd_ino))) ||
+        !(l->argv = take_strings(r)) || !l->argv[0] ||
         !(l->envp = take_strings(r)) || take_u32(r, &l->n_creation_filter) ||
         (size_t)(r->end - r->p) < l->n_creation_filter)
         return -1;
@@ -311,6 +316,16 @@ static _Noreturn void launch(struct launch *l, int *fds, int plan_fd, struct rul
     int err;
     if (chdir(l->cwd) < 0)
         fail(launch_w, S_CHDIR, errno, l->cwd);
+    if (l->flags & FLAG_CWD_ID) { /* _launcher.enter_cwd */
+        struct stat st;
+        if (stat(".", &st) < 0)
+            fail(launch_w, S_CHDIR, errno, l->cwd);
+        if ((uint64_t)st.st_dev != l->cwd_dev || (uint64_t)st.st_ino != l->cwd_ino) {
+            char detail[4000];
+            snprintf(detail, sizeof detail, "%s %s", l->cwd, CWD_REPLACED);
+            fail(launch_w, S_CHDIR, ESTALE, detail);
+        }
+    }
     if ((err = session_rlimits(l->max_processes)))
         fail(launch_w, S_RLIMITS, err, NULL);
     int placed[8] = {fds[0], fds[1], fds[2], fds[3], fds[4], fds[5], plan_fd, rs->fd};

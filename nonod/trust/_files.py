@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._policy import Publisher, TrustPolicy
 
 _READ_HINT = "a trust policy and its bundle must be regular files you can read"
+_OPEN_HINT = "the working directory must be a directory you can enter"
 _WRITERS_HINT = ("keep your user-level trust policy in a directory only you (or root) may "
                  "write")
 
@@ -48,6 +49,11 @@ class PolicyFiles:
     user_bundle: bytes | None = None
     project: bytes | None = None
     project_bundle: bytes | None = None
+    #: ``(st_dev, st_ino)`` of the workdir whose project policy was looked for, the same
+    #: before and after the look (None: no workdir). What the daemon decides from the
+    #: policies holds for that directory only: the session must run in it
+    #: (``LaunchRequest.cwd_identity``), not in one renamed into its place since.
+    workdir_identity: tuple[int, int] | None = None
 
     @property
     def found(self) -> bool:
@@ -59,7 +65,7 @@ class PolicyFiles:
         return " and ".join(places) or "nowhere"
 
 
-def _read(path: Path, *, max_bytes: int, beneath: str | None = None) -> bytes | None:
+def _read(path: Path, *, max_bytes: int, beneath: str | int | None = None) -> bytes | None:
     name = path.name if beneath is not None else str(path)
     try:
         return read_optional(name, max_bytes=max_bytes, beneath=beneath)
@@ -121,21 +127,47 @@ def user_policy_path(config_dir: Path) -> Path:
 
 def read_policy_files(user_path: Path | None, workdir: str | None) -> PolicyFiles:
     """Blocking: read the user-level policy at ``user_path`` and the project policy at the
-    top of ``workdir`` (either may be skipped with None), as this thread may."""
+    top of ``workdir`` (either may be skipped with None), as this thread may. The workdir is
+    opened once and its policy read there (``PolicyFiles.workdir_identity`` says which
+    directory: one renamed into its place afterwards, by whoever may rename in a directory
+    above it, is not the one the policies hold for)."""
     project_path = Path(workdir) / POLICY_FILE_NAME if workdir is not None else None
     user = user_bundle = project = project_bundle = None
+    identity = None
     if user_path is not None:
         user = _read_own(user_path)
         if user is not None:
             user_bundle = _read(user_path.with_name(user_path.name + ".bundle"),
                                 max_bytes=MAX_BUNDLE_BYTES)
     if project_path is not None and workdir is not None:
-        project = _read(project_path, max_bytes=MAX_POLICY_BYTES, beneath=workdir)
-        if project is not None:
-            project_bundle = _read(project_path.with_name(project_path.name + ".bundle"),
-                                   max_bytes=MAX_BUNDLE_BYTES, beneath=workdir)
+        root = open_workdir(workdir)
+        try:  # both read in the directory opened, whatever its path names meanwhile
+            identity = directory_identity(root)
+            project = _read(project_path, max_bytes=MAX_POLICY_BYTES, beneath=root)
+            if project is not None:
+                project_bundle = _read(project_path.with_name(project_path.name + ".bundle"),
+                                       max_bytes=MAX_BUNDLE_BYTES, beneath=root)
+        finally:
+            os.close(root)
     return PolicyFiles(user_path=user_path, project_path=project_path, user=user,
-                       user_bundle=user_bundle, project=project, project_bundle=project_bundle)
+                       user_bundle=user_bundle, project=project, project_bundle=project_bundle,
+                       workdir_identity=identity)
+
+
+def open_workdir(workdir: str) -> int:
+    """Blocking: a descriptor (``O_PATH``) of the directory ``workdir`` names now, opened with
+    this thread's identity (TrustPolicyError if it cannot be)."""
+    try:
+        return os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TrustPolicyError(f"cannot open the working directory {workdir}: "
+                               f"{exc.strerror or exc}", hint=_OPEN_HINT) from None
+
+
+def directory_identity(fd: int) -> tuple[int, int]:
+    """``(st_dev, st_ino)`` of the directory open as ``fd``."""
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
 
 
 def self_anchored(declared: TrustPolicy) -> Sequence[Publisher]:

@@ -23,6 +23,7 @@ session could read that path anyway), not the scan's.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from collections.abc import Iterator
@@ -116,6 +117,9 @@ class TrustReport:
     #: The root holds nono's multi-subject bundle (:data:`MULTI_SUBJECT_BUNDLE`), which
     #: nonod does not read: a refusal for unsigned files says so.
     multi_subject_bundle: bool = False
+    #: ``(st_dev, st_ino)`` of the root scanned, the same before and after the scan: what
+    #: was verified is in that directory only (the session must run in it).
+    root_identity: tuple[int, int] | None = None
 
     @property
     def blocking(self) -> tuple[FileOutcome, ...]:
@@ -184,15 +188,19 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _walk(real_root: str, matcher: _Matcher) -> Iterator[_Found]:
-    root_info = os.stat(real_root)
+def _walk(real_root: str, matcher: _Matcher, walk_root: str | None = None) -> Iterator[_Found]:
+    """The candidates below ``real_root``, walked from ``walk_root`` (``/proc/self/fd/N``
+    of the root opened once: every listing and look is of that directory, whatever its path
+    names meanwhile); the names found are relative to the root, as the program sees them."""
+    walk_root = walk_root or real_root
+    root_info = os.stat(walk_root)
     # Directories are walked once as themselves and once more at most through symbolic
     # links, each way with its own record of what it saw: with one record, a link met
     # first (``a -> docs``) took the place of ``docs`` itself, so ``docs/...`` was matched
     # only under the link's name, which the policy's patterns need not include.
     visited = {(root_info.st_dev, root_info.st_ino)}
     via_links = {(root_info.st_dev, root_info.st_ino)}
-    stack: list[tuple[str, str, int, bool]] = [(real_root, "", 0, False)]
+    stack: list[tuple[str, str, int, bool]] = [(walk_root, "", 0, False)]
     while stack:
         directory, prefix, depth, linked = stack.pop()
         seen = via_links if linked else visited
@@ -210,7 +218,8 @@ def _walk(real_root: str, matcher: _Matcher) -> Iterator[_Found]:
         for entry in entries:
             rel = prefix + entry.name
             if entry.is_symlink():
-                found = _symlink(entry, rel, directory, depth, real_root, matcher, via_links)
+                found = _symlink(entry, rel, directory, depth, real_root, matcher, via_links,
+                                 walk_root)
                 if isinstance(found, _Found):
                     yield found
                 elif found is not None:
@@ -232,7 +241,7 @@ def _walk(real_root: str, matcher: _Matcher) -> Iterator[_Found]:
             if entry.name.endswith(".bundle") or not matcher.matches(rel):
                 continue
             info = entry.stat(follow_symlinks=False)
-            yield _Found(rel, directory, entry.name, os.path.relpath(entry.path, real_root),
+            yield _Found(rel, directory, entry.name, os.path.relpath(entry.path, walk_root),
                          identity=(info.st_dev, info.st_ino))
         stack.extend(reversed(pushed))
 
@@ -245,10 +254,14 @@ def _symlink(
     real_root: str,
     matcher: _Matcher,
     visited: set[tuple[int, int]],
+    walk_root: str | None = None,
 ) -> _Found | tuple[str, str, int] | None:
-    """Resolve one symlink: a refusal, a directory to descend into, a candidate, or nothing."""
+    """Resolve one symlink: a refusal, a directory to descend into, a candidate, or nothing.
+    A target inside the root is looked at (and walked) from ``walk_root``, as the rest."""
     target = os.path.realpath(entry.path)
     inside = _inside(target, real_root)
+    if inside and walk_root is not None:
+        target = walk_root + target[len(real_root.rstrip("/")):]
     try:
         info = os.stat(target)
     except OSError:
@@ -272,13 +285,14 @@ def _symlink(
         return None
     if not inside:
         return _Found(rel, directory, entry.name, None, "symlink leaves the scan root")
-    return _Found(rel, directory, entry.name, os.path.relpath(target, real_root),
+    return _Found(rel, directory, entry.name, os.path.relpath(target, walk_root or real_root),
                   identity=(info.st_dev, info.st_ino))
 
 
-def _read_file(real_root: str, real_rel: str, max_bytes: int) -> bytes:
-    """The file's bytes, opened once beneath the root with no symlink on the way
-    (``nonod._callerfs``: regular files only, never blocking, at most ``max_bytes``)."""
+def _read_file(real_root: str | int, real_rel: str, max_bytes: int) -> bytes:
+    """The file's bytes, opened once beneath the root (its path, or the descriptor the scan
+    opened it as) with no symlink on the way (``nonod._callerfs``: regular files only, never
+    blocking, at most ``max_bytes``)."""
     try:
         return read_path(real_rel, max_bytes=max_bytes, symlinks="refuse",
                          beneath=real_root).data
@@ -290,11 +304,14 @@ def _read_file(real_root: str, real_rel: str, max_bytes: int) -> bytes:
         raise TrustError(exc.reason) from None
 
 
-def _read_bundle(real_root: str, directory: str, name: str) -> bytes | None:
-    """The sidecar's bytes, or ``None`` if there is none (symlinks followed inside the root)."""
+def _read_bundle(real_root: str, directory: str, name: str,
+                 root_fd: int | None = None) -> bytes | None:
+    """The sidecar's bytes, or ``None`` if there is none (symlinks followed inside the root;
+    ``directory`` relative to ``real_root``, read beneath ``root_fd`` when given)."""
     rel = os.path.relpath(os.path.join(directory, name), real_root)
     try:
-        return read_optional(rel, max_bytes=MAX_BUNDLE_BYTES, beneath=real_root)
+        return read_optional(rel, max_bytes=MAX_BUNDLE_BYTES,
+                             beneath=real_root if root_fd is None else root_fd)
     except FileTooLarge:
         raise BadBundle(f"{name} is too large; the limit is {MAX_BUNDLE_BYTES} bytes") from None
     except CallerFileError as exc:
@@ -359,7 +376,8 @@ def _read_listed(path: str, real: str, max_bytes: int) -> tuple[bytes, bytes | N
 
 
 def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
-                home: str | None = None) -> TrustReport:
+                home: str | None = None,
+                expect: tuple[int, int] | None = None) -> TrustReport:
     """Verify every file under ``root`` that ``policy`` includes, and every file its ``files``
     lists (``~`` is ``home``); report each outcome.
 
@@ -368,10 +386,36 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
     Raises :class:`TrustError` only when the root cannot be scanned, and
     :class:`TrustPolicyError` when files are included or listed but the policy trusts no keyed
     publisher. Call :meth:`TrustReport.check` to turn a blocked scan into the launch refusal.
+
+    The root is opened once and walked and read through that descriptor, whatever its path
+    names meanwhile. It must be ``expect`` (the ``(st_dev, st_ino)`` the policies were read
+    from) if given, and what the path names again at the end: a directory renamed into its
+    place (by whoever may rename in a directory above it) raises :class:`TrustError`.
     """
     real_root = os.path.realpath(root)
     if not os.path.isdir(real_root):
         raise TrustError(f"scan root {os.fspath(root)} is not a directory")
+    try:
+        fd = os.open(real_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TrustError(f"cannot scan {os.fspath(root)}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        first = (info.st_dev, info.st_ino)
+        if expect is not None and first != expect:
+            raise TrustError(_replaced(root))
+        report = _verify_open(real_root, fd, policy, home)
+    finally:
+        os.close(fd)
+    if _identity(real_root, root) != first:
+        raise TrustError(_replaced(root))
+    return dataclasses.replace(report, root_identity=first)
+
+
+def _verify_open(real_root: str, fd: int, policy: TrustPolicy,
+                 home: str | None) -> TrustReport:
+    """:func:`verify_tree`'s scan of the root ``real_root`` open as ``fd``."""
+    walk_root = f"/proc/self/fd/{fd}"  # (this process's own: no permission is asked)
     matcher = _Matcher(policy.globs())
     enforcement = policy.enforcement
     if (policy.includes or policy.files) and not policy.keyed_publishers():
@@ -397,15 +441,16 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
 
     entries: list[FileOutcome] = []
     kept = 0  # bytes of the verified files so far (:data:`MAX_VERIFIED_BYTES`)
-    for found in _walk(real_root, matcher):
+    for found in _walk(real_root, matcher, walk_root):
         if found.real_rel is None:
             refusal = TrustError(f"{shown_name(found.rel)}: {found.refusal}")
             entries.append(failed(found.rel, refusal, None))
             continue
         real_path = os.path.join(real_root, found.real_rel)
         try:
-            data = _read_file(real_root, found.real_rel, MAX_VERIFIED_BYTES - kept)
-            bundle = _read_bundle(real_root, found.directory, found.entry_name + ".bundle")
+            data = _read_file(fd, found.real_rel, MAX_VERIFIED_BYTES - kept)
+            bundle = _read_bundle(walk_root, found.directory, found.entry_name + ".bundle",
+                                  fd)
             verified = verify_file(data, found.entry_name, bundle, policy)
         except TrustPolicyError:
             raise
@@ -448,3 +493,16 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
         warnings=policy.warnings,
         multi_subject_bundle=os.path.lexists(os.path.join(real_root, MULTI_SUBJECT_BUNDLE)),
     )
+
+
+def _identity(real_root: str, root: str | os.PathLike[str]) -> tuple[int, int]:
+    try:
+        info = os.stat(real_root)
+    except OSError as exc:
+        raise TrustError(f"cannot scan {os.fspath(root)}: {exc.strerror}") from None
+    return info.st_dev, info.st_ino
+
+
+def _replaced(root: str | os.PathLike[str]) -> str:
+    return (f"the working directory {os.fspath(root)} was replaced while its instruction "
+            "files were verified (renamed in a directory above it)")

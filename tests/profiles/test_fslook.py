@@ -148,3 +148,21 @@ def test_unchanged_derives_what_follows_from_the_same_pass(
     assert str(tree / "m" / "n") not in asked and str(tree / "m" / "n" / "o") not in asked
     assert asked.count(str(tree / "a" / "b")) == 1
 
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives a name to another uid (chown)")
+def test_a_name_in_a_directory_open_to_all_that_changed_owner_is_a_change(
+        tmp_path: Path) -> None:
+    """redteam29's ``placed`` half of the check, asked after the native pass too: a name
+    in ``/tmp``-like directory removed and made again by another user keeps its type."""
+    shared = Path(os.path.realpath(tmp_path)) / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "project").mkdir()
+    look = FsLook()
+    placed: list[tuple[str, int]] = []
+    look.realpath(str(shared / "project" / "file"), placed=placed)
+    assert (str(shared / "project"), 0) in placed
+    assert look.unchanged()
+    os.chown(shared / "project", 65534, 65534)
+    assert not look.unchanged()
