@@ -320,8 +320,9 @@ async def prepare(
         routes = credentials.session_routes(net, _builtin_routes())
         sent = [(r.name, r.credential_key, r.upstream) for r in routes if not r.filter_only]
         if secret_hosts is not None and sent:  # before any secret is read
-            prepared.secrets_bound = await trio.to_thread.run_sync(
-                secret_hosts.admit, caller.uid if caller is not None else None, sent)
+            prepared.secrets_bound = await trio.to_thread.run_sync(functools.partial(
+                secret_hosts.admit, caller.uid if caller is not None else None, sent,
+                identity=sources.file_identity))  # a file's links, resolved as the caller
         loaded = await credentials.load_route_secrets(routes, environ=environ, options=sources)
         credentials.require_route_secrets(loaded)  # before anything is opened
         # The program never holds these, but may piece one together from what an upstream

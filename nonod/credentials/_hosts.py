@@ -12,6 +12,13 @@ later route of the same reference to any other upstream refuses the launch
 state directory (``secret-hosts.json``, 0600, replaced atomically and made durable before
 the launch goes on).
 
+A binding belongs to the secret, not to its spelling (review23): ``github_token``,
+``keyring://nono/github_token`` and ``keyring://nono/github_token?decode=go-keyring`` read one
+keychain entry, ``file:////run//keys/token`` and a path through a directory link the
+repository ships read one file. :func:`secret_key` is the one spelling (the keychain's plain
+account name; a file's path with its links resolved, as the caller, at launch), and the
+file, the note, the refusal and ``secret hosts`` all use it.
+
 The first launch is trusted: a reference first routed by a hostile profile is bound to its
 host; the note at launch, and the refusal of the user's own profile afterwards, show it.
 """
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,8 +36,9 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from ._errors import BadReference, SecretElsewhere, SecretHostsError
-from ._sources import parse_credential_ref
+from .._callerfs import Identity, acting_as
+from ._errors import BadReference, CredentialError, SecretElsewhere, SecretHostsError
+from ._sources import KEYRING_SERVICE, parse_credential_ref
 
 log = structlog.get_logger()
 
@@ -38,6 +47,43 @@ HOSTS_FILE: Final = "secret-hosts.json"
 MAX_REFERENCES: Final = 512
 MAX_ORIGINS: Final = 32
 _MAX_FILE: Final = 4 * 1024 * 1024
+_SLASHES: Final = re.compile(r"/{2,}")
+
+
+def secret_key(reference: str) -> str:
+    """The one spelling of the secret ``reference`` reads: a keychain entry of nonod's
+    service as its account name (``keyring://nono/gh`` and ``gh?decode=go-keyring`` are
+    ``gh``), another service's without the query, a file's path with single slashes; the
+    others as written (an environment variable's name is case-sensitive). Raises
+    BadReference (or UnsupportedSource) for a reference that does not parse."""
+    ref = parse_credential_ref(reference)
+    if ref.kind == "keychain":
+        return ref.account if ref.service == KEYRING_SERVICE else \
+            f"keyring://{ref.service}/{ref.account}"
+    if ref.kind == "file":
+        return "file://" + _SLASHES.sub("/", ref.path)
+    return ref.text
+
+
+def real_secret_key(reference: str, identity: Identity | None) -> str:
+    """Blocking. :func:`secret_key`, with a file's directory links resolved as ``identity``
+    (None: the daemon itself) would resolve them when it opens the file: a link the
+    repository ships (``repo/keys -> ~/.secrets``) names the file it leads to. (The file
+    itself is never a link: it is opened with O_NOFOLLOW.)"""
+    key = secret_key(reference)
+    if not key.startswith("file://"):
+        return key
+    with acting_as(identity):  # this worker thread only
+        return "file://" + os.path.realpath(key.removeprefix("file://"))
+
+
+def _stored_key(reference: str) -> str:
+    """A stored binding's key: its secret's spelling, or the text itself if it no longer
+    parses (kept, never dropped: forgetting a binding would let any route bind it anew)."""
+    try:
+        return secret_key(reference)
+    except CredentialError:
+        return reference
 
 
 def origin_of(url: str) -> str:
@@ -72,30 +118,35 @@ class SecretHosts:
         self._loaded = False
         self._lock = threading.Lock()
 
-    def admit(self, uid: int | None,
-              routes: Iterable[tuple[str, str, str]]) -> tuple[str, ...]:
+    def admit(self, uid: int | None, routes: Iterable[tuple[str, str, str]], *,
+              identity: Identity | None = None) -> tuple[str, ...]:
         """Blocking (reads the file the first time; writes it when something is new).
         ``routes``: (route name, credential reference, upstream URL). Raises SecretElsewhere
         when a reference is bound and the upstream is not among its hosts; otherwise binds
         the references routed for the first time and returns one line for each
         (``github_token -> https://api.github.com``). Nothing is bound unless every route
-        passes."""
+        passes. ``identity``: whose rights resolve a file reference's links (the caller's
+        on the system daemon; outside the lock: a caller's slow file system must not hold
+        other launches)."""
+        keyed = [(name, reference, real_secret_key(reference, identity), origin_of(upstream))
+                 for name, reference, upstream in routes]
         with self._lock:
             self._load()
             new: dict[tuple[int | None, str], list[str]] = {}
-            for name, reference, upstream in routes:
-                origin = origin_of(upstream)
-                key = (uid, reference)
+            for name, reference, secret, origin in keyed:
+                key = (uid, secret)
                 known = self._bound.get(key)
                 if known is None:
                     bound = new.setdefault(key, [])
                     if origin not in bound:
                         bound.append(origin)
                 elif origin not in known:
+                    spelled = reference if reference == secret else \
+                        f"{reference}` (`{secret}"
                     raise SecretElsewhere(
-                        f"route `{name}` would send the secret `{reference}` to {origin}; it "
+                        f"route `{name}` would send the secret `{spelled}` to {origin}; it "
                         f"has been sent only to {', '.join(known)}",
-                        hint=f"if that host should get it: `nonoctl secret hosts {reference} "
+                        hint=f"if that host should get it: `nonoctl secret hosts {secret} "
                              f"--add {origin}`; otherwise, do not run this profile")
             if not new:
                 return ()
@@ -104,23 +155,23 @@ class SecretHosts:
                 raise SecretHostsError(f"more than {MAX_REFERENCES} secret references are bound "
                                    "for this user", hint="`nonoctl secret hosts NAME --clear` "
                                    "forgets the bindings of a reference no longer used")
-            self._bound.update(new)
-            self._save()
+            self._save(new)
             return tuple(f"{ref} -> {', '.join(origins)}" for (_, ref), origins in new.items())
 
     def hosts(self, uid: int | None, reference: str) -> tuple[str, ...]:
         """Blocking. The upstreams ``reference`` is bound to (none: it was never routed)."""
+        key = (uid, secret_key(reference))
         with self._lock:
             self._load()
-            return tuple(self._bound.get((uid, reference), ()))
+            return tuple(self._bound.get(key, ()))
 
     def add(self, uid: int | None, reference: str, urls: Iterable[str]) -> tuple[str, ...]:
         """Blocking. Bind ``reference`` to these upstreams too; returns its hosts."""
-        parse_credential_ref(reference)
+        secret = secret_key(reference)
         origins = [origin_of(url) for url in urls]
         with self._lock:
             self._load()
-            key = (uid, reference)
+            key = (uid, secret)
             bound = list(self._bound.get(key, ()))
             for origin in origins:
                 if origin not in bound:
@@ -133,16 +184,16 @@ class SecretHosts:
                 raise SecretHostsError(f"more than {MAX_REFERENCES} secret references are bound "
                                    "for this user")
             if bound != self._bound.get(key):
-                self._bound[key] = bound
-                self._save()
+                self._save({key: bound})
             return tuple(bound)
 
     def clear(self, uid: int | None, reference: str) -> None:
         """Blocking. Forget where ``reference`` went: its next route binds it again."""
+        key = (uid, secret_key(reference))
         with self._lock:
             self._load()
-            if self._bound.pop((uid, reference), None) is not None:
-                self._save()
+            if key in self._bound:
+                self._save({}, forget=key)
 
     def _load(self) -> None:
         if self._loaded:
@@ -170,15 +221,25 @@ class SecretHosts:
                     not isinstance(origins, list) or \
                     not all(isinstance(o, str) for o in origins):
                 raise SecretHostsError(f"{self._path} holds a malformed binding")
-            self._bound[(uid, ref)] = list(origins)
+            # One secret written under two spellings (before review23): keep every host.
+            merged = self._bound.setdefault((uid, _stored_key(ref)), [])
+            merged.extend(o for o in origins if o not in merged)
         self._loaded = True
 
-    def _save(self) -> None:
-        """Replace the file, durably. A failure refuses what asked (the bindings made stay
-        in memory: stricter, never looser, until the daemon restarts)."""
+    def _save(self, changes: dict[tuple[int | None, str], list[str]], *,
+              forget: tuple[int | None, str] | None = None) -> None:
+        """Apply ``changes`` (and forget ``forget``), and replace the file, durably. A failure
+        refuses what asked and changes nothing: what the daemon holds is what the file says
+        (an --add or --clear said to have failed must not hold until a restart, and a
+        binding that was never saved must not let the next launch through unrecorded)."""
+        before = dict(self._bound)
+        self._bound.update(changes)
+        if forget is not None:
+            del self._bound[forget]
         try:
             self._write()
         except OSError as exc:
+            self._bound = before
             raise SecretHostsError(f"cannot save where secrets were sent ({self._path}): "
                                    f"{exc.strerror or exc}") from None
 

@@ -98,3 +98,35 @@ def test_bad_input_to_secret_hosts_is_refused_and_changes_nothing(
         assert done.returncode != 0, (args, done.stdout)
         assert "Traceback" not in done.stderr, done.stderr
     assert not list(short_tmp.rglob("secret-hosts.json"))
+
+
+def test_another_spelling_of_the_same_file_is_the_same_secret(
+        pinned: tuple[CLI, int]) -> None:
+    """review23: the binding was keyed on the reference as written, so the same token file
+    under another spelling (``file:////path``, ``//`` inside it, a directory link the
+    repository ships) was a secret never routed: the repository's profile bound it to its
+    own host and was sent the real value."""
+    cli, upstream = pinned
+    key = _token_file(cli.cwd)
+    mine = _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
+    assert cli("launch", "--profile", str(mine), "--", "/bin/true").returncode == 0
+    path = key.removeprefix("file://")
+    (cli.cwd / "repo").mkdir()
+    (cli.cwd / "repo" / "keys").symlink_to(cli.cwd)
+    seen = len(RecordingUpstream.seen)
+    for spelling in (f"file:///{path}", "file://" + path.replace("/", "//"),
+                     f"file://{cli.cwd}/repo/keys/github-token"):
+        theirs = _profile(cli.cwd, "theirs", f"http://127.0.0.1:{upstream}", spelling)
+        refused = cli("launch", "--profile", str(theirs), "--", SYSTEM_PYTHON, "-c", ASK,
+                      "theirs")
+        # before: STATUS 200, the other upstream got the user's token
+        assert refused.returncode != 0 and "STATUS" not in refused.stdout, \
+            (spelling, refused.stdout)
+        assert "credential.secret_elsewhere" in refused.stderr or \
+            f"has been sent only to http://localhost:{upstream}" in refused.stderr, \
+            refused.stderr
+        assert SECRET not in refused.stdout + refused.stderr
+    assert len(RecordingUpstream.seen) == seen
+    # The hint names the spelling `secret hosts` takes, and that spelling lists the host.
+    listed = cli("secret", "hosts", f"file:///{path}", "--json")
+    assert json.loads(listed.stdout)["hosts"] == [f"http://localhost:{upstream}"], listed

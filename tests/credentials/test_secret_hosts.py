@@ -1,0 +1,80 @@
+"""``SecretHosts`` (nonod/credentials/_hosts.py) on a real state directory: one secret has
+one binding whatever its spelling, and a failure to save changes nothing (review23)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nonod.credentials import SecretElsewhere, SecretHosts, SecretHostsError
+
+GITHUB = "https://api.github.com"
+EVIL = "https://evil.example"
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("github_token", "keyring://nono/github_token"),
+    ("keyring://nono/github_token", "github_token"),
+    ("github_token", "keyring://nono/github_token?decode=go-keyring"),
+    ("keyring://gh:github.com/octo", "keyring://gh:github.com/octo?decode=go-keyring"),
+    ("file:///run/keys/token", "file:////run//keys/token"),
+])
+def test_two_spellings_of_one_secret_share_its_hosts(tmp_path: Path, first: str,
+                                                     second: str) -> None:
+    hosts = SecretHosts(tmp_path)
+    hosts.admit(None, [("mine", first, GITHUB)])
+    # before: the second spelling was a reference never routed, bound to evil.example
+    with pytest.raises(SecretElsewhere, match=r"has been sent only to https://api\.github\.com"):
+        hosts.admit(None, [("theirs", second, EVIL)])
+    assert hosts.hosts(None, second) == (GITHUB,)
+    # after a restart too
+    assert SecretHosts(tmp_path).hosts(None, second) == (GITHUB,)
+
+
+def test_other_secrets_stay_apart(tmp_path: Path) -> None:
+    hosts = SecretHosts(tmp_path)
+    hosts.admit(None, [("mine", "github_token", GITHUB)])
+    assert hosts.admit(None, [("a", "keyring://other/github_token", EVIL),
+                              ("b", "env://github_token", EVIL),
+                              ("c", "GITHUB_TOKEN", EVIL)])
+    hosts.admit(7, [("theirs", "github_token", EVIL)])  # another user's own
+
+
+def test_a_file_written_with_two_spellings_keeps_every_host(tmp_path: Path) -> None:
+    (tmp_path / "secret-hosts.json").write_text(
+        '{"version": 1, "bindings": ['
+        '{"uid": null, "reference": "keyring://nono/gh", "origins": ["https://a.example"]},'
+        '{"uid": null, "reference": "gh", "origins": ["https://b.example"]}]}')
+    hosts = SecretHosts(tmp_path)
+    assert set(hosts.hosts(None, "gh")) == {"https://a.example", "https://b.example"}
+    with pytest.raises(SecretElsewhere):
+        hosts.admit(None, [("x", "gh", EVIL)])
+
+
+def _unsavable(tmp_path: Path) -> None:
+    # The next save's temporary file cannot be opened for writing.
+    (tmp_path / "secret-hosts.json.tmp").mkdir()
+
+
+def test_an_add_that_cannot_be_saved_allows_nothing(tmp_path: Path) -> None:
+    hosts = SecretHosts(tmp_path)
+    hosts.admit(None, [("mine", "gh", GITHUB)])
+    _unsavable(tmp_path)
+    with pytest.raises(SecretHostsError, match="cannot save"):
+        hosts.add(None, "gh", [EVIL])
+    # before: the host said refused was allowed until the daemon restarted
+    assert hosts.hosts(None, "gh") == (GITHUB,)
+    with pytest.raises(SecretElsewhere):
+        hosts.admit(None, [("theirs", "gh", EVIL)])
+
+
+def test_a_clear_that_cannot_be_saved_forgets_nothing(tmp_path: Path) -> None:
+    hosts = SecretHosts(tmp_path)
+    hosts.admit(None, [("mine", "gh", GITHUB)])
+    _unsavable(tmp_path)
+    with pytest.raises(SecretHostsError, match="cannot save"):
+        hosts.clear(None, "gh")
+    # before: forgotten in memory, so the next route (any host) bound it anew
+    with pytest.raises(SecretElsewhere):
+        hosts.admit(None, [("theirs", "gh", EVIL)])
