@@ -316,13 +316,22 @@ async def prepare(
                                             daemon_stores=caller.uid == 0)
     net = policy.network
     port = request.proxy_port
-    if net.restricted and not net.block:
-        routes = credentials.session_routes(net, _builtin_routes())
-        sent = [(r.name, r.credential_key, r.upstream) for r in routes if not r.filter_only]
-        if secret_hosts is not None and sent:  # before any secret is read
-            prepared.secrets_bound = await trio.to_thread.run_sync(functools.partial(
-                secret_hosts.admit, caller.uid if caller is not None else None, sent,
-                identity=sources.file_identity))  # a file's links, resolved as the caller
+    proxied = net.restricted and not net.block
+    routes = credentials.session_routes(net, _builtin_routes()) if proxied else ()
+    # Where this launch would send each secret: its routes' upstreams, and the profile's
+    # approval webhooks, which sign what they post with theirs (an HMAC of bodies the
+    # program steers; the daemon's own backends are the operator's, not bound).
+    sent = [(f"route `{r.name}`", r.credential_key, r.upstream)
+            for r in routes if not r.filter_only]
+    if net.approval is not None:
+        sent += [(f"approval webhook `{b.name}`", b.key, b.url or "")
+                 for b in net.approval.backends if b.type == "webhook" and b.key and b.url
+                 and not b.name.startswith(DAEMON_BACKEND_PREFIX)]
+    if secret_hosts is not None and sent:  # before any secret is read
+        prepared.secrets_bound = await trio.to_thread.run_sync(functools.partial(
+            secret_hosts.admit, caller.uid if caller is not None else None, sent,
+            identity=sources.file_identity))  # a file's links, resolved as the caller
+    if proxied:
         loaded = await credentials.load_route_secrets(routes, environ=environ, options=sources)
         credentials.require_route_secrets(loaded)  # before anything is opened
         # The program never holds these, but may piece one together from what an upstream

@@ -121,7 +121,8 @@ class SecretHosts:
     def admit(self, uid: int | None, routes: Iterable[tuple[str, str, str]], *,
               identity: Identity | None = None) -> tuple[str, ...]:
         """Blocking (reads the file the first time; writes it when something is new).
-        ``routes``: (route name, credential reference, upstream URL). Raises SecretElsewhere
+        ``routes``: (what sends it, as ``route `github```, credential reference, upstream
+        URL). Raises SecretElsewhere
         when a reference is bound and the upstream is not among its hosts; otherwise binds
         the references routed for the first time and returns one line for each
         (``github_token -> https://api.github.com``). Nothing is bound unless every route
@@ -144,7 +145,7 @@ class SecretHosts:
                     spelled = reference if reference == secret else \
                         f"{reference}` (`{secret}"
                     raise SecretElsewhere(
-                        f"route `{name}` would send the secret `{spelled}` to {origin}; it "
+                        f"{name} would send the secret `{spelled}` to {origin}; it "
                         f"has been sent only to {', '.join(known)}",
                         hint=f"if that host should get it: `nonoctl secret hosts {secret} "
                              f"--add {origin}`; otherwise, do not run this profile")

@@ -78,3 +78,49 @@ def test_a_clear_that_cannot_be_saved_forgets_nothing(tmp_path: Path) -> None:
     # before: forgotten in memory, so the next route (any host) bound it anew
     with pytest.raises(SecretElsewhere):
         hosts.admit(None, [("theirs", "gh", EVIL)])
+
+
+async def test_a_webhook_key_is_a_secret_sent_to_the_webhook(tmp_path: Path) -> None:
+    """A profile's approval webhook signs what it posts with its ``key``, a credential
+    reference: an HMAC of bodies the program steers, under the user's secret, sent to a URL
+    the profile names (a short password falls to an offline guess). Before review23 the key
+    was read and used whatever the reference's hosts; now it is bound like a route's."""
+    import trio
+
+    from nonod import _session_services
+    from nonod.policy import (
+        Access,
+        ApprovalBackend,
+        ApprovalPolicy,
+        Grant,
+        NetworkPolicy,
+        ResolvedPolicy,
+    )
+    from nonod.sandbox import LaunchRequest
+
+    token = tmp_path / "token"
+    token.write_text("the user's secret")
+    token.chmod(0o600)
+    key = f"file://{token}"
+    hosts = SecretHosts(tmp_path)
+    hosts.admit(None, [("mine", key, GITHUB)])
+
+    def policy(url: str) -> ResolvedPolicy:
+        return ResolvedPolicy(
+            name="hook", grants=(Grant(path="/usr", access=Access.READ),), denials=(),
+            network=NetworkPolicy(restricted=True, allow_domain=("api.github.com",),
+                                  approval=ApprovalPolicy(backend="hook", backends=(
+                                      ApprovalBackend(name="hook", type="webhook", url=url,
+                                                      key=key),))))
+
+    async def prepare(url: str) -> _session_services.SessionServices:
+        return await _session_services.prepare(
+            policy(url), LaunchRequest(argv=("/bin/true",), cwd=str(tmp_path)),
+            settings=_session_services.NetworkSettings(), environ={}, secret_hosts=hosts)
+
+    # before: prepared, with the key read for evil.example's webhook
+    with pytest.raises(SecretElsewhere, match=r"approval webhook `hook`"):
+        await prepare(f"{EVIL}/hook")
+    done = await prepare(f"{GITHUB}/hook")  # where it has been sent: as before
+    assert done.approval_keys == {"hook": b"the user's secret"}
+    await trio.lowlevel.checkpoint()
