@@ -43,10 +43,15 @@ from ._sources import KEYRING_SERVICE, parse_credential_ref
 log = structlog.get_logger()
 
 HOSTS_FILE: Final = "secret-hosts.json"
-#: Bounds: references per user, upstreams per reference.
+#: Bounds: references per user, upstreams per reference, and the bytes of one user's
+#: bindings in the file. One file holds every user's (the system daemon's callers): a user's
+#: share is bounded so that no user can make it too large to read back at the next start,
+#: which would refuse every user's launches with routes (review23).
 MAX_REFERENCES: Final = 512
 MAX_ORIGINS: Final = 32
-_MAX_FILE: Final = 4 * 1024 * 1024
+MAX_USER_BYTES: Final = 128 * 1024
+_MAX_FILE: Final = 64 * 1024 * 1024
+_MAX_HOST: Final = 253  # a DNS name's length
 _SLASHES: Final = re.compile(r"/{2,}")
 
 
@@ -96,9 +101,10 @@ def origin_of(url: str) -> str:
     except ValueError:
         raise BadReference(f"`{url}` is not an http(s) URL") from None
     host = (parts.hostname or "").lower()
-    if parts.scheme not in ("https", "http") or not host or parts.username is not None \
-            or parts.password is not None:
-        raise BadReference(f"`{url}` is not an http(s) URL with a host",
+    if parts.scheme not in ("https", "http") or not host or len(host) > _MAX_HOST or \
+            parts.username is not None or parts.password is not None:
+        raise BadReference(f"`{url[:300]}` is not an http(s) URL with a host (of at most "
+                           f"{_MAX_HOST} characters)",
                            hint="give the upstream as a route names it: https://api.example.com")
     if ":" in host:
         host = f"[{host}]"
@@ -156,6 +162,7 @@ class SecretHosts:
                 raise SecretHostsError(f"more than {MAX_REFERENCES} secret references are bound "
                                    "for this user", hint="`nonoctl secret hosts NAME --clear` "
                                    "forgets the bindings of a reference no longer used")
+            self._within_share(uid, new)
             self._save(new)
             return tuple(f"{ref} -> {', '.join(origins)}" for (_, ref), origins in new.items())
 
@@ -185,6 +192,7 @@ class SecretHosts:
                 raise SecretHostsError(f"more than {MAX_REFERENCES} secret references are bound "
                                    "for this user")
             if bound != self._bound.get(key):
+                self._within_share(uid, {key: bound})
                 self._save({key: bound})
             return tuple(bound)
 
@@ -195,6 +203,19 @@ class SecretHosts:
             self._load()
             if key in self._bound:
                 self._save({}, forget=key)
+
+    def _within_share(self, uid: int | None,
+                      changes: dict[tuple[int | None, str], list[str]]) -> None:
+        """Raise SecretHostsError if ``uid``'s bindings with ``changes`` would take more than
+        MAX_USER_BYTES of the file."""
+        merged = {k: v for k, v in self._bound.items() if k[0] == uid} | changes
+        size = sum(64 + len(ref.encode()) + sum(len(o.encode()) + 4 for o in origins)
+                   for (_, ref), origins in merged.items())
+        if size > MAX_USER_BYTES:
+            raise SecretHostsError(f"the secret hosts of this user would take more than "
+                                   f"{MAX_USER_BYTES // 1024} KiB",
+                                   hint="`nonoctl secret hosts NAME --clear` forgets the "
+                                   "bindings of a reference no longer used")
 
     def _load(self) -> None:
         if self._loaded:

@@ -124,3 +124,30 @@ async def test_a_webhook_key_is_a_secret_sent_to_the_webhook(tmp_path: Path) -> 
     done = await prepare(f"{GITHUB}/hook")  # where it has been sent: as before
     assert done.approval_keys == {"hook": b"the user's secret"}
     await trio.lowlevel.checkpoint()
+
+
+def test_one_user_cannot_make_the_file_unreadable_for_the_others(tmp_path: Path) -> None:
+    """The system daemon keeps every user's bindings in one file, read back (at most 4 MiB)
+    at its next start. One user's `secret hosts --add` with long references and host names
+    wrote past that, and after a restart every user's launch with a route was refused
+    ("cannot read secret-hosts.json"). Now each user's share is bounded, below the file's."""
+    hosts = SecretHosts(tmp_path)
+    hosts.admit(2002, [("theirs", "file:///home/b/token", GITHUB)])
+    long_hosts = [f"https://{'a' * 60}.{'b' * 60}.{'c' * 60}.{i}.example" for i in range(32)]
+    refused = None
+    for n in range(512):
+        try:
+            hosts.add(1001, f"file:///home/a/{'x' * 3000}{n}", long_hosts)
+        except SecretHostsError as exc:
+            refused = exc
+            break
+    # before: every add accepted, a file of over 4 MiB
+    assert refused is not None and "1001" not in str(refused)
+    again = SecretHosts(tmp_path)  # the daemon restarted
+    assert again.hosts(2002, "file:///home/b/token") == (GITHUB,)
+    assert again.admit(2002, [("more", "file:///home/b/other", GITHUB)])
+
+
+def test_an_upstream_host_longer_than_dns_allows_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="not an http"):
+        SecretHosts(tmp_path).add(None, "gh", [f"https://{'a' * 300}.example"])
