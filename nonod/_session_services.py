@@ -321,7 +321,7 @@ async def prepare(
     # Where this launch would send each secret: its routes' upstreams, and the profile's
     # approval webhooks, which sign what they post with theirs (an HMAC of bodies the
     # program steers; the daemon's own backends are the operator's, not bound).
-    sent = [(f"route `{r.name}`", r.credential_key, r.upstream)
+    sent = [(f"route `{r.name}`", r.credential_key, credentials.trusting(r.upstream, r.tls_ca))
             for r in routes if not r.filter_only]
     if net.approval is not None:
         sent += [(f"approval webhook `{b.name}`", b.key, b.url or "")

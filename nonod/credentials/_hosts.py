@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -91,10 +92,34 @@ def _stored_key(reference: str) -> str:
         return reference
 
 
+def trusting(url: str, tls_ca: str | None) -> str:
+    """A route's upstream as :func:`origin_of` reads it: with ``(trusting /ca.pem)`` when the
+    route trusts a CA of its own (``tls_ca``). Whoever holds that CA's key, and a place on
+    the path, reads what the route sends: another upstream than the host with the system's
+    CAs, or with another CA. Raises BadReference for a CA path this form cannot carry."""
+    if tls_ca is None:
+        return url
+    if not tls_ca.startswith("/") or any(c in tls_ca for c in "()") or \
+            any(not c.isprintable() for c in tls_ca):
+        raise BadReference(f"tls_ca `{tls_ca}`: a route whose secret is bound to its hosts "
+                           "needs a CA path without parentheses or unprintable characters")
+    return f"{url} (trusting {tls_ca})"
+
+
+_TRUSTING: Final = re.compile(r"(?P<url>\S+) \(trusting (?P<ca>/[^()]+)\)")
+
+
 def origin_of(url: str) -> str:
     """``https://host[:port]`` of an upstream URL: lower-case host, the port only when it is
-    not the scheme's default. Raises BadReference for anything but an http(s) URL with a
-    host."""
+    not the scheme's default; ``https://host (trusting /ca.pem)`` for one that trusts a CA
+    of its own (:func:`trusting`). Raises BadReference for anything but an http(s) URL with
+    a host."""
+    if " " in url:
+        match = _TRUSTING.fullmatch(url)
+        if match is None or not match["ca"].isprintable():
+            raise BadReference(f"`{url[:300]}` is not an http(s) URL, nor one with "
+                               "`(trusting /path/to/ca.pem)`")
+        return f"{origin_of(match['url'])} (trusting {match['ca']})"
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -153,8 +178,9 @@ class SecretHosts:
                     raise SecretElsewhere(
                         f"{name} would send the secret `{spelled}` to {origin}; it "
                         f"has been sent only to {', '.join(known)}",
-                        hint=f"if that host should get it: `nonoctl secret hosts {secret} "
-                             f"--add {origin}`; otherwise, do not run this profile")
+                        hint=f"if that host should get it: `nonoctl secret hosts "
+                             f"{shlex.quote(secret)} --add {shlex.quote(origin)}`; otherwise, "
+                             "do not run this profile")
             if not new:
                 return ()
             held = sum(1 for owner, _ in self._bound if owner == uid)

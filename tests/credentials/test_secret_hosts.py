@@ -151,3 +151,49 @@ def test_one_user_cannot_make_the_file_unreadable_for_the_others(tmp_path: Path)
 def test_an_upstream_host_longer_than_dns_allows_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="not an http"):
         SecretHosts(tmp_path).add(None, "gh", [f"https://{'a' * 300}.example"])
+
+
+async def test_a_ca_of_the_profiles_own_is_another_upstream(tmp_path: Path) -> None:
+    """A route to the bound host that trusts a CA the profile chose (``tls_ca``) sends the
+    secret to whoever holds that CA's key and a place on the path: the built-in routes
+    refuse it (``_stays_home``), a bound reference took it as the same upstream."""
+    from nonod import _session_services
+    from nonod.policy import Access, CustomCredential, Grant, NetworkPolicy, ResolvedPolicy
+    from nonod.sandbox import LaunchRequest
+
+    token = tmp_path / "token"
+    token.write_text("the user's secret")
+    token.chmod(0o600)
+    key = f"file://{token}"
+    ca = tmp_path / "their-ca.pem"
+    ca.write_text("")
+    hosts = SecretHosts(tmp_path)
+    hosts.admit(None, [("mine", key, "https://svc.example")])
+    policy = ResolvedPolicy(
+        name="theirs", grants=(Grant(path="/usr", access=Access.READ),), denials=(),
+        network=NetworkPolicy(restricted=True, credentials=("svc",), custom_credentials=((
+            "svc", CustomCredential(upstream="https://svc.example/v1", credential_key=key,
+                                    env_var="SVC", tls_ca=str(ca))),)))
+    # before: admitted, the secret read and sent through the profile's CA
+    with pytest.raises(SecretElsewhere, match=rf"to https://svc\.example \(trusting {ca}\)"):
+        await _session_services.prepare(
+            policy, LaunchRequest(argv=("/bin/true",), cwd=str(tmp_path)),
+            settings=_session_services.NetworkSettings(), environ={}, secret_hosts=hosts)
+    # The spelling the refusal's hint gives is what `secret hosts --add` takes.
+    assert hosts.add(None, key, [f"https://svc.example (trusting {ca})"])[-1] == \
+        f"https://svc.example (trusting {ca})"
+    assert hosts.admit(None, [("svc", key, f"https://svc.example/v1 (trusting {ca})")]) == ()
+
+
+def test_the_hint_is_a_command_that_can_be_pasted(tmp_path: Path) -> None:
+    hosts = SecretHosts(tmp_path)
+    hosts.admit(None, [("mine", "gh", GITHUB)])
+    with pytest.raises(SecretElsewhere) as refused:
+        hosts.admit(None, [("theirs", "gh", f"{GITHUB} (trusting /their/ca.pem)")])
+    assert refused.value.hint is not None and \
+        "--add 'https://api.github.com (trusting /their/ca.pem)'" in refused.value.hint
+    for bad in (f"{GITHUB} (trusting ca.pem)", f"{GITHUB} (trusting /a(b).pem)",
+                f"{GITHUB} x", f"{GITHUB}  (trusting /ca.pem)"):
+        with pytest.raises(Exception, match="not an http"):
+            hosts.add(None, "gh", [bad])
+    assert hosts.hosts(None, "gh") == (GITHUB,)
