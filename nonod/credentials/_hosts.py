@@ -97,6 +97,8 @@ def trusting(url: str, tls_ca: str | None) -> str:
     route trusts a CA of its own (``tls_ca``). Whoever holds that CA's key, and a place on
     the path, reads what the route sends: another upstream than the host with the system's
     CAs, or with another CA. Raises BadReference for a CA path this form cannot carry."""
+    if any(c.isspace() for c in url):  # only this form has a space (origin_of)
+        raise BadReference(f"`{url[:300]}` is not an http(s) URL (it holds white space)")
     if tls_ca is None:
         return url
     if not tls_ca.startswith("/") or any(c in tls_ca for c in "()") or \

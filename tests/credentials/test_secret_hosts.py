@@ -197,3 +197,11 @@ def test_the_hint_is_a_command_that_can_be_pasted(tmp_path: Path) -> None:
         with pytest.raises(Exception, match="not an http"):
             hosts.add(None, "gh", [bad])
     assert hosts.hosts(None, "gh") == (GITHUB,)
+
+
+def test_an_upstream_cannot_spell_a_ca_it_does_not_trust() -> None:
+    from nonod.credentials import trusting
+
+    with pytest.raises(Exception, match="white space"):
+        trusting(f"{GITHUB}/x (trusting /etc/corp-ca.pem)", None)
+    assert trusting(GITHUB, "/etc/ca.pem") == f"{GITHUB} (trusting /etc/ca.pem)"
