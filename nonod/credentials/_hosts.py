@@ -59,8 +59,10 @@ _SLASHES: Final = re.compile(r"/{2,}")
 def secret_key(reference: str) -> str:
     """The one spelling of the secret ``reference`` reads: a keychain entry of nonod's
     service as its account name (``keyring://nono/gh`` and ``gh?decode=go-keyring`` are
-    ``gh``), another service's without the query, a file's path with single slashes; the
-    others as written (an environment variable's name is case-sensitive). Raises
+    ``gh``), another service's without the query, a file's path with single slashes, a
+    1Password reference in lower case (1Password reads them so); the others as written (an
+    environment variable's name is case-sensitive). A 1Password item named by its ID in one
+    reference and by its name in another stays two (only ``op`` knows they are one). Raises
     BadReference (or UnsupportedSource) for a reference that does not parse."""
     ref = parse_credential_ref(reference)
     if ref.kind == "keychain":
@@ -68,6 +70,8 @@ def secret_key(reference: str) -> str:
             f"keyring://{ref.service}/{ref.account}"
     if ref.kind == "file":
         return "file://" + _SLASHES.sub("/", ref.path)
+    if ref.kind == "op":  # 1Password's references are case-insensitive
+        return ref.text.lower()
     return ref.text
 
 

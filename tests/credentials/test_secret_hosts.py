@@ -19,6 +19,8 @@ EVIL = "https://evil.example"
     ("github_token", "keyring://nono/github_token?decode=go-keyring"),
     ("keyring://gh:github.com/octo", "keyring://gh:github.com/octo?decode=go-keyring"),
     ("file:///run/keys/token", "file:////run//keys/token"),
+    # 1Password: "Secret references are case-insensitive" (its secret reference syntax)
+    ("op://Dev/Stripe/publishable-key", "op://dev/STRIPE/Publishable-Key"),
 ])
 def test_two_spellings_of_one_secret_share_its_hosts(tmp_path: Path, first: str,
                                                      second: str) -> None:
