@@ -207,3 +207,44 @@ def test_an_upstream_cannot_spell_a_ca_it_does_not_trust() -> None:
     with pytest.raises(Exception, match="white space"):
         trusting(f"{GITHUB}/x (trusting /etc/corp-ca.pem)", None)
     assert trusting(GITHUB, "/etc/ca.pem") == f"{GITHUB} (trusting /etc/ca.pem)"
+
+
+@pytest.mark.xfail(strict=True, reason="review23, found and not closed: a file reference's "
+                   "links are resolved when it is bound and again when it is read; a link "
+                   "changed in between (by another session of the same profile, writing the "
+                   "repository) sends another file than the one bound")
+async def test_a_link_changed_between_binding_and_reading_sends_nothing(tmp_path: Path) -> None:
+    from nonod import _session_services
+    from nonod.credentials import CredentialError
+    from nonod.policy import Access, CustomCredential, Grant, NetworkPolicy, ResolvedPolicy
+    from nonod.sandbox import LaunchRequest
+
+    secrets, decoy, repo = tmp_path / "secrets", tmp_path / "decoy", tmp_path / "repo"
+    for directory, value in ((secrets, "the user's secret"), (decoy, "nothing")):
+        directory.mkdir()
+        (directory / "token").write_text(value)
+        (directory / "token").chmod(0o600)
+    repo.mkdir()
+    (repo / "keys").symlink_to(decoy)
+    hosts = SecretHosts(tmp_path)
+    hosts.admit(None, [("mine", f"file://{secrets}/token", GITHUB)])
+
+    class Racing(SecretHosts):
+        """The other session flips the repository's link once the launch has bound it."""
+
+        def admit(self, *args: object, **kwargs: object) -> tuple[str, ...]:
+            done = super().admit(*args, **kwargs)  # type: ignore[arg-type]
+            (repo / "keys").unlink()
+            (repo / "keys").symlink_to(secrets)
+            return done
+
+    policy = ResolvedPolicy(
+        name="theirs", grants=(Grant(path="/usr", access=Access.READ),), denials=(),
+        network=NetworkPolicy(restricted=True, credentials=("svc",), custom_credentials=((
+            "svc", CustomCredential(upstream=EVIL, credential_key=f"file://{repo}/keys/token",
+                                    env_var="SVC")),)))
+    with pytest.raises(CredentialError):
+        await _session_services.prepare(
+            policy, LaunchRequest(argv=("/bin/true",), cwd=str(tmp_path)),
+            settings=_session_services.NetworkSettings(), environ={},
+            secret_hosts=Racing(tmp_path))
