@@ -87,6 +87,15 @@ def real_secret_key(reference: str, identity: Identity | None) -> str:
         return "file://" + os.path.realpath(key.removeprefix("file://"))
 
 
+def real_references(references: Iterable[str], identity: Identity | None) -> dict[str, str]:
+    """Blocking. Each ``file://`` reference among ``references`` with its links resolved
+    (:func:`real_secret_key`). The daemon binds, and then reads, that path, with
+    ``SourceOptions.exact_paths``: resolved once, so a link changed between the binding and
+    the read refuses the read instead of sending another file than the one bound."""
+    return {ref: real_secret_key(ref, identity) for ref in references
+            if ref.startswith("file://")}
+
+
 def _stored_key(reference: str) -> str:
     """A stored binding's key: its secret's spelling, or the text itself if it no longer
     parses (kept, never dropped: forgetting a binding would let any route bind it anew)."""

@@ -209,18 +209,21 @@ def test_an_upstream_cannot_spell_a_ca_it_does_not_trust() -> None:
     assert trusting(GITHUB, "/etc/ca.pem") == f"{GITHUB} (trusting /etc/ca.pem)"
 
 
-@pytest.mark.xfail(strict=True, reason="review23, found and not closed: a file reference's "
-                   "links are resolved when it is bound and again when it is read; a link "
-                   "changed in between (by another session of the same profile, writing the "
-                   "repository) sends another file than the one bound")
-async def test_a_link_changed_between_binding_and_reading_sends_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flip", ["the repository's link", "a directory of the bound path"])
+async def test_a_link_changed_between_binding_and_reading_sends_nothing(
+        tmp_path: Path, flip: str) -> None:
+    """A file reference's links were resolved when it was bound and again when it was read:
+    another session of the same profile, writing the repository, could change a link in
+    between, and the launch read and sent a file other than the one bound (here the user's
+    token, bound to api.github.com, to evil.example). Now the path bound is the path read,
+    with no link on the way: either the bound file is read, or the read is refused."""
     from nonod import _session_services
     from nonod.credentials import CredentialError
     from nonod.policy import Access, CustomCredential, Grant, NetworkPolicy, ResolvedPolicy
     from nonod.sandbox import LaunchRequest
 
     secrets, decoy, repo = tmp_path / "secrets", tmp_path / "decoy", tmp_path / "repo"
-    for directory, value in ((secrets, "the user's secret"), (decoy, "nothing")):
+    for directory, value in ((secrets, "the user's secret"), (decoy, "the decoy's value")):
         directory.mkdir()
         (directory / "token").write_text(value)
         (directory / "token").chmod(0o600)
@@ -230,12 +233,16 @@ async def test_a_link_changed_between_binding_and_reading_sends_nothing(tmp_path
     hosts.admit(None, [("mine", f"file://{secrets}/token", GITHUB)])
 
     class Racing(SecretHosts):
-        """The other session flips the repository's link once the launch has bound it."""
+        """The other session changes a link once the launch has bound the reference."""
 
         def admit(self, *args: object, **kwargs: object) -> tuple[str, ...]:
             done = super().admit(*args, **kwargs)  # type: ignore[arg-type]
-            (repo / "keys").unlink()
-            (repo / "keys").symlink_to(secrets)
+            if flip == "the repository's link":
+                (repo / "keys").unlink()
+                (repo / "keys").symlink_to(secrets)
+            else:
+                decoy.rename(tmp_path / "decoy.old")
+                decoy.symlink_to(secrets)
             return done
 
     policy = ResolvedPolicy(
@@ -243,8 +250,14 @@ async def test_a_link_changed_between_binding_and_reading_sends_nothing(tmp_path
         network=NetworkPolicy(restricted=True, credentials=("svc",), custom_credentials=((
             "svc", CustomCredential(upstream=EVIL, credential_key=f"file://{repo}/keys/token",
                                     env_var="SVC")),)))
-    with pytest.raises(CredentialError):
-        await _session_services.prepare(
+    try:
+        prepared = await _session_services.prepare(
             policy, LaunchRequest(argv=("/bin/true",), cwd=str(tmp_path)),
             settings=_session_services.NetworkSettings(), environ={},
             secret_hosts=Racing(tmp_path))
+    except CredentialError as refused:
+        assert "a link on its path changed" in refused.message
+        return
+    # before: the user's secret was the route's (and so sent to evil.example)
+    assert not any("the user's secret" in hidden for hidden in prepared.hidden)
+    assert any("the decoy's value" in hidden for hidden in prepared.hidden)
