@@ -9,6 +9,8 @@ paths, so the few lines a person reads are not the ones a profile chose to put f
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from .policy import NetworkPolicy, ResolvedPolicy, ToolPolicy
 from .protocol import DryRunSummary, NetworkMode
 
@@ -93,7 +95,21 @@ def weakened(policy: ResolvedPolicy) -> tuple[str, ...]:
             said.append(f"{what}: every process of the user (allow_all)")
     if policy.ipc_mode == "full":
         said.append("ipc: the host's System V and POSIX IPC (ipc_mode full)")
+    if policy.allow_root:
+        said.append("may run as root when a root caller asks and the daemon allows it "
+                     "(nonod.allow_root)")
+    if policy.network_isolation == "landlock":
+        said.append("the host's network and namespaces, held by Landlock alone "
+                    "(linux.sandbox_policy landlock)")
     net = policy.network
+    if net.open_ports and net.restricted and not net.block:
+        said.append("allowed hosts reached on ports beyond 443 and 80: "
+                    + ", ".join(str(port) for port in net.open_ports))
+    for name, custom in net.custom_credentials:
+        if custom.tls_ca and name in net.credentials and net.restricted and not net.block:
+            host = urlsplit(custom.upstream).hostname or custom.upstream
+            said.append(f"{host} trusted through the profile's CA {custom.tls_ca} (route "
+                        f"{name}: whoever holds that CA's key may read what it sends)")
     if net.approval is not None and net.restricted and not net.block:
         hooks = [f"{b.name} {b.url}" for b in net.approval.backends if b.type == "webhook"]
         said.append(f"hosts outside the allow list: asked of `{net.approval.backend}`"

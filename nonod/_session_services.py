@@ -323,13 +323,35 @@ async def prepare(
                                             daemon_stores=caller.uid == 0)
     net = policy.network
     port = request.proxy_port
-    if net.restricted and not net.block:
-        routes = credentials.session_routes(net, _builtin_routes())
-        sent = [(r.name, r.credential_key, r.upstream) for r in routes if not r.filter_only]
-        if secret_hosts is not None and sent:  # before any secret is read
-            prepared.secrets_bound = await trio.to_thread.run_sync(
-                secret_hosts.admit, caller.uid if caller is not None else None, sent)
-        loaded = await credentials.load_route_secrets(routes, environ=environ, options=sources)
+    proxied = net.restricted and not net.block
+    routes = credentials.session_routes(net, _builtin_routes()) if proxied else ()
+    # Where this launch would send each secret: its routes' upstreams, and the profile's
+    # approval webhooks, which sign what they post with theirs (an HMAC of bodies the
+    # program steers; the daemon's own backends are the operator's, not bound).
+    hooks = [b for b in net.approval.backends if b.type == "webhook" and b.key and b.url
+             and not b.name.startswith(DAEMON_BACKEND_PREFIX)] if net.approval else []
+    # Each file reference's links are resolved once, as the caller: the path that is bound
+    # is the path read, with no link on the way (``exact_paths``), so a link changed in
+    # between (by another session writing the repository) refuses the read.
+    references = [r.credential_key for r in routes if not r.filter_only] + \
+        [b.key for b in hooks if b.key]
+    real: dict[str, str] = {}
+    if any(ref.startswith("file://") for ref in references):
+        real = await trio.to_thread.run_sync(
+            credentials.real_references, references, sources.file_identity)
+        routes = tuple(msgspec.structs.replace(r, credential_key=real[r.credential_key])
+                       if r.credential_key in real else r for r in routes)
+    bound = msgspec.structs.replace(sources, exact_paths=True)
+    sent = [(f"route `{r.name}`", r.credential_key, credentials.trusting(r.upstream, r.tls_ca))
+            for r in routes if not r.filter_only]
+    sent += [(f"approval webhook `{b.name}`", real.get(b.key, b.key), b.url)
+             for b in hooks if b.key and b.url]
+    if secret_hosts is not None and sent:  # before any secret is read
+        prepared.secrets_bound = await trio.to_thread.run_sync(functools.partial(
+            secret_hosts.admit, caller.uid if caller is not None else None, sent,
+            identity=sources.file_identity))  # a file's links, resolved as the caller
+    if proxied:
+        loaded = await credentials.load_route_secrets(routes, environ=environ, options=bound)
         credentials.require_route_secrets(loaded)  # before anything is opened
         # The program never holds these, but may piece one together from what an upstream
         # reflects in a form the scrubber does not know: it never reaches the audit file.
@@ -381,8 +403,8 @@ async def prepare(
                 # The operator's backends ([approvals.backends]) read with the daemon's rights.
                 own = backend.name.startswith(DAEMON_BACKEND_PREFIX)
                 key = await trio.to_thread.run_sync(functools.partial(
-                    credentials.resolve_credential, backend.key, environ=environ,
-                    options=credentials.SourceOptions() if own else sources))
+                    credentials.resolve_credential, real.get(backend.key, backend.key),
+                    environ=environ, options=credentials.SourceOptions() if own else bound))
                 prepared.approval_keys[backend.name] = key.reveal().encode()
     if net.env_credentials:
         pairs = await trio.to_thread.run_sync(functools.partial(

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from ._errors import UnsupportedSource as UnsupportedSource
     from ._hosts import SecretHosts as SecretHosts
     from ._hosts import origin_of as origin_of
+    from ._hosts import real_references as real_references
+    from ._hosts import trusting as trusting
     from ._keychain import Keychain as Keychain
     from ._keychain import SecretInfo as SecretInfo
     from ._keychain import SecretStatus as SecretStatus
@@ -84,7 +86,7 @@ else:
             "CredentialUnavailable", "InsecureSource", "RouteElsewhere", "SecretElsewhere",
             "SecretHostsError", "SourceNotPermitted", "UnknownRoute", "UnsupportedSource",
         ),
-        "_hosts": ("SecretHosts", "origin_of"),
+        "_hosts": ("SecretHosts", "origin_of", "real_references", "trusting"),
         "_keychain": ("Keychain", "SecretInfo", "SecretStatus"),
         "_phantom": ("PhantomToken",),
         "_routes": (

@@ -56,7 +56,8 @@ class SourceNotPermitted(CredentialError):
 
 class InsecureSource(CredentialError):
     """A file that group or others can access, that is not owned by the expected user, that is
-    not a regular file, or that lies outside the configured roots."""
+    not a regular file, that lies outside the configured roots, or that is no longer at the
+    path its hosts were checked for (``SourceOptions.exact_paths``)."""
 
     code = "credential.insecure"
 

@@ -12,6 +12,13 @@ later route of the same reference to any other upstream refuses the launch
 state directory (``secret-hosts.json``, 0600, replaced atomically and made durable before
 the launch goes on).
 
+A binding belongs to the secret, not to its spelling (review23): ``github_token``,
+``keyring://nono/github_token`` and ``keyring://nono/github_token?decode=go-keyring`` read one
+keychain entry, ``file:////run//keys/token`` and a path through a directory link the
+repository ships read one file. :func:`secret_key` is the one spelling (the keychain's plain
+account name; a file's path with its links resolved, as the caller, at launch), and the
+file, the note, the refusal and ``secret hosts`` all use it.
+
 The first launch is trusted: a reference first routed by a hostile profile is bound to its
 host; the note at launch, and the refusal of the user's own profile afterwards, show it.
 """
@@ -20,6 +27,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,31 +37,114 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from ._errors import BadReference, SecretElsewhere, SecretHostsError
-from ._sources import parse_credential_ref
+from .._callerfs import Identity, acting_as
+from ._errors import BadReference, CredentialError, SecretElsewhere, SecretHostsError
+from ._sources import KEYRING_SERVICE, parse_credential_ref
 
 log = structlog.get_logger()
 
 HOSTS_FILE: Final = "secret-hosts.json"
-#: Bounds: references per user, upstreams per reference.
+#: Bounds: references per user, upstreams per reference, and the bytes of one user's
+#: bindings in the file. One file holds every user's (the system daemon's callers): a user's
+#: share is bounded so that no user can make it too large to read back at the next start,
+#: which would refuse every user's launches with routes (review23).
 MAX_REFERENCES: Final = 512
 MAX_ORIGINS: Final = 32
-_MAX_FILE: Final = 4 * 1024 * 1024
+MAX_USER_BYTES: Final = 128 * 1024
+_MAX_FILE: Final = 64 * 1024 * 1024
+_MAX_HOST: Final = 253  # a DNS name's length
+_SLASHES: Final = re.compile(r"/{2,}")
+
+
+def secret_key(reference: str) -> str:
+    """The one spelling of the secret ``reference`` reads: a keychain entry of nonod's
+    service as its account name (``keyring://nono/gh`` and ``gh?decode=go-keyring`` are
+    ``gh``), another service's without the query, a file's path with single slashes, a
+    1Password reference in lower case (1Password reads them so); the others as written (an
+    environment variable's name is case-sensitive). A 1Password item named by its ID in one
+    reference and by its name in another stays two (only ``op`` knows they are one). Raises
+    BadReference (or UnsupportedSource) for a reference that does not parse."""
+    ref = parse_credential_ref(reference)
+    if ref.kind == "keychain":
+        return ref.account if ref.service == KEYRING_SERVICE else \
+            f"keyring://{ref.service}/{ref.account}"
+    if ref.kind == "file":
+        return "file://" + _SLASHES.sub("/", ref.path)
+    if ref.kind == "op":  # 1Password's references are case-insensitive
+        return ref.text.lower()
+    return ref.text
+
+
+def real_secret_key(reference: str, identity: Identity | None) -> str:
+    """Blocking. :func:`secret_key`, with a file's directory links resolved as ``identity``
+    (None: the daemon itself) would resolve them when it opens the file: a link the
+    repository ships (``repo/keys -> ~/.secrets``) names the file it leads to. (The file
+    itself is never a link: it is opened with O_NOFOLLOW.)"""
+    key = secret_key(reference)
+    if not key.startswith("file://"):
+        return key
+    with acting_as(identity):  # this worker thread only
+        return "file://" + os.path.realpath(key.removeprefix("file://"))
+
+
+def real_references(references: Iterable[str], identity: Identity | None) -> dict[str, str]:
+    """Blocking. Each ``file://`` reference among ``references`` with its links resolved
+    (:func:`real_secret_key`). The daemon binds, and then reads, that path, with
+    ``SourceOptions.exact_paths``: resolved once, so a link changed between the binding and
+    the read refuses the read instead of sending another file than the one bound."""
+    return {ref: real_secret_key(ref, identity) for ref in references
+            if ref.startswith("file://")}
+
+
+def _stored_key(reference: str) -> str:
+    """A stored binding's key: its secret's spelling, or the text itself if it no longer
+    parses (kept, never dropped: forgetting a binding would let any route bind it anew)."""
+    try:
+        return secret_key(reference)
+    except CredentialError:
+        return reference
+
+
+def trusting(url: str, tls_ca: str | None) -> str:
+    """A route's upstream as :func:`origin_of` reads it: with ``(trusting /ca.pem)`` when the
+    route trusts a CA of its own (``tls_ca``). Whoever holds that CA's key, and a place on
+    the path, reads what the route sends: another upstream than the host with the system's
+    CAs, or with another CA. Raises BadReference for a CA path this form cannot carry."""
+    if any(c.isspace() for c in url):  # only this form has a space (origin_of)
+        raise BadReference(f"`{url[:300]}` is not an http(s) URL (it holds white space)")
+    if tls_ca is None:
+        return url
+    if not tls_ca.startswith("/") or any(c in tls_ca for c in "()") or \
+            any(not c.isprintable() for c in tls_ca):
+        raise BadReference(f"tls_ca `{tls_ca}`: a route whose secret is bound to its hosts "
+                           "needs a CA path without parentheses or unprintable characters")
+    return f"{url} (trusting {tls_ca})"
+
+
+_TRUSTING: Final = re.compile(r"(?P<url>\S+) \(trusting (?P<ca>/[^()]+)\)")
 
 
 def origin_of(url: str) -> str:
     """``https://host[:port]`` of an upstream URL: lower-case host, the port only when it is
-    not the scheme's default. Raises BadReference for anything but an http(s) URL with a
-    host."""
+    not the scheme's default; ``https://host (trusting /ca.pem)`` for one that trusts a CA
+    of its own (:func:`trusting`). Raises BadReference for anything but an http(s) URL with
+    a host."""
+    if " " in url:
+        match = _TRUSTING.fullmatch(url)
+        if match is None or not match["ca"].isprintable():
+            raise BadReference(f"`{url[:300]}` is not an http(s) URL, nor one with "
+                               "`(trusting /path/to/ca.pem)`")
+        return f"{origin_of(match['url'])} (trusting {match['ca']})"
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
         raise BadReference(f"`{url}` is not an http(s) URL") from None
     host = (parts.hostname or "").lower()
-    if parts.scheme not in ("https", "http") or not host or parts.username is not None \
-            or parts.password is not None:
-        raise BadReference(f"`{url}` is not an http(s) URL with a host",
+    if parts.scheme not in ("https", "http") or not host or len(host) > _MAX_HOST or \
+            parts.username is not None or parts.password is not None:
+        raise BadReference(f"`{url[:300]}` is not an http(s) URL with a host (of at most "
+                           f"{_MAX_HOST} characters)",
                            hint="give the upstream as a route names it: https://api.example.com")
     if ":" in host:
         host = f"[{host}]"
@@ -72,31 +164,38 @@ class SecretHosts:
         self._loaded = False
         self._lock = threading.Lock()
 
-    def admit(self, uid: int | None,
-              routes: Iterable[tuple[str, str, str]]) -> tuple[str, ...]:
+    def admit(self, uid: int | None, routes: Iterable[tuple[str, str, str]], *,
+              identity: Identity | None = None) -> tuple[str, ...]:
         """Blocking (reads the file the first time; writes it when something is new).
-        ``routes``: (route name, credential reference, upstream URL). Raises SecretElsewhere
+        ``routes``: (what sends it, as ``route `github```, credential reference, upstream
+        URL). Raises SecretElsewhere
         when a reference is bound and the upstream is not among its hosts; otherwise binds
         the references routed for the first time and returns one line for each
         (``github_token -> https://api.github.com``). Nothing is bound unless every route
-        passes."""
+        passes. ``identity``: whose rights resolve a file reference's links (the caller's
+        on the system daemon; outside the lock: a caller's slow file system must not hold
+        other launches)."""
+        keyed = [(name, reference, real_secret_key(reference, identity), origin_of(upstream))
+                 for name, reference, upstream in routes]
         with self._lock:
             self._load()
             new: dict[tuple[int | None, str], list[str]] = {}
-            for name, reference, upstream in routes:
-                origin = origin_of(upstream)
-                key = (uid, reference)
+            for name, reference, secret, origin in keyed:
+                key = (uid, secret)
                 known = self._bound.get(key)
                 if known is None:
                     bound = new.setdefault(key, [])
                     if origin not in bound:
                         bound.append(origin)
                 elif origin not in known:
+                    spelled = reference if reference == secret else \
+                        f"{reference}` (`{secret}"
                     raise SecretElsewhere(
-                        f"route `{name}` would send the secret `{reference}` to {origin}; it "
+                        f"{name} would send the secret `{spelled}` to {origin}; it "
                         f"has been sent only to {', '.join(known)}",
-                        hint=f"if that host should get it: `nonoctl secret hosts {reference} "
-                             f"--add {origin}`; otherwise, do not run this profile")
+                        hint=f"if that host should get it: `nonoctl secret hosts "
+                             f"{shlex.quote(secret)} --add {shlex.quote(origin)}`; otherwise, "
+                             "do not run this profile")
             if not new:
                 return ()
             held = sum(1 for owner, _ in self._bound if owner == uid)
@@ -104,23 +203,24 @@ class SecretHosts:
                 raise SecretHostsError(f"more than {MAX_REFERENCES} secret references are bound "
                                    "for this user", hint="`nonoctl secret hosts NAME --clear` "
                                    "forgets the bindings of a reference no longer used")
-            self._bound.update(new)
-            self._save()
+            self._within_share(uid, new)
+            self._save(new)
             return tuple(f"{ref} -> {', '.join(origins)}" for (_, ref), origins in new.items())
 
     def hosts(self, uid: int | None, reference: str) -> tuple[str, ...]:
         """Blocking. The upstreams ``reference`` is bound to (none: it was never routed)."""
+        key = (uid, secret_key(reference))
         with self._lock:
             self._load()
-            return tuple(self._bound.get((uid, reference), ()))
+            return tuple(self._bound.get(key, ()))
 
     def add(self, uid: int | None, reference: str, urls: Iterable[str]) -> tuple[str, ...]:
         """Blocking. Bind ``reference`` to these upstreams too; returns its hosts."""
-        parse_credential_ref(reference)
+        secret = secret_key(reference)
         origins = [origin_of(url) for url in urls]
         with self._lock:
             self._load()
-            key = (uid, reference)
+            key = (uid, secret)
             bound = list(self._bound.get(key, ()))
             for origin in origins:
                 if origin not in bound:
@@ -133,16 +233,30 @@ class SecretHosts:
                 raise SecretHostsError(f"more than {MAX_REFERENCES} secret references are bound "
                                    "for this user")
             if bound != self._bound.get(key):
-                self._bound[key] = bound
-                self._save()
+                self._within_share(uid, {key: bound})
+                self._save({key: bound})
             return tuple(bound)
 
     def clear(self, uid: int | None, reference: str) -> None:
         """Blocking. Forget where ``reference`` went: its next route binds it again."""
+        key = (uid, secret_key(reference))
         with self._lock:
             self._load()
-            if self._bound.pop((uid, reference), None) is not None:
-                self._save()
+            if key in self._bound:
+                self._save({}, forget=key)
+
+    def _within_share(self, uid: int | None,
+                      changes: dict[tuple[int | None, str], list[str]]) -> None:
+        """Raise SecretHostsError if ``uid``'s bindings with ``changes`` would take more than
+        MAX_USER_BYTES of the file."""
+        merged = {k: v for k, v in self._bound.items() if k[0] == uid} | changes
+        size = sum(64 + len(ref.encode()) + sum(len(o.encode()) + 4 for o in origins)
+                   for (_, ref), origins in merged.items())
+        if size > MAX_USER_BYTES:
+            raise SecretHostsError(f"the secret hosts of this user would take more than "
+                                   f"{MAX_USER_BYTES // 1024} KiB",
+                                   hint="`nonoctl secret hosts NAME --clear` forgets the "
+                                   "bindings of a reference no longer used")
 
     def _load(self) -> None:
         if self._loaded:
@@ -170,15 +284,25 @@ class SecretHosts:
                     not isinstance(origins, list) or \
                     not all(isinstance(o, str) for o in origins):
                 raise SecretHostsError(f"{self._path} holds a malformed binding")
-            self._bound[(uid, ref)] = list(origins)
+            # One secret written under two spellings (before review23): keep every host.
+            merged = self._bound.setdefault((uid, _stored_key(ref)), [])
+            merged.extend(o for o in origins if o not in merged)
         self._loaded = True
 
-    def _save(self) -> None:
-        """Replace the file, durably. A failure refuses what asked (the bindings made stay
-        in memory: stricter, never looser, until the daemon restarts)."""
+    def _save(self, changes: dict[tuple[int | None, str], list[str]], *,
+              forget: tuple[int | None, str] | None = None) -> None:
+        """Apply ``changes`` (and forget ``forget``), and replace the file, durably. A failure
+        refuses what asked and changes nothing: what the daemon holds is what the file says
+        (an --add or --clear said to have failed must not hold until a restart, and a
+        binding that was never saved must not let the next launch through unrecorded)."""
+        before = dict(self._bound)
+        self._bound.update(changes)
+        if forget is not None:
+            del self._bound[forget]
         try:
             self._write()
         except OSError as exc:
+            self._bound = before
             raise SecretHostsError(f"cannot save where secrets were sent ({self._path}): "
                                    f"{exc.strerror or exc}") from None
 

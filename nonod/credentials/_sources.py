@@ -99,7 +99,10 @@ class SourceOptions(msgspec.Struct, frozen=True, kw_only=True):
     ``daemon_stores``: whether the daemon's own stores (its environment, its keychain, its
     1Password sign-in, its systemd credentials) may be read. The system daemon sets it False
     for a caller other than root: those hold the daemon's secrets, not the caller's, and the
-    caller's profile chooses the upstream a route sends them to.
+    caller's profile chooses the upstream a route sends them to. ``exact_paths``: a
+    ``file://`` credential is read only if the file opened is at the path given, with no link
+    on the way (the daemon gives the path it bound, its links resolved: a link changed since
+    would send another file than the one bound, ``credentials._hosts``).
     """
 
     op_command: str = "op"
@@ -109,6 +112,7 @@ class SourceOptions(msgspec.Struct, frozen=True, kw_only=True):
     file_roots: tuple[str, ...] | None = None
     file_identity: Identity | None = None
     daemon_stores: bool = True
+    exact_paths: bool = False
 
     def __post_init__(self) -> None:
         if not self.op_timeout > 0:
@@ -341,10 +345,12 @@ def _from_file_as_is(ref: CredentialRef, options: SourceOptions) -> str:
                                  "credentials from", reference=ref.text,
                                  hint="see [credentials] file_roots in nonod.toml")
     owner = os.geteuid() if options.file_owner is None else options.file_owner
-    return _read_private_file(path, ref.text, owner=owner, check_mode=True)
+    return _read_private_file(path, ref.text, owner=owner, check_mode=True,
+                              exact=options.exact_paths)
 
 
-def _read_private_file(path: str, text: str, *, owner: int | None, check_mode: bool) -> str:
+def _read_private_file(path: str, text: str, *, owner: int | None, check_mode: bool,
+                       exact: bool = False) -> str:
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
     try:
         fd = os.open(path, flags)
@@ -357,6 +363,13 @@ def _read_private_file(path: str, text: str, *, owner: int | None, check_mode: b
         raise CredentialUnavailable(f"`{text}` cannot be opened ({os.strerror(exc.errno or 0)})",
                                     reference=text) from None
     try:
+        # The kernel's own path of what was opened (one's own descriptors are readable
+        # whatever the thread's file identity).
+        if exact and _opened_path(fd) != path:
+            raise InsecureSource(f"`{text}` is no longer where it was when its hosts were "
+                                 "checked: a link on its path changed", reference=text,
+                                 hint="launch again; if it recurs, something is changing the "
+                                 "links on that path")
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise InsecureSource(f"`{text}` is not a regular file", reference=text)
@@ -374,6 +387,13 @@ def _read_private_file(path: str, text: str, *, owner: int | None, check_mode: b
     finally:
         os.close(fd)
     return _text_value(data, text)
+
+
+def _opened_path(fd: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
 
 
 def _text_value(data: bytes, text: str) -> str:

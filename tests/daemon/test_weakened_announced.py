@@ -55,3 +55,34 @@ def test_a_profile_that_turns_nothing_off_says_nothing(
     assert done.returncode == 0, done.stderr
     assert "turned off" not in done.stderr, done.stderr
     assert json.loads(run("inspect", "plain", "--json").stdout)["weakened"] == []
+
+
+def test_what_else_a_profile_turns_off_is_said_at_launch(
+        run: CLI, daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    """review23: root for the session, nono's Landlock-only sandbox (the host's network and
+    process namespaces), host ports beyond 443 and 80, a CA of the profile's own for a
+    route's upstream: each weakens what the session is held to, and a launch said none."""
+    token = short_tmp / "token"
+    token.write_text("x")
+    token.chmod(0o600)
+    ca = short_tmp / "ca.pem"
+    ca.write_text("")
+    profile = short_tmp / "p.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": "weaker"},
+        "nonod": {"allow_root": True},
+        "linux": {"sandbox_policy": "landlock"},
+        "network": {"allow_domain": ["db.example"], "open_port": [5432],
+                    "credentials": ["svc"], "custom_credentials": {"svc": {
+                        "upstream": "https://svc.example", "credential_key": f"file://{token}",
+                        "env_var": "SVC", "tls_ca": str(ca)}}},
+    }))
+    done = run("launch", "--profile", str(profile), "--allow-cwd", "--dry-run",
+               "--", "/bin/true")
+    assert done.returncode == 0, done.stderr
+    said = done.stdout + done.stderr
+    # before: none of these four lines
+    assert "root" in said and "allow_root" in said, said
+    assert "sandbox_policy landlock" in said, said
+    assert "ports beyond 443 and 80: 5432" in said, said
+    assert f"svc.example trusted through the profile's CA {ca}" in said, said

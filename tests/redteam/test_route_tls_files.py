@@ -57,7 +57,9 @@ def setting(short_tmp: Path) -> Iterator[tuple[DaemonThread, LocalUser]]:
 
 
 def _launch(user: LocalUser, tls: dict[str, str], name: str) -> dict[str, object]:
-    token = user.home / "token"
+    # A token of its own per launch: a route with a tls_ca of its own is another upstream to
+    # the secret's hosts (credentials._hosts), refused before the TLS files are opened.
+    token = user.home / f"token-{name}"
     if not token.exists():
         token.write_text("users-own-token")
         token.chmod(0o600)

@@ -8,9 +8,14 @@ owner adds the host (``nonoctl secret hosts NAME --add URL``)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from tests.redteam.conftest import RecordingUpstream
+import pytest
+
+from tests.daemon.conftest import DaemonThread, hello, raw_client, session_env
+from tests.daemon.localusers import LocalUser
+from tests.redteam.conftest import RecordingUpstream, two_users
 from tests.redteam.test_profile_hands_out import (
     ASK,
     CLI,
@@ -20,7 +25,7 @@ from tests.redteam.test_profile_hands_out import (
     pinned,
 )
 
-__all__ = ["pinned"]  # the fixture, used by name
+__all__ = ["pinned", "two_users"]  # the fixtures, used by name
 
 
 def _profile(directory: Path, name: str, upstream: str, key: str) -> Path:
@@ -98,3 +103,80 @@ def test_bad_input_to_secret_hosts_is_refused_and_changes_nothing(
         assert done.returncode != 0, (args, done.stdout)
         assert "Traceback" not in done.stderr, done.stderr
     assert not list(short_tmp.rglob("secret-hosts.json"))
+
+
+def test_another_spelling_of_the_same_file_is_the_same_secret(
+        pinned: tuple[CLI, int]) -> None:
+    """review23: the binding was keyed on the reference as written, so the same token file
+    under another spelling (``file:////path``, ``//`` inside it, a directory link the
+    repository ships) was a secret never routed: the repository's profile bound it to its
+    own host and was sent the real value."""
+    cli, upstream = pinned
+    key = _token_file(cli.cwd)
+    mine = _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
+    assert cli("launch", "--profile", str(mine), "--", "/bin/true").returncode == 0
+    path = key.removeprefix("file://")
+    (cli.cwd / "repo").mkdir()
+    (cli.cwd / "repo" / "keys").symlink_to(cli.cwd)
+    seen = len(RecordingUpstream.seen)
+    for spelling in (f"file:///{path}", "file://" + path.replace("/", "//"),
+                     f"file://{cli.cwd}/repo/keys/github-token"):
+        theirs = _profile(cli.cwd, "theirs", f"http://127.0.0.1:{upstream}", spelling)
+        refused = cli("launch", "--profile", str(theirs), "--", SYSTEM_PYTHON, "-c", ASK,
+                      "theirs")
+        # before: STATUS 200, the other upstream got the user's token
+        assert refused.returncode != 0 and "STATUS" not in refused.stdout, \
+            (spelling, refused.stdout)
+        assert "credential.secret_elsewhere" in refused.stderr or \
+            f"has been sent only to http://localhost:{upstream}" in refused.stderr, \
+            refused.stderr
+        assert SECRET not in refused.stdout + refused.stderr
+    assert len(RecordingUpstream.seen) == seen
+    # The hint names the spelling `secret hosts` takes, and that spelling lists the host.
+    listed = cli("secret", "hosts", f"file:///{path}", "--json")
+    assert json.loads(listed.stdout)["hosts"] == [f"http://localhost:{upstream}"], listed
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")
+def test_one_users_bindings_neither_bind_nor_show_for_another(
+        two_users: tuple[DaemonThread, list[LocalUser]]) -> None:
+    """The system daemon: user A's launch binds A's token to an upstream; user B, asking
+    `secret hosts` for the same reference, sees nothing of it, and B's own first route of a
+    reference with the same spelling binds it for B alone."""
+    handle, (a, b) = two_users
+
+    def launch(user: LocalUser, upstream: str) -> dict[str, object]:
+        token = user.home / "token"
+        token.write_text(SECRET)
+        token.chmod(0o600)
+        os.chown(token, user.uid, user.gid)
+        profile = user.home / "p.json"
+        profile.write_text(json.dumps({
+            "meta": {"name": "p"}, "filesystem": {"read": ["/usr", "/etc"]},
+            "workdir": {"access": "read"},
+            "network": {"credentials": ["svc"], "custom_credentials": {"svc": {
+                "upstream": upstream, "credential_key": f"file://{token}",
+                "env_var": "SVC_TOKEN"}}}}))
+        os.chown(profile, user.uid, user.gid)
+        return {"type": "launch", "argv": ["/bin/true"], "cwd": str(user.home),
+                "env": session_env(user.home), "profile": str(profile), "name": "p",
+                "detach": True, "stdio": "null"}
+
+    for user in (a, b):
+        user.home.chmod(0o755)
+    a_ref = f"file://{a.home}/token"
+    first = raw_client(handle.socket, [hello(), launch(a, "https://127.0.0.1:9/")],
+                       prefix=a.prefix())
+    assert json.loads(first[1])["type"] == "launched", first
+    asked = raw_client(handle.socket, [hello(), {"type": "secret_bindings",
+                                                 "reference": a_ref}], prefix=b.prefix())
+    # B sees nothing of A's binding
+    assert json.loads(asked[1]) == {"type": "secret_bound", "reference": a_ref, "hosts": []}
+    mine = raw_client(handle.socket, [hello(), {"type": "secret_bindings",
+                                                "reference": a_ref}], prefix=a.prefix())
+    assert json.loads(mine[1])["hosts"] == ["https://127.0.0.1:9"], mine
+    # B's own launch to another upstream is B's first route, not refused by A's binding.
+    second = raw_client(handle.socket, [hello(), launch(b, "https://localhost:9/")],
+                        prefix=b.prefix())
+    assert json.loads(second[1])["type"] == "launched", second
