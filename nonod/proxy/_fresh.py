@@ -230,12 +230,8 @@ class _Acceptor:
     def post(self, event: NetworkEvent) -> None:
         """``event`` goes to the proxy's ``events`` in trio's thread within
         ``REPORT_DELAY``, after every event posted before it (one wake-up of trio's loop for
-        all those posted meanwhile)."""
-        with self.posting:
-            self.post_held(event)
-
-    def post_held(self, event: NetworkEvent) -> None:
-        """:meth:`post`, with ``posting`` held already."""
+        all those posted meanwhile). The caller holds ``posting``: each event is posted in
+        one step with the action the client sees."""
         posted = self._posted
         posted.append(event)
         if len(posted) == 1:  # else a delivery is on its way already
@@ -451,7 +447,7 @@ class _Fresh:
             except OSError:
                 sent = -1
             if sent >= 0:
-                self.owner.post_held(opened)
+                self.owner.post(opened)
         if sent < 0:
             tunnel.on_end = _not_reported
             self.pump.end(tunnel)  # out of the pump; _close closes both sockets
@@ -512,7 +508,7 @@ class _Fresh:
                 self.closed = True
                 self.server.release()
             if event is not None:
-                owner.post_held(event)
+                owner.post(event)
 
     def drop(self) -> None:
         """Close at once (the session ends, its proxy stops): no answer; a request that was
