@@ -105,7 +105,7 @@ def _measure(requests: int, top: int) -> dict[str, Any]:
         sys.settrace(None)
         frame = sys._getframe().f_back
         while frame is not None:
-            frame.f_trace = None  # type: ignore[assignment]
+            frame.f_trace = None
             frame = frame.f_back
 
     def client(port: int, token: str) -> None:
