@@ -195,9 +195,11 @@ class _Pump:
             with self._lock:
                 self._new.append(tunnel)
                 wake = tunnel.last + tunnel.idle < self._wake_at
-        for sock, mask in zip((tunnel.a, tunnel.b), tunnel.masks, strict=True):
-            if mask:
-                self._epoll.register(sock, mask)
+        mask_a, mask_b = tunnel.masks
+        if mask_a:
+            self._epoll.register(tunnel.a, mask_a)
+        if mask_b:
+            self._epoll.register(tunnel.b, mask_b)
         if wake:
             os.eventfd_write(self._wake, 1)
 
