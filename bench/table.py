@@ -165,7 +165,7 @@ def main() -> None:
                    "--requests", "100" if q else "1000")
     proxy = _run("proxy.py", "--size", str((64 << 20) if q else args.proxy_size),
                  "--requests", "100" if q else "1000", "--tunnels", "100" if q else "1000",
-                 "--rounds", "1" if q else "3", "--slices", "16")
+                 "--rounds", "1" if q else "3", "--slices", "16", "--interleave", "100")
     table = rows(launch, daemon, reverse, proxy)
     if args.json:
         json.dump({"launch": launch["machine"], "rows": table}, sys.stdout, indent=1)
