@@ -37,9 +37,20 @@ blocks of B (the first contender of each block rotating), so that a change of th
 load in the round falls on all of them alike; the one-contender-after-another order of a
 round otherwise puts seconds between them.
 
+With --slices K, a round's throughput is K transfers of --size/K bytes per contender,
+alternated transfer by transfer (the first contender of each slice rotating), and each
+contender's rate is also given against direct's in the same slice (median and quartiles of
+all slices of all rounds): a transfer through a proxy and direct's next to it are a fraction
+of a second apart. Where the scheduler puts the processes moves a transfer's rate by 2-4x on
+this 2-CPU VM (loopback between two CPUs is slower than on one), and it chooses anew for each
+transfer: one 1 GiB transfer per contender per round reads one draw of it, many slices read
+its distribution. --pin CPUS puts every process of the run (client, upstreams, proxies) on
+those CPUs (e.g. ``--pin 1``: one CPU, the draw taken away; what is left is what each
+transfer costs in CPU, all processes together).
+
     .venv/bin/python bench/proxy.py [--size BYTES] [--requests N] [--tunnels N] [--before DIR]
                                     [--floor] [--only TEST...] [--rounds N] [--interleave B]
-                                    [--json]
+                                    [--slices K] [--pin CPUS] [--json]
 """
 
 from __future__ import annotations
@@ -378,6 +389,32 @@ def interleaved_latency(routes: list[Route], requests: int, block: int
     return {name: latency_row(samples[name], spent[name]) for name in samples}
 
 
+def interleaved_throughput(routes: list[Route], size: int, slices: int
+                           ) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
+    """``slices`` transfers of ``size`` bytes on each route, alternated transfer by transfer
+    (the first route of each slice rotating): each route's throughput row (bytes over the
+    time of all its transfers, the proxy's CPU per GiB), and its rate against direct's in
+    each slice."""
+    elapsed = {route.name: 0.0 for route in routes}
+    used = {route.name: 0.0 for route in routes}
+    ratios: dict[str, list[float]] = {route.name: [] for route in routes}
+    for index in range(slices):
+        start = index % len(routes)
+        rates = {}
+        for route in routes[start:] + routes[:start]:
+            before = cpu_seconds(route.pid)
+            rates[route.name] = throughput(route, route.ports, size)
+            used[route.name] += cpu_seconds(route.pid) - before
+            elapsed[route.name] += size / rates[route.name]
+        for name, rate in rates.items():
+            ratios[name].append(rate / rates["direct"])
+    rows = {name: {"throughput_MiBps": slices * size / elapsed[name] / (1 << 20),
+                   "throughput_cpu_ms_per_GiB": used[name] * 1000 * (1 << 30)
+                   / (slices * size)}
+            for name in elapsed}
+    return rows, ratios
+
+
 def measure(route: Route, tests: list[tuple[str, Callable[[Route], Any]]], size: int,
             requests: int) -> dict[str, float]:
     """One round of ``tests`` on ``route``: its row of figures."""
@@ -434,6 +471,11 @@ def main() -> None:
     parser.add_argument("--interleave", type=int, default=0, metavar="B",
                         help="latency: alternate the contenders in blocks of B requests "
                              "within each round")
+    parser.add_argument("--slices", type=int, default=1, metavar="K",
+                        help="throughput: K transfers of SIZE/K per contender and round, "
+                             "alternated transfer by transfer")
+    parser.add_argument("--pin", metavar="CPUS",
+                        help="run every process on these CPUs (comma-separated numbers)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -451,6 +493,11 @@ def main() -> None:
 
     import resource
 
+    if args.slices < 1 or args.size % args.slices:
+        parser.error("--slices must be at least 1 and divide --size")
+    if args.pin:
+        # (inherited by every child started from here on, and their threads)
+        os.sched_setaffinity(0, {int(cpu) for cpu in args.pin.split(",")})
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     children: list[subprocess.Popen[str]] = []
@@ -458,7 +505,7 @@ def main() -> None:
 
         def upstream() -> tuple[dict[str, int], int]:
             """An upstream of the contender's own: its ports and its process."""
-            proc, ports = _child(["upstream", str(args.size)])
+            proc, ports = _child(["upstream", str(args.size // args.slices)])
             children.append(proc)
             return ports, proc.pid
 
@@ -500,8 +547,19 @@ def main() -> None:
         interleave = args.interleave > 0 and any(name == "latency" for name, _ in tests)
         if interleave:
             tests = [(name, run) for name, run in tests if name != "latency"]
+        sliced = args.slices > 1 and any(name == "throughput" for name, _ in tests)
+        if sliced:
+            tests = [(name, run) for name, run in tests if name != "throughput"]
         rounds: dict[str, dict[str, list[float]]] = {route.name: {} for route in routes}
+        slice_ratios: dict[str, list[float]] = {route.name: [] for route in routes}
         for _ in range(args.rounds):
+            if sliced:
+                rows, ratios = interleaved_throughput(routes, args.size // args.slices,
+                                                      args.slices)
+                for name, row in rows.items():
+                    for key, value in row.items():
+                        rounds[name].setdefault(key, []).append(value)
+                    slice_ratios[name] += ratios[name]
             for route in routes:
                 for key, value in measure(route, tests, args.size, args.requests).items():
                     rounds[route.name].setdefault(key, []).append(value)
@@ -513,6 +571,13 @@ def main() -> None:
         results = {name: {key: statistics.median(values) for key, values in row.items()}
                    for name, row in rounds.items()}
         _paired(rounds, results)
+        for name, ratios in slice_ratios.items():
+            if ratios and name != "direct":
+                low, middle, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 \
+                    else (ratios[0],) * 3
+                results[name].update({"throughput_sliced": middle,
+                                      "throughput_sliced_q1": low,
+                                      "throughput_sliced_q3": high})
     finally:
         for proc in children:
             if proc.stdin is not None:
@@ -523,7 +588,8 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"size={args.size} requests={args.requests} tunnels={args.tunnels} "
-          f"rounds={args.rounds} interleave={args.interleave} cpus={os.cpu_count()}")
+          f"rounds={args.rounds} interleave={args.interleave} slices={args.slices} "
+          f"cpus={os.cpu_count()} pin={args.pin or '-'}")
     print("| route | throughput MiB/s | proxy CPU ms/GiB | request p50 ms | request p99 ms |"
           " proxy CPU us/request | round trip p50 ms | round trip p99 ms |"
           " tunnels at once, s (failed) |")
@@ -562,6 +628,10 @@ def main() -> None:
                 figures.append(f"round by round {row['throughput_paired']:.0%} "
                                f"({row['throughput_paired_min']:.0%}-"
                                f"{row['throughput_paired_max']:.0%})")
+            if "throughput_sliced" in row:
+                figures.append(f"slice by slice {row['throughput_sliced']:.0%} (quartiles "
+                               f"{row['throughput_sliced_q1']:.0%}-"
+                               f"{row['throughput_sliced_q3']:.0%})")
         if figures:
             print(f"{name}: {', '.join(figures)}")
 

@@ -230,12 +230,12 @@ class _Acceptor:
     def post(self, event: NetworkEvent) -> None:
         """``event`` goes to the proxy's ``events`` in trio's thread within
         ``REPORT_DELAY``, after every event posted before it (one wake-up of trio's loop for
-        all those posted meanwhile)."""
-        with self.posting:
-            self._posted.append(event)
-            if len(self._posted) > 1:
-                return  # a delivery is on its way already
-        self.pump.at(time.monotonic() + REPORT_DELAY, self._send)
+        all those posted meanwhile). The caller holds ``posting``: each event is posted in
+        one step with the action the client sees."""
+        posted = self._posted
+        posted.append(event)
+        if len(posted) == 1:  # else a delivery is on its way already
+            self.pump.at(time.monotonic() + REPORT_DELAY, self._send)
 
     def _send(self) -> None:
         with contextlib.suppress(trio.RunFinishedError):  # then no one is left to tell
@@ -498,16 +498,17 @@ class _Fresh:
         if self.closed and not always:
             return
         self._settle()
-        self.owner.live.discard(self)
-        with self.owner.posting:  # the end the client sees and its event: one step
-            for sock in (self.upstream, self.client):
-                if sock is not None:
-                    sock.close()
+        owner = self.owner
+        owner.live.discard(self)
+        with owner.posting:  # the end the client sees and its event: one step
+            if self.upstream is not None:
+                self.upstream.close()
+            self.client.close()
             if not self.closed:
                 self.closed = True
                 self.server.release()
             if event is not None:
-                self.owner.post(event)
+                owner.post(event)
 
     def drop(self) -> None:
         """Close at once (the session ends, its proxy stops): no answer; a request that was

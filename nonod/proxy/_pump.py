@@ -81,21 +81,24 @@ _GONE: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.E
 class _Way:
     """One direction: bytes read from ``src`` and written to ``dst``."""
 
-    __slots__ = ("can_splice", "chunk", "dst", "grown", "held", "moved", "pipe", "piped", "src",
-                 "waits")
+    # Until a step sets them: immutable class-level defaults, which an assignment shadows
+    # per instance (a fresh request makes two directions: two stores each, not ten).
+    #: _IN for its source, _OUT for its sink, 0 once it has ended
+    waits = _IN
+    pipe: tuple[int, int] | None = None
+    chunk = _COPY_SIZE
+    grown = False
+    can_splice = True
+    #: read, not yet written (copy mode); most directions start with nothing held
+    held = _NOTHING_HELD
+    piped = 0  # in the pipe, not yet spliced out (splice mode)
+    moved = 0
 
     def __init__(self, src: int, dst: int, held: bytes = b"") -> None:
         self.src, self.dst = src, dst
-        # _IN for its source, _OUT for its sink, 0 once it has ended
-        self.waits = _OUT if held else _IN
-        self.pipe: tuple[int, int] | None = None
-        self.chunk = _COPY_SIZE
-        self.grown = False
-        self.can_splice = True
-        # read, not yet written (copy mode); most directions start with nothing held
-        self.held = memoryview(held) if held else _NOTHING_HELD
-        self.piped = 0  # in the pipe, not yet spliced out (splice mode)
-        self.moved = 0
+        if held:
+            self.held = memoryview(held)
+            self.waits = _OUT
 
 
 Sock = trio.socket.SocketType | _socket.socket
@@ -113,12 +116,12 @@ class Tunnel:
 
     def __init__(self, a: Sock, b: Sock, idle: float, on_end: Callable[[Tunnel], None], *,
                  to_b: bytes = b"", to_a: bytes = b"", closing: bool = False) -> None:
-        self.a, self.b = a.fileno(), b.fileno()
-        self.socks: dict[int, Sock] = {self.a: a, self.b: b}
-        self.up, self.down = _Way(self.a, self.b, to_b), _Way(self.b, self.a, to_a)
+        self.a, self.b = fa, fb = a.fileno(), b.fileno()
+        self.socks: dict[int, Sock] = {fa: a, fb: b}
+        self.up, self.down = up, down = _Way(fa, fb, to_b), _Way(fb, fa, to_a)
         self.idle = idle
         self.last = time.monotonic()
-        self.masks = _masks(self.up, self.down)
+        self.masks = (_IN, _IN) if not (to_a or to_b) else _masks(up, down)
         self.ended = False
         self.cancelled = False
         self.error: BaseException | None = None
@@ -192,9 +195,11 @@ class _Pump:
             with self._lock:
                 self._new.append(tunnel)
                 wake = tunnel.last + tunnel.idle < self._wake_at
-        for sock, mask in zip((tunnel.a, tunnel.b), tunnel.masks, strict=True):
-            if mask:
-                self._epoll.register(sock, mask)
+        mask_a, mask_b = tunnel.masks
+        if mask_a:
+            self._epoll.register(tunnel.a, mask_a)
+        if mask_b:
+            self._epoll.register(tunnel.b, mask_b)
         if wake:
             os.eventfd_write(self._wake, 1)
 
@@ -248,54 +253,64 @@ class _Pump:
     def _run(self) -> None:
         while True:
             try:
-                self._turn()
+                self._turns()
             except Exception:  # a bug must not stop every tunnel of the process
                 log.exception("proxy.pump_failed")
 
-    def _turn(self) -> None:
-        if self._new or self._cancelled or self._calls:
-            now, wake_at = self._take()
-        else:  # nothing handed over: no lock (the common turn)
-            now = time.monotonic()
-            wake_at = self._wake_time(now)
-            self._wake_at = wake_at
+    def _turns(self) -> None:
+        """Turn after turn, until a bug raises. (One loop, its lookups in locals: a fresh
+        request takes about three turns.)"""
+        poll, tunnels, watched, timers = self._epoll.poll, self._tunnels, self._watched, \
+            self._timers
+        monotonic, serve, wake = time.monotonic, self._serve, self._wake
+        while True:
             if self._new or self._cancelled or self._calls:
-                # Handed over meanwhile: ``add`` may have read the old ``_wake_at``.
                 now, wake_at = self._take()
-        # The watched descriptors first (a fresh request's accept, head and connect), then
-        # the tunnels: a request's answer does not wait behind the end of an earlier tunnel
-        # reported in the same turn.
-        ready: list[tuple[Tunnel, int, int]] = []
-        for fd, events in self._epoll.poll(max(0.0, wake_at - now)):
-            served = self._tunnels.get(fd)
-            if served is not None:
-                ready.append((served, fd, events))
-                continue
-            watcher = self._watched.get(fd)
-            if watcher is not None:
-                _guarded(watcher, events)
-            elif fd == self._wake:
-                with contextlib.suppress(BlockingIOError):
-                    os.eventfd_read(self._wake)
-            else:  # a stray (a closing tunnel's socket left open by a bug): never spin on it
-                with contextlib.suppress(OSError):
-                    self._epoll.unregister(fd)
-        for served, fd, events in ready:
-            if served.ended:
-                continue
-            try:
-                self._serve(served, fd, events)
-            except Exception as exc:  # noqa: BLE001 - handed to the tunnel's owner
-                served.error = exc
-                self._end(served)
-        now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            timer = heapq.heappop(self._timers)[2]
-            if timer.alive:
-                timer.alive = False
-                _guarded(timer.callback)
-        if now >= self._next_sweep:
-            self._sweep(now)
+            else:  # nothing handed over: no lock (the common turn)
+                now = monotonic()
+                wake_at = self._next_sweep  # (as _wake_time has it)
+                if wake_at > now + _MAX_WAIT:
+                    wake_at = now + _MAX_WAIT
+                if timers and timers[0][0] < wake_at:
+                    wake_at = timers[0][0]
+                self._wake_at = wake_at
+                if self._new or self._cancelled or self._calls:
+                    # Handed over meanwhile: ``add`` may have read the old ``_wake_at``.
+                    now, wake_at = self._take()
+            # The watched descriptors first (a fresh request's accept, head and connect),
+            # then the tunnels: a request's answer does not wait behind the end of an
+            # earlier tunnel reported in the same turn.
+            ready: list[tuple[Tunnel, int, int]] = []
+            for fd, events in poll(wake_at - now if wake_at > now else 0.0):
+                served = tunnels.get(fd)
+                if served is not None:
+                    ready.append((served, fd, events))
+                    continue
+                watcher = watched.get(fd)
+                if watcher is not None:
+                    _guarded(watcher, events)
+                elif fd == wake:
+                    with contextlib.suppress(BlockingIOError):
+                        os.eventfd_read(wake)
+                else:  # a stray (a closing tunnel's socket left open by a bug): never spin
+                    with contextlib.suppress(OSError):
+                        self._epoll.unregister(fd)
+            for served, fd, events in ready:
+                if served.ended:
+                    continue
+                try:
+                    serve(served, fd, events)
+                except Exception as exc:  # noqa: BLE001 - handed to the tunnel's owner
+                    served.error = exc
+                    self._end(served)
+            now = monotonic()
+            while timers and timers[0][0] <= now:
+                timer = heapq.heappop(timers)[2]
+                if timer.alive:
+                    timer.alive = False
+                    _guarded(timer.callback)
+            if now >= self._next_sweep:
+                self._sweep(now)
 
     def _wake_time(self, now: float) -> float:
         """When the thread must wake at the latest: the next idle deadline or timer."""
@@ -337,7 +352,7 @@ class _Pump:
             # Readable only, and the direction reading from ``fd`` waits for that (a
             # message's turn): that direction alone; the epoll's masks stand while it waits
             # as before.
-            if not self._step(tunnel, way) or way.waits == _IN:
+            if not self._move(tunnel, way) or way.waits == _IN:
                 return
         else:
             if events & _ERR:
@@ -350,7 +365,7 @@ class _Pump:
             hangup = events & _HUP
             for way in (up, down):
                 if (way.waits and (hangup or fd == (way.src if way.waits == _IN else way.dst))
-                        and not self._step(tunnel, way)):
+                        and not self._move(tunnel, way)):
                     return
         if not up.waits and not down.waits:
             self._end(tunnel)
@@ -373,10 +388,41 @@ class _Pump:
                     self._epoll.modify(sock, new)
             tunnel.masks = masks
 
-    def _step(self, tunnel: Tunnel, way: _Way) -> bool:
-        """:meth:`_move`; False if the tunnel ended for a peer gone."""
+    def _move(self, tunnel: Tunnel, way: _Way) -> bool:
+        """Move what can move now, then leave ``way.waits`` at what it waits for; False if
+        the tunnel ended for a peer gone."""
         try:
-            self._move(tunnel, way)
+            if way.pipe is None and not way.held:
+                # Copying, nothing held: read at once; a short read (a message, not a bulk
+                # transfer) is written on straight away, with nothing kept past this call.
+                try:
+                    data = os.read(way.src, _COPY_SIZE)
+                except BlockingIOError:
+                    way.waits = _IN
+                    return True
+                n = len(data)
+                if n == 0:
+                    self._source_ended(tunnel, way)
+                    return True
+                way.moved += n
+                tunnel.last = time.monotonic()
+                if n < _COPY_SIZE:
+                    try:
+                        sent = os.write(way.dst, data)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent == n:
+                        way.waits = _IN
+                    else:
+                        way.held = memoryview(data)[sent:]
+                        way.waits = _OUT
+                    return True
+                way.held = memoryview(data)  # a full read: a bulk transfer, perhaps
+                if way.can_splice:
+                    _go_bulk(way)
+                self._bulk(tunnel, way, n)
+            else:
+                self._bulk(tunnel, way, 0)
         except OSError as exc:
             if exc.errno not in _GONE:
                 raise
@@ -384,38 +430,10 @@ class _Pump:
             return False
         return True
 
-    def _move(self, tunnel: Tunnel, way: _Way) -> None:
-        """Move what can move now, then leave ``way.waits`` at what it waits for."""
-        turn, emptied = 0, False
-        if way.pipe is None and not way.held:
-            # Copying, nothing held: read at once; a short read (a message, not a bulk
-            # transfer) is written on straight away, with nothing kept past this call.
-            try:
-                data = os.read(way.src, _COPY_SIZE)
-            except BlockingIOError:
-                way.waits = _IN
-                return
-            n = len(data)
-            if n == 0:
-                self._source_ended(tunnel, way)
-                return
-            way.moved += n
-            tunnel.last = time.monotonic()
-            if n < _COPY_SIZE:
-                try:
-                    sent = os.write(way.dst, data)
-                except BlockingIOError:
-                    sent = 0
-                if sent == n:
-                    way.waits = _IN
-                else:
-                    way.held = memoryview(data)[sent:]
-                    way.waits = _OUT
-                return
-            way.held = memoryview(data)  # a full read: a bulk transfer, perhaps
-            if way.can_splice:
-                _go_bulk(way)
-            turn = n
+    def _bulk(self, tunnel: Tunnel, way: _Way, turn: int) -> None:
+        """Write what ``way`` holds, and move on while its source has more and ``turn``
+        (bytes moved in this turn so far) is under ``_TURN``."""
+        emptied = False
         while True:
             if (way.held or way.piped) and not _flush(way):
                 way.waits = _OUT
@@ -465,16 +483,18 @@ class _Pump:
             return
         tunnel.ended = True
         self._live.discard(tunnel)
-        for sock, mask in zip((tunnel.a, tunnel.b), tunnel.masks, strict=True):
-            del self._tunnels[sock]
-            if mask and not tunnel.closing:
-                with contextlib.suppress(OSError):  # never left waiting for want of this
-                    self._epoll.unregister(sock)
-        for way in (tunnel.up, tunnel.down):
-            if way.pipe is not None:
-                os.close(way.pipe[0])
-                os.close(way.pipe[1])
-                way.pipe = None
+        del self._tunnels[tunnel.a], self._tunnels[tunnel.b]
+        if not tunnel.closing:
+            for sock, mask in zip((tunnel.a, tunnel.b), tunnel.masks, strict=True):
+                if mask:
+                    with contextlib.suppress(OSError):  # never left waiting for want of this
+                        self._epoll.unregister(sock)
+        if tunnel.up.pipe is not None or tunnel.down.pipe is not None:
+            for way in (tunnel.up, tunnel.down):
+                if way.pipe is not None:
+                    os.close(way.pipe[0])
+                    os.close(way.pipe[1])
+                    way.pipe = None
         on_end, tunnel.on_end = tunnel.on_end, _ended
         # (called once; let go of it: a fresh CONNECT's ``on_end`` holds its connection,
         # which holds the tunnel, a cycle that only the garbage collector would free)

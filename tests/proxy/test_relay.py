@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import select
 import socket
 import struct
 import time
@@ -216,3 +217,38 @@ async def test_a_bulk_transfer_lets_other_tasks_run() -> None:
     assert ticks >= 16  # at least once per 4 MiB moved
     for stream in (client, proxy_a, proxy_b, upstream):
         await stream.aclose()
+
+
+async def test_tunnels_relayed_at_once_keep_their_own_bytes_and_state() -> None:
+    """Four tunnels in the pump at once, both ways in bulk (spliced through pipes): each end
+    gets exactly its own tunnel's bytes, each tunnel's totals are its own, and what a
+    direction starts with (no pipe, nothing held, nothing moved: defaults shared by every
+    direction, which a step shadows per direction) is untouched by the others' steps."""
+    from nonod.proxy._pump import _Way
+
+    tunnels = [(await tcp_stream_pair(), await tcp_stream_pair()) for _ in range(4)]
+    payloads = [(os.urandom((2 << 20) + i), os.urandom((3 << 20) + 7 * i)) for i in range(4)]
+    got: list[tuple[list[bytes], list[bytes]]] = [([], []) for _ in tunnels]
+    totals: dict[int, tuple[int, int]] = {}
+
+    async def run_relay(index: int, a: trio.SocketStream, b: trio.SocketStream) -> None:
+        totals[index] = await relay(a, b, idle_timeout=30)
+
+    async with trio.open_nursery() as nursery:
+        for index, ((client, proxy_a), (proxy_b, upstream)) in enumerate(tunnels):
+            up_payload, down_payload = payloads[index]
+            nursery.start_soon(run_relay, index, proxy_a, proxy_b)
+            nursery.start_soon(pump, client, up_payload)
+            nursery.start_soon(pump, upstream, down_payload)
+            nursery.start_soon(drain, upstream, got[index][0])
+            nursery.start_soon(drain, client, got[index][1])
+    for index, (up_payload, down_payload) in enumerate(payloads):
+        assert got[index] == ([hashlib.sha256(up_payload).digest()],
+                              [hashlib.sha256(down_payload).digest()])
+        assert totals[index] == (len(up_payload), len(down_payload))
+    fresh = _Way(3, 4)
+    assert (fresh.pipe, fresh.piped, fresh.moved, bytes(fresh.held)) == (None, 0, 0, b"")
+    assert (fresh.waits, fresh.can_splice, fresh.grown) == (select.EPOLLIN, True, False)
+    for (client, proxy_a), (proxy_b, upstream) in tunnels:
+        for stream in (client, proxy_a, proxy_b, upstream):
+            await stream.aclose()
