@@ -3,7 +3,7 @@
  * the program), with one unrelated process marked confined, and with nothing marked.
  *
  *   cc -O2 -o /tmp/lineage bench/createguard_lineage.c nonod/sandbox/reaper_util.c
- *   /tmp/lineage [CALLS]
+ *   /tmp/lineage [CALLS [DEPTH...]]
  *
  * It includes reaper_guard.c whole (its functions are static), so it measures the code the
  * reaper runs; the main() of reaper.c is not linked. */
@@ -81,11 +81,27 @@ int main(int argc, char **argv) {
     printf("%-20s %8.2f\n", "nothing marked", per_call(getpid(), calls, 1));
     pid_t marked = chain(1, &hold, &first);
     mark(&confined, marked, 0);
-    static const int depths[] = {0, 1, 3, 10};
-    for (size_t i = 0; i < sizeof depths / sizeof *depths; i++) {
+    static const int usual[] = {0, 1, 3, 10};
+    int depths[64], n = 0;
+    for (int i = 2; i < argc && n < 64; i++) /* review24: the depths asked for, if any */
+        depths[n++] = atoi(argv[i]);
+    if (!n)
+        for (; n < 4; n++)
+            depths[n] = usual[n];
+    for (int i = 0; i < n; i++) {
         int h;
         pid_t f, tid = chain(depths[i], &h, &f);
-        printf("marked, depth %-6d %8.2f\n", depths[i], per_call(tid, calls, 1));
+        printf("marked, depth %-6d %8.2f\n", depths[i], per_call(tid, calls, depths[i] < MAX_CHAIN));
+        unchain(h, f);
+    }
+    /* and with both tables full (pids nobody has), as a tool that nests thousands would */
+    for (size_t k = confined.n; k < MAX_MARKS; k++)
+        confined.v[k] = subreapers.v[k] = (struct proc){(pid_t)(0x3FFFFFFF - k), 1};
+    confined.n = subreapers.n = MAX_MARKS;
+    for (int i = 0; i < n; i++) {
+        int h;
+        pid_t f, tid = chain(depths[i], &h, &f);
+        printf("full, depth %-8d %8.2f\n", depths[i], per_call(tid, calls, depths[i] < MAX_CHAIN));
         unchain(h, f);
     }
     unchain(hold, first);

@@ -295,14 +295,19 @@ class Domains:
 
     def _room(self, marks: set[Proc]) -> bool:
         """Whether one more fits, after sweeping the dead if full. (A sweep comes just before
-        a mark is added: once marked, ``confined`` is never empty again.)"""
+        a mark is added: once marked, ``confined`` is never empty again.) Only a process
+        that is not there, or whose pid another process took, is swept: one that cannot be
+        read (no descriptor left, no memory) stays marked, or its children would be walked
+        to the program (review24)."""
         if len(marks) < MAX_MARKS:
             return True
         for proc in list(marks):  # a process gone is nobody's parent, nor a caller
             try:
                 alive = _stat(proc[0])[1] == proc[1]
-            except (OSError, ValueError, IndexError):
+            except (FileNotFoundError, ProcessLookupError):  # ENOENT, ESRCH: gone
                 alive = False
+            except (OSError, ValueError, IndexError):
+                alive = True
             if not alive:
                 marks.discard(proc)
         return len(marks) < MAX_MARKS

@@ -179,7 +179,8 @@ int guard_listener(void) { return listener; }
 
 /* ------------------------------------------------------------------ nested domains */
 
-/* Parent pid and start time of process pid (/proc/<pid>/stat); -1 if unreadable. */
+/* Parent pid and start time of process pid (/proc/<pid>/stat); -1 if unreadable, errno
+ * ENOENT or ESRCH if it is not there (EIO for a line that does not parse). */
 static int proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -187,7 +188,9 @@ static int proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
     if (fd < 0)
         return -1;
     ssize_t n = read(fd, buf, sizeof buf - 1);
+    int err = n < 0 ? errno : EIO;
     close(fd);
+    errno = err;
     if (n <= 0)
         return -1;
     buf[n] = '\0';
@@ -248,7 +251,9 @@ static int in_marks(const struct marks *m, pid_t pid, uint64_t start) {
 
 /* Room for one more mark: the dead are swept when full (a process gone is nobody's parent,
  * nor a caller). A sweep comes just before a mark is added: once marked, confined is never
- * empty again. */
+ * empty again. Only a process that is not there, or whose pid another took, is swept: one
+ * that cannot be read (no descriptor left, no memory) stays marked, or its children would
+ * be walked to the program (review24). */
 static int room(struct marks *m) {
     if (m->n < MAX_MARKS)
         return 1;
@@ -256,7 +261,8 @@ static int room(struct marks *m) {
     for (size_t i = 0; i < m->n; i++) {
         pid_t ppid;
         uint64_t start;
-        if (proc_stat(m->v[i].pid, &ppid, &start) == 0 && start == m->v[i].start)
+        int got = proc_stat(m->v[i].pid, &ppid, &start);
+        if (got == 0 ? start == m->v[i].start : errno != ENOENT && errno != ESRCH)
             m->v[kept++] = m->v[i];
     }
     m->n = kept;

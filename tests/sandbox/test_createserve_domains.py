@@ -5,10 +5,15 @@ runs the same in sessions, under each init)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +159,89 @@ def test_a_subreaper_on_the_way_makes_a_chain_unknown() -> None:
         assert domains.known(b)
         domains.mark(a, domains.subreapers, lambda: True)
         assert domains.known(a) and not domains.known(b)
+
+
+def test_a_mark_the_sweep_cannot_read_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """review24: a sweep that cannot read a marked process (no descriptor left, no memory)
+    must not take it for gone: its children would then be walked to the program. Only a
+    process that is not there (or whose pid another took) is swept; a table still full
+    after that stops emulation."""
+    monkeypatch.setattr(_createserve, "MAX_MARKS", 2)
+    domains = Domains(os.getpid())
+    with _waiting(2) as (tool, below):
+        with _waiting() as (dies,):
+            _mark(domains, tool)
+            _mark(domains, dies)
+        free = os.open("/dev/null", os.O_RDONLY)
+        os.close(free)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (free, hard))  # every open: EMFILE
+        try:
+            with pytest.raises(OSError) as raised:
+                os.open("/dev/null", os.O_RDONLY)
+            assert raised.value.errno == errno.EMFILE
+            room = domains._room(domains.confined)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert not room and {pid for pid, _ in domains.confined} == {tool, dies}
+        assert not domains.known(below) and not domains.known(tool)
+        assert domains._room(domains.confined)  # readable again: the dead one goes
+        assert {pid for pid, _ in domains.confined} == {tool}
+        assert not domains.known(below) and domains.known(os.getpid())
+
+
+# reaper_guard.c's half of the sweep, on the same real processes: its functions are static,
+# so the harness includes the file whole (as bench/createguard_lineage.c does).
+SWEEP_HARNESS = r"""
+#define main reaper_guard_unused_main
+#include "reaper_guard.c"
+#undef main
+#include <sys/resource.h>
+
+int main(int argc, char **argv) {
+    if (argc != 3)
+        return 2;
+    pid_t tool = (pid_t)atoi(argv[1]), below = (pid_t)atoi(argv[2]), ppid;
+    uint64_t start;
+    guard_program(getpid());
+    if (lost || proc_stat(tool, &ppid, &start) < 0)
+        return 3;
+    confined.v[0] = (struct proc){tool, start};
+    for (confined.n = 1; confined.n < MAX_MARKS; confined.n++) /* pids nobody has */
+        confined.v[confined.n] = (struct proc){(pid_t)(0x3FFFFFFF - confined.n), 1};
+    struct rlimit was, none;
+    int fd = open("/dev/null", O_RDONLY);
+    if (fd < 0 || getrlimit(RLIMIT_NOFILE, &was) < 0)
+        return 4;
+    close(fd);
+    none = (struct rlimit){(rlim_t)fd, was.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &none) < 0 || open("/dev/null", O_RDONLY) >= 0 || errno != EMFILE)
+        return 5;
+    int fits = room(&confined);
+    if (setrlimit(RLIMIT_NOFILE, &was) < 0)
+        return 6;
+    printf("%d %d %d %d", fits, in_marks(&confined, tool, start), known(below), known(tool));
+    fits = room(&confined);
+    printf(" %d %zu %d %d\n", fits, confined.n, known(below), known(getpid()));
+    return 0;
+}
+"""
+
+
+def test_a_mark_the_c_sweep_cannot_read_is_kept(tmp_path: Path) -> None:
+    """The same as :func:`test_a_mark_the_sweep_cannot_read_is_kept`, for the C init."""
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    sources = Path(__file__).parents[2] / "nonod" / "sandbox"
+    (tmp_path / "sweep.c").write_text(SWEEP_HARNESS)
+    subprocess.run([cc, "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                    f"-I{sources}", "-o", str(tmp_path / "sweep"), str(tmp_path / "sweep.c"),
+                    str(sources / "reaper_util.c")], check=True)
+    with _waiting(2) as (tool, below):
+        r = subprocess.run([str(tmp_path / "sweep"), str(tool), str(below)],
+                           capture_output=True, text=True, timeout=120,
+                           env={"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"})
+    assert r.returncode == 0, r.stderr[-4000:]
+    # unreadable: kept, the table still full, the tool's child unknown; readable: swept
+    assert r.stdout.split() == ["0", "1", "0", "0", "1", "1", "0", "1"]
