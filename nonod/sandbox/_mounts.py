@@ -135,6 +135,12 @@ KERNEL_FS_TYPES: Final = frozenset({
     "mqueue", "autofs",
 })
 # What the sandbox's own /dev provides: grants of these are already satisfied.
+#: Pseudo-terminals one session's ``/dev/pts`` may hold at once (devpts ``max=``). Every
+#: devpts instance but the host's own draws from one pool for the whole host,
+#: ``kernel.pty.max`` less ``kernel.pty.reserve`` (3,072 by default): without a share, one
+#: session took all of it, and every other session and container got ``ENOSPC`` from
+#: ``openpty`` (docs/security-model.md, thirty-first pass). ``reaper_view.c`` mounts the same.
+PTY_MAX: Final = 128
 PROVIDED_DEV = frozenset({*(f"/dev/{n}" for n in DEV_NODES), "/dev/pts", "/dev/ptmx",
                           "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr"})
 # Paths in a writable directory that make code run outside the sandbox later, when someone
@@ -1980,7 +1986,7 @@ def _setup_dev() -> None:
         _touch(path)
         _bind(OLD + path, path, writable=True, nodev=False)
     _libc.mount("devpts", "/dev/pts", "devpts", _libc.MS_NOSUID | _libc.MS_NOEXEC,
-                "newinstance,ptmxmode=0666,mode=620")
+                f"newinstance,ptmxmode=0666,mode=620,max={PTY_MAX}")
     os.symlink("pts/ptmx", "/dev/ptmx")
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
