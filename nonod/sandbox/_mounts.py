@@ -1984,7 +1984,10 @@ def _setup_dev() -> None:
     for name in DEV_NODES:
         path = "/dev/" + name
         _touch(path)
-        _bind(OLD + path, path, writable=True, nodev=False)
+        # Read-only: the host's own inodes, whose mode, times and attributes Landlock does
+        # not guard (a uid 0 session owns them); a character device is written all the same
+        # (the kernel takes no write access on the mount for one).
+        _bind(OLD + path, path, writable=False, nodev=False)
     _libc.mount("devpts", "/dev/pts", "devpts", _libc.MS_NOSUID | _libc.MS_NOEXEC,
                 f"newinstance,ptmxmode=0666,mode=620,max={PTY_MAX}")
     os.symlink("pts/ptmx", "/dev/ptmx")

@@ -141,7 +141,8 @@ static int prepare_root(void) {
     for (size_t i = 0; i < sizeof dev_nodes / sizeof *dev_nodes; i++) {
         char path[32];
         snprintf(path, sizeof path, "/dev/%s", dev_nodes[i]);
-        if (touch(path, 0644) < 0 || bind_host(path, path, 1, 0) < 0)
+        /* read-only: the host's inodes (_mounts._setup_dev) */
+        if (touch(path, 0644) < 0 || bind_host(path, path, 0, 0) < 0)
             return -1;
     }
     if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
