@@ -1483,6 +1483,18 @@ class _View:
             return False
         return not any(_under(path, tmp) and _under(tmp, bind.target) for tmp in PRIVATE_TMP)
 
+    def _refuse_once_gone(self, path: str, parent: str) -> None:
+        """An existing guarded path in a directory the session may write: its name is
+        refused to the creation guard too. Its mount keeps it while it is there; once the
+        host removes it (``git checkout`` of a branch without ``.envrc``, a user's ``rm -rf
+        ~/.aws``), the session made it again with its own content (or a symbolic link to
+        its own directory), which the view guard then only bound read-only, or left as a
+        link: kept on the host, for host tools to run or write through (the thirty-first
+        pass)."""
+        if self._look.isdir(parent) and self._could_write(parent) \
+                and path not in self.refused:
+            self.refused.append(path)
+
     def anchor_way(self, path: str) -> None:
         """Anchor the existing directories on the way to ``path`` inside a writable grant
         (a verified file's pin): moved aside, with a new directory and file of the session's
@@ -1613,6 +1625,8 @@ class _View:
                 self.protected.append(path)
                 self._protected.add(path)
             self.ops.append(op)
+            if writable and len(existing) > 1:
+                self._refuse_once_gone(path, existing[-2])
             return op
         later = msgspec.structs.replace(op, absent=True)
         self.later.append(later)
