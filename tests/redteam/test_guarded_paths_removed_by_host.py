@@ -96,3 +96,35 @@ def test_a_guarded_path_the_host_removed_is_not_the_sessions_to_make(
 
     assert r.stdout.splitlines() == ["gone True", "EACCES"], r.stdout
     assert not os.path.lexists(target)
+
+
+#: A program made at the top of the guarded working directory (the init's emulation) and run
+#: at once, twenty times: ``go build -o app . && ./app``.
+BUILD_AND_RUN = (
+    "import shutil, subprocess\n"
+    "def once(i):\n"
+    "    shutil.copy('/usr/bin/true', f'app{i}')\n"
+    "    os.chmod(f'app{i}', 0o755)\n"
+    "    return subprocess.run([f'./app{i}']).returncode\n"
+    "for i in range(20):\n"
+    "    t(lambda: once(i))\n"
+)
+
+
+def test_a_program_made_through_the_guard_runs_at_once(sandbox_user: SandboxUser,
+                                                       world_tmp: Path) -> None:
+    """Before: ``ETXTBSY`` for most of them: the init closed its copy of the new file's
+    descriptor only after answering, so the file was still open for writing when the
+    program, already past its ``close``, ran it (a functional fault found on the way)."""
+    home = world_tmp / "home"
+    work = home / "work"
+    work.mkdir(parents=True)
+    sandbox_user.chown(home, work)
+    policy = ResolvedPolicy(name="build", grants=(
+        Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
+        Grant(path=str(home), access=Access.READWRITE),
+        Grant(path=str(work), access=Access.READWRITE)), denials=())
+    r = sandbox_user.run(policy, probe(BUILD_AND_RUN), cwd=str(work),
+                         env=(("HOME", str(home)),), timeout=90)
+    assert r.code == 0, r.stderr
+    assert r.stdout.splitlines() == ["OK 0"] * 20
