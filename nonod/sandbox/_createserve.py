@@ -74,7 +74,6 @@ SECCOMP_IOCTL_NOTIF_SEND: Final = 0xC0182101  # _IOWR('!', 1, struct seccomp_not
 SECCOMP_IOCTL_NOTIF_ID_VALID: Final = 0x40082102  # _IOW('!', 2, __u64)
 SECCOMP_IOCTL_NOTIF_ADDFD: Final = 0x40182103  # _IOW('!', 3, struct seccomp_notif_addfd)
 SECCOMP_USER_NOTIF_FLAG_CONTINUE: Final = 1
-SECCOMP_ADDFD_FLAG_SEND: Final = 1 << 1
 
 _NOTIF: Final = struct.Struct("=QIIiIQ6Q")  # id, pid, flags, nr, arch, ip, args[6]
 _RESP: Final = struct.Struct("=QqiI")  # id, val, error, flags
@@ -602,17 +601,21 @@ class Supervisor:
     def _answer(self, call: _Call, result: tuple[str, int, int]) -> None:
         kind, value, extra = result
         if kind == "fd":
+            # Installed, our copy closed, then answered: answered at once (ADDFD_FLAG_SEND),
+            # the program ran on while the file was still open here for writing, and its
+            # exec of a file it had just made and closed failed with ETXTBSY. It cannot
+            # return in between: it waits killably once the call is received.
+            addfd = ctypes.create_string_buffer(_ADDFD.pack(
+                call.id, 0, value, 0, os.O_CLOEXEC if extra else 0), _ADDFD.size)
             try:
-                addfd = ctypes.create_string_buffer(_ADDFD.pack(
-                    call.id, SECCOMP_ADDFD_FLAG_SEND, value, 0,
-                    os.O_CLOEXEC if extra else 0), _ADDFD.size)
-                try:
-                    _ioctl(self.listener, SECCOMP_IOCTL_NOTIF_ADDFD, addfd)
-                except OSError as exc:
-                    if exc.errno != errno.ENOENT:  # gone: nothing to answer
-                        self._send(call.id, 0, -(exc.errno or errno.EIO), 0)
-            finally:
+                installed = _ioctl(self.listener, SECCOMP_IOCTL_NOTIF_ADDFD, addfd)
+            except OSError as exc:
                 os.close(value)
+                if exc.errno != errno.ENOENT:  # gone: nothing to answer
+                    self._send(call.id, 0, -(exc.errno or errno.EIO), 0)
+            else:
+                os.close(value)
+                self._send(call.id, installed, 0, 0)
         elif kind == "err":
             self._send(call.id, 0, -value, 0)
         else:

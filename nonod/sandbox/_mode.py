@@ -127,11 +127,16 @@ _SOCKETS: Final = "host_unix_sockets"
 # Files of /proc a view masks (the keyrings; for uid 0 what only root may read): /proc cannot
 # be split as other directories are (its process directories come and go).
 _PROC: Final = "host_proc"
+# For uid 0, what a view keeps from changes Landlock does not check: the host's files' mode,
+# times, ACLs and extended attributes, all root's to change (nothing of the host is in a
+# view, and its read grants are read-only mounts).
+_METADATA: Final = "host_metadata"
 
 
-def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, str]:
-    """What the filesystem view of ``plan`` does that Landlock alone cannot: layer name ->
-    what would go unenforced."""
+def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int, uid: int
+               ) -> dict[str, str]:
+    """What the filesystem view of ``plan`` does that Landlock alone cannot, for a session of
+    ``uid``: layer name -> what would go unenforced."""
     shared = sorted({g.path for g in policy.grants if g.path in PRIVATE_TMP})
     persistence = sorted({op.target for op in plan.ops if op.kind == READONLY})
     needs: dict[str, str] = {}
@@ -165,6 +170,12 @@ def view_needs(policy: ResolvedPolicy, plan: MountPlan, pins: int) -> dict[str, 
         needs[_PROC] = (f"{len(proc)} files of the host's /proc that a view masks would be "
                         f"readable ({_sample(proc)}): the uid's kernel keys, and for uid 0 the "
                         "kernel's root-only state")
+    if uid == 0:
+        needs[_METADATA] = ("a uid 0 session could change the mode, times, ACLs and extended "
+                            "attributes of every file root owns on the host (Landlock does "
+                            "not check chmod, utimes or xattrs; a view holds none of the "
+                            "host's files but its grants, read-only): /etc/shadow made "
+                            "readable, /etc/passwd writable for every local user")
     if policy.allow_unix_sockets:
         needs[_SOCKETS] = ("unix_sockets would reach every pathname socket of the host its uid "
                            "may connect to (the session bus, ssh and gpg agents, docker's), "
@@ -176,13 +187,14 @@ def _sample(paths: Sequence[str], n: int = 3) -> str:
     return ", ".join(paths[:n]) + (f" and {len(paths) - n} more" if len(paths) > n else "")
 
 
-def landlock_only_view(policy: ResolvedPolicy, plan: MountPlan, pins: int
+def landlock_only_view(policy: ResolvedPolicy, plan: MountPlan, pins: int, uid: int
                        ) -> tuple[list[Grant], LayerReport]:
-    """The Landlock grants of a session without a mount namespace, and its filesystem layer.
+    """The Landlock grants of a session of ``uid`` without a mount namespace, and its
+    filesystem layer.
 
     Refuses (``refuse``) when the profile needs what only the view can give and has not
     accepted each missing layer in ``allow_degraded``."""
-    needs = view_needs(policy, plan, pins)
+    needs = view_needs(policy, plan, pins, uid)
     missing = {name: why for name, why in needs.items() if name not in policy.allow_degraded}
     if missing:
         raise refuse(missing)

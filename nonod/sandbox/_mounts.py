@@ -135,6 +135,12 @@ KERNEL_FS_TYPES: Final = frozenset({
     "mqueue", "autofs",
 })
 # What the sandbox's own /dev provides: grants of these are already satisfied.
+#: Pseudo-terminals one session's ``/dev/pts`` may hold at once (devpts ``max=``). Every
+#: devpts instance but the host's own draws from one pool for the whole host,
+#: ``kernel.pty.max`` less ``kernel.pty.reserve`` (3,072 by default): without a share, one
+#: session took all of it, and every other session and container got ``ENOSPC`` from
+#: ``openpty`` (docs/security-model.md, thirty-first pass). ``reaper_view.c`` mounts the same.
+PTY_MAX: Final = 128
 PROVIDED_DEV = frozenset({*(f"/dev/{n}" for n in DEV_NODES), "/dev/pts", "/dev/ptmx",
                           "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr"})
 # Paths in a writable directory that make code run outside the sandbox later, when someone
@@ -1477,6 +1483,18 @@ class _View:
             return False
         return not any(_under(path, tmp) and _under(tmp, bind.target) for tmp in PRIVATE_TMP)
 
+    def _refuse_once_gone(self, path: str, parent: str) -> None:
+        """An existing guarded path in a directory the session may write: its name is
+        refused to the creation guard too. Its mount keeps it while it is there; once the
+        host removes it (``git checkout`` of a branch without ``.envrc``, a user's ``rm -rf
+        ~/.aws``), the session made it again with its own content (or a symbolic link to
+        its own directory), which the view guard then only bound read-only, or left as a
+        link: kept on the host, for host tools to run or write through (the thirty-first
+        pass)."""
+        if self._look.isdir(parent) and self._could_write(parent) \
+                and path not in self.refused:
+            self.refused.append(path)
+
     def anchor_way(self, path: str) -> None:
         """Anchor the existing directories on the way to ``path`` inside a writable grant
         (a verified file's pin): moved aside, with a new directory and file of the session's
@@ -1607,6 +1625,8 @@ class _View:
                 self.protected.append(path)
                 self._protected.add(path)
             self.ops.append(op)
+            if writable and len(existing) > 1:
+                self._refuse_once_gone(path, existing[-2])
             return op
         later = msgspec.structs.replace(op, absent=True)
         self.later.append(later)
@@ -1978,9 +1998,12 @@ def _setup_dev() -> None:
     for name in DEV_NODES:
         path = "/dev/" + name
         _touch(path)
-        _bind(OLD + path, path, writable=True, nodev=False)
+        # Read-only: the host's own inodes, whose mode, times and attributes Landlock does
+        # not guard (a uid 0 session owns them); a character device is written all the same
+        # (the kernel takes no write access on the mount for one).
+        _bind(OLD + path, path, writable=False, nodev=False)
     _libc.mount("devpts", "/dev/pts", "devpts", _libc.MS_NOSUID | _libc.MS_NOEXEC,
-                "newinstance,ptmxmode=0666,mode=620")
+                f"newinstance,ptmxmode=0666,mode=620,max={PTY_MAX}")
     os.symlink("pts/ptmx", "/dev/ptmx")
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):

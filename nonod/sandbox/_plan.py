@@ -376,7 +376,8 @@ def build_plan(
                 "(command_policies) need a view of their own to run in child sessions",
                 step="mode", hint="allow user namespaces (`nonoctl doctor` says what blocks "
                 "them), or remove `command_policies` from the profile")
-        grants, view_layer = _mode.landlock_only_view(policy, mounts, len(request.pins))
+        grants, view_layer = _mode.landlock_only_view(policy, mounts, len(request.pins),
+                                                     uid)
         mounts = _mode.EMPTY_VIEW
     else:
         grants, bound = _view_grants(policy, mounts.ops, mounts.masked)

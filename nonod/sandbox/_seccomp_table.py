@@ -74,11 +74,15 @@ _CLOCK: Final = "set or tune the system clock"
 _X86: Final = "x86 segment descriptors and I/O ports"
 _NUMA: Final = "NUMA memory policy and page migration; migrate_pages, move_pages act on any pid"
 _OBSOLETE: Final = "obsolete or never implemented"
+_HOST_POOL: Final = ("native AIO contexts come from one pool for the whole host (fs.aio-max-nr), "
+                     "which one call could take whole; ENOSYS, as a kernel without AIO answers, "
+                     "so that libaio users fall back to threads")
 
 SYSCALLS: Final[tuple[SyscallRefusal, ...]] = (
     *_rows("clone3", errno.ENOSYS,
            "its flags sit behind a pointer the filter cannot read; libc falls back to clone",
            "Docker", "Flatpak"),
+    *_rows("io_setup", errno.ENOSYS, _HOST_POOL, "nono"),
     *_rows("ptrace", _EPERM, _PROCESSES, "systemd @debug", "Flatpak"),
     *_rows("process_vm_readv process_vm_writev", _EPERM, _PROCESSES, "nono"),
     *_rows("pidfd_getfd", _EPERM, _PROCESSES, "Docker", "systemd @debug"),

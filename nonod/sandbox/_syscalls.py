@@ -131,6 +131,7 @@ X86_64 = Arch(
         "tuxcall": 184,
         "security": 185,
         "sched_setaffinity": 203,
+        "io_setup": 206,
         "lookup_dcookie": 212,
         "semtimedop": 220,
         "clock_settime": 227,
@@ -201,6 +202,7 @@ AARCH64 = Arch(
     audit_arch=AUDIT_ARCH_AARCH64,
     newest=NEWEST_6_18,
     syscalls=MappingProxyType({
+        "io_setup": 0,
         "lookup_dcookie": 18,
         "inotify_init1": 26,
         "inotify_add_watch": 27,

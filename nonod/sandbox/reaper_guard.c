@@ -850,12 +850,20 @@ int guard_serve_one(void) {
     if (rc == CONTINUE) {
         out = send_resp(req.id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE);
     } else if (res.kind == R_FD) {
+        /* Installed, our copy closed, then answered: answered first (ADDFD_FLAG_SEND), the
+         * program ran on while the file was still open here for writing, and its exec of a
+         * file it had just made and closed failed with ETXTBSY. The program cannot return
+         * in between: it waits killably once the call is received (WAIT_KILLABLE_RECV). */
         struct seccomp_notif_addfd addfd = {
-            .id = req.id, .flags = SECCOMP_ADDFD_FLAG_SEND, .srcfd = (uint32_t)res.value,
+            .id = req.id, .flags = 0, .srcfd = (uint32_t)res.value,
             .newfd = 0, .newfd_flags = res.cloexec ? O_CLOEXEC : 0};
-        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0 && errno != ENOENT)
-            out = send_resp(req.id, 0, -(errno ? errno : EIO), 0);
+        int installed = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd);
+        int err = errno;
         close(res.value);
+        if (installed >= 0)
+            out = send_resp(req.id, installed, 0, 0);
+        else if (err != ENOENT)
+            out = send_resp(req.id, 0, -(err ? err : EIO), 0);
     } else if (res.kind == R_ERR) {
         out = send_resp(req.id, 0, -res.value, 0);
     } else {

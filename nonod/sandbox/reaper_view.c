@@ -122,6 +122,9 @@ static int bind_host(const char *source, const char *target, int writable, int n
                    1);
 }
 
+/* _mounts.PTY_MAX: the session's share of the host's one pool of pseudo-terminals. */
+#define PTY_MAX "128"
+
 static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
 
 /* _mounts.prepare_root and _setup_dev: a tmpfs root with the host under OLD, a fresh /proc,
@@ -138,11 +141,12 @@ static int prepare_root(void) {
     for (size_t i = 0; i < sizeof dev_nodes / sizeof *dev_nodes; i++) {
         char path[32];
         snprintf(path, sizeof path, "/dev/%s", dev_nodes[i]);
-        if (touch(path, 0644) < 0 || bind_host(path, path, 1, 0) < 0)
+        /* read-only: the host's inodes (_mounts._setup_dev) */
+        if (touch(path, 0644) < 0 || bind_host(path, path, 0, 0) < 0)
             return -1;
     }
     if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-              "newinstance,ptmxmode=0666,mode=620") < 0 ||
+              "newinstance,ptmxmode=0666,mode=620,max=" PTY_MAX) < 0 ||
         symlink("pts/ptmx", "/dev/ptmx") < 0 || symlink("/proc/self/fd", "/dev/fd") < 0 ||
         symlink("/proc/self/fd/0", "/dev/stdin") < 0 ||
         symlink("/proc/self/fd/1", "/dev/stdout") < 0 ||

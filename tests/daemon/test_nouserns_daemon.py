@@ -73,7 +73,7 @@ def test_daemon_selects_landlock_only_and_reports_it(daemon: Daemon) -> None:
     status = daemon.ctl("daemon", "status", "--json")
     assert json.loads(status.stdout)["launcher"] in ("ready (landlock-only)", "not started")
     profile = daemon.profile("container", ("persistence", "creation_guard", "private_tmp",
-                                              "host_proc"))
+                                              "host_proc", "host_metadata"))
 
     done = daemon.ctl("launch", "--profile", str(profile), "--workdir", str(daemon.work),
                       "--name", "nouserns", "--", "/bin/sh", "-c",
@@ -111,15 +111,15 @@ def test_profile_needing_a_mount_namespace_is_refused_with_the_layers_to_accept(
     assert done.returncode != 0
     assert not (daemon.work / "ran.txt").exists()
     assert "landlock-only" in done.stderr
-    assert ('"allow_degraded": ["creation_guard", "host_proc", "persistence", "private_tmp"]'
-            in done.stderr)
+    assert ('"allow_degraded": ["creation_guard", "host_metadata", "host_proc", "persistence", '
+            '"private_tmp"]' in done.stderr)  # (a root session: host_metadata too)
 
 
 def _start_background(daemon: Daemon) -> list[int]:
     """A detached session that leaves two processes behind (one ignoring SIGTERM, one in a
     session of its own): their pids."""
     profile = daemon.profile("container", ("persistence", "creation_guard", "private_tmp",
-                                              "host_proc"))
+                                              "host_proc", "host_metadata"))
     started = daemon.ctl("launch", "--detach", "--profile", str(profile), "--workdir",
                          str(daemon.work), "--name", "bg", "--", "/bin/sh", "-c",
                          "(trap '' TERM; exec sleep 300) & echo $! > child; "

@@ -10,9 +10,9 @@ import msgspec
 from nonod.policy import Access, Grant, NetworkPolicy, ResolvedPolicy
 
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-# What every launch here accepts: a writable directory has persistence names, and every host
-# has /proc/keys.
-ACCEPTED = ("persistence", "creation_guard", "host_proc")
+# What every launch here accepts: a writable directory has persistence names, every host has
+# /proc/keys, and a root session the host's files' metadata (the thirty-first pass).
+ACCEPTED = ("persistence", "creation_guard", "host_proc", "host_metadata")
 
 
 def policy(work: Path, *, accept: tuple[str, ...] = ACCEPTED,

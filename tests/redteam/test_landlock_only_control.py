@@ -32,7 +32,8 @@ def test_a_landlock_only_session_cannot_use_its_daemons_control_socket(daemon: D
         "network": {"block": True},
         "nonod": {"unix_sockets": True,
                   "allow_degraded": ["persistence", "creation_guard", "private_tmp",
-                                     "host_unix_sockets", "network_ports", "host_proc"]},
+                                     "host_unix_sockets", "network_ports", "host_proc",
+                                     "host_metadata"]},
     }))
     messages = "\n".join(json.dumps(m) for m in (
         {"type": "hello", "protocol": 1}, {"type": "list"},

@@ -36,7 +36,8 @@ for path in sys.argv[1:]:
 
 
 def _policy(work: Path, accept: tuple[str, ...]) -> ResolvedPolicy:
-    return landlock_only.policy(work, accept=("persistence", "creation_guard", *accept))
+    return landlock_only.policy(work, accept=("persistence", "creation_guard", "host_metadata",
+                                              *accept))
 
 
 @pytest.fixture

@@ -325,7 +325,8 @@ def test_landlock_only_mode_refuses_a_linked_workdir_unless_accepted(uv_home: Pa
 
     proj = uv_home / "proj"
     req = LaunchRequest(argv=("/bin/true",), cwd=str(proj))
-    others = ("creation_guard", "host_proc", "persistence")  # what the mode needs besides
+    # what the mode needs besides (host_metadata: for a root test's own uid)
+    others = ("creation_guard", "host_proc", "persistence", "host_metadata")
     with pytest.raises(EnforcementUnavailable, match="linked_files cannot be enforced"):
         build_plan(policy((proj, Access.READWRITE), allow_degraded=others), req,
                    mode=_mode.LANDLOCK_ONLY)

@@ -67,9 +67,9 @@ def test_writable_caches_need_private_caches_without_a_view(tmp_path: Path) -> N
     for grant in (Grant(path=str(cache / "go-build"), access=rw),
                   Grant(path=str(cache / "index"), access=rw, is_file=True)):
         policy = ResolvedPolicy(name="t", grants=(grant,), denials=(), cache_home=str(cache))
-        needs = view_needs(policy, compile_mounts(policy, home=str(tmp_path)), 0)
+        needs = view_needs(policy, compile_mounts(policy, home=str(tmp_path)), 0, 1000)
         assert needs["private_caches"].startswith("1 writable cache grants"), needs
     reading = ResolvedPolicy(name="t", denials=(), cache_home=str(cache),
                              grants=(Grant(path=str(cache), access=Access.READ),))
     assert "private_caches" not in view_needs(
-        reading, compile_mounts(reading, home=str(tmp_path)), 0)
+        reading, compile_mounts(reading, home=str(tmp_path)), 0, 1000)

@@ -23,7 +23,8 @@ from nonod.policy import Access, Denial, Grant, NetworkPolicy, ResolvedPolicy
 from nonod.sandbox import LaunchRequest, open_launcher
 from tests.conftest import Result, SandboxUser
 
-ACCEPTED = ("persistence", "creation_guard", "host_proc")  # every launch here needs these
+# every launch here needs these (host_metadata: a root session's, the thirty-first pass)
+ACCEPTED = ("persistence", "creation_guard", "host_proc", "host_metadata")
 OPEN = NetworkPolicy()
 
 
@@ -130,10 +131,12 @@ def test_writable_directory_and_host_tmp_need_accepting(
 
     assert result.code == 125 and "ran" not in result.stdout
     assert "launch.enforcement" in result.stderr and "landlock-only" in result.stderr
-    for layer in ("creation_guard", "host_proc", "persistence", "private_tmp"):
+    layers = ["creation_guard", *(["host_metadata"] if sandbox_user.uid == 0 else []),
+              "host_proc", "persistence", "private_tmp"]
+    for layer in layers:
         assert f"{layer}:" in result.stderr, result.stderr
-    assert ('"allow_degraded": ["creation_guard", "host_proc", "persistence", "private_tmp"]'
-            in result.stderr)
+    quoted = ", ".join(f'"{layer}"' for layer in layers)
+    assert f'"allow_degraded": [{quoted}]' in result.stderr
 
 
 def test_a_writable_cache_needs_accepting_and_is_then_the_hosts(

@@ -35,7 +35,7 @@ def _policy(work: Path, network: NetworkPolicy | None = None) -> ResolvedPolicy:
         grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
                 Grant(path=str(work), access=Access.READ)),
         denials=(),
-        allow_degraded=("host_proc",),  # landlock-only: every host has /proc/keys
+        allow_degraded=("host_proc", "host_metadata"),  # landlock-only: /proc/keys; uid 0
         **({"network": network} if network is not None else {}),  # type: ignore[arg-type]
     )
 
@@ -181,7 +181,7 @@ def _masked(work: Path) -> ResolvedPolicy:
         grants=(Grant(path="/usr", access=Access.READ), Grant(path="/etc", access=Access.READ),
                 Grant(path=str(work), access=Access.READ)),
         denials=(Denial(path=str(work / "secret")),),
-        allow_degraded=("host_proc",))  # landlock-only: every host has /proc/keys
+        allow_degraded=("host_proc", "host_metadata"))  # landlock-only: /proc/keys; uid 0
 
 
 def _ppid(pid: int) -> int:

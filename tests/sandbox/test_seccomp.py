@@ -487,6 +487,7 @@ Arg = int | str  # a str is passed as a pointer to its NUL-terminated bytes
 # Arguments per syscall; a row without an entry is called with none.
 _PROBE_ARGS: dict[str, tuple[Arg, ...]] = {
     "clone3": (0, 0),  # size 0: EINVAL
+    "io_setup": (0, 0),  # no events: EINVAL
     "ptrace": (2, _NO_PID, 0, 0),  # PTRACE_PEEKDATA, no such pid: ESRCH
     "process_vm_readv": (_NO_PID, 0, 0, 0, 0, 1),  # flags must be 0: EINVAL
     "process_vm_writev": (_NO_PID, 0, 0, 0, 0, 1),

@@ -139,7 +139,8 @@ def test_a_program_that_kills_its_init_at_once_still_ran_on_the_record(
     policy = ResolvedPolicy(
         name="killer", grants=(Grant(path="/usr", access=Access.READ),
                                Grant(path=str(tools), access=Access.READ)),
-        denials=(), allow_degraded=("persistence", "creation_guard", "host_proc"))
+        denials=(), allow_degraded=("persistence", "creation_guard", "host_proc",
+                                         "host_metadata"))
 
     async def main() -> list[str]:
         outcomes = []
