@@ -83,3 +83,26 @@ async def test_the_repair_leaves_a_listed_file_unsealed(tmp_path: Path) -> None:
     assert (state / "ledger.ndjson").read_bytes() == ledger_bytes
     with pytest.raises(AuditLedgerError, match="final record"):
         verify_session_file(path, ledger=state / "ledger.ndjson", allow_incomplete=True)
+
+
+async def test_show_warns_of_a_cut_sealed_record(short_tmp: Path) -> None:
+    """``audit show`` checks what it prints, and now with the ledger: it said nothing of a
+    file whose seal was cut off."""
+    from tests.daemon.test_cli import cli_env, nonoctl
+
+    state = short_tmp / "state"
+    ledger = await Ledger.open(state)
+    try:
+        path = await write_session(state, ledger=ledger)
+    finally:
+        await ledger.aclose()
+    env = cli_env(short_tmp / "none.sock", short_tmp)
+    shown = nonoctl(["audit", "show", SESSION, "--state-dir", str(state)], env=env,
+                    cwd=short_tmp)
+    assert shown.returncode == 0 and "does not verify" not in shown.stderr, shown.stderr
+    whole = path.read_bytes()
+    path.write_bytes(whole[: whole.rstrip(b"\n").rfind(b"\n") + 1])
+    shown = nonoctl(["audit", "show", SESSION, "--state-dir", str(state)], env=env,
+                    cwd=short_tmp)
+    assert shown.returncode == 0, shown.stderr
+    assert "does not verify" in shown.stderr and "cut off after the seal" in shown.stderr
