@@ -248,6 +248,11 @@ class Ledger:
         self._chain.seq = view.count
         self._chain.head = bytes.fromhex(view.head)
         self._sessions = {sid: line for sid, (line, _) in view.entries.items()}
+        #: Each listed session's seal hash (32 bytes): what the daemon itself recorded, for
+        #: checks that must not trust the file on disk (``seal_hash_of``).
+        self._seals = {sid: bytes.fromhex(entry.seal_hash)
+                       for sid, (_, entry) in view.entries.items()}
+        self._listeners: list[Callable[[], None]] = []
         self._clock = clock
         #: Appends one at a time, owners served in turn (:class:`_FairTurns`).
         self._turns = _FairTurns()
@@ -288,6 +293,16 @@ class Ledger:
 
     def line_of(self, session: str) -> int | None:
         return self._sessions.get(session)
+
+    def on_recorded(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (in trio, must not raise) after each line appended from now on."""
+        self._listeners.append(fn)
+
+    def seal_hash_of(self, session: str) -> str | None:
+        """The seal hash this ledger lists ``session`` with (hex), as read when it was opened
+        or appended since; None when it is not listed (yet)."""
+        seal = self._seals.get(session)
+        return seal.hex() if seal is not None else None
 
     @property
     def count(self) -> int:
@@ -337,6 +352,9 @@ class Ledger:
                 self._fd = -1
                 raise AuditWriteError(f"cannot append to the ledger: {exc.strerror}") from exc
             self._sessions[entry.session] = seq
+            self._seals[entry.session] = bytes.fromhex(entry.seal_hash)
+            for listener in self._listeners:
+                listener()
             return seq
 
     async def aclose(self) -> None:
