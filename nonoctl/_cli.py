@@ -1597,12 +1597,12 @@ def _cmd_audit(args: argparse.Namespace, command: list[str], out: Output) -> int
     session = _audit_session(state, args.session, out)
     if session is None:
         return EXIT_FAILURE
-    from nonod.audit import AUDIT_FILE
+    from nonod.audit import AUDIT_FILE, LEDGER_FILE
 
     path = state / "sessions" / session / AUDIT_FILE
     if args.action == "verify":
         return _audit_verify(args, state, session, path, out)
-    return _audit_show(session, path, out)
+    return _audit_show(session, path, state / LEDGER_FILE, out)
 
 
 def _audit_checker(args: argparse.Namespace, path: Path,
@@ -1723,12 +1723,13 @@ def _audit_verify(args: argparse.Namespace, state: Path, session: str, path: Pat
     return EXIT_OK
 
 
-def _audit_show(session: str, path: Path, out: Output) -> int:
-    from nonod.audit import AuditVerifyError, read_records, render_record, verify_session_file
+def _audit_show(session: str, path: Path, ledger: Path, out: Output) -> int:
+    from nonod.audit import AuditError, read_records, render_record, verify_session_file
 
-    try:
-        verify_session_file(path, session=session, allow_incomplete=True)
-    except AuditVerifyError as exc:
+    try:  # with the ledger when there is one: it tells a sealed file cut short
+        verify_session_file(path, session=session, allow_incomplete=True,
+                            ledger=ledger if ledger.exists() else None)
+    except AuditError as exc:
         out.note(f"nonoctl: warning: this record does not verify: {exc.message}")
     if out.json_mode:
         data = path.read_bytes()

@@ -252,7 +252,7 @@ async def run_daemon(
         if ledger.repaired_bytes:
             log.warning("the audit ledger's last line was cut short; it was removed",
                         bytes=ledger.repaired_bytes, path=str(ledger.path))
-        exporter = await _exporter(state, state_dir, hub)
+        exporter = await _exporter(state, state_dir, hub, ledger)
         async with open_fs_denied_monitor(state.config.audit.fs_denied) as fs_denied, \
                 trio.open_nursery() as root:
             if exporter is not None:
@@ -315,7 +315,8 @@ def _build_metrics(config: Config) -> Metrics | None:
     return Metrics()
 
 
-async def _exporter(state: _State, state_dir: Path, hub: AuditHub) -> Exporter | None:
+async def _exporter(state: _State, state_dir: Path, hub: AuditHub,
+                    ledger: Ledger) -> Exporter | None:
     """The ``[[export]]`` sinks' exporter (read at start), or None without any. A sink that
     cannot be built (its CA file, the signing key, a damaged cursor) stops the start."""
     sections = state.config.export
@@ -327,7 +328,7 @@ async def _exporter(state: _State, state_dir: Path, hub: AuditHub) -> Exporter |
     sign_key = state.config.audit.sign_key
     wants_key = any(s.type == "envelope" for s in sections)
     signer = await load_signer(sign_key) if wants_key and sign_key is not None else None
-    exporter = build_exporter(state_dir, sections, signer=signer, hub=hub)
+    exporter = build_exporter(state_dir, sections, signer=signer, hub=hub, ledger=ledger)
     log.info("shipping audit", sinks=[f"{s.name} ({s.type})" for s in sections])
     return exporter
 

@@ -16,6 +16,7 @@ from ._config import ConfigError, ExportSection
 if TYPE_CHECKING:
     from .audit._fanout import AuditHub
     from .audit._sign import Signer
+    from .audit._writer import Ledger
     from .shipping import Exporter, Sink
 
 
@@ -54,11 +55,12 @@ def build_sink(section: ExportSection, *, signer: Signer | None) -> Sink:
 
 
 def build_exporter(state_dir: Path, sections: tuple[ExportSection, ...], *,
-                   signer: Signer | None, hub: AuditHub | None) -> Exporter:
+                   signer: Signer | None, hub: AuditHub | None,
+                   ledger: Ledger | None = None) -> Exporter:
     from .shipping import Exporter, LaneSettings
 
     sinks = [(build_sink(s, signer=signer),
               LaneSettings(batch=s.batch, max_backlog_bytes=s.max_backlog_bytes,
                            retry_min=s.retry_min, retry_max=max(s.retry_min, s.retry_max)))
              for s in sections]
-    return Exporter(state_dir, sinks, hub=hub)
+    return Exporter(state_dir, sinks, hub=hub, ledger=ledger)

@@ -272,6 +272,24 @@ def _check_ledger(ledger: Path, scan: Scan) -> int:
     return number
 
 
+def refuse_listed_unsealed(ledger: Path, session: str) -> None:
+    """Raise :class:`AuditLedgerError` if the ledger (verified first) lists ``session``,
+    whose file has no final record. A session's ledger line is written only once its seal is
+    durable, so such a file is no live session's, nor one a dead daemon left: lines were cut
+    off it after it was sealed, and the ledger is the proof (its count, root and digest)."""
+    view = scan_ledger(_read(ledger, "ledger"), str(ledger))
+    found = view.entries.get(session)
+    if found is None:
+        return
+    number, entry = found
+    raise AuditLedgerError(
+        str(ledger), number,
+        f"lists session {session} as sealed with {entry.count} events, but its file has no "
+        "final record: lines were cut off after the seal",
+        hint="the file was truncated after it was sealed; keep a copy before doing anything",
+    )
+
+
 def _check_signature(sidecar: Path, scan: Scan,
                      checker: SignatureChecker) -> None:
     if scan.seal is None or scan.seal_hash is None:
@@ -331,8 +349,10 @@ def verify_session_file(
     count, head and Merkle root match the lines before it. Then: (h) without
     ``allow_incomplete`` the file must end with a seal (:class:`AuditIncomplete` otherwise);
     (i) with ``ledger``, the ledger verifies and lists the session with this file's count,
-    Merkle root, seal hash and SHA-256; (j) with ``checker``, ``audit.ndjson.bundle`` exists
-    and verifies, and the statement it signs is the one recomputed from this file.
+    Merkle root, seal hash and SHA-256; a file with no seal must not be listed at all (the
+    ledger says it was sealed: :class:`AuditLedgerError`, with ``allow_incomplete`` too);
+    (j) with ``checker``, ``audit.ndjson.bundle`` exists and verifies, and the statement it
+    signs is the one recomputed from this file.
 
     Raises :class:`AuditVerifyError` (its subclasses :class:`AuditIncomplete`,
     :class:`AuditLedgerError`, :class:`AuditSignatureError`) naming the first bad line, or
@@ -342,11 +362,19 @@ def verify_session_file(
     file = Path(path)
     sid = check_session_id(session if session is not None else file.parent.name)
     data = _read(file, "audit file")
-    scan = scan_session(data, str(file), sid, allow_incomplete=allow_incomplete)
+    try:
+        scan = scan_session(data, str(file), sid, allow_incomplete=allow_incomplete)
+    except AuditIncomplete:
+        if ledger is not None:
+            refuse_listed_unsealed(Path(ledger), sid)
+        raise
 
     ledger_line: int | None = None
-    if ledger is not None and scan.seal is not None:
-        ledger_line = _check_ledger(Path(ledger), scan)
+    if ledger is not None:
+        if scan.seal is None:
+            refuse_listed_unsealed(Path(ledger), sid)
+        else:
+            ledger_line = _check_ledger(Path(ledger), scan)
 
     sidecar = file.with_name(file.name + SIDECAR_SUFFIX)
     signature: Literal["verified", "absent", "unchecked"] = "absent"

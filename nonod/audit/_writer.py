@@ -51,7 +51,7 @@ import trio
 
 from .._soon import Started
 from ._chain import FOLD_AT, Chain, UtcClock, utc_timestamp
-from ._errors import AuditClosed, AuditError, AuditNotFound, AuditWriteError
+from ._errors import AuditClosed, AuditError, AuditLedgerError, AuditNotFound, AuditWriteError
 from ._events import EndReason, Event, Record, Seal, SessionEnded, SessionSealed
 from ._fanout import AuditHub, LiveRecord
 from ._sign import SIDECAR_SUFFIX, Signer, session_statement
@@ -248,6 +248,11 @@ class Ledger:
         self._chain.seq = view.count
         self._chain.head = bytes.fromhex(view.head)
         self._sessions = {sid: line for sid, (line, _) in view.entries.items()}
+        #: Each listed session's seal hash (32 bytes): what the daemon itself recorded, for
+        #: checks that must not trust the file on disk (``seal_hash_of``).
+        self._seals = {sid: bytes.fromhex(entry.seal_hash)
+                       for sid, (_, entry) in view.entries.items()}
+        self._listeners: list[Callable[[], None]] = []
         self._clock = clock
         #: Appends one at a time, owners served in turn (:class:`_FairTurns`).
         self._turns = _FairTurns()
@@ -288,6 +293,16 @@ class Ledger:
 
     def line_of(self, session: str) -> int | None:
         return self._sessions.get(session)
+
+    def on_recorded(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (in trio, must not raise) after each line appended from now on."""
+        self._listeners.append(fn)
+
+    def seal_hash_of(self, session: str) -> str | None:
+        """The seal hash this ledger lists ``session`` with (hex), as read when it was opened
+        or appended since; None when it is not listed (yet)."""
+        seal = self._seals.get(session)
+        return seal.hex() if seal is not None else None
 
     @property
     def count(self) -> int:
@@ -337,6 +352,9 @@ class Ledger:
                 self._fd = -1
                 raise AuditWriteError(f"cannot append to the ledger: {exc.strerror}") from exc
             self._sessions[entry.session] = seq
+            self._seals[entry.session] = bytes.fromhex(entry.seal_hash)
+            for listener in self._listeners:
+                listener()
             return seq
 
     async def aclose(self) -> None:
@@ -875,6 +893,31 @@ async def _load_existing(path: Path, session: str) -> tuple[int, Scan, bytes]:
         raise AuditWriteError(f"cannot open {path}: {exc.strerror}") from exc
 
 
+async def _check_listed_file(path: Path, session: str, ledger: Ledger) -> None:
+    """A session the ledger lists must have its seal; :class:`AuditLedgerError` otherwise
+    (the file is only read)."""
+
+    def check() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError as exc:
+            raise AuditNotFound(f"no audit file at {path}") from exc
+        except OSError as exc:
+            raise AuditWriteError(f"cannot open {path}: {exc.strerror}") from exc
+        try:
+            data = _read_fd(fd)
+        finally:
+            os.close(fd)
+        scan = scan_session(data, str(path), session, allow_incomplete=True)
+        if scan.seal is None:
+            raise AuditLedgerError(
+                str(ledger.path), ledger.line_of(session),
+                f"lists session {session} as sealed, but its file has no final record: lines "
+                "were cut off after the seal; the file is left as it is")
+
+    await trio.to_thread.run_sync(check)
+
+
 async def append_daemon_lost(
     state_dir: Path,
     session: str,
@@ -911,10 +954,15 @@ async def append_closing(
     (``reason``, ``detail``) and a seal, as :func:`append_daemon_lost` describes. Also how a
     file whose writes failed (a full disk) is sealed as truncated once they work again."""
     path = session_dir(state_dir, session) / AUDIT_FILE
+    if ledger is not None and session in ledger:
+        # Listed: its seal was durable before its line was written. Read, never changed: a
+        # file without its seal lost lines since, and the repair would write over the proof.
+        await _check_listed_file(path, session, ledger)
+        return None
     fd, scan, kept = await _load_existing(path, session)
     if scan.seal is not None:
         os.close(fd)
-        if ledger is not None and session not in ledger and scan.seal_hash is not None:
+        if ledger is not None and scan.seal_hash is not None:
             await ledger.record(SessionSealed(
                 session=session, count=scan.seal.count, merkle_root=scan.seal.merkle_root,
                 seal_hash=scan.seal_hash, file_sha256=scan.file_sha256))

@@ -34,6 +34,7 @@ from ._source import SEAL_KIND, SessionReader, ShipRecord
 
 if TYPE_CHECKING:
     from ..audit._fanout import AuditHub
+    from ..audit._writer import Ledger
 
 log = structlog.get_logger("nonod.shipping")
 
@@ -106,9 +107,15 @@ class Exporter:
 
     def __init__(self, state_dir: Path, sinks: Sequence[tuple[Sink, LaneSettings]], *,
                  hub: AuditHub | None = None,
-                 on_backlog: Callable[[BacklogChanged], None] | None = None) -> None:
+                 on_backlog: Callable[[BacklogChanged], None] | None = None,
+                 ledger: Ledger | None = None) -> None:
         self.state_dir = state_dir
         self._hub = hub
+        #: The daemon's ledger: a sealed-only sink (the envelope, signed with the daemon's
+        #: key) ships a session only as the ledger in memory recorded its seal.
+        self._ledger = ledger
+        if ledger is not None:  # a session's ledger line follows its seal: look again then
+            ledger.on_recorded(self.wake)
         self._on_backlog = on_backlog
         names = [sink.name for sink, _ in sinks]
         if len(set(names)) != len(names):
@@ -210,12 +217,36 @@ class Exporter:
                               sink=lane.sink.name, session=session, error=exc.message)
                 lane.broken[session] = lane.stats.last_error = exc.message
                 return
+            if lane.sink.sealed_only and records and not self._as_sealed(lane, session,
+                                                                         records[-1]):
+                return
             lane.broken.pop(session, None)
             if not records:
                 return
             await self._deliver(lane, session, records)
             if records[-1].kind == SEAL_KIND or lane.sink.sealed_only:
                 return
+
+    def _as_sealed(self, lane: _Lane, session: str, seal: ShipRecord) -> bool:
+        """Whether the seal read from the file is the one the daemon recorded in its ledger.
+        The file's chain checks out whoever rewrote it (every hash recomputed): the ledger
+        held in memory is what tells, and a sink that signs what it ships must not sign such
+        a file with the daemon's key. Not listed yet (its ledger line follows the seal's
+        fsync): the next pass."""
+        if self._ledger is None:
+            return True
+        listed = self._ledger.seal_hash_of(session)
+        if listed is None:
+            return False
+        if listed != seal.hash:
+            message = (f"session {session}'s file does not match the ledger (seal hash "
+                       "differs): it was rewritten after it was sealed; not shipping it")
+            if lane.broken.get(session) != message:
+                log.error("audit export skips a session whose file does not match the ledger",
+                          sink=lane.sink.name, session=session)
+            lane.broken[session] = lane.stats.last_error = message
+            return False
+        return True
 
     async def _deliver(self, lane: _Lane, session: str, records: list[ShipRecord]) -> None:
         if not records:

@@ -46,10 +46,17 @@ async def test_verify_ok_tampered_and_incomplete(short_tmp: Path) -> None:
 
     cut = original[: original.rstrip(b"\n").rfind(b"\n") + 1]  # the seal line removed
     path.write_bytes(cut)
-    done = _audit(short_tmp, state, "verify", SESSION)
+    # The ledger lists the session as sealed: its seal was cut off (tests/redteam/
+    # test_ledger_truncation.py), with --allow-incomplete too.
+    for extra in ((), ("--allow-incomplete",)):
+        done = _audit(short_tmp, state, "verify", SESSION, *extra)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "lines were cut off after the seal" in done.stderr
+    # Without the ledger nothing tells it from a live session's file.
+    done = _audit(short_tmp, state, "verify", SESSION, "--no-ledger")
     assert done.returncode == 2, done.stderr
     assert "incomplete" in done.stderr
-    allowed = _audit(short_tmp, state, "verify", SESSION, "--allow-incomplete")
+    allowed = _audit(short_tmp, state, "verify", SESSION, "--no-ledger", "--allow-incomplete")
     assert allowed.returncode == 0 and allowed.stdout.startswith("INCOMPLETE"), allowed.stderr
 
 
