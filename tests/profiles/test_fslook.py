@@ -250,3 +250,31 @@ def test_native_and_python_checks_give_the_same_answers(
         assert answers[0] == answers[1], seed
         seen.add(answers[0])
     assert seen == {True, False}
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives a name to another uid (chown)")
+def test_a_directory_opened_to_all_since_is_a_change(world_tmp: Path) -> None:
+    """review25: what ``placed`` records (redteam29) depends on whether each directory on
+    the way is open to every user, not only on the names' types. A directory its owner
+    opened to all after the resolution (``chmod 0777``) let another user put a name of its
+    own in place of one the resolution went through, of the same type: a fresh resolution
+    finds that user's name there (``policy.others_place`` refuses it), the kept one was
+    served as unchanged."""
+    shared = Path(os.path.realpath(world_tmp)) / "shared"
+    (shared / "tool").mkdir(parents=True)
+    path = str(shared / "tool" / "cache")
+    look, placed = FsLook(), []
+    look.realpath(path, placed=placed)
+    inside = str(shared) + "/"  # (world_tmp itself is a name in /tmp, root's)
+    assert [name for name, _ in placed if name.startswith(inside)] == []
+    assert look.unchanged()
+    shared.chmod(0o777)
+    (shared / "tool").rename(shared / "gone")
+    (shared / "tool").mkdir()
+    os.chown(shared / "tool", 65534, 65534)
+    fresh: list[tuple[str, int]] = []
+    FsLook().realpath(path, placed=fresh)
+    assert [(n, uid) for n, uid in fresh if n.startswith(inside)] == [
+        (str(shared / "tool"), 65534)]
+    assert not look.unchanged()
