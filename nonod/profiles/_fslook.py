@@ -23,8 +23,11 @@ import functools
 import os
 import posixpath
 import stat
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Final, final
+from typing import Final, TypeVar, final
+
+H = TypeVar("H", bound=Hashable)
 
 #: What one look at a path returns: the file type (``stat.S_IFMT``), or None when missing.
 Signature = int | None
@@ -134,6 +137,9 @@ class FsLook:
         self._loop = False
         self._order: tuple[tuple[str, Signature], ...] = ()
         self._batch: _Batch | None = None
+        #: Answers that are not the filesystem's, each with the question asked again by
+        #: :meth:`unchanged` (:meth:`ask`).
+        self._asked: list[tuple[Callable[[], Hashable], Hashable]] = []
 
     # -- primitive looks, each recorded
     def lstat(self, path: str) -> Signature:
@@ -156,6 +162,15 @@ class FsLook:
         if path not in self._links:
             self._links[path] = _readlink(path)
         return self._links[path]
+
+    def ask(self, question: Callable[[], H]) -> H:
+        """``question()``, recorded: an answer the resolution depends on besides the
+        filesystem's (a root caller's: the password database's homes), which
+        :meth:`unchanged` asks again (review25: an account made since was served a
+        resolution without its home's denials)."""
+        answer = question()
+        self._asked.append((question, answer))
+        return answer
 
     # -- os.path's questions
     def exists(self, path: str) -> bool:
@@ -246,7 +261,7 @@ class FsLook:
         With ``libnonolooks.so`` built (``looks.c``) the ``lstat`` and ``stat`` questions are
         asked by it, in one call that gives up the GIL once, by the same rules.
         """
-        if self._loop:
+        if self._loop or any(question() != answer for question, answer in self._asked):
             return False
         lib = _native()
         batch = self._native_batch() if lib is not None else None
