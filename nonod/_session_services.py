@@ -219,7 +219,11 @@ async def _verify_instruction_files(workdir: str, user_config_dir: Path | None,
         if policy is None:
             prepared.trust_warnings.append(
                 f"no trust policy found (looked in {files.looked_in()}): nothing verified")
-            return (), files.workdir_identity
+            # Nothing was decided for that directory: whatever directory the session gets
+            # is as unverified as it (no identity to hold the session to, review25: a
+            # working directory the view shows through a copy-on-write overlay is refused
+            # only when something was verified in it).
+            return (), None
         report = await _callerfs.run_as(
             caller, functools.partial(trust.verify_tree, workdir, policy,
                                       home=view.home if view is not None else None,

@@ -23,8 +23,11 @@ import functools
 import os
 import posixpath
 import stat
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Final, final
+from typing import Final, TypeVar, final
+
+H = TypeVar("H", bound=Hashable)
 
 #: What one look at a path returns: the file type (``stat.S_IFMT``), or None when missing.
 Signature = int | None
@@ -67,13 +70,16 @@ class _Batch:
     once, asked by any number of threads (each call has its own answers' buffer)."""
 
     def __init__(self, order: tuple[tuple[str, Signature], ...],
-                 stats: tuple[tuple[str, Signature], ...]) -> None:
+                 stats: tuple[tuple[str, Signature], ...], open_dirs: frozenset[str]) -> None:
         index = {path: i for i, (path, _) in enumerate(order)}
         self._keep = ([os.fsencode(p) for p, _ in order], [os.fsencode(p) for p, _ in stats])
         n, m = len(order), len(stats)
         self.n, self.m = n, m
         self.paths = (ctypes.c_char_p * n)(*self._keep[0])
-        self.recorded = (ctypes.c_int * n)(*(_MISSING if r is None else r for _, r in order))
+        # lstat's answer for a directory holds S_IWOTH as looks.c gives it (``placed``).
+        self.recorded = (ctypes.c_int * n)(*(
+            _MISSING if r is None else r | (stat.S_IWOTH if p in open_dirs else 0)
+            for p, r in order))
         self.parent = (ctypes.c_long * n)(
             *(index.get(posixpath.dirname(p), -1) for p, _ in order))
         self.stat_paths = (ctypes.c_char_p * m)(*self._keep[1])
@@ -83,12 +89,13 @@ class _Batch:
 
     @staticmethod
     def of(order: tuple[tuple[str, Signature], ...],
-           stats: tuple[tuple[str, Signature], ...]) -> _Batch | None:
+           stats: tuple[tuple[str, Signature], ...], open_dirs: frozenset[str]) -> _Batch | None:
         """None for a path ``looks.c`` cannot be given (a NUL byte: Python's look refused
-        it, ``ValueError``, and the Python check asks it the same way)."""
+        it, ``ValueError``, and the Python check asks it the same way). ``open_dirs``: the
+        directories every user could write in when looked at."""
         if any("\0" in p for p, _ in order) or any("\0" in p for p, _ in stats):
             return None
-        return _Batch(order, stats)
+        return _Batch(order, stats, open_dirs)
 
     def differs(self, lib: ctypes.CDLL) -> bool:
         now = (ctypes.c_int * max(self.n, 1))()
@@ -130,6 +137,9 @@ class FsLook:
         self._loop = False
         self._order: tuple[tuple[str, Signature], ...] = ()
         self._batch: _Batch | None = None
+        #: Answers that are not the filesystem's, each with the question asked again by
+        #: :meth:`unchanged` (:meth:`ask`).
+        self._asked: list[tuple[Callable[[], Hashable], Hashable]] = []
 
     # -- primitive looks, each recorded
     def lstat(self, path: str) -> Signature:
@@ -152,6 +162,15 @@ class FsLook:
         if path not in self._links:
             self._links[path] = _readlink(path)
         return self._links[path]
+
+    def ask(self, question: Callable[[], H]) -> H:
+        """``question()``, recorded: an answer the resolution depends on besides the
+        filesystem's (a root caller's: the password database's homes), which
+        :meth:`unchanged` asks again (review25: an account made since was served a
+        resolution without its home's denials)."""
+        answer = question()
+        self._asked.append((question, answer))
+        return answer
 
     # -- os.path's questions
     def exists(self, path: str) -> bool:
@@ -242,7 +261,7 @@ class FsLook:
         With ``libnonolooks.so`` built (``looks.c``) the ``lstat`` and ``stat`` questions are
         asked by it, in one call that gives up the GIL once, by the same rules.
         """
-        if self._loop:
+        if self._loop or any(question() != answer for question, answer in self._asked):
             return False
         lib = _native()
         batch = self._native_batch() if lib is not None else None
@@ -264,8 +283,12 @@ class FsLook:
                 current = ifmt(st.st_mode)
                 # Who owns a name in a directory open to all, and whether a directory is
                 # open to all (``placed``): a name removed and made again by another user
-                # keeps its type.
-                if self._who_matters(path) and _who(st) != self._who.get(path):
+                # keeps its type, and so does a directory its owner opened to all since
+                # (review25: another user's name put there was then served as unchanged).
+                who = _who(st)
+                if self._who_matters(path) and who != self._who.get(path):
+                    return False
+                if recorded == current == stat.S_IFDIR and who[0] != self._who[path][0]:
                     return False
             if current != recorded:
                 return False
@@ -312,7 +335,9 @@ class FsLook:
         order = self._by_depth()
         batch = self._batch
         if batch is None or batch.n != len(order) or batch.m != len(self._stat):
-            batch = self._batch = _Batch.of(order, tuple(self._stat.items()))
+            open_dirs = frozenset(p for p, r in order
+                                  if r is not None and stat.S_ISDIR(r) and self._who[p][0])
+            batch = self._batch = _Batch.of(order, tuple(self._stat.items()), open_dirs)
         return batch
 
     def looks(self) -> int:

@@ -575,7 +575,7 @@ class _Resolver:
         # (a grant of /tmp is the session's private one: nothing of the host's shows there)
         shown = {g.path for g in grants if not g.is_file and g.path not in _PRIVATE_DIRS}
         mine = self.fs.realpath(self.values["HOME"])
-        homes = {self.fs.realpath(h) for h in _account_homes()
+        homes = {self.fs.realpath(h) for h in self.fs.ask(_account_homes)
                  if not _PLACEHOLDER_TREES.intersection(_lineage(posixpath.normpath(h)))}
         self.other_homes = tuple(sorted(
             h for h in homes if h not in ("/", mine)

@@ -13,7 +13,9 @@
  *   - stat of each path; where the same path's lstat (index ``same[j]``) found no symlink now
  *     (or nothing), stat's answer is that one, not asked.
  *
- * An answer is the file type (st_mode & S_IFMT), or -1 when the call failed (any errno).
+ * An answer is the file type (st_mode & S_IFMT), or -1 when the call failed (any errno);
+ * lstat's answer for a directory also holds its S_IWOTH bit (whether every user may make
+ * names in it: _fslook's ``placed`` depends on it, review25), which stat's does not.
  * Each function returns the index of the first path whose answer differs from the recorded
  * one, or -1 when none does. The calls are made with this thread's credentials: the caller's
  * file identity on the system daemon (nonod._callerfs.acting_as). */
@@ -25,8 +27,12 @@
 
 static int look(const char *path, int follow) {
     struct stat st;
-    int rc = follow ? stat(path, &st) : lstat(path, &st);
-    return rc == 0 ? (int)(st.st_mode & S_IFMT) : MISSING;
+    if ((follow ? stat(path, &st) : lstat(path, &st)) != 0)
+        return MISSING;
+    int answer = (int)(st.st_mode & S_IFMT);
+    if (!follow && S_ISDIR(st.st_mode))
+        answer |= (int)(st.st_mode & S_IWOTH);
+    return answer;
 }
 
 long nono_lstat_differs(const char *const *paths, const int *recorded, const long *parent,
@@ -51,6 +57,8 @@ long nono_stat_differs(const char *const *paths, const int *recorded, const long
         int seen = same[j] >= 0 && same[j] < n ? now[same[j]] : NOT_ASKED;
         if (seen == NOT_ASKED || (seen != MISSING && S_ISLNK(seen)))
             seen = look(paths[j], 1);
+        if (seen != MISSING)
+            seen &= S_IFMT; /* lstat's answer, derived: its type only */
         if (seen != recorded[j])
             return j;
     }

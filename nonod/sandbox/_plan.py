@@ -305,8 +305,14 @@ def _host_cwd(identity: tuple[int, int] | None, cwd: str,
               ops: Iterable[MountOp]) -> tuple[int, int] | None:
     """``identity``, to be checked in the session, if its working directory there is the
     host's directory (the nearest mount at or above ``cwd`` binds one); None where the view
-    shows another directory at that path whatever the host has (a mask, a copy-on-write
-    overlay, the root's own tmpfs), which no check by identity fits."""
+    shows another directory at that path whatever the host has (a mask, the root's own
+    tmpfs), which no check by identity fits.
+
+    A copy-on-write overlay (a working directory in a cache root) shows the host's
+    directory as its lower layer, taken by path when the view is built, and hides its
+    identity (the overlay's own device): a directory renamed into its place after the
+    daemon verified it would be the session's, unverified (review25). Refused then: a
+    protection that cannot be applied refuses the launch."""
     if identity is None:
         return None
     real = os.path.realpath(cwd)
@@ -316,6 +322,14 @@ def _host_cwd(identity: tuple[int, int] | None, cwd: str,
         above = real == op.target or real.startswith(op.target.rstrip("/") + "/")
         if placed and above and (nearest is None or len(op.target) >= len(nearest.target)):
             nearest = op
+    if nearest is not None and nearest.kind == OVERLAY:
+        raise LaunchError(
+            f"the working directory {cwd} is in a cache the session sees copy-on-write (an "
+            "overlay of the host's directory, taken by path): the session could not be held "
+            "to the directory whose instruction files were verified", step="mounts",
+            hint=f"list {nearest.target} under the profile's shared_caches (the session then "
+                 "writes the host's directory), keep the project outside the cache "
+                 "directories, or launch with --trust-override")
     return identity if nearest is not None and nearest.kind in _HOST_DIRS else None
 
 

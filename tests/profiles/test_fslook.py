@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
 
+from nonod._callerfs import Identity, acting_as
 from nonod.profiles import FsLook, _fslook
 
 
@@ -165,4 +167,114 @@ def test_a_name_in_a_directory_open_to_all_that_changed_owner_is_a_change(
     assert (str(shared / "project"), 0) in placed
     assert look.unchanged()
     os.chown(shared / "project", 65534, 65534)
+    assert not look.unchanged()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="takes another uid's file identity")
+def test_the_check_asks_with_the_callers_identity(world_tmp: Path) -> None:
+    """review25: on the system daemon the check runs in the caller's worker thread with the
+    caller's fsuid (``_callerfs.acting_as``), natively too (``looks.c``'s calls are this
+    thread's). A directory closed to the caller since its resolution hides what the
+    resolution saw there: a resolution the caller could no longer get is stale for the
+    caller, whatever root still sees."""
+    shared = Path(os.path.realpath(world_tmp)) / "shared"
+    (shared / "tool").mkdir(parents=True)
+    nobody = Identity(65534, 65534, ())
+    answers: dict[str, bool] = {}
+
+    def caller_thread() -> None:
+        with acting_as(nobody):
+            look = FsLook()
+            look.realpath(str(shared / "tool" / "bin"))
+            answers["open"] = look.unchanged()
+        shared.chmod(0o700)  # by root, its owner
+        with acting_as(nobody):
+            answers["closed"] = look.unchanged()
+        answers["as root"] = look.unchanged()
+
+    thread = threading.Thread(target=caller_thread)
+    thread.start()
+    thread.join()
+    assert answers == {"open": True, "closed": False, "as root": True}
+
+
+_ODD = ("a", "b", "\udcff", "l", "..", ".", "m", "x" * 255)  # \udcff: the byte 0xff
+_TARGETS = ("..", "a", "../b", "/", "missing/x", "\udcff", "l", "a/..")
+
+
+def _grow(root: str, rng: random.Random) -> None:
+    """Directories, files and links (relative, absolute, dangling, non-UTF-8) under root."""
+    for _ in range(rng.randint(3, 12)):
+        path = os.path.join(root, *(rng.choice((*_ODD[:4], "m"))
+                                    for _ in range(rng.randint(1, 3))))
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            kind = rng.random()
+            if kind < .5:
+                os.makedirs(path, exist_ok=True)
+            elif kind < .7:
+                Path(path).touch()
+            else:
+                os.symlink(rng.choice((*_TARGETS, root + "/a")), path)
+        except OSError:
+            pass  # a name already taken by another kind, a parent that is a file
+
+
+def test_native_and_python_checks_give_the_same_answers(
+        world_tmp: Path, check: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """review25: ``looks.c`` and the Python check, on random trees and looks (symbolic
+    links, ``..``, missing parents, names that are not UTF-8, paths of 4096 bytes and
+    more), each changed or not: the same answer every time, both answers seen."""
+    if check == "python":
+        pytest.skip("compares both in one run")
+    native = _fslook._native
+    seen = set()
+    for seed in range(150):
+        rng = random.Random(seed)
+        root = os.path.realpath(world_tmp / str(seed))
+        os.mkdir(root)
+        _grow(root, rng)
+        look = FsLook()
+        for _ in range(rng.randint(1, 10)):
+            path = os.path.join(root, *(rng.choice(_ODD) for _ in range(rng.randint(1, 5))))
+            rng.choice((look.realpath, look.exists, look.lexists, look.isdir))(path)
+        look.lstat("/" + "z" * 5000)
+        look.exists(root + "/a" * 2100)
+        if rng.random() < .5:
+            _grow(root, rng)
+        answers = []
+        for way in (native, lambda: None):
+            monkeypatch.setattr(_fslook, "_native", way)
+            answers.append(look.unchanged())
+        assert answers[0] == answers[1], seed
+        seen.add(answers[0])
+    assert seen == {True, False}
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives a name to another uid (chown)")
+def test_a_directory_opened_to_all_since_is_a_change(world_tmp: Path) -> None:
+    """review25: what ``placed`` records (redteam29) depends on whether each directory on
+    the way is open to every user, not only on the names' types. A directory its owner
+    opened to all after the resolution (``chmod 0777``) let another user put a name of its
+    own in place of one the resolution went through, of the same type: a fresh resolution
+    finds that user's name there (``policy.others_place`` refuses it), the kept one was
+    served as unchanged."""
+    shared = Path(os.path.realpath(world_tmp)) / "shared"
+    (shared / "tool").mkdir(parents=True)
+    path = str(shared / "tool" / "cache")
+    look, placed = FsLook(), []
+    look.realpath(path, placed=placed)
+    inside = str(shared) + "/"  # (world_tmp itself is a name in /tmp, root's)
+    assert [name for name, _ in placed if name.startswith(inside)] == []
+    assert look.unchanged()
+    shared.chmod(0o777)
+    (shared / "tool").rename(shared / "gone")
+    (shared / "tool").mkdir()
+    os.chown(shared / "tool", 65534, 65534)
+    fresh: list[tuple[str, int]] = []
+    FsLook().realpath(path, placed=fresh)
+    assert [(n, uid) for n, uid in fresh if n.startswith(inside)] == [
+        (str(shared / "tool"), 65534)]
     assert not look.unchanged()

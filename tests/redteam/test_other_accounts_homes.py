@@ -78,3 +78,37 @@ def test_another_accounts_credentials_are_kept_from_a_root_session(
     lines = done.stdout.splitlines()
     assert lines[3] == "plain", lines
     assert not {"PRIVATE KEY", "aws secret", "mysql -p hunter2"} & set(lines), lines
+
+
+def test_an_account_made_after_a_kept_resolution_is_protected_at_once(
+        run: CLI, short_tmp: Path) -> None:
+    """review25: a root caller's resolution places the deny groups in every account's home
+    (the password database), which is not a question the kept resolution's check asked
+    again (``FsLook``: types and links). An account added after a launch (its home already
+    there, as a home made before ``useradd``, or one restored) was unprotected in the next
+    launches of the same command, served the kept resolution: its private key read."""
+    name = f"nonor25{secrets.token_hex(3)}"
+    home = short_tmp / "homes" / name
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY\n")
+    (home / "notes.txt").write_text("plain\n")
+    code = ("import sys\nfor p in sys.argv[1:]:\n"
+            "    try:\n        print(open(p).read().strip())\n"
+            "    except OSError as e:\n        print(type(e).__name__)\n")
+
+    def read() -> list[str]:
+        done = run("launch", "--allow-cwd", "-r", str(home.parent), "--block-net", "--",
+                   "/usr/bin/python3", "-S", "-c", code, str(home / ".ssh" / "id_ed25519"),
+                   str(home / "notes.txt"))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    assert read() == ["PRIVATE KEY", "plain"]  # no account yet: a directory like any other
+    subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell",
+                    "/bin/sh", name], check=True, capture_output=True)
+    try:
+        lines = read()  # the same command: its resolution kept
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+    assert lines[1] == "plain", lines
+    assert "PRIVATE KEY" not in lines, lines

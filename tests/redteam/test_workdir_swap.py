@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
@@ -174,6 +175,39 @@ def test_a_directory_renamed_into_place_after_the_scan_refuses_the_launch(
     assert (short_tmp / "seen").read_text() == "ok\n"
 
 
+@pytest.mark.parametrize("verified", [False, True], ids=["no-policy", "policy"])
+def test_a_launch_in_a_cache_directory_is_refused_only_if_something_was_verified(
+        init_daemon: DaemonThread, short_tmp: Path, verified: bool) -> None:
+    """review25: the daemon's side of the copy-on-write working directory. With a trust
+    policy, what was verified in a project kept in a cache directory (its view an overlay,
+    taken by path) cannot be held to the session: the launch is refused, saying what to do.
+    With none, nothing was decided for that directory and the launch runs as before."""
+    config = short_tmp / "cfg"
+    if verified:
+        _user_policy(config / "nono", short_tmp / "keys", ["AGENTS.md"])
+    cache = short_tmp / "cache"
+    work = cache / "proj"
+    work.mkdir(parents=True)
+    out = short_tmp / "out"
+    out.mkdir()
+    env = session_env(short_tmp / "s")  # a home outside the cache (one above it is no cache)
+    env.update(XDG_CONFIG_HOME=str(config), XDG_CACHE_HOME=str(cache))
+    launch = {"type": "launch", "argv": ["/bin/sh", "-c", f"echo ok > {out}/seen"],
+              "cwd": str(work), "env": env, "options": {"allow_cwd": True, "allow": [str(out)]},
+              "detach": True, "stdio": "null", "name": "cached"}
+    lines = raw_client(init_daemon.socket, [hello(), launch, {"type": "wait", "session": "cached"}],
+                       timeout=60)
+    reply = json.loads(lines[1])
+    if verified:
+        assert reply["type"] == "error", reply
+        assert "copy-on-write" in reply["message"], reply
+        assert "shared_caches" in reply["hint"], reply
+        assert not (out / "seen").exists()
+    else:
+        assert reply["type"] == "launched", reply
+        assert (out / "seen").read_text() == "ok\n"
+
+
 def test_a_directory_swapped_while_the_policy_is_read_is_refused(
         daemon_thread: DaemonThread, short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Policies read in one directory and files scanned in another would verify nothing of
@@ -229,4 +263,50 @@ def test_the_init_enters_only_the_directory_it_was_given(
     assert "not the directory verified at launch" in refused
     assert not marker.exists()
     assert trio.run(launch, (info.st_dev, info.st_ino)) == "ran"
+    assert marker.exists()
+
+
+@pytest.mark.userns
+@pytest.mark.parametrize("how", ["c-init", "python-init"])
+def test_a_working_directory_under_a_copy_on_write_cache_is_entered_only_if_verified(
+        world_tmp: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """review25: a working directory inside a cache root is an overlay of the host's
+    directory (``_mounts.OVERLAY``: copy-on-write), whose lower layer the init takes by
+    path when it builds the view. Its ``cwd_identity`` was dropped from the plan as "no
+    check by identity fits", so a directory renamed into its place after the daemon
+    verified it (the cache home ``$XDG_CACHE_HOME`` may be kept below a directory another
+    user owns) was the session's working directory, its files never verified. A launch
+    whose verified working directory the view can only show through an overlay is refused
+    before anything runs (the hint: list it under ``shared_caches``)."""
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "1" if how == "python-init" else "")
+    home = world_tmp / "home"
+    work = home / ".cache" / "proj"
+    work.mkdir(parents=True)
+    out = world_tmp / "out"
+    out.mkdir()
+    marker = out / "ran"
+    info = os.stat(work)
+    pol = msgspec.structs.replace(
+        policy((work, Access.READWRITE), (out, Access.READWRITE)),
+        cache_home=str(home / ".cache"))
+
+    async def launch(identity: tuple[int, int] | None) -> str:
+        async with open_launcher("namespaces") as launcher:
+            try:
+                proc = await launcher.launch(
+                    pol, LaunchRequest(argv=("/bin/sh", "-c", f"echo > {marker}"),
+                                       cwd=str(work), env=(("HOME", str(home)),),
+                                       cwd_identity=identity))
+            except LaunchError as exc:
+                return f"{exc.step} {exc} {exc.hint}"
+            await proc.wait_exited()
+            return "ran"
+
+    refused = trio.run(launch, (info.st_dev, info.st_ino + 1))  # another directory's
+    assert not marker.exists(), refused
+    assert refused.startswith("mounts "), refused
+    assert "shared_caches" in refused
+    refused = trio.run(launch, (info.st_dev, info.st_ino))  # even the verified one
+    assert not marker.exists() and "shared_caches" in refused, refused
+    assert trio.run(launch, None) == "ran"  # not verified (--trust-override): as before
     assert marker.exists()
