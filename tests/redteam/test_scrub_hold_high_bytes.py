@@ -13,6 +13,8 @@ character still makes that byte wait (``docs/security-model.md``, review26).
 
 from __future__ import annotations
 
+import pytest
+
 from nonod.credentials import PhantomToken, Scrubber, Secret, scrub_replacements
 
 
@@ -40,3 +42,15 @@ def test_a_form_split_after_its_high_bytes_is_still_replaced() -> None:
         out = bytes(scrubber.feed(b"a " + real[:cut])) + bytes(scrubber.feed(real[cut:] + b"\n"))
         out += scrubber.flush()
         assert real not in out and b"f" * 64 in out, cut
+
+
+@pytest.mark.xfail(strict=True, reason="found and not closed (review26): a secret's space "
+                   "joins the held-back run; text ending in spaces is passed on at once")
+def test_whether_a_space_waits_does_not_depend_on_the_secret() -> None:
+    """A passphrase with a space makes a piece's trailing space wait; for any other secret a
+    trailing space ends the run and passes on at once (an SSE event, a word stream): one bit,
+    whether the secret holds a space (docs/security-model.md, review26)."""
+    spaced = "correct horse battery staple 0123"
+    plain = "correct-horse-battery-staple-0123"
+    piece = b"you said: x "
+    assert held(spaced, piece) == held(plain, piece)
