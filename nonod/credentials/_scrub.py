@@ -6,10 +6,10 @@ value through :meth:`Scrubber.replace_all` and every body through a :class:`Scru
 by chunk, so the program sees its phantom token where the real value was.
 
 Across chunks, the scrubber holds back a tail that could still become a match, chosen
-without looking at the secret: the trailing run of visible bytes (``!`` to ``~``, and any
-other byte a needle holds), at most :attr:`Scrubber.reach` bytes (a power of two less one, at
-least 255, and at least the longest needle's length less one: it tells little of the secret's
-length). Holding back only a tail that *is* the beginning
+without looking at the secret: the trailing run of visible bytes (``!`` to ``~``, 0x80 to
+0xFF, and a space or control byte only if a needle holds it), at most :attr:`Scrubber.reach`
+bytes (a power of two less one, at least 255, and at least the longest needle's length less
+one: it tells little of the secret's length). Holding back only a tail that *is* the beginning
 of a needle made the timing and framing of a streamed body an oracle: a program whose
 upstream reflects its bytes learnt, guess by guess, which characters begin the real secret
 (docs/security-model.md, "The scrubber's held-back tail, an oracle for the credential"). A
@@ -82,8 +82,10 @@ _SAMPLED_MIN: Final = 8
 #: The fewest bytes a stream's held-back tail may reach (Scrubber.reach).
 _MIN_REACH: Final = 256
 #: The bytes a held-back tail is made of whatever the secret: the visible ASCII characters,
-#: which every API key, and every encoded form of one, is written in.
-_VISIBLE: Final = frozenset(range(0x21, 0x7F))
+#: which every API key, and every encoded form of one, is written in, and the bytes of UTF-8's
+#: other characters (0x80-0xFF: a passphrase's ``é`` must not be the only high byte that
+#: waits). A secret's space or control character waits as well, and only with that secret.
+_VISIBLE: Final = frozenset(range(0x21, 0x7F)) | frozenset(range(0x80, 0x100))
 
 
 def scrub_replacements(secret: Secret, token: PhantomToken) -> dict[bytes, bytes]:

@@ -104,6 +104,13 @@ def parsed_for_fields(headers: Sequence[tuple[bytes, bytes]]) -> bool:
             or b"json" in media)
 
 
+def deflate_coded(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether a body of these headers is in the ``deflate`` coding (read two ways:
+    :class:`DecodedBodyWatch`)."""
+    return any(token.strip().lower() == b"deflate" for name, value in headers
+               if name.lower() == b"content-encoding" for token in value.split(b","))
+
+
 @final
 class BodyOverrideWatch:
     """Fed a request body piece by piece (:meth:`feed`), then :meth:`end`; True from the
@@ -138,6 +145,11 @@ class BodyOverrideWatch:
 
 #: How many decoded bytes one step of a compressed body's decoding makes at most.
 _INFLATE_STEP: Final = 1 << 16
+#: How many compressed bytes one step is given at most (what a step leaves is copied).
+_INPUT_STEP: Final = 1 << 14
+#: How many gzip members a body may have (each costs a new inflater whatever it decodes to:
+#: 20 bytes of an empty one cost what some 2 KiB of a body's bytes cost to watch).
+_MEMBERS: Final = 1024
 
 
 class UnreadableBody(Exception):
@@ -150,48 +162,99 @@ class UnreadableBody(Exception):
 
 
 @final
+class _Reading:
+    """One way of decoding the body: its inflater, its watch, what it may still decode."""
+
+    __slots__ = ("inflater", "left", "members", "raw", "watch", "wbits")
+
+    def __init__(self, wbits: int, limit: int) -> None:
+        self.wbits = wbits
+        self.raw = wbits < 0
+        self.inflater = zlib.decompressobj(wbits)
+        self.watch = BodyOverrideWatch()
+        self.left = limit
+        self.members = 1
+
+
+@final
 class DecodedBodyWatch:
     """:class:`BodyOverrideWatch` over a ``gzip`` or ``deflate`` body's decoded bytes, for an
     upstream that decodes a request body before its framework reads the fields (ASP.NET
-    Core's request decompression, Apache's ``DEFLATE`` input filter): decoded in bounded
-    steps, every member of a multi-member body, at most ``limit`` bytes in all. Raises
-    UnreadableBody for a body that does not decode or expands past ``limit``."""
+    Core's request decompression, Apache's ``DEFLATE`` input filter, Express's body-parser):
+    decoded in bounded steps, every member of a multi-member body (at most ``_MEMBERS``), at
+    most ``limit`` bytes in all. Raises UnreadableBody for a body that does not decode or
+    expands past ``limit``.
 
-    __slots__ = ("_inflater", "_left", "_watch")
+    A ``deflate`` body (``deflate=True``) is read two ways, each watched: in zlib's format
+    (RFC 1950; Express's body-parser) and raw (RFC 1951; ASP.NET Core's ``DeflateStream``,
+    which reads nothing after the last block). A zlib header read raw is a stored block, so
+    one body can be both and decode to other bytes each way. A reading that fails to decode
+    is dropped (an upstream reading so fails too); the body is refused when none is left, or
+    when none reached its end."""
 
-    def __init__(self, limit: int) -> None:
-        self._watch = BodyOverrideWatch()
-        self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib headers
-        self._left = limit
+    __slots__ = ("_readings",)
+
+    def __init__(self, limit: int, *, deflate: bool = False) -> None:
+        self._readings = [_Reading(zlib.MAX_WBITS | 32, limit)]  # gzip or zlib headers
+        if deflate:
+            self._readings.append(_Reading(-zlib.MAX_WBITS, limit))
 
     def feed(self, data: bytes) -> bool:
         """Whether ``data`` (the next compressed piece) completes a ``_method`` field."""
         return any(self.steps(data))
 
     def steps(self, data: bytes) -> Iterator[bool]:
-        """:meth:`feed` one decoding step at a time (at most ``_INFLATE_STEP`` decoded
-        bytes each): whether that step completed a field. The caller may let other work run
-        between steps (a small piece can expand a thousandfold)."""
-        pending = data
-        while pending:
+        """:meth:`feed` a bounded step of work at a time (some ``_INFLATE_STEP`` bytes decoded
+        or read): whether it completed a field. The caller may let other work run between
+        steps (a small piece can expand a thousandfold)."""
+        for reading in list(self._readings):
             try:
-                if self._inflater.eof:  # another member follows (gzip's concatenation)
-                    self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)
-                out = self._inflater.decompress(pending, _INFLATE_STEP)
+                yield from self._decoded(reading, data)
             except zlib.error:
-                raise UnreadableBody(too_large=False) from None
-            yield self._seen(out)
-            pending = (self._inflater.unconsumed_tail if not self._inflater.eof
-                       else self._inflater.unused_data)
+                self._readings.remove(reading)
+                if not self._readings:
+                    raise UnreadableBody(too_large=False) from None
+
+    def _decoded(self, reading: _Reading, data: bytes) -> Iterator[bool]:
+        view = memoryview(data)
+        at = 0
+        work = 0
+        while True:
+            inflater = reading.inflater
+            if inflater.eof:
+                if reading.raw or at >= len(view):
+                    return  # a raw stream's reader reads nothing after its last block
+                reading.members += 1  # another member follows (gzip's concatenation)
+                if reading.members > _MEMBERS:
+                    raise UnreadableBody(too_large=False)
+                reading.inflater = inflater = zlib.decompressobj(reading.wbits)
+            given = view[at:at + _INPUT_STEP]
+            out = inflater.decompress(given, _INFLATE_STEP)
+            at += len(given) - len(inflater.unused_data if inflater.eof
+                                   else inflater.unconsumed_tail)
+            if self._seen(reading, out):
+                yield True
+                return
+            work += len(out) + len(given)
+            if work >= _INFLATE_STEP:
+                work = 0
+                yield False
+            # A full step may leave decoded bytes inside the inflater with its input used up.
+            if at >= len(view) and (inflater.eof or len(out) < _INFLATE_STEP):
+                return
 
     def end(self) -> bool:
-        """Whether the body's end completes one; a body cut short does not decode."""
-        if not self._inflater.eof:
+        """Whether the body's end completes one; a body no reading read to its end (cut
+        short) does not decode."""
+        if any(reading.watch.end() for reading in self._readings):
+            return True
+        if not any(reading.inflater.eof for reading in self._readings):
             raise UnreadableBody(too_large=False)
-        return self._watch.end()
+        return False
 
-    def _seen(self, out: bytes) -> bool:
-        self._left -= len(out)
-        if self._left < 0:
+    @staticmethod
+    def _seen(reading: _Reading, out: bytes) -> bool:
+        reading.left -= len(out)
+        if reading.left < 0:
             raise UnreadableBody(too_large=True)
-        return bool(out) and self._watch.feed(out)
+        return bool(out) and reading.watch.feed(out)

@@ -64,7 +64,13 @@ from ..credentials import (
     scrub_replacements,
 )
 from ..errors import NonoError
-from ._bodyoverride import BodyOverrideWatch, DecodedBodyWatch, UnreadableBody, parsed_for_fields
+from ._bodyoverride import (
+    BodyOverrideWatch,
+    DecodedBodyWatch,
+    UnreadableBody,
+    deflate_coded,
+    parsed_for_fields,
+)
 from ._bulk import pump
 from ._events import CredentialInjected, NetworkEvent, ProxyEvent
 from ._http import BadRequest, check_framing, joined
@@ -563,7 +569,8 @@ class ReverseHandler:
                                "forward a form or JSON body in a content coding the proxy "
                                "cannot read (it reads gzip and deflate)")
             watch = (BodyOverrideWatch() if coding == "identity"
-                     else DecodedBodyWatch(self._limits.max_body_bytes))
+                     else DecodedBodyWatch(self._limits.max_body_bytes,
+                                          deflate=deflate_coded(request.headers)))
         upstream = pool.pop(route.name, None)
         if upstream is not None:
             self._unkeep(upstream)
