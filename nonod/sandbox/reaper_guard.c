@@ -223,8 +223,11 @@ static int proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) {
     return 0;
 }
 
-static pid_t tgid_of(pid_t tid) {
-    char path[64], buf[1024];
+/* One number of /proc/<tid>/status, the line that starts with `name` ("\nTgid:"), read in
+ * `base`: 0, or -1 when the file or the line cannot be read. Its Name: line is escaped by
+ * the kernel, so no name a program gives itself starts a line of its own. */
+static int status_number(pid_t tid, const char *name, int base, unsigned long *out) {
+    char path[64], buf[4096];
     snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -234,12 +237,22 @@ static pid_t tgid_of(pid_t tid) {
     if (n <= 0)
         return -1;
     buf[n] = '\0';
-    char *line = strstr(buf, "\nTgid:");
+    char *line = strstr(buf, name);
     if (!line)
         return -1;
-    char *end;
-    unsigned long v = strtoul(line + 6, &end, 10);
-    return end == line + 6 || v == 0 || v > INT32_MAX ? -1 : (pid_t)v;
+    char *start = line + strlen(name), *end;
+    unsigned long v = strtoul(start, &end, base);
+    if (end == start)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static pid_t tgid_of(pid_t tid) {
+    unsigned long v;
+    if (status_number(tid, "\nTgid:", 10, &v) || v == 0 || v > INT32_MAX)
+        return -1;
+    return (pid_t)v;
 }
 
 static int in_marks(const struct marks *m, pid_t pid, uint64_t start) {
@@ -407,22 +420,8 @@ static char *string_at(struct call *c, uint64_t addr, char *out) {
 }
 
 static int umask_of(struct call *c, mode_t *out) {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)c->tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    char *line = strstr(buf, "\nUmask:");
-    if (!line)
-        return -1;
-    char *end;
-    unsigned long v = strtoul(line + 7, &end, 8);
-    if (end == line + 7)
+    unsigned long v;
+    if (status_number(c->tid, "\nUmask:", 8, &v))
         return -1;
     *out = (mode_t)v;
     return 0;
