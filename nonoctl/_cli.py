@@ -435,7 +435,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                     "trace a run of a program and propose its profile (-- CMD ARGS); runs "
                     "here, not in the daemon")
     learn.add_argument("--timeout", type=float, metavar="S",
-                       help="end the run after S seconds (SIGTERM, grace, SIGKILL)")
+                       help="end the run S seconds after the program is traced (SIGTERM, grace, "
+                            "SIGKILL)")
     learn.add_argument("--all", action="store_true",
                        help="also list what needed no entry (built-in groups, the sandbox)")
     learn.add_argument("-p", "--profile", metavar="BASE",

@@ -36,6 +36,11 @@ STRACE_PATHS: Final = ("/usr/bin/strace", "/bin/strace", "/usr/local/bin/strace"
 GRACE: Final = 5.0
 #: Seconds to wait for the session to end after SIGKILL.
 KILL_TIMEOUT: Final = 10.0
+#: Seconds from the launch for strace to start tracing the program (its first traced call);
+#: the time limit counts from then, so that a loaded machine's slow start does not use it up.
+START_TIMEOUT: Final = 60.0
+#: How often the trace is looked at for its first line until the program is traced.
+START_POLL: Final = 0.02
 #: How often the trace is read and progress reported.
 PROGRESS_INTERVAL: Final = 0.5
 #: Trees of the operating system the recording session sees read-only; writes there are
@@ -322,6 +327,10 @@ class _TraceFollower:
         self.parser = StraceParser()
         self.recorder = TraceRecorder(cwd)
 
+    def traced(self) -> bool:
+        """Whether strace has written anything yet (cheap: no read, no parse)."""
+        return self._fd >= 0 and os.fstat(self._fd).st_size > 0
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
@@ -410,30 +419,37 @@ async def learn(
     stop: trio.Event | None = None,
     uid: int | None = None,
     gid: int | None = None,
+    start_timeout: float = START_TIMEOUT,
 ) -> LearnResult:
     """Run ``argv`` in ``cwd`` under observation and propose a profile for it.
 
     ``env`` is the caller's environment (``HOME``, ``XDG_*`` and ``TMPDIR`` locate the user's
-    directories; the program gets what the base profile's environment rules pass, by default
-    the basic variables only, plus the proxy variables). ``timeout`` ends the run: SIGTERM to
-    every process of the session, ``grace`` seconds, then SIGKILL; the result is returned
-    either way. ``base_profile`` reduces the result to what that profile lacks.
-    ``listen_ports`` are forwarded from the host into the session while it runs, and
-    proposed. ``progress`` is called about twice a second (it must not block). ``resolver``
-    resolves the names the program asks for (tests pin names to local fakes); ``launcher`` is
-    the daemon's fork server (one is started otherwise); ``hide`` are paths the session must
-    not see besides the deny groups (the daemon's state, configuration and socket). Setting
-    ``stop`` ends the run early, as the time limit would (the user is done exercising the
-    program). ``uid``/``gid`` run the program as another user (a system daemon, as root,
-    for the requesting client); the default is the caller's own.
+    directories; the program gets what the base profile's environment rules pass, by default the
+    basic variables only, plus the proxy variables). ``timeout`` ends the run that many seconds
+    after strace has started tracing the program (its first traced call, not the launch: a slow
+    start on a loaded machine does not use up the program's time): SIGTERM to every process of
+    the session, ``grace`` seconds, then SIGKILL; the result is returned either way.
+    ``start_timeout`` bounds the start itself: a program not traced that many seconds after the
+    launch is stopped the same way and the run fails. ``base_profile`` reduces the result to
+    what that profile lacks. ``listen_ports`` are forwarded from the host into the session while
+    it runs, and proposed. ``progress`` is called about twice a second (it must not block).
+    ``resolver`` resolves the names the program asks for (tests pin names to local fakes);
+    ``launcher`` is the daemon's fork server (one is started otherwise); ``hide`` are paths the
+    session must not see besides the deny groups (the daemon's state, configuration and socket).
+    Setting ``stop`` ends the run early, as the time limit would (the user is done exercising
+    the program). ``uid``/``gid`` run the program as another user (a system daemon, as root, for
+    the requesting client); the default is the caller's own.
 
-    Raises LearnError when the program could not be traced, and what ``resolve`` and the
-    engine raise for a base profile that does not resolve or a launch that is refused.
+    Raises LearnError when the program could not be traced (or not within
+    ``start_timeout``), and what ``resolve`` and the engine raise for a base profile that
+    does not resolve or a launch that is refused.
     """
     if not argv:
         raise LearnError("no command to learn")
     if timeout is not None and not timeout > 0:
         raise LearnError(f"the time limit must be positive, got {timeout}")
+    if not start_timeout > 0:
+        raise LearnError(f"the start time limit must be positive, got {start_timeout}")
     for port in listen_ports:
         if not 1 <= port <= 65535:
             raise LearnError(f"listen port {port} is out of range (1-65535)")
@@ -453,7 +469,7 @@ async def learn(
             coverage=coverage, trace_dir=trace_dir, strace_path=strace_path,
             listen_ports=listen_ports, progress=progress, resolver=resolver or Resolver(),
             launcher=launcher, stdio=stdio, hide=hide, grace=grace, stop=stop, uid=uid,
-            gid=gid)
+            gid=gid, start_timeout=start_timeout)
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(
@@ -480,6 +496,7 @@ async def _learn_in(
     stop: trio.Event | None,
     uid: int | None,
     gid: int | None,
+    start_timeout: float,
 ) -> LearnResult:
     trace_path = os.path.join(trace_dir, "trace")
     policy = recording_policy(ctx, trace_dir=trace_dir, hide=hide,
@@ -504,11 +521,28 @@ async def _learn_in(
     recorder = NetworkRecorder()
     follower = _TraceFollower(trace_path, ctx.workdir, uid=uid, gid=gid)
     started = trio.current_time()
-    deadline = started + timeout if timeout is not None else math.inf
+    traced_at: float | None = None  # when the first traced call was seen
+    # The run's end: the start's bound until the program is traced, then the time limit.
+    waiting = trio.CancelScope()
     exited = trio.Event()
     box: list[ExitStatus] = []
     timed_out = stopped = False
     failure: LearnError | None = None
+
+    def note_traced() -> bool:
+        """Whether the program is traced now; the time limit starts counting the first
+        time it is. strace writes the trace line by line, and its first line is the
+        program's first traced call (the program can write into the trace only once it
+        runs, traced)."""
+        nonlocal traced_at
+        if traced_at is None and follower.traced():
+            traced_at = trio.current_time()
+            waiting.deadline = math.inf if timeout is None else traced_at + timeout
+        return traced_at is not None
+
+    async def wait_traced() -> None:
+        while not note_traced():
+            await trio.sleep(START_POLL)
 
     async def report() -> None:
         while True:
@@ -516,8 +550,9 @@ async def _learn_in(
             if progress is not None:
                 now = trio.current_time()
                 progress(LearnProgress(
-                    elapsed=now - started,
-                    remaining=None if math.isinf(deadline) else max(0.0, deadline - now),
+                    elapsed=0.0 if traced_at is None else now - traced_at,
+                    remaining=(None if timeout is None else timeout if traced_at is None
+                               else max(0.0, traced_at + timeout - now)),
                     paths=follower.path_count(), hosts=recorder.host_count,
                     listening=len(follower.recorder.observations.listening)))
             await trio.sleep(PROGRESS_INTERVAL)
@@ -545,14 +580,24 @@ async def _learn_in(
                             failure.__cause__ = exc
                             break
                     else:
+                        waiting.deadline = trio.current_time() + start_timeout
+                        nursery.start_soon(wait_traced)
                         nursery.start_soon(report)
-                        with trio.move_on_at(deadline) as waiting:
-                            if stop is not None:
-                                nursery.start_soon(_cancel_on, stop, waiting)
+                        if stop is not None:
+                            nursery.start_soon(_cancel_on, stop, waiting)
+                        with waiting:
                             await exited.wait()
                         if not exited.is_set():
                             stopped = stop is not None and stop.is_set()
-                            timed_out = not stopped
+                            if not stopped and not note_traced():
+                                failure = LearnError(
+                                    f"strace did not start tracing the program within "
+                                    f"{start_timeout:g} s of the launch; the session was "
+                                    "stopped",
+                                    hint="the machine may be overloaded (try again), or "
+                                         "strace is stuck: its own message is on the "
+                                         "program's standard error")
+                            timed_out = not stopped and failure is None
                 finally:
                     if not exited.is_set():
                         with trio.CancelScope(shield=True):
@@ -564,7 +609,7 @@ async def _learn_in(
     if failure is not None:
         follower.close()
         raise failure
-    duration = trio.current_time() - started
+    duration = trio.current_time() - (started if traced_at is None else traced_at)
     observations = await trio.to_thread.run_sync(follower.finish)
     if observations.calls == 0:
         raise LearnError(

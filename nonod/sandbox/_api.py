@@ -55,6 +55,10 @@ ABANDONED_PATIENCE = 600.0
 #: once (``daemon.busy``) until some end.
 ABANDONED_PER_UID = 4
 ABANDONED_IN_ALL = 64
+#: How long the session's init is waited for to have exited once it reported the program's
+#: exit (``Sandboxed.wait_exited``): it writes the record and then exits, and only its exit
+#: ends the rest of its pid namespace.
+EXIT_SETTLE = 5.0
 _HINTS = {
     "unshare": "unprivileged user namespaces may be disabled (sysctl "
                "kernel.unprivileged_userns_clone, AppArmor's userns restriction, a container's "
@@ -170,6 +174,15 @@ class Sandboxed:
         for kind, a, b, _ in records:
             if kind == REC_EXIT:
                 status = ExitStatus(signal=b) if a < 0 else ExitStatus(code=a)
+        if self._pidfd >= 0:
+            # The init writes the record, then exits; in a pid namespace the kernel ends every
+            # other process of it (a daemonized grandchild) before the init's exit completes,
+            # which is when its pidfd turns readable. Without the wait, what the program left
+            # could still run when the exit was reported (and the session's end followed).
+            # Bounded (a process stuck in an uninterruptible wait holds the namespace's end);
+            # shielded, as the record is already consumed.
+            with trio.CancelScope(shield=True), trio.move_on_after(EXIT_SETTLE):
+                await trio.lowlevel.wait_readable(self._pidfd)
         self._status = status
         self._control.close()
         if self._pidfd >= 0:

@@ -165,12 +165,64 @@ async def test_timeout_kills_a_program_that_ignores_sigterm(scratch: Path) -> No
                              cwd=str(work), env={"HOME": str(scratch / "home"),
                                                  "PATH": "/usr/bin:/bin"},
                              timeout=3, base_profile=None, grace=0.5)
-    # 3 s, not 1: on a loaded machine a second can pass before strace has traced the
-    # program's first call, and the run then rightly reports that nothing was recorded
+    # The time limit counts from the program's first traced call, not the launch (see
+    # test_time_limit_counts_from_the_start_of_tracing); 3 s leaves the interpreter the
+    # time to start and ignore SIGTERM on a loaded machine.
     assert result.timed_out
     assert result.exit_code is None and result.exit_signal is not None
     assert (work / "started").exists()
     assert result.workdir_access is Access.READWRITE
+
+
+def _slow_strace(scratch: Path, before: str) -> str:
+    """A stand-in for strace that runs ``before`` (shell) first, then the real one."""
+    path = scratch / "slow-strace"
+    path.write_text(f"#!/bin/sh\n{before}\nexec /usr/bin/strace \"$@\"\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+async def test_time_limit_counts_from_the_start_of_tracing(scratch: Path) -> None:
+    # strace starts 3 s after the launch (a loaded machine, made certain): a time limit of
+    # 2 s counted from the launch would end the run before anything was traced ("strace
+    # recorded nothing"); counted from the program's first traced call, the program gets
+    # its 2 s and stops on its own terms.
+    work = scratch / "work"
+    work.mkdir()
+    (work / "forever.py").write_text(NEVER_EXITS)
+    seen: list[LearnProgress] = []
+    launched = trio.current_time()
+    with trio.fail_after(30):
+        result = await learn(["/usr/bin/python3", "-I", "forever.py", str(work)],
+                             cwd=str(work), env={"HOME": str(scratch / "home"),
+                                                 "PATH": "/usr/bin:/bin"},
+                             timeout=2, base_profile=None, progress=seen.append,
+                             strace=_slow_strace(scratch, "sleep 3"))
+    assert result.timed_out
+    assert trio.current_time() - launched >= 3 + 2
+    assert 2 <= result.duration < 10  # the traced run's, not the launch's
+    assert (work / "stopped-cleanly").read_text() == "yes"
+    assert result.exit_code == 0
+    # before strace started, the whole time limit was still left
+    assert seen[0].remaining == 2 and seen[-1].remaining is not None
+    assert seen[-1].remaining < 2
+
+
+async def test_a_program_never_traced_fails_at_the_start_bound(scratch: Path) -> None:
+    # strace never starts tracing (stuck): the run ends at the start's own bound with an
+    # error that says so, not at the time limit (unbounded here) and not with a profile.
+    work = scratch / "work"
+    work.mkdir()
+    stuck = _slow_strace(scratch, f"touch {work}/strace-ran; sleep 600")
+    launched = trio.current_time()
+    with trio.fail_after(30), pytest.raises(LearnError, match="did not start tracing the "
+                                            "program within 2 s"):
+        await learn(["/bin/true"], cwd=str(work), env={"HOME": str(scratch / "home"),
+                                                        "PATH": "/usr/bin:/bin"},
+                    timeout=None, base_profile=None, start_timeout=2, grace=0.5,
+                    strace=stuck)
+    assert (work / "strace-ran").exists()  # the session ran; strace did not trace
+    assert trio.current_time() - launched >= 2
 
 
 async def test_base_profile_lists_only_what_it_lacks(scratch: Path) -> None:
@@ -273,6 +325,9 @@ async def test_arguments_are_checked(scratch: Path) -> None:
         await learn([], cwd=str(scratch), env=env, timeout=1, base_profile=None)
     with pytest.raises(LearnError, match="must be positive"):
         await learn(["true"], cwd=str(scratch), env=env, timeout=0, base_profile=None)
+    with pytest.raises(LearnError, match="start time limit must be positive"):
+        await learn(["true"], cwd=str(scratch), env=env, timeout=1, base_profile=None,
+                    start_timeout=0)
     with pytest.raises(LearnError, match="out of range"):
         await learn(["true"], cwd=str(scratch), env=env, timeout=1, base_profile=None,
                     listen_ports=(70000,))
