@@ -24,6 +24,7 @@ from ..policy import Access, Denial, EnvPolicy, Grant, NetworkPolicy, ResolvedPo
 from ..profiles import CliOverrides, Profile, ResolveContext, parse_profile, resolve
 from ..proxy import Resolver, child_environment
 from ..sandbox import ExitStatus, Launcher, LaunchRequest, Sandboxed, open_launcher
+from ..sandbox._mounts import carried
 from ._fold import Coverage, fold
 from ._network import NetworkRecorder, forward_listen_port, serve_recording_proxy
 from ._propose import LearnProgress, LearnResult, listening_ports
@@ -212,8 +213,8 @@ def _whole_tree(root: str = "/", kept: tuple[str, ...] = RUNS_LATER) -> list[Gra
         return grants
     for name in names:
         path = os.path.join(root, name)
-        if path in _PRIVATE or path in _PROVIDED or os.path.islink(path):
-            continue
+        if path in _PRIVATE or path in _PROVIDED or os.path.islink(path) or not carried(path):
+            continue  # (a name that is not UTF-8 cannot be in a plan: left out, not granted)
         if any(_under(inner, path) and inner != path for inner in (*_PRIVATE, *kept)) \
                 and not any(_under(path, tree) for tree in READ_ONLY_TREES):
             if _crowded(path) and not any(_under(p, path) for p in _PRIVATE):

@@ -1657,6 +1657,17 @@ def _walk(root: str, path: str, look: _Look) -> tuple[list[str], str | None] | N
     return existing, None
 
 
+def carried(path: str) -> bool:
+    """Whether a path read from the host can be carried in a plan (UTF-8 on the wire): a
+    name that is not UTF-8 (``os.listdir`` gives it surrogates) cannot, and is left out of
+    what is granted one entry at a time (the session does not see it: never more)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def expand_root(grants: Sequence[Grant], look: _Look | None = None) -> list[Grant]:
     """A grant of ``/`` becomes one grant per top-level entry: the session's root itself must
     stay the sandbox's own (a bind of the host root over it would undo every other mount)."""
@@ -1670,6 +1681,8 @@ def expand_root(grants: Sequence[Grant], look: _Look | None = None) -> list[Gran
             path = "/" + entry
             if path in ("/proc", "/dev") or look.islink(path):
                 continue  # fresh in the sandbox; top-level links are recreated
+            if not carried(path):
+                continue  # not UTF-8: not in the session's view (never more than asked)
             out.append(msgspec.structs.replace(grant, path=path,
                                                is_file=not look.isdir(path)))
     return out

@@ -507,3 +507,27 @@ def test_the_cap_is_per_session_not_per_user(sandbox_user: SandboxUser, home: Pa
         assert r.code == 0, r.stderr
         forked, err = r.stdout.split()
         assert err == "EAGAIN" and 15 <= int(forked) <= 20  # see the fork bomb's test
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a name at the top of /")
+def test_a_top_level_name_that_is_not_utf8_is_left_out_of_a_root_grant(
+        sandbox_user: SandboxUser, home: Path) -> None:
+    """A "/" grant is one grant per top-level entry, carried in the plan as UTF-8: a name
+    that is not (``/\\xfe...``, left by anyone who may write ``/``) made every launch with a
+    "/" grant, and every ``nonoctl learn``, fail with a UnicodeEncodeError. It is left out
+    of the view now; the rest of the grant is there."""
+    odd = b"/nono-test-\xfe" + str(os.getpid()).encode()
+    fd = os.open(odd, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.close(fd)
+    try:
+        pol = ResolvedPolicy(name="wide", grants=(
+            Grant(path="/", access=Access.READ),
+            Grant(path=str(home / "work"), access=Access.READWRITE)), denials=())
+        r = sandbox_user.run(pol, probe(
+            "t(lambda: len([n for n in os.listdir(b'/') if n.startswith(b'nono-test-')]))\n"
+            "t(lambda: len(open('/etc/hostname').read()) > 0)\n"
+        ), cwd=str(home / "work"))
+        assert r.code == 0, r.stderr
+        assert r.stdout.split("\n")[:2] == ["OK 0", "OK True"], r.stdout
+    finally:
+        os.unlink(odd)
