@@ -161,7 +161,9 @@ class FakeMacPath:
                 parent = posixpath.dirname(parent)
         self.files = files
 
-    def realpath(self, path: str, crossed: list[str] | None = None) -> str:
+    def realpath(self, path: str, crossed: list[str] | None = None,
+                 placed: list[tuple[str, int]] | None = None) -> str:
+        # (``placed``: no name of another user on the way on this fake Mac)
         path = posixpath.normpath(path)
         for alias in ("/etc", "/tmp", "/var"):
             if path == alias or path.startswith(alias + "/"):
