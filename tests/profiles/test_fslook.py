@@ -208,6 +208,12 @@ def _grow(root: str, rng: random.Random) -> None:
     for _ in range(rng.randint(3, 12)):
         path = os.path.join(root, *(rng.choice((*_ODD[:4], "m"))
                                     for _ in range(rng.randint(1, 3))))
+        # Never through a link the tree holds (``b -> /``): what is made stays below root
+        # (made through one, it landed at the top of the host's /).
+        parent = os.path.dirname(path)
+        if os.path.lexists(path) or (parent != root and not os.path.realpath(
+                parent).startswith(root + "/")):
+            continue
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             kind = rng.random()
