@@ -83,8 +83,13 @@ def test_a_rest_done_before_anyone_waits_is_taken_then(places: _Places) -> None:
         _, later = await in_thread_then(None, _then("x", rest))
         assert later is not None
         await trio.to_thread.run_sync(finished.wait)
-        # Its place goes back when it is taken (no trip through the loop meanwhile).
-        assert places.borrowed_tokens == 1
+        # Its place goes back as the rest returns, before anyone waits: held until the
+        # wait (the gate's, after the plan), a caller with as many launches in flight as
+        # places had none left for its plans' threads (a fleet's launches each waited out
+        # the plan's 30 s).
+        with trio.fail_after(5):
+            while places.borrowed_tokens:
+                await trio.sleep(0.001)
         assert await later.wait() == 3
         assert places.borrowed_tokens == 0
 
@@ -184,5 +189,19 @@ def test_wait_is_once(places: _Places) -> None:
         assert await later.wait() == 2
         with pytest.raises(RuntimeError, match="once"):
             await later.wait()
+
+    trio.run(main)
+
+
+def test_as_many_finished_rests_as_places_leave_the_caller_a_place(places: _Places) -> None:
+    """Four launches in flight of one caller (its bound: 4), each with its check done and
+    not yet waited for at its gate: the caller's next thread (its plan's) still runs."""
+
+    async def main() -> None:
+        pending = [(await in_thread_then(None, _then("x", lambda: 1)))[1] for _ in range(4)]
+        with trio.fail_after(5):  # before: no place came back until a gate's wait
+            assert await _callerfs.in_thread_of(None, lambda: "plan") == "plan"
+        for later in pending:
+            assert later is not None and await later.wait() == 1
 
     trio.run(main)
