@@ -195,9 +195,15 @@ def _ppid(pid: int) -> int:
 def _is_fork_server(pid: int) -> bool:
     """The fork server, not one of its launchers (forked from it: the same command line)."""
     def server_like(p: int) -> bool:  # its code, not a file name (pytest's argv has some)
-        return b"_forkserver import main" in Path(f"/proc/{p}/cmdline").read_bytes()
+        try:
+            return b"_forkserver import main" in Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:  # the outer launcher left between the two reads: not yet
+            return False
 
-    return server_like(pid) and not server_like(_ppid(pid))
+    try:
+        return server_like(pid) and not server_like(_ppid(pid))
+    except OSError:  # (its parent left meanwhile)
+        return False
 
 
 async def _outer_left(init: int) -> None:
