@@ -305,12 +305,14 @@ class _Pump:
                     self._end(served)
             now = monotonic()
             while timers and timers[0][0] <= now:
-                timer = heapq.heappop(timers)[2]
-                if timer.alive:
-                    timer.alive = False
-                    _guarded(timer.callback)
+                _fire(heapq.heappop(timers)[2])
             if now >= self._next_sweep:
                 self._sweep(now)
+            # Nothing of this turn stays named while the next poll blocks: an ended
+            # connection (its watcher a bound method of it) goes by reference counts now,
+            # not at the next event, which may be a long time coming.
+            watcher = served = None
+            ready.clear()
 
     def _wake_time(self, now: float) -> float:
         """When the thread must wake at the latest: the next idle deadline or timer."""
@@ -499,6 +501,13 @@ class _Pump:
         # (called once; let go of it: a fresh CONNECT's ``on_end`` holds its connection,
         # which holds the tunnel, a cycle that only the garbage collector would free)
         _guarded(on_end, tunnel)
+
+
+def _fire(timer: _Timer) -> None:
+    """A timer come due, once (its callback, :func:`_guarded`)."""
+    if timer.alive:
+        timer.alive = False
+        _guarded(timer.callback)
 
 
 def _guarded(call: Callable[..., None], *args: object) -> None:
