@@ -111,6 +111,27 @@ def client_dir() -> str:
     return str(reachable_script("rawclient.py").parent)
 
 
+def bare_accept_and_close(count: int, unix_dir: Path | None = None) -> float:
+    """This machine's CPU time, now, for COUNT connections made, accepted and closed in a plain
+    loop, both ends in this process (loopback TCP, or a Unix socket in UNIX_DIR): the unit a
+    test measures the daemon's cost for as many connections in, so that a slower or busier
+    machine does not read as a regression."""
+    family = socket.AF_UNIX if unix_dir is not None else socket.AF_INET
+    with socket.socket(family) as listener:
+        listener.bind(str(unix_dir / "bare.sock") if unix_dir is not None else ("127.0.0.1", 0))
+        listener.listen(64)
+        address = listener.getsockname()
+        cpu = time.process_time()
+        for _ in range(count):
+            with socket.socket(family) as client:
+                client.connect(address)
+                listener.accept()[0].close()
+        spent = time.process_time() - cpu
+    if unix_dir is not None:
+        (unix_dir / "bare.sock").unlink()
+    return spent
+
+
 def free_port() -> int:
     """A TCP port of the loopback that nothing listens on now."""
     with socket.socket() as probe:

@@ -19,6 +19,7 @@ import pytest
 from nonod.control._limits import ConnectionRate
 from tests.daemon.conftest import SYSTEM_PYTHON, DaemonThread
 from tests.daemon.localusers import LocalUser
+from tests.redteam.conftest import bare_accept_and_close
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -49,13 +50,17 @@ def _scrape(port: int) -> int:
         return int(reply.status)
 
 
-@pytest.mark.parametrize(("mode", "count", "before"), [("close", 4000, 0.85),
-                                                      ("scrape", 1000, 0.84)])
+#: MODE, connections, and the most the daemon may spend on them in units of
+#: ``bare_accept_and_close(4000)``. Measured: close 1.2-1.8 units, scrape 0.55-0.9; with the
+#: endpoint as it was before its own accept loop (bc631c8^), close 4.6-4.7 and scrape 3.4-4.1.
+@pytest.mark.parametrize(("mode", "count", "units"), [("close", 4000, 3.0),
+                                                     ("scrape", 1000, 2.0)])
 def test_one_users_connection_churn_costs_the_metrics_endpoint_little(
         metrics_daemon: tuple[DaemonThread, LocalUser, int], mode: str, count: int,
-        before: float) -> None:
+        units: float) -> None:
     _, user, port = metrics_daemon
     assert _scrape(port) == 200
+    unit = bare_accept_and_close(4000)
     # The daemon runs in this process; this thread only waits meanwhile.
     cpu = time.process_time()
     churn = subprocess.run([*user.prefix(), SYSTEM_PYTHON, "-c", CHURNER, str(port),
@@ -64,9 +69,10 @@ def test_one_users_connection_churn_costs_the_metrics_endpoint_little(
     assert int(churn.stdout) > count // 2, churn.stdout
     assert _scrape(port) == 200  # the scraper (root here) is still answered
     spent = time.process_time() - cpu
-    # Before: the daemon spent BEFORE s of CPU here; now the connections of a closed peer or
-    # over the uid's rate cost an accept, a sock_diag question and a close each.
-    assert spent < 0.45, f"the daemon spent {spent:.2f} s of CPU on {count} connections"
+    # The connections of a closed peer or over the uid's rate cost an accept, a sock_diag
+    # question and a close each: not a task, a read or an exposition.
+    assert spent < units * unit, (f"the daemon spent {spent:.2f} s of CPU on {count} "
+                                  f"connections; 4000 bare ones took {unit:.2f} s")
 
 
 def test_the_endpoints_rate_counts_root_and_makes_none_wait() -> None:
