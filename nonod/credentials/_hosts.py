@@ -60,7 +60,8 @@ def secret_key(reference: str) -> str:
     """The one spelling of the secret ``reference`` reads: a keychain entry of nonod's
     service as its account name (``keyring://nono/gh`` and ``gh?decode=go-keyring`` are
     ``gh``), another service's without the query, a file's path with single slashes, a
-    1Password reference in lower case (1Password reads them so); the others as written (an
+    1Password reference in lower case (1Password reads them so) and without its query (the
+    field it reads from); the others as written (an
     environment variable's name is case-sensitive). A 1Password item named by its ID in one
     reference and by its name in another stays two (only ``op`` knows they are one). Raises
     BadReference (or UnsupportedSource) for a reference that does not parse."""
@@ -70,8 +71,11 @@ def secret_key(reference: str) -> str:
             f"keyring://{ref.service}/{ref.account}"
     if ref.kind == "file":
         return "file://" + _SLASHES.sub("/", ref.path)
-    if ref.kind == "op":  # 1Password's references are case-insensitive
-        return ref.text.lower()
+    if ref.kind == "op":
+        # 1Password's references are case-insensitive, and a query reads the same field
+        # (``?attribute=value``, an SSH key ``?ssh-format=openssh``; review27): the field is
+        # the secret, whatever `op read` derives from it.
+        return ref.text.partition("?")[0].lower()
     return ref.text
 
 

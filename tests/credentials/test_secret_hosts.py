@@ -22,6 +22,10 @@ EVIL = "https://evil.example"
     ("file:///run/keys/token", "file:////run//keys/token"),
     # 1Password: "Secret references are case-insensitive" (its secret reference syntax)
     ("op://Dev/Stripe/publishable-key", "op://dev/STRIPE/Publishable-Key"),
+    # `op read` takes query parameters that read the same field (review27): its value
+    # spelled out, an SSH key's private key in another format
+    ("op://app-prod/db/password", "op://app-prod/db/password?attribute=value"),
+    ("op://Private/ssh keys/private key", "op://private/SSH keys/private key?ssh-format=openssh"),
 ])
 def test_two_spellings_of_one_secret_share_its_hosts(tmp_path: Path, first: str,
                                                      second: str) -> None:
