@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import threading
 from pathlib import Path
 
@@ -284,3 +285,86 @@ def test_a_directory_opened_to_all_since_is_a_change(world_tmp: Path) -> None:
     assert [(n, uid) for n, uid in fresh if n.startswith(inside)] == [
         (str(shared / "tool"), 65534)]
     assert not look.unchanged()
+
+
+_MODES = (0o755, 0o777, 0o1777, 0o700, 0o000, 0o711)
+
+
+def _unsettle(root: str, rng: random.Random) -> None:
+    """Change what review25's random trees never changed: modes (a directory opened to all,
+    closed to others, unsearchable), owners, and kinds (a FIFO, a socket, a file turned
+    directory), each below root."""
+    names = []
+    for where, dirs, files in os.walk(root):
+        names += [os.path.join(where, n) for n in (*dirs, *files)]
+    for path in rng.sample(names, min(len(names), rng.randint(1, 4))):
+        if os.path.islink(path):
+            continue
+        kind = rng.random()
+        try:
+            if kind < .4:
+                os.chmod(path, rng.choice(_MODES))
+            elif kind < .6:
+                os.chown(path, rng.choice((0, 65534)), rng.choice((0, 65534)))
+            elif os.path.isfile(path):
+                os.unlink(path)
+                if kind < .8:
+                    os.mkfifo(path)
+                elif kind < .9:
+                    with socket.socket(socket.AF_UNIX) as sock:
+                        sock.bind(path)
+                else:
+                    os.mkdir(path)
+        except OSError:
+            pass  # a socket path too long to bind, a name gone with its directory
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="changes owners, and asks as another uid")
+def test_native_and_python_checks_agree_on_modes_owners_and_kinds(
+        world_tmp: Path, check: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """review27: the differential test above, with modes, owners and kinds changed between
+    the look and its check (a directory opened to all or closed to the caller since, a name
+    given to another uid in a directory open to all, a file turned FIFO, socket or
+    directory), looked at and checked as root or as uid 65534 (the system daemon's caller,
+    ``acting_as``, in one thread as there): the same answer every time."""
+    if check == "python":
+        pytest.skip("compares both in one run")
+    native = _fslook._native
+    nobody = Identity(65534, 65534, ())
+    seen: set[bool] = set()
+    failures: list[int] = []
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        root = os.path.realpath(world_tmp / f"m{seed}")
+        os.mkdir(root)
+        os.chmod(root, 0o755)  # noqa: S103 - searchable by uid 65534, who looks here
+        _grow(root, rng)
+        _unsettle(root, rng)
+        who = nobody if seed % 2 else None
+        with acting_as(who):
+            look = FsLook()
+            for _ in range(rng.randint(1, 10)):
+                path = os.path.join(root, *(rng.choice(_ODD) for _ in range(rng.randint(1, 5))))
+                rng.choice((look.realpath, look.exists, look.lexists, look.isdir))(path)
+        if rng.random() < .7:
+            _unsettle(root, rng)
+        answers = []
+        with acting_as(who):
+            for way in (native, lambda: None):
+                monkeypatch.setattr(_fslook, "_native", way)
+                answers.append(look.unchanged())
+        if answers[0] != answers[1]:
+            failures.append(seed)
+        seen.add(answers[0])
+
+    def all_seeds() -> None:
+        for seed in range(200):
+            run(seed)
+
+    thread = threading.Thread(target=all_seeds)
+    thread.start()
+    thread.join()
+    assert failures == []
+    assert seen == {True, False}
