@@ -431,7 +431,7 @@ def _kind(how: Callable[[str], os.stat_result], path: str) -> int | None:
 # all the plan uses of it (a path's file type, not its times: a directory written into is
 # still the same directory to the plan).
 (_LSTAT, _STAT, _LISTDIR, _READLINK, _REALPATH, _ACCESS, _MOUNTS, _PROC, _LISTSOME,
- _HOOKSPATH, _GITFILE, _ALIASES, _OWNER) = range(13)
+ _HOOKSPATH, _GITFILE, _ALIASES, _OWNER, _FILESYSTEM) = range(14)
 #: The most of a git configuration file read for its ``core.hooksPath``.
 MAX_GIT_CONFIG = 1 << 16
 
@@ -560,6 +560,7 @@ _QUESTIONS: Final[dict[int, Callable[[str], object]]] = {
     _PROC: lambda _: _host_proc_root_only(),
     _ALIASES: lambda path: _host_aliases(path),
     _OWNER: lambda path: _owner(path),
+    _FILESYSTEM: lambda path: _filesystem(path),
 }
 
 
@@ -613,6 +614,17 @@ class _Look:
 
     def exists(self, path: str) -> bool:
         return self._ask(_STAT, path) is not None
+
+    def host_devices(self, path: str) -> bool:
+        """Whether ``path`` is a device node, or a directory of the host's ``/dev`` file
+        system (``/dev/dri``, ``/dev/net``; not a file system of its own mounted there, as
+        ``/dev/hugepages``): what a grant reaches there is the host's device nodes."""
+        kind = self._ask(_STAT, path)
+        if kind in (stat.S_IFCHR, stat.S_IFBLK):
+            return True
+        return kind == stat.S_IFDIR and _under(path, "/dev") and \
+            self._ask(_FILESYSTEM, path) is not None and \
+            self._ask(_FILESYSTEM, path) == self._ask(_FILESYSTEM, "/dev")
 
     def listdir(self, path: str) -> tuple[str, ...]:
         return self._ask(_LISTDIR, path)  # type: ignore[return-value]
@@ -763,8 +775,11 @@ def _compile(policy: ResolvedPolicy, look: _Look, *, home: str,
             continue
         kind = BIND_DIR if look.isdir(path) else BIND_FILE
         prev = binds.get(path)
-        binds[path] = MountOp(kind, path, path, writes or bool(prev and prev.writable),
-                              device=_under(path, "/dev"))
+        # The host's device nodes are bound read-only whatever the grant (review27): reading
+        # and writing a device needs no writable mount, but changing its node does, and a
+        # uid 0 session owns them (``chmod 0666 /dev/kvm`` for every user of the host).
+        writable = (writes or bool(prev and prev.writable)) and not look.host_devices(path)
+        binds[path] = MountOp(kind, path, path, writable, device=_under(path, "/dev"))
     _copy_on_write(binds, _cache_roots(policy, home, look), policy.shared_caches, look)
     trees = [path for path, op in binds.items() if _root_only_tree(op)]
     if hide_root_only and idmap and len(trees) <= MAX_IDMAPPED:
@@ -901,6 +916,14 @@ def _holder(binds: dict[str, MountOp], path: str) -> MountOp | None:
 def _owner(path: str) -> int | None:
     try:
         return os.lstat(path).st_uid
+    except (OSError, ValueError):
+        return None
+
+
+def _filesystem(path: str) -> int | None:
+    """The device number of the file system ``path`` (followed) lies on."""
+    try:
+        return os.stat(path).st_dev
     except (OSError, ValueError):
         return None
 
