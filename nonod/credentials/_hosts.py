@@ -39,7 +39,7 @@ import structlog
 
 from .._callerfs import Identity, acting_as
 from ._errors import BadReference, CredentialError, SecretElsewhere, SecretHostsError
-from ._sources import KEYRING_SERVICE, parse_credential_ref
+from ._sources import _SYSTEMD_NAME, KEYRING_SERVICE, parse_credential_ref
 
 log = structlog.get_logger()
 
@@ -59,7 +59,8 @@ _SLASHES: Final = re.compile(r"/{2,}")
 def secret_key(reference: str) -> str:
     """The one spelling of the secret ``reference`` reads: a keychain entry of nonod's
     service as its account name (``keyring://nono/gh`` and ``gh?decode=go-keyring`` are
-    ``gh``), another service's without the query, a file's path with single slashes, a
+    ``gh``), another service's without the query, a file's path with single slashes (a file
+    of the daemon's systemd credentials directory as ``systemd-creds://NAME``), a
     1Password reference in lower case (1Password reads them so) and without its query (the
     field it reads from); the others as written (an
     environment variable's name is case-sensitive). A 1Password item named by its ID in one
@@ -70,7 +71,7 @@ def secret_key(reference: str) -> str:
         return ref.account if ref.service == KEYRING_SERVICE else \
             f"keyring://{ref.service}/{ref.account}"
     if ref.kind == "file":
-        return "file://" + _SLASHES.sub("/", ref.path)
+        return _file_key(_SLASHES.sub("/", ref.path))
     if ref.kind == "op":
         # 1Password's references are case-insensitive, and a query reads the same field
         # (``?attribute=value``, an SSH key ``?ssh-format=openssh``; review27): the field is
@@ -79,25 +80,45 @@ def secret_key(reference: str) -> str:
     return ref.text
 
 
+def _file_key(path: str) -> str:
+    """``file://PATH``, or ``systemd-creds://NAME`` for a file of the daemon's systemd
+    credentials directory: what ``systemd-creds://NAME`` reads (review27: a root caller's
+    ``file:///run/credentials/nonod.service/NAME`` was another binding of the same secret)."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if directory and directory.startswith("/"):
+        parent, name = os.path.split(path)
+        places = {os.path.normpath(directory), os.path.realpath(directory)}
+        if parent in places and _SYSTEMD_NAME.fullmatch(name) and name not in (".", ".."):
+            return f"systemd-creds://{name}"
+    return "file://" + path
+
+
+def _real_file(reference: str, identity: Identity | None) -> str:
+    """Blocking. ``file://`` and the file's path with its directory links resolved as
+    ``identity`` (None: the daemon itself) would resolve them when it opens the file."""
+    path = _SLASHES.sub("/", parse_credential_ref(reference).path)
+    with acting_as(identity):  # this worker thread only
+        return "file://" + os.path.realpath(path)
+
+
 def real_secret_key(reference: str, identity: Identity | None) -> str:
     """Blocking. :func:`secret_key`, with a file's directory links resolved as ``identity``
     (None: the daemon itself) would resolve them when it opens the file: a link the
     repository ships (``repo/keys -> ~/.secrets``) names the file it leads to. (The file
     itself is never a link: it is opened with O_NOFOLLOW.)"""
     key = secret_key(reference)
-    if not key.startswith("file://"):
+    if not reference.startswith("file://"):
         return key
-    with acting_as(identity):  # this worker thread only
-        return "file://" + os.path.realpath(key.removeprefix("file://"))
+    return _file_key(_real_file(reference, identity).removeprefix("file://"))
 
 
 def real_references(references: Iterable[str], identity: Identity | None) -> dict[str, str]:
     """Blocking. Each ``file://`` reference among ``references`` with its links resolved
-    (:func:`real_secret_key`). The daemon binds, and then reads, that path, with
-    ``SourceOptions.exact_paths``: resolved once, so a link changed between the binding and
-    the read refuses the read instead of sending another file than the one bound."""
-    return {ref: real_secret_key(ref, identity) for ref in references
-            if ref.startswith("file://")}
+    (as :func:`real_secret_key` binds it). The daemon binds, and then reads, that path,
+    with ``SourceOptions.exact_paths``: resolved once, so a link changed between the
+    binding and the read refuses the read instead of sending another file than the one
+    bound."""
+    return {ref: _real_file(ref, identity) for ref in references if ref.startswith("file://")}
 
 
 def _stored_key(reference: str) -> str:

@@ -281,3 +281,31 @@ def test_a_hard_link_to_a_bound_file_is_the_same_secret(tmp_path: Path) -> None:
     hosts.admit(None, [("mine", f"file://{token}", GITHUB)])
     with pytest.raises(SecretElsewhere):
         hosts.admit(None, [("theirs", f"file://{tmp_path}/elsewhere/token", EVIL)])
+
+
+@pytest.mark.parametrize("order", ["systemd first", "file first"])
+def test_a_systemd_credential_read_as_a_file_is_the_same_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    """review27: ``systemd-creds://gh`` reads ``$CREDENTIALS_DIRECTORY/gh``, and a root
+    caller's ``file://`` reference reads the same file (the directory is predictable:
+    ``/run/credentials/nonod.service``). Bound under one spelling, the secret went to any
+    host under the other."""
+    directory = tmp_path / "credentials"
+    directory.mkdir()
+    (directory / "gh").write_text("the daemon's token")
+    (tmp_path / "through").symlink_to(directory)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(directory))
+    state = tmp_path / "state"
+    state.mkdir()
+    hosts = SecretHosts(state)
+    spellings = ["systemd-creds://gh", f"file://{directory}/gh", f"file:///{directory}//gh",
+                 f"file://{tmp_path}/through/gh"]
+    first, others = (spellings[0], spellings[1:]) if order == "systemd first" else \
+        (spellings[1], [spellings[0], *spellings[2:]])
+    hosts.admit(None, [("mine", first, GITHUB)])
+    for other in others:
+        # before: a new binding, and the file's value sent to evil.example
+        with pytest.raises(SecretElsewhere, match=r"has been sent only to https://api\.github"):
+            hosts.admit(None, [("theirs", other, EVIL)])
+        assert hosts.admit(None, [("again", other, GITHUB)]) == ()
+    assert SecretHosts(state).hosts(None, "systemd-creds://gh") == (GITHUB,)
