@@ -309,3 +309,13 @@ def test_a_systemd_credential_read_as_a_file_is_the_same_secret(
             hosts.admit(None, [("theirs", other, EVIL)])
         assert hosts.admit(None, [("again", other, GITHUB)]) == ()
     assert SecretHosts(state).hosts(None, "systemd-creds://gh") == (GITHUB,)
+
+
+@pytest.mark.xfail(strict=True, reason="review27, found and not closed: 1Password names one "
+                   "field with or without its section (op://vault/item/section/field), and "
+                   "only `op` knows whether two references are one field")
+def test_a_1password_field_named_with_its_section_is_the_same_secret(tmp_path: Path) -> None:
+    hosts = SecretHosts(tmp_path)
+    hosts.admit(None, [("mine", "op://dev/stripe/secret-key", GITHUB)])
+    with pytest.raises(SecretElsewhere):
+        hosts.admit(None, [("theirs", "op://dev/stripe/api/secret-key", EVIL)])
