@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import time
 from collections.abc import Iterable, Sequence
 from typing import Final, final
 
@@ -185,23 +186,56 @@ _PLACEHOLDER_TREES: Final = frozenset({"/usr", "/bin", "/sbin", "/lib", "/lib32"
                                        "/etc"})
 
 
-_accounts: tuple[tuple[int, int, int], tuple[str, ...]] | None = None
+#: How often the account list is read again when the password database has sources beside
+#: its files (``nsswitch.conf``: sssd, LDAP, systemd's userdb), whose changes no file shows.
+ACCOUNTS_RECHECK: Final = 60.0
+_LOCAL_SOURCES: Final = frozenset({"files", "compat"})
+
+_StatKey = tuple[int, int, int]
+#: (/etc/passwd's and /etc/nsswitch.conf's keys, when read (monotonic), whether the database
+#: has other sources, the homes).
+_accounts: tuple[tuple[_StatKey, _StatKey], float, bool, tuple[str, ...]] | None = None
+
+
+def _stat_key(path: str) -> _StatKey:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _remote_accounts(nsswitch: str = "/etc/nsswitch.conf") -> bool:
+    """Whether ``nsswitch`` names a source of accounts beside the local files (or cannot be
+    read: then assume so)."""
+    try:
+        with open(nsswitch, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                database, _, rest = line.partition("#")[0].partition(":")
+                if database.strip() == "passwd":
+                    sources = {word for word in rest.split() if not word.startswith("[")}
+                    return bool(sources - _LOCAL_SOURCES)
+    except OSError:
+        return True
+    return False  # no passwd line: glibc reads the files alone
 
 
 def _account_homes() -> tuple[str, ...]:
-    """The absolute home directories of the password database, read again when
-    ``/etc/passwd`` changes (``getpwall`` costs as much as the rest of a resolution)."""
+    """The absolute home directories of the password database (``getpwall``: every account
+    its sources enumerate; sssd enumerates none of a domain's unless told to). Read again
+    when ``/etc/passwd`` or ``/etc/nsswitch.conf`` changes, and, when the database has
+    other sources than its files, once ``ACCOUNTS_RECHECK`` seconds have passed since the
+    last read (``getpwall`` costs as much as the rest of a resolution)."""
     global _accounts
     import pwd  # only a root caller needs the account list
 
-    try:
-        st = os.stat("/etc/passwd")
-        key = (st.st_ino, st.st_size, st.st_mtime_ns)
-    except OSError:
-        key = (0, 0, 0)
-    if _accounts is None or _accounts[0] != key:
-        _accounts = (key, tuple(a.pw_dir for a in pwd.getpwall() if a.pw_dir.startswith("/")))
-    return _accounts[1]
+    key = (_stat_key("/etc/passwd"), _stat_key("/etc/nsswitch.conf"))
+    now = time.monotonic()
+    if _accounts is None or _accounts[0] != key or \
+            (_accounts[2] and now - _accounts[1] >= ACCOUNTS_RECHECK):
+        homes = tuple(a.pw_dir for a in pwd.getpwall() if a.pw_dir.startswith("/"))
+        _accounts = (key, now, _remote_accounts(), homes)
+    return _accounts[3]
 
 
 def _lineage(path: str) -> list[str]:
