@@ -157,6 +157,9 @@ class FsLook:
         self._loop = False
         self._order: tuple[tuple[str, Signature], ...] = ()
         self._batch: _Batch | None = None
+        #: The paths whose owner and openness the check asks again (``_same_owners``), with
+        #: what was seen, for the number of ``lstat`` looks it was made from.
+        self._owners: tuple[int, tuple[tuple[str, Who], ...]] = (-1, ())
         #: Answers that are not the filesystem's, each with the question asked again by
         #: :meth:`unchanged` (:meth:`ask`).
         self._asked: list[tuple[Callable[[], Hashable], Hashable]] = []
@@ -330,14 +333,17 @@ class FsLook:
         directory open to others (and each such directory) still has the owner (and group)
         and openness it had (asked after the native pass, a few ``lstat`` of ``/tmp``'s
         names, and of group-writable directories', at most)."""
-        for path, recorded in self._lstat.items():
-            if recorded is None or not self._who_matters(path):
-                continue
+        made, owners = self._owners
+        if made != len(self._lstat):  # (a look grows during its resolution only)
+            owners = tuple((path, self._who[path]) for path, recorded in self._lstat.items()
+                           if recorded is not None and self._who_matters(path))
+            self._owners = (len(self._lstat), owners)
+        for path, seen in owners:
             try:
                 st = os.lstat(path)
             except (OSError, ValueError):
                 return False
-            if _who(st) != self._who.get(path):
+            if _who(st) != seen:
                 return False
         return True
 
