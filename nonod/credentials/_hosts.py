@@ -236,8 +236,10 @@ class SecretHosts:
                 elif origin not in known:
                     spelled = reference if reference == secret else \
                         f"{reference}` (`{secret}"
+                    with self._held_lock:
+                        provisional = key in self._provisional
                     pending = " (by a launch not started yet: if it is refused, that " \
-                        "binding goes)" if key in self._provisional else ""
+                        "binding goes)" if provisional else ""
                     raise SecretElsewhere(
                         f"{name} would send the secret `{spelled}` to {origin}; it "
                         f"has been sent only to {', '.join(known)}{pending}",
