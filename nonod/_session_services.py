@@ -38,7 +38,7 @@ from .policy import DAEMON_BACKEND_PREFIX, ResolvedPolicy
 from .sandbox import LaunchRequest
 
 if TYPE_CHECKING:
-    from .credentials import SecretHosts
+    from .credentials import LaunchBindings, SecretHosts
     from .proxy import UidShare
     from .sessions import Caller
     from .trust import PolicyFiles
@@ -293,6 +293,7 @@ async def prepare(
     trust_files: Callable[[], PolicyFiles | None] | None = None,
     caller_identity: _callerfs.Identity | None = None,
     secret_hosts: SecretHosts | None = None,
+    bindings: LaunchBindings | None = None,
 ) -> SessionServices:
     """Everything decided before the launch. Raises to refuse it; nothing is left running.
 
@@ -301,7 +302,10 @@ async def prepare(
     (None: the daemon's own, as a user daemon's caller); ``trust_files``: the trust policy
     files, read as ``caller`` already (see ``_verify_instruction_files``);
     ``caller_identity``: ``caller``'s, when already known; ``secret_hosts``: where each of
-    the caller's secrets has been sent (a route elsewhere refuses the launch).
+    the caller's secrets has been sent (a route elsewhere refuses the launch); ``bindings``:
+    the launch's, which keeps what it binds there provisional until the caller settles it
+    (``SecretHosts.confirm`` once the program exists, ``withdraw`` if it is refused: even
+    by this function, after the binding).
     """
     from . import credentials, proxy
 
@@ -353,7 +357,8 @@ async def prepare(
     if secret_hosts is not None and sent:  # before any secret is read
         prepared.secrets_bound = await trio.to_thread.run_sync(functools.partial(
             secret_hosts.admit, caller.uid if caller is not None else None, sent,
-            identity=sources.file_identity))  # a file's links, resolved as the caller
+            identity=sources.file_identity,  # a file's links, resolved as the caller
+            launch=bindings))
     if proxied:
         loaded = await credentials.load_route_secrets(routes, environ=environ, options=bound)
         credentials.require_route_secrets(loaded)  # before anything is opened

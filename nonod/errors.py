@@ -108,7 +108,8 @@ class ResolutionChanged(PolicyError):
 
 class GrantOthersPlace(PolicyError):
     """A grant or the working directory is named through a name another user made in a
-    directory every user may write (``/tmp``): what it is, and where it leads, are theirs."""
+    directory others may write (``/tmp``, a group's): what it is, and where it leads, are
+    theirs."""
 
     code = "policy.others_place"
 

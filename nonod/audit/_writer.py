@@ -27,6 +27,11 @@ which runs in a worker thread: at most ``fsync_interval`` seconds after the firs
 record, as soon as ``fsync_every`` records are pending, and at the seal. After a crash the
 file verifies up to its last complete line; :func:`append_daemon_lost` then closes it.
 
+A launch's writer holds its records back from the hub until the launch has a program
+(``create(hold_live=True)``, then :meth:`AuditWriter.announce`): a launch refused after its
+file exists (dropped at its gate, refused by the engine) is never announced to followers,
+and the records of one that runs reach them all, in the order written.
+
 What an append pays is kept small, since a proxied request waits for it: the event is
 encoded once and those bytes are hashed and written; the line goes out in one ``write``.
 The two hashes only the seal needs (the SHA-256 of the whole file, the Merkle tree over the
@@ -386,7 +391,7 @@ class AuditWriter:
                  digest: hashlib._Hash, hub: AuditHub | None, ledger: Ledger | None,
                  signer: Signer | None, fsync_interval: float, fsync_every: int,
                  clock: Clock | None, discarded_bytes: int = 0,
-                 syncer: AuditSyncer | None = None) -> None:
+                 syncer: AuditSyncer | None = None, hold_live: bool = False) -> None:
         if token is not _PRIVATE:
             raise TypeError("use `await AuditWriter.create(...)` or `open_existing(...)`")
         self.session = session
@@ -398,6 +403,9 @@ class AuditWriter:
         self._digest = digest
         self._unhashed: list[bytes] = []  # written, not yet in ``_digest``
         self._hub = hub
+        #: Written, not yet published (``hold_live``): the launch has no program yet. None:
+        #: each record is published as it is written.
+        self._held: list[LiveRecord] | None = [] if hold_live and hub is not None else None
         self._ledger = ledger
         self._signer = signer
         self._interval = fsync_interval
@@ -445,6 +453,7 @@ class AuditWriter:
         first: Callable[[], None] | None = None,
         syncer: AuditSyncer | None = None,
         made: int | None = None,
+        hold_live: bool = False,
     ) -> AuditWriter:
         """Start ``<state>/sessions/<session>/audit.ndjson``; it must not exist yet. Its
         directory is fsynced now (its entry durable), or with ``defer_dir_sync`` at the
@@ -455,7 +464,11 @@ class AuditWriter:
 
         ``made``: the file is there already, empty, made ahead (``nonod.sessions._slot``),
         and this is its descriptor (``O_APPEND``), which the writer takes (closed if
-        ``first`` fails); no worker thread is woken unless ``first`` is given."""
+        ``first`` fails); no worker thread is woken unless ``first`` is given.
+
+        ``hold_live``: what is written is kept from the hub until :meth:`announce` (a
+        launch's first records, until its program exists); dropped if the writer is closed
+        or sealed first."""
         _check_fsync_settings(fsync_interval, fsync_every)
         path = session_dir(state_dir, session) / AUDIT_FILE
 
@@ -485,7 +498,8 @@ class AuditWriter:
         writer = cls(_PRIVATE, session=session, path=path, fd=fd,
                      chain=Chain.for_session(session), digest=hashlib.sha256(), hub=hub,
                      ledger=ledger, signer=signer, fsync_interval=fsync_interval,
-                     fsync_every=fsync_every, clock=clock, syncer=syncer)
+                     fsync_every=fsync_every, clock=clock, syncer=syncer,
+                     hold_live=hold_live)
         writer._dir_unsynced = defer_dir_sync
         return writer
 
@@ -579,8 +593,20 @@ class AuditWriter:
         record = Record(seq=appended.seq, ts=appended.ts, prev=appended.prev_hex,
                         hash=appended.hash_hex, event=event)
         if self._hub is not None:
-            self._hub.publish(LiveRecord(session=self.session, record=record))
+            if self._held is None:
+                self._hub.publish(LiveRecord(session=self.session, record=record))
+            else:
+                self._held.append(LiveRecord(session=self.session, record=record))
         return record
+
+    def announce(self) -> None:
+        """Publish the records held back (``create(hold_live=True)``), in the order they
+        were written, and each later one as it is written. Synchronous, like ``append``;
+        nothing to do for a writer that holds nothing back."""
+        held, self._held = self._held, None
+        if held and self._hub is not None and not self._closed:
+            for item in held:
+                self._hub.publish(item)
 
     # -- durability
     async def _wait_wake(self) -> None:
@@ -763,6 +789,7 @@ class AuditWriter:
         seal = Seal(session=self.session, count=chain.seq, head=chain.head.hex(),
                     merkle_root=chain.merkle.root().hex())
         record = self._write(seal)
+        self._held = None  # never announced: nor is its end
         self._closed = True
         self._after_sync = None  # whatever it was for, the seal's ``then`` supersedes
         self._forget()
@@ -818,8 +845,10 @@ class AuditWriter:
     async def aclose(self) -> None:
         """Fsync and close without sealing (the file stays incomplete). Idempotent: a
         writer already closed (sealed, as every session's end does before it closes it) and
-        not locked returns at once, without passing through the event loop."""
+        not locked returns at once, without passing through the event loop. Records held
+        back from the hub (``hold_live``) are never published."""
         self._closed = True
+        self._held = None
         self._after_sync = None
         self._forget()
         self._wake.set()
@@ -839,6 +868,7 @@ class AuditWriter:
     def _release(self) -> None:
         """Close the descriptor without syncing (a failure path; the file stays unsealed)."""
         self._closed = True
+        self._held = None
         self._forget()
         if self._fd >= 0:
             os.close(self._fd)

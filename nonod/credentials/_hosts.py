@@ -21,6 +21,16 @@ file, the note, the refusal and ``secret hosts`` all use it.
 
 The first launch is trusted: a reference first routed by a hostile profile is bound to its
 host; the note at launch, and the refusal of the user's own profile afterwards, show it.
+
+A launch's new bindings are provisional until its program exists (known1): made and saved
+when it is prepared (a second launch routing the same reference elsewhere meanwhile is
+refused, as it would be later), kept for good once the program exists
+(:meth:`SecretHosts.confirm`), undone if the launch is refused (:meth:`SecretHosts.withdraw`:
+a gate that drops it, a ``chdir`` the engine refuses). A launch that routes a reference to
+a host a provisional binding names relies on it too: the binding is undone only when every
+launch relying on it was refused. The undoing is a file write on the refusal's path, none on
+a launch's that runs. ``nonoctl secret hosts --add`` or ``--clear`` of a reference settles
+its binding as the user says.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import re
 import shlex
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, final
 from urllib.parse import urlsplit
@@ -54,6 +65,32 @@ MAX_USER_BYTES: Final = 128 * 1024
 _MAX_FILE: Final = 64 * 1024 * 1024
 _MAX_HOST: Final = 253  # a DNS name's length
 _SLASHES: Final = re.compile(r"/{2,}")
+
+_Key = tuple[int | None, str]
+
+
+@final
+class LaunchBindings:
+    """The provisional bindings one launch made or relies on (see the module doc): pass it
+    to :meth:`SecretHosts.admit` (``launch=``), then settle it once, with
+    :meth:`SecretHosts.confirm` (its program exists) or :meth:`SecretHosts.withdraw` (it was
+    refused). Settling one that holds nothing costs nothing."""
+
+    def __init__(self) -> None:
+        self.keys: list[_Key] = []
+        self.settled = False
+
+    def __repr__(self) -> str:
+        return f"<LaunchBindings {len(self.keys)} held, settled={self.settled}>"
+
+
+@dataclass(eq=False)
+class _Provisional:
+    """A binding a launch made that no launch has run with yet."""
+
+    origins: tuple[str, ...]
+    holders: set[LaunchBindings] = field(default_factory=set)
+    ran: bool = False
 
 
 def secret_key(reference: str) -> str:
@@ -188,9 +225,15 @@ class SecretHosts:
         self._bound: dict[tuple[int | None, str], list[str]] = {}
         self._loaded = False
         self._lock = threading.Lock()
+        #: Bindings made by launches whose program does not exist yet. Guarded by
+        #: ``_held_lock`` (never held across I/O: :meth:`confirm` takes it on the event
+        #: loop); changed only with ``_lock`` held too, but by :meth:`confirm`.
+        self._provisional: dict[_Key, _Provisional] = {}
+        self._held_lock = threading.Lock()
 
     def admit(self, uid: int | None, routes: Iterable[tuple[str, str, str]], *,
-              identity: Identity | None = None) -> tuple[str, ...]:
+              identity: Identity | None = None,
+              launch: LaunchBindings | None = None) -> tuple[str, ...]:
         """Blocking (reads the file the first time; writes it when something is new).
         ``routes``: (what sends it, as ``route `github```, credential reference, upstream
         URL). Raises SecretElsewhere
@@ -199,12 +242,15 @@ class SecretHosts:
         (``github_token -> https://api.github.com``). Nothing is bound unless every route
         passes. ``identity``: whose rights resolve a file reference's links (the caller's
         on the system daemon; outside the lock: a caller's slow file system must not hold
-        other launches)."""
+        other launches). ``launch``: the bindings made, and the provisional ones relied on,
+        stay provisional until it is settled (:meth:`confirm`, :meth:`withdraw`); None:
+        what is bound is bound for good."""
         keyed = [(name, reference, real_secret_key(reference, identity), origin_of(upstream))
                  for name, reference, upstream in routes]
         with self._lock:
             self._load()
             new: dict[tuple[int | None, str], list[str]] = {}
+            relied: set[_Key] = set()
             for name, reference, secret, origin in keyed:
                 key = (uid, secret)
                 known = self._bound.get(key)
@@ -215,13 +261,20 @@ class SecretHosts:
                 elif origin not in known:
                     spelled = reference if reference == secret else \
                         f"{reference}` (`{secret}"
+                    with self._held_lock:
+                        provisional = key in self._provisional
+                    pending = " (by a launch not started yet: if it is refused, that " \
+                        "binding goes)" if provisional else ""
                     raise SecretElsewhere(
                         f"{name} would send the secret `{spelled}` to {origin}; it "
-                        f"has been sent only to {', '.join(known)}",
+                        f"has been sent only to {', '.join(known)}{pending}",
                         hint=f"if that host should get it: `nonoctl secret hosts "
                              f"{shlex.quote(secret)} --add {shlex.quote(origin)}`; otherwise, "
                              "do not run this profile")
+                else:
+                    relied.add(key)
             if not new:
+                self._hold(launch, relied, {})
                 return ()
             held = sum(1 for owner, _ in self._bound if owner == uid)
             if held + len(new) > MAX_REFERENCES:
@@ -230,7 +283,81 @@ class SecretHosts:
                                    "forgets the bindings of a reference no longer used")
             self._within_share(uid, new)
             self._save(new)
+            self._hold(launch, relied, new)
             return tuple(f"{ref} -> {', '.join(origins)}" for (_, ref), origins in new.items())
+
+    def _hold(self, launch: LaunchBindings | None, relied: set[_Key],
+              new: dict[_Key, list[str]]) -> None:
+        """(``_lock`` held.) ``launch`` holds the bindings it made and the provisional ones
+        it relies on."""
+        if launch is None:
+            return
+        with self._held_lock:
+            if launch.settled:  # its end came first: what it bound stays, as for one that ran
+                return
+            for key in relied:
+                provisional = self._provisional.get(key)
+                if provisional is not None and launch not in provisional.holders:
+                    provisional.holders.add(launch)
+                    launch.keys.append(key)
+            for key, origins in new.items():
+                self._provisional[key] = _Provisional(tuple(origins), {launch})
+                launch.keys.append(key)
+
+    def confirm(self, launch: LaunchBindings) -> None:
+        """``launch``'s program exists: the bindings it holds are kept for good. No I/O
+        (they are saved already); never waits on a save in progress."""
+        if not launch.keys:
+            launch.settled = True
+            return
+        with self._held_lock:
+            if launch.settled:
+                return
+            launch.settled = True
+            for key in launch.keys:
+                provisional = self._provisional.get(key)
+                if provisional is None or launch not in provisional.holders:
+                    continue
+                provisional.ran = True
+                provisional.holders.discard(launch)
+                if not provisional.holders:
+                    del self._provisional[key]
+
+    def withdraw(self, launch: LaunchBindings) -> tuple[str, ...]:
+        """Blocking (writes the file when something is undone). ``launch`` was refused: the
+        bindings it made that no launch ran with, and none relies on any more, are undone
+        (unless changed since: ``--add`` and ``--clear`` settle a binding). Returns the
+        references unbound. Never raises: a binding that cannot be undone stays (logged),
+        as a binding of a launch that ran would."""
+        if not launch.keys:
+            launch.settled = True
+            return ()
+        with self._lock:
+            with self._held_lock:
+                if launch.settled:
+                    return ()
+                launch.settled = True
+                undo: list[_Key] = []
+                for key in launch.keys:
+                    provisional = self._provisional.get(key)
+                    if provisional is None or launch not in provisional.holders:
+                        continue
+                    provisional.holders.discard(launch)
+                    if provisional.holders:
+                        continue
+                    del self._provisional[key]
+                    if not provisional.ran and \
+                            tuple(self._bound.get(key, ())) == provisional.origins:
+                        undo.append(key)
+            if not undo:
+                return ()
+            try:
+                self._save({}, forget=undo)
+            except SecretHostsError as exc:
+                log.error("a refused launch's secret bindings could not be undone; they stay",
+                          error=exc.message)
+                return ()
+            return tuple(ref for _, ref in undo)
 
     def hosts(self, uid: int | None, reference: str) -> tuple[str, ...]:
         """Blocking. The upstreams ``reference`` is bound to (none: it was never routed)."""
@@ -260,6 +387,7 @@ class SecretHosts:
             if bound != self._bound.get(key):
                 self._within_share(uid, {key: bound})
                 self._save({key: bound})
+            self._settled_by_user(key)
             return tuple(bound)
 
     def clear(self, uid: int | None, reference: str) -> None:
@@ -268,7 +396,14 @@ class SecretHosts:
         with self._lock:
             self._load()
             if key in self._bound:
-                self._save({}, forget=key)
+                self._save({}, forget=[key])
+            self._settled_by_user(key)
+
+    def _settled_by_user(self, key: _Key) -> None:
+        """(``_lock`` held.) The user said where ``key`` goes: no launch's refusal undoes
+        it."""
+        with self._held_lock:
+            self._provisional.pop(key, None)
 
     def _within_share(self, uid: int | None,
                       changes: dict[tuple[int | None, str], list[str]]) -> None:
@@ -315,15 +450,16 @@ class SecretHosts:
         self._loaded = True
 
     def _save(self, changes: dict[tuple[int | None, str], list[str]], *,
-              forget: tuple[int | None, str] | None = None) -> None:
-        """Apply ``changes`` (and forget ``forget``), and replace the file, durably. A failure
-        refuses what asked and changes nothing: what the daemon holds is what the file says
-        (an --add or --clear said to have failed must not hold until a restart, and a
-        binding that was never saved must not let the next launch through unrecorded)."""
+              forget: Iterable[_Key] = ()) -> None:
+        """Apply ``changes`` (and forget the keys ``forget``), and replace the file, durably.
+        A failure refuses what asked and changes nothing: what the daemon holds is what the
+        file says (an --add or --clear said to have failed must not hold until a restart,
+        and a binding that was never saved must not let the next launch through
+        unrecorded)."""
         before = dict(self._bound)
         self._bound.update(changes)
-        if forget is not None:
-            del self._bound[forget]
+        for key in forget:
+            del self._bound[key]
         try:
             self._write()
         except OSError as exc:

@@ -25,15 +25,33 @@ import posixpath
 import stat
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Final, TypeVar, final
+from typing import Final, NamedTuple, TypeVar, final
 
 H = TypeVar("H", bound=Hashable)
 
 #: What one look at a path returns: the file type (``stat.S_IFMT``), or None when missing.
 Signature = int | None
-#: Who may make names there and whose it is, from the same look: (a directory every user may
-#: write in, like ``/tmp``; its owner's uid).
-Who = tuple[bool, int]
+#: Who may make names there and whose it is, from the same look: (for a directory, which of
+#: ``S_IWOTH`` and ``S_IWGRP`` it has: others than its owner may make names in it, every user
+#: like in ``/tmp``, or its group's members; 0 for anything else; its owner's uid; its
+#: group's gid when its group may write it, else -1).
+Who = tuple[int, int, int]
+#: The mode bits that let others than a directory's owner make names in it.
+_OPEN: Final = stat.S_IWOTH | stat.S_IWGRP
+
+
+class Placed(NamedTuple):
+    """A name met on the way of a path, in a directory others than its owner may make names
+    in (``FsLook.realpath(placed=...)``): whoever made it first chose what it is."""
+
+    name: str
+    #: The name's owner.
+    uid: int
+    #: The directory's owner (who may rename or remove any name in it, whatever its mode).
+    directory_owner: int
+    #: Who else may make names there: ``None`` every user (``S_IWOTH``), else the gid of the
+    #: group whose members may (``S_IWGRP``).
+    group: int | None
 
 _ABSENT: Final = -1  # no answer of this pass for a path (no file type is negative)
 _MAX_LINKS: Final = 40  # as the kernel's own limit on symlinks followed in one lookup
@@ -70,16 +88,16 @@ class _Batch:
     once, asked by any number of threads (each call has its own answers' buffer)."""
 
     def __init__(self, order: tuple[tuple[str, Signature], ...],
-                 stats: tuple[tuple[str, Signature], ...], open_dirs: frozenset[str]) -> None:
+                 stats: tuple[tuple[str, Signature], ...], open_dirs: dict[str, int]) -> None:
         index = {path: i for i, (path, _) in enumerate(order)}
         self._keep = ([os.fsencode(p) for p, _ in order], [os.fsencode(p) for p, _ in stats])
         n, m = len(order), len(stats)
         self.n, self.m = n, m
         self.paths = (ctypes.c_char_p * n)(*self._keep[0])
-        # lstat's answer for a directory holds S_IWOTH as looks.c gives it (``placed``).
+        # lstat's answer for a directory holds S_IWOTH and S_IWGRP as looks.c gives them
+        # (``placed``).
         self.recorded = (ctypes.c_int * n)(*(
-            _MISSING if r is None else r | (stat.S_IWOTH if p in open_dirs else 0)
-            for p, r in order))
+            _MISSING if r is None else r | open_dirs.get(p, 0) for p, r in order))
         self.parent = (ctypes.c_long * n)(
             *(index.get(posixpath.dirname(p), -1) for p, _ in order))
         self.stat_paths = (ctypes.c_char_p * m)(*self._keep[1])
@@ -89,10 +107,11 @@ class _Batch:
 
     @staticmethod
     def of(order: tuple[tuple[str, Signature], ...],
-           stats: tuple[tuple[str, Signature], ...], open_dirs: frozenset[str]) -> _Batch | None:
+           stats: tuple[tuple[str, Signature], ...], open_dirs: dict[str, int]) -> _Batch | None:
         """None for a path ``looks.c`` cannot be given (a NUL byte: Python's look refused
         it, ``ValueError``, and the Python check asks it the same way). ``open_dirs``: the
-        directories every user could write in when looked at."""
+        directories others than their owner could write in when looked at, with the bits
+        that let them (``_OPEN``)."""
         if any("\0" in p for p, _ in order) or any("\0" in p for p, _ in stats):
             return None
         return _Batch(order, stats, open_dirs)
@@ -114,7 +133,8 @@ def _signature(path: str, *, follow: bool) -> Signature:
 
 
 def _who(st: os.stat_result) -> Who:
-    return stat.S_ISDIR(st.st_mode) and bool(st.st_mode & stat.S_IWOTH), st.st_uid
+    bits = st.st_mode & _OPEN if stat.S_ISDIR(st.st_mode) else 0
+    return bits, st.st_uid, st.st_gid if bits & stat.S_IWGRP else -1
 
 
 def _readlink(path: str) -> str | None:
@@ -137,6 +157,9 @@ class FsLook:
         self._loop = False
         self._order: tuple[tuple[str, Signature], ...] = ()
         self._batch: _Batch | None = None
+        #: The paths whose owner and openness the check asks again (``_same_owners``), with
+        #: what was seen, for the number of ``lstat`` looks it was made from.
+        self._owners: tuple[int, tuple[tuple[str, Who], ...]] = (-1, ())
         #: Answers that are not the filesystem's, each with the question asked again by
         #: :meth:`unchanged` (:meth:`ask`).
         self._asked: list[tuple[Callable[[], Hashable], Hashable]] = []
@@ -184,15 +207,16 @@ class FsLook:
         return sig is not None and stat.S_ISDIR(sig)
 
     def realpath(self, path: str, crossed: list[str] | None = None,
-                 placed: list[tuple[str, int]] | None = None) -> str:
+                 placed: list[Placed] | None = None) -> str:
         """``os.path.realpath(path)`` for an absolute path: symlinks followed, ``..`` and
         ``.`` removed, a missing component and what follows it kept. A symlink loop is rare
         and ``os.path.realpath``'s answer for it is peculiar: it answers then, and this look
         is never reused (:meth:`unchanged` is False); so is a relative path (it depends on the
         process's working directory). ``crossed``, when given, receives every symbolic link
         followed on the way, each at its real place (its directory resolved); ``placed``
-        every name met on the way in a directory every user may write (``/tmp``), with its
-        owner's uid: whoever made it first chose what it is."""
+        every name met on the way in a directory others than its owner may make names in
+        (every user, as in ``/tmp``, or its group's members: :class:`Placed`): whoever made
+        it first chose what it is."""
         resolved, done = (self._walk("/", path, {}, crossed, placed) if path.startswith("/")
                           else ("", False))
         if not done:
@@ -202,7 +226,7 @@ class FsLook:
 
     def _walk(self, base: str, rest: str, seen: dict[str, str | None],
               crossed: list[str] | None = None,
-              placed: list[tuple[str, int]] | None = None) -> tuple[str, bool]:
+              placed: list[Placed] | None = None) -> tuple[str, bool]:
         """``base`` (resolved) joined with ``rest`` (to resolve); False once a loop stopped."""
         if rest.startswith("/"):
             base = "/"
@@ -213,8 +237,10 @@ class FsLook:
                 continue
             candidate = posixpath.join(base, name)
             sig = self.lstat(candidate)
-            if placed is not None and sig is not None and self._open_to_all(base):
-                placed.append((candidate, self._who[candidate][1]))
+            if placed is not None and sig is not None and self._open_to_others(base):
+                bits, owner, gid = self._who[base]
+                placed.append(Placed(candidate, self._who[candidate][1], owner,
+                                     None if bits & stat.S_IWOTH else gid))
             if sig is None or not stat.S_ISLNK(sig):
                 base = candidate
                 continue
@@ -236,10 +262,11 @@ class FsLook:
             seen[candidate] = base
         return base, True
 
-    def _open_to_all(self, directory: str) -> bool:
-        """Whether every user may make names in ``directory`` (resolved)."""
+    def _open_to_others(self, directory: str) -> bool:
+        """Whether others than its owner (every user, or its group's members) may make
+        names in ``directory`` (resolved)."""
         return directory != "/" and self.lstat(directory) is not None and \
-            self._who[directory][0]
+            self._who[directory][0] != 0
 
     # -- validation
     def unchanged(self) -> bool:
@@ -281,9 +308,9 @@ class FsLook:
                 current: Signature = None
             else:
                 current = ifmt(st.st_mode)
-                # Who owns a name in a directory open to all, and whether a directory is
-                # open to all (``placed``): a name removed and made again by another user
-                # keeps its type, and so does a directory its owner opened to all since
+                # Who owns a name in a directory open to others, and whether (and to whom)
+                # a directory is open (``placed``): a name removed and made again by another
+                # user keeps its type, and so does a directory its owner opened since
                 # (review25: another user's name put there was then served as unchanged).
                 who = _who(st)
                 if self._who_matters(path) and who != self._who.get(path):
@@ -303,16 +330,20 @@ class FsLook:
 
     def _same_owners(self) -> bool:
         """The ``placed`` half of the check that ``looks.c`` does not ask: each name in a
-        directory open to all (and each such directory) still has the owner and openness it
-        had (asked after the native pass, a few ``lstat`` of ``/tmp``'s names at most)."""
-        for path, recorded in self._lstat.items():
-            if recorded is None or not self._who_matters(path):
-                continue
+        directory open to others (and each such directory) still has the owner (and group)
+        and openness it had (asked after the native pass, a few ``lstat`` of ``/tmp``'s
+        names, and of group-writable directories', at most)."""
+        made, owners = self._owners
+        if made != len(self._lstat):  # (a look grows during its resolution only)
+            owners = tuple((path, self._who[path]) for path, recorded in self._lstat.items()
+                           if recorded is not None and self._who_matters(path))
+            self._owners = (len(self._lstat), owners)
+        for path, seen in owners:
             try:
                 st = os.lstat(path)
             except (OSError, ValueError):
                 return False
-            if _who(st) != self._who.get(path):
+            if _who(st) != seen:
                 return False
         return True
 
@@ -335,8 +366,8 @@ class FsLook:
         order = self._by_depth()
         batch = self._batch
         if batch is None or batch.n != len(order) or batch.m != len(self._stat):
-            open_dirs = frozenset(p for p, r in order
-                                  if r is not None and stat.S_ISDIR(r) and self._who[p][0])
+            open_dirs = {p: self._who[p][0] for p, r in order
+                         if r is not None and stat.S_ISDIR(r) and self._who[p][0]}
             batch = self._batch = _Batch.of(order, tuple(self._stat.items()), open_dirs)
         return batch
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import time
 from collections.abc import Iterable, Sequence
 from typing import Final, final
 
@@ -61,7 +62,7 @@ from ._broad import broad_directory, named_by, through_workdir
 from ._caches import moved_caches
 from ._check import check_profile, reserved_env_name
 from ._expand import ResolveContext
-from ._fslook import FsLook
+from ._fslook import FsLook, Placed
 from ._groups import GroupCatalog, NetworkCatalog, builtin_groups, builtin_network, valid_host
 from ._load import parse_profile
 from ._schema import (
@@ -185,23 +186,56 @@ _PLACEHOLDER_TREES: Final = frozenset({"/usr", "/bin", "/sbin", "/lib", "/lib32"
                                        "/etc"})
 
 
-_accounts: tuple[tuple[int, int, int], tuple[str, ...]] | None = None
+#: How often the account list is read again when the password database has sources beside
+#: its files (``nsswitch.conf``: sssd, LDAP, systemd's userdb), whose changes no file shows.
+ACCOUNTS_RECHECK: Final = 60.0
+_LOCAL_SOURCES: Final = frozenset({"files", "compat"})
+
+_StatKey = tuple[int, int, int]
+#: (/etc/passwd's and /etc/nsswitch.conf's keys, when read (monotonic), whether the database
+#: has other sources, the homes).
+_accounts: tuple[tuple[_StatKey, _StatKey], float, bool, tuple[str, ...]] | None = None
+
+
+def _stat_key(path: str) -> _StatKey:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _remote_accounts(nsswitch: str = "/etc/nsswitch.conf") -> bool:
+    """Whether ``nsswitch`` names a source of accounts beside the local files (or cannot be
+    read: then assume so)."""
+    try:
+        with open(nsswitch, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                database, _, rest = line.partition("#")[0].partition(":")
+                if database.strip() == "passwd":
+                    sources = {word for word in rest.split() if not word.startswith("[")}
+                    return bool(sources - _LOCAL_SOURCES)
+    except OSError:
+        return True
+    return False  # no passwd line: glibc reads the files alone
 
 
 def _account_homes() -> tuple[str, ...]:
-    """The absolute home directories of the password database, read again when
-    ``/etc/passwd`` changes (``getpwall`` costs as much as the rest of a resolution)."""
+    """The absolute home directories of the password database (``getpwall``: every account
+    its sources enumerate; sssd enumerates none of a domain's unless told to). Read again
+    when ``/etc/passwd`` or ``/etc/nsswitch.conf`` changes, and, when the database has
+    other sources than its files, once ``ACCOUNTS_RECHECK`` seconds have passed since the
+    last read (``getpwall`` costs as much as the rest of a resolution)."""
     global _accounts
     import pwd  # only a root caller needs the account list
 
-    try:
-        st = os.stat("/etc/passwd")
-        key = (st.st_ino, st.st_size, st.st_mtime_ns)
-    except OSError:
-        key = (0, 0, 0)
-    if _accounts is None or _accounts[0] != key:
-        _accounts = (key, tuple(a.pw_dir for a in pwd.getpwall() if a.pw_dir.startswith("/")))
-    return _accounts[1]
+    key = (_stat_key("/etc/passwd"), _stat_key("/etc/nsswitch.conf"))
+    now = time.monotonic()
+    if _accounts is None or _accounts[0] != key or \
+            (_accounts[2] and now - _accounts[1] >= ACCOUNTS_RECHECK):
+        homes = tuple(a.pw_dir for a in pwd.getpwall() if a.pw_dir.startswith("/"))
+        _accounts = (key, now, _remote_accounts(), homes)
+    return _accounts[3]
 
 
 def _lineage(path: str) -> list[str]:
@@ -262,9 +296,9 @@ class _Resolver:
         #: and the always-on groups' denials in a home (relative), placed in each of them.
         self.other_homes: tuple[str, ...] = ()
         self._home_denials: list[tuple[str, bool, str]] = []
-        #: Names met on the way to a grant or the working directory in a directory every
-        #: user may write (``/tmp``): what named each, the name, its owner's uid.
-        self.placed: list[tuple[str, str, int]] = []
+        #: Names met on the way to a grant or the working directory in a directory others
+        #: than its owner may write (``/tmp``, a group's): what named each, and the name.
+        self.placed: list[tuple[str, Placed]] = []
         self.placeholder_workdir = False
         self.workdir = self._workdir_path()
         self.values = ctx.values(self.workdir)
@@ -430,12 +464,12 @@ class _Resolver:
                 raise PolicyError("the working directory contains a NUL character")
             path = posixpath.join(self.ctx.workdir, given)
         crossed: list[str] = []
-        placed: list[tuple[str, int]] = []
+        placed: list[Placed] = []
         real = self.fs.realpath(path, crossed, placed)
         what = f"the working directory `{given or path}`"
         if crossed:
             self.linked.append((what, crossed))
-        self.placed.extend((what, name, uid) for name, uid in placed)
+        self.placed.extend((what, name) for name in placed)
         return real
 
     def _place(self, raw: str, *, source: str, literal: bool = False,
@@ -443,7 +477,7 @@ class _Resolver:
         """The canonical form of a path, or None (with a note) if it is for macOS only.
         With ``what``, the links followed on the way are kept for
         :meth:`_refuse_repointable_links`, under that description; ``given`` (a grant), and
-        the names on the way in directories every user may write, for
+        the names on the way in directories others may write, for
         :meth:`_refuse_others_places`."""
         if literal:
             if "\x00" in raw:
@@ -458,12 +492,12 @@ class _Resolver:
         if what is None:
             return self.fs.realpath(expanded)
         crossed: list[str] = []
-        placed: list[tuple[str, int]] | None = [] if given else None
+        placed: list[Placed] | None = [] if given else None
         real = self.fs.realpath(expanded, crossed, placed)
         if crossed:
             self.linked.append((what, crossed))
             self._links_to.setdefault(real, []).extend(crossed)
-        self.placed.extend((what, name, uid) for name, uid in placed or ())
+        self.placed.extend((what, name) for name in placed or ())
         return real
 
     def _grant(
@@ -652,18 +686,27 @@ class _Resolver:
 
     def _refuse_others_places(self) -> None:
         """A grant or the working directory named through a name another user (not the
-        caller, not root) made in a directory every user may write is refused: in ``/tmp``
-        a name is whoever's made it first, and a profile's ``$TMPDIR/tool-$UID`` made first
-        by another user is that user's directory, or a link to a place of its choosing; the
-        session would write its files there and read what that user put there."""
+        caller, not root, not the directory's owner) made in a directory others may write
+        is refused: in ``/tmp`` a name is whoever's made it first, and a profile's
+        ``$TMPDIR/tool-$UID`` made first by another user is that user's directory, or a link
+        to a place of its choosing; the session would write its files there and read what
+        that user put there. A directory its group may write (a team's ``2775``) is open to
+        each member of the group alike (known1): any group, since who is in one is the
+        account database's to say, and a name there that is not the caller's, root's or the
+        directory owner's was made by one of them. The directory's owner may rename or
+        remove any name in it whatever its mode: a name of its own is no more its choice
+        there than in a directory only it may write."""
         if self.placeholder_workdir:
             return
-        for what, name, uid in self.placed:
-            if uid in (self.ctx.uid, 0):
+        for what, placed in self.placed:
+            if placed.uid in (self.ctx.uid, 0, placed.directory_owner):
                 continue
+            name = placed.name
+            who = "every user" if placed.group is None else \
+                f"the members of its group (gid {placed.group})"
             raise GrantOthersPlace(
-                f"{what} goes through {name}, which user {uid} made in "
-                f"{posixpath.dirname(name)}, a directory every user may write: what it is "
+                f"{what} goes through {name}, which user {placed.uid} made in "
+                f"{posixpath.dirname(name)}, a directory {who} may write: what it is "
                 "and where it leads are that user's, and the session would share it",
                 hint=f"have {name} removed (by its owner or root) and made by you, or name "
                      "another path")

@@ -14,8 +14,9 @@
  *     (or nothing), stat's answer is that one, not asked.
  *
  * An answer is the file type (st_mode & S_IFMT), or -1 when the call failed (any errno);
- * lstat's answer for a directory also holds its S_IWOTH bit (whether every user may make
- * names in it: _fslook's ``placed`` depends on it, review25), which stat's does not.
+ * lstat's answer for a directory also holds its S_IWOTH and S_IWGRP bits (whether every
+ * user, or its group's members, may make names in it: _fslook's ``placed`` depends on them,
+ * review25, known1), which stat's does not.
  * Each function returns the index of the first path whose answer differs from the recorded
  * one, or -1 when none does. The calls are made with this thread's credentials: the caller's
  * file identity on the system daemon (nonod._callerfs.acting_as). */
@@ -31,7 +32,7 @@ static int look(const char *path, int follow) {
         return MISSING;
     int answer = (int)(st.st_mode & S_IFMT);
     if (!follow && S_ISDIR(st.st_mode))
-        answer |= (int)(st.st_mode & S_IWOTH);
+        answer |= (int)(st.st_mode & (S_IWOTH | S_IWGRP));
     return answer;
 }
 

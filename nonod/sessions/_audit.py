@@ -101,7 +101,8 @@ class SessionAudit:
         not needed (``timer``); a failed one stops the session as a failed write does.
         ``owner`` (the system daemon's user) takes its own turns at the ledger. ``made``
         gives the descriptor of the session's directory and empty file made ahead
-        (``_slot.NextSlot.claim``), or None: the file is made here."""
+        (``_slot.NextSlot.claim``), or None: the file is made here. Followers (the hub)
+        hear of none of its records before the program exists (:meth:`started`)."""
         if not settings.enabled:
             if sign_key is not None:
                 raise AuditError("--audit-sign-key was given, but auditing is disabled",
@@ -115,7 +116,8 @@ class SessionAudit:
             writer = await AuditWriter.create(
                 state_dir, session_id, hub=hub, ledger=ledger, signer=signer,
                 fsync_interval=settings.fsync_interval, defer_dir_sync=True, first=first,
-                syncer=syncer, made=made() if made is not None else None)
+                syncer=syncer, made=made() if made is not None else None,
+                hold_live=True)
         except AuditError as exc:
             raise AuditError(
                 f"the session's audit record cannot be created: {exc.message}",
@@ -222,9 +224,14 @@ class SessionAudit:
         """The program exists: what each enforcement layer did, and its pid. ``then``
         (blocking, must not raise) runs in the worker thread of that record's fsync (the
         daemon's timed batch, within ``fsync_interval``: no hop of its own), after it; not
-        at all when the session is sealed first (``AuditWriter.after_next_sync``)."""
+        at all when the session is sealed first (``AuditWriter.after_next_sync``).
+
+        Only now do followers (the hub) get the first records, then this one: a launch
+        refused after its file was made (dropped at its gate, refused by the engine)
+        announced nothing (``AuditWriter.announce``)."""
         if then is not None:
             self._writer.after_next_sync(then)
+        self._writer.announce()
         self._writer.append(AuditEnforcement.from_report(report, pid=pid))
 
     def signal(self, sig: int, *, reason: str, sender: str = "daemon") -> None:

@@ -33,6 +33,7 @@ from ..audit import AuditError, redact_argv
 from ..audit import Event as AuditEvent
 from ..audit._kernel import FsDeniedMonitor, Watch
 from ..cgroups import SessionGroup
+from ..credentials import LaunchBindings
 from ..errors import NonoError, PolicyError
 from ..policy import Denial, ResolvedPolicy
 from ..sandbox import LaunchRequest, LayerReport, adapt_policy
@@ -136,6 +137,9 @@ class ProgramStarter:
         signing key to load): with the masks made too, the three run one after the other in
         this task, none in a task of its own."""
         to_close: list[int] = []
+        # The secrets this launch binds to their hosts: kept once its program exists,
+        # undone if it is refused (``credentials._hosts``).
+        bindings = LaunchBindings()
         try:
             prepared: list[_Ready] = []
             masked: list[ResolvedPolicy] = []
@@ -145,7 +149,7 @@ class ProgramStarter:
             own = None if premasked is not None else await self._own_secret_denials(plan)
 
             async def prepare() -> None:
-                prepared.append(await self._prepare(session, plan, to_close))
+                prepared.append(await self._prepare(session, plan, to_close, bindings))
 
             def private_dir_and_masks() -> None:
                 # The session's private directory (its output log goes there; nothing
@@ -222,6 +226,8 @@ class ProgramStarter:
                     with contextlib.suppress(AuditError):  # the launch is refused anyway
                         await durable()
                 raise
+            if self._secret_hosts is not None:
+                self._secret_hosts.confirm(bindings)  # it runs: what it bound stays
             warm_group = getattr(proc, "cgroup", "")
             if session.cgroup is not None and warm_group:
                 session.cgroup, limit_layers = self.cgroups.adopt(
@@ -233,6 +239,8 @@ class ProgramStarter:
             if session.services is not None:
                 session.services.discard()  # its forwards' host sockets: nothing runs
             with trio.CancelScope(shield=True):
+                if self._secret_hosts is not None and bindings.keys:
+                    await trio.to_thread.run_sync(self._secret_hosts.withdraw, bindings)
                 await session.close_terminal()
                 if session.cgroup is not None:
                     await remove_group(session.cgroup)
@@ -244,11 +252,12 @@ class ProgramStarter:
         return proc
 
     async def _prepare(
-        self, session: Session, plan: SessionPlan, to_close: list[int]
+        self, session: Session, plan: SessionPlan, to_close: list[int],
+        bindings: LaunchBindings,
     ) -> _Ready:
         """Everything the launch needs but the audit record and the policy's secret masks:
         the launcher, the stdio (what to close after the launch goes to ``to_close``), the
-        services and the launch request."""
+        services (what they bind goes to ``bindings``) and the launch request."""
         limits = self._limits()
         launcher = await self._get_launcher()
         stdio: tuple[int, int, int]
@@ -281,7 +290,7 @@ class ProgramStarter:
             trust_files=plan.caller_reads.trust_files if plan.caller_reads else None,
             caller_identity=plan.caller_reads.identity if plan.caller_reads else None,
             caller=plan.owner if self._system else None,
-            secret_hosts=self._secret_hosts,
+            secret_hosts=self._secret_hosts, bindings=bindings,
         )
         if services.request is None:
             raise NonoError("session services produced no launch request")

@@ -198,3 +198,49 @@ def test_publishing_with_no_subscriber_still_counts() -> None:
     assert hub.statistics() == HubStatistics(subscribers=1, published=4, dropped=0)
     item = late.receive_nowait()
     assert isinstance(item, LiveRecord) and item.record.seq == 4
+
+
+def _buffered(sub: Subscription) -> list[int]:
+    seqs: list[int] = []
+    while True:
+        try:
+            item = sub.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return seqs
+        assert isinstance(item, LiveRecord), item
+        seqs.append(item.record.seq)
+
+
+async def test_a_held_writer_publishes_its_records_at_announce_in_order(
+        state_dir: Path) -> None:
+    """A launch's writer (``hold_live``): what it writes is in the file at once and reaches
+    subscribers only at ``announce`` (its program exists), then each record as written."""
+    hub = AuditHub()
+    sub = hub.subscribe(session=SESSION)
+    writer = await AuditWriter.create(state_dir, SESSION, hub=hub, hold_live=True)
+    first = session_events()[:2]
+    for event in first:
+        writer.append(event)
+    assert _buffered(sub) == []
+    assert len(read_records(writer.path)) == 2  # written, only not announced
+    writer.announce()
+    writer.append(Network(mode="connect", decision="allow", host="h.example", port=443))
+    await writer.seal()
+    assert _buffered(sub) == [1, 2, 3, 4]
+    writer.announce()  # once is enough; again, nothing
+    assert hub.statistics().published == 4
+
+
+@pytest.mark.parametrize("end", ["aclose", "seal"])
+async def test_a_held_writer_closed_unannounced_publishes_nothing(
+        state_dir: Path, end: str) -> None:
+    """A launch refused after its file was made: its followers never hear of it."""
+    hub = AuditHub()
+    sub = hub.subscribe()
+    writer = await AuditWriter.create(state_dir, SESSION, hub=hub, hold_live=True)
+    for event in session_events()[:2]:
+        writer.append(event)
+    await (writer.aclose() if end == "aclose" else writer.seal())
+    writer.announce()  # too late: nothing
+    assert _buffered(sub) == []
+    assert hub.statistics().published == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nonod.credentials import SecretElsewhere, SecretHosts, SecretHostsError
+from nonod.credentials import LaunchBindings, SecretElsewhere, SecretHosts, SecretHostsError
 
 GITHUB = "https://api.github.com"
 EVIL = "https://evil.example"
@@ -266,6 +266,75 @@ async def test_a_link_changed_between_binding_and_reading_sends_nothing(
     # before: the user's secret was the route's (and so sent to evil.example)
     assert not any("the user's secret" in hidden for hidden in prepared.hidden)
     assert any("the decoy's value" in hidden for hidden in prepared.hidden)
+
+
+def _bindings_file(tmp_path: Path) -> str:
+    return (tmp_path / "secret-hosts.json").read_text()
+
+
+def test_a_refused_launch_undoes_its_binding_and_one_that_ran_keeps_it(
+        tmp_path: Path) -> None:
+    hosts = SecretHosts(tmp_path)
+    refused = LaunchBindings()
+    assert hosts.admit(None, [("theirs", "gh", EVIL)], launch=refused)
+    # Provisional, but bound meanwhile: a launch routing it elsewhere is refused, saying so.
+    with pytest.raises(SecretElsewhere, match="by a launch not started yet"):
+        hosts.admit(None, [("mine", "gh", GITHUB)], launch=LaunchBindings())
+    assert hosts.withdraw(refused) == ("gh",)
+    assert hosts.hosts(None, "gh") == ()
+    assert SecretHosts(tmp_path).hosts(None, "gh") == ()  # the file says so too
+    ran = LaunchBindings()
+    assert hosts.admit(None, [("mine", "gh", GITHUB)], launch=ran)
+    hosts.confirm(ran)
+    assert hosts.withdraw(ran) == ()  # settled once
+    assert SecretHosts(tmp_path).hosts(None, "gh") == (GITHUB,)
+
+
+def test_a_binding_two_launches_rely_on_goes_only_if_both_are_refused(
+        tmp_path: Path) -> None:
+    hosts = SecretHosts(tmp_path)
+    first, second = LaunchBindings(), LaunchBindings()
+    assert hosts.admit(None, [("a", "gh", GITHUB)], launch=first)
+    assert hosts.admit(None, [("b", "gh", GITHUB)], launch=second) == ()  # relies on it
+    assert hosts.withdraw(first) == ()  # the second may still run
+    assert hosts.hosts(None, "gh") == (GITHUB,)
+    assert hosts.withdraw(second) == ("gh",)
+    assert hosts.hosts(None, "gh") == ()
+
+    third, fourth = LaunchBindings(), LaunchBindings()
+    hosts.admit(None, [("a", "gh", GITHUB)], launch=third)
+    hosts.admit(None, [("b", "gh", GITHUB)], launch=fourth)
+    hosts.confirm(fourth)  # it ran: the binding stays, whoever made it
+    assert hosts.withdraw(third) == ()
+    assert SecretHosts(tmp_path).hosts(None, "gh") == (GITHUB,)
+
+
+def test_the_users_word_settles_a_provisional_binding(tmp_path: Path) -> None:
+    hosts = SecretHosts(tmp_path)
+    added = LaunchBindings()
+    hosts.admit(None, [("a", "gh", GITHUB)], launch=added)
+    hosts.add(None, "gh", [EVIL])
+    assert hosts.withdraw(added) == ()
+    assert hosts.hosts(None, "gh") == (GITHUB, EVIL)
+
+    cleared = LaunchBindings()
+    hosts.admit(None, [("a", "other", GITHUB)], launch=cleared)
+    hosts.clear(None, "other")
+    again = LaunchBindings()
+    hosts.admit(None, [("b", "other", EVIL)], launch=again)  # bound anew, by another launch
+    assert hosts.withdraw(cleared) == ()  # not the one it made
+    assert hosts.hosts(None, "other") == (EVIL,)
+
+
+def test_a_binding_that_cannot_be_undone_stays(tmp_path: Path) -> None:
+    hosts = SecretHosts(tmp_path)
+    refused = LaunchBindings()
+    hosts.admit(None, [("theirs", "gh", EVIL)], launch=refused)
+    before = _bindings_file(tmp_path)
+    _unsavable(tmp_path)
+    assert hosts.withdraw(refused) == ()  # logged, never raised: the refusal stands
+    assert hosts.hosts(None, "gh") == (EVIL,)
+    assert _bindings_file(tmp_path) == before
 
 
 @pytest.mark.xfail(strict=True, reason="review23, found and not closed: a binding names a "

@@ -198,6 +198,43 @@ def test_a_launch_whose_audit_file_cannot_be_created_is_refused(
     assert json.loads(run("ps", "-a", "--json").stdout) == []
 
 
+def test_a_launch_refused_by_the_engine_is_not_announced_to_followers(
+        daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    """Its audit file existed (its first records were written and fsynced before the gate);
+    the engine refused it after (the program cannot be executed). A follower of every
+    session hears nothing of it; the next launch's records reach it all, in order, the
+    first records before its ``enforcement``."""
+    not_executable = short_tmp / "script"
+    not_executable.write_text("#!/bin/sh\n")
+    not_executable.chmod(0o644)
+
+    def launch(program: str) -> p.Launch:
+        return p.Launch(argv=(program,), cwd=str(short_tmp), env=session_env(short_tmp),
+                        options=p.LaunchOptions(allow_cwd=True, block_net=True),
+                        detach=False, stdio="null")
+
+    with daemon_thread.connect() as follower, daemon_thread.connect() as conn:
+        _follow(follower, p.AuditFollow())
+        conn.send(launch(str(not_executable)))
+        refused = conn.receive()
+        assert isinstance(refused, p.ErrorReply), refused
+        assert refused.code.startswith("launch."), refused
+        conn.send(launch("/bin/true"))
+        launched = conn.receive()
+        assert isinstance(launched, p.Launched), launched
+        assert isinstance(conn.receive(), p.Exited)
+        records: list[tuple[str, int, str]] = []
+        while not records or records[-1][2] != "seal":
+            reply = follower.receive()
+            assert isinstance(reply, p.AuditRecord), reply
+            line = json.loads(bytes(reply.record))
+            records.append((reply.session, line["seq"], line["event"]["type"]))
+    assert {session for session, _, _ in records} == {launched.session.id}, records
+    assert [seq for _, seq, _ in records] == list(range(1, len(records) + 1)), records
+    kinds = [kind for _, _, kind in records]
+    assert kinds[0] == "session_started" and "enforcement" in kinds, kinds
+
+
 def test_follow_is_limited_to_visible_sessions_and_known_kinds(
         daemon_thread: DaemonThread, short_tmp: Path) -> None:
     with daemon_thread.connect() as conn:

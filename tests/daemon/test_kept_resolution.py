@@ -173,10 +173,6 @@ def test_a_kept_resolution_whose_check_passes_is_launched_once(
     assert _in_ledger(daemon_thread, first) and _in_ledger(daemon_thread, starting.id)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "not closed: the first records are published to followers when written, before the "
-    "gate; a launch dropped there (as any launch the engine refuses after its audit file "
-    "exists) was announced by its session_started record, with no end, no seal"))
 def test_a_launch_dropped_at_its_gate_is_not_announced_to_audit_followers(
         daemon_thread: DaemonThread, tree: _Tree, held_check: _Held) -> None:
     import json
@@ -205,3 +201,54 @@ def test_a_launch_dropped_at_its_gate_is_not_announced_to_audit_followers(
                     json.loads(bytes(record.record))["event"]["type"] == "seal":
                 break
     assert dropped not in announced
+
+
+def test_a_launch_dropped_at_its_gate_leaves_its_secret_binding_to_the_redone_one(
+        daemon_thread: DaemonThread, tree: _Tree, held_check: _Held,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """known1: the dropped launch bound its route's secret while it was prepared; it never
+    ran, so its binding goes, and the launch redone in its place binds it and says so (its
+    ``secrets_bound``, the note ``nonoctl launch`` prints). Before, the redone launch found
+    the secret bound already and said nothing: no launch that ran ever told of it."""
+    import json
+
+    monkeypatch.setenv("NONO_KEPT_TOKEN", "a-token-of-the-test")
+    profile = tree.work.parent / "routed.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": "routed"},
+        "network": {"credentials": ["kept"], "custom_credentials": {"kept": {
+            "upstream": "https://api.example.com", "credential_key": "env://NONO_KEPT_TOKEN",
+            "env_var": "TOKEN"}}}}))
+
+    def launch(path: Path) -> p.Launch:
+        return p.Launch(argv=("/bin/cat", str(path)), cwd=str(tree.work),
+                        env=session_env(tree.work), profile=str(profile),
+                        options=p.LaunchOptions(allow_cwd=True, read=(str(tree.link),)),
+                        detach=False, stdio="null")
+
+    held_check.armed = False
+    with daemon_thread.connect() as conn:
+        conn.send(launch(tree.old / "file"))
+        first = conn.receive()
+        assert isinstance(first, p.Launched), first
+        assert first.session.secrets_bound == (
+            "env://NONO_KEPT_TOKEN -> https://api.example.com",), first.session
+        assert isinstance(conn.receive(), p.Exited)
+        # Forgotten (``secret hosts --clear``): the next launch's route binds it again.
+        cleared = conn.request(p.SecretBindings(reference="env://NONO_KEPT_TOKEN", clear=True))
+        assert isinstance(cleared, p.SecretBound), cleared
+        held_check.armed = True
+        conn.send(launch(tree.new / "file"))
+        assert held_check.checking.wait(30), "the kept resolution was not checked"
+        _wait_starting(daemon_thread)
+        tree.link.unlink()
+        tree.link.symlink_to(tree.new)
+        held_check.release.set()
+        redone = conn.receive()
+        assert isinstance(redone, p.Launched), redone
+        assert isinstance(conn.receive(), p.Exited)
+    assert held_check.answers[0] is False
+    # before: () (the dropped launch's binding was found)
+    assert redone.session.secrets_bound == (
+        "env://NONO_KEPT_TOKEN -> https://api.example.com",), redone.session
+    assert "NONO_KEPT_TOKEN" in (daemon_thread.state_dir / "secret-hosts.json").read_text()

@@ -163,12 +163,46 @@ def test_a_name_in_a_directory_open_to_all_that_changed_owner_is_a_change(
     shared.chmod(0o1777)
     (shared / "project").mkdir()
     look = FsLook()
-    placed: list[tuple[str, int]] = []
+    placed: list[_fslook.Placed] = []
     look.realpath(str(shared / "project" / "file"), placed=placed)
-    assert (str(shared / "project"), 0) in placed
+    assert _fslook.Placed(str(shared / "project"), 0, 0, None) in placed
     assert look.unchanged()
     os.chown(shared / "project", 65534, 65534)
     assert not look.unchanged()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives names to other uids (chown)")
+def test_a_directory_its_group_may_write_is_open_to_others(tmp_path: Path) -> None:
+    """known1: a group-writable directory (a team's ``2775``) lets its group's members
+    place names, as ``/tmp`` lets every user: its names are recorded with their owner, the
+    directory's and its group; a name made again by another member, the directory given
+    to another group, or closed to its group since, is a change."""
+    team = Path(os.path.realpath(tmp_path)) / "team"
+    team.mkdir()
+    os.chown(team, 0, 4242)
+    team.chmod(0o2775)
+    (team / "proj").mkdir()
+    os.chown(team / "proj", 65534, 65534)
+    look = FsLook()
+    placed: list[_fslook.Placed] = []
+    look.realpath(str(team / "proj" / "file"), placed=placed)
+    assert placed[-1] == _fslook.Placed(str(team / "proj"), 65534, 0, 4242)
+    assert look.unchanged()
+    os.chown(team / "proj", 65533, 65534)  # another member's now
+    assert not look.unchanged()
+    os.chown(team / "proj", 65534, 65534)
+    assert look.unchanged()
+    os.chown(team, 0, 4243)  # another group may place names there
+    assert not look.unchanged()
+    os.chown(team, 0, 4242)
+    team.chmod(0o755)  # closed to its group
+    assert not look.unchanged()
+    closed = FsLook()
+    placed = []
+    closed.realpath(str(team / "proj" / "file"), placed=placed)
+    assert not [p for p in placed if p.name.startswith(str(team))]  # only its owner may
+    team.chmod(0o2775)
+    assert not closed.unchanged()
 
 
 @pytest.mark.root
@@ -274,15 +308,15 @@ def test_a_directory_opened_to_all_since_is_a_change(world_tmp: Path) -> None:
     look, placed = FsLook(), []
     look.realpath(path, placed=placed)
     inside = str(shared) + "/"  # (world_tmp itself is a name in /tmp, root's)
-    assert [name for name, _ in placed if name.startswith(inside)] == []
+    assert [p.name for p in placed if p.name.startswith(inside)] == []
     assert look.unchanged()
     shared.chmod(0o777)
     (shared / "tool").rename(shared / "gone")
     (shared / "tool").mkdir()
     os.chown(shared / "tool", 65534, 65534)
-    fresh: list[tuple[str, int]] = []
+    fresh: list[_fslook.Placed] = []
     FsLook().realpath(path, placed=fresh)
-    assert [(n, uid) for n, uid in fresh if n.startswith(inside)] == [
+    assert [(p.name, p.uid) for p in fresh if p.name.startswith(inside)] == [
         (str(shared / "tool"), 65534)]
     assert not look.unchanged()
 

@@ -180,3 +180,32 @@ def test_one_users_bindings_neither_bind_nor_show_for_another(
     second = raw_client(handle.socket, [hello(), launch(b, "https://localhost:9/")],
                         prefix=b.prefix())
     assert json.loads(second[1])["type"] == "launched", second
+
+
+def test_a_launch_refused_after_binding_leaves_no_binding(pinned: tuple[CLI, int]) -> None:
+    """A launch binds its new references while it is prepared; the engine refuses it later
+    (its program cannot be executed). It never ran: its binding goes, and the user's own
+    profile that routes the secret to its real host launches and binds it (known1)."""
+    cli, upstream = pinned
+    key = _token_file(cli.cwd)
+    not_executable = cli.cwd / "script"
+    not_executable.write_text("#!/bin/sh\n")
+    not_executable.chmod(0o644)
+    theirs = _profile(cli.cwd, "theirs", f"http://127.0.0.1:{upstream}", key)
+    refused = cli("launch", "--profile", str(theirs), "--", str(not_executable))
+    assert refused.returncode != 0, refused.stderr
+    assert "its first route" not in refused.stderr, refused.stderr
+    # before: bound to http://127.0.0.1:PORT by a launch that never ran
+    listed = cli("secret", "hosts", key, "--json")
+    assert json.loads(listed.stdout)["hosts"] == [], listed.stdout
+    [saved] = list(cli.cwd.rglob("secret-hosts.json"))
+    assert json.loads(saved.read_text())["bindings"] == []
+
+    mine = _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
+    done = cli("launch", "--profile", str(mine), "--", SYSTEM_PYTHON, "-c", ASK, "mine")
+    # before: refused, "has been sent only to http://127.0.0.1:PORT"
+    assert done.returncode == 0 and "STATUS 200" in done.stdout, done.stdout + done.stderr
+    assert f"secret {key} -> http://localhost:{upstream} (its first route)" in done.stderr
+    # A launch that ran keeps its binding.
+    again = cli("launch", "--profile", str(theirs), "--", "/bin/true")
+    assert again.returncode != 0 and "has been sent only to http://localhost" in again.stderr

@@ -122,3 +122,48 @@ def test_a_working_directory_below_another_users_tmp_directory_is_refused(
                                   timeout=60)[1])
     assert reply["type"] == "error" and reply["code"] == "policy.others_place", reply
     assert "the working directory" in reply["message"], reply
+
+
+def _launch_in(handle: DaemonThread, user: LocalUser, cwd: Path, name: str) -> dict[str, Any]:
+    launch = {"type": "launch", "argv": ["/bin/true"], "cwd": str(cwd),
+              "env": session_env(cwd), "options": {"allow_cwd": True}, "detach": True,
+              "stdio": "null", "name": name}
+    return dict(json.loads(raw_client(handle.socket, [hello(), launch], prefix=user.prefix(),
+                                      timeout=60)[1]))
+
+
+def _team(short_tmp: Path, owner: int, gid: int) -> Path:
+    """A team's directory: its group may make names in it (``2775``), others may not."""
+    team = short_tmp / "team"
+    team.mkdir()
+    os.chown(team, owner, gid)
+    team.chmod(0o2775)
+    return team
+
+
+def test_a_name_a_group_member_made_in_a_group_writable_directory_is_refused(
+        two_users: tuple[DaemonThread, list[LocalUser]], short_tmp: Path) -> None:
+    """known1 (review25's note): a directory its group may write lets every member place
+    names there, as ``/tmp`` lets every user: a working directory below a name another
+    member made there is that member's to rename and replace at any time."""
+    handle, (victim, other) = two_users
+    team = _team(short_tmp, 0, other.gid)
+    shared = _made_by(other, team / "proj", 0o755)
+    project = _made_by(victim, shared / "mine", 0o755)
+    reply = _launch_in(handle, victim, project, "team")
+    # before: launched (only S_IWOTH made a directory open to others)
+    assert reply["type"] == "error" and reply["code"] == "policy.others_place", reply
+    assert f"user {other.uid}" in reply["message"], reply
+    assert f"the members of its group (gid {other.gid})" in reply["message"], reply
+
+
+def test_the_directory_owners_own_names_in_it_are_not_refused(
+        two_users: tuple[DaemonThread, list[LocalUser]], short_tmp: Path) -> None:
+    """Whoever owns the directory may rename any name in it, whatever its mode: its own
+    names in it are no more its choice when its group may write there too."""
+    handle, (victim, other) = two_users
+    team = _team(short_tmp, other.uid, other.gid)
+    shared = _made_by(other, team / "proj", 0o755)
+    project = _made_by(victim, shared / "mine", 0o755)
+    reply = _launch_in(handle, victim, project, "owners")
+    assert reply["type"] == "launched", reply
