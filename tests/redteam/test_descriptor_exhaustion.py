@@ -108,6 +108,16 @@ class Nonod:
             subprocess.run(["kill", "-9", str(self.pid)], check=False)
 
 
+def _rest(launch: subprocess.Popen[str]) -> str:
+    """What a launch that stopped early said on stderr, and how it ended."""
+    try:
+        _, err = launch.communicate("", timeout=60)
+    except subprocess.TimeoutExpired:
+        launch.kill()
+        _, err = launch.communicate()
+    return f"exit {launch.returncode}: {err}"
+
+
 @pytest.fixture
 def sink() -> Iterator[int]:
     """A host service the tunnels lead to: it never accepts, the kernel's queue holds them."""
@@ -142,7 +152,7 @@ def test_tunnels_never_take_the_descriptors_the_daemon_serves_with(
     try:
         assert flood.stdout is not None
         answers = flood.stdout.readline()  # the tunnels are open and held from here on
-        assert "200 Connection established" in answers, (answers, flood.stderr)
+        assert "200 Connection established" in answers, (answers, _rest(flood))
         listed = daemon.ctl("ps")
         assert listed.returncode == 0, listed.stderr
         other = daemon.ctl("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/true")
@@ -164,7 +174,8 @@ def test_connections_from_the_host_to_a_listen_port_never_take_them_either(
     clients: list[socket.socket] = []
     try:
         assert server.stdout is not None
-        assert server.stdout.readline() == "listening\n", server.stderr
+        first = server.stdout.readline()
+        assert first == "listening\n", (first, _rest(server))
         for _ in range(400):  # any local user can: the forward listens on the host
             try:
                 clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))

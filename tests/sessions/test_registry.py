@@ -702,7 +702,7 @@ async def test_a_session_whose_services_fail_to_start_has_its_program_ended(
     monkeypatch.setattr(harness.launcher, "launch", launch)
     try:
         session = await harness.registry.launch(harness.plan(name="served"))
-        with trio.move_on_after(5):
+        with trio.move_on_after(30):
             await session.wait_exited()
         ended = session.exited
     finally:
