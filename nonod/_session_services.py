@@ -293,6 +293,7 @@ async def prepare(
     trust_files: Callable[[], PolicyFiles | None] | None = None,
     caller_identity: _callerfs.Identity | None = None,
     secret_hosts: SecretHosts | None = None,
+    tool_session: bool = False,
 ) -> SessionServices:
     """Everything decided before the launch. Raises to refuse it; nothing is left running.
 
@@ -302,6 +303,8 @@ async def prepare(
     files, read as ``caller`` already (see ``_verify_instruction_files``);
     ``caller_identity``: ``caller``'s, when already known; ``secret_hosts``: where each of
     the caller's secrets has been sent (a route elsewhere refuses the launch).
+    ``tool_session``: the launch is a tool's (``command_policies``), whose routes its agent's
+    launch bound: it binds nothing new (a reference bound to nothing refuses it).
     """
     from . import credentials, proxy
 
@@ -337,8 +340,16 @@ async def prepare(
     # Each file reference's links are resolved once, as the caller: the path that is bound
     # is the path read, with no link on the way (``exact_paths``), so a link changed in
     # between (by another session writing the repository) refuses the read.
+    # Its tools' routes too (``command_policies``): their sessions start at the agent's
+    # calls, where no one reads a note; they are bound (and said, or refused) here, and a
+    # tool's session binds nothing of its own (``tool_session``).
+    tool_routes = [(tool.name, route) for tool in policy.tools if tool.policy is not None
+                   and tool.policy.network.restricted and not tool.policy.network.block
+                   for route in credentials.session_routes(tool.policy.network,
+                                                           _builtin_routes())
+                   if not route.filter_only]
     references = [r.credential_key for r in routes if not r.filter_only] + \
-        [b.key for b in hooks if b.key]
+        [b.key for b in hooks if b.key] + [r.credential_key for _, r in tool_routes]
     real: dict[str, str] = {}
     if any(ref.startswith("file://") for ref in references):
         real = await trio.to_thread.run_sync(
@@ -350,10 +361,13 @@ async def prepare(
             for r in routes if not r.filter_only]
     sent += [(f"approval webhook `{b.name}`", real.get(b.key, b.key), b.url)
              for b in hooks if b.key and b.url]
+    sent += [(f"tool `{tool}`'s route `{r.name}`", real.get(r.credential_key, r.credential_key),
+              credentials.trusting(r.upstream, r.tls_ca)) for tool, r in tool_routes]
     if secret_hosts is not None and sent:  # before any secret is read
         prepared.secrets_bound = await trio.to_thread.run_sync(functools.partial(
             secret_hosts.admit, caller.uid if caller is not None else None, sent,
-            identity=sources.file_identity))  # a file's links, resolved as the caller
+            identity=sources.file_identity,  # a file's links, resolved as the caller
+            bind=not tool_session))
     if proxied:
         loaded = await credentials.load_route_secrets(routes, environ=environ, options=bound)
         credentials.require_route_secrets(loaded)  # before anything is opened

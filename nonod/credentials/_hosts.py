@@ -165,7 +165,7 @@ class SecretHosts:
         self._lock = threading.Lock()
 
     def admit(self, uid: int | None, routes: Iterable[tuple[str, str, str]], *,
-              identity: Identity | None = None) -> tuple[str, ...]:
+              identity: Identity | None = None, bind: bool = True) -> tuple[str, ...]:
         """Blocking (reads the file the first time; writes it when something is new).
         ``routes``: (what sends it, as ``route `github```, credential reference, upstream
         URL). Raises SecretElsewhere
@@ -174,7 +174,10 @@ class SecretHosts:
         (``github_token -> https://api.github.com``). Nothing is bound unless every route
         passes. ``identity``: whose rights resolve a file reference's links (the caller's
         on the system daemon; outside the lock: a caller's slow file system must not hold
-        other launches)."""
+        other launches). ``bind`` False (a tool's session): a reference bound to nothing
+        raises SecretHostsError instead of being bound: its agent's launch bound its tools'
+        routes and said so, and a first route made at a call is said to no one, by whatever
+        the agent's view held by then (a link it repointed: redteam33)."""
         keyed = [(name, reference, real_secret_key(reference, identity), origin_of(upstream))
                  for name, reference, upstream in routes]
         with self._lock:
@@ -183,6 +186,13 @@ class SecretHosts:
             for name, reference, secret, origin in keyed:
                 key = (uid, secret)
                 known = self._bound.get(key)
+                if known is None and not bind:
+                    raise SecretHostsError(
+                        f"{name} would send the secret `{reference}` to {origin}, to which "
+                        "its agent's launch did not bind it: a tool's session binds no "
+                        "secret of its own", hint="launch the agent again: its launch binds "
+                        "its tools' routes and says so; a link on a `file://` path that "
+                        "changed since then changes the secret")
                 if known is None:
                     bound = new.setdefault(key, [])
                     if origin not in bound:

@@ -282,6 +282,7 @@ class ProgramStarter:
             caller_identity=plan.caller_reads.identity if plan.caller_reads else None,
             caller=plan.owner if self._system else None,
             secret_hosts=self._secret_hosts,
+            tool_session=plan.parent is not None,
         )
         if services.request is None:
             raise NonoError("session services produced no launch request")
