@@ -114,6 +114,16 @@ def weakened(policy: ResolvedPolicy) -> tuple[str, ...]:
         hooks = [f"{b.name} {b.url}" for b in net.approval.backends if b.type == "webhook"]
         said.append(f"hosts outside the allow list: asked of `{net.approval.backend}`"
                     + (f" (webhooks: {', '.join(hooks)})" if hooks else ""))
+    # Its tools' (command_policies): their sessions start at the agent's calls, where no one
+    # reads their notes; what they run with is said at the agent's launch (redteam33).
+    for tool in policy.tools:
+        if tool.rewritable and tool.policy is not None:
+            said.append(f"tool {tool.name}: the session may rewrite its executable "
+                        f"{tool.executable} (through {tool.rewritable}; "
+                        "allow_writable_executable), which runs with the tool's own grants "
+                        "and credentials")
+        if tool.policy is not None:
+            said += [f"tool {tool.name}: {line}" for line in weakened(tool.policy)]
     return tuple(said)
 
 

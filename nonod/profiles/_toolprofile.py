@@ -183,14 +183,16 @@ def resolve_tools(
                 "tool's own grants and credentials",
                 source=source, path=where,
                 hint=f"name the tool by its real path in `executable` ({executable})")
+        rewritable = writable.path if writable is not None else link or ""
         edge = command.for_session(where, source)
         if edge == "deny":
-            tools.append(ToolPolicy(name=name, executable=executable))
+            tools.append(ToolPolicy(name=name, executable=executable, rewritable=rewritable))
             continue
         child = resolve_child(child_profile(section, name, edge, executable, source,
                                             tls_intercept), f"{source}/{name}")
         invocation = edge.invocation_policy
         tools.append(ToolPolicy(
             name=name, executable=executable, policy=child,
-            invocation=msgspec.json.encode(invocation).decode() if invocation else ""))
+            invocation=msgspec.json.encode(invocation).decode() if invocation else "",
+            rewritable=rewritable))
     return tuple(tools)
