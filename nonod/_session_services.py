@@ -349,7 +349,8 @@ async def prepare(
                                                            _builtin_routes())
                    if not route.filter_only]
     references = [r.credential_key for r in routes if not r.filter_only] + \
-        [b.key for b in hooks if b.key] + [r.credential_key for _, r in tool_routes]
+        [b.key for b in hooks if b.key] + [r.credential_key for _, r in tool_routes] + \
+        [ref for ref, _ in net.env_credentials]
     real: dict[str, str] = {}
     if any(ref.startswith("file://") for ref in references):
         real = await trio.to_thread.run_sync(
@@ -363,6 +364,9 @@ async def prepare(
              for b in hooks if b.key and b.url]
     sent += [(f"tool `{tool}`'s route `{r.name}`", real.get(r.credential_key, r.credential_key),
               credentials.trusting(r.upstream, r.tls_ca)) for tool, r in tool_routes]
+    # The program's environment: from there a secret goes wherever the network reaches.
+    sent += [(f"env_credentials `{var}`", real.get(ref, ref), credentials.ENVIRONMENT)
+             for ref, var in net.env_credentials]
     if secret_hosts is not None and sent:  # before any secret is read
         prepared.secrets_bound = await trio.to_thread.run_sync(functools.partial(
             secret_hosts.admit, caller.uid if caller is not None else None, sent,
@@ -424,10 +428,11 @@ async def prepare(
                     credentials.resolve_credential, real.get(backend.key, backend.key),
                     environ=environ, options=credentials.SourceOptions() if own else bound))
                 prepared.approval_keys[backend.name] = key.reveal().encode()
-    if net.env_credentials:
+    if net.env_credentials:  # the paths bound, read with no link on the way (as routes')
         pairs = await trio.to_thread.run_sync(functools.partial(
-            credentials.resolve_env_credentials, net.env_credentials, environ=environ,
-            options=sources))
+            credentials.resolve_env_credentials,
+            tuple((real.get(ref, ref), var) for ref, var in net.env_credentials),
+            environ=environ, options=bound))
         extra += [(name, secret.reveal()) for name, secret in pairs]
         prepared.secret_env = tuple(name for name, _ in pairs)
         prepared.hidden.update(hidden_strings(None, tuple(s.reveal() for _, s in pairs)))

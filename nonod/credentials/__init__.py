@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ._errors import SourceNotPermitted as SourceNotPermitted
     from ._errors import UnknownRoute as UnknownRoute
     from ._errors import UnsupportedSource as UnsupportedSource
+    from ._hosts import ENVIRONMENT as ENVIRONMENT
     from ._hosts import SecretHosts as SecretHosts
     from ._hosts import origin_of as origin_of
     from ._hosts import real_references as real_references
@@ -86,7 +87,7 @@ else:
             "CredentialUnavailable", "InsecureSource", "RouteElsewhere", "SecretElsewhere",
             "SecretHostsError", "SourceNotPermitted", "UnknownRoute", "UnsupportedSource",
         ),
-        "_hosts": ("SecretHosts", "origin_of", "real_references", "trusting"),
+        "_hosts": ("ENVIRONMENT", "SecretHosts", "origin_of", "real_references", "trusting"),
         "_keychain": ("Keychain", "SecretInfo", "SecretStatus"),
         "_phantom": ("PhantomToken",),
         "_routes": (

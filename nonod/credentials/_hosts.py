@@ -21,6 +21,11 @@ file, the note, the refusal and ``secret hosts`` all use it.
 
 The first launch is trusted: a reference first routed by a hostile profile is bound to its
 host; the note at launch, and the refusal of the user's own profile afterwards, show it.
+
+The program's environment (``env_credentials``, ``--env-credential-map``) is one more place a
+secret is sent, spelled :data:`ENVIRONMENT`: from there it goes wherever the session's network
+reaches, so a secret bound to its hosts is not put there unless its owner adds it, and one
+first put there is not sent to a route's upstream unless its owner adds that (redteam33).
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ MAX_USER_BYTES: Final = 128 * 1024
 _MAX_FILE: Final = 64 * 1024 * 1024
 _MAX_HOST: Final = 253  # a DNS name's length
 _SLASHES: Final = re.compile(r"/{2,}")
+#: Where ``env_credentials`` send a secret: the program's environment (never a URL, so never
+#: a route's upstream).
+ENVIRONMENT: Final = "environment"
 
 
 def secret_key(reference: str) -> str:
@@ -127,8 +135,10 @@ _TRUSTING: Final = re.compile(r"(?P<url>\S+) \(trusting (?P<ca>/[^()]+)\)")
 def origin_of(url: str) -> str:
     """``https://host[:port]`` of an upstream URL: lower-case host, the port only when it is
     not the scheme's default; ``https://host (trusting /ca.pem)`` for one that trusts a CA
-    of its own (:func:`trusting`). Raises BadReference for anything but an http(s) URL with
-    a host."""
+    of its own (:func:`trusting`); :data:`ENVIRONMENT` as it is. Raises BadReference for
+    anything but an http(s) URL with a host, or that word."""
+    if url == ENVIRONMENT:
+        return url
     if " " in url:
         match = _TRUSTING.fullmatch(url)
         if match is None or not match["ca"].isprintable():
@@ -200,8 +210,11 @@ class SecretHosts:
                 elif origin not in known:
                     spelled = reference if reference == secret else \
                         f"{reference}` (`{secret}"
+                    where = ("into the program's environment, from where it goes wherever "
+                             "the session's network reaches" if origin == ENVIRONMENT
+                             else f"to {origin}")
                     raise SecretElsewhere(
-                        f"{name} would send the secret `{spelled}` to {origin}; it "
+                        f"{name} would send the secret `{spelled}` {where}; it "
                         f"has been sent only to {', '.join(known)}",
                         hint=f"if that host should get it: `nonoctl secret hosts "
                              f"{shlex.quote(secret)} --add {shlex.quote(origin)}`; otherwise, "
