@@ -127,3 +127,42 @@ def test_a_link_the_agent_repoints_before_the_call_binds_and_sends_nothing(
     assert REAL not in stdout + stderr
     assert code != 0 and "secret" in stderr, (code, stdout, stderr)
     assert [b["reference"] for b in bindings] == [f"file://{decoy}/token"], bindings
+
+
+#: The agent: reads its tool's token file (argv[1]) before any call, and again after one.
+READS = r'''
+import json, subprocess, sys
+def read():
+    try:
+        return open(sys.argv[1]).read().strip()
+    except OSError as exc:
+        return exc.errno
+first = read()
+subprocess.run(["gh", "issue", "list"], capture_output=True, timeout=60)
+print(json.dumps([first, read()]))
+'''
+
+
+def test_the_agent_cannot_read_its_tools_token_file(github: Upstream, short_tmp: Path) -> None:
+    """Every ``file://`` source a launch makes the daemon read is masked in its session
+    (``_secretfiles``), but a launch's were its own routes' and ``env_credentials``': its
+    tools' token files were masked only in the tools' sessions. An agent whose grants held
+    its tool's token file (a token kept in the repository, or under a home it may read) read
+    the real value its tool's session was there to keep from it."""
+    work = short_tmp / "work"
+    key = f"file://{work}/.gh-token"
+    _, profile, daemon = _setup(short_tmp, github, key)
+    _private(work / ".gh-token", REAL)
+    (work / "reads.py").write_text(READS)
+    try:
+        run = CLI(cli_env(daemon.socket, short_tmp, PATH=f"{short_tmp}/bin:/usr/bin:/bin"), work)
+        done = run("launch", "--profile", str(profile), "--allow-cwd", "--",
+                   PY, "-S", "reads.py", str(work / ".gh-token"))
+        assert done.returncode == 0, done.stderr
+        before, after = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        daemon.stop()
+    assert github.seen and github.seen[0]["authorization"] == f"Bearer {REAL}"  # the tool's
+    # before: the agent read REAL, before the call and after it
+    assert before != REAL and after != REAL, (before, after)
+    assert isinstance(before, int) and isinstance(after, int), (before, after)
