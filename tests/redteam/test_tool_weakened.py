@@ -3,7 +3,8 @@ launch's note, ``inspect``, the audit's ``session_started``, the dry run) lists 
 agent's own policy turns off, and said nothing of its tools (``command_policies``): a tool
 whose executable the agent may rewrite (``allow_writable_executable``: the agent's code then
 runs with the tool's grants and credentials), a tool's route trusting a CA of the profile's
-own (``tls_ca``). Each tool session's record had the second, at the agent's call, where the
+own (``tls_ca``), the user's variables a tool's ``allow_vars`` passes in from the agent's
+launch. Each tool session's record had the last two, at the agent's call, where the
 user who launched reads nothing; the first was said nowhere."""
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def _profile(base: Path) -> Path:
                                     "tls_ca": str(ca)}},
             "commands": {"gh": {"executable": str(tool), "allow_writable_executable": True,
                                 "sandbox": {"network": {"allow_domain": ["svc.example"]},
+                                            "environment": {"allow_vars": ["AWS_*"]},
                                             "credentials": ["svc"]}}},
         },
     }))
@@ -57,6 +59,8 @@ def test_what_a_profile_turns_off_for_its_tools_is_said_at_launch(
         # before: neither line, in the dry run or at launch
         assert f"tool gh: the session may rewrite its executable {work}/bin/gh" in said, said
         assert "tool gh: svc.example trusted through the profile's CA" in said, said
+        # the user's AWS_* variables, from the agent's launch, in a session with a network
+        assert "tool gh: variables of your environment passed in: AWS_*" in said, said
     detail = json.loads(run("inspect", "tools", "--json").stdout)
     assert any(line.startswith("tool gh: the session may rewrite") for line in
                detail["weakened"]), detail["weakened"]
