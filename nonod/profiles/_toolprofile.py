@@ -150,7 +150,8 @@ def resolve_tools(
     section = decode_section(raw, source)
     if section is None:
         return ()
-    tools: list[ToolPolicy] = []
+    found: list[tuple[str, CommandPolicy, str, str, list[str], ResolvedPolicy | None,
+                      str]] = []
     seen: dict[str, str] = {}
     for name, command in section.commands.items():
         where = key_path("$.command_policies.commands", name)
@@ -167,32 +168,44 @@ def resolve_tools(
                                f"({executable}): one mask cannot tell them apart",
                                source=source, path=where)
         seen[executable] = name
-        writable = _writable(executable, agent_grants)
+        edge = command.for_session(where, source)
+        child, invocation = None, ""
+        if edge != "deny":
+            child = resolve_child(child_profile(section, name, edge, executable, source,
+                                                tls_intercept), f"{source}/{name}")
+            if edge.invocation_policy:
+                invocation = msgspec.json.encode(edge.invocation_policy).decode()
+        found.append((name, command, where, executable, crossed, child, invocation))
+    # Who could change what a tool runs: the agent, and every tool the agent calls (its argv
+    # and stdin are the agent's: `tee tools/gh` wrote another tool's file, redteam33).
+    writers = [("the session", agent_grants)] + [
+        (f"the tool `{other}` (which the session calls)", child.grants)
+        for other, _, _, _, _, child, _ in found if child is not None]
+    tools: list[ToolPolicy] = []
+    for name, command, where, executable, crossed, child, invocation in found:
+        writable = next(((who, grant) for who, grants in writers
+                         if (grant := _writable(executable, grants)) is not None), None)
         if writable is not None and not command.allow_writable_executable:
+            who, grant = writable
             raise ProfileError(
-                f"the session may write {writable.path}, so it could change `{name}` "
+                f"{who} may write {grant.path}, so it could change `{name}` "
                 f"({executable}), which then runs with the tool's own grants and credentials",
                 source=source, path=where,
-                hint="install the tool where the session cannot write, or set "
+                hint="install the tool where the session and its tools cannot write, or set "
                 "`allow_writable_executable: true` on the command to accept the risk")
-        link = next((link for link in crossed if _writable(link, agent_grants)), None)
+        link = next((link for link in crossed for _, grants in writers
+                     if _writable(link, grants)), None)
         if link is not None and not command.allow_writable_executable:
             raise ProfileError(
-                f"`{name}` is found through the symbolic link {link}, which the session may "
-                f"replace: the next launch would run what it points the link at with the "
-                "tool's own grants and credentials",
+                f"`{name}` is found through the symbolic link {link}, which the session (or "
+                "a tool it calls) may replace: the next launch would run what it points the "
+                "link at with the tool's own grants and credentials",
                 source=source, path=where,
                 hint=f"name the tool by its real path in `executable` ({executable})")
-        rewritable = writable.path if writable is not None else link or ""
-        edge = command.for_session(where, source)
-        if edge == "deny":
-            tools.append(ToolPolicy(name=name, executable=executable, rewritable=rewritable))
-            continue
-        child = resolve_child(child_profile(section, name, edge, executable, source,
-                                            tls_intercept), f"{source}/{name}")
-        invocation = edge.invocation_policy
-        tools.append(ToolPolicy(
-            name=name, executable=executable, policy=child,
-            invocation=msgspec.json.encode(invocation).decode() if invocation else "",
-            rewritable=rewritable))
+        rewritable = link or ""
+        if writable is not None:
+            who, grant = writable
+            rewritable = grant.path if who == "the session" else f"{grant.path}, by {who}"
+        tools.append(ToolPolicy(name=name, executable=executable, policy=child,
+                                invocation=invocation, rewritable=rewritable))
     return tuple(tools)
