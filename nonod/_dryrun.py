@@ -137,11 +137,24 @@ def _tool(tool: ToolPolicy) -> str:
     hosts = ", ".join(net.allow_domain) if net.restricted and not net.block else ""
     routes = ", ".join(_routes(net))
     intercepts = ", ".join(_intercepts(net))
+    # The files it was given by the profile (the agent reads and writes them through it):
+    # not its executable, not what every session gets from the groups.
+    asked = [g for g in child.grants if g.source == "profile" and g.path != tool.executable]
+    writes = [g.path for g in asked if g.access.writes]
+    reads = [g.path for g in asked if not g.access.writes]
     said = [f"hosts {hosts}" if hosts else "no network" if net.block else "",
             f"routes {routes}" if routes else "",
             f"intercepts TLS of {intercepts}" if intercepts else "",
-            "argv rules" if tool.invocation else ""]
+            "argv rules" if tool.invocation else "",
+            f"writes {_paths(writes)}" if writes else "",
+            f"reads {_paths(reads)}" if reads else ""]
     return f"{head}: " + "; ".join(part for part in said if part)
+
+
+def _paths(paths: list[str], most: int = 6) -> str:
+    """``a, b, c`` (``... and N more`` past ``most``)."""
+    shown = ", ".join(paths[:most])
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
 
 
 def _mode(net: NetworkPolicy) -> NetworkMode:

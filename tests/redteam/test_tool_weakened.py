@@ -67,3 +67,31 @@ def test_what_a_profile_turns_off_for_its_tools_is_said_at_launch(
     [audit] = list(daemon_thread.state_dir.rglob("audit.ndjson"))
     first = json.loads(audit.read_text().splitlines()[0])["event"]
     assert first["type"] == "session_started" and first["weakened"] == detail["weakened"]
+
+
+def test_what_a_tool_may_read_and_write_is_in_the_dry_run(
+        run: CLI, daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    """The dry run's `tools:` line named a tool's hosts, routes and argv rules, not its
+    files: a repository's profile whose agent reads its working directory only, with a `tee`
+    tool writing all of it (or a `cat` reading the home), showed the agent's grants and
+    `tee (/usr/bin/tee): no network`. The agent writes what its tools write."""
+    work = short_tmp / "work"
+    work.mkdir()
+    profile = short_tmp / "p.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": "tools"},
+        "filesystem": {"read": ["/usr", "/etc", "/lib", "/lib64"]},
+        "workdir": {"access": "read"},
+        "command_policies": {"commands": {
+            "tee": {"executable": "/usr/bin/tee", "sandbox": {"fs_write": ["."]}},
+            "cat": {"executable": "/usr/bin/cat", "sandbox": {"fs_read": [str(short_tmp)]}},
+        }},
+    }))
+    dry = CLI(run.env, work)("launch", "--profile", str(profile), "--dry-run", "--",
+                             "/bin/true")
+    assert dry.returncode == 0, dry.stderr
+    line = next(x for x in dry.stdout.splitlines() if "tee (/usr/bin/tee)" in x)
+    # before: `tee (/usr/bin/tee): no network`
+    assert f"writes {work}" in line, line
+    line = next(x for x in dry.stdout.splitlines() if "cat (/usr/bin/cat)" in x)
+    assert f"reads {short_tmp}" in line, line
