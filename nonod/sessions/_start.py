@@ -183,7 +183,10 @@ class ProgramStarter:
             session.record.limits = policy.limits
             session.record.intercepts = services.intercepts
             session.record.secret_env = services.secret_env
-            session.record.weakened = weakened(policy)
+            # The command line's too: --trust-override is a launch option, not the policy's.
+            session.record.weakened = weakened(policy) + (
+                ("instruction files not verified (--trust-override)",)
+                if plan.trust_override else ())
             session.record.secrets_bound = services.secrets_bound
             # Durable before the program exists: nothing runs before its record is on disk.
             # The fsync runs while the engine builds the plan; the launch waits for it.
