@@ -29,3 +29,29 @@ def test_trust_override_is_said_with_what_else_is_turned_off(
     plain = run("launch", "--allow-cwd", "--block-net", "--name", "plain", "--", "/bin/true")
     assert plain.returncode == 0, plain.stderr
     assert json.loads(run("inspect", "plain", "--json").stdout)["weakened"] == []
+
+
+def test_what_nonos_variables_add_to_a_launch_is_said() -> None:
+    """compat2 reads nono's ``NONO_*`` variables as nono does, and said so only for those it
+    does not act on: a ``NONO_ALLOW=$HOME`` exported for nono long ago (or by a
+    repository's ``.envrc``) granted every later ``nonoctl launch`` the home, read-write,
+    with no word; ``NONO_PROFILE`` chose the profile, ``NONO_ALLOW_DOMAIN`` and
+    ``NONO_CREDENTIAL`` added a host and a route. Each one that widens the launch is now a
+    note on its standard error; ``NONO_BLOCK_NET`` (which only narrows) is not."""
+    from tests.cli.test_nono_cli import _with_env
+
+    environ = {"NONO_ALLOW": "/home/u", "NONO_ALLOW_DOMAIN": "x.example",
+               "NONO_CREDENTIAL": "github", "NONO_PROFILE": "gitbot",
+               "NONO_NETWORK_PROFILE": "developer", "NONO_BLOCK_NET": "0"}
+    args, notes = _with_env(["launch"], environ)
+    assert args.allow == ["/home/u"]  # acted on, as before
+    said = "\n".join(notes)
+    # before: no note at all
+    for name, value in (("NONO_ALLOW", "/home/u"), ("NONO_ALLOW_DOMAIN", "x.example"),
+                        ("NONO_CREDENTIAL", "github"), ("NONO_PROFILE", "gitbot"),
+                        ("NONO_NETWORK_PROFILE", "developer")):
+        assert f"nonoctl: note: {name}={value} from the environment" in said, said
+    assert "NONO_BLOCK_NET" not in said
+    # A command line that names its own leaves the variable unused, and unsaid.
+    args, notes = _with_env(["launch", "--allow", "/srv"], {"NONO_ALLOW": "/home/u"})
+    assert args.allow == ["/srv"] and notes == []
