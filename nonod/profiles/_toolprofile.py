@@ -21,7 +21,7 @@ from __future__ import annotations
 import posixpath
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -135,6 +135,18 @@ def _writable(path: str, grants: Sequence[Grant]) -> Grant | None:
     return None
 
 
+class _Found(NamedTuple):
+    """A command of the section, found and resolved, before the rewrite checks."""
+
+    name: str
+    command: CommandPolicy
+    where: str
+    executable: str
+    crossed: list[str]
+    child: ResolvedPolicy | None
+    invocation: str
+
+
 def resolve_tools(
     raw: msgspec.Raw, source: str, *, env: Mapping[str, str], look: FsLook,
     tls_intercept: TlsInterceptConfig | None,
@@ -145,13 +157,13 @@ def resolve_tools(
     child session it runs in (``resolve_child`` resolves the profile written for it).
 
     A tool the agent could rewrite (its executable or the directory holding it writable under
-    the agent's own grants) would run the agent's code with the tool's credentials: refused,
-    unless the command says ``allow_writable_executable`` (nono's per-command downgrade)."""
+    the agent's own grants, or under another tool's, whose arguments and input the agent
+    chooses) would run the agent's code with the tool's credentials: refused, unless the
+    command says ``allow_writable_executable`` (nono's per-command downgrade)."""
     section = decode_section(raw, source)
     if section is None:
         return ()
-    found: list[tuple[str, CommandPolicy, str, str, list[str], ResolvedPolicy | None,
-                      str]] = []
+    found: list[_Found] = []
     seen: dict[str, str] = {}
     for name, command in section.commands.items():
         where = key_path("$.command_policies.commands", name)
@@ -175,12 +187,12 @@ def resolve_tools(
                                                 tls_intercept), f"{source}/{name}")
             if edge.invocation_policy:
                 invocation = msgspec.json.encode(edge.invocation_policy).decode()
-        found.append((name, command, where, executable, crossed, child, invocation))
+        found.append(_Found(name, command, where, executable, crossed, child, invocation))
     # Who could change what a tool runs: the agent, and every tool the agent calls (its argv
     # and stdin are the agent's: `tee tools/gh` wrote another tool's file, redteam33).
     writers = [("the session", agent_grants)] + [
-        (f"the tool `{other}` (which the session calls)", child.grants)
-        for other, _, _, _, _, child, _ in found if child is not None]
+        (f"the tool `{tool.name}` (which the session calls)", tool.child.grants)
+        for tool in found if tool.child is not None]
     tools: list[ToolPolicy] = []
     for name, command, where, executable, crossed, child, invocation in found:
         writable = next(((who, grant) for who, grants in writers
