@@ -173,16 +173,24 @@ def apply_environment(values: dict[str, object], environ: Mapping[str, str], *,
     for name in _NO_EFFECT:
         if given(name) is not None:
             note(f"nonoctl: note: {name} is not acted on: nonoctl has no start-up timeout")
+    def taken(name: str, value: str, flag: str) -> None:
+        # What widens the launch is said (redteam33): a NONO_ALLOW=$HOME exported for nono
+        # long ago granted every launch the home with no word. NONO_BLOCK_NET only narrows.
+        note(f"nonoctl: note: {name}={value[:200]} from the environment, as {flag} (nono "
+             "reads it so; unset it, or give the flag, to launch without it)")
+
     profile = given("NONO_PROFILE")
     if with_profile and profile is not None and not values.get("profile") \
             and not values.get("profile_name"):
         values["profile"] = profile
+        taken("NONO_PROFILE", profile, "the profile")
     block = given("NONO_BLOCK_NET")
     if block is not None and not values.get("block_net"):
         values["block_net"] = _boolish("NONO_BLOCK_NET", block)
     network_profile = given("NONO_NETWORK_PROFILE")
     if network_profile is not None and values.get("network_profile") is None:
         values["network_profile"] = network_profile
+        taken("NONO_NETWORK_PROFILE", network_profile, "--network-profile")
     # A list flag given on the command line wins over its variable whole, as in clap.
     for name, dest, split in (("NONO_ALLOW", "allow", True),
                               ("NONO_ALLOW_DOMAIN", "allow_domain", False),
@@ -195,3 +203,4 @@ def apply_environment(values: dict[str, object], environ: Mapping[str, str], *,
         if any(not item for item in items):
             raise NonoVariableError(f"{name}={value[:80]!r} has an empty entry")
         current.extend(items)
+        taken(name, value, "--" + dest.replace("_", "-"))

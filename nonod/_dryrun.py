@@ -114,6 +114,16 @@ def weakened(policy: ResolvedPolicy) -> tuple[str, ...]:
         hooks = [f"{b.name} {b.url}" for b in net.approval.backends if b.type == "webhook"]
         said.append(f"hosts outside the allow list: asked of `{net.approval.backend}`"
                     + (f" (webhooks: {', '.join(hooks)})" if hooks else ""))
+    # Its tools' (command_policies): their sessions start at the agent's calls, where no one
+    # reads their notes; what they run with is said at the agent's launch (redteam33).
+    for tool in policy.tools:
+        if tool.rewritable and tool.policy is not None:
+            said.append(f"tool {tool.name}: the session may rewrite its executable "
+                        f"{tool.executable} (through {tool.rewritable}; "
+                        "allow_writable_executable), which runs with the tool's own grants "
+                        "and credentials")
+        if tool.policy is not None:
+            said += [f"tool {tool.name}: {line}" for line in weakened(tool.policy)]
     return tuple(said)
 
 
@@ -127,11 +137,24 @@ def _tool(tool: ToolPolicy) -> str:
     hosts = ", ".join(net.allow_domain) if net.restricted and not net.block else ""
     routes = ", ".join(_routes(net))
     intercepts = ", ".join(_intercepts(net))
+    # The files it was given by the profile (the agent reads and writes them through it):
+    # not its executable, not what every session gets from the groups.
+    asked = [g for g in child.grants if g.source == "profile" and g.path != tool.executable]
+    writes = [g.path for g in asked if g.access.writes]
+    reads = [g.path for g in asked if not g.access.writes]
     said = [f"hosts {hosts}" if hosts else "no network" if net.block else "",
             f"routes {routes}" if routes else "",
             f"intercepts TLS of {intercepts}" if intercepts else "",
-            "argv rules" if tool.invocation else ""]
+            "argv rules" if tool.invocation else "",
+            f"writes {_paths(writes)}" if writes else "",
+            f"reads {_paths(reads)}" if reads else ""]
     return f"{head}: " + "; ".join(part for part in said if part)
+
+
+def _paths(paths: list[str], most: int = 6) -> str:
+    """``a, b, c`` (``... and N more`` past ``most``)."""
+    shown = ", ".join(paths[:most])
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
 
 
 def _mode(net: NetworkPolicy) -> NetworkMode:

@@ -65,7 +65,9 @@ def launch_secret_paths(policy: ResolvedPolicy, *, audit_sign_key: str | None
                         ) -> list[SecretPath]:
     """The secret files this launch makes the daemon read: ``file://`` credential sources of
     its routes and ``env_credentials``, TLS client keys, and a ``file://`` audit signing key
-    (with its ``.pub``: a key pair is one secret)."""
+    (with its ``.pub``: a key pair is one secret); and its tools' (``command_policies``),
+    whose sessions read theirs at the agent's calls: the agent's view must not hold what its
+    tools are there to keep from it (redteam33)."""
     from .credentials import CredentialError, session_routes
 
     out: list[SecretPath] = []
@@ -85,6 +87,10 @@ def launch_secret_paths(policy: ResolvedPolicy, *, audit_sign_key: str | None
     if (path := _file_ref_path(audit_sign_key)) is not None:
         out.append(SecretPath(path, "audit signing key"))
         out.append(SecretPath(path + ".pub", "audit signing key"))
+    for tool in policy.tools:
+        if tool.policy is not None:
+            out += [SecretPath(secret.path, f"tool {tool.name}'s {secret.why}") for secret
+                    in launch_secret_paths(tool.policy, audit_sign_key=None)]
     return out
 
 

@@ -294,6 +294,7 @@ async def prepare(
     caller_identity: _callerfs.Identity | None = None,
     secret_hosts: SecretHosts | None = None,
     bindings: LaunchBindings | None = None,
+    tool_session: bool = False,
 ) -> SessionServices:
     """Everything decided before the launch. Raises to refuse it; nothing is left running.
 
@@ -305,7 +306,9 @@ async def prepare(
     the caller's secrets has been sent (a route elsewhere refuses the launch); ``bindings``:
     the launch's, which keeps what it binds there provisional until the caller settles it
     (``SecretHosts.confirm`` once the program exists, ``withdraw`` if it is refused: even
-    by this function, after the binding).
+    by this function, after the binding). ``tool_session``: the launch is a tool's
+    (``command_policies``), whose routes its agent's launch bound: it binds nothing new (a
+    reference bound to nothing refuses it).
     """
     from . import credentials, proxy
 
@@ -341,8 +344,17 @@ async def prepare(
     # Each file reference's links are resolved once, as the caller: the path that is bound
     # is the path read, with no link on the way (``exact_paths``), so a link changed in
     # between (by another session writing the repository) refuses the read.
+    # Its tools' routes too (``command_policies``): their sessions start at the agent's
+    # calls, where no one reads a note; they are bound (and said, or refused) here, and a
+    # tool's session binds nothing of its own (``tool_session``).
+    tool_routes = [(tool.name, route) for tool in policy.tools if tool.policy is not None
+                   and tool.policy.network.restricted and not tool.policy.network.block
+                   for route in credentials.session_routes(tool.policy.network,
+                                                           _builtin_routes())
+                   if not route.filter_only]
     references = [r.credential_key for r in routes if not r.filter_only] + \
-        [b.key for b in hooks if b.key]
+        [b.key for b in hooks if b.key] + [r.credential_key for _, r in tool_routes] + \
+        [ref for ref, _ in net.env_credentials]
     real: dict[str, str] = {}
     if any(ref.startswith("file://") for ref in references):
         real = await trio.to_thread.run_sync(
@@ -354,11 +366,16 @@ async def prepare(
             for r in routes if not r.filter_only]
     sent += [(f"approval webhook `{b.name}`", real.get(b.key, b.key), b.url)
              for b in hooks if b.key and b.url]
+    sent += [(f"tool `{tool}`'s route `{r.name}`", real.get(r.credential_key, r.credential_key),
+              credentials.trusting(r.upstream, r.tls_ca)) for tool, r in tool_routes]
+    # The program's environment: from there a secret goes wherever the network reaches.
+    sent += [(f"env_credentials `{var}`", real.get(ref, ref), credentials.ENVIRONMENT)
+             for ref, var in net.env_credentials]
     if secret_hosts is not None and sent:  # before any secret is read
         prepared.secrets_bound = await trio.to_thread.run_sync(functools.partial(
             secret_hosts.admit, caller.uid if caller is not None else None, sent,
             identity=sources.file_identity,  # a file's links, resolved as the caller
-            launch=bindings))
+            bind=not tool_session, launch=bindings))
     if proxied:
         loaded = await credentials.load_route_secrets(routes, environ=environ, options=bound)
         credentials.require_route_secrets(loaded)  # before anything is opened
@@ -415,10 +432,11 @@ async def prepare(
                     credentials.resolve_credential, real.get(backend.key, backend.key),
                     environ=environ, options=credentials.SourceOptions() if own else bound))
                 prepared.approval_keys[backend.name] = key.reveal().encode()
-    if net.env_credentials:
+    if net.env_credentials:  # the paths bound, read with no link on the way (as routes')
         pairs = await trio.to_thread.run_sync(functools.partial(
-            credentials.resolve_env_credentials, net.env_credentials, environ=environ,
-            options=sources))
+            credentials.resolve_env_credentials,
+            tuple((real.get(ref, ref), var) for ref, var in net.env_credentials),
+            environ=environ, options=bound))
         extra += [(name, secret.reveal()) for name, secret in pairs]
         prepared.secret_env = tuple(name for name, _ in pairs)
         prepared.hidden.update(hidden_strings(None, tuple(s.reveal() for _, s in pairs)))

@@ -294,3 +294,7 @@ class ToolPolicy(msgspec.Struct, frozen=True, kw_only=True):
     executable: str
     policy: ResolvedPolicy | None = None
     invocation: str = ""
+    #: The write grant (the agent's, or another tool's the agent calls: ``, by the tool
+    #: ...``) or the link on the way to the executable that lets the agent change what runs
+    #: as the tool, accepted by ``allow_writable_executable``; empty: none.
+    rewritable: str = ""

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ._errors import SourceNotPermitted as SourceNotPermitted
     from ._errors import UnknownRoute as UnknownRoute
     from ._errors import UnsupportedSource as UnsupportedSource
+    from ._hosts import ENVIRONMENT as ENVIRONMENT
     from ._hosts import LaunchBindings as LaunchBindings
     from ._hosts import SecretHosts as SecretHosts
     from ._hosts import origin_of as origin_of
@@ -87,7 +88,8 @@ else:
             "CredentialUnavailable", "InsecureSource", "RouteElsewhere", "SecretElsewhere",
             "SecretHostsError", "SourceNotPermitted", "UnknownRoute", "UnsupportedSource",
         ),
-        "_hosts": ("LaunchBindings", "SecretHosts", "origin_of", "real_references", "trusting"),
+        "_hosts": ("ENVIRONMENT", "LaunchBindings", "SecretHosts", "origin_of", "real_references",
+                   "trusting"),
         "_keychain": ("Keychain", "SecretInfo", "SecretStatus"),
         "_phantom": ("PhantomToken",),
         "_routes": (

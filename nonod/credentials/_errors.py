@@ -91,6 +91,7 @@ class SecretElsewhere(CredentialError):
 
 class SecretHostsError(CredentialError):
     """Where secrets have been sent cannot be read, kept or grown (the state directory's
-    ``secret-hosts.json``, or its bounds)."""
+    ``secret-hosts.json``, or its bounds), or a tool's session would bind a secret its
+    agent's launch did not."""
 
     code = "credential.secret_hosts"

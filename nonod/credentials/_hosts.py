@@ -31,6 +31,11 @@ a host a provisional binding names relies on it too: the binding is undone only 
 launch relying on it was refused. The undoing is a file write on the refusal's path, none on
 a launch's that runs. ``nonoctl secret hosts --add`` or ``--clear`` of a reference settles
 its binding as the user says.
+
+The program's environment (``env_credentials``, ``--env-credential-map``) is one more place a
+secret is sent, spelled :data:`ENVIRONMENT`: from there it goes wherever the session's network
+reaches, so a secret bound to its hosts is not put there unless its owner adds it, and one
+first put there is not sent to a route's upstream unless its owner adds that (redteam33).
 """
 
 from __future__ import annotations
@@ -65,6 +70,9 @@ MAX_USER_BYTES: Final = 128 * 1024
 _MAX_FILE: Final = 64 * 1024 * 1024
 _MAX_HOST: Final = 253  # a DNS name's length
 _SLASHES: Final = re.compile(r"/{2,}")
+#: Where ``env_credentials`` send a secret: the program's environment (never a URL, so never
+#: a route's upstream).
+ENVIRONMENT: Final = "environment"
 
 _Key = tuple[int | None, str]
 
@@ -189,8 +197,10 @@ _TRUSTING: Final = re.compile(r"(?P<url>\S+) \(trusting (?P<ca>/[^()]+)\)")
 def origin_of(url: str) -> str:
     """``https://host[:port]`` of an upstream URL: lower-case host, the port only when it is
     not the scheme's default; ``https://host (trusting /ca.pem)`` for one that trusts a CA
-    of its own (:func:`trusting`). Raises BadReference for anything but an http(s) URL with
-    a host."""
+    of its own (:func:`trusting`); :data:`ENVIRONMENT` as it is. Raises BadReference for
+    anything but an http(s) URL with a host, or that word."""
+    if url == ENVIRONMENT:
+        return url
     if " " in url:
         match = _TRUSTING.fullmatch(url)
         if match is None or not match["ca"].isprintable():
@@ -232,7 +242,7 @@ class SecretHosts:
         self._held_lock = threading.Lock()
 
     def admit(self, uid: int | None, routes: Iterable[tuple[str, str, str]], *,
-              identity: Identity | None = None,
+              identity: Identity | None = None, bind: bool = True,
               launch: LaunchBindings | None = None) -> tuple[str, ...]:
         """Blocking (reads the file the first time; writes it when something is new).
         ``routes``: (what sends it, as ``route `github```, credential reference, upstream
@@ -242,9 +252,12 @@ class SecretHosts:
         (``github_token -> https://api.github.com``). Nothing is bound unless every route
         passes. ``identity``: whose rights resolve a file reference's links (the caller's
         on the system daemon; outside the lock: a caller's slow file system must not hold
-        other launches). ``launch``: the bindings made, and the provisional ones relied on,
-        stay provisional until it is settled (:meth:`confirm`, :meth:`withdraw`); None:
-        what is bound is bound for good."""
+        other launches). ``bind`` False (a tool's session): a reference bound to nothing
+        raises SecretHostsError instead of being bound: its agent's launch bound its tools'
+        routes and said so, and a first route made at a call is said to no one, by whatever
+        the agent's view held by then (a link it repointed: redteam33). ``launch``: the
+        bindings made, and the provisional ones relied on, stay provisional until it is
+        settled (:meth:`confirm`, :meth:`withdraw`); None: what is bound is bound for good."""
         keyed = [(name, reference, real_secret_key(reference, identity), origin_of(upstream))
                  for name, reference, upstream in routes]
         with self._lock:
@@ -254,6 +267,13 @@ class SecretHosts:
             for name, reference, secret, origin in keyed:
                 key = (uid, secret)
                 known = self._bound.get(key)
+                if known is None and not bind:
+                    raise SecretHostsError(
+                        f"{name} would send the secret `{reference}` to {origin}, to which "
+                        "its agent's launch did not bind it: a tool's session binds no "
+                        "secret of its own", hint="launch the agent again: its launch binds "
+                        "its tools' routes and says so; a link on a `file://` path that "
+                        "changed since then changes the secret")
                 if known is None:
                     bound = new.setdefault(key, [])
                     if origin not in bound:
@@ -261,12 +281,15 @@ class SecretHosts:
                 elif origin not in known:
                     spelled = reference if reference == secret else \
                         f"{reference}` (`{secret}"
+                    where = ("into the program's environment, from where it goes wherever "
+                             "the session's network reaches" if origin == ENVIRONMENT
+                             else f"to {origin}")
                     with self._held_lock:
                         provisional = key in self._provisional
                     pending = " (by a launch not started yet: if it is refused, that " \
                         "binding goes)" if provisional else ""
                     raise SecretElsewhere(
-                        f"{name} would send the secret `{spelled}` to {origin}; it "
+                        f"{name} would send the secret `{spelled}` {where}; it "
                         f"has been sent only to {', '.join(known)}{pending}",
                         hint=f"if that host should get it: `nonoctl secret hosts "
                              f"{shlex.quote(secret)} --add {shlex.quote(origin)}`; otherwise, "

@@ -21,7 +21,7 @@ from __future__ import annotations
 import posixpath
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -135,6 +135,18 @@ def _writable(path: str, grants: Sequence[Grant]) -> Grant | None:
     return None
 
 
+class _Found(NamedTuple):
+    """A command of the section, found and resolved, before the rewrite checks."""
+
+    name: str
+    command: CommandPolicy
+    where: str
+    executable: str
+    crossed: list[str]
+    child: ResolvedPolicy | None
+    invocation: str
+
+
 def resolve_tools(
     raw: msgspec.Raw, source: str, *, env: Mapping[str, str], look: FsLook,
     tls_intercept: TlsInterceptConfig | None,
@@ -145,12 +157,13 @@ def resolve_tools(
     child session it runs in (``resolve_child`` resolves the profile written for it).
 
     A tool the agent could rewrite (its executable or the directory holding it writable under
-    the agent's own grants) would run the agent's code with the tool's credentials: refused,
-    unless the command says ``allow_writable_executable`` (nono's per-command downgrade)."""
+    the agent's own grants, or under another tool's, whose arguments and input the agent
+    chooses) would run the agent's code with the tool's credentials: refused, unless the
+    command says ``allow_writable_executable`` (nono's per-command downgrade)."""
     section = decode_section(raw, source)
     if section is None:
         return ()
-    tools: list[ToolPolicy] = []
+    found: list[_Found] = []
     seen: dict[str, str] = {}
     for name, command in section.commands.items():
         where = key_path("$.command_policies.commands", name)
@@ -167,30 +180,44 @@ def resolve_tools(
                                f"({executable}): one mask cannot tell them apart",
                                source=source, path=where)
         seen[executable] = name
-        writable = _writable(executable, agent_grants)
+        edge = command.for_session(where, source)
+        child, invocation = None, ""
+        if edge != "deny":
+            child = resolve_child(child_profile(section, name, edge, executable, source,
+                                                tls_intercept), f"{source}/{name}")
+            if edge.invocation_policy:
+                invocation = msgspec.json.encode(edge.invocation_policy).decode()
+        found.append(_Found(name, command, where, executable, crossed, child, invocation))
+    # Who could change what a tool runs: the agent, and every tool the agent calls (its argv
+    # and stdin are the agent's: `tee tools/gh` wrote another tool's file, redteam33).
+    writers = [("the session", agent_grants)] + [
+        (f"the tool `{tool.name}` (which the session calls)", tool.child.grants)
+        for tool in found if tool.child is not None]
+    tools: list[ToolPolicy] = []
+    for name, command, where, executable, crossed, child, invocation in found:
+        writable = next(((who, grant) for who, grants in writers
+                         if (grant := _writable(executable, grants)) is not None), None)
         if writable is not None and not command.allow_writable_executable:
+            who, grant = writable
             raise ProfileError(
-                f"the session may write {writable.path}, so it could change `{name}` "
+                f"{who} may write {grant.path}, so it could change `{name}` "
                 f"({executable}), which then runs with the tool's own grants and credentials",
                 source=source, path=where,
-                hint="install the tool where the session cannot write, or set "
+                hint="install the tool where the session and its tools cannot write, or set "
                 "`allow_writable_executable: true` on the command to accept the risk")
-        link = next((link for link in crossed if _writable(link, agent_grants)), None)
+        link = next((link for link in crossed for _, grants in writers
+                     if _writable(link, grants)), None)
         if link is not None and not command.allow_writable_executable:
             raise ProfileError(
-                f"`{name}` is found through the symbolic link {link}, which the session may "
-                f"replace: the next launch would run what it points the link at with the "
-                "tool's own grants and credentials",
+                f"`{name}` is found through the symbolic link {link}, which the session (or "
+                "a tool it calls) may replace: the next launch would run what it points the "
+                "link at with the tool's own grants and credentials",
                 source=source, path=where,
                 hint=f"name the tool by its real path in `executable` ({executable})")
-        edge = command.for_session(where, source)
-        if edge == "deny":
-            tools.append(ToolPolicy(name=name, executable=executable))
-            continue
-        child = resolve_child(child_profile(section, name, edge, executable, source,
-                                            tls_intercept), f"{source}/{name}")
-        invocation = edge.invocation_policy
-        tools.append(ToolPolicy(
-            name=name, executable=executable, policy=child,
-            invocation=msgspec.json.encode(invocation).decode() if invocation else ""))
+        rewritable = link or ""
+        if writable is not None:
+            who, grant = writable
+            rewritable = grant.path if who == "the session" else f"{grant.path}, by {who}"
+        tools.append(ToolPolicy(name=name, executable=executable, policy=child,
+                                invocation=invocation, rewritable=rewritable))
     return tuple(tools)

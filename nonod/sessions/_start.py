@@ -187,7 +187,10 @@ class ProgramStarter:
             session.record.limits = policy.limits
             session.record.intercepts = services.intercepts
             session.record.secret_env = services.secret_env
-            session.record.weakened = weakened(policy)
+            # The command line's too: --trust-override is a launch option, not the policy's.
+            session.record.weakened = weakened(policy) + (
+                ("instruction files not verified (--trust-override)",)
+                if plan.trust_override else ())
             session.record.secrets_bound = services.secrets_bound
             # Durable before the program exists: nothing runs before its record is on disk.
             # The fsync runs while the engine builds the plan; the launch waits for it.
@@ -291,6 +294,7 @@ class ProgramStarter:
             caller_identity=plan.caller_reads.identity if plan.caller_reads else None,
             caller=plan.owner if self._system else None,
             secret_hosts=self._secret_hosts, bindings=bindings,
+            tool_session=plan.parent is not None,
         )
         if services.request is None:
             raise NonoError("session services produced no launch request")

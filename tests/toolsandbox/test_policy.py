@@ -293,5 +293,5 @@ def test_a_dry_run_says_what_each_tool_session_gets(tmp_path: Path) -> None:
     policy = resolve(parse_profile(_tool_profile(tmp_path, policies), "agent.json"),
                      ResolveContext(home=str(tmp_path), workdir=str(tmp_path), uid=1000))
     assert summarize(policy).tools == (
-        f"gh ({gh}): hosts api.github.com; routes github; argv rules",
+        f"gh ({gh}): hosts api.github.com; routes github; argv rules; reads {tmp_path}",
         f"jq ({os.path.realpath('/usr/bin/env')}): refused to the session (from.session: deny)")
