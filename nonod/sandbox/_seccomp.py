@@ -25,7 +25,8 @@ refusals, each answered with an errno the program can handle):
    ``clone``), the rest with ``EPERM``. ``clone`` with a ``CLONE_NEW*`` flag fails with
    ``EPERM``; ``personality`` is allowed only as a query or to set ``PER_LINUX``.
 3. ``ioctl`` requests of the table's ``IOCTLS`` (``TIOCSTI``, ``TIOCLINUX``, ``TIOCSETD``...)
-   fail with their errno.
+   fail with their errno; ``fcntl(F_SETLEASE)`` fails with ``EPERM`` (a file lease stalls
+   every other process's opens of a shared file).
 4. ``socket`` allows ``AF_UNIX``, ``AF_INET`` and ``AF_INET6`` (and ``AF_NETLINK`` with
    ``NETLINK_ROUTE`` when asked); other families fail with ``EAFNOSUPPORT``. See
    :class:`SeccompOptions` for the inet socket types and protocols and the Landlock-only
@@ -135,6 +136,13 @@ _MODE_ARG: Final = (("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("fchmodat2", 
                     ("open", 2), ("openat", 3), ("creat", 1), ("mknod", 1), ("mknodat", 2))
 S_ISUID: Final = 0o4000
 S_ISGID: Final = 0o2000
+
+# fcntl(fd, unsigned int cmd, arg): a file lease makes every open of the file that conflicts
+# with it (any open, for a write lease; a write or truncation, for a read lease) wait for the
+# holder, up to fs.lease-break-time (45 s), or fail EWOULDBLOCK if non-blocking. Only the
+# file's owner needs to ask: a session leasing a file of a grant it shares with the host or
+# another session stalled their opens, and the daemon's reads of a workdir's files.
+F_SETLEASE: Final = 1024
 
 # setrlimit(resource, rlim) and prlimit64(pid, resource, new_rlim, old_rlim): the session's
 # RLIMIT_CORE stays at 1 byte, the kernel's "no dump at all" (``_libc.NO_CORE_DUMP``): lowered
@@ -387,6 +395,7 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
         if (number := arch.nr(name)) is not None:
             a.jeq(number, jt=f"mode_arg{index}")
     a.jeq(_nr(arch, "setsockopt"), jt="setsockopt")
+    a.jeq(_nr(arch, "fcntl"), jt="fcntl")
     if fallback:
         for name, _ in _SEND_FLAGS_ARG:
             a.jeq(_nr(arch, name), jt=name)
@@ -468,6 +477,11 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     for ioctl in IOCTLS:
         a.jeq(ioctl.request, jt=_label(ioctl.errno))
     a.ret(SECCOMP_RET_ALLOW)
+
+    # 5b. fcntl(fd, unsigned int cmd, arg): no file leases (F_SETLEASE, on its low 32 bits).
+    a.label("fcntl")
+    a.load(_arg_low(1))
+    a.jeq(F_SETLEASE, jt="eperm", jf="allow")
 
     # 6. socket(int family, int type, int protocol) and socketpair(family, ...).
     a.label("socket")
@@ -583,6 +597,8 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
            " PRIO_USER, ioprio_set IOPRIO_WHO_USER: EPERM (the"
            " session's init, which the kernel would let the program limit or starve)"]
           if options.protect_init and not options.refuse_host_pids else []),
+        "fcntl F_SETLEASE (command compared on its low 32 bits): EPERM (a lease makes the"
+        " host's and other sessions' opens of a shared file wait 45 s for the session)",
         *(f"ioctl {', '.join(i.name for i in IOCTLS if i.errno == value)} (request compared on"
           f" its low 32 bits): {_errno_name(value)}"
           for value in sorted({i.errno for i in IOCTLS})),

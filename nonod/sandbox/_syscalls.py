@@ -84,6 +84,7 @@ X86_64 = Arch(
         "msgsnd": 69,
         "msgrcv": 70,
         "msgctl": 71,
+        "fcntl": 72,
         "creat": 85,
         "chmod": 90,
         "fchmod": 91,
@@ -204,6 +205,7 @@ AARCH64 = Arch(
     syscalls=MappingProxyType({
         "io_setup": 0,
         "lookup_dcookie": 18,
+        "fcntl": 25,
         "inotify_init1": 26,
         "inotify_add_watch": 27,
         "ioctl": 29,

@@ -336,6 +336,18 @@ def test_ioctl_compares_32_bits(arch: Arch) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+def test_fcntl_refuses_file_leases_only(arch: Arch) -> None:
+    """F_SETLEASE (1024) on its low 32 bits: a lease stalls other processes' opens (the
+    thirty-fourth pass); every other command, F_GETLEASE (1025) included, goes through."""
+    options = SeccompOptions()
+    for high in (0, 1 << 32, 0xFFFFFFFF << 32):
+        assert run(arch, options, "fcntl", 3, 1024 | high, 1) == err(errno.EPERM)
+    for cmd in (0, 1, 2, 3, 4, 5, 6, 7, 1025, 1026, 1030, 1031, 1033, 1034):
+        assert run(arch, options, "fcntl", 3, cmd, 0) == ALLOW, cmd
+    assert run(arch, options, "fcntl", 1024, 1, 0) == ALLOW  # fd, not command
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
 def test_personality(arch: Arch) -> None:
     options = SeccompOptions()
     assert run(arch, options, "personality", 0xFFFFFFFF) == ALLOW
