@@ -25,11 +25,14 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from nonod.policy import Access, Grant, ResolvedPolicy
+from nonod.trust import TrustPolicyError
+from nonod.trust._files import read_policy_files
 
 from ..conftest import Result, SandboxUser
 from ..sandbox.test_sandbox import PY
@@ -74,18 +77,22 @@ def _open_meanwhile(path: Path, flags: int) -> str:
     return "OK"
 
 
-def _leasing(user: SandboxUser, root: Path, kind: str, flags: int) -> tuple[Result, str]:
-    """A session that leases ``root/leased/leased``, and a host open of it meanwhile."""
+def _leasing(user: SandboxUser, root: Path, kind: str,
+             meanwhile: Callable[[Path], str], name: str = "leased") -> tuple[Result, str]:
+    """A session that leases ``root/leased/<name>``, and what ``meanwhile`` (given that
+    directory) saw outside it while it held the lease."""
     leased_dir, work = root / "leased", root / "work"
     leased_dir.mkdir()
     work.mkdir()
-    (leased_dir / "leased").write_text("instructions\n")
-    user.chown(leased_dir, leased_dir / "leased", work)
+    (leased_dir / name).write_text("{}\n")
+    user.chown(leased_dir, leased_dir / name, work)
     # (the read lease's session cannot write in its read-only grant: it marks in work)
     marks = leased_dir if kind == "write" else work
     access = Access.READWRITE if kind == "write" else Access.READ
     policy = _policy(leased_dir, access, work)
-    program = LEASE if kind == "write" else LEASE.replace("/work/", str(work) + "/")
+    program = LEASE.replace("'leased'", repr(name))
+    if kind == "read":
+        program = program.replace("/work/", str(work) + "/")
     out: list[Result] = []
     holder = threading.Thread(target=lambda: out.append(user.run(
         policy, [PY, "-S", "-c", program, kind], cwd=str(leased_dir), timeout=90)))
@@ -95,7 +102,7 @@ def _leasing(user: SandboxUser, root: Path, kind: str, flags: int) -> tuple[Resu
         while not (marks / "held").exists() and holder.is_alive():
             assert time.monotonic() < end, "the holder never said"
             time.sleep(0.05)
-        seen = (_open_meanwhile(leased_dir / "leased", flags) if holder.is_alive()
+        seen = (meanwhile(leased_dir) if holder.is_alive()
                 else "the holder ended first")
     finally:
         (marks / "release").touch()
@@ -108,7 +115,8 @@ def test_a_session_cannot_lease_a_file_of_a_writable_grant(sandbox_user: Sandbox
                                                            world_tmp: Path) -> None:
     """Before: ``HELD`` in the session, and a host read of the file ``EWOULDBLOCK`` (a
     blocking one waited 45 s)."""
-    held, seen = _leasing(sandbox_user, world_tmp, "write", os.O_RDONLY)
+    held, seen = _leasing(sandbox_user, world_tmp, "write",
+                          lambda d: _open_meanwhile(d / "leased", os.O_RDONLY))
     assert (held.stdout.split(), seen) == (["EPERM", "True"], "OK")
 
 
@@ -116,5 +124,26 @@ def test_a_session_cannot_lease_a_file_of_a_read_only_grant(sandbox_user: Sandbo
                                                             world_tmp: Path) -> None:
     """Before: ``HELD`` through a read-only bind, and a host write of the file
     ``EWOULDBLOCK``."""
-    held, seen = _leasing(sandbox_user, world_tmp, "read", os.O_WRONLY)
+    held, seen = _leasing(sandbox_user, world_tmp, "read",
+                          lambda d: _open_meanwhile(d / "leased", os.O_WRONLY))
+    assert (held.stdout.split(), seen) == (["EPERM", "True"], "OK")
+
+
+def _daemon_reads_trust_policy(workdir: Path) -> str:
+    """What the daemon's reader of a workdir's trust policy (``read_policy_files``, as a
+    launch in ``workdir`` calls it) says."""
+    try:
+        read_policy_files(None, str(workdir))
+    except TrustPolicyError as exc:
+        return str(exc)
+    return "OK"
+
+
+def test_a_session_cannot_stop_launches_in_its_project_by_a_lease(
+        sandbox_user: SandboxUser, world_tmp: Path) -> None:
+    """Before: the project's ``trust-policy.json`` leased from inside, and every launch in
+    that workdir (any session's, any user's) refused meanwhile: ``cannot read
+    .../trust-policy.json: cannot open: Resource temporarily unavailable``."""
+    held, seen = _leasing(sandbox_user, world_tmp, "write", _daemon_reads_trust_policy,
+                          name="trust-policy.json")
     assert (held.stdout.split(), seen) == (["EPERM", "True"], "OK")
