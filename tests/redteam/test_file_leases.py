@@ -14,9 +14,10 @@ read-only grant) made them wait 45 s for each open:
 - a **read lease** (any file the session's uid owns, in a read-only grant too): every open
   for writing, every truncation.
 
-The daemon itself reads a workdir's instruction files with ``O_NONBLOCK``: it got
-``EWOULDBLOCK``. Nothing in a session needs leases (they are for file servers: Samba, NFS);
-``fcntl(F_SETLEASE)`` is refused (``EPERM``); ``F_GETLEASE`` still answers.
+The daemon itself reads a caller's files (a workdir's instruction files, for the trust
+scan) with ``O_NONBLOCK``: it got ``EWOULDBLOCK``. Nothing in a session needs leases
+(they are for file servers: Samba, NFS); ``fcntl(F_SETLEASE)`` is refused (``EPERM``);
+``F_GETLEASE`` still answers.
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from nonod._callerfs import CallerFileError, read_path
 from nonod.policy import Access, Grant, ResolvedPolicy
-from nonod.trust import TrustPolicyError
-from nonod.trust._files import read_policy_files
 
 from ..conftest import Result, SandboxUser
 from ..sandbox.test_sandbox import PY
@@ -129,21 +129,22 @@ def test_a_session_cannot_lease_a_file_of_a_read_only_grant(sandbox_user: Sandbo
     assert (held.stdout.split(), seen) == (["EPERM", "True"], "OK")
 
 
-def _daemon_reads_trust_policy(workdir: Path) -> str:
-    """What the daemon's reader of a workdir's trust policy (``read_policy_files``, as a
-    launch in ``workdir`` calls it) says."""
+def _daemon_reads(directory: Path) -> str:
+    """What the daemon's reader of a caller's files (``nonod._callerfs``, as the trust scan
+    reads a workdir's instruction files at launch) says of ``directory/AGENTS.md``."""
     try:
-        read_policy_files(None, str(workdir))
-    except TrustPolicyError as exc:
-        return str(exc)
+        read_path(str(directory / "AGENTS.md"), max_bytes=4096, symlinks="refuse")
+    except CallerFileError as exc:
+        return exc.reason
     return "OK"
 
 
-def test_a_session_cannot_stop_launches_in_its_project_by_a_lease(
+def test_a_session_cannot_make_the_daemons_reads_of_a_shared_file_fail(
         sandbox_user: SandboxUser, world_tmp: Path) -> None:
-    """Before: the project's ``trust-policy.json`` leased from inside, and every launch in
-    that workdir (any session's, any user's) refused meanwhile: ``cannot read
-    .../trust-policy.json: cannot open: Resource temporarily unavailable``."""
-    held, seen = _leasing(sandbox_user, world_tmp, "write", _daemon_reads_trust_policy,
-                          name="trust-policy.json")
+    """Before: ``AGENTS.md`` of a writable grant leased from inside, and the daemon's read of
+    it (``O_NONBLOCK``) refused meanwhile, ``cannot open: Resource temporarily
+    unavailable``: a trust scan that includes it fails the file (a launch in a project
+    whose policy denies is refused). A project's own ``trust-policy.json`` and the files a
+    session's launch pinned are read-only in it: a read lease there stops writers only."""
+    held, seen = _leasing(sandbox_user, world_tmp, "write", _daemon_reads, name="AGENTS.md")
     assert (held.stdout.split(), seen) == (["EPERM", "True"], "OK")
