@@ -348,6 +348,22 @@ def test_fcntl_refuses_file_leases_only(arch: Arch) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+def test_bind_refuses_unix_address_lengths_without_unix_sockets(arch: Arch) -> None:
+    """Without ``socket(AF_UNIX)`` a bind names a socketpair's socket only by an address no
+    inet or netlink socket takes (the thirty-fourth pass): refused; those lengths, and
+    buffers above ``sockaddr_un``'s 110 bytes, go through (compared on 32 bits)."""
+    options = SeccompOptions()
+    for length in (2, 3, 11, 13, 17, 20, 27, 29, 110):
+        for high in (0, 1 << 32):
+            assert run(arch, options, "bind", 3, 0x1000, length | high) == err(errno.EPERM)
+    for length in (12, 16, 24, 28, 111, 128, 0xFFFFFFFF):
+        assert run(arch, options, "bind", 3, 0x1000, length) == ALLOW, length
+    unix = SeccompOptions(allow_unix_sockets=True)
+    for length in (2, 20, 110):
+        assert run(arch, unix, "bind", 3, 0x1000, length) == ALLOW, length
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
 def test_personality(arch: Arch) -> None:
     options = SeccompOptions()
     assert run(arch, options, "personality", 0xFFFFFFFF) == ALLOW
