@@ -25,7 +25,8 @@ refusals, each answered with an errno the program can handle):
    ``clone``), the rest with ``EPERM``. ``clone`` with a ``CLONE_NEW*`` flag fails with
    ``EPERM``; ``personality`` is allowed only as a query or to set ``PER_LINUX``.
 3. ``ioctl`` requests of the table's ``IOCTLS`` (``TIOCSTI``, ``TIOCLINUX``, ``TIOCSETD``...)
-   fail with their errno.
+   fail with their errno; ``fcntl(F_SETLEASE)`` fails with ``EPERM`` (a file lease stalls
+   every other process's opens of a shared file).
 4. ``socket`` allows ``AF_UNIX``, ``AF_INET`` and ``AF_INET6`` (and ``AF_NETLINK`` with
    ``NETLINK_ROUTE`` when asked); other families fail with ``EAFNOSUPPORT``. See
    :class:`SeccompOptions` for the inet socket types and protocols and the Landlock-only
@@ -136,6 +137,23 @@ _MODE_ARG: Final = (("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("fchmodat2", 
 S_ISUID: Final = 0o4000
 S_ISGID: Final = 0o2000
 
+# bind(fd, addr, int addrlen) without socket(AF_UNIX): a socket of a socketpair binds an
+# abstract name, in the host's network namespace for a session without one of its own, which
+# the host's service that wants it then cannot bind (EADDRINUSE). The filter cannot read the
+# address, only its length: an inet or netlink one is 12 (sockaddr_nl), 16 (sockaddr_in), 24
+# or 28 (sockaddr_in6) bytes, or a larger buffer (sockaddr_storage, 128), which no Unix
+# address can be (sockaddr_un is 110 bytes). Abstract names of those four lengths less 3
+# bytes stay reachable.
+BIND_LENGTHS: Final = (12, 16, 24, 28)
+_UNIX_ADDR_MAX: Final = 110  # sizeof(struct sockaddr_un)
+
+# fcntl(fd, unsigned int cmd, arg): a file lease makes every open of the file that conflicts
+# with it (any open, for a write lease; a write or truncation, for a read lease) wait for the
+# holder, up to fs.lease-break-time (45 s), or fail EWOULDBLOCK if non-blocking. Only the
+# file's owner needs to ask: a session leasing a file of a grant it shares with the host or
+# another session stalled their opens, and the daemon's reads of a workdir's files.
+F_SETLEASE: Final = 1024
+
 # setrlimit(resource, rlim) and prlimit64(pid, resource, new_rlim, old_rlim): the session's
 # RLIMIT_CORE stays at 1 byte, the kernel's "no dump at all" (``_libc.NO_CORE_DUMP``): lowered
 # to 0, a pipe ``core_pattern`` would run the host's helper on the session's memory again.
@@ -178,7 +196,10 @@ class SeccompOptions:
     ``allow_unix_sockets``: ``socket(AF_UNIX, ...)`` is allowed. Otherwise it fails with
     ``EPERM``: Landlock (ABI 7) does not mediate connecting to a pathname socket and a
     read-only mount does not stop it, so any agent or service socket in the session's view
-    would be reachable. ``socketpair(AF_UNIX)`` is always allowed (it reaches nothing).
+    would be reachable. ``socketpair(AF_UNIX)`` is always allowed (it reaches nothing); a
+    ``bind`` whose address length no inet or netlink address has (``BIND_LENGTHS``, and 111
+    bytes or more) fails with ``EPERM`` then: it could only name a Unix socket, and a socket
+    of a ``socketpair`` would take an abstract name of the host's network namespace.
 
     ``allow_ptrace``: ``ptrace`` and ``process_vm_readv`` are allowed, for ``nonoctl learn``'s
     recording sessions only, where strace runs inside the session as the program's parent.
@@ -387,6 +408,9 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
         if (number := arch.nr(name)) is not None:
             a.jeq(number, jt=f"mode_arg{index}")
     a.jeq(_nr(arch, "setsockopt"), jt="setsockopt")
+    a.jeq(_nr(arch, "fcntl"), jt="fcntl")
+    if not options.allow_unix_sockets:
+        a.jeq(_nr(arch, "bind"), jt="bind")
     if fallback:
         for name, _ in _SEND_FLAGS_ARG:
             a.jeq(_nr(arch, name), jt=name)
@@ -468,6 +492,21 @@ def build_filter(options: SeccompOptions, *, arch: Arch | None = None) -> bytes:
     for ioctl in IOCTLS:
         a.jeq(ioctl.request, jt=_label(ioctl.errno))
     a.ret(SECCOMP_RET_ALLOW)
+
+    # 5b. fcntl(fd, unsigned int cmd, arg): no file leases (F_SETLEASE, on its low 32 bits).
+    a.label("fcntl")
+    a.load(_arg_low(1))
+    a.jeq(F_SETLEASE, jt="eperm", jf="allow")
+
+    # 5c. bind(fd, addr, int addrlen) when no Unix socket may be made: an address no inet or
+    # netlink socket takes names a Unix socket (a socketpair's: an abstract name).
+    if not options.allow_unix_sockets:
+        a.label("bind")
+        a.load(_arg_low(2))
+        a.jge(_UNIX_ADDR_MAX + 1, jt="allow")
+        for length in BIND_LENGTHS:
+            a.jeq(length, jt="allow")
+        a.ret(_errno(errno.EPERM))
 
     # 6. socket(int family, int type, int protocol) and socketpair(family, ...).
     a.label("socket")
@@ -583,12 +622,19 @@ def describe_filter(options: SeccompOptions, *, arch: Arch | None = None) -> lis
            " PRIO_USER, ioprio_set IOPRIO_WHO_USER: EPERM (the"
            " session's init, which the kernel would let the program limit or starve)"]
           if options.protect_init and not options.refuse_host_pids else []),
+        "fcntl F_SETLEASE (command compared on its low 32 bits): EPERM (a lease makes the"
+        " host's and other sessions' opens of a shared file wait 45 s for the session)",
         *(f"ioctl {', '.join(i.name for i in IOCTLS if i.errno == value)} (request compared on"
           f" its low 32 bits): {_errno_name(value)}"
           for value in sorted({i.errno for i in IOCTLS})),
     ]
     if not options.allow_unix_sockets:
         lines.append("socket(AF_UNIX): EPERM (pathname sockets are not mediated otherwise)")
+        lines.append(
+            "bind with an address length other than "
+            + ", ".join(str(n) for n in BIND_LENGTHS)
+            + f" or above {_UNIX_ADDR_MAX}: EPERM (only a Unix address has it: a socketpair's"
+            " socket would take an abstract name of the host's network namespace)")
     if options.allow_netlink_route:
         lines += [
             "socket families other than AF_UNIX, AF_INET, AF_INET6, AF_NETLINK: EAFNOSUPPORT",

@@ -336,6 +336,34 @@ def test_ioctl_compares_32_bits(arch: Arch) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+def test_fcntl_refuses_file_leases_only(arch: Arch) -> None:
+    """F_SETLEASE (1024) on its low 32 bits: a lease stalls other processes' opens (the
+    thirty-fourth pass); every other command, F_GETLEASE (1025) included, goes through."""
+    options = SeccompOptions()
+    for high in (0, 1 << 32, 0xFFFFFFFF << 32):
+        assert run(arch, options, "fcntl", 3, 1024 | high, 1) == err(errno.EPERM)
+    for cmd in (0, 1, 2, 3, 4, 5, 6, 7, 1025, 1026, 1030, 1031, 1033, 1034):
+        assert run(arch, options, "fcntl", 3, cmd, 0) == ALLOW, cmd
+    assert run(arch, options, "fcntl", 1024, 1, 0) == ALLOW  # fd, not command
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
+def test_bind_refuses_unix_address_lengths_without_unix_sockets(arch: Arch) -> None:
+    """Without ``socket(AF_UNIX)`` a bind names a socketpair's socket only by an address no
+    inet or netlink socket takes (the thirty-fourth pass): refused; those lengths, and
+    buffers above ``sockaddr_un``'s 110 bytes, go through (compared on 32 bits)."""
+    options = SeccompOptions()
+    for length in (2, 3, 11, 13, 17, 20, 27, 29, 110):
+        for high in (0, 1 << 32):
+            assert run(arch, options, "bind", 3, 0x1000, length | high) == err(errno.EPERM)
+    for length in (12, 16, 24, 28, 111, 128, 0xFFFFFFFF):
+        assert run(arch, options, "bind", 3, 0x1000, length) == ALLOW, length
+    unix = SeccompOptions(allow_unix_sockets=True)
+    for length in (2, 20, 110):
+        assert run(arch, unix, "bind", 3, 0x1000, length) == ALLOW, length
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.name)
 def test_personality(arch: Arch) -> None:
     options = SeccompOptions()
     assert run(arch, options, "personality", 0xFFFFFFFF) == ALLOW
