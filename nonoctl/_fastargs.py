@@ -12,10 +12,12 @@ explains the error, as it always did.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Final, cast
-
 from ._flags import GLOBAL, JSON, LAUNCH_FLAGS, LAUNCH_OWN, PS, STOP, Flag
+
+TYPE_CHECKING = False  # no ``typing`` at run time: ``_lean`` reads its command line here
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Final
 
 
 def _table(flags: Sequence[Flag]) -> dict[str, Flag]:
@@ -92,7 +94,10 @@ def parse(words: Sequence[str]) -> tuple[str, dict[str, object]] | None:
         else:
             converted = value
         if flag.kind == "append":
-            cast("list[object]", values[flag.dest]).append(converted)
+            listed = values[flag.dest]
+            if not isinstance(listed, list):  # not its default(): never
+                return None
+            listed.append(converted)
         else:
             values[flag.dest] = converted
     if required and positional is not None and values[positional] is None:
