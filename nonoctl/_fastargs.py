@@ -39,6 +39,19 @@ _VERBS: Final[Mapping[str, tuple[dict[str, Flag], str | None, bool]]] = {
 _GLOBAL: Final = _table(GLOBAL)
 
 
+def command_word(words: Sequence[str]) -> str | None:
+    """The subcommand in ``words`` (skipping global options), if any."""
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--socket":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def _plain(word: str) -> bool:
     """A word argparse reads as a value, never as an option (a stricter test than its own)."""
     return bool(word) and not word.startswith("-")
