@@ -249,8 +249,10 @@ class Declined(Exception):
 
 
 def run(words: Sequence[str]) -> int | None:
-    """Run ``nonoctl WORDS`` if it is a plain attached launch; None (nothing done, nothing
-    written) when it is not, for ``_cli.main`` to run."""
+    """Run ``nonoctl WORDS`` if it is a plain attached launch or ``ps``; None (nothing done,
+    nothing written) when it is not, for ``_cli.main`` to run."""
+    if "--" not in words and _fastargs.command_word(words) == "ps":
+        return _ps(words)
     try:
         request, path = _prepare(list(words))
         sock, codec = _open(path)
@@ -401,6 +403,128 @@ def _open(path: str) -> tuple[Any, _ws.ClientCodec]:
     except (OSError, _ws.Rejected, _ws.ProtocolError, Declined):
         sock.close()
         raise Declined from None
+
+
+# ------------------------------------------------------------------------------ ``ps``
+
+
+_STATES: Final = ("starting", "running", "exited")
+
+
+class _Row:
+    """One session of a brief ``SessionList`` (``SessionRow``), as the table reads it."""
+
+    __slots__ = ("argv", "exit_code", "id", "name", "parent", "pid", "profile", "signal",
+                 "started_at", "state")
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        """Raises Declined for an entry the full decoder should read (or refuse)."""
+        from datetime import datetime
+
+        self.id = _typed(entry, "id", str)
+        self.name = _typed(entry, "name", str)
+        self.state = _typed(entry, "state", str)
+        self.pid = _typed(entry, "pid", int, None)
+        self.profile = _typed(entry, "profile", str, None)
+        self.argv = _typed(entry, "argv", list, [])
+        self.exit_code = _typed(entry, "exit_code", int, None)
+        self.signal = _typed(entry, "signal", int, None)
+        self.parent = _typed(entry, "parent", str, None)
+        if self.state not in _STATES or any(type(arg) is not str for arg in self.argv):
+            raise Declined
+        try:
+            self.started_at = datetime.fromisoformat(_typed(entry, "started_at", str))
+        except ValueError:
+            raise Declined from None
+
+
+_REQUIRED: Final = object()
+
+
+def _typed(entry: dict[str, Any], key: str, kind: type, default: object = _REQUIRED) -> Any:
+    value = entry.get(key, default)
+    if value is _REQUIRED or not (type(value) is kind or (value is None and default is None)):
+        raise Declined
+    return value
+
+
+def _ps(words: Sequence[str]) -> int | None:
+    """``nonoctl ps [-a] [-q]``: one request, one reply, one table. It changes nothing, so
+    anything this module does not read plainly (an error, a message it cannot check, a
+    broken connection) declines even after the request: the full path asks again and says
+    what it always said."""
+    read = _fastargs.parse(words)
+    if read is None or read[0] != "ps" or read[1]["json"]:
+        return None
+    values = read[1]
+    socket = values["socket"]
+    path = (client_socket_path(system=bool(values["system"])) if socket is None
+            else plain_path(str(socket)))
+    try:
+        sock, codec = _open(path)
+    except Declined:
+        return None
+    try:
+        request = {"type": "list", "all": True, "brief": True} if values["all"] \
+            else {"type": "list", "brief": True}  # ``ListSessions``: defaults left out
+        rows = _sessions(sock, codec, _hello(codec) + codec.text(encode(request)))
+    except (Declined, OSError, _ws.ProtocolError):
+        return None
+    finally:
+        try:
+            sock.sendall(codec.close(1000))
+        except OSError:
+            pass
+        sock.close()
+    if values["quiet"]:
+        if not all(row.id.isprintable() for row in rows):
+            return None  # escaped by ``Output.line``
+        text = "".join(row.id + "\n" for row in rows)
+    else:
+        import time
+
+        from ._table import sessions_table
+
+        text = sessions_table(rows, time.time())
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BaseException as exc:  # noqa: BLE001 - reported as the full path reports it
+        from ._cli import report
+
+        return report(exc, launching=False)
+    return 0
+
+
+def _sessions(sock: Any, codec: _ws.ClientCodec, frames: bytes) -> list[_Row]:
+    """Send ``frames``; the rows of the ``sessions`` reply that follows the ``welcome``."""
+    sock.sendall(frames)
+    texts: list[str] = []
+    welcomed = False
+    while len(texts) < 2:
+        data = sock.recv(65536)
+        if not data:
+            raise Declined
+        codec.receive_data(data)
+        for event in codec.events():
+            if not isinstance(event, _ws.Text):
+                raise Declined
+            texts.append(event.data)
+        if texts and not welcomed:
+            welcome = _plain(texts[0])
+            if welcome is None or welcome.get("type") != "welcome" or not _welcome(welcome):
+                raise Declined
+            welcomed = True
+            sock.settimeout(None)  # as the full client once welcomed: the list may take long
+    reply = _plain(texts[1])
+    if len(texts) != 2 or reply is None or reply.get("type") != "sessions" \
+            or type(reply.get("sessions")) is not list:
+        raise Declined
+    return [_Row(entry) if type(entry) is dict else _refuse() for entry in reply["sessions"]]
+
+
+def _refuse() -> _Row:
+    raise Declined
 
 
 # ------------------------------------------------------------------- the conversation

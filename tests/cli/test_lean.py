@@ -199,3 +199,36 @@ def test_every_launch_flag_reaches_its_option(in_tmp: Path) -> None:
         credentials=("github",), env_credential_map=("gh=GH_TOKEN",), audit_sign_key="k",
         memory=512 << 20, max_processes=64, cpus=0.5, cpu_weight=200, io_weight=300,
         timeout=90.0)
+
+
+def _row_entry(**fields: object) -> dict[str, object]:
+    info = p.SessionRow(id="abcd", name="bot", state="exited", pid=7, argv=("sh", "-c", "x"),
+                        started_at=dt.datetime(2026, 12, 6, 9, tzinfo=dt.UTC), signal=15,
+                        parent="beef")
+    entry: dict[str, object] = msgspec.json.decode(p.encode(p.SessionList(sessions=(info,))))[
+        "sessions"][0]
+    entry.update(fields)
+    return entry
+
+
+def test_a_brief_session_is_read_as_the_full_decoder_reads_it() -> None:
+    entry = _row_entry()
+    row = _lean._Row(entry)
+    info = p.decode_reply(msgspec.json.encode({"type": "sessions", "sessions": [entry]}))
+    assert isinstance(info, p.SessionList)
+    for name in _lean._Row.__slots__:
+        got, want = getattr(row, name), getattr(info.sessions[0], name)
+        assert (tuple(got) if name == "argv" else got) == want, name
+
+
+@pytest.mark.parametrize("fields", [
+    {"state": "sleeping"}, {"pid": True}, {"pid": "7"}, {"argv": ["sh", 1]}, {"argv": "sh"},
+    {"started_at": "yesterday"}, {"started_at": None}, {"id": None}, {"name": 5},
+    {"exit_code": 1.5}, {"parent": 3},
+])
+def test_a_session_it_cannot_check_is_left_to_the_full_path(fields: dict[str, object]) -> None:
+    with pytest.raises(_lean.Declined):
+        _lean._Row(_row_entry(**fields))
+    del fields
+    with pytest.raises(_lean.Declined):
+        _lean._Row({k: v for k, v in _row_entry().items() if k != "started_at"})

@@ -4,6 +4,7 @@ output, errors and exit statuses as the full path, and none of the full client's
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,14 +35,28 @@ def _nonoctl(daemon: DaemonThread, cwd: Path, code: str, *words: str,
                           stdin=subprocess.DEVNULL)
 
 
+_IMPORTED = ("import atexit, sys\natexit.register(lambda: print(sorted(\n"
+             f"    m for m in sys.modules if m in {_FULL_ONLY!r}), file=sys.stderr))")
+
+
 def test_an_attached_launch_imports_none_of_the_full_client(daemon_thread: DaemonThread,
                                                             short_tmp: Path) -> None:
-    prelude = ("import atexit, sys\natexit.register(lambda: print(sorted(\n"
-               f"    m for m in sys.modules if m in {_FULL_ONLY!r}), file=sys.stderr))")
-    done = _nonoctl(daemon_thread, short_tmp, _LEAN.format(prelude=prelude), "launch",
+    done = _nonoctl(daemon_thread, short_tmp, _LEAN.format(prelude=_IMPORTED), "launch",
                     "--allow-cwd", "--", "sh", "-c", "echo ran; exit 4")
     assert (done.returncode, done.stdout) == (4, "ran\n"), done.stderr
     assert done.stderr.splitlines()[-1] == "[]"
+
+
+def test_ps_imports_none_of_the_full_client(daemon_thread: DaemonThread,
+                                            short_tmp: Path) -> None:
+    _nonoctl(daemon_thread, short_tmp, _LEAN.format(prelude="pass"), "launch", "--allow-cwd",
+             "--", "true")
+    done = _nonoctl(daemon_thread, short_tmp, _LEAN.format(prelude=_IMPORTED), "ps", "-a")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].split() == [
+        "ID", "NAME", "STATE", "PID", "PROFILE", "STARTED", "COMMAND"]
+    assert "exited (0)" in done.stdout and "true" in done.stdout
+    assert done.stderr == "['datetime']\n"  # the start times; nothing else of the above
 
 
 @pytest.mark.parametrize("words", [
@@ -62,3 +77,22 @@ def test_the_lean_path_says_and_exits_as_the_full_path(
         full.returncode, full.stdout, full.stderr)
     assert lean.returncode != 0 or words[0] != "launch"
 
+
+
+def _no_ages(text: str) -> str:
+    return re.sub(r"\b(\d+[smhd] ago|just now)", "AGE", text)
+
+
+def test_ps_lists_as_the_full_path_lists(daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    lean = _LEAN.format(prelude="pass")
+    for command in (["sleep", "60"], ["sh", "-c", "kill -TERM $$"], ["sh", "-c", "exit 3"],
+                    ["printf", "tab\\tthere"]):
+        _nonoctl(daemon_thread, short_tmp, lean, "launch", "-d", "--allow-cwd", "--name",
+                 f"s{len(command[-1])}", "--", *command)
+    # (``--json`` declines: the full path's own; its usage figures move between two runs)
+    for words in (("ps",), ("ps", "-a"), ("ps", "-q"), ("ps", "-a", "-q"), ("ps", "extra")):
+        got = _nonoctl(daemon_thread, short_tmp, lean, *words)
+        want = _nonoctl(daemon_thread, short_tmp, _FULL, *words)
+        assert (got.returncode, _no_ages(got.stdout), got.stderr) == (
+            want.returncode, _no_ages(want.stdout), want.stderr), words
+    _nonoctl(daemon_thread, short_tmp, lean, "stop", "s2")
