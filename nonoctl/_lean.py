@@ -249,10 +249,15 @@ class Declined(Exception):
 
 
 def run(words: Sequence[str]) -> int | None:
-    """Run ``nonoctl WORDS`` if it is a plain attached launch or ``ps``; None (nothing done,
-    nothing written) when it is not, for ``_cli.main`` to run."""
+    """Run ``nonoctl WORDS`` if it is a plain attached launch, ``ps`` or ``--version``; None
+    (nothing done, nothing written) when it is not, for ``_cli.main`` to run."""
     if "--" not in words and _fastargs.command_word(words) == "ps":
         return _ps(words)
+    if list(words) == ["--version"]:
+        from nonod import __version__
+
+        sys.stdout.write(f"nonoctl {__version__} (protocol {_wire.PROTOCOL_VERSION})\n")
+        return 0
     try:
         request, path = _prepare(list(words))
         sock, codec = _open(path)

@@ -62,8 +62,8 @@ def test_the_lean_launch_is_the_full_clients(words: list[str], in_tmp: Path,
 
 
 @pytest.mark.parametrize(("words", "env"), [
-    (["ps"], {}),
-    (["--version"], {}),
+    (["ps"], {}),  # (its own lean path: _ps)
+    (["--version", "ps"], {}),
     (["launch", "--json", "--", "true"], {}),
     (["launch", "-d", "--", "true"], {}),
     (["launch", "--dry-run", "--", "true"], {}),

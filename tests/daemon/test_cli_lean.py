@@ -96,3 +96,10 @@ def test_ps_lists_as_the_full_path_lists(daemon_thread: DaemonThread, short_tmp:
         assert (got.returncode, _no_ages(got.stdout), got.stderr) == (
             want.returncode, _no_ages(want.stdout), want.stderr), words
     _nonoctl(daemon_thread, short_tmp, lean, "stop", "s2")
+
+
+def test_version_is_the_full_paths(daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    lean = _nonoctl(daemon_thread, short_tmp, _LEAN.format(prelude=_IMPORTED), "--version")
+    full = _nonoctl(daemon_thread, short_tmp, _FULL, "--version")
+    assert (lean.returncode, lean.stdout) == (full.returncode, full.stdout) == (0, lean.stdout)
+    assert lean.stdout.startswith("nonoctl ") and lean.stderr == "[]\n"
