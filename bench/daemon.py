@@ -36,7 +36,8 @@ each contender back to back, as bench/launch.py does by default):
   python        ``python -c pass`` of the same venv: the interpreter's floor
   ...@base      with ``--cli-base REV``: the same three from a wheel of that git revision
                 (``git archive``), each pair interleaved run by run (the same load for both)
-                (``--cli-only``: these rows and ``python`` alone, no memory, no engine rows)
+                (``--cli-only``: these rows and ``python`` alone, all interleaved run by
+                run, no memory, no engine rows)
   (cpu)         for each of those rows, the CPU time (user + system) of the nonoctl process
                 itself: its own cost, which the machine's load stretches less than the wall
                 time (the daemon's work is in other processes)
@@ -407,16 +408,18 @@ def _cli_contender(daemon: Daemon, name: str, what: str, argv: list[str]) -> Con
 
 async def latency(daemon: Daemon, runs: int, warmup: int, bin_dir: Path,
                   base_bin: Path | None = None, cli_only: bool = False) -> list[Contender]:
-    if cli_only:  # the CLI rows (with their @base twins) and the interpreter's floor
+    if cli_only:
+        # The CLI rows, their @base twins and the interpreter's floor, all interleaved run by
+        # run: the same load for every one, so the ratios to ``python`` hold on a busy host
+        # (the exited launches are not in ``ps``'s list: it does not grow meanwhile).
+        floor = CLI_CPU.setdefault("python", [])
+        group = [*(c for row in cli_rows(daemon, bin_dir, base_bin) for c in row), _adapt(make(
+            "python", "subprocess: python -c pass (the same venv's floor)",
+            lambda: cli(daemon, [str(bin_dir / "python"), "-c", "pass"], floor)))]
+        await measure(group, runs, warmup, interleave=True)
         with daemon.client() as nono:
-            groups = [*cli_rows(daemon, bin_dir, base_bin), [_adapt(make(
-                "python", "subprocess: python -c pass (the same venv's floor)",
-                lambda: cli(daemon, [str(bin_dir / "python"), "-c", "pass"])))]]
-            for group in groups:
-                await measure(group, runs, warmup, interleave=len(group) > 1)
-                nono.prune()
-                gc.collect()
-        return [c for group in groups for c in group]
+            nono.prune()
+        return group
     async with open_launcher() as launcher:
         with daemon.client() as nono, Connection.open(daemon.socket) as conn:
             groups = [
@@ -812,6 +815,11 @@ def print_table(data: dict[str, Any]) -> None:
         if f"{name}@base" in p50 and name in p50:
             print(f"{name:<16} {p50[name] / p50[name + '@base']:>8.2f}x the @base p50, "
                   f"{cpu[name] / cpu[name + '@base']:.2f}x its CPU time")
+    for name in [n for n, _, _ in CLI_ROWS] + [f"{n}@base" for n, _, _ in CLI_ROWS]:
+        if name in p50 and p50.get("python"):
+            print(f"{name:<16} {p50[name] / p50['python']:>8.2f}x python -c pass's p50"
+                  + (f", {cpu[name] / cpu['python']:.2f}x its CPU time"
+                     if name in cpu and cpu.get("python") else ""))
     print()
     for r in data["results"]:
         print(f"  {r['name']:<16} {r['what']}")
