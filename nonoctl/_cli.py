@@ -515,7 +515,7 @@ _signum = _lean.signum
 def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
     """Launch on our own terminal: pass stdio, forward signals, exit with the program
     (``_lean.attend``: the lean path's conversation, one for both)."""
-    return _lean.attend(conn.sock, conn.codec, conn.frames_for(request), note=out.error)
+    return _lean.attend(conn.sock, conn.codec, conn.frames_for(request), out)
 
 
 def _cmd_ps(args: argparse.Namespace, command: list[str], out: Output) -> int:

@@ -47,8 +47,10 @@ from . import _fastargs, _nono, _ws
 
 TYPE_CHECKING = False  # no ``typing`` at run time
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Any, Final, Protocol
+
+    from ._output import Output
 
     class Transport(Protocol):
         """What :func:`attend` needs of a socket (``socket.socket`` or ``_socket.socket``)."""
@@ -732,12 +734,13 @@ def _slowly(text: str) -> tuple[str, Any]:
 
 
 def attend(sock: Transport, codec: _ws.ClientCodec, frames: bytes,
-           note: Callable[[str, str | None], None] | None = None) -> int:
+           out: Output | None = None) -> int:
     """Send ``frames`` (a ``hello`` and an attached ``Launch``, stdio passed) with our stdio
     and run the session on our terminal: forward signals, exit with the program.
 
     Errors before the session exists are raised as the full client raises them
-    (``ConnectionLost``, ``RemoteError``, ...); ``note`` reports one (message, hint) after."""
+    (``ConnectionLost``, ``RemoteError``, ...); ``out`` (made when first needed if None)
+    says the ones that come after, and the session's warnings."""
     import select
     import time
 
@@ -770,7 +773,7 @@ def attend(sock: Transport, codec: _ws.ClientCodec, frames: bytes,
                     if stop_deadline is None:
                         stop_deadline = time.monotonic() + LAUNCHED_GRACE
                     elif fileno not in ready and time.monotonic() >= stop_deadline:
-                        _error("interrupted before the session started", None, note)
+                        _output(out).error("interrupted before the session started")
                         return EXIT_INTERRUPTED
                 if session_id is not None:
                     for number in queued:
@@ -783,15 +786,14 @@ def attend(sock: Transport, codec: _ws.ClientCodec, frames: bytes,
                 except Lost as exc:
                     if session_id is None:
                         raise
-                    _error(f"{exc.message}: session {session_id} ends with its attached "
-                           "client (or went down with the daemon)", None, note)
+                    _output(out).error(f"{exc.message}: session {session_id} ends with its "
+                                       "attached client (or went down with the daemon)")
                     return EXIT_DAEMON
                 for kind, value in replies:
                     if kind == "launched":
                         if not isinstance(value, str):  # a SessionDetail with a warning
-                            from ._output import Output
-
-                            Output(json=False).enforcement_warning(value)
+                            out = _output(out)
+                            out.enforcement_warning(value)
                             value = value.id
                         session_id = value
                         stop_deadline = None
@@ -805,7 +807,8 @@ def attend(sock: Transport, codec: _ws.ClientCodec, frames: bytes,
 
                         raise RemoteError(value)
                     elif kind == "error":
-                        _error(value.message, value.hint, note)
+                        out = _output(out)
+                        out.error(value.message, value.hint)
     except Lost as exc:
         from .client import ConnectionLost
 
@@ -818,10 +821,10 @@ def _signal_frame(codec: _ws.ClientCodec, session: str, number: int) -> bytes:
     return codec.text(encode({"type": "signal", "session": session, "signal": number}))
 
 
-def _error(message: str, hint: str | None,
-           note: Callable[[str, str | None], None] | None) -> None:
-    if note is None:
-        from ._output import Output
+def _output(out: Output | None) -> Output:
+    """``out``, or the plain ``Output`` the full path would have (``--json`` declines)."""
+    if out is not None:
+        return out
+    from ._output import Output
 
-        note = Output(json=False).error
-    note(message, hint)
+    return Output(json=False)
