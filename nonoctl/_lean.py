@@ -17,7 +17,9 @@ Two rules keep it the same command as the full path:
   variable left out of the environment, a ``Launch`` check that fails, a value JSON cannot
   carry as msgspec would, or a connection that cannot be made, trusted and upgraded. All of
   those happen before anything is sent, so the full path's second attempt starts clean and
-  says what it always said (or starts the daemon).
+  says what it always said (or starts the daemon). One exception: a socket whose listener
+  runs as neither us nor root is refused here, with the full client's error
+  (``client.untrusted_peer``), so that it is not connected to a second time.
 - Once the launch is sent, the replies it reads plainly (``welcome``, ``launched`` with
   nothing to warn about, ``exited``) take a few dictionary look-ups, the fields it uses
   checked by type; any other message (an error, a warning to show, a field it cannot read)
@@ -250,6 +252,16 @@ class Declined(Exception):
     """Not a command this module runs as the full path would: nothing was sent."""
 
 
+class Untrusted(Exception):
+    """The daemon's socket is listened on by ``uid``, neither us nor root: refused, nothing
+    sent (said here, not declined: the full path would connect to it once more)."""
+
+    def __init__(self, path: str, uid: int) -> None:
+        super().__init__(path, uid)
+        self.path = path
+        self.uid = uid
+
+
 def run(words: Sequence[str]) -> int | None:
     """Run ``nonoctl WORDS`` if it is a plain attached launch, ``ps`` or ``--version``; None
     (nothing done, nothing written) when it is not, for ``_cli.main`` to run."""
@@ -265,6 +277,8 @@ def run(words: Sequence[str]) -> int | None:
         sock, codec = _open(path)
     except Declined:
         return None
+    except Untrusted as exc:
+        return _refuse_untrusted(exc, launching=True)
     try:
         return attend(sock, codec, _hello(codec) + codec.text(request))
     except BaseException as exc:  # noqa: BLE001 - reported as the full path reports it
@@ -396,8 +410,10 @@ def _open(path: str) -> tuple[Any, _ws.ClientCodec]:
         sock.settimeout(CONNECT_TIMEOUT)
         sock.connect(os.path.join(real, name) if name else real)
         cred = sock.getsockopt(_SOL_SOCKET, _SO_PEERCRED, 12)
-        if int.from_bytes(cred[4:8], sys.byteorder, signed=True) not in owners:
-            raise Declined
+        uid = int.from_bytes(cred[4:8], sys.byteorder, signed=True)
+        if uid not in owners:
+            sock.close()
+            raise Untrusted(path, uid)
         codec = _ws.ClientCodec(max_message=MAX_REPLY_BYTES)
         sock.sendall(codec.request("localhost", _wire.WS_RESOURCE, _wire.WS_SUBPROTOCOL))
         while True:
@@ -471,6 +487,8 @@ def _ps(words: Sequence[str]) -> int | None:
         sock, codec = _open(path)
     except Declined:
         return None
+    except Untrusted as exc:
+        return _refuse_untrusted(exc, launching=False)
     try:
         request = {"type": "list", "all": True, "brief": True} if values["all"] \
             else {"type": "list", "brief": True}  # ``ListSessions``: defaults left out
@@ -501,6 +519,13 @@ def _ps(words: Sequence[str]) -> int | None:
 
         return report(exc, launching=False)
     return 0
+
+
+def _refuse_untrusted(exc: Untrusted, *, launching: bool) -> int:
+    from ._cli import report
+    from .client import untrusted_peer
+
+    return report(untrusted_peer(exc.path, exc.uid), launching=launching)
 
 
 def _sessions(sock: Any, codec: _ws.ClientCodec, frames: bytes) -> list[_Row]:

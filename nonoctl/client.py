@@ -393,13 +393,19 @@ def connect_trusted(path: StrPath, timeout: float | None) -> socket.socket:
     )
     if uid not in owners:
         sock.close()
-        raise UntrustedDaemon(
-            f"the process listening on {path} runs as uid {uid}, not as you (uid "
-            f"{os.geteuid()}) or root: it is not your nonod; nothing was sent to it",
-            hint="another user may have planted it; remove the socket's directory or use "
-            "another path (NONO_SOCKET, --socket)",
-        )
+        raise untrusted_peer(path, uid)
     return sock
+
+
+def untrusted_peer(path: str, uid: int) -> UntrustedDaemon:
+    """The error for a daemon socket at ``path`` whose listener runs as ``uid``, neither us
+    nor root (``_lean`` raises it too)."""
+    return UntrustedDaemon(
+        f"the process listening on {path} runs as uid {uid}, not as you (uid "
+        f"{os.geteuid()}) or root: it is not your nonod; nothing was sent to it",
+        hint="another user may have planted it; remove the socket's directory or use "
+        "another path (NONO_SOCKET, --socket)",
+    )
 
 
 def _connect_unix(path: StrPath, timeout: float | None) -> socket.socket:
