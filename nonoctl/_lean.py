@@ -279,6 +279,8 @@ def run(words: Sequence[str]) -> int | None:
         return None
     except Untrusted as exc:
         return _refuse_untrusted(exc, launching=True)
+    except TimeoutError:
+        return _silent(launching=True)
     try:
         return attend(sock, codec, _hello(codec) + codec.text(request))
     except BaseException as exc:  # noqa: BLE001 - reported as the full path reports it
@@ -423,6 +425,9 @@ def _open(path: str) -> tuple[Any, _ws.ClientCodec]:
             codec.receive_data(data)
             if codec.read_upgrade():
                 return sock, codec
+    except TimeoutError:  # said here: the full path would wait as long again
+        sock.close()
+        raise
     except (OSError, _ws.Rejected, _ws.ProtocolError, Declined):
         sock.close()
         raise Declined from None
@@ -489,10 +494,14 @@ def _ps(words: Sequence[str]) -> int | None:
         return None
     except Untrusted as exc:
         return _refuse_untrusted(exc, launching=False)
+    except TimeoutError:
+        return _silent(launching=False)
     try:
         request = {"type": "list", "all": True, "brief": True} if values["all"] \
             else {"type": "list", "brief": True}  # ``ListSessions``: defaults left out
         rows = _sessions(sock, codec, _hello(codec) + codec.text(encode(request)))
+    except TimeoutError:
+        return _silent(launching=False)
     except (Declined, OSError, _ws.ProtocolError):
         return None
     finally:
@@ -526,6 +535,15 @@ def _refuse_untrusted(exc: Untrusted, *, launching: bool) -> int:
     from .client import untrusted_peer
 
     return report(untrusted_peer(exc.path, exc.uid), launching=launching)
+
+
+def _silent(*, launching: bool) -> int:
+    """The daemon accepted but did not answer in ``CONNECT_TIMEOUT``: the full client's
+    error, said here rather than declined (the full path would wait as long again)."""
+    from ._cli import report
+    from .client import ConnectionLost
+
+    return report(ConnectionLost("nonod did not answer in time"), launching=launching)
 
 
 def _sessions(sock: Any, codec: _ws.ClientCodec, frames: bytes) -> list[_Row]:

@@ -232,3 +232,21 @@ def test_a_session_it_cannot_check_is_left_to_the_full_path(fields: dict[str, ob
     del fields
     with pytest.raises(_lean.Declined):
         _lean._Row({k: v for k, v in _row_entry().items() if k != "started_at"})
+
+
+@pytest.mark.parametrize("words", [["launch", "--", "true"], ["ps"]])
+def test_a_daemon_that_never_answers_is_said_once_not_waited_for_twice(
+        words: list[str], in_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Declining would have the full path wait out its own timeout on a second connection."""
+    monkeypatch.setattr(_lean, "CONNECT_TIMEOUT", 0.3)
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(in_tmp / "nonod.sock"))
+        listener.listen(4)
+        assert _lean.run(words) == _cli.EXIT_DAEMON
+        first, _ = listener.accept()
+        first.close()
+        listener.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # one connection, not two
+    assert capsys.readouterr().err == "nonoctl: nonod did not answer in time\n"
