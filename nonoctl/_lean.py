@@ -279,8 +279,8 @@ def run(words: Sequence[str]) -> int | None:
         return None
     except Untrusted as exc:
         return _refuse_untrusted(exc, launching=True)
-    except TimeoutError:
-        return _silent(launching=True)
+    except Lost as exc:
+        return _failed(exc, launching=True)
     try:
         return attend(sock, codec, _hello(codec) + codec.text(request))
     except BaseException as exc:  # noqa: BLE001 - reported as the full path reports it
@@ -398,7 +398,9 @@ def _hello(codec: _ws.ClientCodec) -> bytes:
 
 def _open(path: str) -> tuple[Any, _ws.ClientCodec]:
     """A connection to the daemon at ``path``, checked as ``client.connect_trusted`` checks
-    one and upgraded to WebSocket; Declined on any failure (nothing sent but the upgrade)."""
+    one and upgraded to WebSocket. Declined when it cannot be made (the full path says why,
+    or starts the daemon); once our daemon is on the line, Untrusted or Lost with the full
+    client's words: declining then would have it connect (and log, and wait) a second time."""
     import _socket
 
     owners = {os.geteuid(), 0}
@@ -412,25 +414,42 @@ def _open(path: str) -> tuple[Any, _ws.ClientCodec]:
         sock.settimeout(CONNECT_TIMEOUT)
         sock.connect(os.path.join(real, name) if name else real)
         cred = sock.getsockopt(_SOL_SOCKET, _SO_PEERCRED, 12)
-        uid = int.from_bytes(cred[4:8], sys.byteorder, signed=True)
-        if uid not in owners:
-            sock.close()
-            raise Untrusted(path, uid)
-        codec = _ws.ClientCodec(max_message=MAX_REPLY_BYTES)
+    except OSError:
+        sock.close()
+        raise Declined from None
+    uid = int.from_bytes(cred[4:8], sys.byteorder, signed=True)
+    if uid not in owners:
+        sock.close()
+        raise Untrusted(path, uid)
+    codec = _ws.ClientCodec(max_message=MAX_REPLY_BYTES)
+    try:
         sock.sendall(codec.request("localhost", _wire.WS_RESOURCE, _wire.WS_SUBPROTOCOL))
         while True:
             data = sock.recv(65536)
             if not data:
-                raise Declined
+                raise Lost("nonod closed the connection during the handshake")
             codec.receive_data(data)
             if codec.read_upgrade():
                 return sock, codec
-    except TimeoutError:  # said here: the full path would wait as long again
+    except BaseException as exc:
         sock.close()
+        if isinstance(exc, Lost):
+            raise
+        if isinstance(exc, (OSError, _ws.Rejected, _ws.ProtocolError)):
+            raise Lost(handshake_failure(exc)) from None
         raise
-    except (OSError, _ws.Rejected, _ws.ProtocolError, Declined):
-        sock.close()
-        raise Declined from None
+
+
+def handshake_failure(exc: OSError | _ws.Rejected | _ws.ProtocolError) -> str:
+    """What the full client says when the WebSocket upgrade fails with ``exc``."""
+    if isinstance(exc, TimeoutError):
+        return "nonod did not answer in time"
+    if isinstance(exc, OSError):
+        return f"lost the connection to nonod: {exc.strerror or exc}"
+    if isinstance(exc, _ws.Rejected):
+        text = exc.body.decode("utf-8", "replace").strip()
+        return f"nonod refused the connection ({exc.status})" + (f": {text}" if text else "")
+    return f"nonod broke the WebSocket protocol: {exc}"
 
 
 # ------------------------------------------------------------------------------ ``ps``
@@ -494,14 +513,14 @@ def _ps(words: Sequence[str]) -> int | None:
         return None
     except Untrusted as exc:
         return _refuse_untrusted(exc, launching=False)
-    except TimeoutError:
-        return _silent(launching=False)
+    except Lost as exc:
+        return _failed(exc, launching=False)
     try:
         request = {"type": "list", "all": True, "brief": True} if values["all"] \
             else {"type": "list", "brief": True}  # ``ListSessions``: defaults left out
         rows = _sessions(sock, codec, _hello(codec) + codec.text(encode(request)))
-    except TimeoutError:
-        return _silent(launching=False)
+    except TimeoutError as exc:
+        return _failed(Lost(handshake_failure(exc)), launching=False)
     except (Declined, OSError, _ws.ProtocolError):
         return None
     finally:
@@ -537,13 +556,12 @@ def _refuse_untrusted(exc: Untrusted, *, launching: bool) -> int:
     return report(untrusted_peer(exc.path, exc.uid), launching=launching)
 
 
-def _silent(*, launching: bool) -> int:
-    """The daemon accepted but did not answer in ``CONNECT_TIMEOUT``: the full client's
-    error, said here rather than declined (the full path would wait as long again)."""
+def _failed(exc: Lost, *, launching: bool) -> int:
+    """Say ``exc`` as the full path says a ``ConnectionLost``."""
     from ._cli import report
     from .client import ConnectionLost
 
-    return report(ConnectionLost("nonod did not answer in time"), launching=launching)
+    return report(ConnectionLost(exc.message), launching=launching)
 
 
 def _sessions(sock: Any, codec: _ws.ClientCodec, frames: bytes) -> list[_Row]:

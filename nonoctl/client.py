@@ -192,12 +192,8 @@ class Connection:
             try:
                 if self._ws.read_upgrade():
                     return  # frames that came with it wait in the codec for receive()
-            except _ws.Rejected as exc:
-                text = exc.body.decode("utf-8", "replace").strip()
-                raise ConnectionLost(f"nonod refused the connection ({exc.status})"
-                                     + (f": {text}" if text else "")) from None
-            except _ws.ProtocolError as exc:
-                raise ConnectionLost(f"nonod broke the WebSocket protocol: {exc}") from None
+            except (_ws.Rejected, _ws.ProtocolError) as exc:
+                raise ConnectionLost(_lean.handshake_failure(exc)) from None
             if self.closed:
                 raise ConnectionLost("nonod closed the connection during the handshake")
 

@@ -250,3 +250,36 @@ def test_a_daemon_that_never_answers_is_said_once_not_waited_for_twice(
         with pytest.raises(BlockingIOError):
             listener.accept()  # one connection, not two
     assert capsys.readouterr().err == "nonoctl: nonod did not answer in time\n"
+
+
+@pytest.mark.parametrize(("answer", "said"), [
+    (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope",
+     "nonoctl: nonod refused the connection (403): nope\n"),
+    (b"", "nonoctl: nonod closed the connection during the handshake\n"),
+    (b"SSH-2.0\r\n\r\n", "nonoctl: nonod broke the WebSocket protocol: not an HTTP answer: "
+     "'SSH-2.0'\n"),
+])
+@pytest.mark.parametrize("words", [["launch", "--", "true"], ["ps"]])
+def test_a_refused_upgrade_is_said_once_as_the_full_client_says_it(
+        answer: bytes, said: str, words: list[str], in_tmp: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(in_tmp / "nonod.sock"))
+        listener.listen(4)
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+        server = threading.Thread(target=serve)
+        server.start()
+        assert _lean.run(words) == _cli.EXIT_DAEMON
+        server.join(10)
+        listener.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # one connection, not two
+    assert capsys.readouterr().err == said
