@@ -36,6 +36,8 @@ each contender back to back, as bench/launch.py does by default):
   python        ``python -c pass`` of the same venv: the interpreter's floor
   ...@base      with ``--cli-base REV``: the same three from a wheel of that git revision
                 (``git archive``), each pair interleaved run by run (the same load for both)
+                (``--cli-only``: these rows and ``python`` alone, all interleaved run by
+                run, no memory, no engine rows)
   (cpu)         for each of those rows, the CPU time (user + system) of the nonoctl process
                 itself: its own cost, which the machine's load stretches less than the wall
                 time (the daemon's work is in other processes)
@@ -69,6 +71,7 @@ resolution runs on every launch); the engine and bwrap use bench/_common.py's sm
     .venv/bin/python bench/daemon.py [--runs 100] [--warmup 10] [--sessions 100]
                                      [--fleet 1000] [--fleet-inflight 4] [--fleet-only]
                                      [--fleet-timeout 120] [--editable] [--cli-base REV]
+                                     [--cli-only]
                                      [--json]
 """
 
@@ -404,7 +407,19 @@ def _cli_contender(daemon: Daemon, name: str, what: str, argv: list[str]) -> Con
 
 
 async def latency(daemon: Daemon, runs: int, warmup: int, bin_dir: Path,
-                  base_bin: Path | None = None) -> list[Contender]:
+                  base_bin: Path | None = None, cli_only: bool = False) -> list[Contender]:
+    if cli_only:
+        # The CLI rows, their @base twins and the interpreter's floor, all interleaved run by
+        # run: the same load for every one, so the ratios to ``python`` hold on a busy host
+        # (the exited launches are not in ``ps``'s list: it does not grow meanwhile).
+        floor = CLI_CPU.setdefault("python", [])
+        group = [*(c for row in cli_rows(daemon, bin_dir, base_bin) for c in row), _adapt(make(
+            "python", "subprocess: python -c pass (the same venv's floor)",
+            lambda: cli(daemon, [str(bin_dir / "python"), "-c", "pass"], floor)))]
+        await measure(group, runs, warmup, interleave=True)
+        with daemon.client() as nono:
+            nono.prune()
+        return group
     async with open_launcher() as launcher:
         with daemon.client() as nono, Connection.open(daemon.socket) as conn:
             groups = [
@@ -720,13 +735,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 def _bench(args: argparse.Namespace, bin_dir: Path, base_bin: Path | None) -> dict[str, Any]:
     fleet_data: dict[str, Any] | None = None
     with running_daemon() as daemon:
-        memory_data = None if args.fleet_only else memory(daemon, args.sessions)
+        memory_data = (None if args.fleet_only or args.cli_only
+                       else memory(daemon, args.sessions))
         contenders = [] if args.fleet_only else trio.run(latency, daemon, args.runs,
-                                                          args.warmup, bin_dir, base_bin)
+                                                          args.warmup, bin_dir, base_bin,
+                                                          args.cli_only)
         with daemon.client() as nono:
             status = nono.status()
             nono.prune()
-        if contenders:  # settled after the launches above (a few hundred), as at idle
+        if contenders and not args.cli_only:  # settled after the launches, as at idle
             time.sleep(_warm_idle() + 1.5)
         worked = snapshot(daemon.proc.pid)
         after_fleet = None
@@ -772,10 +789,11 @@ def print_table(data: dict[str, Any]) -> None:
     print(f"# engine {m['engine']}, landlock ABI {m['landlock_abi']}, {m['bwrap']}")
     print(f"# nonoctl: {data['cli_install']}"
           + (f"; @base: a wheel of {data['cli_base']}" if data.get("cli_base") else ""))
-    if data["memory"] is None:  # --fleet-only
+    if data["memory"] is None and not data["results"]:  # --fleet-only
         _print_fleet(data["fleet"])
         return
-    print(f"# the daemon's sessions: {data['memory']['enforcement']}")
+    if data["memory"] is not None:
+        print(f"# the daemon's sessions: {data['memory']['enforcement']}")
     print(f"# /bin/true to exit, {data['runs']} runs per contender after {data['warmup']} "
           "warm-up runs, back to back")
     print()
@@ -797,10 +815,17 @@ def print_table(data: dict[str, Any]) -> None:
         if f"{name}@base" in p50 and name in p50:
             print(f"{name:<16} {p50[name] / p50[name + '@base']:>8.2f}x the @base p50, "
                   f"{cpu[name] / cpu[name + '@base']:.2f}x its CPU time")
+    for name in [n for n, _, _ in CLI_ROWS] + [f"{n}@base" for n, _, _ in CLI_ROWS]:
+        if name in p50 and p50.get("python"):
+            print(f"{name:<16} {p50[name] / p50['python']:>8.2f}x python -c pass's p50"
+                  + (f", {cpu[name] / cpu['python']:.2f}x its CPU time"
+                     if name in cpu and cpu.get("python") else ""))
     print()
     for r in data["results"]:
         print(f"  {r['name']:<16} {r['what']}")
     mm = data["memory"]
+    if mm is None:  # --cli-only
+        return
     n = mm["sessions"]
     print()
     print(f"{'memory':<28} {'procs':>5} {'RSS MiB':>9} {'PSS MiB':>9}")
@@ -874,6 +899,8 @@ def main() -> None:
                         f"process; default {FLEET_INFLIGHT})")
     parser.add_argument("--fleet-only", action="store_true",
                         help="only the fleet (no memory or latency steps)")
+    parser.add_argument("--cli-only", action="store_true",
+                        help="only the nonoctl rows (and their @base twins) and python -c pass")
     parser.add_argument("--editable", action="store_true",
                         help="time this venv's (editable) nonoctl instead of a wheel install")
     parser.add_argument("--cli-base", metavar="REV",
@@ -882,9 +909,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON (with every sample)")
     args = parser.parse_args()
     if args.runs < 1 or args.warmup < 0 or args.sessions < 1 or args.fleet < 0 \
-            or args.fleet_inflight < 1 or (args.fleet_only and not args.fleet):
+            or args.fleet_inflight < 1 or (args.fleet_only and not args.fleet) \
+            or (args.cli_only and (args.fleet_only or args.fleet)):
         parser.error("--runs must be >= 1, --warmup >= 0, --sessions >= 1, "
-                     "--fleet-inflight >= 1; --fleet-only needs --fleet")
+                     "--fleet-inflight >= 1; --fleet-only needs --fleet; --cli-only takes no "
+                     "fleet")
     emit(bench(args), as_json=args.json, table=print_table)
 
 

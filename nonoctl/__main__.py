@@ -24,6 +24,15 @@ def _drop_working_directory() -> None:
 
 
 def main() -> None:
+    # An attached ``launch``/``run`` with a plain command line runs with the standard library
+    # alone (``_lean``: none of the imports below); anything else declines, having done
+    # nothing, and runs below.
+    from . import _lean
+
+    code = _lean.run(sys.argv[1:])
+    if code is not None:
+        _exit(code)
+        return
     # msgspec imports typing_extensions only to improve type-hint introspection we do not use,
     # and falls back to ``typing`` without it; skipping it saves ~10 ms of every command's
     # startup. This process never needs it otherwise.

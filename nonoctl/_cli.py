@@ -39,7 +39,7 @@ from nonod import protocol as p
 from nonod.control._socketdir import plain_path
 from nonod.errors import NonoError
 
-from . import _fastargs, _nono
+from . import _fastargs, _lean, _nono
 from ._flags import GLOBAL, JSON, LAUNCH_FLAGS, LAUNCH_OWN, PS, STOP, Flag
 from ._output import Output
 from ._sanitize import OutputFilter, field
@@ -73,8 +73,6 @@ EXIT_NOT_FOUND: Final = 127
 EXIT_INTERRUPTED: Final = 130
 
 DETACH_KEY: Final = 0x1D  # Ctrl-]
-_FORWARDED_NAMES: Final = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGWINCH", "SIGUSR1",
-                           "SIGUSR2")
 
 Handler = Callable[["argparse.Namespace", list[str], Output], int]
 
@@ -118,16 +116,8 @@ def shell_status(exited: p.Exited) -> int:
 # ------------------------------------------------------------------------------- parsing
 
 
-def _abs(path: str) -> str:
-    return os.path.abspath(os.path.expanduser(path))
-
-
-def _profile_arg(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if "/" in value or value.endswith(".json"):
-        return _abs(value)
-    return value
+_abs = _lean.absolute
+_profile_arg = _lean.profile_arg
 
 
 def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
@@ -152,39 +142,10 @@ def _add_flags(parser: argparse._ActionsContainer, flags: Sequence[Flag]) -> Non
 
 
 def _options(args: argparse.Namespace) -> p.LaunchOptions:
-    return p.LaunchOptions(
-        allow_cwd=args.allow_cwd,
-        allow=tuple(_abs(x) for x in args.allow),
-        read=tuple(_abs(x) for x in args.read),
-        write=tuple(_abs(x) for x in args.write),
-        allow_file=tuple(_abs(x) for x in args.allow_file),
-        read_file=tuple(_abs(x) for x in args.read_file),
-        write_file=tuple(_abs(x) for x in args.write_file),
-        workdir=_abs(args.workdir) if args.workdir else None,
-        block_net=args.block_net,
-        allow_domain=tuple(args.allow_domain),
-        network_profile=args.network_profile,
-        listen_ports=tuple(args.listen_port),
-        credentials=tuple(args.credential),
-        env_credential_map=tuple(args.env_credential_map),
-        trust_override=args.trust_override,
-        audit_sign_key=getattr(args, "audit_sign_key", None),
-        memory=args.memory, max_processes=args.max_processes, cpus=args.cpus,
-        cpu_weight=args.cpu_weight, io_weight=args.io_weight, timeout=args.wall_clock,
-    )
+    return p.LaunchOptions(**_lean.option_values(vars(args)))
 
 
-def _command_word(words: Sequence[str]) -> str | None:
-    """The subcommand in ``words`` (skipping global options), if any."""
-    skip = False
-    for word in words:
-        if skip:
-            skip = False
-        elif word == "--socket":
-            skip = True
-        elif not word.startswith("-"):
-            return word
-    return None
+_command_word = _fastargs.command_word
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -490,29 +451,8 @@ def _cmd_help(args: argparse.Namespace, command: list[str], out: Output) -> int:
 
 
 def _term_size() -> p.TermSize | None:
-    for fd in (1, 0, 2):
-        try:
-            size = os.get_terminal_size(fd)
-        except OSError:
-            continue
-        if size.lines > 0 and size.columns > 0:
-            return p.TermSize(rows=size.lines, cols=size.columns)
-    return None
-
-
-def _stdio_fds() -> tuple[list[int], list[int]]:
-    """Our stdin/stdout/stderr (``/dev/null`` for a closed one), and what we opened."""
-    fds: list[int] = []
-    opened: list[int] = []
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-            fds.append(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-            opened.append(null)
-            fds.append(null)
-    return fds, opened
+    size = _lean.terminal_size()
+    return None if size is None else p.TermSize(rows=size[0], cols=size[1])
 
 
 def _nono_variables(args: argparse.Namespace, out: Output, *, with_profile: bool) -> bool:
@@ -568,115 +508,14 @@ def _cmd_launch(args: argparse.Namespace, command: list[str], out: Output) -> in
         return _run_attached(conn, request, out)
 
 
-class _SignalPipe:
-    """Turns signals into bytes on a pipe, so ``select`` can wait for them and for I/O."""
-
-    def __init__(self, names: Sequence[str]) -> None:
-        import signal
-
-        self._signal = signal
-        self.signums = [int(getattr(signal, n)) for n in names if hasattr(signal, n)]
-        self._old: dict[int, object] = {}
-        self.fd = -1
-        self._write = -1
-        self._old_wakeup = -1
-
-    def __enter__(self) -> _SignalPipe:
-        self.fd, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._old_wakeup = self._signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
-        for signum in self.signums:
-            self._old[signum] = self._signal.signal(signum, _ignore_signal)
-        return self
-
-    def read(self) -> list[int]:
-        try:
-            return list(os.read(self.fd, 512))
-        except BlockingIOError:
-            return []
-
-    def __exit__(self, *_: object) -> None:
-        for signum, old in self._old.items():
-            self._signal.signal(signum, old)  # type: ignore[arg-type]
-        self._signal.set_wakeup_fd(self._old_wakeup)
-        os.close(self.fd)
-        os.close(self._write)
-
-
-#: How long a stopping signal that came before the ``launched`` reply waits for it.
-_LAUNCHED_GRACE: Final = 1.0
-#: Signals that end ``nonoctl launch`` itself while there is no session to forward them to.
-_STOPPING: Final = ("SIGINT", "SIGTERM", "SIGHUP")
-
-
-def _ignore_signal(signum: int, frame: object) -> None:
-    del signum, frame  # delivered through the wakeup fd
+_SignalPipe = _lean.SignalPipe
+_signum = _lean.signum
 
 
 def _run_attached(conn: Connection, request: p.Launch, out: Output) -> int:
-    """Launch on our own terminal: pass stdio, forward signals, exit with the program."""
-    import select
-    import time
-
-    fds, opened = _stdio_fds()
-    stopping = frozenset(_signum(name) for name in _STOPPING)
-    session_id: str | None = None
-    queued: list[int] = []
-    stop_deadline: float | None = None
-    with _SignalPipe(_FORWARDED_NAMES) as signals:
-        try:
-            conn.send(request, fds=fds)
-        finally:
-            for fd in opened:
-                os.close(fd)
-        while True:
-            sock = conn.fileno()
-            watch = [sock, signals.fd]
-            timeout = (None if stop_deadline is None
-                       else max(0.0, stop_deadline - time.monotonic()))
-            ready = [sock] if conn.has_buffered() else select.select(watch, [], [], timeout)[0]
-            if signals.fd in ready:
-                queued += signals.read()
-            if session_id is None and stopping.intersection(queued):
-                # The program may already run, its `launched` reply on the way: give the
-                # daemon a moment to say so (the signal is then forwarded). Otherwise nonoctl
-                # itself was interrupted; closing the connection stops the session should
-                # the daemon still create it.
-                if stop_deadline is None:
-                    stop_deadline = time.monotonic() + _LAUNCHED_GRACE
-                elif sock not in ready and time.monotonic() >= stop_deadline:
-                    out.error("interrupted before the session started")
-                    return EXIT_INTERRUPTED
-            if session_id is not None:
-                for signum in queued:
-                    conn.send(p.SendSignal(session=session_id, signal=signum))
-                queued.clear()
-            if sock not in ready:
-                continue
-            try:
-                replies = conn.receive_available()
-            except ConnectionLost as exc:
-                if session_id is None:
-                    raise
-                out.error(f"{exc.message}: session {session_id} ends with its attached client "
-                          "(or went down with the daemon)")
-                return EXIT_DAEMON
-            for reply in replies:
-                match reply:
-                    case p.Launched(session=detail):
-                        session_id = detail.id
-                        stop_deadline = None
-                        out.enforcement_warning(detail)
-                        for signum in queued:
-                            conn.send(p.SendSignal(session=session_id, signal=signum))
-                        queued.clear()
-                    case p.Exited():
-                        return shell_status(reply)
-                    case p.ErrorReply() if session_id is None:
-                        raise RemoteError(reply)
-                    case p.ErrorReply():
-                        out.error(reply.message, reply.hint)
-                    case _:
-                        pass
+    """Launch on our own terminal: pass stdio, forward signals, exit with the program
+    (``_lean.attend``: the lean path's conversation, one for both)."""
+    return _lean.attend(conn.sock, conn.codec, conn.frames_for(request), out)
 
 
 def _cmd_ps(args: argparse.Namespace, command: list[str], out: Output) -> int:
@@ -967,12 +806,6 @@ def _cmd_attach(args: argparse.Namespace, command: list[str], out: Output) -> in
                                 pass
         finally:
             _restore(tty_state)
-
-
-def _signum(name: str) -> int:
-    import signal
-
-    return int(getattr(signal, name))
 
 
 def _scan_keys(data: bytes, escape: bool) -> tuple[bytes, bool, bool]:
@@ -1852,22 +1685,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command and args.func not in (_cmd_launch, _cmd_learn):
         out.error("only `launch`/`run` and `learn` take a command after `--`")
         return EXIT_USAGE
-    launching = args.func is _cmd_launch
     try:
         return int(args.func(args, command, out))
-    except RemoteError as exc:
+    except BaseException as exc:  # noqa: BLE001 - report() re-raises what it does not report
+        return report(exc, out, launching=args.func is _cmd_launch)
+
+
+def report(exc: BaseException, out: Output | None = None, *, launching: bool) -> int:
+    """The exit status for ``exc`` raised by a command, once said on stderr; anything not
+    ours (a bug) is raised again."""
+    if out is None:
+        out = Output(json=False)
+    if isinstance(exc, RemoteError):
         out.error(exc.message, exc.hint)
         return exit_code_for(exc.reply, launching=launching)
-    except ClientError as exc:
+    if isinstance(exc, ClientError):
         out.error(exc.message, exc.hint)
         return EXIT_DAEMON
-    except NonoError as exc:
+    if isinstance(exc, NonoError):
         out.error(exc.message, exc.hint)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
+    if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    if isinstance(exc, BrokenPipeError):
         # Our reader went away (`nonoctl logs x | head`): stop quietly, as a shell tool does.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + 13
+    raise exc

@@ -12,10 +12,12 @@ explains the error, as it always did.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Final, cast
-
 from ._flags import GLOBAL, JSON, LAUNCH_FLAGS, LAUNCH_OWN, PS, STOP, Flag
+
+TYPE_CHECKING = False  # no ``typing`` at run time: ``_lean`` reads its command line here
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Final
 
 
 def _table(flags: Sequence[Flag]) -> dict[str, Flag]:
@@ -35,6 +37,19 @@ _VERBS: Final[Mapping[str, tuple[dict[str, Flag], str | None, bool]]] = {
     "prune": (_JSON_ONLY, None, False),
 }
 _GLOBAL: Final = _table(GLOBAL)
+
+
+def command_word(words: Sequence[str]) -> str | None:
+    """The subcommand in ``words`` (skipping global options), if any."""
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--socket":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def _plain(word: str) -> bool:
@@ -92,7 +107,10 @@ def parse(words: Sequence[str]) -> tuple[str, dict[str, object]] | None:
         else:
             converted = value
         if flag.kind == "append":
-            cast("list[object]", values[flag.dest]).append(converted)
+            listed = values[flag.dest]
+            if not isinstance(listed, list):  # not its default(): never
+                return None
+            listed.append(converted)
         else:
             values[flag.dest] = converted
     if required and positional is not None and values[positional] is None:

@@ -9,13 +9,14 @@ about a name, a destination, a default or a conversion.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final, Literal, final
+TYPE_CHECKING = False  # no ``typing`` at run time: ``_lean`` reads the options too
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Final, Literal, TypeAlias
 
-Kind = Literal["flag", "store", "append"]
+    Kind: TypeAlias = Literal["flag", "store", "append"]
 
 
-@final
 class Flag:
     """One option: ``flag`` is ``store_true``; ``store`` keeps the last value (default None);
     ``append`` collects every value (default ``[]``). ``convert`` is argparse's ``type``."""

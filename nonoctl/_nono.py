@@ -19,8 +19,10 @@ only: ``launch`` runs this on every start.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableSequence, Sequence
-from typing import Final
+TYPE_CHECKING = False  # no ``typing`` at run time: ``_lean`` applies the variables too
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Final
 
 _PROFILE_ONLY: Final = "write it in the profile"
 
@@ -197,7 +199,7 @@ def apply_environment(values: dict[str, object], environ: Mapping[str, str], *,
                               ("NONO_CREDENTIAL", "credential", False)):
         value = given(name)
         current = values.get(dest)
-        if value is None or not isinstance(current, MutableSequence) or current:
+        if value is None or not isinstance(current, list) or current:
             continue
         items = value.split(",") if split else [value]
         if any(not item for item in items):

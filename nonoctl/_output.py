@@ -20,6 +20,11 @@ import msgspec
 from nonod import protocol as p
 
 from ._sanitize import OutputFilter, field, text
+from ._table import ago as _ago
+from ._table import command as _command
+from ._table import sessions_table, table
+from ._table import signame as _signame
+from ._table import status as _status
 
 if TYPE_CHECKING:
     from nonod.audit import Record
@@ -38,55 +43,6 @@ def _age(when: dt.datetime | None, now: dt.datetime) -> str:
     if when is None:
         return "-"
     return _ago(int((now - when).total_seconds()))
-
-
-def _ago(seconds: int) -> str:
-    if seconds < 0:
-        return "just now"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
-
-
-def _tree(infos: Sequence[p.SessionInfo]) -> list[tuple[int, p.SessionInfo]]:
-    """Sessions in order, each tool session (``parent``) right under its parent, indented; one
-    whose parent is not listed stays at the top level."""
-    listed = {i.id for i in infos}
-    children: dict[str, list[p.SessionInfo]] = {}
-    for info in infos:
-        if info.parent is not None and info.parent in listed:
-            children.setdefault(info.parent, []).append(info)
-    out: list[tuple[int, p.SessionInfo]] = []
-
-    def add(info: p.SessionInfo, depth: int) -> None:
-        out.append((depth, info))
-        for child in children.get(info.id, ()):
-            add(child, depth + 1)
-
-    for info in infos:
-        if info.parent is None or info.parent not in listed:
-            add(info, 0)
-    return out
-
-
-def _status(info: p.SessionInfo) -> str:
-    if info.state != "exited":
-        return info.state
-    if info.signal is not None:
-        return f"killed ({_signame(info.signal)})"
-    if info.exit_code is not None:
-        return f"exited ({info.exit_code})"
-    return "exited"
-
-
-def _signame(signum: int) -> str:
-    import signal
-
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 def _bytes(n: int) -> str:
@@ -132,9 +88,6 @@ def _whole_or_not(info: p.SessionInfo) -> str:
             f"`nonoctl audit show {info.id}` has them whole)")
 
 
-def _command(argv: Sequence[str], width: int = 40) -> str:
-    text = " ".join(argv)
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @final
@@ -182,35 +135,15 @@ class Output:
         self._out.flush()
 
     def table(self, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-        """Columns aligned, every cell escaped as ``field`` does, the last one not padded; in
-        one write (``ps`` with a thousand sessions: linear, under 1 us a row). A row whose
-        cells are all printable (nearly every row) is checked with one call and kept as is."""
-        body = [headers]
-        for row in rows:
-            body.append(row if "".join(row).isprintable()
-                        else [c if c.isprintable() else field(c) for c in row])
-        widths = [max(map(len, column)) for column in zip(*body, strict=True)]
-        line = "  ".join([*(f"{{:<{width}}}" for width in widths[:-1]), "{}"]).format
-        self._out.write("\n".join([line(*row).rstrip() for row in body]) + "\n")
+        """Columns aligned, every cell escaped as ``field`` does (``_table.table``)."""
+        self._out.write(table(headers, rows))
 
     # -- sessions
     def sessions(self, infos: Sequence[p.SessionInfo]) -> None:
         if self.json_mode:
             self.json(infos)
             return
-        now = dt.datetime.now(dt.UTC).timestamp()
-        # the tree only when some session runs a tool for another (rare): one pass otherwise
-        tree = (_tree(infos) if any(i.parent is not None for i in infos)
-                else [(0, i) for i in infos])
-        self.table(
-            ("ID", "NAME", "STATE", "PID", "PROFILE", "STARTED", "COMMAND"),
-            [
-                ("  " * depth + ("└ " if depth else "") + i.id, i.name, _status(i),
-                 str(i.pid) if i.pid else "-", i.profile or "-",
-                 _ago(int(now - i.started_at.timestamp())), _command(i.argv))
-                for depth, i in tree
-            ],
-        )
+        self._out.write(sessions_table(infos, dt.datetime.now(dt.UTC).timestamp()))
 
     def session(self, d: p.SessionDetail) -> None:
         if self.json_mode:

@@ -2,8 +2,8 @@
 
 ``nonoctl``'s blocking client used wsproto (and through it h11): about 20 ms of every
 command's start-up, more than the rest of the CLI's imports together. This module needs the
-standard library and msgspec (for its event types), which the CLI imports anyway. It speaks
-to one peer, nonod's trio-websocket server: no extensions are offered (so none can be
+standard library only (not even ``typing`` at run time: ``nonoctl._lean`` uses it too). It
+speaks to one peer, nonod's trio-websocket server: no extensions are offered (so none can be
 agreed), every frame it sends is masked, every frame it receives must not be, and a message
 that is not valid UTF-8 or a frame that breaks the protocol ends the conversation
 (:class:`ProtocolError`).
@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import binascii
 import os
-from collections.abc import Iterator
-from typing import Final, final
 
-import msgspec
+TYPE_CHECKING = False  # no ``typing`` at run time (``_lean`` speaks through this codec)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Final
 
 try:  # the builtin module: hashlib would load OpenSSL (2-3 ms) for one SHA-1
     from _sha1 import sha1  # type: ignore[import-not-found, unused-ignore]
@@ -53,27 +54,55 @@ class Rejected(Exception):
         self.body = body
 
 
-class Text(msgspec.Struct, frozen=True):
+class _Event:
+    """A value: equal to another of its kind with equal fields."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(repr(getattr(self, name)) for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Text(_Event):
     """A complete text message."""
 
-    data: str
+    __slots__ = ("data",)
+
+    def __init__(self, data: str) -> None:
+        self.data = data
 
 
-class Binary(msgspec.Struct, frozen=True):
+class Binary(_Event):
     """A complete binary message (nonod never sends one)."""
 
-    data: bytes
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
-class Ping(msgspec.Struct, frozen=True):
-    payload: bytes
+class Ping(_Event):
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
 
 
-class Close(msgspec.Struct, frozen=True):
+class Close(_Event):
     """The server's close frame (``code`` 1005 when it gave none)."""
 
-    code: int
-    reason: str
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
 
 
 Event = Text | Binary | Ping | Close
@@ -109,7 +138,6 @@ def encode_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
     return bytes(head) + key + _mask(payload, key)
 
 
-@final
 class ClientCodec:
     """Bytes in, events out; frames to send out. No I/O of its own."""
 

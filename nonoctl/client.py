@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import resource
 import socket
 import struct
 from collections import deque
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, Union, 
 
 import msgspec
 
+from nonod import _wire
 from nonod import protocol as p
 from nonod.control._socket import client_socket_path
 from nonod.control._socketdir import (
@@ -58,23 +58,9 @@ from nonod.control._socketdir import (
 from nonod.conversation import State, next_state
 from nonod.errors import NonoError
 
-from . import _ws
+from . import _lean, _ws
 
-
-def _send_fds(sock: socket.socket, data: bytes, fds: Sequence[int]) -> int:
-    """``socket.send_fds``; refused for descriptors in flight beyond our soft RLIMIT_NOFILE
-    (ETOOMANYREFS: another process of this user holds many unreceived), once more under the
-    hard limit, the most the kernel lets us count on."""
-    try:
-        return socket.send_fds(sock, [data], list(fds))
-    except OSError as exc:
-        if exc.errno != errno.ETOOMANYREFS:
-            raise
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == hard:
-            raise
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        return socket.send_fds(sock, [data], list(fds))
+_send_fds = _lean.send_with_fds
 
 if TYPE_CHECKING:
     from trio_websocket import WebSocketConnection
@@ -206,12 +192,8 @@ class Connection:
             try:
                 if self._ws.read_upgrade():
                     return  # frames that came with it wait in the codec for receive()
-            except _ws.Rejected as exc:
-                text = exc.body.decode("utf-8", "replace").strip()
-                raise ConnectionLost(f"nonod refused the connection ({exc.status})"
-                                     + (f": {text}" if text else "")) from None
-            except _ws.ProtocolError as exc:
-                raise ConnectionLost(f"nonod broke the WebSocket protocol: {exc}") from None
+            except (_ws.Rejected, _ws.ProtocolError) as exc:
+                raise ConnectionLost(_lean.handshake_failure(exc)) from None
             if self.closed:
                 raise ConnectionLost("nonod closed the connection during the handshake")
 
@@ -351,6 +333,20 @@ class Connection:
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    @property
+    def codec(self) -> _ws.ClientCodec:
+        return self._ws
+
+    def frames_for(self, message: p.Request) -> bytes:
+        """The frames that ``send(message)`` would send (the deferred ``hello`` first), for a
+        caller that carries the conversation on itself from here (``_lean.attend``)."""
+        if self.closed:
+            raise ConnectionLost("the connection to nonod is closed")
+        frame = self._ws.text(p.encode(message).decode("utf-8"))
+        if self._hello is not None:
+            frame, self._hello = self._hello + frame, None
+        return frame
+
     def close(self) -> None:
         if not self.closed:
             with contextlib.suppress(ConnectionLost):
@@ -393,13 +389,19 @@ def connect_trusted(path: StrPath, timeout: float | None) -> socket.socket:
     )
     if uid not in owners:
         sock.close()
-        raise UntrustedDaemon(
-            f"the process listening on {path} runs as uid {uid}, not as you (uid "
-            f"{os.geteuid()}) or root: it is not your nonod; nothing was sent to it",
-            hint="another user may have planted it; remove the socket's directory or use "
-            "another path (NONO_SOCKET, --socket)",
-        )
+        raise untrusted_peer(path, uid)
     return sock
+
+
+def untrusted_peer(path: str, uid: int) -> UntrustedDaemon:
+    """The error for a daemon socket at ``path`` whose listener runs as ``uid``, neither us
+    nor root (``_lean`` raises it too)."""
+    return UntrustedDaemon(
+        f"the process listening on {path} runs as uid {uid}, not as you (uid "
+        f"{os.geteuid()}) or root: it is not your nonod; nothing was sent to it",
+        hint="another user may have planted it; remove the socket's directory or use "
+        "another path (NONO_SOCKET, --socket)",
+    )
 
 
 def _connect_unix(path: StrPath, timeout: float | None) -> socket.socket:
@@ -509,13 +511,8 @@ def launch_environment(
     """The environment a launch carries, and the names of the variables left out: those
     whose ``NAME=value`` is longer than ``execve`` takes (``p.MAX_ARG_STRLEN``; the program
     could not be started with them) or whose name is over the protocol's 4096 characters."""
-    kept: dict[str, str] = {}
-    dropped: list[str] = []
-    for name, value in (os.environ if environ is None else environ).items():
-        if len(name) <= 4096 and p.env_entry_fits(name, value):
-            kept[name] = value
-        else:
-            dropped.append(name[:64])
+    kept, dropped = _wire.kept_environment(
+        (os.environ if environ is None else environ).items())
     return kept, tuple(dropped)
 
 

@@ -7,7 +7,9 @@ scripts and exit statuses), a ``message`` (what happened and why, for people) an
 
 from __future__ import annotations
 
-from typing import ClassVar
+TYPE_CHECKING = False  # ``typing`` is not imported at run time: ``nonoctl._lean`` uses this
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 
 class NonoError(Exception):

@@ -60,9 +60,16 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
-PROTOCOL_VERSION: Final = 1
-WS_RESOURCE: Final = "/nonod"
-WS_SUBPROTOCOL: Final = "nono.v1"
+from ._wire import MAX_ARG_STRLEN as MAX_ARG_STRLEN
+from ._wire import OPTION_PATHS, check_launch, check_options
+from ._wire import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._wire import WS_RESOURCE as WS_RESOURCE
+from ._wire import WS_SUBPROTOCOL as WS_SUBPROTOCOL
+from ._wire import check_abs as _check_abs
+from ._wire import check_env as _check_env
+from ._wire import check_text as _check_text
+from ._wire import env_entry_fits as env_entry_fits
+
 #: Default upper bound on one message, in bytes (the daemon config can lower or raise it).
 MAX_MESSAGE_BYTES: Final = 1 << 20
 #: A ``Launch`` with ``stdio="passed"`` carries exactly this many descriptors.
@@ -90,40 +97,9 @@ Rows = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 Signum = Annotated[int, msgspec.Meta(ge=1, le=64)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=86_400)]
 ShortText = Annotated[str, msgspec.Meta(max_length=4096)]
-#: The kernel's limit for one argument or ``NAME=value`` string, its NUL included
-#: (``MAX_ARG_STRLEN``, 32 pages): ``execve`` fails with E2BIG above it.
-MAX_ARG_STRLEN: Final = 131072
 #: An argument or an environment value: as long as ``execve`` takes (counted in bytes below).
 ArgText = Annotated[str, msgspec.Meta(max_length=MAX_ARG_STRLEN - 1)]
 PathText = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
-
-
-def _check_text(where: str, value: str) -> None:
-    if "\x00" in value:
-        raise ValueError(f"{where} contains a NUL character")
-
-
-def env_entry_fits(name: str, value: str) -> bool:
-    """Whether ``NAME=value`` is short enough for ``execve`` (``MAX_ARG_STRLEN``)."""
-    return len(name.encode("utf-8", "surrogateescape")) + len(
-        value.encode("utf-8", "surrogateescape")) + 2 <= MAX_ARG_STRLEN
-
-
-def _check_env(env: dict[str, str]) -> None:
-    for key, value in env.items():
-        _check_text("env", key)
-        _check_text("env", value)
-        if not key or "=" in key:
-            raise ValueError(f"env name {key!r} is not a variable name")
-        if not env_entry_fits(key, value):
-            raise ValueError(f"env {key} is longer than the kernel takes ({MAX_ARG_STRLEN} "
-                             "bytes with its name)")
-
-
-def _check_abs(where: str, value: str) -> None:
-    _check_text(where, value)
-    if not value.startswith("/"):
-        raise ValueError(f"{where} must be an absolute path, got {value!r}")
 
 
 class _Value(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -178,16 +154,9 @@ class LaunchOptions(_Value, frozen=True, kw_only=True):
     timeout: Annotated[float, msgspec.Meta(gt=0, le=10 * 365 * 86400)] | None = None
 
     def __post_init__(self) -> None:
-        if self.audit_sign_key is not None:
-            _check_text("audit_sign_key", self.audit_sign_key)
-        for key in ("allow", "read", "write", "allow_file", "read_file", "write_file"):
-            for path in getattr(self, key):
-                _check_abs(key, path)
-        if self.workdir is not None:
-            _check_abs("workdir", self.workdir)
-        for item in self.env_credential_map:
-            if "=" not in item:
-                raise ValueError(f"env_credential_map entry {item!r} is not REFERENCE=ENV_VAR")
+        check_options(self.audit_sign_key,
+                      ((key, getattr(self, key)) for key in OPTION_PATHS),
+                      self.workdir, self.env_credential_map)
 
 
 class Layer(_Info, frozen=True, kw_only=True):
@@ -358,19 +327,7 @@ class Launch(Request, frozen=True, kw_only=True, tag="launch"):
     dry_run: bool = False
 
     def __post_init__(self) -> None:
-        _check_abs("cwd", self.cwd)
-        if len(self.argv) > 4096:
-            raise ValueError("argv has more than 4096 items")
-        for arg in self.argv:
-            _check_text("argv", arg)
-            if len(arg.encode("utf-8", "surrogateescape")) >= MAX_ARG_STRLEN:
-                raise ValueError(f"an argument is longer than the kernel takes "
-                                 f"({MAX_ARG_STRLEN} bytes)")
-        if self.argv and not self.argv[0]:
-            raise ValueError("argv[0] is empty")
-        _check_env(self.env)
-        if self.profile is not None:
-            _check_text("profile", self.profile)
+        check_launch(self.argv, self.cwd, self.env, self.profile)
 
 
 class ListSessions(Request, frozen=True, kw_only=True, tag="list", omit_defaults=True):

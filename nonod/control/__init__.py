@@ -7,8 +7,7 @@ when one of its names is first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # no ``typing`` at run time: ``nonoctl._lean`` imports this package
 
 if TYPE_CHECKING:
     from ._contracts import DaemonInfo as DaemonInfo
@@ -54,6 +53,8 @@ def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value

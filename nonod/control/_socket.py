@@ -32,10 +32,18 @@ import stat
 from typing import Final
 
 from ..errors import NonoError
-from ._socketdir import StrPath, UnsafeSocketPath, parent_and_name, plain_path, trusted_socket_dir
+from ._socketdir import SOCKET_NAME as SOCKET_NAME
+from ._socketdir import SYSTEM_SOCKET as SYSTEM_SOCKET
+from ._socketdir import (
+    StrPath,
+    UnsafeSocketPath,
+    parent_and_name,
+    plain_path,
+    trusted_socket_dir,
+)
+from ._socketdir import client_socket_path as client_socket_path
+from ._socketdir import default_socket_path as default_socket_path
 
-SOCKET_NAME: Final = "nonod.sock"
-SYSTEM_SOCKET: Final = "/run/nono/" + SOCKET_NAME
 _SD_LISTEN_FDS_START: Final = 3
 
 
@@ -49,45 +57,6 @@ class DaemonRunning(SocketError):
     """Another daemon owns the socket."""
 
     code = "daemon.running"
-
-
-def default_socket_path(*, system: bool = False, environ: dict[str, str] | None = None) -> str:
-    """The control socket of the user daemon (or of the system daemon)."""
-    if system:
-        return SYSTEM_SOCKET
-    env = os.environ if environ is None else environ
-    runtime = env.get("XDG_RUNTIME_DIR")
-    if runtime and runtime.startswith("/"):
-        return os.path.join(plain_path(runtime), "nono", SOCKET_NAME)
-    shared = f"/tmp/nono-{os.geteuid()}"
-    home = env.get("HOME", "")
-    if home.startswith("/"):
-        # Any user can make that name in /tmp first. Taken by another: meet in our home
-        # instead; absent (the other has removed it since): where our daemon already is.
-        own = os.path.join(plain_path(home), ".cache", "nono", "run", SOCKET_NAME)
-        held = _holder(shared)
-        if held is False or (held is None and os.path.lexists(own)):
-            return own
-    return f"{shared}/{SOCKET_NAME}"
-
-
-def _holder(directory: str) -> bool | None:
-    """True: ``directory`` is a directory of ours; False: it is someone else's (or not a
-    directory); None: it does not exist."""
-    try:
-        st = os.lstat(directory)
-    except OSError:
-        return None
-    return st.st_uid == os.geteuid() and stat.S_ISDIR(st.st_mode)
-
-
-def client_socket_path(*, system: bool = False, environ: dict[str, str] | None = None) -> str:
-    """The socket a client talks to: ``NONO_SOCKET`` if set, else the default."""
-    env = os.environ if environ is None else environ
-    override = env.get("NONO_SOCKET")
-    if override:
-        return plain_path(override)
-    return default_socket_path(system=system, environ=dict(env))
 
 
 class BoundSocket:

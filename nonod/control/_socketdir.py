@@ -22,12 +22,20 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Collection
 
 from ..errors import NonoError
 
+TYPE_CHECKING = False  # no ``typing`` or ``collections.abc`` at run time (``nonoctl._lean``)
+if TYPE_CHECKING:
+    from collections.abc import Collection
+    from typing import Final
+
 #: A path as the callers give one: a str or an ``os.PathLike`` (a ``pathlib.Path``).
 StrPath = str | os.PathLike[str]
+
+
+SOCKET_NAME: Final = "nonod.sock"
+SYSTEM_SOCKET: Final = "/run/nono/" + SOCKET_NAME
 
 
 class UnsafeSocketPath(NonoError):
@@ -97,3 +105,42 @@ def trusted_socket_dir(directory: StrPath, *, owners: Collection[int]) -> str:
                 hint=f"chmod go-w {current}",
             )
     return real
+
+
+def default_socket_path(*, system: bool = False, environ: dict[str, str] | None = None) -> str:
+    """The control socket of the user daemon (or of the system daemon)."""
+    if system:
+        return SYSTEM_SOCKET
+    env = os.environ if environ is None else environ
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and runtime.startswith("/"):
+        return os.path.join(plain_path(runtime), "nono", SOCKET_NAME)
+    shared = f"/tmp/nono-{os.geteuid()}"
+    home = env.get("HOME", "")
+    if home.startswith("/"):
+        # Any user can make that name in /tmp first. Taken by another: meet in our home
+        # instead; absent (the other has removed it since): where our daemon already is.
+        own = os.path.join(plain_path(home), ".cache", "nono", "run", SOCKET_NAME)
+        held = _holder(shared)
+        if held is False or (held is None and os.path.lexists(own)):
+            return own
+    return f"{shared}/{SOCKET_NAME}"
+
+
+def _holder(directory: str) -> bool | None:
+    """True: ``directory`` is a directory of ours; False: it is someone else's (or not a
+    directory); None: it does not exist."""
+    try:
+        st = os.lstat(directory)
+    except OSError:
+        return None
+    return st.st_uid == os.geteuid() and stat.S_ISDIR(st.st_mode)
+
+
+def client_socket_path(*, system: bool = False, environ: dict[str, str] | None = None) -> str:
+    """The socket a client talks to: ``NONO_SOCKET`` if set, else the default."""
+    env = os.environ if environ is None else environ
+    override = env.get("NONO_SOCKET")
+    if override:
+        return plain_path(override)
+    return default_socket_path(system=system, environ=dict(env))
