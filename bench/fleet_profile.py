@@ -1,16 +1,17 @@
 """Where a fleet's launches spend the daemon's event loop: cProfile over the fleet alone.
 
-One daemon of this checkout under bench/_daemon_trace.py (its launch steps timed) with its
-main thread under cProfile between the fleet's first launch and its last answer
-(``NONO_TRACE_PROFILE_WINDOW``: the daemon's start and the sessions' stop are left out).
-Then ``--fleet`` sessions (bench/daemon.py's fleet: ``sleep 600`` with netns + proxy,
+One daemon of this checkout under bench/_daemon_trace.py (no step wrappers) with its main
+thread under cProfile, timed in its CPU time, between the fleet's first launch and its last
+answer (``NONO_TRACE_PROFILE_WINDOW``: the daemon's start and the sessions' stop are left
+out). Then ``--fleet`` sessions (bench/daemon.py's fleet: ``sleep 600`` with netns + proxy,
 ``--inflight`` launches in flight), and per session: the CPU of each process of the
 daemon's tree (``tree_cpu``), the daemon's main thread's apart from its other threads
-(``/proc/<pid>/task/<pid>/schedstat``: the event loop, which runs one piece at a time), and
-the profile's functions by their own time and by cumulative time.
+(``/proc/<pid>/task/<pid>/schedstat``: the event loop, which runs one piece at a time) and
+its threads by name, and the profile's functions by their own and by cumulative time
+(``--plain``: the daemon as it runs, no profile: the CPU figures alone).
 
     .venv/bin/python bench/fleet_profile.py [--fleet 300] [--inflight 4] [--top 40]
-                                            [--out /tmp/fleet.prof]
+                                            [--out /tmp/fleet.prof] [--plain]
 """
 
 from __future__ import annotations
