@@ -240,15 +240,26 @@ def main() -> int:
 
     for module_name, _, _ in STEPS:
         importlib.import_module(module_name)
-    install()
+    if os.environ.get("NONO_TRACE_STEPS", "1") != "0":  # "0": the profile alone, unwrapped
+        install()
     atexit.register(lambda: (out.write_text(json.dumps(SAMPLES)),
                              out.with_name(out.name + ".events").write_text(json.dumps(EVENTS))))
     if os.environ.get("NONO_TRACE_PROFILE"):  # the main thread under cProfile too
         import cProfile
 
-        profile = cProfile.Profile()
+        # NONO_TRACE_PROFILE_CPU: the main thread's CPU time, not the wall clock (which a
+        # loaded host stretches wherever the thread waits for a CPU)
+        profile = (cProfile.Profile(time.thread_time)
+                   if os.environ.get("NONO_TRACE_PROFILE_CPU") else cProfile.Profile())
         atexit.register(lambda: profile.dump_stats(os.environ["NONO_TRACE_PROFILE"]))
-        profile.enable()
+        if os.environ.get("NONO_TRACE_PROFILE_WINDOW"):
+            # only between SIGUSR1 and SIGUSR2 (a window the bench chooses: bench/ps_live.py)
+            import signal
+
+            signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+            signal.signal(signal.SIGUSR2, lambda *_: profile.disable())
+        else:
+            profile.enable()
     return run(sys.argv[2:])
 
 

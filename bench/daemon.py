@@ -151,8 +151,11 @@ class Daemon:
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(source / "nonod")],
                        check=True, stdout=subprocess.DEVNULL)
         daemon_env = {**self.env, "PYTHONPATH": str(source)}
-        if trace is not None and "NONO_TRACE_PROFILE" in os.environ:
-            daemon_env["NONO_TRACE_PROFILE"] = os.environ["NONO_TRACE_PROFILE"]
+        if trace is not None:
+            for name in ("NONO_TRACE_PROFILE", "NONO_TRACE_PROFILE_WINDOW",
+                         "NONO_TRACE_PROFILE_CPU", "NONO_TRACE_STEPS"):
+                if name in os.environ:
+                    daemon_env[name] = os.environ[name]
         # ``trace``: the daemon with its launch steps timed, samples written there at exit
         # (bench/_daemon_trace.py, for bench/daemon_steps.py; ``wrapper`` another such
         # script: bench/_daemon_tasks.py, for bench/daemon_tasks.py)
