@@ -70,7 +70,7 @@ from nonod._malloc import TrimAfterBursts
 trimmer = TrimAfterBursts(interval=0.2, quiet=0.02)
 """ + LITTER + """
 before = anonymous_kib()
-trimmed, ends = False, time.monotonic() + 5.0
+trimmed, ends = False, time.monotonic() + 30.0  # ticks until trimmed: at once, unloaded
 while not trimmed and time.monotonic() < ends:
     time.sleep(0.05)  # the loop's wait in poll()
     trimmed = trimmer.tick()
