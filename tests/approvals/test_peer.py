@@ -201,14 +201,33 @@ def _entries_without_a_socket(port: int) -> int:
     return count
 
 
+#: An asker that connects from a given local port (``argv[2]``), as a second connection may.
+HOLD_FROM = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[2])))
+s.connect(("127.0.0.1", int(sys.argv[1])))
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not PIDS.is_dir(),
+                    reason="needs root and the v1 pids hierarchy (a session's own group)")
 def test_connections_past_on_the_askers_port_do_not_hide_it() -> None:
     """Another connection's TIME_WAIT entry on the same local port (a busy host reuses its
     ephemeral ports; a closed connection's entry stays a minute) has no socket inode: the
     lookup went no further than the first entry it met for the port, and when that was one of
     these, named no one (seen under load: 848 such entries on this host). Here 30 of them
-    share the asker's port, to other listeners: the asker is still named."""
+    share the port of an asker in a group of its own (as a session's program is: the host's
+    other processes, whose descriptors would spend the lookup's bound, are not looked at):
+    the asker is still named."""
     listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(31)]
-    asker = None
+    holder = None
+    group = PIDS / f"nono-test-peer-ports-{os.getpid()}"
+    group.mkdir()
     try:
         with socket.socket() as first:  # a port of its own, then its TIME_WAITs
             first.bind(("127.0.0.1", 0))
@@ -221,15 +240,18 @@ def test_connections_past_on_the_askers_port_do_not_hide_it() -> None:
             accepted = listener.accept()[0]
             past.close()  # closed first: TIME_WAIT on its side once the peer closes too
             accepted.close()
-        asker = socket.socket()
-        asker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        asker.bind(("127.0.0.1", port))
-        asker.connect(listeners[30].getsockname())
+        holder = subprocess.Popen([sys.executable, "-S", "-c", HOLD_FROM,
+                                   str(listeners[30].getsockname()[1]), str(port)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        (group / "cgroup.procs").write_text(str(holder.pid))
+        assert holder.stdout is not None and int(holder.stdout.readline()) == port
         assert _entries_without_a_socket(port) >= 30
-        found = find_client(os.getpid(), port)
-        assert found is not None and found[0] == os.getpid()
+        found = find_client(holder.pid, port)
+        assert found is not None and found[0] == holder.pid
     finally:
-        if asker is not None:
-            asker.close()
+        if holder is not None:
+            holder.kill()
+            holder.wait()
         for listener in listeners:
             listener.close()
+        group.rmdir()
