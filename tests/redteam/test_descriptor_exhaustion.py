@@ -125,6 +125,12 @@ def nonod_factory() -> Iterator[list[Nonod]]:
         daemon.stop()
 
 
+def _said(launch: subprocess.Popen[str], line: str) -> str:
+    """What a ``nonoctl launch`` whose stdout ended (``line`` empty) wrote on stderr; not
+    read otherwise (a launch still running would not end it)."""
+    return launch.stderr.read() if not line and launch.stderr is not None else ""
+
+
 def _start(started: list[Nonod], base: Path, soft: int, hard: int, sink: int) -> Nonod:
     base.mkdir()
     daemon = Nonod(base, soft, hard, sink)
@@ -142,7 +148,7 @@ def test_tunnels_never_take_the_descriptors_the_daemon_serves_with(
     try:
         assert flood.stdout is not None
         answers = flood.stdout.readline()  # the tunnels are open and held from here on
-        assert "200 Connection established" in answers, (answers, flood.stderr)
+        assert "200 Connection established" in answers, (answers, _said(flood, answers))
         listed = daemon.ctl("ps")
         assert listed.returncode == 0, listed.stderr
         other = daemon.ctl("launch", "--allow-cwd", "--block-net", "--", "/usr/bin/true")
@@ -164,7 +170,8 @@ def test_connections_from_the_host_to_a_listen_port_never_take_them_either(
     clients: list[socket.socket] = []
     try:
         assert server.stdout is not None
-        assert server.stdout.readline() == "listening\n", server.stderr
+        started = server.stdout.readline()
+        assert started == "listening\n", (started, _said(server, started))  # CI once: ""
         for _ in range(400):  # any local user can: the forward listens on the host
             try:
                 clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
