@@ -20,13 +20,17 @@ MAX_DESCRIPTORS: Final = 4096
 
 
 def _socket_inode(session_pid: int, port: int) -> str | None:
+    """The inode of the socket on local ``port`` in ``session_pid``'s network namespace.
+    Entries with no socket (inode 0: a closed connection's ``TIME_WAIT``, which may share
+    the port, a busy host reusing its ephemeral ports) are passed over."""
     for table in ("tcp", "tcp6"):
         try:
             with open(f"/proc/{session_pid}/net/{table}") as handle:
                 next(handle, None)
                 for line in handle:
                     fields = line.split()
-                    if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    if (len(fields) > 9 and fields[9] != "0"
+                            and int(fields[1].rsplit(":", 1)[1], 16) == port):
                         return fields[9]
         except (OSError, ValueError, IndexError):
             continue

@@ -190,3 +190,68 @@ def _asker_in_its_own_group_is_named(*, hoarders: int) -> None:
             process.wait()
         server.close()
         group.rmdir()
+
+
+def _entries_without_a_socket(port: int) -> int:
+    """Entries of this namespace's TCP table on local ``port`` with no socket inode."""
+    count = 0
+    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        count += int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] == "0"
+    return count
+
+
+#: An asker that connects from a given local port (``argv[2]``), as a second connection may.
+HOLD_FROM = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[2])))
+s.connect(("127.0.0.1", int(sys.argv[1])))
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not PIDS.is_dir(),
+                    reason="needs root and the v1 pids hierarchy (a session's own group)")
+def test_connections_past_on_the_askers_port_do_not_hide_it() -> None:
+    """Another connection's TIME_WAIT entry on the same local port (a busy host reuses its
+    ephemeral ports; a closed connection's entry stays a minute) has no socket inode: the
+    lookup went no further than the first entry it met for the port, and when that was one of
+    these, named no one (seen under load: 848 such entries on this host). Here 30 of them
+    share the port of an asker in a group of its own (as a session's program is: the host's
+    other processes, whose descriptors would spend the lookup's bound, are not looked at):
+    the asker is still named."""
+    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(31)]
+    holder = None
+    group = PIDS / f"nono-test-peer-ports-{os.getpid()}"
+    group.mkdir()
+    try:
+        with socket.socket() as first:  # a port of its own, then its TIME_WAITs
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+        for listener in listeners[:30]:
+            past = socket.socket()
+            past.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            past.bind(("127.0.0.1", port))
+            past.connect(listener.getsockname())
+            accepted = listener.accept()[0]
+            past.close()  # closed first: TIME_WAIT on its side once the peer closes too
+            accepted.close()
+        holder = subprocess.Popen([sys.executable, "-S", "-c", HOLD_FROM,
+                                   str(listeners[30].getsockname()[1]), str(port)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        (group / "cgroup.procs").write_text(str(holder.pid))
+        assert holder.stdout is not None and int(holder.stdout.readline()) == port
+        assert _entries_without_a_socket(port) >= 30
+        found = find_client(holder.pid, port)
+        assert found is not None and found[0] == holder.pid
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        for listener in listeners:
+            listener.close()
+        group.rmdir()

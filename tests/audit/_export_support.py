@@ -97,7 +97,7 @@ def rsyslogd(tmp: Path, *, tls: tuple[Path, Path, Path] | None = None,
 def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
     import time
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             err = process.stderr.read().decode() if process.stderr else ""

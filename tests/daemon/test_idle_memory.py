@@ -41,7 +41,7 @@ def _run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_quiet_daemon_returns_what_a_burst_of_work_freed() -> None:
     # The daemon's own task, with its real trim, on a short interval: the burst is the litter.
-    returned = _run(ANONYMOUS + """
+    out = _run(ANONYMOUS + """
 import trio
 from nonod._idle_trim import trim_after_bursts
 
@@ -51,13 +51,20 @@ async def main():
         await trio.sleep(0.3)
 """ + textwrap.indent(LITTER, "        ") + """
         before = anonymous_kib()
-        await trio.sleep(1.0)  # quiet: at least one whole interval with (almost) no work
-        print(before - anonymous_kib())
+        # Quiet: one whole interval with (almost) no work is enough, a loaded host may
+        # run it late (1 s did not always do at load 16). glibc returns nothing of it
+        # by itself (the kept blocks hold the heap's top up): only the trim can end this.
+        for _ in range(150):
+            await trio.sleep(0.2)
+            if before - anonymous_kib() > 20 * 1024:
+                break
+        print("returned", before - anonymous_kib())
         nursery.cancel_scope.cancel()
 
 trio.run(main)
-""").stdout.split()[-1]  # after the task's debug line
-    assert int(returned) > 20 * 1024  # KiB returned of about 40 MiB freed
+""").stdout
+    returned = next(line for line in out.splitlines() if line.startswith("returned "))
+    assert int(returned.split()[1]) > 20 * 1024  # KiB returned of about 40 MiB freed
 
 
 def test_the_fork_servers_loop_returns_what_a_burst_freed_once_it_is_quiet() -> None:
@@ -70,7 +77,7 @@ from nonod._malloc import TrimAfterBursts
 trimmer = TrimAfterBursts(interval=0.2, quiet=0.02)
 """ + LITTER + """
 before = anonymous_kib()
-trimmed, ends = False, time.monotonic() + 5.0
+trimmed, ends = False, time.monotonic() + 30.0  # ticks until trimmed: at once, unloaded
 while not trimmed and time.monotonic() < ends:
     time.sleep(0.05)  # the loop's wait in poll()
     trimmed = trimmer.tick()
@@ -103,13 +110,18 @@ async def main():
         last = weakref.ref(nodes[-1])
         del nodes, a, b
         assert last() is not None  # garbage, not yet freed
-        await trio.sleep(1.0)  # quiet: at least one whole interval with (almost) no work
-        print(last() is None)
+        # Quiet: one whole interval with (almost) no work is enough, a loaded host may
+        # run it late; with collection off, only the task's own can free them.
+        for _ in range(150):
+            await trio.sleep(0.2)
+            if last() is None:
+                break
+        print("freed", last() is None)
         nursery.cancel_scope.cancel()
 
 trio.run(main)
-""").stdout.split()[-1]
-    assert freed == "True"
+""").stdout
+    assert "freed True" in freed.splitlines(), freed
 
 
 def test_a_burst_ends_once_and_a_busy_process_is_left_alone() -> None:

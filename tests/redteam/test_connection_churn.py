@@ -73,8 +73,10 @@ def test_one_users_connection_churn_costs_the_daemon_little(
     spent = time.process_time() - cpu
     # In units of as many bare Unix-socket connections made, accepted and closed in a loop:
     # 4.1-6.0 now that the connections over the rate cost an accept and a close each; 25-27
-    # with the control socket unrated (about 0.6 ms of the daemon's CPU each).
-    assert spent < 10 * unit, (f"the daemon spent {spent:.2f} s of CPU on {CHURN} connections; "
+    # with the control socket unrated (about 0.6 ms of the daemon's CPU each). With two busy
+    # loops beside (load 8-16) the daemon's share grows more than the bare loop's: 6.7-12.8
+    # now (10 failed 1 run in 5), 27-54 unrated.
+    assert spent < 16 * unit, (f"the daemon spent {spent:.2f} s of CPU on {CHURN} connections; "
                                f"as many bare ones took {unit:.2f} s")
 
 

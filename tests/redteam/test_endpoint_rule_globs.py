@@ -45,11 +45,11 @@ async def test_a_route_request_with_such_a_path_is_refused_at_once(
     proxy = await start_route_proxy([(route, "ghp_real")], pins={"api.github.com":
                                                                  "127.0.0.1:9"})
     client = await proxy.client()
-    started = time.monotonic()
+    started = time.process_time()  # the proxy runs in this process; the host's load aside
     response = await client.request("GET", "/github/files/" + "-" * 20_000, [
         ("Authorization", f"Bearer {proxy.token.reveal()}")])
     assert response.status == 403  # endpoint_denied, nothing sent upstream
-    assert time.monotonic() - started < 2.0  # before: the event loop held for hours
+    assert time.process_time() - started < 2.0  # before: the event loop held for hours
 
 
 def regex_of(pattern: str) -> re.Pattern[str]:

@@ -62,7 +62,7 @@ def test_a_megabyte_argument_is_redacted_in_linear_time(arg: str) -> None:
 def test_one_users_long_argument_holds_no_one_up(
         two_users: tuple[DaemonThread, list[LocalUser]]) -> None:
     """A second user's launch of ``true`` with a 120 KB argument: launched, and root's
-    ``status`` asked meanwhile answered within a second each time. Before: the launch took
+    ``status`` asked meanwhile answered within a few seconds each time. Before: the launch took
     40 s (the client gave up after 30) and ``status`` waited as long."""
     handle, (_, attacker) = two_users
     work = workdir(attacker)
@@ -93,4 +93,6 @@ def test_one_users_long_argument_holds_no_one_up(
     launch.wait(timeout=60)
     launched = replies[0]
     assert json.loads(launched)["type"] == "launched", launched[:300]
-    assert max(waits) < 1.0, waits
+    # The slowest of 57 to 311: 0.02 to 0.14 s at load 14 here. Before: the
+    # whole launch (13 s of the loop's CPU, 40 s on a loaded host).
+    assert max(waits) < 5.0, waits

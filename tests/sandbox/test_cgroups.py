@@ -129,7 +129,7 @@ def test_v2_group_mechanics_on_the_unified_hierarchy(v2: V2Backend) -> None:
     try:
         Path(group.procs[0]).write_text(str(busy.pid))
         assert Path(group.path, "cgroup.procs").read_text().split() == [str(busy.pid)]
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60  # at once; a loaded host may run it late
         while group.usage().cpu_ns == 0:  # cpu.stat: accounting without the cpu controller
             assert time.monotonic() < deadline
             os.sched_yield()

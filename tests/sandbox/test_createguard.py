@@ -50,7 +50,7 @@ OPENAT2 = (
 # after the start), so that what follows is served by the C guard, not the Python one.
 AFTER_REAPER = (
     "import time\n"
-    "_end = time.monotonic() + 10\n"
+    "_end = time.monotonic() + 30\n"
     "while open('/proc/1/comm').read().strip() != 'nono-reaper':\n"
     "    assert time.monotonic() < _end, 'the init never became the reaper'\n"
     "    time.sleep(0.005)\n"

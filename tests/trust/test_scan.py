@@ -288,9 +288,9 @@ def test_a_policy_of_many_publishers_under_one_key_id_costs_a_scan_little(
         del bundle["verificationMaterial"]["publicKey"]["hint"]
         (tmp_path / f"f{i}.md").write_bytes(data)
         (tmp_path / f"f{i}.md.bundle").write_text(json.dumps(bundle))
-    started = time.monotonic()
+    started = time.thread_time()  # this thread's CPU: the host's other load aside
     report = verify_tree(tmp_path, policy)
-    assert time.monotonic() - started < 10
+    assert time.thread_time() - started < 10  # 0.2 s at load 14 here; before: about a minute
     assert {e.code for e in report.entries} == {"trust.untrusted_signer"}
     assert len(report.entries) == 300
 
