@@ -185,6 +185,8 @@ def _native() -> ctypes.CDLL | None:
     lib.nono_relay_last.restype = ctypes.c_int64
     lib.nono_relay_wait.argtypes = (handle, fd, ctypes.c_double, address, ctypes.c_int, address)
     lib.nono_relay_wait.restype = ctypes.c_int
+    lib.nono_relay_accept.argtypes = (fd,)
+    lib.nono_relay_accept.restype = ctypes.c_int
     return lib
 
 
@@ -229,6 +231,8 @@ class _Pump:
         if native and lib is None:
             raise RuntimeError(f"{_NATIVE_LIBRARY} is not built (make)")
         self._lib = lib
+        #: ``accept4`` of a listener: a non-blocking descriptor, or -errno (None: Python's)
+        self.accept: Callable[[int], int] | None = None if lib is None else lib.nono_relay_accept
         #: relay.c's table of routes (the thread's own; it lives as long as the thread)
         self._relay: int | None = None if lib is None else lib.nono_relay_new()
         if lib is not None and not self._relay:

@@ -158,6 +158,18 @@ static void record(int64_t *out, int fd, uint32_t events, int64_t kind, int64_t 
     out[9] = arg2;
 }
 
+/* A connection from the listening socket ``listener``, non-blocking and close-on-exec, without
+ * its peer's address (which nothing here uses: Python's accept formats it for every
+ * connection, and a socket made non-blocking after the accept costs a system call more):
+ * the new descriptor, or -errno. */
+int nono_relay_accept(int listener) {
+    int fd;
+    do
+        fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    return fd < 0 ? -errno : fd;
+}
+
 /* A readable routed socket: 1 if its message was relayed (or there was none after all), else
  * 0 with the record's kind and arguments set. */
 static int relay_one(struct relay *relay, int epfd, int fd, char *buf, int64_t *kind,
