@@ -185,6 +185,8 @@ def _native() -> ctypes.CDLL | None:
     lib.nono_relay_last.restype = ctypes.c_int64
     lib.nono_relay_wait.argtypes = (handle, fd, ctypes.c_double, address, ctypes.c_int, address)
     lib.nono_relay_wait.restype = ctypes.c_int
+    lib.nono_relay_add.argtypes = (handle, fd, fd, fd)
+    lib.nono_relay_add.restype = ctypes.c_int
     lib.nono_relay_accept.argtypes = (fd,)
     lib.nono_relay_accept.restype = ctypes.c_int
     return lib
@@ -237,10 +239,12 @@ class _Pump:
         self._relay: int | None = None if lib is None else lib.nono_relay_new()
         if lib is not None and not self._relay:
             raise MemoryError("relay.c's table")
+        self._add = None if lib is None else lib.nono_relay_add
         self._records = (ctypes.c_int64 * (_RECORD * _RECORDS))()
         self._counts = (ctypes.c_int64 * 4)()
         self._spill = ctypes.create_string_buffer(_COPY_SIZE)
         self._epoll = select.epoll()
+        self._epoll_fd = self._epoll.fileno()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wake, _IN)
         self._tunnels: dict[int, Tunnel] = {}  # by socket, for the events
@@ -266,9 +270,14 @@ class _Pump:
         if threading.get_ident() == self._ident:  # the thread's own (a fresh CONNECT's)
             self._live.add(tunnel)
             self._next_sweep = min(self._next_sweep, tunnel.last + tunnel.idle)
+            if self._add is not None and tunnel.masks == (_IN, _IN):
+                # Neither direction begun: routed, and both sockets added, in one call.
+                error = self._add(self._relay, self._epoll_fd, tunnel.a, tunnel.b)
+                if error:  # (as a failed register: its owner ends it)
+                    raise OSError(-error, os.strerror(-error))
+                tunnel.routed = True
+                return
             wake = False  # its next wait is computed after this
-            if self._relay is not None:
-                self.route(tunnel)
         else:
             with self._lock:
                 self._new.append(tunnel)

@@ -115,6 +115,27 @@ int nono_relay_route(struct relay *relay, int a, int b, int ended) {
     return 0;
 }
 
+/* A new tunnel between a and b, neither direction begun: routed, and both sockets added to
+ * the epoll ``epfd`` for reading (as _pump's add registers them). 0, or -errno (nothing
+ * routed or added then). */
+int nono_relay_add(struct relay *relay, int epfd, int a, int b) {
+    if (nono_relay_route(relay, a, b, 0) != 0)
+        return -errno;
+    struct epoll_event event = {.events = EPOLLIN};
+    event.data.fd = a;
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, a, &event) == 0) {
+        event.data.fd = b;
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, b, &event) == 0)
+            return 0;
+        int error = errno;
+        epoll_ctl(epfd, EPOLL_CTL_DEL, a, NULL);
+        errno = error;
+    }
+    int error = errno;
+    relay->routes[a].peer = relay->routes[b].peer = -1;
+    return -error;
+}
+
 /* Relay the tunnel of ``fd`` no more: its peer, or -1 if it was not routed. ``out``: the bytes
  * moved from fd, from its peer, the last relay's time in nanoseconds, and which directions
  * ended while routed (as ``ended`` of nono_relay_route: bit 0 fd's, bit 1 its peer's). */
