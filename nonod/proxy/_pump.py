@@ -26,6 +26,13 @@ sockets there and then (``closing``): the closes take them out of the epoll, and
 direction to end leaves its FIN to the close. A tunnel the thread adds itself joins its set
 at once; one from another thread is handed over (a queue and a lock), which a turn of the
 thread looks at only when something is there.
+
+With ``relay.c`` built (``libnonorelay.so``, ``make``), the thread waits through it: one call
+waits on the epoll with the interpreter's lock given up and relays the short messages (and a
+first end of file) of the tunnels Python holds nothing of itself ("routed": :meth:`_Pump.route`),
+returning only what Python must do, each tunnel it concerns taken back first with its counts
+(:meth:`_Pump._unrouted`). What Python then does is what its own loop does with the same
+read; without the library the loop is Python's alone (:meth:`_Pump._turns`).
 """
 
 from __future__ import annotations
