@@ -63,6 +63,7 @@ struct route {
 struct relay {
     struct route *routes;
     size_t size;
+    int deferred; /* the last wait left its routed sockets' events for this one */
 };
 
 static int64_t now_ns(void) {
@@ -281,12 +282,28 @@ int nono_relay_wait(struct relay *relay, int epfd, double deadline, int64_t *out
                 continue; /* as Python retries it (PEP 475), with the time left */
             return -errno;
         }
+        /* Python's loop serves the watched descriptors (a new connection's accept, head and
+         * connect) before the tunnels' events of the same wait: a request's answer does not
+         * wait behind an earlier tunnel's end, whose half-close may wake (and on one CPU
+         * let run first) the process at its other end. So with anything for Python in this
+         * wait, the routed sockets' events are left in the epoll, which reports them again
+         * (level-triggered) at the next wait, after Python's turn; never twice in a row (a
+         * tunnel of Python's that is always ready must not starve the routed ones). */
+        int defer = 0;
+        if (!relay->deferred)
+            for (int i = 0; i < n && !defer; i++)
+                defer = !routed(relay, events[i].data.fd);
+        relay->deferred = 0;
         int count = 0;
         int spilled = 0;
         for (int i = 0; i < n; i++) {
             int fd = events[i].data.fd;
             uint32_t flags = events[i].events;
             int64_t kind = PLAIN, arg1 = 0, arg2 = 0;
+            if (defer && routed(relay, fd)) {
+                relay->deferred = 1;
+                continue;
+            }
             if (routed(relay, fd) && !relay->routes[fd].ended && !spilled &&
                 (flags == EPOLLIN ||
                  (flags == (EPOLLIN | EPOLLHUP) && relay->routes[relay->routes[fd].peer].ended)) &&

@@ -6,6 +6,8 @@ same order, and its table of routes refuses what would mix tunnels up."""
 from __future__ import annotations
 
 import ctypes
+import os
+import select
 import socket
 import struct
 import threading
@@ -217,3 +219,33 @@ def test_the_route_table_refuses_to_mix_tunnels_up() -> None:
     finally:
         lib.nono_relay_free.argtypes = (ctypes.c_void_p,)
         lib.nono_relay_free(relay)
+
+
+def test_a_descriptor_always_ready_for_python_does_not_starve_the_routed_tunnels(
+        pump: _Pump, sockets: tuple[socket.socket, ...]) -> None:
+    """relay.c leaves routed sockets' events for the next wait when Python has something in
+    this one (its loop serves watchers first), but never twice in a row: a watched
+    descriptor that is ready at every wait does not hold a routed tunnel's messages."""
+    client, a, b, upstream = sockets
+    tunnel, _ = add(pump, a, b)
+    ready = os.eventfd(1, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # readable until read: never
+    calls: list[int] = []
+    pump.call_soon(lambda: pump.watch(ready, select.EPOLLIN, calls.append))
+    try:
+        for i in range(100):
+            client.sendall(b"m%d" % i)
+            assert receive_exactly(upstream, len(b"m%d" % i)) == b"m%d" % i
+            upstream.sendall(b"r%d" % i)
+            assert receive_exactly(client, len(b"r%d" % i)) == b"r%d" % i
+        assert len(calls) > 100  # it was there at (about) every wait
+        assert tunnel.routed  # relay.c's all along
+    finally:
+        unwatched = threading.Event()
+
+        def unwatch() -> None:
+            pump.unwatch(ready)
+            unwatched.set()
+
+        pump.call_soon(unwatch)
+        assert unwatched.wait(5)
+        os.close(ready)
