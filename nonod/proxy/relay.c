@@ -259,16 +259,18 @@ static int relay_one(struct relay *relay, int epfd, int fd, char *buf, int64_t *
 /* Wait on ``epfd`` until ``deadline`` or until there is something for Python (see the top of
  * this file): the number of records written to ``out`` (at most ``max_records``, RECORD
  * fields each: fd, events, peer or -1, bytes moved from fd and from its peer while routed,
- * the tunnel's last relay in nanoseconds, kind, and two arguments), 0 at the deadline, or -errno if epoll_wait failed. ``spill`` holds
- * at least COPY_SIZE bytes. */
+ * the tunnel's last relay in nanoseconds, the directions that ended while routed, kind, and
+ * two arguments), 0 at the deadline, or -errno if epoll_wait failed. ``spill`` holds at
+ * least COPY_SIZE bytes. */
 int nono_relay_wait(struct relay *relay, int epfd, double deadline, int64_t *out,
                     int max_records, char *spill) {
     struct epoll_event events[MAX_EVENTS];
     int most = max_records < MAX_EVENTS ? max_records : MAX_EVENTS;
     if (most < 1)
         return -EINVAL;
-    int64_t until = deadline >= (double)INT64_MAX / 1e9 ? INT64_MAX
-                                                         : (int64_t)(deadline * 1e9);
+    int64_t until = !(deadline > 0) ? 0 /* (NaN too) */
+                    : deadline >= (double)INT64_MAX / 1e9 ? INT64_MAX
+                                                           : (int64_t)(deadline * 1e9);
     for (;;) {
         int64_t left = until - now_ns();
         int timeout = 0;
