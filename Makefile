@@ -49,7 +49,14 @@ $(LOOKS): nonod/profiles/looks.c
 	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
 	  -o $@ $<
 
-venv: $(STAMP) $(REAPER) $(LOOKS)
+# The pump's wait and its tunnels' short messages in one call without the GIL
+# (nonod/proxy/_pump.py; without it the pump's loop is Python's, relaying the same bytes).
+RELAY := nonod/proxy/libnonorelay.so
+$(RELAY): nonod/proxy/relay.c
+	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
+	  -o $@ $<
+
+venv: $(STAMP) $(REAPER) $(LOOKS) $(RELAY)
 
 lint: venv
 	$(BIN)/ruff check nonod nonoctl tests bench examples

@@ -87,6 +87,9 @@ _PLANS: Final = 32
 _PLANNED_HEAD: Final = 2048
 
 _Plan: TypeAlias = tuple[ConnectHead, Decision, Resolved]
+#: A socket's type for a descriptor made non-blocking by its ``accept4``: the socket object
+#: takes it as non-blocking without a system call of its own.
+_NONBLOCKING_STREAM: Final = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 
 
 def fresh_available() -> bool:
@@ -255,12 +258,22 @@ class _Acceptor:
         """One connection per wake-up: the listener's epoll is level-triggered, so more
         waiting connections wake the thread again at once (after its tunnels' turn), and a
         fresh request is spared the ``accept`` that finds none, and its exception."""
+        accept = self.pump.accept
         try:
-            # (not ``accept()``: it makes enums of the listener's family and type each time)
-            fd, _peer = self._listener._accept()  # type: ignore[attr-defined]
+            if accept is not None:  # relay.c's: non-blocking already, no peer address made
+                fd = accept(self._fd)
+                if fd < 0:
+                    raise OSError(-fd, os.strerror(-fd))
+                kind = _NONBLOCKING_STREAM
+            else:
+                # (not ``accept()``: it makes enums of the listener's family and type)
+                fd, _peer = self._listener._accept()  # type: ignore[attr-defined]
+                kind = socket.SOCK_STREAM
         except BlockingIOError:
             return
         except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):  # (relay.c's BlockingIOError)
+                return
             if exc.errno not in RETRY_ERRNOS:
                 self.error = exc
                 self.stop()
@@ -271,8 +284,14 @@ class _Acceptor:
             self._retry = self.pump.at(time.monotonic() + PAUSE, self.start)
             return
         # The C type, not its ``socket.socket`` subclass: no Python steps to make or close it
-        # (a request handed to trio's path gets the subclass then).
-        sock = _socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
+        # (a request handed to trio's path gets the subclass then). Non-blocking from here.
+        try:
+            sock = _socket.socket(self._family, kind, 0, fd)
+        except OSError:
+            os.close(fd)
+            raise
+        if kind != _NONBLOCKING_STREAM:
+            sock.setblocking(False)
         if not self.inherits or self._queued > 0:
             self._queued -= 1
             _no_delay(sock)
@@ -317,7 +336,6 @@ class _Fresh:
     # the head
 
     def begin(self) -> None:
-        self.client.setblocking(False)
         data = self._read()
         if data is None:
             self._wait(self.client.fileno(), select.EPOLLIN, self._readable,

@@ -26,14 +26,23 @@ sockets there and then (``closing``): the closes take them out of the epoll, and
 direction to end leaves its FIN to the close. A tunnel the thread adds itself joins its set
 at once; one from another thread is handed over (a queue and a lock), which a turn of the
 thread looks at only when something is there.
+
+With ``relay.c`` built (``libnonorelay.so``, ``make``), the thread waits through it: one call
+waits on the epoll with the interpreter's lock given up and relays the short messages (and a
+first end of file) of the tunnels Python holds nothing of itself ("routed": :meth:`_Pump.route`),
+returning only what Python must do, each tunnel it concerns taken back first with its counts
+(:meth:`_Pump._unrouted`). What Python then does is what its own loop does with the same
+read; without the library the loop is Python's alone (:meth:`_Pump._turns`).
 """
 
 from __future__ import annotations
 
 import _socket
 import contextlib
+import ctypes
 import errno
 import fcntl
+import functools
 import heapq
 import itertools
 import os
@@ -43,6 +52,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final, final
 
 import outcome
@@ -72,6 +82,23 @@ _TURN: Final = 1 << 22
 _MAX_WAIT: Final = 1.0
 #: An empty view (of an empty, immutable ``bytes``: it holds no byte of any tunnel).
 _NOTHING_HELD: Final = memoryview(b"")
+#: ``relay.c`` built (``make``): the thread's wait and its tunnels' short messages in one
+#: call without the interpreter's lock (:meth:`_Pump.route`); without it the loop is Python's
+#: alone, relaying the same bytes the same way.
+_NATIVE_LIBRARY: Final = "libnonorelay.so"
+#: A record of ``nono_relay_wait`` (int64 fields): fd, events, peer (-1: it was not routed),
+#: bytes moved from fd and from its peer while routed, the tunnel's last relay (ns), which
+#: directions ended while routed (bit 0 fd's, bit 1 its peer's), kind, two arguments; at most
+#: this many records per wait.
+_RECORD: Final = 10
+_RECORDS: Final = 64
+# Record kinds (relay.c): an event to serve as polled; a source ended; a read or write error
+# (errno, bytes read and not written); bytes read into the spill buffer (how many, how many of
+# them written).
+_PLAIN: Final = 0
+_EOF: Final = 1
+_ERROR: Final = 2
+_SPILL: Final = 3
 # Errors that mean the peer went away: the tunnel just ends.
 _GONE: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT,
                           errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNABORTED})
@@ -112,7 +139,7 @@ class Tunnel:
     there is logged); ``error`` then holds an unexpected socket error, if any."""
 
     __slots__ = ("a", "b", "cancelled", "closing", "down", "ended", "error", "idle", "last",
-                 "masks", "on_end", "socks", "up")
+                 "masks", "on_end", "routed", "socks", "up")
 
     def __init__(self, a: Sock, b: Sock, idle: float, on_end: Callable[[Tunnel], None], *,
                  to_b: bytes = b"", to_a: bytes = b"", closing: bool = False) -> None:
@@ -129,6 +156,57 @@ class Tunnel:
         #: ``on_end`` closes both sockets, in the thread, whatever happens: closing a socket
         #: takes it out of the epoll, so the thread spares the ``epoll_ctl`` calls.
         self.closing = closing
+        #: Relayed by ``relay.c`` (:meth:`_Pump.route`): its counts and ``last`` are there.
+        self.routed = False
+
+
+def _routable(tunnel: Tunnel) -> bool:
+    """Whether Python holds nothing of ``tunnel`` that ``relay.c`` would need: each direction
+    has ended, or copies through userspace, holds nothing and waits to read; one has not
+    ended."""
+    up, down = tunnel.up, tunnel.down
+    return (not tunnel.ended and (up.waits == _IN or down.waits == _IN)
+            and (not up.waits or (up.waits == _IN and up.pipe is None and not up.held))
+            and (not down.waits or (down.waits == _IN and down.pipe is None
+                                    and not down.held)))
+
+
+@functools.cache
+def _native() -> ctypes.CDLL | None:
+    """``libnonorelay.so`` beside this module, or None (not built: the loop stays Python's)."""
+    path = Path(__file__).with_name(_NATIVE_LIBRARY)
+    if not path.is_file():
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError:
+        return None
+    handle, fd, address = ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p
+    lib.nono_relay_new.argtypes = ()
+    lib.nono_relay_new.restype = handle
+    lib.nono_relay_route.argtypes = (handle, fd, fd, ctypes.c_int)
+    lib.nono_relay_route.restype = ctypes.c_int
+    lib.nono_relay_unroute.argtypes = (handle, fd, address)
+    lib.nono_relay_unroute.restype = ctypes.c_int
+    lib.nono_relay_last.argtypes = (handle, fd)
+    lib.nono_relay_last.restype = ctypes.c_int64
+    lib.nono_relay_wait.argtypes = (handle, fd, ctypes.c_double, address, ctypes.c_int, address)
+    lib.nono_relay_wait.restype = ctypes.c_int
+    lib.nono_relay_add.argtypes = (handle, fd, fd, fd)
+    lib.nono_relay_add.restype = ctypes.c_int
+    lib.nono_relay_accept.argtypes = (fd,)
+    lib.nono_relay_accept.restype = ctypes.c_int
+    return lib
+
+
+@functools.cache
+def _unprototyped() -> ctypes.CDLL:
+    """The library again, for the calls a fresh request makes (``nono_relay_wait``,
+    ``nono_relay_add``, ``nono_relay_accept``) without ``argtypes``: ctypes then converts
+    nothing (a wait cost 8.1 us through the prototype, 4.9 us so, with ``epoll.poll``'s 2.8-3.8
+    in the same loop). Only the pump calls them, with exactly: ints (descriptors, counts),
+    the table as a ``c_void_p``, the deadline as a ``c_double``, its own ctypes buffers."""
+    return ctypes.CDLL(str(Path(__file__).with_name(_NATIVE_LIBRARY)))
 
 
 def _masks(up: _Way, down: _Way) -> tuple[int, int]:
@@ -161,10 +239,32 @@ class _Timer:
 
 @final
 class _Pump:
-    """The thread and what it owns: its epoll, the tunnels by socket, the idle sweep."""
+    """The thread and what it owns: its epoll, the tunnels by socket, the idle sweep.
 
-    def __init__(self) -> None:
+    With ``native`` (by default when ``relay.c`` is built) the thread waits through
+    ``relay.c``, which relays the short messages of the tunnels routed there itself
+    (:meth:`route`); with ``native=False`` the loop is Python's alone."""
+
+    def __init__(self, native: bool | None = None) -> None:
+        lib = None if native is False else _native()
+        if native and lib is None:
+            raise RuntimeError(f"{_NATIVE_LIBRARY} is not built (make)")
+        self._lib = lib
+        #: relay.c's table of routes (the thread's own; it lives as long as the thread)
+        self._relay: int | None = None if lib is None else lib.nono_relay_new()
+        if lib is not None and not self._relay:
+            raise MemoryError("relay.c's table")
+        fast = None if lib is None else _unprototyped()
+        self._table = ctypes.c_void_p(self._relay)
+        #: ``accept4`` of a listener: a non-blocking descriptor, or -errno (None: Python's)
+        self.accept: Callable[[int], int] | None = None if fast is None else \
+            fast.nono_relay_accept
+        self._add = None if fast is None else fast.nono_relay_add
+        self._records = (ctypes.c_int64 * (_RECORD * _RECORDS))()
+        self._counts = (ctypes.c_int64 * 4)()
+        self._spill = ctypes.create_string_buffer(_COPY_SIZE)
         self._epoll = select.epoll()
+        self._epoll_fd = self._epoll.fileno()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wake, _IN)
         self._tunnels: dict[int, Tunnel] = {}  # by socket, for the events
@@ -190,6 +290,13 @@ class _Pump:
         if threading.get_ident() == self._ident:  # the thread's own (a fresh CONNECT's)
             self._live.add(tunnel)
             self._next_sweep = min(self._next_sweep, tunnel.last + tunnel.idle)
+            if self._add is not None and tunnel.masks == (_IN, _IN):
+                # Neither direction begun: routed, and both sockets added, in one call.
+                error = self._add(self._table, self._epoll_fd, tunnel.a, tunnel.b)
+                if error:  # (as a failed register: its owner ends it)
+                    raise OSError(-error, os.strerror(-error))
+                tunnel.routed = True
+                return
             wake = False  # its next wait is computed after this
         else:
             with self._lock:
@@ -237,6 +344,7 @@ class _Pump:
         """``data`` goes to ``tunnel``'s a before anything b sends (the rest of a first
         write to a that fell short, made after the tunnel was added)."""
         way = tunnel.down
+        self._unroute(tunnel)
         if way.held or way.piped:
             raise ValueError("the tunnel holds bytes for a already")
         way.held = memoryview(data)
@@ -248,12 +356,53 @@ class _Pump:
         tunnel.cancelled = True
         self._end(tunnel)
 
+    def route(self, tunnel: Tunnel) -> None:
+        """Let ``relay.c`` relay ``tunnel``'s short messages (if built, and if Python holds
+        nothing of it): its waits return only what Python must do, and the tunnel is unrouted
+        first, its counts and last relay back in the tunnel (:meth:`_unrouted`)."""
+        if (self._relay is not None and not tunnel.routed and _routable(tunnel)
+                and self._lib is not None  # (for mypy: set with _relay)
+                and self._lib.nono_relay_route(self._relay, tunnel.a, tunnel.b,
+                                               (not tunnel.up.waits)
+                                               | (not tunnel.down.waits) << 1) == 0):
+            tunnel.routed = True
+
+    def _unroute(self, tunnel: Tunnel) -> None:
+        """Take ``tunnel`` back from ``relay.c`` (before Python touches its directions or
+        closes its sockets)."""
+        if tunnel.routed and self._lib is not None:
+            counts = self._counts
+            peer = self._lib.nono_relay_unroute(self._relay, tunnel.a, ctypes.addressof(counts))
+            tunnel.routed = False
+            if peer >= 0:
+                self._unrouted(tunnel, tunnel.a, counts[0], counts[1], counts[2], counts[3])
+
+    @staticmethod
+    def _unrouted(tunnel: Tunnel, fd: int, moved: int, moved_peer: int, last: int,
+                  ended: int) -> None:
+        """``relay.c`` let go of ``tunnel`` (``fd`` one of its sockets): what it relayed,
+        and the directions whose source ended there (their sinks half-closed, their sources
+        out of the epoll: the masks follow)."""
+        tunnel.routed = False
+        way, other = (tunnel.up, tunnel.down) if fd == tunnel.a else (tunnel.down, tunnel.up)
+        way.moved += moved
+        other.moved += moved_peer
+        if ended:
+            if ended & 1:
+                way.waits = 0
+            if ended & 2:
+                other.waits = 0
+            tunnel.masks = _masks(tunnel.up, tunnel.down)
+        if last:
+            tunnel.last = max(tunnel.last, last / 1e9)
+
     # the thread
 
     def _run(self) -> None:
+        turns = self._turns if self._relay is None else self._native_turns
         while True:
             try:
-                self._turns()
+                turns()
             except Exception:  # a bug must not stop every tunnel of the process
                 log.exception("proxy.pump_failed")
 
@@ -314,6 +463,106 @@ class _Pump:
             watcher = served = None
             ready.clear()
 
+    def _native_turns(self) -> None:
+        """:meth:`_turns` with the wait (and the routed tunnels' short messages) in
+        ``relay.c``: what it returns is served as :meth:`_turns` serves what it polls."""
+        wait, table, epfd = _unprototyped().nono_relay_wait, self._table, self._epoll.fileno()
+        records, spill = self._records, self._spill
+        spilled = ctypes.addressof(spill)
+        deadline = ctypes.c_double()
+        fields = memoryview(records).cast("B").cast("q")
+        tunnels, watched, timers = self._tunnels, self._watched, self._timers
+        monotonic, serve, relayed, unrouted, wake = (time.monotonic, self._serve, self._relayed,
+                                                     self._unrouted, self._wake)
+        while True:
+            if self._new or self._cancelled or self._calls:
+                now, wake_at = self._take()
+            else:  # nothing handed over: no lock (the common turn)
+                now = monotonic()
+                wake_at = self._next_sweep  # (as _wake_time has it)
+                if wake_at > now + _MAX_WAIT:
+                    wake_at = now + _MAX_WAIT
+                if timers and timers[0][0] < wake_at:
+                    wake_at = timers[0][0]
+                self._wake_at = wake_at
+                if self._new or self._cancelled or self._calls:
+                    now, wake_at = self._take()
+            deadline.value = wake_at
+            count = wait(table, epfd, deadline, records, _RECORDS, spill)
+            if count < 0:
+                raise OSError(-count, os.strerror(-count))
+            ready: list[tuple[Tunnel, int, int, int, int, int, bytes]] = []
+            got = fields[:count * _RECORD].tolist()
+            for at in range(0, count * _RECORD, _RECORD):
+                fd, events, peer, _, _, _, _, kind, arg1, arg2 = got[at:at + _RECORD]
+                served = tunnels.get(fd)
+                if served is not None:
+                    if peer >= 0:
+                        unrouted(served, fd, got[at + 3], got[at + 4], got[at + 5],
+                                 got[at + 6])
+                    # (the spill buffer is written again at the next wait: copied now)
+                    data = ctypes.string_at(spilled, arg1) if kind == _SPILL else b""
+                    ready.append((served, fd, events, kind, arg1, arg2, data))
+                    continue
+                watcher = watched.get(fd)
+                if watcher is not None:
+                    _guarded(watcher, events)
+                elif fd == wake:
+                    with contextlib.suppress(BlockingIOError):
+                        os.eventfd_read(wake)
+                else:  # a stray (a closing tunnel's socket left open by a bug): never spin
+                    with contextlib.suppress(OSError):
+                        self._epoll.unregister(fd)
+            for served, fd, events, kind, arg1, arg2, data in ready:
+                if served.ended:
+                    continue
+                try:
+                    if kind == _PLAIN:
+                        serve(served, fd, events)
+                    else:
+                        relayed(served, fd, kind, arg1, arg2, data)
+                    if not served.ended and _routable(served):
+                        self.route(served)
+                except Exception as exc:  # noqa: BLE001 - handed to the tunnel's owner
+                    served.error = exc
+                    self._end(served)
+            now = monotonic()
+            while timers and timers[0][0] <= now:
+                _fire(heapq.heappop(timers)[2])
+            if now >= self._next_sweep:
+                self._sweep(now)
+            watcher = served = None  # (as in _turns)
+            ready.clear()
+            got.clear()
+            data = b""
+
+    def _relayed(self, tunnel: Tunnel, fd: int, kind: int, arg1: int, arg2: int,
+                 data: bytes) -> None:
+        """What ``relay.c`` did with a readable ``fd`` of ``tunnel`` and left to Python (the
+        tunnel unrouted): as :meth:`_serve` would have gone on after the same read."""
+        up, down = tunnel.up, tunnel.down
+        way = up if fd == tunnel.a else down
+        if kind == _EOF:
+            try:
+                self._source_ended(tunnel, way)
+            except OSError as exc:  # (as in _move: the sink's peer gone ends the tunnel)
+                if exc.errno not in _GONE:
+                    raise
+                self._end(tunnel)
+                return
+        elif kind == _ERROR:  # errno arg1, after arg2 bytes were read (as _move counts them)
+            way.moved += arg2
+            if arg1 in _GONE:
+                self._end(tunnel)
+                return
+            raise OSError(arg1, os.strerror(arg1))
+        elif not self._move(tunnel, way, data, arg2):  # _SPILL: read, arg2 of it written
+            return
+        if not up.waits and not down.waits:
+            self._end(tunnel)
+            return
+        self._remask(tunnel)
+
     def _wake_time(self, now: float) -> float:
         """When the thread must wake at the latest: the next idle deadline or timer."""
         wake_at = min(self._next_sweep, now + _MAX_WAIT)
@@ -331,6 +580,8 @@ class _Pump:
                 tunnel = self._new.popleft()
                 self._live.add(tunnel)
                 self._next_sweep = min(self._next_sweep, tunnel.last + tunnel.idle)
+                if self._relay is not None:
+                    self.route(tunnel)
             if self._cancelled:
                 cancelled = list(self._cancelled)
                 self._cancelled.clear()
@@ -390,18 +641,21 @@ class _Pump:
                     self._epoll.modify(sock, new)
             tunnel.masks = masks
 
-    def _move(self, tunnel: Tunnel, way: _Way) -> bool:
+    def _move(self, tunnel: Tunnel, way: _Way, data: bytes | None = None, sent: int = -1
+              ) -> bool:
         """Move what can move now, then leave ``way.waits`` at what it waits for; False if
-        the tunnel ended for a peer gone."""
+        the tunnel ended for a peer gone. ``data``: read already (by ``relay.c``), of which
+        ``sent`` bytes were written."""
         try:
             if way.pipe is None and not way.held:
                 # Copying, nothing held: read at once; a short read (a message, not a bulk
                 # transfer) is written on straight away, with nothing kept past this call.
-                try:
-                    data = os.read(way.src, _COPY_SIZE)
-                except BlockingIOError:
-                    way.waits = _IN
-                    return True
+                if data is None:
+                    try:
+                        data = os.read(way.src, _COPY_SIZE)
+                    except BlockingIOError:
+                        way.waits = _IN
+                        return True
                 n = len(data)
                 if n == 0:
                     self._source_ended(tunnel, way)
@@ -409,10 +663,11 @@ class _Pump:
                 way.moved += n
                 tunnel.last = time.monotonic()
                 if n < _COPY_SIZE:
-                    try:
-                        sent = os.write(way.dst, data)
-                    except BlockingIOError:
-                        sent = 0
+                    if sent < 0:
+                        try:
+                            sent = os.write(way.dst, data)
+                        except BlockingIOError:
+                            sent = 0
                     if sent == n:
                         way.waits = _IN
                     else:
@@ -471,6 +726,11 @@ class _Pump:
         earliest = now + _MAX_WAIT
         for tunnel in list(self._live):
             deadline = tunnel.last + tunnel.idle
+            if deadline <= now and tunnel.routed and self._lib is not None:
+                last = self._lib.nono_relay_last(self._relay, tunnel.a)  # relay.c's relays
+                if last >= 0:
+                    tunnel.last = max(tunnel.last, last / 1e9)
+                    deadline = tunnel.last + tunnel.idle
             if tunnel.ended:
                 self._live.discard(tunnel)
             elif deadline <= now:
@@ -483,6 +743,7 @@ class _Pump:
     def _end(self, tunnel: Tunnel) -> None:
         if tunnel.ended:
             return
+        self._unroute(tunnel)  # its counts back, before its sockets may be closed
         tunnel.ended = True
         self._live.discard(tunnel)
         del self._tunnels[tunnel.a], self._tunnels[tunnel.b]

@@ -183,3 +183,17 @@ def connect_head(target: str, *, token: str | None = None, extra: bytes = b"") -
         head += b"Proxy-Authorization: Basic " + base64.b64encode(
             f"nono:{token}".encode()) + b"\r\n"
     return head + extra + b"\r\n"
+
+
+@pytest.fixture(params=["native", "python"])
+def each_pump_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test runs once with the pump's loop waiting (and relaying short messages) in
+    ``relay.c`` and once with Python's loop alone (``relay.c`` not built): both must relay
+    and report alike. A pump of its own for each (its thread idles after the test)."""
+    from nonod.proxy import _pump
+
+    native = request.param == "native"
+    if native and _pump._native() is None:
+        pytest.fail("libnonorelay.so is not built: run make")
+    monkeypatch.setattr(_pump, "_pump", _pump._Pump(native=native))
+    return str(request.param)

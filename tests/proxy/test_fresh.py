@@ -16,6 +16,10 @@ import trio
 from nonod.proxy import NetworkEvent, ProxyLimits, ProxyPolicy
 from tests.proxy.conftest import TOKEN, Proxy, connect_head, read_all, read_head
 
+# Each test with the pump's loop in relay.c and in Python alone: the same bytes, totals and
+# events.
+pytestmark = pytest.mark.usefixtures("each_pump_loop")
+
 POLICY = ProxyPolicy(hosts=frozenset({"api.github.com", "closed.example", "named.example"}))
 StartProxy = Callable[..., Awaitable[Proxy]]
 

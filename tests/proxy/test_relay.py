@@ -17,6 +17,10 @@ import trio.testing
 
 from nonod.proxy._relay import plain_sockets, relay
 
+# Each test with the pump's loop in relay.c and in Python alone: the same bytes, totals and
+# events.
+pytestmark = pytest.mark.usefixtures("each_pump_loop")
+
 
 def socket_stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
     a, b = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
