@@ -110,10 +110,18 @@ static int64_t ms_until(const struct timespec *t) {
     return ms < 0 ? 0 : ms;
 }
 
-/* Answer the request: the connected socket ("K"), or "E" + errno; 0 when the channel is gone. */
+/* Answer the request: the connected socket ("K"), or "E" + errno; 0 when the channel is gone.
+ * A pass the kernel refuses for the user's descriptors in flight (ETOOMANYREFS: another
+ * session of the user holds its limit's worth, and we run under the program's limit) fails
+ * this request only, as the Python init's _launcher._answer does; the channel stays. */
 static int reply(int chan, int sock, int err) {
-    if (!err)
-        return send_reply(chan, "K", 1, sock) == 0;
+    if (!err) {
+        if (send_reply(chan, "K", 1, sock) == 0)
+            return 1;
+        if (errno != ETOOMANYREFS)
+            return 0;
+        err = ETOOMANYREFS;
+    }
     unsigned char msg[5] = {'E'};
     put32(msg + 1, (uint32_t)err);
     return send_reply(chan, (const char *)msg, sizeof msg, -1) == 0;
