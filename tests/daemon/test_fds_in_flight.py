@@ -19,7 +19,10 @@ import pytest
 
 from .conftest import NOBODY, DaemonThread, UserDaemon, as_user, hello, raw_client, session_env
 
-pytestmark = pytest.mark.root
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="sessions of other uids need root"),
+]
 
 #: Sends /dev/null's descriptor 250 at a time over a socket nobody reads until the kernel
 #: refuses, writes "held hard errno" to argv[1] and waits.
