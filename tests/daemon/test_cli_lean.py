@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -89,6 +90,12 @@ def test_ps_lists_as_the_full_path_lists(daemon_thread: DaemonThread, short_tmp:
                     ["printf", "tab\\tthere"]):
         _nonoctl(daemon_thread, short_tmp, lean, "launch", "-d", "--allow-cwd", "--name",
                  f"s{len(command[-1])}", "--", *command)
+    # The three short ones end on their own: compare once they have (CI once listed printf's
+    # as running on the lean path, a moment before the full path's list).
+    deadline = time.monotonic() + 60
+    while len(_nonoctl(daemon_thread, short_tmp, _FULL, "ps", "-q").stdout.split()) > 1:
+        assert time.monotonic() < deadline, "the short sessions did not end"
+        time.sleep(0.05)
     # (``--json`` declines: the full path's own; its usage figures move between two runs)
     for words in (("ps",), ("ps", "-a"), ("ps", "-q"), ("ps", "-a", "-q"), ("ps", "extra")):
         got = _nonoctl(daemon_thread, short_tmp, lean, *words)
