@@ -240,6 +240,28 @@ def send_with_fds(sock: Transport, data: bytes, fds: Sequence[int]) -> int:
         return sock.sendmsg([data], rights)
 
 
+def send_frame(sock: Transport, data: bytes, fds: Sequence[int]) -> None:
+    """All of ``data``, the descriptors ``fds`` with its first bytes. Raises OSError with
+    what to say as its ``strerror`` (``lost_message``)."""
+    if fds:
+        sent = send_with_fds(sock, data, fds)
+        if sent < len(data):
+            sock.sendall(data[sent:])
+    else:
+        sock.sendall(data)
+
+
+def lost_message(exc: OSError) -> str:
+    """What a failed :func:`send_frame` means to the user."""
+    import errno
+
+    if exc.errno == errno.ETOOMANYREFS:
+        return ("the kernel refused to pass this terminal's descriptors to nonod: your user "
+                "has more descriptors in flight (sent over Unix sockets and not yet received) "
+                "than this process's descriptor limit allows")
+    return f"lost the connection to nonod: {exc.strerror or exc}"
+
+
 _SOL_SOCKET: Final = 1  # Linux's values (nonod runs on Linux only)
 _SCM_RIGHTS: Final = 1
 _SO_PEERCRED: Final = 17
@@ -619,23 +641,11 @@ class _Conversation:
         self.replies: list[tuple[str, Any]] = []
 
     def send(self, data: bytes, fds: Sequence[int] = ()) -> None:
-        import errno
-
         try:
-            if fds:
-                sent = send_with_fds(self.sock, data, fds)
-                if sent < len(data):
-                    self.sock.sendall(data[sent:])
-            else:
-                self.sock.sendall(data)
+            send_frame(self.sock, data, fds)
         except OSError as exc:
             self.closed = True
-            if exc.errno == errno.ETOOMANYREFS:
-                raise Lost(
-                    "the kernel refused to pass this terminal's descriptors to nonod: your "
-                    "user has more descriptors in flight (sent over Unix sockets and not yet "
-                    "received) than this process's descriptor limit allows") from exc
-            raise Lost(f"lost the connection to nonod: {exc.strerror or exc}") from exc
+            raise Lost(lost_message(exc)) from exc
 
     def close(self) -> None:
         if not self.closed:

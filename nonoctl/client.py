@@ -200,20 +200,10 @@ class Connection:
     # -- raw I/O
     def _send_raw(self, data: bytes, fds: Sequence[int] = ()) -> None:
         try:
-            if fds:
-                sent = _send_fds(self.sock, data, fds)
-                if sent < len(data):
-                    self.sock.sendall(data[sent:])
-            else:
-                self.sock.sendall(data)
+            _lean.send_frame(self.sock, data, fds)
         except OSError as exc:
             self.closed = True
-            if exc.errno == errno.ETOOMANYREFS:
-                raise ConnectionLost(
-                    "the kernel refused to pass this terminal's descriptors to nonod: your "
-                    "user has more descriptors in flight (sent over Unix sockets and not yet "
-                    "received) than this process's descriptor limit allows") from exc
-            raise ConnectionLost(f"lost the connection to nonod: {exc.strerror or exc}") from exc
+            raise ConnectionLost(_lean.lost_message(exc)) from exc
 
     def _receive_raw(self) -> None:
         try:
