@@ -406,6 +406,24 @@ class _Pump:
             except Exception:  # a bug must not stop every tunnel of the process
                 log.exception("proxy.pump_failed")
 
+    def _turn_start(self) -> tuple[float, float]:
+        """(now, when the next wait must end): what was handed over taken under the lock,
+        or, in the common turn where nothing was, without it."""
+        if self._new or self._cancelled or self._calls:
+            return self._take()
+        now = time.monotonic()
+        wake_at = self._next_sweep  # (as _wake_time has it)
+        if wake_at > now + _MAX_WAIT:
+            wake_at = now + _MAX_WAIT
+        timers = self._timers
+        if timers and timers[0][0] < wake_at:
+            wake_at = timers[0][0]
+        self._wake_at = wake_at
+        if self._new or self._cancelled or self._calls:
+            # Handed over meanwhile: ``add`` may have read the old ``_wake_at``.
+            return self._take()
+        return now, wake_at
+
     def _turns(self) -> None:
         """Turn after turn, until a bug raises. (One loop, its lookups in locals: a fresh
         request takes about three turns.)"""
@@ -413,19 +431,7 @@ class _Pump:
             self._timers
         monotonic, serve, wake = time.monotonic, self._serve, self._wake
         while True:
-            if self._new or self._cancelled or self._calls:
-                now, wake_at = self._take()
-            else:  # nothing handed over: no lock (the common turn)
-                now = monotonic()
-                wake_at = self._next_sweep  # (as _wake_time has it)
-                if wake_at > now + _MAX_WAIT:
-                    wake_at = now + _MAX_WAIT
-                if timers and timers[0][0] < wake_at:
-                    wake_at = timers[0][0]
-                self._wake_at = wake_at
-                if self._new or self._cancelled or self._calls:
-                    # Handed over meanwhile: ``add`` may have read the old ``_wake_at``.
-                    now, wake_at = self._take()
+            now, wake_at = self._turn_start()
             # The watched descriptors first (a fresh request's accept, head and connect),
             # then the tunnels: a request's answer does not wait behind the end of an
             # earlier tunnel reported in the same turn.
@@ -475,18 +481,7 @@ class _Pump:
         monotonic, serve, relayed, unrouted, wake = (time.monotonic, self._serve, self._relayed,
                                                      self._unrouted, self._wake)
         while True:
-            if self._new or self._cancelled or self._calls:
-                now, wake_at = self._take()
-            else:  # nothing handed over: no lock (the common turn)
-                now = monotonic()
-                wake_at = self._next_sweep  # (as _wake_time has it)
-                if wake_at > now + _MAX_WAIT:
-                    wake_at = now + _MAX_WAIT
-                if timers and timers[0][0] < wake_at:
-                    wake_at = timers[0][0]
-                self._wake_at = wake_at
-                if self._new or self._cancelled or self._calls:
-                    now, wake_at = self._take()
+            now, wake_at = self._turn_start()
             deadline.value = wake_at
             count = wait(table, epfd, deadline, records, _RECORDS, spill)
             if count < 0:
