@@ -406,6 +406,16 @@ class _Pump:
             except Exception:  # a bug must not stop every tunnel of the process
                 log.exception("proxy.pump_failed")
 
+    def _not_watched(self, fd: int) -> None:
+        """An event of neither a tunnel nor a watcher: the wake-up, or a stray (a closing
+        tunnel's socket left open by a bug), unregistered so the loop never spins on it."""
+        if fd == self._wake:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(fd)
+        else:
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
+
     def _turn_start(self) -> tuple[float, float]:
         """(now, when the next wait must end): what was handed over taken under the lock,
         or, in the common turn where nothing was, without it."""
@@ -429,7 +439,7 @@ class _Pump:
         request takes about three turns.)"""
         poll, tunnels, watched, timers = self._epoll.poll, self._tunnels, self._watched, \
             self._timers
-        monotonic, serve, wake = time.monotonic, self._serve, self._wake
+        monotonic, serve = time.monotonic, self._serve
         while True:
             now, wake_at = self._turn_start()
             # The watched descriptors first (a fresh request's accept, head and connect),
@@ -444,12 +454,8 @@ class _Pump:
                 watcher = watched.get(fd)
                 if watcher is not None:
                     _guarded(watcher, events)
-                elif fd == wake:
-                    with contextlib.suppress(BlockingIOError):
-                        os.eventfd_read(wake)
-                else:  # a stray (a closing tunnel's socket left open by a bug): never spin
-                    with contextlib.suppress(OSError):
-                        self._epoll.unregister(fd)
+                else:
+                    self._not_watched(fd)
             for served, fd, events in ready:
                 if served.ended:
                     continue
@@ -478,8 +484,8 @@ class _Pump:
         deadline = ctypes.c_double()
         fields = memoryview(records).cast("B").cast("q")
         tunnels, watched, timers = self._tunnels, self._watched, self._timers
-        monotonic, serve, relayed, unrouted, wake = (time.monotonic, self._serve, self._relayed,
-                                                     self._unrouted, self._wake)
+        monotonic, serve, relayed, unrouted = (time.monotonic, self._serve, self._relayed,
+                                               self._unrouted)
         while True:
             now, wake_at = self._turn_start()
             deadline.value = wake_at
@@ -502,12 +508,8 @@ class _Pump:
                 watcher = watched.get(fd)
                 if watcher is not None:
                     _guarded(watcher, events)
-                elif fd == wake:
-                    with contextlib.suppress(BlockingIOError):
-                        os.eventfd_read(wake)
-                else:  # a stray (a closing tunnel's socket left open by a bug): never spin
-                    with contextlib.suppress(OSError):
-                        self._epoll.unregister(fd)
+                else:
+                    self._not_watched(fd)
             for served, fd, events, kind, arg1, arg2, data in ready:
                 if served.ended:
                     continue
