@@ -8,6 +8,7 @@ Public face (the daemon owns keys and the key store; ``nonoctl`` sends it file c
     policy_json = init_policy(includes=["GEMINI.md"], key=key)
     bundle = sign_file(data, "GEMINI.md", key)          # -> GEMINI.md.bundle bytes
     policy_bundle = sign_policy(policy_json, key)       # -> trust-policy.json.bundle bytes
+    together = sign_files([("GEMINI.md", data), ("docs/x.md", other)], key)  # .nono-trust.bundle
 
     user = load_policy(user_json, user_bundle, trusted=[publisher_for_key(pub, "default")])
     project = load_policy(project_json, project_bundle, trusted=user)
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from ._bundle import BUNDLE_MEDIA_TYPE as BUNDLE_MEDIA_TYPE
     from ._bundle import INSTRUCTION_PREDICATE_TYPE as INSTRUCTION_PREDICATE_TYPE
     from ._bundle import MAX_BUNDLE_BYTES as MAX_BUNDLE_BYTES
+    from ._bundle import MAX_SUBJECTS as MAX_SUBJECTS
+    from ._bundle import MULTI_SUBJECT_PREDICATE_TYPE as MULTI_SUBJECT_PREDICATE_TYPE
     from ._bundle import POLICY_PREDICATE_TYPE as POLICY_PREDICATE_TYPE
     from ._errors import BadBundle as BadBundle
     from ._errors import BadSignature as BadSignature
@@ -74,15 +77,21 @@ if TYPE_CHECKING:
     from ._scan import read_scanned as read_scanned
     from ._scan import verify_tree as verify_tree
     from ._sign import sign_file as sign_file
+    from ._sign import sign_files as sign_files
     from ._sign import sign_policy as sign_policy
+    from ._sign import sign_subjects as sign_subjects
+    from ._verify import MULTI_SUBJECT_BUNDLE as MULTI_SUBJECT_BUNDLE
     from ._verify import VerifiedFile as VerifiedFile
+    from ._verify import VerifiedManifest as VerifiedManifest
     from ._verify import load_policy as load_policy
     from ._verify import verify_file as verify_file
+    from ._verify import verify_manifest as verify_manifest
+    from ._verify import verify_subject as verify_subject
 else:
     __getattr__, __dir__ = exports(__name__, {
         "_bundle": (
             "BUNDLE_MEDIA_TYPE", "INSTRUCTION_PREDICATE_TYPE", "MAX_BUNDLE_BYTES",
-            "POLICY_PREDICATE_TYPE",
+            "MAX_SUBJECTS", "MULTI_SUBJECT_PREDICATE_TYPE", "POLICY_PREDICATE_TYPE",
         ),
         "_errors": (
             "BadBundle", "BadSignature", "Blocked", "DigestMismatch", "SubjectMismatch",
@@ -103,6 +112,9 @@ else:
             "parse_policy", "publisher_for_key",
         ),
         "_scan": ("SKIP_DIRS", "FileOutcome", "TrustReport", "read_scanned", "verify_tree"),
-        "_sign": ("sign_file", "sign_policy"),
-        "_verify": ("VerifiedFile", "load_policy", "verify_file"),
+        "_sign": ("sign_file", "sign_files", "sign_policy", "sign_subjects"),
+        "_verify": (
+            "MULTI_SUBJECT_BUNDLE", "VerifiedFile", "VerifiedManifest", "load_policy",
+            "verify_file", "verify_manifest", "verify_subject",
+        ),
     })

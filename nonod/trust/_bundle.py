@@ -46,6 +46,10 @@ IN_TOTO_PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
 IN_TOTO_STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 INSTRUCTION_PREDICATE_TYPE: Final = "https://nono.sh/attestation/instruction-file/v1"
 POLICY_PREDICATE_TYPE: Final = "https://nono.sh/attestation/trust-policy/v1"
+#: nono's one bundle for many files (``nono trust sign --multi-subject``).
+MULTI_SUBJECT_PREDICATE_TYPE: Final = "https://nono.sh/attestation/multi-file/v1"
+#: Subjects one multi-subject bundle may carry (nono's signer refuses more).
+MAX_SUBJECTS: Final = 1_000
 
 
 _B64_CHARS = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
@@ -112,6 +116,32 @@ def check_base_name(name: str) -> str:
     if name in (".", "..") or "\0" in name:
         raise ValueError("not a file name")
     return name
+
+
+def check_subject_path(name: str) -> str:
+    """A multi-subject bundle's subject name as a path relative to the bundle's directory.
+
+    nono names each subject by the file's path relative to the directory it signed in, as
+    the platform prints it (``docs/GEMINI.md``, ``./a.md``). Returns the canonical form (no
+    ``.`` or empty components) that the scan compares with its own relative paths; raises
+    ``ValueError`` for what nono refuses (an absolute path, a ``..`` component) and for what
+    cannot name a file here (empty, a NUL, a backslash: a Windows separator, or part of a
+    name no signer on this system would write).
+    """
+    if not name:
+        raise ValueError("the name is empty")
+    if "\0" in name:
+        raise ValueError("the name contains a NUL character")
+    if name.startswith("/"):
+        raise ValueError("absolute paths are not permitted in bundle subjects")
+    if "\\" in name:
+        raise ValueError("a backslash is not a path separator here")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ValueError("'..' components are not permitted in bundle subjects")
+    if not parts:
+        raise ValueError("the name names the bundle's directory, not a file")
+    return "/".join(parts)
 
 
 def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -277,35 +307,35 @@ def parse_bundle(data: bytes) -> Bundle:
     )
 
 
-def parse_statement(payload: bytes) -> Statement:
-    """Read the in-toto statement of a keyed nono bundle (one subject, a keyed signer)."""
+def _statement_doc(payload: bytes) -> dict[str, object]:
     try:
         doc = _object(load_json(payload, "statement"), "statement")
     except ValueError as exc:
         raise BadBundle(str(exc)) from None
-
     statement_type = doc.get("_type")
     if statement_type != IN_TOTO_STATEMENT_TYPE:
         raise BadBundle(
             f"unexpected in-toto statement _type {_shown(statement_type)} "
             f"(expected {IN_TOTO_STATEMENT_TYPE!r})"
         )
-    predicate_type = _string(doc, "predicateType", "statement")
+    return doc
 
-    subjects = doc.get("subject")
-    if not isinstance(subjects, list):
-        raise BadBundle("statement.subject must be a list")
-    if len(subjects) != 1:
-        raise BadBundle(f"statement must have exactly one subject, found {len(subjects)}")
-    subject = _object(subjects[0], "statement.subject[0]")
-    name = _string(subject, "name", "statement.subject[0]")
+
+def _subject(value: object, where: str) -> tuple[str, str]:
+    """One subject's name (not empty) and lower-case hex SHA-256."""
+    subject = _object(value, where)
+    name = _string(subject, "name", where)
     if not name:
-        raise BadBundle("statement.subject[0].name is empty")
-    digests = _object(subject.get("digest"), "statement.subject[0].digest")
-    sha256 = _string(digests, "sha256", "statement.subject[0].digest")
+        raise BadBundle(f"{where}.name is empty")
+    digests = _object(subject.get("digest"), f"{where}.digest")
+    sha256 = _string(digests, "sha256", f"{where}.digest")
     if not _HEX64.fullmatch(sha256):
-        raise BadBundle("statement.subject[0].digest.sha256 is not 64 hex digits")
+        raise BadBundle(f"{where}.digest.sha256 is not 64 hex digits")
+    return name, sha256.lower()
 
+
+def _keyed_signer(doc: dict[str, object]) -> str:
+    """The key id of the statement's keyed signer (keyless and unknown kinds refused)."""
     predicate = _object(doc.get("predicate"), "statement.predicate")
     signer = _object(predicate.get("signer"), "statement.predicate.signer")
     kind = _string(signer, "kind", "statement.predicate.signer")
@@ -316,12 +346,64 @@ def parse_statement(payload: bytes) -> Statement:
     key_id = _string(signer, "key_id", "statement.predicate.signer")
     if not key_id:
         raise BadBundle("statement.predicate.signer.key_id is empty")
+    return key_id
 
+
+def parse_statement(payload: bytes) -> Statement:
+    """Read the in-toto statement of a keyed nono bundle (one subject, a keyed signer)."""
+    doc = _statement_doc(payload)
+    predicate_type = _string(doc, "predicateType", "statement")
+    subjects = doc.get("subject")
+    if not isinstance(subjects, list):
+        raise BadBundle("statement.subject must be a list")
+    if len(subjects) != 1:
+        raise BadBundle(f"statement must have exactly one subject, found {len(subjects)}")
+    name, sha256 = _subject(subjects[0], "statement.subject[0]")
     return Statement(
-        subject=Subject(name=name, sha256=sha256.lower()),
+        subject=Subject(name=name, sha256=sha256),
         predicate_type=predicate_type,
-        key_id=key_id,
+        key_id=_keyed_signer(doc),
     )
+
+
+@final
+class MultiStatement(msgspec.Struct, frozen=True, kw_only=True):
+    """The statement of a multi-subject bundle: each subject's canonical relative path
+    (:func:`check_subject_path`) and digest, in the bundle's order, and the signer's key id."""
+
+    subjects: tuple[Subject, ...]
+    predicate_type: str
+    key_id: str
+
+
+def parse_multi_statement(payload: bytes) -> MultiStatement:
+    """Read the statement of nono's multi-subject bundle: 1 to :data:`MAX_SUBJECTS`
+    subjects, each a relative path inside the bundle's directory, no path twice (after
+    ``./`` and ``//`` are taken out), and a keyed signer. Any bad subject refuses the whole
+    bundle: its list is what the signature covers, and one part of it is not read alone."""
+    doc = _statement_doc(payload)
+    predicate_type = _string(doc, "predicateType", "statement")
+    subjects = doc.get("subject")
+    if not isinstance(subjects, list):
+        raise BadBundle("statement.subject must be a list")
+    if not subjects:
+        raise BadBundle("statement has no subjects")
+    if len(subjects) > MAX_SUBJECTS:
+        raise BadBundle(f"statement has {len(subjects)} subjects; the limit is {MAX_SUBJECTS}")
+    parsed: dict[str, Subject] = {}
+    for index, value in enumerate(subjects):
+        where = f"statement.subject[{index}]"
+        name, sha256 = _subject(value, where)
+        try:
+            path = check_subject_path(name)
+        except ValueError as exc:
+            raise BadBundle(f"{where}.name {_shown(name)}: {exc}") from None
+        if path in parsed:
+            raise BadBundle(f"{where}.name {_shown(name)} names {_shown(path)} a second time "
+                            "(duplicate subject)")
+        parsed[path] = Subject(name=path, sha256=sha256)
+    return MultiStatement(subjects=tuple(parsed.values()), predicate_type=predicate_type,
+                          key_id=_keyed_signer(doc))
 
 
 def encode_statement(*, name: str, sha256: str, predicate_type: str, key_id: str) -> bytes:
@@ -330,6 +412,18 @@ def encode_statement(*, name: str, sha256: str, predicate_type: str, key_id: str
         "_type": IN_TOTO_STATEMENT_TYPE,
         "subject": [{"name": name, "digest": {"sha256": sha256}}],
         "predicateType": predicate_type,
+        "predicate": {"signer": {"key_id": key_id, "kind": "keyed"}, "version": 1},
+    }
+    return json.dumps(statement, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def encode_multi_statement(*, subjects: list[tuple[str, str]], key_id: str) -> bytes:
+    """A multi-subject statement as nono writes it: ``(relative path, hex SHA-256)`` per
+    subject, in the order given, and the multi-file predicate."""
+    statement = {
+        "_type": IN_TOTO_STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": sha256}} for name, sha256 in subjects],
+        "predicateType": MULTI_SUBJECT_PREDICATE_TYPE,
         "predicate": {"signer": {"key_id": key_id, "kind": "keyed"}, "version": 1},
     }
     return json.dumps(statement, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -35,7 +35,14 @@ from .._callerfs import CallerFileError, FileMissing, FileTooLarge, read_optiona
 from ._bundle import MAX_BUNDLE_BYTES, shown_name
 from ._errors import BadBundle, TooLarge, TrustError, TrustPolicyError
 from ._policy import EnforcementMode, Glob, TrustPolicy
-from ._verify import VerifiedFile, verify_file
+from ._verify import (
+    MULTI_SUBJECT_BUNDLE,
+    VerifiedFile,
+    VerifiedManifest,
+    verify_file,
+    verify_manifest,
+    verify_subject,
+)
 
 SKIP_DIRS: Final = frozenset({".git", ".venv", "node_modules", "__pycache__", ".tox", "target"})
 """Directory names the scan never enters (wherever they are in the tree)."""
@@ -47,9 +54,6 @@ Past it a file is refused (``too large to pin``) unread, however many names the 
 it (hard links, copies of one signed file): a larger file could never be pinned anyway."""
 
 Status = Literal["verified", "unsigned", "failed"]
-
-#: nono's one bundle for many files (``nono trust sign --multi-subject``), at the scan root.
-MULTI_SUBJECT_BUNDLE: Final = ".nono-trust.bundle"
 
 _LABELS: Final = MappingProxyType(
     {
@@ -114,9 +118,6 @@ class TrustReport:
     authoritative: bool
     entries: tuple[FileOutcome, ...]
     warnings: tuple[str, ...] = ()
-    #: The root holds nono's multi-subject bundle (:data:`MULTI_SUBJECT_BUNDLE`), which
-    #: nonod does not read: a refusal for unsigned files says so.
-    multi_subject_bundle: bool = False
     #: ``(st_dev, st_ino)`` of the root scanned, the same before and after the scan: what
     #: was verified is in that directory only (the session must run in it).
     root_identity: tuple[int, int] | None = None
@@ -148,10 +149,6 @@ class TrustReport:
             return self
         lines = "\n".join(f"  {shown_name(entry.path)} ({entry.label})" for entry in blocking)
         hint = "`nonoctl trust list` shows each file's status and reason"
-        if self.multi_subject_bundle and any(e.status == "unsigned" for e in blocking):
-            hint = (f"{MULTI_SUBJECT_BUNDLE} here is nono's multi-subject bundle, which nonod "
-                    "does not read: sign each file with `nonoctl trust sign FILE` (a "
-                    "FILE.bundle beside it, which nono reads too); " + hint)
         raise TrustError(f"instruction files failed trust verification:\n{lines}", hint=hint)
 
 
@@ -296,6 +293,8 @@ def _read_file(real_root: str | int, real_rel: str, max_bytes: int) -> bytes:
     try:
         return read_path(real_rel, max_bytes=max_bytes, symlinks="refuse",
                          beneath=real_root).data
+    except FileMissing:
+        raise TrustError("missing (nothing to verify)") from None
     except FileTooLarge:
         raise TooLarge(
             f"too large to pin: the verified files of a scan may hold {MAX_VERIFIED_BYTES} "
@@ -340,6 +339,60 @@ def read_scanned(report: TrustReport, entry: FileOutcome, max_bytes: int) -> byt
         raise TrustError(f"{shown_name(entry.path)} was replaced since the scan found it",
                          hint="run the command again once nothing writes the repository")
     return opened.data
+
+
+def _read_manifest(fd: int, policy: TrustPolicy) -> VerifiedManifest | TrustError | None:
+    """nono's multi-subject bundle at the top of the root open as ``fd``, verified as a
+    whole (symlinks followed inside the root, at most 1 MiB): None when there is none, the
+    error when it is there and fails (it is then an outcome of its own, and nothing it
+    names counts as signed by it)."""
+    try:
+        bundle = read_optional(MULTI_SUBJECT_BUNDLE, max_bytes=MAX_BUNDLE_BYTES, beneath=fd)
+    except FileTooLarge:
+        return BadBundle(f"{MULTI_SUBJECT_BUNDLE} is too large; the limit is "
+                         f"{MAX_BUNDLE_BYTES} bytes", name=MULTI_SUBJECT_BUNDLE)
+    except CallerFileError as exc:
+        return BadBundle(f"{MULTI_SUBJECT_BUNDLE}: {exc.reason}", name=MULTI_SUBJECT_BUNDLE)
+    if bundle is None:
+        return None
+    try:
+        return verify_manifest(bundle, policy)
+    except TrustPolicyError:
+        raise
+    except TrustError as exc:
+        return exc
+
+
+def _verify_signed(data: bytes, name: str, rel: str, bundle: bytes | None,
+                   manifest: VerifiedManifest | None, policy: TrustPolicy) -> VerifiedFile:
+    """A file at ``rel`` (base name ``name``) against its own ``.bundle``, the multi-subject
+    bundle that names it, or both. With both, both must pass (the stricter wins): a stale or
+    forged one of the two is never outvoted by the other."""
+    if manifest is None or rel not in manifest.subjects:
+        return verify_file(data, name, bundle, policy)
+    together = verify_subject(manifest, data, rel, policy)
+    return together if bundle is None else verify_file(data, name, bundle, policy)
+
+
+def _subject_path(real_root: str, walk_root: str, path: str) -> tuple[str, str]:
+    """A subject's real path, and that path relative to the root: refused when a symbolic
+    link on its way leads out of the root (nono refuses it too)."""
+    target = os.path.realpath(os.path.join(walk_root, path))
+    if not _inside(target, real_root):
+        raise TrustError(f"{shown_name(path)}: named in {MULTI_SUBJECT_BUNDLE}, but a "
+                         "symbolic link on its way leads out of the scan root")
+    return target, os.path.relpath(target, real_root)
+
+
+def _read_subject(fd: int, path: str, real_rel: str, max_bytes: int) -> bytes:
+    """A subject's bytes (:func:`_read_file`); a missing one fails, as in nono (which
+    cannot digest it)."""
+    try:
+        return _read_file(fd, real_rel, max_bytes)
+    except TrustError as exc:
+        if exc.code != "trust.failed":
+            raise
+        raise TrustError(f"{shown_name(path)}: {exc.message}") from None
 
 
 def expand_listed(path: str, root: str, home: str | None) -> str:
@@ -441,7 +494,14 @@ def _verify_open(real_root: str, fd: int, policy: TrustPolicy,
 
     entries: list[FileOutcome] = []
     kept = 0  # bytes of the verified files so far (:data:`MAX_VERIFIED_BYTES`)
+    manifest = _read_manifest(fd, policy)
+    if isinstance(manifest, TrustError):
+        entries.append(failed(MULTI_SUBJECT_BUNDLE, manifest, None))
+        manifest = None
+    reached: set[str] = set()  # subjects of the multi-subject bundle the walk found
     for found in _walk(real_root, matcher, walk_root):
+        if manifest is not None and found.rel in manifest.subjects:
+            reached.add(found.rel)
         if found.real_rel is None:
             refusal = TrustError(f"{shown_name(found.rel)}: {found.refusal}")
             entries.append(failed(found.rel, refusal, None))
@@ -451,7 +511,8 @@ def _verify_open(real_root: str, fd: int, policy: TrustPolicy,
             data = _read_file(fd, found.real_rel, MAX_VERIFIED_BYTES - kept)
             bundle = _read_bundle(walk_root, found.directory, found.entry_name + ".bundle",
                                   fd)
-            verified = verify_file(data, found.entry_name, bundle, policy)
+            verified = _verify_signed(data, found.entry_name, found.rel, bundle, manifest,
+                                      policy)
         except TrustPolicyError:
             raise
         except TrustError as exc:
@@ -463,8 +524,32 @@ def _verify_open(real_root: str, fd: int, policy: TrustPolicy,
         entries.append(FileOutcome(path=found.rel, status="verified", blocking=False,
                                    real_path=real_path, verified=verified,
                                    identity=found.identity))
-    # A file already verified (included, or listed under another name) is not read again:
-    # one outcome and one pin per real file.
+    # Every subject of the multi-subject bundle is verified, as nono does, whether or not
+    # an include pattern reaches it (those the walk found are done).
+    done = {entry.real_path for entry in entries if entry.real_path is not None}
+    for path in manifest.subjects if manifest is not None else ():
+        if path in reached or manifest is None:
+            continue
+        subject_real: str | None = None
+        try:
+            subject_real, real_rel = _subject_path(real_root, walk_root, path)
+            data = _read_subject(fd, path, real_rel, MAX_VERIFIED_BYTES - kept)
+            bundle = _read_bundle(walk_root, walk_root, path + ".bundle", fd)
+            verified = _verify_signed(data, os.path.basename(path), path, bundle, manifest,
+                                      policy)
+        except TrustPolicyError:
+            raise
+        except TrustError as exc:
+            entries.append(failed(path, exc, subject_real))
+            continue
+        if subject_real in done:  # the same real file, verified under another name
+            continue
+        done.add(subject_real)
+        kept += len(data)
+        entries.append(FileOutcome(path=path, status="verified", blocking=False,
+                                   real_path=subject_real, verified=verified))
+    # A file already verified (included, signed together, or listed under another name)
+    # is not read again: one outcome and one pin per real file.
     done = {entry.real_path for entry in entries if entry.real_path is not None}
     for listed in policy.files:
         shown = listed
@@ -491,7 +576,6 @@ def _verify_open(real_root: str, fd: int, policy: TrustPolicy,
         authoritative=policy.authoritative,
         entries=tuple(entries),
         warnings=policy.warnings,
-        multi_subject_bundle=os.path.lexists(os.path.join(real_root, MULTI_SUBJECT_BUNDLE)),
     )
 
 

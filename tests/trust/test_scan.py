@@ -293,24 +293,3 @@ def test_a_policy_of_many_publishers_under_one_key_id_costs_a_scan_little(
     assert time.thread_time() - started < 10  # 0.2 s at load 14 here; before: about a minute
     assert {e.code for e in report.entries} == {"trust.untrusted_signer"}
     assert len(report.entries) == 300
-
-
-def test_nonos_multi_subject_bundle_is_not_read_and_the_refusal_says_so(
-    tmp_path: Path, key: SigningKey, policy: TrustPolicy
-) -> None:
-    # `nono trust sign --all --multi-subject` signs every file in one `.nono-trust.bundle`
-    # (predicate https://nono.sh/attestation/multi-file/v1). nonod does not read it: the files
-    # stay unsigned (fail closed), and the refusal names the bundle and what to do.
-    (tmp_path / "GEMINI.md").write_bytes(GEMINI)
-    (tmp_path / ".nono-trust.bundle").write_bytes(sign_file(GEMINI, "GEMINI.md", key))
-    report = verify_tree(tmp_path, policy)
-    assert outcomes(report) == {"GEMINI.md": ("unsigned", "trust.unsigned")}
-    with pytest.raises(TrustError) as info:
-        report.check()
-    assert info.value.hint is not None
-    assert ".nono-trust.bundle here is nono's multi-subject bundle" in info.value.hint
-    assert "nonoctl trust sign FILE" in info.value.hint
-    (tmp_path / ".nono-trust.bundle").unlink()
-    with pytest.raises(TrustError) as info:
-        verify_tree(tmp_path, policy).check()
-    assert info.value.hint is not None and "multi-subject" not in info.value.hint
