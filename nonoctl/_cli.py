@@ -346,8 +346,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     init.add_argument("--include", action="extend", nargs="+", default=[], metavar="PATTERN",
                       help="globs of files to verify (repeatable; several after one "
                       "--include, as in nono)")
-    trust_actions("sign", "sign files (FILE.bundle beside each)", key, every).add_argument(
-        "files", nargs="*", metavar="FILE", help="the files to sign")
+    sign = trust_actions("sign", "sign files (FILE.bundle beside each)", key, every)
+    sign.add_argument("files", nargs="*", metavar="FILE", help="the files to sign")
+    sign.add_argument("--multi-subject", action="store_true",
+                      help="one ./.nono-trust.bundle over all the files (nono's), not a "
+                      "FILE.bundle beside each")
     trust_actions("sign-policy", "sign a trust policy", key, user).add_argument(
         "files", nargs="*", metavar="FILE", help="the policy (default ./trust-policy.json)")
     trust_actions("verify", "check files against their bundles and the policy", policy,
@@ -1001,6 +1004,7 @@ def _cmd_secret(args: argparse.Namespace, command: list[str], out: Output) -> in
 
 
 _POLICY_FILE: Final = "trust-policy.json"  # nonod.trust.POLICY_FILE_NAME, without the import
+_MAX_SUBJECTS: Final = 1000  # nonod.trust.MAX_SUBJECTS, without the import
 
 
 def _user_trust_dir() -> Path:
@@ -1125,6 +1129,8 @@ def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int
     # refusal signs nothing), and again, checked again, at its turn to be signed.
     for _, read in contents:
         read()
+    if action == "sign" and args.multi_subject:
+        return _sign_together(args, key, contents, out)
     with _connect(args) as conn:
         for path, read in contents:
             reply = conn.request(p.TrustSign(key=key, name=path.name, data=read(),
@@ -1138,6 +1144,54 @@ def _cmd_trust(args: argparse.Namespace, command: list[str], out: Output) -> int
                           "fingerprint": reply.fingerprint})
             else:
                 out.line(f"signed {field(str(path))} -> {field(str(bundle))}")
+    return EXIT_OK
+
+
+def _subject_name(path: Path, cwd: Path) -> str:
+    """A file's name in a multi-subject bundle written in ``cwd``: its path relative to it
+    (nono's), refused when it cannot be below it."""
+    name = str(path)
+    if path.is_absolute():
+        try:
+            name = str(path.relative_to(cwd))
+        except ValueError:
+            raise NonoError(f"{path} is not below the current directory",
+                            hint="a multi-subject bundle names files below the directory it "
+                            "is in: sign from a directory above them") from None
+    if ".." in name.split("/"):
+        raise NonoError(f"{path}: a name with '..' cannot be a subject",
+                        hint="sign from a directory above the file") from None
+    return name
+
+
+def _sign_together(args: argparse.Namespace, key: str,
+                   contents: list[tuple[Path, Callable[[], bytes]]], out: Output) -> int:
+    """``trust sign --multi-subject``: one ``.nono-trust.bundle`` in the current directory
+    over every file, each named by its path relative to it, as nono writes it. Only the
+    digests go to the daemon."""
+    import hashlib
+    from pathlib import Path
+
+    cwd = Path.cwd()
+    subjects = tuple(p.TrustSubject(name=_subject_name(path, cwd),
+                                    sha256=hashlib.sha256(read()).hexdigest())
+                     for path, read in contents)
+    if len(subjects) > _MAX_SUBJECTS:
+        raise NonoError(f"{len(subjects)} files: one bundle signs at most {_MAX_SUBJECTS}")
+    with _connect(args) as conn:
+        reply = conn.request(p.TrustSign(key=key, name=p.MULTI_SUBJECT_BUNDLE, data=b"",
+                                         subjects=subjects))
+    if not isinstance(reply, p.TrustSigned):
+        return EXIT_FAILURE
+    bundle = cwd / p.MULTI_SUBJECT_BUNDLE
+    _write_file(bundle, reply.bundle)
+    if out.json_mode:
+        out.json({"files": [s.name for s in subjects], "bundle": str(bundle),
+                  "key_id": reply.key_id, "fingerprint": reply.fingerprint})
+    else:
+        for subject in subjects:
+            out.line(f"signed {field(subject.name)}")
+        out.line(f"-> {field(str(bundle))} ({len(subjects)} files)")
     return EXIT_OK
 
 
@@ -1156,7 +1210,8 @@ def _included_files() -> list[tuple[Path, Callable[[], bytes]]]:
     report = trust.verify_tree(Path.cwd(), policy)
     return [(Path(entry.path), functools.partial(trust.read_scanned, report, entry,
                                                  p.MAX_TRUST_SIGN_BYTES))
-            for entry in report.entries if entry.real_path is not None and not entry.listed]
+            for entry in report.entries
+            if entry.real_path is not None and not entry.listed and not entry.subject_only]
 
 
 def _load_trust_policy(args: argparse.Namespace, out: Output) -> trust.TrustPolicy | None:

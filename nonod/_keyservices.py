@@ -114,6 +114,9 @@ class KeyStoreTrust:
             key = trust.keystore_for(request.key).load_signing_key(request.key)
             if request.policy:
                 return trust.sign_policy(request.data, key, name=request.name), key
+            if request.subjects:
+                return trust.sign_subjects(
+                    [(s.name, s.sha256) for s in request.subjects], key), key
             return trust.sign_file(request.data, request.name, key), key
 
         bundle, key = await trio.to_thread.run_sync(sign)

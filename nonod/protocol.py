@@ -518,14 +518,34 @@ class TrustExportKey(Request, frozen=True, kw_only=True, tag="trust_export_key")
     pem: bool = False
 
 
+#: nono's multi-subject bundle's name, the one ``TrustSign`` with ``subjects`` signs.
+MULTI_SUBJECT_BUNDLE: Final = ".nono-trust.bundle"
+
+
+class TrustSubject(msgspec.Struct, frozen=True, kw_only=True):
+    """One file of a multi-subject bundle: its path relative to the directory the bundle is
+    written in, and its SHA-256 (lower-case hex), as the client computed it."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+
+
 class TrustSign(Request, frozen=True, kw_only=True, tag="trust_sign"):
-    """Sign ``data`` as the file ``name`` (a base name); ``policy``: as a trust policy.
+    """Sign ``data`` as the file ``name`` (a base name); ``policy``: as a trust policy;
+    ``subjects`` (then ``name`` is ``.nono-trust.bundle`` and ``data`` empty): those files
+    together, as nono's multi-subject bundle (``trust sign --multi-subject``).
     The daemon returns the bundle; the client writes it."""
 
     key: TrustKeyName = "default"
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
     data: Annotated[bytes, msgspec.Meta(max_length=MAX_TRUST_SIGN_BYTES)]
     policy: bool = False
+    subjects: Annotated[tuple[TrustSubject, ...], msgspec.Meta(max_length=1000)] = ()
+
+    def __post_init__(self) -> None:
+        if self.subjects and (self.policy or self.data or self.name != MULTI_SUBJECT_BUNDLE):
+            raise ValueError(f"a request with subjects signs {MULTI_SUBJECT_BUNDLE} and "
+                             "carries no data and no policy")
 
 
 class TrustInit(Request, frozen=True, kw_only=True, tag="trust_init"):

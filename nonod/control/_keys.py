@@ -98,7 +98,7 @@ async def handle_trust(
         case p.TrustSign(key=name):
             signed = await keys.sign(request)
             log.info("trust file signed", name=request.name, key=name,
-                     policy=request.policy, uid=caller.uid)
+                     policy=request.policy, subjects=len(request.subjects), uid=caller.uid)
             return signed
         case p.TrustInit(key=name, includes=includes):
             return await keys.init_policy(name, includes)

@@ -91,6 +91,9 @@ class FileOutcome:
     real_path: str | None = None
     verified: VerifiedFile | None = None
     listed: bool = False  # named by the policy's ``files`` (``path`` is then absolute)
+    #: Checked only because the multi-subject bundle names it: no include pattern reached
+    #: it (``trust sign --all`` does not sign it).
+    subject_only: bool = False
     #: ``(st_dev, st_ino)`` of the real file as the walk found it (None: refused before):
     #: ``nonoctl trust sign --all`` signs only that file (``read_scanned``).
     identity: tuple[int, int] | None = None
@@ -540,14 +543,16 @@ def _verify_open(real_root: str, fd: int, policy: TrustPolicy,
         except TrustPolicyError:
             raise
         except TrustError as exc:
-            entries.append(failed(path, exc, subject_real))
+            entries.append(dataclasses.replace(failed(path, exc, subject_real),
+                                               subject_only=True))
             continue
         if subject_real in done:  # the same real file, verified under another name
             continue
         done.add(subject_real)
         kept += len(data)
         entries.append(FileOutcome(path=path, status="verified", blocking=False,
-                                   real_path=subject_real, verified=verified))
+                                   real_path=subject_real, verified=verified,
+                                   subject_only=True))
     # A file already verified (included, signed together, or listed under another name)
     # is not read again: one outcome and one pin per real file.
     done = {entry.real_path for entry in entries if entry.real_path is not None}
