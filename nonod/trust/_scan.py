@@ -366,15 +366,28 @@ def _read_manifest(fd: int, policy: TrustPolicy) -> VerifiedManifest | TrustErro
         return exc
 
 
-def _verify_signed(data: bytes, name: str, rel: str, bundle: bytes | None,
+def _verify_signed(data: bytes, name: str, subject: str | None, bundle: bytes | None,
                    manifest: VerifiedManifest | None, policy: TrustPolicy) -> VerifiedFile:
-    """A file at ``rel`` (base name ``name``) against its own ``.bundle``, the multi-subject
-    bundle that names it, or both. With both, both must pass (the stricter wins): a stale or
-    forged one of the two is never outvoted by the other."""
-    if manifest is None or rel not in manifest.subjects:
+    """A file (base name ``name``) against its own ``.bundle``, the multi-subject bundle's
+    ``subject`` that is the same file, or both. With both, both must pass (the stricter
+    wins): a stale or forged one of the two is never outvoted by the other."""
+    if manifest is None or subject is None:
         return verify_file(data, name, bundle, policy)
-    together = verify_subject(manifest, data, rel, policy)
+    together = verify_subject(manifest, data, subject, policy)
     return together if bundle is None else verify_file(data, name, bundle, policy)
+
+
+def _subjects_by_real_path(manifest: VerifiedManifest | None, real_root: str,
+                           walk_root: str) -> dict[str, str]:
+    """Each subject's real path inside the root, to its name: a file the walk finds under
+    another name (through a symbolic link inside the root) is that subject too, as nono
+    matches them (by canonical path)."""
+    found: dict[str, str] = {}
+    for path in manifest.subjects if manifest is not None else ():
+        target = os.path.realpath(os.path.join(walk_root, path))
+        if _inside(target, real_root):
+            found.setdefault(target, path)
+    return found
 
 
 def _subject_path(real_root: str, walk_root: str, path: str) -> tuple[str, str]:
@@ -502,9 +515,15 @@ def _verify_open(real_root: str, fd: int, policy: TrustPolicy,
         entries.append(failed(MULTI_SUBJECT_BUNDLE, manifest, None))
         manifest = None
     reached: set[str] = set()  # subjects of the multi-subject bundle the walk found
+    by_real = _subjects_by_real_path(manifest, real_root, walk_root)
     for found in _walk(real_root, matcher, walk_root):
+        subject = None
         if manifest is not None and found.rel in manifest.subjects:
-            reached.add(found.rel)
+            subject = found.rel
+        elif found.real_rel is not None:
+            subject = by_real.get(os.path.join(real_root, found.real_rel))
+        if subject is not None:
+            reached.add(subject)
         if found.real_rel is None:
             refusal = TrustError(f"{shown_name(found.rel)}: {found.refusal}")
             entries.append(failed(found.rel, refusal, None))
@@ -514,7 +533,7 @@ def _verify_open(real_root: str, fd: int, policy: TrustPolicy,
             data = _read_file(fd, found.real_rel, MAX_VERIFIED_BYTES - kept)
             bundle = _read_bundle(walk_root, found.directory, found.entry_name + ".bundle",
                                   fd)
-            verified = _verify_signed(data, found.entry_name, found.rel, bundle, manifest,
+            verified = _verify_signed(data, found.entry_name, subject, bundle, manifest,
                                       policy)
         except TrustPolicyError:
             raise

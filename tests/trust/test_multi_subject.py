@@ -376,3 +376,50 @@ def test_our_signer_refuses_what_could_not_verify(key: SigningKey, subjects: Any
 def test_names_are_written_canonical(key: SigningKey, policy: TrustPolicy) -> None:
     manifest = verify_manifest(sign_subjects([("./docs//a.md", "0" * 64)], key), policy)
     assert list(manifest.subjects) == ["docs/a.md"]
+
+
+def test_a_file_walked_under_a_linked_name_is_its_subject_too(
+        tmp_path: Path, key: SigningKey, make_policy: Any) -> None:
+    # nono matches the walk's files to subjects by canonical path: alias/SKILL.md is
+    # skills/SKILL.md, which the bundle signed.
+    skill_tree(tmp_path, key)
+    (tmp_path / "alias").symlink_to("skills")
+    report = verify_tree(tmp_path, make_policy(includes=["alias/*.md"])).check()
+    assert outcomes(report)["alias/SKILL.md"] == ("verified", None)
+    assert "skills/SKILL.md" not in outcomes(report)  # one outcome, one pin per real file
+    assert [v.data for p, v in report.pins() if p.endswith("SKILL.md")] == [SKILL]
+
+
+def test_subjects_in_skipped_directories_are_verified(
+        tmp_path: Path, key: SigningKey, policy: TrustPolicy) -> None:
+    (tmp_path / "GEMINI.md").write_bytes(GEMINI)
+    (tmp_path / "node_modules" / "tool").mkdir(parents=True)
+    (tmp_path / "node_modules" / "tool" / "AGENTS.md").write_bytes(b"# tool\n")
+    (tmp_path / MULTI_SUBJECT_BUNDLE).write_bytes(nono_bundle(statement(
+        [("GEMINI.md", GEMINI), ("node_modules/tool/AGENTS.md", b"# tool\n")]), key))
+    (tmp_path / "node_modules" / "tool" / "AGENTS.md").write_bytes(b"# changed\n")
+    report = verify_tree(tmp_path, policy)
+    assert outcomes(report)["node_modules/tool/AGENTS.md"] == (
+        "failed", "trust.digest_mismatch")
+
+
+def test_a_fifo_in_the_bundles_place_is_refused_without_waiting(
+        tmp_path: Path, key: SigningKey, policy: TrustPolicy) -> None:
+    import os
+    (tmp_path / "GEMINI.md").write_bytes(GEMINI)
+    os.mkfifo(tmp_path / MULTI_SUBJECT_BUNDLE)
+    report = verify_tree(tmp_path, policy)
+    assert outcomes(report)[MULTI_SUBJECT_BUNDLE] == ("failed", "trust.bad_bundle")
+
+
+def test_subjects_count_in_the_bytes_a_scan_may_pin(
+        tmp_path: Path, key: SigningKey, policy: TrustPolicy) -> None:
+    big = b"x" * (400 << 10)
+    (tmp_path / "GEMINI.md").write_bytes(GEMINI)
+    (tmp_path / "a.md").write_bytes(big)
+    (tmp_path / "b.md").write_bytes(big)
+    (tmp_path / MULTI_SUBJECT_BUNDLE).write_bytes(nono_bundle(statement(
+        [("GEMINI.md", GEMINI), ("a.md", big), ("b.md", big)]), key))
+    report = verify_tree(tmp_path, policy)
+    assert outcomes(report)["a.md"] == ("verified", None)
+    assert outcomes(report)["b.md"] == ("failed", "trust.too_large")
