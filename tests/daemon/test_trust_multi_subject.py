@@ -68,3 +68,27 @@ def test_sign_together_verify_and_launch(daemon_thread: DaemonThread, short_tmp:
     (short_tmp / "elsewhere.md").write_text("# not below the project\n")
     outside = run("trust", "sign", "--multi-subject", "--key", keyref, "../elsewhere.md")
     assert outside.returncode != 0 and "'..'" in outside.stderr
+
+    # --all: the files the policy includes, never one only the old bundle named.
+    ok("trust", "sign", "--multi-subject", "--all", "--key", keyref)
+    bundle = json.loads((work / ".nono-trust.bundle").read_bytes())
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    assert [s["name"] for s in statement["subject"]] == ["GEMINI.md"]
+    assert run("launch", "--allow-cwd", "--", "/bin/true").returncode == 0
+
+
+def test_a_request_with_subjects_signs_the_multi_subject_bundle_only() -> None:
+    import msgspec
+    import pytest
+
+    from nonod import protocol as p
+
+    subject = {"name": "a.md", "sha256": "0" * 64}
+    good = {"type": "trust_sign", "name": ".nono-trust.bundle", "data": "",
+            "subjects": [subject]}
+    decoded = msgspec.json.decode(json.dumps(good), type=p.TrustSign)
+    assert decoded.subjects == (p.TrustSubject(name="a.md", sha256="0" * 64),)
+    for change in ({"name": "GEMINI.md"}, {"data": base64.b64encode(b"x").decode()},
+                   {"policy": True}, {"subjects": [{**subject, "sha256": "A" * 64}]}):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.json.decode(json.dumps({**good, **change}), type=p.TrustSign)
