@@ -1260,6 +1260,9 @@ def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> in
     for name in files:
         path = Path(name)
         shown = field(name)  # a repository's name (a shell's glob): no lines of its own
+        if path.name == trust.MULTI_SUBJECT_BUNDLE:
+            failed += _verify_together(path, policy, out)
+            continue
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -1276,6 +1279,27 @@ def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> in
         else:
             out.line(f"OK   {shown}")
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _verify_together(path: Path, policy: trust.TrustPolicy, out: Output) -> int:
+    """``trust verify DIR/.nono-trust.bundle`` (nono's): the bundle and each file it names,
+    relative to its directory, and nothing else there. Returns how many failed."""
+    import dataclasses
+
+    from nonod import trust
+
+    if not os.path.lexists(path):
+        out.line(f"FAIL {field(str(path))}: no such file")
+        return 1
+    report = trust.verify_tree(path.parent, dataclasses.replace(policy, includes=(), files=()))
+    prefix = "" if str(path.parent) == "." else f"{path.parent}/"
+    for entry in report.entries:
+        shown = field(prefix + entry.path)
+        if entry.status == "verified":
+            out.line(f"OK   {shown}")
+        else:
+            out.line(f"FAIL {shown}: {field(entry.reason or entry.label)}")
+    return len(report.failures())
 
 
 def _trust_list(args: argparse.Namespace, out: Output) -> int:

@@ -46,6 +46,13 @@ def test_sign_together_verify_and_launch(daemon_thread: DaemonThread, short_tmp:
 
     verified = ok("trust", "verify", "--all")
     assert "OK   GEMINI.md" in verified and "OK   skills/SKILL.md" in verified
+    together = ok("trust", "verify", ".nono-trust.bundle")  # nono's form: the bundle itself
+    assert together.split("\n")[:2] == ["OK   GEMINI.md", "OK   skills/SKILL.md"]
+    from_above = CLI(env, short_tmp)("trust", "verify", "--policy",
+                                     str(work / "trust-policy.json"),
+                                     "proj/.nono-trust.bundle")
+    assert from_above.returncode == 0 and "OK   proj/skills/SKILL.md" in from_above.stdout, \
+        from_above
     listed = json.loads(ok("trust", "list", "--json"))
     assert {f["path"]: f["status"] for f in listed["files"]} == {
         "GEMINI.md": "verified", "skills/SKILL.md": "verified"}
@@ -64,6 +71,9 @@ def test_sign_together_verify_and_launch(daemon_thread: DaemonThread, short_tmp:
     assert refused.returncode == 124, refused.stderr  # trust.*
     assert "skills/SKILL.md (digest mismatch)" in refused.stderr
     assert not marker.exists()
+    tampered = run("trust", "verify", ".nono-trust.bundle")
+    assert tampered.returncode == 1 and "FAIL skills/SKILL.md" in tampered.stdout
+    assert "OK   GEMINI.md" in tampered.stdout
 
     (short_tmp / "elsewhere.md").write_text("# not below the project\n")
     outside = run("trust", "sign", "--multi-subject", "--key", keyref, "../elsewhere.md")
