@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from nonod.trust import SigningKey, init_policy, sign_file, sign_policy
+from nonod.trust import SigningKey, init_policy, sign_file, sign_files, sign_policy
 
 from .conftest import GEMINI
 
@@ -29,10 +29,12 @@ def test_bundle_parses_as_a_v03_bundle(key: SigningKey) -> None:
     assert len(bundle.dsse_envelope.signatures) == 1
 
 
-@pytest.mark.parametrize("kind", ["file", "policy"])
+@pytest.mark.parametrize("kind", ["file", "policy", "multi"])
 def test_sigstore_verifies_our_dsse_signature(key: SigningKey, kind: str) -> None:
     if kind == "file":
         raw = sign_file(GEMINI, "GEMINI.md", key)
+    elif kind == "multi":
+        raw = sign_files([("GEMINI.md", GEMINI), ("skills/SKILL.md", b"# skill\n")], key)
     else:
         raw = sign_policy(init_policy(includes=["GEMINI.md"], key=key), key)
     envelope = dsse.Envelope(bundle_v1.Bundle.from_json(raw).dsse_envelope)
@@ -42,7 +44,9 @@ def test_sigstore_verifies_our_dsse_signature(key: SigningKey, kind: str) -> Non
     payload = verify(key.public_key._key, envelope)
     statement = dsse.Statement(payload)
     subject = statement._inner.subjects[0]
-    assert subject.name == ("GEMINI.md" if kind == "file" else "trust-policy.json")
+    assert subject.name == ("trust-policy.json" if kind == "policy" else "GEMINI.md")
+    if kind == "multi":
+        assert [s.name for s in statement._inner.subjects] == ["GEMINI.md", "skills/SKILL.md"]
     assert statement._inner.predicate_type.startswith("https://nono.sh/attestation/")
 
 
