@@ -64,7 +64,7 @@ from ._allowlist import ProxyPolicy
 from ._buffers import bound_buffers
 from ._connect_head import ESTABLISHED, ConnectHead, parse_connect
 from ._decide import Decision, Reason
-from ._events import Exchange, NetworkEvent
+from ._events import Exchange, NetworkEvent, open_template
 from ._http import error_response
 from ._pump import Tunnel, _Pump, _Timer, the_pump
 from ._resolve import Resolved, start_connect
@@ -86,7 +86,10 @@ REPORT_DELAY: Final = 0.05
 _PLANS: Final = 32
 _PLANNED_HEAD: Final = 2048
 
-_Plan: TypeAlias = tuple[ConnectHead, Decision, Resolved]
+#: A request's head, its decision, where to connect, and its tunnel's open event for the
+#: first of those addresses but for the time (:func:`._events.open_template`; None without
+#: an address).
+_Plan: TypeAlias = tuple[ConnectHead, Decision, Resolved, NetworkEvent | None]
 #: A socket's type for a descriptor made non-blocking by its ``accept4``: the socket object
 #: takes it as non-blocking without a system call of its own.
 _NONBLOCKING_STREAM: Final = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
@@ -211,7 +214,10 @@ class _Acceptor:
         decided = None if head is None else self.server.fresh_plan(head)
         if head is None or decided is None:
             return None
-        plan = (head, *decided)
+        decision, resolved = decided
+        first = resolved.addresses[0] if resolved.addresses else None
+        plan = (head, decision, resolved,
+                None if first is None else open_template(decision, address_text(*first)))
         if not head.trailing and len(data) <= _PLANNED_HEAD:
             if len(self._plans) >= _PLANS:
                 self._plans.clear()
@@ -319,6 +325,8 @@ class _Fresh:
     watching: int | None = None
     timer: _Timer | None = None
     tunnel: Tunnel | None = None
+    #: the plan's open event for its first address (set with the plan), then the one sent
+    opened: NetworkEvent | None = None
     closed = False
 
     def __init__(self, owner: _Acceptor, sock: _socket.socket, conn: int, below: int
@@ -336,12 +344,15 @@ class _Fresh:
     # the head
 
     def begin(self) -> None:
-        data = self._read()
-        if data is None:
+        try:
+            data = self.client.recv(_READ_SIZE)  # (as _read, without its call)
+        except BlockingIOError:
             self._wait(self.client.fileno(), select.EPOLLIN, self._readable,
                        self.accepted + self.owner.limits.head_timeout, self._too_slow)
-        else:
-            self._plan(data)
+            return
+        except OSError:
+            data = b""  # the client is gone: trio's path reads its end, as it would
+        self._plan(data)
 
     def _read(self) -> bytes | None:
         try:
@@ -365,7 +376,7 @@ class _Fresh:
         if plan is None:
             self._hand_over(data)
             return
-        self.head, decision, resolved = plan
+        self.head, decision, resolved, self.opened = plan
         exchange = self.exchange  # filled as trio's path fills it
         exchange.method, exchange.mode = "CONNECT", "connect"
         exchange.host, exchange.port, exchange.decision = decision.host, decision.port, decision
@@ -445,15 +456,17 @@ class _Fresh:
     def _established(self, upstream: _socket.socket, address: str, port: int) -> None:
         exchange = self.exchange
         trailing = b"" if self.head is None else self.head.trailing
-        exchange.address = address_text(address, port)
+        exchange.address = text = address_text(address, port)
         # Everything but the event's post is done before the 200 goes: the client it wakes
         # may wait for this thread's CPU, and then its next message for its next poll.
-        opened = exchange.event("allow", exchange.reason, 200, "open")
+        template = self.opened
+        self.opened = opened = (
+            exchange.opened(template) if template is not None and template.address == text
+            else exchange.event("allow", exchange.reason, 200, "open"))
         self.upstream = upstream
         self.tunnel = tunnel = Tunnel(self.client, upstream, self.owner.limits.idle_timeout,
-                                      functools.partial(self.guarded, self._ended),
-                                      to_b=trailing, closing=True)
-        self.pump.add(tunnel)  # (nothing is relayed before this step returns)
+                                      self._ended, to_b=trailing, closing=True)
+        self.pump.add_here(tunnel)  # (nothing is relayed before this step returns)
         # The 200 and its event in one step for trio's thread (which delivers what was
         # posted before its own events): no event of a later request of the client, refused
         # on trio's path, goes to ``events`` ahead of this tunnel's open.
@@ -477,22 +490,29 @@ class _Fresh:
             self.pump.hold(tunnel, ESTABLISHED[sent:])
 
     def _ended(self, tunnel: Tunnel) -> None:
-        exchange = self.exchange
-        if tunnel.cancelled:  # by stop(): the session ended with the tunnel open
+        """The tunnel's ``on_end`` (within this connection's boundary, as :meth:`guarded`
+        steps are: without a call of it)."""
+        try:
+            exchange = self.exchange
+            if tunnel.cancelled:  # by stop(): the session ended with the tunnel open
+                exchange.bytes_out += tunnel.up.moved
+                exchange.bytes_in += tunnel.down.moved
+                self._close(exchange.close("allow", Reason.SESSION_ENDED, exchange.status))
+                return
+            if tunnel.error is not None:
+                try:
+                    raise tunnel.error
+                except Exception:  # noqa: BLE001 - logged with its traceback, as trio's path
+                    self.server.failed(exchange)
+                self._close(exchange.close("deny", Reason.INTERNAL_ERROR, 0))
+                return
             exchange.bytes_out += tunnel.up.moved
             exchange.bytes_in += tunnel.down.moved
-            self._close(exchange.close("allow", Reason.SESSION_ENDED, exchange.status))
-            return
-        if tunnel.error is not None:
-            try:
-                raise tunnel.error
-            except Exception:  # noqa: BLE001 - logged with its traceback, as trio's path
-                self.server.failed(exchange)
-            self._close(exchange.close("deny", Reason.INTERNAL_ERROR, 0))
-            return
-        exchange.bytes_out += tunnel.up.moved
-        exchange.bytes_in += tunnel.down.moved
-        self._close(exchange.close("allow", exchange.reason, 200))
+            opened = self.opened
+            self._close(exchange.close("allow", exchange.reason, 200) if opened is None
+                        else exchange.closed(opened, 200))
+        except Exception:  # noqa: BLE001 - logged by failed()
+            self._broke()
 
     # the end
 
@@ -503,13 +523,17 @@ class _Fresh:
         try:
             step(*args)
         except Exception:  # noqa: BLE001 - logged by failed()
-            self.server.failed(self.exchange)
-            done = self.exchange.done
-            event = None if done else self.exchange.close("deny", Reason.INTERNAL_ERROR, 0)
-            if self.tunnel is not None and not self.tunnel.ended:
-                self.tunnel.on_end = lambda _: None
-                self.pump.end(self.tunnel)
-            self._close(event, always=True)
+            self._broke()
+
+    def _broke(self) -> None:
+        """The boundary's handling of the exception being handled (:meth:`guarded`)."""
+        self.server.failed(self.exchange)
+        done = self.exchange.done
+        event = None if done else self.exchange.close("deny", Reason.INTERNAL_ERROR, 0)
+        if self.tunnel is not None and not self.tunnel.ended:
+            self.tunnel.on_end = lambda _: None
+            self.pump.end(self.tunnel)
+        self._close(event, always=True)
 
     def _close(self, event: NetworkEvent | None, *, always: bool = False) -> None:
         """Close, and report ``event`` (if any); ``always``: even if a step closed it."""
