@@ -455,21 +455,18 @@ class _Fresh:
 
     def _established(self, upstream: _socket.socket, address: str, port: int) -> None:
         exchange = self.exchange
-        trailing = b"" if self.head is None else self.head.trailing
         exchange.address = text = address_text(address, port)
-        # Everything but the event's post is done before the 200 goes: the client it wakes
-        # may wait for this thread's CPU, and then its next message for its next poll.
         template = self.opened
-        self.opened = opened = (
-            exchange.opened(template) if template is not None and template.address == text
-            else exchange.event("allow", exchange.reason, 200, "open"))
+        opened = (exchange.opened(template) if template is not None and template.address == text
+                  else exchange.event("allow", exchange.reason, 200, "open"))
         self.upstream = upstream
-        self.tunnel = tunnel = Tunnel(self.client, upstream, self.owner.limits.idle_timeout,
-                                      self._ended, to_b=trailing, closing=True)
-        self.pump.add_here(tunnel)  # (nothing is relayed before this step returns)
-        # The 200 and its event in one step for trio's thread (which delivers what was
-        # posted before its own events): no event of a later request of the client, refused
-        # on trio's path, goes to ``events`` ahead of this tunnel's open.
+        # The 200 as soon as the upstream is connected, the tunnel made and added after it:
+        # the client reads the 200 and writes its first message (in its own process, on the
+        # other CPU if it is free) while this thread adds the tunnel (two ``epoll_ctl``s);
+        # its message waits in the socket until the tunnel's first wait, which comes after
+        # this step. The 200 and its event in one step for trio's thread (which delivers
+        # what was posted before its own events): no event of a later request of the client,
+        # refused on trio's path, goes to ``events`` ahead of this tunnel's open.
         with self.owner.posting:
             try:
                 sent = self.client.send(ESTABLISHED)
@@ -479,15 +476,18 @@ class _Fresh:
                 sent = -1
             if sent >= 0:
                 self.owner.post(opened)
-        if sent < 0:
-            tunnel.on_end = _not_reported
-            self.pump.end(tunnel)  # out of the pump; _close closes both sockets
+        if sent < 0:  # the client went away: no tunnel; _close closes both sockets
             self._close(exchange.close("allow", exchange.reason, 0))
             return
+        self.opened = opened
         exchange.status = 200
+        trailing = b"" if self.head is None else self.head.trailing
         exchange.bytes_out = len(trailing)  # counted from here, as on trio's path
-        if sent < len(ESTABLISHED):
-            self.pump.hold(tunnel, ESTABLISHED[sent:])
+        # (the rest of a short 200 goes first, ahead of anything the upstream sends)
+        self.tunnel = tunnel = Tunnel(
+            self.client, upstream, self.owner.limits.idle_timeout, self._ended, to_b=trailing,
+            to_a=ESTABLISHED[sent:] if sent < len(ESTABLISHED) else b"", closing=True)
+        self.pump.add_here(tunnel)  # (nothing is relayed before this step returns)
 
     def _ended(self, tunnel: Tunnel) -> None:
         """The tunnel's ``on_end`` (within this connection's boundary, as :meth:`guarded`
@@ -580,10 +580,6 @@ class _Fresh:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-
-
-def _not_reported(_: Tunnel) -> None:
-    """The end of a tunnel whose 200 was never sent (its record is the connection's own)."""
 
 
 def _queue_length(listener: socket.socket) -> int:

@@ -351,17 +351,6 @@ class _Pump:
         heapq.heappush(self._timers, (deadline, next(self._seq), timer))
         return timer
 
-    def hold(self, tunnel: Tunnel, data: bytes) -> None:
-        """``data`` goes to ``tunnel``'s a before anything b sends (the rest of a first
-        write to a that fell short, made after the tunnel was added)."""
-        way = tunnel.down
-        self._unroute(tunnel)
-        if way.held or way.piped:
-            raise ValueError("the tunnel holds bytes for a already")
-        way.held = memoryview(data)
-        way.waits = _OUT
-        self._remask(tunnel)
-
     def end(self, tunnel: Tunnel) -> None:
         """End ``tunnel`` now, as cancelled."""
         tunnel.cancelled = True

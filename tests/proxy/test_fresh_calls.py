@@ -217,25 +217,26 @@ async def test_an_ended_fresh_tunnel_is_freed_without_the_garbage_collector(
         gc.enable()
 
 
-async def test_bytes_held_after_a_tunnel_was_added_go_before_what_its_other_side_sent(
-        ) -> None:
-    """A fresh CONNECT's tunnel is in the pump before its ``200`` is sent; were the send
-    short, the rest goes through the tunnel (``_Pump.hold``), ahead of what the upstream
-    sent already (a server that speaks first)."""
+async def test_the_rest_of_a_short_200_goes_before_what_the_other_side_sent() -> None:
+    """A fresh CONNECT's ``200`` is sent before its tunnel is made; were the send short, the
+    tunnel is made holding the rest (``to_a``), which goes ahead of what the upstream sent
+    already (a server that speaks first), and the tunnel relays on after it."""
     pump = the_pump()
     (client, a), (b, upstream) = socket.socketpair(), socket.socketpair()
     ended, token = trio.Event(), trio.lowlevel.current_trio_token()
     with client, a, b, upstream:
         upstream.sendall(b"banner")  # readable when the tunnel is added
 
-        def start() -> None:  # one step of the pump thread: no turn in between
-            tunnel = Tunnel(a, b, 30, lambda _: token.run_sync_soon(ended.set))
-            pump.add(tunnel)
-            pump.hold(tunnel, b"HTTP/1.1 200 Connection established\r\n\r\n"[9:])
-            with pytest.raises(ValueError):
-                pump.hold(tunnel, b"twice")
+        def start() -> None:  # one step of the pump thread, as _Fresh._established's
+            tunnel = Tunnel(a, b, 30, lambda _: token.run_sync_soon(ended.set),
+                            to_a=b"HTTP/1.1 200 Connection established\r\n\r\n"[9:],
+                            closing=False)
+            pump.add_here(tunnel)
+            assert not tunnel.routed  # Python holds bytes of it: relay.c does not take it
 
         pump.call_soon(start)
+        client.sendall(b"hello")
+        assert await trio.to_thread.run_sync(upstream.recv, 5) == b"hello"
         upstream.shutdown(socket.SHUT_WR)
         client.shutdown(socket.SHUT_WR)
         with trio.fail_after(5):
