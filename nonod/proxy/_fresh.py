@@ -402,7 +402,6 @@ class _Fresh:
                                                    kind=_socket.socket)
             except OSError:
                 continue
-            _no_delay(upstream)
             if connected:
                 self._established(upstream, address, port)
             else:
@@ -481,6 +480,7 @@ class _Fresh:
             return
         self.opened = opened
         exchange.status = 200
+        _no_delay(upstream)  # (nothing goes to it before the tunnel's first turn)
         trailing = b"" if self.head is None else self.head.trailing
         exchange.bytes_out = len(trailing)  # counted from here, as on trio's path
         # (the rest of a short 200 goes first, ahead of anything the upstream sends)

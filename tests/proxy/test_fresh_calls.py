@@ -131,6 +131,25 @@ async def test_ended_fresh_tunnels_leave_nothing_in_the_pump_s_epoll(
     assert epoll_targets(epoll_fd) <= before
 
 
+async def test_a_fresh_tunnel_s_upstream_socket_gets_no_delay(start_proxy: StartProxy,
+                                                               echo_port: int) -> None:
+    """The upstream's ``TCP_NODELAY`` is set after the ``200`` (nothing goes to the upstream
+    before the tunnel's first turn), but set: small writes go out at once."""
+    proxy = await start_proxy(POLICY, pins={"api.github.com": f"127.0.0.1:{echo_port}"},
+                              token=TOKEN)
+    stream = await tunnel_through(proxy)
+    await stream.send_all(b"ping")
+    got = b""
+    with trio.fail_after(5):
+        while len(got) < 4:
+            got += await stream.receive_some(4)  # relayed both ways: the tunnel is in
+    tunnels = {id(tunnel): tunnel for tunnel in list(the_pump()._tunnels.values())}
+    upstreams = [tunnel.socks[tunnel.b] for tunnel in tunnels.values()]
+    assert len(upstreams) == 1
+    assert upstreams[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    await stream.aclose()
+
+
 def test_a_connect_above_a_given_watermark_is_refused(echo_port_sync: int) -> None:
     with pytest.raises(OSError) as raised:
         start_connect("127.0.0.1", echo_port_sync, below=0)
