@@ -543,9 +543,11 @@ class _Fresh:
         owner = self.owner
         owner.live.discard(self)
         with owner.posting:  # the end the client sees and its event: one step
+            # The client's first: its close sends the client's FIN (about 17 us on this VM,
+            # the upstream's about 9), which a client reading to the end waits for.
+            self.client.close()
             if self.upstream is not None:
                 self.upstream.close()
-            self.client.close()
             if not self.closed:
                 self.closed = True
                 self.server.release()
