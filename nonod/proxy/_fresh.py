@@ -539,7 +539,8 @@ class _Fresh:
         """Close, and report ``event`` (if any); ``always``: even if a step closed it."""
         if self.closed and not always:
             return
-        self._settle()
+        if self.watching is not None or self.timer is not None:  # (not at a tunnel's end)
+            self._settle()
         owner = self.owner
         owner.live.discard(self)
         with owner.posting:  # the end the client sees and its event: one step

@@ -740,7 +740,8 @@ class _Pump:
     def _end(self, tunnel: Tunnel) -> None:
         if tunnel.ended:
             return
-        self._unroute(tunnel)  # its counts back, before its sockets may be closed
+        if tunnel.routed:  # (most often unrouted already, by the record that ends it)
+            self._unroute(tunnel)  # its counts back, before its sockets may be closed
         tunnel.ended = True
         self._live.discard(tunnel)
         del self._tunnels[tunnel.a], self._tunnels[tunnel.b]
