@@ -7,9 +7,11 @@ For each tree (this checkout, and each ``--before DIR``, e.g. ``git archive main
 does, with an upstream echo process of its own) and makes ``--requests`` fresh requests
 through it (connect, CONNECT, 64 bytes each way, close) after a warm-up; during them a line
 tracer runs in the pump thread only (set there from the thread itself, on the frames already
-running too). Printed per tree: lines and calls per request, and the functions with the most
-lines. The tracer slows the thread down, so the pump takes more turns than it would: compare
-trees, not against the untraced figures.
+running too). Printed per tree: lines and calls per request, the lines from the accept's call
+(``_Acceptor._accept``) to the line that sends the client's ``200`` (the pump's turn before the
+call not counted: the same in every tree), and the functions with the most lines. The
+tracer slows the thread down, so the pump takes more turns than it would: compare trees, not
+against the untraced figures.
 
     .venv/bin/python bench/proxy_lines.py [--requests N] [--top N] [--before DIR ...] [--json]
 """
@@ -62,9 +64,12 @@ def _request(port: int, head: bytes) -> None:
 
 def _measure(requests: int, top: int) -> dict[str, Any]:
     """In the child: serve the proxy, trace its pump thread over ``requests`` requests."""
+    import inspect
+
     import trio
 
     from nonod.proxy import ProxyLimits, ProxyPolicy, Resolver, serve_proxy
+    from nonod.proxy._fresh import _Acceptor, _Fresh
     from nonod.proxy._pump import the_pump
 
     upstream = subprocess.Popen([sys.executable, str(BENCH / "proxy.py"), "--role", "upstream",
@@ -73,6 +78,17 @@ def _measure(requests: int, top: int) -> dict[str, Any]:
     echo = json.loads(upstream.stdout.readline())["echo"]
     lines: collections.Counter[tuple[str, str]] = collections.Counter()
     calls: collections.Counter[tuple[str, str]] = collections.Counter()
+    # Lines before the client's 200: from the accept's call (``_Acceptor._accept``) to the
+    # line of ``_Fresh._established`` that sends it (the pump's turn before the accept's
+    # call, the same in every tree, not counted).
+    answering = [False]
+    answered = collections.Counter[tuple[str, str]]()
+    accept_code = _Acceptor._accept.__code__
+    established = _Fresh._established
+    source, first = inspect.getsourcelines(established)
+    send_line = first + next(i for i, line in enumerate(source)
+                             if "self.client.send(ESTABLISHED)" in line)
+    established_code = established.__code__
 
     def where(frame: FrameType) -> tuple[str, str]:
         return os.path.basename(frame.f_code.co_filename), frame.f_code.co_name
@@ -80,8 +96,14 @@ def _measure(requests: int, top: int) -> dict[str, Any]:
     def tracer(frame: FrameType, event: str, arg: object) -> Any:
         if event == "call":
             calls[where(frame)] += 1
+            if frame.f_code is accept_code:
+                answering[0] = True
         elif event == "line":
             lines[where(frame)] += 1
+            if answering[0]:
+                answered[where(frame)] += 1
+                if frame.f_code is established_code and frame.f_lineno == send_line:
+                    answering[0] = False
         return tracer
 
     def in_pump(call: Any) -> None:
@@ -118,6 +140,7 @@ def _measure(requests: int, top: int) -> dict[str, Any]:
         time.sleep(0.2)  # the warm-up's ends, traced, then forgotten
         lines.clear()
         calls.clear()
+        answered.clear()
         for _ in range(requests):
             _request(port, head)
         time.sleep(0.2)  # the last requests' ends
@@ -147,6 +170,7 @@ def _measure(requests: int, top: int) -> dict[str, Any]:
 
     return {"tree": str(Path(nonod.__file__).resolve().parent.parent),
             "lines": sum(lines.values()) / requests, "calls": sum(calls.values()) / requests,
+            "before_200": sum(answered.values()) / requests,
             "top": [{"file": f, "function": fn, "lines": n / requests,
                      "calls": calls[(f, fn)] / requests}
                     for (f, fn), n in lines.most_common(top)]}
@@ -180,7 +204,8 @@ def main() -> None:
         return
     for result in results:
         print(f"{result['tree']}: {result['lines']:.1f} lines, {result['calls']:.1f} calls "
-              f"per request ({args.requests} requests)")
+              f"per request ({args.requests} requests); {result['before_200']:.1f} lines from "
+              f"the accept's call to the 200's send")
         for row in result["top"]:
             print(f"  {row['lines']:7.2f} lines {row['calls']:5.2f} calls  "
                   f"{row['file']}:{row['function']}")

@@ -85,6 +85,19 @@ def log_network_event(event: ProxyEvent) -> None:
         log.info("proxy.decision", **fields)
 
 
+_replace = msgspec.structs.replace
+
+
+def open_template(decision: Decision, address: str) -> NetworkEvent:
+    """The open event of an allowed CONNECT tunnel to ``address`` (``address:port``, as
+    :func:`._fresh.address_text` writes it) for ``decision``, as :meth:`Exchange.event` makes
+    it, but for the time (0): kept with a plan, each request's own is a copy with its time
+    (:meth:`Exchange.opened`)."""
+    return NetworkEvent(mode="connect", decision="allow", host=decision.host,
+                        port=decision.port, reason=decision.reason._value_, status=200,
+                        stage="open", address=address)
+
+
 @final
 class Exchange:
     """What is known so far about one connection's request, for its audit event."""
@@ -119,6 +132,21 @@ class Exchange:
         """The request's final event (it is then done)."""
         self.done = True
         return self.event(decision, reason, status, "close")
+
+    def opened(self, template: NetworkEvent) -> NetworkEvent:
+        """``event("allow", self.reason, 200, "open")`` from ``template``, the tunnel's open
+        event made by :func:`open_template` from the decision and address this exchange
+        holds: only the time is new (a copy with one field set, not a record of fifteen)."""
+        elapsed = (self.clock() - self.started) * 1000
+        return _replace(template, duration_ms=round(elapsed * 1000) / 1000)
+
+    def closed(self, opened: NetworkEvent, status: int) -> NetworkEvent:
+        """``close("allow", self.reason, status)`` from ``opened`` (what :meth:`opened`
+        returned): the time, the status and the byte counts are new."""
+        self.done = True
+        elapsed = (self.clock() - self.started) * 1000
+        return _replace(opened, stage="close", status=status, bytes_in=self.bytes_in,
+                        bytes_out=self.bytes_out, duration_ms=round(elapsed * 1000) / 1000)
 
     def event(self, decision: Literal["allow", "deny"], reason: Reason, status: int,
               stage: Literal["open", "close"]) -> NetworkEvent:

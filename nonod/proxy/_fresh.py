@@ -64,7 +64,7 @@ from ._allowlist import ProxyPolicy
 from ._buffers import bound_buffers
 from ._connect_head import ESTABLISHED, ConnectHead, parse_connect
 from ._decide import Decision, Reason
-from ._events import Exchange, NetworkEvent
+from ._events import Exchange, NetworkEvent, open_template
 from ._http import error_response
 from ._pump import Tunnel, _Pump, _Timer, the_pump
 from ._resolve import Resolved, start_connect
@@ -86,7 +86,10 @@ REPORT_DELAY: Final = 0.05
 _PLANS: Final = 32
 _PLANNED_HEAD: Final = 2048
 
-_Plan: TypeAlias = tuple[ConnectHead, Decision, Resolved]
+#: A request's head, its decision, where to connect, and its tunnel's open event for the
+#: first of those addresses but for the time (:func:`._events.open_template`; None without
+#: an address).
+_Plan: TypeAlias = tuple[ConnectHead, Decision, Resolved, NetworkEvent | None]
 #: A socket's type for a descriptor made non-blocking by its ``accept4``: the socket object
 #: takes it as non-blocking without a system call of its own.
 _NONBLOCKING_STREAM: Final = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
@@ -211,7 +214,10 @@ class _Acceptor:
         decided = None if head is None else self.server.fresh_plan(head)
         if head is None or decided is None:
             return None
-        plan = (head, *decided)
+        decision, resolved = decided
+        first = resolved.addresses[0] if resolved.addresses else None
+        plan = (head, decision, resolved,
+                None if first is None else open_template(decision, address_text(*first)))
         if not head.trailing and len(data) <= _PLANNED_HEAD:
             if len(self._plans) >= _PLANS:
                 self._plans.clear()
@@ -319,6 +325,8 @@ class _Fresh:
     watching: int | None = None
     timer: _Timer | None = None
     tunnel: Tunnel | None = None
+    #: the plan's open event for its first address (set with the plan), then the one sent
+    opened: NetworkEvent | None = None
     closed = False
 
     def __init__(self, owner: _Acceptor, sock: _socket.socket, conn: int, below: int
@@ -336,12 +344,15 @@ class _Fresh:
     # the head
 
     def begin(self) -> None:
-        data = self._read()
-        if data is None:
+        try:
+            data = self.client.recv(_READ_SIZE)  # (as _read, without its call)
+        except BlockingIOError:
             self._wait(self.client.fileno(), select.EPOLLIN, self._readable,
                        self.accepted + self.owner.limits.head_timeout, self._too_slow)
-        else:
-            self._plan(data)
+            return
+        except OSError:
+            data = b""  # the client is gone: trio's path reads its end, as it would
+        self._plan(data)
 
     def _read(self) -> bytes | None:
         try:
@@ -365,7 +376,7 @@ class _Fresh:
         if plan is None:
             self._hand_over(data)
             return
-        self.head, decision, resolved = plan
+        self.head, decision, resolved, self.opened = plan
         exchange = self.exchange  # filled as trio's path fills it
         exchange.method, exchange.mode = "CONNECT", "connect"
         exchange.host, exchange.port, exchange.decision = decision.host, decision.port, decision
@@ -391,7 +402,6 @@ class _Fresh:
                                                    kind=_socket.socket)
             except OSError:
                 continue
-            _no_delay(upstream)
             if connected:
                 self._established(upstream, address, port)
             else:
@@ -444,19 +454,18 @@ class _Fresh:
 
     def _established(self, upstream: _socket.socket, address: str, port: int) -> None:
         exchange = self.exchange
-        trailing = b"" if self.head is None else self.head.trailing
-        exchange.address = address_text(address, port)
-        # Everything but the event's post is done before the 200 goes: the client it wakes
-        # may wait for this thread's CPU, and then its next message for its next poll.
-        opened = exchange.event("allow", exchange.reason, 200, "open")
+        exchange.address = text = address_text(address, port)
+        template = self.opened
+        opened = (exchange.opened(template) if template is not None and template.address == text
+                  else exchange.event("allow", exchange.reason, 200, "open"))
         self.upstream = upstream
-        self.tunnel = tunnel = Tunnel(self.client, upstream, self.owner.limits.idle_timeout,
-                                      functools.partial(self.guarded, self._ended),
-                                      to_b=trailing, closing=True)
-        self.pump.add(tunnel)  # (nothing is relayed before this step returns)
-        # The 200 and its event in one step for trio's thread (which delivers what was
-        # posted before its own events): no event of a later request of the client, refused
-        # on trio's path, goes to ``events`` ahead of this tunnel's open.
+        # The 200 as soon as the upstream is connected, the tunnel made and added after it:
+        # the client reads the 200 and writes its first message (in its own process, on the
+        # other CPU if it is free) while this thread adds the tunnel (two ``epoll_ctl``s);
+        # its message waits in the socket until the tunnel's first wait, which comes after
+        # this step. The 200 and its event in one step for trio's thread (which delivers
+        # what was posted before its own events): no event of a later request of the client,
+        # refused on trio's path, goes to ``events`` ahead of this tunnel's open.
         with self.owner.posting:
             try:
                 sent = self.client.send(ESTABLISHED)
@@ -466,33 +475,44 @@ class _Fresh:
                 sent = -1
             if sent >= 0:
                 self.owner.post(opened)
-        if sent < 0:
-            tunnel.on_end = _not_reported
-            self.pump.end(tunnel)  # out of the pump; _close closes both sockets
+        if sent < 0:  # the client went away: no tunnel; _close closes both sockets
             self._close(exchange.close("allow", exchange.reason, 0))
             return
+        self.opened = opened
         exchange.status = 200
+        _no_delay(upstream)  # (nothing goes to it before the tunnel's first turn)
+        trailing = b"" if self.head is None else self.head.trailing
         exchange.bytes_out = len(trailing)  # counted from here, as on trio's path
-        if sent < len(ESTABLISHED):
-            self.pump.hold(tunnel, ESTABLISHED[sent:])
+        # (the rest of a short 200 goes first, ahead of anything the upstream sends)
+        self.tunnel = tunnel = Tunnel(
+            self.client, upstream, self.owner.limits.idle_timeout, self._ended, to_b=trailing,
+            to_a=ESTABLISHED[sent:] if sent < len(ESTABLISHED) else b"", closing=True)
+        self.pump.add_here(tunnel)  # (nothing is relayed before this step returns)
 
     def _ended(self, tunnel: Tunnel) -> None:
-        exchange = self.exchange
-        if tunnel.cancelled:  # by stop(): the session ended with the tunnel open
+        """The tunnel's ``on_end`` (within this connection's boundary, as :meth:`guarded`
+        steps are: without a call of it)."""
+        try:
+            exchange = self.exchange
+            if tunnel.cancelled:  # by stop(): the session ended with the tunnel open
+                exchange.bytes_out += tunnel.up.moved
+                exchange.bytes_in += tunnel.down.moved
+                self._close(exchange.close("allow", Reason.SESSION_ENDED, exchange.status))
+                return
+            if tunnel.error is not None:
+                try:
+                    raise tunnel.error
+                except Exception:  # noqa: BLE001 - logged with its traceback, as trio's path
+                    self.server.failed(exchange)
+                self._close(exchange.close("deny", Reason.INTERNAL_ERROR, 0))
+                return
             exchange.bytes_out += tunnel.up.moved
             exchange.bytes_in += tunnel.down.moved
-            self._close(exchange.close("allow", Reason.SESSION_ENDED, exchange.status))
-            return
-        if tunnel.error is not None:
-            try:
-                raise tunnel.error
-            except Exception:  # noqa: BLE001 - logged with its traceback, as trio's path
-                self.server.failed(exchange)
-            self._close(exchange.close("deny", Reason.INTERNAL_ERROR, 0))
-            return
-        exchange.bytes_out += tunnel.up.moved
-        exchange.bytes_in += tunnel.down.moved
-        self._close(exchange.close("allow", exchange.reason, 200))
+            opened = self.opened
+            self._close(exchange.close("allow", exchange.reason, 200) if opened is None
+                        else exchange.closed(opened, 200))
+        except Exception:  # noqa: BLE001 - logged by failed()
+            self._broke()
 
     # the end
 
@@ -503,25 +523,32 @@ class _Fresh:
         try:
             step(*args)
         except Exception:  # noqa: BLE001 - logged by failed()
-            self.server.failed(self.exchange)
-            done = self.exchange.done
-            event = None if done else self.exchange.close("deny", Reason.INTERNAL_ERROR, 0)
-            if self.tunnel is not None and not self.tunnel.ended:
-                self.tunnel.on_end = lambda _: None
-                self.pump.end(self.tunnel)
-            self._close(event, always=True)
+            self._broke()
+
+    def _broke(self) -> None:
+        """The boundary's handling of the exception being handled (:meth:`guarded`)."""
+        self.server.failed(self.exchange)
+        done = self.exchange.done
+        event = None if done else self.exchange.close("deny", Reason.INTERNAL_ERROR, 0)
+        if self.tunnel is not None and not self.tunnel.ended:
+            self.tunnel.on_end = lambda _: None
+            self.pump.end(self.tunnel)
+        self._close(event, always=True)
 
     def _close(self, event: NetworkEvent | None, *, always: bool = False) -> None:
         """Close, and report ``event`` (if any); ``always``: even if a step closed it."""
         if self.closed and not always:
             return
-        self._settle()
+        if self.watching is not None or self.timer is not None:  # (not at a tunnel's end)
+            self._settle()
         owner = self.owner
         owner.live.discard(self)
         with owner.posting:  # the end the client sees and its event: one step
+            # The client's first: its close sends the client's FIN (about 17 us on this VM,
+            # the upstream's about 9), which a client reading to the end waits for.
+            self.client.close()
             if self.upstream is not None:
                 self.upstream.close()
-            self.client.close()
             if not self.closed:
                 self.closed = True
                 self.server.release()
@@ -556,10 +583,6 @@ class _Fresh:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-
-
-def _not_reported(_: Tunnel) -> None:
-    """The end of a tunnel whose 200 was never sent (its record is the connection's own)."""
 
 
 def _queue_length(listener: socket.socket) -> int:

@@ -286,29 +286,40 @@ class _Pump:
 
     def add(self, tunnel: Tunnel) -> None:
         """Relay ``tunnel`` (from any thread)."""
-        self._tunnels[tunnel.a] = self._tunnels[tunnel.b] = tunnel
         if threading.get_ident() == self._ident:  # the thread's own (a fresh CONNECT's)
-            self._live.add(tunnel)
-            self._next_sweep = min(self._next_sweep, tunnel.last + tunnel.idle)
-            if self._add is not None and tunnel.masks == (_IN, _IN):
-                # Neither direction begun: routed, and both sockets added, in one call.
-                error = self._add(self._table, self._epoll_fd, tunnel.a, tunnel.b)
-                if error:  # (as a failed register: its owner ends it)
-                    raise OSError(-error, os.strerror(-error))
-                tunnel.routed = True
-                return
-            wake = False  # its next wait is computed after this
-        else:
-            with self._lock:
-                self._new.append(tunnel)
-                wake = tunnel.last + tunnel.idle < self._wake_at
+            self.add_here(tunnel)
+            return
+        self._tunnels[tunnel.a] = self._tunnels[tunnel.b] = tunnel
+        with self._lock:
+            self._new.append(tunnel)
+            wake = tunnel.last + tunnel.idle < self._wake_at
+        self._register(tunnel)
+        if wake:
+            os.eventfd_write(self._wake, 1)
+
+    def add_here(self, tunnel: Tunnel) -> None:
+        """Relay ``tunnel``, from the thread itself (a fresh CONNECT's): it joins the set at
+        once, and its next wait is computed after this."""
+        self._tunnels[tunnel.a] = self._tunnels[tunnel.b] = tunnel
+        self._live.add(tunnel)
+        deadline = tunnel.last + tunnel.idle
+        if deadline < self._next_sweep:
+            self._next_sweep = deadline
+        if self._add is not None and tunnel.masks == (_IN, _IN):
+            # Neither direction begun: routed, and both sockets added, in one call.
+            error = self._add(self._table, self._epoll_fd, tunnel.a, tunnel.b)
+            if error:  # (as a failed register: its owner ends it)
+                raise OSError(-error, os.strerror(-error))
+            tunnel.routed = True
+            return
+        self._register(tunnel)
+
+    def _register(self, tunnel: Tunnel) -> None:
         mask_a, mask_b = tunnel.masks
         if mask_a:
             self._epoll.register(tunnel.a, mask_a)
         if mask_b:
             self._epoll.register(tunnel.b, mask_b)
-        if wake:
-            os.eventfd_write(self._wake, 1)
 
     def cancel(self, tunnel: Tunnel) -> None:
         """End ``tunnel`` at once, as cancelled (from any thread)."""
@@ -339,17 +350,6 @@ class _Pump:
         timer = _Timer(deadline, callback)
         heapq.heappush(self._timers, (deadline, next(self._seq), timer))
         return timer
-
-    def hold(self, tunnel: Tunnel, data: bytes) -> None:
-        """``data`` goes to ``tunnel``'s a before anything b sends (the rest of a first
-        write to a that fell short, made after the tunnel was added)."""
-        way = tunnel.down
-        self._unroute(tunnel)
-        if way.held or way.piped:
-            raise ValueError("the tunnel holds bytes for a already")
-        way.held = memoryview(data)
-        way.waits = _OUT
-        self._remask(tunnel)
 
     def end(self, tunnel: Tunnel) -> None:
         """End ``tunnel`` now, as cancelled."""
@@ -740,7 +740,8 @@ class _Pump:
     def _end(self, tunnel: Tunnel) -> None:
         if tunnel.ended:
             return
-        self._unroute(tunnel)  # its counts back, before its sockets may be closed
+        if tunnel.routed:  # (most often unrouted already, by the record that ends it)
+            self._unroute(tunnel)  # its counts back, before its sockets may be closed
         tunnel.ended = True
         self._live.discard(tunnel)
         del self._tunnels[tunnel.a], self._tunnels[tunnel.b]

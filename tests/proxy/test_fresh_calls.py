@@ -131,6 +131,25 @@ async def test_ended_fresh_tunnels_leave_nothing_in_the_pump_s_epoll(
     assert epoll_targets(epoll_fd) <= before
 
 
+async def test_a_fresh_tunnel_s_upstream_socket_gets_no_delay(start_proxy: StartProxy,
+                                                               echo_port: int) -> None:
+    """The upstream's ``TCP_NODELAY`` is set after the ``200`` (nothing goes to the upstream
+    before the tunnel's first turn), but set: small writes go out at once."""
+    proxy = await start_proxy(POLICY, pins={"api.github.com": f"127.0.0.1:{echo_port}"},
+                              token=TOKEN)
+    stream = await tunnel_through(proxy)
+    await stream.send_all(b"ping")
+    got = b""
+    with trio.fail_after(5):
+        while len(got) < 4:
+            got += await stream.receive_some(4)  # relayed both ways: the tunnel is in
+    tunnels = {id(tunnel): tunnel for tunnel in list(the_pump()._tunnels.values())}
+    upstreams = [tunnel.socks[tunnel.b] for tunnel in tunnels.values()]
+    assert len(upstreams) == 1
+    assert upstreams[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    await stream.aclose()
+
+
 def test_a_connect_above_a_given_watermark_is_refused(echo_port_sync: int) -> None:
     with pytest.raises(OSError) as raised:
         start_connect("127.0.0.1", echo_port_sync, below=0)
@@ -217,25 +236,26 @@ async def test_an_ended_fresh_tunnel_is_freed_without_the_garbage_collector(
         gc.enable()
 
 
-async def test_bytes_held_after_a_tunnel_was_added_go_before_what_its_other_side_sent(
-        ) -> None:
-    """A fresh CONNECT's tunnel is in the pump before its ``200`` is sent; were the send
-    short, the rest goes through the tunnel (``_Pump.hold``), ahead of what the upstream
-    sent already (a server that speaks first)."""
+async def test_the_rest_of_a_short_200_goes_before_what_the_other_side_sent() -> None:
+    """A fresh CONNECT's ``200`` is sent before its tunnel is made; were the send short, the
+    tunnel is made holding the rest (``to_a``), which goes ahead of what the upstream sent
+    already (a server that speaks first), and the tunnel relays on after it."""
     pump = the_pump()
     (client, a), (b, upstream) = socket.socketpair(), socket.socketpair()
     ended, token = trio.Event(), trio.lowlevel.current_trio_token()
     with client, a, b, upstream:
         upstream.sendall(b"banner")  # readable when the tunnel is added
 
-        def start() -> None:  # one step of the pump thread: no turn in between
-            tunnel = Tunnel(a, b, 30, lambda _: token.run_sync_soon(ended.set))
-            pump.add(tunnel)
-            pump.hold(tunnel, b"HTTP/1.1 200 Connection established\r\n\r\n"[9:])
-            with pytest.raises(ValueError):
-                pump.hold(tunnel, b"twice")
+        def start() -> None:  # one step of the pump thread, as _Fresh._established's
+            tunnel = Tunnel(a, b, 30, lambda _: token.run_sync_soon(ended.set),
+                            to_a=b"HTTP/1.1 200 Connection established\r\n\r\n"[9:],
+                            closing=False)
+            pump.add_here(tunnel)
+            assert not tunnel.routed  # Python holds bytes of it: relay.c does not take it
 
         pump.call_soon(start)
+        client.sendall(b"hello")
+        assert await trio.to_thread.run_sync(upstream.recv, 5) == b"hello"
         upstream.shutdown(socket.SHUT_WR)
         client.shutdown(socket.SHUT_WR)
         with trio.fail_after(5):
