@@ -110,8 +110,9 @@ def secret_key(reference: str) -> str:
     service as its account name (``keyring://nono/gh`` and ``gh?decode=go-keyring`` are
     ``gh``), another service's without the query, a file's path with single slashes (a file
     of the daemon's systemd credentials directory as ``systemd-creds://NAME``), a
-    1Password reference in lower case (1Password reads them so) and without its query (the
-    field it reads from); the others as written (an
+    1Password reference in lower case (1Password reads them so), without its query (the
+    field it reads from) and without its section (the field's name alone reads it); the
+    others as written (an
     environment variable's name is case-sensitive). A 1Password item named by its ID in one
     reference and by its name in another stays two (only ``op`` knows they are one). Raises
     BadReference (or UnsupportedSource) for a reference that does not parse."""
@@ -125,7 +126,16 @@ def secret_key(reference: str) -> str:
         # 1Password's references are case-insensitive, and a query reads the same field
         # (``?attribute=value``, an SSH key ``?ssh-format=openssh``; review27): the field is
         # the secret, whatever `op read` derives from it.
-        return ref.text.partition("?")[0].lower()
+        text = ref.text.partition("?")[0].lower()
+        parts = text[len("op://"):].split("/")
+        if len(parts) == 4:
+            # ``op://vault/item/section/field`` is the field ``op://vault/item/field``
+            # reads: without a section, 1Password matches the field's name (or ID) among
+            # all the item's fields, in any section, and reads nothing when more than one
+            # matches (known2). Fields of one name in two sections are then one binding:
+            # refused where they go to different hosts (fail closed), never two.
+            text = "op://" + "/".join((*parts[:2], parts[3]))
+        return text
     return ref.text
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nonod.credentials import LaunchBindings, SecretElsewhere, SecretHosts, SecretHostsError
+from nonod.credentials._hosts import secret_key
 
 GITHUB = "https://api.github.com"
 EVIL = "https://evil.example"
@@ -386,14 +387,20 @@ def test_a_systemd_credential_read_as_a_file_is_the_same_secret(
     assert SecretHosts(state).hosts(None, "systemd-creds://gh") == (GITHUB,)
 
 
-@pytest.mark.xfail(strict=True, reason="review27, found and not closed: 1Password names one "
-                   "field with or without its section (op://vault/item/section/field), and "
-                   "only `op` knows whether two references are one field")
 def test_a_1password_field_named_with_its_section_is_the_same_secret(tmp_path: Path) -> None:
+    """review27's xfail, closed in known2: ``op read op://vault/item/field`` matches the
+    field's name among all the item's fields, in any section (and reads nothing when two
+    match), so ``op://vault/item/section/field`` names the field it reads: one binding."""
     hosts = SecretHosts(tmp_path)
     hosts.admit(None, [("mine", "op://dev/stripe/secret-key", GITHUB)])
-    with pytest.raises(SecretElsewhere):
+    with pytest.raises(SecretElsewhere):  # before: bound anew, to evil.example
         hosts.admit(None, [("theirs", "op://dev/stripe/api/secret-key", EVIL)])
+    assert hosts.admit(None, [("again", "op://Dev/Stripe/API/secret-key?attribute=otp",
+                                 GITHUB)]) == ()
+    hosts.admit(None, [("mine", "op://dev/aws/prod/key", GITHUB)])  # the other way round
+    with pytest.raises(SecretElsewhere):
+        hosts.admit(None, [("theirs", "op://dev/aws/key", EVIL)])
+    assert secret_key("op://dev/aws/prod/key") == "op://dev/aws/key"
 
 
 def test_a_binding_left_pending_by_a_daemon_that_stopped_is_withdrawn_when_read(
