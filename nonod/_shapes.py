@@ -125,9 +125,8 @@ def _text(value: str) -> bool:
 
 
 def _datetime(text: str, tz: bool | None) -> bool:
-    """``YYYY-MM-DDTHH:MM:SS[.f{1,6}][Z|+HH:MM|-HH:MM]``, each part in range."""
-    from datetime import datetime
-
+    """``YYYY-MM-DDTHH:MM:SS[.f{1,6}][Z|+HH:MM|-HH:MM]``, each part in range (by hand: an
+    attached launch does not import ``datetime``)."""
     head, rest = text[:19], text[19:]
     if len(head) != 19 or head[4] != "-" or head[7] != "-" or head[10] != "T" or \
             head[13] != ":" or head[16] != ":" or \
@@ -147,12 +146,11 @@ def _datetime(text: str, tz: bool | None) -> bool:
         return False
     if tz is not None and tz != offset:
         return False
-    try:
-        datetime(int(head[0:4]), int(head[5:7]), int(head[8:10]), int(head[11:13]),
-                 int(head[14:16]), int(head[17:19]))
-    except ValueError:
-        return False
-    return True
+    year, month, day = int(head[0:4]), int(head[5:7]), int(head[8:10])
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    days = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    return year >= 1 and 1 <= month <= 12 and 1 <= day <= days[month - 1] and \
+        int(head[11:13]) <= 23 and int(head[14:16]) <= 59 and int(head[17:19]) <= 59
 
 
 # ------------------------------------------------------------------- the table, generated
