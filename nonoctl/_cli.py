@@ -632,7 +632,10 @@ def _follow_audit(conn: Connection, request: p.AuditFollow, out: Output, *, as_j
         elif isinstance(reply, p.AuditDropped):
             out.audit_dropped(reply)
         elif isinstance(reply, p.EndOfOutput):
-            return EXIT_FAILURE if reply.reason == "lagged" else EXIT_OK
+            if reply.reason == "refused":
+                out.error(f"session {request.session} was refused before its program started "
+                          "(its launch said why); nothing more will be written for it")
+            return EXIT_FAILURE if reply.reason in ("lagged", "refused") else EXIT_OK
         else:
             raise ConnectionLost(f"unexpected `{type(reply).__name__}` in an audit stream")
 

@@ -21,11 +21,12 @@ Two rules keep it the same command as the full path:
   runs as neither us nor root is refused here, with the full client's error
   (``client.untrusted_peer``), so that it is not connected to a second time.
 - Once the launch is sent, the replies it reads plainly (``welcome``, ``launched`` with
-  nothing to warn about, ``exited``) take a few dictionary look-ups, the fields it uses
-  checked by type; any other message (an error, a warning to show, a field it cannot read)
-  goes through the full decoder (``nonod.protocol``, imported then), and errors are reported
-  by ``nonoctl._cli.report``: the same messages, hints and exit statuses. Fields the command
-  does not use are not checked here (the full decoder would refuse a malformed one).
+  nothing to warn about, ``exited``) take a few dictionary look-ups, each reply checked whole
+  against the protocol's own type first (``nonod._shapes.fits``: every field, those it does
+  not use too, never more leniently than msgspec); any other message (an error, a warning to
+  show, a reply that does not fit) goes through the full decoder (``nonod.protocol``,
+  imported then), which refuses a malformed one as the full client does, and errors are
+  reported by ``nonoctl._cli.report``: the same messages, hints and exit statuses.
 
 ``_cli``'s attached launch runs :func:`attend` too, so the conversation is written once.
 """
@@ -602,13 +603,12 @@ def _sessions(sock: Any, codec: _ws.ClientCodec, frames: bytes) -> list[_Row]:
             texts.append(event.data)
         if texts and not welcomed:
             welcome = _plain(texts[0])
-            if welcome is None or welcome.get("type") != "welcome" or not _welcome(welcome):
+            if welcome is None or not fits(welcome, "Welcome"):
                 raise Declined
             welcomed = True
             sock.settimeout(None)  # as the full client once welcomed: the list may take long
     reply = _plain(texts[1])
-    if len(texts) != 2 or reply is None or reply.get("type") != "sessions" \
-            or type(reply.get("sessions")) is not list:
+    if len(texts) != 2 or reply is None or not fits(reply, "SessionList"):
         raise Declined
     return [_Row(entry) if type(entry) is dict else _refuse() for entry in reply["sessions"]]
 
@@ -711,23 +711,20 @@ class _Conversation:
         message = _plain(text)
         if self.awaiting_welcome:
             self.awaiting_welcome = False
-            if message is None or message.get("type") != "welcome" or not _welcome(message):
+            if message is None or not fits(message, "Welcome"):
                 self._welcome_slowly(text)
             self.sock.settimeout(None)
             return
         kind = None if message is None else message.get("type")
-        if kind == "launched":
-            session = message.get("session")  # type: ignore[union-attr]
-            if type(session) is dict and type(session.get("id")) is str \
-                    and not _warns(session):
+        if message is not None and kind == "launched" and fits(message, "Launched"):
+            session = message["session"]
+            if not _warns(session):
                 self.replies.append(("launched", session["id"]))
                 return
-        elif kind == "exited":
-            code = message.get("exit_code")  # type: ignore[union-attr]
-            number = message.get("signal")  # type: ignore[union-attr]
-            if type(code) in (int, type(None)) and type(number) in (int, type(None)):
-                self.replies.append(("exited", _status(code, number)))
-                return
+        elif message is not None and kind == "exited" and fits(message, "Exited"):
+            self.replies.append(("exited", _status(message.get("exit_code"),
+                                                   message.get("signal"))))
+            return
         self.replies.append(_slowly(text))
 
     def _welcome_slowly(self, text: str) -> None:
@@ -745,6 +742,13 @@ class _Conversation:
             raise UnexpectedReply(f"the daemon answered hello with `{_tag(reply)}`")
 
 
+def fits(message: dict[str, Any], name: str) -> bool:
+    """``nonod._shapes.fits``, imported once a reply is read (not by a command declined)."""
+    from nonod._shapes import fits as fits_shape
+
+    return fits_shape(message, name)
+
+
 def _plain(text: str) -> dict[str, Any] | None:
     """The JSON object ``text`` holds, or None (for the full decoder to say why)."""
     try:
@@ -752,11 +756,6 @@ def _plain(text: str) -> dict[str, Any] | None:
     except (StopIteration, ValueError, RecursionError):
         return None
     return value if end == len(text) and type(value) is dict else None
-
-
-def _welcome(message: dict[str, Any]) -> bool:
-    return all(type(message.get(key)) is int for key in ("protocol", "pid", "uid")) \
-        and type(message.get("daemon")) is str and type(message.get("system", False)) is bool
 
 
 def _warns(session: dict[str, Any]) -> bool:

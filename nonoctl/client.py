@@ -762,7 +762,8 @@ class AuditStream:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        #: Set once the stream has ended: ``complete`` or ``lagged``.
+        #: Set once the stream has ended: ``complete``, ``lagged``, or ``refused`` (the one
+        #: session followed was refused before its program started).
         self.end_reason: str | None = None
 
     def __iter__(self) -> AuditStream:

@@ -95,6 +95,9 @@ def weakened(policy: ResolvedPolicy) -> tuple[str, ...]:
             said.append(f"{what}: every process of the user (allow_all)")
     if policy.ipc_mode == "full":
         said.append("ipc: the host's System V and POSIX IPC (ipc_mode full)")
+    if not policy.max_processes:
+        said.append("processes: no cap (nonod.max_processes 0): the session may start as "
+                    "many processes and threads as the user's own limit allows")
     if policy.allow_root:
         said.append("may run as root when a root caller asks and the daemon allows it "
                      "(nonod.allow_root)")
@@ -102,6 +105,13 @@ def weakened(policy: ResolvedPolicy) -> tuple[str, ...]:
         said.append("the host's network and namespaces, held by Landlock alone "
                     "(linux.sandbox_policy landlock)")
     net = policy.network
+    if net.listen_ports:
+        ports = ", ".join(str(port) for port in net.listen_ports)
+        said.append(
+            f"the program binds the host's ports {ports} itself, on every address "
+            "(listen_port, Landlock)" if policy.network_isolation == "landlock" else
+            f"the host's ports {ports} forwarded to the program (listen_port): whoever "
+            "reaches them on the daemon's listen address reaches it")
     if net.open_ports and net.restricted and not net.block:
         said.append("allowed hosts reached on ports beyond 443 and 80: "
                     + ", ".join(str(port) for port in net.open_ports))

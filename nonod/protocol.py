@@ -726,7 +726,8 @@ class Output(Reply, frozen=True, kw_only=True, tag="output"):
 
 class EndOfOutput(Reply, frozen=True, kw_only=True, tag="end"):
     #: ``complete``: all output sent; ``exited``: the session ended while following;
-    #: ``lagged``: the client read too slowly and output was dropped.
+    #: ``lagged``: the client read too slowly and output was dropped; ``refused`` (an audit
+    #: follow of one session): its launch was refused before its program started.
     reason: str = "complete"
 
 

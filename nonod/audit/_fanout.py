@@ -159,6 +159,13 @@ class Subscription:
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
 
+    def end(self) -> None:
+        """End it from the publishing side, as a seal does: what is buffered is still
+        received, then ``trio.EndOfChannel``. For a follower of one session that ended
+        without a seal published (a launch refused before its program existed, whose
+        records were never announced)."""
+        self._end()
+
     def close(self) -> None:
         """Unsubscribe: the hub forgets this subscriber at its next publish or subscribe."""
         self._receive.close()

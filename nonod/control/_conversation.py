@@ -71,6 +71,14 @@ _GOING_AWAY: Final = 1001
 _RECORD_ENCODER: Final = msgspec.json.Encoder(order="sorted")
 
 
+def _followed_end(session: sessions.Session | None) -> str:
+    """How an audit follow ends: ``refused`` for a session that ended with no program ever
+    started (its launch was refused, and said why to its caller), else ``complete``."""
+    if session is not None and session.exited and session.record.pid is None:
+        return "refused"
+    return "complete"
+
+
 @final
 class Conversation:
     """One authenticated, handshaken connection: reads requests, writes replies."""
@@ -651,6 +659,11 @@ class Conversation:
             buffer=reg.audit_settings().subscriber_buffer,
             visible=lambda sid: reg.may_see_id(caller, sid),
         )
+        # A followed session's stream ends with it: its seal ends it (published before the
+        # session's record is final), and so does its end without one (a launch refused
+        # before its program existed: nothing of it was announced, no seal will come). Set
+        # before the first checkpoint after ``find``: an end in between is not missed.
+        forget = session.when_exited(sub.end) if session is not None else None
         try:
             await self.send(p.Ok())  # subscribed: every later record will be delivered
             last_seq = 0
@@ -677,7 +690,7 @@ class Conversation:
                 ended = ended or not request.follow or (session.audit is None
                                                         and session.record.state != "starting")
             if ended:
-                await self.send(p.EndOfOutput(reason="complete"))
+                await self.send(p.EndOfOutput(reason=_followed_end(session)))
                 return
             followed = session.id if session is not None else None
 
@@ -686,7 +699,7 @@ class Conversation:
                     try:
                         batch = await sub.receive_batch()
                     except trio.EndOfChannel:
-                        return p.EndOfOutput(reason="complete")
+                        return p.EndOfOutput(reason=_followed_end(session))
                     for item in batch:
                         if isinstance(item, Dropped):
                             await self.send(p.AuditDropped(reason=item.reason,
@@ -701,4 +714,6 @@ class Conversation:
 
             await self._stream_reply(produce, self._refuse_in_stream)
         finally:
+            if forget is not None:
+                forget()
             sub.close()

@@ -26,7 +26,11 @@ A launch's new bindings are provisional until its program exists (known1): made 
 when it is prepared (a second launch routing the same reference elsewhere meanwhile is
 refused, as it would be later), kept for good once the program exists
 (:meth:`SecretHosts.confirm`), undone if the launch is refused (:meth:`SecretHosts.withdraw`:
-a gate that drops it, a ``chdir`` the engine refuses). A launch that routes a reference to
+a gate that drops it, a ``chdir`` the engine refuses). The file marks a provisional binding
+(``"pending": true``), and the mark is taken off once its launch's program exists
+(:meth:`SecretHosts.save_confirmed`, in a worker thread after the launch, not on its path):
+a daemon killed before its launch was settled leaves it marked, and the next daemon
+withdraws it when it reads the file (known2). A launch that routes a reference to
 a host a provisional binding names relies on it too: the binding is undone only when every
 launch relying on it was refused. The undoing is a file write on the refusal's path, none on
 a launch's that runs. ``nonoctl secret hosts --add`` or ``--clear`` of a reference settles
@@ -106,8 +110,9 @@ def secret_key(reference: str) -> str:
     service as its account name (``keyring://nono/gh`` and ``gh?decode=go-keyring`` are
     ``gh``), another service's without the query, a file's path with single slashes (a file
     of the daemon's systemd credentials directory as ``systemd-creds://NAME``), a
-    1Password reference in lower case (1Password reads them so) and without its query (the
-    field it reads from); the others as written (an
+    1Password reference in lower case (1Password reads them so), without its query (the
+    field it reads from) and without its section (the field's name alone reads it); the
+    others as written (an
     environment variable's name is case-sensitive). A 1Password item named by its ID in one
     reference and by its name in another stays two (only ``op`` knows they are one). Raises
     BadReference (or UnsupportedSource) for a reference that does not parse."""
@@ -121,7 +126,16 @@ def secret_key(reference: str) -> str:
         # 1Password's references are case-insensitive, and a query reads the same field
         # (``?attribute=value``, an SSH key ``?ssh-format=openssh``; review27): the field is
         # the secret, whatever `op read` derives from it.
-        return ref.text.partition("?")[0].lower()
+        text = ref.text.partition("?")[0].lower()
+        parts = text[len("op://"):].split("/")
+        if len(parts) == 4:
+            # ``op://vault/item/section/field`` is the field ``op://vault/item/field``
+            # reads: without a section, 1Password matches the field's name (or ID) among
+            # all the item's fields, in any section, and reads nothing when more than one
+            # matches (known2). Fields of one name in two sections are then one binding:
+            # refused where they go to different hosts (fail closed), never two.
+            text = "op://" + "/".join((*parts[:2], parts[3]))
+        return text
     return ref.text
 
 
@@ -240,6 +254,9 @@ class SecretHosts:
         #: loop); changed only with ``_lock`` held too, but by :meth:`confirm`.
         self._provisional: dict[_Key, _Provisional] = {}
         self._held_lock = threading.Lock()
+        #: A binding saved as pending was confirmed since (``_held_lock``): the file's mark
+        #: is to be taken off (:meth:`save_confirmed`).
+        self._confirm_due = False
 
     def admit(self, uid: int | None, routes: Iterable[tuple[str, str, str]], *,
               identity: Identity | None = None, bind: bool = True,
@@ -305,7 +322,9 @@ class SecretHosts:
                                    "for this user", hint="`nonoctl secret hosts NAME --clear` "
                                    "forgets the bindings of a reference no longer used")
             self._within_share(uid, new)
-            self._save(new)
+            with self._held_lock:
+                held_by_launch = launch is not None and not launch.settled
+            self._save(new, pending=new.keys() if held_by_launch else ())
             self._hold(launch, relied, new)
             return tuple(f"{ref} -> {', '.join(origins)}" for (_, ref), origins in new.items())
 
@@ -317,6 +336,7 @@ class SecretHosts:
             return
         with self._held_lock:
             if launch.settled:  # its end came first: what it bound stays, as for one that ran
+                self._confirm_due = self._confirm_due or bool(new)  # saved as pending
                 return
             for key in relied:
                 provisional = self._provisional.get(key)
@@ -342,9 +362,34 @@ class SecretHosts:
                 if provisional is None or launch not in provisional.holders:
                     continue
                 provisional.ran = True
+                self._confirm_due = True
                 provisional.holders.discard(launch)
                 if not provisional.holders:
                     del self._provisional[key]
+
+    @property
+    def confirm_due(self) -> bool:
+        """A confirmed binding is still marked pending in the file (:meth:`save_confirmed`
+        takes the mark off)."""
+        return self._confirm_due
+
+    def save_confirmed(self) -> None:
+        """Blocking. Take the pending mark off the bindings confirmed since they were saved
+        (a launch's that ran): a daemon killed later must not withdraw them. Never raises: a
+        write that fails is logged, and retried at the next confirmation or save."""
+        with self._lock:
+            with self._held_lock:
+                due, self._confirm_due = self._confirm_due, False
+            if not due:
+                return
+            try:
+                self._write()
+            except OSError as exc:
+                with self._held_lock:
+                    self._confirm_due = True
+                log.error("confirmed secret bindings could not be saved; a daemon killed "
+                          "before the next save withdraws them", path=str(self._path),
+                          error=exc.strerror or str(exc))
 
     def withdraw(self, launch: LaunchBindings) -> tuple[str, ...]:
         """Blocking (writes the file when something is undone). ``launch`` was refused: the
@@ -407,10 +452,12 @@ class SecretHosts:
                     sum(1 for owner, _ in self._bound if owner == uid) >= MAX_REFERENCES:
                 raise SecretHostsError(f"more than {MAX_REFERENCES} secret references are bound "
                                    "for this user")
+            settled = self._settled_by_user(key)
             if bound != self._bound.get(key):
                 self._within_share(uid, {key: bound})
                 self._save({key: bound})
-            self._settled_by_user(key)
+            elif settled:  # as it was, now the user's word: no longer pending in the file
+                self._save({})
             return tuple(bound)
 
     def clear(self, uid: int | None, reference: str) -> None:
@@ -422,11 +469,11 @@ class SecretHosts:
                 self._save({}, forget=[key])
             self._settled_by_user(key)
 
-    def _settled_by_user(self, key: _Key) -> None:
+    def _settled_by_user(self, key: _Key) -> bool:
         """(``_lock`` held.) The user said where ``key`` goes: no launch's refusal undoes
-        it."""
+        it. True if it was pending."""
         with self._held_lock:
-            self._provisional.pop(key, None)
+            return self._provisional.pop(key, None) is not None
 
     def _within_share(self, uid: int | None,
                       changes: dict[tuple[int | None, str], list[str]]) -> None:
@@ -460,40 +507,66 @@ class SecretHosts:
         if not isinstance(data, dict) or data.get("version") != 1 or \
                 not isinstance(data.get("bindings"), list):
             raise SecretHostsError(f"{self._path} is not a secret-hosts file (version 1)")
+        withdrawn: list[str] = []
         for entry in data["bindings"]:
-            uid, ref, origins = (entry.get("uid"), entry.get("reference"),
-                                 entry.get("origins")) if isinstance(entry, dict) else (0, 0, 0)
+            uid, ref, origins, pending = (
+                entry.get("uid"), entry.get("reference"), entry.get("origins"),
+                entry.get("pending", False)) if isinstance(entry, dict) else (0, 0, 0, 0)
             if not (uid is None or isinstance(uid, int)) or not isinstance(ref, str) or \
                     not isinstance(origins, list) or \
-                    not all(isinstance(o, str) for o in origins):
+                    not all(isinstance(o, str) for o in origins) or \
+                    not isinstance(pending, bool):
                 raise SecretHostsError(f"{self._path} holds a malformed binding")
+            if pending:
+                # A launch's, not settled when its daemon stopped: no program ran with it
+                # (its confirmation takes the mark off), so it goes, as its refusal's would.
+                withdrawn.append(ref)
+                continue
             # One secret written under two spellings (before review23): keep every host.
             merged = self._bound.setdefault((uid, _stored_key(ref)), [])
             merged.extend(o for o in origins if o not in merged)
         self._loaded = True
+        if withdrawn:
+            log.warning("withdrew the secret bindings of launches not settled when the "
+                        "daemon stopped", references=len(withdrawn))
+            try:
+                self._write()
+            except OSError as exc:  # still marked: the next start withdraws them again
+                log.error("cannot save the withdrawn secret bindings", path=str(self._path),
+                          error=exc.strerror or str(exc))
 
     def _save(self, changes: dict[tuple[int | None, str], list[str]], *,
-              forget: Iterable[_Key] = ()) -> None:
+              forget: Iterable[_Key] = (), pending: Iterable[_Key] = ()) -> None:
         """Apply ``changes`` (and forget the keys ``forget``), and replace the file, durably.
         A failure refuses what asked and changes nothing: what the daemon holds is what the
         file says (an --add or --clear said to have failed must not hold until a restart,
         and a binding that was never saved must not let the next launch through
-        unrecorded)."""
+        unrecorded). ``pending``: keys of ``changes`` a launch binds provisionally (the
+        file marks them, as it marks those already held so)."""
         before = dict(self._bound)
         self._bound.update(changes)
         for key in forget:
             del self._bound[key]
         try:
-            self._write()
+            self._write(pending)
         except OSError as exc:
             self._bound = before
             raise SecretHostsError(f"cannot save where secrets were sent ({self._path}): "
                                    f"{exc.strerror or exc}") from None
 
-    def _write(self) -> None:
-        entries = [{"uid": uid, "reference": ref, "origins": origins}
-                   for (uid, ref), origins in sorted(
-                       self._bound.items(), key=lambda item: (item[0][0] or -1, item[0][1]))]
+    def _write(self, pending: Iterable[_Key] = ()) -> None:
+        """(``_lock`` held.) Replace the file with what is bound, durably; a binding no
+        launch ran with yet marked ``"pending": true``."""
+        with self._held_lock:
+            marked = {key for key, held in self._provisional.items() if not held.ran}
+        marked.update(pending)
+        entries: list[dict[str, object]] = []
+        for (uid, ref), origins in sorted(self._bound.items(),
+                                          key=lambda item: (item[0][0] or -1, item[0][1])):
+            entry: dict[str, object] = {"uid": uid, "reference": ref, "origins": origins}
+            if (uid, ref) in marked:
+                entry["pending"] = True
+            entries.append(entry)
         tmp = self._path.with_name(HOSTS_FILE + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
                      0o600)

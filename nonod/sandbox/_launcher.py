@@ -323,10 +323,10 @@ def program_nofile(inherited: tuple[int, int]) -> tuple[int, int]:
 
 
 def _program_limits() -> None:
-    """The program's descriptor limit, taken just before it starts: by the init for a
-    spawned program (which inherits it), by a forked one itself once it has passed the init
-    its creation guard's listener. Until then, the launchers pass descriptors under the fork
-    server's limit; so does the init of a forked program, for good."""
+    """The program's descriptor limit, taken by a forked program itself just before its
+    exec (once it has passed the init its creation guard's listener); a spawned one takes
+    it in ``nono-reaper --exec`` (``_spawn_program``). The launchers and the init pass
+    descriptors under the fork server's limit, for good."""
     resource.setrlimit(resource.RLIMIT_NOFILE, program_nofile(
         INHERITED_NOFILE or resource.getrlimit(resource.RLIMIT_NOFILE)))
 
@@ -1344,17 +1344,10 @@ def _confined_tail(plan: LaunchPlan, launch_w: int, exit_w: int, control: int,
     try:
         if plan.creation_refused:
             pid, supervisor = _fork_guarded(plan, launch_w, exit_w)
-        elif plan.controlling_tty:
+        elif plan.controlling_tty or not reaper:  # (no reaper to spawn through: forked)
             pid = _fork_program(plan, launch_w, exit_w)
         else:
-            # vfork-style spawn: no copy of our page tables; an exec failure comes back as
-            # OSError
-            _step("rlimits", _program_limits)
-            try:
-                pid = os.posix_spawn(plan.executable, list(plan.argv), _env_dict(plan.env),
-                                     setsid=True, setsigmask=())
-            except OSError as exc:
-                raise StepFailed("exec", exc.errno or 0, plan.executable) from None
+            pid = _spawn_program(plan, launch_w)
     except StepFailed as exc:
         _fail(launch_w, exc)  # the records are on the pipe already
     os.close(launch_w)
@@ -1395,8 +1388,10 @@ def _fork_guarded(plan: LaunchPlan, launch_w: int, exit_w: int) -> tuple[int, Su
 
 def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int,
                   guarded: tuple[Guard, socket.socket] | None = None) -> int:
-    """Fork the program the slow way: it must make the terminal its controlling one, or
-    confine itself under the creation guard."""
+    """Fork the program: it makes the terminal its controlling one, confines itself under
+    the creation guard, and takes its descriptor limit, none of which the init may do for
+    it (a spawned program would inherit the init's limit, and the init keep the
+    program's)."""
     try:
         pid = os.fork()
     except OSError as exc:
@@ -1417,6 +1412,25 @@ def _fork_program(plan: LaunchPlan, launch_w: int, exit_w: int,
             _fail(launch_w, exc)
         os._exit(EXIT_LAUNCH_FAILED)
     return pid
+
+
+def _spawn_program(plan: LaunchPlan, launch_w: int) -> int:
+    """Spawn the program through ``nono-reaper --exec`` (its memfd on ``_reaper.FD``): it
+    takes the program's descriptor limit in the child alone and execs the program, so this
+    init (and the nono-reaper it becomes) keeps the fork server's for its passes of the
+    forwards' sockets (known2; ``os.posix_spawn`` cannot set a limit in the child, and a
+    fork copies our page tables). vfork-style: a failure of the spawn itself is an OSError;
+    one of the limit or the program's exec comes as a record on ``launch_w``, as a forked
+    program's."""
+    soft, hard = program_nofile(INHERITED_NOFILE or resource.getrlimit(resource.RLIMIT_NOFILE))
+    argv = ["nono-reaper", "--exec", str(launch_w), str(soft), str(hard), plan.executable,
+            *plan.argv]
+    try:
+        return os.posix_spawn(f"/proc/self/fd/{_reaper.FD}", argv, _env_dict(plan.env),
+                              file_actions=[(os.POSIX_SPAWN_DUP2, launch_w, launch_w)],
+                              setsid=True, setsigmask=())
+    except OSError as exc:
+        raise StepFailed("exec", exc.errno or 0, plan.executable) from None
 
 
 def _program_session(plan: LaunchPlan) -> None:

@@ -270,6 +270,8 @@ int main(int argc, char **argv) {
         return init_main(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--spawner"))
         return spawner_main(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--exec"))
+        return exec_main(argc, argv);
     long program, exit_fd, control, subreaper, lifeline, handover, listener = -1, config = -1;
     prctl(PR_SET_DUMPABLE, 0);
     prctl(PR_SET_NAME, "nono-reaper"); /* not "6", the memfd's number */

@@ -92,6 +92,8 @@ _Noreturn void serve_init(pid_t program, int exit_fd, int control, int subreaper
 int init_main(int argc, char **argv);
 /* nono-reaper --spawner (reaper_init.c): init_main's helper for every launcher, started once. */
 int spawner_main(int argc, char **argv);
+/* nono-reaper --exec (reaper_init.c): the Python init's spawned program, its limit its own. */
+int exec_main(int argc, char **argv);
 /* reaper_view.c: the session's root and view, before any plan (exit 126 on any failure). */
 struct trees {
     int fds[64]; /* the idmapped trees (_mounts.idmapped_trees), for the IDMAP steps in order */

@@ -24,7 +24,7 @@
  *   - the launch's steps as _launcher.confine_and_run and _confined_tail, each failure a
  *     record (REC_ERROR, the step's index in _launcher.STEPS, errno, detail) on the launch
  *     pipe after the pending records, and exit 126: the program never runs unconfined;
- *   - the program (posix_spawn, or fork for a controlling terminal or under the creation
+ *   - the program (spawn_program, or fork for a controlling terminal or under the creation
  *     guard: layer 2 built here, confined in the program, its listener served by this
  *     init, reaper_create.c and reaper_guard.c), then serve_init.
  *
@@ -37,7 +37,6 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,10 +177,10 @@ static int proxy_listener(int control, unsigned port) {
     return err;
 }
 
-/* _launcher._program_limits: the program's descriptor limit, taken just before it starts
- * (by the init for a spawned program, by a forked one once it has passed its listener).
- * The init of a forked program keeps the fork server's: its passes are not refused while
- * another session of the user holds its own limit's worth in flight. */
+/* _launcher._program_limits: the program's descriptor limit, taken in the program alone
+ * just before its execve (a forked one once it has passed its listener). The init keeps
+ * the fork server's: its passes are not refused while another session of the user holds
+ * its own limit's worth in flight. */
 static int program_limits(const struct launch *l) {
     struct rlimit nofile = {(rlim_t)l->nofile_cur, (rlim_t)l->nofile_max};
     return setrlimit(RLIMIT_NOFILE, &nofile) < 0 ? errno : 0;
@@ -267,21 +266,84 @@ static pid_t fork_guarded(const struct launch *l, const struct creation *c, uint
     return pid;
 }
 
-static pid_t spawn_program(const struct launch *l, int *err) {
-    posix_spawnattr_t attr;
+/* The spawned program's side of spawn_program, on the init's memory (CLONE_VM) until its
+ * execve: only system calls, and what went wrong in ``spawned``. */
+struct spawned {
+    const struct launch *l;
+    int step, err;
+};
+
+static int spawned_child(void *arg) {
+    struct spawned *s = arg;
+    const struct launch *l = s->l;
     sigset_t none;
     sigemptyset(&none);
-    pid_t pid = -1;
-    *err = posix_spawnattr_init(&attr);
-    if (*err)
+    if (setsid() < 0) {
+        s->step = S_SETSID, s->err = errno;
+        _exit(127);
+    }
+    if ((s->err = program_limits(l))) { /* the child's only: the init keeps its own */
+        s->step = S_RLIMITS;
+        _exit(127);
+    }
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve(l->executable, l->argv, l->envp);
+    s->step = S_EXEC, s->err = errno;
+    _exit(127);
+}
+
+/* The program, as posix_spawn starts one (a vfork-style clone: no copy of our page tables;
+ * we wait until it has exec'd or failed), but with its descriptor limit taken in the child
+ * alone (known2): the init, and the nono-reaper it becomes, keep the fork server's, so their
+ * passes of a forward's connected socket are not refused while another session of the user
+ * holds the program's limit's worth of descriptors in flight. No handler to reset: the
+ * init's dispositions are the defaults (init_run); every signal stays blocked in the child
+ * until its execve. Returns -1 with ``*step`` and ``*err`` set. */
+static pid_t spawn_program(const struct launch *l, int *step, int *err) {
+    static char stack[64 * 1024] __attribute__((aligned(16)));
+    struct spawned s = {.l = l, .step = S_EXEC, .err = 0};
+    sigset_t all, before;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &before);
+    pid_t pid = clone(spawned_child, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &s);
+    int cloned = errno;
+    sigprocmask(SIG_SETMASK, &before, NULL);
+    if (pid < 0) {
+        *step = S_EXEC, *err = cloned;
         return -1;
-    *err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
-    if (!*err)
-        *err = posix_spawnattr_setsigmask(&attr, &none);
-    if (!*err)
-        *err = posix_spawn(&pid, l->executable, NULL, &attr, l->argv, l->envp);
-    posix_spawnattr_destroy(&attr);
-    return *err ? -1 : pid;
+    }
+    if (s.err) { /* it exited: reaped here, not counted as the program's end */
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        *step = s.step, *err = s.err;
+        return -1;
+    }
+    return pid;
+}
+
+/* nono-reaper --exec LAUNCH_W SOFT HARD PATH ARG0 [ARG]...: the Python init's program
+ * (_launcher._spawn_program), spawned as this (posix_spawn cannot set a limit in the child):
+ * it takes the program's descriptor limit, its own alone, and execs PATH with ARG0... and its
+ * environment. A failure is the launch's (a record on LAUNCH_W, exit 126), as the C init's;
+ * LAUNCH_W closes at the exec, as the daemon expects of a program that runs. */
+int exec_main(int argc, char **argv) {
+    long launch_w;
+    char *end_soft, *end_hard;
+    if (argc < 7 || number(argv[2], &launch_w) || launch_w < 3)
+        return 126;
+    errno = 0;
+    unsigned long long soft = strtoull(argv[3], &end_soft, 10);
+    unsigned long long hard = strtoull(argv[4], &end_hard, 10);
+    if (errno || *end_soft || *end_hard || end_soft == argv[3] || end_hard == argv[4])
+        fail((int)launch_w, S_RLIMITS, EINVAL, "the program's descriptor limit");
+    if (fcntl((int)launch_w, F_SETFD, FD_CLOEXEC) < 0)
+        return 126;
+    struct rlimit nofile = {(rlim_t)soft, (rlim_t)hard};
+    if (setrlimit(RLIMIT_NOFILE, &nofile) < 0)
+        fail((int)launch_w, S_RLIMITS, errno, NULL);
+    extern char **environ;
+    execve(argv[5], argv + 6, environ);
+    fail((int)launch_w, S_EXEC, errno, argv[5]);
 }
 
 /* Copy ``fds`` (-1 stays -1) onto 0, 1, 2... in order (those from 3 close-on-exec):
@@ -357,11 +419,12 @@ static _Noreturn void launch(struct launch *l, int *fds, int plan_fd, struct rul
             report(launch_w, S_EXEC, errno, "fork");
             _exit(126);
         }
-    } else if ((err = program_limits(l))) {
-        fail(launch_w, S_RLIMITS, err, NULL);
-    } else if ((pid = spawn_program(l, &err)) < 0) {
-        report(launch_w, S_EXEC, err, l->executable);
-        _exit(126);
+    } else {
+        int step;
+        if ((pid = spawn_program(l, &step, &err)) < 0) {
+            report(launch_w, step, err, step == S_EXEC ? l->executable : NULL);
+            _exit(126);
+        }
     }
     close(launch_w);
     close(done);

@@ -609,6 +609,11 @@ class Registry:
                 if saving is not None:
                     await saving()
             task_status.started(session)
+            if self.secret_hosts.confirm_due:
+                # The secrets it bound are kept: their file's pending mark goes, after the
+                # launch's reply, in a worker thread (``credentials._hosts``).
+                self._nursery.start_soon(trio.to_thread.run_sync,
+                                         self.secret_hosts.save_confirmed)
             if tools is not None:
                 self._nursery.start_soon(tools.serve, session)
             try:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -244,3 +247,60 @@ def test_follow_is_limited_to_visible_sessions_and_known_kinds(
             _follow(conn, p.AuditFollow(session="nope", from_start=True))
     with pytest.raises(ValueError, match="from_start needs a session"):
         p.AuditFollow(from_start=True)
+
+
+def test_a_follow_of_a_starting_session_ends_when_its_launch_is_refused(
+        daemon_thread: DaemonThread, short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """known2: ``nonoctl logs -f ID`` (``from_start`` and ``follow``) on a session still
+    starting, whose launch is then refused: nothing of it is announced (known1) and no seal
+    comes, so the follow waited forever. Now it ends, saying the launch was refused. The
+    launch waits in its preparation on ``op read`` (a fake 1Password CLI on the daemon's
+    PATH, after its audit file exists) until the test lets it fail."""
+    bin_dir, gate = short_tmp / "bin", short_tmp / "gate"
+    bin_dir.mkdir()
+    op = bin_dir / "op"
+    op.write_text(f"#!/bin/sh\ni=0\nwhile [ ! -e {gate} ] && [ $i -lt 400 ]; do "
+                  "sleep 0.05; i=$((i+1)); done\nexit 1\n")
+    op.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")  # the daemon's (a thread)
+    profile = short_tmp / "p.json"
+    profile.write_text(json.dumps({"meta": {"name": "op"},
+                                   "env_credentials": {"op://v/i/f": "SECRET"}}))
+    cli = CLI(cli_env(daemon_thread.socket, short_tmp), short_tmp)
+    with daemon_thread.connect() as conn:
+        conn.send(p.Launch(argv=("/bin/true",), cwd=str(short_tmp), env=session_env(short_tmp),
+                           profile=str(profile), name="waits",
+                           options=p.LaunchOptions(allow_cwd=True, block_net=True),
+                           detach=False, stdio="null"))
+        deadline = time.monotonic() + 30
+        while not any(s["name"] == "waits" for s in json.loads(cli("ps", "-a", "--json").stdout)):
+            assert time.monotonic() < deadline, "the launch never showed as starting"
+            time.sleep(0.05)
+        with daemon_thread.connect() as api:
+            _follow(api, p.AuditFollow(session="waits", from_start=True))  # subscribed
+            follower = cli.popen("logs", "-f", "waits")
+            while not _subscribers(daemon_thread, 2):  # the CLI's follow too
+                assert time.monotonic() < deadline, "nonoctl logs -f never subscribed"
+                time.sleep(0.05)
+            gate.touch()
+            refused = conn.receive()
+            assert isinstance(refused, p.ErrorReply), refused
+            assert "op read" in refused.message, refused
+            api.sock.settimeout(30)
+            replies = []
+            while not replies or isinstance(replies[-1], p.AuditRecord):
+                replies.append(api.receive())  # before: no end (a timeout here)
+            assert replies[-1] == p.EndOfOutput(reason="refused"), replies
+            try:
+                out, err = follower.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                follower.kill()
+                follower.communicate()
+                raise AssertionError("nonoctl logs -f never ended") from None
+    assert follower.returncode == 1, (out, err)
+    assert "session waits was refused before its program started" in err.decode(), err
+
+
+def _subscribers(daemon: DaemonThread, count: int) -> bool:
+    hub = daemon.server.registry.audit_hub if daemon.server is not None else None
+    return hub is not None and hub.statistics().subscribers >= count

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nonoctl.client import Connection
+from nonoctl.client import Connection, ConnectionLost
 from nonod import protocol as p
 
 from .conftest import session_env, wait_pid_gone
@@ -299,3 +300,81 @@ def test_python_m_nonod_does_not_import_from_the_working_directory(tmp_path: Pat
     assert not mark.exists(), done.stderr
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("nonod ")
+
+
+def test_a_daemon_killed_during_a_launch_forgets_its_unconfirmed_secret_bindings(
+        nonod: Nonod, short_tmp: Path) -> None:
+    """known2 (known1's residual): a launch binds the secret of its route to the route's
+    upstream while it is prepared, provisionally (undone if the launch is refused). A
+    daemon killed before the launch was settled kept the binding for good: the next daemon
+    read it as a launch's that ran, and the user's own profile routing the secret to its
+    real host was refused. The kill comes from inside the launch's preparation, after the
+    binding, through what the daemon runs: the 1Password CLI (``op read`` of the launch's
+    ``env_credentials``, a fake on the daemon's PATH) kills its parent, the daemon."""
+    bin_dir = short_tmp / "bin"
+    bin_dir.mkdir()
+    op = bin_dir / "op"
+    op.write_text("#!/bin/sh\nkill -KILL $PPID\nsleep 10\nexit 1\n")
+    op.chmod(0o755)
+    nonod.env["PATH"] = f"{bin_dir}:{nonod.env['PATH']}"
+    token = short_tmp / "token"
+    token.write_text("REAL-TOKEN")
+    token.chmod(0o600)
+    key = f"file://{token}"
+
+    def profile(name: str, upstream: str, **more: object) -> str:
+        path = short_tmp / f"{name}.json"
+        path.write_text(json.dumps({
+            "meta": {"name": name}, "filesystem": {"read": ["/usr", "/etc"]},
+            "network": {"credentials": [name], "custom_credentials": {name: {
+                "upstream": upstream, "credential_key": key, "env_var": "TOKEN"}}}, **more}))
+        return str(path)
+
+    def launch(profile: str) -> p.AnyReply:
+        with nonod.connect() as conn:
+            return conn.request(p.Launch(argv=("/bin/true",), cwd=str(short_tmp),
+                                         env=session_env(short_tmp), profile=profile,
+                                         options=p.LaunchOptions(allow_cwd=True)))
+
+    def hosts() -> tuple[str, ...]:
+        with nonod.connect() as conn:
+            reply = conn.request(p.SecretBindings(reference=key))
+        assert isinstance(reply, p.SecretBound), reply
+        return reply.hosts
+
+    started = nonod.start()
+    assert started.returncode == 0, started.stderr
+    pid = nonod.pid()
+    theirs = profile("theirs", "http://127.0.0.1:9",
+                     env_credentials={"op://vault/item/field": "OTHER"})
+    with pytest.raises(ConnectionLost):  # the daemon dies under the launch
+        launch(theirs)
+    assert wait_pid_gone(pid)
+    [saved] = list(short_tmp.rglob("secret-hosts.json"))
+    bound = {entry["reference"]: entry for entry in json.loads(saved.read_text())["bindings"]}
+    assert bound[key]["origins"] == ["http://127.0.0.1:9"], bound  # saved before the gate...
+    assert bound[key].get("pending"), bound  # ...as not yet confirmed
+
+    restarted = nonod.start()
+    assert restarted.returncode == 0, restarted.stderr
+    try:
+        assert hosts() == ()  # before: ("http://127.0.0.1:9",), kept for good
+        assert json.loads(saved.read_text())["bindings"] == []
+        mine = profile("mine", "http://localhost:9")
+        # before: refused, "has been sent only to http://127.0.0.1:9"
+        done = launch(mine)
+        assert isinstance(done, p.Launched), done
+        assert hosts() == ("http://localhost:9",)
+        # A launch that ran keeps its binding across a restart (confirmed on disk too).
+        for _ in range(100):
+            if not json.loads(saved.read_text())["bindings"][0].get("pending"):
+                break
+            time.sleep(0.05)
+        pid = nonod.pid()
+        os.kill(pid, signal.SIGKILL)
+        assert wait_pid_gone(pid)
+        assert nonod.start().returncode == 0
+        assert hosts() == ("http://localhost:9",)
+    finally:
+        with contextlib.suppress(Exception):
+            os.kill(nonod.pid(), signal.SIGTERM)

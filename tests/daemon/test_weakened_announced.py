@@ -8,6 +8,7 @@ and a plain launch said nothing."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,39 @@ def test_what_else_a_profile_turns_off_is_said_at_launch(
     assert "sandbox_policy landlock" in said, said
     assert "ports beyond 443 and 80: 5432" in said, said
     assert f"svc.example trusted through the profile's CA {ca}" in said, said
+
+
+def test_no_process_cap_and_forwarded_host_ports_are_said_at_launch(
+        run: CLI, daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    """known2: ``nonod.max_processes: 0`` (the enforcement line's ``processes off: no
+    cap``) and ``network.listen_port`` (a host port that reaches the program, listed by the
+    dry run as ``listen_ports``) each lower what the session is held to; neither was in
+    ``weakened``, so a launch, ``inspect`` and the audit said nothing of them."""
+    with socket.socket() as probe:  # a port free on the host's loopback now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    profile = short_tmp / "p.json"
+    profile.write_text(json.dumps({
+        "meta": {"name": "uncapped"},
+        "nonod": {"max_processes": 0},
+        "network": {"block": True, "listen_port": [port]},
+    }))
+    dry = run("launch", "--profile", str(profile), "--allow-cwd", "--dry-run", "--", "/bin/true")
+    assert dry.returncode == 0, dry.stderr
+    done = run("launch", "--profile", str(profile), "--allow-cwd", "--name", "uncapped",
+               "--", "/bin/true")
+    assert done.returncode == 0, done.stderr
+    detail = json.loads(run("inspect", "uncapped", "--json").stdout)
+    # before: [] (and nothing in the dry run's summary nor on the launch's standard error)
+    assert any("no cap (nonod.max_processes 0)" in line for line in detail["weakened"]), detail
+    assert any(f"host's ports {port} forwarded to the program (listen_port)" in line
+               for line in detail["weakened"]), detail
+    for said in (dry.stdout, done.stderr):
+        assert "nonod.max_processes 0" in said and f"ports {port} forwarded" in said, said
+    [audit] = list(daemon_thread.state_dir.rglob("audit.ndjson"))
+    first = json.loads(audit.read_text().splitlines()[0])["event"]
+    assert first["type"] == "session_started" and first["weakened"] == detail["weakened"]
+    # The daemon's ceiling gives the session a cap again: then nothing is said of it.
+    assert "max_processes" not in " ".join(json.loads(run(
+        "launch", "--profile", str(profile), "--allow-cwd", "--max-processes", "50",
+        "--dry-run", "--json", "--", "/bin/true").stdout)["summary"]["weakened"])

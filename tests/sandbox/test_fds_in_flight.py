@@ -248,22 +248,48 @@ async def test_an_inbound_forward_refused_for_descriptors_in_flight_fails_alone(
     session of its user holds its limit's worth in flight, fails that forward only: the
     session's next forwards work once the descriptors are let go. (Before: the init took
     the refusal for the daemon's hang-up and dropped the channel; the daemon saw "the session
-    has ended", and the session had no forward again.)"""
+    has ended", and the session had no forward again.) Since known2 the init keeps the fork
+    server's limit, above what a session can hold: the holder here is a process of the
+    user outside any session, with this test's (the fork server's) limit."""
     async with open_launcher("namespaces") as launcher, _listening(launcher) as proc:
         await _forward(proc)
-        async with _holding(launcher, USER):
+        with _holding_outside(USER):
             with pytest.raises(OSError) as refused:
                 await _forward(proc)
             assert refused.value.errno == errno.ETOOMANYREFS, refused.value
         await _forward(proc)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "not closed (fdflight): a spawned program's init takes the program's descriptor limit "
-    "before the spawn (the program inherits it), so its later passes -- each inbound "
-    "forward's connected socket -- are refused while another session of its user holds its "
-    "limit's worth in flight; docs/security-model.md, 'fdflight'"))
+@contextmanager
+def _holding_outside(uid: int | None) -> Iterator[None]:
+    """``HOLDER`` run as ``uid`` (None: us) outside any session, with our descriptor limit
+    (as high as the fork server's, so the user's count passes an init's)."""
+    import subprocess
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        pytest.skip("the test's soft descriptor limit is below its hard one")
+    command = ["/usr/bin/python3", "-I", "-c", HOLDER]
+    if uid is not None:
+        command = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command]
+    holder = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None
+        held, _, err = (int(x) for x in holder.stdout.readline().split())
+        assert err == errno.ETOOMANYREFS and held > hard, (held, hard)
+        yield
+    finally:
+        holder.kill()
+        holder.wait(30)
+
+
 async def test_a_session_holding_descriptors_in_flight_cannot_stop_an_inbound_forward() -> None:
+    """fdflight's residual, closed in known2: a spawned program's init took the program's
+    descriptor limit before the spawn (the program inherited it), so its later passes --
+    each inbound forward's connected socket -- were refused while another session of its
+    user held its limit's worth in flight. The limit is now taken in the program alone
+    (C init: ``spawn_program``'s vfork-style child; Python init: the forked program)."""
     refused: OSError | None = None
     async with open_launcher("namespaces") as launcher, _listening(launcher) as proc, \
             _holding(launcher, USER):
@@ -272,3 +298,52 @@ async def test_a_session_holding_descriptors_in_flight_cannot_stop_an_inbound_fo
         except OSError as exc:  # ETOOMANYREFS, the forward only (the test above)
             refused = exc
     assert refused is None, refused
+
+
+def _nofile(pid: int) -> tuple[int, int]:
+    line = next(line for line in Path(f"/proc/{pid}/limits").read_text().splitlines()
+                if line.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    return int(soft), int(hard)
+
+
+async def _limits_of_init_and_program(c_init: bool) -> tuple[tuple[int, int], tuple[int, int],
+                                                             str]:
+    """A spawned program's descriptor limit and its init's (and the init's executable), the
+    C init's (a warm launch) or the Python init's."""
+    from tests.sandbox.test_cinit import POLICY as PLAIN
+    from tests.sandbox.test_cinit import _c_init_waiting, _request
+
+    async with open_launcher("namespaces") as launcher:
+        await (await launcher.launch(PLAIN, _request("/bin/true"))).wait_exited()
+        if c_init:
+            wait_until("a C init ready", lambda: _c_init_waiting(launcher.pid))
+        gate_r, gate_w = os.pipe()
+        try:
+            proc = await launcher.launch(
+                PLAIN, _request("/usr/bin/python3", "-c", "import sys; sys.stdin.read()"),
+                stdio=(gate_r, 1, 2))
+        finally:
+            os.close(gate_r)
+        try:
+            init = proc.pid
+            children = Path(f"/proc/{init}/task/{init}/children")
+            wait_until("the program", lambda: children.read_text().strip() != "")
+            program = int(children.read_text().split()[0])
+            return _nofile(init), _nofile(program), os.readlink(f"/proc/{init}/exe")
+        finally:
+            os.close(gate_w)
+            await proc.wait_exited()
+
+
+@pytest.mark.parametrize("c_init", [True, False], ids=["c-init", "python-init"])
+def test_only_the_program_takes_the_lower_descriptor_limit(
+        c_init: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """known2: the init keeps the fork server's limit (its passes of forwards' sockets); the
+    program alone gets ``program_nofile``'s. Before: the init took the program's first."""
+    monkeypatch.setenv(_cinit.FORCE_PYTHON, "" if c_init else "1")
+    ours = resource.getrlimit(resource.RLIMIT_NOFILE)  # the fork server starts with it
+    init, program, exe = trio.run(_limits_of_init_and_program, c_init)
+    assert exe.startswith("/memfd:nono-reaper") == c_init, exe
+    assert program == program_nofile(ours), (program, ours)
+    assert init[1] == ours[1] and init != program, (init, program)
