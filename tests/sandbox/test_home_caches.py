@@ -189,6 +189,12 @@ def test_a_cache_outside_the_cache_home_kept_elsewhere_through_a_link(
     assert (home / "data/other").read_text() == "kept"
 
 
+def _masked_on_the_way(view: Path, home: Path, d: str) -> bool:
+    """Whether the session's ``view`` masks ``home / d`` or a directory on its way there."""
+    way = Path(d)
+    return any(_masked(view, home / p) for p in (way, *way.parents) if p.parts)
+
+
 def test_a_cache_the_host_removes_and_makes_again_stays_out_of_reach(
         sandbox_user: SandboxUser, home: Path) -> None:
     """The overlay lies on the host's directory entry (``~/.cache`` in a writable home, and
@@ -211,8 +217,11 @@ def test_a_cache_the_host_removes_and_makes_again_stays_out_of_reach(
         for d in (".cache/go-build", "go/pkg/mod"):
             made(d)
 
+    # What the guard masks is the overlay's place made again: ``~/.cache`` (the cache home)
+    # whole, ``~/go/pkg/mod`` itself; looked for at each place on the way, not only at the
+    # directory made last (its mask hides it: waited for, it ran out the 20 s bound).
     thread = _meanwhile(work, change, lambda view: all(
-        _masked(view, home / d) for d in (".cache/go-build", "go/pkg/mod")))
+        _masked_on_the_way(view, home, d) for d in (".cache/go-build", "go/pkg/mod")))
     try:
         r = sandbox_user.run(pol, probe(
             WAIT + f"t(lambda: open('{home}/.cache/go-build/entry', 'w').write('SESSION'))\n"
