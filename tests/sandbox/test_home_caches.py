@@ -56,16 +56,20 @@ def test_caches_outside_the_cache_home_are_copy_on_write(
         sandbox_user: SandboxUser, home: Path, granted: str) -> None:
     """Each planted file is read, rewritten and read back in the session, and a new one is
     made beside it; on the host every file is as the tool left it and nothing was added.
-    Granted as a writable home, and as a writable grant of the tool's own directory."""
-    for place, name in PLANTED:
-        grant = home if granted == "home" else home / place.split("/")[0]
+    Granted as a writable home, and as a writable grant of each tool's own directory (all
+    in one session: each cache's overlay is placed under its own grant)."""
+    grants = [home] if granted == "home" else list(dict.fromkeys(
+        home / place.split("/")[0] for place, _ in PLANTED))
+    files = [home / place / name for place, name in PLANTED]
+    out = _lines(sandbox_user, policy(*((g, Access.READWRITE) for g in grants),
+                                      (home / "proj", Access.READWRITE)), home,
+                 "".join(f"t(lambda: open('{f}').read().strip())\n"
+                         f"t(lambda: open('{f}', 'w').write('SESSION'))\n"
+                         f"t(lambda: open('{f}.new', 'w').write('NEW'))\n"
+                         f"t(lambda: open('{f}').read())\n" for f in files))
+    for at, (place, name) in enumerate(PLANTED):
         f = home / place / name
-        out = _session(sandbox_user, home, grant,
-                       f"t(lambda: open('{f}').read().strip())\n"
-                       f"t(lambda: open('{f}', 'w').write('SESSION'))\n"
-                       f"t(lambda: open('{f}.new', 'w').write('NEW'))\n"
-                       f"t(lambda: open('{f}').read())\n")
-        assert out[:4] == ["OK HOST", "OK 7", "OK 3", "OK SESSION"], (place, out)
+        assert out[4 * at:4 * at + 4] == ["OK HOST", "OK 7", "OK 3", "OK SESSION"], (place, out)
         assert f.read_text() == "HOST\n", place
         assert os.listdir(home / place) == [name], place
 
