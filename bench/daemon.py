@@ -536,6 +536,18 @@ def dropped_connections(daemon: Daemon) -> list[str]:
     return out
 
 
+def stop_all(daemon: Daemon, ids: list[str]) -> None:
+    """Stop the sessions ``ids`` (forced, 5 s each) and prune their records; one that ended
+    by itself meanwhile is passed over."""
+    with daemon.client() as nono:
+        for sid in ids:
+            try:
+                nono.stop(sid, timeout=5, force=True)
+            except RemoteError:
+                pass
+        nono.prune()
+
+
 def failure_kinds(failures: list[str]) -> dict[str, int]:
     """How many failures of each kind: the error's dotted code and step (``launch.fork:
     ...``), its text's first words otherwise."""

@@ -24,10 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from _common import emit, machine, percentile
-from daemon import Daemon, _launch_fleet, _raise_nofile, failure_kinds, tree_cpu
+from daemon import Daemon, _launch_fleet, _raise_nofile, failure_kinds, stop_all, tree_cpu
 from daemon_ab import exported
-
-from nonoctl.client import RemoteError
 
 
 def _batch(daemon: Daemon, count: int) -> dict[str, Any]:
@@ -46,16 +44,6 @@ def _batch(daemon: Daemon, count: int) -> dict[str, Any]:
             "load": os.getloadavg()[0]}
 
 
-def _stop(daemon: Daemon, ids: list[str]) -> None:
-    with daemon.client() as nono:
-        for sid in ids:
-            try:
-                nono.stop(sid, timeout=5, force=True)
-            except RemoteError:
-                pass  # ended by itself meanwhile (counted as running below)
-        nono.prune()
-
-
 def one(tree: Path | None, name: str, live: int, batch: int) -> list[dict[str, Any]]:
     daemon = Daemon(tree=tree)
     rows: list[dict[str, Any]] = []
@@ -72,10 +60,10 @@ def one(tree: Path | None, name: str, live: int, batch: int) -> list[dict[str, A
                           file=sys.stderr, flush=True)
             time.sleep(1.0)
             row = _batch(daemon, batch)
-            _stop(daemon, row.pop("ids"))
+            stop_all(daemon, row.pop("ids"))
             rows.append({"tree": name, "live": len(alive), **row})
             print(_line(rows[-1]), file=sys.stderr, flush=True)
-        _stop(daemon, alive)
+        stop_all(daemon, alive)
     finally:
         daemon.close()
     return rows

@@ -24,8 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from daemon import Daemon, _launch_fleet, _raise_nofile, failure_kinds, tree_cpu
-from ps_live import _stop
+from daemon import Daemon, _launch_fleet, _raise_nofile, failure_kinds, stop_all, tree_cpu
 
 
 def _thread_ms(pid: int, tid: int) -> float:
@@ -96,7 +95,7 @@ def main() -> None:
             f"{k} {v:.2f}" for k, v in _by_name(threads0, threads1, n).items() if v >= 0.02))
     finally:
         if ids:
-            _stop(daemon, ids)
+            stop_all(daemon, ids)
         daemon.close()  # the profile is written at the daemon's exit
     if args.plain:
         return

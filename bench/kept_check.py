@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
+
+import _ab
 
 ONE = """
 import os, sys, time
@@ -59,12 +60,9 @@ def _one(tree: str, profile: str, home: str) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--profile", default="python-dev")
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--before", help="another checkout to compare with")
+    _ab.arguments(parser)
     args = parser.parse_args()
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    trees = {"after": here, **({"before": args.before} if args.before else {})}
+    trees = _ab.checkouts(args.before)
     times: dict[str, list[float]] = {name: [] for name in trees}
     looks: dict[str, int] = {}
     home = _home()
@@ -75,12 +73,7 @@ def main() -> None:
                 times[name].append(took)
     finally:
         shutil.rmtree(home)
-    for name, got in times.items():
-        print(f"{name}: median {statistics.median(got):.1f} us CPU per check of "
-              f"{looks[name]} looks ({', '.join(f'{t:.0f}' for t in got)})")
-    if args.before:
-        ratio = statistics.median(times["after"]) / statistics.median(times["before"])
-        print(f"after/before: {ratio:.2f}")
+    _ab.report(times, lambda name: f"check of {looks[name]} looks")
 
 
 if __name__ == "__main__":

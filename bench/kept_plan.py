@@ -9,10 +9,10 @@ alternating, so the two share the machine's load.
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import subprocess
 import sys
+
+import _ab
 
 ONE = """
 import os, sys, time
@@ -38,22 +38,14 @@ def _one(tree: str, profile: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--profile", default="python-dev")
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--before", help="another checkout to compare with")
+    _ab.arguments(parser)
     args = parser.parse_args()
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    trees = {"after": here, **({"before": args.before} if args.before else {})}
+    trees = _ab.checkouts(args.before)
     times: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(args.rounds):
         for name, tree in trees.items():
             times[name].append(_one(tree, args.profile))
-    for name, got in times.items():
-        print(f"{name}: median {statistics.median(got):.1f} us CPU per kept-plan lookup "
-              f"({', '.join(f'{t:.0f}' for t in got)})")
-    if args.before:
-        ratio = statistics.median(times["after"]) / statistics.median(times["before"])
-        print(f"after/before: {ratio:.2f}")
+    _ab.report(times, lambda _: "kept-plan lookup")
 
 
 if __name__ == "__main__":

@@ -319,6 +319,15 @@ def concurrent(route: Route, ports: dict[str, int], n: int) -> tuple[float, int]
     return trio.run(main), failed
 
 
+def end_children(children: list[subprocess.Popen[str]]) -> None:
+    """End the helper processes: each one's stdin closed (its cue), then SIGTERM, waited for."""
+    for proc in children:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU time of process ``pid`` so far (0 for None: no proxy process)."""
     return sum(cpu_times(pid))
@@ -579,11 +588,7 @@ def main() -> None:
                                       "throughput_sliced_q1": low,
                                       "throughput_sliced_q3": high})
     finally:
-        for proc in children:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.terminate()
-            proc.wait(timeout=10)
+        end_children(children)
     if args.json:
         print(json.dumps(results, indent=2))
         return

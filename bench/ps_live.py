@@ -34,10 +34,10 @@ from typing import Any
 import trio
 from _common import emit, machine, percentile
 from _wheel import installed_cli
-from daemon import Daemon, _launch_fleet, _raise_nofile, cli, failure_kinds
+from daemon import Daemon, _launch_fleet, _raise_nofile, cli, failure_kinds, stop_all
 from daemon_ab import exported
 
-from nonoctl.client import Connection, RemoteError
+from nonoctl.client import Connection
 from nonod import protocol as p
 
 
@@ -83,16 +83,6 @@ def _fill(daemon: Daemon, name: str, live: int, tree: Path | None) -> list[str]:
     return ids
 
 
-def _stop(daemon: Daemon, ids: list[str]) -> None:
-    with daemon.client() as nono:
-        for sid in ids:
-            try:
-                nono.stop(sid, timeout=5, force=True)
-            except RemoteError:
-                pass
-        nono.prune()
-
-
 Sample = dict[str, list[float]]
 
 
@@ -136,7 +126,7 @@ def profile(args: argparse.Namespace) -> None:
         daemon = Daemon(trace=out.with_suffix(".steps.json"))
         stack.callback(daemon.close)
         ids = _fill(daemon, "this", args.live, None)
-        stack.callback(_stop, daemon, ids)
+        stack.callback(stop_all, daemon, ids)
         time.sleep(args.settle)
         conn = Connection.open(daemon.socket, timeout=60)
         stack.callback(conn.close)
@@ -165,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             daemons[name] = Daemon(tree=tree)
             stack.callback(daemons[name].close)
             ids[name] = _fill(daemons[name], name, args.live, tree)
-            stack.callback(_stop, daemons[name], ids[name])
+            stack.callback(stop_all, daemons[name], ids[name])
         time.sleep(args.settle)
         timed: dict[str, Callable[[Sample], None]] = {}
         for d in ("base", "this"):

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from proxy import cpu_seconds  # bench/proxy.py, beside this file
+from proxy import cpu_seconds, end_children  # bench/proxy.py, beside this file
 
 CHUNK = 1 << 20
 SECRET_ENV = "NONO_BENCH_SECRET"  # noqa: S105 - a variable name, not a secret
@@ -448,11 +448,7 @@ def main() -> None:
                 "upstream_cpu_ms_per_100MB": upstream_cpu,
                 "client_cpu_ms_per_100MB": client_cpu})
     finally:
-        for proc in children:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.terminate()
-            proc.wait(timeout=10)
+        end_children(children)
     meta = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "kernel": platform.release(), "nproc": os.cpu_count(), "size": args.size,
             "body": args.body,

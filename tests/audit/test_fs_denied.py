@@ -6,6 +6,7 @@ runs real daemons (root only: the kernel's audit netlink interface needs CAP_AUD
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -342,8 +343,12 @@ def echo_port() -> Iterator[int]:
     thread.start()
     yield server.getsockname()[1]
     stop.set()
+    # Wakes its accept() (a close alone does not: the join ran out its 5 s every time).
+    with contextlib.suppress(OSError):
+        server.shutdown(socket.SHUT_RDWR)
     server.close()
     thread.join(5)
+    assert not thread.is_alive(), "the echo server did not end"
 
 
 def _events(state_dir: Path) -> tuple[Path, list[dict[str, Any]]]:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sandbox.test_fds_in_flight import HOLD_IN_FLIGHT
+
 from .conftest import NOBODY, DaemonThread, UserDaemon, as_user, hello, raw_client, session_env
 
 pytestmark = [
@@ -24,22 +26,9 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="sessions of other uids need root"),
 ]
 
-#: Sends /dev/null's descriptor 250 at a time over a socket nobody reads until the kernel
-#: refuses, writes "held hard errno" to argv[1] and waits.
-HOLDER = r"""
-import os, resource, socket, sys, time
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-a, b = socket.socketpair()
-a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
-fds = [os.open("/dev/null", os.O_RDONLY)] * 250
-held = err = 0
-while not err:
-    try:
-        socket.send_fds(a, [b"x"], fds)
-        held += len(fds)
-    except OSError as exc:
-        err = exc.errno
+#: Holds (``HOLD_IN_FLIGHT``), writes "held hard errno" to argv[1] and waits (a detached
+#: session's stdin is /dev/null).
+HOLDER = HOLD_IN_FLIGHT + r"""
 with open(sys.argv[1] + ".tmp", "w") as out:
     out.write(f"{held} {hard} {err}")
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from tests.daemon.test_cli import CLI
 from tests.redteam.conftest import RecordingUpstream
-from tests.redteam.test_profile_hands_out import ASK, SECRET, SYSTEM_PYTHON, _token_file
-from tests.redteam.test_secret_hosts import _profile, pinned, two_users
+from tests.redteam.test_profile_hands_out import SECRET, SYSTEM_PYTHON, _launch, _token_file
+from tests.redteam.test_secret_hosts import _bound, _mine, pinned, two_users
 
 __all__ = ["pinned", "two_users"]  # the fixtures, used by name
 
@@ -40,10 +40,7 @@ def _handing_out(directory: Path, key: str) -> Path:
 def test_a_secret_bound_to_its_hosts_is_not_handed_to_a_program(
         pinned: tuple[CLI, int]) -> None:
     cli, upstream = pinned
-    key = _token_file(cli.cwd)
-    mine = _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
-    done = cli("launch", "--profile", str(mine), "--", SYSTEM_PYTHON, "-c", ASK, "mine")
-    assert done.returncode == 0 and "STATUS 200" in done.stdout, done.stdout + done.stderr
+    key = _bound(cli, upstream)
 
     theirs = _handing_out(cli.cwd, key)
     refused = cli("launch", "--profile", str(theirs), "--", SYSTEM_PYTHON, "-c", SHOW)
@@ -71,8 +68,7 @@ def test_a_secret_first_handed_to_a_program_is_bound_there_and_said(
     assert f"secret {key} -> environment (its first route)" in done.stderr, done.stderr
     # A route of it to a host is then another place than the one it went to.
     seen = len(RecordingUpstream.seen)
-    mine = _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
-    refused = cli("launch", "--profile", str(mine), "--", SYSTEM_PYTHON, "-c", ASK, "mine")
+    refused = _launch(cli, _mine(cli, upstream, key), "mine")
     assert refused.returncode != 0 and "STATUS" not in refused.stdout, refused.stdout
     assert "has been sent only to environment" in refused.stderr, refused.stderr
     assert len(RecordingUpstream.seen) == seen
@@ -83,9 +79,7 @@ def test_a_secret_first_handed_to_a_program_is_bound_there_and_said(
 def test_the_command_lines_env_credential_map_is_bound_as_well(
         pinned: tuple[CLI, int]) -> None:
     cli, upstream = pinned
-    key = _token_file(cli.cwd)
-    mine = _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
-    assert cli("launch", "--profile", str(mine), "--", "/bin/true").returncode == 0
+    key = _bound(cli, upstream, asked=False)
     refused = cli("launch", "--allow-cwd", "--env-credential-map", f"{key}=BUILD_CACHE_KEY", "--",
                   SYSTEM_PYTHON, "-c", SHOW)
     assert refused.returncode != 0 and SECRET not in refused.stdout, refused.stdout

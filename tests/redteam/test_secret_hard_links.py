@@ -12,24 +12,20 @@ import os
 
 from tests.daemon.test_cli import CLI
 from tests.redteam.conftest import RecordingUpstream
-from tests.redteam.test_profile_hands_out import ASK, SECRET, SYSTEM_PYTHON, _token_file
-from tests.redteam.test_secret_hosts import _profile, pinned, two_users
+from tests.redteam.test_profile_hands_out import SECRET, _launch
+from tests.redteam.test_secret_hosts import _bound, _theirs, pinned, two_users
 
 __all__ = ["pinned", "two_users"]  # the fixtures, used by name
 
 
 def test_a_hard_link_to_a_bound_token_sends_nothing(pinned: tuple[CLI, int]) -> None:
     cli, upstream = pinned
-    key = _token_file(cli.cwd)
-    mine = _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
-    done = cli("launch", "--profile", str(mine), "--", SYSTEM_PYTHON, "-c", ASK, "mine")
-    assert done.returncode == 0 and "STATUS 200" in done.stdout, done.stdout + done.stderr
+    key = _bound(cli, upstream)
     seen = len(RecordingUpstream.seen)
     (cli.cwd / "repo").mkdir()
     os.link(key.removeprefix("file://"), cli.cwd / "repo" / "token")
-    theirs = _profile(cli.cwd, "theirs", f"http://127.0.0.1:{upstream}",
-                      f"file://{cli.cwd}/repo/token")
-    refused = cli("launch", "--profile", str(theirs), "--", SYSTEM_PYTHON, "-c", ASK, "theirs")
+    theirs = _theirs(cli, upstream, f"file://{cli.cwd}/repo/token")
+    refused = _launch(cli, theirs, "theirs")
     assert refused.returncode != 0 and "STATUS" not in refused.stdout, refused.stdout
     assert "hard links" in refused.stderr, refused.stderr
     assert len(RecordingUpstream.seen) == seen

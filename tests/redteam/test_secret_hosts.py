@@ -16,14 +16,7 @@ import pytest
 from tests.daemon.conftest import DaemonThread, hello, raw_client, session_env
 from tests.daemon.localusers import LocalUser
 from tests.redteam.conftest import RecordingUpstream, two_users
-from tests.redteam.test_profile_hands_out import (
-    ASK,
-    CLI,
-    SECRET,
-    SYSTEM_PYTHON,
-    _token_file,
-    pinned,
-)
+from tests.redteam.test_profile_hands_out import CLI, SECRET, _launch, _token_file, pinned
 
 __all__ = ["pinned", "two_users"]  # the fixtures, used by name
 
@@ -40,20 +33,40 @@ def _profile(directory: Path, name: str, upstream: str, key: str) -> Path:
     return profile
 
 
+def _mine(cli: CLI, upstream: int, key: str) -> Path:
+    """The user's own profile: its route ``mine`` sends ``key`` to ``localhost``."""
+    return _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
+
+
+def _theirs(cli: CLI, upstream: int, key: str) -> Path:
+    """The repository's profile: its route ``theirs`` sends ``key`` to the same upstream
+    under another name, ``127.0.0.1``: another host."""
+    return _profile(cli.cwd, "theirs", f"http://127.0.0.1:{upstream}", key)
+
+
+def _bound(cli: CLI, upstream: int, *, asked: bool = True) -> str:
+    """The user's token file, bound to ``localhost`` by a launch of its own profile
+    (``_mine``) whose program asks the route (``asked``) or does nothing; its reference."""
+    key = _token_file(cli.cwd)
+    mine = _mine(cli, upstream, key)
+    done = _launch(cli, mine, "mine") if asked else cli("launch", "--profile", str(mine),
+                                                         "--", "/bin/true")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "STATUS 200" in done.stdout or not asked, done.stdout
+    assert f"secret {key} -> http://localhost:{upstream} (its first route)" in done.stderr, \
+        done.stderr
+    return key
+
+
 def test_a_secret_routed_to_another_host_than_before_refuses_the_launch(
         pinned: tuple[CLI, int]) -> None:
     cli, upstream = pinned
-    key = _token_file(cli.cwd)
-    mine = _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
-    done = cli("launch", "--profile", str(mine), "--", SYSTEM_PYTHON, "-c", ASK, "mine")
-    assert done.returncode == 0 and "STATUS 200" in done.stdout, done.stdout + done.stderr
-    assert f"secret {key} -> http://localhost:{upstream} (its first route)" in done.stderr, \
-        done.stderr
+    key = _bound(cli, upstream)
     seen = len(RecordingUpstream.seen)
 
     # The repository's profile: the same secret, to another upstream.
-    theirs = _profile(cli.cwd, "theirs", f"http://127.0.0.1:{upstream}", key)
-    refused = cli("launch", "--profile", str(theirs), "--", SYSTEM_PYTHON, "-c", ASK, "theirs")
+    theirs = _theirs(cli, upstream, key)
+    refused = _launch(cli, theirs, "theirs")
     # before: STATUS 200, the other upstream got the user's token
     assert refused.returncode != 0 and "STATUS" not in refused.stdout, refused.stdout
     assert f"would send the secret `{key}` to http://127.0.0.1:{upstream}" in refused.stderr
@@ -77,14 +90,12 @@ def test_a_secret_routed_to_another_host_than_before_refuses_the_launch(
 def test_bindings_survive_a_restart_and_clear_forgets_them(
         pinned: tuple[CLI, int], short_tmp: Path) -> None:
     cli, upstream = pinned
-    key = _token_file(cli.cwd)
-    mine = _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
-    assert cli("launch", "--profile", str(mine), "--", "/bin/true").returncode == 0
+    key = _bound(cli, upstream, asked=False)
     [saved] = list(short_tmp.rglob("secret-hosts.json"))
     assert saved.stat().st_mode & 0o777 == 0o600
     assert json.loads(saved.read_text())["bindings"] == [
         {"uid": None, "reference": key, "origins": [f"http://localhost:{upstream}"]}]
-    theirs = _profile(cli.cwd, "theirs", f"http://127.0.0.1:{upstream}", key)
+    theirs = _theirs(cli, upstream, key)
     assert cli("launch", "--profile", str(theirs), "--", "/bin/true").returncode != 0
     cleared = cli("secret", "hosts", key, "--clear")
     assert cleared.returncode == 0 and "bound to no upstream" in cleared.stdout, cleared.stdout
@@ -112,18 +123,15 @@ def test_another_spelling_of_the_same_file_is_the_same_secret(
     repository ships) was a secret never routed: the repository's profile bound it to its
     own host and was sent the real value."""
     cli, upstream = pinned
-    key = _token_file(cli.cwd)
-    mine = _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
-    assert cli("launch", "--profile", str(mine), "--", "/bin/true").returncode == 0
+    key = _bound(cli, upstream, asked=False)
     path = key.removeprefix("file://")
     (cli.cwd / "repo").mkdir()
     (cli.cwd / "repo" / "keys").symlink_to(cli.cwd)
     seen = len(RecordingUpstream.seen)
     for spelling in (f"file:///{path}", "file://" + path.replace("/", "//"),
                      f"file://{cli.cwd}/repo/keys/github-token"):
-        theirs = _profile(cli.cwd, "theirs", f"http://127.0.0.1:{upstream}", spelling)
-        refused = cli("launch", "--profile", str(theirs), "--", SYSTEM_PYTHON, "-c", ASK,
-                      "theirs")
+        theirs = _theirs(cli, upstream, spelling)
+        refused = _launch(cli, theirs, "theirs")
         # before: STATUS 200, the other upstream got the user's token
         assert refused.returncode != 0 and "STATUS" not in refused.stdout, \
             (spelling, refused.stdout)
@@ -191,7 +199,7 @@ def test_a_launch_refused_after_binding_leaves_no_binding(pinned: tuple[CLI, int
     not_executable = cli.cwd / "script"
     not_executable.write_text("#!/bin/sh\n")
     not_executable.chmod(0o644)
-    theirs = _profile(cli.cwd, "theirs", f"http://127.0.0.1:{upstream}", key)
+    theirs = _theirs(cli, upstream, key)
     refused = cli("launch", "--profile", str(theirs), "--", str(not_executable))
     assert refused.returncode != 0, refused.stderr
     assert "its first route" not in refused.stderr, refused.stderr
@@ -201,8 +209,7 @@ def test_a_launch_refused_after_binding_leaves_no_binding(pinned: tuple[CLI, int
     [saved] = list(cli.cwd.rglob("secret-hosts.json"))
     assert json.loads(saved.read_text())["bindings"] == []
 
-    mine = _profile(cli.cwd, "mine", f"http://localhost:{upstream}", key)
-    done = cli("launch", "--profile", str(mine), "--", SYSTEM_PYTHON, "-c", ASK, "mine")
+    done = _launch(cli, _mine(cli, upstream, key), "mine")
     # before: refused, "has been sent only to http://127.0.0.1:PORT"
     assert done.returncode == 0 and "STATUS 200" in done.stdout, done.stdout + done.stderr
     assert f"secret {key} -> http://localhost:{upstream} (its first route)" in done.stderr

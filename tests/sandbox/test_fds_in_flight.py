@@ -39,10 +39,11 @@ POLICY = ResolvedPolicy(
     network=NetworkPolicy(restricted=True, block=True),
 )
 
-#: Raises its soft limit to its hard one, then sends /dev/null's descriptor over a socket
-#: nobody reads until the kernel refuses, says how many are in flight and waits.
-HOLDER = r"""
-import os, resource, socket, sys
+#: The start of a holder: raises its soft limit to its hard one, then sends /dev/null's
+#: descriptor 250 at a time over a socket nobody reads until the kernel refuses (``held``
+#: in flight, ``hard``, the refusal's ``err``). What follows says so and waits.
+HOLD_IN_FLIGHT = r"""
+import os, resource, socket, sys, time
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 a, b = socket.socketpair()
@@ -55,6 +56,10 @@ while not err:
         held += len(fds)
     except OSError as exc:
         err = exc.errno
+"""
+
+#: Holds, prints "held hard errno" and waits until its stdin closes.
+HOLDER = HOLD_IN_FLIGHT + r"""
 print(held, hard, err, flush=True)
 sys.stdin.read()
 """
