@@ -518,11 +518,17 @@ class _Pump:
                         serve(served, fd, events)
                     else:
                         relayed(served, fd, kind, arg1, arg2, data)
-                    if not served.ended and _routable(served):
-                        self.route(served)
                 except Exception as exc:  # noqa: BLE001 - handed to the tunnel's owner
                     served.error = exc
                     self._end(served)
+            # Routed again only once every record of this wait is served: a later record may
+            # be of the same tunnel (its other socket, unrouted with it), and Python must not
+            # serve a tunnel relay.c relays (it held bytes relay.c then passed by, or waited
+            # on a socket relay.c had taken out of the epoll: bytes reordered, lost, a
+            # tunnel stuck; the thirty-sixth pass).
+            for served, *_ in ready:
+                if not served.routed and not served.ended and _routable(served):
+                    self.route(served)
             now = monotonic()
             while timers and timers[0][0] <= now:
                 _fire(heapq.heappop(timers)[2])
