@@ -20,13 +20,17 @@ served.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from nonod.proxy import _pump
+from nonod.proxy._pump import Tunnel, _Pump
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "nonod" / "proxy" / "relay.c"
@@ -74,3 +78,88 @@ def test_hostile_peers_through_relay_c_as_shipped(seed: int) -> None:
 
 def test_hostile_peers_through_relay_c_with_sanitizers(sanitized: Path) -> None:
     hostile_run(sanitized, 3, 300, sanitizers=True)
+
+
+def _tcp_pair(listener: socket.socket) -> tuple[socket.socket, socket.socket]:
+    outer = socket.create_connection(listener.getsockname())
+    inner, _ = listener.accept()
+    return outer, inner
+
+
+def test_another_tunnels_spill_does_not_hand_a_tunnel_to_both_loops() -> None:
+    """The class, step by step: one tunnel (another session's, say) spills in the same wait
+    as both sockets of a second; the second's bytes must all reach its client, in order,
+    with its end of file, after that client half-closed while not reading. Before the fix
+    the second tunnel was routed again between its two records: Python held 64 KiB of it
+    for a socket relay.c then took out of the epoll at the half-close, and the client never
+    got them, nor its end of file."""
+    if _pump._native() is None:
+        pytest.fail("libnonorelay.so is not built: run make")
+    pump = _Pump(native=True)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        noisy_client, noisy_a = _tcp_pair(listener)
+        noisy_b, noisy_upstream = _tcp_pair(listener)
+        client, a = _tcp_pair(listener)
+        b, upstream = _tcp_pair(listener)
+    socks = (noisy_client, noisy_a, noisy_b, noisy_upstream, client, a, b, upstream)
+    try:
+        for sock in (noisy_a, a):  # the proxy's writes to the clients fall short
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        for sock in (noisy_client, client):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        for sock in (noisy_a, noisy_b, a, b):
+            sock.setblocking(False)
+        ended = threading.Event()
+        tunnels = [Tunnel(noisy_a, noisy_b, 60.0, lambda _: None),
+                   Tunnel(a, b, 60.0, lambda _: ended.set())]
+        added = threading.Event()
+
+        def add() -> None:
+            for tunnel in tunnels:
+                pump.add(tunnel)
+            added.set()
+
+        pump.call_soon(add)
+        assert added.wait(5) and all(t.routed for t in tunnels)
+        # Hold the pump's thread while the three sockets become readable, in this order,
+        # so that one wait returns them together.
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            holding.set()
+            release.wait(5)
+
+        pump.call_soon(hold)
+        assert holding.wait(5)
+        noisy_upstream.sendall(b"n" * 60_000)  # relay.c's write falls short: a spill
+        client.sendall(b"hello")  # a short message of the second tunnel's client
+        payload = bytes(range(256)) * 800  # 200 KiB from its upstream: a full read
+        upstream.setblocking(False)
+        sent = upstream.send(payload)
+        time.sleep(0.05)
+        release.set()
+        time.sleep(0.3)
+        client.shutdown(socket.SHUT_WR)  # half-closed, still not reading
+        upstream.settimeout(5)
+        assert upstream.recv(10) == b"hello"
+        upstream.setblocking(True)
+        upstream.sendall(payload[sent:])
+        assert upstream.recv(10) == b""  # the client's end of file
+        upstream.shutdown(socket.SHUT_WR)
+        client.settimeout(10)
+        got = bytearray()
+        while True:
+            try:
+                data = client.recv(1 << 16)
+            except TimeoutError:
+                break
+            if not data:
+                got += b"<eof>"
+                break
+            got += data
+        assert bytes(got) == payload + b"<eof>", f"{len(got)} of {len(payload)} bytes"
+        assert ended.wait(5)
+        assert tunnels[1].down.moved == len(payload) and tunnels[1].up.moved == 5
+    finally:
+        for sock in socks:
+            sock.close()
