@@ -25,6 +25,7 @@ import struct
 import sys
 import threading
 import time
+from pathlib import Path
 
 from nonod.proxy import _pump
 from nonod.proxy._pump import Tunnel, _Pump
@@ -140,6 +141,7 @@ class Case:
     def __init__(self, pump: _Pump, listener: socket.socket, rng: random.Random, index: int,
                  high: list[int]) -> None:
         self.index = index
+        self.pump = pump
         client, a = _tcp_pair(listener)
         b, upstream = _tcp_pair(listener)
         if rng.random() < 0.5:  # small buffers: the relay's writes fall short
@@ -156,15 +158,35 @@ class Case:
         self.upstream = Side(upstream, rng, "upstream")
         self.ended = threading.Event()
         self.finished: float | None = None
-        self.tunnel = Tunnel(a, b, 60.0, lambda _: self.ended.set())
-        if rng.random() < 0.5:
-            pump.call_soon(lambda: pump.add(self.tunnel))  # the thread's own: relay.c's add
+        # bytes read before the relay (a CONNECT's trailing data), and a first answer that
+        # fell short (the fresh path's 200: ``hold``)
+        self.trailing = rng.randbytes(rng.choice((1, 300))) if rng.random() < 0.15 else b""
+        self.first = rng.randbytes(rng.choice((1, 39))) if rng.random() < 0.15 else b""
+        self.cancel_at = (time.monotonic() + rng.uniform(0, 0.5) if rng.random() < 0.1
+                          else None)
+        # a short idle timeout: the sweep ends it (relay.c's relays count as activity)
+        idle = rng.uniform(0.05, 0.5) if rng.random() < 0.05 else 60.0
+        self.cut_short = self.cancel_at is not None or idle < 60.0
+        self.tunnel = Tunnel(a, b, idle, lambda _: self.ended.set(), to_b=self.trailing)
+        if self.first or rng.random() < 0.5:
+            def in_thread() -> None:  # the thread's own: relay.c's add (then its hold)
+                pump.add(self.tunnel)
+                if self.first:
+                    pump.hold(self.tunnel, self.first)
+            pump.call_soon(in_thread)
         else:
             pump.add(self.tunnel)  # handed over: routed at the thread's next turn
 
     def state(self) -> str:
         t, c, u = self.tunnel, self.client, self.upstream
-        return (f"routed {t.routed}, masks {t.masks}, up waits {t.up.waits} held "
+        pump = self.pump
+        info = Path(f"/proc/self/fdinfo/{pump._epoll_fd}").read_text()
+        watched = [fd for fd in (t.a, t.b) if f"tfd: {fd:8d}" in info]
+        seen = ([pump._lib.nono_relay_last(pump._relay, fd) >= 0 for fd in (t.a, t.b)]
+                if pump._lib is not None else None)
+        return (f"in the epoll {watched}, routed in relay.c {seen}, moved {t.up.moved}/"
+                f"{t.down.moved}, cancelled {t.cancelled} error {t.error!r}, "
+                f"routed {t.routed}, masks {t.masks}, up waits {t.up.waits} held "
                 f"{len(t.up.held)} piped {t.up.piped}, down waits {t.down.waits} held "
                 f"{len(t.down.held)} piped {t.down.piped}; client sent {c.sent}/{len(c.data)} "
                 f"got {len(c.got)} eof {c.eof} reset {c.reset} broken {c.broken}; upstream "
@@ -177,12 +199,14 @@ class Case:
     def check(self) -> list[str]:
         wrong = []
         t, c, u = self.tunnel, self.client, self.upstream
-        for src, dst, moved in ((c, u, t.up.moved), (u, c, t.down.moved)):
-            sent = bytes(src.data[:src.sent])
-            if src.reset or dst.reset:
+        for src, dst, moved, before in ((c, u, t.up.moved, self.trailing),
+                                        (u, c, t.down.moved, self.first)):
+            sent = before + bytes(src.data[:src.sent])
+            if src.reset or dst.reset or self.cut_short:
                 if not sent.startswith(bytes(dst.got)):
                     wrong.append(f"{src.name} -> {dst.name}: not a prefix of what was sent")
                 continue
+            moved += len(before)  # (counted by the tunnel's owner, not the pump)
             if bytes(dst.got) != sent:
                 wrong.append(f"{src.name} -> {dst.name}: {len(dst.got)} bytes arrived of "
                              f"{len(sent)} sent, or not in order")
@@ -233,7 +257,12 @@ def main() -> int:
                 side.read(rng, now)
                 if rng.random() < 0.7:
                     side.act(rng, now)
+            if case.cancel_at is not None and case.cancel_at <= now:
+                pump.cancel(case.tunnel)
+                case.cancel_at = now + 1e9  # once (still a cancelled case)
             reset = any(side.reset for side in case.sides())
+            if case.cut_short and case.ended.is_set():
+                case.finished = case.finished or now
             if case.finished is None and (
                     all(side.done for side in case.sides())
                     or (reset and all(side.shut or side.reset for side in case.sides()))):
@@ -245,7 +274,7 @@ def main() -> int:
                     wrong.append(f"tunnel {case.index}: never ended after both sides did "
                                  f"({case.state()})")
                     pump.call_soon(lambda t=case.tunnel: pump.end(t))
-                    case.ended.wait(5)
+                    case.ended.wait(30)  # (closed before its end: a stale route)
                 wrong += case.check()
                 live.remove(case)
                 free = [s.fileno() for s in (case.a, case.b) if s.fileno() >= top - 512]
@@ -255,7 +284,7 @@ def main() -> int:
                 wrong.append(f"tunnel {case.index}: stuck ({case.state()})")
                 live.remove(case)
                 pump.call_soon(lambda t=case.tunnel: pump.end(t))
-                case.ended.wait(5)
+                case.ended.wait(30)  # (closed before its end: a stale route)
                 case.close()
         time.sleep(0.001)
         if len(wrong) > 20:
