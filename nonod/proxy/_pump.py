@@ -514,6 +514,10 @@ class _Pump:
                 if served.ended:
                     continue
                 try:
+                    if served.routed:
+                        # Never served while relay.c relays it: a record of a socket number
+                        # that a watcher of this wait closed and gave to a tunnel it added.
+                        self._unroute(served)
                     if kind == _PLAIN:
                         serve(served, fd, events)
                     else:
