@@ -285,7 +285,10 @@ class _Pump:
     # the caller's side (trio's thread)
 
     def add(self, tunnel: Tunnel) -> None:
-        """Relay ``tunnel`` (from any thread)."""
+        """Relay ``tunnel`` (from any thread); one that has ended already (cancelled before
+        the call that adds it ran) is not added: nothing would ever end it again."""
+        if tunnel.ended:
+            return
         self._tunnels[tunnel.a] = self._tunnels[tunnel.b] = tunnel
         if threading.get_ident() == self._ident:  # the thread's own (a fresh CONNECT's)
             self._live.add(tunnel)
@@ -600,7 +603,9 @@ class _Pump:
             wake_at = now if cancelled or calls else self._wake_time(now)
             self._wake_at = wake_at
         for tunnel in cancelled or ():
-            self.end(tunnel)
+            # (each on its own: a failure of one must not lose the others, nor the calls
+            # taken out of the queue with them, a tunnel's add among them)
+            _guarded(self.end, tunnel)
         for call in calls or ():
             _guarded(call)
         return now, wake_at
@@ -753,7 +758,9 @@ class _Pump:
         self._unroute(tunnel)  # its counts back, before its sockets may be closed
         tunnel.ended = True
         self._live.discard(tunnel)
-        del self._tunnels[tunnel.a], self._tunnels[tunnel.b]
+        for fd in (tunnel.a, tunnel.b):  # (not there: ended before its add was taken)
+            if self._tunnels.get(fd) is tunnel:
+                del self._tunnels[fd]
         if not tunnel.closing:
             for sock, mask in zip((tunnel.a, tunnel.b), tunnel.masks, strict=True):
                 if mask:

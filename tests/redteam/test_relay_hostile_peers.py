@@ -163,3 +163,51 @@ def test_another_tunnels_spill_does_not_hand_a_tunnel_to_both_loops() -> None:
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_a_tunnel_cancelled_before_its_add_loses_no_other_call() -> None:
+    """Found by the hostile-peer run: a cancellation taken in the same turn as the call that
+    adds its tunnel (cancellations run first) raised ``KeyError`` in ``_end``, out of the
+    turn's start, and every call taken with it was lost: other tunnels' adds among them
+    (those tunnels were never relayed: stuck until their owners gave up). Each cancellation
+    is now guarded on its own, ``_end`` removes only its own entries, and an ended tunnel
+    is not added."""
+    pump = _Pump(native=True)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client, a = _tcp_pair(listener)
+        b, upstream = _tcp_pair(listener)
+        other_client, other_a = _tcp_pair(listener)
+        other_b, other_upstream = _tcp_pair(listener)
+    socks = (client, a, b, upstream, other_client, other_a, other_b, other_upstream)
+    try:
+        for sock in (a, b, other_a, other_b):
+            sock.setblocking(False)
+        ended, other_ended = threading.Event(), threading.Event()
+        tunnel = Tunnel(a, b, 60.0, lambda _: ended.set())
+        other = Tunnel(other_a, other_b, 60.0, lambda _: other_ended.set())
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            holding.set()
+            release.wait(5)
+
+        pump.call_soon(hold)
+        assert holding.wait(5)
+        pump.call_soon(lambda: pump.add(tunnel))
+        pump.call_soon(lambda: pump.add(other))
+        pump.cancel(tunnel)  # taken with the two calls, and run before them
+        ran = threading.Event()
+        pump.call_soon(ran.set)
+        release.set()
+        assert ran.wait(5), "the calls taken with the cancellation were lost"
+        assert ended.wait(5) and tunnel.cancelled
+        assert a.fileno() not in pump._tunnels and b.fileno() not in pump._tunnels
+        other_client.sendall(b"still relayed")
+        other_upstream.settimeout(5)
+        assert other_upstream.recv(100) == b"still relayed"
+        other_client.shutdown(socket.SHUT_WR)
+        other_upstream.shutdown(socket.SHUT_WR)
+        assert other_ended.wait(5) and other.error is None
+    finally:
+        for sock in socks:
+            sock.close()
