@@ -65,6 +65,9 @@ def hostile_run(library: Path, seed: int, tunnels: int, *, sanitizers: bool) -> 
          str(tunnels)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     report = done.stdout[-4000:] + done.stderr[-4000:]
     assert "AddressSanitizer" not in done.stderr and "runtime error" not in done.stderr, report
+    # a bug of the pump's is logged and survived: none may have been
+    assert "pump_failed" not in done.stdout + done.stderr, report
+    assert "pump_call_failed" not in done.stdout + done.stderr, report
     assert done.returncode == 0 and done.stdout.strip() == f"ok {tunnels}", report
 
 
