@@ -171,7 +171,7 @@ class Case:
         if self.first or rng.random() < 0.5:
             def in_thread() -> None:  # the thread's own: relay.c's add (then its hold)
                 pump.add(self.tunnel)
-                if self.first:
+                if self.first and not self.tunnel.ended:  # (not cancelled before its add)
                     pump.hold(self.tunnel, self.first)
             pump.call_soon(in_thread)
         else:
