@@ -34,10 +34,11 @@ from nonod.proxy._pump import Tunnel, _Pump
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "nonod" / "proxy" / "relay.c"
+CC = os.environ.get("CC", "cc")  # as make builds it
 
 
 def runtime(name: str) -> str:
-    found = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True,
+    found = subprocess.run([CC, f"-print-file-name={name}"], capture_output=True, text=True,
                            check=True).stdout.strip()
     if not os.path.isabs(found):
         pytest.fail(f"{name} (the sanitizer runtime) is not installed")
@@ -48,7 +49,7 @@ def runtime(name: str) -> str:
 def sanitized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """relay.c as proxy7 reviewed it: ASan and UBSan, every report fatal."""
     library = tmp_path_factory.mktemp("relay") / "libnonorelay-asan.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-g", "-O1", "-fno-omit-frame-pointer",
+    subprocess.run([CC, "-shared", "-fPIC", "-g", "-O1", "-fno-omit-frame-pointer",
                     "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-Wall",
                     "-Wextra", "-Werror", "-o", str(library), str(SOURCE)], check=True)
     return library
