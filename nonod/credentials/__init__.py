@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from ._routes import builtin_routes as builtin_routes
     from ._routes import check_injectable as check_injectable
     from ._routes import credential_environment as credential_environment
+    from ._routes import injected_parts as injected_parts
     from ._routes import intercepted_hosts as intercepted_hosts
     from ._routes import load_route_secrets as load_route_secrets
     from ._routes import policy_intercepts as policy_intercepts
@@ -94,7 +95,7 @@ else:
         "_phantom": ("PhantomToken",),
         "_routes": (
             "ROUTE_NAME", "InjectMode", "LoadedRoute", "Route", "builtin_routes",
-            "check_injectable", "credential_environment", "intercepted_hosts",
+            "check_injectable", "credential_environment", "injected_parts", "intercepted_hosts",
             "load_route_secrets", "policy_intercepts", "require_route_secrets",
             "route_from_custom", "session_routes",
         ),

@@ -32,6 +32,8 @@ which is what the daemon does.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -199,6 +201,29 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
             return "Basic " + base64.b64encode(secret.reveal().encode("utf-8")).decode("ascii")
         return self.credential_format.replace("{}", secret.reveal())
+
+
+def injected_parts(route: Route, secret: Secret) -> tuple[bytes, ...]:
+    """What an upstream reads out of the value the proxy injects, beyond the secret itself,
+    that is secret too: for an ``Authorization: Basic`` value (``basic_auth``, or a header
+    whose format is ``Basic {}`` with a secret that is already base64), the decoded
+    ``user:password`` pair and the password (the user when the password is empty: an API
+    key sent as the user, as Stripe's). A server that quotes what it read (an echo, an error
+    page) quotes those, and the scrubber must know them (docs/credentials.md, "Scrubbing
+    reflected secrets"). Empty for every other value."""
+    if route.inject_mode not in ("header", "basic_auth"):
+        return ()
+    scheme, _, encoded = route.injected_value(secret).strip().partition(" ")
+    if scheme.lower() != "basic":
+        return ()
+    try:
+        pair = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return ()
+    user, colon, password = pair.partition(b":")
+    if not colon:
+        return (pair,)
+    return (pair, password or user)
 
 
 def _spellings(name: str) -> tuple[str, ...]:

@@ -66,7 +66,7 @@ import base64
 import functools
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final, final, overload
 
 from ._phantom import PhantomToken
@@ -88,25 +88,46 @@ _MIN_REACH: Final = 256
 _VISIBLE: Final = frozenset(range(0x21, 0x7F)) | frozenset(range(0x80, 0x100))
 
 
-def scrub_replacements(secret: Secret, token: PhantomToken) -> dict[bytes, bytes]:
-    """The needle -> replacement table for one secret and the session's phantom token."""
+def scrub_replacements(secret: Secret, token: PhantomToken, parts: Iterable[bytes] = ()
+                       ) -> dict[bytes, bytes]:
+    """The needle -> replacement table for one secret and the session's phantom token.
+
+    ``parts``: what an upstream reads out of the injected value that is secret too
+    (:func:`nonod.credentials.injected_parts`: a ``Basic`` value's password), each with the
+    same forms, also replaced by the phantom token; one under ``_MIN_ENCODED`` bytes is not
+    looked for (it would be replaced wherever those few bytes occur in every response; the
+    whole secret still is)."""
     real = secret.reveal().encode("utf-8")
     fake = token.reveal().encode("ascii")
     table = {real: fake}
+    plain = {real}
     if len(real) >= _MIN_ENCODED:
-        for encode in _ENCODINGS:
-            table.setdefault(encode(real), encode(fake))
-        for b64 in (base64.b64encode, base64.urlsafe_b64encode):
-            padded_real, padded_fake = b64(real), b64(fake)
-            table.setdefault(padded_real, padded_fake)
-            table.setdefault(padded_real.rstrip(b"="), padded_fake.rstrip(b"="))
-            for shift in (0, 1, 2):
-                table.setdefault(_b64_inside(b64, real, shift), _b64_inside(b64, fake, shift))
-        for needle, replacement in list(table.items()):
-            if b"/" in needle and needle != real:  # PHP's json_encode writes `/` as `\/`
-                table.setdefault(needle.replace(b"/", b"\\/"),
-                                 replacement.replace(b"/", b"\\/"))
+        _add_forms(table, real, fake)
+    for part in parts:
+        if len(part) >= _MIN_ENCODED and part not in table:
+            table[part] = fake
+            plain.add(part)
+            _add_forms(table, part, fake)
+    for needle, replacement in list(table.items()):
+        if b"/" in needle and needle not in plain:  # PHP's json_encode writes `/` as `\/`
+            table.setdefault(needle.replace(b"/", b"\\/"), replacement.replace(b"/", b"\\/"))
     return table
+
+
+def _add_forms(table: dict[bytes, bytes], real: bytes, fake: bytes) -> None:
+    """The encoded forms of ``real`` (each replaced by the same form of ``fake``) not in
+    ``table`` yet; those that read text are left out for bytes that are not UTF-8."""
+    for encode in _ENCODINGS:
+        try:
+            table.setdefault(encode(real), encode(fake))
+        except UnicodeDecodeError:
+            continue
+    for b64 in (base64.b64encode, base64.urlsafe_b64encode):
+        padded_real, padded_fake = b64(real), b64(fake)
+        table.setdefault(padded_real, padded_fake)
+        table.setdefault(padded_real.rstrip(b"="), padded_fake.rstrip(b"="))
+        for shift in (0, 1, 2):
+            table.setdefault(_b64_inside(b64, real, shift), _b64_inside(b64, fake, shift))
 
 
 def _b64_inside(encode: Callable[[bytes], bytes], data: bytes, shift: int) -> bytes:

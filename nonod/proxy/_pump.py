@@ -285,7 +285,10 @@ class _Pump:
     # the caller's side (trio's thread)
 
     def add(self, tunnel: Tunnel) -> None:
-        """Relay ``tunnel`` (from any thread)."""
+        """Relay ``tunnel`` (from any thread); one that has ended already (cancelled before
+        the call that adds it ran) is not added: nothing would ever end it again."""
+        if tunnel.ended:
+            return
         if threading.get_ident() == self._ident:  # the thread's own (a fresh CONNECT's)
             self.add_here(tunnel)
             return
@@ -514,15 +517,25 @@ class _Pump:
                 if served.ended:
                     continue
                 try:
+                    if served.routed:
+                        # Never served while relay.c relays it: a record of a socket number
+                        # that a watcher of this wait closed and gave to a tunnel it added.
+                        self._unroute(served)
                     if kind == _PLAIN:
                         serve(served, fd, events)
                     else:
                         relayed(served, fd, kind, arg1, arg2, data)
-                    if not served.ended and _routable(served):
-                        self.route(served)
                 except Exception as exc:  # noqa: BLE001 - handed to the tunnel's owner
                     served.error = exc
                     self._end(served)
+            # Routed again only once every record of this wait is served: a later record may
+            # be of the same tunnel (its other socket, unrouted with it), and Python must not
+            # serve a tunnel relay.c relays (it held bytes relay.c then passed by, or waited
+            # on a socket relay.c had taken out of the epoll: bytes reordered, lost, a
+            # tunnel stuck; the thirty-sixth pass).
+            for served, *_ in ready:
+                if not served.routed and not served.ended and _routable(served):
+                    self.route(served)
             now = monotonic()
             while timers and timers[0][0] <= now:
                 _fire(heapq.heappop(timers)[2])
@@ -590,7 +603,9 @@ class _Pump:
             wake_at = now if cancelled or calls else self._wake_time(now)
             self._wake_at = wake_at
         for tunnel in cancelled or ():
-            self.end(tunnel)
+            # (each on its own: a failure of one must not lose the others, nor the calls
+            # taken out of the queue with them, a tunnel's add among them)
+            _guarded(self.end, tunnel)
         for call in calls or ():
             _guarded(call)
         return now, wake_at
@@ -744,7 +759,9 @@ class _Pump:
             self._unroute(tunnel)  # its counts back, before its sockets may be closed
         tunnel.ended = True
         self._live.discard(tunnel)
-        del self._tunnels[tunnel.a], self._tunnels[tunnel.b]
+        for fd in (tunnel.a, tunnel.b):  # (not there: ended before its add was taken)
+            if self._tunnels.get(fd) is tunnel:
+                del self._tunnels[fd]
         if not tunnel.closing:
             for sock, mask in zip((tunnel.a, tunnel.b), tunnel.masks, strict=True):
                 if mask:

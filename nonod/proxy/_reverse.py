@@ -61,6 +61,7 @@ from ..credentials import (
     Route,
     Scrubber,
     Secret,
+    injected_parts,
     scrub_replacements,
 )
 from ..errors import NonoError
@@ -138,7 +139,8 @@ class _Entry:
         self.error_code = loaded.error.code if loaded.error is not None else ""
         self.rules: EndpointRules = loaded.route.rules()
         self.ssl = ssl_context
-        self.table = (scrub_replacements(loaded.secret, token)
+        self.table = (scrub_replacements(loaded.secret, token,
+                                         injected_parts(loaded.route, loaded.secret))
                       if loaded.secret is not None else None)
         self.scrubber = Scrubber(self.table) if self.table is not None else None
 
