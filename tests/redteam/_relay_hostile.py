@@ -159,7 +159,7 @@ class Case:
         self.ended = threading.Event()
         self.finished: float | None = None
         # bytes read before the relay (a CONNECT's trailing data), and a first answer that
-        # fell short (the fresh path's 200: ``hold``)
+        # fell short (the fresh path's 200: ``to_a``)
         self.trailing = rng.randbytes(rng.choice((1, 300))) if rng.random() < 0.15 else b""
         self.first = rng.randbytes(rng.choice((1, 39))) if rng.random() < 0.15 else b""
         self.cancel_at = (time.monotonic() + rng.uniform(0, 0.5) if rng.random() < 0.1
@@ -167,13 +167,11 @@ class Case:
         # a short idle timeout: the sweep ends it (relay.c's relays count as activity)
         idle = rng.uniform(0.05, 0.5) if rng.random() < 0.05 else 60.0
         self.cut_short = self.cancel_at is not None or idle < 60.0
-        self.tunnel = Tunnel(a, b, idle, lambda _: self.ended.set(), to_b=self.trailing)
+        self.tunnel = Tunnel(a, b, idle, lambda _: self.ended.set(), to_b=self.trailing,
+                             to_a=self.first)
         if self.first or rng.random() < 0.5:
-            def in_thread() -> None:  # the thread's own: relay.c's add (then its hold)
-                pump.add(self.tunnel)
-                if self.first and not self.tunnel.ended:  # (not cancelled before its add)
-                    pump.hold(self.tunnel, self.first)
-            pump.call_soon(in_thread)
+            # the thread's own add (the fresh path's: relay.c's add, or the rest of its 200)
+            pump.call_soon(lambda: pump.add(self.tunnel))
         else:
             pump.add(self.tunnel)  # handed over: routed at the thread's next turn
 
