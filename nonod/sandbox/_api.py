@@ -238,6 +238,36 @@ def _fds_from(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
 
 
 @final
+@dataclass(frozen=True, eq=False)
+class Planned:
+    """A launch's plan, made ahead by :meth:`Launcher.plan` for one policy and request: what
+    :meth:`Launcher.launch` (``planned=``) sends instead of making it then."""
+
+    policy: ResolvedPolicy
+    request: LaunchRequest
+    controlling_tty: bool
+    mode: str
+    plan: LaunchPlan
+    report: EnforcementReport
+
+    def for_launch(self, policy: ResolvedPolicy, request: LaunchRequest, *,
+                   controlling_tty: bool, mode: str) -> tuple[LaunchPlan, EnforcementReport]:
+        """The plan for a launch of ``policy`` and ``request``, with the request's cgroup
+        fields (the session's groups, made while the plan was): the only part of the request
+        that may differ from the one it was made for, and copied as it is into the plan
+        (``build_plan``). A plan of any other launch raises ``LaunchError`` (a caller's
+        mistake: never sent)."""
+        groups = {"cgroup_procs": request.cgroup_procs, "cgroup_pool": request.cgroup_pool,
+                  "cgroup_limits": request.cgroup_limits}
+        if (mode != self.mode or controlling_tty != self.controlling_tty
+                or (policy is not self.policy and policy != self.policy)
+                or msgspec.structs.replace(self.request, **groups) != request):
+            raise LaunchError("the plan made ahead is not this launch's (another policy, "
+                              "request or mode): refused", step="mounts")
+        return msgspec.structs.replace(self.plan, **groups), self.report
+
+
+@final
 class Launcher:
     """Handle on the fork server: a single-threaded helper that forks launchers."""
 
@@ -261,29 +291,23 @@ class Launcher:
         stdio: tuple[int, int, int] = (0, 1, 2),
         controlling_tty: bool = False,
         gate: Callable[[], Awaitable[None]] | None = None,
+        planned: Callable[[], Awaitable[Planned]] | None = None,
     ) -> Sandboxed:
         """Start ``request.argv`` confined by ``policy``; raise LaunchError if it cannot be.
 
         ``gate``, if given, is awaited once the plan is built and before anything of the
         launch starts (the fork server has not heard of it yet): what it raises refuses the
-        launch. The daemon's gate is its audit record's fsync, which runs meanwhile."""
-        # In a worker thread: the plan walks the writable grants for hard-linked files
-        # (``_linkscan``, up to about a second on a node_modules-sized tree), which must not
-        # hold up every other session's tasks. One of the session's user's own threads
-        # (``_callerfs``), within a bound: a walk stuck in that user's file system (a FUSE
-        # server that never answers) held one of the daemon's shared threads for good, and
-        # a few such launches held them all, and every user's work done in threads.
+        launch. The daemon's gate is its audit record's fsync, which runs meanwhile.
+
+        ``planned``, if given, is awaited for the plan instead of making it here: the plan
+        :meth:`plan` made ahead for this policy and request (which may differ in its cgroup
+        fields only; ``Planned.for_launch``), or what making it raised."""
         uid = os.geteuid() if request.uid is None else request.uid
         self._refuse_past_abandoned(uid)
-        with trio.move_on_after(PLAN_TIMEOUT) as waited:
-            plan, report = await trio.to_thread.run_sync(
-                functools.partial(build_plan, policy, request, controlling_tty=controlling_tty,
-                                  mode=self.mode),
-                limiter=_callerfs.threads_of(uid), abandon_on_cancel=True)
-        if waited.cancelled_caught:
-            raise LaunchError(f"the launch's plan was not made within {PLAN_TIMEOUT:g} s (a "
-                              "file system in its grants that does not answer, or too many "
-                              "of this user's launches at once)", step="mounts")
+        made = (await self.plan(policy, request, controlling_tty=controlling_tty)
+                if planned is None else await planned())
+        plan, report = made.for_launch(policy, request, controlling_tty=controlling_tty,
+                                       mode=self.mode)
         if gate is not None:
             await gate()
         # One of the uid's places from here until its launcher reports; a launch given up
@@ -376,6 +400,30 @@ class Launcher:
                          audit_session=ses, audit_session_error=ses_err)
         proc.cgroup = group
         return proc
+
+    async def plan(self, policy: ResolvedPolicy, request: LaunchRequest, *,
+                   controlling_tty: bool = False) -> Planned:
+        """The plan of a launch of ``policy`` and ``request`` (``build_plan``), for
+        :meth:`launch`; LaunchError if it cannot be made. A caller with other work before
+        the launch (its audit file, its first records) makes it meanwhile, in a task of its
+        own, and hands it over with ``launch(planned=)``."""
+        # In a worker thread: the plan walks the writable grants for hard-linked files
+        # (``_linkscan``, up to about a second on a node_modules-sized tree), which must not
+        # hold up every other session's tasks. One of the session's user's own threads
+        # (``_callerfs``), within a bound: a walk stuck in that user's file system (a FUSE
+        # server that never answers) held one of the daemon's shared threads for good, and
+        # a few such launches held them all, and every user's work done in threads.
+        uid = os.geteuid() if request.uid is None else request.uid
+        with trio.move_on_after(PLAN_TIMEOUT) as waited:
+            plan, report = await trio.to_thread.run_sync(
+                functools.partial(build_plan, policy, request, controlling_tty=controlling_tty,
+                                  mode=self.mode),
+                limiter=_callerfs.threads_of(uid), abandon_on_cancel=True)
+        if waited.cancelled_caught:
+            raise LaunchError(f"the launch's plan was not made within {PLAN_TIMEOUT:g} s (a "
+                              "file system in its grants that does not answer, or too many "
+                              "of this user's launches at once)", step="mounts")
+        return Planned(policy, request, controlling_tty, self.mode, plan, report)
 
     def _refuse_past_abandoned(self, uid: int) -> None:
         """Refuse ``uid``'s launch at once while it has ``ABANDONED_PER_UID`` launches given

@@ -19,6 +19,7 @@ from ..policy import ResolvedPolicy
 from ..sandbox import EnforcementReport, ExitStatus, GuardReport, LaunchRequest
 
 if TYPE_CHECKING:
+    from ..sandbox import Planned
     from ._caller_reads import CallerReads
     from ._session import Session
 
@@ -67,9 +68,17 @@ class LauncherLike(Protocol):
         stdio: tuple[int, int, int] = ...,
         controlling_tty: bool = ...,
         gate: Callable[[], Awaitable[None]] | None = ...,
+        planned: Callable[[], Awaitable[Planned]] | None = ...,
     ) -> Process:
         """``gate`` is awaited before anything of the launch starts; what it raises
-        refuses the launch."""
+        refuses the launch. ``planned``: the plan :meth:`plan` made ahead for this policy
+        and request (but the request's cgroup fields), awaited instead of making one."""
+        ...
+
+    async def plan(self, policy: ResolvedPolicy, request: LaunchRequest, *,
+                   controlling_tty: bool = ...) -> Planned:
+        """The launch's plan, made while the caller prepares the rest (a task of its own);
+        raises what refuses the launch."""
         ...
 
 
