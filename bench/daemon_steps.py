@@ -205,6 +205,14 @@ ASIDE = (
      ("15 engine: wait for the exit", "end")),
     ("(aside) the client's send to the gate passed", ("CLIENT", "start"),
      ("11b engine: the gate passed, a place", "start")),
+    # Which of the gate's waits was the last, launch by launch (the smaller, the later it
+    # ended), and when the plan's thread began against the first records (< 0: before).
+    ("(aside) the plan's thread ended to the gate passed", ("hop build_plan", "end"),
+     ("11b engine: the gate passed, a place", "start")),
+    ("(aside) the audit directory's fsync ended to the gate passed",
+     ("soon audit directory fsync", "end"), ("11b engine: the gate passed, a place", "start")),
+    ("(aside) the first records begun to the plan's thread begun",
+     ("08 first records + fsync", "start"), ("hop build_plan", "start")),
 )
 
 
