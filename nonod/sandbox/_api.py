@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import signal
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal, final
 
 import msgspec
+import outcome
 import trio
 
 from .. import _callerfs, _descriptors
@@ -38,7 +40,7 @@ from ._launcher import (
     STEPS,
     LaunchPlan,
 )
-from ._mode import ModeSetting, resolve_mode
+from ._mode import Mode, ModeSetting, resolve_mode
 from ._mounts import ANCHOR, MASK_DIR, MASK_FILE, PIN, READONLY
 from ._plan import NS_FLAGS, build_plan
 from ._types import EnforcementReport, ExitStatus, LaunchRequest
@@ -268,6 +270,70 @@ class Planned:
 
 
 @final
+class PlanAhead:
+    """A launch's plan (``build_plan``), made in one of the session's user's worker threads
+    (``_callerfs``) from construction on, or from the first wait when that user's threads
+    are all taken; :meth:`wait` gives it. No task: the thread starts before the caller's
+    next line (a task would start it only when the loop next ran it, after the caller's own
+    work). A plan nobody waits for runs to its end and gives its thread back then."""
+
+    def __init__(self, policy: ResolvedPolicy, request: LaunchRequest, *,
+                 controlling_tty: bool, mode: Mode) -> None:
+        # In a worker thread: the plan walks the writable grants for hard-linked files
+        # (``_linkscan``, up to about a second on a node_modules-sized tree), which must not
+        # hold up every other session's tasks. One of the session's user's own threads
+        # (``_callerfs``), within a bound: a walk stuck in that user's file system (a FUSE
+        # server that never answers) held one of the daemon's shared threads for good, and
+        # a few such launches held them all, and every user's work done in threads.
+        uid = os.geteuid() if request.uid is None else request.uid
+        self._made = functools.partial(Planned, policy, request, controlling_tty, mode)
+        self._build = functools.partial(
+            contextvars.copy_context().run, build_plan, policy, request,
+            controlling_tty=controlling_tty, mode=mode)
+        self._limiter = _callerfs.threads_of(uid)
+        self._deadline = trio.current_time() + PLAN_TIMEOUT
+        self._token = trio.lowlevel.current_trio_token()
+        self._done = trio.Event()
+        self._result: outcome.Outcome[tuple[LaunchPlan, EnforcementReport]] | None = None
+        self._started = False
+        try:
+            self._limiter.acquire_on_behalf_of_nowait(self)
+        except trio.WouldBlock:
+            return  # the user's threads are all taken: from the first wait on
+        self._start()
+
+    def _start(self) -> None:
+        def deliver(result: outcome.Outcome[tuple[LaunchPlan, EnforcementReport]]) -> None:
+            with contextlib.suppress(trio.RunFinishedError):  # the daemon is gone
+                self._token.run_sync_soon(self._arrived, result)
+
+        self._started = True
+        trio.lowlevel.start_thread_soon(self._build, deliver, name="nonod launch plan")
+
+    def _arrived(self, result: outcome.Outcome[tuple[LaunchPlan, EnforcementReport]]
+                 ) -> None:
+        self._result = result
+        self._limiter.release_on_behalf_of(self)
+        self._done.set()
+
+    async def wait(self) -> Planned:
+        """The plan, or what making it raised; ``LaunchError`` if it was not made within
+        ``PLAN_TIMEOUT`` of its start (its thread is abandoned, still counted against its
+        user until it returns)."""
+        with trio.move_on_at(self._deadline):
+            if not self._started:
+                await self._limiter.acquire_on_behalf_of(self)
+                self._start()
+            await self._done.wait()
+        if self._result is None:
+            raise LaunchError(f"the launch's plan was not made within {PLAN_TIMEOUT:g} s (a "
+                              "file system in its grants that does not answer, or too many "
+                              "of this user's launches at once)", step="mounts")
+        plan, report = self._result.unwrap()
+        return self._made(plan, report)
+
+
+@final
 class Launcher:
     """Handle on the fork server: a single-threaded helper that forks launchers."""
 
@@ -300,12 +366,12 @@ class Launcher:
         launch. The daemon's gate is its audit record's fsync, which runs meanwhile.
 
         ``planned``, if given, is awaited for the plan instead of making it here: the plan
-        :meth:`plan` made ahead for this policy and request (which may differ in its cgroup
+        :meth:`plan_ahead` made for this policy and request (which may differ in its cgroup
         fields only; ``Planned.for_launch``), or what making it raised."""
         uid = os.geteuid() if request.uid is None else request.uid
         self._refuse_past_abandoned(uid)
-        made = (await self.plan(policy, request, controlling_tty=controlling_tty)
-                if planned is None else await planned())
+        made = await (planned or self.plan_ahead(policy, request,
+                                                 controlling_tty=controlling_tty).wait)()
         plan, report = made.for_launch(policy, request, controlling_tty=controlling_tty,
                                        mode=self.mode)
         if gate is not None:
@@ -401,29 +467,13 @@ class Launcher:
         proc.cgroup = group
         return proc
 
-    async def plan(self, policy: ResolvedPolicy, request: LaunchRequest, *,
-                   controlling_tty: bool = False) -> Planned:
-        """The plan of a launch of ``policy`` and ``request`` (``build_plan``), for
-        :meth:`launch`; LaunchError if it cannot be made. A caller with other work before
-        the launch (its audit file, its first records) makes it meanwhile, in a task of its
-        own, and hands it over with ``launch(planned=)``."""
-        # In a worker thread: the plan walks the writable grants for hard-linked files
-        # (``_linkscan``, up to about a second on a node_modules-sized tree), which must not
-        # hold up every other session's tasks. One of the session's user's own threads
-        # (``_callerfs``), within a bound: a walk stuck in that user's file system (a FUSE
-        # server that never answers) held one of the daemon's shared threads for good, and
-        # a few such launches held them all, and every user's work done in threads.
-        uid = os.geteuid() if request.uid is None else request.uid
-        with trio.move_on_after(PLAN_TIMEOUT) as waited:
-            plan, report = await trio.to_thread.run_sync(
-                functools.partial(build_plan, policy, request, controlling_tty=controlling_tty,
-                                  mode=self.mode),
-                limiter=_callerfs.threads_of(uid), abandon_on_cancel=True)
-        if waited.cancelled_caught:
-            raise LaunchError(f"the launch's plan was not made within {PLAN_TIMEOUT:g} s (a "
-                              "file system in its grants that does not answer, or too many "
-                              "of this user's launches at once)", step="mounts")
-        return Planned(policy, request, controlling_tty, self.mode, plan, report)
+    def plan_ahead(self, policy: ResolvedPolicy, request: LaunchRequest, *,
+                   controlling_tty: bool = False) -> PlanAhead:
+        """The plan of a launch of ``policy`` and ``request`` (``build_plan``), made from now
+        on in a worker thread, for :meth:`launch` (``planned=PlanAhead.wait``): a caller
+        with other work before the launch (its audit file, its first records) makes it
+        meanwhile."""
+        return PlanAhead(policy, request, controlling_tty=controlling_tty, mode=self.mode)
 
     def _refuse_past_abandoned(self, uid: int) -> None:
         """Refuse ``uid``'s launch at once while it has ``ABANDONED_PER_UID`` launches given

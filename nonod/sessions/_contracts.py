@@ -71,14 +71,23 @@ class LauncherLike(Protocol):
         planned: Callable[[], Awaitable[Planned]] | None = ...,
     ) -> Process:
         """``gate`` is awaited before anything of the launch starts; what it raises
-        refuses the launch. ``planned``: the plan :meth:`plan` made ahead for this policy
-        and request (but the request's cgroup fields), awaited instead of making one."""
+        refuses the launch. ``planned``: the wait for the plan :meth:`plan_ahead` made for
+        this policy and request (but the request's cgroup fields), awaited instead of making
+        one; what it raises refuses the launch."""
         ...
 
-    async def plan(self, policy: ResolvedPolicy, request: LaunchRequest, *,
-                   controlling_tty: bool = ...) -> Planned:
-        """The launch's plan, made while the caller prepares the rest (a task of its own);
-        raises what refuses the launch."""
+    def plan_ahead(self, policy: ResolvedPolicy, request: LaunchRequest, *,
+                   controlling_tty: bool = ...) -> PlanWait:
+        """The launch's plan, made from now on (a worker thread) while the caller prepares
+        the rest."""
+        ...
+
+
+class PlanWait(Protocol):
+    """A plan being made (``nonod.sandbox.PlanAhead``)."""
+
+    async def wait(self) -> Planned:
+        """The plan; raises what refuses the launch."""
         ...
 
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, NamedTuple, final
 
 import msgspec
-import outcome
 import structlog
 import trio
 
@@ -40,7 +38,7 @@ from ..errors import NonoError, PolicyError
 from ..policy import Denial, ResolvedPolicy
 from ..sandbox import LaunchRequest, LayerReport, adapt_policy
 from ._caller_reads import user_config_dir
-from ._contracts import GetLauncher, LauncherLike, Process, SessionPlan
+from ._contracts import GetLauncher, LauncherLike, PlanWait, Process, SessionPlan
 from ._limits import (
     SessionCgroups,
     cgroup_limits,
@@ -57,7 +55,6 @@ if TYPE_CHECKING:
     from .._metrics import Metrics
     from .._session_services import SessionServices
     from ..credentials import SecretHosts
-    from ..sandbox import Planned
 
 log = structlog.get_logger()
 
@@ -152,16 +149,16 @@ class ProgramStarter:
             own = None if premasked is not None else await self._own_secret_denials(plan)
             # With its masks made already, the policy the program runs under is known now:
             # the engine's plan is made from the moment the request is (``prepare``), in a
-            # task of its own, beside the audit file, the first records and their fsyncs.
+            # worker thread, beside the audit file, the first records and their fsyncs.
             ahead = hide_cgroup_tree(premasked) if premasked is not None else None
-            planning: list[_PlanAhead] = []
+            planning: list[PlanWait] = []
 
             async def prepare() -> None:
                 ready = await self._prepare(session, plan, to_close, bindings)
                 prepared.append(ready)
                 if ahead is not None:
-                    planning.append(_PlanAhead(tasks, ready.launcher, ahead, ready.request,
-                                               controlling_tty=plan.stdio == "pty"))
+                    planning.append(ready.launcher.plan_ahead(
+                        ahead, ready.request, controlling_tty=plan.stdio == "pty"))
 
             def private_dir_and_masks() -> None:
                 # The session's private directory (its output log goes there; nothing
@@ -185,66 +182,63 @@ class ProgramStarter:
                 session.cgroup, limit_layers = await self.cgroups.make(
                     session.id, plan.policy, parent_group)
 
-            # The plan's task (``_PlanAhead``) ends with the launch, cancelled if the launch
-            # did not wait for it (refused before).
-            async with _tasks() as tasks:
-                if premasked is None or audit_waits:
-                    await _together(audit_and_masks, make_group, prepare)
-                else:  # nothing of the audit file's waits (``audit_waits``): no task for it
-                    for job in (audit_and_masks, make_group, prepare):
-                        await job()
-                launcher, stdio, services, request = prepared[0]
-                policy = masked[0]
-                # The secrets it will hold (its phantom token, env_credentials) never reach a file.
-                # Only those: the rest of its added environment (proxy address, `1` flags, bundle
-                # paths) is not secret, and blotting it out of argv would garble the record.
-                session.record.argv = redact_argv(session.record.argv, services.hidden)
-                session.record.limits = policy.limits
-                session.record.intercepts = services.intercepts
-                session.record.secret_env = services.secret_env
-                # The command line's too: --trust-override is a launch option, not the policy's.
-                session.record.weakened = weakened(policy) + (
-                    ("instruction files not verified (--trust-override)",)
-                    if plan.trust_override else ())
-                session.record.secrets_bound = services.secrets_bound
-                # Durable before the program exists: nothing runs before its record is on disk.
-                # The fsync runs while the engine builds the plan; the launch waits for it.
-                durable: Callable[[], Awaitable[None]] | None = None
-                whole = session.record.argv
-                shorten_argv(session.record)  # (whole in the audit file's session_started)
-                if session.audit is not None:
-                    session.audit.hidden = services.hidden
-                    durable = session.audit.open(
-                        session.record, services, argv=whole,
-                        beside=record_writer() if record_writer is not None else None)
-                if session.cgroup is not None and parent_group is not None and \
-                        session.cgroup.path.startswith(parent_group.path.rstrip("/") + "/"):
-                    # A tool session's groups are inside its agent's: no limits to hand a warm
-                    # launcher (whose group is beside the agent's), so the fork server launches
-                    # it cold, joining these groups first.
-                    request = msgspec.structs.replace(request, cgroup_procs=session.cgroup.procs)
-                elif session.cgroup is not None:
-                    request = msgspec.structs.replace(
-                        request, cgroup_procs=session.cgroup.procs,
-                        cgroup_pool=self.cgroups.pool(), cgroup_limits=cgroup_limits(policy)[0])
-                gate = durable
-                if plan.resolution_check is not None:
-                    # Beside the engine's plan and the first records' fsync: the policy's kept
-                    # resolution, checked in its worker thread. Nothing of the launch starts
-                    # before it passed; a stale one refuses this launch (``ResolutionChanged``),
-                    # which the caller redoes on a fresh resolution.
-                    gate = _after(durable, plan.resolution_check.wait_passed)
-                try:
-                    proc = await launcher.launch(
-                        policy, request, stdio=stdio,
-                        controlling_tty=plan.stdio == "pty", gate=gate,
-                        planned=planning[0].wait if planning else None,
-                    )
-                except BaseException:
-                    if durable is not None:  # awaited in any case: the writer waits for it
-                        with contextlib.suppress(AuditError):  # the launch is refused anyway
-                            await durable()
-                    raise
+            if premasked is None or audit_waits:
+                await _together(audit_and_masks, make_group, prepare)
+            else:  # nothing of the audit file's waits (``audit_waits``): no task for it
+                for job in (audit_and_masks, make_group, prepare):
+                    await job()
+            launcher, stdio, services, request = prepared[0]
+            policy = masked[0]
+            # The secrets it will hold (its phantom token, env_credentials) never reach a file.
+            # Only those: the rest of its added environment (proxy address, `1` flags, bundle
+            # paths) is not secret, and blotting it out of argv would garble the record.
+            session.record.argv = redact_argv(session.record.argv, services.hidden)
+            session.record.limits = policy.limits
+            session.record.intercepts = services.intercepts
+            session.record.secret_env = services.secret_env
+            # The command line's too: --trust-override is a launch option, not the policy's.
+            session.record.weakened = weakened(policy) + (
+                ("instruction files not verified (--trust-override)",)
+                if plan.trust_override else ())
+            session.record.secrets_bound = services.secrets_bound
+            # Durable before the program exists: nothing runs before its record is on disk.
+            # The fsync runs while the engine builds the plan; the launch waits for it.
+            durable: Callable[[], Awaitable[None]] | None = None
+            whole = session.record.argv
+            shorten_argv(session.record)  # (whole in the audit file's session_started)
+            if session.audit is not None:
+                session.audit.hidden = services.hidden
+                durable = session.audit.open(
+                    session.record, services, argv=whole,
+                    beside=record_writer() if record_writer is not None else None)
+            if session.cgroup is not None and parent_group is not None and \
+                    session.cgroup.path.startswith(parent_group.path.rstrip("/") + "/"):
+                # A tool session's groups are inside its agent's: no limits to hand a warm
+                # launcher (whose group is beside the agent's), so the fork server launches
+                # it cold, joining these groups first.
+                request = msgspec.structs.replace(request, cgroup_procs=session.cgroup.procs)
+            elif session.cgroup is not None:
+                request = msgspec.structs.replace(
+                    request, cgroup_procs=session.cgroup.procs,
+                    cgroup_pool=self.cgroups.pool(), cgroup_limits=cgroup_limits(policy)[0])
+            gate = durable
+            if plan.resolution_check is not None:
+                # Beside the engine's plan and the first records' fsync: the policy's kept
+                # resolution, checked in its worker thread. Nothing of the launch starts
+                # before it passed; a stale one refuses this launch (``ResolutionChanged``),
+                # which the caller redoes on a fresh resolution.
+                gate = _after(durable, plan.resolution_check.wait_passed)
+            try:
+                proc = await launcher.launch(
+                    policy, request, stdio=stdio,
+                    controlling_tty=plan.stdio == "pty", gate=gate,
+                    planned=planning[0].wait if planning else None,
+                )
+            except BaseException:
+                if durable is not None:  # awaited in any case: the writer waits for it
+                    with contextlib.suppress(AuditError):  # the launch is refused anyway
+                        await durable()
+                raise
             if self._secret_hosts is not None:
                 self._secret_hosts.confirm(bindings)  # it runs: what it bound stays
             warm_group = getattr(proc, "cgroup", "")
@@ -474,51 +468,6 @@ class ProgramStarter:
                 self._leave_fs_denied(session)  # its uid's rules go after its last session
 
         return release
-
-
-@final
-class _PlanAhead:
-    """A launch's plan (``LauncherLike.plan``), made in a task of ``tasks`` from its
-    construction on; :meth:`wait` gives it, or raises what making it raised."""
-
-    def __init__(self, tasks: trio.Nursery, launcher: LauncherLike, policy: ResolvedPolicy,
-                 request: LaunchRequest, *, controlling_tty: bool) -> None:
-        self._made = trio.Event()
-        self._result: outcome.Outcome[Planned] | None = None
-        tasks.start_soon(self._make, launcher, policy, request, controlling_tty,
-                         name="nonod.sessions.plan_ahead")
-
-    async def _make(self, launcher: LauncherLike, policy: ResolvedPolicy,
-                    request: LaunchRequest, controlling_tty: bool) -> None:
-        try:
-            self._result = outcome.Value(
-                await launcher.plan(policy, request, controlling_tty=controlling_tty))
-        except Exception as exc:  # noqa: BLE001 - the launch's refusal: raised by ``wait``
-            self._result = outcome.Error(exc)
-        finally:
-            self._made.set()
-
-    async def wait(self) -> Planned:
-        await self._made.wait()
-        if self._result is None:  # its task was cancelled: so is its launch
-            raise RuntimeError("the launch's plan was not made")
-        return self._result.unwrap()
-
-
-@asynccontextmanager
-async def _tasks() -> AsyncIterator[trio.Nursery]:
-    """A nursery for tasks that keep their own outcome (they never raise but ``Cancelled``),
-    cancelled once the body ends; what the body raises comes out as itself (a launch's
-    refusal keeps its error code), not in an exception group."""
-    failed: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        try:
-            yield nursery
-        except BaseException as exc:  # noqa: BLE001 - raised again below, as itself
-            failed = exc
-        nursery.cancel_scope.cancel()
-    if failed is not None:
-        raise failed
 
 
 def _after(first: Callable[[], Awaitable[None]] | None,

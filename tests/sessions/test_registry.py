@@ -115,11 +115,19 @@ class FakeLauncher:
         return program
 
 
-    async def plan(self, policy: ResolvedPolicy, request: LaunchRequest, *,
-                   controlling_tty: bool = False) -> Any:
-        """As the engine's: a plan for ``launch(planned=)`` (a fake's: nothing in it)."""
+    def plan_ahead(self, policy: ResolvedPolicy, request: LaunchRequest, *,
+                   controlling_tty: bool = False) -> FakePlan:
+        """As the engine's: a plan for ``launch(planned=)``, asked for now."""
         self.planned.append((policy, request))
-        return object()
+        return FakePlan()
+
+
+class FakePlan:
+    """A fake launcher's plan (nothing in it), made at once."""
+
+    async def wait(self) -> Any:
+        await trio.lowlevel.checkpoint()
+        return self
 
 
 @dataclass
