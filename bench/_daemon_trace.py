@@ -47,7 +47,6 @@ STEPS = (
     ("nonod.sessions._audit", "SessionAudit.open", "08 first records + fsync"),
     ("nonod.sessions._limits", "SessionCgroups.create", "09 cgroup create"),
     ("nonod.sandbox._api", "Launcher.launch", "10 engine: Launcher.launch"),
-    ("nonod.sandbox._api", "Launcher.plan", "10p engine: Launcher.plan"),
     ("nonod.sandbox._plan", "build_plan", "11 engine: build_plan"),
     ("nonod._profile_source", "KeptCheck.wait_passed", "11a gate: kept resolution's check"),
     ("nonod.sandbox._api", "Launcher._take_place", "11b engine: the gate passed, a place"),

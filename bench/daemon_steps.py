@@ -212,7 +212,7 @@ ASIDE = (
      (GATE, "start")),
     # Which of the gate's waits was the last, launch by launch (the smaller, the later it
     # ended), and when the plan's thread began against the first records (< 0: before).
-    # (``build_plan`` in its thread: a hop of ``to_thread`` before daemon10, none after.)
+    # (``build_plan`` itself, in its worker thread: the hop's end is the loop's turn after.)
     ("(aside) the plan made to the gate passed", ("11 engine: build_plan", "end"),
      (GATE, "start")),
     ("(aside) the audit directory's fsync ended to the gate passed",

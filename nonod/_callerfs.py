@@ -433,17 +433,8 @@ class _Threads:
     def borrowed_tokens(self) -> int:
         return int(self._own.borrowed_tokens)
 
-    def acquire_on_behalf_of_nowait(self, borrower: object) -> None:
-        """As :meth:`acquire_on_behalf_of`, without waiting: ``trio.WouldBlock`` when all of
-        the uid's own are taken (``ThreadsExhausted`` past the bound of all)."""
-        self._own.acquire_on_behalf_of_nowait(borrower)
-        self._count_in(borrower)
-
     async def acquire_on_behalf_of(self, borrower: object) -> None:
         await self._own.acquire_on_behalf_of(borrower)
-        self._count_in(borrower)
-
-    def _count_in(self, borrower: object) -> None:
         if self._every.threads >= THREADS_IN_ALL:
             self._own.release_on_behalf_of(borrower)
             raise ThreadsExhausted(

@@ -27,8 +27,6 @@ from .._lazy import exports
 if TYPE_CHECKING:
     from ._api import GuardReport as GuardReport
     from ._api import Launcher as Launcher
-    from ._api import PlanAhead as PlanAhead
-    from ._api import Planned as Planned
     from ._api import Sandboxed as Sandboxed
     from ._api import launch_and_wait as launch_and_wait
     from ._api import open_launcher as open_launcher
@@ -42,8 +40,7 @@ if TYPE_CHECKING:
     from ._types import LayerReport as LayerReport
 else:
     __getattr__, __dir__ = exports(__name__, {
-        "_api": ("GuardReport", "Launcher", "PlanAhead", "Planned", "Sandboxed",
-                 "launch_and_wait", "open_launcher"),
+        "_api": ("GuardReport", "Launcher", "Sandboxed", "launch_and_wait", "open_launcher"),
         "_mode": ("MODE_SETTINGS", "adapt_policy"),
         "_plan": ("find_executable", "sanitize_env"),
         "_types": ("EnforcementReport", "ExitStatus", "LaunchRequest", "LayerReport"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import os
 import signal
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from typing import Literal, final
 
 import msgspec
-import outcome
 import trio
 
 from .. import _callerfs, _descriptors
@@ -40,7 +38,7 @@ from ._launcher import (
     STEPS,
     LaunchPlan,
 )
-from ._mode import Mode, ModeSetting, resolve_mode
+from ._mode import ModeSetting, resolve_mode
 from ._mounts import ANCHOR, MASK_DIR, MASK_FILE, PIN, READONLY
 from ._plan import NS_FLAGS, build_plan
 from ._types import EnforcementReport, ExitStatus, LaunchRequest
@@ -240,100 +238,6 @@ def _fds_from(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
 
 
 @final
-@dataclass(frozen=True, eq=False)
-class Planned:
-    """A launch's plan, made ahead by :meth:`Launcher.plan` for one policy and request: what
-    :meth:`Launcher.launch` (``planned=``) sends instead of making it then."""
-
-    policy: ResolvedPolicy
-    request: LaunchRequest
-    controlling_tty: bool
-    mode: str
-    plan: LaunchPlan
-    report: EnforcementReport
-
-    def for_launch(self, policy: ResolvedPolicy, request: LaunchRequest, *,
-                   controlling_tty: bool, mode: str) -> tuple[LaunchPlan, EnforcementReport]:
-        """The plan for a launch of ``policy`` and ``request``, with the request's cgroup
-        fields (the session's groups, made while the plan was): the only part of the request
-        that may differ from the one it was made for, and copied as it is into the plan
-        (``build_plan``). A plan of any other launch raises ``LaunchError`` (a caller's
-        mistake: never sent)."""
-        groups = {"cgroup_procs": request.cgroup_procs, "cgroup_pool": request.cgroup_pool,
-                  "cgroup_limits": request.cgroup_limits}
-        if (mode != self.mode or controlling_tty != self.controlling_tty
-                or (policy is not self.policy and policy != self.policy)
-                or msgspec.structs.replace(self.request, **groups) != request):
-            raise LaunchError("the plan made ahead is not this launch's (another policy, "
-                              "request or mode): refused", step="mounts")
-        return msgspec.structs.replace(self.plan, **groups), self.report
-
-
-@final
-class PlanAhead:
-    """A launch's plan (``build_plan``), made in one of the session's user's worker threads
-    (``_callerfs``) from construction on, or from the first wait when that user's threads
-    are all taken; :meth:`wait` gives it. No task: the thread starts before the caller's
-    next line (a task would start it only when the loop next ran it, after the caller's own
-    work). A plan nobody waits for runs to its end and gives its thread back then."""
-
-    def __init__(self, policy: ResolvedPolicy, request: LaunchRequest, *,
-                 controlling_tty: bool, mode: Mode) -> None:
-        # In a worker thread: the plan walks the writable grants for hard-linked files
-        # (``_linkscan``, up to about a second on a node_modules-sized tree), which must not
-        # hold up every other session's tasks. One of the session's user's own threads
-        # (``_callerfs``), within a bound: a walk stuck in that user's file system (a FUSE
-        # server that never answers) held one of the daemon's shared threads for good, and
-        # a few such launches held them all, and every user's work done in threads.
-        uid = os.geteuid() if request.uid is None else request.uid
-        self._made = functools.partial(Planned, policy, request, controlling_tty, mode)
-        self._build = functools.partial(
-            contextvars.copy_context().run, build_plan, policy, request,
-            controlling_tty=controlling_tty, mode=mode)
-        self._limiter = _callerfs.threads_of(uid)
-        self._deadline = trio.current_time() + PLAN_TIMEOUT
-        self._token = trio.lowlevel.current_trio_token()
-        self._done = trio.Event()
-        self._result: outcome.Outcome[tuple[LaunchPlan, EnforcementReport]] | None = None
-        self._started = False
-        try:
-            self._limiter.acquire_on_behalf_of_nowait(self)
-        except trio.WouldBlock:
-            return  # the user's threads are all taken: from the first wait on
-        self._start()
-
-    def _start(self) -> None:
-        def deliver(result: outcome.Outcome[tuple[LaunchPlan, EnforcementReport]]) -> None:
-            with contextlib.suppress(trio.RunFinishedError):  # the daemon is gone
-                self._token.run_sync_soon(self._arrived, result)
-
-        self._started = True
-        trio.lowlevel.start_thread_soon(self._build, deliver, name="nonod launch plan")
-
-    def _arrived(self, result: outcome.Outcome[tuple[LaunchPlan, EnforcementReport]]
-                 ) -> None:
-        self._result = result
-        self._limiter.release_on_behalf_of(self)
-        self._done.set()
-
-    async def wait(self) -> Planned:
-        """The plan, or what making it raised; ``LaunchError`` if it was not made within
-        ``PLAN_TIMEOUT`` of its start (its thread is abandoned, still counted against its
-        user until it returns)."""
-        with trio.move_on_at(self._deadline):
-            if not self._started:
-                await self._limiter.acquire_on_behalf_of(self)
-                self._start()
-            await self._done.wait()
-        if self._result is None:
-            raise LaunchError(f"the launch's plan was not made within {PLAN_TIMEOUT:g} s (a "
-                              "file system in its grants that does not answer, or too many "
-                              "of this user's launches at once)", step="mounts")
-        plan, report = self._result.unwrap()
-        return self._made(plan, report)
-
-
-@final
 class Launcher:
     """Handle on the fork server: a single-threaded helper that forks launchers."""
 
@@ -357,23 +261,29 @@ class Launcher:
         stdio: tuple[int, int, int] = (0, 1, 2),
         controlling_tty: bool = False,
         gate: Callable[[], Awaitable[None]] | None = None,
-        planned: Callable[[], Awaitable[Planned]] | None = None,
     ) -> Sandboxed:
         """Start ``request.argv`` confined by ``policy``; raise LaunchError if it cannot be.
 
         ``gate``, if given, is awaited once the plan is built and before anything of the
         launch starts (the fork server has not heard of it yet): what it raises refuses the
-        launch. The daemon's gate is its audit record's fsync, which runs meanwhile.
-
-        ``planned``, if given, is awaited for the plan instead of making it here: the plan
-        :meth:`plan_ahead` made for this policy and request (which may differ in its cgroup
-        fields only; ``Planned.for_launch``), or what making it raised."""
+        launch. The daemon's gate is its audit record's fsync, which runs meanwhile."""
+        # In a worker thread: the plan walks the writable grants for hard-linked files
+        # (``_linkscan``, up to about a second on a node_modules-sized tree), which must not
+        # hold up every other session's tasks. One of the session's user's own threads
+        # (``_callerfs``), within a bound: a walk stuck in that user's file system (a FUSE
+        # server that never answers) held one of the daemon's shared threads for good, and
+        # a few such launches held them all, and every user's work done in threads.
         uid = os.geteuid() if request.uid is None else request.uid
         self._refuse_past_abandoned(uid)
-        made = await (planned or self.plan_ahead(policy, request,
-                                                 controlling_tty=controlling_tty).wait)()
-        plan, report = made.for_launch(policy, request, controlling_tty=controlling_tty,
-                                       mode=self.mode)
+        with trio.move_on_after(PLAN_TIMEOUT) as waited:
+            plan, report = await trio.to_thread.run_sync(
+                functools.partial(build_plan, policy, request, controlling_tty=controlling_tty,
+                                  mode=self.mode),
+                limiter=_callerfs.threads_of(uid), abandon_on_cancel=True)
+        if waited.cancelled_caught:
+            raise LaunchError(f"the launch's plan was not made within {PLAN_TIMEOUT:g} s (a "
+                              "file system in its grants that does not answer, or too many "
+                              "of this user's launches at once)", step="mounts")
         if gate is not None:
             await gate()
         # One of the uid's places from here until its launcher reports; a launch given up
@@ -466,14 +376,6 @@ class Launcher:
                          audit_session=ses, audit_session_error=ses_err)
         proc.cgroup = group
         return proc
-
-    def plan_ahead(self, policy: ResolvedPolicy, request: LaunchRequest, *,
-                   controlling_tty: bool = False) -> PlanAhead:
-        """The plan of a launch of ``policy`` and ``request`` (``build_plan``), made from now
-        on in a worker thread, for :meth:`launch` (``planned=PlanAhead.wait``): a caller
-        with other work before the launch (its audit file, its first records) makes it
-        meanwhile."""
-        return PlanAhead(policy, request, controlling_tty=controlling_tty, mode=self.mode)
 
     def _refuse_past_abandoned(self, uid: int) -> None:
         """Refuse ``uid``'s launch at once while it has ``ABANDONED_PER_UID`` launches given

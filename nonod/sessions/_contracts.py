@@ -19,7 +19,6 @@ from ..policy import ResolvedPolicy
 from ..sandbox import EnforcementReport, ExitStatus, GuardReport, LaunchRequest
 
 if TYPE_CHECKING:
-    from ..sandbox import Planned
     from ._caller_reads import CallerReads
     from ._session import Session
 
@@ -68,26 +67,9 @@ class LauncherLike(Protocol):
         stdio: tuple[int, int, int] = ...,
         controlling_tty: bool = ...,
         gate: Callable[[], Awaitable[None]] | None = ...,
-        planned: Callable[[], Awaitable[Planned]] | None = ...,
     ) -> Process:
         """``gate`` is awaited before anything of the launch starts; what it raises
-        refuses the launch. ``planned``: the wait for the plan :meth:`plan_ahead` made for
-        this policy and request (but the request's cgroup fields), awaited instead of making
-        one; what it raises refuses the launch."""
-        ...
-
-    def plan_ahead(self, policy: ResolvedPolicy, request: LaunchRequest, *,
-                   controlling_tty: bool = ...) -> PlanWait:
-        """The launch's plan, made from now on (a worker thread) while the caller prepares
-        the rest."""
-        ...
-
-
-class PlanWait(Protocol):
-    """A plan being made (``nonod.sandbox.PlanAhead``)."""
-
-    async def wait(self) -> Planned:
-        """The plan; raises what refuses the launch."""
+        refuses the launch."""
         ...
 
 

@@ -38,7 +38,7 @@ from ..errors import NonoError, PolicyError
 from ..policy import Denial, ResolvedPolicy
 from ..sandbox import LaunchRequest, LayerReport, adapt_policy
 from ._caller_reads import user_config_dir
-from ._contracts import GetLauncher, LauncherLike, PlanWait, Process, SessionPlan
+from ._contracts import GetLauncher, LauncherLike, Process, SessionPlan
 from ._limits import (
     SessionCgroups,
     cgroup_limits,
@@ -147,18 +147,9 @@ class ProgramStarter:
             # Made in the resolution's thread (the same files as now: else made here).
             premasked = self._premasked(plan)
             own = None if premasked is not None else await self._own_secret_denials(plan)
-            # With its masks made already, the policy the program runs under is known now:
-            # the engine's plan is made from the moment the request is (``prepare``), in a
-            # worker thread, beside the audit file, the first records and their fsyncs.
-            ahead = hide_cgroup_tree(premasked) if premasked is not None else None
-            planning: list[PlanWait] = []
 
             async def prepare() -> None:
-                ready = await self._prepare(session, plan, to_close, bindings)
-                prepared.append(ready)
-                if ahead is not None:
-                    planning.append(ready.launcher.plan_ahead(
-                        ahead, ready.request, controlling_tty=plan.stdio == "pty"))
+                prepared.append(await self._prepare(session, plan, to_close, bindings))
 
             def private_dir_and_masks() -> None:
                 # The session's private directory (its output log goes there; nothing
@@ -167,11 +158,11 @@ class ProgramStarter:
                 masked.append(hide_cgroup_tree(self._hide_secrets(plan, own)))
 
             async def audit_and_masks() -> None:
-                if ahead is None:
+                if premasked is None:
                     if not await create_audit(private_dir_and_masks):
                         await trio.to_thread.run_sync(private_dir_and_masks)
                     return
-                masked.append(ahead)
+                masked.append(hide_cgroup_tree(premasked))
                 if not await create_audit(None):  # the directory is the file's, else:
                     await trio.to_thread.run_sync(make_private_dirs, session.directory)
 
@@ -232,7 +223,6 @@ class ProgramStarter:
                 proc = await launcher.launch(
                     policy, request, stdio=stdio,
                     controlling_tty=plan.stdio == "pty", gate=gate,
-                    planned=planning[0].wait if planning else None,
                 )
             except BaseException:
                 if durable is not None:  # awaited in any case: the writer waits for it

@@ -91,8 +91,6 @@ class FakeLauncher:
 
     honours_sigterm: bool = True
     launched: list[FakeProgram] = field(default_factory=list)
-    #: What ``plan`` was asked for, in order.
-    planned: list[tuple[ResolvedPolicy, LaunchRequest]] = field(default_factory=list)
     mode: str = "namespaces"
 
     async def launch(
@@ -103,31 +101,13 @@ class FakeLauncher:
         stdio: tuple[int, int, int] = (0, 1, 2),
         controlling_tty: bool = False,
         gate: Callable[[], Awaitable[None]] | None = None,
-        planned: Callable[[], Awaitable[Any]] | None = None,
     ) -> Process:
-        if planned is not None:  # as the engine: the plan made ahead, or its refusal
-            await planned()
         if gate is not None:  # as the engine: nothing starts before the gate opens
             await gate()
         program = FakeProgram(pid=10_000 + len(self.launched),
                               honours_sigterm=self.honours_sigterm)
         self.launched.append(program)
         return program
-
-
-    def plan_ahead(self, policy: ResolvedPolicy, request: LaunchRequest, *,
-                   controlling_tty: bool = False) -> FakePlan:
-        """As the engine's: a plan for ``launch(planned=)``, asked for now."""
-        self.planned.append((policy, request))
-        return FakePlan()
-
-
-class FakePlan:
-    """A fake launcher's plan (nothing in it), made at once."""
-
-    async def wait(self) -> Any:
-        await trio.lowlevel.checkpoint()
-        return self
 
 
 @dataclass
