@@ -217,6 +217,14 @@ ASIDE = (
      (GATE, "start")),
     ("(aside) the audit directory's fsync ended to the gate passed",
      ("soon audit directory fsync", "end"), (GATE, "start")),
+    ("(aside) the first records begun to the gate passed",
+     ("08 first records + fsync", "start"), (GATE, "start")),
+    ("(aside) the audit file's fsync ended to the gate passed",
+     ("soon audit fsync", "end"), (GATE, "start")),
+    # (daemon10 on, with a claimed slot: the directories' fsync begins at the claim, and
+    # ``session.json`` is written in a thread of its own beside the file's fsync.)
+    ("(aside) the record beside ended to the gate passed",
+     ("soon audit record beside", "end"), (GATE, "start")),
     ("(aside) the first records begun to the plan begun",
      ("08 first records + fsync", "start"), ("11 engine: build_plan", "start")),
     # 0 but with a GO gate: then how long the launcher worked before the gate passed.
