@@ -50,6 +50,9 @@ STEPS = (
     ("nonod.sandbox._plan", "build_plan", "11 engine: build_plan"),
     ("nonod._profile_source", "KeptCheck.wait_passed", "11a gate: kept resolution's check"),
     ("nonod.sandbox._api", "Launcher._take_place", "11b engine: the gate passed, a place"),
+    # (daemon9's GO gate, not merged: the plan goes out before the gate, a place taken
+    # before it; the gate has passed once the init is told so)
+    ("nonod.sandbox._api", "_go", "11c engine: the gate passed, GO sent"),
     ("nonod.sessions._limits", "SessionCgroups.adopt", "12 cgroup adopt"),
     ("nonod.sessions._registry", "Registry._save", "13 session record"),
     ("nonod.sessions._start", "ProgramStarter._watch_fs_denied", "13a fs_denied watch"),

@@ -174,6 +174,11 @@ def _result(args: argparse.Namespace, name: str, steps: dict[str, list[list[floa
             "steps": rows, "timeline": _timeline(events, marks),
             "path": _path(events, marks)}
 
+#: Where the launch's gate has passed: the init told so (``_api._go``, daemon9's GO gate, not
+#: merged: the plan went out before the gate), else the place taken after it.
+GATE = "gate passed"
+GATE_MARKS = ("11c engine: the gate passed, GO sent", "11b engine: the gate passed, a place")
+
 #: The attached launch's path, cut at steps every launch has once: (segment, from, to), each
 #: point ``(step, "start" | "end")``; ``CLIENT`` is the client's send (start) and its receipt
 #: of ``Exited`` (end).
@@ -185,7 +190,7 @@ PATH = (
     ("engine: Launcher.launch", ("10 engine: Launcher.launch", "start"),
      ("10 engine: Launcher.launch", "end")),
     ("  of which: to the gate passed (plan, fsyncs, checks)",
-     ("10 engine: Launcher.launch", "start"), ("11b engine: the gate passed, a place", "start")),
+     ("10 engine: Launcher.launch", "start"), (GATE, "start")),
     ("to the Launched reply", ("10 engine: Launcher.launch", "end"), ("send Launched", "start")),
     ("Launched reply to the end's start", ("send Launched", "start"),
      ("20 finish (all below)", "start")),
@@ -204,7 +209,27 @@ ASIDE = (
     ("(aside) launch returned to exit read", ("10 engine: Launcher.launch", "end"),
      ("15 engine: wait for the exit", "end")),
     ("(aside) the client's send to the gate passed", ("CLIENT", "start"),
-     ("11b engine: the gate passed, a place", "start")),
+     (GATE, "start")),
+    # Which of the gate's waits was the last, launch by launch (the smaller, the later it
+    # ended), and when the plan's thread began against the first records (< 0: before).
+    # (``build_plan`` itself, in its worker thread: the hop's end is the loop's turn after.)
+    ("(aside) the plan made to the gate passed", ("11 engine: build_plan", "end"),
+     (GATE, "start")),
+    ("(aside) the audit directory's fsync ended to the gate passed",
+     ("soon audit directory fsync", "end"), (GATE, "start")),
+    ("(aside) the first records begun to the gate passed",
+     ("08 first records + fsync", "start"), (GATE, "start")),
+    ("(aside) the audit file's fsync ended to the gate passed",
+     ("soon audit fsync", "end"), (GATE, "start")),
+    # (daemon10 on, with a claimed slot: the directories' fsync begins at the claim, and
+    # ``session.json`` is written in a thread of its own beside the file's fsync.)
+    ("(aside) the record beside ended to the gate passed",
+     ("soon audit record beside", "end"), (GATE, "start")),
+    ("(aside) the first records begun to the plan begun",
+     ("08 first records + fsync", "start"), ("11 engine: build_plan", "start")),
+    # 0 but with a GO gate: then how long the launcher worked before the gate passed.
+    ("(aside) the plan about to go out (a place) to the gate passed",
+     ("11b engine: the gate passed, a place", "start"), (GATE, "start")),
 )
 
 
@@ -222,6 +247,9 @@ def _path(events: list[list[Any]], marks: list[tuple[float, float]]) -> list[dic
                 break
     for i, (sent, got) in enumerate(marks):
         firsts[i]["CLIENT"] = (sent, got)
+        gate = next((firsts[i][m] for m in GATE_MARKS if m in firsts[i]), None)
+        if gate is not None:
+            firsts[i][GATE] = gate
     rows = []
     for segment, (a, a_at), (b, b_at) in (*PATH, *ASIDE):
         spans = [(f[b][b_at == "end"] - f[a][a_at == "end"]) * 1000

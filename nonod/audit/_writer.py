@@ -424,6 +424,8 @@ class AuditWriter:
         #: The file's directory entry is not fsynced yet (``create(defer_dir_sync=True)``):
         #: the next fsync of the file does it too.
         self._dir_unsynced = False
+        #: The directories' fsync begun at ``create(made=...)``, for :meth:`sync_started`.
+        self._dir_sync: Started[None] | None = None
         self._lock = trio.Lock()
         self._wake = trio.Event()
         #: Does the timed fsyncs instead of :meth:`run` (``create(syncer=...)``).
@@ -464,7 +466,10 @@ class AuditWriter:
 
         ``made``: the file is there already, empty, made ahead (``nonod.sessions._slot``),
         and this is its descriptor (``O_APPEND``), which the writer takes (closed if
-        ``first`` fails); no worker thread is woken unless ``first`` is given.
+        ``first`` fails). With ``defer_dir_sync`` the directories' fsync (the file's entry
+        and the directory's own) begins now, in a worker thread: both entries exist (the
+        slot's renames are done) and it needs nothing of the records; the first
+        :meth:`sync_started` waits for it with the file's.
 
         ``hold_live``: what is written is kept from the hub until :meth:`announce` (a
         launch's first records, until its program exists); dropped if the writer is closed
@@ -501,6 +506,9 @@ class AuditWriter:
                      fsync_every=fsync_every, clock=clock, syncer=syncer,
                      hold_live=hold_live)
         writer._dir_unsynced = defer_dir_sync
+        if made is not None and defer_dir_sync:
+            writer._dir_sync = Started(functools.partial(_fsync_session_dir, path.parent),
+                                       name=f"audit directory fsync {session}")
         return writer
 
     @classmethod
@@ -693,20 +701,26 @@ class AuditWriter:
         fsync was deferred (``create(defer_dir_sync=True)``) is fsynced at the same time, in
         a second worker thread, then ``beside`` (blocking, the caller's work: what it raises
         the wait raises) runs there (in a thread of its own without such a directory); the
-        wait is for all of it."""
+        wait is for all of it, and for the directories' fsync begun at ``create(made=...)``
+        (whose failure it raises as the file's)."""
         self._lock.acquire_nowait()  # trio.WouldBlock if a sync runs: none does at the start
         self._catch_up()
         self._pending = 0
         self._last_fsync_at = trio.current_time()
         jobs: list[Started[None]] = []
-        directory = self.path.parent if self._dir_unsynced else None
+        early, self._dir_sync = self._dir_sync, None
+        if early is not None:  # begun at ``create(made=...)``: waited for with the file's
+            jobs.append(early)
+        directory = self.path.parent if self._dir_unsynced and early is None else None
         self._dir_unsynced = False
         file_sync = self._fsync_blocking()
         name = f"audit fsync {self.session}"
         if directory is not None or beside is not None:  # beside the file's fsync
             # One thread woken from the event loop; the file's starts the directory's.
+            second = (f"audit directory fsync {self.session}" if directory is not None
+                      else f"audit record beside {self.session}")
             jobs.extend(Started.pair(file_sync, functools.partial(_dir_then, directory, beside),
-                                     names=(name, f"audit directory fsync {self.session}")))
+                                     names=(name, second)))
         else:
             jobs.append(Started(file_sync, name=name))
         settled: list[AuditWriteError | None] = []

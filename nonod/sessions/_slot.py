@@ -11,9 +11,10 @@ slot, then ``.next`` to the session's id), no allocation, no thread. The next sl
 once the launch's reply went out (``Registry``).
 
 What the audit contract needs stays where it was: the slot's file is empty until the
-session's first records; the gate's directory fsyncs (the session's directory, then
-``sessions/``) run after the renames, so the file's entry and the directory's are durable
-before the program exists, as for a file made at the launch. A slot left by a daemon that
+session's first records; the directory fsyncs (the session's directory, then
+``sessions/``) begin once the renames are done (``AuditWriter.create(made=...)``) and the
+launch's gate waits for them, so the file's entry and the directory's are durable before
+the program exists, as for a file made at the launch. A slot left by a daemon that
 died is removed at the next start, one that died in a claim's renames too (its file only
 while empty: :func:`clear_slot`).
 """

@@ -291,3 +291,79 @@ async def test_two_launches_racing_for_one_slot_one_takes_it_the_other_makes_its
     assert all(verify_session_file(f).sealed for f in files)
     with trio.fail_after(10):
         await harness.registry.shutdown()
+
+
+async def test_a_claimed_slots_directories_are_fsynced_from_the_claim_and_the_gate_waits(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The claim's renames done, the session's directory and sessions/ are fsynced from then
+    # on, before the first records are written (they need nothing of them); the gate waits
+    # for them: no program before they return, none if they fail.
+    import threading
+
+    from nonod.audit import _writer
+    from nonod.sessions import _audit
+
+    harness = await _audited_registry(nursery, tmp_path)
+    await _run_one(harness)  # the first makes its own file; the next one takes the slot
+    assert await harness.registry._slot.made()
+    order: list[str] = []
+    release = threading.Event()
+    real_fsync_dirs, real_open = _writer._fsync_session_dir, _audit.SessionAudit.open
+
+    def fsync_dirs(directory: Path) -> None:
+        order.append("directories")
+        release.wait(20)
+        real_fsync_dirs(directory)
+
+    def open_records(self: Any, *args: Any, **kwargs: Any) -> Any:
+        order.append("first records")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(_writer, "_fsync_session_dir", fsync_dirs)
+    monkeypatch.setattr(_audit.SessionAudit, "open", open_records)
+    launched = len(harness.launcher.launched)
+    started: list[Any] = []
+
+    async def launch() -> None:
+        started.append(await harness.registry.launch(harness.plan()))
+
+    async with trio.open_nursery() as waiting:
+        waiting.start_soon(launch)
+        with trio.fail_after(10):
+            while "first records" not in order:
+                await trio.sleep(0.01)
+            await trio.sleep(0.2)  # (the gate would let the launch go by now)
+        assert order[0] == "directories"  # asked for at the claim, before the records
+        assert len(harness.launcher.launched) == launched  # the gate waits for them
+        release.set()
+    assert len(harness.launcher.launched) == launched + 1
+    harness.launcher.launched[-1].finish(ExitStatus(code=0))
+    with trio.fail_after(10):
+        await started[0].wait_exited()
+    audit = harness.state_dir / "sessions" / started[0].id / "audit.ndjson"
+    assert verify_session_file(audit).sealed
+    with trio.fail_after(10):
+        await harness.registry.shutdown()
+
+
+async def test_a_claimed_slots_failed_directory_fsync_refuses_the_launch(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nonod.audit import AuditError, _writer
+
+    harness = await _audited_registry(nursery, tmp_path)
+    await _run_one(harness)
+    assert await harness.registry._slot.made()
+
+    def fsync_dirs(directory: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(_writer, "_fsync_session_dir", fsync_dirs)
+    launched = len(harness.launcher.launched)
+    with trio.fail_after(10), pytest.raises(AuditError, match="Input/output error"):
+        await harness.registry.launch(harness.plan())
+    assert len(harness.launcher.launched) == launched
+    assert harness.registry.live_sessions() == []
+    with trio.fail_after(10):
+        await harness.registry.shutdown()
