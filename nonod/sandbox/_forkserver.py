@@ -659,24 +659,56 @@ def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardH
     the launch's ``Cue``, or None if the fork failed (reported)."""
     client = hub.new_client(msg_plan.uid)
     cue, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # A launcher that becomes another user stays not dumpable (``_launcher._switch_user``):
+    # its id maps are written from here.
+    maps = (socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            if msg_plan.switch_user and msg_plan.ns_flags else None)
     try:
         pid = os.fork()
     except OSError as exc:
-        for end in (client, cue, theirs):
+        for end in (client, cue, theirs, *(maps or ())):
             end.close()
         os.write(fds[3], record(REC_ERROR, STEPS.index("fork"), exc.errno or 0, b"fork"))
         return None
     if pid == 0:
         sock.close()
         cue.close()
+        go = -1
+        if maps is not None:
+            maps[0].close()
+            go = maps[1].detach()
         try:
             run_outer(msg_plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
-                      client.detach(), reaper, trees, theirs.detach())
+                      client.detach(), reaper, trees, theirs.detach(), go)
         finally:
             os._exit(126)
     client.close()
     theirs.close()
+    if maps is not None:
+        maps[1].close()
+        try:
+            _map_outer(maps[0], pid, msg_plan)
+        finally:
+            maps[0].close()
     return Cue(cue)
+
+
+def _map_outer(go: socket.socket, pid: int, plan: LaunchPlan) -> None:
+    """Write the id maps of the cold launcher ``pid`` once it says (``r``) it has its user
+    namespace, and say ``g``; ``e`` and the errno if they cannot be written (it then fails
+    at step ``idmap`` and reports it). A launcher that ends before its ``r`` has reported
+    why on the launch's pipe, and so has one whose end of ``go`` is gone before ours."""
+    try:
+        if _first_word(go, pid) != b"r":
+            return
+        try:
+            map_ids(pid, plan.uid, plan.gid)
+        except OSError as exc:
+            go.send(b"e" + (exc.errno or errno.EPERM).to_bytes(4, "little"))
+            return
+        go.send(b"g")
+    except OSError:
+        return
 
 
 def _launch_plain(plan: LaunchPlan, msg: bytes, fds: list[int], ready: _Warm | None,
