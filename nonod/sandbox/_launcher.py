@@ -395,6 +395,12 @@ def audit_session(tag: int) -> tuple[int, int]:
     return session_of()
 
 
+def _maps_from_server(plan: LaunchPlan) -> bool:
+    """Whether the fork server writes our id maps (:func:`_mapped_by_server`): we switch to
+    the session's user and make a user namespace."""
+    return plan.switch_user and bool(plan.ns_flags & _libc.CLONE_NEWUSER)
+
+
 def _switch_user(plan: LaunchPlan) -> None:
     """Become the session's user, and stay not dumpable: this process is a copy of the root
     fork server (its memory, its pipes, the guard hub's socket, the plan's idmapped trees),
@@ -417,17 +423,17 @@ def _idmap(plan: LaunchPlan) -> None:
     _idmap_ids(plan.uid, plan.gid, plan.ns_flags)
 
 
-def _mapped_by_server(go: int, ns_flags: int) -> None:
+def _mapped_by_server(go: int, plan: LaunchPlan) -> None:
     """Have the fork server write our id maps (``map_ids``: it is root in the daemon's user
-    namespace): ``r`` on ``go``, then its ``g``, or ``e`` and the errno it met. The rest of
-    what ``_idmap_ids`` does follows here."""
+    namespace, ``_forkserver._Maps``): ``r`` on ``go``, then its ``g``, or ``e`` and the
+    errno it met. The rest of what ``_idmap_ids`` does follows here."""
     os.write(go, b"r")
     answer = os.read(go, 8)
     if answer[:1] != b"g":
         code = int.from_bytes(answer[1:5], "little") if len(answer) >= 5 else errno.EPIPE
         raise OSError(code, "the fork server could not write the id maps")
     os.close(go)
-    if not ns_flags & _libc.CLONE_NEWNS:
+    if not plan.ns_flags & _libc.CLONE_NEWNS:
         limit_inotify()
 
 
@@ -491,8 +497,8 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
             _step("user", _switch_user, plan)
         if plan.ns_flags:
             _step("unshare", _libc.unshare, plan.ns_flags)
-            if plan.switch_user:
-                _step("idmap", _mapped_by_server, go, plan.ns_flags)
+            if _maps_from_server(plan):
+                _step("idmap", _mapped_by_server, go, plan)
             else:
                 _step("idmap", _idmap, plan)
         else:

@@ -22,13 +22,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.daemon.conftest import SYSTEM_PYTHON, hello, raw_client, session_env
-from tests.proctree import children
-from tests.redteam.conftest import shared_daemon, workdir
+from tests.proctree import children, stat
+from tests.redteam.conftest import send_launches, shared_daemon, workdir
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")]
@@ -99,3 +100,76 @@ def test_a_user_cannot_read_or_hold_the_launchers_of_its_own_launches(
     # before: 11 or 12 of 12 launchers read, holding the fork server's pipes, the hub's
     # socket and the reaper's memfd
     assert found["launchers"] == 0, found
+
+
+#: The user's stopper: until its stdin closes, every new child of the fork server (pid in
+#: ARGV 1; its children are in its ``/proc`` for every user to read) is stopped
+#: (``SIGSTOP``) as soon as the user may signal it; prints how many were.
+STOPPER = r'''
+import os, select, signal, sys
+children = f"/proc/{sys.argv[1]}/task/{sys.argv[1]}/children"
+seen = set(open(children).read().split())
+waiting, stopped = set(), 0
+print("stopping", flush=True)
+while not select.select([sys.stdin], [], [], 0)[0]:
+    for pid in open(children).read().split():
+        if pid not in seen:
+            seen.add(pid)
+            waiting.add(int(pid))
+    for pid in list(waiting):
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            stopped += 1
+        except PermissionError:
+            continue  # root's still
+        except OSError:
+            pass
+        waiting.discard(pid)
+print(stopped, flush=True)
+'''
+
+
+def _stopped_launchers(server: int) -> bool:
+    """Whether a child of the fork server ``server`` is stopped."""
+    return any((stat(pid) or ["X"])[0] == "T" for pid in children(server))
+
+
+def test_a_user_stopping_its_launchers_holds_no_other_users_launch_up(
+        short_tmp: Path) -> None:
+    """The fork server waits for a cold launcher's word before it writes its id maps: a
+    launcher its user could stop there would hold every launch of the daemon up."""
+    with shared_daemon(short_tmp, 2) as (handle, (stopper, other)):
+        work, theirs = workdir(stopper), workdir(other)
+        launch = {"type": "launch", "argv": ["/bin/true"], "cwd": str(work),
+                  "env": session_env(work), "detach": True, "stdio": "null",
+                  "options": {"allow_cwd": True, "block_net": True}}
+        reply = raw_client(handle.socket, [hello(), launch], prefix=stopper.prefix())
+        assert json.loads(reply[1])["type"] == "launched", reply  # the fork server runs
+        [server] = [pid for pid in children(os.getpid())
+                    if b"_forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        stopping = subprocess.Popen([*stopper.prefix(), SYSTEM_PYTHON, "-c", STOPPER, str(server)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                    cwd="/")
+        try:
+            assert stopping.stdout is not None
+            assert stopping.stdout.readline().strip() == "stopping"
+            # four launches at once (the user's share), each launcher stopped once its user
+            # may stop it; not waited for
+            held = send_launches(handle, stopper, work, 4)
+            deadline = time.monotonic() + 30
+            while not _stopped_launchers(server) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            mine = {**launch, "cwd": str(theirs), "env": session_env(theirs),
+                    "argv": ["/bin/sleep", "0"], "name": "mine", "detach": False}
+            started = time.monotonic()
+            lines = raw_client(handle.socket, [hello(), mine], prefix=other.prefix(),
+                               timeout=120)
+            took = time.monotonic() - started
+            held.kill()
+            held.communicate(timeout=60)
+        finally:
+            out, _ = stopping.communicate("", timeout=60)
+        assert int(out.strip()) > 0  # it stopped launchers, once they were its user's
+        answers = [json.loads(line) for line in lines if line.startswith("{")]
+        assert answers[1:2] and answers[1]["type"] == "launched", lines
+        assert took < 3, took  # with a wait in place: the server waited on a stopped launcher
