@@ -398,8 +398,9 @@ class _Fresh:
         while self.addresses:
             address, port = self.addresses.pop(0)
             try:
-                upstream, connected = start_connect(address, port, below=self.below,
-                                                   kind=_socket.socket)
+                upstream, connected = start_connect(
+                    address, port, below=self.below, owner=self.server.upstream_owner,
+                    kind=_socket.socket)
             except OSError:
                 continue
             if connected:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _socket
 import errno
+import functools
 import ipaddress
 import math
 import os
@@ -20,6 +21,7 @@ from typing import Any, Final, TypeAlias, TypeVar, overload
 import msgspec
 import trio
 
+from .._callerfs import made_as
 from .._descriptors import for_sessions
 from ..errors import NonoError
 from ._addresses import (
@@ -240,13 +242,14 @@ _Sock = TypeVar("_Sock", bound=_socket.socket)
 
 
 @overload
-def start_connect(address: str, port: int, *, below: int | None = None
-                  ) -> tuple[socket.socket, bool]: ...
+def start_connect(address: str, port: int, *, below: int | None = None,
+                  owner: int | None = None) -> tuple[socket.socket, bool]: ...
 @overload
 def start_connect(address: str, port: int, *, below: int | None = None,
-                  kind: type[_Sock]) -> tuple[_Sock, bool]: ...
+                  owner: int | None = None, kind: type[_Sock]) -> tuple[_Sock, bool]: ...
 def start_connect(address: str, port: int, *, below: int | None = None,
-                  kind: type[_socket.socket] = socket.socket) -> tuple[_socket.socket, bool]:
+                  owner: int | None = None, kind: type[_socket.socket] = socket.socket
+                  ) -> tuple[_socket.socket, bool]:
     """A non-blocking TCP connection to exactly ``address`` (an address literal, the one that
     was checked: no name lookup, so no window for DNS rebinding between the check and the
     connect), begun: the socket, and whether it is connected already (a loopback or local
@@ -254,9 +257,12 @@ def start_connect(address: str, port: int, *, below: int | None = None,
     connection refused at once raises OSError, and so does a socket whose number lies in
     the daemon's reserve (EMFILE; ``below``: its ``watermark()``, if the caller has just
     read it). ``kind``: the socket's type (the pump takes the C type, which has no Python
-    steps to make or close; trio takes the standard library's)."""
+    steps to make or close; trio takes the standard library's). ``owner``: the uid the
+    connection is made for (the system daemon's session's user), whose the socket is in the
+    kernel's view (``_callerfs.made_as``); None: the daemon's own."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = kind(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    sock = made_as(owner, functools.partial(
+        kind, family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC))
     fd = sock.fileno()  # the daemon's own above the watermark (``nonod._descriptors``)
     if not (for_sessions(fd) if below is None else fd < below):
         sock.close()
@@ -274,13 +280,13 @@ def start_connect(address: str, port: int, *, below: int | None = None,
     return sock, True
 
 
-async def connect_exactly(address: str, port: int, *, deadline: float = math.inf
-                          ) -> trio.SocketStream:
+async def connect_exactly(address: str, port: int, *, deadline: float = math.inf,
+                          owner: int | None = None) -> trio.SocketStream:
     """A TCP connection to exactly ``address`` (:func:`start_connect`). A connection that
     completes at once costs no pass through the event loop and no cancel scope; otherwise this
     waits until the socket is writable, until ``deadline`` (then ``trio.TooSlowError``)."""
     await trio.lowlevel.checkpoint_if_cancelled()
-    sock, connected = start_connect(address, port)
+    sock, connected = start_connect(address, port, owner=owner)
     try:
         if not connected:
             with trio.fail_at(deadline):

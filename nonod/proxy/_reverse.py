@@ -376,6 +376,8 @@ class ReverseHandler:
         #: ephemeral port of the host, beyond the one its program connection was counted
         #: for), given back when it leaves ``_kept``.
         self._share = share
+        #: Whose its upstream connections are in the kernel's view (``ProxyServer``'s).
+        self._owner = None if share is None else share[1]
 
     @property
     def table(self) -> RouteTable:
@@ -878,7 +880,7 @@ class ReverseHandler:
         with trio.move_on_after(limits.connect_timeout) as scope:
             for address, port in resolved.addresses:
                 try:
-                    tcp = await connect_exactly(address, port)
+                    tcp = await connect_exactly(address, port, owner=self._owner)
                 except OSError:
                     continue
                 shown = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

@@ -188,6 +188,9 @@ class ProxyServer:
         self._zero_copy = zero_copy
         self._asker = asker
         self._share = share
+        #: Whose the upstream connections are in the kernel's view: the session's user on
+        #: the system daemon (``_callerfs.made_as``), the daemon's own otherwise.
+        self.upstream_owner = None if share is None else share[1]
         self._active = 0
         self._rejecting = 0
         self._accepted = 0
@@ -448,7 +451,8 @@ class ProxyServer:
         deadline = trio.current_time() + self._limits.connect_timeout
         for address, target_port in resolved.addresses:
             try:
-                upstream = await connect_exactly(address, target_port, deadline=deadline)
+                upstream = await connect_exactly(address, target_port, deadline=deadline,
+                                                 owner=self.upstream_owner)
             except trio.TooSlowError:
                 reason = Reason.CONNECT_TIMEOUT
                 break

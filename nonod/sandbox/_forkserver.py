@@ -62,7 +62,7 @@ from ._poller import EPoller, Poller
 from ._viewguard import guarded
 
 
-def _reap(hub: GuardHub) -> None:
+def _reap(hub: GuardHub, maps: _Maps | None = None) -> None:
     """Reap ended launchers, the inits they left to us (``_launcher.hands_over``), and the hub's
     repairs (whose status it needs)."""
     while True:
@@ -73,6 +73,8 @@ def _reap(hub: GuardHub) -> None:
         if pid == 0:
             return
         hub.reaped(pid, status)
+        if maps is not None:
+            maps.reaped(pid)
 
 
 def _wake_on_exits(poller: Poller) -> int:
@@ -654,33 +656,103 @@ def _readable_by(sock: socket.socket, deadline: float) -> bool:
 
 
 def _cold(msg_plan: LaunchPlan, fds: list[int], sock: socket.socket, hub: GuardHub,
-          reaper: int = -1, trees: tuple[int, ...] = ()) -> Cue | None:
+          reaper: int = -1, trees: tuple[int, ...] = (), maps: _Maps | None = None
+          ) -> Cue | None:
     """Fork a launcher that does every step (and reports its init's pid itself); return
     the launch's ``Cue``, or None if the fork failed (reported)."""
     client = hub.new_client(msg_plan.uid)
     cue, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # A launcher that becomes another user stays not dumpable (``_launcher._switch_user``):
+    # its id maps are written from here (``_Maps``).
+    pair = (socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            if msg_plan.switch_user and msg_plan.ns_flags & _libc.CLONE_NEWUSER else None)
     try:
         pid = os.fork()
     except OSError as exc:
-        for end in (client, cue, theirs):
+        for end in (client, cue, theirs, *(pair or ())):
             end.close()
         os.write(fds[3], record(REC_ERROR, STEPS.index("fork"), exc.errno or 0, b"fork"))
         return None
     if pid == 0:
         sock.close()
         cue.close()
+        go = -1
+        if pair is not None:
+            pair[0].close()
+            go = pair[1].detach()
         try:
             run_outer(msg_plan, (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]),
-                      client.detach(), reaper, trees, theirs.detach())
+                      client.detach(), reaper, trees, theirs.detach(), go)
         finally:
             os._exit(126)
     client.close()
     theirs.close()
+    if pair is not None:
+        pair[1].close()
+        if maps is None:
+            pair[0].close()  # (no loop to answer it: the launch fails at step ``idmap``)
+        else:
+            maps.add(pair[0], pid, msg_plan.uid, msg_plan.gid)
     return Cue(cue)
 
 
+class _Maps:
+    """Cold launchers that switch user, waiting for their id maps: each says ``r`` on its
+    socket once it has its user namespace (``_launcher._mapped_by_server``), and the loop
+    writes them when it sees the word (``g`` after them; ``e`` and the errno if they cannot
+    be written: the launch then fails at step ``idmap``). Never waited for in place: until
+    it speaks the launcher runs in its session's groups (slowed by the user's own limits),
+    and its user holds every capability of the user namespace it has just made, ``CAP_KILL``
+    among them (it can stop it there); the server serves every user. A launcher that ends
+    first has reported why on the launch's pipe; its entry goes when its socket ends or it
+    is reaped, so that no write ever names a pid used again."""
+
+    def __init__(self, poller: Poller) -> None:
+        self._poller = poller
+        self._waiting: dict[int, tuple[socket.socket, int, int, int]] = {}
+
+    @property
+    def holds_nothing(self) -> bool:
+        return not self._waiting
+
+    def add(self, go: socket.socket, pid: int, uid: int, gid: int) -> None:
+        self._poller.register(go, select.POLLIN)
+        self._waiting[go.fileno()] = (go, pid, uid, gid)
+
+    def handle(self, fd: int) -> bool:
+        """Take the event on ``fd``: write the maps it asks for; False if ``fd`` is not one
+        of ours."""
+        entry = self._waiting.pop(fd, None)
+        if entry is None:
+            return False
+        self._poller.unregister(fd)
+        go, pid, uid, gid = entry
+        try:
+            if go.recv(1) == b"r":
+                try:
+                    map_ids(pid, uid, gid)
+                except OSError as exc:
+                    go.send(b"e" + (exc.errno or errno.EPERM).to_bytes(4, "little"))
+                else:
+                    go.send(b"g")
+        except OSError:
+            pass  # it ended meanwhile: reported on its launch's pipe
+        finally:
+            go.close()
+        return True
+
+    def reaped(self, pid: int) -> None:
+        """``pid`` was reaped: its entry (if it still has one) goes without a write."""
+        for fd, entry in list(self._waiting.items()):
+            if entry[1] == pid:
+                self._poller.unregister(fd)
+                entry[0].close()
+                del self._waiting[fd]
+
+
 def _launch_plain(plan: LaunchPlan, msg: bytes, fds: list[int], ready: _Warm | None,
-                  sock: socket.socket, hub: GuardHub, reaper: int) -> Cue | bool | None:
+                  sock: socket.socket, hub: GuardHub, reaper: int,
+                  maps: _Maps | None = None) -> Cue | bool | None:
     """Launch on ``ready`` (namespaces and root, no view), or cold; the idmapped trees of
     the plan are made here, root in the host's namespaces (a launcher has its own
     already)."""
@@ -694,7 +766,7 @@ def _launch_plain(plan: LaunchPlan, msg: bytes, fds: list[int], ready: _Warm | N
         return None
     try:
         cue = ready.hand_over(msg, [*fds, *trees], plan) if ready is not None else False
-        return _cold(plan, fds, sock, hub, reaper, trees) if cue is False else cue
+        return _cold(plan, fds, sock, hub, reaper, trees, maps) if cue is False else cue
     finally:
         for fd in trees:
             os.close(fd)
@@ -1035,6 +1107,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
     exited = _wake_on_exits(poller)
     pool = _Pool(hub, reaper, warm_idle, poller, reaper >= 0 and not _cinit.forced_python())
     inflight = _InFlight(poller)
+    maps = _Maps(poller)
     trimmer = _malloc.TrimAfterBursts()  # its free heap back once a burst of work is over
     # a fresh start once it carries nothing (``_renewal``), which loads the reaper again
     renewal = _renewal.Renewal(files=(os.environ.get(_reaper.OVERRIDE) or str(_reaper.BINARY),))
@@ -1054,17 +1127,18 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
             elif fd == exited:
                 _drain(exited)  # a child exited: reaped below
                 reap = True
-            elif not inflight.ended(fd) and not pool.made(fd):
+            elif not inflight.ended(fd) and not pool.made(fd) and not maps.handle(fd):
                 hub.handle(fd)
         if reap:
-            _reap(hub)
+            _reap(hub, maps)
         if not launch_waiting:
             # No launch waiting: reap ended launchers; once no launch is in flight (or the
             # next launch would find no launcher at all), prepare one warm launcher, then
             # look again for launches before the next.
             pool.tidy()
             trimmer.tick()
-            if renewal.due(pool.holds_nothing and hub.holds_nothing and inflight.holds_nothing):
+            if renewal.due(pool.holds_nothing and hub.holds_nothing and inflight.holds_nothing
+                           and maps.holds_nothing):
                 _renewal.renew(sock.fileno(), _launcher.INHERITED_NOFILE)
             if pool.refill_in(inflight) == 0:
                 pool.refill_one()
@@ -1093,7 +1167,7 @@ def serve(sock: socket.socket, *, warm: bool = True, reaper: int | None = None,
         ready = pool.take(viewed) or (pool.make_now(viewed, view) if warm else None)
         cue = ready.hand_over(msg, fds, plan) if ready is not None else False
         if cue is False:
-            cue = _launch_plain(plan, msg, fds, pool.take(plain), sock, hub, reaper)
+            cue = _launch_plain(plan, msg, fds, pool.take(plain), sock, hub, reaper, maps)
         if isinstance(cue, Cue):
             inflight.add(cue)
         for fd in fds:

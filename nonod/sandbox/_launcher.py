@@ -395,13 +395,23 @@ def audit_session(tag: int) -> tuple[int, int]:
     return session_of()
 
 
+def _maps_from_server(plan: LaunchPlan) -> bool:
+    """Whether the fork server writes our id maps (:func:`_mapped_by_server`): we switch to
+    the session's user and make a user namespace."""
+    return plan.switch_user and bool(plan.ns_flags & _libc.CLONE_NEWUSER)
+
+
 def _switch_user(plan: LaunchPlan) -> None:
+    """Become the session's user, and stay not dumpable: this process is a copy of the root
+    fork server (its memory, its pipes, the guard hub's socket, the plan's idmapped trees),
+    which the user must not ``ptrace``, read (``/proc/<pid>/mem``) or take descriptors of.
+    The change of uid cleared "dumpable" unless ``fs.suid_dumpable`` is 1: cleared again
+    whatever it is. Our id maps are written by the fork server (:func:`_mapped_by_server`):
+    a process that is not dumpable cannot open its own ``/proc`` files once it is not root."""
     os.setgroups([])
     os.setresgid(plan.gid, plan.gid, plan.gid)
     os.setresuid(plan.uid, plan.uid, plan.uid)
-    # Changing uid clears "dumpable", which makes /proc/self/* root's: the id maps written
-    # next would then be refused.
-    _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
+    _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
 
 
 #: Each session's share of its owner's inotify allowance (``limit_inotify``): a quarter of
@@ -411,6 +421,20 @@ SESSION_INOTIFY_LIMITS: Final = (("max_inotify_instances", 32), ("max_inotify_wa
 
 def _idmap(plan: LaunchPlan) -> None:
     _idmap_ids(plan.uid, plan.gid, plan.ns_flags)
+
+
+def _mapped_by_server(go: int, plan: LaunchPlan) -> None:
+    """Have the fork server write our id maps (``map_ids``: it is root in the daemon's user
+    namespace, ``_forkserver._Maps``): ``r`` on ``go``, then its ``g``, or ``e`` and the
+    errno it met. The rest of what ``_idmap_ids`` does follows here."""
+    os.write(go, b"r")
+    answer = os.read(go, 8)
+    if answer[:1] != b"g":
+        code = int.from_bytes(answer[1:5], "little") if len(answer) >= 5 else errno.EPIPE
+        raise OSError(code, "the fork server could not write the id maps")
+    os.close(go)
+    if not plan.ns_flags & _libc.CLONE_NEWNS:
+        limit_inotify()
 
 
 def _idmap_ids(uid: int, gid: int, ns_flags: int) -> None:
@@ -452,14 +476,16 @@ def join_cgroups(procs: tuple[str, ...], pid: int = 0) -> None:
 
 
 def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
-              trees: tuple[int, ...] = (), done: int = -1) -> None:
+              trees: tuple[int, ...] = (), done: int = -1, go: int = -1) -> None:
     """Body of the fork server's child (``reaper``: the memfd of ``_reaper``, or -1;
     ``trees``: the plan's idmapped trees, ``_mounts.idmapped_trees``; ``done``: a socket
-    the init closes once the program runs, see ``confine_and_run``). Never returns."""
+    the init closes once the program runs, see ``confine_and_run``; ``go``: for a plan that
+    switches user into a user namespace, the socket on which the fork server writes our id
+    maps, :func:`_mapped_by_server`). Never returns."""
     launch_w = fds[3]
     server = os.getppid()
     try:
-        _step("fork", _close_except, (*fds, hub, reaper, done, *trees))
+        _step("fork", _close_except, (*fds, hub, reaper, done, go, *trees))
         _step("cgroup", join_cgroups, plan.cgroup_procs)
         _step("pdeathsig", _pdeathsig)
         _step("pdeathsig", _dumpable_until_mapped)
@@ -471,7 +497,10 @@ def run_outer(plan: LaunchPlan, fds: Fds, hub: int, reaper: int = -1,
             _step("user", _switch_user, plan)
         if plan.ns_flags:
             _step("unshare", _libc.unshare, plan.ns_flags)
-            _step("idmap", _idmap, plan)
+            if _maps_from_server(plan):
+                _step("idmap", _mapped_by_server, go, plan)
+            else:
+                _step("idmap", _idmap, plan)
         else:
             _step("fork_init", _libc.prctl, _libc.PR_SET_CHILD_SUBREAPER, 1)
         alive_r, alive_w = os.pipe()
