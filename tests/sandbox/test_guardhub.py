@@ -140,19 +140,17 @@ def test_a_repair_that_fails_in_any_way_ends_its_session_with_a_report() -> None
     adopted = hub._inits[next(iter(hub._inits))].adopted
     assert adopted is not None
     adopted.repair = 12345  # as if that repair ran, then:
-    fake = os.pidfd_open(os.getpid())
-    poller.register(fake, select.POLLIN)
-    hub._repairs[fake] = (12345, hub._inits[adopted.pidfd])
+    hub._repairs[12345] = hub._inits[adopted.pidfd]
     try:
-        hub.reaped(12345, 1 << 8)  # exit status 1
+        hub._finished(12345, 1 << 8)  # exit status 1
         kind, _, why, length = RECORD.unpack(os.read(report, RECORD.size))
         assert (kind, why) == (REC_GUARD, GUARD_LOST)
         assert b"repair failed (1)" in os.read(report, length)
         assert os.waitpid(init, 0)[1] == 9  # SIGKILL
     finally:
         client.close()
-        if hub._spare is not None:  # the spare the hand-over spawned: its job never comes
-            pid, sock = hub._spare
+        if hub._server is not None:  # the server the hand-over spawned: its job never came
+            pid, sock = hub._server
             sock.close()
             assert os.waitpid(pid, 0)[1] == 0
 
@@ -327,10 +325,8 @@ def test_a_full_holding_pipe_before_the_launch_blocks_neither_the_hub_nor_a_repa
             writer.wait()
         assert writer.returncode == 1  # the write that did not fit failed, not waited
         adopted.repair = 12345  # as if a repair ran, and failed:
-        fake = os.pidfd_open(os.getpid())
-        poller.register(fake, select.POLLIN)
-        hub._repairs[fake] = (12345, hub._clients[ours.fileno()])
-        done = threading.Thread(target=hub.reaped, args=(12345, 1 << 8), daemon=True)
+        hub._repairs[12345] = hub._clients[ours.fileno()]
+        done = threading.Thread(target=hub._finished, args=(12345, 1 << 8), daemon=True)
         done.start()
         done.join(5)
         stuck = done.is_alive()
@@ -345,7 +341,7 @@ def test_a_full_holding_pipe_before_the_launch_blocks_neither_the_hub_nor_a_repa
     finally:
         init.kill()
         client.close()
-        if hub._spare is not None:
-            pid, sock = hub._spare
+        if hub._server is not None:
+            pid, sock = hub._server
             sock.close()
             os.waitpid(pid, 0)
