@@ -155,6 +155,49 @@ def test_a_repair_that_fails_in_any_way_ends_its_session_with_a_report() -> None
             assert os.waitpid(pid, 0)[1] == 0
 
 
+def test_a_repair_server_that_dies_ends_the_sessions_whose_repairs_it_ran() -> None:
+    """The repair server's children die with it (their parent-death signal): a session whose
+    repair it was running is not known to be guarded any more, and is ended with a report;
+    a session it was not repairing goes on (its next repair spawns a new server)."""
+    import signal
+
+    from nonod.sandbox import _reaper
+    from nonod.sandbox._launcher import GUARD_LOST, REC_GUARD, RECORD
+
+    poller = select.poll()
+    hub = GuardHub(poller, _reaper.load())
+    client, init, report = _adopted(hub, poller)
+    other, kept, _ = _adopted(hub, poller)
+    os.set_blocking(report, False)  # a missing record fails, not hangs
+    hub.idle()  # the server, spawned ahead of need
+    assert hub._server is not None
+    server = hub._server[0]
+    first = next(iter(hub._inits.values()))
+    assert first.adopted is not None
+    first.adopted.repair = 77  # as if the server ran its repair, then:
+    hub._repairs[77] = first
+    try:
+        os.kill(server, signal.SIGKILL)
+        assert os.waitpid(server, 0)[1] == signal.SIGKILL
+        _pump(hub, poller)  # its socket's end
+        assert hub._server is None and not hub._repairs
+        kind, _, why, length = RECORD.unpack(os.read(report, RECORD.size))
+        assert (kind, why) == (REC_GUARD, GUARD_LOST)
+        assert b"repair server has ended" in os.read(report, length)
+        assert os.waitpid(init, 0)[1] == signal.SIGKILL
+        assert os.waitpid(kept, os.WNOHANG) == (0, 0)  # not being repaired: it goes on
+    finally:
+        client.close()
+        other.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(kept, signal.SIGKILL)
+        os.waitpid(kept, 0)
+        if hub._server is not None:
+            pid, sock = hub._server
+            sock.close()
+            os.waitpid(pid, 0)
+
+
 def _send_dirs(client: socket.socket, directories: list[Path]) -> None:
     """``client`` asks the hub to watch ``directories`` (a ``W`` with their descriptors)."""
     fds = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in directories]
