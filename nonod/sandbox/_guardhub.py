@@ -388,8 +388,11 @@ class GuardHub:
                 os.close(adopted.mntns)
             client.adopted = None
             if not self._inits and self._server is not None:
-                # No session left to guard: the server's socket closed, it exits (reaped).
+                # No session left to guard: the server's socket closed, it exits (reaped),
+                # its children with it: their answers never come, and their slots are free
+                # (kept, they would hold the next sessions' repairs back for good).
                 self._close_server()
+                self._repairs.clear()
 
     # ----------------------------------------------------------------------- adopted
 

@@ -198,6 +198,36 @@ def test_a_repair_server_that_dies_ends_the_sessions_whose_repairs_it_ran() -> N
             os.waitpid(pid, 0)
 
 
+def test_the_last_sessions_end_frees_the_slots_of_the_repairs_it_cut_short() -> None:
+    """With no session left the hub closes the repair server, whose children die with it:
+    the answers of the repairs it was running never come. Their slots are freed: kept, they
+    counted against ``MAX_REPAIRS`` for good, and the next sessions' repairs waited forever
+    (their views unrepaired)."""
+    import signal
+
+    from nonod.sandbox import _reaper
+    from nonod.sandbox._guardhub import MAX_REPAIRS
+
+    poller = select.poll()
+    hub = GuardHub(poller, _reaper.load())
+    client, init, _ = _adopted(hub, poller)
+    hub.idle()
+    assert hub._server is not None
+    server = hub._server[0]
+    first = next(iter(hub._inits.values()))
+    for job in range(1, MAX_REPAIRS + 1):  # as if they ran when the session ended
+        hub._repairs[job] = first
+    try:
+        os.kill(init, signal.SIGKILL)
+        assert os.waitpid(init, 0)[1] == signal.SIGKILL
+        _pump(hub, poller)  # the init's end: the last session dropped
+        assert not hub._inits and hub._server is None
+        assert os.waitpid(server, 0)[1] == 0  # its socket closed: it ended
+        assert not hub._repairs
+    finally:
+        client.close()
+
+
 def _send_dirs(client: socket.socket, directories: list[Path]) -> None:
     """``client`` asks the hub to watch ``directories`` (a ``W`` with their descriptors)."""
     fds = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in directories]
