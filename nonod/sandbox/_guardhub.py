@@ -35,9 +35,12 @@ number and the session's four descriptors, five with the mount namespace), it fo
 that does the repair, and it answers ``R`` with the job's number and the child's wait status.
 A change on the way of every session (the host's ``useradd`` renaming ``/etc/shadow``, beside
 a fleet of 1000) costs the fork server a message per session, not a spawn and an exec each
-(1000 ``nono-reaper`` images, one per session), and at most ``MAX_REPAIRS`` run at once; the
-others wait their turn here, in the order they were woken. The session is dropped when its
-init exits (its pidfd).
+(1000 ``nono-reaper`` images, one per session). Every job is sent when its session is woken:
+no bound on the repairs running at once, since a repair stuck in a session's view (a file
+system there that does not answer) would then hold the others' back, their views unrepaired.
+Only when the server's socket is full do the next jobs wait here, in the order they were
+woken, until it can be written again. The session is dropped when its init exits (its
+pidfd).
 
 A watch is added through ``/proc/self/fd/N``, so it is on the inode the session sees, whatever
 the fork server's own view of that path. One inode watched for several sessions is one watch
@@ -100,7 +103,6 @@ MAX_MESSAGE = 1 << 20
 BATCH = 16384  # bytes of events read per call of ``handle``: a few hundred events
 LOUD_EVENTS = 2000  # events a second on a client's watches that move it to the loud instance
 LOUD_PAUSE = 0.002  # seconds the loud instance is left after each read: its events gather
-MAX_REPAIRS = 8  # repairs running at once in the repair server; the others wait their turn
 _JOB = struct.Struct("<I")  # a job's number, in the server's ``J``
 _ANSWER = struct.Struct("<Ii")  # the server's ``R``: the job's number, the repair's wait status
 _Key = tuple[int, int]  # (the instance's descriptor, a watch descriptor in it)
@@ -188,10 +190,11 @@ class GuardHub:
         self._by_wd: dict[_Key, set[int]] = {}  # watch -> client descriptors
         self._inits: dict[int, _Client] = {}  # an adopted session's init pidfd -> its client
         self._repairs: dict[int, _Client] = {}  # a repair job running -> its client
-        self._waiting: dict[int, _Client] = {}  # woken, waiting for a repair: fd -> client
+        self._waiting: dict[int, _Client] = {}  # woken, the server's socket full: fd -> client
         self._jobs = 0  # the last job's number
         self._server: tuple[int, socket.socket] | None = None  # the repair server: pid, socket
         self._server_retry = 0.0  # when to try spawning one again after a failure
+        self._armed = False  # the server's socket is polled for POLLOUT too (jobs waiting)
         self.fd = -1
         self.loud_fd = -1  # the instance of the loud clients, opened for the first one
         self._pause = -1  # a timerfd: when to read the loud instance again
@@ -272,6 +275,7 @@ class GuardHub:
         if self._server is not None and fd == self._server[1].fileno():
             try:
                 self._answers()
+                self._next()  # (writable again: the jobs that waited)
             except Exception:  # noqa: BLE001 - its jobs' sessions are ended (fail closed)
                 self._server_ended("the view guard's repair server failed")
             return True
@@ -469,9 +473,8 @@ class GuardHub:
             adopted.hold = -1
 
     def _repair(self, client: _Client) -> None:
-        """Have ``client``'s session repaired: by the repair server now if fewer than
-        ``MAX_REPAIRS`` run, after the others woken before it if not; again once the one
-        running ends if it runs already."""
+        """Have ``client``'s session repaired: now, or after the one running if it runs
+        already (or after those waiting for the server's socket, if any)."""
         adopted = client.adopted
         if adopted is None:
             return
@@ -481,24 +484,40 @@ class GuardHub:
         fd = client.sock.fileno()
         if fd in self._waiting:
             return  # its turn comes: that repair sees this change too
-        if len(self._repairs) >= MAX_REPAIRS or self._waiting:
+        if self._waiting or not self._start(client):
+            self._wait(client, first=False)
+
+    def _wait(self, client: _Client, first: bool) -> None:
+        """``client``'s job waits until the server's socket can be written (``first``: before
+        the others waiting); the hub is told when it can."""
+        fd = client.sock.fileno()
+        if first:
+            self._waiting = {fd: client, **self._waiting}
+        else:
             self._waiting[fd] = client
-            return
-        self._start(client)
+        if self._server is not None and not self._armed:
+            self._poller.register(self._server[1], select.POLLIN | select.POLLOUT)
+            self._armed = True
 
     def _next(self) -> None:
-        """Start the repairs that waited their turn, while fewer than ``MAX_REPAIRS`` run."""
-        while self._waiting and len(self._repairs) < MAX_REPAIRS:
+        """Send the jobs that waited for the server's socket, while it takes them."""
+        while self._waiting:
             fd = next(iter(self._waiting))
-            self._start(self._waiting.pop(fd))
+            client = self._waiting.pop(fd)
+            if not self._start(client):
+                self._wait(client, first=True)
+                return
+        if self._server is not None and self._armed:
+            self._poller.register(self._server[1], select.POLLIN)
+        self._armed = False
 
-    def _start(self, client: _Client) -> None:
+    def _start(self, client: _Client) -> bool:
         """Send ``client``'s session to the repair server (spawned now if there is none; a
-        server that has died meanwhile: once more with a new one)."""
+        server that has died meanwhile: once more with a new one). False: its socket is full,
+        the job was not sent."""
         adopted = client.adopted
         if adopted is None:
-            return
-        adopted.again = False
+            return True
         job = [adopted.pidfd, adopted.peer, adopted.report, adopted.config]
         if adopted.mntns >= 0:
             job.append(adopted.mntns)
@@ -508,18 +527,19 @@ class GuardHub:
                 if self._server is None:
                     self._server = self._spawn_server()
                 socket.send_fds(self._server[1], [b"J" + _JOB.pack(self._jobs)], job)
-            except BlockingIOError:  # (its queue holds MAX_REPAIRS jobs at most: not seen)
-                self._waiting[client.sock.fileno()] = client
-                return
+            except BlockingIOError:
+                return False
             except OSError as exc:
                 error = exc
                 if self._server is not None:
                     self._server_ended("the view guard's repair server has ended", later=True)
                 continue
+            adopted.again = False
             adopted.repair = self._jobs
             self._repairs[self._jobs] = client
-            return
+            return True
         self._lost(client, f"\0the view guard's repair could not start: {error}")
+        return True
 
     def _answers(self) -> None:
         """The repair server's answers (``R``: a job's number, its repair's wait status); its
@@ -538,8 +558,7 @@ class GuardHub:
             self._finished(*_ANSWER.unpack_from(msg, 1))
 
     def _finished(self, job: int, status: int) -> None:
-        """Repair ``job`` ended with wait status ``status``: what it came to; the next one
-        waiting starts."""
+        """Repair ``job`` ended with wait status ``status``: what it came to."""
         client = self._repairs.pop(job, None)
         adopted = client.adopted if client is not None else None
         if client is not None and adopted is not None and adopted.repair == job:
@@ -554,12 +573,11 @@ class GuardHub:
                     signal.pidfd_send_signal(adopted.pidfd, signal.SIGKILL)
             else:  # whatever it did, the view is not known to be guarded: end the session
                 self._lost(client, f"\0the view guard's repair failed ({code})")
-        self._next()
 
     def _server_ended(self, why: str, later: bool = False) -> None:
         """The repair server has died (or answered what it should not): the sessions whose
-        repairs it ran are not known to be guarded and end; those waiting their turn start
-        with a new server (``later``: the caller starts them)."""
+        repairs it ran are not known to be guarded and end; those waiting for its socket
+        go to a new server (``later``: the caller sends them)."""
         self._close_server()
         running, self._repairs = self._repairs, {}
         for client in running.values():
@@ -577,6 +595,7 @@ class GuardHub:
             self._poller.unregister(self._server[1])
             self._server[1].close()
             self._server = None
+            self._armed = False
 
     @property
     def holds_nothing(self) -> bool:

@@ -198,15 +198,14 @@ def test_a_repair_server_that_dies_ends_the_sessions_whose_repairs_it_ran() -> N
             os.waitpid(pid, 0)
 
 
-def test_the_last_sessions_end_frees_the_slots_of_the_repairs_it_cut_short() -> None:
+def test_the_last_sessions_end_forgets_the_repairs_it_cut_short() -> None:
     """With no session left the hub closes the repair server, whose children die with it:
-    the answers of the repairs it was running never come. Their slots are freed: kept, they
-    counted against ``MAX_REPAIRS`` for good, and the next sessions' repairs waited forever
-    (their views unrepaired)."""
+    the answers of the repairs it was running never come, and they are forgotten (kept,
+    they would be held for good; when the hub bounded the repairs running at once, they held
+    every later session's repair back, its view unrepaired)."""
     import signal
 
     from nonod.sandbox import _reaper
-    from nonod.sandbox._guardhub import MAX_REPAIRS
 
     poller = select.poll()
     hub = GuardHub(poller, _reaper.load())
@@ -215,7 +214,7 @@ def test_the_last_sessions_end_frees_the_slots_of_the_repairs_it_cut_short() -> 
     assert hub._server is not None
     server = hub._server[0]
     first = next(iter(hub._inits.values()))
-    for job in range(1, MAX_REPAIRS + 1):  # as if they ran when the session ended
+    for job in range(1, 9):  # as if they ran when the session ended
         hub._repairs[job] = first
     try:
         os.kill(init, signal.SIGKILL)
@@ -226,6 +225,51 @@ def test_the_last_sessions_end_frees_the_slots_of_the_repairs_it_cut_short() -> 
         assert not hub._repairs
     finally:
         client.close()
+
+
+def test_jobs_wait_for_a_full_server_socket_and_all_go_once_it_takes_them() -> None:
+    """Every woken session's job goes to the repair server at once; when its socket is full
+    (a server that reads slower than a burst of wake-ups) the next ones wait in the hub, in
+    order, and are sent as soon as it can be written again: every session's repair runs.
+    (Here each repair fails, the guard's state being empty: each init killed says it ran.)"""
+    import signal
+
+    from nonod.sandbox import _reaper
+
+    poller = select.poll()
+    hub = GuardHub(poller, _reaper.load())
+    sessions = [_adopted(hub, poller) for _ in range(12)]
+    hub.idle()
+    assert hub._server is not None
+    server, sock = hub._server
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)  # the least: a few messages
+    try:
+        os.kill(server, signal.SIGSTOP)
+        for client in list(hub._inits.values()):
+            hub._repair(client)
+        waited = len(hub._waiting)
+        assert waited and hub._repairs  # some sent, the others waiting
+        os.kill(server, signal.SIGCONT)
+        with contextlib.suppress(ChildProcessError):
+            for _ in range(200):
+                _pump(hub, poller, 50)
+                if not (hub._waiting or hub._repairs):
+                    break
+        assert not hub._waiting and not hub._repairs
+        for _, init, _ in sessions:  # each repair ran (and, with no state, ended its session)
+            assert os.waitpid(init, 0)[1] == signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server, signal.SIGCONT)
+        for client, init, _ in sessions:
+            client.close()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(init, 0)
+        if hub._server is not None:
+            hub._server[1].close()
+        os.waitpid(server, 0)
 
 
 def _send_dirs(client: socket.socket, directories: list[Path]) -> None:
