@@ -139,11 +139,12 @@ def install() -> None:
 
     async def hop(fn: Any, *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
+        cpu = [0.0]  # the worker thread's CPU time over ``fn``, ms
         try:
-            return await run_sync(fn, *args, **kwargs)
+            return await run_sync(_thread_timed(fn, cpu), *args, **kwargs)
         finally:
             t1 = time.perf_counter()
-            SAMPLES.setdefault("hop " + _name(fn), []).append(((t1 - t0) * 1000, 0.0))
+            SAMPLES.setdefault("hop " + _name(fn), []).append(((t1 - t0) * 1000, cpu[0]))
             EVENTS.append(("hop " + _name(fn), t0, t1))
 
     trio.to_thread.run_sync = hop  # type: ignore[assignment]
@@ -163,6 +164,18 @@ def install() -> None:
             EVENTS.append(("fsync " + caller, t0, t1))
 
     os.fsync = fsync
+
+
+def _thread_timed(fn: Callable[..., Any], cpu: list[float]) -> Callable[..., Any]:
+    """``fn``, its thread's CPU time over each call put in ``cpu[0]`` (ms)."""
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        c0 = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            cpu[0] = (time.thread_time() - c0) * 1000
+
+    return timed
 
 
 def _trace_goes_on() -> None:
@@ -199,12 +212,13 @@ def _trace_started() -> None:
         label = "soon " + " ".join(w for w in name.split() if not _SESSION_ID.fullmatch(w))
 
         def timed() -> Any:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 return fn()
             finally:
                 t1 = time.perf_counter()
-                SAMPLES.setdefault(label, []).append(((t1 - t0) * 1000, 0.0))
+                SAMPLES.setdefault(label, []).append(((t1 - t0) * 1000,
+                                                      (time.thread_time() - c0) * 1000))
                 EVENTS.append((label, t0, t1))
 
         init(self, timed, name=name, **more)  # (``start``: a later revision's)

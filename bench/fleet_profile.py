@@ -17,6 +17,7 @@ its threads by name, and the profile's functions by their own and by cumulative 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pstats
 import signal
@@ -53,6 +54,19 @@ def _by_name(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, f
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def _print_hops(steps: Path, n: int) -> None:
+    """Each worker-thread job and fsync of the daemon's whole life (its start and the
+    sessions' stop too: read the counts), per session of the fleet: calls, the thread's CPU
+    and the wall time."""
+    samples: dict[str, list[list[float]]] = json.loads(steps.read_text())
+    rows = sorted(((k, v) for k, v in samples.items() if k.split(" ", 1)[0] in
+                   ("hop", "soon", "fsync")), key=lambda kv: -sum(c for _, c in kv[1]))
+    print(f"worker-thread jobs and fsyncs per session ({n}): calls, thread CPU ms, wall ms")
+    for name, got in rows:
+        print(f"  {len(got) / n:5.2f}  {sum(c for _, c in got) / n:6.3f}  "
+              f"{sum(w for w, _ in got) / n:7.3f}  {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--fleet", type=int, default=300)
@@ -61,6 +75,10 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/fleet-profile.prof")
     parser.add_argument("--plain", action="store_true",
                         help="no profile, no step timing: the CPU split alone, unwrapped")
+    parser.add_argument("--hops", action="store_true",
+                        help="no profile: the steps wrapped, and each hand-over to a worker "
+                        "thread (to_thread, a Started job) and fsync by its function, with "
+                        "the thread's CPU over it, per session")
     args = parser.parse_args()
     _raise_nofile()
     out = Path(args.out).resolve()
@@ -68,18 +86,22 @@ def main() -> None:
     os.environ["NONO_TRACE_PROFILE_WINDOW"] = "1"
     os.environ["NONO_TRACE_PROFILE_CPU"] = "1"  # the main thread's CPU time, not wall
     os.environ["NONO_TRACE_STEPS"] = "0"  # no step wrappers: their own calls cost much
-    daemon = Daemon() if args.plain else Daemon(trace=out.with_suffix(".steps.json"))
+    if args.hops:
+        os.environ["NONO_TRACE_STEPS"] = "1"
+        del os.environ["NONO_TRACE_PROFILE"]
+    steps = out.with_suffix(".steps.json")
+    daemon = Daemon() if args.plain else Daemon(trace=steps)
     ids: list[str] = []
     try:
         pid = daemon.proc.pid
         before, loop0, threads0 = tree_cpu(pid), _thread_ms(pid, pid), _threads(pid)
-        if not args.plain:
+        if not (args.plain or args.hops):
             os.kill(pid, signal.SIGUSR1)
         began = time.perf_counter()
         ids, failures, _ = _launch_fleet(daemon, args.fleet, args.inflight,
                                          time.monotonic() + 900)
         wall = time.perf_counter() - began
-        if not args.plain:
+        if not (args.plain or args.hops):
             os.kill(pid, signal.SIGUSR2)
         after, loop1, threads1 = tree_cpu(pid), _thread_ms(pid, pid), _threads(pid)
         n = max(1, len(ids))
@@ -97,7 +119,9 @@ def main() -> None:
         if ids:
             stop_all(daemon, ids)
         daemon.close()  # the profile is written at the daemon's exit
-    if args.plain:
+    if args.hops:
+        _print_hops(steps, max(1, len(ids)))
+    if args.plain or args.hops:
         return
     stats = pstats.Stats(str(out), stream=sys.stdout)
     stats.sort_stats("tottime").print_stats(args.top)

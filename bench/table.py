@@ -81,11 +81,11 @@ def rows(launch: dict[str, Any], daemon: dict[str, Any], reverse: dict[str, Any]
     n = mem["sessions"]
     procs = mem["session_processes"] / n - 1
     # Counted as everything below the fork server, less what was there before, over n: above
-    # 1 by what the fork server keeps for all sessions (its one spare repair process, a warm
+    # 1 by what the fork server keeps for all sessions (its one repair server, a warm
     # launcher made meanwhile), not by a session's own (tests/sandbox/test_reaper.py counts
     # those per user namespace: exactly 1).
     row("processes per idle session, besides the program", f"{procs:.2f}",
-        f"{n} sessions; the fork server's spare repair process is shared by all", "-", "1",
+        f"{n} sessions; the fork server's repair server is shared by all", "-", "1",
         procs < 1 + 5 / n)
     pss = mem["per_session_kib"]["pss"] / 1024
     row(f"memory per idle session, PSS ({n} sessions)", _fmt(pss, "MiB", 2),

@@ -124,7 +124,7 @@ BUSY_DEPTH = 4
 # one per key): the daemon's ``[sandbox] warm_idle``.
 WARM_IDLE = 30.0
 REAP_INTERVAL_MS = 1000  # ended launchers are reaped at least this often
-SPARE_DELAY_MS = 5  # the hub's next spare repair, once nothing has happened for this long
+SPARE_DELAY_MS = 5  # the hub's repair server, spawned once nothing has happened for this long
 # A warm launcher prepares itself this much nicer than the fork server, so that on a small
 # machine a launch in progress wins the CPU over it; the fork server sets it back before it
 # hands it a plan, which needs CAP_SYS_NICE: other daemons' launchers prepare at the

@@ -28,10 +28,19 @@ namespace it sent and that namespace's owner (its image may have been exec'd out
 session's user namespace, and the kernel then lets only a fork server with CAP_SYS_PTRACE in
 its own enter through the pidfd), does what the outer did on ``c`` (its ``W`` arrive on the
 session's socket like the outer's), and writes the state back to the memfd; one at a time per
-session, again if a change came meanwhile. One repair is kept spawned ahead of need (from the
-fork server's memfd of the reaper), waiting for its job (``J`` and the session's four
-descriptors, five with the mount namespace), so that a change waits for a message, not for an
-exec. The session is dropped when its init exits (its pidfd).
+session, again if a change came meanwhile. The repairs are run by one repair server,
+``nono-reaper --repair --serve``, spawned ahead of need (from the fork server's memfd of the
+reaper) and kept while any session is guarded here: the hub sends it a job (``J``, the job's
+number and the session's four descriptors, five with the mount namespace), it forks a child
+that does the repair, and it answers ``R`` with the job's number and the child's wait status.
+A change on the way of every session (the host's ``useradd`` renaming ``/etc/shadow``, beside
+a fleet of 1000) costs the fork server a message per session, not a spawn and an exec each
+(1000 ``nono-reaper`` images, one per session). Every job is sent when its session is woken:
+no bound on the repairs running at once, since a repair stuck in a session's view (a file
+system there that does not answer) would then hold the others' back, their views unrepaired.
+Only when the server's socket is full do the next jobs wait here, in the order they were
+woken, until it can be written again. The session is dropped when its init exits (its
+pidfd).
 
 A watch is added through ``/proc/self/fd/N``, so it is on the inode the session sees, whatever
 the fork server's own view of that path. One inode watched for several sessions is one watch
@@ -94,6 +103,8 @@ MAX_MESSAGE = 1 << 20
 BATCH = 16384  # bytes of events read per call of ``handle``: a few hundred events
 LOUD_EVENTS = 2000  # events a second on a client's watches that move it to the loud instance
 LOUD_PAUSE = 0.002  # seconds the loud instance is left after each read: its events gather
+_JOB = struct.Struct("<I")  # a job's number, in the server's ``J``
+_ANSWER = struct.Struct("<Ii")  # the server's ``R``: the job's number, the repair's wait status
 _Key = tuple[int, int]  # (the instance's descriptor, a watch descriptor in it)
 _MAX_USER_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
 
@@ -117,7 +128,7 @@ class _Adopted:
     report: int  # the exit pipe: guard records
     config: int  # the guard's state (``_reaper.outer_config``), updated by each repair
     peer: int  # the session's end of its hub socket, for the repairs' ``W``
-    repair: int = 0  # the pid of the repair running, 0: none
+    repair: int = 0  # the number of the repair job running, 0: none
     again: bool = False  # a change came while it ran
     hold: int = -1  # adopted ahead (``A``): where the records wait until the launch (read end)
     launched: bool = True  # False until ``launched`` for one adopted ahead
@@ -178,9 +189,12 @@ class GuardHub:
         self._clients: dict[int, _Client] = {}
         self._by_wd: dict[_Key, set[int]] = {}  # watch -> client descriptors
         self._inits: dict[int, _Client] = {}  # an adopted session's init pidfd -> its client
-        self._repairs: dict[int, tuple[int, _Client]] = {}  # a repair's pidfd -> pid, client
-        self._spare: tuple[int, socket.socket] | None = None  # a repair waiting for a job
-        self._spare_retry = 0.0  # when to try spawning one again after a failure
+        self._repairs: dict[int, _Client] = {}  # a repair job running -> its client
+        self._waiting: dict[int, _Client] = {}  # woken, the server's socket full: fd -> client
+        self._jobs = 0  # the last job's number
+        self._server: tuple[int, socket.socket] | None = None  # the repair server: pid, socket
+        self._server_retry = 0.0  # when to try spawning one again after a failure
+        self._armed = False  # the server's socket is polled for POLLOUT too (jobs waiting)
         self.fd = -1
         self.loud_fd = -1  # the instance of the loud clients, opened for the first one
         self._pause = -1  # a timerfd: when to read the loud instance again
@@ -250,12 +264,20 @@ class GuardHub:
             except Exception:  # noqa: BLE001 - wake everyone: each outer checks its own view
                 self._wake(set(self._clients))
             return True
-        if fd in self._inits or fd in self._repairs:
+        if fd in self._inits:
             try:
-                self._ended(fd)
+                self._drop(self._inits[fd])  # the init has exited
             except Exception:  # noqa: BLE001 - see below
-                if fd in self._inits:
-                    self._drop(self._inits[fd])
+                if fd in self._inits:  # not to be seen again, whatever is left of it
+                    self._poller.unregister(fd)
+                    self._inits.pop(fd)
+            return True
+        if self._server is not None and fd == self._server[1].fileno():
+            try:
+                self._answers()
+                self._next()  # (writable again: the jobs that waited)
+            except Exception:  # noqa: BLE001 - its jobs' sessions are ended (fail closed)
+                self._server_ended("the view guard's repair server failed")
             return True
         client = self._clients.get(fd)
         if client is None:
@@ -358,8 +380,9 @@ class GuardHub:
         self._clients.pop(fd, None)
         self._poller.unregister(fd)
         client.sock.close()
+        self._waiting.pop(fd, None)
         adopted = client.adopted
-        if adopted is not None:  # a repair still running ends on its own (``reaped``)
+        if adopted is not None:  # a repair still running ends on its own (``_finished``)
             self._pass_held(adopted, last=True)
             self._inits.pop(adopted.pidfd, None)
             self._poller.unregister(adopted.pidfd)
@@ -368,25 +391,14 @@ class GuardHub:
             if adopted.mntns >= 0:
                 os.close(adopted.mntns)
             client.adopted = None
-            if not self._inits and self._spare is not None:
-                # No session left to guard: the spare's socket closed, it exits (reaped).
-                self._spare[1].close()
-                self._spare = None
+            if not self._inits and self._server is not None:
+                # No session left to guard: the server's socket closed, it exits (reaped),
+                # its children with it: their answers never come, and their slots are free
+                # (kept, they would hold the next sessions' repairs back for good).
+                self._close_server()
+                self._repairs.clear()
 
     # ----------------------------------------------------------------------- adopted
-
-    def _ended(self, fd: int) -> None:
-        """An adopted session's init (its pidfd ``fd``) or a repair has exited."""
-        if fd in self._inits:
-            self._drop(self._inits[fd])
-            return
-        pid = self._repairs[fd][0]
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return  # reaped already: ``reaped`` took it
-        if done:
-            self.reaped(pid, status)
 
     def _adopt(self, client: _Client, fds: list[int]) -> None:
         """Guard ``client``'s session from now on (``H``: its outer launcher leaves; a fifth
@@ -461,89 +473,95 @@ class GuardHub:
             adopted.hold = -1
 
     def _repair(self, client: _Client) -> None:
-        """Hand ``client``'s session to the spare repair (after the one running; without a
-        spare, one is spawned now); the next spare waits for the fork server to be idle."""
+        """Have ``client``'s session repaired: now, or after the one running if it runs
+        already (or after those waiting for the server's socket, if any)."""
         adopted = client.adopted
         if adopted is None:
             return
         if adopted.repair:
             adopted.again = True
             return
-        adopted.again = False
+        fd = client.sock.fileno()
+        if fd in self._waiting:
+            return  # its turn comes: that repair sees this change too
+        if self._waiting or not self._start(client):
+            self._wait(client, first=False)
+
+    def _wait(self, client: _Client, first: bool) -> None:
+        """``client``'s job waits until the server's socket can be written (``first``: before
+        the others waiting); the hub is told when it can."""
+        fd = client.sock.fileno()
+        if first:
+            self._waiting = {fd: client, **self._waiting}
+        else:
+            self._waiting[fd] = client
+        if self._server is not None and not self._armed:
+            self._poller.register(self._server[1], select.POLLIN | select.POLLOUT)
+            self._armed = True
+
+    def _next(self) -> None:
+        """Send the jobs that waited for the server's socket, while it takes them."""
+        while self._waiting:
+            fd = next(iter(self._waiting))
+            client = self._waiting.pop(fd)
+            if not self._start(client):
+                self._wait(client, first=True)
+                return
+        if self._server is not None and self._armed:
+            self._poller.register(self._server[1], select.POLLIN)
+        self._armed = False
+
+    def _start(self, client: _Client) -> bool:
+        """Send ``client``'s session to the repair server (spawned now if there is none; a
+        server that has died meanwhile: once more with a new one). False: its socket is full,
+        the job was not sent."""
+        adopted = client.adopted
+        if adopted is None:
+            return True
         job = [adopted.pidfd, adopted.peer, adopted.report, adopted.config]
         if adopted.mntns >= 0:
             job.append(adopted.mntns)
-        for _ in range(2):  # a spare that died meanwhile: once more with a new one
+        self._jobs = self._jobs % 0xFFFFFFFF + 1  # never 0: "none"
+        for _ in range(2):
             try:
-                if self._spare is None:
-                    self._spare = self._spawn_spare()
-                pid, sock = self._spare
-                self._spare = None
-                with sock:
-                    socket.send_fds(sock, [b"J"], job)
-                pidfd = os.pidfd_open(pid)
+                if self._server is None:
+                    self._server = self._spawn_server()
+                socket.send_fds(self._server[1], [b"J" + _JOB.pack(self._jobs)], job)
+            except BlockingIOError:
+                return False
             except OSError as exc:
                 error = exc
+                if self._server is not None:
+                    self._server_ended("the view guard's repair server has ended", later=True)
                 continue
-            adopted.repair = pid
-            self._repairs[pidfd] = (pid, client)
-            self._poller.register(pidfd, select.POLLIN)
-            return
+            adopted.again = False
+            adopted.repair = self._jobs
+            self._repairs[self._jobs] = client
+            return True
         self._lost(client, f"\0the view guard's repair could not start: {error}")
+        return True
 
-    @property
-    def holds_nothing(self) -> bool:
-        """No client, adopted init, repair or spare: nothing a fresh hub would not have."""
-        return not (self._clients or self._inits or self._repairs or self._spare)
+    def _answers(self) -> None:
+        """The repair server's answers (``R``: a job's number, its repair's wait status); its
+        socket's end (it has died): its jobs in flight end their sessions."""
+        while self._server is not None:
+            try:
+                msg = self._server[1].recv(64)
+            except BlockingIOError:
+                return
+            except OSError:
+                msg = b""
+            if len(msg) != 1 + _ANSWER.size or msg[:1] != b"R":
+                self._server_ended("the view guard's repair server has ended" if not msg
+                                   else "the view guard's repair server failed")
+                return
+            self._finished(*_ANSWER.unpack_from(msg, 1))
 
-    def wants_spare(self) -> bool:
-        """Whether a spare repair is to be spawned (``idle``): sessions are guarded here and
-        none is waiting."""
-        return (self._spare is None and bool(self._inits)
-                and time.monotonic() >= self._spare_retry)
-
-    def idle(self) -> None:
-        """The fork server has nothing else to do: spawn the spare repair if one is wanted.
-        Not at once when a repair ends: the spawn would compete for the CPU with the session
-        that has just been covered again."""
-        if self.wants_spare():
-            self._refill()
-
-    def _refill(self) -> None:
-        try:
-            self._spare = self._spawn_spare()
-        except OSError:  # the next repair spawns one itself; the next try here in a second
-            self._spare = None
-            self._spare_retry = time.monotonic() + 1
-
-    def _spawn_spare(self) -> tuple[int, socket.socket]:
-        """``nono-reaper --repair --spare``, waiting for a job on its socket: a change then
-        waits for a message, not for an exec (the view guard's window)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        binary = fcntl.fcntl(self._reaper, fcntl.F_DUPFD_CLOEXEC, 10)  # not on 3, the job's
-        try:
-            pid = os.posix_spawn(f"/proc/self/fd/{binary}",
-                                 _reaper.repair_argv(os.getpid(), spare=True), {},
-                                 file_actions=[(os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)])
-        except OSError:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-            os.close(binary)
-        return pid, ours
-
-    def reaped(self, pid: int, status: int) -> None:
-        """The fork server reaped ``pid``: if it was a repair, what it came to."""
-        for pidfd, (repair, client) in list(self._repairs.items()):
-            if repair != pid:
-                continue
-            del self._repairs[pidfd]
-            self._poller.unregister(pidfd)
-            os.close(pidfd)
-            adopted = client.adopted
-            if adopted is None or adopted.repair != pid:
-                return  # the session has ended meanwhile
+    def _finished(self, job: int, status: int) -> None:
+        """Repair ``job`` ended with wait status ``status``: what it came to."""
+        client = self._repairs.pop(job, None)
+        adopted = client.adopted if client is not None else None
+        if client is not None and adopted is not None and adopted.repair == job:
             adopted.repair = 0
             self._pass_held(adopted)
             code = os.waitstatus_to_exitcode(status)
@@ -555,7 +573,81 @@ class GuardHub:
                     signal.pidfd_send_signal(adopted.pidfd, signal.SIGKILL)
             else:  # whatever it did, the view is not known to be guarded: end the session
                 self._lost(client, f"\0the view guard's repair failed ({code})")
-            return
+
+    def _server_ended(self, why: str, later: bool = False) -> None:
+        """The repair server has died (or answered what it should not): the sessions whose
+        repairs it ran are not known to be guarded and end; those waiting for its socket
+        go to a new server (``later``: the caller sends them)."""
+        self._close_server()
+        running, self._repairs = self._repairs, {}
+        for client in running.values():
+            if client.adopted is not None:
+                client.adopted.repair = 0
+                self._pass_held(client.adopted)
+                self._lost(client, "\0" + why)
+        if not later:
+            self._next()
+
+    def _close_server(self) -> None:
+        """Close the server's socket (it exits, its children with it; the fork server reaps
+        it)."""
+        if self._server is not None:
+            self._poller.unregister(self._server[1])
+            self._server[1].close()
+            self._server = None
+            self._armed = False
+
+    @property
+    def holds_nothing(self) -> bool:
+        """No client, adopted init, repair or repair server: nothing a fresh hub would not
+        have."""
+        return not (self._clients or self._inits or self._repairs or self._server)
+
+    def wants_spare(self) -> bool:
+        """Whether the repair server is to be spawned (``idle``): sessions are guarded here
+        and there is none."""
+        return (self._server is None and bool(self._inits)
+                and time.monotonic() >= self._server_retry)
+
+    def idle(self) -> None:
+        """The fork server has nothing else to do: spawn the repair server if one is
+        wanted. Not at once when a session is adopted: the spawn would compete for the CPU
+        with the launch that is being finished."""
+        if self.wants_spare():
+            self._refill()
+
+    def _refill(self) -> None:
+        try:
+            self._server = self._spawn_server()
+        except OSError:  # the next repair spawns one itself; the next try here in a second
+            self._server = None
+            self._server_retry = time.monotonic() + 1
+
+    def _spawn_server(self) -> tuple[int, socket.socket]:
+        """``nono-reaper --repair --serve``, waiting for jobs on its socket: a change then
+        waits for a message, not for a spawn and an exec (the view guard's window)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        binary = fcntl.fcntl(self._reaper, fcntl.F_DUPFD_CLOEXEC, 10)  # not on 3, the job's
+        try:
+            pid = os.posix_spawn(f"/proc/self/fd/{binary}",
+                                 _reaper.repair_argv(os.getpid(), serve=True), {},
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)])
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+            os.close(binary)
+        ours.setblocking(False)
+        self._poller.register(ours, select.POLLIN)
+        return pid, ours
+
+    def reaped(self, pid: int, status: int) -> None:
+        """The fork server reaped ``pid``: if it was the repair server, its jobs in flight
+        end their sessions (its socket's end says the same, whichever comes first)."""
+        del status
+        if self._server is not None and self._server[0] == pid:
+            self._server_ended("the view guard's repair server has ended")
 
     def _lost(self, client: _Client, why: str) -> None:
         """Report ``client``'s guard lost and end its session (as ``reaper_outer.c`` would)."""

@@ -13,6 +13,7 @@ import fnmatch
 import functools
 import os
 import pwd
+import re
 import secrets
 from collections.abc import Iterable
 from typing import Final
@@ -70,8 +71,20 @@ NS_FLAGS = (_libc.CLONE_NEWUSER | _libc.CLONE_NEWNS | _libc.CLONE_NEWPID | _libc
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-def _matches(name: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``name`` matches one of ``patterns`` (``fnmatch.fnmatchcase``'s rules)."""
+    matcher = _matcher(patterns)
+    return matcher is not None and matcher.match(name) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _matcher(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One expression for all of ``patterns`` (None: no pattern, nothing matches): a launch's
+    environment asked ~30 patterns one ``fnmatchcase`` at a time for each variable (0.15 ms
+    of each launch's plan); the profiles' patterns are the same from launch to launch."""
+    if not patterns:
+        return None
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns))
 
 
 def sanitize_env(rules: EnvPolicy, env: Iterable[tuple[str, str]],
@@ -233,6 +246,13 @@ def _root_only_detail(uid: int, ops: tuple[MountOp, ...]) -> str:
     if idmapped:
         return f"; root-only files: {idmapped} read-only grants idmapped (root shown unmapped)"
     return "; root-only files: masked (walk at launch)"
+
+
+@functools.lru_cache(maxsize=16)
+def _kept(ops: tuple[MountOp, ...]) -> int:
+    """How many of ``ops`` the view guard keeps (for the report): the same from launch to
+    launch of one view (0.1 ms of each launch's plan, worked out again each time)."""
+    return len(guarded(ops))
 
 
 @functools.cache
@@ -512,7 +532,7 @@ def build_plan(
     if creation_layer is not None:
         # The launch fails at step `createguard` if the guard cannot be set up.
         layers.append(creation_layer)
-    kept = len(guarded(plan.mounts))
+    kept = _kept(plan.mounts)
     if kept:
         # The launch fails at step `guard` if the guard cannot start: here it is running.
         layers.append(applied("view_guard", detail=f"{kept} masks, pins and read-only binds "

@@ -223,12 +223,13 @@ def become_outer(reaper: int, init: int, guarded: tuple[int, ViewGuard, int] | N
         _close(passed)
 
 
-def repair_argv(server: int, spare: bool = False) -> list[str]:
+def repair_argv(server: int, serve: bool = False) -> list[str]:
     """``nono-reaper --repair`` (``reaper_outer.c``): one round of a session's view guard, run
     by the fork server's hub once the session's outer launcher has left (``_guardhub``), with
     the init's pidfd, the session's hub socket, its exit pipe and the guard's state on 3 to 6;
-    ``spare``: spawned ahead of need, it waits on 3 for those four (``J``)."""
-    return ["nono-repair", "--repair", str(server), *(("--spare",) if spare else ())]
+    ``serve``: a repair server, spawned ahead of need, which takes those four (``J`` and the
+    job's number) on 3, for any session, and runs each job in a child of its own."""
+    return ["nono-repair", "--repair", str(server), *(("--serve",) if serve else ())]
 
 
 def _above_stdio(fd: int) -> int:

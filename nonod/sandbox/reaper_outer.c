@@ -660,11 +660,12 @@ static int repair(void) {
     return save(CONFIG) < 0 ? 2 : 0;
 }
 
-/* A spare's job: "J" and the four descriptors on JOB_FD, numbered 3 to 6 here, and the
- * session's mount namespace (an init adopted ahead) on 7 if there is a fifth. */
-static int take_job(void) {
-    char tag;
-    struct iovec iov = {.iov_base = &tag, .iov_len = 1};
+/* A server's job: "J", the job's number (4 bytes, as the hub sent them) and the session's four
+ * descriptors on JOB_FD (five: its mount namespace, for an init adopted ahead). 0 and the
+ * descriptors in fds (n_fds of them); -1: the hub has gone or sent no job (nothing to do). */
+static int take_job(int *fds, int *n_fds, uint32_t *job) {
+    unsigned char msg[5];
+    struct iovec iov = {.iov_base = msg, .iov_len = sizeof msg};
     union {
         char buf[CMSG_SPACE(5 * sizeof(int))];
         struct cmsghdr align;
@@ -674,32 +675,132 @@ static int take_job(void) {
     ssize_t n;
     while ((n = recvmsg(JOB_FD, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
         ;
-    struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&mh) : NULL;
-    int n_fds = !c ? 0 : c->cmsg_len == CMSG_LEN(4 * sizeof(int)) ? 4
+    struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
+    int count = !c ? 0 : c->cmsg_len == CMSG_LEN(4 * sizeof(int)) ? 4
                        : c->cmsg_len == CMSG_LEN(5 * sizeof(int)) ? 5 : 0;
-    if (!n_fds || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || tag != 'J' ||
-        (mh.msg_flags & MSG_CTRUNC))
-        return -1; /* the fork server is gone, or sent no job: nothing to do */
-    int fds[5], high[5];
-    memcpy(fds, CMSG_DATA(c), (size_t)n_fds * sizeof(int));
-    close(JOB_FD);
-    for (int i = 0; i < n_fds; i++) { /* above 7 first, so that no dup2 below hits a source */
-        if ((high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) < 0)
-            return -1;
-        close(fds[i]);
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && !count) {
+        /* descriptors, but not four or five: close what came (we end anyway) */
+        size_t got = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < got && i < 5; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            close(fd);
+        }
     }
-    for (int i = 0; i < n_fds; i++)
-        if (dup2(high[i], 3 + i) < 0 || close(high[i]) < 0)
-            return -1;
-    session_mntns = n_fds == 5 ? MNTNS : -1;
+    if (!count || n != (ssize_t)sizeof msg || c->cmsg_level != SOL_SOCKET ||
+        c->cmsg_type != SCM_RIGHTS || msg[0] != 'J' || (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)))
+        return -1;
+    memcpy(fds, CMSG_DATA(c), (size_t)count * sizeof(int));
+    memcpy(job, msg + 1, 4);
+    *n_fds = count;
     return 0;
 }
 
-/* nono-reaper --repair SERVER [--spare]: what the outer launcher did on the hub's "c", for a
+/* In the server's child: the job's descriptors onto 3 to 6 (7: the mount namespace), nothing
+ * else of the server's kept, then one repair. */
+static void run_job(const int *fds, int n_fds, pid_t server) {
+    int high[5];
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != server)
+        _exit(2); /* the server died before we could tie our life to it */
+    for (int i = 0; i < n_fds; i++) /* above 7 first, so that no dup2 below hits a source */
+        if ((high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) < 0)
+            _exit(2);
+    for (int i = 0; i < n_fds; i++)
+        if (dup2(high[i], 3 + i) < 0)
+            _exit(2);
+    syscall(SYS_close_range, 3 + n_fds, ~0U, 0); /* the server's socket, signalfd, copies */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    session_mntns = n_fds == 5 ? MNTNS : -1;
+    hub = HUB;
+    report = REPORT;
+    init_pidfd = PIDFD;
+    _exit(repair());
+}
+
+/* The hub's answer for one job: "R", the job's number and the repair's wait status. */
+static void answer(uint32_t job, int status) {
+    unsigned char msg[9] = {'R'};
+    memcpy(msg + 1, &job, 4);
+    memcpy(msg + 5, &status, 4);
+    while (send(JOB_FD, msg, sizeof msg, MSG_NOSIGNAL) < 0 && errno == EINTR)
+        ;
+}
+
+/* A repair server (--serve): spawned by the hub ahead of need, it serves every session the
+ * hub guards, one job after another as they come on JOB_FD: a fork each (not an exec: a
+ * change beside many sessions costs a fork per session, in this small process, not a spawn
+ * in the fork server's loop and an exec), whose wait status goes back as "R". It ends when
+ * the hub closes its end or sends what is not a job (its children then die with it). */
+static int serve(void) {
+    pid_t self = getpid();
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0)
+        return 2;
+    struct running {
+        pid_t pid;
+        uint32_t job;
+    } *run = NULL;
+    size_t n_run = 0, cap = 0;
+    struct pollfd watch[2] = {{.fd = JOB_FD, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+    for (;;) {
+        if (poll(watch, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return 2;
+        }
+        if (watch[1].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) > 0)
+                ;
+            int status;
+            pid_t pid;
+            while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+                for (size_t i = 0; i < n_run; i++)
+                    if (run[i].pid == pid) {
+                        answer(run[i].job, status);
+                        run[i] = run[--n_run];
+                        break;
+                    }
+        }
+        if (!watch[0].revents)
+            continue;
+        int fds[5], n_fds;
+        uint32_t job;
+        if (take_job(fds, &n_fds, &job) < 0)
+            return 0;
+        if (n_run == cap) {
+            size_t more = cap ? cap * 2 : 16;
+            struct running *grown = realloc(run, more * sizeof *run);
+            if (!grown)
+                return 2; /* the hub ends the sessions of the jobs in flight */
+            run = grown;
+            cap = more;
+        }
+        pid_t pid = fork();
+        if (pid == 0)
+            run_job(fds, n_fds, self);
+        for (int i = 0; i < n_fds; i++)
+            close(fds[i]);
+        if (pid < 0)
+            answer(job, 2 << 8); /* as a repair that could not: the hub ends that session */
+        else
+            run[n_run++] = (struct running){pid, job};
+    }
+}
+
+/* nono-reaper --repair SERVER [--serve]: what the outer launcher did on the hub's "c", for a
  * session whose outer has left (the fork server's hub runs it on each change, one at a time
  * per session). With the descriptors PIDFD (the init's), HUB (the session's hub socket),
- * REPORT (its exit pipe) and CONFIG (the guard's state) on 3 to 6; with --spare it is spawned
- * ahead of need and waits for them ("J") on 3, so that a change does not wait for an exec
+ * REPORT (its exit pipe) and CONFIG (the guard's state) on 3 to 6; with --serve it is a
+ * server spawned ahead of need, which takes jobs ("J", a number and those descriptors) on 3
+ * and runs each in a child (``serve``), so that a change waits for neither a spawn nor an exec
  * (with a fifth, MNTNS, for an init adopted ahead). It enters the session's user and mount
  * namespaces (``enter``: through the init's pidfd, or MNTNS and its owner; with the
  * capabilities of their owner there), covers again what lost its mount, has the hub watch the
@@ -712,14 +813,14 @@ int repair_main(int argc, char **argv) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     prctl(PR_SET_DUMPABLE, 0);
     prctl(PR_SET_NAME, "nono-repair");
-    int spare = argc == 4 && !strcmp(argv[3], "--spare");
-    if ((argc != 3 && !spare) || number(argv[2], &server))
+    int serving = argc == 4 && !strcmp(argv[3], "--serve");
+    if ((argc != 3 && !serving) || number(argv[2], &server))
         return 2;
     if (getppid() != (pid_t)server)
         return 2; /* the fork server died before we could tie our life to it */
-    syscall(SYS_close_range, spare ? JOB_FD + 1 : CONFIG + 1, ~0U, 0); /* anything else */
-    if (spare && take_job() < 0)
-        _exit(0);
+    syscall(SYS_close_range, serving ? JOB_FD + 1 : CONFIG + 1, ~0U, 0); /* anything else */
+    if (serving)
+        _exit(serve());
     hub = HUB;
     report = REPORT;
     init_pidfd = PIDFD;

@@ -140,21 +140,136 @@ def test_a_repair_that_fails_in_any_way_ends_its_session_with_a_report() -> None
     adopted = hub._inits[next(iter(hub._inits))].adopted
     assert adopted is not None
     adopted.repair = 12345  # as if that repair ran, then:
-    fake = os.pidfd_open(os.getpid())
-    poller.register(fake, select.POLLIN)
-    hub._repairs[fake] = (12345, hub._inits[adopted.pidfd])
+    hub._repairs[12345] = hub._inits[adopted.pidfd]
     try:
-        hub.reaped(12345, 1 << 8)  # exit status 1
+        hub._finished(12345, 1 << 8)  # exit status 1
         kind, _, why, length = RECORD.unpack(os.read(report, RECORD.size))
         assert (kind, why) == (REC_GUARD, GUARD_LOST)
         assert b"repair failed (1)" in os.read(report, length)
         assert os.waitpid(init, 0)[1] == 9  # SIGKILL
     finally:
         client.close()
-        if hub._spare is not None:  # the spare the hand-over spawned: its job never comes
-            pid, sock = hub._spare
+        if hub._server is not None:  # the server the hand-over spawned: its job never came
+            pid, sock = hub._server
             sock.close()
             assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_a_repair_server_that_dies_ends_the_sessions_whose_repairs_it_ran() -> None:
+    """The repair server's children die with it (their parent-death signal): a session whose
+    repair it was running is not known to be guarded any more, and is ended with a report;
+    a session it was not repairing goes on (its next repair spawns a new server)."""
+    import signal
+
+    from nonod.sandbox import _reaper
+    from nonod.sandbox._launcher import GUARD_LOST, REC_GUARD, RECORD
+
+    poller = select.poll()
+    hub = GuardHub(poller, _reaper.load())
+    client, init, report = _adopted(hub, poller)
+    other, kept, _ = _adopted(hub, poller)
+    os.set_blocking(report, False)  # a missing record fails, not hangs
+    hub.idle()  # the server, spawned ahead of need
+    assert hub._server is not None
+    server = hub._server[0]
+    first = next(iter(hub._inits.values()))
+    assert first.adopted is not None
+    first.adopted.repair = 77  # as if the server ran its repair, then:
+    hub._repairs[77] = first
+    try:
+        os.kill(server, signal.SIGKILL)
+        assert os.waitpid(server, 0)[1] == signal.SIGKILL
+        _pump(hub, poller)  # its socket's end
+        assert hub._server is None and not hub._repairs
+        kind, _, why, length = RECORD.unpack(os.read(report, RECORD.size))
+        assert (kind, why) == (REC_GUARD, GUARD_LOST)
+        assert b"repair server has ended" in os.read(report, length)
+        assert os.waitpid(init, 0)[1] == signal.SIGKILL
+        assert os.waitpid(kept, os.WNOHANG) == (0, 0)  # not being repaired: it goes on
+    finally:
+        client.close()
+        other.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(kept, signal.SIGKILL)
+        os.waitpid(kept, 0)
+        if hub._server is not None:
+            pid, sock = hub._server
+            sock.close()
+            os.waitpid(pid, 0)
+
+
+def test_the_last_sessions_end_forgets_the_repairs_it_cut_short() -> None:
+    """With no session left the hub closes the repair server, whose children die with it:
+    the answers of the repairs it was running never come, and they are forgotten (kept,
+    they would be held for good; when the hub bounded the repairs running at once, they held
+    every later session's repair back, its view unrepaired)."""
+    import signal
+
+    from nonod.sandbox import _reaper
+
+    poller = select.poll()
+    hub = GuardHub(poller, _reaper.load())
+    client, init, _ = _adopted(hub, poller)
+    hub.idle()
+    assert hub._server is not None
+    server = hub._server[0]
+    first = next(iter(hub._inits.values()))
+    for job in range(1, 9):  # as if they ran when the session ended
+        hub._repairs[job] = first
+    try:
+        os.kill(init, signal.SIGKILL)
+        assert os.waitpid(init, 0)[1] == signal.SIGKILL
+        _pump(hub, poller)  # the init's end: the last session dropped
+        assert not hub._inits and hub._server is None
+        assert os.waitpid(server, 0)[1] == 0  # its socket closed: it ended
+        assert not hub._repairs
+    finally:
+        client.close()
+
+
+def test_jobs_wait_for_a_full_server_socket_and_all_go_once_it_takes_them() -> None:
+    """Every woken session's job goes to the repair server at once; when its socket is full
+    (a server that reads slower than a burst of wake-ups) the next ones wait in the hub, in
+    order, and are sent as soon as it can be written again: every session's repair runs.
+    (Here each repair fails, the guard's state being empty: each init killed says it ran.)"""
+    import signal
+
+    from nonod.sandbox import _reaper
+
+    poller = select.poll()
+    hub = GuardHub(poller, _reaper.load())
+    sessions = [_adopted(hub, poller) for _ in range(12)]
+    hub.idle()
+    assert hub._server is not None
+    server, sock = hub._server
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)  # the least: a few messages
+    try:
+        os.kill(server, signal.SIGSTOP)
+        for client in list(hub._inits.values()):
+            hub._repair(client)
+        waited = len(hub._waiting)
+        assert waited and hub._repairs  # some sent, the others waiting
+        os.kill(server, signal.SIGCONT)
+        with contextlib.suppress(ChildProcessError):
+            for _ in range(200):
+                _pump(hub, poller, 50)
+                if not (hub._waiting or hub._repairs):
+                    break
+        assert not hub._waiting and not hub._repairs
+        for _, init, _ in sessions:  # each repair ran (and, with no state, ended its session)
+            assert os.waitpid(init, 0)[1] == signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server, signal.SIGCONT)
+        for client, init, _ in sessions:
+            client.close()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(init, 0)
+        if hub._server is not None:
+            hub._server[1].close()
+        os.waitpid(server, 0)
 
 
 def _send_dirs(client: socket.socket, directories: list[Path]) -> None:
@@ -327,10 +442,8 @@ def test_a_full_holding_pipe_before_the_launch_blocks_neither_the_hub_nor_a_repa
             writer.wait()
         assert writer.returncode == 1  # the write that did not fit failed, not waited
         adopted.repair = 12345  # as if a repair ran, and failed:
-        fake = os.pidfd_open(os.getpid())
-        poller.register(fake, select.POLLIN)
-        hub._repairs[fake] = (12345, hub._clients[ours.fileno()])
-        done = threading.Thread(target=hub.reaped, args=(12345, 1 << 8), daemon=True)
+        hub._repairs[12345] = hub._clients[ours.fileno()]
+        done = threading.Thread(target=hub._finished, args=(12345, 1 << 8), daemon=True)
         done.start()
         done.join(5)
         stuck = done.is_alive()
@@ -345,7 +458,7 @@ def test_a_full_holding_pipe_before_the_launch_blocks_neither_the_hub_nor_a_repa
     finally:
         init.kill()
         client.close()
-        if hub._spare is not None:
-            pid, sock = hub._spare
+        if hub._server is not None:
+            pid, sock = hub._server
             sock.close()
             os.waitpid(pid, 0)

@@ -414,11 +414,12 @@ async def test_sessions_keep_the_descriptor_limit_the_fork_server_was_given(
     assert f"Max open files            {hard}" in server, server
 
 
-async def test_the_spare_repair_holds_nothing_but_its_job_socket(world_tmp: Path) -> None:
-    """The fork server keeps one ``nono-reaper --repair`` spawned ahead of need once it guards
-    a session. It will enter some session's namespaces with their owner's capabilities, so it
-    holds nothing of the fork server's (no other session's pipes, sockets or pidfds): its
-    standard descriptors and the socket its job comes on, and it is not dumpable."""
+async def test_the_repair_server_holds_nothing_but_its_job_socket(world_tmp: Path) -> None:
+    """The fork server keeps one ``nono-reaper --repair --serve`` spawned ahead of need once it
+    guards a session. Its children will enter some session's namespaces with their owner's
+    capabilities, so it holds nothing of the fork server's (no other session's pipes, sockets
+    or pidfds): its standard descriptors, the socket its jobs come on and the signalfd its
+    children's ends come on, and it is not dumpable."""
     async with _session(world_tmp, "import sys; sys.stdin.read()", "namespaces",
                         _masked(world_tmp)) as (proc, _, stdin):
         await _outer_left(proc.pid)
@@ -427,10 +428,12 @@ async def test_the_spare_repair_holds_nothing_but_its_job_socket(world_tmp: Path
             while not (spares := _children_named(server, "nono-repair")):
                 await trio.sleep(0.005)
         fds = sorted(int(fd) for fd in os.listdir(f"/proc/{spares[0]}/fd"))
+        fourth = os.readlink(f"/proc/{spares[0]}/fd/4")
         owner = os.stat(f"/proc/{spares[0]}").st_uid  # root's, not its uid's: not dumpable
         os.close(stdin)
         assert await _exited(proc) == (0, None)
-    assert fds == [0, 1, 2, 3], fds
+    assert fds == [0, 1, 2, 3, 4], fds
+    assert fourth == "anon_inode:[signalfd]"
     assert owner == 0
 
 
@@ -445,11 +448,12 @@ def _children_named(parent: int, name: str) -> list[int]:
     return out
 
 
-async def test_the_spare_repair_ends_with_the_last_guarded_session(world_tmp: Path) -> None:
-    """The spare is there for the sessions the fork server guards: once none is left, it
-    ends (the fork server's children are its launchers again). A warm launcher made for the
-    same view meanwhile guards its view at the hub ahead of its launch (a direct one) and
-    keeps the spare until it is dropped, ``warm_idle`` after the last launch: short here."""
+async def test_the_repair_server_ends_with_the_last_guarded_session(world_tmp: Path) -> None:
+    """The repair server is there for the sessions the fork server guards: once none is
+    left, it ends (the fork server's children are its launchers again). A warm launcher made
+    for the same view meanwhile guards its view at the hub ahead of its launch (a direct one)
+    and keeps the server until it is dropped, ``warm_idle`` after the last launch: short
+    here."""
     async with _session(world_tmp, "import sys; sys.stdin.read()", "namespaces",
                         _masked(world_tmp), warm_idle=0.5) as (proc, _, stdin):
         await _outer_left(proc.pid)
@@ -465,12 +469,13 @@ async def test_the_spare_repair_ends_with_the_last_guarded_session(world_tmp: Pa
 
 
 def test_a_repair_that_cannot_enter_the_session_ends_it_with_the_reason() -> None:
-    """A spare repair whose job names a mount namespace it cannot enter (here no namespace
-    at all) for a session still running does not leave it unguarded: it reports the guard
-    lost with why, kills the init through its pidfd and exits ``REPAIR_LOST``, as for a
-    path it cannot cover again."""
+    """A repair server's job that names a mount namespace it cannot enter (here no namespace
+    at all) for a session still running does not leave it unguarded: its repair reports the
+    guard lost with why, kills the init through its pidfd and exits ``REPAIR_LOST``, which
+    the server answers, as for a path it cannot cover again."""
     import random
     import socket
+    import struct
     import subprocess
 
     from nonod.sandbox._guardhub import REPAIR_LOST
@@ -486,12 +491,17 @@ def test_a_repair_that_cannot_enter_the_session_ends_it_with_the_reason() -> Non
     memfd = _memfd(outer_config(random.Random(0)))
     not_a_namespace = os.open("/dev/null", os.O_RDONLY)
     try:
-        pid = _spawn(["nono-repair", "--repair", str(os.getpid()), "--spare"],
+        pid = _spawn(["nono-repair", "--repair", str(os.getpid()), "--serve"],
                      {job.fileno(): 3})
         job.close()
-        socket.send_fds(ours, [b"J"], [pidfd, hub.fileno(), report_w, memfd, not_a_namespace])
-        _, status = os.waitpid(pid, 0)
+        socket.send_fds(ours, [b"J" + struct.pack("<I", 5)],
+                        [pidfd, hub.fileno(), report_w, memfd, not_a_namespace])
+        ours.settimeout(10)
+        tag, number, status = struct.unpack("<cIi", ours.recv(64))
+        assert (tag, number) == (b"R", 5)
         assert os.waitstatus_to_exitcode(status) == REPAIR_LOST
+        ours.shutdown(socket.SHUT_WR)
+        assert os.waitpid(pid, 0)[1] == 0  # the server ends with its hub's end
         assert init.wait(timeout=10) == -signal.SIGKILL
         os.close(report_w)
         with os.fdopen(report_r, "rb") as f:

@@ -1,10 +1,10 @@
 """``nono-reaper``'s parsers fed random and mutated input, run as the real binary: the
 creation guard's configuration (``NGC2``, read by the init), the view guard's state
-(``NGO1``, read by ``--outer`` and ``--repair``), a spare repair's job message (``J`` and four
-descriptors), the command lines and the daemon's requests on the control socket. Whatever
-it gets, the binary must refuse or go on: an exit status it documents, never a signal (a
-crash, or a sanitizer's abort in the ``make reaper-asan`` build, which these runs use when
-``NONO_REAPER_BINARY`` names it).
+(``NGO1``, read by ``--outer`` and ``--repair``), a repair server's job message (``J``, a
+number and four descriptors), the command lines and the daemon's requests on the control
+socket. Whatever it gets, the binary must refuse or go on: an exit status it documents,
+never a signal (a crash, or a sanitizer's abort in the ``make reaper-asan`` build, which
+these runs use when ``NONO_REAPER_BINARY`` names it).
 
 Each run is one process with nothing to act on: the init with no child (it reports and
 exits at once), a repair whose session has already ended (its pidfd names a reaped
@@ -262,44 +262,53 @@ def _send_job(sock: socket.socket, tag: bytes, fds: list[int], split: bool) -> N
     sock.sendmsg([tag], ancdata)
 
 
-def test_a_spare_repairs_job_fuzzed() -> None:
-    """A spare repair takes exactly "J" and four descriptors (five: the session's mount
-    namespace), then reads the state on the fourth; anything else ends it (0) before it
-    acts: never a crash."""
+def test_a_repair_servers_job_fuzzed() -> None:
+    """A repair server takes exactly "J", a job's number (4 bytes) and four descriptors (five:
+    the session's mount namespace), runs the job in a child that reads the state on the
+    fourth, and answers "R", the number and the child's wait status; anything else ends it
+    (0) before it acts: never a crash."""
     rng = random.Random(SEED + 2)
     config = outer_config(rng)
     null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    job = b"J" + struct.pack("<I", 7)
     with _ended_pidfd() as pidfd:
-        cases: list[tuple[bytes, int, bool]] = [(b"J", 4, False), (b"J", 5, False)]
-        cases += [(rng.choice([b"", b"J", b"j", b"JJ", rng.randbytes(rng.randint(1, 8))]),
+        cases: list[tuple[bytes, int, bool]] = [(job, 4, False), (job, 5, False)]
+        cases += [(rng.choice([b"", b"J", job + b"x", b"j\0\0\0\0", b"JJ", job,
+                               rng.randbytes(rng.randint(1, 8))]),
                    rng.choice([0, 1, 3, 4, 4, 5, 8]), rng.random() < 0.2)
                   for _ in range(ROUNDS // 5)]
         for tag, count, split in cases:
-            ours, job = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             ours_hub, hub = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             report_r, report_w = os.pipe()
             memfd = _memfd(config)
+            answer = b""
             with ours, ours_hub:
-                pid = _spawn(["nono-repair", "--repair", str(os.getpid()), "--spare"],
-                             {job.fileno(): 3})
-                job.close()
+                pid = _spawn(["nono-repair", "--repair", str(os.getpid()), "--serve"],
+                             {theirs.fileno(): 3})
+                theirs.close()
                 fds = [pidfd, hub.fileno(), report_w, memfd] + [null] * 4
-                with contextlib.suppress(OSError):  # the repair may be gone already
+                with contextlib.suppress(OSError):  # the server may be gone already
                     if tag:
                         _send_job(ours, tag, fds[:count], split)
+                if tag == job and count in (4, 5) and not split:
+                    ours.settimeout(10)
+                    answer = ours.recv(64)
                 ours.shutdown(socket.SHUT_WR)
                 status = _status(pid, (tag, count, split))
             hub.close()
             for fd in (report_r, report_w, memfd):
                 os.close(fd)
             assert status == 0, (SEED, tag, count, split)
+            if tag == job and count in (4, 5) and not split:  # the session had ended: done
+                assert answer == b"R" + struct.pack("<Ii", 7, 0), (SEED, answer)
     os.close(null)
 
 
 def _word(rng: random.Random) -> str:
     return rng.choice(["", "-", "0", "-1", "1", "3", "x", "12x", " 1", "1 ", "+1", "0x10",
                        "99999999999999999999", "-99999999999999999999", "2147483648",
-                       "4294967299", "-2147483649", "--spare", "--outer", "--repair",
+                       "4294967299", "-2147483649", "--serve", "--outer", "--repair",
                        rng.randbytes(4).hex()])
 
 

@@ -203,8 +203,8 @@ def _mount_points(pid: int) -> list[str]:
 
 
 def _waiting_inits(server: int) -> list[int]:
-    """The fork server's children waiting in a socket's recv: direct inits for a plan (and
-    the hub's spare repair, for a job)."""
+    """The fork server's children waiting in a socket's recv: direct inits for a plan (the
+    hub's repair server waits in poll: not one of them)."""
     return [pid for pid in children(server) if _wchan(pid) == "__skb_wait_for_more_packets"]
 
 
