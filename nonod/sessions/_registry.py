@@ -131,21 +131,22 @@ class Registry:
         self.secret_log = secret_log or SecretFileLog(state_dir)
         #: Where each user's secrets have been sent (``nonoctl secret hosts``).
         self.secret_hosts = SecretHosts(state_dir)
+        #: Ended sessions' cgroups (and refused launches'), removed in batches
+        #: (``_removals``).
+        self._removals = GroupRemovals(nursery)
         self._starter = ProgramStarter(
             get_launcher=get_launcher, limits=limits, system=system,
             network=self._network, audit=self._audit_settings,
             daemon_secrets=daemon_secrets or DaemonSecrets(config_file=None,
                                                            state_dir=str(state_dir)),
             secret_log=self.secret_log, fs_denied=fs_denied, metrics=metrics,
-            secret_hosts=self.secret_hosts,
+            secret_hosts=self.secret_hosts, removals=self._removals,
         )
         self._audit_hub = audit_hub
         self._audit_ledger = audit_ledger
         self._nursery = nursery
         #: The live sessions' timed audit fsyncs, batched (``nonod.audit._syncer``).
         self._audit_syncer = AuditSyncer(nursery)
-        #: Ended sessions' cgroups, removed in batches (``_removals``).
-        self._removals = GroupRemovals(nursery)
         #: Every live session's OOM watch, in one task (``_oomwatch``).
         self._oom = OomWatches(nursery)
         self._state_dir = state_dir

@@ -48,6 +48,7 @@ from ._limits import (
 )
 from ._output import SessionOutput
 from ._records import make_private_dirs, shorten_argv
+from ._removals import GroupRemovals
 from ._session import Session
 from ._settings import AuditSettings, SessionLimits
 
@@ -95,6 +96,7 @@ class ProgramStarter:
         fs_denied: FsDeniedMonitor | None,
         metrics: Metrics | None,
         secret_hosts: SecretHosts | None = None,
+        removals: GroupRemovals | None = None,
     ) -> None:
         self._get_launcher = get_launcher
         self._limits = limits
@@ -110,6 +112,10 @@ class ProgramStarter:
         self.cgroups = SessionCgroups(None, "the daemon has not looked for cgroups yet")
         self._metrics = metrics
         self._secret_hosts = secret_hosts
+        #: Where a refused launch's group goes to be removed (the registry's queue of ended
+        #: sessions' groups): its refusal is answered at once. None: removed before the
+        #: refusal, up to ``REMOVE_TIMEOUT``.
+        self._removals = removals
 
     async def start(self, session: Session, plan: SessionPlan,
                     create_audit: Callable[[Callable[[], None] | None], Awaitable[bool]],
@@ -246,13 +252,27 @@ class ProgramStarter:
                     await trio.to_thread.run_sync(self._secret_hosts.withdraw, bindings)
                 await session.close_terminal()
                 if session.cgroup is not None:
-                    await remove_group(session.cgroup)
+                    await self._remove_refused(session.cgroup)
                     session.cgroup = None
             raise
         finally:
             for fd in to_close:
                 os.close(fd)
         return proc
+
+    async def _remove_refused(self, group: SessionGroup) -> None:
+        """A refused launch's group, removed. Queued (``_removals``) where the registry's
+        queue takes it: a launcher that did not report may be stuck in the kernel (a
+        caller's FUSE file system), unkillable, and the group then outlasts every try; its
+        refusal need not wait ``REMOVE_TIMEOUT`` for that. Else (no queue, or its nursery
+        closed at the daemon's exit) removed here, as before."""
+        if self._removals is not None:
+            try:
+                self._removals.add(group)
+                return
+            except RuntimeError:  # its nursery is closed: the daemon is going
+                pass
+        await remove_group(group)
 
     async def _prepare(
         self, session: Session, plan: SessionPlan, to_close: list[int],

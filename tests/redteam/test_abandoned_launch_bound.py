@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from nonod.sandbox import _api
-from nonod.sessions import _limits
 from tests.daemon.conftest import DaemonThread
 from tests.daemon.localusers import LocalUser
 from tests.fusepicky import picky_fuse
@@ -36,10 +35,6 @@ PER_UID, IN_ALL = 2, 3
 #: The launch's timeout for this test: long enough for the victim's launches on a loaded
 #: host, short enough for four given up on.
 TIMEOUT = 5.0
-#: How long a refused launch's cgroup is tried for before it is left to the next start: the
-#: stalled launcher in it waits in the kernel (FUSE) and cannot be killed, so each refusal
-#: ran out the 5 s default before its reply (twice the launch's timeout in all).
-REMOVE_TIMEOUT = 0.5
 
 
 @pytest.fixture
@@ -49,7 +44,6 @@ def daemon(short_tmp: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(_api, "ABANDONED_PER_UID", PER_UID, raising=False)
     monkeypatch.setattr(_api, "ABANDONED_IN_ALL", IN_ALL, raising=False)
     monkeypatch.setattr(_api, "LAUNCH_TIMEOUT", TIMEOUT)
-    monkeypatch.setattr(_limits, "REMOVE_TIMEOUT", REMOVE_TIMEOUT)
     with shared_daemon(short_tmp, 3) as setting:
         yield setting
 

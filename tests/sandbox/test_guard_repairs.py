@@ -15,8 +15,10 @@ import contextlib
 import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,31 @@ _CN_IDX_PROC = 1
 _SO_RCVBUFFORCE = 33
 
 
+def _no_process_events() -> str:
+    """Why the kernel's process events cannot be had here, "" where they can: the proc
+    connector answers a fork of this process with its event within seconds. Absent from a
+    kernel built without ``CONFIG_PROC_EVENTS`` (or without ``CONFIG_CONNECTOR``: no such
+    netlink family), and silent outside the initial network namespace (it sends to that one
+    only); the test counts processes by them, so it cannot run there."""
+    try:
+        events = ProcessEvents()
+    except OSError as exc:
+        return f"no process-event connector (NETLINK_CONNECTOR: {exc.strerror})"
+    try:
+        child = subprocess.Popen(["/bin/true"])
+        child.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if child.pid in events.children(os.getpid()):
+                return ""
+            time.sleep(0.01)
+    finally:
+        events.close()
+    return ("the process-event connector sent no event for a fork of this process within "
+            "5 s (a kernel without CONFIG_PROC_EVENTS, or outside the initial network "
+            "namespace)")
+
+
 def _repair_server(fork_server: int) -> int:
     """The pid of the fork server's repair server (``nono-reaper --repair --serve``), 0: none."""
     for entry in os.listdir("/proc"):
@@ -113,6 +140,15 @@ def _masks(init: int, secret: Path) -> bool:
     return os.listdir(f"/proc/{init}/root{secret}") == []
 
 
+@pytest.fixture
+def process_events() -> None:
+    """Skips the test where the kernel's process events cannot be had (``_no_process_events``:
+    asked outside the test's trio run, whose skip would lose its reason)."""
+    if why := _no_process_events():
+        pytest.skip(why)
+
+
+@pytest.mark.usefixtures("process_events")
 async def test_one_host_change_beside_many_sessions_is_repaired_by_one_repair_process(
         world_tmp: Path) -> None:
     """``SESSIONS`` sessions mask one directory; the host renames a directory with a file
