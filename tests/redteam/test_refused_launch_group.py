@@ -70,8 +70,9 @@ def test_a_refused_launch_is_answered_without_waiting_for_its_group(
         answer, took = launch_as(handle, user, work, (str(program),))
         assert answer.get("code") == "launch.failed", answer
         assert "did not report" in str(answer["message"]), answer
-        # On main: TIMEOUT + REMOVE_TIMEOUT (8 s) at the least.
-        assert took < TIMEOUT + 2.5, took
+        # On main: TIMEOUT + REMOVE_TIMEOUT (8 s) at the least (8.1 s measured); about
+        # TIMEOUT now (3.3 s): a second of the wait left as margin for a loaded host.
+        assert took < TIMEOUT + _limits.REMOVE_TIMEOUT - 1, took
         groups = _groups_of(user.uid)  # the stuck launcher's, still there
         assert groups, "the stuck launcher has no cgroup of the daemon's"
     # The file system gone, the launcher can die: its group is removed from the queue.
