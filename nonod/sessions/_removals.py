@@ -76,13 +76,14 @@ class GroupRemovals:
     def add(self, group: SessionGroup, *, close: tuple[int, ...] = ()) -> None:
         """Queue ``group`` (its session has ended, its usage read) for removal, and ``close``
         (descriptors: an ended OOM watch's eventfd) to be closed before it, in the same
-        worker thread."""
+        worker thread. Raises RuntimeError, queueing nothing, when the task is not running
+        and ``nursery`` is closed (the daemon is going)."""
+        if not self._running:
+            self._nursery.start_soon(self._run, name="nonod cgroup removals")
+            self._running = True
         self._queued.append(_Queued(group, trio.current_time() + REMOVE_TIMEOUT, False,
                                     close))
         self._wake.set()
-        if not self._running:
-            self._running = True
-            self._nursery.start_soon(self._run, name="nonod cgroup removals")
 
     def pending(self) -> int:
         """Groups queued, not yet removed (those in the batch under way included)."""

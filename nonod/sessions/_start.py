@@ -270,7 +270,7 @@ class ProgramStarter:
             try:
                 self._removals.add(group)
                 return
-            except RuntimeError:  # its nursery is closed: the daemon is going
+            except RuntimeError:  # its nursery is closed (the daemon is going): not queued
                 pass
         await remove_group(group)
 

@@ -106,3 +106,26 @@ async def test_an_ended_oom_watchs_eventfd_is_closed_by_the_removal_not_on_the_l
         assert gone or os.readlink(f"/proc/self/fd/{efd}") != "anon_inode:[eventfd]"
         watches.close()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_group_added_once_the_nursery_is_closed_is_not_queued(tmp_path: Path) -> None:
+    """A refused launch's group goes to the queue (``ProgramStarter._remove_refused``), which
+    removes it in place when the queue cannot take it: at the daemon's exit, its nursery
+    closed. ``add`` then raises and queues nothing (the group had stayed queued, and been
+    removed twice)."""
+    cgroups = SessionCgroups.open(tmp_path)
+    if cgroups.backend is None:
+        cgroups.close()
+        pytest.skip(cgroups.why)
+    try:
+        group, _ = await cgroups.make("s1", ResolvedPolicy(name="fake", grants=(), denials=()))
+        assert group is not None
+        async with trio.open_nursery() as nursery:
+            removals = GroupRemovals(nursery)
+        with pytest.raises(RuntimeError):
+            removals.add(group)
+        assert removals.pending() == 0
+        assert os.path.isdir(group.path)
+        assert group.remove(kill=True)
+    finally:
+        cgroups.close()
