@@ -155,3 +155,30 @@ def test_one_callers_stuck_threads_stall_that_caller_only() -> None:
             release.set()
 
     trio.run(main)
+
+
+@needs_root
+@pytest.mark.root
+def test_a_socket_made_as_a_user_inside_a_callers_read_leaves_the_callers_rights(
+        tree: Path) -> None:
+    """review28: ``made_as`` put back the daemon's own uid, not the one it found. Made inside
+    ``acting_as`` (a worker thread reading as a caller), the rest of that read ran as root:
+    the caller's file then read what only root may."""
+    import socket
+
+    from nonod._loopback_peers import tcp_peer_uid
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        with acting_as(_callerfs.Identity(uid=NOBODY, gid=NOBODY, groups=(NOBODY,))):
+            sock = _callerfs.made_as(NOBODY - 1, socket.socket)
+            with sock:
+                sock.connect(("127.0.0.1", port))
+                accepted, _ = listener.accept()
+                with accepted:
+                    assert tcp_peer_uid(accepted) == NOBODY - 1  # made as that uid
+            assert _callerfs.acting_uid() == NOBODY
+            with pytest.raises(PermissionError):
+                (tree / "private").read_text()
+        assert _callerfs.acting_uid() == 0
+        assert (tree / "private").read_text() == "root only"
