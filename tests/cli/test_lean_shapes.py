@@ -196,3 +196,21 @@ def test_a_hostile_daemons_key_given_twice_is_refused_whole(
         server.close()
     assert status != 0  # before: 0
     assert "cannot decode a message from nonod" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1.8e308", "1" + "0" * 309])
+def test_a_float_out_of_a_doubles_range_does_not_fit(number: str) -> None:
+    """review28: the scanner reads ``1e400`` as infinity and ``1`` followed by 309 zeros as
+    an int, and both fitted a float field; msgspec refuses them (out of range)."""
+    text = json.dumps({"type": "launched", "session": {**_detail(), "limits": {"cpus": 0}}})
+    text = text.replace('"cpus": 0', f'"cpus": {number}')
+    with pytest.raises(msgspec.ValidationError):
+        p.decode_reply(text)
+    reply = _lean._plain(text)
+    assert reply is not None
+    assert not _shapes.fits(reply, "Launched")
+    for fine in ("1.7976931348623157e308", "123456789012345678901234567890", "0.5", "2"):
+        text = text.replace(f'"cpus": {number}', f'"cpus": {fine}')
+        p.decode_reply(text)
+        assert _shapes.fits(_lean._plain(text), "Launched")
+        number = fine
