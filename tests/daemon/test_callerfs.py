@@ -182,3 +182,41 @@ def test_a_socket_made_as_a_user_inside_a_callers_read_leaves_the_callers_rights
                 (tree / "private").read_text()
         assert _callerfs.acting_uid() == 0
         assert (tree / "private").read_text() == "root only"
+
+
+@needs_root
+@pytest.mark.root
+def test_no_collection_runs_while_a_connection_is_made_as_its_user() -> None:
+    """review28: trio's path made its upstream socket with the standard library's class under
+    the user's file system uid, and its Python constructor allocates: the cycle collector ran
+    there, and with it any finalizer of the daemon's garbage, as that user (a file it opened,
+    made or removed by path then was the user's to the kernel). The socket is now made as the
+    C type alone in that window and wrapped after it."""
+    import gc
+    import socket
+
+    from nonod.proxy._resolve import start_connect
+
+    seen: list[int] = []
+
+    def collecting(phase: str, _: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(_callerfs.acting_uid())
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        threshold = gc.get_threshold()
+        gc.callbacks.append(collecting)
+        gc.set_threshold(1)  # a collection at every allocation of a tracked object
+        try:
+            for _ in range(50):
+                sock, _connected = start_connect("127.0.0.1", port, owner=NOBODY,
+                                                 kind=socket.socket)
+                assert type(sock) is socket.socket and sock.gettimeout() == 0.0
+                listener.accept()[0].close()
+                sock.close()
+        finally:
+            gc.set_threshold(*threshold)
+            gc.callbacks.remove(collecting)
+    assert seen  # collections ran, each as the daemon
+    assert [uid for uid in seen if uid != os.geteuid()] == []
