@@ -67,12 +67,23 @@ if TYPE_CHECKING:
 
 
 
+def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """An object whose keys are each given once: the scanner keeps a key's last value,
+    msgspec checks every one (``{"exit_code": "x", "exit_code": 0}`` it refuses), so a key
+    given twice is the full decoder's to judge (review28)."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("a key given twice")
+    return value
+
+
 class _Context:
-    """What the C scanner reads from a ``json.JSONDecoder``: plain JSON, nothing hooked."""
+    """What the C scanner reads from a ``json.JSONDecoder``: plain JSON, each object's keys
+    checked to be given once."""
 
     strict = True
     object_hook = None
-    object_pairs_hook = None
+    object_pairs_hook = staticmethod(_unique)
     parse_float = float
     parse_int = int
 
@@ -88,7 +99,8 @@ except ImportError:  # pragma: no cover - an interpreter without the C accelerat
     from json import JSONDecoder
     from json.encoder import encode_basestring as _quote
 
-    _scan = JSONDecoder().scan_once  # type: ignore[attr-defined]
+    _scan = JSONDecoder(object_pairs_hook=_unique,  # type: ignore[attr-defined]
+                        parse_constant=_Context.parse_constant).scan_once
 else:
     _scan = make_scanner(_Context())  # type: ignore[arg-type]
 

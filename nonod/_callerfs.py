@@ -252,25 +252,29 @@ def made_as(uid: int | None, make: Callable[[], T]) -> T:
     one: a socket made so is ``uid``'s to ``sock_diag`` (``ss -e``, :mod:`._loopback_peers`)
     and to a firewall's ``-m owner`` match, so that a connection the system daemon opens for
     a user's session is that user's, not root's. Only this thread changes, and only for the
-    call; ``make`` must not block or start a thread. Raises OSError when the uid cannot be
-    taken (nothing is made); exits the process when the daemon's own cannot be restored, as
-    :func:`acting_as` does."""
-    own = os.geteuid()
-    if uid is None or uid == own:
+    call; ``make`` must not block or start a thread, and must run no Python code (a C call:
+    ``_socket.socket``, not ``socket.socket``): an allocation there may run the cycle
+    collector, and the finalizers it calls, under ``uid`` (review28). Afterwards the
+    thread's file system uid is the one it had before, not the daemon's own: inside
+    :func:`acting_as` (a worker thread reading as a caller) the rest of the block stays the
+    caller's (review28). Raises OSError
+    when the uid cannot be taken (nothing is made); exits the process when the uid it had
+    cannot be restored, as :func:`acting_as` does."""
+    if uid is None or uid == os.geteuid():
         return make()
     try:
         fsuid_nr = _numbers()[0]
     except NonoError:
         raise OSError(errno.ENOSYS, f"cannot act as uid {uid} on this machine") from None
     libc = _libc()
-    libc.syscall(fsuid_nr, ctypes.c_uint(uid))
+    before = libc.syscall(fsuid_nr, ctypes.c_uint(uid))  # (returns the one it had)
     try:
         if libc.syscall(fsuid_nr, ctypes.c_uint(0xFFFFFFFF)) != uid:
             raise OSError(errno.EPERM, f"could not act as uid {uid}")
         return make()
     finally:
-        libc.syscall(fsuid_nr, ctypes.c_uint(own))
-        if libc.syscall(fsuid_nr, ctypes.c_uint(0xFFFFFFFF)) != own:
+        libc.syscall(fsuid_nr, ctypes.c_uint(before))
+        if libc.syscall(fsuid_nr, ctypes.c_uint(0xFFFFFFFF)) != before:
             os.write(2, b"nonod: cannot restore a thread's file system uid; exiting\n")
             os._exit(70)
 

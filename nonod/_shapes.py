@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 READ_BY_HAND: Final = ("Welcome", "Launched", "Exited", "SessionList")
 
 _DIGITS: Final = frozenset("0123456789")
+#: An int in a float field fits below this (a double's range ends just under 2 ** 1024; the
+#: scanner reads ``1e400`` as infinity, which fits no more than it decodes).
+_INT_AS_FLOAT: Final = 2 ** 1023
 
 
 def fits(value: object, name: str, structs: Mapping[str, StructShape] | None = None) -> bool:
@@ -59,8 +62,9 @@ def _fits(value: object, shape: Shape, structs: Mapping[str, StructShape]) -> bo
         return type(value) is str and _text(value) and _within(len(value), shape[1], shape[2])
     if kind == "int":
         return type(value) is int and _within(value, shape[1], shape[2])
-    if kind == "float":
-        return type(value) in (int, float)
+    if kind == "float":  # within a double's range: msgspec refuses the rest (review28)
+        return (value - value == 0.0) if type(value) is float else \
+            type(value) is int and -_INT_AS_FLOAT < value < _INT_AS_FLOAT
     if kind == "bool":
         return type(value) is bool
     if kind == "null":

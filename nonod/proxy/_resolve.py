@@ -261,8 +261,15 @@ def start_connect(address: str, port: int, *, below: int | None = None,
     connection is made for (the system daemon's session's user), whose the socket is in the
     kernel's view (``_callerfs.made_as``); None: the daemon's own."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = made_as(owner, functools.partial(
-        kind, family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC))
+    flags = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+    if owner is None or kind is _socket.socket:
+        sock = made_as(owner, functools.partial(kind, family, flags))
+    else:
+        # Made as the C type under the owner's uid, wrapped after: the standard library's
+        # class runs Python code as it is made, where the cycle collector (and any finalizer
+        # it calls) would run as that user too (review28).
+        raw = made_as(owner, functools.partial(_socket.socket, family, flags))
+        sock = kind(family, flags, 0, raw.detach())
     fd = sock.fileno()  # the daemon's own above the watermark (``nonod._descriptors``)
     if not (for_sessions(fd) if below is None else fd < below):
         sock.close()

@@ -84,7 +84,7 @@ class _Hostile:
     """A daemon on a real Unix socket that answers one attached launch with ``replies``
     (after its ``welcome``), whatever it was asked."""
 
-    def __init__(self, path: Path, replies: list[dict[str, object]]) -> None:
+    def __init__(self, path: Path, replies: list[dict[str, object] | str]) -> None:
         self.listener = socket.socket(socket.AF_UNIX)
         self.listener.bind(str(path))
         self.listener.listen(1)
@@ -112,7 +112,8 @@ class _Hostile:
             welcome = {"type": "welcome", "protocol": 1, "daemon": "0.1.0", "pid": 1, "uid": 0}
             for reply in [welcome, *self.replies]:
                 try:
-                    conn.sendall(ws.send(ev.TextMessage(data=json.dumps(reply))))
+                    text = reply if isinstance(reply, str) else json.dumps(reply)
+                    conn.sendall(ws.send(ev.TextMessage(data=text)))
                 except OSError:  # the client hung up: it refused what came before
                     return
             try:
@@ -178,3 +179,38 @@ def test_a_hostile_daemons_session_list_is_left_to_the_full_path(in_tmp: Path) -
         assert _lean.run(["ps"]) is None
     finally:
         server.close()
+
+
+def test_a_hostile_daemons_key_given_twice_is_refused_whole(
+        in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """review28: the C scanner keeps a key's last value, msgspec checks each: an ``exited``
+    whose ``exit_code`` came first as a string, then as 0, fitted (the lean client's dict held
+    the 0) where the full decoder refuses it."""
+    twice = '{"type": "exited", "session": "abcd", "exit_code": "x", "exit_code": 0}'
+    with pytest.raises(msgspec.ValidationError):
+        p.decode_reply(twice)
+    server = _Hostile(in_tmp / "nonod.sock", [{"type": "launched", "session": _detail()}, twice])
+    try:
+        status = _lean.run(["launch", "--", "true"])
+    finally:
+        server.close()
+    assert status != 0  # before: 0
+    assert "cannot decode a message from nonod" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1.8e308", "1" + "0" * 309])
+def test_a_float_out_of_a_doubles_range_does_not_fit(number: str) -> None:
+    """review28: the scanner reads ``1e400`` as infinity and ``1`` followed by 309 zeros as
+    an int, and both fitted a float field; msgspec refuses them (out of range)."""
+    text = json.dumps({"type": "launched", "session": {**_detail(), "limits": {"cpus": 0}}})
+    text = text.replace('"cpus": 0', f'"cpus": {number}')
+    with pytest.raises(msgspec.ValidationError):
+        p.decode_reply(text)
+    reply = _lean._plain(text)
+    assert reply is not None
+    assert not _shapes.fits(reply, "Launched")
+    for fine in ("1.7976931348623157e308", "123456789012345678901234567890", "0.5", "2"):
+        text = text.replace(f'"cpus": {number}', f'"cpus": {fine}')
+        p.decode_reply(text)
+        assert _shapes.fits(_lean._plain(text), "Launched")
+        number = fine

@@ -155,3 +155,68 @@ def test_one_callers_stuck_threads_stall_that_caller_only() -> None:
             release.set()
 
     trio.run(main)
+
+
+@needs_root
+@pytest.mark.root
+def test_a_socket_made_as_a_user_inside_a_callers_read_leaves_the_callers_rights(
+        tree: Path) -> None:
+    """review28: ``made_as`` put back the daemon's own uid, not the one it found. Made inside
+    ``acting_as`` (a worker thread reading as a caller), the rest of that read ran as root:
+    the caller's file then read what only root may."""
+    import socket
+
+    from nonod._loopback_peers import tcp_peer_uid
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        with acting_as(_callerfs.Identity(uid=NOBODY, gid=NOBODY, groups=(NOBODY,))):
+            sock = _callerfs.made_as(NOBODY - 1, socket.socket)
+            with sock:
+                sock.connect(("127.0.0.1", port))
+                accepted, _ = listener.accept()
+                with accepted:
+                    assert tcp_peer_uid(accepted) == NOBODY - 1  # made as that uid
+            assert _callerfs.acting_uid() == NOBODY
+            with pytest.raises(PermissionError):
+                (tree / "private").read_text()
+        assert _callerfs.acting_uid() == 0
+        assert (tree / "private").read_text() == "root only"
+
+
+@needs_root
+@pytest.mark.root
+def test_no_collection_runs_while_a_connection_is_made_as_its_user() -> None:
+    """review28: trio's path made its upstream socket with the standard library's class under
+    the user's file system uid, and its Python constructor allocates: the cycle collector ran
+    there, and with it any finalizer of the daemon's garbage, as that user (a file it opened,
+    made or removed by path then was the user's to the kernel). The socket is now made as the
+    C type alone in that window and wrapped after it."""
+    import gc
+    import socket
+
+    from nonod.proxy._resolve import start_connect
+
+    seen: list[int] = []
+
+    def collecting(phase: str, _: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(_callerfs.acting_uid())
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        threshold = gc.get_threshold()
+        gc.callbacks.append(collecting)
+        gc.set_threshold(1)  # a collection at every allocation of a tracked object
+        try:
+            for _ in range(50):
+                sock, _connected = start_connect("127.0.0.1", port, owner=NOBODY,
+                                                 kind=socket.socket)
+                assert type(sock) is socket.socket and sock.gettimeout() == 0.0
+                listener.accept()[0].close()
+                sock.close()
+        finally:
+            gc.set_threshold(*threshold)
+            gc.callbacks.remove(collecting)
+    assert seen  # collections ran, each as the daemon
+    assert [uid for uid in seen if uid != os.geteuid()] == []

@@ -173,3 +173,51 @@ def test_a_user_stopping_its_launchers_holds_no_other_users_launch_up(
         answers = [json.loads(line) for line in lines if line.startswith("{")]
         assert answers[1:2] and answers[1]["type"] == "launched", lines
         assert took < 3, took  # with a wait in place: the server waited on a stopped launcher
+
+
+
+def test_a_launcher_its_user_stopped_is_killed_once_its_launch_is_given_up(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """review28, tried and held: a cold launcher becomes its session's user before its init
+    exists, and its user may stop it then (as above), before or after its id maps. The
+    daemon gives such a launch up after ``LAUNCH_TIMEOUT`` and kills the init of a launch it
+    gave up on, which this one does not have; kept, the stopped launcher would hold the fork
+    server's sockets for it (its cue, its hub client, before its maps its ``_Maps`` entry,
+    which also keeps the server from its fresh start) for good. It is not kept: the refused
+    launch's group is removed, and what is in it killed (``cgroup.kill``), the launcher
+    among them (it joined the group first)."""
+    from nonod.sandbox import _api
+
+    monkeypatch.setattr(_api, "LAUNCH_TIMEOUT", 8.0)  # (the first launch starts the server)
+    with shared_daemon(short_tmp, 1) as (handle, [stopper]):
+        work = workdir(stopper)
+        launch = {"type": "launch", "argv": ["/bin/true"], "cwd": str(work),
+                  "env": session_env(work), "detach": True, "stdio": "null",
+                  "options": {"allow_cwd": True, "block_net": True}}
+        reply = raw_client(handle.socket, [hello(), launch], prefix=stopper.prefix())
+        assert json.loads(reply[1])["type"] == "launched", reply  # the fork server runs
+        [server] = [pid for pid in children(os.getpid())
+                    if b"_forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        stopping = subprocess.Popen([*stopper.prefix(), SYSTEM_PYTHON, "-c", STOPPER, str(server)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                    cwd="/")
+        try:
+            assert stopping.stdout is not None
+            assert stopping.stdout.readline().strip() == "stopping"
+            held = send_launches(handle, stopper, work, 2)
+            deadline = time.monotonic() + 30
+            while not _stopped_launchers(server) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stopped = [pid for pid in children(server) if (stat(pid) or ["X"])[0] == "T"]
+            # the daemon gives the launches up after 8 s; then 15 s more
+            deadline = time.monotonic() + 23
+            while time.monotonic() < deadline and \
+                    any((stat(pid) or ["X"])[0] == "T" for pid in stopped):
+                time.sleep(0.1)
+            left = [pid for pid in stopped if (stat(pid) or ["X"])[0] == "T"]
+            held.kill()
+            held.communicate(timeout=60)
+        finally:
+            out, _ = stopping.communicate("", timeout=60)
+        assert int(out.strip()) > 0 and stopped  # it stopped launchers before their inits
+        assert left == []  # killed with their refused launch's group
