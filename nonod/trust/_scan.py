@@ -24,6 +24,7 @@ session could read that path anyway), not the scan's.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -184,6 +185,18 @@ class _Matcher:
         return name in SKIP_DIRS and not self.names_below(rel)
 
 
+def _resolved(path: str) -> str:
+    """``os.path.realpath(path)``, or ``OSError(ELOOP)`` for a chain of symbolic links that
+    Python's resolver cannot follow: it recurses once per link, and a chain of about a
+    thousand (which anyone who may write the tree can make) raised ``RecursionError`` out of
+    the scan, which answered the launch with no outcome at all. The kernel follows at most
+    40 links in one lookup, so no program opens a name at the end of such a chain either."""
+    try:
+        return os.path.realpath(path)
+    except RecursionError:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path) from None
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -258,7 +271,14 @@ def _symlink(
 ) -> _Found | tuple[str, str, int] | None:
     """Resolve one symlink: a refusal, a directory to descend into, a candidate, or nothing.
     A target inside the root is looked at (and walked) from ``walk_root``, as the rest."""
-    target = os.path.realpath(entry.path)
+    try:
+        target = _resolved(entry.path)
+    except OSError as exc:  # a chain too long to follow: neither a file nor a directory
+        if entry.name.endswith(".bundle") or not (matcher.matches(rel)
+                                                  or matcher.could_match_below(rel)):
+            return None
+        return _Found(rel, directory, entry.name, None,
+                      f"symlink cannot be resolved: {exc.strerror}")
     inside = _inside(target, real_root)
     if inside and walk_root is not None:
         target = walk_root + target[len(real_root.rstrip("/")):]
@@ -384,7 +404,10 @@ def _subjects_by_real_path(manifest: VerifiedManifest | None, real_root: str,
     matches them (by canonical path)."""
     found: dict[str, str] = {}
     for path in manifest.subjects if manifest is not None else ():
-        target = os.path.realpath(os.path.join(walk_root, path))
+        try:
+            target = _resolved(os.path.join(walk_root, path))
+        except OSError:  # the subject's own check says so (_subject_path)
+            continue
         if _inside(target, real_root):
             found.setdefault(target, path)
     return found
@@ -393,7 +416,11 @@ def _subjects_by_real_path(manifest: VerifiedManifest | None, real_root: str,
 def _subject_path(real_root: str, walk_root: str, path: str) -> tuple[str, str]:
     """A subject's real path, and that path relative to the root: refused when a symbolic
     link on its way leads out of the root (nono refuses it too)."""
-    target = os.path.realpath(os.path.join(walk_root, path))
+    try:
+        target = _resolved(os.path.join(walk_root, path))
+    except OSError as exc:
+        raise TrustError(f"{shown_name(path)}: named in {MULTI_SUBJECT_BUNDLE}, but its "
+                         f"path cannot be resolved: {exc.strerror}") from None
     if not _inside(target, real_root):
         raise TrustError(f"{shown_name(path)}: named in {MULTI_SUBJECT_BUNDLE}, but a "
                          "symbolic link on its way leads out of the scan root")
@@ -461,7 +488,10 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
     from) if given, and what the path names again at the end: a directory renamed into its
     place (by whoever may rename in a directory above it) raises :class:`TrustError`.
     """
-    real_root = os.path.realpath(root)
+    try:
+        real_root = _resolved(os.fspath(root))
+    except OSError as exc:
+        raise TrustError(f"cannot scan {os.fspath(root)}: {exc.strerror}") from None
     if not os.path.isdir(real_root):
         raise TrustError(f"scan root {os.fspath(root)} is not a directory")
     try:
@@ -580,7 +610,10 @@ def _verify_open(real_root: str, fd: int, policy: TrustPolicy,
         listed_real: str | None = None
         try:
             shown = expand_listed(listed, real_root, home)
-            listed_real = os.path.realpath(shown)
+            try:
+                listed_real = _resolved(shown)
+            except OSError as exc:
+                raise TrustError(f"{shown_name(shown)}: {exc.strerror}") from None
             if listed_real in done:
                 continue
             done.add(listed_real)
