@@ -123,3 +123,20 @@ def test_a_long_chain_of_links_made_by_a_session_does_not_stop_the_scan(
     (narrow / "l0").write_bytes(b"")
     read = sub_run("launch", "--allow-cwd", "--", "/bin/cat", "GEMINI.md")
     assert (read.returncode, read.stdout) == (0, RULES.decode()), read.stderr
+
+
+def test_a_grant_through_a_long_chain_of_links_is_refused_with_a_reason(
+        daemon_thread: DaemonThread, short_tmp: Path) -> None:
+    # The same resolver recursion in the profile's paths (``FsLook.realpath`` falls back on
+    # ``os.path.realpath`` past the kernel's 40 links): a grant a session re-pointed at a
+    # chain it made closed the connection of every launch naming it.
+    work = short_tmp / "proj"
+    work.mkdir()
+    (work / "l0").write_bytes(b"")
+    for i in range(1, 1101):
+        (work / f"l{i}").symlink_to(f"l{i - 1}")
+    run = CLI(cli_env(daemon_thread.socket, short_tmp), work)
+    refused = run("launch", "--allow-cwd", "--read", str(work / "l1100"), "--", "/bin/true")
+    assert refused.returncode != 122, refused.stderr  # answered, not a closed connection
+    assert "too many levels of symbolic links" in refused.stderr, refused.stderr
+    assert run("launch", "--allow-cwd", "--", "/bin/true").returncode == 0
