@@ -197,6 +197,25 @@ def _resolved(path: str) -> str:
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path) from None
 
 
+def _kernel_real(path: str) -> str:
+    """The real path of what ``path`` names now, resolved by the kernel: opened as a path
+    only (``O_PATH``: no driver's ``open``, no read permission asked), symbolic links
+    followed by the kernel's rules (at most 40 in one lookup: ``ELOOP`` past them), and
+    named by ``/proc/self/fd``. Raises ``OSError`` (``ENOENT`` when nothing is there).
+
+    The walk resolves every symbolic link it meets with this, never ``os.path.realpath``:
+    Python's resolver reads one link at a time with no bound on a chain, so each link of
+    a chain of ``n`` cost ``n`` looks. A session that made five chains of 1,000 links in its
+    working directory (a second's work) made every later launch's scan there take 45 s of
+    the daemon's time, holding the interpreter's lock its event loop shares; and it reads
+    a chain the kernel refuses to follow (the session cannot open its end either)."""
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -272,11 +291,16 @@ def _symlink(
     """Resolve one symlink: a refusal, a directory to descend into, a candidate, or nothing.
     A target inside the root is looked at (and walked) from ``walk_root``, as the rest."""
     try:
-        target = _resolved(entry.path)
-    except OSError as exc:  # a chain too long to follow: neither a file nor a directory
-        if entry.name.endswith(".bundle") or not (matcher.matches(rel)
-                                                  or matcher.could_match_below(rel)):
+        target = _kernel_real(entry.path)
+    except OSError as exc:
+        # Nothing there, a loop or a chain longer than the kernel follows (ELOOP), or a
+        # target this caller may not look at: no program reads a file through this name,
+        # nor one below it, so only a name a pattern includes is refused (as before, for
+        # a loop or a dangling link).
+        if entry.name.endswith(".bundle") or not matcher.matches(rel):
             return None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return _Found(rel, directory, entry.name, None, "symlink target does not exist")
         return _Found(rel, directory, entry.name, None,
                       f"symlink cannot be resolved: {exc.strerror}")
     inside = _inside(target, real_root)
@@ -405,7 +429,7 @@ def _subjects_by_real_path(manifest: VerifiedManifest | None, real_root: str,
     found: dict[str, str] = {}
     for path in manifest.subjects if manifest is not None else ():
         try:
-            target = _resolved(os.path.join(walk_root, path))
+            target = _kernel_real(os.path.join(walk_root, path))
         except OSError:  # the subject's own check says so (_subject_path)
             continue
         if _inside(target, real_root):
@@ -417,7 +441,9 @@ def _subject_path(real_root: str, walk_root: str, path: str) -> tuple[str, str]:
     """A subject's real path, and that path relative to the root: refused when a symbolic
     link on its way leads out of the root (nono refuses it too)."""
     try:
-        target = _resolved(os.path.join(walk_root, path))
+        target = _kernel_real(os.path.join(walk_root, path))
+    except FileNotFoundError:  # missing: the read says so, at the name as signed
+        target = os.path.join(real_root, path)
     except OSError as exc:
         raise TrustError(f"{shown_name(path)}: named in {MULTI_SUBJECT_BUNDLE}, but its "
                          f"path cannot be resolved: {exc.strerror}") from None
