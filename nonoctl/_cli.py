@@ -1240,12 +1240,16 @@ def _load_trust_policy(args: argparse.Namespace, out: Output) -> trust.TrustPoli
     return policy
 
 
+#: The largest FILE ``trust verify`` reads (the client's memory; a launch pins far less).
+_MAX_VERIFY_BYTES = 64 << 20
+
+
 def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> int:
     """Client-side: each FILE (or, with --all, each included file) against FILE.bundle and
     the policy (no keys needed)."""
     from pathlib import Path
 
-    from nonod import trust
+    from nonod import _callerfs, trust
 
     policy = _load_trust_policy(args, out)
     if policy is None:
@@ -1266,14 +1270,22 @@ def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> in
         if path.name == trust.MULTI_SUBJECT_BUNDLE:
             failed += _verify_together(path, policy, out)
             continue
+        # Each opened once, never blocking, a regular file only (a FIFO among a shell
+        # glob's names in a hostile repository is refused, not waited on for good), and
+        # bounded (a launch pins at most 512 KiB of them; this only checks).
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            out.line(f"FAIL {shown}: cannot read: {exc.strerror}")
+            data = _callerfs.read_path(name, max_bytes=_MAX_VERIFY_BYTES).data
+        except _callerfs.CallerFileError as exc:
+            out.line(f"FAIL {shown}: cannot read: {field(exc.reason)}")
             failed += 1
             continue
-        bundle_path = path.with_name(path.name + ".bundle")
-        bundle = bundle_path.read_bytes() if bundle_path.is_file() else None
+        try:
+            bundle = _callerfs.read_optional(str(path.with_name(path.name + ".bundle")),
+                                             max_bytes=trust.MAX_BUNDLE_BYTES)
+        except _callerfs.CallerFileError as exc:
+            out.line(f"FAIL {shown}: cannot read its bundle: {field(exc.reason)}")
+            failed += 1
+            continue
         try:
             trust.verify_file(data, path.name, bundle, policy)
         except trust.TrustError as exc:

@@ -221,7 +221,16 @@ class FsLook:
                           else ("", False))
         if not done:
             self._loop = True
-            return os.path.realpath(path)
+            try:
+                return os.path.realpath(path)
+            except RecursionError:
+                # Python's resolver recurses once per nested link: a chain of about a
+                # thousand (anyone who may write a directory makes one in a second) raised
+                # out of the launch, which was answered by a closed connection. The kernel
+                # follows at most 40 links in one lookup, so nothing opens the path either.
+                from ..errors import PolicyError
+                raise PolicyError(f"`{path}`: too many levels of symbolic links (a chain "
+                                  "of links too long to follow)") from None
         return resolved
 
     def _walk(self, base: str, rest: str, seen: dict[str, str | None],

@@ -54,6 +54,7 @@ MAX_SUBJECTS: Final = 1_000
 
 _B64_CHARS = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_SHOWN = 80
 
 
@@ -154,20 +155,45 @@ def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return result
 
 
+def _lone_surrogate(doc: object) -> str | None:
+    """The first string (key or value) of a parsed JSON document holding a UTF-16
+    surrogate, or None. Python's parser keeps an unpaired ``\\ud800`` escape in the string
+    (a pair becomes one character); no file name, key id or digest can hold one."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                return node
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
 def load_json(data: bytes, what: str) -> object:
-    """Strict JSON: UTF-8 only, no duplicate keys. ``ValueError`` names ``what`` was wrong."""
+    """Strict JSON: UTF-8 only, no duplicate keys, no unpaired surrogate (``\\ud800``: not
+    text; nono's parser, serde_json, refuses it too, and a path holding one cannot be
+    encoded to look a file up). ``ValueError`` names ``what`` was wrong."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"{what} is not UTF-8 text") from None
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicates)
+        doc = json.loads(text, object_pairs_hook=_reject_duplicates)
     except RecursionError:
         raise ValueError(f"{what} JSON is nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{what} is not valid JSON (truncated or corrupt): {exc}") from None
     except ValueError as exc:  # duplicate keys, integers too long to convert
         raise ValueError(f"{what} JSON is not acceptable: {exc}") from None
+    found = _lone_surrogate(doc)
+    if found is not None:
+        raise ValueError(f"{what} JSON is not acceptable: the string {_shown(found)} holds an "
+                         "unpaired UTF-16 surrogate escape")
+    return doc
 
 
 def _object(value: object, where: str) -> dict[str, object]:

@@ -24,6 +24,7 @@ session could read that path anyway), not the scan's.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -184,6 +185,37 @@ class _Matcher:
         return name in SKIP_DIRS and not self.names_below(rel)
 
 
+def _resolved(path: str) -> str:
+    """``os.path.realpath(path)``, or ``OSError(ELOOP)`` for a chain of symbolic links that
+    Python's resolver cannot follow: it recurses once per link, and a chain of about a
+    thousand (which anyone who may write the tree can make) raised ``RecursionError`` out of
+    the scan, which answered the launch with no outcome at all. The kernel follows at most
+    40 links in one lookup, so no program opens a name at the end of such a chain either."""
+    try:
+        return os.path.realpath(path)
+    except RecursionError:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path) from None
+
+
+def _kernel_real(path: str) -> str:
+    """The real path of what ``path`` names now, resolved by the kernel: opened as a path
+    only (``O_PATH``: no driver's ``open``, no read permission asked), symbolic links
+    followed by the kernel's rules (at most 40 in one lookup: ``ELOOP`` past them), and
+    named by ``/proc/self/fd``. Raises ``OSError`` (``ENOENT`` when nothing is there).
+
+    The walk resolves every symbolic link it meets with this, never ``os.path.realpath``:
+    Python's resolver reads one link at a time with no bound on a chain, so each link of
+    a chain of ``n`` cost ``n`` looks. A session that made five chains of 1,000 links in its
+    working directory (a second's work) made every later launch's scan there take 45 s of
+    the daemon's time, holding the interpreter's lock its event loop shares; and it reads
+    a chain the kernel refuses to follow (the session cannot open its end either)."""
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -258,7 +290,19 @@ def _symlink(
 ) -> _Found | tuple[str, str, int] | None:
     """Resolve one symlink: a refusal, a directory to descend into, a candidate, or nothing.
     A target inside the root is looked at (and walked) from ``walk_root``, as the rest."""
-    target = os.path.realpath(entry.path)
+    try:
+        target = _kernel_real(entry.path)
+    except OSError as exc:
+        # Nothing there, a loop or a chain longer than the kernel follows (ELOOP), or a
+        # target this caller may not look at: no program reads a file through this name,
+        # nor one below it, so only a name a pattern includes is refused (as before, for
+        # a loop or a dangling link).
+        if entry.name.endswith(".bundle") or not matcher.matches(rel):
+            return None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return _Found(rel, directory, entry.name, None, "symlink target does not exist")
+        return _Found(rel, directory, entry.name, None,
+                      f"symlink cannot be resolved: {exc.strerror}")
     inside = _inside(target, real_root)
     if inside and walk_root is not None:
         target = walk_root + target[len(real_root.rstrip("/")):]
@@ -384,7 +428,10 @@ def _subjects_by_real_path(manifest: VerifiedManifest | None, real_root: str,
     matches them (by canonical path)."""
     found: dict[str, str] = {}
     for path in manifest.subjects if manifest is not None else ():
-        target = os.path.realpath(os.path.join(walk_root, path))
+        try:
+            target = _kernel_real(os.path.join(walk_root, path))
+        except OSError:  # the subject's own check says so (_subject_path)
+            continue
         if _inside(target, real_root):
             found.setdefault(target, path)
     return found
@@ -393,7 +440,13 @@ def _subjects_by_real_path(manifest: VerifiedManifest | None, real_root: str,
 def _subject_path(real_root: str, walk_root: str, path: str) -> tuple[str, str]:
     """A subject's real path, and that path relative to the root: refused when a symbolic
     link on its way leads out of the root (nono refuses it too)."""
-    target = os.path.realpath(os.path.join(walk_root, path))
+    try:
+        target = _kernel_real(os.path.join(walk_root, path))
+    except FileNotFoundError:  # missing: the read says so, at the name as signed
+        target = os.path.join(real_root, path)
+    except OSError as exc:
+        raise TrustError(f"{shown_name(path)}: named in {MULTI_SUBJECT_BUNDLE}, but its "
+                         f"path cannot be resolved: {exc.strerror}") from None
     if not _inside(target, real_root):
         raise TrustError(f"{shown_name(path)}: named in {MULTI_SUBJECT_BUNDLE}, but a "
                          "symbolic link on its way leads out of the scan root")
@@ -461,7 +514,10 @@ def verify_tree(root: str | os.PathLike[str], policy: TrustPolicy, *,
     from) if given, and what the path names again at the end: a directory renamed into its
     place (by whoever may rename in a directory above it) raises :class:`TrustError`.
     """
-    real_root = os.path.realpath(root)
+    try:
+        real_root = _resolved(os.fspath(root))
+    except OSError as exc:
+        raise TrustError(f"cannot scan {os.fspath(root)}: {exc.strerror}") from None
     if not os.path.isdir(real_root):
         raise TrustError(f"scan root {os.fspath(root)} is not a directory")
     try:
@@ -580,7 +636,10 @@ def _verify_open(real_root: str, fd: int, policy: TrustPolicy,
         listed_real: str | None = None
         try:
             shown = expand_listed(listed, real_root, home)
-            listed_real = os.path.realpath(shown)
+            try:
+                listed_real = _resolved(shown)
+            except OSError as exc:
+                raise TrustError(f"{shown_name(shown)}: {exc.strerror}") from None
             if listed_real in done:
                 continue
             done.add(listed_real)
