@@ -573,8 +573,7 @@ class _Look:
         self._answers: dict[tuple[int, str], object] = {}
         # What :meth:`unchanged` asks, worked out at its first call (the answers are all in
         # by then: a look is kept only once its plan is made).
-        self._checks: tuple[tuple[tuple[bool, str, int | None], ...],
-                            tuple[tuple[int, str, object], ...]] | None = None
+        self._checks: _Checks | None = None
 
     def _ask(self, what: int, path: str) -> object:
         key = (what, path)
@@ -586,13 +585,18 @@ class _Look:
     def unchanged(self) -> bool:
         """Whether the host answers every question as it did (then the plan is the same:
         it is a function of the policy, its arguments and these answers). A file type the
-        answers already asked imply is not asked again (:func:`_implied`)."""
+        answers already asked imply is not asked again (:func:`_implied`); the others are
+        asked by ``libnonolooks.so`` where it is built, in one call that gives up the GIL
+        once (:class:`_Kinds`), else here, with the same answers."""
         checks = self._checks
         if checks is None:
             checks = self._checks = _checks(self._answers)
-        kinds, others = checks
-        lstat, stat_, ifmt = os.lstat, os.stat, stat.S_IFMT
-        try:
+        kinds, others, native = checks
+        if native is not None:
+            if native.differ():
+                return False
+        else:
+            lstat, stat_, ifmt = os.lstat, os.stat, stat.S_IFMT
             for nofollow, path, answer in kinds:
                 # Most questions (~90 of ~100): ``_kind`` inlined, one call fewer each.
                 try:
@@ -601,6 +605,7 @@ class _Look:
                     got = None
                 if got != answer:
                     return False
+        try:
             for what, asked, said in others:
                 if _QUESTIONS[what](asked) != said:
                     return False
@@ -675,11 +680,14 @@ class _Look:
         return self._ask(_PROC, "")  # type: ignore[return-value]
 
 
-def _checks(answers: dict[tuple[int, str], object]
-            ) -> tuple[tuple[tuple[bool, str, int | None], ...],
-                       tuple[tuple[int, str, object], ...]]:
+_Kind = tuple[bool, str, "int | None"]  # lstat (not stat), the path, the file type
+_Checks = tuple[tuple[_Kind, ...], tuple[tuple[int, str, object], ...], "_Kinds | None"]
+
+
+def _checks(answers: dict[tuple[int, str], object]) -> _Checks:
     """The questions :meth:`_Look.unchanged` asks again: the file types (``lstat`` or not,
-    the path, the answer) but those :func:`_implied`, then the rest."""
+    the path, the answer) but those :func:`_implied`, the rest, and the file types as
+    ``libnonolooks.so`` takes them (None without it)."""
     lstats = {path: a for (what, path), a in answers.items() if what == _LSTAT}
     stats = {path: a for (what, path), a in answers.items() if what == _STAT}
     # Paths below which nothing can be found while they answer as they did: absent, or not a
@@ -687,11 +695,71 @@ def _checks(answers: dict[tuple[int, str], object]
     blocked = {path for path, a in lstats.items() if a is None
                or (a != stat.S_IFDIR and a != stat.S_IFLNK)}
     blocked.update(path for path, a in stats.items() if a != stat.S_IFDIR)
-    kinds = tuple((what == _LSTAT, path, answer) for (what, path), answer in answers.items()
-                  if what <= _STAT and not _implied(what, path, answer, lstats, blocked))
+    kinds: tuple[_Kind, ...] = tuple(
+        (what == _LSTAT, path, answer) for (what, path), answer in answers.items()  # type: ignore[misc]
+        if what <= _STAT and not _implied(what, path, answer, lstats, blocked))
     others = tuple((what, path, answer) for (what, path), answer in answers.items()
                    if what > _STAT)
-    return kinds, others  # type: ignore[return-value]
+    return kinds, others, _Kinds.of(kinds)
+
+
+_MISSING: Final = -1  # looks.c's answer for a failed call
+_no_native: list[bool] = []  # [True] once looked for and not there
+
+
+def _native_kinds() -> Callable[..., int] | None:
+    """``libnonolooks.so``'s ``nono_kinds_differ`` (nonod/profiles/looks.c), or None (not
+    built, or built before it had the function)."""
+    if _no_native:
+        return None
+    import ctypes
+
+    # Beside nonod/profiles/_fslook.py, whose check it serves too (not imported: the fork
+    # server plans without the profiles' modules).
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "profiles", "libnonolooks.so")
+    try:
+        lib = ctypes.CDLL(path) if os.path.isfile(path) else None
+    except OSError:
+        lib = None
+    if lib is None or not hasattr(lib, "nono_kinds_differ"):
+        _no_native.append(True)
+        return None
+    call: Callable[..., int] = lib.nono_kinds_differ
+    call.argtypes = (ctypes.POINTER(ctypes.c_char_p),  # type: ignore[attr-defined]
+                     ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int),
+                     ctypes.c_long)
+    call.restype = ctypes.c_long  # type: ignore[attr-defined]
+    return call
+
+
+class _Kinds:
+    """A kept plan's file-type questions as ``looks.c`` takes them: made once, asked by any
+    number of threads (nothing written in them)."""
+
+    def __init__(self, call: Callable[..., int], kinds: tuple[_Kind, ...]) -> None:
+        import ctypes
+
+        n = self.n = len(kinds)
+        self._call = call
+        self._keep = [os.fsencode(path) for _, path, _ in kinds]
+        self.paths = (ctypes.c_char_p * max(n, 1))(*self._keep)
+        self.follow = (ctypes.c_int * max(n, 1))(*(0 if nofollow else 1
+                                                  for nofollow, _, _ in kinds))
+        self.recorded = (ctypes.c_int * max(n, 1))(*(_MISSING if a is None else a
+                                                    for _, _, a in kinds))
+
+    @staticmethod
+    def of(kinds: tuple[_Kind, ...]) -> _Kinds | None:
+        """None without the library, or for a path it cannot be given (a NUL byte: Python's
+        look answers it ``ValueError``, no file type, and asks it the same way)."""
+        if any("\0" in path for _, path, _ in kinds):
+            return None
+        call = _native_kinds()
+        return None if call is None else _Kinds(call, kinds)
+
+    def differ(self) -> bool:
+        return bool(self._call(self.paths, self.follow, self.recorded, self.n) >= 0)
 
 
 def _implied(what: int, path: str, answer: object, lstats: dict[str, object],

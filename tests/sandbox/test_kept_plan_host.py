@@ -7,19 +7,39 @@ after a rename, a symbolic link swapped, and a hard link added."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from nonod.policy import Access, Denial, Grant, ResolvedPolicy
-from nonod.sandbox import LaunchRequest
+from nonod.sandbox import LaunchRequest, _mounts
 from nonod.sandbox._mounts import LINKED, MASK_DIR, MASK_FILE, _Look
 from nonod.sandbox._plan import build_plan
+
+NATIVE = _mounts._native_kinds() is not None
+
+
+@pytest.fixture(autouse=True, params=["libnonolooks", "python"])
+def asker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Each test with the file types asked by ``libnonolooks.so`` (built by ``make venv``),
+    then by Python."""
+    if request.param == "python":
+        monkeypatch.setattr(_mounts, "_no_native", [True])
+    elif not NATIVE:
+        pytest.skip("libnonolooks.so is not built (make venv)")
+    monkeypatch.setattr(_mounts, "_plans", type(_mounts._plans)())  # no plan kept before
+    yield request.param
 
 
 def _asked(look: _Look) -> int:
     """How many file types ``look.unchanged()`` asks again (after its first call)."""
     assert look.unchanged()
     assert look._checks is not None
-    return len(look._checks[0])
+    kinds, _, native = look._checks
+    assert (native is not None) == (_mounts._no_native == [])
+    assert native is None or native.n == len(kinds)
+    return len(kinds)
 
 
 def test_a_stat_left_out_is_seen_through_its_lstat(tmp_path: Path) -> None:
