@@ -22,7 +22,7 @@ import sys
 import _ab
 
 ONE = r"""
-import json, os, statistics, sys, tempfile, time
+import json, os, shutil, statistics, sys, tempfile, time
 from pathlib import Path
 tree, launches = sys.argv[1], int(sys.argv[2])
 sys.path[:0] = [tree, os.path.join(tree, "bench")]
@@ -31,7 +31,7 @@ from nonod.sandbox import _linkscan, _plan
 
 class Where:
     def __init__(self):
-        base = Path(tempfile.mkdtemp(prefix="ndp-", dir="/tmp"))
+        base = self.base = Path(tempfile.mkdtemp(prefix="ndp-", dir="/tmp"))
         base.chmod(0o755)
         self.home, self.work = Path(f"{base}-home"), base / "work"
         (self.home / "run").mkdir(parents=True, mode=0o700)
@@ -41,7 +41,8 @@ class Where:
                     "XDG_STATE_HOME": str(self.home / "state"),
                     "XDG_CONFIG_HOME": str(self.home / "config")}
 
-policy, request = daemon_policy(Where())
+where = Where()
+policy, request = daemon_policy(where)
 spent = {}
 clock = time.thread_time_ns
 
@@ -74,6 +75,8 @@ for _ in range(launches):
         parts.setdefault(label, []).append(ns)
     parts.setdefault("rest", []).append(total - sum(spent.values()))
     parts.setdefault("build_plan", []).append(total)
+for made in (where.base, where.home):
+    shutil.rmtree(made, ignore_errors=True)
 print(json.dumps({k: statistics.median(v) / 1e3 for k, v in parts.items()}))
 """
 
