@@ -75,17 +75,24 @@ def exported(rev: str) -> Iterator[Path]:
     """``git archive rev`` of this repository in a temporary directory, with its
     ``nono-reaper`` built as ``make`` builds it (the archive has the sources only: without
     the binary the base's fork server falls back to a forked Python init per session, and a
-    fleet compares unlike engines)."""
+    fleet compares unlike engines), and its native helpers (``libnonolooks.so``,
+    ``libnonorelay.so``) where it has their sources: without them the base's kept
+    resolution check and the proxy's pump ran in Python while this checkout's did not (the
+    base's ``01b kept resolution checked`` twice this tree's CPU: docs/benchmarks.md,
+    ``daemon11``)."""
     with tempfile.TemporaryDirectory(prefix="nono-base-") as base:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True,
                                  capture_output=True, timeout=120).stdout
         subprocess.run(["tar", "-x", "-C", base], input=archive, check=True, timeout=120)
-        reaper = Path(base) / "nonod" / "sandbox" / "nono-reaper"
-        if (Path(base) / "nonod" / "sandbox" / "reaper.c").exists():
-            built = subprocess.run(["make", "-C", base, str(reaper.relative_to(base))],
+        for source, target in (("nonod/sandbox/reaper.c", "nonod/sandbox/nono-reaper"),
+                               ("nonod/profiles/looks.c", "nonod/profiles/libnonolooks.so"),
+                               ("nonod/proxy/relay.c", "nonod/proxy/libnonorelay.so")):
+            if not (Path(base) / source).exists():
+                continue
+            built = subprocess.run(["make", "-C", base, target],
                                    capture_output=True, timeout=300, check=False)
-            if built.returncode != 0 or not reaper.exists():
-                raise BenchFailure(f"cannot build {rev}'s nono-reaper: "
+            if built.returncode != 0 or not (Path(base) / target).exists():
+                raise BenchFailure(f"cannot build {rev}'s {target}: "
                                    + built.stderr.decode(errors="replace")[-500:])
         yield Path(base)
 

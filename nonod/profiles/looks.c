@@ -65,3 +65,19 @@ long nono_stat_differs(const char *const *paths, const int *recorded, const long
     }
     return -1;
 }
+
+/* The kept mount plan's check (nonod/sandbox/_mounts.py, _Look.unchanged): the file type only
+ * (st_mode & S_IFMT, or MISSING), by lstat where follow[i] is 0 and by stat where it is 1, each
+ * path asked; the index of the first answer that differs from recorded[i], or -1. */
+long nono_kinds_differ(const char *const *paths, const int *follow, const int *recorded,
+                       long n) {
+    for (long i = 0; i < n; i++) {
+        struct stat st;
+        int got = (follow[i] ? stat(paths[i], &st) : lstat(paths[i], &st)) != 0
+                      ? MISSING
+                      : (int)(st.st_mode & S_IFMT);
+        if (got != recorded[i])
+            return i;
+    }
+    return -1;
+}

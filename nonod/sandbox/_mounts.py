@@ -571,6 +571,9 @@ class _Look:
 
     def __init__(self) -> None:
         self._answers: dict[tuple[int, str], object] = {}
+        # What :meth:`unchanged` asks, worked out at its first call (the answers are all in
+        # by then: a look is kept only once its plan is made).
+        self._checks: _Checks | None = None
 
     def _ask(self, what: int, path: str) -> object:
         key = (what, path)
@@ -581,20 +584,30 @@ class _Look:
 
     def unchanged(self) -> bool:
         """Whether the host answers every question as it did (then the plan is the same:
-        it is a function of the policy, its arguments and these answers)."""
-        lstat, stat_, ifmt = os.lstat, os.stat, stat.S_IFMT
-        try:
-            for (what, path), answer in self._answers.items():
-                if what > _STAT:
-                    if _QUESTIONS[what](path) != answer:
-                        return False
-                    continue
+        it is a function of the policy, its arguments and these answers). A file type the
+        answers already asked imply is not asked again (:func:`_implied`); the others are
+        asked by ``libnonolooks.so`` where it is built, in one call that gives up the GIL
+        once (:class:`_Kinds`), else here, with the same answers."""
+        checks = self._checks
+        if checks is None:
+            checks = self._checks = _checks(self._answers)
+        kinds, others, native = checks
+        if native is not None:
+            if native.differ():
+                return False
+        else:
+            lstat, stat_, ifmt = os.lstat, os.stat, stat.S_IFMT
+            for nofollow, path, answer in kinds:
                 # Most questions (~90 of ~100): ``_kind`` inlined, one call fewer each.
                 try:
-                    got: int | None = ifmt((lstat if what == _LSTAT else stat_)(path).st_mode)
+                    got: int | None = ifmt((lstat if nofollow else stat_)(path).st_mode)
                 except (OSError, ValueError):
                     got = None
                 if got != answer:
+                    return False
+        try:
+            for what, asked, said in others:
+                if _QUESTIONS[what](asked) != said:
                     return False
         except OSError:
             return False
@@ -665,6 +678,114 @@ class _Look:
 
     def proc_root_only(self) -> tuple[str, ...]:
         return self._ask(_PROC, "")  # type: ignore[return-value]
+
+
+_Kind = tuple[bool, str, "int | None"]  # lstat (not stat), the path, the file type
+_Checks = tuple[tuple[_Kind, ...], tuple[tuple[int, str, object], ...], "_Kinds | None"]
+
+
+def _checks(answers: dict[tuple[int, str], object]) -> _Checks:
+    """The questions :meth:`_Look.unchanged` asks again: the file types (``lstat`` or not,
+    the path, the answer) but those :func:`_implied`, the rest, and the file types as
+    ``libnonolooks.so`` takes them (None without it)."""
+    lstats = {path: a for (what, path), a in answers.items() if what == _LSTAT}
+    stats = {path: a for (what, path), a in answers.items() if what == _STAT}
+    # Paths below which nothing can be found while they answer as they did: absent, or not a
+    # directory (``lstat``: nor a link to one).
+    blocked = {path for path, a in lstats.items() if a is None
+               or (a != stat.S_IFDIR and a != stat.S_IFLNK)}
+    blocked.update(path for path, a in stats.items() if a != stat.S_IFDIR)
+    kinds: tuple[_Kind, ...] = tuple(
+        (what == _LSTAT, path, answer) for (what, path), answer in answers.items()  # type: ignore[misc]
+        if what <= _STAT and not _implied(what, path, answer, lstats, blocked))
+    others = tuple((what, path, answer) for (what, path), answer in answers.items()
+                   if what > _STAT)
+    return kinds, others, _Kinds.of(kinds)
+
+
+_MISSING: Final = -1  # looks.c's answer for a failed call
+_no_native: list[bool] = []  # [True] once looked for and not there
+
+
+def _native_kinds() -> Callable[..., int] | None:
+    """``libnonolooks.so``'s ``nono_kinds_differ`` (nonod/profiles/looks.c), or None (not
+    built, or built before it had the function)."""
+    if _no_native:
+        return None
+    import ctypes
+
+    # Beside nonod/profiles/_fslook.py, whose check it serves too (not imported: the fork
+    # server plans without the profiles' modules).
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "profiles", "libnonolooks.so")
+    try:
+        lib = ctypes.CDLL(path) if os.path.isfile(path) else None
+    except OSError:
+        lib = None
+    if lib is None or not hasattr(lib, "nono_kinds_differ"):
+        _no_native.append(True)
+        return None
+    call: Callable[..., int] = lib.nono_kinds_differ
+    call.argtypes = (ctypes.POINTER(ctypes.c_char_p),  # type: ignore[attr-defined]
+                     ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int),
+                     ctypes.c_long)
+    call.restype = ctypes.c_long  # type: ignore[attr-defined]
+    return call
+
+
+class _Kinds:
+    """A kept plan's file-type questions as ``looks.c`` takes them: made once, asked by any
+    number of threads (nothing written in them)."""
+
+    def __init__(self, call: Callable[..., int], kinds: tuple[_Kind, ...]) -> None:
+        import ctypes
+
+        n = self.n = len(kinds)
+        self._call = call
+        self._keep = [os.fsencode(path) for _, path, _ in kinds]
+        self.paths = (ctypes.c_char_p * max(n, 1))(*self._keep)
+        self.follow = (ctypes.c_int * max(n, 1))(*(0 if nofollow else 1
+                                                  for nofollow, _, _ in kinds))
+        self.recorded = (ctypes.c_int * max(n, 1))(*(_MISSING if a is None else a
+                                                    for _, _, a in kinds))
+
+    @staticmethod
+    def of(kinds: tuple[_Kind, ...]) -> _Kinds | None:
+        """None without the library, or for a path it cannot be given (a NUL byte: Python's
+        look answers it ``ValueError``, no file type, and asks it the same way)."""
+        if any("\0" in path for _, path, _ in kinds):
+            return None
+        call = _native_kinds()
+        return None if call is None else _Kinds(call, kinds)
+
+    def differ(self) -> bool:
+        return bool(self._call(self.paths, self.follow, self.recorded, self.n) >= 0)
+
+
+def _implied(what: int, path: str, answer: object, lstats: dict[str, object],
+             blocked: set[str]) -> bool:
+    """Whether the file type ``answer`` (of ``lstat`` or ``stat`` of ``path``) is what the
+    host must still answer while the other questions (asked again) answer as they did:
+
+    - ``stat`` of a path whose ``lstat`` answered the same and not a link: ``stat`` walks the
+      same way and only follows a link at the end;
+    - no answer (absent, or not reachable) below an ancestor in ``blocked``: the walk to
+      ``path`` goes through the ancestor's name, where ``lstat`` (or ``stat``, which follows
+      its link as the walk does) found nothing, or something that is not a directory (the
+      walk stops there: ``ENOTDIR``). Only for plain absolute paths (no ``.``, ``..``, ``//``:
+      the ancestors are the prefixes)."""
+    if what == _STAT and path in lstats and lstats[path] == answer \
+            and answer != stat.S_IFLNK:
+        return True
+    if answer is not None or not path.startswith("/") or path.startswith("//") \
+            or os.path.normpath(path) != path:
+        return False
+    parent = os.path.dirname(path)
+    while parent != "/":
+        if parent in blocked:
+            return True
+        parent = os.path.dirname(parent)
+    return False
 
 
 # Plans by everything they were made from but the host (the policy, the home, the aliases,
@@ -1152,21 +1273,29 @@ def idmap_works() -> bool:
 
 
 _proc_events = ProcTopEvents()
-_proc_answer: tuple[tuple[tuple[str, int], ...], tuple[str, ...]] | None = None
+# The last listing (getdents64's records, None without them), its entries and its answer.
+_proc_answer: tuple[bytes | None, tuple[tuple[str, int], ...], tuple[str, ...]] | None = None
 _proc_lock = _thread.allocate_lock()
 
 
 def _host_proc_root_only() -> tuple[str, ...]:
     """:func:`_proc_root_only`, each file's mode asked again only when ``/proc``'s listing
     differs from the last one (a module loaded or unloaded) or the kernel says a mode there
-    changed since (``_hostevents``): one listing instead of ~40 ``lstat`` per launch."""
+    changed since (``_hostevents``): one listing instead of ~40 ``lstat`` per launch. The
+    listing's records the same bytes as the last: its entries are too, not parsed again."""
     global _proc_answer
     with _proc_lock:
         changed = _proc_events.changed()  # first: a chmod after it is reported next time
-        entries = tuple(_proc_top_entries())
-        if changed or _proc_answer is None or _proc_answer[0] != entries:
-            _proc_answer = (entries, tuple(_proc_root_only(entries)))
-        return _proc_answer[1]
+        raw = _proc_top_raw()
+        last = _proc_answer
+        if not changed and last is not None and raw is not None and raw == last[0]:
+            return last[2]
+        entries = tuple(_proc_top_entries(raw))
+        if changed or last is None or last[1] != entries:
+            _proc_answer = (raw, entries, tuple(_proc_root_only(entries)))
+        else:
+            _proc_answer = (raw, entries, last[2])
+        return _proc_answer[2]
 
 
 def _proc_root_only(entries: Iterable[tuple[str, int]] | None = None) -> list[str]:
@@ -1194,8 +1323,9 @@ _DT_REG: Final = 8
 _GETDENTS64: Final = {"x86_64": 217, "aarch64": 61}
 
 
-def _proc_top_entries() -> list[tuple[str, int]]:
-    """(name, d_type) of the entries at the top of ``/proc`` that are not processes.
+def _proc_top_raw() -> bytes | None:
+    """getdents64's records (struct linux_dirent64: ino, off, reclen, type, name) at the top of
+    ``/proc`` before ``self``; None where it is not read so (``_GETDENTS64``).
 
     procfs lists its own entries first, then ``self``, ``thread-self`` and one directory per
     process (``proc_root_readdir``): reading stops at ``self``, so the cost does not grow with
@@ -1204,12 +1334,10 @@ def _proc_top_entries() -> list[tuple[str, int]]:
 
     nr = _GETDENTS64.get(native_arch().name)
     if nr is None:
-        with os.scandir("/proc") as entries:
-            return [(e.name, _DT_REG if e.is_file(follow_symlinks=False) else -1)
-                    for e in entries if not e.name.isdigit()]
+        return None
     import ctypes
 
-    out: list[tuple[str, int]] = []
+    chunks: list[bytes] = []
     buf = ctypes.create_string_buffer(1024)  # little past `self`: few processes read
     fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -1217,20 +1345,38 @@ def _proc_top_entries() -> list[tuple[str, int]]:
             size = _libc._check(_libc._syscall(nr, ctypes.c_int(fd), buf, ctypes.c_uint(
                 len(buf))), "/proc")
             if size == 0:
-                return out
+                return b"".join(chunks)
             raw = buf.raw[:size]
             pos = 0
-            while pos < size:  # struct linux_dirent64: ino, off, reclen, type, name
-                reclen = int.from_bytes(raw[pos + 16:pos + 18], "little")
-                name = raw[pos + 19:pos + reclen].split(b"\0", 1)[0].decode(
-                    "utf-8", "surrogateescape")
-                if name == "self":
-                    return out
-                if name not in (".", "..") and not name.isdigit():
-                    out.append((name, raw[pos + 18]))
-                pos += reclen
+            while pos < size:
+                if raw[pos + 19:pos + 24] == b"self\0":
+                    chunks.append(raw[:pos])
+                    return b"".join(chunks)
+                pos += raw[pos + 16] | raw[pos + 17] << 8
+            chunks.append(raw)
     finally:
         os.close(fd)
+
+
+def _proc_top_entries(raw: bytes | None = None) -> list[tuple[str, int]]:
+    """(name, d_type) of the entries at the top of ``/proc`` that are not processes: those of
+    ``raw`` (``_proc_top_raw``'s, read now if not given), or of ``os.scandir`` where there is
+    none."""
+    if raw is None:
+        raw = _proc_top_raw()
+    if raw is None:
+        with os.scandir("/proc") as listing:
+            return [(e.name, _DT_REG if e.is_file(follow_symlinks=False) else -1)
+                    for e in listing if not e.name.isdigit()]
+    out: list[tuple[str, int]] = []
+    pos, size = 0, len(raw)
+    while pos < size:
+        reclen = raw[pos + 16] | raw[pos + 17] << 8
+        name = raw[pos + 19:pos + reclen].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        if name not in (".", "..") and not name.isdigit():
+            out.append((name, raw[pos + 18]))
+        pos += reclen
+    return out
 
 
 def _submodule_names(wdir: str, look: _Look) -> list[str] | None:
