@@ -8,9 +8,11 @@ With ``NONO_TEST_WARM_INIT`` set in its environment the launch is a warm one (th
 launched once before with ``/bin/true``, the launch sent once an init waits for it): the C
 init where ``_cinit.covers`` the view, the Python one with ``NONO_PYTHON_INIT`` set, so that
 a test module runs down either path. ``NONO_TEST_INIT_LOG``: a file each launch appends its
-init's executable to, as it was right after the launch (``/memfd:nono-reaper...``: the C
-init; where the runner may not read it, the init's first two words, ``nono-reaper --init``
-for the C init), to check which path the launches took.
+init's first two words to, as they were right after the launch (``nono-reaper --init``, or
+``nono-reaper --spawner`` for one the C spawner cloned: the C init), to check which path the
+launches took. Not its executable: a Python init that outlives ``REAPER_AFTER`` replaces
+itself with ``nono-reaper`` too (``/memfd:nono-reaper``, but with the program's descriptors
+for words), so what the executable says depends on when it is read.
 """
 
 from __future__ import annotations
@@ -81,12 +83,8 @@ async def warm_launch_and_wait(policy: ResolvedPolicy, request: LaunchRequest
             await trio.sleep(0.01)
         proc = await launcher.launch(policy, request)
         if os.environ.get(INIT_LOG):
-            try:
-                exe = os.readlink(f"/proc/{proc.pid}/exe")
-            except OSError:  # a non-dumpable init, not an unprivileged runner's to read
-                exe = _argv_of(proc.pid)
             with open(os.environ[INIT_LOG], "a") as log:
-                log.write(exe + "\n")
+                log.write(_argv_of(proc.pid) + "\n")
         return await proc.wait_exited(), proc.enforcement
 
 

@@ -93,6 +93,9 @@ class DaemonThread:
     system: bool = False
     socket_path: Path | None = None
     server: ControlServer | None = None
+    #: The daemon's profile source (its resolution cache's counters tell a test whether a
+    #: launch's kept resolution held).
+    policies: ProfilePolicies | None = None
     _thread: threading.Thread | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
     _token: trio.lowlevel.TrioToken | None = None
@@ -125,12 +128,13 @@ class DaemonThread:
     async def _main(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
         options = DaemonOptions(system=self.system, socket=self.socket, state_dir=self.state_dir)
+        self.policies = ProfilePolicies(system=self.system, profile_dir=lambda: None)
         with trio.CancelScope() as scope:
             self._cancel = scope
             async with trio.open_nursery() as nursery:
                 self.server = await nursery.start(functools.partial(
                     run_daemon, _loaded(self.config), options=options,
-                    policies=ProfilePolicies(system=self.system, profile_dir=lambda: None),
+                    policies=self.policies,
                     launcher_factory=open_launcher, handle_signals=False,
                 ))
                 self._ready.set()
