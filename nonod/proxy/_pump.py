@@ -181,6 +181,11 @@ def _native() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(path))
     except OSError:
         return None
+    return prototyped(lib)
+
+
+def prototyped(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """``lib`` (a build of relay.c) with its entry points' argument and result types."""
     handle, fd, address = ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p
     lib.nono_relay_new.argtypes = ()
     lib.nono_relay_new.restype = handle

@@ -37,22 +37,7 @@ _SIZES = (1, 2, 7, 100, 1400, 4096, 65535, 65536, 65537, 131072, 200_000)
 
 def _load(library: str) -> None:
     """The pump's loop on ``library`` (the sanitized build) instead of the one beside it."""
-    lib = ctypes.CDLL(library)
-    handle, fd, address = ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p
-    lib.nono_relay_new.argtypes = ()
-    lib.nono_relay_new.restype = handle
-    lib.nono_relay_route.argtypes = (handle, fd, fd, ctypes.c_int)
-    lib.nono_relay_route.restype = ctypes.c_int
-    lib.nono_relay_unroute.argtypes = (handle, fd, address)
-    lib.nono_relay_unroute.restype = ctypes.c_int
-    lib.nono_relay_last.argtypes = (handle, fd)
-    lib.nono_relay_last.restype = ctypes.c_int64
-    lib.nono_relay_wait.argtypes = (handle, fd, ctypes.c_double, address, ctypes.c_int, address)
-    lib.nono_relay_wait.restype = ctypes.c_int
-    lib.nono_relay_add.argtypes = (handle, fd, fd, fd)
-    lib.nono_relay_add.restype = ctypes.c_int
-    lib.nono_relay_accept.argtypes = (fd,)
-    lib.nono_relay_accept.restype = ctypes.c_int
+    lib = _pump.prototyped(ctypes.CDLL(library))
     bare = ctypes.CDLL(library)
     _pump._native = lambda: lib  # type: ignore[assignment]
     _pump._unprototyped = lambda: bare  # type: ignore[assignment]
