@@ -36,12 +36,14 @@ pytestmark = [pytest.mark.root,
 
 #: The user's watcher: until its stdin closes, every new process of its uid whose memory it can open
 #: and read is counted, as a launcher (its command line is the fork server's, in hex in ARGV 1) or
-#: as anything else (the sessions' programs: the watcher is quick enough to see them).
+#: as anything else (the sessions' programs: the watcher is quick enough to see them). One it
+#: cannot read yet (a program before its execve, a launcher not dumpable) is looked at again
+#: until it is gone.
 WATCH = r'''
 import json, os, select, sys
 server = bytes.fromhex(sys.argv[1])
 me = os.getuid()
-seen = set(int(p) for p in os.listdir("/proc") if p.isdigit())
+seen = set(int(p) for p in os.listdir("/proc") if p.isdigit())  # before, and done with
 found = {"launchers": 0, "programs": 0, "descriptors": []}
 print("watching", flush=True)
 while not select.select([sys.stdin], [], [], 0)[0]:
@@ -49,10 +51,9 @@ while not select.select([sys.stdin], [], [], 0)[0]:
         if not name.isdigit() or int(name) in seen:
             continue
         pid = int(name)
-        seen.add(pid)
         try:
             if os.stat(f"/proc/{pid}").st_uid != me:
-                continue  # not dumpable (root's), or another user's
+                continue  # not dumpable (root's) yet, or another user's: looked at again
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
             fds = sorted(os.readlink(f"/proc/{pid}/fd/{fd}")
                          for fd in os.listdir(f"/proc/{pid}/fd"))
@@ -60,8 +61,14 @@ while not select.select([sys.stdin], [], [], 0)[0]:
             with open(f"/proc/{pid}/mem", "rb", 0) as mem:
                 mem.seek(int(maps.split("-")[0], 16))
                 mem.read(4096)
-        except (OSError, ValueError, IndexError):
+            if open(f"/proc/{pid}/cmdline", "rb").read() != cmdline:
+                continue  # it ran execve between the reads: what was read is not known
+        except FileNotFoundError:
+            seen.add(pid)  # gone
             continue
+        except (OSError, ValueError, IndexError):
+            continue  # (a program seen before its execve, a launcher not dumpable yet)
+        seen.add(pid)
         if cmdline == server:
             found["launchers"] += 1
             found["descriptors"].append(fds)

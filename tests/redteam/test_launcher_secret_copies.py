@@ -35,6 +35,13 @@ def below(pid: int) -> Iterator[int]:
         yield from below(child)
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+    except OSError:
+        return "(gone)"
+
+
 def copies(pid: int, needle: bytes) -> int:
     """How many times ``needle`` is in ``pid``'s readable memory (0 if it is gone)."""
     found = 0
@@ -80,6 +87,7 @@ def test_a_sessions_secret_is_in_no_launcher_made_after_it(
     launchers = list(below(server))
     assert launchers
     held = {pid: n for pid in launchers if (n := copies(pid, value.encode()))}
-    assert held == {}, f"processes of the fork server's holding the secret: {held}"
+    named = {pid: (n, _cmdline(pid)) for pid, n in held.items()}
+    assert held == {}, f"processes of the fork server's holding the secret: {named}"
     for name in ("b1", "b2"):
         run("stop", name)
