@@ -1286,10 +1286,15 @@ def _trust_verify(args: argparse.Namespace, files: list[str], out: Output) -> in
             out.line(f"FAIL {shown}: cannot read its bundle: {field(exc.reason)}")
             failed += 1
             continue
+        together = path.with_name(trust.MULTI_SUBJECT_BUNDLE)
         try:
             trust.verify_file(data, path.name, bundle, policy)
         except trust.TrustError as exc:
-            out.line(f"FAIL {shown}: {field(exc.message)}")
+            # A file nono signed with its others has no FILE.bundle: say where to look.
+            also = (f" (a multi-subject bundle is beside it: `nonoctl trust verify "
+                    f"{together}` checks the files it names)"
+                    if bundle is None and os.path.lexists(together) else "")
+            out.line(f"FAIL {shown}: {field(exc.message)}{field(also)}")
             failed += 1
         else:
             out.line(f"OK   {shown}")

@@ -46,6 +46,8 @@ def test_sign_together_verify_and_launch(daemon_thread: DaemonThread, short_tmp:
 
     verified = ok("trust", "verify", "--all")
     assert "OK   GEMINI.md" in verified and "OK   skills/SKILL.md" in verified
+    alone = run("trust", "verify", "GEMINI.md")  # its own FILE.bundle: none; told where
+    assert alone.returncode == 1 and "`nonoctl trust verify .nono-trust.bundle`" in alone.stdout
     together = ok("trust", "verify", ".nono-trust.bundle")  # nono's form: the bundle itself
     assert together.split("\n")[:2] == ["OK   GEMINI.md", "OK   skills/SKILL.md"]
     from_above = CLI(env, short_tmp)("trust", "verify", "--policy",
