@@ -50,14 +50,12 @@ def _close_all(fds: tuple[int, ...]) -> None:
             os.close(fd)
 
 
-def _remove_all(batch: list[_Queued]) -> list[_Queued]:
-    """Blocking: try each group once, in order; those still there."""
-    left: list[_Queued] = []
+def _remove_all(batch: list[_Queued], left: list[_Queued]) -> None:
+    """Blocking: try each group once, in order; those still there go to ``left``."""
     for queued in batch:
         _close_all(queued.close)
         if not queued.group.remove(kill=queued.kill):
             left.append(queued._replace(kill=True, close=()))
-    return left
 
 
 @final
@@ -109,8 +107,14 @@ class GroupRemovals:
             self._wake = trio.Event()
             batch, self._queued = self._queued, []
             self._removing = True
+            left: list[_Queued] = []
             try:
-                left = await trio.to_thread.run_sync(_remove_all, batch)
+                await trio.to_thread.run_sync(_remove_all, batch, left)
+            except trio.Cancelled:
+                # The daemon is going: the thread has finished the batch (a worker thread is
+                # waited for), and what it left goes back for ``give_up`` to remove and close.
+                self._queued[:0] = left
+                raise
             finally:
                 self._removing = False
             now = trio.current_time()

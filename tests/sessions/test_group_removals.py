@@ -32,9 +32,9 @@ async def test_groups_ending_together_go_in_one_job_and_a_process_left_is_killed
     batches: list[list[str]] = []  # each worker job's groups, in the order tried
     remove_all = _removals._remove_all
 
-    def seen(batch: list[Any]) -> Any:
+    def seen(batch: list[Any], left: list[Any]) -> None:
         batches.append([os.path.basename(queued.group.path) for queued in batch])
-        return remove_all(batch)
+        remove_all(batch, left)
 
     monkeypatch.setattr(_removals, "_remove_all", seen)
     policy = ResolvedPolicy(name="fake", grants=(), denials=())
@@ -129,3 +129,42 @@ async def test_a_group_added_once_the_nursery_is_closed_is_not_queued(tmp_path: 
         assert group.remove(kill=True)
     finally:
         cgroups.close()
+
+
+async def test_a_group_left_by_a_batch_the_daemons_exit_cut_short_is_given_up_on(
+        cgroups: SessionCgroups, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The daemon's exit cancels the removals' task while a batch runs in its worker thread
+    # (waited for); a group that batch could not remove (a process still in it) goes back to
+    # the queue, where ``give_up`` finds it, kills what is in it and closes its files. It was
+    # dropped: its control files stayed open for the process's life.
+    import threading
+
+    inside, release = threading.Event(), threading.Event()
+    remove_all = _removals._remove_all
+
+    def held(batch: list[Any], left: list[Any]) -> None:
+        inside.set()
+        release.wait(10)
+        remove_all(batch, left)
+
+    monkeypatch.setattr(_removals, "_remove_all", held)
+    group, _ = await cgroups.make("s1", ResolvedPolicy(name="fake", grants=(), denials=()))
+    assert group is not None
+    staying = subprocess.Popen(["sleep", "60"])
+    try:
+        for path in group.procs:
+            Path(path).write_text(str(staying.pid))
+        async with trio.open_nursery() as nursery:
+            removals = GroupRemovals(nursery)
+            removals.add(group)
+            while not inside.is_set():
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+            release.set()
+        assert removals.pending() == 1  # back in the queue, not lost
+        removals.give_up()
+        assert staying.wait(10) == -signal.SIGKILL
+        assert removals.pending() == 0
+    finally:
+        if staying.poll() is None:
+            staying.kill()
